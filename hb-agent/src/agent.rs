@@ -1,0 +1,320 @@
+//! `hb-agent run`: bring the kernel in line with the config, then keep it there.
+//!
+//! Start-up order matters for fail-closed behaviour: maps are opened (or adopted from
+//! their pins) and filled — policies, deny ranges, CIDRs, enrollments — *before* the new
+//! programs are attached, and old links are retired only after the new ones are attached
+//! (see `loader`). Afterwards the agent re-scans cgroups, drains kernel events and
+//! forwards the programs' aya-log output to tracing until SIGTERM/SIGINT, then exits
+//! leaving every pin in place: enforcement does not depend on the agent being alive.
+
+use std::{
+    collections::HashMap,
+    fs, io,
+    os::{fd::AsRawFd as _, unix::fs::DirBuilderExt as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use hb_common::map_names;
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    cgroup,
+    config::Config,
+    enroll::{self, Rule},
+    events::{self, EventLog},
+    loader,
+    maps::{self, Maps},
+};
+
+/// File below `state_dir` describing the running agent (read by `status`).
+pub const STATE_FILE: &str = "agent.json";
+const LOCK_FILE: &str = "agent.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("hb-agent run must run as root (it loads eBPF programs and writes cgroups)")]
+    NotRoot,
+    #[error("{action} {path} failed")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("another hb-agent already runs with state_dir {0} (it holds agent.lock)")]
+    AlreadyRunning(PathBuf),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Load(#[from] loader::LoadError),
+    #[error(transparent)]
+    Maps(#[from] maps::MapsError),
+    #[error(transparent)]
+    Enroll(#[from] enroll::EnrollError),
+    #[error("cannot open the events ring buffer")]
+    Events(#[source] aya::maps::MapError),
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AgentError {
+    let path = path.to_owned();
+    move |source| AgentError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// What `status` learns about the running agent.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct AgentState {
+    pub pid: u32,
+    pub started: String,
+    pub cgroup_mount: PathBuf,
+    pub cgroup_root: String,
+    pub bpffs_dir: PathBuf,
+    pub programs: Vec<ProgramState>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ProgramState {
+    pub program: String,
+    pub prog_id: u32,
+    pub replaced: bool,
+}
+
+/// Registers an fd-owning value with tokio's reactor.
+fn watch<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its fd and lives inside the AsyncFd, so the fd stays open for
+    // as long as it is registered.
+    unsafe { AsyncFd::register(inner) }.map_err(io::Error::from)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Holds an exclusive flock on `state_dir/agent.lock` for as long as it lives.
+struct Lock(#[expect(dead_code, reason = "held for its fd")] fs::File);
+
+fn lock(state_dir: &Path) -> Result<Lock, AgentError> {
+    let path = state_dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening", &path))?;
+    // SAFETY: valid fd.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(AgentError::AlreadyRunning(state_dir.to_owned()));
+    }
+    Ok(Lock(file))
+}
+
+/// Whether an agent holds the lock in `state_dir` (for `status`).
+pub fn agent_running(state_dir: &Path) -> bool {
+    let Ok(file) = fs::File::open(state_dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    // SAFETY: valid fd; a shared lock we get is released when `file` closes.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+}
+
+/// Everything the agent keeps between scans.
+struct Running {
+    config: Config,
+    mount: PathBuf,
+    maps: Maps,
+    rules: Vec<Rule>,
+    policy_names: HashMap<u32, String>,
+    cgroup_paths: HashMap<u64, String>,
+}
+
+impl Running {
+    fn refresh_paths(&mut self) {
+        let max = hb_common::limits::MAX_CGROUP_DEPTH + 1;
+        if let Ok(tree) = cgroup::walk(&self.mount, self.config.cgroup_root(), max) {
+            self.cgroup_paths = tree.into_iter().map(|f| (f.id, f.relative)).collect();
+        }
+    }
+
+    fn rescan(&mut self) -> Result<(), AgentError> {
+        let (changes, tree) = enroll::reconcile(
+            &mut self.maps,
+            &self.mount,
+            self.config.cgroup_root(),
+            &self.rules,
+        )?;
+        for (path, policy) in &changes.enrolled {
+            tracing::info!(cgroup = %path, %policy, "enrolled");
+        }
+        if changes.removed > 0 {
+            tracing::info!(
+                count = changes.removed,
+                "enrollments removed (cgroup gone or no longer matched)"
+            );
+        }
+        for path in &changes.too_deep {
+            tracing::error!(cgroup = %path, max = hb_common::limits::MAX_CGROUP_DEPTH, "matches a [[sandbox]] glob but is too deep to enforce; NOT enrolled");
+        }
+        self.cgroup_paths = tree.into_iter().map(|f| (f.id, f.relative)).collect();
+        Ok(())
+    }
+}
+
+pub async fn run(config: Config) -> Result<(), AgentError> {
+    if !is_root() {
+        return Err(AgentError::NotRoot);
+    }
+    let state_dir = config.agent.state_dir.clone();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&state_dir)
+        .map_err(io_err("creating", &state_dir))?;
+    let _lock = lock(&state_dir)?;
+
+    let mount = cgroup::cgroup2_mount()?;
+    let root = config.cgroup_root().to_owned();
+    let root_path = cgroup::create(&mount, &root)?;
+    let bpffs = config.agent.bpffs_dir.clone();
+    loader::ensure_bpffs(&bpffs)?;
+    let mut ebpf = loader::load(&bpffs)?;
+
+    // Fill the maps before anything new is attached.
+    let mut maps = Maps::open(&bpffs)?;
+    let ids = maps.sync_policies(&config)?;
+    let deny = config.egress.deny_cidrs.resolve();
+    let except: Vec<_> = config
+        .egress
+        .exception_cidrs
+        .iter()
+        .map(|c| c.get_ref().0)
+        .collect();
+    maps.sync_ranges(&deny, &except)?;
+    maps.sync_cidrs(&config, &ids)?;
+    let rules = config
+        .sandboxes
+        .iter()
+        .map(|s| Rule {
+            #[expect(clippy::unwrap_used, reason = "validated by Config::parse")]
+            pattern: glob::Pattern::new(s.cgroup.get_ref().trim_matches('/')).unwrap(),
+            policy_id: ids[s.policy.get_ref()],
+            policy: s.policy.get_ref().clone(),
+        })
+        .collect();
+    let mut running = Running {
+        policy_names: ids.iter().map(|(n, id)| (*id, n.clone())).collect(),
+        config,
+        mount: mount.clone(),
+        maps,
+        rules,
+        cgroup_paths: HashMap::new(),
+    };
+    running.rescan()?;
+
+    let attached = loader::attach(&mut ebpf, &bpffs, &root_path)?;
+    for a in &attached {
+        tracing::info!(
+            program = a.program,
+            prog_id = a.prog_id,
+            replaced_previous = a.replaced,
+            "attached"
+        );
+    }
+    let state = AgentState {
+        pid: std::process::id(),
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        cgroup_mount: mount,
+        cgroup_root: root.clone(),
+        bpffs_dir: bpffs.clone(),
+        programs: attached
+            .iter()
+            .map(|a| ProgramState {
+                program: a.program.to_owned(),
+                prog_id: a.prog_id,
+                replaced: a.replaced,
+            })
+            .collect(),
+    };
+    let state_path = state_dir.join(STATE_FILE);
+    fs::write(
+        &state_path,
+        serde_json::to_vec_pretty(&state)
+            .map_err(io::Error::other)
+            .map_err(io_err("encoding", &state_path))?,
+    )
+    .map_err(io_err("writing", &state_path))?;
+
+    // aya-log: the programs log rare conditions (ring buffer full) through it.
+    let mut logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(l) => watch(l).ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "eBPF log forwarding unavailable");
+            None
+        }
+    };
+
+    let ring = maps::open_map(&bpffs, map_names::EVENTS)?;
+    let ring: RingBuf<MapData> = ring.try_into().map_err(AgentError::Events)?;
+    let mut ring = watch(ring).map_err(io_err("polling", &bpffs))?;
+    let mut event_log = EventLog::open(&state_dir, running.config.agent.events_file_max_bytes)
+        .map_err(io_err("opening events file in", &state_dir))?;
+
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+        .map_err(io_err("installing SIGTERM handler", Path::new("-")))?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
+        .map_err(io_err("installing SIGINT handler", Path::new("-")))?;
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        running.config.agent.rescan_interval_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    tracing::info!(cgroup = %root_path.display(), bpffs = %bpffs.display(), policies = running.policy_names.len(), "ready: enforcing");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            // New cgroups matching [[sandbox]] globs, and gone ones.
+            _ = tick.tick() => {
+                if let Err(e) = running.rescan() {
+                    tracing::error!(error = %crate::error_chain(&e), "cgroup rescan failed");
+                }
+            }
+            // Kernel refusals.
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(io_err("polling", &bpffs))?;
+                let rb = guard.get_inner_mut();
+                let mut refreshed = false;
+                while let Some(item) = rb.next() {
+                    let Some(event) = events::decode(&item) else { continue };
+                    if !refreshed && !running.cgroup_paths.contains_key(&event.cgroup_id) {
+                        // A cgroup newer than the last scan (a fresh sandbox): name it now,
+                        // once per batch.
+                        running.refresh_paths();
+                        refreshed = true;
+                    }
+                    let record = events::render(&event, &running.policy_names, &running.cgroup_paths);
+                    tracing::warn!(target: "hb::event", "{record}");
+                    if let Err(e) = event_log.append(&record) {
+                        tracing::error!(error = %e, "cannot write events file");
+                    }
+                }
+                guard.clear_ready();
+            }
+            // Log lines from the programs (aya-log), forwarded into tracing via `log`.
+            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
+                if let Ok(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down; programs, links and maps stay pinned and keep enforcing");
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! `hb-agent maps list|dump`: the pinned maps, readable by people and scripts.
+//! Read-only: opens the pins, never writes them.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, bail};
+use aya::maps::MapData;
+use hb_common::{ENROLL_LAUNCHER, NEVER_EXPIRES, map_names};
+use serde_json::{Map as JsonMap, Value, json};
+
+use crate::{
+    cgroup,
+    config::Config,
+    events::monotonic_ns,
+    maps::{Maps, addr_of, map_pin, v4_net, v6_net},
+};
+
+/// Accepts `deny4`, `hb_deny4` or `HB_DENY4`.
+fn canonical(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    let upper = if upper.starts_with("HB_") {
+        upper
+    } else {
+        format!("HB_{upper}")
+    };
+    map_names::ALL.iter().copied().find(|n| *n == upper)
+}
+
+pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
+    let bpffs = &config.agent.bpffs_dir;
+    let maps = Maps::open(bpffs)?;
+    let counts: HashMap<&str, usize> = HashMap::from([
+        (map_names::ENROLLED, maps.enrolled.keys().count()),
+        (map_names::POLICIES, maps.loaded_policies()?.len()),
+        (map_names::ALLOW4, maps.allow4.keys().count()),
+        (map_names::ALLOW6, maps.allow6.keys().count()),
+        (map_names::CIDR4, maps.cidr4.keys().count()),
+        (map_names::CIDR6, maps.cidr6.keys().count()),
+        (map_names::DENY4, maps.deny4.keys().count()),
+        (map_names::DENY6, maps.deny6.keys().count()),
+        (map_names::EXCEPT4, maps.except4.keys().count()),
+        (map_names::EXCEPT6, maps.except6.keys().count()),
+        (map_names::COUNTERS, hb_common::Counter::COUNT as usize),
+        (map_names::CG_STATS, maps.cg_stats.keys().count()),
+    ]);
+    let mut rows = Vec::new();
+    for name in map_names::ALL {
+        let path = map_pin(bpffs, name);
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .with_context(|| format!("reading {}", path.display()))?;
+        let kind = info
+            .map_type()
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_else(|_| "unknown".into());
+        rows.push(row([
+            ("name", json!(name)),
+            ("id", json!(info.id())),
+            ("type", json!(kind)),
+            ("key_size", json!(info.key_size())),
+            ("value_size", json!(info.value_size())),
+            ("max_entries", json!(info.max_entries())),
+            (
+                "entries",
+                counts.get(name).map_or(Value::Null, |c| json!(c)),
+            ),
+            ("pin", json!(path.display().to_string())),
+        ]));
+    }
+    print_rows(&rows, json);
+    Ok(())
+}
+
+pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
+    let Some(map) = canonical(name) else {
+        bail!(
+            "no map named \"{name}\"; maps: {}",
+            map_names::ALL
+                .iter()
+                .map(|n| n.trim_start_matches("HB_").to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let bpffs = &config.agent.bpffs_dir;
+    let maps = Maps::open(bpffs)?;
+    let policies: HashMap<u32, String> = maps
+        .loaded_policies()?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    let policy = |id: u32| {
+        policies
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("#{id}"))
+    };
+    let cgroups = cgroup_names(config);
+    let cg = |id: u64| cgroups.get(&id).cloned().map_or(Value::Null, Value::String);
+    let now = monotonic_ns();
+    let expiry = |e: u64| -> (Value, Value) {
+        if e == NEVER_EXPIRES {
+            (Value::Null, json!(false))
+        } else if e <= now {
+            (json!(0), json!(true))
+        } else {
+            (json!((e - now) / 1_000_000_000), json!(false))
+        }
+    };
+    let mut rows = Vec::new();
+    match map {
+        map_names::ENROLLED => {
+            for (id, e) in maps.enrolled.iter().filter_map(|r| r.ok()) {
+                rows.push(row([
+                    ("cgroup_id", json!(id)),
+                    ("cgroup", cg(id)),
+                    ("policy", json!(policy(e.policy_id))),
+                    ("policy_id", json!(e.policy_id)),
+                    (
+                        "source",
+                        json!(if e.flags & ENROLL_LAUNCHER != 0 {
+                            "sandbox-run"
+                        } else {
+                            "glob"
+                        }),
+                    ),
+                ]));
+            }
+        }
+        map_names::POLICIES => {
+            for p in maps.loaded_policies()? {
+                rows.push(row([
+                    ("id", json!(p.id)),
+                    ("name", json!(p.name)),
+                    ("mode", json!(if p.audit { "audit" } else { "enforce" })),
+                ]));
+            }
+        }
+        map_names::ALLOW4 => {
+            for (k, e) in maps.allow4.iter().filter_map(|r| r.ok()) {
+                let (left, expired) = expiry(e);
+                rows.push(row([
+                    ("policy", json!(policy(k.policy_id))),
+                    ("ip", json!(std::net::Ipv4Addr::from(k.addr).to_string())),
+                    ("expires_in_secs", left),
+                    ("expired", expired),
+                ]));
+            }
+        }
+        map_names::ALLOW6 => {
+            for (k, e) in maps.allow6.iter().filter_map(|r| r.ok()) {
+                let (left, expired) = expiry(e);
+                rows.push(row([
+                    ("policy", json!(policy(k.policy_id))),
+                    ("ip", json!(addr_of(&k.addr, false).to_string())),
+                    ("expires_in_secs", left),
+                    ("expired", expired),
+                ]));
+            }
+        }
+        map_names::CIDR4 => {
+            for k in maps.cidr4.keys().filter_map(|r| r.ok()) {
+                let d = k.data();
+                let prefix = k.prefix_len().saturating_sub(hb_common::POLICY_PREFIX_BITS);
+                rows.push(row([
+                    ("policy", json!(policy(u32::from_be_bytes(d.policy_id_be)))),
+                    (
+                        "cidr",
+                        json!(format!("{}/{prefix}", std::net::Ipv4Addr::from(d.addr))),
+                    ),
+                ]));
+            }
+        }
+        map_names::CIDR6 => {
+            for k in maps.cidr6.keys().filter_map(|r| r.ok()) {
+                let d = k.data();
+                let prefix = k.prefix_len().saturating_sub(hb_common::POLICY_PREFIX_BITS);
+                rows.push(row([
+                    ("policy", json!(policy(u32::from_be_bytes(d.policy_id_be)))),
+                    (
+                        "cidr",
+                        json!(format!("{}/{prefix}", std::net::Ipv6Addr::from(d.addr))),
+                    ),
+                ]));
+            }
+        }
+        map_names::DENY4 | map_names::EXCEPT4 => {
+            let trie = if map == map_names::DENY4 {
+                &maps.deny4
+            } else {
+                &maps.except4
+            };
+            let mut nets: Vec<_> = trie.keys().filter_map(|r| r.ok()).collect();
+            nets.sort_by_key(|k| (k.data(), k.prefix_len()));
+            rows.extend(nets.iter().map(|k| row([("cidr", json!(v4_net(k)))])));
+        }
+        map_names::DENY6 | map_names::EXCEPT6 => {
+            let trie = if map == map_names::DENY6 {
+                &maps.deny6
+            } else {
+                &maps.except6
+            };
+            let mut nets: Vec<_> = trie.keys().filter_map(|r| r.ok()).collect();
+            nets.sort_by_key(|k| (k.data(), k.prefix_len()));
+            rows.extend(nets.iter().map(|k| row([("cidr", json!(v6_net(k)))])));
+        }
+        map_names::COUNTERS => {
+            for (c, v) in maps.counters()? {
+                rows.push(row([("counter", json!(c.name())), ("value", json!(v))]));
+            }
+        }
+        map_names::CG_STATS => {
+            for (id, s) in maps.cgroup_stats() {
+                rows.push(row([
+                    ("cgroup_id", json!(id)),
+                    ("cgroup", cg(id)),
+                    ("pass_packets", json!(s.pass_packets)),
+                    ("pass_bytes", json!(s.pass_bytes)),
+                    ("drop_packets", json!(s.drop_packets)),
+                    ("drop_bytes", json!(s.drop_bytes)),
+                    ("audit_packets", json!(s.audit_packets)),
+                    ("audit_bytes", json!(s.audit_bytes)),
+                ]));
+            }
+        }
+        _ => bail!("{map} is a ring buffer; read it with `hb-agent events`"),
+    }
+    print_rows(&rows, json);
+    Ok(())
+}
+
+/// Cgroup id → path below the mount, for cgroups under hb's root.
+pub fn cgroup_names(config: &Config) -> HashMap<u64, String> {
+    cgroup::cgroup2_mount()
+        .ok()
+        .and_then(|m| {
+            cgroup::walk(
+                &m,
+                config.cgroup_root(),
+                hb_common::limits::MAX_CGROUP_DEPTH + 1,
+            )
+            .ok()
+        })
+        .map(|t| t.into_iter().map(|f| (f.id, f.relative)).collect())
+        .unwrap_or_default()
+}
+
+pub fn row<const N: usize>(fields: [(&str, Value); N]) -> JsonMap<String, Value> {
+    fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// One JSON array (`--json`) or an aligned table.
+pub fn print_rows(rows: &[JsonMap<String, Value>], json: bool) {
+    if json {
+        println!(
+            "{}",
+            Value::Array(rows.iter().cloned().map(Value::Object).collect())
+        );
+        return;
+    }
+    let Some(first) = rows.first() else {
+        println!("(empty)");
+        return;
+    };
+    let cols: Vec<&String> = first.keys().collect();
+    let cell = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> = cols
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(*c).map_or(1, |v| cell(v).len()))
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
+    for r in rows {
+        println!(
+            "{}",
+            line(
+                cols.iter()
+                    .map(|c| r.get(*c).map_or("-".into(), cell))
+                    .collect()
+            )
+        );
+    }
+}

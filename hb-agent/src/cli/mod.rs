@@ -1,0 +1,216 @@
+//! The command line: one binary for the agent and every operator command.
+//!
+//! Owns: argument parsing, help text and output formats (human tables, `--json` for
+//! scripts). Must never: print a secret, or change kernel state from a read-only command
+//! (`maps`, `events`, `status` only read pins and files).
+
+mod events;
+mod maps;
+mod status;
+
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, LogFormat};
+
+const EXAMPLES: &str = "\
+Examples:
+  hb-agent run                                  # enforce with the embedded default config
+  hb-agent run --config /etc/hb/hb.toml
+  hb-agent config check /etc/hb/hb.toml         # validate without loading anything
+  hb-agent sandbox run --policy default -- curl https://pypi.org/simple/
+  hb-agent status
+  hb-agent maps dump deny4 --json
+  hb-agent events --follow";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hb-agent",
+    version,
+    about = "hb node agent: kernel-enforced egress for AI agent sandboxes",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// Config file (TOML). Without it, the embedded default (`hb-agent config default`).
+    #[arg(long, short, global = true, env = "HB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load and attach the programs, enroll sandboxes, and keep the kernel in line with
+    /// the config until SIGTERM (programs stay attached after exit).
+    Run,
+    /// Print, check or explain configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a command inside a fresh sandbox cgroup.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Inspect the pinned kernel maps of a running (or previously run) agent.
+    #[command(subcommand)]
+    Maps(MapsCommand),
+    /// Show what the kernel refused (from state_dir/events.jsonl).
+    #[command(
+        after_help = "Examples:\n  hb-agent events\n  hb-agent events --follow --json | jq .dst"
+    )]
+    Events {
+        /// Keep printing new events as they arrive.
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Only the last N events (before following).
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+    },
+    /// Programs attached and where, enrolled cgroups, counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the embedded default configuration.
+    Default,
+    /// Validate a config file; exit 1 with the key and line of the first problem.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the default deny ranges and where each comes from.
+    DefaultDeny {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Create a cgroup under cgroup_root, enroll it with POLICY, run CMD in it, pass on
+    /// its exit status, remove the cgroup.
+    #[command(
+        after_help = "Examples:\n  hb-agent sandbox run --policy default -- python3 tool.py\n  hb-agent sandbox run --policy ci -- sh -c 'curl -sS http://10.0.0.1/ || echo refused'"
+    )]
+    Run {
+        /// Policy name (a [[policy]] of the running agent's config).
+        #[arg(long, short)]
+        policy: String,
+        /// The command and its arguments (after `--`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "CMD"
+        )]
+        command: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MapsCommand {
+    /// List the pinned maps with their type, sizes and entry counts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dump one map in human form (IPs, CIDRs, policy names, remaining seconds).
+    #[command(
+        after_help = "Maps: enrolled, policies, allow4, allow6, cidr4, cidr6, deny4, deny6, except4, except6, counters, cg_stats (or their pinned names, e.g. HB_DENY4)"
+    )]
+    Dump {
+        /// Map name.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", config::DEFAULT_TOML);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let c = Config::load(Some(&file))?;
+            println!(
+                "{}: ok ({} policies, {} sandbox rules, {} integrations)",
+                file.display(),
+                c.policies.len(),
+                c.sandboxes.len(),
+                c.integrations.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::DefaultDeny { json }) => {
+            if json {
+                let list: Vec<_> = crate::egress::DEFAULT_DENY
+                    .iter()
+                    .map(|(c, why)| serde_json::json!({"cidr": c, "source": why}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for (c, why) in crate::egress::DEFAULT_DENY {
+                    println!("{c:<18} {why}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let config = Config::load(cli.config.as_deref())?;
+            init_tracing(config.agent.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            rt.block_on(crate::agent::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox(SandboxCommand::Run { policy, command }) => {
+            let config = Config::load(cli.config.as_deref())?;
+            let code = crate::sandbox::run(&config, &policy, &command)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
+        }
+        Command::Maps(MapsCommand::List { json }) => {
+            let config = Config::load(cli.config.as_deref())?;
+            maps::list(&config, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Maps(MapsCommand::Dump { name, json }) => {
+            let config = Config::load(cli.config.as_deref())?;
+            maps::dump(&config, &name, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { follow, json, last } => {
+            let config = Config::load(cli.config.as_deref())?;
+            events::show(&config, follow, json, last)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let config = Config::load(cli.config.as_deref())?;
+            status::show(&config, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,130 @@
+//! `hb-agent status`: is the agent running, what is attached where, what is enrolled,
+//! and the kernel's counters. Read-only.
+
+use std::collections::HashMap;
+
+use aya::programs::ProgramInfo;
+use hb_common::{ENROLL_LAUNCHER, pin_dirs};
+use serde_json::{Value, json};
+
+use crate::{
+    agent::{self, AgentState, STATE_FILE},
+    cli::maps::{cgroup_names, print_rows, row},
+    config::Config,
+    loader,
+    maps::Maps,
+};
+
+pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
+    let state_dir = &config.agent.state_dir;
+    let bpffs = &config.agent.bpffs_dir;
+    let running = agent::agent_running(state_dir);
+    let state: Option<AgentState> = std::fs::read(state_dir.join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut programs = Vec::new();
+    for (name, pinned) in loader::pinned_links(bpffs) {
+        let info = ProgramInfo::from_pin(bpffs.join(pin_dirs::PROGS).join(name)).ok();
+        programs.push(row([
+            ("program", json!(name)),
+            ("link_pinned", json!(pinned)),
+            (
+                "prog_id",
+                info.as_ref().map_or(Value::Null, |i| json!(i.id())),
+            ),
+            (
+                "run_count",
+                info.as_ref()
+                    .and_then(|i| i.run_count().into())
+                    .map_or(Value::Null, |c| json!(c)),
+            ),
+        ]));
+    }
+    let attached = programs.iter().all(|p| p["link_pinned"] == json!(true));
+    let maps = Maps::open(bpffs).ok();
+    let cgroups = cgroup_names(config);
+    let mut enrolled = Vec::new();
+    let mut counters = serde_json::Map::new();
+    if let Some(maps) = &maps {
+        let policies: HashMap<u32, String> = maps
+            .loaded_policies()?
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect();
+        for (id, e) in maps.enrolled.iter().filter_map(|r| r.ok()) {
+            enrolled.push(row([
+                (
+                    "cgroup",
+                    cgroups.get(&id).map_or(json!(id.to_string()), |p| json!(p)),
+                ),
+                (
+                    "policy",
+                    json!(
+                        policies
+                            .get(&e.policy_id)
+                            .cloned()
+                            .unwrap_or_else(|| format!("#{}", e.policy_id))
+                    ),
+                ),
+                (
+                    "source",
+                    json!(if e.flags & ENROLL_LAUNCHER != 0 {
+                        "sandbox-run"
+                    } else {
+                        "glob"
+                    }),
+                ),
+            ]));
+        }
+        for (c, v) in maps.counters()? {
+            counters.insert(c.name().to_owned(), json!(v));
+        }
+    }
+    let attached_to = state
+        .as_ref()
+        .map(|s| s.cgroup_mount.join(&s.cgroup_root).display().to_string());
+    if json {
+        let out = json!({
+            "agent_running": running,
+            "agent_pid": state.as_ref().filter(|_| running).map(|s| s.pid),
+            "enforcing": attached,
+            "attached_to": attached_to,
+            "bpffs_dir": bpffs.display().to_string(),
+            "programs": programs,
+            "enrolled": enrolled,
+            "counters": counters,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    match (&state, running) {
+        (Some(s), true) => println!("agent:     running (pid {}, since {})", s.pid, s.started),
+        _ => println!("agent:     not running"),
+    }
+    println!(
+        "enforcing: {}{}",
+        if attached {
+            "yes"
+        } else {
+            "NO (programs not attached)"
+        },
+        attached_to.map(|c| format!(" on {c}")).unwrap_or_default()
+    );
+    println!("bpffs:     {}", bpffs.display());
+    println!();
+    print_rows(&programs, false);
+    println!();
+    println!("enrolled cgroups: {}", enrolled.len());
+    if !enrolled.is_empty() {
+        print_rows(&enrolled, false);
+    }
+    if !counters.is_empty() {
+        println!();
+        let rows: Vec<_> = counters
+            .iter()
+            .map(|(k, v)| row([("counter", json!(k)), ("value", v.clone())]))
+            .collect();
+        print_rows(&rows, false);
+    }
+    Ok(())
+}

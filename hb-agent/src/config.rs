@@ -1,0 +1,614 @@
+//! The agent's configuration: TOML, parsed strictly, validated before anything is loaded.
+//!
+//! Owns: the config schema (the keys in DESIGN.md are a contract: add, never rename),
+//! the embedded default (`default.toml`) and every check that can be made without the
+//! kernel. Must never: fall back to a default when a key is wrong, or touch the system.
+//! Every error names the key and, where the file has one, the line.
+
+use std::{collections::HashSet, fmt, net::IpAddr, path::PathBuf, str::FromStr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, de};
+use toml::Spanned;
+
+use crate::egress;
+
+/// The configuration used when `--config` is not given (`hb-agent config default`).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax, unknown keys and wrongly typed values; toml's message names key and line.
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid config {origin}: {key} (line {line}): {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        line: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    #[expect(dead_code, reason = "validated now, used by the broker (issue 4)")]
+    pub broker: BrokerConfig,
+    #[serde(default)]
+    pub dns: DnsConfig,
+    #[serde(default)]
+    pub egress: EgressConfig,
+    /// Services the broker may call with a credential (used by the broker, later).
+    #[serde(default, rename = "integration")]
+    pub integrations: Vec<IntegrationConfig>,
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicyConfig>,
+    #[serde(default, rename = "sandbox")]
+    pub sandboxes: Vec<SandboxConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Vault, audit log, event log and the agent's state file.
+    pub state_dir: PathBuf,
+    /// 32 random bytes, mode 0600.
+    pub master_key_file: PathBuf,
+    /// bpffs folder for pinned programs, links and maps.
+    pub bpffs_dir: PathBuf,
+    /// Cgroup (relative to the cgroup2 mount) the programs attach to.
+    pub cgroup_root: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// How often the cgroup tree is scanned for new cgroups matching `[[sandbox]]`, in ms.
+    pub rescan_interval_ms: u64,
+    /// Events kept in `state_dir/events.jsonl` before it is rotated, in bytes.
+    pub events_file_max_bytes: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/hb".into(),
+            master_key_file: "/etc/hb/master.key".into(),
+            bpffs_dir: "/sys/fs/bpf/hb".into(),
+            cgroup_root: "hb".into(),
+            log_format: LogFormat::Text,
+            rescan_interval_ms: 500,
+            events_file_max_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The broker's keys (the broker itself comes with its own issue; the keys are parsed and
+/// checked now so a config written for it is valid today).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    pub socket: PathBuf,
+    pub socket_mode: String,
+    pub handle_ttl_secs: u64,
+    pub max_body_bytes: u64,
+    pub readonly_methods: Vec<String>,
+    pub operator_uid: u32,
+    pub extra_ca_file: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            socket: "/run/hb/broker.sock".into(),
+            socket_mode: "0660".into(),
+            handle_ttl_secs: 300,
+            max_body_bytes: 10 << 20,
+            readonly_methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
+            operator_uid: 0,
+            extra_ca_file: String::new(),
+        }
+    }
+}
+
+/// The resolver's keys (parsed and checked now; the resolver comes with its own issue).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub listen: String,
+    pub upstreams: Vec<String>,
+    pub min_ttl_secs: u64,
+    pub max_ttl_secs: u64,
+    pub max_ips_per_name: u32,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:53".into(),
+            upstreams: vec!["system".into()],
+            min_ttl_secs: 5,
+            max_ttl_secs: 3600,
+            max_ips_per_name: 64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// `"default"` (the special-purpose registries, see [`egress::DEFAULT_DENY`]) or a list.
+    pub deny_cidrs: DenyCidrs,
+    /// Carve-outs from `deny_cidrs`.
+    pub exception_cidrs: Vec<Spanned<Cidr>>,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            deny_cidrs: DenyCidrs::Default,
+            exception_cidrs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum DenyCidrs {
+    Default,
+    List(Vec<Cidr>),
+}
+
+impl DenyCidrs {
+    pub fn resolve(&self) -> Vec<IpNet> {
+        match self {
+            DenyCidrs::Default => egress::default_deny(),
+            DenyCidrs::List(list) => list.iter().map(|c| c.0).collect(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DenyCidrs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = DenyCidrs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""default" or a list of CIDRs"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DenyCidrs, E> {
+                if v == "default" {
+                    Ok(DenyCidrs::Default)
+                } else {
+                    Err(E::custom(format!(
+                        r#"expected "default" or a list of CIDRs, found "{v}""#
+                    )))
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<DenyCidrs, A::Error> {
+                let mut list = Vec::new();
+                while let Some(c) = seq.next_element::<Cidr>()? {
+                    list.push(c);
+                }
+                Ok(DenyCidrs::List(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An IP network, written as a CIDR (`10.0.0.0/8`) or a bare address (a /32 or /128).
+/// Host bits are cleared (`10.1.2.3/8` means `10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr(pub IpNet);
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(Cidr(net.trunc()));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Cidr(IpNet::from(ip)));
+        }
+        Err(format!(
+            "\"{s}\" is not a CIDR (expected e.g. \"10.0.0.0/8\", \"203.0.113.7\" or \"2001:db8::/32\")"
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "validated now, used by the broker (issue 4)")]
+pub struct IntegrationConfig {
+    pub name: Spanned<String>,
+    /// `"bearer"`, `{ header = "X-API-Key" }` or `{ query = "api_key" }`.
+    pub auth: toml::Value,
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub verify_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// Names the resolver may answer (the resolver issue gives these effect).
+    #[serde(default)]
+    #[expect(dead_code, reason = "used by the resolver (issue 3)")]
+    pub allow_domains: Vec<String>,
+    /// Destinations allowed without DNS. Deny ranges still win unless carved out.
+    #[serde(default)]
+    pub allow_cidrs: Vec<Spanned<Cidr>>,
+    /// Integrations sandboxes under this policy may get handles for.
+    #[serde(default)]
+    pub integrations: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    /// Log would-be refusals, block nothing.
+    Audit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Glob below the cgroup2 mount (`*` stays within one path segment).
+    pub cgroup: Spanned<String>,
+    pub policy: Spanned<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse(&text, &path.display().to_string())
+            }
+            None => Self::parse(DEFAULT_TOML, "(embedded default)"),
+        }
+    }
+
+    /// Parses and validates `text`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(text, origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, span: Option<std::ops::Range<usize>>, message: String| {
+            ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key,
+                line: span.map_or(0, |s| line_of(text, s.start)),
+                message,
+            }
+        };
+        let key_line = |key: &str| find_key_line(text, key);
+
+        let root = self.agent.cgroup_root.trim_matches('/');
+        if root.is_empty()
+            || root
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "agent.cgroup_root".into(),
+                line: key_line("cgroup_root"),
+                message: format!(
+                    "\"{}\" must be a relative cgroup path like \"hb\" (not the root itself)",
+                    self.agent.cgroup_root
+                ),
+            });
+        }
+        if !self.agent.bpffs_dir.is_absolute() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "agent.bpffs_dir".into(),
+                line: key_line("bpffs_dir"),
+                message: "must be an absolute path on a bpf filesystem".into(),
+            });
+        }
+        if self.agent.rescan_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "agent.rescan_interval_ms".into(),
+                line: key_line("rescan_interval_ms"),
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.dns.min_ttl_secs > self.dns.max_ttl_secs {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "dns.min_ttl_secs".into(),
+                line: key_line("min_ttl_secs"),
+                message: format!(
+                    "{} is larger than dns.max_ttl_secs ({})",
+                    self.dns.min_ttl_secs, self.dns.max_ttl_secs
+                ),
+            });
+        }
+
+        let mut integrations = HashSet::new();
+        for (i, integ) in self.integrations.iter().enumerate() {
+            if !integrations.insert(integ.name.get_ref().as_str()) {
+                return Err(invalid(
+                    format!("integration[{i}].name"),
+                    Some(integ.name.span()),
+                    format!("integration \"{}\" is defined twice", integ.name.get_ref()),
+                ));
+            }
+        }
+
+        let mut policies = HashSet::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            let name = policy.name.get_ref();
+            if name.is_empty()
+                || name.len() >= hb_common::limits::POLICY_NAME_LEN
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                return Err(invalid(
+                    format!("policy[{i}].name"),
+                    Some(policy.name.span()),
+                    format!(
+                        "\"{name}\" must be 1-{} characters of A-Z a-z 0-9 - _ .",
+                        hb_common::limits::POLICY_NAME_LEN - 1
+                    ),
+                ));
+            }
+            if !policies.insert(name.as_str()) {
+                return Err(invalid(
+                    format!("policy[{i}].name"),
+                    Some(policy.name.span()),
+                    format!("policy \"{name}\" is defined twice"),
+                ));
+            }
+            for (j, integ) in policy.integrations.iter().enumerate() {
+                if !integrations.contains(integ.get_ref().as_str()) {
+                    return Err(invalid(
+                        format!("policy[{i}].integrations[{j}]"),
+                        Some(integ.span()),
+                        format!("no [[integration]] is named \"{}\"", integ.get_ref()),
+                    ));
+                }
+            }
+        }
+        if self.policies.len() > hb_common::limits::POLICIES as usize {
+            return Err(invalid(
+                "policy".into(),
+                None,
+                format!(
+                    "{} policies configured; at most {} fit the kernel's policy table",
+                    self.policies.len(),
+                    hb_common::limits::POLICIES
+                ),
+            ));
+        }
+
+        for (i, sandbox) in self.sandboxes.iter().enumerate() {
+            let policy = sandbox.policy.get_ref();
+            if !policies.contains(policy.as_str()) {
+                return Err(invalid(
+                    format!("sandbox[{i}].policy"),
+                    Some(sandbox.policy.span()),
+                    format!("no [[policy]] is named \"{policy}\""),
+                ));
+            }
+            let glob = sandbox.cgroup.get_ref().trim_matches('/');
+            if let Err(e) = glob::Pattern::new(glob) {
+                return Err(invalid(
+                    format!("sandbox[{i}].cgroup"),
+                    Some(sandbox.cgroup.span()),
+                    format!("\"{glob}\" is not a valid glob: {e}"),
+                ));
+            }
+            if !glob.starts_with(&format!("{root}/")) {
+                return Err(invalid(
+                    format!("sandbox[{i}].cgroup"),
+                    Some(sandbox.cgroup.span()),
+                    format!(
+                        "\"{glob}\" is not below agent.cgroup_root \"{root}\": hb's programs only \
+                         run for cgroups under it"
+                    ),
+                ));
+            }
+        }
+
+        let deny = self.egress.deny_cidrs.resolve();
+        let exceptions: Vec<IpNet> = self
+            .egress
+            .exception_cidrs
+            .iter()
+            .map(|c| c.get_ref().0)
+            .collect();
+        for (i, policy) in self.policies.iter().enumerate() {
+            for (j, cidr) in policy.allow_cidrs.iter().enumerate() {
+                let net = cidr.get_ref().0;
+                // Only a CIDR wholly inside a deny range is surely a mistake; a wider one
+                // (even 0.0.0.0/0: "any public address") keeps its public part.
+                let covered_by_deny = deny.iter().any(|d| d.contains(&net));
+                let carved_out = exceptions.iter().any(|e| e.contains(&net));
+                if covered_by_deny && !carved_out {
+                    return Err(invalid(
+                        format!("policy[{i}].allow_cidrs[{j}]"),
+                        Some(cidr.span()),
+                        format!(
+                            "{net} lies inside the deny ranges, which win over allow_cidrs; carve it \
+                             out with egress.exception_cidrs if it is really meant"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup below the cgroup2 mount that programs attach to, without slashes.
+    pub fn cgroup_root(&self) -> &str {
+        self.agent.cgroup_root.trim_matches('/')
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Line where `key = …` first appears, or 0 when the key is not in the text (a default).
+fn find_key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::parse(text, "test.toml") {
+            Ok(_) => panic!("config unexpectedly valid:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::load(None).expect("embedded default parses");
+        assert_eq!(c.cgroup_root(), "hb");
+        assert!(!c.policies.is_empty());
+    }
+
+    #[test]
+    fn every_example_config_in_the_repo_parses() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).expect("deploy/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example config found in deploy/");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err("[agent]\nstate_dir = \"/x\"\nbogus = 1\n");
+        assert!(e.contains("bogus") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_names_line() {
+        let e = err("[egress]\nexception_cidrs = [\n  \"10.0.0.0/33\",\n]\n");
+        assert!(e.contains("10.0.0.0/33") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn missing_policy_names_key_and_line() {
+        let e = err(
+            "[[policy]]\nname = \"a\"\n\n[[sandbox]]\ncgroup = \"hb/x/*\"\npolicy = \"nope\"\n",
+        );
+        assert!(
+            e.contains("sandbox[0].policy") && e.contains("line 6") && e.contains("nope"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sandbox_glob_outside_root_is_refused() {
+        let e =
+            err("[[policy]]\nname = \"a\"\n[[sandbox]]\ncgroup = \"other/*\"\npolicy = \"a\"\n");
+        assert!(
+            e.contains("sandbox[0].cgroup") && e.contains("line 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn allow_cidr_inside_deny_needs_exception() {
+        let base = "[[policy]]\nname = \"a\"\nallow_cidrs = [\"10.1.0.0/16\"]\n";
+        let e = err(base);
+        assert!(
+            e.contains("policy[0].allow_cidrs[0]") && e.contains("line 3"),
+            "{e}"
+        );
+        let ok = format!("[egress]\nexception_cidrs = [\"10.1.0.0/16\"]\n{base}");
+        Config::parse(&ok, "t").expect("carved out");
+    }
+
+    #[test]
+    fn deny_cidrs_accepts_default_or_list_only() {
+        Config::parse(
+            "[egress]\ndeny_cidrs = [\"10.0.0.0/8\", \"fd00::/8\"]\n",
+            "t",
+        )
+        .expect("list");
+        let e = err("[egress]\ndeny_cidrs = \"none\"\n");
+        assert!(e.contains("deny_cidrs") || e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bare_address_is_a_host_cidr_and_host_bits_are_cleared() {
+        assert_eq!(
+            "203.0.113.7".parse::<Cidr>().unwrap().to_string(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert!("10.0.0.0/8x".parse::<Cidr>().is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! Enrollment: which cgroups are sandboxes, under which policy.
+//!
+//! The agent enrolls every cgroup below `agent.cgroup_root` that matches a `[[sandbox]]`
+//! glob (first match wins, in config order), re-scanning every `rescan_interval_ms` for
+//! new ones. `hb-agent sandbox run` enrolls its own cgroups (flag `ENROLL_LAUNCHER`) before
+//! any process enters them; the agent never changes those, it only forgets them once the
+//! cgroup is gone.
+//!
+//! A cgroup created by someone else and matched by a glob is unenforced until the next
+//! scan: orchestrators should create the cgroup, wait until `hb-agent status` lists it,
+//! then start processes in it (or use `hb-agent sandbox run`, which has no such window).
+//!
+//! Must never: remove an entry whose cgroup might still exist (the map snapshot is taken
+//! *before* the walk, and cgroup ids are never reused, so a fresh entry is always seen).
+
+use std::{collections::HashMap, path::Path};
+
+use hb_common::{ENROLL_GLOB, ENROLL_LAUNCHER, Enrollment, limits};
+
+use crate::{
+    cgroup::{self, CgroupError, Found},
+    maps::{Maps, MapsError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("cannot enroll cgroup {path}")]
+    Insert {
+        path: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// A `[[sandbox]]` glob resolved to a policy id.
+pub struct Rule {
+    pub pattern: glob::Pattern,
+    pub policy_id: u32,
+    pub policy: String,
+}
+
+/// What one reconciliation changed, for logging.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub enrolled: Vec<(String, String)>,
+    pub removed: usize,
+    pub too_deep: Vec<String>,
+}
+
+/// Brings the enrolled map in line with the cgroup tree and the rules. Returns the walk
+/// too, so callers can name cgroups by id.
+pub fn reconcile(
+    maps: &mut Maps,
+    mount: &Path,
+    root: &str,
+    rules: &[Rule],
+) -> Result<(Changes, Vec<Found>), EnrollError> {
+    // Snapshot first, walk second: see the module doc.
+    let before: HashMap<u64, Enrollment> = maps.enrolled.iter().filter_map(|r| r.ok()).collect();
+    // Walk one level deeper than we may enroll, so a too-deep match is reported.
+    let tree = cgroup::walk(mount, root, limits::MAX_CGROUP_DEPTH + 1)?;
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    let mut changes = Changes::default();
+    let mut wanted: HashMap<u64, u32> = HashMap::new();
+    for found in &tree {
+        let Some(rule) = rules
+            .iter()
+            .find(|r| r.pattern.matches_with(&found.relative, opts))
+        else {
+            continue;
+        };
+        if cgroup::depth(&found.relative) > limits::MAX_CGROUP_DEPTH {
+            changes.too_deep.push(found.relative.clone());
+            continue;
+        }
+        wanted.insert(found.id, rule.policy_id);
+        let current = before.get(&found.id);
+        if current.is_some_and(|e| e.flags & ENROLL_LAUNCHER != 0) {
+            continue;
+        }
+        if current.map(|e| e.policy_id) != Some(rule.policy_id) {
+            let value = Enrollment {
+                policy_id: rule.policy_id,
+                flags: ENROLL_GLOB,
+            };
+            maps.enrolled
+                .insert(found.id, value, 0)
+                .map_err(|source| EnrollError::Insert {
+                    path: found.relative.clone(),
+                    source,
+                })?;
+            changes
+                .enrolled
+                .push((found.relative.clone(), rule.policy.clone()));
+        }
+    }
+    let alive: std::collections::HashSet<u64> = tree.iter().map(|f| f.id).collect();
+    for (id, e) in &before {
+        let gone = !alive.contains(id);
+        let unmatched_glob = e.flags & ENROLL_GLOB != 0 && !wanted.contains_key(id);
+        if gone || unmatched_glob {
+            if maps.enrolled.remove(id).is_ok() {
+                changes.removed += 1;
+            }
+        }
+    }
+    Ok((changes, tree))
+}

@@ -1,0 +1,195 @@
+//! Kernel events: from the ring buffer to `state_dir/events.jsonl` and the log.
+//!
+//! Owns: decoding [`hb_common::Event`] records, their JSON form (stable field names:
+//! scripts and tests match on them), and the size-capped events file that
+//! `hb-agent events` reads from another process. The agent is the ring buffer's only
+//! consumer; the file is how everyone else sees what the kernel refused.
+//!
+//! Must never: block the kernel (a full ring buffer drops events and counts them, it
+//! never delays a verdict), or write anything secret (events hold addresses, ports,
+//! process names and cgroup ids only).
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use hb_common::{AF_INET, Event, hook, reason, verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::maps::addr_of;
+
+/// File name below `state_dir`.
+pub const EVENTS_FILE: &str = "events.jsonl";
+
+/// One event as written to the events file and printed by `hb-agent events --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventRecord {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`.
+    pub hook: String,
+    /// `deny` or `audit`.
+    pub verdict: String,
+    /// `deny_range`, `not_allowed`, `embedded_deny_range`.
+    pub reason: String,
+    pub policy: String,
+    pub cgroup_id: u64,
+    /// Path below the cgroup2 mount, when the agent knows it.
+    pub cgroup: Option<String>,
+    pub pid: u32,
+    pub comm: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
+    pub protocol: String,
+    pub dst: String,
+    pub port: u16,
+}
+
+/// Decodes a ring buffer record. `None` for a record of the wrong size.
+pub fn decode(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: length checked; Event is Pod (any bytes are a valid value).
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}
+
+/// Monotonic now, in the clock `bpf_ktime_get_ns` uses.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Renders an event; `policies` maps ids to names, `cgroups` ids to paths.
+pub fn render(
+    e: &Event,
+    policies: &HashMap<u32, String>,
+    cgroups: &HashMap<u64, String>,
+) -> EventRecord {
+    let age = Duration::from_nanos(monotonic_ns().saturating_sub(e.ts_ns));
+    let when = SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let v4 = e.family == AF_INET;
+    let comm_end = e.comm.iter().position(|b| *b == 0).unwrap_or(e.comm.len());
+    EventRecord {
+        time: humantime::format_rfc3339_millis(when).to_string(),
+        hook: hook::name(e.hook).to_owned(),
+        verdict: verdict::name(e.verdict).to_owned(),
+        reason: reason::name(e.reason).to_owned(),
+        policy: policies
+            .get(&e.policy_id)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", e.policy_id)),
+        cgroup_id: e.cgroup_id,
+        cgroup: cgroups.get(&e.cgroup_id).cloned(),
+        pid: (e.pid_tgid >> 32) as u32,
+        comm: String::from_utf8_lossy(&e.comm[..comm_end]).into_owned(),
+        family: if v4 { "ipv4" } else { "ipv6" }.to_owned(),
+        protocol: match e.protocol {
+            1 => "icmp".to_owned(),
+            6 => "tcp".to_owned(),
+            17 => "udp".to_owned(),
+            58 => "icmpv6".to_owned(),
+            p => p.to_string(),
+        },
+        dst: addr_of(&e.addr, v4).to_string(),
+        port: e.port,
+    }
+}
+
+impl std::fmt::Display for EventRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dst = if self.family == "ipv6" {
+            format!("[{}]:{}", self.dst, self.port)
+        } else {
+            format!("{}:{}", self.dst, self.port)
+        };
+        write!(
+            f,
+            "{} {:<5} {:<19} {:<10} {:<4} {:<22} policy={} pid={} comm={} cgroup={}",
+            self.time,
+            self.verdict,
+            self.reason,
+            self.hook,
+            self.protocol,
+            dst,
+            self.policy,
+            self.pid,
+            self.comm,
+            self.cgroup.as_deref().unwrap_or("?"),
+        )
+    }
+}
+
+/// Appends events to `state_dir/events.jsonl`, rotating to `events.jsonl.1` at a size cap.
+pub struct EventLog {
+    path: PathBuf,
+    file: fs::File,
+    written: u64,
+    max_bytes: u64,
+}
+
+impl EventLog {
+    pub fn open(state_dir: &Path, max_bytes: u64) -> io::Result<Self> {
+        let path = state_dir.join(EVENTS_FILE);
+        let file = open_append(&path)?;
+        let written = file.metadata()?.len();
+        Ok(Self {
+            path,
+            file,
+            written,
+            max_bytes,
+        })
+    }
+
+    pub fn append(&mut self, record: &EventRecord) -> io::Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        if self.written + line.len() as u64 > self.max_bytes {
+            let rotated = self.path.with_extension("jsonl.1");
+            fs::rename(&self.path, rotated)?;
+            self.file = open_append(&self.path)?;
+            self.written = 0;
+        }
+        self.file.write_all(&line)?;
+        self.written += line.len() as u64;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// Reads the events file (and its rotated predecessor), oldest first. Lines that do not
+/// parse are skipped: the file is append-only, a torn last line is possible after a crash.
+pub fn read_all(state_dir: &Path) -> io::Result<Vec<EventRecord>> {
+    let mut out = Vec::new();
+    for name in [format!("{EVENTS_FILE}.1"), EVENTS_FILE.to_owned()] {
+        match fs::read_to_string(state_dir.join(name)) {
+            Ok(text) => out.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<EventRecord>(l).ok()),
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}

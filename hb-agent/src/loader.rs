@@ -1,0 +1,308 @@
+//! Loading hb's eBPF object, attaching its programs and pinning everything.
+//!
+//! Owns: bpffs (mounted when missing), the embedded object, program load/attach, and the
+//! pins under `bpffs_dir` (`maps/`, `progs/`, `links/`). Maps are pinned by name, so a
+//! restarted agent reopens the very maps the kernel is enforcing with.
+//!
+//! Hand-over without a gap: a new agent attaches its own links first (multi-attach, so
+//! the old and new programs run side by side over the same maps and agree), pins them as
+//! `<name>_new`, and only then unpins the old link and renames the new pin into place.
+//! A crash in between leaves at least one pinned link per hook; the next start repairs
+//! the names. Links are never detached on shutdown: enforcement outlives the agent.
+//!
+//! Must never: detach a link before its replacement is attached.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        links::{FdLink, PinnedLink},
+    },
+};
+use hb_common::{pin_dirs, prog_names};
+
+/// The compiled kernel side, built by `build.rs` through aya-build.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hb-ebpf"));
+
+/// `statfs` magic of bpffs (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+/// Suffix of a link pin during hand-over. Not a dot: bpffs reserves names with dots
+/// (EPERM; `bpf_lookup` in kernel/bpf/inode.c).
+const NEW_SUFFIX: &str = "_new";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "{path} is not on a bpf filesystem and hb will only mount one at {DEFAULT_BPFFS}; mount one (mount -t bpf bpf DIR) or choose a bpffs_dir below {DEFAULT_BPFFS}"
+    )]
+    NotBpffs { path: PathBuf },
+    #[error("mounting bpffs at {DEFAULT_BPFFS} failed")]
+    Mount(#[source] io::Error),
+    #[error("{action} {path} failed")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the embedded eBPF object was built without its programs (AYA_BUILD_SKIP was set at build time?)"
+    )]
+    NoObject,
+    #[error("loading the eBPF object failed (is this root with CAP_BPF, on a kernel with BTF?)")]
+    Object(#[source] aya::EbpfError),
+    #[error("program {name} is missing from the eBPF object")]
+    MissingProgram { name: &'static str },
+    #[error("program {name}: {action} failed")]
+    Program {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("link {path}: {action} failed")]
+    Link {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+type Result<T> = std::result::Result<T, LoadError>;
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LoadError {
+    let path = path.to_owned();
+    move |source| LoadError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid NUL-terminated path; buf is a properly sized out-parameter.
+    unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf) == 0 && buf.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// Makes sure `bpffs_dir` and its sub-folders exist on a bpf filesystem, mounting bpffs at
+/// `/sys/fs/bpf` when nothing is mounted there.
+pub fn ensure_bpffs(bpffs_dir: &Path) -> Result<()> {
+    let existing = bpffs_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if !is_bpffs(existing) {
+        let default = Path::new(DEFAULT_BPFFS);
+        if !bpffs_dir.starts_with(default)
+            || !(existing == default || default.starts_with(existing))
+        {
+            return Err(LoadError::NotBpffs {
+                path: bpffs_dir.to_owned(),
+            });
+        }
+        fs::create_dir_all(default).map_err(io_err("creating", default))?;
+        let target = CString::new(DEFAULT_BPFFS).map_err(|_| LoadError::NotBpffs {
+            path: default.to_owned(),
+        })?;
+        // SAFETY: NUL-terminated literals and paths; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(LoadError::Mount(io::Error::last_os_error()));
+        }
+        tracing::info!(path = DEFAULT_BPFFS, "mounted bpffs");
+    }
+    for sub in [pin_dirs::MAPS, pin_dirs::PROGS, pin_dirs::LINKS] {
+        let dir = bpffs_dir.join(sub);
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    }
+    Ok(())
+}
+
+/// Loads the object, creating the maps or reopening their pins. Programs are not
+/// attached yet: the caller fills the maps first.
+pub fn load(bpffs_dir: &Path) -> Result<Ebpf> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    EbpfLoader::new()
+        .default_map_pin_directory(bpffs_dir.join(pin_dirs::MAPS))
+        .load(OBJECT)
+        .map_err(LoadError::Object)
+}
+
+/// What [`attach`] did, for the log and the state file.
+#[derive(Debug, serde::Serialize)]
+pub struct Attached {
+    pub program: &'static str,
+    pub prog_id: u32,
+    /// True when a link from a previous agent was replaced.
+    pub replaced: bool,
+}
+
+/// Loads, attaches (bpf_link) and pins every program on `cgroup`, then retires the links
+/// of a previous agent.
+///
+/// A cgroup bpf_link is always multi-attach: the kernel attaches it with
+/// `BPF_F_ALLOW_MULTI` and rejects any flag in `BPF_LINK_CREATE` (EINVAL; see
+/// `cgroup_bpf_link_attach` in kernel/bpf/cgroup.c). aya's `Single` mode passes no flag,
+/// so other programs on the node's cgroups keep working beside ours.
+pub fn attach(ebpf: &mut Ebpf, bpffs_dir: &Path, cgroup: &Path) -> Result<Vec<Attached>> {
+    let cgroup_fd = fs::File::open(cgroup).map_err(io_err("opening cgroup", cgroup))?;
+    let links = bpffs_dir.join(pin_dirs::LINKS);
+    let progs = bpffs_dir.join(pin_dirs::PROGS);
+    let mut out = Vec::new();
+    for name in prog_names::ALL {
+        repair_link_names(&links, name)?;
+        let program = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram { name })?;
+        let perr = |action| {
+            move |source| LoadError::Program {
+                name,
+                action,
+                source,
+            }
+        };
+        let (fd_link, prog_id): (FdLink, u32) = if name == prog_names::SKB_EGRESS {
+            let p: &mut CgroupSkb = program.try_into().map_err(perr("type check"))?;
+            p.load().map_err(perr("load"))?;
+            let id = p
+                .attach(
+                    &cgroup_fd,
+                    CgroupSkbAttachType::Egress,
+                    CgroupAttachMode::Single,
+                )
+                .map_err(perr("attach"))?;
+            let link = p.take_link(id).map_err(perr("take link"))?;
+            let prog_id = p.info().map_err(perr("info"))?.id();
+            replace_pin(&progs, name, |path| p.pin(path))?;
+            (
+                link.try_into()
+                    .map_err(|e: aya::programs::links::LinkError| LoadError::Link {
+                        path: links.join(name),
+                        action: "convert",
+                        source: Box::new(e),
+                    })?,
+                prog_id,
+            )
+        } else {
+            let p: &mut CgroupSockAddr = program.try_into().map_err(perr("type check"))?;
+            p.load().map_err(perr("load"))?;
+            let id = p
+                .attach(&cgroup_fd, CgroupAttachMode::Single)
+                .map_err(perr("attach"))?;
+            let link = p.take_link(id).map_err(perr("take link"))?;
+            let prog_id = p.info().map_err(perr("info"))?.id();
+            replace_pin(&progs, name, |path| p.pin(path))?;
+            (
+                link.try_into()
+                    .map_err(|e: aya::programs::links::LinkError| LoadError::Link {
+                        path: links.join(name),
+                        action: "convert",
+                        source: Box::new(e),
+                    })?,
+                prog_id,
+            )
+        };
+        let replaced = swap_link(&links, name, fd_link)?;
+        out.push(Attached {
+            program: name,
+            prog_id,
+            replaced,
+        });
+    }
+    Ok(out)
+}
+
+/// Pins a program at `dir/name`, replacing an older program's pin (the program itself
+/// stays loaded as long as a link uses it).
+fn replace_pin(
+    dir: &Path,
+    name: &'static str,
+    pin: impl FnOnce(&Path) -> std::result::Result<(), aya::pin::PinError>,
+) -> Result<()> {
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("removing", &path)(e)),
+    }
+    pin(&path).map_err(|e| LoadError::Link {
+        path,
+        action: "pin program",
+        source: Box::new(e),
+    })
+}
+
+/// After a crash mid-hand-over: promote a lone `_new` pin, drop a surplus one (the main
+/// pin still enforces).
+fn repair_link_names(links: &Path, name: &str) -> Result<()> {
+    let main = links.join(name);
+    let new = links.join(format!("{name}{NEW_SUFFIX}"));
+    if new.exists() {
+        if main.exists() {
+            fs::remove_file(&new).map_err(io_err("removing", &new))?;
+        } else {
+            fs::rename(&new, &main).map_err(io_err("renaming", &new))?;
+        }
+    }
+    Ok(())
+}
+
+/// Pins `link` in place of the current link for `name`; returns whether one was replaced.
+fn swap_link(links: &Path, name: &'static str, link: FdLink) -> Result<bool> {
+    let main = links.join(name);
+    let new = links.join(format!("{name}{NEW_SUFFIX}"));
+    let lerr = |path: &Path, action| {
+        let path = path.to_owned();
+        move |e: Box<dyn std::error::Error + Send + Sync>| LoadError::Link {
+            path,
+            action,
+            source: e,
+        }
+    };
+    // The new link is attached already (the caller attached it); pinning it keeps it so.
+    let pinned = link.pin(&new).map_err(|e| lerr(&new, "pin")(Box::new(e)))?;
+    let replaced = main.exists();
+    if replaced {
+        // Only now is the old link let go: unpin, then drop the last fd, which detaches it.
+        let old = PinnedLink::from_pin(&main).map_err(|e| lerr(&main, "open")(Box::new(e)))?;
+        drop(old.unpin().map_err(io_err("unpinning", &main))?);
+    }
+    fs::rename(&new, &main).map_err(io_err("renaming", &new))?;
+    // Our fd goes; the pin keeps the link attached.
+    drop(pinned);
+    Ok(replaced)
+}
+
+/// Pins that exist for each program's link (for `status` and tests).
+pub fn pinned_links(bpffs_dir: &Path) -> Vec<(&'static str, bool)> {
+    let links = bpffs_dir.join(pin_dirs::LINKS);
+    prog_names::ALL
+        .iter()
+        .map(|n| (*n, links.join(n).exists()))
+        .collect()
+}

@@ -1,0 +1,44 @@
+//! hb-agent: the node agent and its CLI (one binary).
+//!
+//! The data path, module by module: `config` (what is allowed) → `loader` + `maps` (the
+//! kernel's copy of it) → `enroll` / `sandbox` (which processes it applies to) → the
+//! programs in hb-ebpf (the verdict, per connect and per packet) → `events` (what was
+//! refused). `cli` holds the operator commands that read it all back.
+
+mod agent;
+mod cgroup;
+mod cli;
+mod config;
+mod egress;
+mod enroll;
+mod events;
+mod loader;
+mod maps;
+mod sandbox;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hb-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its sources on one line, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

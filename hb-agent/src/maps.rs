@@ -1,0 +1,370 @@
+//! Typed access to the pinned maps, shared by the agent, the sandbox launcher and the
+//! inspection CLI (which all open the same pins, from separate processes).
+//!
+//! Owns: opening pins by name, key/value conversions, and the reconciliation of policy
+//! table, deny/exception tries and static CIDRs with a config. Must never: leave a gap
+//! while reconciling — it always inserts what is wanted before it removes what is stale.
+
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{
+    Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key,
+};
+use hb_common::{
+    Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, POLICY_AUDIT, POLICY_IN_USE,
+    POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs,
+};
+use ipnet::IpNet;
+
+use crate::config::{Config, PolicyMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error(
+        "cannot open pinned map {path}: is hb-agent running (or has it run) with this bpffs_dir?"
+    )]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {map}: {op} failed")]
+    Op {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error(
+        "no free slot in the kernel's policy table ({} slots)",
+        limits::POLICIES
+    )]
+    PolicyTableFull,
+}
+
+type Result<T> = std::result::Result<T, MapsError>;
+
+fn op(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Op { map, op, source }
+}
+
+/// Path of a pinned map.
+pub fn map_pin(bpffs_dir: &Path, name: &str) -> PathBuf {
+    bpffs_dir.join(pin_dirs::MAPS).join(name)
+}
+
+/// Opens one pinned map as aya's generic [`Map`].
+pub fn open_map(bpffs_dir: &Path, name: &str) -> Result<Map> {
+    let path = map_pin(bpffs_dir, name);
+    MapData::from_pin(&path)
+        .and_then(Map::from_map_data)
+        .map_err(|source| MapsError::Open { path, source })
+}
+
+fn open_typed<T: TryFrom<Map, Error = MapError>>(
+    bpffs_dir: &Path,
+    name: &'static str,
+) -> Result<T> {
+    open_map(bpffs_dir, name)?
+        .try_into()
+        .map_err(op(name, "open"))
+}
+
+/// Every map the agent writes to, opened from its pin.
+pub struct Maps {
+    pub enrolled: HashMap<MapData, u64, Enrollment>,
+    pub policies: Array<MapData, PolicyInfo>,
+    pub allow4: HashMap<MapData, Allow4Key, u64>,
+    pub allow6: HashMap<MapData, Allow6Key, u64>,
+    pub cidr4: LpmTrie<MapData, PolicyCidr4, u32>,
+    pub cidr6: LpmTrie<MapData, PolicyCidr6, u32>,
+    pub deny4: LpmTrie<MapData, [u8; 4], u32>,
+    pub deny6: LpmTrie<MapData, [u8; 16], u32>,
+    pub except4: LpmTrie<MapData, [u8; 4], u32>,
+    pub except6: LpmTrie<MapData, [u8; 16], u32>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub cg_stats: PerCpuHashMap<MapData, u64, CgroupStats>,
+}
+
+/// A policy as the kernel's table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedPolicy {
+    pub id: u32,
+    pub name: String,
+    pub audit: bool,
+}
+
+impl Maps {
+    pub fn open(bpffs_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            enrolled: open_typed(bpffs_dir, map_names::ENROLLED)?,
+            policies: open_typed(bpffs_dir, map_names::POLICIES)?,
+            allow4: open_typed(bpffs_dir, map_names::ALLOW4)?,
+            allow6: open_typed(bpffs_dir, map_names::ALLOW6)?,
+            cidr4: open_typed(bpffs_dir, map_names::CIDR4)?,
+            cidr6: open_typed(bpffs_dir, map_names::CIDR6)?,
+            deny4: open_typed(bpffs_dir, map_names::DENY4)?,
+            deny6: open_typed(bpffs_dir, map_names::DENY6)?,
+            except4: open_typed(bpffs_dir, map_names::EXCEPT4)?,
+            except6: open_typed(bpffs_dir, map_names::EXCEPT6)?,
+            counters: open_typed(bpffs_dir, map_names::COUNTERS)?,
+            cg_stats: open_typed(bpffs_dir, map_names::CG_STATS)?,
+        })
+    }
+
+    /// The policies in the kernel's table, by id.
+    pub fn loaded_policies(&self) -> Result<Vec<LoadedPolicy>> {
+        let mut out = Vec::new();
+        for id in 0..limits::POLICIES {
+            let info = self
+                .policies
+                .get(&id, 0)
+                .map_err(op(map_names::POLICIES, "lookup"))?;
+            if info.flags & POLICY_IN_USE != 0 {
+                out.push(LoadedPolicy {
+                    id,
+                    name: policy_name(&info),
+                    audit: info.flags & POLICY_AUDIT != 0,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes the policy table match `config`: known names keep their ids (so enrollments
+    /// and allow entries stay valid across restarts), new names get free slots, removed
+    /// names are cleared together with their allow entries and CIDRs. Returns name → id.
+    pub fn sync_policies(&mut self, config: &Config) -> Result<StdHashMap<String, u32>> {
+        let loaded = self.loaded_policies()?;
+        // Slots an enrollment still points at are not handed to a new policy: a sandbox
+        // whose policy was removed stays fail-closed instead of inheriting another one.
+        let referenced: HashSet<u32> = self
+            .enrolled
+            .iter()
+            .filter_map(|r| r.ok().map(|(_, e)| e.policy_id))
+            .collect();
+        let mut ids = StdHashMap::new();
+        let mut taken: HashSet<u32> = HashSet::new();
+        for p in &config.policies {
+            if let Some(l) = loaded.iter().find(|l| &l.name == p.name.get_ref()) {
+                ids.insert(p.name.get_ref().clone(), l.id);
+                taken.insert(l.id);
+            }
+        }
+        for p in &config.policies {
+            let name = p.name.get_ref();
+            let id = match ids.get(name) {
+                Some(id) => *id,
+                None => {
+                    let id = (0..limits::POLICIES)
+                        .find(|id| {
+                            !taken.contains(id)
+                                && !loaded.iter().any(|l| l.id == *id)
+                                && !referenced.contains(id)
+                        })
+                        .ok_or(MapsError::PolicyTableFull)?;
+                    taken.insert(id);
+                    ids.insert(name.clone(), id);
+                    id
+                }
+            };
+            let mut info = PolicyInfo {
+                flags: POLICY_IN_USE,
+                _pad: 0,
+                name: [0; limits::POLICY_NAME_LEN],
+            };
+            if p.mode == PolicyMode::Audit {
+                info.flags |= POLICY_AUDIT;
+            }
+            info.name[..name.len()].copy_from_slice(name.as_bytes());
+            self.policies
+                .set(id, info, 0)
+                .map_err(op(map_names::POLICIES, "update"))?;
+        }
+        for stale in loaded.iter().filter(|l| !taken.contains(&l.id)) {
+            tracing::info!(policy = %stale.name, id = stale.id, "policy removed from config; clearing it");
+            let empty = PolicyInfo {
+                flags: 0,
+                _pad: 0,
+                name: [0; limits::POLICY_NAME_LEN],
+            };
+            self.policies
+                .set(stale.id, empty, 0)
+                .map_err(op(map_names::POLICIES, "update"))?;
+            self.purge_allow(stale.id)?;
+        }
+        Ok(ids)
+    }
+
+    /// Removes every allow-map entry of a policy.
+    fn purge_allow(&mut self, policy_id: u32) -> Result<()> {
+        let k4: Vec<_> = self
+            .allow4
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.policy_id == policy_id)
+            .collect();
+        for k in k4 {
+            let _ = self.allow4.remove(&k);
+        }
+        let k6: Vec<_> = self
+            .allow6
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.policy_id == policy_id)
+            .collect();
+        for k in k6 {
+            let _ = self.allow6.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Makes the deny and exception tries hold exactly these networks.
+    pub fn sync_ranges(&mut self, deny: &[IpNet], except: &[IpNet]) -> Result<()> {
+        let (d4, d6) = split(deny);
+        let (e4, e6) = split(except);
+        sync_trie(&mut self.deny4, map_names::DENY4, d4)?;
+        sync_trie(&mut self.deny6, map_names::DENY6, d6)?;
+        sync_trie(&mut self.except4, map_names::EXCEPT4, e4)?;
+        sync_trie(&mut self.except6, map_names::EXCEPT6, e6)?;
+        Ok(())
+    }
+
+    /// Makes the static-CIDR tries hold exactly the configured `allow_cidrs`.
+    pub fn sync_cidrs(&mut self, config: &Config, ids: &StdHashMap<String, u32>) -> Result<()> {
+        let mut want4 = Vec::new();
+        let mut want6 = Vec::new();
+        for p in &config.policies {
+            let Some(&id) = ids.get(p.name.get_ref()) else {
+                continue;
+            };
+            for c in &p.allow_cidrs {
+                match c.get_ref().0 {
+                    IpNet::V4(n) => want4.push(Key::new(
+                        POLICY_PREFIX_BITS + u32::from(n.prefix_len()),
+                        PolicyCidr4 {
+                            policy_id_be: id.to_be_bytes(),
+                            addr: n.network().octets(),
+                        },
+                    )),
+                    IpNet::V6(n) => want6.push(Key::new(
+                        POLICY_PREFIX_BITS + u32::from(n.prefix_len()),
+                        PolicyCidr6 {
+                            policy_id_be: id.to_be_bytes(),
+                            addr: n.network().octets(),
+                        },
+                    )),
+                }
+            }
+        }
+        sync_trie(&mut self.cidr4, map_names::CIDR4, want4)?;
+        sync_trie(&mut self.cidr6, map_names::CIDR6, want6)?;
+        Ok(())
+    }
+
+    /// Sums the per-CPU counters.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let values = self
+                    .counters
+                    .get(&(*c as u32), 0)
+                    .map_err(op(map_names::COUNTERS, "lookup"))?;
+                Ok((*c, values.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Per-cgroup traffic seen by `cgroup_skb/egress`, summed over CPUs.
+    pub fn cgroup_stats(&self) -> Vec<(u64, CgroupStats)> {
+        self.cg_stats
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(id, per_cpu)| {
+                let mut sum = CgroupStats::default();
+                for s in per_cpu.iter() {
+                    sum.pass_packets += s.pass_packets;
+                    sum.pass_bytes += s.pass_bytes;
+                    sum.drop_packets += s.drop_packets;
+                    sum.drop_bytes += s.drop_bytes;
+                    sum.audit_packets += s.audit_packets;
+                    sum.audit_bytes += s.audit_bytes;
+                }
+                (id, sum)
+            })
+            .collect()
+    }
+}
+
+/// A policy name from its NUL-padded slot.
+pub fn policy_name(info: &PolicyInfo) -> String {
+    let end = info
+        .name
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(info.name.len());
+    String::from_utf8_lossy(&info.name[..end]).into_owned()
+}
+
+type V4Keys = Vec<Key<[u8; 4]>>;
+type V6Keys = Vec<Key<[u8; 16]>>;
+
+fn split(nets: &[IpNet]) -> (V4Keys, V6Keys) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for n in nets {
+        match n.trunc() {
+            IpNet::V4(n) => v4.push(Key::new(u32::from(n.prefix_len()), n.network().octets())),
+            IpNet::V6(n) => v6.push(Key::new(u32::from(n.prefix_len()), n.network().octets())),
+        }
+    }
+    (v4, v6)
+}
+
+/// Inserts every wanted key, then removes every other key: the trie never lacks an entry
+/// that both the old and the new config have.
+fn sync_trie<K>(
+    trie: &mut LpmTrie<MapData, K, u32>,
+    name: &'static str,
+    want: Vec<Key<K>>,
+) -> Result<()>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+{
+    let wanted: HashSet<(u32, K)> = want.iter().map(|k| (k.prefix_len(), k.data())).collect();
+    for k in &want {
+        trie.insert(k, 1, 0).map_err(op(name, "insert"))?;
+    }
+    let stale: Vec<Key<K>> = trie
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
+        .collect();
+    for k in stale {
+        trie.remove(&k).map_err(op(name, "remove"))?;
+    }
+    Ok(())
+}
+
+/// Human form of a trie key: `10.0.0.0/8`.
+pub fn v4_net(key: &Key<[u8; 4]>) -> String {
+    format!("{}/{}", Ipv4Addr::from(key.data()), key.prefix_len())
+}
+
+pub fn v6_net(key: &Key<[u8; 16]>) -> String {
+    format!("{}/{}", Ipv6Addr::from(key.data()), key.prefix_len())
+}
+
+/// An address from an event or key (IPv4 in the first four bytes when `v4`).
+pub fn addr_of(bytes: &[u8; 16], v4: bool) -> IpAddr {
+    if v4 {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    }
+}

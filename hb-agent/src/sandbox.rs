@@ -1,0 +1,186 @@
+//! `hb-agent sandbox run`: run one command in a fresh, enrolled cgroup.
+//!
+//! The cgroup is created and enrolled *before* the command's process enters it (the child
+//! moves itself in between fork and exec), so not one of its syscalls runs unenforced.
+//! Afterwards anything left in the cgroup is killed, the cgroup removed, and only then is
+//! the enrollment dropped.
+//!
+//! Hardening (uid, capabilities, no_new_privs, mounts) plugs into [`prepare_child`].
+//! Must never: start the command when the programs are not attached or the policy is not
+//! loaded — that would be a sandbox in name only.
+
+use std::{
+    ffi::OsString,
+    fs, io,
+    os::{
+        fd::AsRawFd as _,
+        unix::process::{CommandExt as _, ExitStatusExt as _},
+    },
+    path::PathBuf,
+    process::Command,
+};
+
+use hb_common::{ENROLL_LAUNCHER, Enrollment};
+
+use crate::{
+    agent::is_root,
+    cgroup::{self, CgroupError},
+    config::Config,
+    loader,
+    maps::{Maps, MapsError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("hb-agent sandbox run must run as root (it creates cgroups and writes pinned maps)")]
+    NotRoot,
+    #[error(
+        "hb's programs are not attached (no pinned link {0}); start `hb-agent run` with the same config first"
+    )]
+    NotAttached(PathBuf),
+    #[error("policy \"{name}\" is not loaded in the kernel; loaded policies: {loaded}")]
+    UnknownPolicy { name: String, loaded: String },
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("cannot enroll sandbox cgroup {0}")]
+    Enroll(PathBuf, #[source] aya::maps::MapError),
+    #[error("cannot open {0}")]
+    Procs(PathBuf, #[source] io::Error),
+    #[error("cannot start {command:?}")]
+    Spawn {
+        command: OsString,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no command given (usage: hb-agent sandbox run --policy NAME -- CMD ARGS…)")]
+    NoCommand,
+}
+
+/// A sandbox cgroup that removes itself (and then its enrollment) when dropped.
+struct SandboxCgroup<'m> {
+    maps: &'m mut Maps,
+    path: PathBuf,
+    id: u64,
+}
+
+impl Drop for SandboxCgroup<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = cgroup::remove(&self.path) {
+            // The enrollment stays, so whatever survived stays enforced.
+            eprintln!("hb-agent: {}", crate::error_chain(&e));
+            return;
+        }
+        let _ = self.maps.enrolled.remove(&self.id);
+    }
+}
+
+/// Runs `command` under `policy` and returns the exit code to pass on (128+N for a
+/// command killed by signal N).
+pub fn run(config: &Config, policy: &str, command: &[OsString]) -> Result<i32, SandboxError> {
+    let (program, args) = command.split_first().ok_or(SandboxError::NoCommand)?;
+    if !is_root() {
+        return Err(SandboxError::NotRoot);
+    }
+    let bpffs = &config.agent.bpffs_dir;
+    for (name, pinned) in loader::pinned_links(bpffs) {
+        if !pinned {
+            return Err(SandboxError::NotAttached(
+                bpffs.join(hb_common::pin_dirs::LINKS).join(name),
+            ));
+        }
+    }
+    let mut maps = Maps::open(bpffs)?;
+    let loaded = maps.loaded_policies()?;
+    let policy_id = loaded
+        .iter()
+        .find(|p| p.name == policy)
+        .map(|p| p.id)
+        .ok_or_else(|| SandboxError::UnknownPolicy {
+            name: policy.to_owned(),
+            loaded: loaded
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+
+    let mount = cgroup::cgroup2_mount()?;
+    let parent = format!("{}/sandboxes", config.cgroup_root());
+    cgroup::create(&mount, &parent)?;
+    let name = unique_name(policy);
+    let path = mount.join(&parent).join(&name);
+    fs::create_dir(&path).map_err(|source| CgroupError::Io {
+        path: path.clone(),
+        action: "mkdir",
+        source,
+    })?;
+    let id = cgroup::cgroup_id(&path)?;
+    let enrollment = Enrollment {
+        policy_id,
+        flags: ENROLL_LAUNCHER,
+    };
+    if let Err(e) = maps.enrolled.insert(id, enrollment, 0) {
+        let _ = fs::remove_dir(&path);
+        return Err(SandboxError::Enroll(path, e));
+    }
+    let sandbox = SandboxCgroup {
+        maps: &mut maps,
+        path,
+        id,
+    };
+
+    let procs_path = sandbox.path.join("cgroup.procs");
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(&procs_path)
+        .map_err(|e| SandboxError::Procs(procs_path.clone(), e))?;
+    let procs_fd = procs.as_raw_fd();
+
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    prepare_child(&mut cmd);
+    // SAFETY: the closure only makes async-signal-safe syscalls (write) on an fd opened
+    // before fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // "0" moves the writing process itself (cgroup v2, cgroup.procs).
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+        command: program.clone(),
+        source,
+    })?;
+    drop(procs);
+    // The terminal's ^C and ^\ reach the child (same process group); the launcher stays
+    // to clean up. Set after spawn: ignored signals would survive exec in the child.
+    // SAFETY: plain signal disposition changes.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let status = child.wait().map_err(|source| SandboxError::Spawn {
+        command: program.clone(),
+        source,
+    })?;
+    drop(sandbox);
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The seam for process hardening (a later step: uid, capabilities, no_new_privs, mounts).
+fn prepare_child(_cmd: &mut Command) {}
+
+fn unique_name(policy: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{policy}-{}-{nanos:08x}", std::process::id())
+}

@@ -1,0 +1,350 @@
+//! Types shared by hb's eBPF programs (`hb-ebpf`) and its agent (`hb-agent`).
+//!
+//! Everything a map holds, every record the kernel sends up and every name or size both
+//! sides must agree on lives here, so the two sides cannot drift. Every type is
+//! `#[repr(C)]`, has no implicit padding (explicit `_pad` fields) and carries a size
+//! assertion. Addresses are stored as bytes in network order, exactly as they appear on
+//! the wire and in `bpf_sock_addr.user_ip4/user_ip6`.
+//!
+//! This crate must never depend on `std`: the kernel side links it.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Names of the maps, as the ELF object declares them and as they are pinned under
+/// `<bpffs_dir>/maps/`. The kernel keeps 15 characters of a map's name, so none is longer.
+pub mod map_names {
+    /// `u64` cgroup id → [`Enrollment`](crate::Enrollment).
+    pub const ENROLLED: &str = "HB_ENROLLED";
+    /// Array indexed by policy id → [`PolicyInfo`](crate::PolicyInfo).
+    pub const POLICIES: &str = "HB_POLICIES";
+    /// [`Allow4Key`](crate::Allow4Key) → expiry, monotonic ns (`u64`).
+    pub const ALLOW4: &str = "HB_ALLOW4";
+    /// [`Allow6Key`](crate::Allow6Key) → expiry, monotonic ns (`u64`).
+    pub const ALLOW6: &str = "HB_ALLOW6";
+    /// LPM trie of [`PolicyCidr4`](crate::PolicyCidr4) → `u32` (unused, 1).
+    pub const CIDR4: &str = "HB_CIDR4";
+    /// LPM trie of [`PolicyCidr6`](crate::PolicyCidr6) → `u32` (unused, 1).
+    pub const CIDR6: &str = "HB_CIDR6";
+    /// LPM trie of `[u8; 4]` → `u32` (unused, 1): the global deny ranges.
+    pub const DENY4: &str = "HB_DENY4";
+    /// LPM trie of `[u8; 16]` → `u32` (unused, 1).
+    pub const DENY6: &str = "HB_DENY6";
+    /// LPM trie of `[u8; 4]` → `u32`: carve-outs from the deny ranges.
+    pub const EXCEPT4: &str = "HB_EXCEPT4";
+    /// LPM trie of `[u8; 16]` → `u32`.
+    pub const EXCEPT6: &str = "HB_EXCEPT6";
+    /// Per-CPU array of `u64`, indexed by [`Counter`](crate::Counter).
+    pub const COUNTERS: &str = "HB_COUNTERS";
+    /// Per-CPU hash: `u64` cgroup id → [`CgroupStats`](crate::CgroupStats).
+    pub const CG_STATS: &str = "HB_CG_STATS";
+    /// Ring buffer of [`Event`](crate::Event) records.
+    pub const EVENTS: &str = "HB_EVENTS";
+
+    /// Every map, in the order `hb-agent maps list` shows them.
+    pub const ALL: [&str; 13] = [
+        ENROLLED, POLICIES, ALLOW4, ALLOW6, CIDR4, CIDR6, DENY4, DENY6, EXCEPT4, EXCEPT6, COUNTERS,
+        CG_STATS, EVENTS,
+    ];
+}
+
+/// Names of the programs (the functions in hb-ebpf), which are also their pin names.
+pub mod prog_names {
+    pub const CONNECT4: &str = "hb_connect4";
+    pub const CONNECT6: &str = "hb_connect6";
+    pub const SENDMSG4: &str = "hb_sendmsg4";
+    pub const SENDMSG6: &str = "hb_sendmsg6";
+    pub const SKB_EGRESS: &str = "hb_skb_egress";
+
+    pub const ALL: [&str; 5] = [CONNECT4, CONNECT6, SENDMSG4, SENDMSG6, SKB_EGRESS];
+}
+
+/// Sub-folders of the bpffs folder (`agent.bpffs_dir`).
+pub mod pin_dirs {
+    pub const MAPS: &str = "maps";
+    pub const PROGS: &str = "progs";
+    pub const LINKS: &str = "links";
+}
+
+/// Map capacities. A full map fails closed: user space refuses to add, the kernel denies.
+pub mod limits {
+    pub const ENROLLED: u32 = 16_384;
+    pub const POLICIES: u32 = 256;
+    pub const ALLOW4: u32 = 131_072;
+    pub const ALLOW6: u32 = 131_072;
+    pub const CIDR4: u32 = 16_384;
+    pub const CIDR6: u32 = 16_384;
+    pub const DENY: u32 = 4_096;
+    pub const EXCEPT: u32 = 4_096;
+    pub const CG_STATS: u32 = 16_384;
+    /// Bytes in the events ring buffer (a power of two and a multiple of the page size).
+    pub const EVENTS_BYTES: u32 = 1 << 20;
+    /// How many cgroup levels below the root the programs look at for an enrollment.
+    /// The agent refuses to enroll a cgroup deeper than this, so nothing enrolled can be
+    /// missed; a process may sit deeper below an enrolled cgroup, which is still found.
+    pub const MAX_CGROUP_DEPTH: u32 = 16;
+    /// Longest policy name (bytes) that fits [`PolicyInfo::name`](crate::PolicyInfo).
+    pub const POLICY_NAME_LEN: usize = 48;
+}
+
+/// Value of [`map_names::ENROLLED`]: the policy a cgroup (and everything below it) is under.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Enrollment {
+    pub policy_id: u32,
+    /// `ENROLL_*` bits: who enrolled the cgroup, so reconciliation only removes its own.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<Enrollment>() == 8);
+
+/// Enrolled by the agent because the cgroup matches a `[[sandbox]]` glob.
+pub const ENROLL_GLOB: u32 = 1;
+/// Enrolled by `hb-agent sandbox run`, which removes it when the sandbox ends.
+pub const ENROLL_LAUNCHER: u32 = 2;
+
+/// Value of [`map_names::POLICIES`] at a policy id. A slot with `flags == 0` is free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyInfo {
+    /// `POLICY_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+    /// The policy's name, NUL-padded (for inspection; the kernel never reads it).
+    pub name: [u8; limits::POLICY_NAME_LEN],
+}
+const _: () = assert!(size_of::<PolicyInfo>() == 56);
+
+/// The slot holds a configured policy.
+pub const POLICY_IN_USE: u32 = 1;
+/// Audit mode: would-be refusals are allowed and reported.
+pub const POLICY_AUDIT: u32 = 2;
+
+/// Key of [`map_names::ALLOW4`]: one validated address for one policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Allow4Key {
+    pub policy_id: u32,
+    /// Network order.
+    pub addr: [u8; 4],
+}
+const _: () = assert!(size_of::<Allow4Key>() == 8);
+
+/// Key of [`map_names::ALLOW6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Allow6Key {
+    pub policy_id: u32,
+    /// Network order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<Allow6Key>() == 20);
+
+/// Expiry value meaning "never" in the allow maps.
+pub const NEVER_EXPIRES: u64 = u64::MAX;
+
+/// Data part of an LPM key in [`map_names::CIDR4`]. The prefix length always covers the
+/// whole policy id (32 bits) plus the CIDR's own prefix, so policies never share entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyCidr4 {
+    /// Big-endian, so the trie's bit order matches the id's.
+    pub policy_id_be: [u8; 4],
+    pub addr: [u8; 4],
+}
+const _: () = assert!(size_of::<PolicyCidr4>() == 8);
+
+/// Data part of an LPM key in [`map_names::CIDR6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyCidr6 {
+    pub policy_id_be: [u8; 4],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<PolicyCidr6>() == 20);
+
+/// Bits of a policy-prefixed LPM key taken by the policy id.
+pub const POLICY_PREFIX_BITS: u32 = 32;
+
+/// Value of [`map_names::CG_STATS`]: what `cgroup_skb/egress` saw leave one cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    pub pass_packets: u64,
+    pub pass_bytes: u64,
+    pub drop_packets: u64,
+    pub drop_bytes: u64,
+    /// Packets a policy in audit mode would have dropped.
+    pub audit_packets: u64,
+    pub audit_bytes: u64,
+}
+const _: () = assert!(size_of::<CgroupStats>() == 48);
+
+/// Indexes of [`map_names::COUNTERS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Socket hook ran for a cgroup that is not enrolled: passed untouched.
+    NotEnrolled = 0,
+    /// Enrolled and allowed by the allow map.
+    AllowAddr = 1,
+    /// Enrolled and allowed by a static CIDR.
+    AllowCidr = 2,
+    /// Refused: destination in a deny range.
+    DenyRange = 3,
+    /// Refused: destination not in the policy's allow set.
+    DenyNotAllowed = 4,
+    /// Refused: IPv6 address embedding an IPv4 address in a deny range.
+    DenyEmbedded = 5,
+    /// Would have been refused, allowed because the policy audits.
+    Audit = 6,
+    /// Packet from an enrolled cgroup passed `cgroup_skb/egress`.
+    SkbPass = 7,
+    /// Packet dropped by `cgroup_skb/egress`.
+    SkbDrop = 8,
+    /// Packet `cgroup_skb/egress` would have dropped, but the policy audits.
+    SkbAudit = 9,
+    /// A kernel-side map insert failed because the map was full.
+    MapFull = 10,
+    /// An event could not be written because the ring buffer was full.
+    EventsLost = 11,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 12;
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::NotEnrolled,
+        Counter::AllowAddr,
+        Counter::AllowCidr,
+        Counter::DenyRange,
+        Counter::DenyNotAllowed,
+        Counter::DenyEmbedded,
+        Counter::Audit,
+        Counter::SkbPass,
+        Counter::SkbDrop,
+        Counter::SkbAudit,
+        Counter::MapFull,
+        Counter::EventsLost,
+    ];
+
+    /// Stable snake_case name, used in `hb-agent status` and JSON output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::NotEnrolled => "not_enrolled",
+            Counter::AllowAddr => "allow_addr",
+            Counter::AllowCidr => "allow_cidr",
+            Counter::DenyRange => "deny_range",
+            Counter::DenyNotAllowed => "deny_not_allowed",
+            Counter::DenyEmbedded => "deny_embedded",
+            Counter::Audit => "audit",
+            Counter::SkbPass => "skb_pass",
+            Counter::SkbDrop => "skb_drop",
+            Counter::SkbAudit => "skb_audit",
+            Counter::MapFull => "map_full",
+            Counter::EventsLost => "events_lost",
+        }
+    }
+}
+
+/// Which program wrote an [`Event`].
+pub mod hook {
+    pub const CONNECT4: u32 = 1;
+    pub const CONNECT6: u32 = 2;
+    pub const SENDMSG4: u32 = 3;
+    pub const SENDMSG6: u32 = 4;
+    pub const SKB_EGRESS: u32 = 5;
+
+    pub const fn name(hook: u32) -> &'static str {
+        match hook {
+            CONNECT4 => "connect4",
+            CONNECT6 => "connect6",
+            SENDMSG4 => "sendmsg4",
+            SENDMSG6 => "sendmsg6",
+            SKB_EGRESS => "skb_egress",
+            _ => "unknown",
+        }
+    }
+}
+
+/// What happened to the connection or packet an [`Event`] reports.
+pub mod verdict {
+    /// Refused (EPERM) or dropped.
+    pub const DENY: u32 = 1;
+    /// Would have been refused; allowed because the policy is in audit mode.
+    pub const AUDIT: u32 = 2;
+
+    pub const fn name(verdict: u32) -> &'static str {
+        match verdict {
+            DENY => "deny",
+            AUDIT => "audit",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Why an [`Event`] was written. Stable names: tests, alerts and scripts match on them.
+pub mod reason {
+    /// Destination lies in a deny range (and in no exception).
+    pub const DENY_RANGE: u32 = 1;
+    /// Destination is neither a validated address nor in a static CIDR of the policy.
+    pub const NOT_ALLOWED: u32 = 2;
+    /// IPv6 destination embeds an IPv4 address (6to4, Teredo) that lies in a deny range.
+    pub const EMBEDDED_DENY_RANGE: u32 = 3;
+
+    pub const fn name(reason: u32) -> &'static str {
+        match reason {
+            DENY_RANGE => "deny_range",
+            NOT_ALLOWED => "not_allowed",
+            EMBEDDED_DENY_RANGE => "embedded_deny_range",
+            _ => "unknown",
+        }
+    }
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// A refusal (or audited would-be refusal), sent up through [`map_names::EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    /// `bpf_get_current_pid_tgid()`: tgid in the upper half. 0 in `cgroup_skb/egress`,
+    /// which may run outside the sending task's context.
+    pub pid_tgid: u64,
+    /// Policy id, or `u32::MAX` when unknown.
+    pub policy_id: u32,
+    /// A [`hook`] value.
+    pub hook: u32,
+    /// A [`verdict`] value.
+    pub verdict: u32,
+    /// A [`reason`] value.
+    pub reason: u32,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, …).
+    pub protocol: u16,
+    /// Destination port, host order (0 where the protocol has none).
+    pub port: u16,
+    pub _pad: u16,
+    /// Destination, network order; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// `bpf_get_current_comm()`, NUL-padded; empty in `cgroup_skb/egress`.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<Event>() == 80);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is #[repr(C)], Copy, and has no padding (size assertions above),
+    // so every byte pattern the kernel writes is a valid value.
+    unsafe impl aya::Pod for super::Enrollment {}
+    unsafe impl aya::Pod for super::PolicyInfo {}
+    unsafe impl aya::Pod for super::Allow4Key {}
+    unsafe impl aya::Pod for super::Allow6Key {}
+    unsafe impl aya::Pod for super::PolicyCidr4 {}
+    unsafe impl aya::Pod for super::PolicyCidr6 {}
+    unsafe impl aya::Pod for super::CgroupStats {}
+    unsafe impl aya::Pod for super::Event {}
+}

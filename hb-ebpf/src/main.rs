@@ -1,0 +1,27 @@
+//! hb's kernel side: cgroup programs that refuse what a sandbox's policy forbids.
+//!
+//! * `sock_addr` — `cgroup/connect4|6` and `cgroup/sendmsg4|6`: judge the destination of
+//!   every connect and every unconnected datagram send (EPERM on refusal).
+//! * `skb` — `cgroup_skb/egress`: the per-packet second line, for raw and ICMP sockets and
+//!   anything else that never passes the socket hooks; also the per-cgroup traffic sensor.
+//! * `policy` — the decision both share, the maps, counters and events.
+//!
+//! Everything here fails closed: a lookup we cannot make or a record we cannot read means
+//! refusal for an enrolled cgroup. Cgroups that are not enrolled are never touched.
+#![no_std]
+#![no_main]
+
+mod policy;
+mod skb;
+mod sock_addr;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // The verifier rejects any program that could reach this; it exists for the linker.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,309 @@
+//! The decision shared by every hook: which policy a cgroup is under, whether a
+//! destination is allowed for it, and the record of every refusal.
+//!
+//! Order of judgement (DESIGN.md, "Kernel side"):
+//! 1. not enrolled (neither the cgroup nor an ancestor up to `MAX_CGROUP_DEPTH`) → untouched;
+//! 2. in a deny range and not in an exception → refused (`deny_range`);
+//! 3. a validated address of the policy whose expiry lies ahead, or inside one of the
+//!    policy's static CIDRs → allowed;
+//! 4. anything else → refused (`not_allowed`).
+//!
+//! A policy in audit mode turns 2 and 4 into "allowed and reported".
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
+};
+use hb_common::{
+    Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, POLICY_AUDIT, PolicyCidr4,
+    PolicyCidr6, PolicyInfo, limits, reason, verdict,
+};
+
+#[map(name = "HB_ENROLLED")]
+static ENROLLED: HashMap<u64, Enrollment> = HashMap::pinned(limits::ENROLLED, 0);
+
+#[map(name = "HB_POLICIES")]
+static POLICIES: Array<PolicyInfo> = Array::pinned(limits::POLICIES, 0);
+
+#[map(name = "HB_ALLOW4")]
+static ALLOW4: HashMap<Allow4Key, u64> = HashMap::pinned(limits::ALLOW4, 0);
+
+#[map(name = "HB_ALLOW6")]
+static ALLOW6: HashMap<Allow6Key, u64> = HashMap::pinned(limits::ALLOW6, 0);
+
+#[map(name = "HB_CIDR4")]
+static CIDR4: LpmTrie<PolicyCidr4, u32> = LpmTrie::pinned(limits::CIDR4, 0);
+
+#[map(name = "HB_CIDR6")]
+static CIDR6: LpmTrie<PolicyCidr6, u32> = LpmTrie::pinned(limits::CIDR6, 0);
+
+#[map(name = "HB_DENY4")]
+static DENY4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(limits::DENY, 0);
+
+#[map(name = "HB_DENY6")]
+static DENY6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(limits::DENY, 0);
+
+#[map(name = "HB_EXCEPT4")]
+static EXCEPT4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(limits::EXCEPT, 0);
+
+#[map(name = "HB_EXCEPT6")]
+static EXCEPT6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(limits::EXCEPT, 0);
+
+#[map(name = "HB_COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
+
+#[map(name = "HB_CG_STATS")]
+pub(crate) static CG_STATS: PerCpuHashMap<u64, CgroupStats> =
+    PerCpuHashMap::pinned(limits::CG_STATS, 0);
+
+#[map(name = "HB_EVENTS")]
+static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
+
+/// The enrollment that governs a cgroup: its own, else its nearest enrolled ancestor.
+///
+/// `own` is the cgroup's id; `ancestor(level)` returns the id of its ancestor at `level`
+/// (root = 0), or 0 when the cgroup is not that deep — which is how the kernel's
+/// `bpf_get_current_ancestor_cgroup_id` and `bpf_skb_ancestor_cgroup_id` behave.
+#[inline(always)]
+pub(crate) fn enrollment(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<Enrollment> {
+    // The common case: the process sits directly in the enrolled (sandbox) cgroup.
+    // SAFETY: the value is copied out at once; user space only inserts and deletes whole
+    // entries, so the worst a concurrent delete can do is hand us the old value.
+    if let Some(e) = unsafe { ENROLLED.get(own) } {
+        return Some(*e);
+    }
+    let mut found = None;
+    let mut level = 1;
+    while level <= limits::MAX_CGROUP_DEPTH as i32 {
+        let id = ancestor(level);
+        if id == 0 || id == own {
+            break;
+        }
+        // SAFETY: as above.
+        if let Some(e) = unsafe { ENROLLED.get(id) } {
+            // Keep walking: the nearest (deepest) enrolled ancestor wins.
+            found = Some(*e);
+        }
+        level += 1;
+    }
+    found
+}
+
+/// Whether the policy at `policy_id` audits instead of refusing. A missing slot (which the
+/// agent never leaves referenced) counts as enforcing.
+#[inline(always)]
+pub(crate) fn audits(policy_id: u32) -> bool {
+    match POLICIES.get(policy_id) {
+        Some(p) => p.flags & POLICY_AUDIT != 0,
+        None => false,
+    }
+}
+
+/// Outcome of judging a destination for an enrolled cgroup.
+pub(crate) enum Judgement {
+    Allow(Counter),
+    /// A [`reason`] value and the counter to bump.
+    Deny(u32, Counter),
+}
+
+#[inline(always)]
+pub(crate) fn in_deny4(addr: [u8; 4]) -> bool {
+    let key = Key::new(32, addr);
+    DENY4.get(&key).is_some() && EXCEPT4.get(&key).is_none()
+}
+
+#[inline(always)]
+fn in_deny6(addr: [u8; 16]) -> bool {
+    let key = Key::new(128, addr);
+    DENY6.get(&key).is_some() && EXCEPT6.get(&key).is_none()
+}
+
+/// Whether a destination is denied by range, for the packet hook (which has no allow set).
+#[inline(always)]
+pub(crate) fn denied6_by_range(addr: [u8; 16]) -> Option<u32> {
+    match embedded_v4(&addr) {
+        Embedded::Whole(v4) => {
+            if in_deny4(v4) {
+                return Some(reason::DENY_RANGE);
+            }
+        }
+        Embedded::Partly(a, b) => {
+            if in_deny4(a) || in_deny4(b) {
+                return Some(reason::EMBEDDED_DENY_RANGE);
+            }
+        }
+        Embedded::None => {}
+    }
+    if in_deny6(addr) {
+        return Some(reason::DENY_RANGE);
+    }
+    None
+}
+
+#[inline(always)]
+pub(crate) fn judge4(policy_id: u32, addr: [u8; 4], now: u64) -> Judgement {
+    if in_deny4(addr) {
+        return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange);
+    }
+    // SAFETY: the u64 expiry is copied out at once.
+    if let Some(expires) = unsafe { ALLOW4.get(Allow4Key { policy_id, addr }) } {
+        if *expires > now {
+            return Judgement::Allow(Counter::AllowAddr);
+        }
+    }
+    let key = Key::new(
+        hb_common::POLICY_PREFIX_BITS + 32,
+        PolicyCidr4 {
+            policy_id_be: policy_id.to_be_bytes(),
+            addr,
+        },
+    );
+    if CIDR4.get(&key).is_some() {
+        return Judgement::Allow(Counter::AllowCidr);
+    }
+    Judgement::Deny(reason::NOT_ALLOWED, Counter::DenyNotAllowed)
+}
+
+#[inline(always)]
+pub(crate) fn judge6(policy_id: u32, addr: [u8; 16], now: u64) -> Judgement {
+    match embedded_v4(&addr) {
+        // Traffic to these reaches the embedded IPv4 host: judge that host, fully.
+        Embedded::Whole(v4) => return judge4(policy_id, v4, now),
+        // Tunnels: the embedded relay/client must not be private; the IPv6 address itself
+        // is then judged as IPv6 (and 2002::/16 and 2001::/32 are denied by default).
+        Embedded::Partly(a, b) => {
+            if in_deny4(a) || in_deny4(b) {
+                return Judgement::Deny(reason::EMBEDDED_DENY_RANGE, Counter::DenyEmbedded);
+            }
+        }
+        Embedded::None => {}
+    }
+    if in_deny6(addr) {
+        return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange);
+    }
+    // SAFETY: the u64 expiry is copied out at once.
+    if let Some(expires) = unsafe { ALLOW6.get(Allow6Key { policy_id, addr }) } {
+        if *expires > now {
+            return Judgement::Allow(Counter::AllowAddr);
+        }
+    }
+    let key = Key::new(
+        hb_common::POLICY_PREFIX_BITS + 128,
+        PolicyCidr6 {
+            policy_id_be: policy_id.to_be_bytes(),
+            addr,
+        },
+    );
+    if CIDR6.get(&key).is_some() {
+        return Judgement::Allow(Counter::AllowCidr);
+    }
+    Judgement::Deny(reason::NOT_ALLOWED, Counter::DenyNotAllowed)
+}
+
+/// IPv4 addresses carried inside an IPv6 address.
+pub(crate) enum Embedded {
+    None,
+    /// `::ffff:0:0/96` (IPv4-mapped: the socket really talks IPv4) and `64:ff9b::/96`
+    /// (RFC 6052 NAT64: the translator talks IPv4 to it).
+    Whole([u8; 4]),
+    /// 6to4 `2002:V4::/48` (the relay, twice for symmetry) and Teredo `2001:0::/32`
+    /// (server at bits 32..64, client XOR-obfuscated in the last 32 bits).
+    Partly([u8; 4], [u8; 4]),
+}
+
+#[inline(always)]
+pub(crate) fn embedded_v4(a: &[u8; 16]) -> Embedded {
+    let tail = [a[12], a[13], a[14], a[15]];
+    if a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff {
+        return Embedded::Whole(tail);
+    }
+    if a[..12] == [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0] {
+        return Embedded::Whole(tail);
+    }
+    if a[0] == 0x20 && a[1] == 0x02 {
+        let v4 = [a[2], a[3], a[4], a[5]];
+        return Embedded::Partly(v4, v4);
+    }
+    if a[..4] == [0x20, 0x01, 0, 0] {
+        let server = [a[4], a[5], a[6], a[7]];
+        let client = [!a[12], !a[13], !a[14], !a[15]];
+        return Embedded::Partly(server, client);
+    }
+    Embedded::None
+}
+
+#[inline(always)]
+pub(crate) fn count(counter: Counter) {
+    if let Some(v) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot; programs do not migrate CPUs while they run.
+        unsafe { *v += 1 };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: no arguments, always valid.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// What an event reports, beside the time and the program that wrote it.
+pub(crate) struct Report {
+    pub cgroup_id: u64,
+    pub policy_id: u32,
+    pub hook: u32,
+    pub verdict: u32,
+    pub reason: u32,
+    pub family: u16,
+    pub protocol: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+    /// Whether the program runs in the context of the task that caused the event.
+    pub task_context: bool,
+}
+
+/// Writes one event to the ring buffer; a full ring buffer is counted and logged, never
+/// fatal (the decision stands either way).
+#[inline(always)]
+pub(crate) fn report<C: EbpfContext>(ctx: &C, r: Report) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count(Counter::EventsLost);
+        aya_log_ebpf::warn!(ctx, "hb: events ring buffer full, event lost");
+        return;
+    };
+    let (pid_tgid, comm) = if r.task_context {
+        (
+            bpf_get_current_pid_tgid(),
+            bpf_get_current_comm().unwrap_or([0; 16]),
+        )
+    } else {
+        (0, [0; 16])
+    };
+    entry.write(Event {
+        ts_ns: now_ns(),
+        cgroup_id: r.cgroup_id,
+        pid_tgid,
+        policy_id: r.policy_id,
+        hook: r.hook,
+        verdict: r.verdict,
+        reason: r.reason,
+        family: r.family,
+        protocol: r.protocol,
+        port: r.port,
+        _pad: 0,
+        addr: r.addr,
+        comm,
+    });
+    entry.submit(0);
+}
+
+/// The verdict for a refusal, given the policy's mode.
+#[inline(always)]
+pub(crate) fn refusal_verdict(policy_id: u32) -> u32 {
+    if audits(policy_id) {
+        verdict::AUDIT
+    } else {
+        verdict::DENY
+    }
+}
