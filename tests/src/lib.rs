@@ -1,1 +1,488 @@
+//! Harness for hb's end-to-end tests: the real `hb-agent` binary, the real kernel, real
+//! clients, each test in a private network namespace it creates itself.
+//!
+//! Every resource is owned by a guard that cleans up on drop, failure included: the
+//! agent process, the test's cgroup tree, its bpffs folder (removing the pins detaches
+//! the links), its state folder. Names carry a random suffix so tests can run in
+//! parallel. Nothing here skips: a test that cannot do its job panics and says why.
 
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, UdpSocket},
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Fails the test unless it runs as root: hb's tests load real eBPF programs.
+pub fn require_root() {
+    // SAFETY: no arguments.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "hb's end-to-end tests load eBPF programs and create cgroups: run them as root \
+         (cargo xtask test)"
+    );
+}
+
+/// The hb-agent binary: `HB_AGENT_BIN` (set by `cargo xtask test`), else the debug build
+/// next to this test executable.
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HB_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/test-… → target/debug/hb-agent
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("hb-agent"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p hb-agent) or set HB_AGENT_BIN",
+        bin.display()
+    );
+    bin
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("/dev/urandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Moves the calling thread into a new network namespace with `lo` up and the given
+/// addresses on it. Threads and processes started by this thread afterwards live there
+/// too. Nothing in it can reach the host's networks: a failed block leaks nothing.
+pub fn private_netns(addrs: &[&str]) {
+    // SAFETY: plain syscall; affects this thread only.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    sh("ip link set lo up");
+    for a in addrs {
+        if a.contains(':') {
+            sh(&format!("ip -6 addr add {a}/128 dev lo nodad"));
+        } else {
+            sh(&format!("ip addr add {a}/32 dev lo"));
+        }
+    }
+}
+
+pub fn cgroup2_mount() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+    let mut found: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .collect();
+    found.sort_by_key(|p| p != Path::new("/sys/fs/cgroup"));
+    found.into_iter().next().expect("a cgroup2 mount")
+}
+
+/// Removes a cgroup tree, deepest first, killing what is left in it.
+pub fn remove_cgroup_tree(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    let _ = fs::write(path.join("cgroup.kill"), "1");
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..300 {
+        if fs::remove_dir(path).is_ok() || !path.exists() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One test's world: config, cgroup root, bpffs folder and state folder.
+pub struct TestEnv {
+    pub name: String,
+    pub cgroup_root: String,
+    pub bpffs_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub config_path: PathBuf,
+    agent: Option<Agent>,
+}
+
+impl TestEnv {
+    /// `config` is TOML appended after the test's own `[agent]` table (so it must not
+    /// contain one).
+    pub fn new(name: &str, config: &str) -> Self {
+        require_root();
+        let suffix = random_suffix();
+        let cgroup_root = format!("hb-test-{name}-{suffix}");
+        let bpffs_dir = PathBuf::from(format!("/sys/fs/bpf/hb-test-{name}-{suffix}"));
+        let state_dir = std::env::temp_dir().join(format!("hb-test-{name}-{suffix}"));
+        fs::create_dir_all(&state_dir).expect("state dir");
+        let config_path = state_dir.join("hb.toml");
+        let text = format!(
+            "[agent]\nstate_dir = \"{}\"\nbpffs_dir = \"{}\"\ncgroup_root = \"{cgroup_root}\"\nrescan_interval_ms = 100\n\n{config}",
+            state_dir.display(),
+            bpffs_dir.display()
+        );
+        fs::write(&config_path, text).expect("write config");
+        Self {
+            name: name.to_owned(),
+            cgroup_root,
+            bpffs_dir,
+            state_dir,
+            config_path,
+            agent: None,
+        }
+    }
+
+    /// Starts the agent and waits until it says it enforces.
+    pub fn start_agent(&mut self) -> &mut Agent {
+        let log = self
+            .state_dir
+            .join(format!("agent-{}.log", random_suffix()));
+        let agent = Agent::start(&self.config_path, &log);
+        self.agent.insert(agent)
+    }
+
+    pub fn agent(&mut self) -> &mut Agent {
+        self.agent.as_mut().expect("agent started")
+    }
+
+    /// Kills the agent with SIGKILL (no clean-up of any kind), leaving its pins.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            a.kill9();
+        }
+    }
+
+    /// `hb-agent -c CONFIG ARGS…`, captured.
+    pub fn hb(&self, args: &[&str]) -> Output {
+        Command::new(agent_bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hb-agent")
+    }
+
+    /// `hb-agent … ARGS --json`, which must succeed, parsed.
+    pub fn hb_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.hb(&a);
+        assert!(
+            out.status.success(),
+            "hb-agent {a:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "hb-agent {a:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Runs `cmd` in a fresh sandbox under `policy`.
+    pub fn sandbox(&self, policy: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["sandbox", "run", "--policy", policy, "--"];
+        args.extend_from_slice(cmd);
+        self.hb(&args)
+    }
+
+    /// Spawns `cmd` in a fresh sandbox without waiting.
+    pub fn sandbox_spawn(&self, policy: &str, cmd: &[&str]) -> Child {
+        Command::new(agent_bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["sandbox", "run", "--policy", policy, "--"])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sandbox")
+    }
+
+    /// Events from `hb-agent events --json`, waiting up to 5 s until `pred` holds for one.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.hb(&["events", "--json"]);
+            assert!(out.status.success(), "hb-agent events failed");
+            let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("event JSON"))
+                .collect();
+            if let Some(e) = events.iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event {what} after 5 s; events: {events:#?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Summed counter from `hb-agent maps dump counters`.
+    pub fn counter(&self, name: &str) -> u64 {
+        let rows = self.hb_json(&["maps", "dump", "counters"]);
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["counter"] == name)
+            .and_then(|r| r["value"].as_u64())
+            .unwrap_or_else(|| panic!("no counter {name}: {rows}"))
+    }
+
+    /// A policy's id in the kernel's table.
+    pub fn policy_id(&self, name: &str) -> u32 {
+        let rows = self.hb_json(&["maps", "dump", "policies"]);
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["id"].as_u64())
+            .unwrap_or_else(|| panic!("no policy {name}: {rows}")) as u32
+    }
+
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        self.bpffs_dir.join("maps").join(name)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            a.stop();
+        }
+        // Removing the pins drops the last references: links detach, maps go.
+        let _ = fs::remove_dir_all(&self.bpffs_dir);
+        remove_cgroup_tree(&cgroup2_mount().join(&self.cgroup_root));
+        if !thread::panicking() {
+            let _ = fs::remove_dir_all(&self.state_dir);
+        } else {
+            eprintln!("test state kept in {}", self.state_dir.display());
+        }
+    }
+}
+
+/// A running `hb-agent run`.
+pub struct Agent {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    fn start(config: &Path, log: &Path) -> Self {
+        let log_file = fs::File::create(log).expect("agent log");
+        let child = Command::new(agent_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("HB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn hb-agent run");
+        let mut agent = Self {
+            child,
+            log: log.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            if text.contains("ready: enforcing") {
+                return agent;
+            }
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("hb-agent run exited early ({status}):\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hb-agent not ready after 30 s:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait agent");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "agent died by SIGKILL"
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// A TCP listener that counts the connections it accepted, answering each with a tiny
+/// HTTP response (so curl and requests get a 200).
+pub struct TcpProbe {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl TcpProbe {
+    pub fn bind(addr: &str) -> Self {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let addr = listener.local_addr().expect("local addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nhb-test",
+                );
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A UDP socket that counts the datagrams it received.
+pub struct UdpProbe {
+    pub addr: SocketAddr,
+    received: Arc<AtomicUsize>,
+}
+
+impl UdpProbe {
+    pub fn bind(addr: &str) -> Self {
+        let sock = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+        let addr = sock.local_addr().expect("local addr");
+        let received = Arc::new(AtomicUsize::new(0));
+        let count = received.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while sock.recv_from(&mut buf).is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Self { addr, received }
+    }
+
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+/// Debian's python3 (which has python3-requests), else whatever `python3` is.
+pub fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// A Python client that tries `op` (`tcp`, `udp-connect`, `udp-sendto`) towards
+/// `host`/`port` and prints `OK` or the errno name (`EPERM`, …).
+pub const PY_PROBE: &str = r#"
+import errno, socket, sys
+op, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+addr = (host, port, 0, socket.if_nametoindex("lo")) if host.startswith("fe80") else (host, port)
+try:
+    if op == "tcp":
+        s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(3); s.connect(addr)
+    elif op == "udp-connect":
+        s = socket.socket(fam, socket.SOCK_DGRAM); s.connect(addr); s.send(b"hb")
+    else:
+        s = socket.socket(fam, socket.SOCK_DGRAM); s.sendto(b"hb", addr)
+    print("OK")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+
+/// Runs [`PY_PROBE`] in a sandbox and returns what it printed.
+pub fn sandbox_probe(env: &TestEnv, policy: &str, op: &str, host: &str, port: u16) -> String {
+    let port = port.to_string();
+    let out = env.sandbox(policy, &[python(), "-c", PY_PROBE, op, host, &port]);
+    assert!(
+        out.status.success(),
+        "sandboxed probe {op} {host}:{port} did not run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs [`PY_PROBE`] outside any sandbox (as the host would).
+pub fn host_probe(op: &str, host: &str, port: u16) -> String {
+    let out = Command::new(python())
+        .args(["-c", PY_PROBE, op, host, &port.to_string()])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

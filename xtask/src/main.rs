@@ -1,1 +1,119 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run, test and bench for hb. Every command it runs is
+//! printed first; any failure stops it with a non-zero exit.
+
+mod bench;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "hb's build and test orchestration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what is missing: Debian packages, nightly rust-src, bpf-linker.
+    Setup,
+    /// Build the agent (and its embedded eBPF programs) in release mode.
+    Build,
+    /// Build, then start `hb-agent run` (root needed). Extra args go to `hb-agent run`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set-up, fmt check, clippy -D warnings (user space and eBPF), every test.
+    Test {
+        /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks, hb side by side with its comparison (root needed).
+    Bench {
+        /// Which benchmark: `connect` (default: all).
+        which: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup(),
+        Command::Build => setup::setup().and_then(|()| build(true)),
+        Command::Run { args } => run(args),
+        Command::Test { args } => test(args),
+        Command::Bench { which } => bench::bench(which.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut cmd = util::cargo();
+    cmd.args(["build", "--package", "hb-agent"]);
+    if release {
+        cmd.arg("--release");
+    }
+    util::run(&mut cmd)
+}
+
+fn run(args: Vec<String>) -> anyhow::Result<()> {
+    setup::setup()?;
+    build(true)?;
+    let bin = util::workspace_root().join("target/release/hb-agent");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("run").args(args);
+    util::run(&mut cmd)
+}
+
+fn test(args: Vec<String>) -> anyhow::Result<()> {
+    setup::setup()?;
+    util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    util::run(util::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    util::run(
+        util::cargo_nightly()
+            .args([
+                "clippy",
+                "--package",
+                "hb-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env(
+                "CARGO_TARGET_DIR",
+                util::workspace_root().join("target/ebpf-clippy"),
+            ),
+    )?;
+    // The end-to-end tests drive this binary.
+    build(false)?;
+    let bin = util::workspace_root().join("target/debug/hb-agent");
+    util::run(
+        util::cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(args)
+            .env("HB_AGENT_BIN", bin),
+    )
+}

@@ -1,0 +1,3 @@
+pub fn bench(_w: Option<&str>) -> anyhow::Result<()> {
+    anyhow::bail!("todo")
+}
