@@ -140,11 +140,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     /// `config` is TOML appended after the test's own `[agent]` table (so it must not
-    /// contain one).
+    /// contain one); `{root}` in it stands for the test's cgroup root.
     pub fn new(name: &str, config: &str) -> Self {
         require_root();
         let suffix = random_suffix();
         let cgroup_root = format!("hb-test-{name}-{suffix}");
+        let config = config.replace("{root}", &cgroup_root);
         let bpffs_dir = PathBuf::from(format!("/sys/fs/bpf/hb-test-{name}-{suffix}"));
         let state_dir = std::env::temp_dir().join(format!("hb-test-{name}-{suffix}"));
         fs::create_dir_all(&state_dir).expect("state dir");
@@ -280,6 +281,11 @@ impl TestEnv {
 
     pub fn map_pin(&self, name: &str) -> PathBuf {
         self.bpffs_dir.join("maps").join(name)
+    }
+
+    /// The test's cgroup root, as a path.
+    pub fn cgroup_path(&self) -> PathBuf {
+        cgroup2_mount().join(&self.cgroup_root)
     }
 }
 

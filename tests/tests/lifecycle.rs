@@ -1,0 +1,401 @@
+//! The agent's life: fail-closed across kill -9 and restart, adoption of its own pins,
+//! inspection that agrees with bpftool, enrollment by glob, and bad config that loads
+//! nothing.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use hb_tests::{PY_PROBE, TcpProbe, TestEnv, private_netns, python, sandbox_probe};
+use serde_json::Value;
+
+const OPEN_POLICY: &str = r#"
+[[policy]]
+name = "open"
+allow_cidrs = ["0.0.0.0/0", "::/0"]
+"#;
+
+/// Connects to `host:port` in a loop for `secs` seconds, printing `ok=N refused=M`.
+const PY_LOOP: &str = r#"
+import socket, sys, time
+host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ok = refused = 0
+end = time.time() + secs
+while time.time() < end:
+    s = socket.socket()
+    try:
+        s.connect((host, port)); ok += 1
+    except PermissionError:
+        refused += 1
+    finally:
+        s.close()
+    time.sleep(0.002)
+print(f"ok={ok} refused={refused}")
+"#;
+
+fn map_ids(env: &TestEnv) -> Vec<(String, u64)> {
+    env.hb_json(&["maps", "list"])
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().expect("name").to_owned(),
+                r["id"].as_u64().expect("id"),
+            )
+        })
+        .collect()
+}
+
+fn prog_ids(env: &TestEnv) -> Vec<u64> {
+    env.hb_json(&["status"])["programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .map(|p| p["prog_id"].as_u64().expect("prog id"))
+        .collect()
+}
+
+/// How many programs bpftool sees attached to the test's cgroup, by attach type.
+fn attached_by_type(env: &TestEnv) -> std::collections::BTreeMap<String, usize> {
+    let out = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(env.cgroup_path())
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool cgroup show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let mut by = std::collections::BTreeMap::new();
+    for p in progs.as_array().expect("array") {
+        *by.entry(p["attach_type"].as_str().expect("attach_type").to_owned())
+            .or_insert(0) += 1;
+    }
+    by
+}
+
+#[test]
+fn kill_9_keeps_enforcement_and_a_restart_adopts_without_a_gap() {
+    private_netns(&["10.0.0.1"]);
+    let mut env = TestEnv::new("restart", OPEN_POLICY);
+    env.start_agent();
+    let probe = TcpProbe::bind("10.0.0.1:0");
+    let port = probe.addr.port().to_string();
+    let maps_before = map_ids(&env);
+    let progs_before = prog_ids(&env);
+    assert_eq!(
+        attached_by_type(&env).values().sum::<usize>(),
+        5,
+        "five programs attached"
+    );
+
+    env.kill_agent();
+    let status = env.hb_json(&["status"]);
+    assert_eq!(status["agent_running"], false);
+    assert_eq!(
+        status["enforcing"], true,
+        "pins survive the agent: {status}"
+    );
+    assert_eq!(
+        sandbox_probe(&env, "open", "tcp", "10.0.0.1", probe.addr.port()),
+        "EPERM"
+    );
+
+    // A sandbox hammers the private address while a new agent takes over.
+    let hammer = env.sandbox_spawn("open", &[python(), "-c", PY_LOOP, "10.0.0.1", &port, "4"]);
+    thread::sleep(Duration::from_millis(500));
+    env.start_agent();
+    let out = hammer.wait_with_output().expect("hammer");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "hammer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("ok=0 "),
+        "a connection got through during the restart: {text}"
+    );
+    let refused: u64 = text
+        .rsplit('=')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("count");
+    assert!(refused > 50, "the hammer ran: {text}");
+    assert_eq!(probe.accepted(), 0);
+
+    // Adopted: the same maps, new programs, old links gone.
+    assert_eq!(
+        map_ids(&env),
+        maps_before,
+        "the restarted agent reuses the pinned maps"
+    );
+    let progs_after = prog_ids(&env);
+    assert!(
+        progs_before.iter().all(|p| !progs_after.contains(p)),
+        "new programs replace old"
+    );
+    let state: Value =
+        serde_json::from_slice(&fs::read(env.state_dir.join("agent.json")).expect("agent.json"))
+            .expect("agent.json JSON");
+    assert!(
+        state["programs"]
+            .as_array()
+            .expect("programs")
+            .iter()
+            .all(|p| p["replaced"] == true)
+    );
+    let attached = attached_by_type(&env);
+    assert_eq!(
+        attached.values().sum::<usize>(),
+        5,
+        "old links detached: {attached:?}"
+    );
+    assert_eq!(
+        sandbox_probe(&env, "open", "tcp", "10.0.0.1", probe.addr.port()),
+        "EPERM"
+    );
+}
+
+/// Parses `bpftool -j map dump` of an LPM trie of IPv4 keys into CIDR strings.
+fn bpftool_entries(env: &TestEnv, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(env.map_pin(map))
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let bytes = |v: &Value| -> Vec<u8> {
+        v.as_array()
+            .expect("hex byte array")
+            .iter()
+            .map(|b| {
+                u8::from_str_radix(b.as_str().expect("hex").trim_start_matches("0x"), 16)
+                    .expect("hex")
+            })
+            .collect()
+    };
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (bytes(&r["key"]), bytes(&r["value"])))
+        .collect()
+}
+
+#[test]
+fn bpftool_agrees_with_maps_dump() {
+    private_netns(&[]);
+    let mut env = TestEnv::new(
+        "bpftool",
+        r#"
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "open"
+allow_cidrs = ["0.0.0.0/0", "203.0.113.10/32"]
+"#,
+    );
+    env.start_agent();
+    let sleeper = env.sandbox_spawn("open", &["sleep", "5"]);
+
+    let deny4: BTreeSet<String> = bpftool_entries(&env, "HB_DENY4")
+        .iter()
+        .map(|(k, _)| {
+            let len = u32::from_le_bytes(k[..4].try_into().expect("prefix"));
+            format!("{}.{}.{}.{}/{len}", k[4], k[5], k[6], k[7])
+        })
+        .collect();
+    let ours: BTreeSet<String> = env
+        .hb_json(&["maps", "dump", "deny4"])
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["cidr"].as_str().expect("cidr").to_owned())
+        .collect();
+    assert!(
+        ours.contains("169.254.0.0/16") && ours.contains("10.0.0.0/8"),
+        "{ours:?}"
+    );
+    assert_eq!(deny4, ours);
+
+    let except4: BTreeSet<String> = bpftool_entries(&env, "HB_EXCEPT4")
+        .iter()
+        .map(|(k, _)| {
+            let len = u32::from_le_bytes(k[..4].try_into().expect("prefix"));
+            format!("{}.{}.{}.{}/{len}", k[4], k[5], k[6], k[7])
+        })
+        .collect();
+    assert_eq!(except4, BTreeSet::from(["203.0.113.0/24".to_owned()]));
+
+    // Enrolled: wait for the sandbox's cgroup, then compare ids and policy ids.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ours = loop {
+        let rows = env.hb_json(&["maps", "dump", "enrolled"]);
+        if !rows.as_array().expect("rows").is_empty() || Instant::now() > deadline {
+            break rows;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let ours: BTreeSet<(u64, u64)> = ours
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["cgroup_id"].as_u64().expect("id"),
+                r["policy_id"].as_u64().expect("pid"),
+            )
+        })
+        .collect();
+    let theirs: BTreeSet<(u64, u64)> = bpftool_entries(&env, "HB_ENROLLED")
+        .iter()
+        .map(|(k, v)| {
+            (
+                u64::from_le_bytes(k[..8].try_into().expect("key")),
+                u64::from(u32::from_le_bytes(v[..4].try_into().expect("value"))),
+            )
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "the running sandbox is enrolled");
+    assert_eq!(theirs, ours);
+    drop(sleeper);
+}
+
+#[test]
+fn cgroups_matching_a_sandbox_glob_are_enrolled_as_they_appear() {
+    private_netns(&["10.0.0.1"]);
+    let mut env = TestEnv::new(
+        "glob",
+        r#"
+[[policy]]
+name = "open"
+allow_cidrs = ["0.0.0.0/0"]
+
+[[sandbox]]
+cgroup = "{root}/agents/*"
+policy = "open"
+"#,
+    );
+    env.start_agent();
+    let probe = TcpProbe::bind("10.0.0.1:0");
+    let port = probe.addr.port().to_string();
+    let agents = env.cgroup_path().join("agents");
+    let matched = agents.join("a1");
+    let unmatched = env.cgroup_path().join("other");
+    fs::create_dir_all(&matched).expect("mkdir a1");
+    fs::create_dir_all(&unmatched).expect("mkdir other");
+    let rel = format!("{}/agents/a1", env.cgroup_root);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows = env.hb_json(&["maps", "dump", "enrolled"]);
+        if rows
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["cgroup"] == rel && r["source"] == "glob")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rel} not enrolled after 5 s: {rows}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let run_in = |cg: &std::path::Path| -> String {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec {} -c \"$0\" tcp 10.0.0.1 {port}",
+            cg.display(),
+            python()
+        );
+        let out = Command::new("sh")
+            .args(["-c", &script, PY_PROBE])
+            .output()
+            .expect("sh");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        run_in(&matched),
+        "EPERM",
+        "a process in the glob-matched cgroup is enforced"
+    );
+    assert_eq!(
+        run_in(&unmatched),
+        "OK",
+        "a cgroup no glob matches is untouched"
+    );
+    assert_eq!(probe.accepted(), 1);
+
+    let status = env.hb_json(&["status"]);
+    assert!(
+        status["enrolled"]
+            .as_array()
+            .expect("enrolled")
+            .iter()
+            .any(|e| e["cgroup"] == rel),
+        "status lists {rel}: {status}"
+    );
+}
+
+fn assert_bad_config(name: &str, config: &str, needle: &str, key: &str) {
+    let env = TestEnv::new(name, config);
+    let text = fs::read_to_string(&env.config_path).expect("config");
+    let line = text
+        .lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .expect("needle in config");
+    for args in [
+        vec!["run"],
+        vec!["config", "check", env.config_path.to_str().expect("utf-8")],
+    ] {
+        let out = env.hb(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted a bad config");
+        assert!(
+            stderr.contains(key),
+            "{args:?}: error names {key}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("line {line}")),
+            "{args:?}: error names line {line}: {stderr}"
+        );
+    }
+    assert!(!env.bpffs_dir.exists(), "nothing was pinned");
+    assert!(!env.cgroup_path().exists(), "no cgroup was created");
+}
+
+#[test]
+fn bad_config_names_key_and_line_and_loads_nothing() {
+    assert_bad_config(
+        "unknown",
+        "[egress]\nbogus_key = 1\n",
+        "bogus_key",
+        "bogus_key",
+    );
+    assert_bad_config(
+        "badcidr",
+        "[egress]\nexception_cidrs = [\"10.0.0.0/33\"]\n",
+        "10.0.0.0/33",
+        "10.0.0.0/33",
+    );
+    assert_bad_config(
+        "nopolicy",
+        "[[policy]]\nname = \"a\"\n\n[[sandbox]]\ncgroup = \"{root}/x/*\"\npolicy = \"missing\"\n",
+        "\"missing\"",
+        "sandbox[0].policy",
+    );
+}
