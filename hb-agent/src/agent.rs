@@ -187,14 +187,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     // Fill the maps before anything new is attached.
     let mut maps = Maps::open(&bpffs)?;
     let ids = maps.sync_policies(&config)?;
-    let deny = config.egress.deny_cidrs.resolve();
-    let except: Vec<_> = config
-        .egress
-        .exception_cidrs
-        .iter()
-        .map(|c| c.get_ref().0)
-        .collect();
-    maps.sync_ranges(&deny, &except)?;
+    maps.sync_ranges(&config.egress.deny, &config.egress.exceptions)?;
     maps.sync_cidrs(&config, &ids)?;
     let rules = config
         .sandboxes

@@ -154,7 +154,13 @@ pub struct EgressConfig {
     /// `"default"` (the special-purpose registries, see [`egress::DEFAULT_DENY`]) or a list.
     pub deny_cidrs: DenyCidrs,
     /// Carve-outs from `deny_cidrs`.
-    pub exception_cidrs: Vec<Spanned<Cidr>>,
+    pub exception_cidrs: Vec<Spanned<String>>,
+    /// `deny_cidrs`, parsed (filled by validation).
+    #[serde(skip)]
+    pub deny: Vec<IpNet>,
+    /// `exception_cidrs`, parsed (filled by validation).
+    #[serde(skip)]
+    pub exceptions: Vec<IpNet>,
 }
 
 impl Default for EgressConfig {
@@ -162,6 +168,8 @@ impl Default for EgressConfig {
         Self {
             deny_cidrs: DenyCidrs::Default,
             exception_cidrs: Vec::new(),
+            deny: Vec::new(),
+            exceptions: Vec::new(),
         }
     }
 }
@@ -169,16 +177,7 @@ impl Default for EgressConfig {
 #[derive(Debug)]
 pub enum DenyCidrs {
     Default,
-    List(Vec<Cidr>),
-}
-
-impl DenyCidrs {
-    pub fn resolve(&self) -> Vec<IpNet> {
-        match self {
-            DenyCidrs::Default => egress::default_deny(),
-            DenyCidrs::List(list) => list.iter().map(|c| c.0).collect(),
-        }
-    }
+    List(Vec<Spanned<String>>),
 }
 
 impl<'de> Deserialize<'de> for DenyCidrs {
@@ -200,7 +199,7 @@ impl<'de> Deserialize<'de> for DenyCidrs {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<DenyCidrs, A::Error> {
                 let mut list = Vec::new();
-                while let Some(c) = seq.next_element::<Cidr>()? {
+                while let Some(c) = seq.next_element::<Spanned<String>>()? {
                     list.push(c);
                 }
                 Ok(DenyCidrs::List(list))
@@ -228,13 +227,6 @@ impl FromStr for Cidr {
         Err(format!(
             "\"{s}\" is not a CIDR (expected e.g. \"10.0.0.0/8\", \"203.0.113.7\" or \"2001:db8::/32\")"
         ))
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
     }
 }
 
@@ -270,7 +262,10 @@ pub struct PolicyConfig {
     pub allow_domains: Vec<String>,
     /// Destinations allowed without DNS. Deny ranges still win unless carved out.
     #[serde(default)]
-    pub allow_cidrs: Vec<Spanned<Cidr>>,
+    pub allow_cidrs: Vec<Spanned<String>>,
+    /// `allow_cidrs`, parsed (filled by validation).
+    #[serde(skip)]
+    pub allow: Vec<IpNet>,
     /// Integrations sandboxes under this policy may get handles for.
     #[serde(default)]
     pub integrations: Vec<Spanned<String>>,
@@ -310,7 +305,7 @@ impl Config {
 
     /// Parses and validates `text`; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
@@ -318,7 +313,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+    fn validate(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
         let invalid = |key: String, span: Option<std::ops::Range<usize>>, message: String| {
             ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -460,16 +455,36 @@ impl Config {
             }
         }
 
-        let deny = self.egress.deny_cidrs.resolve();
-        let exceptions: Vec<IpNet> = self
-            .egress
-            .exception_cidrs
-            .iter()
-            .map(|c| c.get_ref().0)
-            .collect();
+        // CIDRs are parsed here, not by serde, so an error points at the element's own
+        // line rather than at the start of its array.
+        let parse = |key: String, list: &[Spanned<String>]| -> Result<Vec<IpNet>, ConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    c.get_ref()
+                        .parse::<Cidr>()
+                        .map(|c| c.0)
+                        .map_err(|m| invalid(format!("{key}[{i}]"), Some(c.span()), m))
+                })
+                .collect()
+        };
+        let deny = match &self.egress.deny_cidrs {
+            DenyCidrs::Default => egress::default_deny(),
+            DenyCidrs::List(list) => parse("egress.deny_cidrs".into(), list)?,
+        };
+        let exceptions = parse(
+            "egress.exception_cidrs".into(),
+            &self.egress.exception_cidrs,
+        )?;
+        let mut allows = Vec::new();
         for (i, policy) in self.policies.iter().enumerate() {
-            for (j, cidr) in policy.allow_cidrs.iter().enumerate() {
-                let net = cidr.get_ref().0;
+            allows.push(parse(
+                format!("policy[{i}].allow_cidrs"),
+                &policy.allow_cidrs,
+            )?);
+        }
+        for (i, (policy, allow)) in self.policies.iter().zip(&allows).enumerate() {
+            for (j, (cidr, &net)) in policy.allow_cidrs.iter().zip(allow).enumerate() {
                 // Only a CIDR wholly inside a deny range is surely a mistake; a wider one
                 // (even 0.0.0.0/0: "any public address") keeps its public part.
                 let covered_by_deny = deny.iter().any(|d| d.contains(&net));
@@ -486,6 +501,11 @@ impl Config {
                 }
             }
         }
+        for (policy, allow) in self.policies.iter_mut().zip(allows) {
+            policy.allow = allow;
+        }
+        self.egress.deny = deny;
+        self.egress.exceptions = exceptions;
         Ok(())
     }
 
@@ -602,11 +622,11 @@ mod tests {
     #[test]
     fn bare_address_is_a_host_cidr_and_host_bits_are_cleared() {
         assert_eq!(
-            "203.0.113.7".parse::<Cidr>().unwrap().to_string(),
+            "203.0.113.7".parse::<Cidr>().expect("valid").to_string(),
             "203.0.113.7/32"
         );
         assert_eq!(
-            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.1.2.3/8".parse::<Cidr>().expect("valid").to_string(),
             "10.0.0.0/8"
         );
         assert!("10.0.0.0/8x".parse::<Cidr>().is_err());

@@ -106,10 +106,8 @@ pub fn reconcile(
     for (id, e) in &before {
         let gone = !alive.contains(id);
         let unmatched_glob = e.flags & ENROLL_GLOB != 0 && !wanted.contains_key(id);
-        if gone || unmatched_glob {
-            if maps.enrolled.remove(id).is_ok() {
-                changes.removed += 1;
-            }
+        if (gone || unmatched_glob) && maps.enrolled.remove(id).is_ok() {
+            changes.removed += 1;
         }
     }
     Ok((changes, tree))

@@ -242,8 +242,8 @@ impl Maps {
             let Some(&id) = ids.get(p.name.get_ref()) else {
                 continue;
             };
-            for c in &p.allow_cidrs {
-                match c.get_ref().0 {
+            for net in &p.allow {
+                match *net {
                     IpNet::V4(n) => want4.push(Key::new(
                         POLICY_PREFIX_BITS + u32::from(n.prefix_len()),
                         PolicyCidr4 {

@@ -148,10 +148,10 @@ pub(crate) fn judge4(policy_id: u32, addr: [u8; 4], now: u64) -> Judgement {
         return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange);
     }
     // SAFETY: the u64 expiry is copied out at once.
-    if let Some(expires) = unsafe { ALLOW4.get(Allow4Key { policy_id, addr }) } {
-        if *expires > now {
-            return Judgement::Allow(Counter::AllowAddr);
-        }
+    if let Some(expires) = unsafe { ALLOW4.get(Allow4Key { policy_id, addr }) }
+        && *expires > now
+    {
+        return Judgement::Allow(Counter::AllowAddr);
     }
     let key = Key::new(
         hb_common::POLICY_PREFIX_BITS + 32,
@@ -184,10 +184,10 @@ pub(crate) fn judge6(policy_id: u32, addr: [u8; 16], now: u64) -> Judgement {
         return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange);
     }
     // SAFETY: the u64 expiry is copied out at once.
-    if let Some(expires) = unsafe { ALLOW6.get(Allow6Key { policy_id, addr }) } {
-        if *expires > now {
-            return Judgement::Allow(Counter::AllowAddr);
-        }
+    if let Some(expires) = unsafe { ALLOW6.get(Allow6Key { policy_id, addr }) }
+        && *expires > now
+    {
+        return Judgement::Allow(Counter::AllowAddr);
     }
     let key = Key::new(
         hb_common::POLICY_PREFIX_BITS + 128,

@@ -40,10 +40,19 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         return PASS;
     };
     let len = ctx.len() as u64;
-    let (reason, family, protocol, port, addr) = match classify(&ctx) {
-        Some(c) => c,
-        None => (Some(reason::DENY_RANGE), 0, 0, 0, [0; 16]),
-    };
+    let Dest {
+        denied: reason,
+        family,
+        protocol,
+        port,
+        addr,
+    } = classify(&ctx).unwrap_or(Dest {
+        denied: Some(reason::DENY_RANGE),
+        family: 0,
+        protocol: 0,
+        port: 0,
+        addr: [0; 16],
+    });
     let Some(reason) = reason else {
         account(cgroup_id, |s| {
             s.pass_packets += 1;
@@ -87,10 +96,19 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     }
 }
 
-/// Reads the destination: (deny reason if denied, family, protocol, port, address).
-/// `None` when the header cannot be read.
+/// A packet's destination, as far as the verdict and the event need it.
+struct Dest {
+    /// The deny reason, if the destination lies in a deny range.
+    denied: Option<u32>,
+    family: u16,
+    protocol: u16,
+    port: u16,
+    addr: [u8; 16],
+}
+
+/// Reads the destination; `None` when the header cannot be read.
 #[inline(always)]
-fn classify(ctx: &SkBuffContext) -> Option<(Option<u32>, u16, u16, u16, [u8; 16])> {
+fn classify(ctx: &SkBuffContext) -> Option<Dest> {
     let first: u8 = ctx.load(0).ok()?;
     let mut addr = [0u8; 16];
     match first >> 4 {
@@ -104,7 +122,13 @@ fn classify(ctx: &SkBuffContext) -> Option<(Option<u32>, u16, u16, u16, [u8; 16]
             } else {
                 0
             };
-            Some((denied, AF_INET, protocol as u16, port, addr))
+            Some(Dest {
+                denied,
+                family: AF_INET,
+                protocol: protocol as u16,
+                port,
+                addr,
+            })
         }
         6 => {
             let dst: [u8; 16] = ctx.load(24).ok()?;
@@ -115,7 +139,13 @@ fn classify(ctx: &SkBuffContext) -> Option<(Option<u32>, u16, u16, u16, [u8; 16]
             } else {
                 0
             };
-            Some((denied, AF_INET6, next as u16, port, dst))
+            Some(Dest {
+                denied,
+                family: AF_INET6,
+                protocol: next as u16,
+                port,
+                addr: dst,
+            })
         }
         _ => None,
     }

@@ -82,6 +82,8 @@ fn test(args: Vec<String>) -> anyhow::Result<()> {
     util::run(util::cargo().args([
         "clippy",
         "--workspace",
+        "--exclude",
+        "hb-ebpf",
         "--all-targets",
         "--",
         "-D",
@@ -112,7 +114,14 @@ fn test(args: Vec<String>) -> anyhow::Result<()> {
     let bin = util::workspace_root().join("target/debug/hb-agent");
     util::run(
         util::cargo()
-            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--exclude",
+                "hb-ebpf",
+                "--no-fail-fast",
+            ])
             .args(args)
             .env("HB_AGENT_BIN", bin),
     )
