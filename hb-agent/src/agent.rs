@@ -161,6 +161,12 @@ impl Running {
             tracing::error!(cgroup = %path, max = hb_common::limits::MAX_CGROUP_DEPTH, "matches a [[sandbox]] glob but is too deep to enforce; NOT enrolled");
         }
         self.cgroup_paths = tree.into_iter().map(|f| (f.id, f.relative)).collect();
+        let alive = self.cgroup_paths.keys().copied().collect();
+        cgroup::forget_old(
+            &self.config.agent.state_dir,
+            &alive,
+            Duration::from_secs(300),
+        );
         Ok(())
     }
 }
@@ -187,8 +193,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     // Fill the maps before anything new is attached.
     let mut maps = Maps::open(&bpffs)?;
     let ids = maps.sync_policies(&config)?;
-    maps.sync_ranges(&config.egress.deny, &config.egress.exceptions)?;
-    maps.sync_cidrs(&config, &ids)?;
+    maps.sync_rules(&config, &ids)?;
     let rules = config
         .sandboxes
         .iter()
@@ -290,6 +295,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                         // once per batch.
                         running.refresh_paths();
                         refreshed = true;
+                    }
+                    if !running.cgroup_paths.contains_key(&event.cgroup_id)
+                        && let Some(path) = cgroup::recall(&running.config.agent.state_dir, event.cgroup_id)
+                    {
+                        // A sandbox that ended before its events were read.
+                        running.cgroup_paths.insert(event.cgroup_id, path);
                     }
                     let record = events::render(&event, &running.policy_names, &running.cgroup_paths);
                     tracing::warn!(target: "hb::event", "{record}");

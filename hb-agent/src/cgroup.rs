@@ -147,3 +147,36 @@ pub fn remove(path: &Path) -> Result<()> {
         libc::EBUSY,
     )))
 }
+
+/// Folder below `state_dir` where `sandbox run` notes `<cgroup id>` → path.
+const NOTES_DIR: &str = "sandboxes";
+
+/// Notes the path of a cgroup that may be gone before its events are read.
+pub fn remember(state_dir: &Path, id: u64, relative: &str) {
+    let dir = state_dir.join(NOTES_DIR);
+    let _ = fs::create_dir_all(&dir).and_then(|()| fs::write(dir.join(id.to_string()), relative));
+}
+
+/// The noted path of a cgroup id, if any.
+pub fn recall(state_dir: &Path, id: u64) -> Option<String> {
+    fs::read_to_string(state_dir.join(NOTES_DIR).join(id.to_string())).ok()
+}
+
+/// Drops notes older than `age` whose cgroup is not in `alive`.
+pub fn forget_old(state_dir: &Path, alive: &std::collections::HashSet<u64>, age: Duration) {
+    let Ok(entries) = fs::read_dir(state_dir.join(NOTES_DIR)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let id: Option<u64> = e.file_name().to_str().and_then(|n| n.parse().ok());
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a > age);
+        if old && id.is_some_and(|id| !alive.contains(&id)) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}

@@ -16,7 +16,7 @@ use aya::maps::{
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, POLICY_AUDIT, POLICY_IN_USE,
-    POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs,
+    POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -80,12 +80,8 @@ pub struct Maps {
     pub policies: Array<MapData, PolicyInfo>,
     pub allow4: HashMap<MapData, Allow4Key, u64>,
     pub allow6: HashMap<MapData, Allow6Key, u64>,
-    pub cidr4: LpmTrie<MapData, PolicyCidr4, u32>,
-    pub cidr6: LpmTrie<MapData, PolicyCidr6, u32>,
-    pub deny4: LpmTrie<MapData, [u8; 4], u32>,
-    pub deny6: LpmTrie<MapData, [u8; 16], u32>,
-    pub except4: LpmTrie<MapData, [u8; 4], u32>,
-    pub except6: LpmTrie<MapData, [u8; 16], u32>,
+    pub rules4: LpmTrie<MapData, PolicyCidr4, u32>,
+    pub rules6: LpmTrie<MapData, PolicyCidr6, u32>,
     pub counters: PerCpuArray<MapData, u64>,
     pub cg_stats: PerCpuHashMap<MapData, u64, CgroupStats>,
 }
@@ -105,12 +101,8 @@ impl Maps {
             policies: open_typed(bpffs_dir, map_names::POLICIES)?,
             allow4: open_typed(bpffs_dir, map_names::ALLOW4)?,
             allow6: open_typed(bpffs_dir, map_names::ALLOW6)?,
-            cidr4: open_typed(bpffs_dir, map_names::CIDR4)?,
-            cidr6: open_typed(bpffs_dir, map_names::CIDR6)?,
-            deny4: open_typed(bpffs_dir, map_names::DENY4)?,
-            deny6: open_typed(bpffs_dir, map_names::DENY6)?,
-            except4: open_typed(bpffs_dir, map_names::EXCEPT4)?,
-            except6: open_typed(bpffs_dir, map_names::EXCEPT6)?,
+            rules4: open_typed(bpffs_dir, map_names::RULES4)?,
+            rules6: open_typed(bpffs_dir, map_names::RULES6)?,
             counters: open_typed(bpffs_dir, map_names::COUNTERS)?,
             cg_stats: open_typed(bpffs_dir, map_names::CG_STATS)?,
         })
@@ -223,46 +215,44 @@ impl Maps {
         Ok(())
     }
 
-    /// Makes the deny and exception tries hold exactly these networks.
-    pub fn sync_ranges(&mut self, deny: &[IpNet], except: &[IpNet]) -> Result<()> {
-        let (d4, d6) = split(deny);
-        let (e4, e6) = split(except);
-        sync_trie(&mut self.deny4, map_names::DENY4, d4)?;
-        sync_trie(&mut self.deny6, map_names::DENY6, d6)?;
-        sync_trie(&mut self.except4, map_names::EXCEPT4, e4)?;
-        sync_trie(&mut self.except6, map_names::EXCEPT6, e6)?;
-        Ok(())
-    }
-
-    /// Makes the static-CIDR tries hold exactly the configured `allow_cidrs`.
-    pub fn sync_cidrs(&mut self, config: &Config, ids: &StdHashMap<String, u32>) -> Result<()> {
+    /// Compiles every policy's deny ranges, exceptions and static CIDRs into the rule
+    /// tries (see [`compile`]) and makes the tries hold exactly that.
+    pub fn sync_rules(&mut self, config: &Config, ids: &StdHashMap<String, u32>) -> Result<()> {
         let mut want4 = Vec::new();
         let mut want6 = Vec::new();
         for p in &config.policies {
             let Some(&id) = ids.get(p.name.get_ref()) else {
                 continue;
             };
-            for net in &p.allow {
-                match *net {
-                    IpNet::V4(n) => want4.push(Key::new(
-                        POLICY_PREFIX_BITS + u32::from(n.prefix_len()),
-                        PolicyCidr4 {
-                            policy_id_be: id.to_be_bytes(),
-                            addr: n.network().octets(),
-                        },
+            let policy_id_be = id.to_be_bytes();
+            for (net, rule) in compile(&config.egress.deny, &config.egress.exceptions, &p.allow) {
+                let bits = POLICY_PREFIX_BITS + u32::from(net.prefix_len());
+                match net {
+                    IpNet::V4(n) => want4.push((
+                        Key::new(
+                            bits,
+                            PolicyCidr4 {
+                                policy_id_be,
+                                addr: n.network().octets(),
+                            },
+                        ),
+                        rule,
                     )),
-                    IpNet::V6(n) => want6.push(Key::new(
-                        POLICY_PREFIX_BITS + u32::from(n.prefix_len()),
-                        PolicyCidr6 {
-                            policy_id_be: id.to_be_bytes(),
-                            addr: n.network().octets(),
-                        },
+                    IpNet::V6(n) => want6.push((
+                        Key::new(
+                            bits,
+                            PolicyCidr6 {
+                                policy_id_be,
+                                addr: n.network().octets(),
+                            },
+                        ),
+                        rule,
                     )),
                 }
             }
         }
-        sync_trie(&mut self.cidr4, map_names::CIDR4, want4)?;
-        sync_trie(&mut self.cidr6, map_names::CIDR6, want6)?;
+        sync_trie(&mut self.rules4, map_names::RULES4, want4)?;
+        sync_trie(&mut self.rules6, map_names::RULES6, want6)?;
         Ok(())
     }
 
@@ -311,34 +301,50 @@ pub fn policy_name(info: &PolicyInfo) -> String {
     String::from_utf8_lossy(&info.name[..end]).into_owned()
 }
 
-type V4Keys = Vec<Key<[u8; 4]>>;
-type V6Keys = Vec<Key<[u8; 16]>>;
-
-fn split(nets: &[IpNet]) -> (V4Keys, V6Keys) {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
-    for n in nets {
-        match n.trunc() {
-            IpNet::V4(n) => v4.push(Key::new(u32::from(n.prefix_len()), n.network().octets())),
-            IpNet::V6(n) => v6.push(Key::new(u32::from(n.prefix_len()), n.network().octets())),
-        }
-    }
-    (v4, v6)
+/// One policy's rules: every configured prefix with the verdict for the addresses whose
+/// longest match it is (`hb_common::rule`). Any prefix that contains an address contains
+/// that address's longest match too, so judging the prefix judges the address.
+pub fn compile(deny: &[IpNet], except: &[IpNet], allow: &[IpNet]) -> Vec<(IpNet, u32)> {
+    let mut prefixes: Vec<IpNet> = deny
+        .iter()
+        .chain(except)
+        .chain(allow)
+        .map(IpNet::trunc)
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    prefixes
+        .into_iter()
+        .map(|p| {
+            let covered = |set: &[IpNet]| set.iter().any(|n| n.contains(&p));
+            let rule = if covered(deny) && !covered(except) {
+                rule::DENY
+            } else if covered(allow) {
+                rule::ALLOW
+            } else {
+                rule::NEUTRAL
+            };
+            (p, rule)
+        })
+        .collect()
 }
 
-/// Inserts every wanted key, then removes every other key: the trie never lacks an entry
-/// that both the old and the new config have.
+/// Inserts (or updates) every wanted entry, then removes every other key: the trie never
+/// lacks an entry that both the old and the new config have.
 fn sync_trie<K>(
     trie: &mut LpmTrie<MapData, K, u32>,
     name: &'static str,
-    want: Vec<Key<K>>,
+    want: Vec<(Key<K>, u32)>,
 ) -> Result<()>
 where
     K: aya::Pod + Eq + std::hash::Hash,
 {
-    let wanted: HashSet<(u32, K)> = want.iter().map(|k| (k.prefix_len(), k.data())).collect();
-    for k in &want {
-        trie.insert(k, 1, 0).map_err(op(name, "insert"))?;
+    let wanted: HashSet<(u32, K)> = want
+        .iter()
+        .map(|(k, _)| (k.prefix_len(), k.data()))
+        .collect();
+    for (k, v) in &want {
+        trie.insert(k, v, 0).map_err(op(name, "insert"))?;
     }
     let stale: Vec<Key<K>> = trie
         .keys()
@@ -351,20 +357,74 @@ where
     Ok(())
 }
 
-/// Human form of a trie key: `10.0.0.0/8`.
-pub fn v4_net(key: &Key<[u8; 4]>) -> String {
-    format!("{}/{}", Ipv4Addr::from(key.data()), key.prefix_len())
-}
-
-pub fn v6_net(key: &Key<[u8; 16]>) -> String {
-    format!("{}/{}", Ipv6Addr::from(key.data()), key.prefix_len())
-}
-
 /// An address from an event or key (IPv4 in the first four bytes when `v4`).
 pub fn addr_of(bytes: &[u8; 16], v4: bool) -> IpAddr {
     if v4 {
         IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
     } else {
         IpAddr::V6(Ipv6Addr::from(*bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().expect("net")).collect()
+    }
+
+    /// The compiled longest-match answer equals the plain definition for every probe.
+    #[test]
+    fn compiled_rules_match_the_definition() {
+        let deny = nets(&[
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "203.0.113.0/24",
+            "127.0.0.0/8",
+            "fd00::/8",
+        ]);
+        let except = nets(&[
+            "10.0.0.0/9",
+            "203.0.113.0/24",
+            "127.0.0.2/32",
+            "fd00:1::/32",
+        ]);
+        let allow = nets(&["0.0.0.0/0", "10.1.2.0/24", "203.0.113.10/32", "fd00:1::/48"]);
+        let rules = compile(&deny, &except, &allow);
+        for probe in [
+            "10.0.0.1",
+            "10.1.2.3",
+            "10.1.3.3",
+            "10.200.0.1",
+            "203.0.113.10",
+            "203.0.113.11",
+            "127.0.0.1",
+            "127.0.0.2",
+            "8.8.8.8",
+            "fd00::1",
+            "fd00:1::1",
+            "fd00:1:0:1::1",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = probe.parse().expect("ip");
+            let expected = if deny.iter().any(|n| n.contains(&ip))
+                && !except.iter().any(|n| n.contains(&ip))
+            {
+                rule::DENY
+            } else if allow.iter().any(|n| n.contains(&ip)) {
+                rule::ALLOW
+            } else {
+                rule::NEUTRAL
+            };
+            let got = rules
+                .iter()
+                .filter(|(n, _)| n.contains(&ip))
+                .max_by_key(|(n, _)| n.prefix_len())
+                .map_or(rule::NEUTRAL, |(_, r)| *r);
+            assert_eq!(got, expected, "{probe}: {}", rule::name(got));
+        }
     }
 }

@@ -117,6 +117,9 @@ pub fn run(config: &Config, policy: &str, command: &[OsString]) -> Result<i32, S
         source,
     })?;
     let id = cgroup::cgroup_id(&path)?;
+    // Leave the agent a note of which cgroup this id was, so events that arrive after the
+    // sandbox (and its cgroup) are gone still name it. Best effort: no secret, no argv.
+    cgroup::remember(&config.agent.state_dir, id, &format!("{parent}/{name}"));
     let enrollment = Enrollment {
         policy_id,
         flags: ENROLL_LAUNCHER,

@@ -22,18 +22,11 @@ pub mod map_names {
     pub const ALLOW4: &str = "HB_ALLOW4";
     /// [`Allow6Key`](crate::Allow6Key) → expiry, monotonic ns (`u64`).
     pub const ALLOW6: &str = "HB_ALLOW6";
-    /// LPM trie of [`PolicyCidr4`](crate::PolicyCidr4) → `u32` (unused, 1).
-    pub const CIDR4: &str = "HB_CIDR4";
-    /// LPM trie of [`PolicyCidr6`](crate::PolicyCidr6) → `u32` (unused, 1).
-    pub const CIDR6: &str = "HB_CIDR6";
-    /// LPM trie of `[u8; 4]` → `u32` (unused, 1): the global deny ranges.
-    pub const DENY4: &str = "HB_DENY4";
-    /// LPM trie of `[u8; 16]` → `u32` (unused, 1).
-    pub const DENY6: &str = "HB_DENY6";
-    /// LPM trie of `[u8; 4]` → `u32`: carve-outs from the deny ranges.
-    pub const EXCEPT4: &str = "HB_EXCEPT4";
-    /// LPM trie of `[u8; 16]` → `u32`.
-    pub const EXCEPT6: &str = "HB_EXCEPT6";
+    /// LPM trie of [`PolicyCidr4`](crate::PolicyCidr4) → a [`rule`](crate::rule) value:
+    /// each policy's deny ranges, exceptions and static CIDRs compiled into one trie.
+    pub const RULES4: &str = "HB_RULES4";
+    /// LPM trie of [`PolicyCidr6`](crate::PolicyCidr6) → a [`rule`](crate::rule) value.
+    pub const RULES6: &str = "HB_RULES6";
     /// Per-CPU array of `u64`, indexed by [`Counter`](crate::Counter).
     pub const COUNTERS: &str = "HB_COUNTERS";
     /// Per-CPU hash: `u64` cgroup id → [`CgroupStats`](crate::CgroupStats).
@@ -42,9 +35,8 @@ pub mod map_names {
     pub const EVENTS: &str = "HB_EVENTS";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 13] = [
-        ENROLLED, POLICIES, ALLOW4, ALLOW6, CIDR4, CIDR6, DENY4, DENY6, EXCEPT4, EXCEPT6, COUNTERS,
-        CG_STATS, EVENTS,
+    pub const ALL: [&str; 9] = [
+        ENROLLED, POLICIES, ALLOW4, ALLOW6, RULES4, RULES6, COUNTERS, CG_STATS, EVENTS,
     ];
 }
 
@@ -72,10 +64,10 @@ pub mod limits {
     pub const POLICIES: u32 = 256;
     pub const ALLOW4: u32 = 131_072;
     pub const ALLOW6: u32 = 131_072;
-    pub const CIDR4: u32 = 16_384;
-    pub const CIDR6: u32 = 16_384;
-    pub const DENY: u32 = 4_096;
-    pub const EXCEPT: u32 = 4_096;
+    /// Compiled rules, all policies together (policies × (deny + exception + CIDR
+    /// prefixes)); the agent refuses a config that does not fit.
+    pub const RULES4: u32 = 65_536;
+    pub const RULES6: u32 = 65_536;
     pub const CG_STATS: u32 = 16_384;
     /// Bytes in the events ring buffer (a power of two and a multiple of the page size).
     pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -142,7 +134,7 @@ const _: () = assert!(size_of::<Allow6Key>() == 20);
 /// Expiry value meaning "never" in the allow maps.
 pub const NEVER_EXPIRES: u64 = u64::MAX;
 
-/// Data part of an LPM key in [`map_names::CIDR4`]. The prefix length always covers the
+/// Data part of an LPM key in [`map_names::RULES4`]. The prefix length always covers the
 /// whole policy id (32 bits) plus the CIDR's own prefix, so policies never share entries.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -153,7 +145,7 @@ pub struct PolicyCidr4 {
 }
 const _: () = assert!(size_of::<PolicyCidr4>() == 8);
 
-/// Data part of an LPM key in [`map_names::CIDR6`].
+/// Data part of an LPM key in [`map_names::RULES6`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PolicyCidr6 {
@@ -164,6 +156,32 @@ const _: () = assert!(size_of::<PolicyCidr6>() == 20);
 
 /// Bits of a policy-prefixed LPM key taken by the policy id.
 pub const POLICY_PREFIX_BITS: u32 = 32;
+
+/// Values of the compiled rule tries ([`map_names::RULES4`], [`map_names::RULES6`]).
+///
+/// User space inserts, for each policy, every deny, exception and static-CIDR prefix
+/// with the verdict for the addresses whose *longest* match it is: denied if some deny
+/// range covers the prefix and no exception does; else allowed if a static CIDR covers
+/// it; else neutral. All configured prefixes that contain an address also contain its
+/// longest match, so this is exactly "in a deny range and in no exception → refused;
+/// in a static CIDR → allowed", answered by a single LPM lookup.
+pub mod rule {
+    /// In a deny range and in no exception: refused.
+    pub const DENY: u32 = 1;
+    /// In a static CIDR of the policy: allowed.
+    pub const ALLOW: u32 = 2;
+    /// Neither: allowed only if the address is in the policy's allow map.
+    pub const NEUTRAL: u32 = 3;
+
+    pub const fn name(rule: u32) -> &'static str {
+        match rule {
+            DENY => "deny",
+            ALLOW => "allow",
+            NEUTRAL => "neutral",
+            _ => "unknown",
+        }
+    }
+}
 
 /// Value of [`map_names::CG_STATS`]: what `cgroup_skb/egress` saw leave one cgroup.
 #[repr(C)]

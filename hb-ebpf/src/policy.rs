@@ -4,11 +4,14 @@
 //! Order of judgement (DESIGN.md, "Kernel side"):
 //! 1. not enrolled (neither the cgroup nor an ancestor up to `MAX_CGROUP_DEPTH`) → untouched;
 //! 2. in a deny range and not in an exception → refused (`deny_range`);
-//! 3. a validated address of the policy whose expiry lies ahead, or inside one of the
-//!    policy's static CIDRs → allowed;
+//! 3. inside one of the policy's static CIDRs, or a validated address of the policy
+//!    whose expiry lies ahead → allowed;
 //! 4. anything else → refused (`not_allowed`).
 //!
 //! A policy in audit mode turns 2 and 4 into "allowed and reported".
+//!
+//! Step 2 and the CIDR part of step 3 are one LPM lookup in the policy's compiled rule
+//! trie (see `hb_common::rule`); only addresses no rule decides cost a hash lookup more.
 
 use aya_ebpf::{
     EbpfContext,
@@ -18,7 +21,7 @@ use aya_ebpf::{
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, POLICY_AUDIT, PolicyCidr4,
-    PolicyCidr6, PolicyInfo, limits, reason, verdict,
+    PolicyCidr6, PolicyInfo, limits, reason, rule, verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -33,23 +36,11 @@ static ALLOW4: HashMap<Allow4Key, u64> = HashMap::pinned(limits::ALLOW4, 0);
 #[map(name = "HB_ALLOW6")]
 static ALLOW6: HashMap<Allow6Key, u64> = HashMap::pinned(limits::ALLOW6, 0);
 
-#[map(name = "HB_CIDR4")]
-static CIDR4: LpmTrie<PolicyCidr4, u32> = LpmTrie::pinned(limits::CIDR4, 0);
+#[map(name = "HB_RULES4")]
+static RULES4: LpmTrie<PolicyCidr4, u32> = LpmTrie::pinned(limits::RULES4, 0);
 
-#[map(name = "HB_CIDR6")]
-static CIDR6: LpmTrie<PolicyCidr6, u32> = LpmTrie::pinned(limits::CIDR6, 0);
-
-#[map(name = "HB_DENY4")]
-static DENY4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(limits::DENY, 0);
-
-#[map(name = "HB_DENY6")]
-static DENY6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(limits::DENY, 0);
-
-#[map(name = "HB_EXCEPT4")]
-static EXCEPT4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(limits::EXCEPT, 0);
-
-#[map(name = "HB_EXCEPT6")]
-static EXCEPT6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(limits::EXCEPT, 0);
+#[map(name = "HB_RULES6")]
+static RULES6: LpmTrie<PolicyCidr6, u32> = LpmTrie::pinned(limits::RULES6, 0);
 
 #[map(name = "HB_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
@@ -108,51 +99,9 @@ pub(crate) enum Judgement {
     Deny(u32, Counter),
 }
 
+/// The compiled rule for an IPv4 destination of a policy (0 when nothing matches).
 #[inline(always)]
-pub(crate) fn in_deny4(addr: [u8; 4]) -> bool {
-    let key = Key::new(32, addr);
-    DENY4.get(&key).is_some() && EXCEPT4.get(&key).is_none()
-}
-
-#[inline(always)]
-fn in_deny6(addr: [u8; 16]) -> bool {
-    let key = Key::new(128, addr);
-    DENY6.get(&key).is_some() && EXCEPT6.get(&key).is_none()
-}
-
-/// Whether a destination is denied by range, for the packet hook (which has no allow set).
-#[inline(always)]
-pub(crate) fn denied6_by_range(addr: [u8; 16]) -> Option<u32> {
-    match embedded_v4(&addr) {
-        Embedded::Whole(v4) => {
-            if in_deny4(v4) {
-                return Some(reason::DENY_RANGE);
-            }
-        }
-        Embedded::Partly(a, b) => {
-            if in_deny4(a) || in_deny4(b) {
-                return Some(reason::EMBEDDED_DENY_RANGE);
-            }
-        }
-        Embedded::None => {}
-    }
-    if in_deny6(addr) {
-        return Some(reason::DENY_RANGE);
-    }
-    None
-}
-
-#[inline(always)]
-pub(crate) fn judge4(policy_id: u32, addr: [u8; 4], now: u64) -> Judgement {
-    if in_deny4(addr) {
-        return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange);
-    }
-    // SAFETY: the u64 expiry is copied out at once.
-    if let Some(expires) = unsafe { ALLOW4.get(Allow4Key { policy_id, addr }) }
-        && *expires > now
-    {
-        return Judgement::Allow(Counter::AllowAddr);
-    }
+fn rule4(policy_id: u32, addr: [u8; 4]) -> u32 {
     let key = Key::new(
         hb_common::POLICY_PREFIX_BITS + 32,
         PolicyCidr4 {
@@ -160,8 +109,56 @@ pub(crate) fn judge4(policy_id: u32, addr: [u8; 4], now: u64) -> Judgement {
             addr,
         },
     );
-    if CIDR4.get(&key).is_some() {
-        return Judgement::Allow(Counter::AllowCidr);
+    RULES4.get(&key).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn rule6(policy_id: u32, addr: [u8; 16]) -> u32 {
+    let key = Key::new(
+        hb_common::POLICY_PREFIX_BITS + 128,
+        PolicyCidr6 {
+            policy_id_be: policy_id.to_be_bytes(),
+            addr,
+        },
+    );
+    RULES6.get(&key).copied().unwrap_or(0)
+}
+
+/// Whether a destination lies in a deny range, for the packet hook (which leaves the
+/// allow set to the socket hooks). Returns the [`reason`].
+#[inline(always)]
+pub(crate) fn denied4_by_range(policy_id: u32, addr: [u8; 4]) -> Option<u32> {
+    (rule4(policy_id, addr) == rule::DENY).then_some(reason::DENY_RANGE)
+}
+
+#[inline(always)]
+pub(crate) fn denied6_by_range(policy_id: u32, addr: [u8; 16]) -> Option<u32> {
+    match embedded_v4(&addr) {
+        Embedded::Whole(v4) => return denied4_by_range(policy_id, v4),
+        Embedded::Partly(a, b) => {
+            if rule4(policy_id, a) == rule::DENY || rule4(policy_id, b) == rule::DENY {
+                return Some(reason::EMBEDDED_DENY_RANGE);
+            }
+        }
+        Embedded::None => {}
+    }
+    (rule6(policy_id, addr) == rule::DENY).then_some(reason::DENY_RANGE)
+}
+
+/// One LPM lookup decides deny and static allow; only an address no rule decides costs
+/// a hash lookup in the allow map as well.
+#[inline(always)]
+pub(crate) fn judge4(policy_id: u32, addr: [u8; 4], now: u64) -> Judgement {
+    match rule4(policy_id, addr) {
+        rule::DENY => return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange),
+        rule::ALLOW => return Judgement::Allow(Counter::AllowCidr),
+        _ => {}
+    }
+    // SAFETY: the u64 expiry is copied out at once.
+    if let Some(expires) = unsafe { ALLOW4.get(Allow4Key { policy_id, addr }) }
+        && *expires > now
+    {
+        return Judgement::Allow(Counter::AllowAddr);
     }
     Judgement::Deny(reason::NOT_ALLOWED, Counter::DenyNotAllowed)
 }
@@ -174,30 +171,22 @@ pub(crate) fn judge6(policy_id: u32, addr: [u8; 16], now: u64) -> Judgement {
         // Tunnels: the embedded relay/client must not be private; the IPv6 address itself
         // is then judged as IPv6 (and 2002::/16 and 2001::/32 are denied by default).
         Embedded::Partly(a, b) => {
-            if in_deny4(a) || in_deny4(b) {
+            if rule4(policy_id, a) == rule::DENY || rule4(policy_id, b) == rule::DENY {
                 return Judgement::Deny(reason::EMBEDDED_DENY_RANGE, Counter::DenyEmbedded);
             }
         }
         Embedded::None => {}
     }
-    if in_deny6(addr) {
-        return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange);
+    match rule6(policy_id, addr) {
+        rule::DENY => return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange),
+        rule::ALLOW => return Judgement::Allow(Counter::AllowCidr),
+        _ => {}
     }
     // SAFETY: the u64 expiry is copied out at once.
     if let Some(expires) = unsafe { ALLOW6.get(Allow6Key { policy_id, addr }) }
         && *expires > now
     {
         return Judgement::Allow(Counter::AllowAddr);
-    }
-    let key = Key::new(
-        hb_common::POLICY_PREFIX_BITS + 128,
-        PolicyCidr6 {
-            policy_id_be: policy_id.to_be_bytes(),
-            addr,
-        },
-    );
-    if CIDR6.get(&key).is_some() {
-        return Judgement::Allow(Counter::AllowCidr);
     }
     Judgement::Deny(reason::NOT_ALLOWED, Counter::DenyNotAllowed)
 }

@@ -46,7 +46,7 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         protocol,
         port,
         addr,
-    } = classify(&ctx).unwrap_or(Dest {
+    } = classify(&ctx, e.policy_id).unwrap_or(Dest {
         denied: Some(reason::DENY_RANGE),
         family: 0,
         protocol: 0,
@@ -108,7 +108,7 @@ struct Dest {
 
 /// Reads the destination; `None` when the header cannot be read.
 #[inline(always)]
-fn classify(ctx: &SkBuffContext) -> Option<Dest> {
+fn classify(ctx: &SkBuffContext, policy_id: u32) -> Option<Dest> {
     let first: u8 = ctx.load(0).ok()?;
     let mut addr = [0u8; 16];
     match first >> 4 {
@@ -116,7 +116,7 @@ fn classify(ctx: &SkBuffContext) -> Option<Dest> {
             let dst: [u8; 4] = ctx.load(16).ok()?;
             let protocol: u8 = ctx.load(9).ok()?;
             addr[..4].copy_from_slice(&dst);
-            let denied = policy::in_deny4(dst).then_some(reason::DENY_RANGE);
+            let denied = policy::denied4_by_range(policy_id, dst);
             let port = if denied.is_some() {
                 port_at(ctx, protocol, usize::from(first & 0x0f) * 4)
             } else {
@@ -133,7 +133,7 @@ fn classify(ctx: &SkBuffContext) -> Option<Dest> {
         6 => {
             let dst: [u8; 16] = ctx.load(24).ok()?;
             let next: u8 = ctx.load(6).ok()?;
-            let denied = policy::denied6_by_range(dst);
+            let denied = policy::denied6_by_range(policy_id, dst);
             let port = if denied.is_some() {
                 port_at(ctx, next, 40)
             } else {

@@ -211,34 +211,49 @@ allow_cidrs = ["0.0.0.0/0", "203.0.113.10/32"]
     env.start_agent();
     let sleeper = env.sandbox_spawn("open", &["sleep", "5"]);
 
-    let deny4: BTreeSet<String> = bpftool_entries(&env, "HB_DENY4")
+    // The compiled rule trie: (policy, CIDR, rule) as bpftool decodes the raw bytes,
+    // against hb-agent's human dump.
+    let policy_id = u64::from(env.policy_id("open"));
+    let names = ["", "deny", "allow", "neutral"];
+    let theirs: BTreeSet<(u64, String, String)> = bpftool_entries(&env, "HB_RULES4")
         .iter()
-        .map(|(k, _)| {
-            let len = u32::from_le_bytes(k[..4].try_into().expect("prefix"));
-            format!("{}.{}.{}.{}/{len}", k[4], k[5], k[6], k[7])
+        .map(|(k, v)| {
+            let len = u32::from_le_bytes(k[..4].try_into().expect("prefix")) - 32;
+            let policy = u64::from(u32::from_be_bytes(k[4..8].try_into().expect("policy")));
+            let rule = u32::from_le_bytes(v[..4].try_into().expect("value")) as usize;
+            (
+                policy,
+                format!("{}.{}.{}.{}/{len}", k[8], k[9], k[10], k[11]),
+                names[rule].to_owned(),
+            )
         })
         .collect();
-    let ours: BTreeSet<String> = env
-        .hb_json(&["maps", "dump", "deny4"])
+    let ours: BTreeSet<(u64, String, String)> = env
+        .hb_json(&["maps", "dump", "rules4"])
         .as_array()
         .expect("rows")
         .iter()
-        .map(|r| r["cidr"].as_str().expect("cidr").to_owned())
-        .collect();
-    assert!(
-        ours.contains("169.254.0.0/16") && ours.contains("10.0.0.0/8"),
-        "{ours:?}"
-    );
-    assert_eq!(deny4, ours);
-
-    let except4: BTreeSet<String> = bpftool_entries(&env, "HB_EXCEPT4")
-        .iter()
-        .map(|(k, _)| {
-            let len = u32::from_le_bytes(k[..4].try_into().expect("prefix"));
-            format!("{}.{}.{}.{}/{len}", k[4], k[5], k[6], k[7])
+        .map(|r| {
+            assert_eq!(r["policy"], "open");
+            (
+                policy_id,
+                r["cidr"].as_str().expect("cidr").to_owned(),
+                r["rule"].as_str().expect("rule").to_owned(),
+            )
         })
         .collect();
-    assert_eq!(except4, BTreeSet::from(["203.0.113.0/24".to_owned()]));
+    let has =
+        |cidr: &str, rule: &str| ours.contains(&(policy_id, cidr.to_owned(), rule.to_owned()));
+    assert!(
+        has("169.254.0.0/16", "deny") && has("10.0.0.0/8", "deny"),
+        "{ours:?}"
+    );
+    assert!(
+        has("203.0.113.0/24", "allow") && has("203.0.113.10/32", "allow"),
+        "{ours:?}"
+    );
+    assert!(has("0.0.0.0/0", "allow"), "{ours:?}");
+    assert_eq!(theirs, ours);
 
     // Enrolled: wait for the sandbox's cgroup, then compare ids and policy ids.
     let deadline = Instant::now() + Duration::from_secs(5);

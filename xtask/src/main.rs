@@ -38,6 +38,9 @@ enum Command {
         /// Which benchmark: `connect` (default: all).
         which: Option<String>,
     },
+    /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
+    #[command(name = "__connect-loop", hide = true)]
+    ConnectLoop { addr: String, n: usize },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run { args } => run(args),
         Command::Test { args } => test(args),
         Command::Bench { which } => bench::bench(which.as_deref()),
+        Command::ConnectLoop { addr, n } => bench::connect_loop(&addr, n),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

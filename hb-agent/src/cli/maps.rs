@@ -5,17 +5,17 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, bail};
 use aya::maps::MapData;
-use hb_common::{ENROLL_LAUNCHER, NEVER_EXPIRES, map_names};
+use hb_common::{ENROLL_LAUNCHER, NEVER_EXPIRES, map_names, rule};
 use serde_json::{Map as JsonMap, Value, json};
 
 use crate::{
     cgroup,
     config::Config,
     events::monotonic_ns,
-    maps::{Maps, addr_of, map_pin, v4_net, v6_net},
+    maps::{Maps, addr_of, map_pin},
 };
 
-/// Accepts `deny4`, `hb_deny4` or `HB_DENY4`.
+/// Accepts `rules4`, `hb_rules4` or `HB_RULES4`.
 fn canonical(name: &str) -> Option<&'static str> {
     let upper = name.to_ascii_uppercase();
     let upper = if upper.starts_with("HB_") {
@@ -34,12 +34,8 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
         (map_names::POLICIES, maps.loaded_policies()?.len()),
         (map_names::ALLOW4, maps.allow4.keys().count()),
         (map_names::ALLOW6, maps.allow6.keys().count()),
-        (map_names::CIDR4, maps.cidr4.keys().count()),
-        (map_names::CIDR6, maps.cidr6.keys().count()),
-        (map_names::DENY4, maps.deny4.keys().count()),
-        (map_names::DENY6, maps.deny6.keys().count()),
-        (map_names::EXCEPT4, maps.except4.keys().count()),
-        (map_names::EXCEPT6, maps.except6.keys().count()),
+        (map_names::RULES4, maps.rules4.keys().count()),
+        (map_names::RULES6, maps.rules6.keys().count()),
         (map_names::COUNTERS, hb_common::Counter::COUNT as usize),
         (map_names::CG_STATS, maps.cg_stats.keys().count()),
     ]);
@@ -158,8 +154,10 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                 ]));
             }
         }
-        map_names::CIDR4 => {
-            for k in maps.cidr4.keys().filter_map(|r| r.ok()) {
+        map_names::RULES4 => {
+            let mut rules: Vec<_> = maps.rules4.iter().filter_map(|r| r.ok()).collect();
+            rules.sort_by_key(|(k, _)| (k.data().policy_id_be, k.data().addr, k.prefix_len()));
+            for (k, v) in rules {
                 let d = k.data();
                 let prefix = k.prefix_len().saturating_sub(hb_common::POLICY_PREFIX_BITS);
                 rows.push(row([
@@ -168,11 +166,14 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                         "cidr",
                         json!(format!("{}/{prefix}", std::net::Ipv4Addr::from(d.addr))),
                     ),
+                    ("rule", json!(rule::name(v))),
                 ]));
             }
         }
-        map_names::CIDR6 => {
-            for k in maps.cidr6.keys().filter_map(|r| r.ok()) {
+        map_names::RULES6 => {
+            let mut rules: Vec<_> = maps.rules6.iter().filter_map(|r| r.ok()).collect();
+            rules.sort_by_key(|(k, _)| (k.data().policy_id_be, k.data().addr, k.prefix_len()));
+            for (k, v) in rules {
                 let d = k.data();
                 let prefix = k.prefix_len().saturating_sub(hb_common::POLICY_PREFIX_BITS);
                 rows.push(row([
@@ -181,28 +182,9 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                         "cidr",
                         json!(format!("{}/{prefix}", std::net::Ipv6Addr::from(d.addr))),
                     ),
+                    ("rule", json!(rule::name(v))),
                 ]));
             }
-        }
-        map_names::DENY4 | map_names::EXCEPT4 => {
-            let trie = if map == map_names::DENY4 {
-                &maps.deny4
-            } else {
-                &maps.except4
-            };
-            let mut nets: Vec<_> = trie.keys().filter_map(|r| r.ok()).collect();
-            nets.sort_by_key(|k| (k.data(), k.prefix_len()));
-            rows.extend(nets.iter().map(|k| row([("cidr", json!(v4_net(k)))])));
-        }
-        map_names::DENY6 | map_names::EXCEPT6 => {
-            let trie = if map == map_names::DENY6 {
-                &maps.deny6
-            } else {
-                &maps.except6
-            };
-            let mut nets: Vec<_> = trie.keys().filter_map(|r| r.ok()).collect();
-            nets.sort_by_key(|k| (k.data(), k.prefix_len()));
-            rows.extend(nets.iter().map(|k| row([("cidr", json!(v6_net(k)))])));
         }
         map_names::COUNTERS => {
             for (c, v) in maps.counters()? {

@@ -22,7 +22,7 @@ Examples:
   hb-agent config check /etc/hb/hb.toml         # validate without loading anything
   hb-agent sandbox run --policy default -- curl https://pypi.org/simple/
   hb-agent status
-  hb-agent maps dump deny4 --json
+  hb-agent maps dump rules4 --json
   hb-agent events --follow";
 
 #[derive(Debug, Parser)]
@@ -123,7 +123,7 @@ enum MapsCommand {
     },
     /// Dump one map in human form (IPs, CIDRs, policy names, remaining seconds).
     #[command(
-        after_help = "Maps: enrolled, policies, allow4, allow6, cidr4, cidr6, deny4, deny6, except4, except6, counters, cg_stats (or their pinned names, e.g. HB_DENY4)"
+        after_help = "Maps: enrolled, policies, allow4, allow6, rules4, rules6 (each policy's deny ranges, exceptions and static CIDRs, compiled), counters, cg_stats (or their pinned names, e.g. HB_RULES4)"
     )]
     Dump {
         /// Map name.
