@@ -110,5 +110,8 @@ pub fn reconcile(
             changes.removed += 1;
         }
     }
+    if !changes.enrolled.is_empty() || changes.removed > 0 {
+        maps.bump_generation()?;
+    }
     Ok((changes, tree))
 }

@@ -84,6 +84,7 @@ pub struct Maps {
     pub rules6: LpmTrie<MapData, PolicyCidr6, u32>,
     pub counters: PerCpuArray<MapData, u64>,
     pub cg_stats: PerCpuHashMap<MapData, u64, CgroupStats>,
+    generation: Array<MapData, u64>,
 }
 
 /// A policy as the kernel's table holds it.
@@ -105,7 +106,20 @@ impl Maps {
             rules6: open_typed(bpffs_dir, map_names::RULES6)?,
             counters: open_typed(bpffs_dir, map_names::COUNTERS)?,
             cg_stats: open_typed(bpffs_dir, map_names::CG_STATS)?,
+            generation: open_typed(bpffs_dir, map_names::GENERATION)?,
         })
+    }
+
+    /// Tells kernel-side caches that enrollments, policies or rules changed. Every writer
+    /// of those maps calls this after writing.
+    pub fn bump_generation(&mut self) -> Result<()> {
+        let now = self
+            .generation
+            .get(&0, 0)
+            .map_err(op(map_names::GENERATION, "lookup"))?;
+        self.generation
+            .set(0, now.wrapping_add(1), 0)
+            .map_err(op(map_names::GENERATION, "update"))
     }
 
     /// The policies in the kernel's table, by id.
@@ -189,6 +203,7 @@ impl Maps {
                 .map_err(op(map_names::POLICIES, "update"))?;
             self.purge_allow(stale.id)?;
         }
+        self.bump_generation()?;
         Ok(ids)
     }
 
@@ -253,7 +268,7 @@ impl Maps {
         }
         sync_trie(&mut self.rules4, map_names::RULES4, want4)?;
         sync_trie(&mut self.rules6, map_names::RULES6, want6)?;
-        Ok(())
+        self.bump_generation()
     }
 
     /// Sums the per-CPU counters.

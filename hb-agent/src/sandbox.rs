@@ -73,6 +73,7 @@ impl Drop for SandboxCgroup<'_> {
             return;
         }
         let _ = self.maps.enrolled.remove(&self.id);
+        let _ = self.maps.bump_generation();
     }
 }
 
@@ -133,6 +134,7 @@ pub fn run(config: &Config, policy: &str, command: &[OsString]) -> Result<i32, S
         path,
         id,
     };
+    sandbox.maps.bump_generation()?;
 
     let procs_path = sandbox.path.join("cgroup.procs");
     let procs = fs::OpenOptions::new()

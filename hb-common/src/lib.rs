@@ -33,10 +33,17 @@ pub mod map_names {
     pub const CG_STATS: &str = "HB_CG_STATS";
     /// Ring buffer of [`Event`](crate::Event) records.
     pub const EVENTS: &str = "HB_EVENTS";
+    /// Array of one `u64`: bumped by user space after every change to enrollments,
+    /// policies or rules, so kernel-side caches know when to forget.
+    pub const GENERATION: &str = "HB_GENERATION";
+    /// Per-CPU array of one [`FlowCache`](crate::FlowCache): `cgroup_skb/egress`'s memory
+    /// of the last flow it passed.
+    pub const SKB_CACHE: &str = "HB_SKB_CACHE";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 9] = [
-        ENROLLED, POLICIES, ALLOW4, ALLOW6, RULES4, RULES6, COUNTERS, CG_STATS, EVENTS,
+    pub const ALL: [&str; 11] = [
+        ENROLLED, POLICIES, ALLOW4, ALLOW6, RULES4, RULES6, COUNTERS, CG_STATS, EVENTS, GENERATION,
+        SKB_CACHE,
     ];
 }
 
@@ -196,6 +203,30 @@ pub struct CgroupStats {
     pub audit_bytes: u64,
 }
 const _: () = assert!(size_of::<CgroupStats>() == 48);
+
+/// Value of [`map_names::SKB_CACHE`]: the last flow `cgroup_skb/egress` passed on this
+/// CPU. A packet of the same cgroup to the same destination under the same generation
+/// skips the enrollment, rule and statistics lookups; its packets and bytes are kept
+/// here and added to [`map_names::CG_STATS`] every [`SKB_FLUSH_PACKETS`] packets or when
+/// another flow takes the slot (so those statistics lag by fewer packets than that).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowCache {
+    pub cgroup_id: u64,
+    pub generation: u64,
+    /// Destination, network order; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// [`AF_INET`] or [`AF_INET6`]; 0 marks an empty slot.
+    pub family: u32,
+    /// 1 when the cgroup is enrolled (its packets are counted), 0 when not.
+    pub enrolled: u32,
+    pub pending_packets: u64,
+    pub pending_bytes: u64,
+}
+const _: () = assert!(size_of::<FlowCache>() == 56);
+
+/// How many packets a [`FlowCache`] accumulates before it adds them to the statistics.
+pub const SKB_FLUSH_PACKETS: u64 = 64;
 
 /// Indexes of [`map_names::COUNTERS`].
 #[repr(u32)]
@@ -365,4 +396,5 @@ mod pod {
     unsafe impl aya::Pod for super::PolicyCidr6 {}
     unsafe impl aya::Pod for super::CgroupStats {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::FlowCache {}
 }

@@ -148,15 +148,16 @@ pub(crate) fn denied6_by_range(policy_id: u32, addr: [u8; 16]) -> Option<u32> {
 /// One LPM lookup decides deny and static allow; only an address no rule decides costs
 /// a hash lookup in the allow map as well.
 #[inline(always)]
-pub(crate) fn judge4(policy_id: u32, addr: [u8; 4], now: u64) -> Judgement {
+pub(crate) fn judge4(policy_id: u32, addr: [u8; 4]) -> Judgement {
     match rule4(policy_id, addr) {
         rule::DENY => return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange),
         rule::ALLOW => return Judgement::Allow(Counter::AllowCidr),
         _ => {}
     }
-    // SAFETY: the u64 expiry is copied out at once.
+    // SAFETY: the u64 expiry is copied out at once. The clock is read only here: most
+    // verdicts never need it.
     if let Some(expires) = unsafe { ALLOW4.get(Allow4Key { policy_id, addr }) }
-        && *expires > now
+        && *expires > now_ns()
     {
         return Judgement::Allow(Counter::AllowAddr);
     }
@@ -164,10 +165,10 @@ pub(crate) fn judge4(policy_id: u32, addr: [u8; 4], now: u64) -> Judgement {
 }
 
 #[inline(always)]
-pub(crate) fn judge6(policy_id: u32, addr: [u8; 16], now: u64) -> Judgement {
+pub(crate) fn judge6(policy_id: u32, addr: [u8; 16]) -> Judgement {
     match embedded_v4(&addr) {
         // Traffic to these reaches the embedded IPv4 host: judge that host, fully.
-        Embedded::Whole(v4) => return judge4(policy_id, v4, now),
+        Embedded::Whole(v4) => return judge4(policy_id, v4),
         // Tunnels: the embedded relay/client must not be private; the IPv6 address itself
         // is then judged as IPv6 (and 2002::/16 and 2001::/32 are denied by default).
         Embedded::Partly(a, b) => {
@@ -182,9 +183,10 @@ pub(crate) fn judge6(policy_id: u32, addr: [u8; 16], now: u64) -> Judgement {
         rule::ALLOW => return Judgement::Allow(Counter::AllowCidr),
         _ => {}
     }
-    // SAFETY: the u64 expiry is copied out at once.
+    // SAFETY: the u64 expiry is copied out at once. The clock is read only here: most
+    // verdicts never need it.
     if let Some(expires) = unsafe { ALLOW6.get(Allow6Key { policy_id, addr }) }
-        && *expires > now
+        && *expires > now_ns()
     {
         return Judgement::Allow(Counter::AllowAddr);
     }
@@ -225,9 +227,14 @@ pub(crate) fn embedded_v4(a: &[u8; 16]) -> Embedded {
 
 #[inline(always)]
 pub(crate) fn count(counter: Counter) {
+    count_n(counter, 1);
+}
+
+#[inline(always)]
+pub(crate) fn count_n(counter: Counter, n: u64) {
     if let Some(v) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot; programs do not migrate CPUs while they run.
-        unsafe { *v += 1 };
+        unsafe { *v += n };
     }
 }
 

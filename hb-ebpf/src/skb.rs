@@ -5,19 +5,28 @@
 //! checked against the deny ranges here (not against the allow set: the socket hooks own
 //! that). Packets, bytes and verdicts are counted per cgroup for the rotation loop.
 //!
-//! Return value: 1 passes the packet, 0 drops it (the sender sees EPERM for most
-//! sockets). A packet whose header cannot be read is dropped (fail closed).
+//! Fast path: a bulk flow sends many packets to one destination in a row, so each CPU
+//! remembers the last flow it passed ([`FlowCache`]); a packet of that flow under the
+//! same map generation skips every hash and LPM lookup. Refusals never take the fast path.
 //!
-//! The context starts at the network header (`__sk_buff` data for cgroup_skb); addresses
-//! are read as wire bytes, network order.
+//! Return value: 1 passes the packet, 0 drops it (the sender sees EPERM for most
+//! sockets). A packet from an enrolled cgroup whose header cannot be read is dropped
+//! (fail closed).
+//!
+//! The context starts at the network header (`__sk_buff` data for cgroup_skb); the
+//! header is read in place (direct packet access) when it is linear, through
+//! `bpf_skb_load_bytes` otherwise. Addresses are wire bytes, network order.
 
 use aya_ebpf::{
     bindings::__sk_buff,
     helpers::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
-    macros::cgroup_skb,
+    macros::{cgroup_skb, map},
+    maps::{Array, PerCpuArray},
     programs::SkBuffContext,
 };
-use hb_common::{AF_INET, AF_INET6, CgroupStats, Counter, hook, reason, verdict};
+use hb_common::{
+    AF_INET, AF_INET6, CgroupStats, Counter, FlowCache, SKB_FLUSH_PACKETS, hook, reason, verdict,
+};
 
 use crate::policy::{self, CG_STATS, Report};
 
@@ -27,6 +36,21 @@ const DROP: i32 = 0;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
+#[map(name = "HB_GENERATION")]
+static GENERATION: Array<u64> = Array::pinned(1, 0);
+
+#[map(name = "HB_SKB_CACHE")]
+static SKB_CACHE: PerCpuArray<FlowCache> = PerCpuArray::pinned(1, 0);
+
+/// A packet's destination and the header facts the verdict and the event need.
+struct Dest {
+    family: u16,
+    protocol: u8,
+    /// Offset of the transport header.
+    l4: usize,
+    addr: [u8; 16],
+}
+
 /// Drops packets from enrolled cgroups to deny ranges, counts every packet per cgroup.
 /// Drops on an unreadable header.
 #[cgroup_skb(egress)]
@@ -34,34 +58,69 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     let skb: *mut __sk_buff = ctx.skb.skb;
     // SAFETY: skb is the program's context pointer.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-    let Some(e) = policy::enrollment(cgroup_id, |level| unsafe {
+    let len = u64::from(ctx.len());
+    let dest = read_dest(&ctx);
+    let generation = GENERATION.get(0).copied().unwrap_or(0);
+
+    if let Some(d) = &dest
+        && let Some(c) = SKB_CACHE.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's slot; programs do not migrate while they run.
+        let c = unsafe { &mut *c };
+        if c.cgroup_id == cgroup_id
+            && c.generation == generation
+            && c.family == u32::from(d.family)
+            && c.addr == d.addr
+        {
+            if c.enrolled != 0 {
+                c.pending_packets += 1;
+                c.pending_bytes += len;
+                if c.pending_packets >= SKB_FLUSH_PACKETS {
+                    flush(c);
+                }
+            }
+            return PASS;
+        }
+    }
+
+    let enrollment = policy::enrollment(cgroup_id, |level| unsafe {
         bpf_skb_ancestor_cgroup_id(skb, level)
-    }) else {
-        return PASS;
-    };
-    let len = ctx.len() as u64;
-    let Dest {
-        denied: reason,
-        family,
-        protocol,
-        port,
-        addr,
-    } = classify(&ctx, e.policy_id).unwrap_or(Dest {
-        denied: Some(reason::DENY_RANGE),
-        family: 0,
-        protocol: 0,
-        port: 0,
-        addr: [0; 16],
     });
-    let Some(reason) = reason else {
-        account(cgroup_id, |s| {
-            s.pass_packets += 1;
-            s.pass_bytes += len;
-        });
-        policy::count(Counter::SkbPass);
+    let Some(e) = enrollment else {
+        if let Some(d) = &dest {
+            remember(cgroup_id, generation, d, false, 0);
+        }
         return PASS;
     };
-    let verdict = policy::refusal_verdict(e.policy_id);
+    let Some(d) = dest else {
+        // Enrolled, header unreadable: fail closed.
+        return refuse(&ctx, cgroup_id, e.policy_id, len, reason::DENY_RANGE, None);
+    };
+    let denied = if d.family == AF_INET {
+        policy::denied4_by_range(e.policy_id, [d.addr[0], d.addr[1], d.addr[2], d.addr[3]])
+    } else {
+        policy::denied6_by_range(e.policy_id, d.addr)
+    };
+    match denied {
+        None => {
+            remember(cgroup_id, generation, &d, true, len);
+            PASS
+        }
+        Some(reason) => refuse(&ctx, cgroup_id, e.policy_id, len, reason, Some(&d)),
+    }
+}
+
+/// Drops (or, in audit mode, passes) a packet to a deny range, with event and counters.
+#[inline(always)]
+fn refuse(
+    ctx: &SkBuffContext,
+    cgroup_id: u64,
+    policy_id: u32,
+    len: u64,
+    reason: u32,
+    d: Option<&Dest>,
+) -> i32 {
+    let verdict = policy::refusal_verdict(policy_id);
     if verdict == verdict::AUDIT {
         // Counted, not reported: the socket hook already reported the connection, and a
         // per-packet audit event would flood the ring buffer.
@@ -70,83 +129,137 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
             s.audit_bytes += len;
         });
         policy::count(Counter::SkbAudit);
-        PASS
-    } else {
-        policy::report(
-            &ctx,
-            Report {
-                cgroup_id,
-                policy_id: e.policy_id,
-                hook: hook::SKB_EGRESS,
-                verdict,
-                reason,
-                family,
-                protocol,
-                port,
-                addr,
-                task_context: false,
-            },
-        );
-        account(cgroup_id, |s| {
-            s.drop_packets += 1;
-            s.drop_bytes += len;
-        });
-        policy::count(Counter::SkbDrop);
-        DROP
+        return PASS;
+    }
+    let (family, protocol, port, addr) = match d {
+        Some(d) => (d.family, d.protocol, port_at(ctx, d.protocol, d.l4), d.addr),
+        None => (0, 0, 0, [0; 16]),
+    };
+    policy::report(
+        ctx,
+        Report {
+            cgroup_id,
+            policy_id,
+            hook: hook::SKB_EGRESS,
+            verdict,
+            reason,
+            family,
+            protocol: u16::from(protocol),
+            port,
+            addr,
+            task_context: false,
+        },
+    );
+    account(cgroup_id, |s| {
+        s.drop_packets += 1;
+        s.drop_bytes += len;
+    });
+    policy::count(Counter::SkbDrop);
+    DROP
+}
+
+/// Takes this CPU's cache slot for a passed flow, first adding what the previous flow
+/// had pending to its cgroup's statistics.
+#[inline(always)]
+fn remember(cgroup_id: u64, generation: u64, d: &Dest, enrolled: bool, len: u64) {
+    let Some(c) = SKB_CACHE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot.
+    let c = unsafe { &mut *c };
+    flush(c);
+    c.cgroup_id = cgroup_id;
+    c.generation = generation;
+    c.family = u32::from(d.family);
+    c.addr = d.addr;
+    c.enrolled = u32::from(enrolled);
+    if enrolled {
+        c.pending_packets = 1;
+        c.pending_bytes = len;
     }
 }
 
-/// A packet's destination, as far as the verdict and the event need it.
-struct Dest {
-    /// The deny reason, if the destination lies in a deny range.
-    denied: Option<u32>,
-    family: u16,
-    protocol: u16,
-    port: u16,
-    addr: [u8; 16],
+/// Adds a cache slot's pending packets to its cgroup's statistics.
+#[inline(always)]
+fn flush(c: &mut FlowCache) {
+    if c.pending_packets == 0 {
+        return;
+    }
+    let (packets, bytes) = (c.pending_packets, c.pending_bytes);
+    c.pending_packets = 0;
+    c.pending_bytes = 0;
+    policy::count_n(Counter::SkbPass, packets);
+    account(c.cgroup_id, |s| {
+        s.pass_packets += packets;
+        s.pass_bytes += bytes;
+    });
 }
 
-/// Reads the destination; `None` when the header cannot be read.
+/// Reads the destination from the packet: in place when the header is linear, else
+/// through the load helper. `None` when it cannot be read.
 #[inline(always)]
-fn classify(ctx: &SkBuffContext, policy_id: u32) -> Option<Dest> {
-    let first: u8 = ctx.load(0).ok()?;
+fn read_dest(ctx: &SkBuffContext) -> Option<Dest> {
+    // SAFETY: reading the context's data pointers; every dereference below is bounds
+    // checked against data_end, which the verifier requires and enforces.
+    let (data, end) = unsafe {
+        (
+            (*ctx.skb.skb).data as usize,
+            (*ctx.skb.skb).data_end as usize,
+        )
+    };
     let mut addr = [0u8; 16];
+    if data + 40 <= end {
+        // SAFETY: 40 bytes are in bounds: a whole IPv6 header, more than an IPv4 one.
+        let first = unsafe { *(data as *const u8) };
+        return match first >> 4 {
+            4 => {
+                // SAFETY: offsets 9 and 16..20 lie within the 40 checked bytes.
+                let (protocol, dst) =
+                    unsafe { (*((data + 9) as *const u8), *((data + 16) as *const [u8; 4])) };
+                addr[..4].copy_from_slice(&dst);
+                Some(Dest {
+                    family: AF_INET,
+                    protocol,
+                    l4: usize::from(first & 0x0f) * 4,
+                    addr,
+                })
+            }
+            6 => {
+                // SAFETY: offsets 6 and 24..40 lie within the 40 checked bytes.
+                let (protocol, dst) = unsafe {
+                    (
+                        *((data + 6) as *const u8),
+                        *((data + 24) as *const [u8; 16]),
+                    )
+                };
+                Some(Dest {
+                    family: AF_INET6,
+                    protocol,
+                    l4: 40,
+                    addr: dst,
+                })
+            }
+            _ => None,
+        };
+    }
+    let first: u8 = ctx.load(0).ok()?;
     match first >> 4 {
         4 => {
             let dst: [u8; 4] = ctx.load(16).ok()?;
-            let protocol: u8 = ctx.load(9).ok()?;
             addr[..4].copy_from_slice(&dst);
-            let denied = policy::denied4_by_range(policy_id, dst);
-            let port = if denied.is_some() {
-                port_at(ctx, protocol, usize::from(first & 0x0f) * 4)
-            } else {
-                0
-            };
             Some(Dest {
-                denied,
                 family: AF_INET,
-                protocol: protocol as u16,
-                port,
+                protocol: ctx.load(9).ok()?,
+                l4: usize::from(first & 0x0f) * 4,
                 addr,
             })
         }
-        6 => {
-            let dst: [u8; 16] = ctx.load(24).ok()?;
-            let next: u8 = ctx.load(6).ok()?;
-            let denied = policy::denied6_by_range(policy_id, dst);
-            let port = if denied.is_some() {
-                port_at(ctx, next, 40)
-            } else {
-                0
-            };
-            Some(Dest {
-                denied,
-                family: AF_INET6,
-                protocol: next as u16,
-                port,
-                addr: dst,
-            })
-        }
+        6 => Some(Dest {
+            family: AF_INET6,
+            protocol: ctx.load(6).ok()?,
+            l4: 40,
+            addr: ctx.load(24).ok()?,
+        }),
         _ => None,
     }
 }
@@ -160,7 +273,7 @@ fn port_at(ctx: &SkBuffContext, protocol: u8, l4: usize) -> u16 {
     ctx.load::<u16>(l4 + 2).map(u16::from_be).unwrap_or(0)
 }
 
-/// Adds one packet to the cgroup's per-CPU statistics, creating the entry on first use.
+/// Adds to a cgroup's per-CPU statistics, creating the entry on first use.
 #[inline(always)]
 fn account(cgroup_id: u64, add: impl Fn(&mut CgroupStats)) {
     if let Some(s) = CG_STATS.get_ptr_mut(cgroup_id) {

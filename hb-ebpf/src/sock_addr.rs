@@ -74,7 +74,7 @@ fn judge_sock4(ctx: &SockAddrContext, hook: u32) -> i32 {
         (sa.user_ip4, sa.user_port, sa.protocol)
     };
     let addr = ip.to_ne_bytes();
-    let judgement = policy::judge4(e.policy_id, addr, policy::now_ns());
+    let judgement = policy::judge4(e.policy_id, addr);
     let mut wide = [0u8; 16];
     wide[..4].copy_from_slice(&addr);
     finish(
@@ -115,7 +115,7 @@ fn judge_sock6(ctx: &SockAddrContext, hook: u32) -> i32 {
     addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
     addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
     addr[12..16].copy_from_slice(&w[3].to_ne_bytes());
-    let judgement = policy::judge6(e.policy_id, addr, policy::now_ns());
+    let judgement = policy::judge6(e.policy_id, addr);
     finish(
         ctx,
         judgement,
