@@ -186,46 +186,34 @@ pub fn attach(ebpf: &mut Ebpf, bpffs_dir: &Path, cgroup: &Path) -> Result<Vec<At
                 source,
             }
         };
-        let (fd_link, prog_id): (FdLink, u32) = if name == prog_names::SKB_EGRESS {
-            let p: &mut CgroupSkb = program.try_into().map_err(perr("type check"))?;
-            p.load().map_err(perr("load"))?;
-            let id = p
-                .attach(
-                    &cgroup_fd,
-                    CgroupSkbAttachType::Egress,
-                    CgroupAttachMode::Single,
-                )
-                .map_err(perr("attach"))?;
-            let link = p.take_link(id).map_err(perr("take link"))?;
-            let prog_id = p.info().map_err(perr("info"))?.id();
-            replace_pin(&progs, name, |path| p.pin(path))?;
-            (
-                link.try_into()
-                    .map_err(|e: aya::programs::links::LinkError| LoadError::Link {
+        // The two program types share no trait for these steps; the macro keeps the
+        // sequence (load, attach, take the link, pin the program) written once.
+        macro_rules! attach_and_pin {
+            ($ty:ty, $($attach:expr),+) => {{
+                let p: &mut $ty = program.try_into().map_err(perr("type check"))?;
+                p.load().map_err(perr("load"))?;
+                let id = p.attach(&cgroup_fd, $($attach),+).map_err(perr("attach"))?;
+                let link = p.take_link(id).map_err(perr("take link"))?;
+                let prog_id = p.info().map_err(perr("info"))?.id();
+                replace_pin(&progs, name, |path| p.pin(path))?;
+                let link: FdLink = link.try_into().map_err(
+                    |e: aya::programs::links::LinkError| LoadError::Link {
                         path: links.join(name),
                         action: "convert",
                         source: Box::new(e),
-                    })?,
-                prog_id,
+                    },
+                )?;
+                (link, prog_id)
+            }};
+        }
+        let (fd_link, prog_id) = if name == prog_names::SKB_EGRESS {
+            attach_and_pin!(
+                CgroupSkb,
+                CgroupSkbAttachType::Egress,
+                CgroupAttachMode::Single
             )
         } else {
-            let p: &mut CgroupSockAddr = program.try_into().map_err(perr("type check"))?;
-            p.load().map_err(perr("load"))?;
-            let id = p
-                .attach(&cgroup_fd, CgroupAttachMode::Single)
-                .map_err(perr("attach"))?;
-            let link = p.take_link(id).map_err(perr("take link"))?;
-            let prog_id = p.info().map_err(perr("info"))?.id();
-            replace_pin(&progs, name, |path| p.pin(path))?;
-            (
-                link.try_into()
-                    .map_err(|e: aya::programs::links::LinkError| LoadError::Link {
-                        path: links.join(name),
-                        action: "convert",
-                        source: Box::new(e),
-                    })?,
-                prog_id,
-            )
+            attach_and_pin!(CgroupSockAddr, CgroupAttachMode::Single)
         };
         let replaced = swap_link(&links, name, fd_link)?;
         out.push(Attached {

@@ -414,3 +414,46 @@ fn bad_config_names_key_and_line_and_loads_nothing() {
         "sandbox[0].policy",
     );
 }
+
+#[test]
+fn sandbox_run_refuses_to_start_when_nothing_enforces() {
+    let env = TestEnv::new("noagent", OPEN_POLICY);
+    let marker = env.state_dir.join("ran");
+    let out = env.sandbox("open", &["touch", marker.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "sandbox run without attached programs must fail"
+    );
+    assert!(stderr.contains("not attached"), "error says why: {stderr}");
+    assert!(!marker.exists(), "the command must not have run");
+}
+
+#[test]
+fn sandbox_run_passes_on_the_exit_status_and_removes_its_cgroup() {
+    private_netns(&[]);
+    let mut env = TestEnv::new("exitcode", OPEN_POLICY);
+    env.start_agent();
+    let out = env.sandbox("open", &["sh", "-c", "cat /proc/self/cgroup; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let cg = String::from_utf8_lossy(&out.stdout);
+    let rel = cg
+        .lines()
+        .find_map(|l| l.strip_prefix("0::/"))
+        .unwrap_or_else(|| panic!("no cgroup2 line: {cg}"))
+        .to_owned();
+    assert!(
+        rel.starts_with(&format!("{}/sandboxes/open-", env.cgroup_root)),
+        "ran in a sandbox cgroup: {rel}"
+    );
+    assert!(
+        !hb_tests::cgroup2_mount().join(&rel).exists(),
+        "sandbox cgroup removed"
+    );
+    let unknown = env.sandbox("nope", &["true"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        !unknown.status.success() && stderr.contains("\"nope\"") && stderr.contains("open"),
+        "{stderr}"
+    );
+}
