@@ -40,7 +40,10 @@ pub struct EventRecord {
     pub cgroup_id: u64,
     /// Path below the cgroup2 mount, when the agent knows it.
     pub cgroup: Option<String>,
+    /// Process id (tgid); 0 for packet events, which may run outside the sender's context.
     pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
     pub comm: String,
     /// `ipv4` or `ipv6`.
     pub family: String,
@@ -94,6 +97,7 @@ pub fn render(
         cgroup_id: e.cgroup_id,
         cgroup: cgroups.get(&e.cgroup_id).cloned(),
         pid: (e.pid_tgid >> 32) as u32,
+        tid: e.pid_tgid as u32,
         comm: String::from_utf8_lossy(&e.comm[..comm_end]).into_owned(),
         family: if v4 { "ipv4" } else { "ipv6" }.to_owned(),
         protocol: match e.protocol {
