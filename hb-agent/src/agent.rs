@@ -194,6 +194,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let mut maps = Maps::open(&bpffs)?;
     let ids = maps.sync_policies(&config)?;
     maps.sync_rules(&config, &ids)?;
+    maps.set_dns(config.dns.redirect, config.dns_listen())?;
     let rules = config
         .sandboxes
         .iter()

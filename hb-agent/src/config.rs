@@ -129,7 +129,13 @@ impl Default for BrokerConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
+    /// The resolver's IPv4 address and the port of policy 0; policy N is at port + N
+    /// (and at `[::1]` on the same ports for IPv6 sockets).
     pub listen: String,
+    /// Rewrite sandbox DNS (port 53, UDP and TCP) to the resolver in the kernel. Off until
+    /// hb's own resolver runs (a later step); with it on and nothing listening, sandbox
+    /// DNS fails (closed).
+    pub redirect: bool,
     pub upstreams: Vec<String>,
     pub min_ttl_secs: u64,
     pub max_ttl_secs: u64,
@@ -140,6 +146,7 @@ impl Default for DnsConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:53".into(),
+            redirect: false,
             upstreams: vec!["system".into()],
             min_ttl_secs: 5,
             max_ttl_secs: 3600,
@@ -356,6 +363,28 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        let listen: std::net::SocketAddrV4 =
+            self.dns.listen.parse().map_err(|_| ConfigError::Invalid {
+                origin: origin.into(),
+                key: "dns.listen".into(),
+                line: key_line("listen"),
+                message: format!(
+                    "\"{}\" is not an IPv4 address and port like \"127.0.0.1:5300\"",
+                    self.dns.listen
+                ),
+            })?;
+        if u32::from(listen.port()) + hb_common::limits::POLICIES > 65_536 || listen.port() == 0 {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "dns.listen".into(),
+                line: key_line("listen"),
+                message: format!(
+                    "port {} leaves no room for one port per policy (port + {} must stay below 65536)",
+                    listen.port(),
+                    hb_common::limits::POLICIES
+                ),
+            });
+        }
         if self.dns.min_ttl_secs > self.dns.max_ttl_secs {
             return Err(ConfigError::Invalid {
                 origin: origin.into(),
@@ -507,6 +536,17 @@ impl Config {
         self.egress.deny = deny;
         self.egress.exceptions = exceptions;
         Ok(())
+    }
+
+    /// The resolver's address and the port of policy 0 (validated at parse time).
+    pub fn dns_listen(&self) -> std::net::SocketAddrV4 {
+        self.dns
+            .listen
+            .parse()
+            .unwrap_or(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::LOCALHOST,
+                53,
+            ))
     }
 
     /// The cgroup below the cgroup2 mount that programs attach to, without slashes.

@@ -15,7 +15,7 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key,
 };
 use hb_common::{
-    Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, POLICY_AUDIT, POLICY_IN_USE,
+    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, POLICY_AUDIT, POLICY_IN_USE,
     POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs, rule,
 };
 use ipnet::IpNet;
@@ -85,6 +85,7 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, u64>,
     pub cg_stats: PerCpuHashMap<MapData, u64, CgroupStats>,
     generation: Array<MapData, u64>,
+    dns: Array<MapData, DnsConfig>,
 }
 
 /// A policy as the kernel's table holds it.
@@ -107,7 +108,21 @@ impl Maps {
             counters: open_typed(bpffs_dir, map_names::COUNTERS)?,
             cg_stats: open_typed(bpffs_dir, map_names::CG_STATS)?,
             generation: open_typed(bpffs_dir, map_names::GENERATION)?,
+            dns: open_typed(bpffs_dir, map_names::DNS)?,
         })
+    }
+
+    /// Points (or stops pointing) sandbox DNS at the resolver.
+    pub fn set_dns(&mut self, enabled: bool, listen: std::net::SocketAddrV4) -> Result<()> {
+        let value = DnsConfig {
+            enabled: u32::from(enabled),
+            addr4: listen.ip().octets(),
+            port_base: listen.port(),
+            _pad: [0; 6],
+        };
+        self.dns
+            .set(0, value, 0)
+            .map_err(op(map_names::DNS, "update"))
     }
 
     /// Tells kernel-side caches that enrollments, policies or rules changed. Every writer

@@ -39,11 +39,16 @@ pub mod map_names {
     /// Per-CPU array of one [`FlowCache`](crate::FlowCache): `cgroup_skb/egress`'s memory
     /// of the last flow it passed.
     pub const SKB_CACHE: &str = "HB_SKB_CACHE";
+    /// Array of one [`DnsConfig`](crate::DnsConfig): where sandbox DNS is redirected.
+    pub const DNS: &str = "HB_DNS";
+    /// LRU hash: socket cookie → [`DnsOrig`](crate::DnsOrig), the nameserver a redirected
+    /// socket really addressed (restored in recvmsg/getpeername).
+    pub const DNS_ORIG: &str = "HB_DNS_ORIG";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         ENROLLED, POLICIES, ALLOW4, ALLOW6, RULES4, RULES6, COUNTERS, CG_STATS, EVENTS, GENERATION,
-        SKB_CACHE,
+        SKB_CACHE, DNS, DNS_ORIG,
     ];
 }
 
@@ -54,8 +59,22 @@ pub mod prog_names {
     pub const SENDMSG4: &str = "hb_sendmsg4";
     pub const SENDMSG6: &str = "hb_sendmsg6";
     pub const SKB_EGRESS: &str = "hb_skb_egress";
+    pub const RECVMSG4: &str = "hb_recvmsg4";
+    pub const RECVMSG6: &str = "hb_recvmsg6";
+    pub const GETPEERNAME4: &str = "hb_getpeer4";
+    pub const GETPEERNAME6: &str = "hb_getpeer6";
 
-    pub const ALL: [&str; 5] = [CONNECT4, CONNECT6, SENDMSG4, SENDMSG6, SKB_EGRESS];
+    pub const ALL: [&str; 9] = [
+        CONNECT4,
+        CONNECT6,
+        SENDMSG4,
+        SENDMSG6,
+        SKB_EGRESS,
+        RECVMSG4,
+        RECVMSG6,
+        GETPEERNAME4,
+        GETPEERNAME6,
+    ];
 }
 
 /// Sub-folders of the bpffs folder (`agent.bpffs_dir`).
@@ -78,6 +97,8 @@ pub mod limits {
     pub const CG_STATS: u32 = 16_384;
     /// Bytes in the events ring buffer (a power of two and a multiple of the page size).
     pub const EVENTS_BYTES: u32 = 1 << 20;
+    /// Sockets whose DNS redirection is remembered at once (least recently used go).
+    pub const DNS_ORIG: u32 = 65_536;
     /// How many cgroup levels below the root the programs look at for an enrollment.
     /// The agent refuses to enroll a cgroup deeper than this, so nothing enrolled can be
     /// missed; a process may sit deeper below an enrolled cgroup, which is still found.
@@ -225,6 +246,37 @@ pub struct FlowCache {
 }
 const _: () = assert!(size_of::<FlowCache>() == 56);
 
+/// Value of [`map_names::DNS`]. DNS (port 53, UDP and TCP) from an enrolled cgroup goes
+/// to `addr4:(port_base + policy id)` for IPv4 sockets and `[::1]:(port_base + policy id)`
+/// for IPv6 ones, so the port the resolver receives a query on names the policy — which
+/// works whatever network namespace the sandbox is in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// 1 when redirection is on.
+    pub enabled: u32,
+    /// The resolver's IPv4 address, network order.
+    pub addr4: [u8; 4],
+    /// Port of policy 0, host order; policy N is at `port_base + N`.
+    pub port_base: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<DnsConfig>() == 16);
+
+/// Value of [`map_names::DNS_ORIG`]: what a redirected socket originally addressed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsOrig {
+    /// Network order; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// Network order, as in `bpf_sock_addr.user_port`.
+    pub port_be: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<DnsOrig>() == 24);
+
 /// How many packets a [`FlowCache`] accumulates before it adds them to the statistics.
 pub const SKB_FLUSH_PACKETS: u64 = 64;
 
@@ -256,10 +308,12 @@ pub enum Counter {
     MapFull = 10,
     /// An event could not be written because the ring buffer was full.
     EventsLost = 11,
+    /// A DNS query was redirected to hb's resolver.
+    DnsRedirect = 12,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::NotEnrolled,
         Counter::AllowAddr,
@@ -273,6 +327,7 @@ impl Counter {
         Counter::SkbAudit,
         Counter::MapFull,
         Counter::EventsLost,
+        Counter::DnsRedirect,
     ];
 
     /// Stable snake_case name, used in `hb-agent status` and JSON output.
@@ -290,6 +345,7 @@ impl Counter {
             Counter::SkbAudit => "skb_audit",
             Counter::MapFull => "map_full",
             Counter::EventsLost => "events_lost",
+            Counter::DnsRedirect => "dns_redirect",
         }
     }
 }
@@ -397,4 +453,6 @@ mod pod {
     unsafe impl aya::Pod for super::CgroupStats {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::FlowCache {}
+    unsafe impl aya::Pod for super::DnsConfig {}
+    unsafe impl aya::Pod for super::DnsOrig {}
 }

@@ -4,6 +4,8 @@
 //!   every connect and every unconnected datagram send (EPERM on refusal).
 //! * `skb` — `cgroup_skb/egress`: the per-packet second line, for raw and ICMP sockets and
 //!   anything else that never passes the socket hooks; also the per-cgroup traffic sensor.
+//! * `dns` — port-53 traffic redirected to hb's resolver, and the redirect undone in
+//!   `cgroup/recvmsg4|6` and `cgroup/getpeername4|6`.
 //! * `policy` — the decision both share, the maps, counters and events.
 //!
 //! Everything here fails closed: a lookup we cannot make or a record we cannot read means
@@ -11,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+mod dns;
 mod policy;
 mod skb;
 mod sock_addr;

@@ -28,7 +28,10 @@ use hb_common::{
     AF_INET, AF_INET6, CgroupStats, Counter, FlowCache, SKB_FLUSH_PACKETS, hook, reason, verdict,
 };
 
-use crate::policy::{self, CG_STATS, Report};
+use crate::{
+    dns,
+    policy::{self, CG_STATS, Report},
+};
 
 const PASS: i32 = 1;
 const DROP: i32 = 0;
@@ -96,6 +99,18 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         // Enrolled, header unreadable: fail closed.
         return refuse(&ctx, cgroup_id, e.policy_id, len, reason::DENY_RANGE, None);
     };
+    // Redirected DNS to hb's resolver on loopback. Never cached: the cache is keyed by
+    // address only, and other ports of loopback stay denied.
+    if dns::is_resolver_addr(d.family, &d.addr)
+        && dns::is_resolver_port(port_at(&ctx, d.protocol, d.l4))
+    {
+        account(cgroup_id, |s| {
+            s.pass_packets += 1;
+            s.pass_bytes += len;
+        });
+        policy::count(Counter::SkbPass);
+        return PASS;
+    }
     let denied = if d.family == AF_INET {
         policy::denied4_by_range(e.policy_id, [d.addr[0], d.addr[1], d.addr[2], d.addr[3]])
     } else {

@@ -9,8 +9,8 @@
 //! bytes each; `user_port` holds the port in network order in its low 16 bits
 //! (Documentation/bpf/prog_cgroup_sockopt.rst and `bpf_sock_addr` in uapi/linux/bpf.h).
 //!
-//! Hook point for the resolver (a later step): DNS to port 53 is rewritten here, before
-//! judgement, to the agent's resolver for the policy.
+//! DNS to port 53 is rewritten here, before judgement, to the agent's resolver for the
+//! policy (see `dns`); the resolver then decides what the sandbox may resolve.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
@@ -19,7 +19,10 @@ use aya_ebpf::{
 };
 use hb_common::{AF_INET, AF_INET6, Counter, hook, verdict};
 
-use crate::policy::{self, Judgement, Report};
+use crate::{
+    dns,
+    policy::{self, Judgement, Report},
+};
 
 const ALLOW: i32 = 1;
 const REFUSE: i32 = 0;
@@ -50,6 +53,35 @@ pub fn hb_sendmsg6(ctx: SockAddrContext) -> i32 {
     judge_sock6(&ctx, hook::SENDMSG6)
 }
 
+/// Reports a reply from hb's resolver as coming from the nameserver the socket named.
+/// Always 1: recvmsg hooks cannot refuse.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn hb_recvmsg4(ctx: SockAddrContext) -> i32 {
+    dns::restore4(&ctx);
+    ALLOW
+}
+
+/// As `hb_recvmsg4`, for IPv6 sockets.
+#[cgroup_sock_addr(recvmsg6)]
+pub fn hb_recvmsg6(ctx: SockAddrContext) -> i32 {
+    dns::restore6(&ctx);
+    ALLOW
+}
+
+/// Reports a redirected socket's peer as the nameserver it named. Always 1.
+#[cgroup_sock_addr(getpeername4)]
+pub fn hb_getpeer4(ctx: SockAddrContext) -> i32 {
+    dns::restore4(&ctx);
+    ALLOW
+}
+
+/// As `hb_getpeer4`, for IPv6 sockets.
+#[cgroup_sock_addr(getpeername6)]
+pub fn hb_getpeer6(ctx: SockAddrContext) -> i32 {
+    dns::restore6(&ctx);
+    ALLOW
+}
+
 /// The current task's enrollment, if its cgroup or an ancestor is enrolled.
 #[inline(always)]
 fn current_enrollment() -> Option<(u64, hb_common::Enrollment)> {
@@ -73,6 +105,9 @@ fn judge_sock4(ctx: &SockAddrContext, hook: u32) -> i32 {
         let sa = &*ctx.sock_addr;
         (sa.user_ip4, sa.user_port, sa.protocol)
     };
+    if port == dns::DNS_PORT && dns::redirect4(ctx, e.policy_id, protocol) {
+        return ALLOW;
+    }
     let addr = ip.to_ne_bytes();
     let judgement = policy::judge4(e.policy_id, addr);
     let mut wide = [0u8; 16];
@@ -110,6 +145,9 @@ fn judge_sock6(ctx: &SockAddrContext, hook: u32) -> i32 {
             sa.protocol,
         )
     };
+    if port == dns::DNS_PORT && dns::redirect6(ctx, e.policy_id, protocol) {
+        return ALLOW;
+    }
     let mut addr = [0u8; 16];
     addr[0..4].copy_from_slice(&w[0].to_ne_bytes());
     addr[4..8].copy_from_slice(&w[1].to_ne_bytes());

@@ -20,6 +20,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "/usr/bin/python3"),
     ("python3-requests", ""),
     ("iperf3", "iperf3"),
+    ("dnsmasq-base", "dnsmasq"),
 ];
 
 /// The bpf-linker release known to build against nightly's LLVM 22 here.

@@ -1,0 +1,207 @@
+//! DNS redirection: sandbox DNS goes to hb's resolver, whatever nameserver it names.
+//!
+//! In `connect4|6` and `sendmsg4|6`, a destination on port 53 (UDP or TCP) from an
+//! enrolled cgroup is rewritten to the resolver at `port_base + policy id` (see
+//! [`DnsConfig`]), and the original nameserver is remembered per socket cookie. In
+//! `recvmsg4|6` and `getpeername4|6` a reply from, or a peer that is, the resolver is
+//! reported as that original nameserver again, so unmodified resolvers (glibc, musl, Go,
+//! Python) accept the answers.
+//!
+//! IPv6 sockets are sent to `[::1]`: the kernel refuses a sendmsg6 rewritten to an
+//! IPv4-mapped address (ENOTSUPP in `udpv6_sendmsg`), so the resolver listens on both.
+//!
+//! Fail closed: when the original cannot be remembered (map full), nothing is rewritten
+//! and the query is judged like any other connection — to a nameserver the policy does
+//! not allow, that is a refusal.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::generated::bpf_get_socket_cookie,
+    macros::map,
+    maps::{Array, LruHashMap},
+    programs::SockAddrContext,
+};
+use hb_common::{AF_INET, AF_INET6, Counter, DnsConfig, DnsOrig, limits};
+
+use crate::policy;
+
+#[map(name = "HB_DNS")]
+static DNS: Array<DnsConfig> = Array::pinned(1, 0);
+
+#[map(name = "HB_DNS_ORIG")]
+static DNS_ORIG: LruHashMap<u64, DnsOrig> = LruHashMap::pinned(limits::DNS_ORIG, 0);
+
+/// Port 53 as `bpf_sock_addr.user_port` holds it (network order in the low 16 bits).
+pub(crate) const DNS_PORT: u32 = 53u16.to_be() as u32;
+
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+
+/// `::1` as four `user_ip6` words.
+const LOOPBACK6: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
+
+#[inline(always)]
+fn config() -> Option<DnsConfig> {
+    DNS.get(0).copied().filter(|c| c.enabled != 0)
+}
+
+#[inline(always)]
+fn resolver_port(cfg: &DnsConfig, policy_id: u32) -> u32 {
+    u32::from(cfg.port_base.wrapping_add(policy_id as u16).to_be())
+}
+
+#[inline(always)]
+fn cookie(ctx: &SockAddrContext) -> u64 {
+    // SAFETY: the context pointer of a sock_addr program, which this helper accepts.
+    unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
+}
+
+/// Redirects a port-53 destination of an IPv4 socket. Returns whether it did.
+#[inline(always)]
+pub(crate) fn redirect4(ctx: &SockAddrContext, policy_id: u32, protocol: u32) -> bool {
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
+        return false;
+    }
+    let Some(cfg) = config() else { return false };
+    // SAFETY: verifier-checked context field accesses (4-byte reads and writes of
+    // user_ip4 and user_port are allowed in connect4 and sendmsg4).
+    unsafe {
+        let sa = &mut *ctx.sock_addr;
+        let mut orig = DnsOrig {
+            addr: [0; 16],
+            port_be: sa.user_port as u16,
+            family: AF_INET,
+            _pad: 0,
+        };
+        orig.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+        if DNS_ORIG.insert(cookie(ctx), orig, 0).is_err() {
+            policy::count(Counter::MapFull);
+            return false;
+        }
+        sa.user_ip4 = u32::from_ne_bytes(cfg.addr4);
+        sa.user_port = resolver_port(&cfg, policy_id);
+    }
+    policy::count(Counter::DnsRedirect);
+    true
+}
+
+/// Redirects a port-53 destination of an IPv6 socket to `[::1]`. Returns whether it did.
+#[inline(always)]
+pub(crate) fn redirect6(ctx: &SockAddrContext, policy_id: u32, protocol: u32) -> bool {
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
+        return false;
+    }
+    let Some(cfg) = config() else { return false };
+    // SAFETY: as in redirect4; user_ip6 is accessed as four 4-byte words.
+    unsafe {
+        let sa = &mut *ctx.sock_addr;
+        let mut orig = DnsOrig {
+            addr: [0; 16],
+            port_be: sa.user_port as u16,
+            family: AF_INET6,
+            _pad: 0,
+        };
+        let w = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
+        orig.addr[0..4].copy_from_slice(&w[0].to_ne_bytes());
+        orig.addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
+        orig.addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
+        orig.addr[12..16].copy_from_slice(&w[3].to_ne_bytes());
+        if DNS_ORIG.insert(cookie(ctx), orig, 0).is_err() {
+            policy::count(Counter::MapFull);
+            return false;
+        }
+        sa.user_ip6[0] = LOOPBACK6[0];
+        sa.user_ip6[1] = LOOPBACK6[1];
+        sa.user_ip6[2] = LOOPBACK6[2];
+        sa.user_ip6[3] = LOOPBACK6[3];
+        sa.user_port = resolver_port(&cfg, policy_id);
+    }
+    policy::count(Counter::DnsRedirect);
+    true
+}
+
+/// Whether `port` (as user_port holds it) is one of the resolver's policy ports.
+#[inline(always)]
+fn is_policy_port(cfg: &DnsConfig, port: u32) -> bool {
+    let port = u16::from_be(port as u16);
+    port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
+}
+
+/// In recvmsg4/getpeername4: reports the resolver as the nameserver the socket named.
+#[inline(always)]
+pub(crate) fn restore4(ctx: &SockAddrContext) {
+    let Some(cfg) = config() else { return };
+    // SAFETY: the map value is copied out at once.
+    let Some(orig) = (unsafe { DNS_ORIG.get(cookie(ctx)) }).copied() else {
+        return;
+    };
+    if orig.family != AF_INET {
+        return;
+    }
+    // SAFETY: verifier-checked context field accesses.
+    unsafe {
+        let sa = &mut *ctx.sock_addr;
+        if sa.user_ip4 != u32::from_ne_bytes(cfg.addr4) || !is_policy_port(&cfg, sa.user_port) {
+            return;
+        }
+        sa.user_ip4 = u32::from_ne_bytes([orig.addr[0], orig.addr[1], orig.addr[2], orig.addr[3]]);
+        sa.user_port = u32::from(orig.port_be);
+    }
+}
+
+/// In recvmsg6/getpeername6: reports `[::1]` (the resolver) as the original nameserver.
+#[inline(always)]
+pub(crate) fn restore6(ctx: &SockAddrContext) {
+    let Some(cfg) = config() else { return };
+    // SAFETY: the map value is copied out at once.
+    let Some(orig) = (unsafe { DNS_ORIG.get(cookie(ctx)) }).copied() else {
+        return;
+    };
+    if orig.family != AF_INET6 {
+        return;
+    }
+    // SAFETY: verifier-checked context field accesses.
+    unsafe {
+        let sa = &mut *ctx.sock_addr;
+        let from = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
+        if from != LOOPBACK6 || !is_policy_port(&cfg, sa.user_port) {
+            return;
+        }
+        let a = orig.addr;
+        sa.user_ip6[0] = u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        sa.user_ip6[1] = u32::from_ne_bytes([a[4], a[5], a[6], a[7]]);
+        sa.user_ip6[2] = u32::from_ne_bytes([a[8], a[9], a[10], a[11]]);
+        sa.user_ip6[3] = u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
+        sa.user_port = u32::from(orig.port_be);
+    }
+}
+
+/// For the packet hook: whether a destination is the resolver's address, which lives on
+/// loopback (a deny range) yet must be reachable on the resolver's ports.
+#[inline(always)]
+pub(crate) fn is_resolver_addr(family: u16, addr: &[u8; 16]) -> bool {
+    let Some(cfg) = config() else { return false };
+    if family == AF_INET {
+        addr[..4] == cfg.addr4
+    } else {
+        *addr == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    }
+}
+
+/// For the packet hook: whether a TCP/UDP destination port (host order; 0 for other
+/// protocols) is one of the resolver's policy ports.
+#[inline(always)]
+pub(crate) fn is_resolver_port(port: u16) -> bool {
+    let Some(cfg) = config() else { return false };
+    port != 0 && port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
+}
