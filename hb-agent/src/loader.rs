@@ -154,7 +154,7 @@ pub fn load(bpffs_dir: &Path) -> Result<Ebpf> {
 }
 
 /// What [`attach`] did, for the log and the state file.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub struct Attached {
     pub program: &'static str,
     pub prog_id: u32,

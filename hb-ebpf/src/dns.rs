@@ -56,13 +56,25 @@ fn cookie(ctx: &SockAddrContext) -> u64 {
     unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
+/// Remembers what a DNS socket named, if redirection applies: returns the config to
+/// redirect with, or `None` to leave the destination alone (and judged as usual).
+#[inline(always)]
+fn remember(ctx: &SockAddrContext, protocol: u32, orig: DnsOrig) -> Option<DnsConfig> {
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
+        return None;
+    }
+    let cfg = config()?;
+    if DNS_ORIG.insert(cookie(ctx), orig, 0).is_err() {
+        policy::count(Counter::MapFull);
+        return None;
+    }
+    policy::count(Counter::DnsRedirect);
+    Some(cfg)
+}
+
 /// Redirects a port-53 destination of an IPv4 socket. Returns whether it did.
 #[inline(always)]
 pub(crate) fn redirect4(ctx: &SockAddrContext, policy_id: u32, protocol: u32) -> bool {
-    if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
-        return false;
-    }
-    let Some(cfg) = config() else { return false };
     // SAFETY: verifier-checked context field accesses (4-byte reads and writes of
     // user_ip4 and user_port are allowed in connect4 and sendmsg4).
     unsafe {
@@ -74,24 +86,18 @@ pub(crate) fn redirect4(ctx: &SockAddrContext, policy_id: u32, protocol: u32) ->
             _pad: 0,
         };
         orig.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-        if DNS_ORIG.insert(cookie(ctx), orig, 0).is_err() {
-            policy::count(Counter::MapFull);
+        let Some(cfg) = remember(ctx, protocol, orig) else {
             return false;
-        }
+        };
         sa.user_ip4 = u32::from_ne_bytes(cfg.addr4);
         sa.user_port = resolver_port(&cfg, policy_id);
     }
-    policy::count(Counter::DnsRedirect);
     true
 }
 
 /// Redirects a port-53 destination of an IPv6 socket to `[::1]`. Returns whether it did.
 #[inline(always)]
 pub(crate) fn redirect6(ctx: &SockAddrContext, policy_id: u32, protocol: u32) -> bool {
-    if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
-        return false;
-    }
-    let Some(cfg) = config() else { return false };
     // SAFETY: as in redirect4; user_ip6 is accessed as four 4-byte words.
     unsafe {
         let sa = &mut *ctx.sock_addr;
@@ -101,27 +107,26 @@ pub(crate) fn redirect6(ctx: &SockAddrContext, policy_id: u32, protocol: u32) ->
             family: AF_INET6,
             _pad: 0,
         };
-        let w = [
+        for (i, w) in [
             sa.user_ip6[0],
             sa.user_ip6[1],
             sa.user_ip6[2],
             sa.user_ip6[3],
-        ];
-        orig.addr[0..4].copy_from_slice(&w[0].to_ne_bytes());
-        orig.addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
-        orig.addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
-        orig.addr[12..16].copy_from_slice(&w[3].to_ne_bytes());
-        if DNS_ORIG.insert(cookie(ctx), orig, 0).is_err() {
-            policy::count(Counter::MapFull);
-            return false;
+        ]
+        .iter()
+        .enumerate()
+        {
+            orig.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
+        let Some(cfg) = remember(ctx, protocol, orig) else {
+            return false;
+        };
         sa.user_ip6[0] = LOOPBACK6[0];
         sa.user_ip6[1] = LOOPBACK6[1];
         sa.user_ip6[2] = LOOPBACK6[2];
         sa.user_ip6[3] = LOOPBACK6[3];
         sa.user_port = resolver_port(&cfg, policy_id);
     }
-    policy::count(Counter::DnsRedirect);
     true
 }
 
