@@ -53,6 +53,8 @@ pub enum AgentError {
     Maps(#[from] maps::MapsError),
     #[error(transparent)]
     Enroll(#[from] enroll::EnrollError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
     #[error("cannot open the events ring buffer")]
     Events(#[source] aya::maps::MapError),
 }
@@ -194,6 +196,16 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let mut maps = Maps::open(&bpffs)?;
     let ids = maps.sync_policies(&config)?;
     maps.sync_rules(&config, &ids)?;
+    // The resolver listens before the kernel sends it anything.
+    let (dns_events_tx, mut dns_events) = tokio::sync::mpsc::channel(1024);
+    let dns = if config.dns.redirect {
+        let service = crate::dns::start(&config, &ids, &bpffs, dns_events_tx).await?;
+        tracing::info!(listen = %config.dns_listen(), policies = ids.len(), "resolver listening (policy N on port + N)");
+        Some(service)
+    } else {
+        drop(dns_events_tx);
+        None
+    };
     maps.set_dns(config.dns.redirect, config.dns_listen())?;
     let rules = config
         .sandboxes
@@ -271,6 +283,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         running.config.agent.rescan_interval_ms,
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gc = tokio::time::interval(Duration::from_secs(1));
+    let mut gc_rounds: u64 = 0;
 
     tracing::info!(cgroup = %root_path.display(), bpffs = %bpffs.display(), policies = running.policy_names.len(), "ready: enforcing");
 
@@ -278,6 +292,20 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            // The resolver's events (names refused, rebinding attempts).
+            Some(record) = dns_events.recv() => {
+                tracing::warn!(target: "hb::event", "{record}");
+                if let Err(e) = event_log.append(&record) {
+                    tracing::error!(error = %e, "cannot write events file");
+                }
+            }
+            // Expired allow-map entries, and the name index for `maps dump allow4`.
+            _ = gc.tick(), if dns.is_some() => {
+                if let Some(service) = &dns {
+                    gc_rounds += 1;
+                    service.housekeeping(&state_dir, gc_rounds.is_multiple_of(30));
+                }
+            }
             // New cgroups matching [[sandbox]] globs, and gone ones.
             _ = tick.tick() => {
                 if let Err(e) = running.rescan() {

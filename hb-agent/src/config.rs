@@ -263,10 +263,12 @@ pub struct PolicyConfig {
     pub name: Spanned<String>,
     #[serde(default)]
     pub mode: PolicyMode,
-    /// Names the resolver may answer (the resolver issue gives these effect).
+    /// Names the resolver may answer: exact, or `*.suffix` for one or more labels.
     #[serde(default)]
-    #[expect(dead_code, reason = "used by the resolver (issue 3)")]
-    pub allow_domains: Vec<String>,
+    pub allow_domains: Vec<Spanned<String>>,
+    /// `allow_domains`, parsed (filled by validation).
+    #[serde(skip)]
+    pub domains: Vec<crate::dns::names::Pattern>,
     /// Destinations allowed without DNS. Deny ranges still win unless carved out.
     #[serde(default)]
     pub allow_cidrs: Vec<Spanned<String>>,
@@ -532,6 +534,16 @@ impl Config {
         }
         for (policy, allow) in self.policies.iter_mut().zip(allows) {
             policy.allow = allow;
+        }
+        for (i, policy) in self.policies.iter_mut().enumerate() {
+            let mut domains = Vec::new();
+            for (j, d) in policy.allow_domains.iter().enumerate() {
+                let pattern = crate::dns::names::Pattern::parse(d.get_ref()).map_err(|m| {
+                    invalid(format!("policy[{i}].allow_domains[{j}]"), Some(d.span()), m)
+                })?;
+                domains.push(pattern);
+            }
+            policy.domains = domains;
         }
         self.egress.deny = deny;
         self.egress.exceptions = exceptions;

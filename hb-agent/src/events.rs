@@ -51,6 +51,9 @@ pub struct EventRecord {
     pub protocol: String,
     pub dst: String,
     pub port: u16,
+    /// The DNS name, for the resolver's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Decodes a ring buffer record. `None` for a record of the wrong size.
@@ -109,6 +112,7 @@ pub fn render(
         },
         dst: addr_of(&e.addr, v4).to_string(),
         port: e.port,
+        name: None,
     }
 }
 
@@ -132,7 +136,11 @@ impl std::fmt::Display for EventRecord {
             self.pid,
             self.comm,
             self.cgroup.as_deref().unwrap_or("?"),
-        )
+        )?;
+        if let Some(name) = &self.name {
+            write!(f, " name={name}")?;
+        }
+        Ok(())
     }
 }
 

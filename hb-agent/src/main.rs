@@ -9,6 +9,7 @@ mod agent;
 mod cgroup;
 mod cli;
 mod config;
+mod dns;
 mod egress;
 mod enroll;
 mod events;

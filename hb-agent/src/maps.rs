@@ -65,7 +65,7 @@ pub fn open_map(bpffs_dir: &Path, name: &str) -> Result<Map> {
         .map_err(|source| MapsError::Open { path, source })
 }
 
-fn open_typed<T: TryFrom<Map, Error = MapError>>(
+pub fn open_typed<T: TryFrom<Map, Error = MapError>>(
     bpffs_dir: &Path,
     name: &'static str,
 ) -> Result<T> {

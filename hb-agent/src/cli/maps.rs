@@ -132,23 +132,36 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                 ]));
             }
         }
-        map_names::ALLOW4 => {
-            for (k, e) in maps.allow4.iter().filter_map(|r| r.ok()) {
+        map_names::ALLOW4 | map_names::ALLOW6 => {
+            // Which names taught each address, from the running agent's resolver.
+            let learned: HashMap<(u32, std::net::IpAddr), Vec<String>> =
+                std::fs::read(config.agent.state_dir.join(crate::dns::NAMES_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Vec<crate::dns::NamesRow>>(&b).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| ((r.policy_id, r.ip), r.names))
+                    .collect();
+            let entries: Vec<(u32, std::net::IpAddr, u64)> = if map == map_names::ALLOW4 {
+                maps.allow4
+                    .iter()
+                    .filter_map(|r| r.ok())
+                    .map(|(k, e)| (k.policy_id, std::net::IpAddr::from(k.addr), e))
+                    .collect()
+            } else {
+                maps.allow6
+                    .iter()
+                    .filter_map(|r| r.ok())
+                    .map(|(k, e)| (k.policy_id, addr_of(&k.addr, false), e))
+                    .collect()
+            };
+            for (policy_id, ip, e) in entries {
                 let (left, expired) = expiry(e);
+                let names = learned.get(&(policy_id, ip)).cloned().unwrap_or_default();
                 rows.push(row([
-                    ("policy", json!(policy(k.policy_id))),
-                    ("ip", json!(std::net::Ipv4Addr::from(k.addr).to_string())),
-                    ("expires_in_secs", left),
-                    ("expired", expired),
-                ]));
-            }
-        }
-        map_names::ALLOW6 => {
-            for (k, e) in maps.allow6.iter().filter_map(|r| r.ok()) {
-                let (left, expired) = expiry(e);
-                rows.push(row([
-                    ("policy", json!(policy(k.policy_id))),
-                    ("ip", json!(addr_of(&k.addr, false).to_string())),
+                    ("policy", json!(policy(policy_id))),
+                    ("ip", json!(ip.to_string())),
+                    ("names", json!(names.join(","))),
                     ("expires_in_secs", left),
                     ("expired", expired),
                 ]));

@@ -1,0 +1,435 @@
+//! hb's own resolver: the only DNS a sandbox gets, and the only source of addresses its
+//! policy's allow map learns.
+//!
+//! How a query finds its policy: the kernel rewrites sandbox DNS (port 53, UDP and TCP,
+//! to any address) to `dns.listen`'s address at port `base + policy id` (IPv6 sockets:
+//! `[::1]`, same port; see hb-ebpf's `dns` module), and the resolver listens on one port
+//! per policy. The port a query arrives on *is* its policy, which holds whatever network
+//! namespace the sandbox lives in and needs no lookup of the sender.
+//!
+//! Per query: one question of type A or AAAA (other types are answered REFUSED: hb
+//! forwards only what turns into connectable addresses) → the name must match the
+//! policy's `allow_domains` (else NXDOMAIN and a `name_not_allowed` event; audit mode
+//! resolves and reports) → forwarded through hickory's caching resolver (CNAME chains
+//! followed) → every A/AAAA in the answer must lie outside the deny ranges (minus
+//! exceptions; IPv4-mapped and NAT64 answers judged by the IPv4 they carry), else the
+//! whole answer is REFUSED and a `dns_rebinding` event names the name and address →
+//! the addresses are written into the policy's allow map with expiry = TTL clamped to
+//! `[min_ttl_secs, max_ttl_secs]` → only then is the answer sent, with that TTL.
+//!
+//! Must never: answer from the host's /etc/hosts, answer before the allow map holds the
+//! addresses, or let a malformed packet stop a listener.
+
+pub mod learned;
+pub mod names;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hickory_resolver::{
+    TokioResolver,
+    config::{NameServerConfig, ResolveHosts, ResolverConfig},
+    net::runtime::TokioRuntimeProvider,
+    proto::{
+        op::{Message, MessageType, OpCode, ResponseCode},
+        rr::{Name, RData, RecordType},
+    },
+};
+use ipnet::IpNet;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::mpsc,
+};
+
+use crate::{config::Config, events::EventRecord, maps::MapsError};
+
+use self::{learned::Learned, names::Pattern};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot listen on {addr} for policy \"{policy}\"")]
+    Bind {
+        addr: SocketAddr,
+        policy: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the upstream resolver from dns.upstreams")]
+    Upstream(#[source] hickory_resolver::net::NetError),
+    #[error("dns.upstreams entry \"{0}\" is not \"system\" or an IP address with optional port")]
+    BadUpstream(String),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// A policy as the resolver sees it.
+struct PolicyDns {
+    name: String,
+    patterns: Vec<Pattern>,
+    audit: bool,
+}
+
+/// Shared by every listener task.
+struct Inner {
+    resolver: TokioResolver,
+    policies: HashMap<u32, PolicyDns>,
+    deny: Vec<IpNet>,
+    except: Vec<IpNet>,
+    min_ttl: u32,
+    max_ttl: u32,
+    learned: Arc<Mutex<Learned>>,
+    events: mpsc::Sender<EventRecord>,
+}
+
+/// Handle to the running resolver, for the agent's housekeeping.
+pub struct DnsService {
+    learned: Arc<Mutex<Learned>>,
+}
+
+/// File below `state_dir`: which names taught which addresses (read by `maps dump`).
+pub const NAMES_FILE: &str = "dns-names.json";
+
+/// One row of [`NAMES_FILE`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct NamesRow {
+    pub policy_id: u32,
+    pub ip: IpAddr,
+    pub names: Vec<String>,
+}
+
+impl DnsService {
+    /// Once a second: drops expired allow entries; with `sweep`, also those a previous
+    /// agent left; rewrites the name index when it changed.
+    pub fn housekeeping(&self, state_dir: &Path, sweep: bool) {
+        let Ok(mut learned) = self.learned.lock() else {
+            return;
+        };
+        let now = crate::events::monotonic_ns();
+        learned.collect(now);
+        if sweep {
+            learned.sweep_unknown(now);
+        }
+        if learned.dirty {
+            learned.dirty = false;
+            let rows: Vec<NamesRow> = learned
+                .names()
+                .into_iter()
+                .map(|(policy_id, ip, names)| NamesRow {
+                    policy_id,
+                    ip,
+                    names,
+                })
+                .collect();
+            let path = state_dir.join(NAMES_FILE);
+            let tmp = state_dir.join(format!("{NAMES_FILE}.tmp"));
+            let written = serde_json::to_vec(&rows)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&tmp, b))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "cannot write {}", path.display());
+            }
+        }
+    }
+}
+
+fn upstream_resolver(config: &Config) -> Result<TokioResolver, DnsError> {
+    let system = config.dns.upstreams.iter().any(|u| u == "system");
+    let mut builder = if system {
+        TokioResolver::builder_tokio().map_err(DnsError::Upstream)?
+    } else {
+        let mut rc = ResolverConfig::default();
+        for u in &config.dns.upstreams {
+            let sa: SocketAddr = u
+                .parse()
+                .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| DnsError::BadUpstream(u.clone()))?;
+            let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
+            for c in &mut ns.connections {
+                c.port = sa.port();
+            }
+            rc.add_name_server(ns);
+        }
+        TokioResolver::builder_with_config(rc, TokioRuntimeProvider::default())
+    };
+    let opts = builder.options_mut();
+    // The host's /etc/hosts is not the sandbox's business.
+    opts.use_hosts_file = ResolveHosts::Never;
+    // Keep the CNAME chain in answers: clients expect it, and we validate what it leads to.
+    opts.preserve_intermediates = true;
+    opts.ndots = 0;
+    builder.build().map_err(DnsError::Upstream)
+}
+
+/// Binds one UDP and one TCP listener per policy on the resolver's IPv4 address and on
+/// `[::1]`, and serves them until the runtime ends.
+pub async fn start(
+    config: &Config,
+    ids: &HashMap<String, u32>,
+    bpffs_dir: &Path,
+    events: mpsc::Sender<EventRecord>,
+) -> Result<DnsService, DnsError> {
+    let learned = Arc::new(Mutex::new(Learned::open(
+        bpffs_dir,
+        config.dns.max_ips_per_name as usize,
+    )?));
+    let mut policies = HashMap::new();
+    for p in &config.policies {
+        let Some(&id) = ids.get(p.name.get_ref()) else {
+            continue;
+        };
+        policies.insert(
+            id,
+            PolicyDns {
+                name: p.name.get_ref().clone(),
+                patterns: p.domains.clone(),
+                audit: p.mode == crate::config::PolicyMode::Audit,
+            },
+        );
+    }
+    let listen = config.dns_listen();
+    let inner = Arc::new(Inner {
+        resolver: upstream_resolver(config)?,
+        policies,
+        deny: config.egress.deny.clone(),
+        except: config.egress.exceptions.clone(),
+        min_ttl: u32::try_from(config.dns.min_ttl_secs).unwrap_or(u32::MAX),
+        max_ttl: u32::try_from(config.dns.max_ttl_secs).unwrap_or(u32::MAX),
+        learned: learned.clone(),
+        events,
+    });
+    for (&id, policy) in &inner.policies {
+        let port = listen.port() + id as u16;
+        for ip in [IpAddr::V4(*listen.ip()), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+            let addr = SocketAddr::new(ip, port);
+            let bind_err = |source| DnsError::Bind {
+                addr,
+                policy: policy.name.clone(),
+                source,
+            };
+            let udp = UdpSocket::bind(addr).await.map_err(bind_err)?;
+            let tcp = TcpListener::bind(addr).await.map_err(bind_err)?;
+            tokio::spawn(serve_udp(inner.clone(), id, Arc::new(udp)));
+            tokio::spawn(serve_tcp(inner.clone(), id, tcp));
+        }
+    }
+    Ok(DnsService { learned })
+}
+
+async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let query = buf[..n].to_vec();
+        let (inner, sock) = (inner.clone(), sock.clone());
+        tokio::spawn(async move {
+            if let Some(reply) = inner.answer(policy_id, &query, Transport::Udp).await {
+                let _ = sock.send_to(&reply, from).await;
+            }
+        });
+    }
+}
+
+async fn serve_tcp(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(serve_tcp_conn(inner.clone(), policy_id, stream));
+    }
+}
+
+/// RFC 7766: length-prefixed messages, several per connection, idle timeout.
+async fn serve_tcp_conn(inner: Arc<Inner>, policy_id: u32, mut stream: TcpStream) {
+    loop {
+        let mut len = [0u8; 2];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut len));
+        if !matches!(read.await, Ok(Ok(_))) {
+            return;
+        }
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if stream.read_exact(&mut query).await.is_err() {
+            return;
+        }
+        let Some(reply) = inner.answer(policy_id, &query, Transport::Tcp).await else {
+            return;
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return;
+        };
+        if stream.write_all(&n.to_be_bytes()).await.is_err()
+            || stream.write_all(&reply).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Whether an answer address lies in a deny range and no exception; IPv6 addresses that
+/// carry an IPv4 one (mapped, NAT64) are judged by it, as the kernel does.
+fn denied(deny: &[IpNet], except: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            if o[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+                || o[..12] == [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0]
+            {
+                IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+            } else {
+                ip
+            }
+        }
+        v4 => v4,
+    };
+    deny.iter().any(|n| n.contains(&ip)) && !except.iter().any(|n| n.contains(&ip))
+}
+
+impl Inner {
+    fn event(&self, policy: &str, reason: &str, verdict: &str, name: &str, dst: Option<IpAddr>) {
+        let record = EventRecord {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            hook: "dns".into(),
+            verdict: verdict.into(),
+            reason: reason.into(),
+            policy: policy.into(),
+            cgroup_id: 0,
+            cgroup: None,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            family: match dst {
+                Some(IpAddr::V6(_)) => "ipv6".into(),
+                _ => "ipv4".into(),
+            },
+            protocol: "dns".into(),
+            dst: dst.map(|d| d.to_string()).unwrap_or_default(),
+            port: 0,
+            name: Some(name.to_owned()),
+        };
+        // A full channel drops the event rather than delaying the answer.
+        let _ = self.events.try_send(record);
+    }
+
+    /// The reply to one query, or `None` to stay silent (unparseable garbage).
+    async fn answer(&self, policy_id: u32, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let request = match Message::from_vec(query) {
+            Ok(m) => m,
+            Err(_) if query.len() >= 12 => {
+                let id = u16::from_be_bytes([query[0], query[1]]);
+                return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
+                    .to_vec()
+                    .ok();
+            }
+            Err(_) => return None,
+        };
+        if request.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        let reply = |rc: ResponseCode| {
+            let mut m = Message::response(request.metadata.id, request.metadata.op_code);
+            m.metadata.recursion_desired = request.metadata.recursion_desired;
+            m.metadata.recursion_available = true;
+            m.metadata.response_code = rc;
+            m.queries = request.queries.clone();
+            m
+        };
+        let encode = |m: Message| -> Option<Vec<u8>> {
+            let bytes = m.to_vec().ok()?;
+            // Classic UDP limit without EDNS; the client retries over TCP on TC.
+            let limit = request
+                .edns
+                .as_ref()
+                .map_or(512, |e| usize::from(e.max_payload()).max(512));
+            if transport == Transport::Udp && bytes.len() > limit {
+                return m.truncate().to_vec().ok();
+            }
+            Some(bytes)
+        };
+        if request.metadata.op_code != OpCode::Query {
+            return encode(reply(ResponseCode::NotImp));
+        }
+        let [question] = request.queries.as_slice() else {
+            return encode(reply(ResponseCode::FormErr));
+        };
+        let Some(policy) = self.policies.get(&policy_id) else {
+            return encode(reply(ResponseCode::Refused));
+        };
+        let name = question
+            .name()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if !names::allowed(&policy.patterns, &name) {
+            let verdict = if policy.audit { "audit" } else { "deny" };
+            self.event(&policy.name, "name_not_allowed", verdict, &name, None);
+            if !policy.audit {
+                return encode(reply(ResponseCode::NXDomain));
+            }
+        }
+        let qtype = question.query_type();
+        if qtype != RecordType::A && qtype != RecordType::AAAA {
+            return encode(reply(ResponseCode::Refused));
+        }
+        let fqdn = match Name::from_ascii(format!("{name}.")) {
+            Ok(n) => n,
+            Err(_) => return encode(reply(ResponseCode::FormErr)),
+        };
+        let lookup = match self.resolver.lookup(fqdn, qtype).await {
+            Ok(l) => l,
+            Err(e) if e.is_nx_domain() => return encode(reply(ResponseCode::NXDomain)),
+            Err(e) if e.is_no_records_found() => return encode(reply(ResponseCode::NoError)),
+            Err(_) => return encode(reply(ResponseCode::ServFail)),
+        };
+        let mut records = lookup.answers().to_vec();
+        let mut addrs = Vec::new();
+        let mut ttl = self.max_ttl;
+        for r in &records {
+            let ip = match &r.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(a) => IpAddr::V6(a.0),
+                _ => continue,
+            };
+            if denied(&self.deny, &self.except, ip) {
+                self.event(&policy.name, "dns_rebinding", "deny", &name, Some(ip));
+                if !policy.audit {
+                    return encode(reply(ResponseCode::Refused));
+                }
+                continue;
+            }
+            ttl = ttl.min(r.ttl);
+            addrs.push(ip);
+        }
+        let ttl = ttl.clamp(self.min_ttl, self.max_ttl);
+        if !addrs.is_empty() {
+            let expires = crate::events::monotonic_ns() + u64::from(ttl) * 1_000_000_000;
+            let result = match self.learned.lock() {
+                Ok(mut l) => l.learn(policy_id, &name, &addrs, expires),
+                Err(_) => return encode(reply(ResponseCode::ServFail)),
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %crate::error_chain(&e), "allow map full: answering SERVFAIL");
+                return encode(reply(ResponseCode::ServFail));
+            }
+        }
+        for r in &mut records {
+            r.ttl = ttl;
+        }
+        let mut m = reply(ResponseCode::NoError);
+        m.answers = records;
+        encode(m)
+    }
+}

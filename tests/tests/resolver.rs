@@ -1,0 +1,464 @@
+//! hb's resolver end to end: sandbox DNS to any nameserver is redirected in the kernel to
+//! the resolver port of the sandbox's policy; the resolver answers only allowed names,
+//! refuses private answers (rebinding), and teaches the kernel exactly the addresses it
+//! handed out, for as long as their TTL. Upstreams are real DNS servers (dnsmasq, and a
+//! small flip-flopping server for rebinding) on the test namespace's loopback.
+
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    net::{TcpStream, UdpSocket},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::Duration,
+};
+
+use hb_tests::{TcpProbe, TestEnv, UdpProbe, private_netns, python};
+use serde_json::Value;
+
+const UPSTREAM_PORT: u16 = 5400;
+const FLIP_PORT: u16 = 5401;
+
+fn config(upstream_port: u16) -> String {
+    format!(
+        r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:{upstream_port}"]
+min_ttl_secs = 2
+max_ttl_secs = 3
+
+[egress]
+exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test", "*.wild.test", "private.test", "cname.test", "flip.test"]
+
+[[policy]]
+name = "other"
+allow_domains = ["unrelated.test"]
+"#
+    )
+}
+
+/// A real DNS server answering the test names, killed on drop.
+struct Upstream(Child);
+
+impl Upstream {
+    fn dnsmasq() -> Self {
+        let child = Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                "--pid-file=",
+                "--host-record=allowed.test,203.0.113.10,2001:db8::10",
+                "--host-record=a.wild.test,203.0.113.12",
+                "--host-record=denied.test,203.0.113.11",
+                "--host-record=private.test,10.0.0.1",
+                "--cname=cname.test,private.test",
+            ])
+            .arg(format!("--port={UPSTREAM_PORT}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (cargo xtask setup installs dnsmasq-base)");
+        thread::sleep(Duration::from_millis(300));
+        Self(child)
+    }
+
+    /// Answers every A query with 203.0.113.10 and 10.0.0.1 in turn, TTL 1: a rebinding
+    /// attacker's server.
+    fn flip() -> Self {
+        let script = format!(
+            r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {FLIP_PORT}))
+n = 0
+while True:
+    q, a = s.recvfrom(512)
+    qd_end = 12
+    while q[qd_end] != 0: qd_end += q[qd_end] + 1
+    question = q[12:qd_end + 5]
+    qtype = struct.unpack("!H", q[qd_end + 1:qd_end + 3])[0]
+    if qtype != 1:
+        s.sendto(q[:2] + b"\x81\x80" + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question, a); continue
+    ip = [b"\xcb\x00\x71\x0a", b"\x0a\x00\x00\x01"][n % 2]; n += 1
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + ip
+    s.sendto(q[:2] + b"\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00" + question + rr, a)
+"#
+        );
+        let child = Command::new(python())
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        thread::sleep(Duration::from_millis(300));
+        Self(child)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd` in a sandbox of `policy` with /etc/resolv.conf naming a documentation
+/// nameserver (in a private mount namespace; the host's file is untouched).
+fn in_sandbox(env: &TestEnv, policy: &str, cmd: &str) -> Output {
+    let rc = env.state_dir.join("resolv.conf");
+    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:2\n").expect("resolv.conf");
+    let script = format!("mount --bind {} /etc/resolv.conf && {cmd}", rc.display());
+    env.sandbox(policy, &["unshare", "-m", "sh", "-c", &script])
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Queries a name over UDP (unconnected and connected) and TCP, aimed at a documentation
+/// nameserver, and prints what the socket API reports and the first A answer.
+const PY_DNS: &str = r#"
+import socket, struct, sys
+def q(name):
+    h = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+name = sys.argv[1]
+ns = ("192.0.2.53", 53)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)
+u.sendto(q(name), ns)
+data, src = u.recvfrom(512)
+print("udp", src[0], src[1], "rcode", data[3] & 15, socket.inet_ntoa(data[-4:]))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3); c.connect(ns)
+print("peer", *c.getpeername())
+t = socket.create_connection(ns, timeout=3)
+m = q(name); t.sendall(struct.pack("!H", len(m)) + m)
+n = struct.unpack("!H", t.recv(2))[0]; d = b""
+while len(d) < n: d += t.recv(n - len(d))
+print("tcp", *t.getpeername(), "rcode", d[3] & 15, socket.inet_ntoa(d[-4:]))
+"#;
+
+fn allow_rows(env: &TestEnv) -> Vec<Value> {
+    env.hb_json(&["maps", "dump", "allow4"])
+        .as_array()
+        .expect("rows")
+        .clone()
+}
+
+#[test]
+fn allowed_names_resolve_through_the_redirect_and_their_addresses_connect() {
+    private_netns(&["203.0.113.10", "2001:db8::10", "192.0.2.53"]);
+    let _up = Upstream::dnsmasq();
+    let mut env = TestEnv::new("resolve", &config(UPSTREAM_PORT));
+    env.start_agent();
+    let web = TcpProbe::bind("203.0.113.10:0");
+    let web6 = TcpProbe::bind("[2001:db8::10]:0");
+    let named = UdpProbe::bind("192.0.2.53:53");
+
+    let out = in_sandbox(
+        &env,
+        "web",
+        &format!(
+            "{} -c '{}' allowed.test",
+            python(),
+            PY_DNS.replace('\'', "\"")
+        ),
+    );
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "dns probe: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("udp 192.0.2.53 53 rcode 0 203.0.113.10"),
+        "unconnected UDP: {text}"
+    );
+    assert!(
+        text.contains("peer 192.0.2.53 53"),
+        "getpeername restored: {text}"
+    );
+    assert!(
+        text.contains("tcp 192.0.2.53 53 rcode 0 203.0.113.10"),
+        "TCP DNS: {text}"
+    );
+    assert_eq!(
+        named.received(),
+        0,
+        "the named nameserver never saw a query"
+    );
+
+    let v4 = in_sandbox(&env, "web", "getent ahostsv4 allowed.test");
+    assert!(
+        stdout(&v4).contains("203.0.113.10"),
+        "getent ahostsv4: {}",
+        stdout(&v4)
+    );
+    let v6 = in_sandbox(&env, "web", "getent ahostsv6 allowed.test");
+    assert!(
+        stdout(&v6).contains("2001:db8::10"),
+        "getent ahostsv6: {}",
+        stdout(&v6)
+    );
+    let wild = in_sandbox(&env, "web", "getent ahostsv4 a.wild.test");
+    assert!(
+        stdout(&wild).contains("203.0.113.12"),
+        "wildcard: {}",
+        stdout(&wild)
+    );
+
+    // No static CIDR allows these addresses: only what the resolver taught the kernel.
+    let url = format!("http://allowed.test:{}/", web.addr.port());
+    let curl = in_sandbox(&env, "web", &format!("curl -sS -m 5 {url}"));
+    assert_eq!(
+        stdout(&curl),
+        "hb-test",
+        "curl: {}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    let url6 = format!("http://allowed.test:{}/", web6.addr.port());
+    let curl6 = in_sandbox(&env, "web", &format!("curl -6 -sS -m 5 {url6}"));
+    assert_eq!(
+        stdout(&curl6),
+        "hb-test",
+        "curl -6: {}",
+        String::from_utf8_lossy(&curl6.stderr)
+    );
+    let req = in_sandbox(
+        &env,
+        "web",
+        &format!(
+            "{} -c \"import requests; print(requests.get('{url}', timeout=5).text)\"",
+            python()
+        ),
+    );
+    assert_eq!(
+        stdout(&req).trim(),
+        "hb-test",
+        "requests: {}",
+        String::from_utf8_lossy(&req.stderr)
+    );
+
+    thread::sleep(Duration::from_millis(1200));
+    let rows = allow_rows(&env);
+    assert!(
+        rows.iter().any(|r| r["ip"] == "203.0.113.10"
+            && r["policy"] == "web"
+            && r["names"] == "allowed.test"),
+        "allow4 names the address's name: {rows:?}"
+    );
+    assert!(env.counter("allow_addr") >= 3);
+}
+
+#[test]
+fn names_outside_the_policy_and_other_policies_are_refused() {
+    private_netns(&["203.0.113.10", "203.0.113.11"]);
+    let _up = Upstream::dnsmasq();
+    let mut env = TestEnv::new("nxdomain", &config(UPSTREAM_PORT));
+    env.start_agent();
+    let denied = TcpProbe::bind("203.0.113.11:0");
+    let web = TcpProbe::bind("203.0.113.10:0");
+
+    let out = in_sandbox(
+        &env,
+        "web",
+        &format!("curl -sS -m 5 http://denied.test:{}/", denied.addr.port()),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resolve"),
+        "curl fails at resolution: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = env.wait_event("name_not_allowed", |e| {
+        e["reason"] == "name_not_allowed" && e["name"] == "denied.test"
+    });
+    assert_eq!(e["policy"], "web");
+    assert_eq!(denied.accepted(), 0);
+
+    // web learns 203.0.113.10; a sandbox of another policy still may not connect there.
+    let ok = in_sandbox(
+        &env,
+        "web",
+        &format!("curl -sS -m 5 http://allowed.test:{}/", web.addr.port()),
+    );
+    assert_eq!(stdout(&ok), "hb-test");
+    let probe = hb_tests::sandbox_probe(&env, "other", "tcp", "203.0.113.10", web.addr.port());
+    assert_eq!(probe, "EPERM", "allow maps are per policy");
+    assert_eq!(web.accepted(), 1);
+}
+
+#[test]
+fn private_answers_are_refused_directly_and_through_cnames() {
+    private_netns(&["10.0.0.1"]);
+    let _up = Upstream::dnsmasq();
+    let mut env = TestEnv::new("private", &config(UPSTREAM_PORT));
+    env.start_agent();
+    let inside = TcpProbe::bind("10.0.0.1:0");
+    for name in ["private.test", "cname.test"] {
+        let out = in_sandbox(
+            &env,
+            "web",
+            &format!("curl -sS -m 5 http://{name}:{}/", inside.addr.port()),
+        );
+        assert!(
+            !out.status.success(),
+            "{name} resolved to a private address"
+        );
+        env.wait_event("dns_rebinding", |e| {
+            e["reason"] == "dns_rebinding" && e["name"] == name && e["dst"] == "10.0.0.1"
+        });
+    }
+    assert_eq!(inside.accepted(), 0);
+    assert!(allow_rows(&env).iter().all(|r| r["ip"] != "10.0.0.1"));
+}
+
+#[test]
+fn a_rebinding_upstream_never_moves_the_sandbox_onto_a_private_address() {
+    private_netns(&["203.0.113.10", "10.0.0.1"]);
+    let _up = Upstream::flip();
+    let mut env = TestEnv::new("rebind", &config(FLIP_PORT));
+    env.start_agent();
+    let public = TcpProbe::bind("203.0.113.10:8080");
+    let private = TcpProbe::bind("10.0.0.1:8080");
+    // Resolve and connect again and again over the flips (the upstream's TTL is 1 s).
+    let script = r#"
+import socket, time
+for i in range(6):
+    try:
+        ip = socket.gethostbyname("flip.test")
+        s = socket.create_connection((ip, 8080), timeout=2); s.close(); print("connected", ip)
+    except OSError as e:
+        print("failed", e)
+    time.sleep(0.7)
+"#;
+    let out = in_sandbox(
+        &env,
+        "web",
+        &format!("{} -c '{}'", python(), script.replace('\'', "\"")),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("connected 203.0.113.10"),
+        "the public answer works: {text}"
+    );
+    assert!(
+        !text.contains("connected 10.0.0.1"),
+        "reached the private address: {text}"
+    );
+    assert_eq!(private.accepted(), 0);
+    assert!(public.accepted() >= 1);
+    env.wait_event("dns_rebinding flip", |e| {
+        e["reason"] == "dns_rebinding" && e["name"] == "flip.test" && e["dst"] == "10.0.0.1"
+    });
+}
+
+#[test]
+fn expired_addresses_refuse_new_connections_but_keep_established_ones() {
+    private_netns(&["203.0.113.10"]);
+    let _up = Upstream::dnsmasq();
+    let mut env = TestEnv::new("ttl", &config(UPSTREAM_PORT));
+    env.start_agent();
+    let web = TcpProbe::bind("203.0.113.10:8080");
+    // Resolve, connect and hold the connection; wait past max_ttl (3 s); a new connect by
+    // address is refused while the held one still talks; resolving again re-allows.
+    let script = r#"
+import socket, time
+ip = socket.gethostbyname("allowed.test")
+held = socket.create_connection((ip, 8080), timeout=3)
+time.sleep(4.5)
+try:
+    socket.create_connection((ip, 8080), timeout=3); print("new: ok")
+except PermissionError:
+    print("new: EPERM")
+held.sendall(b"GET / HTTP/1.0\r\n\r\n"); print("held:", held.recv(100).split(b"\r\n\r\n")[-1].decode())
+socket.gethostbyname("allowed.test")
+socket.create_connection((ip, 8080), timeout=3); print("again: ok")
+"#;
+    let out = in_sandbox(
+        &env,
+        "web",
+        &format!("{} -c '{}'", python(), script.replace('\'', "\"")),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("new: EPERM"),
+        "expired entry still allowed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("held: hb-test"),
+        "established connection broke: {text}"
+    );
+    assert!(
+        text.contains("again: ok"),
+        "resolving again re-allows: {text}"
+    );
+    assert_eq!(
+        web.accepted(),
+        2,
+        "the held and the renewed connection, nothing between"
+    );
+}
+
+#[test]
+fn garbage_at_the_resolver_is_survived_and_a_killed_agent_fails_closed() {
+    private_netns(&["203.0.113.10", "192.0.2.53"]);
+    let _up = Upstream::dnsmasq();
+    let mut env = TestEnv::new("garbage", &config(UPSTREAM_PORT));
+    env.start_agent();
+    let port = 5300 + env.policy_id("web") as u16;
+    // A few thousand malformed datagrams: random bytes, truncated headers, huge counts.
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..3000u32 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 600) as usize;
+        let mut pkt: Vec<u8> = (0..len)
+            .map(|j| (seed >> (j % 56)) as u8 ^ j as u8)
+            .collect();
+        if i % 3 == 0 && pkt.len() > 12 {
+            pkt[4..12].copy_from_slice(&[0xff; 8]);
+        }
+        let _ = sock.send_to(&pkt, ("127.0.0.1", port));
+    }
+    // Oversized and truncated TCP messages.
+    if let Ok(mut t) = TcpStream::connect(("127.0.0.1", port)) {
+        let _ = t.write_all(&[0xff, 0xff, 1, 2, 3]);
+    }
+    if let Ok(mut t) = TcpStream::connect(("127.0.0.1", port)) {
+        let _ = t.write_all(&[0x00, 0x03, 0xab]);
+        let mut b = [0u8; 8];
+        let _ = t.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = t.read(&mut b);
+    }
+    let ok = in_sandbox(&env, "web", "getent ahostsv4 allowed.test");
+    assert!(
+        stdout(&ok).contains("203.0.113.10"),
+        "resolver still answers: {}",
+        stdout(&ok)
+    );
+
+    // With the agent gone the redirect stays: sandbox DNS finds nobody, and the
+    // nameserver it named gets nothing.
+    let named = UdpProbe::bind("192.0.2.53:53");
+    env.kill_agent();
+    let out = in_sandbox(&env, "web", "getent ahostsv4 allowed.test");
+    assert!(
+        !out.status.success(),
+        "resolved with the agent dead: {}",
+        stdout(&out)
+    );
+    assert_eq!(named.received(), 0);
+}
