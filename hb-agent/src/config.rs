@@ -132,10 +132,15 @@ pub struct DnsConfig {
     /// The resolver's IPv4 address and the port of policy 0; policy N is at port + N
     /// (and at `[::1]` on the same ports for IPv6 sockets).
     pub listen: String,
-    /// Rewrite sandbox DNS (port 53, UDP and TCP) to the resolver in the kernel. Off until
-    /// hb's own resolver runs (a later step); with it on and nothing listening, sandbox
-    /// DNS fails (closed).
+    /// Run hb's resolver and rewrite sandbox DNS (port 53, UDP and TCP) to it in the
+    /// kernel. Off: sandbox DNS is judged like any other traffic, and only static CIDRs
+    /// allow anything.
     pub redirect: bool,
+    /// Answer to a name outside the policy: `"nxdomain"` (musl and glibc then move on
+    /// through their search list) or `"refused"`.
+    pub denied_name_rcode: DeniedRcode,
+    /// Answer when an upstream answer holds a denied address: `"refused"` or `"servfail"`.
+    pub rebinding_rcode: RebindingRcode,
     pub upstreams: Vec<String>,
     pub min_ttl_secs: u64,
     pub max_ttl_secs: u64,
@@ -146,13 +151,29 @@ impl Default for DnsConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:53".into(),
-            redirect: false,
+            redirect: true,
+            denied_name_rcode: DeniedRcode::Nxdomain,
+            rebinding_rcode: RebindingRcode::Refused,
             upstreams: vec!["system".into()],
             min_ttl_secs: 5,
             max_ttl_secs: 3600,
             max_ips_per_name: 64,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeniedRcode {
+    Nxdomain,
+    Refused,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RebindingRcode {
+    Refused,
+    Servfail,
 }
 
 #[derive(Debug, Deserialize)]

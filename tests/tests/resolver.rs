@@ -248,7 +248,36 @@ fn allowed_names_resolve_through_the_redirect_and_their_addresses_connect() {
         String::from_utf8_lossy(&req.stderr)
     );
 
+    // Operators ask the running resolver what a sandbox would get.
+    let lookup = env.hb_json(&["dns", "lookup", "--policy", "web", "allowed.test"]);
+    let a = &lookup[0];
+    assert!(
+        a["answers"]
+            .as_array()
+            .is_some_and(|x| x.contains(&Value::from("203.0.113.10"))),
+        "{lookup}"
+    );
+    let denied = env.hb_json(&["dns", "lookup", "--policy", "web", "denied.test"]);
+    assert!(
+        denied[0]["answers"]
+            .as_array()
+            .is_some_and(|x| x.is_empty()),
+        "{denied}"
+    );
+    assert_ne!(
+        denied[0]["rcode"], a["rcode"],
+        "refused name has its own rcode: {denied}"
+    );
+
     thread::sleep(Duration::from_millis(1200));
+    let both = env.hb_json(&["maps", "dump", "allow"]);
+    assert!(
+        both.as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["ip"] == "2001:db8::10" && r["names"] == "allowed.test"),
+        "maps dump allow covers IPv6 with names: {both}"
+    );
     let rows = allow_rows(&env);
     assert!(
         rows.iter().any(|r| r["ip"] == "203.0.113.10"

@@ -68,7 +68,13 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
-    let Some(map) = canonical(name) else {
+    // `allow`: both families, what the resolver has taught the kernel.
+    let both = name.eq_ignore_ascii_case("allow");
+    let Some(map) = (if both {
+        Some(map_names::ALLOW4)
+    } else {
+        canonical(name)
+    }) else {
         bail!(
             "no map named \"{name}\"; maps: {}",
             map_names::ALL
@@ -142,19 +148,23 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|r| ((r.policy_id, r.ip), r.names))
                     .collect();
-            let entries: Vec<(u32, std::net::IpAddr, u64)> = if map == map_names::ALLOW4 {
-                maps.allow4
-                    .iter()
-                    .filter_map(|r| r.ok())
-                    .map(|(k, e)| (k.policy_id, std::net::IpAddr::from(k.addr), e))
-                    .collect()
-            } else {
-                maps.allow6
-                    .iter()
-                    .filter_map(|r| r.ok())
-                    .map(|(k, e)| (k.policy_id, addr_of(&k.addr, false), e))
-                    .collect()
-            };
+            let mut entries: Vec<(u32, std::net::IpAddr, u64)> = Vec::new();
+            if map == map_names::ALLOW4 {
+                entries.extend(
+                    maps.allow4
+                        .iter()
+                        .filter_map(|r| r.ok())
+                        .map(|(k, e)| (k.policy_id, std::net::IpAddr::from(k.addr), e)),
+                );
+            }
+            if map == map_names::ALLOW6 || both {
+                entries.extend(
+                    maps.allow6
+                        .iter()
+                        .filter_map(|r| r.ok())
+                        .map(|(k, e)| (k.policy_id, addr_of(&k.addr, false), e)),
+                );
+            }
             for (policy_id, ip, e) in entries {
                 let (left, expired) = expiry(e);
                 let names = learned.get(&(policy_id, ip)).cloned().unwrap_or_default();

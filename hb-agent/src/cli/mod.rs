@@ -4,6 +4,7 @@
 //! scripts). Must never: print a secret, or change kernel state from a read-only command
 //! (`maps`, `events`, `status` only read pins and files).
 
+mod dns;
 mod events;
 mod maps;
 mod status;
@@ -23,7 +24,8 @@ Examples:
   hb-agent sandbox run --policy default -- curl https://pypi.org/simple/
   hb-agent status
   hb-agent maps dump rules4 --json
-  hb-agent events --follow";
+  hb-agent events --follow
+  hb-agent dns lookup --policy default pypi.org";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +73,25 @@ enum Command {
     },
     /// Programs attached and where, enrolled cgroups, counters.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running agent's resolver.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsCommand {
+    /// What a sandbox under POLICY would get for HOST (A and AAAA). A real query: an
+    /// allowed answer is learned into the policy's allow map, as for a sandbox.
+    #[command(
+        after_help = "Examples:\n  hb-agent dns lookup --policy default pypi.org\n  hb-agent dns lookup --policy ci example.com --json"
+    )]
+    Lookup {
+        #[arg(long, short)]
+        policy: String,
+        host: String,
         #[arg(long)]
         json: bool,
     },
@@ -123,7 +144,7 @@ enum MapsCommand {
     },
     /// Dump one map in human form (IPs, CIDRs, policy names, remaining seconds).
     #[command(
-        after_help = "Maps: enrolled, policies, allow4, allow6, rules4, rules6 (each policy's deny ranges, exceptions and static CIDRs, compiled), counters, cg_stats (or their pinned names, e.g. HB_RULES4)"
+        after_help = "Maps: allow (allow4 and allow6 with the names each address was learned from), enrolled, policies, allow4, allow6, rules4, rules6 (each policy's deny ranges, exceptions and static CIDRs, compiled), counters, cg_stats (or their pinned names, e.g. HB_RULES4)"
     )]
     Dump {
         /// Map name.
@@ -193,6 +214,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { follow, json, last } => {
             let config = Config::load(cli.config.as_deref())?;
             events::show(&config, follow, json, last)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dns(DnsCommand::Lookup { policy, host, json }) => {
+            let config = Config::load(cli.config.as_deref())?;
+            dns::lookup(&config, &policy, &host, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {

@@ -9,11 +9,12 @@
 //!
 //! Per query: one question of type A or AAAA (other types are answered REFUSED: hb
 //! forwards only what turns into connectable addresses) → the name must match the
-//! policy's `allow_domains` (else NXDOMAIN and a `name_not_allowed` event; audit mode
-//! resolves and reports) → forwarded through hickory's caching resolver (CNAME chains
+//! policy's `allow_domains` (else `dns.denied_name_rcode`, NXDOMAIN by default, and a
+//! `name_not_allowed` event; audit mode resolves and reports) → forwarded through hickory's caching resolver (CNAME chains
 //! followed) → every A/AAAA in the answer must lie outside the deny ranges (minus
 //! exceptions; IPv4-mapped and NAT64 answers judged by the IPv4 they carry), else the
-//! whole answer is REFUSED and a `dns_rebinding` event names the name and address →
+//! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
+//! name and address →
 //! the addresses are written into the policy's allow map with expiry = TTL clamped to
 //! `[min_ttl_secs, max_ttl_secs]` → only then is the answer sent, with that TTL.
 //!
@@ -47,7 +48,11 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::{config::Config, events::EventRecord, maps::MapsError};
+use crate::{
+    config::{Config, DeniedRcode, RebindingRcode},
+    events::EventRecord,
+    maps::MapsError,
+};
 
 use self::{learned::Learned, names::Pattern};
 
@@ -83,6 +88,8 @@ struct Inner {
     except: Vec<IpNet>,
     min_ttl: u32,
     max_ttl: u32,
+    denied_name: ResponseCode,
+    rebinding: ResponseCode,
     learned: Arc<Mutex<Learned>>,
     events: mpsc::Sender<EventRecord>,
 }
@@ -201,6 +208,14 @@ pub async fn start(
         except: config.egress.exceptions.clone(),
         min_ttl: u32::try_from(config.dns.min_ttl_secs).unwrap_or(u32::MAX),
         max_ttl: u32::try_from(config.dns.max_ttl_secs).unwrap_or(u32::MAX),
+        denied_name: match config.dns.denied_name_rcode {
+            DeniedRcode::Nxdomain => ResponseCode::NXDomain,
+            DeniedRcode::Refused => ResponseCode::Refused,
+        },
+        rebinding: match config.dns.rebinding_rcode {
+            RebindingRcode::Refused => ResponseCode::Refused,
+            RebindingRcode::Servfail => ResponseCode::ServFail,
+        },
         learned: learned.clone(),
         events,
     });
@@ -377,7 +392,7 @@ impl Inner {
             let verdict = if policy.audit { "audit" } else { "deny" };
             self.event(&policy.name, "name_not_allowed", verdict, &name, None);
             if !policy.audit {
-                return encode(reply(ResponseCode::NXDomain));
+                return encode(reply(self.denied_name));
             }
         }
         let qtype = question.query_type();
@@ -406,7 +421,7 @@ impl Inner {
             if denied(&self.deny, &self.except, ip) {
                 self.event(&policy.name, "dns_rebinding", "deny", &name, Some(ip));
                 if !policy.audit {
-                    return encode(reply(ResponseCode::Refused));
+                    return encode(reply(self.rebinding));
                 }
                 continue;
             }
