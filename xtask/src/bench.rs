@@ -33,9 +33,13 @@ const ALLOW_ENTRIES: u32 = 65_536;
 const STATIC_CIDRS: u32 = 1_000;
 
 pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
-    match which {
-        None | Some("connect") => {}
-        Some(other) => bail!("unknown benchmark \"{other}\" (available: connect)"),
+    let run_connect = matches!(which, None | Some("connect"));
+    let run_dns = matches!(which, None | Some("dns"));
+    if !run_connect && !run_dns {
+        bail!(
+            "unknown benchmark \"{}\" (available: connect, dns)",
+            which.unwrap_or_default()
+        );
     }
     // SAFETY: no arguments.
     ensure!(
@@ -44,7 +48,24 @@ pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
     );
     setup::setup()?;
     util::run(util::cargo().args(["build", "--release", "--package", "hb-agent"]))?;
-    connect()
+    // Each benchmark moves its process into a network namespace of its own: run each
+    // in a process of its own.
+    let me = std::env::current_exe()?;
+    for (name, wanted) in [("connect", run_connect), ("dns", run_dns)] {
+        if wanted {
+            util::run(Command::new(&me).args(["__bench-one", name]))?;
+        }
+    }
+    Ok(())
+}
+
+/// `xtask __bench-one NAME`: one benchmark, in this process.
+pub fn bench_one(name: &str) -> anyhow::Result<()> {
+    match name {
+        "connect" => connect(),
+        "dns" => dns(),
+        other => bail!("unknown benchmark {other}"),
+    }
 }
 
 /// `xtask __connect-loop ADDR N`: N × (connect, close with RST). Prints elapsed ns.
@@ -485,6 +506,248 @@ policy = "bench"
     println!(
         "maps: {ALLOW_ENTRIES} allow entries, {STATIC_CIDRS} static CIDRs, default deny list; locked memory {:.1} MiB",
         memlock / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
+
+/// A DNS query for `name`, type A, with `id`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Sequential queries: per-query latencies in µs. `unique` makes every name new (a
+/// cache miss everywhere but the authoritative upstream).
+fn dns_latencies(server: &str, n: usize, unique: bool, tag: &str) -> anyhow::Result<Vec<f64>> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    sock.connect(server)?;
+    let mut buf = [0u8; 1500];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = if unique {
+            format!("q{i}.{tag}.bench.test")
+        } else {
+            "cached.bench.test".to_owned()
+        };
+        let q = dns_query(i as u16, &name);
+        let start = Instant::now();
+        sock.send(&q)?;
+        let got = sock
+            .recv(&mut buf)
+            .with_context(|| format!("no answer from {server}"))?;
+        ensure!(
+            got >= 12 && buf[3] & 0x0f == 0,
+            "{server} answered rcode {}",
+            buf[3] & 0x0f
+        );
+        out.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(out)
+}
+
+/// Cached-name throughput: `threads` clients, each one query in flight, for `secs`.
+fn dns_rate(server: &str, threads: usize, secs: f64) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let server = server.to_owned();
+            thread::spawn(move || -> anyhow::Result<u64> {
+                let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+                sock.connect(&server)?;
+                let q = dns_query(t as u16, "cached.bench.test");
+                let mut buf = [0u8; 1500];
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    sock.send(&q)?;
+                    sock.recv(&mut buf)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    Ok(total as f64 / secs)
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `cargo xtask bench dns`: hb's resolver vs the upstream directly vs dnsmasq as a
+/// caching forwarder, all in front of the same upstream, in one private namespace.
+fn dns() -> anyhow::Result<()> {
+    let root = util::workspace_root();
+    let agent_bin = root.join("target/release/hb-agent");
+    let tag = format!("hb-bench-dns-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&tag);
+    fs::create_dir_all(&dir)?;
+    // SAFETY: single-threaded here; the namespace is ours alone.
+    ensure!(
+        unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    sh("ip link set lo up")?;
+    let mount = cgroup2_mount()?;
+    let mut cleanup = Cleanup {
+        agent: None,
+        bpffs: PathBuf::from(format!("/sys/fs/bpf/{tag}")),
+        cgroups: vec![mount.join(&tag)],
+        stats_before: fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .unwrap_or_else(|_| "0".into()),
+    };
+    let dnsmasq = |port: u16, extra: &[&str]| -> anyhow::Result<Child> {
+        Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--no-hosts",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .arg(format!("--port={port}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting dnsmasq (cargo xtask setup installs dnsmasq-base)")
+    };
+    // The upstream: answers every *.bench.test name itself, TTL 300.
+    let mut upstream = dnsmasq(
+        5400,
+        &[
+            "--no-resolv",
+            "--address=/bench.test/203.0.113.10",
+            "--local-ttl=300",
+            "--cache-size=0",
+        ],
+    )?;
+    // The comparison: dnsmasq as a caching forwarder to the same upstream.
+    let mut forwarder = dnsmasq(
+        5500,
+        &[
+            "--no-resolv",
+            "--server=127.0.0.1#5400",
+            "--cache-size=10000",
+        ],
+    )?;
+    let config = dir.join("hb.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"[agent]
+state_dir = "{state}"
+bpffs_dir = "{bpffs}"
+cgroup_root = "{tag}"
+
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:5400"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "bench"
+allow_domains = ["*.bench.test"]
+"#,
+            state = dir.join("state").display(),
+            bpffs = cleanup.bpffs.display(),
+        ),
+    )?;
+    let log = dir.join("agent.log");
+    let agent = Command::new(&agent_bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(fs::File::create(&log)?)
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("starting hb-agent")?;
+    cleanup.agent = Some(agent);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&log)?.contains("ready: enforcing") {
+        ensure!(
+            Instant::now() < deadline,
+            "agent not ready: {}",
+            fs::read_to_string(&log)?
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300));
+    // The only policy has id 0, so it is served on the base port.
+    let (hb, direct, fwd) = ("127.0.0.1:5300", "127.0.0.1:5400", "127.0.0.1:5500");
+    const N: usize = 2000;
+    eprintln!(
+        "bench: {N} cache-miss queries each through hb, direct, dnsmasq (interleaved in blocks)"
+    );
+    let (mut hb_miss, mut direct_miss, mut fwd_miss) = (Vec::new(), Vec::new(), Vec::new());
+    for block in 0..10 {
+        hb_miss.extend(dns_latencies(hb, N / 10, true, &format!("h{block}"))?);
+        direct_miss.extend(dns_latencies(direct, N / 10, true, &format!("d{block}"))?);
+        fwd_miss.extend(dns_latencies(fwd, N / 10, true, &format!("f{block}"))?);
+    }
+    eprintln!("bench: cached-name latency and throughput");
+    let hb_hit = dns_latencies(hb, N, false, "x")?;
+    let fwd_hit = dns_latencies(fwd, N, false, "x")?;
+    let direct_hit = dns_latencies(direct, N, false, "x")?;
+    let hb_rate = dns_rate(hb, 4, 2.0)?;
+    let fwd_rate = dns_rate(fwd, 4, 2.0)?;
+    let direct_rate = dns_rate(direct, 4, 2.0)?;
+    for c in [&mut upstream, &mut forwarder] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    drop(cleanup);
+
+    let p = |v: &Vec<f64>, q: f64| percentile(v.clone(), q);
+    println!();
+    println!("hb bench dns (private netns, loopback; same dnsmasq upstream for all)");
+    println!("{:-<86}", "");
+    println!(
+        "{:<30} {:>12} {:>12} {:>14} {:>14}",
+        "measure", "hb", "direct", "dnsmasq fwd", "hb - direct"
+    );
+    for (label, q) in [("cache miss p50, µs", 0.5), ("cache miss p99, µs", 0.99)] {
+        let (h, d, f) = (p(&hb_miss, q), p(&direct_miss, q), p(&fwd_miss, q));
+        println!("{label:<30} {h:>12.1} {d:>12.1} {f:>14.1} {:>14.1}", h - d);
+    }
+    for (label, q) in [("cached p50, µs", 0.5), ("cached p99, µs", 0.99)] {
+        let (h, d, f) = (p(&hb_hit, q), p(&direct_hit, q), p(&fwd_hit, q));
+        println!("{label:<30} {h:>12.1} {d:>12.1} {f:>14.1} {:>14.1}", h - d);
+    }
+    println!(
+        "{:<30} {:>12.0} {:>12.0} {:>14.0} {:>14}",
+        "cached queries/s (4 clients)", hb_rate, direct_rate, fwd_rate, "-"
+    );
+    println!("{:-<86}", "");
+    let added = p(&hb_miss, 0.5) - p(&direct_miss, 0.5);
+    println!(
+        "miss p50 added by hb: {added:.1} µs (target <= 50) {}",
+        if added <= 50.0 { "ok" } else { "MISSED" }
+    );
+    let ratio = hb_rate / fwd_rate;
+    println!(
+        "cached rate hb / dnsmasq: {ratio:.2} (target >= 1.0) {}",
+        if ratio >= 1.0 { "ok" } else { "MISSED" }
     );
     Ok(())
 }

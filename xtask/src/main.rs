@@ -35,12 +35,15 @@ enum Command {
     },
     /// Benchmarks, hb side by side with its comparison (root needed).
     Bench {
-        /// Which benchmark: `connect` (default: all).
+        /// Which benchmark: `connect` or `dns` (default: both).
         which: Option<String>,
     },
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
     #[command(name = "__connect-loop", hide = true)]
     ConnectLoop { addr: String, n: usize },
+    /// (internal) One benchmark in this process.
+    #[command(name = "__bench-one", hide = true)]
+    BenchOne { name: String },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Test { args } => test(args),
         Command::Bench { which } => bench::bench(which.as_deref()),
         Command::ConnectLoop { addr, n } => bench::connect_loop(&addr, n),
+        Command::BenchOne { name } => bench::bench_one(&name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -104,11 +104,12 @@ impl Learned {
     ) -> Result<(), LearnError> {
         for &addr in addrs {
             let key = (policy_id, addr);
-            let until = self
-                .by_addr
-                .get(&key)
-                .map_or(expires, |(_, e)| (*e).max(expires));
-            if let Err(source) = self.write(policy_id, addr, until) {
+            let known = self.by_addr.get(&key).map(|(_, e)| *e);
+            let until = known.map_or(expires, |e| e.max(expires));
+            // A cached answer hands out what the map already allows: no syscall needed.
+            if known.is_none_or(|e| e < expires)
+                && let Err(source) = self.write(policy_id, addr, until)
+            {
                 self.full += 1;
                 return Err(LearnError { addr, source });
             }
