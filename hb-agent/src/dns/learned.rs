@@ -104,6 +104,15 @@ impl Learned {
     ) -> Result<(), LearnError> {
         for &addr in addrs {
             let key = (policy_id, addr);
+            // Fast path for answers served again: already allowed long enough, already
+            // indexed under this name. No allocation, no syscall.
+            if self
+                .by_addr
+                .get(&key)
+                .is_some_and(|(names, e)| *e >= expires && names.contains(name))
+            {
+                continue;
+            }
             let known = self.by_addr.get(&key).map(|(_, e)| *e);
             let until = known.map_or(expires, |e| e.max(expires));
             // A cached answer hands out what the map already allows: no syscall needed.

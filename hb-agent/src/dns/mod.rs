@@ -91,6 +91,7 @@ struct Inner {
     denied_name: ResponseCode,
     rebinding: ResponseCode,
     learned: Arc<Mutex<Learned>>,
+    cache: Mutex<HashMap<(u32, String, RecordType), CachedAnswer>>,
     events: mpsc::Sender<EventRecord>,
 }
 
@@ -217,6 +218,7 @@ pub async fn start(
             RebindingRcode::Servfail => ResponseCode::ServFail,
         },
         learned: learned.clone(),
+        cache: Mutex::new(HashMap::new()),
         events,
     });
     for (&id, policy) in &inner.policies {
@@ -243,13 +245,20 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             continue;
         };
-        let query = buf[..n].to_vec();
-        let (inner, sock) = (inner.clone(), sock.clone());
-        tokio::spawn(async move {
-            if let Some(reply) = inner.answer(policy_id, &query, Transport::Udp).await {
+        match inner.prepare(policy_id, &buf[..n], Transport::Udp) {
+            Step::Reply(Some(reply)) => {
                 let _ = sock.send_to(&reply, from).await;
             }
-        });
+            Step::Reply(None) => {}
+            Step::Resolve(pending) => {
+                let (inner, sock) = (inner.clone(), sock.clone());
+                tokio::spawn(async move {
+                    if let Some(reply) = inner.resolve(pending).await {
+                        let _ = sock.send_to(&reply, from).await;
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -274,7 +283,11 @@ async fn serve_tcp_conn(inner: Arc<Inner>, policy_id: u32, mut stream: TcpStream
         if stream.read_exact(&mut query).await.is_err() {
             return;
         }
-        let Some(reply) = inner.answer(policy_id, &query, Transport::Tcp).await else {
+        let reply = match inner.prepare(policy_id, &query, Transport::Tcp) {
+            Step::Reply(r) => r,
+            Step::Resolve(pending) => inner.resolve(pending).await,
+        };
+        let Some(reply) = reply else {
             return;
         };
         let Ok(n) = u16::try_from(reply.len()) else {
@@ -292,6 +305,58 @@ async fn serve_tcp_conn(inner: Arc<Inner>, policy_id: u32, mut stream: TcpStream
 enum Transport {
     Udp,
     Tcp,
+}
+
+/// Validated answers kept by the resolver, per policy, name and type.
+const ANSWER_CACHE_ENTRIES: usize = 65_536;
+
+#[derive(Clone)]
+struct CachedAnswer {
+    records: Vec<hickory_resolver::proto::rr::Record>,
+    addrs: Vec<IpAddr>,
+    /// When the clamped TTL runs out (the allow map entry expires with it).
+    until: std::time::Instant,
+}
+
+/// What [`Inner::prepare`] decided.
+enum Step {
+    /// Send this (or nothing).
+    Reply(Option<Vec<u8>>),
+    /// Needs the upstream.
+    Resolve(Pending),
+}
+
+/// A query waiting for the upstream.
+struct Pending {
+    request: Message,
+    policy_id: u32,
+    name: String,
+    qtype: RecordType,
+    transport: Transport,
+}
+
+/// A reply skeleton for `request` with `rc`.
+fn reply(request: &Message, rc: ResponseCode) -> Message {
+    let mut m = Message::response(request.metadata.id, request.metadata.op_code);
+    m.metadata.recursion_desired = request.metadata.recursion_desired;
+    m.metadata.recursion_available = true;
+    m.metadata.response_code = rc;
+    m.queries = request.queries.clone();
+    m
+}
+
+/// Wire form of `m`, truncated (TC) when it exceeds what a UDP client can take.
+fn encode(request: &Message, m: Message, transport: Transport) -> Option<Vec<u8>> {
+    let bytes = m.to_vec().ok()?;
+    // Classic UDP limit without EDNS; the client retries over TCP on TC.
+    let limit = request
+        .edns
+        .as_ref()
+        .map_or(512, |e| usize::from(e.max_payload()).max(512));
+    if transport == Transport::Udp && bytes.len() > limit {
+        return m.truncate().to_vec().ok();
+    }
+    Some(bytes)
 }
 
 /// Whether an answer address lies in a deny range and no exception; IPv6 addresses that
@@ -339,49 +404,44 @@ impl Inner {
         let _ = self.events.try_send(record);
     }
 
-    /// The reply to one query, or `None` to stay silent (unparseable garbage).
-    async fn answer(&self, policy_id: u32, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    /// Everything that needs no upstream: parsing, policy, and answers still cached.
+    /// Cheap and never waits, so listeners run it inline and spawn only real lookups.
+    fn prepare(&self, policy_id: u32, query: &[u8], transport: Transport) -> Step {
         let request = match Message::from_vec(query) {
             Ok(m) => m,
             Err(_) if query.len() >= 12 => {
                 let id = u16::from_be_bytes([query[0], query[1]]);
-                return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
-                    .to_vec()
-                    .ok();
+                return Step::Reply(
+                    Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
+                        .to_vec()
+                        .ok(),
+                );
             }
-            Err(_) => return None,
+            Err(_) => return Step::Reply(None),
         };
         if request.metadata.message_type != MessageType::Query {
-            return None;
+            return Step::Reply(None);
         }
-        let reply = |rc: ResponseCode| {
-            let mut m = Message::response(request.metadata.id, request.metadata.op_code);
-            m.metadata.recursion_desired = request.metadata.recursion_desired;
-            m.metadata.recursion_available = true;
-            m.metadata.response_code = rc;
-            m.queries = request.queries.clone();
-            m
-        };
-        let encode = |m: Message| -> Option<Vec<u8>> {
-            let bytes = m.to_vec().ok()?;
-            // Classic UDP limit without EDNS; the client retries over TCP on TC.
-            let limit = request
-                .edns
-                .as_ref()
-                .map_or(512, |e| usize::from(e.max_payload()).max(512));
-            if transport == Transport::Udp && bytes.len() > limit {
-                return m.truncate().to_vec().ok();
-            }
-            Some(bytes)
-        };
         if request.metadata.op_code != OpCode::Query {
-            return encode(reply(ResponseCode::NotImp));
+            return Step::Reply(encode(
+                &request,
+                reply(&request, ResponseCode::NotImp),
+                transport,
+            ));
         }
         let [question] = request.queries.as_slice() else {
-            return encode(reply(ResponseCode::FormErr));
+            return Step::Reply(encode(
+                &request,
+                reply(&request, ResponseCode::FormErr),
+                transport,
+            ));
         };
         let Some(policy) = self.policies.get(&policy_id) else {
-            return encode(reply(ResponseCode::Refused));
+            return Step::Reply(encode(
+                &request,
+                reply(&request, ResponseCode::Refused),
+                transport,
+            ));
         };
         let name = question
             .name()
@@ -392,22 +452,78 @@ impl Inner {
             let verdict = if policy.audit { "audit" } else { "deny" };
             self.event(&policy.name, "name_not_allowed", verdict, &name, None);
             if !policy.audit {
-                return encode(reply(self.denied_name));
+                return Step::Reply(encode(
+                    &request,
+                    reply(&request, self.denied_name),
+                    transport,
+                ));
             }
         }
         let qtype = question.query_type();
         if qtype != RecordType::A && qtype != RecordType::AAAA {
-            return encode(reply(ResponseCode::Refused));
+            return Step::Reply(encode(
+                &request,
+                reply(&request, ResponseCode::Refused),
+                transport,
+            ));
         }
+        let key = (policy_id, name, qtype);
+        let hit = self.cache.lock().ok().and_then(|c| {
+            c.get(&key)
+                .filter(|e| e.until > std::time::Instant::now())
+                .cloned()
+        });
+        if let Some(entry) = hit {
+            let left = entry
+                .until
+                .saturating_duration_since(std::time::Instant::now());
+            let ttl = u32::try_from(left.as_secs()).unwrap_or(u32::MAX).max(1);
+            // The allow map already covers the cached addresses until `until`; learning
+            // again costs no syscall and puts back anything evicted meanwhile.
+            let expires = crate::events::monotonic_ns() + u64::from(ttl) * 1_000_000_000;
+            let learned = self
+                .learned
+                .lock()
+                .map(|mut l| l.learn(policy_id, &key.1, &entry.addrs, expires).is_ok())
+                .unwrap_or(false);
+            if learned {
+                let mut m = reply(&request, ResponseCode::NoError);
+                m.answers = entry.records;
+                for r in &mut m.answers {
+                    r.ttl = ttl;
+                }
+                return Step::Reply(encode(&request, m, transport));
+            }
+        }
+        Step::Resolve(Pending {
+            request,
+            policy_id,
+            name: key.1,
+            qtype,
+            transport,
+        })
+    }
+
+    /// The lookup itself: forward, validate, teach the kernel, answer.
+    async fn resolve(&self, p: Pending) -> Option<Vec<u8>> {
+        let Pending {
+            request,
+            policy_id,
+            name,
+            qtype,
+            transport,
+        } = p;
+        let policy = self.policies.get(&policy_id)?;
+        let answer = |rc| encode(&request, reply(&request, rc), transport);
         let fqdn = match Name::from_ascii(format!("{name}.")) {
             Ok(n) => n,
-            Err(_) => return encode(reply(ResponseCode::FormErr)),
+            Err(_) => return answer(ResponseCode::FormErr),
         };
         let lookup = match self.resolver.lookup(fqdn, qtype).await {
             Ok(l) => l,
-            Err(e) if e.is_nx_domain() => return encode(reply(ResponseCode::NXDomain)),
-            Err(e) if e.is_no_records_found() => return encode(reply(ResponseCode::NoError)),
-            Err(_) => return encode(reply(ResponseCode::ServFail)),
+            Err(e) if e.is_nx_domain() => return answer(ResponseCode::NXDomain),
+            Err(e) if e.is_no_records_found() => return answer(ResponseCode::NoError),
+            Err(_) => return answer(ResponseCode::ServFail),
         };
         let mut records = lookup.answers().to_vec();
         let mut addrs = Vec::new();
@@ -421,7 +537,7 @@ impl Inner {
             if denied(&self.deny, &self.except, ip) {
                 self.event(&policy.name, "dns_rebinding", "deny", &name, Some(ip));
                 if !policy.audit {
-                    return encode(reply(self.rebinding));
+                    return answer(self.rebinding);
                 }
                 continue;
             }
@@ -433,18 +549,34 @@ impl Inner {
             let expires = crate::events::monotonic_ns() + u64::from(ttl) * 1_000_000_000;
             let result = match self.learned.lock() {
                 Ok(mut l) => l.learn(policy_id, &name, &addrs, expires),
-                Err(_) => return encode(reply(ResponseCode::ServFail)),
+                Err(_) => return answer(ResponseCode::ServFail),
             };
             if let Err(e) = result {
                 tracing::error!(error = %crate::error_chain(&e), "allow map full: answering SERVFAIL");
-                return encode(reply(ResponseCode::ServFail));
+                return answer(ResponseCode::ServFail);
             }
         }
         for r in &mut records {
             r.ttl = ttl;
         }
-        let mut m = reply(ResponseCode::NoError);
+        if !addrs.is_empty()
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            // Bounded: when full, start over (the upstream resolver keeps its own cache).
+            if cache.len() >= ANSWER_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(
+                (policy_id, name, qtype),
+                CachedAnswer {
+                    records: records.clone(),
+                    addrs,
+                    until: std::time::Instant::now() + Duration::from_secs(u64::from(ttl)),
+                },
+            );
+        }
+        let mut m = reply(&request, ResponseCode::NoError);
         m.answers = records;
-        encode(m)
+        encode(&request, m, transport)
     }
 }
