@@ -18,6 +18,7 @@ use serde_json::Value;
 
 const UPSTREAM_PORT: u16 = 5400;
 const FLIP_PORT: u16 = 5401;
+const MANY_PORT: u16 = 5402;
 
 fn config(upstream_port: u16) -> String {
     format!(
@@ -92,6 +93,40 @@ while True:
     ip = [b"\xcb\x00\x71\x0a", b"\x0a\x00\x00\x01"][n % 2]; n += 1
     rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + ip
     s.sendto(q[:2] + b"\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00" + question + rr, a)
+"#
+        );
+        let child = Command::new(python())
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        thread::sleep(Duration::from_millis(300));
+        Self(child)
+    }
+}
+
+impl Upstream {
+    /// Answers every A query with 203.0.113.20-24 and every AAAA query with
+    /// 2001:db8::20-24, TTL 60: more addresses than the test's max_ips_per_name.
+    fn many() -> Self {
+        let script = format!(
+            r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {MANY_PORT}))
+while True:
+    q, a = s.recvfrom(512)
+    end = 12
+    while q[end] != 0: end += q[end] + 1
+    question = q[12:end + 5]
+    qtype = struct.unpack("!H", q[end + 1:end + 3])[0]
+    if qtype == 1:
+        rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([203, 0, 113, 20 + i]) for i in range(5)]
+    elif qtype == 28:
+        rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 60, 16) + bytes([0x20, 1, 0xd, 0xb8] + [0] * 11 + [0x20 + i]) for i in range(5)]
+    else:
+        rrs = []
+    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + question + b"".join(rrs), a)
 "#
         );
         let child = Command::new(python())
@@ -490,4 +525,75 @@ fn garbage_at_the_resolver_is_survived_and_a_killed_agent_fails_closed() {
         stdout(&out)
     );
     assert_eq!(named.received(), 0);
+}
+
+#[test]
+fn answers_are_trimmed_to_max_ips_per_name_and_the_oldest_addresses_evicted() {
+    private_netns(&["203.0.113.20"]);
+    let _up = Upstream::many();
+    let cfg = config(MANY_PORT)
+        .replace("max_ttl_secs = 3", "max_ttl_secs = 3\nmax_ips_per_name = 3")
+        .replace("\"flip.test\"]", "\"flip.test\", \"many.test\"]");
+    let mut env = TestEnv::new("maxips", &cfg);
+    env.start_agent();
+    let v4 = env.hb_json(&["dns", "lookup", "--policy", "web", "many.test"]);
+    assert_eq!(
+        v4[0]["answers"].as_array().map(Vec::len),
+        Some(3),
+        "A answer trimmed to 3: {v4}"
+    );
+    let learned = |family: &str| -> usize {
+        env.hb_json(&["maps", "dump", family])
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter(|r| r["policy"] == "web" && r["expired"] == false)
+            .count()
+    };
+    // `dns lookup` asks A, then AAAA: the AAAA answer is the name's newest three
+    // addresses, so the three IPv4 ones learned just before are evicted.
+    assert_eq!(
+        v4[1]["answers"].as_array().map(Vec::len),
+        Some(3),
+        "AAAA answer trimmed: {v4}"
+    );
+    assert_eq!(learned("allow4"), 0, "oldest addresses evicted");
+    assert_eq!(learned("allow6"), 3);
+    let probe = hb_tests::sandbox_probe(&env, "web", "tcp", "203.0.113.20", 9);
+    assert_eq!(probe, "EPERM", "an evicted address no longer connects");
+    thread::sleep(Duration::from_millis(1500));
+    let status = env.hb_json(&["status"]);
+    assert_eq!(
+        status["resolver"]["evicted"], 3,
+        "eviction counted: {status}"
+    );
+}
+
+#[test]
+fn audit_mode_resolves_names_outside_the_policy_and_reports_them() {
+    private_netns(&["203.0.113.10"]);
+    let _up = Upstream::dnsmasq();
+    let cfg = format!(
+        "{}\n[[policy]]\nname = \"watch\"\nmode = \"audit\"\nallow_domains = []\n",
+        config(UPSTREAM_PORT)
+    );
+    let mut env = TestEnv::new("dnsaudit", &cfg);
+    env.start_agent();
+    let web = TcpProbe::bind("203.0.113.10:0");
+    let out = in_sandbox(
+        &env,
+        "watch",
+        &format!("curl -sS -m 5 http://allowed.test:{}/", web.addr.port()),
+    );
+    assert_eq!(
+        stdout(&out),
+        "hb-test",
+        "audit mode blocks nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = env.wait_event("audited name", |e| {
+        e["reason"] == "name_not_allowed" && e["name"] == "allowed.test"
+    });
+    assert_eq!(e["verdict"], "audit");
+    assert_eq!(e["policy"], "watch");
 }

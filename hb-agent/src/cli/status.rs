@@ -80,6 +80,10 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             counters.insert(c.name().to_owned(), json!(v));
         }
     }
+    let resolver: Option<crate::dns::DnsStats> =
+        std::fs::read(state_dir.join(crate::dns::STATS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
     let attached_to = state
         .as_ref()
         .map(|s| s.cgroup_mount.join(&s.cgroup_root).display().to_string());
@@ -93,6 +97,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             "programs": programs,
             "enrolled": enrolled,
             "counters": counters,
+            "resolver": resolver,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -125,6 +130,13 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             .map(|(k, v)| row([("counter", json!(k)), ("value", v.clone())]))
             .collect();
         print_rows(&rows, false);
+    }
+    if let Some(r) = &resolver {
+        println!();
+        println!(
+            "resolver: {} addresses learned, {} evicted (max_ips_per_name), {} answers refused with the allow map full",
+            r.learned, r.evicted, r.allow_map_full
+        );
     }
     Ok(())
 }

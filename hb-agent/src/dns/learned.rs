@@ -120,6 +120,7 @@ impl Learned {
                 && let Err(source) = self.write(policy_id, addr, until)
             {
                 self.full += 1;
+                self.dirty = true;
                 return Err(LearnError { addr, source });
             }
             let entry = self

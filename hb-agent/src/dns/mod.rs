@@ -16,7 +16,9 @@
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
 //! name and address →
 //! the addresses are written into the policy's allow map with expiry = TTL clamped to
-//! `[min_ttl_secs, max_ttl_secs]` → only then is the answer sent, with that TTL.
+//! `[min_ttl_secs, max_ttl_secs]` (an answer with more than `max_ips_per_name`
+//! addresses is trimmed to that many; older addresses of the name are evicted) → only
+//! then is the answer sent, with that TTL.
 //!
 //! Must never: answer from the host's /etc/hosts, answer before the allow map holds the
 //! addresses, or let a malformed packet stop a listener.
@@ -90,6 +92,8 @@ struct Inner {
     max_ttl: u32,
     denied_name: ResponseCode,
     rebinding: ResponseCode,
+    /// `max_ips_per_name`: an answer with more addresses is trimmed to this many.
+    max_ips: usize,
     learned: Arc<Mutex<Learned>>,
     cache: Mutex<HashMap<(u32, String, RecordType), CachedAnswer>>,
     events: mpsc::Sender<EventRecord>,
@@ -102,6 +106,29 @@ pub struct DnsService {
 
 /// File below `state_dir`: which names taught which addresses (read by `maps dump`).
 pub const NAMES_FILE: &str = "dns-names.json";
+
+/// File below `state_dir`: the resolver's own counters (read by `status`).
+pub const STATS_FILE: &str = "dns-stats.json";
+
+/// Contents of [`STATS_FILE`].
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct DnsStats {
+    /// Addresses dropped because a name had more than `max_ips_per_name`.
+    pub evicted: u64,
+    /// Answers refused (SERVFAIL) because the allow map was full.
+    pub allow_map_full: u64,
+    /// Addresses currently learned.
+    pub learned: usize,
+}
+
+/// Writes `bytes` to `state_dir/name` atomically (rename over).
+fn write_state(state_dir: &Path, name: &str, bytes: &[u8]) {
+    let path = state_dir.join(name);
+    let tmp = state_dir.join(format!("{name}.tmp"));
+    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+        tracing::warn!(error = %e, "cannot write {}", path.display());
+    }
+}
 
 /// One row of [`NAMES_FILE`].
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -134,14 +161,16 @@ impl DnsService {
                     names,
                 })
                 .collect();
-            let path = state_dir.join(NAMES_FILE);
-            let tmp = state_dir.join(format!("{NAMES_FILE}.tmp"));
-            let written = serde_json::to_vec(&rows)
-                .map_err(std::io::Error::other)
-                .and_then(|b| std::fs::write(&tmp, b))
-                .and_then(|()| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                tracing::warn!(error = %e, "cannot write {}", path.display());
+            if let Ok(bytes) = serde_json::to_vec(&rows) {
+                write_state(state_dir, NAMES_FILE, &bytes);
+            }
+            let stats = DnsStats {
+                evicted: learned.evicted,
+                allow_map_full: learned.full,
+                learned: rows.len(),
+            };
+            if let Ok(bytes) = serde_json::to_vec(&stats) {
+                write_state(state_dir, STATS_FILE, &bytes);
             }
         }
     }
@@ -217,6 +246,7 @@ pub async fn start(
             RebindingRcode::Refused => ResponseCode::Refused,
             RebindingRcode::Servfail => ResponseCode::ServFail,
         },
+        max_ips: (config.dns.max_ips_per_name as usize).max(1),
         learned: learned.clone(),
         cache: Mutex::new(HashMap::new()),
         events,
@@ -545,6 +575,15 @@ impl Inner {
             addrs.push(ip);
         }
         let ttl = ttl.clamp(self.min_ttl, self.max_ttl);
+        if addrs.len() > self.max_ips {
+            // Hand out only what the allow map will hold for this name.
+            addrs.truncate(self.max_ips);
+            records.retain(|r| match &r.data {
+                RData::A(a) => addrs.contains(&IpAddr::V4(a.0)),
+                RData::AAAA(a) => addrs.contains(&IpAddr::V6(a.0)),
+                _ => true,
+            });
+        }
         if !addrs.is_empty() {
             let expires = crate::events::monotonic_ns() + u64::from(ttl) * 1_000_000_000;
             let result = match self.learned.lock() {
