@@ -5,7 +5,7 @@
 use std::{net::UdpSocket, time::Duration};
 
 use anyhow::{Context as _, bail};
-use hickory_resolver::proto::{
+use hickory_proto::{
     op::{Message, Query},
     rr::{Name, RData, RecordType},
 };

@@ -188,8 +188,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => {
             let config = Config::load(cli.config.as_deref())?;
             init_tracing(config.agent.log_format);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread: the agent's work is short and latency-bound (DNS answers, event
+            // drains); cross-thread wake-ups would cost more than they bring.
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;

@@ -10,8 +10,9 @@
 //! Per query: one question of type A or AAAA (other types are answered REFUSED: hb
 //! forwards only what turns into connectable addresses) → the name must match the
 //! policy's `allow_domains` (else `dns.denied_name_rcode`, NXDOMAIN by default, and a
-//! `name_not_allowed` event; audit mode resolves and reports) → forwarded through hickory's caching resolver (CNAME chains
-//! followed) → every A/AAAA in the answer must lie outside the deny ranges (minus
+//! `name_not_allowed` event; audit mode resolves and reports) → answered from the cache
+//! of validated answers, or forwarded upstream (`upstream`: persistent sockets, random
+//! ids, TCP on truncation; the upstream's answer carries the CNAME chain) → every A/AAAA in the answer must lie outside the deny ranges (minus
 //! exceptions; IPv4-mapped and NAT64 answers judged by the IPv4 they carry), else the
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
 //! name and address →
@@ -25,6 +26,7 @@
 
 pub mod learned;
 pub mod names;
+mod upstream;
 
 use std::{
     collections::HashMap,
@@ -34,14 +36,9 @@ use std::{
     time::Duration,
 };
 
-use hickory_resolver::{
-    TokioResolver,
-    config::{NameServerConfig, ResolveHosts, ResolverConfig},
-    net::runtime::TokioRuntimeProvider,
-    proto::{
-        op::{Message, MessageType, OpCode, ResponseCode},
-        rr::{Name, RData, RecordType},
-    },
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, ResponseCode},
+    rr::{Name, RData, RecordType},
 };
 use ipnet::IpNet;
 use tokio::{
@@ -67,8 +64,8 @@ pub enum DnsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot build the upstream resolver from dns.upstreams")]
-    Upstream(#[source] hickory_resolver::net::NetError),
+    #[error("cannot set up the upstream resolvers from dns.upstreams")]
+    Upstream(#[from] upstream::UpstreamError),
     #[error("dns.upstreams entry \"{0}\" is not \"system\" or an IP address with optional port")]
     BadUpstream(String),
     #[error(transparent)]
@@ -84,7 +81,7 @@ struct PolicyDns {
 
 /// Shared by every listener task.
 struct Inner {
-    resolver: TokioResolver,
+    upstream: Arc<upstream::Upstream>,
     policies: HashMap<u32, PolicyDns>,
     deny: Vec<IpNet>,
     except: Vec<IpNet>,
@@ -176,32 +173,21 @@ impl DnsService {
     }
 }
 
-fn upstream_resolver(config: &Config) -> Result<TokioResolver, DnsError> {
-    let system = config.dns.upstreams.iter().any(|u| u == "system");
-    let mut builder = if system {
-        TokioResolver::builder_tokio().map_err(DnsError::Upstream)?
-    } else {
-        let mut rc = ResolverConfig::default();
-        for u in &config.dns.upstreams {
-            let sa: SocketAddr = u
-                .parse()
-                .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                .map_err(|_| DnsError::BadUpstream(u.clone()))?;
-            let mut ns = NameServerConfig::udp_and_tcp(sa.ip());
-            for c in &mut ns.connections {
-                c.port = sa.port();
-            }
-            rc.add_name_server(ns);
+/// The upstream servers: `"system"` (the host's /etc/resolv.conf) or addresses.
+fn upstream_servers(config: &Config) -> Result<Vec<SocketAddr>, DnsError> {
+    let mut servers = Vec::new();
+    for u in &config.dns.upstreams {
+        if u == "system" {
+            servers.extend(upstream::system_servers()?);
+            continue;
         }
-        TokioResolver::builder_with_config(rc, TokioRuntimeProvider::default())
-    };
-    let opts = builder.options_mut();
-    // The host's /etc/hosts is not the sandbox's business.
-    opts.use_hosts_file = ResolveHosts::Never;
-    // Keep the CNAME chain in answers: clients expect it, and we validate what it leads to.
-    opts.preserve_intermediates = true;
-    opts.ndots = 0;
-    builder.build().map_err(DnsError::Upstream)
+        let sa: SocketAddr = u
+            .parse()
+            .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| DnsError::BadUpstream(u.clone()))?;
+        servers.push(sa);
+    }
+    Ok(servers)
 }
 
 /// Binds one UDP and one TCP listener per policy on the resolver's IPv4 address and on
@@ -232,7 +218,7 @@ pub async fn start(
     }
     let listen = config.dns_listen();
     let inner = Arc::new(Inner {
-        resolver: upstream_resolver(config)?,
+        upstream: upstream::Upstream::new(upstream_servers(config)?).await?,
         policies,
         deny: config.egress.deny.clone(),
         except: config.egress.exceptions.clone(),
@@ -342,7 +328,7 @@ const ANSWER_CACHE_ENTRIES: usize = 65_536;
 
 #[derive(Clone)]
 struct CachedAnswer {
-    records: Vec<hickory_resolver::proto::rr::Record>,
+    records: Vec<hickory_proto::rr::Record>,
     addrs: Vec<IpAddr>,
     /// When the clamped TTL runs out (the allow map entry expires with it).
     until: std::time::Instant,
@@ -549,13 +535,17 @@ impl Inner {
             Ok(n) => n,
             Err(_) => return answer(ResponseCode::FormErr),
         };
-        let lookup = match self.resolver.lookup(fqdn, qtype).await {
-            Ok(l) => l,
-            Err(e) if e.is_nx_domain() => return answer(ResponseCode::NXDomain),
-            Err(e) if e.is_no_records_found() => return answer(ResponseCode::NoError),
+        let upstream_reply = match self.upstream.query(&fqdn, qtype).await {
+            Ok(m) => m,
             Err(_) => return answer(ResponseCode::ServFail),
         };
-        let mut records = lookup.answers().to_vec();
+        match upstream_reply.metadata.response_code {
+            ResponseCode::NoError => {}
+            ResponseCode::NXDomain => return answer(ResponseCode::NXDomain),
+            _ => return answer(ResponseCode::ServFail),
+        }
+        // The answer section: the CNAME chain, if any, and the addresses it leads to.
+        let mut records = upstream_reply.answers;
         let mut addrs = Vec::new();
         let mut ttl = self.max_ttl;
         for r in &records {
