@@ -155,6 +155,12 @@ enum MapsCommand {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Run) {
+        // Inspection commands end quietly when their reader goes (`status | head`), like
+        // any Unix tool; the agent itself keeps Rust's default of ignoring SIGPIPE.
+        // SAFETY: plain disposition change before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Config(ConfigCommand::Default) => {
             print!("{}", config::DEFAULT_TOML);
