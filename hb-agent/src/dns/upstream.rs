@@ -54,6 +54,9 @@ type Waiters = Mutex<HashMap<(usize, u16), oneshot::Sender<Vec<u8>>>>;
 pub struct Upstream {
     servers: Vec<SocketAddr>,
     socks: Vec<Arc<UdpSocket>>,
+    /// Indexes into `socks` of the IPv4 and the IPv6 sockets.
+    v4: Vec<usize>,
+    v6: Vec<usize>,
     waiters: Arc<Waiters>,
     next: AtomicUsize,
 }
@@ -96,6 +99,7 @@ impl Upstream {
         let need_v4 = servers.iter().any(SocketAddr::is_ipv4);
         let need_v6 = servers.iter().any(SocketAddr::is_ipv6);
         let mut socks = Vec::new();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for (need, any) in [
             (need_v4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             (need_v6, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
@@ -107,6 +111,7 @@ impl Upstream {
                 let sock = UdpSocket::bind(SocketAddr::new(any, 0))
                     .await
                     .map_err(UpstreamError::Socket)?;
+                if any.is_ipv4() { &mut v4 } else { &mut v6 }.push(socks.len());
                 socks.push(Arc::new(sock));
             }
         }
@@ -121,6 +126,8 @@ impl Upstream {
         Ok(Arc::new(Self {
             servers,
             socks,
+            v4,
+            v6,
             waiters,
             next: AtomicUsize::new(0),
         }))
@@ -151,14 +158,8 @@ impl Upstream {
     }
 
     async fn ask_udp(&self, server: SocketAddr, question: &Query) -> Option<Message> {
-        let family_socks: Vec<usize> = (0..self.socks.len())
-            .filter(|i| {
-                self.socks[*i]
-                    .local_addr()
-                    .is_ok_and(|a| a.is_ipv4() == server.is_ipv4())
-            })
-            .collect();
-        let idx = family_socks[self.next.fetch_add(1, Ordering::Relaxed) % family_socks.len()];
+        let family = if server.is_ipv4() { &self.v4 } else { &self.v6 };
+        let idx = *family.get(self.next.fetch_add(1, Ordering::Relaxed) % family.len().max(1))?;
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut w = self.waiters.lock().ok()?;
