@@ -95,8 +95,15 @@ while True:
     s.sendto(q[:2] + b"\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00" + question + rr, a)
 "#
         );
+        Self::python(&script)
+    }
+}
+
+impl Upstream {
+    /// A DNS server written in Python for the test at hand.
+    fn python(script: &str) -> Self {
         let child = Command::new(python())
-            .args(["-c", &script])
+            .args(["-c", script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -104,9 +111,7 @@ while True:
         thread::sleep(Duration::from_millis(300));
         Self(child)
     }
-}
 
-impl Upstream {
     /// Answers every A query with 203.0.113.20-24 and every AAAA query with
     /// 2001:db8::20-24, TTL 60: more addresses than the test's max_ips_per_name.
     fn many() -> Self {
@@ -129,14 +134,7 @@ while True:
     s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + question + b"".join(rrs), a)
 "#
         );
-        let child = Command::new(python())
-            .args(["-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        thread::sleep(Duration::from_millis(300));
-        Self(child)
+        Self::python(&script)
     }
 }
 

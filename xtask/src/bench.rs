@@ -155,6 +155,27 @@ fn in_cgroup(cg: &Path, cmd: &Path, args: &[&str]) -> anyhow::Result<String> {
     )
 }
 
+/// Starts `hb-agent run` on `config`, logging to `log`, and waits until it enforces.
+fn start_agent(agent_bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let out = fs::File::create(log)?;
+    let mut agent = Command::new(agent_bin)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("starting hb-agent")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(log)?.contains("ready: enforcing") {
+        if Instant::now() > deadline || agent.try_wait()?.is_some() {
+            let _ = agent.kill();
+            bail!("hb-agent did not start: {}", fs::read_to_string(log)?);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(agent)
+}
+
 fn pin_to_cpu0() {
     // SAFETY: a zeroed cpu_set_t with CPU 0 set, for the calling thread.
     unsafe {
@@ -235,24 +256,7 @@ policy = "bench"
     fs::create_dir_all(&plain)?;
     cleanup.cgroups = vec![plain.clone(), hb_root.clone(), enrolled.clone()];
 
-    let log = dir.join("agent.log");
-    let agent = Command::new(&agent_bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(fs::File::create(&log)?)
-        .stderr(fs::File::create(&log)?)
-        .spawn()
-        .context("starting hb-agent")?;
-    cleanup.agent = Some(agent);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !fs::read_to_string(&log)?.contains("ready: enforcing") {
-        ensure!(
-            Instant::now() < deadline,
-            "agent not ready: {}",
-            fs::read_to_string(&log)?
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    cleanup.agent = Some(start_agent(&agent_bin, &config, &dir.join("agent.log"))?);
     // Wait for the glob enrollment.
     let enrolled_rel = format!("{tag}/enrolled");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -674,24 +678,7 @@ allow_domains = ["*.bench.test"]
             bpffs = cleanup.bpffs.display(),
         ),
     )?;
-    let log = dir.join("agent.log");
-    let agent = Command::new(&agent_bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(fs::File::create(&log)?)
-        .stderr(fs::File::create(&log)?)
-        .spawn()
-        .context("starting hb-agent")?;
-    cleanup.agent = Some(agent);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !fs::read_to_string(&log)?.contains("ready: enforcing") {
-        ensure!(
-            Instant::now() < deadline,
-            "agent not ready: {}",
-            fs::read_to_string(&log)?
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    cleanup.agent = Some(start_agent(&agent_bin, &config, &dir.join("agent.log"))?);
     thread::sleep(Duration::from_millis(300));
     // The only policy has id 0, so it is served on the base port.
     let (hb, direct, fwd) = ("127.0.0.1:5300", "127.0.0.1:5400", "127.0.0.1:5500");
