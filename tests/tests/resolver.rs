@@ -77,48 +77,39 @@ impl Upstream {
     /// Answers every A query with 203.0.113.10 and 10.0.0.1 in turn, TTL 1: a rebinding
     /// attacker's server.
     fn flip() -> Self {
-        let script = format!(
-            r#"
-import socket, struct
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {FLIP_PORT}))
-n = 0
-while True:
-    q, a = s.recvfrom(512)
-    qd_end = 12
-    while q[qd_end] != 0: qd_end += q[qd_end] + 1
-    question = q[12:qd_end + 5]
-    qtype = struct.unpack("!H", q[qd_end + 1:qd_end + 3])[0]
-    if qtype != 1:
-        s.sendto(q[:2] + b"\x81\x80" + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question, a); continue
-    ip = [b"\xcb\x00\x71\x0a", b"\x0a\x00\x00\x01"][n % 2]; n += 1
-    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + ip
-    s.sendto(q[:2] + b"\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00" + question + rr, a)
-"#
-        );
-        Self::python(&script)
-    }
-}
-
-impl Upstream {
-    /// A DNS server written in Python for the test at hand.
-    fn python(script: &str) -> Self {
-        let child = Command::new(python())
-            .args(["-c", script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        thread::sleep(Duration::from_millis(300));
-        Self(child)
+        Self::scripted(FLIP_PORT, &[&["203.0.113.10"], &["10.0.0.1"]], &[], 1)
     }
 
     /// Answers every A query with 203.0.113.20-24 and every AAAA query with
     /// 2001:db8::20-24, TTL 60: more addresses than the test's max_ips_per_name.
     fn many() -> Self {
+        let v4 = [
+            "203.0.113.20",
+            "203.0.113.21",
+            "203.0.113.22",
+            "203.0.113.23",
+            "203.0.113.24",
+        ];
+        let v6 = [
+            "2001:db8::20",
+            "2001:db8::21",
+            "2001:db8::22",
+            "2001:db8::23",
+            "2001:db8::24",
+        ];
+        Self::scripted(MANY_PORT, &[&v4], &v6, 60)
+    }
+
+    /// A small DNS server (Python) on 127.0.0.1:`port`: each A query gets the next of
+    /// `a_sets` in turn, each AAAA query gets `aaaa`, with `ttl`; other types get no answer.
+    fn scripted(port: u16, a_sets: &[&[&str]], aaaa: &[&str], ttl: u32) -> Self {
         let script = format!(
             r#"
 import socket, struct
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {MANY_PORT}))
+A_SETS = {a_sets:?}
+AAAA = {aaaa:?}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {port}))
+n = 0
 while True:
     q, a = s.recvfrom(512)
     end = 12
@@ -126,15 +117,23 @@ while True:
     question = q[12:end + 5]
     qtype = struct.unpack("!H", q[end + 1:end + 3])[0]
     if qtype == 1:
-        rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([203, 0, 113, 20 + i]) for i in range(5)]
+        rdatas = [socket.inet_pton(socket.AF_INET, ip) for ip in A_SETS[n % len(A_SETS)]]; n += 1
     elif qtype == 28:
-        rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 60, 16) + bytes([0x20, 1, 0xd, 0xb8] + [0] * 11 + [0x20 + i]) for i in range(5)]
+        rdatas = [socket.inet_pton(socket.AF_INET6, ip) for ip in AAAA]
     else:
-        rrs = []
+        rdatas = []
+    rrs = [b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, {ttl}, len(r)) + r for r in rdatas]
     s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + question + b"".join(rrs), a)
 "#
         );
-        Self::python(&script)
+        let child = Command::new(python())
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        thread::sleep(Duration::from_millis(300));
+        Self(child)
     }
 }
 

@@ -185,6 +185,27 @@ fn pin_to_cpu0() {
     }
 }
 
+/// Measures `rounds` times from the enrolled and the plain cgroup, alternating who goes
+/// first so drift hits both sides alike; returns the medians (enrolled, plain).
+fn alternate(
+    rounds: usize,
+    enrolled: &Path,
+    plain: &Path,
+    mut measure: impl FnMut(&Path) -> anyhow::Result<f64>,
+) -> anyhow::Result<(f64, f64)> {
+    let (mut with_hb, mut without) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            with_hb.push(measure(enrolled)?);
+            without.push(measure(plain)?);
+        } else {
+            without.push(measure(plain)?);
+            with_hb.push(measure(enrolled)?);
+        }
+    }
+    Ok((median(with_hb), median(without)))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -329,28 +350,12 @@ policy = "bench"
     let n = CONNECTS_PER_ROUND.to_string();
 
     eprintln!("bench: {ROUNDS} alternating rounds of {CONNECTS_PER_ROUND} connect+close");
-    let mut with_hb = Vec::new();
-    let mut without = Vec::new();
-    for round in 0..ROUNDS {
-        // Alternate who goes first, so drift hits both sides alike.
-        let order = if round % 2 == 0 {
-            [&enrolled, &plain]
-        } else {
-            [&plain, &enrolled]
-        };
-        for cg in order {
-            let ns: f64 = in_cgroup(cg, &me, &["__connect-loop", &target, &n])?
-                .trim()
-                .parse()?;
-            let rate = CONNECTS_PER_ROUND as f64 / (ns / 1e9);
-            if cg == &enrolled {
-                with_hb.push(rate);
-            } else {
-                without.push(rate);
-            }
-        }
-    }
-    let (rate_hb, rate_plain) = (median(with_hb), median(without));
+    let (rate_hb, rate_plain) = alternate(ROUNDS, &enrolled, &plain, |cg| {
+        let ns: f64 = in_cgroup(cg, &me, &["__connect-loop", &target, &n])?
+            .trim()
+            .parse()?;
+        Ok(CONNECTS_PER_ROUND as f64 / (ns / 1e9))
+    })?;
 
     eprintln!("bench: {IPERF_ROUNDS} alternating iperf3 rounds of {IPERF_SECS} s");
     let iperf_port = (port.wrapping_add(1)).max(1024).to_string();
@@ -362,40 +367,25 @@ policy = "bench"
         .context("starting iperf3 (cargo xtask setup installs it)")?;
     thread::sleep(Duration::from_millis(300));
     let iperf = Path::new("iperf3");
-    let mut bw_hb = Vec::new();
-    let mut bw_plain = Vec::new();
-    for round in 0..IPERF_ROUNDS {
-        let order = if round % 2 == 0 {
-            [&enrolled, &plain]
-        } else {
-            [&plain, &enrolled]
-        };
-        for cg in order {
-            let out = in_cgroup(
-                cg,
-                iperf,
-                &[
-                    "-c",
-                    "203.0.113.10",
-                    "-p",
-                    &iperf_port,
-                    "-t",
-                    IPERF_SECS,
-                    "-J",
-                ],
-            )?;
-            let v: Value = serde_json::from_str(&out)?;
-            let bps = v["end"]["sum_received"]["bits_per_second"]
-                .as_f64()
-                .context("iperf3 JSON")?;
-            if cg == &enrolled {
-                bw_hb.push(bps);
-            } else {
-                bw_plain.push(bps);
-            }
-        }
-    }
-    let (bw_hb, bw_plain) = (median(bw_hb), median(bw_plain));
+    let (bw_hb, bw_plain) = alternate(IPERF_ROUNDS, &enrolled, &plain, |cg| {
+        let out = in_cgroup(
+            cg,
+            iperf,
+            &[
+                "-c",
+                "203.0.113.10",
+                "-p",
+                &iperf_port,
+                "-t",
+                IPERF_SECS,
+                "-J",
+            ],
+        )?;
+        let v: Value = serde_json::from_str(&out)?;
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("iperf3 JSON")
+    })?;
 
     // The programs' own cost, from the kernel's accounting, in a pass of its own: the
     // accounting itself slows every run, so the rates above were measured without it.
