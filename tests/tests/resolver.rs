@@ -19,6 +19,7 @@ use serde_json::Value;
 const UPSTREAM_PORT: u16 = 5400;
 const FLIP_PORT: u16 = 5401;
 const MANY_PORT: u16 = 5402;
+const TRUNCATING_PORT: u16 = 5403;
 
 fn config(upstream_port: u16) -> String {
     format!(
@@ -77,7 +78,13 @@ impl Upstream {
     /// Answers every A query with 203.0.113.10 and 10.0.0.1 in turn, TTL 1: a rebinding
     /// attacker's server.
     fn flip() -> Self {
-        Self::scripted(FLIP_PORT, &[&["203.0.113.10"], &["10.0.0.1"]], &[], 1)
+        Self::scripted(
+            FLIP_PORT,
+            &[&["203.0.113.10"], &["10.0.0.1"]],
+            &[],
+            1,
+            false,
+        )
     }
 
     /// Answers every A query with 203.0.113.20-24 and every AAAA query with
@@ -97,21 +104,35 @@ impl Upstream {
             "2001:db8::23",
             "2001:db8::24",
         ];
-        Self::scripted(MANY_PORT, &[&v4], &v6, 60)
+        Self::scripted(MANY_PORT, &[&v4], &v6, 60, false)
+    }
+
+    /// Answers A queries with 203.0.113.30 only over TCP: over UDP every reply is
+    /// truncated (TC set, no records), as a server does when an answer is too large.
+    fn truncating() -> Self {
+        Self::scripted(TRUNCATING_PORT, &[&["203.0.113.30"]], &[], 60, true)
     }
 
     /// A small DNS server (Python) on 127.0.0.1:`port`: each A query gets the next of
     /// `a_sets` in turn, each AAAA query gets `aaaa`, with `ttl`; other types get no answer.
-    fn scripted(port: u16, a_sets: &[&[&str]], aaaa: &[&str], ttl: u32) -> Self {
+    /// With `truncate_udp`, UDP replies carry TC and no records, and the same server
+    /// answers over TCP (RFC 7766 length-prefixed).
+    fn scripted(
+        port: u16,
+        a_sets: &[&[&str]],
+        aaaa: &[&str],
+        ttl: u32,
+        truncate_udp: bool,
+    ) -> Self {
         let script = format!(
             r#"
-import socket, struct
+import socket, struct, threading
 A_SETS = {a_sets:?}
 AAAA = {aaaa:?}
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {port}))
+TRUNCATE_UDP = {truncate_udp}
 n = 0
-while True:
-    q, a = s.recvfrom(512)
+def answer(q, udp):
+    global n
     end = 12
     while q[end] != 0: end += q[end] + 1
     question = q[12:end + 5]
@@ -123,8 +144,24 @@ while True:
     else:
         rdatas = []
     rrs = [b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, {ttl}, len(r)) + r for r in rdatas]
-    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + question + b"".join(rrs), a)
-"#
+    if udp and TRUNCATE_UDP:
+        return q[:2] + b"\x83\x80" + struct.pack("!HHHH", 1, 0, 0, 0) + question
+    return q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + question + b"".join(rrs)
+def tcp():
+    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind(("127.0.0.1", {port})); t.listen(16)
+    while True:
+        c, _ = t.accept()
+        ln = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
+        r = answer(c.recv(ln, socket.MSG_WAITALL), False)
+        c.sendall(struct.pack("!H", len(r)) + r); c.close()
+threading.Thread(target=tcp, daemon=True).start()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {port}))
+while True:
+    q, a = s.recvfrom(512)
+    s.sendto(answer(q, True), a)
+"#,
+            truncate_udp = if truncate_udp { "True" } else { "False" }
         );
         let child = Command::new(python())
             .args(["-c", &script])
@@ -593,4 +630,45 @@ fn audit_mode_resolves_names_outside_the_policy_and_reports_them() {
     });
     assert_eq!(e["verdict"], "audit");
     assert_eq!(e["policy"], "watch");
+}
+
+#[test]
+fn truncated_upstream_answers_are_asked_again_over_tcp_and_then_served_from_the_cache() {
+    private_netns(&["203.0.113.30"]);
+    let upstream = Upstream::truncating();
+    let cfg = config(TRUNCATING_PORT)
+        .replace("max_ttl_secs = 3", "max_ttl_secs = 30")
+        .replace("\"flip.test\"]", "\"flip.test\", \"big.test\"]");
+    let mut env = TestEnv::new("dnstc", &cfg);
+    env.start_agent();
+    // Over UDP the upstream only ever sends TC and no records: an address can only have
+    // come over TCP.
+    let first = env.hb_json(&["dns", "lookup", "--policy", "web", "big.test"]);
+    assert_eq!(
+        first[0]["answers"],
+        serde_json::json!(["203.0.113.30"]),
+        "A answer fetched over TCP: {first}"
+    );
+    // With the upstream gone, only the resolver's cache of validated answers can answer
+    // (A only: an empty AAAA answer is not cached).
+    drop(upstream);
+    let again = env.hb_json(&["dns", "lookup", "--policy", "web", "big.test"]);
+    assert_eq!(
+        again[0]["answers"], first[0]["answers"],
+        "served from the cache: {again}"
+    );
+    let ttl = again[0]["ttl"].as_u64().expect("ttl");
+    assert!((1..=30).contains(&ttl), "cached TTL counts down: {again}");
+    let web = TcpProbe::bind("203.0.113.30:0");
+    let out = in_sandbox(
+        &env,
+        "web",
+        &format!("curl -4 -sS -m 5 http://big.test:{}/", web.addr.port()),
+    );
+    assert_eq!(
+        stdout(&out),
+        "hb-test",
+        "the sandbox resolves from the cache and connects: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -27,6 +27,7 @@
 pub mod learned;
 pub mod names;
 mod upstream;
+mod wire;
 
 use std::{
     collections::HashMap,
@@ -261,6 +262,10 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             continue;
         };
+        if let Some(reply) = inner.cached(policy_id, &buf[..n], Transport::Udp) {
+            let _ = sock.send_to(&reply, from).await;
+            continue;
+        }
         match inner.prepare(policy_id, &buf[..n], Transport::Udp) {
             Step::Reply(Some(reply)) => {
                 let _ = sock.send_to(&reply, from).await;
@@ -299,9 +304,12 @@ async fn serve_tcp_conn(inner: Arc<Inner>, policy_id: u32, mut stream: TcpStream
         if stream.read_exact(&mut query).await.is_err() {
             return;
         }
-        let reply = match inner.prepare(policy_id, &query, Transport::Tcp) {
-            Step::Reply(r) => r,
-            Step::Resolve(pending) => inner.resolve(pending).await,
+        let reply = match inner.cached(policy_id, &query, Transport::Tcp) {
+            Some(reply) => Some(reply),
+            None => match inner.prepare(policy_id, &query, Transport::Tcp) {
+                Step::Reply(r) => r,
+                Step::Resolve(pending) => inner.resolve(pending).await,
+            },
         };
         let Some(reply) = reply else {
             return;
@@ -330,6 +338,8 @@ const ANSWER_CACHE_ENTRIES: usize = 65_536;
 struct CachedAnswer {
     records: Vec<hickory_proto::rr::Record>,
     addrs: Vec<IpAddr>,
+    /// The answer section pre-encoded for [`Inner::cached`], when it can be.
+    wire: Option<wire::EncodedAnswers>,
     /// When the clamped TTL runs out (the allow map entry expires with it).
     until: std::time::Instant,
 }
@@ -418,6 +428,41 @@ impl Inner {
         };
         // A full channel drops the event rather than delaying the answer.
         let _ = self.events.try_send(record);
+    }
+
+    /// The fast path: a common-shape query for an allowed name whose validated answer is
+    /// cached, answered from pre-encoded bytes after the allow map is confirmed to hold
+    /// its addresses. `None` sends the query down the general path ([`Inner::prepare`]),
+    /// which judges it the same way and also handles everything unusual.
+    fn cached(&self, policy_id: u32, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let q = wire::parse_query(query)?;
+        let qtype = RecordType::from(q.qtype);
+        if qtype != RecordType::A && qtype != RecordType::AAAA {
+            return None;
+        }
+        let policy = self.policies.get(&policy_id)?;
+        if !names::allowed(&policy.patterns, &q.name) {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        let cache = self.cache.lock().ok()?;
+        let entry = cache
+            .get(&(policy_id, q.name.clone(), qtype))
+            .filter(|e| e.until > now)?;
+        let wire = entry.wire.as_ref()?;
+        let left = entry.until.saturating_duration_since(now);
+        let ttl = u32::try_from(left.as_secs()).unwrap_or(u32::MAX).max(1);
+        let expires = crate::events::monotonic_ns() + u64::from(ttl) * 1_000_000_000;
+        let learned = self
+            .learned
+            .lock()
+            .ok()?
+            .learn(policy_id, &q.name, &entry.addrs, expires)
+            .is_ok();
+        if !learned {
+            return None;
+        }
+        wire.reply(&q, ttl, transport == Transport::Udp)
     }
 
     /// Everything that needs no upstream: parsing, policy, and answers still cached.
@@ -598,6 +643,7 @@ impl Inner {
             cache.insert(
                 (policy_id, name, qtype),
                 CachedAnswer {
+                    wire: wire::EncodedAnswers::encode(&records),
                     records: records.clone(),
                     addrs,
                     until: std::time::Instant::now() + Duration::from_secs(u64::from(ttl)),
