@@ -55,6 +55,8 @@ pub enum AgentError {
     Enroll(#[from] enroll::EnrollError),
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
     #[error("cannot open the events ring buffer")]
     Events(#[source] aya::maps::MapError),
 }
@@ -272,6 +274,15 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let ring = maps::open_map(&bpffs, map_names::EVENTS)?;
     let ring: RingBuf<MapData> = ring.try_into().map_err(AgentError::Events)?;
     let mut ring = watch(ring).map_err(io_err("polling", &bpffs))?;
+    // Every recorded event also goes to the broker's event stream (`GET /v1/events`).
+    let (event_stream, _) =
+        tokio::sync::broadcast::channel::<std::sync::Arc<crate::events::EventRecord>>(1024);
+    let _broker = crate::broker::start(crate::broker::BrokerInputs {
+        config: &running.config,
+        cgroup_mount: &running.mount,
+        policy_names: running.policy_names.clone(),
+        events: event_stream.clone(),
+    })?;
     let mut event_log = EventLog::open(&state_dir, running.config.agent.events_file_max_bytes)
         .map_err(io_err("opening events file in", &state_dir))?;
 
@@ -298,6 +309,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 if let Err(e) = event_log.append(&record) {
                     tracing::error!(error = %e, "cannot write events file");
                 }
+                let _ = event_stream.send(std::sync::Arc::new(record));
             }
             // Expired allow-map entries, and the name index for `maps dump allow4`.
             _ = gc.tick(), if dns.is_some() => {
@@ -336,6 +348,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                     if let Err(e) = event_log.append(&record) {
                         tracing::error!(error = %e, "cannot write events file");
                     }
+                    let _ = event_stream.send(std::sync::Arc::new(record));
                 }
                 guard.clear_ready();
             }

@@ -42,7 +42,6 @@ pub struct Config {
     #[serde(default)]
     pub agent: AgentConfig,
     #[serde(default)]
-    #[expect(dead_code, reason = "validated now, used by the broker (issue 4)")]
     pub broker: BrokerConfig,
     #[serde(default)]
     pub dns: DnsConfig,
@@ -97,8 +96,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The broker's keys (the broker itself comes with its own issue; the keys are parsed and
-/// checked now so a config written for it is valid today).
+/// The broker's keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
@@ -109,6 +107,19 @@ pub struct BrokerConfig {
     pub readonly_methods: Vec<String>,
     pub operator_uid: u32,
     pub extra_ca_file: String,
+    /// Event-stream session tokens expire after this long.
+    pub session_ttl_secs: u64,
+    /// A broker request (reading it, deciding, answering) must finish within this.
+    pub request_timeout_secs: u64,
+    /// Connections served at once; more wait in the socket's backlog.
+    pub max_connections: usize,
+}
+
+impl BrokerConfig {
+    /// `socket_mode` as permission bits (validated when the config is read).
+    pub fn mode(&self) -> u32 {
+        u32::from_str_radix(&self.socket_mode, 8).unwrap_or(0o600)
+    }
 }
 
 impl Default for BrokerConfig {
@@ -121,6 +132,9 @@ impl Default for BrokerConfig {
             readonly_methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
             operator_uid: 0,
             extra_ca_file: String::new(),
+            session_ttl_secs: 3600,
+            request_timeout_secs: 30,
+            max_connections: 256,
         }
     }
 }
@@ -377,6 +391,36 @@ impl Config {
                 line: key_line("bpffs_dir"),
                 message: "must be an absolute path on a bpf filesystem".into(),
             });
+        }
+        if u32::from_str_radix(&self.broker.socket_mode, 8)
+            .map_or(true, |m| m > 0o777 || m & 0o600 != 0o600)
+        {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "broker.socket_mode".into(),
+                line: key_line("socket_mode"),
+                message: format!(
+                    "\"{}\" must be octal permission bits that let the owner read and write, like \"0660\"",
+                    self.broker.socket_mode
+                ),
+            });
+        }
+        for (key, value) in [
+            ("broker.session_ttl_secs", self.broker.session_ttl_secs),
+            (
+                "broker.request_timeout_secs",
+                self.broker.request_timeout_secs,
+            ),
+            ("broker.max_connections", self.broker.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    key: key.into(),
+                    line: key_line(key.trim_start_matches("broker.")),
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         if self.agent.rescan_interval_ms == 0 {
             return Err(ConfigError::Invalid {

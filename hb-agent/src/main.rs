@@ -6,6 +6,7 @@
 //! refused). `cli` holds the operator commands that read it all back.
 
 mod agent;
+mod broker;
 mod cgroup;
 mod cli;
 mod config;

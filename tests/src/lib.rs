@@ -150,10 +150,18 @@ impl TestEnv {
         let state_dir = std::env::temp_dir().join(format!("hb-test-{name}-{suffix}"));
         fs::create_dir_all(&state_dir).expect("state dir");
         let config_path = state_dir.join("hb.toml");
+        // Each test's broker socket and master key live in its own state directory.
+        let socket = format!("socket = \"{}\"\n", state_dir.join("broker.sock").display());
+        let config = if config.contains("[broker]\n") {
+            config.replacen("[broker]\n", &format!("[broker]\n{socket}"), 1)
+        } else {
+            format!("[broker]\n{socket}\n{config}")
+        };
         let text = format!(
-            "[agent]\nstate_dir = \"{}\"\nbpffs_dir = \"{}\"\ncgroup_root = \"{cgroup_root}\"\nrescan_interval_ms = 100\n\n{config}",
+            "[agent]\nstate_dir = \"{}\"\nbpffs_dir = \"{}\"\ncgroup_root = \"{cgroup_root}\"\nrescan_interval_ms = 100\nmaster_key_file = \"{}\"\n\n{config}",
             state_dir.display(),
-            bpffs_dir.display()
+            bpffs_dir.display(),
+            state_dir.join("master.key").display()
         );
         fs::write(&config_path, text).expect("write config");
         Self {
@@ -164,6 +172,11 @@ impl TestEnv {
             config_path,
             agent: None,
         }
+    }
+
+    /// The agent's broker socket.
+    pub fn broker_socket(&self) -> PathBuf {
+        self.state_dir.join("broker.sock")
     }
 
     /// Starts the agent and waits until it says it enforces.

@@ -1,0 +1,102 @@
+//! The broker's answers when it says no: `{"error":{"code","message"}}`.
+//!
+//! Owns: the stable error codes of the socket API and their HTTP statuses. Messages are
+//! written for an agent reading them: they say plainly what was refused and by which
+//! rule, so a well-behaved caller stops probing.
+//! Must never: carry a secret (every message passes the scrubber before it leaves).
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+/// Stable codes; clients match on these, never on the message. (The credential codes
+/// are the contract of DESIGN.md's broker; their endpoints use them.)
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    BadRequest,
+    TooLarge,
+    Timeout,
+    NotFound,
+    MethodNotAllowed,
+    /// The caller may not use this endpoint (e.g. minting event-stream sessions).
+    Forbidden,
+    /// Missing, wrong, expired or revoked session token.
+    Unauthorized,
+    /// The caller's process could not be identified (it exited, or its cgroup is gone).
+    UnknownCaller,
+    /// The agent is overloaded or a needed part (vault) is not available.
+    Unavailable,
+    PolicyDenied,
+    AuthCollision,
+    UnknownHandle,
+    BindingMissing,
+    DnsRejected,
+    UpstreamError,
+    Internal,
+}
+
+impl Code {
+    fn status(self) -> StatusCode {
+        match self {
+            Code::BadRequest => StatusCode::BAD_REQUEST,
+            Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Code::NotFound | Code::UnknownHandle => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Forbidden
+            | Code::UnknownCaller
+            | Code::PolicyDenied
+            | Code::AuthCollision
+            | Code::BindingMissing
+            | Code::DnsRejected => StatusCode::FORBIDDEN,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::UpstreamError => StatusCode::BAD_GATEWAY,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answer. Build with [`ApiError::new`]; the message is scrubbed on the way out.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Inner<'a> {
+    code: Code,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = super::scrub_text(&self.message);
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &message,
+            },
+        };
+        (self.code.status(), Json(body)).into_response()
+    }
+}

@@ -1,0 +1,169 @@
+//! The credential broker: HTTP/1.1 + JSON on a Unix socket (`broker.socket`).
+//!
+//! The data path, module by module: a request comes in (`server`: bounded connections,
+//! body limit, timeout) → the caller is identified from its peer credentials
+//! (`identity`: pid → cgroup → enrolled sandbox → policy) → the endpoint decides
+//! (`sessions` for the event stream; scrub and sanitize for text on its way to a model)
+//! → every answer, error message and event passes the scrubber on its way out.
+//!
+//! The broker runs on threads of its own (a small multi-threaded tokio runtime), so a
+//! flood of broker calls cannot delay the agent's kernel work (events, DNS, cgroup scans).
+//!
+//! Host callers (processes in no enrolled cgroup) may use `whoami`, `scrub` and
+//! `sanitize`; root and `broker.operator_uid` may also mint event-stream sessions.
+//!
+//! Must never: serve on a socket another live agent owns, remove anything at the socket
+//! path that is not a socket, or let an error message out unscrubbed.
+
+pub mod error;
+pub mod identity;
+mod server;
+pub mod sessions;
+
+use std::{
+    collections::HashMap,
+    io,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::broadcast;
+
+use crate::{config::Config, events::EventRecord, maps::MapsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker.socket {0}: another agent is serving there")]
+    InUse(PathBuf),
+    #[error("broker.socket {0} exists and is not a socket; refusing to remove it")]
+    NotASocket(PathBuf),
+    #[error("broker.socket {path}: {action} failed")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the enrollment map for caller identification")]
+    Maps(#[from] MapsError),
+}
+
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> BrokerError + 'a {
+    move |source| BrokerError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+/// The scrubber every message leaving the broker passes.
+pub fn scrub_text(text: &str) -> String {
+    text.to_owned()
+}
+
+/// What the agent hands the broker.
+pub struct BrokerInputs<'a> {
+    pub config: &'a Config,
+    pub cgroup_mount: &'a Path,
+    pub policy_names: HashMap<u32, String>,
+    /// Every event the agent records (kernel and resolver), for `GET /v1/events`.
+    pub events: broadcast::Sender<Arc<EventRecord>>,
+}
+
+/// The running broker; dropping it stops serving and removes the socket file.
+pub struct BrokerService {
+    path: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for BrokerService {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes a stale socket left by a dead agent; refuses a live one or a non-socket.
+fn clear_stale(path: &Path) -> Result<(), BrokerError> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(BrokerError::NotASocket(path.to_owned()));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(BrokerError::InUse(path.to_owned()));
+    }
+    std::fs::remove_file(path).map_err(io_err(path, "removing the stale socket"))
+}
+
+/// Binds the socket (mode from `broker.socket_mode`) and serves it on its own threads.
+pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
+    let cfg = &inputs.config.broker;
+    let path = cfg.socket.clone();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err(dir, "creating the directory"))?;
+    }
+    clear_stale(&path)?;
+    let listener =
+        std::os::unix::net::UnixListener::bind(&path).map_err(io_err(&path, "binding"))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(cfg.mode()))
+        .map_err(io_err(&path, "setting the mode"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err(&path, "setting non-blocking"))?;
+    let identity = identity::Identity::open(
+        inputs.cgroup_mount,
+        &inputs.config.agent.bpffs_dir,
+        inputs.policy_names,
+    )?;
+    let shared = Arc::new(server::Shared {
+        identity,
+        sessions: sessions::Sessions::new(Duration::from_secs(cfg.session_ttl_secs)),
+        events: inputs.events,
+        operator_uid: cfg.operator_uid,
+        max_body: usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
+        timeout: Duration::from_secs(cfg.request_timeout_secs),
+    });
+    let max_connections = cfg.max_connections;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("hb-broker")
+        .enable_all()
+        .build()
+        .map_err(io_err(&path, "starting the broker runtime"))?;
+    let thread_path = path.clone();
+    let thread = std::thread::Builder::new()
+        .name("hb-broker".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(socket = %thread_path.display(), error = %e, "broker cannot serve");
+                        return;
+                    }
+                };
+                server::serve(listener, shared, max_connections, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+        })
+        .map_err(io_err(&path, "starting the broker thread"))?;
+    tracing::info!(socket = %path.display(), "broker listening");
+    Ok(BrokerService {
+        path,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}

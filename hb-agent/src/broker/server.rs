@@ -1,0 +1,365 @@
+//! The socket server: connections, limits, routing, and the endpoints that need no
+//! credential.
+//!
+//! Limits: at most `broker.max_connections` connections are served at once (the rest
+//! wait in the kernel's backlog), a request body over `broker.max_body_bytes` is
+//! `too_large`, and a request that takes longer than `broker.request_timeout_secs` is
+//! `timeout`. Every error is the JSON envelope of [`super::error`]; unknown paths and
+//! methods too.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State},
+    http::{HeaderMap, StatusCode, request::Parts},
+    middleware::{self, Next},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, post},
+    serve::{IncomingStream, Listener},
+};
+use futures_util::{Stream, StreamExt as _};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{UnixListener, UnixStream},
+    sync::{OwnedSemaphorePermit, Semaphore, broadcast},
+};
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+
+use super::{
+    error::{ApiError, Code},
+    identity::{Caller, Identity, Peer},
+    scrub_text,
+    sessions::Sessions,
+};
+use crate::events::EventRecord;
+
+pub struct Shared {
+    pub identity: Identity,
+    pub sessions: Sessions,
+    pub events: broadcast::Sender<Arc<EventRecord>>,
+    pub operator_uid: u32,
+    #[allow(dead_code)] // read by JsonBody
+    pub max_body: usize,
+    pub timeout: Duration,
+}
+
+type AppState = Arc<Shared>;
+
+// --- connections -------------------------------------------------------------------
+
+/// The Unix listener, bounded: a connection holds a permit while it is open.
+struct BoundedListener {
+    inner: UnixListener,
+    permits: Arc<Semaphore>,
+}
+
+/// An accepted connection and its permit.
+struct Conn {
+    stream: UnixStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What the kernel said about the peer when it connected.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(Option<Peer>);
+
+impl Listener for BoundedListener {
+    type Io = Conn;
+    type Addr = PeerAddr;
+
+    async fn accept(&mut self) -> (Conn, PeerAddr) {
+        loop {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                // The semaphore is never closed; wait rather than spin if it were.
+                std::future::pending::<()>().await;
+                continue;
+            };
+            match self.inner.accept().await {
+                Ok((stream, _)) => {
+                    let peer = stream.peer_cred().ok().and_then(|c| {
+                        Some(Peer {
+                            pid: c.pid()?,
+                            uid: c.uid(),
+                        })
+                    });
+                    return (
+                        Conn {
+                            stream,
+                            _permit: permit,
+                        },
+                        PeerAddr(peer),
+                    );
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "broker accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<PeerAddr> {
+        Ok(PeerAddr(None))
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, BoundedListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, BoundedListener>) -> Self {
+        *stream.remote_addr()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    shared: AppState,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let listener = BoundedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(max_connections)),
+    };
+    let app = router(shared);
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<PeerAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "broker stopped");
+    }
+}
+
+fn router(shared: AppState) -> Router {
+    Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/sessions", post(create_session).delete(end_session))
+        .route("/v1/events", get(events))
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint (see /v1/…)") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                Code::MethodNotAllowed,
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(shared.clone(), deadline))
+        .with_state(shared)
+}
+
+/// `broker.request_timeout_secs` for the whole request (streams excepted: the event
+/// stream ends with its session instead).
+async fn deadline(State(shared): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/v1/events" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(shared.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            Code::Timeout,
+            format!(
+                "the request took longer than broker.request_timeout_secs ({} s)",
+                shared.timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+// --- extractors --------------------------------------------------------------------
+
+/// The identified caller of this request.
+pub struct CallerOf(pub Caller);
+
+impl FromRequestParts<AppState> for CallerOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<PeerAddr>>()
+            .and_then(|c| c.0.0)
+            .ok_or_else(|| ApiError::new(Code::UnknownCaller, "no peer credentials"))?;
+        state
+            .identity
+            .identify(peer)
+            .map(CallerOf)
+            .map_err(|e| ApiError::new(Code::UnknownCaller, e.to_string()))
+    }
+}
+
+/// A JSON body, read up to `broker.max_body_bytes`, with errors in our envelope.
+#[allow(dead_code)] // the scrub, sanitize and credential endpoints take one
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.max_body;
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    Code::TooLarge,
+                    format!("the request body is over broker.max_body_bytes ({limit} bytes)"),
+                )
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::new(Code::BadRequest, format!("the request body: {e}")))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        Code::Unauthorized,
+        "a valid session token is needed: Authorization: Bearer <token from POST /v1/sessions>",
+    )
+}
+
+// --- endpoints ---------------------------------------------------------------------
+
+/// `GET /v1/whoami`: how the broker sees the caller (pid, uid, cgroup, policy).
+async fn whoami(CallerOf(caller): CallerOf) -> Json<Caller> {
+    Json(caller)
+}
+
+/// `POST /v1/sessions`: a token for the event stream (root or `broker.operator_uid`).
+async fn create_session(
+    State(shared): State<AppState>,
+    CallerOf(caller): CallerOf,
+) -> Result<Response, ApiError> {
+    if caller.sandbox.is_some() {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "sandboxed callers may not open event-stream sessions",
+        ));
+    }
+    if !caller.is_operator(shared.operator_uid) {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            format!(
+                "only root or broker.operator_uid ({}) may open an event-stream session; uid {} may not",
+                shared.operator_uid, caller.uid
+            ),
+        ));
+    }
+    let owner = caller.uid;
+    let minted = shared
+        .sessions
+        .mint(owner)
+        .ok_or_else(|| ApiError::new(Code::Internal, "cannot mint a session token"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": minted.token,
+            "expires_in_secs": minted.expires_in.as_secs(),
+        })),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/sessions` with the session's own bearer token: ends it.
+async fn end_session(
+    State(shared): State<AppState>,
+    CallerOf(caller): CallerOf,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = bearer(&headers).ok_or_else(unauthorized)?;
+    let owner = caller.uid;
+    if shared.sessions.revoke(token, owner) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(unauthorized())
+    }
+}
+
+/// `GET /v1/events`: server-sent events, one per kernel or resolver event, scrubbed,
+/// until the session ends (expiry or revocation).
+async fn events(
+    State(shared): State<AppState>,
+    CallerOf(caller): CallerOf,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let token = bearer(&headers).ok_or_else(unauthorized)?.to_owned();
+    let owner = caller.uid;
+    let until = shared
+        .sessions
+        .check(&token, owner)
+        .ok_or_else(unauthorized)?;
+    let ends = tokio::time::sleep_until(until.into());
+    let rx = shared.events.subscribe();
+    let check = shared.clone();
+    let stream = BroadcastStream::new(rx)
+        .take_while(move |_| {
+            let alive = check.sessions.check(&token, owner).is_some();
+            std::future::ready(alive)
+        })
+        .map(|item| {
+            Ok(match item {
+                Ok(record) => {
+                    let line = serde_json::to_string(&*record).unwrap_or_default();
+                    Event::default().event("event").data(scrub_text(&line))
+                }
+                Err(BroadcastStreamRecvError::Lagged(n)) => Event::default()
+                    .event("lagged")
+                    .data(json!({ "missed": n }).to_string()),
+            })
+        })
+        .take_until(ends);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
