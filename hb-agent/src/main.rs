@@ -18,6 +18,7 @@ mod maps;
 mod sandbox;
 #[allow(dead_code)] // used by the vault and broker as they land
 mod secret;
+mod vault;
 
 use std::process::ExitCode;
 
