@@ -172,8 +172,9 @@ pub fn run(config: &Config, cmd: VaultCommand) -> anyhow::Result<ExitCode> {
             print_one(&meta, "stored", json)?;
         }
         VaultCommand::List { json } => {
+            let key = MasterKey::load(key_path)?;
             let list = if db.exists() {
-                Vault::open(&db, &MasterKey::load(key_path)?)?.list()?
+                Vault::open(&db, &key)?.list()?
             } else {
                 Vec::new()
             };
