@@ -754,3 +754,66 @@ fn concurrent_rotations_keep_one_active_credential() {
     let check = env.ok(&["vault", "check"], b"");
     assert!(check.contains("9 credentials checked, 0 failed"), "{check}");
 }
+
+/// Another writer dies with part of its transaction already in the database file (a tiny
+/// page cache makes SQLite spill dirty pages mid-transaction): the next `hb-agent vault`
+/// command rolls the hot journal back, and the vault is exactly as before.
+const PY_SPILL_AND_DIE: &str = r#"
+import os, signal, sqlite3, sys
+db, old_id = sys.argv[1], sys.argv[2]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute("PRAGMA cache_size = 10")
+c.execute("BEGIN IMMEDIATE")
+c.execute("UPDATE credentials SET status = 'deprecated', grace_until = 0 WHERE id = ?", (old_id,))
+c.execute("CREATE TABLE filler (x BLOB)")
+for _ in range(300):
+    c.execute("INSERT INTO filler VALUES (zeroblob(4000))")
+os.kill(os.getpid(), signal.SIGKILL)
+"#;
+
+#[test]
+fn a_hot_journal_from_a_killed_writer_is_rolled_back() {
+    let env = VaultEnv::new("hotjournal");
+    env.init();
+    let v = token("ghp_");
+    let id = env.put("github", "ci", &v);
+    let before = fs::read(env.db()).expect("db");
+    let out = Command::new(hb_tests::python())
+        .args(["-c", PY_SPILL_AND_DIE])
+        .arg(env.db())
+        .arg(&id)
+        .output()
+        .expect("python3");
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "the writer was not killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = env.state_dir().join("vault.db-journal");
+    assert!(journal.exists(), "no journal left");
+    assert_ne!(
+        fs::read(env.db()).expect("db"),
+        before,
+        "nothing spilled into the database file: the test proves nothing"
+    );
+
+    assert_eq!(env.actives("github", "ci"), vec![id.clone()]);
+    assert!(!journal.exists(), "the hot journal was not rolled back");
+    assert_eq!(fs::read(env.db()).expect("db").len(), before.len());
+    assert!(env.matches(&id, &v));
+    let check = env.ok(&["vault", "check"], b"");
+    assert!(check.contains("1 credentials checked, 0 failed"), "{check}");
+    let next = env.rotate(&id, &token("ghp_"));
+    assert_eq!(env.actives("github", "ci"), vec![next]);
+    let tables: i64 = rusqlite::Connection::open(env.db())
+        .expect("open")
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'filler'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("query");
+    assert_eq!(tables, 0, "the killed writer's table survived");
+    env.assert_no_plaintext(&[&v]);
+}

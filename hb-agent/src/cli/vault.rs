@@ -84,6 +84,7 @@ pub enum VaultCommand {
         /// With --account: replace that account's active credential.
         #[arg(long, short, requires = "account")]
         integration: Option<String>,
+        /// With --integration: whose credential.
         #[arg(long, short, requires = "integration")]
         account: Option<String>,
         /// How long the old credential stays usable (`0s`, `10m`, `2h`).
@@ -134,6 +135,7 @@ pub enum VaultCommand {
         /// With --account: that account's active credential.
         #[arg(long, short, requires = "account")]
         integration: Option<String>,
+        /// With --integration: whose credential.
         #[arg(long, short, requires = "integration")]
         account: Option<String>,
     },
