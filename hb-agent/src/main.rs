@@ -3,7 +3,8 @@
 //! The data path, module by module: `config` (what is allowed) → `loader` + `maps` (the
 //! kernel's copy of it) → `enroll` / `sandbox` (which processes it applies to) → the
 //! programs in hb-ebpf (the verdict, per connect and per packet) → `events` (what was
-//! refused). `cli` holds the operator commands that read it all back.
+//! refused). `vault` keeps the credentials the broker injects, sealed at rest. `cli` holds
+//! the operator commands that read it all back.
 
 mod agent;
 mod broker;
@@ -17,8 +18,8 @@ mod events;
 mod loader;
 mod maps;
 mod sandbox;
-#[allow(dead_code)] // used by the vault and broker as they land
 mod secret;
+mod vault;
 
 use std::process::ExitCode;
 

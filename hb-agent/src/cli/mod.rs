@@ -8,6 +8,7 @@ mod dns;
 mod events;
 mod maps;
 mod status;
+mod vault;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
@@ -25,7 +26,8 @@ Examples:
   hb-agent status
   hb-agent maps dump rules4 --json
   hb-agent events --follow
-  hb-agent dns lookup --policy default pypi.org";
+  hb-agent dns lookup --policy default pypi.org
+  hb-agent vault put --integration github --account ci < token.txt";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,6 +81,9 @@ enum Command {
     /// Ask the running agent's resolver.
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// The credential vault (state_dir/vault.db): secrets from stdin, never printed.
+    #[command(subcommand)]
+    Vault(vault::VaultCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +232,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(cli.config.as_deref())?;
             dns::lookup(&config, &policy, &host, json)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Vault(cmd) => {
+            let config = Config::load(cli.config.as_deref())?;
+            vault::run(&config, cmd)
         }
         Command::Status { json } => {
             let config = Config::load(cli.config.as_deref())?;
