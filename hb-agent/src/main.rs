@@ -16,6 +16,7 @@ mod events;
 mod loader;
 mod maps;
 mod sandbox;
+mod scrub;
 #[allow(dead_code)] // used by the vault and broker as they land
 mod secret;
 
