@@ -18,6 +18,7 @@ mod events;
 mod loader;
 mod maps;
 mod sandbox;
+mod scrub;
 mod secret;
 mod vault;
 

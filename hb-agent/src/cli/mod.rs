@@ -7,6 +7,7 @@
 mod dns;
 mod events;
 mod maps;
+mod scrub;
 mod status;
 mod vault;
 
@@ -27,7 +28,20 @@ Examples:
   hb-agent maps dump rules4 --json
   hb-agent events --follow
   hb-agent dns lookup --policy default pypi.org
-  hb-agent vault put --integration github --account ci < token.txt";
+  hb-agent vault put --integration github --account ci < token.txt
+  tool --verbose 2>&1 | hb-agent scrub          # redact tokens before they reach an LLM";
+
+const SCRUB_EXAMPLES: &str = "\
+Examples:
+  some-tool 2>&1 | hb-agent scrub                          # stream: tokens become [REDACTED:<family>]
+  hb-agent scrub --json < response.json | jq .redactions   # {\"text\", \"redactions\": [{family, offset, len, output_offset}]}
+  hb-agent scrub --secret-file /run/secrets/db-password < app.log
+  hb-agent scrub --fail-on-match < build.log > /dev/null   # CI gate: exit 1 if anything was redacted
+  hb-agent scrub --list-families
+
+Offsets and lengths in --json are input bytes; output_offset is where the marker starts in
+\"text\". Streaming holds back at most one rule window (16 KiB after a JWT, PEM, Bearer or
+Authorization keyword, under 1 KiB otherwise) until more input or end of input.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,6 +98,39 @@ enum Command {
     /// The credential vault (state_dir/vault.db): secrets from stdin, never printed.
     #[command(subcommand)]
     Vault(vault::VaultCommand),
+    /// Redact secrets from stdin to stdout: known token families (GitHub, AWS, JWT,
+    /// PEM keys, … see --list-families) and the exact values of --secret-file, also in
+    /// base64, hex, percent and JSON encodings.
+    #[command(after_help = SCRUB_EXAMPLES)]
+    Scrub {
+        /// Read all of stdin, then print one JSON object {"text", "redactions"}.
+        #[arg(long)]
+        json: bool,
+        /// A file holding one secret to redact exactly (trailing newline dropped;
+        /// at least 8 bytes). Repeatable. Secrets are never taken from argv.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Vec<PathBuf>,
+        /// Exit 1 if anything was redacted (the output is written all the same).
+        #[arg(long)]
+        fail_on_match: bool,
+        /// Print the built-in token families and exit.
+        #[arg(long)]
+        list_families: bool,
+    },
+    /// (internal) Time the scrubber on FILE; prints JSON. Used by `cargo xtask bench scrub`.
+    #[command(name = "__bench-scrub", hide = true)]
+    BenchScrub {
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Synthetic values to register, one per line.
+        #[arg(long, value_name = "FILE")]
+        secrets_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// Stream chunk size in bytes.
+        #[arg(long, default_value_t = 65536)]
+        chunk: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +283,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault(cmd) => {
             let config = Config::load(cli.config.as_deref())?;
             vault::run(&config, cmd)
+        }
+        Command::Scrub {
+            json,
+            secret_file,
+            fail_on_match,
+            list_families,
+        } => scrub::run(json, &secret_file, fail_on_match, list_families),
+        Command::BenchScrub {
+            input,
+            secrets_file,
+            iterations,
+            chunk,
+        } => {
+            scrub::bench(&input, secrets_file.as_deref(), iterations, chunk)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
             let config = Config::load(cli.config.as_deref())?;

@@ -1,0 +1,180 @@
+//! `hb-agent scrub`: stdin → stdout through the scrubber, the gate before LLM context
+//! and a CI check; and the hidden `__bench-scrub` that `cargo xtask bench scrub` times.
+
+use std::{
+    fs,
+    io::{self, Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::{
+    scrub::{Redaction, Scrubber},
+    secret::Secret,
+};
+
+const CHUNK: usize = 64 * 1024;
+
+/// Registers every `--secret-file` (one value per file, trailing newline dropped).
+fn register_files(scrubber: &Scrubber, files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut secrets = Vec::new();
+    for f in files {
+        let file = fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+        let secret = Secret::read_from(file).with_context(|| format!("reading {}", f.display()))?;
+        secrets.push((f, secret));
+    }
+    for (f, s) in &secrets {
+        scrubber
+            .register("live_secret", s)
+            .with_context(|| format!("secret file {}", f.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(
+    json: bool,
+    secret_files: &[PathBuf],
+    fail_on_match: bool,
+    list_families: bool,
+) -> anyhow::Result<ExitCode> {
+    if list_families {
+        let families = Scrubber::families();
+        if json {
+            println!("{}", serde_json::to_string_pretty(&families)?);
+        } else {
+            for f in families {
+                println!("{:<24} {}", f.name, f.about.join("; "));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let scrubber = Scrubber::new();
+    register_files(&scrubber, secret_files)?;
+    let redactions = if json {
+        let mut input = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut input)
+            .context("reading stdin")?;
+        let out = scrubber.scrub(&input);
+        let doc = serde_json::json!({
+            "text": String::from_utf8_lossy(&out.bytes),
+            "redactions": out.redactions,
+        });
+        println!("{doc}");
+        out.redactions.len()
+    } else {
+        stream(&scrubber)?
+    };
+    Ok(if fail_on_match && redactions > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Streams stdin to stdout, writing each chunk's final output at once.
+fn stream(scrubber: &Scrubber) -> anyhow::Result<usize> {
+    let mut stdin = io::stdin().lock();
+    let mut stdout = io::stdout().lock();
+    let mut stream = scrubber.stream();
+    let mut buf = vec![0u8; CHUNK];
+    let mut out = Vec::with_capacity(CHUNK);
+    let mut count = 0;
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading stdin"),
+        };
+        out.clear();
+        stream.push(&buf[..n], &mut out);
+        count += stream.take_redactions().len();
+        stdout.write_all(&out).context("writing stdout")?;
+        stdout.flush().context("writing stdout")?;
+    }
+    out.clear();
+    count += stream.finish(&mut out).len();
+    stdout.write_all(&out).context("writing stdout")?;
+    stdout.flush().context("writing stdout")?;
+    Ok(count)
+}
+
+/// `hb-agent __bench-scrub`: times whole-buffer and streaming scrubs of one file in this
+/// process and prints one JSON object (MiB/s are medians over the iterations).
+pub fn bench(
+    input: &Path,
+    secrets_file: Option<&Path>,
+    iterations: usize,
+    chunk: usize,
+) -> anyhow::Result<()> {
+    ensure!(
+        iterations > 0 && chunk > 0,
+        "iterations and chunk must be > 0"
+    );
+    let data = fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let scrubber = Scrubber::new();
+    let mut register_ms = 0.0;
+    if let Some(f) = secrets_file {
+        // Synthetic benchmark values, one per line.
+        let text = fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let secrets: Vec<Secret> = text
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| Secret::new(l.to_vec()))
+            .collect();
+        let start = Instant::now();
+        scrubber
+            .register_many(secrets.iter().map(|s| ("live_secret", s)))
+            .context("registering the benchmark values")?;
+        register_ms = start.elapsed().as_secs_f64() * 1e3;
+    }
+    let whole = scrubber.scrub(&data);
+    let streamed = stream_all(&scrubber, &data, chunk);
+    if streamed.0 != whole.bytes || streamed.1 != whole.redactions {
+        bail!("streaming output differs from whole-buffer output");
+    }
+    let mib = data.len() as f64 / (1024.0 * 1024.0);
+    let mut whole_t = Vec::new();
+    let mut stream_t = Vec::new();
+    for _ in 0..iterations {
+        let t = Instant::now();
+        std::hint::black_box(scrubber.scrub(std::hint::black_box(&data)));
+        whole_t.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        std::hint::black_box(stream_all(&scrubber, std::hint::black_box(&data), chunk));
+        stream_t.push(t.elapsed().as_secs_f64());
+    }
+    let doc = serde_json::json!({
+        "input_bytes": data.len(),
+        "live_values": scrubber.live_count(),
+        "redactions": whole.redactions.len(),
+        "register_ms": register_ms,
+        "whole_mib_s": mib / median(whole_t),
+        "stream_mib_s": mib / median(stream_t),
+        "chunk": chunk,
+    });
+    println!("{doc}");
+    Ok(())
+}
+
+fn stream_all(scrubber: &Scrubber, data: &[u8], chunk: usize) -> (Vec<u8>, Vec<Redaction>) {
+    let mut stream = scrubber.stream();
+    let mut out = Vec::with_capacity(data.len());
+    let mut redactions = Vec::new();
+    for c in data.chunks(chunk) {
+        stream.push(c, &mut out);
+        redactions.extend(stream.take_redactions());
+    }
+    redactions.extend(stream.finish(&mut out));
+    (out, redactions)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

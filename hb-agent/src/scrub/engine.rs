@@ -1,0 +1,231 @@
+//! The one scanning loop behind whole-buffer and streaming scrubs.
+//!
+//! Owns: turning keyword and live-secret hits into redaction spans, merging overlapping
+//! spans, and writing the output up to the point where nothing later can change it.
+//! Must never: emit a byte that a span not yet decided could still cover.
+//!
+//! Positions are absolute input offsets. A hit at `p` is *decided* once the engine holds
+//! its whole window (`p + window` bytes) or the input has ended; every span starts at or
+//! after its hit. So with `B = min(next undecided family hit, next undecided live hit)`
+//! every byte before `B` is final, except inside a span that reaches past `B`, whose
+//! marker is written at its start and whose bytes are swallowed as they come. A whole
+//! buffer is the same loop run once with `finished`, so streaming output equals
+//! whole-buffer output for every chunking by construction (and by test).
+
+use super::{Redaction, families::Families, families::Found, families::RULES, live::LiveSet};
+
+/// A decided span, not yet written.
+#[derive(Clone, Copy)]
+struct Candidate {
+    start: usize,
+    end: usize,
+    family: &'static str,
+    /// Lower wins a tie (same start, same end): live secrets 0, then table order.
+    rank: usize,
+}
+
+/// A span whose marker is written and whose end may still grow.
+struct Open {
+    start: usize,
+    end: usize,
+    family: &'static str,
+    output_offset: usize,
+}
+
+#[derive(Default)]
+pub(super) struct Engine {
+    /// Every family hit starting before this is decided.
+    family_pos: usize,
+    /// Every live hit starting before this is decided.
+    live_pos: usize,
+    /// Input bytes before this are written (or swallowed by a span).
+    emit_pos: usize,
+    /// Output bytes written so far.
+    output_len: usize,
+    candidates: Vec<Candidate>,
+    open: Option<Open>,
+    found: Vec<Found>,
+    pub redactions: Vec<Redaction>,
+}
+
+impl Engine {
+    /// The first input byte the engine still needs (one before `emit_pos`, for the left
+    /// boundary check of a hit right there).
+    pub fn keep_from(&self) -> usize {
+        self.emit_pos
+            .min(self.family_pos)
+            .min(self.live_pos)
+            .saturating_sub(1)
+    }
+
+    /// Input bytes written (or swallowed by a span) so far.
+    pub fn emitted(&self) -> usize {
+        self.emit_pos
+    }
+
+    /// Scans `data` (input bytes `[base, base + data.len())`, holding at least everything
+    /// from `keep_from()`) and writes what is final to `out`. With `finished`, `data`
+    /// reaches the end of input and everything is written.
+    pub fn advance(
+        &mut self,
+        families: &Families,
+        live: &LiveSet,
+        data: &[u8],
+        base: usize,
+        finished: bool,
+        out: &mut Vec<u8>,
+    ) {
+        debug_assert!(base <= self.keep_from());
+        let end = base + data.len();
+        self.scan_families(families, data, base, end, finished);
+        self.scan_live(live, data, base, end, finished);
+        self.candidates
+            .sort_unstable_by_key(|c| (c.start, std::cmp::Reverse(c.end), c.rank));
+        let settled = if finished {
+            end
+        } else {
+            self.family_pos.min(self.live_pos).min(end)
+        };
+        self.emit(data, base, settled, out);
+    }
+
+    fn scan_families(
+        &mut self,
+        families: &Families,
+        data: &[u8],
+        base: usize,
+        end: usize,
+        finished: bool,
+    ) {
+        let mut pos = self.family_pos;
+        loop {
+            if pos >= end {
+                break;
+            }
+            match families.next_hit(data, pos - base) {
+                None => {
+                    // A keyword starting earlier would be whole in `data` and found.
+                    let whole = end.saturating_sub(families.longest_keyword() - 1);
+                    pos = if finished { end } else { pos.max(whole) };
+                    break;
+                }
+                Some((at, keyword)) => {
+                    let p = base + at;
+                    if !finished && p + families.window(keyword) > end {
+                        pos = p;
+                        break;
+                    }
+                    self.found.clear();
+                    families.eval_hit(data, base, at, keyword, &mut self.found);
+                    for f in &self.found {
+                        self.candidates.push(Candidate {
+                            start: f.start,
+                            end: f.end,
+                            family: RULES[f.rule].name,
+                            rank: 1 + f.rule,
+                        });
+                    }
+                    pos = p + 1;
+                }
+            }
+        }
+        self.family_pos = pos;
+    }
+
+    fn scan_live(&mut self, live: &LiveSet, data: &[u8], base: usize, end: usize, finished: bool) {
+        let mut pos = self.live_pos.max(base);
+        loop {
+            if pos >= end {
+                break;
+            }
+            match live.next_hit(data, pos - base) {
+                None => {
+                    let whole = end.saturating_sub(live.longest().saturating_sub(1));
+                    pos = if finished { end } else { pos.max(whole) };
+                    break;
+                }
+                Some((start, stop, label)) => {
+                    let p = base + start;
+                    // The longest form starting at `p` may not be whole yet.
+                    if !finished && p + live.longest() > end {
+                        pos = p;
+                        break;
+                    }
+                    self.candidates.push(Candidate {
+                        start: p,
+                        end: base + stop,
+                        family: label,
+                        rank: 0,
+                    });
+                    // Restart one byte on, not at the end: forms may overlap.
+                    pos = p + 1;
+                }
+            }
+        }
+        self.live_pos = pos;
+    }
+
+    /// Writes input up to `settled`, replacing spans with markers.
+    fn emit(&mut self, data: &[u8], base: usize, settled: usize, out: &mut Vec<u8>) {
+        let mut used = 0;
+        loop {
+            if let Some(open) = &mut self.open {
+                // Union with every decided span that starts inside this one.
+                while let Some(c) = self.candidates.get(used) {
+                    if c.start >= open.end {
+                        break;
+                    }
+                    open.end = open.end.max(c.end);
+                    used += 1;
+                }
+                if open.end > settled {
+                    // A span starting at `settled` or later may still join it.
+                    self.emit_pos = self.emit_pos.max(settled);
+                    break;
+                }
+                self.emit_pos = open.end;
+                self.redactions.push(Redaction {
+                    family: open.family,
+                    offset: open.start,
+                    len: open.end - open.start,
+                    output_offset: open.output_offset,
+                });
+                self.open = None;
+                continue;
+            }
+            match self.candidates.get(used) {
+                Some(c) if c.start < settled => {
+                    debug_assert!(c.start >= self.emit_pos);
+                    let c = *c;
+                    used += 1;
+                    self.copy(data, base, c.start, out);
+                    let output_offset = self.output_len;
+                    let marker_len = out.len();
+                    out.extend_from_slice(b"[REDACTED:");
+                    out.extend_from_slice(c.family.as_bytes());
+                    out.push(b']');
+                    self.output_len += out.len() - marker_len;
+                    self.open = Some(Open {
+                        start: c.start,
+                        end: c.end,
+                        family: c.family,
+                        output_offset,
+                    });
+                }
+                _ => {
+                    self.copy(data, base, settled, out);
+                    break;
+                }
+            }
+        }
+        self.candidates.drain(..used);
+    }
+
+    fn copy(&mut self, data: &[u8], base: usize, to: usize, out: &mut Vec<u8>) {
+        if to > self.emit_pos {
+            out.extend_from_slice(&data[self.emit_pos - base..to - base]);
+            self.output_len += to - self.emit_pos;
+            self.emit_pos = to;
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! Known token families: the rule table and its compiled form.
+//!
+//! Owns: every built-in rule (name, literal keywords, precise regex, window, checks) and
+//! the one Aho-Corasick automaton over all keywords that finds where to look.
+//! Must never: run a regex over the whole input (only over a rule's window at a keyword
+//! hit), or report anything about a match but its position and family name.
+//!
+//! How a rule matches: the keyword automaton reports a hit at byte `p`; each rule that
+//! owns that keyword runs its regex *anchored at `p`* on the window `[p, p + max_len)`
+//! (cut at the end of input). The redacted span is the whole match or one capture group,
+//! so a span never starts before its keyword: that is what lets the stream scrubber
+//! decide a hit once it holds `max_len` bytes after it. A regex may use `$` only where its
+//! longest match is shorter than `max_len` (checked by a test), so `$` can only mean
+//! "end of input", never "end of window".
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex::bytes::{Regex, RegexBuilder};
+
+/// Extra checks on the redacted span, for families whose shape alone also fits ordinary
+/// text (kebab-case words after `sk-`, English after `Bearer`).
+#[derive(Clone, Copy)]
+pub(super) enum Check {
+    None,
+    /// Shannon entropy of the span (after `skip` bytes) of at least `bits` per byte.
+    Entropy {
+        skip: usize,
+        bits: f64,
+    },
+    /// As `Entropy`, and the span holds an upper-case letter, a lower-case letter and
+    /// (if `digit`) a digit: random keys do, identifiers and prose rarely all three.
+    Mixed {
+        skip: usize,
+        bits: f64,
+        digit: bool,
+    },
+}
+
+/// One family, as written in the table below.
+pub(super) struct Rule {
+    /// Stable snake_case name: the `<family>` in `[REDACTED:<family>]`.
+    pub name: &'static str,
+    /// One line for `hb-agent scrub --list-families`.
+    pub about: &'static str,
+    /// Literals of which the match starts with one (the regex begins with them).
+    pub keywords: &'static [&'static str],
+    /// Anchored at the keyword's first byte (a `^` is added); byte-oriented, no Unicode.
+    pub regex: &'static str,
+    /// Redact this capture group (0: the whole match).
+    pub group: usize,
+    /// Longest match (and so the window) in bytes; longer tokens are cut here.
+    pub max_len: usize,
+    /// The byte before the keyword must not be an ASCII letter or digit (`task-…` is
+    /// not an `sk-` key).
+    pub left_boundary: bool,
+    pub check: Check,
+}
+
+/// The families, most specific first: when two spans start at the same byte and have
+/// the same length, the earlier rule names the redaction (`Bearer ghp_…` is a
+/// `github_pat`). Generic context rules come last.
+pub(super) const RULES: &[Rule] = &[
+    Rule {
+        name: "pem_private_key",
+        about: "PEM private key block (-----BEGIN … PRIVATE KEY-----), also JSON-escaped; cut at 16 KiB",
+        keywords: &["-----BEGIN "],
+        // The body: base64, whitespace, header lines (Proc-Type, DEK-Info) and `\n`
+        // escapes; a lone `-` only before a letter, so `-----END` stops it. Without an END
+        // line the body-like text is redacted anyway (fail closed).
+        regex: r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=\s:,\\]|-[A-Za-z])*(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
+        group: 0,
+        max_len: 16 * 1024,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "jwt",
+        about: "JSON Web Token: eyJ… header, payload and signature (base64url, dot-separated); cut at 16 KiB",
+        keywords: &["eyJ"],
+        regex: r"eyJ[A-Za-z0-9_-]{10,}={0,2}\.[A-Za-z0-9_-]{10,}={0,2}\.[A-Za-z0-9_-]*={0,2}",
+        group: 0,
+        max_len: 16 * 1024,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "github_pat",
+        about: "GitHub personal access token (ghp_ + 36)",
+        keywords: &["ghp_"],
+        regex: r"ghp_[A-Za-z0-9]{36,}",
+        group: 0,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "github_oauth",
+        about: "GitHub OAuth access token (gho_ + 36)",
+        keywords: &["gho_"],
+        regex: r"gho_[A-Za-z0-9]{36,}",
+        group: 0,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "github_user_token",
+        about: "GitHub App user-to-server token (ghu_ + 36)",
+        keywords: &["ghu_"],
+        regex: r"ghu_[A-Za-z0-9]{36,}",
+        group: 0,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "github_app_token",
+        about: "GitHub App server-to-server / Actions token (ghs_ + 36)",
+        keywords: &["ghs_"],
+        regex: r"ghs_[A-Za-z0-9]{36,}",
+        group: 0,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "github_refresh_token",
+        about: "GitHub refresh token (ghr_ + 36)",
+        keywords: &["ghr_"],
+        regex: r"ghr_[A-Za-z0-9]{36,}",
+        group: 0,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "github_fine_grained_pat",
+        about: "GitHub fine-grained personal access token (github_pat_ + 82)",
+        keywords: &["github_pat_"],
+        regex: r"github_pat_[A-Za-z0-9_]{40,}",
+        group: 0,
+        max_len: 512,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "gitlab_pat",
+        about: "GitLab personal access token (glpat- + 20 or more)",
+        keywords: &["glpat-"],
+        regex: r"glpat-[A-Za-z0-9_-]{20,}",
+        group: 0,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "google_oauth_token",
+        about: "Google OAuth 2 access token (ya29.…)",
+        keywords: &["ya29."],
+        regex: r"ya29\.[A-Za-z0-9_-]{20,}",
+        group: 0,
+        max_len: 4096,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "google_api_key",
+        about: "Google API key (AIza + 35)",
+        keywords: &["AIza"],
+        regex: r"AIza[0-9A-Za-z_-]{35}",
+        group: 0,
+        max_len: 64,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "slack_token",
+        about: "Slack token (xoxa-, xoxb-, xoxp-, xoxo-, xoxs-, xoxr-)",
+        keywords: &["xox"],
+        regex: r"xox[abposr]-[A-Za-z0-9-]{10,}",
+        group: 0,
+        max_len: 512,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "slack_app_token",
+        about: "Slack app-level token (xapp-)",
+        keywords: &["xapp-"],
+        regex: r"xapp-[0-9]+-[A-Za-z0-9-]{10,}",
+        group: 0,
+        max_len: 512,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "slack_webhook",
+        about: "Slack incoming-webhook URL (the secret path after hooks.slack.com/)",
+        keywords: &["hooks.slack.com/"],
+        regex: r"hooks\.slack\.com/((?:services|workflows|triggers)/[A-Za-z0-9/_-]{20,})",
+        group: 1,
+        max_len: 512,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "aws_access_key_id",
+        about: "AWS access key id (AKIA, ASIA, ABIA, ACCA, A3T… + 16)",
+        keywords: &["AKIA", "ASIA", "ABIA", "ACCA", "A3T"],
+        regex: r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}",
+        group: 0,
+        max_len: 32,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "anthropic_api_key",
+        about: "Anthropic API key (sk-ant-…)",
+        keywords: &["sk-"],
+        regex: r"sk-ant-[A-Za-z0-9_-]{20,}",
+        group: 0,
+        max_len: 512,
+        left_boundary: true,
+        check: Check::Mixed {
+            skip: 7,
+            bits: 3.0,
+            digit: true,
+        },
+    },
+    Rule {
+        name: "openai_api_key",
+        about: "OpenAI API key (sk-…, sk-proj-…, sk-svcacct-…)",
+        keywords: &["sk-"],
+        regex: r"sk-[A-Za-z0-9_-]{20,}",
+        group: 0,
+        max_len: 512,
+        left_boundary: true,
+        check: Check::Mixed {
+            skip: 3,
+            bits: 3.0,
+            digit: true,
+        },
+    },
+    Rule {
+        name: "stripe_secret_key",
+        about: "Stripe secret or restricted key (sk_live_, rk_live_, sk_test_, rk_test_)",
+        keywords: &["sk_live_", "rk_live_", "sk_test_", "rk_test_"],
+        regex: r"[sr]k_(?:live|test)_[A-Za-z0-9]{16,}",
+        group: 0,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "stripe_webhook_secret",
+        about: "Stripe webhook signing secret (whsec_)",
+        keywords: &["whsec_"],
+        regex: r"whsec_[A-Za-z0-9+/=]{24,}",
+        group: 0,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "huggingface_token",
+        about: "Hugging Face access token (hf_ + 34)",
+        keywords: &["hf_"],
+        regex: r"hf_[A-Za-z0-9]{30,}",
+        group: 0,
+        max_len: 128,
+        left_boundary: true,
+        check: Check::Mixed {
+            skip: 3,
+            bits: 3.0,
+            digit: false,
+        },
+    },
+    Rule {
+        name: "npm_token",
+        about: "npm access token (npm_ + 36)",
+        keywords: &["npm_"],
+        regex: r"npm_[A-Za-z0-9]{36,}",
+        group: 0,
+        max_len: 128,
+        left_boundary: true,
+        check: Check::Mixed {
+            skip: 4,
+            bits: 3.0,
+            digit: false,
+        },
+    },
+    Rule {
+        name: "pypi_token",
+        about: "PyPI / TestPyPI API token (pypi-AgE…)",
+        keywords: &["pypi-AgE"],
+        regex: r"pypi-AgE[A-Za-z0-9_-]{50,}",
+        group: 0,
+        max_len: 1024,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "twilio_api_key",
+        about: "Twilio API key SID (SK + 32 hex)",
+        keywords: &[
+            "SK0", "SK1", "SK2", "SK3", "SK4", "SK5", "SK6", "SK7", "SK8", "SK9", "SKa", "SKb",
+            "SKc", "SKd", "SKe", "SKf",
+        ],
+        regex: r"(SK[0-9a-f]{32})(?:[^0-9A-Za-z]|$)",
+        group: 1,
+        max_len: 48,
+        left_boundary: true,
+        check: Check::None,
+    },
+    Rule {
+        name: "twilio_auth_token",
+        about: "Twilio auth token or API secret (32 hex) assigned next to the word twilio",
+        keywords: &["twilio", "Twilio", "TWILIO"],
+        regex: r#"(?i:twilio)[A-Za-z0-9_. -]{0,30}?(?i:token|secret)\\?["']?\s{0,8}[:=]\s{0,8}\\?["']?([0-9a-f]{32})(?:[^0-9A-Za-z]|$)"#,
+        group: 1,
+        max_len: 128,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "sendgrid_api_key",
+        about: "SendGrid API key (SG. + 22 + . + 43)",
+        keywords: &["SG."],
+        regex: r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",
+        group: 0,
+        max_len: 128,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "azure_storage_key",
+        about: "Azure storage account key in a connection string (AccountKey=…)",
+        keywords: &["AccountKey="],
+        regex: r"AccountKey=([A-Za-z0-9+/]{40,}={0,2})",
+        group: 1,
+        max_len: 256,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "azure_sas_signature",
+        about: "Azure shared access signature (sig=… in a SAS URL or connection string)",
+        keywords: &["sig="],
+        regex: r"sig=((?:[A-Za-z0-9+/]|%2[BbFf]){30,}(?:=|%3[Dd]){0,2})",
+        group: 1,
+        max_len: 256,
+        left_boundary: true,
+        check: Check::None,
+    },
+    Rule {
+        name: "digitalocean_token",
+        about: "DigitalOcean token (dop_v1_, doo_v1_, dor_v1_ + 64 hex)",
+        keywords: &["dop_v1_", "doo_v1_", "dor_v1_"],
+        regex: r"do[opr]_v1_[a-f0-9]{64}",
+        group: 0,
+        max_len: 80,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "docker_hub_pat",
+        about: "Docker Hub personal access token (dckr_pat_)",
+        keywords: &["dckr_pat_"],
+        regex: r"dckr_pat_[A-Za-z0-9_-]{27,}",
+        group: 0,
+        max_len: 128,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "shopify_token",
+        about: "Shopify access token (shpat_, shpca_, shppa_, shpss_ + 32 hex)",
+        keywords: &["shpat_", "shpca_", "shppa_", "shpss_"],
+        regex: r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}",
+        group: 0,
+        max_len: 64,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "age_secret_key",
+        about: "age encryption secret key (AGE-SECRET-KEY-1…)",
+        keywords: &["AGE-SECRET-KEY-1"],
+        regex: r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
+        group: 0,
+        max_len: 96,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "hb_handle",
+        about: "hb's own opaque credential handle (hb_cred_ + 32 base64url)",
+        keywords: &["hb_cred_"],
+        regex: r"hb_cred_[A-Za-z0-9_-]{32}",
+        group: 0,
+        max_len: 48,
+        left_boundary: false,
+        check: Check::None,
+    },
+    // Context rules: a secret recognised by what stands before it.
+    Rule {
+        name: "aws_secret_access_key",
+        about: "AWS secret access key (40 base64) assigned to a *secret_access_key name",
+        keywords: &[
+            "secret_access_key",
+            "SECRET_ACCESS_KEY",
+            "SecretAccessKey",
+            "secretAccessKey",
+            "secret-access-key",
+        ],
+        regex: r#"(?i:secret[_-]?access[_-]?key)\\?["']?\s{0,8}[:=]\s{0,8}\\?["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
+        group: 1,
+        max_len: 128,
+        left_boundary: false,
+        check: Check::Mixed {
+            skip: 0,
+            bits: 3.5,
+            digit: false,
+        },
+    },
+    Rule {
+        name: "aws_secret_access_key",
+        about: "AWS secret access key (40 base64) within 64 bytes after an access key id on the same line",
+        keywords: &["AKIA", "ASIA"],
+        regex: r"(?:AKIA|ASIA)[A-Z2-7]{16}[^\n]{0,64}?[^A-Za-z0-9/+=]([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)",
+        group: 1,
+        max_len: 160,
+        left_boundary: false,
+        check: Check::Mixed {
+            skip: 0,
+            bits: 3.5,
+            digit: false,
+        },
+    },
+    Rule {
+        name: "url_basic_auth",
+        about: "password in a URL's user-info (scheme://user:password@host); scheme, user and host stay",
+        keywords: &["://", r":\/\/"],
+        regex: r#":(?://|\\/\\/)[^\s/?#@:"'<>\\\[\]{}|^`]{1,256}:([^\s/?#@"'<>\\]{1,256})@"#,
+        group: 1,
+        max_len: 600,
+        left_boundary: false,
+        check: Check::None,
+    },
+    Rule {
+        name: "bearer_token",
+        about: "the value after `Bearer` (Authorization headers, curl -H, logs)",
+        keywords: &["Bearer ", "bearer ", "BEARER "],
+        regex: r"(?i:bearer) +([A-Za-z0-9._~+/-]{16,}=*)",
+        group: 1,
+        max_len: 16 * 1024,
+        left_boundary: false,
+        check: Check::Entropy { skip: 0, bits: 3.0 },
+    },
+    Rule {
+        name: "authorization_header",
+        about: "the credential of an Authorization header or field (Basic, token, Digest, bare)",
+        keywords: &["Authorization", "authorization", "AUTHORIZATION"],
+        regex: r#"(?i:authorization)\\?["']?\s*[:=]\s*\\?["']?(?:(?i:basic|token|bearer|digest|apikey|api-key|sso-key) +)?([A-Za-z0-9._~+/:-]{12,}=*)"#,
+        group: 1,
+        max_len: 16 * 1024,
+        left_boundary: false,
+        check: Check::Entropy { skip: 0, bits: 3.0 },
+    },
+];
+
+/// A span a rule wants redacted, in absolute input offsets.
+pub(super) struct Found {
+    pub start: usize,
+    pub end: usize,
+    pub rule: usize,
+}
+
+/// The compiled table.
+pub(super) struct Families {
+    keywords: AhoCorasick,
+    /// For each keyword: the rules to run at its hits (its own and those of every
+    /// keyword that is a prefix of it, because the automaton reports the longest one).
+    keyword_rules: Vec<Vec<usize>>,
+    /// For each keyword: the largest window among its rules.
+    keyword_window: Vec<usize>,
+    regexes: Vec<Regex>,
+    longest_keyword: usize,
+}
+
+impl Families {
+    pub fn new() -> Self {
+        let mut keywords: Vec<&'static str> = Vec::new();
+        for rule in RULES {
+            for k in rule.keywords {
+                if !keywords.contains(k) {
+                    keywords.push(k);
+                }
+            }
+        }
+        let keyword_rules: Vec<Vec<usize>> = keywords
+            .iter()
+            .map(|k| {
+                (0..RULES.len())
+                    .filter(|&r| RULES[r].keywords.iter().any(|rk| k.starts_with(rk)))
+                    .collect()
+            })
+            .collect();
+        let keyword_window = keyword_rules
+            .iter()
+            .map(|rules| rules.iter().map(|&r| RULES[r].max_len).max().unwrap_or(0))
+            .collect();
+        let regexes = RULES
+            .iter()
+            .map(|r| {
+                RegexBuilder::new(&format!("^(?:{})", r.regex))
+                    .unicode(false)
+                    .build()
+                    .unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", r.name))
+            })
+            .collect();
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&keywords)
+            .expect("the keyword automaton of the built-in rules builds");
+        Self {
+            longest_keyword: keywords.iter().map(|k| k.len()).max().unwrap_or(1),
+            keywords: automaton,
+            keyword_rules,
+            keyword_window,
+            regexes,
+        }
+    }
+
+    pub fn longest_keyword(&self) -> usize {
+        self.longest_keyword
+    }
+
+    /// The first keyword hit starting at or after `from` (an index into `hay`):
+    /// (start, keyword index).
+    pub fn next_hit(&self, hay: &[u8], from: usize) -> Option<(usize, usize)> {
+        let input = aho_corasick::Input::new(hay).span(from..hay.len());
+        self.keywords
+            .find(input)
+            .map(|m| (m.start(), m.pattern().as_usize()))
+    }
+
+    /// How many bytes after a hit of `keyword` its rules need to see.
+    pub fn window(&self, keyword: usize) -> usize {
+        self.keyword_window[keyword]
+    }
+
+    /// Runs the rules of `keyword` at its hit `at` (an index into `hay`, whose first byte
+    /// sits at absolute offset `base`). `hay` must hold the hit's whole window or reach
+    /// the end of input.
+    pub fn eval_hit(
+        &self,
+        hay: &[u8],
+        base: usize,
+        at: usize,
+        keyword: usize,
+        found: &mut Vec<Found>,
+    ) {
+        for &r in &self.keyword_rules[keyword] {
+            let rule = &RULES[r];
+            if rule.left_boundary && at > 0 && hay[at - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let window = &hay[at..hay.len().min(at + rule.max_len)];
+            let span = if rule.group == 0 {
+                self.regexes[r].find(window).map(|m| m.range())
+            } else {
+                self.regexes[r]
+                    .captures(window)
+                    .and_then(|c| c.get(rule.group))
+                    .map(|m| m.range())
+            };
+            let Some(span) = span else { continue };
+            if span.is_empty() || !passes(rule.check, &window[span.clone()]) {
+                continue;
+            }
+            found.push(Found {
+                start: base + at + span.start,
+                end: base + at + span.end,
+                rule: r,
+            });
+        }
+    }
+}
+
+fn passes(check: Check, span: &[u8]) -> bool {
+    match check {
+        Check::None => true,
+        Check::Entropy { skip, bits } => entropy(span.get(skip..).unwrap_or_default()) >= bits,
+        Check::Mixed { skip, bits, digit } => {
+            let s = span.get(skip..).unwrap_or_default();
+            s.iter().any(u8::is_ascii_uppercase)
+                && s.iter().any(u8::is_ascii_lowercase)
+                && (!digit || s.iter().any(u8::is_ascii_digit))
+                && entropy(s) >= bits
+        }
+    }
+}
+
+/// Shannon entropy in bits per byte.
+pub(super) fn entropy(s: &[u8]) -> f64 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in s {
+        counts[usize::from(b)] += 1;
+    }
+    let n = s.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// The distinct family names, in table order (for `--list-families`).
+pub fn names() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for r in RULES {
+        match out.iter_mut().find(|(n, _)| *n == r.name) {
+            Some((_, abouts)) => abouts.push(r.about),
+            None => out.push((r.name, vec![r.about])),
+        }
+    }
+    out
+}

@@ -1,0 +1,255 @@
+//! The scrubber: the one place that finds secrets in outgoing bytes and replaces them
+//! with `[REDACTED:<family>]`.
+//!
+//! Owns: the known token families (`families`), the registry of live secrets this
+//! process holds (`live`), and whole-buffer and streaming scrubs (`engine`, `stream`).
+//! Every exit of hb (broker responses, error messages, event stream, audit log,
+//! `POST /v1/scrub`, `hb-agent scrub`) goes through one shared `Arc<Scrubber>`.
+//! Must never: return, log or print a matched value — callers get the family, the input
+//! offset and length, and where the marker sits in the output; or block a scrub on a
+//! registration (a scrub takes the live set's `Arc` under a read lock and lets go).
+
+mod engine;
+mod families;
+mod live;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+};
+
+use serde::Serialize;
+
+use crate::secret::Secret;
+use engine::Engine;
+use families::Families;
+use live::{LiveEntry, LiveSet};
+pub use live::{MAX_SECRET_LEN, MIN_SECRET_LEN};
+pub use stream::ScrubStream;
+
+/// One redacted span.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redaction {
+    /// Family name (`github_pat`, `jwt`, …) or the live value's label.
+    pub family: &'static str,
+    /// Byte offset of the redacted span in the **input**.
+    pub offset: usize,
+    /// Byte length of the redacted span in the input.
+    pub len: usize,
+    /// Byte offset of its `[REDACTED:…]` marker in the **output**.
+    pub output_offset: usize,
+}
+
+/// The result of [`Scrubber::scrub`].
+pub struct Scrubbed {
+    pub bytes: Vec<u8>,
+    pub redactions: Vec<Redaction>,
+}
+
+/// Names a registered live value, to unregister it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LiveId(u64);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScrubError {
+    #[error(
+        "a live secret of {len} bytes is too short to scrub (at least {min}): it would redact ordinary text"
+    )]
+    TooShort { len: usize, min: usize },
+    #[error("a live secret of {len} bytes is too long to scrub (at most {max})")]
+    TooLong { len: usize, max: usize },
+    #[error("label {label:?} is not a snake_case name (a-z, 0-9, _; 1 to 40 characters)")]
+    BadLabel { label: &'static str },
+    #[error("building the live-secret automaton failed (nothing was registered)")]
+    Build(#[source] aho_corasick::BuildError),
+}
+
+/// A family as listed by `hb-agent scrub --list-families`.
+#[derive(Debug, Serialize)]
+pub struct FamilyInfo {
+    pub name: &'static str,
+    pub about: Vec<&'static str>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    entries: BTreeMap<u64, LiveEntry>,
+}
+
+/// Finds and redacts secrets. `Send + Sync`: share one as `Arc<Scrubber>`.
+pub struct Scrubber {
+    families: Families,
+    /// Writers (register, unregister) serialise here and build the next live set.
+    registry: Mutex<Registry>,
+    /// The current live set; scrubs clone the `Arc` and drop the lock at once.
+    live: RwLock<Arc<LiveSet>>,
+}
+
+impl Default for Scrubber {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scrubber {
+    /// The built-in families, no live values.
+    pub fn new() -> Self {
+        Self {
+            families: Families::new(),
+            registry: Mutex::default(),
+            live: RwLock::new(Arc::new(LiveSet::empty())),
+        }
+    }
+
+    /// Every built-in family (a name may have several rules).
+    pub fn families() -> Vec<FamilyInfo> {
+        families::names()
+            .into_iter()
+            .map(|(name, about)| FamilyInfo { name, about })
+            .collect()
+    }
+
+    /// Scrubs `secret` (and its encodings) from everything scrubbed from now on,
+    /// redacted as `[REDACTED:<label>]` (`live_secret`, `hb_handle`, …).
+    pub fn register(&self, label: &'static str, secret: &Secret) -> Result<LiveId, ScrubError> {
+        let mut ids = self.register_many([(label, secret)])?;
+        Ok(ids.remove(0))
+    }
+
+    /// Registers many values with one rebuild of the automaton (a rebuild costs time in
+    /// proportion to everything registered). All or nothing.
+    pub fn register_many<'s>(
+        &self,
+        values: impl IntoIterator<Item = (&'static str, &'s Secret)>,
+    ) -> Result<Vec<LiveId>, ScrubError> {
+        let mut entries = Vec::new();
+        for (label, secret) in values {
+            check_label(label)?;
+            let len = secret.len();
+            if len < MIN_SECRET_LEN {
+                return Err(ScrubError::TooShort {
+                    len,
+                    min: MIN_SECRET_LEN,
+                });
+            }
+            if len > MAX_SECRET_LEN {
+                return Err(ScrubError::TooLong {
+                    len,
+                    max: MAX_SECRET_LEN,
+                });
+            }
+            entries.push(LiveEntry {
+                label,
+                forms: live::forms(secret.expose()),
+            });
+        }
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = registry.next;
+        let ids: Vec<u64> = (first..first + entries.len() as u64).collect();
+        for (id, entry) in ids.iter().zip(entries) {
+            registry.entries.insert(*id, entry);
+        }
+        match LiveSet::build(registry.entries.values()) {
+            Ok(set) => {
+                registry.next = first + ids.len() as u64;
+                self.swap(set);
+                Ok(ids.into_iter().map(LiveId).collect())
+            }
+            Err(e) => {
+                for id in &ids {
+                    registry.entries.remove(id);
+                }
+                Err(ScrubError::Build(e))
+            }
+        }
+    }
+
+    /// Stops scrubbing a value (its handle was revoked, its credential rotated away).
+    /// Returns whether it was registered.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the broker unregisters revoked handles")
+    )]
+    pub fn unregister(&self, id: LiveId) -> bool {
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if registry.entries.remove(&id.0).is_none() {
+            return false;
+        }
+        // Fewer patterns than a set that already built: cannot fail in practice, and if
+        // it did, keeping the old set only scrubs more.
+        if let Ok(set) = LiveSet::build(registry.entries.values()) {
+            self.swap(set);
+        }
+        true
+    }
+
+    /// How many live values are registered.
+    pub fn live_count(&self) -> usize {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entries
+            .len()
+    }
+
+    /// Scrubs a whole buffer (any bytes, UTF-8 or not).
+    pub fn scrub(&self, input: &[u8]) -> Scrubbed {
+        let live = self.live_snapshot();
+        let mut engine = Engine::default();
+        let mut bytes = Vec::with_capacity(input.len());
+        engine.advance(&self.families, &live, input, 0, true, &mut bytes);
+        Scrubbed {
+            bytes,
+            redactions: std::mem::take(&mut engine.redactions),
+        }
+    }
+
+    /// Scrubs text. Markers are ASCII; a live value that is not UTF-8 itself could cut
+    /// a character, which then comes out as U+FFFD.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the broker scrubs error messages and events")
+    )]
+    pub fn scrub_str(&self, input: &str) -> (String, Vec<Redaction>) {
+        let Scrubbed { bytes, redactions } = self.scrub(input.as_bytes());
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (text, redactions)
+    }
+
+    /// A stream scrubber (see [`ScrubStream`] for what it holds back).
+    pub fn stream(&self) -> ScrubStream<'_> {
+        ScrubStream::new(self)
+    }
+
+    fn live_snapshot(&self) -> Arc<LiveSet> {
+        Arc::clone(&self.live.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn swap(&self, set: LiveSet) {
+        let set = Arc::new(set);
+        let old = std::mem::replace(
+            &mut *self.live.write().unwrap_or_else(PoisonError::into_inner),
+            set,
+        );
+        // Freed after the lock is let go (a big automaton takes a while to free).
+        drop(old);
+    }
+}
+
+fn check_label(label: &'static str) -> Result<(), ScrubError> {
+    let ok = !label.is_empty()
+        && label.len() <= 40
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ScrubError::BadLabel { label })
+    }
+}

@@ -1,0 +1,92 @@
+//! Scrubbing a byte stream chunk by chunk.
+//!
+//! Owns: the bytes held back between chunks. Must never: emit a byte before it knows no
+//! token or live secret can still cover it, so a secret split across chunk boundaries
+//! (even into 1-byte chunks) is caught exactly as in a whole buffer.
+//!
+//! The hold-back bound: after each `push`, at most `W - 1` input bytes are held, where
+//! `W` is the largest of the window of a keyword seen near the end (its rules' longest
+//! match: 16 KiB for `jwt`, `pem_private_key`, `bearer_token` and
+//! `authorization_header`, under 1 KiB for every other family), the longest keyword
+//! (20 bytes), and the longest registered live form (at most 4 × 4096 bytes). Without a
+//! keyword near the end, that is only the longest keyword or live form. Tokens longer
+//! than their family's window are cut: the first `W` bytes are redacted, the tail is not
+//! (a 16 KiB JWT or PEM key is far beyond real ones).
+
+use std::sync::Arc;
+
+use super::{Redaction, Scrubber, engine::Engine, live::LiveSet};
+
+/// A stream scrubber from [`Scrubber::stream`]. Feed it with [`push`](Self::push), end it
+/// with [`finish`](Self::finish); the concatenated output equals `Scrubber::scrub` of the
+/// concatenated input.
+pub struct ScrubStream<'a> {
+    scrubber: &'a Scrubber,
+    engine: Engine,
+    /// Input bytes from absolute offset `base` on, not yet released.
+    buf: Vec<u8>,
+    base: usize,
+    /// Taken at each push, so values registered mid-stream apply to the rest of it.
+    live: Arc<LiveSet>,
+}
+
+impl<'a> ScrubStream<'a> {
+    pub(super) fn new(scrubber: &'a Scrubber) -> Self {
+        Self {
+            scrubber,
+            engine: Engine::default(),
+            buf: Vec::new(),
+            base: 0,
+            live: scrubber.live_snapshot(),
+        }
+    }
+
+    /// Scrubs `chunk` and appends to `out` every output byte that is now final.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.buf.extend_from_slice(chunk);
+        self.live = self.scrubber.live_snapshot();
+        self.engine.advance(
+            &self.scrubber.families,
+            &self.live,
+            &self.buf,
+            self.base,
+            false,
+            out,
+        );
+        let keep = self.engine.keep_from();
+        if keep > self.base {
+            self.buf.drain(..keep - self.base);
+            self.base = keep;
+        }
+    }
+
+    /// Bytes received but not yet released (the hold-back).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "for the broker's stream metrics")
+    )]
+    pub fn held(&self) -> usize {
+        self.base + self.buf.len() - self.engine.emitted()
+    }
+
+    /// Redactions completed so far (offsets are absolute over the whole stream), taken
+    /// out so an endless stream does not pile them up.
+    pub fn take_redactions(&mut self) -> Vec<Redaction> {
+        std::mem::take(&mut self.engine.redactions)
+    }
+
+    /// Ends the input: appends the rest of the output to `out` and returns the
+    /// redactions not yet taken.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Vec<Redaction> {
+        self.live = self.scrubber.live_snapshot();
+        self.engine.advance(
+            &self.scrubber.families,
+            &self.live,
+            &self.buf,
+            self.base,
+            true,
+            out,
+        );
+        std::mem::take(&mut self.engine.redactions)
+    }
+}

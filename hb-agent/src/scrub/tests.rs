@@ -1,0 +1,633 @@
+//! Scrubber tests: every family found and its near misses left alone, a corpus of
+//! realistic texts with and without planted tokens, live values in their encodings, and
+//! streaming output equal to whole-buffer output for every chunking.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+use super::*;
+use crate::secret::Secret;
+
+const TOKENS: &str = include_str!("testdata/tokens.tsv");
+const CLEAN: &[(&str, &str)] = &[
+    (
+        "api_response.json",
+        include_str!("testdata/clean/api_response.json"),
+    ),
+    ("page.html", include_str!("testdata/clean/page.html")),
+    (
+        "traceback.txt",
+        include_str!("testdata/clean/traceback.txt"),
+    ),
+    ("app.log", include_str!("testdata/clean/app.log")),
+    ("shell.txt", include_str!("testdata/clean/shell.txt")),
+    ("deploy.yaml", include_str!("testdata/clean/deploy.yaml")),
+];
+
+/// A planted token: its family, the text planted, the part that must not survive.
+struct Token {
+    family: String,
+    planted: String,
+    secret: String,
+}
+
+fn tokens() -> Vec<Token> {
+    TOKENS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 3, "tokens.tsv line: {l}");
+            Token {
+                family: f[0].to_string(),
+                planted: f[1].replace("\\n", "\n"),
+                secret: f[2].replace("\\n", "\n"),
+            }
+        })
+        .collect()
+}
+
+/// Near misses: text shaped almost like a family that must come out unchanged.
+const NEAR_MISSES: &[(&str, &str)] = &[
+    (
+        "pem_private_key",
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----",
+    ),
+    (
+        "pem_private_key",
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYI\n-----END PUBLIC KEY-----",
+    ),
+    (
+        "jwt",
+        "header eyJhbGciOiJIUzI1NiJ9 only, and eyJ.abc.def too short",
+    ),
+    ("github_pat", "ghp_tooShort123 and ghp_ alone"),
+    ("github_oauth", "gho_0123456789abcdefABCDEF0123456789a (35)"),
+    (
+        "github_user_token",
+        "ghu_0123456789abcdefABCDEF0123456789a (35)",
+    ),
+    (
+        "github_app_token",
+        "ghs_0123456789abcdefABCDEF0123456789a (35)",
+    ),
+    (
+        "github_refresh_token",
+        "ghr_0123456789abcdefABCDEF012345-6789a",
+    ),
+    (
+        "github_fine_grained_pat",
+        "see github_pat_settings for fine-grained tokens",
+    ),
+    ("gitlab_pat", "glpat-short-one and glpat-"),
+    ("google_oauth_token", "ya29.short and ya29 alone"),
+    ("google_api_key", "AIzaSyShort-key"),
+    ("slack_token", "xoxb-123 and xoxz-1234567890123"),
+    ("slack_app_token", "xapp-1-short"),
+    ("slack_webhook", "https://hooks.slack.com/services/ (docs)"),
+    (
+        "aws_access_key_id",
+        "AKIAIOSFODNN7EXAMPL and AKIA1234567890123489 and AKIAXXXXXXXXXXXX",
+    ),
+    (
+        "anthropic_api_key",
+        "task-ant-colony-simulation-v2 and sk-ant-short",
+    ),
+    (
+        "openai_api_key",
+        "risk-assessment-pipeline-v2-final, sk-learn-pipeline-example-code, sk-aaaaaaaaaaaaaaaaaaaaaaaa",
+    ),
+    ("stripe_secret_key", "sk_live_replace_me and rk_test_short"),
+    ("stripe_webhook_secret", "whsec_short"),
+    (
+        "huggingface_token",
+        "hf_hub_download and hf_transfer_enabled_for_all_repositories_here",
+    ),
+    (
+        "npm_token",
+        "npm_config_registry and npm_package_json_version_field_names_here",
+    ),
+    ("pypi_token", "pypi-AgEshort and pypi-token"),
+    (
+        "twilio_api_key",
+        "SKU SK12 and SK0123456789abcdef0123456789abcdefXYZ (too long)",
+    ),
+    ("twilio_auth_token", "twilio token: see the console"),
+    ("sendgrid_api_key", "SG.short.key and SG.com"),
+    (
+        "azure_storage_key",
+        "AccountKey=<your-key> and AccountKey=short",
+    ),
+    (
+        "azure_sas_signature",
+        "sig=short and config=0123456789abcdefghijklmnopqrstuvwxyz0123",
+    ),
+    ("digitalocean_token", "dop_v1_0123 and dop_v1_XYZ"),
+    ("docker_hub_pat", "dckr_pat_short"),
+    ("shopify_token", "shpat_12345 and shpat_xyz"),
+    (
+        "age_secret_key",
+        "AGE-SECRET-KEY-1 (placeholder) and age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+    ),
+    ("hb_handle", "hb_cred_ and hb_cred_tooShort"),
+    (
+        "aws_secret_access_key",
+        "AWS_SECRET_ACCESS_KEY=${AWS_SECRET} and secret_access_key: 9f2c41d7be03a8e55c1f0b6a2d4e7c9b1a3f5e80",
+    ),
+    (
+        "url_basic_auth",
+        "https://example.com:8443/path@x and ssh://git@github.com/org/repo and https://user@host/",
+    ),
+    (
+        "bearer_token",
+        "WWW-Authenticate: Bearer realm=\"api\" and Bearer token required and Bearer aaaaaaaaaaaaaaaaaaaaaaaa",
+    ),
+    (
+        "authorization_header",
+        "Authorization: required, \"authorization\": \"none\"",
+    ),
+];
+
+fn scrubber() -> Scrubber {
+    Scrubber::new()
+}
+
+fn survives(output: &[u8], secret: &str) -> bool {
+    output.windows(secret.len()).any(|w| w == secret.as_bytes())
+}
+
+#[test]
+fn every_family_has_a_positive_and_a_near_miss() {
+    let toks = tokens();
+    for f in Scrubber::families() {
+        assert!(
+            toks.iter().any(|t| t.family == f.name),
+            "family {} has no planted token in tokens.tsv",
+            f.name
+        );
+        assert!(
+            NEAR_MISSES.iter().any(|(n, _)| *n == f.name),
+            "family {} has no near miss",
+            f.name
+        );
+    }
+    assert!(Scrubber::families().len() >= 25);
+}
+
+#[test]
+fn each_token_is_redacted_as_its_family() {
+    let s = scrubber();
+    for t in tokens() {
+        for text in [
+            t.planted.clone(),
+            format!("value: {} (end)", t.planted),
+            format!("{{\"k\":\"{}\"}}", t.planted),
+        ] {
+            let out = s.scrub(text.as_bytes());
+            assert!(
+                !survives(&out.bytes, &t.secret),
+                "{}: secret survives in {}",
+                t.family,
+                String::from_utf8_lossy(&out.bytes)
+            );
+            let families: Vec<&str> = out.redactions.iter().map(|r| r.family).collect();
+            assert_eq!(families, [t.family.as_str()], "{}: {text}", t.family);
+            let marker = format!("[REDACTED:{}]", t.family);
+            assert!(survives(&out.bytes, &marker), "{}: no marker", t.family);
+        }
+    }
+}
+
+#[test]
+fn near_misses_are_unchanged() {
+    let s = scrubber();
+    for (family, text) in NEAR_MISSES {
+        let out = s.scrub(text.as_bytes());
+        assert_eq!(
+            String::from_utf8_lossy(&out.bytes),
+            *text,
+            "near miss for {family} was changed: {:?}",
+            out.redactions
+        );
+        assert!(out.redactions.is_empty());
+    }
+}
+
+#[test]
+fn url_basic_auth_keeps_scheme_user_and_host() {
+    let (out, _) = scrubber().scrub_str("db: postgres://app:Xq7pL2vR9sT4@db.internal:5432/orders");
+    assert_eq!(
+        out,
+        "db: postgres://app:[REDACTED:url_basic_auth]@db.internal:5432/orders"
+    );
+}
+
+#[test]
+fn aws_secret_near_a_key_id_is_redacted() {
+    let line = "AKIAL3YQUBNWTWNXGWGZ,XeoNL0UokfCmncg3Kqsdu7SwtdWtv6pSK7/vMWPJ\n";
+    let (out, red) = scrubber().scrub_str(line);
+    assert_eq!(
+        out,
+        "[REDACTED:aws_access_key_id],[REDACTED:aws_secret_access_key]\n"
+    );
+    assert_eq!(red.len(), 2);
+}
+
+#[test]
+fn a_bearer_jwt_is_named_jwt_and_the_header_stays() {
+    let t = tokens();
+    let jwt = &t.iter().find(|t| t.family == "jwt").expect("jwt").planted;
+    let (out, red) = scrubber().scrub_str(&format!("Authorization: Bearer {jwt}\r\n"));
+    assert_eq!(out, "Authorization: Bearer [REDACTED:jwt]\r\n");
+    assert_eq!(red.len(), 1);
+}
+
+#[test]
+fn offsets_point_at_the_span_and_the_marker() {
+    let text = "a ghp_cVeu9259xXEBxdcCHUv0dUnKIXrZ91TZlxIy b";
+    let out = scrubber().scrub(text.as_bytes());
+    let r = &out.redactions[0];
+    assert_eq!(&text[r.offset..r.offset + r.len], &text[2..42]);
+    assert!(out.bytes[r.output_offset..].starts_with(b"[REDACTED:github_pat]"));
+    assert_eq!(out.bytes, b"a [REDACTED:github_pat] b");
+}
+
+#[test]
+fn non_utf8_bytes_pass_through() {
+    let mut text = vec![0xff, 0xfe, b' '];
+    text.extend_from_slice(b"ghp_cVeu9259xXEBxdcCHUv0dUnKIXrZ91TZlxIy");
+    text.extend_from_slice(&[0x80, 0xc3]);
+    let out = scrubber().scrub(&text);
+    assert_eq!(out.bytes, b"\xff\xfe [REDACTED:github_pat]\x80\xc3");
+}
+
+#[test]
+fn clean_corpus_is_byte_identical() {
+    let s = scrubber();
+    for (name, text) in CLEAN {
+        let out = s.scrub(text.as_bytes());
+        assert!(
+            out.redactions.is_empty(),
+            "{name}: false positives {:?}",
+            out.redactions
+        );
+        assert_eq!(out.bytes, text.as_bytes(), "{name} changed");
+    }
+}
+
+/// Each clean text with every token planted at line starts, spread through it.
+fn planted_corpus() -> Vec<(String, Vec<Token>)> {
+    let toks = tokens();
+    CLEAN
+        .iter()
+        .map(|(_, text)| {
+            let lines: Vec<&str> = text.lines().collect();
+            let mut out = String::new();
+            for (i, t) in toks.iter().enumerate() {
+                let at = i * lines.len() / toks.len();
+                let next = (i + 1) * lines.len() / toks.len();
+                for l in &lines[at..next.max(at)] {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+                out.push_str(&format!("  token: \"{}\" (planted)\n", t.planted));
+            }
+            (out, tokens())
+        })
+        .collect()
+}
+
+#[test]
+fn planted_corpus_no_token_survives_and_each_is_attributed() {
+    let s = scrubber();
+    for (text, toks) in planted_corpus() {
+        let out = s.scrub(text.as_bytes());
+        for t in &toks {
+            assert!(
+                !survives(&out.bytes, &t.secret),
+                "{} survives the corpus",
+                t.family
+            );
+        }
+        let got: Vec<&str> = out.redactions.iter().map(|r| r.family).collect();
+        let want: Vec<&str> = toks.iter().map(|t| t.family.as_str()).collect();
+        assert_eq!(got, want);
+    }
+}
+
+/// xorshift64*: reproducible chunk sizes and values without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn streamed(s: &Scrubber, input: &[u8], sizes: &mut dyn FnMut() -> usize) -> Scrubbed {
+    let mut stream = s.stream();
+    let mut out = Vec::new();
+    let mut redactions = Vec::new();
+    let mut rest = input;
+    while !rest.is_empty() {
+        let n = sizes().clamp(1, rest.len());
+        stream.push(&rest[..n], &mut out);
+        redactions.extend(stream.take_redactions());
+        rest = &rest[n..];
+    }
+    redactions.extend(stream.finish(&mut out));
+    Scrubbed {
+        bytes: out,
+        redactions,
+    }
+}
+
+fn assert_stream_equals_whole(s: &Scrubber, input: &[u8]) {
+    let whole = s.scrub(input);
+    let one = streamed(s, input, &mut || 1);
+    assert!(one.bytes == whole.bytes, "1-byte chunks differ");
+    assert_eq!(one.redactions, whole.redactions);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for max in [2usize, 7, 64, 1000, 70_000] {
+        let mut sizes = || 1 + rng.below(max);
+        let got = streamed(s, input, &mut sizes);
+        assert!(got.bytes == whole.bytes, "random chunks up to {max} differ");
+        assert_eq!(got.redactions, whole.redactions);
+    }
+}
+
+fn random_value(rng: &mut Rng, n: usize) -> String {
+    const AL: &[u8] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#%&*+/=?@^_~";
+    (0..n)
+        .map(|_| char::from(AL[rng.below(AL.len())]))
+        .collect()
+}
+
+#[test]
+fn streaming_equals_whole_on_the_corpus() {
+    let s = scrubber();
+    let mut rng = Rng(7);
+    let live = random_value(&mut rng, 40);
+    s.register("live_secret", &Secret::new(live.clone().into_bytes()))
+        .expect("register");
+    for (i, (mut text, _)) in planted_corpus().into_iter().enumerate() {
+        // The live value raw and base64'd in the middle of every text.
+        let mid = text.len() / 2;
+        let mid = (mid..text.len())
+            .find(|&m| text.is_char_boundary(m))
+            .unwrap_or(mid);
+        text.insert_str(mid, &format!(" {live} {} ", STANDARD.encode(&live)));
+        assert_stream_equals_whole(&s, text.as_bytes());
+        if i == 0 {
+            let out = s.scrub(text.as_bytes());
+            assert!(!survives(&out.bytes, &live));
+        }
+    }
+    for (_, text) in CLEAN {
+        assert_stream_equals_whole(&s, text.as_bytes());
+    }
+}
+
+#[test]
+fn streaming_equals_whole_on_adversarial_overlaps() {
+    let s = scrubber();
+    s.register(
+        "live_secret",
+        &Secret::new(b"AKIAL3YQUBNWTWNXGWGZ-live".to_vec()),
+    )
+    .expect("register");
+    for text in [
+        "ASIAKIAL3YQUBNWTWNXGWGZ-live and more",
+        "sk-ant-sk-ant-api03-RRKG2WuupV18-5q9cWUt5Q5oqdAnrohAVP6k5I6bvCiaC5l1y25VM",
+        "eyJeyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig-sig-sig eyJ",
+        "Bearer Bearer ghp_cVeu9259xXEBxdcCHUv0dUnKIXrZ91TZlxIy Bearer",
+        "-----BEGIN PRIVATE KEY-----\nMIIEv\nAKIAL3YQUBNWTWNXGWGZ-live\n-----END PRIVATE KEY----- x",
+        "https://u:p@h://v:w@x/ hooks.slack.com/services/T0/B0/xxxxxxxxxxxxxxxxxxxxxxxx",
+        "",
+        "a",
+    ] {
+        assert_stream_equals_whole(&s, text.as_bytes());
+    }
+}
+
+#[test]
+fn a_live_value_without_prefix_is_redacted_in_every_encoding() {
+    let s = scrubber();
+    let mut rng = Rng(0xC0FF_EE00_1234_5678);
+    let value = random_value(&mut rng, 40);
+    s.register("live_secret", &Secret::new(value.clone().into_bytes()))
+        .expect("register");
+    let v = value.as_bytes();
+    let mut forms: Vec<(String, String)> = vec![
+        ("raw".into(), value.clone()),
+        ("hex".into(), v.iter().map(|b| format!("{b:02x}")).collect()),
+        ("HEX".into(), v.iter().map(|b| format!("{b:02X}")).collect()),
+        (
+            "percent".into(),
+            v.iter()
+                .map(|&b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect(),
+        ),
+        (
+            "json".into(),
+            serde_json::to_string(&value).expect("json")[1..]
+                .trim_end_matches('"')
+                .to_string(),
+        ),
+    ];
+    // Inside longer base64 texts, at each of the three byte offsets, both alphabets,
+    // padded or not: the stable core of the value must be gone.
+    for before in 0..3 {
+        for after in 0..3 {
+            let mut plain = "x".repeat(before + 3).into_bytes();
+            plain.extend_from_slice(v);
+            plain.extend(std::iter::repeat_n(b'y', after + 3));
+            for (name, engine) in [
+                ("std", &STANDARD),
+                ("std_nopad", &STANDARD_NO_PAD),
+                ("url", &URL_SAFE),
+                ("url_nopad", &URL_SAFE_NO_PAD),
+            ] {
+                forms.push((format!("base64 {name} +{before}"), engine.encode(&plain)));
+            }
+        }
+    }
+    forms.push(("base64 alone".into(), STANDARD.encode(v)));
+    for (what, form) in &forms {
+        let text = format!("upstream said: \"{form}\" (end)");
+        let out = s.scrub(text.as_bytes());
+        assert!(
+            !out.redactions.is_empty() && out.redactions.iter().all(|r| r.family == "live_secret"),
+            "{what}: {:?}",
+            out.redactions
+        );
+        // What survives of the form is shorter than one base64 quantum at each end.
+        let kept = String::from_utf8_lossy(&out.bytes).replace("[REDACTED:live_secret]", "\u{0}");
+        let left = kept.split('\u{0}').map(str::len).max().unwrap_or(0);
+        assert!(
+            left < "upstream said: \"".len() + 12,
+            "{what}: too much left: {kept}"
+        );
+        for chunked in [
+            streamed(&s, text.as_bytes(), &mut || 1),
+            streamed(&s, text.as_bytes(), &mut || 3),
+        ] {
+            assert!(chunked.bytes == out.bytes, "{what}: stream differs");
+        }
+        if what == "raw" {
+            assert!(!survives(&out.bytes, &value));
+        }
+    }
+}
+
+#[test]
+fn unregister_stops_redacting() {
+    let s = scrubber();
+    let id = s
+        .register("hb_handle", &Secret::new(b"opaque-value-1234".to_vec()))
+        .expect("register");
+    let (out, _) = s.scrub_str("x opaque-value-1234 y");
+    assert_eq!(out, "x [REDACTED:hb_handle] y");
+    assert!(s.unregister(id));
+    assert!(!s.unregister(id));
+    let (out, _) = s.scrub_str("x opaque-value-1234 y");
+    assert_eq!(out, "x opaque-value-1234 y");
+    assert_eq!(s.live_count(), 0);
+}
+
+#[test]
+fn bad_registrations_are_refused_and_change_nothing() {
+    let s = scrubber();
+    let e = s
+        .register("live_secret", &Secret::new(b"short".to_vec()))
+        .expect_err("too short");
+    assert!(matches!(e, ScrubError::TooShort { len: 5, min: 8 }), "{e}");
+    assert!(e.to_string().contains("too short"));
+    let e = s
+        .register("Bad Label]", &Secret::new(b"long-enough-value".to_vec()))
+        .expect_err("bad label");
+    assert!(matches!(e, ScrubError::BadLabel { .. }), "{e}");
+    let big = Secret::new(vec![b'a'; MAX_SECRET_LEN + 1]);
+    assert!(matches!(
+        s.register("live_secret", &big),
+        Err(ScrubError::TooLong { .. })
+    ));
+    // All or nothing: one bad value refuses the batch.
+    let good = Secret::new(b"long-enough-value".to_vec());
+    let bad = Secret::new(b"short".to_vec());
+    assert!(
+        s.register_many([("live_secret", &good), ("live_secret", &bad)])
+            .is_err()
+    );
+    assert_eq!(s.live_count(), 0);
+    assert_eq!(s.scrub_str("long-enough-value").0, "long-enough-value");
+}
+
+#[test]
+fn registration_while_other_threads_scrub() {
+    let s = Arc::new(scrubber());
+    let text = "before Zq8kLm2vX9pQ77tR after";
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (out, _) = s.scrub_str(text);
+                    assert!(
+                        out == text || out == "before [REDACTED:live_secret] after",
+                        "torn result: {out}"
+                    );
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..50u32 {
+        let id = s
+            .register("live_secret", &Secret::new(b"Zq8kLm2vX9pQ77tR".to_vec()))
+            .expect("register");
+        let filler = Secret::new(format!("filler-value-{i:04}").into_bytes());
+        let f = s.register("live_secret", &filler).expect("register");
+        assert_eq!(s.scrub_str(text).0, "before [REDACTED:live_secret] after");
+        s.unregister(id);
+        s.unregister(f);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().expect("reader thread") > 0);
+    }
+    assert_eq!(s.scrub_str(text).0, text);
+}
+
+#[test]
+fn hold_back_stays_within_the_bound() {
+    let s = scrubber();
+    let mut stream = s.stream();
+    let mut out = Vec::new();
+    let prose = "The quick brown fox jumps over the lazy dog; 0123456789.\n";
+    for _ in 0..100 {
+        stream.push(prose.as_bytes(), &mut out);
+        assert!(
+            stream.held() < 20,
+            "held {} with no keyword pending",
+            stream.held()
+        );
+    }
+    for (_, text) in CLEAN {
+        stream.push(text.as_bytes(), &mut out);
+        assert!(stream.held() < 16 * 1024, "held {}", stream.held());
+    }
+    // A pending `eyJ` may hold its whole 16 KiB window, no more.
+    stream.push(b" eyJhbGciOiJIUzI1NiJ9.", &mut out);
+    assert!(stream.held() > 0);
+    for _ in 0..100 {
+        stream.push(&[b'a'; 500], &mut out);
+        assert!(stream.held() < 16 * 1024, "held {}", stream.held());
+    }
+    let before = out.len();
+    stream.finish(&mut out);
+    assert!(out.len() > before);
+}
+
+#[test]
+fn dollar_only_where_it_can_only_mean_end_of_input() {
+    for rule in families::RULES {
+        let hir = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(rule.regex)
+            .unwrap_or_else(|e| panic!("{}: {e}", rule.name));
+        if rule.regex.contains('$') {
+            let max = hir.properties().maximum_len();
+            assert!(
+                max.is_some_and(|m| m < rule.max_len),
+                "{}: uses $ but its longest match {max:?} is not under its window {}",
+                rule.name,
+                rule.max_len
+            );
+        }
+        assert!(
+            rule.keywords.iter().all(|k| k.len() <= rule.max_len),
+            "{}",
+            rule.name
+        );
+    }
+}
