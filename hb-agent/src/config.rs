@@ -36,7 +36,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct Config {
     pub sandboxes: Vec<SandboxConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Vault, audit log, event log and the agent's state file.
@@ -73,6 +73,12 @@ pub struct AgentConfig {
     pub rescan_interval_ms: u64,
     /// Events kept in `state_dir/events.jsonl` before it is rotated, in bytes.
     pub events_file_max_bytes: u64,
+    /// `state_dir/audit.log` is rotated when it would pass this size, in bytes.
+    pub audit_max_bytes: u64,
+    /// Audit files kept, the current one included.
+    pub audit_max_files: u32,
+    /// When audit records are forced to disk: `always`, `interval` (once a second) or `never`.
+    pub audit_fsync: crate::audit::Fsync,
 }
 
 impl Default for AgentConfig {
@@ -85,6 +91,9 @@ impl Default for AgentConfig {
             log_format: LogFormat::Text,
             rescan_interval_ms: 500,
             events_file_max_bytes: 16 << 20,
+            audit_max_bytes: 64 << 20,
+            audit_max_files: 5,
+            audit_fsync: crate::audit::Fsync::Interval,
         }
     }
 }
@@ -97,7 +106,7 @@ pub enum LogFormat {
 }
 
 /// The broker's keys.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     pub socket: PathBuf,
@@ -113,6 +122,9 @@ pub struct BrokerConfig {
     pub request_timeout_secs: u64,
     /// Connections served at once; more wait in the socket's backlog.
     pub max_connections: usize,
+    /// The policy that host callers (in no sandbox) act under for handles and requests;
+    /// empty: host callers get no handles and no credential-less requests.
+    pub host_policy: String,
 }
 
 impl BrokerConfig {
@@ -135,12 +147,13 @@ impl Default for BrokerConfig {
             session_ttl_secs: 3600,
             request_timeout_secs: 30,
             max_connections: 256,
+            host_policy: String::new(),
         }
     }
 }
 
 /// The resolver's keys (parsed and checked now; the resolver comes with its own issue).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     /// The resolver's IPv4 address and the port of policy 0; policy N is at port + N
@@ -190,7 +203,7 @@ pub enum RebindingRcode {
     Servfail,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EgressConfig {
     /// `"default"` (the special-purpose registries, see [`egress::DEFAULT_DENY`]) or a list.
@@ -216,7 +229,7 @@ impl Default for EgressConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum DenyCidrs {
     Default,
     List(Vec<Spanned<String>>),
@@ -278,9 +291,8 @@ impl fmt::Display for Cidr {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "validated now, used by the broker (issue 4)")]
 pub struct IntegrationConfig {
     pub name: Spanned<String>,
     /// `"bearer"`, `{ header = "X-API-Key" }` or `{ query = "api_key" }`.
@@ -288,11 +300,37 @@ pub struct IntegrationConfig {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Probed with a new secret by the rotation loop (not built yet; parsed now).
     #[serde(default)]
+    #[allow(dead_code)]
     pub verify_url: String,
+    /// `auth`, parsed (filled by validation).
+    #[serde(skip)]
+    pub auth_kind: Auth,
+    /// `hosts`, parsed (filled by validation): exact names or `*.` wildcards.
+    #[serde(skip)]
+    pub host_patterns: Vec<crate::dns::names::Pattern>,
 }
 
-#[derive(Debug, Deserialize)]
+/// How an integration's credential is put on a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`.
+    #[default]
+    Bearer,
+    /// A named header carries the token as is (stored lower-case).
+    Header(String),
+    /// A query parameter carries the token.
+    Query(String),
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     pub name: Spanned<String>,
@@ -324,7 +362,7 @@ pub enum PolicyMode {
     Audit,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Glob below the cgroup2 mount (`*` stays within one path segment).
@@ -464,14 +502,83 @@ impl Config {
             });
         }
 
+        for (i, m) in self.broker.readonly_methods.iter_mut().enumerate() {
+            if !is_token(m) {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    key: format!("broker.readonly_methods[{i}]"),
+                    line: key_line("readonly_methods"),
+                    message: format!("\"{m}\" is not an HTTP method"),
+                });
+            }
+            *m = m.to_ascii_uppercase();
+        }
         let mut integrations = HashSet::new();
-        for (i, integ) in self.integrations.iter().enumerate() {
-            if !integrations.insert(integ.name.get_ref().as_str()) {
+        for (i, integ) in self.integrations.iter_mut().enumerate() {
+            let name = integ.name.get_ref().clone();
+            let span = Some(integ.name.span());
+            if !integrations.insert(name.clone()) {
                 return Err(invalid(
                     format!("integration[{i}].name"),
-                    Some(integ.name.span()),
-                    format!("integration \"{}\" is defined twice", integ.name.get_ref()),
+                    span,
+                    format!("integration \"{name}\" is defined twice"),
                 ));
+            }
+            integ.auth_kind = match &integ.auth {
+                toml::Value::String(s) if s == "bearer" => Auth::Bearer,
+                toml::Value::Table(t) if t.len() == 1 => match t.iter().next() {
+                    Some((k, toml::Value::String(v))) if k == "header" && is_token(v) => {
+                        Auth::Header(v.to_ascii_lowercase())
+                    }
+                    Some((k, toml::Value::String(v))) if k == "query" && !v.is_empty() => {
+                        Auth::Query(v.clone())
+                    }
+                    _ => {
+                        return Err(invalid(
+                            format!("integration[{i}].auth"),
+                            span,
+                            format!(
+                                "integration \"{name}\": auth must be \"bearer\", {{ header = \"X-Name\" }} or {{ query = \"param\" }}"
+                            ),
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(invalid(
+                        format!("integration[{i}].auth"),
+                        span,
+                        format!(
+                            "integration \"{name}\": auth must be \"bearer\", {{ header = \"X-Name\" }} or {{ query = \"param\" }}"
+                        ),
+                    ));
+                }
+            };
+            if integ.hosts.is_empty() {
+                return Err(invalid(
+                    format!("integration[{i}].hosts"),
+                    span,
+                    format!("integration \"{name}\" lists no hosts"),
+                ));
+            }
+            integ.host_patterns = Vec::new();
+            for (j, h) in integ.hosts.iter().enumerate() {
+                let p = crate::dns::names::Pattern::parse(h).map_err(|m| {
+                    invalid(format!("integration[{i}].hosts[{j}]"), span.clone(), m)
+                })?;
+                integ.host_patterns.push(p);
+            }
+            if integ.methods.is_empty() {
+                integ.methods = vec!["GET".into(), "HEAD".into()];
+            }
+            for (j, m) in integ.methods.iter_mut().enumerate() {
+                if !is_token(m) {
+                    return Err(invalid(
+                        format!("integration[{i}].methods[{j}]"),
+                        span.clone(),
+                        format!("\"{m}\" is not an HTTP method"),
+                    ));
+                }
+                *m = m.to_ascii_uppercase();
             }
         }
 
@@ -522,6 +629,16 @@ impl Config {
             ));
         }
 
+        if !self.broker.host_policy.is_empty()
+            && !policies.contains(self.broker.host_policy.as_str())
+        {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "broker.host_policy".into(),
+                line: key_line("host_policy"),
+                message: format!("no [[policy]] is named \"{}\"", self.broker.host_policy),
+            });
+        }
         for (i, sandbox) in self.sandboxes.iter().enumerate() {
             let policy = sandbox.policy.get_ref();
             if !policies.contains(policy.as_str()) {

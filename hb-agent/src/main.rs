@@ -7,6 +7,7 @@
 //! the operator commands that read it all back.
 
 mod agent;
+mod audit;
 mod broker;
 mod cgroup;
 mod cli;

@@ -263,3 +263,227 @@ fn the_event_stream_needs_an_operator_minted_session_token() {
         "unauthorized",
     );
 }
+
+const CRED_CONFIG: &str = r#"
+[broker]
+socket_mode = "0666"
+handle_ttl_secs = 4
+
+[dns]
+listen = "127.0.0.1:5300"
+
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.svc.test"]
+methods = ["GET", "POST"]
+
+[[integration]]
+name = "unbound"
+auth = { header = "X-Api-Key" }
+hosts = ["api.unbound.test"]
+
+[[policy]]
+name = "web"
+allow_domains = []
+integrations = ["svc"]
+
+[[policy]]
+name = "other"
+allow_domains = []
+"#;
+
+/// `hb-agent vault init`, then `vault put` of `secret` (on stdin) for svc/bot.
+fn vault_with(env: &TestEnv, secret: &str) {
+    let init = env.hb(&["vault", "init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let mut put = Command::new(hb_tests::agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["vault", "put", "--integration", "svc", "--account", "bot"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vault put");
+    use std::io::Write as _;
+    put.stdin
+        .take()
+        .expect("stdin")
+        .write_all(secret.as_bytes())
+        .expect("secret on stdin");
+    let out = put.wait_with_output().expect("vault put");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `script` with python in a sandbox of `policy`, `hb_client` importable and `SOCK`
+/// set; its stdout parsed as JSON.
+fn py_in_sandbox(env: &TestEnv, policy: &str, script: &str) -> Value {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python");
+    let full = format!(
+        "import sys, json\nsys.path.insert(0, {examples:?})\nfrom hb_client import Client, BrokerError\nSOCK = {:?}\n{script}",
+        env.broker_socket().display().to_string()
+    );
+    let out = env.sandbox(policy, &[hb_tests::python(), "-c", &full]);
+    assert!(
+        out.status.success(),
+        "python in sandbox failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "python printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn handles_are_opaque_bound_to_their_sandbox_and_die_with_their_execution() {
+    private_netns(&[]);
+    let mut env = TestEnv::new("brokerh", CRED_CONFIG);
+    let secret = "Qm9vdGxlZ2dlcnNHb25uYUJvb3RsZWcxMjM0NTY3";
+    vault_with(&env, secret);
+    env.start_agent();
+
+    let first = py_in_sandbox(
+        &env,
+        "web",
+        r#"
+import base64, os, time
+hb = Client(SOCK)
+out = {}
+h = hb.handle("svc", "bot")
+out["handle"] = h
+def code(f):
+    try:
+        f()
+        return "ok"
+    except BrokerError as e:
+        return e.code
+out["unbound"] = code(lambda: hb.handle("unbound", "bot"))
+out["no_account"] = code(lambda: hb.handle("svc", "nobody"))
+out["bad_body"] = code(lambda: hb.call("POST", "/v1/handles", {"integration": 7}))
+ended = hb.end_execution(h["execution"], "done")
+out["ended"] = ended
+out["after_end"] = code(lambda: hb.delete_handle(h["handle"]))
+short = hb.handle("svc", "bot")
+born = time.monotonic()
+codes = set()
+for _ in range(10000):
+    fake = "hb_cred_" + base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+    codes.add(code(lambda: hb.delete_handle(fake)))
+out["random"] = sorted(codes)
+time.sleep(max(0, 4.5 - (time.monotonic() - born)))
+out["after_ttl"] = code(lambda: hb.delete_handle(short["handle"]))
+out["kept"] = hb.handle("svc", "bot", execution="kept")["handle"]
+print(json.dumps(out))
+"#,
+    );
+    let handle = first["handle"]["handle"].as_str().expect("handle");
+    assert!(
+        handle.starts_with("hb_cred_") && handle.len() == "hb_cred_".len() + 32,
+        "{first}"
+    );
+    assert!(
+        first["handle"]["execution"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("exec_"))
+    );
+    assert_eq!(first["unbound"], "binding_missing", "{first}");
+    assert_eq!(first["no_account"], "no_credential", "{first}");
+    assert_eq!(first["bad_body"], "bad_request", "{first}");
+    assert_eq!(
+        first["random"],
+        serde_json::json!(["unknown_handle"]),
+        "10,000 random handles: one answer"
+    );
+    assert_eq!(first["ended"]["revoked"], 1, "{first}");
+    assert_eq!(first["after_end"], "unknown_handle");
+    assert_eq!(first["after_ttl"], "unknown_handle", "expired");
+
+    // Another sandbox (another cgroup) cannot touch the first one's live handle.
+    let kept = first["kept"].as_str().expect("kept");
+    let foreign = py_in_sandbox(
+        &env,
+        "web",
+        &format!(
+            r#"
+hb = Client(SOCK)
+try:
+    hb.delete_handle({kept:?}); print(json.dumps("ok"))
+except BrokerError as e:
+    print(json.dumps(e.code))
+"#
+        ),
+    );
+    assert_eq!(foreign, "unknown_handle");
+
+    let other = py_in_sandbox(
+        &env,
+        "other",
+        r#"
+try:
+    Client(SOCK).handle("svc", "bot"); print(json.dumps("ok"))
+except BrokerError as e:
+    print(json.dumps(e.code))
+"#,
+    );
+    assert_eq!(other, "binding_missing", "policy other binds nothing");
+    let host = Command::new(hb_tests::python())
+        .args([
+            "-c",
+            &format!(
+                "import sys, json\nsys.path.insert(0, {:?})\nfrom hb_client import Client, BrokerError\ntry:\n    Client({:?}).handle('svc', 'bot'); print('ok')\nexcept BrokerError as e:\n    print(e.code)",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python"),
+                env.broker_socket().display().to_string()
+            ),
+        ])
+        .output()
+        .expect("python");
+    assert_eq!(
+        String::from_utf8_lossy(&host.stdout).trim(),
+        "policy_denied",
+        "host callers act under broker.host_policy, unset here"
+    );
+
+    // The audit log has every step, the handle only as a fingerprint; no file anywhere
+    // in the state directory (logs, audit, vault) holds the secret or a handle.
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).expect("audit.log");
+    let steps: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .filter(|v: &Value| v["kind"] == "handle")
+        .collect();
+    assert!(steps.iter().any(|s| s["step"] == "registered"), "{audit}");
+    assert!(
+        steps.iter().any(|s| s["step"] == "execution_ended"),
+        "{audit}"
+    );
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s["step"] == "registered")
+            .all(|s| s["handle"].as_str().is_some_and(|f| f.len() == 12)),
+        "fingerprints: {audit}"
+    );
+    for entry in fs::read_dir(&env.state_dir).expect("state dir") {
+        let path = entry.expect("entry").path();
+        let Ok(bytes) = fs::read(&path) else { continue };
+        for needle in [secret, handle, kept] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds a secret or handle",
+                path.display()
+            );
+        }
+    }
+}

@@ -34,6 +34,8 @@ pub enum Code {
     AuthCollision,
     UnknownHandle,
     BindingMissing,
+    /// The vault holds no active credential for the integration and account asked for.
+    NoCredential,
     DnsRejected,
     UpstreamError,
     Internal,
@@ -45,7 +47,7 @@ impl Code {
             Code::BadRequest => StatusCode::BAD_REQUEST,
             Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::Timeout => StatusCode::REQUEST_TIMEOUT,
-            Code::NotFound | Code::UnknownHandle => StatusCode::NOT_FOUND,
+            Code::NotFound | Code::UnknownHandle | Code::NoCredential => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::Forbidden
             | Code::UnknownCaller
@@ -90,7 +92,7 @@ struct Inner<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = super::scrub_text(&self.message);
+        let message = crate::scrub::global().scrub_str(&self.message).0;
         let body = Body {
             error: Inner {
                 code: self.code,

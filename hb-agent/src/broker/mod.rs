@@ -15,7 +15,9 @@
 //! Must never: serve on a socket another live agent owns, remove anything at the socket
 //! path that is not a socket, or let an error message out unscrubbed.
 
+mod credentials;
 pub mod error;
+mod handles;
 pub mod identity;
 mod server;
 pub mod sessions;
@@ -48,6 +50,10 @@ pub enum BrokerError {
     },
     #[error("cannot open the enrollment map for caller identification")]
     Maps(#[from] MapsError),
+    #[error("cannot open the vault")]
+    Vault(#[from] crate::vault::VaultError),
+    #[error("cannot open the audit log in {0}")]
+    Audit(PathBuf, #[source] io::Error),
 }
 
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> BrokerError + 'a {
@@ -56,11 +62,6 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
         action,
         source,
     }
-}
-
-/// The scrubber every message leaving the broker passes.
-pub fn scrub_text(text: &str) -> String {
-    text.to_owned()
 }
 
 /// What the agent hands the broker.
@@ -125,9 +126,39 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         &inputs.config.agent.bpffs_dir,
         inputs.policy_names,
     )?;
+    let agent = &inputs.config.agent;
+    let vault = if agent.master_key_file.exists() {
+        let key = crate::vault::MasterKey::load(&agent.master_key_file)?;
+        let vault = crate::vault::Vault::open(&agent.state_dir.join(crate::vault::DB_FILE), &key)?;
+        Some(Arc::new(std::sync::Mutex::new(vault)))
+    } else {
+        tracing::warn!(
+            master_key_file = %agent.master_key_file.display(),
+            "no master key: the broker issues no handles (hb-agent vault init creates one)"
+        );
+        None
+    };
+    let scrubber = crate::scrub::global().clone();
+    let audit = Arc::new(
+        crate::audit::AuditLog::open(
+            &agent.state_dir,
+            agent.audit_max_bytes,
+            agent.audit_max_files,
+            agent.audit_fsync,
+            scrubber.clone(),
+        )
+        .map_err(|e| BrokerError::Audit(agent.state_dir.clone(), e))?,
+    );
+    let kernel_events = inputs.events.subscribe();
     let shared = Arc::new(server::Shared {
+        config: Arc::new(inputs.config.clone()),
         identity,
         sessions: sessions::Sessions::new(Duration::from_secs(cfg.session_ttl_secs)),
+        handles: handles::Handles::new(Duration::from_secs(cfg.handle_ttl_secs)),
+        vault,
+        scrubber,
+        protected: std::sync::Mutex::new(HashMap::new()),
+        audit: audit.clone(),
         events: inputs.events,
         operator_uid: cfg.operator_uid,
         max_body: usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
@@ -146,6 +177,8 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         .name("hb-broker".into())
         .spawn(move || {
             runtime.block_on(async move {
+                // Kernel and resolver events go to the audit log as well.
+                tokio::spawn(audit_events(kernel_events, audit));
                 let listener = match tokio::net::UnixListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {
@@ -166,4 +199,22 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         shutdown: Some(tx),
         thread: Some(thread),
     })
+}
+
+async fn audit_events(
+    mut rx: broadcast::Receiver<Arc<EventRecord>>,
+    audit: Arc<crate::audit::AuditLog>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(record) => audit.record(
+                "kernel_event",
+                serde_json::to_value(&*record).unwrap_or_default(),
+            ),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                audit.record("kernel_event_lost", serde_json::json!({ "missed": n }));
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }

@@ -8,11 +8,12 @@
 //! methods too.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -41,24 +42,152 @@ use tokio::{
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use super::{
+    credentials,
     error::{ApiError, Code},
+    handles::{Entry, Handles},
     identity::{Caller, Identity, Peer},
-    scrub_text,
     sessions::Sessions,
 };
-use crate::events::EventRecord;
+use crate::{
+    audit::AuditLog,
+    config::Config,
+    events::EventRecord,
+    scrub::{LiveId, Scrubber},
+    secret::Secret,
+    vault::Vault,
+};
 
 pub struct Shared {
+    pub config: Arc<Config>,
     pub identity: Identity,
     pub sessions: Sessions,
+    pub handles: Handles,
+    pub vault: Option<Arc<Mutex<Vault>>>,
+    pub scrubber: Arc<Scrubber>,
+    /// Live values registered with the scrubber: credential ids and handles.
+    pub protected: Mutex<HashMap<String, LiveId>>,
+    pub audit: Arc<AuditLog>,
     pub events: broadcast::Sender<Arc<EventRecord>>,
     pub operator_uid: u32,
-    #[allow(dead_code)] // read by JsonBody
     pub max_body: usize,
     pub timeout: Duration,
 }
 
-type AppState = Arc<Shared>;
+pub type AppState = Arc<Shared>;
+
+fn caller_json(caller: &Caller, policy: &str) -> serde_json::Value {
+    json!({
+        "pid": caller.pid,
+        "uid": caller.uid,
+        "cgroup": caller.cgroup,
+        "policy": policy,
+    })
+}
+
+impl Shared {
+    /// Adds a decrypted credential (once per credential id) to what the scrubber removes
+    /// from everything leaving hb, in its encodings too.
+    pub fn protect(&self, credential_id: &str, secret: &Secret) {
+        let Ok(mut protected) = self.protected.lock() else {
+            return;
+        };
+        if protected.contains_key(credential_id) {
+            return;
+        }
+        match self.scrubber.register("live_secret", secret) {
+            Ok(id) => {
+                protected.insert(credential_id.to_owned(), id);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, credential = credential_id, "credential not scrubbed by value");
+            }
+        }
+    }
+
+    /// Handles are found by their family anyway; registering them also catches their
+    /// encodings. Forgotten again when the handle dies.
+    pub fn protect_handle(&self, handle: &str) {
+        if let Ok(id) = self
+            .scrubber
+            .register("hb_handle", &Secret::new(handle.as_bytes().to_vec()))
+            && let Ok(mut protected) = self.protected.lock()
+        {
+            protected.insert(handle.to_owned(), id);
+        }
+    }
+
+    pub fn forget_handles(&self, handles: &[String]) {
+        let Ok(mut protected) = self.protected.lock() else {
+            return;
+        };
+        for h in handles {
+            if let Some(id) = protected.remove(h) {
+                self.scrubber.unregister(id);
+            }
+        }
+    }
+
+    pub fn audit_decision(
+        &self,
+        caller: &Caller,
+        policy: &str,
+        action: &str,
+        decision: &str,
+        detail: &str,
+    ) {
+        self.audit.record(
+            "broker_decision",
+            json!({
+                "caller": caller_json(caller, policy),
+                "action": action,
+                "decision": decision,
+                "detail": detail,
+            }),
+        );
+    }
+
+    pub fn audit_handle(
+        &self,
+        caller: &Caller,
+        policy: &str,
+        step: &str,
+        handle: &str,
+        entry: &Entry,
+    ) {
+        self.audit.record(
+            "handle",
+            json!({
+                "caller": caller_json(caller, policy),
+                "step": step,
+                "handle": self.audit.fingerprint(handle),
+                "integration": entry.integration,
+                "account": entry.account,
+                "credential": entry.credential_id,
+                "execution": entry.execution,
+            }),
+        );
+    }
+
+    pub fn audit_execution_end(
+        &self,
+        caller: &Caller,
+        policy: &str,
+        execution: &str,
+        outcome: &str,
+        revoked: usize,
+    ) {
+        self.audit.record(
+            "handle",
+            json!({
+                "caller": caller_json(caller, policy),
+                "step": "execution_ended",
+                "execution": execution,
+                "outcome": outcome,
+                "revoked": revoked,
+            }),
+        );
+    }
+}
 
 // --- connections -------------------------------------------------------------------
 
@@ -180,6 +309,13 @@ fn router(shared: AppState) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/sessions", post(create_session).delete(end_session))
         .route("/v1/events", get(events))
+        .route("/v1/scrub", post(scrub))
+        .route("/v1/handles", post(credentials::create_handle))
+        .route(
+            "/v1/handles/{handle}",
+            axum::routing::delete(credentials::delete_handle),
+        )
+        .route("/v1/executions/{id}/end", post(credentials::end_execution))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint (see /v1/…)") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -233,7 +369,6 @@ impl FromRequestParts<AppState> for CallerOf {
 }
 
 /// A JSON body, read up to `broker.max_body_bytes`, with errors in our envelope.
-#[allow(dead_code)] // the scrub, sanitize and credential endpoints take one
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -344,16 +479,19 @@ async fn events(
     let ends = tokio::time::sleep_until(until.into());
     let rx = shared.events.subscribe();
     let check = shared.clone();
+    let scrubber = shared.scrubber.clone();
     let stream = BroadcastStream::new(rx)
         .take_while(move |_| {
             let alive = check.sessions.check(&token, owner).is_some();
             std::future::ready(alive)
         })
-        .map(|item| {
+        .map(move |item| {
             Ok(match item {
                 Ok(record) => {
                     let line = serde_json::to_string(&*record).unwrap_or_default();
-                    Event::default().event("event").data(scrub_text(&line))
+                    Event::default()
+                        .event("event")
+                        .data(scrubber.scrub_str(&line).0)
                 }
                 Err(BroadcastStreamRecvError::Lagged(n)) => Event::default()
                     .event("lagged")
@@ -362,4 +500,30 @@ async fn events(
         })
         .take_until(ends);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubRequest {
+    text: String,
+}
+
+/// `POST /v1/scrub {"text"}` → `{"text","redactions"}`: the gate before LLM context.
+/// Removes known token families and every live secret and handle of this agent.
+async fn scrub(
+    State(shared): State<AppState>,
+    CallerOf(caller): CallerOf,
+    JsonBody(req): JsonBody<ScrubRequest>,
+) -> Json<serde_json::Value> {
+    let (text, redactions) = shared.scrubber.scrub_str(&req.text);
+    if !redactions.is_empty() {
+        shared.audit_decision(
+            &caller,
+            caller.sandbox.as_ref().map_or("", |s| s.policy.as_str()),
+            "scrub",
+            "redacted",
+            &format!("{} redactions", redactions.len()),
+        );
+    }
+    Json(json!({ "text": text, "redactions": redactions }))
 }

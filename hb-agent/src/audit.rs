@@ -1,0 +1,212 @@
+//! The audit log: one JSON line per broker decision, handle life-cycle step, vault
+//! operation, policy denial and kernel event, in `state_dir/audit.log`.
+//!
+//! The file is created with mode 0600 and opened append-only. When it passes
+//! `agent.audit_max_bytes` it is rotated (`audit.log` → `audit.log.1` → … up to
+//! `agent.audit_max_files`, the oldest dropped). `agent.audit_fsync` says when the data
+//! is forced to disk: `always` (every record), `interval` (at most once a second, the
+//! default) or `never` (left to the kernel).
+//!
+//! Must never: write a record that has not passed the scrubber, or show a handle in
+//! full (handles appear as a keyed fingerprint: the first 12 hex digits of
+//! HMAC-SHA256 under a key made at start, so records of one run can be correlated and
+//! nothing can be reversed into a handle).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime},
+};
+
+use ring::{hmac, rand::SystemRandom};
+
+use crate::scrub::Scrubber;
+
+pub const FILE: &str = "audit.log";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    Always,
+    Interval,
+    Never,
+}
+
+struct Inner {
+    file: File,
+    size: u64,
+    last_sync: Instant,
+}
+
+pub struct AuditLog {
+    path: PathBuf,
+    max_bytes: u64,
+    max_files: u32,
+    fsync: Fsync,
+    scrubber: Arc<Scrubber>,
+    key: hmac::Key,
+    inner: Mutex<Inner>,
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+impl AuditLog {
+    pub fn open(
+        state_dir: &Path,
+        max_bytes: u64,
+        max_files: u32,
+        fsync: Fsync,
+        scrubber: Arc<Scrubber>,
+    ) -> io::Result<Self> {
+        let path = state_dir.join(FILE);
+        let file = open(&path)?;
+        let size = file.metadata()?.len();
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
+            .map_err(|_| io::Error::other("no randomness for the audit fingerprint key"))?;
+        Ok(Self {
+            path,
+            max_bytes,
+            max_files,
+            fsync,
+            scrubber,
+            key,
+            inner: Mutex::new(Inner {
+                file,
+                size,
+                last_sync: Instant::now(),
+            }),
+        })
+    }
+
+    /// The short keyed fingerprint a handle appears as.
+    pub fn fingerprint(&self, handle: &str) -> String {
+        let tag = hmac::sign(&self.key, handle.as_bytes());
+        tag.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Appends `record` (an object; `time` is added), scrubbed. Errors are logged, not
+    /// returned: the caller's decision stands either way.
+    pub fn record(&self, kind: &str, mut record: serde_json::Value) {
+        if let Some(obj) = record.as_object_mut() {
+            obj.insert(
+                "time".into(),
+                humantime::format_rfc3339_millis(SystemTime::now())
+                    .to_string()
+                    .into(),
+            );
+            obj.insert("kind".into(), kind.into());
+        }
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        let mut line = self.scrubber.scrub_str(&line).0;
+        line.push('\n');
+        if let Err(e) = self.write(line.as_bytes()) {
+            tracing::error!(error = %e, path = %self.path.display(), "cannot write the audit log");
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| io::Error::other("audit log lock poisoned"))?;
+        if inner.size > 0 && inner.size + bytes.len() as u64 > self.max_bytes {
+            self.rotate(&mut inner)?;
+        }
+        inner.file.write_all(bytes)?;
+        inner.size += bytes.len() as u64;
+        let sync = match self.fsync {
+            Fsync::Always => true,
+            Fsync::Interval => inner.last_sync.elapsed().as_secs() >= 1,
+            Fsync::Never => false,
+        };
+        if sync {
+            inner.file.sync_data()?;
+            inner.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn rotate(&self, inner: &mut Inner) -> io::Result<()> {
+        inner.file.sync_data()?;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.max_files <= 1 {
+            fs::remove_file(&self.path)?;
+        } else {
+            let _ = fs::remove_file(numbered(self.max_files - 1));
+            for n in (1..self.max_files - 1).rev() {
+                let _ = fs::rename(numbered(n), numbered(n + 1));
+            }
+            fs::rename(&self.path, numbered(1))?;
+        }
+        inner.file = open(&self.path)?;
+        inner.size = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn records_are_scrubbed_rotated_and_private() {
+        let dir = std::env::temp_dir().join(format!("hb-audit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let scrubber = Arc::new(Scrubber::new());
+        let secret = "Zq8vLr2mXn4pWt6yBc1dEf3gHj5kMs7u";
+        scrubber
+            .register("live_secret", &Secret::new(secret.as_bytes().to_vec()))
+            .expect("register");
+        let log = AuditLog::open(&dir, 400, 3, Fsync::Always, scrubber).expect("open");
+        for i in 0..10 {
+            log.record(
+                "test",
+                serde_json::json!({ "n": i, "detail": format!("upstream said {secret}") }),
+            );
+        }
+        let mode = fs::metadata(dir.join(FILE))
+            .expect("log")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut files = vec![dir.join(FILE)];
+        files.push(dir.join(format!("{FILE}.1")));
+        files.push(dir.join(format!("{FILE}.2")));
+        assert!(!dir.join(format!("{FILE}.3")).exists(), "max_files = 3");
+        let mut lines = 0;
+        for f in &files {
+            let text = fs::read_to_string(f).expect("rotated file");
+            assert!(!text.contains(secret), "scrubbed: {text}");
+            for l in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                assert_eq!(v["kind"], "test");
+                lines += 1;
+            }
+        }
+        assert!(
+            (3..10).contains(&lines),
+            "older records rotated away: {lines}"
+        );
+        let fp = log.fingerprint("hb_cred_abc");
+        assert_eq!(fp.len(), 12);
+        assert_eq!(fp, log.fingerprint("hb_cred_abc"));
+        assert_ne!(fp, log.fingerprint("hb_cred_abd"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,256 @@
+//! Opaque handles: what an agent holds instead of a credential.
+//!
+//! A handle is `hb_cred_` + base64url (no padding) of 24 random bytes from ring's
+//! `SystemRandom`. The table lives in this process's memory only — never on disk, in a
+//! log or in an answer other than the one that created it — and maps the handle to the
+//! integration, account and credential it stands for, the identity that created it and
+//! its execution. A handle works only for that identity and until it expires
+//! (`broker.handle_ttl_secs`), is deleted, or its execution ends or is revoked (an auth
+//! collision revokes the whole execution).
+//!
+//! Must never: answer differently for a handle that is foreign, expired, deleted,
+//! revoked or never existed — every one of them is simply not found, so probing
+//! teaches nothing.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use ring::rand::{SecureRandom as _, SystemRandom};
+
+use crate::secret::Secret;
+
+pub const PREFIX: &str = "hb_cred_";
+const RANDOM_BYTES: usize = 24;
+
+/// Who may use a handle: the sandbox cgroup that created it, or a host caller's uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Sandbox { cgroup_id: u64 },
+    Host { uid: u32 },
+}
+
+/// What a live handle stands for.
+pub struct Entry {
+    pub integration: String,
+    pub account: String,
+    pub credential_id: String,
+    #[allow(dead_code)] // injected by POST /v1/requests
+    pub secret: Arc<Secret>,
+    pub owner: Owner,
+    pub execution: String,
+    pub expires: Instant,
+    /// Wall-clock expiry, for the answer.
+    pub expires_at: SystemTime,
+}
+
+pub struct Handles {
+    ttl: Duration,
+    rng: SystemRandom,
+    table: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+        }
+    }
+    out
+}
+
+/// A fresh execution id (when the caller gives none): `exec_` + 16 hex digits.
+pub fn new_execution_id(rng: &SystemRandom) -> Option<String> {
+    let mut raw = [0u8; 8];
+    rng.fill(&mut raw).ok()?;
+    Some(format!("exec_{:016x}", u64::from_be_bytes(raw)))
+}
+
+impl Handles {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            rng: SystemRandom::new(),
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn rng(&self) -> &SystemRandom {
+        &self.rng
+    }
+
+    /// Registers a handle; the handle, its entry, and handles that had expired (dropped
+    /// now, for the caller to forget elsewhere too).
+    pub fn create(
+        &self,
+        integration: String,
+        account: String,
+        credential_id: String,
+        secret: Arc<Secret>,
+        owner: Owner,
+        execution: String,
+    ) -> Option<(String, Arc<Entry>, Vec<String>)> {
+        let mut raw = [0u8; RANDOM_BYTES];
+        self.rng.fill(&mut raw).ok()?;
+        let handle = format!("{PREFIX}{}", base64url(&raw));
+        let entry = Arc::new(Entry {
+            integration,
+            account,
+            credential_id,
+            secret,
+            owner,
+            execution,
+            expires: Instant::now() + self.ttl,
+            expires_at: SystemTime::now() + self.ttl,
+        });
+        let mut table = self.table.lock().ok()?;
+        let now = Instant::now();
+        let expired: Vec<String> = table
+            .iter()
+            .filter(|(_, e)| e.expires <= now)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in &expired {
+            table.remove(h);
+        }
+        table.insert(handle.clone(), entry.clone());
+        Some((handle, entry, expired))
+    }
+
+    /// The entry of `handle` if it is live and `owner` created it.
+    pub fn get(&self, handle: &str, owner: Owner) -> Option<Arc<Entry>> {
+        let table = self.table.lock().ok()?;
+        let e = table.get(handle)?;
+        (e.owner == owner && e.expires > Instant::now()).then(|| e.clone())
+    }
+
+    /// Deletes `handle` if `owner` may use it; whether it did.
+    pub fn delete(&self, handle: &str, owner: Owner) -> bool {
+        let Ok(mut table) = self.table.lock() else {
+            return false;
+        };
+        if table
+            .get(handle)
+            .is_some_and(|e| e.owner == owner && e.expires > Instant::now())
+        {
+            table.remove(handle);
+            return true;
+        }
+        false
+    }
+
+    /// Revokes every handle of `execution` created by `owner`; the handles revoked.
+    pub fn end_execution(&self, execution: &str, owner: Owner) -> Vec<String> {
+        let Ok(mut table) = self.table.lock() else {
+            return Vec::new();
+        };
+        let ended: Vec<String> = table
+            .iter()
+            .filter(|(_, e)| e.execution == execution && e.owner == owner)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in &ended {
+            table.remove(h);
+        }
+        ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Arc<Secret> {
+        Arc::new(Secret::new(b"s3cr3t-value".to_vec()))
+    }
+
+    #[test]
+    fn base64url_matches_the_rfc_4648_vectors() {
+        for (raw, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg"),
+            (b"fo", "Zm8"),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg"),
+            (b"fooba", "Zm9vYmE"),
+            (b"foobar", "Zm9vYmFy"),
+            (&[0xfb, 0xff], "-_8"),
+        ] {
+            assert_eq!(base64url(raw), want);
+        }
+    }
+
+    #[test]
+    fn handles_work_only_for_their_owner_until_deleted_or_their_execution_ends() {
+        let h = Handles::new(Duration::from_secs(60));
+        let me = Owner::Sandbox { cgroup_id: 7 };
+        let other = Owner::Sandbox { cgroup_id: 8 };
+        let (a, _, _) = h
+            .create(
+                "gh".into(),
+                "bot".into(),
+                "cred_1".into(),
+                secret(),
+                me,
+                "e1".into(),
+            )
+            .expect("create");
+        assert!(
+            a.starts_with(PREFIX) && a.len() == PREFIX.len() + 32,
+            "{}",
+            a.len()
+        );
+        assert!(h.get(&a, me).is_some());
+        assert!(h.get(&a, other).is_none(), "foreign");
+        assert!(!h.delete(&a, other), "foreign delete");
+        let (b, _, _) = h
+            .create(
+                "gh".into(),
+                "bot".into(),
+                "cred_1".into(),
+                secret(),
+                me,
+                "e1".into(),
+            )
+            .expect("create");
+        let (c, _, _) = h
+            .create(
+                "gh".into(),
+                "bot".into(),
+                "cred_1".into(),
+                secret(),
+                me,
+                "e2".into(),
+            )
+            .expect("create");
+        assert!(
+            h.end_execution("e1", other).is_empty(),
+            "foreign execution end"
+        );
+        assert_eq!(h.end_execution("e1", me).len(), 2);
+        assert!(h.get(&a, me).is_none() && h.get(&b, me).is_none());
+        assert!(h.get(&c, me).is_some(), "another execution lives on");
+        assert!(h.delete(&c, me));
+        assert!(h.get(&c, me).is_none());
+        let short = Handles::new(Duration::ZERO);
+        let (d, _, _) = short
+            .create(
+                "gh".into(),
+                "bot".into(),
+                "cred_1".into(),
+                secret(),
+                me,
+                "e".into(),
+            )
+            .expect("create");
+        assert!(short.get(&d, me).is_none(), "expired");
+    }
+}
