@@ -28,11 +28,15 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    scrub::exits::install_panic_hook();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hb-agent: error: {e:#}");
+            eprintln!(
+                "hb-agent: error: {}",
+                scrub::exits::scrubbed(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

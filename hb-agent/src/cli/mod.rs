@@ -312,7 +312,7 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("HB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::scrub::exits::ScrubbedStderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

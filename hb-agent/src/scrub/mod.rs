@@ -10,6 +10,7 @@
 //! registration (a scrub takes the live set's `Arc` under a read lock and lets go).
 
 mod engine;
+pub mod exits;
 mod families;
 mod live;
 mod stream;
