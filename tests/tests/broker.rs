@@ -209,7 +209,17 @@ fn the_event_stream_needs_an_operator_minted_session_token() {
         .stderr(Stdio::null())
         .spawn()
         .expect("curl");
-    thread::sleep(Duration::from_millis(300));
+    // `hb-agent events --follow` reads the same stream (it mints its own session).
+    let cli_path = env.state_dir.join("cli-follow.txt");
+    let mut cli = Command::new(hb_tests::agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["events", "--follow", "--json", "--last", "0"])
+        .stdout(fs::File::create(&cli_path).expect("cli file"))
+        .stderr(fs::File::create(env.state_dir.join("cli-follow.err")).expect("cli err"))
+        .spawn()
+        .expect("hb-agent events --follow");
+    thread::sleep(Duration::from_millis(500));
     let probe = hb_tests::sandbox_probe(&env, "web", "tcp", "10.0.0.1", 9);
     assert_eq!(probe, "EPERM");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -222,6 +232,26 @@ fn the_event_stream_needs_an_operator_minted_session_token() {
     };
     let _ = stream.kill();
     let _ = stream.wait();
+    let cli_text = loop {
+        let text = fs::read_to_string(&cli_path).unwrap_or_default();
+        if text.contains("deny_range") || Instant::now() > deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let _ = cli.kill();
+    let _ = cli.wait();
+    assert!(
+        cli_text
+            .lines()
+            .any(|l| l.contains("\"deny_range\"") && l.contains("10.0.0.1")),
+        "hb-agent events --follow printed the event: {cli_text:?}"
+    );
+    let cli_err = fs::read_to_string(env.state_dir.join("cli-follow.err")).unwrap_or_default();
+    assert!(
+        !cli_err.contains("unavailable"),
+        "it used the event stream, not the file: {cli_err}"
+    );
     let data = text
         .lines()
         .find_map(|l| {

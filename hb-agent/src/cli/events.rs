@@ -1,4 +1,7 @@
 //! `hb-agent events`: what the kernel refused, from the running agent's events file.
+//! `--follow` streams live events from the broker's authenticated event stream (a
+//! session token minted for this run: root or `broker.operator_uid` only) and falls back
+//! to tailing the events file when the broker cannot be reached.
 
 use std::{
     fs,
@@ -37,6 +40,13 @@ pub fn show(config: &Config, follow: bool, json: bool, last: Option<usize>) -> a
         }
         return Ok(());
     }
+    match follow_stream(config, json) {
+        Ok(()) => return Ok(()),
+        Err(e) => eprintln!(
+            "(event stream unavailable: {e:#}; following {} instead)",
+            dir.join(EVENTS_FILE).display()
+        ),
+    }
     // Tail the file, reopening it when the agent rotates it.
     let path = dir.join(EVENTS_FILE);
     let mut offset = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -67,5 +77,72 @@ pub fn show(config: &Config, follow: bool, json: bool, last: Option<usize>) -> a
             }
             line.clear();
         }
+    }
+}
+
+/// A minimal HTTP exchange on the broker socket: the status and the body reader.
+fn http(
+    socket: &std::path::Path,
+    request: &str,
+) -> anyhow::Result<(u16, io::BufReader<std::os::unix::net::UnixStream>)> {
+    use std::io::Write as _;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reader = io::BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("the broker's answer has no HTTP status")?;
+    // Headers: HTTP/1.0 answers are not chunked, the body runs to the end.
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    Ok((status, reader))
+}
+
+/// Streams `GET /v1/events` until interrupted, minting a new session when one ends.
+fn follow_stream(config: &Config, json: bool) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let socket = &config.broker.socket;
+    loop {
+        let (status, mut body) = http(
+            socket,
+            "POST /v1/sessions HTTP/1.0\r\nHost: hb\r\nContent-Length: 0\r\n\r\n",
+        )?;
+        let mut text = String::new();
+        body.read_to_string(&mut text)?;
+        if status != 201 {
+            anyhow::bail!("the broker refused a session ({status}): {}", text.trim());
+        }
+        let session: serde_json::Value = serde_json::from_str(&text)?;
+        let token = session["token"]
+            .as_str()
+            .context("the session answer has no token")?;
+        let (status, reader) = http(
+            socket,
+            &format!(
+                "GET /v1/events HTTP/1.0\r\nHost: hb\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ),
+        )?;
+        if status != 200 {
+            anyhow::bail!("the broker refused the event stream ({status})");
+        }
+        for line in reader.lines() {
+            let line = line?;
+            if let Some(data) = line.strip_prefix("data: ")
+                && let Ok(r) = serde_json::from_str::<EventRecord>(data)
+            {
+                print(&r, json)?;
+            }
+        }
+        // The session ended (expiry): open the next one.
     }
 }
