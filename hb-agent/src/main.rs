@@ -3,7 +3,7 @@
 //! The data path, module by module: `config` (what is allowed) → `loader` + `maps` (the
 //! kernel's copy of it) → `enroll` / `sandbox` (which processes it applies to) → the
 //! programs in hb-ebpf (the verdict, per connect and per packet) → `events` (what was
-//! refused). `cli` holds the operator commands that read it all back.
+//! refused). `sanitize` is the barrier for untrusted text on its way to a model. `cli` holds the operator commands that read it all back.
 
 mod agent;
 mod cgroup;
@@ -16,6 +16,7 @@ mod events;
 mod loader;
 mod maps;
 mod sandbox;
+mod sanitize;
 #[allow(dead_code)] // used by the vault and broker as they land
 mod secret;
 

@@ -7,6 +7,7 @@
 mod dns;
 mod events;
 mod maps;
+mod sanitize;
 mod status;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
@@ -25,7 +26,20 @@ Examples:
   hb-agent status
   hb-agent maps dump rules4 --json
   hb-agent events --follow
-  hb-agent dns lookup --policy default pypi.org";
+  hb-agent dns lookup --policy default pypi.org
+  curl -s https://example.com/page | hb-agent sanitize --mode redact";
+
+const SANITIZE_EXAMPLES: &str = "\
+Examples:
+  hb-agent sanitize < ticket.txt > clean.txt          # findings on stderr
+  hb-agent sanitize --mode redact --spotlight < page.md
+  hb-agent sanitize --json < email.txt | jq .findings
+  hb-agent sanitize --mode block < tool-output.txt || echo 'refused: high-severity finding'
+
+Exit status: 0 when nothing high was found, 3 when a finding is high severity, 1 on an
+error (for example input that is not UTF-8; the error names the byte offset).
+Modes: flag (cleaned text + findings), redact (medium and high spans replaced by
+[REMOVED:<category>]), block (no text, findings only).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,6 +93,32 @@ enum Command {
     /// Ask the running agent's resolver.
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// Clean untrusted text (stdin) for a model: remove invisible and control characters,
+    /// decode hidden text, report injection markers (text to stdout, findings to stderr).
+    #[command(after_help = SANITIZE_EXAMPLES)]
+    Sanitize {
+        /// flag: cleaned text and findings; redact: flagged spans replaced; block: no text.
+        #[arg(long, value_enum, default_value_t = crate::sanitize::Mode::Flag)]
+        mode: crate::sanitize::Mode,
+        /// The whole result as one JSON object (text, flagged, severity, findings).
+        #[arg(long)]
+        json: bool,
+        /// Wrap the text in delimiters with a random tag; the matching system-prompt line
+        /// goes to stderr (or the JSON `spotlight` field).
+        #[arg(long)]
+        spotlight: bool,
+    },
+    /// (internal) The sanitize benchmark's in-process measurement.
+    #[command(name = "__bench-sanitize", hide = true)]
+    BenchSanitize {
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        iterations: u32,
+        /// FILE is a JSON corpus: print how many entries are flagged.
+        #[arg(long)]
+        corpus: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +268,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dns::lookup(&config, &policy, &host, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sanitize {
+            mode,
+            json,
+            spotlight,
+        } => sanitize::run(mode, json, spotlight),
+        Command::BenchSanitize {
+            input,
+            iterations,
+            corpus,
+        } => sanitize::bench(&input, iterations, corpus),
         Command::Status { json } => {
             let config = Config::load(cli.config.as_deref())?;
             status::show(&config, json)?;
