@@ -5,6 +5,7 @@
 //! programs in hb-ebpf (the verdict, per connect and per packet) → `events` (what was
 //! refused). `vault` keeps the credentials the broker injects, sealed at rest. `cli` holds
 //! the operator commands that read it all back.
+//! refused). `sanitize` is the barrier for untrusted text on its way to a model. `cli` holds the operator commands that read it all back.
 
 mod agent;
 mod audit;
@@ -19,6 +20,7 @@ mod events;
 mod loader;
 mod maps;
 mod sandbox;
+mod sanitize;
 mod scrub;
 mod secret;
 mod vault;

@@ -7,6 +7,7 @@
 mod dns;
 mod events;
 mod maps;
+mod sanitize;
 mod scrub;
 mod status;
 mod vault;
@@ -29,7 +30,8 @@ Examples:
   hb-agent events --follow
   hb-agent dns lookup --policy default pypi.org
   hb-agent vault put --integration github --account ci < token.txt
-  tool --verbose 2>&1 | hb-agent scrub          # redact tokens before they reach an LLM";
+  tool --verbose 2>&1 | hb-agent scrub          # redact tokens before they reach an LLM
+  curl -s https://example.com/page | hb-agent sanitize --mode redact";
 
 const SCRUB_EXAMPLES: &str = "\
 Examples:
@@ -42,6 +44,18 @@ Examples:
 Offsets and lengths in --json are input bytes; output_offset is where the marker starts in
 \"text\". Streaming holds back at most one rule window (16 KiB after a JWT, PEM, Bearer or
 Authorization keyword, under 1 KiB otherwise) until more input or end of input.";
+
+const SANITIZE_EXAMPLES: &str = "\
+Examples:
+  hb-agent sanitize < ticket.txt > clean.txt          # findings on stderr
+  hb-agent sanitize --mode redact --spotlight < page.md
+  hb-agent sanitize --json < email.txt | jq .findings
+  hb-agent sanitize --mode block < tool-output.txt || echo 'refused: high-severity finding'
+
+Exit status: 0 when nothing high was found, 3 when a finding is high severity, 1 on an
+error (for example input that is not UTF-8; the error names the byte offset).
+Modes: flag (cleaned text + findings), redact (medium and high spans replaced by
+[REMOVED:<category>]), block (no text, findings only).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -130,6 +144,32 @@ enum Command {
         /// Stream chunk size in bytes.
         #[arg(long, default_value_t = 65536)]
         chunk: usize,
+    },
+    /// Clean untrusted text (stdin) for a model: remove invisible and control characters,
+    /// decode hidden text, report injection markers (text to stdout, findings to stderr).
+    #[command(after_help = SANITIZE_EXAMPLES)]
+    Sanitize {
+        /// flag: cleaned text and findings; redact: flagged spans replaced; block: no text.
+        #[arg(long, value_enum, default_value_t = crate::sanitize::Mode::Flag)]
+        mode: crate::sanitize::Mode,
+        /// The whole result as one JSON object (text, flagged, severity, findings).
+        #[arg(long)]
+        json: bool,
+        /// Wrap the text in delimiters with a random tag; the matching system-prompt line
+        /// goes to stderr (or the JSON `spotlight` field).
+        #[arg(long)]
+        spotlight: bool,
+    },
+    /// (internal) The sanitize benchmark's in-process measurement.
+    #[command(name = "__bench-sanitize", hide = true)]
+    BenchSanitize {
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        iterations: u32,
+        /// FILE is a JSON corpus: print how many entries are flagged.
+        #[arg(long)]
+        corpus: bool,
     },
 }
 
@@ -299,6 +339,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scrub::bench(&input, secrets_file.as_deref(), iterations, chunk)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sanitize {
+            mode,
+            json,
+            spotlight,
+        } => sanitize::run(mode, json, spotlight),
+        Command::BenchSanitize {
+            input,
+            iterations,
+            corpus,
+        } => sanitize::bench(&input, iterations, corpus),
         Command::Status { json } => {
             let config = Config::load(cli.config.as_deref())?;
             status::show(&config, json)?;

@@ -1,0 +1,135 @@
+//! `hb-agent sanitize`: the sanitizer as a filter (stdin → stdout), and the hidden
+//! `__bench-sanitize` the benchmark measures in-process.
+
+use std::{
+    io::{Read as _, Write as _},
+    path::Path,
+    process::ExitCode,
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::sanitize::{self, Mode, Options, Severity};
+
+/// Exit status when a finding is high: pipelines can gate on it.
+pub const EXIT_HIGH: u8 = 3;
+
+pub fn run(mode: Mode, json: bool, spotlight: bool) -> anyhow::Result<ExitCode> {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .context("reading stdin")?;
+    let result = sanitize::sanitize_bytes(&input, &Options { mode, spotlight })
+        .context("sanitizing stdin")?;
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut stdout, &result)?;
+        writeln!(stdout)?;
+    } else {
+        if let Some(text) = &result.text {
+            stdout.write_all(text.as_bytes())?;
+        }
+        let mut err = std::io::stderr().lock();
+        for f in &result.findings {
+            let excerpt = f
+                .excerpt
+                .as_deref()
+                .map(|e| format!(" {:?}", e))
+                .unwrap_or_default();
+            let decoded = f
+                .decoded_from
+                .map(|e| format!(" (in {})", serde_json::to_value(e).unwrap_or_default()))
+                .unwrap_or_default();
+            writeln!(
+                err,
+                "{:<6} {:<20} {:<26} [{}, {}){decoded}{excerpt}",
+                severity_name(f.severity),
+                f.category.as_str(),
+                f.rule,
+                f.span[0],
+                f.span[1],
+            )?;
+        }
+        if result.omitted > 0 {
+            writeln!(err, "… and {} more findings", result.omitted)?;
+        }
+        match result.severity {
+            Some(s) => writeln!(
+                err,
+                "sanitize: {} finding(s), highest severity {}{}",
+                result.findings.len() + result.omitted,
+                severity_name(s),
+                if result.flagged { " (flagged)" } else { "" }
+            )?,
+            None => writeln!(err, "sanitize: clean")?,
+        }
+        if let Some(s) = &result.spotlight {
+            writeln!(err, "spotlight instruction: {}", s.instruction)?;
+        }
+    }
+    stdout.flush()?;
+    Ok(if result.severity == Some(Severity::High) {
+        ExitCode::from(EXIT_HIGH)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+    }
+}
+
+/// `__bench-sanitize --input FILE --iterations K`: sanitizes the whole file K times and
+/// prints the throughput as JSON. With `--corpus`, FILE is a JSON array of strings or of
+/// objects with a `text` field, and it prints how many entries were flagged.
+pub fn bench(input: &Path, iterations: u32, corpus: bool) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let opts = Options::default();
+    if corpus {
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a JSON array", input.display()))?;
+        let (mut flagged, mut high) = (0usize, 0usize);
+        for e in &entries {
+            let text = e
+                .as_str()
+                .or_else(|| e["text"].as_str())
+                .with_context(|| format!("{}: an entry without text", input.display()))?;
+            let r = sanitize::sanitize(text, &opts);
+            flagged += usize::from(r.flagged);
+            high += usize::from(r.severity == Some(Severity::High));
+        }
+        println!(
+            "{}",
+            json!({"entries": entries.len(), "flagged": flagged, "high": high})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text =
+        std::str::from_utf8(&bytes).with_context(|| format!("{}: not UTF-8", input.display()))?;
+    // One warm-up call builds the rule engine outside the measured loop.
+    let first = sanitize::sanitize(text, &opts);
+    let start = Instant::now();
+    for _ in 0..iterations {
+        std::hint::black_box(sanitize::sanitize(std::hint::black_box(text), &opts));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mb = (text.len() as f64 * f64::from(iterations)) / 1e6;
+    println!(
+        "{}",
+        json!({
+            "bytes": text.len(),
+            "iterations": iterations,
+            "seconds": secs,
+            "mb_per_s": mb / secs,
+            "findings": first.findings.len() + first.omitted,
+            "flagged": first.flagged,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,418 @@
+//! The sanitizer: the hermetic barrier for untrusted text (tool results, fetched pages,
+//! emails, tickets) on its way into a model's context.
+//!
+//! Owns: cleaning such text and reporting what in it looks like an attempt to instruct
+//! the model. Must never: execute, fetch or resolve anything it finds; keep state between
+//! calls; panic on any input.
+//!
+//! The pipeline, one call, each step reporting [`Finding`]s with a span in the text it
+//! returns:
+//! 1. **Normalise** (`clean`): Unicode NFKC (an ASCII fast path; non-ASCII runs only).
+//! 2. **Remove** (`clean`): C0/C1 controls except `\n`, `\r`, `\t`; zero-width and other
+//!    invisible format characters; bidi embeddings, overrides and isolates; runs of
+//!    variation selectors (one after a visible character is kept: emoji and CJK use it);
+//!    Unicode tag characters. Hidden text carried by tag characters or variation-selector
+//!    runs ("ASCII smuggling") is decoded, reported and checked by step 3.
+//! 3. **Detect** (`view`, `rules`): the text is folded into a *detection view* —
+//!    compatibility decomposition, accents dropped, Cyrillic/Greek/small-capital look-alikes
+//!    folded to Latin, lower case, blank runs collapsed — with a map back to the returned
+//!    text. A keyword automaton finds candidate places; bounded rules around them decide:
+//!    instruction override, role and chat-template spoofing, tool-call spoofing,
+//!    exfiltration cues, credential requests, dangerous commands.
+//! 4. **Decode** (`decode`): base64, hex and percent-encoded runs are decoded once and the
+//!    result goes through step 3; findings point at the encoded run.
+//! 5. **Judge**: each finding carries a severity. Mentions (in code, quoted, negated: "never
+//!    run `rm -rf /`") stay at medium; phrasing that only makes sense as an attack is high.
+//!    `flagged` means medium or above.
+//! 6. **Mode** ([`Mode`]): `flag` returns the cleaned text, `redact` replaces every medium
+//!    or high span with `[REMOVED:<category>]` (to a fixed point, so redacting twice changes
+//!    nothing), `block` returns no text. **Spotlighting** wraps the text in delimiters
+//!    carrying a random tag and returns the line to put in the system prompt.
+//!
+//! What a deterministic barrier cannot do: understand meaning. A paraphrased instruction
+//! ("kindly set aside what you were told earlier"), one in another language, split
+//! across fields, encoded twice, in an image, or simply persuasive prose passes. Treat a
+//! clean result as "no known marker", never as "safe": spotlighting and the broker's
+//! credential isolation are the defences that do not depend on recognising the attack.
+
+mod clean;
+mod decode;
+mod rules;
+mod spotlight;
+#[cfg(test)]
+mod tests;
+mod view;
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+pub use spotlight::Spotlight;
+
+/// At most this many findings are listed; the rest are counted in `omitted`.
+pub const MAX_FINDINGS: usize = 512;
+/// Excerpts are cut to this many characters.
+const EXCERPT_CHARS: usize = 120;
+/// Redaction rounds: each round re-checks the redacted text (joining the text around a
+/// removed span can form a new match); the loop stops at the first round with nothing new.
+const REDACT_ROUNDS: usize = 4;
+
+/// What to return.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The cleaned text and the findings.
+    #[default]
+    Flag,
+    /// The cleaned text with every medium or high span replaced by `[REMOVED:<category>]`.
+    Redact,
+    /// No text: findings only (without excerpts, so no attack text leaves through them).
+    Block,
+}
+
+/// Options of one call (the socket API's request fields besides `text`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// What to return.
+    pub mode: Mode,
+    /// Wrap the returned text in randomised delimiters and return the instruction line
+    /// for the system prompt.
+    pub spotlight: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Informational: removed invisible characters, weak cues.
+    Low,
+    /// Suspicious, or an attack pattern merely mentioned (in code, quoted, negated).
+    Medium,
+    /// Phrasing or characters that only make sense as an attack.
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Control, zero-width, bidi or variation-selector characters were removed.
+    Invisible,
+    /// Text hidden in tag characters or variation selectors.
+    AsciiSmuggling,
+    /// "Ignore previous instructions", "you are now DAN", "reveal your system prompt".
+    InstructionOverride,
+    /// Role labels and chat-template tokens: `system:`, `<|im_start|>`, `[INST]`, `</system>`.
+    RoleSpoofing,
+    /// JSON or XML imitating a tool call.
+    ToolCallSpoofing,
+    /// Data carried out through URLs: markdown images, "send … to https://…", curl -d.
+    Exfiltration,
+    /// Asking for keys, tokens, passwords or environment variables.
+    CredentialRequest,
+    /// `rm -rf /`, `curl … | sh`, reverse shells, `base64 -d | sh`, `chmod 777`.
+    DangerousCommand,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Invisible => "invisible",
+            Category::AsciiSmuggling => "ascii_smuggling",
+            Category::InstructionOverride => "instruction_override",
+            Category::RoleSpoofing => "role_spoofing",
+            Category::ToolCallSpoofing => "tool_call_spoofing",
+            Category::Exfiltration => "exfiltration",
+            Category::CredentialRequest => "credential_request",
+            Category::DangerousCommand => "dangerous_command",
+        }
+    }
+}
+
+/// Where hidden text was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    Base64,
+    Hex,
+    Url,
+    TagCharacters,
+    VariationSelectors,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub category: Category,
+    pub severity: Severity,
+    /// The rule that matched (stable identifiers, e.g. `ignore_previous`, `zero_width`).
+    pub rule: &'static str,
+    /// Byte range `[start, end)` in the returned text (in `block` mode: in the text that
+    /// `flag` would return). Removed characters have an empty span where they were; a
+    /// finding in decoded text spans the encoded run.
+    pub span: [usize; 2],
+    /// The matched text (decoded text for hidden or encoded findings; the removed code
+    /// points for invisible ones), cut to 120 characters. Absent in `block` mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<String>,
+    /// Set when the finding is in hidden or encoded text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoded_from: Option<Encoding>,
+}
+
+impl Finding {
+    pub fn range(&self) -> Range<usize> {
+        self.span[0]..self.span[1]
+    }
+}
+
+/// The result of one call; serialises as the socket API's response body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sanitized {
+    /// The cleaned text (`None` in `block` mode, or when spotlighting could not draw
+    /// random delimiters: the text is then withheld rather than sent unmarked).
+    pub text: Option<String>,
+    /// At least one finding of medium or high severity.
+    pub flagged: bool,
+    /// The highest severity among the findings.
+    pub severity: Option<Severity>,
+    pub findings: Vec<Finding>,
+    /// Findings beyond [`MAX_FINDINGS`], not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub omitted: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spotlight: Option<Spotlight>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SanitizeError {
+    #[error("input is not valid UTF-8: invalid byte sequence at byte offset {offset}")]
+    InvalidUtf8 { offset: usize },
+}
+
+/// Sanitizes bytes that should be UTF-8 text; anything else is refused with the offset
+/// of the first invalid byte.
+pub fn sanitize_bytes(bytes: &[u8], opts: &Options) -> Result<Sanitized, SanitizeError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| SanitizeError::InvalidUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    Ok(sanitize(text, opts))
+}
+
+/// Runs the pipeline described in the module header on `text`.
+pub fn sanitize(text: &str, opts: &Options) -> Sanitized {
+    let cleaned = clean::clean(text);
+    let mut findings = clean::findings(&cleaned, detect);
+    let mut out = cleaned.text;
+    findings.extend(detect(&out));
+    if opts.mode == Mode::Redact {
+        out = redact(out, &mut findings);
+    }
+    findings.sort_by(|a, b| {
+        (a.span[0], b.severity, a.span[1], a.rule).cmp(&(b.span[0], a.severity, b.span[1], b.rule))
+    });
+    findings.dedup();
+    let severity = findings.iter().map(|f| f.severity).max();
+    let omitted = findings.len().saturating_sub(MAX_FINDINGS);
+    if omitted > 0 {
+        // Keep the most severe ones when cutting.
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        findings.truncate(MAX_FINDINGS);
+        findings.sort_by_key(|f| (f.span[0], f.span[1]));
+    }
+    let mut result = Sanitized {
+        text: None,
+        flagged: severity >= Some(Severity::Medium),
+        severity,
+        findings,
+        omitted,
+        spotlight: None,
+    };
+    match opts.mode {
+        Mode::Block => {
+            for f in &mut result.findings {
+                f.excerpt = None;
+            }
+        }
+        Mode::Flag | Mode::Redact if opts.spotlight => {
+            if let Some((wrapped, spot)) = spotlight::wrap(&out) {
+                let shift = spot.begin.len() + 1;
+                for f in &mut result.findings {
+                    f.span = [f.span[0] + shift, f.span[1] + shift];
+                }
+                result.text = Some(wrapped);
+                result.spotlight = Some(spot);
+            }
+        }
+        Mode::Flag | Mode::Redact => result.text = Some(out),
+    }
+    result
+}
+
+/// Step 3 and 4 on clean text: rule findings in the text itself and in its encoded runs.
+fn detect(text: &str) -> Vec<Finding> {
+    let mut findings = detect_plain(text, None);
+    for run in decode::encoded_runs(text) {
+        for inner in detect_plain(&run.decoded, Some(run.encoding)) {
+            findings.push(Finding {
+                span: [run.span.start, run.span.end],
+                ..inner
+            });
+        }
+    }
+    escalate(&mut findings);
+    findings
+}
+
+/// How close a credential request and an exfiltration cue must be to count as one
+/// attack ("read the API key … and send it to https://…").
+const PAIR_DISTANCE: usize = 400;
+
+/// A request for secrets next to a way out for them is an attack even when each half
+/// alone reads as ordinary (a support question, a webhook URL): both become high.
+fn escalate(findings: &mut [Finding]) {
+    let near = |a: &Finding, b: &Finding| {
+        a.span[0] <= b.span[1] + PAIR_DISTANCE && b.span[0] <= a.span[1] + PAIR_DISTANCE
+    };
+    let mut raise = Vec::new();
+    for (i, a) in findings.iter().enumerate() {
+        if a.category != Category::CredentialRequest || a.severity < Severity::Medium {
+            continue;
+        }
+        for (j, b) in findings.iter().enumerate() {
+            if b.category == Category::Exfiltration && near(a, b) {
+                raise.extend([i, j]);
+            }
+        }
+    }
+    for k in raise {
+        findings[k].severity = Severity::High;
+    }
+}
+
+/// Step 3 alone. Spans are in `text`; for decoded text the caller moves them.
+fn detect_plain(text: &str, decoded_from: Option<Encoding>) -> Vec<Finding> {
+    let view = view::View::build(text);
+    rules::ENGINE
+        .scan(view.bytes())
+        .into_iter()
+        .map(|hit| {
+            let span = view.to_output(hit.view);
+            Finding {
+                category: hit.category,
+                severity: hit.severity,
+                rule: hit.rule,
+                excerpt: Some(excerpt(&text[span.clone()])),
+                span: [span.start, span.end],
+                decoded_from,
+            }
+        })
+        .collect()
+}
+
+/// `s` cut to [`EXCERPT_CHARS`] characters.
+fn excerpt(s: &str) -> String {
+    match s.char_indices().nth(EXCERPT_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+fn redactable(f: &Finding) -> bool {
+    f.severity >= Severity::Medium && f.span[0] < f.span[1]
+}
+
+/// Replaces the spans of medium and high findings with markers, re-checks, repeats until
+/// nothing new appears; moves every finding's span onto the new text.
+fn redact(mut text: String, findings: &mut Vec<Finding>) -> String {
+    let mut targets: Vec<Finding> = findings.iter().filter(|f| redactable(f)).cloned().collect();
+    for _ in 0..REDACT_ROUNDS {
+        if targets.is_empty() {
+            break;
+        }
+        let (new_text, edits) = apply_redactions(&text, &targets);
+        for f in findings.iter_mut() {
+            f.span = edits.map_span(f.span);
+        }
+        text = new_text;
+        targets = detect(&text)
+            .into_iter()
+            .filter(redactable)
+            .inspect(|f| findings.push(f.clone()))
+            .collect();
+    }
+    text
+}
+
+/// Marker replacements made by one redaction round, in order, for moving offsets.
+struct Edits(Vec<(Range<usize>, Range<usize>)>);
+
+impl Edits {
+    fn map_span(&self, [s, e]: [usize; 2]) -> [usize; 2] {
+        if s == e {
+            let p = self.map(s, false);
+            return [p, p];
+        }
+        [self.map(s, false), self.map(e, true)]
+    }
+
+    /// Moves an old offset; one inside a replaced range goes to the marker's start (or
+    /// its end, for the end of a span).
+    fn map(&self, x: usize, is_end: bool) -> usize {
+        let mut delta: isize = 0;
+        for (old, new) in &self.0 {
+            let inside = if is_end {
+                x > old.start && x <= old.end
+            } else {
+                x >= old.start && x < old.end
+            };
+            if inside {
+                return if is_end { new.end } else { new.start };
+            }
+            if old.end <= x {
+                delta = new.end as isize - old.end as isize;
+            } else {
+                break;
+            }
+        }
+        x.saturating_add_signed(delta)
+    }
+}
+
+fn apply_redactions(text: &str, targets: &[Finding]) -> (String, Edits) {
+    let mut spans: Vec<(Range<usize>, Severity, Category)> = targets
+        .iter()
+        .map(|f| (f.range(), f.severity, f.category))
+        .collect();
+    spans.sort_by_key(|(r, _, _)| (r.start, r.end));
+    // Merge overlapping spans; the merged span is named after its most severe finding.
+    let mut merged: Vec<(Range<usize>, Severity, Category)> = Vec::new();
+    for (r, sev, cat) in spans {
+        match merged.last_mut() {
+            Some((m, msev, mcat)) if r.start < m.end => {
+                m.end = m.end.max(r.end);
+                if sev > *msev {
+                    *msev = sev;
+                    *mcat = cat;
+                }
+            }
+            _ => merged.push((r, sev, cat)),
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut edits = Vec::with_capacity(merged.len());
+    let mut last = 0;
+    for (r, _, cat) in merged {
+        out.push_str(&text[last..r.start]);
+        let start = out.len();
+        out.push_str("[REMOVED:");
+        out.push_str(cat.as_str());
+        out.push(']');
+        edits.push((r.clone(), start..out.len()));
+        last = r.end;
+    }
+    out.push_str(&text[last..]);
+    (out, Edits(edits))
+}

@@ -1,0 +1,202 @@
+//! The detection view: the cleaned text folded so that look-alike spellings of the same
+//! words become the same bytes, with a map back to the cleaned text.
+//!
+//! Per character: compatibility decomposition (fullwidth forms, mathematical
+//! alphanumerics, ligatures, circled letters become plain letters), combining marks
+//! dropped (`ïgnöre` → `ignore`), Cyrillic, Greek, small-capital and other Latin
+//! look-alikes folded to the ASCII letter they imitate, lower case; blank runs become one
+//! space (kept as they are at a line start, where indentation means code). The view is
+//! only ever searched; it is never returned.
+
+use std::ops::Range;
+
+use unicode_normalization::char::{decompose_compatible, is_combining_mark};
+
+/// A stretch of the view and where it comes from.
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    view: usize,
+    out: usize,
+    /// 0: byte-for-byte from `out` on; otherwise the byte length of the one output
+    /// character every view byte of this stretch comes from.
+    len: usize,
+}
+
+pub(super) struct View {
+    bytes: Vec<u8>,
+    segs: Vec<Seg>,
+}
+
+impl View {
+    pub fn build(text: &str) -> View {
+        let b = text.as_bytes();
+        let mut v: Vec<u8> = Vec::with_capacity(b.len());
+        let mut segs: Vec<Seg> = Vec::new();
+        let mut identity = false;
+        let mut line_start = true;
+        let mut i = 0;
+        while i < b.len() {
+            let x = b[i];
+            if x.is_ascii() {
+                let blank = x == b' ' || x == b'\t';
+                if blank && !line_start && v.last() == Some(&b' ') {
+                    identity = false;
+                    i += 1;
+                    continue;
+                }
+                let y = if blank && !line_start {
+                    b' '
+                } else {
+                    x.to_ascii_lowercase()
+                };
+                if !identity {
+                    segs.push(Seg {
+                        view: v.len(),
+                        out: i,
+                        len: 0,
+                    });
+                    identity = true;
+                }
+                v.push(y);
+                line_start = x == b'\n' || (line_start && blank);
+                i += 1;
+                continue;
+            }
+            let Some(c) = text[i..].chars().next() else {
+                break;
+            };
+            identity = false;
+            let start = v.len();
+            fold(c, &mut v);
+            if v.len() > start && v[start] == b' ' && start > 0 && v[start - 1] == b' ' {
+                v.truncate(start);
+            }
+            if v.len() > start {
+                segs.push(Seg {
+                    view: start,
+                    out: i,
+                    len: c.len_utf8(),
+                });
+                line_start = v.last() == Some(&b'\n');
+            }
+            i += c.len_utf8();
+        }
+        View { bytes: v, segs }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The cleaned-text range that view range `r` comes from, widened to whole characters.
+    pub fn to_output(&self, r: Range<usize>) -> Range<usize> {
+        if self.segs.is_empty() || r.start >= self.bytes.len() {
+            return 0..0;
+        }
+        let start = self.locate(r.start).start;
+        if r.end <= r.start {
+            return start..start;
+        }
+        start..self.locate(r.end - 1).end
+    }
+
+    /// The output character that view byte `v` comes from.
+    fn locate(&self, v: usize) -> Range<usize> {
+        let k = self.segs.partition_point(|s| s.view <= v).saturating_sub(1);
+        let s = self.segs[k];
+        if s.len == 0 {
+            let o = s.out + (v - s.view);
+            o..o + 1
+        } else {
+            s.out..s.out + s.len
+        }
+    }
+}
+
+/// Appends the view bytes of one non-ASCII character.
+fn fold(c: char, v: &mut Vec<u8>) {
+    if c.is_whitespace() {
+        v.push(if matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}') {
+            b'\n'
+        } else {
+            b' '
+        });
+        return;
+    }
+    if let Some(a) = confusable(c) {
+        v.push(a);
+        return;
+    }
+    decompose_compatible(c, |d| {
+        if is_combining_mark(d) {
+            return;
+        }
+        if d.is_ascii() {
+            v.push((d as u8).to_ascii_lowercase());
+        } else if let Some(a) = confusable(d) {
+            v.push(a);
+        } else {
+            for l in d.to_lowercase() {
+                match confusable(l) {
+                    Some(a) => v.push(a),
+                    None => {
+                        let mut buf = [0u8; 4];
+                        v.extend_from_slice(l.encode_utf8(&mut buf).as_bytes());
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The ASCII character a non-ASCII one is made to look like (after compatibility
+/// decomposition, which already handles fullwidth and mathematical forms). Upper-case
+/// Greek and Cyrillic are listed apart: `Η` looks like `H`, its lower case `η` like `n`.
+fn confusable(c: char) -> Option<u8> {
+    Some(match c {
+        // Cyrillic
+        'а' | 'А' => b'a',
+        'в' | 'В' | 'Ь' | 'ь' => b'b',
+        'с' | 'С' | 'ϲ' | 'Ϲ' => b'c',
+        'ԁ' => b'd',
+        'е' | 'Е' | 'ё' | 'Ё' | 'є' | 'Є' => b'e',
+        'ғ' => b'f',
+        'ԍ' | 'ɡ' | 'ց' => b'g',
+        'һ' | 'Һ' | 'Н' | 'н' => b'h',
+        'і' | 'І' | 'ї' | 'Ї' | 'ӏ' | 'Ӏ' | 'ı' | 'ɪ' | 'ι' | 'Ι' | 'ί' => b'i',
+        'ј' | 'Ј' | 'ȷ' => b'j',
+        'к' | 'К' | 'κ' | 'Κ' | 'ᴋ' => b'k',
+        'ⅼ' | 'ǀ' => b'l',
+        'М' | 'м' | 'Μ' | 'ᴍ' => b'm',
+        'п' | 'η' | 'ո' | 'Ν' | 'ɴ' => b'n',
+        'о' | 'О' | 'ο' | 'Ο' | 'σ' | 'ό' | 'օ' | 'ᴏ' => b'o',
+        'р' | 'Р' | 'ρ' | 'Ρ' | 'ᴘ' => b'p',
+        'ԛ' | 'Ԛ' => b'q',
+        'г' | 'ʀ' => b'r',
+        'ѕ' | 'Ѕ' | 'ꜱ' => b's',
+        'т' | 'Т' | 'τ' | 'Τ' | 'ᴛ' => b't',
+        'υ' | 'ս' | 'ᴜ' => b'u',
+        'ν' | 'ѵ' | 'ᴠ' => b'v',
+        'ԝ' | 'ѡ' | 'ω' | 'ᴡ' => b'w',
+        'х' | 'Х' | 'χ' | 'Χ' => b'x',
+        'у' | 'У' | 'ү' | 'Ү' | 'γ' | 'Υ' | 'ʏ' => b'y',
+        'Ζ' | 'ᴢ' => b'z',
+        'α' | 'Α' | 'ɑ' | 'ᴀ' => b'a',
+        'β' | 'Β' | 'ʙ' => b'b',
+        'ε' | 'Ε' | 'ᴇ' => b'e',
+        'Η' | 'ʜ' => b'h',
+        'ᴄ' => b'c',
+        'ᴅ' => b'd',
+        'ʟ' => b'l',
+        'ᴊ' => b'j',
+        // Punctuation look-alikes that rules rely on.
+        '‘' | '’' | '‚' | '‛' | '′' | 'ʼ' => b'\'',
+        '“' | '”' | '„' | '‟' | '″' | '«' | '»' => b'"',
+        '‐' | '‑' | '‒' | '–' | '—' | '―' | '−' => b'-',
+        '⁄' | '∕' => b'/',
+        '∣' | '￨' => b'|',
+        '‹' | '〈' | '⟨' | '＜' => b'<',
+        '›' | '〉' | '⟩' | '＞' => b'>',
+        _ => return None,
+    })
+}
