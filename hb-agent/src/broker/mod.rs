@@ -52,6 +52,8 @@ pub enum BrokerError {
     Maps(#[from] MapsError),
     #[error("cannot open the vault")]
     Vault(#[from] crate::vault::VaultError),
+    #[error("the vault lock is poisoned")]
+    Poisoned,
     #[error("cannot open the audit log in {0}")]
     Audit(PathBuf, #[source] io::Error),
 }
@@ -139,6 +141,31 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         None
     };
     let scrubber = crate::scrub::global().clone();
+    // Every stored value is scrubbed from the start, not only once a handle used it.
+    let mut protected = HashMap::new();
+    if let Some(v) = &vault {
+        let v = v.lock().map_err(|_| BrokerError::Poisoned)?;
+        let mut values = Vec::new();
+        for meta in v.list()? {
+            if meta.status != crate::vault::Status::Revoked {
+                let (meta, secret) = v.get(&meta.id)?;
+                values.push((meta.id, secret));
+            }
+        }
+        let ids = scrubber
+            .register_many(values.iter().map(|(_, s)| ("live_secret", s)))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "vault values not scrubbed by value");
+                Vec::new()
+            });
+        for ((id, _), live) in values.iter().zip(ids) {
+            protected.insert(id.clone(), live);
+        }
+        tracing::info!(
+            credentials = protected.len(),
+            "vault open; its values are scrubbed"
+        );
+    }
     let audit = Arc::new(
         crate::audit::AuditLog::open(
             &agent.state_dir,
@@ -157,7 +184,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         handles: handles::Handles::new(Duration::from_secs(cfg.handle_ttl_secs)),
         vault,
         scrubber,
-        protected: std::sync::Mutex::new(HashMap::new()),
+        protected: std::sync::Mutex::new(protected),
         audit: audit.clone(),
         events: inputs.events,
         operator_uid: cfg.operator_uid,

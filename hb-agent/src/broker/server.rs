@@ -310,6 +310,7 @@ fn router(shared: AppState) -> Router {
         .route("/v1/sessions", post(create_session).delete(end_session))
         .route("/v1/events", get(events))
         .route("/v1/scrub", post(scrub))
+        .route("/v1/sanitize", post(sanitize))
         .route("/v1/handles", post(credentials::create_handle))
         .route(
             "/v1/handles/{handle}",
@@ -526,4 +527,49 @@ async fn scrub(
         );
     }
     Json(json!({ "text": text, "redactions": redactions }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SanitizeRequest {
+    text: String,
+    #[serde(default)]
+    mode: crate::sanitize::Mode,
+    #[serde(default)]
+    spotlight: bool,
+}
+
+/// `POST /v1/sanitize {"text","mode"?,"spotlight"?}` →
+/// `{"text","flagged","severity","findings":[…]}`: untrusted text made safe to show a
+/// model as data. The result is scrubbed too (an excerpt must not carry a secret).
+async fn sanitize(
+    State(shared): State<AppState>,
+    JsonBody(req): JsonBody<SanitizeRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let opts = crate::sanitize::Options {
+        mode: req.mode,
+        spotlight: req.spotlight,
+    };
+    // CPU-bound on large inputs: off the async workers.
+    let result = tokio::task::spawn_blocking(move || crate::sanitize::sanitize(&req.text, &opts))
+        .await
+        .map_err(|_| ApiError::new(Code::Internal, "sanitizer task failed"))?;
+    let value = serde_json::to_value(&result)
+        .map_err(|_| ApiError::new(Code::Internal, "cannot encode the result"))?;
+    Ok(Json(scrub_json(&shared.scrubber, value)))
+}
+
+/// Scrubs every string in a JSON value.
+pub fn scrub_json(scrubber: &Scrubber, value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(scrubber.scrub_str(&s).0),
+        Value::Array(a) => Value::Array(a.into_iter().map(|v| scrub_json(scrubber, v)).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, scrub_json(scrubber, v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
