@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod identity;
+pub mod outbound;
 mod server;
 pub mod sessions;
 
