@@ -7,6 +7,7 @@
 mod dns;
 mod events;
 mod maps;
+mod outbound_debug;
 mod status;
 mod vault;
 
@@ -84,6 +85,12 @@ enum Command {
     /// The credential vault (state_dir/vault.db): secrets from stdin, never printed.
     #[command(subcommand)]
     Vault(vault::VaultCommand),
+    /// Test aid: one request through the broker's outbound path, printed as JSON.
+    #[command(name = "__outbound", hide = true)]
+    Outbound(outbound_debug::OutboundArgs),
+    /// Test aid: latency of the outbound path against a bare hyper connection.
+    #[command(name = "__outbound-bench", hide = true)]
+    OutboundBench(outbound_debug::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +243,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault(cmd) => {
             let config = Config::load(cli.config.as_deref())?;
             vault::run(&config, cmd)
+        }
+        Command::Outbound(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            outbound_debug::run(config, args)
+        }
+        Command::OutboundBench(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            outbound_debug::bench(config, args)
         }
         Command::Status { json } => {
             let config = Config::load(cli.config.as_deref())?;
