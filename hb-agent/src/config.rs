@@ -116,6 +116,14 @@ pub struct BrokerConfig {
     pub readonly_methods: Vec<String>,
     pub operator_uid: u32,
     pub extra_ca_file: String,
+    /// A call to an upstream (resolution, connect, TLS, the exchange and every redirect)
+    /// must finish within this.
+    pub upstream_timeout_secs: u64,
+    /// Upstream responses larger than this are refused (`too_large`), never truncated.
+    pub max_response_bytes: u64,
+    /// Follow upstream redirects (each hop judged by policy again; the credential is
+    /// dropped when a hop leaves the origin). Off: a 3xx goes back to the caller as is.
+    pub follow_redirects: bool,
     /// Event-stream session tokens expire after this long.
     pub session_ttl_secs: u64,
     /// A broker request (reading it, deciding, answering) must finish within this.
@@ -144,6 +152,9 @@ impl Default for BrokerConfig {
             readonly_methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
             operator_uid: 0,
             extra_ca_file: String::new(),
+            upstream_timeout_secs: 30,
+            max_response_bytes: 10 << 20,
+            follow_redirects: false,
             session_ttl_secs: 3600,
             request_timeout_secs: 30,
             max_connections: 256,
@@ -450,6 +461,22 @@ impl Config {
                 self.broker.request_timeout_secs,
             ),
             ("broker.max_connections", self.broker.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    key: key.into(),
+                    line: key_line(key.trim_start_matches("broker.")),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        for (key, value) in [
+            (
+                "broker.upstream_timeout_secs",
+                self.broker.upstream_timeout_secs,
+            ),
+            ("broker.max_response_bytes", self.broker.max_response_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -851,6 +878,24 @@ mod tests {
         .expect("list");
         let e = err("[egress]\ndeny_cidrs = \"none\"\n");
         assert!(e.contains("deny_cidrs") || e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn outbound_limits_must_be_positive() {
+        let c = Config::parse("", "t").expect("defaults");
+        assert_eq!(c.broker.upstream_timeout_secs, 30);
+        assert_eq!(c.broker.max_response_bytes, 10 << 20);
+        assert!(!c.broker.follow_redirects);
+        let e = err("[broker]\nupstream_timeout_secs = 0\n");
+        assert!(
+            e.contains("broker.upstream_timeout_secs") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = err("[broker]\nfollow_redirects = true\nmax_response_bytes = 0\n");
+        assert!(
+            e.contains("broker.max_response_bytes") && e.contains("line 3"),
+            "{e}"
+        );
     }
 
     #[test]

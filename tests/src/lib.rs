@@ -23,6 +23,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod upstream;
+
 /// Fails the test unless it runs as root: hb's tests load real eBPF programs.
 pub fn require_root() {
     // SAFETY: no arguments.

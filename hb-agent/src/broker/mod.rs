@@ -19,6 +19,7 @@ mod credentials;
 pub mod error;
 mod handles;
 pub mod identity;
+pub mod outbound;
 mod server;
 pub mod sessions;
 

@@ -7,6 +7,7 @@
 mod dns;
 mod events;
 mod maps;
+mod outbound_debug;
 mod sanitize;
 mod scrub;
 mod status;
@@ -171,6 +172,12 @@ enum Command {
         #[arg(long)]
         corpus: bool,
     },
+    /// Test aid: one request through the broker's outbound path, printed as JSON.
+    #[command(name = "__outbound", hide = true)]
+    Outbound(outbound_debug::OutboundArgs),
+    /// Test aid: latency of the outbound path against a bare hyper connection.
+    #[command(name = "__outbound-bench", hide = true)]
+    OutboundBench(outbound_debug::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,6 +356,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             iterations,
             corpus,
         } => sanitize::bench(&input, iterations, corpus),
+        Command::Outbound(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            outbound_debug::run(config, args)
+        }
+        Command::OutboundBench(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            outbound_debug::bench(config, args)
+        }
         Command::Status { json } => {
             let config = Config::load(cli.config.as_deref())?;
             status::show(&config, json)?;

@@ -26,7 +26,7 @@
 
 pub mod learned;
 pub mod names;
-mod upstream;
+pub(crate) mod upstream;
 mod wire;
 
 use std::{
@@ -174,8 +174,9 @@ impl DnsService {
     }
 }
 
-/// The upstream servers: `"system"` (the host's /etc/resolv.conf) or addresses.
-fn upstream_servers(config: &Config) -> Result<Vec<SocketAddr>, DnsError> {
+/// The upstream servers: `"system"` (the host's /etc/resolv.conf) or addresses. The
+/// broker's outbound resolver uses the same list.
+pub(crate) fn upstream_servers(config: &Config) -> Result<Vec<SocketAddr>, DnsError> {
     let mut servers = Vec::new();
     for u in &config.dns.upstreams {
         if u == "system" {
@@ -387,7 +388,7 @@ fn encode(request: &Message, m: Message, transport: Transport) -> Option<Vec<u8>
 
 /// Whether an answer address lies in a deny range and no exception; IPv6 addresses that
 /// carry an IPv4 one (mapped, NAT64) are judged by it, as the kernel does.
-fn denied(deny: &[IpNet], except: &[IpNet], ip: IpAddr) -> bool {
+pub(crate) fn denied(deny: &[IpNet], except: &[IpNet], ip: IpAddr) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => {
             let o = v6.octets();

@@ -1,0 +1,426 @@
+//! One HTTP/1.1 exchange with an upstream, over a connection pinned to a validated
+//! address.
+//!
+//! Owns: TCP connections to exactly the addresses [`super::resolve`] validated (the next
+//! one on a connect failure), TLS over them (rustls with the ring provider, the host's
+//! system roots from `rustls-native-certs` plus `broker.extra_ca_file`, the certificate
+//! checked against the URL's host), hyper's HTTP/1.1 client, a small pool of idle
+//! connections keyed by (scheme, host, address, port) so that repeated calls skip TCP
+//! and TLS set-up, and the response size limit.
+//!
+//! Must never: connect to an address it was not given, send a request whose TLS peer
+//! did not prove the URL's host, read more than the size limit, or put a header value,
+//! a query string or a body into an error.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method, Request, Response, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::{
+    OutboundError,
+    url::{Host, Scheme, Target},
+};
+
+/// Longest wait for one TCP connect (and, separately, one TLS handshake); the request's
+/// overall deadline still applies.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections kept per (scheme, host, address, port): enough for the broker's
+/// concurrent callers to one busy API without reconnecting.
+const IDLE_PER_KEY: usize = 64;
+/// Idle connections kept in all.
+const IDLE_TOTAL: usize = 256;
+/// An idle connection older than this is closed rather than reused: servers drop idle
+/// keep-alive connections after a while (nginx: 75 s), and a request on one they are
+/// dropping fails.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read broker.extra_ca_file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("broker.extra_ca_file {path} is not a PEM bundle: {reason}")]
+    Pem { path: String, reason: String },
+    #[error("broker.extra_ca_file {path} holds no certificate")]
+    Empty { path: String },
+    #[error("broker.extra_ca_file {path}: certificate {index} cannot be a trust anchor: {reason}")]
+    Anchor {
+        path: String,
+        index: usize,
+        reason: String,
+    },
+    #[error("cannot set up TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The TLS client configuration, built once: roots parsed, ring provider, HTTP/1.1 ALPN.
+/// Returns it with the number of system roots found.
+pub fn tls_config(
+    extra_ca_file: &str,
+) -> Result<(Arc<rustls::ClientConfig>, usize), TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    // The node's own store (SSL_CERT_FILE/SSL_CERT_DIR or the distribution's bundle), so
+    // an operator's corporate roots are honoured; unreadable entries are skipped.
+    let native = rustls_native_certs::load_native_certs();
+    let (system, _ignored) = roots.add_parsable_certificates(native.certs);
+    if !extra_ca_file.is_empty() {
+        let path = extra_ca_file.to_owned();
+        let pem = std::fs::read(&path).map_err(|source| TlsSetupError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsSetupError::Pem {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if certs.is_empty() {
+            return Err(TlsSetupError::Empty { path });
+        }
+        for (index, cert) in certs.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| TlsSetupError::Anchor {
+                path: path.clone(),
+                index,
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(config), system))
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    scheme: Scheme,
+    host: Host,
+    addr: IpAddr,
+    port: u16,
+}
+
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct IdleConns {
+    by_key: HashMap<PoolKey, Vec<Idle>>,
+    total: usize,
+}
+
+/// What one exchange sends; rebuilt into a request for each attempt.
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub target: &'a Target,
+    /// Origin form, with the credential query parameter when there is one.
+    pub path_and_query: &'a str,
+    pub headers: &'a [(HeaderName, HeaderValue)],
+    pub credential_headers: &'a [(HeaderName, HeaderValue)],
+    pub body: &'a Bytes,
+}
+
+/// A response read whole.
+pub struct Fetched {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct Client {
+    tls: TlsConnector,
+    idle: Mutex<IdleConns>,
+    max_response: usize,
+}
+
+impl Client {
+    pub fn new(tls: Arc<rustls::ClientConfig>, max_response: usize) -> Self {
+        Self {
+            tls: TlsConnector::from(tls),
+            idle: Mutex::new(IdleConns::default()),
+            max_response,
+        }
+    }
+
+    /// Sends `out` to one of `addrs` (all validated) and reads the response whole.
+    pub async fn exchange(
+        &self,
+        out: &Outgoing<'_>,
+        addrs: &[IpAddr],
+    ) -> Result<Fetched, OutboundError> {
+        let target = out.target;
+        let (mut sender, key, reused) = match self.checkout(target, addrs).await {
+            Some((sender, key)) => (sender, key, true),
+            None => {
+                let (sender, key) = self.connect(target, addrs).await?;
+                (sender, key, false)
+            }
+        };
+        match sender.send_request(build(out)?).await {
+            Ok(response) => self.finish(response, sender, key, target).await,
+            Err(e) if reused && retryable(&e, out.method) => {
+                // The pooled connection died under us (the server closed it while idle):
+                // once more, on a fresh one.
+                let (mut fresh, key) = self.connect(target, addrs).await?;
+                let response = fresh
+                    .send_request(build(out)?)
+                    .await
+                    .map_err(|e| http_err(target, &e))?;
+                self.finish(response, fresh, key, target).await
+            }
+            Err(e) => Err(http_err(target, &e)),
+        }
+    }
+
+    async fn finish(
+        &self,
+        response: Response<Incoming>,
+        sender: SendRequest<Full<Bytes>>,
+        key: PoolKey,
+        target: &Target,
+    ) -> Result<Fetched, OutboundError> {
+        let (parts, mut body) = response.into_parts();
+        let too_large = || OutboundError::TooLarge {
+            host: target.host.to_string(),
+            limit: self.max_response,
+        };
+        let announced = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > self.max_response as u64) {
+            // Dropping the sender closes the connection: the body is never read.
+            return Err(too_large());
+        }
+        let mut buf = BytesMut::with_capacity(announced.map_or(0, |n| {
+            usize::try_from(n).unwrap_or(0).min(self.max_response)
+        }));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| http_err(target, &e))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > self.max_response {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        self.checkin(key, sender);
+        Ok(Fetched {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: buf.freeze(),
+        })
+    }
+
+    /// A pooled connection to one of `addrs`, ready for a request.
+    async fn checkout(
+        &self,
+        target: &Target,
+        addrs: &[IpAddr],
+    ) -> Option<(SendRequest<Full<Bytes>>, PoolKey)> {
+        for &addr in addrs {
+            let key = PoolKey {
+                scheme: target.scheme,
+                host: target.host.clone(),
+                addr,
+                port: target.port,
+            };
+            loop {
+                let idle = {
+                    let mut guard = self.idle.lock().ok()?;
+                    let IdleConns { by_key, total } = &mut *guard;
+                    let found = by_key.get_mut(&key).and_then(Vec::pop);
+                    if found.is_some() {
+                        *total -= 1;
+                    }
+                    found
+                };
+                let Some(mut idle) = idle else { break };
+                if idle.since.elapsed() > IDLE_TIMEOUT || idle.sender.is_closed() {
+                    continue;
+                }
+                // Ready at once for a live connection; an error for one that closed.
+                if idle.sender.ready().await.is_ok() {
+                    return Some((idle.sender, key));
+                }
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, key: PoolKey, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let Ok(mut guard) = self.idle.lock() else {
+            return;
+        };
+        let IdleConns { by_key, total } = &mut *guard;
+        if *total >= IDLE_TOTAL {
+            // Make room by closing what has gone stale; if nothing has, drop this one.
+            by_key.retain(|_, list| {
+                let before = list.len();
+                list.retain(|i| i.since.elapsed() <= IDLE_TIMEOUT && !i.sender.is_closed());
+                *total -= before - list.len();
+                !list.is_empty()
+            });
+            if *total >= IDLE_TOTAL {
+                return;
+            }
+        }
+        let list = by_key.entry(key).or_default();
+        if list.len() < IDLE_PER_KEY {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+            *total += 1;
+        }
+    }
+
+    /// A new connection to the first of `addrs` that accepts, with TLS for https.
+    async fn connect(
+        &self,
+        target: &Target,
+        addrs: &[IpAddr],
+    ) -> Result<(SendRequest<Full<Bytes>>, PoolKey), OutboundError> {
+        let host = target.host.to_string();
+        let mut failures = Vec::new();
+        for &addr in addrs {
+            let sa = SocketAddr::new(addr, target.port);
+            let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sa)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    failures.push(format!("{sa}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    failures.push(format!(
+                        "{sa}: no answer within {}s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ));
+                    continue;
+                }
+            };
+            // Requests are written in one go; waiting for ACKs (Nagle) only adds latency.
+            let _ = tcp.set_nodelay(true);
+            let sender = match target.scheme {
+                Scheme::Http => handshake(TokioIo::new(tcp), &host).await?,
+                Scheme::Https => {
+                    let name = server_name(&target.host).map_err(|reason| OutboundError::Tls {
+                        host: host.clone(),
+                        addr: sa,
+                        reason,
+                    })?;
+                    let tls = tokio::time::timeout(CONNECT_TIMEOUT, self.tls.connect(name, tcp))
+                        .await
+                        .map_err(|_| OutboundError::Tls {
+                            host: host.clone(),
+                            addr: sa,
+                            reason: format!("no handshake within {}s", CONNECT_TIMEOUT.as_secs()),
+                        })?
+                        .map_err(|e| OutboundError::Tls {
+                            host: host.clone(),
+                            addr: sa,
+                            reason: e.to_string(),
+                        })?;
+                    handshake(TokioIo::new(tls), &host).await?
+                }
+            };
+            let key = PoolKey {
+                scheme: target.scheme,
+                host: target.host.clone(),
+                addr,
+                port: target.port,
+            };
+            return Ok((sender, key));
+        }
+        Err(OutboundError::Connect {
+            host,
+            reason: failures.join("; "),
+        })
+    }
+}
+
+async fn handshake<T>(io: T, host: &str) -> Result<SendRequest<Full<Bytes>>, OutboundError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| OutboundError::Http {
+            host: host.to_owned(),
+            reason: e.to_string(),
+        })?;
+    // The connection's I/O runs on its own task until every sender is dropped.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// The name the certificate must carry: the URL's host, as a DNS name or an address.
+fn server_name(host: &Host) -> Result<ServerName<'static>, String> {
+    match host {
+        Host::Name(n) => ServerName::try_from(n.clone())
+            .map_err(|e| format!("{n} cannot be checked against a certificate: {e}")),
+        Host::Ip(a) => Ok(ServerName::IpAddress((*a).into())),
+    }
+}
+
+/// The request for one attempt. Fails only when the path cannot be an HTTP request
+/// target (the error says so without repeating it: it may hold a credential).
+fn build(out: &Outgoing<'_>) -> Result<Request<Full<Bytes>>, OutboundError> {
+    let uri = http::Uri::try_from(out.path_and_query).map_err(|_| OutboundError::RequestTarget)?;
+    let mut req = Request::new(Full::new(out.body.clone()));
+    *req.method_mut() = out.method.clone();
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    let host =
+        HeaderValue::from_str(&out.target.authority()).map_err(|_| OutboundError::RequestTarget)?;
+    headers.insert(header::HOST, host);
+    for (name, value) in out.headers.iter().chain(out.credential_headers) {
+        headers.append(name.clone(), value.clone());
+    }
+    Ok(req)
+}
+
+/// Whether a failure on a reused connection may be retried on a fresh one: always when
+/// nothing was sent, and for idempotent methods when the connection closed before an
+/// answer (the server may have dropped the idle connection as we wrote).
+fn retryable(e: &hyper::Error, method: &Method) -> bool {
+    e.is_canceled() || (method.is_idempotent() && (e.is_incomplete_message() || e.is_closed()))
+}
+
+fn http_err(target: &Target, e: &hyper::Error) -> OutboundError {
+    let mut reason = e.to_string();
+    if let Some(source) = std::error::Error::source(e) {
+        reason.push_str(": ");
+        reason.push_str(&source.to_string());
+    }
+    OutboundError::Http {
+        host: target.host.to_string(),
+        reason,
+    }
+}

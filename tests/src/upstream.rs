@@ -1,0 +1,359 @@
+//! Upstreams for tests of the broker's outbound path: a test CA and certificates
+//! (`openssl` CLI), HTTP and HTTPS servers that record every request they receive
+//! (Python's `http.server` + `ssl`), and a DNS server answering test names (dnsmasq).
+//!
+//! Everything binds to addresses of the test's own network namespace (see
+//! [`crate::private_netns`]) and is killed on drop. Nothing here skips: a missing tool
+//! fails the test and says which.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    net::UdpSocket,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is it installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A certificate authority made for one test, in its own folder.
+pub struct TestCa {
+    dir: PathBuf,
+    /// The CA certificate (PEM): what `broker.extra_ca_file` names.
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A server certificate and its key, issued by a [`TestCa`].
+pub struct Leaf {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    /// A fresh P-256 CA valid for two days, files under `dir/<label>-ca.*`.
+    pub fn new(dir: &Path, label: &str) -> Self {
+        fs::create_dir_all(dir).expect("CA folder");
+        let cert = dir.join(format!("{label}-ca.pem"));
+        let key = dir.join(format!("{label}-ca.key"));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj"])
+            .arg(format!("/CN=hb test CA {label}"))
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        Self {
+            dir: dir.to_owned(),
+            cert,
+            key,
+        }
+    }
+
+    /// A server certificate for `names` (DNS names; an entry that parses as an IP
+    /// address becomes an IP SAN).
+    pub fn issue(&self, file_label: &str, names: &[&str]) -> Leaf {
+        let key = self.dir.join(format!("{file_label}.key"));
+        let csr = self.dir.join(format!("{file_label}.csr"));
+        let cert = self.dir.join(format!("{file_label}.pem"));
+        let ext = self.dir.join(format!("{file_label}.ext"));
+        let sans: Vec<String> = names
+            .iter()
+            .map(|n| {
+                if n.parse::<std::net::IpAddr>().is_ok() {
+                    format!("IP:{n}")
+                } else {
+                    format!("DNS:{n}")
+                }
+            })
+            .collect();
+        fs::write(
+            &ext,
+            format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+                sans.join(",")
+            ),
+        )
+        .expect("extension file");
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .arg("-subj")
+            .arg(format!("/CN={}", names.first().copied().unwrap_or("leaf")))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr));
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-set_serial"])
+            .arg(format!("{}", std::process::id()))
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&self.cert)
+            .arg("-CAkey")
+            .arg(&self.key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert));
+        Leaf { cert, key }
+    }
+}
+
+/// The recording server. Routes (everything else answers 200 `ok METHOD PATH`):
+/// `/redirect?to=URL[&code=N]` (a redirect, default 302), `/loop` (redirects to
+/// itself), `/cookie` (secret-bearing response headers), `/big?n=N` (N bytes with a
+/// Content-Length), `/stream?n=N` (N bytes delimited by closing the connection),
+/// `/slow?secs=S` (answers after S seconds). Each request is one JSON line in the log:
+/// method, path, headers (lower-case names), body, and the connection's number.
+const SERVER_PY: &str = r#"
+import http.server, json, socket, ssl, sys, threading, time, urllib.parse, itertools
+addr, port, log, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+lock = threading.Lock()
+conns = itertools.count(1)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        if cert:
+            self.request.do_handshake()
+        self.conn_id = next(conns)
+        super().setup()
+    def any(self):
+        n = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(n) if n else b""
+        rec = {"method": self.command, "path": self.path, "conn": self.conn_id,
+               "headers": [[k.lower(), v] for k, v in self.headers.items()],
+               "body": body.decode("latin-1")}
+        with lock:
+            with open(log, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        u = urllib.parse.urlparse(self.path)
+        q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
+        status, headers, out, close = 200, [], ("ok %s %s" % (self.command, self.path)).encode(), False
+        if u.path == "/redirect":
+            status, out = int(q.get("code", "302")), b""
+            headers.append(("Location", q["to"]))
+        elif u.path == "/loop":
+            status, out = 302, b""
+            headers.append(("Location", "/loop"))
+        elif u.path == "/cookie":
+            headers += [("Set-Cookie", "session=cookie-secret; HttpOnly"), ("Set-Cookie", "b=2"),
+                        ("Set-Cookie2", "old=cookie2-secret"),
+                        ("WWW-Authenticate", 'Bearer realm="api", error="invalid_token", error_description="challenge-secret expired"'),
+                        ("Proxy-Authenticate", 'Basic realm="proxy-secret"'),
+                        ("Authorization", "Bearer echoed-secret"), ("X-Kept", "yes")]
+        elif u.path == "/big":
+            out = b"x" * int(q["n"])
+        elif u.path == "/stream":
+            out, close = b"y" * int(q["n"]), True
+        elif u.path == "/slow":
+            time.sleep(float(q["secs"]))
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(out)
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = any
+class S(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, port), H)
+if cert:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+print("ready", flush=True)
+srv.serve_forever()
+"#;
+
+/// An HTTP or HTTPS server that records every request it receives; killed on drop.
+pub struct RecordingServer {
+    child: Child,
+    log: PathBuf,
+    pub addr: String,
+    pub port: u16,
+}
+
+impl RecordingServer {
+    /// Serves `addr`:`port` (plain HTTP without `tls`), logging to `dir`.
+    pub fn start(dir: &Path, addr: &str, port: u16, tls: Option<&Leaf>) -> Self {
+        let log = dir.join(format!("requests-{addr}-{port}.jsonl"));
+        fs::write(&log, "").expect("request log");
+        let (cert, key) = tls.map_or((String::new(), String::new()), |l| {
+            (l.cert.display().to_string(), l.key.display().to_string())
+        });
+        let mut child = Command::new(crate::python())
+            .args(["-c", SERVER_PY, addr, &port.to_string()])
+            .arg(&log)
+            .args([&cert, &key])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("server output");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "recording server on {addr}:{port} did not start"
+        );
+        Self {
+            child,
+            log,
+            addr: addr.to_owned(),
+            port,
+        }
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log)
+            .expect("request log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("request JSON"))
+            .collect()
+    }
+
+    /// The raw log: search it for bytes that must never have arrived.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).expect("request log")
+    }
+}
+
+/// The value of header `name` (lower case) in a recorded request.
+pub fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
+    request["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == name)
+        .and_then(|h| h[1].as_str())
+}
+
+impl Drop for RecordingServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// dnsmasq answering only the given records (no /etc/hosts, no upstream), authoritative
+/// for `.test`: other names there get NXDOMAIN, a name without an AAAA record gets an
+/// empty answer. Killed on drop.
+pub struct Dnsmasq(Child);
+
+impl Dnsmasq {
+    /// Serves on `listen`:`port`. `hosts`: `(name, addresses)` (at most one IPv4 and one
+    /// IPv6 each, dnsmasq's rule); `cnames`: `(alias, target)`; `ttl` for every answer.
+    pub fn start(
+        listen: &str,
+        port: u16,
+        hosts: &[(&str, &[&str])],
+        cnames: &[(&str, &str)],
+        ttl: u32,
+    ) -> Self {
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--pid-file=",
+            "--local=/test/",
+        ])
+        .arg(format!("--listen-address={listen}"))
+        .arg(format!("--port={port}"))
+        .arg(format!("--local-ttl={ttl}"));
+        for (name, addrs) in hosts {
+            cmd.arg(format!("--host-record={name},{},{ttl}", addrs.join(",")));
+        }
+        for (alias, target) in cnames {
+            cmd.arg(format!("--cname={alias},{target},{ttl}"));
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (Debian package dnsmasq-base)");
+        let me = Self(child);
+        me.wait_ready(listen, port);
+        me
+    }
+
+    /// Until dnsmasq answers a query (5 s at most).
+    fn wait_ready(&self, listen: &str, port: u16) {
+        let sock = UdpSocket::bind((listen, 0)).expect("udp socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        // id 0x4242, RD, one question: ready.test A IN.
+        let mut q = vec![0x42, 0x42, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["ready", "test"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            let _ = sock.send_to(&q, (listen, port));
+            if sock
+                .recv(&mut buf)
+                .is_ok_and(|n| n >= 2 && buf[..2] == [0x42, 0x42])
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("dnsmasq on {listen}:{port} did not answer within 5 s");
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
