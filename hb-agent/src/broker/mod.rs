@@ -20,6 +20,7 @@ pub mod error;
 mod handles;
 pub mod identity;
 pub mod outbound;
+mod requests;
 mod server;
 pub mod sessions;
 
@@ -53,6 +54,8 @@ pub enum BrokerError {
     Maps(#[from] MapsError),
     #[error("cannot open the vault")]
     Vault(#[from] crate::vault::VaultError),
+    #[error("cannot set up the broker's outbound path")]
+    Outbound(#[from] outbound::SetupError),
     #[error("the vault lock is poisoned")]
     Poisoned,
     #[error("cannot open the audit log in {0}")]
@@ -178,6 +181,14 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         .map_err(|e| BrokerError::Audit(agent.state_dir.clone(), e))?,
     );
     let kernel_events = inputs.events.subscribe();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("hb-broker")
+        .enable_all()
+        .build()
+        .map_err(io_err(&path, "starting the broker runtime"))?;
+    // Its resolver sockets live on the broker's runtime.
+    let outbound = runtime.block_on(outbound::Outbound::new(inputs.config))?;
     let shared = Arc::new(server::Shared {
         config: Arc::new(inputs.config.clone()),
         identity,
@@ -187,6 +198,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         scrubber,
         protected: std::sync::Mutex::new(protected),
         audit: audit.clone(),
+        outbound,
         events: inputs.events,
         operator_uid: cfg.operator_uid,
         max_body: usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
@@ -194,12 +206,6 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
     });
     let max_connections = cfg.max_connections;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("hb-broker")
-        .enable_all()
-        .build()
-        .map_err(io_err(&path, "starting the broker runtime"))?;
     let thread_path = path.clone();
     let thread = std::thread::Builder::new()
         .name("hb-broker".into())

@@ -67,6 +67,7 @@ pub struct Shared {
     /// Live values registered with the scrubber: credential ids and handles.
     pub protected: Mutex<HashMap<String, LiveId>>,
     pub audit: Arc<AuditLog>,
+    pub outbound: Arc<super::outbound::Outbound>,
     pub events: broadcast::Sender<Arc<EventRecord>>,
     pub operator_uid: u32,
     pub max_body: usize,
@@ -311,6 +312,7 @@ fn router(shared: AppState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/scrub", post(scrub))
         .route("/v1/sanitize", post(sanitize))
+        .route("/v1/requests", post(super::requests::request))
         .route("/v1/handles", post(credentials::create_handle))
         .route(
             "/v1/handles/{handle}",
