@@ -134,7 +134,8 @@ impl TestCa {
 /// `/redirect?to=URL[&code=N]` (a redirect, default 302), `/loop` (redirects to
 /// itself), `/cookie` (secret-bearing response headers), `/big?n=N` (N bytes with a
 /// Content-Length), `/stream?n=N` (N bytes delimited by closing the connection),
-/// `/slow?secs=S` (answers after S seconds). Each request is one JSON line in the log:
+/// `/slow?secs=S` (answers after S seconds), `/echo` (the request's path and headers as
+/// JSON, as an API that reflects what it got). Each request is one JSON line in the log:
 /// method, path, headers (lower-case names), body, and the connection's number.
 const SERVER_PY: &str = r#"
 import http.server, json, socket, ssl, sys, threading, time, urllib.parse, itertools
@@ -173,6 +174,8 @@ class H(http.server.BaseHTTPRequestHandler):
                         ("WWW-Authenticate", 'Bearer realm="api", error="invalid_token", error_description="challenge-secret expired"'),
                         ("Proxy-Authenticate", 'Basic realm="proxy-secret"'),
                         ("Authorization", "Bearer echoed-secret"), ("X-Kept", "yes")]
+        elif u.path == "/echo":
+            out = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
         elif u.path == "/big":
             out = b"x" * int(q["n"])
         elif u.path == "/stream":

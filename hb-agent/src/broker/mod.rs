@@ -187,39 +187,59 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         .enable_all()
         .build()
         .map_err(io_err(&path, "starting the broker runtime"))?;
-    // Its resolver sockets live on the broker's runtime.
-    let outbound = runtime.block_on(outbound::Outbound::new(inputs.config))?;
-    let shared = Arc::new(server::Shared {
-        config: Arc::new(inputs.config.clone()),
-        identity,
-        sessions: sessions::Sessions::new(Duration::from_secs(cfg.session_ttl_secs)),
-        handles: handles::Handles::new(Duration::from_secs(cfg.handle_ttl_secs)),
-        vault,
-        scrubber,
-        protected: std::sync::Mutex::new(protected),
-        audit: audit.clone(),
-        outbound,
-        events: inputs.events,
-        operator_uid: cfg.operator_uid,
-        max_body: usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
-        timeout: Duration::from_secs(cfg.request_timeout_secs),
-    });
+    let config = Arc::new(inputs.config.clone());
+    let events = inputs.events;
+    let sessions = sessions::Sessions::new(Duration::from_secs(cfg.session_ttl_secs));
+    let handles = handles::Handles::new(Duration::from_secs(cfg.handle_ttl_secs));
+    let operator_uid = cfg.operator_uid;
+    let max_body = usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX);
+    let timeout = Duration::from_secs(cfg.request_timeout_secs);
     let max_connections = cfg.max_connections;
     let (tx, rx) = tokio::sync::oneshot::channel();
+    // The broker's thread reports whether its outbound path (resolver sockets on its
+    // own runtime, TLS roots) came up before the agent goes on.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), BrokerError>>();
     let thread_path = path.clone();
     let thread = std::thread::Builder::new()
         .name("hb-broker".into())
         .spawn(move || {
             runtime.block_on(async move {
-                // Kernel and resolver events go to the audit log as well.
-                tokio::spawn(audit_events(kernel_events, audit));
-                let listener = match tokio::net::UnixListener::from_std(listener) {
-                    Ok(l) => l,
+                let outbound = match outbound::Outbound::new(&config).await {
+                    Ok(o) => o,
                     Err(e) => {
-                        tracing::error!(socket = %thread_path.display(), error = %e, "broker cannot serve");
+                        let _ = ready_tx.send(Err(e.into()));
                         return;
                     }
                 };
+                let listener = match tokio::net::UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(BrokerError::Io {
+                            path: thread_path,
+                            action: "serving",
+                            source: e,
+                        }));
+                        return;
+                    }
+                };
+                let shared = Arc::new(server::Shared {
+                    config,
+                    identity,
+                    sessions,
+                    handles,
+                    vault,
+                    scrubber,
+                    protected: std::sync::Mutex::new(protected),
+                    audit: audit.clone(),
+                    outbound,
+                    events,
+                    operator_uid,
+                    max_body,
+                    timeout,
+                });
+                // Kernel and resolver events go to the audit log as well.
+                tokio::spawn(audit_events(kernel_events, audit));
+                let _ = ready_tx.send(Ok(()));
                 server::serve(listener, shared, max_connections, async {
                     let _ = rx.await;
                 })
@@ -227,12 +247,24 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
             });
         })
         .map_err(io_err(&path, "starting the broker thread"))?;
-    tracing::info!(socket = %path.display(), "broker listening");
-    Ok(BrokerService {
-        path,
+    let service = BrokerService {
+        path: path.clone(),
         shutdown: Some(tx),
         thread: Some(thread),
-    })
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(BrokerError::Io {
+                path,
+                action: "starting",
+                source: io::Error::other("the broker thread ended"),
+            });
+        }
+    }
+    tracing::info!(socket = %path.display(), "broker listening");
+    Ok(service)
 }
 
 async fn audit_events(

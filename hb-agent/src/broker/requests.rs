@@ -267,15 +267,33 @@ pub async fn request(
         (Some(e), Some(i)) => inject(i, &e.secret)?,
         _ => (Vec::new(), None),
     };
+    // A redirect inside the integration keeps the credential (the outbound path drops it
+    // anyway once the origin changes); one that leaves it goes on without the credential,
+    // and only for a read-only method, as a handle-less request would.
     let hop_integration = integration.clone();
+    let readonly = shared
+        .config
+        .broker
+        .readonly_methods
+        .iter()
+        .any(|m| m == method.as_str());
     let hop = move |next: &Target| match &hop_integration {
-        Some(i) if !host_matches(i, &next.host) => HopDecision::Deny,
+        Some(i) if !host_matches(i, &next.host) => {
+            if readonly {
+                HopDecision::Allow {
+                    keep_credential: false,
+                }
+            } else {
+                HopDecision::Deny
+            }
+        }
         Some(_) => HopDecision::Allow {
             keep_credential: true,
         },
-        None => HopDecision::Allow {
+        None if readonly => HopDecision::Allow {
             keep_credential: false,
         },
+        None => HopDecision::Deny,
     };
     let outbound = OutboundRequest {
         method,
