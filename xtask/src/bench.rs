@@ -35,9 +35,10 @@ const STATIC_CIDRS: u32 = 1_000;
 pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
     let run_connect = matches!(which, None | Some("connect"));
     let run_dns = matches!(which, None | Some("dns"));
-    if !run_connect && !run_dns {
+    let run_broker = matches!(which, None | Some("broker"));
+    if !run_connect && !run_dns && !run_broker {
         bail!(
-            "unknown benchmark \"{}\" (available: connect, dns)",
+            "unknown benchmark \"{}\" (available: connect, dns, broker)",
             which.unwrap_or_default()
         );
     }
@@ -51,7 +52,11 @@ pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
     // Each benchmark moves its process into a network namespace of its own: run each
     // in a process of its own.
     let me = std::env::current_exe()?;
-    for (name, wanted) in [("connect", run_connect), ("dns", run_dns)] {
+    for (name, wanted) in [
+        ("connect", run_connect),
+        ("dns", run_dns),
+        ("broker", run_broker),
+    ] {
         if wanted {
             util::run(Command::new(&me).args(["__bench-one", name]))?;
         }
@@ -64,6 +69,7 @@ pub fn bench_one(name: &str) -> anyhow::Result<()> {
     match name {
         "connect" => connect(),
         "dns" => dns(),
+        "broker" => crate::bench_broker::broker(),
         other => bail!("unknown benchmark {other}"),
     }
 }
@@ -123,11 +129,11 @@ impl Drop for Cleanup {
     }
 }
 
-fn sh(cmd: &str) -> anyhow::Result<()> {
+pub(crate) fn sh(cmd: &str) -> anyhow::Result<()> {
     util::run(Command::new("sh").args(["-c", cmd]))
 }
 
-fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+pub(crate) fn cgroup2_mount() -> anyhow::Result<PathBuf> {
     let mounts = fs::read_to_string("/proc/mounts")?;
     let mut found: Vec<PathBuf> = mounts
         .lines()
@@ -156,7 +162,7 @@ fn in_cgroup(cg: &Path, cmd: &Path, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Starts `hb-agent run` on `config`, logging to `log`, and waits until it enforces.
-fn start_agent(agent_bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
+pub(crate) fn start_agent(agent_bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
     let out = fs::File::create(log)?;
     let mut agent = Command::new(agent_bin)
         .args(["run", "--config"])
@@ -578,7 +584,7 @@ fn dns_rate(server: &str, threads: usize, secs: f64) -> anyhow::Result<f64> {
     Ok(total as f64 / secs)
 }
 
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+pub(crate) fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
