@@ -47,6 +47,7 @@ impl Drop for World {
 
 impl World {
     fn new(name: &str, extra_broker: &str) -> Self {
+        hb_tests::require_root();
         private_netns(&[
             "203.0.113.10",
             "203.0.113.11",
@@ -93,6 +94,7 @@ exception_cidrs = ["203.0.113.0/24"]
                 ("loop6.test", &["::1"]),
                 ("mapped.test", &["::ffff:127.0.0.1"]),
                 ("mixed.test", &["203.0.113.10", "::1"]),
+                ("bench.test", &["203.0.113.20"]),
             ],
             &[("cname.test", "private.test"), ("alias.test", "api.test")],
             5,
@@ -553,22 +555,24 @@ fn repeated_calls_reuse_one_connection() {
 #[ignore = "a measurement, not a test"]
 fn latency_figure() {
     let w = World::new("bench", "");
-    let out = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&w.env.config_path)
-        .args([
-            "__outbound-bench",
-            "--listen",
-            "203.0.113.20:8080",
-            "--count",
-            "2000",
-        ])
-        .output()
-        .expect("hb-agent __outbound-bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    // An address literal (no resolution), then a name (the resolver's cache).
+    for (port, host) in [("8080", None), ("8081", Some("bench.test"))] {
+        let listen = format!("203.0.113.20:{port}");
+        let mut args = vec!["__outbound-bench", "--listen", &listen, "--count", "2000"];
+        if let Some(h) = host {
+            args.extend(["--host", h]);
+        }
+        let out = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&w.env.config_path)
+            .args(&args)
+            .output()
+            .expect("hb-agent __outbound-bench");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+    }
 }

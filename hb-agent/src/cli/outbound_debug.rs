@@ -178,6 +178,10 @@ pub struct BenchArgs {
     /// Where the in-process upstream listens (an address the config's exceptions allow).
     #[arg(long, default_value = "203.0.113.10:8080")]
     listen: std::net::SocketAddr,
+    /// Name to ask for instead of the address (it must resolve to `--listen`'s address
+    /// through dns.upstreams), so the figure includes the resolver's cache.
+    #[arg(long)]
+    host: Option<String>,
     /// Sequential requests measured on each side (after 200 unmeasured warm-up ones).
     #[arg(long, default_value_t = 2000)]
     count: usize,
@@ -205,7 +209,10 @@ pub fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             });
         }
     });
-    let url = format!("http://{}/", args.listen);
+    let url = match &args.host {
+        Some(host) => format!("http://{host}:{}/", args.listen.port()),
+        None => format!("http://{}/", args.listen),
+    };
     let target = Target::parse(&url)?;
     let rt = runtime()?;
     let (outbound, plain) = rt.block_on(async {
@@ -259,6 +266,7 @@ pub fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
     };
     let out = json!({
+        "url": url,
         "count": args.count,
         "outbound_p50_us": pct(&outbound, 0.5),
         "outbound_p99_us": pct(&outbound, 0.99),
