@@ -548,17 +548,30 @@ fn repeated_calls_reuse_one_connection() {
     );
 }
 
-/// Prints p50/p99 of 2,000 sequential GETs through the outbound path and through a bare
-/// hyper connection to the same local server. A figure for the lead, not a test:
+/// Prints p50/p99 and req/s of GETs through the outbound path and through bare hyper
+/// connections to the same local server: 2,000 from one caller, 20,000 from 64. A figure
+/// for the lead, not a test:
 /// `cargo test -p hb-tests --test outbound -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, not a test"]
 fn latency_figure() {
     let w = World::new("bench", "");
-    // An address literal (no resolution), then a name (the resolver's cache).
-    for (port, host) in [("8080", None), ("8081", Some("bench.test"))] {
+    // An address literal (no resolution), a name (the resolver's cache), 64 callers.
+    for (port, host, callers, count) in [
+        ("8080", None, "1", "2000"),
+        ("8081", Some("bench.test"), "1", "2000"),
+        ("8082", Some("bench.test"), "64", "20000"),
+    ] {
         let listen = format!("203.0.113.20:{port}");
-        let mut args = vec!["__outbound-bench", "--listen", &listen, "--count", "2000"];
+        let mut args = vec![
+            "__outbound-bench",
+            "--listen",
+            &listen,
+            "--count",
+            count,
+            "--concurrency",
+            callers,
+        ];
         if let Some(h) = host {
             args.extend(["--host", h]);
         }
