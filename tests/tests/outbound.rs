@@ -548,6 +548,18 @@ fn repeated_calls_reuse_one_connection() {
     );
 }
 
+#[test]
+fn a_pooled_connection_the_server_dropped_is_replaced() {
+    let w = World::new("stale", "");
+    let v = w.call(&["GET", "https://api.test/close", "--repeat", "4"], "");
+    assert_eq!(v["status"], 200, "{v}");
+    let seen = w.api.requests();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let mut conns: Vec<_> = seen.iter().map(|r| r["conn"].to_string()).collect();
+    conns.dedup();
+    assert_eq!(conns.len(), 4, "a closed connection was reused: {seen:?}");
+}
+
 /// Prints p50/p99 and req/s of GETs through the outbound path and through bare hyper
 /// connections to the same local server: 2,000 from one caller, 20,000 from 64. A figure
 /// for the lead, not a test:
