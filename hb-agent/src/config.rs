@@ -471,19 +471,25 @@ impl Config {
                 });
             }
         }
-        for (key, value) in [
+        // A day bounds the deadline arithmetic; a response must fit in memory.
+        for (key, value, max) in [
             (
                 "broker.upstream_timeout_secs",
                 self.broker.upstream_timeout_secs,
+                86_400,
             ),
-            ("broker.max_response_bytes", self.broker.max_response_bytes),
+            (
+                "broker.max_response_bytes",
+                self.broker.max_response_bytes,
+                1 << 30,
+            ),
         ] {
-            if value == 0 {
+            if value == 0 || value > max {
                 return Err(ConfigError::Invalid {
                     origin: origin.into(),
                     key: key.into(),
                     line: key_line(key.trim_start_matches("broker.")),
-                    message: "must be at least 1".into(),
+                    message: format!("{value} is outside 1..={max}"),
                 });
             }
         }
@@ -881,7 +887,7 @@ mod tests {
     }
 
     #[test]
-    fn outbound_limits_must_be_positive() {
+    fn outbound_limits_have_defaults_and_bounds() {
         let c = Config::parse("", "t").expect("defaults");
         assert_eq!(c.broker.upstream_timeout_secs, 30);
         assert_eq!(c.broker.max_response_bytes, 10 << 20);
@@ -896,6 +902,8 @@ mod tests {
             e.contains("broker.max_response_bytes") && e.contains("line 3"),
             "{e}"
         );
+        let e = err("[broker]\nupstream_timeout_secs = 86401\n");
+        assert!(e.contains("86401 is outside 1..=86400"), "{e}");
     }
 
     #[test]

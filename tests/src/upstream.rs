@@ -182,6 +182,10 @@ class H(http.server.BaseHTTPRequestHandler):
             out, close = b"y" * int(q["n"]), True
         elif u.path == "/slow":
             time.sleep(float(q["secs"]))
+        elif u.path == "/close":
+            # Answers as if keeping the connection, then closes it: a server dropping an
+            # idle keep-alive connection.
+            self.close_connection = True
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)

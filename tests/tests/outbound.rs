@@ -47,6 +47,7 @@ impl Drop for World {
 
 impl World {
     fn new(name: &str, extra_broker: &str) -> Self {
+        hb_tests::require_root();
         private_netns(&[
             "203.0.113.10",
             "203.0.113.11",
@@ -93,6 +94,7 @@ exception_cidrs = ["203.0.113.0/24"]
                 ("loop6.test", &["::1"]),
                 ("mapped.test", &["::ffff:127.0.0.1"]),
                 ("mixed.test", &["203.0.113.10", "::1"]),
+                ("bench.test", &["203.0.113.20"]),
             ],
             &[("cname.test", "private.test"), ("alias.test", "api.test")],
             5,
@@ -546,29 +548,56 @@ fn repeated_calls_reuse_one_connection() {
     );
 }
 
-/// Prints p50/p99 of 2,000 sequential GETs through the outbound path and through a bare
-/// hyper connection to the same local server. A figure for the lead, not a test:
+#[test]
+fn a_pooled_connection_the_server_dropped_is_replaced() {
+    let w = World::new("stale", "");
+    let v = w.call(&["GET", "https://api.test/close", "--repeat", "4"], "");
+    assert_eq!(v["status"], 200, "{v}");
+    let seen = w.api.requests();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let mut conns: Vec<_> = seen.iter().map(|r| r["conn"].to_string()).collect();
+    conns.dedup();
+    assert_eq!(conns.len(), 4, "a closed connection was reused: {seen:?}");
+}
+
+/// Prints p50/p99 and req/s of GETs through the outbound path and through bare hyper
+/// connections to the same local server: 2,000 from one caller, 20,000 from 64. A figure
+/// for the lead, not a test:
 /// `cargo test -p hb-tests --test outbound -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, not a test"]
 fn latency_figure() {
     let w = World::new("bench", "");
-    let out = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&w.env.config_path)
-        .args([
+    // An address literal (no resolution), a name (the resolver's cache), 64 callers.
+    for (port, host, callers, count) in [
+        ("8080", None, "1", "2000"),
+        ("8081", Some("bench.test"), "1", "2000"),
+        ("8082", Some("bench.test"), "64", "20000"),
+    ] {
+        let listen = format!("203.0.113.20:{port}");
+        let mut args = vec![
             "__outbound-bench",
             "--listen",
-            "203.0.113.20:8080",
+            &listen,
             "--count",
-            "2000",
-        ])
-        .output()
-        .expect("hb-agent __outbound-bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+            count,
+            "--concurrency",
+            callers,
+        ];
+        if let Some(h) = host {
+            args.extend(["--host", h]);
+        }
+        let out = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&w.env.config_path)
+            .args(&args)
+            .output()
+            .expect("hb-agent __outbound-bench");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+    }
 }

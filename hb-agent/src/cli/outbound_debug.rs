@@ -5,11 +5,17 @@
 //! Must never: take a credential from argv (`--credentials-stdin` reads them), or print
 //! one.
 
-use std::{io::BufRead as _, process::ExitCode, time::Instant};
+use std::{
+    io::BufRead as _,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::Method;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::{
@@ -178,21 +184,110 @@ pub struct BenchArgs {
     /// Where the in-process upstream listens (an address the config's exceptions allow).
     #[arg(long, default_value = "203.0.113.10:8080")]
     listen: std::net::SocketAddr,
-    /// Sequential requests measured on each side (after 200 unmeasured warm-up ones).
+    /// Name to ask for instead of the address (it must resolve to `--listen`'s address
+    /// through dns.upstreams), so the figure includes the resolver's cache.
+    #[arg(long)]
+    host: Option<String>,
+    /// Requests measured on each side (after about 200 unmeasured warm-up ones).
     #[arg(long, default_value_t = 2000)]
     count: usize,
+    /// Callers sending at once, each its requests in sequence (the bare hyper side gets
+    /// one connection per caller).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
 }
 
-/// p50/p99 of sequential GETs through `Outbound::send` and through a bare hyper
-/// connection kept open (what a pooled client does for sequential calls), against the
-/// same in-process upstream. A figure, not a test.
+/// `callers` tasks each sending `each` GETs through `outbound`, one after another: every
+/// request's latency and the wall time of the whole run.
+async fn through_outbound(
+    outbound: &Arc<Outbound>,
+    target: &Target,
+    callers: usize,
+    each: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (outbound, target) = (outbound.clone(), target.clone());
+        tasks.spawn(async move {
+            let no_hops = |_: &Target| HopDecision::Deny;
+            let mut latencies = Vec::with_capacity(each);
+            for _ in 0..each {
+                let req = OutboundRequest {
+                    method: Method::GET,
+                    target: target.clone(),
+                    headers: Vec::new(),
+                    credential_headers: Vec::new(),
+                    credential_query: None,
+                    body: Bytes::new(),
+                };
+                let t = Instant::now();
+                let r = outbound.send(req, &no_hops).await?;
+                latencies.push(t.elapsed());
+                anyhow::ensure!(r.status == 200, "upstream answered {}", r.status);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut all = Vec::with_capacity(callers * each);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    Ok((all, start.elapsed()))
+}
+
+/// The same load over bare hyper HTTP/1.1 connections, one per caller, kept open.
+async fn through_hyper(
+    addr: std::net::SocketAddr,
+    callers: usize,
+    each: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    use http_body_util::{BodyExt as _, Full};
+    let mut senders = Vec::with_capacity(callers);
+    for _ in 0..callers {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        senders.push(sender);
+    }
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut sender in senders {
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(each);
+            for _ in 0..each {
+                let t = Instant::now();
+                sender.ready().await?;
+                let req = http::Request::get("/")
+                    .header(http::header::HOST, addr.to_string())
+                    .body(Full::new(Bytes::new()))?;
+                let r = sender.send_request(req).await?;
+                let _ = r.into_body().collect().await?.to_bytes();
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut all = Vec::with_capacity(callers * each);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    Ok((all, start.elapsed()))
+}
+
+/// p50/p99 and requests per second of GETs through `Outbound::send` and through bare
+/// hyper connections kept open (what a pooled client does), against the same
+/// in-process upstream. A figure, not a test.
 pub fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("binding {}", args.listen))?;
     listener.set_nonblocking(true)?;
-    // The upstream runs on a thread of its own, as another process would.
+    // The upstream runs on threads of its own, as another process would.
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build();
         if let Ok(rt) = rt {
@@ -205,66 +300,41 @@ pub fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             });
         }
     });
-    let url = format!("http://{}/", args.listen);
+    let url = match &args.host {
+        Some(host) => format!("http://{host}:{}/", args.listen.port()),
+        None => format!("http://{}/", args.listen),
+    };
     let target = Target::parse(&url)?;
+    let callers = args.concurrency.max(1);
+    let per_caller = args.count.div_ceil(callers);
     let rt = runtime()?;
     let (outbound, plain) = rt.block_on(async {
         let outbound = Outbound::new(&config).await?;
-        let no_hops = |_: &Target| HopDecision::Deny;
-        let mut through = Vec::with_capacity(args.count);
-        for i in 0..args.count + 200 {
-            let req = OutboundRequest {
-                method: Method::GET,
-                target: target.clone(),
-                headers: Vec::new(),
-                credential_headers: Vec::new(),
-                credential_query: None,
-                body: Bytes::new(),
-            };
-            let start = Instant::now();
-            let r = outbound.send(req, &no_hops).await?;
-            if i >= 200 {
-                through.push(start.elapsed());
-            }
-            anyhow::ensure!(r.status == 200, "upstream answered {}", r.status);
-        }
-        let stream = tokio::net::TcpStream::connect(args.listen).await?;
-        stream.set_nodelay(true)?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake::<
-            _,
-            http_body_util::Full<Bytes>,
-        >(hyper_util::rt::TokioIo::new(stream))
-        .await?;
-        tokio::spawn(conn);
-        let mut plain = Vec::with_capacity(args.count);
-        for i in 0..args.count + 200 {
-            use http_body_util::BodyExt as _;
-            let start = Instant::now();
-            sender.ready().await?;
-            let req = http::Request::get("/")
-                .header(http::header::HOST, args.listen.to_string())
-                .body(http_body_util::Full::new(Bytes::new()))?;
-            let r = sender.send_request(req).await?;
-            let _ = r.into_body().collect().await?.to_bytes();
-            if i >= 200 {
-                plain.push(start.elapsed());
-            }
-        }
+        // Warm-up rounds (pool, caches, allocator), then the measured ones.
+        through_outbound(&outbound, &target, callers, 200_usize.div_ceil(callers)).await?;
+        let through = through_outbound(&outbound, &target, callers, per_caller).await?;
+        through_hyper(args.listen, callers, 200_usize.div_ceil(callers)).await?;
+        let plain = through_hyper(args.listen, callers, per_caller).await?;
         anyhow::Ok((through, plain))
     })?;
-    let pct = |v: &[std::time::Duration], p: f64| -> f64 {
+    let pct = |v: &[Duration], p: f64| -> f64 {
         let mut v = v.to_vec();
         v.sort();
         let i = ((v.len() as f64 - 1.0) * p).round() as usize;
         v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
     };
+    let rate = |(lat, wall): &(Vec<Duration>, Duration)| lat.len() as f64 / wall.as_secs_f64();
     let out = json!({
-        "count": args.count,
-        "outbound_p50_us": pct(&outbound, 0.5),
-        "outbound_p99_us": pct(&outbound, 0.99),
-        "plain_hyper_p50_us": pct(&plain, 0.5),
-        "plain_hyper_p99_us": pct(&plain, 0.99),
-        "added_p50_us": pct(&outbound, 0.5) - pct(&plain, 0.5),
+        "url": url,
+        "count": outbound.0.len(),
+        "concurrency": callers,
+        "outbound_p50_us": pct(&outbound.0, 0.5),
+        "outbound_p99_us": pct(&outbound.0, 0.99),
+        "outbound_req_per_s": rate(&outbound).round(),
+        "plain_hyper_p50_us": pct(&plain.0, 0.5),
+        "plain_hyper_p99_us": pct(&plain.0, 0.99),
+        "plain_hyper_req_per_s": rate(&plain).round(),
+        "added_p50_us": pct(&outbound.0, 0.5) - pct(&plain.0, 0.5),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)

@@ -288,6 +288,21 @@ impl Outbound {
     }
 }
 
+// The broker calls `send` from its multi-threaded runtime: the path and its future must
+// be shareable between threads.
+const _: () = {
+    fn send_future<'a>(
+        o: &'a Outbound,
+        r: OutboundRequest,
+        p: &'a dyn HopPolicy,
+    ) -> impl Send + 'a {
+        o.send(r, p)
+    }
+    fn shared<T: Send + Sync>() {}
+    let _ = send_future;
+    let _ = shared::<Outbound>;
+};
+
 fn is_redirect(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
 }
