@@ -204,9 +204,12 @@ struct Conn {
     _permit: OwnedSemaphorePermit,
 }
 
-/// What the kernel said about the peer when it connected.
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(Option<Peer>);
+/// What the kernel said about the peer when it connected, and the caller it was
+/// identified as (once per connection: the credentials belong to the connecting process
+/// for the connection's life, and moving that process to another cgroup later neither
+/// widens nor should change what this connection was opened as).
+#[derive(Clone, Debug)]
+pub struct PeerAddr(Option<Peer>, Arc<std::sync::OnceLock<Caller>>);
 
 impl Listener for BoundedListener {
     type Io = Conn;
@@ -232,7 +235,7 @@ impl Listener for BoundedListener {
                             stream,
                             _permit: permit,
                         },
-                        PeerAddr(peer),
+                        PeerAddr(peer, Arc::default()),
                     );
                 }
                 Err(e) => {
@@ -245,13 +248,13 @@ impl Listener for BoundedListener {
     }
 
     fn local_addr(&self) -> io::Result<PeerAddr> {
-        Ok(PeerAddr(None))
+        Ok(PeerAddr(None, Arc::default()))
     }
 }
 
 impl axum::extract::connect_info::Connected<IncomingStream<'_, BoundedListener>> for PeerAddr {
     fn connect_info(stream: IncomingStream<'_, BoundedListener>) -> Self {
-        *stream.remote_addr()
+        stream.remote_addr().clone()
     }
 }
 
@@ -358,16 +361,20 @@ impl FromRequestParts<AppState> for CallerOf {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let peer = parts
+        let info = parts
             .extensions
             .get::<ConnectInfo<PeerAddr>>()
-            .and_then(|c| c.0.0)
             .ok_or_else(|| ApiError::new(Code::UnknownCaller, "no peer credentials"))?;
-        state
+        let PeerAddr(peer, cache) = &info.0;
+        if let Some(caller) = cache.get() {
+            return Ok(CallerOf(caller.clone()));
+        }
+        let peer = peer.ok_or_else(|| ApiError::new(Code::UnknownCaller, "no peer credentials"))?;
+        let caller = state
             .identity
             .identify(peer)
-            .map(CallerOf)
-            .map_err(|e| ApiError::new(Code::UnknownCaller, e.to_string()))
+            .map_err(|e| ApiError::new(Code::UnknownCaller, e.to_string()))?;
+        Ok(CallerOf(cache.get_or_init(|| caller).clone()))
     }
 }
 
