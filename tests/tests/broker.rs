@@ -629,3 +629,42 @@ print(json.dumps(out))
     assert_eq!(out["huge"], serde_json::json!([413, "too_large"]));
     assert_eq!(out["still_serving"], "fine");
 }
+
+#[test]
+fn with_no_agent_events_follow_reads_the_kernel_ring_buffer() {
+    private_netns(&[]);
+    let mut env = TestEnv::new("ringfollow", CONFIG);
+    env.start_agent();
+    // The programs stay attached and keep reporting after a kill -9.
+    env.kill_agent();
+    let out_path = env.state_dir.join("ring.txt");
+    let err_path = env.state_dir.join("ring.err");
+    let mut follow = Command::new(hb_tests::agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["events", "--follow", "--json", "--last", "0"])
+        .stdout(fs::File::create(&out_path).expect("out"))
+        .stderr(fs::File::create(&err_path).expect("err"))
+        .spawn()
+        .expect("hb-agent events --follow");
+    std::thread::sleep(Duration::from_millis(500));
+    let probe = hb_tests::sandbox_probe(&env, "web", "tcp", "10.0.0.3", 9);
+    assert_eq!(probe, "EPERM", "still enforced without an agent");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = fs::read_to_string(&out_path).unwrap_or_default();
+        if text.contains("10.0.0.3") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let err = fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"deny_range\"") && l.contains("10.0.0.3")),
+        "the event, read from the ring buffer: {text:?} / {err}"
+    );
+    assert!(err.contains("ring buffer directly"), "{err}");
+}

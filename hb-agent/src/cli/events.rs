@@ -1,7 +1,8 @@
 //! `hb-agent events`: what the kernel refused, from the running agent's events file.
 //! `--follow` streams live events from the broker's authenticated event stream (a
-//! session token minted for this run: root or `broker.operator_uid` only) and falls back
-//! to tailing the events file when the broker cannot be reached.
+//! session token minted for this run: root or `broker.operator_uid` only). When no agent
+//! runs, root reads the pinned kernel ring buffer directly (the programs keep reporting
+//! after the agent is gone); otherwise it falls back to tailing the events file.
 
 use std::{
     fs,
@@ -39,6 +40,12 @@ pub fn show(config: &Config, follow: bool, json: bool, last: Option<usize>) -> a
             eprintln!("(no events in {})", dir.join(EVENTS_FILE).display());
         }
         return Ok(());
+    }
+    if !crate::agent::agent_running(dir) && crate::agent::is_root() {
+        match follow_ring(config, json) {
+            Ok(()) => return Ok(()),
+            Err(e) => eprintln!("(kernel ring buffer unavailable: {e:#})"),
+        }
     }
     match follow_stream(config, json) {
         Ok(()) => return Ok(()),
@@ -144,5 +151,38 @@ fn follow_stream(config: &Config, json: bool) -> anyhow::Result<()> {
             }
         }
         // The session ended (expiry): open the next one.
+    }
+}
+
+/// Reads the pinned events ring buffer directly (only while no agent runs: a reader
+/// consumes what it reads).
+fn follow_ring(config: &Config, json: bool) -> anyhow::Result<()> {
+    use aya::maps::{MapData, RingBuf};
+    let bpffs = &config.agent.bpffs_dir;
+    let map = crate::maps::open_map(bpffs, hb_common::map_names::EVENTS)?;
+    let mut ring: RingBuf<MapData> = map.try_into().context("the events map")?;
+    let policies: std::collections::HashMap<u32, String> = crate::maps::Maps::open(bpffs)?
+        .loaded_policies()?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    let mut cgroups = std::collections::HashMap::new();
+    eprintln!("(no agent runs: reading the kernel's ring buffer directly)");
+    loop {
+        while let Some(item) = ring.next() {
+            let Some(event) = events::decode(&item) else {
+                continue;
+            };
+            if let std::collections::hash_map::Entry::Vacant(v) = cgroups.entry(event.cgroup_id)
+                && let Some(path) = crate::cgroup::recall(&config.agent.state_dir, event.cgroup_id)
+            {
+                v.insert(path);
+            }
+            print(&events::render(&event, &policies, &cgroups), json)?;
+        }
+        if crate::agent::agent_running(&config.agent.state_dir) {
+            anyhow::bail!("an agent started: it reads the ring buffer now");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -78,19 +78,39 @@ pub fn system_servers() -> Result<Vec<SocketAddr>, UpstreamError> {
     Ok(servers)
 }
 
+/// Random query ids, drawn from the kernel 256 at a time (one getrandom call per 256
+/// queries instead of one per query).
 fn random_u16() -> u16 {
-    let mut b = [0u8; 2];
-    // SAFETY: valid 2-byte buffer; getrandom fills it or fails.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 2, 0) };
-    if n != 2 {
-        // Fall back to the clock's low bits; ids are a defence in depth, not the only one.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        return (t ^ (t >> 16)) as u16;
+    use std::cell::RefCell;
+    thread_local! {
+        static POOL: RefCell<(Vec<u16>, usize)> = const { RefCell::new((Vec::new(), 0)) };
     }
-    u16::from_ne_bytes(b)
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let (ids, next) = &mut *pool;
+        if *next >= ids.len() {
+            let mut bytes = [0u8; 512];
+            // SAFETY: valid buffer of the given length; getrandom fills it or fails.
+            let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+            if n != bytes.len() as isize {
+                // Fall back to the clock's low bits; ids are a defence in depth, not the
+                // only one (the reply must also come from the server and match the question).
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                return (t ^ (t >> 16)) as u16;
+            }
+            *ids = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+                .collect();
+            *next = 0;
+        }
+        let id = ids[*next];
+        *next += 1;
+        id
+    })
 }
 
 impl Upstream {
