@@ -372,12 +372,27 @@ fn no_plaintext_in_the_vault_files_or_outputs() {
     let all: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
     env.assert_no_plaintext(&all);
     // The vault is one file at rest: the rollback journal is gone after each commit.
-    let names: Vec<String> = fs::read_dir(env.state_dir())
+    // Beside it: the audit log of the vault operations (metadata only, searched above).
+    let mut names: Vec<String> = fs::read_dir(env.state_dir())
         .expect("state dir")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["vault.db".to_owned()]);
+    names.sort();
+    assert_eq!(names, vec!["audit.log".to_owned(), "vault.db".to_owned()]);
+    let audit = fs::read_to_string(env.state_dir().join("audit.log")).expect("audit.log");
+    let operations: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|r| r["kind"] == "vault")
+        .map(|r| r["operation"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        ["put", "rotate", "revoke"]
+            .iter()
+            .all(|op| operations.iter().any(|o| o == op)),
+        "vault operations audited: {operations:?}"
+    );
     assert_eq!(mode(&env.db()), 0o600);
 }
 

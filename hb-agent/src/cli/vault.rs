@@ -171,6 +171,7 @@ pub fn run(config: &Config, cmd: VaultCommand) -> anyhow::Result<ExitCode> {
             let expires = expires.as_deref().map(parse_expires).transpose()?;
             let secret = read_secret()?;
             let meta = Vault::open(&db, &key)?.put(&integration, &account, &secret, expires)?;
+            audit(config, "put", &meta);
             print_one(&meta, "stored", json)?;
         }
         VaultCommand::List { json } => {
@@ -209,11 +210,13 @@ pub fn run(config: &Config, cmd: VaultCommand) -> anyhow::Result<ExitCode> {
             let vault_db = existing(&db)?;
             let secret = read_secret()?;
             let meta = Vault::open(&vault_db, &key)?.rotate(target, &secret, grace, expires)?;
+            audit(config, "rotate", &meta);
             print_one(&meta, "rotated: now active", json)?;
         }
         VaultCommand::Revoke { id, json } => {
             let key = MasterKey::load(key_path)?;
             let meta = Vault::open(&existing(&db)?, &key)?.revoke(&id)?;
+            audit(config, "revoke", &meta);
             print_one(&meta, "revoked", json)?;
         }
         VaultCommand::Check { json } => {
@@ -248,6 +251,7 @@ pub fn run(config: &Config, cmd: VaultCommand) -> anyhow::Result<ExitCode> {
         VaultCommand::Rollback { id, json } => {
             let key = MasterKey::load(key_path)?;
             let meta = Vault::open(&existing(&db)?, &key)?.roll_back(&id)?;
+            audit(config, "roll_back", &meta);
             print_one(&meta, &format!("rolled back {id}: active again"), json)?;
         }
         VaultCommand::Verify {
@@ -357,6 +361,34 @@ fn time(t: Option<SystemTime>) -> String {
         || "-".to_owned(),
         |t| humantime::format_rfc3339_seconds(t).to_string(),
     )
+}
+
+/// A vault change, appended to the agent's audit log (metadata only; a failure to audit
+/// is reported but does not undo the change).
+fn audit(config: &Config, operation: &str, meta: &CredentialMeta) {
+    let agent = &config.agent;
+    match crate::audit::AuditLog::open(
+        &agent.state_dir,
+        agent.audit_max_bytes,
+        agent.audit_max_files,
+        agent.audit_fsync,
+        crate::scrub::global().clone(),
+    ) {
+        Ok(log) => log.record(
+            "vault",
+            serde_json::json!({
+                "operation": operation,
+                "credential": meta,
+                "uid": caller_uid(),
+            }),
+        ),
+        Err(e) => eprintln!("hb-agent: warning: cannot write the audit log: {e}"),
+    }
+}
+
+fn caller_uid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::getuid() }
 }
 
 fn print_one(meta: &CredentialMeta, verb: &str, json: bool) -> anyhow::Result<()> {
