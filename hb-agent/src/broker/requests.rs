@@ -181,17 +181,16 @@ pub async fn request(
     );
 
     // Policy, before any socket opens.
-    let (entry, integration): (Option<Arc<Entry>>, Option<IntegrationConfig>) = match &req.handle {
+    let config = shared.config.clone();
+    let (entry, integration): (Option<Arc<Entry>>, Option<&IntegrationConfig>) = match &req.handle {
         Some(h) => {
             let entry = shared.handles.get(h, owner).ok_or_else(unknown_handle)?;
-            let integration = shared
-                .config
+            let integration = config
                 .integrations
                 .iter()
                 .find(|i| i.name.get_ref() == &entry.integration)
-                .cloned()
                 .ok_or_else(unknown_handle)?;
-            if !host_matches(&integration, &target.host) {
+            if !host_matches(integration, &target.host) {
                 shared.audit_decision(&caller, &policy, &action, "policy_denied", "host");
                 return Err(denied(format!(
                     "host {} is not one of integration \"{}\"'s hosts ({}): the broker will not send its credential there",
@@ -208,7 +207,7 @@ pub async fn request(
                     integration.methods.join(", ")
                 )));
             }
-            if let Some(what) = collision(&integration, &headers, &target) {
+            if let Some(what) = collision(integration, &headers, &target) {
                 let revoked = shared.handles.end_execution(&entry.execution, owner);
                 shared.forget_handles(&revoked);
                 shared.audit_decision(&caller, &policy, &action, "auth_collision", &what);
@@ -270,7 +269,7 @@ pub async fn request(
     // A redirect inside the integration keeps the credential (the outbound path drops it
     // anyway once the origin changes); one that leaves it goes on without the credential,
     // and only for a read-only method, as a handle-less request would.
-    let hop_integration = integration.clone();
+    let hop_integration = integration;
     let readonly = shared
         .config
         .broker
@@ -311,16 +310,19 @@ pub async fn request(
             return Err(ApiError::new(code, e.to_string()));
         }
     };
-    if let (Some(h), Some(e)) = (&req.handle, &entry) {
-        shared.audit_handle(&caller, &policy, "used", h, e);
+    // One record per call: the decision, and the handle's use when there is one.
+    match (&req.handle, &entry) {
+        (Some(h), Some(e)) => {
+            shared.audit_handle_use(&caller, &policy, h, e, &action, response.status)
+        }
+        _ => shared.audit_decision(
+            &caller,
+            &policy,
+            &action,
+            "allowed",
+            &format!("status {}", response.status),
+        ),
     }
-    shared.audit_decision(
-        &caller,
-        &policy,
-        &action,
-        "allowed",
-        &format!("status {}", response.status),
-    );
 
     // Everything that leaves: scrubbed.
     let scrubbed = shared.scrubber.scrub(&response.body).bytes;

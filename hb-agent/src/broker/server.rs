@@ -169,6 +169,33 @@ impl Shared {
         );
     }
 
+    /// A call made with a handle: the decision and the handle's use, in one record.
+    pub fn audit_handle_use(
+        &self,
+        caller: &Caller,
+        policy: &str,
+        handle: &str,
+        entry: &Entry,
+        action: &str,
+        status: u16,
+    ) {
+        self.audit.record(
+            "handle",
+            json!({
+                "caller": caller_json(caller, policy),
+                "step": "used",
+                "handle": self.audit.fingerprint(handle),
+                "integration": entry.integration,
+                "account": entry.account,
+                "credential": entry.credential_id,
+                "execution": entry.execution,
+                "action": action,
+                "decision": "allowed",
+                "status": status,
+            }),
+        );
+    }
+
     pub fn audit_execution_end(
         &self,
         caller: &Caller,
