@@ -87,7 +87,8 @@ enum Command {
     /// Inspect the pinned kernel maps of a running (or previously run) agent.
     #[command(subcommand)]
     Maps(MapsCommand),
-    /// Show what the kernel refused (from state_dir/events.jsonl).
+    /// Show what the kernel refused (state_dir/events.jsonl; --follow streams them live
+    /// from the broker, or from the kernel ring buffer when no agent runs).
     #[command(
         after_help = "Examples:\n  hb-agent events\n  hb-agent events --follow --json | jq .dst"
     )]
