@@ -2,6 +2,7 @@
 //! printed first; any failure stops it with a non-zero exit.
 
 mod bench;
+mod bench_sanitize;
 mod setup;
 mod util;
 
@@ -35,7 +36,7 @@ enum Command {
     },
     /// Benchmarks, hb side by side with its comparison (root needed).
     Bench {
-        /// Which benchmark: `connect` or `dns` (default: both).
+        /// Which benchmark: `connect` or `dns` (default: both), or `sanitize` (no root).
         which: Option<String>,
     },
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
