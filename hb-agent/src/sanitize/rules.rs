@@ -328,10 +328,14 @@ fn trim_start(s: &[u8]) -> &[u8] {
     &s[n..]
 }
 
+/// Whether any needle occurs in `hay`. Haystacks here are a few hundred bytes, so a
+/// first-byte scan beats building a substring searcher per needle.
 fn has_any(hay: &[u8], needles: &[&str]) -> bool {
-    needles
-        .iter()
-        .any(|n| memchr::memmem::find(hay, n.as_bytes()).is_some())
+    needles.iter().any(|n| {
+        let n = n.as_bytes();
+        n.first()
+            .is_some_and(|&first| memchr::memchr_iter(first, hay).any(|i| hay[i..].starts_with(n)))
+    })
 }
 
 /// Whole words of `hay` (letters, digits, `-`, `_`).
