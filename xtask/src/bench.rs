@@ -33,12 +33,15 @@ const ALLOW_ENTRIES: u32 = 65_536;
 const STATIC_CIDRS: u32 = 1_000;
 
 pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
+    if which == Some("sanitize") {
+        return crate::bench_sanitize::bench();
+    }
     let run_connect = matches!(which, None | Some("connect"));
     let run_dns = matches!(which, None | Some("dns"));
     let run_broker = matches!(which, None | Some("broker"));
     if !run_connect && !run_dns && !run_broker {
         bail!(
-            "unknown benchmark \"{}\" (available: connect, dns, broker)",
+            "unknown benchmark \"{}\" (available: connect, dns, broker, sanitize)",
             which.unwrap_or_default()
         );
     }
@@ -60,6 +63,9 @@ pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
         if wanted {
             util::run(Command::new(&me).args(["__bench-one", name]))?;
         }
+    }
+    if which.is_none() {
+        crate::bench_sanitize::bench()?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_broker;
+mod bench_sanitize;
 mod setup;
 mod util;
 
@@ -36,7 +37,8 @@ enum Command {
     },
     /// Benchmarks, hb side by side with its comparison (root needed).
     Bench {
-        /// Which benchmark: `connect`, `dns` or `broker` (default: all).
+        /// Which benchmark: `connect`, `dns`, `broker` (root) or `sanitize` (no root);
+        /// default: connect, dns and broker.
         which: Option<String>,
     },
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.

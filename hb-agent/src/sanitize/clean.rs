@@ -7,7 +7,9 @@
 
 use std::borrow::Cow;
 
-use unicode_normalization::{IsNormalized, UnicodeNormalization as _, is_nfkc_quick};
+use unicode_normalization::{
+    IsNormalized, UnicodeNormalization as _, char::canonical_combining_class, is_nfkc_quick,
+};
 
 use super::{Category, Encoding, Finding, Severity, excerpt};
 
@@ -89,40 +91,73 @@ pub(super) struct Cleaned {
 /// combining mark may attach to). ASCII characters never compose with what precedes
 /// them and never reorder, so the runs can be normalised independently.
 pub(super) fn nfkc(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() {
+    if s.is_ascii() || segments(s).all(|seg| normalised(&s[seg])) {
         return Cow::Borrowed(s);
     }
-    let b = s.as_bytes();
     let mut out = String::with_capacity(s.len() + s.len() / 8);
+    let mut last = 0;
+    for seg in segments(s) {
+        out.push_str(&s[last..seg.start]);
+        let part = &s[seg.clone()];
+        if normalised(part) {
+            out.push_str(part);
+        } else {
+            out.extend(part.nfkc());
+        }
+        last = seg.end;
+    }
+    out.push_str(&s[last..]);
+    Cow::Owned(out)
+}
+
+fn normalised(seg: &str) -> bool {
+    seg.chars().all(stable) || is_nfkc_quick(seg.chars()) == IsNormalized::Yes
+}
+
+/// The stretches [`nfkc`] looks at: each run of non-ASCII characters with the ASCII
+/// character before it.
+fn segments(s: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let b = s.as_bytes();
     let mut i = 0;
-    let mut changed = false;
-    while i < b.len() {
-        let Some(off) = b[i..].iter().position(|x| !x.is_ascii()) else {
-            out.push_str(&s[i..]);
-            break;
-        };
-        let run = i + off;
+    std::iter::from_fn(move || {
+        let run = i + b[i..].iter().position(|x| !x.is_ascii())?;
         let start = if run > i { run - 1 } else { run };
-        out.push_str(&s[i..start]);
         let end = b[run..]
             .iter()
             .position(u8::is_ascii)
             .map_or(b.len(), |p| run + p);
-        let seg = &s[start..end];
-        if is_nfkc_quick(seg.chars()) == IsNormalized::Yes {
-            out.push_str(seg);
-        } else {
-            let before = out.len();
-            out.extend(seg.nfkc());
-            changed |= &out[before..] != seg;
-        }
         i = end;
+        Some(start..end)
+    })
+}
+
+/// Bytes that may start a removable character: controls and every non-ASCII byte.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c < 0x20 && c != 0x09 && c != 0x0a && c != 0x0d) || c >= 0x7f;
+        c += 1;
     }
-    if changed {
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(s)
-    }
+    t
+};
+
+/// Characters of common scripts that NFKC leaves alone whatever surrounds them (no
+/// decomposition, combining class 0, never the second half of a composition): a
+/// shortcut past the normalisation tables for ordinary non-English text.
+fn stable(c: char) -> bool {
+    matches!(c,
+        '\u{c0}'..='\u{d6}' | '\u{d8}'..='\u{f6}' | '\u{f8}'..='\u{ff}' // Latin-1 letters
+        | '\u{391}'..='\u{3a1}' | '\u{3a3}'..='\u{3c9}' // Greek
+        | '\u{400}'..='\u{482}' | '\u{48a}'..='\u{4ff}' // Cyrillic
+        | '\u{5d0}'..='\u{5ea}' // Hebrew
+        | '\u{621}'..='\u{63a}' | '\u{641}'..='\u{64a}' // Arabic
+        | '\u{3041}'..='\u{3096}' | '\u{309d}' | '\u{309e}' | '\u{30a1}'..='\u{30fe}' // kana
+        | '\u{4e00}'..='\u{9fff}' // CJK ideographs
+        | '\u{ac00}'..='\u{d7a3}' // Hangul syllables (a trailing jamo is checked)
+        | '\u{2018}'..='\u{201d}' | '\u{2013}' | '\u{2014}' | '\u{3001}' | '\u{3002}'
+        | '\u{2600}'..='\u{27bf}' | '\u{1f300}'..='\u{1faff}' // symbols and emoji
+    )
 }
 
 /// Normalises `input` and removes what [`class`] names. A variation selector is kept
@@ -137,9 +172,11 @@ pub(super) fn clean(input: &str) -> Cleaned {
     let mut last = 0; // start of the text not yet copied to `out`
     let mut i = 0;
     while i < b.len() {
-        let x = b[i];
-        if (0x20..0x7f).contains(&x) || x == b'\n' || x == b'\t' || x == b'\r' {
-            i += 1;
+        if !SPECIAL[usize::from(b[i])] {
+            i += b[i..]
+                .iter()
+                .position(|x| SPECIAL[usize::from(*x)])
+                .unwrap_or(b.len() - i);
             continue;
         }
         let Some(c) = s[i..].chars().next() else {
@@ -215,13 +252,43 @@ pub(super) fn clean(input: &str) -> Cleaned {
         i = j;
     }
     out.push_str(&s[last..]);
-    if !removals.is_empty() && !out.is_ascii() && is_nfkc_quick(out.chars()) != IsNormalized::Yes {
+    if removals.iter().any(|r| joins_badly(&out, r.at)) {
         renormalise(&mut out, &mut removals);
     }
     Cleaned {
         text: out,
         removals,
     }
+}
+
+/// Whether the text around a removal point may have left NFKC. The text on either side
+/// was normalised, so only the join matters, and only when the character after it is
+/// not a starter that never composes with what precedes it (ASCII, for one).
+fn joins_badly(out: &str, at: usize) -> bool {
+    let Some(next) = out[at..].chars().next() else {
+        return false;
+    };
+    if next.is_ascii()
+        || stable(next)
+        || (canonical_combining_class(next) == 0
+            && is_nfkc_quick(std::iter::once(next)) == IsNormalized::Yes)
+    {
+        return false;
+    }
+    let mut from = at.saturating_sub(1);
+    while !out.is_char_boundary(from) {
+        from -= 1;
+    }
+    let b = out.as_bytes();
+    let mut to = b[at..]
+        .iter()
+        .position(u8::is_ascii)
+        .map_or(b.len(), |k| at + k)
+        .min(at + 64);
+    while !out.is_char_boundary(to) {
+        to += 1;
+    }
+    is_nfkc_quick(out[from..to].chars()) != IsNormalized::Yes
 }
 
 /// Normalises `out` again after removals joined what they separated, moving each

@@ -29,8 +29,20 @@ const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
 const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
 const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
+/// Bytes of the standard and URL-safe base64 alphabets, with padding.
+const B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+        c += 1;
+    }
+    t
+};
+
 fn is_b64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+    B64[usize::from(b)]
 }
 
 /// Decoded text that reads as text: valid UTF-8, no control characters beyond line
@@ -52,40 +64,64 @@ fn readable(bytes: Vec<u8>) -> Option<String> {
 }
 
 pub(super) fn encoded_runs(text: &str) -> Vec<EncodedRun> {
-    let b = text.as_bytes();
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if !is_b64(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && is_b64(b[i]) {
-            i += 1;
-        }
-        // `=` ends base64 text (padding), so `key=VALUE` holds a run after it.
-        let mut from = start;
-        while from < i {
-            let body_end = b[from..i]
-                .iter()
-                .position(|c| *c == b'=')
-                .map_or(i, |k| from + k);
-            let end = b[body_end..i]
-                .iter()
-                .position(|c| *c != b'=')
-                .map_or(i, |k| body_end + k);
-            if body_end - from >= MIN_RUN
-                && let Some(run) = base64_or_hex(text, from..end)
-            {
-                out.push(run);
-            }
-            from = end;
-        }
+    for span in long_runs(text.as_bytes()) {
+        runs(text, span, &mut out);
     }
     escapes(text, &mut out);
     percent(text, &mut out);
     out
+}
+
+/// Maximal runs of base64 bytes at least [`MIN_RUN`] long.
+fn long_runs(b: &[u8]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    // Invariant: the byte before `i` is not base64, so runs start at `i` or later. If
+    // the byte MIN_RUN - 1 ahead is not base64 either, no long run starts in between.
+    let mut i = 0;
+    while i + MIN_RUN <= b.len() {
+        let probe = i + MIN_RUN - 1;
+        if !is_b64(b[probe]) {
+            i = probe + 1;
+            continue;
+        }
+        let mut start = probe;
+        while start > i && is_b64(b[start - 1]) {
+            start -= 1;
+        }
+        let end = b[probe..]
+            .iter()
+            .position(|c| !is_b64(*c))
+            .map_or(b.len(), |k| probe + k);
+        if end - start >= MIN_RUN {
+            out.push(start..end);
+        }
+        i = end + 1;
+    }
+    out
+}
+
+/// One run of base64 characters: `=` ends base64 text (padding), so `key=VALUE` holds
+/// a run after it; each piece is tried on its own.
+fn runs(text: &str, span: Range<usize>, out: &mut Vec<EncodedRun>) {
+    let b = text.as_bytes();
+    let mut from = span.start;
+    while from < span.end {
+        let body_end = b[from..span.end]
+            .iter()
+            .position(|c| *c == b'=')
+            .map_or(span.end, |k| from + k);
+        let end = b[body_end..span.end]
+            .iter()
+            .position(|c| *c != b'=')
+            .map_or(span.end, |k| body_end + k);
+        if body_end - from >= MIN_RUN
+            && let Some(run) = base64_or_hex(text, from..end)
+        {
+            out.push(run);
+        }
+        from = end;
+    }
 }
 
 fn base64_or_hex(text: &str, span: Range<usize>) -> Option<EncodedRun> {
@@ -209,6 +245,33 @@ fn percent(text: &str, out: &mut Vec<EncodedRun>) {
                 encoding: Encoding::Url,
                 decoded,
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn long_runs_skipping_equals_a_plain_scan(s in "[a-c=+ .]{0,80}") {
+            let b = s.as_bytes();
+            let mut want = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                let start = i;
+                while i < b.len() && is_b64(b[i]) {
+                    i += 1;
+                }
+                if i - start >= MIN_RUN {
+                    want.push(start..i);
+                }
+                i += 1;
+            }
+            prop_assert_eq!(long_runs(b), want);
         }
     }
 }

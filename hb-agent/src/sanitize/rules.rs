@@ -1,30 +1,42 @@
 //! Step 3: the detection rules and the engine that runs them over the detection view.
 //!
 //! Each rule has keywords (lower-case literals every match contains), a bounded pattern
-//! (no match is longer than [`MAX_MATCH`] bytes) and a judge that sets the severity from
+//! (its [`Anchor`] says how far from a keyword a match can reach) and a judge that sets the severity from
 //! context or drops the match. One Aho-Corasick pass finds the keywords; each rule's
 //! pattern then runs only in a window around its keywords, so the cost follows the number
-//! of candidate places, not rules × text length.
+//! of candidate places, not rules × text length. A test checks the result against
+//! running every rule over the whole text.
 
 use std::{cell::OnceCell, ops::Range, sync::LazyLock};
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use regex_automata::{
-    Input,
+    Anchored, Input,
     meta::{self, Regex},
     util::syntax,
 };
 
 use super::{Category, Severity};
 
-/// No pattern matches more than this many bytes; windows are sized from it.
-const MAX_MATCH: usize = 512;
+/// The longest match of a rule that starts at its keyword.
+const START_MAX: usize = 512;
+
+/// Where a rule's match sits relative to the keyword that found it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Anchor {
+    /// The match starts where the keyword starts: one anchored attempt per keyword.
+    Start,
+    /// The keyword is inside the match, which starts at most `.0` bytes before it and
+    /// ends at most `.1` bytes after its start: search that window.
+    Around(usize, usize),
+}
 
 type Judge = fn(&Ctx<'_>, Range<usize>) -> Option<Severity>;
 
 struct Rule {
     id: &'static str,
     category: Category,
+    anchor: Anchor,
     keywords: &'static [&'static str],
     pattern: &'static str,
     judge: Judge,
@@ -49,7 +61,8 @@ pub(super) struct Engine {
 pub(super) static ENGINE: LazyLock<Engine> = LazyLock::new(Engine::new);
 
 impl Engine {
-    #[expect(clippy::expect_used, reason = "the rule table is a constant, tested")]
+    /// Compiles the rule table. It is a constant that `every_rule_compiles_and_has_keywords`
+    /// builds in every test run, so a failure here is a programming error.
     fn new() -> Engine {
         let mut words: Vec<&'static str> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
@@ -57,7 +70,11 @@ impl Engine {
         for (i, rule) in RULES.into_iter().enumerate() {
             for &k in rule.keywords {
                 match words.iter().position(|w| *w == k) {
-                    Some(p) => keyword_rules[p].push(i),
+                    Some(p) => {
+                        if !keyword_rules[p].contains(&i) {
+                            keyword_rules[p].push(i);
+                        }
+                    }
                     None => {
                         words.push(k);
                         keyword_rules.push(vec![i]);
@@ -76,7 +93,13 @@ impl Engine {
                 .unwrap_or_else(|e| panic!("rule {}: {e}", rule.id));
             rules.push((rule, re));
         }
-        let keywords = AhoCorasick::new(&words).expect("keyword automaton");
+        // A full DFA: the keyword pass touches every byte, and overlapping search (every
+        // keyword, even inside another) runs at DFA speed only.
+        let keywords = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .prefilter(false)
+            .build(&words)
+            .expect("keyword automaton");
         Engine {
             rules,
             keywords,
@@ -88,22 +111,24 @@ impl Engine {
     pub fn scan(&self, view: &[u8]) -> Vec<Hit> {
         let ctx = Ctx::new(view);
         let mut hits = Vec::new();
-        // Per rule: keyword positions below this were covered by an earlier window, and
-        // matches starting below `done` were already reported.
-        let mut covered = vec![0usize; self.rules.len()];
+        // Per rule: matches starting below this were already reported.
         let mut done = vec![0usize; self.rules.len()];
         for m in self.keywords.find_overlapping_iter(view) {
             for &r in &self.keyword_rules[m.pattern().as_usize()] {
                 let p = m.start();
-                if p < covered[r] {
+                let (rule, re) = &self.rules[r];
+                if p < done[r] {
                     continue;
                 }
-                // Any match containing a keyword at [p, p + MAX_MATCH) lies in this window.
-                let ws = floor_boundary(view, p.saturating_sub(MAX_MATCH));
-                let we = (p + 2 * MAX_MATCH).min(view.len());
-                covered[r] = p + MAX_MATCH;
-                let (rule, re) = &self.rules[r];
-                for mm in re.find_iter(Input::new(view).range(ws..we)) {
+                let input = match rule.anchor {
+                    Anchor::Start => Input::new(view)
+                        .range(p..(p + START_MAX).min(view.len()))
+                        .anchored(Anchored::Yes),
+                    Anchor::Around(before, after) => Input::new(view).range(
+                        floor_boundary(view, p.saturating_sub(before))..(p + after).min(view.len()),
+                    ),
+                };
+                for mm in re.find_iter(input) {
                     if mm.start() < done[r] {
                         continue;
                     }
@@ -304,10 +329,18 @@ fn trim_start(s: &[u8]) -> &[u8] {
     &s[n..]
 }
 
+/// Whether any needle occurs in `hay`. Haystacks here are a few hundred bytes and the
+/// lists a few dozen needles: one pass that checks needles only where one could start.
 fn has_any(hay: &[u8], needles: &[&str]) -> bool {
-    needles
-        .iter()
-        .any(|n| memchr::memmem::find(hay, n.as_bytes()).is_some())
+    let mut first = [false; 256];
+    for n in needles {
+        if let Some(&b) = n.as_bytes().first() {
+            first[usize::from(b)] = true;
+        }
+    }
+    hay.iter().enumerate().any(|(i, b)| {
+        first[usize::from(*b)] && needles.iter().any(|n| hay[i..].starts_with(n.as_bytes()))
+    })
 }
 
 /// Whole words of `hay` (letters, digits, `-`, `_`).
@@ -765,11 +798,12 @@ fn tool_call(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 
 // ---- the rules ----------------------------------------------------------------------
 
-const RULES: [Rule; 29] = [
+const RULES: [Rule; 30] = [
     // -- instruction override
     Rule {
         id: "ignore_previous",
         category: Category::InstructionOverride,
+        anchor: Anchor::Start,
         keywords: &[
             "ignore",
             "disregard",
@@ -784,7 +818,9 @@ const RULES: [Rule; 29] = [
             "set aside",
             "throw out",
             "stop following",
-            "follow",
+            "do not follow",
+            "don't follow",
+            "dont follow",
             "never mind",
             "nevermind",
             "drop",
@@ -795,6 +831,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "new_instructions",
         category: Category::InstructionOverride,
+        anchor: Anchor::Around(32, 48),
         keywords: &["instruction", "directive", "system prompt", "orders"],
         pattern: r"\b(?:new|updated|revised|real|actual|true|override|secret|hidden|additional|priority|important|urgent|correct)\s{1,3}(?:system\s{1,3})?(?:instructions?|directives?|prompt|orders)\s{0,3}(?::|-|\bare\b|\bfollow\b)",
         judge: new_instructions,
@@ -802,6 +839,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "persona_override",
         category: Category::InstructionOverride,
+        anchor: Anchor::Start,
         keywords: &[
             "you are",
             "act as",
@@ -819,6 +857,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "jailbreak_marker",
         category: Category::InstructionOverride,
+        anchor: Anchor::Around(24, 48),
         keywords: &[
             "do anything now",
             "developer mode",
@@ -832,6 +871,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "prompt_leak",
         category: Category::InstructionOverride,
+        anchor: Anchor::Around(64, 48),
         keywords: &[
             "system prompt",
             "system message",
@@ -852,6 +892,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "disable_safety",
         category: Category::InstructionOverride,
+        anchor: Anchor::Around(64, 32),
         keywords: &[
             "system prompt",
             "safety",
@@ -870,6 +911,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "chat_template_token",
         category: Category::RoleSpoofing,
+        anchor: Anchor::Start,
         keywords: &["<|"],
         pattern: r"<\|\s?(?:im_start|im_end|im_sep|system|user|assistant|endoftext|begin_of_text|end_of_text|start_header_id|end_header_id|eot_id|eom_id|ipython|channel|message|start|end|return|constrain|fim_prefix|fim_suffix|fim_middle|endofprompt|model|turn|prompt|human)\s?\|>",
         judge: always_high,
@@ -877,6 +919,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "inst_tags",
         category: Category::RoleSpoofing,
+        anchor: Anchor::Start,
         keywords: &[
             "[inst]",
             "[/inst]",
@@ -885,7 +928,6 @@ const RULES: [Rule; 29] = [
             "<start_of_turn>",
             "<end_of_turn>",
             "[system prompt]",
-            "<s>[inst",
         ],
         pattern: r"\[/?inst\]|<</?sys>>|<(?:start|end)_of_turn>|\[system\s+prompt\]",
         judge: always_high,
@@ -893,6 +935,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "system_tag",
         category: Category::RoleSpoofing,
+        anchor: Anchor::Start,
         keywords: &[
             "<system",
             "</system",
@@ -900,6 +943,8 @@ const RULES: [Rule; 29] = [
             "</instructions",
             "<sys_prompt",
             "</sys_prompt",
+            "<sys-prompt",
+            "</sys-prompt",
             "<developer",
             "</developer",
             "<admin",
@@ -911,6 +956,7 @@ const RULES: [Rule; 29] = [
             "</document",
             "</untrusted",
             "</data",
+            "</input",
         ],
         pattern: r"</?(?:system|system[_-]?prompt|sys[_-]?prompt|instructions|developer(?:[_-]instructions)?|admin|assistant)(?:\s[^>\n]{0,40})?>|</(?:user|context|document|untrusted[_-]?\w{0,20}|data|user[_-]?input|input)>",
         judge: system_tag,
@@ -918,6 +964,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "role_line",
         category: Category::RoleSpoofing,
+        anchor: Anchor::Around(40, 24),
         keywords: &[
             "system:",
             "system :",
@@ -941,6 +988,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "begin_system_prompt",
         category: Category::RoleSpoofing,
+        anchor: Anchor::Around(32, 32),
         keywords: &[
             "system prompt",
             "system message",
@@ -956,6 +1004,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "fake_boundary",
         category: Category::RoleSpoofing,
+        anchor: Anchor::Start,
         keywords: &["end of", "---", "===", "###"],
         pattern: r"(?:\bend\s+of\s+(?:the\s+)?(?:document|context|input|data|email|text|user\s+input|file|conversation|transcript|message|content|page|article|search\s+results?|tool\s+output)\b|(?:-{3,}|={3,}|#{3,})\s?(?:end|system|admin|instructions?|new\s+instructions?|override)\b)",
         judge: fake_boundary,
@@ -964,6 +1013,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "json_tool_call",
         category: Category::ToolCallSpoofing,
+        anchor: Anchor::Around(192, 32),
         keywords: &[
             "\"tool_call",
             "\"function_call",
@@ -982,6 +1032,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "xml_tool_call",
         category: Category::ToolCallSpoofing,
+        anchor: Anchor::Around(16, 128),
         keywords: &[
             "<tool_",
             "</tool_",
@@ -1007,6 +1058,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "react_action",
         category: Category::ToolCallSpoofing,
+        anchor: Anchor::Around(80, 16),
         keywords: &["action input"],
         pattern: r"^\s{0,8}action\s?:\s?[a-z_][a-z0-9_]{0,40}\s{0,3}\n\s{0,8}action\s+input\s?:",
         judge: always_medium,
@@ -1015,6 +1067,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "markdown_image_url",
         category: Category::Exfiltration,
+        anchor: Anchor::Start,
         keywords: &["!["],
         pattern: r"!\[[^\]\n]{0,120}\]\(\s?<?(?:https?:)?//[^\s)]{1,300}",
         judge: url_data,
@@ -1022,6 +1075,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "markdown_link_url",
         category: Category::Exfiltration,
+        anchor: Anchor::Around(128, 320),
         keywords: &["]("],
         pattern: r"(?:^|[^!])\[[^\]\n]{0,120}\]\(\s?<?(?:https?:)?//[^\s)]{1,300}",
         judge: url_data,
@@ -1029,6 +1083,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "html_image_url",
         category: Category::Exfiltration,
+        anchor: Anchor::Start,
         keywords: &["<img"],
         pattern: r#"<img\b[^>]{0,200}?\bsrc\s?=\s?["']?(?:https?:)?//[^\s"'>]{1,300}"#,
         judge: url_data,
@@ -1036,13 +1091,31 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "send_to_url",
         category: Category::Exfiltration,
-        keywords: &["http", "www."],
+        anchor: Anchor::Start,
+        keywords: &[
+            "send",
+            "post",
+            "upload",
+            "forward",
+            "transmit",
+            "exfiltrate",
+            "submit",
+            "leak",
+            "beacon",
+            "deliver",
+            "relay",
+            "copy",
+            "append",
+            "attach",
+            "encode",
+        ],
         pattern: r"\b(?:send|post|upload|forward|transmit|exfiltrate|submit|leak|beacon|deliver|relay|copy|append|attach|encode)\b[^\n]{0,160}?\b(?:to|at|via|into|using|with)\s(?:(?:this|the|my|our|that)\s(?:url|endpoint|server|webhook|address|site|link|api)\s?:?\s?)?<?(?:https?://|www\.)[^\s]{3,200}",
         judge: send_to_url,
     },
     Rule {
         id: "collector_host",
         category: Category::Exfiltration,
+        anchor: Anchor::Around(72, 32),
         keywords: &[
             "webhook.site",
             "requestbin",
@@ -1065,6 +1138,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "curl_post_secret",
         category: Category::Exfiltration,
+        anchor: Anchor::Start,
         keywords: &[
             "curl",
             "wget",
@@ -1082,16 +1156,40 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "reveal_secrets",
         category: Category::CredentialRequest,
+        anchor: Anchor::Start,
         keywords: &[
-            "key",
-            "token",
-            "credential",
-            "password",
-            "passphrase",
-            "secret",
-            "env",
-            "cookie",
-            "connection string",
+            "print",
+            "show",
+            "reveal",
+            "send",
+            "give",
+            "output",
+            "list",
+            "dump",
+            "display",
+            "tell",
+            "share",
+            "paste",
+            "leak",
+            "exfiltrate",
+            "include",
+            "read out",
+            "return",
+            "expose",
+            "echo",
+            "disclose",
+            "provide",
+            "write out",
+            "type out",
+            "copy",
+            "retrieve",
+            "fetch",
+            "extract",
+            "grab",
+            "post",
+            "upload",
+            "email",
+            "forward",
         ],
         pattern: r"\b(?:print|show|reveal|send|give|output|list|dump|display|tell|share|paste|leak|exfiltrate|include|read\s+out|return|expose|echo|disclose|provide|write\s+out|type\s+out|copy|retrieve|fetch|extract|grab|post|upload|email|forward)\s{1,3}(?:me\s+|us\s+|out\s+)?(?:(?:all|any|every|the|your|my|its|their|of|these|those|stored|saved|current|configured|internal|full|complete|raw|actual|real|secret|hidden|private|database|db|admin|root|aws|gcp|azure|openai|anthropic|github|stripe|service|cloud|production|prod|api|user|users'?|system|server|master|other)\s{1,3}){0,4}(?:api[\s_\-]?keys?|secret[\s_\-]?(?:access[\s_\-]?)?keys?|access[\s_\-]?keys?|access[\s_\-]?tokens?|auth(?:entication|orization)?[\s_\-]?tokens?|bearer[\s_\-]?tokens?|refresh[\s_\-]?tokens?|session[\s_\-]?tokens?|tokens|credentials?|passwords?|passphrases?|private[\s_\-]?keys?|ssh[\s_\-]?keys?|secrets|env(?:ironment)?[\s_\-]?(?:variables?|vars?)|\.env(?:\s+file)?|session[\s_\-]?cookies?|cookies|connection[\s_\-]?strings?)\b",
         judge: credential_request,
@@ -1099,6 +1197,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "secret_file_read",
         category: Category::CredentialRequest,
+        anchor: Anchor::Around(80, 64),
         keywords: &[
             "printenv",
             "environ",
@@ -1124,6 +1223,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "rm_rf_root",
         category: Category::DangerousCommand,
+        anchor: Anchor::Start,
         keywords: &["rm "],
         pattern: r#"\brm\s(?:-{1,2}[a-z\-]{1,20}\s){1,4}(?:/|~/?|\$home/?|\*|\.|/(?:etc|usr|var|home|boot|bin|sbin|lib|lib64|opt|root|sys|dev|srv|mnt)/?)\*?(?:\s|$|;|&|\||"|'|`|\))"#,
         judge: rm_rf,
@@ -1131,26 +1231,32 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "pipe_to_shell",
         category: Category::DangerousCommand,
+        anchor: Anchor::Start,
         keywords: &[
             "curl",
             "wget",
-            "iwr ",
+            "iwr",
             "invoke-webrequest",
-            "irm ",
+            "irm",
             "invoke-restmethod",
-            "$(curl",
-            "$( curl",
-            "<(curl",
-            "<( curl",
-            "$(wget",
-            "<(wget",
         ],
-        pattern: r"\b(?:curl|wget|iwr|invoke-webrequest|irm|invoke-restmethod)\b[^\n|]{0,300}\|\s?(?:sudo\s(?:-[a-z]{1,3}\s)?)?(?:(?:ba|z|da|k|fi|c|tc)?sh|python[0-9.]{0,4}|perl|ruby|node|php|iex|invoke-expression)\b|\b(?:(?:ba|z)?sh|source|eval|\.)\s(?:-c\s)?['\x22]?(?:\$|<)\(\s?(?:curl|wget)\b",
+        pattern: r"\b(?:curl|wget|iwr|invoke-webrequest|irm|invoke-restmethod)\b[^\n|]{0,300}\|\s?(?:sudo\s(?:-[a-z]{1,3}\s)?)?(?:(?:ba|z|da|k|fi|c|tc)?sh|python[0-9.]{0,4}|perl|ruby|node|php|iex|invoke-expression)\b",
+        judge: command,
+    },
+    Rule {
+        id: "shell_substitution",
+        category: Category::DangerousCommand,
+        anchor: Anchor::Around(16, 16),
+        keywords: &[
+            "$(curl", "$( curl", "<(curl", "<( curl", "$(wget", "$( wget", "<(wget", "<( wget",
+        ],
+        pattern: r"\b(?:(?:ba|z)?sh|source|eval|\.)\s(?:-c\s)?['\x22]?(?:\$|<)\(\s?(?:curl|wget)\b",
         judge: command,
     },
     Rule {
         id: "chmod_world_writable",
         category: Category::DangerousCommand,
+        anchor: Anchor::Start,
         keywords: &["chmod"],
         pattern: r"\bchmod\s(?:-[a-z]{1,3}\s){0,2}(?:0?777|a\+rwx|ugo\+rwx|[ugoa]{0,3}\+s|u\+s|4755|o\+w)\b",
         judge: chmod,
@@ -1158,6 +1264,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "reverse_shell",
         category: Category::DangerousCommand,
+        anchor: Anchor::Around(128, 448),
         keywords: &[
             "/dev/tcp/",
             "/dev/udp/",
@@ -1179,6 +1286,7 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "decode_and_execute",
         category: Category::DangerousCommand,
+        anchor: Anchor::Start,
         keywords: &[
             "base64",
             "xxd",
@@ -1187,8 +1295,9 @@ const RULES: [Rule; 29] = [
             "iex",
             "eval(",
             "eval (",
-            "frombase64string",
             "exec(",
+            "exec (",
+            "[system.convert]",
         ],
         pattern: r"\bbase64\s(?:-d|--decode|-di|-id|-d\s-i|-D)\b[^\n|]{0,80}\|\s?(?:sudo\s)?(?:(?:ba|z|da|k)?sh|python[0-9.]{0,4}|perl|ruby|node|php)\b|\bxxd\s-r\s-p\b[^\n|]{0,60}\|\s?(?:ba|z)?sh\b|\b(?:powershell|pwsh)(?:\.exe)?\s[^\n]{0,60}-(?:e|ec|en|enc|encodedcommand)\s[a-z0-9+/=]{16,}|\biex\s?\(\s?(?:new-object|\[system\.text\.encoding|\[convert\])|\b(?:eval|exec)\s?\(\s?(?:atob|base64_decode|base64\.b64decode|frombase64string|gzinflate|str_rot13)\b|\[system\.convert\]::frombase64string[^\n]{0,200}(?:iex|invoke-expression)",
         judge: command,
@@ -1196,19 +1305,19 @@ const RULES: [Rule; 29] = [
     Rule {
         id: "destructive_command",
         category: Category::DangerousCommand,
+        anchor: Anchor::Start,
         keywords: &[
             "mkfs",
             "dd ",
-            "/dev/sd",
-            "/dev/nvme",
-            "/dev/hd",
-            "/dev/vd",
-            ":|:",
+            "> /dev/",
+            ">/dev/",
+            ":(){",
+            ":() {",
             "shred",
             "crontab -r",
             "history -c",
             "format c:",
-            "del /f",
+            "del /",
             "rd /s",
             "remove-item",
         ],
@@ -1220,6 +1329,52 @@ const RULES: [Rule; 29] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every rule over the whole view, no keywords, no windows: what `scan` must equal.
+    fn scan_exhaustive(view: &[u8]) -> Vec<(&'static str, usize)> {
+        let ctx = Ctx::new(view);
+        let mut out = Vec::new();
+        for (rule, re) in &ENGINE.rules {
+            for mm in re.find_iter(view) {
+                if (rule.judge)(&ctx, mm.range()).is_some() {
+                    out.push((rule.id, mm.start()));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn the_keyword_prefilter_loses_no_match() {
+        let mut texts: Vec<String> = Vec::new();
+        for file in [
+            include_str!("testdata/payloads.json"),
+            include_str!("testdata/benign.json"),
+        ] {
+            let v: Vec<serde_json::Value> = serde_json::from_str(file).expect("corpus");
+            texts.extend(
+                v.iter()
+                    .map(|e| e["text"].as_str().expect("text").to_owned()),
+            );
+        }
+        // All of it at once too: windows then meet neighbours.
+        texts.push(texts.join("\n\n"));
+        let mut compared = 0;
+        for t in &texts {
+            let view = super::super::view::View::build(t);
+            let want = scan_exhaustive(view.bytes());
+            let mut got: Vec<_> = ENGINE
+                .scan(view.bytes())
+                .iter()
+                .map(|h| (h.rule, h.view.start))
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, want, "in {t:?}");
+            compared += want.len();
+        }
+        assert!(compared > 300, "only {compared} matches compared");
+    }
 
     #[test]
     fn every_rule_compiles_and_has_keywords() {

@@ -30,57 +30,90 @@ pub(super) struct View {
 impl View {
     pub fn build(text: &str) -> View {
         let b = text.as_bytes();
-        let mut v: Vec<u8> = Vec::with_capacity(b.len());
+        let mut v: Vec<u8> = Vec::with_capacity(b.len() + 16);
         let mut segs: Vec<Seg> = Vec::new();
+        // Whether the last segment is an identity one that the next byte continues.
         let mut identity = false;
         let mut line_start = true;
         let mut i = 0;
+        let blank = |c: &u8| *c == b' ' || *c == b'\t';
+        let mut cache = FoldCache::new();
         while i < b.len() {
-            let x = b[i];
-            if x.is_ascii() {
-                let blank = x == b' ' || x == b'\t';
-                if blank && !line_start && v.last() == Some(&b' ') {
-                    identity = false;
+            if b[i] >= 0x80 {
+                let Some(c) = text[i..].chars().next() else {
+                    break;
+                };
+                identity = false;
+                let start = v.len();
+                cache.fold(c, &mut v);
+                if v.len() > start && v[start] == b' ' && start > 0 && v[start - 1] == b' ' {
+                    v.truncate(start);
+                }
+                if v.len() > start {
+                    segs.push(Seg {
+                        view: start,
+                        out: i,
+                        len: c.len_utf8(),
+                    });
+                    line_start = v.last() == Some(&b'\n');
+                }
+                i += c.len_utf8();
+                continue;
+            }
+            if !identity {
+                segs.push(Seg {
+                    view: v.len(),
+                    out: i,
+                    len: 0,
+                });
+                identity = true;
+            }
+            if line_start {
+                // Indentation stays as it is: it tells code from prose.
+                let n = b[i..].iter().take_while(|c| blank(c)).count();
+                v.extend_from_slice(&b[i..i + n]);
+                i += n;
+                line_start = false;
+                continue;
+            }
+            // Bytes that stand for themselves: up to a non-ASCII byte, a line break, a tab
+            // or a second blank.
+            let start = i;
+            loop {
+                i += b[i..]
+                    .iter()
+                    .position(|c| STOP[usize::from(*c)])
+                    .unwrap_or(b.len() - i);
+                // A single space between words stands for itself.
+                if b.get(i) == Some(&b' ') && !b.get(i + 1).is_some_and(blank) {
                     i += 1;
                     continue;
                 }
-                let y = if blank && !line_start {
-                    b' '
-                } else {
-                    x.to_ascii_lowercase()
-                };
-                if !identity {
-                    segs.push(Seg {
-                        view: v.len(),
-                        out: i,
-                        len: 0,
-                    });
-                    identity = true;
-                }
-                v.push(y);
-                line_start = x == b'\n' || (line_start && blank);
-                i += 1;
-                continue;
-            }
-            let Some(c) = text[i..].chars().next() else {
                 break;
-            };
-            identity = false;
-            let start = v.len();
-            fold(c, &mut v);
-            if v.len() > start && v[start] == b' ' && start > 0 && v[start - 1] == b' ' {
-                v.truncate(start);
             }
-            if v.len() > start {
-                segs.push(Seg {
-                    view: start,
-                    out: i,
-                    len: c.len_utf8(),
-                });
-                line_start = v.last() == Some(&b'\n');
+            v.extend_from_slice(&b[start..i]);
+            match b.get(i) {
+                Some(b'\n') => {
+                    v.push(b'\n');
+                    i += 1;
+                    line_start = true;
+                }
+                Some(b' ' | b'\t') => {
+                    // A blank run: one space, mapped to its first byte.
+                    let n = b[i..].iter().take_while(|c| blank(c)).count();
+                    if v.last() == Some(&b' ') {
+                        identity = false;
+                    } else {
+                        v.push(b' ');
+                        identity = n == 1;
+                    }
+                    i += n;
+                }
+                _ => {}
             }
-            i += c.len_utf8();
         }
+        // Folded characters are lower case already; this lowers the ASCII bytes.
+        v.make_ascii_lowercase();
         View { bytes: v, segs }
     }
 
@@ -109,6 +142,49 @@ impl View {
             o..o + 1
         } else {
             s.out..s.out + s.len
+        }
+    }
+}
+
+/// Bytes that end a stretch copied as it is: non-ASCII, blanks, line breaks.
+const STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = c >= 0x80 || c == b' ' as usize || c == b'\t' as usize || c == b'\n' as usize;
+        c += 1;
+    }
+    t
+};
+
+/// Folding goes through several Unicode tables; text repeats the same few characters,
+/// so a small direct-mapped cache of results saves most of the lookups.
+struct FoldCache {
+    slots: Vec<(char, u8, [u8; 7])>,
+}
+
+impl FoldCache {
+    const SLOTS: usize = 256;
+
+    fn new() -> Self {
+        FoldCache {
+            slots: vec![('\0', 0, [0; 7]); Self::SLOTS],
+        }
+    }
+
+    fn fold(&mut self, c: char, v: &mut Vec<u8>) {
+        let slot = &mut self.slots[c as usize % Self::SLOTS];
+        if slot.0 == c {
+            v.extend_from_slice(&slot.2[..usize::from(slot.1)]);
+            return;
+        }
+        let start = v.len();
+        fold(c, v);
+        let n = v.len() - start;
+        if n <= 7 {
+            slot.0 = c;
+            slot.1 = n as u8;
+            slot.2[..n].copy_from_slice(&v[start..]);
         }
     }
 }
