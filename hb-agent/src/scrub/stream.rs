@@ -42,18 +42,41 @@ impl<'a> ScrubStream<'a> {
     }
 
     /// Scrubs `chunk` and appends to `out` every output byte that is now final.
+    ///
+    /// Only the bytes the engine still needs are copied: the chunk is fed through the
+    /// held buffer in growing steps until nothing before the chunk is needed, then
+    /// scanned in place, and its unreleased tail is kept.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        self.buf.extend_from_slice(chunk);
+        let families = &self.scrubber.families;
         self.live = self.scrubber.live_snapshot();
-        self.engine.advance(
-            &self.scrubber.families,
-            &self.live,
-            &self.buf,
-            self.base,
-            false,
-            out,
-        );
-        let keep = self.engine.keep_from();
+        let chunk_base = self.base + self.buf.len();
+        let mut taken = 0;
+        let mut step = 4096;
+        while self.engine.keep_from(families) < chunk_base && taken < chunk.len() {
+            let n = step.min(chunk.len() - taken);
+            self.buf.extend_from_slice(&chunk[taken..taken + n]);
+            taken += n;
+            step *= 2;
+            self.engine
+                .advance(families, &self.live, &self.buf, self.base, false, out);
+            self.release();
+        }
+        if taken < chunk.len() {
+            // Everything still needed lies in the chunk: scan it where it is.
+            let from = self.engine.keep_from(families);
+            let data = &chunk[from - chunk_base..];
+            self.engine
+                .advance(families, &self.live, data, from, false, out);
+            let keep = self.engine.keep_from(families);
+            self.buf.clear();
+            self.buf.extend_from_slice(&chunk[keep - chunk_base..]);
+            self.base = keep;
+        }
+    }
+
+    /// Drops held bytes the engine no longer needs.
+    fn release(&mut self) {
+        let keep = self.engine.keep_from(&self.scrubber.families);
         if keep > self.base {
             self.buf.drain(..keep - self.base);
             self.base = keep;

@@ -584,8 +584,9 @@ fn hold_back_stays_within_the_bound() {
     let prose = "The quick brown fox jumps over the lazy dog; 0123456789.\n";
     for _ in 0..100 {
         stream.push(prose.as_bytes(), &mut out);
+        // The longest anchor (16) plus the longest keyword offset before it (11).
         assert!(
-            stream.held() < 20,
+            stream.held() < 28,
             "held {} with no keyword pending",
             stream.held()
         );
