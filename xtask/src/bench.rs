@@ -33,11 +33,15 @@ const ALLOW_ENTRIES: u32 = 65_536;
 const STATIC_CIDRS: u32 = 1_000;
 
 pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
+    // Pure user space: no root, no eBPF set-up.
+    if which == Some("scrub") {
+        return crate::bench_scrub::bench();
+    }
     let run_connect = matches!(which, None | Some("connect"));
     let run_dns = matches!(which, None | Some("dns"));
     if !run_connect && !run_dns {
         bail!(
-            "unknown benchmark \"{}\" (available: connect, dns)",
+            "unknown benchmark \"{}\" (available: connect, dns, scrub)",
             which.unwrap_or_default()
         );
     }

@@ -2,6 +2,7 @@
 //! printed first; any failure stops it with a non-zero exit.
 
 mod bench;
+mod bench_scrub;
 mod setup;
 mod util;
 
@@ -33,9 +34,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks, hb side by side with its comparison (root needed).
+    /// Benchmarks, hb side by side with its comparison (root needed, except for scrub).
     Bench {
-        /// Which benchmark: `connect` or `dns` (default: both).
+        /// Which benchmark: `connect`, `dns` (default: both) or `scrub`.
         which: Option<String>,
     },
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.

@@ -46,6 +46,9 @@ pub(super) struct Engine {
     candidates: Vec<Candidate>,
     open: Option<Open>,
     found: Vec<Found>,
+    /// After `advance`: the input end that would let the engine decide everything it
+    /// is waiting on now (the windows of deferred hits).
+    wanted_end: usize,
     pub redactions: Vec<Redaction>,
 }
 
@@ -57,6 +60,12 @@ impl Engine {
             .min(self.family_settled(families))
             .min(self.live_pos)
             .saturating_sub(1)
+    }
+
+    /// How far the input must reach for the hits deferred by the last `advance` to be
+    /// decided (0 if none was deferred).
+    pub fn wanted_end(&self) -> usize {
+        self.wanted_end
     }
 
     /// Input bytes written (or swallowed by a span) so far.
@@ -78,6 +87,7 @@ impl Engine {
     ) {
         debug_assert!(base <= self.keep_from(families));
         let end = base + data.len();
+        self.wanted_end = 0;
         self.scan_families(families, data, base, end, finished);
         self.scan_live(live, data, base, end, finished);
         self.candidates
@@ -140,6 +150,7 @@ impl Engine {
                 Some((at, anchor)) => {
                     let p = base + at;
                     if !finished && p + families.reach(anchor) > end {
+                        self.wanted_end = self.wanted_end.max(p + families.reach(anchor));
                         pos = p;
                         break;
                     }
@@ -176,6 +187,7 @@ impl Engine {
                     let p = base + start;
                     // The longest form starting at `p` may not be whole yet.
                     if !finished && p + live.longest() > end {
+                        self.wanted_end = self.wanted_end.max(p + live.longest());
                         pos = p;
                         break;
                     }

@@ -6,7 +6,7 @@
 //! Must never: keep a value or an encoding outside a zeroized [`Secret`] (the automaton
 //! itself is the one exception: it has to hold the bytes it looks for), or hand one out.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, BuildError, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, BuildError, MatchKind, StartKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
@@ -28,6 +28,7 @@ pub(super) struct LiveEntry {
 /// The automaton over every form of every registered value.
 pub(super) struct LiveSet {
     automaton: Option<AhoCorasick>,
+    sampler: Sampler,
     /// The label of each pattern of the automaton.
     labels: Vec<&'static str>,
     longest: usize,
@@ -37,6 +38,7 @@ impl LiveSet {
     pub fn empty() -> Self {
         Self {
             automaton: None,
+            sampler: Sampler::default(),
             labels: Vec::new(),
             longest: 0,
         }
@@ -66,8 +68,10 @@ impl LiveSet {
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .kind(Some(kind))
+            .start_kind(StartKind::Both)
             .build(&forms)?;
         Ok(Self {
+            sampler: Sampler::new(&forms),
             automaton: Some(automaton),
             labels,
             longest,
@@ -81,12 +85,74 @@ impl LiveSet {
 
     /// The first form found starting at or after `from` (an index into `hay`):
     /// (start, end, label).
+    ///
+    /// The sampler looks at every `k`-th position only; an occurrence of a form spans
+    /// `k` window starts, so one of them is sampled, and the automaton is then tried,
+    /// anchored, at the `k` starts that window could belong to, in order. That gives
+    /// the same answer as an unanchored search, faster: the automaton's own scan over
+    /// thousands of forms (no literal prefilter fits them) runs at about 90 MiB/s.
     pub fn next_hit(&self, hay: &[u8], from: usize) -> Option<(usize, usize, &'static str)> {
         let automaton = self.automaton.as_ref()?;
-        let input = aho_corasick::Input::new(hay).span(from..hay.len());
-        automaton
-            .find(input)
-            .map(|m| (m.start(), m.end(), self.labels[m.pattern().as_usize()]))
+        let k = self.sampler.k;
+        let mut t = from;
+        while t + WINDOW <= hay.len() {
+            if self.sampler.maybe(&hay[t..t + WINDOW]) {
+                for start in from.max((t + 1).saturating_sub(k))..=t {
+                    let input = aho_corasick::Input::new(hay)
+                        .span(start..hay.len())
+                        .anchored(Anchored::Yes);
+                    if let Some(m) = automaton.find(input) {
+                        return Some((m.start(), m.end(), self.labels[m.pattern().as_usize()]));
+                    }
+                }
+            }
+            t += k;
+        }
+        None
+    }
+}
+
+/// Bytes hashed per sample.
+const WINDOW: usize = 4;
+
+/// A bit per hash of every `WINDOW`-byte window a sample can land on: the first `k`
+/// windows of each form, where `k` is as large as the shortest form allows. About 32
+/// bits per window (at most 1 MiB), so a few per cent are set.
+#[derive(Default)]
+struct Sampler {
+    bits: Vec<u64>,
+    log2: u32,
+    k: usize,
+}
+
+impl Sampler {
+    fn new(forms: &[&[u8]]) -> Self {
+        let shortest = forms.iter().map(|f| f.len()).min().unwrap_or(WINDOW);
+        let k = (shortest + 1).saturating_sub(WINDOW).clamp(1, 16);
+        let wanted = (forms.len() * k * 32).next_power_of_two();
+        let log2 = wanted.trailing_zeros().clamp(12, 23);
+        let mut sampler = Self {
+            bits: vec![0u64; 1 << (log2 - 6)],
+            log2,
+            k,
+        };
+        for f in forms {
+            for j in 0..k {
+                let h = sampler.hash(&f[j..j + WINDOW]);
+                sampler.bits[h >> 6] |= 1 << (h & 63);
+            }
+        }
+        sampler
+    }
+
+    fn maybe(&self, window: &[u8]) -> bool {
+        let h = self.hash(window);
+        self.bits[h >> 6] & (1 << (h & 63)) != 0
+    }
+
+    fn hash(&self, window: &[u8]) -> usize {
+        let w = u32::from_le_bytes([window[0], window[1], window[2], window[3]]);
+        (w.wrapping_mul(0x9E37_79B1) >> (32 - self.log2)) as usize
     }
 }
 
@@ -221,6 +287,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sampled_search_finds_what_a_full_search_finds() {
+        let values: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| format!("v{i:02}-Zq8kLm2vX9pQ{}", "x".repeat(usize::from(i % 7))).into_bytes())
+            .collect();
+        let entries: Vec<LiveEntry> = values
+            .iter()
+            .map(|v| LiveEntry {
+                label: "live_secret",
+                forms: forms(v),
+            })
+            .collect();
+        let set = LiveSet::build(entries.iter()).expect("build");
+        let all: Vec<&[u8]> = entries
+            .iter()
+            .flat_map(|e| e.forms.iter().map(Secret::expose))
+            .collect();
+        let reference = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&all)
+            .expect("reference");
+        // Forms planted at every offset, overlapping and back to back, in filler.
+        let mut hay = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            hay.extend(std::iter::repeat_n(b'.', i % 9));
+            hay.extend_from_slice(e.forms[i % e.forms.len()].expose());
+            if i % 3 == 0 {
+                hay.truncate(hay.len() - 2);
+            }
+        }
+        let mut found = 0;
+        for from in 0..hay.len() {
+            let want = reference
+                .find(aho_corasick::Input::new(&hay).span(from..hay.len()))
+                .map(|m| (m.start(), m.end()));
+            let got = set.next_hit(&hay, from).map(|(s, e, _)| (s, e));
+            assert_eq!(got, want, "from {from}");
+            found += usize::from(got.is_some());
+        }
+        assert!(found > hay.len() / 2);
     }
 
     #[test]

@@ -43,20 +43,21 @@ impl<'a> ScrubStream<'a> {
 
     /// Scrubs `chunk` and appends to `out` every output byte that is now final.
     ///
-    /// Only the bytes the engine still needs are copied: the chunk is fed through the
-    /// held buffer in growing steps until nothing before the chunk is needed, then
-    /// scanned in place, and its unreleased tail is kept.
+    /// Only the bytes the engine still needs are copied: the start of the chunk is fed
+    /// through the held buffer until nothing before the chunk is needed (usually one
+    /// step: as far as the windows of the hits waiting at the end of the last chunk),
+    /// then the rest is scanned in place and its unreleased tail kept.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         let families = &self.scrubber.families;
         self.live = self.scrubber.live_snapshot();
         let chunk_base = self.base + self.buf.len();
         let mut taken = 0;
-        let mut step = 4096;
         while self.engine.keep_from(families) < chunk_base && taken < chunk.len() {
-            let n = step.min(chunk.len() - taken);
+            // Enough for what the engine waits on (at least a few anchors' worth).
+            let wanted = self.engine.wanted_end().saturating_sub(chunk_base + taken);
+            let n = wanted.max(256).min(chunk.len() - taken);
             self.buf.extend_from_slice(&chunk[taken..taken + n]);
             taken += n;
-            step *= 2;
             self.engine
                 .advance(families, &self.live, &self.buf, self.base, false, out);
             self.release();
