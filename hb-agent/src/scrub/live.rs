@@ -1,10 +1,16 @@
 //! Live secrets: the exact values this process holds (decrypted vault values, live
 //! handles) and the encodings a tool or an attacker would turn them into.
 //!
-//! Owns: the encodings of a registered value and the Aho-Corasick automaton over all of
-//! them (a [`LiveSet`], immutable once built and shared as `Arc`).
-//! Must never: keep a value or an encoding outside a zeroized [`Secret`] (the automaton
-//! itself is the one exception: it has to hold the bytes it looks for), or hand one out.
+//! Owns: the encodings of a registered value and the automata over all of them (a
+//! [`LiveSet`], immutable once built and shared as `Arc`).
+//! Must never: keep a value or an encoding outside a zeroized [`Secret`] (the automata
+//! and the sampler's 4-byte windows are the exception: they have to hold what they look
+//! for), or hand one out.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, BuildError, MatchKind, StartKind};
 use base64::Engine as _;
@@ -25,41 +31,49 @@ pub(super) struct LiveEntry {
     pub forms: Vec<Secret>,
 }
 
-/// The automaton over every form of every registered value.
+/// What scrubs look at: every registered value's forms, as segments (each an
+/// automaton over the forms of some values) behind one sampler over all of them.
+///
+/// Segments keep registration cheap: a new value gets a small segment of its own, and
+/// the newest segments merge when they grow to the size of the one before (a binary
+/// counter), so there are O(log n) of them and each form is rebuilt O(log n) times.
+/// Unregistering marks the value dead (its matches are ignored) and rebuilds its
+/// segment only once half of the segment is dead. Scanning cost does not grow with the
+/// number of segments: the sampler scans, and the segments are only asked, anchored,
+/// at the rare positions it flags.
 pub(super) struct LiveSet {
-    automaton: Option<AhoCorasick>,
-    sampler: Sampler,
-    /// The label of each pattern of the automaton.
-    labels: Vec<&'static str>,
-    longest: usize,
+    pub segments: Vec<Arc<Segment>>,
+    pub sampler: Arc<Sampler>,
+    /// Unregistered values whose forms are still in a segment (and in the sampler).
+    pub dead: Arc<HashSet<u64>>,
+    pub longest: usize,
 }
 
-impl LiveSet {
-    pub fn empty() -> Self {
-        Self {
-            automaton: None,
-            sampler: Sampler::default(),
-            labels: Vec::new(),
-            longest: 0,
-        }
-    }
+/// An automaton over the forms of some registered values.
+pub(super) struct Segment {
+    /// The values it was built from, by registry id.
+    pub entries: Vec<(u64, Arc<LiveEntry>)>,
+    automaton: AhoCorasick,
+    /// The value (index into `entries`) of each pattern.
+    owner: Vec<usize>,
+}
 
-    pub fn build<'a>(entries: impl Iterator<Item = &'a LiveEntry>) -> Result<Self, BuildError> {
+impl Segment {
+    pub fn build(entries: Vec<(u64, Arc<LiveEntry>)>) -> Result<Option<Self>, BuildError> {
         let mut forms: Vec<&[u8]> = Vec::new();
-        let mut labels = Vec::new();
-        for e in entries {
+        let mut owner = Vec::new();
+        for (i, (_, e)) in entries.iter().enumerate() {
             for f in &e.forms {
                 forms.push(f.expose());
-                labels.push(e.label);
+                owner.push(i);
             }
         }
         if forms.is_empty() {
-            return Ok(Self::empty());
+            return Ok(None);
         }
-        let longest = forms.iter().map(|f| f.len()).max().unwrap_or(0);
-        // A DFA scans fastest but costs a transition table per state (about one state
-        // per pattern byte): past a few hundred forms the contiguous NFA is the sane
-        // trade.
+        // Only anchored searches at flagged positions: a DFA answers those fastest but
+        // costs a transition table per state (about one per pattern byte), so past a
+        // few hundred forms the contiguous NFA is the sane trade.
         let kind = if forms.len() <= 512 {
             AhoCorasickKind::DFA
         } else {
@@ -68,14 +82,50 @@ impl LiveSet {
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .kind(Some(kind))
-            .start_kind(StartKind::Both)
+            .start_kind(StartKind::Anchored)
             .build(&forms)?;
-        Ok(Self {
-            sampler: Sampler::new(&forms),
-            automaton: Some(automaton),
-            labels,
-            longest,
-        })
+        drop(forms);
+        Ok(Some(Self {
+            entries,
+            automaton,
+            owner,
+        }))
+    }
+
+    pub fn forms(&self) -> usize {
+        self.owner.len()
+    }
+
+    /// The longest form of a live value starting exactly at `start`: (end, label).
+    fn at(&self, hay: &[u8], start: usize, dead: &HashSet<u64>) -> Option<(usize, &'static str)> {
+        let input = aho_corasick::Input::new(hay)
+            .span(start..hay.len())
+            .anchored(Anchored::Yes);
+        let m = self.automaton.find(input)?;
+        let (id, entry) = &self.entries[self.owner[m.pattern().as_usize()]];
+        if !dead.contains(id) {
+            return Some((m.end(), entry.label));
+        }
+        // The longest form here is a dead value's; a live one may still be a prefix of
+        // it. Rare (a revoked value showing up), so a plain comparison will do.
+        self.entries
+            .iter()
+            .filter(|(id, _)| !dead.contains(id))
+            .flat_map(|(_, e)| e.forms.iter().map(move |f| (f.expose(), e.label)))
+            .filter(|(f, _)| hay[start..].starts_with(f))
+            .map(|(f, label)| (start + f.len(), label))
+            .max_by_key(|&(end, _)| end)
+    }
+}
+
+impl LiveSet {
+    pub fn empty() -> Self {
+        Self {
+            segments: Vec::new(),
+            sampler: Arc::new(Sampler::default()),
+            dead: Arc::default(),
+            longest: 0,
+        }
     }
 
     /// The longest form: no live match is longer.
@@ -83,26 +133,36 @@ impl LiveSet {
         self.longest
     }
 
-    /// The first form found starting at or after `from` (an index into `hay`):
-    /// (start, end, label).
+    /// The first form found starting at or after `from` (an index into `hay`), the
+    /// longest one at that start: (start, end, label). The same answer as an unanchored
+    /// leftmost-longest search over all live forms.
     ///
-    /// The sampler looks at every `k`-th position only; an occurrence of a form spans
-    /// `k` window starts, so one of them is sampled, and the automaton is then tried,
-    /// anchored, at the `k` starts that window could belong to, in order. That gives
-    /// the same answer as an unanchored search, faster: the automaton's own scan over
-    /// thousands of forms (no literal prefilter fits them) runs at about 90 MiB/s.
+    /// The sampler looks at every `k`-th position only: an occurrence of a form spans
+    /// `k` window starts, so one of them is sampled, and the window says at which of
+    /// the `k` starts before it a form could begin; the segments are tried there,
+    /// anchored, in order. (An unanchored automaton over thousands of forms, which no
+    /// literal prefilter fits, scans at about 90 MiB/s; this at several hundred.)
     pub fn next_hit(&self, hay: &[u8], from: usize) -> Option<(usize, usize, &'static str)> {
-        let automaton = self.automaton.as_ref()?;
+        if self.segments.is_empty() {
+            return None;
+        }
         let k = self.sampler.k;
         let mut t = from;
         while t + WINDOW <= hay.len() {
-            if self.sampler.maybe(&hay[t..t + WINDOW]) {
-                for start in from.max((t + 1).saturating_sub(k))..=t {
-                    let input = aho_corasick::Input::new(hay)
-                        .span(start..hay.len())
-                        .anchored(Anchored::Yes);
-                    if let Some(m) = automaton.find(input) {
-                        return Some((m.start(), m.end(), self.labels[m.pattern().as_usize()]));
+            if let Some(offsets) = self.sampler.offsets(&hay[t..t + WINDOW]) {
+                // Offset j means a form would start at t - j: earliest start first.
+                for j in (0..k).rev() {
+                    if offsets & (1 << j) == 0 || t < from + j {
+                        continue;
+                    }
+                    let start = t - j;
+                    let best = self
+                        .segments
+                        .iter()
+                        .filter_map(|s| s.at(hay, start, &self.dead))
+                        .max_by_key(|&(end, _)| end);
+                    if let Some((end, label)) = best {
+                        return Some((start, end, label));
                     }
                 }
             }
@@ -112,48 +172,87 @@ impl LiveSet {
     }
 }
 
-/// Bytes hashed per sample.
+/// Bytes per sampled window.
 const WINDOW: usize = 4;
 
-/// A bit per hash of every `WINDOW`-byte window a sample can land on: the first `k`
-/// windows of each form, where `k` is as large as the shortest form allows. About 32
-/// bits per window (at most 1 MiB), so a few per cent are set.
-#[derive(Default)]
-struct Sampler {
+/// The first `k` windows of every form (`k` as large as the shortest form allows), as
+/// a bit per hash (about 64 bits per window, at most 2 MiB, so a sample rarely passes
+/// by chance) and, for the samples that pass, the exact windows with the offsets they
+/// occur at. Windows of unregistered values may linger: they only cost a look.
+#[derive(Clone, Default)]
+pub(super) struct Sampler {
     bits: Vec<u64>,
     log2: u32,
+    windows: HashMap<[u8; WINDOW], u16>,
     k: usize,
+    /// Forms added.
+    forms: usize,
 }
 
 impl Sampler {
-    fn new(forms: &[&[u8]]) -> Self {
-        let shortest = forms.iter().map(|f| f.len()).min().unwrap_or(WINDOW);
+    pub fn new<'a>(entries: impl Iterator<Item = &'a LiveEntry> + Clone) -> Self {
+        let count: usize = entries.clone().map(|e| e.forms.len()).sum();
+        let shortest = entries
+            .clone()
+            .flat_map(|e| e.forms.iter().map(Secret::len))
+            .min()
+            .unwrap_or(WINDOW);
         let k = (shortest + 1).saturating_sub(WINDOW).clamp(1, 16);
-        let wanted = (forms.len() * k * 32).next_power_of_two();
-        let log2 = wanted.trailing_zeros().clamp(12, 23);
+        // Room for twice as many before the bits fill up.
+        let wanted = (2 * count * k * 64).next_power_of_two();
+        let log2 = wanted.trailing_zeros().clamp(12, 24);
         let mut sampler = Self {
             bits: vec![0u64; 1 << (log2 - 6)],
             log2,
+            windows: HashMap::new(),
             k,
+            forms: 0,
         };
-        for f in forms {
-            for j in 0..k {
-                let h = sampler.hash(&f[j..j + WINDOW]);
-                sampler.bits[h >> 6] |= 1 << (h & 63);
-            }
+        for e in entries {
+            sampler.add(e);
         }
         sampler
     }
 
-    fn maybe(&self, window: &[u8]) -> bool {
-        let h = self.hash(window);
-        self.bits[h >> 6] & (1 << (h & 63)) != 0
+    /// Whether `entry` can be added without a rebuild: its forms are long enough for
+    /// `k`, and the bits have room.
+    pub fn fits(&self, entry: &LiveEntry) -> bool {
+        let shortest = entry.forms.iter().map(Secret::len).min().unwrap_or(WINDOW);
+        self.k > 0
+            && shortest + 1 >= self.k + WINDOW
+            && (self.forms + entry.forms.len()) * self.k * 64 <= self.bits.len() * 64
     }
 
-    fn hash(&self, window: &[u8]) -> usize {
-        let w = u32::from_le_bytes([window[0], window[1], window[2], window[3]]);
-        (w.wrapping_mul(0x9E37_79B1) >> (32 - self.log2)) as usize
+    pub fn add(&mut self, entry: &LiveEntry) {
+        for f in &entry.forms {
+            let f = f.expose();
+            for j in 0..self.k {
+                let w = window(&f[j..j + WINDOW]);
+                let h = self.hash(w);
+                self.bits[h >> 6] |= 1 << (h & 63);
+                *self.windows.entry(w).or_default() |= 1 << j;
+            }
+        }
+        self.forms += entry.forms.len();
     }
+
+    /// The offsets (bit j: offset j) at which `hay_window` starts in some form.
+    fn offsets(&self, hay_window: &[u8]) -> Option<u16> {
+        let w = window(hay_window);
+        let h = self.hash(w);
+        if self.bits[h >> 6] & (1 << (h & 63)) == 0 {
+            return None;
+        }
+        self.windows.get(&w).copied()
+    }
+
+    fn hash(&self, w: [u8; WINDOW]) -> usize {
+        (u32::from_le_bytes(w).wrapping_mul(0x9E37_79B1) >> (32 - self.log2)) as usize
+    }
+}
+
+fn window(bytes: &[u8]) -> [u8; WINDOW] {
+    [bytes[0], bytes[1], bytes[2], bytes[3]]
 }
 
 /// Every form `value` is looked for in: raw; base64 standard and URL-safe, padded and
@@ -301,7 +400,24 @@ mod tests {
                 forms: forms(v),
             })
             .collect();
-        let set = LiveSet::build(entries.iter()).expect("build");
+        // Several segments, as registrations one by one would leave them.
+        let entries: Vec<Arc<LiveEntry>> = entries.into_iter().map(Arc::new).collect();
+        let segments: Vec<Arc<Segment>> = entries
+            .chunks(7)
+            .enumerate()
+            .filter_map(|(i, c)| {
+                Segment::build(c.iter().map(|e| (i as u64, Arc::clone(e))).collect())
+                    .expect("build")
+                    .map(Arc::new)
+            })
+            .collect();
+        assert!(segments.len() > 3);
+        let set = LiveSet {
+            segments,
+            sampler: Arc::new(Sampler::new(entries.iter().map(|e| &**e))),
+            dead: Arc::default(),
+            longest: 1000,
+        };
         let all: Vec<&[u8]> = entries
             .iter()
             .flat_map(|e| e.forms.iter().map(Secret::expose))
