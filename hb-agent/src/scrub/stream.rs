@@ -4,14 +4,15 @@
 //! token or live secret can still cover it, so a secret split across chunk boundaries
 //! (even into 1-byte chunks) is caught exactly as in a whole buffer.
 //!
-//! The hold-back bound: after each `push`, at most `W - 1` input bytes are held, where
-//! `W` is the largest of the window of a keyword seen near the end (its rules' longest
-//! match: 16 KiB for `jwt`, `pem_private_key`, `bearer_token` and
-//! `authorization_header`, under 1 KiB for every other family), the longest keyword
-//! (20 bytes), and the longest registered live form (at most 4 × 4096 bytes). Without a
-//! keyword near the end, that is only the longest keyword or live form. Tokens longer
-//! than their family's window are cut: the first `W` bytes are redacted, the tail is not
-//! (a 16 KiB JWT or PEM key is far beyond real ones).
+//! The hold-back bound: after each `push`, fewer than `W` input bytes are held, where
+//! `W` is the largest of: the window of a keyword hit near the end (its rules' longest
+//! match: 16 KiB for `jwt` and `pem_private_key`, 4 KiB for `bearer_token`,
+//! `authorization_header` and `google_oauth_token`, at most 1 KiB for every other
+//! family), the longest anchor plus the longest keyword offset (27 bytes), and the
+//! longest form of a registered live value (at most 3 × 4096 bytes; 120 for a
+//! 40-byte value). With no keyword near the end and no live values that is 27 bytes.
+//! Tokens longer than their family's window are cut there: the first `W` bytes are
+//! redacted, the rest is not (a 16 KiB JWT or PEM key is far beyond real ones).
 
 use std::sync::Arc;
 
@@ -52,10 +53,13 @@ impl<'a> ScrubStream<'a> {
         self.live = self.scrubber.live_snapshot();
         let chunk_base = self.base + self.buf.len();
         let mut taken = 0;
+        let mut at_least = 256;
         while self.engine.keep_from(families) < chunk_base && taken < chunk.len() {
-            // Enough for what the engine waits on (at least a few anchors' worth).
+            // Enough for what the engine waits on; more each round, as hits deferred
+            // in this round may wait on more.
             let wanted = self.engine.wanted_end().saturating_sub(chunk_base + taken);
-            let n = wanted.max(256).min(chunk.len() - taken);
+            let n = wanted.max(at_least).min(chunk.len() - taken);
+            at_least *= 4;
             self.buf.extend_from_slice(&chunk[taken..taken + n]);
             taken += n;
             self.engine
