@@ -54,7 +54,19 @@ pub(super) struct Rule {
     /// The byte before the keyword must not be an ASCII letter or digit (`task-…` is
     /// not an `sk-` key).
     pub left_boundary: bool,
+    /// A hand-written test that rejects most hits before the regex runs.
+    pub quick: Quick,
     pub check: Check,
+}
+
+/// Cheap rejections for families whose keyword is common in clean text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Quick {
+    None,
+    /// After `://` (or `:\/\/`), the first byte that ends a URL's user part is `:` —
+    /// the case of `user:password@`; `host/path` and `host:port/` end it otherwise or
+    /// have no `@` (the regex decides those). One URL in a few thousand has a user.
+    UserInfo,
 }
 
 /// The families, most specific first: when two spans start at the same byte and have
@@ -72,6 +84,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 16 * 1024,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -82,6 +95,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 16 * 1024,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -92,6 +106,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -102,6 +117,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -112,6 +128,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -122,6 +139,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -132,6 +150,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -142,6 +161,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 512,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -152,6 +172,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -162,6 +183,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 4096,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -172,6 +194,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 64,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -182,6 +205,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 512,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -192,6 +216,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 512,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -202,6 +227,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 512,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -212,6 +238,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 32,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -222,6 +249,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 512,
         left_boundary: true,
+        quick: Quick::None,
         check: Check::Mixed {
             skip: 7,
             bits: 3.0,
@@ -236,6 +264,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 512,
         left_boundary: true,
+        quick: Quick::None,
         check: Check::Mixed {
             skip: 3,
             bits: 3.0,
@@ -250,6 +279,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -260,6 +290,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -270,6 +301,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 128,
         left_boundary: true,
+        quick: Quick::None,
         check: Check::Mixed {
             skip: 3,
             bits: 3.0,
@@ -284,6 +316,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 128,
         left_boundary: true,
+        quick: Quick::None,
         check: Check::Mixed {
             skip: 4,
             bits: 3.0,
@@ -298,6 +331,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 1024,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -308,6 +342,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 48,
         left_boundary: true,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -318,6 +353,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 128,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -328,6 +364,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 128,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -338,6 +375,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 256,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -348,6 +386,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 256,
         left_boundary: true,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -358,6 +397,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 80,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -368,6 +408,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 128,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -378,6 +419,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 64,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -388,6 +430,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 96,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
@@ -398,6 +441,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 0,
         max_len: 48,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     // Context rules: a secret recognised by what stands before it.
@@ -415,6 +459,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 128,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::Mixed {
             skip: 0,
             bits: 3.5,
@@ -429,6 +474,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 160,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::Mixed {
             skip: 0,
             bits: 3.5,
@@ -443,6 +489,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 600,
         left_boundary: false,
+        quick: Quick::UserInfo,
         check: Check::None,
     },
     Rule {
@@ -453,6 +500,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 4096,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::Entropy { skip: 0, bits: 3.0 },
     },
     Rule {
@@ -463,6 +511,7 @@ pub(super) const RULES: &[Rule] = &[
         group: 1,
         max_len: 4096,
         left_boundary: false,
+        quick: Quick::None,
         check: Check::Entropy { skip: 0, bits: 3.0 },
     },
 ];
@@ -681,6 +730,9 @@ impl Families {
             return;
         }
         let window = &hay[at..hay.len().min(at + rule.max_len)];
+        if rule.quick == Quick::UserInfo && !user_then_colon(window) {
+            return;
+        }
         // Most hits do not match: the plain search (a lazy DFA) says so fastest, and
         // only a match pays for its capture groups.
         let Some(whole) = self.regexes[r].find(window) else {
@@ -704,6 +756,18 @@ impl Families {
             rule: r,
         });
     }
+}
+
+/// `window` starts with `://` or `:\/\/`, then 1 to 256 bytes of a URL user part,
+/// then `:` (the start of the url_basic_auth regex, without running it).
+fn user_then_colon(window: &[u8]) -> bool {
+    let skip = if window.starts_with(b"://") { 3 } else { 5 };
+    let rest = window.get(skip..).unwrap_or_default();
+    let stop = rest
+        .iter()
+        .take(257)
+        .position(|&b| b.is_ascii_whitespace() || b"/?#@:\"'<>\\[]{}|^`".contains(&b));
+    matches!(stop, Some(n) if n > 0 && rest[n] == b':')
 }
 
 fn passes(check: Check, span: &[u8]) -> bool {
@@ -750,4 +814,55 @@ pub fn names() -> Vec<(&'static str, Vec<&'static str>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_info_quick_check_never_rejects_a_regex_match() {
+        let r = RULES
+            .iter()
+            .position(|r| r.quick == Quick::UserInfo)
+            .expect("url_basic_auth");
+        let regex = RegexBuilder::new(&format!("^(?:{})", RULES[r].regex))
+            .unicode(false)
+            .build()
+            .expect("regex");
+        let parts: [&[u8]; 12] = [
+            b"://",
+            br":\/\/",
+            b"u",
+            b"user.name",
+            b":",
+            b"p@ss",
+            b"@",
+            b"/",
+            b"\x0b",
+            b"%3A",
+            b"host:8080",
+            b" ",
+        ];
+        // Every sequence of up to 4 more parts.
+        let mut stack: Vec<(Vec<u8>, usize)> = vec![(b"://".to_vec(), 0), (br":\/\/".to_vec(), 0)];
+        let (mut matched, mut rejected) = (0, 0);
+        while let Some((s, depth)) = stack.pop() {
+            let is_match = regex.is_match(&s);
+            if is_match {
+                matched += 1;
+                assert!(user_then_colon(&s), "{}", String::from_utf8_lossy(&s));
+            } else if !user_then_colon(&s) {
+                rejected += 1;
+            }
+            if depth < 4 {
+                for p in parts {
+                    let mut next = s.clone();
+                    next.extend_from_slice(p);
+                    stack.push((next, depth + 1));
+                }
+            }
+        }
+        assert!(matched > 100 && rejected > 100, "{matched} {rejected}");
+    }
 }
