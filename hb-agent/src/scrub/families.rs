@@ -701,6 +701,9 @@ impl Families {
         anchor: usize,
         found: &mut Vec<Found>,
     ) {
+        // A rule reached through two keywords at one start runs once. An anchor has a
+        // few keywords, so 8 slots hold them; past that a rule may run twice, which
+        // only costs time (equal spans merge).
         let mut ran: [(usize, usize); 8] = [(usize::MAX, usize::MAX); 8];
         let mut n_ran = 0;
         for &k in &self.anchor_keywords[anchor] {
