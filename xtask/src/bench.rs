@@ -33,15 +33,19 @@ const ALLOW_ENTRIES: u32 = 65_536;
 const STATIC_CIDRS: u32 = 1_000;
 
 pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
+    // Pure user space: no root, no eBPF set-up.
     if which == Some("sanitize") {
         return crate::bench_sanitize::bench();
+    }
+    if which == Some("scrub") {
+        return crate::bench_scrub::bench();
     }
     let run_connect = matches!(which, None | Some("connect"));
     let run_dns = matches!(which, None | Some("dns"));
     let run_broker = matches!(which, None | Some("broker"));
     if !run_connect && !run_dns && !run_broker {
         bail!(
-            "unknown benchmark \"{}\" (available: connect, dns, broker, sanitize)",
+            "unknown benchmark \"{}\" (available: connect, dns, broker, scrub, sanitize)",
             which.unwrap_or_default()
         );
     }
@@ -65,6 +69,7 @@ pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
         }
     }
     if which.is_none() {
+        crate::bench_scrub::bench()?;
         crate::bench_sanitize::bench()?;
     }
     Ok(())

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_broker;
 mod bench_sanitize;
+mod bench_scrub;
 mod setup;
 mod util;
 
@@ -35,10 +36,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks, hb side by side with its comparison (root needed).
+    /// Benchmarks, hb side by side with its comparison (root needed, except for scrub).
     Bench {
-        /// Which benchmark: `connect`, `dns`, `broker` (root) or `sanitize` (no root);
-        /// default: connect, dns and broker.
+        /// Which benchmark: `connect`, `dns`, `broker` (root) or `scrub`, `sanitize` (no
+        /// root); default: all of them.
         which: Option<String>,
     },
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.

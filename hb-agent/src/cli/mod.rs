@@ -43,8 +43,8 @@ Examples:
   hb-agent scrub --list-families
 
 Offsets and lengths in --json are input bytes; output_offset is where the marker starts in
-\"text\". Streaming holds back at most one rule window (16 KiB after a JWT, PEM, Bearer or
-Authorization keyword, under 1 KiB otherwise) until more input or end of input.";
+\"text\". Streaming holds back at most one rule window (16 KiB after a JWT or PEM keyword,
+4 KiB after Bearer or Authorization, under 1 KiB otherwise) until more input or EOF.";
 
 const SANITIZE_EXAMPLES: &str = "\
 Examples:

@@ -6,8 +6,9 @@
 //!
 //! Positions are absolute input offsets. A hit at `p` is *decided* once the engine holds
 //! its whole window (`p + window` bytes) or the input has ended; every span starts at or
-//! after its hit. So with `B = min(next undecided family hit, next undecided live hit)`
-//! every byte before `B` is final, except inside a span that reaches past `B`, whose
+//! after its keyword, which starts at most `max_offset` bytes before the anchor that was
+//! found. So with `B = min(next undecided anchor hit - max_offset, next undecided live
+//! hit)` every byte before `B` is final, except inside a span that reaches past `B`, whose
 //! marker is written at its start and whose bytes are swallowed as they come. A whole
 //! buffer is the same loop run once with `finished`, so streaming output equals
 //! whole-buffer output for every chunking by construction (and by test).
@@ -34,8 +35,8 @@ struct Open {
 
 #[derive(Default)]
 pub(super) struct Engine {
-    /// Every family hit starting before this is decided.
-    family_pos: usize,
+    /// Per anchor searcher: every hit starting before this is decided.
+    family_pos: Vec<usize>,
     /// Every live hit starting before this is decided.
     live_pos: usize,
     /// Input bytes before this are written (or swallowed by a span).
@@ -45,17 +46,26 @@ pub(super) struct Engine {
     candidates: Vec<Candidate>,
     open: Option<Open>,
     found: Vec<Found>,
+    /// After `advance`: the input end that would let the engine decide everything it
+    /// is waiting on now (the windows of deferred hits).
+    wanted_end: usize,
     pub redactions: Vec<Redaction>,
 }
 
 impl Engine {
     /// The first input byte the engine still needs (one before `emit_pos`, for the left
     /// boundary check of a hit right there).
-    pub fn keep_from(&self) -> usize {
+    pub fn keep_from(&self, families: &Families) -> usize {
         self.emit_pos
-            .min(self.family_pos)
+            .min(self.family_settled(families))
             .min(self.live_pos)
             .saturating_sub(1)
+    }
+
+    /// How far the input must reach for the hits deferred by the last `advance` to be
+    /// decided (0 if none was deferred).
+    pub fn wanted_end(&self) -> usize {
+        self.wanted_end
     }
 
     /// Input bytes written (or swallowed by a span) so far.
@@ -75,8 +85,9 @@ impl Engine {
         finished: bool,
         out: &mut Vec<u8>,
     ) {
-        debug_assert!(base <= self.keep_from());
+        debug_assert!(base <= self.keep_from(families));
         let end = base + data.len();
+        self.wanted_end = 0;
         self.scan_families(families, data, base, end, finished);
         self.scan_live(live, data, base, end, finished);
         self.candidates
@@ -84,7 +95,8 @@ impl Engine {
         let settled = if finished {
             end
         } else {
-            self.family_pos.min(self.live_pos).min(end)
+            // A keyword (and so a span) starts up to `max_offset` before its anchor.
+            self.family_settled(families).min(self.live_pos).min(end)
         };
         self.emit(data, base, settled, out);
     }
@@ -97,26 +109,53 @@ impl Engine {
         end: usize,
         finished: bool,
     ) {
-        let mut pos = self.family_pos;
+        self.family_pos.resize(families.searchers(), 0);
+        for searcher in 0..families.searchers() {
+            self.scan_searcher(families, searcher, data, base, end, finished);
+        }
+    }
+
+    /// Where spans from undecided anchor hits may start: keywords start up to
+    /// `max_offset` before their anchor.
+    fn family_settled(&self, families: &Families) -> usize {
+        self.family_pos
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(families.max_offset())
+    }
+
+    fn scan_searcher(
+        &mut self,
+        families: &Families,
+        searcher: usize,
+        data: &[u8],
+        base: usize,
+        end: usize,
+        finished: bool,
+    ) {
+        let mut pos = self.family_pos[searcher];
         loop {
             if pos >= end {
                 break;
             }
-            match families.next_hit(data, pos - base) {
+            match families.next_hit(searcher, data, pos - base) {
                 None => {
-                    // A keyword starting earlier would be whole in `data` and found.
-                    let whole = end.saturating_sub(families.longest_keyword() - 1);
+                    // An anchor starting earlier would be whole in `data` and found.
+                    let whole = end.saturating_sub(families.longest_anchor() - 1);
                     pos = if finished { end } else { pos.max(whole) };
                     break;
                 }
-                Some((at, keyword)) => {
+                Some((at, anchor)) => {
                     let p = base + at;
-                    if !finished && p + families.window(keyword) > end {
+                    if !finished && p + families.reach(anchor) > end {
+                        self.wanted_end = self.wanted_end.max(p + families.reach(anchor));
                         pos = p;
                         break;
                     }
                     self.found.clear();
-                    families.eval_hit(data, base, at, keyword, &mut self.found);
+                    families.eval_hit(data, base, at, anchor, &mut self.found);
                     for f in &self.found {
                         self.candidates.push(Candidate {
                             start: f.start,
@@ -129,7 +168,7 @@ impl Engine {
                 }
             }
         }
-        self.family_pos = pos;
+        self.family_pos[searcher] = pos;
     }
 
     fn scan_live(&mut self, live: &LiveSet, data: &[u8], base: usize, end: usize, finished: bool) {
@@ -148,6 +187,7 @@ impl Engine {
                     let p = base + start;
                     // The longest form starting at `p` may not be whole yet.
                     if !finished && p + live.longest() > end {
+                        self.wanted_end = self.wanted_end.max(p + live.longest());
                         pos = p;
                         break;
                     }

@@ -18,7 +18,7 @@ mod stream;
 mod tests;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex, PoisonError, RwLock},
 };
 
@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::secret::Secret;
 use engine::Engine;
 use families::Families;
-use live::{LiveEntry, LiveSet};
+use live::{LiveEntry, LiveSet, Sampler, Segment};
 pub use live::{MAX_SECRET_LEN, MIN_SECRET_LEN};
 pub use stream::ScrubStream;
 
@@ -78,13 +78,77 @@ pub struct FamilyInfo {
 #[derive(Default)]
 struct Registry {
     next: u64,
-    entries: BTreeMap<u64, LiveEntry>,
+    /// The live values, by id.
+    entries: BTreeMap<u64, Arc<LiveEntry>>,
+    /// Oldest (largest) first; see [`LiveSet`].
+    segments: Vec<Arc<Segment>>,
+    /// Unregistered ids whose forms are still in a segment.
+    dead: HashSet<u64>,
+    sampler: Arc<Sampler>,
+}
+
+impl Registry {
+    /// A segment of the values of `segments` that are still live.
+    fn rebuild<'a>(
+        &self,
+        segments: impl Iterator<Item = &'a Segment>,
+    ) -> Result<Option<Segment>, aho_corasick::BuildError> {
+        Segment::build(
+            segments
+                .flat_map(|s| s.entries.iter())
+                .filter(|(id, _)| !self.dead.contains(id))
+                .map(|(id, e)| (*id, Arc::clone(e)))
+                .collect(),
+        )
+    }
+
+    /// Merges the newest segments while the one before is under twice the newest's
+    /// size, so sizes shrink geometrically and there are O(log n) segments.
+    fn merge_newest(&mut self) {
+        while let [.., older, newer] = self.segments.as_slice() {
+            if older.forms() >= 2 * newer.forms() {
+                break;
+            }
+            // Both built alone; if together they do not, they stay apart.
+            let Ok(merged) = self.rebuild([&**older, &**newer].into_iter()) else {
+                break;
+            };
+            let gone: Vec<u64> = [older, newer]
+                .iter()
+                .flat_map(|s| s.entries.iter().map(|(id, _)| *id))
+                .collect();
+            self.segments.truncate(self.segments.len() - 2);
+            self.segments.extend(merged.map(Arc::new));
+            for id in gone {
+                self.dead.remove(&id);
+            }
+        }
+    }
+
+    fn fresh_sampler(&mut self) {
+        self.sampler = Arc::new(Sampler::new(self.entries.values().map(|e| &**e)));
+    }
+
+    fn live_set(&self) -> LiveSet {
+        LiveSet {
+            segments: self.segments.clone(),
+            sampler: Arc::clone(&self.sampler),
+            dead: Arc::new(self.dead.clone()),
+            longest: self
+                .entries
+                .values()
+                .flat_map(|e| e.forms.iter().map(Secret::len))
+                .max()
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// Finds and redacts secrets. `Send + Sync`: share one as `Arc<Scrubber>`.
 pub struct Scrubber {
     families: Families,
-    /// Writers (register, unregister) serialise here and build the next live set.
+    /// Writers (register, unregister) serialise here and build the next live set (the
+    /// segments they share with the current one are `Arc`s, not copies).
     registry: Mutex<Registry>,
     /// The current live set; scrubs clone the `Arc` and drop the lock at once.
     live: RwLock<Arc<LiveSet>>,
@@ -129,8 +193,8 @@ impl Scrubber {
         Ok(ids.remove(0))
     }
 
-    /// Registers many values with one rebuild of the automaton (a rebuild costs time in
-    /// proportion to everything registered). All or nothing.
+    /// Registers many values at once (one new automaton segment for all). All or
+    /// nothing.
     pub fn register_many<'s>(
         &self,
         values: impl IntoIterator<Item = (&'static str, &'s Secret)>,
@@ -156,25 +220,29 @@ impl Scrubber {
                 forms: live::forms(secret.expose()),
             });
         }
+        let entries: Vec<Arc<LiveEntry>> = entries.into_iter().map(Arc::new).collect();
         let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         let first = registry.next;
         let ids: Vec<u64> = (first..first + entries.len() as u64).collect();
-        for (id, entry) in ids.iter().zip(entries) {
-            registry.entries.insert(*id, entry);
+        let segment = Segment::build(ids.iter().copied().zip(entries.iter().cloned()).collect())
+            .map_err(ScrubError::Build)?;
+        registry.next = first + ids.len() as u64;
+        for (id, entry) in ids.iter().zip(&entries) {
+            registry.entries.insert(*id, Arc::clone(entry));
         }
-        match LiveSet::build(registry.entries.values()) {
-            Ok(set) => {
-                registry.next = first + ids.len() as u64;
-                self.swap(set);
-                Ok(ids.into_iter().map(LiveId).collect())
+        registry.segments.extend(segment.map(Arc::new));
+        registry.merge_newest();
+        if entries.iter().all(|e| registry.sampler.fits(e)) {
+            let mut sampler = Sampler::clone(&registry.sampler);
+            for e in &entries {
+                sampler.add(e);
             }
-            Err(e) => {
-                for id in &ids {
-                    registry.entries.remove(id);
-                }
-                Err(ScrubError::Build(e))
-            }
+            registry.sampler = Arc::new(sampler);
+        } else {
+            registry.fresh_sampler();
         }
+        self.publish(&registry);
+        Ok(ids.into_iter().map(LiveId).collect())
     }
 
     /// Stops scrubbing a value (its handle was revoked, its credential rotated away).
@@ -184,11 +252,36 @@ impl Scrubber {
         if registry.entries.remove(&id.0).is_none() {
             return false;
         }
-        // Fewer patterns than a set that already built: cannot fail in practice, and if
-        // it did, keeping the old set only scrubs more.
-        if let Ok(set) = LiveSet::build(registry.entries.values()) {
-            self.swap(set);
+        registry.dead.insert(id.0);
+        let holder = registry
+            .segments
+            .iter()
+            .position(|s| s.entries.iter().any(|(x, _)| *x == id.0));
+        if let Some(i) = holder {
+            let segment = Arc::clone(&registry.segments[i]);
+            let dead = segment
+                .entries
+                .iter()
+                .filter(|(x, _)| registry.dead.contains(x))
+                .count();
+            // Half dead: rebuild it with the live half (amortised: each rebuild follows
+            // as many unregistrations as it keeps values), and the sampler with it.
+            if 2 * dead > segment.entries.len()
+                && let Ok(rebuilt) = registry.rebuild(std::iter::once(&*segment))
+            {
+                match rebuilt {
+                    Some(s) => registry.segments[i] = Arc::new(s),
+                    None => {
+                        registry.segments.remove(i);
+                    }
+                }
+                for (x, _) in &segment.entries {
+                    registry.dead.remove(x);
+                }
+                registry.fresh_sampler();
+            }
         }
+        self.publish(&registry);
         true
     }
 
@@ -231,8 +324,9 @@ impl Scrubber {
         Arc::clone(&self.live.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn swap(&self, set: LiveSet) {
-        let set = Arc::new(set);
+    /// Makes the live set of `registry` the one scrubs use.
+    fn publish(&self, registry: &Registry) {
+        let set = Arc::new(registry.live_set());
         let old = std::mem::replace(
             &mut *self.live.write().unwrap_or_else(PoisonError::into_inner),
             set,

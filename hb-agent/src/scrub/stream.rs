@@ -4,14 +4,15 @@
 //! token or live secret can still cover it, so a secret split across chunk boundaries
 //! (even into 1-byte chunks) is caught exactly as in a whole buffer.
 //!
-//! The hold-back bound: after each `push`, at most `W - 1` input bytes are held, where
-//! `W` is the largest of the window of a keyword seen near the end (its rules' longest
-//! match: 16 KiB for `jwt`, `pem_private_key`, `bearer_token` and
-//! `authorization_header`, under 1 KiB for every other family), the longest keyword
-//! (20 bytes), and the longest registered live form (at most 4 × 4096 bytes). Without a
-//! keyword near the end, that is only the longest keyword or live form. Tokens longer
-//! than their family's window are cut: the first `W` bytes are redacted, the tail is not
-//! (a 16 KiB JWT or PEM key is far beyond real ones).
+//! The hold-back bound: after each `push`, fewer than `W` input bytes are held, where
+//! `W` is the largest of: the window of a keyword hit near the end (its rules' longest
+//! match: 16 KiB for `jwt` and `pem_private_key`, 4 KiB for `bearer_token`,
+//! `authorization_header` and `google_oauth_token`, at most 1 KiB for every other
+//! family), the longest anchor plus the longest keyword offset (27 bytes), and the
+//! longest form of a registered live value (at most 3 × 4096 bytes; 120 for a
+//! 40-byte value). With no keyword near the end and no live values that is 27 bytes.
+//! Tokens longer than their family's window are cut there: the first `W` bytes are
+//! redacted, the rest is not (a 16 KiB JWT or PEM key is far beyond real ones).
 
 use std::sync::Arc;
 
@@ -42,18 +43,45 @@ impl<'a> ScrubStream<'a> {
     }
 
     /// Scrubs `chunk` and appends to `out` every output byte that is now final.
+    ///
+    /// Only the bytes the engine still needs are copied: the start of the chunk is fed
+    /// through the held buffer until nothing before the chunk is needed (usually one
+    /// step: as far as the windows of the hits waiting at the end of the last chunk),
+    /// then the rest is scanned in place and its unreleased tail kept.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        self.buf.extend_from_slice(chunk);
+        let families = &self.scrubber.families;
         self.live = self.scrubber.live_snapshot();
-        self.engine.advance(
-            &self.scrubber.families,
-            &self.live,
-            &self.buf,
-            self.base,
-            false,
-            out,
-        );
-        let keep = self.engine.keep_from();
+        let chunk_base = self.base + self.buf.len();
+        let mut taken = 0;
+        let mut at_least = 256;
+        while self.engine.keep_from(families) < chunk_base && taken < chunk.len() {
+            // Enough for what the engine waits on; more each round, as hits deferred
+            // in this round may wait on more.
+            let wanted = self.engine.wanted_end().saturating_sub(chunk_base + taken);
+            let n = wanted.max(at_least).min(chunk.len() - taken);
+            at_least *= 4;
+            self.buf.extend_from_slice(&chunk[taken..taken + n]);
+            taken += n;
+            self.engine
+                .advance(families, &self.live, &self.buf, self.base, false, out);
+            self.release();
+        }
+        if taken < chunk.len() {
+            // Everything still needed lies in the chunk: scan it where it is.
+            let from = self.engine.keep_from(families);
+            let data = &chunk[from - chunk_base..];
+            self.engine
+                .advance(families, &self.live, data, from, false, out);
+            let keep = self.engine.keep_from(families);
+            self.buf.clear();
+            self.buf.extend_from_slice(&chunk[keep - chunk_base..]);
+            self.base = keep;
+        }
+    }
+
+    /// Drops held bytes the engine no longer needs.
+    fn release(&mut self) {
+        let keep = self.engine.keep_from(&self.scrubber.families);
         if keep > self.base {
             self.buf.drain(..keep - self.base);
             self.base = keep;

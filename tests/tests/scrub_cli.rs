@@ -1,0 +1,141 @@
+//! `hb-agent scrub` as a tool: stdin to stdout, streaming with output before end of
+//! input, `--json`, `--secret-file`, `--fail-on-match`. No root, no network.
+
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    process::{Command, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use hb_tests::agent_bin;
+use serde_json::Value;
+
+/// Synthetic, made-up values.
+const TOKEN: &str = "ghp_cVeu9259xXEBxdcCHUv0dUnKIXrZ91TZlxIy";
+const VALUE: &str = "Qm7#vT2pL9xW4kRz8NcY1sHd6FgJ3bEa0uVo5iXq";
+
+fn scrub(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(agent_bin())
+        .arg("scrub")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hb-agent scrub");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = thread::spawn(move || input.write_all(&data));
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer").expect("write stdin");
+    out
+}
+
+fn secret_file(name: &str, value: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hb-scrub-cli-{}-{name}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("secret");
+    fs::write(&path, format!("{value}\n")).expect("write secret file");
+    path
+}
+
+#[test]
+fn tokens_and_secret_file_values_are_redacted_in_their_encodings() {
+    let file = secret_file("enc", VALUE);
+    let b64 = "UW03I3ZUMnBMOXhXNGtSejhOY1kxc0hkNkZnSjNiRWEwdVZvNWlYcQ==";
+    let hex: String = VALUE.bytes().map(|b| format!("{b:02x}")).collect();
+    let text = format!("token={TOKEN}\nraw {VALUE}\nb64 {b64}\nhex {hex}\nplain line\n");
+    let out = scrub(
+        &["--secret-file", file.to_str().expect("utf-8 path")],
+        text.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(
+        stdout,
+        "token=[REDACTED:github_pat]\nraw [REDACTED:live_secret]\nb64 [REDACTED:live_secret]\nhex [REDACTED:live_secret]\nplain line\n"
+    );
+    let _ = fs::remove_dir_all(file.parent().expect("dir"));
+}
+
+#[test]
+fn json_output_and_fail_on_match() {
+    let text = format!("a {TOKEN} b");
+    let out = scrub(&["--json", "--fail-on-match"], text.as_bytes());
+    assert_eq!(out.status.code(), Some(1), "a match fails the gate");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["text"], "a [REDACTED:github_pat] b");
+    assert_eq!(doc["redactions"][0]["family"], "github_pat");
+    assert_eq!(doc["redactions"][0]["offset"], 2);
+    assert_eq!(doc["redactions"][0]["len"], TOKEN.len());
+    let clean = scrub(&["--fail-on-match"], b"nothing to see here\n");
+    assert_eq!(clean.status.code(), Some(0));
+    assert_eq!(clean.stdout, b"nothing to see here\n");
+}
+
+#[test]
+fn a_too_short_secret_file_is_refused_without_showing_it() {
+    let file = secret_file("short", "abc123");
+    let out = scrub(
+        &["--secret-file", file.to_str().expect("path")],
+        b"abc123\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too short") && stderr.contains(file.to_str().expect("path")));
+    assert!(!stderr.contains("abc123"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is scrubbed with a bad secret file"
+    );
+    let _ = fs::remove_dir_all(file.parent().expect("dir"));
+}
+
+#[test]
+fn output_flows_before_the_input_ends() {
+    let mut child = Command::new(agent_bin())
+        .arg("scrub")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start hb-agent scrub");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    // More than the token's window (256 bytes after `ghp_`) and no keyword near the
+    // end: all but the last few bytes must come out while stdin stays open.
+    let first = format!("line one {TOKEN} {}\n", "filler ".repeat(60));
+    stdin.write_all(first.as_bytes()).expect("write");
+    stdin.flush().expect("flush");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&got).contains("filler filler") {
+                let _ = tx.send(got.clone());
+            }
+        }
+    });
+    let early = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("scrubbed output before end of input");
+    let early = String::from_utf8_lossy(&early);
+    assert!(
+        early.starts_with("line one [REDACTED:github_pat] filler"),
+        "{early}"
+    );
+    assert!(!early.contains(TOKEN));
+    drop(stdin);
+    assert!(child.wait().expect("wait").success());
+}
