@@ -176,6 +176,40 @@ impl TestEnv {
         }
     }
 
+    /// `hb-agent vault put` of `secret` (on stdin, never argv) for `integration`/`account`;
+    /// must succeed.
+    pub fn vault_put(&self, integration: &str, account: &str, secret: &str) {
+        use std::io::Write as _;
+        let mut child = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args([
+                "vault",
+                "put",
+                "--integration",
+                integration,
+                "--account",
+                account,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vault put");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(secret.as_bytes())
+            .expect("secret on stdin");
+        let out = child.wait_with_output().expect("vault put");
+        assert!(
+            out.status.success(),
+            "vault put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The agent's broker socket.
     pub fn broker_socket(&self) -> PathBuf {
         self.state_dir.join("broker.sock")

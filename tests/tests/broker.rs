@@ -331,27 +331,7 @@ fn vault_with(env: &TestEnv, secret: &str) {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let mut put = Command::new(hb_tests::agent_bin())
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["vault", "put", "--integration", "svc", "--account", "bot"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vault put");
-    use std::io::Write as _;
-    put.stdin
-        .take()
-        .expect("stdin")
-        .write_all(secret.as_bytes())
-        .expect("secret on stdin");
-    let out = put.wait_with_output().expect("vault put");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.vault_put("svc", "bot", secret);
 }
 
 /// Runs `script` with python in a sandbox of `policy`, `hb_client` importable and `SOCK`

@@ -6,50 +6,15 @@
 //! across a redirect to another host, and scrubs what comes back. Everything lives on
 //! `lo` in the test's own network namespace; dnsmasq answers the test names.
 
-use std::{
-    fs,
-    io::Write as _,
-    process::{Command, Stdio},
-};
+use std::fs;
 
 use hb_tests::{
-    TcpProbe, TestEnv, agent_bin, private_netns,
+    TcpProbe, TestEnv, private_netns,
     upstream::{Dnsmasq, RecordingServer, TestCa, header},
 };
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5400;
-
-fn put(env: &TestEnv, integration: &str, secret: &str) {
-    let mut child = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&env.config_path)
-        .args([
-            "vault",
-            "put",
-            "--integration",
-            integration,
-            "--account",
-            "bot",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vault put");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(secret.as_bytes())
-        .expect("secret");
-    let out = child.wait_with_output().expect("vault put");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 const SCRIPT: &str = r#"
 hb = Client(SOCK)
@@ -179,7 +144,7 @@ integrations = ["bearer", "hdr", "q"]
         ("q", "tOkEn-query-11223344556677889900aabbccdd"),
     ];
     for (integration, secret) in secrets {
-        put(&env, integration, secret);
+        env.vault_put(integration, "bot", secret);
     }
     env.start_agent();
 
