@@ -600,6 +600,27 @@ pub(crate) fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// dnsmasq on 127.0.0.1:`port` in the foreground (no config file, no /etc/hosts), with
+/// `extra` arguments; killed by the caller.
+pub(crate) fn dnsmasq(port: u16, extra: &[&str]) -> anyhow::Result<Child> {
+    Command::new("dnsmasq")
+        .args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--no-hosts",
+            "--user=root",
+            "--pid-file=",
+        ])
+        .arg(format!("--port={port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting dnsmasq (cargo xtask setup installs dnsmasq-base)")
+}
+
 /// `cargo xtask bench dns`: hb's resolver vs the upstream directly vs dnsmasq as a
 /// caching forwarder, all in front of the same upstream, in one private namespace.
 fn dns() -> anyhow::Result<()> {
@@ -622,24 +643,6 @@ fn dns() -> anyhow::Result<()> {
         cgroups: vec![mount.join(&tag)],
         stats_before: fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
             .unwrap_or_else(|_| "0".into()),
-    };
-    let dnsmasq = |port: u16, extra: &[&str]| -> anyhow::Result<Child> {
-        Command::new("dnsmasq")
-            .args([
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--no-hosts",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--port={port}"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting dnsmasq (cargo xtask setup installs dnsmasq-base)")
     };
     // The upstream: answers every *.bench.test name itself, TTL 300.
     let mut upstream = dnsmasq(

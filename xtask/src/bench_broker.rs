@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 
 use crate::{
-    bench::{percentile, sh, start_agent},
+    bench::{dnsmasq, percentile, sh, start_agent},
     util,
 };
 
@@ -225,25 +225,10 @@ pub fn broker() -> anyhow::Result<()> {
     let listener = TcpListener::bind(UPSTREAM)?;
     thread::spawn(move || serve_upstream(listener));
     let mut children = Stop(Vec::new());
-    children.0.push(
-        Command::new("dnsmasq")
-            .args([
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                "--pid-file=",
-                "--host-record=api.bench,203.0.113.10,3600",
-            ])
-            .arg(format!("--port={DNS_PORT}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting dnsmasq (cargo xtask setup installs dnsmasq-base)")?,
-    );
+    children.0.push(dnsmasq(
+        DNS_PORT,
+        &["--no-resolv", "--host-record=api.bench,203.0.113.10,3600"],
+    )?);
     let bpffs = format!("/sys/fs/bpf/{tag}");
     let socket = dir.join("broker.sock");
     let config = dir.join("hb.toml");
