@@ -1,11 +1,16 @@
 //! hb-agent: the node agent and its CLI (one binary).
 //!
-//! The data path, module by module: `config` (what is allowed) → `loader` + `maps` (the
-//! kernel's copy of it) → `enroll` / `sandbox` (which processes it applies to) → the
-//! programs in hb-ebpf (the verdict, per connect and per packet) → `events` (what was
-//! refused). `vault` keeps the credentials the broker injects, sealed at rest. `cli` holds
-//! the operator commands that read it all back.
-//! refused). `sanitize` is the barrier for untrusted text on its way to a model. `cli` holds the operator commands that read it all back.
+//! The kernel's data path, module by module: `config` (what is allowed) → `loader` +
+//! `maps` (the kernel's copy of it) → `enroll` / `sandbox` (which processes it applies
+//! to) → the programs in hb-ebpf (the verdict, per connect and per packet) → `events`
+//! (what was refused). `dns` is the resolver whose validated answers are the only names
+//! a sandbox can reach.
+//!
+//! The broker's data path: `broker` (request in → caller identity → policy → handle and
+//! credential from `vault` → `broker::outbound`, the pinned connection → response) →
+//! `scrub` (every exit: responses, errors, logs, events, `audit`) → out. `sanitize` is
+//! the barrier for untrusted text on its way to a model. `cli` holds the operator
+//! commands that read it all back.
 
 mod agent;
 mod audit;
