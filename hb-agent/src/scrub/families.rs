@@ -761,6 +761,19 @@ impl Families {
     }
 }
 
+/// Bytes that end a URL's user part (whitespace and the delimiters), as a table: this runs
+/// for every byte after every `://` in the input.
+static ENDS_USER: [bool; 256] = {
+    let mut t = [false; 256];
+    let stops = b" \t\n\x0c\r/?#@:\"'<>\\[]{}|^`";
+    let mut i = 0;
+    while i < stops.len() {
+        t[stops[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// `window` starts with `://` or `:\/\/`, then 1 to 256 bytes of a URL user part,
 /// then `:` (the start of the url_basic_auth regex, without running it).
 fn user_then_colon(window: &[u8]) -> bool {
@@ -769,7 +782,7 @@ fn user_then_colon(window: &[u8]) -> bool {
     let stop = rest
         .iter()
         .take(257)
-        .position(|&b| b.is_ascii_whitespace() || b"/?#@:\"'<>\\[]{}|^`".contains(&b));
+        .position(|&b| ENDS_USER[usize::from(b)]);
     matches!(stop, Some(n) if n > 0 && rest[n] == b':')
 }
 
@@ -822,6 +835,14 @@ pub fn names() -> Vec<(&'static str, Vec<&'static str>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_part_table_is_whitespace_and_the_url_delimiters() {
+        for b in 0..=255u8 {
+            let want = b.is_ascii_whitespace() || b"/?#@:\"'<>\\[]{}|^`".contains(&b);
+            assert_eq!(ENDS_USER[usize::from(b)], want, "byte {b:#04x}");
+        }
+    }
 
     #[test]
     fn the_user_info_quick_check_never_rejects_a_regex_match() {
