@@ -13,7 +13,6 @@ use axum::{
 
 /// Stable codes; clients match on these, never on the message. (The credential codes
 /// are the contract of DESIGN.md's broker; their endpoints use them.)
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {

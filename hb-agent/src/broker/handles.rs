@@ -37,7 +37,6 @@ pub struct Entry {
     pub integration: String,
     pub account: String,
     pub credential_id: String,
-    #[allow(dead_code)] // injected by POST /v1/requests
     pub secret: Arc<Secret>,
     pub owner: Owner,
     pub execution: String,

@@ -91,7 +91,7 @@ impl<'a> ScrubStream<'a> {
     /// Bytes received but not yet released (the hold-back).
     #[cfg_attr(
         not(test),
-        expect(dead_code, reason = "for the broker's stream metrics")
+        expect(dead_code, reason = "tests check the hold-back bound with it")
     )]
     pub fn held(&self) -> usize {
         self.base + self.buf.len() - self.engine.emitted()

@@ -528,10 +528,13 @@ impl Vault {
     }
 }
 
-/// The broker's reads (issue 4); the CLI has no use for them.
+/// Reads for the rotation loop (not built yet); the CLI has no use for them.
 #[cfg_attr(
     not(test),
-    expect(dead_code, reason = "called by the broker, which lands next")
+    expect(
+        dead_code,
+        reason = "grace-period reads for the rotation loop; the broker uses `active`"
+    )
 )]
 impl Vault {
     /// What the broker may use for `integration`/`account` now: the active credential
