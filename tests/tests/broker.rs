@@ -197,6 +197,12 @@ fn the_event_stream_needs_an_operator_minted_session_token() {
         401,
         "unauthorized",
     );
+    // Root inside a sandbox holding a leaked root token: still refused.
+    assert_error(
+        &call(&env, "GET", "/v1/events", Some(&token), None, Some("web")),
+        401,
+        "unauthorized",
+    );
 
     // A live stream: a refused connect in a sandbox arrives as an event.
     let out_path = env.state_dir.join("stream.txt");

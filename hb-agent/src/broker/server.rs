@@ -507,6 +507,10 @@ async fn events(
     CallerOf(caller): CallerOf,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // A sandbox never reads the event stream, even with a token leaked into it.
+    if caller.sandbox.is_some() {
+        return Err(unauthorized());
+    }
     let token = bearer(&headers).ok_or_else(unauthorized)?.to_owned();
     let owner = caller.uid;
     let until = shared
