@@ -140,6 +140,18 @@ impl Drop for Cleanup {
     }
 }
 
+/// Moves this process into a network namespace of its own, brings its `lo` up and runs
+/// `setup` (more addresses on `lo`). Call while the process is single-threaded.
+pub(crate) fn private_netns(setup: &str) -> anyhow::Result<()> {
+    // SAFETY: plain syscall; the caller is single-threaded, the namespace is ours alone.
+    ensure!(
+        unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    sh(&format!("ip link set lo up && {setup}"))
+}
+
 pub(crate) fn sh(cmd: &str) -> anyhow::Result<()> {
     util::run(Command::new("sh").args(["-c", cmd]))
 }
@@ -237,14 +249,8 @@ fn connect() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(&tag);
     fs::create_dir_all(&dir)?;
 
-    // SAFETY: this process is single-threaded here; the namespace is ours alone.
-    ensure!(
-        unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
-    sh(
-        "ip link set lo up && ip addr add 203.0.113.10/32 dev lo && ip -6 addr add 2001:db8::10/128 dev lo nodad",
+    private_netns(
+        "ip addr add 203.0.113.10/32 dev lo && ip -6 addr add 2001:db8::10/128 dev lo nodad",
     )?;
 
     let mut cleanup = Cleanup {
@@ -629,13 +635,7 @@ fn dns() -> anyhow::Result<()> {
     let tag = format!("hb-bench-dns-{}", std::process::id());
     let dir = std::env::temp_dir().join(&tag);
     fs::create_dir_all(&dir)?;
-    // SAFETY: single-threaded here; the namespace is ours alone.
-    ensure!(
-        unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
-    sh("ip link set lo up")?;
+    private_netns("true")?;
     let mount = cgroup2_mount()?;
     let mut cleanup = Cleanup {
         agent: None,

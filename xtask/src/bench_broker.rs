@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 
 use crate::{
-    bench::{dnsmasq, percentile, sh, start_agent},
+    bench::{dnsmasq, percentile, private_netns, start_agent},
     util,
 };
 
@@ -215,13 +215,7 @@ pub fn broker() -> anyhow::Result<()> {
     let tag = format!("hb-bench-broker-{}", std::process::id());
     let dir = std::env::temp_dir().join(&tag);
     fs::create_dir_all(&dir)?;
-    // SAFETY: single-threaded here; the namespace is ours alone.
-    ensure!(
-        unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0,
-        "unshare(CLONE_NEWNET): {}",
-        io::Error::last_os_error()
-    );
-    sh("ip link set lo up && ip addr add 203.0.113.10/32 dev lo")?;
+    private_netns("ip addr add 203.0.113.10/32 dev lo")?;
     let listener = TcpListener::bind(UPSTREAM)?;
     thread::spawn(move || serve_upstream(listener));
     let mut children = Stop(Vec::new());

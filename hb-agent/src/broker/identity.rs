@@ -126,21 +126,20 @@ impl Identity {
             if rel.is_empty() {
                 break;
             }
-            if let Ok(meta) = fs::metadata(self.mount.join(rel)) {
-                let id = meta.ino();
-                if let Ok(e) = self.enrolled.get(&id, 0) {
-                    let policy = self
-                        .policy_names
-                        .get(&e.policy_id)
-                        .cloned()
-                        .unwrap_or_else(|| format!("#{}", e.policy_id));
-                    sandbox = Some(Sandbox {
-                        cgroup: rel.to_owned(),
-                        cgroup_id: id,
-                        policy,
-                    });
-                    break;
-                }
+            if let Ok(id) = crate::cgroup::cgroup_id(&self.mount.join(rel))
+                && let Ok(e) = self.enrolled.get(&id, 0)
+            {
+                let policy = self
+                    .policy_names
+                    .get(&e.policy_id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", e.policy_id));
+                sandbox = Some(Sandbox {
+                    cgroup: rel.to_owned(),
+                    cgroup_id: id,
+                    policy,
+                });
+                break;
             }
             level = rel.rsplit_once('/').map(|(parent, _)| parent);
         }

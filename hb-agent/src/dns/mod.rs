@@ -436,20 +436,20 @@ impl Inner {
     /// its addresses. `None` sends the query down the general path ([`Inner::prepare`]),
     /// which judges it the same way and also handles everything unusual.
     fn cached(&self, policy_id: u32, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        let q = wire::parse_query(query)?;
+        let mut q = wire::parse_query(query)?;
         let qtype = RecordType::from(q.qtype);
         if qtype != RecordType::A && qtype != RecordType::AAAA {
             return None;
         }
         let policy = self.policies.get(&policy_id)?;
-        if !names::allowed(&policy.patterns, &q.name) {
+        // The name moves into the cache key (the reply needs only the raw question).
+        let key = (policy_id, std::mem::take(&mut q.name), qtype);
+        if !names::allowed(&policy.patterns, &key.1) {
             return None;
         }
         let now = std::time::Instant::now();
         let cache = self.cache.lock().ok()?;
-        let entry = cache
-            .get(&(policy_id, q.name.clone(), qtype))
-            .filter(|e| e.until > now)?;
+        let entry = cache.get(&key).filter(|e| e.until > now)?;
         let wire = entry.wire.as_ref()?;
         let left = entry.until.saturating_duration_since(now);
         let ttl = u32::try_from(left.as_secs()).unwrap_or(u32::MAX).max(1);
@@ -458,7 +458,7 @@ impl Inner {
             .learned
             .lock()
             .ok()?
-            .learn(policy_id, &q.name, &entry.addrs, expires)
+            .learn(policy_id, &key.1, &entry.addrs, expires)
             .is_ok();
         if !learned {
             return None;
