@@ -35,7 +35,7 @@ struct Open {
 
 #[derive(Default)]
 pub(super) struct Engine {
-    /// Per anchor searcher: every hit starting before this is decided.
+    /// Per anchor pass: every hit starting before this is decided.
     family_pos: Vec<usize>,
     /// Every live hit starting before this is decided.
     live_pos: usize,
@@ -109,9 +109,9 @@ impl Engine {
         end: usize,
         finished: bool,
     ) {
-        self.family_pos.resize(families.searchers(), 0);
-        for searcher in 0..families.searchers() {
-            self.scan_searcher(families, searcher, data, base, end, finished);
+        self.family_pos.resize(families.passes(), 0);
+        for pass in 0..families.passes() {
+            self.scan_pass(families, pass, data, base, end, finished);
         }
     }
 
@@ -126,21 +126,21 @@ impl Engine {
             .saturating_sub(families.max_offset())
     }
 
-    fn scan_searcher(
+    fn scan_pass(
         &mut self,
         families: &Families,
-        searcher: usize,
+        pass: usize,
         data: &[u8],
         base: usize,
         end: usize,
         finished: bool,
     ) {
-        let mut pos = self.family_pos[searcher];
+        let mut pos = self.family_pos[pass];
         loop {
             if pos >= end {
                 break;
             }
-            match families.next_hit(searcher, data, pos - base) {
+            match families.next_hit(pass, data, pos - base) {
                 None => {
                     // An anchor starting earlier would be whole in `data` and found.
                     let whole = end.saturating_sub(families.longest_anchor() - 1);
@@ -168,7 +168,7 @@ impl Engine {
                 }
             }
         }
-        self.family_pos[searcher] = pos;
+        self.family_pos[pass] = pos;
     }
 
     fn scan_live(&mut self, live: &LiveSet, data: &[u8], base: usize, end: usize, finished: bool) {

@@ -13,8 +13,10 @@
 //! longest match is shorter than `max_len` (checked by a test), so `$` can only mean
 //! "end of input", never "end of window".
 
-use aho_corasick::packed;
-use regex::bytes::{Regex, RegexBuilder};
+use super::{
+    matcher::Matcher,
+    scan::{AnchorScan, ScanKind},
+};
 
 /// Extra checks on the redacted span, for families whose shape alone also fits ordinary
 /// text (kebab-case words after `sk-`, English after `Bearer`).
@@ -535,23 +537,6 @@ struct Keyword {
     window: usize,
 }
 
-/// One pass over the input: a packed (Teddy) searcher for a group of anchors, or
-/// `memmem` for an anchor that is alone (2 bytes, too short for a group's fingerprint).
-///
-/// The packed searcher is used directly rather than through `AhoCorasick`, whose
-/// wrapper re-runs its automaton at every candidate the packed prefilter reports: on
-/// the clean benchmark corpus (4,500 hits per MiB) that was a fifth of the scan.
-enum Pass {
-    Packed(packed::Searcher),
-    One(memchr::memmem::Finder<'static>),
-}
-
-struct Searcher {
-    pass: Pass,
-    /// The anchor index of each of its patterns.
-    anchors: Vec<usize>,
-}
-
 /// The compiled table.
 ///
 /// The passes search *anchors*, not keywords: a keyword written `Autho|rization` is
@@ -560,21 +545,23 @@ struct Searcher {
 /// `sec`); anchors start on rare ones, and case variants share one (`Bearer ` and
 /// `bearer ` are both `rer `).
 pub(super) struct Families {
-    /// Anchors of 3 bytes or more in sorted groups of 16; each shorter one (Teddy would
-    /// fingerprint a whole group by 2 bytes only) in an automaton of its own.
-    searchers: Vec<Searcher>,
+    scan: AnchorScan,
     keywords: Vec<Keyword>,
     /// For each anchor: the keywords found through it (or through a prefix of it).
     anchor_keywords: Vec<Vec<usize>>,
     /// For each anchor: bytes needed from the anchor's start to decide all its keywords.
     anchor_reach: Vec<usize>,
-    regexes: Vec<Regex>,
+    matchers: Vec<Matcher>,
     longest_anchor: usize,
     max_offset: usize,
 }
 
 impl Families {
     pub fn new() -> Self {
+        Self::with_scan(ScanKind::Best)
+    }
+
+    pub fn with_scan(kind: ScanKind) -> Self {
         let mut written: Vec<&'static str> = Vec::new();
         for rule in RULES {
             for k in rule.keywords {
@@ -629,48 +616,22 @@ impl Families {
                     .unwrap_or(0)
             })
             .collect();
-        let regexes = RULES
+        let matchers = RULES
             .iter()
             .map(|r| {
-                RegexBuilder::new(&format!("^(?:{})", r.regex))
-                    .unicode(false)
-                    .build()
+                Matcher::new(r.regex)
                     .unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", r.name))
             })
             .collect();
-        let groups = group_anchors(&anchors);
-        let searchers = groups
-            .into_iter()
-            .map(|group| {
-                let pass = match group.as_slice() {
-                    [one] => Pass::One(memchr::memmem::Finder::new(anchors[*one]).into_owned()),
-                    _ => {
-                        let mut builder = packed::Config::new()
-                            .match_kind(packed::MatchKind::LeftmostLongest)
-                            .builder();
-                        builder.extend(group.iter().map(|&a| anchors[a]));
-                        // Teddy where the CPU has SSSE3 or AVX2, Rabin-Karp elsewhere.
-                        Pass::Packed(
-                            builder
-                                .build()
-                                .expect("the anchor searcher of the built-in rules builds"),
-                        )
-                    }
-                };
-                Searcher {
-                    pass,
-                    anchors: group,
-                }
-            })
-            .collect();
+        let scan = AnchorScan::new(&anchors, kind);
         Self {
             longest_anchor: anchors.iter().map(|a| a.len()).max().unwrap_or(1),
             max_offset: keywords.iter().map(|k| k.offset).max().unwrap_or(0),
-            searchers,
+            scan,
             keywords,
             anchor_keywords,
             anchor_reach,
-            regexes,
+            matchers,
         }
     }
 
@@ -683,20 +644,20 @@ impl Families {
         self.max_offset
     }
 
-    pub fn searchers(&self) -> usize {
-        self.searchers.len()
+    #[cfg(test)]
+    pub fn scan(&self) -> &AnchorScan {
+        &self.scan
     }
 
-    /// The first hit of `searcher` starting at or after `from` (an index into `hay`):
+    /// Passes over the input: the engine keeps a position in each.
+    pub fn passes(&self) -> usize {
+        self.scan.passes()
+    }
+
+    /// The first hit of `pass` starting at or after `from` (an index into `hay`):
     /// (start, anchor index).
-    pub fn next_hit(&self, searcher: usize, hay: &[u8], from: usize) -> Option<(usize, usize)> {
-        let s = &self.searchers[searcher];
-        match &s.pass {
-            Pass::Packed(p) => p
-                .find_in(hay, aho_corasick::Span::from(from..hay.len()))
-                .map(|m| (m.start(), s.anchors[m.pattern().as_usize()])),
-            Pass::One(f) => f.find(&hay[from..]).map(|i| (from + i, s.anchors[0])),
-        }
+    pub fn next_hit(&self, pass: usize, hay: &[u8], from: usize) -> Option<(usize, usize)> {
+        self.scan.next_hit(pass, hay, from)
     }
 
     /// How many bytes from an anchor hit its rules need to see.
@@ -751,18 +712,15 @@ impl Families {
         if rule.quick == Quick::UserInfo && !user_then_colon(window) {
             return;
         }
-        // Most hits do not match: the plain search (a lazy DFA) says so fastest, and
-        // only a match pays for its capture groups.
-        let Some(whole) = self.regexes[r].find(window) else {
+        // Most hits do not match: the match length says so, and only a match pays for
+        // its capture groups.
+        let Some(len) = self.matchers[r].match_len(window) else {
             return;
         };
         let span = if rule.group == 0 {
-            Some(whole.range())
+            Some(0..len)
         } else {
-            self.regexes[r]
-                .captures(window)
-                .and_then(|c| c.get(rule.group))
-                .map(|m| m.range())
+            self.matchers[r].group(window, rule.group)
         };
         let Some(span) = span else { return };
         if span.is_empty() || !passes(rule.check, &window[span.clone()]) {
@@ -774,44 +732,6 @@ impl Families {
             rule: r,
         });
     }
-}
-
-/// Splits the anchors into passes. Teddy sorts a pass's literals into 8 buckets by the
-/// low halves of their first bytes (as many bytes as its shortest literal has, up to 4)
-/// and checks every position whose bytes fit a bucket; literals sharing a bucket widen
-/// its fingerprint, and false candidates multiply past about 16 literals. Each pass costs
-/// a full read of the input, so the split trades passes against false candidates:
-/// - anchors starting with an upper-case letter form one pass: upper-case pairs are rare
-///   in text, so even the 2-byte `SK` fingerprints well there (alone, it would need a
-///   pass of its own);
-/// - the rest, sorted (literals sharing first bytes share buckets), in as few passes of
-///   at most 20 as hold them.
-///
-/// Measured on the clean benchmark corpus (49 anchors, 4,500 hits per MiB), CPU time of
-/// the scan alone: 3 sorted passes of 16 plus `memmem` for `SK` 372 µs per MiB, this
-/// split (3 passes) 358 µs, all anchors in one 16-bucket pass 1,270 µs.
-fn group_anchors(anchors: &[&[u8]]) -> Vec<Vec<usize>> {
-    const MAX_PER_PASS: usize = 20;
-    let mut upper: Vec<usize> = Vec::new();
-    let mut rest: Vec<usize> = Vec::new();
-    for (i, a) in anchors.iter().enumerate() {
-        if a[0].is_ascii_uppercase() {
-            upper.push(i);
-        } else {
-            rest.push(i);
-        }
-    }
-    let mut groups = Vec::new();
-    for mut part in [upper, rest] {
-        if part.is_empty() {
-            continue;
-        }
-        part.sort_by_key(|&a| anchors[a]);
-        let passes = part.len().div_ceil(MAX_PER_PASS);
-        let per = part.len().div_ceil(passes);
-        groups.extend(part.chunks(per).map(<[usize]>::to_vec));
-    }
-    groups
 }
 
 /// Bytes that end a URL's user part (whitespace and the delimiters), as a table: this runs
@@ -887,6 +807,8 @@ pub fn names() -> Vec<(&'static str, Vec<&'static str>)> {
 
 #[cfg(test)]
 mod tests {
+    use regex::bytes::RegexBuilder;
+
     use super::*;
 
     #[test]

@@ -13,6 +13,8 @@ mod engine;
 pub mod exits;
 mod families;
 mod live;
+mod matcher;
+mod scan;
 mod stream;
 #[cfg(test)]
 mod tests;
