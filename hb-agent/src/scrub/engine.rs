@@ -5,7 +5,8 @@
 //! Must never: emit a byte that a span not yet decided could still cover.
 //!
 //! Positions are absolute input offsets. A hit at `p` is *decided* once the engine holds
-//! its whole window (`p + window` bytes) or the input has ended; every span starts at or
+//! its whole window (`p + window` bytes), or the input has ended, or earlier when its
+//! rules' DFAs die before the bytes held end (most near misses); every span starts at or
 //! after its keyword, which starts at most `max_offset` bytes before the anchor that was
 //! found. So with `B = min(next undecided anchor hit - max_offset, next undecided live
 //! hit)` every byte before `B` is final, except inside a span that reaches past `B`, whose
@@ -149,13 +150,15 @@ impl Engine {
                 }
                 Some((at, anchor)) => {
                     let p = base + at;
-                    if !finished && p + families.reach(anchor) > end {
+                    // Near the end of what is held, a hit is decided early if its rules
+                    // fail (or end) before the held bytes do; otherwise it waits.
+                    let partial = !finished && p + families.reach(anchor) > end;
+                    self.found.clear();
+                    if !families.eval_hit(data, base, at, anchor, partial, &mut self.found) {
                         self.wanted_end = self.wanted_end.max(p + families.reach(anchor));
                         pos = p;
                         break;
                     }
-                    self.found.clear();
-                    families.eval_hit(data, base, at, anchor, &mut self.found);
                     for f in &self.found {
                         self.candidates.push(Candidate {
                             start: f.start,

@@ -667,16 +667,19 @@ impl Families {
 
     /// Runs, at the anchor hit `at` (an index into `hay`, whose first byte sits at
     /// absolute offset `base`), the rules of every keyword found through it. `hay` must
-    /// hold `max_offset() + 1` bytes before `at` (or start the input) and `reach(anchor)`
-    /// bytes from `at` (or reach the end of input).
+    /// hold `max_offset() + 1` bytes before `at` (or start the input) and, unless
+    /// `partial`, `reach(anchor)` bytes from `at` (or reach the end of input). With
+    /// `partial` (the input goes on past `hay`), returns whether every rule could be
+    /// decided on what `hay` holds; if not, the hit must be run again with more.
     pub fn eval_hit(
         &self,
         hay: &[u8],
         base: usize,
         at: usize,
         anchor: usize,
+        partial: bool,
         found: &mut Vec<Found>,
-    ) {
+    ) -> bool {
         // A rule reached through two keywords at one start runs once. An anchor has a
         // few keywords, so 8 slots hold them; past that a rule may run twice, which
         // only costs time (equal spans merge).
@@ -687,7 +690,10 @@ impl Families {
             let Some(p) = at.checked_sub(kw.offset) else {
                 continue;
             };
-            if !hay[p..].starts_with(&kw.text) {
+            // The keyword's anchor is a prefix of the one found at `at`: only the bytes
+            // before it are left to compare (none for most; a byte loop, as a `memcmp`
+            // call costs more than these few bytes).
+            if !hay[p..at].iter().eq(&kw.text[..kw.offset]) {
                 continue;
             }
             for &r in &kw.rules {
@@ -698,39 +704,66 @@ impl Families {
                     ran[n_ran] = (p, r);
                     n_ran += 1;
                 }
-                self.eval_rule(hay, base, p, r, found);
+                if !self.eval_rule(hay, base, p, r, partial, found) {
+                    return false;
+                }
             }
         }
+        true
     }
 
-    fn eval_rule(&self, hay: &[u8], base: usize, at: usize, r: usize, found: &mut Vec<Found>) {
+    /// Runs rule `r` at `at`. With `partial`, `hay` ends before the rule's window does
+    /// (the input goes on): the rule is decided only if its DFA rules out every longer
+    /// match within `hay`. Returns false if it is not decided (nothing is pushed).
+    fn eval_rule(
+        &self,
+        hay: &[u8],
+        base: usize,
+        at: usize,
+        r: usize,
+        partial: bool,
+        found: &mut Vec<Found>,
+    ) -> bool {
         let rule = &RULES[r];
         if rule.left_boundary && at > 0 && hay[at - 1].is_ascii_alphanumeric() {
-            return;
+            return true;
         }
+        let partial = partial && hay.len() < at + rule.max_len;
         let window = &hay[at..hay.len().min(at + rule.max_len)];
-        if rule.quick == Quick::UserInfo && !user_then_colon(window) {
-            return;
+        // The quick check needs its bytes; on a partial window the DFA decides alone.
+        if !partial && rule.quick == Quick::UserInfo && !user_then_colon(window) {
+            return true;
         }
         // Most hits do not match: the match length says so, and only a match pays for
         // its capture groups.
-        let Some(len) = self.matchers[r].match_len(window) else {
-            return;
+        let matched = if partial {
+            match self.matchers[r].decided_in(window) {
+                Some(m) => m,
+                None => return false,
+            }
+        } else {
+            self.matchers[r].match_len(window)
+        };
+        let Some(len) = matched else {
+            return true;
         };
         let span = if rule.group == 0 {
             Some(0..len)
         } else {
+            // The match ends before the window does, so the capture search over the
+            // window sees every byte the match depends on.
             self.matchers[r].group(window, rule.group)
         };
-        let Some(span) = span else { return };
+        let Some(span) = span else { return true };
         if span.is_empty() || !passes(rule.check, &window[span.clone()]) {
-            return;
+            return true;
         }
         found.push(Found {
             start: base + at + span.start,
             end: base + at + span.end,
             rule: r,
         });
+        true
     }
 }
 

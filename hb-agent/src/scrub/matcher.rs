@@ -20,8 +20,18 @@ use regex_automata::{
     util::{primitives::StateID, syntax},
 };
 
+/// How a DFA walk over a window ended.
+enum Walk {
+    /// In the dead state: no later byte can change the result.
+    Final(Option<usize>),
+    /// At the end of the window (and the end of input there).
+    Ran(Option<usize>),
+    /// The rule has no DFA.
+    Lazy,
+}
+
 /// A DFA past this many bytes stays lazy (the regex crate's own).
-const DFA_LIMIT: usize = 64 * 1024;
+const DFA_LIMIT: usize = 128 * 1024;
 
 pub(super) struct Matcher {
     regex: Regex,
@@ -43,8 +53,25 @@ impl Matcher {
 
     /// The length of the leftmost-first match at the window's start, if any.
     pub fn match_len(&self, window: &[u8]) -> Option<usize> {
+        match self.walk(window) {
+            Walk::Final(m) | Walk::Ran(m) => m,
+            Walk::Lazy => self.regex.find(window).map(|m| m.end()),
+        }
+    }
+
+    /// The match at the start of `partial`, the first bytes of a longer window, if no
+    /// byte after them can change it: Some(result) when the DFA ruled out every longer
+    /// match within `partial`, None when it needs more bytes (or the rule has no DFA).
+    pub fn decided_in(&self, partial: &[u8]) -> Option<Option<usize>> {
+        match self.walk(partial) {
+            Walk::Final(m) => Some(m),
+            Walk::Ran(_) | Walk::Lazy => None,
+        }
+    }
+
+    fn walk(&self, window: &[u8]) -> Walk {
         let Some((dfa, start)) = &self.dfa else {
-            return self.regex.find(window).map(|m| m.end());
+            return Walk::Lazy;
         };
         let mut state = *start;
         let mut matched = None;
@@ -55,14 +82,14 @@ impl Matcher {
                 if dfa.is_match_state(state) {
                     matched = Some(i);
                 } else if dfa.is_dead_state(state) {
-                    return matched;
+                    return Walk::Final(matched);
                 }
             }
         }
         if dfa.is_match_state(dfa.next_eoi_state(state)) {
-            matched = Some(window.len());
+            return Walk::Ran(Some(window.len()));
         }
-        matched
+        Walk::Ran(matched)
     }
 
     /// The span of capture group `group` of the match at the window's start.

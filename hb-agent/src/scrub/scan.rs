@@ -219,8 +219,9 @@ fn group_anchors(anchors: &[&[u8]]) -> Vec<Vec<usize>> {
 #[cfg(target_arch = "x86_64")]
 mod fingerprint {
     use std::arch::x86_64::{
-        __m512i, _mm512_and_si512, _mm512_loadu_epi8, _mm512_mask_blend_epi8, _mm512_movepi8_mask,
-        _mm512_permutex2var_epi8, _mm512_set1_epi8, _mm512_test_epi8_mask,
+        __m512i, _mm512_and_si512, _mm512_loadu_epi8, _mm512_mask_blend_epi8,
+        _mm512_maskz_loadu_epi8, _mm512_movepi8_mask, _mm512_permutex2var_epi8, _mm512_set1_epi8,
+        _mm512_test_epi8_mask,
     };
 
     /// Bytes of an anchor the fingerprint looks at.
@@ -287,32 +288,25 @@ mod fingerprint {
             verify: impl Fn(usize) -> Option<usize>,
         ) -> Option<(usize, usize)> {
             let mut at = from;
-            loop {
-                // SAFETY: the caller guarantees the features.
-                match unsafe { self.next_candidates(hay, at) } {
-                    Ok((block, mut candidates)) => {
-                        while candidates != 0 {
-                            let pos = block + candidates.trailing_zeros() as usize;
-                            if let Some(anchor) = verify(pos) {
-                                return Some((pos, anchor));
-                            }
-                            candidates &= candidates - 1;
-                        }
-                        at = block + 64;
+            // SAFETY: the caller guarantees the features.
+            while let Some((block, mut candidates)) = unsafe { self.next_candidates(hay, at) } {
+                while candidates != 0 {
+                    let pos = block + candidates.trailing_zeros() as usize;
+                    if let Some(anchor) = verify(pos) {
+                        return Some((pos, anchor));
                     }
-                    // The last few positions: too close to the end for a full step.
-                    Err(tail) => {
-                        return (tail..hay.len()).find_map(|pos| verify(pos).map(|a| (pos, a)));
-                    }
+                    candidates &= candidates - 1;
                 }
+                at = block + 64;
             }
+            None
         }
 
-        /// The first 64-byte block from `at` on with candidates: (its start, bit `k` set
-        /// if position `start + k` may start an anchor); or where the blocks end. No
-        /// calls inside, so the tables stay in registers for the whole loop.
+        /// The first 64-position block from `at` on with candidates: (its start, bit `k`
+        /// set if position `start + k` may start an anchor). No calls inside, so the
+        /// tables stay in registers for the whole loop.
         #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-        unsafe fn next_candidates(&self, hay: &[u8], mut at: usize) -> Result<(usize, u64), usize> {
+        unsafe fn next_candidates(&self, hay: &[u8], mut at: usize) -> Option<(usize, u64)> {
             let tables: [(__m512i, __m512i, __m512i); DEPTH] = std::array::from_fn(|j| {
                 // SAFETY: each table is 64 bytes.
                 let (lo, hi) = unsafe {
@@ -323,23 +317,53 @@ mod fingerprint {
                 };
                 (lo, hi, _mm512_set1_epi8(self.any[j] as i8))
             });
-            while at + 64 + DEPTH - 1 <= hay.len() {
+            let fingerprint = |bytes: [__m512i; DEPTH]| {
                 let mut acc = _mm512_set1_epi8(-1);
-                for (j, &(lo, hi, any)) in tables.iter().enumerate() {
-                    // SAFETY: bytes `at + j .. at + j + 64` are in `hay` (loop condition).
-                    let bytes = unsafe { _mm512_loadu_epi8(hay.as_ptr().add(at + j).cast()) };
+                for (&(lo, hi, any), bytes) in tables.iter().zip(bytes) {
                     // The low 7 bits index the 128 entries; bytes ≥ 0x80 take `any`.
                     let set = _mm512_permutex2var_epi8(lo, bytes, hi);
                     let set = _mm512_mask_blend_epi8(_mm512_movepi8_mask(bytes), set, any);
                     acc = _mm512_and_si512(acc, set);
                 }
-                let candidates = _mm512_test_epi8_mask(acc, acc);
+                _mm512_test_epi8_mask(acc, acc)
+            };
+            while at + 64 + DEPTH - 1 <= hay.len() {
+                // SAFETY: bytes `at .. at + 64 + DEPTH - 1` are in `hay` (loop condition).
+                let bytes = std::array::from_fn(|j| unsafe {
+                    _mm512_loadu_epi8(hay.as_ptr().add(at + j).cast())
+                });
+                let candidates = fingerprint(bytes);
                 if candidates != 0 {
-                    return Ok((at, candidates));
+                    return Some((at, candidates));
                 }
                 at += 64;
             }
-            Err(at)
+            // The end: masked loads read only the bytes that are there (the rest are 0,
+            // which no anchor holds, so positions an anchor cannot fit in mostly drop
+            // out; `verify` checks the bounds of the rest).
+            let within = |from: usize| -> u64 {
+                match hay.len().saturating_sub(from) {
+                    n if n >= 64 => u64::MAX,
+                    n => (1u64 << n) - 1,
+                }
+            };
+            while at < hay.len() {
+                // SAFETY: a masked load touches only the bytes its mask selects, here
+                // those inside `hay` (`wrapping_add`: the address may lie past the end
+                // when the mask is empty).
+                let bytes = std::array::from_fn(|j| unsafe {
+                    _mm512_maskz_loadu_epi8(
+                        within(at + j),
+                        hay.as_ptr().wrapping_add(at + j).cast(),
+                    )
+                });
+                let candidates = fingerprint(bytes) & within(at);
+                if candidates != 0 {
+                    return Some((at, candidates));
+                }
+                at += 64;
+            }
+            None
         }
     }
 
