@@ -1,11 +1,12 @@
 //! Known token families: the rule table and its compiled form.
 //!
 //! Owns: every built-in rule (name, literal keywords, precise regex, window, checks) and
-//! the one Aho-Corasick automaton over all keywords that finds where to look.
+//! their compiled form: the keyword anchors (found by `scan`) and the rule matchers
+//! (`matcher`).
 //! Must never: run a regex over the whole input (only over a rule's window at a keyword
 //! hit), or report anything about a match but its position and family name.
 //!
-//! How a rule matches: the keyword automaton reports a hit at byte `p`; each rule that
+//! How a rule matches: the anchor scan reports a keyword at byte `p`; each rule that
 //! owns that keyword runs its regex *anchored at `p`* on the window `[p, p + max_len)`
 //! (cut at the end of input). The redacted span is the whole match or one capture group,
 //! so a span never starts before its keyword: that is what lets the stream scrubber
@@ -531,7 +532,7 @@ struct Keyword {
     /// The anchor starts this many bytes into the keyword.
     offset: usize,
     /// Rules to run where the keyword is found: its own and those of every keyword that
-    /// is a prefix of it (the automaton reports the longest anchor at a position).
+    /// is a prefix of it (the scan reports the longest anchor at a position).
     rules: Vec<usize>,
     /// Bytes its rules need from the keyword's start: their largest window.
     window: usize,

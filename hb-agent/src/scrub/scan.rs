@@ -13,8 +13,10 @@
 //!   bucket. Candidates are verified against the anchors starting with their first byte.
 //!   This is Teddy with byte-exact tables instead of nibble-split ones: Teddy's nibble
 //!   fingerprints blur when a bucket holds several anchors, so with our 49 anchors it
-//!   needs three passes (about 350 µs per MiB of the clean benchmark corpus, CPU time);
-//!   the exact tables need one (about 90 µs).
+//!   needs three passes, which took about half of a scrub of the clean benchmark
+//!   corpus; the one fingerprint pass, verification included, takes about a quarter of
+//!   a scrub that is itself twice as fast (`perf`, same machine, same input).
+//!   `aho-corasick` has no AVX-512 path, hence this one.
 //! - **Packed** (everywhere else): `aho-corasick`'s packed searchers (Teddy on SSSE3 or
 //!   AVX2, Rabin-Karp otherwise), anchors split into passes by [`group_anchors`].
 //!
