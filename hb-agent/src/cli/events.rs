@@ -18,13 +18,21 @@ use crate::{
     events::{self, EVENTS_FILE, EventRecord},
 };
 
+/// Prints one event. This command keeps SIGPIPE ignored (it talks to the broker over a
+/// socket), so a reader that goes away (`events --follow | head`) shows up here as
+/// EPIPE: the command then ends quietly, as a Unix tool would.
 fn print(record: &EventRecord, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(record)?);
+    use std::io::Write as _;
+    let line = if json {
+        serde_json::to_string(record)?
     } else {
-        println!("{record}");
+        record.to_string()
+    };
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r.context("writing stdout"),
     }
-    Ok(())
 }
 
 pub fn show(config: &Config, follow: bool, json: bool, last: Option<usize>) -> anyhow::Result<()> {

@@ -255,9 +255,21 @@ enum MapsCommand {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if !matches!(cli.command, Command::Run) {
-        // Inspection commands end quietly when their reader goes (`status | head`), like
-        // any Unix tool; the agent itself keeps Rust's default of ignoring SIGPIPE.
+    if matches!(
+        cli.command,
+        Command::Config(_)
+            | Command::Maps(_)
+            | Command::Status { .. }
+            | Command::Scrub { .. }
+            | Command::Sanitize { .. }
+            | Command::Vault(_)
+    ) {
+        // Commands that only read local state and print end quietly when their reader
+        // goes (`status | head`), like any Unix tool. Everything that talks over a
+        // socket keeps Rust's default of ignoring SIGPIPE: a write to a connection the
+        // peer has just closed (TLS writes are vectored, without MSG_NOSIGNAL) must be
+        // an error to handle, not a silent death (`__outbound` died so, now and then,
+        // on a pooled connection the server dropped).
         // SAFETY: plain disposition change before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
