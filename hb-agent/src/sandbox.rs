@@ -143,6 +143,11 @@ pub fn run(config: &Config, policy: &str, command: &[OsString]) -> Result<i32, S
         .map_err(|e| SandboxError::Procs(procs_path.clone(), e))?;
     let procs_fd = procs.as_raw_fd();
 
+    // SIGTERM and SIGHUP (a supervisor stopping the launcher, a closed terminal) go to
+    // the child, so it can end its own way and the launcher still cleans up the cgroup.
+    // Blocked before spawn and waited for by a thread; the child starts with an empty
+    // signal mask (std resets it).
+    let forwarded = block_forwarded_signals();
     let mut cmd = Command::new(program);
     cmd.args(args);
     prepare_child(&mut cmd);
@@ -162,6 +167,16 @@ pub fn run(config: &Config, policy: &str, command: &[OsString]) -> Result<i32, S
         source,
     })?;
     drop(procs);
+    if let Some(set) = forwarded {
+        // A pidfd names this child even after it is reaped (a pid could be reused).
+        // SAFETY: pidfd_open(2) on our own unreaped child; no pointers.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) };
+        if let Ok(pidfd) = libc::c_int::try_from(pidfd)
+            && pidfd >= 0
+        {
+            std::thread::spawn(move || forward_signals(set, pidfd));
+        }
+    }
     // The terminal's ^C and ^\ reach the child (same process group); the launcher stays
     // to clean up. Set after spawn: ignored signals would survive exec in the child.
     // SAFETY: plain signal disposition changes.
@@ -177,6 +192,48 @@ pub fn run(config: &Config, policy: &str, command: &[OsString]) -> Result<i32, S
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Signals the launcher passes on to its child.
+const FORWARDED: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGHUP];
+
+/// Blocks [`FORWARDED`] in this (still single-threaded) process; None if that failed,
+/// and then they keep their default action (the launcher ends, the child runs on in its
+/// enrolled cgroup: still enforced, only the cleanup is lost).
+fn block_forwarded_signals() -> Option<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises; pthread_sigmask
+    // changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, sig);
+        }
+        (libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0).then_some(set)
+    }
+}
+
+/// Waits for the blocked signals in `set` and sends each to the child behind `pidfd`,
+/// for as long as the launcher lives.
+fn forward_signals(set: libc::sigset_t, pidfd: libc::c_int) {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is initialised and blocked in every thread (threads inherit the
+        // mask of the thread that spawns them); sigwait writes only `sig`.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        // SAFETY: pidfd_send_signal(2) on a pidfd this process owns; no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd,
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
 }
 
 /// The seam for process hardening (a later step: uid, capabilities, no_new_privs, mounts).

@@ -465,3 +465,52 @@ fn sandbox_run_passes_on_the_exit_status_and_removes_its_cgroup() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sigterm_to_the_launcher_reaches_the_command_and_the_cgroup_is_removed() {
+    private_netns(&[]);
+    let mut env = TestEnv::new("sigterm", OPEN_POLICY);
+    env.start_agent();
+    let marker = env.state_dir.join("got-term");
+    let script = format!(
+        "cat /proc/self/cgroup; trap 'echo term > {}; exit 9' TERM; echo ready; \
+         while :; do sleep 0.05; done",
+        marker.display()
+    );
+    let mut child = env.sandbox_spawn("open", &["sh", "-c", &script]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut cgroup = String::new();
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stdout, &mut line).expect("read") > 0 {
+        if line.trim() == "ready" {
+            break;
+        }
+        cgroup.push_str(&line);
+        line.clear();
+    }
+    let rel = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::/"))
+        .unwrap_or_else(|| panic!("no cgroup2 line: {cgroup}"))
+        .to_owned();
+    assert!(hb_tests::cgroup2_mount().join(&rel).exists(), "{rel}");
+    // SAFETY: kill(2) on the launcher this test spawned.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(9),
+        "the launcher passes on the command's own exit after SIGTERM: {status:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).expect("the command got SIGTERM"),
+        "term\n"
+    );
+    assert!(
+        !hb_tests::cgroup2_mount().join(&rel).exists(),
+        "the launcher removed the sandbox cgroup after its command ended"
+    );
+}
