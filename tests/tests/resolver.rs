@@ -637,6 +637,7 @@ fn truncated_upstream_answers_are_asked_again_over_tcp_and_then_served_from_the_
     private_netns(&["203.0.113.30"]);
     let upstream = Upstream::truncating();
     let cfg = config(TRUNCATING_PORT)
+        .replace("min_ttl_secs = 2", "min_ttl_secs = 20")
         .replace("max_ttl_secs = 3", "max_ttl_secs = 30")
         .replace("\"flip.test\"]", "\"flip.test\", \"big.test\"]");
     let mut env = TestEnv::new("dnstc", &cfg);
@@ -649,13 +650,25 @@ fn truncated_upstream_answers_are_asked_again_over_tcp_and_then_served_from_the_
         serde_json::json!(["203.0.113.30"]),
         "A answer fetched over TCP: {first}"
     );
-    // With the upstream gone, only the resolver's cache of validated answers can answer
-    // (A only: an empty AAAA answer is not cached).
+    assert_eq!(first[1]["type"], "AAAA", "{first}");
+    assert_eq!(
+        first[1]["answers"],
+        serde_json::json!([]),
+        "no AAAA (NODATA): {first}"
+    );
+    // With the upstream gone, only the resolver's cache of validated answers can answer:
+    // the addresses, and the empty AAAA answer (NODATA is cached too, for min_ttl_secs
+    // when the upstream sends no SOA).
     drop(upstream);
     let again = env.hb_json(&["dns", "lookup", "--policy", "web", "big.test"]);
     assert_eq!(
         again[0]["answers"], first[0]["answers"],
         "served from the cache: {again}"
+    );
+    assert_eq!(
+        (&again[1]["rcode"], &again[1]["answers"]),
+        (&first[1]["rcode"], &first[1]["answers"]),
+        "NODATA served from the cache: {again}"
     );
     let ttl = again[0]["ttl"].as_u64().expect("ttl");
     assert!((1..=30).contains(&ttl), "cached TTL counts down: {again}");

@@ -610,6 +610,23 @@ impl Inner {
             ttl = ttl.min(r.ttl);
             addrs.push(ip);
         }
+        // NODATA (the name exists, with no address of this type; perhaps only a CNAME):
+        // cached like an answer, for as long as the upstream's SOA allows (RFC 2308: the
+        // smaller of its TTL and MINIMUM). Clients ask A and AAAA together, so without
+        // this every lookup of an IPv4-only name went upstream for its AAAA half.
+        let nodata = records
+            .iter()
+            .all(|r| !matches!(r.data, RData::A(_) | RData::AAAA(_)));
+        if nodata {
+            ttl = upstream_reply
+                .authorities
+                .iter()
+                .find_map(|r| match &r.data {
+                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+                    _ => None,
+                })
+                .unwrap_or(self.min_ttl);
+        }
         let ttl = ttl.clamp(self.min_ttl, self.max_ttl);
         if addrs.len() > self.max_ips {
             // Hand out only what the allow map will hold for this name.
@@ -634,7 +651,7 @@ impl Inner {
         for r in &mut records {
             r.ttl = ttl;
         }
-        if !addrs.is_empty()
+        if (!addrs.is_empty() || nodata)
             && let Ok(mut cache) = self.cache.lock()
         {
             // Bounded: when full, start over (the upstream resolver keeps its own cache).
