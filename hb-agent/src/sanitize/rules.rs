@@ -7,7 +7,11 @@
 //! of candidate places, not rules × text length. A test checks the result against
 //! running every rule over the whole text.
 
-use std::{cell::OnceCell, ops::Range, sync::LazyLock};
+use std::{
+    cell::OnceCell,
+    ops::Range,
+    sync::{LazyLock, OnceLock},
+};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use regex_automata::{
@@ -247,34 +251,32 @@ impl<'a> Ctx<'a> {
 
     /// A negation or warning shortly before on the same line ("never run", "do not").
     fn negated(&self, p: usize) -> bool {
+        static NEGATIONS: Needles = Needles::new(&[
+            "never",
+            "don't",
+            "dont",
+            "do not",
+            "must not",
+            "should not",
+            "shouldn't",
+            "avoid",
+            "warning",
+            "dangerous",
+            "careful",
+            "refuse",
+            "won't",
+            "will not",
+            "not to",
+            "example of",
+            "such as",
+            "like ",
+            "e.g.",
+            "blocks",
+            "detect",
+        ]);
         let ls = self.line_start(p);
         let from = p.saturating_sub(60).max(ls);
-        has_any(
-            &self.v[from..p],
-            &[
-                "never",
-                "don't",
-                "dont",
-                "do not",
-                "must not",
-                "should not",
-                "shouldn't",
-                "avoid",
-                "warning",
-                "dangerous",
-                "careful",
-                "refuse",
-                "won't",
-                "will not",
-                "not to",
-                "example of",
-                "such as",
-                "like ",
-                "e.g.",
-                "blocks",
-                "detect",
-            ],
-        )
+        NEGATIONS.any_in(&self.v[from..p])
     }
 
     /// Mentioned rather than used: in code, quoted or negated. Caps at medium.
@@ -289,11 +291,11 @@ impl<'a> Ctx<'a> {
     /// Instruction-like words shortly after `p`: what makes a role label or a fake
     /// boundary an attack rather than a transcript.
     fn instructions_after(&self, p: usize, n: usize) -> bool {
-        has_any(self.after(p, n), INSTRUCTION_CUES)
+        INSTRUCTION_CUES.any_in(self.after(p, n))
     }
 }
 
-const INSTRUCTION_CUES: &[&str] = &[
+static INSTRUCTION_CUES: Needles = Needles::new(&[
     "ignore",
     "disregard",
     "forget",
@@ -322,25 +324,37 @@ const INSTRUCTION_CUES: &[&str] = &[
     "you are an",
     "you are a ",
     "act as",
-];
+]);
 
 fn trim_start(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &s[n..]
 }
 
-/// Whether any needle occurs in `hay`. Haystacks here are a few hundred bytes and the
-/// lists a few dozen needles: one pass that checks needles only where one could start.
-fn has_any(hay: &[u8], needles: &[&str]) -> bool {
-    let mut first = [false; 256];
-    for n in needles {
-        if let Some(&b) = n.as_bytes().first() {
-            first[usize::from(b)] = true;
+/// A needle list that judges search for in context (a few hundred bytes at most),
+/// compiled on first use. Checking each needle at each byte cost a third of the rule
+/// pass (the instruction cues run over 200 bytes per role line); one automaton pass
+/// does not grow with the list.
+struct Needles {
+    list: &'static [&'static str],
+    automaton: OnceLock<AhoCorasick>,
+}
+
+impl Needles {
+    const fn new(list: &'static [&'static str]) -> Needles {
+        Needles {
+            list,
+            automaton: OnceLock::new(),
         }
     }
-    hay.iter().enumerate().any(|(i, b)| {
-        first[usize::from(*b)] && needles.iter().any(|n| hay[i..].starts_with(n.as_bytes()))
-    })
+
+    /// Whether any needle occurs in `hay`. The lists are constants that the corpus
+    /// tests exercise, so a failure to compile one is a programming error.
+    fn any_in(&self, hay: &[u8]) -> bool {
+        self.automaton
+            .get_or_init(|| AhoCorasick::new(self.list).expect("needle automaton"))
+            .is_match(hay)
+    }
 }
 
 /// Whole words of `hay` (letters, digits, `-`, `_`).
@@ -371,6 +385,16 @@ fn always_medium(_: &Ctx<'_>, _: Range<usize>) -> Option<Severity> {
 /// language (low); "previous/above/original" ones are a reference to the prompt (medium);
 /// "all/any/your/system" ones, or a directive that follows, are the attack idiom (high).
 fn ignore_previous(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
+    static OVERRIDE_EMPHASIS: Needles = Needles::new(&[
+        "important",
+        "urgent",
+        "attention",
+        "instructions:",
+        "system",
+        "admin",
+        "note to",
+        "!!",
+    ]);
     let m = &c.v[r.clone()];
     let sweeping = has_word(
         m,
@@ -442,19 +466,7 @@ fn ignore_previous(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
             ". act",
         ],
     );
-    let emphatic = has_any(
-        c.before(r.start, 48),
-        &[
-            "important",
-            "urgent",
-            "attention",
-            "instructions:",
-            "system",
-            "admin",
-            "note to",
-            "!!",
-        ],
-    );
+    let emphatic = OVERRIDE_EMPHASIS.any_in(c.before(r.start, 48));
     let s = if sweeping || directive || emphatic {
         Severity::High
     } else {
@@ -467,6 +479,26 @@ fn ignore_previous(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 /// questions about them ("where can I get my API key?") and advice ("never print your
 /// API key") are low.
 fn credential_request(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
+    static QUESTIONS: Needles = Needles::new(&[
+        "how do i",
+        "how to",
+        "how can i",
+        "where can i",
+        "where do i",
+        "can't",
+        "cannot",
+        "unable to",
+        "how should",
+        "where is",
+        "where are",
+        "what is",
+        "i need to",
+        "i want to",
+        "i forgot",
+        "help me",
+        "lost my",
+        "i lost",
+    ]);
     let m = &c.v[r.clone()];
     let tail = trim_start(c.after(r.end, 16));
     if starts_with_any(
@@ -510,31 +542,7 @@ fn credential_request(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
         return Some(Severity::Low);
     }
     let before = c.before(r.start, 40);
-    if c.negated(r.start)
-        || has_any(
-            before,
-            &[
-                "how do i",
-                "how to",
-                "how can i",
-                "where can i",
-                "where do i",
-                "can't",
-                "cannot",
-                "unable to",
-                "how should",
-                "where is",
-                "where are",
-                "what is",
-                "i need to",
-                "i want to",
-                "i forgot",
-                "help me",
-                "lost my",
-                "i lost",
-            ],
-        )
-    {
+    if c.negated(r.start) || QUESTIONS.any_in(before) {
         return Some(Severity::Low);
     }
     let s = if has_word(m, &["your", "all", "every", "any"]) {
@@ -560,20 +568,18 @@ fn persona(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 
 /// "new instructions:": medium; high after an emphasis marker or before an override.
 fn new_instructions(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
-    let emphatic = has_any(
-        c.before(r.start, 32),
-        &[
-            "important",
-            "urgent",
-            "attention",
-            "system",
-            "admin",
-            "###",
-            "!!",
-            "[",
-            "<",
-        ],
-    );
+    static INSTRUCTION_EMPHASIS: Needles = Needles::new(&[
+        "important",
+        "urgent",
+        "attention",
+        "system",
+        "admin",
+        "###",
+        "!!",
+        "[",
+        "<",
+    ]);
+    let emphatic = INSTRUCTION_EMPHASIS.any_in(c.before(r.start, 32));
     let s = if emphatic || c.instructions_after(r.end, 160) {
         Severity::High
     } else {
@@ -595,7 +601,8 @@ fn prompt_leak(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 /// "disable your safety filters": like [`prompt_leak`].
 fn disable_safety(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
     let m = &c.v[r.clone()];
-    let s = if has_word(m, &["your", "all"]) || has_any(m, &["system prompt"]) {
+    let s = if has_word(m, &["your", "all"]) || memchr::memmem::find(m, b"system prompt").is_some()
+    {
         Severity::High
     } else {
         Severity::Medium
@@ -641,6 +648,25 @@ fn fake_boundary(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 /// An image or link URL: data in it is the exfiltration channel. Placeholders or
 /// long query values are high; a short query is low; none is nothing.
 fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
+    static URL_PLACEHOLDERS: Needles = Needles::new(&[
+        "{",
+        "}",
+        "$",
+        "<",
+        "[",
+        "%7b",
+        "%24",
+        "%3c",
+        "data_here",
+        "insert",
+        "secret",
+        "token=",
+        "key=",
+        "password",
+        "conversation",
+        "history",
+        "base64",
+    ]);
     let m = &c.v[r.clone()];
     let is_image = m.starts_with(b"!") || m.starts_with(b"<img");
     let url_at = memchr::memmem::find(m, b"//")?;
@@ -649,28 +675,7 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
         .iter()
         .position(|b| matches!(b, b')' | b' ' | b'"' | b'\'' | b'>'))
         .unwrap_or(url.len())];
-    let placeholder = has_any(
-        url,
-        &[
-            "{",
-            "}",
-            "$",
-            "<",
-            "[",
-            "%7b",
-            "%24",
-            "%3c",
-            "data_here",
-            "insert",
-            "secret",
-            "token=",
-            "key=",
-            "password",
-            "conversation",
-            "history",
-            "base64",
-        ],
-    );
+    let placeholder = URL_PLACEHOLDERS.any_in(url);
     let query = memchr::memchr(b'?', url).map(|q| &url[q + 1..]);
     let long_value = query.is_some_and(|q| {
         q.split(|b| *b == b'&').any(|kv| {
@@ -700,48 +705,42 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 /// "send … to https://…": high when the object is a secret or the conversation, medium
 /// for data in general, low otherwise.
 fn send_to_url(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
+    static DATA_OBJECTS: Needles = Needles::new(&[
+        "data", "content", "file", "document", "info", "result", "output", "log", "message",
+    ]);
+    static SECRET_OBJECTS: Needles = Needles::new(&[
+        "key",
+        "token",
+        "password",
+        "secret",
+        "credential",
+        "cookie",
+        "session",
+        "env",
+        "history",
+        "conversation",
+        "system prompt",
+        "private",
+        "ssh",
+        "api",
+        "chat",
+        "messages",
+        "previous",
+        "above",
+        "everything",
+        // Encoding the data first is how it survives a URL.
+        "encode",
+        "base64",
+        "hex",
+    ]);
     let m = &c.v[r.clone()];
     let url_at = memchr::memmem::find(m, b"http")
         .or_else(|| memchr::memmem::find(m, b"www."))
         .unwrap_or(m.len());
     let object = &m[..url_at];
-    let s = if has_any(
-        object,
-        &[
-            "key",
-            "token",
-            "password",
-            "secret",
-            "credential",
-            "cookie",
-            "session",
-            "env",
-            "history",
-            "conversation",
-            "system prompt",
-            "private",
-            "ssh",
-            "api",
-            "chat",
-            "messages",
-            "previous",
-            "above",
-            "everything",
-            // Encoding the data first is how it survives a URL.
-            "encode",
-            "base64",
-            "hex",
-        ],
-    ) {
+    let s = if SECRET_OBJECTS.any_in(object) {
         Severity::High
-    } else if m.ends_with(b"=")
-        || has_any(
-            object,
-            &[
-                "data", "content", "file", "document", "info", "result", "output", "log", "message",
-            ],
-        )
-    {
+    } else if m.ends_with(b"=") || DATA_OBJECTS.any_in(object) {
         Severity::Medium
     } else {
         Severity::Low
