@@ -13,7 +13,7 @@ use std::{
     sync::{LazyLock, OnceLock},
 };
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use aho_corasick::{AhoCorasick, MatchKind, StartKind, automaton::Automaton as _, dfa::DFA};
 use regex_automata::{
     Anchored, Input,
     meta::{self, Regex},
@@ -57,7 +57,7 @@ pub(super) struct Hit {
 
 pub(super) struct Engine {
     rules: Vec<(Rule, Regex)>,
-    keywords: AhoCorasick,
+    keywords: DFA,
     /// For each keyword, the rules that use it.
     keyword_rules: Vec<Vec<usize>>,
 }
@@ -98,9 +98,11 @@ impl Engine {
             rules.push((rule, re));
         }
         // A full DFA: the keyword pass touches every byte, and overlapping search (every
-        // keyword, even inside another) runs at DFA speed only.
-        let keywords = AhoCorasick::builder()
-            .kind(Some(AhoCorasickKind::DFA))
+        // keyword, even inside another) runs at DFA speed only. No prefilter: the
+        // keywords start with most letters, so it would stop at most bytes.
+        let keywords = DFA::builder()
+            .match_kind(MatchKind::Standard)
+            .start_kind(StartKind::Unanchored)
             .prefilter(false)
             .build(&words)
             .expect("keyword automaton");
@@ -117,9 +119,8 @@ impl Engine {
         let mut hits = Vec::new();
         // Per rule: matches starting below this were already reported.
         let mut done = vec![0usize; self.rules.len()];
-        for m in self.keywords.find_overlapping_iter(view) {
-            for &r in &self.keyword_rules[m.pattern().as_usize()] {
-                let p = m.start();
+        for (keyword, p) in self.keywords_in(view) {
+            for &r in &self.keyword_rules[keyword] {
                 let (rule, re) = &self.rules[r];
                 if p < done[r] {
                     continue;
@@ -149,6 +150,68 @@ impl Engine {
             }
         }
         hits
+    }
+
+    /// Every keyword occurrence in `view`, overlapping ones included, as (keyword, start),
+    /// in the order `find_overlapping_iter` reports them (by where they end).
+    ///
+    /// Driven by hand rather than by the crate's iterator: each DFA step waits for the
+    /// one before (the next state is a load indexed by the current one), so a single pass
+    /// leaves the core mostly idle. [`STREAMS`] passes over consecutive stretches of the
+    /// view, stepped in turn, measured 1.5× faster than the iterator on the benchmark
+    /// text.
+    fn keywords_in(&self, view: &[u8]) -> Vec<(usize, usize)> {
+        let dfa = &self.keywords;
+        let start = dfa
+            .start_state(aho_corasick::Anchored::No)
+            .expect("the automaton is built for unanchored search");
+        let len = view.len();
+        let chunk = len.div_ceil(STREAMS).max(1);
+        // Stream k reports the keywords that end in its stretch (from, to]. It starts
+        // one keyword length before `from`, so by then it is in the state a single pass
+        // would be in as far as any keyword ending in the stretch is concerned.
+        let from: [usize; STREAMS] = std::array::from_fn(|k| (k * chunk).min(len));
+        let to: [usize; STREAMS] = std::array::from_fn(|k| ((k + 1) * chunk).min(len));
+        let mut at: [usize; STREAMS] =
+            std::array::from_fn(|k| from[k].saturating_sub(dfa.max_pattern_len()));
+        let mut state = [start; STREAMS];
+        let mut found: [Vec<(usize, usize)>; STREAMS] = Default::default();
+        let together = (0..STREAMS).map(|k| to[k] - at[k]).min().unwrap_or(0);
+        for _ in 0..together {
+            for k in 0..STREAMS {
+                keyword_step(dfa, view, from[k], &mut at[k], &mut state[k], &mut found[k]);
+            }
+        }
+        for k in 0..STREAMS {
+            while at[k] < to[k] {
+                keyword_step(dfa, view, from[k], &mut at[k], &mut state[k], &mut found[k]);
+            }
+        }
+        found.concat()
+    }
+}
+
+/// Keyword passes run side by side (see [`Engine::keywords_in`]).
+const STREAMS: usize = 4;
+
+/// One byte of one keyword pass: the keywords ending after it, if past `from`.
+#[inline(always)]
+fn keyword_step(
+    dfa: &DFA,
+    view: &[u8],
+    from: usize,
+    at: &mut usize,
+    state: &mut aho_corasick::automaton::StateID,
+    found: &mut Vec<(usize, usize)>,
+) {
+    let s = dfa.next_state(aho_corasick::Anchored::No, *state, view[*at]);
+    *state = s;
+    *at += 1;
+    if dfa.is_special(s) && dfa.is_match(s) && *at > from {
+        for i in 0..dfa.match_len(s) {
+            let k = dfa.match_pattern(s, i);
+            found.push((k.as_usize(), *at - dfa.pattern_len(k)));
+        }
     }
 }
 
@@ -1327,7 +1390,41 @@ const RULES: [Rule; 30] = [
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Texts of keywords and filler, so that keywords overlap each other and
+        /// straddle the borders between the passes' stretches.
+        #[test]
+        fn keyword_passes_find_what_one_overlapping_search_finds(
+            parts in prop::collection::vec((0usize..400, 0usize..4), 0..60)
+        ) {
+            let mut words: Vec<&str> = Vec::new();
+            for rule in &RULES {
+                for k in rule.keywords {
+                    if !words.contains(k) {
+                        words.push(k);
+                    }
+                }
+            }
+            let mut text = String::new();
+            for (w, filler) in parts {
+                text.push_str(words[w % words.len()]);
+                text.push_str(["", " ", "x", "\n"][filler]);
+            }
+            let one = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&words)
+                .expect("automaton");
+            let want: Vec<(usize, usize)> = one
+                .find_overlapping_iter(text.as_bytes())
+                .map(|m| (m.pattern().as_usize(), m.start()))
+                .collect();
+            prop_assert_eq!(ENGINE.keywords_in(text.as_bytes()), want);
+        }
+    }
 
     /// Every rule over the whole view, no keywords, no windows: what `scan` must equal.
     fn scan_exhaustive(view: &[u8]) -> Vec<(&'static str, usize)> {
