@@ -38,6 +38,7 @@
 mod clean;
 mod decode;
 mod rules;
+mod skip;
 mod spotlight;
 #[cfg(test)]
 mod tests;
