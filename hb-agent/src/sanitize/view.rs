@@ -12,6 +12,8 @@ use std::ops::Range;
 
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
+use super::skip;
+
 /// A stretch of the view and where it comes from.
 #[derive(Debug, Clone, Copy)]
 struct Seg {
@@ -76,21 +78,14 @@ impl View {
                 line_start = false;
                 continue;
             }
-            // Bytes that stand for themselves: up to a non-ASCII byte, a line break, a tab
-            // or a second blank.
+            // Bytes that stand for themselves: up to a non-ASCII byte, a tab, or a blank
+            // or line break followed by a blank (a blank run to collapse, or indentation
+            // to keep).
             let start = i;
-            loop {
-                i += b[i..]
-                    .iter()
-                    .position(|c| STOP[usize::from(*c)])
-                    .unwrap_or(b.len() - i);
-                // A single space between words stands for itself.
-                if b.get(i) == Some(&b' ') && !b.get(i + 1).is_some_and(blank) {
-                    i += 1;
-                    continue;
-                }
-                break;
-            }
+            i = skip::next_stop(b, i, |c, n| {
+                let blank_next = (n == b' ') | (n == b'\t');
+                (c >= 0x80) | (c == b'\t') | (((c == b' ') | (c == b'\n')) & blank_next)
+            });
             v.extend_from_slice(&b[start..i]);
             match b.get(i) {
                 Some(b'\n') => {
@@ -145,17 +140,6 @@ impl View {
         }
     }
 }
-
-/// Bytes that end a stretch copied as it is: non-ASCII, blanks, line breaks.
-const STOP: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = c >= 0x80 || c == b' ' as usize || c == b'\t' as usize || c == b'\n' as usize;
-        c += 1;
-    }
-    t
-};
 
 /// Folding goes through several Unicode tables; text repeats the same few characters,
 /// so a small direct-mapped cache of results saves most of the lookups.
@@ -275,4 +259,74 @@ fn confusable(c: char) -> Option<u8> {
         '›' | '〉' | '⟩' | '＞' => b'>',
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The view one character at a time, as the module header defines it: what
+    /// [`View::build`] must produce, fast path or not.
+    fn plain_view(text: &str) -> Vec<u8> {
+        let chars: Vec<char> = text.chars().collect();
+        let blank = |c: &char| *c == ' ' || *c == '\t';
+        let mut v = Vec::new();
+        let mut line_start = true;
+        let mut k = 0;
+        while k < chars.len() {
+            let c = chars[k];
+            if !c.is_ascii() {
+                let start = v.len();
+                fold(c, &mut v);
+                if v.len() > start && v[start] == b' ' && start > 0 && v[start - 1] == b' ' {
+                    v.truncate(start);
+                }
+                if v.len() > start {
+                    line_start = v.last() == Some(&b'\n');
+                }
+                k += 1;
+            } else if blank(&c) {
+                let n = chars[k..].iter().take_while(|c| blank(c)).count();
+                if line_start {
+                    v.extend(chars[k..k + n].iter().map(|c| *c as u8));
+                } else if (n == 1 && c == ' ') || v.last() != Some(&b' ') {
+                    v.push(b' ');
+                }
+                line_start = false;
+                k += n;
+            } else {
+                v.push(c.to_ascii_lowercase() as u8);
+                line_start = c == '\n';
+                k += 1;
+            }
+        }
+        v
+    }
+
+    proptest! {
+        /// Long runs, so that the fast path skips whole blocks, with every kind of
+        /// blank, line start and folded character between them.
+        #[test]
+        fn the_view_is_the_plain_fold_and_maps_back(
+            runs in prop::collection::vec(
+                ("[aB \t\n\r-]|é|\u{3000}|\u{2028}|Ａ|\u{301}|日", 0usize..40),
+                0..12,
+            )
+        ) {
+            let text: String = runs.iter().map(|(c, n)| c.repeat(*n)).collect();
+            let view = View::build(&text);
+            let v = view.bytes();
+            let want = plain_view(&text);
+            prop_assert_eq!(v, want.as_slice());
+            for (j, &b) in v.iter().enumerate() {
+                let from = &text.as_bytes()[view.to_output(j..j + 1)];
+                if let [c] = from {
+                    let blank_run = b == b' ' && (*c == b' ' || *c == b'\t');
+                    prop_assert!(b == c.to_ascii_lowercase() || blank_run, "{j}: {:?}", *c as char);
+                }
+            }
+        }
+    }
 }
