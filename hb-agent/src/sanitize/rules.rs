@@ -13,7 +13,11 @@ use std::{
     sync::{LazyLock, OnceLock},
 };
 
-use aho_corasick::{AhoCorasick, MatchKind, StartKind, automaton::Automaton as _, dfa::DFA};
+use aho_corasick::{
+    AhoCorasick, MatchKind, StartKind,
+    automaton::{Automaton as _, StateID},
+    dfa::DFA,
+};
 use regex_automata::{
     Anchored, Input,
     meta::{self, Regex},
@@ -158,8 +162,12 @@ impl Engine {
     /// Driven by hand rather than by the crate's iterator: each DFA step waits for the
     /// one before (the next state is a load indexed by the current one), so a single pass
     /// leaves the core mostly idle. [`STREAMS`] passes over consecutive stretches of the
-    /// view, stepped in turn, measured 1.5× faster than the iterator on the benchmark
-    /// text.
+    /// view, stepped together, measured about twice as fast as the iterator on the
+    /// benchmark text.
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "one index reads the same place in every stream's lane"
+    )]
     fn keywords_in(&self, view: &[u8]) -> Vec<(usize, usize)> {
         let dfa = &self.keywords;
         let start = dfa
@@ -172,19 +180,43 @@ impl Engine {
         // would be in as far as any keyword ending in the stretch is concerned.
         let from: [usize; STREAMS] = std::array::from_fn(|k| (k * chunk).min(len));
         let to: [usize; STREAMS] = std::array::from_fn(|k| ((k + 1) * chunk).min(len));
-        let mut at: [usize; STREAMS] =
+        let begin: [usize; STREAMS] =
             std::array::from_fn(|k| from[k].saturating_sub(dfa.max_pattern_len()));
-        let mut state = [start; STREAMS];
         let mut found: [Vec<(usize, usize)>; STREAMS] = Default::default();
-        let together = (0..STREAMS).map(|k| to[k] - at[k]).min().unwrap_or(0);
-        for _ in 0..together {
+        let mut report = |k: usize, state: StateID, end: usize| {
+            if end > from[k] {
+                for i in 0..dfa.match_len(state) {
+                    let p = dfa.match_pattern(state, i);
+                    found[k].push((p.as_usize(), end - dfa.pattern_len(p)));
+                }
+            }
+        };
+        // All streams step together as long as the shortest lasts, over slices of one
+        // length so that the byte loads need no bounds checks.
+        let together = (0..STREAMS).map(|k| to[k] - begin[k]).min().unwrap_or(0);
+        let lanes: [&[u8]; STREAMS] = std::array::from_fn(|k| &view[begin[k]..][..together]);
+        let mut state = [start; STREAMS];
+        for j in 0..together {
+            let mut special = false;
             for k in 0..STREAMS {
-                keyword_step(dfa, view, from[k], &mut at[k], &mut state[k], &mut found[k]);
+                state[k] = dfa.next_state(aho_corasick::Anchored::No, state[k], lanes[k][j]);
+                special |= dfa.is_special(state[k]);
+            }
+            if special {
+                for (k, &s) in state.iter().enumerate() {
+                    if dfa.is_match(s) {
+                        report(k, s, begin[k] + j + 1);
+                    }
+                }
             }
         }
-        for k in 0..STREAMS {
-            while at[k] < to[k] {
-                keyword_step(dfa, view, from[k], &mut at[k], &mut state[k], &mut found[k]);
+        for (k, mut s) in state.into_iter().enumerate() {
+            let rest = begin[k] + together;
+            for (j, &b) in view[rest..to[k]].iter().enumerate() {
+                s = dfa.next_state(aho_corasick::Anchored::No, s, b);
+                if dfa.is_special(s) && dfa.is_match(s) {
+                    report(k, s, rest + j + 1);
+                }
             }
         }
         found.concat()
@@ -193,27 +225,6 @@ impl Engine {
 
 /// Keyword passes run side by side (see [`Engine::keywords_in`]).
 const STREAMS: usize = 4;
-
-/// One byte of one keyword pass: the keywords ending after it, if past `from`.
-#[inline(always)]
-fn keyword_step(
-    dfa: &DFA,
-    view: &[u8],
-    from: usize,
-    at: &mut usize,
-    state: &mut aho_corasick::automaton::StateID,
-    found: &mut Vec<(usize, usize)>,
-) {
-    let s = dfa.next_state(aho_corasick::Anchored::No, *state, view[*at]);
-    *state = s;
-    *at += 1;
-    if dfa.is_special(s) && dfa.is_match(s) && *at > from {
-        for i in 0..dfa.match_len(s) {
-            let k = dfa.match_pattern(s, i);
-            found.push((k.as_usize(), *at - dfa.pattern_len(k)));
-        }
-    }
-}
 
 /// Moves `i` back to the start of a UTF-8 character.
 fn floor_boundary(v: &[u8], mut i: usize) -> usize {
