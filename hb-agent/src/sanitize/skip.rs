@@ -5,7 +5,7 @@
 //! (the callers say that) or read outside the slice it is given.
 
 /// Bytes checked at once.
-const BLOCK: usize = 32;
+const BLOCK: usize = 16;
 
 /// The first index at or after `i` where `stop(byte, next byte)` holds (the byte after
 /// the last one reads as 0), or `b.len()`.

@@ -19,8 +19,9 @@ use super::skip;
 struct Seg {
     view: usize,
     out: usize,
-    /// 0: byte-for-byte from `out` on; otherwise the byte length of the one output
-    /// character every view byte of this stretch comes from.
+    /// 0: byte-for-byte from `out` on (ASCII, and characters that fold to themselves);
+    /// otherwise the byte length of the one output character every view byte of this
+    /// stretch comes from.
     len: usize,
 }
 
@@ -45,9 +46,24 @@ impl View {
                 let Some(c) = text[i..].chars().next() else {
                     break;
                 };
-                identity = false;
+                let len = c.len_utf8();
                 let start = v.len();
-                cache.fold(c, &mut v);
+                if cache.fold(c, &mut v) {
+                    // Folds to itself (CJK ideographs, for one): part of a byte-for-byte
+                    // stretch rather than a segment of its own.
+                    if !identity {
+                        segs.push(Seg {
+                            view: start,
+                            out: i,
+                            len: 0,
+                        });
+                        identity = true;
+                    }
+                    line_start = false;
+                    i += len;
+                    continue;
+                }
+                identity = false;
                 if v.len() > start && v[start] == b' ' && start > 0 && v[start - 1] == b' ' {
                     v.truncate(start);
                 }
@@ -55,11 +71,11 @@ impl View {
                     segs.push(Seg {
                         view: start,
                         out: i,
-                        len: c.len_utf8(),
+                        len,
                     });
                     line_start = v.last() == Some(&b'\n');
                 }
-                i += c.len_utf8();
+                i += len;
                 continue;
             }
             if !identity {
@@ -162,8 +178,18 @@ impl View {
     fn locate(&self, k: usize, v: usize) -> Range<usize> {
         let s = self.segs[k];
         if s.len == 0 {
-            let o = s.out + (v - s.view);
-            o..o + 1
+            // Byte for byte: the character's bytes are the view's, continuation bytes
+            // and all, and a segment never splits a character.
+            let continuation = |i: usize| self.bytes.get(i).is_some_and(|b| b & 0xc0 == 0x80);
+            let mut from = v;
+            while from > s.view && continuation(from) {
+                from -= 1;
+            }
+            let mut to = v + 1;
+            while continuation(to) {
+                to += 1;
+            }
+            s.out + (from - s.view)..s.out + (to - s.view)
         } else {
             s.out..s.out + s.len
         }
@@ -173,7 +199,8 @@ impl View {
 /// Folding goes through several Unicode tables; text repeats the same few characters,
 /// so a small direct-mapped cache of results saves most of the lookups.
 struct FoldCache {
-    slots: Vec<(char, u8, [u8; 7])>,
+    /// Character, folded length, whether it folds to itself, folded bytes.
+    slots: Vec<(char, u8, bool, [u8; 7])>,
 }
 
 impl FoldCache {
@@ -181,24 +208,32 @@ impl FoldCache {
 
     fn new() -> Self {
         FoldCache {
-            slots: vec![('\0', 0, [0; 7]); Self::SLOTS],
+            slots: vec![('\0', 0, false, [0; 7]); Self::SLOTS],
         }
     }
 
-    fn fold(&mut self, c: char, v: &mut Vec<u8>) {
+    /// Appends the view bytes of `c` (non-ASCII) and says whether they are its own.
+    fn fold(&mut self, c: char, v: &mut Vec<u8>) -> bool {
+        // CJK ideographs have no decomposition, case or look-alike, and a text in
+        // Chinese or Japanese has more distinct ones than the cache has slots.
+        if ('\u{4e00}'..='\u{9fff}').contains(&c) {
+            v.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            return true;
+        }
         let slot = &mut self.slots[c as usize % Self::SLOTS];
         if slot.0 == c {
-            v.extend_from_slice(&slot.2[..usize::from(slot.1)]);
-            return;
+            v.extend_from_slice(&slot.3[..usize::from(slot.1)]);
+            return slot.2;
         }
         let start = v.len();
         fold(c, v);
-        let n = v.len() - start;
-        if n <= 7 {
-            slot.0 = c;
-            slot.1 = n as u8;
-            slot.2[..n].copy_from_slice(&v[start..]);
+        let folded = &v[start..];
+        let itself = folded == c.encode_utf8(&mut [0; 4]).as_bytes();
+        if folded.len() <= 7 {
+            *slot = (c, folded.len() as u8, itself, [0; 7]);
+            slot.3[..folded.len()].copy_from_slice(folded);
         }
+        itself
     }
 }
 
@@ -340,7 +375,7 @@ mod tests {
         #[test]
         fn the_view_is_the_plain_fold_and_maps_back(
             runs in prop::collection::vec(
-                ("[aB \t\n\r-]|é|\u{3000}|\u{2028}|Ａ|\u{301}|日", 0usize..40),
+                ("[aB \t\n\r-]|é|\u{3000}|\u{2028}|Ａ|\u{301}|日|が|\u{1f600}", 0usize..40),
                 0..12,
             )
         ) {
@@ -353,6 +388,7 @@ mod tests {
             for (j, &b) in v.iter().enumerate() {
                 let range = view.to_output_after(&mut cursor, j..j + 1);
                 prop_assert_eq!(range.clone(), view.to_output(j..j + 1));
+                prop_assert!(text.is_char_boundary(range.start) && text.is_char_boundary(range.end));
                 let from = &text.as_bytes()[range];
                 if let [c] = from {
                     let blank_run = b == b' ' && (*c == b' ' || *c == b'\t');
