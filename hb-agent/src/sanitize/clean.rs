@@ -11,7 +11,7 @@ use unicode_normalization::{
     IsNormalized, UnicodeNormalization as _, char::canonical_combining_class, is_nfkc_quick,
 };
 
-use super::{Category, Encoding, Finding, Severity, excerpt};
+use super::{Category, Encoding, Finding, Severity, excerpt, skip};
 
 /// What gets removed, by class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +91,16 @@ pub(super) struct Cleaned {
 /// combining mark may attach to). ASCII characters never compose with what precedes
 /// them and never reorder, so the runs can be normalised independently.
 pub(super) fn nfkc(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() || segments(s).all(|seg| normalised(&s[seg])) {
+    let mut segs = segments(s);
+    // Most text is in NFKC already: nothing is copied unless a segment changes.
+    let Some(first) = segs.find(|seg| !normalised(&s[seg.clone()])) else {
         return Cow::Borrowed(s);
-    }
+    };
     let mut out = String::with_capacity(s.len() + s.len() / 8);
-    let mut last = 0;
-    for seg in segments(s) {
+    out.push_str(&s[..first.start]);
+    out.extend(s[first.clone()].nfkc());
+    let mut last = first.end;
+    for seg in segs {
         out.push_str(&s[last..seg.start]);
         let part = &s[seg.clone()];
         if normalised(part) {
@@ -110,8 +114,12 @@ pub(super) fn nfkc(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Whether a segment is in NFKC. [`stable`] characters pass the quick check and leave
+/// it in its initial state (combining class 0), so only the stretches between them need
+/// the Unicode tables.
 fn normalised(seg: &str) -> bool {
-    seg.chars().all(stable) || is_nfkc_quick(seg.chars()) == IsNormalized::Yes
+    seg.split(stable)
+        .all(|part| part.is_empty() || is_nfkc_quick(part.chars()) == IsNormalized::Yes)
 }
 
 /// The stretches [`nfkc`] looks at: each run of non-ASCII characters with the ASCII
@@ -120,7 +128,10 @@ fn segments(s: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let b = s.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || {
-        let run = i + b[i..].iter().position(|x| !x.is_ascii())?;
+        let run = skip::next_stop(b, i, |c, _| c >= 0x80);
+        if run == b.len() {
+            return None;
+        }
         let start = if run > i { run - 1 } else { run };
         let end = b[run..]
             .iter()
@@ -132,15 +143,10 @@ fn segments(s: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
 }
 
 /// Bytes that may start a removable character: controls and every non-ASCII byte.
-const SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = (c < 0x20 && c != 0x09 && c != 0x0a && c != 0x0d) || c >= 0x7f;
-        c += 1;
-    }
-    t
-};
+/// Branch-free for [`skip::next_stop`].
+fn special(c: u8) -> bool {
+    ((c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r')) | (c >= 0x7f)
+}
 
 /// Characters of common scripts that NFKC leaves alone whatever surrounds them (no
 /// decomposition, combining class 0, never the second half of a composition): a
@@ -172,11 +178,8 @@ pub(super) fn clean(input: &str) -> Cleaned {
     let mut last = 0; // start of the text not yet copied to `out`
     let mut i = 0;
     while i < b.len() {
-        if !SPECIAL[usize::from(b[i])] {
-            i += b[i..]
-                .iter()
-                .position(|x| SPECIAL[usize::from(*x)])
-                .unwrap_or(b.len() - i);
+        if !special(b[i]) {
+            i = skip::next_stop(b, i, |c, _| special(c));
             continue;
         }
         let Some(c) = s[i..].chars().next() else {

@@ -38,6 +38,7 @@
 mod clean;
 mod decode;
 mod rules;
+mod skip;
 mod spotlight;
 #[cfg(test)]
 mod tests;
@@ -295,11 +296,12 @@ fn escalate(findings: &mut [Finding]) {
 /// Step 3 alone. Spans are in `text`; for decoded text the caller moves them.
 fn detect_plain(text: &str, decoded_from: Option<Encoding>) -> Vec<Finding> {
     let view = view::View::build(text);
-    rules::ENGINE
-        .scan(view.bytes())
-        .into_iter()
+    let mut hits = rules::ENGINE.scan(view.bytes());
+    hits.sort_unstable_by_key(|hit| hit.view.start);
+    let mut cursor = 0;
+    hits.into_iter()
         .map(|hit| {
-            let span = view.to_output(hit.view);
+            let span = view.to_output_after(&mut cursor, hit.view);
             Finding {
                 category: hit.category,
                 severity: hit.severity,
@@ -314,6 +316,9 @@ fn detect_plain(text: &str, decoded_from: Option<Encoding>) -> Vec<Finding> {
 
 /// `s` cut to [`EXCERPT_CHARS`] characters.
 fn excerpt(s: &str) -> String {
+    if s.len() <= EXCERPT_CHARS {
+        return s.to_owned();
+    }
     match s.char_indices().nth(EXCERPT_CHARS) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),

@@ -7,11 +7,19 @@
 //! of candidate places, not rules × text length. A test checks the result against
 //! running every rule over the whole text.
 
-use std::{cell::OnceCell, ops::Range, sync::LazyLock};
+use std::{
+    cell::OnceCell,
+    ops::Range,
+    sync::{LazyLock, OnceLock},
+};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use aho_corasick::{
+    AhoCorasick, MatchKind, StartKind,
+    automaton::{Automaton as _, StateID},
+    dfa::DFA,
+};
 use regex_automata::{
-    Anchored, Input,
+    Anchored, Input, Match,
     meta::{self, Regex},
     util::syntax,
 };
@@ -53,7 +61,7 @@ pub(super) struct Hit {
 
 pub(super) struct Engine {
     rules: Vec<(Rule, Regex)>,
-    keywords: AhoCorasick,
+    keywords: DFA,
     /// For each keyword, the rules that use it.
     keyword_rules: Vec<Vec<usize>>,
 }
@@ -94,9 +102,11 @@ impl Engine {
             rules.push((rule, re));
         }
         // A full DFA: the keyword pass touches every byte, and overlapping search (every
-        // keyword, even inside another) runs at DFA speed only.
-        let keywords = AhoCorasick::builder()
-            .kind(Some(AhoCorasickKind::DFA))
+        // keyword, even inside another) runs at DFA speed only. No prefilter: the
+        // keywords start with most letters, so it would stop at most bytes.
+        let keywords = DFA::builder()
+            .match_kind(MatchKind::Standard)
+            .start_kind(StartKind::Unanchored)
             .prefilter(false)
             .build(&words)
             .expect("keyword automaton");
@@ -110,43 +120,128 @@ impl Engine {
     /// Every rule match in `view` that its judge keeps, in no particular order.
     pub fn scan(&self, view: &[u8]) -> Vec<Hit> {
         let ctx = Ctx::new(view);
+        // The keyword places of each rule, in order. One rule's searches run together:
+        // interleaved, the thirty rules' automata pushed each other out of the CPU
+        // caches and every search started cold.
+        let mut places: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
+        for (keyword, p) in self.keywords_in(view) {
+            for &r in &self.keyword_rules[keyword] {
+                places[r].push(p);
+            }
+        }
         let mut hits = Vec::new();
-        // Per rule: matches starting below this were already reported.
-        let mut done = vec![0usize; self.rules.len()];
-        for m in self.keywords.find_overlapping_iter(view) {
-            for &r in &self.keyword_rules[m.pattern().as_usize()] {
-                let p = m.start();
-                let (rule, re) = &self.rules[r];
-                if p < done[r] {
+        for ((rule, re), places) in self.rules.iter().zip(&places) {
+            // Matches starting below this were already reported.
+            let mut done = 0;
+            for &p in places {
+                if p < done {
                     continue;
                 }
-                let input = match rule.anchor {
-                    Anchor::Start => Input::new(view)
-                        .range(p..(p + START_MAX).min(view.len()))
-                        .anchored(Anchored::Yes),
-                    Anchor::Around(before, after) => Input::new(view).range(
-                        floor_boundary(view, p.saturating_sub(before))..(p + after).min(view.len()),
-                    ),
-                };
-                for mm in re.find_iter(input) {
-                    if mm.start() < done[r] {
-                        continue;
+                let mut judge = |m: Match| {
+                    if m.start() < done {
+                        return;
                     }
-                    done[r] = mm.end().max(mm.start() + 1);
-                    if let Some(severity) = (rule.judge)(&ctx, mm.range()) {
+                    done = m.end().max(m.start() + 1);
+                    if let Some(severity) = (rule.judge)(&ctx, m.range()) {
                         hits.push(Hit {
                             rule: rule.id,
                             category: rule.category,
                             severity,
-                            view: mm.range(),
+                            view: m.range(),
                         });
+                    }
+                };
+                match rule.anchor {
+                    // One match at most, and it starts here: a second search after it
+                    // (what an iterator does) would only find one at the next keyword.
+                    Anchor::Start => {
+                        let input = Input::new(view)
+                            .range(p..(p + START_MAX).min(view.len()))
+                            .anchored(Anchored::Yes);
+                        if let Some(m) = re.search(&input) {
+                            judge(m);
+                        }
+                    }
+                    Anchor::Around(before, after) => {
+                        let from = floor_boundary(view, p.saturating_sub(before));
+                        let input = Input::new(view).range(from..(p + after).min(view.len()));
+                        re.find_iter(input).for_each(judge);
                     }
                 }
             }
         }
         hits
     }
+
+    /// Every keyword occurrence in `view`, overlapping ones included, as (keyword, start),
+    /// in the order `find_overlapping_iter` reports them (by where they end).
+    ///
+    /// Driven by hand rather than by the crate's iterator: each DFA step waits for the
+    /// one before (the next state is a load indexed by the current one), so a single pass
+    /// leaves the core mostly idle. [`STREAMS`] passes over consecutive stretches of the
+    /// view, stepped together, measured about twice as fast as the iterator on the
+    /// benchmark text.
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "one index reads the same place in every stream's lane"
+    )]
+    fn keywords_in(&self, view: &[u8]) -> Vec<(usize, usize)> {
+        let dfa = &self.keywords;
+        let start = dfa
+            .start_state(aho_corasick::Anchored::No)
+            .expect("the automaton is built for unanchored search");
+        let len = view.len();
+        let chunk = len.div_ceil(STREAMS).max(1);
+        // Stream k reports the keywords that end in its stretch (from, to]. It starts
+        // one keyword length before `from`, so by then it is in the state a single pass
+        // would be in as far as any keyword ending in the stretch is concerned.
+        let from: [usize; STREAMS] = std::array::from_fn(|k| (k * chunk).min(len));
+        let to: [usize; STREAMS] = std::array::from_fn(|k| ((k + 1) * chunk).min(len));
+        let begin: [usize; STREAMS] =
+            std::array::from_fn(|k| from[k].saturating_sub(dfa.max_pattern_len()));
+        let mut found: [Vec<(usize, usize)>; STREAMS] = Default::default();
+        let mut report = |k: usize, state: StateID, end: usize| {
+            if end > from[k] {
+                for i in 0..dfa.match_len(state) {
+                    let p = dfa.match_pattern(state, i);
+                    found[k].push((p.as_usize(), end - dfa.pattern_len(p)));
+                }
+            }
+        };
+        // All streams step together as long as the shortest lasts, over slices of one
+        // length so that the byte loads need no bounds checks.
+        let together = (0..STREAMS).map(|k| to[k] - begin[k]).min().unwrap_or(0);
+        let lanes: [&[u8]; STREAMS] = std::array::from_fn(|k| &view[begin[k]..][..together]);
+        let mut state = [start; STREAMS];
+        for j in 0..together {
+            let mut special = false;
+            for k in 0..STREAMS {
+                state[k] = dfa.next_state(aho_corasick::Anchored::No, state[k], lanes[k][j]);
+                special |= dfa.is_special(state[k]);
+            }
+            if special {
+                for (k, &s) in state.iter().enumerate() {
+                    if dfa.is_match(s) {
+                        report(k, s, begin[k] + j + 1);
+                    }
+                }
+            }
+        }
+        for (k, mut s) in state.into_iter().enumerate() {
+            let rest = begin[k] + together;
+            for (j, &b) in view[rest..to[k]].iter().enumerate() {
+                s = dfa.next_state(aho_corasick::Anchored::No, s, b);
+                if dfa.is_special(s) && dfa.is_match(s) {
+                    report(k, s, rest + j + 1);
+                }
+            }
+        }
+        found.concat()
+    }
 }
+
+/// Keyword passes run side by side (see [`Engine::keywords_in`]).
+const STREAMS: usize = 4;
 
 /// Moves `i` back to the start of a UTF-8 character.
 fn floor_boundary(v: &[u8], mut i: usize) -> usize {
@@ -188,8 +283,8 @@ impl<'a> Ctx<'a> {
         &self.v[p..(p + n).min(self.v.len())]
     }
 
-    /// Markdown fenced code blocks (``` or ~~~ at a line start; an unclosed one runs to
-    /// the end).
+    /// Markdown fenced code blocks, in order (``` or ~~~ at a line start; an unclosed one
+    /// runs to the end).
     fn fences(&self) -> &[Range<usize>] {
         self.fences.get_or_init(|| {
             let mut out = Vec::new();
@@ -220,7 +315,9 @@ impl<'a> Ctx<'a> {
     /// Inside a fenced block, inline code, an indented line or a shell-prompt line.
     fn in_code(&self, r: &Range<usize>) -> bool {
         let p = r.start;
-        if self.fences().iter().any(|f| f.contains(&p)) {
+        let fences = self.fences();
+        let k = fences.partition_point(|f| f.start <= p);
+        if k > 0 && fences[k - 1].contains(&p) {
             return true;
         }
         let ls = self.line_start(p);
@@ -247,34 +344,32 @@ impl<'a> Ctx<'a> {
 
     /// A negation or warning shortly before on the same line ("never run", "do not").
     fn negated(&self, p: usize) -> bool {
+        static NEGATIONS: Needles = Needles::new(&[
+            "never",
+            "don't",
+            "dont",
+            "do not",
+            "must not",
+            "should not",
+            "shouldn't",
+            "avoid",
+            "warning",
+            "dangerous",
+            "careful",
+            "refuse",
+            "won't",
+            "will not",
+            "not to",
+            "example of",
+            "such as",
+            "like ",
+            "e.g.",
+            "blocks",
+            "detect",
+        ]);
         let ls = self.line_start(p);
         let from = p.saturating_sub(60).max(ls);
-        has_any(
-            &self.v[from..p],
-            &[
-                "never",
-                "don't",
-                "dont",
-                "do not",
-                "must not",
-                "should not",
-                "shouldn't",
-                "avoid",
-                "warning",
-                "dangerous",
-                "careful",
-                "refuse",
-                "won't",
-                "will not",
-                "not to",
-                "example of",
-                "such as",
-                "like ",
-                "e.g.",
-                "blocks",
-                "detect",
-            ],
-        )
+        NEGATIONS.any_in(&self.v[from..p])
     }
 
     /// Mentioned rather than used: in code, quoted or negated. Caps at medium.
@@ -289,11 +384,11 @@ impl<'a> Ctx<'a> {
     /// Instruction-like words shortly after `p`: what makes a role label or a fake
     /// boundary an attack rather than a transcript.
     fn instructions_after(&self, p: usize, n: usize) -> bool {
-        has_any(self.after(p, n), INSTRUCTION_CUES)
+        INSTRUCTION_CUES.any_in(self.after(p, n))
     }
 }
 
-const INSTRUCTION_CUES: &[&str] = &[
+static INSTRUCTION_CUES: Needles = Needles::new(&[
     "ignore",
     "disregard",
     "forget",
@@ -322,25 +417,37 @@ const INSTRUCTION_CUES: &[&str] = &[
     "you are an",
     "you are a ",
     "act as",
-];
+]);
 
 fn trim_start(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &s[n..]
 }
 
-/// Whether any needle occurs in `hay`. Haystacks here are a few hundred bytes and the
-/// lists a few dozen needles: one pass that checks needles only where one could start.
-fn has_any(hay: &[u8], needles: &[&str]) -> bool {
-    let mut first = [false; 256];
-    for n in needles {
-        if let Some(&b) = n.as_bytes().first() {
-            first[usize::from(b)] = true;
+/// A needle list that judges search for in context (a few hundred bytes at most),
+/// compiled on first use. Checking each needle at each byte cost a third of the rule
+/// pass (the instruction cues run over 200 bytes per role line); one automaton pass
+/// does not grow with the list.
+struct Needles {
+    list: &'static [&'static str],
+    automaton: OnceLock<AhoCorasick>,
+}
+
+impl Needles {
+    const fn new(list: &'static [&'static str]) -> Needles {
+        Needles {
+            list,
+            automaton: OnceLock::new(),
         }
     }
-    hay.iter().enumerate().any(|(i, b)| {
-        first[usize::from(*b)] && needles.iter().any(|n| hay[i..].starts_with(n.as_bytes()))
-    })
+
+    /// Whether any needle occurs in `hay`. The lists are constants that the corpus
+    /// tests exercise, so a failure to compile one is a programming error.
+    fn any_in(&self, hay: &[u8]) -> bool {
+        self.automaton
+            .get_or_init(|| AhoCorasick::new(self.list).expect("needle automaton"))
+            .is_match(hay)
+    }
 }
 
 /// Whole words of `hay` (letters, digits, `-`, `_`).
@@ -371,6 +478,16 @@ fn always_medium(_: &Ctx<'_>, _: Range<usize>) -> Option<Severity> {
 /// language (low); "previous/above/original" ones are a reference to the prompt (medium);
 /// "all/any/your/system" ones, or a directive that follows, are the attack idiom (high).
 fn ignore_previous(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
+    static OVERRIDE_EMPHASIS: Needles = Needles::new(&[
+        "important",
+        "urgent",
+        "attention",
+        "instructions:",
+        "system",
+        "admin",
+        "note to",
+        "!!",
+    ]);
     let m = &c.v[r.clone()];
     let sweeping = has_word(
         m,
@@ -442,19 +559,7 @@ fn ignore_previous(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
             ". act",
         ],
     );
-    let emphatic = has_any(
-        c.before(r.start, 48),
-        &[
-            "important",
-            "urgent",
-            "attention",
-            "instructions:",
-            "system",
-            "admin",
-            "note to",
-            "!!",
-        ],
-    );
+    let emphatic = OVERRIDE_EMPHASIS.any_in(c.before(r.start, 48));
     let s = if sweeping || directive || emphatic {
         Severity::High
     } else {
@@ -467,6 +572,26 @@ fn ignore_previous(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 /// questions about them ("where can I get my API key?") and advice ("never print your
 /// API key") are low.
 fn credential_request(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
+    static QUESTIONS: Needles = Needles::new(&[
+        "how do i",
+        "how to",
+        "how can i",
+        "where can i",
+        "where do i",
+        "can't",
+        "cannot",
+        "unable to",
+        "how should",
+        "where is",
+        "where are",
+        "what is",
+        "i need to",
+        "i want to",
+        "i forgot",
+        "help me",
+        "lost my",
+        "i lost",
+    ]);
     let m = &c.v[r.clone()];
     let tail = trim_start(c.after(r.end, 16));
     if starts_with_any(
@@ -510,31 +635,7 @@ fn credential_request(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
         return Some(Severity::Low);
     }
     let before = c.before(r.start, 40);
-    if c.negated(r.start)
-        || has_any(
-            before,
-            &[
-                "how do i",
-                "how to",
-                "how can i",
-                "where can i",
-                "where do i",
-                "can't",
-                "cannot",
-                "unable to",
-                "how should",
-                "where is",
-                "where are",
-                "what is",
-                "i need to",
-                "i want to",
-                "i forgot",
-                "help me",
-                "lost my",
-                "i lost",
-            ],
-        )
-    {
+    if c.negated(r.start) || QUESTIONS.any_in(before) {
         return Some(Severity::Low);
     }
     let s = if has_word(m, &["your", "all", "every", "any"]) {
@@ -560,20 +661,18 @@ fn persona(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 
 /// "new instructions:": medium; high after an emphasis marker or before an override.
 fn new_instructions(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
-    let emphatic = has_any(
-        c.before(r.start, 32),
-        &[
-            "important",
-            "urgent",
-            "attention",
-            "system",
-            "admin",
-            "###",
-            "!!",
-            "[",
-            "<",
-        ],
-    );
+    static INSTRUCTION_EMPHASIS: Needles = Needles::new(&[
+        "important",
+        "urgent",
+        "attention",
+        "system",
+        "admin",
+        "###",
+        "!!",
+        "[",
+        "<",
+    ]);
+    let emphatic = INSTRUCTION_EMPHASIS.any_in(c.before(r.start, 32));
     let s = if emphatic || c.instructions_after(r.end, 160) {
         Severity::High
     } else {
@@ -595,7 +694,8 @@ fn prompt_leak(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 /// "disable your safety filters": like [`prompt_leak`].
 fn disable_safety(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
     let m = &c.v[r.clone()];
-    let s = if has_word(m, &["your", "all"]) || has_any(m, &["system prompt"]) {
+    let s = if has_word(m, &["your", "all"]) || memchr::memmem::find(m, b"system prompt").is_some()
+    {
         Severity::High
     } else {
         Severity::Medium
@@ -641,6 +741,25 @@ fn fake_boundary(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 /// An image or link URL: data in it is the exfiltration channel. Placeholders or
 /// long query values are high; a short query is low; none is nothing.
 fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
+    static URL_PLACEHOLDERS: Needles = Needles::new(&[
+        "{",
+        "}",
+        "$",
+        "<",
+        "[",
+        "%7b",
+        "%24",
+        "%3c",
+        "data_here",
+        "insert",
+        "secret",
+        "token=",
+        "key=",
+        "password",
+        "conversation",
+        "history",
+        "base64",
+    ]);
     let m = &c.v[r.clone()];
     let is_image = m.starts_with(b"!") || m.starts_with(b"<img");
     let url_at = memchr::memmem::find(m, b"//")?;
@@ -649,28 +768,7 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
         .iter()
         .position(|b| matches!(b, b')' | b' ' | b'"' | b'\'' | b'>'))
         .unwrap_or(url.len())];
-    let placeholder = has_any(
-        url,
-        &[
-            "{",
-            "}",
-            "$",
-            "<",
-            "[",
-            "%7b",
-            "%24",
-            "%3c",
-            "data_here",
-            "insert",
-            "secret",
-            "token=",
-            "key=",
-            "password",
-            "conversation",
-            "history",
-            "base64",
-        ],
-    );
+    let placeholder = URL_PLACEHOLDERS.any_in(url);
     let query = memchr::memchr(b'?', url).map(|q| &url[q + 1..]);
     let long_value = query.is_some_and(|q| {
         q.split(|b| *b == b'&').any(|kv| {
@@ -700,48 +798,42 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 /// "send … to https://…": high when the object is a secret or the conversation, medium
 /// for data in general, low otherwise.
 fn send_to_url(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
+    static DATA_OBJECTS: Needles = Needles::new(&[
+        "data", "content", "file", "document", "info", "result", "output", "log", "message",
+    ]);
+    static SECRET_OBJECTS: Needles = Needles::new(&[
+        "key",
+        "token",
+        "password",
+        "secret",
+        "credential",
+        "cookie",
+        "session",
+        "env",
+        "history",
+        "conversation",
+        "system prompt",
+        "private",
+        "ssh",
+        "api",
+        "chat",
+        "messages",
+        "previous",
+        "above",
+        "everything",
+        // Encoding the data first is how it survives a URL.
+        "encode",
+        "base64",
+        "hex",
+    ]);
     let m = &c.v[r.clone()];
     let url_at = memchr::memmem::find(m, b"http")
         .or_else(|| memchr::memmem::find(m, b"www."))
         .unwrap_or(m.len());
     let object = &m[..url_at];
-    let s = if has_any(
-        object,
-        &[
-            "key",
-            "token",
-            "password",
-            "secret",
-            "credential",
-            "cookie",
-            "session",
-            "env",
-            "history",
-            "conversation",
-            "system prompt",
-            "private",
-            "ssh",
-            "api",
-            "chat",
-            "messages",
-            "previous",
-            "above",
-            "everything",
-            // Encoding the data first is how it survives a URL.
-            "encode",
-            "base64",
-            "hex",
-        ],
-    ) {
+    let s = if SECRET_OBJECTS.any_in(object) {
         Severity::High
-    } else if m.ends_with(b"=")
-        || has_any(
-            object,
-            &[
-                "data", "content", "file", "document", "info", "result", "output", "log", "message",
-            ],
-        )
-    {
+    } else if m.ends_with(b"=") || DATA_OBJECTS.any_in(object) {
         Severity::Medium
     } else {
         Severity::Low
@@ -1328,7 +1420,41 @@ const RULES: [Rule; 30] = [
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Texts of keywords and filler, so that keywords overlap each other and
+        /// straddle the borders between the passes' stretches.
+        #[test]
+        fn keyword_passes_find_what_one_overlapping_search_finds(
+            parts in prop::collection::vec((0usize..400, 0usize..4), 0..60)
+        ) {
+            let mut words: Vec<&str> = Vec::new();
+            for rule in &RULES {
+                for k in rule.keywords {
+                    if !words.contains(k) {
+                        words.push(k);
+                    }
+                }
+            }
+            let mut text = String::new();
+            for (w, filler) in parts {
+                text.push_str(words[w % words.len()]);
+                text.push_str(["", " ", "x", "\n"][filler]);
+            }
+            let one = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&words)
+                .expect("automaton");
+            let want: Vec<(usize, usize)> = one
+                .find_overlapping_iter(text.as_bytes())
+                .map(|m| (m.pattern().as_usize(), m.start()))
+                .collect();
+            prop_assert_eq!(ENGINE.keywords_in(text.as_bytes()), want);
+        }
+    }
 
     /// Every rule over the whole view, no keywords, no windows: what `scan` must equal.
     fn scan_exhaustive(view: &[u8]) -> Vec<(&'static str, usize)> {

@@ -12,13 +12,16 @@ use std::ops::Range;
 
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
+use super::skip;
+
 /// A stretch of the view and where it comes from.
 #[derive(Debug, Clone, Copy)]
 struct Seg {
     view: usize,
     out: usize,
-    /// 0: byte-for-byte from `out` on; otherwise the byte length of the one output
-    /// character every view byte of this stretch comes from.
+    /// 0: byte-for-byte from `out` on (ASCII, and characters that fold to themselves);
+    /// otherwise the byte length of the one output character every view byte of this
+    /// stretch comes from.
     len: usize,
 }
 
@@ -43,9 +46,24 @@ impl View {
                 let Some(c) = text[i..].chars().next() else {
                     break;
                 };
-                identity = false;
+                let len = c.len_utf8();
                 let start = v.len();
-                cache.fold(c, &mut v);
+                if cache.fold(c, &mut v) {
+                    // Folds to itself (CJK ideographs, for one): part of a byte-for-byte
+                    // stretch rather than a segment of its own.
+                    if !identity {
+                        segs.push(Seg {
+                            view: start,
+                            out: i,
+                            len: 0,
+                        });
+                        identity = true;
+                    }
+                    line_start = false;
+                    i += len;
+                    continue;
+                }
+                identity = false;
                 if v.len() > start && v[start] == b' ' && start > 0 && v[start - 1] == b' ' {
                     v.truncate(start);
                 }
@@ -53,11 +71,11 @@ impl View {
                     segs.push(Seg {
                         view: start,
                         out: i,
-                        len: c.len_utf8(),
+                        len,
                     });
                     line_start = v.last() == Some(&b'\n');
                 }
-                i += c.len_utf8();
+                i += len;
                 continue;
             }
             if !identity {
@@ -76,21 +94,14 @@ impl View {
                 line_start = false;
                 continue;
             }
-            // Bytes that stand for themselves: up to a non-ASCII byte, a line break, a tab
-            // or a second blank.
+            // Bytes that stand for themselves: up to a non-ASCII byte, a tab, or a blank
+            // or line break followed by a blank (a blank run to collapse, or indentation
+            // to keep).
             let start = i;
-            loop {
-                i += b[i..]
-                    .iter()
-                    .position(|c| STOP[usize::from(*c)])
-                    .unwrap_or(b.len() - i);
-                // A single space between words stands for itself.
-                if b.get(i) == Some(&b' ') && !b.get(i + 1).is_some_and(blank) {
-                    i += 1;
-                    continue;
-                }
-                break;
-            }
+            i = skip::next_stop(b, i, |c, n| {
+                let blank_next = (n == b' ') | (n == b'\t');
+                (c >= 0x80) | (c == b'\t') | (((c == b' ') | (c == b'\n')) & blank_next)
+            });
             v.extend_from_slice(&b[start..i]);
             match b.get(i) {
                 Some(b'\n') => {
@@ -122,45 +133,74 @@ impl View {
     }
 
     /// The cleaned-text range that view range `r` comes from, widened to whole characters.
+    #[cfg(test)]
     pub fn to_output(&self, r: Range<usize>) -> Range<usize> {
+        self.to_output_after(&mut 0, r)
+    }
+
+    /// The cleaned-text range that view range `r` comes from, widened to whole
+    /// characters. `cursor` (0 at first) remembers the segment of the last range's start
+    /// and the search gallops on from there, so ranges taken in order of their start read
+    /// the segments about once; binary-searching all of them for each match cost a cache
+    /// miss per step on long texts. Any order gives the same answers.
+    pub fn to_output_after(&self, cursor: &mut usize, r: Range<usize>) -> Range<usize> {
         if self.segs.is_empty() || r.start >= self.bytes.len() {
             return 0..0;
         }
-        let start = self.locate(r.start).start;
+        *cursor = self.seg_index(*cursor, r.start);
+        let start = self.locate(*cursor, r.start).start;
         if r.end <= r.start {
             return start..start;
         }
-        start..self.locate(r.end - 1).end
+        let last = self.seg_index(*cursor, r.end - 1);
+        start..self.locate(last, r.end - 1).end
     }
 
-    /// The output character that view byte `v` comes from.
-    fn locate(&self, v: usize) -> Range<usize> {
-        let k = self.segs.partition_point(|s| s.view <= v).saturating_sub(1);
+    /// The segment view byte `v` is in, searching from segment `from` on (from the first
+    /// one if `v` is before it).
+    fn seg_index(&self, from: usize, v: usize) -> usize {
+        let segs = &self.segs;
+        let mut lo = if segs.get(from).is_some_and(|s| s.view <= v) {
+            from
+        } else {
+            0
+        };
+        let mut step = 1;
+        while lo + step < segs.len() && segs[lo + step].view <= v {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step).min(segs.len());
+        (lo + segs[lo..hi].partition_point(|s| s.view <= v)).saturating_sub(1)
+    }
+
+    /// The output character that view byte `v`, in segment `k`, comes from.
+    fn locate(&self, k: usize, v: usize) -> Range<usize> {
         let s = self.segs[k];
         if s.len == 0 {
-            let o = s.out + (v - s.view);
-            o..o + 1
+            // Byte for byte: the character's bytes are the view's, continuation bytes
+            // and all, and a segment never splits a character.
+            let continuation = |i: usize| self.bytes.get(i).is_some_and(|b| b & 0xc0 == 0x80);
+            let mut from = v;
+            while from > s.view && continuation(from) {
+                from -= 1;
+            }
+            let mut to = v + 1;
+            while continuation(to) {
+                to += 1;
+            }
+            s.out + (from - s.view)..s.out + (to - s.view)
         } else {
             s.out..s.out + s.len
         }
     }
 }
 
-/// Bytes that end a stretch copied as it is: non-ASCII, blanks, line breaks.
-const STOP: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = c >= 0x80 || c == b' ' as usize || c == b'\t' as usize || c == b'\n' as usize;
-        c += 1;
-    }
-    t
-};
-
 /// Folding goes through several Unicode tables; text repeats the same few characters,
 /// so a small direct-mapped cache of results saves most of the lookups.
 struct FoldCache {
-    slots: Vec<(char, u8, [u8; 7])>,
+    /// Character, folded length, whether it folds to itself, folded bytes.
+    slots: Vec<(char, u8, bool, [u8; 7])>,
 }
 
 impl FoldCache {
@@ -168,24 +208,32 @@ impl FoldCache {
 
     fn new() -> Self {
         FoldCache {
-            slots: vec![('\0', 0, [0; 7]); Self::SLOTS],
+            slots: vec![('\0', 0, false, [0; 7]); Self::SLOTS],
         }
     }
 
-    fn fold(&mut self, c: char, v: &mut Vec<u8>) {
+    /// Appends the view bytes of `c` (non-ASCII) and says whether they are its own.
+    fn fold(&mut self, c: char, v: &mut Vec<u8>) -> bool {
+        // CJK ideographs have no decomposition, case or look-alike, and a text in
+        // Chinese or Japanese has more distinct ones than the cache has slots.
+        if ('\u{4e00}'..='\u{9fff}').contains(&c) {
+            v.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            return true;
+        }
         let slot = &mut self.slots[c as usize % Self::SLOTS];
         if slot.0 == c {
-            v.extend_from_slice(&slot.2[..usize::from(slot.1)]);
-            return;
+            v.extend_from_slice(&slot.3[..usize::from(slot.1)]);
+            return slot.2;
         }
         let start = v.len();
         fold(c, v);
-        let n = v.len() - start;
-        if n <= 7 {
-            slot.0 = c;
-            slot.1 = n as u8;
-            slot.2[..n].copy_from_slice(&v[start..]);
+        let folded = &v[start..];
+        let itself = folded == c.encode_utf8(&mut [0; 4]).as_bytes();
+        if folded.len() <= 7 {
+            *slot = (c, folded.len() as u8, itself, [0; 7]);
+            slot.3[..folded.len()].copy_from_slice(folded);
         }
+        itself
     }
 }
 
@@ -275,4 +323,78 @@ fn confusable(c: char) -> Option<u8> {
         '›' | '〉' | '⟩' | '＞' => b'>',
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The view one character at a time, as the module header defines it: what
+    /// [`View::build`] must produce, fast path or not.
+    fn plain_view(text: &str) -> Vec<u8> {
+        let chars: Vec<char> = text.chars().collect();
+        let blank = |c: &char| *c == ' ' || *c == '\t';
+        let mut v = Vec::new();
+        let mut line_start = true;
+        let mut k = 0;
+        while k < chars.len() {
+            let c = chars[k];
+            if !c.is_ascii() {
+                let start = v.len();
+                fold(c, &mut v);
+                if v.len() > start && v[start] == b' ' && start > 0 && v[start - 1] == b' ' {
+                    v.truncate(start);
+                }
+                if v.len() > start {
+                    line_start = v.last() == Some(&b'\n');
+                }
+                k += 1;
+            } else if blank(&c) {
+                let n = chars[k..].iter().take_while(|c| blank(c)).count();
+                if line_start {
+                    v.extend(chars[k..k + n].iter().map(|c| *c as u8));
+                } else if (n == 1 && c == ' ') || v.last() != Some(&b' ') {
+                    v.push(b' ');
+                }
+                line_start = false;
+                k += n;
+            } else {
+                v.push(c.to_ascii_lowercase() as u8);
+                line_start = c == '\n';
+                k += 1;
+            }
+        }
+        v
+    }
+
+    proptest! {
+        /// Long runs, so that the fast path skips whole blocks, with every kind of
+        /// blank, line start and folded character between them.
+        #[test]
+        fn the_view_is_the_plain_fold_and_maps_back(
+            runs in prop::collection::vec(
+                ("[aB \t\n\r-]|é|\u{3000}|\u{2028}|Ａ|\u{301}|日|が|\u{1f600}", 0usize..40),
+                0..12,
+            )
+        ) {
+            let text: String = runs.iter().map(|(c, n)| c.repeat(*n)).collect();
+            let view = View::build(&text);
+            let v = view.bytes();
+            let want = plain_view(&text);
+            prop_assert_eq!(v, want.as_slice());
+            let mut cursor = 0;
+            for (j, &b) in v.iter().enumerate() {
+                let range = view.to_output_after(&mut cursor, j..j + 1);
+                prop_assert_eq!(range.clone(), view.to_output(j..j + 1));
+                prop_assert!(text.is_char_boundary(range.start) && text.is_char_boundary(range.end));
+                let from = &text.as_bytes()[range];
+                if let [c] = from {
+                    let blank_run = b == b' ' && (*c == b' ' || *c == b'\t');
+                    prop_assert!(b == c.to_ascii_lowercase() || blank_run, "{j}: {:?}", *c as char);
+                }
+            }
+        }
+    }
 }
