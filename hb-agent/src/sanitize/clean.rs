@@ -122,30 +122,57 @@ fn normalised(seg: &str) -> bool {
         .all(|part| part.is_empty() || is_nfkc_quick(part.chars()) == IsNormalized::Yes)
 }
 
-/// The stretches [`nfkc`] looks at: each run of non-ASCII characters with the ASCII
-/// character before it.
+/// The stretches [`nfkc`] looks at: each run of characters that NFKC may change,
+/// reorder or join, with the character before it (a combining mark may compose with it).
+/// A run ends at ASCII or at a character that [`nfkc_quiet`] vouches for: both are
+/// starters that nothing composes onto, so the text on either side normalises alone.
 fn segments(s: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let b = s.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || {
-        let run = skip::next_stop(b, i, |c, _| c >= 0x80);
+        let run = skip::next_stop(b, i, |c, _| (c >= 0xc0) & !nfkc_quiet(c));
         if run == b.len() {
             return None;
         }
-        let start = if run > i { run - 1 } else { run };
-        let end = b[run..]
+        let mut start = run;
+        if start > i {
+            start -= 1;
+            while !s.is_char_boundary(start) {
+                start -= 1;
+            }
+        }
+        let end = b[run + 1..]
             .iter()
-            .position(u8::is_ascii)
-            .map_or(b.len(), |p| run + p);
+            .position(|&c| c < 0x80 || nfkc_quiet(c))
+            .map_or(b.len(), |p| run + 1 + p);
         i = end;
         Some(start..end)
     })
 }
 
-/// Bytes that may start a removable character: controls and every non-ASCII byte.
-/// Branch-free for [`skip::next_stop`].
+/// Lead bytes of characters that NFKC leaves alone wherever they stand: combining class
+/// 0, quick check "yes" (so no decomposition, and never the second half of a
+/// composition). Latin-1 letters, most Cyrillic, CJK ideographs and Hangul syllables
+/// among them; text in those scripts then skips normalisation at block speed. A test
+/// checks every character against the Unicode tables. Branch-free for
+/// [`skip::next_stop`].
+fn nfkc_quiet(c: u8) -> bool {
+    (c == 0xc3) | ((c & 0xfe) == 0xd0) | (c.wrapping_sub(0xe4) < 6) | (c.wrapping_sub(0xeb) < 3)
+}
+
+/// Bytes that may start a removable character: controls and the lead bytes of the
+/// blocks [`class`] names (a test checks it against every character). Branch-free for
+/// [`skip::next_stop`].
 fn special(c: u8) -> bool {
-    ((c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r')) | (c >= 0x7f)
+    ((c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r'))
+        | (c == 0x7f)
+        | (c == 0xc2)
+        | (c == 0xcd)
+        | (c == 0xd8)
+        | (c.wrapping_sub(0xe1) < 3)
+        | (c == 0xef)
+        | (c == 0xf0)
+        | (c == 0xf3)
 }
 
 /// Characters of common scripts that NFKC leaves alone whatever surrounds them (no
@@ -440,4 +467,34 @@ fn describe(sample: &[char], n: usize) -> String {
         .map(|c| format!("U+{:04X}", u32::from(*c)))
         .collect();
     format!("{n} removed: {}", list.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lead(c: char) -> u8 {
+        c.encode_utf8(&mut [0; 4]).as_bytes()[0]
+    }
+
+    #[test]
+    fn the_fast_paths_skip_only_characters_their_pass_leaves_alone() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            if class(c).is_some() {
+                assert!(
+                    special(lead(c)),
+                    "{c:?} is removable behind lead {:#x}",
+                    lead(c)
+                );
+            }
+            if !c.is_ascii() && nfkc_quiet(lead(c)) {
+                assert_eq!(canonical_combining_class(c), 0, "{c:?}");
+                assert_eq!(
+                    is_nfkc_quick(std::iter::once(c)),
+                    IsNormalized::Yes,
+                    "{c:?}"
+                );
+            }
+        }
+    }
 }

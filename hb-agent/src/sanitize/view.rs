@@ -42,15 +42,15 @@ impl View {
         let blank = |c: &u8| *c == b' ' || *c == b'\t';
         let mut cache = FoldCache::new();
         while i < b.len() {
-            if b[i] >= 0x80 {
+            if b[i] >= 0x80 && !quiet(b[i]) {
                 let Some(c) = text[i..].chars().next() else {
                     break;
                 };
                 let len = c.len_utf8();
                 let start = v.len();
                 if cache.fold(c, &mut v) {
-                    // Folds to itself (CJK ideographs, for one): part of a byte-for-byte
-                    // stretch rather than a segment of its own.
+                    // Folds to itself: part of a byte-for-byte stretch rather than a
+                    // segment of its own.
                     if !identity {
                         segs.push(Seg {
                             view: start,
@@ -94,13 +94,14 @@ impl View {
                 line_start = false;
                 continue;
             }
-            // Bytes that stand for themselves: up to a non-ASCII byte, a tab, or a blank
-            // or line break followed by a blank (a blank run to collapse, or indentation
-            // to keep).
+            // Bytes that stand for themselves: up to a character to fold, a tab, or a
+            // blank or line break followed by a blank (a blank run to collapse, or
+            // indentation to keep).
             let start = i;
             i = skip::next_stop(b, i, |c, n| {
                 let blank_next = (n == b' ') | (n == b'\t');
-                (c >= 0x80) | (c == b'\t') | (((c == b' ') | (c == b'\n')) & blank_next)
+                let fold = (c >= 0xc0) & !quiet(c);
+                fold | (c == b'\t') | (((c == b' ') | (c == b'\n')) & blank_next)
             });
             v.extend_from_slice(&b[start..i]);
             match b.get(i) {
@@ -196,6 +197,14 @@ impl View {
     }
 }
 
+/// Lead bytes of characters that fold to themselves (U+4000 to U+9FFF: CJK ideographs
+/// and hexagram symbols have no decomposition, case or look-alike): copied with the
+/// ASCII around them, so Chinese and Japanese text need no per-character work. A test
+/// checks every one. Branch-free for [`skip::next_stop`].
+fn quiet(c: u8) -> bool {
+    c.wrapping_sub(0xe4) < 6
+}
+
 /// Folding goes through several Unicode tables; text repeats the same few characters,
 /// so a small direct-mapped cache of results saves most of the lookups.
 struct FoldCache {
@@ -214,12 +223,6 @@ impl FoldCache {
 
     /// Appends the view bytes of `c` (non-ASCII) and says whether they are its own.
     fn fold(&mut self, c: char, v: &mut Vec<u8>) -> bool {
-        // CJK ideographs have no decomposition, case or look-alike, and a text in
-        // Chinese or Japanese has more distinct ones than the cache has slots.
-        if ('\u{4e00}'..='\u{9fff}').contains(&c) {
-            v.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-            return true;
-        }
         let slot = &mut self.slots[c as usize % Self::SLOTS];
         if slot.0 == c {
             v.extend_from_slice(&slot.3[..usize::from(slot.1)]);
@@ -367,6 +370,22 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn characters_behind_quiet_lead_bytes_fold_to_themselves() {
+        for c in (0x4000..=0x9fff).filter_map(char::from_u32) {
+            let own = c.encode_utf8(&mut [0; 4]).as_bytes().to_vec();
+            assert!(quiet(own[0]), "{c:?}");
+            let mut v = Vec::new();
+            fold(c, &mut v);
+            assert_eq!(v, own, "{c:?}");
+        }
+        let quiet_leads = (0x80..=0xff).filter(|&b| quiet(b)).count();
+        assert_eq!(
+            quiet_leads, 6,
+            "U+4000 to U+9FFF is all that lead bytes E4 to E9 start"
+        );
     }
 
     proptest! {
