@@ -130,7 +130,7 @@ fn segments(s: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let b = s.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || {
-        let run = skip::next_stop(b, i, |c, _| (c >= 0xc0) & !nfkc_quiet(c));
+        let run = skip::next_stop(b, i, |c| (c >= 0xc0) & !nfkc_quiet(c));
         if run == b.len() {
             return None;
         }
@@ -206,7 +206,7 @@ pub(super) fn clean(input: &str) -> Cleaned {
     let mut i = 0;
     while i < b.len() {
         if !special(b[i]) {
-            i = skip::next_stop(b, i, |c, _| special(c));
+            i = skip::next_stop(b, i, special);
             continue;
         }
         let Some(c) = s[i..].chars().next() else {
