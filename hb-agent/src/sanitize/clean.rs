@@ -5,7 +5,7 @@
 //! a character can leave text that is no longer in NFKC (`e`, U+200B, U+0301), so such
 //! text is normalised once more; that keeps the result a fixed point.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt::Write as _};
 
 use unicode_normalization::{
     IsNormalized, UnicodeNormalization as _, char::canonical_combining_class, is_nfkc_quick,
@@ -130,7 +130,7 @@ fn segments(s: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let b = s.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || {
-        let run = skip::next_stop(b, i, |c, _| (c >= 0xc0) & !nfkc_quiet(c));
+        let run = skip::next_stop(b, i, |c| (c >= 0xc0) & !nfkc_quiet(c));
         if run == b.len() {
             return None;
         }
@@ -206,7 +206,7 @@ pub(super) fn clean(input: &str) -> Cleaned {
     let mut i = 0;
     while i < b.len() {
         if !special(b[i]) {
-            i = skip::next_stop(b, i, |c, _| special(c));
+            i = skip::next_stop(b, i, special);
             continue;
         }
         let Some(c) = s[i..].chars().next() else {
@@ -462,11 +462,15 @@ pub(super) fn printable(s: &str) -> bool {
 }
 
 fn describe(sample: &[char], n: usize) -> String {
-    let list: Vec<String> = sample
-        .iter()
-        .map(|c| format!("U+{:04X}", u32::from(*c)))
-        .collect();
-    format!("{n} removed: {}", list.join(" "))
+    let mut out = format!("{n} removed: ");
+    for (k, c) in sample.iter().enumerate() {
+        if k > 0 {
+            out.push(' ');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "U+{:04X}", u32::from(*c));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -207,7 +207,15 @@ pub fn sanitize(text: &str, opts: &Options) -> Sanitized {
     let cleaned = clean::clean(text);
     let mut findings = clean::findings(&cleaned, detect);
     let mut out = cleaned.text;
-    findings.extend(detect(&out));
+    // A long text's findings are mostly cut at the cap (block mode shows no excerpts at
+    // all), so the text's own findings get theirs after the cut, from the text they
+    // point into. Redaction rewrites that text: it needs them first.
+    let excerpts = match opts.mode {
+        Mode::Flag => Excerpts::AfterCut,
+        Mode::Block => Excerpts::None,
+        Mode::Redact => Excerpts::Now,
+    };
+    findings.extend(detect_with(&out, excerpts));
     if opts.mode == Mode::Redact {
         out = redact(out, &mut findings);
     }
@@ -222,6 +230,11 @@ pub fn sanitize(text: &str, opts: &Options) -> Sanitized {
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         findings.truncate(MAX_FINDINGS);
         findings.sort_by_key(|f| (f.span[0], f.span[1]));
+    }
+    if excerpts == Excerpts::AfterCut {
+        for f in findings.iter_mut().filter(|f| f.excerpt.is_none()) {
+            f.excerpt = Some(excerpt(&out[f.range()]));
+        }
     }
     let mut result = Sanitized {
         text: None,
@@ -252,11 +265,25 @@ pub fn sanitize(text: &str, opts: &Options) -> Sanitized {
     result
 }
 
+/// When the excerpts of findings in the text itself are cut (those of decoded text are
+/// cut at once: the decoded text is gone afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Excerpts {
+    Now,
+    /// By [`sanitize`], for the findings that survive the cap.
+    AfterCut,
+    None,
+}
+
 /// Step 3 and 4 on clean text: rule findings in the text itself and in its encoded runs.
 fn detect(text: &str) -> Vec<Finding> {
-    let mut findings = detect_plain(text, None);
+    detect_with(text, Excerpts::Now)
+}
+
+fn detect_with(text: &str, excerpts: Excerpts) -> Vec<Finding> {
+    let mut findings = detect_plain(text, None, excerpts);
     for run in decode::encoded_runs(text) {
-        for inner in detect_plain(&run.decoded, Some(run.encoding)) {
+        for inner in detect_plain(&run.decoded, Some(run.encoding), Excerpts::Now) {
             findings.push(Finding {
                 span: [run.span.start, run.span.end],
                 ..inner
@@ -294,7 +321,7 @@ fn escalate(findings: &mut [Finding]) {
 }
 
 /// Step 3 alone. Spans are in `text`; for decoded text the caller moves them.
-fn detect_plain(text: &str, decoded_from: Option<Encoding>) -> Vec<Finding> {
+fn detect_plain(text: &str, decoded_from: Option<Encoding>, excerpts: Excerpts) -> Vec<Finding> {
     let view = view::View::build(text);
     let mut hits = rules::ENGINE.scan(view.bytes());
     hits.sort_unstable_by_key(|hit| hit.view.start);
@@ -306,7 +333,7 @@ fn detect_plain(text: &str, decoded_from: Option<Encoding>) -> Vec<Finding> {
                 category: hit.category,
                 severity: hit.severity,
                 rule: hit.rule,
-                excerpt: Some(excerpt(&text[span.clone()])),
+                excerpt: (excerpts == Excerpts::Now).then(|| excerpt(&text[span.clone()])),
                 span: [span.start, span.end],
                 decoded_from,
             }

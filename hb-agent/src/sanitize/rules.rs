@@ -133,39 +133,61 @@ impl Engine {
         for ((rule, re), places) in self.rules.iter().zip(&places) {
             // Matches starting below this were already reported.
             let mut done = 0;
-            for &p in places {
-                if p < done {
-                    continue;
+            let mut judge = |done: &mut usize, m: Match| {
+                if m.start() < *done {
+                    return;
                 }
-                let mut judge = |m: Match| {
-                    if m.start() < done {
-                        return;
-                    }
-                    done = m.end().max(m.start() + 1);
-                    if let Some(severity) = (rule.judge)(&ctx, m.range()) {
-                        hits.push(Hit {
-                            rule: rule.id,
-                            category: rule.category,
-                            severity,
-                            view: m.range(),
-                        });
-                    }
-                };
-                match rule.anchor {
-                    // One match at most, and it starts here: a second search after it
-                    // (what an iterator does) would only find one at the next keyword.
-                    Anchor::Start => {
+                *done = m.end().max(m.start() + 1);
+                if let Some(severity) = (rule.judge)(&ctx, m.range()) {
+                    hits.push(Hit {
+                        rule: rule.id,
+                        category: rule.category,
+                        severity,
+                        view: m.range(),
+                    });
+                }
+            };
+            match rule.anchor {
+                // One match at most per place, and it starts there: a second search after
+                // it (what an iterator does) would only find one at the next keyword.
+                Anchor::Start => {
+                    for &p in places {
+                        if p < done {
+                            continue;
+                        }
                         let input = Input::new(view)
                             .range(p..(p + START_MAX).min(view.len()))
                             .anchored(Anchored::Yes);
                         if let Some(m) = re.search(&input) {
-                            judge(m);
+                            judge(&mut done, m);
                         }
                     }
-                    Anchor::Around(before, after) => {
-                        let from = floor_boundary(view, p.saturating_sub(before));
-                        let input = Input::new(view).range(from..(p + after).min(view.len()));
-                        re.find_iter(input).for_each(judge);
+                }
+                // Overlapping windows are searched as one: neighbouring keywords (the role
+                // lines of a transcript, paths in a listing) would scan the same bytes again.
+                Anchor::Around(before, after) => {
+                    let window = |p: usize| {
+                        floor_boundary(view, p.saturating_sub(before))..(p + after).min(view.len())
+                    };
+                    let mut search = |w: Range<usize>| {
+                        for m in re.find_iter(Input::new(view).range(w)) {
+                            judge(&mut done, m);
+                        }
+                    };
+                    let mut merged: Option<Range<usize>> = None;
+                    for &p in places {
+                        let w = window(p);
+                        match &mut merged {
+                            Some(m) if w.start <= m.end => m.end = m.end.max(w.end),
+                            _ => {
+                                if let Some(m) = merged.replace(w) {
+                                    search(m);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(m) = merged {
+                        search(m);
                     }
                 }
             }
@@ -476,12 +498,19 @@ fn words(hay: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|w| !w.is_empty())
 }
 
+// The lists are a few dozen short words: comparing first bytes before the rest keeps
+// the library's byte comparison (a call each) off all but the likely entries.
+
 fn has_word(hay: &[u8], list: &[&str]) -> bool {
-    words(hay).any(|w| list.iter().any(|l| l.as_bytes() == w))
+    words(hay).any(|w| {
+        list.iter()
+            .any(|l| l.as_bytes().first() == w.first() && l.as_bytes() == w)
+    })
 }
 
 fn starts_with_any(hay: &[u8], list: &[&str]) -> bool {
-    list.iter().any(|l| hay.starts_with(l.as_bytes()))
+    list.iter()
+        .any(|l| l.as_bytes().first() == hay.first() && hay.starts_with(l.as_bytes()))
 }
 
 // ---- judges -------------------------------------------------------------------------

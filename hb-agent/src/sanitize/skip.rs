@@ -7,15 +7,30 @@
 /// Bytes checked at once.
 const BLOCK: usize = 16;
 
-/// The first index at or after `i` where `stop(byte, next byte)` holds (the byte after
-/// the last one reads as 0), or `b.len()`.
+/// The first index at or after `i` where `stop(byte)` holds, or `b.len()`.
 ///
 /// A byte loop with an early exit costs a compare and a branch per byte, which made the
 /// normalisation, removal and view passes each take about a millisecond per MiB of
 /// ASCII. A block reduced with `|` has no branch inside and compiles to vector compares,
 /// so `stop` must be branch-free (`&` and `|`, not `&&` and `||`).
 #[inline(always)]
-pub(super) fn next_stop(b: &[u8], mut i: usize, stop: impl Fn(u8, u8) -> bool) -> usize {
+pub(super) fn next_stop(b: &[u8], mut i: usize, stop: impl Fn(u8) -> bool) -> usize {
+    while let Some(cur) = block(b, i) {
+        if cur.iter().fold(false, |any, &c| any | stop(c)) {
+            break;
+        }
+        i += BLOCK;
+    }
+    while i < b.len() && !stop(b[i]) {
+        i += 1;
+    }
+    i.min(b.len())
+}
+
+/// [`next_stop`] for a condition on a byte and the one after it, `stop(byte, next
+/// byte)` (the byte after the last one reads as 0).
+#[inline(always)]
+pub(super) fn next_stop_pair(b: &[u8], mut i: usize, stop: impl Fn(u8, u8) -> bool) -> usize {
     while let (Some(cur), Some(next)) = (block(b, i), block(b, i + 1)) {
         if cur
             .iter()
@@ -58,7 +73,9 @@ mod tests {
             let want = (from.min(b.len())..b.len())
                 .find(|&i| blank_pair(b[i], b.get(i + 1).copied().unwrap_or(0)))
                 .unwrap_or(b.len());
-            prop_assert_eq!(next_stop(b, from, blank_pair), want);
+            prop_assert_eq!(next_stop_pair(b, from, blank_pair), want);
+            let want = (from.min(b.len())..b.len()).find(|&i| b[i] == b'\t').unwrap_or(b.len());
+            prop_assert_eq!(next_stop(b, from, |c| c == b'\t'), want);
         }
     }
 }

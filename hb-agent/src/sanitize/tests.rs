@@ -395,6 +395,13 @@ fn findings_are_capped() {
     let r = flag(&text);
     assert_eq!(r.findings.len(), MAX_FINDINGS);
     assert_eq!(r.omitted, 10);
+    // Excerpts are cut after the cap, from the text the spans point into.
+    let out = r.text.as_deref().expect("text");
+    for f in &r.findings {
+        assert_eq!(f.excerpt.as_deref(), Some(&out[f.range()]), "{f:?}");
+    }
+    let blocked = with_mode(&text, Mode::Block);
+    assert!(blocked.findings.iter().all(|f| f.excerpt.is_none()));
 }
 
 // ---- properties ---------------------------------------------------------------------

@@ -98,7 +98,7 @@ impl View {
             // blank or line break followed by a blank (a blank run to collapse, or
             // indentation to keep).
             let start = i;
-            i = skip::next_stop(b, i, |c, n| {
+            i = skip::next_stop_pair(b, i, |c, n| {
                 let blank_next = (n == b' ') | (n == b'\t');
                 let fold = (c >= 0xc0) & !quiet(c);
                 fold | (c == b'\t') | (((c == b' ') | (c == b'\n')) & blank_next)
@@ -200,7 +200,7 @@ impl View {
 /// Lead bytes of characters that fold to themselves (U+4000 to U+9FFF: CJK ideographs
 /// and hexagram symbols have no decomposition, case or look-alike): copied with the
 /// ASCII around them, so Chinese and Japanese text need no per-character work. A test
-/// checks every one. Branch-free for [`skip::next_stop`].
+/// checks every one. Branch-free for [`skip::next_stop_pair`].
 fn quiet(c: u8) -> bool {
     c.wrapping_sub(0xe4) < 6
 }
