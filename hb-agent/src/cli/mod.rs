@@ -172,6 +172,9 @@ enum Command {
         /// FILE is a JSON corpus: print how many entries are flagged.
         #[arg(long)]
         corpus: bool,
+        /// Also time each step of the pipeline (milliseconds per run, averaged).
+        #[arg(long)]
+        phases: bool,
     },
     /// Test aid: one request through the broker's outbound path, printed as JSON.
     #[command(name = "__outbound", hide = true)]
@@ -368,7 +371,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             iterations,
             corpus,
-        } => sanitize::bench(&input, iterations, corpus),
+            phases,
+        } => sanitize::bench(&input, iterations, corpus, phases),
         Command::Outbound(args) => {
             let config = Config::load(cli.config.as_deref())?;
             outbound_debug::run(config, args)

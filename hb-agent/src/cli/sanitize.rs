@@ -87,8 +87,14 @@ fn severity_name(s: Severity) -> &'static str {
 
 /// `__bench-sanitize --input FILE --iterations K`: sanitizes the whole file K times and
 /// prints the throughput as JSON. With `--corpus`, FILE is a JSON array of strings or of
-/// objects with a `text` field, and it prints how many entries were flagged.
-pub fn bench(input: &Path, iterations: u32, corpus: bool) -> anyhow::Result<ExitCode> {
+/// objects with a `text` field, and it prints how many entries were flagged. With
+/// `--phases`, it also times each step of the pipeline (`phases_ms`).
+pub fn bench(
+    input: &Path,
+    iterations: u32,
+    corpus: bool,
+    phases: bool,
+) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let opts = Options::default();
     if corpus {
@@ -122,9 +128,21 @@ pub fn bench(input: &Path, iterations: u32, corpus: bool) -> anyhow::Result<Exit
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_start;
     let mb = (text.len() as f64 * f64::from(iterations)) / 1e6;
+    let mut steps = serde_json::Map::new();
+    if phases {
+        for _ in 0..iterations {
+            for (name, t) in sanitize::phase_times(text) {
+                let ms = steps.entry(name).or_insert(json!(0.0));
+                *ms = json!(
+                    ms.as_f64().unwrap_or(0.0) + t.as_secs_f64() * 1e3 / f64::from(iterations)
+                );
+            }
+        }
+    }
     println!(
         "{}",
         json!({
+            "phases_ms": steps,
             "bytes": text.len(),
             "iterations": iterations,
             "seconds": secs,

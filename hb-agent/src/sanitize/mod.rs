@@ -265,6 +265,50 @@ pub fn sanitize(text: &str, opts: &Options) -> Sanitized {
     result
 }
 
+/// How long each step takes on `text`, for `__bench-sanitize --phases`: the steps run
+/// one by one, as [`sanitize`] runs them (a step that includes another is named so).
+#[doc(hidden)]
+pub fn phase_times(text: &str) -> Vec<(&'static str, std::time::Duration)> {
+    let mut times = Vec::new();
+    let mut time = |name: &'static str, f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        f();
+        times.push((name, start.elapsed()));
+    };
+    time("normalise (nfkc)", &mut || {
+        std::hint::black_box(clean::nfkc(text));
+    });
+    let mut cleaned = None;
+    time("clean (nfkc + removal)", &mut || {
+        cleaned = Some(clean::clean(text))
+    });
+    let out = cleaned.map(|c| c.text).unwrap_or_default();
+    let mut view = None;
+    time("view", &mut || view = Some(view::View::build(&out)));
+    let view = view.expect("built");
+    time("keywords", &mut || {
+        std::hint::black_box(rules::ENGINE.keyword_places(view.bytes()));
+    });
+    time("rules (keywords + patterns + judges)", &mut || {
+        std::hint::black_box(rules::ENGINE.scan(view.bytes()));
+    });
+    time("detect plain (view + rules + map back)", &mut || {
+        std::hint::black_box(detect_plain(&out, None, Excerpts::None));
+    });
+    let mut runs = Vec::new();
+    time("encoded runs", &mut || runs = decode::encoded_runs(&out));
+    time("decoded runs' detection", &mut || {
+        for run in &runs {
+            std::hint::black_box(detect_plain(
+                &run.decoded,
+                Some(run.encoding),
+                Excerpts::Now,
+            ));
+        }
+    });
+    times
+}
+
 /// When the excerpts of findings in the text itself are cut (those of decoded text are
 /// cut at once: the decoded text is gone afterwards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

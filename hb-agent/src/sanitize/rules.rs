@@ -124,7 +124,7 @@ impl Engine {
         // interleaved, the thirty rules' automata pushed each other out of the CPU
         // caches and every search started cold.
         let mut places: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
-        for (keyword, p) in self.keywords_in(view) {
+        for (keyword, p) in self.keyword_places(view) {
             for &r in &self.keyword_rules[keyword] {
                 places[r].push(p);
             }
@@ -203,7 +203,7 @@ impl Engine {
     /// leaves the core mostly idle. [`STREAMS`] passes over consecutive stretches of the
     /// view, stepped together, measured about twice as fast as the iterator on the
     /// benchmark text.
-    fn keywords_in(&self, view: &[u8]) -> Vec<(usize, usize)> {
+    pub(super) fn keyword_places(&self, view: &[u8]) -> Vec<(usize, usize)> {
         let dfa = &self.keywords;
         let start = dfa
             .start_state(aho_corasick::Anchored::No)
@@ -252,13 +252,13 @@ impl Engine {
     }
 }
 
-/// Keyword passes run side by side (see [`Engine::keywords_in`]).
+/// Keyword passes run side by side (see [`Engine::keyword_places`]).
 const STREAMS: usize = 4;
 
 /// Steps every lane from byte `at` on until one of them enters a special state (a match,
 /// mostly) or the lanes end; returns the offset after the byte that did it. Kept apart
 /// from the reporting so that the lanes' states and pointers stay in registers: inlined
-/// into [`Engine::keywords_in`] they were spilled to the stack at every byte.
+/// into [`Engine::keyword_places`] they were spilled to the stack at every byte.
 #[inline(never)]
 fn step_lanes(
     dfa: &DFA,
@@ -1501,7 +1501,7 @@ mod tests {
                 .find_overlapping_iter(text.as_bytes())
                 .map(|m| (m.pattern().as_usize(), m.start()))
                 .collect();
-            prop_assert_eq!(ENGINE.keywords_in(text.as_bytes()), want);
+            prop_assert_eq!(ENGINE.keyword_places(text.as_bytes()), want);
         }
     }
 
