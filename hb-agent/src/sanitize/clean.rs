@@ -130,7 +130,7 @@ fn segments(s: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let b = s.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || {
-        let run = skip::next_stop(b, i, |c| (c >= 0xc0) & !nfkc_quiet(c));
+        let run = skip::next_stop(b, i, skip::non_ascii, |c| (c >= 0xc0) & !nfkc_quiet(c));
         if run == b.len() {
             return None;
         }
@@ -206,7 +206,7 @@ pub(super) fn clean(input: &str) -> Cleaned {
     let mut i = 0;
     while i < b.len() {
         if !special(b[i]) {
-            i = skip::next_stop(b, i, special);
+            i = skip::next_stop(b, i, skip::control_or_non_ascii, special);
             continue;
         }
         let Some(c) = s[i..].chars().next() else {
@@ -479,6 +479,15 @@ mod tests {
 
     fn lead(c: char) -> u8 {
         c.encode_utf8(&mut [0; 4]).as_bytes()[0]
+    }
+
+    #[test]
+    fn the_coarse_block_tests_hold_wherever_the_passes_stop() {
+        for b in 0..=u8::MAX {
+            assert!(!special(b) || skip::control_or_non_ascii(b), "{b:#x}");
+            let nfkc_stop = (b >= 0xc0) & !nfkc_quiet(b);
+            assert!(!nfkc_stop || skip::non_ascii(b), "{b:#x}");
+        }
     }
 
     #[test]
