@@ -362,8 +362,8 @@ impl<'a> Ctx<'a> {
         if k > 0 && fences[k - 1].contains(&p) {
             return true;
         }
-        let ls = self.line_start(p);
-        let line = &self.v[ls..self.line_end(p)];
+        let (ls, end) = (self.line_start(p), self.line_end(p));
+        let line = &self.v[ls..end];
         if line.starts_with(b"    ") || line.starts_with(b"\t") {
             return true;
         }
@@ -371,9 +371,8 @@ impl<'a> Ctx<'a> {
         if trimmed.starts_with(b"$ ") || trimmed.starts_with(b"# ") && line.contains(&b'$') {
             return true;
         }
-        let ticks_before = self.v[ls..p].iter().filter(|b| **b == b'`').count();
-        let end = self.line_end(p);
-        ticks_before % 2 == 1 && self.v[r.end.min(end)..end].contains(&b'`')
+        let ticks_before = memchr::memchr_iter(b'`', &self.v[ls..p]).count();
+        ticks_before % 2 == 1 && memchr::memchr(b'`', &self.v[r.end.min(end)..end]).is_some()
     }
 
     /// Between quotes: a quote just before (two bytes at most) and one just after.
@@ -416,7 +415,8 @@ impl<'a> Ctx<'a> {
 
     /// Mentioned rather than used: in code, quoted or negated. Caps at medium.
     fn cap_mention(&self, r: &Range<usize>, s: Severity) -> Severity {
-        if s > Severity::Medium && (self.in_code(r) || self.quoted(r) || self.negated(r.start)) {
+        // Cheapest first.
+        if s > Severity::Medium && (self.quoted(r) || self.negated(r.start) || self.in_code(r)) {
             Severity::Medium
         } else {
             s
