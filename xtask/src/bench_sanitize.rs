@@ -3,7 +3,9 @@
 //!
 //! - throughput on 1 MiB of mixed text (prose, docs and code, non-ASCII lines, one
 //!   injection payload every eight paragraphs), each side in its own process, timing
-//!   only its own loop (hb: a release build's hidden `__bench-sanitize`);
+//!   only its own loop (hb: a release build's hidden `__bench-sanitize`). The targets
+//!   are judged on the median call of each side (hb 100 calls, Python 5): the mean,
+//!   printed beside it, also counts whatever else the machine ran meanwhile;
 //! - detection on the payload corpus, and flags on the benign corpus, for both.
 //!
 //! Needs neither root nor eBPF: the agent is built with `AYA_BUILD_SKIP=1` into a target
@@ -19,7 +21,7 @@ use crate::util;
 
 const INPUT_BYTES: usize = 1 << 20;
 const HB_ITERATIONS: &str = "100";
-const PY_ITERATIONS: &str = "3";
+const PY_ITERATIONS: &str = "5";
 const TARGET_MB_S: f64 = 200.0;
 const TARGET_RATIO: f64 = 20.0;
 const PAYLOADS: &str = "hb-agent/src/sanitize/testdata/payloads.json";
@@ -93,7 +95,12 @@ pub fn bench() -> anyhow::Result<()> {
     let num = |v: &Value, k: &str| v[k].as_f64().with_context(|| format!("no {k} in {v}"));
     let (hb_mbs, py_mbs) = (num(&hb_run, "mb_per_s")?, num(&py_run, "mb_per_s")?);
     let (hb_cpu, py_cpu) = (num(&hb_run, "mb_per_cpu_s")?, num(&py_run, "mb_per_cpu_s")?);
-    let ratio = hb_mbs / py_mbs;
+    let (hb_med, py_med) = (
+        num(&hb_run, "median_mb_per_s")?,
+        num(&py_run, "median_mb_per_s")?,
+    );
+    let ratio = hb_med / py_med;
+    let mean_ratio = hb_mbs / py_mbs;
     let cpu_ratio = hb_cpu / py_cpu;
     let entries = num(&hb_pay, "entries")?;
     let (hb_det, py_det) = (num(&hb_pay, "flagged")?, num(&py_pay, "flagged")?);
@@ -111,11 +118,19 @@ pub fn bench() -> anyhow::Result<()> {
     );
     println!(
         "{:<34} {:>14.1} {:>16.2} {:>9.1}× {}",
-        "throughput, MB/s",
-        hb_mbs,
-        py_mbs,
+        "throughput, median call, MB/s",
+        hb_med,
+        py_med,
         ratio,
         verdict(ratio >= TARGET_RATIO)
+    );
+    println!(
+        "{:<34} {:>14.1} {:>16.2} {:>9.1}× {}",
+        "throughput, all calls, MB/s",
+        hb_mbs,
+        py_mbs,
+        mean_ratio,
+        verdict(mean_ratio >= TARGET_RATIO)
     );
     println!(
         "{:<34} {:>14.1} {:>16.2} {:>9.1}× {}",
@@ -144,9 +159,10 @@ pub fn bench() -> anyhow::Result<()> {
     );
     println!("{:-<84}", "");
     println!(
-        "hb throughput {hb_mbs:.1} MB/s wall, {hb_cpu:.1} MB/s per CPU second (target >= {TARGET_MB_S}) {}; \
-         {ratio:.1}× the seed (target >= {TARGET_RATIO}) {}; detects strictly more: {}",
-        verdict(hb_mbs >= TARGET_MB_S),
+        "hb throughput {hb_med:.1} MB/s for the median call ({hb_mbs:.1} over all {HB_ITERATIONS}, \
+         {hb_cpu:.1} per CPU second; target >= {TARGET_MB_S}) {}; {ratio:.1}× the seed's median \
+         (target >= {TARGET_RATIO}) {}; detects strictly more: {}",
+        verdict(hb_med >= TARGET_MB_S),
         verdict(ratio >= TARGET_RATIO),
         verdict(hb_det > py_det),
     );
