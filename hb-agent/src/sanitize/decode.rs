@@ -86,80 +86,93 @@ fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
 }
 
 pub(super) fn encoded_runs(text: &str) -> Vec<EncodedRun> {
+    let marks = scan(text.as_bytes());
     let mut out = Vec::new();
     // Scratch space for decodings, most of which are noise and are dropped.
     let mut buf = Vec::new();
-    for span in long_runs(text.as_bytes()) {
+    for span in marks.runs {
         runs(text, span, &mut buf, &mut out);
     }
-    escapes(text, &mut buf, &mut out);
-    percent(text, &mut buf, &mut out);
+    escapes(text, &marks.escapes, &mut buf, &mut out);
+    percent(text, &marks.percents, &mut buf, &mut out);
     out
 }
 
-/// Maximal runs of base64 bytes at least [`MIN_RUN`] long.
+/// What the steps look for, found in one pass over the text.
+#[derive(Default)]
+struct Marks {
+    /// Maximal runs of base64 bytes at least [`MIN_RUN`] long.
+    runs: Vec<Range<usize>>,
+    /// Where the last run found ends: its bytes mark nothing new.
+    done: usize,
+    /// Where each `\x` starts.
+    escapes: Vec<usize>,
+    /// Where each `%` is.
+    percents: Vec<usize>,
+}
+
+/// Finds the [`Marks`] of `b`.
 ///
 /// Prose is nearly all base64 bytes (every letter is one) in words shorter than
 /// [`MIN_RUN`], so a byte loop spends its time walking words that never qualify. The
-/// text is read instead as 64-bit masks of base64 bytes, one per 64 bytes, in which a
-/// few shifts find the long runs and skip the words.
-fn long_runs(b: &[u8]) -> Vec<Range<usize>> {
+/// text is read instead as 64-bit masks, one per 64 bytes, in which a few shifts find
+/// the long runs and skip the words. The same masks hold the backslashes and percent
+/// signs, which saves the escape steps a pass over the text each.
+fn scan(b: &[u8]) -> Marks {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { long_runs_avx2(b) };
+        return unsafe { scan_avx2(b) };
     }
-    long_runs_with(b, mask64_portable)
+    scan_with(b, word_portable)
 }
 
-/// [`long_runs`] compiled for AVX2, so that [`mask64_avx2`] inlines into the loop.
+/// [`scan`] compiled for AVX2, so that [`word_avx2`] inlines into the loop.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn long_runs_avx2(b: &[u8]) -> Vec<Range<usize>> {
+unsafe fn scan_avx2(b: &[u8]) -> Marks {
     // A closure: a function with target features is not an `Fn`, but a closure
     // inside one inherits them.
-    long_runs_with(b, |chunk| mask64_avx2(chunk))
+    scan_with(b, |chunk| word_avx2(chunk))
 }
 
 #[inline(always)]
-fn long_runs_with(b: &[u8], mask64: impl Fn(&[u8; 64]) -> u64) -> Vec<Range<usize>> {
-    let mut found = Found::default();
+fn scan_with(b: &[u8], word: impl Fn(&[u8; 64]) -> Word) -> Marks {
+    let mut marks = Marks::default();
     let mut ends = RunEnds::default();
+    let mut add = |marks: &mut Marks, base: usize, w: Word| {
+        let at = ends.next(w.base64);
+        // Prose words are shorter than MIN_RUN and escapes are few: both branches
+        // are rarely taken.
+        if at != 0 {
+            marks.add_runs(b, base, at);
+        }
+        if w.backslash | w.percent != 0 {
+            marks.add_signs(b, base, w);
+        }
+    };
     let (chunks, tail) = b.as_chunks::<64>();
     for (k, chunk) in chunks.iter().enumerate() {
-        let at = ends.next(mask64(chunk));
-        // Prose words are shorter than MIN_RUN: this is the rare branch.
-        if at != 0 {
-            found.add(b, k * 64, at);
-        }
+        add(&mut marks, k * 64, word(chunk));
     }
     if !tail.is_empty() {
-        // Zero is not base64, so the padding ends any run at the end of the text.
+        // Zero is none of the bytes looked for, so the padding ends any run at the end
+        // of the text and marks nothing.
         let mut last = [0u8; 64];
         last[..tail.len()].copy_from_slice(tail);
-        let at = ends.next(mask64(&last));
-        if at != 0 {
-            found.add(b, chunks.len() * 64, at);
-        }
+        add(&mut marks, chunks.len() * 64, word(&last));
     }
-    found.runs
+    marks
 }
 
-#[derive(Default)]
-struct Found {
-    runs: Vec<Range<usize>>,
-    /// Where the last run found ends: its bytes mark nothing new.
-    done: usize,
-}
-
-impl Found {
+impl Marks {
     /// Adds the runs that `at` (from [`RunEnds::next`]) marks in the word at `base`.
     /// Kept out of line, so that the loop that rarely calls it stays small.
     #[inline(never)]
-    fn add(&mut self, b: &[u8], base: usize, mut at: u64) {
+    fn add_runs(&mut self, b: &[u8], base: usize, mut at: u64) {
         at &= above(self.done.saturating_sub(base));
         while at != 0 {
             // The first MIN_RUN bytes of a run not seen yet, so it starts exactly
@@ -175,11 +188,31 @@ impl Found {
             at &= above(end - base);
         }
     }
+
+    /// Adds the `\x` and `%` of the word at `base`.
+    #[inline(never)]
+    fn add_signs(&mut self, b: &[u8], base: usize, w: Word) {
+        for k in bits(w.backslash) {
+            if b.get(base + k + 1) == Some(&b'x') {
+                self.escapes.push(base + k);
+            }
+        }
+        self.percents.extend(bits(w.percent).map(|k| base + k));
+    }
 }
 
 /// Bits `from` and up (none from 64).
 fn above(from: usize) -> u64 {
     if from < 64 { u64::MAX << from } else { 0 }
+}
+
+/// The set bits of `m`, lowest first.
+fn bits(mut m: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let k = m.trailing_zeros() as usize;
+        m &= m.wrapping_sub(1);
+        (k < 64).then_some(k)
+    })
 }
 
 /// Marks, word by word, the bytes that end [`MIN_RUN`] base64 bytes in a row, the
@@ -208,13 +241,27 @@ impl RunEnds {
     }
 }
 
-/// Bit k set when `chunk[k]` is a base64 byte: the reference for [`mask64_avx2`] and
-/// the fallback on CPUs without it.
-fn mask64_portable(chunk: &[u8; 64]) -> u64 {
-    chunk
-        .iter()
-        .enumerate()
-        .fold(0, |m, (k, &c)| m | u64::from(is_b64(c)) << k)
+/// The bytes of 64 that the steps look for, bit k for byte k.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word {
+    base64: u64,
+    backslash: u64,
+    percent: u64,
+}
+
+/// The reference for [`word_avx2`], and the fallback on CPUs without it.
+fn word_portable(chunk: &[u8; 64]) -> Word {
+    let mask = |pred: fn(u8) -> bool| {
+        chunk
+            .iter()
+            .enumerate()
+            .fold(0, |m, (k, &c)| m | u64::from(pred(c)) << k)
+    };
+    Word {
+        base64: mask(is_b64),
+        backslash: mask(|c| c == b'\\'),
+        percent: mask(|c| c == b'%'),
+    }
 }
 
 /// Which groups of base64 bytes a high nibble starts: `+ - /` (bit 0), digits and `=`
@@ -248,11 +295,11 @@ const LOW_NIBBLE: [i8; 16] = {
     t
 };
 
-/// [`mask64_portable`] in a few instructions per 32 bytes: a byte is base64 when the
+/// [`word_portable`] in a few instructions per 32 bytes: a byte is base64 when the
 /// groups of its two nibbles, looked up in [`HIGH_NIBBLE`] and [`LOW_NIBBLE`], meet.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn mask64_avx2(chunk: &[u8; 64]) -> u64 {
+fn word_avx2(chunk: &[u8; 64]) -> Word {
     use std::arch::x86_64::{__m256i, _mm256_loadu_si256};
     let (low, high) = chunk.split_at(32);
     // SAFETY: each half holds 32 bytes, as many as one load reads; loadu needs no
@@ -263,12 +310,19 @@ fn mask64_avx2(chunk: &[u8; 64]) -> u64 {
             _mm256_loadu_si256(high.as_ptr().cast::<__m256i>()),
         )
     };
-    u64::from(mask32_avx2(low)) | u64::from(mask32_avx2(high)) << 32
+    let (low, high) = (half_avx2(low), half_avx2(high));
+    let join = |l: u32, h: u32| u64::from(l) | u64::from(h) << 32;
+    Word {
+        base64: join(low[0], high[0]),
+        backslash: join(low[1], high[1]),
+        percent: join(low[2], high[2]),
+    }
 }
 
+/// The three masks of [`Word`] for 32 bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn mask32_avx2(v: std::arch::x86_64::__m256i) -> u32 {
+fn half_avx2(v: std::arch::x86_64::__m256i) -> [u32; 3] {
     use std::arch::x86_64::*;
     let table = |t: [i8; 16]| {
         _mm256_setr_epi8(
@@ -284,9 +338,13 @@ fn mask32_avx2(v: std::arch::x86_64::__m256i) -> u32 {
         _mm256_shuffle_epi8(table(HIGH_NIBBLE), high),
         _mm256_shuffle_epi8(table(LOW_NIBBLE), low),
     );
-    let none = _mm256_cmpeq_epi8(groups, _mm256_setzero_si256());
-    // movemask packs the top bit of each byte; the cast keeps all 32 bits.
-    !(_mm256_movemask_epi8(none) as u32)
+    // movemask packs the top bit of each byte; the casts keep all 32 bits.
+    let mask = |m: __m256i| _mm256_movemask_epi8(m) as u32;
+    [
+        !mask(_mm256_cmpeq_epi8(groups, _mm256_setzero_si256())),
+        mask(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8))),
+        mask(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'%' as i8))),
+    ]
 }
 
 /// One run of base64 characters: `=` ends base64 text (padding), so `key=VALUE` holds
@@ -295,10 +353,7 @@ fn runs(text: &str, span: Range<usize>, buf: &mut Vec<u8>, out: &mut Vec<Encoded
     let b = text.as_bytes();
     let mut from = span.start;
     while from < span.end {
-        let body_end = b[from..span.end]
-            .iter()
-            .position(|c| *c == b'=')
-            .map_or(span.end, |k| from + k);
+        let body_end = memchr::memchr(b'=', &b[from..span.end]).map_or(span.end, |k| from + k);
         let end = b[body_end..span.end]
             .iter()
             .position(|c| *c != b'=')
@@ -331,7 +386,7 @@ fn base64_or_hex(text: &str, span: Range<usize>, buf: &mut Vec<u8>) -> Option<En
         });
     }
     let body = run.trim_end_matches('=');
-    if body.bytes().any(|c| c == b'=') {
+    if memchr::memchr(b'=', body.as_bytes()).is_some() {
         return None;
     }
     let body = if body.len() % 4 == 1 {
@@ -339,7 +394,7 @@ fn base64_or_hex(text: &str, span: Range<usize>, buf: &mut Vec<u8>) -> Option<En
     } else {
         body
     };
-    let engine = if body.bytes().any(|c| c == b'-' || c == b'_') {
+    let engine = if memchr::memchr2(b'-', b'_', body.as_bytes()).is_some() {
         &URL_SAFE
     } else {
         &STANDARD
@@ -353,10 +408,10 @@ fn base64_or_hex(text: &str, span: Range<usize>, buf: &mut Vec<u8>) -> Option<En
     })
 }
 
-/// `\x69\x67…` escapes (at least eight in a row).
-fn escapes(text: &str, buf: &mut Vec<u8>, out: &mut Vec<EncodedRun>) {
+/// `\x69\x67…` escapes (at least eight in a row), at the `starts` of [`Marks`].
+fn escapes(text: &str, starts: &[usize], buf: &mut Vec<u8>, out: &mut Vec<EncodedRun>) {
     let b = text.as_bytes();
-    for start in memchr::memmem::find_iter(b, b"\\x") {
+    for &start in starts {
         if start > 0 && b[start - 1] == b'\\' || out.last().is_some_and(|r| r.span.end > start) {
             continue;
         }
@@ -399,11 +454,12 @@ fn escape_count(token: &[u8]) -> usize {
     count
 }
 
-/// Tokens (between blanks) with several `%XX` escapes.
-fn percent(text: &str, buf: &mut Vec<u8>, out: &mut Vec<EncodedRun>) {
+/// Tokens (between blanks) with several `%XX` escapes, found from the percent `signs`
+/// of [`Marks`].
+fn percent(text: &str, signs: &[usize], buf: &mut Vec<u8>, out: &mut Vec<EncodedRun>) {
     let b = text.as_bytes();
     let mut next = 0;
-    for p in memchr::memchr_iter(b'%', b) {
+    for &p in signs {
         if p < next {
             continue;
         }
@@ -526,15 +582,21 @@ mod tests {
         #[test]
         fn long_runs_skipping_equals_a_plain_scan(s in "[a-c=+ .]{0,300}") {
             let b = s.as_bytes();
-            prop_assert_eq!(long_runs(b), plain_long_runs(b));
-            prop_assert_eq!(long_runs_with(b, mask64_portable), plain_long_runs(b));
+            prop_assert_eq!(scan(b).runs, plain_long_runs(b));
+            prop_assert_eq!(scan_with(b, word_portable).runs, plain_long_runs(b));
         }
 
         #[test]
-        fn long_runs_of_rich_text_equal_a_plain_scan(s in rich_text()) {
+        fn marks_of_rich_text_equal_plain_scans(s in rich_text()) {
             let b = s.as_bytes();
-            prop_assert_eq!(long_runs(b), plain_long_runs(b));
-            prop_assert_eq!(long_runs_with(b, mask64_portable), plain_long_runs(b));
+            for marks in [scan(b), scan_with(b, word_portable)] {
+                prop_assert_eq!(marks.runs, plain_long_runs(b));
+                prop_assert_eq!(
+                    marks.escapes,
+                    memchr::memmem::find_iter(b, b"\\x").collect::<Vec<_>>()
+                );
+                prop_assert_eq!(marks.percents, memchr::memchr_iter(b'%', b).collect::<Vec<_>>());
+            }
         }
 
         #[test]
@@ -560,12 +622,19 @@ mod tests {
     fn every_byte_is_classified_like_the_table() {
         let bytes: Vec<u8> = (0..=255).collect();
         for (k, chunk) in bytes.as_chunks::<64>().0.iter().enumerate() {
-            let want = (0..64).fold(0u64, |m, i| m | u64::from(is_b64(chunk[i])) << i);
-            assert_eq!(mask64_portable(chunk), want, "bytes {}..", k * 64);
+            let mask = |pred: &dyn Fn(u8) -> bool| {
+                (0..64).fold(0u64, |m, i| m | u64::from(pred(chunk[i])) << i)
+            };
+            let want = Word {
+                base64: mask(&is_b64),
+                backslash: mask(&|c| c == b'\\'),
+                percent: mask(&|c| c == b'%'),
+            };
+            assert_eq!(word_portable(chunk), want, "bytes {}..", k * 64);
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2, checked just above.
-                assert_eq!(unsafe { mask64_avx2(chunk) }, want, "bytes {}..", k * 64);
+                assert_eq!(unsafe { word_avx2(chunk) }, want, "bytes {}..", k * 64);
             }
         }
     }
@@ -577,14 +646,33 @@ mod tests {
                 let mut text = vec![b' '; 300];
                 text[start..start + len].fill(b'A');
                 let want = plain_long_runs(&text);
-                assert_eq!(long_runs(&text), want, "{len} at {start}");
+                assert_eq!(scan(&text).runs, want, "{len} at {start}");
                 assert_eq!(
-                    long_runs_with(&text, mask64_portable),
+                    scan_with(&text, word_portable).runs,
                     want,
                     "{len} at {start}"
                 );
                 let end = start + len;
-                assert_eq!(long_runs(&text[..end]), plain_long_runs(&text[..end]));
+                assert_eq!(scan(&text[..end]).runs, plain_long_runs(&text[..end]));
+            }
+        }
+    }
+
+    #[test]
+    fn signs_at_word_edges_are_found() {
+        for at in [0, 1, 62, 63, 64, 126, 127, 128] {
+            for len in [at + 1, at + 2, 200] {
+                let mut text = vec![b'a'; len];
+                text[at] = b'\\';
+                if at + 1 < len {
+                    text[at + 1] = b'x';
+                }
+                let escapes: Vec<usize> = memchr::memmem::find_iter(&text, b"\\x").collect();
+                assert_eq!(scan(&text).escapes, escapes, "\\x at {at} of {len}");
+                assert_eq!(scan_with(&text, word_portable).escapes, escapes);
+                text[at] = b'%';
+                assert_eq!(scan(&text).percents, [at], "% at {at} of {len}");
+                assert_eq!(scan_with(&text, word_portable).percents, [at]);
             }
         }
     }
