@@ -65,6 +65,25 @@ fn readable(bytes: &[u8]) -> Option<String> {
     (total >= 4 && plain * 10 >= total * 6).then(|| s.to_owned())
 }
 
+/// Base64 characters decoded first from a long run: 48 bytes.
+const PREFIX: usize = 64;
+
+/// Whether bytes that begin a decoding leave it a chance to be [`readable`]: false
+/// when they hold a control character or a byte that is not UTF-8 (a character cut at
+/// the end may go on in the rest).
+fn may_read(head: &[u8]) -> bool {
+    let valid = match std::str::from_utf8(head) {
+        Ok(s) => s,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    !valid
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+}
+
 fn hex_digit(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -370,7 +389,12 @@ fn runs(text: &str, span: Range<usize>, buf: &mut Vec<u8>, out: &mut Vec<Encoded
 fn base64_or_hex(text: &str, span: Range<usize>, buf: &mut Vec<u8>) -> Option<EncodedRun> {
     let run = &text[span.clone()];
     // A run glued to a URL or path is most likely part of it; percent() covers URLs.
-    let hexish = run.trim_start_matches("0x");
+    let mut hexish = run;
+    // Every leading "0x", as `trim_start_matches("0x")` would (without building a
+    // substring searcher per run).
+    while let Some(rest) = hexish.strip_prefix("0x") {
+        hexish = rest;
+    }
     buf.clear();
     if hexish.len() >= MIN_RUN
         && hexish.len().is_multiple_of(2)
@@ -399,6 +423,18 @@ fn base64_or_hex(text: &str, span: Range<usize>, buf: &mut Vec<u8>) -> Option<En
     } else {
         &STANDARD
     };
+    // Blobs (keys, images, archives) are long and decode to binary: their first bytes
+    // are enough to tell. A prefix of whole quads decodes to the first bytes of the
+    // whole decoding, and fails to decode only if the whole fails.
+    if let Some(head) = body.get(..PREFIX)
+        && body.len() > 2 * PREFIX
+    {
+        engine.decode_vec(head, buf).ok()?;
+        if !may_read(buf) {
+            return None;
+        }
+        buf.clear();
+    }
     engine.decode_vec(body, buf).ok()?;
     let decoded = readable(buf)?;
     Some(EncodedRun {
@@ -540,9 +576,12 @@ mod tests {
     /// (and near misses that do not), words, blanks and non-ASCII characters, glued
     /// together so that runs cross 64-byte words and touch each other.
     fn rich_text() -> impl Strategy<Value = String> {
-        let readable = "[a-zA-Z0-9 ]{3,40}";
+        // Short, long (decoded in two goes), and with a control character late.
+        let readable = "[a-zA-Z0-9 ]{3,40}|[a-zé日 \n]{40,140}|[a-z ]{60,100}\u{1}[a-z]{0,9}";
         let piece = prop_oneof![
             "[a-zA-Z0-9+/=_-]{0,90}",
+            prop::collection::vec(any::<u8>(), 40..120)
+                .prop_map(|b| general_purpose::STANDARD_NO_PAD.encode(b)),
             "[a-z]{1,12}",
             "[ \n\t]{1,3}",
             "[éü日本😀\u{a0}\u{200b}]{1,3}",
