@@ -289,9 +289,20 @@ pub fn phase_times(text: &str) -> Vec<(&'static str, std::time::Duration)> {
     time("keywords", &mut || {
         std::hint::black_box(rules::ENGINE.keyword_places(view.bytes()));
     });
+    let mut hits = Vec::new();
     time("rules (keywords + patterns + judges)", &mut || {
-        std::hint::black_box(rules::ENGINE.scan(view.bytes()));
+        hits = rules::ENGINE.scan(view.bytes());
     });
+    time("map back", &mut || {
+        hits.sort_unstable_by_key(|hit| hit.view.start);
+        let mut cursor = 0;
+        for hit in &hits {
+            std::hint::black_box(view.to_output_after(&mut cursor, hit.view.clone()));
+        }
+    });
+    drop(hits);
+    let mut view = Some(view);
+    time("drop view", &mut || drop(view.take()));
     time("detect plain (view + rules + map back)", &mut || {
         std::hint::black_box(detect_plain(&out, None, Excerpts::None));
     });
