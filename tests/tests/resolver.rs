@@ -114,7 +114,8 @@ impl Upstream {
     }
 
     /// A small DNS server (Python) on 127.0.0.1:`port`: each A query gets the next of
-    /// `a_sets` in turn, each AAAA query gets `aaaa`, with `ttl`; other types get no answer.
+    /// `a_sets` in turn, each AAAA query gets `aaaa`, with `ttl`; other types get no answer;
+    /// names starting with the label `gone` get NXDOMAIN (no SOA).
     /// With `truncate_udp`, UDP replies carry TC and no records, and the same server
     /// answers over TCP (RFC 7766 length-prefixed).
     fn scripted(
@@ -144,6 +145,8 @@ def answer(q, udp):
     else:
         rdatas = []
     rrs = [b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, {ttl}, len(r)) + r for r in rdatas]
+    if q[12:17].lower() == b"\x04gone":
+        return q[:2] + b"\x81\x83" + struct.pack("!HHHH", 1, 0, 0, 0) + question
     if udp and TRUNCATE_UDP:
         return q[:2] + b"\x83\x80" + struct.pack("!HHHH", 1, 0, 0, 0) + question
     return q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + question + b"".join(rrs)
@@ -639,9 +642,17 @@ fn truncated_upstream_answers_are_asked_again_over_tcp_and_then_served_from_the_
     let cfg = config(TRUNCATING_PORT)
         .replace("min_ttl_secs = 2", "min_ttl_secs = 20")
         .replace("max_ttl_secs = 3", "max_ttl_secs = 30")
-        .replace("\"flip.test\"]", "\"flip.test\", \"big.test\"]");
+        .replace(
+            "\"flip.test\"]",
+            "\"flip.test\", \"big.test\", \"gone.test\"]",
+        );
     let mut env = TestEnv::new("dnstc", &cfg);
     env.start_agent();
+    let gone = env.hb_json(&["dns", "lookup", "--policy", "web", "gone.test"]);
+    assert_eq!(
+        gone[0]["rcode"], "Non-Existent Domain",
+        "the upstream's NXDOMAIN: {gone}"
+    );
     // Over UDP the upstream only ever sends TC and no records: an address can only have
     // come over TCP.
     let first = env.hb_json(&["dns", "lookup", "--policy", "web", "big.test"]);
@@ -669,6 +680,12 @@ fn truncated_upstream_answers_are_asked_again_over_tcp_and_then_served_from_the_
         (&again[1]["rcode"], &again[1]["answers"]),
         (&first[1]["rcode"], &first[1]["answers"]),
         "NODATA served from the cache: {again}"
+    );
+    let gone_again = env.hb_json(&["dns", "lookup", "--policy", "web", "gone.test"]);
+    assert_eq!(
+        (&gone_again[0]["rcode"], &gone_again[1]["rcode"]),
+        (&gone[0]["rcode"], &gone[1]["rcode"]),
+        "NXDOMAIN served from the cache, not SERVFAIL: {gone_again}"
     );
     let ttl = again[0]["ttl"].as_u64().expect("ttl");
     assert!((1..=30).contains(&ttl), "cached TTL counts down: {again}");

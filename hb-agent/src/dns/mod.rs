@@ -19,7 +19,9 @@
 //! the addresses are written into the policy's allow map with expiry = TTL clamped to
 //! `[min_ttl_secs, max_ttl_secs]` (an answer with more than `max_ips_per_name`
 //! addresses is trimmed to that many; older addresses of the name are evicted) → only
-//! then is the answer sent, with that TTL.
+//! then is the answer sent, with that TTL. Negative answers (NXDOMAIN, and NODATA: the
+//! name exists without an address of the type) are cached too, for the upstream SOA's
+//! negative TTL (RFC 2308) within the same bounds.
 //!
 //! Must never: answer from the host's /etc/hosts, answer before the allow map holds the
 //! addresses, or let a malformed packet stop a listener.
@@ -337,6 +339,8 @@ const ANSWER_CACHE_ENTRIES: usize = 65_536;
 
 #[derive(Clone)]
 struct CachedAnswer {
+    /// NoError (addresses, or NODATA) or NXDomain.
+    rcode: ResponseCode,
     records: Vec<hickory_proto::rr::Record>,
     addrs: Vec<IpAddr>,
     /// The answer section pre-encoded for [`Inner::cached`], when it can be.
@@ -535,6 +539,17 @@ impl Inner {
                 .filter(|e| e.until > std::time::Instant::now())
                 .cloned()
         });
+        if hit
+            .as_ref()
+            .is_some_and(|e| e.rcode == ResponseCode::NXDomain)
+        {
+            // The name does not exist: nothing to teach the kernel.
+            return Step::Reply(encode(
+                &request,
+                reply(&request, ResponseCode::NXDomain),
+                transport,
+            ));
+        }
         if let Some(entry) = hit {
             let left = entry
                 .until
@@ -587,7 +602,22 @@ impl Inner {
         };
         match upstream_reply.metadata.response_code {
             ResponseCode::NoError => {}
-            ResponseCode::NXDomain => return answer(ResponseCode::NXDomain),
+            ResponseCode::NXDomain => {
+                // Cached like NODATA (RFC 2308): agents retry a mistyped or vanished
+                // name in a loop, and each retry went upstream.
+                let ttl = self.negative_ttl(&upstream_reply.authorities);
+                self.remember(
+                    (policy_id, name, qtype),
+                    CachedAnswer {
+                        rcode: ResponseCode::NXDomain,
+                        records: Vec::new(),
+                        addrs: Vec::new(),
+                        wire: None,
+                        until: std::time::Instant::now() + Duration::from_secs(u64::from(ttl)),
+                    },
+                );
+                return answer(ResponseCode::NXDomain);
+            }
             _ => return answer(ResponseCode::ServFail),
         }
         // The answer section: the CNAME chain, if any, and the addresses it leads to.
@@ -617,17 +647,11 @@ impl Inner {
         let nodata = records
             .iter()
             .all(|r| !matches!(r.data, RData::A(_) | RData::AAAA(_)));
-        if nodata {
-            ttl = upstream_reply
-                .authorities
-                .iter()
-                .find_map(|r| match &r.data {
-                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
-                    _ => None,
-                })
-                .unwrap_or(self.min_ttl);
-        }
-        let ttl = ttl.clamp(self.min_ttl, self.max_ttl);
+        let ttl = if nodata {
+            self.negative_ttl(&upstream_reply.authorities)
+        } else {
+            ttl.clamp(self.min_ttl, self.max_ttl)
+        };
         if addrs.len() > self.max_ips {
             // Hand out only what the allow map will hold for this name.
             addrs.truncate(self.max_ips);
@@ -651,16 +675,11 @@ impl Inner {
         for r in &mut records {
             r.ttl = ttl;
         }
-        if (!addrs.is_empty() || nodata)
-            && let Ok(mut cache) = self.cache.lock()
-        {
-            // Bounded: when full, start over (the upstream resolver keeps its own cache).
-            if cache.len() >= ANSWER_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(
+        if !addrs.is_empty() || nodata {
+            self.remember(
                 (policy_id, name, qtype),
                 CachedAnswer {
+                    rcode: ResponseCode::NoError,
                     wire: wire::EncodedAnswers::encode(&records),
                     records: records.clone(),
                     addrs,
@@ -671,5 +690,29 @@ impl Inner {
         let mut m = reply(&request, ResponseCode::NoError);
         m.answers = records;
         encode(&request, m, transport)
+    }
+
+    /// How long a negative answer (NXDOMAIN, NODATA) stays cached: the smaller of the
+    /// upstream SOA's TTL and MINIMUM (RFC 2308), `min_ttl` without one, clamped to the
+    /// configured bounds.
+    fn negative_ttl(&self, authorities: &[hickory_proto::rr::Record]) -> u32 {
+        authorities
+            .iter()
+            .find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+                _ => None,
+            })
+            .unwrap_or(self.min_ttl)
+            .clamp(self.min_ttl, self.max_ttl)
+    }
+
+    fn remember(&self, key: (u32, String, RecordType), entry: CachedAnswer) {
+        if let Ok(mut cache) = self.cache.lock() {
+            // Bounded: when full, start over (the upstream resolver keeps its own cache).
+            if cache.len() >= ANSWER_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(key, entry);
+        }
     }
 }
