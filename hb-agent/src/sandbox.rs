@@ -5,7 +5,15 @@
 //! Afterwards anything left in the cgroup is killed, the cgroup removed, and only then is
 //! the enrollment dropped.
 //!
-//! Hardening (uid, capabilities, no_new_privs, mounts) plugs into [`prepare_child`].
+//! In the child, after the move and before exec ([`confine`]): a cgroup namespace rooted
+//! at the sandbox cgroup, so that not even root in it can move itself out through
+//! `cgroup.procs` (the kernel refuses migrations that leave the writer's namespace), and
+//! `no_new_privs`, so that no setuid or file-capability binary raises what the command
+//! may do; then, with `--user`, the command's uid and gid (no supplementary groups).
+//! The namespace stops migrations only where cgroup2 is mounted with `nsdelegate`
+//! (systemd's pure-v2 default; not hybrid hosts), and root keeps CAP_SYS_ADMIN, which
+//! can enter another namespace: a command that must not leave its cgroup runs with
+//! `--user`, whose uid cannot write the root-owned `cgroup.procs` files.
 //! Must never: start the command when the programs are not attached or the policy is not
 //! loaded — that would be a sandbox in name only.
 
@@ -77,9 +85,38 @@ impl Drop for SandboxCgroup<'_> {
     }
 }
 
-/// Runs `command` under `policy` and returns the exit code to pass on (128+N for a
-/// command killed by signal N).
-pub fn run(config: &Config, policy: &str, command: &[OsString]) -> Result<i32, SandboxError> {
+/// The numeric user and group `--user` runs a command as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct User {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+}
+
+/// `UID[:GID]`, numbers only (a name lookup is not safe between fork and exec).
+pub fn parse_user(s: &str) -> Result<User, String> {
+    let number = |part: &str, what: &str| {
+        part.parse::<u32>().map_err(|_| {
+            format!("{what} {part:?} is not a number (expected UID[:GID], e.g. 65534:65534)")
+        })
+    };
+    let (uid, gid) = match s.split_once(':') {
+        Some((u, g)) => (number(u, "uid")?, number(g, "gid")?),
+        None => {
+            let u = number(s, "uid")?;
+            (u, u)
+        }
+    };
+    Ok(User { uid, gid })
+}
+
+/// Runs `command` under `policy` (as `user`, if given) and returns the exit code to pass
+/// on (128+N for a command killed by signal N).
+pub fn run(
+    config: &Config,
+    policy: &str,
+    user: Option<User>,
+    command: &[OsString],
+) -> Result<i32, SandboxError> {
     let (program, args) = command.split_first().ok_or(SandboxError::NoCommand)?;
     if !is_root() {
         return Err(SandboxError::NotRoot);
@@ -150,16 +187,15 @@ pub fn run(config: &Config, policy: &str, command: &[OsString]) -> Result<i32, S
     let forwarded = block_forwarded_signals();
     let mut cmd = Command::new(program);
     cmd.args(args);
-    prepare_child(&mut cmd);
-    // SAFETY: the closure only makes async-signal-safe syscalls (write) on an fd opened
-    // before fork, and allocates nothing.
+    // SAFETY: the closure only makes async-signal-safe syscalls (write, unshare, prctl),
+    // on an fd opened before fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             // "0" moves the writing process itself (cgroup v2, cgroup.procs).
             if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            confine(user)
         });
     }
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
@@ -236,8 +272,34 @@ fn forward_signals(set: libc::sigset_t, pidfd: libc::c_int) {
     }
 }
 
-/// The seam for process hardening (a later step: uid, capabilities, no_new_privs, mounts).
-fn prepare_child(_cmd: &mut Command) {}
+/// Run in the child once it is in the sandbox cgroup: a cgroup namespace rooted there,
+/// `no_new_privs`, then `user`'s ids (see the module header); in that order, as creating
+/// the namespace needs root. An error stops the exec: the command never runs less
+/// confined than asked.
+///
+/// # Safety
+/// Called between fork and exec: it makes only async-signal-safe syscalls.
+unsafe fn confine(user: Option<User>) -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: unshare(2), prctl(2), setgroups(2) with no list, setgid(2), setuid(2):
+    // integer arguments only.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWCGROUP))?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        if let Some(User { uid, gid }) = user {
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))?;
+        }
+    }
+    Ok(())
+}
 
 fn unique_name(policy: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -437,23 +437,49 @@ fn sandbox_run_refuses_to_start_when_nothing_enforces() {
     assert!(!marker.exists(), "the command must not have run");
 }
 
-#[test]
-fn sandbox_run_passes_on_the_exit_status_and_removes_its_cgroup() {
-    private_netns(&[]);
-    let mut env = TestEnv::new("exitcode", OPEN_POLICY);
-    env.start_agent();
-    let out = env.sandbox("open", &["sh", "-c", "cat /proc/self/cgroup; exit 7"]);
-    assert_eq!(out.status.code(), Some(7));
-    let cg = String::from_utf8_lossy(&out.stdout);
+/// Reads lines from a sandboxed command up to "ready"; returns them and the sandbox
+/// cgroup's path below the cgroup2 mount, read from outside (inside, a cgroup namespace
+/// rooted at the sandbox shows it as "/"). The command prints its pid first.
+fn sandbox_cgroup_of(stdout: &mut impl std::io::BufRead) -> (Vec<String>, String) {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while stdout.read_line(&mut line).expect("read") > 0 {
+        if line.trim() == "ready" {
+            break;
+        }
+        lines.push(line.trim().to_owned());
+        line.clear();
+    }
+    let pid = lines.first().expect("the command prints its pid first");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
     let rel = cg
         .lines()
         .find_map(|l| l.strip_prefix("0::/"))
         .unwrap_or_else(|| panic!("no cgroup2 line: {cg}"))
         .to_owned();
+    (lines, rel)
+}
+
+#[test]
+fn sandbox_run_passes_on_the_exit_status_and_removes_its_cgroup() {
+    private_netns(&[]);
+    let mut env = TestEnv::new("exitcode", OPEN_POLICY);
+    env.start_agent();
+    let go = env.state_dir.join("go");
+    let script = format!(
+        "echo $$; echo ready; while [ ! -e {} ]; do sleep 0.02; done; exit 7",
+        go.display()
+    );
+    let mut child = env.sandbox_spawn("open", &["sh", "-c", &script]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (_, rel) = sandbox_cgroup_of(&mut stdout);
     assert!(
         rel.starts_with(&format!("{}/sandboxes/open-", env.cgroup_root)),
         "ran in a sandbox cgroup: {rel}"
     );
+    std::fs::write(&go, "").expect("go");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(7));
     assert!(
         !hb_tests::cgroup2_mount().join(&rel).exists(),
         "sandbox cgroup removed"
@@ -466,6 +492,89 @@ fn sandbox_run_passes_on_the_exit_status_and_removes_its_cgroup() {
     );
 }
 
+/// Whether the cgroup2 hierarchy is mounted with `nsdelegate` (migrations may not leave
+/// the writer's cgroup namespace).
+fn nsdelegate() -> bool {
+    let mount = hb_tests::cgroup2_mount();
+    std::fs::read_to_string("/proc/mounts")
+        .expect("/proc/mounts")
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == mount.to_str())
+        .any(|l| {
+            l.split(' ')
+                .nth(3)
+                .is_some_and(|o| o.split(',').any(|o| o == "nsdelegate"))
+        })
+}
+
+#[test]
+fn sandboxed_commands_get_a_cgroup_namespace_no_new_privs_and_with_user_cannot_leave() {
+    private_netns(&[]);
+    let mut env = TestEnv::new("confine", OPEN_POLICY);
+    env.start_agent();
+    let root_procs = hb_tests::cgroup2_mount().join("cgroup.procs");
+    // The escape works for root outside a sandbox (a throwaway shell moves itself to the
+    // root cgroup), so a refusal below is the sandbox's doing.
+    let outside = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("echo $$ > {} && echo moved", root_procs.display()),
+        ])
+        .output()
+        .expect("sh");
+    assert_eq!(
+        String::from_utf8_lossy(&outside.stdout).trim(),
+        "moved",
+        "{}",
+        String::from_utf8_lossy(&outside.stderr)
+    );
+    let script = format!(
+        "id -u; id -G; grep '^0::' /proc/self/cgroup; grep NoNewPrivs /proc/self/status; \
+         if echo $$ > {} 2>/dev/null; then echo moved; else echo refused; fi",
+        root_procs.display()
+    );
+    let run = |user: Option<&str>| {
+        let mut args = vec!["sandbox", "run", "--policy", "open"];
+        if let Some(u) = user {
+            args.extend(["--user", u]);
+        }
+        args.extend(["--", "sh", "-c", &script]);
+        let out = env.hb(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // As root: its own cgroup namespace and no_new_privs; whether the move is refused is
+    // the kernel's call, by the mount's nsdelegate (this is why --user exists).
+    let (text, stderr) = run(None);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let expected_move = if nsdelegate() { "refused" } else { "moved" };
+    assert_eq!(
+        lines,
+        ["0", "0", "0::/", "NoNewPrivs:\t1", expected_move],
+        "root in the sandbox: {stderr}"
+    );
+    // As nobody: the same, no groups, and the move refused everywhere.
+    let (text, stderr) = run(Some("65534"));
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        ["65534", "65534", "0::/", "NoNewPrivs:\t1", "refused"],
+        "--user 65534 in the sandbox: {stderr}"
+    );
+    // Bad input is named and runs nothing.
+    let marker = env.state_dir.join("ran");
+    let touch = format!("touch {}", marker.display());
+    let bad = env.hb(&[
+        "sandbox", "run", "--policy", "open", "--user", "nobody", "--", "sh", "-c", &touch,
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("\"nobody\" is not a number"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "nothing ran");
+}
+
 #[test]
 fn sigterm_to_the_launcher_reaches_the_command_and_the_cgroup_is_removed() {
     private_netns(&[]);
@@ -473,26 +582,13 @@ fn sigterm_to_the_launcher_reaches_the_command_and_the_cgroup_is_removed() {
     env.start_agent();
     let marker = env.state_dir.join("got-term");
     let script = format!(
-        "cat /proc/self/cgroup; trap 'echo term > {}; exit 9' TERM; echo ready; \
+        "echo $$; trap 'echo term > {}; exit 9' TERM; echo ready; \
          while :; do sleep 0.05; done",
         marker.display()
     );
     let mut child = env.sandbox_spawn("open", &["sh", "-c", &script]);
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut cgroup = String::new();
-    let mut line = String::new();
-    while std::io::BufRead::read_line(&mut stdout, &mut line).expect("read") > 0 {
-        if line.trim() == "ready" {
-            break;
-        }
-        cgroup.push_str(&line);
-        line.clear();
-    }
-    let rel = cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::/"))
-        .unwrap_or_else(|| panic!("no cgroup2 line: {cgroup}"))
-        .to_owned();
+    let (_, rel) = sandbox_cgroup_of(&mut stdout);
     assert!(hb_tests::cgroup2_mount().join(&rel).exists(), "{rel}");
     // SAFETY: kill(2) on the launcher this test spawned.
     assert_eq!(

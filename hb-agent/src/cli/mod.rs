@@ -221,12 +221,17 @@ enum SandboxCommand {
     /// Create a cgroup under cgroup_root, enroll it with POLICY, run CMD in it, pass on
     /// its exit status, remove the cgroup.
     #[command(
-        after_help = "Examples:\n  hb-agent sandbox run --policy default -- python3 tool.py\n  hb-agent sandbox run --policy ci -- sh -c 'curl -sS http://10.0.0.1/ || echo refused'"
+        after_help = "Examples:\n  hb-agent sandbox run --policy default --user 65534 -- python3 tool.py\n  hb-agent sandbox run --policy ci -- sh -c 'curl -sS http://10.0.0.1/ || echo refused'"
     )]
     Run {
         /// Policy name (a [[policy]] of the running agent's config).
         #[arg(long, short)]
         policy: String,
+        /// Run the command as this numeric user (and group; the user's number if left
+        /// out), with no supplementary groups. Recommended: a root command can leave its
+        /// cgroup, and so its enforcement, where cgroup2 is mounted without `nsdelegate`.
+        #[arg(long, value_name = "UID[:GID]", value_parser = crate::sandbox::parse_user)]
+        user: Option<crate::sandbox::User>,
         /// The command and its arguments (after `--`).
         #[arg(
             trailing_var_arg = true,
@@ -318,9 +323,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(crate::agent::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sandbox(SandboxCommand::Run { policy, command }) => {
+        Command::Sandbox(SandboxCommand::Run {
+            policy,
+            user,
+            command,
+        }) => {
             let config = Config::load(cli.config.as_deref())?;
-            let code = crate::sandbox::run(&config, &policy, &command)?;
+            let code = crate::sandbox::run(&config, &policy, user, &command)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
         }
         Command::Maps(MapsCommand::List { json }) => {
