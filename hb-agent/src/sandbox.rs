@@ -6,14 +6,13 @@
 //! the enrollment dropped.
 //!
 //! In the child, after the move and before exec ([`confine`]): a cgroup namespace rooted
-//! at the sandbox cgroup, so that not even root in it can move itself out through
-//! `cgroup.procs` (the kernel refuses migrations that leave the writer's namespace), and
-//! `no_new_privs`, so that no setuid or file-capability binary raises what the command
-//! may do; then, with `--user`, the command's uid and gid (no supplementary groups).
-//! The namespace stops migrations only where cgroup2 is mounted with `nsdelegate`
-//! (systemd's pure-v2 default; not hybrid hosts), and root keeps CAP_SYS_ADMIN, which
-//! can enter another namespace: a command that must not leave its cgroup runs with
-//! `--user`, whose uid cannot write the root-owned `cgroup.procs` files.
+//! at the sandbox cgroup, `no_new_privs` (no setuid or file-capability binary raises
+//! what the command may do), then, with `--user`, the command's uid and gid (no
+//! supplementary groups). The namespace makes the kernel refuse moves out through
+//! `cgroup.procs` only where cgroup2 is mounted with `nsdelegate` (systemd's pure-v2
+//! default; not hybrid hosts), and root keeps CAP_SYS_ADMIN, which can enter another
+//! namespace: a command that must not leave its cgroup runs with `--user`, whose uid
+//! cannot write the root-owned `cgroup.procs` files.
 //! Must never: start the command when the programs are not attached or the policy is not
 //! loaded — that would be a sandbox in name only.
 

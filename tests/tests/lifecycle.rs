@@ -437,27 +437,24 @@ fn sandbox_run_refuses_to_start_when_nothing_enforces() {
     assert!(!marker.exists(), "the command must not have run");
 }
 
-/// Reads lines from a sandboxed command up to "ready"; returns them and the sandbox
-/// cgroup's path below the cgroup2 mount, read from outside (inside, a cgroup namespace
-/// rooted at the sandbox shows it as "/"). The command prints its pid first.
-fn sandbox_cgroup_of(stdout: &mut impl std::io::BufRead) -> (Vec<String>, String) {
-    let mut lines = Vec::new();
+/// The sandbox cgroup's path below the cgroup2 mount, of a sandboxed command that prints
+/// its pid and then "ready", read from outside while it runs (inside, a cgroup namespace
+/// rooted at the sandbox shows it as "/").
+fn sandbox_cgroup_of(stdout: &mut impl std::io::BufRead) -> String {
+    let mut pid = String::new();
+    stdout
+        .read_line(&mut pid)
+        .expect("the command prints its pid first");
     let mut line = String::new();
-    while stdout.read_line(&mut line).expect("read") > 0 {
-        if line.trim() == "ready" {
-            break;
-        }
-        lines.push(line.trim().to_owned());
+    while stdout.read_line(&mut line).expect("read") > 0 && line.trim() != "ready" {
         line.clear();
     }
-    let pid = lines.first().expect("the command prints its pid first");
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
-    let rel = cg
-        .lines()
+    let cg =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).expect("/proc/PID/cgroup");
+    cg.lines()
         .find_map(|l| l.strip_prefix("0::/"))
         .unwrap_or_else(|| panic!("no cgroup2 line: {cg}"))
-        .to_owned();
-    (lines, rel)
+        .to_owned()
 }
 
 #[test]
@@ -472,7 +469,7 @@ fn sandbox_run_passes_on_the_exit_status_and_removes_its_cgroup() {
     );
     let mut child = env.sandbox_spawn("open", &["sh", "-c", &script]);
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let (_, rel) = sandbox_cgroup_of(&mut stdout);
+    let rel = sandbox_cgroup_of(&mut stdout);
     assert!(
         rel.starts_with(&format!("{}/sandboxes/open-", env.cgroup_root)),
         "ran in a sandbox cgroup: {rel}"
@@ -588,7 +585,7 @@ fn sigterm_to_the_launcher_reaches_the_command_and_the_cgroup_is_removed() {
     );
     let mut child = env.sandbox_spawn("open", &["sh", "-c", &script]);
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let (_, rel) = sandbox_cgroup_of(&mut stdout);
+    let rel = sandbox_cgroup_of(&mut stdout);
     assert!(hb_tests::cgroup2_mount().join(&rel).exists(), "{rel}");
     // SAFETY: kill(2) on the launcher this test spawned.
     assert_eq!(
