@@ -17,11 +17,13 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key,
+    },
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, POLICY_AUDIT, PolicyCidr4,
-    PolicyCidr6, PolicyInfo, limits, reason, rule, verdict,
+    PolicyCidr6, PolicyInfo, SockDest, limits, reason, rule, verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -48,6 +50,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 #[map(name = "HB_CG_STATS")]
 pub(crate) static CG_STATS: PerCpuHashMap<u64, CgroupStats> =
     PerCpuHashMap::pinned(limits::CG_STATS, 0);
+
+/// Socket cookie → the peer the socket hooks admitted (see `hb_common::SockDest`).
+#[map(name = "HB_SOCK_DEST")]
+pub(crate) static SOCK_DEST: LruHashMap<u64, SockDest> = LruHashMap::pinned(limits::SOCK_DEST, 0);
 
 #[map(name = "HB_EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
