@@ -362,6 +362,12 @@ pub struct PolicyConfig {
     /// Integrations sandboxes under this policy may get handles for.
     #[serde(default)]
     pub integrations: Vec<Spanned<String>>,
+    /// Whether sandboxes under this policy accept connections from outside their own
+    /// sandbox (default false: the kernel drops the opening segment with an `inbound`
+    /// event, and datagrams only come in from peers the policy admits; replies to the
+    /// sandbox's own connections always flow).
+    #[serde(default)]
+    pub inbound: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

@@ -16,7 +16,8 @@ use aya::maps::{
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, POLICY_AUDIT, POLICY_IN_USE,
-    POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs, rule,
+    POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names,
+    pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -200,6 +201,9 @@ impl Maps {
             };
             if p.mode == PolicyMode::Audit {
                 info.flags |= POLICY_AUDIT;
+            }
+            if p.inbound {
+                info.flags |= POLICY_INBOUND;
             }
             info.name[..name.len()].copy_from_slice(name.as_bytes());
             self.policies

@@ -69,8 +69,12 @@ pub mod prog_names {
     pub const RECVMSG6: &str = "hb_recvmsg6";
     pub const GETPEERNAME4: &str = "hb_getpeer4";
     pub const GETPEERNAME6: &str = "hb_getpeer6";
+    /// `cgroup_skb/ingress`: what reaches a sandbox's sockets from outside.
+    pub const SKB_INGRESS: &str = "hb_skb_ingress";
+    /// `sock_ops`: records an accepted connection's client as its socket's admitted peer.
+    pub const SOCK_OPS: &str = "hb_sock_ops";
 
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         CONNECT4,
         CONNECT6,
         SENDMSG4,
@@ -80,6 +84,8 @@ pub mod prog_names {
         RECVMSG6,
         GETPEERNAME4,
         GETPEERNAME6,
+        SKB_INGRESS,
+        SOCK_OPS,
     ];
 }
 

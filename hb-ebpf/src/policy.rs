@@ -309,3 +309,35 @@ pub(crate) fn refusal_verdict(policy_id: u32) -> u32 {
         verdict::DENY
     }
 }
+
+/// The `POLICY_*` flags of the policy at `policy_id`; 0 for a missing slot (the agent
+/// never leaves one referenced), which grants nothing.
+#[inline(always)]
+pub(crate) fn policy_flags(policy_id: u32) -> u32 {
+    POLICIES.get(policy_id).map_or(0, |p| p.flags)
+}
+
+/// The sandbox a cgroup belongs to: the id of the cgroup whose enrollment governs it
+/// (itself or its nearest enrolled ancestor, as [`enrollment`] finds it) and that
+/// enrollment. `ancestor` as in [`enrollment`].
+#[inline(always)]
+pub(crate) fn governing(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<(u64, Enrollment)> {
+    // SAFETY: as in enrollment.
+    if let Some(e) = unsafe { ENROLLED.get(own) } {
+        return Some((own, *e));
+    }
+    let mut found = None;
+    let mut level = 1;
+    while level <= limits::MAX_CGROUP_DEPTH as i32 {
+        let id = ancestor(level);
+        if id == 0 || id == own {
+            break;
+        }
+        // SAFETY: as above.
+        if let Some(e) = unsafe { ENROLLED.get(id) } {
+            found = Some((id, *e));
+        }
+        level += 1;
+    }
+    found
+}
