@@ -22,7 +22,7 @@
 //! answered by the kernel, RSTs to closed ports) never reach a cgroup program.
 //!
 //! The rules, for sockets of an enrolled cgroup under a policy without `POLICY_INBOUND`:
-//! * TCP: a segment that reaches a socket in LISTEN state opens a connection (a SYN, or
+//! * TCP sockets: a segment that reaches a socket in LISTEN state opens a connection (a SYN, or
 //!   the ACK of a SYN-cookie handshake). It passes only when the sending socket is found
 //!   in this network namespace (`bpf_sk_lookup_tcp` on the reversed 4-tuple, a connected
 //!   socket, never a listener) and belongs to the same sandbox (the same nearest enrolled
@@ -30,14 +30,15 @@
 //!   lookup: they belong to a connection the sandbox opened (judged by the connect
 //!   hooks) or accepted (judged here, at LISTEN time). A SYN without ACK to a connecting
 //!   socket (simultaneous open) can only come from the peer the sandbox connect()ed to.
-//! * UDP: a datagram passes from the socket's admitted peer (`HB_SOCK_DEST`), from hb's
-//!   DNS resolver (its address and one of its policy ports), or from an address the
+//! * UDP sockets: a datagram passes from the socket's admitted peer (`HB_SOCK_DEST`), from
+//!   hb's DNS resolver (its address and the port of the sandbox's policy), or from an address the
 //!   policy allows as a destination (deny ranges, exceptions, static CIDRs, validated
 //!   addresses: the very verdict `connect` would give); else it is dropped.
-//! * Any other protocol (ICMP echo replies to ping sockets, raw sockets, SCTP, …): as
-//!   UDP, without the resolver: only from the admitted peer or an address the policy
-//!   allows. So a raw or ping socket hears echo replies from hosts it may reach and
-//!   nothing from anyone else.
+//! * Every other socket (ping sockets' ICMP echo replies, raw sockets of any protocol —
+//!   a raw TCP socket hears copies of every TCP segment, so it is no TCP socket here —,
+//!   SCTP, UDP-Lite, …): as UDP, without the resolver: only from the admitted peer or an
+//!   address the policy allows. So a raw or ping socket hears echo replies from hosts it
+//!   may reach and nothing from anyone else.
 //!
 //! A policy in audit mode passes what would be dropped and reports it (verdict `audit`).
 //! Cgroups that are not enrolled are never touched. Fail closed: a packet to an enrolled
@@ -75,6 +76,8 @@ const DROP: i32 = 0;
 
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
 
 /// What the program reads from the packet: its sender, its receiver (both network
 /// order, IPv4 in the first four bytes) and, when the transport header directly follows
@@ -90,6 +93,8 @@ struct Packet {
 
 /// The receiving socket, as `bpf_sock` shows it.
 struct Receiver {
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_RAW`, …
+    kind: u32,
     protocol: u32,
     state: u32,
     /// Local port, host order.
@@ -105,7 +110,7 @@ pub fn hb_skb_ingress(ctx: SkBuffContext) -> i32 {
     // The hot path, before any map lookup: segments of established (or connecting) TCP
     // connections were judged when the connection was opened or accepted.
     if let Some(r) = &receiver
-        && r.protocol == IPPROTO_TCP
+        && r.is_tcp()
         && r.state != BPF_TCP_LISTEN
     {
         return PASS;
@@ -129,10 +134,12 @@ pub fn hb_skb_ingress(ctx: SkBuffContext) -> i32 {
     let Some(p) = read_packet(&ctx, r.protocol) else {
         return refuse(&ctx, cgroup_id, e.policy_id, r.protocol, r.port, None);
     };
-    let admitted = match r.protocol {
-        IPPROTO_TCP => from_same_sandbox(&ctx, &p, r.port, sandbox),
-        IPPROTO_UDP => from_admitted_peer(&ctx, &p, e.policy_id) || from_resolver(&ctx, &p),
-        _ => from_admitted_peer(&ctx, &p, e.policy_id),
+    let admitted = if r.is_tcp() {
+        from_same_sandbox(&ctx, &p, r.port, sandbox)
+    } else if r.is_udp() {
+        from_admitted_peer(&ctx, &p, e.policy_id) || from_resolver(&ctx, &p, e.policy_id)
+    } else {
+        from_admitted_peer(&ctx, &p, e.policy_id)
     };
     if admitted {
         return PASS;
@@ -193,13 +200,28 @@ fn receiver(ctx: &SkBuffContext) -> Option<Receiver> {
     if full.is_null() {
         return None;
     }
-    // SAFETY: a full socket: protocol, state and src_port are readable.
+    // SAFETY: a full socket: type, protocol, state and src_port are readable.
     unsafe {
         Some(Receiver {
+            kind: (*full).type_,
             protocol: (*full).protocol,
             state: (*full).state,
             port: (*full).src_port as u16,
         })
+    }
+}
+
+impl Receiver {
+    /// A TCP socket. Not a raw socket of protocol 6, which hears copies of every TCP
+    /// segment, listener or not: that one is judged like any raw socket.
+    #[inline(always)]
+    fn is_tcp(&self) -> bool {
+        self.kind == SOCK_STREAM && self.protocol == IPPROTO_TCP
+    }
+
+    #[inline(always)]
+    fn is_udp(&self) -> bool {
+        self.kind == SOCK_DGRAM && self.protocol == IPPROTO_UDP
     }
 }
 
@@ -357,16 +379,17 @@ fn same_address(d: &SockDest, family: u16, addr: &[u8; 16]) -> bool {
     family == AF_INET && mapped && d.addr[12..] == addr[..4]
 }
 
-/// Whether a datagram is an answer of hb's resolver: its address and one of its policy
-/// ports, where the DNS redirection sent the sandbox's queries.
+/// Whether a datagram is an answer of hb's resolver: its address and the port of the
+/// sandbox's own policy, where the DNS redirection sent the sandbox's queries (not any
+/// port of the resolver's range, which something else on the host could bind).
 #[inline(always)]
-fn from_resolver(ctx: &SkBuffContext, p: &Packet) -> bool {
+fn from_resolver(ctx: &SkBuffContext, p: &Packet, policy_id: u32) -> bool {
     if !dns::is_resolver_addr(p.family, &p.src) {
         return false;
     }
-    match ports(ctx, p) {
-        Some((sport, _)) => dns::is_resolver_port(u16::from_be(sport)),
-        None => false,
+    match (ports(ctx, p), dns::resolver_port_of(policy_id)) {
+        (Some((sport, _)), Some(port)) => u16::from_be(sport) == port,
+        _ => false,
     }
 }
 

@@ -17,10 +17,20 @@ use hb_tests::{TcpProbe, TestEnv, agent_bin, private_netns, python, upstream::Dn
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5400;
-/// Where outside clients connect from.
-const CLIENT: &str = "203.0.113.10";
-/// Where sandboxes listen.
-const SANDBOX: &str = "203.0.113.20";
+/// One family's addresses: where outside clients connect from, where sandboxes listen.
+struct Addrs {
+    client: &'static str,
+    sandbox: &'static str,
+}
+
+const V4: Addrs = Addrs {
+    client: "203.0.113.10",
+    sandbox: "203.0.113.20",
+};
+const V6: Addrs = Addrs {
+    client: "2001:db8::10",
+    sandbox: "2001:db8::20",
+};
 /// A public server the sandbox may reach (api.test).
 const API: &str = "203.0.113.30";
 
@@ -32,13 +42,13 @@ listen = "127.0.0.1:5300"
 upstreams = ["127.0.0.1:5400"]
 
 [egress]
-exception_cidrs = ["203.0.113.0/24"]
+exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
 
 [[policy]]
 name = "closed"
 allow_domains = ["api.test"]
-# The sandbox's own address, so it may connect to itself.
-allow_cidrs = ["203.0.113.20/32"]
+# The sandbox's own addresses, so it may connect to itself.
+allow_cidrs = ["203.0.113.20/32", "2001:db8::20/128"]
 
 [[policy]]
 name = "watch"
@@ -59,9 +69,10 @@ allow_domains = ["api.test"]
 const PY_SERVER: &str = r#"
 import os, select, socket, sys
 host = sys.argv[1]
-t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+t = socket.socket(fam); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 t.bind((host, 0)); t.listen(16)
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((host, 0))
+u = socket.socket(fam, socket.SOCK_DGRAM); u.bind((host, 0))
 print(t.getsockname()[1], u.getsockname()[1], flush=True)
 accepted = datagrams = 0
 def serve(ready):
@@ -94,13 +105,14 @@ print("accepted", accepted, "datagrams", datagrams, flush=True)
 const PY_CLIENT: &str = r#"
 import errno, socket, sys
 op, src, dst, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+fam = socket.AF_INET6 if ":" in src else socket.AF_INET
 try:
     if op == "tcp":
-        s = socket.socket(); s.bind((src, 0)); s.settimeout(3)
+        s = socket.socket(fam); s.bind((src, 0)); s.settimeout(3)
         s.connect((dst, port)); s.sendall(b"ping")
         print("OK", s.recv(100).decode())
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((src, 0))
+        s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((src, 0))
         for _ in range(3):
             s.sendto(b"hello", (dst, port))
         print("SENT")
@@ -135,14 +147,20 @@ struct SandboxServer {
 }
 
 impl SandboxServer {
-    fn start(env: &TestEnv, policy: &str) -> Self {
+    /// [`PY_SERVER`] on `host`, as nobody.
+    fn start(env: &TestEnv, policy: &str, host: &str) -> Self {
+        Self::run(env, policy, &["--user", "65534"], PY_SERVER, host)
+    }
+
+    /// `script HOST` in a sandbox; its first line holds the ports it listens on.
+    fn run(env: &TestEnv, policy: &str, user: &[&str], script: &str, host: &str) -> Self {
         let mut child = Command::new(agent_bin())
             .arg("--config")
             .arg(&env.config_path)
-            .args([
-                "sandbox", "run", "--policy", policy, "--user", "65534", "--",
-            ])
-            .args([python(), "-c", PY_SERVER, SANDBOX])
+            .args(["sandbox", "run", "--policy", policy])
+            .args(user)
+            .arg("--")
+            .args([python(), "-c", script, host])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -185,25 +203,26 @@ impl SandboxServer {
     }
 }
 
-fn client(op: &str, port: u16) -> String {
+/// The outside client (the test process's own cgroup) from `a.client` to `a.sandbox`.
+fn client(op: &str, a: &Addrs, port: u16) -> String {
     let out = Command::new(python())
-        .args(["-c", PY_CLIENT, op, CLIENT, SANDBOX, &port.to_string()])
+        .args(["-c", PY_CLIENT, op, a.client, a.sandbox, &port.to_string()])
         .output()
         .expect("python3 client");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn is_inbound_event(e: &Value, protocol: &str, port: u16, verdict: &str) -> bool {
+fn is_inbound_event(e: &Value, protocol: &str, from: &str, port: u16, verdict: &str) -> bool {
     e["hook"] == "skb_ingress"
         && e["reason"] == "inbound"
         && e["verdict"] == verdict
         && e["protocol"] == protocol
-        && e["dst"] == CLIENT
+        && e["dst"] == from
         && e["port"] == port
 }
 
 fn world(name: &str, extra: &str) -> (TestEnv, Dnsmasq) {
-    private_netns(&[CLIENT, SANDBOX, API]);
+    private_netns(&[V4.client, V4.sandbox, V6.client, V6.sandbox, API]);
     let dns = Dnsmasq::start("127.0.0.1", DNS_PORT, &[("api.test", &[API])], &[], 5);
     let mut env = TestEnv::new(name, &format!("{BASE}{extra}"));
     env.start_agent();
@@ -226,46 +245,93 @@ fn udp_echo() -> u16 {
 #[test]
 fn inbound_tcp_from_outside_is_refused_and_reported() {
     let (env, _dns) = world("in-tcp", "");
-    let server = SandboxServer::start(&env, "closed");
-    let port = server.tcp_port;
+    for a in [&V4, &V6] {
+        let server = SandboxServer::start(&env, "closed", a.sandbox);
+        let port = server.tcp_port;
+        let tcp = client("tcp", a, port);
+        assert_ne!(
+            tcp.split_whitespace().next(),
+            Some("OK"),
+            "an outside client connected to the sandbox's listener on {}: {tcp}",
+            a.sandbox
+        );
+        env.wait_event("inbound tcp refusal", |e| {
+            is_inbound_event(e, "tcp", a.client, port, "deny")
+        });
+        let (accepted, _) = server.finish();
+        assert_eq!(accepted, 0, "the sandbox accepted an outside connection");
 
-    let tcp = client("tcp", port);
-    assert_ne!(
-        tcp.split_whitespace().next(),
-        Some("OK"),
-        "an outside client connected to the sandbox's listener: {tcp}"
-    );
-    env.wait_event("inbound tcp refusal", |e| {
-        is_inbound_event(e, "tcp", server.tcp_port, "deny")
-    });
-    let (accepted, _) = server.finish();
-    assert_eq!(accepted, 0, "the sandbox accepted an outside connection");
-
-    // `hb-agent events` names the hook and the reason, and shows the sender.
-    let text = env.hb(&["events"]);
-    let text = String::from_utf8_lossy(&text.stdout);
-    let line = format!("{CLIENT} -> :{port}");
-    assert!(
-        text.lines()
-            .any(|l| l.contains("inbound") && l.contains("skb_ingress") && l.contains(&line)),
-        "no inbound line with {line} in:\n{text}"
-    );
+        // `hb-agent events` names the hook and the reason, and shows the sender.
+        let text = env.hb(&["events"]);
+        let text = String::from_utf8_lossy(&text.stdout);
+        let line = format!("{} -> :{port}", a.client);
+        assert!(
+            text.lines()
+                .any(|l| l.contains("inbound") && l.contains("skb_ingress") && l.contains(&line)),
+            "no inbound line with {line} in:\n{text}"
+        );
+    }
 }
 
 #[test]
 fn inbound_udp_from_outside_is_refused_and_reported() {
     let (env, _dns) = world("in-udp", "");
-    let server = SandboxServer::start(&env, "closed");
+    for a in [&V4, &V6] {
+        let server = SandboxServer::start(&env, "closed", a.sandbox);
+        let port = server.udp_port;
+        assert_eq!(client("udp", a, port), "SENT");
+        // The event says the kernel has dealt with the datagrams; without it (the old
+        // agent) the server's count shows what arrived.
+        let event = find_event(&env, |e| is_inbound_event(e, "udp", a.client, port, "deny"));
+        let (_, datagrams) = server.finish();
+        assert_eq!(
+            datagrams, 0,
+            "the sandbox received outside datagrams on {}",
+            a.sandbox
+        );
+        assert!(event.is_some(), "no inbound udp event from {}", a.client);
+    }
+}
 
-    assert_eq!(client("udp", server.udp_port), "SENT");
-    // The event says the kernel has dealt with the datagrams; without it (the old agent)
-    // the server's count shows what arrived.
+/// A raw TCP socket hears a copy of every TCP segment that arrives, listener or not: root
+/// in a sandbox (which has CAP_NET_RAW in its namespace) could take commands from the
+/// SYNs of an outside host without ever accepting a connection.
+const PY_RAW: &str = r#"
+import os, select, socket, sys
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+print(0, 0, flush=True)
+seen = 0
+def serve():
+    global seen
+    data = r.recv(2048)
+    if socket.inet_ntoa(data[12:16]) == sys.argv[1]:
+        seen += 1
+while True:
+    ready, _, _ = select.select([r, sys.stdin], [], [])
+    if r in ready:
+        serve()
+    if sys.stdin in ready and not os.read(sys.stdin.fileno(), 100):
+        break
+while select.select([r], [], [], 0)[0]:
+    serve()
+print("accepted 0 datagrams", seen, flush=True)
+"#;
+
+#[test]
+fn a_raw_socket_hears_nothing_from_outside() {
+    let (env, _dns) = world("in-raw", "");
+    // As root: raw sockets need CAP_NET_RAW.
+    let server = SandboxServer::run(&env, "closed", &[], PY_RAW, V4.client);
+    // Nothing listens on port 9: the kernel answers with a reset, the raw socket would
+    // still have heard the SYN.
+    let got = client("tcp", &V4, 9);
+    assert_eq!(got, "ECONNREFUSED", "the client: {got}");
     let event = find_event(&env, |e| {
-        is_inbound_event(e, "udp", server.udp_port, "deny")
+        e["hook"] == "skb_ingress" && e["reason"] == "inbound" && e["dst"] == V4.client
     });
-    let (_, datagrams) = server.finish();
-    assert_eq!(datagrams, 0, "the sandbox received outside datagrams");
-    assert!(event.is_some(), "no inbound udp event");
+    let (_, seen) = server.finish();
+    assert_eq!(seen, 0, "the sandbox's raw socket heard an outside SYN");
+    assert!(event.is_some(), "no inbound event for the raw socket");
 }
 
 /// Like `TestEnv::wait_event`, without failing: the matching event, if one shows up
@@ -322,63 +388,101 @@ fn a_sandbox_may_connect_to_its_own_listener() {
     let (env, _dns) = world("in-self", "");
     let script = r#"
 import socket, sys
-t = socket.socket(); t.bind((sys.argv[1], 0)); t.listen(1)
-c = socket.create_connection(t.getsockname(), timeout=3)
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+t = socket.socket(fam); t.bind((sys.argv[1], 0)); t.listen(1)
+c = socket.create_connection(t.getsockname()[:2], timeout=3)
 a, _ = t.accept(); c.sendall(b"self"); print(a.recv(10).decode())
 "#;
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "closed",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        script,
-        SANDBOX,
-    ]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "self",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for a in [&V4, &V6] {
+        let out = env.hb(&[
+            "sandbox",
+            "run",
+            "--policy",
+            "closed",
+            "--user",
+            "65534",
+            "--",
+            python(),
+            "-c",
+            script,
+            a.sandbox,
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "self",
+            "{}: {}",
+            a.sandbox,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
 fn inbound_true_accepts_and_data_flows_both_ways() {
     let (env, _dns) = world("in-open", OPEN);
-    let server = SandboxServer::start(&env, "open");
-
-    assert_eq!(client("tcp", server.tcp_port), "OK pong:ping");
-    assert_eq!(client("udp", server.udp_port), "SENT");
-    // The accepted socket's client became its admitted peer (sock_ops), for the egress
-    // side's per-packet verdict.
-    let entries = sock_dest_entries(&env);
-    assert!(
-        entries.iter().any(|v| v.starts_with(&[203, 0, 113, 10])
-            && v[16..18] == 2u16.to_le_bytes()
-            && v[20..24] == 4u32.to_le_bytes()),
-        "no HB_SOCK_DEST entry for the client: {entries:?}"
-    );
-
-    let (accepted, datagrams) = server.finish();
-    assert_eq!(accepted, 1);
-    assert!(datagrams >= 1, "no datagram arrived under inbound = true");
+    // IPv4, IPv6, and IPv4 clients of a dual-stack listener (IPv4-mapped in the socket,
+    // plain IPv4 on the wire).
+    for (a, host) in [(&V4, V4.sandbox), (&V6, V6.sandbox), (&V4, "::")] {
+        let server = SandboxServer::start(&env, "open", host);
+        assert_eq!(client("tcp", a, server.tcp_port), "OK pong:ping", "{host}");
+        assert_eq!(client("udp", a, server.udp_port), "SENT");
+        // The accepted socket's client became its admitted peer (sock_ops), for the
+        // egress side's per-packet verdict.
+        let (addr, family): (Vec<u8>, u16) = match a.client.parse().expect("address") {
+            std::net::IpAddr::V4(v4) => ([&v4.octets()[..], &[0; 12]].concat(), 2),
+            std::net::IpAddr::V6(v6) => (v6.octets().to_vec(), 10),
+        };
+        let entries = sock_dest_entries(&env);
+        assert!(
+            entries.iter().any(|v| v[..16] == addr[..]
+                && v[16..18] == family.to_le_bytes()
+                && v[20..24] == 4u32.to_le_bytes()),
+            "no HB_SOCK_DEST entry for {} ({host}): {entries:?}",
+            a.client
+        );
+        let (accepted, datagrams) = server.finish();
+        assert_eq!(accepted, 1, "{host}");
+        assert!(
+            datagrams >= 1,
+            "no datagram arrived under inbound = true ({host})"
+        );
+    }
 }
 
 #[test]
 fn audit_mode_passes_inbound_and_reports_it() {
     let (env, _dns) = world("in-audit", "");
-    let server = SandboxServer::start(&env, "watch");
-    assert_eq!(client("tcp", server.tcp_port), "OK pong:ping");
+    let server = SandboxServer::start(&env, "watch", V4.sandbox);
+    let port = server.tcp_port;
+    assert_eq!(client("tcp", &V4, port), "OK pong:ping");
     env.wait_event("inbound tcp audit", |e| {
-        is_inbound_event(e, "tcp", server.tcp_port, "audit")
+        is_inbound_event(e, "tcp", V4.client, port, "audit")
     });
     let (accepted, _) = server.finish();
     assert_eq!(accepted, 1);
+}
+
+#[test]
+fn the_refusal_outlives_the_agent_and_a_restart_adopts_it() {
+    let (mut env, _dns) = world("in-restart", "");
+    env.kill_agent();
+    let server = SandboxServer::start(&env, "closed", V4.sandbox);
+    let port = server.tcp_port;
+    let got = client("tcp", &V4, port);
+    assert_ne!(
+        got.split_whitespace().next(),
+        Some("OK"),
+        "agent dead: {got}"
+    );
+    env.start_agent();
+    let got = client("tcp", &V4, port);
+    assert_ne!(
+        got.split_whitespace().next(),
+        Some("OK"),
+        "agent restarted: {got}"
+    );
+    let (accepted, _) = server.finish();
+    assert_eq!(accepted, 0);
 }
 
 /// The values of the pinned `HB_SOCK_DEST` map, read with bpftool (independently of hb).
