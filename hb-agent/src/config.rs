@@ -843,6 +843,18 @@ mod tests {
     }
 
     #[test]
+    fn inbound_defaults_to_false_and_must_be_a_bool() {
+        let c = Config::parse(
+            "[[policy]]\nname = \"a\"\n[[policy]]\nname = \"b\"\ninbound = true\n",
+            "test",
+        )
+        .expect("parses");
+        assert!(!c.policies[0].inbound && c.policies[1].inbound);
+        let e = err("[[policy]]\nname = \"a\"\ninbound = \"yes\"\n");
+        assert!(e.contains("inbound") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
     fn bad_cidr_names_line() {
         let e = err("[egress]\nexception_cidrs = [\n  \"10.0.0.0/33\",\n]\n");
         assert!(e.contains("10.0.0.0/33") && e.contains("line 3"), "{e}");

@@ -95,6 +95,8 @@ pub struct LoadedPolicy {
     pub id: u32,
     pub name: String,
     pub audit: bool,
+    /// `inbound = true`: sandboxes under it accept connections from outside.
+    pub inbound: bool,
 }
 
 impl Maps {
@@ -151,6 +153,7 @@ impl Maps {
                     id,
                     name: policy_name(&info),
                     audit: info.flags & POLICY_AUDIT != 0,
+                    inbound: info.flags & POLICY_INBOUND != 0,
                 });
             }
         }

@@ -420,6 +420,17 @@ a, _ = t.accept(); c.sendall(b"self"); print(a.recv(10).decode())
 #[test]
 fn inbound_true_accepts_and_data_flows_both_ways() {
     let (env, _dns) = world("in-open", OPEN);
+    let policies = env.hb_json(&["maps", "dump", "policies"]);
+    let inbound = |name: &str| {
+        policies
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["inbound"].clone())
+    };
+    assert_eq!(inbound("open"), Some(Value::Bool(true)), "{policies}");
+    assert_eq!(inbound("closed"), Some(Value::Bool(false)), "{policies}");
     // IPv4, IPv6, and IPv4 clients of a dual-stack listener (IPv4-mapped in the socket,
     // plain IPv4 on the wire).
     for (a, host) in [(&V4, V4.sandbox), (&V6, V6.sandbox), (&V4, "::")] {
