@@ -7,7 +7,9 @@
 //!   event (`skb_ingress`, `inbound`) with the sender's address and the local port.
 //! * `sock_ops` ([`hb_sock_ops`]): when a connection is accepted, its client becomes the
 //!   accepted socket's admitted peer in `HB_SOCK_DEST`, so the egress side, which judges
-//!   every packet on its destination, lets the replies through.
+//!   every packet on its destination, lets the replies through. Before that, the SYN-ACK
+//!   leaves from the listener: an admitted SYN makes its sender the listener's admitted
+//!   peer ([`admit_on_listener`]).
 //!
 //! Where the kernel runs `cgroup_skb/ingress`: in `sk_filter_trim_cap()` when a packet is
 //! delivered to a socket (`tcp_filter()` in `tcp_v4_rcv`/`tcp_v6_rcv`,
@@ -124,27 +126,57 @@ pub fn hb_skb_ingress(ctx: SkBuffContext) -> i32 {
     }) else {
         return PASS;
     };
-    if policy::policy_flags(e.policy_id) & POLICY_INBOUND != 0 {
+    let inbound = policy::policy_flags(e.policy_id) & POLICY_INBOUND != 0;
+    // Enrolled, socket or header unreadable: fail closed (unless inbound is open anyway).
+    let Some(r) = receiver else {
+        return if inbound {
+            PASS
+        } else {
+            refuse(&ctx, cgroup_id, e.policy_id, 0, 0, None)
+        };
+    };
+    if inbound && !r.is_tcp() {
         return PASS;
     }
-    // Enrolled, socket or header unreadable: fail closed.
-    let Some(r) = receiver else {
-        return refuse(&ctx, cgroup_id, e.policy_id, 0, 0, None);
-    };
     let Some(p) = read_packet(&ctx, r.protocol) else {
-        return refuse(&ctx, cgroup_id, e.policy_id, r.protocol, r.port, None);
+        return if inbound {
+            PASS
+        } else {
+            refuse(&ctx, cgroup_id, e.policy_id, r.protocol, r.port, None)
+        };
     };
-    let admitted = if r.is_tcp() {
-        from_same_sandbox(&ctx, &p, r.port, sandbox)
-    } else if r.is_udp() {
-        from_admitted_peer(&ctx, &p, e.policy_id) || from_resolver(&ctx, &p, e.policy_id)
-    } else {
-        from_admitted_peer(&ctx, &p, e.policy_id)
-    };
-    if admitted {
+    if r.is_tcp() {
+        // A segment to a listener: a connection being opened.
+        if inbound || from_same_sandbox(&ctx, &p, r.port, sandbox) {
+            admit_on_listener(&ctx, &p);
+            return PASS;
+        }
+    } else if from_admitted_peer(&ctx, &p, e.policy_id)
+        || (r.is_udp() && from_resolver(&ctx, &p, e.policy_id))
+    {
         return PASS;
     }
     refuse(&ctx, cgroup_id, e.policy_id, r.protocol, r.port, Some(&p))
+}
+
+/// Records an admitted client as the *listener's* admitted peer, for the egress side: the
+/// SYN-ACK leaves with the listener as its socket (the request socket's full socket,
+/// `BPF_CGROUP_RUN_PROG_INET_EGRESS` in ip_finish_output), right after this SYN is
+/// processed. One entry per listener: a SYN-ACK that meets another client's entry (two
+/// SYNs at once) is judged in full, and the client's SYN retransmission records it again.
+#[inline(always)]
+fn admit_on_listener(ctx: &SkBuffContext, p: &Packet) {
+    // SAFETY: the context pointer of a cgroup_skb program; the cookie is the listener's.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    let d = SockDest {
+        addr: p.src,
+        family: p.family,
+        _pad: 0,
+        flags: SOCK_ADMIT_INBOUND,
+    };
+    if SOCK_DEST.insert(cookie, d, 0).is_err() {
+        policy::count(Counter::MapFull);
+    }
 }
 
 /// Drops (or, in audit mode, passes) an inbound packet, with an event.

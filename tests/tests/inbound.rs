@@ -433,24 +433,35 @@ fn inbound_true_accepts_and_data_flows_both_ways() {
     assert_eq!(inbound("closed"), Some(Value::Bool(false)), "{policies}");
     // IPv4, IPv6, and IPv4 clients of a dual-stack listener (IPv4-mapped in the socket,
     // plain IPv4 on the wire).
+    let mut before = std::collections::HashMap::new();
     for (a, host) in [(&V4, V4.sandbox), (&V6, V6.sandbox), (&V4, "::")] {
         let server = SandboxServer::start(&env, "open", host);
         assert_eq!(client("tcp", a, server.tcp_port), "OK pong:ping", "{host}");
         assert_eq!(client("udp", a, server.udp_port), "SENT");
-        // The accepted socket's client became its admitted peer (sock_ops), for the
-        // egress side's per-packet verdict.
+        // The client became the admitted peer of the listener (for the SYN-ACK, by the
+        // ingress program) and of the accepted socket (sock_ops): two entries more.
         let (addr, family): (Vec<u8>, u16) = match a.client.parse().expect("address") {
             std::net::IpAddr::V4(v4) => ([&v4.octets()[..], &[0; 12]].concat(), 2),
             std::net::IpAddr::V6(v6) => (v6.octets().to_vec(), 10),
         };
+        let count = |entries: &[Vec<u8>]| {
+            entries
+                .iter()
+                .filter(|v| {
+                    v[..16] == addr[..]
+                        && v[16..18] == family.to_le_bytes()
+                        && v[20..24] == 4u32.to_le_bytes()
+                })
+                .count()
+        };
         let entries = sock_dest_entries(&env);
-        assert!(
-            entries.iter().any(|v| v[..16] == addr[..]
-                && v[16..18] == family.to_le_bytes()
-                && v[20..24] == 4u32.to_le_bytes()),
-            "no HB_SOCK_DEST entry for {} ({host}): {entries:?}",
+        assert_eq!(
+            count(&entries),
+            before.get(&family).copied().unwrap_or(0) + 2,
+            "HB_SOCK_DEST entries for {} ({host}): {entries:?}",
             a.client
         );
+        before.insert(family, count(&entries));
         let (accepted, datagrams) = server.finish();
         assert_eq!(accepted, 1, "{host}");
         assert!(
