@@ -69,8 +69,10 @@ allow_domains = ["api.test"]
 const PY_SERVER: &str = r#"
 import os, select, socket, sys
 host = sys.argv[1]
+# Optional: the stream protocol (262 for MPTCP).
+proto = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-t = socket.socket(fam); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t = socket.socket(fam, socket.SOCK_STREAM, proto); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 t.bind((host, 0)); t.listen(16)
 u = socket.socket(fam, socket.SOCK_DGRAM); u.bind((host, 0))
 print(t.getsockname()[1], u.getsockname()[1], flush=True)
@@ -149,18 +151,19 @@ struct SandboxServer {
 impl SandboxServer {
     /// [`PY_SERVER`] on `host`, as nobody.
     fn start(env: &TestEnv, policy: &str, host: &str) -> Self {
-        Self::run(env, policy, &["--user", "65534"], PY_SERVER, host)
+        Self::run(env, policy, &["--user", "65534"], PY_SERVER, &[host])
     }
 
-    /// `script HOST` in a sandbox; its first line holds the ports it listens on.
-    fn run(env: &TestEnv, policy: &str, user: &[&str], script: &str, host: &str) -> Self {
+    /// `script ARGS…` in a sandbox; its first line holds the ports it listens on.
+    fn run(env: &TestEnv, policy: &str, user: &[&str], script: &str, args: &[&str]) -> Self {
         let mut child = Command::new(agent_bin())
             .arg("--config")
             .arg(&env.config_path)
             .args(["sandbox", "run", "--policy", policy])
             .args(user)
             .arg("--")
-            .args([python(), "-c", script, host])
+            .args([python(), "-c", script])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -245,15 +248,21 @@ fn udp_echo() -> u16 {
 #[test]
 fn inbound_tcp_from_outside_is_refused_and_reported() {
     let (env, _dns) = world("in-tcp", "");
-    for a in [&V4, &V6] {
-        let server = SandboxServer::start(&env, "closed", a.sandbox);
+    // IPv4, IPv6, IPv4 to a dual-stack listener, and MPTCP (whose subflow listener is a
+    // TCP socket in the sandbox's cgroup).
+    for (a, args) in [
+        (&V4, &[V4.sandbox][..]),
+        (&V6, &[V6.sandbox][..]),
+        (&V4, &["::"][..]),
+        (&V4, &[V4.sandbox, "262"][..]),
+    ] {
+        let server = SandboxServer::run(&env, "closed", &["--user", "65534"], PY_SERVER, args);
         let port = server.tcp_port;
         let tcp = client("tcp", a, port);
         assert_ne!(
             tcp.split_whitespace().next(),
             Some("OK"),
-            "an outside client connected to the sandbox's listener on {}: {tcp}",
-            a.sandbox
+            "an outside client connected to the sandbox's listener {args:?}: {tcp}"
         );
         env.wait_event("inbound tcp refusal", |e| {
             is_inbound_event(e, "tcp", a.client, port, "deny")
@@ -321,7 +330,7 @@ print("accepted 0 datagrams", seen, flush=True)
 fn a_raw_socket_hears_nothing_from_outside() {
     let (env, _dns) = world("in-raw", "");
     // As root: raw sockets need CAP_NET_RAW.
-    let server = SandboxServer::run(&env, "closed", &[], PY_RAW, V4.client);
+    let server = SandboxServer::run(&env, "closed", &[], PY_RAW, &[V4.client]);
     // Nothing listens on port 9: the kernel answers with a reset, the raw socket would
     // still have heard the SYN.
     let got = client("tcp", &V4, 9);
