@@ -24,25 +24,27 @@
 //! answered by the kernel, RSTs to closed ports) never reach a cgroup program.
 //!
 //! The rules, for sockets of an enrolled cgroup under a policy without `POLICY_INBOUND`:
-//! * TCP sockets: a segment that reaches a socket in LISTEN state opens a connection (a SYN, or
-//!   the ACK of a SYN-cookie handshake). It passes only when the sending socket is found
-//!   in this network namespace (`bpf_sk_lookup_tcp` on the reversed 4-tuple, a connected
-//!   socket, never a listener) and belongs to the same sandbox (the same nearest enrolled
-//!   cgroup); else it is dropped. Segments to every other TCP socket pass without a
-//!   lookup: they belong to a connection the sandbox opened (judged by the connect
-//!   hooks) or accepted (judged here, at LISTEN time). A SYN without ACK to a connecting
-//!   socket (simultaneous open) can only come from the peer the sandbox connect()ed to.
+//! * TCP sockets: a segment that reaches a socket in LISTEN state opens a connection (a
+//!   SYN, or the ACK of a SYN-cookie handshake). It passes only when the sending socket is
+//!   found in this network namespace (`bpf_sk_lookup_tcp` on the reversed 4-tuple, a
+//!   connected socket, never a listener) and belongs to the same sandbox (the same nearest
+//!   enrolled cgroup); else it is dropped. Segments to every other TCP socket pass without
+//!   a lookup: they belong to a connection the sandbox opened (judged by the connect hooks)
+//!   or accepted (judged here, at LISTEN time). A SYN without ACK to a connecting socket
+//!   (simultaneous open) can only come from the peer the sandbox connect()ed to.
 //! * UDP sockets: a datagram passes from the socket's admitted peer (`HB_SOCK_DEST`), from
-//!   hb's DNS resolver (its address and the port of the sandbox's policy), or from an address the
-//!   policy allows as a destination (deny ranges, exceptions, static CIDRs, validated
-//!   addresses: the very verdict `connect` would give); else it is dropped.
+//!   hb's DNS resolver (its address and the port of the sandbox's policy), or from an
+//!   address the policy allows as a destination (deny ranges, exceptions, static CIDRs,
+//!   validated addresses: the very verdict `connect` would give); else it is dropped.
 //! * Every other socket (ping sockets' ICMP echo replies, raw sockets of any protocol —
 //!   a raw TCP socket hears copies of every TCP segment, so it is no TCP socket here —,
 //!   SCTP, UDP-Lite, …): as UDP, without the resolver: only from the admitted peer or an
 //!   address the policy allows. So a raw or ping socket hears echo replies from hosts it
 //!   may reach and nothing from anyone else.
 //!
-//! A policy in audit mode passes what would be dropped and reports it (verdict `audit`).
+//! Under `inbound = true` everything passes; an admitted segment to a listener still
+//! records its sender (see [`admit_on_listener`]). A policy in audit mode passes what
+//! would be dropped and reports it (verdict `audit`).
 //! Cgroups that are not enrolled are never touched. Fail closed: a packet to an enrolled
 //! socket whose headers or socket cannot be read is dropped (and reported).
 //!
