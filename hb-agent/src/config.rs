@@ -362,6 +362,12 @@ pub struct PolicyConfig {
     /// Integrations sandboxes under this policy may get handles for.
     #[serde(default)]
     pub integrations: Vec<Spanned<String>>,
+    /// Whether sandboxes under this policy accept connections from outside their own
+    /// sandbox (default false: the kernel drops the opening segment with an `inbound`
+    /// event, and datagrams only come in from peers the policy admits; replies to the
+    /// sandbox's own connections always flow).
+    #[serde(default)]
+    pub inbound: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -834,6 +840,18 @@ mod tests {
     fn unknown_key_names_key_and_line() {
         let e = err("[agent]\nstate_dir = \"/x\"\nbogus = 1\n");
         assert!(e.contains("bogus") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn inbound_defaults_to_false_and_must_be_a_bool() {
+        let c = Config::parse(
+            "[[policy]]\nname = \"a\"\n[[policy]]\nname = \"b\"\ninbound = true\n",
+            "test",
+        )
+        .expect("parses");
+        assert!(!c.policies[0].inbound && c.policies[1].inbound);
+        let e = err("[[policy]]\nname = \"a\"\ninbound = \"yes\"\n");
+        assert!(e.contains("inbound") && e.contains("line 3"), "{e}");
     }
 
     #[test]

@@ -30,11 +30,11 @@ pub const EVENTS_FILE: &str = "events.jsonl";
 pub struct EventRecord {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
-    /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`.
+    /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`, `skb_ingress`.
     pub hook: String,
     /// `deny` or `audit`.
     pub verdict: String,
-    /// `deny_range`, `not_allowed`, `embedded_deny_range`.
+    /// `deny_range`, `not_allowed`, `embedded_deny_range`, `source_route`, `inbound`.
     pub reason: String,
     pub policy: String,
     pub cgroup_id: u64,
@@ -49,7 +49,10 @@ pub struct EventRecord {
     pub family: String,
     /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
     pub protocol: String,
+    /// The far end: the destination of outbound traffic; for `skb_ingress` events, the
+    /// sender of the inbound packet.
     pub dst: String,
+    /// Destination port; for `skb_ingress` events, the sandbox's local port.
     pub port: u16,
     /// The DNS name, for the resolver's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,7 +121,10 @@ pub fn render(
 
 impl std::fmt::Display for EventRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dst = if self.family == "ipv6" {
+        let dst = if self.hook == hook::name(hook::SKB_INGRESS) {
+            // Inbound: the far end sent to the sandbox's local port.
+            format!("{} -> :{}", self.dst, self.port)
+        } else if self.family == "ipv6" {
             format!("[{}]:{}", self.dst, self.port)
         } else {
             format!("{}:{}", self.dst, self.port)

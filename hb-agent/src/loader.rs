@@ -22,7 +22,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
@@ -212,6 +212,14 @@ pub fn attach(ebpf: &mut Ebpf, bpffs_dir: &Path, cgroup: &Path) -> Result<Vec<At
                 CgroupSkbAttachType::Egress,
                 CgroupAttachMode::Single
             )
+        } else if name == prog_names::SKB_INGRESS {
+            attach_and_pin!(
+                CgroupSkb,
+                CgroupSkbAttachType::Ingress,
+                CgroupAttachMode::Single
+            )
+        } else if name == prog_names::SOCK_OPS {
+            attach_and_pin!(SockOps, CgroupAttachMode::Single)
         } else {
             attach_and_pin!(CgroupSockAddr, CgroupAttachMode::Single)
         };

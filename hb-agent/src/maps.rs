@@ -16,7 +16,8 @@ use aya::maps::{
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, POLICY_AUDIT, POLICY_IN_USE,
-    POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs, rule,
+    POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names,
+    pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -94,6 +95,8 @@ pub struct LoadedPolicy {
     pub id: u32,
     pub name: String,
     pub audit: bool,
+    /// `inbound = true`: sandboxes under it accept connections from outside.
+    pub inbound: bool,
 }
 
 impl Maps {
@@ -150,6 +153,7 @@ impl Maps {
                     id,
                     name: policy_name(&info),
                     audit: info.flags & POLICY_AUDIT != 0,
+                    inbound: info.flags & POLICY_INBOUND != 0,
                 });
             }
         }
@@ -200,6 +204,9 @@ impl Maps {
             };
             if p.mode == PolicyMode::Audit {
                 info.flags |= POLICY_AUDIT;
+            }
+            if p.inbound {
+                info.flags |= POLICY_INBOUND;
             }
             info.name[..name.len()].copy_from_slice(name.as_bytes());
             self.policies

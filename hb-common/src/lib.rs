@@ -44,6 +44,12 @@ pub mod map_names {
     /// LRU hash: socket cookie → [`DnsOrig`](crate::DnsOrig), the nameserver a redirected
     /// socket really addressed (restored in recvmsg/getpeername).
     pub const DNS_ORIG: &str = "HB_DNS_ORIG";
+    /// LRU hash: socket cookie → [`SockDest`](crate::SockDest), the peer the socket hooks
+    /// last admitted for a socket (or, for an accepted connection of a policy with
+    /// `inbound = true`, its client). `cgroup_skb` passes a packet of that socket to or
+    /// from exactly that address without judging it again, so established flows outlive
+    /// the expiry of the validated address they were opened to.
+    pub const SOCK_DEST: &str = "HB_SOCK_DEST";
 
     /// Every map, in the order `hb-agent maps list` shows them.
     pub const ALL: [&str; 13] = [
@@ -63,8 +69,12 @@ pub mod prog_names {
     pub const RECVMSG6: &str = "hb_recvmsg6";
     pub const GETPEERNAME4: &str = "hb_getpeer4";
     pub const GETPEERNAME6: &str = "hb_getpeer6";
+    /// `cgroup_skb/ingress`: what reaches a sandbox's sockets from outside.
+    pub const SKB_INGRESS: &str = "hb_skb_ingress";
+    /// `sock_ops`: records an accepted connection's client as its socket's admitted peer.
+    pub const SOCK_OPS: &str = "hb_sock_ops";
 
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         CONNECT4,
         CONNECT6,
         SENDMSG4,
@@ -74,6 +84,8 @@ pub mod prog_names {
         RECVMSG6,
         GETPEERNAME4,
         GETPEERNAME6,
+        SKB_INGRESS,
+        SOCK_OPS,
     ];
 }
 
@@ -99,6 +111,9 @@ pub mod limits {
     pub const EVENTS_BYTES: u32 = 1 << 20;
     /// Sockets whose DNS redirection is remembered at once (least recently used go).
     pub const DNS_ORIG: u32 = 65_536;
+    /// Sockets whose admitted peer is remembered at once (least recently used go; a
+    /// forgotten socket's packets are judged in full again, which fails closed).
+    pub const SOCK_DEST: u32 = 65_536;
     /// How many cgroup levels below the root the programs look at for an enrollment.
     /// The agent refuses to enroll a cgroup deeper than this, so nothing enrolled can be
     /// missed; a process may sit deeper below an enrolled cgroup, which is still found.
@@ -138,6 +153,9 @@ const _: () = assert!(size_of::<PolicyInfo>() == 56);
 pub const POLICY_IN_USE: u32 = 1;
 /// Audit mode: would-be refusals are allowed and reported.
 pub const POLICY_AUDIT: u32 = 2;
+/// `inbound = true`: sandboxes under the policy may accept connections from outside
+/// their cgroup. Without it, unsolicited inbound connections and datagrams are dropped.
+pub const POLICY_INBOUND: u32 = 4;
 
 /// Key of [`map_names::ALLOW4`]: one validated address for one policy.
 #[repr(C)]
@@ -277,6 +295,27 @@ pub struct DnsOrig {
 }
 const _: () = assert!(size_of::<DnsOrig>() == 24);
 
+/// Value of [`map_names::SOCK_DEST`]: the one peer a socket was admitted to talk to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockDest {
+    /// Network order; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    pub _pad: u16,
+    /// `SOCK_ADMIT_*`: which hook admitted the peer.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<SockDest>() == 24);
+
+/// Admitted by `cgroup/connect4|6`.
+pub const SOCK_ADMIT_CONNECT: u32 = 1;
+/// Admitted by `cgroup/sendmsg4|6` (the datagram's destination).
+pub const SOCK_ADMIT_SENDMSG: u32 = 2;
+/// An accepted connection's client, under a policy with [`POLICY_INBOUND`].
+pub const SOCK_ADMIT_INBOUND: u32 = 4;
+
 /// How many packets a [`FlowCache`] accumulates before it adds them to the statistics.
 pub const SKB_FLUSH_PACKETS: u64 = 64;
 
@@ -357,9 +396,11 @@ pub mod hook {
     pub const SENDMSG4: u32 = 3;
     pub const SENDMSG6: u32 = 4;
     pub const SKB_EGRESS: u32 = 5;
+    pub const SKB_INGRESS: u32 = 6;
 
     pub const fn name(hook: u32) -> &'static str {
         match hook {
+            SKB_INGRESS => "skb_ingress",
             CONNECT4 => "connect4",
             CONNECT6 => "connect6",
             SENDMSG4 => "sendmsg4",
@@ -394,9 +435,17 @@ pub mod reason {
     pub const NOT_ALLOWED: u32 = 2;
     /// IPv6 destination embeds an IPv4 address (6to4, Teredo) that lies in a deny range.
     pub const EMBEDDED_DENY_RANGE: u32 = 3;
+    /// The packet carries a header that sends it somewhere else than its destination
+    /// field says (an IPv6 routing header, an IPv4 source-route option).
+    pub const SOURCE_ROUTE: u32 = 4;
+    /// An unsolicited connection or datagram to a sandbox whose policy has
+    /// `inbound = false`.
+    pub const INBOUND: u32 = 5;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
+            SOURCE_ROUTE => "source_route",
+            INBOUND => "inbound",
             DENY_RANGE => "deny_range",
             NOT_ALLOWED => "not_allowed",
             EMBEDDED_DENY_RANGE => "embedded_deny_range",
@@ -455,4 +504,5 @@ mod pod {
     unsafe impl aya::Pod for super::FlowCache {}
     unsafe impl aya::Pod for super::DnsConfig {}
     unsafe impl aya::Pod for super::DnsOrig {}
+    unsafe impl aya::Pod for super::SockDest {}
 }

@@ -210,3 +210,11 @@ pub(crate) fn is_resolver_port(port: u16) -> bool {
     let Some(cfg) = config() else { return false };
     port != 0 && port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
 }
+
+/// For the packet hooks: the resolver port (host order) that answers `policy_id`'s
+/// queries, `None` when redirection is off.
+#[inline(always)]
+pub(crate) fn resolver_port_of(policy_id: u32) -> Option<u16> {
+    let cfg = config()?;
+    Some(cfg.port_base.wrapping_add(policy_id as u16))
+}

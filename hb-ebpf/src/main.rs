@@ -4,6 +4,9 @@
 //!   every connect and every unconnected datagram send (EPERM on refusal).
 //! * `skb` — `cgroup_skb/egress`: the per-packet second line, for raw and ICMP sockets and
 //!   anything else that never passes the socket hooks; also the per-cgroup traffic sensor.
+//! * `ingress` — `cgroup_skb/ingress` and `sock_ops`: what reaches a sandbox from outside
+//!   (no connection from outside its sandbox unless its policy says `inbound = true`),
+//!   and an accepted connection's client recorded as its socket's admitted peer.
 //! * `dns` — port-53 traffic redirected to hb's resolver, and the redirect undone in
 //!   `cgroup/recvmsg4|6` and `cgroup/getpeername4|6`.
 //! * `policy` — the decision both share, the maps, counters and events.
@@ -14,6 +17,7 @@
 #![no_main]
 
 mod dns;
+mod ingress;
 mod policy;
 mod skb;
 mod sock_addr;

@@ -17,11 +17,13 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key,
+    },
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, POLICY_AUDIT, PolicyCidr4,
-    PolicyCidr6, PolicyInfo, limits, reason, rule, verdict,
+    PolicyCidr6, PolicyInfo, SockDest, limits, reason, rule, verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -48,6 +50,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 #[map(name = "HB_CG_STATS")]
 pub(crate) static CG_STATS: PerCpuHashMap<u64, CgroupStats> =
     PerCpuHashMap::pinned(limits::CG_STATS, 0);
+
+/// Socket cookie → the peer the socket hooks admitted (see `hb_common::SockDest`).
+#[map(name = "HB_SOCK_DEST")]
+pub(crate) static SOCK_DEST: LruHashMap<u64, SockDest> = LruHashMap::pinned(limits::SOCK_DEST, 0);
 
 #[map(name = "HB_EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
@@ -302,4 +308,36 @@ pub(crate) fn refusal_verdict(policy_id: u32) -> u32 {
     } else {
         verdict::DENY
     }
+}
+
+/// The `POLICY_*` flags of the policy at `policy_id`; 0 for a missing slot (the agent
+/// never leaves one referenced), which grants nothing.
+#[inline(always)]
+pub(crate) fn policy_flags(policy_id: u32) -> u32 {
+    POLICIES.get(policy_id).map_or(0, |p| p.flags)
+}
+
+/// The sandbox a cgroup belongs to: the id of the cgroup whose enrollment governs it
+/// (itself or its nearest enrolled ancestor, as [`enrollment`] finds it) and that
+/// enrollment. `ancestor` as in [`enrollment`].
+#[inline(always)]
+pub(crate) fn governing(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<(u64, Enrollment)> {
+    // SAFETY: as in enrollment.
+    if let Some(e) = unsafe { ENROLLED.get(own) } {
+        return Some((own, *e));
+    }
+    let mut found = None;
+    let mut level = 1;
+    while level <= limits::MAX_CGROUP_DEPTH as i32 {
+        let id = ancestor(level);
+        if id == 0 || id == own {
+            break;
+        }
+        // SAFETY: as above.
+        if let Some(e) = unsafe { ENROLLED.get(id) } {
+            found = Some((id, *e));
+        }
+        level += 1;
+    }
+    found
 }

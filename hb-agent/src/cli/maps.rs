@@ -135,6 +135,7 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                     ("id", json!(p.id)),
                     ("name", json!(p.name)),
                     ("mode", json!(if p.audit { "audit" } else { "enforce" })),
+                    ("inbound", json!(p.inbound)),
                 ]));
             }
         }
