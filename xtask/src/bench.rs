@@ -32,7 +32,7 @@ const IPERF_SECS: &str = "3";
 const ALLOW_ENTRIES: u32 = 65_536;
 const STATIC_CIDRS: u32 = 1_000;
 
-pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
+pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()> {
     // Pure user space: no root, no eBPF set-up.
     if which == Some("sanitize") {
         return crate::bench_sanitize::bench();
@@ -65,7 +65,17 @@ pub fn bench(which: Option<&str>) -> anyhow::Result<()> {
         ("broker", run_broker),
     ] {
         if wanted {
-            util::run(Command::new(&me).args(["__bench-one", name]))?;
+            let mut one = Command::new(&me);
+            one.args(["__bench-one", name]);
+            if let Some(previous) = previous {
+                ensure!(
+                    previous.is_file(),
+                    "--previous {}: no such file",
+                    previous.display()
+                );
+                one.env(PREVIOUS_ENV, previous.canonicalize()?);
+            }
+            util::run(&mut one)?;
         }
     }
     if which.is_none() {
@@ -115,7 +125,7 @@ pub fn connect_loop(addr: &str, n: usize) -> anyhow::Result<()> {
 
 struct Cleanup {
     agent: Option<Child>,
-    bpffs: PathBuf,
+    bpffs: Vec<PathBuf>,
     cgroups: Vec<PathBuf>,
     stats_before: String,
 }
@@ -126,7 +136,9 @@ impl Drop for Cleanup {
             let _ = a.kill();
             let _ = a.wait();
         }
-        let _ = fs::remove_dir_all(&self.bpffs);
+        for dir in &self.bpffs {
+            let _ = fs::remove_dir_all(dir);
+        }
         for cg in self.cgroups.iter().rev() {
             let _ = fs::write(cg.join("cgroup.kill"), "1");
             for _ in 0..100 {
@@ -240,38 +252,42 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn connect() -> anyhow::Result<()> {
-    let root = util::workspace_root();
-    let agent_bin = root.join("target/release/hb-agent");
-    let me = std::env::current_exe()?;
-    let tag = format!("hb-bench-{}", std::process::id());
-    let mount = cgroup2_mount()?;
-    let dir = std::env::temp_dir().join(&tag);
-    fs::create_dir_all(&dir)?;
+/// The agent binary whose program costs are measured beside this tree's in the same run
+/// (`cargo xtask bench connect --previous BIN`), passed to `__bench-one` through the
+/// environment.
+pub(crate) const PREVIOUS_ENV: &str = "HB_BENCH_PREVIOUS_AGENT";
 
-    private_netns(
-        "ip addr add 203.0.113.10/32 dev lo && ip -6 addr add 2001:db8::10/128 dev lo nodad",
-    )?;
+/// Programs whose cost the benchmark reports, with their budgets (ns per run). A program
+/// that an agent binary does not have is left out of its column.
+const PROGRAM_BUDGETS: [(&str, f64); 4] = [
+    ("hb_connect4", 250.0),
+    ("hb_connect6", 250.0),
+    ("hb_skb_egress", 100.0),
+    ("hb_skb_ingress", 100.0),
+];
 
-    let mut cleanup = Cleanup {
-        agent: None,
-        bpffs: PathBuf::from(format!("/sys/fs/bpf/{tag}")),
-        cgroups: Vec::new(),
-        stats_before: fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-            .unwrap_or_else(|_| "0".into()),
-    };
+/// The benchmark's cgroups and the config each agent binary runs on.
+struct Rig {
+    dir: PathBuf,
+    tag: String,
+    enrolled: PathBuf,
+    plain: PathBuf,
+}
 
-    // 1k static CIDRs (public /32s) plus the benchmark's own target.
-    let mut cidrs: Vec<String> = (0..STATIC_CIDRS)
-        .map(|i| format!("\"1.{}.{}.0/24\"", 1 + i / 250, i % 250))
-        .collect();
-    cidrs.push("\"203.0.113.10\"".into());
-    cidrs.push("\"2001:db8::10/128\"".into());
-    let config = dir.join("hb.toml");
-    fs::write(
-        &config,
-        format!(
-            r#"[agent]
+impl Rig {
+    /// The agent config for one binary: its own bpffs folder, the shared cgroup root.
+    fn config(&self, name: &str, bpffs: &Path) -> anyhow::Result<PathBuf> {
+        // 1k static CIDRs (public /24s) plus the benchmark's own target.
+        let mut cidrs: Vec<String> = (0..STATIC_CIDRS)
+            .map(|i| format!("\"1.{}.{}.0/24\"", 1 + i / 250, i % 250))
+            .collect();
+        cidrs.push("\"203.0.113.10\"".into());
+        cidrs.push("\"2001:db8::10/128\"".into());
+        let config = self.dir.join(format!("{name}.toml"));
+        fs::write(
+            &config,
+            format!(
+                r#"[agent]
 state_dir = "{state}"
 bpffs_dir = "{bpffs}"
 cgroup_root = "{tag}"
@@ -288,68 +304,159 @@ allow_cidrs = [{cidrs}]
 cgroup = "{tag}/enrolled"
 policy = "bench"
 "#,
-            state = dir.join("state").display(),
-            bpffs = cleanup.bpffs.display(),
-            cidrs = cidrs.join(", "),
-        ),
-    )?;
-    let hb_root = mount.join(&tag);
-    let enrolled = hb_root.join("enrolled");
-    let plain = mount.join(format!("{tag}-plain"));
-    fs::create_dir_all(&enrolled)?;
-    fs::create_dir_all(&plain)?;
-    cleanup.cgroups = vec![plain.clone(), hb_root.clone(), enrolled.clone()];
-
-    cleanup.agent = Some(start_agent(&agent_bin, &config, &dir.join("agent.log"))?);
-    // Wait for the glob enrollment.
-    let enrolled_rel = format!("{tag}/enrolled");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = util::output(
-            Command::new(&agent_bin)
-                .args(["--config"])
-                .arg(&config)
-                .args(["maps", "dump", "enrolled", "--json"]),
+                state = self.dir.join(format!("state-{name}")).display(),
+                bpffs = bpffs.display(),
+                tag = self.tag,
+                cidrs = cidrs.join(", "),
+            ),
         )?;
-        if out.contains(&enrolled_rel) {
-            break;
+        Ok(config)
+    }
+
+    /// Starts `agent_bin` on `config`, waits for the glob enrollment and fills the
+    /// policy's allow map with [`ALLOW_ENTRIES`] entries through bpftool's batch mode.
+    fn start(&self, agent_bin: &Path, config: &Path, bpffs: &Path) -> anyhow::Result<Child> {
+        let log = self.dir.join(format!(
+            "{}.log",
+            config.file_stem().unwrap_or_default().to_string_lossy()
+        ));
+        let agent = start_agent(agent_bin, config, &log)?;
+        let enrolled_rel = format!("{}/enrolled", self.tag);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = util::output(
+                Command::new(agent_bin)
+                    .args(["--config"])
+                    .arg(config)
+                    .args(["maps", "dump", "enrolled", "--json"]),
+            )?;
+            if out.contains(&enrolled_rel) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "cgroup {enrolled_rel} not enrolled"
+            );
+            thread::sleep(Duration::from_millis(50));
         }
-        ensure!(
-            Instant::now() < deadline,
-            "cgroup {enrolled_rel} not enrolled"
-        );
-        thread::sleep(Duration::from_millis(50));
+        let policies: Value = serde_json::from_str(&util::output(
+            Command::new(agent_bin)
+                .arg("--config")
+                .arg(config)
+                .args(["maps", "dump", "policies", "--json"]),
+        )?)?;
+        let policy_id = policies[0]["id"].as_u64().context("policy id")? as u32;
+        let batch = self.dir.join("allow.batch");
+        let mut f = fs::File::create(&batch)?;
+        let allow_pin = bpffs.join("maps/HB_ALLOW4");
+        for i in 0..ALLOW_ENTRIES {
+            let ip = [45, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            let key: Vec<String> = policy_id
+                .to_le_bytes()
+                .iter()
+                .chain(ip.iter())
+                .map(|b| b.to_string())
+                .collect();
+            writeln!(
+                f,
+                "map update pinned {} key {} value 255 255 255 255 255 255 255 255",
+                allow_pin.display(),
+                key.join(" ")
+            )?;
+        }
+        drop(f);
+        eprintln!("bench: filling the allow map with {ALLOW_ENTRIES} entries");
+        util::output(Command::new("bpftool").args(["batch", "file"]).arg(&batch))?;
+        Ok(agent)
     }
+}
 
-    // 64k allow-map entries for the policy, written through bpftool's batch mode.
-    let policies: Value = serde_json::from_str(&util::output(
-        Command::new(&agent_bin)
-            .arg("--config")
-            .arg(&config)
-            .args(["maps", "dump", "policies", "--json"]),
-    )?)?;
-    let policy_id = policies[0]["id"].as_u64().context("policy id")? as u32;
-    let batch = dir.join("allow.batch");
-    let mut f = fs::File::create(&batch)?;
-    let allow_pin = cleanup.bpffs.join("maps/HB_ALLOW4");
-    for i in 0..ALLOW_ENTRIES {
-        let ip = [45, (i >> 16) as u8, (i >> 8) as u8, i as u8];
-        let key: Vec<String> = policy_id
-            .to_le_bytes()
-            .iter()
-            .chain(ip.iter())
-            .map(|b| b.to_string())
-            .collect();
-        writeln!(
-            f,
-            "map update pinned {} key {} value 255 255 255 255 255 255 255 255",
-            allow_pin.display(),
-            key.join(" ")
-        )?;
+/// One agent's programs: ns per run and runs, from the kernel's accounting, after the
+/// same connect loops and bulk transfer from the enrolled cgroup.
+fn program_costs(
+    rig: &Rig,
+    me: &Path,
+    targets: [&str; 2],
+    iperf_port: &str,
+    bpffs: &Path,
+) -> anyhow::Result<Vec<(&'static str, f64, f64)>> {
+    let n = CONNECTS_PER_ROUND.to_string();
+    fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enabling bpf stats")?;
+    for _ in 0..3 {
+        for target in targets {
+            in_cgroup(&rig.enrolled, me, &["__connect-loop", target, &n])?;
+        }
     }
-    drop(f);
-    eprintln!("bench: filling the allow map with {ALLOW_ENTRIES} entries");
-    util::output(Command::new("bpftool").args(["batch", "file"]).arg(&batch))?;
+    in_cgroup(
+        &rig.enrolled,
+        Path::new("iperf3"),
+        &["-c", "203.0.113.10", "-p", iperf_port, "-t", "2", "-J"],
+    )?;
+    fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")?;
+    let mut costs = Vec::new();
+    for (prog, _) in PROGRAM_BUDGETS {
+        let pin = bpffs.join("progs").join(prog);
+        if !pin.exists() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&util::output(
+            Command::new("bpftool")
+                .args(["-j", "prog", "show", "pinned"])
+                .arg(pin),
+        )?)?;
+        let ns = v["run_time_ns"].as_f64().unwrap_or(0.0);
+        let cnt = v["run_cnt"].as_f64().unwrap_or(0.0);
+        costs.push((prog, cnt, if cnt > 0.0 { ns / cnt } else { f64::NAN }));
+    }
+    Ok(costs)
+}
+
+/// Stops an agent and removes its pins, which detaches its programs.
+fn stop_agent(agent: &mut Option<Child>, bpffs: &Path) {
+    if let Some(mut a) = agent.take() {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    let _ = fs::remove_dir_all(bpffs);
+}
+
+fn connect() -> anyhow::Result<()> {
+    let root = util::workspace_root();
+    let agent_bin = root.join("target/release/hb-agent");
+    let previous_bin = std::env::var_os(PREVIOUS_ENV).map(PathBuf::from);
+    let me = std::env::current_exe()?;
+    let tag = format!("hb-bench-{}", std::process::id());
+    let mount = cgroup2_mount()?;
+    let dir = std::env::temp_dir().join(&tag);
+    fs::create_dir_all(&dir)?;
+
+    private_netns(
+        "ip addr add 203.0.113.10/32 dev lo && ip -6 addr add 2001:db8::10/128 dev lo nodad",
+    )?;
+
+    let bpffs = PathBuf::from(format!("/sys/fs/bpf/{tag}"));
+    let bpffs_previous = PathBuf::from(format!("/sys/fs/bpf/{tag}-previous"));
+    let mut cleanup = Cleanup {
+        agent: None,
+        bpffs: vec![bpffs.clone(), bpffs_previous.clone()],
+        cgroups: Vec::new(),
+        stats_before: fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .unwrap_or_else(|_| "0".into()),
+    };
+    let hb_root = mount.join(&tag);
+    let rig = Rig {
+        dir: dir.clone(),
+        tag: tag.clone(),
+        enrolled: hb_root.join("enrolled"),
+        plain: mount.join(format!("{tag}-plain")),
+    };
+    fs::create_dir_all(&rig.enrolled)?;
+    fs::create_dir_all(&rig.plain)?;
+    cleanup.cgroups = vec![rig.plain.clone(), hb_root.clone(), rig.enrolled.clone()];
+    let config = rig.config("hb", &bpffs)?;
+    let config_previous = rig.config("previous", &bpffs_previous)?;
+
+    cleanup.agent = Some(rig.start(&agent_bin, &config, &bpffs)?);
 
     // A listener that accepts and drops.
     let listener = TcpListener::bind("203.0.113.10:0")?;
@@ -373,7 +480,7 @@ policy = "bench"
     let n = CONNECTS_PER_ROUND.to_string();
 
     eprintln!("bench: {ROUNDS} alternating rounds of {CONNECTS_PER_ROUND} connect+close");
-    let (rate_hb, rate_plain) = alternate(ROUNDS, &enrolled, &plain, |cg| {
+    let (rate_hb, rate_plain) = alternate(ROUNDS, &rig.enrolled, &rig.plain, |cg| {
         let ns: f64 = in_cgroup(cg, &me, &["__connect-loop", &target, &n])?
             .trim()
             .parse()?;
@@ -390,7 +497,7 @@ policy = "bench"
         .context("starting iperf3 (cargo xtask setup installs it)")?;
     thread::sleep(Duration::from_millis(300));
     let iperf = Path::new("iperf3");
-    let (bw_hb, bw_plain) = alternate(IPERF_ROUNDS, &enrolled, &plain, |cg| {
+    let (bw_hb, bw_plain) = alternate(IPERF_ROUNDS, &rig.enrolled, &rig.plain, |cg| {
         let out = in_cgroup(
             cg,
             iperf,
@@ -410,71 +517,43 @@ policy = "bench"
             .context("iperf3 JSON")
     })?;
 
-    // The programs' own cost, from the kernel's accounting, in a pass of its own: the
+    // The programs' own cost, from the kernel's accounting, in passes of their own: the
     // accounting itself slows every run, so the rates above were measured without it.
+    // With a previous binary, the two agents take turns on the same cgroups (each on its
+    // own pins) so both are measured in the same minutes.
+    let targets = [target.as_str(), target6.as_str()];
     eprintln!("bench: program cost pass (kernel.bpf_stats_enabled=1)");
-    fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enabling bpf stats")?;
-    for _ in 0..3 {
-        in_cgroup(&enrolled, &me, &["__connect-loop", &target, &n])?;
-        in_cgroup(&enrolled, &me, &["__connect-loop", &target6, &n])?;
+    let mut costs = vec![program_costs(&rig, &me, targets, &iperf_port, &bpffs)?];
+    let mut costs_previous = Vec::new();
+    if let Some(previous) = &previous_bin {
+        for turn in 0..3 {
+            stop_agent(&mut cleanup.agent, &bpffs);
+            eprintln!(
+                "bench: program cost pass, previous agent {}",
+                previous.display()
+            );
+            cleanup.agent = Some(rig.start(previous, &config_previous, &bpffs_previous)?);
+            costs_previous.push(program_costs(
+                &rig,
+                &me,
+                targets,
+                &iperf_port,
+                &bpffs_previous,
+            )?);
+            stop_agent(&mut cleanup.agent, &bpffs_previous);
+            if turn < 2 {
+                eprintln!("bench: program cost pass, this tree's agent");
+                cleanup.agent = Some(rig.start(&agent_bin, &config, &bpffs)?);
+                costs.push(program_costs(&rig, &me, targets, &iperf_port, &bpffs)?);
+            }
+        }
     }
-    in_cgroup(
-        &enrolled,
-        iperf,
-        &["-c", "203.0.113.10", "-p", &iperf_port, "-t", "2", "-J"],
-    )?;
-    fs::write("/proc/sys/kernel/bpf_stats_enabled", &cleanup.stats_before)?;
     let _ = server.kill();
     let _ = server.wait();
-
-    // The programs' own cost.
-    let mut costs = Vec::new();
-    for (prog, budget) in [
-        ("hb_connect4", 250.0),
-        ("hb_connect6", 250.0),
-        ("hb_skb_egress", 100.0),
-    ] {
-        let v: Value = serde_json::from_str(&util::output(
-            Command::new("bpftool")
-                .args(["-j", "prog", "show", "pinned"])
-                .arg(cleanup.bpffs.join("progs").join(prog)),
-        )?)?;
-        let ns = v["run_time_ns"].as_f64().unwrap_or(0.0);
-        let cnt = v["run_cnt"].as_f64().unwrap_or(0.0);
-        costs.push((
-            prog,
-            cnt,
-            if cnt > 0.0 { ns / cnt } else { f64::NAN },
-            budget,
-        ));
+    if cleanup.agent.is_none() {
+        cleanup.agent = Some(rig.start(&agent_bin, &config, &bpffs)?);
     }
-    let maps: Value = serde_json::from_str(&util::output(
-        Command::new("bpftool").args(["-j", "map", "show"]),
-    )?)?;
-    let map_ids: Vec<u64> = fs::read_dir(cleanup.bpffs.join("maps"))?
-        .flatten()
-        .filter_map(|e| {
-            let v: Value = serde_json::from_str(
-                &util::output(
-                    Command::new("bpftool")
-                        .args(["-j", "map", "show", "pinned"])
-                        .arg(e.path()),
-                )
-                .ok()?,
-            )
-            .ok()?;
-            v["id"].as_u64()
-        })
-        .collect();
-    let memlock: f64 = maps
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|m| m["id"].as_u64().is_some_and(|id| map_ids.contains(&id)))
-                .filter_map(|m| m["bytes_memlock"].as_f64())
-                .sum()
-        })
-        .unwrap_or(0.0);
+    let memlock = locked_memory(&bpffs)?;
 
     println!();
     println!("hb bench connect (private netns, loopback; medians)");
@@ -506,25 +585,78 @@ policy = "bench"
     );
     println!("{:-<78}", "");
     println!(
-        "{:<34} {:>12} {:>12} {:>8} {:>8}",
-        "program (kernel accounting)", "ns/run", "runs", "budget", ""
+        "{:<26} {:>10} {:>12} {:>14} {:>8}",
+        "program (kernel accounting)", "ns/run", "runs", "previous ns/run", "budget"
     );
-    for (prog, cnt, per, budget) in &costs {
+    for (prog, budget) in PROGRAM_BUDGETS {
+        let Some(per) = median_cost(&costs, prog) else {
+            continue;
+        };
+        let runs = costs[0].iter().find(|c| c.0 == prog).map_or(0.0, |c| c.1);
+        let previous = median_cost(&costs_previous, prog)
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.1}"));
         println!(
-            "{:<34} {:>12.1} {:>12.0} {:>8.0} {}",
+            "{:<26} {:>10.1} {:>12.0} {:>14} {:>8.0} {}",
             prog,
             per,
-            cnt,
+            runs,
+            previous,
             budget,
             verdict(per.is_finite() && per <= budget)
         );
     }
     println!("{:-<78}", "");
+    if costs.len() > 1 {
+        println!(
+            "program costs: medians of {} passes each, the two agents alternating",
+            costs.len()
+        );
+    }
     println!(
         "maps: {ALLOW_ENTRIES} allow entries, {STATIC_CIDRS} static CIDRs, default deny list; locked memory {:.1} MiB",
         memlock / (1024.0 * 1024.0)
     );
     Ok(())
+}
+
+/// The median ns per run of `prog` over passes (`None` when no pass has it).
+fn median_cost(passes: &[Vec<(&'static str, f64, f64)>], prog: &str) -> Option<f64> {
+    let v: Vec<f64> = passes
+        .iter()
+        .filter_map(|p| p.iter().find(|c| c.0 == prog).map(|c| c.2))
+        .collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
+/// The locked memory of the maps pinned under `bpffs`, in bytes.
+fn locked_memory(bpffs: &Path) -> anyhow::Result<f64> {
+    let maps: Value = serde_json::from_str(&util::output(
+        Command::new("bpftool").args(["-j", "map", "show"]),
+    )?)?;
+    let map_ids: Vec<u64> = fs::read_dir(bpffs.join("maps"))?
+        .flatten()
+        .filter_map(|e| {
+            let v: Value = serde_json::from_str(
+                &util::output(
+                    Command::new("bpftool")
+                        .args(["-j", "map", "show", "pinned"])
+                        .arg(e.path()),
+                )
+                .ok()?,
+            )
+            .ok()?;
+            v["id"].as_u64()
+        })
+        .collect();
+    Ok(maps
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|m| m["id"].as_u64().is_some_and(|id| map_ids.contains(&id)))
+                .filter_map(|m| m["bytes_memlock"].as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0))
 }
 
 /// A DNS query for `name`, type A, with `id`.
@@ -639,7 +771,7 @@ fn dns() -> anyhow::Result<()> {
     let mount = cgroup2_mount()?;
     let mut cleanup = Cleanup {
         agent: None,
-        bpffs: PathBuf::from(format!("/sys/fs/bpf/{tag}")),
+        bpffs: vec![PathBuf::from(format!("/sys/fs/bpf/{tag}"))],
         cgroups: vec![mount.join(&tag)],
         stats_before: fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
             .unwrap_or_else(|_| "0".into()),
@@ -685,7 +817,7 @@ name = "bench"
 allow_domains = ["*.bench.test"]
 "#,
             state = dir.join("state").display(),
-            bpffs = cleanup.bpffs.display(),
+            bpffs = cleanup.bpffs[0].display(),
         ),
     )?;
     cleanup.agent = Some(start_agent(&agent_bin, &config, &dir.join("agent.log"))?);

@@ -41,6 +41,10 @@ enum Command {
         /// Which benchmark: `connect`, `dns`, `broker` (root) or `scrub`, `sanitize` (no
         /// root); default: all of them.
         which: Option<String>,
+        /// An earlier `hb-agent` release binary: `connect` also measures its programs'
+        /// cost, taking turns with this tree's agent in the same run.
+        #[arg(long, value_name = "BIN")]
+        previous: Option<std::path::PathBuf>,
     },
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
     #[command(name = "__connect-loop", hide = true)]
@@ -57,7 +61,7 @@ fn main() -> ExitCode {
         Command::Build => setup::setup().and_then(|()| build(true)),
         Command::Run { args } => run(args),
         Command::Test { args } => test(args),
-        Command::Bench { which } => bench::bench(which.as_deref()),
+        Command::Bench { which, previous } => bench::bench(which.as_deref(), previous.as_deref()),
         Command::ConnectLoop { addr, n } => bench::connect_loop(&addr, n),
         Command::BenchOne { name } => bench::bench_one(&name),
     };
