@@ -34,7 +34,7 @@ use super::{
         CredentialQuery, HopDecision, OutboundRequest,
         url::{Host, Target},
     },
-    server::{AppState, CallerOf, JsonBody, scrub_json},
+    state::{AppState, CallerOf, JsonBody, scrub_json},
 };
 use crate::{
     config::{Auth, IntegrationConfig},
