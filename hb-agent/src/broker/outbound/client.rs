@@ -403,6 +403,11 @@ fn build(out: &Outgoing<'_>) -> Result<Request<Full<Bytes>>, OutboundError> {
     for (name, value) in out.headers.iter().chain(out.credential_headers) {
         headers.append(name.clone(), value.clone());
     }
+    // The body must come back as bytes the scrubber reads (see `headers::outgoing`).
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     Ok(req)
 }
 

@@ -35,6 +35,11 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Caller headers never forwarded: the broker asks for `identity` itself, so what
+/// comes back is bytes the scrubber can read (a compressed body hides a credential
+/// from it).
+const NEGOTIATED_BY_BROKER: &[&str] = &["accept-encoding"];
+
 /// Response headers removed outright: they set or carry credentials.
 const SECRET_RESPONSE: &[&str] = &[
     "set-cookie",
@@ -107,6 +112,7 @@ pub fn outgoing(
         .iter()
         .filter(|(name, _)| {
             !HOP_BY_HOP.contains(&name.as_str())
+                && !NEGOTIATED_BY_BROKER.contains(&name.as_str())
                 && !named_by_connection.contains(name)
                 && name != header::CONTENT_LENGTH
         })
@@ -289,6 +295,7 @@ mod tests {
                 HeaderName::from_static("x-private"),
                 hv("named by Connection"),
             ),
+            (header::ACCEPT_ENCODING, hv("gzip, br")),
             (header::ACCEPT, hv("application/json")),
             (HeaderName::from_static("x-request-id"), hv("42")),
         ];
