@@ -6,7 +6,9 @@
 //! through hb's own upstream client and every answer address judged against the deny
 //! ranges; IP literals judged the same way) → [`client`] (a connection pinned to exactly
 //! a validated address, TLS that checks the URL's host, HTTP/1.1, a small idle pool, the
-//! size limit) → [`headers`] (what goes out, what comes back) → redirects, when
+//! size limit, `Accept-Encoding: identity`) → [`headers`] (what goes out, what comes
+//! back) → [`decode`] (content and transfer codings undone within the size limit and a
+//! ratio, so the scrubber sees the bytes the caller will) → redirects, when
 //! `broker.follow_redirects` is on: each hop's URL is judged and resolved again and put
 //! to the caller's [`HopPolicy`]; the credential (the headers and query parameter the
 //! caller marks as such) is dropped for good once a hop leaves the first URL's origin
