@@ -175,7 +175,7 @@ pub async fn request(
     let decision = decide(&call, owner, &parsed)?;
     let outbound = inject(&decision, &parsed)?;
     let response = send(&call, &decision, &parsed, outbound).await?;
-    respond(&call, &decision, response, parsed.sanitize).await
+    respond(&call, &decision, &parsed, response).await
 }
 
 /// Who asks, under which policy: what every phase audits with.
@@ -510,15 +510,19 @@ async fn send(
 async fn respond(
     call: &Call<'_>,
     decision: &Decision<'_>,
+    parsed: &Parsed,
     response: OutboundResponse,
-    sanitize: Option<crate::sanitize::Mode>,
 ) -> Result<Json<Value>, ApiError> {
     let shared = call.shared;
     if decision.credential.is_some()
         && !shared.config.broker.allow_binary_responses
         && !readable_text(&response.body, content_type(&response.headers))
     {
-        call.audit("response", "unreadable_response", "binary body");
+        call.audit(
+            &parsed.action,
+            "unreadable_response",
+            "a body that is not text",
+        );
         return Err(ApiError::new(
             Code::UnreadableResponse,
             "the upstream's body is not text the scrubber can read (UTF-8, or UTF-16 with a \
@@ -534,7 +538,7 @@ async fn respond(
     );
     let scrubbed = shared.scrubber.scrub(&response.body).bytes;
     match String::from_utf8(scrubbed) {
-        Ok(text) => match sanitize {
+        Ok(text) => match parsed.sanitize {
             Some(mode) => {
                 let opts = crate::sanitize::Options {
                     mode,

@@ -125,9 +125,18 @@ fn decode_one(coding: Coding, encoded: &[u8], limit: usize) -> Result<Vec<u8>, D
         )
         .map_err(|e| e.unwrap_or_else(corrupt)),
         Coding::Zstd => {
-            let decoder =
-                ruzstd::decoding::StreamingDecoder::new(encoded).map_err(|_| corrupt())?;
-            read_capped(decoder, cap, limit).map_err(|e| e.unwrap_or_else(corrupt))
+            // One frame after another (a sender may write several); the decoder reads
+            // from `rest`, which moves on past each frame it consumed.
+            let mut rest = encoded;
+            let mut out = Vec::new();
+            while !rest.is_empty() {
+                let decoder =
+                    ruzstd::decoding::StreamingDecoder::new(&mut rest).map_err(|_| corrupt())?;
+                let part = read_capped(decoder, cap - out.len(), limit)
+                    .map_err(|e| e.unwrap_or_else(corrupt))?;
+                out.extend_from_slice(&part);
+            }
+            Ok(out)
         }
     }
 }
@@ -218,6 +227,10 @@ mod tests {
         let zstd = unhex(
             "28b52ffd202841010068747470733a2f2f712e746573742f6563686f3f6170695f6b65793d7333637233742d76616c7565",
         );
+        let zstd_twice = [zstd.clone(), zstd.clone()].concat();
+        let h = headers(&[("content-encoding", "zstd")]);
+        let out = decode(&h, Bytes::from(zstd_twice), 1 << 20).expect("two frames");
+        assert_eq!(&out[..], &[&text[..], &text[..]].concat()[..]);
         for (coding, body) in [("br", br), ("zstd", zstd)] {
             let h = headers(&[("content-encoding", coding)]);
             let out = decode(&h, Bytes::from(body), 1 << 20).expect(coding);

@@ -342,7 +342,8 @@ async fn respond(
         problem,
     };
     let mut headers = headers::incoming(&fetched.headers);
-    let body = if decode::is_encoded(&fetched.headers) {
+    // An empty body (HEAD, 204, 304) has nothing to decode, whatever its headers say.
+    let body = if !fetched.body.is_empty() && decode::is_encoded(&fetched.headers) {
         let (map, body) = (fetched.headers, fetched.body);
         let body = tokio::task::spawn_blocking(move || decode::decode(&map, body, max_response))
             .await
