@@ -222,6 +222,19 @@ print(json.dumps(out))
         2,
         "{paths:?}"
     );
+    // Each refusal is audited, and the reach ones are events too.
+    let audit = std::fs::read_to_string(w.env.state_dir.join("audit.log")).expect("audit log");
+    for want in [
+        "no handle: host",
+        "no handle: body",
+        "broker_host_not_in_policy",
+    ] {
+        assert!(audit.contains(want), "audit log lacks {want:?}");
+    }
+    assert!(
+        !audit.contains("exfil-4f3e2d1c"),
+        "the query reached the audit log"
+    );
 }
 
 /// What the attacker does with each answer: every decoding it could try (base64,
@@ -242,7 +255,8 @@ def recover(resp):
             pass
     for enc in ("utf-16", "utf-16-le", "utf-16-be"):
         forms.append(raw.decode(enc, errors="ignore").encode("utf-8"))
-    return {"status": resp["status"], "body": resp.get("body"), "forms": [f.hex() for f in forms]}
+    return {"status": resp["status"], "body": resp.get("body"), "headers": resp["headers"],
+            "forms": [f.hex() for f in forms]}
 "#;
 
 /// A handle's credential never comes back to the caller, whatever encoding the
@@ -333,6 +347,14 @@ print(json.dumps(out))
                 .is_some_and(|b| b.contains("\"self\"")),
             "{enc}: decoded to text: {}",
             got[enc]
+        );
+    }
+    // The "self" link in the response headers was scrubbed as well.
+    for name in ["location", "link"] {
+        let value = got["plain"]["headers"][name].as_str().unwrap_or_default();
+        assert!(
+            value.contains("[REDACTED:") && value.contains("q.test/self"),
+            "{name}: {value}"
         );
     }
     // A binary body on a credentialed call is refused by default.

@@ -190,6 +190,30 @@ impl Call<'_> {
         self.shared
             .audit_decision(self.caller, self.policy, action, decision, detail);
     }
+
+    /// A refusal worth an operator's attention (a caller trying to go where its policy
+    /// does not, or bringing its own credential), on the event stream beside the
+    /// kernel's.
+    fn deny_event(&self, reason: &str, parsed: &Parsed, name: Option<String>) {
+        let caller = self.caller;
+        let _ = self.shared.events.send(Arc::new(EventRecord {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            hook: "broker".into(),
+            verdict: "deny".into(),
+            reason: reason.into(),
+            policy: self.policy.to_owned(),
+            cgroup_id: caller.sandbox.as_ref().map_or(0, |s| s.cgroup_id),
+            cgroup: Some(caller.cgroup.clone()),
+            pid: u32::try_from(caller.pid).unwrap_or(0),
+            tid: 0,
+            comm: String::new(),
+            family: String::new(),
+            protocol: "http".into(),
+            dst: parsed.target.host.to_string(),
+            port: parsed.target.port,
+            name,
+        }));
+    }
 }
 
 /// A request as the caller asked for it, checked for form.
@@ -395,6 +419,7 @@ fn decide_without_handle(
     }
     if !reach.allows(&parsed.target.host) {
         call.audit(action, "policy_denied", "no handle: host");
+        call.deny_event("broker_host_not_in_policy", parsed, None);
         let rule = match parsed.target.host {
             Host::Name(_) => "allow_domains",
             Host::Ip(_) => "allow_cidrs",
@@ -428,23 +453,7 @@ fn auth_collision(
         "auth_collision",
         revoked.len(),
     );
-    let _ = shared.events.send(Arc::new(EventRecord {
-        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        hook: "broker".into(),
-        verdict: "deny".into(),
-        reason: "auth_collision".into(),
-        policy: policy.to_owned(),
-        cgroup_id: caller.sandbox.as_ref().map_or(0, |s| s.cgroup_id),
-        cgroup: Some(caller.cgroup.clone()),
-        pid: u32::try_from(caller.pid).unwrap_or(0),
-        tid: 0,
-        comm: String::new(),
-        family: String::new(),
-        protocol: "http".into(),
-        dst: parsed.target.host.to_string(),
-        port: parsed.target.port,
-        name: Some(entry.integration.clone()),
-    }));
+    call.deny_event("auth_collision", parsed, Some(entry.integration.clone()));
     ApiError::new(
         Code::AuthCollision,
         format!(

@@ -73,8 +73,10 @@ pub enum OutboundError {
     RequestTarget,
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("redirect to {url} refused by policy")]
-    RedirectDenied { url: String },
+    /// `origin` is scheme://host[:port] only: the path and query of a Location are the
+    /// upstream's and may carry anything, the caller's data included.
+    #[error("redirect to {origin} refused by policy")]
+    RedirectDenied { origin: String },
     #[error("{host} answered {status} with a Location that cannot be followed: {problem}")]
     BadRedirect {
         host: String,
@@ -423,7 +425,7 @@ impl Carry {
         let keep_credential = match decision {
             HopDecision::Deny => {
                 return Err(OutboundError::RedirectDenied {
-                    url: to.to_string(),
+                    origin: format!("{}://{}", to.scheme.as_str(), to.authority()),
                 });
             }
             HopDecision::Allow { keep_credential } => keep_credential,
@@ -563,7 +565,7 @@ mod tests {
         assert_eq!(e.code(), Code::PolicyDenied);
         assert_eq!(
             e.to_string(),
-            "redirect to https://api.test/elsewhere refused by policy"
+            "redirect to https://api.test refused by policy"
         );
     }
 
