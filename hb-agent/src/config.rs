@@ -901,7 +901,10 @@ mod tests {
         assert_eq!(c.broker.upstream_timeout_secs, 30);
         assert_eq!(c.broker.max_response_bytes, 10 << 20);
         assert!(!c.broker.follow_redirects);
-        assert!(!c.broker.allow_binary_responses, "binary bodies are refused by default");
+        assert!(
+            !c.broker.allow_binary_responses,
+            "binary bodies are refused by default"
+        );
         let e = err("[broker]\nupstream_timeout_secs = 0\n");
         assert!(
             e.contains("broker.upstream_timeout_secs") && e.contains("line 2"),

@@ -40,7 +40,8 @@ impl Drop for World {
 }
 
 impl World {
-    fn new(name: &str) -> Self {
+    /// `extra_broker`: more `[broker]` keys.
+    fn new(name: &str, extra_broker: &str) -> Self {
         hb_tests::require_root();
         private_netns(&["203.0.113.10", "203.0.113.11"]);
         let dir = std::env::temp_dir().join(format!("hb-bypass-{name}-{}", std::process::id()));
@@ -67,6 +68,7 @@ socket_mode = "0666"
 extra_ca_file = "{ca}"
 follow_redirects = true
 host_policy = "web"
+{extra_broker}
 
 [dns]
 listen = "127.0.0.1:5300"
@@ -161,7 +163,7 @@ fn parse_output(out: &std::process::Output) -> Value {
 /// and never with a body. Fails on the old broker, which sent all of it to other.test.
 #[test]
 fn a_sandbox_cannot_use_the_broker_to_reach_hosts_its_policy_does_not() {
-    let w = World::new("bypass-proxy");
+    let w = World::new("bypass-proxy", "");
     let attack = r#"
 exfil = "exfil-4f3e2d1c"
 out = {}
@@ -265,7 +267,7 @@ def recover(resp):
 /// did not look for the credential in UTF-16.
 #[test]
 fn a_credential_echoed_compressed_or_in_utf16_never_reaches_the_caller() {
-    let w = World::new("bypass-encoding");
+    let w = World::new("bypass-encoding", "");
     let script = format!(
         r#"{RECOVER}
 q = hb.handle("q", "bot")["handle"]
@@ -362,6 +364,31 @@ print(json.dumps(out))
         got["binary"]["error"], "unreadable_response",
         "{}",
         got["binary"]
+    );
+}
+
+/// `broker.allow_binary_responses = true` lets a binary body through to a credentialed
+/// call (the documented risk: here it is the gzip file holding the echoed credential);
+/// compressed-encoding and text answers are still decoded and scrubbed.
+#[test]
+fn binary_bodies_reach_credentialed_callers_only_with_the_switch_on() {
+    let w = World::new("bypass-binary-on", "allow_binary_responses = true");
+    let got = w.in_sandbox(
+        r#"
+q = hb.handle("q", "bot")["handle"]
+out = {}
+for enc in ["binary", "gzip"]:
+    out[enc] = attempt(lambda: hb.request("GET", "https://q.test/self?enc=" + enc, handle=q))
+print(json.dumps(out))
+"#,
+    );
+    assert_eq!(got["binary"]["status"], 200, "{got}");
+    assert!(got["binary"]["body_base64"].is_string(), "{got}");
+    assert!(
+        got["gzip"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("[REDACTED:") && !b.contains(SECRET)),
+        "{got}"
     );
 }
 
