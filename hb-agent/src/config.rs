@@ -133,6 +133,14 @@ pub struct BrokerConfig {
     /// The policy that host callers (in no sandbox) act under for handles and requests;
     /// empty: host callers get no handles and no credential-less requests.
     pub host_policy: String,
+    /// Return bodies the scrubber cannot read as text (not UTF-8, nor UTF-16 marked by
+    /// a byte-order mark or a `charset`) to calls made with a handle. Off (the default):
+    /// such a response is refused (`unreadable_response`). **Risk when on:** an
+    /// archive, image or other container the upstream builds from what it received can
+    /// carry the injected credential in a form no scrubber finds (compressed, packed),
+    /// and the caller unpacks it. Handle-less calls carry no credential and are not
+    /// affected.
+    pub allow_binary_responses: bool,
 }
 
 impl BrokerConfig {
@@ -159,6 +167,7 @@ impl Default for BrokerConfig {
             request_timeout_secs: 30,
             max_connections: 256,
             host_policy: String::new(),
+            allow_binary_responses: false,
         }
     }
 }
@@ -910,6 +919,10 @@ mod tests {
         assert_eq!(c.broker.upstream_timeout_secs, 30);
         assert_eq!(c.broker.max_response_bytes, 10 << 20);
         assert!(!c.broker.follow_redirects);
+        assert!(
+            !c.broker.allow_binary_responses,
+            "binary bodies are refused by default"
+        );
         let e = err("[broker]\nupstream_timeout_secs = 0\n");
         assert!(
             e.contains("broker.upstream_timeout_secs") && e.contains("line 2"),

@@ -135,7 +135,12 @@ impl TestCa {
 /// itself), `/cookie` (secret-bearing response headers), `/big?n=N` (N bytes with a
 /// Content-Length), `/stream?n=N` (N bytes delimited by closing the connection),
 /// `/slow?secs=S` (answers after S seconds), `/echo` (the request's path and headers as
-/// JSON, as an API that reflects what it got). Each request is one JSON line in the log:
+/// JSON, as an API that reflects what it got), `/self?enc=E` (a "self" link: the
+/// request's own URL, credential query included, in a JSON body and in `Location` and
+/// `Link` headers; the body sent as `E` says whatever the request's Accept-Encoding was:
+/// `gzip`, `deflate`, `br`, `zstd` as a Content-Encoding, `utf-16le`/`utf-16be` with a
+/// byte-order mark and charset, `binary` as a gzip file with no Content-Encoding, empty
+/// for plain UTF-8). Each request is one JSON line in the log:
 /// method, path, headers (lower-case names), body, and the connection's number.
 const SERVER_PY: &str = r#"
 import http.server, json, socket, ssl, sys, threading, time, urllib.parse, itertools
@@ -176,6 +181,32 @@ class H(http.server.BaseHTTPRequestHandler):
                         ("Authorization", "Bearer echoed-secret"), ("X-Kept", "yes")]
         elif u.path == "/echo":
             out = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        elif u.path == "/self":
+            link = "https://%s%s" % (self.headers.get("host"), self.path)
+            text = json.dumps({"self": link}).encode()
+            enc = q.get("enc", "")
+            headers += [("Location", link), ("Link", "<%s>; rel=self" % link)]
+            if enc in ("utf-16le", "utf-16be"):
+                bom = b"\xff\xfe" if enc == "utf-16le" else b"\xfe\xff"
+                out = bom + text.decode().encode(enc)
+                headers.append(("Content-Type", "application/json; charset=" + enc))
+            elif enc == "binary":
+                import gzip
+                out = gzip.compress(text)
+                headers.append(("Content-Type", "application/gzip"))
+            elif enc:
+                import gzip, zlib
+                if enc == "br":
+                    import brotli
+                    out = brotli.compress(text)
+                elif enc == "zstd":
+                    import zstandard
+                    out = zstandard.ZstdCompressor().compress(text)
+                else:
+                    out = {"gzip": gzip.compress, "deflate": zlib.compress}[enc](text)
+                headers.append(("Content-Encoding", enc))
+            else:
+                out = text
         elif u.path == "/big":
             out = b"x" * int(q["n"])
         elif u.path == "/stream":

@@ -126,7 +126,7 @@ methods = ["GET"]
 
 [[policy]]
 name = "web"
-allow_domains = []
+allow_domains = ["other.test", "private.test"]
 integrations = ["bearer", "hdr", "q"]
 "#,
         ca = ca.cert.display()

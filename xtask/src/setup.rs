@@ -19,6 +19,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("python3", "/usr/bin/python3"),
     ("python3-requests", ""),
+    // The test upstreams answer in brotli and zstd (the broker must decode both).
+    ("python3-brotli", ""),
+    ("python3-zstandard", ""),
     ("iperf3", "iperf3"),
     ("dnsmasq-base", "dnsmasq"),
 ];

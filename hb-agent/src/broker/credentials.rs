@@ -21,7 +21,7 @@ use super::{
     error::{ApiError, Code},
     handles::{self, Owner},
     identity::Caller,
-    server::{AppState, CallerOf, JsonBody},
+    state::{AppState, CallerOf, JsonBody},
 };
 use crate::vault::Vault;
 

@@ -37,6 +37,10 @@ pub enum Code {
     NoCredential,
     DnsRejected,
     UpstreamError,
+    /// The upstream's answer is not delivered because the scrubber cannot read it: a
+    /// content or transfer coding hb does not decode, or (for a call made with a handle)
+    /// a body that is not text (`broker.allow_binary_responses`).
+    UnreadableResponse,
     Internal,
 }
 
@@ -56,7 +60,7 @@ impl Code {
             | Code::DnsRejected => StatusCode::FORBIDDEN,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::UpstreamError => StatusCode::BAD_GATEWAY,
+            Code::UpstreamError | Code::UnreadableResponse => StatusCode::BAD_GATEWAY,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -23,6 +23,7 @@ pub mod outbound;
 mod requests;
 mod server;
 pub mod sessions;
+mod state;
 
 use std::{
     collections::HashMap,
@@ -222,7 +223,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                         return;
                     }
                 };
-                let shared = Arc::new(server::Shared {
+                let shared = Arc::new(state::Shared {
                     config,
                     identity,
                     sessions,

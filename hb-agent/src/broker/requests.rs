@@ -1,21 +1,33 @@
 //! `POST /v1/requests`: an HTTP call made by the broker on the caller's behalf.
 //!
-//! The data path of one request: the body is read and checked (method, URL, headers, at
-//! most one of `body`/`body_base64`) → the caller's policy (its sandbox's, or
-//! `broker.host_policy`) → with a handle: the handle must be the caller's and live, the
-//! URL's host one of the integration's `hosts`, the method one of its `methods`, and the
-//! request must not bring its own credential (`Authorization`, `Proxy-Authorization`,
-//! the integration's auth header, or its auth query parameter, in any case: an **auth
-//! collision**, which revokes every handle of the execution); without a handle: only
-//! `broker.readonly_methods` → all of this before any socket opens → the credential is
-//! injected as the integration says (bearer, named header, query parameter) → the
-//! outbound path resolves through hb's validating resolver, connects to exactly a
-//! validated address and speaks HTTP(S) → the response headers and body are scrubbed
-//! (known token families, every stored credential, every live handle), and sanitized
-//! when the request asks (`"sanitize": "flag"|"redact"|"block"`) → out.
+//! The data path of one request, one function per phase:
+//! - [`parse`]: the body is read and checked (method, URL, headers, at most one of
+//!   `body`/`body_base64`).
+//! - [`decide`]: the caller's policy (its sandbox's, or `broker.host_policy`) judges
+//!   it, before any socket opens. With a handle: the handle must be the caller's and
+//!   live, the URL's host one of the integration's `hosts`, the method one of its
+//!   `methods`, and the request must not bring its own credential (`Authorization`,
+//!   `Proxy-Authorization`, the integration's auth header, or its auth query parameter,
+//!   in any case: an **auth collision**, which revokes every handle of the execution).
+//!   Without a handle the broker reaches no further than the caller could itself: only
+//!   `broker.readonly_methods`, no body, and only to a name in the policy's
+//!   `allow_domains` (matched as the resolver matches them) or an address in its
+//!   `allow_cidrs`. A followed redirect hop is judged the same way (`Decision::hop`).
+//! - [`inject`]: the credential goes where the integration says (bearer, named header,
+//!   query parameter).
+//! - [`send`]: the outbound path resolves through hb's validating resolver, connects to
+//!   exactly a validated address, speaks HTTP(S) asking for `identity` encoding, and
+//!   undoes any coding the upstream used anyway.
+//! - [`respond`]: a body the scrubber cannot read as text is refused for a call that
+//!   carried a credential (unless `broker.allow_binary_responses`); headers (names and
+//!   values) and body are scrubbed (known token families, every stored credential and
+//!   live handle, in their encodings, UTF-16 included), sanitized when asked
+//!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
+//!   can turn look-alike characters into a credential).
 //!
-//! Must never: open a connection for a request policy refused, send a credential to a
-//! host outside its integration, or return a byte the scrubber has not seen.
+//! Must never: open a connection for a request policy refused, reach a host the
+//! caller's policy does not, send a credential to a host outside its integration, or
+//! return a byte the scrubber has not seen.
 
 use std::sync::Arc;
 
@@ -29,15 +41,16 @@ use serde_json::Value;
 use super::{
     credentials::{acting, unknown_handle},
     error::{ApiError, Code},
-    handles::Entry,
+    handles::{Entry, Owner},
+    identity::Caller,
     outbound::{
-        CredentialQuery, HopDecision, OutboundRequest,
+        CredentialQuery, HopDecision, OutboundRequest, OutboundResponse,
         url::{Host, Target},
     },
-    server::{AppState, CallerOf, JsonBody, scrub_json},
+    state::{AppState, CallerOf, JsonBody, Shared, scrub_json},
 };
 use crate::{
-    config::{Auth, IntegrationConfig},
+    config::{Auth, IntegrationConfig, PolicyConfig},
     events::EventRecord,
     secret::Secret,
 };
@@ -105,7 +118,7 @@ fn collision(
 type Injected = (Vec<(HeaderName, HeaderValue)>, Option<CredentialQuery>);
 
 /// The credential, put where the integration says.
-fn inject(integration: &IntegrationConfig, secret: &Secret) -> Result<Injected, ApiError> {
+fn credential(integration: &IntegrationConfig, secret: &Secret) -> Result<Injected, ApiError> {
     let unusable = || {
         ApiError::new(
             Code::UpstreamError,
@@ -146,12 +159,77 @@ fn inject(integration: &IntegrationConfig, secret: &Secret) -> Result<Injected, 
     })
 }
 
+/// `POST /v1/requests`: the phases in order (see the module header).
 pub async fn request(
     State(shared): State<AppState>,
     CallerOf(caller): CallerOf,
     JsonBody(req): JsonBody<RequestIn>,
 ) -> Result<Json<Value>, ApiError> {
     let (policy, owner) = acting(&caller, &shared.config.broker.host_policy)?;
+    let call = Call {
+        shared: &shared,
+        caller: &caller,
+        policy: &policy,
+    };
+    let parsed = parse(req)?;
+    let decision = decide(&call, owner, &parsed)?;
+    let outbound = inject(&decision, &parsed)?;
+    let response = send(&call, &decision, &parsed, outbound).await?;
+    respond(&call, &decision, &parsed, response).await
+}
+
+/// Who asks, under which policy: what every phase audits with.
+struct Call<'a> {
+    shared: &'a Shared,
+    caller: &'a Caller,
+    policy: &'a str,
+}
+
+impl Call<'_> {
+    fn audit(&self, action: &str, decision: &str, detail: &str) {
+        self.shared
+            .audit_decision(self.caller, self.policy, action, decision, detail);
+    }
+
+    /// A refusal worth an operator's attention (a caller trying to go where its policy
+    /// does not, or bringing its own credential), on the event stream beside the
+    /// kernel's.
+    fn deny_event(&self, reason: &str, parsed: &Parsed, name: Option<String>) {
+        let caller = self.caller;
+        let _ = self.shared.events.send(Arc::new(EventRecord {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            hook: "broker".into(),
+            verdict: "deny".into(),
+            reason: reason.into(),
+            policy: self.policy.to_owned(),
+            cgroup_id: caller.sandbox.as_ref().map_or(0, |s| s.cgroup_id),
+            cgroup: Some(caller.cgroup.clone()),
+            pid: u32::try_from(caller.pid).unwrap_or(0),
+            tid: 0,
+            comm: String::new(),
+            family: String::new(),
+            protocol: "http".into(),
+            dst: parsed.target.host.to_string(),
+            port: parsed.target.port,
+            name,
+        }));
+    }
+}
+
+/// A request as the caller asked for it, checked for form.
+struct Parsed {
+    handle: Option<String>,
+    method: Method,
+    target: Target,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+    sanitize: Option<crate::sanitize::Mode>,
+    /// `METHOD scheme://authority`, for the audit log (never the path or query).
+    action: String,
+}
+
+/// Phase 1: method, URL, headers and body read and checked; nothing judged yet.
+fn parse(req: RequestIn) -> Result<Parsed, ApiError> {
     let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| bad(format!("\"{}\" is not an HTTP method", req.method)))?;
     let target = Target::parse(&req.url).map_err(|e| bad(format!("url: {e}")))?;
@@ -164,9 +242,9 @@ pub async fn request(
             .map_err(|e| bad(format!("header {name}: {e}")))?;
         headers.push(pair);
     }
-    let body = match (&req.body, &req.body_base64) {
+    let body = match (req.body, &req.body_base64) {
         (Some(_), Some(_)) => return Err(bad("give \"body\" or \"body_base64\", not both")),
-        (Some(b), None) => Bytes::from(b.clone().into_bytes()),
+        (Some(b), None) => Bytes::from(b.into_bytes()),
         (None, Some(b)) => Bytes::from(
             base64::engine::general_purpose::STANDARD
                 .decode(b)
@@ -179,171 +257,297 @@ pub async fn request(
         target.scheme.as_str(),
         target.authority()
     );
-
-    // Policy, before any socket opens.
-    let config = shared.config.clone();
-    let (entry, integration): (Option<Arc<Entry>>, Option<&IntegrationConfig>) = match &req.handle {
-        Some(h) => {
-            let entry = shared.handles.get(h, owner).ok_or_else(unknown_handle)?;
-            let integration = config
-                .integrations
-                .iter()
-                .find(|i| i.name.get_ref() == &entry.integration)
-                .ok_or_else(unknown_handle)?;
-            if !host_matches(integration, &target.host) {
-                shared.audit_decision(&caller, &policy, &action, "policy_denied", "host");
-                return Err(denied(format!(
-                    "host {} is not one of integration \"{}\"'s hosts ({}): the broker will not send its credential there",
-                    target.host,
-                    entry.integration,
-                    integration.hosts.join(", ")
-                )));
-            }
-            if !integration.methods.iter().any(|m| m == method.as_str()) {
-                shared.audit_decision(&caller, &policy, &action, "policy_denied", "method");
-                return Err(denied(format!(
-                    "method {method} is not allowed for integration \"{}\" (methods: {})",
-                    entry.integration,
-                    integration.methods.join(", ")
-                )));
-            }
-            if let Some(what) = collision(integration, &headers, &target) {
-                let revoked = shared.handles.end_execution(&entry.execution, owner);
-                shared.forget_handles(&revoked);
-                shared.audit_decision(&caller, &policy, &action, "auth_collision", &what);
-                shared.audit_execution_end(
-                    &caller,
-                    &policy,
-                    &entry.execution,
-                    "auth_collision",
-                    revoked.len(),
-                );
-                let _ = shared.events.send(Arc::new(EventRecord {
-                    time: humantime::format_rfc3339_millis(std::time::SystemTime::now())
-                        .to_string(),
-                    hook: "broker".into(),
-                    verdict: "deny".into(),
-                    reason: "auth_collision".into(),
-                    policy: policy.clone(),
-                    cgroup_id: caller.sandbox.as_ref().map_or(0, |s| s.cgroup_id),
-                    cgroup: Some(caller.cgroup.clone()),
-                    pid: u32::try_from(caller.pid).unwrap_or(0),
-                    tid: 0,
-                    comm: String::new(),
-                    family: String::new(),
-                    protocol: "http".into(),
-                    dst: target.host.to_string(),
-                    port: target.port,
-                    name: Some(entry.integration.clone()),
-                }));
-                return Err(ApiError::new(
-                    Code::AuthCollision,
-                    format!(
-                        "the request brings its own credential ({what}); the broker adds \
-                         integration \"{}\"'s credential itself. Every handle of execution \
-                         \"{}\" is revoked.",
-                        entry.integration, entry.execution
-                    ),
-                ));
-            }
-            (Some(entry), Some(integration))
-        }
-        None => {
-            let readonly = &shared.config.broker.readonly_methods;
-            if !readonly.iter().any(|m| m == method.as_str()) {
-                shared.audit_decision(&caller, &policy, &action, "policy_denied", "no handle");
-                return Err(denied(format!(
-                    "without a handle only {} are allowed (broker.readonly_methods); \
-                     {method} needs a handle for an integration",
-                    readonly.join(", ")
-                )));
-            }
-            (None, None)
-        }
-    };
-
-    let (credential_headers, credential_query) = match (&entry, &integration) {
-        (Some(e), Some(i)) => inject(i, &e.secret)?,
-        _ => (Vec::new(), None),
-    };
-    // A redirect inside the integration keeps the credential (the outbound path drops it
-    // anyway once the origin changes); one that leaves it goes on without the credential,
-    // and only for a read-only method, as a handle-less request would.
-    let hop_integration = integration;
-    let readonly = shared
-        .config
-        .broker
-        .readonly_methods
-        .iter()
-        .any(|m| m == method.as_str());
-    let hop = move |next: &Target| match &hop_integration {
-        Some(i) if !host_matches(i, &next.host) => {
-            if readonly {
-                HopDecision::Allow {
-                    keep_credential: false,
-                }
-            } else {
-                HopDecision::Deny
-            }
-        }
-        Some(_) => HopDecision::Allow {
-            keep_credential: true,
-        },
-        None if readonly => HopDecision::Allow {
-            keep_credential: false,
-        },
-        None => HopDecision::Deny,
-    };
-    let outbound = OutboundRequest {
+    Ok(Parsed {
+        handle: req.handle,
         method,
         target,
         headers,
+        body,
+        sanitize: req.sanitize,
+        action,
+    })
+}
+
+/// Where the caller's own policy lets it go: the names its resolver answers
+/// (`allow_domains`, matched by the resolver's own matcher) and the addresses of its
+/// `allow_cidrs`. A policy the config does not know reaches nothing.
+#[derive(Clone, Copy)]
+struct Reach<'a> {
+    policy: Option<&'a PolicyConfig>,
+}
+
+impl Reach<'_> {
+    fn allows(&self, host: &Host) -> bool {
+        let Some(p) = self.policy else { return false };
+        match host {
+            Host::Name(name) => crate::dns::names::allowed(&p.domains, name),
+            Host::Ip(addr) => p.allow.iter().any(|net| net.contains(addr)),
+        }
+    }
+}
+
+/// What policy decided for a request.
+struct Decision<'a> {
+    /// The handle's entry and its integration, for a call with a handle.
+    credential: Option<(Arc<Entry>, &'a IntegrationConfig)>,
+    reach: Reach<'a>,
+    /// The method is one of `broker.readonly_methods`.
+    readonly: bool,
+    has_body: bool,
+}
+
+impl Decision<'_> {
+    /// A redirect hop, judged like a request: inside the integration it keeps the
+    /// credential; anywhere else it goes on as a handle-less request would (read-only,
+    /// no body, within the caller's reach) and without the credential.
+    fn hop(&self, next: &Target) -> HopDecision {
+        if let Some((_, integration)) = &self.credential
+            && host_matches(integration, &next.host)
+        {
+            return HopDecision::Allow {
+                keep_credential: true,
+            };
+        }
+        if self.readonly && !self.has_body && self.reach.allows(&next.host) {
+            HopDecision::Allow {
+                keep_credential: false,
+            }
+        } else {
+            HopDecision::Deny
+        }
+    }
+}
+
+/// Phase 2: the caller's policy judges the request; nothing has been sent.
+fn decide<'a>(call: &Call<'a>, owner: Owner, parsed: &Parsed) -> Result<Decision<'a>, ApiError> {
+    let config = &call.shared.config;
+    let reach = Reach {
+        policy: config
+            .policies
+            .iter()
+            .find(|p| p.name.get_ref() == call.policy),
+    };
+    let readonly_methods = &config.broker.readonly_methods;
+    let readonly = readonly_methods.iter().any(|m| m == parsed.method.as_str());
+    let credential = match &parsed.handle {
+        Some(h) => Some(decide_with_handle(call, owner, parsed, h)?),
+        None => {
+            decide_without_handle(call, parsed, reach, readonly)?;
+            None
+        }
+    };
+    Ok(Decision {
+        credential,
+        reach,
+        readonly,
+        has_body: !parsed.body.is_empty(),
+    })
+}
+
+/// A call with a handle: the caller's live handle, the integration's hosts and
+/// methods, and no credential of the caller's own.
+fn decide_with_handle<'a>(
+    call: &Call<'a>,
+    owner: Owner,
+    parsed: &Parsed,
+    handle: &str,
+) -> Result<(Arc<Entry>, &'a IntegrationConfig), ApiError> {
+    let shared = call.shared;
+    let (target, action) = (&parsed.target, &parsed.action);
+    let entry = shared
+        .handles
+        .get(handle, owner)
+        .ok_or_else(unknown_handle)?;
+    let integration = call
+        .shared
+        .config
+        .integrations
+        .iter()
+        .find(|i| i.name.get_ref() == &entry.integration)
+        .ok_or_else(unknown_handle)?;
+    if !host_matches(integration, &target.host) {
+        call.audit(action, "policy_denied", "host");
+        return Err(denied(format!(
+            "host {} is not one of integration \"{}\"'s hosts ({}): the broker will not send its credential there",
+            target.host,
+            entry.integration,
+            integration.hosts.join(", ")
+        )));
+    }
+    if !integration
+        .methods
+        .iter()
+        .any(|m| m == parsed.method.as_str())
+    {
+        call.audit(action, "policy_denied", "method");
+        return Err(denied(format!(
+            "method {} is not allowed for integration \"{}\" (methods: {})",
+            parsed.method,
+            entry.integration,
+            integration.methods.join(", ")
+        )));
+    }
+    if let Some(what) = collision(integration, &parsed.headers, target) {
+        return Err(auth_collision(call, owner, parsed, &entry, &what));
+    }
+    Ok((entry, integration))
+}
+
+/// A call without a handle reaches no further than the caller could by itself.
+fn decide_without_handle(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    reach: Reach<'_>,
+    readonly: bool,
+) -> Result<(), ApiError> {
+    let action = &parsed.action;
+    if !readonly {
+        call.audit(action, "policy_denied", "no handle: method");
+        return Err(denied(format!(
+            "without a handle only {} are allowed (broker.readonly_methods); \
+             {} needs a handle for an integration",
+            call.shared.config.broker.readonly_methods.join(", "),
+            parsed.method
+        )));
+    }
+    if !parsed.body.is_empty() {
+        call.audit(action, "policy_denied", "no handle: body");
+        return Err(denied(
+            "a request without a handle carries no body: send data only with a handle for an \
+             integration that takes it",
+        ));
+    }
+    if !reach.allows(&parsed.target.host) {
+        call.audit(action, "policy_denied", "no handle: host");
+        call.deny_event("broker_host_not_in_policy", parsed, None);
+        let rule = match parsed.target.host {
+            Host::Name(_) => "allow_domains",
+            Host::Ip(_) => "allow_cidrs",
+        };
+        return Err(denied(format!(
+            "host {} is not in policy \"{}\"'s {rule}: without a handle the broker reaches only \
+             what the caller's policy lets it reach itself",
+            parsed.target.host, call.policy
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a request that brings its own credential: every handle of the execution is
+/// revoked, the refusal audited and sent as an event.
+fn auth_collision(
+    call: &Call<'_>,
+    owner: Owner,
+    parsed: &Parsed,
+    entry: &Entry,
+    what: &str,
+) -> ApiError {
+    let (shared, caller, policy) = (call.shared, call.caller, call.policy);
+    let revoked = shared.handles.end_execution(&entry.execution, owner);
+    shared.forget_handles(&revoked);
+    call.audit(&parsed.action, "auth_collision", what);
+    shared.audit_execution_end(
+        caller,
+        policy,
+        &entry.execution,
+        "auth_collision",
+        revoked.len(),
+    );
+    call.deny_event("auth_collision", parsed, Some(entry.integration.clone()));
+    ApiError::new(
+        Code::AuthCollision,
+        format!(
+            "the request brings its own credential ({what}); the broker adds \
+             integration \"{}\"'s credential itself. Every handle of execution \
+             \"{}\" is revoked.",
+            entry.integration, entry.execution
+        ),
+    )
+}
+
+/// Phase 3: the request as it will be sent, the credential in place.
+fn inject(decision: &Decision<'_>, parsed: &Parsed) -> Result<OutboundRequest, ApiError> {
+    let (credential_headers, credential_query) = match &decision.credential {
+        Some((entry, integration)) => credential(integration, &entry.secret)?,
+        None => (Vec::new(), None),
+    };
+    Ok(OutboundRequest {
+        method: parsed.method.clone(),
+        target: parsed.target.clone(),
+        headers: parsed.headers.clone(),
         credential_headers,
         credential_query,
-        body,
-    };
-    let response = match shared.outbound.send(outbound, &hop).await {
+        body: parsed.body.clone(),
+    })
+}
+
+/// Phase 4: out through the validating outbound path; every redirect hop is put to
+/// [`Decision::hop`]. One audit record per call: the decision, and the handle's use.
+async fn send(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    parsed: &Parsed,
+    outbound: OutboundRequest,
+) -> Result<OutboundResponse, ApiError> {
+    let hop = |next: &Target| decision.hop(next);
+    let response = match call.shared.outbound.send(outbound, &hop).await {
         Ok(r) => r,
         Err(e) => {
-            let code = e.code();
-            shared.audit_decision(&caller, &policy, &action, "error", &e.to_string());
-            return Err(ApiError::new(code, e.to_string()));
+            call.audit(&parsed.action, "error", &e.to_string());
+            return Err(ApiError::new(e.code(), e.to_string()));
         }
     };
-    // One record per call: the decision, and the handle's use when there is one.
-    match (&req.handle, &entry) {
-        (Some(h), Some(e)) => {
-            shared.audit_handle_use(&caller, &policy, h, e, &action, response.status)
-        }
-        _ => shared.audit_decision(
-            &caller,
-            &policy,
-            &action,
+    match (&parsed.handle, &decision.credential) {
+        (Some(h), Some((e, _))) => call.shared.audit_handle_use(
+            call.caller,
+            call.policy,
+            h,
+            e,
+            &parsed.action,
+            response.status,
+        ),
+        _ => call.audit(
+            &parsed.action,
             "allowed",
             &format!("status {}", response.status),
         ),
     }
+    Ok(response)
+}
 
-    // Everything that leaves: scrubbed.
-    let scrubbed = shared.scrubber.scrub(&response.body).bytes;
+/// Phase 5: what leaves is what the scrubber saw.
+async fn respond(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    parsed: &Parsed,
+    response: OutboundResponse,
+) -> Result<Json<Value>, ApiError> {
+    let shared = call.shared;
+    if decision.credential.is_some()
+        && !shared.config.broker.allow_binary_responses
+        && !readable_text(&response.body, content_type(&response.headers))
+    {
+        call.audit(
+            &parsed.action,
+            "unreadable_response",
+            "a body that is not text",
+        );
+        return Err(ApiError::new(
+            Code::UnreadableResponse,
+            "the upstream's body is not text the scrubber can read (UTF-8, or UTF-16 with a \
+             byte-order mark or charset): refused for a call made with a handle, since a \
+             credential inside it could not be found (broker.allow_binary_responses)",
+        ));
+    }
     let mut out = serde_json::Map::new();
     out.insert("status".into(), response.status.into());
-    let mut hdrs = serde_json::Map::new();
-    for (k, v) in response.headers {
-        let v = shared.scrubber.scrub_str(&v).0;
-        match hdrs.get_mut(&k) {
-            Some(Value::String(prev)) => {
-                prev.push_str(", ");
-                prev.push_str(&v);
-            }
-            _ => {
-                hdrs.insert(k, Value::String(v));
-            }
-        }
-    }
-    out.insert("headers".into(), Value::Object(hdrs));
+    out.insert(
+        "headers".into(),
+        Value::Object(scrub_headers(shared, response.headers)),
+    );
+    let scrubbed = shared.scrubber.scrub(&response.body).bytes;
     match String::from_utf8(scrubbed) {
-        Ok(text) => match req.sanitize {
+        Ok(text) => match parsed.sanitize {
             Some(mode) => {
                 let opts = crate::sanitize::Options {
                     mode,
@@ -353,13 +557,19 @@ pub async fn request(
                     tokio::task::spawn_blocking(move || crate::sanitize::sanitize(&text, &opts))
                         .await
                         .map_err(|_| ApiError::new(Code::Internal, "sanitizer task failed"))?;
-                let mut v = serde_json::to_value(&s).unwrap_or_default();
+                // Scrubbed again: normalising (full-width and other look-alikes to
+                // ASCII) can spell out a credential the first scrub did not see.
+                let v = scrub_json(
+                    &shared.scrubber,
+                    serde_json::to_value(&s).unwrap_or_default(),
+                );
+                let mut v = v;
                 let text = v
                     .as_object_mut()
                     .and_then(|o| o.remove("text"))
                     .unwrap_or(Value::Null);
                 out.insert("body".into(), text);
-                out.insert("sanitize".into(), scrub_json(&shared.scrubber, v));
+                out.insert("sanitize".into(), v);
             }
             None => {
                 out.insert("body".into(), Value::String(text));
@@ -375,6 +585,74 @@ pub async fn request(
         }
     }
     Ok(Json(Value::Object(out)))
+}
+
+/// Response headers, names and values scrubbed (an upstream may reflect a URL into
+/// either), repeated names joined with `, `.
+fn scrub_headers(
+    shared: &Shared,
+    headers: Vec<(String, String)>,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in headers {
+        let k = shared.scrubber.scrub_str(&k).0;
+        let v = shared.scrubber.scrub_str(&v).0;
+        match out.get_mut(&k) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            _ => {
+                out.insert(k, Value::String(v));
+            }
+        }
+    }
+    out
+}
+
+fn content_type(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether the scrubber can read `body` as text: UTF-8 (empty included), or UTF-16
+/// that says so (a byte-order mark, or `charset=utf-16`/`utf-16le`/`utf-16be` in
+/// `content_type`) and decodes without a lone surrogate. Anything else (archives,
+/// images, compressed or encrypted bytes) may hold a credential in a form no scrubber
+/// finds.
+fn readable_text(body: &[u8], content_type: Option<&str>) -> bool {
+    if std::str::from_utf8(body).is_ok() {
+        return true;
+    }
+    let charset = content_type
+        .and_then(|ct| {
+            ct.split(';')
+                .skip(1)
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+                .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    let (big_endian, units) = match (body, charset.as_str()) {
+        ([0xFF, 0xFE, rest @ ..], _) => (false, rest),
+        ([0xFE, 0xFF, rest @ ..], _) => (true, rest),
+        (_, "utf-16be") => (true, body),
+        (_, "utf-16" | "utf-16le") => (false, body),
+        _ => return false,
+    };
+    if units.len() % 2 != 0 {
+        return false;
+    }
+    let units = units.chunks_exact(2).map(|c| {
+        if big_endian {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_le_bytes([c[0], c[1]])
+        }
+    });
+    char::decode_utf16(units).all(|c| c.is_ok())
 }
 
 #[cfg(test)]
@@ -413,6 +691,115 @@ hosts = ["api.svc.test", "*.svc.test"]
         assert!(collision(&query, &[], &t("https://api.svc.test/x?API_KEY=1")).is_some());
         assert!(collision(&query, &[], &t("https://api.svc.test/x?a=1&api%5Fkey=1")).is_some());
         assert!(collision(&query, &[], &t("https://api.svc.test/x?api_keys=1")).is_none());
+    }
+
+    fn policy(text: &str) -> PolicyConfig {
+        let mut config = crate::config::Config::parse(text, "test").expect("config");
+        config.policies.remove(0)
+    }
+
+    #[test]
+    fn reach_is_the_policys_names_and_cidrs() {
+        let p = policy(
+            r#"
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+[[policy]]
+name = "p"
+allow_domains = ["allowed.test", "*.wild.test"]
+allow_cidrs = ["203.0.113.0/28"]
+"#,
+        );
+        let reach = Reach { policy: Some(&p) };
+        let t = |u: &str| Target::parse(u).expect("url").host;
+        for ok in [
+            "https://allowed.test/x?q=1",
+            "https://ALLOWED.test./",
+            "https://a.wild.test/",
+            "https://a.b.wild.test/",
+            "http://203.0.113.5/",
+            "http://[::ffff:203.0.113.5]/",
+            "http://3405803781/",
+        ] {
+            assert!(reach.allows(&t(ok)), "{ok}");
+        }
+        for no in [
+            "https://other.test/",
+            "https://allowed.test.evil/",
+            "https://wild.test/",
+            "https://sub.allowed.test/",
+            "http://203.0.113.16/",
+            "http://198.51.100.7/",
+            "http://[2001:db8::1]/",
+        ] {
+            assert!(!reach.allows(&t(no)), "{no}");
+        }
+        assert!(!Reach { policy: None }.allows(&t("https://allowed.test/")));
+    }
+
+    #[test]
+    fn redirect_hops_are_judged_as_requests() {
+        let p = policy("[[policy]]\nname = \"p\"\nallow_domains = [\"allowed.test\"]\n");
+        let t = |u: &str| Target::parse(u).expect("url");
+        let open = Decision {
+            credential: None,
+            reach: Reach { policy: Some(&p) },
+            readonly: true,
+            has_body: false,
+        };
+        let free = HopDecision::Allow {
+            keep_credential: false,
+        };
+        assert_eq!(open.hop(&t("https://allowed.test/next")), free);
+        assert_eq!(open.hop(&t("https://other.test/next")), HopDecision::Deny);
+        let with_body = Decision {
+            has_body: true,
+            ..open
+        };
+        assert_eq!(
+            with_body.hop(&t("https://allowed.test/next")),
+            HopDecision::Deny
+        );
+    }
+
+    #[test]
+    fn text_is_utf8_or_declared_utf16() {
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("héllo".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain("héllo".encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        let be_bare: Vec<u8> = "héllo".encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert!(readable_text(b"", None));
+        assert!(readable_text("plain ü".as_bytes(), None));
+        assert!(readable_text(&le, None));
+        assert!(readable_text(&be, Some("text/plain")));
+        assert!(readable_text(
+            &be_bare,
+            Some("text/plain; charset=\"UTF-16BE\"")
+        ));
+        assert!(!readable_text(
+            &be_bare[1..],
+            Some("text/plain; charset=utf-16be")
+        ));
+        // A lone surrogate is not text.
+        assert!(!readable_text(&[0xFF, 0xFE, 0x00, 0xD8, 0x41, 0x00], None));
+        // Archives and images.
+        assert!(!readable_text(
+            b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xff\xfe",
+            None
+        ));
+        assert!(!readable_text(
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\xff",
+            None
+        ));
+        assert!(!readable_text(
+            b"\x1f\x8b\x08\x00\x00\x00",
+            Some("text/plain")
+        ));
     }
 
     #[test]

@@ -8,20 +8,18 @@
 //! methods too.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State},
+    extract::{ConnectInfo, FromRequestParts, Request, State},
     http::{HeaderMap, StatusCode, request::Parts},
     middleware::{self, Next},
     response::{
@@ -32,190 +30,20 @@ use axum::{
     serve::{IncomingStream, Listener},
 };
 use futures_util::{Stream, StreamExt as _};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{UnixListener, UnixStream},
-    sync::{OwnedSemaphorePermit, Semaphore, broadcast},
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use super::{
     credentials,
     error::{ApiError, Code},
-    handles::{Entry, Handles},
-    identity::{Caller, Identity, Peer},
-    sessions::Sessions,
+    identity::{Caller, Peer},
+    state::{AppState, CallerOf, JsonBody, scrub_json},
 };
-use crate::{
-    audit::AuditLog,
-    config::Config,
-    events::EventRecord,
-    scrub::{LiveId, Scrubber},
-    secret::Secret,
-    vault::Vault,
-};
-
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub identity: Identity,
-    pub sessions: Sessions,
-    pub handles: Handles,
-    pub vault: Option<Arc<Mutex<Vault>>>,
-    pub scrubber: Arc<Scrubber>,
-    /// Live values registered with the scrubber: credential ids and handles.
-    pub protected: Mutex<HashMap<String, LiveId>>,
-    pub audit: Arc<AuditLog>,
-    pub outbound: Arc<super::outbound::Outbound>,
-    pub events: broadcast::Sender<Arc<EventRecord>>,
-    pub operator_uid: u32,
-    pub max_body: usize,
-    pub timeout: Duration,
-}
-
-pub type AppState = Arc<Shared>;
-
-fn caller_json(caller: &Caller, policy: &str) -> serde_json::Value {
-    json!({
-        "pid": caller.pid,
-        "uid": caller.uid,
-        "cgroup": caller.cgroup,
-        "policy": policy,
-    })
-}
-
-impl Shared {
-    /// Adds a decrypted credential (once per credential id) to what the scrubber removes
-    /// from everything leaving hb, in its encodings too.
-    pub fn protect(&self, credential_id: &str, secret: &Secret) {
-        let Ok(mut protected) = self.protected.lock() else {
-            return;
-        };
-        if protected.contains_key(credential_id) {
-            return;
-        }
-        match self.scrubber.register("live_secret", secret) {
-            Ok(id) => {
-                protected.insert(credential_id.to_owned(), id);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, credential = credential_id, "credential not scrubbed by value");
-            }
-        }
-    }
-
-    /// Handles are found by their family anyway; registering them also catches their
-    /// encodings. Forgotten again when the handle dies.
-    pub fn protect_handle(&self, handle: &str) {
-        if let Ok(id) = self
-            .scrubber
-            .register("hb_handle", &Secret::new(handle.as_bytes().to_vec()))
-            && let Ok(mut protected) = self.protected.lock()
-        {
-            protected.insert(handle.to_owned(), id);
-        }
-    }
-
-    pub fn forget_handles(&self, handles: &[String]) {
-        let Ok(mut protected) = self.protected.lock() else {
-            return;
-        };
-        for h in handles {
-            if let Some(id) = protected.remove(h) {
-                self.scrubber.unregister(id);
-            }
-        }
-    }
-
-    pub fn audit_decision(
-        &self,
-        caller: &Caller,
-        policy: &str,
-        action: &str,
-        decision: &str,
-        detail: &str,
-    ) {
-        self.audit.record(
-            "broker_decision",
-            json!({
-                "caller": caller_json(caller, policy),
-                "action": action,
-                "decision": decision,
-                "detail": detail,
-            }),
-        );
-    }
-
-    pub fn audit_handle(
-        &self,
-        caller: &Caller,
-        policy: &str,
-        step: &str,
-        handle: &str,
-        entry: &Entry,
-    ) {
-        self.audit.record(
-            "handle",
-            json!({
-                "caller": caller_json(caller, policy),
-                "step": step,
-                "handle": self.audit.fingerprint(handle),
-                "integration": entry.integration,
-                "account": entry.account,
-                "credential": entry.credential_id,
-                "execution": entry.execution,
-            }),
-        );
-    }
-
-    /// A call made with a handle: the decision and the handle's use, in one record.
-    pub fn audit_handle_use(
-        &self,
-        caller: &Caller,
-        policy: &str,
-        handle: &str,
-        entry: &Entry,
-        action: &str,
-        status: u16,
-    ) {
-        self.audit.record(
-            "handle",
-            json!({
-                "caller": caller_json(caller, policy),
-                "step": "used",
-                "handle": self.audit.fingerprint(handle),
-                "integration": entry.integration,
-                "account": entry.account,
-                "credential": entry.credential_id,
-                "execution": entry.execution,
-                "action": action,
-                "decision": "allowed",
-                "status": status,
-            }),
-        );
-    }
-
-    pub fn audit_execution_end(
-        &self,
-        caller: &Caller,
-        policy: &str,
-        execution: &str,
-        outcome: &str,
-        revoked: usize,
-    ) {
-        self.audit.record(
-            "handle",
-            json!({
-                "caller": caller_json(caller, policy),
-                "step": "execution_ended",
-                "execution": execution,
-                "outcome": outcome,
-                "revoked": revoked,
-            }),
-        );
-    }
-}
 
 // --- connections -------------------------------------------------------------------
 
@@ -381,9 +209,6 @@ async fn deadline(State(shared): State<AppState>, req: Request, next: Next) -> R
 
 // --- extractors --------------------------------------------------------------------
 
-/// The identified caller of this request.
-pub struct CallerOf(pub Caller);
-
 impl FromRequestParts<AppState> for CallerOf {
     type Rejection = ApiError;
 
@@ -402,28 +227,6 @@ impl FromRequestParts<AppState> for CallerOf {
             .identify(peer)
             .map_err(|e| ApiError::new(Code::UnknownCaller, e.to_string()))?;
         Ok(CallerOf(cache.get_or_init(|| caller).clone()))
-    }
-}
-
-/// A JSON body, read up to `broker.max_body_bytes`, with errors in our envelope.
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.max_body;
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    Code::TooLarge,
-                    format!("the request body is over broker.max_body_bytes ({limit} bytes)"),
-                )
-            })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::new(Code::BadRequest, format!("the request body: {e}")))
     }
 }
 
@@ -597,19 +400,4 @@ async fn sanitize(
     let value = serde_json::to_value(&result)
         .map_err(|_| ApiError::new(Code::Internal, "cannot encode the result"))?;
     Ok(Json(scrub_json(&shared.scrubber, value)))
-}
-
-/// Scrubs every string in a JSON value.
-pub fn scrub_json(scrubber: &Scrubber, value: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match value {
-        Value::String(s) => Value::String(scrubber.scrub_str(&s).0),
-        Value::Array(a) => Value::Array(a.into_iter().map(|v| scrub_json(scrubber, v)).collect()),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, v)| (k, scrub_json(scrubber, v)))
-                .collect(),
-        ),
-        other => other,
-    }
 }

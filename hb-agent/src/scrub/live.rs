@@ -259,7 +259,9 @@ fn window(bytes: &[u8]) -> [u8; WINDOW] {
 /// not, and the stable inner characters at each of the three byte offsets (the value
 /// inside a longer encoded text); percent-encoding (reserved bytes only, and every byte;
 /// upper and lower hex); hex (lower, upper); JSON string escaping (minimal, with `\/`,
-/// and ASCII-only `\uXXXX` as Python writes it). Duplicates removed.
+/// and ASCII-only `\uXXXX` as Python writes it); and each of these that is text, in
+/// UTF-16LE and UTF-16BE (a Windows tool's output, an API answering in UTF-16).
+/// Duplicates removed.
 pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
     let mut out: Vec<Zeroizing<Vec<u8>>> = vec![Zeroizing::new(value.to_vec())];
     for (padded, bare) in [(STANDARD, STANDARD_NO_PAD), (URL_SAFE, URL_SAFE_NO_PAD)] {
@@ -280,11 +282,30 @@ pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
         out.push(into_bytes(json_escape(text, true)));
         out.push(into_bytes(minimal));
     }
+    let wide: Vec<Zeroizing<Vec<u8>>> = out
+        .iter()
+        .filter_map(|f| std::str::from_utf8(f).ok())
+        .flat_map(|text| [utf16(text, false), utf16(text, true)])
+        .collect();
+    out.extend(wide);
     out.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
     out.dedup_by(|a, b| a.as_slice() == b.as_slice());
     out.into_iter()
         .map(|mut f| Secret::new(std::mem::take(&mut *f)))
         .collect()
+}
+
+/// `text` in UTF-16, little- or big-endian, without a byte-order mark.
+fn utf16(text: &str, big_endian: bool) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 2));
+    for unit in text.encode_utf16() {
+        out.extend_from_slice(&if big_endian {
+            unit.to_be_bytes()
+        } else {
+            unit.to_le_bytes()
+        });
+    }
+    out
 }
 
 fn into_bytes(mut s: Zeroizing<String>) -> Zeroizing<Vec<u8>> {
@@ -460,5 +481,22 @@ mod tests {
         assert!(has(&forms, r#"p/ss wörd\"1"#.as_bytes()));
         assert!(has(&forms, b"cC9zcyB3w7ZyZCIx"));
         assert!(has(&forms, b"p/ss w\xc3\xb6rd\"1"));
+        let le: Vec<u8> = "p/ss wörd\"1"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let be: Vec<u8> = "p/ss wörd\"1"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        assert_eq!(&le[..4], b"p\x00/\x00");
+        assert!(has(&forms, &le));
+        assert!(has(&forms, &be));
+        // The encodings in UTF-16 too (hex here).
+        let hex16: Vec<u8> = "702f73732077c3b672642231"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(has(&forms, &hex16));
     }
 }

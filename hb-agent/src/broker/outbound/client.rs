@@ -403,6 +403,11 @@ fn build(out: &Outgoing<'_>) -> Result<Request<Full<Bytes>>, OutboundError> {
     for (name, value) in out.headers.iter().chain(out.credential_headers) {
         headers.append(name.clone(), value.clone());
     }
+    // The body must come back as bytes the scrubber reads (see `headers::outgoing`).
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     Ok(req)
 }
 
@@ -422,5 +427,40 @@ fn http_err(target: &Target, e: &hyper::Error) -> OutboundError {
     OutboundError::Http {
         host: target.host.to_string(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request line carries the path in origin form, whatever the path looks like:
+    /// a path that reads like an authority (`//evil.test/…`) or an absolute URL cannot
+    /// make the request go, or be read as going, anywhere but the URL's host.
+    #[test]
+    fn request_target_is_origin_form_and_host_is_the_urls() {
+        for url in [
+            "https://allowed.test//evil.test/x",
+            "https://allowed.test/http://evil.test/x",
+            "https://allowed.test/%2F%2Fevil.test",
+        ] {
+            let target = Target::parse(url).expect("url");
+            let path = target.path_and_query.clone();
+            let body = Bytes::new();
+            let out = Outgoing {
+                method: &Method::GET,
+                target: &target,
+                path_and_query: &path,
+                headers: &[],
+                credential_headers: &[],
+                body: &body,
+            };
+            let req = build(&out).expect("request");
+            assert!(req.uri().authority().is_none(), "{url}: {}", req.uri());
+            assert!(req.uri().scheme().is_none(), "{url}");
+            assert!(req.uri().to_string().starts_with('/'), "{url}");
+            assert_eq!(req.headers()[header::HOST], "allowed.test", "{url}");
+            assert_eq!(req.headers()[header::ACCEPT_ENCODING], "identity", "{url}");
+        }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Owns: which caller headers reach the upstream (hop-by-hop headers describe the
 //! caller's connection to the broker, not ours to the upstream, and are dropped;
-//! `Content-Length` is recomputed from the body; `Host` comes from the URL and a
-//! caller's own is refused), which survive a redirect, and which response headers the
+//! `Content-Length` is recomputed from the body; `Accept-Encoding` is the broker's own
+//! (`identity`); `Host` comes from the URL and a caller's own is refused, as are
+//! method-override headers, which would let an allowed method act as another), which survive a redirect, and which response headers the
 //! caller may see (`Set-Cookie`, `Set-Cookie2`, `Authorization` and
 //! `Proxy-Authorization` are removed; `WWW-Authenticate` and `Proxy-Authenticate` keep
 //! their scheme names only, since realm and error parameters can echo a token).
@@ -21,6 +22,11 @@ pub enum HeaderError {
     Value(String),
     #[error("header \"host\" cannot be set: the broker sends the URL's host")]
     Host,
+    #[error(
+        "header \"{0}\" asks the upstream to act as another method: send that method itself, \
+         so policy judges it"
+    )]
+    MethodOverride(String),
 }
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), plus the non-standard
@@ -33,6 +39,20 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+];
+
+/// Caller headers never forwarded: the broker asks for `identity` itself, so what
+/// comes back is bytes the scrubber can read (a compressed body hides a credential
+/// from it).
+const NEGOTIATED_BY_BROKER: &[&str] = &["accept-encoding"];
+
+/// Caller headers that make many frameworks (Rails, Express, Spring, Google APIs) treat
+/// a request as another method: a GET a policy allows would act as the DELETE it does
+/// not. Refused.
+const METHOD_OVERRIDE: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// Response headers removed outright: they set or carry credentials.
@@ -84,7 +104,8 @@ fn check_value(name: &HeaderName, bytes: &[u8]) -> Result<(), HeaderError> {
 }
 
 /// The caller's headers as they may be sent: hop-by-hop ones (and any the `Connection`
-/// header names) and `Content-Length` dropped; `Host`, bad values refused.
+/// header names), `Accept-Encoding` and `Content-Length` dropped; `Host`, method
+/// overrides and bad values refused.
 pub fn outgoing(
     headers: &[(HeaderName, HeaderValue)],
 ) -> Result<Vec<(HeaderName, HeaderValue)>, HeaderError> {
@@ -93,6 +114,9 @@ pub fn outgoing(
         check_value(name, value.as_bytes())?;
         if name == header::HOST {
             return Err(HeaderError::Host);
+        }
+        if METHOD_OVERRIDE.contains(&name.as_str()) {
+            return Err(HeaderError::MethodOverride(name.to_string()));
         }
         if name == header::CONNECTION
             && let Ok(v) = value.to_str()
@@ -107,6 +131,7 @@ pub fn outgoing(
         .iter()
         .filter(|(name, _)| {
             !HOP_BY_HOP.contains(&name.as_str())
+                && !NEGOTIATED_BY_BROKER.contains(&name.as_str())
                 && !named_by_connection.contains(name)
                 && name != header::CONTENT_LENGTH
         })
@@ -289,6 +314,7 @@ mod tests {
                 HeaderName::from_static("x-private"),
                 hv("named by Connection"),
             ),
+            (header::ACCEPT_ENCODING, hv("gzip, br")),
             (header::ACCEPT, hv("application/json")),
             (HeaderName::from_static("x-request-id"), hv("42")),
         ];
@@ -298,6 +324,17 @@ mod tests {
             outgoing(&[(header::HOST, hv("internal.test"))]),
             Err(HeaderError::Host)
         );
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-http-method",
+            "X-Method-Override",
+        ] {
+            let pair = header(name, "DELETE").expect("valid header");
+            assert_eq!(
+                outgoing(&[pair]),
+                Err(HeaderError::MethodOverride(name.to_ascii_lowercase()))
+            );
+        }
     }
 
     #[test]

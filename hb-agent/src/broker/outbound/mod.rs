@@ -6,7 +6,9 @@
 //! through hb's own upstream client and every answer address judged against the deny
 //! ranges; IP literals judged the same way) → [`client`] (a connection pinned to exactly
 //! a validated address, TLS that checks the URL's host, HTTP/1.1, a small idle pool, the
-//! size limit) → [`headers`] (what goes out, what comes back) → redirects, when
+//! size limit, `Accept-Encoding: identity`) → [`headers`] (what goes out, what comes
+//! back) → [`decode`] (content and transfer codings undone within the size limit and a
+//! ratio, so the scrubber sees the bytes the caller will) → redirects, when
 //! `broker.follow_redirects` is on: each hop's URL is judged and resolved again and put
 //! to the caller's [`HopPolicy`]; the credential (the headers and query parameter the
 //! caller marks as such) is dropped for good once a hop leaves the first URL's origin
@@ -22,6 +24,7 @@
 //! header value, credential or body into an error or a log.
 
 pub mod client;
+pub mod decode;
 pub mod headers;
 pub mod resolve;
 pub mod url;
@@ -33,6 +36,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 use self::{
     client::{Client, Fetched, Outgoing},
+    decode::DecodeError,
     headers::HeaderError,
     resolve::{ResolveError, Resolver},
     url::{Target, UrlError},
@@ -69,8 +73,10 @@ pub enum OutboundError {
     RequestTarget,
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("redirect to {url} refused by policy")]
-    RedirectDenied { url: String },
+    /// `origin` is scheme://host[:port] only: the path and query of a Location are the
+    /// upstream's and may carry anything, the caller's data included.
+    #[error("redirect to {origin} refused by policy")]
+    RedirectDenied { origin: String },
     #[error("{host} answered {status} with a Location that cannot be followed: {problem}")]
     BadRedirect {
         host: String,
@@ -93,6 +99,8 @@ pub enum OutboundError {
     TooLarge { host: String, limit: usize },
     #[error("{host} did not answer within broker.upstream_timeout_secs ({secs} s)")]
     Timeout { host: String, secs: u64 },
+    #[error("{host}: {problem}")]
+    Decode { host: String, problem: DecodeError },
 }
 
 impl From<UrlError> for OutboundError {
@@ -124,7 +132,19 @@ impl OutboundError {
             | OutboundError::Connect { .. }
             | OutboundError::Tls { .. }
             | OutboundError::Http { .. } => Code::UpstreamError,
-            OutboundError::TooLarge { .. } => Code::TooLarge,
+            OutboundError::TooLarge { .. }
+            | OutboundError::Decode {
+                problem: DecodeError::TooLarge { .. },
+                ..
+            } => Code::TooLarge,
+            OutboundError::Decode {
+                problem: DecodeError::Unsupported { .. },
+                ..
+            } => Code::UnreadableResponse,
+            OutboundError::Decode {
+                problem: DecodeError::Corrupt { .. },
+                ..
+            } => Code::UpstreamError,
             OutboundError::Timeout { .. } => Code::Timeout,
         }
     }
@@ -154,8 +174,10 @@ pub struct OutboundRequest {
 pub struct OutboundResponse {
     pub status: u16,
     /// Lower-case names in the upstream's order, secret-bearing ones filtered (see
-    /// [`headers::incoming`]); non-UTF-8 bytes replaced.
+    /// [`headers::incoming`]); non-UTF-8 bytes replaced. Without `Content-Encoding`
+    /// and `Content-Length` when the body was decoded.
     pub headers: Vec<(String, String)>,
+    /// Decoded: no content or transfer coding left (see [`decode`]).
     pub body: Bytes,
     /// The URL that gave this response (after redirects), without the credential query.
     pub final_url: String,
@@ -188,6 +210,8 @@ impl<F: Fn(&Target) -> HopDecision + Send + Sync> HopPolicy for F {
 pub struct Outbound {
     resolver: Resolver,
     client: Client,
+    /// `broker.max_response_bytes`, also the limit of a decoded body.
+    max_response: usize,
     timeout: Duration,
     follow_redirects: bool,
 }
@@ -217,6 +241,7 @@ impl Outbound {
         Ok(Arc::new(Self {
             resolver,
             client: Client::new(tls, max_response),
+            max_response,
             timeout: Duration::from_secs(config.broker.upstream_timeout_secs),
             follow_redirects: config.broker.follow_redirects,
         }))
@@ -249,7 +274,7 @@ impl Outbound {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             let location = match location {
                 Some(l) if self.follow_redirects && is_redirect(fetched.status) => l,
-                _ => return Ok(respond(fetched, &target)),
+                _ => return respond(fetched, &target, self.max_response).await,
             };
             if hop == MAX_REDIRECTS {
                 return Err(OutboundError::TooManyRedirects {
@@ -307,13 +332,40 @@ fn is_redirect(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
 }
 
-fn respond(fetched: Fetched, target: &Target) -> OutboundResponse {
-    OutboundResponse {
+/// The response as the caller may see it: codings undone (on a blocking thread: a
+/// body of up to `max_response` bytes), secret-bearing headers filtered.
+async fn respond(
+    fetched: Fetched,
+    target: &Target,
+    max_response: usize,
+) -> Result<OutboundResponse, OutboundError> {
+    let decode_err = |problem| OutboundError::Decode {
+        host: target.host.to_string(),
+        problem,
+    };
+    let mut headers = headers::incoming(&fetched.headers);
+    // An empty body (HEAD, 204, 304) has nothing to decode, whatever its headers say.
+    let body = if !fetched.body.is_empty() && decode::is_encoded(&fetched.headers) {
+        let (map, body) = (fetched.headers, fetched.body);
+        let body = tokio::task::spawn_blocking(move || decode::decode(&map, body, max_response))
+            .await
+            .map_err(|_| OutboundError::Http {
+                host: target.host.to_string(),
+                reason: "the decoding task failed".into(),
+            })?
+            .map_err(decode_err)?;
+        headers.retain(|(name, _)| name != "content-encoding" && name != "content-length");
+        body
+    } else {
+        // An unknown coding is refused here too (is_encoded is true for it).
+        fetched.body
+    };
+    Ok(OutboundResponse {
         status: fetched.status,
-        headers: headers::incoming(&fetched.headers),
-        body: fetched.body,
+        headers,
+        body,
         final_url: target.to_string(),
-    }
+    })
 }
 
 /// What a request carries from hop to hop, and how a redirect changes it.
@@ -373,7 +425,7 @@ impl Carry {
         let keep_credential = match decision {
             HopDecision::Deny => {
                 return Err(OutboundError::RedirectDenied {
-                    url: to.to_string(),
+                    origin: format!("{}://{}", to.scheme.as_str(), to.authority()),
                 });
             }
             HopDecision::Allow { keep_credential } => keep_credential,
@@ -513,7 +565,7 @@ mod tests {
         assert_eq!(e.code(), Code::PolicyDenied);
         assert_eq!(
             e.to_string(),
-            "redirect to https://api.test/elsewhere refused by policy"
+            "redirect to https://api.test refused by policy"
         );
     }
 

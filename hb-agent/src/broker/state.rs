@@ -1,0 +1,240 @@
+//! What every endpoint shares: the broker's state ([`Shared`]: config, identity,
+//! handles, vault, scrubber, audit log, outbound path), the extractors endpoints take
+//! ([`CallerOf`], [`JsonBody`]) and the scrub of JSON answers.
+//!
+//! Owns the types the socket server and the endpoint modules (`credentials`,
+//! `requests`) both use, so that neither imports the other: the server builds the
+//! router from the endpoints, the endpoints import only this. (How a connection's
+//! caller is identified stays with the server, beside the connection it belongs to.)
+//! Must never: hold a secret outside the handle registry and the scrubber, or write one
+//! to the audit log (handles are fingerprinted).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::{
+    error::{ApiError, Code},
+    handles::{Entry, Handles},
+    identity::{Caller, Identity},
+    sessions::Sessions,
+};
+use crate::{
+    audit::AuditLog,
+    config::Config,
+    events::EventRecord,
+    scrub::{LiveId, Scrubber},
+    secret::Secret,
+    vault::Vault,
+};
+
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub identity: Identity,
+    pub sessions: Sessions,
+    pub handles: Handles,
+    pub vault: Option<Arc<Mutex<Vault>>>,
+    pub scrubber: Arc<Scrubber>,
+    /// Live values registered with the scrubber: credential ids and handles.
+    pub protected: Mutex<HashMap<String, LiveId>>,
+    pub audit: Arc<AuditLog>,
+    pub outbound: Arc<super::outbound::Outbound>,
+    pub events: broadcast::Sender<Arc<EventRecord>>,
+    pub operator_uid: u32,
+    pub max_body: usize,
+    pub timeout: Duration,
+}
+
+pub type AppState = Arc<Shared>;
+
+fn caller_json(caller: &Caller, policy: &str) -> serde_json::Value {
+    json!({
+        "pid": caller.pid,
+        "uid": caller.uid,
+        "cgroup": caller.cgroup,
+        "policy": policy,
+    })
+}
+
+impl Shared {
+    /// Adds a decrypted credential (once per credential id) to what the scrubber removes
+    /// from everything leaving hb, in its encodings too.
+    pub fn protect(&self, credential_id: &str, secret: &Secret) {
+        let Ok(mut protected) = self.protected.lock() else {
+            return;
+        };
+        if protected.contains_key(credential_id) {
+            return;
+        }
+        match self.scrubber.register("live_secret", secret) {
+            Ok(id) => {
+                protected.insert(credential_id.to_owned(), id);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, credential = credential_id, "credential not scrubbed by value");
+            }
+        }
+    }
+
+    /// Handles are found by their family anyway; registering them also catches their
+    /// encodings. Forgotten again when the handle dies.
+    pub fn protect_handle(&self, handle: &str) {
+        if let Ok(id) = self
+            .scrubber
+            .register("hb_handle", &Secret::new(handle.as_bytes().to_vec()))
+            && let Ok(mut protected) = self.protected.lock()
+        {
+            protected.insert(handle.to_owned(), id);
+        }
+    }
+
+    pub fn forget_handles(&self, handles: &[String]) {
+        let Ok(mut protected) = self.protected.lock() else {
+            return;
+        };
+        for h in handles {
+            if let Some(id) = protected.remove(h) {
+                self.scrubber.unregister(id);
+            }
+        }
+    }
+
+    pub fn audit_decision(
+        &self,
+        caller: &Caller,
+        policy: &str,
+        action: &str,
+        decision: &str,
+        detail: &str,
+    ) {
+        self.audit.record(
+            "broker_decision",
+            json!({
+                "caller": caller_json(caller, policy),
+                "action": action,
+                "decision": decision,
+                "detail": detail,
+            }),
+        );
+    }
+
+    pub fn audit_handle(
+        &self,
+        caller: &Caller,
+        policy: &str,
+        step: &str,
+        handle: &str,
+        entry: &Entry,
+    ) {
+        self.audit.record(
+            "handle",
+            json!({
+                "caller": caller_json(caller, policy),
+                "step": step,
+                "handle": self.audit.fingerprint(handle),
+                "integration": entry.integration,
+                "account": entry.account,
+                "credential": entry.credential_id,
+                "execution": entry.execution,
+            }),
+        );
+    }
+
+    /// A call made with a handle: the decision and the handle's use, in one record.
+    pub fn audit_handle_use(
+        &self,
+        caller: &Caller,
+        policy: &str,
+        handle: &str,
+        entry: &Entry,
+        action: &str,
+        status: u16,
+    ) {
+        self.audit.record(
+            "handle",
+            json!({
+                "caller": caller_json(caller, policy),
+                "step": "used",
+                "handle": self.audit.fingerprint(handle),
+                "integration": entry.integration,
+                "account": entry.account,
+                "credential": entry.credential_id,
+                "execution": entry.execution,
+                "action": action,
+                "decision": "allowed",
+                "status": status,
+            }),
+        );
+    }
+
+    pub fn audit_execution_end(
+        &self,
+        caller: &Caller,
+        policy: &str,
+        execution: &str,
+        outcome: &str,
+        revoked: usize,
+    ) {
+        self.audit.record(
+            "handle",
+            json!({
+                "caller": caller_json(caller, policy),
+                "step": "execution_ended",
+                "execution": execution,
+                "outcome": outcome,
+                "revoked": revoked,
+            }),
+        );
+    }
+}
+
+/// The identified caller of this request. Its extractor lives with the connection it
+/// comes from (`server`), where the caller is identified.
+pub struct CallerOf(pub Caller);
+
+/// A JSON body, read up to `broker.max_body_bytes`, with errors in our envelope.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.max_body;
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    Code::TooLarge,
+                    format!("the request body is over broker.max_body_bytes ({limit} bytes)"),
+                )
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::new(Code::BadRequest, format!("the request body: {e}")))
+    }
+}
+
+/// Scrubs every string in a JSON value.
+pub fn scrub_json(scrubber: &Scrubber, value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(scrubber.scrub_str(&s).0),
+        Value::Array(a) => Value::Array(a.into_iter().map(|v| scrub_json(scrubber, v)).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, scrub_json(scrubber, v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
