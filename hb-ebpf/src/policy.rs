@@ -32,9 +32,9 @@ use aya_ebpf::{
     },
 };
 use hb_common::{
-    Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, Nat64Key, POLICY_AUDIT,
-    POLICY_INBOUND, PolicyCidr4, PolicyCidr6, PolicyInfo, SOCK_ADMIT_SENDMSG, SockDest, limits,
-    reason, rule, verdict,
+    AF_INET, AF_INET6, Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, Nat64Key,
+    POLICY_AUDIT, POLICY_INBOUND, PolicyCidr4, PolicyCidr6, PolicyInfo, SOCK_ADMIT_SENDMSG,
+    SockDest, limits, reason, rule, verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -276,8 +276,20 @@ pub(crate) fn embedded_v4(a: &[u8; 16]) -> Embedded {
 /// a connected or accepted peer: a connected UDP socket that also sends elsewhere keeps
 /// its established flow. A full map is counted; the flow then meets the full verdict in
 /// `cgroup_skb/egress`, which fails closed.
+///
+/// An IPv4-mapped peer of an IPv6 socket is recorded as the IPv4 address: that is what
+/// its packets carry.
 #[inline(always)]
 pub(crate) fn admit(cookie: u64, family: u16, addr: [u8; 16], flags: u32) {
+    let (family, addr) = match embedded_mapped(family, &addr) {
+        Some(v4) => (
+            AF_INET,
+            [
+                v4[0], v4[1], v4[2], v4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        ),
+        None => (family, addr),
+    };
     // SAFETY: the value is copied out at once.
     if let Some(old) = unsafe { SOCK_DEST.get(cookie) }.copied()
         && ((old.family == family && old.addr == addr)
@@ -294,6 +306,13 @@ pub(crate) fn admit(cookie: u64, family: u16, addr: [u8; 16], flags: u32) {
     if SOCK_DEST.insert(cookie, dest, 0).is_err() {
         count(Counter::MapFull);
     }
+}
+
+/// The IPv4 address of an IPv4-mapped IPv6 address (`::ffff:0:0/96`).
+#[inline(always)]
+fn embedded_mapped(family: u16, a: &[u8; 16]) -> Option<[u8; 4]> {
+    (family == AF_INET6 && a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff)
+        .then_some([a[12], a[13], a[14], a[15]])
 }
 
 /// Whether `addr` is the peer admitted for socket `cookie`.

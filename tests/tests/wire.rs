@@ -414,8 +414,11 @@ import errno, socket, struct, sys
 ip, tport, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def err(e): return errno.errorcode.get(e.errno, str(e.errno))
 t = socket.create_connection((ip, tport), timeout=3)
+# The same host through an IPv6 socket (IPv4-mapped): its packets are IPv4.
+m = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); m.settimeout(3); m.connect(("::ffff:" + ip, tport))
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect((ip, uport))
 t.sendall(b"before\n"); print("tcp before:", t.recv(100).decode().strip(), flush=True)
+m.sendall(b"before\n"); m.recv(100)
 u.send(b"udp-before")
 print("ready", flush=True)
 sys.stdin.readline()
@@ -423,6 +426,10 @@ try:
     t.sendall(b"after\n"); print("tcp after:", t.recv(100).decode().strip(), flush=True)
 except OSError as e:
     print("tcp after:", err(e), flush=True)
+try:
+    m.sendall(b"mapped\n"); print("mapped after:", m.recv(100).decode().strip(), flush=True)
+except OSError as e:
+    print("mapped after:", err(e), flush=True)
 try:
     u.send(b"udp-after"); print("udp after: sent", flush=True)
 except OSError as e:
@@ -519,6 +526,10 @@ fn established_flows_outlive_their_address_but_new_flows_do_not() {
     assert!(
         text.contains("tcp after: after"),
         "the established TCP connection broke at expiry: {text}"
+    );
+    assert!(
+        text.contains("mapped after: mapped"),
+        "the established IPv4-mapped connection broke at expiry: {text}"
     );
     assert!(text.contains("udp after: sent"), "{text}");
     assert_eq!(
