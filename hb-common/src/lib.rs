@@ -37,8 +37,10 @@ pub mod map_names {
     /// policies or rules, so kernel-side caches know when to forget.
     pub const GENERATION: &str = "HB_GENERATION";
     /// Per-CPU array of one [`FlowCache`](crate::FlowCache): `cgroup_skb/egress`'s memory
-    /// of the last flow it passed.
-    pub const SKB_CACHE: &str = "HB_SKB_CACHE";
+    /// of the last flow it passed. (Named anew when `FlowCache` gained the socket cookie:
+    /// an agent adopting the pins of an older one must not reuse a map whose values are
+    /// shorter, which the verifier would refuse.)
+    pub const SKB_CACHE: &str = "HB_SKB_FLOWS";
     /// Array of one [`DnsConfig`](crate::DnsConfig): where sandbox DNS is redirected.
     pub const DNS: &str = "HB_DNS";
     /// LRU hash: socket cookie → [`DnsOrig`](crate::DnsOrig), the nameserver a redirected

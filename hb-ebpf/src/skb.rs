@@ -97,7 +97,7 @@ const TCP_NEW_SYN_RECV: u32 = 12;
 #[map(name = "HB_GENERATION")]
 static GENERATION: Array<u64> = Array::pinned(1, 0);
 
-#[map(name = "HB_SKB_CACHE")]
+#[map(name = "HB_SKB_FLOWS")]
 static SKB_CACHE: PerCpuArray<FlowCache> = PerCpuArray::pinned(1, 0);
 
 /// A packet's destination and the header facts the verdict and the event need.
