@@ -10,9 +10,9 @@
 //!    dropped, reason `source_route`; an extension-header chain or option list we cannot
 //!    walk to its end is treated the same (fail closed: it could hide one);
 //! 2. the socket's admitted peer (`HB_SOCK_DEST`, recorded by the connect/sendmsg hooks
-//!    and the DNS redirect, or by the inbound path for an accepted connection) → passed
-//!    without further judgement: established flows outlive their address's expiry
-//!    (DESIGN.md: expiry only stops new connections);
+//!    for validated addresses and by the DNS redirect, or by the inbound path for an
+//!    accepted connection) → passed without further judgement: established flows
+//!    outlive their address's expiry (DESIGN.md: expiry only stops new connections);
 //! 3. hb's resolver (redirected DNS on loopback, the resolver's ports) → passed;
 //! 4. anything else → the full verdict of `policy::judge4|judge6` (deny ranges,
 //!    exceptions, static CIDRs, validated addresses with expiry, NAT64): ICMP echo from

@@ -12,11 +12,14 @@
 //! DNS to port 53 is rewritten here, before judgement, to the agent's resolver for the
 //! policy (see `dns`); the resolver then decides what the sandbox may resolve.
 //!
-//! Every admitted destination (the resolver's address for a redirected query) is recorded
-//! as the socket's peer in `HB_SOCK_DEST` under its socket cookie, so `cgroup_skb/egress`
-//! passes that socket's packets to exactly that peer without judging them again: an
-//! established connection keeps working after its validated address expires (expiry only
-//! stops new connections), while the same address from another socket is judged afresh.
+//! A destination admitted as a validated address (and the resolver's address for a
+//! redirected query) is recorded as the socket's peer in `HB_SOCK_DEST` under its socket
+//! cookie, so `cgroup_skb/egress` passes that socket's packets to exactly that peer
+//! without judging them again: an established connection keeps working after its
+//! validated address expires (expiry only stops new connections), while the same address
+//! from another socket is judged afresh. A destination admitted by a static CIDR is not
+//! recorded: it does not expire, so the packet hook's own verdict passes its packets as
+//! long as the policy holds the CIDR (and a connect stays one LPM lookup).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
@@ -204,7 +207,12 @@ fn finish(
     match judgement {
         Judgement::Allow(counter) => {
             policy::count(counter);
-            policy::admit(dns::cookie(ctx), family, addr, admit_flags(hook));
+            // Only a validated address can expire under an established flow; a static
+            // CIDR gets the same verdict per packet for as long as the policy holds it,
+            // so its connects (the benchmark's) skip the map update.
+            if counter == Counter::AllowAddr {
+                policy::admit(dns::cookie(ctx), family, addr, admit_flags(hook));
+            }
             ALLOW
         }
         Judgement::Deny(reason, counter) => {
