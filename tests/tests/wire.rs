@@ -138,6 +138,16 @@ try:
         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RTHDR, srh)
         s.sendto(b"hb-exfil", (dst, port))
+    elif mode == "udp6-hbh-rthdr":
+        # A hop-by-hop header (PadN) first: the routing header hides one header deep.
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RTHDR, srh)
+        s.sendto(b"hb-exfil", (dst, port))
+    elif mode == "udp6-hbh":
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+        s.sendto(b"hb-exfil", (dst, port))
     elif mode == "udp6-connected":
         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         s.connect((dst, port))
@@ -155,6 +165,11 @@ try:
     elif mode == "udp4-lsrr":
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, lsrr)
+        s.sendto(b"hb-exfil", (dst, port))
+    elif mode == "udp4-rr":
+        # Record route (option 7): changes nothing about where the packet goes.
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([7, 7, 4, 0, 0, 0, 0, 1]))
         s.sendto(b"hb-exfil", (dst, port))
     elif mode == "tcp4-lsrr":
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -208,6 +223,10 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
         // layer stops it.
         ("udp6-cmsg", "65534", OTHER6, ALLOWED6, port6),
         ("tcp6", "65534", OTHER6, ALLOWED6, tport6),
+        // Hop-by-hop options need CAP_NET_RAW: a root sandbox has it. The segment is the
+        // allowed address itself, so only the routing header (one header deep) can
+        // stop the packet.
+        ("udp6-hbh-rthdr", "root", ALLOWED6, ALLOWED6, port6),
         // IPv4 source routes need CAP_NET_RAW on this kernel (IP_OPTIONS with LSRR is
         // EPERM for uid 65534): a root sandbox has it.
         ("udp4-lsrr", "root", OTHER4, ALLOWED4, port4),
@@ -257,8 +276,8 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
         skb_drop(e, "source_route", OTHER4) && e["family"] == "ipv4"
     });
 
-    // The same sockets without the header reach the allowed address: only the header
-    // was refused.
+    // The same sockets without the routing header reach the allowed address: only the
+    // header was refused (and a hop-by-hop header is walked over, not refused).
     let got = sandboxed(
         &env,
         "narrow",
@@ -267,12 +286,31 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
         &["udp", ALLOWED6, &port6.to_string()],
     );
     assert_eq!(got, "OK");
+    let got = sandboxed(
+        &env,
+        "narrow",
+        "root",
+        PY_SOURCE_ROUTE,
+        &["udp6-hbh", OTHER6, ALLOWED6, &port6.to_string()],
+    );
+    assert_eq!(got, "SENT", "hop-by-hop options alone");
     settle();
     assert_eq!(
         allowed6_udp.received(),
-        1,
-        "plain datagram to the allowed address"
+        2,
+        "plain and hop-by-hop datagrams to the allowed address"
     );
+    // IPv4 options other than source routes pass.
+    let got = sandboxed(
+        &env,
+        "narrow",
+        "65534",
+        PY_SOURCE_ROUTE,
+        &["udp4-rr", OTHER4, ALLOWED4, &port4.to_string()],
+    );
+    assert_eq!(got, "SENT", "record-route option");
+    settle();
+    assert_eq!(allowed4_udp.received(), 1, "record-route datagram");
 }
 
 /// A plain datagram or connection (no extension header), for the positive controls.
