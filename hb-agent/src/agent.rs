@@ -198,6 +198,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let mut maps = Maps::open(&bpffs)?;
     let ids = maps.sync_policies(&config)?;
     maps.sync_rules(&config, &ids)?;
+    maps.sync_nat64(&config)?;
     // The resolver listens before the kernel sends it anything.
     let (dns_events_tx, mut dns_events) = tokio::sync::mpsc::channel(1024);
     let dns = if config.dns.redirect {

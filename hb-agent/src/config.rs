@@ -230,12 +230,19 @@ pub struct EgressConfig {
     pub deny_cidrs: DenyCidrs,
     /// Carve-outs from `deny_cidrs`.
     pub exception_cidrs: Vec<Spanned<String>>,
+    /// IPv6 prefixes a NAT64 translator on the network serves (RFC 6052 lengths 32, 40,
+    /// 48, 56, 64 or 96): an address under one is judged, in the kernel and by the
+    /// resolvers, as the IPv4 address it embeds. `64:ff9b::/96` is judged so always.
+    pub nat64_prefixes: Vec<Spanned<String>>,
     /// `deny_cidrs`, parsed (filled by validation).
     #[serde(skip)]
     pub deny: Vec<IpNet>,
     /// `exception_cidrs`, parsed (filled by validation).
     #[serde(skip)]
     pub exceptions: Vec<IpNet>,
+    /// `nat64_prefixes`, parsed (filled by validation).
+    #[serde(skip)]
+    pub nat64: Vec<ipnet::Ipv6Net>,
 }
 
 impl Default for EgressConfig {
@@ -243,8 +250,10 @@ impl Default for EgressConfig {
         Self {
             deny_cidrs: DenyCidrs::Default,
             exception_cidrs: Vec::new(),
+            nat64_prefixes: vec![Spanned::new(0..0, egress::WELL_KNOWN_NAT64.into())],
             deny: Vec::new(),
             exceptions: Vec::new(),
+            nat64: Vec::new(),
         }
     }
 }
@@ -775,8 +784,42 @@ impl Config {
             }
             policy.domains = domains;
         }
+        let mut nat64 = Vec::new();
+        for (i, p) in self.egress.nat64_prefixes.iter().enumerate() {
+            let span = p.span();
+            // A default entry has no span in the text; its line is the key's, if any.
+            let line = if span.end == 0 {
+                key_line("nat64_prefixes")
+            } else {
+                line_of(text, span.start)
+            };
+            let net = egress::parse_nat64_prefix(p.get_ref()).map_err(|message| {
+                ConfigError::Invalid {
+                    origin: origin.into(),
+                    key: format!("egress.nat64_prefixes[{i}]"),
+                    line,
+                    message,
+                }
+            })?;
+            if !nat64.contains(&net) {
+                nat64.push(net);
+            }
+        }
+        if nat64.len() > hb_common::limits::NAT64_PREFIXES as usize {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "egress.nat64_prefixes".into(),
+                line: key_line("nat64_prefixes"),
+                message: format!(
+                    "{} prefixes configured; at most {} fit the kernel's table",
+                    nat64.len(),
+                    hb_common::limits::NAT64_PREFIXES
+                ),
+            });
+        }
         self.egress.deny = deny;
         self.egress.exceptions = exceptions;
+        self.egress.nat64 = nat64;
         Ok(())
     }
 
@@ -935,6 +978,30 @@ mod tests {
         );
         let e = err("[broker]\nupstream_timeout_secs = 86401\n");
         assert!(e.contains("86401 is outside 1..=86400"), "{e}");
+    }
+
+    #[test]
+    fn nat64_prefixes_default_and_rfc6052_lengths_only() {
+        let c = Config::parse("", "t").expect("defaults");
+        assert_eq!(c.egress.nat64, vec!["64:ff9b::/96".parse().expect("net")]);
+        let c = Config::parse(
+            "[egress]\nnat64_prefixes = [\"2001:db8:64::/96\", \"2001:db8:100::/40\"]\n",
+            "t",
+        )
+        .expect("network-specific prefixes");
+        assert_eq!(c.egress.nat64.len(), 2);
+        let e = err("[egress]\nnat64_prefixes = [\n  \"64:ff9b::/96\",\n  \"2001:db8::/33\",\n]\n");
+        assert!(
+            e.contains("egress.nat64_prefixes[1]") && e.contains("line 4") && e.contains("33"),
+            "{e}"
+        );
+        let e = err("[egress]\nnat64_prefixes = [\"10.0.0.0/8\"]\n");
+        assert!(
+            e.contains("egress.nat64_prefixes[0]") && e.contains("IPv6"),
+            "{e}"
+        );
+        let e = err("[egress]\nnat64_prefixes = [\"2001:db8:64::1/96\"]\n");
+        assert!(e.contains("host bits"), "{e}");
     }
 
     #[test]

@@ -1,10 +1,70 @@
 //! The default deny ranges: where a sandbox may never connect unless an operator carves
-//! the range out with `egress.exception_cidrs`.
+//! the range out with `egress.exception_cidrs`; and the judgement of IPv6 addresses that
+//! carry an IPv4 one (IPv4-mapped, NAT64 prefixes from `egress.nat64_prefixes`), which
+//! the resolvers share with the kernel (hb-ebpf `policy::embedded_v4`).
 //!
-//! Owns: the named list and its sources. Must never: shrink silently — every entry below
-//! is there for a reason written beside it, and tests check the notorious ones.
+//! Owns: the named list and its sources, the NAT64 prefix rules (RFC 6052) and
+//! [`denied`]. Must never: shrink silently — every entry below is there for a reason
+//! written beside it, and tests check the notorious ones.
 
-use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv6Net};
+
+/// RFC 6052's well-known NAT64 prefix: judged as NAT64 whether configured or not (the
+/// kernel does the same), so an empty `egress.nat64_prefixes` opens nothing.
+pub const WELL_KNOWN_NAT64: &str = "64:ff9b::/96";
+
+/// Parses one `egress.nat64_prefixes` entry: an IPv6 prefix of a length RFC 6052 (section
+/// 2.2) defines an embedding for, without host bits.
+pub fn parse_nat64_prefix(s: &str) -> Result<Ipv6Net, String> {
+    let net: Ipv6Net = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not an IPv6 prefix (expected e.g. \"64:ff9b::/96\")"))?;
+    if !hb_common::NAT64_PREFIX_LENS.contains(&net.prefix_len()) {
+        return Err(format!(
+            "\"{s}\" has prefix length {}; RFC 6052 defines NAT64 prefixes of length 32, 40, \
+             48, 56, 64 or 96 only",
+            net.prefix_len()
+        ));
+    }
+    if net != net.trunc() {
+        return Err(format!(
+            "\"{s}\" has host bits set (did you mean {}?)",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// The IPv4 address an IPv6 address stands for when traffic to it reaches an IPv4 host:
+/// IPv4-mapped (`::ffff:0:0/96`), or under a NAT64 prefix (the longest of `nat64` and
+/// the well-known one that contains it, with its RFC 6052 embedding).
+pub fn embedded_v4(v6: Ipv6Addr, nat64: &[Ipv6Net]) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let o = v6.octets();
+    if o[..12] == [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0] {
+        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    let prefix = nat64
+        .iter()
+        .filter(|p| p.contains(&v6))
+        .max_by_key(|p| p.prefix_len())?;
+    hb_common::nat64_embedded(&o, u32::from(prefix.prefix_len())).map(Ipv4Addr::from)
+}
+
+/// Whether an answer address lies in a deny range and no exception; IPv6 addresses that
+/// carry an IPv4 one (mapped, NAT64) are judged by it, as the kernel does.
+pub fn denied(deny: &[IpNet], except: &[IpNet], nat64: &[Ipv6Net], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => embedded_v4(v6, nat64).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    deny.iter().any(|n| n.contains(&ip)) && !except.iter().any(|n| n.contains(&ip))
+}
 
 /// The special-purpose ranges denied by default (`deny_cidrs = "default"`).
 ///
@@ -121,6 +181,77 @@ mod tests {
             "ff02::1",
         ] {
             assert!(denied(ip), "{ip} must be denied by default");
+        }
+    }
+
+    #[test]
+    fn nat64_addresses_are_judged_by_the_ipv4_they_embed() {
+        let nat64: Vec<Ipv6Net> = ["2001:db8:64::/96", "2001:db8:100::/40", "2001:db8:200::/64"]
+            .iter()
+            .map(|p| parse_nat64_prefix(p).expect("prefix"))
+            .collect();
+        let deny = default_deny();
+        let except: Vec<IpNet> = vec!["2001:db8::/32".parse().expect("net")];
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        // /96: the last 32 bits.
+        assert!(super::denied(
+            &deny,
+            &except,
+            &nat64,
+            ip("2001:db8:64::a00:1")
+        ));
+        assert!(!super::denied(
+            &deny,
+            &except,
+            &nat64,
+            ip("2001:db8:64::808:808")
+        ));
+        // /40: 10.1.2.3 as 0a01:02 | u | 03.
+        assert!(super::denied(
+            &deny,
+            &except,
+            &nat64,
+            ip("2001:db8:10a:102:3::")
+        ));
+        // /64: after the u octet.
+        assert!(super::denied(
+            &deny,
+            &except,
+            &nat64,
+            ip("2001:db8:200:0:a9:fea9:fe00:0")
+        ));
+        // Outside every prefix: the IPv6 address itself, carved out here.
+        assert!(!super::denied(
+            &deny,
+            &except,
+            &nat64,
+            ip("2001:db8:65::a00:1")
+        ));
+        // The well-known prefix needs no configuration.
+        assert!(super::denied(&deny, &except, &[], ip("64:ff9b::7f00:1")));
+        assert_eq!(
+            embedded_v4("2001:db8:10a:102:3::".parse().expect("ip"), &nat64),
+            Some(Ipv4Addr::new(10, 1, 2, 3))
+        );
+    }
+
+    #[test]
+    fn nat64_prefix_lengths_are_those_of_rfc6052() {
+        for ok in [
+            "64:ff9b::/96",
+            "2001:db8::/32",
+            "2001:db8:100::/40",
+            "2001:db8:1::/48",
+        ] {
+            parse_nat64_prefix(ok).expect(ok);
+        }
+        for bad in [
+            "2001:db8::/33",
+            "2001:db8::/128",
+            "10.0.0.0/8",
+            "2001:db8::1/96",
+        ] {
+            assert!(parse_nat64_prefix(bad).is_err(), "{bad}");
         }
     }
 

@@ -34,7 +34,8 @@ pub struct EventRecord {
     pub hook: String,
     /// `deny` or `audit`.
     pub verdict: String,
-    /// `deny_range`, `not_allowed`, `embedded_deny_range`, `source_route`, `inbound`.
+    /// `deny_range`, `not_allowed`, `embedded_deny_range`, `source_route` (a packet with
+    /// an IPv6 routing header or IPv4 source route), `inbound`; the resolver's own.
     pub reason: String,
     pub policy: String,
     pub cgroup_id: u64,

@@ -15,9 +15,9 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key,
 };
 use hb_common::{
-    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, POLICY_AUDIT, POLICY_IN_USE,
-    POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names,
-    pin_dirs, rule,
+    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, Nat64Key, POLICY_AUDIT,
+    POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo,
+    limits, map_names, pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -85,6 +85,7 @@ pub struct Maps {
     pub rules6: LpmTrie<MapData, PolicyCidr6, u32>,
     pub counters: PerCpuArray<MapData, u64>,
     pub cg_stats: PerCpuHashMap<MapData, u64, CgroupStats>,
+    pub nat64: LpmTrie<MapData, Nat64Key, u32>,
     generation: Array<MapData, u64>,
     dns: Array<MapData, DnsConfig>,
 }
@@ -110,6 +111,7 @@ impl Maps {
             rules6: open_typed(bpffs_dir, map_names::RULES6)?,
             counters: open_typed(bpffs_dir, map_names::COUNTERS)?,
             cg_stats: open_typed(bpffs_dir, map_names::CG_STATS)?,
+            nat64: open_typed(bpffs_dir, map_names::NAT64)?,
             generation: open_typed(bpffs_dir, map_names::GENERATION)?,
             dns: open_typed(bpffs_dir, map_names::DNS)?,
         })
@@ -290,6 +292,30 @@ impl Maps {
         }
         sync_trie(&mut self.rules4, map_names::RULES4, want4)?;
         sync_trie(&mut self.rules6, map_names::RULES6, want6)?;
+        self.bump_generation()
+    }
+
+    /// Makes the kernel's NAT64 table hold exactly `egress.nat64_prefixes` (value: the
+    /// prefix length, which selects the RFC 6052 embedding).
+    pub fn sync_nat64(&mut self, config: &Config) -> Result<()> {
+        let want = config
+            .egress
+            .nat64
+            .iter()
+            .map(|n| {
+                let len = u32::from(n.prefix_len());
+                (
+                    Key::new(
+                        len,
+                        Nat64Key {
+                            addr: n.network().octets(),
+                        },
+                    ),
+                    len,
+                )
+            })
+            .collect();
+        sync_trie(&mut self.nat64, map_names::NAT64, want)?;
         self.bump_generation()
     }
 

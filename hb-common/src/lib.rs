@@ -37,8 +37,10 @@ pub mod map_names {
     /// policies or rules, so kernel-side caches know when to forget.
     pub const GENERATION: &str = "HB_GENERATION";
     /// Per-CPU array of one [`FlowCache`](crate::FlowCache): `cgroup_skb/egress`'s memory
-    /// of the last flow it passed.
-    pub const SKB_CACHE: &str = "HB_SKB_CACHE";
+    /// of the last flow it passed. (Named anew when `FlowCache` gained the socket cookie:
+    /// an agent adopting the pins of an older one must not reuse a map whose values are
+    /// shorter, which the verifier would refuse.)
+    pub const SKB_CACHE: &str = "HB_SKB_FLOWS";
     /// Array of one [`DnsConfig`](crate::DnsConfig): where sandbox DNS is redirected.
     pub const DNS: &str = "HB_DNS";
     /// LRU hash: socket cookie → [`DnsOrig`](crate::DnsOrig), the nameserver a redirected
@@ -50,11 +52,15 @@ pub mod map_names {
     /// from exactly that address without judging it again, so established flows outlive
     /// the expiry of the validated address they were opened to.
     pub const SOCK_DEST: &str = "HB_SOCK_DEST";
+    /// LPM trie of [`Nat64Key`](crate::Nat64Key) → the prefix length (`u32`): the NAT64
+    /// prefixes (`egress.nat64_prefixes`) whose addresses are judged as the IPv4 address
+    /// they embed (RFC 6052).
+    pub const NAT64: &str = "HB_NAT64";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 15] = [
         ENROLLED, POLICIES, ALLOW4, ALLOW6, RULES4, RULES6, COUNTERS, CG_STATS, EVENTS, GENERATION,
-        SKB_CACHE, DNS, DNS_ORIG,
+        SKB_CACHE, DNS, DNS_ORIG, SOCK_DEST, NAT64,
     ];
 }
 
@@ -114,6 +120,8 @@ pub mod limits {
     /// Sockets whose admitted peer is remembered at once (least recently used go; a
     /// forgotten socket's packets are judged in full again, which fails closed).
     pub const SOCK_DEST: u32 = 65_536;
+    /// NAT64 prefixes (`egress.nat64_prefixes`); the agent refuses a config with more.
+    pub const NAT64_PREFIXES: u32 = 16;
     /// How many cgroup levels below the root the programs look at for an enrollment.
     /// The agent refuses to enroll a cgroup deeper than this, so nothing enrolled can be
     /// missed; a process may sit deeper below an enrolled cgroup, which is still found.
@@ -244,13 +252,18 @@ pub struct CgroupStats {
 const _: () = assert!(size_of::<CgroupStats>() == 48);
 
 /// Value of [`map_names::SKB_CACHE`]: the last flow `cgroup_skb/egress` passed on this
-/// CPU. A packet of the same cgroup to the same destination under the same generation
-/// skips the enrollment, rule and statistics lookups; its packets and bytes are kept
-/// here and added to [`map_names::CG_STATS`] every [`SKB_FLUSH_PACKETS`] packets or when
-/// another flow takes the slot (so those statistics lag by fewer packets than that).
+/// CPU. A packet of the same socket (cookie) and cgroup to the same destination under
+/// the same generation, with no routing header or IPv4 option, skips the enrollment,
+/// socket, rule and statistics lookups; its packets and bytes are kept here and added to
+/// [`map_names::CG_STATS`] every [`SKB_FLUSH_PACKETS`] packets or when another flow takes
+/// the slot (so those statistics lag by fewer packets than that). Only passed packets
+/// are remembered, never refusals.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowCache {
+    /// `bpf_get_socket_cookie` of the sending socket: another socket to the same
+    /// address (a new connection after the address expired) is judged afresh.
+    pub cookie: u64,
     pub cgroup_id: u64,
     pub generation: u64,
     /// Destination, network order; IPv4 in the first four bytes.
@@ -262,7 +275,7 @@ pub struct FlowCache {
     pub pending_packets: u64,
     pub pending_bytes: u64,
 }
-const _: () = assert!(size_of::<FlowCache>() == 56);
+const _: () = assert!(size_of::<FlowCache>() == 64);
 
 /// Value of [`map_names::DNS`]. DNS (port 53, UDP and TCP) from an enrolled cgroup goes
 /// to `addr4:(port_base + policy id)` for IPv4 sockets and `[::1]:(port_base + policy id)`
@@ -308,6 +321,34 @@ pub struct SockDest {
     pub flags: u32,
 }
 const _: () = assert!(size_of::<SockDest>() == 24);
+
+/// Data part of an LPM key in [`map_names::NAT64`]: an IPv6 prefix, network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Nat64Key {
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<Nat64Key>() == 16);
+
+/// The prefix lengths RFC 6052 (section 2.2) defines an IPv4 embedding for.
+pub const NAT64_PREFIX_LENS: [u8; 6] = [32, 40, 48, 56, 64, 96];
+
+/// The IPv4 address an IPv6 address under a NAT64 prefix of length `len` carries (RFC
+/// 6052 section 2.2: bits 64..72, the "u" octet, are skipped); `None` for a length the
+/// RFC does not define. Shared by the kernel and the resolver so both read the same
+/// octets.
+#[inline(always)]
+pub const fn nat64_embedded(a: &[u8; 16], len: u32) -> Option<[u8; 4]> {
+    match len {
+        32 => Some([a[4], a[5], a[6], a[7]]),
+        40 => Some([a[5], a[6], a[7], a[9]]),
+        48 => Some([a[6], a[7], a[9], a[10]]),
+        56 => Some([a[7], a[9], a[10], a[11]]),
+        64 => Some([a[9], a[10], a[11], a[12]]),
+        96 => Some([a[12], a[13], a[14], a[15]]),
+        _ => None,
+    }
+}
 
 /// Admitted by `cgroup/connect4|6`.
 pub const SOCK_ADMIT_CONNECT: u32 = 1;
@@ -505,4 +546,5 @@ mod pod {
     unsafe impl aya::Pod for super::DnsConfig {}
     unsafe impl aya::Pod for super::DnsOrig {}
     unsafe impl aya::Pod for super::SockDest {}
+    unsafe impl aya::Pod for super::Nat64Key {}
 }

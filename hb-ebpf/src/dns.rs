@@ -13,6 +13,9 @@
 //! Fail closed: when the original cannot be remembered (map full), nothing is rewritten
 //! and the query is judged like any other connection — to a nameserver the policy does
 //! not allow, that is a refusal.
+//!
+//! A redirected socket's admitted peer (`HB_SOCK_DEST`) is the resolver's address, which
+//! is what its packets carry, so `cgroup_skb/egress` passes them on the socket cookie.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -39,6 +42,8 @@ const IPPROTO_UDP: u32 = 17;
 
 /// `::1` as four `user_ip6` words.
 const LOOPBACK6: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
+/// `::1` as wire bytes.
+const LOOPBACK6_BYTES: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 #[inline(always)]
 fn config() -> Option<DnsConfig> {
@@ -51,7 +56,7 @@ fn resolver_port(cfg: &DnsConfig, policy_id: u32) -> u32 {
 }
 
 #[inline(always)]
-fn cookie(ctx: &SockAddrContext) -> u64 {
+pub(crate) fn cookie(ctx: &SockAddrContext) -> u64 {
     // SAFETY: the context pointer of a sock_addr program, which this helper accepts.
     unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
@@ -74,7 +79,12 @@ fn remember(ctx: &SockAddrContext, protocol: u32, orig: DnsOrig) -> Option<DnsCo
 
 /// Redirects a port-53 destination of an IPv4 socket. Returns whether it did.
 #[inline(always)]
-pub(crate) fn redirect4(ctx: &SockAddrContext, policy_id: u32, protocol: u32) -> bool {
+pub(crate) fn redirect4(
+    ctx: &SockAddrContext,
+    policy_id: u32,
+    protocol: u32,
+    admit_flags: u32,
+) -> bool {
     // SAFETY: verifier-checked context field accesses (4-byte reads and writes of
     // user_ip4 and user_port are allowed in connect4 and sendmsg4).
     unsafe {
@@ -91,13 +101,21 @@ pub(crate) fn redirect4(ctx: &SockAddrContext, policy_id: u32, protocol: u32) ->
         };
         sa.user_ip4 = u32::from_ne_bytes(cfg.addr4);
         sa.user_port = resolver_port(&cfg, policy_id);
+        let mut peer = [0u8; 16];
+        peer[..4].copy_from_slice(&cfg.addr4);
+        policy::admit(cookie(ctx), AF_INET, peer, admit_flags);
     }
     true
 }
 
 /// Redirects a port-53 destination of an IPv6 socket to `[::1]`. Returns whether it did.
 #[inline(always)]
-pub(crate) fn redirect6(ctx: &SockAddrContext, policy_id: u32, protocol: u32) -> bool {
+pub(crate) fn redirect6(
+    ctx: &SockAddrContext,
+    policy_id: u32,
+    protocol: u32,
+    admit_flags: u32,
+) -> bool {
     // SAFETY: as in redirect4; user_ip6 is accessed as four 4-byte words.
     unsafe {
         let sa = &mut *ctx.sock_addr;
@@ -126,6 +144,7 @@ pub(crate) fn redirect6(ctx: &SockAddrContext, policy_id: u32, protocol: u32) ->
         sa.user_ip6[2] = LOOPBACK6[2];
         sa.user_ip6[3] = LOOPBACK6[3];
         sa.user_port = resolver_port(&cfg, policy_id);
+        policy::admit(cookie(ctx), AF_INET6, LOOPBACK6_BYTES, admit_flags);
     }
     true
 }
@@ -199,7 +218,7 @@ pub(crate) fn is_resolver_addr(family: u16, addr: &[u8; 16]) -> bool {
     if family == AF_INET {
         addr[..4] == cfg.addr4
     } else {
-        *addr == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+        *addr == LOOPBACK6_BYTES
     }
 }
 

@@ -2,14 +2,16 @@
 //!
 //! * `sock_addr` — `cgroup/connect4|6` and `cgroup/sendmsg4|6`: judge the destination of
 //!   every connect and every unconnected datagram send (EPERM on refusal).
-//! * `skb` — `cgroup_skb/egress`: the per-packet second line, for raw and ICMP sockets and
-//!   anything else that never passes the socket hooks; also the per-cgroup traffic sensor.
+//! * `skb` — `cgroup_skb/egress`: every packet judged on the destination in its header
+//!   (ping and raw sockets, routing headers and source routes included), a socket's
+//!   admitted peer passed as established; also the per-cgroup traffic sensor.
 //! * `ingress` — `cgroup_skb/ingress` and `sock_ops`: what reaches a sandbox from outside
 //!   (no connection from outside its sandbox unless its policy says `inbound = true`),
 //!   and an accepted connection's client recorded as its socket's admitted peer.
 //! * `dns` — port-53 traffic redirected to hb's resolver, and the redirect undone in
 //!   `cgroup/recvmsg4|6` and `cgroup/getpeername4|6`.
-//! * `policy` — the decision both share, the maps, counters and events.
+//! * `policy` — the decision all share (NAT64 prefixes included), the per-socket admitted
+//!   peers, the maps, counters and events.
 //!
 //! Everything here fails closed: a lookup we cannot make or a record we cannot read means
 //! refusal for an enrolled cgroup. Cgroups that are not enrolled are never touched.

@@ -12,6 +12,16 @@
 //!
 //! Step 2 and the CIDR part of step 3 are one LPM lookup in the policy's compiled rule
 //! trie (see `hb_common::rule`); only addresses no rule decides cost a hash lookup more.
+//!
+//! IPv6 destinations that carry an IPv4 address are judged by it: IPv4-mapped
+//! (`::ffff:0:0/96`, the socket really talks IPv4) and every NAT64 prefix in `HB_NAT64`
+//! (`egress.nat64_prefixes`, RFC 6052 embeddings for /32, /40, /48, /56, /64 and /96; the
+//! well-known `64:ff9b::/96` is always one, listed or not) wholly; 6to4 and Teredo by
+//! their relay/client addresses first, then as IPv6.
+//!
+//! The socket hooks and `cgroup_skb/egress` share this judgement; the hooks also record
+//! the peer they admitted per socket (`HB_SOCK_DEST`, [`admit`]) so the packet hook can
+//! let an established flow outlive its address's expiry.
 
 use aya_ebpf::{
     EbpfContext,
@@ -22,8 +32,9 @@ use aya_ebpf::{
     },
 };
 use hb_common::{
-    Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, POLICY_AUDIT, PolicyCidr4,
-    PolicyCidr6, PolicyInfo, SockDest, limits, reason, rule, verdict,
+    AF_INET, AF_INET6, Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, Nat64Key,
+    POLICY_AUDIT, POLICY_INBOUND, PolicyCidr4, PolicyCidr6, PolicyInfo, SOCK_ADMIT_SENDMSG,
+    SockDest, limits, reason, rule, verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -55,6 +66,10 @@ pub(crate) static CG_STATS: PerCpuHashMap<u64, CgroupStats> =
 #[map(name = "HB_SOCK_DEST")]
 pub(crate) static SOCK_DEST: LruHashMap<u64, SockDest> = LruHashMap::pinned(limits::SOCK_DEST, 0);
 
+/// NAT64 prefixes → prefix length (see `hb_common::nat64_embedded`).
+#[map(name = "HB_NAT64")]
+static NAT64: LpmTrie<Nat64Key, u32> = LpmTrie::pinned(limits::NAT64_PREFIXES, 0);
+
 #[map(name = "HB_EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
 
@@ -71,7 +86,13 @@ pub(crate) fn enrollment(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<Enro
     if let Some(e) = unsafe { ENROLLED.get(own) } {
         return Some(*e);
     }
-    let mut found = None;
+    // Not an `Option`: LLVM may leave a `None`'s payload undefined, and the verifier
+    // refuses a program that copies an uninitialised register.
+    let mut found = Enrollment {
+        policy_id: 0,
+        flags: 0,
+    };
+    let mut any = false;
     let mut level = 1;
     while level <= limits::MAX_CGROUP_DEPTH as i32 {
         let id = ancestor(level);
@@ -81,11 +102,12 @@ pub(crate) fn enrollment(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<Enro
         // SAFETY: as above.
         if let Some(e) = unsafe { ENROLLED.get(id) } {
             // Keep walking: the nearest (deepest) enrolled ancestor wins.
-            found = Some(*e);
+            found = *e;
+            any = true;
         }
         level += 1;
     }
-    found
+    any.then_some(found)
 }
 
 /// Whether the policy at `policy_id` audits instead of refusing. A missing slot (which the
@@ -94,6 +116,15 @@ pub(crate) fn enrollment(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<Enro
 pub(crate) fn audits(policy_id: u32) -> bool {
     match POLICIES.get(policy_id) {
         Some(p) => p.flags & POLICY_AUDIT != 0,
+        None => false,
+    }
+}
+
+/// Whether the policy at `policy_id` accepts inbound connections (`inbound = true`).
+#[inline(always)]
+pub(crate) fn accepts_inbound(policy_id: u32) -> bool {
+    match POLICIES.get(policy_id) {
+        Some(p) => p.flags & POLICY_INBOUND != 0,
         None => false,
     }
 }
@@ -130,27 +161,6 @@ fn rule6(policy_id: u32, addr: [u8; 16]) -> u32 {
     RULES6.get(&key).copied().unwrap_or(0)
 }
 
-/// Whether a destination lies in a deny range, for the packet hook (which leaves the
-/// allow set to the socket hooks). Returns the [`reason`].
-#[inline(always)]
-pub(crate) fn denied4_by_range(policy_id: u32, addr: [u8; 4]) -> Option<u32> {
-    (rule4(policy_id, addr) == rule::DENY).then_some(reason::DENY_RANGE)
-}
-
-#[inline(always)]
-pub(crate) fn denied6_by_range(policy_id: u32, addr: [u8; 16]) -> Option<u32> {
-    match embedded_v4(&addr) {
-        Embedded::Whole(v4) => return denied4_by_range(policy_id, v4),
-        Embedded::Partly(a, b) => {
-            if rule4(policy_id, a) == rule::DENY || rule4(policy_id, b) == rule::DENY {
-                return Some(reason::EMBEDDED_DENY_RANGE);
-            }
-        }
-        Embedded::None => {}
-    }
-    (rule6(policy_id, addr) == rule::DENY).then_some(reason::DENY_RANGE)
-}
-
 /// One LPM lookup decides deny and static allow; only an address no rule decides costs
 /// a hash lookup in the allow map as well.
 #[inline(always)]
@@ -173,8 +183,19 @@ pub(crate) fn judge4(policy_id: u32, addr: [u8; 4]) -> Judgement {
 #[inline(always)]
 pub(crate) fn judge6(policy_id: u32, addr: [u8; 16]) -> Judgement {
     match embedded_v4(&addr) {
-        // Traffic to these reaches the embedded IPv4 host: judge that host, fully.
-        Embedded::Whole(v4) => return judge4(policy_id, v4),
+        // The socket talks IPv4 to the embedded host: judge that host, fully.
+        Embedded::Mapped(v4) => return judge4(policy_id, v4),
+        // A translator talks IPv4 to the embedded host: its deny ranges and static
+        // CIDRs decide; else the IPv4 address validated by an A answer, or the NAT64
+        // address itself validated by an AAAA answer, allows.
+        Embedded::Nat64(v4) => {
+            return match judge4(policy_id, v4) {
+                Judgement::Deny(reason::NOT_ALLOWED, _) if allowed6(policy_id, addr) => {
+                    Judgement::Allow(Counter::AllowAddr)
+                }
+                j => j,
+            };
+        }
         // Tunnels: the embedded relay/client must not be private; the IPv6 address itself
         // is then judged as IPv6 (and 2002::/16 and 2001::/32 are denied by default).
         Embedded::Partly(a, b) => {
@@ -189,35 +210,54 @@ pub(crate) fn judge6(policy_id: u32, addr: [u8; 16]) -> Judgement {
         rule::ALLOW => return Judgement::Allow(Counter::AllowCidr),
         _ => {}
     }
-    // SAFETY: the u64 expiry is copied out at once. The clock is read only here: most
-    // verdicts never need it.
-    if let Some(expires) = unsafe { ALLOW6.get(Allow6Key { policy_id, addr }) }
-        && *expires > now_ns()
-    {
+    if allowed6(policy_id, addr) {
         return Judgement::Allow(Counter::AllowAddr);
     }
     Judgement::Deny(reason::NOT_ALLOWED, Counter::DenyNotAllowed)
 }
 
+/// Whether the resolver validated `addr` for the policy and its expiry lies ahead.
+#[inline(always)]
+fn allowed6(policy_id: u32, addr: [u8; 16]) -> bool {
+    // SAFETY: the u64 expiry is copied out at once. The clock is read only here: most
+    // verdicts never need it.
+    match unsafe { ALLOW6.get(Allow6Key { policy_id, addr }) } {
+        Some(expires) => *expires > now_ns(),
+        None => false,
+    }
+}
+
 /// IPv4 addresses carried inside an IPv6 address.
 pub(crate) enum Embedded {
     None,
-    /// `::ffff:0:0/96` (IPv4-mapped: the socket really talks IPv4) and `64:ff9b::/96`
-    /// (RFC 6052 NAT64: the translator talks IPv4 to it).
-    Whole([u8; 4]),
+    /// `::ffff:0:0/96` (IPv4-mapped: the socket really talks IPv4).
+    Mapped([u8; 4]),
+    /// Under a NAT64 prefix (RFC 6052): a translator talks IPv4 to it.
+    Nat64([u8; 4]),
     /// 6to4 `2002:V4::/48` (the relay, twice for symmetry) and Teredo `2001:0::/32`
     /// (server at bits 32..64, client XOR-obfuscated in the last 32 bits).
     Partly([u8; 4], [u8; 4]),
 }
 
+/// `64:ff9b::/96`, RFC 6052's well-known prefix: always NAT64, configured or not, so an
+/// empty `egress.nat64_prefixes` cannot open a path to private IPv4 through a translator.
+const WELL_KNOWN_NAT64: [u8; 12] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+
 #[inline(always)]
 pub(crate) fn embedded_v4(a: &[u8; 16]) -> Embedded {
     let tail = [a[12], a[13], a[14], a[15]];
     if a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff {
-        return Embedded::Whole(tail);
+        return Embedded::Mapped(tail);
     }
-    if a[..12] == [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0] {
-        return Embedded::Whole(tail);
+    if a[..12] == WELL_KNOWN_NAT64 {
+        return Embedded::Nat64(tail);
+    }
+    // The configured prefixes: one LPM lookup, the longest prefix decides the embedding.
+    let key = Key::new(128, Nat64Key { addr: *a });
+    if let Some(len) = NAT64.get(&key)
+        && let Some(v4) = hb_common::nat64_embedded(a, *len)
+    {
+        return Embedded::Nat64(v4);
     }
     if a[0] == 0x20 && a[1] == 0x02 {
         let v4 = [a[2], a[3], a[4], a[5]];
@@ -229,6 +269,63 @@ pub(crate) fn embedded_v4(a: &[u8; 16]) -> Embedded {
         return Embedded::Partly(server, client);
     }
     Embedded::None
+}
+
+/// Records `addr` as the peer the socket hooks admitted for socket `cookie` (see
+/// `hb_common::SockDest`). A datagram's destination (`SOCK_ADMIT_SENDMSG`) never replaces
+/// a connected or accepted peer: a connected UDP socket that also sends elsewhere keeps
+/// its established flow. A full map is counted; the flow then meets the full verdict in
+/// `cgroup_skb/egress`, which fails closed.
+///
+/// An IPv4-mapped peer of an IPv6 socket is recorded as the IPv4 address: that is what
+/// its packets carry.
+#[inline(always)]
+pub(crate) fn admit(cookie: u64, family: u16, addr: [u8; 16], flags: u32) {
+    let (family, addr) = match embedded_mapped(family, &addr) {
+        Some(v4) => (
+            AF_INET,
+            [
+                v4[0], v4[1], v4[2], v4[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        ),
+        None => (family, addr),
+    };
+    // A datagram's destination is looked up first: a repeated destination costs no
+    // update, and a connected peer stays. A connect always replaces (no lookup: connect
+    // is on the benchmark's hot path).
+    // SAFETY: the value is copied out at once.
+    if flags == SOCK_ADMIT_SENDMSG
+        && let Some(old) = unsafe { SOCK_DEST.get(cookie) }.copied()
+        && ((old.family == family && old.addr == addr) || old.flags != SOCK_ADMIT_SENDMSG)
+    {
+        return;
+    }
+    let dest = SockDest {
+        addr,
+        family,
+        _pad: 0,
+        flags,
+    };
+    if SOCK_DEST.insert(cookie, dest, 0).is_err() {
+        count(Counter::MapFull);
+    }
+}
+
+/// The IPv4 address of an IPv4-mapped IPv6 address (`::ffff:0:0/96`).
+#[inline(always)]
+fn embedded_mapped(family: u16, a: &[u8; 16]) -> Option<[u8; 4]> {
+    (family == AF_INET6 && a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff)
+        .then_some([a[12], a[13], a[14], a[15]])
+}
+
+/// Whether `addr` is the peer admitted for socket `cookie`.
+#[inline(always)]
+pub(crate) fn admitted(cookie: u64, family: u16, addr: &[u8; 16]) -> bool {
+    // SAFETY: fields are compared in place; a concurrent update replaces the whole value.
+    match unsafe { SOCK_DEST.get(cookie) } {
+        Some(d) => d.family == family && d.addr == *addr,
+        None => false,
+    }
 }
 
 #[inline(always)]

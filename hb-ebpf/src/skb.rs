@@ -1,25 +1,62 @@
-//! `cgroup_skb/egress`: the per-packet second line and the per-cgroup traffic sensor.
+//! `cgroup_skb/egress`: the kernel judges what goes on the wire, and counts it per cgroup.
 //!
-//! The socket hooks cannot see raw sockets, ICMP sends or anything else that never names
-//! a destination through connect/sendmsg, so every packet leaving an enrolled cgroup is
-//! checked against the deny ranges here (not against the allow set: the socket hooks own
-//! that). Packets, bytes and verdicts are counted per cgroup for the rotation loop.
+//! The socket hooks judge what a socket *asks* for; a packet can still go elsewhere: ping
+//! sockets (`socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`) and raw sockets send without a
+//! sendmsg hook, and an IPv6 routing header (`setsockopt(IPV6_RTHDR)`, or as a cmsg) or an
+//! IPv4 source-route option makes the kernel address the packet to a segment the hooks
+//! never saw. So every packet leaving an enrolled cgroup meets, for the destination in its
+//! header:
+//! 1. a routing header (IPv6, any type) or a source-route option (IPv4 LSRR/SSRR) →
+//!    dropped, reason `source_route`; an extension-header chain or option list we cannot
+//!    walk to its end is treated the same (fail closed: it could hide one);
+//! 2. the socket's admitted peer (`HB_SOCK_DEST`, recorded by the connect/sendmsg hooks
+//!    for validated addresses and by the DNS redirect, or by the inbound path for an
+//!    accepted connection) → passed without further judgement: established flows
+//!    outlive their address's expiry (DESIGN.md: expiry only stops new connections);
+//! 3. hb's resolver (redirected DNS on loopback, the resolver's ports) → passed;
+//! 4. anything else → the full verdict of `policy::judge4|judge6` (deny ranges,
+//!    exceptions, static CIDRs, validated addresses with expiry, NAT64): ICMP echo from
+//!    ping sockets to an unvalidated address is dropped here, reason `not_allowed`.
 //!
-//! Fast path: a bulk flow sends many packets to one destination in a row, so each CPU
-//! remembers the last flow it passed ([`FlowCache`]); a packet of that flow under the
-//! same map generation skips every hash and LPM lookup. Refusals never take the fast path.
+//! A TCP SYN-ACK leaves from a request socket (state `TCP_NEW_SYN_RECV`), whose cookie no
+//! hook has seen. Under a policy with `inbound = true` it answers a SYN the ingress side
+//! admitted, and passes; under any other policy it meets the full verdict like every
+//! packet (so a sandbox that may not accept connections cannot answer one either, unless
+//! the client's address is one it may reach anyway).
+//!
+//! IPv4 options: only LSRR (option number 3) and SSRR (9) change where a packet goes; they
+//! are matched on the option number whatever the copy and class bits, since routers differ
+//! in what they honour. Other options (record route, timestamp, router alert, the CIPSO or
+//! CALIPSO labels a host's LSM adds) pass: they carry nothing the payload could not, and
+//! dropping them would break labelled-networking hosts. A list whose lengths do not add up
+//! (only a raw socket with `IP_HDRINCL` can write one; the kernel validates `IP_OPTIONS`)
+//! is dropped as `source_route`, because a router may read it differently than we do.
+//!
+//! Fast path: a bulk flow sends many packets in a row, so each CPU remembers the last
+//! flow it passed ([`FlowCache`]: socket cookie, cgroup, destination, map generation); a
+//! packet of that flow without a routing header or IPv4 options skips every other lookup.
+//! The cache only ever holds passed flows, and a packet to any other destination (or from
+//! another socket) misses it. On a miss, an admitted flow costs one socket-cookie lookup.
+//!
+//! Audit mode, as for the socket hooks: a would-be drop passes and is counted per cgroup
+//! (`audit_packets`), without a per-packet event.
 //!
 //! Return value: 1 passes the packet, 0 drops it (the sender sees EPERM for most
 //! sockets). A packet from an enrolled cgroup whose header cannot be read is dropped
 //! (fail closed).
 //!
-//! The context starts at the network header (`__sk_buff` data for cgroup_skb); the
+//! The context starts at the network header (`__sk_buff` data for cgroup_skb); the fixed
 //! header is read in place (direct packet access) when it is linear, through
-//! `bpf_skb_load_bytes` otherwise. Addresses are wire bytes, network order.
+//! `bpf_skb_load_bytes` otherwise, and options/extension headers always through the
+//! helper. Addresses are wire bytes, network order. Helpers used, all offered to
+//! `BPF_PROG_TYPE_CGROUP_SKB` (`cg_skb_func_proto`, net/core/filter.c):
+//! `bpf_skb_cgroup_id`, `bpf_skb_ancestor_cgroup_id`, `bpf_get_socket_cookie` (the skb
+//! form: the cookie of `skb->sk`, the same socket the sock_addr hooks saw),
+//! `bpf_skb_load_bytes`, map helpers and the ring buffer.
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+    helpers::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, generated::bpf_get_socket_cookie},
     macros::{cgroup_skb, map},
     maps::{Array, PerCpuArray},
     programs::SkBuffContext,
@@ -30,7 +67,7 @@ use hb_common::{
 
 use crate::{
     dns,
-    policy::{self, CG_STATS, Report},
+    policy::{self, CG_STATS, Judgement, Report},
 };
 
 const PASS: i32 = 1;
@@ -39,49 +76,72 @@ const DROP: i32 = 0;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
+/// IPv6 extension headers (RFC 8200 section 4, IANA "IPv6 Extension Header Types").
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+const NEXTHDR_MOBILITY: u8 = 135;
+const NEXTHDR_HIP: u8 = 139;
+const NEXTHDR_SHIM6: u8 = 140;
+/// Extension headers walked before we give up (and drop): Linux lets a socket add at
+/// most four (hop-by-hop, destination options twice, routing) plus a fragment header.
+const MAX_EXT_HEADERS: u32 = 8;
+/// Option bytes an IPv4 header can hold ((15 - 5) * 4).
+const MAX_IPV4_OPTION_BYTES: u32 = 40;
+
+/// `TCP_NEW_SYN_RECV` (include/net/tcp_states.h): a request socket answering a SYN.
+const TCP_NEW_SYN_RECV: u32 = 12;
+
 #[map(name = "HB_GENERATION")]
 static GENERATION: Array<u64> = Array::pinned(1, 0);
 
-#[map(name = "HB_SKB_CACHE")]
+#[map(name = "HB_SKB_FLOWS")]
 static SKB_CACHE: PerCpuArray<FlowCache> = PerCpuArray::pinned(1, 0);
 
 /// A packet's destination and the header facts the verdict and the event need.
 struct Dest {
     family: u16,
+    /// The transport protocol after any extension headers (a non-first IPv6 fragment
+    /// reports `NEXTHDR_FRAGMENT`: it carries no transport header).
     protocol: u8,
     /// Offset of the transport header.
     l4: usize,
     addr: [u8; 16],
 }
 
-/// Drops packets from enrolled cgroups to deny ranges, counts every packet per cgroup.
-/// Drops on an unreadable header.
+/// What the header says about where the packet goes.
+enum Parsed {
+    /// No routing header, no source route: `Dest` is where it goes.
+    Plain(Dest),
+    /// A routing header or source-route option (or a chain we could not walk).
+    SourceRoute(Dest),
+    /// Not even the fixed header could be read.
+    Unreadable,
+}
+
+/// Judges every packet from an enrolled cgroup on its real destination (see the module
+/// header), counts every packet per cgroup. Drops on an unreadable header.
 #[cgroup_skb(egress)]
 pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     let skb: *mut __sk_buff = ctx.skb.skb;
     // SAFETY: skb is the program's context pointer.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    // SAFETY: as above; the skb form of the helper reads skb->sk (0 without a socket).
+    let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
     let len = u64::from(ctx.len());
-    let dest = read_dest(&ctx);
+    let parsed = parse(&ctx);
     let generation = GENERATION.get(0).copied().unwrap_or(0);
 
-    if let Some(d) = &dest
-        && let Some(c) = SKB_CACHE.get_ptr_mut(0)
-    {
-        // SAFETY: this CPU's slot; programs do not migrate while they run.
-        let c = unsafe { &mut *c };
-        if c.cgroup_id == cgroup_id
-            && c.generation == generation
-            && c.family == u32::from(d.family)
-            && c.addr == d.addr
-        {
-            if c.enrolled != 0 {
-                c.pending_packets += 1;
-                c.pending_bytes += len;
-                if c.pending_packets >= SKB_FLUSH_PACKETS {
-                    flush(c);
-                }
-            }
+    if let Parsed::Plain(d) = &parsed {
+        if cached(cookie, cgroup_id, generation, d, len) {
+            return PASS;
+        }
+        // The socket's admitted peer: one lookup, and the flow takes the cache. Only
+        // enrolled sockets have entries, so the packet counts as enrolled.
+        if cookie != 0 && policy::admitted(cookie, d.family, &d.addr) {
+            remember(cookie, cgroup_id, generation, d, true, len);
             return PASS;
         }
     }
@@ -90,42 +150,116 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         bpf_skb_ancestor_cgroup_id(skb, level)
     });
     let Some(e) = enrollment else {
-        if let Some(d) = &dest {
-            remember(cgroup_id, generation, d, false, 0);
+        if let Parsed::Plain(d) = &parsed {
+            remember(cookie, cgroup_id, generation, d, false, len);
         }
         return PASS;
     };
-    let Some(d) = dest else {
+    let d = match parsed {
+        Parsed::Plain(d) => d,
+        Parsed::SourceRoute(d) => {
+            return refuse(
+                &ctx,
+                cgroup_id,
+                e.policy_id,
+                len,
+                reason::SOURCE_ROUTE,
+                Some(&d),
+            );
+        }
         // Enrolled, header unreadable: fail closed.
-        return refuse(&ctx, cgroup_id, e.policy_id, len, reason::DENY_RANGE, None);
+        Parsed::Unreadable => {
+            return refuse(&ctx, cgroup_id, e.policy_id, len, reason::DENY_RANGE, None);
+        }
     };
-    // Redirected DNS to hb's resolver on loopback. Never cached: the cache is keyed by
-    // address only, and other ports of loopback stay denied.
+    if policy::accepts_inbound(e.policy_id) && is_syn_ack_of_request_sock(&ctx, &d) {
+        pass_uncached(cgroup_id, len);
+        return PASS;
+    }
+    // Redirected DNS to hb's resolver on loopback whose socket entry is gone (LRU) or was
+    // never made (a raw socket aiming at it). Never cached: the cache is keyed by address
+    // only, and other ports of loopback stay denied.
     if dns::is_resolver_addr(d.family, &d.addr)
         && dns::is_resolver_port(port_at(&ctx, d.protocol, d.l4))
     {
-        account(cgroup_id, |s| {
-            s.pass_packets += 1;
-            s.pass_bytes += len;
-        });
-        policy::count(Counter::SkbPass);
+        pass_uncached(cgroup_id, len);
         return PASS;
     }
-    let denied = if d.family == AF_INET {
-        policy::denied4_by_range(e.policy_id, [d.addr[0], d.addr[1], d.addr[2], d.addr[3]])
+    let judgement = if d.family == AF_INET {
+        policy::judge4(e.policy_id, [d.addr[0], d.addr[1], d.addr[2], d.addr[3]])
     } else {
-        policy::denied6_by_range(e.policy_id, d.addr)
+        policy::judge6(e.policy_id, d.addr)
     };
-    match denied {
-        None => {
-            remember(cgroup_id, generation, &d, true, len);
+    match judgement {
+        Judgement::Allow(_) => {
+            remember(cookie, cgroup_id, generation, &d, true, len);
             PASS
         }
-        Some(reason) => refuse(&ctx, cgroup_id, e.policy_id, len, reason, Some(&d)),
+        Judgement::Deny(reason, _) => refuse(&ctx, cgroup_id, e.policy_id, len, reason, Some(&d)),
     }
 }
 
-/// Drops (or, in audit mode, passes) a packet to a deny range, with event and counters.
+/// Whether this CPU's cache holds the packet's flow; if so, counts the packet there.
+#[inline(always)]
+fn cached(cookie: u64, cgroup_id: u64, generation: u64, d: &Dest, len: u64) -> bool {
+    let Some(c) = SKB_CACHE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot; programs do not migrate while they run.
+    let c = unsafe { &mut *c };
+    if c.cookie != cookie
+        || c.cgroup_id != cgroup_id
+        || c.generation != generation
+        || c.family != u32::from(d.family)
+        || c.addr != d.addr
+    {
+        return false;
+    }
+    if c.enrolled != 0 {
+        c.pending_packets += 1;
+        c.pending_bytes += len;
+        if c.pending_packets >= SKB_FLUSH_PACKETS {
+            flush(c);
+        }
+    }
+    true
+}
+
+/// A TCP segment with SYN and ACK set, sent by a request socket: the kernel's answer to a
+/// SYN that reached a listener (only the kernel builds these; a raw socket's packet
+/// belongs to the raw socket, never to a request socket).
+#[inline(always)]
+fn is_syn_ack_of_request_sock(ctx: &SkBuffContext, d: &Dest) -> bool {
+    if d.protocol != IPPROTO_TCP {
+        return false;
+    }
+    // SAFETY: reading the context's `sk` field, which the verifier checks (a sock_common
+    // pointer or NULL); `state` may be read from any socket kind, request sockets too.
+    let state = unsafe {
+        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return false;
+        }
+        (*sk).state
+    };
+    if state != TCP_NEW_SYN_RECV {
+        return false;
+    }
+    // Byte 13 of the TCP header: flags; SYN 0x02, ACK 0x10.
+    matches!(ctx.load::<u8>(d.l4 + 13), Ok(f) if f & 0x12 == 0x12)
+}
+
+/// Counts a passed packet that is not cached.
+#[inline(always)]
+fn pass_uncached(cgroup_id: u64, len: u64) {
+    account(cgroup_id, |s| {
+        s.pass_packets += 1;
+        s.pass_bytes += len;
+    });
+    policy::count(Counter::SkbPass);
+}
+
+/// Drops (or, in audit mode, passes) a packet, with event and counters.
 #[inline(always)]
 fn refuse(
     ctx: &SkBuffContext,
@@ -176,13 +310,14 @@ fn refuse(
 /// Takes this CPU's cache slot for a passed flow, first adding what the previous flow
 /// had pending to its cgroup's statistics.
 #[inline(always)]
-fn remember(cgroup_id: u64, generation: u64, d: &Dest, enrolled: bool, len: u64) {
+fn remember(cookie: u64, cgroup_id: u64, generation: u64, d: &Dest, enrolled: bool, len: u64) {
     let Some(c) = SKB_CACHE.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's slot.
     let c = unsafe { &mut *c };
     flush(c);
+    c.cookie = cookie;
     c.cgroup_id = cgroup_id;
     c.generation = generation;
     c.family = u32::from(d.family);
@@ -210,10 +345,10 @@ fn flush(c: &mut FlowCache) {
     });
 }
 
-/// Reads the destination from the packet: in place when the header is linear, else
-/// through the load helper. `None` when it cannot be read.
+/// Reads the destination from the fixed header (in place when linear, else through the
+/// load helper) and walks IPv4 options or IPv6 extension headers when there are any.
 #[inline(always)]
-fn read_dest(ctx: &SkBuffContext) -> Option<Dest> {
+fn parse(ctx: &SkBuffContext) -> Parsed {
     // SAFETY: reading the context's data pointers; every dereference below is bounds
     // checked against data_end, which the verifier requires and enforces.
     let (data, end) = unsafe {
@@ -223,21 +358,16 @@ fn read_dest(ctx: &SkBuffContext) -> Option<Dest> {
         )
     };
     let mut addr = [0u8; 16];
-    if data + 40 <= end {
+    let (first, protocol) = if data + 40 <= end {
         // SAFETY: 40 bytes are in bounds: a whole IPv6 header, more than an IPv4 one.
         let first = unsafe { *(data as *const u8) };
-        return match first >> 4 {
+        match first >> 4 {
             4 => {
                 // SAFETY: offsets 9 and 16..20 lie within the 40 checked bytes.
                 let (protocol, dst) =
                     unsafe { (*((data + 9) as *const u8), *((data + 16) as *const [u8; 4])) };
                 addr[..4].copy_from_slice(&dst);
-                Some(Dest {
-                    family: AF_INET,
-                    protocol,
-                    l4: usize::from(first & 0x0f) * 4,
-                    addr,
-                })
+                (first, protocol)
             }
             6 => {
                 // SAFETY: offsets 6 and 24..40 lie within the 40 checked bytes.
@@ -247,36 +377,162 @@ fn read_dest(ctx: &SkBuffContext) -> Option<Dest> {
                         *((data + 24) as *const [u8; 16]),
                     )
                 };
-                Some(Dest {
-                    family: AF_INET6,
-                    protocol,
-                    l4: 40,
-                    addr: dst,
-                })
+                addr = dst;
+                (first, protocol)
             }
-            _ => None,
+            _ => return Parsed::Unreadable,
+        }
+    } else {
+        let Ok(first) = ctx.load::<u8>(0) else {
+            return Parsed::Unreadable;
+        };
+        match first >> 4 {
+            4 => {
+                let (Ok(dst), Ok(protocol)) = (ctx.load::<[u8; 4]>(16), ctx.load::<u8>(9)) else {
+                    return Parsed::Unreadable;
+                };
+                addr[..4].copy_from_slice(&dst);
+                (first, protocol)
+            }
+            6 => {
+                let (Ok(dst), Ok(protocol)) = (ctx.load::<[u8; 16]>(24), ctx.load::<u8>(6)) else {
+                    return Parsed::Unreadable;
+                };
+                addr = dst;
+                (first, protocol)
+            }
+            _ => return Parsed::Unreadable,
+        }
+    };
+    if first >> 4 == 4 {
+        let ihl = usize::from(first & 0x0f) * 4;
+        if ihl < 20 {
+            return Parsed::Unreadable;
+        }
+        let d = Dest {
+            family: AF_INET,
+            protocol,
+            l4: ihl,
+            addr,
+        };
+        if ihl == 20 || ipv4_options_safe(ctx, ihl) {
+            return Parsed::Plain(d);
+        }
+        return Parsed::SourceRoute(d);
+    }
+    let mut d = Dest {
+        family: AF_INET6,
+        protocol,
+        l4: 40,
+        addr,
+    };
+    if is_ipv6_ext_header(protocol) {
+        return match walk_ipv6_ext_headers(ctx, protocol) {
+            Some((protocol, l4)) => {
+                d.protocol = protocol;
+                d.l4 = l4;
+                Parsed::Plain(d)
+            }
+            None => Parsed::SourceRoute(d),
         };
     }
-    let first: u8 = ctx.load(0).ok()?;
-    match first >> 4 {
-        4 => {
-            let dst: [u8; 4] = ctx.load(16).ok()?;
-            addr[..4].copy_from_slice(&dst);
-            Some(Dest {
-                family: AF_INET,
-                protocol: ctx.load(9).ok()?,
-                l4: usize::from(first & 0x0f) * 4,
-                addr,
-            })
+    Parsed::Plain(d)
+}
+
+/// Whether an IPv4 option list (bytes 20..`ihl`) is well formed and holds no LSRR or
+/// SSRR option (see the module header for why only those two).
+#[inline(always)]
+fn ipv4_options_safe(ctx: &SkBuffContext, ihl: usize) -> bool {
+    let mut off = 20usize;
+    let mut i = 0;
+    while i < MAX_IPV4_OPTION_BYTES {
+        i += 1;
+        if off >= ihl {
+            return true;
         }
-        6 => Some(Dest {
-            family: AF_INET6,
-            protocol: ctx.load(6).ok()?,
-            l4: 40,
-            addr: ctx.load(24).ok()?,
-        }),
-        _ => None,
+        let Ok(kind) = ctx.load::<u8>(off) else {
+            return false;
+        };
+        match kind {
+            // End of option list: the rest is padding.
+            0 => return true,
+            // No operation: one byte.
+            1 => {
+                off += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let number = kind & 0x1f;
+        if number == 3 || number == 9 {
+            return false;
+        }
+        let Ok(len) = ctx.load::<u8>(off + 1) else {
+            return false;
+        };
+        if len < 2 {
+            return false;
+        }
+        off += usize::from(len);
+        if off > ihl {
+            return false;
+        }
     }
+    off >= ihl
+}
+
+#[inline(always)]
+fn is_ipv6_ext_header(next: u8) -> bool {
+    matches!(
+        next,
+        NEXTHDR_HOP
+            | NEXTHDR_ROUTING
+            | NEXTHDR_FRAGMENT
+            | NEXTHDR_AUTH
+            | NEXTHDR_DEST
+            | NEXTHDR_MOBILITY
+            | NEXTHDR_HIP
+            | NEXTHDR_SHIM6
+    )
+}
+
+/// Walks the IPv6 extension-header chain from `next` at offset 40: the transport protocol
+/// and its offset, or `None` when a routing header (any type) is present or the chain
+/// cannot be walked to its end within [`MAX_EXT_HEADERS`].
+#[inline(always)]
+fn walk_ipv6_ext_headers(ctx: &SkBuffContext, mut next: u8) -> Option<(u8, usize)> {
+    let mut off = 40usize;
+    let mut i = 0;
+    while i < MAX_EXT_HEADERS {
+        i += 1;
+        if !is_ipv6_ext_header(next) {
+            return Some((next, off));
+        }
+        if next == NEXTHDR_ROUTING {
+            return None;
+        }
+        // Every extension header starts with its next-header byte and a length byte.
+        let h: [u8; 4] = ctx.load(off).ok()?;
+        if next == NEXTHDR_FRAGMENT {
+            // A non-first fragment carries no transport header: report the fragment.
+            // (A routing header would sit before the fragment header, already seen.)
+            if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
+                return Some((NEXTHDR_FRAGMENT, off));
+            }
+            off += 8;
+        } else if next == NEXTHDR_AUTH {
+            // RFC 4302: length in 4-octet units, minus 2.
+            off += (usize::from(h[1]) + 2) * 4;
+        } else {
+            // RFC 8200: length in 8-octet units, not counting the first 8.
+            off += (usize::from(h[1]) + 1) * 8;
+        }
+        next = h[0];
+    }
+    if is_ipv6_ext_header(next) {
+        return None;
+    }
+    Some((next, off))
 }
 
 /// Destination port of a TCP or UDP header at `l4` (0 for other protocols).

@@ -11,13 +11,24 @@
 //!
 //! DNS to port 53 is rewritten here, before judgement, to the agent's resolver for the
 //! policy (see `dns`); the resolver then decides what the sandbox may resolve.
+//!
+//! A destination admitted as a validated address (and the resolver's address for a
+//! redirected query) is recorded as the socket's peer in `HB_SOCK_DEST` under its socket
+//! cookie, so `cgroup_skb/egress` passes that socket's packets to exactly that peer
+//! without judging them again: an established connection keeps working after its
+//! validated address expires (expiry only stops new connections), while the same address
+//! from another socket is judged afresh. A destination admitted by a static CIDR is not
+//! recorded: it does not expire, so the packet hook's own verdict passes its packets as
+//! long as the policy holds the CIDR (and a connect stays one LPM lookup).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use hb_common::{AF_INET, AF_INET6, Counter, hook, verdict};
+use hb_common::{
+    AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, hook, verdict,
+};
 
 use crate::{
     dns,
@@ -105,7 +116,7 @@ fn judge_sock4(ctx: &SockAddrContext, hook: u32) -> i32 {
         let sa = &*ctx.sock_addr;
         (sa.user_ip4, sa.user_port, sa.protocol)
     };
-    if port == dns::DNS_PORT && dns::redirect4(ctx, e.policy_id, protocol) {
+    if port == dns::DNS_PORT && dns::redirect4(ctx, e.policy_id, protocol, admit_flags(hook)) {
         return ALLOW;
     }
     let addr = ip.to_ne_bytes();
@@ -145,7 +156,7 @@ fn judge_sock6(ctx: &SockAddrContext, hook: u32) -> i32 {
             sa.protocol,
         )
     };
-    if port == dns::DNS_PORT && dns::redirect6(ctx, e.policy_id, protocol) {
+    if port == dns::DNS_PORT && dns::redirect6(ctx, e.policy_id, protocol, admit_flags(hook)) {
         return ALLOW;
     }
     let mut addr = [0u8; 16];
@@ -167,6 +178,16 @@ fn judge_sock6(ctx: &SockAddrContext, hook: u32) -> i32 {
     )
 }
 
+/// The `SOCK_ADMIT_*` flag a hook records its admitted peers with.
+#[inline(always)]
+fn admit_flags(hook: u32) -> u32 {
+    if hook == hook::CONNECT4 || hook == hook::CONNECT6 {
+        SOCK_ADMIT_CONNECT
+    } else {
+        SOCK_ADMIT_SENDMSG
+    }
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "one flat call keeps the verifier's job small"
@@ -186,6 +207,12 @@ fn finish(
     match judgement {
         Judgement::Allow(counter) => {
             policy::count(counter);
+            // Only a validated address can expire under an established flow; a static
+            // CIDR gets the same verdict per packet for as long as the policy holds it,
+            // so its connects (the benchmark's) skip the map update.
+            if counter == Counter::AllowAddr {
+                policy::admit(dns::cookie(ctx), family, addr, admit_flags(hook));
+            }
             ALLOW
         }
         Judgement::Deny(reason, counter) => {

@@ -23,6 +23,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod capture;
 pub mod upstream;
 
 /// Fails the test unless it runs as root: hb's tests load real eBPF programs.

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, bail};
 use aya::maps::MapData;
-use hb_common::{ENROLL_LAUNCHER, NEVER_EXPIRES, map_names, rule};
+use hb_common::{
+    AF_INET, ENROLL_LAUNCHER, NEVER_EXPIRES, SOCK_ADMIT_CONNECT, SOCK_ADMIT_INBOUND,
+    SOCK_ADMIT_SENDMSG, SockDest, map_names, rule,
+};
 use serde_json::{Map as JsonMap, Value, json};
 
 use crate::{
@@ -38,6 +41,8 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
         (map_names::RULES6, maps.rules6.keys().count()),
         (map_names::COUNTERS, hb_common::Counter::COUNT as usize),
         (map_names::CG_STATS, maps.cg_stats.keys().count()),
+        (map_names::NAT64, maps.nat64.keys().count()),
+        (map_names::SOCK_DEST, sock_dest(bpffs)?.keys().count()),
     ]);
     let mut rows = Vec::new();
     for name in map_names::ALL {
@@ -229,10 +234,55 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                 ]));
             }
         }
-        _ => bail!("{map} is a ring buffer; read it with `hb-agent events`"),
+        map_names::SOCK_DEST => {
+            for (cookie, d) in sock_dest(bpffs)?.iter().filter_map(|r| r.ok()) {
+                rows.push(row([
+                    ("cookie", json!(cookie)),
+                    (
+                        "peer",
+                        json!(addr_of(&d.addr, d.family == AF_INET).to_string()),
+                    ),
+                    ("admitted_by", json!(admitted_by(d.flags))),
+                ]));
+            }
+        }
+        map_names::NAT64 => {
+            for (k, len) in maps.nat64.iter().filter_map(|r| r.ok()) {
+                rows.push(row([
+                    (
+                        "prefix",
+                        json!(format!(
+                            "{}/{}",
+                            std::net::Ipv6Addr::from(k.data().addr),
+                            k.prefix_len()
+                        )),
+                    ),
+                    ("embedding_len", json!(len)),
+                ]));
+            }
+        }
+        map_names::EVENTS => bail!("{map} is a ring buffer; read it with `hb-agent events`"),
+        _ => bail!("{map} holds kernel-internal state; `hb-agent maps list` shows its size"),
     }
     print_rows(&rows, json);
     Ok(())
+}
+
+/// `HB_SOCK_DEST`: socket cookie → the peer the socket hooks admitted.
+fn sock_dest(
+    bpffs: &std::path::Path,
+) -> anyhow::Result<aya::maps::HashMap<MapData, u64, SockDest>> {
+    Ok(crate::maps::open_typed(bpffs, map_names::SOCK_DEST)?)
+}
+
+/// Which hook admitted a socket's peer.
+fn admitted_by(flags: u32) -> &'static str {
+    match flags {
+        SOCK_ADMIT_CONNECT => "connect",
+        SOCK_ADMIT_SENDMSG => "sendmsg",
+        SOCK_ADMIT_INBOUND => "inbound",
+        _ => "unknown",
+    }
 }
 
 /// Cgroup id → path below the mount, for cgroups under hb's root.

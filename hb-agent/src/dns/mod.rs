@@ -15,7 +15,8 @@
 //! ids, TCP on truncation; the upstream's answer carries the CNAME chain) → every A/AAAA in the answer must lie outside the deny ranges (minus
 //! exceptions; IPv4-mapped and NAT64 answers judged by the IPv4 they carry), else the
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
-//! name and address →
+//! name and address (an AAAA under any of `egress.nat64_prefixes` counts as the IPv4 it
+//! embeds, RFC 6052) →
 //! the addresses are written into the policy's allow map with expiry = TTL clamped to
 //! `[min_ttl_secs, max_ttl_secs]` (an answer with more than `max_ips_per_name`
 //! addresses is trimmed to that many; older addresses of the name are evicted) → only
@@ -33,7 +34,7 @@ mod wire;
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     path::Path,
     sync::{Arc, Mutex},
     time::Duration,
@@ -43,7 +44,7 @@ use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
     rr::{Name, RData, RecordType},
 };
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream, UdpSocket},
@@ -88,6 +89,8 @@ struct Inner {
     policies: HashMap<u32, PolicyDns>,
     deny: Vec<IpNet>,
     except: Vec<IpNet>,
+    /// `egress.nat64_prefixes`: AAAA answers under one are judged as their IPv4.
+    nat64: Vec<Ipv6Net>,
     min_ttl: u32,
     max_ttl: u32,
     denied_name: ResponseCode,
@@ -226,6 +229,7 @@ pub async fn start(
         policies,
         deny: config.egress.deny.clone(),
         except: config.egress.exceptions.clone(),
+        nat64: config.egress.nat64.clone(),
         min_ttl: u32::try_from(config.dns.min_ttl_secs).unwrap_or(u32::MAX),
         max_ttl: u32::try_from(config.dns.max_ttl_secs).unwrap_or(u32::MAX),
         denied_name: match config.dns.denied_name_rcode {
@@ -391,22 +395,10 @@ fn encode(request: &Message, m: Message, transport: Transport) -> Option<Vec<u8>
 }
 
 /// Whether an answer address lies in a deny range and no exception; IPv6 addresses that
-/// carry an IPv4 one (mapped, NAT64) are judged by it, as the kernel does.
-pub(crate) fn denied(deny: &[IpNet], except: &[IpNet], ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            if o[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
-                || o[..12] == [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0]
-            {
-                IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
-            } else {
-                ip
-            }
-        }
-        v4 => v4,
-    };
-    deny.iter().any(|n| n.contains(&ip)) && !except.iter().any(|n| n.contains(&ip))
+/// carry an IPv4 one (mapped, NAT64 under `egress.nat64_prefixes`) are judged by it, as
+/// the kernel does.
+pub(crate) fn denied(deny: &[IpNet], except: &[IpNet], nat64: &[Ipv6Net], ip: IpAddr) -> bool {
+    crate::egress::denied(deny, except, nat64, ip)
 }
 
 impl Inner {
@@ -630,7 +622,7 @@ impl Inner {
                 RData::AAAA(a) => IpAddr::V6(a.0),
                 _ => continue,
             };
-            if denied(&self.deny, &self.except, ip) {
+            if denied(&self.deny, &self.except, &self.nat64, ip) {
                 self.event(&policy.name, "dns_rebinding", "deny", &name, Some(ip));
                 if !policy.audit {
                     return answer(self.rebinding);

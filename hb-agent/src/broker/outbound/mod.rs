@@ -229,7 +229,8 @@ impl Outbound {
             config.egress.exceptions.clone(),
             u32::try_from(config.dns.min_ttl_secs).unwrap_or(u32::MAX),
             u32::try_from(config.dns.max_ttl_secs).unwrap_or(u32::MAX),
-        );
+        )
+        .with_nat64(config.egress.nat64.clone());
         let (tls, system_roots) = client::tls_config(&config.broker.extra_ca_file)?;
         if system_roots == 0 {
             tracing::warn!(

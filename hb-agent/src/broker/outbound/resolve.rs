@@ -59,6 +59,8 @@ pub struct Resolver {
     upstream: Arc<Upstream>,
     deny: Vec<IpNet>,
     except: Vec<IpNet>,
+    /// `egress.nat64_prefixes` (see [`Resolver::with_nat64`]).
+    nat64: Vec<ipnet::Ipv6Net>,
     min_ttl: u32,
     max_ttl: u32,
     cache: Mutex<HashMap<String, Cached>>,
@@ -76,15 +78,23 @@ impl Resolver {
             upstream,
             deny,
             except,
+            nat64: Vec::new(),
             min_ttl,
             max_ttl,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Judges addresses under these NAT64 prefixes (beside the well-known one, always
+    /// judged so) as the IPv4 address they embed.
+    pub fn with_nat64(mut self, nat64: Vec<ipnet::Ipv6Net>) -> Self {
+        self.nat64 = nat64;
+        self
+    }
+
     /// Whether `addr` is refused by the deny ranges and not carved out.
     pub fn denied(&self, addr: IpAddr) -> bool {
-        crate::dns::denied(&self.deny, &self.except, addr)
+        crate::dns::denied(&self.deny, &self.except, &self.nat64, addr)
     }
 
     /// The addresses `host` may be reached at, IPv4 first.
