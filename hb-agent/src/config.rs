@@ -133,6 +133,18 @@ pub struct BrokerConfig {
     /// The policy that host callers (in no sandbox) act under for handles and requests;
     /// empty: host callers get no handles and no credential-less requests.
     pub host_policy: String,
+    /// A request's headers must arrive within this once the broker waits for them: on a
+    /// new connection, and for each next request on a kept-alive one (so a connection
+    /// that sends nothing, or nothing more, is closed after it).
+    pub header_read_timeout_secs: u64,
+    /// A connection on which no byte moves either way for this long is closed (a peer
+    /// that stops reading its answer). Longer than `request_timeout_secs` (a request
+    /// waiting on its upstream moves no byte) and than the event stream's 15 s
+    /// keep-alive.
+    pub idle_timeout_secs: u64,
+    /// `POST /v1/scrub` and `/v1/sanitize` calls a minute per caller (a sandbox, or a
+    /// host uid other than root and `operator_uid`); more get `rate_limited`.
+    pub scrub_per_minute: u32,
 }
 
 impl BrokerConfig {
@@ -159,6 +171,9 @@ impl Default for BrokerConfig {
             request_timeout_secs: 30,
             max_connections: 256,
             host_policy: String::new(),
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            scrub_per_minute: 120,
         }
     }
 }
@@ -461,6 +476,14 @@ impl Config {
                 self.broker.request_timeout_secs,
             ),
             ("broker.max_connections", self.broker.max_connections as u64),
+            (
+                "broker.header_read_timeout_secs",
+                self.broker.header_read_timeout_secs,
+            ),
+            (
+                "broker.scrub_per_minute",
+                u64::from(self.broker.scrub_per_minute),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -492,6 +515,18 @@ impl Config {
                     message: format!("{value} is outside 1..={max}"),
                 });
             }
+        }
+        let idle_floor = self.broker.request_timeout_secs.max(15);
+        if self.broker.idle_timeout_secs <= idle_floor || self.broker.idle_timeout_secs > 86_400 {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "broker.idle_timeout_secs".into(),
+                line: key_line("idle_timeout_secs"),
+                message: format!(
+                    "{} must be over broker.request_timeout_secs and the event stream's 15 s keep-alive ({idle_floor}) and at most a day",
+                    self.broker.idle_timeout_secs
+                ),
+            });
         }
         if self.agent.rescan_interval_ms == 0 {
             return Err(ConfigError::Invalid {

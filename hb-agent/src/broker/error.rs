@@ -29,6 +29,9 @@ pub enum Code {
     UnknownCaller,
     /// The agent is overloaded or a needed part (vault) is not available.
     Unavailable,
+    /// The caller used up its allowance of a rate-limited endpoint (`/v1/scrub`,
+    /// `/v1/sanitize`: `broker.scrub_per_minute`); the message says when to retry.
+    RateLimited,
     PolicyDenied,
     AuthCollision,
     UnknownHandle,
@@ -56,6 +59,7 @@ impl Code {
             | Code::DnsRejected => StatusCode::FORBIDDEN,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamError => StatusCode::BAD_GATEWAY,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

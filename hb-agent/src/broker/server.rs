@@ -13,9 +13,12 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -29,24 +32,28 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
     routing::{get, post},
-    serve::{IncomingStream, Listener},
 };
 use futures_util::{Stream, StreamExt as _};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{UnixListener, UnixStream},
-    sync::{OwnedSemaphorePermit, Semaphore, broadcast},
+    sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch},
 };
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+use tower::ServiceExt as _;
 
 use super::{
     credentials,
     error::{ApiError, Code},
     handles::{Entry, Handles},
-    identity::{Caller, Identity, Peer},
+    identity::{Caller, Identity},
     sessions::Sessions,
+    stats::Stats,
+    text_gate::{self, TextGate},
 };
 use crate::{
     audit::AuditLog,
@@ -72,6 +79,10 @@ pub struct Shared {
     pub operator_uid: u32,
     pub max_body: usize,
     pub timeout: Duration,
+    /// Connections refused, closed idle; text-gate refusals.
+    pub stats: Stats,
+    /// The rate limit of `/v1/scrub` and `/v1/sanitize`.
+    pub text_gate: TextGate,
 }
 
 pub type AppState = Arc<Shared>;
@@ -218,90 +229,62 @@ impl Shared {
 }
 
 // --- connections -------------------------------------------------------------------
+//
+// Each accepted connection is identified at once, from the kernel (`identity`), and
+// served with that caller for its whole life; a peer that cannot be identified (it has
+// exited, or the kernel gives no pidfd) is refused: closed unanswered, logged, counted.
+// Timeouts: a request's headers must arrive within `broker.header_read_timeout_secs`
+// of the broker waiting for them (a new connection that sends nothing, or a kept-alive
+// one that sends no next request, is closed), and a connection on which no byte moves
+// either way for `broker.idle_timeout_secs` (a peer that stops reading its answer) is
+// closed too.
 
-/// The Unix listener, bounded: a connection holds a permit while it is open.
-struct BoundedListener {
-    inner: UnixListener,
-    permits: Arc<Semaphore>,
-}
-
-/// An accepted connection and its permit.
-struct Conn {
-    stream: UnixStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// What the kernel said about the peer when it connected, and the caller it was
-/// identified as (once per connection: the credentials belong to the connecting process
-/// for the connection's life, and moving that process to another cgroup later neither
-/// widens nor should change what this connection was opened as).
+/// The caller a connection was opened by, bound at accept (as the request extension
+/// [`ConnectInfo<PeerAddr>`] that [`CallerOf`] reads).
 #[derive(Clone, Debug)]
-pub struct PeerAddr(Option<Peer>, Arc<std::sync::OnceLock<Caller>>);
+pub struct PeerAddr(Arc<Caller>);
 
-impl Listener for BoundedListener {
-    type Io = Conn;
-    type Addr = PeerAddr;
+/// A connection's stream that remembers when a byte last moved on it.
+struct Tracked {
+    stream: UnixStream,
+    /// Milliseconds after `since` of the last read or write that moved bytes.
+    last: Arc<AtomicU64>,
+    since: Instant,
+}
 
-    async fn accept(&mut self) -> (Conn, PeerAddr) {
-        loop {
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                // The semaphore is never closed; wait rather than spin if it were.
-                std::future::pending::<()>().await;
-                continue;
-            };
-            match self.inner.accept().await {
-                Ok((stream, _)) => {
-                    let peer = stream.peer_cred().ok().and_then(|c| {
-                        Some(Peer {
-                            pid: c.pid()?,
-                            uid: c.uid(),
-                        })
-                    });
-                    return (
-                        Conn {
-                            stream,
-                            _permit: permit,
-                        },
-                        PeerAddr(peer, Arc::default()),
-                    );
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "broker accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<PeerAddr> {
-        Ok(PeerAddr(None, Arc::default()))
+impl Tracked {
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
     }
 }
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, BoundedListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, BoundedListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-impl AsyncRead for Conn {
+impl AsyncRead for Tracked {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
     }
 }
 
-impl AsyncWrite for Conn {
+impl AsyncWrite for Tracked {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -313,26 +296,130 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// The next connection whose caller could be identified, with its permit (at most
+/// `broker.max_connections` are open; the rest wait in the kernel's backlog).
+async fn accept(
+    listener: &UnixListener,
+    permits: &Arc<Semaphore>,
+    shared: &AppState,
+) -> (UnixStream, Caller, OwnedSemaphorePermit) {
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            // The semaphore is never closed; wait rather than spin if it were.
+            std::future::pending::<()>().await;
+            continue;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "broker accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match shared.identity.identify(&stream) {
+            Ok(caller) => return (stream, caller, permit),
+            Err(e) => {
+                let total = shared
+                    .stats
+                    .refused(e.kind(), &shared.config.agent.state_dir);
+                tracing::warn!(
+                    reason = e.kind(),
+                    refused_total = total,
+                    "broker refused a connection: {}",
+                    crate::error_chain(&e)
+                );
+                // Dropping the stream closes it unanswered.
+            }
+        }
+    }
+}
+
+/// Serves one identified connection until it ends, times out or the broker stops.
+async fn serve_connection(
+    stream: UnixStream,
+    caller: Caller,
+    app: Router,
+    shared: AppState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let broker = &shared.config.broker;
+    let idle = Duration::from_secs(broker.idle_timeout_secs);
+    let last = Arc::new(AtomicU64::new(0));
+    let since = Instant::now();
+    let io = TokioIo::new(Tracked {
+        stream,
+        last: last.clone(),
+        since,
+    });
+    let peer = ConnectInfo(PeerAddr(Arc::new(caller)));
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(broker.header_read_timeout_secs));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        let quiet_since = since + Duration::from_millis(last.load(Ordering::Relaxed));
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "broker connection ended");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until((quiet_since + idle).into()) => {
+                // Bytes may have moved since the deadline was set: only a full quiet
+                // period ends the connection.
+                if since + Duration::from_millis(last.load(Ordering::Relaxed)) == quiet_since {
+                    let total = shared.stats.idle_closed(&shared.config.agent.state_dir);
+                    tracing::info!(idle_closed_total = total, "broker closed an idle connection (broker.idle_timeout_secs)");
+                    return;
+                }
+            }
+            changed = stop.changed(), if !stopping => {
+                // Finish the request in flight, then close (an idle connection closes now).
+                let _ = changed;
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
 pub async fn serve(
     listener: UnixListener,
     shared: AppState,
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let listener = BoundedListener {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(max_connections)),
-    };
-    let app = router(shared);
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<PeerAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "broker stopped");
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let app = router(shared.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, caller, permit) = tokio::select! {
+            accepted = accept(&listener, &permits, &shared) => accepted,
+            () = &mut shutdown => break,
+        };
+        let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());
+        connections.spawn(async move {
+            served.await;
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
     }
+    let _ = stop_tx.send(true);
+    // Requests in flight get their deadline to finish; then the runtime drops the rest.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(shared.timeout, drained).await;
 }
 
 fn router(shared: AppState) -> Router {
@@ -387,21 +474,13 @@ pub struct CallerOf(pub Caller);
 impl FromRequestParts<AppState> for CallerOf {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        // Bound when the connection was accepted; never looked up again.
         let info = parts
             .extensions
             .get::<ConnectInfo<PeerAddr>>()
             .ok_or_else(|| ApiError::new(Code::UnknownCaller, "no peer credentials"))?;
-        let PeerAddr(peer, cache) = &info.0;
-        if let Some(caller) = cache.get() {
-            return Ok(CallerOf(caller.clone()));
-        }
-        let peer = peer.ok_or_else(|| ApiError::new(Code::UnknownCaller, "no peer credentials"))?;
-        let caller = state
-            .identity
-            .identify(peer)
-            .map_err(|e| ApiError::new(Code::UnknownCaller, e.to_string()))?;
-        Ok(CallerOf(cache.get_or_init(|| caller).clone()))
+        Ok(CallerOf(Caller::clone(&info.0.0)))
     }
 }
 
@@ -550,23 +629,21 @@ pub struct ScrubRequest {
 }
 
 /// `POST /v1/scrub {"text"}` → `{"text","redactions"}`: the gate before LLM context.
-/// Removes known token families and every live secret and handle of this agent.
+/// Removes known token families and the live secrets and handles the caller may know
+/// of (all of them for a host caller; see [`text_gate`] for a sandbox's view, the rate
+/// limit and the audit record).
 async fn scrub(
     State(shared): State<AppState>,
     CallerOf(caller): CallerOf,
-    JsonBody(req): JsonBody<ScrubRequest>,
-) -> Json<serde_json::Value> {
-    let (text, redactions) = shared.scrubber.scrub_str(&req.text);
-    if !redactions.is_empty() {
-        shared.audit_decision(
-            &caller,
-            caller.sandbox.as_ref().map_or("", |s| s.policy.as_str()),
-            "scrub",
-            "redacted",
-            &format!("{} redactions", redactions.len()),
-        );
-    }
-    Json(json!({ "text": text, "redactions": redactions }))
+    req: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    text_gate::admit(&shared, &caller, "scrub")?;
+    let req: ScrubRequest =
+        text_gate::body(req.into_body(), shared.max_body, r#"{"text": "…"}"#).await?;
+    let view = text_gate::View::of(&shared, &caller);
+    let (text, redactions) = view.scrub_str(&shared, &req.text);
+    text_gate::audit(&shared, &caller, "scrub", req.text.len(), Some(&redactions));
+    Ok(Json(json!({ "text": text, "redactions": redactions })))
 }
 
 #[derive(serde::Deserialize)]
@@ -581,11 +658,21 @@ pub struct SanitizeRequest {
 
 /// `POST /v1/sanitize {"text","mode"?,"spotlight"?}` →
 /// `{"text","flagged","severity","findings":[…]}`: untrusted text made safe to show a
-/// model as data. The result is scrubbed too (an excerpt must not carry a secret).
+/// model as data. The result is scrubbed too (an excerpt must not carry a secret), with
+/// the caller's view, limit and audit as for `/v1/scrub`.
 async fn sanitize(
     State(shared): State<AppState>,
-    JsonBody(req): JsonBody<SanitizeRequest>,
+    CallerOf(caller): CallerOf,
+    req: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    text_gate::admit(&shared, &caller, "sanitize")?;
+    let req: SanitizeRequest = text_gate::body(
+        req.into_body(),
+        shared.max_body,
+        r#"{"text": "…", "mode"?: "flag"|"redact"|"block", "spotlight"?: bool}"#,
+    )
+    .await?;
+    let len = req.text.len();
     let opts = crate::sanitize::Options {
         mode: req.mode,
         spotlight: req.spotlight,
@@ -596,7 +683,9 @@ async fn sanitize(
         .map_err(|_| ApiError::new(Code::Internal, "sanitizer task failed"))?;
     let value = serde_json::to_value(&result)
         .map_err(|_| ApiError::new(Code::Internal, "cannot encode the result"))?;
-    Ok(Json(scrub_json(&shared.scrubber, value)))
+    let view = text_gate::View::of(&shared, &caller);
+    text_gate::audit(&shared, &caller, "sanitize", len, None);
+    Ok(Json(view.scrub_json(&shared, value)))
 }
 
 /// Scrubs every string in a JSON value.
