@@ -942,6 +942,34 @@ mod tests {
     }
 
     #[test]
+    fn connection_timeouts_and_the_scrub_limit_have_defaults_and_bounds() {
+        let c = Config::parse("", "t").expect("defaults");
+        assert_eq!(c.broker.header_read_timeout_secs, 10);
+        assert_eq!(c.broker.idle_timeout_secs, 120);
+        assert_eq!(c.broker.scrub_per_minute, 120);
+        let e = err("[broker]\nheader_read_timeout_secs = 0\n");
+        assert!(
+            e.contains("broker.header_read_timeout_secs") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = err("[broker]\nscrub_per_minute = 0\n");
+        assert!(e.contains("broker.scrub_per_minute"), "{e}");
+        // Idle must outlast a request waiting on its upstream, and the SSE keep-alive.
+        let e = err("[broker]\nrequest_timeout_secs = 60\nidle_timeout_secs = 60\n");
+        assert!(
+            e.contains("broker.idle_timeout_secs") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = err("[broker]\nrequest_timeout_secs = 2\nidle_timeout_secs = 15\n");
+        assert!(e.contains("broker.idle_timeout_secs"), "{e}");
+        Config::parse(
+            "[broker]\nrequest_timeout_secs = 2\nidle_timeout_secs = 16\n",
+            "t",
+        )
+        .expect("valid");
+    }
+
+    #[test]
     fn bare_address_is_a_host_cidr_and_host_bits_are_cleared() {
         assert_eq!(
             "203.0.113.7".parse::<Cidr>().expect("valid").to_string(),

@@ -447,3 +447,75 @@ print(json.dumps(out))
     assert_eq!(out["silent"], "closed", "{out}");
     assert_eq!(out["slow"], "closed", "{out}");
 }
+
+#[test]
+fn a_connection_that_stops_reading_its_answer_is_closed_after_the_idle_timeout() {
+    private_netns(&[]);
+    // The shortest idle timeout the config allows: over request_timeout_secs and the
+    // event stream's 15 s keep-alive. (Keys the old binary does not know.)
+    let config = CONFIG.replace(
+        "max_connections = 1\n",
+        "request_timeout_secs = 2\nidle_timeout_secs = 16\n",
+    );
+    let mut env = TestEnv::new("identslow", &config);
+    env.start_agent();
+    // A sandbox asks for a 2 MB answer and reads none of it: the broker's write stalls
+    // once the socket buffer is full.
+    let script = r#"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+body = json.dumps({"text": "a" * 2000000}).encode()
+s.sendall(("POST /v1/scrub HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)).encode() + body)
+print("sent", flush=True)
+sys.stdin.readline()
+s.settimeout(30); data = b""
+while True:
+    d = s.recv(1 << 20)
+    if not d: break
+    data += d
+head, _, rest = data.partition(b"\r\n\r\n")
+n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+print(json.dumps({"status": int(head.split(b" ")[1]), "got": len(rest), "length": n}), flush=True)
+"#;
+    let sock = env.broker_socket().display().to_string();
+    let mut child = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "a", "--user", "65534", "--"])
+        .args([python(), "-c", script, &sock])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sandbox run");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("sent");
+    assert_eq!(line.trim(), "sent");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = env.hb_json(&["status"]);
+        if status["broker"]["idle_closed"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection is still open: {status}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    stdin.write_all(b"read\n").expect("to the sandbox");
+    line.clear();
+    stdout.read_line(&mut line).expect("result");
+    let _ = child.wait();
+    let out: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(out["status"], 200, "{out}");
+    assert!(
+        out["got"].as_u64() < out["length"].as_u64(),
+        "closed mid-answer: {out}"
+    );
+    assert!(
+        env.agent().log_text().contains("closed an idle connection"),
+        "logged"
+    );
+}
