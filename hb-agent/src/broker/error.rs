@@ -3,7 +3,8 @@
 //! Owns: the stable error codes of the socket API and their HTTP statuses. Messages are
 //! written for an agent reading them: they say plainly what was refused and by which
 //! rule, so a well-behaved caller stops probing.
-//! Must never: carry a secret (every message passes the scrubber before it leaves).
+//! Must never: carry a secret (every message passes the scrubber before it leaves, with
+//! the view of the caller being served: see `text_gate`).
 
 use axum::{
     Json,
@@ -95,7 +96,9 @@ struct Inner<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = crate::scrub::global().scrub_str(&self.message).0;
+        // With the view of the caller being served (see `text_gate`): a message may
+        // quote the caller's input.
+        let message = super::text_gate::scrub_message(&self.message);
         let body = Body {
             error: Inner {
                 code: self.code,

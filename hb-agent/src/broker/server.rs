@@ -244,6 +244,12 @@ impl Shared {
 #[derive(Clone, Debug)]
 pub struct PeerAddr(Arc<Caller>);
 
+impl PeerAddr {
+    pub fn caller(&self) -> &Caller {
+        &self.0
+    }
+}
+
 /// A connection's stream that remembers when a byte last moved on it.
 struct Tracked {
     stream: UnixStream,
@@ -444,6 +450,10 @@ fn router(shared: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(shared.clone(), deadline))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            text_gate::caller_view,
+        ))
         .with_state(shared)
 }
 
@@ -641,7 +651,7 @@ async fn scrub(
     let req: ScrubRequest =
         text_gate::body(req.into_body(), shared.max_body, r#"{"text": "…"}"#).await?;
     let view = text_gate::View::of(&shared, &caller);
-    let (text, redactions) = view.scrub_str(&shared, &req.text);
+    let (text, redactions) = view.scrub_str(&req.text);
     text_gate::audit(&shared, &caller, "scrub", req.text.len(), Some(&redactions));
     Ok(Json(json!({ "text": text, "redactions": redactions })))
 }
@@ -685,7 +695,7 @@ async fn sanitize(
         .map_err(|_| ApiError::new(Code::Internal, "cannot encode the result"))?;
     let view = text_gate::View::of(&shared, &caller);
     text_gate::audit(&shared, &caller, "sanitize", len, None);
-    Ok(Json(view.scrub_json(&shared, value)))
+    Ok(Json(view.scrub_json(value)))
 }
 
 /// Scrubs every string in a JSON value.

@@ -16,19 +16,26 @@
 //!   length and the redactions' families and count (never the text or a value). Refusals
 //!   are audited once, then summarised at most once a minute, so a flood cannot rotate
 //!   the audit log away.
-//! - a malformed body gets an error that quotes nothing of it (the error message passes
-//!   the full scrubber, which would make it an oracle again).
+//! - a malformed body gets an error that quotes nothing of it; and on every endpoint, an
+//!   error message (which may quote the caller's input: a field name, an integration, a
+//!   URL) is scrubbed with the caller's view too ([`caller_view`], [`scrub_message`]),
+//!   or `/v1/handles {"integration": <guess>}` would be the same oracle, unlimited.
 //!
 //! Must never: match a value the caller has no handle for, or put the caller's text in
 //! an answer other than the scrubbed one, a log or the audit log.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
-use axum::body::{Body, Bytes};
+use axum::{
+    body::{Body, Bytes},
+    extract::{ConnectInfo, Request},
+    middleware::Next,
+    response::Response,
+};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -36,9 +43,9 @@ use super::{
     error::{ApiError, Code},
     handles::Owner,
     identity::Caller,
-    server::Shared,
+    server::{AppState, PeerAddr, Shared},
 };
-use crate::scrub::{LiveId, Redaction};
+use crate::scrub::{LiveId, Redaction, Scrubber};
 
 /// How often refusals of one caller are written to the audit log at most.
 const DENIAL_AUDIT_EVERY: Duration = Duration::from_secs(60);
@@ -158,13 +165,18 @@ pub fn admit(shared: &Shared, caller: &Caller, endpoint: &str) -> Result<(), Api
 /// Scrubs with what `caller` may see: everything for a host caller; for a sandbox,
 /// the families and the live values of its own handles and their credentials.
 pub struct View {
+    scrubber: Arc<Scrubber>,
     visible: Option<HashSet<LiveId>>,
 }
 
 impl View {
     pub fn of(shared: &Shared, caller: &Caller) -> Self {
+        let scrubber = shared.scrubber.clone();
         let Some(s) = &caller.sandbox else {
-            return Self { visible: None };
+            return Self {
+                scrubber,
+                visible: None,
+            };
         };
         let held = shared.handles.held_by(Owner::Sandbox {
             cgroup_id: s.cgroup_id,
@@ -179,33 +191,64 @@ impl View {
             .filter_map(|key| protected.get(key.as_str()).copied())
             .collect();
         Self {
+            scrubber,
             visible: Some(visible),
         }
     }
 
-    pub fn scrub_str(&self, shared: &Shared, text: &str) -> (String, Vec<Redaction>) {
+    pub fn scrub_str(&self, text: &str) -> (String, Vec<Redaction>) {
         match &self.visible {
-            None => shared.scrubber.scrub_str(text),
-            Some(visible) => shared.scrubber.scrub_str_visible(text, visible),
+            None => self.scrubber.scrub_str(text),
+            Some(visible) => self.scrubber.scrub_str_visible(text, visible),
         }
     }
 
     /// Scrubs every string in a JSON value.
-    pub fn scrub_json(&self, shared: &Shared, value: serde_json::Value) -> serde_json::Value {
+    pub fn scrub_json(&self, value: serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
         match value {
-            Value::String(s) => Value::String(self.scrub_str(shared, &s).0),
-            Value::Array(a) => {
-                Value::Array(a.into_iter().map(|v| self.scrub_json(shared, v)).collect())
-            }
+            Value::String(s) => Value::String(self.scrub_str(&s).0),
+            Value::Array(a) => Value::Array(a.into_iter().map(|v| self.scrub_json(v)).collect()),
             Value::Object(o) => Value::Object(
                 o.into_iter()
-                    .map(|(k, v)| (self.scrub_str(shared, &k).0, self.scrub_json(shared, v)))
+                    .map(|(k, v)| (self.scrub_str(&k).0, self.scrub_json(v)))
                     .collect(),
             ),
             other => other,
         }
     }
+}
+
+tokio::task_local! {
+    /// The view of the caller whose request this task is serving (see [`caller_view`]).
+    static ERROR_VIEW: View;
+}
+
+/// Middleware: error messages of this request are scrubbed with the caller's view.
+/// Messages quote the caller's input (a field name, an integration, a URL); scrubbed
+/// with every live value, they would say which input was a live credential, on every
+/// endpoint and without a limit.
+pub async fn caller_view(
+    axum::extract::State(shared): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let view = req
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|info| View::of(&shared, info.0.caller()));
+    match view {
+        Some(view) => ERROR_VIEW.scope(view, next.run(req)).await,
+        None => next.run(req).await,
+    }
+}
+
+/// An error message as it may leave: scrubbed with the view of the caller being
+/// served, or with everything outside a request.
+pub fn scrub_message(message: &str) -> String {
+    ERROR_VIEW
+        .try_with(|view| view.scrub_str(message).0)
+        .unwrap_or_else(|_| crate::scrub::global().scrub_str(message).0)
 }
 
 /// Reads a text endpoint's JSON body (up to `broker.max_body_bytes`). Errors say where
