@@ -145,6 +145,10 @@ pub struct BrokerConfig {
     /// `POST /v1/scrub` and `/v1/sanitize` calls a minute per caller (a sandbox, or a
     /// host uid other than root and `operator_uid`); more get `rate_limited`.
     pub scrub_per_minute: u32,
+    /// Connections one caller (a sandbox, or a host uid other than root and
+    /// `operator_uid`) may have open at once; more are closed unanswered, so no caller
+    /// can hold all of `max_connections`.
+    pub max_connections_per_caller: usize,
 }
 
 impl BrokerConfig {
@@ -174,6 +178,7 @@ impl Default for BrokerConfig {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 120,
             scrub_per_minute: 120,
+            max_connections_per_caller: 32,
         }
     }
 }
@@ -483,6 +488,10 @@ impl Config {
             (
                 "broker.scrub_per_minute",
                 u64::from(self.broker.scrub_per_minute),
+            ),
+            (
+                "broker.max_connections_per_caller",
+                self.broker.max_connections_per_caller as u64,
             ),
         ] {
             if value == 0 {
@@ -947,6 +956,7 @@ mod tests {
         assert_eq!(c.broker.header_read_timeout_secs, 10);
         assert_eq!(c.broker.idle_timeout_secs, 120);
         assert_eq!(c.broker.scrub_per_minute, 120);
+        assert_eq!(c.broker.max_connections_per_caller, 32);
         let e = err("[broker]\nheader_read_timeout_secs = 0\n");
         assert!(
             e.contains("broker.header_read_timeout_secs") && e.contains("line 2"),

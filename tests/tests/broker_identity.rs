@@ -318,8 +318,12 @@ impl Drop for Impostor {
 }
 
 fn start(name: &str) -> TestEnv {
+    start_with(name, CONFIG)
+}
+
+fn start_with(name: &str, config: &str) -> TestEnv {
     private_netns(&[]);
-    let mut env = TestEnv::new(name, CONFIG);
+    let mut env = TestEnv::new(name, config);
     let init = env.hb(&["vault", "init"]);
     assert!(init.status.success(), "vault init");
     env.vault_put("svc", "bot", "Qm9vdGxlZ2dlcnNHb25uYUJvb3RsZWcxMjM0NTY3");
@@ -517,5 +521,63 @@ print(json.dumps({"status": int(head.split(b" ")[1]), "got": len(rest), "length"
     assert!(
         env.agent().log_text().contains("closed an idle connection"),
         "logged"
+    );
+}
+
+#[test]
+fn one_sandbox_cannot_hold_more_than_its_share_of_connections() {
+    // The default broker.max_connections (256), not this file's 1.
+    let env = start_with("identshare", &CONFIG.replace("max_connections = 1\n", ""));
+    // broker.max_connections_per_caller is 32 by default: the 33rd open connection of
+    // one sandbox is closed unanswered, and one given back makes room again.
+    let script = r#"
+import json, socket, sys, time
+def whoami(s):
+    try:
+        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\n\r\n")
+        d = s.recv(65536)
+        return "served" if d.startswith(b"HTTP/1.1 200") else "closed"
+    except (ConnectionResetError, BrokenPipeError):
+        return "closed"
+def conn():
+    s = socket.socket(socket.AF_UNIX); s.settimeout(30); s.connect(sys.argv[1]); return s
+held = [conn() for _ in range(33)]
+answers = [whoami(s) for s in held]
+held[0].close()
+again = "closed"
+for _ in range(100):
+    again = whoami(conn())
+    if again == "served": break
+    time.sleep(0.05)
+print(json.dumps({"served": answers.count("served"), "last": answers[-1], "again": again}))
+"#;
+    let sock = env.broker_socket().display().to_string();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "a",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        script,
+        &sock,
+    ]);
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out["served"], 32, "{out}");
+    assert_eq!(out["last"], "closed", "{out}");
+    assert_eq!(out["again"], "served", "{out}");
+    let status = env.hb_json(&["status"]);
+    assert!(
+        status["broker"]["refused"]["per_caller_limit"].as_u64() >= Some(1),
+        "{status}"
     );
 }

@@ -14,7 +14,7 @@ use std::{
     io,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -49,7 +49,7 @@ use tower::ServiceExt as _;
 use super::{
     credentials,
     error::{ApiError, Code},
-    handles::{Entry, Handles},
+    handles::{Entry, Handles, Owner},
     identity::{Caller, Identity},
     sessions::Sessions,
     stats::Stats,
@@ -232,7 +232,9 @@ impl Shared {
 //
 // Each accepted connection is identified at once, from the kernel (`identity`), and
 // served with that caller for its whole life; a peer that cannot be identified (it has
-// exited, or the kernel gives no pidfd) is refused: closed unanswered, logged, counted.
+// exited, or the kernel gives no pidfd), or a caller that already has
+// `broker.max_connections_per_caller` open, is refused: closed unanswered, logged,
+// counted.
 // Timeouts: a request's headers must arrive within `broker.header_read_timeout_secs`
 // of the broker waiting for them (a new connection that sends nothing, or a kept-alive
 // one that sends no next request, is closed), and a connection on which no byte moves
@@ -302,13 +304,66 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// The next connection whose caller could be identified, with its permit (at most
-/// `broker.max_connections` are open; the rest wait in the kernel's backlog).
+/// Open connections per caller (a sandbox, or a host uid other than root and the
+/// operator uid), so that no one caller can hold all of `broker.max_connections`.
+#[derive(Default)]
+struct PerCaller(Mutex<HashMap<Owner, usize>>);
+
+/// One of a caller's connections; gives its place back when dropped.
+struct Slot(Option<(Arc<PerCaller>, Owner)>);
+
+impl PerCaller {
+    fn take(self: &Arc<Self>, caller: &Caller, shared: &Shared) -> Option<Slot> {
+        let who = match &caller.sandbox {
+            Some(s) => Owner::Sandbox {
+                cgroup_id: s.cgroup_id,
+            },
+            None if caller.is_operator(shared.operator_uid) => return Some(Slot(None)),
+            None => Owner::Host { uid: caller.uid },
+        };
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(who).or_default();
+        if *n >= shared.config.broker.max_connections_per_caller {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(Some((self.clone(), who))))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((per, who)) = self.0.take() {
+            let mut open = per.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = open.get_mut(&who) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&who);
+                }
+            }
+        }
+    }
+}
+
+/// Closes a connection unanswered: logged and counted under `reason`.
+fn refuse(shared: &Shared, reason: &str, why: &str) {
+    let total = shared.stats.refused(reason, &shared.config.agent.state_dir);
+    tracing::warn!(
+        reason,
+        refused_total = total,
+        "broker refused a connection: {why}"
+    );
+}
+
+/// The next connection whose caller could be identified and is under its own limit,
+/// with its permit (at most `broker.max_connections` are open; the rest wait in the
+/// kernel's backlog) and its slot.
 async fn accept(
     listener: &UnixListener,
     permits: &Arc<Semaphore>,
+    per_caller: &Arc<PerCaller>,
     shared: &AppState,
-) -> (UnixStream, Caller, OwnedSemaphorePermit) {
+) -> (UnixStream, Caller, OwnedSemaphorePermit, Slot) {
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             // The semaphore is never closed; wait rather than spin if it were.
@@ -324,20 +379,24 @@ async fn accept(
                 continue;
             }
         };
+        // Dropping the stream (on refusal) closes it unanswered.
         match shared.identity.identify(&stream) {
-            Ok(caller) => return (stream, caller, permit),
-            Err(e) => {
-                let total = shared
-                    .stats
-                    .refused(e.kind(), &shared.config.agent.state_dir);
-                tracing::warn!(
-                    reason = e.kind(),
-                    refused_total = total,
-                    "broker refused a connection: {}",
-                    crate::error_chain(&e)
-                );
-                // Dropping the stream closes it unanswered.
-            }
+            Ok(caller) => match per_caller.take(&caller, shared) {
+                Some(slot) => return (stream, caller, permit, slot),
+                None => refuse(
+                    shared,
+                    "per_caller_limit",
+                    &format!(
+                        "{} has broker.max_connections_per_caller ({}) open",
+                        caller.sandbox.as_ref().map_or_else(
+                            || format!("uid {}", caller.uid),
+                            |s| format!("sandbox {}", s.cgroup)
+                        ),
+                        shared.config.broker.max_connections_per_caller
+                    ),
+                ),
+            },
+            Err(e) => refuse(shared, e.kind(), &crate::error_chain(&e)),
         }
     }
 }
@@ -408,17 +467,18 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(max_connections));
     let app = router(shared.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let per_caller = Arc::new(PerCaller::default());
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, caller, permit) = tokio::select! {
-            accepted = accept(&listener, &permits, &shared) => accepted,
+        let (stream, caller, permit, slot) = tokio::select! {
+            accepted = accept(&listener, &permits, &per_caller, &shared) => accepted,
             () = &mut shutdown => break,
         };
         let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());
         connections.spawn(async move {
             served.await;
-            drop(permit);
+            drop((permit, slot));
         });
         while connections.try_join_next().is_some() {}
     }
