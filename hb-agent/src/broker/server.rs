@@ -247,8 +247,8 @@ impl Shared {
 pub struct PeerAddr(Arc<Caller>);
 
 impl PeerAddr {
-    pub fn caller(&self) -> &Caller {
-        &self.0
+    pub fn caller_arc(&self) -> Arc<Caller> {
+        self.0.clone()
     }
 }
 

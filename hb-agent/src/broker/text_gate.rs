@@ -219,26 +219,32 @@ impl View {
     }
 }
 
+/// Who the task is serving: enough to build its [`View`] should an error need it.
+struct Served {
+    shared: AppState,
+    caller: Arc<Caller>,
+}
+
 tokio::task_local! {
-    /// The view of the caller whose request this task is serving (see [`caller_view`]).
-    static ERROR_VIEW: View;
+    /// The caller whose request this task is serving (see [`caller_view`]).
+    static SERVED: Served;
 }
 
 /// Middleware: error messages of this request are scrubbed with the caller's view.
 /// Messages quote the caller's input (a field name, an integration, a URL); scrubbed
 /// with every live value, they would say which input was a live credential, on every
-/// endpoint and without a limit.
+/// endpoint and without a limit. The view is built only when a message is scrubbed.
 pub async fn caller_view(
     axum::extract::State(shared): axum::extract::State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    let view = req
+    let caller = req
         .extensions()
         .get::<ConnectInfo<PeerAddr>>()
-        .map(|info| View::of(&shared, info.0.caller()));
-    match view {
-        Some(view) => ERROR_VIEW.scope(view, next.run(req)).await,
+        .map(|info| info.0.caller_arc());
+    match caller {
+        Some(caller) => SERVED.scope(Served { shared, caller }, next.run(req)).await,
         None => next.run(req).await,
     }
 }
@@ -246,8 +252,8 @@ pub async fn caller_view(
 /// An error message as it may leave: scrubbed with the view of the caller being
 /// served, or with everything outside a request.
 pub fn scrub_message(message: &str) -> String {
-    ERROR_VIEW
-        .try_with(|view| view.scrub_str(message).0)
+    SERVED
+        .try_with(|s| View::of(&s.shared, &s.caller).scrub_str(message).0)
         .unwrap_or_else(|_| crate::scrub::global().scrub_str(message).0)
 }
 
