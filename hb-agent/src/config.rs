@@ -141,6 +141,22 @@ pub struct BrokerConfig {
     /// and the caller unpacks it. Handle-less calls carry no credential and are not
     /// affected.
     pub allow_binary_responses: bool,
+    /// A request's headers must arrive within this once the broker waits for them: on a
+    /// new connection, and for each next request on a kept-alive one (so a connection
+    /// that sends nothing, or nothing more, is closed after it).
+    pub header_read_timeout_secs: u64,
+    /// A connection on which no byte moves either way for this long is closed (a peer
+    /// that stops reading its answer). Longer than `request_timeout_secs` (a request
+    /// waiting on its upstream moves no byte) and than the event stream's 15 s
+    /// keep-alive.
+    pub idle_timeout_secs: u64,
+    /// `POST /v1/scrub` and `/v1/sanitize` calls a minute per caller (a sandbox, or a
+    /// host uid other than root and `operator_uid`); more get `rate_limited`.
+    pub scrub_per_minute: u32,
+    /// Connections one caller (a sandbox, or a host uid other than root and
+    /// `operator_uid`) may have open at once; more are closed unanswered, so no caller
+    /// can hold all of `max_connections`.
+    pub max_connections_per_caller: usize,
 }
 
 impl BrokerConfig {
@@ -168,6 +184,10 @@ impl Default for BrokerConfig {
             max_connections: 256,
             host_policy: String::new(),
             allow_binary_responses: false,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            scrub_per_minute: 120,
+            max_connections_per_caller: 32,
         }
     }
 }
@@ -485,6 +505,18 @@ impl Config {
                 self.broker.request_timeout_secs,
             ),
             ("broker.max_connections", self.broker.max_connections as u64),
+            (
+                "broker.header_read_timeout_secs",
+                self.broker.header_read_timeout_secs,
+            ),
+            (
+                "broker.scrub_per_minute",
+                u64::from(self.broker.scrub_per_minute),
+            ),
+            (
+                "broker.max_connections_per_caller",
+                self.broker.max_connections_per_caller as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -516,6 +548,18 @@ impl Config {
                     message: format!("{value} is outside 1..={max}"),
                 });
             }
+        }
+        let idle_floor = self.broker.request_timeout_secs.max(15);
+        if self.broker.idle_timeout_secs <= idle_floor || self.broker.idle_timeout_secs > 86_400 {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "broker.idle_timeout_secs".into(),
+                line: key_line("idle_timeout_secs"),
+                message: format!(
+                    "{} must be over broker.request_timeout_secs and the event stream's 15 s keep-alive ({idle_floor}) and at most a day",
+                    self.broker.idle_timeout_secs
+                ),
+            });
         }
         if self.agent.rescan_interval_ms == 0 {
             return Err(ConfigError::Invalid {
@@ -1002,6 +1046,35 @@ mod tests {
         );
         let e = err("[egress]\nnat64_prefixes = [\"2001:db8:64::1/96\"]\n");
         assert!(e.contains("host bits"), "{e}");
+    }
+
+    #[test]
+    fn connection_timeouts_and_the_scrub_limit_have_defaults_and_bounds() {
+        let c = Config::parse("", "t").expect("defaults");
+        assert_eq!(c.broker.header_read_timeout_secs, 10);
+        assert_eq!(c.broker.idle_timeout_secs, 120);
+        assert_eq!(c.broker.scrub_per_minute, 120);
+        assert_eq!(c.broker.max_connections_per_caller, 32);
+        let e = err("[broker]\nheader_read_timeout_secs = 0\n");
+        assert!(
+            e.contains("broker.header_read_timeout_secs") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = err("[broker]\nscrub_per_minute = 0\n");
+        assert!(e.contains("broker.scrub_per_minute"), "{e}");
+        // Idle must outlast a request waiting on its upstream, and the SSE keep-alive.
+        let e = err("[broker]\nrequest_timeout_secs = 60\nidle_timeout_secs = 60\n");
+        assert!(
+            e.contains("broker.idle_timeout_secs") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = err("[broker]\nrequest_timeout_secs = 2\nidle_timeout_secs = 15\n");
+        assert!(e.contains("broker.idle_timeout_secs"), "{e}");
+        Config::parse(
+            "[broker]\nrequest_timeout_secs = 2\nidle_timeout_secs = 16\n",
+            "t",
+        )
+        .expect("valid");
     }
 
     #[test]

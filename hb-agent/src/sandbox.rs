@@ -181,8 +181,9 @@ pub fn run(
 
     // SIGTERM and SIGHUP (a supervisor stopping the launcher, a closed terminal) go to
     // the child, so it can end its own way and the launcher still cleans up the cgroup.
-    // Blocked before spawn and waited for by a thread; the child starts with an empty
-    // signal mask (std resets it).
+    // Blocked before spawn and waited for by a thread. A child inherits its parent's
+    // signal mask and ignored signals, and std's spawn keeps both, so `confine` gives
+    // the command an empty mask and default dispositions itself.
     let forwarded = block_forwarded_signals();
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -273,8 +274,9 @@ fn forward_signals(set: libc::sigset_t, pidfd: libc::c_int) {
 
 /// Run in the child once it is in the sandbox cgroup: a cgroup namespace rooted there,
 /// `no_new_privs`, then `user`'s ids (see the module header); in that order, as creating
-/// the namespace needs root. An error stops the exec: the command never runs less
-/// confined than asked.
+/// the namespace needs root. Last, every signal back to its default action and an empty
+/// signal mask: the command starts as any program expects to, and a forwarded SIGTERM
+/// ends it. An error stops the exec: the command never runs less confined than asked.
 ///
 /// # Safety
 /// Called between fork and exec: it makes only async-signal-safe syscalls.
@@ -295,6 +297,36 @@ unsafe fn confine(user: Option<User>) -> io::Result<()> {
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setgid(gid))?;
             check(libc::setuid(uid))?;
+        }
+        reset_signals()
+    }
+}
+
+/// Default action for every signal that has one to set, then an empty mask (after the
+/// dispositions, so no signal blocked until now runs a handler inherited from the
+/// launcher).
+///
+/// # Safety
+/// Called between fork and exec: sigaction(2) and sigprocmask(2) only.
+unsafe fn reset_signals() -> io::Result<()> {
+    // SAFETY: sigset_t and sigaction are plain data, initialised before use; the calls
+    // take pointers to locals only.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut default.sa_mask);
+        // 1..=64: every signal Linux has (_NSIG is 64), real-time ones included.
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // Signals reserved by libc (32, 33 under glibc) refuse; that is fine.
+            libc::sigaction(sig, &default, std::ptr::null_mut());
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
         }
     }
     Ok(())

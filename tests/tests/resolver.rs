@@ -702,3 +702,105 @@ fn truncated_upstream_answers_are_asked_again_over_tcp_and_then_served_from_the_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const RECORDING_PORT: u16 = 5404;
+
+/// A DNS server on 127.0.0.1:`RECORDING_PORT` that appends every query it receives (hex,
+/// one a line) to `log` and answers A queries with 203.0.113.10. Killed on drop.
+fn recording_upstream(log: &std::path::Path) -> Upstream {
+    let script = format!(
+        r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {RECORDING_PORT}))
+while True:
+    q, a = s.recvfrom(512)
+    with open({log:?}, "a") as f: f.write(q.hex() + "\n")
+    end = 12
+    while q[end] != 0: end += q[end] + 1
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("203.0.113.10")
+    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, 1, 0, 0) + q[12:end + 5] + rr, a)
+"#,
+        log = log.display().to_string()
+    );
+    let child = Command::new(python())
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    thread::sleep(Duration::from_millis(300));
+    Upstream(child)
+}
+
+#[test]
+fn names_with_a_dot_or_odd_byte_inside_a_label_get_the_denied_answer_and_never_go_upstream() {
+    private_netns(&["203.0.113.10"]);
+    let mut env = TestEnv::new("labels", &config(RECORDING_PORT));
+    let log = env.state_dir.join("upstream-queries");
+    let _up = recording_upstream(&log);
+    env.start_agent();
+    // Raw queries from a sandbox, labels as bytes: `["x.wild", "test"]` prints as
+    // `x\.wild.test`, which ends in `.wild.test` as text (policy web allows
+    // `*.wild.test`); a NUL, a space, a non-ASCII byte inside a label under
+    // `wild.test`; and last a plain allowed name, which must go upstream (so the
+    // recorder is known to work).
+    let script = r#"
+import json, socket, struct
+def q(labels, qid):
+    h = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(l)]) + l for l in labels) + b"\0" + struct.pack("!HH", 1, 1)
+tries = [[b"x.wild", b"test"], [b"a.b.wild", b"test"], [b"a\x00", b"wild", b"test"],
+         [b"a b", b"wild", b"test"], [b"caf\xc3\xa9", b"wild", b"test"], [b"ok", b"wild", b"test"]]
+out = []
+for i, labels in enumerate(tries):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)
+    u.sendto(q(labels, 0x4200 + i), ("192.0.2.53", 53))
+    data, _ = u.recvfrom(512)
+    out.append({"id": struct.unpack("!H", data[:2])[0] - 0x4200, "rcode": data[3] & 15,
+                "answers": struct.unpack("!H", data[6:8])[0]})
+print(json.dumps(out))
+"#;
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        script,
+    ]);
+    let answers: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "sandboxed DNS client ({e}): {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let seen = fs::read_to_string(&log).unwrap_or_default();
+    // Only `ok.wild.test` (hex 026f6b 0477696c64 0474657374) reached the upstream.
+    let names: Vec<&str> = seen.lines().map(|l| &l[24..]).collect();
+    assert!(
+        !names.is_empty()
+            && names
+                .iter()
+                .all(|n| n.starts_with("026f6b0477696c6404746573740000")),
+        "the upstream saw other names: {seen}"
+    );
+    let answers = answers.as_array().expect("answers");
+    for (i, a) in answers.iter().enumerate().take(5) {
+        assert_eq!(a["id"], i, "{a}");
+        assert_eq!(a["rcode"], 3, "the denied-name answer (NXDOMAIN): {a}");
+        assert_eq!(a["answers"], 0, "{a}");
+    }
+    assert_eq!(answers[5]["rcode"], 0, "{answers:?}");
+    assert_eq!(answers[5]["answers"], 1, "{answers:?}");
+    let e = env.wait_event("name_malformed", |e| e["reason"] == "name_malformed");
+    assert_eq!(
+        (&e["policy"], &e["verdict"]),
+        (&"web".into(), &"deny".into()),
+        "{e}"
+    );
+}

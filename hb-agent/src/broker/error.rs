@@ -3,7 +3,8 @@
 //! Owns: the stable error codes of the socket API and their HTTP statuses. Messages are
 //! written for an agent reading them: they say plainly what was refused and by which
 //! rule, so a well-behaved caller stops probing.
-//! Must never: carry a secret (every message passes the scrubber before it leaves).
+//! Must never: carry a secret (every message passes the scrubber before it leaves, with
+//! the view of the caller being served: see `text_gate`).
 
 use axum::{
     Json,
@@ -29,6 +30,9 @@ pub enum Code {
     UnknownCaller,
     /// The agent is overloaded or a needed part (vault) is not available.
     Unavailable,
+    /// The caller used up its allowance of a rate-limited endpoint (`/v1/scrub`,
+    /// `/v1/sanitize`: `broker.scrub_per_minute`); the message says when to retry.
+    RateLimited,
     PolicyDenied,
     AuthCollision,
     UnknownHandle,
@@ -60,6 +64,7 @@ impl Code {
             | Code::DnsRejected => StatusCode::FORBIDDEN,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamError | Code::UnreadableResponse => StatusCode::BAD_GATEWAY,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,7 +100,9 @@ struct Inner<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = crate::scrub::global().scrub_str(&self.message).0;
+        // With the view of the caller being served (see `text_gate`): a message may
+        // quote the caller's input.
+        let message = super::text_gate::scrub_message(&self.message);
         let body = Body {
             error: Inner {
                 code: self.code,

@@ -117,6 +117,19 @@ impl Handles {
         (e.owner == owner && e.expires > Instant::now()).then(|| e.clone())
     }
 
+    /// The live handles `owner` holds, each with the credential it stands for.
+    pub fn held_by(&self, owner: Owner) -> Vec<(String, String)> {
+        let Ok(table) = self.table.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        table
+            .iter()
+            .filter(|(_, e)| e.owner == owner && e.expires > now)
+            .map(|(h, e)| (h.clone(), e.credential_id.clone()))
+            .collect()
+    }
+
     /// Deletes `handle` if `owner` may use it; whether it did.
     pub fn delete(&self, handle: &str, owner: Owner) -> bool {
         let Ok(mut table) = self.table.lock() else {
@@ -207,6 +220,8 @@ mod tests {
         assert_eq!(h.end_execution("e1", me).len(), 2);
         assert!(h.get(&a, me).is_none() && h.get(&b, me).is_none());
         assert!(h.get(&c, me).is_some(), "another execution lives on");
+        assert_eq!(h.held_by(me), vec![(c.clone(), "cred_1".to_owned())]);
+        assert!(h.held_by(other).is_empty(), "held only by its owner");
         assert!(h.delete(&c, me));
         assert!(h.get(&c, me).is_none());
         let short = Handles::new(Duration::ZERO);

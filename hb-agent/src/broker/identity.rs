@@ -1,21 +1,29 @@
-//! Who is calling: peer credentials → process → cgroup → enrolled sandbox → policy.
+//! Who is calling: the connecting process, pinned by the kernel at accept → its cgroup →
+//! enrolled sandbox → policy.
 //!
-//! The socket's file mode is only a first gate. The kernel tells us the caller's pid and
-//! uid (SO_PEERCRED, taken when it connected); its cgroup comes from
-//! `/proc/<pid>/cgroup`, and the cgroup (or its nearest enrolled ancestor, the same walk
-//! the eBPF programs do) is looked up in the pinned `HB_ENROLLED` map. So a caller has
-//! exactly the policy the kernel enforces on its sockets. Callers in no enrolled cgroup
-//! are *host* callers.
+//! The socket's file mode is only a first gate. When the broker accepts a connection it
+//! asks the kernel for the peer: SO_PEERCRED (the pid and uid of the process that called
+//! connect(), recorded then) and SO_PEERPIDFD, a pidfd for that very process. A pid is a
+//! number that can be reused once its process is reaped; a pidfd is a reference to one
+//! process that never moves to another. From the pidfd: `PIDFD_GET_INFO` (Linux 6.13)
+//! gives the process's cgroup id, read by the kernel without any race; its cgroup path
+//! comes from `/proc/<pid>/cgroup`, whose id must be that same id, and after the read the
+//! pidfd must still say the process is alive (a live process's pid cannot have been
+//! reused, so `/proc/<pid>` was that process). The cgroup (or its nearest enrolled
+//! ancestor, the same walk the eBPF programs do) is looked up in the pinned
+//! `HB_ENROLLED` map. So a caller has exactly the policy the kernel enforces on its
+//! sockets, as of the moment its connection was accepted, and keeps it for the
+//! connection's life (`server` binds it to the connection). Callers in no enrolled
+//! cgroup are *host* callers.
 //!
-//! Must never: guess. A pid that is gone, a uid that no longer matches, or an unreadable
-//! cgroup is an unknown caller and gets nothing. (A pid can be reused after its process
-//! exits; the uid check and the short window between connect and lookup keep that to a
-//! process of the same user, racing an exit.)
+//! Must never: guess, or look a caller up later by its pid. A peer that has exited (a
+//! zombie included), a kernel without SO_PEERPIDFD, an unreadable cgroup or a cgroup
+//! that disagrees with the pidfd's is an unknown caller, and its connection is refused.
 
 use std::{
     collections::HashMap,
-    fs,
-    os::unix::fs::MetadataExt as _,
+    fs, io,
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -27,33 +35,82 @@ use crate::maps::{MapsError, open_typed};
 /// How far up the hierarchy enrollment is inherited (as in the eBPF programs).
 const MAX_LEVELS: usize = 16;
 
+/// `SO_PEERPIDFD` (Linux 6.5), asm-generic/socket.h: the value on x86_64, arm64 and
+/// the other architectures that use the generic socket options.
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// `PIDFD_GET_INFO` (Linux 6.13), linux/pidfd.h: `_IOWR(0xFF, 11, struct pidfd_info)`
+/// for the first published struct (64 bytes), which later kernels still accept.
+const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
+/// In `pidfd_info.mask`: the cgroup id field is filled in.
+const PIDFD_INFO_CGROUPID: u64 = 1 << 2;
+
+/// `struct pidfd_info` as of Linux 6.13 (`PIDFD_INFO_SIZE_VER0`).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+}
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("the calling process {pid} is gone")]
+    #[error("the socket has no peer credentials")]
+    NoPeer(#[source] io::Error),
+    #[error(
+        "the kernel gives no pidfd for the peer (SO_PEERPIDFD needs Linux 6.5): callers cannot be identified safely"
+    )]
+    NoPidfd(#[source] io::Error),
+    #[error("the connecting process {pid} has already exited")]
     Gone { pid: i32 },
-    #[error("the calling process {pid} changed owner since it connected")]
-    Reused { pid: i32 },
     #[error("cannot read the cgroup of process {pid}")]
     Cgroup {
         pid: i32,
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
+    #[error(
+        "process {pid} is in cgroup {kernel} by its pidfd but /proc says {path} (it moved while being identified)"
+    )]
+    Moved { pid: i32, kernel: u64, path: String },
 }
 
-/// What SO_PEERCRED said when the caller connected.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub pid: i32,
-    pub uid: u32,
+impl IdentityError {
+    /// A short, stable name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IdentityError::NoPeer(_) => "no_peer",
+            IdentityError::NoPidfd(_) => "no_pidfd",
+            IdentityError::Gone { .. } => "peer_gone",
+            IdentityError::Cgroup { .. } => "cgroup_unreadable",
+            IdentityError::Moved { .. } => "cgroup_moved",
+        }
+    }
 }
 
 /// A caller, as the broker authorizes it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Caller {
+    /// The connecting process (a number only for the record: the identity was taken
+    /// through its pidfd, never looked up by this).
     pub pid: i32,
+    /// Its uid when it connected (SO_PEERCRED).
     pub uid: u32,
-    /// The caller's cgroup, relative to the cgroup2 mount.
+    /// The caller's cgroup when its connection was accepted, relative to the cgroup2
+    /// mount.
     pub cgroup: String,
     /// `None`: a host caller (in no enrolled cgroup).
     pub sandbox: Option<Sandbox>,
@@ -72,6 +129,128 @@ impl Caller {
     pub fn is_operator(&self, operator_uid: u32) -> bool {
         self.uid == 0 || self.uid == operator_uid
     }
+}
+
+/// The process at the other end of a Unix socket, as the kernel recorded it at connect.
+struct PeerProcess {
+    pid: i32,
+    uid: u32,
+    pidfd: OwnedFd,
+}
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// SO_PEERCRED and SO_PEERPIDFD of `sock`.
+fn peer_of(sock: &impl AsRawFd) -> Result<PeerProcess, IdentityError> {
+    let fd = sock.as_raw_fd();
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `cred`, which is that big.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(IdentityError::NoPeer(last_error()));
+    }
+    let pid = cred.pid;
+    let mut raw: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as above, into one c_int; on success the kernel made `raw` a new fd that
+    // this process owns.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&raw mut raw).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || raw < 0 {
+        let e = last_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOPROTOOPT) => IdentityError::NoPidfd(e),
+            // Kernels before 6.16 give no pidfd for a peer that is already reaped.
+            Some(libc::ESRCH | libc::EINVAL) => IdentityError::Gone { pid },
+            _ => IdentityError::NoPeer(e),
+        });
+    }
+    // SAFETY: `raw` is a pidfd the kernel just opened for us; nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(PeerProcess {
+        pid,
+        uid: cred.uid,
+        pidfd,
+    })
+}
+
+/// Whether the process behind `pidfd` is still running. A pidfd turns readable once
+/// its process has exited (zombies included), and that never reverses.
+fn alive(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd, no wait.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc == 0
+}
+
+/// The cgroup id of the process behind `pidfd`, read by the kernel (PIDFD_GET_INFO);
+/// `None` on kernels before 6.13, which have only the liveness check.
+fn kernel_cgroup(peer: &PeerProcess) -> Result<Option<u64>, IdentityError> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_CGROUPID,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: ioctl(2) PIDFD_GET_INFO reads and writes one `struct pidfd_info` of the
+    // size encoded in the request, which is `info`'s.
+    let rc = unsafe { libc::ioctl(peer.pidfd.as_raw_fd(), PIDFD_GET_INFO, &raw mut info) };
+    if rc != 0 {
+        let e = last_error();
+        return match e.raw_os_error() {
+            Some(libc::ESRCH) => Err(IdentityError::Gone { pid: peer.pid }),
+            Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP) => Ok(None),
+            _ => Err(IdentityError::Cgroup {
+                pid: peer.pid,
+                source: e,
+            }),
+        };
+    }
+    Ok((info.mask & PIDFD_INFO_CGROUPID != 0).then_some(info.cgroupid))
+}
+
+/// The cgroup v2 path of `pid` (the line `0::/path`), relative to the mount.
+fn proc_cgroup(pid: i32) -> Result<String, IdentityError> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            IdentityError::Gone { pid }
+        } else {
+            IdentityError::Cgroup { pid, source }
+        }
+    })?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| IdentityError::Cgroup {
+            pid,
+            source: io::Error::other("no cgroup v2 entry"),
+        })?
+        .trim_start_matches('/')
+        .to_owned())
 }
 
 pub struct Identity {
@@ -93,39 +272,42 @@ impl Identity {
         })
     }
 
-    pub fn identify(&self, peer: Peer) -> Result<Caller, IdentityError> {
+    /// Identifies the process that connected `sock` (call at accept; see the module
+    /// header for why each step is there).
+    pub fn identify(&self, sock: &impl AsRawFd) -> Result<Caller, IdentityError> {
+        let peer = peer_of(sock)?;
         let pid = peer.pid;
-        let proc = PathBuf::from(format!("/proc/{pid}"));
-        let owner = fs::metadata(&proc)
-            .map_err(|_| IdentityError::Gone { pid })?
-            .uid();
-        if owner != peer.uid {
-            return Err(IdentityError::Reused { pid });
+        let kernel = kernel_cgroup(&peer)?;
+        let cgroup = proc_cgroup(pid)?;
+        // Alive now, so alive while /proc/<pid> was read: that was this process.
+        if !alive(&peer.pidfd) {
+            return Err(IdentityError::Gone { pid });
         }
-        let text = fs::read_to_string(proc.join("cgroup")).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                IdentityError::Gone { pid }
-            } else {
-                IdentityError::Cgroup { pid, source }
+        if let Some(kernel) = kernel {
+            let path_id = crate::cgroup::cgroup_id(&self.mount.join(&cgroup)).ok();
+            if path_id != Some(kernel) {
+                return Err(IdentityError::Moved {
+                    pid,
+                    kernel,
+                    path: cgroup,
+                });
             }
-        })?;
-        // cgroup v2: the line "0::/path".
-        let cgroup = text
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .ok_or_else(|| IdentityError::Cgroup {
-                pid,
-                source: std::io::Error::other("no cgroup v2 entry"),
-            })?
-            .trim_start_matches('/')
-            .to_owned();
-        let mut level = Some(cgroup.as_str());
-        let mut sandbox = None;
+        }
+        let sandbox = self.enrollment(&cgroup);
+        Ok(Caller {
+            pid,
+            uid: peer.uid,
+            cgroup,
+            sandbox,
+        })
+    }
+
+    /// The enrolled cgroup that governs `cgroup` (itself or its nearest enrolled
+    /// ancestor), if any.
+    fn enrollment(&self, cgroup: &str) -> Option<Sandbox> {
+        let mut level = Some(cgroup);
         for _ in 0..MAX_LEVELS {
-            let Some(rel) = level else { break };
-            if rel.is_empty() {
-                break;
-            }
+            let rel = level.filter(|r| !r.is_empty())?;
             if let Ok(id) = crate::cgroup::cgroup_id(&self.mount.join(rel))
                 && let Ok(e) = self.enrolled.get(&id, 0)
             {
@@ -134,20 +316,14 @@ impl Identity {
                     .get(&e.policy_id)
                     .cloned()
                     .unwrap_or_else(|| format!("#{}", e.policy_id));
-                sandbox = Some(Sandbox {
+                return Some(Sandbox {
                     cgroup: rel.to_owned(),
                     cgroup_id: id,
                     policy,
                 });
-                break;
             }
             level = rel.rsplit_once('/').map(|(parent, _)| parent);
         }
-        Ok(Caller {
-            pid,
-            uid: peer.uid,
-            cgroup,
-            sandbox,
-        })
+        None
     }
 }

@@ -1,10 +1,11 @@
 //! The credential broker: HTTP/1.1 + JSON on a Unix socket (`broker.socket`).
 //!
-//! The data path, module by module: a request comes in (`server`: bounded connections,
-//! body limit, timeout) → the caller is identified from its peer credentials
-//! (`identity`: pid → cgroup → enrolled sandbox → policy) → the endpoint decides
-//! (`sessions` for the event stream; scrub and sanitize for text on its way to a model)
-//! → every answer, error message and event passes the scrubber on its way out.
+//! The data path, module by module: a connection is accepted and its caller identified
+//! once, from the kernel (`identity`: pidfd → cgroup → enrolled sandbox → policy;
+//! `server`: bounded connections, header-read and idle timeouts, body limit, request
+//! timeout) → the endpoint decides (`sessions` for the event stream; `text_gate` for
+//! scrub and sanitize, text on its way to a model) → every answer, error message and
+//! event passes the scrubber on its way out. `stats` counts what the broker refused.
 //!
 //! The broker runs on threads of its own (a small multi-threaded tokio runtime), so a
 //! flood of broker calls cannot delay the agent's kernel work (events, DNS, cgroup scans).
@@ -24,6 +25,8 @@ mod requests;
 mod server;
 pub mod sessions;
 mod state;
+pub mod stats;
+mod text_gate;
 
 use std::{
     collections::HashMap,
@@ -196,6 +199,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
     let max_body = usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(cfg.request_timeout_secs);
     let max_connections = cfg.max_connections;
+    let scrub_per_minute = cfg.scrub_per_minute;
     let (tx, rx) = tokio::sync::oneshot::channel();
     // The broker's thread reports whether its outbound path (resolver sockets on its
     // own runtime, TLS roots) came up before the agent goes on.
@@ -237,6 +241,8 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     operator_uid,
                     max_body,
                     timeout,
+                    stats: stats::Stats::default(),
+                    text_gate: text_gate::TextGate::new(scrub_per_minute),
                 });
                 // Kernel and resolver events go to the audit log as well.
                 tokio::spawn(audit_events(kernel_events, audit));

@@ -8,128 +8,105 @@
 //! methods too.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, FromRequestParts, Request, State},
-    http::{HeaderMap, StatusCode, request::Parts},
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, StatusCode},
     middleware::{self, Next},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
     },
     routing::{get, post},
-    serve::{IncomingStream, Listener},
 };
 use futures_util::{Stream, StreamExt as _};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{UnixListener, UnixStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
 };
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+use tower::ServiceExt as _;
 
 use super::{
     credentials,
     error::{ApiError, Code},
-    identity::{Caller, Peer},
-    state::{AppState, CallerOf, JsonBody, scrub_json},
+    handles::Owner,
+    identity::Caller,
+    state::{AppState, CallerOf, PeerAddr, Shared},
+    text_gate,
 };
 
 // --- connections -------------------------------------------------------------------
+//
+// Each accepted connection is identified at once, from the kernel (`identity`), and
+// served with that caller for its whole life; a peer that cannot be identified (it has
+// exited, or the kernel gives no pidfd), or a caller that already has
+// `broker.max_connections_per_caller` open, is refused: closed unanswered, logged,
+// counted.
+// Timeouts: a request's headers must arrive within `broker.header_read_timeout_secs`
+// of the broker waiting for them (a new connection that sends nothing, or a kept-alive
+// one that sends no next request, is closed), and a connection on which no byte moves
+// either way for `broker.idle_timeout_secs` (a peer that stops reading its answer) is
+// closed too.
 
-/// The Unix listener, bounded: a connection holds a permit while it is open.
-struct BoundedListener {
-    inner: UnixListener,
-    permits: Arc<Semaphore>,
-}
-
-/// An accepted connection and its permit.
-struct Conn {
+/// A connection's stream that remembers when a byte last moved on it.
+struct Tracked {
     stream: UnixStream,
-    _permit: OwnedSemaphorePermit,
+    /// Milliseconds after `since` of the last read or write that moved bytes.
+    last: Arc<AtomicU64>,
+    since: Instant,
 }
 
-/// What the kernel said about the peer when it connected, and the caller it was
-/// identified as (once per connection: the credentials belong to the connecting process
-/// for the connection's life, and moving that process to another cgroup later neither
-/// widens nor should change what this connection was opened as).
-#[derive(Clone, Debug)]
-pub struct PeerAddr(Option<Peer>, Arc<std::sync::OnceLock<Caller>>);
-
-impl Listener for BoundedListener {
-    type Io = Conn;
-    type Addr = PeerAddr;
-
-    async fn accept(&mut self) -> (Conn, PeerAddr) {
-        loop {
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                // The semaphore is never closed; wait rather than spin if it were.
-                std::future::pending::<()>().await;
-                continue;
-            };
-            match self.inner.accept().await {
-                Ok((stream, _)) => {
-                    let peer = stream.peer_cred().ok().and_then(|c| {
-                        Some(Peer {
-                            pid: c.pid()?,
-                            uid: c.uid(),
-                        })
-                    });
-                    return (
-                        Conn {
-                            stream,
-                            _permit: permit,
-                        },
-                        PeerAddr(peer, Arc::default()),
-                    );
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "broker accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<PeerAddr> {
-        Ok(PeerAddr(None, Arc::default()))
+impl Tracked {
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
     }
 }
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, BoundedListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, BoundedListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-impl AsyncRead for Conn {
+impl AsyncRead for Tracked {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
     }
 }
 
-impl AsyncWrite for Conn {
+impl AsyncWrite for Tracked {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -141,26 +118,188 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Open connections per caller (a sandbox, or a host uid other than root and the
+/// operator uid), so that no one caller can hold all of `broker.max_connections`.
+#[derive(Default)]
+struct PerCaller(Mutex<HashMap<Owner, usize>>);
+
+/// One of a caller's connections; gives its place back when dropped.
+struct Slot(Option<(Arc<PerCaller>, Owner)>);
+
+impl PerCaller {
+    fn take(self: &Arc<Self>, caller: &Caller, shared: &Shared) -> Option<Slot> {
+        let who = match &caller.sandbox {
+            Some(s) => Owner::Sandbox {
+                cgroup_id: s.cgroup_id,
+            },
+            None if caller.is_operator(shared.operator_uid) => return Some(Slot(None)),
+            None => Owner::Host { uid: caller.uid },
+        };
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(who).or_default();
+        if *n >= shared.config.broker.max_connections_per_caller {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(Some((self.clone(), who))))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((per, who)) = self.0.take() {
+            let mut open = per.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = open.get_mut(&who) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&who);
+                }
+            }
+        }
+    }
+}
+
+/// Closes a connection unanswered: logged and counted under `reason`.
+fn refuse(shared: &Shared, reason: &str, why: &str) {
+    let total = shared.stats.refused(reason, &shared.config.agent.state_dir);
+    tracing::warn!(
+        reason,
+        refused_total = total,
+        "broker refused a connection: {why}"
+    );
+}
+
+/// The next connection whose caller could be identified and is under its own limit,
+/// with its permit (at most `broker.max_connections` are open; the rest wait in the
+/// kernel's backlog) and its slot.
+async fn accept(
+    listener: &UnixListener,
+    permits: &Arc<Semaphore>,
+    per_caller: &Arc<PerCaller>,
+    shared: &AppState,
+) -> (UnixStream, Caller, OwnedSemaphorePermit, Slot) {
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            // The semaphore is never closed; wait rather than spin if it were.
+            std::future::pending::<()>().await;
+            continue;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "broker accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Dropping the stream (on refusal) closes it unanswered.
+        match shared.identity.identify(&stream) {
+            Ok(caller) => match per_caller.take(&caller, shared) {
+                Some(slot) => return (stream, caller, permit, slot),
+                None => refuse(
+                    shared,
+                    "per_caller_limit",
+                    &format!(
+                        "{} has broker.max_connections_per_caller ({}) open",
+                        caller.sandbox.as_ref().map_or_else(
+                            || format!("uid {}", caller.uid),
+                            |s| format!("sandbox {}", s.cgroup)
+                        ),
+                        shared.config.broker.max_connections_per_caller
+                    ),
+                ),
+            },
+            Err(e) => refuse(shared, e.kind(), &crate::error_chain(&e)),
+        }
+    }
+}
+
+/// Serves one identified connection until it ends, times out or the broker stops.
+async fn serve_connection(
+    stream: UnixStream,
+    caller: Caller,
+    app: Router,
+    shared: AppState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let broker = &shared.config.broker;
+    let idle = Duration::from_secs(broker.idle_timeout_secs);
+    let last = Arc::new(AtomicU64::new(0));
+    let since = Instant::now();
+    let io = TokioIo::new(Tracked {
+        stream,
+        last: last.clone(),
+        since,
+    });
+    let peer = ConnectInfo(PeerAddr::new(caller));
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(broker.header_read_timeout_secs));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        let quiet_since = since + Duration::from_millis(last.load(Ordering::Relaxed));
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "broker connection ended");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until((quiet_since + idle).into()) => {
+                // Bytes may have moved since the deadline was set: only a full quiet
+                // period ends the connection.
+                if since + Duration::from_millis(last.load(Ordering::Relaxed)) == quiet_since {
+                    let total = shared.stats.idle_closed(&shared.config.agent.state_dir);
+                    tracing::info!(idle_closed_total = total, "broker closed an idle connection (broker.idle_timeout_secs)");
+                    return;
+                }
+            }
+            changed = stop.changed(), if !stopping => {
+                // Finish the request in flight, then close (an idle connection closes now).
+                let _ = changed;
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
 pub async fn serve(
     listener: UnixListener,
     shared: AppState,
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let listener = BoundedListener {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(max_connections)),
-    };
-    let app = router(shared);
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<PeerAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "broker stopped");
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let app = router(shared.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let per_caller = Arc::new(PerCaller::default());
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, caller, permit, slot) = tokio::select! {
+            accepted = accept(&listener, &permits, &per_caller, &shared) => accepted,
+            () = &mut shutdown => break,
+        };
+        let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());
+        connections.spawn(async move {
+            served.await;
+            drop((permit, slot));
+        });
+        while connections.try_join_next().is_some() {}
     }
+    let _ = stop_tx.send(true);
+    // Requests in flight get their deadline to finish; then the runtime drops the rest.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(shared.timeout, drained).await;
 }
 
 fn router(shared: AppState) -> Router {
@@ -185,6 +324,10 @@ fn router(shared: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(shared.clone(), deadline))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            text_gate::caller_view,
+        ))
         .with_state(shared)
 }
 
@@ -208,27 +351,6 @@ async fn deadline(State(shared): State<AppState>, req: Request, next: Next) -> R
 }
 
 // --- extractors --------------------------------------------------------------------
-
-impl FromRequestParts<AppState> for CallerOf {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let info = parts
-            .extensions
-            .get::<ConnectInfo<PeerAddr>>()
-            .ok_or_else(|| ApiError::new(Code::UnknownCaller, "no peer credentials"))?;
-        let PeerAddr(peer, cache) = &info.0;
-        if let Some(caller) = cache.get() {
-            return Ok(CallerOf(caller.clone()));
-        }
-        let peer = peer.ok_or_else(|| ApiError::new(Code::UnknownCaller, "no peer credentials"))?;
-        let caller = state
-            .identity
-            .identify(peer)
-            .map_err(|e| ApiError::new(Code::UnknownCaller, e.to_string()))?;
-        Ok(CallerOf(cache.get_or_init(|| caller).clone()))
-    }
-}
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers
@@ -353,23 +475,21 @@ pub struct ScrubRequest {
 }
 
 /// `POST /v1/scrub {"text"}` → `{"text","redactions"}`: the gate before LLM context.
-/// Removes known token families and every live secret and handle of this agent.
+/// Removes known token families and the live secrets and handles the caller may know
+/// of (all of them for a host caller; see [`text_gate`] for a sandbox's view, the rate
+/// limit and the audit record).
 async fn scrub(
     State(shared): State<AppState>,
     CallerOf(caller): CallerOf,
-    JsonBody(req): JsonBody<ScrubRequest>,
-) -> Json<serde_json::Value> {
-    let (text, redactions) = shared.scrubber.scrub_str(&req.text);
-    if !redactions.is_empty() {
-        shared.audit_decision(
-            &caller,
-            caller.sandbox.as_ref().map_or("", |s| s.policy.as_str()),
-            "scrub",
-            "redacted",
-            &format!("{} redactions", redactions.len()),
-        );
-    }
-    Json(json!({ "text": text, "redactions": redactions }))
+    req: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    text_gate::admit(&shared, &caller, "scrub")?;
+    let req: ScrubRequest =
+        text_gate::body(req.into_body(), shared.max_body, r#"{"text": "…"}"#).await?;
+    let view = text_gate::View::of(&shared, &caller);
+    let (text, redactions) = view.scrub_str(&req.text);
+    text_gate::audit(&shared, &caller, "scrub", req.text.len(), Some(&redactions));
+    Ok(Json(json!({ "text": text, "redactions": redactions })))
 }
 
 #[derive(serde::Deserialize)]
@@ -384,11 +504,21 @@ pub struct SanitizeRequest {
 
 /// `POST /v1/sanitize {"text","mode"?,"spotlight"?}` →
 /// `{"text","flagged","severity","findings":[…]}`: untrusted text made safe to show a
-/// model as data. The result is scrubbed too (an excerpt must not carry a secret).
+/// model as data. The result is scrubbed too (an excerpt must not carry a secret), with
+/// the caller's view, limit and audit as for `/v1/scrub`.
 async fn sanitize(
     State(shared): State<AppState>,
-    JsonBody(req): JsonBody<SanitizeRequest>,
+    CallerOf(caller): CallerOf,
+    req: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    text_gate::admit(&shared, &caller, "sanitize")?;
+    let req: SanitizeRequest = text_gate::body(
+        req.into_body(),
+        shared.max_body,
+        r#"{"text": "…", "mode"?: "flag"|"redact"|"block", "spotlight"?: bool}"#,
+    )
+    .await?;
+    let len = req.text.len();
     let opts = crate::sanitize::Options {
         mode: req.mode,
         spotlight: req.spotlight,
@@ -399,5 +529,7 @@ async fn sanitize(
         .map_err(|_| ApiError::new(Code::Internal, "sanitizer task failed"))?;
     let value = serde_json::to_value(&result)
         .map_err(|_| ApiError::new(Code::Internal, "cannot encode the result"))?;
-    Ok(Json(scrub_json(&shared.scrubber, value)))
+    let view = text_gate::View::of(&shared, &caller);
+    text_gate::audit(&shared, &caller, "sanitize", len, None);
+    Ok(Json(view.scrub_json(value)))
 }

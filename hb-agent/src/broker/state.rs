@@ -1,11 +1,13 @@
 //! What every endpoint shares: the broker's state ([`Shared`]: config, identity,
 //! handles, vault, scrubber, audit log, outbound path), the extractors endpoints take
-//! ([`CallerOf`], [`JsonBody`]) and the scrub of JSON answers.
+//! ([`CallerOf`], [`JsonBody`]), the caller a connection was bound to at accept
+//! ([`PeerAddr`]) and the scrub of JSON answers.
 //!
 //! Owns the types the socket server and the endpoint modules (`credentials`,
 //! `requests`) both use, so that neither imports the other: the server builds the
 //! router from the endpoints, the endpoints import only this. (How a connection's
-//! caller is identified stays with the server, beside the connection it belongs to.)
+//! caller is identified stays with the server, beside the connection it belongs to;
+//! this module only carries the result.)
 //! Must never: hold a secret outside the handle registry and the scrubber, or write one
 //! to the audit log (handles are fingerprinted).
 
@@ -17,7 +19,8 @@ use std::{
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
+    http::request::Parts,
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -53,6 +56,10 @@ pub struct Shared {
     pub operator_uid: u32,
     pub max_body: usize,
     pub timeout: Duration,
+    /// Connections refused, closed idle; text-gate refusals.
+    pub stats: super::stats::Stats,
+    /// The rate limit of `/v1/scrub` and `/v1/sanitize`.
+    pub text_gate: super::text_gate::TextGate,
 }
 
 pub type AppState = Arc<Shared>;
@@ -198,9 +205,37 @@ impl Shared {
     }
 }
 
-/// The identified caller of this request. Its extractor lives with the connection it
-/// comes from (`server`), where the caller is identified.
+/// The identified caller of this request: the one its connection was bound to at
+/// accept (`server`), never looked up again.
 pub struct CallerOf(pub Caller);
+
+impl FromRequestParts<AppState> for CallerOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        // Bound when the connection was accepted; never looked up again.
+        let info = parts
+            .extensions
+            .get::<ConnectInfo<PeerAddr>>()
+            .ok_or_else(|| ApiError::new(Code::UnknownCaller, "no peer credentials"))?;
+        Ok(CallerOf(Caller::clone(&info.0.0)))
+    }
+}
+
+/// The caller a connection was opened by, bound at accept (as the request extension
+/// [`ConnectInfo<PeerAddr>`] that [`CallerOf`] reads).
+#[derive(Clone, Debug)]
+pub struct PeerAddr(Arc<Caller>);
+
+impl PeerAddr {
+    pub fn new(caller: Caller) -> Self {
+        Self(Arc::new(caller))
+    }
+
+    pub fn caller_arc(&self) -> Arc<Caller> {
+        self.0.clone()
+    }
+}
 
 /// A JSON body, read up to `broker.max_body_bytes`, with errors in our envelope.
 pub struct JsonBody<T>(pub T);

@@ -84,6 +84,10 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         std::fs::read(state_dir.join(crate::dns::STATS_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+    let broker: Option<crate::broker::stats::BrokerStats> =
+        std::fs::read(state_dir.join(crate::broker::stats::STATS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
     let attached_to = state
         .as_ref()
         .map(|s| s.cgroup_mount.join(&s.cgroup_root).display().to_string());
@@ -98,6 +102,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             "enrolled": enrolled,
             "counters": counters,
             "resolver": resolver,
+            "broker": broker,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -136,6 +141,20 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         println!(
             "resolver: {} addresses learned, {} evicted (max_ips_per_name), {} answers refused with the allow map full",
             r.learned, r.evicted, r.allow_map_full
+        );
+    }
+    if let Some(b) = &broker {
+        let refused: Vec<String> = b.refused.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!(
+            "broker: connections refused at accept: {} ({}); closed idle: {}; scrub/sanitize calls rate-limited: {}",
+            b.refused.values().sum::<u64>(),
+            if refused.is_empty() {
+                "none".to_owned()
+            } else {
+                refused.join(", ")
+            },
+            b.idle_closed,
+            b.text_gate_limited
         );
     }
     Ok(())

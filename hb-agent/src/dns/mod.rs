@@ -8,9 +8,11 @@
 //! namespace the sandbox lives in and needs no lookup of the sender.
 //!
 //! Per query: one question of type A or AAAA (other types are answered REFUSED: hb
-//! forwards only what turns into connectable addresses) → the name must match the
-//! policy's `allow_domains` (else `dns.denied_name_rcode`, NXDOMAIN by default, and a
-//! `name_not_allowed` event; audit mode resolves and reports) → answered from the cache
+//! forwards only what turns into connectable addresses) → the name must be a hostname
+//! (labels of letters, digits, `-`, `_`: else the denied-name answer and a
+//! `name_malformed` event, in audit mode too) and match the policy's `allow_domains`
+//! (else `dns.denied_name_rcode`, NXDOMAIN by default, and a `name_not_allowed` event;
+//! audit mode resolves and reports) → answered from the cache
 //! of validated answers, or forwarded upstream (`upstream`: persistent sockets, random
 //! ids, TCP on truncation; the upstream's answer carries the CNAME chain) → every A/AAAA in the answer must lie outside the deny ranges (minus
 //! exceptions; IPv4-mapped and NAT64 answers judged by the IPv4 they carry), else the
@@ -501,11 +503,17 @@ impl Inner {
                 transport,
             ));
         };
-        let name = question
-            .name()
-            .to_ascii()
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
+        let Some(name) = names::hostname(question.name().iter()) else {
+            // Not a hostname (a dot, NUL or other odd byte inside a label): no pattern
+            // can speak for it, so it is denied in audit mode too.
+            let shown = question.name().to_ascii();
+            self.event(&policy.name, "name_malformed", "deny", &shown, None);
+            return Step::Reply(encode(
+                &request,
+                reply(&request, self.denied_name),
+                transport,
+            ));
+        };
         if !names::allowed(&policy.patterns, &name) {
             let verdict = if policy.audit { "audit" } else { "deny" };
             self.event(&policy.name, "name_not_allowed", verdict, &name, None);

@@ -5,6 +5,12 @@
 //! `a.b.pythonhosted.org`) but not the suffix itself. Matching ignores ASCII case and a
 //! trailing dot. Internationalised names are written in their punycode (`xn--…`) form,
 //! as they travel in DNS; a non-ASCII pattern is a config error.
+//!
+//! A queried name is judged only if it is a hostname ([`hostname`]): a label that holds
+//! a dot, a NUL or any other byte outside letters, digits, `-` and `_` has no dotted
+//! text that means the same name (`["evil.allowed", "test"]` prints as
+//! `evil\.allowed.test`, which a suffix match would take for a name under
+//! `allowed.test`), so it is refused before any pattern is asked.
 
 /// One `allow_domains` entry, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +70,29 @@ impl Pattern {
     }
 }
 
+/// The name of `labels` (a name's labels as they came off the wire), lower-case and
+/// dotted without the trailing dot, if every label is a hostname label: 1 to 63 bytes of
+/// letters, digits, `-` and `_` (the bytes `allow_domains` patterns are made of, and
+/// which no presentation form escapes). `None` for any other name.
+pub fn hostname<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> Option<String> {
+    let mut name = String::new();
+    for label in labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return None;
+        }
+        if !name.is_empty() {
+            name.push('.');
+        }
+        name.extend(label.iter().map(|b| char::from(b.to_ascii_lowercase())));
+    }
+    Some(name)
+}
+
 /// Whether any pattern matches `name`.
 pub fn allowed(patterns: &[Pattern], name: &str) -> bool {
     patterns.iter().any(|p| p.matches(name))
@@ -96,6 +125,31 @@ mod tests {
         assert!(!w.matches("pythonhosted.org"));
         assert!(!w.matches("evilpythonhosted.org"));
         assert!(!w.matches("pythonhosted.org.evil.com"));
+    }
+
+    #[test]
+    fn only_hostname_labels_make_a_name() {
+        let name = |labels: &[&[u8]]| hostname(labels.iter().copied());
+        assert_eq!(
+            name(&[b"Files", b"PythonHosted", b"org"]).as_deref(),
+            Some("files.pythonhosted.org")
+        );
+        assert_eq!(
+            name(&[b"_dmarc", b"x-y", b"test"]).as_deref(),
+            Some("_dmarc.x-y.test")
+        );
+        for bad in [
+            &[&b"evil.test.allowed"[..], b"test"][..],
+            &[b"evil\0", b"allowed", b"test"],
+            &[b"a b", b"test"],
+            &[b"caf\xc3\xa9", b"test"],
+            &[b"*", b"allowed", b"test"],
+            &[b"", b"test"],
+        ] {
+            assert_eq!(name(bad), None, "{bad:?}");
+        }
+        let long = [b'a'; 64];
+        assert_eq!(name(&[&long[..], b"test"]), None);
     }
 
     #[test]

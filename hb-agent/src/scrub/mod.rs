@@ -317,6 +317,40 @@ impl Scrubber {
         (text, redactions)
     }
 
+    /// Scrubs text as [`Scrubber::scrub_str`] does, but matches only the live values in
+    /// `visible` (every family still applies): the answer is exactly what a scrubber that
+    /// never registered the other values would give, so it tells the caller nothing about
+    /// them. For callers that may submit any text, like a sandbox's `POST /v1/scrub`.
+    pub fn scrub_str_visible(
+        &self,
+        input: &str,
+        visible: &HashSet<LiveId>,
+    ) -> (String, Vec<Redaction>) {
+        let live = self.live_snapshot();
+        // The values this snapshot holds that the caller may not see are treated as
+        // unregistered (the live set's `dead` rule: their matches are skipped and a
+        // visible value that is a prefix of one still matches).
+        let hidden: HashSet<u64> = live
+            .segments
+            .iter()
+            .flat_map(|s| s.entries.iter().map(|(id, _)| *id))
+            .filter(|id| !visible.contains(&LiveId(*id)))
+            .chain(live.dead.iter().copied())
+            .collect();
+        let view = LiveSet {
+            segments: live.segments.clone(),
+            sampler: Arc::clone(&live.sampler),
+            dead: Arc::new(hidden),
+            longest: live.longest,
+        };
+        let mut engine = Engine::default();
+        let mut bytes = Vec::with_capacity(input.len());
+        engine.advance(&self.families, &view, input.as_bytes(), 0, true, &mut bytes);
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (text, std::mem::take(&mut engine.redactions))
+    }
+
     /// A stream scrubber (see [`ScrubStream`] for what it holds back).
     pub fn stream(&self) -> ScrubStream<'_> {
         ScrubStream::new(self)

@@ -697,3 +697,45 @@ fn dollar_only_where_it_can_only_mean_end_of_input() {
         );
     }
 }
+
+#[test]
+fn a_view_scrubs_as_if_the_hidden_values_were_never_registered() {
+    let values = [
+        "visible-pass-1",
+        "hidden-pass-22",
+        "visible-pass-1-and-more",
+    ];
+    let full = Scrubber::new();
+    let ids: Vec<LiveId> = values
+        .iter()
+        .map(|v| {
+            full.register("live_secret", &Secret::new(v.as_bytes().to_vec()))
+                .expect("register")
+        })
+        .collect();
+    let only_first = Scrubber::new();
+    only_first
+        .register("live_secret", &Secret::new(values[0].as_bytes().to_vec()))
+        .expect("register");
+    let visible: HashSet<LiveId> = [ids[0]].into();
+    let hidden_b64 = STANDARD.encode(values[1]);
+    for text in [
+        format!("a {} b", values[0]),
+        format!("a {} b", values[1]),
+        format!("a {hidden_b64} b ghp_{}", "A".repeat(36)),
+        // The visible value is a prefix of a hidden one: it still matches.
+        format!("x{}y", values[2]),
+        "nothing here".to_owned(),
+    ] {
+        assert_eq!(
+            full.scrub_str_visible(&text, &visible),
+            only_first.scrub_str(&text),
+            "{text}"
+        );
+    }
+    assert!(
+        full.scrub_str(&format!("a {} b", values[1]))
+            .0
+            .contains("REDACTED")
+    );
+}

@@ -1,0 +1,341 @@
+//! The text gate: what `POST /v1/scrub` and `POST /v1/sanitize` may tell a caller.
+//!
+//! Both endpoints return the caller's own text scrubbed, so each is an oracle unless
+//! the scrub depends on who asks: a text that comes back with `[REDACTED:live_secret]`
+//! *is* a live credential. So:
+//! - a sandboxed caller's text is scrubbed by a *view* of the scrubber that matches only
+//!   the live values it has a right to have seen: its own live handles and the
+//!   credentials behind them. Every token family still applies (a family match says
+//!   only that a text is shaped like a token). The live value of any other credential
+//!   comes back exactly as a wrong guess does: unchanged, no redaction.
+//! - every caller (a sandbox, or a host uid other than root and `broker.operator_uid`)
+//!   gets at most `broker.scrub_per_minute` calls a minute (a token bucket of that size),
+//!   then `rate_limited`: the credentials behind its own handles stay guessable only at
+//!   that rate;
+//! - every call is in the audit log: the caller, the endpoint, the decision, the text's
+//!   length and the redactions' families and count (never the text or a value). Refusals
+//!   are audited once, then summarised at most once a minute, so a flood cannot rotate
+//!   the audit log away.
+//! - a malformed body gets an error that quotes nothing of it; and on every endpoint, an
+//!   error message (which may quote the caller's input: a field name, an integration, a
+//!   URL) is scrubbed with the caller's view too ([`caller_view`], [`scrub_message`]),
+//!   or `/v1/handles {"integration": <guess>}` would be the same oracle, unlimited.
+//!
+//! Must never: match a value the caller has no handle for, or put the caller's text in
+//! an answer other than the scrubbed one, a log or the audit log.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{ConnectInfo, Request},
+    middleware::Next,
+    response::Response,
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{
+    error::{ApiError, Code},
+    handles::Owner,
+    identity::Caller,
+    state::{AppState, PeerAddr, Shared},
+};
+use crate::scrub::{LiveId, Redaction, Scrubber};
+
+/// How often refusals of one caller are written to the audit log at most.
+const DENIAL_AUDIT_EVERY: Duration = Duration::from_secs(60);
+
+/// A caller's bucket: `tokens` (at most `per_minute`) refill at `per_minute` a minute.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    /// Refusals not yet in the audit log, and when refusals were last written there.
+    unaudited: u64,
+    audited_at: Option<Instant>,
+}
+
+/// Per-caller rate limit of the text endpoints.
+pub struct TextGate {
+    per_minute: u32,
+    buckets: Mutex<HashMap<Owner, Bucket>>,
+}
+
+/// A refusal: the audit summary due with it, if any.
+struct Limited {
+    retry_after: u64,
+    audit: Option<u64>,
+}
+
+impl TextGate {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token of `who`'s bucket.
+    fn take(&self, who: Owner) -> Result<(), Limited> {
+        let now = Instant::now();
+        let rate = f64::from(self.per_minute) / 60.0;
+        let full = f64::from(self.per_minute);
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        // Full buckets carry no state worth keeping: drop them now and then, so the
+        // table holds only callers seen within the last minute or so.
+        if buckets.len() > 4096 {
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < full);
+        }
+        let b = buckets.entry(who).or_insert(Bucket {
+            tokens: full,
+            at: now,
+            unaudited: 0,
+            audited_at: None,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(full);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        b.unaudited += 1;
+        let audit = b
+            .audited_at
+            .is_none_or(|t| now.duration_since(t) >= DENIAL_AUDIT_EVERY)
+            .then(|| {
+                b.audited_at = Some(now);
+                std::mem::take(&mut b.unaudited)
+            });
+        Err(Limited {
+            retry_after: ((1.0 - b.tokens) / rate).ceil() as u64,
+            audit,
+        })
+    }
+}
+
+/// Who a call is counted against; `None`: not limited (root and the operator uid on
+/// the host).
+fn limited_as(caller: &Caller, operator_uid: u32) -> Option<Owner> {
+    match &caller.sandbox {
+        Some(s) => Some(Owner::Sandbox {
+            cgroup_id: s.cgroup_id,
+        }),
+        None if caller.is_operator(operator_uid) => None,
+        None => Some(Owner::Host { uid: caller.uid }),
+    }
+}
+
+fn policy_of(caller: &Caller) -> &str {
+    caller.sandbox.as_ref().map_or("", |s| s.policy.as_str())
+}
+
+/// Admits a call to `endpoint`, or refuses it with `rate_limited` (audited).
+pub fn admit(shared: &Shared, caller: &Caller, endpoint: &str) -> Result<(), ApiError> {
+    let Some(who) = limited_as(caller, shared.operator_uid) else {
+        return Ok(());
+    };
+    let Err(limited) = shared.text_gate.take(who) else {
+        return Ok(());
+    };
+    shared
+        .stats
+        .text_gate_limited(&shared.config.agent.state_dir);
+    if let Some(refused) = limited.audit {
+        shared.audit_decision(
+            caller,
+            policy_of(caller),
+            endpoint,
+            "rate_limited",
+            &format!("{refused} calls refused over broker.scrub_per_minute since the last record"),
+        );
+    }
+    Err(ApiError::new(
+        Code::RateLimited,
+        format!(
+            "at most broker.scrub_per_minute ({}) calls a minute to /v1/scrub and /v1/sanitize per caller; retry in {} s",
+            shared.text_gate.per_minute, limited.retry_after
+        ),
+    ))
+}
+
+/// Scrubs with what `caller` may see: everything for a host caller; for a sandbox,
+/// the families and the live values of its own handles and their credentials.
+pub struct View {
+    scrubber: Arc<Scrubber>,
+    visible: Option<HashSet<LiveId>>,
+}
+
+impl View {
+    pub fn of(shared: &Shared, caller: &Caller) -> Self {
+        let scrubber = shared.scrubber.clone();
+        let Some(s) = &caller.sandbox else {
+            return Self {
+                scrubber,
+                visible: None,
+            };
+        };
+        let held = shared.handles.held_by(Owner::Sandbox {
+            cgroup_id: s.cgroup_id,
+        });
+        let protected = shared
+            .protected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let visible = held
+            .iter()
+            .flat_map(|(handle, credential)| [handle, credential])
+            .filter_map(|key| protected.get(key.as_str()).copied())
+            .collect();
+        Self {
+            scrubber,
+            visible: Some(visible),
+        }
+    }
+
+    pub fn scrub_str(&self, text: &str) -> (String, Vec<Redaction>) {
+        match &self.visible {
+            None => self.scrubber.scrub_str(text),
+            Some(visible) => self.scrubber.scrub_str_visible(text, visible),
+        }
+    }
+
+    /// Scrubs every string in a JSON value.
+    pub fn scrub_json(&self, value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => Value::String(self.scrub_str(&s).0),
+            Value::Array(a) => Value::Array(a.into_iter().map(|v| self.scrub_json(v)).collect()),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| (self.scrub_str(&k).0, self.scrub_json(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+}
+
+/// Who the task is serving: enough to build its [`View`] should an error need it.
+struct Served {
+    shared: AppState,
+    caller: Arc<Caller>,
+}
+
+tokio::task_local! {
+    /// The caller whose request this task is serving (see [`caller_view`]).
+    static SERVED: Served;
+}
+
+/// Middleware: error messages of this request are scrubbed with the caller's view.
+/// Messages quote the caller's input (a field name, an integration, a URL); scrubbed
+/// with every live value, they would say which input was a live credential, on every
+/// endpoint and without a limit. The view is built only when a message is scrubbed.
+pub async fn caller_view(
+    axum::extract::State(shared): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let caller = req
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|info| info.0.caller_arc());
+    match caller {
+        Some(caller) => SERVED.scope(Served { shared, caller }, next.run(req)).await,
+        None => next.run(req).await,
+    }
+}
+
+/// An error message as it may leave: scrubbed with the view of the caller being
+/// served, or with everything outside a request.
+pub fn scrub_message(message: &str) -> String {
+    SERVED
+        .try_with(|s| View::of(&s.shared, &s.caller).scrub_str(message).0)
+        .unwrap_or_else(|_| crate::scrub::global().scrub_str(message).0)
+}
+
+/// Reads a text endpoint's JSON body (up to `broker.max_body_bytes`). Errors say where
+/// the body is wrong, never what it holds.
+pub async fn body<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+    shape: &str,
+) -> Result<T, ApiError> {
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            Code::TooLarge,
+            format!("the request body is over broker.max_body_bytes ({limit} bytes)"),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            Code::BadRequest,
+            format!(
+                "the request body must be {shape} (it is not: line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// The audit record of an admitted call.
+/// `redactions`: `None` where the endpoint does not count them (sanitize scrubs its
+/// whole JSON answer).
+pub fn audit(
+    shared: &Shared,
+    caller: &Caller,
+    endpoint: &str,
+    len: usize,
+    redactions: Option<&[Redaction]>,
+) {
+    let families = redactions.map(|r| {
+        let mut f: Vec<&str> = r.iter().map(|r| r.family).collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    });
+    shared.audit.record(
+        "text_gate",
+        json!({
+            "caller": {
+                "pid": caller.pid,
+                "uid": caller.uid,
+                "cgroup": caller.cgroup,
+                "policy": policy_of(caller),
+            },
+            "endpoint": endpoint,
+            "decision": "allowed",
+            "bytes": len,
+            "redactions": redactions.map(<[Redaction]>::len),
+            "families": families,
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_size_then_refuses_and_audits_the_first_refusal_only() {
+        let gate = TextGate::new(3);
+        let a = Owner::Sandbox { cgroup_id: 1 };
+        let b = Owner::Sandbox { cgroup_id: 2 };
+        for _ in 0..3 {
+            assert!(gate.take(a).is_ok());
+        }
+        let first = gate.take(a).expect_err("limited");
+        assert_eq!(first.audit, Some(1));
+        assert!(first.retry_after >= 1);
+        assert_eq!(
+            gate.take(a).expect_err("limited").audit,
+            None,
+            "summarised later"
+        );
+        assert!(gate.take(b).is_ok(), "buckets are per caller");
+    }
+}
