@@ -466,6 +466,17 @@ impl TcpProbe {
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+
+    /// The count once it reaches `expected` (or after 10 s, whatever it is then): a
+    /// client that connected and exited may be done before this probe's thread got to
+    /// accept, so a count of expected arrivals is read only after they were accepted.
+    pub fn wait_accepted(&self, expected: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.accepted() < expected && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.accepted()
+    }
 }
 
 /// A UDP socket that counts the datagrams it received.

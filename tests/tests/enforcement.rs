@@ -176,7 +176,7 @@ allow_cidrs = ["203.0.113.10", "127.0.0.2", "2001:db8::10/128"]
         String::from_utf8_lossy(&ok.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "hb-test");
-    assert_eq!(allowed.accepted(), 1);
+    assert_eq!(allowed.wait_accepted(1), 1);
     assert_eq!(
         sandbox_probe(&env, "narrow", "tcp", "127.0.0.2", allowed_lo.addr.port()),
         "OK"
@@ -276,7 +276,7 @@ name = "dns"
     env.wait_event("expired entry refused", |e| {
         has_event(e, "not_allowed", "198.51.100.7", "connect")
     });
-    assert_eq!(live.accepted(), 1);
+    assert_eq!(live.wait_accepted(1), 1);
     assert_eq!(dead.accepted(), 0);
 
     let rows = env.hb_json(&["maps", "dump", "allow4"]);
@@ -370,7 +370,7 @@ mode = "audit"
     );
     thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        probe.accepted(),
+        probe.wait_accepted(1),
         1,
         "audit mode must let the connection through"
     );

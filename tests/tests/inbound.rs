@@ -389,7 +389,7 @@ fn replies_to_the_sandboxs_own_traffic_still_flow() {
     assert!(stdout.contains(&format!("resolved {API}")), "{stdout}");
     assert!(stdout.contains("tcp HTTP/1.1 200 OK"), "{stdout}");
     assert!(stdout.contains("udp echo"), "{stdout}");
-    assert_eq!(api.accepted(), 1);
+    assert_eq!(api.wait_accepted(1), 1);
 }
 
 #[test]

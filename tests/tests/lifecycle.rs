@@ -360,7 +360,7 @@ policy = "open"
         "OK",
         "a cgroup no glob matches is untouched"
     );
-    assert_eq!(probe.accepted(), 1);
+    assert_eq!(probe.wait_accepted(1), 1);
 
     let status = env.hb_json(&["status"]);
     assert!(

@@ -395,7 +395,7 @@ fn names_outside_the_policy_and_other_policies_are_refused() {
     assert_eq!(stdout(&ok), "hb-test");
     let probe = hb_tests::sandbox_probe(&env, "other", "tcp", "203.0.113.10", web.addr.port());
     assert_eq!(probe, "EPERM", "allow maps are per policy");
-    assert_eq!(web.accepted(), 1);
+    assert_eq!(web.wait_accepted(1), 1);
 }
 
 #[test]
@@ -505,7 +505,7 @@ socket.create_connection((ip, 8080), timeout=3); print("again: ok")
         "resolving again re-allows: {text}"
     );
     assert_eq!(
-        web.accepted(),
+        web.wait_accepted(2),
         2,
         "the held and the renewed connection, nothing between"
     );
