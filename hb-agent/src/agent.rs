@@ -153,7 +153,7 @@ impl Running {
             &self.rules,
         )?;
         for (path, policy) in &changes.enrolled {
-            tracing::info!(cgroup = %path, %policy, "enrolled");
+            tracing::info!(cgroup = %events::Escaped(path), %policy, "enrolled");
         }
         if changes.removed > 0 {
             tracing::info!(
@@ -162,7 +162,7 @@ impl Running {
             );
         }
         for path in &changes.too_deep {
-            tracing::error!(cgroup = %path, max = hb_common::limits::MAX_CGROUP_DEPTH, "matches a [[sandbox]] glob but is too deep to enforce; NOT enrolled");
+            tracing::error!(cgroup = %events::Escaped(path), max = hb_common::limits::MAX_CGROUP_DEPTH, "matches a [[sandbox]] glob but is too deep to enforce; NOT enrolled");
         }
         self.cgroup_paths = tree.into_iter().map(|f| (f.id, f.relative)).collect();
         let alive = self.cgroup_paths.keys().copied().collect();
@@ -321,7 +321,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             // New cgroups matching [[sandbox]] globs, and gone ones.
             _ = tick.tick() => {
                 if let Err(e) = running.rescan() {
-                    tracing::error!(error = %crate::error_chain(&e), "cgroup rescan failed");
+                    tracing::error!(error = %events::Escaped(&crate::error_chain(&e)), "cgroup rescan failed");
                 }
             }
             // Kernel refusals.
