@@ -114,13 +114,15 @@ impl Learned {
     }
 
     /// Drops `policy_id`'s soonest-expiring address that is not in `keep` (the answer
-    /// being learned). Returns whether one went.
-    fn evict_own_oldest(&mut self, policy_id: u32, keep: &[IpAddr]) -> bool {
-        let Some(victim) = self
-            .by_expiry
-            .get(&policy_id)
-            .and_then(|set| set.iter().find(|(_, a)| !keep.contains(a)).map(|(_, a)| *a))
-        else {
+    /// being learned), of the family of `like` when given (to free a slot in that map).
+    /// Returns whether one went.
+    fn evict_own_oldest(&mut self, policy_id: u32, keep: &[IpAddr], like: Option<IpAddr>) -> bool {
+        let fits = |a: &IpAddr| like.is_none_or(|l| l.is_ipv6() == a.is_ipv6());
+        let Some(victim) = self.by_expiry.get(&policy_id).and_then(|set| {
+            set.iter()
+                .find(|(_, a)| !keep.contains(a) && fits(a))
+                .map(|(_, a)| *a)
+        }) else {
             return false;
         };
         self.drop_addr(policy_id, victim);
@@ -229,7 +231,7 @@ impl Learned {
             if known.is_none() {
                 // A new address: the policy makes room within its own share.
                 while self.policy_len(policy_id) >= self.max_per_policy
-                    && self.evict_own_oldest(policy_id, addrs)
+                    && self.evict_own_oldest(policy_id, addrs, None)
                 {}
             }
             // A cached answer hands out what the map already allows: no syscall needed.
@@ -237,7 +239,10 @@ impl Learned {
                 let mut written = self.write(policy_id, addr, until);
                 // The map is full (other policies' shares together exceed it): this
                 // policy may still trade one of its own addresses for the new one.
-                if written.is_err() && known.is_none() && self.evict_own_oldest(policy_id, addrs) {
+                if written.is_err()
+                    && known.is_none()
+                    && self.evict_own_oldest(policy_id, addrs, Some(addr))
+                {
                     written = self.write(policy_id, addr, until);
                 }
                 if let Err(source) = written {
