@@ -153,7 +153,7 @@ impl Running {
             &self.rules,
         )?;
         for (path, policy) in &changes.enrolled {
-            tracing::info!(cgroup = %path, %policy, "enrolled");
+            tracing::info!(cgroup = %events::Escaped(path), %policy, "enrolled");
         }
         if changes.removed > 0 {
             tracing::info!(
@@ -162,7 +162,7 @@ impl Running {
             );
         }
         for path in &changes.too_deep {
-            tracing::error!(cgroup = %path, max = hb_common::limits::MAX_CGROUP_DEPTH, "matches a [[sandbox]] glob but is too deep to enforce; NOT enrolled");
+            tracing::error!(cgroup = %events::Escaped(path), max = hb_common::limits::MAX_CGROUP_DEPTH, "matches a [[sandbox]] glob but is too deep to enforce; NOT enrolled");
         }
         self.cgroup_paths = tree.into_iter().map(|f| (f.id, f.relative)).collect();
         let alive = self.cgroup_paths.keys().copied().collect();
@@ -175,10 +175,35 @@ impl Running {
     }
 }
 
+/// Raises the open-file limit's soft value to its hard one. Every sandbox TCP DNS
+/// connection, broker caller and map costs a descriptor; the usual soft default (1024)
+/// ran out under one sandbox's load while the hard limit allowed far more.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) } == 0 {
+            tracing::info!(from = soft, to = lim.rlim_max, "open-file limit raised");
+        } else {
+            tracing::warn!(error = %io::Error::last_os_error(), "cannot raise the open-file limit");
+        }
+    }
+}
+
 pub async fn run(config: Config) -> Result<(), AgentError> {
     if !is_root() {
         return Err(AgentError::NotRoot);
     }
+    raise_nofile_limit();
     let state_dir = config.agent.state_dir.clone();
     fs::DirBuilder::new()
         .recursive(true)
@@ -322,7 +347,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             // New cgroups matching [[sandbox]] globs, and gone ones.
             _ = tick.tick() => {
                 if let Err(e) = running.rescan() {
-                    tracing::error!(error = %crate::error_chain(&e), "cgroup rescan failed");
+                    tracing::error!(error = %events::Escaped(&crate::error_chain(&e)), "cgroup rescan failed");
                 }
             }
             // Kernel refusals.

@@ -212,6 +212,27 @@ pub struct DnsConfig {
     pub min_ttl_secs: u64,
     pub max_ttl_secs: u64,
     pub max_ips_per_name: u32,
+    /// Addresses one policy may hold in the allow maps at once (IPv4 and IPv6 together).
+    /// The maps are shared by every policy on the node; without a share per policy, one
+    /// sandbox resolving names with many addresses filled them and every other policy's
+    /// answers failed (SERVFAIL) until the entries expired. A policy at its share drops
+    /// its own soonest-expiring addresses first, never another policy's (counted and
+    /// logged). The default, an eighth of a map, lets eight policies fill up at once.
+    pub max_ips_per_policy: u32,
+    /// Seconds a TCP DNS connection may wait for a query to begin (RFC 7766 idle timeout).
+    pub tcp_idle_timeout_secs: u64,
+    /// Seconds a query may take, once its first byte arrived, to arrive whole (length
+    /// prefix and body); also the limit for writing the reply. A client that stalls
+    /// mid-query is cut off instead of holding an agent file descriptor for ever.
+    pub tcp_query_timeout_secs: u64,
+    /// TCP DNS connections open at once, all policies together. Also kept below a
+    /// quarter of the agent's open-file limit, so the broker and the maps always have
+    /// descriptors left. Connections over the cap are closed at once (counted, logged
+    /// once per interval).
+    pub max_tcp_connections: u32,
+    /// TCP DNS connections open at once per policy, so one policy's sandboxes cannot
+    /// take every slot of `max_tcp_connections` from the others.
+    pub max_tcp_connections_per_policy: u32,
 }
 
 impl Default for DnsConfig {
@@ -225,6 +246,11 @@ impl Default for DnsConfig {
             min_ttl_secs: 5,
             max_ttl_secs: 3600,
             max_ips_per_name: 64,
+            max_ips_per_policy: hb_common::limits::ALLOW4 / 8,
+            tcp_idle_timeout_secs: 10,
+            tcp_query_timeout_secs: 5,
+            max_tcp_connections: 512,
+            max_tcp_connections_per_policy: 32,
         }
     }
 }
@@ -601,6 +627,38 @@ impl Config {
                     self.dns.min_ttl_secs, self.dns.max_ttl_secs
                 ),
             });
+        }
+        if self.dns.max_ips_per_policy < self.dns.max_ips_per_name.max(1) {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "dns.max_ips_per_policy".into(),
+                line: key_line("max_ips_per_policy"),
+                message: format!(
+                    "{} is smaller than dns.max_ips_per_name ({}): one answer must fit in a policy's share",
+                    self.dns.max_ips_per_policy, self.dns.max_ips_per_name
+                ),
+            });
+        }
+        for (key, value) in [
+            ("tcp_idle_timeout_secs", self.dns.tcp_idle_timeout_secs),
+            ("tcp_query_timeout_secs", self.dns.tcp_query_timeout_secs),
+            (
+                "max_tcp_connections",
+                u64::from(self.dns.max_tcp_connections),
+            ),
+            (
+                "max_tcp_connections_per_policy",
+                u64::from(self.dns.max_tcp_connections_per_policy),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    key: format!("dns.{key}"),
+                    line: key_line(key),
+                    message: "must be at least 1".into(),
+                });
+            }
         }
 
         for (i, m) in self.broker.readonly_methods.iter_mut().enumerate() {

@@ -22,6 +22,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::maps::addr_of;
 
+/// Displays an attacker-chosen string (a process name, a DNS name, a cgroup path) on one
+/// line: control characters (newline, carriage return, escape, …), Unicode line and
+/// paragraph separators and bidi controls are written as `\n`, `\u{1b}`, …, and `\`
+/// as `\\`, so the text log cannot be given forged lines or rewritten by a terminal.
+/// The JSON forms need no wrapper: serde escapes them itself.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            let unsafe_char = c.is_control()
+                || c == '\\'
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+                )
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c);
+            if unsafe_char {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// File name below `state_dir`.
 pub const EVENTS_FILE: &str = "events.jsonl";
 
@@ -139,13 +168,13 @@ impl std::fmt::Display for EventRecord {
             self.hook,
             self.protocol,
             dst,
-            self.policy,
+            Escaped(&self.policy),
             self.pid,
-            self.comm,
-            self.cgroup.as_deref().unwrap_or("?"),
+            Escaped(&self.comm),
+            Escaped(self.cgroup.as_deref().unwrap_or("?")),
         )?;
         if let Some(name) = &self.name {
-            write!(f, " name={name}")?;
+            write!(f, " name={}", Escaped(name))?;
         }
         Ok(())
     }
@@ -211,4 +240,20 @@ pub fn read_all(state_dir: &Path) -> io::Result<Vec<EventRecord>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+
+    #[test]
+    fn escaped_keeps_attacker_text_on_one_line() {
+        let forged = "a\nhb::event forged\r\u{1b}[2K\\x\u{2028}\u{202e}é";
+        let shown = Escaped(forged).to_string();
+        assert_eq!(
+            shown,
+            "a\\nhb::event forged\\r\\u{1b}[2K\\\\x\\u{2028}\\u{202e}é"
+        );
+        assert!(!shown.chars().any(char::is_control));
+    }
 }

@@ -139,8 +139,8 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
     if let Some(r) = &resolver {
         println!();
         println!(
-            "resolver: {} addresses learned, {} evicted (max_ips_per_name), {} answers refused with the allow map full",
-            r.learned, r.evicted, r.allow_map_full
+            "resolver: {} addresses learned, {} evicted (max_ips_per_name), {} evicted (max_ips_per_policy), {} answers refused with the allow map full, {} TCP connections refused (max_tcp_connections)",
+            r.learned, r.evicted, r.policy_quota_evicted, r.allow_map_full, r.tcp_refused
         );
     }
     if let Some(b) = &broker {

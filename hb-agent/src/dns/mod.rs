@@ -26,8 +26,15 @@
 //! name exists without an address of the type) are cached too, for the upstream SOA's
 //! negative TTL (RFC 2308) within the same bounds.
 //!
+//! TCP (RFC 7766): a connection may wait `tcp_idle_timeout_secs` for a query to begin,
+//! and a begun query must arrive whole within `tcp_query_timeout_secs`; connections are
+//! capped per policy and in all (see [`TcpLimits`]) and those over a cap are closed at
+//! once. Each connection holds one of the agent's file descriptors, which the broker and
+//! the state files share: stalled connections without these bounds starved them all.
+//!
 //! Must never: answer from the host's /etc/hosts, answer before the allow map holds the
-//! addresses, or let a malformed packet stop a listener.
+//! addresses, let a malformed packet stop a listener, or let a sandbox hold agent file
+//! descriptors without bound.
 
 pub mod learned;
 pub mod names;
@@ -38,8 +45,11 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr, SocketAddr},
     path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use hickory_proto::{
@@ -50,7 +60,7 @@ use ipnet::{IpNet, Ipv6Net};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::mpsc,
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
 };
 
 use crate::{
@@ -102,11 +112,80 @@ struct Inner {
     learned: Arc<Mutex<Learned>>,
     cache: Mutex<HashMap<(u32, String, RecordType), CachedAnswer>>,
     events: mpsc::Sender<EventRecord>,
+    tcp: TcpLimits,
+}
+
+/// How often a repeated condition (connections refused at a cap, accept errors) is
+/// logged: once per interval with a count, never once per connection.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The bounds on TCP DNS connections.
+struct TcpLimits {
+    idle: Duration,
+    query: Duration,
+    /// Slots for all policies together.
+    global: Arc<Semaphore>,
+    /// Slots per policy id (shared by its IPv4 and IPv6 listeners).
+    per_policy: HashMap<u32, Arc<Semaphore>>,
+    /// Connections closed at accept because a cap was reached (for `status`).
+    refused: Arc<AtomicU64>,
+    /// Refusals not logged yet, and when the last log line went out.
+    refused_log: Mutex<(u64, Option<Instant>)>,
+}
+
+impl TcpLimits {
+    /// A slot for one connection of `policy_id`, or `None` at a cap.
+    fn admit(&self, policy_id: u32) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let policy = self
+            .per_policy
+            .get(&policy_id)?
+            .clone()
+            .try_acquire_owned()
+            .ok()?;
+        let global = self.global.clone().try_acquire_owned().ok()?;
+        Some((policy, global))
+    }
+
+    /// Counts a connection closed at a cap; logs the count at most once per interval.
+    fn refused(&self, policy: &str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut log) = self.refused_log.lock() else {
+            return;
+        };
+        log.0 += 1;
+        let now = Instant::now();
+        if log.1.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+            tracing::warn!(
+                count = log.0,
+                policy = %crate::events::Escaped(policy),
+                "TCP DNS connections closed at once: dns.max_tcp_connections(_per_policy) reached"
+            );
+            *log = (0, Some(now));
+        }
+    }
+}
+
+/// The agent's open-file limit (soft), or `None` when unknown or unlimited.
+fn nofile_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(lim.rlim_cur)
 }
 
 /// Handle to the running resolver, for the agent's housekeeping.
 pub struct DnsService {
     learned: Arc<Mutex<Learned>>,
+    /// TCP connections closed at a cap, and how many the stats file last showed.
+    tcp_refused: Arc<AtomicU64>,
+    tcp_refused_written: AtomicU64,
 }
 
 /// File below `state_dir`: which names taught which addresses (read by `maps dump`).
@@ -124,6 +203,13 @@ pub struct DnsStats {
     pub allow_map_full: u64,
     /// Addresses currently learned.
     pub learned: usize,
+    /// Addresses a policy dropped to stay within `max_ips_per_policy`.
+    #[serde(default)]
+    pub policy_quota_evicted: u64,
+    /// TCP connections closed at once because `max_tcp_connections(_per_policy)` was
+    /// reached.
+    #[serde(default)]
+    pub tcp_refused: u64,
 }
 
 /// Writes `bytes` to `state_dir/name` atomically (rename over).
@@ -155,7 +241,10 @@ impl DnsService {
         if sweep {
             learned.sweep_unknown(now);
         }
-        if learned.dirty {
+        let tcp_refused = self.tcp_refused.load(Ordering::Relaxed);
+        if learned.dirty || self.tcp_refused_written.load(Ordering::Relaxed) != tcp_refused {
+            self.tcp_refused_written
+                .store(tcp_refused, Ordering::Relaxed);
             learned.dirty = false;
             let rows: Vec<NamesRow> = learned
                 .names()
@@ -173,6 +262,8 @@ impl DnsService {
                 evicted: learned.evicted,
                 allow_map_full: learned.full,
                 learned: rows.len(),
+                policy_quota_evicted: learned.quota_evicted,
+                tcp_refused,
             };
             if let Ok(bytes) = serde_json::to_vec(&stats) {
                 write_state(state_dir, STATS_FILE, &bytes);
@@ -210,6 +301,7 @@ pub async fn start(
     let learned = Arc::new(Mutex::new(Learned::open(
         bpffs_dir,
         config.dns.max_ips_per_name as usize,
+        config.dns.max_ips_per_policy as usize,
     )?));
     let mut policies = HashMap::new();
     for p in &config.policies {
@@ -226,6 +318,8 @@ pub async fn start(
         );
     }
     let listen = config.dns_listen();
+    let tcp = tcp_limits(config, policies.keys().copied());
+    let tcp_refused = tcp.refused.clone();
     let inner = Arc::new(Inner {
         upstream: upstream::Upstream::new(upstream_servers(config)?).await?,
         policies,
@@ -246,6 +340,7 @@ pub async fn start(
         learned: learned.clone(),
         cache: Mutex::new(HashMap::new()),
         events,
+        tcp,
     });
     for (&id, policy) in &inner.policies {
         let port = listen.port() + id as u16;
@@ -262,7 +357,39 @@ pub async fn start(
             tokio::spawn(serve_tcp(inner.clone(), id, tcp));
         }
     }
-    Ok(DnsService { learned })
+    Ok(DnsService {
+        learned,
+        tcp_refused,
+        tcp_refused_written: AtomicU64::new(0),
+    })
+}
+
+/// The TCP bounds from the config; the global cap stays below a quarter of the open-file
+/// limit, so TCP DNS can never take the descriptors the broker and the maps need.
+fn tcp_limits(config: &Config, policy_ids: impl Iterator<Item = u32>) -> TcpLimits {
+    let mut global = u64::from(config.dns.max_tcp_connections);
+    if let Some(nofile) = nofile_limit()
+        && nofile / 4 < global
+    {
+        tracing::warn!(
+            configured = global,
+            nofile,
+            "dns.max_tcp_connections lowered to a quarter of the open-file limit"
+        );
+        global = (nofile / 4).max(1);
+    }
+    let global = usize::try_from(global).unwrap_or(usize::MAX);
+    let per_policy = (config.dns.max_tcp_connections_per_policy as usize).min(global);
+    TcpLimits {
+        idle: Duration::from_secs(config.dns.tcp_idle_timeout_secs),
+        query: Duration::from_secs(config.dns.tcp_query_timeout_secs),
+        global: Arc::new(Semaphore::new(global)),
+        per_policy: policy_ids
+            .map(|id| (id, Arc::new(Semaphore::new(per_policy))))
+            .collect(),
+        refused: Arc::new(AtomicU64::new(0)),
+        refused_log: Mutex::new((0, None)),
+    }
 }
 
 async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
@@ -292,27 +419,74 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
     }
 }
 
+/// Longest pause after failed accepts (EMFILE and the like), doubling from 10 ms.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 async fn serve_tcp(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
+    let policy = inner
+        .policies
+        .get(&policy_id)
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
+    let mut backoff = Duration::ZERO;
+    let mut last_error_log: Option<Instant> = None;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::ZERO;
+                stream
+            }
+            Err(e) => {
+                // The connection stays queued; retrying at once spun a core while the
+                // error (no descriptor left) lasted.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), ACCEPT_BACKOFF_MAX);
+                let now = Instant::now();
+                if last_error_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+                    tracing::warn!(error = %e, policy = %crate::events::Escaped(&policy), "TCP DNS accept failed; backing off");
+                    last_error_log = Some(now);
+                }
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        let Some(permits) = inner.tcp.admit(policy_id) else {
+            drop(stream);
+            inner.tcp.refused(&policy);
             continue;
         };
-        tokio::spawn(serve_tcp_conn(inner.clone(), policy_id, stream));
+        tokio::spawn(serve_tcp_conn(inner.clone(), policy_id, stream, permits));
     }
 }
 
-/// RFC 7766: length-prefixed messages, several per connection, idle timeout.
-async fn serve_tcp_conn(inner: Arc<Inner>, policy_id: u32, mut stream: TcpStream) {
-    loop {
-        let mut len = [0u8; 2];
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut len));
-        if !matches!(read.await, Ok(Ok(_))) {
-            return;
-        }
+/// Reads one length-prefixed query (RFC 7766): up to the idle timeout for its first byte,
+/// then the query timeout for the rest. `None` ends the connection.
+async fn read_tcp_query(limits: &TcpLimits, stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    match tokio::time::timeout(limits.idle, stream.read(&mut len[..1])).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    let rest = async {
+        stream.read_exact(&mut len[1..]).await?;
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        if stream.read_exact(&mut query).await.is_err() {
+        stream.read_exact(&mut query).await?;
+        Ok::<_, std::io::Error>(query)
+    };
+    tokio::time::timeout(limits.query, rest).await.ok()?.ok()
+}
+
+/// RFC 7766: length-prefixed messages, several per connection, idle and query timeouts.
+/// `_permits` are the connection's slots, given back when it ends.
+async fn serve_tcp_conn(
+    inner: Arc<Inner>,
+    policy_id: u32,
+    mut stream: TcpStream,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+) {
+    loop {
+        let Some(query) = read_tcp_query(&inner.tcp, &mut stream).await else {
             return;
-        }
+        };
         let reply = match inner.cached(policy_id, &query, Transport::Tcp) {
             Some(reply) => Some(reply),
             None => match inner.prepare(policy_id, &query, Transport::Tcp) {
@@ -326,9 +500,12 @@ async fn serve_tcp_conn(inner: Arc<Inner>, policy_id: u32, mut stream: TcpStream
         let Ok(n) = u16::try_from(reply.len()) else {
             return;
         };
-        if stream.write_all(&n.to_be_bytes()).await.is_err()
-            || stream.write_all(&reply).await.is_err()
-        {
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&n.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        // A client that does not read its reply is cut off like one that stalls a query.
+        let write = tokio::time::timeout(inner.tcp.query, stream.write_all(&framed));
+        if !matches!(write.await, Ok(Ok(()))) {
             return;
         }
     }
