@@ -6,6 +6,9 @@
 //!   anything else that never passes the socket hooks; also the per-cgroup traffic sensor.
 //! * `dns` — port-53 traffic redirected to hb's resolver, and the redirect undone in
 //!   `cgroup/recvmsg4|6` and `cgroup/getpeername4|6`.
+//! * `sockopt` — `cgroup/setsockopt`: refuses the options that make the kernel send for
+//!   the sandbox from its own sockets (multicast membership reports) or route a packet
+//!   elsewhere than its destination (routing headers, IP options).
 //! * `policy` — the decision both share, the maps, counters and events.
 //!
 //! Everything here fails closed: a lookup we cannot make or a record we cannot read means
@@ -17,6 +20,7 @@ mod dns;
 mod policy;
 mod skb;
 mod sock_addr;
+mod sockopt;
 
 #[cfg(not(test))]
 #[panic_handler]
