@@ -30,11 +30,13 @@ pub const EVENTS_FILE: &str = "events.jsonl";
 pub struct EventRecord {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
-    /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`.
+    /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`, `setsockopt`, …
+    /// ([`hook::name`]).
     pub hook: String,
     /// `deny` or `audit`.
     pub verdict: String,
-    /// `deny_range`, `not_allowed`, `embedded_deny_range`.
+    /// `deny_range`, `not_allowed`, `embedded_deny_range`, `source_route`,
+    /// `multicast_join`, … ([`reason::name`]).
     pub reason: String,
     pub policy: String,
     pub cgroup_id: u64,
@@ -50,6 +52,7 @@ pub struct EventRecord {
     /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
     pub protocol: String,
     pub dst: String,
+    /// Destination port; for `setsockopt`, the refused option as `level << 8 | optname`.
     pub port: u16,
     /// The DNS name, for the resolver's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,7 +121,10 @@ pub fn render(
 
 impl std::fmt::Display for EventRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dst = if self.family == "ipv6" {
+        let dst = if self.hook == hook::name(hook::SETSOCKOPT) {
+            // A refused socket option has no destination: show its level and name.
+            format!("option={}:{}", self.port >> 8, self.port & 0xff)
+        } else if self.family == "ipv6" {
             format!("[{}]:{}", self.dst, self.port)
         } else {
             format!("{}:{}", self.dst, self.port)
