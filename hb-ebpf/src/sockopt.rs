@@ -46,10 +46,12 @@
 //! is, by the calling task's cgroup, as in `sock_addr`. Byte order: `level`, `optname`
 //! and `optlen` are host-order integers; the option value is never read.
 //!
-//! Not covered here: the kernel runs this hook only for native system calls
-//! (`do_sock_setsockopt` skips cgroup programs for compat calls), so a 32-bit
-//! `setsockopt` on a kernel with IA-32 emulation is not seen (see the report of the
-//! branch that adds this file).
+//! The kernel runs this hook only for native system calls (`do_sock_setsockopt(sock,
+//! in_compat_syscall(), …)` in net/socket.c skips cgroup programs for compat calls), so
+//! a 32-bit `setsockopt` (`int $0x80`, a 32-bit binary) is never seen here. `hb-agent
+//! sandbox run` closes that with a seccomp filter that allows only the native ABI
+//! (hb-agent/src/sandbox.rs); processes enrolled some other way (a pod's cgroup) need a
+//! seccomp profile that does the same.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},

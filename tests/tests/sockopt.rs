@@ -310,6 +310,14 @@ fn multicast_joins_from_a_sandbox_are_refused_and_no_report_leaves() {
             setsockopt_event(e, "multicast_join", "deny", *level, *optname)
         });
     }
+    // The text form names the hook, the reason and the option (level:optname).
+    let text = String::from_utf8_lossy(&env.hb(&["events"]).stdout).into_owned();
+    assert!(
+        text.lines().any(|l| l.contains("multicast_join")
+            && l.contains("setsockopt")
+            && l.contains("option=41:20")),
+        "hb-agent events: {text}"
+    );
 }
 
 /// SRH (type 4) with one segment, 2001:db8::99, segments left 0: the packet would go to
@@ -400,4 +408,67 @@ fn an_audit_policy_lets_a_join_pass_and_reports_it() {
     env.wait_event("audited multicast_join", |e| {
         setsockopt_event(e, "multicast_join", "audit", SOL_IPV6, 20)
     });
+}
+
+/// `setsockopt` through the 32-bit system call entry (`int $0x80`, i386 number 366)
+/// from a 64-bit process, with the value in the low 4 GiB. Prints `compat RESULT`.
+#[cfg(target_arch = "x86_64")]
+const PY_COMPAT_JOIN: &str = r#"
+import ctypes, errno, mmap, socket, struct, sys
+# push rbx; mov ebx,edi; mov edi,r8d; xchg esi,ecx; mov eax,366; int 0x80; pop rbx; ret
+code = bytes.fromhex("5389fb4489c787ceb86e010000cd805bc3")
+anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+exe = mmap.mmap(-1, 4096, flags=anon, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+exe.write(code)
+call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
+                        ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(exe)))
+low = mmap.mmap(-1, 4096, flags=anon | 0x40, prot=mmap.PROT_READ | mmap.PROT_WRITE)  # MAP_32BIT
+val = socket.inet_pton(socket.AF_INET6, sys.argv[1]) + struct.pack("@I", socket.if_nametoindex("lo"))
+low.write(val)
+ptr = ctypes.addressof(ctypes.c_char.from_buffer(low))
+assert ptr < 1 << 32
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+print("start", "OK", flush=True)
+rc = call(s.fileno(), socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, ptr, len(val))
+print("compat", "OK" if rc == 0 else errno.errorcode.get(-rc, str(rc)), flush=True)
+"#;
+
+/// The kernel runs cgroup sockopt programs for native system calls only
+/// (`do_sock_setsockopt(sock, in_compat_syscall(), …)` skips them for compat calls), so
+/// a join through the 32-bit entry would pass `hb_setsockopt` unseen: the sandbox
+/// launcher allows only the native system call ABI.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_32_bit_setsockopt_cannot_join_either() {
+    multicast_netns();
+    let sniffer = Sniffer::start();
+    let mut env = TestEnv::new("mcompat", POLICIES);
+    env.start_agent();
+    let group = "ff0e:6862:5345:4352:4554:2d33:3262:1";
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "open",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        PY_COMPAT_JOIN,
+        group,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _after = host_join("ff0e:6862::f003");
+    sniffer.wait_for("ff0e:6862::f003");
+    assert_eq!(
+        sniffer.naming(&group_bytes(group)),
+        0,
+        "a 32-bit setsockopt from the sandbox joined {group}: {stdout}"
+    );
+    assert!(
+        stdout.contains("start OK") && !stdout.contains("compat OK"),
+        "the script must have run up to the call, and the call must not succeed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
