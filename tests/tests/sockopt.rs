@@ -7,16 +7,16 @@
 //! reports the kernel sends for a join are what the attack reads.
 
 use std::{
-    io,
+    io::{self, BufRead as _, BufReader},
     net::{Ipv4Addr, Ipv6Addr, UdpSocket},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    process::Command,
+    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
-use hb_tests::{TestEnv, private_netns, python};
+use hb_tests::{TestEnv, agent_bin, private_netns, python};
 use serde_json::Value;
 
 const POLICIES: &str = r#"
@@ -65,7 +65,7 @@ const JOINS: &[(&str, u16, u16, &str)] = &[
 /// Tries each join of [`JOINS`] (same groups) and prints `NAME RESULT` per line, RESULT
 /// being `OK` or the errno name.
 const PY_JOINS: &str = r#"
-import errno, socket, struct
+import errno, socket, struct, sys
 lo = socket.if_nametoindex("lo")
 def a6(s): return socket.inet_pton(socket.AF_INET6, s)
 def a4(s): return socket.inet_aton(s)
@@ -103,6 +103,9 @@ for name, fam, level, opt, val in tries:
         print(name, "OK", flush=True)
     except OSError as e:
         print(name, errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+# Keep the memberships (if any) until the test has watched lo: a join left at once
+# may never be reported.
+sys.stdin.read()
 "#;
 
 /// IGMP and MLD packets seen on `lo`, from a packet socket in the test's namespace.
@@ -257,6 +260,51 @@ fn sandboxed(env: &TestEnv, policy: &str, script: &str) -> Vec<(String, String)>
         .collect()
 }
 
+/// A sandboxed script (as uid 65534) that holds its sockets until its stdin closes.
+struct Held {
+    child: Child,
+    /// `NAME RESULT` pairs it printed before it blocked (or ended).
+    got: Vec<(String, String)>,
+}
+
+impl Held {
+    /// Starts `script ARGS…` and reads `lines` result lines (fewer if it ends first).
+    fn start(env: &TestEnv, policy: &str, script: &str, args: &[&str], lines: usize) -> Self {
+        let mut child = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&env.config_path)
+            .args([
+                "sandbox", "run", "--policy", policy, "--user", "65534", "--",
+            ])
+            .args([python(), "-c", script])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sandbox");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut got = Vec::new();
+        while got.len() < lines {
+            let mut line = String::new();
+            if out.read_line(&mut line).expect("read sandbox stdout") == 0 {
+                break;
+            }
+            if let Some((a, b)) = line.trim().split_once(' ') {
+                got.push((a.to_owned(), b.to_owned()));
+            }
+        }
+        Self { child, got }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 fn result<'a>(got: &'a [(String, String)], name: &str) -> &'a str {
     got.iter()
         .find(|(n, _)| n == name)
@@ -282,7 +330,8 @@ fn multicast_joins_from_a_sandbox_are_refused_and_no_report_leaves() {
     let _before = host_join("ff0e:6862::f001");
     sniffer.wait_for("ff0e:6862::f001");
 
-    let got = sandboxed(&env, "open", PY_JOINS);
+    let held = Held::start(&env, "open", PY_JOINS, &[], JOINS.len());
+    let got = &held.got;
 
     // Reports are sent in order: once the kernel has announced groups joined after the
     // sandbox ran, anything the sandbox's joins caused has been sent too.
@@ -302,7 +351,7 @@ fn multicast_joins_from_a_sandbox_are_refused_and_no_report_leaves() {
     );
     for (name, level, optname, _) in JOINS {
         assert_eq!(
-            result(&got, name),
+            result(got, name),
             "EPERM",
             "{name} from the sandbox must get EPERM"
         );
@@ -431,6 +480,7 @@ s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 print("start", "OK", flush=True)
 rc = call(s.fileno(), socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, ptr, len(val))
 print("compat", "OK" if rc == 0 else errno.errorcode.get(-rc, str(rc)), flush=True)
+sys.stdin.read()
 "#;
 
 /// The kernel runs cgroup sockopt programs for native system calls only
@@ -445,30 +495,17 @@ fn a_32_bit_setsockopt_cannot_join_either() {
     let mut env = TestEnv::new("mcompat", POLICIES);
     env.start_agent();
     let group = "ff0e:6862:5345:4352:4554:2d33:3262:1";
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "open",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        PY_COMPAT_JOIN,
-        group,
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let held = Held::start(&env, "open", PY_COMPAT_JOIN, &[group], 2);
+    let got = format!("{:?}", held.got);
     let _after = host_join("ff0e:6862::f003");
     sniffer.wait_for("ff0e:6862::f003");
     assert_eq!(
         sniffer.naming(&group_bytes(group)),
         0,
-        "a 32-bit setsockopt from the sandbox joined {group}: {stdout}"
+        "a 32-bit setsockopt from the sandbox joined {group}: {got}"
     );
     assert!(
-        stdout.contains("start OK") && !stdout.contains("compat OK"),
-        "the script must have run up to the call, and the call must not succeed: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
+        result(&held.got, "start") == "OK" && !got.contains("compat"),
+        "the script must run up to the call and not get past it: {got}"
     );
 }
