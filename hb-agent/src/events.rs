@@ -59,12 +59,14 @@ pub const EVENTS_FILE: &str = "events.jsonl";
 pub struct EventRecord {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
-    /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`, `skb_ingress`.
+    /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`, `skb_ingress`,
+    /// `setsockopt` ([`hook::name`]).
     pub hook: String,
     /// `deny` or `audit`.
     pub verdict: String,
     /// `deny_range`, `not_allowed`, `embedded_deny_range`, `source_route` (a packet with
-    /// an IPv6 routing header or IPv4 source route), `inbound`; the resolver's own.
+    /// an IPv6 routing header or IPv4 source route, or the socket option that sets one),
+    /// `inbound`, `multicast_join` ([`reason::name`]); the resolver's own.
     pub reason: String,
     pub policy: String,
     pub cgroup_id: u64,
@@ -82,7 +84,8 @@ pub struct EventRecord {
     /// The far end: the destination of outbound traffic; for `skb_ingress` events, the
     /// sender of the inbound packet.
     pub dst: String,
-    /// Destination port; for `skb_ingress` events, the sandbox's local port.
+    /// Destination port; for `skb_ingress` events, the sandbox's local port; for
+    /// `setsockopt`, the refused option as `level << 8 | optname`.
     pub port: u16,
     /// The DNS name, for the resolver's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +157,9 @@ impl std::fmt::Display for EventRecord {
         let dst = if self.hook == hook::name(hook::SKB_INGRESS) {
             // Inbound: the far end sent to the sandbox's local port.
             format!("{} -> :{}", self.dst, self.port)
+        } else if self.hook == hook::name(hook::SETSOCKOPT) {
+            // A refused socket option has no destination: show its level and name.
+            format!("option={}:{}", self.port >> 8, self.port & 0xff)
         } else if self.family == "ipv6" {
             format!("[{}]:{}", self.dst, self.port)
         } else {

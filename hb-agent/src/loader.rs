@@ -15,14 +15,18 @@
 use std::{
     ffi::CString,
     fs, io,
-    os::unix::ffi::OsStrExt as _,
+    os::{
+        fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, SockOps,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, CgroupSockopt,
+        ProgramError, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
@@ -220,6 +224,16 @@ pub fn attach(ebpf: &mut Ebpf, bpffs_dir: &Path, cgroup: &Path) -> Result<Vec<At
             )
         } else if name == prog_names::SOCK_OPS {
             attach_and_pin!(SockOps, CgroupAttachMode::Single)
+        } else if name == prog_names::SETSOCKOPT {
+            let p: &mut CgroupSockopt = program.try_into().map_err(perr("type check"))?;
+            p.load().map_err(perr("load"))?;
+            let prog_id = p.info().map_err(perr("info"))?.id();
+            replace_pin(&progs, name, |path| p.pin(path))?;
+            let prog_fd = p.fd().map_err(perr("fd"))?;
+            (
+                sockopt_link(prog_fd.as_fd(), cgroup_fd.as_fd(), &links, name)?,
+                prog_id,
+            )
         } else {
             attach_and_pin!(CgroupSockAddr, CgroupAttachMode::Single)
         };
@@ -231,6 +245,84 @@ pub fn attach(ebpf: &mut Ebpf, bpffs_dir: &Path, cgroup: &Path) -> Result<Vec<At
         });
     }
     Ok(out)
+}
+
+/// `BPF_CGROUP_SETSOCKOPT` in `enum bpf_attach_type` (include/uapi/linux/bpf.h).
+const BPF_CGROUP_SETSOCKOPT: u32 = 22;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+/// Attaches a `cgroup/setsockopt` program with a bpf_link of our own making.
+///
+/// aya 0.14 attaches `CgroupSockopt` with a bpf_link too, but keeps it in a private type
+/// that cannot become an [`FdLink`], so it could not be pinned. Here the link is created
+/// with `BPF_LINK_CREATE` (no flags: multi-attach, as for the others), pinned at the
+/// hand-over name, and reopened through the pin as an [`FdLink`] that [`swap_link`]
+/// handles like any other.
+fn sockopt_link(
+    prog: BorrowedFd<'_>,
+    cgroup: BorrowedFd<'_>,
+    links: &Path,
+    name: &'static str,
+) -> Result<FdLink> {
+    let new = links.join(format!("{name}{NEW_SUFFIX}"));
+    let lerr = |action: &'static str, e: io::Error| LoadError::Link {
+        path: new.clone(),
+        action,
+        source: Box::new(e),
+    };
+    // bpf_attr for BPF_LINK_CREATE: prog_fd, target_fd, attach_type, flags, then a union
+    // the kernel requires to be zero for cgroup links.
+    let mut attr = [0u32; 16];
+    attr[0] = prog.as_raw_fd() as u32;
+    attr[1] = cgroup.as_raw_fd() as u32;
+    attr[2] = BPF_CGROUP_SETSOCKOPT;
+    // SAFETY: attr is a valid, fully initialised bpf_attr prefix of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            attr.as_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(lerr("BPF_LINK_CREATE", io::Error::last_os_error()));
+    }
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let path = CString::new(new.as_os_str().as_bytes())
+        .map_err(|e| lerr("pin", io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    // bpf_attr for BPF_OBJ_PIN: pathname (u64), bpf_fd, file_flags, path_fd.
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    let pin = ObjPin {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: link.as_raw_fd() as u32,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    let _ = fs::remove_file(&new);
+    // SAFETY: pin points at a NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, &pin, size_of_val(&pin)) };
+    if rc != 0 {
+        return Err(lerr("BPF_OBJ_PIN", io::Error::last_os_error()));
+    }
+    drop(link);
+    let pinned = PinnedLink::from_pin(&new).map_err(|e| LoadError::Link {
+        path: new.clone(),
+        action: "open",
+        source: Box::new(e),
+    })?;
+    // swap_link pins it at the hand-over name again; our fd keeps it attached meanwhile.
+    pinned.unpin().map_err(io_err("unpinning", &new))
 }
 
 /// Pins a program at `dir/name`, replacing an older program's pin (the program itself

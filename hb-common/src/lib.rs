@@ -80,7 +80,10 @@ pub mod prog_names {
     /// `sock_ops`: records an accepted connection's client as its socket's admitted peer.
     pub const SOCK_OPS: &str = "hb_sock_ops";
 
-    pub const ALL: [&str; 11] = [
+    /// `cgroup/setsockopt`: refuses multicast joins and route options.
+    pub const SETSOCKOPT: &str = "hb_setsockopt";
+
+    pub const ALL: [&str; 12] = [
         CONNECT4,
         CONNECT6,
         SENDMSG4,
@@ -92,6 +95,7 @@ pub mod prog_names {
         GETPEERNAME6,
         SKB_INGRESS,
         SOCK_OPS,
+        SETSOCKOPT,
     ];
 }
 
@@ -438,6 +442,9 @@ pub mod hook {
     pub const SENDMSG6: u32 = 4;
     pub const SKB_EGRESS: u32 = 5;
     pub const SKB_INGRESS: u32 = 6;
+    /// `cgroup/setsockopt`. Its events carry the option in `port` (see
+    /// [`sockopt_port`](crate::sockopt_port)) and no address.
+    pub const SETSOCKOPT: u32 = 7;
 
     pub const fn name(hook: u32) -> &'static str {
         match hook {
@@ -447,6 +454,7 @@ pub mod hook {
             SENDMSG4 => "sendmsg4",
             SENDMSG6 => "sendmsg6",
             SKB_EGRESS => "skb_egress",
+            SETSOCKOPT => "setsockopt",
             _ => "unknown",
         }
     }
@@ -482,17 +490,29 @@ pub mod reason {
     /// An unsolicited connection or datagram to a sandbox whose policy has
     /// `inbound = false`.
     pub const INBOUND: u32 = 5;
+    /// A socket option that joins a multicast group or changes a group's source filter:
+    /// the kernel would announce the group (chosen by the sandbox) in IGMP/MLD reports
+    /// sent from its own socket, which no cgroup hook attributes to the sandbox.
+    pub const MULTICAST_JOIN: u32 = 6;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
             SOURCE_ROUTE => "source_route",
             INBOUND => "inbound",
+            MULTICAST_JOIN => "multicast_join",
             DENY_RANGE => "deny_range",
             NOT_ALLOWED => "not_allowed",
             EMBEDDED_DENY_RANGE => "embedded_deny_range",
             _ => "unknown",
         }
     }
+}
+
+/// The `port` of a [`hook::SETSOCKOPT`] event: the option's level in the high byte
+/// (0 `SOL_IP`, 41 `SOL_IPV6`) and its name in the low byte (every option hb refuses has
+/// a name below 256), e.g. `41 << 8 | 20` for `IPV6_JOIN_GROUP`.
+pub const fn sockopt_port(level: u8, optname: u8) -> u16 {
+    (level as u16) << 8 | optname as u16
 }
 
 pub const AF_INET: u16 = 2;
@@ -520,7 +540,8 @@ pub struct Event {
     pub family: u16,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, …).
     pub protocol: u16,
-    /// Destination port, host order (0 where the protocol has none).
+    /// Destination port, host order (0 where the protocol has none); for
+    /// [`hook::SETSOCKOPT`], the refused option ([`sockopt_port`]).
     pub port: u16,
     pub _pad: u16,
     /// Destination, network order; IPv4 in the first four bytes.

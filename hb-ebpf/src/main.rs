@@ -10,6 +10,9 @@
 //!   and an accepted connection's client recorded as its socket's admitted peer.
 //! * `dns` — port-53 traffic redirected to hb's resolver, and the redirect undone in
 //!   `cgroup/recvmsg4|6` and `cgroup/getpeername4|6`.
+//! * `sockopt` — `cgroup/setsockopt`: refuses the options that make the kernel send for
+//!   the sandbox from its own sockets (multicast membership reports) or route a packet
+//!   elsewhere than its destination (routing headers, IP options).
 //! * `policy` — the decision all share (NAT64 prefixes included), the per-socket admitted
 //!   peers, the maps, counters and events.
 //!
@@ -23,6 +26,7 @@ mod ingress;
 mod policy;
 mod skb;
 mod sock_addr;
+mod sockopt;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,0 +1,171 @@
+//! `cgroup/setsockopt`: the socket options that make the kernel send, or route, what no
+//! other hook of ours can attribute to the sandbox.
+//!
+//! * **Multicast membership.** Joining a group (or changing a group's source filter)
+//!   makes the kernel announce it in IGMP/MLD reports, which it builds and sends itself
+//!   (`igmp_send_report`/`igmpv3_sendpack` in net/ipv4/igmp.c, `igmp6_send`/`mld_sendpack`
+//!   on the per-namespace `net->ipv6.igmp_sk` in net/ipv6/mcast.c), from no socket of the
+//!   sandbox: neither the connect/sendmsg hooks nor `cgroup_skb/egress` see it. The group
+//!   address is the sandbox's choice, so each report carries 112 bits (IPv6) or 28 bits
+//!   (IPv4) of its data onto the link; the source addresses of an IGMPv3/MLDv2 report
+//!   carry more. Refused: every option that joins, leaves or filters a group —
+//!   `IP_ADD_MEMBERSHIP` … `IP_MSFILTER` (35–41) at `SOL_IP`, `IPV6_JOIN_GROUP`,
+//!   `IPV6_LEAVE_GROUP` (20, 21) and `IPV6_JOIN_ANYCAST`, `IPV6_LEAVE_ANYCAST` (27, 28: an
+//!   anycast join joins the address's solicited-node group) at `SOL_IPV6`, and the
+//!   protocol-independent `MCAST_JOIN_GROUP` … `MCAST_MSFILTER` (42–48) at both levels
+//!   (include/uapi/linux/in.h, in6.h). Leaves and filters are refused too: a sandbox that
+//!   can join nothing has nothing to leave, and on a socket it inherited already joined,
+//!   a block/unblock or filter change sends a report naming sources of its choosing.
+//! * **Source routing.** Options that send a packet elsewhere than its destination field
+//!   (which is what the connect/sendmsg hooks judged): `IPV6_RTHDR` (57) and
+//!   `IPV6_2292PKTOPTIONS` (6; RFC 2292 sticky options, a cmsg buffer that may hold a
+//!   routing header or a next hop) at `SOL_IPV6`, and `IP_OPTIONS` (4) at `SOL_IP`.
+//!   `IPV6_2292RTHDR` (5) is refused with them: in `setsockopt` Linux reads it as the
+//!   switch to *receive* routing headers, which no sandbox needs, and refusing it keeps
+//!   every spelling of "routing header" out.
+//!   All IP options are refused, not only LSRR/SSRR: the kernel's own parser
+//!   (`ip_options_compile`) is what counts, and a second parser here, bounded to the
+//!   40-byte option space, that disagreed with it on one length or padding edge would be
+//!   a bypass; refusing the whole option cannot disagree. Nothing a sandbox runs needs
+//!   IP options (record-route and timestamp are diagnostics; router alert is for IGMP,
+//!   RSVP and the like). A zero-length value, which only clears the option, passes.
+//!   The same headers can ride in a `sendmsg` control message (`IPV6_RTHDR`,
+//!   `IPV6_2292RTHDR`, `IP_RETOPTS`), which never passes through here: `cgroup_skb/egress`
+//!   drops packets that carry them for enrolled cgroups.
+//!
+//! Return value (Documentation/bpf/prog_cgroup_sockopt.rst): 0 refuses the call with
+//! EPERM, 1 hands it on to the next program and then to the kernel. A pass-through
+//! leaves `level`, `optname` and `optval` as they are; `optlen` stays too, except that a
+//! value longer than a page (the kernel copies only the first page for us) is set to 0,
+//! which tells the kernel to use the caller's original buffer (`optlen == 0 from BPF
+//! indicates that we should use original userspace data` in
+//! `__cgroup_bpf_run_filter_setsockopt`, kernel/bpf/cgroup.c). Setting it to -1 would
+//! instead skip the kernel's handling and return success: never done here.
+//!
+//! Which programs run is decided by the socket's cgroup (`sk_cgrp_data`); whose call it
+//! is, by the calling task's cgroup, as in `sock_addr`. Byte order: `level`, `optname`
+//! and `optlen` are host-order integers; the option value is never read.
+//!
+//! The kernel runs this hook only for native system calls (`do_sock_setsockopt(sock,
+//! in_compat_syscall(), …)` in net/socket.c skips cgroup programs for compat calls), so
+//! a 32-bit `setsockopt` (`int $0x80`, a 32-bit binary) is never seen here. `hb-agent
+//! sandbox run` closes that with a seccomp filter that allows only the native ABI
+//! (hb-agent/src/sandbox.rs); processes enrolled some other way (a pod's cgroup) need a
+//! seccomp profile that does the same.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+    macros::cgroup_sockopt,
+    programs::SockoptContext,
+};
+use hb_common::{AF_INET, AF_INET6, Counter, hook, reason, sockopt_port, verdict};
+
+use crate::policy::{self, Report};
+
+const PASS: i32 = 1;
+const REFUSE: i32 = 0;
+
+const SOL_IP: i32 = 0;
+const SOL_IPV6: i32 = 41;
+
+/// `IP_OPTIONS` (include/uapi/linux/in.h).
+const IP_OPTIONS: i32 = 4;
+/// `IP_ADD_MEMBERSHIP` (35) … `IP_MSFILTER` (41).
+const IP_MEMBERSHIP: core::ops::RangeInclusive<i32> = 35..=41;
+/// `MCAST_JOIN_GROUP` (42) … `MCAST_MSFILTER` (48), at `SOL_IP` and `SOL_IPV6`.
+const MCAST_ANY: core::ops::RangeInclusive<i32> = 42..=48;
+/// include/uapi/linux/in6.h.
+const IPV6_2292RTHDR: i32 = 5;
+const IPV6_2292PKTOPTIONS: i32 = 6;
+const IPV6_JOIN_GROUP: i32 = 20;
+const IPV6_LEAVE_GROUP: i32 = 21;
+const IPV6_JOIN_ANYCAST: i32 = 27;
+const IPV6_LEAVE_ANYCAST: i32 = 28;
+const IPV6_RTHDR: i32 = 57;
+
+/// The most of `optval` the kernel copies for a program (`sockopt_alloc_buf`).
+const PAGE_SIZE: i32 = 4096;
+
+/// Refuses (EPERM) multicast membership and source-routing options for enrolled
+/// cgroups, with an event; a policy in audit mode lets them pass and reports them.
+/// Nothing here can fail: every option outside the list passes untouched, and a full
+/// events ring loses the event (counted), never the refusal.
+#[cgroup_sockopt(setsockopt)]
+pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
+    // SAFETY: the verifier checks ctx accesses; level, optname and optlen are 4-byte
+    // fields every sockopt program may read.
+    let (level, optname, optlen) = unsafe {
+        let so = &*ctx.sockopt;
+        (so.level, so.optname, so.optlen)
+    };
+    let Some(why) = refused_option(level, optname, optlen) else {
+        return pass(&ctx, optlen);
+    };
+    // SAFETY: helpers without pointer arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
+    else {
+        return pass(&ctx, optlen);
+    };
+    let verdict = policy::refusal_verdict(e.policy_id);
+    // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `protocol` is a
+    // readable 4-byte field of `bpf_sock`.
+    let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
+    policy::report(
+        &ctx,
+        Report {
+            cgroup_id: own,
+            policy_id: e.policy_id,
+            hook: hook::SETSOCKOPT,
+            verdict,
+            reason: why,
+            family: if level == SOL_IPV6 { AF_INET6 } else { AF_INET },
+            protocol: protocol as u16,
+            port: sockopt_port(level as u8, optname as u8),
+            addr: [0; 16],
+            task_context: true,
+        },
+    );
+    if verdict == verdict::AUDIT {
+        policy::count(Counter::Audit);
+        return pass(&ctx, optlen);
+    }
+    REFUSE
+}
+
+/// The [`reason`] for refusing an option, or `None` for one that passes.
+#[inline(always)]
+fn refused_option(level: i32, optname: i32, optlen: i32) -> Option<u32> {
+    match level {
+        SOL_IP if IP_MEMBERSHIP.contains(&optname) || MCAST_ANY.contains(&optname) => {
+            Some(reason::MULTICAST_JOIN)
+        }
+        SOL_IP if optname == IP_OPTIONS && optlen > 0 => Some(reason::SOURCE_ROUTE),
+        SOL_IPV6
+            if matches!(
+                optname,
+                IPV6_JOIN_GROUP | IPV6_LEAVE_GROUP | IPV6_JOIN_ANYCAST | IPV6_LEAVE_ANYCAST
+            ) || MCAST_ANY.contains(&optname) =>
+        {
+            Some(reason::MULTICAST_JOIN)
+        }
+        SOL_IPV6
+            if matches!(optname, IPV6_RTHDR | IPV6_2292RTHDR | IPV6_2292PKTOPTIONS)
+                && optlen > 0 =>
+        {
+            Some(reason::SOURCE_ROUTE)
+        }
+        _ => None,
+    }
+}
+
+/// Hands the call on unchanged (see the module header for the `optlen` rule).
+#[inline(always)]
+fn pass(ctx: &SockoptContext, optlen: i32) -> i32 {
+    if optlen > PAGE_SIZE {
+        // SAFETY: optlen is writable in a setsockopt context; 0 means "use the caller's
+        // buffer", which is what an untouched option wants.
+        unsafe { (*ctx.sockopt).optlen = 0 };
+    }
+    PASS
+}
