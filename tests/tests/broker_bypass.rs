@@ -22,6 +22,9 @@ const DNS_PORT: u16 = 5400;
 /// The query credential of integration `q`.
 const SECRET: &str = "qUeRy-cred-7a6b5c4d3e2f1a0b9c8d7e6f";
 
+/// The credential of integration `vict`, which only policy `other` is bound to.
+const OTHER_TENANT_SECRET: &str = "4821937650-vict-5d6e7f";
+
 /// `allowed.test` (203.0.113.10) is the only name policy `web` reaches; `q.test` on the
 /// same address is integration `q`'s host (auth: the `api_key` query parameter);
 /// `other.test` (203.0.113.11) is public, and not the policy's.
@@ -83,10 +86,21 @@ auth = {{ query = "api_key" }}
 hosts = ["q.test"]
 methods = ["GET"]
 
+[[integration]]
+name = "vict"
+auth = "bearer"
+hosts = ["vict.test"]
+methods = ["GET"]
+
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
 integrations = ["q"]
+
+# Another tenant: its credential must tell `web` nothing.
+[[policy]]
+name = "other"
+integrations = ["vict"]
 "#,
             ca = ca.cert.display()
         );
@@ -98,6 +112,7 @@ integrations = ["q"]
             String::from_utf8_lossy(&init.stderr)
         );
         env.vault_put("q", "bot", SECRET);
+        env.vault_put("vict", "bot", OTHER_TENANT_SECRET);
         env.start_agent();
         Self {
             env,
@@ -122,12 +137,17 @@ integrations = ["q"]
 
     /// Runs `script` in a sandbox under policy `web` as user 65534; its JSON output.
     fn in_sandbox(&self, script: &str) -> Value {
+        self.in_sandbox_under("web", script)
+    }
+
+    /// Runs `script` in a sandbox under `policy` as user 65534; its JSON output.
+    fn in_sandbox_under(&self, policy: &str, script: &str) -> Value {
         let script = self.script(script);
         let out = self.env.hb(&[
             "sandbox",
             "run",
             "--policy",
-            "web",
+            policy,
             "--user",
             "65534",
             "--",
@@ -397,4 +417,62 @@ fn unhex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
+}
+
+/// An upstream that echoes what the caller sent is an oracle if answers are scrubbed
+/// with every live value on the node: a guess that comes back
+/// `[REDACTED:live_secret]` is another tenant's credential. The reviewer's attack found
+/// a ten-digit secret in 77 requests. A sandbox's answers are scrubbed with its own
+/// view (the families, its own handles and their credentials), so a right guess comes
+/// back exactly as a wrong one does: as the caller sent it. Fails on the old broker.
+#[test]
+fn another_tenants_credential_cannot_be_guessed_through_an_echoing_upstream() {
+    let w = World::new("bypass-oracle", "");
+    // The other tenant uses its credential, so the broker holds it decrypted.
+    let victim = w.in_sandbox_under(
+        "other",
+        r#"print(json.dumps(attempt(lambda: {"handle": hb.handle("vict", "bot")["handle"]})))"#,
+    );
+    assert!(
+        victim["handle"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("hb_cred_")),
+        "{victim}"
+    );
+    let attack = format!(
+        r#"
+out = {{}}
+for name, guess in (("right", {OTHER_TENANT_SECRET:?}), ("wrong", "4821937651-vict-5d6e7f")):
+    out[name] = attempt(lambda: hb.request("GET", "https://allowed.test/self?guess=" + guess))
+# With a handle of its own too: the injected credential is its own, the other tenant's is not.
+q = hb.handle("q", "bot")["handle"]
+out["right_with_handle"] = attempt(lambda: hb.request("GET",
+    "https://q.test/self?guess=" + {OTHER_TENANT_SECRET:?}, handle=q))
+print(json.dumps(out))
+"#
+    );
+    let got = w.in_sandbox(&attack);
+    let right = got["right"]["body"].as_str().unwrap_or_default();
+    let wrong = got["wrong"]["body"].as_str().unwrap_or_default();
+    assert!(
+        wrong.contains("4821937651-vict-5d6e7f"),
+        "the echo upstream did not echo: {got}"
+    );
+    assert!(
+        right.contains(OTHER_TENANT_SECRET) && !right.contains("REDACTED"),
+        "a right guess was answered differently from a wrong one: {got}"
+    );
+    assert_eq!(
+        right.replace(OTHER_TENANT_SECRET, "GUESS"),
+        wrong.replace("4821937651-vict-5d6e7f", "GUESS"),
+        "the two answers differ beyond the guess itself"
+    );
+    let with_handle = got["right_with_handle"]["body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        with_handle.contains(OTHER_TENANT_SECRET) && !with_handle.contains(SECRET),
+        "with a handle: the guess must come back as sent and the caller's own injected \
+         credential redacted: {got}"
+    );
 }

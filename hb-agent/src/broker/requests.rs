@@ -47,7 +47,8 @@ use super::{
         CredentialQuery, HopDecision, OutboundRequest, OutboundResponse,
         url::{Host, Target},
     },
-    state::{AppState, CallerOf, JsonBody, Shared, scrub_json},
+    state::{AppState, CallerOf, JsonBody, Shared},
+    text_gate::View,
 };
 use crate::{
     config::{Auth, IntegrationConfig, PolicyConfig},
@@ -539,13 +540,18 @@ async fn respond(
              credential inside it could not be found (broker.allow_binary_responses)",
         ));
     }
+    // The caller's view of the scrubber: the families, and the live values of its own
+    // handles and their credentials (the one injected here among them). Scrubbed with
+    // every live value on the node, an upstream that echoes what the caller sent would
+    // tell it which of its guesses is another tenant's live credential.
+    let view = View::of(shared, call.caller);
     let mut out = serde_json::Map::new();
     out.insert("status".into(), response.status.into());
     out.insert(
         "headers".into(),
-        Value::Object(scrub_headers(shared, response.headers)),
+        Value::Object(scrub_headers(&view, response.headers)),
     );
-    let scrubbed = shared.scrubber.scrub(&response.body).bytes;
+    let scrubbed = view.scrub(&response.body).bytes;
     match String::from_utf8(scrubbed) {
         Ok(text) => match parsed.sanitize {
             Some(mode) => {
@@ -559,11 +565,7 @@ async fn respond(
                         .map_err(|_| ApiError::new(Code::Internal, "sanitizer task failed"))?;
                 // Scrubbed again: normalising (full-width and other look-alikes to
                 // ASCII) can spell out a credential the first scrub did not see.
-                let v = scrub_json(
-                    &shared.scrubber,
-                    serde_json::to_value(&s).unwrap_or_default(),
-                );
-                let mut v = v;
+                let mut v = view.scrub_json(serde_json::to_value(&s).unwrap_or_default());
                 let text = v
                     .as_object_mut()
                     .and_then(|o| o.remove("text"))
@@ -589,14 +591,11 @@ async fn respond(
 
 /// Response headers, names and values scrubbed (an upstream may reflect a URL into
 /// either), repeated names joined with `, `.
-fn scrub_headers(
-    shared: &Shared,
-    headers: Vec<(String, String)>,
-) -> serde_json::Map<String, Value> {
+fn scrub_headers(view: &View, headers: Vec<(String, String)>) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     for (k, v) in headers {
-        let k = shared.scrubber.scrub_str(&k).0;
-        let v = shared.scrubber.scrub_str(&v).0;
+        let k = view.scrub_str(&k).0;
+        let v = view.scrub_str(&v).0;
         match out.get_mut(&k) {
             Some(Value::String(prev)) => {
                 prev.push_str(", ");

@@ -1,7 +1,8 @@
 //! What every endpoint shares: the broker's state ([`Shared`]: config, identity,
 //! handles, vault, scrubber, audit log, outbound path), the extractors endpoints take
-//! ([`CallerOf`], [`JsonBody`]), the caller a connection was bound to at accept
-//! ([`PeerAddr`]) and the scrub of JSON answers.
+//! ([`CallerOf`], [`JsonBody`]) and the caller a connection was bound to at accept
+//! ([`PeerAddr`]). (What an answer is scrubbed with depends on the caller: see
+//! `text_gate::View`.)
 //!
 //! Owns the types the socket server and the endpoint modules (`credentials`,
 //! `requests`) both use, so that neither imports the other: the server builds the
@@ -256,20 +257,5 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::new(Code::BadRequest, format!("the request body: {e}")))
-    }
-}
-
-/// Scrubs every string in a JSON value.
-pub fn scrub_json(scrubber: &Scrubber, value: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match value {
-        Value::String(s) => Value::String(scrubber.scrub_str(&s).0),
-        Value::Array(a) => Value::Array(a.into_iter().map(|v| scrub_json(scrubber, v)).collect()),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, v)| (k, scrub_json(scrubber, v)))
-                .collect(),
-        ),
-        other => other,
     }
 }

@@ -45,7 +45,7 @@ use super::{
     identity::Caller,
     state::{AppState, PeerAddr, Shared},
 };
-use crate::scrub::{LiveId, Redaction, Scrubber};
+use crate::scrub::{LiveId, Redaction, Scrubbed, Scrubber};
 
 /// How often refusals of one caller are written to the audit log at most.
 const DENIAL_AUDIT_EVERY: Duration = Duration::from_secs(60);
@@ -193,6 +193,14 @@ impl View {
         Self {
             scrubber,
             visible: Some(visible),
+        }
+    }
+
+    /// Scrubs a buffer (an upstream's answer) with what the caller may see.
+    pub fn scrub(&self, input: &[u8]) -> Scrubbed {
+        match &self.visible {
+            None => self.scrubber.scrub(input),
+            Some(visible) => self.scrubber.scrub_visible(input, visible),
         }
     }
 

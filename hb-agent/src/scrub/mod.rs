@@ -317,15 +317,12 @@ impl Scrubber {
         (text, redactions)
     }
 
-    /// Scrubs text as [`Scrubber::scrub_str`] does, but matches only the live values in
+    /// Scrubs a buffer as [`Scrubber::scrub`] does, but matches only the live values in
     /// `visible` (every family still applies): the answer is exactly what a scrubber that
     /// never registered the other values would give, so it tells the caller nothing about
-    /// them. For callers that may submit any text, like a sandbox's `POST /v1/scrub`.
-    pub fn scrub_str_visible(
-        &self,
-        input: &str,
-        visible: &HashSet<LiveId>,
-    ) -> (String, Vec<Redaction>) {
+    /// them. For answers to callers that choose what is scrubbed, directly (a sandbox's
+    /// `POST /v1/scrub`) or through an upstream that echoes them.
+    pub fn scrub_visible(&self, input: &[u8], visible: &HashSet<LiveId>) -> Scrubbed {
         let live = self.live_snapshot();
         // The values this snapshot holds that the caller may not see are treated as
         // unregistered (the live set's `dead` rule: their matches are skipped and a
@@ -345,10 +342,24 @@ impl Scrubber {
         };
         let mut engine = Engine::default();
         let mut bytes = Vec::with_capacity(input.len());
-        engine.advance(&self.families, &view, input.as_bytes(), 0, true, &mut bytes);
+        engine.advance(&self.families, &view, input, 0, true, &mut bytes);
+        Scrubbed {
+            bytes,
+            redactions: std::mem::take(&mut engine.redactions),
+        }
+    }
+
+    /// [`Scrubber::scrub_visible`] for text, as [`Scrubber::scrub_str`] is for
+    /// [`Scrubber::scrub`].
+    pub fn scrub_str_visible(
+        &self,
+        input: &str,
+        visible: &HashSet<LiveId>,
+    ) -> (String, Vec<Redaction>) {
+        let Scrubbed { bytes, redactions } = self.scrub_visible(input.as_bytes(), visible);
         let text = String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        (text, std::mem::take(&mut engine.redactions))
+        (text, redactions)
     }
 
     /// A stream scrubber (see [`ScrubStream`] for what it holds back).
