@@ -177,6 +177,27 @@ try:
         s.settimeout(2)
         s.connect((dst, port))
         s.sendall(b"hb-exfil")
+    elif mode == "raw6-rthdr":
+        # The packet a routing header option would build, written whole through a raw
+        # socket (IPPROTO_RAW implies IPV6_HDRINCL), so no socket option is involved:
+        # first hop seg and the routing header the socket option would add, UDP inside.
+        udp = struct.pack("!HHHH", 40000, port, 16, 0) + b"hb-exfil"
+        rh = bytes([17]) + srh[1:]
+        ip6 = struct.pack("!IHBB", 6 << 28, len(rh) + len(udp), 43, 64)
+        ip6 += socket.inet_pton(socket.AF_INET6, dst) + socket.inet_pton(socket.AF_INET6, seg)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s.sendto(ip6 + rh + udp, (seg, 0))
+    elif mode in ("raw4-lsrr", "raw4-rr"):
+        # An IPv4 header with the option written whole (IP_HDRINCL): first hop seg and a
+        # loose source route to dst, or record route to dst itself.
+        opt = lsrr if mode == "raw4-lsrr" else bytes([7, 7, 4, 0, 0, 0, 0, 1])
+        first = seg if mode == "raw4-lsrr" else dst
+        udp = struct.pack("!HHHH", 40000, port, 16, 0) + b"hb-exfil"
+        ip4 = struct.pack("!BBHHHBBH", 0x45 + len(opt) // 4, 0, 20 + len(opt) + len(udp), 0, 0,
+                          64, 17, 0)
+        ip4 += socket.inet_aton(dst) + socket.inet_aton(first) + opt
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s.sendto(ip4 + udp, (first, 0))
     print("SENT")
 except TimeoutError:
     print("TIMEOUT")
@@ -215,22 +236,47 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
     let tport4 = seg4_tcp.addr.port();
     let _allowed4_tcp = TcpProbe::bind(&format!("{ALLOWED4}:{tport4}"));
 
-    for (mode, user, seg, dst, port) in [
-        ("udp6-sticky", "65534", OTHER6, ALLOWED6, port6),
-        ("udp6-connected", "65534", OTHER6, ALLOWED6, port6),
+    // Two lines of defence: the options that set a routing header or IP options are
+    // refused at setsockopt (EPERM, a `setsockopt` event), and a packet that carries one
+    // anyway (written whole through a raw socket, as root in the sandbox: CAP_NET_RAW)
+    // is dropped by cgroup_skb/egress (a `skb_egress` event).
+    for (mode, user, seg, dst, port, refused_by) in [
+        (
+            "udp6-sticky",
+            "65534",
+            OTHER6,
+            ALLOWED6,
+            port6,
+            "setsockopt",
+        ),
+        (
+            "udp6-connected",
+            "65534",
+            OTHER6,
+            ALLOWED6,
+            port6,
+            "setsockopt",
+        ),
         // This kernel refuses a type 4 header as a cmsg (EINVAL: only type 2, with
         // CONFIG_IPV6_MIP6); what matters is that nothing reaches the segment, whichever
         // layer stops it.
-        ("udp6-cmsg", "65534", OTHER6, ALLOWED6, port6),
-        ("tcp6", "65534", OTHER6, ALLOWED6, tport6),
-        // Hop-by-hop options need CAP_NET_RAW: a root sandbox has it. The segment is the
-        // allowed address itself, so only the routing header (one header deep) can
-        // stop the packet.
-        ("udp6-hbh-rthdr", "root", ALLOWED6, ALLOWED6, port6),
+        ("udp6-cmsg", "65534", OTHER6, ALLOWED6, port6, "kernel"),
+        ("tcp6", "65534", OTHER6, ALLOWED6, tport6, "setsockopt"),
+        // Hop-by-hop options need CAP_NET_RAW: a root sandbox has it.
+        (
+            "udp6-hbh-rthdr",
+            "root",
+            ALLOWED6,
+            ALLOWED6,
+            port6,
+            "setsockopt",
+        ),
         // IPv4 source routes need CAP_NET_RAW on this kernel (IP_OPTIONS with LSRR is
         // EPERM for uid 65534): a root sandbox has it.
-        ("udp4-lsrr", "root", OTHER4, ALLOWED4, port4),
-        ("tcp4-lsrr", "root", OTHER4, ALLOWED4, tport4),
+        ("udp4-lsrr", "root", OTHER4, ALLOWED4, port4, "setsockopt"),
+        ("tcp4-lsrr", "root", OTHER4, ALLOWED4, tport4, "setsockopt"),
+        ("raw6-rthdr", "root", OTHER6, ALLOWED6, port6, "skb"),
+        ("raw4-lsrr", "root", OTHER4, ALLOWED4, port4, "skb"),
     ] {
         let got = sandboxed(
             &env,
@@ -248,10 +294,14 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
             arrived.len(),
             arrived.first()
         );
-        assert!(
-            got != "SENT" || mode == "udp6-cmsg",
-            "{mode}: the send must fail, got {got:?}"
-        );
+        match refused_by {
+            "setsockopt" => assert_eq!(got, "EPERM", "{mode}: the option must be refused"),
+            "skb" => assert!(
+                got == "EPERM" || got == "SENT",
+                "{mode}: the raw send itself: {got:?}"
+            ),
+            _ => assert_ne!(got, "SENT", "{mode}: the send must fail"),
+        }
     }
     assert_eq!(
         seg6_udp.received(),
@@ -274,6 +324,9 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
     });
     env.wait_event("source_route drop, IPv4", |e| {
         skb_drop(e, "source_route", OTHER4) && e["family"] == "ipv4"
+    });
+    env.wait_event("source_route option refused", |e| {
+        e["hook"] == "setsockopt" && e["reason"] == "source_route"
     });
 
     // The same sockets without the routing header reach the allowed address: only the
@@ -300,13 +353,14 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
         2,
         "plain and hop-by-hop datagrams to the allowed address"
     );
-    // IPv4 options other than source routes pass.
+    // IPv4 options other than source routes pass the packet check (the socket option
+    // refuses every IP option, so the packet is written whole).
     let got = sandboxed(
         &env,
         "narrow",
-        "65534",
+        "root",
         PY_SOURCE_ROUTE,
-        &["udp4-rr", OTHER4, ALLOWED4, &port4.to_string()],
+        &["raw4-rr", OTHER4, ALLOWED4, &port4.to_string()],
     );
     assert_eq!(got, "SENT", "record-route option");
     settle();
