@@ -109,12 +109,26 @@ fn origin_matches(integration: &IntegrationConfig, target: &Target) -> bool {
         && integration.ports.contains(&target.port)
 }
 
-/// Where the request names another method the way web frameworks read it (Rails,
-/// Laravel, Symfony, Express's method-override: a `_method` query parameter or form
-/// field), if it does. The field is looked for in a URL-encoded form body, and by its
+/// Query parameter and form field names frameworks read as the method: `_method`
+/// (Rails, Laravel, Symfony, Express's method-override) and the override header names
+/// as fields (ASP.NET's `HttpMethodOverride` reads `X-HTTP-Method-Override` from the
+/// query and the form too). Lower case.
+const METHOD_OVERRIDE_FIELDS: &[&str] = &[
+    "_method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Where the request names another method the way web frameworks read it (a
+/// [`METHOD_OVERRIDE_FIELDS`] query parameter or form field), if it does. The field is looked for in a URL-encoded form body, and by its
 /// `name="_method"` part header in a multipart one.
 fn method_override(parsed: &Parsed) -> Option<&'static str> {
-    let is_override = |k: &str| k.trim().eq_ignore_ascii_case("_method");
+    let is_override = |k: &str| {
+        METHOD_OVERRIDE_FIELDS
+            .iter()
+            .any(|f| k.trim().eq_ignore_ascii_case(f))
+    };
     let query = parsed
         .target
         .path_and_query
@@ -136,7 +150,9 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
         && url::form_urlencoded::parse(&parsed.body).any(|(k, _)| is_override(&k));
     let multipart = content_type.starts_with("multipart/form-data") && {
         let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
-        body.contains("name=\"_method\"") || body.contains("name=_method")
+        METHOD_OVERRIDE_FIELDS
+            .iter()
+            .any(|f| body.contains(&format!("name=\"{f}\"")) || body.contains(&format!("name={f}")))
     };
     (form || multipart).then_some("form field")
 }
@@ -449,8 +465,8 @@ fn decide_with_handle<'a>(
     if let Some(place) = method_override(parsed) {
         call.audit(action, "policy_denied", "method override");
         return Err(denied(format!(
-            "a \"_method\" {place} asks the upstream to act as another method: send that \
-             method itself, so policy judges it"
+            "a \"_method\" (or method-override) {place} asks the upstream to act as \
+             another method: send that method itself, so policy judges it"
         )));
     }
     if !integration
@@ -578,7 +594,17 @@ async fn send(
         Ok(r) => r,
         Err(e) => {
             call.audit(&parsed.action, "error", &e.to_string());
-            return Err(ApiError::new(e.code(), e.to_string()));
+            // A message can quote what the upstream sent (a Location's scheme or
+            // host): no run of the call's credential goes back in it either.
+            let message = match decision
+                .credential
+                .as_ref()
+                .and_then(|(entry, _)| crate::scrub::Fragments::new(entry.secret.expose()))
+            {
+                Some(f) => f.redact_str(e.to_string()),
+                None => e.to_string(),
+            };
+            return Err(ApiError::new(e.code(), message));
         }
     };
     match (&parsed.handle, &decision.credential) {
@@ -1070,6 +1096,14 @@ allow_cidrs = ["203.0.113.0/28"]
         assert_eq!(
             found(&parsed(&format!("{u}?method=DELETE&x_method=1"), &[], "")),
             None
+        );
+        assert_eq!(
+            found(&parsed(
+                &format!("{u}?X-HTTP-Method-Override=DELETE"),
+                &[],
+                ""
+            )),
+            Some("query parameter")
         );
         // A JSON body naming `_method` is data, not a form field.
         assert_eq!(
