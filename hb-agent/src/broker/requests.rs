@@ -599,7 +599,7 @@ async fn send(
             let message = match decision
                 .credential
                 .as_ref()
-                .and_then(|(entry, _)| crate::scrub::Fragments::new(entry.secret.expose()))
+                .and_then(|(entry, _)| entry.fragments())
             {
                 Some(f) => f.redact_str(e.to_string()),
                 None => e.to_string(),
@@ -636,12 +636,12 @@ async fn respond(
     if decision.credential.is_some() {
         refuse_unsafe_for_credential(call, parsed, &response)?;
     }
-    // Runs of the call's own credential: built once for this answer, dropped with it.
+    // Runs of the call's own credential (built once per handle).
     let fragments = decision
         .credential
         .as_ref()
-        .and_then(|(entry, _)| crate::scrub::Fragments::new(entry.secret.expose()));
-    let pieces = |text: String| match &fragments {
+        .and_then(|(entry, _)| entry.fragments());
+    let pieces = |text: String| match fragments {
         Some(f) => f.redact_str(text),
         None => text,
     };
@@ -652,7 +652,7 @@ async fn respond(
         Value::Object(scrub_headers(shared, response.headers, &pieces)),
     );
     let scrubbed = shared.scrubber.scrub(&response.body).bytes;
-    let scrubbed = match fragments.as_ref().and_then(|f| f.redact(&scrubbed)) {
+    let scrubbed = match fragments.and_then(|f| f.redact(&scrubbed)) {
         Some(redacted) => redacted,
         None => scrubbed,
     };
@@ -1019,6 +1019,7 @@ allow_cidrs = ["203.0.113.0/28"]
             execution: "e".into(),
             expires: std::time::Instant::now(),
             expires_at: std::time::SystemTime::now(),
+            fragments: std::sync::OnceLock::new(),
         });
         let decision = Decision {
             credential: Some((entry, &default)),

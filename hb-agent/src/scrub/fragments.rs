@@ -10,8 +10,11 @@
 //! carried is looked for, so this stays cheap: a few dozen forms, their windows in a
 //! hash set, and a 4-byte prefilter over the answer.
 //!
-//! Owns: the windows of one value's forms, for one response.
-//! Must never: outlive the response it is built for, or hand out a window.
+//! Owns: the windows of one value's forms (kept beside the value, by the handle that
+//! holds it).
+//! Must never: outlive the value it is built from, or hand out a window. (Windows are
+//! kept as keyed hashes; the 4-byte prefixes are kept as bytes, the exception the live
+//! sampler makes too.)
 
 use std::{
     collections::HashSet,
