@@ -375,6 +375,18 @@ pub struct IntegrationConfig {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// URL schemes the credential may travel over: `"https"` (the default) and, only
+    /// when listed here, `"http"`, which puts the credential on the wire in cleartext
+    /// for anyone on the path to read. A request with a handle (or a redirect hop that
+    /// would keep the credential) over another scheme is refused.
+    #[serde(default = "default_integration_schemes")]
+    pub schemes: Vec<String>,
+    /// Ports the credential may be sent to on the integration's hosts. Default: the
+    /// default port of each of `schemes` (443, and 80 if `"http"` is listed), so a
+    /// listener on another port of the same host (a debug server, another tenant's
+    /// service) never receives it unless listed.
+    #[serde(default)]
+    pub ports: Vec<u16>,
     /// Probed with a new secret by the rotation loop (not built yet; parsed now).
     #[serde(default)]
     #[allow(dead_code)]
@@ -397,6 +409,10 @@ pub enum Auth {
     Header(String),
     /// A query parameter carries the token.
     Query(String),
+}
+
+fn default_integration_schemes() -> Vec<String> {
+    vec!["https".into()]
 }
 
 fn is_token(s: &str) -> bool {
@@ -725,6 +741,38 @@ impl Config {
                     invalid(format!("integration[{i}].hosts[{j}]"), span.clone(), m)
                 })?;
                 integ.host_patterns.push(p);
+            }
+            if integ.schemes.is_empty() {
+                return Err(invalid(
+                    format!("integration[{i}].schemes"),
+                    span,
+                    format!("integration \"{name}\" lists no schemes (\"https\", \"http\")"),
+                ));
+            }
+            for (j, scheme) in integ.schemes.iter_mut().enumerate() {
+                *scheme = scheme.to_ascii_lowercase();
+                if scheme != "https" && scheme != "http" {
+                    return Err(invalid(
+                        format!("integration[{i}].schemes[{j}]"),
+                        span.clone(),
+                        format!("\"{scheme}\" is not \"https\" or \"http\""),
+                    ));
+                }
+            }
+            if integ.ports.is_empty() {
+                integ.ports = integ
+                    .schemes
+                    .iter()
+                    .map(|s| if s == "http" { 80 } else { 443 })
+                    .collect();
+                integ.ports.dedup();
+            }
+            if let Some(j) = integ.ports.iter().position(|&p| p == 0) {
+                return Err(invalid(
+                    format!("integration[{i}].ports[{j}]"),
+                    span.clone(),
+                    "port 0 is not a port".to_owned(),
+                ));
             }
             if integ.methods.is_empty() {
                 integ.methods = vec!["GET".into(), "HEAD".into()];

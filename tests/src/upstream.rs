@@ -140,7 +140,11 @@ impl TestCa {
 /// `Link` headers; the body sent as `E` says whatever the request's Accept-Encoding was:
 /// `gzip`, `deflate`, `br`, `zstd` as a Content-Encoding, `utf-16le`/`utf-16be` with a
 /// byte-order mark and charset, `binary` as a gzip file with no Content-Encoding, empty
-/// for plain UTF-8). Each request is one JSON line in the log:
+/// for plain UTF-8; `case=upper` upper-cases the text, `trunc=K` keeps its first K
+/// bytes, as APIs that echo a shortened or re-cased URL; `partial=A-B` answers 206
+/// with bytes A to B whether or not a range was asked for). A `Range: bytes=A-B` (one
+/// range, end optional) on a 200 answer is honoured with a 206 and its
+/// `Content-Range`. Each request is one JSON line in the log:
 /// method, path, headers (lower-case names), body, and the connection's number.
 const SERVER_PY: &str = r#"
 import http.server, json, socket, ssl, sys, threading, time, urllib.parse, itertools
@@ -184,6 +188,14 @@ class H(http.server.BaseHTTPRequestHandler):
         elif u.path == "/self":
             link = "https://%s%s" % (self.headers.get("host"), self.path)
             text = json.dumps({"self": link}).encode()
+            if q.get("case") == "upper":
+                text, link = text.upper(), link.upper()
+            if "trunc" in q:
+                text = text[:int(q["trunc"])]
+            if "partial" in q:
+                a, b = (int(x) for x in q["partial"].split("-"))
+                headers.append(("Content-Range", "bytes %d-%d/%d" % (a, b, len(text))))
+                status, text = 206, text[a:b + 1]
             enc = q.get("enc", "")
             headers += [("Location", link), ("Link", "<%s>; rel=self" % link)]
             if enc in ("utf-16le", "utf-16be"):
@@ -217,6 +229,12 @@ class H(http.server.BaseHTTPRequestHandler):
             # Answers as if keeping the connection, then closes it: a server dropping an
             # idle keep-alive connection.
             self.close_connection = True
+        rng = self.headers.get("range", "")
+        if status == 200 and rng.startswith("bytes=") and "," not in rng:
+            a, _, b = rng[6:].partition("-")
+            a, b = int(a), min(int(b) if b else len(out) - 1, len(out) - 1)
+            headers.append(("Content-Range", "bytes %d-%d/%d" % (a, b, len(out))))
+            status, out = 206, out[a:b + 1]
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)

@@ -6,14 +6,20 @@
 //! - a credential read back through an encoding the scrubber did not look into: an
 //!   upstream echoing the request URL (query credential included) compressed (gzip,
 //!   deflate, br, zstd: the test upstream compresses whatever the request asked for),
-//!   in UTF-16, or inside a binary file.
+//!   in UTF-16, or inside a binary file;
+//! - a credential read back piece by piece: `Range` requests for a few bytes of the
+//!   echo at a time, an echo truncated inside the credential, an upper-cased echo;
+//! - a credential sent where its integration does not take it: another port of the
+//!   integration's host, or plain `http://`;
+//! - an allowed method turned into another by a `_method` query parameter or form
+//!   field, and headers that steer a reverse proxy to another host or path.
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names.
 
 use hb_tests::{
     TestEnv, private_netns,
-    upstream::{Dnsmasq, RecordingServer, TestCa, header},
+    upstream::{Dnsmasq, Leaf, RecordingServer, TestCa, header},
 };
 use serde_json::Value;
 
@@ -34,6 +40,9 @@ struct World {
     other: RecordingServer,
     _dns: Dnsmasq,
     dir: std::path::PathBuf,
+    /// The certificate of `allowed.test` and `q.test`, for more listeners on their
+    /// address.
+    q_cert: Leaf,
 }
 
 impl Drop for World {
@@ -120,7 +129,14 @@ integrations = ["vict"]
             other,
             _dns: dns,
             dir,
+            q_cert: allowed_cert,
         }
+    }
+
+    /// Another listener on q.test's address (203.0.113.10): HTTPS with q.test's
+    /// certificate, or plain HTTP.
+    fn q_listener(&self, port: u16, tls: bool) -> RecordingServer {
+        RecordingServer::start(&self.dir, "203.0.113.10", port, tls.then_some(&self.q_cert))
     }
 
     /// The Python client, its `hb` bound to the broker, then `script`.
@@ -410,6 +426,204 @@ print(json.dumps(out))
             .is_some_and(|b| b.contains("[REDACTED:") && !b.contains(SECRET)),
         "{got}"
     );
+}
+
+/// Every run of at least 8 characters of `SECRET` (the broker's run length for a
+/// value this long), lower-cased.
+fn secret_runs() -> Vec<String> {
+    let lower = SECRET.to_ascii_lowercase();
+    (0..=lower.len() - 8)
+        .map(|i| lower[i..i + 8].to_owned())
+        .collect()
+}
+
+/// The runs of `SECRET` found (case-insensitively) in `text`.
+fn runs_in(text: &str) -> Vec<String> {
+    let text = text.to_ascii_lowercase();
+    secret_runs()
+        .into_iter()
+        .filter(|r| text.contains(r.as_str()))
+        .collect()
+}
+
+/// A caller holding only a handle cannot read its query credential back piece by
+/// piece: `Range` requests for 4 bytes of an upstream's echo at a time (each piece too
+/// short for a whole-value match), an echo that stops inside the credential, an
+/// upper-cased echo, an upstream that answers 206 unasked. Fails on the old broker,
+/// which forwarded `Range`, returned each 206 piece, and let the truncated and
+/// upper-cased echoes through (the reassembled credential is the whole of it).
+#[test]
+fn a_credential_cannot_be_read_back_piece_by_piece() {
+    let w = World::new("bypass-range", "");
+    let got = w.in_sandbox(
+        r#"
+q = hb.handle("q", "bot")["handle"]
+url = "https://q.test/self"
+out = {"pieces": []}
+full = hb.request("GET", url, handle=q)
+out["full"] = full
+body = full["body"]
+# Where the credential sits in the echo: after "api_key=" (the broker appends it).
+start = body.index("api_key=") + len("api_key=") if "api_key=" in body else body.index("/self") + 5
+got = ""
+for off in range(start, start + 48, 4):
+    r = attempt(lambda: hb.request("GET", url, handle=q,
+        headers={"Range": "bytes=%d-%d" % (off, off + 3), "If-Range": "*"}))
+    out["pieces"].append(r)
+    frag = r.get("body") or ""
+    if r.get("status") == 206:
+        got += frag.split('"')[0]
+out["reassembled"] = got
+# The echo cut 5 characters before the credential's end, and the echo upper-cased.
+prefix = len(json.dumps({"self": "https://q.test/self?trunc=0000&api_key="}))
+cut = prefix - 2 + 35 - 5
+out["truncated"] = attempt(lambda: hb.request("GET", "https://q.test/self?trunc=%04d" % cut, handle=q))
+out["upper"] = attempt(lambda: hb.request("GET", "https://q.test/self?case=upper", handle=q))
+# An upstream answering 206 though no range was asked for.
+out["partial"] = attempt(lambda: hb.request("GET", "https://q.test/self?partial=40-60", handle=q))
+print(json.dumps(out))
+"#,
+    );
+    let text = got.to_string();
+    assert!(
+        !text.contains(SECRET) && !got["reassembled"].as_str().unwrap_or("").contains(SECRET),
+        "the credential was reassembled: {text}"
+    );
+    let runs = runs_in(&text);
+    assert!(
+        runs.is_empty(),
+        "runs of the credential reached the caller: {runs:?} in {text}"
+    );
+    // No range reached the upstream with the credential, and each piece asked for was
+    // answered whole (scrubbed).
+    for r in w.allowed.requests() {
+        assert_eq!(header(&r, "range"), None, "{r}");
+        assert_eq!(header(&r, "if-range"), None, "{r}");
+    }
+    for piece in got["pieces"].as_array().expect("pieces") {
+        assert_eq!(piece["status"], 200, "{piece}");
+    }
+    for key in ["truncated", "upper"] {
+        assert_eq!(got[key]["status"], 200, "{key}: {}", got[key]);
+        let body = got[key]["body"].as_str().unwrap_or_default();
+        assert!(body.contains("[REDACTED:live_secret]"), "{key}: {body}");
+    }
+    // The truncated echo was cut where the test meant it to be: inside the credential.
+    assert!(
+        got["truncated"]["body"]
+            .as_str()
+            .is_some_and(|b| !b.ends_with('}')),
+        "{}",
+        got["truncated"]
+    );
+    assert_eq!(
+        got["partial"]["error"], "partial_response",
+        "{}",
+        got["partial"]
+    );
+}
+
+/// A handle's credential goes only to the integration's scheme and port (https:443
+/// by default): not to another listener on the integration's host, not over plain
+/// HTTP, and a redirect there does not take it along. Fails on the old broker, which
+/// sent `?api_key=<credential>` to port 8443 and over cleartext HTTP on ports 80 and
+/// 8081.
+#[test]
+fn a_credential_goes_to_no_other_port_and_never_in_cleartext() {
+    let w = World::new("bypass-port", "");
+    let tls_8443 = w.q_listener(8443, true);
+    let http_80 = w.q_listener(80, false);
+    let http_8081 = w.q_listener(8081, false);
+    let got = w.in_sandbox(
+        r#"
+q = hb.handle("q", "bot")["handle"]
+out = {}
+for key, url in [("tls_8443", "https://q.test:8443/any-port"),
+                 ("http_80", "http://q.test/cleartext"),
+                 ("http_8081", "http://q.test:8081/any-port"),
+                 ("redirect", "https://q.test/redirect?to=http://q.test:8081/hop"),
+                 ("redirect_8443", "https://q.test/redirect?to=https://q.test:8443/hop")]:
+    out[key] = attempt(lambda: hb.request("GET", url, handle=q))
+out["ok"] = attempt(lambda: hb.request("GET", "https://q.test:443/fine", handle=q))
+print(json.dumps(out))
+"#,
+    );
+    for key in [
+        "tls_8443",
+        "http_80",
+        "http_8081",
+        "redirect",
+        "redirect_8443",
+    ] {
+        assert_eq!(got[key]["error"], "policy_denied", "{key}: {got}");
+    }
+    assert_eq!(got["ok"]["status"], 200, "{got}");
+    for (name, listener) in [
+        ("https 8443", &tls_8443),
+        ("http 80", &http_80),
+        ("http 8081", &http_8081),
+    ] {
+        let seen = listener.requests();
+        assert!(seen.is_empty(), "the {name} listener received: {seen:?}");
+        assert!(!listener.log_text().contains(SECRET), "{name}");
+    }
+}
+
+/// With a handle, an allowed GET cannot be turned into a DELETE by a `_method` (or
+/// `X-HTTP-Method-Override`) query parameter or form field, and no request carries headers that steer a reverse
+/// proxy (`X-Forwarded-Host`, `X-Original-URL`, `X-Rewrite-URL`, `Forwarded`). Fails
+/// on the old broker, which forwarded all of them.
+#[test]
+fn a_sandbox_cannot_override_the_method_or_steer_a_proxy() {
+    let w = World::new("bypass-override", "");
+    let got = w.in_sandbox(
+        r#"
+q = hb.handle("q", "bot")["handle"]
+form = {"Content-Type": "application/x-www-form-urlencoded"}
+steer = {"X-Forwarded-Host": "internal.test", "X-Original-URL": "/admin/delete",
+         "X-Rewrite-URL": "/admin/delete", "Forwarded": "host=internal.test",
+         "X-Forwarded-For": "127.0.0.1"}
+out = {}
+out["query"] = attempt(lambda: hb.request("GET", "https://q.test/items/1?_method=DELETE", handle=q))
+out["query_case"] = attempt(lambda: hb.request("GET", "https://q.test/items/1?a=1&_METHOD=delete", handle=q))
+out["form"] = attempt(lambda: hb.request("GET", "https://q.test/items/1", handle=q,
+    headers=form, body="a=1&_method=DELETE"))
+out["aspnet"] = attempt(lambda: hb.request("GET",
+    "https://q.test/items/1?X-HTTP-Method-Override=DELETE", handle=q))
+out["steer"] = attempt(lambda: hb.request("GET", "https://q.test/steer", handle=q, headers=steer))
+out["steer_no_handle"] = attempt(lambda: hb.request("GET", "https://allowed.test/steer", headers=steer))
+print(json.dumps(out))
+"#,
+    );
+    for key in ["query", "query_case", "form", "aspnet"] {
+        assert_eq!(got[key]["error"], "policy_denied", "{key}: {got}");
+        let message = got[key]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("_method"), "{key}: {message}");
+    }
+    assert_eq!(got["steer"]["status"], 200, "{got}");
+    assert_eq!(got["steer_no_handle"]["status"], 200, "{got}");
+    let seen = w.allowed.requests();
+    let log = w.allowed.log_text().to_ascii_lowercase();
+    assert!(
+        !log.contains("_method") && !log.contains("method-override"),
+        "a method override reached the upstream: {seen:?}"
+    );
+    let steered: Vec<&Value> = seen
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/steer")))
+        .collect();
+    assert_eq!(steered.len(), 2, "{seen:?}");
+    for r in steered {
+        for name in [
+            "x-forwarded-host",
+            "x-original-url",
+            "x-rewrite-url",
+            "forwarded",
+            "x-forwarded-for",
+        ] {
+            assert_eq!(header(r, name), None, "{name} reached the upstream: {r}");
+        }
+    }
 }
 
 fn unhex(s: &str) -> Vec<u8> {

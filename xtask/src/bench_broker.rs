@@ -256,6 +256,8 @@ name = "bench"
 auth = "bearer"
 hosts = ["api.bench"]
 methods = ["GET"]
+schemes = ["http"]
+ports = [8080]
 
 [[policy]]
 name = "bench"

@@ -45,6 +45,10 @@ pub enum Code {
     /// content or transfer coding hb does not decode, or (for a call made with a handle)
     /// a body that is not text (`broker.allow_binary_responses`).
     UnreadableResponse,
+    /// For a call made with a handle, the upstream answered with part of a
+    /// representation (206, `Content-Range`, `multipart/byteranges`): a part of an echo
+    /// holds a piece of the credential no whole-value match finds.
+    PartialResponse,
     Internal,
 }
 
@@ -65,7 +69,9 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Code::UpstreamError | Code::UnreadableResponse => StatusCode::BAD_GATEWAY,
+            Code::UpstreamError | Code::UnreadableResponse | Code::PartialResponse => {
+                StatusCode::BAD_GATEWAY
+            }
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -44,6 +44,19 @@ pub struct Entry {
     pub expires: Instant,
     /// Wall-clock expiry, for the answer.
     pub expires_at: SystemTime,
+    /// The runs of `secret` redacted from the answers to calls made with this handle,
+    /// built at the first such answer and kept for the handle's life (so a call does
+    /// not rebuild them).
+    pub fragments: std::sync::OnceLock<Option<crate::scrub::Fragments>>,
+}
+
+impl Entry {
+    /// The runs of this handle's credential to redact from an answer.
+    pub fn fragments(&self) -> Option<&crate::scrub::Fragments> {
+        self.fragments
+            .get_or_init(|| crate::scrub::Fragments::new(self.secret.expose()))
+            .as_ref()
+    }
 }
 
 pub struct Handles {
@@ -95,6 +108,7 @@ impl Handles {
             execution,
             expires: Instant::now() + self.ttl,
             expires_at: SystemTime::now() + self.ttl,
+            fragments: std::sync::OnceLock::new(),
         });
         let mut table = self.table.lock().ok()?;
         let now = Instant::now();

@@ -9,21 +9,32 @@
 //!   `methods`, and the request must not bring its own credential (`Authorization`,
 //!   `Proxy-Authorization`, the integration's auth header, or its auth query parameter,
 //!   in any case: an **auth collision**, which revokes every handle of the execution).
+//!   The URL's scheme and port must be among the integration's `schemes` (default
+//!   `https`) and `ports` (default: the schemes' own), so the credential goes neither
+//!   in cleartext nor to another listener on the same host; and the request may not
+//!   name another method in a `_method` query parameter or form field (frameworks
+//!   honour it as they do `X-HTTP-Method-Override`, refused on the way out).
 //!   Without a handle the broker reaches no further than the caller could itself: only
 //!   `broker.readonly_methods`, no body, and only to a name in the policy's
 //!   `allow_domains` (matched as the resolver matches them) or an address in its
 //!   `allow_cidrs`. A followed redirect hop is judged the same way (`Decision::hop`).
 //! - [`inject`]: the credential goes where the integration says (bearer, named header,
-//!   query parameter).
+//!   query parameter); a credentialed request asks for the whole answer (`Range` and
+//!   `If-Range` are not forwarded).
 //! - [`send`]: the outbound path resolves through hb's validating resolver, connects to
 //!   exactly a validated address, speaks HTTP(S) asking for `identity` encoding, and
 //!   undoes any coding the upstream used anyway.
-//! - [`respond`]: a body the scrubber cannot read as text is refused for a call that
-//!   carried a credential (unless `broker.allow_binary_responses`); headers (names and
+//! - [`respond`]: for a call that carried a credential, a partial answer (206,
+//!   `Content-Range`, `multipart/byteranges`) is refused, and so is a body the scrubber
+//!   cannot read as text (unless `broker.allow_binary_responses`); headers (names and
 //!   values) and body are scrubbed (known token families, every stored credential and
 //!   live handle, in their encodings, UTF-16 included), sanitized when asked
 //!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
-//!   can turn look-alike characters into a credential).
+//!   can turn look-alike characters into a credential). In the answer to a call that
+//!   carried a credential, every run of at least 8 characters of that credential
+//!   (fewer for short values, see [`crate::scrub::Fragments`]), or of one of its
+//!   encodings, is redacted too, in any case: a truncated or re-cased echo holds no
+//!   whole form, but a caller could put its pieces together.
 //!
 //! Must never: open a connection for a request policy refused, reach a host the
 //! caller's policy does not, send a credential to a host outside its integration, or
@@ -87,6 +98,64 @@ fn host_matches(integration: &IntegrationConfig, host: &Host) -> bool {
         Host::Name(name) => crate::dns::names::allowed(&integration.host_patterns, name),
         Host::Ip(_) => false,
     }
+}
+
+/// Whether the credential may go to `target`'s scheme and port (the integration's
+/// `schemes` and `ports`); the host is [`host_matches`]'s.
+fn origin_matches(integration: &IntegrationConfig, target: &Target) -> bool {
+    integration
+        .schemes
+        .iter()
+        .any(|s| s == target.scheme.as_str())
+        && integration.ports.contains(&target.port)
+}
+
+/// Query parameter and form field names frameworks read as the method: `_method`
+/// (Rails, Laravel, Symfony, Express's method-override) and the override header names
+/// as fields (ASP.NET's `HttpMethodOverride` reads `X-HTTP-Method-Override` from the
+/// query and the form too). Lower case.
+const METHOD_OVERRIDE_FIELDS: &[&str] = &[
+    "_method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Where the request names another method the way web frameworks read it (a
+/// [`METHOD_OVERRIDE_FIELDS`] query parameter or form field), if it does. The field is looked for in a URL-encoded form body, and by its
+/// `name="_method"` part header in a multipart one.
+fn method_override(parsed: &Parsed) -> Option<&'static str> {
+    let is_override = |k: &str| {
+        METHOD_OVERRIDE_FIELDS
+            .iter()
+            .any(|f| k.trim().eq_ignore_ascii_case(f))
+    };
+    let query = parsed
+        .target
+        .path_and_query
+        .split_once('?')
+        .map_or("", |(_, q)| q);
+    if url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_override(&k)) {
+        return Some("query parameter");
+    }
+    if parsed.body.is_empty() {
+        return None;
+    }
+    let content_type = parsed
+        .headers
+        .iter()
+        .find(|(n, _)| n == http::header::CONTENT_TYPE)
+        .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
+        .unwrap_or_default();
+    let form = content_type.starts_with("application/x-www-form-urlencoded")
+        && url::form_urlencoded::parse(&parsed.body).any(|(k, _)| is_override(&k));
+    let multipart = content_type.starts_with("multipart/form-data") && {
+        let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
+        METHOD_OVERRIDE_FIELDS
+            .iter()
+            .any(|f| body.contains(&format!("name=\"{f}\"")) || body.contains(&format!("name={f}")))
+    };
+    (form || multipart).then_some("form field")
 }
 
 /// What the request brings that only the broker may add, if anything.
@@ -298,12 +367,13 @@ struct Decision<'a> {
 }
 
 impl Decision<'_> {
-    /// A redirect hop, judged like a request: inside the integration it keeps the
-    /// credential; anywhere else it goes on as a handle-less request would (read-only,
+    /// A redirect hop, judged like a request: inside the integration (host, scheme and
+    /// port) it keeps the credential; anywhere else it goes on as a handle-less request would (read-only,
     /// no body, within the caller's reach) and without the credential.
     fn hop(&self, next: &Target) -> HopDecision {
         if let Some((_, integration)) = &self.credential
             && host_matches(integration, &next.host)
+            && origin_matches(integration, next)
         {
             return HopDecision::Allow {
                 keep_credential: true,
@@ -373,6 +443,31 @@ fn decide_with_handle<'a>(
             target.host,
             entry.integration,
             integration.hosts.join(", ")
+        )));
+    }
+    if !origin_matches(integration, target) {
+        call.audit(action, "policy_denied", "scheme or port");
+        return Err(denied(format!(
+            "{}://{}:{} is not where integration \"{}\"'s credential may go (schemes: {}; \
+             ports: {}): the broker will not send it in cleartext or to another port",
+            target.scheme.as_str(),
+            target.host,
+            target.port,
+            entry.integration,
+            integration.schemes.join(", "),
+            integration
+                .ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if let Some(place) = method_override(parsed) {
+        call.audit(action, "policy_denied", "method override");
+        return Err(denied(format!(
+            "a \"_method\" (or method-override) {place} asks the upstream to act as \
+             another method: send that method itself, so policy judges it"
         )));
     }
     if !integration
@@ -472,10 +567,15 @@ fn inject(decision: &Decision<'_>, parsed: &Parsed) -> Result<OutboundRequest, A
         Some((entry, integration)) => credential(integration, &entry.secret)?,
         None => (Vec::new(), None),
     };
+    let mut headers = parsed.headers.clone();
+    if decision.credential.is_some() {
+        // The whole answer, so the scrubber sees every echo of the credential whole.
+        super::outbound::headers::without_partial_content(&mut headers);
+    }
     Ok(OutboundRequest {
         method: parsed.method.clone(),
         target: parsed.target.clone(),
-        headers: parsed.headers.clone(),
+        headers,
         credential_headers,
         credential_query,
         body: parsed.body.clone(),
@@ -495,7 +595,17 @@ async fn send(
         Ok(r) => r,
         Err(e) => {
             call.audit(&parsed.action, "error", &e.to_string());
-            return Err(ApiError::new(e.code(), e.to_string()));
+            // A message can quote what the upstream sent (a Location's scheme or
+            // host): no run of the call's credential goes back in it either.
+            let message = match decision
+                .credential
+                .as_ref()
+                .and_then(|(entry, _)| entry.fragments())
+            {
+                Some(f) => f.redact_str(e.to_string()),
+                None => e.to_string(),
+            };
+            return Err(ApiError::new(e.code(), message));
         }
     };
     match (&parsed.handle, &decision.credential) {
@@ -524,34 +634,34 @@ async fn respond(
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
     let shared = call.shared;
-    if decision.credential.is_some()
-        && !shared.config.broker.allow_binary_responses
-        && !readable_text(&response.body, content_type(&response.headers))
-    {
-        call.audit(
-            &parsed.action,
-            "unreadable_response",
-            "a body that is not text",
-        );
-        return Err(ApiError::new(
-            Code::UnreadableResponse,
-            "the upstream's body is not text the scrubber can read (UTF-8, or UTF-16 with a \
-             byte-order mark or charset): refused for a call made with a handle, since a \
-             credential inside it could not be found (broker.allow_binary_responses)",
-        ));
+    if decision.credential.is_some() {
+        refuse_unsafe_for_credential(call, parsed, &response)?;
     }
     // The caller's view of the scrubber: the families, and the live values of its own
     // handles and their credentials (the one injected here among them). Scrubbed with
     // every live value on the node, an upstream that echoes what the caller sent would
     // tell it which of its guesses is another tenant's live credential.
     let view = View::of(shared, call.caller);
+    // Runs of the call's own credential (built once per handle).
+    let fragments = decision
+        .credential
+        .as_ref()
+        .and_then(|(entry, _)| entry.fragments());
+    let pieces = |text: String| match fragments {
+        Some(f) => f.redact_str(text),
+        None => text,
+    };
     let mut out = serde_json::Map::new();
     out.insert("status".into(), response.status.into());
     out.insert(
         "headers".into(),
-        Value::Object(scrub_headers(&view, response.headers)),
+        Value::Object(scrub_headers(&view, response.headers, &pieces)),
     );
     let scrubbed = view.scrub(&response.body).bytes;
+    let scrubbed = match fragments.and_then(|f| f.redact(&scrubbed)) {
+        Some(redacted) => redacted,
+        None => scrubbed,
+    };
     match String::from_utf8(scrubbed) {
         Ok(text) => match parsed.sanitize {
             Some(mode) => {
@@ -564,8 +674,10 @@ async fn respond(
                         .await
                         .map_err(|_| ApiError::new(Code::Internal, "sanitizer task failed"))?;
                 // Scrubbed again: normalising (full-width and other look-alikes to
-                // ASCII) can spell out a credential the first scrub did not see.
-                let mut v = view.scrub_json(serde_json::to_value(&s).unwrap_or_default());
+                // ASCII) can spell out a credential (or a run of one) the first scrub
+                // did not see.
+                let v = view.scrub_json(serde_json::to_value(&s).unwrap_or_default());
+                let mut v = map_strings(v, &pieces);
                 let text = v
                     .as_object_mut()
                     .and_then(|o| o.remove("text"))
@@ -589,13 +701,79 @@ async fn respond(
     Ok(Json(Value::Object(out)))
 }
 
+/// What a call that carried a credential does not get back: a part of a
+/// representation (206, a `Content-Range`, `multipart/byteranges`; an upstream may
+/// honour a range it was not asked for, or one a redirect carried), where a piece of an
+/// echoed credential matches no whole form; and a body the scrubber cannot read as text
+/// (unless `broker.allow_binary_responses`).
+fn refuse_unsafe_for_credential(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    response: &OutboundResponse,
+) -> Result<(), ApiError> {
+    let content_type = content_type(&response.headers);
+    let partial = response.status == 206
+        || response.headers.iter().any(|(k, _)| k == "content-range")
+        || content_type.is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/byteranges")
+        });
+    if partial {
+        call.audit(&parsed.action, "partial_response", "a part of an answer");
+        return Err(ApiError::new(
+            Code::PartialResponse,
+            "the upstream answered with part of a representation (206, Content-Range or \
+             multipart/byteranges): refused for a call made with a handle, since a piece of \
+             an echoed credential matches no whole value the scrubber looks for. Ask for \
+             the whole resource (the broker does not forward Range or If-Range with a \
+             credential).",
+        ));
+    }
+    if !call.shared.config.broker.allow_binary_responses
+        && !readable_text(&response.body, content_type)
+    {
+        call.audit(
+            &parsed.action,
+            "unreadable_response",
+            "a body that is not text",
+        );
+        return Err(ApiError::new(
+            Code::UnreadableResponse,
+            "the upstream's body is not text the scrubber can read (UTF-8, or UTF-16 with a \
+             byte-order mark or charset): refused for a call made with a handle, since a \
+             credential inside it could not be found (broker.allow_binary_responses)",
+        ));
+    }
+    Ok(())
+}
+
+/// Every string in `value` passed through `f`.
+fn map_strings(value: Value, f: &impl Fn(String) -> String) -> Value {
+    match value {
+        Value::String(s) => Value::String(f(s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|v| map_strings(v, f)).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (f(k), map_strings(v, f)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Response headers, names and values scrubbed (an upstream may reflect a URL into
-/// either), repeated names joined with `, `.
-fn scrub_headers(view: &View, headers: Vec<(String, String)>) -> serde_json::Map<String, Value> {
+/// either) and passed through `pieces` (runs of the call's credential), repeated
+/// names joined with `, `.
+fn scrub_headers(
+    view: &View,
+    headers: Vec<(String, String)>,
+    pieces: &impl Fn(String) -> String,
+) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     for (k, v) in headers {
-        let k = view.scrub_str(&k).0;
-        let v = view.scrub_str(&v).0;
+        let k = pieces(view.scrub_str(&k).0);
+        let v = pieces(view.scrub_str(&v).0);
         match out.get_mut(&k) {
             Some(Value::String(prev)) => {
                 prev.push_str(", ");
@@ -799,6 +977,147 @@ allow_cidrs = ["203.0.113.0/28"]
             b"\x1f\x8b\x08\x00\x00\x00",
             Some("text/plain")
         ));
+    }
+
+    fn with_origin(schemes: &str, ports: &str) -> IntegrationConfig {
+        let text = format!(
+            "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.svc.test\"]\n\
+             {schemes}\n{ports}\n"
+        );
+        let mut config = crate::config::Config::parse(&text, "test").expect("config");
+        config.integrations.remove(0)
+    }
+
+    #[test]
+    fn credentials_go_to_the_integrations_schemes_and_ports_only() {
+        let t = |u: &str| Target::parse(u).expect("url");
+        let default = with_origin("", "");
+        assert_eq!(default.schemes, ["https"]);
+        assert_eq!(default.ports, [443]);
+        assert!(origin_matches(&default, &t("https://api.svc.test/x")));
+        assert!(origin_matches(&default, &t("https://api.svc.test:443/x")));
+        for no in [
+            "https://api.svc.test:8443/x",
+            "http://api.svc.test/x",
+            "http://api.svc.test:443/x",
+        ] {
+            assert!(!origin_matches(&default, &t(no)), "{no}");
+        }
+        // Cleartext only when listed; its port comes with it unless ports are given.
+        let http = with_origin("schemes = [\"https\", \"HTTP\"]", "");
+        assert_eq!(http.ports, [443, 80]);
+        assert!(origin_matches(&http, &t("http://api.svc.test/x")));
+        let custom = with_origin("schemes = [\"http\"]", "ports = [8080]");
+        assert!(origin_matches(&custom, &t("http://api.svc.test:8080/x")));
+        assert!(!origin_matches(&custom, &t("http://api.svc.test/x")));
+        assert!(!origin_matches(&custom, &t("https://api.svc.test:8080/x")));
+        // A redirect hop keeps the credential only on the integration's origins.
+        let p = policy("[[policy]]\nname = \"p\"\n");
+        let entry = Arc::new(Entry {
+            integration: "svc".into(),
+            account: "a".into(),
+            credential_id: "c".into(),
+            secret: Arc::new(Secret::new(b"s3cret-value-0123".to_vec())),
+            owner: Owner::Host { uid: 0 },
+            execution: "e".into(),
+            expires: std::time::Instant::now(),
+            expires_at: std::time::SystemTime::now(),
+            fragments: std::sync::OnceLock::new(),
+        });
+        let decision = Decision {
+            credential: Some((entry, &default)),
+            reach: Reach { policy: Some(&p) },
+            readonly: true,
+            has_body: false,
+        };
+        assert_eq!(
+            decision.hop(&t("https://api.svc.test/next")),
+            HopDecision::Allow {
+                keep_credential: true
+            }
+        );
+        for no in ["https://api.svc.test:8443/next", "http://api.svc.test/next"] {
+            assert_eq!(decision.hop(&t(no)), HopDecision::Deny, "{no}");
+        }
+        for (bad, key) in [
+            ("schemes = []", "schemes"),
+            ("schemes = [\"ftp\"]", "schemes[0]"),
+        ] {
+            let text = format!(
+                "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"a.test\"]\n{bad}\n"
+            );
+            let e = crate::config::Config::parse(&text, "test").expect_err(bad);
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
+
+    fn parsed(url: &str, headers: &[(&str, &str)], body: &str) -> Parsed {
+        parse(RequestIn {
+            handle: None,
+            method: "GET".into(),
+            url: url.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .collect(),
+            body: (!body.is_empty()).then(|| body.to_owned()),
+            body_base64: None,
+            sanitize: None,
+        })
+        .expect("parsed")
+    }
+
+    #[test]
+    fn method_overrides_in_query_and_form_are_found() {
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let multipart = [("Content-Type", "multipart/form-data; boundary=b")];
+        let found = |p: &Parsed| method_override(p);
+        let u = "https://api.svc.test/items/1";
+        assert_eq!(
+            found(&parsed(&format!("{u}?_method=DELETE"), &[], "")),
+            Some("query parameter")
+        );
+        assert_eq!(
+            found(&parsed(&format!("{u}?a=1&_METHOD=put"), &[], "")),
+            Some("query parameter")
+        );
+        assert_eq!(
+            found(&parsed(&format!("{u}?a=1&%5Fmethod=put"), &[], "")),
+            Some("query parameter")
+        );
+        assert_eq!(
+            found(&parsed(u, &form, "a=1&_method=DELETE")),
+            Some("form field")
+        );
+        assert_eq!(
+            found(&parsed(
+                u,
+                &multipart,
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--"
+            )),
+            Some("form field")
+        );
+        assert_eq!(
+            found(&parsed(&format!("{u}?method=DELETE&x_method=1"), &[], "")),
+            None
+        );
+        assert_eq!(
+            found(&parsed(
+                &format!("{u}?X-HTTP-Method-Override=DELETE"),
+                &[],
+                ""
+            )),
+            Some("query parameter")
+        );
+        // A JSON body naming `_method` is data, not a form field.
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "application/json")],
+                "{\"_method\":1}"
+            )),
+            None
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! with `[REDACTED:<family>]`.
 //!
 //! Owns: the known token families (`families`), the registry of live secrets this
-//! process holds (`live`), and whole-buffer and streaming scrubs (`engine`, `stream`).
+//! process holds (`live`), runs of one credential's characters (`fragments`, for the
+//! answer to the call that carried it), and whole-buffer and streaming scrubs
+//! (`engine`, `stream`).
 //! Every exit of hb (broker responses, error messages, event stream, audit log,
 //! `POST /v1/scrub`, `hb-agent scrub`) goes through one shared `Arc<Scrubber>`.
 //! Must never: return, log or print a matched value — callers get the family, the input
@@ -12,6 +14,7 @@
 mod engine;
 pub mod exits;
 mod families;
+mod fragments;
 mod live;
 mod matcher;
 mod scan;
@@ -29,6 +32,7 @@ use serde::Serialize;
 use crate::secret::Secret;
 use engine::Engine;
 use families::Families;
+pub use fragments::Fragments;
 use live::{LiveEntry, LiveSet, Sampler, Segment};
 pub use live::{MAX_SECRET_LEN, MIN_SECRET_LEN};
 pub use stream::ScrubStream;

@@ -4,8 +4,11 @@
 //! caller's connection to the broker, not ours to the upstream, and are dropped;
 //! `Content-Length` is recomputed from the body; `Accept-Encoding` is the broker's own
 //! (`identity`); `Host` comes from the URL and a caller's own is refused, as are
-//! method-override headers, which would let an allowed method act as another), which survive a redirect, and which response headers the
-//! caller may see (`Set-Cookie`, `Set-Cookie2`, `Authorization` and
+//! method-override headers, which would let an allowed method act as another; headers
+//! that steer a reverse proxy in front of the upstream to another host or path are
+//! dropped; on a credentialed call, partial-content requests (`Range`, `If-Range`) are
+//! dropped too, see [`without_partial_content`]), which survive a redirect, and which
+//! response headers the caller may see (`Set-Cookie`, `Set-Cookie2`, `Authorization` and
 //! `Proxy-Authorization` are removed; `WWW-Authenticate` and `Proxy-Authenticate` keep
 //! their scheme names only, since realm and error parameters can echo a token).
 //!
@@ -54,6 +57,31 @@ const METHOD_OVERRIDE: &[&str] = &[
     "x-http-method",
     "x-method-override",
 ];
+
+/// Caller headers never forwarded: a reverse proxy or load balancer in front of the
+/// upstream may route, rewrite or authorise by them (`X-Original-URL` and
+/// `X-Rewrite-URL` replace the path IIS, Symfony and some gateways route on;
+/// `X-Forwarded-Host`, `X-Host` and `Forwarded` the host), so a request the broker
+/// judged for one path and host would be served as another.
+const PROXY_STEERING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-host",
+    "x-original-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-real-ip",
+];
+
+/// Request headers that ask for part of a representation. A part of an answer that
+/// echoes a credential holds a piece of it, shorter than any form the scrubber matches
+/// whole: piece by piece, the caller would read the credential back.
+const PARTIAL_CONTENT: &[&str] = &["range", "if-range", "request-range"];
 
 /// Response headers removed outright: they set or carry credentials.
 const SECRET_RESPONSE: &[&str] = &[
@@ -104,7 +132,7 @@ fn check_value(name: &HeaderName, bytes: &[u8]) -> Result<(), HeaderError> {
 }
 
 /// The caller's headers as they may be sent: hop-by-hop ones (and any the `Connection`
-/// header names), `Accept-Encoding` and `Content-Length` dropped; `Host`, method
+/// header names), `Accept-Encoding`, proxy-steering ones and `Content-Length` dropped; `Host`, method
 /// overrides and bad values refused.
 pub fn outgoing(
     headers: &[(HeaderName, HeaderValue)],
@@ -132,11 +160,19 @@ pub fn outgoing(
         .filter(|(name, _)| {
             !HOP_BY_HOP.contains(&name.as_str())
                 && !NEGOTIATED_BY_BROKER.contains(&name.as_str())
+                && !PROXY_STEERING.contains(&name.as_str())
                 && !named_by_connection.contains(name)
                 && name != header::CONTENT_LENGTH
         })
         .cloned()
         .collect())
+}
+
+/// `headers` without the partial-content requests (`Range`, `If-Range`,
+/// `Request-Range`): for a call that carries a credential, the whole answer is asked
+/// for, so the scrubber sees every echo of the credential whole.
+pub fn without_partial_content(headers: &mut Vec<(HeaderName, HeaderValue)>) {
+    headers.retain(|(name, _)| !PARTIAL_CONTENT.contains(&name.as_str()));
 }
 
 /// Marked credential headers, checked and flagged sensitive (hyper then keeps them out
@@ -315,6 +351,13 @@ mod tests {
                 hv("named by Connection"),
             ),
             (header::ACCEPT_ENCODING, hv("gzip, br")),
+            (
+                HeaderName::from_static("x-forwarded-host"),
+                hv("internal.test"),
+            ),
+            (HeaderName::from_static("x-original-url"), hv("/admin")),
+            (HeaderName::from_static("x-rewrite-url"), hv("/admin")),
+            (header::FORWARDED, hv("host=internal.test")),
             (header::ACCEPT, hv("application/json")),
             (HeaderName::from_static("x-request-id"), hv("42")),
         ];
@@ -335,6 +378,18 @@ mod tests {
                 Err(HeaderError::MethodOverride(name.to_ascii_lowercase()))
             );
         }
+    }
+
+    #[test]
+    fn partial_content_requests_can_be_removed() {
+        let mut h = vec![
+            (header::RANGE, hv("bytes=0-3")),
+            (header::IF_RANGE, hv("\"etag\"")),
+            (HeaderName::from_static("request-range"), hv("bytes=0-3")),
+            (header::ACCEPT, hv("*/*")),
+        ];
+        without_partial_content(&mut h);
+        assert_eq!(names(&h), ["accept"]);
     }
 
     #[test]

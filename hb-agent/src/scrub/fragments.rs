@@ -1,0 +1,238 @@
+//! Pieces of one credential: for the answer to a call that carried it, every run of at
+//! least [`min_run`] consecutive characters of the credential (or of one of its
+//! encodings, the scrubber's [`forms`](super::live::forms)) is redacted, compared
+//! ASCII case-insensitively.
+//!
+//! The scrubber matches live values whole. An answer that holds only part of the
+//! credential (a partial-content answer, an upstream that echoes the first K bytes of
+//! the URL, or that echoes it upper-cased) matches no whole form, and a caller that
+//! collects enough parts reads the credential back. Only the one credential the call
+//! carried is looked for, so this stays cheap: a few dozen forms, their windows in a
+//! hash set, and a 4-byte prefilter over the answer.
+//!
+//! Owns: the windows of one value's forms (kept beside the value, by the handle that
+//! holds it).
+//! Must never: outlive the value it is built from, or hand out a window. (Windows are
+//! kept as keyed hashes; the 4-byte prefixes are kept as bytes, the exception the live
+//! sampler makes too.)
+
+use std::{
+    collections::HashSet,
+    hash::{BuildHasher, RandomState},
+};
+
+use zeroize::Zeroizing;
+
+use super::live::forms;
+
+/// What a redacted run is replaced with: the same marker as a whole live value, so the
+/// caller learns nothing more than that its own credential was echoed.
+const MARKER: &[u8] = b"[REDACTED:live_secret]";
+
+/// Bytes of the prefilter window.
+const PREFIX: usize = 4;
+
+/// Bits of the prefilter: a value's forms have at most a few thousand distinct
+/// windows (a 40-byte value: about 2,000), so a few positions in a hundred pass it by
+/// chance and go on to the exact set.
+const FILTER_BITS: usize = 1 << 16;
+
+fn filter_hash(w: [u8; PREFIX]) -> usize {
+    (u32::from_le_bytes(w).wrapping_mul(0x9E37_79B1) >> 16) as usize
+}
+
+/// The shortest run of a credential's characters that is redacted: half the value,
+/// between 4 and 8 characters.
+///
+/// Why these numbers: a credential a generator made (what a vault holds) has at least
+/// about 5 bits per character even case-folded (36 symbols), so 8 characters are 40
+/// bits; the chance that an unrelated 1 MiB answer holds one of a 40-character
+/// value's ~30 forms' windows by accident is about 10⁶ · 30 · 40 / 36⁸ ≈ 4·10⁻⁴, and a
+/// false positive only redacts 8 bytes of an answer. Shorter runs would redact
+/// ordinary text more often; longer ones leave more of the value readable to a caller
+/// that can choose where a truncated echo cuts (it learns at most `n - 1` characters at
+/// each end of the value). Values shorter than 16 characters (8 is the scrubber's
+/// least) use half their length, so at most a quarter of such a value can be read at
+/// each end.
+pub fn min_run(value_len: usize) -> usize {
+    value_len.div_ceil(2).clamp(PREFIX, 8)
+}
+
+/// The windows of one value's forms, lower-cased, by window length.
+pub struct Fragments {
+    /// A bit per hash of every [`PREFIX`]-byte window of every form: the first test at
+    /// each position of an answer, one multiplication and one load.
+    filter: Vec<u64>,
+    /// Every [`PREFIX`]-byte window of every form (the second test).
+    prefixes: HashSet<[u8; PREFIX]>,
+    /// (window length, hashes of the windows of that length). A form `e` times longer
+    /// than the value (hex: 2, UTF-16: 2, percent-encoding: up to 3) is cut in windows
+    /// `e` times longer, so each window carries about [`min_run`] characters of the
+    /// value whatever its encoding.
+    windows: Vec<(usize, HashSet<u64>)>,
+    hasher: RandomState,
+}
+
+impl Fragments {
+    /// The windows of `value`'s forms. `None` for a value shorter than the shortest run.
+    pub fn new(value: &[u8]) -> Option<Self> {
+        let n = min_run(value.len());
+        if value.len() < n {
+            return None;
+        }
+        let hasher = RandomState::new();
+        let mut prefixes = HashSet::new();
+        let mut windows: Vec<(usize, HashSet<u64>)> = Vec::new();
+        for form in forms(value) {
+            let lower = Zeroizing::new(form.expose().to_ascii_lowercase());
+            let len = (n * lower.len())
+                .div_ceil(value.len())
+                .clamp(n, lower.len().max(n));
+            if lower.len() < len {
+                continue;
+            }
+            let slot = match windows.iter().position(|(l, _)| *l == len) {
+                Some(i) => i,
+                None => {
+                    windows.push((len, HashSet::new()));
+                    windows.len() - 1
+                }
+            };
+            for w in lower.windows(len) {
+                windows[slot].1.insert(hasher.hash_one(w));
+                prefixes.insert([w[0], w[1], w[2], w[3]]);
+            }
+        }
+        let mut filter = vec![0u64; FILTER_BITS / 64];
+        for p in &prefixes {
+            let h = filter_hash(*p);
+            filter[h >> 6] |= 1 << (h & 63);
+        }
+        Some(Self {
+            filter,
+            prefixes,
+            windows,
+            hasher,
+        })
+    }
+
+    /// `hay` with every run of the value's characters redacted; `None` when it holds
+    /// none.
+    pub fn redact(&self, hay: &[u8]) -> Option<Vec<u8>> {
+        let lower = hay.to_ascii_lowercase();
+        // Spans to redact, in order of start; overlapping and touching ones merged.
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for start in 0..lower.len().saturating_sub(PREFIX - 1) {
+            let p = [
+                lower[start],
+                lower[start + 1],
+                lower[start + 2],
+                lower[start + 3],
+            ];
+            let h = filter_hash(p);
+            if self.filter[h >> 6] & (1 << (h & 63)) == 0 || !self.prefixes.contains(&p) {
+                continue;
+            }
+            let end = self
+                .windows
+                .iter()
+                .filter(|(len, _)| start + len <= lower.len())
+                .filter(|(len, set)| {
+                    set.contains(&self.hasher.hash_one(&lower[start..start + len]))
+                })
+                .map(|(len, _)| start + len)
+                .max();
+            if let Some(end) = end {
+                match spans.last_mut() {
+                    Some((_, last_end)) if start <= *last_end => *last_end = (*last_end).max(end),
+                    _ => spans.push((start, end)),
+                }
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(hay.len());
+        let mut at = 0;
+        for (start, end) in spans {
+            out.extend_from_slice(&hay[at..start]);
+            out.extend_from_slice(MARKER);
+            at = end;
+        }
+        out.extend_from_slice(&hay[at..]);
+        Some(out)
+    }
+
+    /// [`Self::redact`] for text: the redacted text, or `text` as it was.
+    pub fn redact_str(&self, text: String) -> String {
+        match self.redact(text.as_bytes()) {
+            Some(bytes) => String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            None => text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALUE: &str = "qUeRy-cred-7a6b5c4d3e2f1a0b9c8d7e6f";
+
+    fn redacted(f: &Fragments, hay: &str) -> String {
+        String::from_utf8(
+            f.redact(hay.as_bytes())
+                .unwrap_or_else(|| hay.as_bytes().to_vec()),
+        )
+        .expect("utf-8")
+    }
+
+    #[test]
+    fn runs_of_the_value_are_redacted_in_any_case() {
+        let f = Fragments::new(VALUE.as_bytes()).expect("long enough");
+        assert_eq!(min_run(VALUE.len()), 8);
+        // Range-sized pieces: 8 characters and more are redacted.
+        for piece in [&VALUE[..8], &VALUE[3..11], &VALUE[20..], &VALUE[..30]] {
+            let out = redacted(&f, &format!("{{\"self\":\"x?api_key={piece}\"}}"));
+            assert!(!out.contains(piece), "{out}");
+            assert!(out.contains("[REDACTED:live_secret]"), "{out}");
+            let upper = piece.to_ascii_uppercase();
+            let out = redacted(&f, &format!("KEY={upper}"));
+            assert_eq!(out, "KEY=[REDACTED:live_secret]");
+        }
+        // Two pieces around other text: two markers.
+        let two = format!("a{}!{}c", &VALUE[..9], &VALUE[15..25]);
+        assert_eq!(
+            redacted(&f, &two),
+            "a[REDACTED:live_secret]![REDACTED:live_secret]c"
+        );
+        // Shorter than the run: left alone (and ordinary text untouched).
+        let short = &VALUE[4..11];
+        assert_eq!(redacted(&f, short), short);
+        assert!(f.redact(b"{\"ok\":true,\"items\":[1,2,3]}").is_none());
+    }
+
+    #[test]
+    fn runs_of_encoded_forms_are_redacted() {
+        let f = Fragments::new(VALUE.as_bytes()).expect("long enough");
+        let hex: String = VALUE.bytes().map(|b| format!("{b:02X}")).collect();
+        let out = redacted(&f, &format!("h={}", &hex[6..30]));
+        assert_eq!(out, "h=[REDACTED:live_secret]");
+        let wide: Vec<u8> = VALUE[5..20]
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let out = f.redact(&wide).expect("UTF-16 piece found");
+        assert!(!out.windows(4).any(|w| w == &wide[..4]), "{out:?}");
+    }
+
+    #[test]
+    fn short_values_use_half_their_length() {
+        assert_eq!(min_run(8), 4);
+        assert_eq!(min_run(11), 6);
+        assert_eq!(min_run(4096), 8);
+        let f = Fragments::new(b"pa55w0rd").expect("long enough");
+        assert_eq!(redacted(&f, "x PA55 y"), "x [REDACTED:live_secret] y");
+        assert_eq!(redacted(&f, "x pa5 y"), "x pa5 y");
+    }
+}
