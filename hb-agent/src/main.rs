@@ -26,6 +26,7 @@ mod loader;
 mod maps;
 mod sandbox;
 mod sanitize;
+mod scope;
 mod scrub;
 mod secret;
 mod vault;

@@ -14,6 +14,13 @@
 //! default; not hybrid hosts), and root keeps CAP_SYS_ADMIN, which can enter another
 //! namespace: a command that must not leave its cgroup runs with `--user`, whose uid
 //! cannot write the root-owned `cgroup.procs` files.
+//! Last, [`Scoping`]: a Landlock domain of its own whose scopes refuse connecting or
+//! sending to abstract Unix sockets made outside it and signalling processes outside it
+//! (see [`crate::scope`]: the cgroup hooks see only AF_INET/AF_INET6, and abstract names
+//! are shared by every sandbox and the host). Not closed: pathname Unix sockets in
+//! directories a sandbox can reach (e.g. /tmp), and SCM_RIGHTS over them, until
+//! sandboxes get their own mount namespace (issue 12). Without Landlock ABI 6 (Linux
+//! 6.12) the run is refused unless `--allow-unscoped`.
 //! Must never: start the command when the programs are not attached or the policy is not
 //! loaded — that would be a sandbox in name only.
 
@@ -36,6 +43,7 @@ use crate::{
     config::Config,
     loader,
     maps::{Maps, MapsError},
+    scope::{ScopeError, Scoping},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +60,8 @@ pub enum SandboxError {
     Maps(#[from] MapsError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
     #[error("cannot enroll sandbox cgroup {0}")]
     Enroll(PathBuf, #[source] aya::maps::MapError),
     #[error("cannot open {0}")]
@@ -110,11 +120,13 @@ pub fn parse_user(s: &str) -> Result<User, String> {
 }
 
 /// Runs `command` under `policy` (as `user`, if given) and returns the exit code to pass
-/// on (128+N for a command killed by signal N).
+/// on (128+N for a command killed by signal N). `allow_unscoped` runs it even on a kernel
+/// without Landlock scopes (see [`crate::scope`]); otherwise such a kernel is an error.
 pub fn run(
     config: &Config,
     policy: &str,
     user: Option<User>,
+    allow_unscoped: bool,
     command: &[OsString],
 ) -> Result<i32, SandboxError> {
     let (program, args) = command.split_first().ok_or(SandboxError::NoCommand)?;
@@ -143,6 +155,10 @@ pub fn run(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
+
+    // Before any cgroup exists: a kernel without scopes stops here with nothing to undo.
+    let scoping = Scoping::prepare(allow_unscoped)?;
+    let child_scope = scoping.for_child();
 
     let mount = cgroup::cgroup2_mount()?;
     let parent = format!("{}/sandboxes", config.cgroup_root());
@@ -188,15 +204,17 @@ pub fn run(
     let forwarded = block_forwarded_signals();
     let mut cmd = Command::new(program);
     cmd.args(args);
-    // SAFETY: the closure only makes async-signal-safe syscalls (write, unshare, prctl),
-    // on an fd opened before fork, and allocates nothing.
+    // SAFETY: the closure only makes async-signal-safe syscalls (write, unshare, prctl,
+    // landlock_restrict_self), on fds opened before fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             // "0" moves the writing process itself (cgroup v2, cgroup.procs).
             if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
                 return Err(io::Error::last_os_error());
             }
-            confine(user)
+            confine(user)?;
+            // Landlock scopes, after no_new_privs (set in `confine`) as the kernel requires.
+            child_scope.enter()
         });
     }
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
@@ -204,6 +222,7 @@ pub fn run(
         source,
     })?;
     drop(procs);
+    drop(scoping);
     if let Some(set) = forwarded {
         // A pidfd names this child even after it is reaped (a pid could be reused).
         // SAFETY: pidfd_open(2) on our own unreaped child; no pointers.

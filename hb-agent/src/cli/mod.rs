@@ -220,6 +220,14 @@ enum ConfigCommand {
 enum SandboxCommand {
     /// Create a cgroup under cgroup_root, enroll it with POLICY, run CMD in it, pass on
     /// its exit status, remove the cgroup.
+    ///
+    /// CMD also runs in a Landlock domain of its own (ABI 6, Linux 6.12): it cannot
+    /// connect or send to abstract Unix sockets (`\0name`) made outside its sandbox (host
+    /// daemons, other sandboxes: no socket passing between sandboxes over them), nor signal
+    /// processes outside it. Not covered: pathname Unix sockets in directories it can
+    /// reach (e.g. /tmp), and descriptors passed over them, until sandboxes get a mount
+    /// namespace of their own. Without Landlock scopes the run is refused unless
+    /// --allow-unscoped.
     #[command(
         after_help = "Examples:\n  hb-agent sandbox run --policy default --user 65534 -- python3 tool.py\n  hb-agent sandbox run --policy ci -- sh -c 'curl -sS http://10.0.0.1/ || echo refused'"
     )]
@@ -232,6 +240,12 @@ enum SandboxCommand {
         /// cgroup, and so its enforcement, where cgroup2 is mounted without `nsdelegate`.
         #[arg(long, value_name = "UID[:GID]", value_parser = crate::sandbox::parse_user)]
         user: Option<crate::sandbox::User>,
+        /// Run CMD even when the kernel lacks Landlock scopes (ABI 6, Linux 6.12). It can
+        /// then reach host daemons and other sandboxes over abstract Unix sockets, and
+        /// signal processes of its uid outside the sandbox. Without this flag such a kernel
+        /// is an error and nothing runs.
+        #[arg(long)]
+        allow_unscoped: bool,
         /// The command and its arguments (after `--`).
         #[arg(
             trailing_var_arg = true,
@@ -326,10 +340,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(SandboxCommand::Run {
             policy,
             user,
+            allow_unscoped,
             command,
         }) => {
             let config = Config::load(cli.config.as_deref())?;
-            let code = crate::sandbox::run(&config, &policy, user, &command)?;
+            let code = crate::sandbox::run(&config, &policy, user, allow_unscoped, &command)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
         }
         Command::Maps(MapsCommand::List { json }) => {
