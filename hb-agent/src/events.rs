@@ -57,6 +57,11 @@ pub struct EventRecord {
     /// The DNS name, for the resolver's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Refusals of the same cgroup the kernel enforced but did not report one by one
+    /// since its previous event: the cgroup had used up its event budget
+    /// (`hb_common::limits::EVENT_BURST` per `EVENT_WINDOW_NS`).
+    #[serde(default)]
+    pub suppressed: u64,
 }
 
 /// Decodes a ring buffer record. `None` for a record of the wrong size.
@@ -116,6 +121,7 @@ pub fn render(
         dst: addr_of(&e.addr, v4).to_string(),
         port: e.port,
         name: None,
+        suppressed: u64::from(e.suppressed),
     }
 }
 
@@ -146,7 +152,65 @@ impl std::fmt::Display for EventRecord {
         if let Some(name) = &self.name {
             write!(f, " name={name}")?;
         }
+        if self.suppressed > 0 {
+            write!(f, " suppressed_before={}", self.suppressed)?;
+        }
         Ok(())
+    }
+}
+
+/// Refusals per cgroup since the last summary, for the agent's log.
+///
+/// Each event goes to the log at DEBUG only; at INFO the log gets one line per cgroup
+/// and interval ([`SUMMARY_INTERVAL`]), so a sandbox that is refused in a loop adds a
+/// line every interval, not a line per refusal (the events file and the audit log keep
+/// the events themselves).
+#[derive(Default)]
+pub struct Tally {
+    rows: HashMap<(u64, String), TallyRow>,
+}
+
+/// How often [`Tally::flush`] runs.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+
+struct TallyRow {
+    cgroup: Option<String>,
+    events: u64,
+    suppressed: u64,
+    last: String,
+}
+
+impl Tally {
+    pub fn add(&mut self, r: &EventRecord) {
+        let row = self
+            .rows
+            .entry((r.cgroup_id, r.policy.clone()))
+            .or_insert_with(|| TallyRow {
+                cgroup: r.cgroup.clone(),
+                events: 0,
+                suppressed: 0,
+                last: String::new(),
+            });
+        row.events += 1;
+        row.suppressed += r.suppressed;
+        row.last = format!("{} {} {}:{}", r.reason, r.hook, r.dst, r.port);
+    }
+
+    /// Logs one line per cgroup seen since the last call, and forgets them.
+    pub fn flush(&mut self) {
+        for ((cgroup_id, policy), row) in self.rows.drain() {
+            tracing::warn!(
+                target: "hb::event",
+                policy = %policy,
+                cgroup = row.cgroup.as_deref().unwrap_or("?"),
+                cgroup_id,
+                events = row.events,
+                suppressed = row.suppressed,
+                last = %row.last,
+                "refusals reported in the last {} s (see events.jsonl)",
+                SUMMARY_INTERVAL.as_secs()
+            );
+        }
     }
 }
 

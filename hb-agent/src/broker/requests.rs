@@ -235,6 +235,7 @@ pub async fn request(
                     dst: target.host.to_string(),
                     port: target.port,
                     name: Some(entry.integration.clone()),
+                    suppressed: 0,
                 }));
                 return Err(ApiError::new(
                     Code::AuthCollision,
