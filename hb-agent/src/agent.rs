@@ -298,6 +298,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let mut gc = tokio::time::interval(Duration::from_secs(1));
     let mut gc_rounds: u64 = 0;
     let mut tally = events::Tally::default();
+    let mut dns_budget = events::DnsBudget::default();
     let mut lost = 0;
     let mut summary = tokio::time::interval(events::SUMMARY_INTERVAL);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -309,7 +310,10 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             // The resolver's events (names refused, rebinding attempts).
-            Some(record) = dns_events.recv() => {
+            Some(mut record) = dns_events.recv() => {
+                if !dns_budget.admit(&mut record, std::time::Instant::now()) {
+                    continue;
+                }
                 tracing::debug!(target: "hb::event", "{record}");
                 tally.add(&record);
                 if let Err(e) = event_log.append(&record) {

@@ -15,9 +15,9 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key,
 };
 use hb_common::{
-    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, POLICY_AUDIT, POLICY_IN_USE,
-    POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names,
-    pin_dirs, rule,
+    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, EventRate, POLICY_AUDIT,
+    POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo,
+    limits, map_names, pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -73,6 +73,13 @@ pub fn open_typed<T: TryFrom<Map, Error = MapError>>(
     open_map(bpffs_dir, name)?
         .try_into()
         .map_err(op(name, "open"))
+}
+
+/// Each cgroup's event budget (`HB_EVENT_RATE`, which the kernel alone writes), for
+/// `status` and `maps dump event_rate`.
+pub fn event_rates(bpffs_dir: &Path) -> Result<Vec<(u64, EventRate)>> {
+    let map: HashMap<MapData, u64, EventRate> = open_typed(bpffs_dir, map_names::EVENT_RATE)?;
+    Ok(map.iter().filter_map(|r| r.ok()).collect())
 }
 
 /// Every map the agent writes to, opened from its pin.

@@ -125,12 +125,15 @@ pub mod limits {
     /// Events one cgroup may report per [`EVENT_WINDOW_NS`]; refusals beyond are
     /// enforced and counted, and the next event that gets through carries their number.
     ///
-    /// Why so few: every reported event becomes a line in `events.jsonl` (~350 bytes),
-    /// in `audit.log` (~600 bytes) and a share of a 1 MiB ring buffer all sandboxes
-    /// write to. At 64 per 10 s (6.4/s steady, after a burst of 64) one sandbox that
-    /// does nothing but get refused writes ~3.9 KB/s to the audit log: the default
-    /// history (`audit_max_files` 5 × `audit_max_bytes` 64 MiB = 320 MiB) lasts
-    /// ~24 hours of it, and ~640 bytes a window leave the ring buffer to everyone else.
+    /// Why so few: every reported event becomes an 88-byte record in the 1 MiB ring
+    /// buffer all sandboxes share, a line in `events.jsonl` (~300 bytes) and one in
+    /// `audit.log` (~340 bytes, measured). At 64 per 10 s (a burst of 64, then 6.4/s)
+    /// one sandbox that does nothing but get refused writes ~2.2 KB/s to the audit
+    /// log, so the default history (`audit_max_files` 5 × `audit_max_bytes` 64 MiB =
+    /// 320 MiB) lasts 320 MiB / 2.2 KB/s ≈ 42 hours of it (before: ~4.4 MB/s, ~75 s);
+    /// `events.jsonl` (2 × 16 MiB) keeps ~4.8 hours of it. In the ring buffer one
+    /// window of one cgroup takes 5.6 KiB: ~180 cgroups would have to burst within
+    /// the same moment, faster than the agent drains, to fill it.
     pub const EVENT_BURST: u64 = 64;
     /// Length of one event budget window, in ns (`bpf_ktime_get_ns`).
     pub const EVENT_WINDOW_NS: u64 = 10_000_000_000;

@@ -82,7 +82,9 @@ impl Sandboxed {
         let mut child = Command::new(agent_bin())
             .arg("--config")
             .arg(&env.config_path)
-            .args(["sandbox", "run", "--policy", policy, "--user", "65534", "--"])
+            .args([
+                "sandbox", "run", "--policy", policy, "--user", "65534", "--",
+            ])
             .args([python(), "-c", script])
             .args(args)
             .stdin(Stdio::piped())
@@ -131,6 +133,13 @@ fn events(env: &TestEnv) -> Vec<Value> {
         .collect()
 }
 
+fn flood_events(env: &TestEnv) -> Vec<Value> {
+    events(env)
+        .into_iter()
+        .filter(|e| e["policy"] == "flood")
+        .collect()
+}
+
 #[test]
 fn a_flooding_sandbox_is_rate_limited_and_another_sandboxs_refusal_is_still_reported() {
     private_netns(&["10.0.0.1", "172.16.0.1"]);
@@ -153,7 +162,11 @@ fn a_flooding_sandbox_is_rate_limited_and_another_sandboxs_refusal_is_still_repo
     flooder.tell();
     assert_eq!(flooder.line(), "half");
     quiet.tell();
-    assert_eq!(quiet.line(), "EPERM", "the quiet sandbox's connect is refused");
+    assert_eq!(
+        quiet.line(),
+        "EPERM",
+        "the quiet sandbox's connect is refused"
+    );
     quiet.finish();
     let tally = flooder.line();
     assert_eq!(
@@ -166,6 +179,11 @@ fn a_flooding_sandbox_is_rate_limited_and_another_sandboxs_refusal_is_still_repo
         e["policy"] == "quiet" && e["dst"] == "172.16.0.1" && e["verdict"] == "deny"
     });
     assert_eq!(quiet_event["hook"], "connect4", "{quiet_event}");
+    let reported = flood_events(&env).len();
+    assert!(
+        reported < MAX_FLOOD_EVENTS,
+        "{reported} events for {FLOOD} refusals: not rate-limited"
+    );
 
     // The flood's suppressed refusals ride on its next reported event: one more refused
     // send until that event (the next budget window) arrives.
@@ -184,8 +202,7 @@ fn a_flooding_sandbox_is_rate_limited_and_another_sandboxs_refusal_is_still_repo
     let carried = carried.expect("an event of the flooder carries its suppressed refusals");
     flooder.finish();
 
-    let all = events(&env);
-    let flood: Vec<&Value> = all.iter().filter(|e| e["policy"] == "flood").collect();
+    let flood = flood_events(&env);
     let reported = flood.len();
     let suppressed_in_events: u64 = flood.iter().filter_map(|e| e["suppressed"].as_u64()).sum();
     assert!(
@@ -210,12 +227,32 @@ fn a_flooding_sandbox_is_rate_limited_and_another_sandboxs_refusal_is_still_repo
         counted >= suppressed_in_events,
         "status events_suppressed {counted} < {suppressed_in_events} carried"
     );
+    let by_cgroup = status["events_suppressed_by_cgroup"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status shows suppression by cgroup: {status}"));
+    assert!(
+        by_cgroup.iter().any(
+            |r| r["cgroup"].as_str().is_some_and(|c| c.contains("/flood-"))
+                && r["events_suppressed"].as_u64() >= Some(suppressed_in_events)
+        ),
+        "the flooder's cgroup is listed: {status}"
+    );
+    assert!(
+        !by_cgroup
+            .iter()
+            .any(|r| r["cgroup"].as_str().is_some_and(|c| c.contains("/quiet-"))),
+        "the quiet sandbox had nothing suppressed: {status}"
+    );
     let text = String::from_utf8_lossy(&env.hb(&["status"]).stdout).into_owned();
     assert!(text.contains("events_suppressed"), "status: {text}");
 
     // Nothing reached either listener.
     assert_eq!(sink.received(), 0, "a flood datagram reached the sink");
-    assert_eq!(listener.accepted(), 0, "the quiet connect reached the listener");
+    assert_eq!(
+        listener.accepted(),
+        0,
+        "the quiet connect reached the listener"
+    );
 
     // The agent's log has no line per refusal.
     let log = env.agent().log_text();

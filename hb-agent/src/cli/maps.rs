@@ -38,6 +38,10 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
         (map_names::RULES6, maps.rules6.keys().count()),
         (map_names::COUNTERS, hb_common::Counter::COUNT as usize),
         (map_names::CG_STATS, maps.cg_stats.keys().count()),
+        (
+            map_names::EVENT_RATE,
+            crate::maps::event_rates(bpffs).map_or(0, |r| r.len()),
+        ),
     ]);
     let mut rows = Vec::new();
     for name in map_names::ALL {
@@ -226,6 +230,23 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                     ("drop_bytes", json!(s.drop_bytes)),
                     ("audit_packets", json!(s.audit_packets)),
                     ("audit_bytes", json!(s.audit_bytes)),
+                ]));
+            }
+        }
+        map_names::EVENT_RATE => {
+            let mut rates = crate::maps::event_rates(bpffs)?;
+            rates.sort_by_key(|(id, _)| *id);
+            for (id, r) in rates {
+                rows.push(row([
+                    ("cgroup_id", json!(id)),
+                    ("cgroup", cg(id)),
+                    (
+                        "window_age_s",
+                        json!(now.saturating_sub(r.start_ns) / 1_000_000_000),
+                    ),
+                    ("window_events", json!(r.count)),
+                    ("pending", json!(r.pending)),
+                    ("suppressed", json!(r.suppressed)),
                 ]));
             }
         }
