@@ -263,3 +263,111 @@ fn a_flooding_sandbox_is_rate_limited_and_another_sandboxs_refusal_is_still_repo
         log.lines().take(20).collect::<Vec<_>>().join("\n")
     );
 }
+
+const DNS_POLICIES: &str = r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+# Never asked: every name below is refused by policy before any upstream.
+upstreams = ["127.0.0.1:5400"]
+
+[[policy]]
+name = "flood"
+allow_domains = ["allowed.test"]
+
+[[policy]]
+name = "quiet"
+allow_domains = ["allowed.test"]
+"#;
+
+/// Asks for a refused name `N` times over UDP (each waiting for its answer), to a
+/// documentation nameserver the kernel redirects to hb's resolver; prints how many
+/// answers came back and their rcodes.
+const PY_DNS_FLOOD: &str = r#"
+import collections, socket, struct, sys
+name, n = sys.argv[1], int(sys.argv[2])
+qname = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+rcodes = collections.Counter()
+for i in range(n):
+    q = struct.pack(">HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", 1, 1)
+    s.sendto(q, ("192.0.2.53", 53))
+    try:
+        rcodes[s.recv(512)[3] & 0xf] += 1
+    except OSError:
+        rcodes["lost"] += 1
+print(" ".join(f"{k}={v}" for k, v in sorted(rcodes.items(), key=str)), flush=True)
+"#;
+
+#[test]
+fn a_sandbox_asking_for_refused_names_in_a_loop_is_rate_limited_too() {
+    private_netns(&[]);
+    let mut env = TestEnv::new("evrate-dns", DNS_POLICIES);
+    env.start_agent();
+    const QUERIES: u32 = 10_000;
+    let flood = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "flood",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        PY_DNS_FLOOD,
+        "denied.test",
+        &QUERIES.to_string(),
+    ]);
+    assert!(
+        flood.status.success(),
+        "dns flood: {}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+    let said = String::from_utf8_lossy(&flood.stdout).trim().to_owned();
+    let refused: u32 = said
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k != "0" && *k != "lost")
+        .filter_map(|(_, v)| v.parse::<u32>().ok())
+        .sum();
+    assert!(
+        refused > QUERIES / 2,
+        "most queries got a refusal answer: {said}"
+    );
+    assert!(
+        !said.split_whitespace().any(|kv| kv.starts_with("0=")),
+        "no query was answered NOERROR: {said}"
+    );
+
+    let quiet = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "quiet",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        PY_DNS_FLOOD,
+        "quiet-denied.test",
+        "1",
+    ]);
+    assert!(quiet.status.success(), "quiet query");
+    env.wait_event("the quiet sandbox's refused name", |e| {
+        e["policy"] == "quiet" && e["name"] == "quiet-denied.test"
+    });
+    let reported = events(&env)
+        .into_iter()
+        .filter(|e| e["policy"] == "flood" && e["hook"] == "dns")
+        .count();
+    assert!(
+        reported < 1_000,
+        "{reported} events for {refused} refused names: not rate-limited"
+    );
+    let log = env.agent().log_text();
+    let lines = log.lines().count();
+    assert!(lines < 500, "agent log has {lines} lines after the flood");
+}
