@@ -15,9 +15,9 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key,
 };
 use hb_common::{
-    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, EventRate, POLICY_AUDIT,
-    POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo,
-    limits, map_names, pin_dirs, rule,
+    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, EventRate, EventRateKey,
+    POLICY_AUDIT, POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6,
+    PolicyInfo, limits, map_names, pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -77,8 +77,9 @@ pub fn open_typed<T: TryFrom<Map, Error = MapError>>(
 
 /// Each cgroup's event budget (`HB_EVENT_RATE`, which the kernel alone writes), for
 /// `status` and `maps dump event_rate`.
-pub fn event_rates(bpffs_dir: &Path) -> Result<Vec<(u64, EventRate)>> {
-    let map: HashMap<MapData, u64, EventRate> = open_typed(bpffs_dir, map_names::EVENT_RATE)?;
+pub fn event_rates(bpffs_dir: &Path) -> Result<Vec<(EventRateKey, EventRate)>> {
+    let map: HashMap<MapData, EventRateKey, EventRate> =
+        open_typed(bpffs_dir, map_names::EVENT_RATE)?;
     Ok(map.iter().filter_map(|r| r.ok()).collect())
 }
 
@@ -305,9 +306,15 @@ impl Maps {
         Counter::ALL
             .iter()
             .map(|c| {
+                let index = *c as u32;
+                // A counters map pinned by an older agent may be shorter (the pins
+                // outlive the agent): counters it lacks have counted nothing.
+                if index >= self.counters.len() {
+                    return Ok((*c, 0));
+                }
                 let values = self
                     .counters
-                    .get(&(*c as u32), 0)
+                    .get(&index, 0)
                     .map_err(op(map_names::COUNTERS, "lookup"))?;
                 Ok((*c, values.iter().sum()))
             })

@@ -50,8 +50,8 @@ pub mod map_names {
     /// from exactly that address without judging it again, so established flows outlive
     /// the expiry of the validated address they were opened to.
     pub const SOCK_DEST: &str = "HB_SOCK_DEST";
-    /// LRU hash: `u64` cgroup id → [`EventRate`](crate::EventRate), the cgroup's event
-    /// budget for the current window. Refusals past it are enforced, counted and
+    /// LRU hash: [`EventRateKey`](crate::EventRateKey) (cgroup id and direction) →
+    /// [`EventRate`](crate::EventRate), the cgroup's event budget for the current window. Refusals past it are enforced, counted and
     /// summarised in the next event that gets through, not reported one by one.
     pub const EVENT_RATE: &str = "HB_EVENT_RATE";
 
@@ -339,6 +339,20 @@ pub const SOCK_ADMIT_SENDMSG: u32 = 2;
 /// An accepted connection's client, under a policy with [`POLICY_INBOUND`].
 pub const SOCK_ADMIT_INBOUND: u32 = 4;
 
+/// Key of [`map_names::EVENT_RATE`]. A cgroup has two budgets: one for the refusals of
+/// what it sends (socket hooks, `cgroup_skb/egress`) and one for what others send it
+/// (`cgroup_skb/ingress`), so nobody outside a sandbox can use up the budget that
+/// reports the sandbox's own attempts by sending it refused packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EventRateKey {
+    pub cgroup_id: u64,
+    /// 1 for inbound (`cgroup_skb/ingress`) events, 0 for the cgroup's own.
+    pub inbound: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<EventRateKey>() == 16);
+
 /// Value of [`map_names::EVENT_RATE`]: one cgroup's event budget, a fixed window.
 ///
 /// Shared by all CPUs (not per-CPU: a per-CPU budget would multiply with the number of
@@ -562,4 +576,5 @@ mod pod {
     unsafe impl aya::Pod for super::DnsOrig {}
     unsafe impl aya::Pod for super::SockDest {}
     unsafe impl aya::Pod for super::EventRate {}
+    unsafe impl aya::Pod for super::EventRateKey {}
 }

@@ -1,5 +1,6 @@
 //! The decision shared by every hook: which policy a cgroup is under, whether a
-//! destination is allowed for it, and the record of every refusal.
+//! destination is allowed for it, and the record of every refusal (reported one by one
+//! within each cgroup's event budget, counted past it: see [`report`]).
 //!
 //! Order of judgement (DESIGN.md, "Kernel side"):
 //! 1. not enrolled (neither the cgroup nor an ancestor up to `MAX_CGROUP_DEPTH`) → untouched;
@@ -22,8 +23,9 @@ use aya_ebpf::{
     },
 };
 use hb_common::{
-    Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, EventRate, POLICY_AUDIT,
-    PolicyCidr4, PolicyCidr6, PolicyInfo, SockDest, limits, reason, rule, verdict,
+    Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, EventRate, EventRateKey,
+    POLICY_AUDIT, PolicyCidr4, PolicyCidr6, PolicyInfo, SockDest, hook, limits, reason, rule,
+    verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -58,9 +60,9 @@ pub(crate) static SOCK_DEST: LruHashMap<u64, SockDest> = LruHashMap::pinned(limi
 #[map(name = "HB_EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
 
-/// Cgroup id → its event budget (see `hb_common::EventRate`).
+/// Cgroup id and direction → its event budget (see `hb_common::EventRate`).
 #[map(name = "HB_EVENT_RATE")]
-static EVENT_RATE: LruHashMap<u64, EventRate> = LruHashMap::pinned(limits::EVENT_RATE, 0);
+static EVENT_RATE: LruHashMap<EventRateKey, EventRate> = LruHashMap::pinned(limits::EVENT_RATE, 0);
 
 /// The enrollment that governs a cgroup: its own, else its nearest enrolled ancestor.
 ///
@@ -279,7 +281,12 @@ pub(crate) struct Report {
 /// and never logged per event (that log would be the flood again).
 #[inline(always)]
 pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
-    let budget = match admit(r.cgroup_id) {
+    let key = EventRateKey {
+        cgroup_id: r.cgroup_id,
+        inbound: u32::from(r.hook == hook::SKB_INGRESS),
+        _pad: 0,
+    };
+    let budget = match admit(&key) {
         Admit::Suppressed => return,
         Admit::Report(b) => b,
     };
@@ -333,9 +340,9 @@ enum Admit {
 /// An LRU map never fills up, it forgets the least recently used cgroup, which starts
 /// afresh with a whole budget.
 #[inline(always)]
-fn admit(cgroup_id: u64) -> Admit {
+fn admit(key: &EventRateKey) -> Admit {
     let now = now_ns();
-    let Some(b) = EVENT_RATE.get_ptr_mut(cgroup_id) else {
+    let Some(b) = EVENT_RATE.get_ptr_mut(key) else {
         let first = EventRate {
             start_ns: now,
             count: 1,
@@ -344,7 +351,7 @@ fn admit(cgroup_id: u64) -> Admit {
         };
         // Two CPUs inserting the same new cgroup at once: the later insert wins and one
         // count is lost, once per cgroup.
-        let _ = EVENT_RATE.insert(cgroup_id, first, 0);
+        let _ = EVENT_RATE.insert(key, first, 0);
         return Admit::Report(None);
     };
     // SAFETY: `b` points into a map value, valid for this program run; every field is

@@ -371,3 +371,84 @@ fn a_sandbox_asking_for_refused_names_in_a_loop_is_rate_limited_too() {
     let lines = log.lines().count();
     assert!(lines < 500, "agent log has {lines} lines after the flood");
 }
+
+const INBOUND_POLICY: &str = r#"
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "closed"
+allow_cidrs = ["203.0.113.20/32"]
+"#;
+
+/// Binds a UDP port on `argv[1]` and prints it; once told to, connects to
+/// `argv[2]`:`argv[3]` and prints `OK` or the errno name.
+const PY_VICTIM: &str = r#"
+import errno, socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((sys.argv[1], 0))
+print(u.getsockname()[1], flush=True)
+sys.stdin.readline()
+try:
+    socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=3)
+    print("OK", flush=True)
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+"#;
+
+#[test]
+fn packets_sent_to_a_sandbox_cannot_use_up_the_budget_that_reports_its_own_refusals() {
+    private_netns(&["10.0.0.1", "203.0.113.10", "203.0.113.20"]);
+    let mut env = TestEnv::new("evrate-in", INBOUND_POLICY);
+    env.start_agent();
+    let listener = TcpProbe::bind("10.0.0.1:0");
+    let mut victim = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args([
+            "sandbox", "run", "--policy", "closed", "--user", "65534", "--",
+        ])
+        .args([python(), "-c", PY_VICTIM, "203.0.113.20", "10.0.0.1"])
+        .arg(listener.addr.port().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the sandboxed victim");
+    let mut stdin = victim.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(victim.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("victim's port");
+    let port: u16 = line.trim().parse().expect("port");
+
+    // Someone outside floods the sandbox with datagrams its policy refuses.
+    let outside = std::net::UdpSocket::bind("203.0.113.10:0").expect("outside socket");
+    for _ in 0..20_000 {
+        let _ = outside.send_to(b"x", ("203.0.113.20", port));
+    }
+    env.wait_event("an inbound refusal", |e| {
+        e["policy"] == "closed" && e["reason"] == "inbound"
+    });
+
+    // The sandbox's own refused connect is still reported on its own.
+    stdin.write_all(b"go\n").expect("victim stdin");
+    stdin.flush().expect("victim stdin");
+    line.clear();
+    stdout.read_line(&mut line).expect("victim's result");
+    assert_eq!(line.trim(), "EPERM", "the victim's connect is refused");
+    drop(stdin);
+    assert!(victim.wait().expect("wait victim").success());
+    let own = env.wait_event("the sandbox's own refusal", |e| {
+        e["policy"] == "closed" && e["hook"] == "connect4" && e["dst"] == "10.0.0.1"
+    });
+    assert_eq!(own["reason"], "deny_range", "{own}");
+    assert_eq!(listener.accepted(), 0);
+
+    let inbound = events(&env)
+        .into_iter()
+        .filter(|e| e["policy"] == "closed" && e["reason"] == "inbound")
+        .count();
+    assert!(
+        inbound < MAX_FLOOD_EVENTS,
+        "{inbound} inbound events for 20,000 datagrams: not rate-limited"
+    );
+}

@@ -235,11 +235,12 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
         }
         map_names::EVENT_RATE => {
             let mut rates = crate::maps::event_rates(bpffs)?;
-            rates.sort_by_key(|(id, _)| *id);
-            for (id, r) in rates {
+            rates.sort_by_key(|(k, _)| (k.cgroup_id, k.inbound));
+            for (k, r) in rates {
                 rows.push(row([
-                    ("cgroup_id", json!(id)),
-                    ("cgroup", cg(id)),
+                    ("cgroup_id", json!(k.cgroup_id)),
+                    ("cgroup", cg(k.cgroup_id)),
+                    ("direction", json!(direction(k.inbound))),
                     (
                         "window_age_s",
                         json!(now.saturating_sub(r.start_ns) / 1_000_000_000),
@@ -254,6 +255,11 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
     }
     print_rows(&rows, json);
     Ok(())
+}
+
+/// Which of a cgroup's two event budgets an `HB_EVENT_RATE` key names.
+pub fn direction(inbound: u32) -> &'static str {
+    if inbound != 0 { "inbound" } else { "outbound" }
 }
 
 /// Cgroup id → path below the mount, for cgroups under hb's root.

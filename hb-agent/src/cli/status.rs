@@ -82,7 +82,8 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         }
         // Cgroups that used up their event budget: their refusals past it were
         // enforced and counted, not reported one by one.
-        for (id, r) in crate::maps::event_rates(bpffs).unwrap_or_default() {
+        for (k, r) in crate::maps::event_rates(bpffs).unwrap_or_default() {
+            let id = k.cgroup_id;
             if r.suppressed > 0 {
                 suppressed.push(row([
                     (
@@ -95,6 +96,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
                             .map_or(json!(id.to_string()), |p| json!(p)),
                     ),
                     ("cgroup_id", json!(id)),
+                    ("direction", json!(crate::cli::maps::direction(k.inbound))),
                     ("events_suppressed", json!(r.suppressed)),
                     ("pending", json!(r.pending)),
                 ]));
