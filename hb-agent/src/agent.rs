@@ -266,6 +266,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     // ring buffer is counted, and `report_lost` logs the count once per interval).
     let mut logger = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(l) => watch(l).ok(),
+        // No program logs anything today: the object then has no log map at all.
+        Err(aya_log::Error::MapNotFound) => None,
         Err(e) => {
             tracing::warn!(error = %e, "eBPF log forwarding unavailable");
             None
@@ -330,7 +332,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             }
             // One log line per cgroup refused since the last summary.
             _ = summary.tick() => {
-                tally.flush();
+                tally.flush(&maps::event_rates(&bpffs).unwrap_or_default());
                 lost = report_lost(&running.maps, lost);
             }
             // New cgroups matching [[sandbox]] globs, and gone ones.
@@ -378,6 +380,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             }
         }
     }
+    tally.flush(&maps::event_rates(&bpffs).unwrap_or_default());
     tracing::info!("shutting down; programs, links and maps stay pinned and keep enforcing");
     Ok(())
 }

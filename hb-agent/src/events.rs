@@ -239,9 +239,16 @@ impl Tally {
         row.last = format!("{} {} {}:{}", r.reason, r.hook, r.dst, r.port);
     }
 
-    /// Logs one line per cgroup seen since the last call, and forgets them.
-    pub fn flush(&mut self) {
+    /// Logs one line per cgroup seen since the last call, and forgets them. `kernel` is
+    /// the content of `HB_EVENT_RATE`: each line also says how many of the cgroup's
+    /// refusals the kernel has counted without reporting them, in all.
+    pub fn flush(&mut self, kernel: &[(hb_common::EventRateKey, hb_common::EventRate)]) {
         for ((cgroup_id, policy), row) in self.rows.drain() {
+            let suppressed_total: u64 = kernel
+                .iter()
+                .filter(|(k, _)| k.cgroup_id == cgroup_id)
+                .map(|(_, r)| r.suppressed)
+                .sum();
             tracing::warn!(
                 target: "hb::event",
                 policy = %policy,
@@ -249,6 +256,7 @@ impl Tally {
                 cgroup_id,
                 events = row.events,
                 suppressed = row.suppressed,
+                suppressed_total,
                 last = %row.last,
                 "refusals reported in the last {} s (see events.jsonl)",
                 SUMMARY_INTERVAL.as_secs()
