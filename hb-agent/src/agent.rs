@@ -288,9 +288,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     )
     .map_err(io_err("writing", &state_path))?;
 
-    // aya-log: the programs log rare conditions (ring buffer full) through it.
+    // aya-log: the programs may log rare conditions through it (none per event: a full
+    // ring buffer is counted, and `report_lost` logs the count once per interval).
     let mut logger = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(l) => watch(l).ok(),
+        // No program logs anything today: the object then has no log map at all.
+        Err(aya_log::Error::MapNotFound) => None,
         Err(e) => {
             tracing::warn!(error = %e, "eBPF log forwarding unavailable");
             None
@@ -322,6 +325,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gc = tokio::time::interval(Duration::from_secs(1));
     let mut gc_rounds: u64 = 0;
+    let mut tally = events::Tally::default();
+    let mut dns_budget = events::DnsBudget::default();
+    let mut lost = 0;
+    let mut summary = tokio::time::interval(events::SUMMARY_INTERVAL);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     tracing::info!(cgroup = %root_path.display(), bpffs = %bpffs.display(), policies = running.policy_names.len(), "ready: enforcing");
 
@@ -330,8 +338,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             // The resolver's events (names refused, rebinding attempts).
-            Some(record) = dns_events.recv() => {
-                tracing::warn!(target: "hb::event", "{record}");
+            Some(mut record) = dns_events.recv() => {
+                if !dns_budget.admit(&mut record, std::time::Instant::now()) {
+                    continue;
+                }
+                tracing::debug!(target: "hb::event", "{record}");
+                tally.add(&record);
                 if let Err(e) = event_log.append(&record) {
                     tracing::error!(error = %e, "cannot write events file");
                 }
@@ -343,6 +355,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                     gc_rounds += 1;
                     service.housekeeping(&state_dir, gc_rounds.is_multiple_of(30));
                 }
+            }
+            // One log line per cgroup refused since the last summary.
+            _ = summary.tick() => {
+                tally.flush(&maps::event_rates(&bpffs).unwrap_or_default());
+                lost = report_lost(&running.maps, lost);
             }
             // New cgroups matching [[sandbox]] globs, and gone ones.
             _ = tick.tick() => {
@@ -370,7 +387,9 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                         running.cgroup_paths.insert(event.cgroup_id, path);
                     }
                     let record = events::render(&event, &running.policy_names, &running.cgroup_paths);
-                    tracing::warn!(target: "hb::event", "{record}");
+                    // Per event at DEBUG only: the summary below bounds the log.
+                    tracing::debug!(target: "hb::event", "{record}");
+                    tally.add(&record);
                     if let Err(e) = event_log.append(&record) {
                         tracing::error!(error = %e, "cannot write events file");
                     }
@@ -387,6 +406,27 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             }
         }
     }
+    tally.flush(&maps::event_rates(&bpffs).unwrap_or_default());
     tracing::info!("shutting down; programs, links and maps stay pinned and keep enforcing");
     Ok(())
+}
+
+/// Logs how many kernel events the full ring buffer cost since the last call (once per
+/// summary interval at most, rather than once per event). Returns the new total.
+fn report_lost(maps: &Maps, before: u64) -> u64 {
+    let Ok(counters) = maps.counters() else {
+        return before;
+    };
+    let now = counters
+        .iter()
+        .find(|(c, _)| *c == hb_common::Counter::EventsLost)
+        .map_or(before, |(_, v)| *v);
+    if now > before {
+        tracing::warn!(
+            lost = now - before,
+            total = now,
+            "events ring buffer full: kernel events lost (refusals still enforced)"
+        );
+    }
+    now
 }

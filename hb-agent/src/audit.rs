@@ -7,6 +7,12 @@
 //! is forced to disk: `always` (every record), `interval` (at most once a second, the
 //! default) or `never` (left to the kernel).
 //!
+//! How long the history lasts against a sandbox that gets refused in a loop: kernel and
+//! resolver events reach this log at most `hb_common::limits::EVENT_BURST` per
+//! `EVENT_WINDOW_NS` per cgroup (per policy for the resolver), ~2.2 KB/s, so the
+//! default 5 × 64 MiB last about 42 hours of one such sandbox (the arithmetic is at
+//! `EVENT_BURST`).
+//!
 //! Must never: write a record that has not passed the scrubber, or show a handle in
 //! full (handles appear as a keyed fingerprint: the first 12 hex digits of
 //! HMAC-SHA256 under a key made at start, so records of one run can be correlated and

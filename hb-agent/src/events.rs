@@ -14,7 +14,7 @@ use std::{
     fs,
     io::{self, Write as _},
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use hb_common::{AF_INET, Event, hook, reason, verdict};
@@ -90,6 +90,11 @@ pub struct EventRecord {
     /// The DNS name, for the resolver's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Refusals of the same cgroup the kernel enforced but did not report one by one
+    /// since its previous event: the cgroup had used up its event budget
+    /// (`hb_common::limits::EVENT_BURST` per `EVENT_WINDOW_NS`).
+    #[serde(default)]
+    pub suppressed: u64,
 }
 
 /// Decodes a ring buffer record. `None` for a record of the wrong size.
@@ -149,6 +154,7 @@ pub fn render(
         dst: addr_of(&e.addr, v4).to_string(),
         port: e.port,
         name: None,
+        suppressed: u64::from(e.suppressed),
     }
 }
 
@@ -182,7 +188,116 @@ impl std::fmt::Display for EventRecord {
         if let Some(name) = &self.name {
             write!(f, " name={}", Escaped(name))?;
         }
+        if self.suppressed > 0 {
+            write!(f, " suppressed_before={}", self.suppressed)?;
+        }
         Ok(())
+    }
+}
+
+/// The resolver's events, under the same budget the kernel gives each cgroup
+/// (`hb_common::limits::EVENT_BURST` per `EVENT_WINDOW_NS`), per policy: the resolver
+/// knows a query's policy (by the port it arrived on), not its cgroup. Past the budget
+/// a refused name is still refused, counted, and carried by the policy's next record as
+/// `suppressed`, so a sandbox that asks for refused names in a loop cannot flood the
+/// events file and the audit log either.
+#[derive(Default)]
+pub struct DnsBudget {
+    policies: HashMap<String, Window>,
+}
+
+struct Window {
+    start: Instant,
+    count: u64,
+    pending: u64,
+}
+
+impl DnsBudget {
+    /// Whether `record` may be written; if so it now carries the suppressed count.
+    pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
+        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
+        let w = self
+            .policies
+            .entry(record.policy.clone())
+            .or_insert(Window {
+                start: now,
+                count: 0,
+                pending: 0,
+            });
+        if now.duration_since(w.start) >= window {
+            w.start = now;
+            w.count = 0;
+        }
+        w.count += 1;
+        if w.count > hb_common::limits::EVENT_BURST {
+            w.pending += 1;
+            return false;
+        }
+        record.suppressed += std::mem::take(&mut w.pending);
+        true
+    }
+}
+
+/// Refusals per cgroup since the last summary, for the agent's log.
+///
+/// Each event goes to the log at DEBUG only; at INFO the log gets one line per cgroup
+/// and interval ([`SUMMARY_INTERVAL`]), so a sandbox that is refused in a loop adds a
+/// line every interval, not a line per refusal (the events file and the audit log keep
+/// the events themselves).
+#[derive(Default)]
+pub struct Tally {
+    rows: HashMap<(u64, String), TallyRow>,
+}
+
+/// How often [`Tally::flush`] runs.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+
+struct TallyRow {
+    cgroup: Option<String>,
+    events: u64,
+    suppressed: u64,
+    last: String,
+}
+
+impl Tally {
+    pub fn add(&mut self, r: &EventRecord) {
+        let row = self
+            .rows
+            .entry((r.cgroup_id, r.policy.clone()))
+            .or_insert_with(|| TallyRow {
+                cgroup: r.cgroup.clone(),
+                events: 0,
+                suppressed: 0,
+                last: String::new(),
+            });
+        row.events += 1;
+        row.suppressed += r.suppressed;
+        row.last = format!("{} {} {}:{}", r.reason, r.hook, r.dst, r.port);
+    }
+
+    /// Logs one line per cgroup seen since the last call, and forgets them. `kernel` is
+    /// the content of `HB_EVENT_RATE`: each line also says how many of the cgroup's
+    /// refusals the kernel has counted without reporting them, in all.
+    pub fn flush(&mut self, kernel: &[(hb_common::EventRateKey, hb_common::EventRate)]) {
+        for ((cgroup_id, policy), row) in self.rows.drain() {
+            let suppressed_total: u64 = kernel
+                .iter()
+                .filter(|(k, _)| k.cgroup_id == cgroup_id)
+                .map(|(_, r)| r.suppressed)
+                .sum();
+            tracing::warn!(
+                target: "hb::event",
+                policy = %policy,
+                cgroup = row.cgroup.as_deref().unwrap_or("?"),
+                cgroup_id,
+                events = row.events,
+                suppressed = row.suppressed,
+                suppressed_total,
+                last = %row.last,
+                "refusals reported in the last {} s (see events.jsonl)",
+                SUMMARY_INTERVAL.as_secs()
+            );
+        }
     }
 }
 
@@ -250,7 +365,7 @@ pub fn read_all(state_dir: &Path) -> io::Result<Vec<EventRecord>> {
 
 #[cfg(test)]
 mod tests {
-    use super::Escaped;
+    use super::*;
 
     #[test]
     fn escaped_keeps_attacker_text_on_one_line() {
@@ -261,5 +376,71 @@ mod tests {
             "a\\nhb::event forged\\r\\u{1b}[2K\\\\x\\u{2028}\\u{202e}é"
         );
         assert!(!shown.chars().any(char::is_control));
+    }
+
+    fn dns_record(policy: &str) -> EventRecord {
+        EventRecord {
+            time: String::new(),
+            hook: "dns".into(),
+            verdict: "deny".into(),
+            reason: "name_not_allowed".into(),
+            policy: policy.into(),
+            cgroup_id: 0,
+            cgroup: None,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            family: "ipv4".into(),
+            protocol: "dns".into(),
+            dst: String::new(),
+            port: 0,
+            name: Some("evil.test".into()),
+            suppressed: 0,
+        }
+    }
+
+    #[test]
+    fn dns_budget_suppresses_past_the_burst_and_the_next_window_carries_the_count() {
+        let burst = hb_common::limits::EVENT_BURST;
+        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
+        let mut budget = DnsBudget::default();
+        let t0 = Instant::now();
+        let admitted = (0..10_000)
+            .filter(|_| budget.admit(&mut dns_record("flood"), t0))
+            .count();
+        assert_eq!(admitted as u64, burst);
+        // Another policy has its own budget.
+        let mut other = dns_record("quiet");
+        assert!(budget.admit(&mut other, t0));
+        assert_eq!(other.suppressed, 0);
+        // The next window's first record carries what the last one suppressed.
+        let mut next = dns_record("flood");
+        assert!(budget.admit(&mut next, t0 + window));
+        assert_eq!(next.suppressed, 10_000 - burst);
+        let mut after = dns_record("flood");
+        assert!(budget.admit(&mut after, t0 + window));
+        assert_eq!(after.suppressed, 0);
+    }
+
+    #[test]
+    fn suppressed_is_decoded_and_old_lines_still_parse() {
+        // SAFETY: Event is Pod: all zeroes is a valid value.
+        let mut e: Event = unsafe { std::mem::zeroed() };
+        e.family = AF_INET;
+        e.suppressed = 1234;
+        let mut bytes = vec![0u8; size_of::<Event>()];
+        // SAFETY: Event is Pod and `bytes` is exactly its size.
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast::<Event>(), e) };
+        let decoded = decode(&bytes).expect("decodes");
+        let record = render(&decoded, &HashMap::new(), &HashMap::new());
+        assert_eq!(record.suppressed, 1234);
+        let line = serde_json::to_string(&record).expect("json");
+        assert!(line.contains("\"suppressed\":1234"), "{line}");
+        assert!(record.to_string().contains("suppressed_before=1234"));
+        // A line written before the field existed.
+        let mut old: serde_json::Value = serde_json::from_str(&line).expect("json");
+        old.as_object_mut().expect("object").remove("suppressed");
+        let parsed: EventRecord = serde_json::from_value(old).expect("old line parses");
+        assert_eq!(parsed.suppressed, 0);
     }
 }

@@ -15,9 +15,9 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key,
 };
 use hb_common::{
-    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, Nat64Key, POLICY_AUDIT,
-    POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4, PolicyCidr6, PolicyInfo,
-    limits, map_names, pin_dirs, rule,
+    Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, EventRate, EventRateKey,
+    Nat64Key, POLICY_AUDIT, POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4,
+    PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -73,6 +73,14 @@ pub fn open_typed<T: TryFrom<Map, Error = MapError>>(
     open_map(bpffs_dir, name)?
         .try_into()
         .map_err(op(name, "open"))
+}
+
+/// Each cgroup's event budget (`HB_EVENT_RATE`, which the kernel alone writes), for
+/// `status` and `maps dump event_rate`.
+pub fn event_rates(bpffs_dir: &Path) -> Result<Vec<(EventRateKey, EventRate)>> {
+    let map: HashMap<MapData, EventRateKey, EventRate> =
+        open_typed(bpffs_dir, map_names::EVENT_RATE)?;
+    Ok(map.iter().filter_map(|r| r.ok()).collect())
 }
 
 /// Every map the agent writes to, opened from its pin.
@@ -324,9 +332,15 @@ impl Maps {
         Counter::ALL
             .iter()
             .map(|c| {
+                let index = *c as u32;
+                // A counters map pinned by an older agent may be shorter (the pins
+                // outlive the agent): counters it lacks have counted nothing.
+                if index >= self.counters.len() {
+                    return Ok((*c, 0));
+                }
                 let values = self
                     .counters
-                    .get(&(*c as u32), 0)
+                    .get(&index, 0)
                     .map_err(op(map_names::COUNTERS, "lookup"))?;
                 Ok((*c, values.iter().sum()))
             })

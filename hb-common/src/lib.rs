@@ -52,15 +52,21 @@ pub mod map_names {
     /// from exactly that address without judging it again, so established flows outlive
     /// the expiry of the validated address they were opened to.
     pub const SOCK_DEST: &str = "HB_SOCK_DEST";
+    /// LRU hash: [`EventRateKey`](crate::EventRateKey) (cgroup id and direction) →
+    /// [`EventRate`](crate::EventRate), the cgroup's event budget for the current window.
+    /// Refusals past it are enforced, counted and
+    /// summarised in the next event that gets through, not reported one by one.
+    pub const EVENT_RATE: &str = "HB_EVENT_RATE";
+
     /// LPM trie of [`Nat64Key`](crate::Nat64Key) → the prefix length (`u32`): the NAT64
     /// prefixes (`egress.nat64_prefixes`) whose addresses are judged as the IPv4 address
     /// they embed (RFC 6052).
     pub const NAT64: &str = "HB_NAT64";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         ENROLLED, POLICIES, ALLOW4, ALLOW6, RULES4, RULES6, COUNTERS, CG_STATS, EVENTS, GENERATION,
-        SKB_CACHE, DNS, DNS_ORIG, SOCK_DEST, NAT64,
+        SKB_CACHE, DNS, DNS_ORIG, SOCK_DEST, NAT64, EVENT_RATE,
     ];
 }
 
@@ -126,6 +132,25 @@ pub mod limits {
     pub const SOCK_DEST: u32 = 65_536;
     /// NAT64 prefixes (`egress.nat64_prefixes`); the agent refuses a config with more.
     pub const NAT64_PREFIXES: u32 = 16;
+    /// Cgroups whose event budget is remembered at once (least recently used go; a
+    /// forgotten cgroup starts with a full budget again, so the bound per cgroup holds
+    /// only while fewer cgroups than this report at once — each still has its own).
+    pub const EVENT_RATE: u32 = 16_384;
+    /// Events one cgroup may report per [`EVENT_WINDOW_NS`]; refusals beyond are
+    /// enforced and counted, and the next event that gets through carries their number.
+    ///
+    /// Why so few: every reported event becomes an 88-byte record in the 1 MiB ring
+    /// buffer all sandboxes share, a line in `events.jsonl` (~300 bytes) and one in
+    /// `audit.log` (~340 bytes, measured). At 64 per 10 s (a burst of 64, then 6.4/s)
+    /// one sandbox that does nothing but get refused writes ~2.2 KB/s to the audit
+    /// log, so the default history (`audit_max_files` 5 × `audit_max_bytes` 64 MiB =
+    /// 320 MiB) lasts 320 MiB / 2.2 KB/s ≈ 42 hours of it (before: ~4.4 MB/s, ~75 s);
+    /// `events.jsonl` (2 × 16 MiB) keeps ~4.8 hours of it. In the ring buffer one
+    /// window of one cgroup takes 5.6 KiB: ~180 cgroups would have to burst within
+    /// the same moment, faster than the agent drains, to fill it.
+    pub const EVENT_BURST: u64 = 64;
+    /// Length of one event budget window, in ns (`bpf_ktime_get_ns`).
+    pub const EVENT_WINDOW_NS: u64 = 10_000_000_000;
     /// How many cgroup levels below the root the programs look at for an enrollment.
     /// The agent refuses to enroll a cgroup deeper than this, so nothing enrolled can be
     /// missed; a process may sit deeper below an enrolled cgroup, which is still found.
@@ -361,6 +386,44 @@ pub const SOCK_ADMIT_SENDMSG: u32 = 2;
 /// An accepted connection's client, under a policy with [`POLICY_INBOUND`].
 pub const SOCK_ADMIT_INBOUND: u32 = 4;
 
+/// Key of [`map_names::EVENT_RATE`]. A cgroup has two budgets: one for the refusals of
+/// what it sends (socket hooks, `cgroup_skb/egress`) and one for what others send it
+/// (`cgroup_skb/ingress`), so nobody outside a sandbox can use up the budget that
+/// reports the sandbox's own attempts by sending it refused packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EventRateKey {
+    pub cgroup_id: u64,
+    /// 1 for inbound (`cgroup_skb/ingress`) events, 0 for the cgroup's own.
+    pub inbound: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<EventRateKey>() == 16);
+
+/// Value of [`map_names::EVENT_RATE`]: one cgroup's event budget, a fixed window.
+///
+/// Shared by all CPUs (not per-CPU: a per-CPU budget would multiply with the number of
+/// CPUs a sandbox's threads run on). `count`, `pending` and `suppressed` change only by
+/// atomic adds, so concurrent reporters never lose a count and at most
+/// [`limits::EVENT_BURST`] of them see `count` within budget. The window restart
+/// (`start_ns`, `count = 0`) is a plain store: CPUs that restart the same window at
+/// once can each let through a few events more, which bounds the error by the number
+/// of CPUs per window, never by the sender's rate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventRate {
+    /// When the current window began (`bpf_ktime_get_ns`).
+    pub start_ns: u64,
+    /// Events counted against the current window (reported or not).
+    pub count: u64,
+    /// Events suppressed since the last one this cgroup reported: the next reported
+    /// event carries (and takes) them in [`Event::suppressed`].
+    pub pending: u64,
+    /// Every event of this cgroup ever suppressed.
+    pub suppressed: u64,
+}
+const _: () = assert!(size_of::<EventRate>() == 32);
+
 /// How many packets a [`FlowCache`] accumulates before it adds them to the statistics.
 pub const SKB_FLUSH_PACKETS: u64 = 64;
 
@@ -394,10 +457,13 @@ pub enum Counter {
     EventsLost = 11,
     /// A DNS query was redirected to hb's resolver.
     DnsRedirect = 12,
+    /// A refusal was enforced but not reported on its own: its cgroup had used up its
+    /// event budget ([`limits::EVENT_BURST`] per [`limits::EVENT_WINDOW_NS`]).
+    EventsSuppressed = 13,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::NotEnrolled,
         Counter::AllowAddr,
@@ -412,6 +478,7 @@ impl Counter {
         Counter::MapFull,
         Counter::EventsLost,
         Counter::DnsRedirect,
+        Counter::EventsSuppressed,
     ];
 
     /// Stable snake_case name, used in `hb-agent status` and JSON output.
@@ -430,6 +497,7 @@ impl Counter {
             Counter::MapFull => "map_full",
             Counter::EventsLost => "events_lost",
             Counter::DnsRedirect => "dns_redirect",
+            Counter::EventsSuppressed => "events_suppressed",
         }
     }
 }
@@ -548,8 +616,12 @@ pub struct Event {
     pub addr: [u8; 16],
     /// `bpf_get_current_comm()`, NUL-padded; empty in `cgroup_skb/egress`.
     pub comm: [u8; 16],
+    /// Refusals of the same cgroup enforced but not reported since its previous event
+    /// (its event budget was used up; see [`EventRate`]). Saturates.
+    pub suppressed: u32,
+    pub _pad2: u32,
 }
-const _: () = assert!(size_of::<Event>() == 80);
+const _: () = assert!(size_of::<Event>() == 88);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -568,4 +640,6 @@ mod pod {
     unsafe impl aya::Pod for super::DnsOrig {}
     unsafe impl aya::Pod for super::SockDest {}
     unsafe impl aya::Pod for super::Nat64Key {}
+    unsafe impl aya::Pod for super::EventRate {}
+    unsafe impl aya::Pod for super::EventRateKey {}
 }

@@ -20,6 +20,9 @@
 //! refusal for an enrolled cgroup. Cgroups that are not enrolled are never touched.
 #![no_std]
 #![no_main]
+// `asm!` on BPF: the event budget's atomic add (`policy::atomic_add`), which `core`'s
+// atomics do not offer on a target without compare-and-swap.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod dns;
 mod ingress;

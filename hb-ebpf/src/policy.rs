@@ -1,5 +1,6 @@
 //! The decision shared by every hook: which policy a cgroup is under, whether a
-//! destination is allowed for it, and the record of every refusal.
+//! destination is allowed for it, and the record of every refusal (reported one by one
+//! within each cgroup's event budget, counted past it: see [`report`]).
 //!
 //! Order of judgement (DESIGN.md, "Kernel side"):
 //! 1. not enrolled (neither the cgroup nor an ancestor up to `MAX_CGROUP_DEPTH`) → untouched;
@@ -32,9 +33,9 @@ use aya_ebpf::{
     },
 };
 use hb_common::{
-    AF_INET, AF_INET6, Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, Nat64Key,
-    POLICY_AUDIT, POLICY_INBOUND, PolicyCidr4, PolicyCidr6, PolicyInfo, SOCK_ADMIT_SENDMSG,
-    SockDest, limits, reason, rule, verdict,
+    AF_INET, AF_INET6, Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, EventRate,
+    EventRateKey, Nat64Key, POLICY_AUDIT, POLICY_INBOUND, PolicyCidr4, PolicyCidr6, PolicyInfo,
+    SOCK_ADMIT_SENDMSG, SockDest, hook, limits, reason, rule, verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -72,6 +73,10 @@ static NAT64: LpmTrie<Nat64Key, u32> = LpmTrie::pinned(limits::NAT64_PREFIXES, 0
 
 #[map(name = "HB_EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
+
+/// Cgroup id and direction → its event budget (see `hb_common::EventRate`).
+#[map(name = "HB_EVENT_RATE")]
+static EVENT_RATE: LruHashMap<EventRateKey, EventRate> = LruHashMap::pinned(limits::EVENT_RATE, 0);
 
 /// The enrollment that governs a cgroup: its own, else its nearest enrolled ancestor.
 ///
@@ -362,13 +367,29 @@ pub(crate) struct Report {
     pub task_context: bool,
 }
 
-/// Writes one event to the ring buffer; a full ring buffer is counted and logged, never
-/// fatal (the decision stands either way).
+/// Writes one event to the ring buffer, within the cgroup's event budget.
+///
+/// The refusal itself is enforced by the caller either way: this only decides whether
+/// it is reported on its own. Past the budget it is counted (`events_suppressed`, the
+/// cgroup's `EventRate`) and the cgroup's next reported event carries the number, so
+/// one sandbox that provokes refusals in a loop cannot fill the ring buffer all
+/// sandboxes share, nor the agent's files. A full ring buffer is counted, never fatal,
+/// and never logged per event (that log would be the flood again).
 #[inline(always)]
-pub(crate) fn report<C: EbpfContext>(ctx: &C, r: Report) {
+pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
+    let key = EventRateKey {
+        cgroup_id: r.cgroup_id,
+        inbound: u32::from(r.hook == hook::SKB_INGRESS),
+        _pad: 0,
+    };
+    let budget = match admit(&key) {
+        Admit::Suppressed => return,
+        Admit::Report(b) => b,
+    };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        // Left in `pending`: the next event that gets through carries this cgroup's
+        // suppressed refusals still.
         count(Counter::EventsLost);
-        aya_log_ebpf::warn!(ctx, "hb: events ring buffer full, event lost");
         return;
     };
     let (pid_tgid, comm) = if r.task_context {
@@ -393,8 +414,106 @@ pub(crate) fn report<C: EbpfContext>(ctx: &C, r: Report) {
         _pad: 0,
         addr: r.addr,
         comm,
+        suppressed: take_pending(budget),
+        _pad2: 0,
     });
     entry.submit(0);
+}
+
+/// Whether an event may be reported, from its cgroup's budget.
+enum Admit {
+    /// Report it; the budget to take the pending count from, when the cgroup has one.
+    Report(Option<*mut EventRate>),
+    /// Over budget: counted, not reported.
+    Suppressed,
+}
+
+/// Counts an event against its cgroup's budget (a fixed window of
+/// `limits::EVENT_WINDOW_NS` allowing `limits::EVENT_BURST` events).
+///
+/// Fails open towards reporting: a cgroup whose budget cannot be stored (the insert
+/// fails) is reported as before the budget existed; the refusal is enforced either way.
+/// An LRU map never fills up, it forgets the least recently used cgroup, which starts
+/// afresh with a whole budget.
+#[inline(always)]
+fn admit(key: &EventRateKey) -> Admit {
+    let now = now_ns();
+    let Some(b) = EVENT_RATE.get_ptr_mut(key) else {
+        let first = EventRate {
+            start_ns: now,
+            count: 1,
+            pending: 0,
+            suppressed: 0,
+        };
+        // Two CPUs inserting the same new cgroup at once: the later insert wins and one
+        // count is lost, once per cgroup.
+        let _ = EVENT_RATE.insert(key, first, 0);
+        return Admit::Report(None);
+    };
+    // SAFETY: `b` points into a map value, valid for this program run; every field is
+    // an aligned u64, and the fields other CPUs change concurrently are only ever
+    // changed through atomic adds.
+    unsafe {
+        if now.wrapping_sub((*b).start_ns) >= limits::EVENT_WINDOW_NS {
+            // A new window. Plain stores: CPUs that restart the same window together
+            // may each let a few events more through (see `hb_common::EventRate`).
+            (*b).start_ns = now;
+            (*b).count = 0;
+        }
+        let count_ptr = &raw mut (*b).count;
+        atomic_add(count_ptr, 1);
+        // Read after our own add: it includes every add ordered before ours, so at
+        // most EVENT_BURST reporters of one window read a value within budget.
+        if core::ptr::read_volatile(count_ptr) <= limits::EVENT_BURST {
+            return Admit::Report(Some(b));
+        }
+        atomic_add(&raw mut (*b).pending, 1);
+        atomic_add(&raw mut (*b).suppressed, 1);
+    }
+    count(Counter::EventsSuppressed);
+    Admit::Suppressed
+}
+
+/// Takes the cgroup's pending suppressed count for the event being written. Exactly
+/// what was read is subtracted (an atomic add of its negation), so refusals suppressed
+/// meanwhile on other CPUs stay pending for the next event.
+#[inline(always)]
+fn take_pending(budget: Option<*mut EventRate>) -> u32 {
+    let Some(b) = budget else { return 0 };
+    // SAFETY: as in `admit`.
+    unsafe {
+        let pending_ptr = &raw mut (*b).pending;
+        let n = core::ptr::read_volatile(pending_ptr);
+        if n == 0 {
+            return 0;
+        }
+        // More than fits the event's field stays pending for the next one.
+        let n = if n > u32::MAX as u64 {
+            u32::MAX as u64
+        } else {
+            n
+        };
+        atomic_add(pending_ptr, n.wrapping_neg());
+        n as u32
+    }
+}
+
+/// `*p += v` as one atomic instruction (`BPF_ATOMIC | BPF_ADD`, the original `XADD`,
+/// which every BPF CPU version has): adds from other CPUs are never lost.
+///
+/// # Safety
+/// `p` must point to a u64 in a map value, 8-byte aligned.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, v: u64) {
+    // SAFETY: the caller's promise; the instruction touches only `*p`.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) p,
+            v = in(reg) v,
+            options(nostack),
+        );
+    }
 }
 
 /// The verdict for a refusal, given the policy's mode.

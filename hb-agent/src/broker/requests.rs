@@ -282,6 +282,7 @@ impl Call<'_> {
             dst: parsed.target.host.to_string(),
             port: parsed.target.port,
             name,
+            suppressed: 0,
         }));
     }
 }

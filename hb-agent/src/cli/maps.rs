@@ -43,6 +43,10 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
         (map_names::CG_STATS, maps.cg_stats.keys().count()),
         (map_names::NAT64, maps.nat64.keys().count()),
         (map_names::SOCK_DEST, sock_dest(bpffs)?.keys().count()),
+        (
+            map_names::EVENT_RATE,
+            crate::maps::event_rates(bpffs).map_or(0, |r| r.len()),
+        ),
     ]);
     let mut rows = Vec::new();
     for name in map_names::ALL {
@@ -261,6 +265,24 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                 ]));
             }
         }
+        map_names::EVENT_RATE => {
+            let mut rates = crate::maps::event_rates(bpffs)?;
+            rates.sort_by_key(|(k, _)| (k.cgroup_id, k.inbound));
+            for (k, r) in rates {
+                rows.push(row([
+                    ("cgroup_id", json!(k.cgroup_id)),
+                    ("cgroup", cg(k.cgroup_id)),
+                    ("direction", json!(direction(k.inbound))),
+                    (
+                        "window_age_s",
+                        json!(now.saturating_sub(r.start_ns) / 1_000_000_000),
+                    ),
+                    ("window_events", json!(r.count)),
+                    ("pending", json!(r.pending)),
+                    ("suppressed", json!(r.suppressed)),
+                ]));
+            }
+        }
         map_names::EVENTS => bail!("{map} is a ring buffer; read it with `hb-agent events`"),
         _ => bail!("{map} holds kernel-internal state; `hb-agent maps list` shows its size"),
     }
@@ -283,6 +305,11 @@ fn admitted_by(flags: u32) -> &'static str {
         SOCK_ADMIT_INBOUND => "inbound",
         _ => "unknown",
     }
+}
+
+/// Which of a cgroup's two event budgets an `HB_EVENT_RATE` key names.
+pub fn direction(inbound: u32) -> &'static str {
+    if inbound != 0 { "inbound" } else { "outbound" }
 }
 
 /// Cgroup id → path below the mount, for cgroups under hb's root.

@@ -45,6 +45,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
     let cgroups = cgroup_names(config);
     let mut enrolled = Vec::new();
     let mut counters = serde_json::Map::new();
+    let mut suppressed = Vec::new();
     if let Some(maps) = &maps {
         let policies: HashMap<u32, String> = maps
             .loaded_policies()?
@@ -79,6 +80,28 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         for (c, v) in maps.counters()? {
             counters.insert(c.name().to_owned(), json!(v));
         }
+        // Cgroups that used up their event budget: their refusals past it were
+        // enforced and counted, not reported one by one.
+        for (k, r) in crate::maps::event_rates(bpffs).unwrap_or_default() {
+            let id = k.cgroup_id;
+            if r.suppressed > 0 {
+                suppressed.push(row([
+                    (
+                        "cgroup",
+                        // A sandbox that has ended is named by the launcher's record.
+                        cgroups
+                            .get(&id)
+                            .cloned()
+                            .or_else(|| crate::cgroup::recall(state_dir, id))
+                            .map_or(json!(id.to_string()), |p| json!(p)),
+                    ),
+                    ("cgroup_id", json!(id)),
+                    ("direction", json!(crate::cli::maps::direction(k.inbound))),
+                    ("events_suppressed", json!(r.suppressed)),
+                    ("pending", json!(r.pending)),
+                ]));
+            }
+        }
     }
     let resolver: Option<crate::dns::DnsStats> =
         std::fs::read(state_dir.join(crate::dns::STATS_FILE))
@@ -101,6 +124,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             "programs": programs,
             "enrolled": enrolled,
             "counters": counters,
+            "events_suppressed_by_cgroup": suppressed,
             "resolver": resolver,
             "broker": broker,
         });
@@ -135,6 +159,11 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             .map(|(k, v)| row([("counter", json!(k)), ("value", v.clone())]))
             .collect();
         print_rows(&rows, false);
+    }
+    if !suppressed.is_empty() {
+        println!();
+        println!("events suppressed (event budget used up; refusals still enforced):");
+        print_rows(&suppressed, false);
     }
     if let Some(r) = &resolver {
         println!();

@@ -601,6 +601,7 @@ impl Inner {
             dst: dst.map(|d| d.to_string()).unwrap_or_default(),
             port: 0,
             name: Some(name.to_owned()),
+            suppressed: 0,
         };
         // A full channel drops the event rather than delaying the answer.
         let _ = self.events.try_send(record);
