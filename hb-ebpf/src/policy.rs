@@ -382,7 +382,7 @@ pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
         inbound: u32::from(r.hook == hook::SKB_INGRESS),
         _pad: 0,
     };
-    let budget = match admit(&key) {
+    let budget = match within_budget(&key) {
         Admit::Suppressed => return,
         Admit::Report(b) => b,
     };
@@ -436,7 +436,7 @@ enum Admit {
 /// An LRU map never fills up, it forgets the least recently used cgroup, which starts
 /// afresh with a whole budget.
 #[inline(always)]
-fn admit(key: &EventRateKey) -> Admit {
+fn within_budget(key: &EventRateKey) -> Admit {
     let now = now_ns();
     let Some(b) = EVENT_RATE.get_ptr_mut(key) else {
         let first = EventRate {
