@@ -218,10 +218,16 @@ impl TestEnv {
 
     /// Starts the agent and waits until it says it enforces.
     pub fn start_agent(&mut self) -> &mut Agent {
+        self.start_agent_logging("info")
+    }
+
+    /// As [`TestEnv::start_agent`], with the agent's log filter (`HB_LOG`), e.g.
+    /// `"info,hb::event=debug"` to log every event line.
+    pub fn start_agent_logging(&mut self, filter: &str) -> &mut Agent {
         let log = self
             .state_dir
             .join(format!("agent-{}.log", random_suffix()));
-        let agent = Agent::start(&self.config_path, &log);
+        let agent = Agent::start(&self.config_path, &log, filter);
         self.agent.insert(agent)
     }
 
@@ -362,12 +368,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn start(config: &Path, log: &Path) -> Self {
+    fn start(config: &Path, log: &Path, filter: &str) -> Self {
         let log_file = fs::File::create(log).expect("agent log");
         let child = Command::new(agent_bin())
             .args(["run", "--config"])
             .arg(config)
-            .env("HB_LOG", "info")
+            .env("HB_LOG", filter)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup"))
             .stderr(log_file)

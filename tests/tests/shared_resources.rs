@@ -426,7 +426,8 @@ except OSError as e:
 fn a_process_name_with_a_newline_cannot_forge_a_log_line() {
     private_netns(&["203.0.113.66"]);
     let mut env = TestEnv::new("logforge", CONFIG);
-    env.start_agent();
+    // Event lines are logged at debug (the info log carries a summary per interval).
+    env.start_agent_logging("info,hb::event=debug");
     let out = env.sandbox("web", &[python(), "-c", PY_COMM]);
     assert!(
         stdout(&out).starts_with("refused"),
