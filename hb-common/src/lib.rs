@@ -281,17 +281,20 @@ pub struct CgroupStats {
 const _: () = assert!(size_of::<CgroupStats>() == 48);
 
 /// Value of [`map_names::SKB_CACHE`]: the last flow `cgroup_skb/egress` passed on this
-/// CPU. A packet of the same socket (cookie) and cgroup to the same destination under
-/// the same generation, with no routing header or IPv4 option, skips the enrollment,
-/// socket, rule and statistics lookups; its packets and bytes are kept here and added to
-/// [`map_names::CG_STATS`] every [`SKB_FLUSH_PACKETS`] packets or when another flow takes
-/// the slot (so those statistics lag by fewer packets than that). Only passed packets
-/// are remembered, never refusals.
+/// CPU. A packet of the same cgroup to the same destination under the same generation,
+/// with no routing header or IPv4 option, skips the enrollment, socket, rule and
+/// statistics lookups when it comes from the same socket (cookie), or from any socket if
+/// the verdict did not depend on the socket or the clock ([`FLOW_ANY_SOCKET`]: a cgroup
+/// that is not enrolled, or a destination a static CIDR allows — both change only with
+/// the generation). A validated address expires, so its flow is the socket's alone: a
+/// new socket to it after expiry is judged afresh. Its packets and bytes are kept here
+/// and added to [`map_names::CG_STATS`] every [`SKB_FLUSH_PACKETS`] packets or when
+/// another flow takes the slot (so those statistics lag by fewer packets than that).
+/// Only passed packets are remembered, never refusals.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowCache {
-    /// `bpf_get_socket_cookie` of the sending socket: another socket to the same
-    /// address (a new connection after the address expired) is judged afresh.
+    /// `bpf_get_socket_cookie` of the sending socket.
     pub cookie: u64,
     pub cgroup_id: u64,
     pub generation: u64,
@@ -299,11 +302,15 @@ pub struct FlowCache {
     pub addr: [u8; 16],
     /// [`AF_INET`] or [`AF_INET6`]; 0 marks an empty slot.
     pub family: u32,
-    /// 1 when the cgroup is enrolled (its packets are counted), 0 when not.
-    pub enrolled: u32,
+    /// `FLOW_*` bits.
+    pub flags: u32,
     pub pending_packets: u64,
     pub pending_bytes: u64,
 }
+/// The cgroup is enrolled: the flow's packets are counted.
+pub const FLOW_ENROLLED: u32 = 1;
+/// The verdict holds for any socket of the cgroup (see [`FlowCache`]).
+pub const FLOW_ANY_SOCKET: u32 = 2;
 const _: () = assert!(size_of::<FlowCache>() == 64);
 
 /// Value of [`map_names::DNS`]. DNS (port 53, UDP and TCP) from an enrolled cgroup goes

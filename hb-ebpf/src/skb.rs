@@ -35,8 +35,11 @@
 //! Fast path: a bulk flow sends many packets in a row, so each CPU remembers the last
 //! flow it passed ([`FlowCache`]: socket cookie, cgroup, destination, map generation); a
 //! packet of that flow without a routing header or IPv4 options skips every other lookup.
-//! The cache only ever holds passed flows, and a packet to any other destination (or from
-//! another socket) misses it. On a miss, an admitted flow costs one socket-cookie lookup.
+//! The cache only ever holds passed flows, and a packet to any other destination misses
+//! it; so does one from another socket, unless the verdict could not depend on the socket
+//! (a cgroup that is not enrolled, or a static CIDR's allow: both change only with the
+//! generation), so new connections to such destinations keep the fast path. On a miss,
+//! an admitted flow costs one socket-cookie lookup.
 //!
 //! Audit mode, as for the socket hooks: a would-be drop passes and is counted per cgroup
 //! (`audit_packets`), without a per-packet event.
@@ -62,7 +65,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use hb_common::{
-    AF_INET, AF_INET6, CgroupStats, Counter, FlowCache, SKB_FLUSH_PACKETS, hook, reason, verdict,
+    AF_INET, AF_INET6, CgroupStats, Counter, FLOW_ANY_SOCKET, FLOW_ENROLLED, FlowCache,
+    SKB_FLUSH_PACKETS, hook, reason, verdict,
 };
 
 use crate::{
@@ -129,19 +133,23 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     // SAFETY: skb is the program's context pointer.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
     // SAFETY: as above; the skb form of the helper reads skb->sk (0 without a socket).
-    let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
+    let socket_cookie = || unsafe { bpf_get_socket_cookie(skb.cast()) };
     let len = u64::from(ctx.len());
     let parsed = parse(&ctx);
     let generation = GENERATION.get(0).copied().unwrap_or(0);
 
+    if let Parsed::Plain(d) = &parsed
+        && cached(&socket_cookie, cgroup_id, generation, d, len)
+    {
+        return PASS;
+    }
+    // Asked for only here: a cached flow whose verdict holds for any socket never needs it.
+    let cookie = socket_cookie();
     if let Parsed::Plain(d) = &parsed {
-        if cached(cookie, cgroup_id, generation, d, len) {
-            return PASS;
-        }
         // The socket's admitted peer: one lookup, and the flow takes the cache. Only
         // enrolled sockets have entries, so the packet counts as enrolled.
         if cookie != 0 && policy::admitted(cookie, d.family, &d.addr) {
-            remember(cookie, cgroup_id, generation, d, true, len);
+            remember(cookie, cgroup_id, generation, d, FLOW_ENROLLED, len);
             return PASS;
         }
     }
@@ -151,7 +159,8 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     });
     let Some(e) = enrollment else {
         if let Parsed::Plain(d) = &parsed {
-            remember(cookie, cgroup_id, generation, d, false, len);
+            // Enrollment changes only with the generation: any socket of this cgroup.
+            remember(cookie, cgroup_id, generation, d, FLOW_ANY_SOCKET, len);
         }
         return PASS;
     };
@@ -191,8 +200,15 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         policy::judge6(e.policy_id, d.addr)
     };
     match judgement {
-        Judgement::Allow(_) => {
-            remember(cookie, cgroup_id, generation, &d, true, len);
+        Judgement::Allow(counter) => {
+            // A static CIDR's allow changes only with the generation; a validated
+            // address's expires, so only this socket may reuse it.
+            let flags = if counter == Counter::AllowCidr {
+                FLOW_ENROLLED | FLOW_ANY_SOCKET
+            } else {
+                FLOW_ENROLLED
+            };
+            remember(cookie, cgroup_id, generation, &d, flags, len);
             PASS
         }
         Judgement::Deny(reason, _) => refuse(&ctx, cgroup_id, e.policy_id, len, reason, Some(&d)),
@@ -201,21 +217,21 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
 
 /// Whether this CPU's cache holds the packet's flow; if so, counts the packet there.
 #[inline(always)]
-fn cached(cookie: u64, cgroup_id: u64, generation: u64, d: &Dest, len: u64) -> bool {
+fn cached(cookie: &impl Fn() -> u64, cgroup_id: u64, generation: u64, d: &Dest, len: u64) -> bool {
     let Some(c) = SKB_CACHE.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: this CPU's slot; programs do not migrate while they run.
     let c = unsafe { &mut *c };
-    if c.cookie != cookie
-        || c.cgroup_id != cgroup_id
+    if c.cgroup_id != cgroup_id
         || c.generation != generation
         || c.family != u32::from(d.family)
         || c.addr != d.addr
+        || (c.flags & FLOW_ANY_SOCKET == 0 && c.cookie != cookie())
     {
         return false;
     }
-    if c.enrolled != 0 {
+    if c.flags & FLOW_ENROLLED != 0 {
         c.pending_packets += 1;
         c.pending_bytes += len;
         if c.pending_packets >= SKB_FLUSH_PACKETS {
@@ -310,7 +326,7 @@ fn refuse(
 /// Takes this CPU's cache slot for a passed flow, first adding what the previous flow
 /// had pending to its cgroup's statistics.
 #[inline(always)]
-fn remember(cookie: u64, cgroup_id: u64, generation: u64, d: &Dest, enrolled: bool, len: u64) {
+fn remember(cookie: u64, cgroup_id: u64, generation: u64, d: &Dest, flags: u32, len: u64) {
     let Some(c) = SKB_CACHE.get_ptr_mut(0) else {
         return;
     };
@@ -322,8 +338,8 @@ fn remember(cookie: u64, cgroup_id: u64, generation: u64, d: &Dest, enrolled: bo
     c.generation = generation;
     c.family = u32::from(d.family);
     c.addr = d.addr;
-    c.enrolled = u32::from(enrolled);
-    if enrolled {
+    c.flags = flags;
+    if flags & FLOW_ENROLLED != 0 {
         c.pending_packets = 1;
         c.pending_bytes = len;
     }

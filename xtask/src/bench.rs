@@ -259,11 +259,13 @@ pub(crate) const PREVIOUS_ENV: &str = "HB_BENCH_PREVIOUS_AGENT";
 
 /// Programs whose cost the benchmark reports, with their budgets (ns per run). A program
 /// that an agent binary does not have is left out of its column.
-const PROGRAM_BUDGETS: [(&str, f64); 4] = [
+const PROGRAM_BUDGETS: [(&str, f64); 6] = [
     ("hb_connect4", 250.0),
     ("hb_connect6", 250.0),
     ("hb_skb_egress", 100.0),
     ("hb_skb_ingress", 100.0),
+    ("hb_sock_ops", 100.0),
+    ("hb_setsockopt", 100.0),
 ];
 
 /// The benchmark's cgroups and the config each agent binary runs on.
