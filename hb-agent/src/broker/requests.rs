@@ -121,14 +121,30 @@ const METHOD_OVERRIDE_FIELDS: &[&str] = &[
     "x-method-override",
 ];
 
+/// A field name as frameworks compare it: lower case, trimmed, and `.`, space, `[` and
+/// `-` read as `_` (PHP turns the first three into `_` in request variable names, so
+/// `.method` and `[method` arrive as `_method`; override header names are read with
+/// either separator).
+fn field_key(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' | '-' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
 /// Where the request names another method the way web frameworks read it (a
-/// [`METHOD_OVERRIDE_FIELDS`] query parameter or form field), if it does. The field is looked for in a URL-encoded form body, and by its
-/// `name="_method"` part header in a multipart one.
+/// [`METHOD_OVERRIDE_FIELDS`] query parameter, form field or top-level JSON field, in
+/// any spelling [`field_key`] folds together), if it does. Form fields are looked for
+/// in a URL-encoded body and by the `name=` of each part of a multipart one (quoted
+/// either way or not at all); JSON fields in a body that parses as a JSON object
+/// (Laravel reads request input from JSON bodies).
 fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let is_override = |k: &str| {
-        METHOD_OVERRIDE_FIELDS
-            .iter()
-            .any(|f| k.trim().eq_ignore_ascii_case(f))
+        let k = field_key(k);
+        METHOD_OVERRIDE_FIELDS.iter().any(|f| field_key(f) == k)
     };
     let query = parsed
         .target
@@ -151,11 +167,24 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
         && url::form_urlencoded::parse(&parsed.body).any(|(k, _)| is_override(&k));
     let multipart = content_type.starts_with("multipart/form-data") && {
         let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
-        METHOD_OVERRIDE_FIELDS
-            .iter()
-            .any(|f| body.contains(&format!("name=\"{f}\"")) || body.contains(&format!("name={f}")))
+        body.match_indices("name=").any(|(at, _)| {
+            let rest = &body[at + "name=".len()..];
+            let name = match rest.chars().next() {
+                Some(q @ ('"' | '\'')) => rest[1..].split(q).next().unwrap_or(""),
+                _ => rest
+                    .split(|c: char| c == ';' || c.is_ascii_whitespace())
+                    .next()
+                    .unwrap_or(""),
+            };
+            is_override(name)
+        })
     };
-    (form || multipart).then_some("form field")
+    if form || multipart {
+        return Some("form field");
+    }
+    let json = serde_json::from_slice::<serde_json::Map<String, Value>>(&parsed.body)
+        .is_ok_and(|fields| fields.keys().any(|k| is_override(k)));
+    json.then_some("JSON field")
 }
 
 /// What the request brings that only the broker may add, if anything.
@@ -1110,14 +1139,43 @@ allow_cidrs = ["203.0.113.0/28"]
             )),
             Some("query parameter")
         );
-        // A JSON body naming `_method` is data, not a form field.
+        // Laravel reads input from a JSON body too.
         assert_eq!(
             found(&parsed(
                 u,
                 &[("Content-Type", "application/json")],
-                "{\"_method\":1}"
+                "{\"_method\":\"DELETE\"}"
             )),
-            None
+            Some("JSON field")
+        );
+        assert_eq!(
+            found(&parsed(u, &[], "{\"name\":\"_method\"}")),
+            None,
+            "a value is not a field"
+        );
+        // PHP reads `.` and `[` in a variable name as `_`.
+        for q in ["?.method=DELETE", "?%5Bmethod=DELETE", "?%20.method=DELETE"] {
+            assert_eq!(
+                found(&parsed(&format!("{u}{q}"), &[], "")),
+                Some("query parameter"),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            found(&parsed(
+                &format!("{u}?x_http_method_override=DELETE"),
+                &[],
+                ""
+            )),
+            Some("query parameter")
+        );
+        assert_eq!(
+            found(&parsed(
+                u,
+                &multipart,
+                "--b\r\nContent-Disposition: form-data; name='_method'\r\n\r\nDELETE\r\n--b--"
+            )),
+            Some("form field")
         );
     }
 

@@ -143,7 +143,9 @@ pub fn outgoing(
         if name == header::HOST {
             return Err(HeaderError::Host);
         }
-        if METHOD_OVERRIDE.contains(&name.as_str()) {
+        // Servers behind CGI-style gateways read `X_HTTP_METHOD_OVERRIDE` as the same
+        // header: underscores count as dashes here.
+        if METHOD_OVERRIDE.contains(&dashed(name).as_str()) {
             return Err(HeaderError::MethodOverride(name.to_string()));
         }
         if name == header::CONNECTION
@@ -160,12 +162,18 @@ pub fn outgoing(
         .filter(|(name, _)| {
             !HOP_BY_HOP.contains(&name.as_str())
                 && !NEGOTIATED_BY_BROKER.contains(&name.as_str())
-                && !PROXY_STEERING.contains(&name.as_str())
+                && !PROXY_STEERING.contains(&dashed(name).as_str())
                 && !named_by_connection.contains(name)
                 && name != header::CONTENT_LENGTH
         })
         .cloned()
         .collect())
+}
+
+/// A header name with `_` read as `-` (CGI-style gateways and some servers map both to
+/// the same variable).
+fn dashed(name: &HeaderName) -> String {
+    name.as_str().replace('_', "-")
 }
 
 /// `headers` without the partial-content requests (`Range`, `If-Range`,
@@ -371,6 +379,7 @@ mod tests {
             "X-HTTP-Method-Override",
             "x-http-method",
             "X-Method-Override",
+            "X_HTTP_METHOD_OVERRIDE",
         ] {
             let pair = header(name, "DELETE").expect("valid header");
             assert_eq!(
