@@ -34,8 +34,8 @@ use aya_ebpf::{
 };
 use hb_common::{
     AF_INET, AF_INET6, Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, EventRate,
-    EventRateKey, Nat64Key, POLICY_AUDIT, POLICY_INBOUND, PolicyCidr4, PolicyCidr6, PolicyInfo,
-    SOCK_ADMIT_SENDMSG, SockDest, hook, limits, reason, rule, verdict,
+    EventRateKey, Nat64Key, POLICY_AUDIT, PolicyCidr4, PolicyCidr6, PolicyInfo, SOCK_ADMIT_SENDMSG,
+    SockDest, hook, limits, reason, rule, verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -121,15 +121,6 @@ pub(crate) fn enrollment(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<Enro
 pub(crate) fn audits(policy_id: u32) -> bool {
     match POLICIES.get(policy_id) {
         Some(p) => p.flags & POLICY_AUDIT != 0,
-        None => false,
-    }
-}
-
-/// Whether the policy at `policy_id` accepts inbound connections (`inbound = true`).
-#[inline(always)]
-pub(crate) fn accepts_inbound(policy_id: u32) -> bool {
-    match POLICIES.get(policy_id) {
-        Some(p) => p.flags & POLICY_INBOUND != 0,
         None => false,
     }
 }

@@ -18,11 +18,12 @@
 //!    exceptions, static CIDRs, validated addresses with expiry, NAT64): ICMP echo from
 //!    ping sockets to an unvalidated address is dropped here, reason `not_allowed`.
 //!
-//! A TCP SYN-ACK leaves from a request socket (state `TCP_NEW_SYN_RECV`), whose cookie no
-//! hook has seen. Under a policy with `inbound = true` it answers a SYN the ingress side
-//! admitted, and passes; under any other policy it meets the full verdict like every
-//! packet (so a sandbox that may not accept connections cannot answer one either, unless
-//! the client's address is one it may reach anyway).
+//! A TCP SYN-ACK leaves with the listener as its socket (`sk_to_full_sk` in the cgroup
+//! egress hook). Under a policy with `inbound = true` the ingress side records the client
+//! of an admitted SYN as the listener's admitted peer, so the answer passes by step 2;
+//! under any other policy it meets the full verdict like every packet (a sandbox that may
+//! not accept connections cannot answer one either, unless the client's address is one
+//! it may reach anyway).
 //!
 //! IPv4 options: only LSRR (option number 3) and SSRR (9) change where a packet goes; they
 //! are matched on the option number whatever the copy and class bits, since routers differ
@@ -94,9 +95,6 @@ const NEXTHDR_SHIM6: u8 = 140;
 const MAX_EXT_HEADERS: u32 = 8;
 /// Option bytes an IPv4 header can hold ((15 - 5) * 4).
 const MAX_IPV4_OPTION_BYTES: u32 = 40;
-
-/// `TCP_NEW_SYN_RECV` (include/net/tcp_states.h): a request socket answering a SYN.
-const TCP_NEW_SYN_RECV: u32 = 12;
 
 #[map(name = "HB_GENERATION")]
 static GENERATION: Array<u64> = Array::pinned(1, 0);
@@ -181,10 +179,6 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
             return refuse(&ctx, cgroup_id, e.policy_id, len, reason::DENY_RANGE, None);
         }
     };
-    if policy::accepts_inbound(e.policy_id) && is_syn_ack_of_request_sock(&ctx, &d) {
-        pass_uncached(cgroup_id, len);
-        return PASS;
-    }
     // Redirected DNS to hb's resolver on loopback whose socket entry is gone (LRU) or was
     // never made (a raw socket aiming at it). Never cached: the cache is keyed by address
     // only, and other ports of loopback stay denied.
@@ -239,30 +233,6 @@ fn cached(cookie: &impl Fn() -> u64, cgroup_id: u64, generation: u64, d: &Dest, 
         }
     }
     true
-}
-
-/// A TCP segment with SYN and ACK set, sent by a request socket: the kernel's answer to a
-/// SYN that reached a listener (only the kernel builds these; a raw socket's packet
-/// belongs to the raw socket, never to a request socket).
-#[inline(always)]
-fn is_syn_ack_of_request_sock(ctx: &SkBuffContext, d: &Dest) -> bool {
-    if d.protocol != IPPROTO_TCP {
-        return false;
-    }
-    // SAFETY: reading the context's `sk` field, which the verifier checks (a sock_common
-    // pointer or NULL); `state` may be read from any socket kind, request sockets too.
-    let state = unsafe {
-        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
-        if sk.is_null() {
-            return false;
-        }
-        (*sk).state
-    };
-    if state != TCP_NEW_SYN_RECV {
-        return false;
-    }
-    // Byte 13 of the TCP header: flags; SYN 0x02, ACK 0x10.
-    matches!(ctx.load::<u8>(d.l4 + 13), Ok(f) if f & 0x12 == 0x12)
 }
 
 /// Counts a passed packet that is not cached.
