@@ -255,7 +255,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     };
     running.rescan()?;
 
-    let attached = loader::attach(&mut ebpf, &bpffs, &root_path)?;
+    let attached = loader::attach(
+        &mut ebpf,
+        &bpffs,
+        &root_path,
+        &loader::programs_for(&running.config),
+    )?;
     for a in &attached {
         tracing::info!(
             program = a.program,

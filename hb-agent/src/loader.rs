@@ -173,13 +173,28 @@ pub struct Attached {
 /// `BPF_F_ALLOW_MULTI` and rejects any flag in `BPF_LINK_CREATE` (EINVAL; see
 /// `cgroup_bpf_link_attach` in kernel/bpf/cgroup.c). aya's `Single` mode passes no flag,
 /// so other programs on the node's cgroups keep working beside ours.
-pub fn attach(ebpf: &mut Ebpf, bpffs_dir: &Path, cgroup: &Path) -> Result<Vec<Attached>> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    bpffs_dir: &Path,
+    cgroup: &Path,
+    programs: &[&'static str],
+) -> Result<Vec<Attached>> {
     let cgroup_fd = fs::File::open(cgroup).map_err(io_err("opening cgroup", cgroup))?;
     let links = bpffs_dir.join(pin_dirs::LINKS);
     let progs = bpffs_dir.join(pin_dirs::PROGS);
     let mut out = Vec::new();
     for name in prog_names::ALL {
         repair_link_names(&links, name)?;
+        if !programs.contains(&name) {
+            // Not needed under this config: a link a previous agent left is let go
+            // (unpinning drops the last reference, which detaches it).
+            for pin in [links.join(name), progs.join(name)] {
+                if pin.exists() {
+                    fs::remove_file(&pin).map_err(io_err("removing", &pin))?;
+                }
+            }
+            continue;
+        }
         let program = ebpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram { name })?;
@@ -386,11 +401,23 @@ fn swap_link(links: &Path, name: &'static str, link: FdLink) -> Result<bool> {
     Ok(replaced)
 }
 
-/// Pins that exist for each program's link (for `status` and tests).
-pub fn pinned_links(bpffs_dir: &Path) -> Vec<(&'static str, bool)> {
+/// Pins that exist for the links of `programs` (for `status`, `sandbox run` and tests).
+pub fn pinned_links(bpffs_dir: &Path, programs: &[&'static str]) -> Vec<(&'static str, bool)> {
     let links = bpffs_dir.join(pin_dirs::LINKS);
-    prog_names::ALL
+    programs
         .iter()
         .map(|n| (*n, links.join(n).exists()))
+        .collect()
+}
+
+/// The programs `config` needs attached: all of them, but `sock_ops` only when a policy
+/// accepts inbound connections. It exists to record an accepted connection's client
+/// (`inbound = true`), and the kernel calls every sock_ops program about ten times per
+/// TCP connection, whatever it does, so it costs every sandbox's connects otherwise.
+pub fn programs_for(config: &crate::config::Config) -> Vec<&'static str> {
+    let inbound = config.policies.iter().any(|p| p.inbound);
+    prog_names::ALL
+        .into_iter()
+        .filter(|n| inbound || *n != prog_names::SOCK_OPS)
         .collect()
 }

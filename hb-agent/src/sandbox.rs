@@ -134,7 +134,7 @@ pub fn run(
         return Err(SandboxError::NotRoot);
     }
     let bpffs = &config.agent.bpffs_dir;
-    for (name, pinned) in loader::pinned_links(bpffs) {
+    for (name, pinned) in loader::pinned_links(bpffs, &loader::programs_for(config)) {
         if !pinned {
             return Err(SandboxError::NotAttached(
                 bpffs.join(hb_common::pin_dirs::LINKS).join(name),

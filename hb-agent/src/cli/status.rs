@@ -23,7 +23,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let mut programs = Vec::new();
-    for (name, pinned) in loader::pinned_links(bpffs) {
+    for (name, pinned) in loader::pinned_links(bpffs, &loader::programs_for(config)) {
         let info = ProgramInfo::from_pin(bpffs.join(pin_dirs::PROGS).join(name)).ok();
         programs.push(row([
             ("program", json!(name)),
