@@ -278,6 +278,17 @@ impl TestEnv {
         self.hb(&args)
     }
 
+    /// Runs `cmd` (a shell command) in a sandbox of `policy` with /etc/resolv.conf naming
+    /// a documentation nameserver, 192.0.2.53, in a private mount namespace (the host's
+    /// file is untouched): the sandbox's DNS goes there, and so to hb's resolver.
+    pub fn sandbox_with_nameserver(&self, policy: &str, cmd: &str) -> Output {
+        let rc = self.state_dir.join("resolv.conf");
+        fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:3\n")
+            .expect("resolv.conf");
+        let script = format!("mount --bind {} /etc/resolv.conf && {cmd}", rc.display());
+        self.sandbox(policy, &["unshare", "-m", "sh", "-c", &script])
+    }
+
     /// Spawns `cmd` in a fresh sandbox without waiting.
     pub fn sandbox_spawn(&self, policy: &str, cmd: &[&str]) -> Child {
         Command::new(agent_bin())
@@ -438,6 +449,35 @@ impl Drop for Agent {
         if let Ok(None) = self.child.try_wait() {
             self.stop();
         }
+    }
+}
+
+/// A command's standard output, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A python3 script running as a test server (an upstream DNS server, say), killed when
+/// dropped. Started, it is given 300 ms to bind.
+pub struct PythonServer(Child);
+
+impl PythonServer {
+    pub fn start(script: &str) -> Self {
+        let child = Command::new(python())
+            .args(["-c", script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        thread::sleep(Duration::from_millis(300));
+        Self(child)
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

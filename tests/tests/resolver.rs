@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use hb_tests::{TcpProbe, TestEnv, UdpProbe, private_netns, python};
+use hb_tests::{TcpProbe, TestEnv, UdpProbe, private_netns, python, stdout};
 use serde_json::Value;
 
 const UPSTREAM_PORT: u16 = 5400;
@@ -184,17 +184,8 @@ impl Drop for Upstream {
     }
 }
 
-/// Runs `cmd` in a sandbox of `policy` with /etc/resolv.conf naming a documentation
-/// nameserver (in a private mount namespace; the host's file is untouched).
 fn in_sandbox(env: &TestEnv, policy: &str, cmd: &str) -> Output {
-    let rc = env.state_dir.join("resolv.conf");
-    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:2\n").expect("resolv.conf");
-    let script = format!("mount --bind {} /etc/resolv.conf && {cmd}", rc.display());
-    env.sandbox(policy, &["unshare", "-m", "sh", "-c", &script])
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    env.sandbox_with_nameserver(policy, cmd)
 }
 
 /// Queries a name over UDP (unconnected and connected) and TCP, aimed at a documentation

@@ -5,14 +5,13 @@
 //! are still served and that the log holds no forged line.
 
 use std::{
-    fs,
     io::{BufRead as _, BufReader},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     thread,
     time::Duration,
 };
 
-use hb_tests::{TcpProbe, TestEnv, private_netns, python};
+use hb_tests::{PythonServer, TcpProbe, TestEnv, private_netns, python, stdout};
 
 const UPSTREAM_PORT: u16 = 5410;
 
@@ -37,13 +36,11 @@ name = "other"
 allow_domains = ["unrelated.test"]
 "#;
 
-/// A DNS server on 127.0.0.1:[`UPSTREAM_PORT`] (UDP and TCP), killed on drop.
+/// A DNS server on 127.0.0.1:[`UPSTREAM_PORT`] (UDP and TCP), run by [`upstream`].
 /// `f<G>x<N>.fill.test` AAAA → 64 addresses 2001:db8:G:N::0–63 (a wildcard zone of an
 /// attacker: every name brings new addresses); `allowed.test` → 203.0.113.10 /
 /// 2001:db8::10; `unrelated.test` → 203.0.113.11 / 2001:db8::11; TTL 3600. UDP replies
 /// over 512 bytes carry TC and no records, as a real server does; TCP answers whole.
-struct Upstream(Child);
-
 const UPSTREAM: &str = r#"
 import re, socket, struct, threading
 FIXED = {b"allowed.test": ("203.0.113.10", "2001:db8::10"), b"unrelated.test": ("203.0.113.11", "2001:db8::11")}
@@ -90,38 +87,13 @@ while True:
         pass
 "#;
 
-impl Upstream {
-    fn start() -> Self {
-        let script = UPSTREAM.replace("PORT", &UPSTREAM_PORT.to_string());
-        let child = Command::new(python())
-            .args(["-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        thread::sleep(Duration::from_millis(300));
-        Self(child)
-    }
+/// The fake authoritative server, on 127.0.0.1:UPSTREAM_PORT.
+fn upstream() -> PythonServer {
+    PythonServer::start(&UPSTREAM.replace("PORT", &UPSTREAM_PORT.to_string()))
 }
 
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `cmd` in a sandbox of `policy` with /etc/resolv.conf naming a documentation
-/// nameserver (in a private mount namespace; the host's file is untouched).
 fn in_sandbox(env: &TestEnv, policy: &str, cmd: &str) -> Output {
-    let rc = env.state_dir.join("resolv.conf");
-    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:3\n").expect("resolv.conf");
-    let script = format!("mount --bind {} /etc/resolv.conf && {cmd}", rc.display());
-    env.sandbox(policy, &["unshare", "-m", "sh", "-c", &script])
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    env.sandbox_with_nameserver(policy, cmd)
 }
 
 /// One query for `name` over TCP to a documentation nameserver (redirected to hb's
@@ -190,7 +162,7 @@ fn broker_whoami(env: &TestEnv) -> String {
 #[test]
 fn stalled_tcp_dns_connections_neither_starve_the_broker_nor_other_policies() {
     private_netns(&["203.0.113.10", "203.0.113.11", "192.0.2.53"]);
-    let _up = Upstream::start();
+    let _up = upstream();
     let mut env = TestEnv::new("fdstall", CONFIG);
     let pid = env.start_agent().pid();
     // A node agent with a small descriptor budget: what a sandbox could exhaust.
@@ -359,7 +331,7 @@ fn other_policy_resolves_and_connects(env: &TestEnv, probe: &TcpProbe, when: &st
 #[test]
 fn one_policy_filling_the_allow_map_evicts_only_its_own_addresses() {
     private_netns(&["2001:db8::11"]);
-    let _up = Upstream::start();
+    let _up = upstream();
     let mut env = TestEnv::new("fillmap", CONFIG);
     env.start_agent();
     let probe = TcpProbe::bind("[2001:db8::11]:0");
