@@ -413,9 +413,33 @@ fn build(out: &Outgoing<'_>) -> Result<Request<Full<Bytes>>, OutboundError> {
 
 /// Whether a failure on a reused connection may be retried on a fresh one: always when
 /// nothing was sent, and for idempotent methods when the connection closed before an
-/// answer (the server may have dropped the idle connection as we wrote).
+/// answer (the server may have dropped the idle connection as we wrote; over TLS that
+/// can surface as an end of stream or a reset underneath hyper rather than as hyper's
+/// own "closed").
 fn retryable(e: &hyper::Error, method: &Method) -> bool {
-    e.is_canceled() || (method.is_idempotent() && (e.is_incomplete_message() || e.is_closed()))
+    e.is_canceled()
+        || (method.is_idempotent()
+            && (e.is_incomplete_message() || e.is_closed() || closed_underneath(e)))
+}
+
+/// An I/O error in `e`'s sources saying the peer went away (end of stream, reset,
+/// broken pipe).
+fn closed_underneath(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn http_err(target: &Target, e: &hyper::Error) -> OutboundError {
