@@ -241,6 +241,15 @@ enum SandboxCommand {
         /// [sandbox_defaults] user. `--user 0` runs it as root with no capabilities.
         #[arg(long, value_name = "UID[:GID]|NAME", value_parser = crate::sandbox::parse_user)]
         user: Option<crate::sandbox::User>,
+        /// Mount the tenant's work folder (tenants_dir/NAME/work, made on first use,
+        /// owned by the sandbox's user) read-write at [sandbox_defaults] work_mount; no
+        /// other tenant's folder exists in the sandbox. Default: the policy's `tenant`.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
+        /// Make the host's SRC visible read-only at DEST in the sandbox (DEST must exist
+        /// in the read-only root). Repeatable.
+        #[arg(long, num_args = 2, value_names = ["SRC", "DEST"])]
+        ro_bind: Vec<PathBuf>,
         /// Run CMD even when the kernel lacks Landlock scopes (ABI 6, Linux 6.12). It can
         /// then reach host daemons and other sandboxes over abstract Unix sockets, and
         /// signal processes of its uid outside the sandbox. Without this flag such a kernel
@@ -341,6 +350,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(SandboxCommand::Run {
             policy,
             user,
+            tenant,
+            ro_bind,
             allow_unscoped,
             command,
         }) => {
@@ -348,6 +359,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = crate::sandbox::RunOptions {
                 policy,
                 user,
+                tenant,
+                ro_binds: ro_bind
+                    .chunks(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect(),
                 allow_unscoped,
                 command,
             };

@@ -94,6 +94,14 @@ pub struct RunOptions {
     pub policy: String,
     /// `--user`; `[sandbox_defaults] user` when None.
     pub user: Option<User>,
+    /// `--tenant`; the policy's `tenant` when None.
+    // HOOK(mounts): read by the mount plan.
+    #[allow(dead_code)]
+    pub tenant: Option<String>,
+    /// `--ro-bind SRC DEST` pairs.
+    // HOOK(mounts): read by the mount plan.
+    #[allow(dead_code)]
+    pub ro_binds: Vec<(PathBuf, PathBuf)>,
     pub allow_unscoped: bool,
     pub command: Vec<OsString>,
 }
