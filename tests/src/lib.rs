@@ -355,26 +355,159 @@ impl TestEnv {
         cgroup2_mount().join(&self.cgroup_root)
     }
 
-    /// The cgroup of the one sandbox of this test that runs now, below the cgroup2
-    /// mount (a sandboxed command sees neither its host pid nor its host cgroup path:
-    /// it has a pid namespace and a cgroup namespace of its own).
-    pub fn running_sandbox_cgroup(&self) -> String {
+    /// The cgroup of the one sandbox of `policy` of this test that runs now, below the
+    /// cgroup2 mount (a sandboxed command sees neither its host pid nor its host cgroup
+    /// path: it has a pid namespace and a cgroup namespace of its own). Sandbox cgroups
+    /// are named `<policy>-<launcher pid>-<nanos>` below `{root}/sandboxes/`.
+    pub fn running_sandbox_cgroup(&self, policy: &str) -> String {
         let dir = self.cgroup_path().join("sandboxes");
         let found: Vec<String> = fs::read_dir(&dir)
             .map(|d| {
                 d.filter_map(Result::ok)
                     .filter(|e| e.path().is_dir())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| is_sandbox_of(n, policy))
                     .collect()
             })
             .unwrap_or_default();
         assert_eq!(
             found.len(),
             1,
-            "one sandbox runs below {}: {found:?}",
+            "one sandbox of policy {policy} runs below {}: {found:?}",
             dir.display()
         );
         format!("{}/sandboxes/{}", self.cgroup_root, found[0])
+    }
+
+    /// The host pid of the process that is `ns_pid` in the pid namespace of the one
+    /// running sandbox of `policy` (what the broker and the kernel's peer credentials
+    /// report for it). The process must still live: it is found among the sandbox
+    /// cgroup's processes by the last field of its `NSpid` (`NSpid:\tHOST\tNS`).
+    pub fn host_pid_in_sandbox(&self, policy: &str, ns_pid: i32) -> i32 {
+        let cgroup = cgroup2_mount().join(self.running_sandbox_cgroup(policy));
+        let mut pids = Vec::new();
+        procs_below(&cgroup, &mut pids);
+        let found: Vec<i32> = pids
+            .iter()
+            .filter_map(|pid| {
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let ids: Vec<i32> = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))?
+                    .split_whitespace()
+                    .map(|p| p.parse().expect("NSpid"))
+                    .collect();
+                (ids.last() == Some(&ns_pid)).then(|| ids[0])
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one process of {} is pid {ns_pid} in its namespace: {found:?} among {pids:?}",
+            cgroup.display()
+        );
+        found[0]
+    }
+
+    /// A cgroup shaped like a Kubernetes pod's, `{root}/pods-<policy>/<random>`, created
+    /// by the test (not by `sandbox run`) and enrolled by the agent through the test
+    /// config's `[[sandbox]]` glob [`pod_glob`]`(policy)`; returns once `maps dump
+    /// enrolled` shows it with source `glob`. Its processes run as root with every
+    /// capability (a pod may hold CAP_NET_RAW): what the kernel programs enforce there
+    /// is all that stands between them and the network.
+    pub fn root_pod(&self, policy: &str) -> Pod {
+        let rel = format!("{}/pods-{policy}/{}", self.cgroup_root, random_suffix());
+        let dir = cgroup2_mount().join(&rel);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let pod = Pod { dir, rel };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let rows = self.hb_json(&["maps", "dump", "enrolled"]);
+            if rows
+                .as_array()
+                .expect("rows")
+                .iter()
+                .any(|r| r["cgroup"] == pod.rel && r["source"] == "glob")
+            {
+                return pod;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not enrolled by its glob after 5 s (does the config have \
+                 pod_glob(\"{policy}\")?): {rows}",
+                pod.rel
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether a cgroup name below `{root}/sandboxes/` is a sandbox of `policy`:
+/// `<policy>-<launcher pid>-<nanos>`.
+fn is_sandbox_of(name: &str, policy: &str) -> bool {
+    name.strip_prefix(policy)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, nanos)| {
+            pid.bytes().all(|b| b.is_ascii_digit())
+                && !nanos.is_empty()
+                && nanos.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
+/// Every pid in `cgroup.procs` of `dir` and of the cgroups below it.
+fn procs_below(dir: &Path, pids: &mut Vec<i32>) {
+    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                procs_below(&e.path(), pids);
+            }
+        }
+    }
+}
+
+/// The `[[sandbox]]` glob that enrolls the cgroups [`TestEnv::root_pod`] creates for
+/// `policy` (TOML for a test's config; `{root}` is the test's cgroup root).
+pub fn pod_glob(policy: &str) -> String {
+    format!("\n[[sandbox]]\ncgroup = \"{{root}}/pods-{policy}/*\"\npolicy = \"{policy}\"\n")
+}
+
+/// A pod-shaped cgroup enrolled by a glob (see [`TestEnv::root_pod`]). Dropped, it is
+/// removed, whatever still runs in it killed.
+pub struct Pod {
+    dir: PathBuf,
+    /// Its path below the cgroup2 mount.
+    pub rel: String,
+}
+
+impl Pod {
+    /// `cmd` as root with every capability, moved into the pod's cgroup before it execs
+    /// (`echo $$ > cgroup.procs`), outside any `sandbox run`; stdin is null unless the
+    /// caller sets it.
+    pub fn command(&self, cmd: &[&str]) -> Command {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec \"$@\"",
+            self.dir.display()
+        );
+        let mut c = Command::new("sh");
+        c.args(["-c", &script, "sh"]).args(cmd).stdin(Stdio::null());
+        c
+    }
+
+    /// [`Pod::command`], run to its end and captured.
+    pub fn run(&self, cmd: &[&str]) -> Output {
+        self.command(cmd)
+            .output()
+            .expect("run a command in the pod")
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.dir);
     }
 }
 

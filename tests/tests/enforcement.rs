@@ -3,7 +3,9 @@
 
 use std::{process::Command, thread, time::Duration};
 
-use hb_tests::{TcpProbe, TestEnv, UdpProbe, host_probe, private_netns, python, sandbox_probe};
+use hb_tests::{
+    TcpProbe, TestEnv, UdpProbe, host_probe, pod_glob, private_netns, python, sandbox_probe,
+};
 use serde_json::Value;
 
 /// Targets that must be refused by the deny ranges, as (connect address, address the
@@ -293,7 +295,8 @@ name = "dns"
     assert_eq!(row("198.51.100.7")["expired"], true);
 }
 
-/// Sends one ICMP echo request over a raw socket; prints `REPLY`, `TIMEOUT` or an errno.
+/// Sends one ICMP echo request over a raw socket; prints `REPLY`, `TIMEOUT` or an errno,
+/// or `socket` and the errno when the raw socket cannot even be opened.
 const PY_PING: &str = r#"
 import errno, socket, struct, sys
 def csum(b):
@@ -301,7 +304,10 @@ def csum(b):
     return ~s & 0xffff
 hdr = struct.pack("!BBHHH", 8, 0, 0, 0x4862, 1) + b"hb-test!"
 pkt = hdr[:2] + struct.pack("!H", csum(hdr)) + hdr[4:]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(1)
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(1)
+except OSError as e:
+    print("socket", errno.errorcode.get(e.errno, str(e.errno))); sys.exit(0)
 try:
     s.sendto(pkt, (sys.argv[1], 0))
     while True:
@@ -314,10 +320,14 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
 "#;
 
+/// Raw ICMP needs CAP_NET_RAW. A pod enrolled by a `[[sandbox]]` glob may hold it, so
+/// the attack runs there as root with every capability, and `cgroup_skb/egress` must
+/// drop the echo. From `sandbox run`, even `--user 0`, the raw socket cannot even be
+/// opened (no capabilities).
 #[test]
 fn raw_icmp_to_private_addresses_is_dropped_by_skb_egress() {
     private_netns(&lo_addrs());
-    let mut env = TestEnv::new("icmp", OPEN_POLICY);
+    let mut env = TestEnv::new("icmp", &format!("{OPEN_POLICY}{}", pod_glob("open")));
     env.start_agent();
     let host = Command::new(python())
         .args(["-c", PY_PING, "10.0.0.1"])
@@ -329,11 +339,13 @@ fn raw_icmp_to_private_addresses_is_dropped_by_skb_egress() {
         "host ping must work"
     );
 
-    let out = env.sandbox("open", &[python(), "-c", PY_PING, "10.0.0.1"]);
+    let pod = env.root_pod("open");
+    let out = pod.run(&[python(), "-c", PY_PING, "10.0.0.1"]);
     let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(
         got == "EPERM" || got == "TIMEOUT",
-        "sandboxed raw ICMP got {got:?}"
+        "raw ICMP from root in an enrolled pod got {got:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(env.counter("skb_drop") >= 1, "skb_drop counter");
     let e = env.wait_event("skb_egress drop", |e| {
@@ -348,6 +360,27 @@ fn raw_icmp_to_private_addresses_is_dropped_by_skb_egress() {
             .iter()
             .any(|r| r["drop_packets"].as_u64() >= Some(1)),
         "per-cgroup drop counted: {stats}"
+    );
+
+    // Root in a sandbox has no CAP_NET_RAW: the attack cannot start.
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "open",
+        "--user",
+        "0",
+        "--",
+        python(),
+        "-c",
+        PY_PING,
+        "10.0.0.1",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "socket EPERM",
+        "a raw ICMP socket from `sandbox run --user 0`: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -465,7 +465,7 @@ fn sandbox_run_passes_on_the_exit_status_and_removes_its_cgroup() {
         .expect("spawn sandbox");
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     wait_ready(&mut stdout);
-    let rel = env.running_sandbox_cgroup();
+    let rel = env.running_sandbox_cgroup("open");
     assert!(
         rel.starts_with(&format!("{}/sandboxes/open-", env.cgroup_root)),
         "ran in a sandbox cgroup: {rel}"
@@ -619,7 +619,7 @@ fn sigterm_to_the_launcher_reaches_the_command_and_the_cgroup_is_removed() {
         "2",
         "the command is pid 2 of its own pid namespace"
     );
-    let rel = env.running_sandbox_cgroup();
+    let rel = env.running_sandbox_cgroup("open");
     let (blocked, ignored) = masks.trim().split_once(' ').expect("two masks");
     let ignored = u64::from_str_radix(ignored, 16).expect("SigIgn");
     let killed_by = |sig: libc::c_int| 1u64 << (sig - 1);
