@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hb_tests::{TcpProbe, TestEnv, agent_bin, private_netns, python, upstream::Dnsmasq};
+use hb_tests::{
+    Pod, TcpProbe, TestEnv, agent_bin, pod_glob, private_netns, python, upstream::Dnsmasq,
+};
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5400;
@@ -156,14 +158,27 @@ impl SandboxServer {
 
     /// `script ARGS…` in a sandbox; its first line holds the ports it listens on.
     fn run(env: &TestEnv, policy: &str, user: &[&str], script: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(agent_bin())
-            .arg("--config")
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("--config")
             .arg(&env.config_path)
             .args(["sandbox", "run", "--policy", policy])
             .args(user)
             .arg("--")
             .args([python(), "-c", script])
-            .args(args)
+            .args(args);
+        Self::spawn(cmd)
+    }
+
+    /// `script ARGS…` as root with every capability in a pod-shaped cgroup the agent
+    /// enrolled by a glob ([`TestEnv::root_pod`]).
+    fn in_pod(pod: &Pod, script: &str, args: &[&str]) -> Self {
+        let mut cmd = vec![python(), "-c", script];
+        cmd.extend_from_slice(args);
+        Self::spawn(pod.command(&cmd))
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -302,12 +317,16 @@ fn inbound_udp_from_outside_is_refused_and_reported() {
     }
 }
 
-/// A raw TCP socket hears a copy of every TCP segment that arrives, listener or not: root
-/// in a sandbox (which has CAP_NET_RAW in its namespace) could take commands from the
-/// SYNs of an outside host without ever accepting a connection.
+/// A raw TCP socket hears a copy of every TCP segment that arrives, listener or not: a
+/// process with CAP_NET_RAW in an enrolled cgroup could take commands from the SYNs of an
+/// outside host without ever accepting a connection. Prints `socket` and the errno when
+/// the raw socket cannot even be opened.
 const PY_RAW: &str = r#"
-import os, select, socket, sys
-r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+import errno, os, select, socket, sys
+try:
+    r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+except OSError as e:
+    print("socket", errno.errorcode.get(e.errno, str(e.errno)), flush=True); sys.exit(0)
 print(0, 0, flush=True)
 seen = 0
 def serve():
@@ -326,11 +345,14 @@ while select.select([r], [], [], 0)[0]:
 print("accepted 0 datagrams", seen, flush=True)
 "#;
 
+/// The raw socket is held by root with every capability in a pod the agent enrolled by a
+/// `[[sandbox]]` glob (a Kubernetes pod may hold CAP_NET_RAW); `sandbox run`, even with
+/// `--user 0`, cannot open one at all.
 #[test]
 fn a_raw_socket_hears_nothing_from_outside() {
-    let (env, _dns) = world("in-raw", "");
-    // As root: raw sockets need CAP_NET_RAW.
-    let server = SandboxServer::run(&env, "closed", &[], PY_RAW, &[V4.client]);
+    let (env, _dns) = world("in-raw", &pod_glob("closed"));
+    let pod = env.root_pod("closed");
+    let server = SandboxServer::in_pod(&pod, PY_RAW, &[V4.client]);
     // Nothing listens on port 9: the kernel answers with a reset, the raw socket would
     // still have heard the SYN.
     let got = client("tcp", &V4, 9);
@@ -339,8 +361,29 @@ fn a_raw_socket_hears_nothing_from_outside() {
         e["hook"] == "skb_ingress" && e["reason"] == "inbound" && e["dst"] == V4.client
     });
     let (_, seen) = server.finish();
-    assert_eq!(seen, 0, "the sandbox's raw socket heard an outside SYN");
+    assert_eq!(seen, 0, "the pod's raw socket heard an outside SYN");
     assert!(event.is_some(), "no inbound event for the raw socket");
+
+    // Root in a sandbox has no CAP_NET_RAW: no raw socket to listen with.
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "closed",
+        "--user",
+        "0",
+        "--",
+        python(),
+        "-c",
+        PY_RAW,
+        V4.client,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "socket EPERM",
+        "a raw TCP socket from `sandbox run --user 0`: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Like `TestEnv::wait_event`, without failing: the matching event, if one shows up
