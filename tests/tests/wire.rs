@@ -5,17 +5,22 @@
 //! `lo`, and records what reached the far side: listeners, and a capture on `lo`
 //! ([`Capture`]), which sees every packet `cgroup_skb/egress` let through whatever the
 //! protocol. "Public" test addresses are exceptions to the deny ranges; the policy allows
-//! some of them and not others.
+//! some of them and not others. What needs CAP_NET_RAW (raw sockets, hop-by-hop options,
+//! IPv4 source routes) runs as root with every capability in a pod-shaped cgroup the
+//! agent enrolled by a `[[sandbox]]` glob, as a Kubernetes pod may; from `sandbox run
+//! --user 0`, which has no capabilities, the same attack cannot even start.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{IpAddr, TcpListener},
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
     thread,
     time::Duration,
 };
 
-use hb_tests::{TcpProbe, TestEnv, UdpProbe, agent_bin, capture::Capture, private_netns, python};
+use hb_tests::{
+    Pod, TcpProbe, TestEnv, UdpProbe, agent_bin, capture::Capture, pod_glob, private_netns, python,
+};
 use serde_json::Value;
 
 /// Allowed by the policy (static CIDR or validated).
@@ -47,19 +52,29 @@ fn sysctl(kv: &str) {
 }
 
 /// Runs a Python script in a fresh sandbox of `policy` as `user` (uid 65534 for the
-/// attacks; "root" runs it without `--user`) and returns its stdout lines.
+/// attacks, "0" for root without capabilities) and returns its stdout lines.
 fn sandboxed(env: &TestEnv, policy: &str, user: &str, script: &str, args: &[&str]) -> String {
-    let mut cmd = vec!["sandbox", "run", "--policy", policy];
-    if user != "root" {
-        cmd.extend(["--user", user]);
-    }
+    let mut cmd = vec!["sandbox", "run", "--policy", policy, "--user", user];
     cmd.extend(["--", python(), "-c", script]);
     cmd.extend_from_slice(args);
-    let out = env.hb(&cmd);
+    printed(&env.hb(&cmd))
+}
+
+/// Runs a Python script as root with every capability (CAP_NET_RAW included, as a
+/// Kubernetes pod may have it) in a pod-shaped cgroup the agent enrolled by a
+/// `[[sandbox]]` glob ([`TestEnv::root_pod`]), and returns its stdout lines: what needs
+/// CAP_NET_RAW is tried there, where only the kernel programs stand in the way.
+fn in_pod(pod: &Pod, script: &str, args: &[&str]) -> String {
+    let mut cmd = vec![python(), "-c", script];
+    cmd.extend_from_slice(args);
+    printed(&pod.run(&cmd))
+}
+
+fn printed(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(
         !stdout.is_empty(),
-        "sandboxed script printed nothing: {}",
+        "the script printed nothing: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
@@ -123,10 +138,16 @@ fn settle() {
 }
 
 /// Tries to get a datagram or a connection to `dst` (allowed) while a routing header or
-/// source route sends it to `seg`; prints `SENT`, `TIMEOUT` or the errno name.
+/// source route sends it to `seg`; prints `SENT`, `TIMEOUT` or the errno name, or
+/// `socket` and the errno name when a raw socket cannot even be opened.
 const PY_SOURCE_ROUTE: &str = r#"
 import errno, socket, struct, sys
 mode, seg, dst, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+def raw(family):
+    try:
+        return socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except OSError as e:
+        print("socket", errno.errorcode.get(e.errno, str(e.errno))); sys.exit(0)
 if ":" in seg:
     # Segment routing header (RFC 8754, type 4): segments left 0, one segment.
     srh = struct.pack("!BBBBBBH", 0, 2, 4, 0, 0, 0, 0) + socket.inet_pton(socket.AF_INET6, seg)
@@ -185,7 +206,7 @@ try:
         rh = bytes([17]) + srh[1:]
         ip6 = struct.pack("!IHBB", 6 << 28, len(rh) + len(udp), 43, 64)
         ip6 += socket.inet_pton(socket.AF_INET6, dst) + socket.inet_pton(socket.AF_INET6, seg)
-        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s = raw(socket.AF_INET6)
         s.sendto(ip6 + rh + udp, (seg, 0))
     elif mode in ("raw4-lsrr", "raw4-rr"):
         # An IPv4 header with the option written whole (IP_HDRINCL): first hop seg and a
@@ -196,7 +217,7 @@ try:
         ip4 = struct.pack("!BBHHHBBH", 0x45 + len(opt) // 4, 0, 20 + len(opt) + len(udp), 0, 0,
                           64, 17, 0)
         ip4 += socket.inet_aton(dst) + socket.inet_aton(first) + opt
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s = raw(socket.AF_INET)
         s.sendto(ip4 + udp, (first, 0))
     print("SENT")
 except TimeoutError:
@@ -217,10 +238,12 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
     let mut env = TestEnv::new(
         "srcroute",
         &format!(
-            "[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"narrow\"\nallow_cidrs = [\"{ALLOWED4}\", \"{ALLOWED6}/128\"]\n"
+            "[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"narrow\"\nallow_cidrs = [\"{ALLOWED4}\", \"{ALLOWED6}/128\"]\n{}",
+            pod_glob("narrow")
         ),
     );
     env.start_agent();
+    let pod = env.root_pod("narrow");
     let capture = Capture::lo();
     // The segment's listeners, and the allowed address's on the same ports.
     let seg6_udp = UdpProbe::bind(&format!("[{OTHER6}]:0"));
@@ -238,8 +261,10 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
 
     // Two lines of defence: the options that set a routing header or IP options are
     // refused at setsockopt (EPERM, a `setsockopt` event), and a packet that carries one
-    // anyway (written whole through a raw socket, as root in the sandbox: CAP_NET_RAW)
-    // is dropped by cgroup_skb/egress (a `skb_egress` event).
+    // anyway (written whole through a raw socket, which needs CAP_NET_RAW) is dropped by
+    // cgroup_skb/egress (a `skb_egress` event). What needs CAP_NET_RAW ("root" below)
+    // runs as root in a glob-enrolled pod, which may hold it; from `sandbox run --user 0`
+    // (no capabilities) the same attack cannot even start.
     for (mode, user, seg, dst, port, refused_by) in [
         (
             "udp6-sticky",
@@ -262,7 +287,7 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
         // layer stops it.
         ("udp6-cmsg", "65534", OTHER6, ALLOWED6, port6, "kernel"),
         ("tcp6", "65534", OTHER6, ALLOWED6, tport6, "setsockopt"),
-        // Hop-by-hop options need CAP_NET_RAW: a root sandbox has it.
+        // Hop-by-hop options need CAP_NET_RAW: root in a pod has it.
         (
             "udp6-hbh-rthdr",
             "root",
@@ -272,25 +297,24 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
             "setsockopt",
         ),
         // IPv4 source routes need CAP_NET_RAW on this kernel (IP_OPTIONS with LSRR is
-        // EPERM for uid 65534): a root sandbox has it.
+        // EPERM for uid 65534): root in a pod has it.
         ("udp4-lsrr", "root", OTHER4, ALLOWED4, port4, "setsockopt"),
         ("tcp4-lsrr", "root", OTHER4, ALLOWED4, tport4, "setsockopt"),
         ("raw6-rthdr", "root", OTHER6, ALLOWED6, port6, "skb"),
         ("raw4-lsrr", "root", OTHER4, ALLOWED4, port4, "skb"),
     ] {
-        let got = sandboxed(
-            &env,
-            "narrow",
-            user,
-            PY_SOURCE_ROUTE,
-            &[mode, seg, dst, &port.to_string()],
-        );
+        let args = [mode, seg, dst, &port.to_string()];
+        let got = if user == "root" {
+            in_pod(&pod, PY_SOURCE_ROUTE, &args)
+        } else {
+            sandboxed(&env, "narrow", user, PY_SOURCE_ROUTE, &args)
+        };
         settle();
         let arrived = capture.to(ip(seg));
         assert!(
             arrived.is_empty(),
-            "{mode}: a sandbox addressed {dst} and {} packet(s) went to the segment {seg} \
-             (the sandbox saw {got:?}): {:?}",
+            "{mode}: {user} addressed {dst} and {} packet(s) went to the segment {seg} \
+             (it saw {got:?}): {:?}",
             arrived.len(),
             arrived.first()
         );
@@ -301,6 +325,21 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
                 "{mode}: the raw send itself: {got:?}"
             ),
             _ => assert_ne!(got, "SENT", "{mode}: the send must fail"),
+        }
+        if user == "root" {
+            // Root in a sandbox: the option is refused, the raw socket never opens.
+            let got = sandboxed(&env, "narrow", "0", PY_SOURCE_ROUTE, &args);
+            settle();
+            assert!(
+                capture.to(ip(seg)).is_empty(),
+                "{mode}: sandbox run --user 0 reached the segment {seg} ({got:?})"
+            );
+            let expected = if refused_by == "skb" {
+                "socket EPERM"
+            } else {
+                "EPERM"
+            };
+            assert_eq!(got, expected, "{mode} from sandbox run --user 0");
         }
     }
     assert_eq!(
@@ -339,14 +378,12 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
         &["udp", ALLOWED6, &port6.to_string()],
     );
     assert_eq!(got, "OK");
-    let got = sandboxed(
-        &env,
-        "narrow",
-        "root",
-        PY_SOURCE_ROUTE,
-        &["udp6-hbh", OTHER6, ALLOWED6, &port6.to_string()],
-    );
+    let hbh = ["udp6-hbh", OTHER6, ALLOWED6, &port6.to_string()];
+    let got = in_pod(&pod, PY_SOURCE_ROUTE, &hbh);
     assert_eq!(got, "SENT", "hop-by-hop options alone");
+    // Without CAP_NET_RAW (root in a sandbox) the option itself is the kernel's EPERM.
+    let got = sandboxed(&env, "narrow", "0", PY_SOURCE_ROUTE, &hbh);
+    assert_eq!(got, "EPERM", "hop-by-hop options from sandbox run --user 0");
     settle();
     assert_eq!(
         allowed6_udp.received(),
@@ -355,14 +392,14 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
     );
     // IPv4 options other than source routes pass the packet check (the socket option
     // refuses every IP option, so the packet is written whole).
-    let got = sandboxed(
-        &env,
-        "narrow",
-        "root",
-        PY_SOURCE_ROUTE,
-        &["raw4-rr", OTHER4, ALLOWED4, &port4.to_string()],
-    );
+    let rr = ["raw4-rr", OTHER4, ALLOWED4, &port4.to_string()];
+    let got = in_pod(&pod, PY_SOURCE_ROUTE, &rr);
     assert_eq!(got, "SENT", "record-route option");
+    let got = sandboxed(&env, "narrow", "0", PY_SOURCE_ROUTE, &rr);
+    assert_eq!(
+        got, "socket EPERM",
+        "a raw socket from sandbox run --user 0"
+    );
     settle();
     assert_eq!(allowed4_udp.received(), 1, "record-route datagram");
 }
@@ -403,7 +440,9 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
 "#;
 
-/// One ICMP echo over a raw socket (needs CAP_NET_RAW: run as root in the sandbox).
+/// One ICMP echo over a raw socket (needs CAP_NET_RAW: run as root in a pod); prints
+/// `REPLY`, `TIMEOUT` or the errno name, or `socket` and the errno name when the raw
+/// socket cannot even be opened.
 const PY_PING_RAW: &str = r#"
 import errno, socket, struct, sys
 def csum(b):
@@ -411,7 +450,10 @@ def csum(b):
     return ~s & 0xffff
 hdr = struct.pack("!BBHHH", 8, 0, 0, 0x4862, 1) + b"hb-exfil-payload"
 pkt = hdr[:2] + struct.pack("!H", csum(hdr)) + hdr[4:]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(1)
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(1)
+except OSError as e:
+    print("socket", errno.errorcode.get(e.errno, str(e.errno))); sys.exit(0)
 try:
     s.sendto(pkt, (sys.argv[1], 0))
     while True:
@@ -432,7 +474,10 @@ fn ping_sockets_reach_only_validated_addresses() {
     sysctl("net.ipv4.ping_group_range=0 2147483647");
     let mut env = TestEnv::new(
         "pingsock",
-        &format!("[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"dns\"\n"),
+        &format!(
+            "[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"dns\"\n{}",
+            pod_glob("dns")
+        ),
     );
     env.start_agent();
     let id = env.policy_id("dns");
@@ -460,13 +505,22 @@ fn ping_sockets_reach_only_validated_addresses() {
             skb_drop(e, "not_allowed", other) && e["protocol"] == protocol
         });
     }
-    // A raw socket (root in the sandbox) meets the same verdict.
-    let got = sandboxed(&env, "dns", "root", PY_PING_RAW, &[OTHER4]);
+    // A raw socket (root with CAP_NET_RAW in a glob-enrolled pod) meets the same
+    // verdict.
+    let pod = env.root_pod("dns");
+    let got = in_pod(&pod, PY_PING_RAW, &[OTHER4]);
     settle();
     assert!(
         capture.to(ip(OTHER4)).is_empty(),
         "raw ICMP reached {OTHER4} ({got:?})"
     );
+    assert!(
+        got == "EPERM" || got == "TIMEOUT",
+        "raw ICMP from the pod to {OTHER4}: {got:?}"
+    );
+    // Root in a sandbox cannot open the raw socket at all.
+    let got = sandboxed(&env, "dns", "0", PY_PING_RAW, &[OTHER4]);
+    assert_eq!(got, "socket EPERM", "raw ICMP from sandbox run --user 0");
 
     // Validated addresses answer.
     for allowed in [ALLOWED4, ALLOWED6] {
