@@ -34,8 +34,9 @@ struct Answer {
     body: Value,
 }
 
-/// `curl` on the broker socket; `uid` runs it as that user (setpriv), `inside` in a
-/// sandbox of that policy.
+/// `curl` on the broker socket; `uid` runs it as that user, `inside` in a sandbox of that
+/// policy. On the host the user is switched with setpriv; in a sandbox (which has no
+/// capabilities to switch with) `sandbox run --user` does it, uid 0 when `uid` is none.
 fn call(
     env: &TestEnv,
     method: &str,
@@ -62,7 +63,7 @@ fn call(
         curl.push(format!("Authorization: Bearer {t}"));
     }
     curl.push(format!("http://hb{path}"));
-    if let Some(uid) = uid {
+    if let (Some(uid), None) = (uid, inside) {
         let mut wrapped: Vec<String> = vec![
             "setpriv".into(),
             format!("--reuid={uid}"),
@@ -74,7 +75,12 @@ fn call(
     }
     let args: Vec<&str> = curl.iter().map(String::as_str).collect();
     let out = match inside {
-        Some(policy) => env.sandbox(policy, &args),
+        Some(policy) => {
+            let user = uid.unwrap_or(0).to_string();
+            let mut run = vec!["sandbox", "run", "--policy", policy, "--user", &user, "--"];
+            run.extend_from_slice(&args);
+            env.hb(&run)
+        }
         None => Command::new(args[0])
             .args(&args[1..])
             .output()
