@@ -12,6 +12,11 @@
 //! (the connection must be refused: its pid now names someone else). The accept is
 //! ordered by the listening socket's backlog as `ss` reports it, and held back by
 //! filling `broker.max_connections` with an event stream.
+//!
+//! Each sandbox has a pid namespace of its own: A's child knows only its namespace pid.
+//! The broker (and its peer credentials) see host pids, so the test maps the child's
+//! namespace pid to its host pid while the child lives, and B's impostor takes that host
+//! pid: the pid by which an old broker would have looked the caller up.
 
 use std::{
     ffi::CString,
@@ -101,8 +106,9 @@ struct Attacker {
 
 impl Attacker {
     /// Starts [`ATTACKER`] in a sandbox of policy `a` as uid 65534; returns once its
-    /// child has connected, with the child's pid.
-    fn start(env: &TestEnv) -> (Self, i32) {
+    /// child has connected, with the child's host pid (what the broker sees) and its pid
+    /// in the sandbox's namespace (what the attacker prints).
+    fn start(env: &TestEnv) -> (Self, i32, i32) {
         let sock = env.broker_socket().display().to_string();
         let mut child = Command::new(agent_bin())
             .arg("--config")
@@ -121,8 +127,10 @@ impl Attacker {
             stdin,
             stdout,
         };
-        let pid = me.expect_pid("connected");
-        (me, pid)
+        let ns_pid = me.expect_pid("connected");
+        // The child waits for the test's word: it lives while its host pid is looked up.
+        let host_pid = env.host_pid_in_sandbox("a", ns_pid);
+        (me, host_pid, ns_pid)
     }
 
     fn line(&mut self) -> String {
@@ -191,7 +199,7 @@ fn sandbox_b(env: &TestEnv) -> (Child, PathBuf) {
         .arg("--config")
         .arg(&env.config_path)
         .args(["sandbox", "run", "--policy", "b", "--user", "65534", "--"])
-        .args(["sh", "-c", "echo $$; exec sleep 1000"])
+        .args(["sh", "-c", "echo running; exec sleep 1000"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -199,14 +207,9 @@ fn sandbox_b(env: &TestEnv) -> (Child, PathBuf) {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
-        .expect("pid");
-    let cgroup = fs::read_to_string(format!("/proc/{}/cgroup", line.trim())).expect("cgroup");
-    let rel = cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::/"))
-        .expect("cgroup v2 line")
-        .to_owned();
-    (child, cgroup2_mount().join(rel))
+        .expect("B's first line");
+    assert_eq!(line.trim(), "running", "sandbox B did not start");
+    (child, cgroup2_mount().join(env.running_sandbox_cgroup("b")))
 }
 
 /// clone3(2)'s argument (linux/sched.h, CLONE_ARGS_SIZE_VER2).
@@ -227,8 +230,9 @@ struct CloneArgs {
 }
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// A process of B that has exactly `pid`: `sleep 1000` as uid/gid 65534, born in the
-/// cgroup `dir`. Killed and reaped on drop.
+/// A process of B that has exactly host pid `pid`: `sleep 1000` as uid/gid 65534, born in
+/// the cgroup `dir` (in the test's pid namespace: the pid is the one the broker sees).
+/// Killed and reaped on drop.
 struct Impostor(i32);
 
 impl Impostor {
@@ -340,16 +344,17 @@ fn served_as_b(out: &Value) -> bool {
 fn a_connection_stays_its_connectors_after_the_pid_goes_to_another_sandbox() {
     let env = start("identpid");
     let (_b, b_cgroup) = sandbox_b(&env);
-    let (mut attacker, pid) = Attacker::start(&env);
+    let (mut attacker, pid, ns_pid) = Attacker::start(&env);
     // The broker has accepted the child's connection while the child lives.
     wait_backlog(&env.broker_socket(), 0);
     attacker.go();
-    assert_eq!(attacker.expect_pid("reaped"), pid);
+    assert_eq!(attacker.expect_pid("reaped"), ns_pid);
     let _impostor = Impostor::start(pid, &b_cgroup);
     attacker.go();
     let out = attacker.result();
     assert!(!served_as_b(&out), "served as sandbox B: {out}");
     assert_eq!(out["whoami"]["body"]["sandbox"]["policy"], "a", "{out}");
+    // The broker reports the connector's host pid (the one the impostor now holds).
     assert_eq!(out["whoami"]["body"]["pid"], pid, "{out}");
     assert_eq!(
         out["handle"]["body"]["error"]["code"], "binding_missing",
@@ -381,10 +386,10 @@ fn a_connection_whose_connector_exited_before_accept_is_refused() {
     stream.read_exact(&mut head).expect("events answer");
     assert_eq!(&head, b"HTTP/1.1 200", "the event stream is open");
 
-    let (mut attacker, pid) = Attacker::start(&env);
+    let (mut attacker, pid, ns_pid) = Attacker::start(&env);
     wait_backlog(&env.broker_socket(), 1);
     attacker.go();
-    assert_eq!(attacker.expect_pid("reaped"), pid);
+    assert_eq!(attacker.expect_pid("reaped"), ns_pid);
     let _impostor = Impostor::start(pid, &b_cgroup);
     assert_eq!(backlog(&env.broker_socket()), 1, "still not accepted");
     drop(stream);
