@@ -9,10 +9,11 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpListener,
     os::{
+        fd::{AsRawFd, FromRawFd as _, OwnedFd},
         linux::net::SocketAddrExt as _,
         unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream},
     },
-    process::{Child, Command, Output, Stdio},
+    process::{Child, ChildStdout, Command, Output, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -406,54 +407,249 @@ fn wait_until_uid(pid: &str, uid: &str) {
     }
 }
 
-/// Sends SIGKILL to the pid in argv, then to a child of its own; prints the errno name
-/// (or OK) of the first and the signal that ended the child. (SIGKILL: it cannot be
-/// blocked or caught, so the outcome is the permission check's alone.)
+/// Prints `ready`, then receives on its stdin (a Unix socket) a message whose bytes are a
+/// pid and which carries two pidfds (SCM_RIGHTS). Sends SIGKILL through the first pidfd,
+/// to the pid in the message, through the second pidfd, to the pid in argv, and to a
+/// child of its own; prints the errno name (or OK) of the first four and the signal that
+/// ended the child, then waits for its stdin to close. (SIGKILL: it cannot be blocked or
+/// caught, so the outcome is the permission check's alone.)
 const PY_SIGNALS: &str = r#"
-import errno, os, signal, sys
-try:
-    os.kill(int(sys.argv[1]), signal.SIGKILL); outside = "OK"
-except OSError as e:
-    outside = errno.errorcode.get(e.errno, str(e.errno))
+import errno, os, signal, socket, sys
+def attempt(f):
+    try:
+        f(); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+print("ready", flush=True)
+stdin = socket.socket(fileno=0)
+msg, fds, _, _ = socket.recv_fds(stdin, 64, 2)
+out = [
+    attempt(lambda: signal.pidfd_send_signal(fds[0], signal.SIGKILL)),
+    attempt(lambda: os.kill(int(msg), signal.SIGKILL)),
+    attempt(lambda: signal.pidfd_send_signal(fds[1], signal.SIGKILL)),
+    attempt(lambda: os.kill(int(sys.argv[1]), signal.SIGKILL)),
+]
 pid = os.fork()
 if pid == 0:
     while True:
         signal.pause()
 os.kill(pid, signal.SIGKILL)
 _, status = os.waitpid(pid, 0)
-print(outside, os.WTERMSIG(status) if os.WIFSIGNALED(status) else "exited")
+out.append(str(os.WTERMSIG(status)) if os.WIFSIGNALED(status) else "exited")
+print(" ".join(out), flush=True)
+stdin.recv(1)
 "#;
 
+/// `setpriv` arguments that switch to uid and gid 65534 with no groups.
+fn to_nobody() -> [String; 3] {
+    [
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".to_owned(),
+    ]
+}
+
+/// `setpriv` to uid 65534 running `sleep 600`, after `prefix` (e.g. an `nsenter`).
+fn as_nobody(prefix: &[&str]) -> Command {
+    let mut cmd = Command::new(prefix.first().copied().unwrap_or("setpriv"));
+    if !prefix.is_empty() {
+        cmd.args(&prefix[1..]).arg("setpriv");
+    }
+    cmd.args(to_nobody()).args(["sleep", "600"]);
+    cmd
+}
+
+/// A host process of uid 65534 running `sleep`; its pid.
+fn host_process_of_nobody() -> (Victim, u32) {
+    let victim = Victim(as_nobody(&[]).spawn().expect("spawn the victim"));
+    let pid = victim.0.id();
+    wait_until_uid(&pid.to_string(), NOBODY);
+    (victim, pid)
+}
+
+/// A host process of uid 65534 running `sleep` that entered the pid namespace of the
+/// process `init` (as `nsenter`, or a `docker exec`, does): outside the sandbox's
+/// Landlock domain, cgroup and mount namespace, but named by a pid inside its pid
+/// namespace. Returns it (nsenter, which waits for it), its host pid and its pid there.
+fn host_process_of_nobody_in_pid_namespace_of(init: i32) -> (Victim, u32, u32) {
+    let target = init.to_string();
+    let nsenter = Victim(
+        as_nobody(&["nsenter", "--target", &target, "--pid", "--"])
+            .spawn()
+            .expect("nsenter"),
+    );
+    let children = format!("/proc/{0}/task/{0}/children", nsenter.0.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid: u32 = loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next() {
+            break pid.parse().expect("child pid");
+        }
+        assert!(Instant::now() < deadline, "nsenter started no child");
+        thread::sleep(Duration::from_millis(10));
+    };
+    wait_until_uid(&pid.to_string(), NOBODY);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let ns_pid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|ids| ids.split_whitespace().last())
+        .and_then(|id| id.parse().ok())
+        .expect("NSpid");
+    (nsenter, pid, ns_pid)
+}
+
+/// Sends `data` with pidfds of `pids` (pidfd_open(2), SCM_RIGHTS) over `sock`.
+fn send_pidfds(sock: &UnixStream, data: &[u8], pids: &[u32]) {
+    let pidfds: Vec<OwnedFd> = pids
+        .iter()
+        .map(|&pid| {
+            // SAFETY: pidfd_open(2) with integer arguments; the fd is owned right below.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+            assert!(
+                fd >= 0,
+                "pidfd_open({pid}): {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: a fresh fd of this process, owned only here.
+            unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) }
+        })
+        .collect();
+    let raw: Vec<libc::c_int> = pidfds.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut data = data.to_vec();
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let fds_len = std::mem::size_of_val(raw.as_slice()) as u32;
+    // SAFETY: CMSG_SPACE is arithmetic.
+    let space = unsafe { libc::CMSG_SPACE(fds_len) } as usize;
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive sendmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points at `space` bytes: room for one header and the fds.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fds_len) as usize;
+        std::ptr::copy_nonoverlapping(
+            raw.as_ptr(),
+            libc::CMSG_DATA(cmsg).cast::<libc::c_int>(),
+            raw.len(),
+        );
+        libc::sendmsg(sock.as_raw_fd(), &raw const msg, 0)
+    };
+    assert_eq!(
+        sent,
+        data.len() as isize,
+        "sendmsg(SCM_RIGHTS): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Starts [`PY_SIGNALS`] with `host_pid` in argv and a socket as stdin, by `launch`
+/// (`sandbox run`, or setpriv on the host); returns it, the test's end of the socket and
+/// its output, after its `ready` line.
+fn start_signaller(mut launch: Command) -> (Child, UnixStream, BufReader<ChildStdout>) {
+    let (near, far) = UnixStream::pair().expect("socketpair");
+    let mut child = launch
+        .stdin(OwnedFd::from(far))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the signaller");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).expect("ready");
+    assert_eq!(ready.trim(), "ready", "the signaller did not start");
+    (child, near, stdout)
+}
+
+/// Hands the signaller its pid and pidfds and returns what it said.
+fn signal_through(
+    near: &UnixStream,
+    stdout: &mut BufReader<ChildStdout>,
+    pid: u32,
+    pidfds: &[u32],
+) -> String {
+    send_pidfds(near, pid.to_string().as_bytes(), pidfds);
+    let mut said = String::new();
+    stdout.read_line(&mut said).expect("the signaller's answer");
+    said.trim().to_owned()
+}
+
+/// A sandbox has a pid namespace of its own, so a host pid names nothing in it (ESRCH),
+/// or a process of its own namespace, and a pidfd of a host process outside that
+/// namespace cannot be used there (EINVAL). A host process can still be named from
+/// inside when it enters the sandbox's pid namespace (`nsenter`, an exec into the
+/// sandbox): there the Landlock signal scope refuses the signal, by pid and by pidfd
+/// (EPERM). Host processes of the sandbox's own uid, which the uid check alone would let
+/// a kill reach, survive every attempt; the sandbox's own child can be signalled. The
+/// same attempts from a host process of that uid reach their target.
 #[test]
 fn a_sandbox_cannot_signal_a_host_process_of_its_uid_but_can_signal_its_children() {
     private_netns(&[]);
     let mut env = TestEnv::new("abssignal", CONFIG);
     env.start_agent();
-    // A host process of the sandbox's own uid: the uid check alone would let the kill in.
-    let mut victim = Victim(
-        Command::new("setpriv")
-            .args([
-                &format!("--reuid={NOBODY}"),
-                &format!("--regid={NOBODY}"),
-                "--clear-groups",
-                "sleep",
-                "600",
-            ])
-            .spawn()
-            .expect("spawn the victim"),
-    );
-    let pid = victim.0.id().to_string();
-    wait_until_uid(&pid, NOBODY);
 
-    let out = sandboxed(&env, "strict", &[python(), "-c", PY_SIGNALS, &pid]);
+    // Outside any sandbox, as the same uid: pidfd and pid reach their target.
+    let (mut control, pid) = host_process_of_nobody();
+    let mut setpriv = Command::new("setpriv");
+    setpriv
+        .args(to_nobody())
+        .args([python(), "-c", PY_SIGNALS, &pid.to_string()]);
+    let (mut host, near, mut stdout) = start_signaller(setpriv);
+    let said = signal_through(&near, &mut stdout, pid, &[pid, pid]);
+    drop(near);
+    let _ = host.wait();
+    assert_eq!(said, "OK OK OK OK 9", "a host process of uid {NOBODY}");
+    let status = control.0.wait().expect("control victim");
     assert_eq!(
-        stdout_of(&out),
-        "EPERM 9",
-        "kill of a host process refused, of its own child allowed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the control victim was killed through its pidfd"
     );
+
+    let (mut victim, pid) = host_process_of_nobody();
+    let (mut sandbox, near, mut stdout) = start_signaller({
+        let mut c = Command::new(agent_bin());
+        c.args(sandbox_args(
+            &env,
+            "strict",
+            &[python(), "-c", PY_SIGNALS, &pid.to_string()],
+        ));
+        c
+    });
+    let init = env.host_pid_in_sandbox("strict", 1);
+    let (mut entered, entered_pid, ns_pid) = host_process_of_nobody_in_pid_namespace_of(init);
+    let said = signal_through(&near, &mut stdout, ns_pid, &[entered_pid, pid]);
+    let fields: Vec<&str> = said.split(' ').collect();
+    let alive = |v: &mut Victim| v.0.try_wait().expect("victim").is_none();
+    let (entered_alive, victim_alive) = (alive(&mut entered), alive(&mut victim));
+    drop(near);
+    let status = sandbox.wait().expect("sandbox");
     assert!(
-        victim.0.try_wait().expect("victim").is_none(),
-        "the host process is still running"
+        fields.len() == 5
+            && fields[0] == "EPERM"
+            && fields[1] == "EPERM"
+            && (fields[2] == "EINVAL" || fields[2] == "EPERM")
+            && (fields[3] == "ESRCH" || fields[3] == "EPERM")
+            && fields[4] == "9",
+        "refused: the pidfd (EPERM) and the namespace pid {ns_pid} (EPERM) of the host \
+         process that entered the namespace, the pidfd (EINVAL or EPERM) and the host pid \
+         {pid} (ESRCH or EPERM) of the one outside; the sandbox's own child killed (9): \
+         {said:?}"
     );
+    assert!(status.success(), "the sandbox: {status:?}");
+    assert!(
+        entered_alive,
+        "the host process in the sandbox's pid namespace is still running"
+    );
+    assert!(victim_alive, "the host process is still running");
 }
