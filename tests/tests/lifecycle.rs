@@ -426,15 +426,16 @@ fn bad_config_names_key_and_line_and_loads_nothing() {
 #[test]
 fn sandbox_run_refuses_to_start_when_nothing_enforces() {
     let env = TestEnv::new("noagent", OPEN_POLICY);
-    let marker = env.state_dir.join("ran");
-    let out = env.sandbox("open", &["touch", marker.to_str().expect("utf-8")]);
+    // The command says so on stdout if it runs (a file it wrote would be in the
+    // sandbox's own /tmp, out of the test's sight).
+    let out = env.sandbox("open", &["echo", "ran"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
         "sandbox run without attached programs must fail"
     );
     assert!(stderr.contains("not attached"), "error says why: {stderr}");
-    assert!(!marker.exists(), "the command must not have run");
+    assert!(out.stdout.is_empty(), "the command must not have run");
 }
 
 /// Reads the sandboxed command's output up to its "ready" line.
@@ -563,9 +564,7 @@ fn sandboxed_commands_get_a_cgroup_namespace_no_new_privs_and_with_user_cannot_l
         ["0", "0", "0::/", "NoNewPrivs:\t1", expected_move],
         "--user 0 in the sandbox: {stderr}"
     );
-    // Bad input is named and runs nothing.
-    let marker = env.state_dir.join("ran");
-    let touch = format!("touch {}", marker.display());
+    // Bad input is named and runs nothing (the command would say so on stdout).
     let bad = env.hb(&[
         "sandbox",
         "run",
@@ -574,16 +573,15 @@ fn sandboxed_commands_get_a_cgroup_namespace_no_new_privs_and_with_user_cannot_l
         "--user",
         "no-such-user-hb",
         "--",
-        "sh",
-        "-c",
-        &touch,
+        "echo",
+        "ran",
     ]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
         !bad.status.success() && stderr.contains("no user \"no-such-user-hb\""),
         "{stderr}"
     );
-    assert!(!marker.exists(), "nothing ran");
+    assert!(bad.stdout.is_empty(), "nothing ran");
 }
 
 /// The command must start as any program expects: nothing blocked, nothing ignored
