@@ -40,6 +40,7 @@ use crate::{
 
 mod abi;
 mod caps;
+mod confinement;
 mod init;
 pub mod limits;
 mod user;
@@ -56,6 +57,8 @@ pub enum SandboxError {
     NotAttached(PathBuf),
     #[error("policy \"{name}\" is not loaded in the kernel; loaded policies: {loaded}")]
     UnknownPolicy { name: String, loaded: String },
+    #[error("no policy \"{name}\" in the config; its policies: {known}")]
+    NoSuchPolicy { name: String, known: String },
     #[error(transparent)]
     Maps(#[from] MapsError),
     #[error(transparent)]
@@ -197,6 +200,41 @@ fn check_attached(config: &Config) -> Result<(), SandboxError> {
                 bpffs.join(hb_common::pin_dirs::LINKS).join(link),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `--print-confinement`: what a run of `opts` would give its command, as text or JSON;
+/// an unknown policy or user is the same error a run would give.
+pub fn print_confinement(
+    config: &Config,
+    opts: &RunOptions,
+    json: bool,
+) -> Result<(), SandboxError> {
+    if !config
+        .policies
+        .iter()
+        .any(|p| *p.name.get_ref() == opts.policy)
+    {
+        return Err(SandboxError::NoSuchPolicy {
+            name: opts.policy.clone(),
+            known: config
+                .policies
+                .iter()
+                .map(|p| p.name.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let user = sandbox_user(config, opts)?;
+    let described = confinement::describe(config, opts, user);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&described).unwrap_or_default()
+        );
+    } else {
+        confinement::print_text(&described);
     }
     Ok(())
 }
