@@ -271,3 +271,43 @@ fn a_fork_bomb_and_a_memory_hog_stop_at_their_sandbox_limits() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--print-confinement --json` describes a run without making one: the default user,
+/// empty capability sets, the limits of the config; an unknown policy is named.
+#[test]
+fn print_confinement_describes_a_run_and_runs_nothing() {
+    let env = TestEnv::new("printconf", &format!("{CONFIG}\n{LIMITS}"));
+    let c = env.hb_json(&["sandbox", "run", "--policy", "open", "--print-confinement"]);
+    assert_eq!(c["user"]["uid"], 1000, "{c}");
+    assert_eq!(c["user"]["from"], "[sandbox_defaults] user", "{c}");
+    for set in [
+        "bounding",
+        "permitted",
+        "effective",
+        "inheritable",
+        "ambient",
+    ] {
+        assert_eq!(c["capabilities"][set], serde_json::json!([]), "{set}: {c}");
+    }
+    assert_eq!(c["limits"]["pids_max"], 64, "{c}");
+    assert_eq!(c["limits"]["memory_max_bytes"], 64 << 20, "{c}");
+    assert_eq!(c["no_new_privs"], true, "{c}");
+    let root = env.hb_json(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "open",
+        "--user",
+        "0",
+        "--print-confinement",
+    ]);
+    assert_eq!(root["user"]["uid"], 0, "{root}");
+    assert_eq!(root["capabilities"]["effective"], serde_json::json!([]));
+    let bad = env.hb(&["sandbox", "run", "--policy", "nope", "--print-confinement"]);
+    assert!(
+        !bad.status.success()
+            && String::from_utf8_lossy(&bad.stderr).contains("no policy \"nope\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
