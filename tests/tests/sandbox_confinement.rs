@@ -106,6 +106,79 @@ fn a_sandbox_cannot_type_into_the_launchers_terminal() {
     }
 }
 
+/// With `--tty` the command has a terminal, but a fresh one: it is a terminal on stdin,
+/// and what it pushes into that terminal stays in its own input queue. The launcher's
+/// terminal (a pseudo-terminal here, its controlling one) gets no byte, and its mode is
+/// restored after the relay's raw mode.
+#[test]
+fn with_tty_the_command_gets_a_terminal_of_its_own() {
+    let env = start("tty");
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty(3) writes two new descriptors into the locals.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: termios is plain data tcgetattr fills.
+    let mut before: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::tcgetattr(slave, &mut before) }, 0);
+    let script = format!("import os; print('tty', os.isatty(0), flush=True)\n{PY_TIOCSTI}");
+    // SAFETY: dup(2) of the slave for the child's stdin (Stdio takes ownership).
+    let stdin = unsafe { OwnedFd::from_raw_fd(libc::dup(slave)) };
+    let mut cmd = Command::new(agent_bin());
+    cmd.arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "open", "--tty", "--"])
+        .args([python(), "-c", &script])
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid(2) and ioctl(TIOCSCTTY) between fork and exec, as above.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("sandbox run --tty");
+    let said = stdout(&out);
+    assert!(
+        said.contains("tty True"),
+        "the command has a terminal: {said:?} (stderr {})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes the number of bytes waiting in the terminal's input.
+    unsafe { libc::ioctl(slave, libc::FIONREAD, &mut queued) };
+    assert_eq!(
+        queued, 0,
+        "bytes typed into the launcher's terminal: {said:?}"
+    );
+    // SAFETY: as above.
+    let mut after: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::tcgetattr(slave, &mut after) }, 0);
+    assert_eq!(
+        (before.c_lflag, before.c_iflag, before.c_oflag),
+        (after.c_lflag, after.c_iflag, after.c_oflag),
+        "the launcher's terminal mode is restored"
+    );
+    // SAFETY: closing the descriptors openpty made.
+    unsafe {
+        libc::close(master);
+        libc::close(slave);
+    }
+}
+
 /// Tries every descriptor from 3 to 63: lists the open ones (other than the listing's
 /// own), and sends one datagram from each that is a socket, to the recorder's address.
 const PY_INHERITED: &str = r#"

@@ -250,6 +250,11 @@ enum SandboxCommand {
         /// in the read-only root). Repeatable.
         #[arg(long, num_args = 2, value_names = ["SRC", "DEST"])]
         ro_bind: Vec<PathBuf>,
+        /// Give CMD a fresh pseudo-terminal of its own (its controlling terminal and
+        /// stdio), relayed to and from this one: for interactive commands. Without it
+        /// CMD has no controlling terminal at all; it never gets the caller's.
+        #[arg(long)]
+        tty: bool,
         /// Print what CMD would get (user, namespaces, capabilities, seccomp filters,
         /// mounts, limits) and run nothing; needs neither root nor a running agent.
         #[arg(long)]
@@ -359,6 +364,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             user,
             tenant,
             ro_bind,
+            tty,
             print_confinement,
             json,
             allow_unscoped,
@@ -373,6 +379,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .chunks(2)
                     .map(|pair| (pair[0].clone(), pair[1].clone()))
                     .collect(),
+                tty,
                 allow_unscoped,
                 command,
             };

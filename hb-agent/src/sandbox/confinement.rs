@@ -82,7 +82,11 @@ pub fn describe(config: &Config, opts: &RunOptions, user: User) -> Confinement {
             },
         },
         namespaces: vec!["pid", "mount", "ipc", "cgroup"],
-        session: "a new session, no controlling terminal",
+        session: if opts.tty {
+            "a new session; its controlling terminal is a fresh pseudo-terminal the launcher relays"
+        } else {
+            "a new session, no controlling terminal"
+        },
         capabilities: Capabilities {
             bounding: Vec::new(),
             permitted: Vec::new(),

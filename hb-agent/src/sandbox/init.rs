@@ -8,7 +8,8 @@
 //! and `CLONE_PIDFD` gives the launcher a descriptor that names it for good. It is a
 //! copy of the single-threaded launcher, not an exec'd program, so it runs the plan
 //! prepared before the clone: [`confine`] (cgroup v1 joins, a new session without a
-//! controlling terminal, a cgroup namespace, mounts, every capability dropped and the
+//! controlling terminal — or, with `--tty`, with a fresh pseudo-terminal of its own —,
+//! a cgroup namespace, mounts, every capability dropped and the
 //! user's ids, `no_new_privs`, Landlock scopes, the seccomp filters, every descriptor
 //! past stderr closed at exec), then it forks the command (pid 2), which resets its
 //! signals and execs. pid 1 stays behind as the namespace's reaper: it forwards the
@@ -41,6 +42,8 @@ pub struct Plan {
     pub scope: ChildScope,
     /// `cgroup.procs` of the cgroup v1 hierarchies holding the sandbox's limits.
     pub v1_join: Vec<RawFd>,
+    /// `--tty`: the slave side of the sandbox's own pseudo-terminal.
+    pub tty: Option<RawFd>,
     // HOOK(mounts): the mount layout, entered by `confine` right after the cgroup
     // namespace.
     // HOOK(seccomp): the rule filter, installed by `confine` after the native-ABI one.
@@ -52,6 +55,7 @@ pub struct Plan {
 pub enum Step {
     JoinV1Cgroups = 1,
     NewSession,
+    Terminal,
     CgroupNamespace,
     Mounts,
     Capabilities,
@@ -65,9 +69,10 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 12] = [
+    const ALL: [Step; 13] = [
         Step::JoinV1Cgroups,
         Step::NewSession,
+        Step::Terminal,
         Step::CgroupNamespace,
         Step::Mounts,
         Step::Capabilities,
@@ -84,6 +89,7 @@ impl Step {
         match self {
             Step::JoinV1Cgroups => "joining the sandbox's cgroup v1 limits",
             Step::NewSession => "starting a new session (setsid)",
+            Step::Terminal => "taking its own pseudo-terminal (--tty)",
             Step::CgroupNamespace => "creating the cgroup namespace",
             Step::Mounts => "setting up the sandbox's mounts",
             Step::Capabilities => "dropping capabilities and switching user",
@@ -340,6 +346,9 @@ fn confine(plan: &Plan) -> Result<Option<RawFd>, (Step, io::Error)> {
             check(Step::JoinV1Cgroups)(if rc == 1 { 0 } else { -1 })?;
         }
         check(Step::NewSession)(libc::setsid())?;
+        if let Some(slave) = plan.tty {
+            super::tty::make_controlling(slave).map_err(|e| (Step::Terminal, e))?;
+        }
         check(Step::CgroupNamespace)(libc::unshare(libc::CLONE_NEWCGROUP))?;
         // HOOK(mounts): plan.layout.enter() here, as root with every capability.
         caps::drop_all(plan.user, plan.last_cap).map_err(|e| (Step::Capabilities, e))?;

@@ -43,6 +43,7 @@ mod caps;
 mod confinement;
 mod init;
 pub mod limits;
+mod tty;
 mod user;
 
 pub use user::{User, parse_user};
@@ -75,6 +76,8 @@ pub enum SandboxError {
     NulInArgument(OsString),
     #[error("cannot create the sandbox")]
     Clone(#[source] io::Error),
+    #[error("cannot open a pseudo-terminal for --tty")]
+    Pty(#[source] io::Error),
     #[error("the sandbox failed while {step}; the command did not run")]
     Confine {
         step: &'static str,
@@ -105,6 +108,8 @@ pub struct RunOptions {
     // HOOK(mounts): read by the mount plan.
     #[allow(dead_code)]
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
+    /// `--tty`: a fresh pseudo-terminal, relayed by the launcher.
+    pub tty: bool,
     pub allow_unscoped: bool,
     pub command: Vec<OsString>,
 }
@@ -153,7 +158,14 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         last_cap: caps::last_cap(),
         scope: scoping.for_child(),
         v1_join: Vec::new(),
+        tty: None,
     };
+    let pty = opts
+        .tty
+        .then(tty::open)
+        .transpose()
+        .map_err(SandboxError::Pty)?;
+    plan.tty = pty.as_ref().map(|p| tty::raw(&p.slave));
 
     let (sandbox, relative) = create_enrolled_cgroup(config, &mut maps, &opts.policy, policy_id)?;
     let name = relative.rsplit('/').next().unwrap_or_default().to_owned();
@@ -176,6 +188,14 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
     drop(scoping);
+    // The sandbox holds the slave now; the launcher only relays through the master.
+    let relay = match pty {
+        Some(p) => {
+            drop(p.slave);
+            Some(tty::relay(p.master).map_err(SandboxError::Pty)?)
+        }
+        None => None,
+    };
     let outcome = await_command(&started, program);
     if outcome.is_ok()
         && let Some(set) = forwarded
@@ -186,6 +206,9 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         }
     }
     let code = wait_exit(started.pid);
+    if let Some(relay) = relay {
+        relay.finish();
+    }
     applied.remove();
     drop(sandbox);
     outcome.map(|()| code)
