@@ -60,13 +60,15 @@ pub struct EventRecord {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
     /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`, `skb_ingress`,
-    /// `setsockopt` ([`hook::name`]).
+    /// `setsockopt` ([`hook::name`]); `dns` (the resolver); `seccomp` (a system call the
+    /// sandbox's seccomp filter refused, written by the `sandbox run` launcher).
     pub hook: String,
     /// `deny` or `audit`.
     pub verdict: String,
     /// `deny_range`, `not_allowed`, `embedded_deny_range`, `source_route` (a packet with
     /// an IPv6 routing header or IPv4 source route, or the socket option that sets one),
-    /// `inbound`, `multicast_join` ([`reason::name`]); the resolver's own.
+    /// `inbound`, `multicast_join` ([`reason::name`]); the resolver's own;
+    /// `syscall_refused` for `seccomp`.
     pub reason: String,
     pub policy: String,
     pub cgroup_id: u64,
@@ -87,7 +89,7 @@ pub struct EventRecord {
     /// Destination port; for `skb_ingress` events, the sandbox's local port; for
     /// `setsockopt`, the refused option as `level << 8 | optname`.
     pub port: u16,
-    /// The DNS name, for the resolver's events.
+    /// The DNS name, for the resolver's events; the system call, for `seccomp` ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Refusals of the same cgroup the kernel enforced but did not report one by one
@@ -163,6 +165,9 @@ impl std::fmt::Display for EventRecord {
         let dst = if self.hook == hook::name(hook::SKB_INGRESS) {
             // Inbound: the far end sent to the sandbox's local port.
             format!("{} -> :{}", self.dst, self.port)
+        } else if self.hook == SECCOMP_HOOK {
+            // A refused system call has no destination; its name is printed below.
+            String::from("-")
         } else if self.hook == hook::name(hook::SETSOCKOPT) {
             // A refused socket option has no destination: show its level and name.
             format!("option={}:{}", self.port >> 8, self.port & 0xff)
@@ -186,7 +191,12 @@ impl std::fmt::Display for EventRecord {
             Escaped(self.cgroup.as_deref().unwrap_or("?")),
         )?;
         if let Some(name) = &self.name {
-            write!(f, " name={}", Escaped(name))?;
+            let key = if self.hook == SECCOMP_HOOK {
+                "syscall"
+            } else {
+                "name"
+            };
+            write!(f, " {key}={}", Escaped(name))?;
         }
         if self.suppressed > 0 {
             write!(f, " suppressed_before={}", self.suppressed)?;
@@ -215,25 +225,59 @@ struct Window {
 impl DnsBudget {
     /// Whether `record` may be written; if so it now carries the suppressed count.
     pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
-        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
-        let w = self
-            .policies
+        self.policies
             .entry(record.policy.clone())
-            .or_insert(Window {
-                start: now,
-                count: 0,
-                pending: 0,
-            });
-        if now.duration_since(w.start) >= window {
-            w.start = now;
-            w.count = 0;
+            .or_insert_with(|| Window::new(now))
+            .admit(record, now)
+    }
+}
+
+/// The same budget for the events of one sandbox that do not come from the kernel (its
+/// seccomp refusals, which the launcher writes): past `EVENT_BURST` per window a refusal
+/// is still refused, counted, and carried by the next record written.
+pub struct SandboxBudget {
+    window: Window,
+}
+
+impl SandboxBudget {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            window: Window::new(now),
         }
-        w.count += 1;
-        if w.count > hb_common::limits::EVENT_BURST {
-            w.pending += 1;
+    }
+
+    /// Whether `record` may be written; if so it now carries the suppressed count.
+    pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
+        self.window.admit(record, now)
+    }
+
+    /// Refusals suppressed since the last record written.
+    pub fn pending(&self) -> u64 {
+        self.window.pending
+    }
+}
+
+impl Window {
+    fn new(now: Instant) -> Self {
+        Window {
+            start: now,
+            count: 0,
+            pending: 0,
+        }
+    }
+
+    fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
+        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
+        if now.duration_since(self.start) >= window {
+            self.start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        if self.count > hb_common::limits::EVENT_BURST {
+            self.pending += 1;
             return false;
         }
-        record.suppressed += std::mem::take(&mut w.pending);
+        record.suppressed += std::mem::take(&mut self.pending);
         true
     }
 }
@@ -325,6 +369,8 @@ impl EventLog {
     pub fn append(&mut self, record: &EventRecord) -> io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
+        // The file's real size: sandbox launchers append to it too ([`append_one`]).
+        self.written = self.file.metadata()?.len();
         if self.written + line.len() as u64 > self.max_bytes {
             let rotated = self.path.with_extension("jsonl.1");
             fs::rename(&self.path, rotated)?;
@@ -336,6 +382,46 @@ impl EventLog {
         Ok(())
     }
 }
+
+/// Why [`append_one`] did not write.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("cannot write {0}")]
+    Io(PathBuf, #[source] io::Error),
+    #[error("{0} is full (the agent rotates it; is it running?)")]
+    Full(PathBuf),
+}
+
+/// Appends one record to `state_dir/events.jsonl` from a process other than the agent
+/// (a sandbox launcher): one `write` on an `O_APPEND` descriptor, so concurrent writers'
+/// lines never interleave. It never rotates (the agent owns rotation and holds the
+/// file open; a rename here would race it): a file already at `max_bytes` refuses the
+/// line, and the agent, which counts the file's real size, rotates it at its next event.
+pub fn append_one(
+    state_dir: &Path,
+    max_bytes: u64,
+    record: &EventRecord,
+) -> Result<(), AppendError> {
+    let path = state_dir.join(EVENTS_FILE);
+    let io_error = |e| AppendError::Io(path.clone(), e);
+    let mut line = serde_json::to_vec(record)
+        .map_err(io::Error::other)
+        .map_err(io_error)?;
+    line.push(b'\n');
+    let mut file = open_append(&path).map_err(io_error)?;
+    let size = file.metadata().map_err(io_error)?.len();
+    if size + line.len() as u64 > max_bytes {
+        return Err(AppendError::Full(path));
+    }
+    let written = file.write(&line).map_err(io_error)?;
+    if written != line.len() {
+        return Err(io_error(io::Error::from(io::ErrorKind::WriteZero)));
+    }
+    Ok(())
+}
+
+/// The `hook` of the launcher's seccomp events.
+pub const SECCOMP_HOOK: &str = "seccomp";
 
 fn open_append(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
