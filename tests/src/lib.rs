@@ -354,6 +354,28 @@ impl TestEnv {
     pub fn cgroup_path(&self) -> PathBuf {
         cgroup2_mount().join(&self.cgroup_root)
     }
+
+    /// The cgroup of the one sandbox of this test that runs now, below the cgroup2
+    /// mount (a sandboxed command sees neither its host pid nor its host cgroup path:
+    /// it has a pid namespace and a cgroup namespace of its own).
+    pub fn running_sandbox_cgroup(&self) -> String {
+        let dir = self.cgroup_path().join("sandboxes");
+        let found: Vec<String> = fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            found.len(),
+            1,
+            "one sandbox runs below {}: {found:?}",
+            dir.display()
+        );
+        format!("{}/sandboxes/{}", self.cgroup_root, found[0])
+    }
 }
 
 impl Drop for TestEnv {
