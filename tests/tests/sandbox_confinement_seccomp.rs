@@ -186,8 +186,8 @@ fn wait_refusal(env: &TestEnv, policy: &str, syscall: &str, seen: usize) -> Valu
         }
         assert!(
             Instant::now() < deadline,
-            "no seccomp event for {syscall} under {policy}; events: {:#?}",
-            env.hb_json(&["events", "--json"])
+            "no seccomp event for {syscall} under {policy}; events:\n{}",
+            String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout)
         );
         thread::sleep(Duration::from_millis(100));
     }
@@ -368,7 +368,12 @@ fn pidfd_getfd_of_another_sandbox_socket_is_refused_and_nothing_is_sent() {
         // The victim: a sandbox of the loose policy (which may reach the recorder)
         // holding a UDP socket, as the same user as the attacker.
         let mut victim = Command::new(agent_bin())
-            .args(sandbox_args(&env, "loose", user, &[python(), "-c", PY_VICTIM]))
+            .args(sandbox_args(
+                &env,
+                "loose",
+                user,
+                &[python(), "-c", PY_VICTIM],
+            ))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -379,7 +384,13 @@ fn pidfd_getfd_of_another_sandbox_socket_is_refused_and_nothing_is_sent() {
         let fd = line.split_whitespace().nth(1).expect("fd").to_owned();
         let pid = host_pid_of_sandboxed(&env, PY_VICTIM);
         let seen = refusals(&env, "strict", "pidfd_getfd").len();
-        let got = attack(&env, "strict", user, "getfd", &[&pid, &fd, LOOSE_ONLY, &port]);
+        let got = attack(
+            &env,
+            "strict",
+            user,
+            "getfd",
+            &[&pid, &fd, LOOSE_ONLY, &port],
+        );
         // Closing its stdin ends the victim, and its sandbox with it.
         drop(victim.stdin.take());
         let _ = victim.wait();
@@ -445,7 +456,12 @@ fn packet_and_raw_icmp_sockets_are_refused() {
     // AF_VSOCK (the hypervisor host in a VM), SOCK_STREAM.
     refused_as_everyone(&env, "socket", &["40", "1", "0"], "socket", "EPERM");
     // Ordinary sockets still open: TCP, UDP, Unix, netlink route.
-    for (fam, ty, proto) in [("2", "1", "0"), ("10", "2", "0"), ("1", "1", "0"), ("16", "3", "0")] {
+    for (fam, ty, proto) in [
+        ("2", "1", "0"),
+        ("10", "2", "0"),
+        ("1", "1", "0"),
+        ("16", "3", "0"),
+    ] {
         for user in USERS {
             let got = attack(&env, "strict", user, "socket", &[fam, ty, proto]);
             assert_eq!(got, "OK", "socket({fam}, {ty}, {proto}) as {user:?}");
@@ -465,7 +481,12 @@ fn new_namespaces_are_refused() {
     for user in USERS {
         for flag in ["-m", "-U", "-n"] {
             let out = Command::new(agent_bin())
-                .args(sandbox_args(&env, "strict", user, &["unshare", flag, "true"]))
+                .args(sandbox_args(
+                    &env,
+                    "strict",
+                    user,
+                    &["unshare", flag, "true"],
+                ))
                 .stdin(Stdio::null())
                 .output()
                 .expect("run");

@@ -16,7 +16,8 @@
 //! capability gone with locked securebits, `no_new_privs`, Landlock scopes (abstract Unix
 //! sockets and signals outside the sandbox, see [`crate::scope`]; without Landlock ABI 6
 //! the run is refused unless `--allow-unscoped`), a native-ABI-only seccomp filter
-//! ([`abi`]), and only stdin, stdout and stderr crossing into it.
+//! ([`abi`]) and the rule filter ([`seccomp`], whose refusals a launcher thread answers
+//! and writes as `seccomp` events), and only stdin, stdout and stderr crossing into it.
 //! Must never: start the command when the programs are not attached or the policy is not
 //! loaded — that would be a sandbox in name only.
 
@@ -42,6 +43,7 @@ mod abi;
 mod caps;
 mod init;
 pub mod limits;
+pub mod seccomp;
 mod user;
 
 pub use user::{User, parse_user};
@@ -64,6 +66,8 @@ pub enum SandboxError {
     Scope(#[from] ScopeError),
     #[error(transparent)]
     Limit(#[from] limits::LimitError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("cannot enroll sandbox cgroup {0}")]
     Enroll(PathBuf, #[source] aya::maps::MapError),
     #[error("sandbox_defaults.user {0}")]
@@ -135,6 +139,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     check_attached(config)?;
     let mut maps = Maps::open(&config.agent.bpffs_dir)?;
     let policy_id = loaded_policy(&maps, &opts.policy)?;
+    let filter = seccomp_filter(config, &opts.policy)?;
     let user = sandbox_user(config, opts)?;
     let limits = config.sandbox_defaults.limits();
     // Before any cgroup exists: a kernel without scopes stops here with nothing to undo.
@@ -150,6 +155,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         last_cap: caps::last_cap(),
         scope: scoping.for_child(),
         v1_join: Vec::new(),
+        filter,
     };
 
     let (sandbox, relative) = create_enrolled_cgroup(config, &mut maps, &opts.policy, policy_id)?;
@@ -173,7 +179,17 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
     drop(scoping);
-    let outcome = await_command(&started, program);
+    let mut refusals = None;
+    let outcome = await_command(&started, program, |listener| {
+        let reporter = seccomp::EventReporter::new(
+            config.agent.state_dir.clone(),
+            config.agent.events_file_max_bytes,
+            opts.policy.clone(),
+            sandbox.id,
+            Some(relative.clone()),
+        );
+        refusals = Some(answer_refusals(listener, reporter));
+    });
     if outcome.is_ok()
         && let Some(set) = forwarded
     {
@@ -183,9 +199,36 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         }
     }
     let code = wait_exit(started.pid);
+    if let Some(thread) = refusals {
+        // The init is reaped: the filter has no user left, so the listener hangs up
+        // and the thread ends once it has answered what was queued.
+        let _ = thread.join();
+    }
     applied.remove();
     drop(sandbox);
     outcome.map(|()| code)
+}
+
+/// The seccomp filter for `policy`, compiled before any fork (it allocates).
+fn seccomp_filter(config: &Config, policy: &str) -> Result<seccomp::Filter, SandboxError> {
+    let allow_io_uring = config
+        .policies
+        .iter()
+        .find(|p| p.name.as_ref() == policy)
+        .is_some_and(|p| p.allow_io_uring);
+    Ok(seccomp::Filter::build(allow_io_uring)?)
+}
+
+/// Starts the launcher's thread that answers the sandbox's refused system calls (EPERM)
+/// and writes a `seccomp` event for each, under the sandbox's event budget.
+fn answer_refusals(
+    listener: OwnedFd,
+    mut reporter: seccomp::EventReporter,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        seccomp::answer_refusals(listener, |refusal| reporter.report(refusal));
+        reporter.finish();
+    })
 }
 
 /// Every program the config needs is attached (pinned links of a running agent).
@@ -267,7 +310,11 @@ fn create_enrolled_cgroup<'m>(
 
 /// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
 /// step otherwise (the init has exited or is exiting then).
-fn await_command(started: &init::Started, program: &OsString) -> Result<(), SandboxError> {
+fn await_command(
+    started: &init::Started,
+    program: &OsString,
+    on_listener: impl FnOnce(OwnedFd),
+) -> Result<(), SandboxError> {
     let unexpected_end = || SandboxError::Confine {
         step: "starting",
         source: io::Error::other("the sandbox's init ended without a report"),
@@ -280,8 +327,14 @@ fn await_command(started: &init::Started, program: &OsString) -> Result<(), Sand
                 source,
             });
         }
-        // HOOK(seccomp): the listener goes to the thread that answers refusals.
-        Some(init::Report::Ready(_listener)) => {}
+        // Before the command can run: it waits in any refused call until answered.
+        Some(init::Report::Ready(Some(listener))) => on_listener(listener),
+        Some(init::Report::Ready(None)) => {
+            return Err(SandboxError::Confine {
+                step: init::Step::SeccompFilter.describe(),
+                source: io::Error::other("the sandbox's init sent no seccomp listener"),
+            });
+        }
     }
     match init::read_report(&started.channel).map_err(SandboxError::Clone)? {
         None => Ok(()),

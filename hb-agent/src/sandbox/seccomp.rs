@@ -25,7 +25,7 @@
 use std::{
     collections::BTreeMap,
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsRawFd as _, OwnedFd, RawFd},
     path::PathBuf,
     time::{Instant, SystemTime},
 };
@@ -96,6 +96,13 @@ pub struct Syscall {
 /// alternatives, each a list of comparisons that must all hold; empty = always), what
 /// they get, and why, in words for `--print-confinement` and the README.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "condition and why are read by --print-confinement"
+    )
+)]
 pub struct Rule {
     pub syscalls: &'static [Syscall],
     pub when: &'static [&'static [Cond]],
@@ -326,6 +333,10 @@ const FAMILY_ALLOWLIST: &[Cond] = &[
 ];
 
 /// Every rule of the filter, refused and deliberately allowed alike.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "read by --print-confinement and the README table")
+)]
 pub fn rules() -> &'static [Rule] {
     RULES
 }
@@ -881,72 +892,6 @@ impl EventReporter {
     }
 }
 
-/// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS): how the sandbox's init hands
-/// the listener to the launcher.
-///
-/// # Safety
-/// Safe after fork: sendmsg(2) with stack buffers only.
-pub unsafe fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // u64s: aligned for cmsghdr; room for one header and one int.
-    let mut space = [0u64; 4];
-    // SAFETY: msghdr is plain data; the control buffer is big enough for one fd
-    // (CMSG_SPACE(4) = 24 bytes on 64-bit) and aligned.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) != 1 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Receives one fd sent by [`send_fd`].
-pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut space = [0u64; 4];
-    // SAFETY: as in send_fd; the fd read back is checked to be in an SCM_RIGHTS message.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr().cast();
-        msg.msg_controllen = size_of_val(&space);
-        if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) < 1 {
-            return Err(io::Error::last_os_error());
-        }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no file descriptor in the message",
-            ));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::{
@@ -957,7 +902,86 @@ mod tests {
         },
     };
 
+    use std::os::fd::FromRawFd as _;
+
     use super::*;
+
+    /// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS), as the init hands its listener
+    /// to the launcher.
+    ///
+    /// # Safety
+    /// Safe after fork: sendmsg(2) with stack buffers only.
+    unsafe fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // u64s: aligned for cmsghdr; room for one header and one int.
+        let mut space = [0u64; 4];
+        // SAFETY: msghdr is plain data; the control buffer is big enough for one fd
+        // (CMSG_SPACE(4) = 24 bytes on 64-bit) and aligned.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = space.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+            if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives one fd sent by [`send_fd`].
+    fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut space = [0u64; 4];
+        // SAFETY: as in send_fd; the fd read back is checked to be in an SCM_RIGHTS message.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = space.as_mut_ptr().cast();
+            msg.msg_controllen = size_of_val(&space);
+            if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) < 1 {
+                return Err(io::Error::last_os_error());
+            }
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no file descriptor in the message",
+                ));
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+            Ok(OwnedFd::from_raw_fd(fd))
+        }
+    }
+
+    #[test]
+    fn every_rule_says_when_and_why() {
+        for rule in rules() {
+            assert!(!rule.syscalls.is_empty());
+            assert!(
+                !rule.condition.is_empty() && !rule.why.is_empty(),
+                "{rule:?}"
+            );
+        }
+    }
 
     #[test]
     fn no_call_is_both_unconditional_and_conditional() {
