@@ -111,6 +111,8 @@ pub struct Rule {
     pub why: &'static str,
 }
 
+/// `sys!(a, b)`: the [`Syscall`]s named `a` and `b` (their numbers from `paste_sys!`,
+/// one arm per call, as macro_rules cannot build the `libc::SYS_a` identifier).
 macro_rules! sys {
     ($($name:ident),+ $(,)?) => {
         &[$(Syscall { name: stringify!($name), nr: paste_sys!($name) }),+]
@@ -281,6 +283,12 @@ macro_rules! paste_sys {
     };
     (fanotify_init) => {
         libc::SYS_fanotify_init
+    };
+    (sethostname) => {
+        libc::SYS_sethostname
+    };
+    (setdomainname) => {
+        libc::SYS_setdomainname
     };
 }
 
@@ -470,20 +478,23 @@ const RULES: &[Rule] = &[
             quotactl_fd,
             lookup_dcookie,
             syslog,
-            vhangup
+            vhangup,
+            sethostname,
+            setdomainname
         ),
         when: &[],
         outcome: Outcome::Refused,
         condition: "always",
-        why: "the machine's kernel, modules, power, swap, accounting, quotas and kernel \
-              log belong to the host",
+        why: "the machine's kernel, modules, power, swap, accounting, quotas, kernel log \
+              and names belong to the host (the sandbox shares its UTS namespace)",
     },
     Rule {
         syscalls: sys!(settimeofday, clock_settime, clock_adjtime, adjtimex),
         when: &[],
         outcome: Outcome::Refused,
         condition: "always",
-        why: "the clock is the host's (token expiry, TLS validity)",
+        why: "the clock is the host's (token expiry, TLS validity); stricter than Docker, \
+              which lets adjtimex and clock_adjtime read it",
     },
     Rule {
         syscalls: sys!(personality),
