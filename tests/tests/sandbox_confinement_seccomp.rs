@@ -516,3 +516,27 @@ fn tiocsti_is_refused() {
     refused_as_everyone(&env, "tiocsti", &[], "ioctl", "EPERM");
     enforcement_still_holds(&env);
 }
+
+#[test]
+fn io_uring_works_only_where_the_policy_allows_it() {
+    private_netns(&[PRIVATE]);
+    let config = format!(
+        "{CONFIG}\n[[policy]]\nname = \"uring\"\nallow_cidrs = []\nallow_io_uring = true\n"
+    );
+    let mut env = TestEnv::new("sc-uring-allowed", &config);
+    env.start_agent();
+    for user in USERS {
+        assert_eq!(
+            attack(&env, "uring", user, "io_uring", &[]),
+            "OK",
+            "as {user:?}"
+        );
+        assert_eq!(
+            attack(&env, "strict", user, "io_uring", &[]),
+            "EPERM",
+            "as {user:?}"
+        );
+    }
+    assert!(refusals(&env, "uring", "io_uring_setup").is_empty());
+    enforcement_still_holds(&env);
+}

@@ -1377,4 +1377,40 @@ mod tests {
         assert!(matches!(result[9], Err(events::AppendError::Full(_))));
         assert!(size <= 300, "{size}");
     }
+
+    #[test]
+    fn with_the_listener_gone_refused_calls_fail_with_enosys() {
+        // SAFETY: getuid(2).
+        assert_eq!(unsafe { libc::getuid() }, 0, "this test must run as root");
+        let filter = Filter::build(false).expect("builds");
+        // SAFETY: the child makes system calls only, on memory prepared before the fork,
+        // and ends with _exit; its exit code is the errno of the refused call.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: see above.
+            unsafe {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    libc::_exit(200);
+                }
+                let Ok(listener) = filter.install() else {
+                    libc::_exit(201)
+                };
+                // Nobody answers: the launcher is gone.
+                libc::close(listener);
+                let rc = libc::unshare(libc::CLONE_NEWUSER);
+                let errno = if rc == 0 {
+                    0
+                } else {
+                    *libc::__errno_location()
+                };
+                libc::_exit(errno);
+            }
+        }
+        assert!(child > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), libc::ENOSYS);
+    }
 }
