@@ -216,7 +216,20 @@ fn refused_as_everyone(env: &TestEnv, op: &str, args: &[&str], syscall: &str, ex
         let got = attack(env, "strict", user, op, args);
         assert_eq!(got, expected, "{op} {args:?} as {user:?}");
         let event = wait_refusal(env, "strict", syscall, seen);
+        // Named by the launcher: the sandbox's cgroup, and the caller's host pid and name.
         assert!(event["cgroup_id"].as_u64().unwrap_or(0) != 0, "{event}");
+        assert!(event["pid"].as_u64().unwrap_or(0) > 1, "{event}");
+        assert!(
+            event["comm"].as_str().unwrap_or("").starts_with("python"),
+            "{event}"
+        );
+        assert!(
+            event["cgroup"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/sandboxes/strict-"),
+            "{event}"
+        );
     }
 }
 
