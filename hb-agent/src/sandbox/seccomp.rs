@@ -1354,31 +1354,6 @@ mod tests {
     }
 
     #[test]
-    fn a_full_events_file_refuses_the_line_instead_of_growing() {
-        let dir = std::env::temp_dir().join(format!("hb-seccomp-full-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let reporter = EventReporter::new(dir.clone(), 300, "p".into(), 1, None);
-        let refusal = Refusal {
-            syscall: "bpf".into(),
-            nr: libc::SYS_bpf as i32,
-            tid: 1,
-            pid: 1,
-            comm: String::new(),
-        };
-        let record = reporter.record(&refusal);
-        let result = (0..10)
-            .map(|_| events::append_one(&dir, 300, &record))
-            .collect::<Vec<_>>();
-        let size = std::fs::metadata(dir.join(events::EVENTS_FILE))
-            .expect("file")
-            .len();
-        std::fs::remove_dir_all(&dir).expect("clean up");
-        assert!(result[0].is_ok());
-        assert!(matches!(result[9], Err(events::AppendError::Full(_))));
-        assert!(size <= 300, "{size}");
-    }
-
-    #[test]
     fn with_the_listener_gone_refused_calls_fail_with_enosys() {
         // SAFETY: getuid(2).
         assert_eq!(unsafe { libc::getuid() }, 0, "this test must run as root");
