@@ -18,8 +18,13 @@
 //! nothing to win. If the launcher is gone, the kernel fails notified calls with ENOSYS:
 //! still refused, only no longer reported.
 //!
-//! The filter is built with `seccompiler` (rust-vmm) before any fork, and installed in
-//! the sandbox's init by [`Filter::install`], which only makes system calls.
+//! The filter is built with `seccompiler` (rust-vmm, pure Rust) before any fork, and
+//! installed in the sandbox's init by [`Filter::install`], which only makes system calls.
+//! seccompiler gives a filter one match action and has no user-notification one, so the
+//! refusals are compiled as a marker errno rewritten to `SECCOMP_RET_USER_NOTIF`
+//! ([`rewrite_refusals`]), and the ENOSYS rule is a second, stacked filter. A command
+//! cannot stack a listener of its own (the kernel allows one per filter chain: EBUSY),
+//! so tools that supervise children through seccomp notifications do not run inside.
 //! Must never: allow a call a rule matches, or allocate in [`Filter::install`].
 
 use std::{
