@@ -546,7 +546,6 @@ pub struct PolicyConfig {
     /// Whether sandboxes under this policy may use io_uring (default false: its socket
     /// operation would create sockets the seccomp filter never sees).
     #[serde(default)]
-    #[allow(dead_code)] // HOOK(seccomp): read when the rule filter is wired in
     pub allow_io_uring: bool,
 }
 

@@ -29,7 +29,7 @@ use std::{
     sync::atomic::{AtomicI32, Ordering},
 };
 
-use super::{User, abi, caps};
+use super::{User, abi, caps, seccomp};
 use crate::scope::ChildScope;
 
 /// Everything the init needs, prepared by the launcher before the clone.
@@ -46,7 +46,8 @@ pub struct Plan {
     pub tty: Option<RawFd>,
     // HOOK(mounts): the mount layout, entered by `confine` right after the cgroup
     // namespace.
-    // HOOK(seccomp): the rule filter, installed by `confine` after the native-ABI one.
+    /// The rule filter ([`seccomp`]), installed by `confine` after the native-ABI one.
+    pub filter: seccomp::Filter,
 }
 
 /// A confinement step, named in errors.
@@ -355,8 +356,13 @@ fn confine(plan: &Plan) -> Result<Option<RawFd>, (Step, io::Error)> {
         check(Step::NoNewPrivs)(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         plan.scope.enter().map_err(|e| (Step::Landlock, e))?;
         abi::native_syscalls_only().map_err(|e| (Step::NativeAbiFilter, e))?;
-        // HOOK(seccomp): let listener = plan.filter.install() here.
-        let listener = None;
+        // Last before the descriptors: its listener goes to the launcher, which answers
+        // (and reports) every refused call of the command.
+        let listener = plan
+            .filter
+            .install()
+            .map_err(|e| (Step::SeccompFilter, e))?;
+        let listener = Some(listener);
         check(Step::CloseDescriptors)(libc::close_range(
             3,
             libc::c_uint::MAX,

@@ -16,7 +16,8 @@
 //! capability gone with locked securebits, `no_new_privs`, Landlock scopes (abstract Unix
 //! sockets and signals outside the sandbox, see [`crate::scope`]; without Landlock ABI 6
 //! the run is refused unless `--allow-unscoped`), a native-ABI-only seccomp filter
-//! ([`abi`]), and only stdin, stdout and stderr crossing into it.
+//! ([`abi`]) and the rule filter ([`seccomp`], whose refusals a launcher thread answers
+//! and writes as `seccomp` events), and only stdin, stdout and stderr crossing into it.
 //! Must never: start the command when the programs are not attached or the policy is not
 //! loaded — that would be a sandbox in name only.
 
@@ -43,6 +44,7 @@ mod caps;
 mod confinement;
 mod init;
 pub mod limits;
+pub mod seccomp;
 mod tty;
 mod user;
 
@@ -68,6 +70,8 @@ pub enum SandboxError {
     Scope(#[from] ScopeError),
     #[error(transparent)]
     Limit(#[from] limits::LimitError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("cannot enroll sandbox cgroup {0}")]
     Enroll(PathBuf, #[source] aya::maps::MapError),
     #[error("sandbox_defaults.user {0}")]
@@ -143,6 +147,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     check_attached(config)?;
     let mut maps = Maps::open(&config.agent.bpffs_dir)?;
     let policy_id = loaded_policy(&maps, &opts.policy)?;
+    let filter = seccomp_filter(config, &opts.policy)?;
     let user = sandbox_user(config, opts)?;
     let limits = config.sandbox_defaults.limits();
     // Before any cgroup exists: a kernel without scopes stops here with nothing to undo.
@@ -159,6 +164,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         scope: scoping.for_child(),
         v1_join: Vec::new(),
         tty: None,
+        filter,
     };
     let pty = opts
         .tty
@@ -196,7 +202,17 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         }
         None => None,
     };
-    let outcome = await_command(&started, program);
+    let mut refusals = None;
+    let outcome = await_command(&started, program, |listener| {
+        let reporter = seccomp::EventReporter::new(
+            config.agent.state_dir.clone(),
+            config.agent.events_file_max_bytes,
+            opts.policy.clone(),
+            sandbox.id,
+            Some(relative.clone()),
+        );
+        refusals = Some(answer_refusals(listener, reporter));
+    });
     if outcome.is_ok()
         && let Some(set) = forwarded
     {
@@ -206,12 +222,39 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         }
     }
     let code = wait_exit(started.pid);
+    if let Some(thread) = refusals {
+        // The init is reaped: the filter has no user left, so the listener hangs up
+        // and the thread ends once it has answered what was queued.
+        let _ = thread.join();
+    }
     if let Some(relay) = relay {
         relay.finish();
     }
     applied.remove();
     drop(sandbox);
     outcome.map(|()| code)
+}
+
+/// The seccomp filter for `policy`, compiled before any fork (it allocates).
+fn seccomp_filter(config: &Config, policy: &str) -> Result<seccomp::Filter, SandboxError> {
+    let allow_io_uring = config
+        .policies
+        .iter()
+        .find(|p| p.name.as_ref() == policy)
+        .is_some_and(|p| p.allow_io_uring);
+    Ok(seccomp::Filter::build(allow_io_uring)?)
+}
+
+/// Starts the launcher's thread that answers the sandbox's refused system calls (EPERM)
+/// and writes a `seccomp` event for each, under the sandbox's event budget.
+fn answer_refusals(
+    listener: OwnedFd,
+    mut reporter: seccomp::EventReporter,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        seccomp::answer_refusals(listener, |refusal| reporter.report(refusal));
+        reporter.finish();
+    })
 }
 
 /// Every program the config needs is attached (pinned links of a running agent).
@@ -328,7 +371,11 @@ fn create_enrolled_cgroup<'m>(
 
 /// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
 /// step otherwise (the init has exited or is exiting then).
-fn await_command(started: &init::Started, program: &OsString) -> Result<(), SandboxError> {
+fn await_command(
+    started: &init::Started,
+    program: &OsString,
+    on_listener: impl FnOnce(OwnedFd),
+) -> Result<(), SandboxError> {
     let unexpected_end = || SandboxError::Confine {
         step: "starting",
         source: io::Error::other("the sandbox's init ended without a report"),
@@ -341,8 +388,14 @@ fn await_command(started: &init::Started, program: &OsString) -> Result<(), Sand
                 source,
             });
         }
-        // HOOK(seccomp): the listener goes to the thread that answers refusals.
-        Some(init::Report::Ready(_listener)) => {}
+        // Before the command can run: it waits in any refused call until answered.
+        Some(init::Report::Ready(Some(listener))) => on_listener(listener),
+        Some(init::Report::Ready(None)) => {
+            return Err(SandboxError::Confine {
+                step: init::Step::SeccompFilter.describe(),
+                source: io::Error::other("the sandbox's init sent no seccomp listener"),
+            });
+        }
     }
     match init::read_report(&started.channel).map_err(SandboxError::Clone)? {
         None => Ok(()),
