@@ -6,7 +6,11 @@
 
 use serde::Serialize;
 
-use super::{RunOptions, User, limits::Limits};
+use super::{
+    RunOptions, User,
+    limits::Limits,
+    seccomp::{self, Outcome},
+};
 use crate::config::Config;
 
 #[derive(Debug, Serialize)]
@@ -102,12 +106,7 @@ pub fn describe(config: &Config, opts: &RunOptions, user: User) -> Confinement {
         ],
         no_new_privs: true,
         landlock_scopes: vec!["abstract unix sockets", "signals"],
-        seccomp: vec![SeccompView {
-            filter: "native ABI",
-            refuses: "every 32-bit and x32 system call".into(),
-            action: "kill the process",
-            why: "the kernel runs cgroup sockopt programs only for native calls",
-        }],
+        seccomp: seccomp_view(config, opts),
         // HOOK(mounts): the layout's description.
         mounts: Vec::new(),
         limits: LimitsView {
@@ -117,6 +116,39 @@ pub fn describe(config: &Config, opts: &RunOptions, user: User) -> Confinement {
         },
         descriptors: "stdin, stdout and stderr only",
     }
+}
+
+/// Both filters, rule by rule: the native-ABI one, then the rule filter (with the
+/// policy's io_uring choice).
+fn seccomp_view(config: &Config, opts: &RunOptions) -> Vec<SeccompView> {
+    let io_uring = config
+        .policies
+        .iter()
+        .find(|p| *p.name.get_ref() == opts.policy)
+        .is_some_and(|p| p.allow_io_uring);
+    let mut out = vec![SeccompView {
+        filter: "native ABI",
+        refuses: "every 32-bit and x32 system call".into(),
+        action: "kill the process",
+        why: "the kernel runs cgroup sockopt programs only for native calls",
+    }];
+    for rule in seccomp::rules() {
+        let names: Vec<&str> = rule.syscalls.iter().map(|s| s.name).collect();
+        let io_uring_rule = names.iter().any(|n| n.starts_with("io_uring"));
+        let action = match rule.outcome {
+            _ if io_uring_rule && io_uring => "allowed by the policy (allow_io_uring)",
+            Outcome::Refused => "EPERM, reported as a seccomp event",
+            Outcome::NoSuchCall => "ENOSYS",
+            Outcome::Allowed => "allowed",
+        };
+        out.push(SeccompView {
+            filter: "rules",
+            refuses: format!("{}: {}", names.join(", "), rule.condition),
+            action,
+            why: rule.why,
+        });
+    }
+    out
 }
 
 /// The human form: one aspect per line, `none` for empty sets.
@@ -149,7 +181,7 @@ pub fn print_text(c: &Confinement) {
     println!("landlock      scoped: {}", c.landlock_scopes.join(", "));
     for s in &c.seccomp {
         println!(
-            "seccomp       [{}] {} → {} ({})",
+            "seccomp       [{}] {} → {}\n                {}",
             s.filter, s.refuses, s.action, s.why
         );
     }
