@@ -37,6 +37,14 @@ use std::{
 
 use hb_common::{ENROLL_LAUNCHER, Enrollment};
 
+// Standalone until the sandbox module becomes a directory (issue 12's skeleton).
+#[allow(dead_code)]
+#[path = "sandbox/mounts.rs"]
+pub mod mounts;
+#[allow(dead_code)]
+#[path = "sandbox/tenant.rs"]
+pub mod tenant;
+
 use crate::{
     agent::is_root,
     cgroup::{self, CgroupError},
