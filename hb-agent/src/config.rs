@@ -54,6 +54,96 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     #[serde(default, rename = "sandbox")]
     pub sandboxes: Vec<SandboxConfig>,
+    #[serde(default)]
+    pub sandbox_defaults: SandboxDefaults,
+}
+
+/// What `hb-agent sandbox run` gives a command unless told otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxDefaults {
+    /// `UID[:GID]` or a user name; `--user` overrides it (root only with `--user 0`).
+    pub user: String,
+    /// Where tenants' work folders live ("" = `state_dir/tenants`).
+    pub tenants_dir: PathBuf,
+    /// Where a tenant's folder appears inside its sandbox.
+    pub work_mount: PathBuf,
+    /// `pids.max` of each sandbox (0 = no limit).
+    pub pids_max: u64,
+    /// Memory limit of each sandbox, e.g. "2G" ("" or "max" = no limit).
+    pub memory_max: String,
+    /// CPU limit of each sandbox in cgroup `cpu.max` syntax, "QUOTA PERIOD" in µs
+    /// ("" = no limit).
+    pub cpu_max: String,
+    /// Size of the sandbox's own /tmp.
+    pub tmp_size: String,
+}
+
+impl Default for SandboxDefaults {
+    fn default() -> Self {
+        Self {
+            user: "1000:1000".into(),
+            tenants_dir: PathBuf::new(),
+            work_mount: "/work".into(),
+            pids_max: 512,
+            memory_max: "2G".into(),
+            cpu_max: String::new(),
+            tmp_size: "256M".into(),
+        }
+    }
+}
+
+impl SandboxDefaults {
+    /// The limits, parsed (validation has checked every value, so nothing fails here).
+    pub fn limits(&self) -> crate::sandbox::limits::Limits {
+        use crate::sandbox::limits::{parse_cpu_max, parse_size};
+        crate::sandbox::limits::Limits {
+            pids_max: (self.pids_max > 0).then_some(self.pids_max),
+            memory_max: parse_size(&self.memory_max).ok().flatten(),
+            cpu_max: parse_cpu_max(&self.cpu_max).ok().flatten(),
+        }
+    }
+
+    /// Each key's problem, if any: (key, message).
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        use crate::sandbox::limits::{parse_cpu_max, parse_size};
+        let mut out = Vec::new();
+        match crate::sandbox::parse_user(&self.user) {
+            Err(e) => out.push(("user", e)),
+            Ok(u) if u.uid == 0 => out.push((
+                "user",
+                "root is no default: a command runs as uid 0 only with an explicit --user 0".into(),
+            )),
+            Ok(_) => {}
+        }
+        if !self.work_mount.is_absolute() || self.work_mount == std::path::Path::new("/") {
+            out.push((
+                "work_mount",
+                "must be an absolute path below / (e.g. \"/work\")".into(),
+            ));
+        }
+        if !self.tenants_dir.as_os_str().is_empty() && !self.tenants_dir.is_absolute() {
+            out.push((
+                "tenants_dir",
+                "must be an absolute path, or \"\" for state_dir/tenants".into(),
+            ));
+        }
+        if let Err(e) = parse_size(&self.memory_max) {
+            out.push(("memory_max", e));
+        }
+        match parse_size(&self.tmp_size) {
+            Err(e) => out.push(("tmp_size", e)),
+            Ok(None) => out.push((
+                "tmp_size",
+                "the sandbox's /tmp needs a size (e.g. \"256M\")".into(),
+            )),
+            Ok(Some(_)) => {}
+        }
+        if let Err(e) = parse_cpu_max(&self.cpu_max) {
+            out.push(("cpu_max", e));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -448,6 +538,15 @@ pub struct PolicyConfig {
     /// sandbox's own connections always flow).
     #[serde(default)]
     pub inbound: bool,
+    /// The tenant whose work folder sandboxes under this policy get ("" = none unless
+    /// `--tenant`).
+    #[serde(default)]
+    pub tenant: String,
+    /// Whether sandboxes under this policy may use io_uring (default false: its socket
+    /// operation would create sockets the seccomp filter never sees).
+    #[serde(default)]
+    #[allow(dead_code)] // HOOK(seccomp): read when the rule filter is wired in
+    pub allow_io_uring: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -517,6 +616,14 @@ impl Config {
                     "\"{}\" must be a relative cgroup path like \"hb\" (not the root itself)",
                     self.agent.cgroup_root
                 ),
+            });
+        }
+        if let Some((key, message)) = self.sandbox_defaults.problems().into_iter().next() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: format!("sandbox_defaults.{key}"),
+                line: key_line(key),
+                message,
             });
         }
         if !self.agent.bpffs_dir.is_absolute() {
@@ -1081,6 +1188,38 @@ mod tests {
             e.contains("sandbox[0].cgroup") && e.contains("line 4"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sandbox_defaults_are_checked_key_by_key() {
+        for (text, key, says) in [
+            ("user = \"0\"", "sandbox_defaults.user", "explicit --user 0"),
+            ("user = \"12x\"", "sandbox_defaults.user", "UID[:GID]"),
+            (
+                "memory_max = \"2X\"",
+                "sandbox_defaults.memory_max",
+                "not a size",
+            ),
+            (
+                "tmp_size = \"\"",
+                "sandbox_defaults.tmp_size",
+                "needs a size",
+            ),
+            ("cpu_max = \"5 1\"", "sandbox_defaults.cpu_max", "cpu.max"),
+            (
+                "work_mount = \"work\"",
+                "sandbox_defaults.work_mount",
+                "absolute",
+            ),
+        ] {
+            let e = err(&format!(
+                "[[policy]]\nname = \"a\"\n\n[sandbox_defaults]\n{text}\n"
+            ));
+            assert!(
+                e.contains(key) && e.contains("line 5") && e.contains(says),
+                "{text}: {e}"
+            );
+        }
     }
 
     #[test]

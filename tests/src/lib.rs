@@ -279,14 +279,24 @@ impl TestEnv {
     }
 
     /// Runs `cmd` (a shell command) in a sandbox of `policy` with /etc/resolv.conf naming
-    /// a documentation nameserver, 192.0.2.53, in a private mount namespace (the host's
-    /// file is untouched): the sandbox's DNS goes there, and so to hb's resolver.
+    /// a documentation nameserver, 192.0.2.53 (bound over the sandbox's read-only
+    /// /etc/resolv.conf with `--ro-bind`; the host's file is untouched): the sandbox's
+    /// DNS goes there, and so to hb's resolver.
     pub fn sandbox_with_nameserver(&self, policy: &str, cmd: &str) -> Output {
+        self.sandbox_with_nameserver_as(policy, &[], cmd)
+    }
+
+    /// [`TestEnv::sandbox_with_nameserver`] with more `sandbox run` options (`--user 0`,
+    /// `--tenant NAME`, …).
+    pub fn sandbox_with_nameserver_as(&self, policy: &str, options: &[&str], cmd: &str) -> Output {
         let rc = self.state_dir.join("resolv.conf");
         fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:3\n")
             .expect("resolv.conf");
-        let script = format!("mount --bind {} /etc/resolv.conf && {cmd}", rc.display());
-        self.sandbox(policy, &["unshare", "-m", "sh", "-c", &script])
+        let rc = rc.to_str().expect("UTF-8 state dir");
+        let mut args = vec!["sandbox", "run", "--policy", policy];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["--ro-bind", rc, "/etc/resolv.conf", "--", "sh", "-c", cmd]);
+        self.hb(&args)
     }
 
     /// Spawns `cmd` in a fresh sandbox without waiting.
@@ -353,6 +363,28 @@ impl TestEnv {
     /// The test's cgroup root, as a path.
     pub fn cgroup_path(&self) -> PathBuf {
         cgroup2_mount().join(&self.cgroup_root)
+    }
+
+    /// The cgroup of the one sandbox of this test that runs now, below the cgroup2
+    /// mount (a sandboxed command sees neither its host pid nor its host cgroup path:
+    /// it has a pid namespace and a cgroup namespace of its own).
+    pub fn running_sandbox_cgroup(&self) -> String {
+        let dir = self.cgroup_path().join("sandboxes");
+        let found: Vec<String> = fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            found.len(),
+            1,
+            "one sandbox runs below {}: {found:?}",
+            dir.display()
+        );
+        format!("{}/sandboxes/{}", self.cgroup_root, found[0])
     }
 }
 

@@ -437,24 +437,12 @@ fn sandbox_run_refuses_to_start_when_nothing_enforces() {
     assert!(!marker.exists(), "the command must not have run");
 }
 
-/// The sandbox cgroup's path below the cgroup2 mount, of a sandboxed command that prints
-/// its pid and then "ready", read from outside while it runs (inside, a cgroup namespace
-/// rooted at the sandbox shows it as "/").
-fn sandbox_cgroup_of(stdout: &mut impl std::io::BufRead) -> String {
-    let mut pid = String::new();
-    stdout
-        .read_line(&mut pid)
-        .expect("the command prints its pid first");
+/// Reads the sandboxed command's output up to its "ready" line.
+fn wait_ready(stdout: &mut impl std::io::BufRead) {
     let mut line = String::new();
     while stdout.read_line(&mut line).expect("read") > 0 && line.trim() != "ready" {
         line.clear();
     }
-    let cg =
-        std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).expect("/proc/PID/cgroup");
-    cg.lines()
-        .find_map(|l| l.strip_prefix("0::/"))
-        .unwrap_or_else(|| panic!("no cgroup2 line: {cg}"))
-        .to_owned()
 }
 
 #[test]
@@ -462,19 +450,27 @@ fn sandbox_run_passes_on_the_exit_status_and_removes_its_cgroup() {
     private_netns(&[]);
     let mut env = TestEnv::new("exitcode", OPEN_POLICY);
     env.start_agent();
-    let go = env.state_dir.join("go");
-    let script = format!(
-        "echo $$; echo ready; while [ ! -e {} ]; do sleep 0.02; done; exit 7",
-        go.display()
-    );
-    let mut child = env.sandbox_spawn("open", &["sh", "-c", &script]);
+    // The command waits for a signal from outside: its stdin closing (the harness gives
+    // it none, so a fifo would do; a read on a pipe the test holds is simplest).
+    let script = "echo ready; read _; exit 7";
+    let mut child = std::process::Command::new(hb_tests::agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args([
+            "sandbox", "run", "--policy", "open", "--", "sh", "-c", script,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sandbox");
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let rel = sandbox_cgroup_of(&mut stdout);
+    wait_ready(&mut stdout);
+    let rel = env.running_sandbox_cgroup();
     assert!(
         rel.starts_with(&format!("{}/sandboxes/open-", env.cgroup_root)),
         "ran in a sandbox cgroup: {rel}"
     );
-    std::fs::write(&go, "").expect("go");
+    drop(child.stdin.take());
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(7));
     assert!(
@@ -540,17 +536,16 @@ fn sandboxed_commands_get_a_cgroup_namespace_no_new_privs_and_with_user_cannot_l
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (text, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    // As root: its own cgroup namespace and no_new_privs; whether the move is refused is
-    // the kernel's call, by the mount's nsdelegate (this is why --user exists).
+    // By default: uid and gid 1000 ([sandbox_defaults] user), no groups, its own cgroup
+    // namespace, no_new_privs, and the move refused (root owns cgroup.procs).
     let (text, stderr) = run(None);
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    let expected_move = if nsdelegate() { "refused" } else { "moved" };
     assert_eq!(
         lines,
-        ["0", "0", "0::/", "NoNewPrivs:\t1", expected_move],
-        "root in the sandbox: {stderr}"
+        ["1000", "1000", "0::/", "NoNewPrivs:\t1", "refused"],
+        "the default user in the sandbox: {stderr}"
     );
-    // As nobody: the same, no groups, and the move refused everywhere.
+    // As nobody: the same.
     let (text, stderr) = run(Some("65534"));
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     assert_eq!(
@@ -558,15 +553,34 @@ fn sandboxed_commands_get_a_cgroup_namespace_no_new_privs_and_with_user_cannot_l
         ["65534", "65534", "0::/", "NoNewPrivs:\t1", "refused"],
         "--user 65534 in the sandbox: {stderr}"
     );
+    // As root (asked for): uid 0, but whether the move is refused is the kernel's call,
+    // by the mount's nsdelegate, until the root file system is read-only.
+    let (text, stderr) = run(Some("0"));
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let expected_move = if nsdelegate() { "refused" } else { "moved" };
+    assert_eq!(
+        lines,
+        ["0", "0", "0::/", "NoNewPrivs:\t1", expected_move],
+        "--user 0 in the sandbox: {stderr}"
+    );
     // Bad input is named and runs nothing.
     let marker = env.state_dir.join("ran");
     let touch = format!("touch {}", marker.display());
     let bad = env.hb(&[
-        "sandbox", "run", "--policy", "open", "--user", "nobody", "--", "sh", "-c", &touch,
+        "sandbox",
+        "run",
+        "--policy",
+        "open",
+        "--user",
+        "no-such-user-hb",
+        "--",
+        "sh",
+        "-c",
+        &touch,
     ]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        !bad.status.success() && stderr.contains("\"nobody\" is not a number"),
+        !bad.status.success() && stderr.contains("no user \"no-such-user-hb\""),
         "{stderr}"
     );
     assert!(!marker.exists(), "nothing ran");
@@ -600,23 +614,24 @@ fn sigterm_to_the_launcher_reaches_the_command_and_the_cgroup_is_removed() {
     stdout.read_line(&mut masks).expect("signal masks");
     let mut ready = String::new();
     stdout.read_line(&mut ready).expect("ready");
-    let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).expect("cgroup");
-    let rel = cg
-        .lines()
-        .find_map(|l| l.strip_prefix("0::/"))
-        .expect("cgroup2 line")
-        .to_owned();
-    assert!(hb_tests::cgroup2_mount().join(&rel).exists(), "{rel}");
+    assert_eq!(
+        pid.trim(),
+        "2",
+        "the command is pid 2 of its own pid namespace"
+    );
+    let rel = env.running_sandbox_cgroup();
     let (blocked, ignored) = masks.trim().split_once(' ').expect("two masks");
     let ignored = u64::from_str_radix(ignored, 16).expect("SigIgn");
     let killed_by = |sig: libc::c_int| 1u64 << (sig - 1);
     if u64::from_str_radix(blocked, 16) != Ok(0)
         || ignored & (killed_by(libc::SIGTERM) | killed_by(libc::SIGHUP)) != 0
     {
+        // The command would outlive the launcher with SIGTERM blocked: kill the cgroup.
+        let _ = std::fs::write(
+            hb_tests::cgroup2_mount().join(&rel).join("cgroup.kill"),
+            "1",
+        );
         let _ = child.kill();
-        // SAFETY: kill(2) of the command this test started (it would outlive the
-        // launcher with SIGTERM blocked).
-        unsafe { libc::kill(pid.trim().parse().expect("pid"), libc::SIGKILL) };
         panic!(
             "the command starts with signals blocked or ignored: SigBlk {blocked}, SigIgn {ignored:x}"
         );

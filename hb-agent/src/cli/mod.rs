@@ -218,28 +218,50 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum SandboxCommand {
-    /// Create a cgroup under cgroup_root, enroll it with POLICY, run CMD in it, pass on
-    /// its exit status, remove the cgroup.
+    /// Run CMD in a fresh sandbox enrolled under POLICY and pass on its exit status.
     ///
-    /// CMD also runs in a Landlock domain of its own (ABI 6, Linux 6.12): it cannot
-    /// connect or send to abstract Unix sockets (`\0name`) made outside its sandbox (host
-    /// daemons, other sandboxes: no socket passing between sandboxes over them), nor signal
-    /// processes outside it. Not covered: pathname Unix sockets in directories it can
-    /// reach (e.g. /tmp), and descriptors passed over them, until sandboxes get a mount
-    /// namespace of their own. Without Landlock scopes the run is refused unless
-    /// --allow-unscoped.
+    /// The sandbox: its own cgroup below cgroup_root (enforced from the first
+    /// instruction, removed afterwards, with pids/memory/cpu limits from
+    /// [sandbox_defaults]); its own pid, mount, IPC and cgroup namespaces; a new session
+    /// with no controlling terminal; the user from --user or [sandbox_defaults] user
+    /// (1000:1000 by default; root only with an explicit --user 0, and then without a
+    /// single capability); no_new_privs; Landlock scopes (no abstract Unix socket or
+    /// signal reaches outside the sandbox; ABI 6, Linux 6.12); a seccomp filter that
+    /// allows only the native system call ABI; and only stdin, stdout and stderr passed
+    /// in. --print-confinement shows all of it without running anything.
     #[command(
-        after_help = "Examples:\n  hb-agent sandbox run --policy default --user 65534 -- python3 tool.py\n  hb-agent sandbox run --policy ci -- sh -c 'curl -sS http://10.0.0.1/ || echo refused'"
+        after_help = "Examples:\n  hb-agent sandbox run --policy default -- python3 tool.py\n  hb-agent sandbox run --policy ci --user 65534 -- sh -c 'curl -sS http://10.0.0.1/ || echo refused'\n  hb-agent sandbox run --policy default --user 0 -- id     # uid 0, no capabilities\n  hb-agent sandbox run --policy default --print-confinement --json -- true\n\nExit status: CMD's own; 128+N when signal N ended it; 1 when the sandbox could not be made (the error names the step), and CMD did not run."
     )]
     Run {
         /// Policy name (a [[policy]] of the running agent's config).
         #[arg(long, short)]
         policy: String,
-        /// Run the command as this numeric user (and group; the user's number if left
-        /// out), with no supplementary groups. Recommended: a root command can leave its
-        /// cgroup, and so its enforcement, where cgroup2 is mounted without `nsdelegate`.
-        #[arg(long, value_name = "UID[:GID]", value_parser = crate::sandbox::parse_user)]
+        /// Run the command as UID[:GID] (the uid's number as gid if left out) or as a
+        /// user name from /etc/passwd, with no supplementary groups. Default:
+        /// [sandbox_defaults] user. `--user 0` runs it as root with no capabilities.
+        #[arg(long, value_name = "UID[:GID]|NAME", value_parser = crate::sandbox::parse_user)]
         user: Option<crate::sandbox::User>,
+        /// Mount the tenant's work folder (tenants_dir/NAME/work, made on first use,
+        /// owned by the sandbox's user) read-write at [sandbox_defaults] work_mount; no
+        /// other tenant's folder exists in the sandbox. Default: the policy's `tenant`.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
+        /// Make the host's SRC visible read-only at DEST in the sandbox (DEST must exist
+        /// in the read-only root). Repeatable.
+        #[arg(long, num_args = 2, value_names = ["SRC", "DEST"])]
+        ro_bind: Vec<PathBuf>,
+        /// Give CMD a fresh pseudo-terminal of its own (its controlling terminal and
+        /// stdio), relayed to and from this one: for interactive commands. Without it
+        /// CMD has no controlling terminal at all; it never gets the caller's.
+        #[arg(long)]
+        tty: bool,
+        /// Print what CMD would get (user, namespaces, capabilities, seccomp filters,
+        /// mounts, limits) and run nothing; needs neither root nor a running agent.
+        #[arg(long)]
+        print_confinement: bool,
+        /// With --print-confinement: JSON instead of text.
+        #[arg(long, requires = "print_confinement")]
+        json: bool,
         /// Run CMD even when the kernel lacks Landlock scopes (ABI 6, Linux 6.12). It can
         /// then reach host daemons and other sandboxes over abstract Unix sockets, and
         /// signal processes of its uid outside the sandbox. Without this flag such a kernel
@@ -250,7 +272,7 @@ enum SandboxCommand {
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
-            required = true,
+            required_unless_present = "print_confinement",
             value_name = "CMD"
         )]
         command: Vec<OsString>,
@@ -340,11 +362,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(SandboxCommand::Run {
             policy,
             user,
+            tenant,
+            ro_bind,
+            tty,
+            print_confinement,
+            json,
             allow_unscoped,
             command,
         }) => {
             let config = Config::load(cli.config.as_deref())?;
-            let code = crate::sandbox::run(&config, &policy, user, allow_unscoped, &command)?;
+            let opts = crate::sandbox::RunOptions {
+                policy,
+                user,
+                tenant,
+                ro_binds: ro_bind
+                    .chunks(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect(),
+                tty,
+                allow_unscoped,
+                command,
+            };
+            if print_confinement {
+                crate::sandbox::print_confinement(&config, &opts, json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let code = crate::sandbox::run(&config, &opts)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
         }
         Command::Maps(MapsCommand::List { json }) => {

@@ -293,6 +293,12 @@ struct Planner {
     cover_dirs: Vec<PathBuf>,
     /// Covered files (canonical).
     cover_files: Vec<PathBuf>,
+    /// Every hidden path (canonical), those under a fresh mount too: no bind may show
+    /// one.
+    hidden_all: Vec<PathBuf>,
+    /// Describing only (`--print-confinement`): nothing is created on the host, and a
+    /// tenant dir not made yet or a path this user cannot resolve is no error.
+    dry: bool,
     /// Directories and files already created inside (so each is made once).
     created: BTreeSet<PathBuf>,
     /// `--ro-bind` (dest, source) pairs already placed, canonical.
@@ -302,8 +308,21 @@ struct Planner {
 }
 
 impl Layout {
-    /// Checks `plan` and prepares every step. Runs in the launcher before any fork.
+    /// Checks `plan` and prepares every step. Runs in the launcher before any fork. A
+    /// missing work mount point in the host's root is created there (an empty root-owned
+    /// directory: the root is read-only inside, so it cannot be made there).
     pub fn plan(plan: &LayoutPlan) -> Result<Layout, MountError> {
+        Self::build(plan, false)
+    }
+
+    /// The mounts `plan` would give, for `--print-confinement`: the same checks, but
+    /// nothing is created (a tenant's work dir may not exist yet) and paths this user
+    /// cannot resolve are shown as given.
+    pub fn preview(plan: &LayoutPlan) -> Result<Vec<MountEntry>, MountError> {
+        Ok(std::mem::take(&mut Self::build(plan, true)?.entries))
+    }
+
+    fn build(plan: &LayoutPlan, dry: bool) -> Result<Layout, MountError> {
         check_inputs(plan)?;
         let mut p = Planner {
             ops: vec![Op::PrivateRoot],
@@ -311,6 +330,8 @@ impl Layout {
             slots: 0,
             cover_dirs: Vec::new(),
             cover_files: Vec::new(),
+            hidden_all: Vec::new(),
+            dry,
             created: BTreeSet::new(),
             binds: Vec::new(),
             work_target: None,
@@ -340,6 +361,7 @@ impl Layout {
     }
 
     /// The mounts the command will see, in the order they are made.
+    #[cfg(test)]
     pub fn describe(&self) -> &[MountEntry] {
         &self.entries
     }
@@ -362,12 +384,21 @@ impl Layout {
     }
 
     /// A readable description of a failed step, for the launcher's error message.
+    #[cfg(test)]
     pub fn explain(&self, e: EnterError) -> String {
-        let what = match self.ops.get(e.step) {
+        format!(
+            "{}: {}",
+            self.explain_step(e.step),
+            io::Error::from_raw_os_error(e.errno)
+        )
+    }
+
+    /// What step `step` of [`Layout::enter`] does, e.g. "mounting tmpfs on /tmp".
+    pub fn explain_step(&self, step: usize) -> String {
+        match self.ops.get(step) {
             Some(op) => describe_op(op),
-            None => format!("step {}", e.step),
-        };
-        format!("{what}: {}", io::Error::from_raw_os_error(e.errno))
+            None => format!("step {step}"),
+        }
     }
 
     /// # Safety
@@ -560,6 +591,7 @@ impl Planner {
                 Ok(v) => v,
                 // A dangling symlink: what it names does not exist, so nothing to cover.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) if self.dry => (h.clone(), true),
                 Err(source) => {
                     return Err(MountError::Host {
                         what: "hidden path",
@@ -579,6 +611,7 @@ impl Planner {
         }
         found.sort();
         found.dedup();
+        self.hidden_all = found.iter().map(|(p, _)| p.clone()).collect();
         for (path, is_dir) in found {
             if self.fresh_root_of(&path).is_some() || under_any(&path, &self.cover_dirs) {
                 continue;
@@ -610,12 +643,19 @@ impl Planner {
             socket: None,
         };
         if let Some((src, _)) = &plan.work {
-            let src = resolve("tenant work dir", src)?;
-            let meta = host_meta("tenant work dir", &src)?;
-            if !meta.is_dir() {
-                return Err(refused("tenant work dir", &src, "not a directory"));
+            let src = match resolve("tenant work dir", src) {
+                Err(_) if self.dry => src.clone(),
+                other => other?,
+            };
+            match host_meta("tenant work dir", &src) {
+                Ok(meta) if !meta.is_dir() => {
+                    return Err(refused("tenant work dir", &src, "not a directory"));
+                }
+                Ok(_) => {}
+                Err(_) if self.dry => {}
+                Err(e) => return Err(e),
             }
-            self.check_not_exposing("tenant work dir", &src, true)?;
+            self.check_not_exposing("tenant work dir", &src)?;
             let slot = self.slot();
             self.ops.push(Op::Clone {
                 slot,
@@ -636,7 +676,7 @@ impl Planner {
                     "host /proc and /dev are not bound into a sandbox",
                 ));
             }
-            self.check_not_exposing("--ro-bind source", &canonical, false)?;
+            self.check_not_exposing("--ro-bind source", &canonical)?;
             let slot = self.slot();
             self.ops.push(Op::Clone {
                 slot,
@@ -670,6 +710,7 @@ impl Planner {
             }
             // No agent has made it yet: the sandbox has no broker (it cannot make one).
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) if self.dry => {}
             Err(source) => {
                 return Err(MountError::Host {
                     what: "broker socket",
@@ -698,16 +739,11 @@ impl Planner {
         Ok(sources)
     }
 
-    /// A bound source must neither lie in nor contain a hidden path (the tenant's work
-    /// dir may lie in one: tenants live in state_dir).
-    fn check_not_exposing(
-        &self,
-        what: &'static str,
-        src: &Path,
-        may_lie_in: bool,
-    ) -> Result<(), MountError> {
-        for h in self.cover_dirs.iter().chain(&self.cover_files) {
-            if h.starts_with(src) || (!may_lie_in && src.starts_with(h)) {
+    /// A bound source must not contain a hidden path (it may lie in one: the tenant's
+    /// work dir lies in state_dir, and a file the operator names there is their choice).
+    fn check_not_exposing(&self, what: &'static str, src: &Path) -> Result<(), MountError> {
+        for h in &self.hidden_all {
+            if h.starts_with(src) {
                 return Err(refused(
                     what,
                     src,
@@ -942,7 +978,10 @@ impl Planner {
     fn attach(&mut self, plan: &LayoutPlan, sources: &Sources) -> Result<(), MountError> {
         if let (Some((src, target)), Some(slot)) = (&plan.work, sources.work) {
             let target = resolve("work mount point", target)?;
-            let src = resolve("tenant work dir", src)?;
+            let src = match resolve("tenant work dir", src) {
+                Err(_) if self.dry => src.clone(),
+                other => other?,
+            };
             if self.fresh_root_of(&target).as_deref() == Some(target.as_path()) {
                 return Err(refused(
                     "work mount point",
@@ -1075,6 +1114,7 @@ impl Planner {
         match place {
             Place::Created(root) => self.create_inside(&root, target, is_dir)?,
             Place::InBind(host) => expect_kind(&host)?,
+            Place::Root if self.dry && create_on_host => {}
             Place::Root => {
                 if create_on_host && is_dir && !target.exists() {
                     fs::create_dir(target).map_err(|source| MountError::Host {

@@ -1,0 +1,473 @@
+//! The sandbox's first process: pid 1 of its own pid namespace, in its own mount, IPC
+//! and cgroup namespaces, confined step by step before the command exists.
+//!
+//! The launcher creates it with clone3(2): `CLONE_INTO_CGROUP` puts it in the enrolled
+//! sandbox cgroup from its first instruction, `CLONE_NEWPID` makes it pid 1 of a fresh
+//! pid namespace (no other process, another sandbox's or the host's, can be named by pid
+//! from inside), `CLONE_NEWNS`/`CLONE_NEWIPC` give it mounts and System V IPC of its own,
+//! and `CLONE_PIDFD` gives the launcher a descriptor that names it for good. It is a
+//! copy of the single-threaded launcher, not an exec'd program, so it runs the plan
+//! prepared before the clone: [`confine`] (cgroup v1 joins, a new session without a
+//! controlling terminal — or, with `--tty`, with a fresh pseudo-terminal of its own —,
+//! a cgroup namespace, mounts, every capability dropped and the
+//! user's ids, `no_new_privs`, Landlock scopes, the seccomp filters, every descriptor
+//! past stderr closed at exec), then it forks the command (pid 2), which resets its
+//! signals and execs. pid 1 stays behind as the namespace's reaper: it forwards the
+//! signals the launcher passes on to the command, reaps orphans, and exits with the
+//! command's status. When it exits the kernel kills whatever is left in the namespace.
+//!
+//! Init and launcher talk over a `SOCK_SEQPACKET` pair: one [`Report`] per packet, and
+//! the end of the stream (every copy of init's end closed: init's after the fork, the
+//! command's at exec) means the command is running.
+//! Must never: exec the command less confined than the plan says; any failed step ends
+//! the init with a report naming the step.
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    sync::atomic::{AtomicI32, AtomicU16, Ordering},
+};
+
+use super::{User, abi, caps};
+use crate::scope::ChildScope;
+
+/// Everything the init needs, prepared by the launcher before the clone.
+pub struct Plan {
+    pub program: CString,
+    /// `program` and its arguments, as C strings.
+    pub argv: Vec<CString>,
+    pub user: User,
+    pub last_cap: u32,
+    pub scope: ChildScope,
+    /// `cgroup.procs` of the cgroup v1 hierarchies holding the sandbox's limits.
+    pub v1_join: Vec<RawFd>,
+    /// `--tty`: the slave side of the sandbox's own pseudo-terminal.
+    pub tty: Option<RawFd>,
+    /// The mount layout, entered by `confine` right after the cgroup namespace.
+    pub layout: super::mounts::Layout,
+    // HOOK(seccomp): the rule filter, installed by `confine` after the native-ABI one.
+}
+
+/// A confinement step, named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Step {
+    JoinV1Cgroups = 1,
+    NewSession,
+    Terminal,
+    CgroupNamespace,
+    Mounts,
+    Capabilities,
+    NoNewPrivs,
+    Landlock,
+    NativeAbiFilter,
+    SeccompFilter,
+    CloseDescriptors,
+    ForkCommand,
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 13] = [
+        Step::JoinV1Cgroups,
+        Step::NewSession,
+        Step::Terminal,
+        Step::CgroupNamespace,
+        Step::Mounts,
+        Step::Capabilities,
+        Step::NoNewPrivs,
+        Step::Landlock,
+        Step::NativeAbiFilter,
+        Step::SeccompFilter,
+        Step::CloseDescriptors,
+        Step::ForkCommand,
+        Step::Exec,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::JoinV1Cgroups => "joining the sandbox's cgroup v1 limits",
+            Step::NewSession => "starting a new session (setsid)",
+            Step::Terminal => "taking its own pseudo-terminal (--tty)",
+            Step::CgroupNamespace => "creating the cgroup namespace",
+            Step::Mounts => "setting up the sandbox's mounts",
+            Step::Capabilities => "dropping capabilities and switching user",
+            Step::NoNewPrivs => "setting no_new_privs",
+            Step::Landlock => "entering the Landlock scopes",
+            Step::NativeAbiFilter => "installing the native-ABI seccomp filter",
+            Step::SeccompFilter => "installing the seccomp filter",
+            Step::CloseDescriptors => "closing inherited descriptors",
+            Step::ForkCommand => "forking the command",
+            Step::Exec => "starting the command",
+        }
+    }
+}
+
+/// What the init (or the command, before exec) tells the launcher.
+#[derive(Debug)]
+pub enum Report {
+    /// Confined; the command is being started. Carries the seccomp listener, if any.
+    Ready(Option<OwnedFd>),
+    /// A step failed with this errno; nothing ran. The third field says which part of
+    /// the step failed (for [`Step::Mounts`], the layout's own step).
+    Failed(Step, io::Error, u16),
+}
+
+/// The running sandbox as the launcher holds it.
+pub struct Started {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+    /// The launcher's end of the report channel.
+    pub channel: OwnedFd,
+}
+
+/// Clones the init into `cgroup` (a directory descriptor of the sandbox's v2 cgroup).
+/// The child never returns from here: it runs [`init_main`] and exits.
+///
+/// The calling process must be single-threaded (checked): the child is a copy of it and
+/// may take the locks (allocator, stdio) no other thread could then be holding.
+pub fn start(plan: &Plan, cgroup: &OwnedFd) -> io::Result<Started> {
+    if thread_count() != Some(1) {
+        return Err(io::Error::other(
+            "the sandbox launcher must be single-threaded when it clones the sandbox",
+        ));
+    }
+    let (launcher_end, init_end) = seqpacket_pair()?;
+    let mut pidfd: libc::c_int = -1;
+    // clone3(2) flags (include/uapi/linux/sched.h), as u64 whatever libc's types.
+    const CLONE_NEWNS: u64 = 0x0002_0000;
+    const CLONE_PIDFD: u64 = 0x0000_1000;
+    const CLONE_NEWIPC: u64 = 0x0800_0000;
+    const CLONE_NEWPID: u64 = 0x2000_0000;
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_INTO_CGROUP | CLONE_PIDFD;
+    args.pidfd = (&raw mut pidfd) as u64;
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.cgroup = cgroup.as_raw_fd() as u64;
+    // SAFETY: clone3(2) without CLONE_VM: the child gets a copy of this (single-threaded)
+    // process and continues on its copy of this stack, like fork(2).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw mut args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(launcher_end);
+        init_main(plan, init_end);
+    }
+    drop(init_end);
+    Ok(Started {
+        pid: pid as libc::pid_t,
+        // SAFETY: the kernel wrote a new descriptor this process owns.
+        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        channel: launcher_end,
+    })
+}
+
+/// Reads one report from the init; None at the end of the stream.
+pub fn read_report(channel: &OwnedFd) -> io::Result<Option<Report>> {
+    let mut buf = [0u8; 8];
+    let mut cmsg = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer in it is to a local that outlives
+    // the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    let n = loop {
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(channel.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    // SAFETY: walking the control buffer the kernel filled, with the libc macros.
+    let passed = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (!c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS)
+            .then(|| {
+                OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>()))
+            })
+    };
+    let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let detail = u16::from_le_bytes([buf[2], buf[3]]);
+    match buf[0] {
+        b'R' => Ok(Some(Report::Ready(passed))),
+        b'E' => {
+            let step = Step::ALL
+                .into_iter()
+                .find(|s| *s as u8 == buf[1])
+                .unwrap_or(Step::Exec);
+            Ok(Some(Report::Failed(
+                step,
+                io::Error::from_raw_os_error(errno),
+                detail,
+            )))
+        }
+        _ => Err(io::Error::other(
+            "unreadable report from the sandbox's init",
+        )),
+    }
+}
+
+/// The number of threads of this process, from /proc.
+fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()
+        .map(Iterator::count)
+}
+
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: socketpair(2) writes two descriptors into the local array.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Which of the mount layout's steps failed, for the report (this process's own copy).
+static MOUNT_STEP: AtomicU16 = AtomicU16::new(0);
+
+/// Sends one report (and optionally a descriptor) to the launcher. Errors are ignored:
+/// a launcher that is gone cannot be told, and init exits anyway on failure.
+fn send_report(channel: RawFd, kind: u8, step: u8, errno: i32, fd: Option<RawFd>) {
+    let e = errno.to_le_bytes();
+    let d = if step == Step::Mounts as u8 {
+        MOUNT_STEP.load(Ordering::SeqCst).to_le_bytes()
+    } else {
+        [0, 0]
+    };
+    let mut buf = [kind, step, d[0], d[1], e[0], e[1], e[2], e[3]];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cmsg = [0u64; 4];
+    // SAFETY: msghdr and the control buffer are locals; CMSG_* write inside `cmsg`,
+    // which has room for one descriptor.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        if let Some(fd) = fd {
+            msg.msg_control = cmsg.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+            let c = libc::CMSG_FIRSTHDR(&raw const msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+        }
+        libc::sendmsg(channel, &raw const msg, libc::MSG_NOSIGNAL);
+    }
+}
+
+/// The init's whole life: confine, report, start the command, reap, exit.
+fn init_main(plan: &Plan, channel: OwnedFd) -> ! {
+    let channel = channel.as_raw_fd();
+    let listener = match confine(plan) {
+        Ok(listener) => listener,
+        Err((step, e)) => {
+            send_report(
+                channel,
+                b'E',
+                step as u8,
+                e.raw_os_error().unwrap_or(0),
+                None,
+            );
+            // SAFETY: _exit(2) ends this process without running the launcher's exit code.
+            unsafe { libc::_exit(127) };
+        }
+    };
+    send_report(channel, b'R', 0, 0, listener);
+    if let Some(fd) = listener {
+        // SAFETY: the launcher has its own copy now; this one is ours to close.
+        unsafe { libc::close(fd) };
+    }
+    forward_signals_to_command();
+    // SAFETY: fork(2) of this single-threaded process.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        send_report(channel, b'E', Step::ForkCommand as u8, errno, None);
+        // SAFETY: as above.
+        unsafe { libc::_exit(127) };
+    }
+    if pid == 0 {
+        exec_command(plan, channel);
+    }
+    COMMAND.store(pid, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(pid, pending) };
+    }
+    // SAFETY: our end of the channel; the command keeps its own until exec.
+    unsafe { libc::close(channel) };
+    let code = reap_until_command_exits(pid);
+    // SAFETY: as above.
+    unsafe { libc::_exit(code) }
+}
+
+/// Runs every confinement step in order; returns the seccomp listener to hand over.
+fn confine(plan: &Plan) -> Result<Option<RawFd>, (Step, io::Error)> {
+    let check = |step: Step| {
+        move |rc: libc::c_int| {
+            if rc >= 0 {
+                Ok(())
+            } else {
+                Err((step, io::Error::last_os_error()))
+            }
+        }
+    };
+    // SAFETY: each call below takes integers or pointers to data the plan owns; this
+    // process is a single-threaded copy of the launcher.
+    unsafe {
+        for fd in &plan.v1_join {
+            let rc = libc::write(*fd, b"0".as_ptr().cast(), 1);
+            check(Step::JoinV1Cgroups)(if rc == 1 { 0 } else { -1 })?;
+        }
+        check(Step::NewSession)(libc::setsid())?;
+        if let Some(slave) = plan.tty {
+            super::tty::make_controlling(slave).map_err(|e| (Step::Terminal, e))?;
+        }
+        check(Step::CgroupNamespace)(libc::unshare(libc::CLONE_NEWCGROUP))?;
+        // As root with every capability, pid 1 of the new pid namespace (for /proc).
+        plan.layout.enter().map_err(|e| {
+            MOUNT_STEP.store(u16::try_from(e.step).unwrap_or(u16::MAX), Ordering::SeqCst);
+            (Step::Mounts, io::Error::from(e))
+        })?;
+        caps::drop_all(plan.user, plan.last_cap).map_err(|e| (Step::Capabilities, e))?;
+        check(Step::NoNewPrivs)(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        plan.scope.enter().map_err(|e| (Step::Landlock, e))?;
+        abi::native_syscalls_only().map_err(|e| (Step::NativeAbiFilter, e))?;
+        // HOOK(seccomp): let listener = plan.filter.install() here.
+        let listener = None;
+        check(Step::CloseDescriptors)(libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        ))?;
+        Ok(listener)
+    }
+}
+
+/// The command's pid (2), for the signal handler; 0 until it is forked.
+static COMMAND: AtomicI32 = AtomicI32::new(0);
+/// A forwarded signal that came before the command existed; sent to it once it does.
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+/// Signals the launcher passes on (and that the init, as pid 1, only receives because it
+/// has a handler for them).
+const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = COMMAND.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
+    }
+}
+
+fn forward_signals_to_command() {
+    // SAFETY: sigaction with a handler that only makes async-signal-safe calls.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        for sig in FORWARDED {
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// pid 2: default signals, empty mask, exec. Reports a failed exec and exits 127.
+fn exec_command(plan: &Plan, channel: RawFd) -> ! {
+    // SAFETY: reset_signals makes sigaction/sigprocmask calls only.
+    if let Err(e) = unsafe { super::reset_signals() } {
+        send_report(
+            channel,
+            b'E',
+            Step::Exec as u8,
+            e.raw_os_error().unwrap_or(0),
+            None,
+        );
+        // SAFETY: as in init_main.
+        unsafe { libc::_exit(127) };
+    }
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: execvp(3) with NUL-terminated strings and a NULL-terminated array that
+    // outlive the call; it returns only on failure.
+    unsafe { libc::execvp(plan.program.as_ptr(), argv.as_ptr()) };
+    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    send_report(channel, b'E', Step::Exec as u8, errno, None);
+    // SAFETY: as above.
+    unsafe { libc::_exit(127) }
+}
+
+/// Reaps every child (orphans of the namespace included) until `command` exits; its
+/// exit code, or 128+N when a signal N killed it.
+fn reap_until_command_exits(command: libc::pid_t) -> libc::c_int {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid(2) writes the local status.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return 127;
+        }
+        if pid == command {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            if libc::WIFSIGNALED(status) {
+                return 128 + libc::WTERMSIG(status);
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Resource limits of a sandbox: `pids.max`, memory and CPU, from `[sandbox_defaults]`.
+//!
+//! Owns: putting each limit where this host's kernel keeps that controller. On a pure
+//! cgroup2 host that is the sandbox's own cgroup (the controllers enabled down the path
+//! from `cgroup_root`). On a hybrid host, where the controllers sit in cgroup v1
+//! hierarchies and the v2 tree only tells sockets apart, a v1 cgroup of the sandbox's
+//! own is made per controller below the launcher's cgroup there (limits the host put on
+//! hb still hold above it), and the sandbox's init joins them before anything else.
+//! Must never: start a sandbox without a limit the config asks for; a limit the host
+//! cannot apply is an error that names the controller (set the key to 0 or "" to run
+//! without it).
+
+use std::{
+    fs,
+    io::{self, Write as _},
+    os::fd::{AsRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "the {controller} controller is neither enabled in the cgroup2 tree above {below} nor mounted as a cgroup v1 hierarchy, so {key} cannot be applied (set it to {off} to run sandboxes without it)"
+    )]
+    NoController {
+        controller: &'static str,
+        below: PathBuf,
+        key: &'static str,
+        off: &'static str,
+    },
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What `[sandbox_defaults]` asks for; `None` is no limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub pids_max: Option<u64>,
+    pub memory_max: Option<u64>,
+    /// `cpu.max` syntax: `QUOTA PERIOD` in microseconds.
+    pub cpu_max: Option<(u64, u64)>,
+}
+
+/// One controller's limit and where it went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Placed {
+    pub controller: &'static str,
+    pub file: PathBuf,
+    pub value: String,
+}
+
+/// The limits as applied: the files written, the v1 cgroups to remove afterwards and
+/// the `cgroup.procs` of each, which the sandbox's init writes itself into.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub placed: Vec<Placed>,
+    v1_dirs: Vec<PathBuf>,
+    v1_procs: Vec<OwnedFd>,
+}
+
+impl Applied {
+    /// The raw descriptors of the v1 `cgroup.procs` files, for the init to write "0" to.
+    pub fn join_fds(&self) -> Vec<libc::c_int> {
+        self.v1_procs.iter().map(|f| f.as_raw_fd()).collect()
+    }
+
+    /// Removes the v1 cgroups made for the sandbox (its processes are gone by then: the
+    /// pid namespace ends with its init). Best effort, retried while the kernel reaps.
+    pub fn remove(self) {
+        drop(self.v1_procs);
+        for dir in self.v1_dirs.iter().rev() {
+            for _ in 0..100 {
+                match fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// One controller: its name, the v2 file and value, the v1 file and value, and the
+/// config key that asked for it.
+struct Wanted {
+    controller: &'static str,
+    key: &'static str,
+    off: &'static str,
+    v2: (&'static str, String),
+    v1: (&'static str, String),
+}
+
+impl Limits {
+    fn wanted(&self) -> Vec<Wanted> {
+        let mut out = Vec::new();
+        if let Some(n) = self.pids_max {
+            out.push(Wanted {
+                controller: "pids",
+                key: "sandbox_defaults.pids_max",
+                off: "0",
+                v2: ("pids.max", n.to_string()),
+                v1: ("pids.max", n.to_string()),
+            });
+        }
+        if let Some(bytes) = self.memory_max {
+            out.push(Wanted {
+                controller: "memory",
+                key: "sandbox_defaults.memory_max",
+                off: "\"\"",
+                v2: ("memory.max", bytes.to_string()),
+                v1: ("memory.limit_in_bytes", bytes.to_string()),
+            });
+        }
+        if let Some((quota, period)) = self.cpu_max {
+            out.push(Wanted {
+                controller: "cpu",
+                key: "sandbox_defaults.cpu_max",
+                off: "\"\"",
+                v2: ("cpu.max", format!("{quota} {period}")),
+                v1: ("cpu.cfs_quota_us", quota.to_string()),
+            });
+        }
+        out
+    }
+}
+
+/// Applies `limits` to the sandbox cgroup `cgroup` (v2, at `mount`/`relative`), whose
+/// ancestors from `root` (the agent's `cgroup_root`) down get the controllers enabled.
+/// `name` names the v1 cgroups, when this host needs them.
+pub fn apply(
+    limits: &Limits,
+    mount: &Path,
+    root: &str,
+    relative: &str,
+    name: &str,
+) -> Result<Applied, LimitError> {
+    let mut applied = Applied::default();
+    let cgroup = mount.join(relative);
+    for want in limits.wanted() {
+        if enable_v2(mount, root, relative, want.controller)? {
+            let file = cgroup.join(want.v2.0);
+            write(&file, &want.v2.1)?;
+            applied.placed.push(Placed {
+                controller: want.controller,
+                file,
+                value: want.v2.1,
+            });
+            continue;
+        }
+        let Some(dir) = v1_cgroup(want.controller, name)? else {
+            return Err(LimitError::NoController {
+                controller: want.controller,
+                below: cgroup,
+                key: want.key,
+                off: want.off,
+            });
+        };
+        applied.v1_dirs.push(dir.clone());
+        let file = dir.join(want.v1.0);
+        write(&file, &want.v1.1)?;
+        if want.controller == "cpu"
+            && let Some((_, period)) = limits.cpu_max
+        {
+            write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+        }
+        let procs = dir.join("cgroup.procs");
+        let fd = fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map_err(io_err("open", &procs))?;
+        applied.v1_procs.push(fd.into());
+        applied.placed.push(Placed {
+            controller: want.controller,
+            file,
+            value: want.v1.1,
+        });
+    }
+    Ok(applied)
+}
+
+/// Enables `controller` in `cgroup.subtree_control` from `root` down to the sandbox's
+/// parent, if the cgroup2 tree has it at `root` at all; false when it does not (the
+/// controller lives in a v1 hierarchy, or the host did not delegate it to us).
+fn enable_v2(
+    mount: &Path,
+    root: &str,
+    relative: &str,
+    controller: &str,
+) -> Result<bool, LimitError> {
+    let root_dir = mount.join(root);
+    let available = fs::read_to_string(root_dir.join("cgroup.controllers")).unwrap_or_default();
+    if !available.split_whitespace().any(|c| c == controller) {
+        return Ok(false);
+    }
+    let parent_rel = relative.rsplit_once('/').map_or("", |(p, _)| p);
+    let below_root = parent_rel
+        .strip_prefix(root)
+        .map(|rest| rest.trim_start_matches('/'))
+        .unwrap_or("");
+    let mut dir = root_dir;
+    let mut levels = vec![dir.clone()];
+    for part in below_root.split('/').filter(|p| !p.is_empty()) {
+        dir = dir.join(part);
+        levels.push(dir.clone());
+    }
+    for level in levels {
+        let control = level.join("cgroup.subtree_control");
+        let enabled = fs::read_to_string(&control).unwrap_or_default();
+        if !enabled.split_whitespace().any(|c| c == controller) {
+            write(&control, &format!("+{controller}"))?;
+        }
+    }
+    Ok(true)
+}
+
+/// A fresh v1 cgroup for the sandbox in `controller`'s hierarchy, below the launcher's
+/// own cgroup there; None when no v1 hierarchy has the controller.
+fn v1_cgroup(controller: &str, name: &str) -> Result<Option<PathBuf>, LimitError> {
+    let Some(mount) = v1_mount(controller) else {
+        return Ok(None);
+    };
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own_path = own.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.trim_start_matches('/').to_owned())
+    });
+    let dir = mount
+        .join(own_path.unwrap_or_default())
+        .join("hb-sandboxes")
+        .join(name);
+    fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+    Ok(Some(dir))
+}
+
+/// Where the cgroup v1 hierarchy holding `controller` is mounted (from mountinfo: a
+/// `cgroup` file system whose super options name the controller).
+fn v1_mount(controller: &str) -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut right = right.split_whitespace();
+        if right.next()? != "cgroup" {
+            return None;
+        }
+        let _source = right.next()?;
+        let options = right.next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        options
+            .split(',')
+            .any(|o| o == controller)
+            .then(|| PathBuf::from(mount_point))
+    })
+}
+
+fn write(path: &Path, value: &str) -> Result<(), LimitError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(io_err("write", path))
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LimitError {
+    let path = path.to_owned();
+    move |source| LimitError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `2G`, `512M`, `64K`, `1048576`: bytes (binary units); "" or "max" is no limit.
+pub fn parse_size(s: &str) -> Result<Option<u64>, String> {
+    let t = s.trim();
+    if t.is_empty() || t == "max" {
+        return Ok(None);
+    }
+    let (digits, shift) = match t.as_bytes()[t.len() - 1].to_ascii_uppercase() {
+        b'K' => (&t[..t.len() - 1], 10),
+        b'M' => (&t[..t.len() - 1], 20),
+        b'G' => (&t[..t.len() - 1], 30),
+        b'T' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 2G, 512M, 65536 or \"max\")"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n && *v > 0)
+        .map(Some)
+        .ok_or_else(|| format!("{s:?} is not a size above zero that fits in 64 bits"))
+}
+
+/// `cpu.max` syntax: `"QUOTA PERIOD"` or `"QUOTA"` (period 100000 µs); "" or "max" is
+/// no limit.
+pub fn parse_cpu_max(s: &str) -> Result<Option<(u64, u64)>, String> {
+    let mut parts = s.split_whitespace();
+    let bad = || {
+        format!(
+            "{s:?} is not cpu.max syntax (expected \"QUOTA PERIOD\" in µs, e.g. \"50000 100000\" for half a CPU, or \"max\")"
+        )
+    };
+    let Some(quota) = parts.next() else {
+        return Ok(None);
+    };
+    if quota == "max" {
+        return Ok(None);
+    }
+    let quota: u64 = quota.parse().map_err(|_| bad())?;
+    let period: u64 = match parts.next() {
+        Some(p) => p.parse().map_err(|_| bad())?,
+        None => 100_000,
+    };
+    if parts.next().is_some() || quota < 1000 || !(1000..=1_000_000).contains(&period) {
+        return Err(bad());
+    }
+    Ok(Some((quota, period)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_cpu_are_read() {
+        assert_eq!(parse_size("2G"), Ok(Some(2 << 30)));
+        assert_eq!(parse_size("512m"), Ok(Some(512 << 20)));
+        assert_eq!(parse_size("4096"), Ok(Some(4096)));
+        assert_eq!(parse_size(""), Ok(None));
+        assert_eq!(parse_size("max"), Ok(None));
+        for bad in ["2X", "G", "-1", "0", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_cpu_max("50000 100000"), Ok(Some((50000, 100000))));
+        assert_eq!(parse_cpu_max("200000"), Ok(Some((200000, 100000))));
+        assert_eq!(parse_cpu_max(""), Ok(None));
+        for bad in ["x", "5 100000", "50000 1", "1 2 3"] {
+            assert!(parse_cpu_max(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! `hb-agent sandbox run`: run one command in a fresh, enrolled, confined sandbox.
+//!
+//! The data path of a run: [`prepare`] (policy loaded, programs attached, user, limits,
+//! the init's plan, all before any process exists) → the sandbox cgroup created and
+//! enrolled → its limits applied ([`limits`]) → the init cloned straight into it
+//! ([`init`]: pid 1 of its own namespaces, which confines itself and starts the command)
+//! → the launcher waits, passing on SIGTERM, SIGHUP, SIGINT and SIGQUIT → anything left
+//! in the cgroup is killed, the cgroup removed, and only then the enrollment dropped.
+//!
+//! The command is in the enrolled cgroup from the init's first instruction
+//! (`CLONE_INTO_CGROUP`), so not one of its syscalls runs unenforced. What confines it is
+//! listed in the init's module header and shown by `--print-confinement`: a pid namespace
+//! (it cannot name another process), a session with no controlling terminal (no TIOCSTI
+//! into the launcher's terminal), the user from `--user` or `[sandbox_defaults] user`
+//! (1000:1000 by default; root only when asked, and then with no capability), every
+//! capability gone with locked securebits, `no_new_privs`, Landlock scopes (abstract Unix
+//! sockets and signals outside the sandbox, see [`crate::scope`]; without Landlock ABI 6
+//! the run is refused unless `--allow-unscoped`), a native-ABI-only seccomp filter
+//! ([`abi`]), and only stdin, stdout and stderr crossing into it.
+//! Must never: start the command when the programs are not attached or the policy is not
+//! loaded — that would be a sandbox in name only.
+
+use std::{
+    ffi::{CString, OsString},
+    fs, io,
+    os::{fd::OwnedFd, unix::ffi::OsStrExt as _},
+    path::PathBuf,
+};
+
+use hb_common::{ENROLL_LAUNCHER, Enrollment};
+
+use crate::{
+    agent::is_root,
+    cgroup::{self, CgroupError},
+    config::Config,
+    loader,
+    maps::{Maps, MapsError},
+    scope::{ScopeError, Scoping},
+};
+
+mod abi;
+mod caps;
+mod confinement;
+mod init;
+pub mod limits;
+pub mod mounts;
+pub mod tenant;
+mod tty;
+mod user;
+
+pub use user::{User, parse_user};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("hb-agent sandbox run must run as root (it creates cgroups and writes pinned maps)")]
+    NotRoot,
+    #[error(
+        "hb's programs are not attached (no pinned link {0}); start `hb-agent run` with the same config first"
+    )]
+    NotAttached(PathBuf),
+    #[error("policy \"{name}\" is not loaded in the kernel; loaded policies: {loaded}")]
+    UnknownPolicy { name: String, loaded: String },
+    #[error("no policy \"{name}\" in the config; its policies: {known}")]
+    NoSuchPolicy { name: String, known: String },
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    #[error(transparent)]
+    Limit(#[from] limits::LimitError),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
+    #[error(transparent)]
+    Tenant(#[from] tenant::TenantError),
+    #[error("the sandbox failed while setting up its mounts ({what}); the command did not run")]
+    MountStep {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot enroll sandbox cgroup {0}")]
+    Enroll(PathBuf, #[source] aya::maps::MapError),
+    #[error("sandbox_defaults.user {0}")]
+    DefaultUser(String),
+    #[error("argument {0:?} holds a NUL byte, which no command line can carry")]
+    NulInArgument(OsString),
+    #[error("cannot create the sandbox")]
+    Clone(#[source] io::Error),
+    #[error("cannot open a pseudo-terminal for --tty")]
+    Pty(#[source] io::Error),
+    #[error("the sandbox failed while {step}; the command did not run")]
+    Confine {
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start {command:?}")]
+    Spawn {
+        command: OsString,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no command given (usage: hb-agent sandbox run --policy NAME -- CMD ARGS…)")]
+    NoCommand,
+}
+
+/// What `hb-agent sandbox run` was asked for.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: String,
+    /// `--user`; `[sandbox_defaults] user` when None.
+    pub user: Option<User>,
+    /// `--tenant`; the policy's `tenant` when None.
+    pub tenant: Option<String>,
+    /// `--ro-bind SRC DEST` pairs.
+    pub ro_binds: Vec<(PathBuf, PathBuf)>,
+    /// `--tty`: a fresh pseudo-terminal, relayed by the launcher.
+    pub tty: bool,
+    pub allow_unscoped: bool,
+    pub command: Vec<OsString>,
+}
+
+/// A sandbox cgroup that removes itself (and then its enrollment) when dropped.
+struct SandboxCgroup<'m> {
+    maps: &'m mut Maps,
+    path: PathBuf,
+    id: u64,
+}
+
+impl Drop for SandboxCgroup<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = cgroup::remove(&self.path) {
+            // The enrollment stays, so whatever survived stays enforced.
+            eprintln!("hb-agent: {}", crate::error_chain(&e));
+            return;
+        }
+        let _ = self.maps.enrolled.remove(&self.id);
+        let _ = self.maps.bump_generation();
+    }
+}
+
+/// Runs the command of `opts` in a sandbox (see the module header) and returns the exit
+/// code to pass on (128+N for a command killed by signal N).
+pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
+    let (program, _) = opts.command.split_first().ok_or(SandboxError::NoCommand)?;
+    if !is_root() {
+        return Err(SandboxError::NotRoot);
+    }
+    check_attached(config)?;
+    let mut maps = Maps::open(&config.agent.bpffs_dir)?;
+    let policy_id = loaded_policy(&maps, &opts.policy)?;
+    let user = sandbox_user(config, opts)?;
+    let limits = config.sandbox_defaults.limits();
+    let layout = mounts::Layout::plan(&layout_plan(config, opts, user, true)?)?;
+    // Before any cgroup exists: a kernel without scopes stops here with nothing to undo.
+    let scoping = Scoping::prepare(opts.allow_unscoped)?;
+    let mut plan = init::Plan {
+        program: c_string(program)?,
+        argv: opts
+            .command
+            .iter()
+            .map(c_string)
+            .collect::<Result<_, _>>()?,
+        user,
+        last_cap: caps::last_cap(),
+        scope: scoping.for_child(),
+        v1_join: Vec::new(),
+        tty: None,
+        layout,
+    };
+    let pty = opts
+        .tty
+        .then(tty::open)
+        .transpose()
+        .map_err(SandboxError::Pty)?;
+    plan.tty = pty.as_ref().map(|p| tty::raw(&p.slave));
+
+    let (sandbox, relative) = create_enrolled_cgroup(config, &mut maps, &opts.policy, policy_id)?;
+    let name = relative.rsplit('/').next().unwrap_or_default().to_owned();
+    let applied = limits::apply(
+        &limits,
+        &cgroup::cgroup2_mount()?,
+        config.cgroup_root(),
+        &relative,
+        &name,
+    )?;
+    plan.v1_join = applied.join_fds();
+    let cgroup_dir: OwnedFd = fs::File::open(&sandbox.path)
+        .map_err(|source| CgroupError::Io {
+            path: sandbox.path.clone(),
+            action: "open",
+            source,
+        })?
+        .into();
+
+    let forwarded = block_forwarded_signals();
+    let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
+    drop(scoping);
+    // The sandbox holds the slave now; the launcher only relays through the master.
+    let relay = match pty {
+        Some(p) => {
+            drop(p.slave);
+            Some(tty::relay(p.master).map_err(SandboxError::Pty)?)
+        }
+        None => None,
+    };
+    let outcome = await_command(&started, program, &plan.layout);
+    if outcome.is_ok()
+        && let Some(set) = forwarded
+    {
+        let pidfd = started.pidfd.try_clone().ok();
+        if let Some(pidfd) = pidfd {
+            std::thread::spawn(move || forward_signals(set, pidfd));
+        }
+    }
+    let code = wait_exit(started.pid);
+    if let Some(relay) = relay {
+        relay.finish();
+    }
+    applied.remove();
+    drop(sandbox);
+    outcome.map(|()| code)
+}
+
+/// Every program the config needs is attached (pinned links of a running agent).
+fn check_attached(config: &Config) -> Result<(), SandboxError> {
+    let bpffs = &config.agent.bpffs_dir;
+    for (link, pinned) in loader::pinned_links(bpffs, &loader::programs_for(config)) {
+        if !pinned {
+            return Err(SandboxError::NotAttached(
+                bpffs.join(hb_common::pin_dirs::LINKS).join(link),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--print-confinement`: what a run of `opts` would give its command, as text or JSON;
+/// an unknown policy or user is the same error a run would give.
+pub fn print_confinement(
+    config: &Config,
+    opts: &RunOptions,
+    json: bool,
+) -> Result<(), SandboxError> {
+    if !config
+        .policies
+        .iter()
+        .any(|p| *p.name.get_ref() == opts.policy)
+    {
+        return Err(SandboxError::NoSuchPolicy {
+            name: opts.policy.clone(),
+            known: config
+                .policies
+                .iter()
+                .map(|p| p.name.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let user = sandbox_user(config, opts)?;
+    let mounts = mounts::Layout::preview(&layout_plan(config, opts, user, false)?)?;
+    let described = confinement::describe(config, opts, user, &mounts);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&described).unwrap_or_default()
+        );
+    } else {
+        confinement::print_text(&described);
+    }
+    Ok(())
+}
+
+/// The id of `name` among the policies the running agent loaded.
+fn loaded_policy(maps: &Maps, name: &str) -> Result<u32, SandboxError> {
+    let loaded = maps.loaded_policies()?;
+    loaded
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.id)
+        .ok_or_else(|| SandboxError::UnknownPolicy {
+            name: name.to_owned(),
+            loaded: loaded
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// `--user`, else `[sandbox_defaults] user`.
+fn sandbox_user(config: &Config, opts: &RunOptions) -> Result<User, SandboxError> {
+    match opts.user {
+        Some(u) => Ok(u),
+        None => parse_user(&config.sandbox_defaults.user).map_err(SandboxError::DefaultUser),
+    }
+}
+
+fn c_string(s: &OsString) -> Result<CString, SandboxError> {
+    CString::new(s.as_bytes()).map_err(|_| SandboxError::NulInArgument(s.clone()))
+}
+
+/// Creates the sandbox's cgroup below `cgroup_root/sandboxes` and enrolls it under
+/// `policy_id`; returns it (removed again when dropped) and its path below the mount.
+fn create_enrolled_cgroup<'m>(
+    config: &Config,
+    maps: &'m mut Maps,
+    policy: &str,
+    policy_id: u32,
+) -> Result<(SandboxCgroup<'m>, String), SandboxError> {
+    let mount = cgroup::cgroup2_mount()?;
+    let parent = format!("{}/sandboxes", config.cgroup_root());
+    cgroup::create(&mount, &parent)?;
+    let relative = format!("{parent}/{}", unique_name(policy));
+    let path = mount.join(&relative);
+    fs::create_dir(&path).map_err(|source| CgroupError::Io {
+        path: path.clone(),
+        action: "mkdir",
+        source,
+    })?;
+    let id = cgroup::cgroup_id(&path)?;
+    // Leave the agent a note of which cgroup this id was, so events that arrive after the
+    // sandbox (and its cgroup) are gone still name it. Best effort: no secret, no argv.
+    cgroup::remember(&config.agent.state_dir, id, &relative);
+    let enrollment = Enrollment {
+        policy_id,
+        flags: ENROLL_LAUNCHER,
+    };
+    if let Err(e) = maps.enrolled.insert(id, enrollment, 0) {
+        let _ = fs::remove_dir(&path);
+        return Err(SandboxError::Enroll(path, e));
+    }
+    let sandbox = SandboxCgroup { maps, path, id };
+    sandbox.maps.bump_generation()?;
+    Ok((sandbox, relative))
+}
+
+/// What the sandbox's filesystem is made of (see [`mounts`]): the agent's own secrets
+/// and [`mounts::HOST_PRIVATE`] hidden, the broker socket bound in, and the tenant's
+/// work dir (`--tenant`, else the policy's `tenant`) at `work_mount` — made first when
+/// `prepare` (a run; `--print-confinement` only names it).
+fn layout_plan(
+    config: &Config,
+    opts: &RunOptions,
+    user: User,
+    prepare: bool,
+) -> Result<mounts::LayoutPlan, SandboxError> {
+    let agent = &config.agent;
+    let defaults = &config.sandbox_defaults;
+    let tenants_dir = if defaults.tenants_dir.as_os_str().is_empty() {
+        agent.state_dir.join("tenants")
+    } else {
+        defaults.tenants_dir.clone()
+    };
+    let tenant = opts.tenant.clone().or_else(|| {
+        config
+            .policies
+            .iter()
+            .find(|p| *p.name.get_ref() == opts.policy)
+            .map(|p| p.tenant.clone())
+            .filter(|t| !t.is_empty())
+    });
+    let work = match tenant {
+        Some(name) if prepare => Some(tenant::prepare_work_dir(
+            &tenants_dir,
+            &name,
+            user.uid,
+            user.gid,
+        )?),
+        Some(name) => {
+            tenant::validate_name(&name)?;
+            Some(tenants_dir.join(name).join("work"))
+        }
+        None => None,
+    };
+    let mut hidden = vec![
+        agent.state_dir.clone(),
+        agent.master_key_file.clone(),
+        tenants_dir,
+        agent.bpffs_dir.clone(),
+    ];
+    hidden.extend(mounts::HOST_PRIVATE.iter().map(PathBuf::from));
+    Ok(mounts::LayoutPlan {
+        broker_socket: config.broker.socket.clone(),
+        hidden,
+        // Validated with the config: a size above zero.
+        tmp_size_bytes: limits::parse_size(&defaults.tmp_size)
+            .ok()
+            .flatten()
+            .unwrap_or(256 << 20),
+        shm_size_bytes: mounts::LayoutPlan::DEFAULT_SHM_SIZE,
+        work: work.map(|w| (w, defaults.work_mount.clone())),
+        ro_binds: opts.ro_binds.clone(),
+        cgroup2_mount: cgroup::cgroup2_mount().ok(),
+    })
+}
+
+/// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
+/// step otherwise (the init has exited or is exiting then).
+fn await_command(
+    started: &init::Started,
+    program: &OsString,
+    layout: &mounts::Layout,
+) -> Result<(), SandboxError> {
+    let unexpected_end = || SandboxError::Confine {
+        step: "starting",
+        source: io::Error::other("the sandbox's init ended without a report"),
+    };
+    match init::read_report(&started.channel).map_err(SandboxError::Clone)? {
+        None => return Err(unexpected_end()),
+        Some(init::Report::Failed(init::Step::Mounts, source, detail)) => {
+            return Err(SandboxError::MountStep {
+                what: layout.explain_step(usize::from(detail)),
+                source,
+            });
+        }
+        Some(init::Report::Failed(step, source, _)) => {
+            return Err(SandboxError::Confine {
+                step: step.describe(),
+                source,
+            });
+        }
+        // HOOK(seccomp): the listener goes to the thread that answers refusals.
+        Some(init::Report::Ready(_listener)) => {}
+    }
+    match init::read_report(&started.channel).map_err(SandboxError::Clone)? {
+        None => Ok(()),
+        Some(init::Report::Failed(init::Step::Exec, source, _)) => Err(SandboxError::Spawn {
+            command: program.clone(),
+            source,
+        }),
+        Some(init::Report::Failed(step, source, _)) => Err(SandboxError::Confine {
+            step: step.describe(),
+            source,
+        }),
+        Some(init::Report::Ready(_)) => Err(unexpected_end()),
+    }
+}
+
+/// Waits for the init to exit; its code (the command's), or 128+N for a signal N.
+fn wait_exit(pid: libc::pid_t) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid(2) on our own child, writing a local.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            if libc::WIFSIGNALED(status) {
+                return 128 + libc::WTERMSIG(status);
+            }
+            continue;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return 127;
+        }
+    }
+}
+
+/// Signals the launcher passes on to the sandbox's init, which passes them to the
+/// command: a supervisor stopping the launcher, a closed terminal, and the terminal's
+/// ^C and ^\ (the command has no terminal of its own, so only the launcher gets those).
+const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT];
+
+/// Blocks [`FORWARDED`] in this (still single-threaded) process; None if that failed,
+/// and then they keep their default action (the launcher ends, the sandbox runs on in
+/// its enrolled cgroup: still enforced, only the cleanup is lost).
+fn block_forwarded_signals() -> Option<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises; pthread_sigmask
+    // changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, sig);
+        }
+        (libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0).then_some(set)
+    }
+}
+
+/// Waits for the blocked signals in `set` and sends each to the init behind `pidfd`,
+/// for as long as the launcher lives.
+fn forward_signals(set: libc::sigset_t, pidfd: OwnedFd) {
+    use std::os::fd::AsRawFd as _;
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is initialised and blocked in every thread (threads inherit the
+        // mask of the thread that spawns them); sigwait writes only `sig`.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        // SAFETY: pidfd_send_signal(2) on a pidfd this process owns; no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+}
+
+/// Default action for every signal that has one to set, then an empty mask (after the
+/// dispositions, so no signal blocked until now runs a handler inherited from the
+/// launcher).
+///
+/// # Safety
+/// Called in the command's process before exec: sigaction(2) and sigprocmask(2) only.
+pub(super) unsafe fn reset_signals() -> io::Result<()> {
+    // SAFETY: sigset_t and sigaction are plain data, initialised before use; the calls
+    // take pointers to locals only.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut default.sa_mask);
+        // 1..=64: every signal Linux has (_NSIG is 64), real-time ones included.
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // Signals reserved by libc (32, 33 under glibc) refuse; that is fine.
+            libc::sigaction(sig, &default, std::ptr::null_mut());
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn unique_name(policy: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{policy}-{}-{nanos:08x}", std::process::id())
+}
