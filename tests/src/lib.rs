@@ -58,7 +58,8 @@ pub fn agent_bin() -> PathBuf {
     bin
 }
 
-fn random_suffix() -> String {
+/// Twelve random hex digits, for names on a shared filesystem.
+pub fn random_suffix() -> String {
     let mut b = [0u8; 6];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -145,12 +146,19 @@ impl TestEnv {
     /// `config` is TOML appended after the test's own `[agent]` table (so it must not
     /// contain one); `{root}` in it stands for the test's cgroup root.
     pub fn new(name: &str, config: &str) -> Self {
+        Self::new_in(&std::env::temp_dir(), name, config)
+    }
+
+    /// [`TestEnv::new`] with the state folder (and so the broker socket and the master
+    /// key) in `base` rather than the temp dir: e.g. /var/tmp, which a sandbox sees (read
+    /// only) where it gets a fresh /tmp.
+    pub fn new_in(base: &Path, name: &str, config: &str) -> Self {
         require_root();
         let suffix = random_suffix();
         let cgroup_root = format!("hb-test-{name}-{suffix}");
         let config = config.replace("{root}", &cgroup_root);
         let bpffs_dir = PathBuf::from(format!("/sys/fs/bpf/hb-test-{name}-{suffix}"));
-        let state_dir = std::env::temp_dir().join(format!("hb-test-{name}-{suffix}"));
+        let state_dir = base.join(format!("hb-test-{name}-{suffix}"));
         fs::create_dir_all(&state_dir).expect("state dir");
         let config_path = state_dir.join("hb.toml");
         // Each test's broker socket and master key live in its own state directory.
