@@ -87,9 +87,11 @@ const DEV_LINKS: [(&str, &str); 5] = [
 const SMALL_TMPFS: &str = "size=65536";
 
 /// Host paths hidden in every sandbox besides the agent's own (state_dir, master key,
-/// tenants, bpffs): a `--user 0` command owns root's 0600 files, and the default uid
-/// (1000) is often a real user's. Absent ones are skipped.
-pub const HOST_PRIVATE: [&str; 7] = [
+/// tenants, bpffs): a `--user 0` command owns root's 0600 files (password hashes, host
+/// keys, a node's kubelet and container runtime state with other pods' service account
+/// tokens), and the default uid (1000) is often a real user's. Absent ones are skipped.
+/// A denylist over the host's root: what is not named here stays readable (read-only).
+pub const HOST_PRIVATE: [&str; 11] = [
     "/root",
     "/home",
     "/etc/shadow",
@@ -97,6 +99,10 @@ pub const HOST_PRIVATE: [&str; 7] = [
     "/etc/shadow-",
     "/etc/gshadow-",
     "/etc/ssh",
+    "/etc/kubernetes",
+    "/var/lib/kubelet",
+    "/var/lib/containerd",
+    "/var/lib/docker",
 ];
 
 /// What the sandbox's filesystem is made of; every path absolute, on the host.
