@@ -253,6 +253,33 @@ after=$(cat /proc/self/cgroup | sort | tr '\n' ' ')
     }
 }
 
+/// The sandbox's init (pid 1) keeps descriptors opened in the host's mount namespace
+/// (its cgroup directory, cgroup v1 files): through /proc/1/fd a command could follow
+/// them into the host's writable cgroup tree and out of its cgroup. Following them,
+/// writing `cgroup.procs` above them, reading pid 1's environment: all refused (a uid-0
+/// command may still list their numbers: it owns the directory).
+#[test]
+fn the_inits_descriptors_lead_nowhere() {
+    let env = start("fs-init-fds");
+    let script = r#"
+before=$(cat /proc/self/cgroup | sort | tr '\n' ' ')
+for f in /proc/1/fd/*; do
+    readlink "$f" >/dev/null 2>&1 && echo "FOLLOWED $f to $(readlink "$f")"
+    for up in . .. ../.. ../../.. ../../../..; do
+        echo 0 > "$f/$up/cgroup.procs" 2>/dev/null && echo "MOVED through $f/$up"
+    done
+done
+cat /proc/1/environ >/dev/null 2>&1 && echo "READ pid 1's environment"
+after=$(cat /proc/self/cgroup | sort | tr '\n' ' ')
+[ "$before" = "$after" ] && echo SAME || echo "NOW IN $after (was $before)"
+"#;
+    for (user, options) in USERS {
+        let out = sandbox(&env, options, script);
+        let text = said(&out);
+        assert_eq!(stdout(&out), "SAME\n", "{user}: {text}");
+    }
+}
+
 /// The agent's state folder (vault.db holding a credential, the config), its master key
 /// and its bpffs pins, in a state folder outside /tmp as on a node: nothing of them can
 /// be read or listed, by uid 0 either (who owns those root-owned 0600 files). The broker

@@ -58,6 +58,7 @@ pub enum Step {
     Terminal,
     CgroupNamespace,
     Mounts,
+    Undumpable,
     Capabilities,
     NoNewPrivs,
     Landlock,
@@ -69,12 +70,13 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 13] = [
+    const ALL: [Step; 14] = [
         Step::JoinV1Cgroups,
         Step::NewSession,
         Step::Terminal,
         Step::CgroupNamespace,
         Step::Mounts,
+        Step::Undumpable,
         Step::Capabilities,
         Step::NoNewPrivs,
         Step::Landlock,
@@ -92,6 +94,7 @@ impl Step {
             Step::Terminal => "taking its own pseudo-terminal (--tty)",
             Step::CgroupNamespace => "creating the cgroup namespace",
             Step::Mounts => "setting up the sandbox's mounts",
+            Step::Undumpable => "making the init undumpable",
             Step::Capabilities => "dropping capabilities and switching user",
             Step::NoNewPrivs => "setting no_new_privs",
             Step::Landlock => "entering the Landlock scopes",
@@ -366,6 +369,13 @@ fn confine(plan: &Plan) -> Result<Option<RawFd>, (Step, io::Error)> {
             MOUNT_STEP.store(u16::try_from(e.step).unwrap_or(u16::MAX), Ordering::SeqCst);
             (Step::Mounts, io::Error::from(e))
         })?;
+        // pid 1 keeps descriptors of the host's mount namespace (the sandbox's cgroup
+        // directory, cgroup v1 files, the maps) for its whole life. Dumpable, it would
+        // let a uid-0 command (same uid, no capability) follow /proc/1/fd/N into the
+        // host's writable cgroup tree and out of its cgroup, or read /proc/1/mem.
+        // Undumpable, /proc/1 is off limits without CAP_SYS_PTRACE; the command's own
+        // exec makes it dumpable again, for itself only.
+        check(Step::Undumpable)(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
         caps::drop_all(plan.user, plan.last_cap).map_err(|e| (Step::Capabilities, e))?;
         check(Step::NoNewPrivs)(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         plan.scope.enter().map_err(|e| (Step::Landlock, e))?;
