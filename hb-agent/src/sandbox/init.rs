@@ -9,7 +9,8 @@
 //! copy of the single-threaded launcher, not an exec'd program, so it runs the plan
 //! prepared before the clone: [`confine`] (cgroup v1 joins, a new session without a
 //! controlling terminal — or, with `--tty`, with a fresh pseudo-terminal of its own —,
-//! a cgroup namespace, mounts, every capability dropped and the
+//! a cgroup namespace, the mounts of [`super::mounts`], itself made undumpable (it keeps
+//! descriptors of the host's mount namespace), every capability dropped and the
 //! user's ids, `no_new_privs`, Landlock scopes, the seccomp filters, every descriptor
 //! past stderr closed at exec), then it forks the command (pid 2), which resets its
 //! signals and execs. pid 1 stays behind as the namespace's reaper: it forwards the

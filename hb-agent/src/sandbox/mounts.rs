@@ -209,8 +209,8 @@ impl From<EnterError> for io::Error {
     }
 }
 
-/// Where a cloned tree comes from (a path resolved in the sandbox's namespace: a tree of
-/// another namespace cannot be cloned).
+/// One prepared step of [`Layout::enter`]. Paths resolve in the sandbox's namespace (a
+/// tree of another namespace cannot be cloned into it).
 #[derive(Debug)]
 enum Op {
     /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE)`.
