@@ -541,7 +541,6 @@ pub struct PolicyConfig {
     /// The tenant whose work folder sandboxes under this policy get ("" = none unless
     /// `--tenant`).
     #[serde(default)]
-    #[allow(dead_code)] // HOOK(mounts): read when tenants are wired in
     pub tenant: String,
     /// Whether sandboxes under this policy may use io_uring (default false: its socket
     /// operation would create sockets the seccomp filter never sees).

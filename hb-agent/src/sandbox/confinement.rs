@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{
     RunOptions, User,
     limits::Limits,
+    mounts::MountEntry,
     seccomp::{self, Outcome},
 };
 use crate::config::Config;
@@ -70,8 +71,13 @@ pub struct LimitsView {
 }
 
 /// The confinement a run of `opts` under `config` gives (the user is `user`, resolved
-/// by the caller as a run would).
-pub fn describe(config: &Config, opts: &RunOptions, user: User) -> Confinement {
+/// by the caller as a run would; `mounts` from the layout's preview).
+pub fn describe(
+    config: &Config,
+    opts: &RunOptions,
+    user: User,
+    mounts: &[MountEntry],
+) -> Confinement {
     let limits: Limits = config.sandbox_defaults.limits();
     Confinement {
         policy: opts.policy.clone(),
@@ -107,8 +113,17 @@ pub fn describe(config: &Config, opts: &RunOptions, user: User) -> Confinement {
         no_new_privs: true,
         landlock_scopes: vec!["abstract unix sockets", "signals"],
         seccomp: seccomp_view(config, opts),
-        // HOOK(mounts): the layout's description.
-        mounts: Vec::new(),
+        mounts: mounts
+            .iter()
+            .map(|m| MountView {
+                path: m.target.display().to_string(),
+                what: match &m.source {
+                    Some(s) => format!("{} from {}", m.kind, s.display()),
+                    None => m.kind.to_owned(),
+                },
+                options: m.flags.clone(),
+            })
+            .collect(),
         limits: LimitsView {
             pids_max: limits.pids_max,
             memory_max_bytes: limits.memory_max,

@@ -44,7 +44,9 @@ mod caps;
 mod confinement;
 mod init;
 pub mod limits;
+pub mod mounts;
 pub mod seccomp;
+pub mod tenant;
 mod tty;
 mod user;
 
@@ -72,6 +74,16 @@ pub enum SandboxError {
     Limit(#[from] limits::LimitError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
+    #[error(transparent)]
+    Tenant(#[from] tenant::TenantError),
+    #[error("the sandbox failed while setting up its mounts ({what}); the command did not run")]
+    MountStep {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot enroll sandbox cgroup {0}")]
     Enroll(PathBuf, #[source] aya::maps::MapError),
     #[error("sandbox_defaults.user {0}")]
@@ -105,12 +117,8 @@ pub struct RunOptions {
     /// `--user`; `[sandbox_defaults] user` when None.
     pub user: Option<User>,
     /// `--tenant`; the policy's `tenant` when None.
-    // HOOK(mounts): read by the mount plan.
-    #[allow(dead_code)]
     pub tenant: Option<String>,
     /// `--ro-bind SRC DEST` pairs.
-    // HOOK(mounts): read by the mount plan.
-    #[allow(dead_code)]
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
     /// `--tty`: a fresh pseudo-terminal, relayed by the launcher.
     pub tty: bool,
@@ -150,6 +158,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     let filter = seccomp_filter(config, &opts.policy)?;
     let user = sandbox_user(config, opts)?;
     let limits = config.sandbox_defaults.limits();
+    let layout = mounts::Layout::plan(&layout_plan(config, opts, user, true)?)?;
     // Before any cgroup exists: a kernel without scopes stops here with nothing to undo.
     let scoping = Scoping::prepare(opts.allow_unscoped)?;
     let mut plan = init::Plan {
@@ -165,6 +174,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         v1_join: Vec::new(),
         tty: None,
         filter,
+        layout,
     };
     let pty = opts
         .tty
@@ -203,7 +213,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         None => None,
     };
     let mut refusals = None;
-    let outcome = await_command(&started, program, |listener| {
+    let outcome = await_command(&started, program, &plan.layout, |listener| {
         let reporter = seccomp::EventReporter::new(
             config.agent.state_dir.clone(),
             config.agent.events_file_max_bytes,
@@ -293,7 +303,8 @@ pub fn print_confinement(
         });
     }
     let user = sandbox_user(config, opts)?;
-    let described = confinement::describe(config, opts, user);
+    let mounts = mounts::Layout::preview(&layout_plan(config, opts, user, false)?)?;
+    let described = confinement::describe(config, opts, user, &mounts);
     if json {
         println!(
             "{}",
@@ -369,11 +380,72 @@ fn create_enrolled_cgroup<'m>(
     Ok((sandbox, relative))
 }
 
+/// What the sandbox's filesystem is made of (see [`mounts`]): the agent's own secrets
+/// and [`mounts::HOST_PRIVATE`] hidden, the broker socket bound in, and the tenant's
+/// work dir (`--tenant`, else the policy's `tenant`) at `work_mount` — made first when
+/// `prepare` (a run; `--print-confinement` only names it).
+fn layout_plan(
+    config: &Config,
+    opts: &RunOptions,
+    user: User,
+    prepare: bool,
+) -> Result<mounts::LayoutPlan, SandboxError> {
+    let agent = &config.agent;
+    let defaults = &config.sandbox_defaults;
+    let tenants_dir = if defaults.tenants_dir.as_os_str().is_empty() {
+        agent.state_dir.join("tenants")
+    } else {
+        defaults.tenants_dir.clone()
+    };
+    let tenant = opts.tenant.clone().or_else(|| {
+        config
+            .policies
+            .iter()
+            .find(|p| *p.name.get_ref() == opts.policy)
+            .map(|p| p.tenant.clone())
+            .filter(|t| !t.is_empty())
+    });
+    let work = match tenant {
+        Some(name) if prepare => Some(tenant::prepare_work_dir(
+            &tenants_dir,
+            &name,
+            user.uid,
+            user.gid,
+        )?),
+        Some(name) => {
+            tenant::validate_name(&name)?;
+            Some(tenants_dir.join(name).join("work"))
+        }
+        None => None,
+    };
+    let mut hidden = vec![
+        agent.state_dir.clone(),
+        agent.master_key_file.clone(),
+        tenants_dir,
+        agent.bpffs_dir.clone(),
+    ];
+    hidden.extend(mounts::HOST_PRIVATE.iter().map(PathBuf::from));
+    Ok(mounts::LayoutPlan {
+        broker_socket: config.broker.socket.clone(),
+        hidden,
+        // Validated with the config: a size above zero.
+        tmp_size_bytes: limits::parse_size(&defaults.tmp_size)
+            .ok()
+            .flatten()
+            .unwrap_or(256 << 20),
+        shm_size_bytes: mounts::LayoutPlan::DEFAULT_SHM_SIZE,
+        work: work.map(|w| (w, defaults.work_mount.clone())),
+        ro_binds: opts.ro_binds.clone(),
+        cgroup2_mount: cgroup::cgroup2_mount().ok(),
+    })
+}
+
 /// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
 /// step otherwise (the init has exited or is exiting then).
 fn await_command(
     started: &init::Started,
     program: &OsString,
+    layout: &mounts::Layout,
     on_listener: impl FnOnce(OwnedFd),
 ) -> Result<(), SandboxError> {
     let unexpected_end = || SandboxError::Confine {
@@ -382,7 +454,13 @@ fn await_command(
     };
     match init::read_report(&started.channel).map_err(SandboxError::Clone)? {
         None => return Err(unexpected_end()),
-        Some(init::Report::Failed(step, source)) => {
+        Some(init::Report::Failed(init::Step::Mounts, source, detail)) => {
+            return Err(SandboxError::MountStep {
+                what: layout.explain_step(usize::from(detail)),
+                source,
+            });
+        }
+        Some(init::Report::Failed(step, source, _)) => {
             return Err(SandboxError::Confine {
                 step: step.describe(),
                 source,
@@ -399,11 +477,11 @@ fn await_command(
     }
     match init::read_report(&started.channel).map_err(SandboxError::Clone)? {
         None => Ok(()),
-        Some(init::Report::Failed(init::Step::Exec, source)) => Err(SandboxError::Spawn {
+        Some(init::Report::Failed(init::Step::Exec, source, _)) => Err(SandboxError::Spawn {
             command: program.clone(),
             source,
         }),
-        Some(init::Report::Failed(step, source)) => Err(SandboxError::Confine {
+        Some(init::Report::Failed(step, source, _)) => Err(SandboxError::Confine {
             step: step.describe(),
             source,
         }),
