@@ -108,8 +108,13 @@ impl SandboxDefaults {
     fn problems(&self) -> Vec<(&'static str, String)> {
         use crate::sandbox::limits::{parse_cpu_max, parse_size};
         let mut out = Vec::new();
-        if let Err(e) = crate::sandbox::parse_user(&self.user) {
-            out.push(("user", e));
+        match crate::sandbox::parse_user(&self.user) {
+            Err(e) => out.push(("user", e)),
+            Ok(u) if u.uid == 0 => out.push((
+                "user",
+                "root is no default: a command runs as uid 0 only with an explicit --user 0".into(),
+            )),
+            Ok(_) => {}
         }
         if !self.work_mount.is_absolute() || self.work_mount == std::path::Path::new("/") {
             out.push((
@@ -536,12 +541,10 @@ pub struct PolicyConfig {
     /// The tenant whose work folder sandboxes under this policy get ("" = none unless
     /// `--tenant`).
     #[serde(default)]
-    #[allow(dead_code)] // HOOK(mounts): read when tenants are wired in
     pub tenant: String,
     /// Whether sandboxes under this policy may use io_uring (default false: its socket
     /// operation would create sockets the seccomp filter never sees).
     #[serde(default)]
-    #[allow(dead_code)] // HOOK(seccomp): read when the rule filter is wired in
     pub allow_io_uring: bool,
 }
 
@@ -1184,6 +1187,38 @@ mod tests {
             e.contains("sandbox[0].cgroup") && e.contains("line 4"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sandbox_defaults_are_checked_key_by_key() {
+        for (text, key, says) in [
+            ("user = \"0\"", "sandbox_defaults.user", "explicit --user 0"),
+            ("user = \"12x\"", "sandbox_defaults.user", "UID[:GID]"),
+            (
+                "memory_max = \"2X\"",
+                "sandbox_defaults.memory_max",
+                "not a size",
+            ),
+            (
+                "tmp_size = \"\"",
+                "sandbox_defaults.tmp_size",
+                "needs a size",
+            ),
+            ("cpu_max = \"5 1\"", "sandbox_defaults.cpu_max", "cpu.max"),
+            (
+                "work_mount = \"work\"",
+                "sandbox_defaults.work_mount",
+                "absolute",
+            ),
+        ] {
+            let e = err(&format!(
+                "[[policy]]\nname = \"a\"\n\n[sandbox_defaults]\n{text}\n"
+            ));
+            assert!(
+                e.contains(key) && e.contains("line 5") && e.contains(says),
+                "{text}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Owns: decoding [`hb_common::Event`] records, their JSON form (stable field names:
 //! scripts and tests match on them), and the size-capped events file that
 //! `hb-agent events` reads from another process. The agent is the ring buffer's only
-//! consumer; the file is how everyone else sees what the kernel refused.
+//! consumer; the file is how everyone else sees what the kernel refused. Sandbox
+//! launchers write to it too (the `seccomp` refusals of their sandbox, [`append_one`]).
 //!
 //! Must never: block the kernel (a full ring buffer drops events and counts them, it
 //! never delays a verdict), or write anything secret (events hold addresses, ports,
@@ -60,13 +61,15 @@ pub struct EventRecord {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
     /// `connect4`, `connect6`, `sendmsg4`, `sendmsg6`, `skb_egress`, `skb_ingress`,
-    /// `setsockopt` ([`hook::name`]).
+    /// `setsockopt` ([`hook::name`]); `dns` (the resolver); `seccomp` (a system call the
+    /// sandbox's seccomp filter refused, written by the `sandbox run` launcher).
     pub hook: String,
     /// `deny` or `audit`.
     pub verdict: String,
     /// `deny_range`, `not_allowed`, `embedded_deny_range`, `source_route` (a packet with
     /// an IPv6 routing header or IPv4 source route, or the socket option that sets one),
-    /// `inbound`, `multicast_join` ([`reason::name`]); the resolver's own.
+    /// `inbound`, `multicast_join` ([`reason::name`]); the resolver's own;
+    /// `syscall_refused` for `seccomp`.
     pub reason: String,
     pub policy: String,
     pub cgroup_id: u64,
@@ -87,7 +90,7 @@ pub struct EventRecord {
     /// Destination port; for `skb_ingress` events, the sandbox's local port; for
     /// `setsockopt`, the refused option as `level << 8 | optname`.
     pub port: u16,
-    /// The DNS name, for the resolver's events.
+    /// The DNS name, for the resolver's events; the system call, for `seccomp` ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Refusals of the same cgroup the kernel enforced but did not report one by one
@@ -163,6 +166,9 @@ impl std::fmt::Display for EventRecord {
         let dst = if self.hook == hook::name(hook::SKB_INGRESS) {
             // Inbound: the far end sent to the sandbox's local port.
             format!("{} -> :{}", self.dst, self.port)
+        } else if self.hook == SECCOMP_HOOK {
+            // A refused system call has no destination; its name is printed below.
+            String::from("-")
         } else if self.hook == hook::name(hook::SETSOCKOPT) {
             // A refused socket option has no destination: show its level and name.
             format!("option={}:{}", self.port >> 8, self.port & 0xff)
@@ -186,7 +192,12 @@ impl std::fmt::Display for EventRecord {
             Escaped(self.cgroup.as_deref().unwrap_or("?")),
         )?;
         if let Some(name) = &self.name {
-            write!(f, " name={}", Escaped(name))?;
+            let key = if self.hook == SECCOMP_HOOK {
+                "syscall"
+            } else {
+                "name"
+            };
+            write!(f, " {key}={}", Escaped(name))?;
         }
         if self.suppressed > 0 {
             write!(f, " suppressed_before={}", self.suppressed)?;
@@ -215,25 +226,59 @@ struct Window {
 impl DnsBudget {
     /// Whether `record` may be written; if so it now carries the suppressed count.
     pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
-        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
-        let w = self
-            .policies
+        self.policies
             .entry(record.policy.clone())
-            .or_insert(Window {
-                start: now,
-                count: 0,
-                pending: 0,
-            });
-        if now.duration_since(w.start) >= window {
-            w.start = now;
-            w.count = 0;
+            .or_insert_with(|| Window::new(now))
+            .admit(record, now)
+    }
+}
+
+/// The same budget for the events of one sandbox that do not come from the kernel (its
+/// seccomp refusals, which the launcher writes): past `EVENT_BURST` per window a refusal
+/// is still refused, counted, and carried by the next record written.
+pub struct SandboxBudget {
+    window: Window,
+}
+
+impl SandboxBudget {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            window: Window::new(now),
         }
-        w.count += 1;
-        if w.count > hb_common::limits::EVENT_BURST {
-            w.pending += 1;
+    }
+
+    /// Whether `record` may be written; if so it now carries the suppressed count.
+    pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
+        self.window.admit(record, now)
+    }
+
+    /// Refusals suppressed since the last record written.
+    pub fn pending(&self) -> u64 {
+        self.window.pending
+    }
+}
+
+impl Window {
+    fn new(now: Instant) -> Self {
+        Window {
+            start: now,
+            count: 0,
+            pending: 0,
+        }
+    }
+
+    fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
+        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
+        if now.duration_since(self.start) >= window {
+            self.start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        if self.count > hb_common::limits::EVENT_BURST {
+            self.pending += 1;
             return false;
         }
-        record.suppressed += std::mem::take(&mut w.pending);
+        record.suppressed += std::mem::take(&mut self.pending);
         true
     }
 }
@@ -302,22 +347,26 @@ impl Tally {
 }
 
 /// Appends events to `state_dir/events.jsonl`, rotating to `events.jsonl.1` at a size cap.
+///
+/// The agent is not the file's only writer: sandbox launchers append their `seccomp`
+/// events ([`append_one`]). Every writer appends and rotates under an exclusive `flock`
+/// of `events.jsonl.lock`, and checks the size of the file at the path (not of what it
+/// wrote itself), so a rotation by one writer is never undone or clobbered by another:
+/// the agent reopens the path when the file it holds was rotated away.
 pub struct EventLog {
     path: PathBuf,
+    lock: fs::File,
     file: fs::File,
-    written: u64,
     max_bytes: u64,
 }
 
 impl EventLog {
     pub fn open(state_dir: &Path, max_bytes: u64) -> io::Result<Self> {
         let path = state_dir.join(EVENTS_FILE);
-        let file = open_append(&path)?;
-        let written = file.metadata()?.len();
         Ok(Self {
+            lock: open_lock(state_dir)?,
+            file: open_append(&path)?,
             path,
-            file,
-            written,
             max_bytes,
         })
     }
@@ -325,15 +374,107 @@ impl EventLog {
     pub fn append(&mut self, record: &EventRecord) -> io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
-        if self.written + line.len() as u64 > self.max_bytes {
-            let rotated = self.path.with_extension("jsonl.1");
-            fs::rename(&self.path, rotated)?;
+        let _held = Flock::exclusive(&self.lock)?;
+        if !same_file(&self.file, &self.path) {
+            // Another writer rotated it.
             self.file = open_append(&self.path)?;
-            self.written = 0;
         }
-        self.file.write_all(&line)?;
-        self.written += line.len() as u64;
-        Ok(())
+        rotate_if_full(&self.path, &mut self.file, line.len(), self.max_bytes)?;
+        self.file.write_all(&line)
+    }
+}
+
+/// Why [`append_one`] did not write.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {0}")]
+pub struct AppendError(PathBuf, #[source] io::Error);
+
+/// Appends one record to `state_dir/events.jsonl` from a process other than the agent
+/// (a sandbox launcher), rotating the file at `max_bytes` like the agent does, under the
+/// same lock (see [`EventLog`]). One `write` on an `O_APPEND` descriptor per line.
+pub fn append_one(
+    state_dir: &Path,
+    max_bytes: u64,
+    record: &EventRecord,
+) -> Result<(), AppendError> {
+    let path = state_dir.join(EVENTS_FILE);
+    let error = |e| AppendError(path.clone(), e);
+    let mut line = serde_json::to_vec(record)
+        .map_err(io::Error::other)
+        .map_err(error)?;
+    line.push(b'\n');
+    let lock = open_lock(state_dir).map_err(error)?;
+    let _held = Flock::exclusive(&lock).map_err(error)?;
+    let mut file = open_append(&path).map_err(error)?;
+    rotate_if_full(&path, &mut file, line.len(), max_bytes).map_err(error)?;
+    let written = file.write(&line).map_err(error)?;
+    if written != line.len() {
+        return Err(error(io::Error::from(io::ErrorKind::WriteZero)));
+    }
+    Ok(())
+}
+
+/// The `hook` of the launcher's seccomp events.
+pub const SECCOMP_HOOK: &str = "seccomp";
+
+/// Renames `path` (held open as `file`) to `events.jsonl.1` and opens a fresh one when
+/// `incoming` more bytes would take it past `max_bytes`. Called under the lock.
+fn rotate_if_full(
+    path: &Path,
+    file: &mut fs::File,
+    incoming: usize,
+    max_bytes: u64,
+) -> io::Result<()> {
+    if file.metadata()?.len() + incoming as u64 > max_bytes {
+        fs::rename(path, path.with_extension("jsonl.1"))?;
+        *file = open_append(path)?;
+    }
+    Ok(())
+}
+
+/// Whether `file` is still the file at `path`.
+fn same_file(file: &fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn open_lock(state_dir: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(state_dir.join(format!("{EVENTS_FILE}.lock")))
+}
+
+/// An exclusive `flock(2)`, released when dropped.
+struct Flock<'f>(&'f fs::File);
+
+impl<'f> Flock<'f> {
+    fn exclusive(file: &'f fs::File) -> io::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        loop {
+            // SAFETY: flock(2) on a descriptor `file` owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Self(file));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for Flock<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
@@ -442,5 +583,35 @@ mod tests {
         old.as_object_mut().expect("object").remove("suppressed");
         let parsed: EventRecord = serde_json::from_value(old).expect("old line parses");
         assert_eq!(parsed.suppressed, 0);
+    }
+
+    #[test]
+    fn the_agent_and_a_launcher_share_the_file_and_its_rotation() {
+        let dir = std::env::temp_dir().join(format!("hb-events-shared-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let max = 1000;
+        let mut agent = EventLog::open(&dir, max).expect("open");
+        let mut written = 0;
+        for i in 0..40 {
+            let mut r = dns_record(if i % 2 == 0 { "agent" } else { "launcher" });
+            r.tid = i;
+            if i % 2 == 0 {
+                agent.append(&r).expect("agent append");
+            } else {
+                append_one(&dir, max, &r).expect("launcher append");
+            }
+            written += 1;
+            let size = fs::metadata(dir.join(EVENTS_FILE)).expect("file").len();
+            assert!(size <= max, "{size} after {written}");
+        }
+        // Both rotated (each line is ~300 bytes), and the latest lines are all in the
+        // current file or its predecessor, in order: nothing went to a file that another
+        // writer had rotated away.
+        let records = read_all(&dir).expect("read");
+        fs::remove_dir_all(&dir).expect("clean up");
+        let tids: Vec<u32> = records.iter().map(|r| r.tid).collect();
+        assert!(tids.len() >= 2, "{tids:?}");
+        assert_eq!(*tids.last().expect("one"), 39);
+        assert!(tids.windows(2).all(|w| w[1] == w[0] + 1), "{tids:?}");
     }
 }

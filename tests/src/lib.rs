@@ -58,7 +58,8 @@ pub fn agent_bin() -> PathBuf {
     bin
 }
 
-fn random_suffix() -> String {
+/// Twelve random hex digits, for names on a shared filesystem.
+pub fn random_suffix() -> String {
     let mut b = [0u8; 6];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -145,12 +146,19 @@ impl TestEnv {
     /// `config` is TOML appended after the test's own `[agent]` table (so it must not
     /// contain one); `{root}` in it stands for the test's cgroup root.
     pub fn new(name: &str, config: &str) -> Self {
+        Self::new_in(&std::env::temp_dir(), name, config)
+    }
+
+    /// [`TestEnv::new`] with the state folder (and so the broker socket and the master
+    /// key) in `base` rather than the temp dir: e.g. /var/tmp, which a sandbox sees (read
+    /// only) where it gets a fresh /tmp.
+    pub fn new_in(base: &Path, name: &str, config: &str) -> Self {
         require_root();
         let suffix = random_suffix();
         let cgroup_root = format!("hb-test-{name}-{suffix}");
         let config = config.replace("{root}", &cgroup_root);
         let bpffs_dir = PathBuf::from(format!("/sys/fs/bpf/hb-test-{name}-{suffix}"));
-        let state_dir = std::env::temp_dir().join(format!("hb-test-{name}-{suffix}"));
+        let state_dir = base.join(format!("hb-test-{name}-{suffix}"));
         fs::create_dir_all(&state_dir).expect("state dir");
         let config_path = state_dir.join("hb.toml");
         // Each test's broker socket and master key live in its own state directory.
@@ -279,14 +287,24 @@ impl TestEnv {
     }
 
     /// Runs `cmd` (a shell command) in a sandbox of `policy` with /etc/resolv.conf naming
-    /// a documentation nameserver, 192.0.2.53, in a private mount namespace (the host's
-    /// file is untouched): the sandbox's DNS goes there, and so to hb's resolver.
+    /// a documentation nameserver, 192.0.2.53 (bound over the sandbox's read-only
+    /// /etc/resolv.conf with `--ro-bind`; the host's file is untouched): the sandbox's
+    /// DNS goes there, and so to hb's resolver.
     pub fn sandbox_with_nameserver(&self, policy: &str, cmd: &str) -> Output {
+        self.sandbox_with_nameserver_as(policy, &[], cmd)
+    }
+
+    /// [`TestEnv::sandbox_with_nameserver`] with more `sandbox run` options (`--user 0`,
+    /// `--tenant NAME`, …).
+    pub fn sandbox_with_nameserver_as(&self, policy: &str, options: &[&str], cmd: &str) -> Output {
         let rc = self.state_dir.join("resolv.conf");
         fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:3\n")
             .expect("resolv.conf");
-        let script = format!("mount --bind {} /etc/resolv.conf && {cmd}", rc.display());
-        self.sandbox(policy, &["unshare", "-m", "sh", "-c", &script])
+        let rc = rc.to_str().expect("UTF-8 state dir");
+        let mut args = vec!["sandbox", "run", "--policy", policy];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["--ro-bind", rc, "/etc/resolv.conf", "--", "sh", "-c", cmd]);
+        self.hb(&args)
     }
 
     /// Spawns `cmd` in a fresh sandbox without waiting.

@@ -43,9 +43,10 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
     let run_connect = matches!(which, None | Some("connect"));
     let run_dns = matches!(which, None | Some("dns"));
     let run_broker = matches!(which, None | Some("broker"));
-    if !run_connect && !run_dns && !run_broker {
+    let run_sandbox = matches!(which, None | Some("sandbox"));
+    if !run_connect && !run_dns && !run_broker && !run_sandbox {
         bail!(
-            "unknown benchmark \"{}\" (available: connect, dns, broker, scrub, sanitize)",
+            "unknown benchmark \"{}\" (available: connect, dns, broker, sandbox, scrub, sanitize)",
             which.unwrap_or_default()
         );
     }
@@ -63,6 +64,7 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
         ("connect", run_connect),
         ("dns", run_dns),
         ("broker", run_broker),
+        ("sandbox", run_sandbox),
     ] {
         if wanted {
             let mut one = Command::new(&me);
@@ -91,6 +93,7 @@ pub fn bench_one(name: &str) -> anyhow::Result<()> {
         "connect" => connect(),
         "dns" => dns(),
         "broker" => crate::bench_broker::broker(),
+        "sandbox" => crate::bench_sandbox::sandbox(),
         other => bail!("unknown benchmark {other}"),
     }
 }

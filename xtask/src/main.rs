@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_broker;
+mod bench_sandbox;
 mod bench_sanitize;
 mod bench_scrub;
 mod setup;
@@ -38,7 +39,7 @@ enum Command {
     },
     /// Benchmarks, hb side by side with its comparison (root needed, except for scrub).
     Bench {
-        /// Which benchmark: `connect`, `dns`, `broker` (root) or `scrub`, `sanitize` (no
+        /// Which benchmark: `connect`, `dns`, `broker`, `sandbox` (root) or `scrub`, `sanitize` (no
         /// root); default: all of them.
         which: Option<String>,
         /// An earlier `hb-agent` release binary: `connect` also measures its programs'

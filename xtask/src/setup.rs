@@ -24,6 +24,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3-zstandard", ""),
     ("iperf3", "iperf3"),
     ("dnsmasq-base", "dnsmasq"),
+    // `cargo xtask bench sandbox` measures hb's sandbox beside bubblewrap's.
+    ("bubblewrap", "bwrap"),
 ];
 
 /// The bpf-linker release known to build against nightly's LLVM 22 here.

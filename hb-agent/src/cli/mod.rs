@@ -250,6 +250,18 @@ enum SandboxCommand {
         /// in the read-only root). Repeatable.
         #[arg(long, num_args = 2, value_names = ["SRC", "DEST"])]
         ro_bind: Vec<PathBuf>,
+        /// Give CMD a fresh pseudo-terminal of its own (its controlling terminal and
+        /// stdio), relayed to and from this one: for interactive commands. Without it
+        /// CMD has no controlling terminal at all; it never gets the caller's.
+        #[arg(long)]
+        tty: bool,
+        /// Print what CMD would get (user, namespaces, capabilities, seccomp filters,
+        /// mounts, limits) and run nothing; needs neither root nor a running agent.
+        #[arg(long)]
+        print_confinement: bool,
+        /// With --print-confinement: JSON instead of text.
+        #[arg(long, requires = "print_confinement")]
+        json: bool,
         /// Run CMD even when the kernel lacks Landlock scopes (ABI 6, Linux 6.12). It can
         /// then reach host daemons and other sandboxes over abstract Unix sockets, and
         /// signal processes of its uid outside the sandbox. Without this flag such a kernel
@@ -260,7 +272,7 @@ enum SandboxCommand {
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
-            required = true,
+            required_unless_present = "print_confinement",
             value_name = "CMD"
         )]
         command: Vec<OsString>,
@@ -352,6 +364,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             user,
             tenant,
             ro_bind,
+            tty,
+            print_confinement,
+            json,
             allow_unscoped,
             command,
         }) => {
@@ -364,9 +379,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .chunks(2)
                     .map(|pair| (pair[0].clone(), pair[1].clone()))
                     .collect(),
+                tty,
                 allow_unscoped,
                 command,
             };
+            if print_confinement {
+                crate::sandbox::print_confinement(&config, &opts, json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let code = crate::sandbox::run(&config, &opts)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
         }

@@ -8,7 +8,9 @@
 //! and `CLONE_PIDFD` gives the launcher a descriptor that names it for good. It is a
 //! copy of the single-threaded launcher, not an exec'd program, so it runs the plan
 //! prepared before the clone: [`confine`] (cgroup v1 joins, a new session without a
-//! controlling terminal, a cgroup namespace, mounts, every capability dropped and the
+//! controlling terminal — or, with `--tty`, with a fresh pseudo-terminal of its own —,
+//! a cgroup namespace, the mounts of [`super::mounts`], itself made undumpable (it keeps
+//! descriptors of the host's mount namespace), every capability dropped and the
 //! user's ids, `no_new_privs`, Landlock scopes, the seccomp filters, every descriptor
 //! past stderr closed at exec), then it forks the command (pid 2), which resets its
 //! signals and execs. pid 1 stays behind as the namespace's reaper: it forwards the
@@ -25,10 +27,10 @@ use std::{
     ffi::CString,
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
-    sync::atomic::{AtomicI32, Ordering},
+    sync::atomic::{AtomicI32, AtomicU16, Ordering},
 };
 
-use super::{User, abi, caps};
+use super::{User, abi, caps, seccomp};
 use crate::scope::ChildScope;
 
 /// Everything the init needs, prepared by the launcher before the clone.
@@ -41,9 +43,12 @@ pub struct Plan {
     pub scope: ChildScope,
     /// `cgroup.procs` of the cgroup v1 hierarchies holding the sandbox's limits.
     pub v1_join: Vec<RawFd>,
-    // HOOK(mounts): the mount layout, entered by `confine` right after the cgroup
-    // namespace.
-    // HOOK(seccomp): the rule filter, installed by `confine` after the native-ABI one.
+    /// `--tty`: the slave side of the sandbox's own pseudo-terminal.
+    pub tty: Option<RawFd>,
+    /// The mount layout, entered by `confine` right after the cgroup namespace.
+    pub layout: super::mounts::Layout,
+    /// The rule filter ([`seccomp`]), installed by `confine` after the native-ABI one.
+    pub filter: seccomp::Filter,
 }
 
 /// A confinement step, named in errors.
@@ -52,8 +57,10 @@ pub struct Plan {
 pub enum Step {
     JoinV1Cgroups = 1,
     NewSession,
+    Terminal,
     CgroupNamespace,
     Mounts,
+    Undumpable,
     Capabilities,
     NoNewPrivs,
     Landlock,
@@ -65,11 +72,13 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 12] = [
+    const ALL: [Step; 14] = [
         Step::JoinV1Cgroups,
         Step::NewSession,
+        Step::Terminal,
         Step::CgroupNamespace,
         Step::Mounts,
+        Step::Undumpable,
         Step::Capabilities,
         Step::NoNewPrivs,
         Step::Landlock,
@@ -84,8 +93,10 @@ impl Step {
         match self {
             Step::JoinV1Cgroups => "joining the sandbox's cgroup v1 limits",
             Step::NewSession => "starting a new session (setsid)",
+            Step::Terminal => "taking its own pseudo-terminal (--tty)",
             Step::CgroupNamespace => "creating the cgroup namespace",
             Step::Mounts => "setting up the sandbox's mounts",
+            Step::Undumpable => "making the init undumpable",
             Step::Capabilities => "dropping capabilities and switching user",
             Step::NoNewPrivs => "setting no_new_privs",
             Step::Landlock => "entering the Landlock scopes",
@@ -103,8 +114,9 @@ impl Step {
 pub enum Report {
     /// Confined; the command is being started. Carries the seccomp listener, if any.
     Ready(Option<OwnedFd>),
-    /// A step failed with this errno; nothing ran.
-    Failed(Step, io::Error),
+    /// A step failed with this errno; nothing ran. The third field says which part of
+    /// the step failed (for [`Step::Mounts`], the layout's own step).
+    Failed(Step, io::Error, u16),
 }
 
 /// The running sandbox as the launcher holds it.
@@ -202,6 +214,7 @@ pub fn read_report(channel: &OwnedFd) -> io::Result<Option<Report>> {
             })
     };
     let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let detail = u16::from_le_bytes([buf[2], buf[3]]);
     match buf[0] {
         b'R' => Ok(Some(Report::Ready(passed))),
         b'E' => {
@@ -212,6 +225,7 @@ pub fn read_report(channel: &OwnedFd) -> io::Result<Option<Report>> {
             Ok(Some(Report::Failed(
                 step,
                 io::Error::from_raw_os_error(errno),
+                detail,
             )))
         }
         _ => Err(io::Error::other(
@@ -245,11 +259,19 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Which of the mount layout's steps failed, for the report (this process's own copy).
+static MOUNT_STEP: AtomicU16 = AtomicU16::new(0);
+
 /// Sends one report (and optionally a descriptor) to the launcher. Errors are ignored:
 /// a launcher that is gone cannot be told, and init exits anyway on failure.
 fn send_report(channel: RawFd, kind: u8, step: u8, errno: i32, fd: Option<RawFd>) {
     let e = errno.to_le_bytes();
-    let mut buf = [kind, step, 0, 0, e[0], e[1], e[2], e[3]];
+    let d = if step == Step::Mounts as u8 {
+        MOUNT_STEP.load(Ordering::SeqCst).to_le_bytes()
+    } else {
+        [0, 0]
+    };
+    let mut buf = [kind, step, d[0], d[1], e[0], e[1], e[2], e[3]];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -292,10 +314,11 @@ fn init_main(plan: &Plan, channel: OwnedFd) -> ! {
         }
     };
     send_report(channel, b'R', 0, 0, listener);
-    if let Some(fd) = listener {
-        // SAFETY: the launcher has its own copy now; this one is ours to close.
-        unsafe { libc::close(fd) };
-    }
+    // Everything else the clone copied from the launcher (the sandbox's cgroup
+    // directory, cgroup v1 files, the pinned maps, the Landlock ruleset, the listener,
+    // which the launcher has now) is closed: pid 1 lives as long as the sandbox and
+    // needs none of it. A second layer beside its being undumpable.
+    close_all_but(channel);
     forward_signals_to_command();
     // SAFETY: fork(2) of this single-threaded process.
     let pid = unsafe { libc::fork() };
@@ -321,6 +344,18 @@ fn init_main(plan: &Plan, channel: OwnedFd) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Closes every descriptor from 3 up, but `keep`.
+fn close_all_but(keep: RawFd) {
+    let keep = libc::c_uint::try_from(keep).unwrap_or(0);
+    // SAFETY: close_range(2) on this process's own descriptor table.
+    unsafe {
+        if keep > 3 {
+            libc::close_range(3, keep - 1, 0);
+        }
+        libc::close_range(keep.max(2) + 1, libc::c_uint::MAX, 0);
+    }
+}
+
 /// Runs every confinement step in order; returns the seccomp listener to hand over.
 fn confine(plan: &Plan) -> Result<Option<RawFd>, (Step, io::Error)> {
     let check = |step: Step| {
@@ -340,14 +375,33 @@ fn confine(plan: &Plan) -> Result<Option<RawFd>, (Step, io::Error)> {
             check(Step::JoinV1Cgroups)(if rc == 1 { 0 } else { -1 })?;
         }
         check(Step::NewSession)(libc::setsid())?;
+        if let Some(slave) = plan.tty {
+            super::tty::make_controlling(slave).map_err(|e| (Step::Terminal, e))?;
+        }
         check(Step::CgroupNamespace)(libc::unshare(libc::CLONE_NEWCGROUP))?;
-        // HOOK(mounts): plan.layout.enter() here, as root with every capability.
+        // As root with every capability, pid 1 of the new pid namespace (for /proc).
+        plan.layout.enter().map_err(|e| {
+            MOUNT_STEP.store(u16::try_from(e.step).unwrap_or(u16::MAX), Ordering::SeqCst);
+            (Step::Mounts, io::Error::from(e))
+        })?;
+        // pid 1 keeps descriptors of the host's mount namespace (the sandbox's cgroup
+        // directory, cgroup v1 files, the maps) for its whole life. Dumpable, it would
+        // let a uid-0 command (same uid, no capability) follow /proc/1/fd/N into the
+        // host's writable cgroup tree and out of its cgroup, or read /proc/1/mem.
+        // Undumpable, /proc/1 is off limits without CAP_SYS_PTRACE; the command's own
+        // exec makes it dumpable again, for itself only.
+        check(Step::Undumpable)(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
         caps::drop_all(plan.user, plan.last_cap).map_err(|e| (Step::Capabilities, e))?;
         check(Step::NoNewPrivs)(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         plan.scope.enter().map_err(|e| (Step::Landlock, e))?;
         abi::native_syscalls_only().map_err(|e| (Step::NativeAbiFilter, e))?;
-        // HOOK(seccomp): let listener = plan.filter.install() here.
-        let listener = None;
+        // Last before the descriptors: its listener goes to the launcher, which answers
+        // (and reports) every refused call of the command.
+        let listener = plan
+            .filter
+            .install()
+            .map_err(|e| (Step::SeccompFilter, e))?;
+        let listener = Some(listener);
         check(Step::CloseDescriptors)(libc::close_range(
             3,
             libc::c_uint::MAX,

@@ -16,7 +16,8 @@
 //! capability gone with locked securebits, `no_new_privs`, Landlock scopes (abstract Unix
 //! sockets and signals outside the sandbox, see [`crate::scope`]; without Landlock ABI 6
 //! the run is refused unless `--allow-unscoped`), a native-ABI-only seccomp filter
-//! ([`abi`]), and only stdin, stdout and stderr crossing into it.
+//! ([`abi`]) and the rule filter ([`seccomp`], whose refusals a launcher thread answers
+//! and writes as `seccomp` events), and only stdin, stdout and stderr crossing into it.
 //! Must never: start the command when the programs are not attached or the policy is not
 //! loaded — that would be a sandbox in name only.
 
@@ -40,8 +41,13 @@ use crate::{
 
 mod abi;
 mod caps;
+mod confinement;
 mod init;
 pub mod limits;
+pub mod mounts;
+pub mod seccomp;
+pub mod tenant;
+mod tty;
 mod user;
 
 pub use user::{User, parse_user};
@@ -56,6 +62,8 @@ pub enum SandboxError {
     NotAttached(PathBuf),
     #[error("policy \"{name}\" is not loaded in the kernel; loaded policies: {loaded}")]
     UnknownPolicy { name: String, loaded: String },
+    #[error("no policy \"{name}\" in the config; its policies: {known}")]
+    NoSuchPolicy { name: String, known: String },
     #[error(transparent)]
     Maps(#[from] MapsError),
     #[error(transparent)]
@@ -64,6 +72,18 @@ pub enum SandboxError {
     Scope(#[from] ScopeError),
     #[error(transparent)]
     Limit(#[from] limits::LimitError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
+    #[error(transparent)]
+    Tenant(#[from] tenant::TenantError),
+    #[error("the sandbox failed while setting up its mounts ({what}); the command did not run")]
+    MountStep {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot enroll sandbox cgroup {0}")]
     Enroll(PathBuf, #[source] aya::maps::MapError),
     #[error("sandbox_defaults.user {0}")]
@@ -72,6 +92,8 @@ pub enum SandboxError {
     NulInArgument(OsString),
     #[error("cannot create the sandbox")]
     Clone(#[source] io::Error),
+    #[error("cannot open a pseudo-terminal for --tty")]
+    Pty(#[source] io::Error),
     #[error("the sandbox failed while {step}; the command did not run")]
     Confine {
         step: &'static str,
@@ -95,13 +117,11 @@ pub struct RunOptions {
     /// `--user`; `[sandbox_defaults] user` when None.
     pub user: Option<User>,
     /// `--tenant`; the policy's `tenant` when None.
-    // HOOK(mounts): read by the mount plan.
-    #[allow(dead_code)]
     pub tenant: Option<String>,
     /// `--ro-bind SRC DEST` pairs.
-    // HOOK(mounts): read by the mount plan.
-    #[allow(dead_code)]
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
+    /// `--tty`: a fresh pseudo-terminal, relayed by the launcher.
+    pub tty: bool,
     pub allow_unscoped: bool,
     pub command: Vec<OsString>,
 }
@@ -135,8 +155,10 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     check_attached(config)?;
     let mut maps = Maps::open(&config.agent.bpffs_dir)?;
     let policy_id = loaded_policy(&maps, &opts.policy)?;
+    let filter = seccomp_filter(config, &opts.policy)?;
     let user = sandbox_user(config, opts)?;
     let limits = config.sandbox_defaults.limits();
+    let layout = mounts::Layout::plan(&layout_plan(config, opts, user, true)?)?;
     // Before any cgroup exists: a kernel without scopes stops here with nothing to undo.
     let scoping = Scoping::prepare(opts.allow_unscoped)?;
     let mut plan = init::Plan {
@@ -150,7 +172,16 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         last_cap: caps::last_cap(),
         scope: scoping.for_child(),
         v1_join: Vec::new(),
+        tty: None,
+        filter,
+        layout,
     };
+    let pty = opts
+        .tty
+        .then(tty::open)
+        .transpose()
+        .map_err(SandboxError::Pty)?;
+    plan.tty = pty.as_ref().map(|p| tty::raw(&p.slave));
 
     let (sandbox, relative) = create_enrolled_cgroup(config, &mut maps, &opts.policy, policy_id)?;
     let name = relative.rsplit('/').next().unwrap_or_default().to_owned();
@@ -173,7 +204,25 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
     drop(scoping);
-    let outcome = await_command(&started, program);
+    // The sandbox holds the slave now; the launcher only relays through the master.
+    let relay = match pty {
+        Some(p) => {
+            drop(p.slave);
+            Some(tty::relay(p.master).map_err(SandboxError::Pty)?)
+        }
+        None => None,
+    };
+    let mut refusals = None;
+    let outcome = await_command(&started, program, &plan.layout, |listener| {
+        let reporter = seccomp::EventReporter::new(
+            config.agent.state_dir.clone(),
+            config.agent.events_file_max_bytes,
+            opts.policy.clone(),
+            sandbox.id,
+            Some(relative.clone()),
+        );
+        refusals = Some(answer_refusals(listener, reporter));
+    });
     if outcome.is_ok()
         && let Some(set) = forwarded
     {
@@ -183,9 +232,39 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         }
     }
     let code = wait_exit(started.pid);
+    if let Some(thread) = refusals {
+        // The init is reaped: the filter has no user left, so the listener hangs up
+        // and the thread ends once it has answered what was queued.
+        let _ = thread.join();
+    }
+    if let Some(relay) = relay {
+        relay.finish();
+    }
     applied.remove();
     drop(sandbox);
     outcome.map(|()| code)
+}
+
+/// The seccomp filter for `policy`, compiled before any fork (it allocates).
+fn seccomp_filter(config: &Config, policy: &str) -> Result<seccomp::Filter, SandboxError> {
+    let allow_io_uring = config
+        .policies
+        .iter()
+        .find(|p| p.name.as_ref() == policy)
+        .is_some_and(|p| p.allow_io_uring);
+    Ok(seccomp::Filter::build(allow_io_uring)?)
+}
+
+/// Starts the launcher's thread that answers the sandbox's refused system calls (EPERM)
+/// and writes a `seccomp` event for each, under the sandbox's event budget.
+fn answer_refusals(
+    listener: OwnedFd,
+    mut reporter: seccomp::EventReporter,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        seccomp::answer_refusals(listener, |refusal| reporter.report(refusal));
+        reporter.finish();
+    })
 }
 
 /// Every program the config needs is attached (pinned links of a running agent).
@@ -197,6 +276,42 @@ fn check_attached(config: &Config) -> Result<(), SandboxError> {
                 bpffs.join(hb_common::pin_dirs::LINKS).join(link),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `--print-confinement`: what a run of `opts` would give its command, as text or JSON;
+/// an unknown policy or user is the same error a run would give.
+pub fn print_confinement(
+    config: &Config,
+    opts: &RunOptions,
+    json: bool,
+) -> Result<(), SandboxError> {
+    if !config
+        .policies
+        .iter()
+        .any(|p| *p.name.get_ref() == opts.policy)
+    {
+        return Err(SandboxError::NoSuchPolicy {
+            name: opts.policy.clone(),
+            known: config
+                .policies
+                .iter()
+                .map(|p| p.name.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let user = sandbox_user(config, opts)?;
+    let mounts = mounts::Layout::preview(&layout_plan(config, opts, user, false)?)?;
+    let described = confinement::describe(config, opts, user, &mounts);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&described).unwrap_or_default()
+        );
+    } else {
+        confinement::print_text(&described);
     }
     Ok(())
 }
@@ -265,31 +380,108 @@ fn create_enrolled_cgroup<'m>(
     Ok((sandbox, relative))
 }
 
+/// What the sandbox's filesystem is made of (see [`mounts`]): the agent's own secrets
+/// and [`mounts::HOST_PRIVATE`] hidden, the broker socket bound in, and the tenant's
+/// work dir (`--tenant`, else the policy's `tenant`) at `work_mount` — made first when
+/// `prepare` (a run; `--print-confinement` only names it).
+fn layout_plan(
+    config: &Config,
+    opts: &RunOptions,
+    user: User,
+    prepare: bool,
+) -> Result<mounts::LayoutPlan, SandboxError> {
+    let agent = &config.agent;
+    let defaults = &config.sandbox_defaults;
+    let tenants_dir = if defaults.tenants_dir.as_os_str().is_empty() {
+        agent.state_dir.join("tenants")
+    } else {
+        defaults.tenants_dir.clone()
+    };
+    let tenant = opts.tenant.clone().or_else(|| {
+        config
+            .policies
+            .iter()
+            .find(|p| *p.name.get_ref() == opts.policy)
+            .map(|p| p.tenant.clone())
+            .filter(|t| !t.is_empty())
+    });
+    let work = match tenant {
+        Some(name) if prepare => Some(tenant::prepare_work_dir(
+            &tenants_dir,
+            &name,
+            user.uid,
+            user.gid,
+        )?),
+        Some(name) => {
+            tenant::validate_name(&name)?;
+            Some(tenants_dir.join(name).join("work"))
+        }
+        None => None,
+    };
+    let mut hidden = vec![
+        agent.state_dir.clone(),
+        agent.master_key_file.clone(),
+        tenants_dir,
+        agent.bpffs_dir.clone(),
+    ];
+    hidden.extend(mounts::HOST_PRIVATE.iter().map(PathBuf::from));
+    Ok(mounts::LayoutPlan {
+        broker_socket: config.broker.socket.clone(),
+        hidden,
+        // Validated with the config: a size above zero.
+        tmp_size_bytes: limits::parse_size(&defaults.tmp_size)
+            .ok()
+            .flatten()
+            .unwrap_or(256 << 20),
+        shm_size_bytes: mounts::LayoutPlan::DEFAULT_SHM_SIZE,
+        work: work.map(|w| (w, defaults.work_mount.clone())),
+        ro_binds: opts.ro_binds.clone(),
+        cgroup2_mount: cgroup::cgroup2_mount().ok(),
+    })
+}
+
 /// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
 /// step otherwise (the init has exited or is exiting then).
-fn await_command(started: &init::Started, program: &OsString) -> Result<(), SandboxError> {
+fn await_command(
+    started: &init::Started,
+    program: &OsString,
+    layout: &mounts::Layout,
+    on_listener: impl FnOnce(OwnedFd),
+) -> Result<(), SandboxError> {
     let unexpected_end = || SandboxError::Confine {
         step: "starting",
         source: io::Error::other("the sandbox's init ended without a report"),
     };
     match init::read_report(&started.channel).map_err(SandboxError::Clone)? {
         None => return Err(unexpected_end()),
-        Some(init::Report::Failed(step, source)) => {
+        Some(init::Report::Failed(init::Step::Mounts, source, detail)) => {
+            return Err(SandboxError::MountStep {
+                what: layout.explain_step(usize::from(detail)),
+                source,
+            });
+        }
+        Some(init::Report::Failed(step, source, _)) => {
             return Err(SandboxError::Confine {
                 step: step.describe(),
                 source,
             });
         }
-        // HOOK(seccomp): the listener goes to the thread that answers refusals.
-        Some(init::Report::Ready(_listener)) => {}
+        // Before the command can run: it waits in any refused call until answered.
+        Some(init::Report::Ready(Some(listener))) => on_listener(listener),
+        Some(init::Report::Ready(None)) => {
+            return Err(SandboxError::Confine {
+                step: init::Step::SeccompFilter.describe(),
+                source: io::Error::other("the sandbox's init sent no seccomp listener"),
+            });
+        }
     }
     match init::read_report(&started.channel).map_err(SandboxError::Clone)? {
         None => Ok(()),
-        Some(init::Report::Failed(init::Step::Exec, source)) => Err(SandboxError::Spawn {
+        Some(init::Report::Failed(init::Step::Exec, source, _)) => Err(SandboxError::Spawn {
             command: program.clone(),
             source,
         }),
-        Some(init::Report::Failed(step, source)) => Err(SandboxError::Confine {
+        Some(init::Report::Failed(step, source, _)) => Err(SandboxError::Confine {
             step: step.describe(),
             source,
         }),

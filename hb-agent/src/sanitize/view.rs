@@ -104,6 +104,11 @@ impl View {
                 fold | (c == b'\t') | (((c == b' ') | (c == b'\n')) & blank_next)
             });
             v.extend_from_slice(&b[start..i]);
+            // A stretch that ends in a line break (one stopped by a character to fold
+            // rather than by a blank) leaves the view at a line start: a character that
+            // folds to nothing, such as a combining mark, keeps it there, and the blanks
+            // after it are indentation.
+            line_start = b[start..i].last() == Some(&b'\n');
             match b.get(i) {
                 Some(b'\n') => {
                     v.push(b'\n');
@@ -386,6 +391,24 @@ mod tests {
             quiet_leads, 6,
             "U+4000 to U+9FFF is all that lead bytes E4 to E9 start"
         );
+    }
+
+    /// A combining mark right after a line break folds to nothing, so the tab after it
+    /// is indentation and stays a tab (the bulk copy ended in the line break without
+    /// noting the line start, and the tab became a collapsed blank).
+    #[test]
+    fn blanks_after_a_line_break_and_a_mark_that_folds_to_nothing_are_indentation() {
+        for text in [
+            "\n\u{301}\t",
+            "a\n\u{301}\t",
+            "a\n\u{301}\u{301}  b",
+            "\n\u{301}\t\n",
+        ] {
+            let view = View::build(text);
+            assert_eq!(view.bytes(), plain_view(text).as_slice(), "{text:?}");
+        }
+        assert_eq!(View::build("\n\u{301}\t").bytes(), b"\n\t");
+        assert_eq!(View::build("a\n\u{301}\t").bytes(), b"a\n\t");
     }
 
     proptest! {

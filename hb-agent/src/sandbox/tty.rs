@@ -1,0 +1,158 @@
+//! `sandbox run --tty`: a fresh pseudo-terminal for the command, relayed by the launcher.
+//!
+//! Owns: giving an interactive command a terminal that is not the caller's. The command
+//! gets the slave side as its controlling terminal and stdin/stdout/stderr; the launcher
+//! copies its own stdin to the master and the master to its stdout, with the caller's
+//! terminal in raw mode meanwhile (so keys such as ^C reach the command's terminal, whose
+//! line discipline turns them into signals inside the sandbox). Whatever the command
+//! pushes into its terminal (TIOCSTI) lands in its own input queue, read by nothing
+//! outside the sandbox.
+//! Not done: window size changes after the start (the size is copied once).
+//! Must never: hand the command the caller's terminal.
+
+use std::{
+    io::{self, Read as _, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    thread::JoinHandle,
+};
+
+/// Both sides of a new pseudo-terminal.
+pub struct Pty {
+    pub master: OwnedFd,
+    pub slave: OwnedFd,
+}
+
+/// Opens a pseudo-terminal with the window size of the launcher's stdin, when that is a
+/// terminal; both descriptors close-on-exec.
+pub fn open() -> io::Result<Pty> {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it or fails and leaves it zeroed.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, on stdin.
+    let sized = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0;
+    // SAFETY: openpty(3) writes two new descriptors into the locals; the size pointer is
+    // to a local or null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            if sized { &size } else { std::ptr::null() },
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for fd in [master, slave] {
+        // SAFETY: fcntl(2) on descriptors this process just opened.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: both are new descriptors owned by nobody else.
+    Ok(unsafe {
+        Pty {
+            master: OwnedFd::from_raw_fd(master),
+            slave: OwnedFd::from_raw_fd(slave),
+        }
+    })
+}
+
+/// Makes `slave` the controlling terminal of the calling session leader and its stdin,
+/// stdout and stderr.
+///
+/// # Safety
+/// Called in the sandbox's init right after setsid(2): ioctl(2) and dup2(2) only.
+pub unsafe fn make_controlling(slave: RawFd) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    unsafe {
+        if libc::ioctl(slave, libc::TIOCSCTTY, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for target in 0..=2 {
+            if libc::dup2(slave, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The relay between the caller's terminal and the master; restores the caller's
+/// terminal mode when finished.
+pub struct Relay {
+    output: Option<JoinHandle<()>>,
+    restore: Option<libc::termios>,
+}
+
+/// Starts copying stdin → `master` and `master` → stdout, with stdin in raw mode if it
+/// is a terminal.
+pub fn relay(master: OwnedFd) -> io::Result<Relay> {
+    let restore = raw_mode(0);
+    let input = master.try_clone()?;
+    // stdin → master: ends with stdin or when the master is gone; never joined (a read
+    // on a terminal does not return when the sandbox ends).
+    std::thread::spawn(move || {
+        let mut to = std::fs::File::from(input);
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: read(2) into a local buffer from this process's stdin.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 || to.write_all(&buf[..n as usize]).is_err() {
+                return;
+            }
+        }
+    });
+    // master → stdout: ends with EIO once no process holds the slave any more.
+    let output = std::thread::spawn(move || {
+        let mut from = std::fs::File::from(master);
+        let mut out = io::stdout().lock();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || out.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let _ = out.flush();
+        }
+    });
+    Ok(Relay {
+        output: Some(output),
+        restore,
+    })
+}
+
+impl Relay {
+    /// Waits for the command's last output, then restores the caller's terminal.
+    pub fn finish(mut self) {
+        if let Some(t) = self.output.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mode) = self.restore.take() {
+            // SAFETY: tcsetattr(3) with the mode read from the same descriptor.
+            unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, &mode) };
+        }
+    }
+}
+
+/// Puts `fd` in raw mode; the previous mode, or None if it is not a terminal.
+fn raw_mode(fd: RawFd) -> Option<libc::termios> {
+    // SAFETY: termios is plain data filled by tcgetattr; cfmakeraw edits a copy.
+    unsafe {
+        let mut mode: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut mode) != 0 {
+            return None;
+        }
+        let mut raw = mode;
+        libc::cfmakeraw(&mut raw);
+        (libc::tcsetattr(fd, libc::TCSANOW, &raw) == 0).then_some(mode)
+    }
+}
+
+/// The raw descriptor of a pseudo-terminal side, for the init's plan.
+pub fn raw(fd: &OwnedFd) -> RawFd {
+    fd.as_raw_fd()
+}
