@@ -239,7 +239,7 @@ enum SandboxCommand {
         /// Run the command as UID[:GID] (the uid's number as gid if left out) or as a
         /// user name from /etc/passwd, with no supplementary groups. Default:
         /// [sandbox_defaults] user. `--user 0` runs it as root with no capabilities.
-        #[arg(long, value_name = "UID[:GID]|NAME", value_parser = crate::sandbox::parse_user)]
+        #[arg(long, visible_alias = "uid", value_name = "UID[:GID]|NAME", value_parser = crate::sandbox::parse_user)]
         user: Option<crate::sandbox::User>,
         /// Mount the tenant's work folder (tenants_dir/NAME/work, made on first use,
         /// owned by the sandbox's user) read-write at [sandbox_defaults] work_mount; no
