@@ -772,3 +772,16 @@ pub fn host_probe(op: &str, host: &str, port: u16) -> String {
         .expect("python3");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Python that makes `hb_client` (examples/python/hb_client.py) importable wherever the
+/// script runs: its source travels inside the script, since a sandbox sees neither the
+/// repository (a clone below /tmp is under the sandbox's own /tmp) nor the test's files.
+pub fn py_client_prelude() -> String {
+    let hex: String = include_bytes!("../../examples/python/hb_client.py")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "import sys, types\n_hb = types.ModuleType('hb_client')\nexec(compile(bytes.fromhex('{hex}'), 'hb_client.py', 'exec'), _hb.__dict__)\nsys.modules['hb_client'] = _hb\n"
+    )
+}

@@ -349,9 +349,9 @@ fn vault_with(env: &TestEnv, secret: &str) {
 /// Runs `script` with python in a sandbox of `policy`, `hb_client` importable and `SOCK`
 /// set; its stdout parsed as JSON.
 fn py_in_sandbox(env: &TestEnv, policy: &str, script: &str) -> Value {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python");
+    let prelude = hb_tests::py_client_prelude();
     let full = format!(
-        "import sys, json\nsys.path.insert(0, {examples:?})\nfrom hb_client import Client, BrokerError\nSOCK = {:?}\n{script}",
+        "import sys, json\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\n{script}",
         env.broker_socket().display().to_string()
     );
     let out = env.sandbox(policy, &[hb_tests::python(), "-c", &full]);
@@ -464,8 +464,8 @@ except BrokerError as e:
         .args([
             "-c",
             &format!(
-                "import sys, json\nsys.path.insert(0, {:?})\nfrom hb_client import Client, BrokerError\ntry:\n    Client({:?}).handle('svc', 'bot'); print('ok')\nexcept BrokerError as e:\n    print(e.code)",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python"),
+                "import sys, json\n{}from hb_client import Client, BrokerError\ntry:\n    Client({:?}).handle('svc', 'bot'); print('ok')\nexcept BrokerError as e:\n    print(e.code)",
+                hb_tests::py_client_prelude(),
                 env.broker_socket().display().to_string()
             ),
         ])

@@ -141,9 +141,9 @@ integrations = ["vict"]
 
     /// The Python client, its `hb` bound to the broker, then `script`.
     fn script(&self, script: &str) -> String {
-        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python");
+        let prelude = hb_tests::py_client_prelude();
         format!(
-            "import sys, json, base64\nsys.path.insert(0, {examples:?})\n\
+            "import sys, json, base64\n{prelude}\
              from hb_client import Client, BrokerError\nhb = Client({:?})\n\
              def attempt(f):\n    try:\n        return f()\n    except BrokerError as e:\n        \
              return {{\"error\": e.code, \"message\": e.message}}\n{script}",

@@ -148,9 +148,9 @@ integrations = ["bearer", "hdr", "q"]
     }
     env.start_agent();
 
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python");
+    let prelude = hb_tests::py_client_prelude();
     let script = format!(
-        "import sys, json\nsys.path.insert(0, {examples:?})\nfrom hb_client import Client, BrokerError\nSOCK = {:?}\n{SCRIPT}",
+        "import sys, json\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\n{SCRIPT}",
         env.broker_socket().display().to_string()
     );
     let out = env.sandbox("web", &[hb_tests::python(), "-c", &script]);
