@@ -255,6 +255,11 @@ enum SandboxCommand {
         /// CMD has no controlling terminal at all; it never gets the caller's.
         #[arg(long)]
         tty: bool,
+        /// Pass an environment variable: KEY takes the caller's value, KEY=VALUE sets
+        /// one. Repeatable. CMD otherwise gets only PATH, TERM, LANG, TZ, LC_* and HOME
+        /// (the work mount, or /): never the caller's tokens.
+        #[arg(long, value_name = "KEY[=VALUE]")]
+        env: Vec<String>,
         /// Print what CMD would get (user, namespaces, capabilities, seccomp filters,
         /// mounts, limits) and run nothing; needs neither root nor a running agent.
         #[arg(long)]
@@ -365,6 +370,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tenant,
             ro_bind,
             tty,
+            env,
             print_confinement,
             json,
             allow_unscoped,
@@ -380,6 +386,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|pair| (pair[0].clone(), pair[1].clone()))
                     .collect(),
                 tty,
+                env,
                 allow_unscoped,
                 command,
             };

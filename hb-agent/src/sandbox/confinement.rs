@@ -28,6 +28,8 @@ pub struct Confinement {
     pub mounts: Vec<MountView>,
     pub limits: LimitsView,
     pub descriptors: &'static str,
+    /// The names (never the values) of the variables the command gets.
+    pub environment: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +132,18 @@ pub fn describe(
             cpu_max: limits.cpu_max.map(|(q, p)| format!("{q} {p}")),
         },
         descriptors: "stdin, stdout and stderr only",
+        environment: super::environment::build(
+            std::env::vars_os(),
+            &opts.env,
+            std::path::Path::new("/"),
+        )
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|kv| {
+            let kv = kv.into_string().ok()?;
+            Some(kv.split_once('=').map_or(kv.clone(), |(k, _)| k.to_owned()))
+        })
+        .collect(),
     }
 }
 
@@ -211,4 +225,8 @@ pub fn print_text(c: &Confinement) {
         or_none(c.limits.cpu_max.clone())
     );
     println!("descriptors   {}", c.descriptors);
+    println!(
+        "environment   {} (names; values stay out of this output)",
+        c.environment.join(", ")
+    );
 }

@@ -38,6 +38,8 @@ pub struct Plan {
     pub program: CString,
     /// `program` and its arguments, as C strings.
     pub argv: Vec<CString>,
+    /// The command's whole environment, `KEY=VALUE` (see [`super::environment`]).
+    pub env: Vec<CString>,
     pub user: User,
     pub last_cap: u32,
     pub scope: ChildScope,
@@ -61,6 +63,7 @@ pub enum Step {
     CgroupNamespace,
     Mounts,
     Undumpable,
+    ParentDeath,
     Capabilities,
     NoNewPrivs,
     Landlock,
@@ -72,13 +75,14 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 14] = [
+    const ALL: [Step; 15] = [
         Step::JoinV1Cgroups,
         Step::NewSession,
         Step::Terminal,
         Step::CgroupNamespace,
         Step::Mounts,
         Step::Undumpable,
+        Step::ParentDeath,
         Step::Capabilities,
         Step::NoNewPrivs,
         Step::Landlock,
@@ -97,6 +101,7 @@ impl Step {
             Step::CgroupNamespace => "creating the cgroup namespace",
             Step::Mounts => "setting up the sandbox's mounts",
             Step::Undumpable => "making the init undumpable",
+            Step::ParentDeath => "tying the sandbox's life to its launcher",
             Step::Capabilities => "dropping capabilities and switching user",
             Step::NoNewPrivs => "setting no_new_privs",
             Step::Landlock => "entering the Landlock scopes",
@@ -299,7 +304,7 @@ fn send_report(channel: RawFd, kind: u8, step: u8, errno: i32, fd: Option<RawFd>
 /// The init's whole life: confine, report, start the command, reap, exit.
 fn init_main(plan: &Plan, channel: OwnedFd) -> ! {
     let channel = channel.as_raw_fd();
-    let listener = match confine(plan) {
+    let listener = match confine(plan, channel) {
         Ok(listener) => listener,
         Err((step, e)) => {
             send_report(
@@ -344,6 +349,18 @@ fn init_main(plan: &Plan, channel: OwnedFd) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Whether the launcher's end of the report channel has hung up (the launcher is gone).
+fn launcher_gone(channel: RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: channel,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one descriptor this process owns, without waiting.
+    let n = unsafe { libc::poll(&mut poll, 1, 0) };
+    n > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0
+}
+
 /// Closes every descriptor from 3 up, but `keep`.
 fn close_all_but(keep: RawFd) {
     let keep = libc::c_uint::try_from(keep).unwrap_or(0);
@@ -357,7 +374,7 @@ fn close_all_but(keep: RawFd) {
 }
 
 /// Runs every confinement step in order; returns the seccomp listener to hand over.
-fn confine(plan: &Plan) -> Result<Option<RawFd>, (Step, io::Error)> {
+fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Error)> {
     let check = |step: Step| {
         move |rc: libc::c_int| {
             if rc >= 0 {
@@ -392,6 +409,20 @@ fn confine(plan: &Plan) -> Result<Option<RawFd>, (Step, io::Error)> {
         // exec makes it dumpable again, for itself only.
         check(Step::Undumpable)(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
         caps::drop_all(plan.user, plan.last_cap).map_err(|e| (Step::Capabilities, e))?;
+        // The sandbox dies with its launcher (SIGKILL to pid 1 ends the namespace): a
+        // killed launcher must not leave a command running unsupervised, its refusals
+        // unreported and its cgroups never removed. Set after the ids change, which
+        // clears it; a launcher that died before this shows as a hung-up channel.
+        check(Step::ParentDeath)(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))?;
+        if launcher_gone(channel) {
+            return Err((Step::ParentDeath, io::Error::from_raw_os_error(libc::ESRCH)));
+        }
         check(Step::NoNewPrivs)(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         plan.scope.enter().map_err(|e| (Step::Landlock, e))?;
         abi::native_syscalls_only().map_err(|e| (Step::NativeAbiFilter, e))?;
@@ -469,9 +500,12 @@ fn exec_command(plan: &Plan, channel: RawFd) -> ! {
     }
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    // SAFETY: execvp(3) with NUL-terminated strings and a NULL-terminated array that
-    // outlive the call; it returns only on failure.
-    unsafe { libc::execvp(plan.program.as_ptr(), argv.as_ptr()) };
+    let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: execvpe(3) with NUL-terminated strings and NULL-terminated arrays that
+    // outlive the call (the program is looked up on the launcher's PATH, which the
+    // command's environment keeps); it returns only on failure.
+    unsafe { libc::execvpe(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
     send_report(channel, b'E', Step::Exec as u8, errno, None);
     // SAFETY: as above.

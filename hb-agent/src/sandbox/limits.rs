@@ -244,6 +244,19 @@ fn v1_cgroup(controller: &str, name: &str) -> Result<Option<PathBuf>, LimitError
     Ok(Some(dir))
 }
 
+/// Every cgroup v1 hierarchy's mount point (a hybrid host's `/sys/fs/cgroup/memory`, …):
+/// the sandbox gets them covered, as they show every other sandbox and host service.
+pub fn v1_mount_points() -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "cgroup").then(|| PathBuf::from(mount_point))
+        })
+        .collect()
+}
+
 /// Where the cgroup v1 hierarchy holding `controller` is mounted (from mountinfo: a
 /// `cgroup` file system whose super options name the controller).
 fn v1_mount(controller: &str) -> Option<PathBuf> {

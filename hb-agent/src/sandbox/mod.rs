@@ -42,6 +42,7 @@ use crate::{
 mod abi;
 mod caps;
 mod confinement;
+mod environment;
 mod init;
 pub mod limits;
 pub mod mounts;
@@ -88,6 +89,8 @@ pub enum SandboxError {
     Enroll(PathBuf, #[source] aya::maps::MapError),
     #[error("sandbox_defaults.user {0}")]
     DefaultUser(String),
+    #[error("{0}")]
+    Environment(String),
     #[error("argument {0:?} holds a NUL byte, which no command line can carry")]
     NulInArgument(OsString),
     #[error("cannot create the sandbox")]
@@ -122,6 +125,8 @@ pub struct RunOptions {
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
     /// `--tty`: a fresh pseudo-terminal, relayed by the launcher.
     pub tty: bool,
+    /// `--env KEY[=VALUE]`: variables passed besides the kept ones.
+    pub env: Vec<String>,
     pub allow_unscoped: bool,
     pub command: Vec<OsString>,
 }
@@ -158,7 +163,9 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     let filter = seccomp_filter(config, &opts.policy)?;
     let user = sandbox_user(config, opts)?;
     let limits = config.sandbox_defaults.limits();
-    let layout = mounts::Layout::plan(&layout_plan(config, opts, user, true)?)?;
+    let layout_plan = layout_plan(config, opts, user, true)?;
+    let env = command_environment(opts, &layout_plan)?;
+    let layout = mounts::Layout::plan(&layout_plan)?;
     // Before any cgroup exists: a kernel without scopes stops here with nothing to undo.
     let scoping = Scoping::prepare(opts.allow_unscoped)?;
     let mut plan = init::Plan {
@@ -168,6 +175,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
             .iter()
             .map(c_string)
             .collect::<Result<_, _>>()?,
+        env,
         user,
         last_cap: caps::last_cap(),
         scope: scoping.for_child(),
@@ -380,6 +388,19 @@ fn create_enrolled_cgroup<'m>(
     Ok((sandbox, relative))
 }
 
+/// The command's environment (see [`environment`]): `HOME` is the work mount when
+/// there is one, else `/`.
+fn command_environment(
+    opts: &RunOptions,
+    layout: &mounts::LayoutPlan,
+) -> Result<Vec<CString>, SandboxError> {
+    let home = layout
+        .work
+        .as_ref()
+        .map_or(std::path::Path::new("/"), |(_, mount)| mount.as_path());
+    environment::build(std::env::vars_os(), &opts.env, home).map_err(SandboxError::Environment)
+}
+
 /// What the sandbox's filesystem is made of (see [`mounts`]): the agent's own secrets
 /// and [`mounts::HOST_PRIVATE`] hidden, the broker socket bound in, and the tenant's
 /// work dir (`--tenant`, else the policy's `tenant`) at `work_mount` — made first when
@@ -425,6 +446,9 @@ fn layout_plan(
         agent.bpffs_dir.clone(),
     ];
     hidden.extend(mounts::HOST_PRIVATE.iter().map(PathBuf::from));
+    // The host's cgroup v1 trees list every sandbox (policy, launcher pid) and service;
+    // the sandbox's own limits there were joined before the mounts.
+    hidden.extend(limits::v1_mount_points());
     Ok(mounts::LayoutPlan {
         broker_socket: config.broker.socket.clone(),
         hidden,

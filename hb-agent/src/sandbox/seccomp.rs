@@ -150,6 +150,10 @@ macro_rules! paste_sys {
     (open_tree) => {
         libc::SYS_open_tree
     };
+    // Linux 6.15; not in the libc crate. Calls from 424 on have one number everywhere.
+    (open_tree_attr) => {
+        467
+    };
     (fsopen) => {
         libc::SYS_fsopen
     };
@@ -412,6 +416,7 @@ const RULES: &[Rule] = &[
             pivot_root,
             move_mount,
             open_tree,
+            open_tree_attr,
             fsopen,
             fsmount,
             fsconfig,
