@@ -251,11 +251,6 @@ impl SandboxBudget {
     pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
         self.window.admit(record, now)
     }
-
-    /// Refusals suppressed since the last record written.
-    pub fn pending(&self) -> u64 {
-        self.window.pending
-    }
 }
 
 impl Window {

@@ -233,3 +233,52 @@ print("open_tree_attr", r, ctypes.get_errno())'"#
         "open_tree_attr was not refused by the filter (no seccomp event): {text}"
     );
 }
+
+/// **A flood of one refused call hides the others' names.** Each sandbox's `seccomp`
+/// events have a budget (64 per window); past it the launcher keeps only the *last*
+/// held-back refusal and writes it at the end with the count of the others. So a
+/// command refuses itself 64 cheap `ptrace` calls, then tries what it is really after
+/// (`bpf`, `unshare`, `init_module`, `open_by_handle_at`…), then one more `ptrace`: the
+/// audit trail says "ptrace, N suppressed" and never names the escape attempts.
+///
+/// Closed: held-back refusals are kept per system call name, and each name is written
+/// once with its count when a record is next admitted and at the sandbox's end.
+#[test]
+fn a_flood_of_one_refusal_does_not_hide_another() {
+    let env = start("atk-evflood");
+    let py = python();
+    let script = format!(
+        r#"{py} -c 'import ctypes
+l = ctypes.CDLL(None, use_errno=True)
+l.syscall.restype = ctypes.c_long
+for _ in range(100):
+    l.syscall(101, 0, 0, 0, 0)  # ptrace(PTRACE_TRACEME)
+l.syscall(321, 0, 0, 0)  # bpf(BPF_MAP_CREATE, NULL, 0)
+l.syscall(101, 0, 0, 0, 0)
+print("done")'"#
+    );
+    let out = sandbox(&env, &[], &script);
+    assert_eq!(stdout(&out), "done\n", "{}", said(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let names = loop {
+        let events = env.hb(&["events", "--json"]);
+        let names: Vec<String> = String::from_utf8_lossy(&events.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["hook"] == "seccomp")
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect();
+        if names.iter().any(|n| n == "bpf") || std::time::Instant::now() > deadline {
+            break names;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut distinct = names.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(
+        names.iter().any(|n| n == "bpf"),
+        "the refused bpf() call is named in no event ({} seccomp events, names {distinct:?})",
+        names.len()
+    );
+}

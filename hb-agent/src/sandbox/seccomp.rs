@@ -824,9 +824,11 @@ pub struct EventReporter {
     cgroup_id: u64,
     cgroup: Option<String>,
     budget: events::SandboxBudget,
-    /// The last refusal the budget held back, written by [`EventReporter::finish`] with
-    /// the count of those held back since the last record, so none goes uncounted.
-    held_back: Option<EventRecord>,
+    /// The refusals the budget held back since the last record, per system call name:
+    /// the latest of each and how many. Each name is written once, with its count, when
+    /// a record is next admitted or at the end — so a flood of one refused call cannot
+    /// hide the name of another, and none goes uncounted.
+    held_back: std::collections::BTreeMap<String, (EventRecord, u64)>,
 }
 
 impl EventReporter {
@@ -844,7 +846,7 @@ impl EventReporter {
             cgroup_id,
             cgroup,
             budget: events::SandboxBudget::new(Instant::now()),
-            held_back: None,
+            held_back: std::collections::BTreeMap::new(),
         }
     }
 
@@ -872,18 +874,30 @@ impl EventReporter {
 
     pub fn report(&mut self, refusal: Refusal) {
         let mut record = self.record(&refusal);
+        let name = refusal.syscall.clone();
         if self.budget.admit(&mut record, Instant::now()) {
-            self.held_back = None;
+            // The window's count covers every name held back; each other name gets a
+            // record of its own, and this one keeps only its own name's count.
+            let own = self.held_back.remove(&name).map_or(0, |(_, n)| n);
+            record.suppressed = own;
+            self.flush_held_back();
             self.write(&record);
         } else {
-            self.held_back = Some(record);
+            let entry = self.held_back.entry(name).or_insert((record.clone(), 0));
+            entry.0 = record;
+            entry.1 += 1;
         }
     }
 
     /// At the sandbox's end: the refusals the budget held back since the last record.
     pub fn finish(mut self) {
-        if let Some(mut record) = self.held_back.take() {
-            record.suppressed = self.budget.pending().saturating_sub(1);
+        self.flush_held_back();
+    }
+
+    /// One record per held-back name: its latest refusal, counting the others.
+    fn flush_held_back(&mut self) {
+        for (_, (mut record, n)) in std::mem::take(&mut self.held_back) {
+            record.suppressed = n.saturating_sub(1);
             self.write(&record);
         }
     }
