@@ -3,7 +3,12 @@
 //! failed when it was written (the attack succeeded) and passes with its fix; each doc
 //! comment says how the attack goes and what closed it.
 
-use std::{fs, path::Path, process::Output};
+use std::{
+    fs,
+    os::unix::{fs::PermissionsExt as _, net::UnixListener},
+    path::{Path, PathBuf},
+    process::Output,
+};
 
 use hb_tests::{TestEnv, private_netns, python, random_suffix, stdout};
 
@@ -281,4 +286,91 @@ print("done")'"#
         "the refused bpf() call is named in no event ({} seccomp events, names {distinct:?})",
         names.len()
     );
+}
+
+/// A host folder for one test (root's, `mode`), removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(parent: &str, tag: &str, mode: u32) -> Self {
+        let p = Path::new(parent).join(format!("hb-test-{tag}-{}", random_suffix()));
+        fs::create_dir_all(&p).expect("scratch dir");
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod scratch");
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// **Host daemon sockets outside `/run` and `/tmp` are reachable.** The sandbox's root is
+/// the host's, read-only — but a read-only mount does not stop `connect(2)` on a Unix
+/// socket file (the kernel checks write permission on the socket inode, and `EROFS`
+/// only for regular files, directories and links). Only `/run` and `/tmp` are fresh, so
+/// every daemon whose socket lives elsewhere (`/var/lib/incus/unix.socket`,
+/// `/var/snap/lxd/common/lxd/unix.socket`, a CI runner's socket in `/var/tmp` or `/srv`,
+/// another agent's broker) is one `connect` away; a `--user 0` sandbox owns root's
+/// 0600 sockets too, so it reaches root-only APIs (LXD/Incus: a host takeover).
+///
+/// Closed: every Unix socket bound by a path in the network namespace the sandbox
+/// shares (`/proc/net/unix` at launch) is covered by a node that is no socket, but the
+/// broker's. Still open: a socket bound after the sandbox started.
+#[test]
+fn host_daemon_sockets_outside_run_and_tmp_are_unreachable() {
+    let env = start("atk-sock");
+    let dirs = [
+        Scratch::new("/var/tmp", "atk-sock-vartmp", 0o755),
+        Scratch::new("/var/lib", "atk-sock-varlib", 0o755),
+    ];
+    // A root-only socket (0600) and one open to every uid (0666), in each folder.
+    let listeners: Vec<(PathBuf, UnixListener)> = dirs
+        .iter()
+        .flat_map(|d| {
+            [
+                (d.0.join("root-only.sock"), 0o600),
+                (d.0.join("open.sock"), 0o666),
+            ]
+        })
+        .map(|(path, mode)| {
+            let l = UnixListener::bind(&path).expect("bind daemon socket");
+            l.set_nonblocking(true).expect("nonblocking");
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+            (path, l)
+        })
+        .collect();
+    let list = listeners
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let py = python();
+    let script = format!(
+        r#"
+for s in {list}; do
+    {py} -c 'import socket,sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1]); s.sendall(b"hi"); print("CONNECTED", sys.argv[1])' "$s" 2>/dev/null
+done
+echo done
+"#
+    );
+    for (user, options) in USERS {
+        let out = sandbox(&env, options, &script);
+        let text = said(&out);
+        assert!(stdout(&out).ends_with("done\n"), "{user}: {text}");
+        let mut reached = Vec::new();
+        for (path, l) in &listeners {
+            // A connect that succeeded is queued on the listener by the time it returns.
+            while l.accept().is_ok() {
+                reached.push(path.display().to_string());
+            }
+        }
+        assert!(
+            reached.is_empty(),
+            "{user}: the sandbox connected to host daemon sockets {reached:?}: {text}"
+        );
+    }
 }

@@ -388,6 +388,22 @@ fn create_enrolled_cgroup<'m>(
     Ok((sandbox, relative))
 }
 
+/// The paths of the Unix sockets bound in this network namespace (`/proc/net/unix`):
+/// daemons' sockets the sandbox could otherwise connect to. Those made after the
+/// sandbox starts are not in the list.
+fn bound_unix_sockets() -> Vec<PathBuf> {
+    let table = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(7))
+        .filter(|path| path.starts_with('/'))
+        .map(PathBuf::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// The command's environment (see [`environment`]): `HOME` is the work mount when
 /// there is one, else `/`.
 fn command_environment(
@@ -449,6 +465,14 @@ fn layout_plan(
     // The host's cgroup v1 trees list every sandbox (policy, launcher pid) and service;
     // the sandbox's own limits there were joined before the mounts.
     hidden.extend(limits::v1_mount_points());
+    // Pathname Unix sockets: a read-only mount does not stop connect(2), and a --user 0
+    // command owns root's sockets. Every socket bound by a path in this network
+    // namespace (which the sandbox shares) is covered, but the broker's.
+    hidden.extend(
+        bound_unix_sockets()
+            .into_iter()
+            .filter(|p| *p != config.broker.socket),
+    );
     Ok(mounts::LayoutPlan {
         broker_socket: config.broker.socket.clone(),
         hidden,
