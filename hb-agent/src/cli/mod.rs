@@ -222,13 +222,17 @@ enum SandboxCommand {
     ///
     /// The sandbox: its own cgroup below cgroup_root (enforced from the first
     /// instruction, removed afterwards, with pids/memory/cpu limits from
-    /// [sandbox_defaults]); its own pid, mount, IPC and cgroup namespaces; a new session
+    /// [sandbox_defaults]); its own pid, mount, IPC and cgroup namespaces; a read-only
+    /// root with its own /proc, /tmp, /dev and /run, hb's state, the master key, other
+    /// tenants and host-private paths hidden, the broker socket bound in; a new session
     /// with no controlling terminal; the user from --user or [sandbox_defaults] user
     /// (1000:1000 by default; root only with an explicit --user 0, and then without a
     /// single capability); no_new_privs; Landlock scopes (no abstract Unix socket or
-    /// signal reaches outside the sandbox; ABI 6, Linux 6.12); a seccomp filter that
-    /// allows only the native system call ABI; and only stdin, stdout and stderr passed
-    /// in. --print-confinement shows all of it without running anything.
+    /// signal reaches outside the sandbox; ABI 6, Linux 6.12); seccomp filters (native
+    /// ABI only; no raw or packet sockets, namespaces, mounts, bpf, ptrace, pidfd_getfd,
+    /// io_uring, TIOCSTI…: EPERM and a `seccomp` event); a clean environment; only
+    /// stdin, stdout and stderr passed in; and it dies with this launcher.
+    /// --print-confinement shows all of it without running anything.
     #[command(
         after_help = "Examples:\n  hb-agent sandbox run --policy default -- python3 tool.py\n  hb-agent sandbox run --policy ci --user 65534 -- sh -c 'curl -sS http://10.0.0.1/ || echo refused'\n  hb-agent sandbox run --policy default --user 0 -- id     # uid 0, no capabilities\n  hb-agent sandbox run --policy default --print-confinement --json -- true\n\nExit status: CMD's own; 128+N when signal N ended it; 1 when the sandbox could not be made (the error names the step), and CMD did not run."
     )]
