@@ -91,7 +91,7 @@ const SMALL_TMPFS: &str = "size=65536";
 /// keys, a node's kubelet and container runtime state with other pods' service account
 /// tokens), and the default uid (1000) is often a real user's. Absent ones are skipped.
 /// A denylist over the host's root: what is not named here stays readable (read-only).
-pub const HOST_PRIVATE: [&str; 11] = [
+pub const HOST_PRIVATE: [&str; 22] = [
     "/root",
     "/home",
     "/etc/shadow",
@@ -99,6 +99,17 @@ pub const HOST_PRIVATE: [&str; 11] = [
     "/etc/shadow-",
     "/etc/gshadow-",
     "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/pki/tls/private",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/krb5.keytab",
+    "/etc/security/opasswd",
+    "/var/backups",
+    "/var/log",
+    "/var/lib/cloud",
+    "/var/lib/sss",
+    "/var/lib/cni",
     "/etc/kubernetes",
     "/var/lib/kubelet",
     "/var/lib/containerd",
