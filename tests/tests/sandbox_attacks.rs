@@ -374,3 +374,60 @@ echo done
         );
     }
 }
+
+/// **A `--user 0` command owned root's host files.** The root is the host's, read-only,
+/// with a denylist of paths hidden; uid 0 without any capability was still the *owner*
+/// of every root-owned file, so it read root's 0600 keys that no list named (the review
+/// read `/etc/ssl/private/ssl-cert-snakeoil.key`), held locks on root's 0640 lock files,
+/// and connected to root's 0600 sockets. Here: a root-only key and a root-only lock file
+/// in a folder of `/var/lib`, and the sandbox's view of its own ids.
+///
+/// Closed: a `--user 0` command is root of a user namespace of its own whose uid and gid 0
+/// are the host's 65534, who owns nothing; root's files are other people's to it.
+#[test]
+fn a_root_sandbox_owns_none_of_roots_host_files() {
+    let env = start("atk-rootown");
+    let dir = Scratch::new("/var/lib", "atk-rootown", 0o755);
+    let key = dir.0.join("service.key");
+    let secret = format!("PRIVATE-{}", random_suffix());
+    fs::write(&key, &secret).expect("key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
+    let lock = dir.0.join("lock-frontend");
+    fs::write(&lock, "").expect("lock file");
+    fs::set_permissions(&lock, fs::Permissions::from_mode(0o640)).expect("chmod lock");
+    let py = python();
+    let script = format!(
+        r#"id -u; cat /proc/self/uid_map; cat {key} 2>/dev/null; echo
+{py} -c 'import fcntl, sys
+try:
+    f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB); print("LOCKED")
+except OSError as e:
+    print("no lock", e.errno)' {lock}
+echo done"#,
+        key = key.display(),
+        lock = lock.display()
+    );
+    let out = sandbox(&env, &["--user", "0"], &script);
+    let text = stdout(&out);
+    assert!(text.ends_with("done\n"), "{}", said(&out));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("0"), "uid 0 inside: {text}");
+    let map: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        map,
+        ["0", "65534", "1"],
+        "uid 0 is the host's 65534: {text}"
+    );
+    assert!(
+        !text.contains(&secret),
+        "the sandbox read root's 0600 key: {text}"
+    );
+    assert!(
+        !text.contains("LOCKED"),
+        "the sandbox locked root's 0640 file: {text}"
+    );
+}

@@ -612,13 +612,14 @@ echo done
 
 /// A tenant's file written in one run is there in the next, at the work mount, which
 /// is the command's working directory; on the host it is the tenant's, in a 0700
-/// folder of the sandbox's user.
+/// folder of the sandbox's user (for `--user 0`, of the host id its user namespace's
+/// root is: 65534, who owns nothing else).
 #[test]
 fn a_tenants_files_persist_across_its_runs() {
     let env = start("fs-persist");
     for (user, options, tenant, uid) in [
         ("default user", &[][..], "keeper", 1000),
-        ("--user 0", &["--user", "0"][..], "root-keeper", 0),
+        ("--user 0", &["--user", "0"][..], "root-keeper", 65534),
     ] {
         let mut opts = options.to_vec();
         opts.extend_from_slice(&["--tenant", tenant]);

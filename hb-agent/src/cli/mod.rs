@@ -227,7 +227,8 @@ enum SandboxCommand {
     /// tenants and host-private paths hidden, the broker socket bound in; a new session
     /// with no controlling terminal; the user from --user or [sandbox_defaults] user
     /// (1000:1000 by default; root only with an explicit --user 0, and then without a
-    /// single capability); no_new_privs; Landlock scopes (no abstract Unix socket or
+    /// single capability, in a user namespace of its own whose root is the host's 65534);
+    /// no_new_privs; Landlock scopes (no abstract Unix socket or
     /// signal reaches outside the sandbox; ABI 6, Linux 6.12); seccomp filters (native
     /// ABI only; no raw or packet sockets, namespaces, mounts, bpf, ptrace, pidfd_getfd,
     /// io_uring, TIOCSTI…: EPERM and a `seccomp` event); a clean environment; only
@@ -242,7 +243,8 @@ enum SandboxCommand {
         policy: String,
         /// Run the command as UID[:GID] (the uid's number as gid if left out) or as a
         /// user name from /etc/passwd, with no supplementary groups. Default:
-        /// [sandbox_defaults] user. `--user 0` runs it as root with no capabilities.
+        /// [sandbox_defaults] user. `--user 0` runs it as root with no capabilities, in a user
+        /// namespace whose root is the host's uid 65534 (root's host files are not its own).
         #[arg(long, visible_alias = "uid", value_name = "UID[:GID]|NAME", value_parser = crate::sandbox::parse_user)]
         user: Option<crate::sandbox::User>,
         /// Mount the tenant's work folder (tenants_dir/NAME/work, made on first use,

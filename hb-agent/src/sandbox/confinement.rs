@@ -38,6 +38,8 @@ pub struct UserView {
     pub gid: u32,
     pub supplementary_groups: Vec<u32>,
     pub from: &'static str,
+    /// For uid 0: the host uid and gid it is, in a user namespace of its own.
+    pub host_ids: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,8 +94,13 @@ pub fn describe(
             } else {
                 "[sandbox_defaults] user"
             },
+            host_ids: super::root_in_userns(user),
         },
-        namespaces: vec!["pid", "mount", "ipc", "cgroup"],
+        namespaces: if super::root_in_userns(user).is_some() {
+            vec!["pid", "mount", "ipc", "cgroup", "user"]
+        } else {
+            vec!["pid", "mount", "ipc", "cgroup"]
+        },
         session: if opts.tty {
             "a new session; its controlling terminal is a fresh pseudo-terminal the launcher relays"
         } else {
@@ -194,6 +201,9 @@ pub fn print_text(c: &Confinement) {
         "user          uid {} gid {}, no supplementary groups (from {})",
         c.user.uid, c.user.gid, c.user.from
     );
+    if let Some((uid, gid)) = c.user.host_ids {
+        println!("              in a user namespace of its own: uid {uid} gid {gid} on the host");
+    }
     println!("namespaces    {} (own)", c.namespaces.join(", "));
     println!("session       {}", c.session);
     let caps = &c.capabilities;

@@ -43,8 +43,9 @@ pub struct Plan {
     pub user: User,
     pub last_cap: u32,
     pub scope: ChildScope,
-    /// `cgroup.procs` of the cgroup v1 hierarchies holding the sandbox's limits.
-    pub v1_join: Vec<RawFd>,
+    /// For a `--user 0` command: the host uid and gid its root is in a user namespace of
+    /// its own (so on the host it owns nothing of root's). None: no user namespace.
+    pub userns: Option<(u32, u32)>,
     /// `--tty`: the slave side of the sandbox's own pseudo-terminal.
     pub tty: Option<RawFd>,
     /// The mount layout, entered by `confine` right after the cgroup namespace.
@@ -57,7 +58,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Step {
-    JoinV1Cgroups = 1,
+    WaitForLauncher = 1,
     NewSession,
     Terminal,
     CgroupNamespace,
@@ -76,7 +77,7 @@ pub enum Step {
 
 impl Step {
     const ALL: [Step; 15] = [
-        Step::JoinV1Cgroups,
+        Step::WaitForLauncher,
         Step::NewSession,
         Step::Terminal,
         Step::CgroupNamespace,
@@ -95,7 +96,9 @@ impl Step {
 
     pub fn describe(self) -> &'static str {
         match self {
-            Step::JoinV1Cgroups => "joining the sandbox's cgroup v1 limits",
+            Step::WaitForLauncher => {
+                "waiting for the launcher (cgroup v1 limits, user namespace ids)"
+            }
             Step::NewSession => "starting a new session (setsid)",
             Step::Terminal => "taking its own pseudo-terminal (--tty)",
             Step::CgroupNamespace => "creating the cgroup namespace",
@@ -152,7 +155,11 @@ pub fn start(plan: &Plan, cgroup: &OwnedFd) -> io::Result<Started> {
     const CLONE_NEWPID: u64 = 0x2000_0000;
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    const CLONE_NEWUSER: u64 = 0x1000_0000;
     args.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_INTO_CGROUP | CLONE_PIDFD;
+    if plan.userns.is_some() {
+        args.flags |= CLONE_NEWUSER;
+    }
     args.pidfd = (&raw mut pidfd) as u64;
     args.exit_signal = libc::SIGCHLD as u64;
     args.cgroup = cgroup.as_raw_fd() as u64;
@@ -179,6 +186,34 @@ pub fn start(plan: &Plan, cgroup: &OwnedFd) -> io::Result<Started> {
         pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
         channel: launcher_end,
     })
+}
+
+/// Lets the init go on, once the launcher has joined it to the cgroup v1 limits and
+/// written its user namespace's id maps.
+pub fn release(started: &Started) -> io::Result<()> {
+    // SAFETY: send(2) of one byte from a local on the launcher's own socket.
+    let rc = unsafe {
+        libc::send(
+            started.channel.as_raw_fd(),
+            b"G".as_ptr().cast(),
+            1,
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Writes the id maps of the init's user namespace: its uid and gid 0 are `host` on
+/// the host (setgroups stays allowed: the writer is privileged, and the init drops
+/// its supplementary groups itself).
+pub fn map_ids(started: &Started, host: (u32, u32)) -> io::Result<()> {
+    let proc = std::path::PathBuf::from(format!("/proc/{}", started.pid));
+    std::fs::write(proc.join("uid_map"), format!("0 {} 1\n", host.0))?;
+    std::fs::write(proc.join("gid_map"), format!("0 {} 1\n", host.1))
 }
 
 /// Reads one report from the init; None at the end of the stream.
@@ -387,10 +422,11 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
     // SAFETY: each call below takes integers or pointers to data the plan owns; this
     // process is a single-threaded copy of the launcher.
     unsafe {
-        for fd in &plan.v1_join {
-            let rc = libc::write(*fd, b"0".as_ptr().cast(), 1);
-            check(Step::JoinV1Cgroups)(if rc == 1 { 0 } else { -1 })?;
-        }
+        // The launcher first puts this process in the cgroup v1 limits and, for a user
+        // namespace, writes its id maps (both need the host's root); one byte says done.
+        let mut go = 0u8;
+        let rc = libc::recv(channel, (&raw mut go).cast(), 1, 0);
+        check(Step::WaitForLauncher)(if rc == 1 && go == b'G' { 0 } else { -1 })?;
         check(Step::NewSession)(libc::setsid())?;
         if let Some(slave) = plan.tty {
             super::tty::make_controlling(slave).map_err(|e| (Step::Terminal, e))?;

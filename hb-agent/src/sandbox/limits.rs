@@ -13,7 +13,7 @@
 use std::{
     fs,
     io::{self, Write as _},
-    os::fd::{AsRawFd as _, OwnedFd},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
@@ -64,9 +64,14 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// The raw descriptors of the v1 `cgroup.procs` files, for the init to write "0" to.
-    pub fn join_fds(&self) -> Vec<libc::c_int> {
-        self.v1_procs.iter().map(|f| f.as_raw_fd()).collect()
+    /// Moves `pid` (the sandbox's init, before it runs anything) into the v1 cgroups.
+    pub fn join(&self, pid: libc::pid_t) -> Result<(), LimitError> {
+        for (fd, dir) in self.v1_procs.iter().zip(&self.v1_dirs) {
+            let mut file = fs::File::from(fd.try_clone().map_err(io_err("open", dir))?);
+            file.write_all(pid.to_string().as_bytes())
+                .map_err(io_err("write cgroup.procs in", dir))?;
+        }
+        Ok(())
     }
 
     /// Removes the v1 cgroups made for the sandbox (its processes are gone by then: the

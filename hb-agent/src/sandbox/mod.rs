@@ -179,7 +179,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         user,
         last_cap: caps::last_cap(),
         scope: scoping.for_child(),
-        v1_join: Vec::new(),
+        userns: root_in_userns(user),
         tty: None,
         filter,
         layout,
@@ -200,7 +200,6 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         &relative,
         &name,
     )?;
-    plan.v1_join = applied.join_fds();
     let cgroup_dir: OwnedFd = fs::File::open(&sandbox.path)
         .map_err(|source| CgroupError::Io {
             path: sandbox.path.clone(),
@@ -211,6 +210,13 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
 
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
+    // The init waits for this: its v1 limits and its user namespace's ids need the
+    // host's root. If either fails, it is never released and ends with the channel.
+    applied.join(started.pid)?;
+    if let Some(host) = plan.userns {
+        init::map_ids(&started, host).map_err(SandboxError::Clone)?;
+    }
+    init::release(&started).map_err(SandboxError::Clone)?;
     drop(scoping);
     // The sandbox holds the slave now; the launcher only relays through the master.
     let relay = match pty {
@@ -341,6 +347,20 @@ fn loaded_policy(maps: &Maps, name: &str) -> Result<u32, SandboxError> {
         })
 }
 
+/// The host uid and gid a `--user 0` command's root is, in a user namespace of its own:
+/// the overflow user, who owns nothing. Root's files, sockets and locks on the host are
+/// then other people's to it, as to any user. Other users need no user namespace.
+const ROOT_ON_HOST: (u32, u32) = (65534, 65534);
+
+pub(crate) fn root_in_userns(user: User) -> Option<(u32, u32)> {
+    (user.uid == 0).then_some(ROOT_ON_HOST)
+}
+
+/// The host ids that own what the sandbox's user makes (its tenant folder).
+fn host_ids(user: User) -> (u32, u32) {
+    root_in_userns(user).unwrap_or((user.uid, user.gid))
+}
+
 /// `--user`, else `[sandbox_defaults] user`.
 fn sandbox_user(config: &Config, opts: &RunOptions) -> Result<User, SandboxError> {
     match opts.user {
@@ -443,12 +463,10 @@ fn layout_plan(
             .filter(|t| !t.is_empty())
     });
     let work = match tenant {
-        Some(name) if prepare => Some(tenant::prepare_work_dir(
-            &tenants_dir,
-            &name,
-            user.uid,
-            user.gid,
-        )?),
+        Some(name) if prepare => {
+            let (uid, gid) = host_ids(user);
+            Some(tenant::prepare_work_dir(&tenants_dir, &name, uid, gid)?)
+        }
         Some(name) => {
             tenant::validate_name(&name)?;
             Some(tenants_dir.join(name).join("work"))
@@ -465,6 +483,11 @@ fn layout_plan(
     // The host's cgroup v1 trees list every sandbox (policy, launcher pid) and service;
     // the sandbox's own limits there were joined before the mounts.
     hidden.extend(limits::v1_mount_points());
+    if root_in_userns(user).is_some()
+        && let Ok(v2) = cgroup::cgroup2_mount()
+    {
+        hidden.push(v2);
+    }
     // Pathname Unix sockets: a read-only mount does not stop connect(2), and a --user 0
     // command owns root's sockets. Every socket bound by a path in this network
     // namespace (which the sandbox shares) is covered, but the broker's.
@@ -484,7 +507,14 @@ fn layout_plan(
         shm_size_bytes: mounts::LayoutPlan::DEFAULT_SHM_SIZE,
         work: work.map(|w| (w, defaults.work_mount.clone())),
         ro_binds: opts.ro_binds.clone(),
-        cgroup2_mount: cgroup::cgroup2_mount().ok(),
+        // A user namespace may not mount cgroup2 here (EBUSY): the host's is covered
+        // instead (see `hidden`), and the command sees no cgroup tree at all.
+        cgroup2_mount: if root_in_userns(user).is_some() {
+            None
+        } else {
+            cgroup::cgroup2_mount().ok()
+        },
+        user_namespace: root_in_userns(user).is_some(),
     })
 }
 

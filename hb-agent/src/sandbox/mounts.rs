@@ -46,6 +46,26 @@ use std::{
     sync::atomic::{AtomicI32, Ordering},
 };
 
+/// Whether this process is in a user namespace of its own (its uid map is not the
+/// identity over all ids). Read once per step that needs it; /proc is the host's then.
+fn in_user_namespace() -> bool {
+    let mut buf = [0u8; 64];
+    // SAFETY: open/read/close of a /proc file into a stack buffer; no allocation.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/uid_map".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        // The initial namespace maps "0 0 4294967295".
+        n > 0 && !buf[..n as usize].windows(10).any(|w| w == b"4294967295")
+    }
+}
+
 /// `open_tree(2)` flags (include/uapi/linux/mount.h; not in the libc crate for glibc).
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
@@ -135,6 +155,10 @@ pub struct LayoutPlan {
     /// The host's cgroup2 mount point, where a fresh read-only cgroup2 rooted at the
     /// sandbox's cgroup namespace is mounted (None: the host's, read-only like the rest).
     pub cgroup2_mount: Option<PathBuf>,
+    /// The init is in a user namespace of its own (a `--user 0` command): once the
+    /// sources are cloned (with the host's root ids, which may traverse root's 0700
+    /// folders), it becomes that namespace's root, the ids it can make files as.
+    pub user_namespace: bool,
 }
 
 impl LayoutPlan {
@@ -234,6 +258,8 @@ enum Op {
         set: u64,
         clear: u64,
     },
+    /// `setresgid`/`setresuid(0)` in the init's user namespace.
+    BecomeNamespaceRoot,
     /// `mount_setattr("/", AT_RECURSIVE)`: read-only, nosuid, nodev.
     RootReadOnly,
     /// `umount2(target, MNT_DETACH)`: the host's mount (and its submounts), gone from
@@ -360,6 +386,9 @@ impl Layout {
         };
         p.resolve_hidden(&plan.hidden)?;
         let sources = p.clone_sources(plan)?;
+        if plan.user_namespace {
+            p.ops.push(Op::BecomeNamespaceRoot);
+        }
         p.ops.push(Op::RootReadOnly);
         p.entry("/", "host root (recursive)", None, "ro,nosuid,nodev");
         p.fresh_proc_and_cgroup()?;
@@ -453,6 +482,10 @@ impl Layout {
                     self.slots[*slot].store(fd, Ordering::Relaxed);
                     set_attr(fd, c"", libc::AT_EMPTY_PATH | rec, *set, *clear)
                 }
+                Op::BecomeNamespaceRoot => {
+                    check(libc::setresgid(0, 0, 0))?;
+                    check(libc::setresuid(0, 0, 0))
+                }
                 Op::RootReadOnly => set_attr(
                     libc::AT_FDCWD,
                     c"/",
@@ -476,6 +509,11 @@ impl Layout {
                 Op::Detach { target, optional } => {
                     match check(libc::umount2(target.as_ptr(), libc::MNT_DETACH)) {
                         Err(libc::EINVAL) if *optional => Ok(()),
+                        // In a user namespace (a --user 0 command) the host's mounts are
+                        // locked to their parents and cannot be taken away; the fresh
+                        // mount goes on top, hiding them as well (the command can unmount
+                        // nothing: no capability, and seccomp refuses umount2).
+                        Err(libc::EINVAL) if in_user_namespace() => Ok(()),
                         other => other,
                     }
                 }
@@ -1322,6 +1360,7 @@ fn describe_op(op: &Op) -> String {
     match op {
         Op::PrivateRoot => "making mount propagation private".into(),
         Op::Clone { path, .. } => format!("cloning {}", s(path)),
+        Op::BecomeNamespaceRoot => "becoming the user namespace's root".into(),
         Op::RootReadOnly => "making the root read-only".into(),
         Op::Mount { fstype, target, .. } => format!("mounting {} on {}", s(fstype), s(target)),
         Op::Remount { target, .. } => format!("remounting {}", s(target)),
@@ -1479,6 +1518,7 @@ mod tests {
                     (self.base.join("src/ro-file"), "/run/x/ro-file".into()),
                 ],
                 cgroup2_mount: Some(cgroup2()),
+                user_namespace: false,
             }
         }
     }
