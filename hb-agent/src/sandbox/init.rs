@@ -219,40 +219,10 @@ pub fn map_ids(started: &Started, host: (u32, u32)) -> io::Result<()> {
 /// Reads one report from the init; None at the end of the stream.
 pub fn read_report(channel: &OwnedFd) -> io::Result<Option<Report>> {
     let mut buf = [0u8; 8];
-    let mut cmsg = [0u64; 4];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain data; every pointer in it is to a local that outlives
-    // the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cmsg);
-    let n = loop {
-        // SAFETY: as above.
-        let n = unsafe { libc::recvmsg(channel.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    };
+    let (n, passed) = super::fdpass::recv(channel.as_raw_fd(), &mut buf)?;
     if n == 0 {
         return Ok(None);
     }
-    // SAFETY: walking the control buffer the kernel filled, with the libc macros.
-    let passed = unsafe {
-        let c = libc::CMSG_FIRSTHDR(&raw const msg);
-        (!c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS)
-            .then(|| {
-                OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>()))
-            })
-    };
     let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let detail = u16::from_le_bytes([buf[2], buf[3]]);
     match buf[0] {
@@ -311,29 +281,8 @@ fn send_report(channel: RawFd, kind: u8, step: u8, errno: i32, fd: Option<RawFd>
     } else {
         [0, 0]
     };
-    let mut buf = [kind, step, d[0], d[1], e[0], e[1], e[2], e[3]];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut cmsg = [0u64; 4];
-    // SAFETY: msghdr and the control buffer are locals; CMSG_* write inside `cmsg`,
-    // which has room for one descriptor.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        if let Some(fd) = fd {
-            msg.msg_control = cmsg.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-            let c = libc::CMSG_FIRSTHDR(&raw const msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-        }
-        libc::sendmsg(channel, &raw const msg, libc::MSG_NOSIGNAL);
-    }
+    let buf = [kind, step, d[0], d[1], e[0], e[1], e[2], e[3]];
+    let _ = super::fdpass::send(channel, &buf, fd);
 }
 
 /// The init's whole life: confine, report, start the command, reap, exit.

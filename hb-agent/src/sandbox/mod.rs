@@ -43,6 +43,7 @@ mod abi;
 mod caps;
 mod confinement;
 mod environment;
+mod fdpass;
 mod init;
 pub mod limits;
 pub mod mounts;
@@ -408,20 +409,34 @@ fn create_enrolled_cgroup<'m>(
     Ok((sandbox, relative))
 }
 
-/// The paths of the Unix sockets bound in this network namespace (`/proc/net/unix`):
-/// daemons' sockets the sandbox could otherwise connect to. Those made after the
-/// sandbox starts are not in the list.
+/// The host paths of the Unix sockets bound in this network namespace
+/// (`/proc/net/unix`): daemons' sockets the sandbox could otherwise connect to. The
+/// table gives each path as its binder saw it, so only a path that is a socket on the
+/// host counts (a sandbox binding "/work/x" in its own folder names nothing here).
+/// Those bound after the sandbox starts are not in the list.
 fn bound_unix_sockets() -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt as _;
     let table = fs::read_to_string("/proc/net/unix").unwrap_or_default();
     table
         .lines()
         .skip(1)
-        .filter_map(|line| line.split_whitespace().nth(7))
-        .filter(|path| path.starts_with('/'))
+        .filter_map(socket_path_field)
         .map(PathBuf::from)
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect()
+}
+
+/// The path of one `/proc/net/unix` line: whatever follows its seven fixed fields
+/// (spaces included), if it is a pathname (abstract names start with `@`).
+fn socket_path_field(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    for _ in 0..7 {
+        let end = rest.find(char::is_whitespace)?;
+        rest = rest[end..].trim_start();
+    }
+    rest.starts_with('/').then_some(rest)
 }
 
 /// The command's environment (see [`environment`]): `HOME` is the work mount when
@@ -669,4 +684,30 @@ fn unique_name(policy: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{policy}-{}-{nanos:08x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_are_read_whole_from_proc_net_unix() {
+        let line = |rest: &str| {
+            format!("0000000000000000: 00000002 00000000 00010000 0001 01 12345 {rest}")
+        };
+        assert_eq!(
+            socket_path_field(&line("/run/a b.sock")),
+            Some("/run/a b.sock")
+        );
+        assert_eq!(socket_path_field(&line("@abstract")), None);
+        // No path at all (an unbound socket), and the inode padded with spaces.
+        assert_eq!(
+            socket_path_field("0000000000000000: 00000002 00000000 00000000 0001 03    77"),
+            None
+        );
+        assert_eq!(
+            socket_path_field("0000000000000000: 00000002 00000000 00010000 0001 01    77 /x"),
+            Some("/x")
+        );
+    }
 }

@@ -46,26 +46,6 @@ use std::{
     sync::atomic::{AtomicI32, Ordering},
 };
 
-/// Whether this process is in a user namespace of its own (its uid map is not the
-/// identity over all ids). Read once per step that needs it; /proc is the host's then.
-fn in_user_namespace() -> bool {
-    let mut buf = [0u8; 64];
-    // SAFETY: open/read/close of a /proc file into a stack buffer; no allocation.
-    unsafe {
-        let fd = libc::open(
-            c"/proc/self/uid_map".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return false;
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        // The initial namespace maps "0 0 4294967295".
-        n > 0 && !buf[..n as usize].windows(10).any(|w| w == b"4294967295")
-    }
-}
-
 /// `open_tree(2)` flags (include/uapi/linux/mount.h; not in the libc crate for glibc).
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
@@ -263,7 +243,8 @@ enum Op {
     /// `mount_setattr("/", AT_RECURSIVE)`: read-only, nosuid, nodev.
     RootReadOnly,
     /// `umount2(target, MNT_DETACH)`: the host's mount (and its submounts), gone from
-    /// this namespace only. `optional`: no mount there is fine.
+    /// this namespace only. `optional`: no mount there (or, in a user namespace, a locked
+    /// one, which the fresh mount then covers) is fine.
     Detach {
         target: CString,
         optional: bool,
@@ -399,6 +380,16 @@ impl Layout {
         p.attach(plan, &sources)?;
         p.seal()?;
         p.chdir()?;
+        if plan.user_namespace {
+            // The host's mounts are locked to their parents in a user namespace and cannot
+            // be taken away (EINVAL); the fresh mount goes on top and hides them as well
+            // (the command can unmount nothing: no capability, and seccomp refuses umount2).
+            for op in &mut p.ops {
+                if let Op::Detach { optional, .. } = op {
+                    *optional = true;
+                }
+            }
+        }
         Ok(Layout {
             ops: p.ops,
             entries: p.entries,
@@ -509,11 +500,6 @@ impl Layout {
                 Op::Detach { target, optional } => {
                     match check(libc::umount2(target.as_ptr(), libc::MNT_DETACH)) {
                         Err(libc::EINVAL) if *optional => Ok(()),
-                        // In a user namespace (a --user 0 command) the host's mounts are
-                        // locked to their parents and cannot be taken away; the fresh
-                        // mount goes on top, hiding them as well (the command can unmount
-                        // nothing: no capability, and seccomp refuses umount2).
-                        Err(libc::EINVAL) if in_user_namespace() => Ok(()),
                         other => other,
                     }
                 }

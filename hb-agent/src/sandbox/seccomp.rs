@@ -926,75 +926,7 @@ mod tests {
         },
     };
 
-    use std::os::fd::FromRawFd as _;
-
     use super::*;
-
-    /// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS), as the init hands its listener
-    /// to the launcher.
-    ///
-    /// # Safety
-    /// Safe after fork: sendmsg(2) with stack buffers only.
-    unsafe fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        // u64s: aligned for cmsghdr; room for one header and one int.
-        let mut space = [0u64; 4];
-        // SAFETY: msghdr is plain data; the control buffer is big enough for one fd
-        // (CMSG_SPACE(4) = 24 bytes on 64-bit) and aligned.
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = space.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-            if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) != 1 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    }
-
-    /// Receives one fd sent by [`send_fd`].
-    fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        let mut space = [0u64; 4];
-        // SAFETY: as in send_fd; the fd read back is checked to be in an SCM_RIGHTS message.
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = space.as_mut_ptr().cast();
-            msg.msg_controllen = size_of_val(&space);
-            if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) < 1 {
-                return Err(io::Error::last_os_error());
-            }
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            if cmsg.is_null()
-                || (*cmsg).cmsg_level != libc::SOL_SOCKET
-                || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "no file descriptor in the message",
-                ));
-            }
-            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-            Ok(OwnedFd::from_raw_fd(fd))
-        }
-    }
 
     #[test]
     fn every_rule_says_when_and_why() {
@@ -1232,7 +1164,7 @@ mod tests {
                 let Ok(listener) = filter.install() else {
                     libc::_exit(3)
                 };
-                if send_fd(pair[0], listener).is_err() {
+                if crate::sandbox::fdpass::send(pair[0], &[0], Some(listener)).is_err() {
                     libc::_exit(4);
                 }
                 libc::close(listener);
@@ -1249,7 +1181,11 @@ mod tests {
             libc::close(pair[0]);
             libc::close(results[1]);
         }
-        let listener = recv_fd(pair[1]).expect("the child sends its listener");
+        let mut byte = [0u8; 1];
+        let listener = crate::sandbox::fdpass::recv(pair[1], &mut byte)
+            .expect("the child sends its listener")
+            .1
+            .expect("with its listener attached");
         let (tx, rx) = mpsc::channel();
         let answering = std::thread::spawn(move || {
             answer_refusals(listener, |r| tx.send(r).expect("send"));
