@@ -785,3 +785,60 @@ pub fn py_client_prelude() -> String {
         "import sys, types\n_hb = types.ModuleType('hb_client')\nexec(compile(bytes.fromhex('{hex}'), 'hb_client.py', 'exec'), _hb.__dict__)\nsys.modules['hb_client'] = _hb\n"
     )
 }
+
+/// Unix listeners a test binds at host paths, standing for host daemons, to see
+/// whether a sandbox can reach them.
+pub struct UnixDaemons(Vec<(PathBuf, std::os::unix::net::UnixListener)>);
+
+impl UnixDaemons {
+    /// Binds a listener at each path, with its mode.
+    pub fn bind(sockets: &[(PathBuf, u32)]) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        Self(
+            sockets
+                .iter()
+                .map(|(path, mode)| {
+                    let l = std::os::unix::net::UnixListener::bind(path)
+                        .unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+                    l.set_nonblocking(true).expect("nonblocking");
+                    fs::set_permissions(path, fs::Permissions::from_mode(*mode)).expect("chmod");
+                    (path.clone(), l)
+                })
+                .collect(),
+        )
+    }
+
+    /// A shell script that connects to each socket and sends a byte, printing
+    /// `CONNECTED PATH` when it could; it ends by printing `done`.
+    pub fn connect_script(&self) -> String {
+        let list = self
+            .0
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!(
+            r#"
+for s in {list}; do
+    {py} -c 'import socket,sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1]); s.sendall(b"hi"); print("CONNECTED", sys.argv[1])' "$s" 2>/dev/null
+done
+echo done
+"#,
+            py = python()
+        )
+    }
+
+    /// The sockets a connection reached since the last call (a connect that succeeded
+    /// is queued on its listener by the time it returns).
+    pub fn reached(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, l) in &self.0 {
+            while l.accept().is_ok() {
+                out.push(path.display().to_string());
+            }
+        }
+        out
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::{
     fs,
-    os::unix::{fs::PermissionsExt as _, net::UnixListener},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Output,
 };
@@ -326,7 +326,7 @@ fn host_daemon_sockets_outside_run_and_tmp_are_unreachable() {
         Scratch::new("/var/lib", "atk-sock-varlib", 0o755),
     ];
     // A root-only socket (0600) and one open to every uid (0666), in each folder.
-    let listeners: Vec<(PathBuf, UnixListener)> = dirs
+    let sockets: Vec<(PathBuf, u32)> = dirs
         .iter()
         .flat_map(|d| {
             [
@@ -334,40 +334,14 @@ fn host_daemon_sockets_outside_run_and_tmp_are_unreachable() {
                 (d.0.join("open.sock"), 0o666),
             ]
         })
-        .map(|(path, mode)| {
-            let l = UnixListener::bind(&path).expect("bind daemon socket");
-            l.set_nonblocking(true).expect("nonblocking");
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-            (path, l)
-        })
         .collect();
-    let list = listeners
-        .iter()
-        .map(|(p, _)| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let py = python();
-    let script = format!(
-        r#"
-for s in {list}; do
-    {py} -c 'import socket,sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1]); s.sendall(b"hi"); print("CONNECTED", sys.argv[1])' "$s" 2>/dev/null
-done
-echo done
-"#
-    );
+    let daemons = hb_tests::UnixDaemons::bind(&sockets);
+    let script = daemons.connect_script();
     for (user, options) in USERS {
         let out = sandbox(&env, options, &script);
         let text = said(&out);
         assert!(stdout(&out).ends_with("done\n"), "{user}: {text}");
-        let mut reached = Vec::new();
-        for (path, l) in &listeners {
-            // A connect that succeeded is queued on the listener by the time it returns.
-            while l.accept().is_ok() {
-                reached.push(path.display().to_string());
-            }
-        }
+        let reached = daemons.reached();
         assert!(
             reached.is_empty(),
             "{user}: the sandbox connected to host daemon sockets {reached:?}: {text}"

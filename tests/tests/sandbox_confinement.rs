@@ -53,44 +53,11 @@ except OSError as e:
 #[test]
 fn a_sandbox_cannot_type_into_the_launchers_terminal() {
     let env = start("tiocsti");
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty(3) writes two new descriptors into the locals.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    let terminal = Terminal::open();
     for user in ["1000", "0"] {
-        // SAFETY: dup(2) of the slave for the child's stdin (Stdio takes ownership).
-        let stdin = unsafe { OwnedFd::from_raw_fd(libc::dup(slave)) };
-        let mut cmd = Command::new(agent_bin());
-        cmd.arg("--config")
-            .arg(&env.config_path)
-            .args(["sandbox", "run", "--policy", "open", "--user", user, "--"])
-            .args([python(), "-c", PY_TIOCSTI])
-            .stdin(Stdio::from(stdin))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: setsid(2) and ioctl(TIOCSCTTY) on stdin between fork and exec: the
-        // launcher gets the pseudo-terminal as its controlling terminal.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let out = cmd.output().expect("sandbox run");
+        let out = terminal.launch(&env, &["--user", user], &[python(), "-c", PY_TIOCSTI]);
         let said = stdout(&out);
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes the number of bytes waiting in the terminal's input.
-        unsafe { libc::ioctl(slave, libc::FIONREAD, &mut queued) };
+        let queued = terminal.queued();
         assert_eq!(
             queued,
             0,
@@ -99,10 +66,84 @@ fn a_sandbox_cannot_type_into_the_launchers_terminal() {
         );
         assert_eq!(said.trim(), "EPERM", "--user {user}: TIOCSTI refused");
     }
-    // SAFETY: closing the descriptors openpty made.
-    unsafe {
-        libc::close(master);
-        libc::close(slave);
+}
+
+/// A pseudo-terminal the test opens to stand for an operator's terminal.
+struct Terminal {
+    /// Held open: with its master closed, the terminal hangs up.
+    _master: OwnedFd,
+    slave: OwnedFd,
+}
+
+impl Terminal {
+    fn open() -> Self {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty(3) writes two new descriptors into the locals.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both are new descriptors this test owns.
+        unsafe {
+            Self {
+                _master: OwnedFd::from_raw_fd(master),
+                slave: OwnedFd::from_raw_fd(slave),
+            }
+        }
+    }
+
+    /// `hb-agent sandbox run --policy open OPTIONS -- CMD` with this terminal as the
+    /// launcher's stdin and controlling terminal, as from an operator's shell.
+    fn launch(&self, env: &TestEnv, options: &[&str], cmd: &[&str]) -> std::process::Output {
+        let stdin = self.slave.try_clone().expect("dup the terminal");
+        let mut launcher = Command::new(agent_bin());
+        launcher
+            .arg("--config")
+            .arg(&env.config_path)
+            .args(["sandbox", "run", "--policy", "open"])
+            .args(options)
+            .arg("--")
+            .args(cmd)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setsid(2) and ioctl(TIOCSCTTY) on stdin between fork and exec: the
+        // launcher gets the pseudo-terminal as its controlling terminal.
+        unsafe {
+            launcher.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        launcher.output().expect("sandbox run")
+    }
+
+    /// Bytes waiting in the terminal's input queue (typed into it, by anyone).
+    fn queued(&self) -> libc::c_int {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes the number of bytes waiting in the terminal's input.
+        unsafe { libc::ioctl(self.slave.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        queued
+    }
+
+    /// The terminal's line discipline flags (local, input, output).
+    fn mode(&self) -> (libc::tcflag_t, libc::tcflag_t, libc::tcflag_t) {
+        // SAFETY: termios is plain data tcgetattr fills.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: as above, on the slave this test owns.
+        assert_eq!(
+            unsafe { libc::tcgetattr(self.slave.as_raw_fd(), &mut t) },
+            0
+        );
+        (t.c_lflag, t.c_iflag, t.c_oflag)
     }
 }
 
@@ -113,70 +154,26 @@ fn a_sandbox_cannot_type_into_the_launchers_terminal() {
 #[test]
 fn with_tty_the_command_gets_a_terminal_of_its_own() {
     let env = start("tty");
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty(3) writes two new descriptors into the locals.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: termios is plain data tcgetattr fills.
-    let mut before: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::tcgetattr(slave, &mut before) }, 0);
+    let terminal = Terminal::open();
+    let before = terminal.mode();
     let script = format!("import os; print('tty', os.isatty(0), flush=True)\n{PY_TIOCSTI}");
-    // SAFETY: dup(2) of the slave for the child's stdin (Stdio takes ownership).
-    let stdin = unsafe { OwnedFd::from_raw_fd(libc::dup(slave)) };
-    let mut cmd = Command::new(agent_bin());
-    cmd.arg("--config")
-        .arg(&env.config_path)
-        .args(["sandbox", "run", "--policy", "open", "--tty", "--"])
-        .args([python(), "-c", &script])
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: setsid(2) and ioctl(TIOCSCTTY) between fork and exec, as above.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().expect("sandbox run --tty");
+    let out = terminal.launch(&env, &["--tty"], &[python(), "-c", &script]);
     let said = stdout(&out);
     assert!(
         said.contains("tty True"),
         "the command has a terminal: {said:?} (stderr {})",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes the number of bytes waiting in the terminal's input.
-    unsafe { libc::ioctl(slave, libc::FIONREAD, &mut queued) };
     assert_eq!(
-        queued, 0,
+        terminal.queued(),
+        0,
         "bytes typed into the launcher's terminal: {said:?}"
     );
-    // SAFETY: as above.
-    let mut after: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::tcgetattr(slave, &mut after) }, 0);
     assert_eq!(
-        (before.c_lflag, before.c_iflag, before.c_oflag),
-        (after.c_lflag, after.c_iflag, after.c_oflag),
+        before,
+        terminal.mode(),
         "the launcher's terminal mode is restored"
     );
-    // SAFETY: closing the descriptors openpty made.
-    unsafe {
-        libc::close(master);
-        libc::close(slave);
-    }
 }
 
 /// Tries every descriptor from 3 to 63: lists the open ones (other than the listing's

@@ -10,7 +10,6 @@ use std::{
     os::unix::{
         ffi::OsStrExt as _,
         fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
-        net::UnixListener,
     },
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -450,49 +449,20 @@ fn host_unix_sockets_under_run_and_tmp_are_unreachable() {
     let env = start("fs-sock");
     let run = Scratch::new("/run", "fs-sock-run");
     let tmp = Scratch::new("/tmp", "fs-sock-tmp");
-    let listeners: Vec<(PathBuf, UnixListener)> = [&run, &tmp]
-        .iter()
-        .map(|d| {
-            let path = d.0.join("daemon.sock");
-            let l = UnixListener::bind(&path).expect("bind daemon socket");
-            l.set_nonblocking(true).expect("nonblocking");
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).expect("chmod");
-            (path, l)
-        })
-        .collect();
-    let list = listeners
-        .iter()
-        .map(|(p, _)| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let py = python();
-    let script = format!(
-        r#"
-for s in {list}; do
-    {py} -c 'import socket,sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1]); s.sendall(b"hi"); print("CONNECTED", sys.argv[1])' "$s" 2>/dev/null
-done
-echo done
-"#
-    );
+    let daemons = hb_tests::UnixDaemons::bind(&[
+        (run.0.join("daemon.sock"), 0o777),
+        (tmp.0.join("daemon.sock"), 0o777),
+    ]);
+    let script = daemons.connect_script();
     for (user, options) in USERS {
         let out = sandbox(&env, options, &script);
         let text = said(&out);
         assert!(stdout(&out).ends_with("done\n"), "{user}: {text}");
-        for (path, l) in &listeners {
-            // A connect that succeeded is queued on the listener by the time it returns.
-            let mut arrived = 0;
-            while l.accept().is_ok() {
-                arrived += 1;
-            }
-            assert_eq!(
-                arrived,
-                0,
-                "{user}: {arrived} connection(s) reached {}: {text}",
-                path.display()
-            );
-        }
+        let reached = daemons.reached();
+        assert!(
+            reached.is_empty(),
+            "{user}: connection(s) reached {reached:?}: {text}"
+        );
         assert!(!text.contains("CONNECTED"), "{user}: {text}");
     }
 }

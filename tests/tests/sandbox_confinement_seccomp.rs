@@ -359,16 +359,7 @@ fn pidfd_getfd_of_a_host_process_socket_is_refused_and_nothing_is_sent() {
         assert!(got.ends_with("EPERM"), "pidfd_getfd as {user:?}: {got}");
         wait_refusal(&env, "strict", "pidfd_getfd", seen);
     }
-    // A datagram sent before the attacks' sandboxes ended would be here by now; this
-    // one, sent last from the host, proves the recorder was listening.
-    std::net::UdpSocket::bind(format!("{PRIVATE}:0"))
-        .and_then(|s| s.send_to(b"sentinel", recorder.addr))
-        .expect("sentinel");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while recorder.received() < 1 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(recorder.received(), 1, "only the sentinel arrived");
+    only_the_sentinel_arrives(PRIVATE, &recorder);
     enforcement_still_holds(&env);
 }
 
@@ -411,7 +402,16 @@ fn pidfd_getfd_of_another_sandbox_socket_is_refused_and_nothing_is_sent() {
         assert!(got.ends_with("EPERM"), "pidfd_getfd as {user:?}: {got}");
         wait_refusal(&env, "strict", "pidfd_getfd", seen);
     }
-    std::net::UdpSocket::bind(format!("{LOOSE_ONLY}:0"))
+    only_the_sentinel_arrives(LOOSE_ONLY, &recorder);
+    enforcement_still_holds(&env);
+}
+
+/// Sends a sentinel datagram from the host (from `from`) to `recorder` and checks it is
+/// the only one that arrived: a datagram sent earlier through a stolen socket, before
+/// the attacks' sandboxes ended, would be there by now, and the sentinel proves the
+/// recorder was listening.
+fn only_the_sentinel_arrives(from: &str, recorder: &UdpProbe) {
+    std::net::UdpSocket::bind(format!("{from}:0"))
         .and_then(|s| s.send_to(b"sentinel", recorder.addr))
         .expect("sentinel");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -419,7 +419,6 @@ fn pidfd_getfd_of_another_sandbox_socket_is_refused_and_nothing_is_sent() {
         thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(recorder.received(), 1, "only the sentinel arrived");
-    enforcement_still_holds(&env);
 }
 
 /// The host pid of the sandboxed python whose command line contains `marker`, found in
