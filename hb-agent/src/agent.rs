@@ -56,6 +56,8 @@ pub enum AgentError {
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsError),
     #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
+    #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
     #[error("cannot open the events ring buffer")]
     Events(#[source] aya::maps::MapError),
@@ -227,14 +229,32 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     // The resolver listens before the kernel sends it anything.
     let (dns_events_tx, mut dns_events) = tokio::sync::mpsc::channel(1024);
     let dns = if config.dns.redirect {
-        let service = crate::dns::start(&config, &ids, &bpffs, dns_events_tx).await?;
+        let service = crate::dns::start(&config, &ids, &bpffs, dns_events_tx.clone()).await?;
         tracing::info!(listen = %config.dns_listen(), policies = ids.len(), "resolver listening (policy N on port + N)");
         Some(service)
     } else {
-        drop(dns_events_tx);
         None
     };
     maps.set_dns(config.dns.redirect, config.dns_listen())?;
+    // The guard listens before the kernel sends it anything; ports first, then the
+    // address (a guarded connect before that goes direct, as it did before the guard).
+    maps.sync_guard_ports(&config, &ids)?;
+    let guard = if config.guard_in_use() {
+        let service = crate::guard::start(
+            &config,
+            &ids,
+            &bpffs,
+            dns.as_ref().map(crate::dns::DnsService::learned),
+            dns_events_tx.clone(),
+        )
+        .await?;
+        tracing::info!(listen = %config.guard_listen(), "egress guard listening (policy N on port + N)");
+        Some(service)
+    } else {
+        None
+    };
+    maps.set_guard(guard.is_some(), config.guard_listen())?;
+    drop(dns_events_tx);
     let rules = config
         .sandboxes
         .iter()
@@ -342,10 +362,18 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            // The resolver's events (names refused, rebinding attempts).
+            // The resolver's and the guard's events (names refused, rebinding attempts,
+            // names that do not fit the address, methods refused).
             Some(mut record) = dns_events.recv() => {
                 if !dns_budget.admit(&mut record, std::time::Instant::now()) {
                     continue;
+                }
+                // The guard knows the connecting cgroup's id: name it.
+                if record.cgroup.is_none() && record.cgroup_id != 0 {
+                    if !running.cgroup_paths.contains_key(&record.cgroup_id) {
+                        running.refresh_paths();
+                    }
+                    record.cgroup = running.cgroup_paths.get(&record.cgroup_id).cloned();
                 }
                 tracing::debug!(target: "hb::event", "{record}");
                 tally.add(&record);
@@ -354,11 +382,15 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 }
                 let _ = event_stream.send(std::sync::Arc::new(record));
             }
-            // Expired allow-map entries, and the name index for `maps dump allow4`.
-            _ = gc.tick(), if dns.is_some() => {
+            // Expired allow-map entries, the name index for `maps dump allow4`, and the
+            // resolver's and the guard's counters for `status`.
+            _ = gc.tick(), if dns.is_some() || guard.is_some() => {
                 if let Some(service) = &dns {
                     gc_rounds += 1;
                     service.housekeeping(&state_dir, gc_rounds.is_multiple_of(30));
+                }
+                if let Some(service) = &guard {
+                    service.housekeeping(&state_dir);
                 }
             }
             // One log line per cgroup refused since the last summary.

@@ -47,6 +47,8 @@ pub struct Config {
     pub dns: DnsConfig,
     #[serde(default)]
     pub egress: EgressConfig,
+    #[serde(default)]
+    pub guard: GuardConfig,
     /// Services the broker may call with a credential (used by the broker, later).
     #[serde(default, rename = "integration")]
     pub integrations: Vec<IntegrationConfig>,
@@ -278,6 +280,34 @@ impl Default for BrokerConfig {
             idle_timeout_secs: 120,
             scrub_per_minute: 120,
             max_connections_per_caller: 32,
+        }
+    }
+}
+
+/// The egress guard's keys: where it listens and what plain HTTP may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// The guard's IPv4 address and the port of policy 0; policy N is at port + N (and
+    /// at `[::1]` on the same ports for IPv6 sockets).
+    pub listen: String,
+    /// Plain-HTTP methods passed to hosts outside a policy's `write_domains`.
+    pub readonly_methods: Vec<String>,
+    /// The first flight (TLS ClientHello, or an HTTP request head) must arrive within
+    /// this; so must each next request head on a kept-alive plain-HTTP connection.
+    pub first_flight_timeout_secs: u64,
+    /// Guarded connections open at once per policy; more are closed at once
+    /// (`guard_busy`).
+    pub max_connections_per_policy: u32,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:15300".into(),
+            readonly_methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
+            first_flight_timeout_secs: 10,
+            max_connections_per_policy: 1024,
         }
     }
 }
@@ -546,6 +576,33 @@ pub struct PolicyConfig {
     /// operation would create sockets the seccomp filter never sees).
     #[serde(default)]
     pub allow_io_uring: bool,
+    /// Whether TCP connects to allowed destinations on `guard_ports` go through the
+    /// egress guard, which checks the name the client sends (TLS SNI, HTTP Host)
+    /// against the address and, over plain HTTP, the method (default true).
+    #[serde(default = "yes")]
+    pub guard: bool,
+    /// The TCP ports the guard covers (default 80 and 443).
+    #[serde(default = "default_guard_ports")]
+    pub guard_ports: Vec<u16>,
+    /// Plain-HTTP hosts that may receive any method (patterns as in `allow_domains`);
+    /// other hosts get only `guard.readonly_methods`.
+    #[serde(default)]
+    pub write_domains: Vec<Spanned<String>>,
+    /// `write_domains`, parsed (filled by validation).
+    #[serde(skip)]
+    pub writes: Vec<crate::dns::names::Pattern>,
+    /// Whether a guarded policy's UDP to port 443 (QUIC, HTTP/3) is judged like other
+    /// UDP (default false: refused in the kernel, clients fall back to TCP).
+    #[serde(default)]
+    pub allow_quic: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_guard_ports() -> Vec<u16> {
+    vec![80, 443]
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -1040,6 +1097,7 @@ impl Config {
             }
             policy.domains = domains;
         }
+        self.validate_guard(text, origin)?;
         let mut nat64 = Vec::new();
         for (i, p) in self.egress.nat64_prefixes.iter().enumerate() {
             let span = p.span();
@@ -1077,6 +1135,139 @@ impl Config {
         self.egress.exceptions = exceptions;
         self.egress.nat64 = nat64;
         Ok(())
+    }
+
+    /// The `[guard]` section and each policy's guard keys.
+    fn validate_guard(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, line: usize, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            line,
+            message,
+        };
+        let section_line = find_key_line(text, "first_flight_timeout_secs");
+        let listen: std::net::SocketAddrV4 = self.guard.listen.parse().map_err(|_| {
+            invalid(
+                "guard.listen".into(),
+                section_line,
+                format!(
+                    "\"{}\" is not an IPv4 address and port like \"127.0.0.1:15300\"",
+                    self.guard.listen
+                ),
+            )
+        })?;
+        let ports = |base: u16| u32::from(base)..u32::from(base) + hb_common::limits::POLICIES;
+        if ports(listen.port()).end > 65_536 || listen.port() == 0 {
+            return Err(invalid(
+                "guard.listen".into(),
+                section_line,
+                format!(
+                    "port {} leaves no room for one port per policy (port + {} must stay below 65536)",
+                    listen.port(),
+                    hb_common::limits::POLICIES
+                ),
+            ));
+        }
+        let dns = ports(self.dns_listen().port());
+        let guard = ports(listen.port());
+        if self.dns.redirect && dns.start < guard.end && guard.start < dns.end {
+            return Err(invalid(
+                "guard.listen".into(),
+                section_line,
+                format!(
+                    "ports {}..{} overlap the resolver's ({}..{}, dns.listen)",
+                    guard.start, guard.end, dns.start, dns.end
+                ),
+            ));
+        }
+        for (key, value) in [
+            (
+                "guard.first_flight_timeout_secs",
+                self.guard.first_flight_timeout_secs,
+            ),
+            (
+                "guard.max_connections_per_policy",
+                u64::from(self.guard.max_connections_per_policy),
+            ),
+        ] {
+            if value == 0 || value > 86_400 * 365 {
+                return Err(invalid(
+                    key.into(),
+                    find_key_line(text, key.trim_start_matches("guard.")),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        for (i, m) in self.guard.readonly_methods.iter().enumerate() {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(invalid(
+                    format!("guard.readonly_methods[{i}]"),
+                    find_key_line(text, "readonly_methods"),
+                    format!("\"{m}\" is not an upper-case HTTP method like \"GET\""),
+                ));
+            }
+        }
+        let mut total_ports = 0usize;
+        for (i, policy) in self.policies.iter_mut().enumerate() {
+            if policy.guard && policy.guard_ports.is_empty() {
+                return Err(invalid(
+                    format!("policy[{i}].guard_ports"),
+                    line_of(text, policy.name.span().start),
+                    "is empty while guard = true; set guard = false to turn the guard off".into(),
+                ));
+            }
+            if let Some(p) = policy.guard_ports.iter().find(|p| **p == 0) {
+                return Err(invalid(
+                    format!("policy[{i}].guard_ports"),
+                    line_of(text, policy.name.span().start),
+                    format!("{p} is not a TCP port"),
+                ));
+            }
+            policy.guard_ports.sort_unstable();
+            policy.guard_ports.dedup();
+            if policy.guard {
+                total_ports += policy.guard_ports.len();
+            }
+            let mut writes = Vec::new();
+            for (j, d) in policy.write_domains.iter().enumerate() {
+                let pattern = crate::dns::names::Pattern::parse(d.get_ref()).map_err(|m| {
+                    invalid(
+                        format!("policy[{i}].write_domains[{j}]"),
+                        line_of(text, d.span().start),
+                        m,
+                    )
+                })?;
+                writes.push(pattern);
+            }
+            policy.writes = writes;
+        }
+        if total_ports > hb_common::limits::GUARD_PORTS as usize {
+            return Err(invalid(
+                "policy.guard_ports".into(),
+                0,
+                format!(
+                    "{total_ports} guard ports configured in all; at most {} fit the kernel's table",
+                    hb_common::limits::GUARD_PORTS
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The guard's address and the port of policy 0 (validated at parse time).
+    pub fn guard_listen(&self) -> std::net::SocketAddrV4 {
+        self.guard
+            .listen
+            .parse()
+            .unwrap_or(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::LOCALHOST,
+                15_300,
+            ))
+    }
+
+    /// Whether any policy sends connects through the guard.
+    pub fn guard_in_use(&self) -> bool {
+        self.policies.iter().any(|p| p.guard)
     }
 
     /// The resolver's address and the port of policy 0 (validated at parse time).

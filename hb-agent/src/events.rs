@@ -206,15 +206,15 @@ impl std::fmt::Display for EventRecord {
     }
 }
 
-/// The resolver's events, under the same budget the kernel gives each cgroup
-/// (`hb_common::limits::EVENT_BURST` per `EVENT_WINDOW_NS`), per policy: the resolver
-/// knows a query's policy (by the port it arrived on), not its cgroup. Past the budget
+/// The resolver's and the egress guard's events, under the same budget the kernel gives
+/// each cgroup (`hb_common::limits::EVENT_BURST` per `EVENT_WINDOW_NS`), per policy and
+/// source (`hook`): both know a connection's policy by the port it arrived on. Past the budget
 /// a refused name is still refused, counted, and carried by the policy's next record as
 /// `suppressed`, so a sandbox that asks for refused names in a loop cannot flood the
 /// events file and the audit log either.
 #[derive(Default)]
 pub struct DnsBudget {
-    policies: HashMap<String, Window>,
+    policies: HashMap<(String, String), Window>,
 }
 
 struct Window {
@@ -227,7 +227,7 @@ impl DnsBudget {
     /// Whether `record` may be written; if so it now carries the suppressed count.
     pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
         self.policies
-            .entry(record.policy.clone())
+            .entry((record.hook.clone(), record.policy.clone()))
             .or_insert_with(|| Window::new(now))
             .admit(record, now)
     }

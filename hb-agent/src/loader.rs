@@ -411,11 +411,12 @@ pub fn pinned_links(bpffs_dir: &Path, programs: &[&'static str]) -> Vec<(&'stati
 }
 
 /// The programs `config` needs attached: all of them, but `sock_ops` only when a policy
-/// accepts inbound connections. It exists to record an accepted connection's client
-/// (`inbound = true`), and the kernel calls every sock_ops program about ten times per
+/// accepts inbound connections or is guarded. It exists to record an accepted
+/// connection's client (`inbound = true`) and to file a guarded connection for the guard
+/// (`guard = true`), and the kernel calls every sock_ops program about ten times per
 /// TCP connection, whatever it does, so it costs every sandbox's connects otherwise.
 pub fn programs_for(config: &crate::config::Config) -> Vec<&'static str> {
-    let inbound = config.policies.iter().any(|p| p.inbound);
+    let inbound = config.policies.iter().any(|p| p.inbound) || config.guard_in_use();
     prog_names::ALL
         .into_iter()
         .filter(|n| inbound || *n != prog_names::SOCK_OPS)

@@ -22,6 +22,7 @@ mod dns;
 mod egress;
 mod enroll;
 mod events;
+mod guard;
 mod loader;
 mod maps;
 mod sandbox;

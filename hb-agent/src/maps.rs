@@ -16,8 +16,9 @@ use aya::maps::{
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, EventRate, EventRateKey,
-    Nat64Key, POLICY_AUDIT, POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, PolicyCidr4,
-    PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs, rule,
+    GuardConfig, GuardPortKey, Nat64Key, POLICY_AUDIT, POLICY_GUARD, POLICY_IN_USE, POLICY_INBOUND,
+    POLICY_PREFIX_BITS, POLICY_QUIC, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names,
+    pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -96,6 +97,8 @@ pub struct Maps {
     pub nat64: LpmTrie<MapData, Nat64Key, u32>,
     generation: Array<MapData, u64>,
     dns: Array<MapData, DnsConfig>,
+    guard: Array<MapData, GuardConfig>,
+    guard_ports: HashMap<MapData, GuardPortKey, u32>,
 }
 
 /// A policy as the kernel's table holds it.
@@ -106,6 +109,8 @@ pub struct LoadedPolicy {
     pub audit: bool,
     /// `inbound = true`: sandboxes under it accept connections from outside.
     pub inbound: bool,
+    /// `guard = true`: its connects on guard ports go through the egress guard.
+    pub guard: bool,
 }
 
 impl Maps {
@@ -122,7 +127,60 @@ impl Maps {
             nat64: open_typed(bpffs_dir, map_names::NAT64)?,
             generation: open_typed(bpffs_dir, map_names::GENERATION)?,
             dns: open_typed(bpffs_dir, map_names::DNS)?,
+            guard: open_typed(bpffs_dir, map_names::GUARD)?,
+            guard_ports: open_typed(bpffs_dir, map_names::GUARD_PORTS)?,
         })
+    }
+
+    /// Points (or stops pointing) guarded connects at the guard. Only called once the
+    /// guard listens: before that, a guarded connect would be refused.
+    pub fn set_guard(&mut self, enabled: bool, listen: std::net::SocketAddrV4) -> Result<()> {
+        let value = GuardConfig {
+            enabled: u32::from(enabled),
+            addr4: listen.ip().octets(),
+            port_base: listen.port(),
+            _pad: [0; 6],
+        };
+        self.guard
+            .set(0, value, 0)
+            .map_err(op(map_names::GUARD, "update"))
+    }
+
+    /// Makes the kernel's guard-port table hold exactly each guarded policy's
+    /// `guard_ports` (new entries first, then stale ones go).
+    pub fn sync_guard_ports(
+        &mut self,
+        config: &Config,
+        ids: &StdHashMap<String, u32>,
+    ) -> Result<()> {
+        let mut want = HashSet::new();
+        for p in config.policies.iter().filter(|p| p.guard) {
+            let Some(&policy_id) = ids.get(p.name.get_ref()) else {
+                continue;
+            };
+            for &port in &p.guard_ports {
+                want.insert(GuardPortKey {
+                    policy_id,
+                    port,
+                    _pad: 0,
+                });
+            }
+        }
+        for key in &want {
+            self.guard_ports
+                .insert(key, 1, 0)
+                .map_err(op(map_names::GUARD_PORTS, "update"))?;
+        }
+        let stale: Vec<GuardPortKey> = self
+            .guard_ports
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want.contains(k))
+            .collect();
+        for key in stale {
+            let _ = self.guard_ports.remove(&key);
+        }
+        Ok(())
     }
 
     /// Points (or stops pointing) sandbox DNS at the resolver.
@@ -164,6 +222,7 @@ impl Maps {
                     name: policy_name(&info),
                     audit: info.flags & POLICY_AUDIT != 0,
                     inbound: info.flags & POLICY_INBOUND != 0,
+                    guard: info.flags & POLICY_GUARD != 0,
                 });
             }
         }
@@ -217,6 +276,12 @@ impl Maps {
             }
             if p.inbound {
                 info.flags |= POLICY_INBOUND;
+            }
+            if p.guard {
+                info.flags |= POLICY_GUARD;
+            }
+            if p.allow_quic {
+                info.flags |= POLICY_QUIC;
             }
             info.name[..name.len()].copy_from_slice(name.as_bytes());
             self.policies

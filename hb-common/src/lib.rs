@@ -63,10 +63,42 @@ pub mod map_names {
     /// they embed (RFC 6052).
     pub const NAT64: &str = "HB_NAT64";
 
+    /// Array of one [`GuardConfig`](crate::GuardConfig): where guarded connects go.
+    pub const GUARD: &str = "HB_GUARD";
+    /// Hash: [`GuardPortKey`](crate::GuardPortKey) (policy id, port) → 1: the TCP ports
+    /// whose connects the policy sends through the guard (`guard_ports`).
+    pub const GUARD_PORTS: &str = "HB_GUARD_PORTS";
+    /// LRU hash: socket cookie → [`GuardOrig`](crate::GuardOrig), what a redirected
+    /// socket really addressed (restored in getpeername).
+    pub const GUARD_ORIG: &str = "HB_GUARD_ORIG";
+    /// LRU hash: [`GuardFlowKey`](crate::GuardFlowKey) (the client end of a connection
+    /// as the guard sees it) → [`GuardOrig`](crate::GuardOrig). Written by `sock_ops`
+    /// when a redirected socket sends its SYN, read by the guard when it accepts, removed
+    /// when the guard closes the connection: the connections in flight.
+    pub const GUARD_FLOWS: &str = "HB_GUARD_FLOWS";
+
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 16] = [
-        ENROLLED, POLICIES, ALLOW4, ALLOW6, RULES4, RULES6, COUNTERS, CG_STATS, EVENTS, GENERATION,
-        SKB_CACHE, DNS, DNS_ORIG, SOCK_DEST, NAT64, EVENT_RATE,
+    pub const ALL: [&str; 20] = [
+        ENROLLED,
+        POLICIES,
+        ALLOW4,
+        ALLOW6,
+        RULES4,
+        RULES6,
+        COUNTERS,
+        CG_STATS,
+        EVENTS,
+        GENERATION,
+        SKB_CACHE,
+        DNS,
+        DNS_ORIG,
+        SOCK_DEST,
+        NAT64,
+        EVENT_RATE,
+        GUARD,
+        GUARD_PORTS,
+        GUARD_ORIG,
+        GUARD_FLOWS,
     ];
 }
 
@@ -157,6 +189,15 @@ pub mod limits {
     pub const MAX_CGROUP_DEPTH: u32 = 16;
     /// Longest policy name (bytes) that fits [`PolicyInfo::name`](crate::PolicyInfo).
     pub const POLICY_NAME_LEN: usize = 48;
+    /// Guard ports, all policies together (`guard_ports`); the agent refuses a config
+    /// with more.
+    pub const GUARD_PORTS: u32 = 4096;
+    /// Redirected sockets whose original destination is remembered at once (least
+    /// recently used go: a forgotten socket's getpeername shows the guard).
+    pub const GUARD_ORIG: u32 = 65_536;
+    /// Guarded connections between SYN and close at once (least recently used go: a
+    /// connection whose entry is gone is closed by the guard, which fails closed).
+    pub const GUARD_FLOWS: u32 = 65_536;
 }
 
 /// Value of [`map_names::ENROLLED`]: the policy a cgroup (and everything below it) is under.
@@ -193,6 +234,12 @@ pub const POLICY_AUDIT: u32 = 2;
 /// `inbound = true`: sandboxes under the policy may accept connections from outside
 /// their cgroup. Without it, unsolicited inbound connections and datagrams are dropped.
 pub const POLICY_INBOUND: u32 = 4;
+/// `guard = true`: TCP connects to allowed destinations on the policy's guard ports go
+/// to the agent's guard (see [`GuardConfig`]), and UDP to port 443 is refused unless
+/// [`POLICY_QUIC`].
+pub const POLICY_GUARD: u32 = 8;
+/// `allow_quic = true`: a guarded policy's UDP to port 443 is judged like other UDP.
+pub const POLICY_QUIC: u32 = 16;
 
 /// Key of [`map_names::ALLOW4`]: one validated address for one policy.
 #[repr(C)]
@@ -386,6 +433,70 @@ pub const fn nat64_embedded(a: &[u8; 16], len: u32) -> Option<[u8; 4]> {
     }
 }
 
+/// Value of [`map_names::GUARD`]. A guarded TCP connect of policy N goes to
+/// `addr4:(port_base + N)` for IPv4 sockets and `[::1]:(port_base + N)` for IPv6 ones
+/// (as [`DnsConfig`] does for DNS).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// 1 when the guard runs.
+    pub enabled: u32,
+    /// The guard's IPv4 address, network order.
+    pub addr4: [u8; 4],
+    /// Port of policy 0, host order.
+    pub port_base: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<GuardConfig>() == 16);
+
+/// Key of [`map_names::GUARD_PORTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GuardPortKey {
+    pub policy_id: u32,
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<GuardPortKey>() == 8);
+
+/// Value of [`map_names::GUARD_ORIG`] and [`map_names::GUARD_FLOWS`]: what a redirected
+/// socket addressed, and who opened it (recorded in the connect hook, in the task's
+/// context).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardOrig {
+    /// Network order; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// Network order, as in `bpf_sock_addr.user_port`.
+    pub port_be: u16,
+    /// [`AF_INET`] or [`AF_INET6`]: the family of `addr` (an IPv4-mapped destination of
+    /// an IPv6 socket is stored as the IPv4 it is).
+    pub family: u16,
+    pub policy_id: u32,
+    pub cgroup_id: u64,
+    pub pid_tgid: u64,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<GuardOrig>() == 56);
+
+/// Key of [`map_names::GUARD_FLOWS`]: a connection to the guard as its accepted socket
+/// sees it (the peer is the sandbox's socket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GuardFlowKey {
+    /// The client's address, network order; IPv4 in the first four bytes.
+    pub client: [u8; 16],
+    /// The client's port, host order.
+    pub client_port: u16,
+    /// The guard port connected to, host order.
+    pub guard_port: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<GuardFlowKey>() == 24);
+
 /// Admitted by `cgroup/connect4|6`.
 pub const SOCK_ADMIT_CONNECT: u32 = 1;
 /// Admitted by `cgroup/sendmsg4|6` (the datagram's destination).
@@ -569,9 +680,13 @@ pub mod reason {
     /// the kernel would announce the group (chosen by the sandbox) in IGMP/MLD reports
     /// sent from its own socket, which no cgroup hook attributes to the sandbox.
     pub const MULTICAST_JOIN: u32 = 6;
+    /// UDP to port 443 (QUIC) from a policy with `guard = true` and `allow_quic = false`:
+    /// the guard sees only TCP, and HTTP/3 clients fall back to it.
+    pub const QUIC: u32 = 7;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
+            QUIC => "quic",
             SOURCE_ROUTE => "source_route",
             INBOUND => "inbound",
             MULTICAST_JOIN => "multicast_join",
@@ -649,4 +764,8 @@ mod pod {
     unsafe impl aya::Pod for super::Nat64Key {}
     unsafe impl aya::Pod for super::EventRate {}
     unsafe impl aya::Pod for super::EventRateKey {}
+    unsafe impl aya::Pod for super::GuardConfig {}
+    unsafe impl aya::Pod for super::GuardPortKey {}
+    unsafe impl aya::Pod for super::GuardOrig {}
+    unsafe impl aya::Pod for super::GuardFlowKey {}
 }

@@ -5,7 +5,8 @@
 //!   (`POLICY_INBOUND`), a sandbox accepts no connection from outside its own sandbox and
 //!   receives no datagram from a peer it was not admitted to talk to. Every refusal is an
 //!   event (`skb_ingress`, `inbound`) with the sender's address and the local port.
-//! * `sock_ops` ([`hb_sock_ops`]): when a connection is accepted, its client becomes the
+//! * `sock_ops` ([`hb_sock_ops`]): when a guarded connection sends its SYN, its record is
+//!   filed for the guard (`guard::record_flow`); when a connection is accepted, its client becomes the
 //!   accepted socket's admitted peer in `HB_SOCK_DEST`, so the egress side, which judges
 //!   every packet on its destination, lets the replies through. Before that, the SYN-ACK
 //!   leaves from the listener: an admitted SYN makes its sender the listener's admitted
@@ -53,8 +54,8 @@
 
 use aya_ebpf::{
     bindings::{
-        __sk_buff, BPF_F_CURRENT_NETNS, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_TCP_LISTEN,
-        bpf_sock, bpf_sock_tuple,
+        __sk_buff, BPF_F_CURRENT_NETNS, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_LISTEN, bpf_sock, bpf_sock_tuple,
     },
     helpers::{
         bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
@@ -443,8 +444,13 @@ fn from_resolver(ctx: &SkBuffContext, p: &Packet, policy_id: u32) -> bool {
 /// address its packets carry.
 #[sock_ops]
 pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
+    let op = ctx.op();
+    if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
         record_client(&ctx);
+    } else if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        // SAFETY: the context pointer of a sock_ops program, which this helper accepts.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+        crate::guard::record_flow(&ctx, cookie);
     }
     1
 }

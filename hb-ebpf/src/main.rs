@@ -10,6 +10,9 @@
 //!   and an accepted connection's client recorded as its socket's admitted peer.
 //! * `dns` — port-53 traffic redirected to hb's resolver, and the redirect undone in
 //!   `cgroup/recvmsg4|6` and `cgroup/getpeername4|6`.
+//! * `guard` — TCP connects to allowed destinations on a guarded policy's ports sent to
+//!   the agent's guard (which checks the name the client sends), the original
+//!   destination recorded per socket and restored in `getpeername4|6`; QUIC refused.
 //! * `sockopt` — `cgroup/setsockopt`: refuses the options that make the kernel send for
 //!   the sandbox from its own sockets (multicast membership reports) or route a packet
 //!   elsewhere than its destination (routing headers, IP options).
@@ -25,6 +28,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod dns;
+mod guard;
 mod ingress;
 mod policy;
 mod skb;

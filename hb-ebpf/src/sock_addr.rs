@@ -27,11 +27,12 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use hb_common::{
-    AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, hook, verdict,
+    AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, hook, reason, verdict,
 };
 
 use crate::{
     dns,
+    guard::{self, Route},
     policy::{self, Judgement, Report},
 };
 
@@ -79,10 +80,12 @@ pub fn hb_recvmsg6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// Reports a redirected socket's peer as the nameserver it named. Always 1.
+/// Reports a redirected socket's peer as the nameserver (or, through the guard, the
+/// destination) it named. Always 1.
 #[cgroup_sock_addr(getpeername4)]
 pub fn hb_getpeer4(ctx: SockAddrContext) -> i32 {
     dns::restore4(&ctx);
+    guard::restore4(&ctx);
     ALLOW
 }
 
@@ -90,6 +93,7 @@ pub fn hb_getpeer4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(getpeername6)]
 pub fn hb_getpeer6(ctx: SockAddrContext) -> i32 {
     dns::restore6(&ctx);
+    guard::restore6(&ctx);
     ALLOW
 }
 
@@ -204,6 +208,22 @@ fn finish(
     port: u32,
     addr: [u8; 16],
 ) -> i32 {
+    // An allowed destination may still be guarded (TCP: sent to the guard) or refused
+    // (QUIC under a guarded policy).
+    let judgement = match judgement {
+        Judgement::Allow(counter) => {
+            match guard::route(ctx, cgroup_id, policy_id, family, protocol, port, addr) {
+                Route::Direct => Judgement::Allow(counter),
+                Route::Guarded => {
+                    policy::count(counter);
+                    return ALLOW;
+                }
+                Route::Quic => Judgement::Deny(reason::QUIC, Counter::DenyNotAllowed),
+                Route::Unrecorded => return REFUSE,
+            }
+        }
+        deny => deny,
+    };
     match judgement {
         Judgement::Allow(counter) => {
             policy::count(counter);

@@ -77,10 +77,13 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
-    // `allow`: both families, what the resolver has taught the kernel.
+    // `allow`: both families, what the resolver has taught the kernel. `guard`: the
+    // connections in flight through the egress guard.
     let both = name.eq_ignore_ascii_case("allow");
     let Some(map) = (if both {
         Some(map_names::ALLOW4)
+    } else if name.eq_ignore_ascii_case("guard") {
+        Some(map_names::GUARD_FLOWS)
     } else {
         canonical(name)
     }) else {
@@ -280,6 +283,40 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                     ("window_events", json!(r.count)),
                     ("pending", json!(r.pending)),
                     ("suppressed", json!(r.suppressed)),
+                ]));
+            }
+        }
+        map_names::GUARD_FLOWS => {
+            let mut flows = crate::guard::flow::dump(bpffs)?;
+            flows.sort_by_key(|(k, _)| (k.guard_port, k.client_port));
+            for (k, o) in flows {
+                rows.push(row([
+                    (
+                        "client",
+                        json!(crate::guard::flow::client_of(&k).to_string()),
+                    ),
+                    ("guard_port", json!(k.guard_port)),
+                    ("policy", json!(policy(o.policy_id))),
+                    ("policy_id", json!(o.policy_id)),
+                    ("dst", json!(o.dst.ip().to_string())),
+                    ("port", json!(o.dst.port())),
+                    ("cgroup_id", json!(o.cgroup_id)),
+                    ("cgroup", cg(o.cgroup_id)),
+                    ("pid", json!(o.pid)),
+                    ("comm", json!(o.comm)),
+                ]));
+            }
+        }
+        map_names::GUARD_PORTS => {
+            let ports: aya::maps::HashMap<MapData, hb_common::GuardPortKey, u32> =
+                crate::maps::open_typed(bpffs, map_names::GUARD_PORTS)?;
+            let mut keys: Vec<_> = ports.keys().filter_map(|r| r.ok()).collect();
+            keys.sort_by_key(|k| (k.policy_id, k.port));
+            for k in keys {
+                rows.push(row([
+                    ("policy", json!(policy(k.policy_id))),
+                    ("policy_id", json!(k.policy_id)),
+                    ("port", json!(k.port)),
                 ]));
             }
         }

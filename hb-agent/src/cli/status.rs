@@ -111,6 +111,10 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         std::fs::read(state_dir.join(crate::broker::stats::STATS_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+    let guard: Option<crate::guard::GuardStats> =
+        std::fs::read(state_dir.join(crate::guard::STATS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
     let attached_to = state
         .as_ref()
         .map(|s| s.cgroup_mount.join(&s.cgroup_root).display().to_string());
@@ -127,6 +131,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             "events_suppressed_by_cgroup": suppressed,
             "resolver": resolver,
             "broker": broker,
+            "guard": guard,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -170,6 +175,13 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         println!(
             "resolver: {} addresses learned, {} evicted (max_ips_per_name), {} evicted (max_ips_per_policy), {} answers refused with the allow map full, {} TCP connections refused (max_tcp_connections)",
             r.learned, r.evicted, r.policy_quota_evicted, r.allow_map_full, r.tcp_refused
+        );
+    }
+    if let Some(g) = &guard {
+        println!();
+        println!(
+            "guard: {} connections accepted, {} passed, {} refused, {} closed at max_connections_per_policy, {} without a kernel record, {} open",
+            g.accepted, g.passed, g.refused, g.busy, g.unattributed, g.open
         );
     }
     if let Some(b) = &broker {

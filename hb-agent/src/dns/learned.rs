@@ -337,6 +337,15 @@ impl Learned {
         }
     }
 
+    /// Whether the resolver validated `addr` for `policy_id` as an address of `name`
+    /// (lower-case, no trailing dot): the egress guard's question. An address a previous
+    /// agent left in the map has no names and validates none.
+    pub fn validated_for(&self, policy_id: u32, addr: IpAddr, name: &str) -> bool {
+        self.by_addr
+            .get(&(policy_id, addr))
+            .is_some_and(|(names, _)| names.contains(name))
+    }
+
     /// (policy id, address) → names, for the name index file.
     pub fn names(&self) -> Vec<(u32, IpAddr, Vec<String>)> {
         self.by_addr

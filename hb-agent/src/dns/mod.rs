@@ -213,7 +213,7 @@ pub struct DnsStats {
 }
 
 /// Writes `bytes` to `state_dir/name` atomically (rename over).
-fn write_state(state_dir: &Path, name: &str, bytes: &[u8]) {
+pub(crate) fn write_state(state_dir: &Path, name: &str, bytes: &[u8]) {
     let path = state_dir.join(name);
     let tmp = state_dir.join(format!("{name}.tmp"));
     if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
@@ -230,6 +230,11 @@ pub struct NamesRow {
 }
 
 impl DnsService {
+    /// The validated addresses and the names behind them (the egress guard asks).
+    pub fn learned(&self) -> Arc<Mutex<Learned>> {
+        self.learned.clone()
+    }
+
     /// Once a second: drops expired allow entries; with `sweep`, also those a previous
     /// agent left; rewrites the name index when it changed.
     pub fn housekeeping(&self, state_dir: &Path, sweep: bool) {

@@ -1,0 +1,116 @@
+//! The guard's judgement: may a name be spoken to this address, may this method go to
+//! this host.
+//!
+//! A name passes when the policy allows it (`allow_domains`) **and** the original
+//! destination is an address the resolver validated for that very name, or lies in the
+//! policy's `allow_cidrs`. An address validated for `allowed.test` therefore carries
+//! only `allowed.test`, even when `evil.test` sits on the same CDN address. Over plain
+//! HTTP, a method outside `guard.readonly_methods` passes only to a `write_domains` host,
+//! and so does an `Upgrade` (a websocket is a write channel).
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use ipnet::{IpNet, Ipv6Net};
+
+use crate::dns::{learned::Learned, names::Pattern};
+
+/// Why the guard closed a connection. Stable names: tests, alerts and scripts match on
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// TLS without SNI, with an IP literal as SNI, or with Encrypted Client Hello.
+    NoSni,
+    /// The SNI is not allowed, or the address was not validated for it.
+    SniMismatch,
+    /// The HTTP host is missing, not allowed, or the address was not validated for it;
+    /// or the request is framed or addressed ambiguously.
+    HostMismatch,
+    /// A plain-HTTP method (or upgrade) that writes, to a host outside `write_domains`.
+    MethodDenied,
+    /// The first bytes are neither a TLS ClientHello nor an HTTP/1 request, or did not
+    /// arrive in time.
+    NotTlsOrHttp,
+    /// The policy's `guard.max_connections_per_policy` was reached.
+    Busy,
+}
+
+impl Reason {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::NoSni => "no_sni",
+            Reason::SniMismatch => "sni_mismatch",
+            Reason::HostMismatch => "host_mismatch",
+            Reason::MethodDenied => "method_denied",
+            Reason::NotTlsOrHttp => "not_tls_or_http",
+            Reason::Busy => "guard_busy",
+        }
+    }
+}
+
+/// A policy as the guard sees it.
+pub struct PolicyRules {
+    pub id: u32,
+    pub name: String,
+    pub audit: bool,
+    pub domains: Vec<Pattern>,
+    pub writes: Vec<Pattern>,
+    pub cidrs: Vec<IpNet>,
+}
+
+/// What every policy's judgement needs besides the policy.
+pub struct Judge {
+    /// The resolver's validated addresses (none when `dns.redirect` is off: then only
+    /// `allow_cidrs` destinations carry names).
+    pub learned: Option<Arc<Mutex<Learned>>>,
+    /// `egress.nat64_prefixes`: a NAT64 destination carries the names its embedded
+    /// IPv4 address was validated for.
+    pub nat64: Vec<Ipv6Net>,
+    pub readonly: Vec<String>,
+}
+
+impl Judge {
+    /// Whether `name` (normalised) may be spoken to `dst` under `p`.
+    pub fn name_fits(&self, p: &PolicyRules, name: &str, dst: IpAddr) -> bool {
+        if !crate::dns::names::allowed(&p.domains, name) {
+            return false;
+        }
+        if p.cidrs.iter().any(|n| n.contains(&dst)) {
+            return true;
+        }
+        let Some(learned) = &self.learned else {
+            return false;
+        };
+        let Ok(learned) = learned.lock() else {
+            return false;
+        };
+        learned.validated_for(p.id, dst, name)
+            || self
+                .embedded_v4(dst)
+                .is_some_and(|v4| learned.validated_for(p.id, v4, name))
+    }
+
+    /// An IP literal as HTTP host: passes only as the destination itself, when that is in
+    /// the policy's `allow_cidrs` (no name, so nothing to front).
+    pub fn literal_fits(&self, p: &PolicyRules, literal: &str, dst: IpAddr) -> bool {
+        literal.parse::<IpAddr>().is_ok_and(|ip| ip == dst)
+            && p.cidrs.iter().any(|n| n.contains(&dst))
+    }
+
+    /// Whether a plain-HTTP request with `method` (and `upgrade`) may go to `host`.
+    pub fn method_fits(&self, p: &PolicyRules, method: &str, upgrade: bool, host: &str) -> bool {
+        if crate::dns::names::allowed(&p.writes, host) {
+            return true;
+        }
+        !upgrade && self.readonly.iter().any(|m| m == method)
+    }
+
+    fn embedded_v4(&self, dst: IpAddr) -> Option<IpAddr> {
+        let IpAddr::V6(v6) = dst else { return None };
+        let net = self.nat64.iter().find(|n| n.contains(&v6))?;
+        let v4 = hb_common::nat64_embedded(&v6.octets(), u32::from(net.prefix_len()))?;
+        Some(IpAddr::from(v4))
+    }
+}

@@ -1,0 +1,345 @@
+//! Plain HTTP/1 as the guard reads it: each request's head (httparse), the host it
+//! names, and where its body ends, so every request on a kept-alive connection is
+//! judged, not only the first.
+//!
+//! Refused as ambiguous rather than guessed (a server could frame or route it
+//! differently from the guard): two `Host` headers, an absolute-form target whose host
+//! differs from `Host`, `Transfer-Encoding` other than exactly `chunked`, both
+//! `Transfer-Encoding` and `Content-Length`, two different `Content-Length`s, a chunk
+//! size that is not hex. `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
+//! `Upgrade` to h2c (after which each request names its own authority) are never passed.
+
+use std::net::IpAddr;
+
+/// Largest request head the guard reads.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Headers per request.
+const MAX_HEADERS: usize = 128;
+
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// One request head.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Bytes of the head, the blank line included.
+    pub len: usize,
+    pub method: String,
+    /// The host the request names (target or `Host`), lower-case, no port, no trailing
+    /// dot; an IP literal as written.
+    pub host: Option<String>,
+    pub framing: Framing,
+    /// The `Upgrade` header's protocols, if any.
+    pub upgrade: Option<String>,
+}
+
+/// Why a request head cannot be passed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not HTTP/1 at all.
+    NotHttp,
+    /// HTTP, but framed or addressed ambiguously (see the module documentation).
+    Ambiguous(&'static str),
+    /// Larger than [`MAX_HEAD`].
+    TooLarge,
+}
+
+/// A hostname as the guard compares them: lower-case, no trailing dot, hostname labels
+/// only (see `dns::names::hostname`). `None` for anything else.
+pub fn hostname(text: &str) -> Option<String> {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    if text.is_empty() || text.len() > 253 {
+        return None;
+    }
+    crate::dns::names::hostname(text.split('.').map(str::as_bytes))
+}
+
+/// The host part of a `Host` value or an authority (`name`, `name:port`, `[v6]:port`):
+/// a hostname or an IP literal, normalised. `None` for anything else.
+fn authority_host(value: &str) -> Option<String> {
+    let value = value.trim();
+    if let Some(v6) = value.strip_prefix('[') {
+        let (ip, rest) = v6.split_once(']')?;
+        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return ip.parse::<IpAddr>().ok().map(|ip| ip.to_string());
+    }
+    let host = match value.rsplit_once(':') {
+        Some((h, port)) if is_port(port) => h,
+        Some(_) => return None,
+        None => value,
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip.to_string());
+    }
+    hostname(host)
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The host of an absolute-form target (`http://host[:port]/…`), if the target is one.
+fn target_host(target: &str) -> Result<Option<String>, HeadError> {
+    let lower = target.get(..7).map(str::to_ascii_lowercase);
+    let rest = match lower.as_deref() {
+        Some("http://") => &target[7..],
+        _ if target.starts_with('/') || target == "*" => return Ok(None),
+        _ => return Err(HeadError::Ambiguous("request target")),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(HeadError::Ambiguous("user info in the request target"));
+    }
+    authority_host(authority)
+        .map(Some)
+        .ok_or(HeadError::Ambiguous("request target host"))
+}
+
+/// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > MAX_HEAD {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::NotHttp),
+    };
+    if len > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let method = req.method.unwrap_or_default().to_owned();
+    let target = req.path.unwrap_or_default();
+    if method == "PRI" || method == "CONNECT" {
+        return Err(HeadError::Ambiguous("tunnel or HTTP/2 preface"));
+    }
+    let mut host_header = None;
+    let mut lengths = Vec::new();
+    let mut chunked = false;
+    let mut encodings = 0;
+    let mut upgrade = None;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Ambiguous("header"))?;
+        if h.name.eq_ignore_ascii_case("host") {
+            if host_header.is_some() {
+                return Err(HeadError::Ambiguous("two Host headers"));
+            }
+            host_header = Some(authority_host(value).ok_or(HeadError::Ambiguous("Host header"))?);
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| HeadError::Ambiguous("Content-Length"))?;
+            lengths.push(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            encodings += 1;
+            chunked = value.trim().eq_ignore_ascii_case("chunked");
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = Some(value.trim().to_ascii_lowercase());
+        }
+    }
+    let framing = match (encodings, lengths.as_slice()) {
+        (0, []) => Framing::None,
+        (0, [n, rest @ ..]) if rest.iter().all(|m| m == n) => Framing::Length(*n),
+        (1, []) if chunked => Framing::Chunked,
+        _ => return Err(HeadError::Ambiguous("body framing")),
+    };
+    if upgrade.as_deref().is_some_and(|u| u.contains("h2c")) {
+        return Err(HeadError::Ambiguous("upgrade to h2c"));
+    }
+    let host = match (target_host(target)?, host_header) {
+        (Some(t), Some(h)) if t != h => return Err(HeadError::Ambiguous("target and Host differ")),
+        (t, h) => t.or(h),
+    };
+    Ok(Some(Head {
+        len,
+        method,
+        host,
+        framing,
+        upgrade,
+    }))
+}
+
+/// Where a chunked body stands after some of its bytes were seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunks {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data (bytes left, then CRLF).
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last (zero) chunk: trailer lines until an empty one.
+    Trailer,
+    /// The body is complete.
+    Done,
+}
+
+/// Advances a chunked body over `buf`: returns how many bytes of `buf` belong to the
+/// body so far and the new state. A line that is not complete yet stops the scan (it is
+/// consumed on the next call, with more bytes); a line longer than 4 KiB or a bad size
+/// is an error.
+pub fn scan_chunks(mut state: Chunks, buf: &[u8]) -> Result<(usize, Chunks), HeadError> {
+    let mut at = 0;
+    loop {
+        match state {
+            Chunks::Done => return Ok((at, state)),
+            Chunks::Data(left) => {
+                let take = (buf.len() - at).min(usize::try_from(left).unwrap_or(usize::MAX));
+                at += take;
+                let left = left - take as u64;
+                if left > 0 {
+                    return Ok((at, Chunks::Data(left)));
+                }
+                state = Chunks::DataEnd;
+            }
+            Chunks::DataEnd => {
+                match buf.get(at..at + 2) {
+                    Some(b"\r\n") => {}
+                    Some(_) => return Err(HeadError::Ambiguous("chunk end")),
+                    None if buf.get(at).is_some_and(|&b| b != b'\r') => {
+                        return Err(HeadError::Ambiguous("chunk end"));
+                    }
+                    None => return Ok((at, state)),
+                }
+                at += 2;
+                state = Chunks::Size;
+            }
+            Chunks::Size | Chunks::Trailer => {
+                let Some(end) = memchr::memmem::find(&buf[at..], b"\r\n") else {
+                    if buf.len() - at > 4096 {
+                        return Err(HeadError::Ambiguous("chunk line"));
+                    }
+                    return Ok((at, state));
+                };
+                let line = &buf[at..at + end];
+                at += end + 2;
+                state = match state {
+                    Chunks::Trailer if line.is_empty() => Chunks::Done,
+                    Chunks::Trailer => Chunks::Trailer,
+                    _ => match chunk_size(line)? {
+                        0 => Chunks::Trailer,
+                        n => Chunks::Data(n),
+                    },
+                };
+            }
+        }
+    }
+}
+
+/// A chunk-size line's size (extensions after `;` ignored).
+fn chunk_size(line: &[u8]) -> Result<u64, HeadError> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+    let digits = std::str::from_utf8(digits).map_err(|_| HeadError::Ambiguous("chunk size"))?;
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(HeadError::Ambiguous("chunk size"));
+    }
+    u64::from_str_radix(digits, 16).map_err(|_| HeadError::Ambiguous("chunk size"))
+}
+
+/// The response the guard writes for a refused plain-HTTP request.
+pub fn forbidden(reason: &str, detail: &str) -> Vec<u8> {
+    let body = format!("hb guard: {reason}: {detail}\n");
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\nX-Hb-Refused: {reason}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, HeadError> {
+        parse_head(text.as_bytes())
+    }
+
+    #[test]
+    fn host_and_framing_are_read() {
+        let h = head("POST /x HTTP/1.1\r\nHost: Allowed.Test:80\r\nContent-Length: 5\r\n\r\nhello")
+            .expect("test input")
+            .expect("test input");
+        assert_eq!(h.method, "POST");
+        assert_eq!(h.host.as_deref(), Some("allowed.test"));
+        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(h.len, 62);
+        let h = head("GET http://allowed.test/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .expect("test input")
+            .expect("test input");
+        assert_eq!(h.host.as_deref(), Some("allowed.test"));
+        assert_eq!(h.framing, Framing::Chunked);
+        assert_eq!(head("GET / HTTP/1.1\r\nHost: a.test\r\n"), Ok(None));
+        let h = head("GET / HTTP/1.0\r\n\r\n")
+            .expect("test input")
+            .expect("test input");
+        assert_eq!(h.host, None);
+    }
+
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        for bad in [
+            "GET / HTTP/1.1\r\nHost: a.test\r\nHost: evil.test\r\n\r\n",
+            "GET http://evil.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET http://a.test@evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.test\r\nUpgrade: h2c\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: evil test\r\n\r\n",
+            "GET https://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(bad), Err(HeadError::Ambiguous(_))),
+                "{bad:?} → {:?}",
+                head(bad)
+            );
+        }
+        assert_eq!(head("\x16\x03\x01\x00\x05hello"), Err(HeadError::NotHttp));
+        // The HTTP/2 preface is no HTTP/1 request at all.
+        assert_eq!(
+            head("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Err(HeadError::NotHttp)
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_the_server_sees_them_end() {
+        let body = b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\nGET /next";
+        let (n, state) = scan_chunks(Chunks::Size, body).expect("test input");
+        assert_eq!(state, Chunks::Done);
+        assert_eq!(&body[n..], b"GET /next");
+        // Fed byte by byte, the same end.
+        let mut state = Chunks::Size;
+        let mut at = 0;
+        let mut pending = Vec::new();
+        for &b in body.iter() {
+            pending.push(b);
+            let (used, s) = scan_chunks(state, &pending).expect("test input");
+            at += used;
+            pending.drain(..used);
+            state = s;
+            if state == Chunks::Done {
+                break;
+            }
+        }
+        assert_eq!(at, n);
+        assert!(scan_chunks(Chunks::Size, b"zz\r\n").is_err());
+        assert!(scan_chunks(Chunks::Size, b"5\r\nhelloXX").is_err());
+    }
+}

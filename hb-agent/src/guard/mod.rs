@@ -1,0 +1,558 @@
+//! The egress guard: a sandbox reaches an allowed address only for the name it was
+//! allowed under, and over plain HTTP only with read-only methods unless the host may
+//! be written to. Nothing is decrypted.
+//!
+//! How a connection gets here: the kernel sends a guarded policy's TCP connects on its
+//! `guard_ports` to `guard.listen`'s address at port `base + policy id` (IPv6 sockets:
+//! `[::1]`, same port; hb-ebpf's `guard` module) and files the original destination
+//! under the client end ([`flow`]). The port a connection arrives on names its policy.
+//!
+//! Per connection: accepted → its origin found ([`flow`]; none: closed) → a slot of the
+//! policy's `max_connections_per_policy` (none: `guard_busy`) → the first flight read
+//! within `first_flight_timeout_secs` while the upstream connection opens → judged
+//! ([`decide`]): a TLS ClientHello by its SNI ([`tls`]), a plain HTTP request by its
+//! host and method ([`http`]) → refused: closed (plain HTTP: a 403 first) with an event
+//! naming the policy, the name and the address; passed: the first flight goes upstream
+//! and bytes flow both ways ([`relay`]), every further plain-HTTP request judged the
+//! same way.
+//!
+//! Over TLS the method cannot be seen without decrypting, and hb does not decrypt: a
+//! TLS connection to an allowed name may carry any method. State-changing calls that
+//! need authority belong on the broker, which sees them.
+//!
+//! Must never: pass bytes upstream before the first flight was judged, hold more than
+//! the first flight (64 KiB at most) per connection, or leave a connection (and its
+//! descriptors) behind once either side is gone.
+
+pub mod decide;
+pub mod flow;
+pub mod http;
+mod relay;
+pub mod tls;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hb_common::GuardFlowKey;
+use tokio::{
+    io::AsyncReadExt as _,
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+};
+
+use crate::{config::Config, dns::learned::Learned, events::EventRecord, maps::MapsError};
+
+use self::{
+    decide::{Judge, PolicyRules, Reason},
+    flow::{Flows, Origin},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("cannot listen on {addr} for policy \"{policy}\"'s guard")]
+    Bind {
+        addr: SocketAddr,
+        policy: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// File below `state_dir`: the guard's counters (read by `status`).
+pub const STATS_FILE: &str = "guard-stats.json";
+
+/// Contents of [`STATS_FILE`].
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GuardStats {
+    /// Connections accepted from sandboxes.
+    pub accepted: u64,
+    /// Connections whose first flight passed and went upstream.
+    pub passed: u64,
+    /// Connections refused (any reason but `guard_busy`).
+    pub refused: u64,
+    /// Connections closed at once: the policy's `max_connections_per_policy` was reached.
+    pub busy: u64,
+    /// Connections without a kernel record (closed at once).
+    pub unattributed: u64,
+    /// Connections open now.
+    pub open: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    accepted: AtomicU64,
+    passed: AtomicU64,
+    refused: AtomicU64,
+    busy: AtomicU64,
+    unattributed: AtomicU64,
+    open: AtomicU64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> GuardStats {
+        GuardStats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            passed: self.passed.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            busy: self.busy.load(Ordering::Relaxed),
+            unattributed: self.unattributed.load(Ordering::Relaxed),
+            open: self.open.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Handle to the running guard, for the agent's housekeeping.
+pub struct GuardService {
+    stats: Arc<Stats>,
+    written: Mutex<Option<GuardStats>>,
+}
+
+impl GuardService {
+    /// Once a second: rewrites the counters file when they changed.
+    pub fn housekeeping(&self, state_dir: &Path) {
+        let now = self.stats.snapshot();
+        let Ok(mut written) = self.written.lock() else {
+            return;
+        };
+        if written.as_ref() == Some(&now) {
+            return;
+        }
+        if let Ok(bytes) = serde_json::to_vec(&now) {
+            crate::dns::write_state(state_dir, STATS_FILE, &bytes);
+        }
+        *written = Some(now);
+    }
+}
+
+/// A guarded policy: its rules and its connection slots.
+struct Policy {
+    rules: PolicyRules,
+    slots: Arc<Semaphore>,
+}
+
+/// Shared by every listener and connection task.
+struct Inner {
+    flows: Flows,
+    judge: Judge,
+    policies: HashMap<u32, Policy>,
+    first_flight: Duration,
+    events: mpsc::Sender<EventRecord>,
+    stats: Arc<Stats>,
+    /// Accept errors not logged yet, and when the last log line went out.
+    accept_log: Mutex<(u64, Option<Instant>)>,
+}
+
+/// How often accept errors are logged: once per interval with a count.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Binds one listener per guarded policy on the guard's IPv4 address and on `[::1]`,
+/// and serves them until the runtime ends.
+pub async fn start(
+    config: &Config,
+    ids: &HashMap<String, u32>,
+    bpffs_dir: &Path,
+    learned: Option<Arc<Mutex<Learned>>>,
+    events: mpsc::Sender<EventRecord>,
+) -> Result<GuardService, GuardError> {
+    let mut policies = HashMap::new();
+    for p in config.policies.iter().filter(|p| p.guard) {
+        let Some(&id) = ids.get(p.name.get_ref()) else {
+            continue;
+        };
+        policies.insert(
+            id,
+            Policy {
+                rules: PolicyRules {
+                    id,
+                    name: p.name.get_ref().clone(),
+                    audit: p.mode == crate::config::PolicyMode::Audit,
+                    domains: p.domains.clone(),
+                    writes: p.writes.clone(),
+                    cidrs: p.allow.clone(),
+                },
+                slots: Arc::new(Semaphore::new(
+                    config.guard.max_connections_per_policy as usize,
+                )),
+            },
+        );
+    }
+    let stats = Arc::new(Stats::default());
+    let inner = Arc::new(Inner {
+        flows: Flows::open(bpffs_dir)?,
+        judge: Judge {
+            learned,
+            nat64: config.egress.nat64.clone(),
+            readonly: config.guard.readonly_methods.clone(),
+        },
+        policies,
+        first_flight: Duration::from_secs(config.guard.first_flight_timeout_secs),
+        events,
+        stats: stats.clone(),
+        accept_log: Mutex::new((0, None)),
+    });
+    let listen = config.guard_listen();
+    for (&id, policy) in &inner.policies {
+        let port = listen.port() + id as u16;
+        for ip in [IpAddr::V4(*listen.ip()), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+            let addr = SocketAddr::new(ip, port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| GuardError::Bind {
+                    addr,
+                    policy: policy.rules.name.clone(),
+                    source,
+                })?;
+            tokio::spawn(serve_listener(inner.clone(), id, listener));
+        }
+    }
+    Ok(GuardService {
+        stats,
+        written: Mutex::new(None),
+    })
+}
+
+/// Accepts a policy's connections, one task each.
+async fn serve_listener(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(serve(inner.clone(), policy_id, stream, peer));
+            }
+            Err(e) => {
+                inner.accept_failed(&e);
+                // Out of descriptors: give connections time to end instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Forgets a connection's kernel record when the connection ends, however it ends.
+struct Tracked<'a> {
+    inner: &'a Inner,
+    key: GuardFlowKey,
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.inner.flows.forget(&self.key);
+        self.inner.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One guarded connection, from accept to close.
+async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: SocketAddr) {
+    let Ok(local) = client.local_addr() else {
+        return;
+    };
+    let key = flow::key_of(peer, local);
+    let Some(origin) = inner.flows.find(&key) else {
+        inner.stats.unattributed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    inner.stats.open.fetch_add(1, Ordering::Relaxed);
+    let _tracked = Tracked { inner: &inner, key };
+    // A record filed for another policy's port cannot be this connection's.
+    let Some(policy) = inner
+        .policies
+        .get(&policy_id)
+        .filter(|_| origin.policy_id == policy_id)
+    else {
+        inner.stats.unattributed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let Ok(_slot): Result<OwnedSemaphorePermit, _> = policy.slots.clone().try_acquire_owned()
+    else {
+        inner.stats.busy.fetch_add(1, Ordering::Relaxed);
+        inner.report(&policy.rules, &origin, Reason::Busy, None);
+        return;
+    };
+    let mut client = client;
+    let (first, upstream) = tokio::join!(
+        read_first_flight(&mut client, inner.first_flight),
+        connect_upstream(origin.dst, inner.first_flight),
+    );
+    let first = match first.and_then(|f| inner.judge_first(&policy.rules, &origin, f)) {
+        Ok(f) => f,
+        Err(refusal) => {
+            inner.refused(&policy.rules, &origin, &refusal);
+            if !policy.rules.audit {
+                refusal.answer(&mut client).await;
+                return;
+            }
+            match refusal.first {
+                Some(f) => f,
+                None => return,
+            }
+        }
+    };
+    let Some(upstream) = upstream else {
+        relay::reset(client);
+        return;
+    };
+    inner.stats.passed.fetch_add(1, Ordering::Relaxed);
+    match first {
+        FirstFlight::Tls(bytes) => relay::tls(client, upstream, &bytes).await,
+        FirstFlight::Http(buf) => {
+            let ctx = relay::HttpContext {
+                inner: &inner,
+                policy: &policy.rules,
+                origin: &origin,
+            };
+            relay::http(&ctx, client, upstream, buf).await;
+        }
+    }
+}
+
+/// The upstream connection, opened while the first flight arrives. `None` when it
+/// cannot be opened in time.
+async fn connect_upstream(dst: SocketAddr, limit: Duration) -> Option<TcpStream> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(dst))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    Some(stream)
+}
+
+/// The bytes a client sent before the guard let anything through.
+pub enum FirstFlight {
+    /// Records up to and including a whole ClientHello.
+    Tls(Vec<u8>),
+    /// Bytes up to and including a whole first request head (maybe more).
+    Http(Vec<u8>),
+}
+
+/// Why a connection was refused, and what the client is told.
+pub struct Refusal {
+    pub reason: Reason,
+    /// The name the client sent, if any.
+    pub name: Option<String>,
+    /// What a plain-HTTP client reads in the 403 (`None`: the connection is just closed).
+    pub http_detail: Option<String>,
+    /// The first flight, when it was read (an audit-mode policy passes it on).
+    first: Option<FirstFlight>,
+}
+
+impl Refusal {
+    fn closed(reason: Reason, name: Option<String>) -> Self {
+        Self {
+            reason,
+            name,
+            http_detail: None,
+            first: None,
+        }
+    }
+
+    /// Tells the client, where the protocol has a way to (a plain-HTTP 403), and closes.
+    async fn answer(&self, client: &mut TcpStream) {
+        if let Some(detail) = &self.http_detail {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = client
+                .write_all(&http::forbidden(self.reason.name(), detail))
+                .await;
+            let _ = client.shutdown().await;
+        }
+    }
+}
+
+/// Reads until a whole ClientHello or a whole HTTP request head has arrived, within
+/// `limit`.
+async fn read_first_flight(
+    client: &mut TcpStream,
+    limit: Duration,
+) -> Result<FirstFlight, Refusal> {
+    let not_tls_or_http = || Refusal::closed(Reason::NotTlsOrHttp, None);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        let n = tokio::time::timeout_at(deadline, client.read_buf(&mut buf))
+            .await
+            .map_err(|_| not_tls_or_http())?
+            .map_err(|_| not_tls_or_http())?;
+        if n == 0 {
+            return Err(not_tls_or_http());
+        }
+        if buf[0] == tls::HANDSHAKE {
+            match tls::complete_hello(&buf) {
+                Ok(Some(_)) => return Ok(FirstFlight::Tls(buf)),
+                Ok(None) => {}
+                Err(()) => return Err(not_tls_or_http()),
+            }
+        } else {
+            match http::parse_head(&buf) {
+                Ok(Some(_)) => return Ok(FirstFlight::Http(buf)),
+                Ok(None) => {}
+                Err(http::HeadError::NotHttp) => return Err(not_tls_or_http()),
+                Err(_) => return Ok(FirstFlight::Http(buf)),
+            }
+        }
+        if buf.len() >= tls::MAX_HELLO.max(http::MAX_HEAD) + 64 {
+            return Err(not_tls_or_http());
+        }
+        buf.reserve(4096);
+    }
+}
+
+impl Inner {
+    /// Judges the first flight; passes it back when it may go upstream.
+    fn judge_first(
+        &self,
+        p: &PolicyRules,
+        origin: &Origin,
+        first: FirstFlight,
+    ) -> Result<FirstFlight, Refusal> {
+        let verdict = match &first {
+            FirstFlight::Tls(buf) => self.judge_hello(p, origin, buf),
+            FirstFlight::Http(buf) => self.judge_request(p, origin, buf).map(|_| ()),
+        };
+        match verdict {
+            Ok(()) => Ok(first),
+            Err(mut r) => {
+                r.first = Some(first);
+                Err(r)
+            }
+        }
+    }
+
+    /// A TLS first flight: its SNI must be allowed and validated for the address.
+    fn judge_hello(&self, p: &PolicyRules, origin: &Origin, buf: &[u8]) -> Result<(), Refusal> {
+        let Ok(Some(message)) = tls::complete_hello(buf) else {
+            return Err(Refusal::closed(Reason::NotTlsOrHttp, None));
+        };
+        match tls::hello_name(&message) {
+            tls::Hello::Name(name) if self.judge.name_fits(p, &name, origin.dst.ip()) => Ok(()),
+            tls::Hello::Name(name) => Err(Refusal::closed(Reason::SniMismatch, Some(name))),
+            tls::Hello::IpLiteral(ip) => Err(Refusal::closed(Reason::NoSni, Some(ip))),
+            tls::Hello::NoSni | tls::Hello::Encrypted => Err(Refusal::closed(Reason::NoSni, None)),
+            tls::Hello::Malformed => Err(Refusal::closed(Reason::NotTlsOrHttp, None)),
+        }
+    }
+
+    /// A plain-HTTP request head at the start of `buf`: its host must be allowed and
+    /// validated for the address, and its method read-only unless the host may be
+    /// written to. Returns the head.
+    fn judge_request(
+        &self,
+        p: &PolicyRules,
+        origin: &Origin,
+        buf: &[u8],
+    ) -> Result<http::Head, Refusal> {
+        let refuse = |reason: Reason, name: Option<String>, detail: String| Refusal {
+            reason,
+            name,
+            http_detail: Some(detail),
+            first: None,
+        };
+        let head = match http::parse_head(buf) {
+            Ok(Some(head)) => head,
+            Ok(None) | Err(http::HeadError::NotHttp) => {
+                return Err(Refusal::closed(Reason::NotTlsOrHttp, None));
+            }
+            Err(http::HeadError::TooLarge) => {
+                return Err(refuse(
+                    Reason::HostMismatch,
+                    None,
+                    "request head too large".into(),
+                ));
+            }
+            Err(http::HeadError::Ambiguous(what)) => {
+                return Err(refuse(
+                    Reason::HostMismatch,
+                    None,
+                    format!("ambiguous request ({what})"),
+                ));
+            }
+        };
+        let dst = origin.dst.ip();
+        let Some(host) = head.host.clone() else {
+            return Err(refuse(
+                Reason::HostMismatch,
+                None,
+                "the request names no host".into(),
+            ));
+        };
+        let fits = if host.parse::<IpAddr>().is_ok() {
+            self.judge.literal_fits(p, &host, dst)
+        } else {
+            self.judge.name_fits(p, &host, dst)
+        };
+        if !fits {
+            let detail = format!("{host} is not a name policy {} allows at {dst}", p.name);
+            return Err(refuse(Reason::HostMismatch, Some(host), detail));
+        }
+        if !self
+            .judge
+            .method_fits(p, &head.method, head.upgrade.is_some(), &host)
+        {
+            let detail = format!(
+                "{} to {host} is not allowed by policy {} (guard.readonly_methods; write_domains)",
+                if head.upgrade.is_some() {
+                    format!("{} with Upgrade", head.method)
+                } else {
+                    head.method.clone()
+                },
+                p.name
+            );
+            return Err(refuse(Reason::MethodDenied, Some(host), detail));
+        }
+        Ok(head)
+    }
+
+    /// Counts and reports a refusal.
+    fn refused(&self, p: &PolicyRules, origin: &Origin, refusal: &Refusal) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        self.report(p, origin, refusal.reason, refusal.name.as_deref());
+    }
+
+    /// Writes a `guard` event (within the policy's event budget, applied by the agent).
+    fn report(&self, p: &PolicyRules, origin: &Origin, reason: Reason, name: Option<&str>) {
+        let record = EventRecord {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            hook: "guard".into(),
+            verdict: if p.audit { "audit" } else { "deny" }.into(),
+            reason: reason.name().into(),
+            policy: p.name.clone(),
+            cgroup_id: origin.cgroup_id,
+            cgroup: None,
+            pid: origin.pid,
+            tid: origin.tid,
+            comm: origin.comm.clone(),
+            family: match origin.dst.ip() {
+                IpAddr::V4(_) => "ipv4".into(),
+                IpAddr::V6(_) => "ipv6".into(),
+            },
+            protocol: "tcp".into(),
+            dst: origin.dst.ip().to_string(),
+            port: origin.dst.port(),
+            name: name.map(str::to_owned),
+            suppressed: 0,
+        };
+        // A full channel drops the event rather than delaying the connection.
+        let _ = self.events.try_send(record);
+    }
+
+    /// Counts an accept error; logs the count at most once per interval.
+    fn accept_failed(&self, e: &std::io::Error) {
+        let Ok(mut log) = self.accept_log.lock() else {
+            return;
+        };
+        log.0 += 1;
+        let now = Instant::now();
+        if log.1.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+            tracing::warn!(count = log.0, error = %e, "guard: accept failed");
+            *log = (0, Some(now));
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Bytes both ways once the first flight passed.
+//!
+//! TLS: the first flight goes upstream, then both directions are copied until each
+//! side's end of stream, which is passed on as a half-close (`shutdown(SHUT_WR)`), so a
+//! client that closes its sending side still gets its answer. An error on either side
+//! ends both.
+//!
+//! Plain HTTP: responses are copied as they come; requests are read head by head, each
+//! judged before it is sent, and each body forwarded exactly as far as its framing says
+//! (`Content-Length`, or chunk by chunk), so the next head is found where the server
+//! will find it. A refused request stops the requests: the upstream gets a half-close,
+//! the responses still in flight are finished, then the client reads the guard's 403.
+
+use std::time::Duration;
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+};
+
+use super::{
+    Inner, Refusal,
+    decide::PolicyRules,
+    flow::Origin,
+    http::{self, Chunks, Framing},
+};
+
+/// Copy buffer per direction.
+const BUF: usize = 64 * 1024;
+
+/// Closes a client with a reset (the upstream could not be reached): the client sees
+/// the failure it would have seen connecting directly, not an empty answer.
+pub fn reset(client: TcpStream) {
+    #[expect(
+        deprecated,
+        reason = "a zero linger resets at once; only a positive one blocks the closing thread"
+    )]
+    let _ = client.set_linger(Some(Duration::ZERO));
+    drop(client);
+}
+
+/// A passed TLS connection: the first flight, then both ways until both ends closed.
+pub async fn tls(mut client: TcpStream, mut upstream: TcpStream, first: &[u8]) {
+    if upstream.write_all(first).await.is_err() {
+        reset(client);
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUF, BUF).await;
+}
+
+/// What the request side of a plain-HTTP connection judges with.
+pub struct HttpContext<'a> {
+    pub inner: &'a Inner,
+    pub policy: &'a PolicyRules,
+    pub origin: &'a Origin,
+}
+
+/// How the request side ended.
+enum Requests {
+    /// The client closed its sending side between requests.
+    Ended,
+    /// A request was refused (already counted and reported).
+    Refused(Refusal),
+    /// A read or write failed, or a request stalled mid-head.
+    Broken,
+}
+
+/// A passed plain-HTTP connection. `buf` holds the first request head (and whatever
+/// followed it).
+pub async fn http(ctx: &HttpContext<'_>, client: TcpStream, upstream: TcpStream, buf: Vec<u8>) {
+    let (mut client_rx, client_tx) = client.into_split();
+    let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
+    let responses = async move {
+        let mut client_tx = client_tx;
+        let copied = tokio::io::copy(&mut upstream_rx, &mut client_tx).await;
+        (copied.is_ok(), client_tx)
+    };
+    tokio::pin!(responses);
+    let requests = forward_requests(ctx, &mut client_rx, &mut upstream_tx, buf);
+    // The server closing ends the connection even while the client is idle between
+    // requests.
+    let outcome = tokio::select! {
+        outcome = requests => outcome,
+        (ok, mut client_tx) = &mut responses => {
+            if ok {
+                let _ = client_tx.shutdown().await;
+            }
+            return;
+        }
+    };
+    match outcome {
+        Requests::Ended => {
+            let _ = upstream_tx.shutdown().await;
+            let (ok, mut client_tx) = responses.await;
+            if ok {
+                let _ = client_tx.shutdown().await;
+            }
+        }
+        Requests::Refused(refusal) => {
+            let _ = upstream_tx.shutdown().await;
+            // The responses to the requests that passed, then the refusal.
+            if let Ok((true, mut client_tx)) =
+                tokio::time::timeout(ctx.inner.first_flight, responses).await
+            {
+                let detail = refusal.http_detail.unwrap_or_default();
+                let _ = client_tx
+                    .write_all(&http::forbidden(refusal.reason.name(), &detail))
+                    .await;
+                let _ = client_tx.shutdown().await;
+            }
+        }
+        Requests::Broken => {}
+    }
+}
+
+/// Judges and forwards requests until the client stops sending or one is refused.
+async fn forward_requests(
+    ctx: &HttpContext<'_>,
+    client: &mut OwnedReadHalf,
+    upstream: &mut OwnedWriteHalf,
+    mut buf: Vec<u8>,
+) -> Requests {
+    let mut first = true;
+    loop {
+        // Between requests a kept-alive connection may idle as long as the server lets
+        // it; once a head has begun it must arrive whole in time.
+        if buf.is_empty() {
+            match client.read_buf(&mut buf).await {
+                Ok(0) => return Requests::Ended,
+                Ok(_) => {}
+                Err(_) => return Requests::Broken,
+            }
+        }
+        if !read_head(ctx, client, &mut buf).await {
+            return Requests::Broken;
+        }
+        let head = match ctx.inner.judge_request(ctx.policy, ctx.origin, &buf) {
+            Ok(head) => head,
+            Err(refusal) => {
+                // The first request was judged (and reported) before the upstream was
+                // opened; a later one is reported here.
+                if !first {
+                    ctx.inner.refused(ctx.policy, ctx.origin, &refusal);
+                }
+                if !ctx.policy.audit {
+                    return Requests::Refused(refusal);
+                }
+                match http::parse_head(&buf) {
+                    Ok(Some(head)) => head,
+                    _ => return Requests::Refused(refusal),
+                }
+            }
+        };
+        first = false;
+        if upstream.write_all(&buf[..head.len]).await.is_err() {
+            return Requests::Broken;
+        }
+        buf.drain(..head.len);
+        let sent = match head.framing {
+            Framing::None => true,
+            Framing::Length(n) => forward_length(client, upstream, &mut buf, n).await,
+            Framing::Chunked => forward_chunked(ctx, client, upstream, &mut buf).await,
+        };
+        if !sent {
+            return Requests::Broken;
+        }
+    }
+}
+
+/// Reads until `buf` starts with a whole request head (or one that cannot be parsed,
+/// which the judgement refuses), within the first-flight limit.
+async fn read_head(ctx: &HttpContext<'_>, client: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> bool {
+    let deadline = tokio::time::Instant::now() + ctx.inner.first_flight;
+    loop {
+        if !matches!(http::parse_head(buf), Ok(None)) {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Forwards a body of `n` bytes: what is buffered, then the rest straight through.
+async fn forward_length(
+    client: &mut OwnedReadHalf,
+    upstream: &mut OwnedWriteHalf,
+    buf: &mut Vec<u8>,
+    n: u64,
+) -> bool {
+    let buffered = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+    if upstream.write_all(&buf[..buffered]).await.is_err() {
+        return false;
+    }
+    buf.drain(..buffered);
+    let rest = n - buffered as u64;
+    if rest == 0 {
+        return true;
+    }
+    let mut body = client.take(rest);
+    matches!(tokio::io::copy(&mut body, upstream).await, Ok(m) if m == rest)
+}
+
+/// Forwards a chunked body up to its end (the last chunk and the trailer).
+async fn forward_chunked(
+    ctx: &HttpContext<'_>,
+    client: &mut OwnedReadHalf,
+    upstream: &mut OwnedWriteHalf,
+    buf: &mut Vec<u8>,
+) -> bool {
+    let mut state = Chunks::Size;
+    loop {
+        let Ok((used, next)) = http::scan_chunks(state, buf) else {
+            return false;
+        };
+        if upstream.write_all(&buf[..used]).await.is_err() {
+            return false;
+        }
+        buf.drain(..used);
+        state = next;
+        if state == Chunks::Done {
+            return true;
+        }
+        // Chunk data streams without a deadline (a slow upload is fine); a chunk line
+        // must not stall for ever.
+        let read = match state {
+            Chunks::Data(_) => client.read_buf(buf).await,
+            _ => match tokio::time::timeout(ctx.inner.first_flight, client.read_buf(buf)).await {
+                Ok(r) => r,
+                Err(_) => return false,
+            },
+        };
+        match read {
+            Ok(n) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The name a TLS client asks for: the SNI of its ClientHello, read with tls-parser,
+//! never decrypted.
+//!
+//! A ClientHello may span several handshake records; they are joined before parsing.
+//! Anything a server could read differently from the guard is refused rather than
+//! guessed: a record that is not a handshake, a ClientHello with two extensions of one
+//! type, an SNI list with anything but exactly one host name, a name that is not a
+//! hostname. Encrypted Client Hello (and its draft, ESNI) hides the real name: refused.
+
+use tls_parser::{
+    TlsExtension, TlsExtensionType, TlsMessage, TlsMessageHandshake,
+    parse_tls_client_hello_extensions, parse_tls_message_handshake,
+};
+
+/// TLS record content type of handshake records.
+pub const HANDSHAKE: u8 = 22;
+/// Largest ClientHello the guard reads (handshake messages may be up to 16 MiB; real
+/// ones, post-quantum key shares included, stay far below this).
+pub const MAX_HELLO: usize = 64 * 1024;
+/// Encrypted Client Hello (RFC 9849's code point).
+const ECH: u16 = 0xfe0d;
+/// The earlier draft (ESNI).
+const ESNI: u16 = 0xffce;
+
+/// What a ClientHello asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hello {
+    /// One host name, lower-case, without a trailing dot.
+    Name(String),
+    /// No SNI at all.
+    NoSni,
+    /// An IP address as SNI (RFC 6066 forbids it).
+    IpLiteral(String),
+    /// Encrypted Client Hello or ESNI: the real name is hidden.
+    Encrypted,
+    /// Not a ClientHello the guard can read the same way every server would.
+    Malformed,
+}
+
+/// Whether `buf` (records as received) holds a whole ClientHello: `Some(handshake
+/// message)` once it does, `None` while more bytes are needed, `Err` for bytes that are
+/// not handshake records or a hello larger than [`MAX_HELLO`].
+pub fn complete_hello(buf: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    let mut message = Vec::new();
+    let mut rest = buf;
+    while rest.len() >= 5 {
+        if rest[0] != HANDSHAKE {
+            return Err(());
+        }
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        if len == 0 || len > 16384 + 2048 {
+            return Err(());
+        }
+        if rest.len() < 5 + len {
+            break;
+        }
+        message.extend_from_slice(&rest[5..5 + len]);
+        rest = &rest[5 + len..];
+        if message.len() >= 4 {
+            let need = 4
+                + (usize::from(message[1]) << 16
+                    | usize::from(message[2]) << 8
+                    | usize::from(message[3]));
+            if need > MAX_HELLO {
+                return Err(());
+            }
+            if message.len() >= need {
+                message.truncate(need);
+                return Ok(Some(message));
+            }
+        }
+    }
+    if buf.len() > MAX_HELLO + 5 * 8 {
+        return Err(());
+    }
+    Ok(None)
+}
+
+/// The name a whole ClientHello handshake message asks for.
+pub fn hello_name(message: &[u8]) -> Hello {
+    let Ok((rest, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) =
+        parse_tls_message_handshake(message)
+    else {
+        return Hello::Malformed;
+    };
+    if !rest.is_empty() {
+        return Hello::Malformed;
+    }
+    let Some(ext) = hello.ext else {
+        return Hello::NoSni;
+    };
+    let Ok((rest, extensions)) = parse_tls_client_hello_extensions(ext) else {
+        return Hello::Malformed;
+    };
+    if !rest.is_empty() {
+        return Hello::Malformed;
+    }
+    let mut seen = Vec::with_capacity(extensions.len());
+    let mut sni = None;
+    for e in &extensions {
+        let TlsExtensionType(code) = TlsExtensionType::from(e);
+        if seen.contains(&code) {
+            return Hello::Malformed;
+        }
+        seen.push(code);
+        match e {
+            TlsExtension::SNI(names) => sni = Some(names),
+            TlsExtension::EncryptedServerName { .. } => return Hello::Encrypted,
+            TlsExtension::Unknown(TlsExtensionType(t), _) if *t == ECH || *t == ESNI => {
+                return Hello::Encrypted;
+            }
+            _ => {}
+        }
+    }
+    let Some(names) = sni else {
+        return Hello::NoSni;
+    };
+    let [(kind, name)] = names.as_slice() else {
+        return Hello::Malformed;
+    };
+    if kind.0 != 0 {
+        return Hello::Malformed;
+    }
+    let Ok(text) = std::str::from_utf8(name) else {
+        return Hello::Malformed;
+    };
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return Hello::IpLiteral(text.to_owned());
+    }
+    match super::http::hostname(text) {
+        Some(n) => Hello::Name(n),
+        None => Hello::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ClientHello record carrying `extensions` (each: type, data).
+    pub(crate) fn client_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend([7u8; 32]);
+        body.push(0); // session id
+        body.extend([0, 2, 0x13, 0x01]); // one cipher suite
+        body.extend([1, 0]); // null compression
+        let mut ext = Vec::new();
+        for (t, data) in extensions {
+            ext.extend(t.to_be_bytes());
+            ext.extend((data.len() as u16).to_be_bytes());
+            ext.extend(data);
+        }
+        body.extend((ext.len() as u16).to_be_bytes());
+        body.extend(ext);
+        let mut msg = vec![1];
+        msg.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        msg.extend(body);
+        let mut rec = vec![HANDSHAKE, 3, 1];
+        rec.extend((msg.len() as u16).to_be_bytes());
+        rec.extend(msg);
+        rec
+    }
+
+    pub(crate) fn sni(names: &[&str]) -> (u16, Vec<u8>) {
+        let mut list = Vec::new();
+        for n in names {
+            list.push(0);
+            list.extend((n.len() as u16).to_be_bytes());
+            list.extend(n.as_bytes());
+        }
+        let mut data = (list.len() as u16).to_be_bytes().to_vec();
+        data.extend(list);
+        (0, data)
+    }
+
+    fn name_of(record: &[u8]) -> Hello {
+        let msg = complete_hello(record)
+            .expect("test input")
+            .expect("whole hello");
+        hello_name(&msg)
+    }
+
+    #[test]
+    fn the_sni_is_read_lower_case_without_the_dot() {
+        let r = client_hello(&[sni(&["Allowed.Test."])]);
+        assert_eq!(name_of(&r), Hello::Name("allowed.test".into()));
+    }
+
+    #[test]
+    fn hidden_missing_literal_and_doubled_names_are_not_names() {
+        assert_eq!(name_of(&client_hello(&[])), Hello::NoSni);
+        assert_eq!(
+            name_of(&client_hello(&[sni(&["203.0.113.10"])])),
+            Hello::IpLiteral("203.0.113.10".into())
+        );
+        assert_eq!(
+            name_of(&client_hello(&[
+                sni(&["allowed.test"]),
+                (ECH, vec![0, 1, 2])
+            ])),
+            Hello::Encrypted
+        );
+        assert_eq!(
+            name_of(&client_hello(&[sni(&["allowed.test", "evil.test"])])),
+            Hello::Malformed
+        );
+        assert_eq!(
+            name_of(&client_hello(&[
+                sni(&["allowed.test"]),
+                sni(&["evil.test"])
+            ])),
+            Hello::Malformed
+        );
+        assert_eq!(
+            name_of(&client_hello(&[sni(&["evil test"])])),
+            Hello::Malformed
+        );
+    }
+
+    #[test]
+    fn a_hello_split_over_records_and_reads_is_joined() {
+        let whole = client_hello(&[sni(&["allowed.test"])]);
+        let msg = &whole[5..];
+        // The same message in two records.
+        let (a, b) = msg.split_at(20);
+        let mut two = Vec::new();
+        for part in [a, b] {
+            two.extend([HANDSHAKE, 3, 1]);
+            two.extend((part.len() as u16).to_be_bytes());
+            two.extend(part);
+        }
+        for cut in 0..two.len() {
+            assert_eq!(complete_hello(&two[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(name_of(&two), Hello::Name("allowed.test".into()));
+    }
+
+    #[test]
+    fn other_records_are_refused() {
+        assert_eq!(complete_hello(&[23, 3, 3, 0, 1, 0]), Err(()));
+        assert_eq!(complete_hello(b"GET / HTTP/1.1\r\n"), Err(()));
+    }
+}

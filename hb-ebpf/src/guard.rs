@@ -1,0 +1,290 @@
+//! The egress guard's kernel half: guarded TCP connects go to the agent's guard.
+//!
+//! In `connect4|6`, a TCP destination the policy allows, on one of its `guard_ports`,
+//! from a policy with `guard = true` is rewritten to the guard at `port_base + policy id`
+//! ([`GuardConfig`]; IPv6 sockets to `[::1]`), and what the socket addressed is
+//! remembered under its cookie (`HB_GUARD_ORIG`, with the cgroup, pid and command that
+//! connected). When the socket sends its SYN, `sock_ops` (`TCP_CONNECT_CB`, the source
+//! port now chosen) copies that record to `HB_GUARD_FLOWS` under the client end as the
+//! guard will see it: the guard reads the original destination there when it accepts.
+//! `getpeername4|6` reports the original peer again.
+//!
+//! UDP to port 443 from a guarded policy is refused here unless `allow_quic = true`: the
+//! guard sees TCP only, and HTTP/3 clients fall back to TCP.
+//!
+//! Fail closed: a record that cannot be stored refuses the connect (a connect that went
+//! to the destination directly would skip the guard); the guard closes a connection
+//! whose record it cannot find; with no guard listening the connect is refused.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::map,
+    maps::{Array, HashMap, LruHashMap},
+    programs::{SockAddrContext, SockOpsContext},
+};
+use hb_common::{
+    AF_INET, AF_INET6, Counter, GuardConfig, GuardFlowKey, GuardOrig, GuardPortKey, POLICY_GUARD,
+    POLICY_QUIC, limits,
+};
+
+use crate::{dns, policy};
+
+#[map(name = "HB_GUARD")]
+static GUARD: Array<GuardConfig> = Array::pinned(1, 0);
+
+#[map(name = "HB_GUARD_PORTS")]
+static GUARD_PORTS: HashMap<GuardPortKey, u32> = HashMap::pinned(limits::GUARD_PORTS, 0);
+
+#[map(name = "HB_GUARD_ORIG")]
+static GUARD_ORIG: LruHashMap<u64, GuardOrig> = LruHashMap::pinned(limits::GUARD_ORIG, 0);
+
+#[map(name = "HB_GUARD_FLOWS")]
+static GUARD_FLOWS: LruHashMap<GuardFlowKey, GuardOrig> =
+    LruHashMap::pinned(limits::GUARD_FLOWS, 0);
+
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+/// Port 443 as `bpf_sock_addr.user_port` holds it.
+const QUIC_PORT: u32 = 443u16.to_be() as u32;
+
+/// `::1` as four `user_ip6` words, and as bytes.
+const LOOPBACK6: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
+const LOOPBACK6_BYTES: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// What the connect hooks do with an allowed destination.
+pub(crate) enum Route {
+    /// Not guarded: connect as addressed.
+    Direct,
+    /// Rewritten to the guard; the socket's admitted peer is the guard.
+    Guarded,
+    /// Refused: QUIC under a guarded policy.
+    Quic,
+    /// Refused: the original destination could not be remembered.
+    Unrecorded,
+}
+
+#[inline(always)]
+fn config() -> Option<GuardConfig> {
+    GUARD.get(0).copied().filter(|c| c.enabled != 0)
+}
+
+#[inline(always)]
+fn guard_port(cfg: &GuardConfig, policy_id: u32) -> u16 {
+    cfg.port_base.wrapping_add(policy_id as u16)
+}
+
+/// Whether the policy guards TCP connects to `port` (network order in the low 16 bits,
+/// as `user_port` holds it). Only reached for a policy with `POLICY_GUARD`.
+#[inline(always)]
+fn guards_port(policy_id: u32, port: u32) -> bool {
+    let key = GuardPortKey {
+        policy_id,
+        port: u16::from_be(port as u16),
+        _pad: 0,
+    };
+    // SAFETY: the value is not read, only its presence.
+    unsafe { GUARD_PORTS.get(key) }.is_some()
+}
+
+/// Decides an allowed destination's route. `addr` is the destination as the hook read it
+/// (IPv4 in the first four bytes for `family == AF_INET`).
+#[inline(always)]
+pub(crate) fn route(
+    ctx: &SockAddrContext,
+    cgroup_id: u64,
+    policy_id: u32,
+    family: u16,
+    protocol: u32,
+    port: u32,
+    addr: [u8; 16],
+) -> Route {
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return Route::Direct;
+    }
+    let flags = policy::policy_flags(policy_id);
+    if flags & POLICY_GUARD == 0 {
+        return Route::Direct;
+    }
+    if protocol == IPPROTO_UDP {
+        return if port == QUIC_PORT && flags & POLICY_QUIC == 0 {
+            Route::Quic
+        } else {
+            Route::Direct
+        };
+    }
+    if !guards_port(policy_id, port) {
+        return Route::Direct;
+    }
+    let Some(cfg) = config() else {
+        return Route::Direct;
+    };
+    let (orig_family, orig_addr) = match mapped_v4(family, &addr) {
+        Some(v4) => (AF_INET, v4),
+        None => (family, addr),
+    };
+    let orig = GuardOrig {
+        addr: orig_addr,
+        port_be: port as u16,
+        family: orig_family,
+        policy_id,
+        cgroup_id,
+        pid_tgid: bpf_get_current_pid_tgid(),
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let cookie = dns::cookie(ctx);
+    if GUARD_ORIG.insert(cookie, orig, 0).is_err() {
+        policy::count(Counter::MapFull);
+        return Route::Unrecorded;
+    }
+    let to = u32::from(guard_port(&cfg, policy_id).to_be());
+    // SAFETY: verifier-checked context field writes (4-byte stores of user_ip4,
+    // user_ip6[i] and user_port are allowed in connect4/connect6).
+    unsafe {
+        let sa = &mut *ctx.sock_addr;
+        if family == AF_INET {
+            sa.user_ip4 = u32::from_ne_bytes(cfg.addr4);
+            let mut peer = [0u8; 16];
+            peer[..4].copy_from_slice(&cfg.addr4);
+            sa.user_port = to;
+            policy::admit(cookie, AF_INET, peer, hb_common::SOCK_ADMIT_CONNECT);
+        } else {
+            sa.user_ip6[0] = LOOPBACK6[0];
+            sa.user_ip6[1] = LOOPBACK6[1];
+            sa.user_ip6[2] = LOOPBACK6[2];
+            sa.user_ip6[3] = LOOPBACK6[3];
+            sa.user_port = to;
+            policy::admit(
+                cookie,
+                AF_INET6,
+                LOOPBACK6_BYTES,
+                hb_common::SOCK_ADMIT_CONNECT,
+            );
+        }
+    }
+    Route::Guarded
+}
+
+/// The IPv4 address of an IPv4-mapped IPv6 destination.
+#[inline(always)]
+fn mapped_v4(family: u16, a: &[u8; 16]) -> Option<[u8; 16]> {
+    if family == AF_INET6 && a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&a[12..16]);
+        Some(v4)
+    } else {
+        None
+    }
+}
+
+/// Whether `port` (as user_port holds it) is one of the guard's ports.
+#[inline(always)]
+fn is_guard_port(cfg: &GuardConfig, port: u32) -> bool {
+    let port = u16::from_be(port as u16);
+    port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
+}
+
+/// In getpeername4: reports the guard as the peer the socket addressed.
+#[inline(always)]
+pub(crate) fn restore4(ctx: &SockAddrContext) {
+    let Some(cfg) = config() else { return };
+    // SAFETY: the map value is copied out at once.
+    let Some(orig) = (unsafe { GUARD_ORIG.get(dns::cookie(ctx)) }).copied() else {
+        return;
+    };
+    if orig.family != AF_INET {
+        return;
+    }
+    // SAFETY: verifier-checked context field accesses.
+    unsafe {
+        let sa = &mut *ctx.sock_addr;
+        if sa.user_ip4 != u32::from_ne_bytes(cfg.addr4) || !is_guard_port(&cfg, sa.user_port) {
+            return;
+        }
+        sa.user_ip4 = u32::from_ne_bytes([orig.addr[0], orig.addr[1], orig.addr[2], orig.addr[3]]);
+        sa.user_port = u32::from(orig.port_be);
+    }
+}
+
+/// In getpeername6: reports `[::1]` (the guard) as the peer the socket addressed; an IPv4
+/// destination of an IPv6 socket as the IPv4-mapped address it named.
+#[inline(always)]
+pub(crate) fn restore6(ctx: &SockAddrContext) {
+    let Some(cfg) = config() else { return };
+    // SAFETY: the map value is copied out at once.
+    let Some(orig) = (unsafe { GUARD_ORIG.get(dns::cookie(ctx)) }).copied() else {
+        return;
+    };
+    // SAFETY: verifier-checked context field accesses.
+    unsafe {
+        let sa = &mut *ctx.sock_addr;
+        let from = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
+        if from != LOOPBACK6 || !is_guard_port(&cfg, sa.user_port) {
+            return;
+        }
+        let a = orig.addr;
+        if orig.family == AF_INET {
+            sa.user_ip6[0] = 0;
+            sa.user_ip6[1] = 0;
+            sa.user_ip6[2] = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+            sa.user_ip6[3] = u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        } else {
+            sa.user_ip6[0] = u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+            sa.user_ip6[1] = u32::from_ne_bytes([a[4], a[5], a[6], a[7]]);
+            sa.user_ip6[2] = u32::from_ne_bytes([a[8], a[9], a[10], a[11]]);
+            sa.user_ip6[3] = u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
+        }
+        sa.user_port = u32::from(orig.port_be);
+    }
+}
+
+/// In `sock_ops` at `TCP_CONNECT_CB`: a redirected socket's record, filed under its
+/// client end (address and the source port just chosen) and the guard port, which is
+/// how the guard finds it from the accepted socket. A socket that was not redirected
+/// (no record) costs one lookup.
+#[inline(always)]
+pub(crate) fn record_flow(ctx: &SockOpsContext, cookie: u64) {
+    // SAFETY: the map value is copied out at once.
+    let Some(orig) = (unsafe { GUARD_ORIG.get(cookie) }).copied() else {
+        return;
+    };
+    let Some(cfg) = config() else { return };
+    // `local_port` is host order. `remote_port` is network order, and on a little-endian
+    // machine the kernel hands it over shifted into the upper 16 bits
+    // (`sock_ops_convert_ctx_access`, `BPF_LSH 16` under `!__BIG_ENDIAN_BITFIELD`).
+    let guard_port = u16::from_be((ctx.remote_port() >> 16) as u16);
+    if guard_port != self::guard_port(&cfg, orig.policy_id) {
+        // A socket redirected once and connected again elsewhere (after a failed
+        // connect): not a guarded connection.
+        return;
+    }
+    let mut key = GuardFlowKey {
+        client: [0; 16],
+        client_port: ctx.local_port() as u16,
+        guard_port,
+        family: AF_INET,
+        _pad: 0,
+    };
+    match ctx.family() {
+        2 => key.client[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes()),
+        10 => {
+            // The verifier allows only 4-byte reads of local_ip6: one word at a time.
+            for i in 0..4 {
+                // SAFETY: an in-bounds field of the context, read as the u32 it is.
+                let word = unsafe {
+                    core::ptr::read_volatile(core::ptr::addr_of!((*ctx.ops).local_ip6[i]))
+                };
+                key.client[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            key.family = AF_INET6;
+        }
+        _ => return,
+    }
+    if GUARD_FLOWS.insert(key, orig, 0).is_err() {
+        policy::count(Counter::MapFull);
+    }
+}
