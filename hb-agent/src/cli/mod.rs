@@ -234,6 +234,13 @@ enum SandboxCommand {
     /// io_uring, TIOCSTI…: EPERM and a `seccomp` event); a clean environment; only
     /// stdin, stdout and stderr passed in; and it dies with this launcher.
     /// --print-confinement shows all of it without running anything.
+    ///
+    /// Network: only addresses the policy validated; under `guard = true` (the default)
+    /// TCP to ports 80 and 443 goes through the egress guard, which passes a TLS
+    /// connection only when its SNI is a name the address was validated for, and plain
+    /// HTTP only with GET/HEAD/OPTIONS unless the host is in `write_domains`. Over TLS
+    /// the method is not seen (hb does not decrypt): calls that change state with a
+    /// credential belong on the broker. QUIC (UDP 443) is refused.
     #[command(
         after_help = "Examples:\n  hb-agent sandbox run --policy default -- python3 tool.py\n  hb-agent sandbox run --policy ci --user 65534 -- sh -c 'curl -sS http://10.0.0.1/ || echo refused'\n  hb-agent sandbox run --policy default --user 0 -- id     # uid 0, no capabilities\n  hb-agent sandbox run --policy default --print-confinement --json -- true\n\nExit status: CMD's own; 128+N when signal N ended it; 1 when the sandbox could not be made (the error names the step), and CMD did not run."
     )]
@@ -299,7 +306,7 @@ enum MapsCommand {
     },
     /// Dump one map in human form (IPs, CIDRs, policy names, remaining seconds).
     #[command(
-        after_help = "Maps: allow (allow4 and allow6 with the names each address was learned from), enrolled, policies, allow4, allow6, rules4, rules6 (each policy's deny ranges, exceptions and static CIDRs, compiled), counters, cg_stats, sock_dest (the peer each socket was admitted to, by socket cookie), nat64 (the NAT64 prefixes judged as IPv4) (or their pinned names, e.g. HB_RULES4)"
+        after_help = "Maps: allow (allow4 and allow6 with the names each address was learned from), enrolled, policies, allow4, allow6, rules4, rules6 (each policy's deny ranges, exceptions and static CIDRs, compiled), counters, cg_stats, sock_dest (the peer each socket was admitted to, by socket cookie), nat64 (the NAT64 prefixes judged as IPv4), guard (connections in flight through the egress guard: client end, original destination, pid, command), guard_ports (the ports each policy guards) (or their pinned names, e.g. HB_RULES4)"
     )]
     Dump {
         /// Map name.
