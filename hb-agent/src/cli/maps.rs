@@ -47,6 +47,10 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
             map_names::EVENT_RATE,
             crate::maps::event_rates(bpffs).map_or(0, |r| r.len()),
         ),
+        (
+            map_names::GUARD_FLOWS,
+            crate::guard::flow::dump(bpffs).map_or(0, |r| r.len()),
+        ),
     ]);
     let mut rows = Vec::new();
     for name in map_names::ALL {

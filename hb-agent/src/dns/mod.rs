@@ -166,7 +166,7 @@ impl TcpLimits {
 }
 
 /// The agent's open-file limit (soft), or `None` when unknown or unlimited.
-fn nofile_limit() -> Option<u64> {
+pub(crate) fn nofile_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

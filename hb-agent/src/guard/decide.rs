@@ -33,7 +33,8 @@ pub enum Reason {
     /// The first bytes are neither a TLS ClientHello nor an HTTP/1 request, or did not
     /// arrive in time.
     NotTlsOrHttp,
-    /// The policy's `guard.max_connections_per_policy` was reached.
+    /// The policy's `guard.max_connections_per_policy`, or the guard's share of the agent's
+    /// descriptors, was reached.
     Busy,
 }
 

@@ -134,6 +134,20 @@ impl GuardService {
     }
 }
 
+/// Descriptors one guarded connection may hold: the client, the upstream, and two pipes
+/// while it is spliced.
+const FDS_PER_CONNECTION: u64 = 6;
+
+/// Connections open at once, all policies together: at most half the agent's
+/// open-file limit goes to the guard, so the resolver, the broker and the maps always
+/// have descriptors left whatever the sandboxes do.
+fn global_slots(config: &Config) -> usize {
+    let wanted = u64::from(config.guard.max_connections_per_policy)
+        * config.policies.iter().filter(|p| p.guard).count().max(1) as u64;
+    let cap = crate::dns::nofile_limit().map_or(wanted, |n| n / 2 / FDS_PER_CONNECTION);
+    usize::try_from(wanted.min(cap).max(1)).unwrap_or(usize::MAX)
+}
+
 /// A guarded policy: its rules and its connection slots.
 struct Policy {
     rules: PolicyRules,
@@ -145,6 +159,8 @@ struct Inner {
     flows: Flows,
     judge: Judge,
     policies: HashMap<u32, Policy>,
+    /// Slots shared by every policy (see [`global_slots`]).
+    slots: Arc<Semaphore>,
     first_flight: Duration,
     events: mpsc::Sender<EventRecord>,
     stats: Arc<Stats>,
@@ -195,6 +211,7 @@ pub async fn start(
             readonly: config.guard.readonly_methods.clone(),
         },
         policies,
+        slots: Arc::new(Semaphore::new(global_slots(config))),
         first_flight: Duration::from_secs(config.guard.first_flight_timeout_secs),
         events,
         stats: stats.clone(),
@@ -272,8 +289,7 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
         inner.stats.unattributed.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let Ok(_slot): Result<OwnedSemaphorePermit, _> = policy.slots.clone().try_acquire_owned()
-    else {
+    let Some(_slots) = take_slots(&policy.slots, &inner.slots) else {
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
         inner.report(&policy.rules, &origin, Reason::Busy, None);
         return;
@@ -313,6 +329,16 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
             relay::http(&ctx, client, upstream, buf).await;
         }
     }
+}
+
+/// A slot of the policy's and one of the global cap, or `None` at either.
+fn take_slots(
+    policy: &Arc<Semaphore>,
+    global: &Arc<Semaphore>,
+) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let policy = policy.clone().try_acquire_owned().ok()?;
+    let global = global.clone().try_acquire_owned().ok()?;
+    Some((policy, global))
 }
 
 /// The upstream connection, opened while the first flight arrives. `None` when it
