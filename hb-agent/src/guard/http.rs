@@ -4,9 +4,11 @@
 //!
 //! Refused as ambiguous rather than guessed (a server could frame or route it
 //! differently from the guard): two `Host` headers, an absolute-form target whose host
-//! differs from `Host`, `Transfer-Encoding` other than exactly `chunked`, both
-//! `Transfer-Encoding` and `Content-Length`, two different `Content-Length`s, a chunk
-//! size that is not hex. `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
+//! differs from `Host`, `Transfer-Encoding` other than exactly `chunked` (and chunked in
+//! HTTP/1.0), both `Transfer-Encoding` and `Content-Length`, two different
+//! `Content-Length`s or one that is not plain digits, a chunk size that is not hex, a
+//! body on GET, HEAD or TRACE (a server that ignores it would read it as a request the
+//! guard never judged). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
 //! `Upgrade` to h2c (after which each request names its own authority) are never passed.
 
 use std::net::IpAddr;
@@ -121,6 +123,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     if len > MAX_HEAD {
         return Err(HeadError::TooLarge);
     }
+    // Lines end in CRLF only: a server that splits lines differently (on a bare LF, or
+    // not at all) would see other headers than the guard did.
+    let raw = &buf[..len];
+    if raw.iter().enumerate().any(|(i, &b)| {
+        (b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+            || (b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
+    }) {
+        return Err(HeadError::Ambiguous("line ending other than CRLF"));
+    }
     let method = req.method.unwrap_or_default().to_owned();
     let target = req.path.unwrap_or_default();
     if method == "PRI" || method == "CONNECT" {
@@ -139,11 +150,17 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             }
             host_header = Some(authority_host(value).ok_or(HeadError::Ambiguous("Host header"))?);
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value
-                .trim()
-                .parse()
-                .map_err(|_| HeadError::Ambiguous("Content-Length"))?;
-            lengths.push(n);
+            // Digits only: Rust would read "+5" as 5, a server may read it as nothing.
+            let digits = value.trim();
+            if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(HeadError::Ambiguous("Content-Length"));
+            }
+            lengths.push(
+                digits
+                    .parse()
+                    .map_err(|_| HeadError::Ambiguous("Content-Length"))?,
+            );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             encodings += 1;
             chunked = value.trim().eq_ignore_ascii_case("chunked");
@@ -157,6 +174,18 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         (1, []) if chunked => Framing::Chunked,
         _ => return Err(HeadError::Ambiguous("body framing")),
     };
+    // An HTTP/1.0 server may not know chunked framing and read the chunks as requests.
+    if framing == Framing::Chunked && req.version != Some(1) {
+        return Err(HeadError::Ambiguous("chunked body in HTTP/1.0"));
+    }
+    // A server that ignores a GET's body would read it as the next request, which the
+    // guard forwarded as a body without judging it.
+    if framing != Framing::None
+        && framing != Framing::Length(0)
+        && matches!(method.as_str(), "GET" | "HEAD" | "TRACE")
+    {
+        return Err(HeadError::Ambiguous("a body on GET, HEAD or TRACE"));
+    }
     if upgrade.as_deref().is_some_and(|u| u.contains("h2c")) {
         return Err(HeadError::Ambiguous("upgrade to h2c"));
     }
@@ -277,7 +306,7 @@ mod tests {
         assert_eq!(h.host.as_deref(), Some("allowed.test"));
         assert_eq!(h.framing, Framing::Length(5));
         assert_eq!(h.len, 62);
-        let h = head("GET http://allowed.test/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        let h = head("PUT http://allowed.test/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
             .expect("test input")
             .expect("test input");
         assert_eq!(h.host.as_deref(), Some("allowed.test"));
@@ -303,6 +332,12 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a.test\r\nUpgrade: h2c\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: evil test\r\n\r\n",
             "GET https://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.0\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 40\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nX: a\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\nHost: a.test\n\n",
         ] {
             assert!(
                 matches!(head(bad), Err(HeadError::Ambiguous(_))),
