@@ -25,9 +25,11 @@ pub enum Reason {
     NoSni,
     /// The SNI is not allowed, or the address was not validated for it.
     SniMismatch,
-    /// The HTTP host is missing, not allowed, or the address was not validated for it;
-    /// or the request is framed or addressed ambiguously.
+    /// The HTTP host is missing, not allowed, or the address was not validated for it.
     HostMismatch,
+    /// A plain-HTTP request a server could frame or address differently from the guard
+    /// (see `http`), or a head larger than the guard reads.
+    AmbiguousRequest,
     /// A plain-HTTP method (or upgrade) that writes, to a host outside `write_domains`.
     MethodDenied,
     /// The first bytes are neither a TLS ClientHello nor an HTTP/1 request, or did not
@@ -44,6 +46,7 @@ impl Reason {
             Reason::NoSni => "no_sni",
             Reason::SniMismatch => "sni_mismatch",
             Reason::HostMismatch => "host_mismatch",
+            Reason::AmbiguousRequest => "ambiguous_request",
             Reason::MethodDenied => "method_denied",
             Reason::NotTlsOrHttp => "not_tls_or_http",
             Reason::Busy => "guard_busy",

@@ -488,14 +488,14 @@ impl Inner {
             }
             Err(http::HeadError::TooLarge) => {
                 return Err(refuse(
-                    Reason::HostMismatch,
+                    Reason::AmbiguousRequest,
                     None,
                     "request head too large".into(),
                 ));
             }
             Err(http::HeadError::Ambiguous(what)) => {
                 return Err(refuse(
-                    Reason::HostMismatch,
+                    Reason::AmbiguousRequest,
                     None,
                     format!("ambiguous request ({what})"),
                 ));
