@@ -18,8 +18,8 @@
 //! `proxy` (only Squid's address). The direct client runs in this namespace outside any
 //! cgroup hb knows, connecting to the address. It makes its connections one after
 //! another in one process; each is timed from before `connect()` to the first response
-//! byte (TCP + TLS 1.3 full handshake + one GET), and a bulk transfer from before
-//! `connect()` to the last byte.
+//! byte (TCP + TLS 1.3 full handshake + one GET; plain HTTP: TCP + one GET), and a bulk
+//! transfer from before `connect()` to the last byte.
 //!
 //! Sizes can be lowered for a smoke run: `HB_BENCH_GUARD_CONNECTIONS` (per case, default
 //! 2000), `HB_BENCH_GUARD_BYTES` (per transfer, default 1 GiB),
@@ -141,11 +141,12 @@ impl Rig {
             .collect()
     }
 
-    /// `n` new TLS connections: µs to the first response byte, one per connection.
-    fn latencies(&self, case: Case, n: usize) -> anyhow::Result<Vec<f64>> {
+    /// `n` new connections (TLS, or plain HTTP): µs to the first response byte, one per
+    /// connection.
+    fn latencies(&self, case: Case, plain: bool, n: usize) -> anyhow::Result<Vec<f64>> {
         self.run(
             case,
-            false,
+            plain,
             &["--connections".into(), n.to_string()],
             "lat ",
         )
@@ -254,30 +255,38 @@ pub fn guard() -> anyhow::Result<()> {
     let mut through_guard = 0;
     eprintln!("bench: warming up every case ({WARM_CONNECTIONS} connections each)");
     for case in CASES {
-        rig.latencies(case, WARM_CONNECTIONS)?;
+        rig.latencies(case, false, WARM_CONNECTIONS)?;
+        rig.latencies(case, true, WARM_CONNECTIONS)?;
     }
-    through_guard += WARM_CONNECTIONS;
+    through_guard += 2 * WARM_CONNECTIONS;
 
     let block = connections.div_ceil(LAT_BLOCKS);
     eprintln!(
-        "bench: {} new TLS connections per case, in {LAT_BLOCKS} blocks taking turns",
+        "bench: {} new TLS and {0} plain-HTTP connections per case, in {LAT_BLOCKS} blocks taking turns",
         block * LAT_BLOCKS
     );
     let mut lat: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
+    let mut lat_plain: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
     // Per block: guard's median minus no guard's, from the same round (drift and
     // neighbours' load hit both alike).
     let mut paired = Vec::with_capacity(LAT_BLOCKS);
+    let mut paired_plain = Vec::with_capacity(LAT_BLOCKS);
     for round in 0..LAT_BLOCKS {
         let mut medians = [0.0; CASES.len()];
+        let mut medians_plain = [0.0; CASES.len()];
         for k in 0..CASES.len() {
             let i = (round + k) % CASES.len();
-            let v = rig.latencies(CASES[i], block)?;
+            let v = rig.latencies(CASES[i], false, block)?;
             medians[i] = median(v.clone());
             lat[i].extend(v);
+            let v = rig.latencies(CASES[i], true, block)?;
+            medians_plain[i] = median(v.clone());
+            lat_plain[i].extend(v);
         }
         paired.push(medians[0] - medians[1]);
+        paired_plain.push(medians_plain[0] - medians_plain[1]);
     }
-    through_guard += block * LAT_BLOCKS;
+    through_guard += 2 * block * LAT_BLOCKS;
 
     eprintln!(
         "bench: {bulk_rounds} rounds of a {} MiB download per case, TLS then plain HTTP",
@@ -296,8 +305,8 @@ pub fn guard() -> anyhow::Result<()> {
 
     let counters = guard_counters(&rig, through_guard as u64)?;
     report(
-        &lat,
-        median(paired),
+        [&lat, &lat_plain],
+        [median(paired), median(paired_plain)],
         &bulk_tls,
         &bulk_plain,
         bytes,
@@ -481,14 +490,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn report(
-    lat: &[Vec<f64>],
-    paired: f64,
+    [lat, lat_plain]: [&[Vec<f64>]; 2],
+    [paired, paired_plain]: [f64; 2],
     bulk_tls: &[Vec<f64>],
     bulk_plain: &[Vec<f64>],
     bytes: u64,
     counters: &Value,
 ) {
     let p = |i: usize, q: f64| percentile(lat[i].clone(), q);
+    let pp = |i: usize, q: f64| percentile(lat_plain[i].clone(), q);
     let tls: Vec<f64> = bulk_tls.iter().map(|v| median(v.clone())).collect();
     let plain: Vec<f64> = bulk_plain.iter().map(|v| median(v.clone())).collect();
     let (g, n, s, d) = (0, 1, 2, 3);
@@ -518,6 +528,19 @@ fn report(
             p(g, q) - p(n, q)
         );
     }
+    for (label, q) in [
+        ("new plain-HTTP connection p50, µs", 0.5),
+        ("new plain-HTTP connection p90, µs", 0.9),
+    ] {
+        println!(
+            "{label:<36} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>16.1}",
+            pp(g, q),
+            pp(n, q),
+            pp(s, q),
+            pp(d, q),
+            pp(g, q) - pp(n, q)
+        );
+    }
     let mib = |v: f64| v / (1024.0 * 1024.0);
     for (label, v) in [
         ("TLS download, MiB/s", &tls),
@@ -541,6 +564,10 @@ fn report(
     );
     println!(
         "  the same, paired: median over {LAT_BLOCKS} rounds of (guard block p50 - no-guard block p50): {paired:.1} µs"
+    );
+    println!(
+        "added per plain-HTTP connection (no TLS: the guard's own cost, less hidden by crypto): p50 {:.1} µs, paired {paired_plain:.1} µs",
+        pp(g, 0.5) - pp(n, 0.5)
     );
     let ratio = tls[g] / tls[n];
     println!(
@@ -566,11 +593,14 @@ fn report(
             "connect_p50_us": p(i, 0.5),
             "connect_p90_us": p(i, 0.9),
             "connect_p99_us": p(i, 0.99),
+            "plain_connect_p50_us": pp(i, 0.5),
+            "plain_connect_p90_us": pp(i, 0.9),
             "tls_bytes_per_sec": tls[i],
             "plain_bytes_per_sec": plain[i],
         })).collect::<Vec<_>>(),
         "added_p50_us": added,
         "added_p50_paired_us": paired,
+        "plain_added_p50_paired_us": paired_plain,
         "tls_throughput_ratio": ratio,
         "plain_throughput_ratio": plain[g] / plain[n],
         "squid_mode": "forward proxy (CONNECT), ssl_bump peek step1 + splice all",
