@@ -25,7 +25,7 @@ const DNS_PORT: u16 = 5410;
 /// {"tls", "sni", "host", "method", "path", "len", "sha"}. GET /big?n=N answers N bytes
 /// of a fixed pseudo-random stream (its sha256 is logged); POST bodies are hashed.
 const VHOSTS_PY: &str = r#"
-import hashlib, http.server, json, random, socketserver, ssl, sys, threading
+import hashlib, http.server, json, os, random, socketserver, ssl, sys, threading
 addr, log, ca_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 lock = threading.Lock()
 def record(d):
@@ -47,6 +47,18 @@ class H(http.server.BaseHTTPRequestHandler):
                 "host": self.headers.get("Host"), "method": self.command, "path": self.path,
                 "len": len(body), "sha": hashlib.sha256(body).hexdigest()})
     def do_GET(self):
+        if self.path == "/reset":
+            # Half an answer, then a reset: the client must see the reset.
+            self.rec(b"")
+            self.send_response(200); self.send_header("Content-Length", "1000000"); self.end_headers()
+            self.wfile.write(b"x" * 1000); self.wfile.flush()
+            import socket, struct
+            raw = self.connection
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Closed under http.server's feet: its own close would send a FIN first.
+            os.close(raw.fileno())
+            self.close_connection = True
+            return
         if self.path.startswith("/big?n="):
             data = payload(int(self.path.split("=")[1]))
             self.rec(b"")
@@ -165,7 +177,8 @@ impl World {
         let quic_policy = if old_config() {
             ""
         } else {
-            "[[policy]]\nname = \"quic\"\nallow_domains = [\"allowed.test\"]\nallow_quic = true\n"
+            "[[policy]]\nname = \"quic\"\nallow_domains = [\"allowed.test\"]\nallow_quic = true\n\n\
+             [[policy]]\nname = \"direct\"\nallow_domains = [\"allowed.test\"]\nguard = false\n"
         };
         let config = format!(
             r#"
@@ -398,6 +411,69 @@ print("half", data.split(b"\r\n")[0].decode())
     assert!(
         text.contains("half HTTP/1.1 200 OK"),
         "an answer after the client's half-close: {text}"
+    );
+}
+
+#[test]
+fn an_upstream_reset_reaches_the_client_as_a_reset() {
+    let w = World::new("reset");
+    // TLS through a memory BIO, so the outcome is read off the TCP socket itself (the
+    // ssl module turns a reset into a quiet end of stream).
+    let client = r#"
+import socket, ssl, sys
+REQ = b"GET /reset HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+def drain(s, feed=None):
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return "clean end"
+            if feed: feed(b)
+    except ConnectionResetError:
+        return "reset"
+def fetch_plain():
+    s = socket.create_connection(("allowed.test", 80), timeout=10)
+    s.sendall(REQ)
+    return drain(s)
+def fetch_tls():
+    s = socket.create_connection(("allowed.test", 443), timeout=10)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ssl.create_default_context(cafile=sys.argv[1]).wrap_bio(inc, out, server_hostname="allowed.test")
+    while True:
+        try:
+            t.do_handshake(); break
+        except ssl.SSLWantReadError:
+            s.sendall(out.read())
+            inc.write(s.recv(65536))
+    s.sendall(out.read())
+    t.write(REQ); s.sendall(out.read())
+    return drain(s, inc.write)
+print("plain", fetch_plain()); print("tls", fetch_tls())
+"#;
+    let run = |policy: &str| {
+        let out = w.sandbox(
+            policy,
+            &format!(
+                "{py} -c '{client}' {ca}",
+                py = python(),
+                ca = w.ca.display()
+            ),
+        );
+        (
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Without the guard the client sees the reset: the check below can fail.
+    let (direct, _) = run("direct");
+    assert!(
+        direct.contains("plain reset") && direct.contains("tls reset"),
+        "the server's reset, seen directly: {direct}"
+    );
+    let (text, stderr) = run("web");
+    assert!(
+        text.contains("plain reset") && text.contains("tls reset"),
+        "the server reset mid-answer; through the guard the sandbox saw: {text}\n{stderr}"
     );
 }
 
