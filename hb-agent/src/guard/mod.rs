@@ -244,6 +244,9 @@ async fn serve_listener(inner: Arc<Inner>, policy_id: u32, listener: TcpListener
         match listener.accept().await {
             Ok((stream, peer)) => {
                 inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                // The guard relays whatever each side writes at once: Nagle would hold
+                // a small write back for the peer's delayed ACK (40 ms).
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(serve(inner.clone(), policy_id, stream, peer));
             }
             Err(e) => {

@@ -31,8 +31,8 @@ use super::{
     http::{self, Chunks, Framing},
 };
 
-/// Closes a client with a reset (the upstream could not be reached): the client sees
-/// the failure it would have seen connecting directly, not an empty answer.
+/// Closes a connection with a reset (its other side failed, or the upstream could not be
+/// reached): the peer sees the failure it would have seen directly, not a clean end.
 pub fn reset(client: TcpStream) {
     #[expect(
         deprecated,
@@ -52,10 +52,37 @@ pub async fn tls(client: TcpStream, mut upstream: TcpStream, first: &[u8]) {
         reset(client);
         return;
     };
-    let _ = tokio::try_join!(
+    let relayed = tokio::try_join!(
         splice_one_way(&client, &upstream, &up),
         splice_one_way(&upstream, &client, &down),
     );
+    if relayed.is_err() {
+        // One side reset (or failed): the other gets a reset too, not a clean end that
+        // would pass for a complete answer.
+        reset(client);
+        reset(upstream);
+    }
+}
+
+/// Makes the next close of `fd` a reset.
+///
+/// # Safety
+/// `fd` must be an open socket.
+unsafe fn set_zero_linger(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the caller's promise; `linger` is a valid option value of its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
 }
 
 /// A pipe the bytes of one direction pass through inside the kernel.
@@ -159,6 +186,7 @@ enum Requests {
 /// A passed plain-HTTP connection. `buf` holds the first request head (and whatever
 /// followed it).
 pub async fn http(ctx: &HttpContext<'_>, client: TcpStream, upstream: TcpStream, buf: Vec<u8>) {
+    let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let (mut client_rx, client_tx) = client.into_split();
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
     let responses = async move {
@@ -172,20 +200,16 @@ pub async fn http(ctx: &HttpContext<'_>, client: TcpStream, upstream: TcpStream,
     // requests.
     let outcome = tokio::select! {
         outcome = requests => outcome,
-        (ok, mut client_tx) = &mut responses => {
-            if ok {
-                let _ = client_tx.shutdown().await;
-            }
+        (ok, client_tx) = &mut responses => {
+            end_responses(ok, client_tx, client_fd).await;
             return;
         }
     };
     match outcome {
         Requests::Ended => {
             let _ = upstream_tx.shutdown().await;
-            let (ok, mut client_tx) = responses.await;
-            if ok {
-                let _ = client_tx.shutdown().await;
-            }
+            let (ok, client_tx) = responses.await;
+            end_responses(ok, client_tx, client_fd).await;
         }
         Requests::Refused(refusal) => {
             let _ = upstream_tx.shutdown().await;
@@ -200,7 +224,28 @@ pub async fn http(ctx: &HttpContext<'_>, client: TcpStream, upstream: TcpStream,
                 let _ = client_tx.shutdown().await;
             }
         }
-        Requests::Broken => {}
+        Requests::Broken => {
+            // A request broke off (a reset, a stalled head): both sides learn it.
+            // SAFETY: the descriptors belong to `client_rx` and `upstream_tx`, alive here.
+            unsafe {
+                set_zero_linger(client_fd);
+                set_zero_linger(upstream_fd);
+            }
+            upstream_tx.forget();
+        }
+    }
+}
+
+/// Ends the response direction: the server's clean end becomes the client's, a reset
+/// (or failure) a reset.
+async fn end_responses(ok: bool, mut client_tx: OwnedWriteHalf, client_fd: RawFd) {
+    if ok {
+        let _ = client_tx.shutdown().await;
+    } else {
+        // SAFETY: the descriptor belongs to `client_tx`'s stream, alive here.
+        unsafe { set_zero_linger(client_fd) };
+        // No FIN first (a write half shuts down when dropped): the reset alone.
+        client_tx.forget();
     }
 }
 
