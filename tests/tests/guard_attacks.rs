@@ -1,0 +1,425 @@
+//! Attacks on the egress guard (issue 15), each from inside a sandbox (`--user 65534`).
+//!
+//! One world per test, in the test's own network namespace: 203.0.113.10 serves both
+//! `allowed.test` (the name the policy allows) and `evil.test` (the name it does not), as
+//! one CDN address would. dnsmasq answers both names; hb's resolver validates only
+//! `allowed.test` for the policy. The servers ([`VHOSTS_PY`]) record every request with
+//! the virtual host it was routed to (plain HTTP: the `Host`; TLS: the SNI, each
+//! ClientHello's name also logged on its own), so a test can assert that `evil.test`'s
+//! host received nothing and that no write method reached the read-only host.
+//!
+//! Ports on 203.0.113.10, all guarded (`guard_ports = [80, 443, 8080]`):
+//! - 80: plain HTTP; every method's body is read, `Content-Length` or chunked, the
+//!   chunked decoder reading its lines with `readline()` (a line ends at LF, as in
+//!   Go's net/http before 1.24.2, CVE-2025-22871, and many small servers);
+//! - 8080: plain HTTP as Python's `http.server` handlers usually are: `do_GET` never
+//!   reads a body (SimpleHTTPRequestHandler does not), nor does `do_OPTIONS` (a CORS
+//!   preflight answer), `do_POST` reads `Content-Length`;
+//! - 443: TLS with SNI-selected certificates (Python's `ssl`, OpenSSL), HTTP inside.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use hb_tests::{
+    TcpProbe, TestEnv, UdpProbe, private_netns, python, stdout,
+    upstream::{Dnsmasq, TestCa},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5400;
+const SHARED: &str = "203.0.113.10";
+
+/// The virtual hosts of the shared address. Log: one JSON line per request
+/// (`port`, `vhost`, `method`, `path`, `body`) and per TLS ClientHello (`port`, `sni`).
+const VHOSTS_PY: &str = r#"
+import http.server, json, socket, ssl, sys, threading
+addr, log, allowed_cert, allowed_key, evil_cert, evil_key = sys.argv[1:7]
+lock = threading.Lock()
+def record(rec):
+    with lock:
+        with open(log, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+def norm(host):
+    host = (host or "").strip().lower()
+    if host.startswith("["):
+        return host
+    return host.rsplit(":", 1)[0].rstrip(".")
+class Base(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def vhost(self):
+        return norm(self.headers.get("host"))
+    def body(self):
+        if self.headers.get("transfer-encoding", "").strip().lower() == "chunked":
+            out = b""
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline(65537)
+        n = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(n) if n else b""
+    def answer(self, body):
+        record({"port": self.server.server_address[1], "vhost": self.vhost(),
+                "method": self.command, "path": self.path, "body": body.decode("latin-1")})
+        out = ("%s %s %s\n" % (self.vhost(), self.command, self.path)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(out)
+class ReadsBodies(Base):
+    def any(self):
+        self.answer(self.body())
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = any
+class Stdlib(Base):
+    def do_GET(self):
+        self.answer(b"")
+    do_HEAD = do_OPTIONS = do_GET
+    def do_POST(self):
+        n = int(self.headers.get("content-length") or 0)
+        self.answer(self.rfile.read(n))
+    do_PUT = do_DELETE = do_PATCH = do_POST
+class Tls(ReadsBodies):
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+    def vhost(self):
+        return getattr(self.request, "hb_vhost", "")
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    def handle_error(self, request, client_address): pass
+contexts = {}
+for name, cert, key in (("allowed.test", allowed_cert, allowed_key), ("evil.test", evil_cert, evil_key)):
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    c.load_cert_chain(cert, key)
+    contexts[name] = c
+base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+base.load_cert_chain(allowed_cert, allowed_key)
+def sni(sock, name, ctx):
+    n = norm(name)
+    record({"port": 443, "sni": n})
+    sock.hb_vhost = n
+    if n in contexts:
+        sock.context = contexts[n]
+base.sni_callback = sni
+servers = [S((addr, 80), ReadsBodies), S((addr, 8080), Stdlib), S((addr, 443), Tls)]
+servers[2].socket = base.wrap_socket(servers[2].socket, server_side=True, do_handshake_on_connect=False)
+for s in servers:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// The servers of the shared address, killed on drop.
+struct Vhosts {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Vhosts {
+    fn start(dir: &Path) -> Self {
+        use std::io::BufRead as _;
+        let ca = TestCa::new(dir, "guard");
+        let allowed = ca.issue("allowed", &["allowed.test"]);
+        let evil = ca.issue("evil", &["evil.test"]);
+        let log = dir.join("vhosts.jsonl");
+        fs::write(&log, "").expect("vhost log");
+        let mut child = std::process::Command::new(python())
+            .args(["-c", VHOSTS_PY, SHARED])
+            .arg(&log)
+            .args([&allowed.cert, &allowed.key, &evil.cert, &evil.key])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("vhost server output");
+        assert_eq!(line.trim(), "ready", "vhost servers did not start");
+        Self { child, log }
+    }
+
+    fn records(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log)
+            .expect("vhost log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("vhost JSON"))
+            .collect()
+    }
+
+    /// Waits until `pred` holds for a record (2 s at most) and returns every record: a
+    /// request that passed may still be on its way when the client has exited.
+    fn settle(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let r = self.records();
+            if r.iter().any(&pred) || Instant::now() >= deadline {
+                return r;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Vhosts {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What reached `evil.test`'s virtual host: requests routed to it, ClientHellos naming it.
+fn reached_evil(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["vhost"] == "evil.test" || r["sni"] == "evil.test")
+        .collect()
+}
+
+/// Requests with a method outside the read-only ones.
+fn writes(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| {
+            r["method"]
+                .as_str()
+                .is_some_and(|m| !["GET", "HEAD", "OPTIONS"].contains(&m))
+        })
+        .collect()
+}
+
+/// The world: namespace, dnsmasq, servers, agent. The policy `web` allows only
+/// `allowed.test` and is guarded on 80, 443 and 8080.
+struct World {
+    env: TestEnv,
+    vhosts: Vhosts,
+    _dns: Dnsmasq,
+    dir: PathBuf,
+}
+
+impl World {
+    fn new(name: &str, extra_policy: &str) -> Self {
+        private_netns(&[SHARED, "2001:db8::10", "192.0.2.53"]);
+        let dir = std::env::temp_dir().join(format!(
+            "hb-guard-attack-{name}-{}",
+            hb_tests::random_suffix()
+        ));
+        let vhosts = Vhosts::start(&dir);
+        let dns = Dnsmasq::start(
+            "127.0.0.1",
+            DNS_PORT,
+            &[
+                ("allowed.test", &[SHARED]),
+                ("evil.test", &[SHARED]),
+                ("other.test", &[SHARED]),
+            ],
+            &[],
+            60,
+        );
+        let config = format!(
+            r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test"]
+guard = true
+guard_ports = [80, 443, 8080]
+{extra_policy}
+"#
+        );
+        let mut env = TestEnv::new(name, &config);
+        env.start_agent();
+        Self {
+            env,
+            vhosts,
+            _dns: dns,
+            dir,
+        }
+    }
+
+    /// Runs a Python script in a `web` sandbox as uid 65534, its DNS through hb's
+    /// resolver. The script travels hex-encoded (no quoting to get wrong).
+    fn attack(&self, script: &str) -> String {
+        let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
+        let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
+        let out = self
+            .env
+            .sandbox_with_nameserver_as("web", &["--user", "65534"], &cmd);
+        let text = stdout(&out);
+        assert!(
+            out.status.success(),
+            "attack script failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Python every attack script starts with: resolves `allowed.test` through hb (which
+/// validates the shared address for it), and `raw(port, data)`, which sends `data` on a
+/// fresh connection to the shared address, half-closes, and returns what came back.
+const PRELUDE: &str = r#"
+import socket, ssl, struct, sys, time
+SHARED = socket.getaddrinfo("allowed.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+assert SHARED == "203.0.113.10", SHARED
+def recv_all(s):
+    out = b""
+    s.settimeout(5)
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except OSError:
+        pass
+    return out
+def raw(port, data, family=socket.AF_INET, host=None, shut=True):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect((host or SHARED, port))
+    s.sendall(data)
+    if shut:
+        s.shutdown(socket.SHUT_WR)
+    out = recv_all(s)
+    s.close()
+    return out
+"#;
+
+fn script(body: &str) -> String {
+    format!("{PRELUDE}\n{body}")
+}
+
+// ---------------------------------------------------------------------------------------
+// Attacks that get through today (each must fail until the guard is fixed).
+// ---------------------------------------------------------------------------------------
+
+/// A body on a GET hides a second request: the guard forwards the GET's
+/// `Content-Length` bytes as its body, unjudged, while a server that never reads a GET's
+/// body (Python's http.server handlers, and others) reads those bytes as the next
+/// request on the connection: here a POST to a read-only host. The contract refuses a
+/// body on GET (`ambiguous_request`).
+#[test]
+fn a_post_hidden_in_a_get_body_never_reaches_a_read_only_host() {
+    let w = World::new("gaget", "");
+    let out = w.attack(&script(
+        r#"
+ok = raw(8080, b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+print("control", ok.split(b"\r\n")[0].decode())
+inner = b"POST /smuggled HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\n\r\nevil"
+outer = b"GET /cover HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: %d\r\n\r\n" % len(inner)
+got = raw(8080, outer + inner)
+print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
+"#,
+    ));
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "a plain GET passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
+    assert!(
+        records.iter().any(|r| r["path"] == "/control"),
+        "the control GET arrived: {records:?}"
+    );
+    assert_eq!(
+        writes(&records),
+        Vec::<&Value>::new(),
+        "a write method reached read-only allowed.test: {out}"
+    );
+}
+
+/// The same with OPTIONS, read-only too: a server's preflight handler that answers
+/// without reading the body leaves it to be read as the next request.
+#[test]
+fn a_post_hidden_in_an_options_body_never_reaches_a_read_only_host() {
+    let w = World::new("gaopt", "");
+    let out = w.attack(&script(
+        r#"
+ok = raw(8080, b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+print("control", ok.split(b"\r\n")[0].decode())
+inner = b"POST /smuggled HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\n\r\nevil"
+outer = b"OPTIONS /cover HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: %d\r\n\r\n" % len(inner)
+got = raw(8080, outer + inner)
+print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
+"#,
+    ));
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "a plain GET passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
+    assert!(
+        records.iter().any(|r| r["path"] == "/control"),
+        "the control GET arrived: {records:?}"
+    );
+    assert_eq!(
+        writes(&records),
+        Vec::<&Value>::new(),
+        "a write method reached read-only allowed.test: {out}"
+    );
+}
+
+/// A chunk-size line with a bare LF in its extension: the guard reads the chunk line up
+/// to CRLF (the extension, LF and what follows it ignored), a server that ends lines at
+/// LF reads the same bytes as chunk data, so the two disagree on where every later chunk
+/// starts. Laid out so that both agree the body ends at the same byte, the server sees
+/// a POST where the guard sees chunk data. The cover request is an OPTIONS (read-only,
+/// and a body on it is not refused).
+#[test]
+fn a_post_hidden_by_a_bare_lf_in_a_chunk_line_never_reaches_a_read_only_host() {
+    let w = World::new("gachunk", "");
+    let out = w.attack(&script(
+        r#"
+ok = raw(80, b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+print("control", ok.split(b"\r\n")[0].decode())
+inner = b"POST /smuggled HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 7\r\n\r\n"
+filler = b"A" * (len(inner) + 5)
+size = len(filler) + 2
+body = (b"%x;\n" % size) + filler + b"\r\n" + b"\r\n" + b"0\r\n\r\n" + inner + b"\r\n0\r\n\r\n"
+head = b"OPTIONS /cover HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+got = raw(80, head + body)
+print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
+"#,
+    ));
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "a plain GET passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
+    assert!(
+        records.iter().any(|r| r["path"] == "/control"),
+        "the control GET arrived: {records:?}"
+    );
+    assert_eq!(
+        writes(&records),
+        Vec::<&Value>::new(),
+        "a write method reached read-only allowed.test: {out}"
+    );
+}
