@@ -15,7 +15,8 @@
 //! - 8080: plain HTTP as Python's `http.server` handlers usually are: `do_GET` never
 //!   reads a body (SimpleHTTPRequestHandler does not), nor does `do_OPTIONS` (a CORS
 //!   preflight answer), `do_POST` reads `Content-Length`;
-//! - 443: TLS with SNI-selected certificates (Python's `ssl`, OpenSSL), HTTP inside.
+//! - 443: TLS with SNI-selected certificates (Python's `ssl`, OpenSSL 3, the context
+//!   switched in the SNI callback as servers do), key shares on P-256 only, HTTP inside.
 
 use std::{
     fs,
@@ -25,7 +26,7 @@ use std::{
 };
 
 use hb_tests::{
-    TcpProbe, TestEnv, UdpProbe, private_netns, python, stdout,
+    TestEnv, private_netns, python, stdout,
     upstream::{Dnsmasq, TestCa},
 };
 use serde_json::Value;
@@ -105,6 +106,9 @@ for name, cert, key in (("allowed.test", allowed_cert, allowed_key), ("evil.test
     contexts[name] = c
 base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 base.load_cert_chain(allowed_cert, allowed_key)
+# Key shares on P-256 only, as many servers (FIPS, and CDNs for groups like X448): a
+# client whose first key share is another group gets a HelloRetryRequest.
+base.set_ecdh_curve("prime256v1")
 def sni(sock, name, ctx):
     n = norm(name)
     record({"port": 443, "sni": n})
@@ -421,5 +425,90 @@ print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
         writes(&records),
         Vec::<&Value>::new(),
         "a write method reached read-only allowed.test: {out}"
+    );
+}
+
+/// A TLS 1.3 client (libssl through ctypes, as any sandboxed program may load it) whose
+/// first ClientHello names allowed.test with a key share the server does not take
+/// (X25519; the server wants P-256), so the server answers HelloRetryRequest; the
+/// client's second ClientHello names evil.test. The guard judged the first and splices
+/// the rest; OpenSSL runs the SNI callback again on the second ClientHello, the server
+/// switches to evil.test's certificate and virtual host, and the request inside goes
+/// there.
+const HRR_CLIENT: &str = r#"
+import ctypes
+L = ctypes.CDLL("libssl.so.3")
+P = ctypes.c_void_p
+L.TLS_client_method.restype = P
+L.SSL_CTX_new.restype = P; L.SSL_CTX_new.argtypes = [P]
+L.SSL_new.restype = P; L.SSL_new.argtypes = [P]
+L.SSL_ctrl.restype = ctypes.c_long; L.SSL_ctrl.argtypes = [P, ctypes.c_int, ctypes.c_long, P]
+L.SSL_CTX_ctrl.restype = ctypes.c_long; L.SSL_CTX_ctrl.argtypes = [P, ctypes.c_int, ctypes.c_long, P]
+L.SSL_set_fd.argtypes = [P, ctypes.c_int]
+L.SSL_connect.argtypes = [P]
+L.SSL_write.argtypes = [P, ctypes.c_char_p, ctypes.c_int]
+L.SSL_read.argtypes = [P, ctypes.c_char_p, ctypes.c_int]
+MSGCB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, P, ctypes.c_size_t, P, P)
+L.SSL_CTX_set_msg_callback.argtypes = [P, MSGCB]
+HRR_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
+SET_HOSTNAME, SET_GROUPS_LIST = 55, 92
+second = ctypes.c_char_p(SECOND_NAME)
+retried = []
+def on_message(write_p, version, content_type, buf, n, ssl, arg):
+    if write_p == 0 and content_type == 22 and n >= 38:
+        m = ctypes.string_at(buf, n)
+        if m[0] == 2 and m[6:38] == HRR_RANDOM:
+            retried.append(1)
+            L.SSL_ctrl(ssl, SET_HOSTNAME, 0, second)
+callback = MSGCB(on_message)
+def hrr_request(port, first_name, host_header):
+    ctx = L.SSL_CTX_new(L.TLS_client_method())
+    L.SSL_CTX_set_msg_callback(ctx, callback)
+    assert L.SSL_CTX_ctrl(ctx, SET_GROUPS_LIST, 0, ctypes.c_char_p(b"X25519:P-256")) == 1
+    ssl = L.SSL_new(ctx)
+    s = socket.create_connection((SHARED, port), timeout=5)
+    s.settimeout(None)  # a blocking descriptor for libssl
+    L.SSL_set_fd(ssl, s.fileno())
+    L.SSL_ctrl(ssl, SET_HOSTNAME, 0, ctypes.c_char_p(first_name))
+    if L.SSL_connect(ssl) != 1:
+        return "handshake failed"
+    req = b"GET /via-hrr HTTP/1.1\r\nHost: " + host_header + b"\r\nConnection: close\r\n\r\n"
+    L.SSL_write(ssl, req, len(req))
+    buf = ctypes.create_string_buffer(4096)
+    n = L.SSL_read(ssl, buf, 4096)
+    return "retried=%d answer=%r" % (len(retried), buf.raw[:max(n, 0)][:80])
+"#;
+
+/// The second ClientHello, after a HelloRetryRequest, names evil.test: the guard only
+/// read the first.
+#[test]
+fn a_second_client_hello_after_hello_retry_request_never_reaches_evil_test() {
+    let w = World::new("gahrr", "");
+    let client = HRR_CLIENT.replace("SECOND_NAME", "b\"evil.test\"");
+    let out = w.attack(&script(&format!(
+        r#"
+{client}
+ctl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctl.check_hostname = False; ctl.verify_mode = ssl.CERT_NONE
+with ctl.wrap_socket(socket.create_connection((SHARED, 443), timeout=5), server_hostname="allowed.test") as t:
+    t.sendall(b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+    print("control", recv_all(t).split(b"\r\n")[0].decode())
+print("attack", hrr_request(443, b"allowed.test", b"evil.test"))
+"#
+    )));
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "TLS to allowed.test passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == "/via-hrr");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["path"] == "/control" && r["vhost"] == "allowed.test"),
+        "the control request arrived: {records:?}"
+    );
+    assert_eq!(
+        reached_evil(&records),
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached: {out}"
     );
 }
