@@ -26,7 +26,7 @@ use std::{
 };
 
 use hb_tests::{
-    TestEnv, private_netns, python, stdout,
+    TestEnv, UdpProbe, private_netns, python, stdout,
     upstream::{Dnsmasq, TestCa},
 };
 use serde_json::Value;
@@ -225,7 +225,7 @@ impl World {
             "127.0.0.1",
             DNS_PORT,
             &[
-                ("allowed.test", &[SHARED]),
+                ("allowed.test", &[SHARED, "2001:db8::10"]),
                 ("evil.test", &[SHARED]),
                 ("other.test", &[SHARED]),
             ],
@@ -510,5 +510,198 @@ print("attack", hrr_request(443, b"allowed.test", b"evil.test"))
         reached_evil(&records),
         Vec::<&Value>::new(),
         "evil.test's virtual host was reached: {out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Attacks the guard holds (regression tests).
+// ---------------------------------------------------------------------------------------
+
+/// Python: `hello(name)` is a real ClientHello (Python's ssl, OpenSSL) naming `name`;
+/// `outcome(sock)` reads until the guard or the server closes and names what came back.
+const HELLO_PY: &str = r#"
+import ctypes, errno
+def hello(name):
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = c.wrap_bio(i, o, server_hostname=name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return o.read()
+def records(msg_bytes, size):
+    # The same handshake message re-framed in records of `size` bytes.
+    body = msg_bytes[5:]
+    return b"".join(b"\x16\x03\x01" + struct.pack("!H", len(body[i:i + size])) + body[i:i + size]
+                    for i in range(0, len(body), size))
+def outcome(s):
+    s.settimeout(5)
+    try:
+        got = s.recv(65536)
+    except socket.timeout:
+        got = None
+    except ConnectionResetError:
+        got = b""
+    s.close()
+    return "timeout" if got is None else "answered" if got else "closed"
+def attempt(label, f):
+    try:
+        print(label, f())
+    except OSError as e:
+        print(label, errno.errorcode.get(e.errno, str(e)))
+libc = ctypes.CDLL(None, use_errno=True)
+def disconnect(s):
+    # connect(AF_UNSPEC): a TCP socket becomes unconnected and may connect again.
+    unspec = (ctypes.c_char * 16)()
+    libc.connect(s.fileno(), unspec, 16)
+"#;
+
+/// The ways a sandboxed program can open TCP to the shared address with evil.test in
+/// its ClientHello (IPv4-mapped IPv6, TCP fast open by `sendto(MSG_FASTOPEN)` and by
+/// `TCP_FASTOPEN_CONNECT`, MPTCP, a socket disconnected and connected again, a hello
+/// cut into one-byte segments or many records, the name upper-cased with a trailing
+/// dot), and the guard's own ports addressed directly: none reaches evil.test's host,
+/// while the same ClientHello naming allowed.test is answered.
+#[test]
+fn every_way_to_open_tcp_with_evil_test_in_the_hello_is_closed() {
+    let w = World::new("gatcp", "");
+    let id = w.env.policy_id("web");
+    let out = w.attack(&script(&format!(
+        r#"
+{HELLO_PY}
+GUARD = 15300 + {id}
+def v4(data, name="x"):
+    s = socket.create_connection((SHARED, 443), timeout=5); s.sendall(data); return outcome(s)
+attempt("control", lambda: v4(hello("allowed.test")))
+attempt("plain", lambda: v4(hello("evil.test")))
+attempt("spelling", lambda: v4(hello("EVIL.TEST.")))
+attempt("records", lambda: v4(records(hello("evil.test"), 7)))
+def segments():
+    s = socket.create_connection((SHARED, 443), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for b in hello("evil.test"):
+        s.send(bytes([b])); time.sleep(0.001)
+    return outcome(s)
+attempt("segments", segments)
+def mapped():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); s.settimeout(5)
+    s.connect(("::ffff:" + SHARED, 443)); s.sendall(hello("evil.test")); return outcome(s)
+attempt("mapped", mapped)
+def fastopen():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # blocking: sendto connects
+    s.sendto(hello("evil.test"), socket.MSG_FASTOPEN, (SHARED, 443)); return outcome(s)
+attempt("fastopen", fastopen)
+def fastopen_connect():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(5)
+    s.setsockopt(socket.IPPROTO_TCP, 30, 1)  # TCP_FASTOPEN_CONNECT
+    s.connect((SHARED, 443)); s.sendall(hello("evil.test")); return outcome(s)
+attempt("fastopen_connect", fastopen_connect)
+def mptcp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); s.settimeout(5)
+    s.connect((SHARED, 443)); s.sendall(hello("evil.test")); return outcome(s)
+attempt("mptcp", mptcp)
+def reconnect():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(5)
+    s.connect((SHARED, 80)); disconnect(s)
+    s.connect((SHARED, 443)); s.sendall(hello("evil.test")); return outcome(s)
+attempt("reconnect", reconnect)
+def bound():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("0.0.0.0", 40443)); s.connect((SHARED, 443)); s.sendall(hello("evil.test")); return outcome(s)
+attempt("bound", bound)
+def guard4():
+    s = socket.create_connection(("127.0.0.1", GUARD), timeout=5); s.sendall(hello("allowed.test")); return outcome(s)
+attempt("guard4", guard4)
+def guard6():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); s.settimeout(5)
+    s.connect(("::1", GUARD)); s.sendall(hello("allowed.test")); return outcome(s)
+attempt("guard6", guard6)
+"#
+    )));
+    let results: std::collections::HashMap<&str, &str> =
+        out.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(results.get("control"), Some(&"answered"), "{out}");
+    for attack in [
+        "plain",
+        "spelling",
+        "records",
+        "segments",
+        "mapped",
+        "fastopen",
+        "fastopen_connect",
+        "mptcp",
+        "reconnect",
+        "bound",
+    ] {
+        let r = results.get(attack).copied().unwrap_or("missing");
+        assert!(
+            r == "closed" || r == "ECONNRESET" || r == "EPROTONOSUPPORT",
+            "{attack}: {r}\n{out}"
+        );
+    }
+    for direct in ["guard4", "guard6"] {
+        assert_eq!(
+            results.get(direct),
+            Some(&"EPERM"),
+            "a sandbox addressing the guard's port itself is refused: {out}"
+        );
+    }
+    let records = w.vhosts.records();
+    assert_eq!(
+        reached_evil(&records),
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached: {out}"
+    );
+}
+
+/// UDP to port 443 (QUIC) of the validated address in every form: connected,
+/// `sendto`, `sendmmsg`-like `sendmsg`, IPv4-mapped from an IPv6 socket, native IPv6,
+/// the NAT64 form; nothing arrives.
+#[test]
+fn quic_in_every_form_is_refused() {
+    let w = World::new("gaquic", "");
+    let probe4 = UdpProbe::bind(&format!("{SHARED}:443"));
+    let probe6 = UdpProbe::bind("[2001:db8::10]:443");
+    let out = w.attack(&script(
+        r#"
+import errno
+def attempt(label, f):
+    try:
+        f(); print(label, "sent")
+    except OSError as e:
+        print(label, errno.errorcode.get(e.errno, str(e)))
+V6 = socket.getaddrinfo("allowed.test", 443, socket.AF_INET6, socket.SOCK_DGRAM)[0][4][0]
+print("v6addr", V6)
+def connected():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((SHARED, 443)); s.send(b"quic")
+attempt("connected", connected)
+attempt("sendto", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"quic", (SHARED, 443)))
+attempt("sendmsg", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendmsg([b"qu", b"ic"], [], 0, (SHARED, 443)))
+attempt("mapped", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b"quic", ("::ffff:" + SHARED, 443)))
+def mapped_connected():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.connect(("::ffff:" + SHARED, 443)); s.send(b"quic")
+attempt("mapped_connected", mapped_connected)
+attempt("v6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b"quic", (V6, 443)))
+attempt("nat64", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b"quic", ("64:ff9b::cb00:710a", 443)))
+def other_port_then_443():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((SHARED, 8443)); s.sendto(b"quic", (SHARED, 443))
+attempt("reaimed", other_port_then_443)
+"#,
+    ));
+    assert!(out.contains("v6addr 2001:db8::10"), "{out}");
+    for line in out.lines().filter(|l| !l.starts_with("v6addr")) {
+        assert!(
+            line.ends_with(" EPERM"),
+            "UDP 443 was not refused: {line}\n{out}"
+        );
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        probe4.received() + probe6.received(),
+        0,
+        "a datagram arrived: {out}"
     );
 }
