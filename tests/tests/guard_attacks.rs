@@ -705,3 +705,46 @@ attempt("reaimed", other_port_then_443)
         "a datagram arrived: {out}"
     );
 }
+
+/// While the agent is down (a crash, an upgrade) a sandbox that keeps running binds the
+/// guard's address and port for its policy and listens there. The agent must still come
+/// back (its guard bound, or the squatter's port taken away), and a guarded connection
+/// from another sandbox must still reach allowed.test through the guard, not end at the
+/// squatter.
+#[test]
+fn a_sandbox_squatting_the_guard_port_while_the_agent_is_down_does_not_keep_it_down() {
+    use std::io::BufRead as _;
+    let mut w = World::new("gasquat", "");
+    let id = w.env.policy_id("web");
+    let squat = format!(
+        r#"
+import socket, sys, time
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        s = socket.socket(); s.bind(("127.0.0.1", {port})); s.listen(64)
+        print("bound", flush=True)
+        break
+    except OSError:
+        time.sleep(0.05)
+time.sleep(30)
+"#,
+        port = 15300 + id
+    );
+    let mut squatter = w.env.sandbox_spawn("web", &[python(), "-c", &squat]);
+    w.env.kill_agent();
+    let mut line = String::new();
+    std::io::BufReader::new(squatter.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("squatter output");
+    assert_eq!(line.trim(), "bound", "the squatter bound the guard's port");
+    let restarted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        w.env.start_agent();
+    }));
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert!(
+        restarted.is_ok(),
+        "the agent did not come back while a sandbox held its guard port"
+    );
+}
