@@ -513,6 +513,41 @@ print("attack", hrr_request(443, b"allowed.test", b"evil.test"))
     );
 }
 
+/// The trailer section of a chunked body: the guard reads trailer lines up to CRLF and
+/// takes any line as a trailer, so a bare LF right after the last chunk is, to the
+/// guard, the start of a trailer line, and the request that follows more trailer
+/// lines; a server that ends lines at LF (as for a chunk line above; Go's textproto
+/// reads trailers so) sees the LF as the empty line that ends the body and the POST as
+/// the next request.
+#[test]
+fn a_post_hidden_in_a_chunked_trailer_never_reaches_a_read_only_host() {
+    let w = World::new("gatrail", "");
+    let out = w.attack(&script(
+        r#"
+ok = raw(80, b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+print("control", ok.split(b"\r\n")[0].decode())
+inner = b"POST /smuggled HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 0\r\n\r\n"
+head = b"OPTIONS /cover HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+got = raw(80, head + b"0\r\n" + b"\n" + inner)
+print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
+"#,
+    ));
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "a plain GET passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
+    assert!(
+        records.iter().any(|r| r["path"] == "/control"),
+        "the control GET arrived: {records:?}"
+    );
+    assert_eq!(
+        writes(&records),
+        Vec::<&Value>::new(),
+        "a write method reached read-only allowed.test: {out}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Attacks the guard holds (regression tests).
 // ---------------------------------------------------------------------------------------
