@@ -214,7 +214,12 @@ struct World {
 }
 
 impl World {
-    fn new(name: &str, extra_policy: &str) -> Self {
+    fn new(name: &str) -> Self {
+        Self::with_guard(name, true)
+    }
+
+    /// The world with the policy's `guard` set to `guard`.
+    fn with_guard(name: &str, guard: bool) -> Self {
         private_netns(&[SHARED, "2001:db8::10", "192.0.2.53"]);
         let dir = std::env::temp_dir().join(format!(
             "hb-guard-attack-{name}-{}",
@@ -245,9 +250,8 @@ exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
-guard = true
+guard = {guard}
 guard_ports = [80, 443, 8080]
-{extra_policy}
 "#
         );
         let mut env = TestEnv::new(name, &config);
@@ -332,7 +336,7 @@ fn script(body: &str) -> String {
 /// body on GET (`ambiguous_request`).
 #[test]
 fn a_post_hidden_in_a_get_body_never_reaches_a_read_only_host() {
-    let w = World::new("gaget", "");
+    let w = World::new("gaget");
     let out = w.attack(&script(
         r#"
 ok = raw(8080, b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
@@ -363,7 +367,7 @@ print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 /// without reading the body leaves it to be read as the next request.
 #[test]
 fn a_post_hidden_in_an_options_body_never_reaches_a_read_only_host() {
-    let w = World::new("gaopt", "");
+    let w = World::new("gaopt");
     let out = w.attack(&script(
         r#"
 ok = raw(8080, b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
@@ -398,7 +402,7 @@ print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 /// and a body on it is not refused).
 #[test]
 fn a_post_hidden_by_a_bare_lf_in_a_chunk_line_never_reaches_a_read_only_host() {
-    let w = World::new("gachunk", "");
+    let w = World::new("gachunk");
     let out = w.attack(&script(
         r#"
 ok = raw(80, b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
@@ -483,7 +487,7 @@ def hrr_request(port, first_name, host_header):
 /// read the first.
 #[test]
 fn a_second_client_hello_after_hello_retry_request_never_reaches_evil_test() {
-    let w = World::new("gahrr", "");
+    let w = World::new("gahrr");
     let client = HRR_CLIENT.replace("SECOND_NAME", "b\"evil.test\"");
     let out = w.attack(&script(&format!(
         r#"
@@ -521,7 +525,7 @@ print("attack", hrr_request(443, b"allowed.test", b"evil.test"))
 /// the next request.
 #[test]
 fn a_post_hidden_in_a_chunked_trailer_never_reaches_a_read_only_host() {
-    let w = World::new("gatrail", "");
+    let w = World::new("gatrail");
     let out = w.attack(&script(
         r#"
 ok = raw(80, b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
@@ -600,7 +604,7 @@ def disconnect(s):
 /// while the same ClientHello naming allowed.test is answered.
 #[test]
 fn every_way_to_open_tcp_with_evil_test_in_the_hello_is_closed() {
-    let w = World::new("gatcp", "");
+    let w = World::new("gatcp");
     let id = w.env.policy_id("web");
     let out = w.attack(&script(&format!(
         r#"
@@ -697,7 +701,7 @@ attempt("guard6", guard6)
 /// the NAT64 form; nothing arrives.
 #[test]
 fn quic_in_every_form_is_refused() {
-    let w = World::new("gaquic", "");
+    let w = World::new("gaquic");
     let probe4 = UdpProbe::bind(&format!("{SHARED}:443"));
     let probe6 = UdpProbe::bind("[2001:db8::10]:443");
     let out = w.attack(&script(
@@ -749,18 +753,22 @@ attempt("reaimed", other_port_then_443)
 #[test]
 fn a_sandbox_squatting_the_guard_port_while_the_agent_is_down_does_not_keep_it_down() {
     use std::io::BufRead as _;
-    let mut w = World::new("gasquat", "");
+    let mut w = World::new("gasquat");
     let id = w.env.policy_id("web");
     let squat = format!(
         r#"
-import socket, sys, time
+import errno, socket, sys, time
+# Until the agent is gone (the port in use), then bind and listen there.
 deadline = time.time() + 30
-while time.time() < deadline:
+while True:
     try:
         s = socket.socket(); s.bind(("127.0.0.1", {port})); s.listen(64)
         print("bound", flush=True)
         break
-    except OSError:
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE or time.time() > deadline:
+            print("refused", errno.errorcode.get(e.errno, e), flush=True)
+            break
         time.sleep(0.05)
 time.sleep(30)
 "#,
@@ -772,7 +780,10 @@ time.sleep(30)
     std::io::BufReader::new(squatter.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("squatter output");
-    assert_eq!(line.trim(), "bound", "the squatter bound the guard's port");
+    assert!(
+        line.starts_with("bound") || line.starts_with("refused"),
+        "the squatter tried the guard's port: {line}"
+    );
     let restarted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         w.env.start_agent();
     }));
@@ -781,5 +792,115 @@ time.sleep(30)
     assert!(
         restarted.is_ok(),
         "the agent did not come back while a sandbox held its guard port"
+    );
+    let out = w.attack(&script(&format!(
+        r#"
+{HELLO_PY}
+s = socket.create_connection((SHARED, 443), timeout=5); s.sendall(hello("allowed.test"))
+print("control", outcome(s))
+"#
+    )));
+    assert!(
+        out.contains("control answered"),
+        "through the guard again: {out}"
+    );
+}
+
+/// The same squat when the guard is being turned on (an upgrade to a guarding agent, or
+/// `guard = true` added): the new agent loads its programs, flags the policy as guarded,
+/// fails to bind the guard and exits before it points the kernel at the guard. The
+/// kernel then sends guarded connects direct (`guard::route`: no guard address, `Direct`),
+/// so the squatting sandbox, its address for allowed.test validated before, reaches
+/// evil.test on it while the agent stays down.
+#[test]
+fn a_guard_that_cannot_start_does_not_leave_connects_going_direct() {
+    use std::io::BufRead as _;
+    let mut w = World::with_guard("gaupgrade", false);
+    let id = w.env.policy_id("web");
+    // A folder the sandbox sees (read-only): the test's signal to go.
+    let signal = PathBuf::from(format!(
+        "/var/tmp/hb-guard-go-{}",
+        hb_tests::random_suffix()
+    ));
+    fs::create_dir_all(&signal).expect("signal folder");
+    let go = signal.join("go");
+    let attacker = format!(
+        r#"
+{PRELUDE}
+{HELLO_PY}
+try:
+    sq = socket.socket(); sq.bind(("127.0.0.1", {port})); sq.listen(64)
+    print("bound", flush=True)
+except OSError as e:
+    print("bind", e, flush=True)
+# The test says when the new agent has come and gone; then evil.test until it answers.
+import os
+deadline = time.time() + 30
+while time.time() < deadline and not os.path.exists({go:?}):
+    time.sleep(0.05)
+result = "never answered"
+while time.time() < deadline:
+    try:
+        s = socket.create_connection((SHARED, 443), timeout=2)
+        s.sendall(hello("evil.test"))
+        if outcome(s) == "answered":
+            result = "answered"
+            break
+    except OSError:
+        pass
+    time.sleep(0.2)
+print(result, flush=True)
+"#,
+        port = 15300 + id,
+        go = go.display().to_string(),
+    );
+    let rc = w.env.state_dir.join("resolv.conf");
+    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:1\n").expect("resolv.conf");
+    let mut child = std::process::Command::new(hb_tests::agent_bin())
+        .arg("--config")
+        .arg(&w.env.config_path)
+        .args([
+            "sandbox",
+            "run",
+            "--policy",
+            "web",
+            "--user",
+            "65534",
+            "--ro-bind",
+        ])
+        .arg(&rc)
+        .args(["/etc/resolv.conf", "--", python(), "-c", &attacker])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("attacker sandbox");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.starts_with("bound") || first.starts_with("bind"),
+        "the attacker tried the future guard port: {first}"
+    );
+    // The upgrade: the same policy, now guarded.
+    w.env.kill_agent();
+    let text = fs::read_to_string(&w.env.config_path).expect("config");
+    fs::write(
+        &w.env.config_path,
+        text.replace("guard = false", "guard = true"),
+    )
+    .expect("config");
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        w.env.start_agent();
+    }));
+    fs::write(&go, "").expect("signal");
+    let last = lines.next().and_then(Result::ok).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = fs::remove_dir_all(&signal);
+    let records = w.vhosts.records();
+    assert_eq!(
+        reached_evil(&records),
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached after the guarding agent failed to start ({last})"
     );
 }
