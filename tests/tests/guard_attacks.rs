@@ -971,3 +971,61 @@ print(result, flush=True)
         "evil.test's virtual host was reached after the guarding agent failed to start ({last})"
     );
 }
+
+/// Plain-HTTP spellings of evil.test or of a write, each on its own connection to port
+/// 80 (the server that reads every body): the Host in other cases, with a dot, a port,
+/// a tab; an absolute-form target naming evil.test, with user info, without Host; two
+/// Host headers; a folded Host; no Host at all; a lower-case `post`; CONNECT; an h2c
+/// upgrade; a websocket upgrade; the HTTP/2 preface. None reaches evil.test's host, no
+/// write reaches allowed.test.
+#[test]
+fn plain_http_fronting_and_write_spellings_are_refused() {
+    let w = World::new("gahttp");
+    let out = w.attack(&script(
+        r#"
+A = b"allowed.test"
+cases = {
+    "control": b"GET /control HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+    "host": b"GET / HTTP/1.1\r\nHost: EVIL.TEST.\r\n\r\n",
+    "host_port": b"GET / HTTP/1.1\r\nHost: evil.test:80\r\n\r\n",
+    "host_tab": b"GET / HTTP/1.1\r\nHost:\tevil.test\t\r\n\r\n",
+    "absolute": b"GET http://evil.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+    "absolute_only": b"GET http://evil.test/ HTTP/1.1\r\n\r\n",
+    "userinfo": b"GET http://allowed.test@evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    "two_hosts": b"GET / HTTP/1.1\r\nHost: allowed.test\r\nHost: evil.test\r\n\r\n",
+    "folded": b"GET / HTTP/1.1\r\nHost: allowed.test\r\n evil.test\r\n\r\n",
+    "no_host": b"GET / HTTP/1.0\r\n\r\n",
+    "lower_post": b"post /w HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 0\r\n\r\n",
+    "put": b"PUT /w HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 1\r\n\r\nx",
+    "connect": b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n",
+    "h2c": b"GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    "websocket": b"GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    "preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "te_cl": b"POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "after_get": b"GET /first HTTP/1.1\r\nHost: allowed.test\r\n\r\nDELETE /second HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+}
+for label, data in cases.items():
+    try:
+        got = raw(80, data)
+    except OSError as e:
+        got = str(e).encode()
+    print(label, got.split(b"\r\n")[0].decode("latin-1") or "closed")
+"#,
+    ));
+    assert!(out.contains("control HTTP/1.1 200"), "{out}");
+    let records = w.vhosts.settle(|r| r["path"] == "/first");
+    assert_eq!(
+        reached_evil(&records),
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached: {out}"
+    );
+    assert_eq!(
+        writes(&records),
+        Vec::<&Value>::new(),
+        "a write reached allowed.test: {out}"
+    );
+    assert!(
+        records.iter().all(|r| r["vhost"] == "allowed.test"),
+        "only allowed.test was served: {records:?}\n{out}"
+    );
+}
