@@ -30,7 +30,8 @@ pub enum Reason {
     /// A plain-HTTP request a server could frame or address differently from the guard
     /// (see `http`), or a head larger than the guard reads.
     AmbiguousRequest,
-    /// A plain-HTTP method (or upgrade) that writes, to a host outside `write_domains`.
+    /// A plain-HTTP method that writes, to a host outside `write_domains`; or an
+    /// `Upgrade` over plain HTTP, to any host.
     MethodDenied,
     /// The first bytes are neither a TLS ClientHello nor an HTTP/1 request, or did not
     /// arrive in time.
@@ -108,11 +109,17 @@ impl Judge {
     }
 
     /// Whether a plain-HTTP request with `method` (and `upgrade`) may go to `host`.
+    ///
+    /// An `Upgrade` (a plain `ws://` websocket) never passes: after it the connection
+    /// carries frames the guard cannot judge as requests, and whether the server took
+    /// the upgrade is only in its answer, so a refused upgrade would leave the next
+    /// request unjudged. Over TLS (`wss://`) a websocket is as opaque as any TLS traffic
+    /// and passes with its SNI.
     pub fn method_fits(&self, p: &PolicyRules, method: &str, upgrade: bool, host: &str) -> bool {
-        if crate::dns::names::allowed(&p.writes, host) {
-            return true;
+        if upgrade {
+            return false;
         }
-        !upgrade && self.readonly.iter().any(|m| m == method)
+        crate::dns::names::allowed(&p.writes, host) || self.readonly.iter().any(|m| m == method)
     }
 
     fn embedded_v4(&self, dst: IpAddr) -> Option<IpAddr> {
