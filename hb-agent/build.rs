@@ -5,12 +5,12 @@
 use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../hb-ebpf");
+    // Read when the script runs, not when it was compiled: a target folder shared by
+    // two checkouts would otherwise build the eBPF of whichever compiled it first.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
+    let root = format!("{manifest}/../hb-ebpf");
     // aya-build watches hb-ebpf; the shared types live in hb-common.
-    println!(
-        "cargo:rerun-if-changed={}/../hb-common/src",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    println!("cargo:rerun-if-changed={manifest}/../hb-common/src");
     let skip =
         std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "hb-ebpf",
-            root_dir: root,
+            root_dir: &root,
             ..Default::default()
         }],
         aya_build::Toolchain::default(),

@@ -9,10 +9,11 @@
 //!
 //! Per connection: accepted → its origin found ([`flow`]; none: closed) → a slot of the
 //! policy's `max_connections_per_policy` (none: `guard_busy`) → the first flight read
-//! within `first_flight_timeout_secs` while the upstream connection opens → judged
+//! within `first_flight_timeout_secs` → judged
 //! ([`decide`]): a TLS ClientHello by its SNI ([`tls`]), a plain HTTP request by its
 //! host and method ([`http`]) → refused: closed (plain HTTP: a 403 first) with an event
-//! naming the policy, the name and the address; passed: the first flight goes upstream
+//! naming the policy, the name and the address, and nothing reaches the upstream;
+//! passed: the upstream connection opens, the first flight goes upstream
 //! and bytes flow both ways ([`relay`]), every further plain-HTTP request judged the
 //! same way.
 //!
@@ -319,10 +320,7 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
         return;
     };
     let mut client = client;
-    let (first, upstream) = tokio::join!(
-        read_first_flight(&mut client, inner.first_flight),
-        connect_upstream(origin.dst, inner.first_flight),
-    );
+    let first = read_first_flight(&mut client, inner.first_flight).await;
     let first = match first.and_then(|f| inner.judge_first(&policy.rules, &origin, f)) {
         Ok(f) => f,
         Err(refusal) => {
@@ -337,7 +335,9 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
             }
         }
     };
-    let Some(upstream) = upstream else {
+    // Only now, judged: a refused connection never reaches the upstream, not even as a
+    // TCP handshake.
+    let Some(upstream) = connect_upstream(origin.dst, inner.first_flight).await else {
         relay::reset(client);
         return;
     };
@@ -372,8 +372,8 @@ fn take_slots(
     Some((policy, global))
 }
 
-/// The upstream connection, opened while the first flight arrives. `None` when it
-/// cannot be opened in time.
+/// The upstream connection, opened once the first flight passed. `None` when it cannot
+/// be opened in time.
 async fn connect_upstream(dst: SocketAddr, limit: Duration) -> Option<TcpStream> {
     let stream = tokio::time::timeout(limit, TcpStream::connect(dst))
         .await
