@@ -417,7 +417,7 @@ impl Drop for Dnsmasq {
 /// The virtual-host server: one address serving several names, as a CDN does. TLS on
 /// 443 picks the certificate by SNI (`ca_dir/<name>.pem` and `.key`, the first name's
 /// without SNI); plain HTTP on 80 routes by the absolute-form URI's host, else by
-/// `Host`. Every event is one JSON line in the log, with `local` (`addr:port`):
+/// the last `Host` (servers differ on which of several wins). Every event is one JSON line in the log, with `local` (`addr:port`):
 /// `{"ev": "accept", "peer"}` for each TCP connection accepted; `{"ev": "first", "peer",
 /// "bytes"}` once its first byte came (bytes 1) or it ended without one (bytes 0, and
 /// `error` for a reset); `{"ev": "hello", "sni", "peer"}` for each ClientHello (sni null
@@ -464,7 +464,9 @@ class H(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
     def rec(self, body):
         tls = isinstance(self.connection, ssl.SSLSocket)
-        host = self.headers.get("Host")
+        # With several Host fields, the last one wins here (servers differ).
+        hosts = self.headers.get_all("Host") or [None]
+        host = hosts[-1]
         u = urllib.parse.urlsplit(self.path)
         vhost = u.hostname if u.scheme else (host or "").rsplit(":", 1)[0]
         record({"ev": "request", "local": self.local(), "tls": tls,
