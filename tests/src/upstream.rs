@@ -441,7 +441,7 @@ class H(http.server.BaseHTTPRequestHandler):
         return "%s:%d" % (addr, self.server.server_address[1])
     def setup(self):
         # Whether the connection carried any byte at all, before TLS or HTTP reads it.
-        first = {"ev": "first", "local": self.local(), "peer": "%s:%d" % self.client_address}
+        first = {"ev": "first", "local": self.local(), "peer": "%s:%d" % self.client_address[:2]}
         try:
             self.request.settimeout(30)
             first["bytes"] = len(self.request.recv(1, socket.MSG_PEEK))
@@ -472,7 +472,7 @@ class H(http.server.BaseHTTPRequestHandler):
         record({"ev": "request", "local": self.local(), "tls": tls,
                 "sni": getattr(self.connection, "hb_sni", None), "vhost": vhost, "host": host,
                 "method": self.command, "path": self.path,
-                "peer": "%s:%d" % self.client_address, "len": len(body),
+                "peer": "%s:%d" % self.client_address[:2], "len": len(body),
                 "sha": hashlib.sha256(body).hexdigest()})
         return vhost
     def do_GET(self):
@@ -497,12 +497,13 @@ class H(http.server.BaseHTTPRequestHandler):
         self.answer(hashlib.sha256(body).hexdigest().encode())
     do_PUT = do_PATCH = do_DELETE = do_POST
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
     def get_request(self):
         sock, peer = self.socket.accept()
-        record({"ev": "accept", "local": "%s:%d" % (addr, self.server_address[1]), "peer": "%s:%d" % peer})
+        record({"ev": "accept", "local": "%s:%d" % (addr, self.server_address[1]), "peer": "%s:%d" % peer[:2]})
         return sock, peer
     def handle_error(self, request, client_address): pass
 contexts = {}
@@ -514,7 +515,7 @@ default = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 default.load_cert_chain("%s/%s.pem" % (ca_dir, names[0]), "%s/%s.key" % (ca_dir, names[0]))
 def pick(sock, name, ctx):
     sock.hb_sni = name
-    record({"ev": "hello", "local": addr + ":443", "sni": name, "peer": "%s:%d" % sock.getpeername()})
+    record({"ev": "hello", "local": addr + ":443", "sni": name, "peer": "%s:%d" % sock.getpeername()[:2]})
     if name in contexts:
         sock.context = contexts[name]
 default.sni_callback = pick

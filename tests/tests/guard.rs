@@ -4,9 +4,10 @@
 //!
 //! The world: a private network namespace where 203.0.113.10 serves `allowed.test`,
 //! `evil.test` and `write.test` (TLS on 443 choosing the certificate by SNI, plain HTTP
-//! on 80 routing by Host, as a CDN does) and 203.0.113.11 serves `other.test`; dnsmasq
-//! answers those names; the policy `web` allows `allowed.test`, `other.test` and
-//! `write.test` and lets only `write.test` get writes over plain HTTP. The servers
+//! on 80 routing by Host, as a CDN does), 203.0.113.11 serves `other.test` and
+//! 2001:db8::10 serves `allowed6.test` (an AAAA name) and `evil.test`; dnsmasq
+//! answers those names; the policy `web` allows `allowed.test`, `other.test`,
+//! `allowed6.test` and `write.test` and lets only `write.test` get writes over plain HTTP. The servers
 //! ([`VirtualHosts`]) record every accepted connection, every ClientHello and every
 //! request: the tests assert on what reached the far side, not only on exit codes.
 //!
@@ -33,6 +34,7 @@ use serde_json::Value;
 const DNS_PORT: u16 = 5415;
 const NEAR: &str = "203.0.113.10";
 const FAR: &str = "203.0.113.11";
+const SIX: &str = "2001:db8::10";
 
 /// Whether the world leaves the guard's config keys out, for an agent that lacks them.
 fn old_config() -> bool {
@@ -60,11 +62,11 @@ listen = "127.0.0.1:5300"
 upstreams = ["127.0.0.1:{DNS_PORT}"]
 
 [egress]
-exception_cidrs = ["203.0.113.0/24"]
+exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
 
 [[policy]]
 name = "web"
-allow_domains = ["allowed.test", "other.test", "write.test"]
+allow_domains = ["allowed.test", "other.test", "write.test", "allowed6.test"]
 {write_domains}
 
 [[policy]]
@@ -82,6 +84,8 @@ struct World {
     /// 203.0.113.11: other.test (and a certificate for allowed.test, so that a client
     /// sending allowed.test's SNI there would complete its handshake).
     far: VirtualHosts,
+    /// 2001:db8::10: allowed6.test (AAAA only) and evil.test.
+    six: VirtualHosts,
     _dns: Dnsmasq,
     /// Below /var/tmp, which a sandbox sees read-only: the CA and the client scripts.
     dir: PathBuf,
@@ -104,7 +108,7 @@ impl World {
     /// [`World::new`] with a `[guard]` section in the config.
     fn with_guard(name: &str, guard: &str) -> Self {
         hb_tests::require_root();
-        private_netns(&[NEAR, FAR]);
+        private_netns(&[NEAR, FAR, SIX]);
         let dir = PathBuf::from(format!("/var/tmp/hb-guard15-{name}-{}", random_suffix()));
         let ca = TestCa::new(&dir, "guard");
         let near = VirtualHosts::start(
@@ -114,6 +118,7 @@ impl World {
             &["allowed.test", "evil.test", "write.test"],
         );
         let far = VirtualHosts::start(&dir, &ca, FAR, &["other.test", "allowed.test"]);
+        let six = VirtualHosts::start(&dir, &ca, SIX, &["allowed6.test", "evil.test"]);
         let dns = Dnsmasq::start(
             "127.0.0.1",
             DNS_PORT,
@@ -122,6 +127,7 @@ impl World {
                 ("evil.test", &[NEAR]),
                 ("write.test", &[NEAR]),
                 ("other.test", &[FAR]),
+                ("allowed6.test", &[SIX]),
             ],
             &[],
             60,
@@ -133,6 +139,7 @@ impl World {
             env,
             near,
             far,
+            six,
             _dns: dns,
             dir,
             ca: ca_cert,
@@ -1254,4 +1261,110 @@ print("after", t.recv(100).split(b"\r\n")[0].decode(), flush=True)
     });
     assert_eq!(counter(&g, "busy"), 1, "{g}");
     let _ = client.finish();
+}
+
+/// The same attacks by other roads to the address: over IPv6 (the guard's `[::1]`
+/// side), from an IPv6 socket to the IPv4-mapped address, and with TCP Fast Open
+/// (`sendto(MSG_FASTOPEN)`, the ClientHello offered with the SYN).
+#[test]
+fn other_roads_to_the_address_meet_the_guard() {
+    let w = World::new("roads");
+    // In this test's namespace only: clients put their data in the SYN without a cookie.
+    let set = Command::new("sysctl")
+        .args(["-qw", "net.ipv4.tcp_fastopen=5"])
+        .status()
+        .expect("sysctl");
+    assert!(
+        set.success(),
+        "sysctl net.ipv4.tcp_fastopen=5 in the test's namespace"
+    );
+    let py = w.script(
+        "roads.py",
+        r#"
+import socket, ssl, sys
+ca = sys.argv[1]
+ctx = ssl.create_default_context(cafile=ca)
+socket.getaddrinfo("allowed.test", 443)
+def tls(label, family, dst, name, send=None):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        if send:
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            o = ctx.wrap_bio(inc, out, server_hostname=name)
+            try:
+                o.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            # Blocking: the SYN goes out, and the bytes with it or after it.
+            s.settimeout(None)
+            s.sendto(out.read(), socket.MSG_FASTOPEN, dst)
+            s.settimeout(10)
+            r = s.recv(5)
+            print(label, "answered" if r else "closed", flush=True)
+            return
+        s.connect(dst)
+        t = ctx.wrap_socket(s, server_hostname=name)
+        t.sendall(b"GET /" + label.encode() + b" HTTP/1.1\r\nHost: " + name.encode() + b"\r\nConnection: close\r\n\r\n")
+        print(label, t.recv(100).split(b"\r\n")[0].decode(), "peer %s %d" % t.getpeername()[:2], flush=True)
+    except (ssl.SSLError, OSError) as e:
+        print(label, "refused", type(e).__name__, flush=True)
+tls("mapped-ok", socket.AF_INET6, ("::ffff:203.0.113.10", 443), "allowed.test")
+tls("mapped-evil", socket.AF_INET6, ("::ffff:203.0.113.10", 443), "evil.test")
+tls("tfo-evil", socket.AF_INET, ("203.0.113.10", 443), "evil.test", send=True)
+tls("tfo-ok", socket.AF_INET, ("203.0.113.10", 443), "allowed.test", send=True)
+"#,
+    );
+    let (out, text) = w.run(
+        "web",
+        &format!(
+            "{} -6 https://allowed6.test/six-ok; echo \" six=$?\"
+             {} -o /dev/null --resolve 'evil.test:443:[2001:db8::10]' https://evil.test/six-evil; echo \" six_evil=$?\"
+             {} -o /dev/null -w '%{{http_code}}' -H 'Host: evil.test' http://allowed6.test/six-host; echo \" six_host=$?\"
+             {} {py} {}
+             {}; echo \" sentinel=$?\"",
+            w.curl(""),
+            w.curl(""),
+            w.curl(""),
+            python(),
+            w.ca.display(),
+            w.curl("https://allowed.test/sentinel"),
+        ),
+    );
+    assert!(text.contains("sentinel=0"), "{text}\n{}", stderr(&out));
+    w.near.wait_request("/sentinel");
+    assert!(
+        text.contains("vhost allowed6.test path /six-ok six=0"),
+        "HTTPS over IPv6 to the validated name: {text}\n{}",
+        stderr(&out)
+    );
+    assert!(
+        w.six.reached("evil.test").is_empty() && w.near.reached("evil.test").is_empty(),
+        "evil.test reached over another road: {:#?} {:#?}\n{text}",
+        w.six.reached("evil.test"),
+        w.near.reached("evil.test")
+    );
+    assert!(!text.contains("six_evil=0"), "{text}");
+    assert!(
+        text.contains("403 six_host=0"),
+        "Host: evil.test over IPv6: {text}"
+    );
+    assert!(
+        text.contains("mapped-ok HTTP/1.1 200 OK peer ::ffff:203.0.113.10 443"),
+        "allowed.test from an IPv6 socket to the mapped address: {text}"
+    );
+    assert!(text.contains("mapped-evil refused"), "{text}");
+    assert!(!text.contains("tfo-evil answered"), "{text}");
+    assert!(
+        text.contains("tfo-ok answered"),
+        "allowed.test's ClientHello by TCP Fast Open: {text}\n{:#?}",
+        events(&w.env)
+    );
+    guard_event(&w.env, "sni_mismatch", Some("evil.test"), SIX);
+    guard_event(&w.env, "host_mismatch", Some("evil.test"), SIX);
+    let v4 = wait_guard_events(&w.env, "sni_mismatch", 3);
+    assert!(
+        v4.iter().filter(|e| e["dst"] == NEAR).count() >= 2,
+        "the mapped and Fast Open attempts as refusals at 203.0.113.10: {v4:#?}"
+    );
 }
