@@ -73,6 +73,11 @@ allow_domains = ["allowed.test", "other.test", "write.test", "allowed6.test"]
 name = "quic"
 allow_domains = ["allowed.test"]
 {allow_quic}
+
+[[policy]]
+name = "watch"
+mode = "audit"
+allow_domains = ["allowed.test"]
 "#
     )
 }
@@ -1367,4 +1372,89 @@ tls("tfo-ok", socket.AF_INET, ("203.0.113.10", 443), "allowed.test", send=True)
         v4.iter().filter(|e| e["dst"] == NEAR).count() >= 2,
         "the mapped and Fast Open attempts as refusals at 203.0.113.10: {v4:#?}"
     );
+}
+
+/// A connection that sends nothing, or half a ClientHello, and waits: the guard closes
+/// it once `first_flight_timeout_secs` ran out (its slot is not held for ever), and no
+/// byte reaches the server.
+#[test]
+fn stalled_first_flights_are_closed() {
+    let w = World::with_guard("stall", "[guard]\nfirst_flight_timeout_secs = 1\n");
+    let py = w.script(
+        "stall.py",
+        r#"
+import socket, ssl
+socket.getaddrinfo("allowed.test", 443)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+o = ssl.create_default_context().wrap_bio(inc, out, server_hostname="allowed.test")
+try:
+    o.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+hello = out.read()
+for label, data in (("silent", b""), ("half-hello", hello[:len(hello) // 2]), ("half-head", b"GET / HTTP/1.1\r\nHost: allowed.te")):
+    port = 80 if label == "half-head" else 443
+    s = socket.create_connection(("203.0.113.10", port), timeout=20)
+    s.sendall(data)
+    try:
+        print(label, "closed" if s.recv(100) in (b"",) else "answered", flush=True)
+    except TimeoutError:
+        print(label, "still open after 20 s", flush=True)
+    except OSError as e:
+        print(label, "closed", type(e).__name__, flush=True)
+"#,
+    );
+    let (out, text) = w.run(
+        "web",
+        &format!(
+            "{} {py}; {}; echo \" sentinel=$?\"",
+            python(),
+            w.curl("https://allowed.test/sentinel")
+        ),
+    );
+    assert!(text.contains("sentinel=0"), "{text}\n{}", stderr(&out));
+    w.near.wait_request("/sentinel");
+    for label in ["silent", "half-hello", "half-head"] {
+        assert!(
+            text.contains(&format!("{label} closed")),
+            "{label}: the guard did not close a stalled first flight: {text}"
+        );
+    }
+    assert_eq!(
+        (
+            w.near.carried_bytes("203.0.113.10:443"),
+            w.near.carried_bytes("203.0.113.10:80")
+        ),
+        (1, 0),
+        "connections that carried bytes (the sentinel only): {:#?}",
+        w.near.records()
+    );
+    guard_stats_when(&w.env, "lets them go", |g| g["open"] == 0);
+}
+
+/// An audit-mode policy: the fronted connection to a validated address passes (and
+/// reaches evil.test) through the guard, with an event whose verdict is `audit`: what
+/// enforcing would have refused.
+#[test]
+fn audit_mode_passes_and_reports() {
+    let w = World::new("audit");
+    let (out, text) = w.run(
+        "watch",
+        &format!(
+            "getent hosts allowed.test >/dev/null || echo resolve-failed
+             {}; echo \" evil=$?\"",
+            w.curl("--resolve evil.test:443:203.0.113.10 https://evil.test/audited")
+        ),
+    );
+    assert!(
+        text.contains("vhost evil.test path /audited evil=0"),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    let ev = w.env.wait_event("guard audit sni_mismatch", |e| {
+        e["hook"] == "guard" && e["reason"] == "sni_mismatch"
+    });
+    assert_eq!(ev["verdict"], "audit", "{ev}");
+    assert_eq!(ev["policy"], "watch", "{ev}");
+    assert_eq!(ev["name"], "evil.test", "{ev}");
 }
