@@ -1145,7 +1145,7 @@ impl Config {
             line,
             message,
         };
-        let section_line = find_key_line(text, "first_flight_timeout_secs");
+        let section_line = find_section_key_line(text, "guard", "listen");
         let listen: std::net::SocketAddrV4 = self.guard.listen.parse().map_err(|_| {
             invalid(
                 "guard.listen".into(),
@@ -1293,6 +1293,25 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Line where `key = …` first appears, or 0 when the key is not in the text (a default).
+/// 1-based line of `key` inside the `[section]` table (0 when absent): keys of the same
+/// name in other tables (`listen` in `[dns]`) are skipped.
+fn find_section_key_line(text: &str, section: &str, key: &str) -> usize {
+    let header = format!("[{section}]");
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim_start();
+        if l.starts_with('[') {
+            inside = l.split('#').next().is_some_and(|h| h.trim() == header);
+        } else if inside
+            && l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return i + 1;
+        }
+    }
+    0
+}
+
 fn find_key_line(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| {
@@ -1333,6 +1352,65 @@ mod tests {
             }
         }
         assert!(seen > 0, "no example config found in deploy/");
+    }
+
+    #[test]
+    fn guard_keys_are_checked_and_named() {
+        let c = Config::parse(
+            "[[policy]]\nname = \"a\"\nguard_ports = [443, 80, 443]\nwrite_domains = [\"*.w.test\"]\n",
+            "t",
+        )
+        .expect("valid guard keys");
+        assert!(c.policies[0].guard && !c.policies[0].allow_quic);
+        assert_eq!(c.policies[0].guard_ports, [80, 443]);
+        assert!(crate::dns::names::allowed(
+            &c.policies[0].writes,
+            "x.w.test"
+        ));
+        for (text, key, line, says) in [
+            (
+                "[dns]\nlisten = \"127.0.0.1:53\"\n[guard]\nlisten = \"127.0.0.1:100\"\n",
+                "guard.listen",
+                4,
+                "overlap",
+            ),
+            (
+                "[guard]\nlisten = \"localhost\"\n",
+                "guard.listen",
+                2,
+                "IPv4",
+            ),
+            (
+                "[[policy]]\nname = \"a\"\nguard_ports = []\n",
+                "policy[0].guard_ports",
+                2,
+                "guard = false",
+            ),
+            (
+                "[[policy]]\nname = \"a\"\nwrite_domains = [\"a b\"]\n",
+                "policy[0].write_domains[0]",
+                3,
+                "domain",
+            ),
+            (
+                "[guard]\nreadonly_methods = [\"get\"]\n",
+                "guard.readonly_methods[0]",
+                2,
+                "upper-case",
+            ),
+            (
+                "[guard]\nmax_connections_per_policy = 0\n",
+                "guard.max_connections_per_policy",
+                2,
+                "at least 1",
+            ),
+        ] {
+            let e = err(text);
+            assert!(
+                e.contains(key) && e.contains(&format!("line {line}")) && e.contains(says),
+                "{text:?} → {e}"
+            );
+        }
     }
 
     #[test]
