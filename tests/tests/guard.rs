@@ -1458,3 +1458,63 @@ fn audit_mode_passes_and_reports() {
     assert_eq!(ev["policy"], "watch", "{ev}");
     assert_eq!(ev["name"], "evil.test", "{ev}");
 }
+
+/// Requests a server could frame or route differently from the guard, each carrying a
+/// request for evil.test past the per-request check: a body on a GET (a server that
+/// ignores it reads the body as the next request), Content-Length with
+/// Transfer-Encoding on a write.test POST, a bare LF that splits one header into two
+/// (a second Host), and an absolute-form target whose userinfo hides the host. Each is
+/// refused; evil.test receives nothing.
+#[test]
+fn requests_framed_two_ways_are_refused() {
+    let w = World::new("smuggle");
+    let py = w.script(
+        "smuggle.py",
+        r#"
+import socket
+evil = b"GET /smuggled HTTP/1.1\r\nHost: evil.test\r\n\r\n"
+cases = {
+    "get-body": (b"allowed.test", b"GET /carrier HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: %d\r\n\r\n" % len(evil) + evil),
+    "te-cl": (b"write.test", b"POST /carrier HTTP/1.1\r\nHost: write.test\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + b"%x\r\n" % len(evil) + evil + b"\r\n0\r\n\r\n"),
+    "bare-lf": (b"allowed.test", b"GET /lf HTTP/1.1\r\nHost: allowed.test\r\nX-A: a\nHost: evil.test\r\n\r\n"),
+    "userinfo": (b"allowed.test", b"GET http://allowed.test@evil.test/userinfo HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+}
+for label, (host, data) in cases.items():
+    s = socket.create_connection((host.decode(), 80), timeout=10)
+    s.sendall(data)
+    got = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b: break
+            got += b
+    except OSError as e:
+        got += b" " + type(e).__name__.encode()
+    print(label, got.split(b"\r\n")[0].decode(), got.split(b"\r\n\r\n", 1)[-1][:60].decode(errors="replace").strip(), flush=True)
+"#,
+    );
+    let (out, text) = w.run(
+        "web",
+        &format!(
+            "getent hosts allowed.test write.test >/dev/null || echo resolve-failed
+             timeout 60 {} {py}
+             {}; echo \" sentinel=$?\"",
+            python(),
+            w.curl("http://allowed.test/sentinel")
+        ),
+    );
+    assert!(text.contains("sentinel=0"), "{text}\n{}", stderr(&out));
+    w.near.wait_request("/sentinel");
+    assert!(
+        w.near.reached("evil.test").is_empty(),
+        "a request framed two ways reached evil.test: {:#?}\n{text}",
+        w.near.reached("evil.test")
+    );
+    for label in ["get-body", "te-cl", "bare-lf", "userinfo"] {
+        assert!(
+            text.contains(&format!("{label} HTTP/1.1 403 Forbidden")),
+            "{label}: not refused with a 403: {text}"
+        );
+    }
+}
