@@ -44,9 +44,10 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
     let run_dns = matches!(which, None | Some("dns"));
     let run_broker = matches!(which, None | Some("broker"));
     let run_sandbox = matches!(which, None | Some("sandbox"));
-    if !run_connect && !run_dns && !run_broker && !run_sandbox {
+    let run_guard = matches!(which, None | Some("guard"));
+    if !run_connect && !run_dns && !run_broker && !run_sandbox && !run_guard {
         bail!(
-            "unknown benchmark \"{}\" (available: connect, dns, broker, sandbox, scrub, sanitize)",
+            "unknown benchmark \"{}\" (available: connect, dns, broker, sandbox, guard, scrub, sanitize)",
             which.unwrap_or_default()
         );
     }
@@ -57,6 +58,11 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
     );
     setup::setup()?;
     util::run(util::cargo().args(["build", "--release", "--package", "hb-agent"]))?;
+    if run_guard {
+        // The guard bench's TLS client and server: a debug build's TLS would be the
+        // bottleneck of its transfers.
+        util::run(util::cargo().args(["build", "--release", "--package", "xtask"]))?;
+    }
     // Each benchmark moves its process into a network namespace of its own: run each
     // in a process of its own.
     let me = std::env::current_exe()?;
@@ -65,6 +71,7 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
         ("dns", run_dns),
         ("broker", run_broker),
         ("sandbox", run_sandbox),
+        ("guard", run_guard),
     ] {
         if wanted {
             let mut one = Command::new(&me);
@@ -94,6 +101,7 @@ pub fn bench_one(name: &str) -> anyhow::Result<()> {
         "dns" => dns(),
         "broker" => crate::bench_broker::broker(),
         "sandbox" => crate::bench_sandbox::sandbox(),
+        "guard" => crate::bench_guard::guard(),
         other => bail!("unknown benchmark {other}"),
     }
 }

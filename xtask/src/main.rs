@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_broker;
+mod bench_guard;
+mod bench_guard_peers;
 mod bench_sandbox;
 mod bench_sanitize;
 mod bench_scrub;
@@ -39,8 +41,8 @@ enum Command {
     },
     /// Benchmarks, hb side by side with its comparison (root needed, except for scrub).
     Bench {
-        /// Which benchmark: `connect`, `dns`, `broker`, `sandbox` (root) or `scrub`, `sanitize` (no
-        /// root); default: all of them.
+        /// Which benchmark: `connect`, `dns`, `broker`, `sandbox`, `guard` (root) or `scrub`,
+        /// `sanitize` (no root); default: all of them.
         which: Option<String>,
         /// An earlier `hb-agent` release binary: `connect` also measures its programs'
         /// cost, taking turns with this tree's agent in the same run.
@@ -50,6 +52,16 @@ enum Command {
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
     #[command(name = "__connect-loop", hide = true)]
     ConnectLoop { addr: String, n: usize },
+    /// (internal) The guard benchmark's server: TLS on ADDR:443, plain HTTP on ADDR:80.
+    #[command(name = "__guard-server", hide = true)]
+    GuardServer {
+        addr: String,
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+    /// (internal) The guard benchmark's client.
+    #[command(name = "__guard-client", hide = true)]
+    GuardClient(bench_guard_peers::ClientArgs),
     /// (internal) One benchmark in this process.
     #[command(name = "__bench-one", hide = true)]
     BenchOne { name: String },
@@ -64,6 +76,8 @@ fn main() -> ExitCode {
         Command::Test { args } => test(args),
         Command::Bench { which, previous } => bench::bench(which.as_deref(), previous.as_deref()),
         Command::ConnectLoop { addr, n } => bench::connect_loop(&addr, n),
+        Command::GuardServer { addr, cert, key } => bench_guard_peers::server(&addr, &cert, &key),
+        Command::GuardClient(args) => bench_guard_peers::client(&args),
         Command::BenchOne { name } => bench::bench_one(&name),
     };
     match result {

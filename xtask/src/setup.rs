@@ -26,6 +26,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dnsmasq-base", "dnsmasq"),
     // `cargo xtask bench sandbox` measures hb's sandbox beside bubblewrap's.
     ("bubblewrap", "bwrap"),
+    // `cargo xtask bench guard` measures the egress guard beside Squid (ssl_bump
+    // peek/splice needs the OpenSSL build).
+    ("squid-openssl", "/usr/sbin/squid"),
 ];
 
 /// The bpf-linker release known to build against nightly's LLVM 22 here.

@@ -14,6 +14,14 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target folder: `CARGO_TARGET_DIR` (relative to the workspace) or `target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace_root().join(d),
+        _ => workspace_root().join("target"),
+    }
+}
+
 /// `~/.cargo/bin`, where cargo installs bpf-linker.
 pub fn cargo_bin_dir() -> PathBuf {
     std::env::var_os("CARGO_HOME")

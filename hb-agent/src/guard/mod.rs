@@ -229,6 +229,7 @@ pub async fn start(
                     policy: policy.rules.name.clone(),
                     source,
                 })?;
+            defer_accept(&listener, config.guard.first_flight_timeout_secs);
             tokio::spawn(serve_listener(inner.clone(), id, listener));
         }
     }
@@ -236,6 +237,25 @@ pub async fn start(
         stats,
         written: Mutex::new(None),
     })
+}
+
+/// `TCP_DEFER_ACCEPT`: a connection is handed to the guard only once its first bytes
+/// arrived, so accepting and reading the first flight cost one wake-up, and a client
+/// that connects and sends nothing never holds an agent descriptor (the kernel drops it
+/// after `secs`). Best effort: without it the first-flight timeout still bounds them.
+fn defer_accept(listener: &TcpListener, secs: u64) {
+    use std::os::fd::AsRawFd as _;
+    let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a listener we own, with an int option value of its size.
+    unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Accepts a policy's connections, one task each.

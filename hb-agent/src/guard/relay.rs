@@ -5,10 +5,10 @@
 //! passed on as a half-close (`shutdown(SHUT_WR)`), so a client that closes its sending
 //! side still gets its answer. An error on either side ends both.
 //!
-//! Plain HTTP: responses are copied as they come; requests are read head by head, each
+//! Plain HTTP: responses are spliced as they come; requests are read head by head, each
 //! judged before it is sent, and each body forwarded exactly as far as its framing says
-//! (`Content-Length`, or chunk by chunk), so the next head is found where the server
-//! will find it. A refused request stops the requests: the upstream gets a half-close,
+//! (`Content-Length`, spliced; or chunk by chunk), so the next head is found where the
+//! server will find it. A refused request stops the requests: the upstream gets a half-close,
 //! the responses still in flight are finished, then the client reads the guard's 403.
 
 use std::{
@@ -128,19 +128,37 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> std::io::Result<usize> {
 }
 
 /// One direction, `from` → pipe → `to`, until `from`'s end of stream, which `to` gets as
-/// a half-close. The bytes never enter user space; the pipe is empty between rounds,
-/// so the guard holds nothing of its own per connection.
+/// a half-close.
 async fn splice_one_way(from: &TcpStream, to: &TcpStream, pipe: &Pipe) -> std::io::Result<()> {
+    splice_until(from, to, pipe, None).await?;
+    // SAFETY: shutdown of a socket the caller's stream owns.
+    unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
+    Ok(())
+}
+
+/// Moves bytes `from` → pipe → `to` until `from`'s end of stream, or until `limit`
+/// bytes moved (an end of stream before that is an error). The bytes never enter user
+/// space; the pipe is empty between rounds, so the guard holds nothing of its own.
+async fn splice_until(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    limit: Option<u64>,
+) -> std::io::Result<()> {
     use tokio::io::Interest;
+    let mut left = limit;
     loop {
+        let want = match left {
+            Some(0) => return Ok(()),
+            Some(n) => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(PIPE_BYTES as usize),
+            None => PIPE_BYTES as usize,
+        };
         let n = loop {
             from.readable().await?;
             match from.try_io(Interest::READABLE, || {
-                splice(
-                    from.as_raw_fd(),
-                    pipe.write.as_raw_fd(),
-                    PIPE_BYTES as usize,
-                )
+                splice(from.as_raw_fd(), pipe.write.as_raw_fd(), want)
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -148,17 +166,21 @@ async fn splice_one_way(from: &TcpStream, to: &TcpStream, pipe: &Pipe) -> std::i
             }
         };
         if n == 0 {
-            // SAFETY: shutdown of a socket the caller's stream owns.
-            unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
-            return Ok(());
+            return match left {
+                None => Ok(()),
+                Some(_) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            };
         }
-        let mut left = n;
-        while left > 0 {
+        if let Some(l) = &mut left {
+            *l -= n as u64;
+        }
+        let mut queued = n;
+        while queued > 0 {
             to.writable().await?;
             match to.try_io(Interest::WRITABLE, || {
-                splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left)
+                splice(pipe.read.as_raw_fd(), to.as_raw_fd(), queued)
             }) {
-                Ok(m) => left -= m,
+                Ok(m) => queued -= m,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
@@ -187,15 +209,19 @@ enum Requests {
 /// followed it).
 pub async fn http(ctx: &HttpContext<'_>, client: TcpStream, upstream: TcpStream, buf: Vec<u8>) {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
+    let (Ok(up), Ok(down)) = (Pipe::new(), Pipe::new()) else {
+        reset(client);
+        return;
+    };
     let (mut client_rx, client_tx) = client.into_split();
-    let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
+    let (upstream_rx, mut upstream_tx) = upstream.into_split();
+    // Responses are not judged: spliced as they come.
     let responses = async move {
-        let mut client_tx = client_tx;
-        let copied = tokio::io::copy(&mut upstream_rx, &mut client_tx).await;
-        (copied.is_ok(), client_tx)
+        let moved = splice_until(upstream_rx.as_ref(), client_tx.as_ref(), &down, None).await;
+        (moved.is_ok(), client_tx)
     };
     tokio::pin!(responses);
-    let requests = forward_requests(ctx, &mut client_rx, &mut upstream_tx, buf);
+    let requests = forward_requests(ctx, &mut client_rx, &mut upstream_tx, &up, buf);
     // The server closing ends the connection even while the client is idle between
     // requests.
     let outcome = tokio::select! {
@@ -254,6 +280,7 @@ async fn forward_requests(
     ctx: &HttpContext<'_>,
     client: &mut OwnedReadHalf,
     upstream: &mut OwnedWriteHalf,
+    pipe: &Pipe,
     mut buf: Vec<u8>,
 ) -> Requests {
     let mut first = true;
@@ -294,7 +321,7 @@ async fn forward_requests(
         buf.drain(..head.len);
         let sent = match head.framing {
             Framing::None => true,
-            Framing::Length(n) => forward_length(client, upstream, &mut buf, n).await,
+            Framing::Length(n) => forward_length(client, upstream, pipe, &mut buf, n).await,
             Framing::Chunked => forward_chunked(ctx, client, upstream, &mut buf).await,
         };
         if !sent {
@@ -318,10 +345,12 @@ async fn read_head(ctx: &HttpContext<'_>, client: &mut OwnedReadHalf, buf: &mut 
     }
 }
 
-/// Forwards a body of `n` bytes: what is buffered, then the rest straight through.
+/// Forwards a body of `n` bytes: what is buffered, then the rest spliced straight
+/// through.
 async fn forward_length(
     client: &mut OwnedReadHalf,
     upstream: &mut OwnedWriteHalf,
+    pipe: &Pipe,
     buf: &mut Vec<u8>,
     n: u64,
 ) -> bool {
@@ -331,11 +360,9 @@ async fn forward_length(
     }
     buf.drain(..buffered);
     let rest = n - buffered as u64;
-    if rest == 0 {
-        return true;
-    }
-    let mut body = client.take(rest);
-    matches!(tokio::io::copy(&mut body, upstream).await, Ok(m) if m == rest)
+    splice_until(client.as_ref(), upstream.as_ref(), pipe, Some(rest))
+        .await
+        .is_ok()
 }
 
 /// Forwards a chunked body up to its end (the last chunk and the trailer).
