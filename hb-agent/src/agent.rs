@@ -236,8 +236,10 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         None
     };
     maps.set_dns(config.dns.redirect, config.dns_listen())?;
-    // The guard listens before the kernel sends it anything; ports first, then the
-    // address (a guarded connect before that goes direct, as it did before the guard).
+    // The guard listens before the kernel sends it anything. Until it does, its ports are
+    // known (no sandbox may bind them) but not pointed at: a guarded connect meanwhile
+    // is refused (`guard_down`), never sent direct.
+    maps.set_guard(false, config.guard_listen())?;
     maps.sync_guard_ports(&config, &ids)?;
     let guard = if config.guard_in_use() {
         let service = crate::guard::start(

@@ -120,8 +120,11 @@ pub mod prog_names {
 
     /// `cgroup/setsockopt`: refuses multicast joins and route options.
     pub const SETSOCKOPT: &str = "hb_setsockopt";
+    /// `cgroup/bind4|6`: refuses binds to the ports of hb's resolver and guard.
+    pub const BIND4: &str = "hb_bind4";
+    pub const BIND6: &str = "hb_bind6";
 
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         CONNECT4,
         CONNECT6,
         SENDMSG4,
@@ -134,6 +137,8 @@ pub mod prog_names {
         SKB_INGRESS,
         SOCK_OPS,
         SETSOCKOPT,
+        BIND4,
+        BIND6,
     ];
 }
 
@@ -631,9 +636,13 @@ pub mod hook {
     /// `cgroup/setsockopt`. Its events carry the option in `port` (see
     /// [`sockopt_port`](crate::sockopt_port)) and no address.
     pub const SETSOCKOPT: u32 = 7;
+    pub const BIND4: u32 = 8;
+    pub const BIND6: u32 = 9;
 
     pub const fn name(hook: u32) -> &'static str {
         match hook {
+            BIND4 => "bind4",
+            BIND6 => "bind6",
             SKB_INGRESS => "skb_ingress",
             CONNECT4 => "connect4",
             CONNECT6 => "connect6",
@@ -683,10 +692,20 @@ pub mod reason {
     /// UDP to port 443 (QUIC) from a policy with `guard = true` and `allow_quic = false`:
     /// the guard sees only TCP, and HTTP/3 clients fall back to it.
     pub const QUIC: u32 = 7;
+    /// A TCP connect a guarded policy sends through the egress guard while no guard is
+    /// configured (an agent that failed before its guard listened): refused, never sent
+    /// direct.
+    pub const GUARD_DOWN: u32 = 8;
+    /// A bind to one of the ports hb's resolver or guard listens on (any address): a
+    /// sandbox holding one would receive other sandboxes' redirected traffic, or keep
+    /// the agent from starting.
+    pub const RESERVED_PORT: u32 = 9;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
             QUIC => "quic",
+            GUARD_DOWN => "guard_down",
+            RESERVED_PORT => "reserved_port",
             SOURCE_ROUTE => "source_route",
             INBOUND => "inbound",
             MULTICAST_JOIN => "multicast_join",

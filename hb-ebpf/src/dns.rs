@@ -230,6 +230,16 @@ pub(crate) fn is_resolver_port(port: u16) -> bool {
     port != 0 && port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
 }
 
+/// For the bind hooks: whether `port` (host order) is in the resolver's range, whether
+/// or not redirection is on (an agent may turn it on at its next start).
+#[inline(always)]
+pub(crate) fn is_resolver_port_any(port: u16) -> bool {
+    let Some(cfg) = DNS.get(0) else { return false };
+    cfg.port_base != 0
+        && port >= cfg.port_base
+        && u32::from(port - cfg.port_base) < limits::POLICIES
+}
+
 /// For the packet hooks: the resolver port (host order) that answers `policy_id`'s
 /// queries, `None` when redirection is off.
 #[inline(always)]

@@ -13,8 +13,9 @@
 //! guard sees TCP only, and HTTP/3 clients fall back to TCP.
 //!
 //! Fail closed: a record that cannot be stored refuses the connect (a connect that went
-//! to the destination directly would skip the guard); the guard closes a connection
-//! whose record it cannot find; with no guard listening the connect is refused.
+//! to the destination directly would skip the guard); so does a guarded policy while no
+//! guard is configured (`guard_down`); the guard closes a connection whose record it
+//! cannot find; with no guard listening the connect is refused.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
@@ -61,6 +62,8 @@ pub(crate) enum Route {
     Quic,
     /// Refused: the original destination could not be remembered.
     Unrecorded,
+    /// Refused: the policy is guarded and no guard is running.
+    GuardDown,
 }
 
 #[inline(always)]
@@ -115,8 +118,10 @@ pub(crate) fn route(
     if !guards_port(policy_id, port) {
         return Route::Direct;
     }
+    // The policy is guarded but no guard is pointed at (an agent that flagged the policy
+    // and died before its guard listened): refused, never direct.
     let Some(cfg) = config() else {
-        return Route::Direct;
+        return Route::GuardDown;
     };
     let (orig_family, orig_addr) = match mapped_v4(family, &addr) {
         Some(v4) => (AF_INET, v4),
@@ -181,6 +186,18 @@ fn mapped_v4(family: u16, a: &[u8; 16]) -> Option<[u8; 16]> {
 fn is_guard_port(cfg: &GuardConfig, port: u32) -> bool {
     let port = u16::from_be(port as u16);
     port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
+}
+
+/// For the bind hooks: whether `port` (host order) is in the guard's range, whether or
+/// not the guard runs.
+#[inline(always)]
+pub(crate) fn is_guard_port_any(port: u16) -> bool {
+    let Some(cfg) = GUARD.get(0) else {
+        return false;
+    };
+    cfg.port_base != 0
+        && port >= cfg.port_base
+        && u32::from(port - cfg.port_base) < limits::POLICIES
 }
 
 /// In getpeername4: reports the guard as the peer the socket addressed.

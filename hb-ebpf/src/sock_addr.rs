@@ -65,6 +65,48 @@ pub fn hb_sendmsg6(ctx: SockAddrContext) -> i32 {
     judge_sock6(&ctx, hook::SENDMSG6)
 }
 
+/// Refuses (EPERM) a bind from an enrolled cgroup to a port of hb's resolver or guard.
+#[cgroup_sock_addr(bind4)]
+pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
+    judge_bind(&ctx, hook::BIND4, AF_INET)
+}
+
+/// As `hb_bind4`, for IPv6 sockets.
+#[cgroup_sock_addr(bind6)]
+pub fn hb_bind6(ctx: SockAddrContext) -> i32 {
+    judge_bind(&ctx, hook::BIND6, AF_INET6)
+}
+
+/// The ports the agent's resolver and guard listen on (`port_base + policy id`, on every
+/// address) are the agent's: a sandbox that bound one (while the agent restarts, or
+/// with a wildcard address) would receive the DNS or guarded connections other sandboxes
+/// are redirected to, or keep the agent from listening. Other binds pass untouched.
+#[inline(always)]
+fn judge_bind(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
+    // SAFETY: a 4-byte read of a field every sock_addr program may read.
+    let port = unsafe { (*ctx.sock_addr).user_port };
+    let host_port = u16::from_be(port as u16);
+    if !dns::is_resolver_port_any(host_port) && !guard::is_guard_port_any(host_port) {
+        return ALLOW;
+    }
+    let Some((cgroup_id, e)) = current_enrollment() else {
+        return ALLOW;
+    };
+    // SAFETY: as above.
+    let protocol = unsafe { (*ctx.sock_addr).protocol };
+    finish(
+        ctx,
+        Judgement::Deny(reason::RESERVED_PORT, Counter::DenyNotAllowed),
+        cgroup_id,
+        e.policy_id,
+        hook,
+        family,
+        protocol,
+        port,
+        [0; 16],
+    )
+}
+
 /// Reports a reply from hb's resolver as coming from the nameserver the socket named.
 /// Always 1: recvmsg hooks cannot refuse.
 #[cgroup_sock_addr(recvmsg4)]
@@ -220,6 +262,7 @@ fn finish(
                 }
                 Route::Quic => Judgement::Deny(reason::QUIC, Counter::DenyNotAllowed),
                 Route::Unrecorded => return REFUSE,
+                Route::GuardDown => Judgement::Deny(reason::GUARD_DOWN, Counter::DenyNotAllowed),
             }
         }
         deny => deny,

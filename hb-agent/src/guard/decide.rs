@@ -35,6 +35,9 @@ pub enum Reason {
     /// The first bytes are neither a TLS ClientHello nor an HTTP/1 request, or did not
     /// arrive in time.
     NotTlsOrHttp,
+    /// A TLS handshake record after encryption started (a TLS 1.2 renegotiation, whose
+    /// ClientHello the guard cannot read).
+    Renegotiation,
     /// The policy's `guard.max_connections_per_policy`, or the guard's share of the agent's
     /// descriptors, was reached.
     Busy,
@@ -50,6 +53,7 @@ impl Reason {
             Reason::MethodDenied => "method_denied",
             Reason::NotTlsOrHttp => "not_tls_or_http",
             Reason::Busy => "guard_busy",
+            Reason::Renegotiation => "tls_renegotiation",
         }
     }
 }

@@ -7,8 +7,9 @@
 //! differs from `Host`, `Transfer-Encoding` other than exactly `chunked` (and chunked in
 //! HTTP/1.0), both `Transfer-Encoding` and `Content-Length`, two different
 //! `Content-Length`s or one that is not plain digits, a chunk size that is not hex, a
-//! body on GET, HEAD or TRACE (a server that ignores it would read it as a request the
-//! guard never judged). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
+//! bare CR or LF or a line that is no header field in a chunked body's lines, a body on
+//! GET, HEAD, OPTIONS, TRACE or DELETE (a server that ignores it would read it as a
+//! request the guard never judged). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
 //! `Upgrade` to h2c (after which each request names its own authority) are never passed.
 
 use std::net::IpAddr;
@@ -178,13 +179,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     if framing == Framing::Chunked && req.version != Some(1) {
         return Err(HeadError::Ambiguous("chunked body in HTTP/1.0"));
     }
-    // A server that ignores a GET's body would read it as the next request, which the
-    // guard forwarded as a body without judging it.
+    // A server that ignores the body of a method that has no use for one would read it
+    // as the next request, which the guard forwarded as a body without judging it.
     if framing != Framing::None
         && framing != Framing::Length(0)
-        && matches!(method.as_str(), "GET" | "HEAD" | "TRACE")
+        && matches!(
+            method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "DELETE"
+        )
     {
-        return Err(HeadError::Ambiguous("a body on GET, HEAD or TRACE"));
+        return Err(HeadError::Ambiguous("a body on a method without one"));
     }
     if upgrade.as_deref().is_some_and(|u| u.contains("h2c")) {
         return Err(HeadError::Ambiguous("upgrade to h2c"));
@@ -248,6 +252,13 @@ pub fn scan_chunks(mut state: Chunks, buf: &[u8]) -> Result<(usize, Chunks), Hea
                 state = Chunks::Size;
             }
             Chunks::Size | Chunks::Trailer => {
+                // A bare CR or LF ends a line for some servers and not for others: a
+                // request could hide behind it. Refused wherever it shows.
+                if let Some(bare) = memchr::memchr2(b'\r', b'\n', &buf[at..])
+                    && buf[at + bare] == b'\n'
+                {
+                    return Err(HeadError::Ambiguous("bare LF in a chunk line"));
+                }
                 let Some(end) = memchr::memmem::find(&buf[at..], b"\r\n") else {
                     if buf.len() - at > 4096 {
                         return Err(HeadError::Ambiguous("chunk line"));
@@ -255,10 +266,14 @@ pub fn scan_chunks(mut state: Chunks, buf: &[u8]) -> Result<(usize, Chunks), Hea
                     return Ok((at, state));
                 };
                 let line = &buf[at..at + end];
+                if memchr::memchr(b'\r', line).is_some() {
+                    return Err(HeadError::Ambiguous("bare CR in a chunk line"));
+                }
                 at += end + 2;
                 state = match state {
                     Chunks::Trailer if line.is_empty() => Chunks::Done,
-                    Chunks::Trailer => Chunks::Trailer,
+                    Chunks::Trailer if is_field_line(line) => Chunks::Trailer,
+                    Chunks::Trailer => return Err(HeadError::Ambiguous("trailer line")),
                     _ => match chunk_size(line)? {
                         0 => Chunks::Trailer,
                         n => Chunks::Data(n),
@@ -267,6 +282,20 @@ pub fn scan_chunks(mut state: Chunks, buf: &[u8]) -> Result<(usize, Chunks), Hea
             }
         }
     }
+}
+
+/// Whether a trailer line is a header field: a token, a colon, a value without
+/// control characters (so no request line hides in the trailer section).
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return false;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && value.iter().all(|&b| b == b'\t' || !b.is_ascii_control())
 }
 
 /// A chunk-size line's size (extensions after `;` ignored).
@@ -335,6 +364,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: +5\r\n\r\n",
             "POST / HTTP/1.0\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 40\r\n\r\n",
+            "OPTIONS / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 40\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a.test\r\nX: a\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\nHost: a.test\n\n",
@@ -375,6 +405,10 @@ mod tests {
         }
         assert_eq!(at, n);
         assert!(scan_chunks(Chunks::Size, b"zz\r\n").is_err());
+        // A request hidden in the trailer section, behind a bare LF or as a line of its own.
+        assert!(scan_chunks(Chunks::Size, b"0\r\nX: a\nPOST / HTTP/1.1\r\n\r\n").is_err());
+        assert!(scan_chunks(Chunks::Size, b"0\r\nPOST / HTTP/1.1\r\n\r\n").is_err());
+        assert!(scan_chunks(Chunks::Size, b"5\nhello\r\n0\r\n\r\n").is_err());
         assert!(scan_chunks(Chunks::Size, b"5\r\nhelloXX").is_err());
     }
 }

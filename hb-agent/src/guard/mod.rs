@@ -29,6 +29,7 @@ pub mod flow;
 pub mod http;
 mod relay;
 pub mod tls;
+mod tls_records;
 
 use std::{
     collections::HashMap,
@@ -341,16 +342,23 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
         return;
     };
     inner.stats.passed.fetch_add(1, Ordering::Relaxed);
+    let ctx = relay::Ctx {
+        inner: &inner,
+        policy: &policy.rules,
+        origin: &origin,
+    };
     match first {
-        FirstFlight::Tls(bytes) => relay::tls(client, upstream, &bytes).await,
-        FirstFlight::Http(buf) => {
-            let ctx = relay::HttpContext {
-                inner: &inner,
-                policy: &policy.rules,
-                origin: &origin,
+        FirstFlight::Tls(bytes) => {
+            let name = match tls::complete_hello(&bytes) {
+                Ok(Some(m)) => match tls::hello_name(&m) {
+                    tls::Hello::Name(n) => n,
+                    _ => String::new(),
+                },
+                _ => String::new(),
             };
-            relay::http(&ctx, client, upstream, buf).await;
+            relay::tls(&ctx, client, upstream, bytes, name).await;
         }
+        FirstFlight::Http(buf) => relay::http(&ctx, client, upstream, buf).await,
     }
 }
 

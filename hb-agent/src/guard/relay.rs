@@ -1,9 +1,11 @@
 //! Bytes both ways once the first flight passed.
 //!
-//! TLS: the first flight goes upstream, then each direction is spliced through a pipe
-//! (`splice(2)`: the bytes stay in the kernel) until that side's end of stream, which is
-//! passed on as a half-close (`shutdown(SHUT_WR)`), so a client that closes its sending
-//! side still gets its answer. An error on either side ends both.
+//! TLS: each direction is spliced through a pipe (`splice(2)`: the bytes stay in the
+//! kernel) until that side's end of stream, which is passed on as a half-close
+//! (`shutdown(SHUT_WR)`), so a client that closes its sending side still gets its
+//! answer. The client's side goes record by record: its headers are read (and its
+//! handshake messages, until it encrypts) so no later ClientHello names another host
+//! (`tls_records`). An error or a refusal on either side resets both.
 //!
 //! Plain HTTP: responses are spliced as they come; requests are read head by head, each
 //! judged before it is sent, and each body forwarded exactly as far as its framing says
@@ -29,6 +31,7 @@ use super::{
     decide::PolicyRules,
     flow::Origin,
     http::{self, Chunks, Framing},
+    tls_records::{self, Step, Watch},
 };
 
 /// Closes a connection with a reset (its other side failed, or the upstream could not be
@@ -42,26 +45,118 @@ pub fn reset(client: TcpStream) {
     drop(client);
 }
 
-/// A passed TLS connection: the first flight, then both ways until both ends closed.
-pub async fn tls(client: TcpStream, mut upstream: TcpStream, first: &[u8]) {
-    if upstream.write_all(first).await.is_err() {
-        reset(client);
-        return;
-    }
+/// A passed TLS connection: the client's records judged by their headers (and, until
+/// encryption starts, its handshake messages: see `tls_records`) and spliced on, the
+/// server's spliced back, until both ends closed.
+pub async fn tls(
+    ctx: &Ctx<'_>,
+    client: TcpStream,
+    upstream: TcpStream,
+    first: Vec<u8>,
+    name: String,
+) {
     let (Ok(up), Ok(down)) = (Pipe::new(), Pipe::new()) else {
         reset(client);
         return;
     };
     let relayed = tokio::try_join!(
-        splice_one_way(&client, &upstream, &up),
+        forward_client_records(ctx, &client, &upstream, &up, first, Watch::new(name)),
         splice_one_way(&upstream, &client, &down),
     );
     if relayed.is_err() {
-        // One side reset (or failed): the other gets a reset too, not a clean end that
-        // would pass for a complete answer.
+        // One side reset (or failed, or was refused): the other gets a reset too, not a
+        // clean end that would pass for a complete answer.
         reset(client);
         reset(upstream);
     }
+}
+
+/// The client → server direction of a TLS connection, record by record: each header
+/// judged, plaintext handshake records read and judged whole, every other body spliced.
+/// `held` starts with the first flight.
+async fn forward_client_records(
+    ctx: &Ctx<'_>,
+    client: &TcpStream,
+    upstream: &TcpStream,
+    pipe: &Pipe,
+    mut held: Vec<u8>,
+    mut watch: Watch,
+) -> std::io::Result<()> {
+    loop {
+        if !fill(client, &mut held, 5).await? {
+            if held.is_empty() {
+                // SAFETY: shutdown of a socket the caller's stream owns.
+                unsafe { libc::shutdown(upstream.as_raw_fd(), libc::SHUT_WR) };
+                return Ok(());
+            }
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let kind = held[0];
+        let len = usize::from(u16::from_be_bytes([held[3], held[4]]));
+        let read_body = watch.wants_body(kind) && len <= tls_records::MAX_RECORD;
+        if read_body && !fill(client, &mut held, 5 + len).await? {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let body = if read_body {
+            &held[5..5 + len]
+        } else {
+            &[][..]
+        };
+        let fits = |n: &str| {
+            ctx.inner
+                .judge
+                .name_fits(ctx.policy, n, ctx.origin.dst.ip())
+        };
+        if let Step::Refuse(reason, name) = watch.record(kind, len, body, fits) {
+            ctx.inner
+                .refused(ctx.policy, ctx.origin, &Refusal::closed(reason, name));
+            if !ctx.policy.audit {
+                return Err(std::io::Error::other("refused"));
+            }
+        }
+        let have = held.len().min(5 + len);
+        write_all_to(upstream, &held[..have]).await?;
+        held.drain(..have);
+        splice_until(client, upstream, pipe, Some((5 + len - have) as u64)).await?;
+    }
+}
+
+/// Reads from `stream` until `held` has `n` bytes, never more: the bytes past a record
+/// header stay in the kernel for `splice`. `false` at the end of the stream.
+async fn fill(stream: &TcpStream, held: &mut Vec<u8>, n: usize) -> std::io::Result<bool> {
+    while held.len() < n {
+        let at = held.len();
+        held.resize(n, 0);
+        let got = loop {
+            stream.readable().await?;
+            match stream.try_read(&mut held[at..n]) {
+                Ok(got) => break got,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    held.truncate(at);
+                    return Err(e);
+                }
+            }
+        };
+        held.truncate(at + got);
+        if got == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Writes all of `buf` to a shared stream.
+async fn write_all_to(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Makes the next close of `fd` a reset.
@@ -188,8 +283,8 @@ async fn splice_until(
     }
 }
 
-/// What the request side of a plain-HTTP connection judges with.
-pub struct HttpContext<'a> {
+/// What a passed connection is judged with after its first flight.
+pub struct Ctx<'a> {
     pub inner: &'a Inner,
     pub policy: &'a PolicyRules,
     pub origin: &'a Origin,
@@ -207,7 +302,7 @@ enum Requests {
 
 /// A passed plain-HTTP connection. `buf` holds the first request head (and whatever
 /// followed it).
-pub async fn http(ctx: &HttpContext<'_>, client: TcpStream, upstream: TcpStream, buf: Vec<u8>) {
+pub async fn http(ctx: &Ctx<'_>, client: TcpStream, upstream: TcpStream, buf: Vec<u8>) {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let (Ok(up), Ok(down)) = (Pipe::new(), Pipe::new()) else {
         reset(client);
@@ -277,7 +372,7 @@ async fn end_responses(ok: bool, mut client_tx: OwnedWriteHalf, client_fd: RawFd
 
 /// Judges and forwards requests until the client stops sending or one is refused.
 async fn forward_requests(
-    ctx: &HttpContext<'_>,
+    ctx: &Ctx<'_>,
     client: &mut OwnedReadHalf,
     upstream: &mut OwnedWriteHalf,
     pipe: &Pipe,
@@ -332,7 +427,7 @@ async fn forward_requests(
 
 /// Reads until `buf` starts with a whole request head (or one that cannot be parsed,
 /// which the judgement refuses), within the first-flight limit.
-async fn read_head(ctx: &HttpContext<'_>, client: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> bool {
+async fn read_head(ctx: &Ctx<'_>, client: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> bool {
     let deadline = tokio::time::Instant::now() + ctx.inner.first_flight;
     loop {
         if !matches!(http::parse_head(buf), Ok(None)) {
@@ -367,7 +462,7 @@ async fn forward_length(
 
 /// Forwards a chunked body up to its end (the last chunk and the trailer).
 async fn forward_chunked(
-    ctx: &HttpContext<'_>,
+    ctx: &Ctx<'_>,
     client: &mut OwnedReadHalf,
     upstream: &mut OwnedWriteHalf,
     buf: &mut Vec<u8>,

@@ -134,7 +134,7 @@ pub fn hello_name(message: &[u8]) -> Hello {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal ClientHello record carrying `extensions` (each: type, data).
