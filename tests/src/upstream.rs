@@ -413,3 +413,230 @@ impl Drop for Dnsmasq {
         let _ = self.0.wait();
     }
 }
+
+/// The virtual-host server: one address serving several names, as a CDN does. TLS on
+/// 443 picks the certificate by SNI (`ca_dir/<name>.pem` and `.key`, the first name's
+/// without SNI); plain HTTP on 80 routes by the absolute-form URI's host, else by
+/// the last `Host` (servers differ on which of several wins). Every event is one JSON line in the log, with `local` (`addr:port`):
+/// `{"ev": "accept", "peer"}` for each TCP connection accepted; `{"ev": "first", "peer",
+/// "bytes"}` once its first byte came (bytes 1) or it ended without one (bytes 0, and
+/// `error` for a reset); `{"ev": "hello", "sni", "peer"}` for each ClientHello (sni null
+/// without one); `{"ev": "request", "tls", "sni",
+/// "vhost", "host", "method", "path", "peer", "len", "sha"}` for each request (body
+/// length and sha256); `{"ev": "served", "sha", "len"}` for `GET /big?n=N` (N bytes of a
+/// stream seeded by N); `{"ev": "eof", "path"}` when `GET /eof` saw the client's
+/// half-close (it reads until EOF before it answers). POST/PUT answer the body's sha256;
+/// other requests answer `vhost NAME path PATH`.
+const VHOSTS_PY: &str = r#"
+import hashlib, http.server, json, random, socket, socketserver, ssl, sys, threading, urllib.parse
+addr, log, ca_dir, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+lock = threading.Lock()
+def record(d):
+    with lock, open(log, "a") as f:
+        f.write(json.dumps(d) + "\n")
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def local(self):
+        return "%s:%d" % (addr, self.server.server_address[1])
+    def setup(self):
+        # Whether the connection carried any byte at all, before TLS or HTTP reads it.
+        first = {"ev": "first", "local": self.local(), "peer": "%s:%d" % self.client_address[:2]}
+        try:
+            self.request.settimeout(30)
+            first["bytes"] = len(self.request.recv(1, socket.MSG_PEEK))
+        except OSError as e:
+            first["bytes"], first["error"] = 0, type(e).__name__
+        record(first)
+        if not first["bytes"]:
+            raise ConnectionAbortedError("no byte")
+        if self.server.server_address[1] == 443:
+            self.request = default.wrap_socket(self.request, server_side=True)
+        super().setup()
+    def answer(self, body, close=False):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+    def rec(self, body):
+        tls = isinstance(self.connection, ssl.SSLSocket)
+        # With several Host fields, the last one wins here (servers differ).
+        hosts = self.headers.get_all("Host") or [None]
+        host = hosts[-1]
+        u = urllib.parse.urlsplit(self.path)
+        vhost = u.hostname if u.scheme else (host or "").rsplit(":", 1)[0]
+        record({"ev": "request", "local": self.local(), "tls": tls,
+                "sni": getattr(self.connection, "hb_sni", None), "vhost": vhost, "host": host,
+                "method": self.command, "path": self.path,
+                "peer": "%s:%d" % self.client_address[:2], "len": len(body),
+                "sha": hashlib.sha256(body).hexdigest()})
+        return vhost
+    def do_GET(self):
+        if self.path.startswith("/big?n="):
+            n = int(self.path.split("=")[1])
+            data = random.Random(n).randbytes(n)
+            self.rec(b"")
+            record({"ev": "served", "local": self.local(), "len": n, "sha": hashlib.sha256(data).hexdigest()})
+            return self.answer(data)
+        if self.path == "/eof":
+            self.rec(b"")
+            rest = self.rfile.read()
+            record({"ev": "eof", "local": self.local(), "path": self.path, "after": len(rest)})
+            return self.answer(b"answered after eof", close=True)
+        vhost = self.rec(b"")
+        self.answer(("vhost %s path %s" % (vhost, self.path)).encode())
+    do_HEAD = do_OPTIONS = do_GET
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n)
+        self.rec(body)
+        self.answer(hashlib.sha256(body).hexdigest().encode())
+    do_PUT = do_PATCH = do_DELETE = do_POST
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+    def get_request(self):
+        sock, peer = self.socket.accept()
+        record({"ev": "accept", "local": "%s:%d" % (addr, self.server_address[1]), "peer": "%s:%d" % peer[:2]})
+        return sock, peer
+    def handle_error(self, request, client_address): pass
+contexts = {}
+for name in names:
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    c.load_cert_chain("%s/%s.pem" % (ca_dir, name), "%s/%s.key" % (ca_dir, name))
+    contexts[name] = c
+default = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+default.load_cert_chain("%s/%s.pem" % (ca_dir, names[0]), "%s/%s.key" % (ca_dir, names[0]))
+def pick(sock, name, ctx):
+    sock.hb_sni = name
+    record({"ev": "hello", "local": addr + ":443", "sni": name, "peer": "%s:%d" % sock.getpeername()[:2]})
+    if name in contexts:
+        sock.context = contexts[name]
+default.sni_callback = pick
+tls = S((addr, 443), H)
+plain = S((addr, 80), H)
+for s in (tls, plain):
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// [`VHOSTS_PY`] on one address, its certificates issued by a [`TestCa`] in `dir`
+/// (`dir/<name>.pem`); killed on drop.
+pub struct VirtualHosts {
+    child: Child,
+    log: PathBuf,
+}
+
+impl VirtualHosts {
+    /// Serves `names` on `addr` (ports 443 and 80), certificates for each from `ca`,
+    /// logging to `dir/vhosts-<addr>.jsonl`. The first name's certificate is the default.
+    pub fn start(dir: &Path, ca: &TestCa, addr: &str, names: &[&str]) -> Self {
+        for n in names {
+            if !dir.join(format!("{n}.pem")).exists() {
+                ca.issue(n, &[n]);
+            }
+        }
+        let log = dir.join(format!("vhosts-{addr}.jsonl"));
+        fs::write(&log, "").expect("vhost log");
+        let mut child = Command::new(crate::python())
+            .args(["-c", VHOSTS_PY, addr])
+            .arg(&log)
+            .arg(dir)
+            .arg(names.join(","))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("vhost server output");
+        assert_eq!(line.trim(), "ready", "vhost server on {addr} did not start");
+        Self { child, log }
+    }
+
+    /// Every event recorded so far, oldest first.
+    pub fn records(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log)
+            .expect("vhost log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("vhost record JSON"))
+            .collect()
+    }
+
+    /// Records of kind `ev` (`accept`, `first`, `hello`, `request`, `served`, `eof`).
+    pub fn events(&self, ev: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["ev"] == ev)
+            .collect()
+    }
+
+    /// Connections accepted on `local` (`addr:port`).
+    pub fn accepted(&self, local: &str) -> usize {
+        self.events("accept")
+            .iter()
+            .filter(|r| r["local"] == local)
+            .count()
+    }
+
+    /// Connections on `local` that carried at least one byte to the server.
+    pub fn carried_bytes(&self, local: &str) -> usize {
+        self.events("first")
+            .iter()
+            .filter(|r| r["local"] == local && r["bytes"] != 0)
+            .count()
+    }
+
+    /// What reached virtual host `name`: ClientHellos naming it and requests routed to it.
+    pub fn reached(&self, name: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| {
+                (r["ev"] == "hello" && r["sni"] == name)
+                    || (r["ev"] == "request" && (r["vhost"] == name || r["sni"] == name))
+            })
+            .collect()
+    }
+
+    /// Requests whose path is `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<Value> {
+        self.events("request")
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .collect()
+    }
+
+    /// Until a request for `path` was recorded (10 s at most): a client's request is
+    /// recorded before it is answered, but a sentinel sent after an attack proves the
+    /// attack's records, if any, are in the log.
+    pub fn wait_request(&self, path: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = self.requests_to(path).into_iter().next() {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no request for {path} reached the server: {:#?}",
+                self.records()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for VirtualHosts {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
