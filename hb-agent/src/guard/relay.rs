@@ -3,9 +3,10 @@
 //! TLS: each direction is spliced through a pipe (`splice(2)`: the bytes stay in the
 //! kernel) until that side's end of stream, which is passed on as a half-close
 //! (`shutdown(SHUT_WR)`), so a client that closes its sending side still gets its
-//! answer. The client's side goes record by record: its headers are read (and its
-//! handshake messages, until it encrypts) so no later ClientHello names another host
-//! (`tls_records`). An error or a refusal on either side resets both.
+//! answer. The client's side is read in 64 KiB reads, each record header judged as it
+//! streams by (and its handshake messages, until it encrypts) so no later ClientHello
+//! names another host (`tls_records`). An error or a refusal on either side resets
+//! both.
 //!
 //! Plain HTTP: responses are spliced as they come; requests are read head by head, each
 //! judged before it is sent, and each body forwarded exactly as far as its framing says
@@ -55,12 +56,12 @@ pub async fn tls(
     first: Vec<u8>,
     name: String,
 ) {
-    let (Ok(up), Ok(down)) = (Pipe::new(), Pipe::new()) else {
+    let Ok(down) = Pipe::new() else {
         reset(client);
         return;
     };
     let relayed = tokio::try_join!(
-        forward_client_records(ctx, &client, &upstream, &up, first, Watch::new(name)),
+        forward_client_records(ctx, &client, &upstream, first, Watch::new(name)),
         splice_one_way(&upstream, &client, &down),
     );
     if relayed.is_err() {
@@ -71,79 +72,122 @@ pub async fn tls(
     }
 }
 
-/// The client → server direction of a TLS connection, record by record: each header
-/// judged, plaintext handshake records read and judged whole, every other body spliced.
-/// `held` starts with the first flight.
+/// The client → server direction of a TLS connection: read in large reads, each record
+/// header judged as it streams by (a plaintext handshake record held until it is whole
+/// and judged), and the bytes forwarded unchanged, one write per read. `held` starts
+/// with the first flight.
 async fn forward_client_records(
     ctx: &Ctx<'_>,
     client: &TcpStream,
     upstream: &TcpStream,
-    pipe: &Pipe,
     mut held: Vec<u8>,
     mut watch: Watch,
 ) -> std::io::Result<()> {
+    let mut scan = RecordScan::default();
+    let fits = |n: &str| {
+        ctx.inner
+            .judge
+            .name_fits(ctx.policy, n, ctx.origin.dst.ip())
+    };
     loop {
-        if !fill(client, &mut held, 5).await? {
-            if held.is_empty() {
+        let ready = match scan.advance(&held, &mut watch, fits) {
+            Ok(ready) => ready,
+            Err((reason, name)) => {
+                ctx.inner
+                    .refused(ctx.policy, ctx.origin, &Refusal::closed(reason, name));
+                if !ctx.policy.audit {
+                    return Err(std::io::Error::other("refused"));
+                }
+                scan.skip_judging();
+                held.len()
+            }
+        };
+        write_all_to(upstream, &held[..ready]).await?;
+        held.drain(..ready);
+        held.reserve(READ_BYTES);
+        let got = loop {
+            client.readable().await?;
+            match client.try_read_buf(&mut held) {
+                Ok(got) => break got,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        };
+        if got == 0 {
+            if held.is_empty() && scan.at_record_start() {
                 // SAFETY: shutdown of a socket the caller's stream owns.
                 unsafe { libc::shutdown(upstream.as_raw_fd(), libc::SHUT_WR) };
                 return Ok(());
             }
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        let kind = held[0];
-        let len = usize::from(u16::from_be_bytes([held[3], held[4]]));
-        let read_body = watch.wants_body(kind) && len <= tls_records::MAX_RECORD;
-        if read_body && !fill(client, &mut held, 5 + len).await? {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let body = if read_body {
-            &held[5..5 + len]
-        } else {
-            &[][..]
-        };
-        let fits = |n: &str| {
-            ctx.inner
-                .judge
-                .name_fits(ctx.policy, n, ctx.origin.dst.ip())
-        };
-        if let Step::Refuse(reason, name) = watch.record(kind, len, body, fits) {
-            ctx.inner
-                .refused(ctx.policy, ctx.origin, &Refusal::closed(reason, name));
-            if !ctx.policy.audit {
-                return Err(std::io::Error::other("refused"));
-            }
-        }
-        let have = held.len().min(5 + len);
-        write_all_to(upstream, &held[..have]).await?;
-        held.drain(..have);
-        splice_until(client, upstream, pipe, Some((5 + len - have) as u64)).await?;
     }
 }
 
-/// Reads from `stream` until `held` has `n` bytes, never more: the bytes past a record
-/// header stay in the kernel for `splice`. `false` at the end of the stream.
-async fn fill(stream: &TcpStream, held: &mut Vec<u8>, n: usize) -> std::io::Result<bool> {
-    while held.len() < n {
-        let at = held.len();
-        held.resize(n, 0);
-        let got = loop {
-            stream.readable().await?;
-            match stream.try_read(&mut held[at..n]) {
-                Ok(got) => break got,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    held.truncate(at);
-                    return Err(e);
+/// Bytes read from a TLS client at a time.
+const READ_BYTES: usize = 64 * 1024;
+
+/// Where a client's record stream stands between reads.
+#[derive(Default)]
+struct RecordScan {
+    /// Body bytes of a passed record still to come (forwarded without reading).
+    skip: usize,
+    /// An audit-mode policy passed a refusal: the rest streams unjudged.
+    unjudged: bool,
+}
+
+impl RecordScan {
+    /// How many bytes at the start of `held` may go upstream now: every whole header
+    /// judged, every plaintext handshake record whole and judged. Bytes after that wait
+    /// for more input.
+    fn advance(
+        &mut self,
+        held: &[u8],
+        watch: &mut Watch,
+        fits: impl Fn(&str) -> bool,
+    ) -> Result<usize, (super::decide::Reason, Option<String>)> {
+        if self.unjudged {
+            return Ok(held.len());
+        }
+        let mut at = 0;
+        loop {
+            if self.skip > 0 {
+                let take = self.skip.min(held.len() - at);
+                at += take;
+                self.skip -= take;
+                if self.skip > 0 {
+                    return Ok(at);
                 }
             }
-        };
-        held.truncate(at + got);
-        if got == 0 {
-            return Ok(false);
+            if held.len() - at < 5 {
+                return Ok(at);
+            }
+            let kind = held[at];
+            let len = usize::from(u16::from_be_bytes([held[at + 3], held[at + 4]]));
+            let whole = watch.wants_body(kind) && len <= tls_records::MAX_RECORD;
+            if whole && held.len() - at < 5 + len {
+                return Ok(at);
+            }
+            let body = if whole {
+                &held[at + 5..at + 5 + len]
+            } else {
+                &[][..]
+            };
+            if let Step::Refuse(reason, name) = watch.record(kind, len, body, &fits) {
+                return Err((reason, name));
+            }
+            at += 5;
+            self.skip = len;
         }
     }
-    Ok(true)
+
+    fn skip_judging(&mut self) {
+        self.unjudged = true;
+    }
+
+    fn at_record_start(&self) -> bool {
+        self.skip == 0 || self.unjudged
+    }
 }
 
 /// Writes all of `buf` to a shared stream.
@@ -492,6 +536,52 @@ async fn forward_chunked(
         match read {
             Ok(n) if n > 0 => {}
             _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::{
+        decide::Reason,
+        tls::tests::{client_hello, sni},
+    };
+
+    /// Feeds `stream` in pieces of `step` bytes, as reads would; returns the bytes
+    /// passed before a refusal (or all), and the refusal.
+    fn scan(stream: &[u8], step: usize) -> (usize, Option<Reason>) {
+        let mut scan = RecordScan::default();
+        let mut watch = Watch::new("allowed.test".into());
+        let (mut held, mut passed) = (Vec::new(), 0);
+        for piece in stream.chunks(step) {
+            held.extend_from_slice(piece);
+            match scan.advance(&held, &mut watch, |_| true) {
+                Ok(ready) => {
+                    passed += ready;
+                    held.drain(..ready);
+                }
+                Err((reason, _)) => return (passed, Some(reason)),
+            }
+        }
+        (passed, None)
+    }
+
+    #[test]
+    fn records_stream_through_and_a_later_hello_is_caught_however_the_reads_fall() {
+        let first = client_hello(&[sni(&["allowed.test"])]);
+        let mut ok = first.clone();
+        ok.extend([20, 3, 3, 0, 1, 1]); // change_cipher_spec
+        ok.extend([23, 3, 3, 0, 4, 9, 9, 9, 9]); // application data
+        let mut evil = first.clone();
+        evil.extend([20, 3, 3, 0, 1, 1]);
+        let second = client_hello(&[sni(&["evil.test"])]);
+        evil.extend(&second);
+        for step in [1, 2, 5, 7, 64, 4096] {
+            assert_eq!(scan(&ok, step), (ok.len(), None), "step {step}");
+            let (passed, refused) = scan(&evil, step);
+            assert_eq!(refused, Some(Reason::SniMismatch), "step {step}");
+            assert!(passed <= evil.len() - second.len(), "step {step}: {passed}");
         }
     }
 }
