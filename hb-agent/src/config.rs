@@ -584,6 +584,12 @@ pub struct PolicyConfig {
     /// The TCP ports the guard covers (default 80 and 443).
     #[serde(default = "default_guard_ports")]
     pub guard_ports: Vec<u16>,
+    /// Every TCP port of an allowed destination goes through the guard (default false):
+    /// a CDN that serves HTTPS on more ports than 80 and 443 (Cloudflare: 2053, 2083,
+    /// 2087, 2096, 8443, …) cannot be fronted through them either. Only TLS and plain
+    /// HTTP then pass (SSH, databases and other protocols are refused).
+    #[serde(default)]
+    pub guard_all_ports: bool,
     /// Plain-HTTP hosts that may receive any method (patterns as in `allow_domains`);
     /// other hosts get only `guard.readonly_methods`.
     #[serde(default)]
@@ -1209,7 +1215,14 @@ impl Config {
         }
         let mut total_ports = 0usize;
         for (i, policy) in self.policies.iter_mut().enumerate() {
-            if policy.guard && policy.guard_ports.is_empty() {
+            if policy.guard_all_ports && !policy.guard {
+                return Err(invalid(
+                    format!("policy[{i}].guard_all_ports"),
+                    line_of(text, policy.name.span().start),
+                    "needs guard = true".into(),
+                ));
+            }
+            if policy.guard && !policy.guard_all_ports && policy.guard_ports.is_empty() {
                 return Err(invalid(
                     format!("policy[{i}].guard_ports"),
                     line_of(text, policy.name.span().start),
@@ -1397,6 +1410,12 @@ mod tests {
                 "guard.readonly_methods[0]",
                 2,
                 "upper-case",
+            ),
+            (
+                "[[policy]]\nname = \"a\"\nguard = false\nguard_all_ports = true\n",
+                "policy[0].guard_all_ports",
+                2,
+                "needs guard = true",
             ),
             (
                 "[guard]\nmax_connections_per_policy = 0\n",

@@ -16,9 +16,9 @@ use aya::maps::{
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, EventRate, EventRateKey,
-    GuardConfig, GuardPortKey, Nat64Key, POLICY_AUDIT, POLICY_GUARD, POLICY_IN_USE, POLICY_INBOUND,
-    POLICY_PREFIX_BITS, POLICY_QUIC, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names,
-    pin_dirs, rule,
+    GuardConfig, GuardPortKey, Nat64Key, POLICY_AUDIT, POLICY_GUARD, POLICY_GUARD_ALL,
+    POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, POLICY_QUIC, PolicyCidr4, PolicyCidr6,
+    PolicyInfo, limits, map_names, pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -282,6 +282,9 @@ impl Maps {
             }
             if p.allow_quic {
                 info.flags |= POLICY_QUIC;
+            }
+            if p.guard && p.guard_all_ports {
+                info.flags |= POLICY_GUARD_ALL;
             }
             info.name[..name.len()].copy_from_slice(name.as_bytes());
             self.policies

@@ -245,6 +245,9 @@ pub const POLICY_INBOUND: u32 = 4;
 pub const POLICY_GUARD: u32 = 8;
 /// `allow_quic = true`: a guarded policy's UDP to port 443 is judged like other UDP.
 pub const POLICY_QUIC: u32 = 16;
+/// `guard_all_ports = true`: a guarded policy's TCP connects to allowed destinations go
+/// through the guard on every port, not only its `guard_ports`.
+pub const POLICY_GUARD_ALL: u32 = 32;
 
 /// Key of [`map_names::ALLOW4`]: one validated address for one policy.
 #[repr(C)]

@@ -1,6 +1,7 @@
 //! The egress guard's kernel half: guarded TCP connects go to the agent's guard.
 //!
-//! In `connect4|6`, a TCP destination the policy allows, on one of its `guard_ports`,
+//! In `connect4|6`, a TCP destination the policy allows, on one of its `guard_ports`
+//! (or on any port under `guard_all_ports`),
 //! from a policy with `guard = true` is rewritten to the guard at `port_base + policy id`
 //! ([`GuardConfig`]; IPv6 sockets to `[::1]`), and what the socket addressed is
 //! remembered under its cookie (`HB_GUARD_ORIG`, with the cgroup, pid and command that
@@ -25,7 +26,7 @@ use aya_ebpf::{
 };
 use hb_common::{
     AF_INET, AF_INET6, Counter, GuardConfig, GuardFlowKey, GuardOrig, GuardPortKey, POLICY_GUARD,
-    POLICY_QUIC, limits,
+    POLICY_GUARD_ALL, POLICY_QUIC, limits,
 };
 
 use crate::{dns, policy};
@@ -115,7 +116,7 @@ pub(crate) fn route(
             Route::Direct
         };
     }
-    if !guards_port(policy_id, port) {
+    if flags & POLICY_GUARD_ALL == 0 && !guards_port(policy_id, port) {
         return Route::Direct;
     }
     // The policy is guarded but no guard is pointed at (an agent that flagged the policy

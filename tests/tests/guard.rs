@@ -44,12 +44,13 @@ fn old_config() -> bool {
 /// The agent's config: the `web` policy, and `quic`, which may send UDP to port 443;
 /// `guard`: a `[guard]` section (left out with the old config too).
 fn config(guard: &str) -> String {
-    let (write_domains, allow_quic, guard) = if old_config() {
-        ("", "", "")
+    let (write_domains, allow_quic, all_ports, guard) = if old_config() {
+        ("", "", "", "")
     } else {
         (
             "write_domains = [\"write.test\"]",
             "allow_quic = true",
+            "[[policy]]\nname = \"allports\"\nallow_domains = [\"allowed.test\"]\nguard_all_ports = true",
             guard,
         )
     };
@@ -78,6 +79,8 @@ allow_domains = ["allowed.test"]
 name = "watch"
 mode = "audit"
 allow_domains = ["allowed.test"]
+
+{all_ports}
 "#
     )
 }
@@ -1517,4 +1520,46 @@ for label, (host, data) in cases.items():
             "{label}: not refused with a 403: {text}"
         );
     }
+}
+
+/// HTTPS on another port of the same address (CDNs serve it on several: 8443, 2053, …):
+/// outside `guard_ports` a fronted name passes there, which is what `guard_all_ports`
+/// closes.
+#[test]
+fn guard_all_ports_guards_https_on_any_port() {
+    let w = World::new("allports");
+    let ca = TestCa::new(&w.dir, "alt");
+    let leaf = ca.issue("alt", &["allowed.test", "evil.test"]);
+    let server = hb_tests::upstream::RecordingServer::start(&w.dir, NEAR, 8443, Some(&leaf));
+    let curl = |args: &str| format!("curl -sS -m 10 --cacert {} {args}", ca.cert.display());
+    let script = format!(
+        "{ok} -o /dev/null; echo \" ok=$?\"; {evil} -o /dev/null; echo \" evil=$?\"",
+        ok = curl("https://allowed.test:8443/ok8443"),
+        evil = curl("--resolve evil.test:8443:203.0.113.10 https://evil.test:8443/evil8443"),
+    );
+    let (out, text) = w.run("allports", &script);
+    assert!(
+        text.contains(" ok=0"),
+        "allowed.test on 8443 under guard_all_ports: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths = |p: &str| server.requests().iter().filter(|r| r["path"] == p).count();
+    assert_eq!(paths("/ok8443"), 1);
+    assert_eq!(
+        paths("/evil8443"),
+        0,
+        "evil.test's SNI on 8443 reached the server: {text}"
+    );
+    let ev = w.env.wait_event("sni_mismatch on 8443", |e| {
+        e["hook"] == "guard" && e["reason"] == "sni_mismatch" && e["port"] == 8443
+    });
+    assert_eq!(ev["policy"], "allports");
+    // The same attempt under a policy guarding only 80 and 443 reaches the server: the
+    // check above is one that can fail.
+    let (_, text) = w.run("web", &script);
+    assert_eq!(
+        paths("/evil8443"),
+        1,
+        "under guard_ports = [80, 443]: {text}"
+    );
 }
