@@ -29,7 +29,7 @@ use hb_tests::{
     TestEnv, UdpProbe, agent_bin, private_netns, python, random_suffix, stdout,
     upstream::{Dnsmasq, TestCa, VirtualHosts},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const DNS_PORT: u16 = 5415;
 const NEAR: &str = "203.0.113.10";
@@ -442,12 +442,15 @@ fn tls_without_a_name_is_refused() {
         w.near.records()
     );
     let refused = wait_guard_events(&w.env, "no_sni", 2);
-    for ev in &refused {
-        assert_eq!(ev["dst"], NEAR, "{ev}");
-        assert_eq!(ev["port"], 443, "{ev}");
-        assert_eq!(ev["comm"], "openssl", "{ev}");
-        assert_eq!(ev["verdict"], "deny", "{ev}");
-    }
+    assert_all(
+        &refused,
+        &[
+            ("dst", json!(NEAR)),
+            ("port", json!(443)),
+            ("comm", json!("openssl")),
+            ("verdict", json!("deny")),
+        ],
+    );
 }
 
 /// 4. A name validated for one address sent as SNI to another allowed name's
@@ -593,12 +596,15 @@ attempt("duplicated", duplicated)
     w.near.wait_request("/pipe-1");
     // Host: evil.test alone, after a good request, and pipelined behind one.
     let ev = wait_guard_events(&w.env, "host_mismatch", 3);
-    for e in &ev {
-        assert_eq!(e["name"], "evil.test", "{e}");
-        assert_eq!(e["dst"], NEAR, "{e}");
-        assert_eq!(e["port"], 80, "{e}");
-        assert_eq!(e["policy"], "web", "{e}");
-    }
+    assert_all(
+        &ev,
+        &[
+            ("name", json!("evil.test")),
+            ("dst", json!(NEAR)),
+            ("port", json!(80)),
+            ("policy", json!("web")),
+        ],
+    );
 }
 
 /// 5b. Methods over plain HTTP: a GET passes, then a POST on the same kept-alive
@@ -671,11 +677,14 @@ except Exception as e:
     assert!(text.contains("403 delete=0"), "{text}");
     assert!(text.contains("200 head=0"), "{text}");
     let ev = wait_guard_events(&w.env, "method_denied", 2);
-    for e in &ev {
-        assert_eq!(e["name"], "allowed.test", "{e}");
-        assert_eq!(e["dst"], NEAR, "{e}");
-        assert_eq!(e["port"], 80, "{e}");
-    }
+    assert_all(
+        &ev,
+        &[
+            ("name", json!("allowed.test")),
+            ("dst", json!(NEAR)),
+            ("port", json!(80)),
+        ],
+    );
 }
 
 /// 6. 32 MiB each way over TLS (spliced) and over plain HTTP (kept alive, the guard
@@ -1099,12 +1108,15 @@ except OSError as e:
         hooks.contains(&"sendmsg4") && hooks.contains(&"connect4"),
         "quic events from sendmsg4 and connect4: {evs:#?}"
     );
-    for e in &evs {
-        assert_eq!(e["port"], 443, "{e}");
-        assert_eq!(e["protocol"], "udp", "{e}");
-        assert_eq!(e["policy"], "web", "{e}");
-        assert_eq!(e["verdict"], "deny", "{e}");
-    }
+    assert_all(
+        &evs,
+        &[
+            ("port", json!(443)),
+            ("protocol", json!("udp")),
+            ("policy", json!("web")),
+            ("verdict", json!("deny")),
+        ],
+    );
 }
 
 /// The contract's "nothing reaches the upstream" taken to the TCP level: a refused
@@ -1562,4 +1574,13 @@ fn guard_all_ports_guards_https_on_any_port() {
         1,
         "under guard_ports = [80, 443]: {text}"
     );
+}
+
+/// Asserts that every event has each of `fields` (name, value).
+fn assert_all(events: &[Value], fields: &[(&str, Value)]) {
+    for e in events {
+        for (name, want) in fields {
+            assert_eq!(&e[*name], want, "{name} of {e}");
+        }
+    }
 }

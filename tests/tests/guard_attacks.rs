@@ -517,33 +517,7 @@ def renegotiated_request(port, first_name, second_name):
 #[test]
 fn a_second_client_hello_after_hello_retry_request_never_reaches_evil_test() {
     let w = World::new("gahrr");
-    let client = HRR_CLIENT.replace("SECOND_NAME", "b\"evil.test\"");
-    let out = w.attack(&script(&format!(
-        r#"
-{client}
-ctl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctl.check_hostname = False; ctl.verify_mode = ssl.CERT_NONE
-with ctl.wrap_socket(socket.create_connection((SHARED, 443), timeout=5), server_hostname="allowed.test") as t:
-    t.sendall(b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
-    print("control", recv_all(t).split(b"\r\n")[0].decode())
-print("attack", hrr_request(443, b"allowed.test", b"evil.test"))
-"#
-    )));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "TLS to allowed.test passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/via-hrr");
-    assert!(
-        records
-            .iter()
-            .any(|r| r["path"] == "/control" && r["vhost"] == "allowed.test"),
-        "the control request arrived: {records:?}"
-    );
-    assert_eq!(
-        reached_evil(&records),
-        Vec::<&Value>::new(),
-        "evil.test's virtual host was reached: {out}"
-    );
+    tls_attack_reaches_only_allowed_test(&w, 443, "hrr_request", "/via-hrr");
 }
 
 /// TLS 1.2 renegotiation: after a handshake naming allowed.test, the client starts a
@@ -555,33 +529,7 @@ print("attack", hrr_request(443, b"allowed.test", b"evil.test"))
 #[test]
 fn a_renegotiation_naming_evil_test_never_reaches_evil_test() {
     let w = World::new("gareneg");
-    let client = HRR_CLIENT.replace("SECOND_NAME", "b\"evil.test\"");
-    let out = w.attack(&script(&format!(
-        r#"
-{client}
-ctl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctl.check_hostname = False; ctl.verify_mode = ssl.CERT_NONE
-with ctl.wrap_socket(socket.create_connection((SHARED, 8444), timeout=5), server_hostname="allowed.test") as t:
-    t.sendall(b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
-    print("control", recv_all(t).split(b"\r\n")[0].decode())
-print("attack", renegotiated_request(8444, b"allowed.test", b"evil.test"))
-"#
-    )));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "TLS to allowed.test passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/via-renegotiation");
-    assert!(
-        records
-            .iter()
-            .any(|r| r["path"] == "/control" && r["vhost"] == "allowed.test"),
-        "the control request arrived: {records:?}"
-    );
-    assert_eq!(
-        reached_evil(&records),
-        Vec::<&Value>::new(),
-        "evil.test's virtual host was reached: {out}"
-    );
+    tls_attack_reaches_only_allowed_test(&w, 8444, "renegotiated_request", "/via-renegotiation");
 }
 
 /// The trailer section of a chunked body: the guard reads trailer lines up to CRLF and
@@ -1027,5 +975,38 @@ for label, data in cases.items():
     assert!(
         records.iter().all(|r| r["vhost"] == "allowed.test"),
         "only allowed.test was served: {records:?}\n{out}"
+    );
+}
+
+/// A control request to allowed.test over TLS on `port`, then `call` (a function of
+/// [`HRR_CLIENT`]: first name allowed.test, second evil.test) requesting `path`: the
+/// control must arrive, and nothing at evil.test's virtual host.
+fn tls_attack_reaches_only_allowed_test(w: &World, port: u16, call: &str, path: &str) {
+    let client = HRR_CLIENT.replace("SECOND_NAME", "b\"evil.test\"");
+    let out = w.attack(&script(&format!(
+        r#"
+{client}
+ctl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctl.check_hostname = False; ctl.verify_mode = ssl.CERT_NONE
+with ctl.wrap_socket(socket.create_connection((SHARED, {port}), timeout=5), server_hostname="allowed.test") as t:
+    t.sendall(b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+    print("control", recv_all(t).split(b"\r\n")[0].decode())
+print("attack", {call}({port}, b"allowed.test", b"evil.test"))
+"#
+    )));
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "TLS to allowed.test passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == path);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["path"] == "/control" && r["vhost"] == "allowed.test"),
+        "the control request arrived: {records:?}"
+    );
+    assert_eq!(
+        reached_evil(&records),
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached: {out}"
     );
 }
