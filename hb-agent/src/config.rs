@@ -1196,11 +1196,12 @@ impl Config {
                 u64::from(self.guard.max_connections_per_policy),
             ),
         ] {
-            if value == 0 || value > 86_400 * 365 {
+            const MAX: u64 = 86_400 * 365;
+            if value == 0 || value > MAX {
                 return Err(invalid(
                     key.into(),
                     find_key_line(text, key.trim_start_matches("guard.")),
-                    "must be at least 1".into(),
+                    format!("{value} is outside 1..={MAX}"),
                 ));
             }
         }
@@ -1421,7 +1422,7 @@ mod tests {
                 "[guard]\nmax_connections_per_policy = 0\n",
                 "guard.max_connections_per_policy",
                 2,
-                "at least 1",
+                "outside 1..=",
             ),
         ] {
             let e = err(text);

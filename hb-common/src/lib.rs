@@ -441,6 +441,14 @@ pub const fn nat64_embedded(a: &[u8; 16], len: u32) -> Option<[u8; 4]> {
     }
 }
 
+/// Whether `port` (host order) is one of the per-policy ports starting at `port_base`
+/// (the resolver's and the guard's: `port_base + policy id`). A `port_base` of 0 means
+/// none (the agent never configured that service).
+#[inline(always)]
+pub const fn in_policy_ports(port_base: u16, port: u16) -> bool {
+    port_base != 0 && port >= port_base && ((port - port_base) as u32) < limits::POLICIES
+}
+
 /// Value of [`map_names::GUARD`]. A guarded TCP connect of policy N goes to
 /// `addr4:(port_base + N)` for IPv4 sockets and `[::1]:(port_base + N)` for IPv6 ones
 /// (as [`DnsConfig`] does for DNS).

@@ -152,8 +152,7 @@ pub(crate) fn redirect6(
 /// Whether `port` (as user_port holds it) is one of the resolver's policy ports.
 #[inline(always)]
 fn is_policy_port(cfg: &DnsConfig, port: u32) -> bool {
-    let port = u16::from_be(port as u16);
-    port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
+    hb_common::in_policy_ports(cfg.port_base, u16::from_be(port as u16))
 }
 
 /// In recvmsg4/getpeername4: reports the resolver as the nameserver the socket named.
@@ -227,17 +226,15 @@ pub(crate) fn is_resolver_addr(family: u16, addr: &[u8; 16]) -> bool {
 #[inline(always)]
 pub(crate) fn is_resolver_port(port: u16) -> bool {
     let Some(cfg) = config() else { return false };
-    port != 0 && port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
+    port != 0 && hb_common::in_policy_ports(cfg.port_base, port)
 }
 
 /// For the bind hooks: whether `port` (host order) is in the resolver's range, whether
 /// or not redirection is on (an agent may turn it on at its next start).
 #[inline(always)]
 pub(crate) fn is_resolver_port_any(port: u16) -> bool {
-    let Some(cfg) = DNS.get(0) else { return false };
-    cfg.port_base != 0
-        && port >= cfg.port_base
-        && u32::from(port - cfg.port_base) < limits::POLICIES
+    DNS.get(0)
+        .is_some_and(|cfg| hb_common::in_policy_ports(cfg.port_base, port))
 }
 
 /// For the packet hooks: the resolver port (host order) that answers `policy_id`'s

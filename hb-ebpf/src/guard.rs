@@ -185,20 +185,16 @@ fn mapped_v4(family: u16, a: &[u8; 16]) -> Option<[u8; 16]> {
 /// Whether `port` (as user_port holds it) is one of the guard's ports.
 #[inline(always)]
 fn is_guard_port(cfg: &GuardConfig, port: u32) -> bool {
-    let port = u16::from_be(port as u16);
-    port >= cfg.port_base && u32::from(port - cfg.port_base) < limits::POLICIES
+    hb_common::in_policy_ports(cfg.port_base, u16::from_be(port as u16))
 }
 
 /// For the bind hooks: whether `port` (host order) is in the guard's range, whether or
 /// not the guard runs.
 #[inline(always)]
 pub(crate) fn is_guard_port_any(port: u16) -> bool {
-    let Some(cfg) = GUARD.get(0) else {
-        return false;
-    };
-    cfg.port_base != 0
-        && port >= cfg.port_base
-        && u32::from(port - cfg.port_base) < limits::POLICIES
+    GUARD
+        .get(0)
+        .is_some_and(|cfg| hb_common::in_policy_ports(cfg.port_base, port))
 }
 
 /// In getpeername4: reports the guard as the peer the socket addressed.

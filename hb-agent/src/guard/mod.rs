@@ -348,15 +348,8 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
         origin: &origin,
     };
     match first {
-        FirstFlight::Tls(bytes) => {
-            let name = match tls::complete_hello(&bytes) {
-                Ok(Some(m)) => match tls::hello_name(&m) {
-                    tls::Hello::Name(n) => n,
-                    _ => String::new(),
-                },
-                _ => String::new(),
-            };
-            relay::tls(&ctx, client, upstream, bytes, name).await;
+        FirstFlight::Tls { records, name } => {
+            relay::tls(&ctx, client, upstream, records, name).await;
         }
         FirstFlight::Http(buf) => relay::http(&ctx, client, upstream, buf).await,
     }
@@ -385,8 +378,9 @@ async fn connect_upstream(dst: SocketAddr, limit: Duration) -> Option<TcpStream>
 
 /// The bytes a client sent before the guard let anything through.
 pub enum FirstFlight {
-    /// Records up to and including a whole ClientHello.
-    Tls(Vec<u8>),
+    /// Records up to and including a whole ClientHello, and the host it names (filled in
+    /// when the hello is judged; empty for a hello an audit-mode policy passes unnamed).
+    Tls { records: Vec<u8>, name: String },
     /// Bytes up to and including a whole first request head (maybe more).
     Http(Vec<u8>),
 }
@@ -443,7 +437,12 @@ async fn read_first_flight(
         }
         if buf[0] == tls::HANDSHAKE {
             match tls::complete_hello(&buf) {
-                Ok(Some(_)) => return Ok(FirstFlight::Tls(buf)),
+                Ok(Some(_)) => {
+                    return Ok(FirstFlight::Tls {
+                        records: buf,
+                        name: String::new(),
+                    });
+                }
                 Ok(None) => {}
                 Err(()) => return Err(not_tls_or_http()),
             }
@@ -468,10 +467,12 @@ impl Inner {
         &self,
         p: &PolicyRules,
         origin: &Origin,
-        first: FirstFlight,
+        mut first: FirstFlight,
     ) -> Result<FirstFlight, Refusal> {
-        let verdict = match &first {
-            FirstFlight::Tls(buf) => self.judge_hello(p, origin, buf),
+        let verdict = match &mut first {
+            FirstFlight::Tls { records, name } => {
+                self.judge_hello(p, origin, records).map(|n| *name = n)
+            }
             FirstFlight::Http(buf) => self.judge_request(p, origin, buf).map(|_| ()),
         };
         match verdict {
@@ -484,12 +485,13 @@ impl Inner {
     }
 
     /// A TLS first flight: its SNI must be allowed and validated for the address.
-    fn judge_hello(&self, p: &PolicyRules, origin: &Origin, buf: &[u8]) -> Result<(), Refusal> {
+    /// Returns the name.
+    fn judge_hello(&self, p: &PolicyRules, origin: &Origin, buf: &[u8]) -> Result<String, Refusal> {
         let Ok(Some(message)) = tls::complete_hello(buf) else {
             return Err(Refusal::closed(Reason::NotTlsOrHttp, None));
         };
         match tls::hello_name(&message) {
-            tls::Hello::Name(name) if self.judge.name_fits(p, &name, origin.dst.ip()) => Ok(()),
+            tls::Hello::Name(name) if self.judge.name_fits(p, &name, origin.dst.ip()) => Ok(name),
             tls::Hello::Name(name) => Err(Refusal::closed(Reason::SniMismatch, Some(name))),
             tls::Hello::IpLiteral(ip) => Err(Refusal::closed(Reason::NoSni, Some(ip))),
             tls::Hello::NoSni | tls::Hello::Encrypted => Err(Refusal::closed(Reason::NoSni, None)),
