@@ -507,6 +507,11 @@ pub struct IntegrationConfig {
     /// service) never receives it unless listed.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// An upstream 401 to a credential rotated in less than this many seconds ago is
+    /// retried once with the previous credential while that one is in its grace period
+    /// (providers take a while to make a new key valid everywhere). 0 turns it off.
+    #[serde(default = "default_propagation_secs")]
+    pub propagation_secs: u64,
     /// Probed with a new secret by the rotation loop (not built yet; parsed now).
     #[serde(default)]
     #[allow(dead_code)]
@@ -529,6 +534,10 @@ pub enum Auth {
     Header(String),
     /// A query parameter carries the token.
     Query(String),
+}
+
+fn default_propagation_secs() -> u64 {
+    60
 }
 
 fn default_integration_schemes() -> Vec<String> {

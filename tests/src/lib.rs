@@ -188,33 +188,35 @@ impl TestEnv {
     /// `hb-agent vault put` of `secret` (on stdin, never argv) for `integration`/`account`;
     /// must succeed.
     pub fn vault_put(&self, integration: &str, account: &str, secret: &str) {
+        self.vault_with_secret(
+            &["put", "--integration", integration, "--account", account],
+            secret,
+        );
+    }
+
+    /// `hb-agent vault ARGS…` with `secret` on stdin (never argv); must succeed.
+    pub fn vault_with_secret(&self, args: &[&str], secret: &str) {
         use std::io::Write as _;
         let mut child = Command::new(agent_bin())
             .arg("--config")
             .arg(&self.config_path)
-            .args([
-                "vault",
-                "put",
-                "--integration",
-                integration,
-                "--account",
-                account,
-            ])
+            .arg("vault")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("vault put");
+            .expect("hb-agent vault");
         child
             .stdin
             .take()
             .expect("stdin")
             .write_all(secret.as_bytes())
             .expect("secret on stdin");
-        let out = child.wait_with_output().expect("vault put");
+        let out = child.wait_with_output().expect("hb-agent vault");
         assert!(
             out.status.success(),
-            "vault put: {}",
+            "vault {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

@@ -219,6 +219,13 @@ class H(http.server.BaseHTTPRequestHandler):
                 headers.append(("Content-Encoding", enc))
             else:
                 out = text
+        elif u.path == "/auth":
+            # 401 to a bearer that ends with ?deny= (a key the provider does not know yet).
+            deny = q.get("deny", "")
+            if deny and (self.headers.get("authorization") or "").endswith(deny):
+                status, out = 401, b"unauthorized"
+            else:
+                out = b"authorized"
         elif u.path == "/big":
             out = b"x" * int(q["n"])
         elif u.path == "/stream":

@@ -3,9 +3,11 @@
 //!
 //! A caller acts under its sandbox's policy (a host caller under `broker.host_policy`,
 //! or none). To get a handle, that policy must bind the integration
-//! (`[[policy]] integrations`) and the vault must hold an active credential for the
-//! account. The decrypted value goes straight into the handle's entry and the
-//! scrubber's set of values that must never leave; the caller only ever sees the handle.
+//! (`[[policy]] integrations`) and the vault must hold a usable credential for the
+//! account. The handle stands for the account: each call resolves the account's current
+//! credential ([`usable_now`]), whose decrypted value goes into the scrubber's set of
+//! values that must never leave before any call carries it; the caller only ever sees
+//! the handle.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,10 +20,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
+    accounts::Current,
     error::{ApiError, Code},
     handles::{self, Owner},
     identity::Caller,
-    state::{AppState, CallerOf, JsonBody},
+    state::{AppState, CallerOf, JsonBody, Shared},
 };
 use crate::vault::Vault;
 
@@ -123,12 +126,8 @@ pub async fn create_handle(
             ),
         ));
     }
-    let (integration, account) = (req.integration.clone(), req.account.clone());
-    let found = with_vault(shared.vault.clone(), move |v| {
-        v.active(&integration, &account)
-    })
-    .await?;
-    let Some((meta, secret)) = found else {
+    let usable = usable_now(&shared, &req.integration, &req.account).await?;
+    let Some(current) = usable.first() else {
         shared.audit_decision(
             &caller,
             &policy,
@@ -136,15 +135,9 @@ pub async fn create_handle(
             "no_credential",
             &req.integration,
         );
-        return Err(ApiError::new(
-            Code::NoCredential,
-            format!(
-                "the vault holds no active credential for integration \"{}\" account \"{}\"",
-                req.integration, req.account
-            ),
-        ));
+        return Err(no_credential(&req.integration, &req.account));
     };
-    shared.protect(&meta.id, &secret);
+    let credential_id = current.credential_id.clone();
     let execution = match req.execution {
         Some(e) => e,
         None => handles::new_execution_id(shared.handles.rng())
@@ -152,18 +145,18 @@ pub async fn create_handle(
     };
     let (handle, entry, expired) = shared
         .handles
-        .create(
-            req.integration,
-            req.account,
-            meta.id,
-            Arc::new(secret),
-            owner,
-            execution,
-        )
+        .create(req.integration, req.account, owner, execution)
         .ok_or_else(|| ApiError::new(Code::Internal, "cannot create a handle"))?;
     shared.forget_handles(&expired);
     shared.protect_handle(&handle);
-    shared.audit_handle(&caller, &policy, "registered", &handle, &entry);
+    shared.audit_handle(
+        &caller,
+        &policy,
+        "registered",
+        &handle,
+        &entry,
+        Some(&credential_id),
+    );
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -182,12 +175,51 @@ pub async fn delete_handle(
     let (policy, owner) = acting(&caller, &shared.config.broker.host_policy)?;
     match shared.handles.get(&handle, owner) {
         Some(entry) if shared.handles.delete(&handle, owner) => {
-            shared.audit_handle(&caller, &policy, "revoked", &handle, &entry);
+            shared.audit_handle(&caller, &policy, "revoked", &handle, &entry, None);
             shared.forget_handles(std::slice::from_ref(&handle));
             Ok(StatusCode::NO_CONTENT)
         }
         _ => Err(unknown_handle()),
     }
+}
+
+/// The credentials a call of `integration`/`account` may carry now, the active one
+/// first (see `accounts`): from the cache while the vault file is unchanged, else read
+/// from the vault, each value registered with the scrubber before it is returned.
+pub async fn usable_now(
+    shared: &Shared,
+    integration: &str,
+    account: &str,
+) -> Result<Vec<Arc<Current>>, ApiError> {
+    let now = std::time::SystemTime::now();
+    let stamp = shared.accounts.stamp();
+    if let Some(stamp) = stamp
+        && let Some(hit) = shared.accounts.cached(integration, account, stamp, now)
+    {
+        return Ok(hit);
+    }
+    let (i, a) = (integration.to_owned(), account.to_owned());
+    let read = with_vault(shared.vault.clone(), move |v| v.usable(&i, &a)).await?;
+    for (meta, secret) in &read {
+        shared.protect(&meta.id, secret);
+    }
+    Ok(match stamp {
+        Some(stamp) => shared.accounts.store(integration, account, stamp, read),
+        None => read
+            .into_iter()
+            .map(|(m, s)| Arc::new(Current::new(&m, s)))
+            .collect(),
+    })
+}
+
+/// The vault holds nothing usable for the account (never stored, or revoked).
+pub fn no_credential(integration: &str, account: &str) -> ApiError {
+    ApiError::new(
+        Code::NoCredential,
+        format!(
+            "the vault holds no active credential for integration \"{integration}\" account \"{account}\""
+        ),
+    )
 }
 
 /// The one answer for every handle that cannot be used.

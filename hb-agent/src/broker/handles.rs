@@ -3,8 +3,9 @@
 //! A handle is `hb_cred_` + base64url (no padding) of 24 random bytes from ring's
 //! `SystemRandom`. The table lives in this process's memory only — never on disk, in a
 //! log or in an answer other than the one that created it — and maps the handle to the
-//! integration, account and credential it stands for, the identity that created it and
-//! its execution. A handle works only for that identity and until it expires
+//! integration and account it stands for (never to a value: each call carries the
+//! account's current credential, see `accounts`), the identity that created it and its
+//! execution. A handle works only for that identity and until it expires
 //! (`broker.handle_ttl_secs`), is deleted, or its execution ends or is revoked (an auth
 //! collision revokes the whole execution).
 //!
@@ -21,8 +22,6 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
-use crate::secret::Secret;
-
 pub const PREFIX: &str = "hb_cred_";
 const RANDOM_BYTES: usize = 24;
 
@@ -37,26 +36,11 @@ pub enum Owner {
 pub struct Entry {
     pub integration: String,
     pub account: String,
-    pub credential_id: String,
-    pub secret: Arc<Secret>,
     pub owner: Owner,
     pub execution: String,
     pub expires: Instant,
     /// Wall-clock expiry, for the answer.
     pub expires_at: SystemTime,
-    /// The runs of `secret` redacted from the answers to calls made with this handle,
-    /// built at the first such answer and kept for the handle's life (so a call does
-    /// not rebuild them).
-    pub fragments: std::sync::OnceLock<Option<crate::scrub::Fragments>>,
-}
-
-impl Entry {
-    /// The runs of this handle's credential to redact from an answer.
-    pub fn fragments(&self) -> Option<&crate::scrub::Fragments> {
-        self.fragments
-            .get_or_init(|| crate::scrub::Fragments::new(self.secret.expose()))
-            .as_ref()
-    }
 }
 
 pub struct Handles {
@@ -91,8 +75,6 @@ impl Handles {
         &self,
         integration: String,
         account: String,
-        credential_id: String,
-        secret: Arc<Secret>,
         owner: Owner,
         execution: String,
     ) -> Option<(String, Arc<Entry>, Vec<String>)> {
@@ -102,13 +84,10 @@ impl Handles {
         let entry = Arc::new(Entry {
             integration,
             account,
-            credential_id,
-            secret,
             owner,
             execution,
             expires: Instant::now() + self.ttl,
             expires_at: SystemTime::now() + self.ttl,
-            fragments: std::sync::OnceLock::new(),
         });
         let mut table = self.table.lock().ok()?;
         let now = Instant::now();
@@ -131,8 +110,9 @@ impl Handles {
         (e.owner == owner && e.expires > Instant::now()).then(|| e.clone())
     }
 
-    /// The live handles `owner` holds, each with the credential it stands for.
-    pub fn held_by(&self, owner: Owner) -> Vec<(String, String)> {
+    /// The live handles `owner` holds, each with the integration and account it stands
+    /// for.
+    pub fn held_by(&self, owner: Owner) -> Vec<(String, String, String)> {
         let Ok(table) = self.table.lock() else {
             return Vec::new();
         };
@@ -140,7 +120,7 @@ impl Handles {
         table
             .iter()
             .filter(|(_, e)| e.owner == owner && e.expires > now)
-            .map(|(h, e)| (h.clone(), e.credential_id.clone()))
+            .map(|(h, e)| (h.clone(), e.integration.clone(), e.account.clone()))
             .collect()
     }
 
@@ -180,24 +160,13 @@ impl Handles {
 mod tests {
     use super::*;
 
-    fn secret() -> Arc<Secret> {
-        Arc::new(Secret::new(b"s3cr3t-value".to_vec()))
-    }
-
     #[test]
     fn handles_work_only_for_their_owner_until_deleted_or_their_execution_ends() {
         let h = Handles::new(Duration::from_secs(60));
         let me = Owner::Sandbox { cgroup_id: 7 };
         let other = Owner::Sandbox { cgroup_id: 8 };
         let (a, _, _) = h
-            .create(
-                "gh".into(),
-                "bot".into(),
-                "cred_1".into(),
-                secret(),
-                me,
-                "e1".into(),
-            )
+            .create("gh".into(), "bot".into(), me, "e1".into())
             .expect("create");
         assert!(
             a.starts_with(PREFIX) && a.len() == PREFIX.len() + 32,
@@ -208,24 +177,10 @@ mod tests {
         assert!(h.get(&a, other).is_none(), "foreign");
         assert!(!h.delete(&a, other), "foreign delete");
         let (b, _, _) = h
-            .create(
-                "gh".into(),
-                "bot".into(),
-                "cred_1".into(),
-                secret(),
-                me,
-                "e1".into(),
-            )
+            .create("gh".into(), "bot".into(), me, "e1".into())
             .expect("create");
         let (c, _, _) = h
-            .create(
-                "gh".into(),
-                "bot".into(),
-                "cred_1".into(),
-                secret(),
-                me,
-                "e2".into(),
-            )
+            .create("gh".into(), "bot".into(), me, "e2".into())
             .expect("create");
         assert!(
             h.end_execution("e1", other).is_empty(),
@@ -234,20 +189,16 @@ mod tests {
         assert_eq!(h.end_execution("e1", me).len(), 2);
         assert!(h.get(&a, me).is_none() && h.get(&b, me).is_none());
         assert!(h.get(&c, me).is_some(), "another execution lives on");
-        assert_eq!(h.held_by(me), vec![(c.clone(), "cred_1".to_owned())]);
+        assert_eq!(
+            h.held_by(me),
+            vec![(c.clone(), "gh".to_owned(), "bot".to_owned())]
+        );
         assert!(h.held_by(other).is_empty(), "held only by its owner");
         assert!(h.delete(&c, me));
         assert!(h.get(&c, me).is_none());
         let short = Handles::new(Duration::ZERO);
         let (d, _, _) = short
-            .create(
-                "gh".into(),
-                "bot".into(),
-                "cred_1".into(),
-                secret(),
-                me,
-                "e".into(),
-            )
+            .create("gh".into(), "bot".into(), me, "e".into())
             .expect("create");
         assert!(short.get(&d, me).is_none(), "expired");
     }

@@ -16,6 +16,7 @@
 //! Must never: serve on a socket another live agent owns, remove anything at the socket
 //! path that is not a socket, or let an error message out unscrubbed.
 
+mod accounts;
 mod credentials;
 pub mod error;
 mod handles;
@@ -195,6 +196,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
     let events = inputs.events;
     let sessions = sessions::Sessions::new(Duration::from_secs(cfg.session_ttl_secs));
     let handles = handles::Handles::new(Duration::from_secs(cfg.handle_ttl_secs));
+    let accounts = accounts::Accounts::new(agent.state_dir.join(crate::vault::DB_FILE));
     let operator_uid = cfg.operator_uid;
     let max_body = usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(cfg.request_timeout_secs);
@@ -232,6 +234,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     identity,
                     sessions,
                     handles,
+                    accounts,
                     vault,
                     scrubber,
                     protected: std::sync::Mutex::new(protected),

@@ -18,12 +18,17 @@
 //!   `broker.readonly_methods`, no body, and only to a name in the policy's
 //!   `allow_domains` (matched as the resolver matches them) or an address in its
 //!   `allow_cidrs`. A followed redirect hop is judged the same way (`Decision::hop`).
+//! - [`credentials_now`]: a handle stands for its integration and account, not for a
+//!   value: the call carries the account's active credential as the vault holds it now
+//!   (a rotation reaches handles issued before it; a revoked value is never sent).
 //! - [`inject`]: the credential goes where the integration says (bearer, named header,
 //!   query parameter); a credentialed request asks for the whole answer (`Range` and
 //!   `If-Range` are not forwarded).
 //! - [`send`]: the outbound path resolves through hb's validating resolver, connects to
 //!   exactly a validated address, speaks HTTP(S) asking for `identity` encoding, and
-//!   undoes any coding the upstream used anyway.
+//!   undoes any coding the upstream used anyway. [`propagation_retry`]: a 401 to a value
+//!   rotated in less than the integration's `propagation_secs` ago is sent once more
+//!   with the previous value, still in its grace period.
 //! - [`respond`]: for a call that carried a credential, a partial answer (206,
 //!   `Content-Range`, `multipart/byteranges`) is refused, and so is a body the scrubber
 //!   cannot read as text (unless `broker.allow_binary_responses`); headers (names and
@@ -50,7 +55,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    credentials::{acting, unknown_handle},
+    accounts::{Current, retry_with_previous},
+    credentials::{acting, no_credential, unknown_handle, usable_now},
     error::{ApiError, Code},
     handles::{Entry, Owner},
     identity::Caller,
@@ -272,9 +278,16 @@ pub async fn request(
     };
     let parsed = parse(req)?;
     let decision = decide(&call, owner, &parsed)?;
-    let outbound = inject(&decision, &parsed)?;
-    let response = send(&call, &decision, &parsed, outbound).await?;
-    respond(&call, &decision, &parsed, response).await
+    let usable = credentials_now(&call, &decision).await?;
+    let mut carried = usable.first().cloned();
+    let outbound = inject(&decision, carried.as_deref(), &parsed)?;
+    let mut response = send(&call, &decision, carried.as_deref(), &parsed, outbound).await?;
+    if let Some(previous) = propagation_retry(&decision, &usable, response.status) {
+        let outbound = inject(&decision, Some(&previous), &parsed)?;
+        response = send(&call, &decision, Some(&previous), &parsed, outbound).await?;
+        carried = Some(previous);
+    }
+    respond(&call, &decision, carried.as_deref(), &parsed, response).await
 }
 
 /// Who asks, under which policy: what every phase audits with.
@@ -591,11 +604,46 @@ fn auth_collision(
     )
 }
 
-/// Phase 3: the request as it will be sent, the credential in place.
-fn inject(decision: &Decision<'_>, parsed: &Parsed) -> Result<OutboundRequest, ApiError> {
-    let (credential_headers, credential_query) = match &decision.credential {
-        Some((entry, integration)) => credential(integration, &entry.secret)?,
-        None => (Vec::new(), None),
+/// Phase 3: the credentials the handle's account has now, the active one first (none
+/// for a call without a handle). A handle stands for its account, so a call made after
+/// a rotation carries the new value and one made after a revocation carries none.
+async fn credentials_now(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+) -> Result<Vec<Arc<Current>>, ApiError> {
+    let Some((entry, _)) = &decision.credential else {
+        return Ok(Vec::new());
+    };
+    let usable = usable_now(call.shared, &entry.integration, &entry.account).await?;
+    if usable.is_empty() {
+        call.audit(&entry.integration, "no_credential", &entry.account);
+        return Err(no_credential(&entry.integration, &entry.account));
+    }
+    Ok(usable)
+}
+
+/// Phase 5b: an upstream's 401 to a value rotated in less than the integration's
+/// `propagation_secs` ago is retried once with the previous value, still in its grace
+/// period (providers take seconds to minutes to make a new key valid everywhere).
+fn propagation_retry(
+    decision: &Decision<'_>,
+    usable: &[Arc<Current>],
+    status: u16,
+) -> Option<Arc<Current>> {
+    let (_, integration) = decision.credential.as_ref()?;
+    let propagation = std::time::Duration::from_secs(integration.propagation_secs);
+    retry_with_previous(usable, status, propagation, std::time::SystemTime::now())
+}
+
+/// Phase 4: the request as it will be sent, the credential in place.
+fn inject(
+    decision: &Decision<'_>,
+    carried: Option<&Current>,
+    parsed: &Parsed,
+) -> Result<OutboundRequest, ApiError> {
+    let (credential_headers, credential_query) = match (&decision.credential, carried) {
+        (Some((_, integration)), Some(current)) => credential(integration, &current.secret)?,
+        _ => (Vec::new(), None),
     };
     let mut headers = parsed.headers.clone();
     if decision.credential.is_some() {
@@ -612,11 +660,12 @@ fn inject(decision: &Decision<'_>, parsed: &Parsed) -> Result<OutboundRequest, A
     })
 }
 
-/// Phase 4: out through the validating outbound path; every redirect hop is put to
+/// Phase 5: out through the validating outbound path; every redirect hop is put to
 /// [`Decision::hop`]. One audit record per call: the decision, and the handle's use.
 async fn send(
     call: &Call<'_>,
     decision: &Decision<'_>,
+    carried: Option<&Current>,
     parsed: &Parsed,
     outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
@@ -627,23 +676,19 @@ async fn send(
             call.audit(&parsed.action, "error", &e.to_string());
             // A message can quote what the upstream sent (a Location's scheme or
             // host): no run of the call's credential goes back in it either.
-            let message = match decision
-                .credential
-                .as_ref()
-                .and_then(|(entry, _)| entry.fragments())
-            {
+            let message = match carried.and_then(Current::fragments) {
                 Some(f) => f.redact_str(e.to_string()),
                 None => e.to_string(),
             };
             return Err(ApiError::new(e.code(), message));
         }
     };
-    match (&parsed.handle, &decision.credential) {
-        (Some(h), Some((e, _))) => call.shared.audit_handle_use(
+    match (&parsed.handle, &decision.credential, carried) {
+        (Some(h), Some((e, _)), Some(current)) => call.shared.audit_handle_use(
             call.caller,
             call.policy,
             h,
-            e,
+            (e, &current.credential_id),
             &parsed.action,
             response.status,
         ),
@@ -656,10 +701,11 @@ async fn send(
     Ok(response)
 }
 
-/// Phase 5: what leaves is what the scrubber saw.
+/// Phase 6: what leaves is what the scrubber saw.
 async fn respond(
     call: &Call<'_>,
     decision: &Decision<'_>,
+    carried: Option<&Current>,
     parsed: &Parsed,
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
@@ -672,11 +718,8 @@ async fn respond(
     // every live value on the node, an upstream that echoes what the caller sent would
     // tell it which of its guesses is another tenant's live credential.
     let view = View::of(shared, call.caller);
-    // Runs of the call's own credential (built once per handle).
-    let fragments = decision
-        .credential
-        .as_ref()
-        .and_then(|(entry, _)| entry.fragments());
+    // Runs of the credential the call carried (built once per credential).
+    let fragments = carried.and_then(Current::fragments);
     let pieces = |text: String| match fragments {
         Some(f) => f.redact_str(text),
         None => text,
@@ -1046,13 +1089,10 @@ allow_cidrs = ["203.0.113.0/28"]
         let entry = Arc::new(Entry {
             integration: "svc".into(),
             account: "a".into(),
-            credential_id: "c".into(),
-            secret: Arc::new(Secret::new(b"s3cret-value-0123".to_vec())),
             owner: Owner::Host { uid: 0 },
             execution: "e".into(),
             expires: std::time::Instant::now(),
             expires_at: std::time::SystemTime::now(),
-            fragments: std::sync::OnceLock::new(),
         });
         let decision = Decision {
             credential: Some((entry, &default)),

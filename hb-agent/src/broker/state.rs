@@ -28,6 +28,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::{
+    accounts::Accounts,
     error::{ApiError, Code},
     handles::{Entry, Handles},
     identity::{Caller, Identity},
@@ -47,6 +48,8 @@ pub struct Shared {
     pub identity: Identity,
     pub sessions: Sessions,
     pub handles: Handles,
+    /// Each account's current credentials, which a handle's call carries.
+    pub accounts: Accounts,
     pub vault: Option<Arc<Mutex<Vault>>>,
     pub scrubber: Arc<Scrubber>,
     /// Live values registered with the scrubber: credential ids and handles.
@@ -143,6 +146,7 @@ impl Shared {
         step: &str,
         handle: &str,
         entry: &Entry,
+        credential: Option<&str>,
     ) {
         self.audit.record(
             "handle",
@@ -152,7 +156,7 @@ impl Shared {
                 "handle": self.audit.fingerprint(handle),
                 "integration": entry.integration,
                 "account": entry.account,
-                "credential": entry.credential_id,
+                "credential": credential,
                 "execution": entry.execution,
             }),
         );
@@ -164,7 +168,7 @@ impl Shared {
         caller: &Caller,
         policy: &str,
         handle: &str,
-        entry: &Entry,
+        (entry, credential): (&Entry, &str),
         action: &str,
         status: u16,
     ) {
@@ -176,7 +180,7 @@ impl Shared {
                 "handle": self.audit.fingerprint(handle),
                 "integration": entry.integration,
                 "account": entry.account,
-                "credential": entry.credential_id,
+                "credential": credential,
                 "execution": entry.execution,
                 "action": action,
                 "decision": "allowed",

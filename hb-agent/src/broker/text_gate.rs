@@ -187,7 +187,11 @@ impl View {
             .unwrap_or_else(PoisonError::into_inner);
         let visible = held
             .iter()
-            .flat_map(|(handle, credential)| [handle, credential])
+            .flat_map(|(handle, integration, account)| {
+                let mut keys = shared.accounts.seen(integration, account);
+                keys.push(handle.clone());
+                keys
+            })
             .filter_map(|key| protected.get(key.as_str()).copied())
             .collect();
         Self {

@@ -528,14 +528,8 @@ impl Vault {
     }
 }
 
-/// Reads for the rotation loop (not built yet); the CLI has no use for them.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "grace-period reads for the rotation loop; the broker uses `active`"
-    )
-)]
+/// What a handle's call may carry (the broker resolves an account's credentials with
+/// these on every change of the vault).
 impl Vault {
     /// What the broker may use for `integration`/`account` now: the active credential
     /// first, then deprecated ones still within their grace period, newest first;

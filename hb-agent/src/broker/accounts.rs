@@ -1,0 +1,272 @@
+//! An account's current credentials: what a handle's call carries when it is sent.
+//!
+//! A handle stands for an (integration, account), not for a value: every call resolves
+//! the account's usable credentials here — the ACTIVE one first, then DEPRECATED ones
+//! still within their grace period, newest first — so handles issued before a rotation
+//! carry the new value after it, and a revoked credential stops being sent.
+//!
+//! Owns: a cache of each account's usable credentials, read from the vault on a blocking
+//! thread and kept until the vault file changes (another process committed: `hb-agent
+//! vault rotate|revoke`, or this one) or until the first grace period or expiry among
+//! them ends. The file's identity, size and change times (one `stat`, a few µs) are
+//! compared on every resolution; they are taken *before* the vault is read, so a cached
+//! list is never older than the stamp it is kept under. Every value read is registered
+//! with the scrubber before any call can carry it.
+//! Must never: hand out a value the vault did not return as usable at or after the
+//! stamp it is cached under, or keep one past its grace end or expiry.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    time::{Duration, SystemTime},
+};
+
+use crate::{scrub::Fragments, secret::Secret, vault::CredentialMeta};
+
+/// One usable credential of an account.
+pub struct Current {
+    pub credential_id: String,
+    pub secret: Arc<Secret>,
+    /// When it was stored (for a rotated-in value: when the rotation finished).
+    pub created: SystemTime,
+    /// The runs of `secret` redacted from the answers to calls that carried it, built
+    /// at the first such answer.
+    fragments: OnceLock<Option<Fragments>>,
+}
+
+impl Current {
+    pub fn new(meta: &CredentialMeta, secret: Secret) -> Self {
+        Self {
+            credential_id: meta.id.clone(),
+            secret: Arc::new(secret),
+            created: meta.created,
+            fragments: OnceLock::new(),
+        }
+    }
+
+    /// The runs of this credential to redact from an answer.
+    pub fn fragments(&self) -> Option<&Fragments> {
+        self.fragments
+            .get_or_init(|| Fragments::new(self.secret.expose()))
+            .as_ref()
+    }
+}
+
+/// What identifies a state of the vault file: any commit changes it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(path: &std::path::Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        })
+    }
+}
+
+/// An account's usable credentials as the vault had them at `stamp`.
+struct Cached {
+    stamp: Stamp,
+    /// The first grace end or expiry among them: the list is read again after it.
+    until: Option<SystemTime>,
+    usable: Vec<Arc<Current>>,
+}
+
+type Key = (String, String);
+
+pub struct Accounts {
+    db: PathBuf,
+    cache: Mutex<HashMap<Key, Arc<Cached>>>,
+    /// Every credential id a call of the account was resolved to, so an answer to a
+    /// sandbox holding a handle for it is scrubbed of the values it may have seen
+    /// before a rotation too.
+    seen: Mutex<HashMap<Key, BTreeSet<String>>>,
+}
+
+impl Accounts {
+    pub fn new(db: PathBuf) -> Self {
+        Self {
+            db,
+            cache: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The vault file's stamp now (None when it cannot be read: nothing is cached then).
+    pub fn stamp(&self) -> Option<Stamp> {
+        Stamp::of(&self.db)
+    }
+
+    /// The cached usable list of an account if it is still current at `stamp` and `now`.
+    pub fn cached(
+        &self,
+        integration: &str,
+        account: &str,
+        stamp: Stamp,
+        now: SystemTime,
+    ) -> Option<Vec<Arc<Current>>> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = cache.get(&(integration.to_owned(), account.to_owned()))?;
+        (c.stamp == stamp && c.until.is_none_or(|u| now < u)).then(|| c.usable.clone())
+    }
+
+    /// Keeps what the vault returned (read after `stamp` was taken) for the account.
+    pub fn store(
+        &self,
+        integration: &str,
+        account: &str,
+        stamp: Stamp,
+        read: Vec<(CredentialMeta, Secret)>,
+    ) -> Vec<Arc<Current>> {
+        let until = read
+            .iter()
+            .flat_map(|(m, _)| [m.grace_until, m.expires])
+            .flatten()
+            .min();
+        let usable: Vec<Arc<Current>> = read
+            .into_iter()
+            .map(|(m, s)| Arc::new(Current::new(&m, s)))
+            .collect();
+        let key = (integration.to_owned(), account.to_owned());
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let ids = seen.entry(key.clone()).or_default();
+            ids.extend(usable.iter().map(|c| c.credential_id.clone()));
+        }
+        // Kept under the stamp taken before the read: if the vault moved on meanwhile,
+        // the next resolution's stamp differs and reads again.
+        let cached = Arc::new(Cached {
+            stamp,
+            until,
+            usable: usable.clone(),
+        });
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, cached);
+        usable
+    }
+
+    /// The credential ids calls of this account were resolved to, in any state.
+    pub fn seen(&self, integration: &str, account: &str) -> Vec<String> {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.get(&(integration.to_owned(), account.to_owned()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether an upstream's 401 to the newest credential is worth one retry with the
+/// previous one: the newest was stored less than `propagation` ago (providers take
+/// a while to make a new key valid everywhere) and a deprecated one is still usable.
+pub fn retry_with_previous(
+    usable: &[Arc<Current>],
+    status: u16,
+    propagation: Duration,
+    now: SystemTime,
+) -> Option<Arc<Current>> {
+    let (newest, previous) = (usable.first()?, usable.get(1)?);
+    let young = now
+        .duration_since(newest.created)
+        .is_ok_and(|age| age < propagation)
+        || newest.created > now;
+    (status == 401 && young).then(|| previous.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::Status;
+
+    fn meta(id: &str, created: SystemTime, grace_until: Option<SystemTime>) -> CredentialMeta {
+        CredentialMeta {
+            id: id.into(),
+            integration: "gh".into(),
+            account: "bot".into(),
+            status: if grace_until.is_some() {
+                Status::Deprecated
+            } else {
+                Status::Active
+            },
+            created,
+            expires: None,
+            rotated_from: None,
+            grace_until,
+            revoked: None,
+        }
+    }
+
+    fn current(id: &str, created: SystemTime) -> Arc<Current> {
+        Arc::new(Current::new(
+            &meta(id, created, None),
+            Secret::new(b"v".to_vec()),
+        ))
+    }
+
+    #[test]
+    fn a_cached_list_lives_until_the_vault_file_changes_or_a_grace_period_ends() {
+        let dir = crate::vault::tests::TempDir::new();
+        let db = dir.path().join("vault.db");
+        std::fs::write(&db, b"one").expect("write");
+        let accounts = Accounts::new(db.clone());
+        let now = SystemTime::now();
+        let stamp = accounts.stamp().expect("stamp");
+        let grace_end = now + Duration::from_secs(60);
+        let read = vec![
+            (meta("cred_new", now, None), Secret::new(b"new".to_vec())),
+            (
+                meta("cred_old", now, Some(grace_end)),
+                Secret::new(b"old".to_vec()),
+            ),
+        ];
+        let got = accounts.store("gh", "bot", stamp, read);
+        assert_eq!(got[0].credential_id, "cred_new");
+        let hit = accounts.cached("gh", "bot", stamp, now).expect("cached");
+        assert_eq!(hit.len(), 2);
+        assert!(accounts.cached("gh", "other", stamp, now).is_none());
+        assert!(
+            accounts.cached("gh", "bot", stamp, grace_end).is_none(),
+            "read again once the old one's grace ends"
+        );
+        std::fs::write(&db, b"two, after a commit").expect("write");
+        let later = accounts.stamp().expect("stamp");
+        assert_ne!(later, stamp);
+        assert!(accounts.cached("gh", "bot", later, now).is_none());
+        assert_eq!(accounts.seen("gh", "bot"), vec!["cred_new", "cred_old"]);
+    }
+
+    #[test]
+    fn a_401_is_retried_with_the_previous_credential_only_while_the_new_one_is_young() {
+        let now = SystemTime::now();
+        let young = vec![
+            current("n", now - Duration::from_secs(5)),
+            current("o", now),
+        ];
+        let p = Duration::from_secs(30);
+        assert_eq!(
+            retry_with_previous(&young, 401, p, now).map(|c| c.credential_id.clone()),
+            Some("o".into())
+        );
+        assert!(retry_with_previous(&young, 403, p, now).is_none());
+        assert!(retry_with_previous(&young, 200, p, now).is_none());
+        let old = vec![
+            current("n", now - Duration::from_secs(60)),
+            current("o", now),
+        ];
+        assert!(retry_with_previous(&old, 401, p, now).is_none());
+        assert!(retry_with_previous(&young[..1], 401, p, now).is_none());
+    }
+}
