@@ -26,18 +26,22 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Row, params};
 
 use super::{CredentialMeta, Status, VaultError, seal::Sealer};
 
-/// `PRAGMA user_version` of the schema below.
-pub const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA user_version` of the schema below. Version 1 had no PENDING credentials and
+/// no rotation journal; [`migrate`] brings it forward.
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Times are whole seconds since the Unix epoch. Exactly one ACTIVE row per integration
-/// and account (the partial unique index); a DEPRECATED row has a grace end; a REVOKED
-/// row has its value erased (nonce and ciphertext NULL).
-const SCHEMA: &str = "
-CREATE TABLE credentials (
+/// The credentials table (its name a parameter, for the rebuild that migrates version
+/// 1). Times are whole seconds since the Unix epoch. Exactly one ACTIVE row per
+/// integration and account (the partial unique index), and at most one PENDING; a
+/// DEPRECATED row has a grace end; a REVOKED row has its value erased (nonce and
+/// ciphertext NULL).
+fn credentials_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
     id           TEXT PRIMARY KEY NOT NULL CHECK (id GLOB 'cred_*'),
     integration  TEXT NOT NULL CHECK (length(integration) > 0),
     account      TEXT NOT NULL CHECK (length(account) > 0),
-    status       TEXT NOT NULL CHECK (status IN ('active', 'deprecated', 'revoked')),
+    status       TEXT NOT NULL CHECK (status IN ('active', 'deprecated', 'revoked', 'pending')),
     created      INTEGER NOT NULL,
     expires      INTEGER,
     rotated_from TEXT REFERENCES credentials (id),
@@ -49,14 +53,66 @@ CREATE TABLE credentials (
     CHECK ((status = 'revoked') = (revoked IS NOT NULL)),
     CHECK ((status = 'revoked') = (nonce IS NULL)),
     CHECK ((nonce IS NULL) = (ciphertext IS NULL))
-) STRICT;
+) STRICT;"
+    )
+}
+
+/// Indexes of the credentials table.
+const CREDENTIAL_INDEXES: &str = "
 CREATE UNIQUE INDEX one_active_per_account
     ON credentials (integration, account) WHERE status = 'active';
+CREATE UNIQUE INDEX one_pending_per_account
+    ON credentials (integration, account) WHERE status = 'pending';
+";
+
+const KEY_CHECK: &str = "
 CREATE TABLE key_check (
     only       INTEGER PRIMARY KEY CHECK (only = 1),
     nonce      BLOB NOT NULL,
     ciphertext BLOB NOT NULL
 ) STRICT;
+";
+
+/// The rotation journal: one row per rotation, its id the idempotency key. A rotation is
+/// open until it is retired, rolled back, failed or aborted; at most one is open per
+/// account (the partial unique index). A rotation past `begun` names its new
+/// credential, and both credentials belong to the rotation's account (the triggers):
+/// no code path can point a rotation at another account's row.
+const ROTATIONS: &str = "
+CREATE TABLE rotations (
+    id           TEXT PRIMARY KEY NOT NULL CHECK (id GLOB 'rot_*'),
+    integration  TEXT NOT NULL CHECK (length(integration) > 0),
+    account      TEXT NOT NULL CHECK (length(account) > 0),
+    trigger      TEXT NOT NULL CHECK (length(trigger) > 0),
+    compromised  INTEGER NOT NULL CHECK (compromised IN (0, 1)),
+    step         TEXT NOT NULL CHECK (step IN ('begun', 'created', 'tested', 'finished',
+                     'watched', 'retired', 'rolled_back', 'failed', 'aborted')),
+    old_id       TEXT NOT NULL REFERENCES credentials (id),
+    new_id       TEXT REFERENCES credentials (id),
+    attempt      INTEGER NOT NULL CHECK (attempt >= 0),
+    next_attempt INTEGER,
+    last_error   TEXT,
+    started      INTEGER NOT NULL,
+    updated      INTEGER NOT NULL,
+    CHECK (step IN ('begun', 'failed', 'aborted') OR new_id IS NOT NULL),
+    CHECK (step != 'begun' OR new_id IS NULL)
+) STRICT;
+CREATE UNIQUE INDEX one_open_rotation_per_account
+    ON rotations (integration, account)
+    WHERE step IN ('begun', 'created', 'tested', 'finished', 'watched');
+CREATE TRIGGER rotation_credentials_of_its_account_insert
+BEFORE INSERT ON rotations
+WHEN NOT EXISTS (SELECT 1 FROM credentials c WHERE c.id = NEW.old_id
+                 AND c.integration = NEW.integration AND c.account = NEW.account)
+BEGIN SELECT RAISE(ABORT, 'a rotation names a credential of another account'); END;
+CREATE TRIGGER rotation_credentials_of_its_account_update
+BEFORE UPDATE OF new_id, old_id, integration, account ON rotations
+WHEN NOT EXISTS (SELECT 1 FROM credentials c WHERE c.id = NEW.old_id
+                 AND c.integration = NEW.integration AND c.account = NEW.account)
+  OR (NEW.new_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM credentials c
+      WHERE c.id = NEW.new_id AND c.integration = NEW.integration
+      AND c.account = NEW.account))
+BEGIN SELECT RAISE(ABORT, 'a rotation names a credential of another account'); END;
 ";
 
 /// The metadata columns, in the order [`meta_from_row`] reads them.
@@ -133,27 +189,30 @@ pub fn open(path: &Path, sealer: &Sealer) -> Result<Connection, VaultError> {
 }
 
 fn migrate(conn: &mut Connection, path: &Path, sealer: &Sealer) -> Result<(), VaultError> {
-    let version = |c: &Connection| -> Result<i64, VaultError> {
-        c.query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql_err(path, "reading the schema version"))
-    };
-    match version(conn)? {
-        SCHEMA_VERSION => return Ok(()),
-        0 => {}
-        found => {
-            return Err(VaultError::SchemaVersion {
-                path: path.to_owned(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
+    match version(conn, path)? {
+        SCHEMA_VERSION => Ok(()),
+        0 => create(conn, path, sealer),
+        1 => migrate_from_1(conn, path),
+        found => Err(VaultError::SchemaVersion {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
     }
-    // A new file: create the schema under the write lock, re-checking in case another
-    // process created it meanwhile.
+}
+
+fn version(c: &Connection, path: &Path) -> Result<i64, VaultError> {
+    c.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err(path, "reading the schema version"))
+}
+
+/// A new file: the schema created under the write lock, re-checking in case another
+/// process created it meanwhile.
+fn create(conn: &mut Connection, path: &Path, sealer: &Sealer) -> Result<(), VaultError> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(sql_err(path, "starting the schema transaction"))?;
-    if version(&tx)? == SCHEMA_VERSION {
+    if version(&tx, path)? == SCHEMA_VERSION {
         return Ok(());
     }
     let tables: i64 = tx
@@ -167,7 +226,11 @@ fn migrate(conn: &mut Connection, path: &Path, sealer: &Sealer) -> Result<(), Va
             ),
         });
     }
-    tx.execute_batch(SCHEMA)
+    let schema = format!(
+        "{}{CREDENTIAL_INDEXES}{KEY_CHECK}{ROTATIONS}",
+        credentials_table("credentials")
+    );
+    tx.execute_batch(&schema)
         .map_err(sql_err(path, "creating the schema"))?;
     let kcv = sealer.seal_key_check().map_err(|_| VaultError::Random)?;
     tx.execute(
@@ -178,6 +241,52 @@ fn migrate(conn: &mut Connection, path: &Path, sealer: &Sealer) -> Result<(), Va
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sql_err(path, "setting the schema version"))?;
     tx.commit().map_err(sql_err(path, "committing the schema"))
+}
+
+/// Version 1 → 2 in one transaction: the credentials table rebuilt to take PENDING
+/// (SQLite cannot change a CHECK in place), the rotation journal added. Foreign keys
+/// are off while the table is swapped and checked before the commit.
+fn migrate_from_1(conn: &mut Connection, path: &Path) -> Result<(), VaultError> {
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(sql_err(path, "pausing foreign keys"))?;
+    let migrated = (|| {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql_err(path, "starting the migration"))?;
+        if version(&tx, path)? != 1 {
+            return Ok(());
+        }
+        let rebuild = format!(
+            "{}
+             INSERT INTO credentials_v2 SELECT id, integration, account, status, created,
+                 expires, rotated_from, grace_until, revoked, nonce, ciphertext
+                 FROM credentials;
+             DROP TABLE credentials;
+             ALTER TABLE credentials_v2 RENAME TO credentials;
+             {CREDENTIAL_INDEXES}{ROTATIONS}",
+            credentials_table("credentials_v2")
+        );
+        tx.execute_batch(&rebuild)
+            .map_err(sql_err(path, "migrating the schema to version 2"))?;
+        let dangling: i64 = tx
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .map_err(sql_err(path, "checking foreign keys"))?;
+        if dangling != 0 {
+            return Err(VaultError::Corrupt {
+                path: path.to_owned(),
+                what: format!("{dangling} credentials name a missing credential"),
+            });
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql_err(path, "setting the schema version"))?;
+        tx.commit()
+            .map_err(sql_err(path, "committing the migration"))
+    })();
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(sql_err(path, "restoring foreign keys"))?;
+    migrated
 }
 
 fn check_key(conn: &Connection, path: &Path, sealer: &Sealer) -> Result<(), VaultError> {

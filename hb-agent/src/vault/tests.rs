@@ -601,3 +601,377 @@ fn newer_schemas_and_foreign_databases_are_refused() {
     assert!(matches!(err, VaultError::Sqlite { .. }), "{err}");
     assert_eq!(fs::read(&garbage).expect("read"), vec![0x42u8; 4096]);
 }
+
+mod journal {
+    //! The rotation journal's steps and the invariants its schema holds.
+
+    use super::*;
+    use crate::vault::rotations::Step;
+
+    fn actives(f: &Fixture) -> Vec<String> {
+        f.vault
+            .list()
+            .expect("list")
+            .into_iter()
+            .filter(|m| m.status == Status::Active)
+            .map(|m| m.id)
+            .collect()
+    }
+
+    fn status(f: &Fixture, id: &str) -> Status {
+        f.vault
+            .list()
+            .expect("list")
+            .into_iter()
+            .find(|m| m.id == id)
+            .expect("row")
+            .status
+    }
+
+    #[test]
+    fn a_rotation_runs_begin_create_test_finish_watch_retire_with_one_active_throughout() {
+        let mut f = Fixture::new();
+        let old = f
+            .vault
+            .put("gh", "ci", &secret("v-old"), None)
+            .expect("put");
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", "manual", false)
+            .expect("begin");
+        assert!(r.id.starts_with("rot_") && r.id.len() == 4 + 24, "{}", r.id);
+        assert_eq!((r.step, r.old_id.as_str()), (Step::Begun, old.id.as_str()));
+        let r = f
+            .vault
+            .store_pending(&r.id, &secret("v-new"), None)
+            .expect("create");
+        let new_id = r.new_id.clone().expect("new id");
+        assert_eq!(r.step, Step::Created);
+        assert_eq!(status(&f, &new_id), Status::Pending);
+        // Pending is never usable: the broker still gets the old value only.
+        let usable = f.vault.usable("gh", "ci").expect("usable");
+        assert_eq!(usable.len(), 1);
+        assert_eq!(usable[0].1.expose(), b"v-old");
+        assert_eq!(actives(&f), [old.id.as_str()]);
+        // The test step reads the pending value.
+        assert_eq!(
+            f.vault.rotation_value(&r.id).expect("value").1.expose(),
+            b"v-new"
+        );
+        // Creating again keeps the stored value: a provider is never asked twice.
+        let again = f
+            .vault
+            .store_pending(&r.id, &secret("v-other"), None)
+            .expect("create again");
+        assert_eq!(again.new_id.as_deref(), Some(new_id.as_str()));
+        assert_eq!(f.value(&new_id), b"v-new");
+        f.vault.mark_tested(&r.id).expect("tested");
+        let done = f
+            .vault
+            .finish_rotation(&r.id, Duration::from_secs(600))
+            .expect("finish");
+        assert_eq!(done.step, Step::Finished);
+        assert_eq!(actives(&f), [new_id.as_str()]);
+        assert_eq!(status(&f, &old.id), Status::Deprecated);
+        let usable = f.vault.usable("gh", "ci").expect("usable");
+        assert_eq!(
+            usable
+                .iter()
+                .map(|(_, s)| s.expose().to_vec())
+                .collect::<Vec<_>>(),
+            [b"v-new".to_vec(), b"v-old".to_vec()],
+            "the old one stays usable for its grace period"
+        );
+        // Finishing twice changes nothing.
+        assert_eq!(
+            f.vault
+                .finish_rotation(&r.id, Duration::ZERO)
+                .expect("again")
+                .step,
+            Step::Finished
+        );
+        assert_eq!(status(&f, &old.id), Status::Deprecated);
+        f.vault.mark_watched(&r.id).expect("watched");
+        let retired = f.vault.retire_rotation(&r.id).expect("retire");
+        assert_eq!(retired.step, Step::Retired);
+        assert_eq!(status(&f, &old.id), Status::Revoked);
+        assert!(f.vault.open_rotations().expect("open").is_empty());
+        assert_eq!(f.vault.rotations(None).expect("history").len(), 1);
+        // The journal holds no value.
+        let raw = f.raw();
+        let dump: String = raw
+            .query_row(
+                "SELECT group_concat(quote(id) || quote(new_id) || quote(old_id) || \
+                 quote(last_error) || quote(trigger)) FROM rotations",
+                [],
+                |r| r.get(0),
+            )
+            .expect("dump");
+        assert!(!dump.contains("v-new") && !dump.contains("v-old"), "{dump}");
+    }
+
+    #[test]
+    fn one_open_rotation_per_account_and_no_step_out_of_order() {
+        let mut f = Fixture::new();
+        f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        f.vault
+            .put("gh", "other", &secret("w1"), None)
+            .expect("put");
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", "manual", false)
+            .expect("begin");
+        match f.vault.begin_rotation("gh", "ci", "expiry", false) {
+            Err(VaultError::RotationOpen { id, step, .. }) => {
+                assert_eq!((id, step), (r.id.clone(), Step::Begun));
+            }
+            other => panic!("a second open rotation: {other:?}"),
+        }
+        // Another account rotates independently.
+        f.vault
+            .begin_rotation("gh", "other", "manual", false)
+            .expect("other account");
+        // The schema itself refuses a second open row, whatever the code does.
+        let raw = f.raw();
+        let forced = raw.execute(
+            "INSERT INTO rotations SELECT 'rot_forced', integration, account, trigger,
+                 compromised, step, old_id, new_id, attempt, next_attempt, last_error,
+                 started, updated FROM rotations WHERE id = ?1",
+            [&r.id],
+        );
+        assert!(forced.is_err(), "unique index: {forced:?}");
+        // And a rotation naming another account's credential.
+        let other_cred: String = raw
+            .query_row(
+                "SELECT id FROM credentials WHERE account = 'other'",
+                [],
+                |x| x.get(0),
+            )
+            .expect("other");
+        let crossed = raw.execute(
+            "UPDATE rotations SET old_id = ?1 WHERE id = ?2",
+            [&other_cred, &r.id],
+        );
+        assert!(crossed.is_err(), "trigger: {crossed:?}");
+        // Steps out of order are refused and change nothing.
+        assert!(matches!(
+            f.vault.finish_rotation(&r.id, Duration::ZERO),
+            Err(VaultError::RotationStep { .. })
+        ));
+        assert!(matches!(
+            f.vault.mark_tested(&r.id),
+            Err(VaultError::RotationStep { .. })
+        ));
+        assert!(matches!(
+            f.vault.retire_rotation(&r.id),
+            Err(VaultError::RotationStep { .. })
+        ));
+        assert_eq!(f.vault.rotation(&r.id).expect("row").step, Step::Begun);
+        assert!(matches!(
+            f.vault.rotation("rot_nope"),
+            Err(VaultError::NoRotation { .. })
+        ));
+        assert!(matches!(
+            f.vault.begin_rotation("gh", "nobody", "manual", false),
+            Err(VaultError::NoActive { .. })
+        ));
+    }
+
+    #[test]
+    fn failing_or_aborting_before_finish_revokes_the_pending_value_only() {
+        let mut f = Fixture::new();
+        let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", "manual", false)
+            .expect("begin");
+        let r = f
+            .vault
+            .store_pending(&r.id, &secret("v2"), None)
+            .expect("create");
+        let later = SystemTime::now() + Duration::from_secs(30);
+        let r2 = f
+            .vault
+            .record_attempt_failure(&r.id, "verify_401", later)
+            .expect("attempt");
+        assert_eq!((r2.step, r2.attempt), (Step::Created, 1));
+        assert_eq!(r2.last_error.as_deref(), Some("verify_401"));
+        let failed = f
+            .vault
+            .abandon_rotation(&r.id, Step::Failed, "verify_failed")
+            .expect("fail");
+        assert_eq!(failed.step, Step::Failed);
+        let new_id = failed.new_id.expect("new id");
+        assert_eq!(status(&f, &new_id), Status::Revoked);
+        assert_eq!(actives(&f), [old.id.as_str()]);
+        assert_eq!(f.value(&old.id), b"v1");
+        // Closed: the account can rotate again, and the closed one takes no step.
+        assert!(matches!(
+            f.vault.store_pending(&r.id, &secret("v3"), None),
+            Err(VaultError::RotationStep { .. })
+        ));
+        let again = f
+            .vault
+            .begin_rotation("gh", "ci", "manual", false)
+            .expect("begin again");
+        let aborted = f
+            .vault
+            .abandon_rotation(&again.id, Step::Aborted, "operator")
+            .expect("abort");
+        assert_eq!((aborted.step, aborted.new_id), (Step::Aborted, None));
+        assert_eq!(actives(&f), [old.id]);
+    }
+
+    #[test]
+    fn a_manual_rotation_meanwhile_supersedes_the_journal_one() {
+        let mut f = Fixture::new();
+        let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", "manual", false)
+            .expect("begin");
+        f.vault
+            .store_pending(&r.id, &secret("v2"), None)
+            .expect("create");
+        f.vault.mark_tested(&r.id).expect("tested");
+        let by_hand = f
+            .vault
+            .rotate(
+                super::super::Target::Id(&old.id),
+                &secret("v-hand"),
+                Duration::from_secs(60),
+                None,
+            )
+            .expect("by hand");
+        assert!(matches!(
+            f.vault.finish_rotation(&r.id, Duration::ZERO),
+            Err(VaultError::RotationSuperseded { .. })
+        ));
+        let row = f.vault.rotation(&r.id).expect("row");
+        assert_eq!(row.step, Step::Failed);
+        assert_eq!(row.last_error.as_deref(), Some("superseded"));
+        assert_eq!(actives(&f), [by_hand.id]);
+        assert_eq!(status(&f, &row.new_id.expect("new")), Status::Revoked);
+    }
+
+    #[test]
+    fn a_compromised_rotation_gives_no_grace_and_cannot_roll_back() {
+        let mut f = Fixture::new();
+        let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", "reflection", true)
+            .expect("begin");
+        f.vault
+            .store_pending(&r.id, &secret("v2"), None)
+            .expect("create");
+        f.vault.mark_tested(&r.id).expect("tested");
+        f.vault
+            .finish_rotation(&r.id, Duration::from_secs(3600))
+            .expect("finish");
+        let usable = f.vault.usable("gh", "ci").expect("usable");
+        assert_eq!(
+            usable.len(),
+            1,
+            "the compromised value is not usable at all"
+        );
+        assert_eq!(usable[0].1.expose(), b"v2");
+        assert!(matches!(
+            f.vault.roll_back_rotation(&r.id),
+            Err(VaultError::NoRollback { .. })
+        ));
+        assert_eq!(status(&f, &old.id), Status::Deprecated);
+    }
+
+    #[test]
+    fn a_failed_new_value_rolls_back_to_the_old_one() {
+        let mut f = Fixture::new();
+        let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", "expiry", false)
+            .expect("begin");
+        let r = f
+            .vault
+            .store_pending(&r.id, &secret("v2"), None)
+            .expect("create");
+        f.vault.mark_tested(&r.id).expect("tested");
+        f.vault
+            .finish_rotation(&r.id, Duration::from_secs(600))
+            .expect("finish");
+        let back = f.vault.roll_back_rotation(&r.id).expect("roll back");
+        assert_eq!(back.step, Step::RolledBack);
+        assert_eq!(actives(&f), [old.id.as_str()]);
+        assert_eq!(status(&f, &r.new_id.expect("new")), Status::Revoked);
+        assert!(f.vault.open_rotations().expect("open").is_empty());
+    }
+
+    #[test]
+    fn a_version_1_vault_is_migrated_with_its_credentials() {
+        let dir = TempDir::new();
+        let db = dir.path().join("vault.db");
+        let (old, rotated) = {
+            let mut v = Vault::open(&db, &key(3)).expect("open");
+            let old = v.put("gh", "ci", &secret("v1"), None).expect("put");
+            let rotated = v
+                .rotate(
+                    super::super::Target::Id(&old.id),
+                    &secret("v2"),
+                    Duration::from_secs(600),
+                    None,
+                )
+                .expect("rotate");
+            (old, rotated)
+        };
+        // Turn the file back into version 1: its credentials table without 'pending',
+        // no journal.
+        {
+            let raw = Connection::open(&db).expect("raw");
+            raw.execute_batch(
+                "PRAGMA foreign_keys = OFF;
+                 BEGIN;
+                 CREATE TABLE c1 AS SELECT * FROM credentials;
+                 DROP TABLE rotations;
+                 DROP TABLE credentials;
+                 CREATE TABLE credentials (
+                    id TEXT PRIMARY KEY NOT NULL CHECK (id GLOB 'cred_*'),
+                    integration TEXT NOT NULL CHECK (length(integration) > 0),
+                    account TEXT NOT NULL CHECK (length(account) > 0),
+                    status TEXT NOT NULL CHECK (status IN ('active', 'deprecated', 'revoked')),
+                    created INTEGER NOT NULL, expires INTEGER,
+                    rotated_from TEXT REFERENCES credentials (id),
+                    grace_until INTEGER, revoked INTEGER,
+                    nonce BLOB, ciphertext BLOB) STRICT;
+                 INSERT INTO credentials SELECT * FROM c1;
+                 DROP TABLE c1;
+                 CREATE UNIQUE INDEX one_active_per_account
+                    ON credentials (integration, account) WHERE status = 'active';
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )
+            .expect("downgrade");
+        }
+        let mut v = Vault::open(&db, &key(3)).expect("migrated");
+        let raw = Connection::open(&db).expect("raw");
+        let version: i64 = raw
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, store::SCHEMA_VERSION);
+        let list = v.list().expect("list");
+        assert_eq!(list.len(), 2);
+        assert_eq!(v.get(&old.id).expect("old").1.expose(), b"v1");
+        assert_eq!(v.get(&rotated.id).expect("new").1.expose(), b"v2");
+        // The journal works on the migrated file.
+        let r = v
+            .begin_rotation("gh", "ci", "manual", false)
+            .expect("begin");
+        v.store_pending(&r.id, &secret("v3"), None)
+            .expect("pending");
+        let check: i64 = raw
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .expect("fk check");
+        assert_eq!(check, 0);
+    }
+}
