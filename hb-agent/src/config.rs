@@ -512,16 +512,69 @@ pub struct IntegrationConfig {
     /// (providers take a while to make a new key valid everywhere). 0 turns it off.
     #[serde(default = "default_propagation_secs")]
     pub propagation_secs: u64,
-    /// Probed with a new secret by the rotation loop (not built yet; parsed now).
+    /// Called (GET) with a new credential injected as for any call, to test it before it
+    /// becomes active and to watch it afterwards. Required with `rotation`; its host,
+    /// scheme and port must be the integration's own.
     #[serde(default)]
-    #[allow(dead_code)]
     pub verify_url: String,
+    /// How hb gets a new credential from the provider (`[integration.rotation]`); none:
+    /// rotations are only `hb-agent vault rotate` by hand.
+    #[serde(default)]
+    pub rotation: Option<RotationConfig>,
     /// `auth`, parsed (filled by validation).
     #[serde(skip)]
     pub auth_kind: Auth,
     /// `hosts`, parsed (filled by validation): exact names or `*.` wildcards.
     #[serde(skip)]
     pub host_patterns: Vec<crate::dns::names::Pattern>,
+}
+
+/// `[integration.rotation]`: the rotator and the rotation's timings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    /// The exec rotator: an argv (no shell; the first element an absolute path). It gets
+    /// a JSON request on stdin (`op` create|revoke, `rotation`, `integration`,
+    /// `account`, `secret`: the credential being replaced) and answers JSON on stdout
+    /// (`{"secret": "…", "expires": "RFC 3339"?}` for create); exit 75 means "retry
+    /// later". Its environment is empty but `PATH`.
+    pub exec: Vec<String>,
+    /// The rotator is killed (its whole process group) after this long.
+    #[serde(default = "default_rotator_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How long the replaced credential stays usable after a rotation finishes.
+    #[serde(default = "default_rotation_grace_secs")]
+    pub grace_secs: u64,
+    /// After finishing, the new credential is verified again after this long; if it
+    /// fails then and the old one is still usable (and not compromised), the rotation
+    /// is rolled back.
+    #[serde(default = "default_rotation_watch_secs")]
+    pub watch_secs: u64,
+    /// Retries of a failing step wait `base × 2^attempt` (full jitter), at most `cap`.
+    #[serde(default = "default_rotation_retry_base_secs")]
+    pub retry_base_secs: u64,
+    #[serde(default = "default_rotation_retry_cap_secs")]
+    pub retry_cap_secs: u64,
+}
+
+fn default_rotator_timeout_secs() -> u64 {
+    30
+}
+
+fn default_rotation_grace_secs() -> u64 {
+    600
+}
+
+fn default_rotation_watch_secs() -> u64 {
+    60
+}
+
+fn default_rotation_retry_base_secs() -> u64 {
+    5
+}
+
+fn default_rotation_retry_cap_secs() -> u64 {
+    300
 }
 
 /// How an integration's credential is put on a request.
@@ -542,6 +595,64 @@ fn default_propagation_secs() -> u64 {
 
 fn default_integration_schemes() -> Vec<String> {
     vec!["https".into()]
+}
+
+/// `[integration.rotation]` and `verify_url` of a validated integration: the failing key
+/// (below the integration) and why.
+fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String)> {
+    let name = integ.name.get_ref();
+    if !integ.verify_url.is_empty() {
+        let target = crate::broker::outbound::url::Target::parse(&integ.verify_url)
+            .map_err(|e| ("verify_url", format!("\"{}\": {e}", integ.verify_url)))?;
+        let host_ok = match &target.host {
+            crate::broker::outbound::url::Host::Name(n) => {
+                crate::dns::names::allowed(&integ.host_patterns, n)
+            }
+            crate::broker::outbound::url::Host::Ip(_) => false,
+        };
+        let origin_ok = integ.schemes.iter().any(|s| s == target.scheme.as_str())
+            && integ.ports.contains(&target.port);
+        if !host_ok || !origin_ok {
+            return Err((
+                "verify_url",
+                format!(
+                    "\"{}\" is not on integration \"{name}\"'s hosts, schemes and ports: the \
+                     credential is sent there",
+                    integ.verify_url
+                ),
+            ));
+        }
+    }
+    let Some(r) = &integ.rotation else {
+        return Ok(());
+    };
+    if integ.verify_url.is_empty() {
+        return Err((
+            "verify_url",
+            format!(
+                "integration \"{name}\" has a rotation but no verify_url to test new credentials with"
+            ),
+        ));
+    }
+    match r.exec.first() {
+        Some(cmd) if cmd.starts_with('/') => {}
+        _ => {
+            return Err((
+                "rotation.exec",
+                "must be an argv whose first element is an absolute path (no shell)".into(),
+            ));
+        }
+    }
+    if !(1..=3600).contains(&r.timeout_secs) {
+        return Err(("rotation.timeout_secs", "must be 1-3600".into()));
+    }
+    if r.retry_base_secs == 0 || r.retry_cap_secs < r.retry_base_secs {
+        return Err((
+            "rotation.retry_base_secs",
+            "must be at least 1, and retry_cap_secs at least retry_base_secs".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn is_token(s: &str) -> bool {
@@ -954,6 +1065,9 @@ impl Config {
             }
             if integ.methods.is_empty() {
                 integ.methods = vec!["GET".into(), "HEAD".into()];
+            }
+            if let Err((key, message)) = check_rotation(integ) {
+                return Err(invalid(format!("integration[{i}].{key}"), span, message));
             }
             for (j, m) in integ.methods.iter_mut().enumerate() {
                 if !is_token(m) {

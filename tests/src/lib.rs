@@ -234,15 +234,45 @@ impl TestEnv {
     /// As [`TestEnv::start_agent`], with the agent's log filter (`HB_LOG`), e.g.
     /// `"info,hb::event=debug"` to log every event line.
     pub fn start_agent_logging(&mut self, filter: &str) -> &mut Agent {
+        self.start_agent_with(filter, &[])
+    }
+
+    /// As [`TestEnv::start_agent_logging`], with extra environment variables (e.g. a
+    /// debug build's `HB_VAULT_TEST_KILL_AT`).
+    pub fn start_agent_with(&mut self, filter: &str, env: &[(&str, &str)]) -> &mut Agent {
         let log = self
             .state_dir
             .join(format!("agent-{}.log", random_suffix()));
-        let agent = Agent::start(&self.config_path, &log, filter);
+        let agent = Agent::start(&self.config_path, &log, filter, env);
         self.agent.insert(agent)
+    }
+
+    /// Waits up to `limit` for the agent to exit by itself (e.g. killed at a test kill
+    /// point); its exit status. The agent is forgotten either way.
+    pub fn wait_agent_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut agent = self.agent.take()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                agent.kill9();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn agent(&mut self) -> &mut Agent {
         self.agent.as_mut().expect("agent started")
+    }
+
+    /// Stops the agent with SIGTERM, as an operator would.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            a.stop();
+        }
     }
 
     /// Kills the agent with SIGKILL (no clean-up of any kind), leaving its pins.
@@ -554,12 +584,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn start(config: &Path, log: &Path, filter: &str) -> Self {
+    fn start(config: &Path, log: &Path, filter: &str, env: &[(&str, &str)]) -> Self {
         let log_file = fs::File::create(log).expect("agent log");
         let child = Command::new(agent_bin())
             .args(["run", "--config"])
             .arg(config)
             .env("HB_LOG", filter)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup"))
             .stderr(log_file)

@@ -226,6 +226,15 @@ class H(http.server.BaseHTTPRequestHandler):
                 status, out = 401, b"unauthorized"
             else:
                 out = b"authorized"
+        elif u.path == "/keys":
+            # A provider's API: 200 to a bearer its key store (a JSON list at ?file=) holds.
+            try:
+                with open(q["file"]) as f:
+                    live = json.load(f)
+            except Exception:
+                live = []
+            token = (self.headers.get("authorization") or "")[len("Bearer "):]
+            status, out = (200, b"authorized") if token in live else (401, b"unauthorized")
         elif u.path == "/big":
             out = b"x" * int(q["n"])
         elif u.path == "/stream":

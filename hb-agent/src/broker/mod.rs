@@ -23,6 +23,7 @@ mod handles;
 pub mod identity;
 pub mod outbound;
 mod requests;
+mod rotation;
 mod server;
 pub mod sessions;
 mod state;
@@ -250,6 +251,8 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                 // Kernel and resolver events go to the audit log as well.
                 tokio::spawn(audit_events(kernel_events, audit));
                 let _ = ready_tx.send(Ok(()));
+                // Rotations cut short by a stop or a crash go on at their recorded step.
+                rotation::resume(&shared).await;
                 server::serve(listener, shared, max_connections, async {
                     let _ = rx.await;
                 })

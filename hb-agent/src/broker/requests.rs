@@ -99,7 +99,7 @@ fn denied(message: impl Into<String>) -> ApiError {
     ApiError::new(Code::PolicyDenied, message)
 }
 
-fn host_matches(integration: &IntegrationConfig, host: &Host) -> bool {
+pub(super) fn host_matches(integration: &IntegrationConfig, host: &Host) -> bool {
     match host {
         Host::Name(name) => crate::dns::names::allowed(&integration.host_patterns, name),
         Host::Ip(_) => false,
@@ -108,7 +108,7 @@ fn host_matches(integration: &IntegrationConfig, host: &Host) -> bool {
 
 /// Whether the credential may go to `target`'s scheme and port (the integration's
 /// `schemes` and `ports`); the host is [`host_matches`]'s.
-fn origin_matches(integration: &IntegrationConfig, target: &Target) -> bool {
+pub(super) fn origin_matches(integration: &IntegrationConfig, target: &Target) -> bool {
     integration
         .schemes
         .iter()
@@ -220,10 +220,13 @@ fn collision(
 }
 
 /// Credential headers and query parameter for one request.
-type Injected = (Vec<(HeaderName, HeaderValue)>, Option<CredentialQuery>);
+pub(super) type Injected = (Vec<(HeaderName, HeaderValue)>, Option<CredentialQuery>);
 
 /// The credential, put where the integration says.
-fn credential(integration: &IntegrationConfig, secret: &Secret) -> Result<Injected, ApiError> {
+pub(super) fn credential(
+    integration: &IntegrationConfig,
+    secret: &Secret,
+) -> Result<Injected, ApiError> {
     let unusable = || {
         ApiError::new(
             Code::UpstreamError,

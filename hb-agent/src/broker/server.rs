@@ -316,6 +316,8 @@ fn router(shared: AppState) -> Router {
             axum::routing::delete(credentials::delete_handle),
         )
         .route("/v1/executions/{id}/end", post(credentials::end_execution))
+        .route("/v1/rotations", post(super::rotation::api::start))
+        .route("/v1/rotations/{id}", get(super::rotation::api::show))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint (see /v1/…)") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

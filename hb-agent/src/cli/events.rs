@@ -96,7 +96,7 @@ pub fn show(config: &Config, follow: bool, json: bool, last: Option<usize>) -> a
 }
 
 /// A minimal HTTP exchange on the broker socket: the status and the body reader.
-fn http(
+pub(super) fn http(
     socket: &std::path::Path,
     request: &str,
 ) -> anyhow::Result<(u16, io::BufReader<std::os::unix::net::UnixStream>)> {

@@ -8,6 +8,7 @@ mod dns;
 mod events;
 mod maps;
 mod outbound_debug;
+mod rotation;
 mod sanitize;
 mod scrub;
 mod status;
@@ -114,6 +115,10 @@ enum Command {
     /// The credential vault (state_dir/vault.db): secrets from stdin, never printed.
     #[command(subcommand)]
     Vault(vault::VaultCommand),
+    /// Rotate credentials through their integration's rotator: trigger one in the
+    /// running agent, list open ones and the history, abort one.
+    #[command(subcommand)]
+    Rotation(rotation::RotationCommand),
     /// Redact secrets from stdin to stdout: known token families (GitHub, AWS, JWT,
     /// PEM keys, … see --list-families) and the exact values of --secret-file, also in
     /// base64, hex, percent and JSON encodings.
@@ -433,6 +438,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault(cmd) => {
             let config = Config::load(cli.config.as_deref())?;
             vault::run(&config, cmd)
+        }
+        Command::Rotation(cmd) => {
+            let config = Config::load(cli.config.as_deref())?;
+            rotation::run(&config, cmd)
         }
         Command::Scrub {
             json,

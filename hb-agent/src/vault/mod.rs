@@ -11,15 +11,6 @@
 //! (`Send`, not `Sync`): the broker keeps it behind a mutex or on a blocking thread.
 
 mod key;
-// Driven by the rotation loop, which is not built yet: until then only the tests run the
-// journal's steps.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the rotation loop that drives the journal is not built yet"
-    )
-)]
 mod rotations;
 mod seal;
 mod store;
@@ -33,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use serde::{Serialize, Serializer};
 
 pub use self::key::MasterKey;
-use self::rotations::Step;
+pub use self::rotations::{Rotation, Step};
 use self::{
     seal::{Sealer, credential_aad},
     store::{META_COLUMNS, sql_err, stored, to_unix},

@@ -111,6 +111,10 @@ pub struct Rotation {
     pub new_id: Option<String>,
     /// Failed attempts of the current step.
     pub attempt: u32,
+    /// Times the rotator was asked for a new value. More than one with a single value
+    /// stored means the provider may hold keys minted before a crash cut their
+    /// recording short (orphans to revoke there).
+    pub create_calls: u32,
     #[serde(serialize_with = "rfc3339_opt")]
     pub next_attempt: Option<SystemTime>,
     /// The class of the last failure (never a provider's text: it may quote a secret).
@@ -122,7 +126,7 @@ pub struct Rotation {
 }
 
 const COLUMNS: &str = "id, integration, account, trigger, compromised, step, old_id, new_id, \
-                       attempt, next_attempt, last_error, started, updated";
+                       attempt, next_attempt, last_error, started, updated, create_calls";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Rotation> {
     let step: String = r.get(5)?;
@@ -147,6 +151,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Rotation> {
         last_error: r.get(10)?,
         started: from_unix(r.get(11)?),
         updated: from_unix(r.get(12)?),
+        create_calls: u32::try_from(r.get::<_, i64>(13)?).unwrap_or(u32::MAX),
     })
 }
 
@@ -183,7 +188,7 @@ impl Vault {
         tx.execute(
             &format!(
                 "INSERT INTO rotations ({COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'begun', ?6, NULL, 0, NULL, NULL, ?7, ?7)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'begun', ?6, NULL, 0, NULL, NULL, ?7, ?7, 0)"
             ),
             params![
                 id,
@@ -199,6 +204,29 @@ impl Vault {
         let rotation = rotation_in(&tx, &path, &id)?;
         tx.commit()
             .map_err(sql_err(&path, "committing the rotation"))?;
+        Ok(rotation)
+    }
+
+    /// Records, before the rotator is asked for a new value, that it is being asked (see
+    /// [`Rotation::create_calls`]); only at `begun`.
+    pub fn note_create_call(&mut self, rotation_id: &str) -> Result<Rotation, VaultError> {
+        let path = self.path.clone();
+        let tx = self.write()?;
+        let rotation = rotation_in(&tx, &path, rotation_id)?;
+        if rotation.step != Step::Begun {
+            return Err(VaultError::RotationStep {
+                id: rotation.id,
+                step: rotation.step,
+                wanted: "begun",
+            });
+        }
+        tx.execute(
+            "UPDATE rotations SET create_calls = create_calls + 1 WHERE id = ?1",
+            params![rotation_id],
+        )
+        .map_err(sql_err(&path, "recording a create call"))?;
+        let rotation = rotation_in(&tx, &path, rotation_id)?;
+        tx.commit().map_err(sql_err(&path, "committing"))?;
         Ok(rotation)
     }
 

@@ -90,6 +90,7 @@ CREATE TABLE rotations (
     old_id       TEXT NOT NULL REFERENCES credentials (id),
     new_id       TEXT REFERENCES credentials (id),
     attempt      INTEGER NOT NULL CHECK (attempt >= 0),
+    create_calls INTEGER NOT NULL DEFAULT 0 CHECK (create_calls >= 0),
     next_attempt INTEGER,
     last_error   TEXT,
     started      INTEGER NOT NULL,

@@ -735,8 +735,8 @@ mod journal {
         let raw = f.raw();
         let forced = raw.execute(
             "INSERT INTO rotations SELECT 'rot_forced', integration, account, trigger,
-                 compromised, step, old_id, new_id, attempt, next_attempt, last_error,
-                 started, updated FROM rotations WHERE id = ?1",
+                 compromised, step, old_id, new_id, attempt, create_calls, next_attempt,
+                 last_error, started, updated FROM rotations WHERE id = ?1",
             [&r.id],
         );
         assert!(forced.is_err(), "unique index: {forced:?}");

@@ -1,0 +1,302 @@
+//! The exec rotator: a provider's own tool, run as an argv, speaking JSON on its pipes.
+//!
+//! Request on stdin: `{"op": "create"|"revoke", "rotation": ID, "integration", "account",
+//! "secret"}` (`secret`: the credential being replaced, for create; the one to revoke,
+//! for revoke). Answer on stdout for create: `{"secret": "…", "expires": "RFC 3339"?}`.
+//! Exit 0 = done, 75 (`EX_TEMPFAIL`) = retry later, anything else = failed.
+//!
+//! Owns: running it confined to what it needs — no shell, an empty environment but
+//! `PATH`, its own process group killed whole at the timeout, stdout capped at
+//! [`MAX_STDOUT`] and stderr kept to 4 KiB for the log (scrubbed like every log line).
+//! Must never: put a secret in argv or the environment, keep a copy of a secret it
+//! passed or read (the buffers are zeroed), or report the rotator's own words as the
+//! failure class (they may quote a secret: classes are fixed words).
+
+use std::{
+    os::unix::process::ExitStatusExt as _,
+    process::Stdio,
+    time::{Duration, SystemTime},
+};
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use zeroize::Zeroize as _;
+
+use crate::secret::Secret;
+
+/// The most a rotator may print on stdout (a secret and its expiry).
+const MAX_STDOUT: usize = 128 * 1024;
+/// What of its stderr is kept for the log.
+const MAX_STDERR: usize = 4 * 1024;
+/// `EX_TEMPFAIL`: the provider is unavailable for now.
+const EXIT_RETRY: i32 = 75;
+
+/// Why a rotator call did not give an answer; the class is a fixed word for the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotatorError {
+    /// Worth another attempt later (exit 75, timeout, could not start).
+    RetryLater(&'static str),
+    /// Will not work as configured (other exits, unreadable answers).
+    Failed(&'static str),
+}
+
+impl RotatorError {
+    pub fn class(&self) -> &'static str {
+        match self {
+            RotatorError::RetryLater(c) | RotatorError::Failed(c) => c,
+        }
+    }
+}
+
+/// A new credential from the provider.
+pub struct Minted {
+    pub secret: Secret,
+    pub expires: Option<SystemTime>,
+}
+
+pub struct ExecRotator {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// What the rotator is asked to do.
+pub struct Ask<'a> {
+    pub op: &'static str,
+    pub rotation: &'a str,
+    pub integration: &'a str,
+    pub account: &'a str,
+    pub secret: &'a Secret,
+}
+
+impl ExecRotator {
+    /// `create`: a new credential replacing `ask.secret`.
+    pub async fn create(&self, ask: &Ask<'_>) -> Result<Minted, RotatorError> {
+        let mut out = self.run(ask).await?;
+        let minted = parse_minted(&out);
+        out.zeroize();
+        minted
+    }
+
+    /// `revoke`: the provider stops accepting `ask.secret`.
+    pub async fn revoke(&self, ask: &Ask<'_>) -> Result<(), RotatorError> {
+        let mut out = self.run(ask).await?;
+        out.zeroize();
+        Ok(())
+    }
+
+    /// Runs the rotator once: the request in, stdout back (exit 0 only).
+    async fn run(&self, ask: &Ask<'_>) -> Result<Vec<u8>, RotatorError> {
+        let mut request = request_json(ask);
+        let (program, args) = self
+            .argv
+            .split_first()
+            .ok_or(RotatorError::Failed("no_rotator"))?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|_| RotatorError::RetryLater("rotator_not_started"))?;
+        let pgid = child.id();
+        let mut stdin = child.stdin.take();
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let talk = async {
+            if let Some(mut s) = stdin.take() {
+                // A rotator that exits without reading is judged by its exit status.
+                let _ = s.write_all(&request).await;
+                let _ = s.shutdown().await;
+            }
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let read_out = async {
+                if let Some(s) = stdout.as_mut() {
+                    let _ = s.take(MAX_STDOUT as u64 + 1).read_to_end(&mut out).await;
+                }
+            };
+            let read_err = async {
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.take(MAX_STDERR as u64).read_to_end(&mut err).await;
+                }
+            };
+            tokio::join!(read_out, read_err);
+            let status = child.wait().await;
+            (status, out, err)
+        };
+        let outcome = tokio::time::timeout(self.timeout, talk).await;
+        request.zeroize();
+        let Ok((status, mut out, err)) = outcome else {
+            kill_group(pgid);
+            return Err(RotatorError::RetryLater("rotator_timeout"));
+        };
+        // Whatever it left behind in its group goes with it.
+        kill_group(pgid);
+        if !err.is_empty() {
+            tracing::warn!(
+                rotator = %self.argv[0],
+                op = ask.op,
+                stderr = %String::from_utf8_lossy(&err),
+                "rotator wrote to stderr"
+            );
+        }
+        let status = status.map_err(|_| RotatorError::RetryLater("rotator_wait_failed"))?;
+        let failure = match status.code() {
+            Some(0) if out.len() <= MAX_STDOUT => None,
+            Some(0) => Some(RotatorError::Failed("rotator_answer_too_long")),
+            Some(EXIT_RETRY) => Some(RotatorError::RetryLater("rotator_exit_75")),
+            Some(_) => Some(RotatorError::Failed("rotator_exit")),
+            None if status.signal().is_some() => Some(RotatorError::RetryLater("rotator_killed")),
+            None => Some(RotatorError::Failed("rotator_exit")),
+        };
+        match failure {
+            None => Ok(out),
+            Some(e) => {
+                out.zeroize();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The request as JSON bytes (the caller zeroes them after use).
+fn request_json(ask: &Ask<'_>) -> Vec<u8> {
+    let mut secret = String::from_utf8_lossy(ask.secret.expose()).into_owned();
+    let value = serde_json::json!({
+        "op": ask.op,
+        "rotation": ask.rotation,
+        "integration": ask.integration,
+        "account": ask.account,
+        "secret": secret,
+    });
+    secret.zeroize();
+    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+    // The Value's own copy of the secret.
+    if let serde_json::Value::Object(mut map) = value
+        && let Some(serde_json::Value::String(mut s)) = map.remove("secret")
+    {
+        s.zeroize();
+    }
+    bytes
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    secret: String,
+    #[serde(default)]
+    expires: Option<String>,
+}
+
+/// The rotator's answer to `create`.
+fn parse_minted(out: &[u8]) -> Result<Minted, RotatorError> {
+    let mut answer: Answer =
+        serde_json::from_slice(out).map_err(|_| RotatorError::Failed("rotator_answer_not_json"))?;
+    let secret = Secret::new(answer.secret.as_bytes().to_vec());
+    answer.secret.zeroize();
+    if secret.expose().is_empty() {
+        return Err(RotatorError::Failed("rotator_answer_empty"));
+    }
+    let expires = match answer.expires.as_deref() {
+        None => None,
+        Some(t) => Some(
+            humantime::parse_rfc3339_weak(t)
+                .map_err(|_| RotatorError::Failed("rotator_answer_bad_expiry"))?,
+        ),
+    };
+    Ok(Minted { secret, expires })
+}
+
+/// SIGKILL to the rotator's process group (its pid is the group's id).
+fn kill_group(pgid: Option<u32>) {
+    if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is
+        // touched. The group was created for this rotator alone (process_group(0)).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rotator(script: &str, timeout_ms: u64) -> ExecRotator {
+        ExecRotator {
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn ask(secret: &Secret) -> Ask<'_> {
+        Ask {
+            op: "create",
+            rotation: "rot_1",
+            integration: "gh",
+            account: "ci",
+            secret,
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn the_rotator_gets_json_on_stdin_and_an_empty_environment() {
+        let old = Secret::new(b"old-value-123".to_vec());
+        // Echo back a secret built from what came in, and the environment's size.
+        let r = rotator(
+            r#"read req; n=$(env | grep -vc '^PATH=\|^PWD=\|^SHLVL=\|^_='); case "$req" in *'"op":"create"'*'"secret":"old-value-123"'*) printf '{"secret":"new-%s","expires":"2030-01-01T00:00:00Z"}' "$n";; *) exit 9;; esac"#,
+            5000,
+        );
+        let minted = runtime()
+            .block_on(r.create(&ask(&old)))
+            .map_err(|e| e.class())
+            .expect("create");
+        assert_eq!(minted.secret.expose(), b"new-0", "no environment but PATH");
+        assert!(minted.expires.is_some());
+    }
+
+    #[test]
+    fn exits_timeouts_and_bad_answers_are_classified() {
+        let old = Secret::new(b"old".to_vec());
+        let rt = runtime();
+        let class = |script: &str, ms| {
+            rt.block_on(rotator(script, ms).create(&ask(&old)))
+                .err()
+                .map(|e| (matches!(e, RotatorError::RetryLater(_)), e.class()))
+        };
+        assert_eq!(class("exit 75", 5000), Some((true, "rotator_exit_75")));
+        assert_eq!(class("exit 3", 5000), Some((false, "rotator_exit")));
+        assert_eq!(
+            class("echo not json", 5000),
+            Some((false, "rotator_answer_not_json"))
+        );
+        assert_eq!(
+            class(r#"echo '{"secret":""}'"#, 5000),
+            Some((false, "rotator_answer_empty"))
+        );
+        // A hung rotator and the child it forked are killed at the timeout.
+        assert_eq!(
+            class("sleep 30 & sleep 30", 300),
+            Some((true, "rotator_timeout"))
+        );
+        assert_eq!(
+            rt.block_on(
+                ExecRotator {
+                    argv: vec!["/nonexistent/rotator".into()],
+                    timeout: Duration::from_secs(1),
+                }
+                .create(&ask(&old))
+            )
+            .err(),
+            Some(RotatorError::RetryLater("rotator_not_started"))
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! `hb-agent rotation …`: start, follow, list and abort credential rotations.
+//!
+//! `trigger` asks the running agent over the broker socket (it drives the steps: the
+//! rotator, the test call through its outbound path, the switch); `status`, `history`
+//! and `abort` read and write the vault's journal directly, as `vault list` does (root,
+//! or whoever may read the master key). No command prints a value: rows name
+//! credentials by id.
+
+use std::{
+    io::Read as _,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+
+use crate::{
+    config::Config,
+    vault::{self, MasterKey, Rotation, Step, Vault},
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  hb-agent rotation trigger --integration github --account ci --wait
+  hb-agent rotation trigger -i github -a ci --compromised --wait --json
+  hb-agent rotation status
+  hb-agent rotation history --since 7d --json
+  hb-agent rotation abort rot_0123456789abcdef01234567
+Exit codes: 0 done (for trigger --wait: the new credential is active); 1 the rotation
+failed, was rolled back or aborted; 2 bad input or no agent.";
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = EXAMPLES)]
+pub enum RotationCommand {
+    /// Start a rotation of INTEGRATION/ACCOUNT in the running agent (its
+    /// `[integration.rotation]` rotator mints the new credential).
+    #[command(after_help = EXAMPLES)]
+    Trigger {
+        #[arg(long, short)]
+        integration: String,
+        #[arg(long, short)]
+        account: String,
+        /// The current credential leaked: no grace period, no rollback to it.
+        #[arg(long)]
+        compromised: bool,
+        /// Wait until the new credential is active (or the rotation closes); exit 1 if
+        /// it did not become active.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (`30s`, `5m`).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotations with work left (step, attempts, next attempt, last failure class).
+    #[command(after_help = EXAMPLES)]
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every rotation started in the last DURATION (default: all), oldest first.
+    #[command(after_help = EXAMPLES)]
+    History {
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give up a rotation that has not finished: its pending value is revoked, the
+    /// current credential stays. (A running agent's task for it stops at its next step.)
+    #[command(after_help = EXAMPLES)]
+    Abort {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(config: &Config, cmd: RotationCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RotationCommand::Trigger {
+            integration,
+            account,
+            compromised,
+            wait,
+            timeout,
+            json,
+        } => trigger(
+            config,
+            &integration,
+            &account,
+            compromised,
+            wait.then_some(timeout),
+            json,
+        ),
+        RotationCommand::Status { json } => {
+            let open = open_vault(config)?.open_rotations()?;
+            print_list(&open, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RotationCommand::History { since, json } => {
+            let since = since.map(|d| SystemTime::now() - d);
+            let all = open_vault(config)?.rotations(since)?;
+            print_list(&all, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RotationCommand::Abort { id, json } => {
+            let r = open_vault(config)?.abandon_rotation(&id, Step::Aborted, "operator")?;
+            print_one(&r, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `POST /v1/rotations`, then (with a deadline) `GET /v1/rotations/{id}` until the new
+/// credential is active or the rotation closes.
+fn trigger(
+    config: &Config,
+    integration: &str,
+    account: &str,
+    compromised: bool,
+    wait: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let socket = &config.broker.socket;
+    let body = serde_json::json!({
+        "integration": integration,
+        "account": account,
+        "compromised": compromised,
+    })
+    .to_string();
+    let (status, text) = call(
+        socket,
+        &format!(
+            "POST /v1/rotations HTTP/1.0\r\nHost: hb\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )?;
+    if status != 202 {
+        bail!("the agent refused the rotation ({status}): {text}");
+    }
+    let mut rotation: serde_json::Value = serde_json::from_str(&text)?;
+    if let Some(limit) = wait {
+        let id = rotation["id"]
+            .as_str()
+            .context("no rotation id")?
+            .to_owned();
+        let deadline = Instant::now() + limit;
+        while !settled(&rotation) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "rotation {id} still at step {} after {limit:?}",
+                    rotation["step"]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let (status, text) = call(
+                socket,
+                &format!("GET /v1/rotations/{id} HTTP/1.0\r\nHost: hb\r\n\r\n"),
+            )?;
+            if status != 200 {
+                bail!("reading rotation {id} ({status}): {text}");
+            }
+            rotation = serde_json::from_str(&text)?;
+        }
+    }
+    if json {
+        println!("{rotation}");
+    } else {
+        println!(
+            "rotation {} of {}/{}: {}",
+            rotation["id"].as_str().unwrap_or("?"),
+            integration,
+            account,
+            rotation["step"].as_str().unwrap_or("?")
+        );
+    }
+    let active = matches!(
+        rotation["step"].as_str(),
+        Some("begun" | "created" | "tested" | "finished" | "watched" | "retired")
+    );
+    Ok(if active || wait.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The new credential is active, or the rotation is closed.
+fn settled(rotation: &serde_json::Value) -> bool {
+    !matches!(
+        rotation["step"].as_str(),
+        Some("begun" | "created" | "tested")
+    )
+}
+
+/// One HTTP/1.0 exchange on the broker socket: the status and the body.
+fn call(socket: &std::path::Path, request: &str) -> anyhow::Result<(u16, String)> {
+    let (status, mut reader) = super::events::http(socket, request)
+        .with_context(|| format!("is the agent running? (broker socket {})", socket.display()))?;
+    let mut body = String::new();
+    reader.read_to_string(&mut body)?;
+    Ok((status, body))
+}
+
+fn open_vault(config: &Config) -> anyhow::Result<Vault> {
+    let db = config.agent.state_dir.join(vault::DB_FILE);
+    if !db.exists() {
+        bail!(
+            "no vault at {} yet: `hb-agent vault put` creates it",
+            db.display()
+        );
+    }
+    let key = MasterKey::load(&config.agent.master_key_file)?;
+    Ok(Vault::open(&db, &key)?)
+}
+
+fn print_one(r: &Rotation, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        print_list(std::slice::from_ref(r), false)?;
+    }
+    Ok(())
+}
+
+fn print_list(list: &[Rotation], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("(no rotations)");
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<16} {:<16} {:<12} {:<8} {:<18} {:<20} OLD → NEW",
+        "ID", "INTEGRATION", "ACCOUNT", "STEP", "ATTEMPT", "TRIGGER", "LAST ERROR"
+    );
+    for r in list {
+        println!(
+            "{:<28} {:<16} {:<16} {:<12} {:<8} {:<18} {:<20} {} → {}",
+            r.id,
+            r.integration,
+            r.account,
+            r.step,
+            r.attempt,
+            r.trigger,
+            r.last_error.as_deref().unwrap_or("-"),
+            r.old_id,
+            r.new_id.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,497 @@
+//! Rotation driven by the agent, against a fake provider: an exec rotator that mints
+//! keys into a key store, and an HTTPS API that accepts exactly the keys the store
+//! holds. `hb-agent rotation trigger --wait` gets a new key, tests it at `verify_url`,
+//! switches to it (a sandbox's handle, issued before, carries it from its next call),
+//! and at the end of the grace period the provider revokes the old key and the vault
+//! erases it. A provider whose new key does not work leaves the old one active. No key
+//! appears in any output, log or audit record. Everything lives on `lo` in the test's
+//! own network namespace.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use hb_tests::{
+    TestEnv, agent_bin, private_netns,
+    upstream::{Dnsmasq, RecordingServer, TestCa, header},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5402;
+const OLD: &str = "key-old-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const BAD_OLD: &str = "key-bad-old-00112233445566778899aabbccddeeff";
+
+/// The provider's tool: `create` mints a key (added to the store unless `--forget`),
+/// `revoke` removes one. It authenticates with the key being replaced.
+const ROTATOR: &str = r#"
+import json, secrets, sys
+store, forget = sys.argv[1], "--forget" in sys.argv
+req = json.load(sys.stdin)
+with open(store) as f:
+    live = json.load(f)
+if req["op"] == "create":
+    if req["secret"] not in live:
+        sys.exit(3)
+    new = "key-new-" + secrets.token_hex(16)
+    if not forget:
+        live.append(new)
+    print(json.dumps({"secret": new}))
+elif req["op"] == "revoke":
+    live = [k for k in live if k != req["secret"]]
+with open(store, "w") as f:
+    json.dump(live, f)
+"#;
+
+const CLIENT: &str = r#"
+hb = Client(SOCK)
+h = hb.handle("svc", "bot")["handle"]
+b = hb.handle("bad", "bot")["handle"]
+def call(handle, step, store=STORE):
+    try:
+        return hb.request("GET", "https://api.test/keys?file=" + store + "&step=" + step, handle=handle)["status"]
+    except BrokerError as e:
+        return e.code
+out = {"before": call(h, "before")}
+try:
+    hb.call("POST", "/v1/rotations", {"integration": "svc", "account": "bot"})
+    out["sandbox_trigger"] = "ok"
+except BrokerError as e:
+    out["sandbox_trigger"] = e.code
+print("rotate", flush=True)
+sys.stdin.readline()
+out["after"] = call(h, "after")
+out["bad_after"] = call(b, "bad_after", BAD_STORE)
+print("retire", flush=True)
+sys.stdin.readline()
+out["retired"] = call(h, "retired")
+print(json.dumps(out), flush=True)
+"#;
+
+fn store(path: &Path) -> Vec<String> {
+    serde_json::from_str(&fs::read_to_string(path).expect("key store")).expect("JSON")
+}
+
+/// One test's provider, API, resolver and agent config.
+struct World {
+    dir: std::path::PathBuf,
+    api: RecordingServer,
+    _dns: Dnsmasq,
+    keys: std::path::PathBuf,
+    bad_keys: std::path::PathBuf,
+    env: TestEnv,
+}
+
+/// The fake provider and its API, an agent config rotating `svc` (grace `grace_secs`,
+/// watch 1 s) and `bad` (whose new keys never work), and a vault holding both accounts'
+/// first keys.
+fn world(name: &str, grace_secs: u64) -> World {
+    private_netns(&["203.0.113.10"]);
+    let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("dir");
+    let ca = TestCa::new(&dir, "trusted");
+    let cert = ca.issue("api", &["api.test"]);
+    let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&cert));
+    let dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("api.test", &["203.0.113.10"])],
+        &[],
+        60,
+    );
+    // The key store and the rotator live where the sandbox cannot write (it only reads
+    // the store's path in its URLs).
+    let keys = dir.join("keys.json");
+    let bad_keys = dir.join("bad-keys.json");
+    fs::write(&keys, serde_json::to_string(&[OLD]).expect("json")).expect("store");
+    fs::write(&bad_keys, serde_json::to_string(&[BAD_OLD]).expect("json")).expect("store");
+    let rotator = dir.join("rotator.py");
+    fs::write(&rotator, ROTATOR).expect("rotator");
+    let python = hb_tests::python();
+    let config = format!(
+        r#"
+[broker]
+socket_mode = "0666"
+extra_ca_file = "{ca}"
+
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/keys?file={keys}&step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+grace_secs = {grace_secs}
+watch_secs = 1
+retry_base_secs = 1
+retry_cap_secs = 2
+
+[[integration]]
+name = "bad"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/keys?file={bad_keys}&step=bad_verify"
+propagation_secs = 0
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{bad_keys}", "--forget"]
+
+[[policy]]
+name = "web"
+integrations = ["svc", "bad"]
+"#,
+        ca = ca.cert.display(),
+        keys = keys.display(),
+        bad_keys = bad_keys.display(),
+        rotator = rotator.display(),
+    );
+    let env = TestEnv::new(name, &config);
+    let init = env.hb(&["vault", "init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    env.vault_put("svc", "bot", OLD);
+    env.vault_put("bad", "bot", BAD_OLD);
+    World {
+        dir,
+        api,
+        _dns: dns,
+        keys,
+        bad_keys,
+        env,
+    }
+}
+
+#[test]
+fn the_agent_rotates_through_the_provider_and_handles_follow() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        bad_keys,
+        mut env,
+    } = world("rotation", 3);
+    let python = hb_tests::python();
+    env.start_agent();
+
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        "import sys, json\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\nSTORE = {:?}\nBAD_STORE = {:?}\n{CLIENT}",
+        env.broker_socket().display().to_string(),
+        keys.display().to_string(),
+        bad_keys.display().to_string(),
+    );
+    let mut client = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "web", "--"])
+        .args([python, "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the sandboxed client");
+    let mut to_client = client.stdin.take().expect("stdin");
+    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut next_line = || {
+        let mut line = String::new();
+        from_client.read_line(&mut line).expect("client output");
+        line
+    };
+    let mut outputs = String::new();
+
+    assert_eq!(next_line().trim(), "rotate");
+    // A working provider: the new key is tested and active when --wait returns.
+    let good = env.hb(&[
+        "rotation", "trigger", "-i", "svc", "-a", "bot", "--wait", "--json",
+    ]);
+    outputs += &String::from_utf8_lossy(&good.stdout);
+    outputs += &String::from_utf8_lossy(&good.stderr);
+    assert!(good.status.success(), "trigger: {outputs}");
+    let rotation: Value = serde_json::from_slice(&good.stdout).expect("rotation JSON");
+    assert!(
+        matches!(
+            rotation["step"].as_str(),
+            Some("finished" | "watched" | "retired")
+        ),
+        "{rotation}"
+    );
+    let live = store(&keys);
+    assert_eq!(
+        live.len(),
+        2,
+        "old and new both live during the grace: {live:?}"
+    );
+    let new = live.iter().find(|k| *k != OLD).expect("a new key").clone();
+    // A provider whose new key does not work: the rotation fails, the old key stays.
+    let bad = env.hb(&[
+        "rotation", "trigger", "-i", "bad", "-a", "bot", "--wait", "--json",
+    ]);
+    outputs += &String::from_utf8_lossy(&bad.stdout);
+    outputs += &String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{outputs}");
+    let failed: Value = serde_json::from_slice(&bad.stdout).expect("rotation JSON");
+    assert_eq!(failed["step"], "failed", "{failed}");
+    assert_eq!(failed["last_error"], "verify_refused", "{failed}");
+    writeln!(to_client, "go").expect("to client");
+
+    assert_eq!(next_line().trim(), "retire");
+    // At the grace end the provider revokes the old key and the vault erases it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let history = loop {
+        let h = env.hb_json(&["rotation", "history"]);
+        let svc = h
+            .as_array()
+            .expect("history")
+            .iter()
+            .find(|r| r["integration"] == "svc")
+            .expect("svc rotation")
+            .clone();
+        if svc["step"] == "retired" {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "not retired: {h}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    outputs += &history.to_string();
+    assert_eq!(
+        store(&keys),
+        [new.as_str()],
+        "the provider revoked the old key"
+    );
+    let vault = env.hb_json(&["vault", "list"]);
+    outputs += &vault.to_string();
+    let status_of = |integration: &str, status: &str| {
+        vault
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|c| c["integration"] == integration && c["status"] == status)
+            .count()
+    };
+    assert_eq!(status_of("svc", "active"), 1);
+    assert_eq!(status_of("svc", "revoked"), 1, "{vault}");
+    assert_eq!(
+        status_of("bad", "active"),
+        1,
+        "the bad rotation kept the old key"
+    );
+    assert_eq!(
+        status_of("bad", "revoked"),
+        1,
+        "its pending key revoked: {vault}"
+    );
+    writeln!(to_client, "go").expect("to client");
+    let text = next_line();
+    let out = client.wait_with_output().expect("client");
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(&text).expect("client JSON");
+    assert_eq!(got["before"], 200, "{got}");
+    assert_eq!(
+        got["sandbox_trigger"], "forbidden",
+        "a sandbox cannot start rotations: {got}"
+    );
+    assert_eq!(got["after"], 200, "{got}");
+    assert_eq!(got["bad_after"], 200, "{got}");
+    assert_eq!(
+        got["retired"], 200,
+        "the handle works on after the old key is gone: {got}"
+    );
+
+    // Upstream: the handle carried the old key before, the new one after; the verify
+    // calls carried the key under test.
+    let at_api = api.requests();
+    let bearers = |step: &str| -> Vec<String> {
+        at_api
+            .iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(&format!("step={step}")))
+            })
+            .map(|r| {
+                header(r, "authorization")
+                    .unwrap_or("")
+                    .trim_start_matches("Bearer ")
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(bearers("before"), [OLD]);
+    assert_eq!(bearers("after"), [new.as_str()]);
+    assert_eq!(bearers("retired"), [new.as_str()]);
+    assert!(
+        bearers("verify").iter().all(|k| *k == new),
+        "{:?}",
+        bearers("verify")
+    );
+    assert!(
+        !bearers("verify").is_empty(),
+        "the new key was tested before use"
+    );
+    assert_eq!(bearers("bad_after"), [BAD_OLD]);
+
+    // No key in anything the agent or the CLI printed, logged or audited.
+    let log = env.agent().log_text();
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    assert!(audit.contains("\"rotation\""), "rotation steps are audited");
+    for key in [OLD, BAD_OLD, new.as_str()] {
+        for (name, text) in [
+            ("client", &text),
+            ("cli", &outputs),
+            ("log", &log),
+            ("audit", &audit),
+        ] {
+            assert!(!text.contains(key), "a key in the {name} output");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Counts, every few ms, the `svc` account's ACTIVE rows in the vault file; prints the
+/// counts that were not exactly one (with how often) when stdin closes.
+const SAMPLER: &str = r#"
+import sqlite3, sys, threading, time, json
+db = sys.argv[1]
+bad, samples, stop = {}, [0], threading.Event()
+def watch():
+    while not stop.is_set():
+        try:
+            c = sqlite3.connect("file:" + db + "?mode=ro", uri=True, timeout=10)
+            n = c.execute("SELECT count(*) FROM credentials WHERE integration = 'svc' AND status = 'active'").fetchone()[0]
+            c.close()
+            samples[0] += 1
+            if n != 1:
+                bad[n] = bad.get(n, 0) + 1
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.003)
+t = threading.Thread(target=watch)
+t.start()
+sys.stdin.read()
+stop.set()
+t.join()
+print(json.dumps({"samples": samples[0], "bad": bad}))
+"#;
+
+#[test]
+fn a_rotation_cut_short_by_kill_9_completes_after_restart_with_one_active_key_throughout() {
+    let World {
+        dir,
+        api: _api,
+        _dns,
+        keys,
+        bad_keys: _,
+        mut env,
+    } = world("rotkill", 1);
+    let mut sampler = Command::new(hb_tests::python())
+        .args(["-c", SAMPLER])
+        .arg(env.state_dir.join("vault.db"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sampler");
+    let mut orphans = 0;
+    for point in [
+        "rotation-after-pending",
+        "rotation-after-create",
+        "rotation-inside-finish",
+        "rotation-after-finish",
+    ] {
+        env.start_agent_with("info", &[("HB_VAULT_TEST_KILL_AT", point)]);
+        // The agent dies inside the rotation's task, maybe before it answers.
+        let _ = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot"]);
+        let status = env.wait_agent_exit(Duration::from_secs(30));
+        assert!(
+            status.is_some_and(
+                |s| std::os::unix::process::ExitStatusExt::signal(&s) == Some(libc::SIGKILL)
+            ),
+            "{point}: the agent was not killed at its kill point: {status:?}"
+        );
+        let open = env.hb_json(&["rotation", "status"]);
+        assert_eq!(
+            open.as_array().map(Vec::len),
+            Some(1),
+            "{point}: one open rotation: {open}"
+        );
+        // Restarted, the agent resumes the rotation at its recorded step.
+        env.start_agent();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let open = env.hb_json(&["rotation", "status"]);
+            if open.as_array().is_some_and(Vec::is_empty) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{point}: still open: {open}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let history = env.hb_json(&["rotation", "history"]);
+        let last = history
+            .as_array()
+            .and_then(|h| h.last())
+            .expect("a rotation");
+        assert_eq!(last["step"], "retired", "{point}: {last}");
+        let vault = env.hb_json(&["vault", "list"]);
+        let active: Vec<&Value> = vault
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|c| c["integration"] == "svc" && c["status"] == "active")
+            .collect();
+        assert_eq!(active.len(), 1, "{point}: {vault}");
+        assert_eq!(active[0]["id"], last["new_id"], "{point}");
+        // The provider: the new key, plus at most one orphan minted before a crash cut
+        // its recording short (the value never reached the vault).
+        let live = store(&keys);
+        orphans = live.len() - 1;
+        assert!(orphans <= 1, "{point}: {live:?}");
+        assert!(!live.iter().any(|k| k == OLD), "{point}: old key revoked");
+        env.stop_agent();
+        fs::write(
+            &keys,
+            serde_json::to_string(&live[live.len() - 1..]).expect("json"),
+        )
+        .expect("store");
+        let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+        let reported = audit.matches("possible_orphan_keys").count();
+        if point == "rotation-after-pending" {
+            assert_eq!(orphans, 1, "the key minted before the kill is an orphan");
+            assert_eq!(reported, 1, "and it is reported");
+        } else {
+            assert_eq!(
+                (orphans, reported),
+                (0, 1),
+                "{point}: nothing new to report"
+            );
+        }
+    }
+    assert_eq!(orphans, 0, "later kill points leave no orphan");
+    drop(sampler.stdin.take());
+    let seen = sampler.wait_with_output().expect("sampler");
+    let seen: Value = serde_json::from_slice(&seen.stdout).expect("sampler JSON");
+    assert!(seen["samples"].as_u64().unwrap_or(0) > 50, "{seen}");
+    assert_eq!(
+        seen["bad"],
+        serde_json::json!({}),
+        "a reader saw zero or two active keys"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
