@@ -411,10 +411,14 @@ fn a_rotation_cut_short_by_kill_9_completes_after_restart_with_one_active_key_th
         .expect("sampler");
     let mut orphans = 0;
     for point in [
+        "rotation-after-begin",
+        "rotation-during-create",
         "rotation-after-pending",
         "rotation-after-create",
+        "rotation-after-test",
         "rotation-inside-finish",
         "rotation-after-finish",
+        "rotation-inside-retire",
     ] {
         env.start_agent_with("info", &[("HB_VAULT_TEST_KILL_AT", point)]);
         // The agent dies inside the rotation's task, maybe before it answers.
@@ -472,16 +476,23 @@ fn a_rotation_cut_short_by_kill_9_completes_after_restart_with_one_active_key_th
         .expect("store");
         let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
         let reported = audit.matches("possible_orphan_keys").count();
-        if point == "rotation-after-pending" {
-            assert_eq!(orphans, 1, "the key minted before the kill is an orphan");
-            assert_eq!(reported, 1, "and it is reported");
-        } else {
-            assert_eq!(
-                (orphans, reported),
-                (0, 1),
-                "{point}: nothing new to report"
+        // Killed after the rotator was counted but before its key was recorded: the
+        // provider may hold an orphan (it does when the kill came after it answered),
+        // and the rotation reports it once resumed. Reports accumulate in the audit log.
+        let reported_before = ["rotation-during-create", "rotation-after-pending"]
+            .iter()
+            .position(|p| *p == point)
+            .map_or(
+                if point == "rotation-after-begin" {
+                    0
+                } else {
+                    2
+                },
+                |i| i + 1,
             );
-        }
+        assert_eq!(reported, reported_before, "{point}");
+        let expected_orphans = usize::from(point == "rotation-after-pending");
+        assert_eq!(orphans, expected_orphans, "{point}: {live:?}");
     }
     assert_eq!(orphans, 0, "later kill points leave no orphan");
     drop(sampler.stdin.take());

@@ -204,6 +204,7 @@ impl Vault {
         let rotation = rotation_in(&tx, &path, &id)?;
         tx.commit()
             .map_err(sql_err(&path, "committing the rotation"))?;
+        test_kill_point("rotation-after-begin");
         Ok(rotation)
     }
 
@@ -227,6 +228,7 @@ impl Vault {
         .map_err(sql_err(&path, "recording a create call"))?;
         let rotation = rotation_in(&tx, &path, rotation_id)?;
         tx.commit().map_err(sql_err(&path, "committing"))?;
+        test_kill_point("rotation-during-create");
         Ok(rotation)
     }
 
@@ -297,7 +299,9 @@ impl Vault {
 
     /// **test** passed: `created` → `tested` (already tested or later: unchanged).
     pub fn mark_tested(&mut self, rotation_id: &str) -> Result<Rotation, VaultError> {
-        self.advance(rotation_id, Step::Created, Step::Tested)
+        let tested = self.advance(rotation_id, Step::Created, Step::Tested);
+        test_kill_point("rotation-after-test");
+        tested
     }
 
     /// A step failed for now: its attempt counted, the failure's class and the time of
@@ -416,6 +420,7 @@ impl Vault {
         if meta_by_id(&tx, &path, &rotation.old_id)?.is_some_and(|o| o.status != Status::Revoked) {
             revoke_in(&tx, &path, &rotation.old_id)?;
         }
+        test_kill_point("rotation-inside-retire");
         set_step(&tx, &path, rotation_id, Step::Retired, None, now)?;
         let rotation = rotation_in(&tx, &path, rotation_id)?;
         tx.commit()
