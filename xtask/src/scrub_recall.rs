@@ -321,14 +321,14 @@ fn shannon(s: &str) -> f64 {
 
 /// The rule's regex as a generator: word boundaries and anchors dropped (the regex
 /// check afterwards keeps only samples that satisfy them), every class cut to printable
-/// ASCII so samples are single-line text. Case-insensitivity is dropped for generation
-/// (the sample still has to match the rule as written): letters come out in the case the
-/// rule's author wrote them (`-----BEGIN`, `algolia`, `dor_v1_`), as real tokens and
-/// names are written, not in random case (`aLgOlIa`) that no one writes.
+/// ASCII so samples are single-line text. Literals under `(?i)` are generated in the case
+/// the rule's author wrote them (`-----BEGIN`, `algolia`, `dor_v1_`), as real tokens and
+/// names are written, not in random case (`aLgOlIa`) that no one writes; classes keep
+/// both cases.
 fn generator(pattern: &str) -> anyhow::Result<rand_regex::Regex> {
     let pattern = &literal_braces(pattern);
     let mut ast = regex_syntax::ast::parse::Parser::new().parse(pattern)?;
-    case_sensitive(&mut ast);
+    case_sensitive(&mut ast, &mut false);
     let hir = regex_syntax::hir::translate::TranslatorBuilder::new()
         .unicode(false)
         .utf8(false)
@@ -338,13 +338,23 @@ fn generator(pattern: &str) -> anyhow::Result<rand_regex::Regex> {
     Ok(rand_regex::Regex::with_hir(hir, MAX_REPEAT)?)
 }
 
-/// Removes the `i` flag everywhere in `ast`.
-fn case_sensitive(ast: &mut Ast) {
-    let strip = |flags: &mut ast::Flags| {
+/// Removes the `i` flag from `ast`, except around classes that were case-insensitive:
+/// literals keep the case they were written in, classes keep the cases the rule allows
+/// (`(?i)[a-z]{34}` still yields mixed case).
+fn case_sensitive(ast: &mut Ast, ci: &mut bool) {
+    /// Applies a flag set to `ci` and removes its `i`.
+    fn apply(flags: &mut ast::Flags, ci: &mut bool) {
+        let mut negated = false;
+        for item in &flags.items {
+            match item.kind {
+                ast::FlagsItemKind::Negation => negated = true,
+                ast::FlagsItemKind::Flag(ast::Flag::CaseInsensitive) => *ci = !negated,
+                ast::FlagsItemKind::Flag(_) => {}
+            }
+        }
         flags
             .items
             .retain(|i| i.kind != ast::FlagsItemKind::Flag(ast::Flag::CaseInsensitive));
-        // A `-` left with nothing after it is a syntax error in the printed pattern.
         if flags
             .items
             .last()
@@ -352,18 +362,43 @@ fn case_sensitive(ast: &mut Ast) {
         {
             flags.items.pop();
         }
-    };
+    }
     match ast {
-        Ast::Flags(f) => strip(&mut f.flags),
+        Ast::Flags(f) => apply(&mut f.flags, ci),
         Ast::Group(g) => {
+            let mut inner = *ci;
             if let ast::GroupKind::NonCapturing(flags) = &mut g.kind {
-                strip(flags);
+                apply(flags, &mut inner);
             }
-            case_sensitive(&mut g.ast);
+            case_sensitive(&mut g.ast, &mut inner);
         }
-        Ast::Repetition(r) => case_sensitive(&mut r.ast),
-        Ast::Alternation(a) => a.asts.iter_mut().for_each(case_sensitive),
-        Ast::Concat(c) => c.asts.iter_mut().for_each(case_sensitive),
+        Ast::Repetition(r) => case_sensitive(&mut r.ast, &mut ci.clone()),
+        Ast::Alternation(a) => {
+            for b in &mut a.asts {
+                case_sensitive(b, &mut ci.clone());
+            }
+        }
+        Ast::Concat(c) => {
+            // A flag set changes the flags of what follows it in the same group.
+            for b in &mut c.asts {
+                case_sensitive(b, ci);
+            }
+        }
+        Ast::ClassBracketed(_) | Ast::ClassPerl(_) | Ast::ClassUnicode(_) if *ci => {
+            let span = *ast.span();
+            let class = std::mem::replace(ast, Ast::empty(span));
+            *ast = Ast::group(ast::Group {
+                span,
+                kind: ast::GroupKind::NonCapturing(ast::Flags {
+                    span,
+                    items: vec![ast::FlagsItem {
+                        span,
+                        kind: ast::FlagsItemKind::Flag(ast::Flag::CaseInsensitive),
+                    }],
+                }),
+                ast: Box::new(class),
+            });
+        }
         _ => {}
     }
 }
