@@ -8,6 +8,8 @@ mod bench_guard_peers;
 mod bench_sandbox;
 mod bench_sanitize;
 mod bench_scrub;
+mod scrub_precision;
+mod scrub_recall;
 mod setup;
 mod util;
 
@@ -49,6 +51,14 @@ enum Command {
         #[arg(long, value_name = "BIN")]
         previous: Option<std::path::PathBuf>,
     },
+    /// How many of gitleaks's rules the scrubber covers: three samples generated from each
+    /// rule's regex, planted in lines that name its keyword, through `hb-agent scrub`.
+    #[command(name = "scrub-recall", after_help = scrub_recall::RECALL_EXAMPLES)]
+    ScrubRecall(scrub_recall::RecallArgs),
+    /// How often the scrubber alters real text (Python stdlib, man pages, /usr/share/doc):
+    /// altered lines per MB, and with --list every alteration.
+    #[command(name = "scrub-precision", after_help = scrub_precision::PRECISION_EXAMPLES)]
+    ScrubPrecision(scrub_precision::PrecisionArgs),
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
     #[command(name = "__connect-loop", hide = true)]
     ConnectLoop { addr: String, n: usize },
@@ -75,6 +85,8 @@ fn main() -> ExitCode {
         Command::Run { args } => run(args),
         Command::Test { args } => test(args),
         Command::Bench { which, previous } => bench::bench(which.as_deref(), previous.as_deref()),
+        Command::ScrubRecall(args) => scrub_recall::recall(&args),
+        Command::ScrubPrecision(args) => scrub_precision::precision(&args),
         Command::ConnectLoop { addr, n } => bench::connect_loop(&addr, n),
         Command::GuardServer { addr, cert, key } => bench_guard_peers::server(&addr, &cert, &key),
         Command::GuardClient(args) => bench_guard_peers::client(&args),
