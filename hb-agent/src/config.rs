@@ -555,6 +555,19 @@ pub struct RotationConfig {
     pub retry_base_secs: u64,
     #[serde(default = "default_rotation_retry_cap_secs")]
     pub retry_cap_secs: u64,
+    /// Rotate a credential this long after it was stored even if it does not expire
+    /// (0: only by expiry). A credential with an expiry is rotated at two thirds of its
+    /// lifetime.
+    #[serde(default)]
+    pub max_age_secs: u64,
+    /// No rotation of an account starts by schedule within this long of the previous
+    /// one's start (whatever became of it): a failing provider is not hammered.
+    #[serde(default = "default_rotation_cooldown_secs")]
+    pub cooldown_secs: u64,
+}
+
+fn default_rotation_cooldown_secs() -> u64 {
+    300
 }
 
 fn default_rotator_timeout_secs() -> u64 {

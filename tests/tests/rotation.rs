@@ -88,7 +88,7 @@ struct World {
 /// The fake provider and its API, an agent config rotating `svc` (grace `grace_secs`,
 /// watch 1 s) and `bad` (whose new keys never work), and a vault holding both accounts'
 /// first keys.
-fn world(name: &str, grace_secs: u64) -> World {
+fn world(name: &str, grace_secs: u64, svc_expires: Option<&str>) -> World {
     private_netns(&["203.0.113.10"]);
     let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("dir");
@@ -163,7 +163,12 @@ integrations = ["svc", "bad"]
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    env.vault_put("svc", "bot", OLD);
+    match svc_expires {
+        Some(when) => {
+            env.vault_with_secret(&["put", "-i", "svc", "-a", "bot", "--expires", when], OLD)
+        }
+        None => env.vault_put("svc", "bot", OLD),
+    }
     env.vault_put("bad", "bot", BAD_OLD);
     World {
         dir,
@@ -184,7 +189,7 @@ fn the_agent_rotates_through_the_provider_and_handles_follow() {
         keys,
         bad_keys,
         mut env,
-    } = world("rotation", 3);
+    } = world("rotation", 3, None);
     let python = hb_tests::python();
     env.start_agent();
 
@@ -401,7 +406,7 @@ fn a_rotation_cut_short_by_kill_9_completes_after_restart_with_one_active_key_th
         keys,
         bad_keys: _,
         mut env,
-    } = world("rotkill", 1);
+    } = world("rotkill", 1, None);
     let mut sampler = Command::new(hb_tests::python())
         .args(["-c", SAMPLER])
         .arg(env.state_dir.join("vault.db"))
@@ -504,5 +509,59 @@ fn a_rotation_cut_short_by_kill_9_completes_after_restart_with_one_active_key_th
         serde_json::json!({}),
         "a reader saw zero or two active keys"
     );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_credential_is_rotated_by_itself_at_two_thirds_of_its_lifetime_and_only_once() {
+    let World {
+        dir,
+        api: _api,
+        _dns,
+        keys,
+        bad_keys: _,
+        mut env,
+    } = world("rotexpiry", 1, Some("9s"));
+    let stored = env.hb_json(&["vault", "list"]);
+    let created = |id: &Value| {
+        let c = stored
+            .as_array()
+            .and_then(|l| l.iter().find(|c| &c["id"] == id))
+            .expect("credential");
+        humantime::parse_rfc3339(c["created"].as_str().expect("created")).expect("time")
+    };
+    env.start_agent();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let rotation = loop {
+        let history = env.hb_json(&["rotation", "history"]);
+        if let Some(r) = history.as_array().and_then(|h| h.first())
+            && r["step"] == "retired"
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rotation by expiry: {history}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(rotation["trigger"], "expiry", "{rotation}");
+    // Due between 5.4 s (the jitter) and 6 s after the 9-second key was stored, not before
+    // (whole seconds in the vault).
+    let started =
+        humantime::parse_rfc3339(rotation["started"].as_str().expect("started")).expect("time");
+    let age = started
+        .duration_since(created(&rotation["old_id"]))
+        .expect("started after it was stored");
+    assert!(age >= Duration::from_secs(5), "rotated too early: {age:?}");
+    assert_eq!(rotation["integration"], "svc");
+    let live = store(&keys);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_ne!(live[0], OLD, "the provider holds the new key only");
+    // The new key has no expiry: no further rotation (and "bad", which never expires,
+    // was left alone).
+    std::thread::sleep(Duration::from_secs(3));
+    let history = env.hb_json(&["rotation", "history"]);
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
     let _ = fs::remove_dir_all(&dir);
 }

@@ -253,6 +253,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                 let _ = ready_tx.send(Ok(()));
                 // Rotations cut short by a stop or a crash go on at their recorded step.
                 rotation::resume(&shared).await;
+                tokio::spawn(rotation::schedule::run(shared.clone()));
                 server::serve(listener, shared, max_connections, async {
                     let _ = rx.await;
                 })

@@ -20,11 +20,13 @@
 //! `retry_base_secs × 2^attempt` with full jitter, at most `retry_cap_secs`; the old
 //! credential is never deactivated before a new one is ACTIVE. Every step is an audit
 //! record; values appear nowhere but in the vault and the scrubber.
-//! Not built yet (issue's later parts): evidence detectors, quarantine, the HTTP
-//! rotator, circuit breakers and cooldowns.
+//! Rotations by age are started by [`schedule`] (the `expiry` detector). Not built
+//! yet: the evidence detectors (rate spikes, auth failures, reflection, canaries),
+//! quarantine, the HTTP rotator, circuit breakers.
 
 pub mod api;
 pub mod exec;
+pub mod schedule;
 
 use std::{
     sync::Arc,
