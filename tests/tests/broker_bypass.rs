@@ -505,8 +505,10 @@ print(json.dumps(out))
     }
     for key in ["truncated", "upper"] {
         assert_eq!(got[key]["status"], 200, "{key}: {}", got[key]);
+        // Redacted as the live value, or as a family that claims the same span first
+        // (`api_key=…` is a secret assignment); either way no run of it is left (above).
         let body = got[key]["body"].as_str().unwrap_or_default();
-        assert!(body.contains("[REDACTED:live_secret]"), "{key}: {body}");
+        assert!(body.contains("[REDACTED:"), "{key}: {body}");
     }
     // The truncated echo was cut where the test meant it to be: inside the credential.
     assert!(
