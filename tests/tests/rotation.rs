@@ -26,15 +26,16 @@ const OLD: &str = "key-old-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const BAD_OLD: &str = "key-bad-old-00112233445566778899aabbccddeeff";
 
 /// The provider's tool: `create` mints a key (added to the store unless `--forget`),
-/// `revoke` removes one. It authenticates with the key being replaced.
+/// `revoke` removes one. It authenticates with the key being replaced, or (`--admin`)
+/// with an account of its own, which can replace a key the provider already revoked.
 const ROTATOR: &str = r#"
 import json, secrets, sys
-store, forget = sys.argv[1], "--forget" in sys.argv
+store, forget, admin = sys.argv[1], "--forget" in sys.argv, "--admin" in sys.argv
 req = json.load(sys.stdin)
 with open(store) as f:
     live = json.load(f)
 if req["op"] == "create":
-    if req["secret"] not in live:
+    if req["secret"] not in live and not admin:
         sys.exit(3)
     new = "key-new-" + secrets.token_hex(16)
     if not forget:
@@ -88,7 +89,7 @@ struct World {
 /// The fake provider and its API, an agent config rotating `svc` (grace `grace_secs`,
 /// watch 1 s) and `bad` (whose new keys never work), and a vault holding both accounts'
 /// first keys.
-fn world(name: &str, grace_secs: u64, svc_expires: Option<&str>) -> World {
+fn world(name: &str, grace_secs: u64, svc_expires: Option<&str>, admin: bool) -> World {
     private_netns(&["203.0.113.10"]);
     let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("dir");
@@ -131,7 +132,7 @@ hosts = ["api.test"]
 verify_url = "https://api.test/keys?file={keys}&step=verify"
 
 [integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
+exec = ["{python}", "{rotator}", "{keys}"{admin}]
 grace_secs = {grace_secs}
 watch_secs = 1
 retry_base_secs = 1
@@ -155,6 +156,7 @@ integrations = ["svc", "bad"]
         keys = keys.display(),
         bad_keys = bad_keys.display(),
         rotator = rotator.display(),
+        admin = if admin { ", \"--admin\"" } else { "" },
     );
     let env = TestEnv::new(name, &config);
     let init = env.hb(&["vault", "init"]);
@@ -189,7 +191,7 @@ fn the_agent_rotates_through_the_provider_and_handles_follow() {
         keys,
         bad_keys,
         mut env,
-    } = world("rotation", 3, None);
+    } = world("rotation", 3, None, false);
     let python = hb_tests::python();
     env.start_agent();
 
@@ -406,7 +408,7 @@ fn a_rotation_cut_short_by_kill_9_completes_after_restart_with_one_active_key_th
         keys,
         bad_keys: _,
         mut env,
-    } = world("rotkill", 1, None);
+    } = world("rotkill", 1, None, false);
     let mut sampler = Command::new(hb_tests::python())
         .args(["-c", SAMPLER])
         .arg(env.state_dir.join("vault.db"))
@@ -521,7 +523,7 @@ fn a_credential_is_rotated_by_itself_at_two_thirds_of_its_lifetime_and_only_once
         keys,
         bad_keys: _,
         mut env,
-    } = world("rotexpiry", 1, Some("9s"));
+    } = world("rotexpiry", 1, Some("9s"), false);
     let stored = env.hb_json(&["vault", "list"]);
     let created = |id: &Value| {
         let c = stored
@@ -561,6 +563,109 @@ fn a_credential_is_rotated_by_itself_at_two_thirds_of_its_lifetime_and_only_once
     // The new key has no expiry: no further rotation (and "bad", which never expires,
     // was left alone).
     std::thread::sleep(Duration::from_secs(3));
+    let history = env.hb_json(&["rotation", "history"]);
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const DEAD_KEY_CLIENT: &str = r#"
+import threading
+h = Client(SOCK).handle("svc", "bot")["handle"]
+def call(step, results):
+    try:
+        r = Client(SOCK).request("GET", "https://api.test/keys?file=" + STORE + "&step=" + step, handle=h)
+        results.append(r["status"])
+    except BrokerError as e:
+        results.append(e.code)
+first = []
+threads = [threading.Thread(target=call, args=("storm", first)) for _ in range(20)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(first), flush=True)
+sys.stdin.readline()
+after = []
+call("after", after)
+print(json.dumps(after), flush=True)
+"#;
+
+#[test]
+fn a_key_revoked_at_the_provider_is_found_by_one_probe_and_rotated_once() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        bad_keys: _,
+        mut env,
+    } = world("rotdead", 1, None, true);
+    env.start_agent();
+    // The provider revoked the key out of band.
+    fs::write(&keys, "[]").expect("store");
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        "import sys, json\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\nSTORE = {:?}\n{DEAD_KEY_CLIENT}",
+        env.broker_socket().display().to_string(),
+        keys.display().to_string(),
+    );
+    let mut client = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "web", "--"])
+        .args([hb_tests::python(), "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the sandboxed client");
+    let mut to_client = client.stdin.take().expect("stdin");
+    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from_client.read_line(&mut line).expect("client output");
+    let storm: Vec<Value> = serde_json::from_str(&line).expect("statuses");
+    assert_eq!(storm.len(), 20, "{line}");
+    assert!(
+        storm.iter().all(|s| s == 401),
+        "the dead key's 401s pass through: {line}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let rotation = loop {
+        let history = env.hb_json(&["rotation", "history"]);
+        if let Some(r) = history.as_array().and_then(|h| h.first())
+            && matches!(r["step"].as_str(), Some("finished" | "watched" | "retired"))
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rotation of the dead key: {history}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(rotation["trigger"], "auth_failure", "{rotation}");
+    writeln!(to_client, "go").expect("to client");
+    line.clear();
+    from_client.read_line(&mut line).expect("client output");
+    assert_eq!(line.trim(), "[200]", "the handle works with the new key");
+    let out = client.wait_with_output().expect("client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Twenty 401s, one probe with the dead key, one rotation.
+    let probes = api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("step=verify"))
+                && header(r, "authorization") == Some(format!("Bearer {OLD}").as_str())
+        })
+        .count();
+    assert_eq!(probes, 1, "one probe for twenty 401s");
     let history = env.hb_json(&["rotation", "history"]);
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
     let _ = fs::remove_dir_all(&dir);

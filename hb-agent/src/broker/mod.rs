@@ -247,6 +247,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     timeout,
                     stats: stats::Stats::default(),
                     text_gate: text_gate::TextGate::new(scrub_per_minute),
+                    probes: rotation::probe::Probes::default(),
                 });
                 // Kernel and resolver events go to the audit log as well.
                 tokio::spawn(audit_events(kernel_events, audit));

@@ -290,6 +290,10 @@ pub async fn request(
         response = send(&call, &decision, Some(&previous), &parsed, outbound).await?;
         carried = Some(previous);
     }
+    if let (401, Some((entry, _))) = (response.status, &decision.credential) {
+        // Maybe a dead key: one probe of the account decides (and rotates it).
+        super::rotation::probe::unauthorized(&shared, &entry.integration, &entry.account);
+    }
     respond(&call, &decision, carried.as_deref(), &parsed, response).await
 }
 

@@ -64,6 +64,8 @@ pub struct Shared {
     pub stats: super::stats::Stats,
     /// The rate limit of `/v1/scrub` and `/v1/sanitize`.
     pub text_gate: super::text_gate::TextGate,
+    /// The `auth_failure` detector's probes in flight.
+    pub probes: super::rotation::probe::Probes,
 }
 
 pub type AppState = Arc<Shared>;

@@ -20,12 +20,14 @@
 //! `retry_base_secs × 2^attempt` with full jitter, at most `retry_cap_secs`; the old
 //! credential is never deactivated before a new one is ACTIVE. Every step is an audit
 //! record; values appear nowhere but in the vault and the scrubber.
-//! Rotations by age are started by [`schedule`] (the `expiry` detector). Not built
-//! yet: the evidence detectors (rate spikes, auth failures, reflection, canaries),
-//! quarantine, the HTTP rotator, circuit breakers.
+//! Rotations by age are started by [`schedule`] (the `expiry` detector), of dead keys
+//! by [`probe`] (the `auth_failure` detector). Not built yet: the other evidence
+//! detectors (rate spikes, reflection, canaries), quarantine, the HTTP rotator, circuit
+//! breakers.
 
 pub mod api;
 pub mod exec;
+pub mod probe;
 pub mod schedule;
 
 use std::{
