@@ -1401,6 +1401,42 @@ mod tests {
     }
 
     #[test]
+    fn scrub_rules_files_are_read_at_load_and_a_bad_one_is_fatal() {
+        let dir = std::env::temp_dir().join(format!("hb-config-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join("good.toml"),
+            "[[rules]]\nid = \"zz-key\"\nregex = '''zz_[0-9]{8}'''\nkeywords = [\"zz_\"]\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("bad.toml"), "[[rules]]\nid = \"x\"\n\nregex = [\n")
+            .expect("write");
+        let origin = dir.join("hb.toml");
+        let origin = origin.to_str().expect("utf-8 path");
+        // Relative to the config file's directory.
+        let c = Config::parse("[scrub]\nrules_files = [\"good.toml\"]\n", origin)
+            .expect("a good rule file");
+        assert_eq!(c.scrub.rules.infos().len(), 1);
+        let e = Config::parse(
+            "[scrub]\nrules_files = [\n  \"good.toml\",\n  \"bad.toml\",\n]\n",
+            origin,
+        )
+        .expect_err("an invalid rule file")
+        .to_string();
+        assert!(
+            e.contains("scrub.rules_files (line 4)")
+                && e.contains("bad.toml")
+                && e.contains("line 4"),
+            "{e}"
+        );
+        let e = Config::parse("[scrub]\nrules_files = [\"missing.toml\"]\n", origin)
+            .expect_err("a missing rule file")
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn every_example_config_in_the_repo_parses() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
         let mut seen = 0;
