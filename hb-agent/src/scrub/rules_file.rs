@@ -39,6 +39,10 @@ use serde::{Deserialize, Serialize};
 pub const OPEN_REPEAT: usize = 1024;
 /// No rule's window is longer (a match longer than this is cut).
 pub const MAX_WINDOW: usize = 8 * 1024;
+/// A rule with a keyword its regex does not spell out (`airtable` for `pat…` tokens)
+/// matches text near that keyword rather than through it: its window is at least this
+/// long, so a keyword elsewhere on a line of this length still finds the match.
+pub const NEAR_KEYWORD: usize = 512;
 /// Loaded rule names at most this long.
 const MAX_ID_LEN: usize = 64;
 
@@ -217,6 +221,9 @@ pub(super) struct LoadedRule {
     pub keywords: Vec<String>,
     /// Longest match the window allows for.
     pub window: usize,
+    /// Every match starts with one of its keywords: the regex runs anchored at each
+    /// keyword hit (a near miss fails in a few bytes) instead of over a region.
+    pub anchored: bool,
     pub allowlists: Vec<Allowlist>,
     /// Index of its file's global allowlists in [`RuleSet::globals`].
     pub file: usize,
@@ -236,6 +243,9 @@ pub struct RuleReport {
     /// Bytes searched on each side of a keyword hit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<usize>,
+    /// Every match starts with a keyword: the regex runs anchored at each hit (cheap)
+    /// rather than over the region around it.
+    pub anchored: bool,
 }
 
 /// The outcome of reading one file.
@@ -369,6 +379,7 @@ pub(super) fn compile_text(text: &str, path: &Path, out: &mut Compiled) -> Resul
                 runnable: false,
                 notes: vec!["a later rule has the same id and replaces it (as in gitleaks)".into()],
                 window: None,
+                anchored: false,
             });
             continue;
         }
@@ -381,6 +392,7 @@ pub(super) fn compile_text(text: &str, path: &Path, out: &mut Compiled) -> Resul
                     runnable: true,
                     notes,
                     window: Some(rule.window),
+                    anchored: rule.anchored,
                 });
                 out.rules.push(rule);
             }
@@ -390,6 +402,7 @@ pub(super) fn compile_text(text: &str, path: &Path, out: &mut Compiled) -> Resul
                 runnable: false,
                 notes: vec![reason],
                 window: None,
+                anchored: false,
             }),
         }
     }
@@ -479,7 +492,17 @@ fn compile_rule(
         return Err(format!("entropy {} is not a number ≥ 0", r.entropy));
     }
     let longest = max_len(&hir);
-    let window = longest.min(MAX_WINDOW);
+    let spelled = pattern.to_lowercase();
+    let near = r
+        .keywords
+        .iter()
+        .any(|k| !spelled.contains(&k.to_lowercase()));
+    let window = if near {
+        longest.max(NEAR_KEYWORD)
+    } else {
+        longest
+    }
+    .min(MAX_WINDOW);
     if hir.properties().maximum_len().is_none() {
         notes.push(format!(
             "unbounded repetition: matches are found within {window} bytes of a keyword (longer ones are cut)"
@@ -510,6 +533,7 @@ fn compile_rule(
         entropy: r.entropy,
         keywords: r.keywords.iter().map(|k| k.to_lowercase()).collect(),
         window,
+        anchored: starts_with_keyword(&hir, &r.keywords),
         allowlists,
         file,
     };
@@ -708,6 +732,24 @@ pub(super) fn max_len(hir: &Hir) -> usize {
         HirKind::Concat(parts) => parts.iter().map(max_len).fold(0, usize::saturating_add),
         HirKind::Alternation(parts) => parts.iter().map(max_len).max().unwrap_or(0),
     }
+}
+
+/// Whether every match of `hir` starts with one of `keywords` (case-insensitively): each
+/// literal a match can start with, as regex-syntax extracts them, begins with a keyword.
+/// Unprovable (no finite prefix set, or prefixes cut shorter than a keyword) is false.
+fn starts_with_keyword(hir: &Hir, keywords: &[String]) -> bool {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
+    let Some(literals) = seq.literals() else {
+        return false;
+    };
+    !literals.is_empty()
+        && literals.iter().all(|l| {
+            let l = l.as_bytes().to_ascii_lowercase();
+            keywords
+                .iter()
+                .any(|k| l.starts_with(k.to_lowercase().as_bytes()))
+        })
 }
 
 /// Shannon entropy of `s` in bits, as gitleaks computes it: over characters (an invalid

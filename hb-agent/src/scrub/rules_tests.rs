@@ -387,6 +387,10 @@ fn gitleaks_default_file_runs_all_but_its_path_only_rule() {
         file.unrunnable().collect::<Vec<_>>()
     );
     assert_eq!(file.runnable(), 221);
+    // Token rules run anchored at their prefix; generic ones over regions.
+    let anchored = |id: &str| report(&rules, id).anchored;
+    assert!(anchored("gitlab-pat") && anchored("jwt") && anchored("twilio-api-key"));
+    assert!(!anchored("generic-api-key") && !anchored("airtable-personnal-access-token"));
 }
 
 #[test]
