@@ -201,11 +201,30 @@ fn raise_nofile_limit() {
     }
 }
 
+/// Gives every exit the rules of `scrub.rules_files` (compiled when the config was
+/// loaded), and says which of them cannot run.
+fn install_scrub_rules(config: &Config) {
+    let rules = &config.scrub.rules;
+    for report in rules.reports() {
+        for note in &report.notes {
+            tracing::warn!(file = %report.path.display(), "scrub rule file: {note}");
+        }
+        for r in report.unrunnable() {
+            tracing::warn!(file = %report.path.display(), rule = %r.id, reason = %r.notes.join("; "), "scrub rule not run");
+        }
+        tracing::info!(file = %report.path.display(), runnable = report.runnable(), rules = report.rules.len(), "scrub rule file loaded");
+    }
+    if !rules.is_empty() {
+        crate::scrub::global().set_rules(std::sync::Arc::clone(rules));
+    }
+}
+
 pub async fn run(config: Config) -> Result<(), AgentError> {
     if !is_root() {
         return Err(AgentError::NotRoot);
     }
     raise_nofile_limit();
+    install_scrub_rules(&config);
     let state_dir = config.agent.state_dir.clone();
     fs::DirBuilder::new()
         .recursive(true)

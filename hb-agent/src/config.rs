@@ -58,6 +58,21 @@ pub struct Config {
     pub sandboxes: Vec<SandboxConfig>,
     #[serde(default)]
     pub sandbox_defaults: SandboxDefaults,
+    #[serde(default)]
+    pub scrub: ScrubConfig,
+}
+
+/// The scrubber's keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// Rule files in gitleaks's format whose rules every exit runs besides the built-in
+    /// families (a relative path is relative to the config file's directory). Read and
+    /// compiled when the config is loaded: a missing or invalid file is a config error.
+    pub rules_files: Vec<Spanned<PathBuf>>,
+    /// The compiled rules of `rules_files` (filled by validation).
+    #[serde(skip)]
+    pub rules: std::sync::Arc<crate::scrub::RuleSet>,
 }
 
 /// What `hb-agent sandbox run` gives a command unless told otherwise.
@@ -1240,6 +1255,7 @@ impl Config {
             policy.domains = domains;
         }
         self.validate_guard(text, origin)?;
+        self.validate_scrub(text, origin)?;
         let mut nat64 = Vec::new();
         for (i, p) in self.egress.nat64_prefixes.iter().enumerate() {
             let span = p.span();
@@ -1280,6 +1296,36 @@ impl Config {
     }
 
     /// The `[guard]` section and each policy's guard keys.
+    /// Reads and compiles `scrub.rules_files`: the agent does not start without the rules
+    /// it was told to run.
+    fn validate_scrub(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        // A path relative to the config file's directory (origin is its path, or a
+        // parenthesised name for text that has none).
+        let dir = (!origin.starts_with('('))
+            .then(|| std::path::Path::new(origin).parent())
+            .flatten()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let paths: Vec<PathBuf> = self
+            .scrub
+            .rules_files
+            .iter()
+            .map(|f| dir.join(f.get_ref()))
+            .collect();
+        if !paths.is_empty() {
+            let rules = crate::scrub::RuleSet::load_each(&paths).map_err(|(i, e)| {
+                ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key: "scrub.rules_files".into(),
+                    line: line_of(text, self.scrub.rules_files[i].span().start),
+                    message: format!("{:#}", anyhow::Error::from(e)),
+                }
+            })?;
+            self.scrub.rules = std::sync::Arc::new(rules);
+        }
+        Ok(())
+    }
+
     fn validate_guard(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
         let invalid = |key: String, line: usize, message: String| ConfigError::Invalid {
             origin: origin.to_owned(),
@@ -1488,6 +1534,42 @@ mod tests {
         let c = Config::load(None).expect("embedded default parses");
         assert_eq!(c.cgroup_root(), "hb");
         assert!(!c.policies.is_empty());
+    }
+
+    #[test]
+    fn scrub_rules_files_are_read_at_load_and_a_bad_one_is_fatal() {
+        let dir = std::env::temp_dir().join(format!("hb-config-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join("good.toml"),
+            "[[rules]]\nid = \"zz-key\"\nregex = '''zz_[0-9]{8}'''\nkeywords = [\"zz_\"]\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("bad.toml"), "[[rules]]\nid = \"x\"\n\nregex = [\n")
+            .expect("write");
+        let origin = dir.join("hb.toml");
+        let origin = origin.to_str().expect("utf-8 path");
+        // Relative to the config file's directory.
+        let c = Config::parse("[scrub]\nrules_files = [\"good.toml\"]\n", origin)
+            .expect("a good rule file");
+        assert_eq!(c.scrub.rules.infos().len(), 1);
+        let e = Config::parse(
+            "[scrub]\nrules_files = [\n  \"good.toml\",\n  \"bad.toml\",\n]\n",
+            origin,
+        )
+        .expect_err("an invalid rule file")
+        .to_string();
+        assert!(
+            e.contains("scrub.rules_files (line 4)")
+                && e.contains("bad.toml")
+                && e.contains("line 4"),
+            "{e}"
+        );
+        let e = Config::parse("[scrub]\nrules_files = [\"missing.toml\"]\n", origin)
+            .expect_err("a missing rule file")
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -139,3 +139,109 @@ fn output_flows_before_the_input_ends() {
     drop(stdin);
     assert!(child.wait().expect("wait").success());
 }
+
+/// gitleaks's default rule file, vendored as test data.
+fn gitleaks_toml() -> String {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../hb-agent/src/scrub/testdata/gitleaks/gitleaks.toml"
+    )
+    .to_owned()
+}
+
+fn rule_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hb-scrub-cli-{}-{name}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("rules.toml");
+    fs::write(&path, text).expect("write rule file");
+    path
+}
+
+#[test]
+fn rules_files_redact_with_their_ids_and_report_what_cannot_run() {
+    let gl = gitleaks_toml();
+    // A made-up GitLab pipeline trigger token and Cloudflare key (no built-in family).
+    let text = "GITLAB=glptt-4f9c2a7e1b3d5f608a2c4e6b8d0f1a3c5e7b9d2f\ncloudflare_api_key = \"Qx7Lm2Rb9Kt4Wz8Np3Vh6Jd1Fs5Gc0Ya3Eu7Tk9B\"\nplain line\n";
+    let out = scrub(&["--rules", &gl], text.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).expect("utf-8"),
+        "GITLAB=[REDACTED:gitlab-ptt]\ncloudflare_api_key = \"[REDACTED:cloudflare-api-key]\"\nplain line\n"
+    );
+    // The one rule it cannot run is named on stderr.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pkcs12-file") && stderr.contains("path-only"),
+        "{stderr}"
+    );
+    // Without the file, neither is found.
+    let out = scrub(&[], text.as_bytes());
+    assert_eq!(out.stdout, text.as_bytes());
+
+    let check = scrub(&["--check-rules", &gl], b"");
+    assert_eq!(check.status.code(), Some(3), "some rules cannot run");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains("221 of 222 rules runnable"), "{stdout}");
+    let check = scrub(&["--check-rules", &gl, "--json"], b"");
+    let doc: Value = serde_json::from_slice(&check.stdout).expect("json");
+    assert_eq!(
+        (doc["rules"].as_u64(), doc["runnable"].as_u64()),
+        (Some(222), Some(221))
+    );
+    assert_eq!(doc["unrunnable"][0]["id"], "pkcs12-file");
+
+    let good = rule_file(
+        "good",
+        "[[rules]]\nid = \"zz-key\"\nregex = '''zz_[0-9]{8}'''\nkeywords = [\"zz_\"]\n",
+    );
+    let check = scrub(&["--check-rules", good.to_str().expect("path")], b"");
+    assert_eq!(check.status.code(), Some(0), "every rule runs");
+    let bad = rule_file("bad", "[[rules]]\nid = \"x\"\nregex = [\n");
+    let check = scrub(&["--check-rules", bad.to_str().expect("path")], b"");
+    assert_eq!(check.status.code(), Some(2), "an invalid file");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("rules.toml") && stderr.contains("line"),
+        "{stderr}"
+    );
+    let out = scrub(&["--rules", bad.to_str().expect("path")], b"text\n");
+    assert_eq!(out.status.code(), Some(1), "scrub refuses a bad rule file");
+    assert!(out.stdout.is_empty());
+    for f in [good, bad] {
+        let _ = fs::remove_dir_all(f.parent().expect("dir"));
+    }
+}
+
+#[test]
+fn list_families_shows_built_in_and_loaded_rules_apart() {
+    let out = scrub(
+        &["--list-families", "--json", "--rules", &gitleaks_toml()],
+        b"",
+    );
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let built_in = doc["built_in"].as_array().expect("built_in");
+    let loaded = doc["loaded"].as_array().expect("loaded");
+    assert!(built_in.iter().any(|f| f["name"] == "github_pat"));
+    assert!(
+        built_in
+            .iter()
+            .all(|f| !f["name"].as_str().unwrap_or("-").contains('-'))
+    );
+    assert_eq!(loaded.len(), 221);
+    assert!(loaded.iter().any(|r| r["name"] == "gitlab-pat"));
+    assert!(
+        loaded
+            .iter()
+            .any(|r| r["id"] == "jwt" && r["name"] == "rule-jwt")
+    );
+    let text = scrub(&["--list-families", "--rules", &gitleaks_toml()], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let (built, loaded) = text.split_once("Loaded rules:").expect("a loaded section");
+    assert!(built.contains("github_pat") && !built.contains("gitlab-pat"));
+    assert!(loaded.contains("gitlab-pat") && !loaded.contains("github_pat "));
+}

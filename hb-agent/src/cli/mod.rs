@@ -42,10 +42,21 @@ Examples:
   hb-agent scrub --secret-file /run/secrets/db-password < app.log
   hb-agent scrub --fail-on-match < build.log > /dev/null   # CI gate: exit 1 if anything was redacted
   hb-agent scrub --list-families
+  hb-agent scrub --rules .gitleaks.toml < build.log        # also run a gitleaks-format rule file
+  hb-agent scrub --check-rules .gitleaks.toml              # which of its rules hb can run, and why not
+  hb-agent scrub --rules .gitleaks.toml --list-families --json
 
 Offsets and lengths in --json are input bytes; output_offset is where the marker starts in
 \"text\". Streaming holds back at most one rule window (16 KiB after a JWT or PEM keyword,
-4 KiB after Bearer or Authorization, under 1 KiB otherwise) until more input or EOF.";
+4 KiB after Bearer or Authorization, under 1 KiB otherwise) until more input or EOF; with
+--rules, up to 32 KiB of merged windows around the file's keywords.
+
+Rule files (gitleaks's format): each rule's regex runs in a window around its keywords
+and its secret group is redacted as [REDACTED:<id>] (an id without '-' as rule-<id>).
+Rules hb cannot run (no keywords, path-only, a regex it cannot compile) are listed on
+stderr when the file is loaded and skipped; --check-rules lists them with the reason.
+--check-rules exits 0 when every rule runs, 3 when some cannot, 2 when the file cannot be
+read or is not a valid rule file.";
 
 const SANITIZE_EXAMPLES: &str = "\
 Examples:
@@ -134,9 +145,17 @@ enum Command {
         /// Exit 1 if anything was redacted (the output is written all the same).
         #[arg(long)]
         fail_on_match: bool,
-        /// Print the built-in token families and exit.
+        /// Print the built-in token families (and the rules of --rules, apart) and exit.
         #[arg(long)]
         list_families: bool,
+        /// A rule file in gitleaks's format whose rules run besides the built-in
+        /// families. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        rules: Vec<PathBuf>,
+        /// Report which rules of a gitleaks-format FILE hb can run (and why not) and exit:
+        /// 0 all, 3 some cannot run, 2 unreadable or invalid file.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["rules", "list_families", "secret_file"])]
+        check_rules: Option<PathBuf>,
     },
     /// (internal) Time the scrubber on FILE; prints JSON. Used by `cargo xtask bench scrub`.
     #[command(name = "__bench-scrub", hide = true)]
@@ -151,6 +170,9 @@ enum Command {
         /// Stream chunk size in bytes.
         #[arg(long, default_value_t = 65536)]
         chunk: usize,
+        /// Rule files (gitleaks's format) to load, as `scrub --rules`.
+        #[arg(long, value_name = "FILE")]
+        rules: Vec<PathBuf>,
     },
     /// Clean untrusted text (stdin) for a model: remove invisible and control characters,
     /// decode hidden text, report injection markers (text to stdout, findings to stderr).
@@ -448,14 +470,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             secret_file,
             fail_on_match,
             list_families,
-        } => scrub::run(json, &secret_file, fail_on_match, list_families),
+            rules,
+            check_rules,
+        } => match check_rules {
+            Some(file) => Ok(scrub::check_rules(&file, json)),
+            None => scrub::run(json, &secret_file, fail_on_match, list_families, &rules),
+        },
         Command::BenchScrub {
             input,
             secrets_file,
             iterations,
             chunk,
+            rules,
         } => {
-            scrub::bench(&input, secrets_file.as_deref(), iterations, chunk)?;
+            scrub::bench(&input, secrets_file.as_deref(), iterations, chunk, &rules)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sanitize {

@@ -6,15 +6,20 @@ use std::{
     io::{self, Read as _, Write as _},
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
     time::Instant,
 };
 
 use anyhow::{Context as _, bail, ensure};
 
 use crate::{
-    scrub::{Redaction, Scrubber},
+    scrub::{FileReport, Redaction, RuleSet, Scrubber},
     secret::Secret,
 };
+
+/// `--check-rules` exit status when some rules cannot run (0: all run; 2: bad file).
+const SOME_UNRUNNABLE: u8 = 3;
+const BAD_RULE_FILE: u8 = 2;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -34,24 +39,119 @@ fn register_files(scrubber: &Scrubber, files: &[PathBuf]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Loads `--rules` files, telling stderr about every rule that cannot run.
+pub fn load_rules(files: &[PathBuf]) -> anyhow::Result<Arc<RuleSet>> {
+    let rules = RuleSet::load(files)?;
+    for report in rules.reports() {
+        warn_unrunnable(report);
+    }
+    Ok(Arc::new(rules))
+}
+
+fn warn_unrunnable(report: &FileReport) {
+    for note in &report.notes {
+        eprintln!("warning: {}: {note}", report.path.display());
+    }
+    for r in report.unrunnable() {
+        eprintln!(
+            "warning: {}: rule {:?} is not run: {}",
+            report.path.display(),
+            r.id,
+            r.notes.join("; ")
+        );
+    }
+}
+
+/// `hb-agent scrub --check-rules FILE`.
+pub fn check_rules(file: &Path, json: bool) -> ExitCode {
+    let report = match crate::scrub::check_file(file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(BAD_RULE_FILE);
+        }
+    };
+    let runnable = report.runnable();
+    if json {
+        let doc = serde_json::json!({
+            "path": report.path,
+            "rules": report.rules.len(),
+            "runnable": runnable,
+            "unrunnable": report.unrunnable().map(|r| serde_json::json!({
+                "id": r.id, "reason": r.notes.join("; "),
+            })).collect::<Vec<_>>(),
+            "notes": report.notes,
+            "details": report.rules,
+        });
+        println!("{doc:#}");
+    } else {
+        println!(
+            "{}: {runnable} of {} rules runnable",
+            report.path.display(),
+            report.rules.len()
+        );
+        for note in &report.notes {
+            println!("  note: {note}");
+        }
+        let unrunnable: Vec<_> = report.unrunnable().collect();
+        if !unrunnable.is_empty() {
+            println!("not runnable:");
+            for r in unrunnable {
+                println!("  {:<32} {}", r.id, r.notes.join("; "));
+            }
+        }
+        let noted: Vec<_> = report
+            .rules
+            .iter()
+            .filter(|r| r.runnable && !r.notes.is_empty())
+            .collect();
+        if !noted.is_empty() {
+            println!("runnable, with notes:");
+            for r in noted {
+                println!("  {:<32} {}", r.id, r.notes.join("; "));
+            }
+        }
+    }
+    if runnable == report.rules.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(SOME_UNRUNNABLE)
+    }
+}
+
+fn list_families(scrubber: &Scrubber, json: bool) -> anyhow::Result<()> {
+    let families = Scrubber::families();
+    let loaded = scrubber.loaded_rules();
+    if json {
+        let doc = serde_json::json!({ "built_in": families, "loaded": loaded });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("Built-in families:");
+    for f in families {
+        println!("  {:<24} {}", f.name, f.about.join("; "));
+    }
+    if !loaded.is_empty() {
+        println!("Loaded rules:");
+        for r in loaded {
+            println!("  {:<32} {} ({})", r.name, r.about, r.file.display());
+        }
+    }
+    Ok(())
+}
+
 pub fn run(
     json: bool,
     secret_files: &[PathBuf],
     fail_on_match: bool,
-    list_families: bool,
+    list: bool,
+    rules: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    if list_families {
-        let families = Scrubber::families();
-        if json {
-            println!("{}", serde_json::to_string_pretty(&families)?);
-        } else {
-            for f in families {
-                println!("{:<24} {}", f.name, f.about.join("; "));
-            }
-        }
+    let scrubber = Scrubber::with_rules(load_rules(rules)?);
+    if list {
+        list_families(&scrubber, json)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let scrubber = Scrubber::new();
     register_files(&scrubber, secret_files)?;
     let redactions = if json {
         let mut input = Vec::new();
@@ -111,13 +211,14 @@ pub fn bench(
     secrets_file: Option<&Path>,
     iterations: usize,
     chunk: usize,
+    rules: &[PathBuf],
 ) -> anyhow::Result<()> {
     ensure!(
         iterations > 0 && chunk > 0,
         "iterations and chunk must be > 0"
     );
     let data = fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let scrubber = Scrubber::new();
+    let scrubber = Scrubber::with_rules(Arc::new(RuleSet::load(rules)?));
     let (mut register_ms, mut register_one_ms, mut unregister_one_ms) = (0.0, 0.0, 0.0);
     if let Some(f) = secrets_file {
         // Synthetic benchmark values, one per line.
@@ -180,6 +281,7 @@ pub fn bench(
         "whole_wall_mib_s": mib / median(whole_wall),
         "stream_wall_mib_s": mib / median(stream_wall),
         "chunk": chunk,
+        "loaded_rules": scrubber.loaded_rules().len(),
     });
     println!("{doc}");
     Ok(())

@@ -13,8 +13,17 @@
 //! marker is written at its start and whose bytes are swallowed as they come. A whole
 //! buffer is the same loop run once with `finished`, so streaming output equals
 //! whole-buffer output for every chunking by construction (and by test).
+//!
+//! Loaded rules (`loaded`) add their own bound: spans start inside a rule's region, and a
+//! region starts at most the largest window before its keyword hit, so nothing before
+//! `min(open regions' starts, next undecided keyword - largest window)` can change.
 
-use super::{Redaction, families::Families, families::Found, families::RULES, live::LiveSet};
+use super::{
+    Redaction,
+    families::{Families, Found, RULES},
+    live::LiveSet,
+    loaded::{LoadedFound, LoadedState, RuleSet},
+};
 
 /// A decided span, not yet written.
 #[derive(Clone, Copy)]
@@ -47,6 +56,9 @@ pub(super) struct Engine {
     candidates: Vec<Candidate>,
     open: Option<Open>,
     found: Vec<Found>,
+    /// Keyword hits and regions of loaded rules.
+    loaded: LoadedState,
+    loaded_found: Vec<LoadedFound>,
     /// After `advance`: the input end that would let the engine decide everything it
     /// is waiting on now (the windows of deferred hits).
     wanted_end: usize,
@@ -56,10 +68,11 @@ pub(super) struct Engine {
 impl Engine {
     /// The first input byte the engine still needs (one before `emit_pos`, for the left
     /// boundary check of a hit right there).
-    pub fn keep_from(&self, families: &Families) -> usize {
+    pub fn keep_from(&self, families: &Families, rules: &RuleSet) -> usize {
         self.emit_pos
             .min(self.family_settled(families))
             .min(self.live_pos)
+            .min(self.loaded.settled(rules))
             .saturating_sub(1)
     }
 
@@ -77,19 +90,25 @@ impl Engine {
     /// Scans `data` (input bytes `[base, base + data.len())`, holding at least everything
     /// from `keep_from()`) and writes what is final to `out`. With `finished`, `data`
     /// reaches the end of input and everything is written.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the three matchers and the input"
+    )]
     pub fn advance(
         &mut self,
         families: &Families,
+        rules: &RuleSet,
         live: &LiveSet,
         data: &[u8],
         base: usize,
         finished: bool,
         out: &mut Vec<u8>,
     ) {
-        debug_assert!(base <= self.keep_from(families));
+        debug_assert!(base <= self.keep_from(families, rules));
         let end = base + data.len();
         self.wanted_end = 0;
         self.scan_families(families, data, base, end, finished);
+        self.scan_loaded(rules, data, base, finished);
         self.scan_live(live, data, base, end, finished);
         self.candidates
             .sort_unstable_by_key(|c| (c.start, std::cmp::Reverse(c.end), c.rank));
@@ -97,7 +116,10 @@ impl Engine {
             end
         } else {
             // A keyword (and so a span) starts up to `max_offset` before its anchor.
-            self.family_settled(families).min(self.live_pos).min(end)
+            self.family_settled(families)
+                .min(self.live_pos)
+                .min(self.loaded.settled(rules))
+                .min(end)
         };
         self.emit(data, base, settled, out);
     }
@@ -172,6 +194,26 @@ impl Engine {
             }
         }
         self.family_pos[pass] = pos;
+    }
+
+    fn scan_loaded(&mut self, rules: &RuleSet, data: &[u8], base: usize, finished: bool) {
+        if rules.is_empty() {
+            return;
+        }
+        self.loaded_found.clear();
+        let wanted = self
+            .loaded
+            .scan(rules, data, base, finished, &mut self.loaded_found);
+        self.wanted_end = self.wanted_end.max(wanted);
+        for f in &self.loaded_found {
+            self.candidates.push(Candidate {
+                start: f.start,
+                end: f.end,
+                family: f.name,
+                // After every built-in rule: a built-in family names a tie.
+                rank: 1 + RULES.len() + f.rule,
+            });
+        }
     }
 
     fn scan_live(&mut self, live: &LiveSet, data: &[u8], base: usize, end: usize, finished: bool) {

@@ -4,7 +4,8 @@
 //! Owns: the known token families (`families`), the registry of live secrets this
 //! process holds (`live`), runs of one credential's characters (`fragments`, for the
 //! answer to the call that carried it), and whole-buffer and streaming scrubs
-//! (`engine`, `stream`).
+//! (`engine`, `stream`), and rule files in gitleaks's format (`rules_file` reads them,
+//! `loaded` runs them).
 //! Every exit of hb (broker responses, error messages, event stream, audit log,
 //! `POST /v1/scrub`, `hb-agent scrub`) goes through one shared `Arc<Scrubber>`.
 //! Must never: return, log or print a matched value — callers get the family, the input
@@ -16,7 +17,11 @@ pub mod exits;
 mod families;
 mod fragments;
 mod live;
+mod loaded;
 mod matcher;
+mod rules_file;
+#[cfg(test)]
+mod rules_tests;
 mod scan;
 mod stream;
 #[cfg(test)]
@@ -35,12 +40,15 @@ use families::Families;
 pub use fragments::Fragments;
 use live::{LiveEntry, LiveSet, Sampler, Segment};
 pub use live::{MAX_SECRET_LEN, MIN_SECRET_LEN};
+pub use loaded::{LoadedInfo, RuleSet};
+pub use rules_file::{FileReport, check_file};
 pub use stream::ScrubStream;
 
 /// One redacted span.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Redaction {
-    /// Family name (`github_pat`, `jwt`, …) or the live value's label.
+    /// Family name (`github_pat`, `jwt`, …), a loaded rule's name (`gitlab-pat`) or the
+    /// live value's label.
     pub family: &'static str,
     /// Byte offset of the redacted span in the **input**.
     pub offset: usize,
@@ -158,6 +166,8 @@ pub struct Scrubber {
     registry: Mutex<Registry>,
     /// The current live set; scrubs clone the `Arc` and drop the lock at once.
     live: RwLock<Arc<LiveSet>>,
+    /// Loaded rule files (none unless configured); taken as the live set is.
+    rules: RwLock<Arc<RuleSet>>,
 }
 
 /// The process's one scrubber: the broker, the audit log, the event stream, error
@@ -181,7 +191,26 @@ impl Scrubber {
             families: Families::new(),
             registry: Mutex::default(),
             live: RwLock::new(Arc::new(LiveSet::empty())),
+            rules: RwLock::new(Arc::new(RuleSet::default())),
         }
+    }
+
+    /// The built-in families and the rules of `rules`.
+    pub fn with_rules(rules: Arc<RuleSet>) -> Self {
+        let s = Self::new();
+        s.set_rules(rules);
+        s
+    }
+
+    /// Runs `rules` (besides the built-in families) in every scrub from now on; streams
+    /// already open keep the rules they started with.
+    pub fn set_rules(&self, rules: Arc<RuleSet>) {
+        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = rules;
+    }
+
+    /// The loaded rules, for `--list-families`.
+    pub fn loaded_rules(&self) -> Vec<LoadedInfo> {
+        self.rules_snapshot().infos()
     }
 
     /// Every built-in family (a name may have several rules).
@@ -303,9 +332,10 @@ impl Scrubber {
     /// Scrubs a whole buffer (any bytes, UTF-8 or not).
     pub fn scrub(&self, input: &[u8]) -> Scrubbed {
         let live = self.live_snapshot();
+        let rules = self.rules_snapshot();
         let mut engine = Engine::default();
         let mut bytes = Vec::with_capacity(input.len());
-        engine.advance(&self.families, &live, input, 0, true, &mut bytes);
+        engine.advance(&self.families, &rules, &live, input, 0, true, &mut bytes);
         Scrubbed {
             bytes,
             redactions: std::mem::take(&mut engine.redactions),
@@ -344,9 +374,10 @@ impl Scrubber {
             dead: Arc::new(hidden),
             longest: live.longest,
         };
+        let rules = self.rules_snapshot();
         let mut engine = Engine::default();
         let mut bytes = Vec::with_capacity(input.len());
-        engine.advance(&self.families, &view, input, 0, true, &mut bytes);
+        engine.advance(&self.families, &rules, &view, input, 0, true, &mut bytes);
         Scrubbed {
             bytes,
             redactions: std::mem::take(&mut engine.redactions),
@@ -369,6 +400,10 @@ impl Scrubber {
     /// A stream scrubber (see [`ScrubStream`] for what it holds back).
     pub fn stream(&self) -> ScrubStream<'_> {
         ScrubStream::new(self)
+    }
+
+    fn rules_snapshot(&self) -> Arc<RuleSet> {
+        Arc::clone(&self.rules.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn live_snapshot(&self) -> Arc<LiveSet> {

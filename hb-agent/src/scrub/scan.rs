@@ -27,6 +27,12 @@ use aho_corasick::packed;
 /// Finds anchors. Anchor indices are positions in the slice it was built from.
 pub(super) struct AnchorScan {
     imp: Imp,
+    /// ASCII letters match in either case (anchors are stored lower-case).
+    fold: bool,
+    /// When folding: which lower-cased starts of 2 and 3 bytes begin an anchor, as bit
+    /// sets (hashed for 3 bytes). Many anchors make the fingerprint pass a good share of
+    /// positions of lower-case text; these drop most of them for a load and a test.
+    starts: Option<Box<FoldedStarts>>,
     /// Longest anchor first within each first byte: the first that matches is the
     /// longest at its position.
     by_first: Vec<Vec<Prefix>>,
@@ -40,6 +46,9 @@ struct Prefix {
     anchor: usize,
     word: u64,
     mask: u64,
+    /// 0x20 in each byte where the anchor has a lower-case letter, when folding: OR-ed
+    /// into the input word, it makes both cases of that letter equal the anchor's.
+    fold: u64,
     len: usize,
 }
 
@@ -47,6 +56,64 @@ enum Imp {
     #[cfg(target_arch = "x86_64")]
     Fingerprint(Box<fingerprint::Tables>),
     Packed(Vec<Pass>),
+    /// Case-insensitive anchors without the fingerprint (no AVX-512 VBMI, or non-ASCII
+    /// anchors): `aho-corasick`'s leftmost-longest automaton, which answers the same
+    /// question (the first position, the longest anchor there).
+    Folded(aho_corasick::AhoCorasick),
+}
+
+/// See [`AnchorScan::starts`].
+struct FoldedStarts {
+    /// Bit `a * 256 + b`: an anchor of two bytes is `ab`.
+    two: Vec<u64>,
+    /// Bit `hash(a, b, c)`: an anchor of three or more bytes starts with `abc`.
+    three: Vec<u64>,
+}
+
+const THREE_BITS: usize = 1 << 16;
+
+impl FoldedStarts {
+    /// None if an anchor has a single byte (every position would need a look).
+    fn new(anchors: &[&[u8]]) -> Option<Self> {
+        let mut s = Self {
+            two: vec![0; 65536 / 64],
+            three: vec![0; THREE_BITS / 64],
+        };
+        for a in anchors {
+            match a.len() {
+                0 | 1 => return None,
+                2 => set(&mut s.two, usize::from(a[0]) << 8 | usize::from(a[1])),
+                _ => set(&mut s.three, hash3(a[0], a[1], a[2])),
+            }
+        }
+        Some(s)
+    }
+
+    /// Whether an anchor may start at `rest` (lower-cased anchors, input in any case).
+    #[inline]
+    fn may_start(&self, rest: &[u8]) -> bool {
+        let low = |i: usize| rest.get(i).map(u8::to_ascii_lowercase);
+        let (Some(a), Some(b)) = (low(0), low(1)) else {
+            return false;
+        };
+        if get(&self.two, usize::from(a) << 8 | usize::from(b)) {
+            return true;
+        }
+        low(2).is_some_and(|c| get(&self.three, hash3(a, b, c)))
+    }
+}
+
+fn hash3(a: u8, b: u8, c: u8) -> usize {
+    let x = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16;
+    (x.wrapping_mul(0x9E37_79B1) >> 16) as usize % THREE_BITS
+}
+
+fn set(bits: &mut [u64], i: usize) {
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+fn get(bits: &[u64], i: usize) -> bool {
+    bits[i / 64] & (1 << (i % 64)) != 0
 }
 
 /// Which implementation to build.
@@ -72,19 +139,36 @@ struct Pass {
 impl AnchorScan {
     /// `anchors` must be non-empty byte strings.
     pub fn new(anchors: &[&[u8]], kind: ScanKind) -> Self {
+        Self::with_fold(anchors, kind, false)
+    }
+
+    /// Anchors whose ASCII letters match in either case (for loaded rules' keywords,
+    /// which gitleaks matches case-insensitively). Always one pass.
+    pub fn folded(anchors: &[&[u8]], kind: ScanKind) -> Self {
+        let lower: Vec<Vec<u8>> = anchors.iter().map(|a| a.to_ascii_lowercase()).collect();
+        let lower: Vec<&[u8]> = lower.iter().map(Vec::as_slice).collect();
+        Self::with_fold(&lower, kind, true)
+    }
+
+    fn with_fold(anchors: &[&[u8]], kind: ScanKind, fold: bool) -> Self {
         assert!(anchors.iter().all(|a| !a.is_empty()), "empty anchor");
         let mut by_first: Vec<Vec<Prefix>> = vec![Vec::new(); 256];
         for (i, a) in anchors.iter().enumerate() {
             let mut word = [0u8; 8];
             let mut mask = [0u8; 8];
+            let mut folded = [0u8; 8];
             for (k, &b) in a.iter().take(8).enumerate() {
                 word[k] = b;
                 mask[k] = 0xff;
+                if fold && b.is_ascii_lowercase() {
+                    folded[k] = 0x20;
+                }
             }
             by_first[usize::from(a[0])].push(Prefix {
                 anchor: i,
                 word: u64::from_le_bytes(word),
                 mask: u64::from_le_bytes(mask),
+                fold: u64::from_le_bytes(folded),
                 len: a.len(),
             });
         }
@@ -92,20 +176,36 @@ impl AnchorScan {
             list.sort_by_key(|p| std::cmp::Reverse(p.len));
         }
         Self {
-            imp: Self::build(anchors, kind),
+            imp: Self::build(anchors, kind, fold),
+            fold,
+            starts: if fold {
+                FoldedStarts::new(anchors).map(Box::new)
+            } else {
+                None
+            },
             by_first,
             anchors: anchors.iter().map(|a| a.to_vec()).collect(),
         }
     }
 
-    fn build(anchors: &[&[u8]], kind: ScanKind) -> Imp {
+    fn build(anchors: &[&[u8]], kind: ScanKind, fold: bool) -> Imp {
         #[cfg(target_arch = "x86_64")]
         if kind == ScanKind::Best
-            && let Some(tables) = fingerprint::Tables::new(anchors)
+            && let Some(tables) = fingerprint::Tables::new(anchors, fold)
         {
             return Imp::Fingerprint(Box::new(tables));
         }
         let _ = kind;
+        if fold {
+            return Imp::Folded(
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                    .build(anchors)
+                    .expect("non-empty anchors build an automaton"),
+            );
+        }
         let passes = group_anchors(anchors)
             .into_iter()
             .map(|group| {
@@ -132,6 +232,7 @@ impl AnchorScan {
             #[cfg(target_arch = "x86_64")]
             Imp::Fingerprint(_) => 1,
             Imp::Packed(p) => p.len(),
+            Imp::Folded(_) => 1,
         }
     }
 
@@ -153,6 +254,9 @@ impl AnchorScan {
                     .find_in(hay, aho_corasick::Span::from(from..hay.len()))
                     .map(|m| (m.start(), p.anchors[m.pattern().as_usize()]))
             }
+            Imp::Folded(ac) => ac
+                .find(aho_corasick::Input::new(hay).span(from..hay.len()))
+                .map(|m| (m.start(), m.pattern().as_usize())),
         }
     }
 
@@ -160,6 +264,9 @@ impl AnchorScan {
     #[inline]
     fn verify(&self, hay: &[u8], at: usize) -> Option<usize> {
         let rest = &hay[at..];
+        if self.fold {
+            return self.verify_folded(rest);
+        }
         let list = &self.by_first[usize::from(rest[0])];
         match rest.first_chunk::<8>() {
             Some(w) => {
@@ -175,6 +282,29 @@ impl AnchorScan {
                 .iter()
                 .find(|p| rest.starts_with(&self.anchors[p.anchor]))
                 .map(|p| p.anchor),
+        }
+    }
+
+    /// [`AnchorScan::verify`] with ASCII letters in either case.
+    fn verify_folded(&self, rest: &[u8]) -> Option<usize> {
+        if let Some(starts) = &self.starts
+            && !starts.may_start(rest)
+        {
+            return None;
+        }
+        let list = &self.by_first[usize::from(rest[0].to_ascii_lowercase())];
+        let starts = |p: &Prefix| {
+            let a = &self.anchors[p.anchor];
+            rest.len() >= a.len() && rest[..a.len()].eq_ignore_ascii_case(a)
+        };
+        match rest.first_chunk::<8>() {
+            Some(w) => {
+                let w = u64::from_le_bytes(*w);
+                list.iter()
+                    .find(|p| ((w | p.fold) & p.mask) == p.word && (p.len <= 8 || starts(p)))
+                    .map(|p| p.anchor)
+            }
+            None => list.iter().find(|p| starts(p)).map(|p| p.anchor),
         }
     }
 }
@@ -242,8 +372,9 @@ mod fingerprint {
     }
 
     impl Tables {
-        /// None if the CPU lacks AVX-512 VBMI or an anchor is not ASCII.
-        pub fn new(anchors: &[&[u8]]) -> Option<Self> {
+        /// None if the CPU lacks AVX-512 VBMI or an anchor is not ASCII. With `fold`, a
+        /// letter's bucket bits are set for both of its cases.
+        pub fn new(anchors: &[&[u8]], fold: bool) -> Option<Self> {
             if !(std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vbmi"))
@@ -263,8 +394,20 @@ mod fingerprint {
                 for a in group {
                     for j in 0..DEPTH {
                         match a.get(j) {
-                            Some(&b) if b < 64 => tables.lo[j][usize::from(b)] |= bit,
-                            Some(&b) => tables.hi[j][usize::from(b - 64)] |= bit,
+                            Some(&b) => {
+                                let other = if fold && b.is_ascii_alphabetic() {
+                                    b ^ 0x20
+                                } else {
+                                    b
+                                };
+                                for b in [b, other] {
+                                    if b < 64 {
+                                        tables.lo[j][usize::from(b)] |= bit;
+                                    } else {
+                                        tables.hi[j][usize::from(b - 64)] |= bit;
+                                    }
+                                }
+                            }
                             None => {
                                 tables.any[j] |= bit;
                                 for k in 0..64 {
@@ -543,6 +686,60 @@ mod tests {
             found > 5_000,
             "only {found} hits: the inputs do not exercise the scan"
         );
+    }
+
+    /// The definition, with ASCII letters in either case.
+    fn naive_folded(anchors: &[Vec<u8>], hay: &[u8], from: usize) -> BTreeMap<usize, usize> {
+        let mut out = BTreeMap::new();
+        for at in from..hay.len() {
+            let longest = (0..anchors.len())
+                .filter(|&a| {
+                    let n = anchors[a].len();
+                    hay.len() - at >= n && hay[at..at + n].eq_ignore_ascii_case(&anchors[a])
+                })
+                .max_by_key(|&a| anchors[a].len());
+            if let Some(a) = longest {
+                out.insert(at, a);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn folded_scans_find_anchors_in_either_case() {
+        let anchors: [&[u8]; 9] = [
+            b"key",
+            b"api",
+            b"sk",
+            b"s.",
+            b"glpat-",
+            b"xoxe.xoxb-",
+            b"xoxb-",
+            b"api-",
+            b"Token",
+        ];
+        let mut state = 11;
+        let inputs: Vec<Vec<u8>> = (0..300)
+            .map(|i| {
+                random_input(
+                    &mut state,
+                    b"keyKEYapiAPIsSkK.glpatGLPAT-xoeXOEb@` \x80\xc3tTnN",
+                    i,
+                )
+            })
+            .collect();
+        let mut found = 0;
+        for kind in [ScanKind::Best, ScanKind::Packed] {
+            let scan = AnchorScan::folded(&anchors, kind);
+            for hay in &inputs {
+                for from in [0, 1, 63, 64, 65].into_iter().filter(|&f| f <= hay.len()) {
+                    let want = naive_folded(&scan.anchors, hay, from);
+                    assert_eq!(hits(&scan, hay, from), want, "{kind:?}, from {from}");
+                    found += want.len();
+                }
+            }
+        }
+        assert!(found > 1_000, "only {found} hits");
     }
 
     #[test]

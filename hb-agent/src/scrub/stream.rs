@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use super::{Redaction, Scrubber, engine::Engine, live::LiveSet};
+use super::{Redaction, Scrubber, engine::Engine, live::LiveSet, loaded::RuleSet};
 
 /// A stream scrubber from [`Scrubber::stream`]. Feed it with [`push`](Self::push), end it
 /// with [`finish`](Self::finish); the concatenated output equals `Scrubber::scrub` of the
@@ -29,6 +29,8 @@ pub struct ScrubStream<'a> {
     base: usize,
     /// Taken at each push, so values registered mid-stream apply to the rest of it.
     live: Arc<LiveSet>,
+    /// Taken once: a stream runs the loaded rules it started with.
+    rules: Arc<RuleSet>,
 }
 
 impl<'a> ScrubStream<'a> {
@@ -39,6 +41,7 @@ impl<'a> ScrubStream<'a> {
             buf: Vec::new(),
             base: 0,
             live: scrubber.live_snapshot(),
+            rules: scrubber.rules_snapshot(),
         }
     }
 
@@ -54,7 +57,7 @@ impl<'a> ScrubStream<'a> {
         let chunk_base = self.base + self.buf.len();
         let mut taken = 0;
         let mut at_least = 256;
-        while self.engine.keep_from(families) < chunk_base && taken < chunk.len() {
+        while self.engine.keep_from(families, &self.rules) < chunk_base && taken < chunk.len() {
             // Enough for what the engine waits on; more each round, as hits deferred
             // in this round may wait on more.
             let wanted = self.engine.wanted_end().saturating_sub(chunk_base + taken);
@@ -62,17 +65,24 @@ impl<'a> ScrubStream<'a> {
             at_least *= 4;
             self.buf.extend_from_slice(&chunk[taken..taken + n]);
             taken += n;
-            self.engine
-                .advance(families, &self.live, &self.buf, self.base, false, out);
+            self.engine.advance(
+                families,
+                &self.rules,
+                &self.live,
+                &self.buf,
+                self.base,
+                false,
+                out,
+            );
             self.release();
         }
         if taken < chunk.len() {
             // Everything still needed lies in the chunk: scan it where it is.
-            let from = self.engine.keep_from(families);
+            let from = self.engine.keep_from(families, &self.rules);
             let data = &chunk[from - chunk_base..];
             self.engine
-                .advance(families, &self.live, data, from, false, out);
-            let keep = self.engine.keep_from(families);
+                .advance(families, &self.rules, &self.live, data, from, false, out);
+            let keep = self.engine.keep_from(families, &self.rules);
             self.buf.clear();
             self.buf.extend_from_slice(&chunk[keep - chunk_base..]);
             self.base = keep;
@@ -81,7 +91,7 @@ impl<'a> ScrubStream<'a> {
 
     /// Drops held bytes the engine no longer needs.
     fn release(&mut self) {
-        let keep = self.engine.keep_from(&self.scrubber.families);
+        let keep = self.engine.keep_from(&self.scrubber.families, &self.rules);
         if keep > self.base {
             self.buf.drain(..keep - self.base);
             self.base = keep;
@@ -109,6 +119,7 @@ impl<'a> ScrubStream<'a> {
         self.live = self.scrubber.live_snapshot();
         self.engine.advance(
             &self.scrubber.families,
+            &self.rules,
             &self.live,
             &self.buf,
             self.base,

@@ -11,7 +11,7 @@ use super::*;
 use crate::secret::Secret;
 
 const TOKENS: &str = include_str!("testdata/tokens.tsv");
-const CLEAN: &[(&str, &str)] = &[
+pub(super) const CLEAN: &[(&str, &str)] = &[
     (
         "api_response.json",
         include_str!("testdata/clean/api_response.json"),
@@ -393,15 +393,15 @@ fn planted_corpus_no_token_survives_and_each_is_attributed() {
 }
 
 /// xorshift64*: reproducible chunk sizes and values without a dependency.
-struct Rng(u64);
+pub(super) struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
@@ -424,7 +424,7 @@ fn streamed(s: &Scrubber, input: &[u8], sizes: &mut dyn FnMut() -> usize) -> Scr
     }
 }
 
-fn assert_stream_equals_whole(s: &Scrubber, input: &[u8]) {
+pub(super) fn assert_stream_equals_whole(s: &Scrubber, input: &[u8]) {
     let whole = s.scrub(input);
     let one = streamed(s, input, &mut || 1);
     assert!(one.bytes == whole.bytes, "1-byte chunks differ");
