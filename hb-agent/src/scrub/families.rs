@@ -91,10 +91,12 @@ pub(super) const RULES: &[Rule] = &[
         name: "pem_private_key",
         about: "PEM private key block (-----BEGIN … PRIVATE KEY-----), also JSON-escaped; cut at 16 KiB",
         keywords: &["-----|BEGIN "],
-        // The body: base64, whitespace, header lines (Proc-Type, DEK-Info) and `\n`
-        // escapes; a lone `-` only before a letter, so `-----END` stops it. Without an END
-        // line the body-like text is redacted anyway (fail closed).
-        regex: r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=\s:,\\]|-[A-Za-z])*(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
+        // The body: base64, whitespace, header lines (Proc-Type, DEK-Info: AES-128-CBC,
+        // OpenPGP armor's `Version: GnuPG v1.4.11 (GNU/Linux)`, `Comment: … - https://…`)
+        // and `\n` escapes; a `-` only before something else than `-`, so `-----END`
+        // stops it. Without an END line the body-like text is redacted anyway (fail
+        // closed).
+        regex: r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=\s:,\\.()@<>]|-[^-])*(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
         group: 0,
         max_len: 16 * 1024,
         left_boundary: false,
@@ -1090,6 +1092,18 @@ pub(super) const RULES: &[Rule] = &[
         max_len: 600,
         left_boundary: false,
         quick: Quick::UserInfo,
+        check: Check::None,
+    },
+    Rule {
+        name: "url_basic_auth",
+        about: "password of a URL with no user (redis://:password@host)",
+        keywords: &["://", r":\/\/"],
+        // No `:` in the password: `cvs://:pserver:anoncvs@host` is a CVS root.
+        regex: r#":(?://|\\/\\/):([^\s/?#@:"'<>\\]{1,256})@"#,
+        group: 1,
+        max_len: 300,
+        left_boundary: false,
+        quick: Quick::None,
         check: Check::None,
     },
     Rule {
