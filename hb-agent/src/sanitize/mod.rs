@@ -36,7 +36,9 @@
 //! credential isolation are the defences that do not depend on recognising the attack.
 
 mod clean;
+mod cues;
 mod decode;
+mod lexicon;
 mod rules;
 mod skip;
 mod spotlight;

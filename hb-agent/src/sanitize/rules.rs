@@ -24,7 +24,7 @@ use regex_automata::{
     util::syntax,
 };
 
-use super::{Category, Severity};
+use super::{Category, Severity, cues::CUES};
 
 /// The longest match of a rule that starts at its keyword.
 const START_MAX: usize = 512;
@@ -62,8 +62,19 @@ pub(super) struct Hit {
 pub(super) struct Engine {
     rules: Vec<(Rule, Regex)>,
     keywords: DFA,
+    /// The keywords, rules' and lexicon cues' alike.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the tests compare the keyword pass with one search over them"
+        )
+    )]
+    words: Vec<Vec<u8>>,
     /// For each keyword, the rules that use it.
     keyword_rules: Vec<Vec<usize>>,
+    /// For each keyword, the lexicon cues it is (indices into `CUES.cue_info`).
+    keyword_cues: Vec<Vec<usize>>,
 }
 
 pub(super) static ENGINE: LazyLock<Engine> = LazyLock::new(Engine::new);
@@ -72,19 +83,19 @@ impl Engine {
     /// Compiles the rule table. It is a constant that `every_rule_compiles_and_has_keywords`
     /// builds in every test run, so a failure here is a programming error.
     fn new() -> Engine {
-        let mut words: Vec<&'static str> = Vec::new();
+        let mut words: Vec<Vec<u8>> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         let mut rules = Vec::new();
         for (i, rule) in RULES.into_iter().enumerate() {
             for &k in rule.keywords {
-                match words.iter().position(|w| *w == k) {
+                match words.iter().position(|w| w == k.as_bytes()) {
                     Some(p) => {
                         if !keyword_rules[p].contains(&i) {
                             keyword_rules[p].push(i);
                         }
                     }
                     None => {
-                        words.push(k);
+                        words.push(k.as_bytes().to_vec());
                         keyword_rules.push(vec![i]);
                     }
                 }
@@ -101,6 +112,21 @@ impl Engine {
                 .unwrap_or_else(|e| panic!("rule {}: {e}", rule.id));
             rules.push((rule, re));
         }
+        let mut keyword_cues: Vec<Vec<usize>> = vec![Vec::new(); words.len()];
+        let mut index: std::collections::HashMap<Vec<u8>, usize> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i))
+            .collect();
+        for (c, w) in CUES.words.iter().enumerate() {
+            let p = *index.entry(w.clone()).or_insert_with(|| {
+                words.push(w.clone());
+                keyword_rules.push(Vec::new());
+                keyword_cues.push(Vec::new());
+                words.len() - 1
+            });
+            keyword_cues[p].push(c);
+        }
         // A full DFA: the keyword pass touches every byte, and overlapping search (every
         // keyword, even inside another) runs at DFA speed only. No prefilter: the
         // keywords start with most letters, so it would stop at most bytes.
@@ -113,7 +139,9 @@ impl Engine {
         Engine {
             rules,
             keywords,
+            words,
             keyword_rules,
+            keyword_cues,
         }
     }
 
@@ -124,11 +152,16 @@ impl Engine {
         // interleaved, the thirty rules' automata pushed each other out of the CPU
         // caches and every search started cold.
         let mut places: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
+        let mut cue_places: Vec<(usize, usize)> = Vec::new();
         for (keyword, p) in self.keyword_places(view) {
             for &r in &self.keyword_rules[keyword] {
                 places[r].push(p);
             }
+            for &c in &self.keyword_cues[keyword] {
+                cue_places.push((p, c));
+            }
         }
+        let cues = cue_hits(&ctx, cue_places);
         let mut hits = Vec::new();
         for ((rule, re), places) in self.rules.iter().zip(&places) {
             // Matches starting below this were already reported.
@@ -192,7 +225,7 @@ impl Engine {
                 }
             }
         }
-        hits
+        add_uncovered(hits, cues)
     }
 
     /// Every keyword occurrence in `view`, overlapping ones included, as (keyword, start),
@@ -250,6 +283,71 @@ impl Engine {
         }
         found.concat()
     }
+}
+
+/// The lexicon cues' findings: one per rule and place (a word in two languages' lists,
+/// or two cues of one phrase, give one finding, the most severe).
+fn cue_hits(ctx: &Ctx<'_>, mut places: Vec<(usize, usize)>) -> Vec<Hit> {
+    places.sort_unstable();
+    let mut hits: Vec<Hit> = Vec::new();
+    for (p, c) in places {
+        let Some(mut h) = CUES.judge(ctx.v, c, p) else {
+            continue;
+        };
+        if h.negatable && ctx.negated(p) {
+            continue;
+        }
+        h.severity = ctx.cap_mention(&h.view, h.severity);
+        let dup =
+            hits.iter_mut().rev().take(8).find(|o| {
+                o.rule == h.rule && o.view.start < h.view.end && h.view.start < o.view.end
+            });
+        match dup {
+            Some(o) => {
+                if h.severity > o.severity {
+                    o.severity = h.severity;
+                }
+                o.view = o.view.start.min(h.view.start)..o.view.end.max(h.view.end);
+            }
+            None => hits.push(Hit {
+                rule: h.rule,
+                category: h.category,
+                severity: h.severity,
+                view: h.view,
+            }),
+        }
+    }
+    hits
+}
+
+/// The rule hits and the cue hits that no rule hit of the same category and at least
+/// the same severity overlaps: an English attack that a rule names precisely is reported
+/// once, by that rule.
+fn add_uncovered(mut hits: Vec<Hit>, cues: Vec<Hit>) -> Vec<Hit> {
+    if cues.is_empty() {
+        return hits;
+    }
+    let mut by_start: Vec<(usize, usize)> = hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.view.start, i))
+        .collect();
+    by_start.sort_unstable();
+    for c in cues {
+        // Rule matches are at most a few hundred bytes long.
+        let from = by_start.partition_point(|(s, _)| *s + 1024 < c.view.start);
+        let covered = by_start[from..]
+            .iter()
+            .take_while(|(s, _)| *s < c.view.end)
+            .map(|&(_, i)| &hits[i])
+            .any(|r| {
+                r.category == c.category && r.severity >= c.severity && c.view.start < r.view.end
+            });
+        if !covered {
+            hits.push(c);
+        }
+    }
+    hits
 }
 
 /// Keyword passes run side by side (see [`Engine::keyword_places`]).
@@ -426,7 +524,8 @@ impl<'a> Ctx<'a> {
     /// Instruction-like words shortly after `p`: what makes a role label or a fake
     /// boundary an attack rather than a transcript.
     fn instructions_after(&self, p: usize, n: usize) -> bool {
-        INSTRUCTION_CUES.any_in(self.after(p, n))
+        let after = self.after(p, n);
+        INSTRUCTION_CUES.any_in(after) || CUES.directive_in(after)
     }
 }
 
@@ -1480,42 +1579,48 @@ mod tests {
         fn keyword_passes_find_what_one_overlapping_search_finds(
             parts in prop::collection::vec((0usize..400, 0usize..4), 0..60)
         ) {
-            let mut words: Vec<&str> = Vec::new();
-            for rule in &RULES {
-                for k in rule.keywords {
-                    if !words.contains(k) {
-                        words.push(k);
-                    }
-                }
-            }
-            let mut text = String::new();
+            let words = &ENGINE.words;
+            let mut text: Vec<u8> = Vec::new();
             for (w, filler) in parts {
-                text.push_str(words[w % words.len()]);
-                text.push_str(["", " ", "x", "\n"][filler]);
+                text.extend_from_slice(&words[(w * 7) % words.len()]);
+                text.extend_from_slice(["", " ", "x", "\n"][filler].as_bytes());
             }
             let one = AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
-                .build(&words)
+                .build(words)
                 .expect("automaton");
             let want: Vec<(usize, usize)> = one
-                .find_overlapping_iter(text.as_bytes())
+                .find_overlapping_iter(&text)
                 .map(|m| (m.pattern().as_usize(), m.start()))
                 .collect();
-            prop_assert_eq!(ENGINE.keyword_places(text.as_bytes()), want);
+            prop_assert_eq!(ENGINE.keyword_places(&text), want);
         }
     }
 
     /// Every rule over the whole view, no keywords, no windows: what `scan` must equal.
     fn scan_exhaustive(view: &[u8]) -> Vec<(&'static str, usize)> {
         let ctx = Ctx::new(view);
-        let mut out = Vec::new();
+        let mut hits = Vec::new();
         for (rule, re) in &ENGINE.rules {
             for mm in re.find_iter(view) {
-                if (rule.judge)(&ctx, mm.range()).is_some() {
-                    out.push((rule.id, mm.start()));
+                if let Some(severity) = (rule.judge)(&ctx, mm.range()) {
+                    hits.push(Hit {
+                        rule: rule.id,
+                        category: rule.category,
+                        severity,
+                        view: mm.range(),
+                    });
                 }
             }
         }
+        let mut places = Vec::new();
+        for (c, w) in CUES.words.iter().enumerate() {
+            places.extend(memchr::memmem::find_iter(view, w).map(|p| (p, c)));
+        }
+        let mut out: Vec<_> = add_uncovered(hits, cue_hits(&ctx, places))
+            .iter()
+            .map(|h| (h.rule, h.view.start))
+            .collect();
         out.sort_unstable();
         out
     }

@@ -1,0 +1,514 @@
+//! Step 3, the function rules: the [`lexicon`](super::lexicon) run over the detection
+//! view. Its cue words join the rules' keywords in the one keyword pass; each cue place
+//! is judged here by what else its sentence holds (a target, a modifier, another cue
+//! after it), so the same judgement serves every language.
+
+use std::{ops::Range, sync::LazyLock};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use super::{
+    Category, Severity,
+    lexicon::{LEXICONS, Lexicon},
+    view::View,
+};
+
+/// What a cue word does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Function {
+    Disregard,
+    Reveal,
+    Ask,
+    Persona,
+    OutputOnly,
+    Halt,
+    Authority,
+    Addressee,
+}
+
+impl Function {
+    /// The rule name and category its findings carry.
+    pub fn rule(self) -> (&'static str, Category) {
+        match self {
+            Function::Disregard => ("disregard_instructions", Category::InstructionOverride),
+            Function::Reveal | Function::Ask => {
+                ("reveal_hidden_text", Category::InstructionOverride)
+            }
+            Function::Persona => ("persona_switch", Category::InstructionOverride),
+            Function::OutputOnly | Function::Halt => {
+                ("output_hijack", Category::InstructionOverride)
+            }
+            Function::Authority => ("authority_claim", Category::RoleSpoofing),
+            Function::Addressee => ("addressed_to_model", Category::InstructionOverride),
+        }
+    }
+
+    /// Cues that order the model to do something else: what makes text after a role
+    /// label or a forged boundary an attack, and a disregard command sweeping.
+    fn directive(self) -> bool {
+        matches!(
+            self,
+            Function::Disregard
+                | Function::Persona
+                | Function::OutputOnly
+                | Function::Halt
+                | Function::Authority
+        )
+    }
+}
+
+/// What a target word does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Instructions,
+    Loose,
+    Hidden,
+    LooseHidden,
+    Unbound,
+    Sweeping,
+    Earlier,
+    You,
+}
+
+/// One folded lexicon entry.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Entry<K> {
+    pub kind: K,
+    lang: usize,
+    /// Must start at a word start.
+    start_bound: bool,
+    /// Must end at a word end (not a stem).
+    end_bound: bool,
+    pub len: usize,
+}
+
+pub(super) struct Cues {
+    /// Folded cue words, in the order of [`Cues::cue_info`]: the keyword pass finds them.
+    pub words: Vec<Vec<u8>>,
+    pub cue_info: Vec<Entry<Function>>,
+    cue_finder: AhoCorasick,
+    targets: AhoCorasick,
+    target_info: Vec<Entry<Role>>,
+}
+
+pub(super) static CUES: LazyLock<Cues> = LazyLock::new(Cues::new);
+
+/// The view bytes of a lexicon entry, and whether it is a stem.
+fn fold(entry: &str) -> (Vec<u8>, bool) {
+    let (word, stem) = match entry.strip_suffix('*') {
+        Some(w) => (w, true),
+        None => (entry, false),
+    };
+    (View::build(word).bytes().to_vec(), stem)
+}
+
+fn entries<K: Copy>(
+    lex: &Lexicon,
+    lang: usize,
+    kind: K,
+    list: &[&str],
+    words: &mut Vec<Vec<u8>>,
+    info: &mut Vec<Entry<K>>,
+) {
+    for e in list {
+        let (w, stem) = fold(e);
+        // ASCII ends need word boundaries in every script ("dan" in a Chinese sentence).
+        let first_ascii = w.first().is_some_and(u8::is_ascii);
+        let last_ascii = w.last().is_some_and(u8::is_ascii);
+        info.push(Entry {
+            kind,
+            lang,
+            start_bound: lex.spaced || first_ascii,
+            end_bound: !stem && (lex.spaced || last_ascii),
+            len: w.len(),
+        });
+        words.push(w);
+    }
+}
+
+impl Cues {
+    fn new() -> Cues {
+        let mut words = Vec::new();
+        let mut cue_info = Vec::new();
+        let mut twords = Vec::new();
+        let mut target_info = Vec::new();
+        for (lang, lex) in LEXICONS.iter().enumerate() {
+            for (f, list) in [
+                (Function::Disregard, lex.disregard),
+                (Function::Reveal, lex.reveal),
+                (Function::Ask, lex.ask),
+                (Function::Persona, lex.persona),
+                (Function::OutputOnly, lex.output_only),
+                (Function::Halt, lex.halt),
+                (Function::Authority, lex.authority),
+                (Function::Addressee, lex.addressee),
+            ] {
+                entries(lex, lang, f, list, &mut words, &mut cue_info);
+            }
+            for (r, list) in [
+                (Role::Instructions, lex.instructions),
+                (Role::Loose, lex.loose),
+                (Role::Hidden, lex.hidden),
+                (Role::LooseHidden, lex.loose_hidden),
+                (Role::Unbound, lex.unbound),
+                (Role::Sweeping, lex.sweeping),
+                (Role::Earlier, lex.earlier),
+                (Role::You, lex.you),
+            ] {
+                entries(lex, lang, r, list, &mut twords, &mut target_info);
+            }
+        }
+        let build = |w: &[Vec<u8>]| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(w)
+                .expect("lexicon automaton")
+        };
+        Cues {
+            cue_finder: build(&words),
+            targets: build(&twords),
+            words,
+            cue_info,
+            target_info,
+        }
+    }
+
+    /// Whether a directive cue (see [`Function::directive`]) occurs in `hay`.
+    pub fn directive_in(&self, hay: &[u8]) -> bool {
+        self.cues_in(hay, 0).any(|(e, _)| e.kind.directive())
+    }
+
+    /// The cue entries in `v[from..]` that sit on their word boundaries, with their start.
+    fn cues_in<'a>(
+        &'a self,
+        v: &'a [u8],
+        from: usize,
+    ) -> impl Iterator<Item = (Entry<Function>, usize)> + 'a {
+        self.cue_finder
+            .find_overlapping_iter(&v[from..])
+            .map(move |m| (self.cue_info[m.pattern().as_usize()], from + m.start()))
+            .filter(move |(e, s)| bounded(v, *s, e))
+    }
+}
+
+/// The end of the word a stem entry ending at `end` starts (`end` for whole words).
+fn word_end<K>(v: &[u8], mut end: usize, e: &Entry<K>) -> usize {
+    if e.end_bound || !e.start_bound {
+        return end;
+    }
+    while end < v.len() && word_byte(v[end]) {
+        end += 1;
+    }
+    end
+}
+
+fn word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+/// Whether an entry found at `s` in `v` sits on the word boundaries it needs.
+fn bounded<K>(v: &[u8], s: usize, e: &Entry<K>) -> bool {
+    let end = s + e.len;
+    (!e.start_bound || s == 0 || !word_byte(v[s - 1]))
+        && (!e.end_bound || end >= v.len() || !word_byte(v[end]))
+}
+
+/// A cue hit as the engine reports it.
+pub(super) struct CueHit {
+    /// A command that a negation before it turns into advice ("never print your
+    /// password", "do not ignore the instructions").
+    pub negatable: bool,
+    pub rule: &'static str,
+    pub category: Category,
+    pub severity: Severity,
+    pub view: Range<usize>,
+}
+
+/// What a sentence holds around a cue.
+#[derive(Default)]
+struct Found {
+    roles: u16,
+    extent: Option<Range<usize>>,
+}
+
+impl Found {
+    fn has(&self, r: Role) -> bool {
+        self.roles & (1 << r as u16) != 0
+    }
+}
+
+/// The end of a sentence: `.`, `!` or `?` before a blank or the end, a line break, `。`.
+fn sentence_end_at(v: &[u8], i: usize) -> bool {
+    match v[i] {
+        b'\n' => true,
+        b'.' | b'!' | b'?' => v.get(i + 1).is_none_or(|b| b.is_ascii_whitespace()),
+        0xe3 => v.get(i + 1..i + 3) == Some(&[0x80, 0x82]),
+        _ => false,
+    }
+}
+
+/// The sentence around `r`, at most `before` bytes before and `after` bytes after it.
+fn sentence(v: &[u8], r: &Range<usize>, before: usize, after: usize) -> Range<usize> {
+    let lo = r.start.saturating_sub(before);
+    let mut s = r.start;
+    while s > lo && !sentence_end_at(v, s - 1) {
+        s -= 1;
+    }
+    let hi = (r.end + after).min(v.len());
+    let mut e = r.end;
+    while e < hi && !sentence_end_at(v, e) {
+        e += 1;
+    }
+    // Whole characters: the window is searched, never cut into text.
+    while s > 0 && s < v.len() && v[s] & 0xc0 == 0x80 {
+        s -= 1;
+    }
+    s..e
+}
+
+impl Cues {
+    /// The target roles in `v[w]`, and the extent of the targets.
+    fn targets_in(&self, v: &[u8], w: Range<usize>) -> Found {
+        let mut found = Found::default();
+        for m in self.targets.find_overlapping_iter(&v[w.clone()]) {
+            let e = &self.target_info[m.pattern().as_usize()];
+            let s = w.start + m.start();
+            if !bounded(v, s, e) {
+                continue;
+            }
+            found.roles |= 1 << e.kind as u16;
+            if !matches!(e.kind, Role::You | Role::Sweeping | Role::Earlier) {
+                let r = s..word_end(v, s + e.len, e);
+                found.extent = Some(match found.extent.take() {
+                    Some(x) => x.start.min(r.start)..x.end.max(r.end),
+                    None => r,
+                });
+            }
+        }
+        found
+    }
+
+    /// Judges the cue `k` found at `p` in `v`: a finding, or nothing.
+    pub fn judge(&self, v: &[u8], k: usize, p: usize) -> Option<CueHit> {
+        let e = self.cue_info[k];
+        if !bounded(v, p, &e) {
+            return None;
+        }
+        let lex = &LEXICONS[e.lang];
+        let cue = p..word_end(v, p + e.len, &e);
+        // Where the object of a command can stand: after the verb in English and the
+        // Romance languages and Russian; before it too in German, Chinese, Japanese
+        // and Korean ("Anweisungen ignorieren", "指示を無視して").
+        let (before, after) = match lex.lang {
+            "de" => (80, 140),
+            "zh" | "ja" => (120, 100),
+            "ko" => (200, 150),
+            _ => (0, 140),
+        };
+        let emphatic = || {
+            let near = &v[p.saturating_sub(48)..(cue.end + 48).min(v.len())];
+            memchr::memmem::find(near, b"!!").is_some()
+                || IMPORTANT
+                    .iter()
+                    .any(|w| memchr::memmem::find(near, w.as_bytes()).is_some())
+        };
+        let directive_after = |from: usize, n: usize| {
+            let to = (from + n).min(v.len());
+            self.cues_in(&v[..to], from).any(|(c, _)| {
+                c.kind.directive() && c.kind != Function::Disregard || c.kind == Function::Reveal
+            })
+        };
+        let (severity, span) = match e.kind {
+            Function::Disregard => {
+                let w = sentence(v, &cue, before, after);
+                let f = self.targets_in(v, w);
+                let qualified = f.has(Role::Sweeping) || f.has(Role::Earlier) || f.has(Role::You);
+                if !(f.has(Role::Instructions) || f.has(Role::Loose) && qualified) {
+                    return None;
+                }
+                let span = join(&cue, f.extent.as_ref());
+                let colon = v
+                    .get(span.end..(span.end + 3).min(v.len()))
+                    .is_some_and(|t| t.contains(&b':'));
+                let s = if f.has(Role::Sweeping)
+                    || f.has(Role::You) && f.has(Role::Earlier)
+                    || colon
+                    || emphatic()
+                    || directive_after(span.end, 160)
+                {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                };
+                (s, span)
+            }
+            Function::Reveal | Function::Ask => {
+                let w = sentence(v, &cue, before, after);
+                let f = self.targets_in(v, w);
+                let aimed = f.has(Role::Hidden) && (e.kind == Function::Reveal || f.has(Role::You))
+                    || f.has(Role::LooseHidden) && f.has(Role::You);
+                if !aimed {
+                    return None;
+                }
+                let s = if f.has(Role::You) || f.has(Role::Sweeping) {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                };
+                (s, join(&cue, f.extent.as_ref()))
+            }
+            Function::Persona => {
+                let w = sentence(v, &cue, 0, after);
+                let f = self.targets_in(v, w);
+                if !f.has(Role::Unbound) {
+                    return None;
+                }
+                (Severity::High, join(&cue, f.extent.as_ref()))
+            }
+            Function::OutputOnly => {
+                let tail = &v[cue.end..(cue.end + 40).min(v.len())];
+                let quoted = tail
+                    .iter()
+                    .take_while(|b| **b != b'\n')
+                    .any(|b| matches!(b, b'"' | b'\'' | b'`' | b':'));
+                let pwned = PWNED
+                    .iter()
+                    .any(|w| memchr::memmem::find(tail, w.as_bytes()).is_some());
+                if !quoted && !pwned {
+                    return None;
+                }
+                let earlier = &v[p.saturating_sub(200)..p];
+                let s = if pwned
+                    || emphatic()
+                    || self
+                        .cues_in(earlier, 0)
+                        .any(|(c, _)| matches!(c.kind, Function::Disregard | Function::Halt))
+                {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                };
+                (s, cue)
+            }
+            Function::Halt => {
+                let tail = &v[cue.end..(cue.end + 4).min(v.len())];
+                let s = if tail.contains(&b'!') || directive_after(cue.end, 80) {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                };
+                (s, cue)
+            }
+            Function::Authority => {
+                let head = &v[line_start(v, p).max(p.saturating_sub(3))..p];
+                let tail = &v[cue.end..(cue.end + 3).min(v.len())];
+                let marked = head.len() < 3 && head.iter().all(|b| b.is_ascii_whitespace())
+                    || head.iter().any(|b| b"[({<*#|>".contains(b))
+                    || tail.iter().any(|b| b":]!".contains(b));
+                let follows = self
+                    .cues_in(&v[..(cue.end + 300).min(v.len())], cue.end)
+                    .next()
+                    .is_some();
+                let s = match (marked, follows) {
+                    (true, true) => Severity::High,
+                    (true, false) | (false, true) => Severity::Medium,
+                    (false, false) => Severity::Low,
+                };
+                (s, cue)
+            }
+            Function::Addressee => {
+                let to = (cue.end + 250).min(v.len());
+                let mut directive = false;
+                let mut any = false;
+                for (c, _) in self.cues_in(&v[..to], cue.end) {
+                    any = true;
+                    directive |= matches!(c.kind, Function::Disregard | Function::OutputOnly);
+                }
+                any |= IMPERATIVES_EN
+                    .find_iter(&v[cue.end..to])
+                    .any(|m| bounded_word(&v[cue.end..to], m.range()));
+                let s = if directive {
+                    Severity::High
+                } else if any {
+                    Severity::Medium
+                } else {
+                    Severity::Low
+                };
+                (s, cue)
+            }
+        };
+        let (rule, category) = e.kind.rule();
+        Some(CueHit {
+            negatable: matches!(
+                e.kind,
+                Function::Disregard | Function::Reveal | Function::Ask
+            ),
+            rule,
+            category,
+            severity,
+            view: span,
+        })
+    }
+}
+
+fn join(a: &Range<usize>, b: Option<&Range<usize>>) -> Range<usize> {
+    match b {
+        Some(b) => a.start.min(b.start)..a.end.max(b.end),
+        None => a.clone(),
+    }
+}
+
+fn line_start(v: &[u8], p: usize) -> usize {
+    memchr::memrchr(b'\n', &v[..p]).map_or(0, |i| i + 1)
+}
+
+fn bounded_word(hay: &[u8], r: Range<usize>) -> bool {
+    (r.start == 0 || !word_byte(hay[r.start - 1])) && (r.end >= hay.len() || !word_byte(hay[r.end]))
+}
+
+/// Emphasis that injected commands carry (folded: accents are gone).
+const IMPORTANT: [&str; 9] = [
+    "important",
+    "urgent",
+    "wichtig",
+    "importante",
+    "urgente",
+    "срочно",
+    "重要",
+    "緊急",
+    "중요",
+];
+
+/// The fixed outputs that goal-hijacking demos ask for.
+const PWNED: [&str; 5] = ["pwned", "hacked", "access granted", "i hate humans", "haha"];
+
+/// Imperatives a note to the model carries (English; other languages' cues count too).
+static IMPERATIVES_EN: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::new([
+        "say",
+        "tell",
+        "include",
+        "recommend",
+        "respond",
+        "output",
+        "write",
+        "mention",
+        "rate",
+        "describe",
+        "answer",
+        "reply",
+        "must",
+        "should",
+        "please",
+        "ignore",
+        "summarize",
+        "summarise",
+        "classify",
+        "score",
+        "approve",
+        "send",
+        "print",
+        "do not",
+    ])
+    .expect("imperatives")
+});
