@@ -8,6 +8,7 @@ mod bench_guard_peers;
 mod bench_sandbox;
 mod bench_sanitize;
 mod bench_scrub;
+mod sanitize_eval;
 mod setup;
 mod util;
 
@@ -49,6 +50,11 @@ enum Command {
         #[arg(long, value_name = "BIN")]
         previous: Option<std::path::PathBuf>,
     },
+    /// The sanitizer's recall per family and language on the attack corpus, and its
+    /// false positives on the benign corpus (testdata/corpus), for the development and
+    /// the test half. The test half is for measuring only: never tune detection on its
+    /// texts (--list-missed / --list-false-positives print them).
+    SanitizeEval(sanitize_eval::EvalArgs),
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
     #[command(name = "__connect-loop", hide = true)]
     ConnectLoop { addr: String, n: usize },
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
         Command::Run { args } => run(args),
         Command::Test { args } => test(args),
         Command::Bench { which, previous } => bench::bench(which.as_deref(), previous.as_deref()),
+        Command::SanitizeEval(args) => sanitize_eval::eval(&args),
         Command::ConnectLoop { addr, n } => bench::connect_loop(&addr, n),
         Command::GuardServer { addr, cert, key } => bench_guard_peers::server(&addr, &cert, &key),
         Command::GuardClient(args) => bench_guard_peers::client(&args),
