@@ -22,6 +22,7 @@ pub(super) enum Function {
     Persona,
     OutputOnly,
     Halt,
+    Boundary,
     Authority,
     Addressee,
 }
@@ -38,6 +39,7 @@ impl Function {
             Function::OutputOnly | Function::Halt => {
                 ("output_hijack", Category::InstructionOverride)
             }
+            Function::Boundary => ("forged_boundary", Category::RoleSpoofing),
             Function::Authority => ("authority_claim", Category::RoleSpoofing),
             Function::Addressee => ("addressed_to_model", Category::InstructionOverride),
         }
@@ -54,6 +56,7 @@ impl Function {
                 | Function::Halt
                 | Function::Authority
         )
+        // Not `Boundary`: "new task" after a role label is a transcript as often as not.
     }
 }
 
@@ -68,6 +71,7 @@ enum Role {
     Sweeping,
     Earlier,
     You,
+    Imperative,
 }
 
 /// One folded lexicon entry.
@@ -102,6 +106,10 @@ fn fold(entry: &str) -> (Vec<u8>, bool) {
     (View::build(word).bytes().to_vec(), stem)
 }
 
+/// German joins nouns: "Inhaltsrichtlinien" holds "Richtlinien". Its longer targets
+/// may end a word rather than start one.
+const COMPOUND_MIN: usize = 5;
+
 fn entries<K: Copy>(
     lex: &Lexicon,
     lang: usize,
@@ -109,16 +117,18 @@ fn entries<K: Copy>(
     list: &[&str],
     words: &mut Vec<Vec<u8>>,
     info: &mut Vec<Entry<K>>,
+    joins: bool,
 ) {
     for e in list {
         let (w, stem) = fold(e);
         // ASCII ends need word boundaries in every script ("dan" in a Chinese sentence).
         let first_ascii = w.first().is_some_and(u8::is_ascii);
         let last_ascii = w.last().is_some_and(u8::is_ascii);
+        let compound_tail = joins && lex.compounds && w.len() >= COMPOUND_MIN;
         info.push(Entry {
             kind,
             lang,
-            start_bound: lex.spaced || first_ascii,
+            start_bound: (lex.spaced || first_ascii) && !compound_tail,
             end_bound: !stem && (lex.spaced || last_ascii),
             len: w.len(),
         });
@@ -140,10 +150,11 @@ impl Cues {
                 (Function::Persona, lex.persona),
                 (Function::OutputOnly, lex.output_only),
                 (Function::Halt, lex.halt),
+                (Function::Boundary, lex.boundary),
                 (Function::Authority, lex.authority),
                 (Function::Addressee, lex.addressee),
             ] {
-                entries(lex, lang, f, list, &mut words, &mut cue_info);
+                entries(lex, lang, f, list, &mut words, &mut cue_info, false);
             }
             for (r, list) in [
                 (Role::Instructions, lex.instructions),
@@ -154,8 +165,17 @@ impl Cues {
                 (Role::Sweeping, lex.sweeping),
                 (Role::Earlier, lex.earlier),
                 (Role::You, lex.you),
+                (Role::Imperative, lex.imperatives),
             ] {
-                entries(lex, lang, r, list, &mut twords, &mut target_info);
+                let joins = matches!(
+                    r,
+                    Role::Instructions
+                        | Role::Loose
+                        | Role::Hidden
+                        | Role::LooseHidden
+                        | Role::Unbound
+                );
+                entries(lex, lang, r, list, &mut twords, &mut target_info, joins);
             }
         }
         let build = |w: &[Vec<u8>]| {
@@ -202,8 +222,9 @@ fn word_end<K>(v: &[u8], mut end: usize, e: &Entry<K>) -> usize {
     end
 }
 
+/// Letters, digits, `-` and `_` (`--ignore-errors` is one word), and every non-ASCII byte.
 fn word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b >= 0x80
+    b.is_ascii_alphanumeric() || b >= 0x80 || b == b'-' || b == b'_'
 }
 
 /// Whether an entry found at `s` in `v` sits on the word boundaries it needs.
@@ -268,16 +289,21 @@ fn sentence(v: &[u8], r: &Range<usize>, before: usize, after: usize) -> Range<us
 
 impl Cues {
     /// The target roles in `v[w]`, and the extent of the targets.
-    fn targets_in(&self, v: &[u8], w: Range<usize>) -> Found {
+    fn targets_in(&self, v: &[u8], w: Range<usize>, lang: usize) -> Found {
         let mut found = Found::default();
         for m in self.targets.find_overlapping_iter(&v[w.clone()]) {
             let e = &self.target_info[m.pattern().as_usize()];
             let s = w.start + m.start();
-            if !bounded(v, s, e) {
+            // A cue and its target in one language: "ignore" in an English option
+            // name does not meet "instrucciones" in its Spanish description.
+            if e.lang != lang || !bounded(v, s, e) {
                 continue;
             }
             found.roles |= 1 << e.kind as u16;
-            if !matches!(e.kind, Role::You | Role::Sweeping | Role::Earlier) {
+            if !matches!(
+                e.kind,
+                Role::You | Role::Sweeping | Role::Earlier | Role::Imperative
+            ) {
                 let r = s..word_end(v, s + e.len, e);
                 found.extent = Some(match found.extent.take() {
                     Some(x) => x.start.min(r.start)..x.end.max(r.end),
@@ -296,7 +322,11 @@ impl Cues {
         }
         let lex = &LEXICONS[e.lang];
         let cue = p..word_end(v, p + e.len, &e);
-        // Where the object of a command can stand: after the verb in English and the
+        if lex.lang == "zh" && has_kana(&v[sentence(v, &cue, 120, 100)]) {
+            // Japanese writes the same characters (無視, 指示) around its kana.
+            return None;
+        }
+        // Where the object of a command can stand: after the verb in English, the
         // Romance languages and Russian; before it too in German, Chinese, Japanese
         // and Korean ("Anweisungen ignorieren", "指示を無視して").
         let (before, after) = match lex.lang {
@@ -305,36 +335,20 @@ impl Cues {
             "ko" => (200, 150),
             _ => (0, 140),
         };
-        let emphatic = || {
-            let near = &v[p.saturating_sub(48)..(cue.end + 48).min(v.len())];
-            memchr::memmem::find(near, b"!!").is_some()
-                || IMPORTANT
-                    .iter()
-                    .any(|w| memchr::memmem::find(near, w.as_bytes()).is_some())
-        };
-        let directive_after = |from: usize, n: usize| {
-            let to = (from + n).min(v.len());
-            self.cues_in(&v[..to], from).any(|(c, _)| {
-                c.kind.directive() && c.kind != Function::Disregard || c.kind == Function::Reveal
-            })
-        };
         let (severity, span) = match e.kind {
             Function::Disregard => {
-                let w = sentence(v, &cue, before, after);
-                let f = self.targets_in(v, w);
+                let f = self.targets_in(v, sentence(v, &cue, before, after), e.lang);
                 let qualified = f.has(Role::Sweeping) || f.has(Role::Earlier) || f.has(Role::You);
                 if !(f.has(Role::Instructions) || f.has(Role::Loose) && qualified) {
                     return None;
                 }
                 let span = join(&cue, f.extent.as_ref());
-                let colon = v
-                    .get(span.end..(span.end + 3).min(v.len()))
-                    .is_some_and(|t| t.contains(&b':'));
+                let colon = v[span.end..(span.end + 3).min(v.len())].contains(&b':');
                 let s = if f.has(Role::Sweeping)
                     || f.has(Role::You) && f.has(Role::Earlier)
                     || colon
-                    || emphatic()
-                    || directive_after(span.end, 160)
+                    || emphatic(v, &cue)
+                    || self.command_after(v, span.end, 160, e.lang).0
                 {
                     Severity::High
                 } else {
@@ -343,8 +357,7 @@ impl Cues {
                 (s, span)
             }
             Function::Reveal | Function::Ask => {
-                let w = sentence(v, &cue, before, after);
-                let f = self.targets_in(v, w);
+                let f = self.targets_in(v, sentence(v, &cue, before, after), e.lang);
                 let aimed = f.has(Role::Hidden) && (e.kind == Function::Reveal || f.has(Role::You))
                     || f.has(Role::LooseHidden) && f.has(Role::You);
                 if !aimed {
@@ -358,8 +371,7 @@ impl Cues {
                 (s, join(&cue, f.extent.as_ref()))
             }
             Function::Persona => {
-                let w = sentence(v, &cue, 0, after);
-                let f = self.targets_in(v, w);
+                let f = self.targets_in(v, sentence(v, &cue, 0, after), e.lang);
                 if !f.has(Role::Unbound) {
                     return None;
                 }
@@ -367,23 +379,22 @@ impl Cues {
             }
             Function::OutputOnly => {
                 let tail = &v[cue.end..(cue.end + 40).min(v.len())];
-                let quoted = tail
-                    .iter()
-                    .take_while(|b| **b != b'\n')
-                    .any(|b| matches!(b, b'"' | b'\'' | b'`' | b':'));
-                let pwned = PWNED
-                    .iter()
-                    .any(|w| memchr::memmem::find(tail, w.as_bytes()).is_some());
-                if !quoted && !pwned {
+                let next = tail.iter().find(|b| **b != b' ');
+                let quoted = next == Some(&b':')
+                    || tail[..tail.len().min(16)]
+                        .iter()
+                        .take_while(|b| !matches!(b, b'\n' | b'.'))
+                        .any(|b| matches!(b, b'"' | b'\'' | b'`'));
+                let set_up = self.cues_in(&v[..p], p.saturating_sub(300)).any(|(c, _)| {
+                    matches!(
+                        c.kind,
+                        Function::Disregard | Function::Halt | Function::Boundary
+                    )
+                });
+                if !(quoted || pwned(tail) || set_up) {
                     return None;
                 }
-                let earlier = &v[p.saturating_sub(200)..p];
-                let s = if pwned
-                    || emphatic()
-                    || self
-                        .cues_in(earlier, 0)
-                        .any(|(c, _)| matches!(c.kind, Function::Disregard | Function::Halt))
-                {
+                let s = if pwned(tail) || emphatic(v, &cue) || set_up {
                     Severity::High
                 } else {
                     Severity::Medium
@@ -391,11 +402,25 @@ impl Cues {
                 (s, cue)
             }
             Function::Halt => {
-                let tail = &v[cue.end..(cue.end + 4).min(v.len())];
-                let s = if tail.contains(&b'!') || directive_after(cue.end, 80) {
+                let bang = v[cue.end..(cue.end + 4).min(v.len())].contains(&b'!');
+                let (directive, imperative) = self.command_after(v, cue.end, 200, e.lang);
+                let s = if bang || directive {
                     Severity::High
-                } else {
+                } else if imperative {
                     Severity::Medium
+                } else {
+                    Severity::Low
+                };
+                (s, cue)
+            }
+            Function::Boundary => {
+                let (directive, imperative) = self.command_after(v, cue.end, 250, e.lang);
+                let s = if directive || pwned(&v[cue.end..(cue.end + 250).min(v.len())]) {
+                    Severity::High
+                } else if imperative {
+                    Severity::Medium
+                } else {
+                    return None;
                 };
                 (s, cue)
             }
@@ -405,31 +430,21 @@ impl Cues {
                 let marked = head.len() < 3 && head.iter().all(|b| b.is_ascii_whitespace())
                     || head.iter().any(|b| b"[({<*#|>".contains(b))
                     || tail.iter().any(|b| b":]!".contains(b));
-                let follows = self
-                    .cues_in(&v[..(cue.end + 300).min(v.len())], cue.end)
-                    .next()
-                    .is_some();
-                let s = match (marked, follows) {
-                    (true, true) => Severity::High,
-                    (true, false) | (false, true) => Severity::Medium,
-                    (false, false) => Severity::Low,
+                let (directive, imperative) = self.command_after(v, cue.end, 300, e.lang);
+                // A bracketed, headed or colon-led claim is the attack's form; the same
+                // words in running text ("ask the administrator") are not.
+                let s = match (marked, directive, imperative) {
+                    (true, _, true) => Severity::High,
+                    (true, _, false) | (false, true, _) => Severity::Medium,
+                    (false, false, _) => Severity::Low,
                 };
                 (s, cue)
             }
             Function::Addressee => {
-                let to = (cue.end + 250).min(v.len());
-                let mut directive = false;
-                let mut any = false;
-                for (c, _) in self.cues_in(&v[..to], cue.end) {
-                    any = true;
-                    directive |= matches!(c.kind, Function::Disregard | Function::OutputOnly);
-                }
-                any |= IMPERATIVES_EN
-                    .find_iter(&v[cue.end..to])
-                    .any(|m| bounded_word(&v[cue.end..to], m.range()));
+                let (directive, imperative) = self.command_after(v, cue.end, 250, e.lang);
                 let s = if directive {
                     Severity::High
-                } else if any {
+                } else if imperative {
                     Severity::Medium
                 } else {
                     Severity::Low
@@ -449,6 +464,75 @@ impl Cues {
             view: span,
         })
     }
+
+    /// Whether a command follows `from` within `n` bytes: (a directive cue that fires —
+    /// a disregard or reveal with its target, a persona switch, a fixed-output demand —,
+    /// an imperative verb of `lang` or any cue word).
+    fn command_after(&self, v: &[u8], from: usize, n: usize, lang: usize) -> (bool, bool) {
+        let to = (from + n).min(v.len());
+        let mut any = false;
+        for (c, at) in self.cues_in(&v[..to], from) {
+            any = true;
+            if c.kind != Function::Addressee
+                && c.kind != Function::Authority
+                && c.kind != Function::Boundary
+                && self.fires(v, c, at)
+            {
+                return (true, true);
+            }
+        }
+        if any {
+            return (false, true);
+        }
+        let f = self.targets_in(v, from..to, lang);
+        (false, f.has(Role::Imperative))
+    }
+
+    /// Whether cue entry `c` at `at` makes a finding on its own, without the checks that
+    /// look at further cues (so that judging never recurses).
+    fn fires(&self, v: &[u8], c: Entry<Function>, at: usize) -> bool {
+        let cue = at..word_end(v, at + c.len, &c);
+        let f = || self.targets_in(v, sentence(v, &cue, 60, 140), c.lang);
+        match c.kind {
+            Function::Disregard => {
+                let f = f();
+                f.has(Role::Instructions)
+                    || f.has(Role::Loose)
+                        && (f.has(Role::Sweeping) || f.has(Role::Earlier) || f.has(Role::You))
+            }
+            Function::Reveal => {
+                let f = f();
+                f.has(Role::Hidden) || f.has(Role::LooseHidden) && f.has(Role::You)
+            }
+            Function::Ask => {
+                let f = f();
+                (f.has(Role::Hidden) || f.has(Role::LooseHidden)) && f.has(Role::You)
+            }
+            Function::Persona => f().has(Role::Unbound),
+            Function::OutputOnly | Function::Halt => true,
+            Function::Boundary | Function::Authority | Function::Addressee => false,
+        }
+    }
+}
+
+/// Hiragana or katakana (U+3040 to U+30FF: E3 81 80 to E3 83 BF).
+fn has_kana(hay: &[u8]) -> bool {
+    memchr::memchr_iter(0xe3, hay).any(|i| matches!(hay.get(i + 1), Some(0x81..=0x83)))
+}
+
+/// "!!" or a word of urgency near the cue.
+fn emphatic(v: &[u8], cue: &Range<usize>) -> bool {
+    let near = &v[cue.start.saturating_sub(48)..(cue.end + 48).min(v.len())];
+    memchr::memmem::find(near, b"!!").is_some()
+        || IMPORTANT
+            .iter()
+            .any(|w| memchr::memmem::find(near, w.as_bytes()).is_some())
+}
+
+fn pwned(hay: &[u8]) -> bool {
+    PWNED
+        .iter()
+        .any(|w| memchr::memmem::find(hay, w.as_bytes()).is_some())
 }
 
 fn join(a: &Range<usize>, b: Option<&Range<usize>>) -> Range<usize> {
@@ -460,10 +544,6 @@ fn join(a: &Range<usize>, b: Option<&Range<usize>>) -> Range<usize> {
 
 fn line_start(v: &[u8], p: usize) -> usize {
     memchr::memrchr(b'\n', &v[..p]).map_or(0, |i| i + 1)
-}
-
-fn bounded_word(hay: &[u8], r: Range<usize>) -> bool {
-    (r.start == 0 || !word_byte(hay[r.start - 1])) && (r.end >= hay.len() || !word_byte(hay[r.end]))
 }
 
 /// Emphasis that injected commands carry (folded: accents are gone).
@@ -481,34 +561,3 @@ const IMPORTANT: [&str; 9] = [
 
 /// The fixed outputs that goal-hijacking demos ask for.
 const PWNED: [&str; 5] = ["pwned", "hacked", "access granted", "i hate humans", "haha"];
-
-/// Imperatives a note to the model carries (English; other languages' cues count too).
-static IMPERATIVES_EN: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::new([
-        "say",
-        "tell",
-        "include",
-        "recommend",
-        "respond",
-        "output",
-        "write",
-        "mention",
-        "rate",
-        "describe",
-        "answer",
-        "reply",
-        "must",
-        "should",
-        "please",
-        "ignore",
-        "summarize",
-        "summarise",
-        "classify",
-        "score",
-        "approve",
-        "send",
-        "print",
-        "do not",
-    ])
-    .expect("imperatives")
-});

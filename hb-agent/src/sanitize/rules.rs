@@ -907,6 +907,26 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
         "conversation",
         "history",
         "base64",
+        // The same placeholders in the other languages' words.
+        "einfugen",
+        "einfuegen",
+        "einsetzen",
+        "passwort",
+        "zusammenfassung",
+        "verlauf",
+        "inserer",
+        "insertar",
+        "inserir",
+        "inserire",
+        "systemprompt",
+        "system_prompt",
+        "api_key",
+        "apikey",
+        "_here",
+        "_hier",
+        "_ici",
+        "_aqui",
+        "_qui",
     ]);
     let m = &c.v[r.clone()];
     let is_image = m.starts_with(b"!") || m.starts_with(b"<img");
@@ -931,9 +951,19 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"+=_-%".contains(b))
     });
+    // A value spelled like a template slot (`?c=your_api_key_here`).
+    let slot_value = query.is_some_and(|q| {
+        q.split(|b| *b == b'&').any(|kv| {
+            kv.splitn(2, |b| *b == b'=').nth(1).is_some_and(|v| {
+                v.len() >= 10
+                    && v.iter().filter(|b| **b == b'_').count() >= 2
+                    && v.iter().all(|b| b.is_ascii_lowercase() || *b == b'_')
+            })
+        })
+    });
     let s = if placeholder {
         Severity::High
-    } else if is_image && (long_value || long_segment) {
+    } else if slot_value || is_image && (long_value || long_segment) {
         Severity::Medium
     } else if is_image && query.is_some() {
         Severity::Low
@@ -1038,7 +1068,7 @@ fn tool_call(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 
 // ---- the rules ----------------------------------------------------------------------
 
-const RULES: [Rule; 30] = [
+const RULES: [Rule; 34] = [
     // -- instruction override
     Rule {
         id: "ignore_previous",
@@ -1075,6 +1105,14 @@ const RULES: [Rule; 30] = [
         keywords: &["instruction", "directive", "system prompt", "orders"],
         pattern: r"\b(?:new|updated|revised|real|actual|true|override|secret|hidden|additional|priority|important|urgent|correct)\s{1,3}(?:system\s{1,3})?(?:instructions?|directives?|prompt|orders)\s{0,3}(?::|-|\bare\b|\bfollow\b)",
         judge: new_instructions,
+    },
+    Rule {
+        id: "dual_persona",
+        category: Category::InstructionOverride,
+        anchor: Anchor::Around(100, 40),
+        keywords: &["and as ", "and also as "],
+        pattern: r"\b(?:answer|respond|reply|act|behave|write)\b[^\n.]{0,60}?\bas\s[^\n.]{1,40}?\band\s(?:also\s)?as\b",
+        judge: always_high,
     },
     Rule {
         id: "persona_override",
@@ -1179,8 +1217,8 @@ const RULES: [Rule; 30] = [
         keywords: &[
             "<system",
             "</system",
-            "<instructions",
-            "</instructions",
+            "<instruction",
+            "</instruction",
             "<sys_prompt",
             "</sys_prompt",
             "<sys-prompt",
@@ -1198,7 +1236,7 @@ const RULES: [Rule; 30] = [
             "</data",
             "</input",
         ],
-        pattern: r"</?(?:system|system[_-]?prompt|sys[_-]?prompt|instructions|developer(?:[_-]instructions)?|admin|assistant)(?:\s[^>\n]{0,40})?>|</(?:user|context|document|untrusted[_-]?\w{0,20}|data|user[_-]?input|input)>",
+        pattern: r"</?(?:system|system[_-]?prompt|sys[_-]?prompt|instructions?|developer(?:[_-]instructions)?|admin|assistant)(?:\s[^>\n]{0,40})?>|</(?:user|context|document|untrusted[_-]?\w{0,20}|data|user[_-]?input|input)>",
         judge: system_tag,
     },
     Rule {
@@ -1248,6 +1286,20 @@ const RULES: [Rule; 30] = [
         keywords: &["end of", "---", "===", "###"],
         pattern: r"(?:\bend\s+of\s+(?:the\s+)?(?:document|context|input|data|email|text|user\s+input|file|conversation|transcript|message|content|page|article|search\s+results?|tool\s+output)\b|(?:-{3,}|={3,}|#{3,})\s?(?:end|system|admin|instructions?|new\s+instructions?|override)\b)",
         judge: fake_boundary,
+    },
+    Rule {
+        id: "role_header_link",
+        category: Category::RoleSpoofing,
+        anchor: Anchor::Start,
+        keywords: &[
+            "[system](#",
+            "[assistant](#",
+            "[user](#",
+            "[bot](#",
+            "[developer](#",
+        ],
+        pattern: r"\[(?:system|assistant|user|bot|developer)\]\(#[a-z0-9_\-]{1,40}\)",
+        judge: always_high,
     },
     // -- tool-call spoofing
     Rule {
@@ -1319,6 +1371,22 @@ const RULES: [Rule; 30] = [
         keywords: &["]("],
         pattern: r"(?:^|[^!])\[[^\]\n]{0,120}\]\(\s?<?(?:https?:)?//[^\s)]{1,300}",
         judge: url_data,
+    },
+    Rule {
+        id: "markdown_reference_url",
+        category: Category::Exfiltration,
+        anchor: Anchor::Around(64, 320),
+        keywords: &["]: http", "]:http", "]: //"],
+        pattern: r"^[ \t]{0,3}\[[^\]\n]{1,60}\]:\s?<?(?:https?:)?//[^\s>]{1,300}",
+        judge: url_data,
+    },
+    Rule {
+        id: "javascript_link",
+        category: Category::Exfiltration,
+        anchor: Anchor::Around(24, 16),
+        keywords: &["javascript:"],
+        pattern: r#"(?:\]\(\s?<?|\]:\s?|\b(?:href|src|action|formaction)\s?=\s?["']?)javascript:"#,
+        judge: always_high,
     },
     Rule {
         id: "html_image_url",
