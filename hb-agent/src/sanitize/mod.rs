@@ -44,6 +44,7 @@ mod skip;
 mod spotlight;
 #[cfg(test)]
 mod tests;
+mod unmask;
 mod view;
 
 use std::ops::Range;
@@ -140,6 +141,13 @@ pub enum Encoding {
     Url,
     TagCharacters,
     VariationSelectors,
+    Rot13,
+    Reversed,
+    /// `i g n o r e`, `i.g.n.o.r.e`.
+    LetterSpaced,
+    /// `1gn0r3`.
+    Leetspeak,
+    Morse,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -377,13 +385,16 @@ fn escalate(findings: &mut [Finding]) {
     }
 }
 
-/// Step 3 alone. Spans are in `text`; for decoded text the caller moves them.
+/// Step 3 alone, and the lines of `text` that hold a key word in a hidden spelling,
+/// decoded and checked once (not again inside decoded text). Spans are in `text`; for
+/// decoded text the caller moves them.
 fn detect_plain(text: &str, decoded_from: Option<Encoding>, excerpts: Excerpts) -> Vec<Finding> {
     let view = view::View::build(text);
-    let mut hits = rules::ENGINE.scan(view.bytes());
+    let (mut hits, masked) = rules::ENGINE.scan_masked(view.bytes());
     hits.sort_unstable_by_key(|hit| hit.view.start);
     let mut cursor = 0;
-    hits.into_iter()
+    let mut findings: Vec<Finding> = hits
+        .into_iter()
         .map(|hit| {
             let span = view.to_output_after(&mut cursor, hit.view);
             Finding {
@@ -395,7 +406,53 @@ fn detect_plain(text: &str, decoded_from: Option<Encoding>, excerpts: Excerpts) 
                 decoded_from,
             }
         })
-        .collect()
+        .collect();
+    if decoded_from.is_none() && !masked.is_empty() {
+        findings.extend(unmasked(text, &view, masked));
+    }
+    findings
+}
+
+/// Findings in the lines that hold a hidden spelling of a key word: what the rules find
+/// in the decoded line, or, when they find nothing, the key word itself (medium). Each
+/// spans the line.
+fn unmasked(text: &str, view: &view::View, mut masked: Vec<(usize, unmask::Mask)>) -> Vec<Finding> {
+    masked.sort_unstable_by_key(|(p, _)| *p);
+    let mut out = Vec::new();
+    let mut done: Vec<(unmask::Mask, Range<usize>)> = Vec::new();
+    let mut cursor = 0;
+    for (p, mask) in masked {
+        let at = view.to_output_after(&mut cursor, p..p + 1).start;
+        let line = unmask::line_around(text.as_bytes(), at);
+        if done.iter().any(|(m, l)| *m == mask && *l == line) {
+            continue;
+        }
+        done.push((mask, line.clone()));
+        let Some(u) = unmask::decode(mask, text, line) else {
+            continue;
+        };
+        let encoding = mask.encoding();
+        let span = [u.line.start, u.line.end];
+        let inner: Vec<Finding> = detect_plain(&u.decoded, Some(encoding), Excerpts::Now)
+            .into_iter()
+            .filter(|f| f.severity >= Severity::Medium)
+            .collect();
+        if inner.is_empty() {
+            if unmask::holds_key_word(&u.decoded) {
+                out.push(Finding {
+                    category: Category::InstructionOverride,
+                    severity: Severity::Medium,
+                    rule: "obfuscated_keyword",
+                    span,
+                    excerpt: Some(excerpt(&u.decoded)),
+                    decoded_from: Some(encoding),
+                });
+            }
+            continue;
+        }
+        out.extend(inner.into_iter().map(|f| Finding { span, ..f }));
+    }
+    out
 }
 
 /// `s` cut to [`EXCERPT_CHARS`] characters.

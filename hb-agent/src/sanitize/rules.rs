@@ -24,7 +24,11 @@ use regex_automata::{
     util::syntax,
 };
 
-use super::{Category, Severity, cues::CUES};
+use super::{
+    Category, Severity,
+    cues::CUES,
+    unmask::{self, Mask},
+};
 
 /// The longest match of a rule that starts at its keyword.
 const START_MAX: usize = 512;
@@ -75,6 +79,8 @@ pub(super) struct Engine {
     keyword_rules: Vec<Vec<usize>>,
     /// For each keyword, the lexicon cues it is (indices into `CUES.cue_info`).
     keyword_cues: Vec<Vec<usize>>,
+    /// For each keyword, the hidden spelling of a key word it is, if it is one.
+    keyword_masks: Vec<Option<Mask>>,
 }
 
 pub(super) static ENGINE: LazyLock<Engine> = LazyLock::new(Engine::new);
@@ -127,6 +133,17 @@ impl Engine {
             });
             keyword_cues[p].push(c);
         }
+        let mut keyword_masks: Vec<Option<Mask>> = vec![None; words.len()];
+        for (w, mask) in unmask::triggers() {
+            let p = *index.entry(w.clone()).or_insert_with(|| {
+                words.push(w);
+                keyword_rules.push(Vec::new());
+                keyword_cues.push(Vec::new());
+                keyword_masks.push(None);
+                words.len() - 1
+            });
+            keyword_masks[p] = Some(mask);
+        }
         // A full DFA: the keyword pass touches every byte, and overlapping search (every
         // keyword, even inside another) runs at DFA speed only. No prefilter: the
         // keywords start with most letters, so it would stop at most bytes.
@@ -142,12 +159,20 @@ impl Engine {
             words,
             keyword_rules,
             keyword_cues,
+            keyword_masks,
         }
     }
 
     /// Every rule match in `view` that its judge keeps, in no particular order.
     pub fn scan(&self, view: &[u8]) -> Vec<Hit> {
+        self.scan_masked(view).0
+    }
+
+    /// [`Engine::scan`], and the places of key words in a hidden spelling (rot13,
+    /// reversed, spaced, leetspeak, morse) for [`unmask`] to decode.
+    pub fn scan_masked(&self, view: &[u8]) -> (Vec<Hit>, Vec<(usize, Mask)>) {
         let ctx = Ctx::new(view);
+        let mut masked = Vec::new();
         // The keyword places of each rule, in order. One rule's searches run together:
         // interleaved, the thirty rules' automata pushed each other out of the CPU
         // caches and every search started cold.
@@ -159,6 +184,9 @@ impl Engine {
             }
             for &c in &self.keyword_cues[keyword] {
                 cue_places.push((p, c));
+            }
+            if let Some(mask) = self.keyword_masks[keyword] {
+                masked.push((p, mask));
             }
         }
         let cues = cue_hits(&ctx, cue_places);
@@ -225,7 +253,7 @@ impl Engine {
                 }
             }
         }
-        add_uncovered(hits, cues)
+        (add_uncovered(hits, cues), masked)
     }
 
     /// Every keyword occurrence in `view`, overlapping ones included, as (keyword, start),
