@@ -120,6 +120,9 @@ struct HalfReport {
     benign: Tally,
     benign_by_language: BTreeMap<String, Tally>,
     discussion: Tally,
+    /// Attacks whose template (the form all its translations share) has no text in the
+    /// other half: the measure of forms the rules cannot have been fitted to.
+    unseen_forms: Tally,
     missed: Vec<Value>,
     false_positives: Vec<(Value, bool)>,
 }
@@ -133,6 +136,10 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let mut halves = BTreeMap::new();
     for &half in args.half.names() {
         let dir = root.join(CORPUS).join(half);
+        let other = if half == "dev" { "test" } else { "dev" };
+        let other_forms = templates(&load_jsonl(
+            &root.join(CORPUS).join(other).join("attacks.jsonl"),
+        )?);
         let attacks = judge(&bin, load_jsonl(&dir.join("attacks.jsonl"))?)?;
         let benign = judge(&bin, load_jsonl(&dir.join("benign.jsonl"))?)?;
         let discussion_file = dir.join("discussion.jsonl");
@@ -141,7 +148,13 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         } else {
             Vec::new()
         };
-        halves.insert(half, tally(&attacks, &benign, &discussion));
+        let mut report = tally(&attacks, &benign, &discussion);
+        for j in &attacks {
+            if !other_forms.contains(&field(&j.entry, "template")) {
+                report.unseen_forms.add(j);
+            }
+        }
+        halves.insert(half, report);
     }
     let original = original_figures(&bin, &root)?;
     if args.json {
@@ -241,6 +254,11 @@ fn judge(bin: &Path, entries: Vec<Value>) -> anyhow::Result<Vec<Judged>> {
         .collect())
 }
 
+/// The templates the entries were written from (only their ids are read).
+fn templates(entries: &[Value]) -> std::collections::BTreeSet<String> {
+    entries.iter().map(|e| field(e, "template")).collect()
+}
+
 fn field(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or("?").to_string()
 }
@@ -316,7 +334,7 @@ fn original_figures(bin: &Path, root: &Path) -> anyhow::Result<Original> {
 fn print_tables(halves: &BTreeMap<&str, HalfReport>, o: &Original, args: &EvalArgs) {
     let row = |name: &str, t: Tally| {
         println!(
-            "  {:<22} {:>5} {:>8} {:>7.1} % {:>6} {:>7.1} %",
+            "  {:<24} {:>5} {:>8} {:>7.1} % {:>6} {:>7.1} %",
             name,
             t.n,
             t.flagged,
@@ -327,8 +345,8 @@ fn print_tables(halves: &BTreeMap<&str, HalfReport>, o: &Original, args: &EvalAr
     };
     let head = |what: &str| {
         println!(
-            "  {:<22} {:>5} {:>8} {:>9} {:>6} {:>9}",
-            what, "texts", "flagged", "", "high", ""
+            "  {:<24} {:>5} {:>8} {:>9} {:>6} {:>9}",
+            what, "texts", "flagged", "%", "high", "%"
         );
     };
     for (half, r) in halves {
@@ -344,6 +362,7 @@ fn print_tables(halves: &BTreeMap<&str, HalfReport>, o: &Original, args: &EvalAr
             row(k, *t);
         }
         row("ALL ATTACKS", r.attacks);
+        row("forms not in other half", r.unseen_forms);
         println!("  (targets: >= 90 % flagged overall, >= 80 % in every family and language)");
         head("benign by language");
         for (k, t) in &r.benign_by_language {
@@ -410,6 +429,7 @@ fn print_json(
             "benign": r.benign.to_json(),
             "benign_by_language": map(&r.benign_by_language),
             "discussion": r.discussion.to_json(),
+            "unseen_forms": r.unseen_forms.to_json(),
         });
         if args.list_missed {
             h["missed"] = Value::Array(r.missed.clone());
