@@ -979,13 +979,16 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"+=_-%".contains(b))
     });
-    // A value spelled like a template slot (`?c=your_api_key_here`).
+    // A value spelled like a template slot (`?c=your_api_key_here`, `?email=사용자_이메일`).
     let slot_value = query.is_some_and(|q| {
         q.split(|b| *b == b'&').any(|kv| {
             kv.splitn(2, |b| *b == b'=').nth(1).is_some_and(|v| {
-                v.len() >= 10
-                    && v.iter().filter(|b| **b == b'_').count() >= 2
-                    && v.iter().all(|b| b.is_ascii_lowercase() || *b == b'_')
+                let words = v
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || *b == b'_' || *b >= 0x80);
+                let underscores = v.iter().filter(|b| **b == b'_').count();
+                let foreign = v.iter().any(|b| *b >= 0x80);
+                words && v.len() >= 6 && (underscores >= 2 || foreign && underscores >= 1)
             })
         })
     });
@@ -1096,7 +1099,7 @@ fn tool_call(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 
 // ---- the rules ----------------------------------------------------------------------
 
-const RULES: [Rule; 34] = [
+const RULES: [Rule; 36] = [
     // -- instruction override
     Rule {
         id: "ignore_previous",
@@ -1316,6 +1319,14 @@ const RULES: [Rule; 34] = [
         judge: fake_boundary,
     },
     Rule {
+        id: "json_role",
+        category: Category::RoleSpoofing,
+        anchor: Anchor::Start,
+        keywords: &["\"role\""],
+        pattern: r#""role"\s?:\s?"(?:system|developer)""#,
+        judge: system_tag,
+    },
+    Rule {
         id: "role_header_link",
         category: Category::RoleSpoofing,
         anchor: Anchor::Start,
@@ -1407,6 +1418,14 @@ const RULES: [Rule; 34] = [
         keywords: &["]: http", "]:http", "]: //"],
         pattern: r"^[ \t]{0,3}\[[^\]\n]{1,60}\]:\s?<?(?:https?:)?//[^\s>]{1,300}",
         judge: url_data,
+    },
+    Rule {
+        id: "url_placeholder",
+        category: Category::Exfiltration,
+        anchor: Anchor::Around(300, 16),
+        keywords: &["=<", "={", "=[", "=$", "=%7b", "=%3c", "=%24"],
+        pattern: r"(?:https?:)?//[^\s?]{1,200}\?[^\s]{0,200}?=(?:[<{\[$]|%7b|%3c|%24)",
+        judge: always_medium,
     },
     Rule {
         id: "javascript_link",

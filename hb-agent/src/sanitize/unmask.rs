@@ -57,9 +57,10 @@ const KEY_WORDS: [&str; 16] = [
 ];
 
 /// Stems spelled in leetspeak: long enough that a leet form is never an ordinary word.
-const LEET_STEMS: [&str; 10] = [
+const LEET_STEMS: [&str; 19] = [
     "ignor", "disreg", "instruc", "previo", "prompt", "system", "reveal", "bypass", "passw",
-    "jailbr",
+    "jailbr", "olvid", "previ", "indica", "istruz", "consign", "anweis", "esquec", "dimentic",
+    "pwned",
 ];
 
 /// Letters the leetspeak triggers may replace, and by what.
@@ -121,6 +122,18 @@ pub(super) fn triggers() -> Vec<(Vec<u8>, Mask)> {
     }
     for m in MORSE_WORDS {
         out.push((m.as_bytes().to_vec(), Mask::Morse));
+    }
+    // A word break after any letter: messages in other languages hold one too.
+    for (code, c) in MORSE {
+        if c.is_ascii_alphabetic() {
+            out.push((format!(" {code} / ").into_bytes(), Mask::Morse));
+        }
+    }
+    // Chinese and Japanese key words with a separator between the characters.
+    for w in [
+        "無.視", "指.示", "忽.略", "指.令", "无.视", "無 視", "指 示", "忽 略",
+    ] {
+        out.push((w.as_bytes().to_vec(), Mask::Spaced));
     }
     out.sort();
     out.dedup_by(|a, b| a.0 == b.0);
@@ -348,7 +361,10 @@ fn join_separated(token: &str) -> String {
         let sep = chars[1];
         if matches!(sep, '.' | '-' | '_' | '*' | '|')
             && chars.iter().skip(1).step_by(2).all(|c| *c == sep)
-            && chars.iter().step_by(2).all(|c| c.is_alphabetic())
+            && chars
+                .iter()
+                .step_by(2)
+                .all(|c| !c.is_whitespace() && *c != sep)
         {
             return chars.iter().step_by(2).collect();
         }
