@@ -502,7 +502,8 @@ impl Cues {
                 } else if imperative {
                     Severity::Medium
                 } else {
-                    Severity::Low
+                    // A greeting with no command after it.
+                    return None;
                 };
                 (s, cue)
             }

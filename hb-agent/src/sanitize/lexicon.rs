@@ -452,7 +452,7 @@ const FR: Lexicon = Lexicon {
         "chère ia", "cher assistant", "à l'assistant", "aux ia", "ia qui lit", "si tu lis ceci",
         "si vous lisez ceci", "agent ia", "agents ia", "modèle d'ia", "modèles d'ia",
         "assistant ia", "bonjour assistant", "assistant,", "agent,", "ia,", "agents automatisés",
-        "agents de code", "assistants ia", "assistant :", "assistant:",
+        "agents de code", "assistants ia", "assistant :",
     ],
     instructions: &[
         "instruction*", "consigne*", "directive*", "prompt*", "ce qu'on t'a dit",

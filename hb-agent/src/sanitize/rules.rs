@@ -929,8 +929,6 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
         "data_here",
         "insert",
         "secret",
-        "token=",
-        "key=",
         "password",
         "conversation",
         "history",
