@@ -77,7 +77,7 @@ pub(super) struct Engine {
     words: Vec<Vec<u8>>,
     /// For each keyword, the rules that use it.
     keyword_rules: Vec<Vec<usize>>,
-    /// For each keyword, the lexicon cues it is (indices into `CUES.cue_info`).
+    /// For each keyword, the lexicon keys it is (indices into `CUES.keys`).
     keyword_cues: Vec<Vec<usize>>,
     /// For each keyword, the hidden spelling of a key word it is, if it is one.
     keyword_masks: Vec<Option<Mask>>,
@@ -124,7 +124,7 @@ impl Engine {
             .enumerate()
             .map(|(i, w)| (w.clone(), i))
             .collect();
-        for (c, w) in CUES.words.iter().enumerate() {
+        for (c, (w, _)) in CUES.keys.iter().enumerate() {
             let p = *index.entry(w.clone()).or_insert_with(|| {
                 words.push(w.clone());
                 keyword_rules.push(Vec::new());
@@ -319,7 +319,7 @@ fn cue_hits(ctx: &Ctx<'_>, mut places: Vec<(usize, usize)>) -> Vec<Hit> {
     places.sort_unstable();
     let mut hits: Vec<Hit> = Vec::new();
     for (p, c) in places {
-        let Some(mut h) = CUES.judge(ctx.v, c, p) else {
+        let Some(mut h) = CUES.judge_key(ctx.v, CUES.keys[c].1, p) else {
             continue;
         };
         if h.negatable && ctx.negated(p) {
@@ -1727,7 +1727,7 @@ mod tests {
             }
         }
         let mut places = Vec::new();
-        for (c, w) in CUES.words.iter().enumerate() {
+        for (c, (w, _)) in CUES.keys.iter().enumerate() {
             places.extend(memchr::memmem::find_iter(view, w).map(|p| (p, c)));
         }
         let mut out: Vec<_> = add_uncovered(hits, cue_hits(&ctx, places))

@@ -57,10 +57,9 @@ const KEY_WORDS: [&str; 16] = [
 ];
 
 /// Stems spelled in leetspeak: long enough that a leet form is never an ordinary word.
-const LEET_STEMS: [&str; 19] = [
-    "ignor", "disreg", "instruc", "previo", "prompt", "system", "reveal", "bypass", "passw",
-    "jailbr", "olvid", "previ", "indica", "istruz", "consign", "anweis", "esquec", "dimentic",
-    "pwned",
+const LEET_STEMS: [&str; 12] = [
+    "ignor", "disreg", "instruc", "prompt", "system", "passw", "olvid", "previ", "indica",
+    "istruz", "anweis", "pwned",
 ];
 
 /// Letters the leetspeak triggers may replace, and by what.
