@@ -18,9 +18,15 @@
 //!    folded to Latin, lower case, blank runs collapsed — with a map back to the returned
 //!    text. A keyword automaton finds candidate places; bounded rules around them decide:
 //!    instruction override, role and chat-template spoofing, tool-call spoofing,
-//!    exfiltration cues, credential requests, dangerous commands.
-//! 4. **Decode** (`decode`): base64, hex and percent-encoded runs are decoded once and the
-//!    result goes through step 3; findings point at the encoded run.
+//!    exfiltration cues, credential requests, dangerous commands. The same pass finds the
+//!    cues of the multilingual function rules (`lexicon`, judged by `cues`): a command to
+//!    disregard, a request for hidden text, a persona switch, a fixed-output demand, a
+//!    forged boundary, a claim of authority, a note addressed to the model — each with its
+//!    target in the same sentence.
+//! 4. **Decode** (`decode`, `unmask`): base64, hex and percent-encoded runs are decoded once
+//!    and the result goes through step 3; findings point at the encoded run. Lines that
+//!    hold a key word in rot13, reversed, letter-spaced, leetspeak or morse spelling are
+//!    decoded and checked the same way.
 //! 5. **Judge**: each finding carries a severity. Mentions (in code, quoted, negated: "never
 //!    run `rm -rf /`") stay at medium; phrasing that only makes sense as an attack is high.
 //!    `flagged` means medium or above.
@@ -30,8 +36,9 @@
 //!    carrying a random tag and returns the line to put in the system prompt.
 //!
 //! What a deterministic barrier cannot do: understand meaning. A paraphrased instruction
-//! ("kindly set aside what you were told earlier"), one in another language, split
-//! across fields, encoded twice, in an image, or simply persuasive prose passes. Treat a
+//! ("kindly set aside what you were told earlier") outside the lexicons, one in a language
+//! they do not cover, split across fields, encoded twice, in an image, or simply
+//! persuasive prose passes. Treat a
 //! clean result as "no known marker", never as "safe": spotlighting and the broker's
 //! credential isolation are the defences that do not depend on recognising the attack.
 
