@@ -8,6 +8,7 @@ mod bench_guard_peers;
 mod bench_sandbox;
 mod bench_sanitize;
 mod bench_scrub;
+mod sanitize_eval;
 mod scrub_precision;
 mod scrub_recall;
 mod setup;
@@ -59,6 +60,11 @@ enum Command {
     /// altered lines per MB, and with --list every alteration.
     #[command(name = "scrub-precision", after_help = scrub_precision::PRECISION_EXAMPLES)]
     ScrubPrecision(scrub_precision::PrecisionArgs),
+    /// The sanitizer's recall per family and language on the attack corpus, and its
+    /// false positives on the benign corpus (testdata/corpus), for the development and
+    /// the test half. The test half is for measuring only: never tune detection on its
+    /// texts (--list-missed / --list-false-positives print them).
+    SanitizeEval(sanitize_eval::EvalArgs),
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
     #[command(name = "__connect-loop", hide = true)]
     ConnectLoop { addr: String, n: usize },
@@ -87,6 +93,7 @@ fn main() -> ExitCode {
         Command::Bench { which, previous } => bench::bench(which.as_deref(), previous.as_deref()),
         Command::ScrubRecall(args) => scrub_recall::recall(&args),
         Command::ScrubPrecision(args) => scrub_precision::precision(&args),
+        Command::SanitizeEval(args) => sanitize_eval::eval(&args),
         Command::ConnectLoop { addr, n } => bench::connect_loop(&addr, n),
         Command::GuardServer { addr, cert, key } => bench_guard_peers::server(&addr, &cert, &key),
         Command::GuardClient(args) => bench_guard_peers::client(&args),

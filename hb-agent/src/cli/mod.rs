@@ -203,6 +203,11 @@ enum Command {
         #[arg(long)]
         phases: bool,
     },
+    /// (internal) Sanitize many texts in one process: JSON Lines `{"id"?, "text"}` on
+    /// stdin, one JSON line `{"id", "flagged", "severity", "categories", "rules"}` per
+    /// input line on stdout. Used by `cargo xtask sanitize-eval`.
+    #[command(name = "__sanitize-batch", hide = true)]
+    SanitizeBatch,
     /// Test aid: one request through the broker's outbound path, printed as JSON.
     #[command(name = "__outbound", hide = true)]
     Outbound(outbound_debug::OutboundArgs),
@@ -497,6 +502,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             corpus,
             phases,
         } => sanitize::bench(&input, iterations, corpus, phases),
+        Command::SanitizeBatch => sanitize::batch(),
         Command::Outbound(args) => {
             let config = Config::load(cli.config.as_deref())?;
             outbound_debug::run(config, args)

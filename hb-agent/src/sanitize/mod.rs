@@ -18,9 +18,15 @@
 //!    folded to Latin, lower case, blank runs collapsed — with a map back to the returned
 //!    text. A keyword automaton finds candidate places; bounded rules around them decide:
 //!    instruction override, role and chat-template spoofing, tool-call spoofing,
-//!    exfiltration cues, credential requests, dangerous commands.
-//! 4. **Decode** (`decode`): base64, hex and percent-encoded runs are decoded once and the
-//!    result goes through step 3; findings point at the encoded run.
+//!    exfiltration cues, credential requests, dangerous commands. The same pass finds the
+//!    cues of the multilingual function rules (`lexicon`, judged by `cues`): a command to
+//!    disregard, a request for hidden text, a persona switch, a fixed-output demand, a
+//!    forged boundary, a claim of authority, a note addressed to the model — each with its
+//!    target in the same sentence.
+//! 4. **Decode** (`decode`, `unmask`): base64, hex and percent-encoded runs are decoded once
+//!    and the result goes through step 3; findings point at the encoded run. Lines that
+//!    hold a key word in rot13, reversed, letter-spaced, leetspeak or morse spelling are
+//!    decoded and checked the same way.
 //! 5. **Judge**: each finding carries a severity. Mentions (in code, quoted, negated: "never
 //!    run `rm -rf /`") stay at medium; phrasing that only makes sense as an attack is high.
 //!    `flagged` means medium or above.
@@ -30,18 +36,22 @@
 //!    carrying a random tag and returns the line to put in the system prompt.
 //!
 //! What a deterministic barrier cannot do: understand meaning. A paraphrased instruction
-//! ("kindly set aside what you were told earlier"), one in another language, split
-//! across fields, encoded twice, in an image, or simply persuasive prose passes. Treat a
+//! ("kindly set aside what you were told earlier") outside the lexicons, one in a language
+//! they do not cover, split across fields, encoded twice, in an image, or simply
+//! persuasive prose passes. Treat a
 //! clean result as "no known marker", never as "safe": spotlighting and the broker's
 //! credential isolation are the defences that do not depend on recognising the attack.
 
 mod clean;
+mod cues;
 mod decode;
+mod lexicon;
 mod rules;
 mod skip;
 mod spotlight;
 #[cfg(test)]
 mod tests;
+mod unmask;
 mod view;
 
 use std::ops::Range;
@@ -138,6 +148,13 @@ pub enum Encoding {
     Url,
     TagCharacters,
     VariationSelectors,
+    Rot13,
+    Reversed,
+    /// `i g n o r e`, `i.g.n.o.r.e`.
+    LetterSpaced,
+    /// `1gn0r3`.
+    Leetspeak,
+    Morse,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -375,13 +392,16 @@ fn escalate(findings: &mut [Finding]) {
     }
 }
 
-/// Step 3 alone. Spans are in `text`; for decoded text the caller moves them.
+/// Step 3 alone, and the lines of `text` that hold a key word in a hidden spelling,
+/// decoded and checked once (not again inside decoded text). Spans are in `text`; for
+/// decoded text the caller moves them.
 fn detect_plain(text: &str, decoded_from: Option<Encoding>, excerpts: Excerpts) -> Vec<Finding> {
     let view = view::View::build(text);
-    let mut hits = rules::ENGINE.scan(view.bytes());
+    let (mut hits, masked) = rules::ENGINE.scan_masked(view.bytes());
     hits.sort_unstable_by_key(|hit| hit.view.start);
     let mut cursor = 0;
-    hits.into_iter()
+    let mut findings: Vec<Finding> = hits
+        .into_iter()
         .map(|hit| {
             let span = view.to_output_after(&mut cursor, hit.view);
             Finding {
@@ -393,7 +413,53 @@ fn detect_plain(text: &str, decoded_from: Option<Encoding>, excerpts: Excerpts) 
                 decoded_from,
             }
         })
-        .collect()
+        .collect();
+    if decoded_from.is_none() && !masked.is_empty() {
+        findings.extend(unmasked(text, &view, masked));
+    }
+    findings
+}
+
+/// Findings in the lines that hold a hidden spelling of a key word: what the rules find
+/// in the decoded line, or, when they find nothing, the key word itself (medium). Each
+/// spans the line.
+fn unmasked(text: &str, view: &view::View, mut masked: Vec<(usize, unmask::Mask)>) -> Vec<Finding> {
+    masked.sort_unstable_by_key(|(p, _)| *p);
+    let mut out = Vec::new();
+    let mut done: Vec<(unmask::Mask, Range<usize>)> = Vec::new();
+    let mut cursor = 0;
+    for (p, mask) in masked {
+        let at = view.to_output_after(&mut cursor, p..p + 1).start;
+        let line = unmask::line_around(text.as_bytes(), at);
+        if done.iter().any(|(m, l)| *m == mask && *l == line) {
+            continue;
+        }
+        done.push((mask, line.clone()));
+        let Some(u) = unmask::decode(mask, text, line) else {
+            continue;
+        };
+        let encoding = mask.encoding();
+        let span = [u.line.start, u.line.end];
+        let inner: Vec<Finding> = detect_plain(&u.decoded, Some(encoding), Excerpts::Now)
+            .into_iter()
+            .filter(|f| f.severity >= Severity::Medium)
+            .collect();
+        if inner.is_empty() {
+            if unmask::holds_key_word(&u.decoded) {
+                out.push(Finding {
+                    category: Category::InstructionOverride,
+                    severity: Severity::Medium,
+                    rule: "obfuscated_keyword",
+                    span,
+                    excerpt: Some(excerpt(&u.decoded)),
+                    decoded_from: Some(encoding),
+                });
+            }
+            continue;
+        }
+        out.extend(inner.into_iter().map(|f| Finding { span, ..f }));
+    }
+    out
 }
 
 /// `s` cut to [`EXCERPT_CHARS`] characters.

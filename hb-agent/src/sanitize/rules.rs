@@ -24,7 +24,11 @@ use regex_automata::{
     util::syntax,
 };
 
-use super::{Category, Severity};
+use super::{
+    Category, Severity,
+    cues::CUES,
+    unmask::{self, Mask},
+};
 
 /// The longest match of a rule that starts at its keyword.
 const START_MAX: usize = 512;
@@ -62,8 +66,21 @@ pub(super) struct Hit {
 pub(super) struct Engine {
     rules: Vec<(Rule, Regex)>,
     keywords: DFA,
+    /// The keywords, rules' and lexicon cues' alike.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the tests compare the keyword pass with one search over them"
+        )
+    )]
+    words: Vec<Vec<u8>>,
     /// For each keyword, the rules that use it.
     keyword_rules: Vec<Vec<usize>>,
+    /// For each keyword, the lexicon keys it is (indices into `CUES.keys`).
+    keyword_cues: Vec<Vec<usize>>,
+    /// For each keyword, the hidden spelling of a key word it is, if it is one.
+    keyword_masks: Vec<Option<Mask>>,
 }
 
 pub(super) static ENGINE: LazyLock<Engine> = LazyLock::new(Engine::new);
@@ -72,19 +89,19 @@ impl Engine {
     /// Compiles the rule table. It is a constant that `every_rule_compiles_and_has_keywords`
     /// builds in every test run, so a failure here is a programming error.
     fn new() -> Engine {
-        let mut words: Vec<&'static str> = Vec::new();
+        let mut words: Vec<Vec<u8>> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         let mut rules = Vec::new();
         for (i, rule) in RULES.into_iter().enumerate() {
             for &k in rule.keywords {
-                match words.iter().position(|w| *w == k) {
+                match words.iter().position(|w| w == k.as_bytes()) {
                     Some(p) => {
                         if !keyword_rules[p].contains(&i) {
                             keyword_rules[p].push(i);
                         }
                     }
                     None => {
-                        words.push(k);
+                        words.push(k.as_bytes().to_vec());
                         keyword_rules.push(vec![i]);
                     }
                 }
@@ -101,6 +118,32 @@ impl Engine {
                 .unwrap_or_else(|e| panic!("rule {}: {e}", rule.id));
             rules.push((rule, re));
         }
+        let mut keyword_cues: Vec<Vec<usize>> = vec![Vec::new(); words.len()];
+        let mut index: std::collections::HashMap<Vec<u8>, usize> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i))
+            .collect();
+        for (c, (w, _)) in CUES.keys.iter().enumerate() {
+            let p = *index.entry(w.clone()).or_insert_with(|| {
+                words.push(w.clone());
+                keyword_rules.push(Vec::new());
+                keyword_cues.push(Vec::new());
+                words.len() - 1
+            });
+            keyword_cues[p].push(c);
+        }
+        let mut keyword_masks: Vec<Option<Mask>> = vec![None; words.len()];
+        for (w, mask) in unmask::triggers() {
+            let p = *index.entry(w.clone()).or_insert_with(|| {
+                words.push(w);
+                keyword_rules.push(Vec::new());
+                keyword_cues.push(Vec::new());
+                keyword_masks.push(None);
+                words.len() - 1
+            });
+            keyword_masks[p] = Some(mask);
+        }
         // A full DFA: the keyword pass touches every byte, and overlapping search (every
         // keyword, even inside another) runs at DFA speed only. No prefilter: the
         // keywords start with most letters, so it would stop at most bytes.
@@ -113,22 +156,40 @@ impl Engine {
         Engine {
             rules,
             keywords,
+            words,
             keyword_rules,
+            keyword_cues,
+            keyword_masks,
         }
     }
 
     /// Every rule match in `view` that its judge keeps, in no particular order.
     pub fn scan(&self, view: &[u8]) -> Vec<Hit> {
+        self.scan_masked(view).0
+    }
+
+    /// [`Engine::scan`], and the places of key words in a hidden spelling (rot13,
+    /// reversed, spaced, leetspeak, morse) for [`unmask`] to decode.
+    pub fn scan_masked(&self, view: &[u8]) -> (Vec<Hit>, Vec<(usize, Mask)>) {
         let ctx = Ctx::new(view);
+        let mut masked = Vec::new();
         // The keyword places of each rule, in order. One rule's searches run together:
         // interleaved, the thirty rules' automata pushed each other out of the CPU
         // caches and every search started cold.
         let mut places: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
+        let mut cue_places: Vec<(usize, usize)> = Vec::new();
         for (keyword, p) in self.keyword_places(view) {
             for &r in &self.keyword_rules[keyword] {
                 places[r].push(p);
             }
+            for &c in &self.keyword_cues[keyword] {
+                cue_places.push((p, c));
+            }
+            if let Some(mask) = self.keyword_masks[keyword] {
+                masked.push((p, mask));
+            }
         }
+        let cues = cue_hits(&ctx, cue_places);
         let mut hits = Vec::new();
         for ((rule, re), places) in self.rules.iter().zip(&places) {
             // Matches starting below this were already reported.
@@ -192,7 +253,7 @@ impl Engine {
                 }
             }
         }
-        hits
+        (add_uncovered(hits, cues), masked)
     }
 
     /// Every keyword occurrence in `view`, overlapping ones included, as (keyword, start),
@@ -250,6 +311,71 @@ impl Engine {
         }
         found.concat()
     }
+}
+
+/// The lexicon cues' findings: one per rule and place (a word in two languages' lists,
+/// or two cues of one phrase, give one finding, the most severe).
+fn cue_hits(ctx: &Ctx<'_>, mut places: Vec<(usize, usize)>) -> Vec<Hit> {
+    places.sort_unstable();
+    let mut hits: Vec<Hit> = Vec::new();
+    for (p, c) in places {
+        let Some(mut h) = CUES.judge_key(ctx.v, CUES.keys[c].1, p) else {
+            continue;
+        };
+        if h.negatable && ctx.negated(p) {
+            continue;
+        }
+        h.severity = ctx.cap_mention(&h.view, h.severity);
+        let dup =
+            hits.iter_mut().rev().take(8).find(|o| {
+                o.rule == h.rule && o.view.start < h.view.end && h.view.start < o.view.end
+            });
+        match dup {
+            Some(o) => {
+                if h.severity > o.severity {
+                    o.severity = h.severity;
+                }
+                o.view = o.view.start.min(h.view.start)..o.view.end.max(h.view.end);
+            }
+            None => hits.push(Hit {
+                rule: h.rule,
+                category: h.category,
+                severity: h.severity,
+                view: h.view,
+            }),
+        }
+    }
+    hits
+}
+
+/// The rule hits and the cue hits that no rule hit of the same category and at least
+/// the same severity overlaps: an English attack that a rule names precisely is reported
+/// once, by that rule.
+fn add_uncovered(mut hits: Vec<Hit>, cues: Vec<Hit>) -> Vec<Hit> {
+    if cues.is_empty() {
+        return hits;
+    }
+    let mut by_start: Vec<(usize, usize)> = hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.view.start, i))
+        .collect();
+    by_start.sort_unstable();
+    for c in cues {
+        // Rule matches are at most a few hundred bytes long.
+        let from = by_start.partition_point(|(s, _)| *s + 1024 < c.view.start);
+        let covered = by_start[from..]
+            .iter()
+            .take_while(|(s, _)| *s < c.view.end)
+            .map(|&(_, i)| &hits[i])
+            .any(|r| {
+                r.category == c.category && r.severity >= c.severity && c.view.start < r.view.end
+            });
+        if !covered {
+            hits.push(c);
+        }
+    }
+    hits
 }
 
 /// Keyword passes run side by side (see [`Engine::keyword_places`]).
@@ -426,7 +552,8 @@ impl<'a> Ctx<'a> {
     /// Instruction-like words shortly after `p`: what makes a role label or a fake
     /// boundary an attack rather than a transcript.
     fn instructions_after(&self, p: usize, n: usize) -> bool {
-        INSTRUCTION_CUES.any_in(self.after(p, n))
+        let after = self.after(p, n);
+        INSTRUCTION_CUES.any_in(after) || CUES.directive_in(after)
     }
 }
 
@@ -802,12 +929,30 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
         "data_here",
         "insert",
         "secret",
-        "token=",
-        "key=",
         "password",
         "conversation",
         "history",
         "base64",
+        // The same placeholders in the other languages' words.
+        "einfugen",
+        "einfuegen",
+        "einsetzen",
+        "passwort",
+        "zusammenfassung",
+        "verlauf",
+        "inserer",
+        "insertar",
+        "inserir",
+        "inserire",
+        "systemprompt",
+        "system_prompt",
+        "api_key",
+        "apikey",
+        "_here",
+        "_hier",
+        "_ici",
+        "_aqui",
+        "_qui",
     ]);
     let m = &c.v[r.clone()];
     let is_image = m.starts_with(b"!") || m.starts_with(b"<img");
@@ -832,9 +977,22 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"+=_-%".contains(b))
     });
+    // A value spelled like a template slot (`?c=your_api_key_here`, `?email=사용자_이메일`).
+    let slot_value = query.is_some_and(|q| {
+        q.split(|b| *b == b'&').any(|kv| {
+            kv.splitn(2, |b| *b == b'=').nth(1).is_some_and(|v| {
+                let words = v
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || *b == b'_' || *b >= 0x80);
+                let underscores = v.iter().filter(|b| **b == b'_').count();
+                let foreign = v.iter().any(|b| *b >= 0x80);
+                words && v.len() >= 6 && (underscores >= 2 || foreign && underscores >= 1)
+            })
+        })
+    });
     let s = if placeholder {
         Severity::High
-    } else if is_image && (long_value || long_segment) {
+    } else if slot_value || is_image && (long_value || long_segment) {
         Severity::Medium
     } else if is_image && query.is_some() {
         Severity::Low
@@ -939,7 +1097,7 @@ fn tool_call(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 
 // ---- the rules ----------------------------------------------------------------------
 
-const RULES: [Rule; 30] = [
+const RULES: [Rule; 36] = [
     // -- instruction override
     Rule {
         id: "ignore_previous",
@@ -976,6 +1134,14 @@ const RULES: [Rule; 30] = [
         keywords: &["instruction", "directive", "system prompt", "orders"],
         pattern: r"\b(?:new|updated|revised|real|actual|true|override|secret|hidden|additional|priority|important|urgent|correct)\s{1,3}(?:system\s{1,3})?(?:instructions?|directives?|prompt|orders)\s{0,3}(?::|-|\bare\b|\bfollow\b)",
         judge: new_instructions,
+    },
+    Rule {
+        id: "dual_persona",
+        category: Category::InstructionOverride,
+        anchor: Anchor::Around(100, 40),
+        keywords: &["and as ", "and also as "],
+        pattern: r"\b(?:answer|respond|reply|act|behave|write)\b[^\n.]{0,60}?\bas\s[^\n.]{1,40}?\band\s(?:also\s)?as\b",
+        judge: always_high,
     },
     Rule {
         id: "persona_override",
@@ -1080,8 +1246,8 @@ const RULES: [Rule; 30] = [
         keywords: &[
             "<system",
             "</system",
-            "<instructions",
-            "</instructions",
+            "<instruction",
+            "</instruction",
             "<sys_prompt",
             "</sys_prompt",
             "<sys-prompt",
@@ -1099,7 +1265,7 @@ const RULES: [Rule; 30] = [
             "</data",
             "</input",
         ],
-        pattern: r"</?(?:system|system[_-]?prompt|sys[_-]?prompt|instructions|developer(?:[_-]instructions)?|admin|assistant)(?:\s[^>\n]{0,40})?>|</(?:user|context|document|untrusted[_-]?\w{0,20}|data|user[_-]?input|input)>",
+        pattern: r"</?(?:system|system[_-]?prompt|sys[_-]?prompt|instructions?|developer(?:[_-]instructions)?|admin|assistant)(?:\s[^>\n]{0,40})?>|</(?:user|context|document|untrusted[_-]?\w{0,20}|data|user[_-]?input|input)>",
         judge: system_tag,
     },
     Rule {
@@ -1149,6 +1315,28 @@ const RULES: [Rule; 30] = [
         keywords: &["end of", "---", "===", "###"],
         pattern: r"(?:\bend\s+of\s+(?:the\s+)?(?:document|context|input|data|email|text|user\s+input|file|conversation|transcript|message|content|page|article|search\s+results?|tool\s+output)\b|(?:-{3,}|={3,}|#{3,})\s?(?:end|system|admin|instructions?|new\s+instructions?|override)\b)",
         judge: fake_boundary,
+    },
+    Rule {
+        id: "json_role",
+        category: Category::RoleSpoofing,
+        anchor: Anchor::Start,
+        keywords: &["\"role\""],
+        pattern: r#""role"\s?:\s?"(?:system|developer)""#,
+        judge: system_tag,
+    },
+    Rule {
+        id: "role_header_link",
+        category: Category::RoleSpoofing,
+        anchor: Anchor::Start,
+        keywords: &[
+            "[system](#",
+            "[assistant](#",
+            "[user](#",
+            "[bot](#",
+            "[developer](#",
+        ],
+        pattern: r"\[(?:system|assistant|user|bot|developer)\]\(#[a-z0-9_\-]{1,40}\)",
+        judge: always_high,
     },
     // -- tool-call spoofing
     Rule {
@@ -1220,6 +1408,30 @@ const RULES: [Rule; 30] = [
         keywords: &["]("],
         pattern: r"(?:^|[^!])\[[^\]\n]{0,120}\]\(\s?<?(?:https?:)?//[^\s)]{1,300}",
         judge: url_data,
+    },
+    Rule {
+        id: "markdown_reference_url",
+        category: Category::Exfiltration,
+        anchor: Anchor::Around(64, 320),
+        keywords: &["]: http", "]:http", "]: //"],
+        pattern: r"^[ \t]{0,3}\[[^\]\n]{1,60}\]:\s?<?(?:https?:)?//[^\s>]{1,300}",
+        judge: url_data,
+    },
+    Rule {
+        id: "url_placeholder",
+        category: Category::Exfiltration,
+        anchor: Anchor::Around(300, 16),
+        keywords: &["=<", "={", "=[", "=$", "=%7b", "=%3c", "=%24"],
+        pattern: r"(?:https?:)?//[^\s?]{1,200}\?[^\s]{0,200}?=(?:[<{\[$]|%7b|%3c|%24)",
+        judge: always_medium,
+    },
+    Rule {
+        id: "javascript_link",
+        category: Category::Exfiltration,
+        anchor: Anchor::Around(24, 16),
+        keywords: &["javascript:"],
+        pattern: r#"(?:\]\(\s?<?|\]:\s?|\b(?:href|src|action|formaction)\s?=\s?["']?)javascript:"#,
+        judge: always_high,
     },
     Rule {
         id: "html_image_url",
@@ -1480,42 +1692,48 @@ mod tests {
         fn keyword_passes_find_what_one_overlapping_search_finds(
             parts in prop::collection::vec((0usize..400, 0usize..4), 0..60)
         ) {
-            let mut words: Vec<&str> = Vec::new();
-            for rule in &RULES {
-                for k in rule.keywords {
-                    if !words.contains(k) {
-                        words.push(k);
-                    }
-                }
-            }
-            let mut text = String::new();
+            let words = &ENGINE.words;
+            let mut text: Vec<u8> = Vec::new();
             for (w, filler) in parts {
-                text.push_str(words[w % words.len()]);
-                text.push_str(["", " ", "x", "\n"][filler]);
+                text.extend_from_slice(&words[(w * 7) % words.len()]);
+                text.extend_from_slice(["", " ", "x", "\n"][filler].as_bytes());
             }
             let one = AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
-                .build(&words)
+                .build(words)
                 .expect("automaton");
             let want: Vec<(usize, usize)> = one
-                .find_overlapping_iter(text.as_bytes())
+                .find_overlapping_iter(&text)
                 .map(|m| (m.pattern().as_usize(), m.start()))
                 .collect();
-            prop_assert_eq!(ENGINE.keyword_places(text.as_bytes()), want);
+            prop_assert_eq!(ENGINE.keyword_places(&text), want);
         }
     }
 
     /// Every rule over the whole view, no keywords, no windows: what `scan` must equal.
     fn scan_exhaustive(view: &[u8]) -> Vec<(&'static str, usize)> {
         let ctx = Ctx::new(view);
-        let mut out = Vec::new();
+        let mut hits = Vec::new();
         for (rule, re) in &ENGINE.rules {
             for mm in re.find_iter(view) {
-                if (rule.judge)(&ctx, mm.range()).is_some() {
-                    out.push((rule.id, mm.start()));
+                if let Some(severity) = (rule.judge)(&ctx, mm.range()) {
+                    hits.push(Hit {
+                        rule: rule.id,
+                        category: rule.category,
+                        severity,
+                        view: mm.range(),
+                    });
                 }
             }
         }
+        let mut places = Vec::new();
+        for (c, (w, _)) in CUES.keys.iter().enumerate() {
+            places.extend(memchr::memmem::find_iter(view, w).map(|p| (p, c)));
+        }
+        let mut out: Vec<_> = add_uncovered(hits, cue_hits(&ctx, places))
+            .iter()
+            .map(|h| (h.rule, h.view.start))
+            .collect();
         out.sort_unstable();
         out
     }
