@@ -65,15 +65,19 @@ pub(super) struct Engine {
     pub redactions: Vec<Redaction>,
 }
 
+/// Bytes before a hit its left boundary check reads: `\\uXXXX` is the longest escape it
+/// looks through (see `families::left_boundary`).
+pub const LOOKBACK: usize = 6;
+
 impl Engine {
-    /// The first input byte the engine still needs (one before `emit_pos`, for the left
-    /// boundary check of a hit right there).
+    /// The first input byte the engine still needs ([`LOOKBACK`] before `emit_pos`, for
+    /// the left boundary check of a hit right there).
     pub fn keep_from(&self, families: &Families, rules: &RuleSet) -> usize {
         self.emit_pos
             .min(self.family_settled(families))
             .min(self.live_pos)
             .min(self.loaded.settled(rules))
-            .saturating_sub(1)
+            .saturating_sub(LOOKBACK)
     }
 
     /// How far the input must reach for the hits deferred by the last `advance` to be

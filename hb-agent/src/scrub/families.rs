@@ -73,6 +73,27 @@ pub(super) struct Rule {
     pub check: Check,
 }
 
+/// Whether a keyword at `at` starts a word: the byte before is not an ASCII letter or
+/// digit — or it is, but only as the end of an escape standing for a separator: `\n`,
+/// `\r`, `\t`, `\b`, `\f` (JSON and C strings), `\uXXXX` (JSON; Go writes `&` as
+/// `\u0026`), `%XX` (percent-encoding). Reads at most `engine::LOOKBACK` bytes back.
+pub(super) fn left_boundary(hay: &[u8], at: usize) -> bool {
+    let before = &hay[..at];
+    let Some(&last) = before.last() else {
+        return true;
+    };
+    if !last.is_ascii_alphanumeric() {
+        return true;
+    }
+    let hex = |b: &[u8]| b.iter().all(u8::is_ascii_hexdigit);
+    match before {
+        [.., b'\\', b'n' | b'r' | b't' | b'b' | b'f'] => true,
+        [.., b'\\', b'u', a, b, c, d] => hex(&[*a, *b, *c, *d]),
+        [.., b'%', a, b] => hex(&[*a, *b]),
+        _ => false,
+    }
+}
+
 /// Cheap rejections for families whose keyword is common in clean text.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Quick {
@@ -1647,7 +1668,7 @@ impl Families {
         found: &mut Vec<Found>,
     ) -> bool {
         let rule = &RULES[r];
-        if rule.left_boundary && at > 0 && hay[at - 1].is_ascii_alphanumeric() {
+        if rule.left_boundary && !left_boundary(hay, at) {
             return true;
         }
         let partial = partial && hay.len() < at + rule.max_len;

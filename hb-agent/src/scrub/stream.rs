@@ -8,9 +8,10 @@
 //! `W` is the largest of: the window of a keyword hit near the end (its rules' longest
 //! match: 16 KiB for `jwt` and `pem_private_key`, 4 KiB for `bearer_token`,
 //! `authorization_header` and `google_oauth_token`, at most 1 KiB for every other
-//! family), the longest anchor plus the longest keyword offset (27 bytes), and the
+//! family), the longest anchor plus the longest keyword offset plus the left
+//! boundary's lookback (35 bytes), and the
 //! longest form of a registered live value (at most 3 × 4096 bytes; 120 for a
-//! 40-byte value). With no keyword near the end and no live values that is 27 bytes.
+//! 40-byte value). With no keyword near the end and no live values that is 35 bytes.
 //! Tokens longer than their family's window are cut there: the first `W` bytes are
 //! redacted, the rest is not (a 16 KiB JWT or PEM key is far beyond real ones).
 

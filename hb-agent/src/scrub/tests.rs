@@ -725,9 +725,9 @@ fn hold_back_stays_within_the_bound() {
     for _ in 0..100 {
         stream.push(prose.as_bytes(), &mut out);
         // The longest anchor (19, `BUNDLE_ENTERPRISE__`) plus the longest keyword offset
-        // before it (11).
+        // before it (11), plus the left boundary's lookback beyond the one byte (5).
         assert!(
-            stream.held() < 31,
+            stream.held() < 36,
             "held {} with no keyword pending",
             stream.held()
         );
@@ -852,7 +852,6 @@ mod attack {
     // --- Evasion: JSON and URL escapes before a token defeat the left boundary ---
 
     #[test]
-    #[ignore = "attack: a token right after a JSON \\n escape (an LLM answer in JSON) is not redacted: the `n` fails the left boundary"]
     fn a_token_after_a_json_newline_escape_is_redacted() {
         for token in [ANTHROPIC, HF, VAULT] {
             let json = format!("{{\"text\":\"Here is your key:\\n{token}\\n\"}}");
@@ -863,7 +862,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: Go's encoding/json writes & as \\u0026, so `\\u0026sig=` of a SAS URL fails the left boundary"]
     fn a_sas_signature_after_a_go_json_ampersand_is_redacted() {
         let json = format!(
             "{{\"url\":\"https://acme.blob.core.windows.net/c/b.csv?sv=2022-11-02\\u0026sp=r\\u0026sig={SAS_SIG}\"}}"
@@ -872,7 +870,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: a token after a percent-encoded separator (%20, %0A, %3D) fails the left boundary"]
     fn a_token_after_a_percent_escape_is_redacted() {
         for sep in ["%20", "%0A", "%3D"] {
             assert_gone(
