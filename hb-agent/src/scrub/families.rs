@@ -1792,6 +1792,7 @@ fn plausible_value(v: &[u8], bits: f64, letter: bool, digits: usize) -> bool {
     if PLACEHOLDERS
         .iter()
         .any(|p| lower.windows(p.len()).any(|w| w == *p))
+        || public_shape(&lower)
     {
         return false;
     }
@@ -1803,6 +1804,53 @@ fn plausible_value(v: &[u8], bits: f64, letter: bool, digits: usize) -> bool {
                 && part.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
         });
     !dotted
+}
+
+/// Values whose shape says what they are, and it is not a credential: an integrity hash
+/// or image digest (`sha512-…`, `sha256:…`), an address with a port (`db.internal:5432`,
+/// `10.0.0.7:8080`), a timestamp (`2024-05-01T12:00:00Z`), a version (`v2.3.14-rc1`,
+/// `5.0.1.3006-linux`), an object key or file path ending in an extension
+/// (`uploads/2024/<uuid>.png`). `v` is lower-cased.
+fn public_shape(v: &[u8]) -> bool {
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let integrity = [
+        "sha1-", "sha256-", "sha384-", "sha512-", "sha256:", "sha512:",
+    ]
+    .iter()
+    .any(|p| v.starts_with(p.as_bytes()));
+    let host_port = match v.iter().rposition(|&b| b == b':') {
+        Some(i) if (2..=5).contains(&(v.len() - i - 1)) && digits(&v[i + 1..]) => v[..i]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'),
+        _ => false,
+    };
+    let timestamp = v.len() >= 16
+        && digits(&v[0..4])
+        && v[4] == b'-'
+        && digits(&v[5..7])
+        && v[7] == b'-'
+        && digits(&v[8..10])
+        && matches!(v[10], b't' | b' ')
+        && digits(&v[11..13])
+        && v[13] == b':';
+    let version = {
+        let rest = v.strip_prefix(b"v").unwrap_or(v);
+        let mut parts = rest.split(|&b| b == b'.');
+        let (a, b) = (parts.next(), parts.next());
+        let c = parts.next().map(|c| {
+            let n = c.iter().take_while(|b| b.is_ascii_digit()).count();
+            &c[..n]
+        });
+        a.is_some_and(digits) && b.is_some_and(digits) && c.is_some_and(digits)
+    };
+    let object_key = v.contains(&b'/')
+        && v.rsplit(|&b| b == b'/').next().is_some_and(|last| {
+            last.iter().rposition(|&b| b == b'.').is_some_and(|dot| {
+                let ext = &last[dot + 1..];
+                (2..=4).contains(&ext.len()) && ext.iter().all(u8::is_ascii_lowercase)
+            })
+        });
+    integrity || host_port || timestamp || version || object_key
 }
 
 /// Shannon entropy in bits per byte.
