@@ -160,8 +160,8 @@ fn rule_file(name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn rules_files_redact_with_their_ids_and_report_what_cannot_run() {
     let gl = gitleaks_toml();
-    // A made-up GitLab pipeline trigger token and Cloudflare key (no built-in family).
-    let text = "GITLAB=glptt-4f9c2a7e1b3d5f608a2c4e6b8d0f1a3c5e7b9d2f\ncloudflare_api_key = \"Qx7Lm2Rb9Kt4Wz8Np3Vh6Jd1Fs5Gc0Ya3Eu7Tk9B\"\nplain line\n";
+    // A made-up NuGet config password (no built-in family covers it).
+    let text = "<add key=\"ClearTextPassword\" value=\"Qx7Lm2Rb9Kt4Wz8N\" />\nplain line\n";
     let out = scrub(&["--rules", &gl], text.as_bytes());
     assert!(
         out.status.success(),
@@ -170,7 +170,7 @@ fn rules_files_redact_with_their_ids_and_report_what_cannot_run() {
     );
     assert_eq!(
         String::from_utf8(out.stdout).expect("utf-8"),
-        "GITLAB=[REDACTED:gitlab-ptt]\ncloudflare_api_key = \"[REDACTED:cloudflare-api-key]\"\nplain line\n"
+        "<add key=\"ClearTextPassword\" value=\"[REDACTED:nuget-config-password]\" />\nplain line\n"
     );
     // The one rule it cannot run is named on stderr.
     let stderr = String::from_utf8_lossy(&out.stderr);
