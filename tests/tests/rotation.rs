@@ -26,7 +26,8 @@ const OLD: &str = "key-old-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const BAD_OLD: &str = "key-bad-old-00112233445566778899aabbccddeeff";
 
 /// The provider's tool: `create` mints a key (added to the store unless `--forget`),
-/// `revoke` removes one. It authenticates with the key being replaced, or (`--admin`)
+/// `revoke` removes one; it also says on stderr what it minted (the agent's log must not
+/// repeat it). It authenticates with the key being replaced, or (`--admin`)
 /// with an account of its own, which can replace a key the provider already revoked.
 const ROTATOR: &str = r#"
 import json, secrets, sys
@@ -40,6 +41,7 @@ if req["op"] == "create":
     new = "key-new-" + secrets.token_hex(16)
     if not forget:
         live.append(new)
+    print("minted " + new + " for " + req["account"], file=sys.stderr)
     print(json.dumps({"secret": new}))
 elif req["op"] == "revoke":
     live = [k for k in live if k != req["secret"]]
@@ -360,6 +362,10 @@ fn the_agent_rotates_through_the_provider_and_handles_follow() {
     let log = env.agent().log_text();
     let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
     assert!(audit.contains("\"rotation\""), "rotation steps are audited");
+    assert!(
+        log.contains("rotator wrote to stderr") && log.contains("[REDACTED:new_secret]"),
+        "the rotator's stderr is logged with the key it minted cut out"
+    );
     for key in [OLD, BAD_OLD, new.as_str()] {
         for (name, text) in [
             ("client", &text),

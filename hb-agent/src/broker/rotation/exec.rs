@@ -71,21 +71,55 @@ pub struct Ask<'a> {
 impl ExecRotator {
     /// `create`: a new credential replacing `ask.secret`.
     pub async fn create(&self, ask: &Ask<'_>) -> Result<Minted, RotatorError> {
-        let mut out = self.run(ask).await?;
+        let (result, mut err) = self.run(ask).await;
+        let mut out = result?;
         let minted = parse_minted(&out);
         out.zeroize();
+        // The new value is not registered with the scrubber yet: a rotator that echoes it
+        // on stderr must not put it in the log.
+        if let Ok(m) = &minted {
+            err = without(err, m.secret.expose());
+        }
+        self.log_stderr(ask, &err);
+        err.zeroize();
         minted
     }
 
     /// `revoke`: the provider stops accepting `ask.secret`.
     pub async fn revoke(&self, ask: &Ask<'_>) -> Result<(), RotatorError> {
-        let mut out = self.run(ask).await?;
+        let (result, mut err) = self.run(ask).await;
+        self.log_stderr(ask, &err);
+        err.zeroize();
+        let mut out = result?;
         out.zeroize();
         Ok(())
     }
 
-    /// Runs the rotator once: the request in, stdout back (exit 0 only).
-    async fn run(&self, ask: &Ask<'_>) -> Result<Vec<u8>, RotatorError> {
+    /// What the rotator wrote on stderr, for the operator (the log is scrubbed of every
+    /// registered value and known token family).
+    fn log_stderr(&self, ask: &Ask<'_>, err: &[u8]) {
+        if !err.is_empty() {
+            tracing::warn!(
+                rotator = %self.argv[0],
+                op = ask.op,
+                stderr = %String::from_utf8_lossy(err),
+                "rotator wrote to stderr"
+            );
+        }
+    }
+
+    /// Runs the rotator once: stdout (exit 0 only), and stderr whatever the outcome.
+    async fn run(&self, ask: &Ask<'_>) -> (Result<Vec<u8>, RotatorError>, Vec<u8>) {
+        let mut stderr_kept = Vec::new();
+        let result = self.run_inner(ask, &mut stderr_kept).await;
+        (result, stderr_kept)
+    }
+
+    async fn run_inner(
+        &self,
+        ask: &Ask<'_>,
+        stderr_kept: &mut Vec<u8>,
+    ) -> Result<Vec<u8>, RotatorError> {
         let mut request = request_json(ask);
         let (program, args) = self
             .argv
@@ -136,14 +170,7 @@ impl ExecRotator {
         };
         // Whatever it left behind in its group goes with it.
         kill_group(pgid);
-        if !err.is_empty() {
-            tracing::warn!(
-                rotator = %self.argv[0],
-                op = ask.op,
-                stderr = %String::from_utf8_lossy(&err),
-                "rotator wrote to stderr"
-            );
-        }
+        *stderr_kept = err;
         let status = status.map_err(|_| RotatorError::RetryLater("rotator_wait_failed"))?;
         let failure = match status.code() {
             Some(0) if out.len() <= MAX_STDOUT => None,
@@ -161,6 +188,27 @@ impl ExecRotator {
             }
         }
     }
+}
+
+/// `text` with every occurrence of `secret` replaced by a marker.
+fn without(text: Vec<u8>, secret: &[u8]) -> Vec<u8> {
+    if secret.is_empty() || text.len() < secret.len() {
+        return text;
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i..].starts_with(secret) {
+            out.extend_from_slice(b"[REDACTED:new_secret]");
+            i += secret.len();
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    let mut text = text;
+    text.zeroize();
+    out
 }
 
 /// The request as JSON bytes (the caller zeroes them after use).
@@ -261,6 +309,16 @@ mod tests {
             .expect("create");
         assert_eq!(minted.secret.expose(), b"new-0", "no environment but PATH");
         assert!(minted.expires.is_some());
+    }
+
+    #[test]
+    fn a_new_value_echoed_on_stderr_is_cut_out_before_the_log() {
+        let got = without(b"minted nk-123 ok; nk-123".to_vec(), b"nk-123");
+        assert_eq!(
+            got,
+            b"minted [REDACTED:new_secret] ok; [REDACTED:new_secret]"
+        );
+        assert_eq!(without(b"short".to_vec(), b"longer-secret"), b"short");
     }
 
     #[test]
