@@ -341,12 +341,22 @@ impl TestEnv {
 
     /// Spawns `cmd` in a fresh sandbox without waiting.
     pub fn sandbox_spawn(&self, policy: &str, cmd: &[&str]) -> Child {
+        self.sandbox_command(policy, cmd, Stdio::null())
+    }
+
+    /// As [`TestEnv::sandbox_spawn`], with the command's stdin a pipe: the test and the
+    /// sandboxed command take turns (the command prints, the test acts and answers).
+    pub fn sandbox_piped(&self, policy: &str, cmd: &[&str]) -> Child {
+        self.sandbox_command(policy, cmd, Stdio::piped())
+    }
+
+    fn sandbox_command(&self, policy: &str, cmd: &[&str], stdin: Stdio) -> Child {
         Command::new(agent_bin())
             .arg("--config")
             .arg(&self.config_path)
             .args(["sandbox", "run", "--policy", policy, "--"])
             .args(cmd)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

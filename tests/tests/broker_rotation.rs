@@ -9,11 +9,10 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader, Write as _},
-    process::{Command, Stdio},
 };
 
 use hb_tests::{
-    TestEnv, agent_bin, private_netns,
+    TestEnv, private_netns,
     upstream::{Dnsmasq, RecordingServer, TestCa, header},
 };
 use serde_json::Value;
@@ -118,16 +117,7 @@ integrations = ["svc", "strict"]
         "import sys, json\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\n{SCRIPT}",
         env.broker_socket().display().to_string()
     );
-    let mut client = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["sandbox", "run", "--policy", "web", "--"])
-        .args([hb_tests::python(), "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the sandboxed client");
+    let mut client = env.sandbox_piped("web", &[hb_tests::python(), "-c", &script]);
     let mut to_client = client.stdin.take().expect("stdin");
     let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
     let mut next_line = |want: &str| {

@@ -16,7 +16,7 @@ use std::{
 };
 
 use hb_tests::{
-    TestEnv, agent_bin, private_netns,
+    TestEnv, private_netns,
     upstream::{Dnsmasq, RecordingServer, TestCa, header},
 };
 use serde_json::Value;
@@ -204,16 +204,7 @@ fn the_agent_rotates_through_the_provider_and_handles_follow() {
         keys.display().to_string(),
         bad_keys.display().to_string(),
     );
-    let mut client = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["sandbox", "run", "--policy", "web", "--"])
-        .args([python, "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the sandboxed client");
+    let mut client = env.sandbox_piped("web", &[python, "-c", &script]);
     let mut to_client = client.stdin.take().expect("stdin");
     let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
     let mut next_line = || {
@@ -613,16 +604,7 @@ fn a_key_revoked_at_the_provider_is_found_by_one_probe_and_rotated_once() {
         env.broker_socket().display().to_string(),
         keys.display().to_string(),
     );
-    let mut client = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["sandbox", "run", "--policy", "web", "--"])
-        .args([hb_tests::python(), "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the sandboxed client");
+    let mut client = env.sandbox_piped("web", &[hb_tests::python(), "-c", &script]);
     let mut to_client = client.stdin.take().expect("stdin");
     let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
     let mut line = String::new();

@@ -84,7 +84,7 @@ impl Step {
 
     /// Whether the new value is not in use yet (the rotation can still be abandoned
     /// without touching the old one).
-    fn before_finish(self) -> bool {
+    pub fn before_finish(self) -> bool {
         matches!(self, Step::Begun | Step::Created | Step::Tested)
     }
 }
@@ -154,6 +154,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Rotation> {
         create_calls: u32::try_from(r.get::<_, i64>(13)?).unwrap_or(u32::MAX),
     })
 }
+
+/// The rows of rotations with work left (the steps of [`Step::is_open`]; the schema's
+/// one-open-rotation index names the same).
+const OPEN: &str = "step IN ('begun', 'created', 'tested', 'finished', 'watched')";
 
 /// The longest failure class kept (a short machine-readable word, not a message).
 const MAX_ERROR_CLASS: usize = 64;
@@ -521,8 +525,7 @@ impl Vault {
         select(
             &self.conn,
             &self.path,
-            "WHERE step IN ('begun', 'created', 'tested', 'finished', 'watched')
-             ORDER BY started, rowid",
+            &format!("WHERE {OPEN} ORDER BY started, rowid"),
             [],
         )
     }
@@ -660,8 +663,7 @@ fn open_rotation_of(
     Ok(select(
         conn,
         path,
-        "WHERE integration = ?1 AND account = ?2
-           AND step IN ('begun', 'created', 'tested', 'finished', 'watched')",
+        &format!("WHERE integration = ?1 AND account = ?2 AND {OPEN}"),
         params![integration, account],
     )?
     .into_iter()

@@ -109,13 +109,23 @@ pub async fn status(shared: &Shared, id: &str) -> Result<Rotation, ApiError> {
     with_vault(shared.vault.clone(), move |v| v.rotation(&id)).await
 }
 
-/// The integration's config if it has a rotator.
-fn rotating<'a>(shared: &'a Shared, integration: &str) -> Result<&'a IntegrationConfig, ApiError> {
-    shared
+/// The integration and its rotator, if it has one.
+fn with_rotator<'a>(
+    shared: &'a Shared,
+    integration: &str,
+) -> Option<(&'a IntegrationConfig, &'a RotationConfig)> {
+    let integ = shared
         .config
         .integrations
         .iter()
-        .find(|i| i.name.get_ref() == integration && i.rotation.is_some())
+        .find(|i| i.name.get_ref() == integration)?;
+    Some((integ, integ.rotation.as_ref()?))
+}
+
+/// The integration's config if it has a rotator, or the error that says it has none.
+fn rotating<'a>(shared: &'a Shared, integration: &str) -> Result<&'a IntegrationConfig, ApiError> {
+    with_rotator(shared, integration)
+        .map(|(integ, _)| integ)
         .ok_or_else(|| {
             ApiError::new(
                 Code::BadRequest,
@@ -137,12 +147,9 @@ async fn drive(shared: Arc<Shared>, id: String) {
                 return;
             }
         };
-        let Ok(integ) = rotating(&shared, &rotation.integration) else {
+        let Some((integ, config)) = with_rotator(&shared, &rotation.integration) else {
             tracing::warn!(rotation = %id, integration = %rotation.integration,
                 "the integration has no rotator any more; the rotation waits for an operator");
-            return;
-        };
-        let Some(config) = integ.rotation.as_ref() else {
             return;
         };
         let next = match rotation.step {
@@ -493,10 +500,7 @@ async fn fail(
     e: &ApiError,
 ) -> Next {
     tracing::warn!(rotation = %rotation.id, class, error = %e.message, "rotation step failed");
-    if rotation.step == Step::Begun
-        || rotation.step == Step::Created
-        || rotation.step == Step::Tested
-    {
+    if rotation.step.before_finish() {
         abandon(shared, rotation, Step::Failed, class).await
     } else {
         Next::Stop

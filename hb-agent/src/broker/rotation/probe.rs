@@ -42,12 +42,9 @@ impl Probes {
 /// A call with a handle of `integration`/`account` got a 401 (after any propagation
 /// retry): probe the account's key, once, in the background.
 pub fn unauthorized(shared: &Arc<Shared>, integration: &str, account: &str) {
-    let has_rotator = shared
-        .config
-        .integrations
-        .iter()
-        .any(|i| i.name.get_ref() == integration && i.rotation.is_some());
-    if !has_rotator || !shared.probes.claim(integration, account, Instant::now()) {
+    if super::with_rotator(shared, integration).is_none()
+        || !shared.probes.claim(integration, account, Instant::now())
+    {
         return;
     }
     let (shared, integration, account) =
@@ -57,12 +54,7 @@ pub fn unauthorized(shared: &Arc<Shared>, integration: &str, account: &str) {
 
 /// One verify call with the account's current key; refused → rotate.
 async fn probe(shared: &Arc<Shared>, integration: &str, account: &str) {
-    let Some(integ) = shared
-        .config
-        .integrations
-        .iter()
-        .find(|i| i.name.get_ref() == integration)
-    else {
+    let Some((integ, _)) = super::with_rotator(shared, integration) else {
         return;
     };
     let Ok(usable) = usable_now(shared, integration, account).await else {

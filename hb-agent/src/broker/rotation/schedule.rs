@@ -53,7 +53,7 @@ pub async fn run(shared: Arc<Shared>) {
         };
         let now = SystemTime::now();
         for meta in credentials.iter().filter(|m| m.status == Status::Active) {
-            let Some(config) = rotation_of(&shared, &meta.integration) else {
+            let Some((_, config)) = super::with_rotator(&shared, &meta.integration) else {
                 continue;
             };
             let share = *jitter
@@ -69,16 +69,6 @@ pub async fn run(shared: Arc<Shared>) {
             let _ = super::trigger(&shared, &meta.integration, &meta.account, why, false).await;
         }
     }
-}
-
-fn rotation_of<'a>(shared: &'a Shared, integration: &str) -> Option<&'a RotationConfig> {
-    shared
-        .config
-        .integrations
-        .iter()
-        .find(|i| i.name.get_ref() == integration)?
-        .rotation
-        .as_ref()
 }
 
 /// When `meta` is due for rotation, and why: two thirds of its lifetime less
