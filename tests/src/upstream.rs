@@ -147,7 +147,7 @@ impl TestCa {
 /// `Content-Range`. Each request is one JSON line in the log:
 /// method, path, headers (lower-case names), body, and the connection's number.
 const SERVER_PY: &str = r#"
-import http.server, json, socket, ssl, sys, threading, time, urllib.parse, itertools
+import http.server, json, os, socket, ssl, sys, threading, time, urllib.parse, itertools
 addr, port, log, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 lock = threading.Lock()
 conns = itertools.count(1)
@@ -227,14 +227,27 @@ class H(http.server.BaseHTTPRequestHandler):
             else:
                 out = b"authorized"
         elif u.path == "/keys":
-            # A provider's API: 200 to a bearer its key store (a JSON list at ?file=) holds.
+            # A provider's API: 200 to a bearer its key store (a JSON list at ?file=) holds;
+            # 403 to it while the file at ?hold= exists (a spent rate limit); ?list=1 lists
+            # the store's keys (as key-listing APIs do); ?wait= answers once that file
+            # exists (at most 30 s).
+            t0 = time.time()
+            while "wait" in q and not os.path.exists(q["wait"]) and time.time() - t0 < 30:
+                time.sleep(0.05)
             try:
                 with open(q["file"]) as f:
                     live = json.load(f)
             except Exception:
                 live = []
             token = (self.headers.get("authorization") or "")[len("Bearer "):]
-            status, out = (200, b"authorized") if token in live else (401, b"unauthorized")
+            if token not in live:
+                status, out = 401, b"unauthorized"
+            elif "hold" in q and os.path.exists(q["hold"]):
+                status, out = 403, b"rate limited"
+            elif q.get("list"):
+                out = json.dumps({"keys": live}).encode()
+            else:
+                out = b"authorized"
         elif u.path == "/big":
             out = b"x" * int(q["n"])
         elif u.path == "/stream":

@@ -131,7 +131,7 @@ exception_cidrs = ["203.0.113.0/24"]
 name = "svc"
 auth = "bearer"
 hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&step=verify"
+verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
 
 [integration.rotation]
 exec = ["{python}", "{rotator}", "{keys}"{admin}]
@@ -157,6 +157,7 @@ integrations = ["svc", "bad"]
         ca = ca.cert.display(),
         keys = keys.display(),
         bad_keys = bad_keys.display(),
+        hold = dir.join("hold").display(),
         rotator = rotator.display(),
         admin = if admin { ", \"--admin\"" } else { "" },
     );
@@ -656,5 +657,236 @@ fn a_key_revoked_at_the_provider_is_found_by_one_probe_and_rotated_once() {
     assert_eq!(probes, 1, "one probe for twenty 401s");
     let history = env.hb_json(&["rotation", "history"]);
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A sandbox's one call with the `svc` handle to `url` (python, inside the sandbox): the
+/// broker's answer as JSON, or the error code.
+fn sandbox_call(env: &TestEnv, url: &str) -> std::process::Child {
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        "import sys, json\n{prelude}from hb_client import Client, BrokerError\n\
+         hb = Client({:?})\nh = hb.handle('svc', 'bot')['handle']\n\
+         try:\n    print(json.dumps(hb.request('GET', {url:?}, handle=h)), flush=True)\n\
+         except BrokerError as e:\n    print(json.dumps({{'error': e.code}}), flush=True)\n",
+        env.broker_socket().display().to_string(),
+    );
+    env.sandbox_piped("web", &[hb_tests::python(), "-c", &script])
+}
+
+fn wait_for_step(env: &TestEnv, id: &str, steps: &[&str], secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let h = env.hb_json(&["rotation", "history"]);
+        if let Some(r) = h
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["id"] == id))
+            && steps.iter().any(|s| r["step"] == *s)
+        {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotation {id} never reached {steps:?}: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn begin(env: &TestEnv) -> String {
+    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
+    assert!(
+        begun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&begun.stderr)
+    );
+    let r: Value = serde_json::from_slice(&begun.stdout).expect("rotation JSON");
+    r["id"].as_str().expect("id").to_owned()
+}
+
+/// Attack: the provider lists the account's keys (as Algolia's or Meilisearch's key
+/// APIs do) while a rotation holds a new key PENDING. The sandbox's answer is scrubbed
+/// of it as of the old key; an operator's abort revokes it at the provider.
+#[test]
+fn a_pending_key_the_provider_lists_never_reaches_the_sandbox_and_an_abort_revokes_it() {
+    let World {
+        dir,
+        api: _api,
+        _dns,
+        keys,
+        bad_keys: _,
+        mut env,
+    } = world("rotpending", 60, None, false);
+    // The new key's test is answered 403 (a spent rate limit): the rotation stays open.
+    fs::write(dir.join("hold"), "").expect("hold");
+    env.start_agent();
+    let id = begin(&env);
+    wait_for_step(&env, &id, &["created"], 30);
+    assert_eq!(store(&keys).len(), 2, "the provider holds the minted key");
+    let url = format!(
+        "https://api.test/keys?file={}&list=1&step=list",
+        keys.display()
+    );
+    let out = sandbox_call(&env, &url).wait_with_output().expect("client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answer: Value = serde_json::from_str(text.trim()).expect("client JSON");
+    assert_eq!(answer["status"], 200, "{answer}");
+    let body = answer["body"].as_str().expect("body");
+    assert_eq!(
+        body.matches("[REDACTED:live_secret]").count(),
+        2,
+        "the listing came back with both keys scrubbed: {body}"
+    );
+    assert!(
+        !text.contains("key-new-"),
+        "the pending key reached the sandbox: {text}"
+    );
+
+    let aborted = env.hb(&["rotation", "abort", &id]);
+    assert!(
+        aborted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&aborted.stderr)
+    );
+    assert_eq!(
+        store(&keys),
+        [OLD],
+        "the aborted rotation's key was revoked at the provider"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Attack: a call whose first attempt (with the new key) is answered 401 only after the
+/// old key's grace ended and the provider revoked it. The propagation retry must not
+/// send the retired key (it reads the account again first).
+#[test]
+fn the_propagation_retry_never_sends_a_key_retired_while_the_call_was_out() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        bad_keys: _,
+        mut env,
+    } = world("rotstale", 2, None, false);
+    env.start_agent();
+    let rotated = env.hb(&[
+        "rotation", "trigger", "-i", "svc", "-a", "bot", "--wait", "--json",
+    ]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let id = serde_json::from_slice::<Value>(&rotated.stdout).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Every key is refused at this URL, and the answer waits for the `release` file.
+    let empty = dir.join("empty.json");
+    fs::write(&empty, "[]").expect("empty store");
+    let release = dir.join("release");
+    let url = format!(
+        "https://api.test/keys?file={}&wait={}&step=stale",
+        empty.display(),
+        release.display()
+    );
+    let client = sandbox_call(&env, &url);
+    let stale = |api: &RecordingServer| -> Vec<String> {
+        api.requests()
+            .iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("step=stale"))
+            })
+            .map(|r| header(r, "authorization").unwrap_or("").to_owned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stale(&api).is_empty() {
+        assert!(Instant::now() < deadline, "the call never reached the API");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The old key's grace ends and the provider revokes it while the call is out.
+    wait_for_step(&env, &id, &["retired"], 60);
+    assert_eq!(
+        store(&keys).len(),
+        1,
+        "the old key is revoked at the provider"
+    );
+    fs::write(&release, "").expect("release");
+    let out = client.wait_with_output().expect("client");
+    let answer: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("client JSON");
+    assert_eq!(answer["status"], 401, "the 401 passes through: {answer}");
+    let sent = stale(&api);
+    assert!(
+        !sent.iter().any(|b| b.ends_with(OLD)),
+        "the retired key was sent after its revocation: {} attempts",
+        sent.len()
+    );
+    assert_eq!(sent.len(), 1, "no retry with a retired key");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Attack: a sandbox spends the key's rate limit at the provider (403s), then makes a
+/// call that gets a 401. A 403 at the probe is no evidence of a dead key: no rotation.
+/// And a 403 at the watch after an operator's rotation never rolls it back.
+#[test]
+fn a_spent_rate_limit_neither_rotates_a_healthy_key_nor_rolls_a_rotation_back() {
+    let World {
+        dir,
+        api: _api,
+        _dns,
+        keys,
+        bad_keys: _,
+        mut env,
+    } = world("rot403", 1, None, false);
+    let hold = dir.join("hold");
+    fs::write(&hold, "").expect("hold");
+    env.start_agent();
+    let url = format!(
+        "https://api.test/auth?deny={}&step=deny",
+        &OLD[OLD.len() - 8..]
+    );
+    let out = sandbox_call(&env, &url).wait_with_output().expect("client");
+    let answer: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("client JSON");
+    assert_eq!(answer["status"], 401, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env.agent().log_text().contains("auth_failure probe") {
+        assert!(Instant::now() < deadline, "no probe after a 401");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The probe's verdict is in; a rotation would have begun by now.
+    std::thread::sleep(Duration::from_millis(500));
+    let history = env.hb_json(&["rotation", "history"]);
+    assert_eq!(
+        history.as_array().map(Vec::len),
+        Some(0),
+        "a healthy key was rotated on a 403: {history}"
+    );
+
+    // An operator's rotation; the new key's rate limit is spent as soon as it is active.
+    fs::remove_file(&hold).expect("unhold");
+    let id = begin(&env);
+    wait_for_step(&env, &id, &["finished", "watched", "retired"], 30);
+    fs::write(&hold, "").expect("hold");
+    let done = wait_for_step(&env, &id, &["retired", "rolled_back"], 90);
+    assert_eq!(
+        done["step"], "retired",
+        "a 403 rolled the rotation back: {done}"
+    );
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    assert!(
+        audit.contains("inconclusive"),
+        "the watch saw the 403s and retired the old key anyway"
+    );
+    assert_eq!(
+        store(&keys).len(),
+        1,
+        "the old key is revoked at the provider"
+    );
     let _ = fs::remove_dir_all(&dir);
 }

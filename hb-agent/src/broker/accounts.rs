@@ -160,6 +160,15 @@ impl Accounts {
         usable
     }
 
+    /// Records a value of the account no call carried yet (a rotation's new one, under
+    /// the rotation's id), so a sandbox's answers are scrubbed of it too.
+    pub fn note(&self, integration: &str, account: &str, key: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.entry((integration.to_owned(), account.to_owned()))
+            .or_default()
+            .insert(key.to_owned());
+    }
+
     /// The credential ids calls of this account were resolved to, in any state.
     pub fn seen(&self, integration: &str, account: &str) -> Vec<String> {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod outbound;
 mod requests;
 mod rotation;
+pub use rotation::revoke_minted_by_operator;
 mod server;
 pub mod sessions;
 mod state;

@@ -282,19 +282,25 @@ pub async fn request(
     let parsed = parse(req)?;
     let decision = decide(&call, owner, &parsed)?;
     let usable = credentials_now(&call, &decision).await?;
-    let mut carried = usable.first().cloned();
-    let outbound = inject(&decision, carried.as_deref(), &parsed)?;
-    let mut response = send(&call, &decision, carried.as_deref(), &parsed, outbound).await?;
-    if let Some(previous) = propagation_retry(&decision, &usable, response.status) {
+    // Every credential this call sends, in order: the answer is cut of all their runs.
+    let mut sent: Vec<Arc<Current>> = usable.first().cloned().into_iter().collect();
+    let outbound = inject(&decision, sent.first().map(|c| &**c), &parsed)?;
+    let mut response = send(&call, &decision, &sent, &parsed, outbound).await?;
+    if let Some(previous) = propagation_retry(&call, &decision, &sent, &response).await? {
         let outbound = inject(&decision, Some(&previous), &parsed)?;
-        response = send(&call, &decision, Some(&previous), &parsed, outbound).await?;
-        carried = Some(previous);
+        sent.push(previous);
+        response = send(&call, &decision, &sent, &parsed, outbound).await?;
     }
-    if let (401, Some((entry, _))) = (response.status, &decision.credential) {
-        // Maybe a dead key: one probe of the account decides (and rotates it).
+    if let (401, true, Some((entry, _))) = (
+        response.status,
+        response.credential_sent,
+        &decision.credential,
+    ) {
+        // Maybe a dead key: one probe of the account decides (and rotates it). Only a
+        // 401 to a hop that carried the key says anything about it.
         super::rotation::probe::unauthorized(&shared, &entry.integration, &entry.account);
     }
-    respond(&call, &decision, carried.as_deref(), &parsed, response).await
+    respond(&call, &decision, &sent, &parsed, response).await
 }
 
 /// Who asks, under which policy: what every phase audits with.
@@ -632,14 +638,39 @@ async fn credentials_now(
 /// Phase 5b: an upstream's 401 to a value rotated in less than the integration's
 /// `propagation_secs` ago is retried once with the previous value, still in its grace
 /// period (providers take seconds to minutes to make a new key valid everywhere).
-fn propagation_retry(
+/// The account is read again first: the first attempt may have taken as long as the
+/// upstream timeout, and the previous value may have been retired or revoked meanwhile.
+async fn propagation_retry(
+    call: &Call<'_>,
     decision: &Decision<'_>,
-    usable: &[Arc<Current>],
-    status: u16,
-) -> Option<Arc<Current>> {
-    let (_, integration) = decision.credential.as_ref()?;
+    sent: &[Arc<Current>],
+    response: &OutboundResponse,
+) -> Result<Option<Arc<Current>>, ApiError> {
+    let (Some((entry, integration)), [newest]) = (&decision.credential, sent) else {
+        return Ok(None);
+    };
+    if response.status != 401 || !response.credential_sent {
+        return Ok(None);
+    }
+    let now = usable_now(call.shared, &entry.integration, &entry.account).await?;
+    if now.first().map(|c| &c.credential_id) != Some(&newest.credential_id) {
+        // Rotated again while the call was out: the 401 was to a value already old.
+        return Ok(None);
+    }
     let propagation = std::time::Duration::from_secs(integration.propagation_secs);
-    retry_with_previous(usable, status, propagation, std::time::SystemTime::now())
+    Ok(retry_with_previous(
+        &now,
+        response.status,
+        propagation,
+        std::time::SystemTime::now(),
+    ))
+}
+
+/// `text` cut of every run of the credentials the call sent (see [`respond`]).
+fn without_runs(sent: &[Arc<Current>], text: String) -> String {
+    sent.iter()
+        .filter_map(|c| c.fragments())
+        .fold(text, |text, f| f.redact_str(text))
 }
 
 /// Phase 4: the request as it will be sent, the credential in place.
@@ -672,7 +703,7 @@ fn inject(
 async fn send(
     call: &Call<'_>,
     decision: &Decision<'_>,
-    carried: Option<&Current>,
+    sent: &[Arc<Current>],
     parsed: &Parsed,
     outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
@@ -682,15 +713,12 @@ async fn send(
         Err(e) => {
             call.audit(&parsed.action, "error", &e.to_string());
             // A message can quote what the upstream sent (a Location's scheme or
-            // host): no run of the call's credential goes back in it either.
-            let message = match carried.and_then(Current::fragments) {
-                Some(f) => f.redact_str(e.to_string()),
-                None => e.to_string(),
-            };
-            return Err(ApiError::new(e.code(), message));
+            // host): no run of the call's credentials goes back in it either.
+            return Err(ApiError::new(e.code(), without_runs(sent, e.to_string())));
         }
     };
-    match (&parsed.handle, &decision.credential, carried) {
+    // The credential this exchange carried: the last one sent.
+    match (&parsed.handle, &decision.credential, sent.last()) {
         (Some(h), Some((e, _)), Some(current)) => call.shared.audit_handle_use(
             call.caller,
             call.policy,
@@ -712,7 +740,7 @@ async fn send(
 async fn respond(
     call: &Call<'_>,
     decision: &Decision<'_>,
-    carried: Option<&Current>,
+    sent: &[Arc<Current>],
     parsed: &Parsed,
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
@@ -725,23 +753,21 @@ async fn respond(
     // every live value on the node, an upstream that echoes what the caller sent would
     // tell it which of its guesses is another tenant's live credential.
     let view = View::of(shared, call.caller);
-    // Runs of the credential the call carried (built once per credential).
-    let fragments = carried.and_then(Current::fragments);
-    let pieces = |text: String| match fragments {
-        Some(f) => f.redact_str(text),
-        None => text,
-    };
+    // Runs of the credentials the call sent (built once per credential): a retried
+    // call's upstream saw two.
+    let pieces = |text: String| without_runs(sent, text);
     let mut out = serde_json::Map::new();
     out.insert("status".into(), response.status.into());
     out.insert(
         "headers".into(),
         Value::Object(scrub_headers(&view, response.headers, &pieces)),
     );
-    let scrubbed = view.scrub(&response.body).bytes;
-    let scrubbed = match fragments.and_then(|f| f.redact(&scrubbed)) {
-        Some(redacted) => redacted,
-        None => scrubbed,
-    };
+    let scrubbed = sent
+        .iter()
+        .filter_map(|c| c.fragments())
+        .fold(view.scrub(&response.body).bytes, |body, f| {
+            f.redact(&body).unwrap_or(body)
+        });
     match String::from_utf8(scrubbed) {
         Ok(text) => match parsed.sanitize {
             Some(mode) => {

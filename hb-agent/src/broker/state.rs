@@ -80,6 +80,26 @@ fn caller_json(caller: &Caller, policy: &str) -> serde_json::Value {
 }
 
 impl Shared {
+    /// Protects a rotation's new value before it has a credential id (under the
+    /// rotation's id), as one of its account's credentials: the answers of sandboxes
+    /// holding a handle for the account are scrubbed of it (see `text_gate::View`).
+    pub fn protect_pending(&self, rotation: &crate::vault::Rotation, secret: &Secret) {
+        self.protect(&rotation.id, secret);
+        self.accounts
+            .note(&rotation.integration, &rotation.account, &rotation.id);
+    }
+
+    /// Makes `credential_id` name what `protected_as` already protects (one value,
+    /// registered with the scrubber once).
+    pub fn protect_alias(&self, credential_id: &str, protected_as: &str) {
+        let Ok(mut protected) = self.protected.lock() else {
+            return;
+        };
+        if let Some(id) = protected.get(protected_as).copied() {
+            protected.entry(credential_id.to_owned()).or_insert(id);
+        }
+    }
+
     /// Adds a decrypted credential (once per credential id) to what the scrubber removes
     /// from everything leaving hb, in its encodings too.
     pub fn protect(&self, credential_id: &str, secret: &Secret) {

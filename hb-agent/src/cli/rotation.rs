@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 use crate::{
+    broker::revoke_minted_by_operator,
     config::Config,
     vault::{self, MasterKey, Rotation, Step, Vault},
 };
@@ -107,7 +108,20 @@ pub fn run(config: &Config, cmd: RotationCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RotationCommand::Abort { id, json } => {
-            let r = open_vault(config)?.abandon_rotation(&id, Step::Aborted, "operator")?;
+            let mut vault = open_vault(config)?;
+            // The value the rotator already minted, if any: revoked at the provider too,
+            // or it stays live there with no one holding it.
+            let minted = vault.rotation_value(&id).ok();
+            let r = vault.abandon_rotation(&id, Step::Aborted, "operator")?;
+            if let Some((_, secret)) = minted
+                && let Err(class) = revoke_minted_by_operator(config, &r, &secret)
+            {
+                eprintln!(
+                    "warning: the provider did not revoke the credential rotation {} minted \
+                     ({class}): it may still work there; revoke it by hand",
+                    r.id
+                );
+            }
             print_one(&r, json)?;
             Ok(ExitCode::SUCCESS)
         }

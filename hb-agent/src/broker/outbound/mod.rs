@@ -181,6 +181,9 @@ pub struct OutboundResponse {
     pub body: Bytes,
     /// The URL that gave this response (after redirects), without the credential query.
     pub final_url: String,
+    /// Whether the hop that gave this response carried the credential (a redirect to
+    /// another origin drops it): only then does its status say anything about the key.
+    pub credential_sent: bool,
 }
 
 /// What the caller's policy says about one redirect hop.
@@ -275,7 +278,10 @@ impl Outbound {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             let location = match location {
                 Some(l) if self.follow_redirects && is_redirect(fetched.status) => l,
-                _ => return respond(fetched, &target, self.max_response).await,
+                _ => {
+                    let credential_sent = carry.carries_credential();
+                    return respond(fetched, &target, credential_sent, self.max_response).await;
+                }
             };
             if hop == MAX_REDIRECTS {
                 return Err(OutboundError::TooManyRedirects {
@@ -338,6 +344,7 @@ fn is_redirect(status: u16) -> bool {
 async fn respond(
     fetched: Fetched,
     target: &Target,
+    credential_sent: bool,
     max_response: usize,
 ) -> Result<OutboundResponse, OutboundError> {
     let decode_err = |problem| OutboundError::Decode {
@@ -366,6 +373,7 @@ async fn respond(
         headers,
         body,
         final_url: target.to_string(),
+        credential_sent,
     })
 }
 
@@ -396,8 +404,7 @@ impl Carry {
     }
 
     /// Whether the credential still travels with the request.
-    #[cfg(test)]
-    fn has_credential(&self) -> bool {
+    fn carries_credential(&self) -> bool {
         !self.credential_headers.is_empty() || self.credential_query.is_some()
     }
 
@@ -519,7 +526,7 @@ mod tests {
         let from = target("https://api.test/start");
         let to = target("https://API.test:443/next?page=2");
         c.redirect(&from, &to, 302, KEEP).expect("allowed");
-        assert!(c.has_credential());
+        assert!(c.carries_credential());
         assert_eq!(c.path_and_query(&to), "/next?page=2&api_key=q+s%26cret");
     }
 
@@ -535,12 +542,12 @@ mod tests {
             let from = target("https://api.test/start");
             let to = target(to);
             c.redirect(&from, &to, 302, KEEP).expect("allowed");
-            assert!(!c.has_credential(), "{to}");
+            assert!(!c.carries_credential(), "{to}");
             assert_eq!(c.path_and_query(&to), to.path_and_query, "{to}");
             // Back on the first origin, it does not come back.
             let back = target("https://api.test/again");
             c.redirect(&to, &back, 302, KEEP).expect("allowed");
-            assert!(!c.has_credential(), "back from {to}");
+            assert!(!c.carries_credential(), "back from {to}");
         }
     }
 
@@ -558,7 +565,7 @@ mod tests {
             },
         )
         .expect("allowed");
-        assert!(!c.has_credential());
+        assert!(!c.carries_credential());
         let mut c = carry(Method::GET, true);
         let e = c
             .redirect(&from, &to, 307, HopDecision::Deny)

@@ -76,9 +76,10 @@ impl ExecRotator {
         let minted = parse_minted(&out);
         out.zeroize();
         // The new value is not registered with the scrubber yet: a rotator that echoes it
-        // on stderr must not put it in the log.
+        // on stderr (whole, a piece of it, or encoded: base64, upper case…) must not put
+        // it in the log.
         if let Ok(m) = &minted {
-            err = without(err, m.secret.expose());
+            err = cut_minted(err, m.secret.expose());
         }
         self.log_stderr(ask, &err);
         err.zeroize();
@@ -188,6 +189,17 @@ impl ExecRotator {
             }
         }
     }
+}
+
+/// The rotator's stderr without the value it minted: whole, and every run of it or of
+/// one of its encodings (base64, hex, upper case…) the scrubber would find in an answer.
+fn cut_minted(err: Vec<u8>, secret: &[u8]) -> Vec<u8> {
+    let mut err = without(err, secret);
+    if let Some(redacted) = crate::scrub::Fragments::new(secret).and_then(|f| f.redact(&err)) {
+        err.zeroize();
+        err = redacted;
+    }
+    err
 }
 
 /// `text` with every occurrence of `secret` replaced by a marker.
@@ -309,6 +321,20 @@ mod tests {
             .expect("create");
         assert_eq!(minted.secret.expose(), b"new-0", "no environment but PATH");
         assert!(minted.expires.is_some());
+    }
+
+    #[test]
+    fn a_new_value_on_stderr_in_another_encoding_or_in_pieces_is_cut_out_too() {
+        use base64::Engine as _;
+        let secret = b"nk-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        let upper = String::from_utf8_lossy(secret).to_uppercase();
+        let text = format!("minted {b64}; as {upper}; head {}", &upper[..12]);
+        let got = String::from_utf8(cut_minted(text.into_bytes(), secret)).expect("utf-8");
+        for piece in [b64.as_str(), upper.as_str(), &upper[3..12]] {
+            assert!(!got.contains(piece), "{piece} left in {got}");
+        }
+        assert!(got.starts_with("minted "), "{got}");
     }
 
     #[test]

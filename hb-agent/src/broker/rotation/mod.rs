@@ -6,13 +6,14 @@
 //! - [`create`]: the integration's rotator mints a new value; stored PENDING in the same
 //!   transaction that records it, and registered with the scrubber at once;
 //! - [`test`]: the integration's `verify_url` called with the PENDING value injected as
-//!   every call injects it, through the validating outbound path; a 401/403 is tolerated
-//!   for the integration's `propagation_secs`, then the rotation fails (the old value
-//!   stays active);
+//!   every call injects it, through the validating outbound path; a 401 is tolerated
+//!   for the integration's `propagation_secs` from the value's minting, then the
+//!   rotation fails (the old value stays active);
 //! - [`finish`]: PENDING → ACTIVE, the old one DEPRECATED for `grace_secs` — handles
 //!   carry the new value from their next call;
-//! - [`watch`]: after `watch_secs` the new value is verified again; refused → rolled
-//!   back to the old one (unless that one is compromised);
+//! - [`watch`]: after `watch_secs` the new value is verified again, up to
+//!   [`WATCH_TRIES`] times; a 401 to each → rolled back to the old one; skipped when
+//!   the old one is compromised (nothing to roll back to: it is retired at once);
 //! - [`retire`]: at the end of the old one's grace period the rotator revokes it at the
 //!   provider and the vault erases it.
 //!
@@ -187,6 +188,9 @@ async fn create(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
         Ok(m) => m,
         Err(e) => return retry_or_fail(shared, config, rotation, &e).await,
     };
+    // Scrubbed from the moment it exists, whatever becomes of the rotation: providers
+    // list an account's keys, and a sandbox holding a handle for the account may ask.
+    shared.protect_pending(rotation, &minted.secret);
     let id = rotation.id.clone();
     let secret = Secret::new(minted.secret.expose().to_vec());
     let expires = minted.expires;
@@ -197,7 +201,7 @@ async fn create(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
     match stored {
         Ok(r) => {
             if let Some(new_id) = &r.new_id {
-                shared.protect(new_id, &minted.secret);
+                shared.protect_alias(new_id, &r.id);
             }
             record(shared, &r, "created", None);
             if r.create_calls > 1 {
@@ -214,7 +218,12 @@ async fn create(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
             }
             Next::Go
         }
-        Err(e) => fail(shared, rotation, "pending_not_stored", &e).await,
+        Err(e) => {
+            // Not stored (the rotation was aborted meanwhile, or the vault failed): the
+            // provider holds a key nobody will use.
+            revoke_at_provider(shared, rotation, &minted.secret).await;
+            fail(shared, rotation, "pending_not_stored", &e).await
+        }
     }
 }
 
@@ -226,10 +235,13 @@ async fn test(
     rotation: &Rotation,
 ) -> Next {
     let id = rotation.id.clone();
-    let pending = match with_vault(shared.vault.clone(), move |v| v.rotation_value(&id)).await {
-        Ok((_, secret)) => secret,
-        Err(e) => return fail(shared, rotation, "pending_unreadable", &e).await,
-    };
+    let (pending_meta, pending) =
+        match with_vault(shared.vault.clone(), move |v| v.rotation_value(&id)).await {
+            Ok(read) => read,
+            Err(e) => return fail(shared, rotation, "pending_unreadable", &e).await,
+        };
+    // Resumed after a restart, the value is protected from here on.
+    shared.protect_pending(rotation, &pending);
     match verify(shared, integ, &pending).await {
         Ok(status) if (200..300).contains(&status) => {
             let id = rotation.id.clone();
@@ -241,16 +253,22 @@ async fn test(
                 Err(e) => fail(shared, rotation, "not_recorded", &e).await,
             }
         }
-        Ok(401 | 403) => {
-            // A new key takes a while to be valid everywhere.
+        Ok(401) => {
+            // A new key takes a while to be valid everywhere: from when it was minted,
+            // not from the last attempt (that would never end).
             let since = SystemTime::now()
-                .duration_since(rotation.updated)
+                .duration_since(pending_meta.created)
                 .unwrap_or_default();
             if since < Duration::from_secs(integ.propagation_secs) {
                 attempt_failed(shared, config, rotation, "verify_refused_propagating").await
             } else {
                 abandon(shared, rotation, Step::Failed, "verify_refused").await
             }
+        }
+        // A 403 or 429 (a rate limit a sandbox may spend on purpose) or an odd status:
+        // tried again a few times, then the rotation ends and the old value stays.
+        Ok(_) if rotation.attempt + 1 >= TEST_TRIES => {
+            abandon(shared, rotation, Step::Failed, "verify_status").await
         }
         Ok(_) => attempt_failed(shared, config, rotation, "verify_status").await,
         Err(class) => attempt_failed(shared, config, rotation, class).await,
@@ -274,6 +292,14 @@ async fn finish(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
     }
 }
 
+/// How many answers other than 2xx and 401 the test step takes before it gives up.
+const TEST_TRIES: u32 = 8;
+
+/// How many verify calls (spread by the backoff) the watch makes before it decides: a
+/// 401 to every one rolls back; a 403 or 429 never does (a sandbox can spend a key's
+/// rate limit at will).
+const WATCH_TRIES: u32 = 3;
+
 /// **watch**: after `watch_secs`, the new value must still work; if not, back to the old.
 async fn watch(
     shared: &Arc<Shared>,
@@ -281,6 +307,11 @@ async fn watch(
     config: &RotationConfig,
     rotation: &Rotation,
 ) -> Next {
+    if rotation.compromised {
+        // Nothing to roll back to: the leaked value is revoked at the provider now
+        // (retire, grace 0), not after a watch a sandbox could keep failing.
+        return watched(shared, rotation, Some("compromised")).await;
+    }
     let due = rotation.updated + Duration::from_secs(config.watch_secs);
     if let Ok(left) = due.duration_since(SystemTime::now())
         && !left.is_zero()
@@ -295,17 +326,10 @@ async fn watch(
         Err(e) => return fail(shared, rotation, "new_value_unreadable", &e).await,
     };
     let id = rotation.id.clone();
+    let last_try = rotation.attempt + 1 >= WATCH_TRIES;
     match verify(shared, integ, &current).await {
-        Ok(status) if (200..300).contains(&status) => {
-            match with_vault(shared.vault.clone(), move |v| v.mark_watched(&id)).await {
-                Ok(r) => {
-                    record(shared, &r, "watched", None);
-                    Next::Go
-                }
-                Err(e) => fail(shared, rotation, "not_recorded", &e).await,
-            }
-        }
-        Ok(401 | 403) => {
+        Ok(status) if (200..300).contains(&status) => watched(shared, rotation, None).await,
+        Ok(401) if last_try => {
             match with_vault(shared.vault.clone(), move |v| v.roll_back_rotation(&id)).await {
                 Ok(r) => {
                     record(shared, &r, "rolled_back", Some("watch_refused"));
@@ -316,12 +340,29 @@ async fn watch(
                     tracing::warn!(rotation = %rotation.id, error = %e.message,
                         "the new credential fails its watch and cannot be rolled back");
                     record(shared, rotation, "watch_failed", Some("no_rollback"));
-                    attempt_failed(shared, config, rotation, "watch_refused").await
+                    watched(shared, rotation, Some("no_rollback")).await
                 }
             }
         }
+        // The new value passed its test before it became active: anything but 401s
+        // every time (a 403 or 429 of a spent rate limit, an outage) is no evidence
+        // against it, and the old one is retired as planned.
+        _ if last_try => watched(shared, rotation, Some("inconclusive")).await,
+        Ok(401) => attempt_failed(shared, config, rotation, "watch_refused").await,
         Ok(_) => attempt_failed(shared, config, rotation, "verify_status").await,
         Err(class) => attempt_failed(shared, config, rotation, class).await,
+    }
+}
+
+/// The watch is over (`note` says why when the value was not seen working): on to retire.
+async fn watched(shared: &Arc<Shared>, rotation: &Rotation, note: Option<&'static str>) -> Next {
+    let id = rotation.id.clone();
+    match with_vault(shared.vault.clone(), move |v| v.mark_watched(&id)).await {
+        Ok(r) => {
+            record(shared, &r, "watched", note);
+            Next::Go
+        }
+        Err(e) => fail(shared, rotation, "not_recorded", &e).await,
     }
 }
 
@@ -352,6 +393,17 @@ async fn retire(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
                 record(shared, rotation, "provider_revoke_failed", Some(e.class()));
             }
         }
+    } else {
+        // Revoked and erased by hand during its grace period: hb has nothing to give
+        // the provider, which may still accept it.
+        tracing::warn!(rotation = %rotation.id,
+            "the old credential was erased before the provider revoked it: revoke it there by hand");
+        record(
+            shared,
+            rotation,
+            "provider_revoke_skipped",
+            Some("value_erased"),
+        );
     }
     let id = rotation.id.clone();
     match with_vault(shared.vault.clone(), move |v| v.retire_rotation(&id)).await {
@@ -401,6 +453,29 @@ impl HopPolicy for SameOrigin<'_> {
             HopDecision::Deny
         }
     }
+}
+
+/// For `hb-agent rotation abort`: the value `rotation` minted (and the vault is about to
+/// erase) is revoked at the provider by the integration's rotator, from the CLI; the
+/// error class when it could not be.
+pub fn revoke_minted_by_operator(
+    config: &crate::config::Config,
+    rotation: &Rotation,
+    secret: &Secret,
+) -> Result<(), &'static str> {
+    let rotation_config = config
+        .integrations
+        .iter()
+        .find(|i| i.name.get_ref() == &rotation.integration)
+        .and_then(|i| i.rotation.as_ref())
+        .ok_or("no_rotator")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|_| "no_runtime")?;
+    runtime
+        .block_on(rotator(rotation_config).revoke(&ask(rotation, "revoke", secret)))
+        .map_err(|e| e.class())
 }
 
 fn rotator(config: &RotationConfig) -> ExecRotator {
@@ -478,6 +553,7 @@ async fn abandon(
     how: Step,
     class: &'static str,
 ) -> Next {
+    revoke_minted(shared, rotation).await;
     let id = rotation.id.clone();
     match with_vault(shared.vault.clone(), move |v| {
         v.abandon_rotation(&id, how, class)
@@ -490,6 +566,35 @@ async fn abandon(
         }
     }
     Next::Stop
+}
+
+/// The value minted for a rotation that ends without it is revoked at the provider
+/// (once, best effort), or the provider keeps a live key nobody holds.
+async fn revoke_minted(shared: &Arc<Shared>, rotation: &Rotation) {
+    if rotation.new_id.is_none() {
+        return;
+    }
+    let id = rotation.id.clone();
+    let Ok((_, secret)) = with_vault(shared.vault.clone(), move |v| v.rotation_value(&id)).await
+    else {
+        return;
+    };
+    revoke_at_provider(shared, rotation, &secret).await;
+}
+
+/// Asks the integration's rotator to revoke `secret`; a failure is an audit record.
+async fn revoke_at_provider(shared: &Arc<Shared>, rotation: &Rotation, secret: &Secret) {
+    let Some((_, config)) = with_rotator(shared, &rotation.integration) else {
+        return;
+    };
+    if let Err(e) = rotator(config)
+        .revoke(&ask(rotation, "revoke", secret))
+        .await
+    {
+        tracing::warn!(rotation = %rotation.id, class = e.class(),
+            "the provider did not revoke a minted credential the rotation gave up: it may still work upstream");
+        record(shared, rotation, "provider_revoke_failed", Some(e.class()));
+    }
 }
 
 /// A vault error in a step: logged and the rotation abandoned when it can be.

@@ -1,7 +1,10 @@
 //! The `auth_failure` detector: an upstream's 401 to a call that carried a credential
 //! sends one verify probe of the account's current value (concurrent 401s share it);
-//! refused there too, the key is dead and the account is rotated (trigger
-//! `auth_failure`); accepted, the 401 was about something else and nothing happens.
+//! refused there too with a 401, the key is dead and the account is rotated (trigger
+//! `auth_failure`), unless a rotation of it started less than `cooldown_secs` ago;
+//! accepted, the 401 was about something else and nothing happens. A 403 or 429 says
+//! the key is known but may not do this now (a spent rate limit: a sandbox can spend it
+//! on purpose), never that it is dead.
 //!
 //! Owns: which accounts have a probe in flight or had one recently (at most one per
 //! account every [`MIN_INTERVAL`], so a stream of 401s is one probe, not a storm).
@@ -14,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::super::{credentials::usable_now, state::Shared};
+use std::time::SystemTime;
+
+use super::{super::credentials::usable_now, schedule::cooling_down, with_vault};
+use crate::broker::state::Shared;
 
 /// The least time between two probes of one account.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
@@ -54,7 +60,7 @@ pub fn unauthorized(shared: &Arc<Shared>, integration: &str, account: &str) {
 
 /// One verify call with the account's current key; refused → rotate.
 async fn probe(shared: &Arc<Shared>, integration: &str, account: &str) {
-    let Some((integ, _)) = super::with_rotator(shared, integration) else {
+    let Some((integ, config)) = super::with_rotator(shared, integration) else {
         return;
     };
     let Ok(usable) = usable_now(shared, integration, account).await else {
@@ -65,8 +71,23 @@ async fn probe(shared: &Arc<Shared>, integration: &str, account: &str) {
     };
     let verdict = super::verify(shared, integ, &current.secret).await;
     tracing::info!(integration, account, verdict = ?verdict, "auth_failure probe");
-    if matches!(verdict, Ok(401 | 403)) {
-        let _ = super::trigger(shared, integration, account, "auth_failure", false).await;
+    if verdict != Ok(401) {
+        return;
+    }
+    let since = SystemTime::now() - Duration::from_secs(config.cooldown_secs);
+    let recent = with_vault(shared.vault.clone(), move |v| v.rotations(Some(since))).await;
+    match recent {
+        Ok(r) if !cooling_down(&r, integration, account, config, SystemTime::now()) => {
+            let _ = super::trigger(shared, integration, account, "auth_failure", false).await;
+        }
+        Ok(_) => {
+            tracing::warn!(
+                integration,
+                account,
+                "auth_failure: the key is refused, but the account was rotated less than cooldown_secs ago; not rotated again"
+            );
+        }
+        Err(_) => {}
     }
 }
 

@@ -62,7 +62,8 @@ pub async fn run(shared: Arc<Shared>) {
             let Some((due, why)) = due(meta, config, share) else {
                 continue;
             };
-            if now < due || cooling_down(&rotations, meta, config, now) {
+            if now < due || cooling_down(&rotations, &meta.integration, &meta.account, config, now)
+            {
                 continue;
             }
             // Refused while one is open (or the integration lost its rotator): fine.
@@ -95,16 +96,18 @@ pub fn due(
     }
 }
 
-/// A rotation of the account is open, or one started less than `cooldown_secs` ago.
-fn cooling_down(
+/// A rotation of the account is open, or one started less than `cooldown_secs` ago
+/// (whatever became of it: a failed one is not retried at once either).
+pub fn cooling_down(
     rotations: &[Rotation],
-    meta: &CredentialMeta,
+    integration: &str,
+    account: &str,
     config: &RotationConfig,
     now: SystemTime,
 ) -> bool {
     rotations
         .iter()
-        .filter(|r| r.integration == meta.integration && r.account == meta.account)
+        .filter(|r| r.integration == integration && r.account == account)
         .any(|r| {
             r.step.is_open()
                 || now
