@@ -890,3 +890,73 @@ fn a_spent_rate_limit_neither_rotates_a_healthy_key_nor_rolls_a_rotation_back() 
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Operators overrule a rotation past its finish: a compromise trigger while the old
+/// key waits out its grace supersedes that rotation at once (both earlier keys revoked
+/// at the provider); a rollback by hand is kept (the old key is never revoked for it).
+#[test]
+fn operators_overrule_a_finished_rotation_by_compromise_or_by_a_rollback_by_hand() {
+    let World {
+        dir,
+        api: _api,
+        _dns,
+        keys,
+        bad_keys: _,
+        mut env,
+    } = world("rotoverrule", 4, None, false);
+    env.start_agent();
+    let trigger = |compromised: bool| -> Value {
+        let mut args = vec![
+            "rotation", "trigger", "-i", "svc", "-a", "bot", "--wait", "--json",
+        ];
+        if compromised {
+            args.push("--compromised");
+        }
+        let out = env.hb(&args);
+        assert!(
+            out.status.success(),
+            "trigger (compromised: {compromised}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("rotation JSON")
+    };
+    // A compromise while the first rotation's old key is in its grace period.
+    let first = trigger(false);
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    let first_key = store(&keys).into_iter().find(|k| k != OLD).expect("minted");
+    let second = trigger(true);
+    let second_id = second["id"].as_str().expect("id").to_owned();
+    let done = wait_for_step(&env, &first_id, &["retired"], 30);
+    assert_eq!(done["step"], "retired", "{done}");
+    wait_for_step(&env, &second_id, &["retired"], 30);
+    let live = store(&keys);
+    assert_eq!(live.len(), 1, "only the newest key is live at the provider");
+    assert!(!live.contains(&OLD.to_owned()) && !live.contains(&first_key));
+
+    // A rollback by hand before the old key's grace ends.
+    let current = live[0].clone();
+    let third = trigger(false);
+    let third_id = third["id"].as_str().expect("id").to_owned();
+    let new_id = third["new_id"].as_str().expect("new id").to_owned();
+    let back = env.hb(&["vault", "rollback", "--id", &new_id]);
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    let closed = wait_for_step(&env, &third_id, &["rolled_back", "retired"], 60);
+    assert_eq!(closed["step"], "rolled_back", "{closed}");
+    assert!(
+        store(&keys).contains(&current),
+        "the key rolled back to is still live at the provider"
+    );
+    let vault = env.hb_json(&["vault", "list"]);
+    let active = vault
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|c| c["integration"] == "svc" && c["status"] == "active")
+        .count();
+    assert_eq!(active, 1, "{vault}");
+    let _ = fs::remove_dir_all(&dir);
+}

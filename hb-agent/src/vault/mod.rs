@@ -149,7 +149,8 @@ pub enum VaultError {
     ExpiryPassed { when: String },
     #[error(
         "{integration}/{account} already has an open rotation ({id}, at step {step}): \
-         let it finish or abort it"
+         let it finish, abort it (`rotation abort`, before it finishes), or, if a key \
+         leaked, trigger with --compromised (which supersedes one past its finish)"
     )]
     RotationOpen {
         integration: String,

@@ -478,6 +478,31 @@ impl Vault {
         Ok(rotation)
     }
 
+    /// Closes a finished rotation an operator rolled back by hand (`vault rollback`: the
+    /// old credential ACTIVE again): `rolled_back`, nothing else changed.
+    pub fn close_rolled_back_by_hand(&mut self, rotation_id: &str) -> Result<Rotation, VaultError> {
+        let now = stored(SystemTime::now());
+        let path = self.path.clone();
+        let tx = self.write()?;
+        let rotation = rotation_in(&tx, &path, rotation_id)?;
+        let old_active =
+            meta_by_id(&tx, &path, &rotation.old_id)?.is_some_and(|o| o.status == Status::Active);
+        if !matches!(rotation.step, Step::Finished | Step::Watched) || !old_active {
+            return Err(VaultError::NoRollback {
+                id: rotation_id.to_owned(),
+                reason: "the rotation is not finished, or its old credential is not active",
+            });
+        }
+        tx.execute(
+            "UPDATE rotations SET step = ?2, last_error = 'by_hand', updated = ?3 WHERE id = ?1",
+            params![rotation_id, Step::RolledBack.as_str(), to_unix(now)],
+        )
+        .map_err(sql_err(&path, "closing the rotation"))?;
+        let rotation = rotation_in(&tx, &path, rotation_id)?;
+        tx.commit().map_err(sql_err(&path, "committing"))?;
+        Ok(rotation)
+    }
+
     /// Gives a rotation up before it finished (`failed` for a step that cannot succeed,
     /// `aborted` by an operator): its PENDING value revoked, the old one untouched.
     pub fn abandon_rotation(

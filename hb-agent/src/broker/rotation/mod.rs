@@ -74,6 +74,9 @@ pub async fn trigger(
     compromised: bool,
 ) -> Result<Rotation, ApiError> {
     let integ = rotating(shared, integration)?;
+    if compromised {
+        supersede_finished(shared, integration, account).await;
+    }
     let (i, a, w) = (
         integ.name.get_ref().clone(),
         account.to_owned(),
@@ -86,6 +89,25 @@ pub async fn trigger(
     record(shared, &rotation, "begun", None);
     tokio::spawn(drive(shared.clone(), rotation.id.clone()));
     Ok(rotation)
+}
+
+/// Before a compromise rotation: an open rotation of the account past its finish (its
+/// old value in grace, waiting to be watched and retired) is retired now, so the
+/// compromise rotation can begin at once (the leaked value may be either).
+async fn supersede_finished(shared: &Arc<Shared>, integration: &str, account: &str) {
+    let Some((_, config)) = with_rotator(shared, integration) else {
+        return;
+    };
+    let Ok(open) = with_vault(shared.vault.clone(), |v| v.open_rotations()).await else {
+        return;
+    };
+    for r in open
+        .iter()
+        .filter(|r| r.integration == integration && r.account == account && !r.step.before_finish())
+    {
+        record(shared, r, "superseded", Some("compromised"));
+        retire_now(shared, config, r).await;
+    }
 }
 
 /// Resumes every open rotation at its recorded step (on start).
@@ -322,8 +344,10 @@ async fn watch(
         return Next::Stop;
     };
     let current = match with_vault(shared.vault.clone(), move |v| v.get(&new_id)).await {
-        Ok((_, secret)) => secret,
-        Err(e) => return fail(shared, rotation, "new_value_unreadable", &e).await,
+        Ok((meta, secret)) if meta.status == crate::vault::Status::Active => secret,
+        // Rolled back or revoked by hand meanwhile: nothing left to watch; the old
+        // value's fate is the operator's (retired as planned if it is still there).
+        _ => return watched(shared, rotation, Some("new_value_gone")).await,
     };
     let id = rotation.id.clone();
     let last_try = rotation.attempt + 1 >= WATCH_TRIES;
@@ -370,14 +394,41 @@ async fn watched(shared: &Arc<Shared>, rotation: &Rotation, note: Option<&'stati
 /// erases it.
 async fn retire(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotation) -> Next {
     let old_id = rotation.old_id.clone();
+    let grace_end = with_vault(shared.vault.clone(), move |v| v.get(&old_id))
+        .await
+        .ok()
+        .and_then(|(meta, _)| meta.grace_until);
+    if let Some(end) = grace_end
+        && let Ok(left) = end.duration_since(SystemTime::now())
+        && !left.is_zero()
+    {
+        return Next::Wait(left);
+    }
+    retire_now(shared, config, rotation).await
+}
+
+/// The old value revoked at the provider and erased from the vault, grace or not.
+async fn retire_now(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotation) -> Next {
+    let old_id = rotation.old_id.clone();
     let old = with_vault(shared.vault.clone(), move |v| v.get(&old_id)).await;
-    if let Ok((meta, secret)) = old {
-        if let Some(end) = meta.grace_until
-            && let Ok(left) = end.duration_since(SystemTime::now())
-            && !left.is_zero()
+    if let Ok((meta, _)) = &old
+        && meta.status == crate::vault::Status::Active
+    {
+        // Rolled back by hand: the old value is the account's key again, never revoked.
+        let id = rotation.id.clone();
+        return match with_vault(shared.vault.clone(), move |v| {
+            v.close_rolled_back_by_hand(&id)
+        })
+        .await
         {
-            return Next::Wait(left);
-        }
+            Ok(r) => {
+                record(shared, &r, "rolled_back", Some("by_hand"));
+                Next::Stop
+            }
+            Err(e) => fail(shared, rotation, "not_recorded", &e).await,
+        };
+    }
+    if let Ok((_, secret)) = old {
         match rotator(config)
             .revoke(&ask(rotation, "revoke", &secret))
             .await
