@@ -64,7 +64,7 @@ use super::{
         CredentialQuery, HopDecision, OutboundRequest, OutboundResponse,
         url::{Host, Target},
     },
-    state::{AppState, CallerOf, JsonBody, Shared},
+    state::{AppState, CallerOf, JsonBody},
     text_gate::View,
 };
 use crate::{
@@ -273,13 +273,29 @@ pub async fn request(
     CallerOf(caller): CallerOf,
     JsonBody(req): JsonBody<RequestIn>,
 ) -> Result<Json<Value>, ApiError> {
-    let (policy, owner) = acting(&caller, &shared.config.broker.host_policy)?;
+    let (policy, owner) = match acting(&caller, &shared.config.broker.host_policy) {
+        Ok(acting) => acting,
+        Err(e) => {
+            // A decoy tried by a caller that may use no handle at all still trips.
+            if let Some(h) = &req.handle {
+                super::canary::check(&shared, &caller, h, "request_handle");
+            }
+            return Err(e);
+        }
+    };
     let call = Call {
         shared: &shared,
         caller: &caller,
         policy: &policy,
     };
     let parsed = parse(req)?;
+    if let Some(h) = &parsed.handle
+        && super::canary::check(&shared, &caller, h, "request_handle")
+    {
+        // Where a dead handle is refused, and with the same answer.
+        return Err(unknown_handle());
+    }
+    inspect_outgoing(&call, owner, &parsed)?;
     let decision = decide(&call, owner, &parsed)?;
     let usable = credentials_now(&call, &decision).await?;
     let mut carried = usable.first().cloned();
@@ -297,9 +313,53 @@ pub async fn request(
     respond(&call, &decision, carried.as_deref(), &parsed, response).await
 }
 
+/// Phase 1b: what the caller sends, searched for decoy handles (the `canary` signal:
+/// the caller's handles are revoked, so a call with one of them then fails as any dead
+/// handle does) and for the values of its own accounts' credentials (the `reflection`
+/// signal; the request is refused: the broker adds credentials, it never forwards one).
+fn inspect_outgoing(call: &Call<'_>, owner: Owner, parsed: &Parsed) -> Result<(), ApiError> {
+    let shared = call.shared;
+    let url = parsed.target.to_string();
+    let found = super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body);
+    for canary in &found.canaries {
+        super::canary::check(shared, call.caller, canary, "request_content");
+    }
+    if found.credentials.is_empty() {
+        return Ok(());
+    }
+    for (_, integration, account) in &found.credentials {
+        super::rotation::detect::signal(
+            shared,
+            &super::rotation::detect::Signal {
+                detector: super::rotation::detect::Detector::Reflection,
+                trigger: "reflection",
+                integration,
+                account,
+                policy: call.policy,
+                caller: Some(call.caller),
+                seen: "request_content",
+                handle: parsed
+                    .handle
+                    .as_deref()
+                    .map(|h| shared.audit.fingerprint(h)),
+                execution: None,
+            },
+        );
+    }
+    call.audit(
+        &parsed.action,
+        "policy_denied",
+        "a stored credential's value",
+    );
+    Err(denied(
+        "the request carries the value of a stored credential: the broker adds credentials \
+         itself and never forwards one a caller holds",
+    ))
+}
+
 /// Who asks, under which policy: what every phase audits with.
 struct Call<'a> {
-    shared: &'a Shared,
+    shared: &'a AppState,
     caller: &'a Caller,
     policy: &'a str,
 }
@@ -731,6 +791,34 @@ async fn respond(
         Some(f) => f.redact_str(text),
         None => text,
     };
+    if let (Some((entry, _)), Some(current)) = (&decision.credential, carried)
+        && super::sightings::reflected(
+            shared,
+            &current.credential_id,
+            &response.body,
+            &response.headers,
+        )
+    {
+        // The upstream echoed the whole credential the call carried: the caller gets
+        // the scrubbed answer, the account its integration's `on_reflection`.
+        super::rotation::detect::signal(
+            shared,
+            &super::rotation::detect::Signal {
+                detector: super::rotation::detect::Detector::Reflection,
+                trigger: "reflection",
+                integration: &entry.integration,
+                account: &entry.account,
+                policy: call.policy,
+                caller: Some(call.caller),
+                seen: "response",
+                handle: parsed
+                    .handle
+                    .as_deref()
+                    .map(|h| shared.audit.fingerprint(h)),
+                execution: Some(&entry.execution),
+            },
+        );
+    }
     let mut out = serde_json::Map::new();
     out.insert("status".into(), response.status.into());
     out.insert(

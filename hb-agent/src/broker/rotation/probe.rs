@@ -66,7 +66,20 @@ async fn probe(shared: &Arc<Shared>, integration: &str, account: &str) {
     let verdict = super::verify(shared, integ, &current.secret).await;
     tracing::info!(integration, account, verdict = ?verdict, "auth_failure probe");
     if matches!(verdict, Ok(401 | 403)) {
-        let _ = super::trigger(shared, integration, account, "auth_failure", false).await;
+        super::detect::signal(
+            shared,
+            &super::detect::Signal {
+                detector: super::detect::Detector::AuthFailure,
+                trigger: "auth_failure",
+                integration,
+                account,
+                policy: "",
+                caller: None,
+                seen: "verify_probe",
+                handle: None,
+                execution: None,
+            },
+        );
     }
 }
 
