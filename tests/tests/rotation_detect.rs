@@ -67,6 +67,15 @@ struct World {
 /// `mild` (`on_reflection = "alert"`), both rotating through the fake provider; policy
 /// `web` binds both and plants `canaries` decoys per execution and account.
 fn world(name: &str, canaries: u32) -> World {
+    world_with(
+        name,
+        &format!("canary_handles = {canaries}"),
+        "on_reflection = \"alert\"",
+    )
+}
+
+/// [`world`] with `policy_extra` in policy `web` and `mild_extra` in `mild`'s rotation.
+fn world_with(name: &str, policy_extra: &str, mild_extra: &str) -> World {
     private_netns(&["203.0.113.10"]);
     let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("dir");
@@ -125,12 +134,12 @@ verify_url = "https://api.test/keys?file={mild_keys}&step=mild_verify"
 
 [integration.rotation]
 exec = ["{python}", "{rotator}", "{mild_keys}"]
-on_reflection = "alert"
+{mild_extra}
 
 [[policy]]
 name = "web"
 integrations = ["svc", "mild"]
-canary_handles = {canaries}
+{policy_extra}
 "#,
         ca = ca.cert.display(),
         keys = keys.display(),
@@ -475,5 +484,131 @@ fn an_upstream_echoing_the_injected_key_is_a_reflection() {
             assert!(!t.contains(key), "a key in the {name} output");
         }
     }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const CONTENT: &str = r#"
+h = hb.handle("svc", "bot", execution="exec-content")["handle"]
+m = hb.handle("mild", "bot")["handle"]
+decoy = [x["handle"] for x in hb.handles() if x["handle"] not in (h, m) and x["integration"] == "svc"][0]
+out = {}
+# The mild account's key, as if the sandbox had been shown it: sent along, refused.
+try:
+    hb.request("GET", "https://api.test/echo?step=leak", handle=m, headers={"X-Note": "k=" + LEAKED})
+    out["leak"] = "sent"
+except BrokerError as e:
+    out["leak"] = e.code
+# A decoy in the URL of a call with a real handle: the caller's handles die.
+out["decoy_in_url"] = call(h, "decoy_in_url&note=" + decoy).get("error")
+out["after"] = call(h, "content_after").get("error")
+print(json.dumps(out), flush=True)
+"#;
+
+#[test]
+fn a_decoy_or_a_known_key_in_what_a_sandbox_sends_is_seen() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world("sightings", 1);
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+    let body = format!("LEAKED = {MILD_OLD:?}\n{CONTENT}");
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, &body)]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(
+        got["leak"], "policy_denied",
+        "a known key is not sent: {got}"
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .all(|r| !r.to_string().contains(MILD_OLD)),
+        "the upstream never saw the leaked key"
+    );
+    assert_eq!(got["decoy_in_url"], "unknown_handle", "{got}");
+    assert_eq!(got["after"], "unknown_handle", "{got}");
+    assert!(
+        bearers(&api, "content_after").is_empty()
+            && api
+                .requests()
+                .iter()
+                .all(|r| !r["path"].as_str().unwrap_or("").contains("decoy_in_url")),
+        "nothing was sent once the decoy was seen"
+    );
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "canary", "{rotation}");
+    assert_eq!(rotation["compromised"], true, "{rotation}");
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"detector\":\"canary\"")
+                && l.contains("\"seen\":\"request_content\"")),
+        "{audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"detector\":\"reflection\"")
+                && l.contains("\"seen\":\"request_content\"")
+                && l.contains("\"integration\":\"mild\"")
+                && l.contains("\"action\":\"alert\"")),
+        "{audit}"
+    );
+    let log = env.agent().log_text();
+    let new = store(&keys)[0].clone();
+    for key in [OLD, MILD_OLD, new.as_str()] {
+        for (name, t) in [("cli", &outputs), ("log", &log), ("audit", &audit)] {
+            assert!(!t.contains(key), "a key in the {name} output");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const ECHO_DEFAULT: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+r = call(h, "echo_default", "/echo")
+print(json.dumps({"status": r.get("status"), "body": r.get("body")}), flush=True)
+"#;
+
+/// With no detector key in the config at all: the default `on_reflection`.
+#[test]
+fn a_reflected_key_is_rotated_as_compromised_by_default() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_with("reflectdefault", "", "");
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, ECHO_DEFAULT)]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(bearers(&api, "echo_default"), [OLD]);
+    assert!(!got.to_string().contains(OLD), "scrubbed: {got}");
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "reflection", "{rotation}");
+    assert_eq!(rotation["compromised"], true, "{rotation}");
+    assert!(
+        !store(&keys).iter().any(|k| k == OLD),
+        "old key revoked upstream"
+    );
     let _ = fs::remove_dir_all(&dir);
 }

@@ -295,8 +295,8 @@ pub async fn request(
         // Where a dead handle is refused, and with the same answer.
         return Err(unknown_handle());
     }
-    inspect_outgoing(&call, owner, &parsed)?;
     let decision = decide(&call, owner, &parsed)?;
+    inspect_outgoing(&call, owner, &parsed, &decision)?;
     let usable = credentials_now(&call, &decision).await?;
     let mut carried = usable.first().cloned();
     let outbound = inject(&decision, carried.as_deref(), &parsed)?;
@@ -313,19 +313,50 @@ pub async fn request(
     respond(&call, &decision, carried.as_deref(), &parsed, response).await
 }
 
-/// Phase 1b: what the caller sends, searched for decoy handles (the `canary` signal:
-/// the caller's handles are revoked, so a call with one of them then fails as any dead
-/// handle does) and for the values of its own accounts' credentials (the `reflection`
+/// Phase 2b: what the caller sends, searched for decoy handles (the `canary` signal:
+/// every handle of the caller is revoked, so a call made with one fails as any dead
+/// handle does; a call without a handle goes on, as one carrying a real handle's text
+/// would) and for the values of its own accounts' credentials (the `reflection`
 /// signal; the request is refused: the broker adds credentials, it never forwards one).
-fn inspect_outgoing(call: &Call<'_>, owner: Owner, parsed: &Parsed) -> Result<(), ApiError> {
+fn inspect_outgoing(
+    call: &Call<'_>,
+    owner: Owner,
+    parsed: &Parsed,
+    decision: &Decision<'_>,
+) -> Result<(), ApiError> {
     let shared = call.shared;
     let url = parsed.target.to_string();
     let found = super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body);
     for canary in &found.canaries {
         super::canary::check(shared, call.caller, canary, "request_content");
     }
-    if found.credentials.is_empty() {
+    if !found.canaries.is_empty() && decision.credential.is_some() {
+        return Err(unknown_handle());
+    }
+    if !reflected_in_request(call, parsed, &found) {
         return Ok(());
+    }
+    call.audit(
+        &parsed.action,
+        "policy_denied",
+        "a stored credential's value",
+    );
+    Err(denied(
+        "the request carries the value of a stored credential: the broker adds credentials \
+         itself and never forwards one a caller holds",
+    ))
+}
+
+/// The `reflection` signal for each credential of the caller's own accounts found in
+/// what it sends; whether there was one.
+fn reflected_in_request(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    found: &super::sightings::Outgoing,
+) -> bool {
+    let shared = call.shared;
+    if found.credentials.is_empty() {
+        return false;
     }
     for (_, integration, account) in &found.credentials {
         super::rotation::detect::signal(
@@ -346,15 +377,7 @@ fn inspect_outgoing(call: &Call<'_>, owner: Owner, parsed: &Parsed) -> Result<()
             },
         );
     }
-    call.audit(
-        &parsed.action,
-        "policy_denied",
-        "a stored credential's value",
-    );
-    Err(denied(
-        "the request carries the value of a stored credential: the broker adds credentials \
-         itself and never forwards one a caller holds",
-    ))
+    true
 }
 
 /// Who asks, under which policy: what every phase audits with.
@@ -649,6 +672,11 @@ fn auth_collision(
     what: &str,
 ) -> ApiError {
     let (shared, caller, policy) = (call.shared, call.caller, call.policy);
+    // Searched before the handles go: the caller's own credentials are those of the
+    // accounts it holds handles for.
+    let url = parsed.target.to_string();
+    let found = super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body);
+    reflected_in_request(call, parsed, &found);
     let revoked = shared.handles.end_execution(&entry.execution, owner);
     shared.forget_handles(&revoked);
     call.audit(&parsed.action, "auth_collision", what);
