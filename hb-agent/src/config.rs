@@ -1627,6 +1627,46 @@ mod tests {
     }
 
     #[test]
+    fn detector_actions_default_per_detector_and_quarantine_is_refused() {
+        let base = "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
+                    verify_url = \"https://api.test/me\"\n[integration.rotation]\nexec = [\"/bin/true\"]\n";
+        let c = Config::parse(base, "test").expect("defaults");
+        let r = c.integrations[0].rotation.as_ref().expect("rotation");
+        assert_eq!(r.on_canary, DetectorAction::RotateCompromised);
+        assert_eq!(r.on_reflection, DetectorAction::RotateCompromised);
+        assert_eq!(r.on_auth_failure, DetectorAction::Rotate);
+        assert_eq!(r.on_expiry, DetectorAction::Rotate);
+        let c = Config::parse(
+            &format!("{base}on_reflection = \"alert\"\non_expiry = \"observe\"\n"),
+            "test",
+        )
+        .expect("set");
+        let r = c.integrations[0].rotation.as_ref().expect("rotation");
+        assert_eq!(r.on_reflection, DetectorAction::Alert);
+        assert_eq!(r.on_expiry, DetectorAction::Observe);
+        let e = Config::parse(&format!("{base}on_canary = \"quarantine\"\n"), "test")
+            .expect_err("quarantine")
+            .to_string();
+        assert!(
+            e.contains("on_canary") && e.contains("not built"),
+            "names the key and says why: {e}"
+        );
+        let e = Config::parse(&format!("{base}on_canary = \"rotate-now\"\n"), "test")
+            .expect_err("unknown")
+            .to_string();
+        assert!(e.contains("unknown action"), "{e}");
+        let p = |n: u32| format!("[[policy]]\nname = \"p\"\ncanary_handles = {n}\n");
+        assert_eq!(
+            Config::parse(&p(3), "test").expect("ok").policies[0].canary_handles,
+            3
+        );
+        let e = Config::parse(&p(MAX_CANARY_HANDLES + 1), "test")
+            .expect_err("too many")
+            .to_string();
+        assert!(e.contains("canary_handles"), "{e}");
+    }
+
+    #[test]
     fn embedded_default_is_valid() {
         let c = Config::load(None).expect("embedded default parses");
         assert_eq!(c.cgroup_root(), "hb");

@@ -370,4 +370,42 @@ mod tests {
             .expect("create");
         assert!(short.get(&d, me).is_none(), "expired");
     }
+
+    #[test]
+    fn decoys_look_like_handles_stand_for_nothing_and_are_planted_once() {
+        let h = Handles::new(Duration::from_secs(60));
+        let me = Owner::Sandbox { cgroup_id: 7 };
+        let (real, entry, _) = h
+            .create("gh".into(), "bot".into(), me, "e1".into())
+            .expect("create");
+        let (planted, _) = h.plant(&entry, 2);
+        assert_eq!(planted.len(), 2);
+        for d in &planted {
+            assert!(d.starts_with(PREFIX) && d.len() == real.len(), "{d}");
+            assert!(h.get(d, me).is_none(), "a decoy reaches no credential");
+            let e = h.decoy(d).expect("remembered");
+            assert_eq!((e.integration.as_str(), e.execution.as_str()), ("gh", "e1"));
+        }
+        assert!(h.decoy(&real).is_none());
+        assert!(
+            h.plant(&entry, 2).0.is_empty(),
+            "once per execution and account"
+        );
+        let listed: Vec<String> = h.listing(me).into_iter().map(|l| l.handle).collect();
+        assert_eq!(listed.len(), 3);
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(listed, sorted, "listed in the order of their random text");
+        assert!(!h.delete_decoy(&planted[0], Owner::Sandbox { cgroup_id: 8 }));
+        assert!(h.delete_decoy(&planted[0], me));
+        assert_eq!(h.listing(me).len(), 2);
+        assert!(
+            h.decoy(&planted[0]).is_some(),
+            "still remembered after delete"
+        );
+        let ended = h.end_owner(me);
+        assert_eq!(ended.len(), 1, "the real handle");
+        assert!(h.listing(me).is_empty(), "decoys no longer listed");
+        assert!(h.decoy(&planted[1]).is_some(), "still remembered");
+    }
 }
