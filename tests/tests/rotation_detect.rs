@@ -612,3 +612,59 @@ fn a_reflected_key_is_rotated_as_compromised_by_default() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+const LEAKER: &str = r#"
+h = hb.handle("svc", "bot", execution="exec-leaker")["handle"]
+decoy = [x["handle"] for x in hb.handles() if x["handle"] != h][0]
+print(decoy, flush=True)
+sys.stdin.readline()
+print(json.dumps({"after": call(h, "leaker_after").get("error")}), flush=True)
+"#;
+
+/// A decoy that got out of its sandbox and is tried by another one: the other caller's
+/// handles and the decoy's own execution are ended.
+#[test]
+fn a_decoy_tried_by_another_sandbox_ends_both() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world("canaryforeign", 1);
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+    let mut leaker = env.sandbox_piped("web", &[python, "-c", &script(&env, &keys, LEAKER)]);
+    let mut to_leaker = leaker.stdin.take().expect("stdin");
+    let mut from_leaker = BufReader::new(leaker.stdout.take().expect("stdout"));
+    let mut decoy = String::new();
+    from_leaker.read_line(&mut decoy).expect("decoy");
+    let decoy = decoy.trim().to_owned();
+    assert!(decoy.starts_with("hb_cred_"), "{decoy}");
+    let user = format!(
+        "mine = hb.handle(\"svc\", \"bot\")[\"handle\"]\nd = call({decoy:?}, \"foreign\")\nprint(json.dumps({{\"decoy\": d.get(\"error\"), \"mine\": call(mine, \"user_after\").get(\"error\")}}), flush=True)\n"
+    );
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, &user)]);
+    assert!(
+        out.status.success(),
+        "user: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("user JSON");
+    assert_eq!(got["decoy"], "unknown_handle", "{got}");
+    assert_eq!(
+        got["mine"], "unknown_handle",
+        "the user's own handle: {got}"
+    );
+    writeln!(to_leaker, "go").expect("to leaker");
+    let mut line = String::new();
+    from_leaker.read_line(&mut line).expect("leaker");
+    let _ = leaker.wait();
+    let l: Value = serde_json::from_str(line.trim()).expect("leaker JSON");
+    assert_eq!(l["after"], "unknown_handle", "the decoy's execution: {l}");
+    assert!(bearers(&api, "foreign").is_empty() && bearers(&api, "leaker_after").is_empty());
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "canary", "{rotation}");
+    let _ = fs::remove_dir_all(&dir);
+}
