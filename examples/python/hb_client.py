@@ -101,6 +101,10 @@ class Client:
             body["execution"] = execution
         return self.call("POST", "/v1/handles", body)
 
+    def handles(self):
+        """Every live handle this caller holds (and any decoys its policy planted beside them)."""
+        return self.call("GET", "/v1/handles")["handles"]
+
     def delete_handle(self, handle):
         return self.call("DELETE", "/v1/handles/" + urllib.parse.quote(handle, safe=""))
 

@@ -579,6 +579,87 @@ pub struct RotationConfig {
     /// one's start (whatever became of it): a failing provider is not hammered.
     #[serde(default = "default_rotation_cooldown_secs")]
     pub cooldown_secs: u64,
+    /// What a decoy handle (`[[policy]] canary_handles`) used by an execution that held
+    /// a handle of this integration does to the account (default `rotate_compromised`).
+    #[serde(default = "compromised_action")]
+    pub on_canary: DetectorAction,
+    /// What this account's own credential seen in the answer to the call that carried
+    /// it, or in what a caller sent, does (default `rotate_compromised`).
+    #[serde(default = "compromised_action")]
+    pub on_reflection: DetectorAction,
+    /// What a key found dead by the verify probe after a 401 does (default `rotate`).
+    #[serde(default = "rotate_action")]
+    pub on_auth_failure: DetectorAction,
+    /// What a credential reaching two thirds of its lifetime or `max_age_secs` does
+    /// (default `rotate`).
+    #[serde(default = "rotate_action")]
+    pub on_expiry: DetectorAction,
+}
+
+/// What a detector's signal does to the account it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum DetectorAction {
+    /// An audit record only.
+    Observe,
+    /// An audit record and an event on the event stream.
+    Alert,
+    /// Alert, and rotate the account (the old key keeps its grace period).
+    Rotate,
+    /// Alert, and rotate the account as compromised: no grace period, no rollback, the
+    /// old key revoked at the provider as soon as the new one is active.
+    RotateCompromised,
+}
+
+impl DetectorAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorAction::Observe => "observe",
+            DetectorAction::Alert => "alert",
+            DetectorAction::Rotate => "rotate",
+            DetectorAction::RotateCompromised => "rotate_compromised",
+        }
+    }
+}
+
+impl From<DetectorAction> for &'static str {
+    fn from(a: DetectorAction) -> Self {
+        a.as_str()
+    }
+}
+
+impl TryFrom<String> for DetectorAction {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "observe" => DetectorAction::Observe,
+            "alert" => DetectorAction::Alert,
+            "rotate" => DetectorAction::Rotate,
+            "rotate_compromised" => DetectorAction::RotateCompromised,
+            "quarantine" => {
+                return Err(
+                    "\"quarantine\" is not built in this version of hb (it would \
+                            limit the credential's calls and end the suspect execution): \
+                            choose observe, alert, rotate or rotate_compromised"
+                        .into(),
+                );
+            }
+            other => {
+                return Err(format!(
+                    "unknown action {other:?}: choose observe, alert, rotate or rotate_compromised"
+                ));
+            }
+        })
+    }
+}
+
+fn compromised_action() -> DetectorAction {
+    DetectorAction::RotateCompromised
+}
+
+fn rotate_action() -> DetectorAction {
+    DetectorAction::Rotate
 }
 
 fn default_rotation_cooldown_secs() -> u64 {
@@ -749,7 +830,16 @@ pub struct PolicyConfig {
     /// UDP (default false: refused in the kernel, clients fall back to TCP).
     #[serde(default)]
     pub allow_quic: bool,
+    /// Decoy handles planted beside the first handle of each execution and account
+    /// (0-16, default 0): listed with the caller's real handles by `GET /v1/handles`,
+    /// indistinguishable from them, standing for no credential. Any use of one is the
+    /// `canary` signal (see `[integration.rotation] on_canary`).
+    #[serde(default)]
+    pub canary_handles: u32,
 }
+
+/// The most decoy handles a policy may plant per execution and account.
+pub const MAX_CANARY_HANDLES: u32 = 16;
 
 fn yes() -> bool {
     true
@@ -1405,6 +1495,13 @@ impl Config {
                     "needs guard = true".into(),
                 ));
             }
+            if policy.canary_handles > MAX_CANARY_HANDLES {
+                return Err(invalid(
+                    format!("policy[{i}].canary_handles"),
+                    line_of(text, policy.name.span().start),
+                    format!("must be 0-{MAX_CANARY_HANDLES}"),
+                ));
+            }
             if policy.guard && !policy.guard_all_ports && policy.guard_ports.is_empty() {
                 return Err(invalid(
                     format!("policy[{i}].guard_ports"),
@@ -1527,6 +1624,46 @@ mod tests {
             Ok(_) => panic!("config unexpectedly valid:\n{text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn detector_actions_default_per_detector_and_quarantine_is_refused() {
+        let base = "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
+                    verify_url = \"https://api.test/me\"\n[integration.rotation]\nexec = [\"/bin/true\"]\n";
+        let c = Config::parse(base, "test").expect("defaults");
+        let r = c.integrations[0].rotation.as_ref().expect("rotation");
+        assert_eq!(r.on_canary, DetectorAction::RotateCompromised);
+        assert_eq!(r.on_reflection, DetectorAction::RotateCompromised);
+        assert_eq!(r.on_auth_failure, DetectorAction::Rotate);
+        assert_eq!(r.on_expiry, DetectorAction::Rotate);
+        let c = Config::parse(
+            &format!("{base}on_reflection = \"alert\"\non_expiry = \"observe\"\n"),
+            "test",
+        )
+        .expect("set");
+        let r = c.integrations[0].rotation.as_ref().expect("rotation");
+        assert_eq!(r.on_reflection, DetectorAction::Alert);
+        assert_eq!(r.on_expiry, DetectorAction::Observe);
+        let e = Config::parse(&format!("{base}on_canary = \"quarantine\"\n"), "test")
+            .expect_err("quarantine")
+            .to_string();
+        assert!(
+            e.contains("on_canary") && e.contains("not built"),
+            "names the key and says why: {e}"
+        );
+        let e = Config::parse(&format!("{base}on_canary = \"rotate-now\"\n"), "test")
+            .expect_err("unknown")
+            .to_string();
+        assert!(e.contains("unknown action"), "{e}");
+        let p = |n: u32| format!("[[policy]]\nname = \"p\"\ncanary_handles = {n}\n");
+        assert_eq!(
+            Config::parse(&p(3), "test").expect("ok").policies[0].canary_handles,
+            3
+        );
+        let e = Config::parse(&p(MAX_CANARY_HANDLES + 1), "test")
+            .expect_err("too many")
+            .to_string();
+        assert!(e.contains("canary_handles"), "{e}");
     }
 
     #[test]

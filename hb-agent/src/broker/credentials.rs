@@ -149,6 +149,7 @@ pub async fn create_handle(
         .ok_or_else(|| ApiError::new(Code::Internal, "cannot create a handle"))?;
     shared.forget_handles(&expired);
     shared.protect_handle(&handle);
+    super::canary::plant(&shared, &policy, &entry);
     shared.audit_handle(
         &caller,
         &policy,
@@ -172,7 +173,20 @@ pub async fn delete_handle(
     CallerOf(caller): CallerOf,
     Path(handle): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let (policy, owner) = acting(&caller, &shared.config.broker.host_policy)?;
+    let acting = acting(&caller, &shared.config.broker.host_policy);
+    // A decoy deleted by its owner goes as a real handle would; by anyone else it is
+    // the canary signal, answered as any dead handle (or as acting's refusal).
+    if let Some(decoy) = shared.handles.decoy(&handle) {
+        let owner = super::canary::owner_of(&caller);
+        if decoy.owner != owner {
+            super::canary::check(&shared, &caller, &handle, "delete");
+        } else if acting.is_ok() && shared.handles.delete_decoy(&handle, owner) {
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        acting?;
+        return Err(unknown_handle());
+    }
+    let (policy, owner) = acting?;
     match shared.handles.get(&handle, owner) {
         Some(entry) if shared.handles.delete(&handle, owner) => {
             shared.audit_handle(&caller, &policy, "revoked", &handle, &entry, None);

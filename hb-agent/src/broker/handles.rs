@@ -47,6 +47,29 @@ pub struct Handles {
     ttl: Duration,
     rng: SystemRandom,
     table: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Decoy handles (`[[policy]] canary_handles`): never found by [`Handles::get`], so
+    /// they stand for nothing; listed beside their owner's real handles while their
+    /// execution lives, and remembered for [`DECOY_MEMORY`] after, so a use long after
+    /// they were taken still trips.
+    decoys: Mutex<HashMap<String, Decoy>>,
+}
+
+/// How long a decoy is remembered after its handle would have expired.
+pub const DECOY_MEMORY: Duration = Duration::from_secs(86_400);
+/// The most decoys remembered at once (the oldest are forgotten first).
+const MAX_DECOYS: usize = 65_536;
+
+/// A planted decoy: what it pretends to stand for, and whether it is still listed.
+struct Decoy {
+    entry: Arc<Entry>,
+    /// Deleted by its owner, or its execution ended: no longer listed.
+    ended: bool,
+}
+
+/// One line of a caller's handle listing (`GET /v1/handles`); real and decoy alike.
+pub struct Listed {
+    pub handle: String,
+    pub entry: Arc<Entry>,
 }
 
 /// A fresh execution id (when the caller gives none): `exec_` + 16 hex digits.
@@ -62,7 +85,150 @@ impl Handles {
             ttl,
             rng: SystemRandom::new(),
             table: Mutex::new(HashMap::new()),
+            decoys: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn fresh(&self) -> Option<String> {
+        let mut raw = [0u8; RANDOM_BYTES];
+        self.rng.fill(&mut raw).ok()?;
+        Some(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)))
+    }
+
+    /// Plants `n` decoys beside `real` unless its execution already has decoys for the
+    /// same account; the decoys planted (to register with the scrubber), and the
+    /// decoys forgotten now (to unregister).
+    pub fn plant(&self, real: &Entry, n: u32) -> (Vec<String>, Vec<String>) {
+        if n == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let Ok(mut decoys) = self.decoys.lock() else {
+            return (Vec::new(), Vec::new());
+        };
+        let now = Instant::now();
+        let mut forgotten: Vec<String> = decoys
+            .iter()
+            .filter(|(_, d)| d.entry.expires + DECOY_MEMORY <= now)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in &forgotten {
+            decoys.remove(h);
+        }
+        let planted_already = decoys.values().any(|d| {
+            d.entry.owner == real.owner
+                && d.entry.execution == real.execution
+                && d.entry.integration == real.integration
+                && d.entry.account == real.account
+        });
+        if planted_already {
+            return (Vec::new(), forgotten);
+        }
+        let mut planted = Vec::new();
+        for _ in 0..n {
+            let Some(h) = self.fresh() else { break };
+            let entry = Arc::new(Entry {
+                integration: real.integration.clone(),
+                account: real.account.clone(),
+                owner: real.owner,
+                execution: real.execution.clone(),
+                expires: real.expires,
+                expires_at: real.expires_at,
+            });
+            decoys.insert(
+                h.clone(),
+                Decoy {
+                    entry,
+                    ended: false,
+                },
+            );
+            planted.push(h);
+        }
+        while decoys.len() > MAX_DECOYS {
+            let Some(oldest) = decoys
+                .iter()
+                .min_by_key(|(_, d)| d.entry.expires)
+                .map(|(h, _)| h.clone())
+            else {
+                break;
+            };
+            decoys.remove(&oldest);
+            forgotten.push(oldest);
+        }
+        (planted, forgotten)
+    }
+
+    /// The entry a decoy pretends to stand for, if `handle` is one (whoever asks).
+    pub fn decoy(&self, handle: &str) -> Option<Arc<Entry>> {
+        let decoys = self.decoys.lock().ok()?;
+        decoys.get(handle).map(|d| d.entry.clone())
+    }
+
+    /// The handles `owner` holds as a listing shows them: its live handles and its
+    /// listed decoys, in no telling order (sorted by the handle's random text).
+    pub fn listing(&self, owner: Owner) -> Vec<Listed> {
+        let now = Instant::now();
+        let mut out: Vec<Listed> = Vec::new();
+        if let Ok(table) = self.table.lock() {
+            out.extend(
+                table
+                    .iter()
+                    .filter(|(_, e)| e.owner == owner && e.expires > now)
+                    .map(|(h, e)| Listed {
+                        handle: h.clone(),
+                        entry: e.clone(),
+                    }),
+            );
+        }
+        if let Ok(decoys) = self.decoys.lock() {
+            out.extend(
+                decoys
+                    .iter()
+                    .filter(|(_, d)| !d.ended && d.entry.owner == owner && d.entry.expires > now)
+                    .map(|(h, d)| Listed {
+                        handle: h.clone(),
+                        entry: d.entry.clone(),
+                    }),
+            );
+        }
+        out.sort_by(|a, b| a.handle.cmp(&b.handle));
+        out
+    }
+
+    /// Takes a listed decoy out of its owner's listing (`DELETE` by its owner answers
+    /// as for a real handle); whether it did.
+    pub fn delete_decoy(&self, handle: &str, owner: Owner) -> bool {
+        let Ok(mut decoys) = self.decoys.lock() else {
+            return false;
+        };
+        match decoys.get_mut(handle) {
+            Some(d) if d.entry.owner == owner && !d.ended && d.entry.expires > Instant::now() => {
+                d.ended = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every live handle `owner` holds, in any execution, revoked; the handles revoked
+    /// (a caller that used a decoy is not trusted with any of them).
+    pub fn end_owner(&self, owner: Owner) -> Vec<(String, Arc<Entry>)> {
+        let Ok(mut table) = self.table.lock() else {
+            return Vec::new();
+        };
+        let ended: Vec<(String, Arc<Entry>)> = table
+            .iter()
+            .filter(|(_, e)| e.owner == owner)
+            .map(|(h, e)| (h.clone(), e.clone()))
+            .collect();
+        for (h, _) in &ended {
+            table.remove(h);
+        }
+        if let Ok(mut decoys) = self.decoys.lock() {
+            for d in decoys.values_mut().filter(|d| d.entry.owner == owner) {
+                d.ended = true;
+            }
+        }
+        ended
     }
 
     pub fn rng(&self) -> &SystemRandom {
@@ -78,9 +244,7 @@ impl Handles {
         owner: Owner,
         execution: String,
     ) -> Option<(String, Arc<Entry>, Vec<String>)> {
-        let mut raw = [0u8; RANDOM_BYTES];
-        self.rng.fill(&mut raw).ok()?;
-        let handle = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        let handle = self.fresh()?;
         let entry = Arc::new(Entry {
             integration,
             account,
@@ -110,20 +274,6 @@ impl Handles {
         (e.owner == owner && e.expires > Instant::now()).then(|| e.clone())
     }
 
-    /// The live handles `owner` holds, each with the integration and account it stands
-    /// for.
-    pub fn held_by(&self, owner: Owner) -> Vec<(String, String, String)> {
-        let Ok(table) = self.table.lock() else {
-            return Vec::new();
-        };
-        let now = Instant::now();
-        table
-            .iter()
-            .filter(|(_, e)| e.owner == owner && e.expires > now)
-            .map(|(h, e)| (h.clone(), e.integration.clone(), e.account.clone()))
-            .collect()
-    }
-
     /// Deletes `handle` if `owner` may use it; whether it did.
     pub fn delete(&self, handle: &str, owner: Owner) -> bool {
         let Ok(mut table) = self.table.lock() else {
@@ -141,16 +291,36 @@ impl Handles {
 
     /// Revokes every handle of `execution` created by `owner`; the handles revoked.
     pub fn end_execution(&self, execution: &str, owner: Owner) -> Vec<String> {
+        self.end_execution_entries(execution, owner)
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect()
+    }
+
+    /// [`Handles::end_execution`], with what each revoked handle stood for.
+    pub fn end_execution_entries(
+        &self,
+        execution: &str,
+        owner: Owner,
+    ) -> Vec<(String, Arc<Entry>)> {
         let Ok(mut table) = self.table.lock() else {
             return Vec::new();
         };
-        let ended: Vec<String> = table
+        let ended: Vec<(String, Arc<Entry>)> = table
             .iter()
             .filter(|(_, e)| e.execution == execution && e.owner == owner)
-            .map(|(h, _)| h.clone())
+            .map(|(h, e)| (h.clone(), e.clone()))
             .collect();
-        for h in &ended {
+        for (h, _) in &ended {
             table.remove(h);
+        }
+        if let Ok(mut decoys) = self.decoys.lock() {
+            for d in decoys
+                .values_mut()
+                .filter(|d| d.entry.execution == execution && d.entry.owner == owner)
+            {
+                d.ended = true;
+            }
         }
         ended
     }
@@ -189,11 +359,9 @@ mod tests {
         assert_eq!(h.end_execution("e1", me).len(), 2);
         assert!(h.get(&a, me).is_none() && h.get(&b, me).is_none());
         assert!(h.get(&c, me).is_some(), "another execution lives on");
-        assert_eq!(
-            h.held_by(me),
-            vec![(c.clone(), "gh".to_owned(), "bot".to_owned())]
-        );
-        assert!(h.held_by(other).is_empty(), "held only by its owner");
+        let listed: Vec<String> = h.listing(me).into_iter().map(|l| l.handle).collect();
+        assert_eq!(listed, vec![c.clone()]);
+        assert!(h.listing(other).is_empty(), "held only by its owner");
         assert!(h.delete(&c, me));
         assert!(h.get(&c, me).is_none());
         let short = Handles::new(Duration::ZERO);
@@ -201,5 +369,43 @@ mod tests {
             .create("gh".into(), "bot".into(), me, "e".into())
             .expect("create");
         assert!(short.get(&d, me).is_none(), "expired");
+    }
+
+    #[test]
+    fn decoys_look_like_handles_stand_for_nothing_and_are_planted_once() {
+        let h = Handles::new(Duration::from_secs(60));
+        let me = Owner::Sandbox { cgroup_id: 7 };
+        let (real, entry, _) = h
+            .create("gh".into(), "bot".into(), me, "e1".into())
+            .expect("create");
+        let (planted, _) = h.plant(&entry, 2);
+        assert_eq!(planted.len(), 2);
+        for d in &planted {
+            assert!(d.starts_with(PREFIX) && d.len() == real.len(), "{d}");
+            assert!(h.get(d, me).is_none(), "a decoy reaches no credential");
+            let e = h.decoy(d).expect("remembered");
+            assert_eq!((e.integration.as_str(), e.execution.as_str()), ("gh", "e1"));
+        }
+        assert!(h.decoy(&real).is_none());
+        assert!(
+            h.plant(&entry, 2).0.is_empty(),
+            "once per execution and account"
+        );
+        let listed: Vec<String> = h.listing(me).into_iter().map(|l| l.handle).collect();
+        assert_eq!(listed.len(), 3);
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(listed, sorted, "listed in the order of their random text");
+        assert!(!h.delete_decoy(&planted[0], Owner::Sandbox { cgroup_id: 8 }));
+        assert!(h.delete_decoy(&planted[0], me));
+        assert_eq!(h.listing(me).len(), 2);
+        assert!(
+            h.decoy(&planted[0]).is_some(),
+            "still remembered after delete"
+        );
+        let ended = h.end_owner(me);
+        assert_eq!(ended.len(), 1, "the real handle");
+        assert!(h.listing(me).is_empty(), "decoys no longer listed");
+        assert!(h.decoy(&planted[1]).is_some(), "still remembered");
     }
 }

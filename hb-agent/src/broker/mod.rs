@@ -17,6 +17,7 @@
 //! path that is not a socket, or let an error message out unscrubbed.
 
 mod accounts;
+mod canary;
 mod credentials;
 pub mod error;
 mod handles;
@@ -27,6 +28,7 @@ mod rotation;
 pub use rotation::revoke_minted_by_operator;
 mod server;
 pub mod sessions;
+mod sightings;
 mod state;
 pub mod stats;
 mod text_gate;
@@ -240,6 +242,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     vault,
                     scrubber,
                     protected: std::sync::Mutex::new(protected),
+                    canaries: std::sync::Mutex::default(),
                     audit: audit.clone(),
                     outbound,
                     events,

@@ -64,7 +64,7 @@ use super::{
         CredentialQuery, HopDecision, OutboundRequest, OutboundResponse,
         url::{Host, Target},
     },
-    state::{AppState, CallerOf, JsonBody, Shared},
+    state::{AppState, CallerOf, JsonBody},
     text_gate::View,
 };
 use crate::{
@@ -273,14 +273,30 @@ pub async fn request(
     CallerOf(caller): CallerOf,
     JsonBody(req): JsonBody<RequestIn>,
 ) -> Result<Json<Value>, ApiError> {
-    let (policy, owner) = acting(&caller, &shared.config.broker.host_policy)?;
+    let (policy, owner) = match acting(&caller, &shared.config.broker.host_policy) {
+        Ok(acting) => acting,
+        Err(e) => {
+            // A decoy tried by a caller that may use no handle at all still trips.
+            if let Some(h) = &req.handle {
+                super::canary::check(&shared, &caller, h, "request_handle");
+            }
+            return Err(e);
+        }
+    };
     let call = Call {
         shared: &shared,
         caller: &caller,
         policy: &policy,
     };
     let parsed = parse(req)?;
+    if let Some(h) = &parsed.handle
+        && super::canary::check(&shared, &caller, h, "request_handle")
+    {
+        // Where a dead handle is refused, and with the same answer.
+        return Err(unknown_handle());
+    }
     let decision = decide(&call, owner, &parsed)?;
+    inspect_outgoing(&call, owner, &parsed, &decision)?;
     let usable = credentials_now(&call, &decision).await?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
     let mut sent: Vec<Arc<Current>> = usable.first().cloned().into_iter().collect();
@@ -303,9 +319,76 @@ pub async fn request(
     respond(&call, &decision, &sent, &parsed, response).await
 }
 
+/// Phase 2b: what the caller sends, searched for decoy handles (the `canary` signal:
+/// every handle of the caller is revoked, so a call made with one fails as any dead
+/// handle does; a call without a handle goes on, as one carrying a real handle's text
+/// would) and for the values of its own accounts' credentials (the `reflection`
+/// signal; the request is refused: the broker adds credentials, it never forwards one).
+fn inspect_outgoing(
+    call: &Call<'_>,
+    owner: Owner,
+    parsed: &Parsed,
+    decision: &Decision<'_>,
+) -> Result<(), ApiError> {
+    let shared = call.shared;
+    let url = parsed.target.to_string();
+    let found = super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body);
+    for canary in &found.canaries {
+        super::canary::check(shared, call.caller, canary, "request_content");
+    }
+    if !found.canaries.is_empty() && decision.credential.is_some() {
+        return Err(unknown_handle());
+    }
+    if !reflected_in_request(call, parsed, &found) {
+        return Ok(());
+    }
+    call.audit(
+        &parsed.action,
+        "policy_denied",
+        "a stored credential's value",
+    );
+    Err(denied(
+        "the request carries the value of a stored credential: the broker adds credentials \
+         itself and never forwards one a caller holds",
+    ))
+}
+
+/// The `reflection` signal for each credential of the caller's own accounts found in
+/// what it sends; whether there was one.
+fn reflected_in_request(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    found: &super::sightings::Outgoing,
+) -> bool {
+    let shared = call.shared;
+    if found.credentials.is_empty() {
+        return false;
+    }
+    for (_, integration, account) in &found.credentials {
+        super::rotation::detect::signal(
+            shared,
+            &super::rotation::detect::Signal {
+                detector: super::rotation::detect::Detector::Reflection,
+                trigger: "reflection",
+                integration,
+                account,
+                policy: call.policy,
+                caller: Some(call.caller),
+                seen: "request_content",
+                handle: parsed
+                    .handle
+                    .as_deref()
+                    .map(|h| shared.audit.fingerprint(h)),
+                execution: None,
+            },
+        );
+    }
+    true
+}
+
 /// Who asks, under which policy: what every phase audits with.
 struct Call<'a> {
-    shared: &'a Shared,
+    shared: &'a AppState,
     caller: &'a Caller,
     policy: &'a str,
 }
@@ -595,6 +678,11 @@ fn auth_collision(
     what: &str,
 ) -> ApiError {
     let (shared, caller, policy) = (call.shared, call.caller, call.policy);
+    // Searched before the handles go: the caller's own credentials are those of the
+    // accounts it holds handles for.
+    let url = parsed.target.to_string();
+    let found = super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body);
+    reflected_in_request(call, parsed, &found);
     let revoked = shared.handles.end_execution(&entry.execution, owner);
     shared.forget_handles(&revoked);
     call.audit(&parsed.action, "auth_collision", what);
@@ -756,6 +844,36 @@ async fn respond(
     // Runs of the credentials the call sent (built once per credential): a retried
     // call's upstream saw two.
     let pieces = |text: String| without_runs(sent, text);
+    if let Some((entry, _)) = &decision.credential
+        && sent.iter().any(|current| {
+            super::sightings::reflected(
+                shared,
+                &current.credential_id,
+                &response.body,
+                &response.headers,
+            )
+        })
+    {
+        // The upstream echoed a whole credential the call carried: the caller gets the
+        // scrubbed answer, the account its integration's `on_reflection`.
+        super::rotation::detect::signal(
+            shared,
+            &super::rotation::detect::Signal {
+                detector: super::rotation::detect::Detector::Reflection,
+                trigger: "reflection",
+                integration: &entry.integration,
+                account: &entry.account,
+                policy: call.policy,
+                caller: Some(call.caller),
+                seen: "response",
+                handle: parsed
+                    .handle
+                    .as_deref()
+                    .map(|h| shared.audit.fingerprint(h)),
+                execution: Some(&entry.execution),
+            },
+        );
+    }
     let mut out = serde_json::Map::new();
     out.insert("status".into(), response.status.into());
     out.insert(

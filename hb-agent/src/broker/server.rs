@@ -310,7 +310,10 @@ fn router(shared: AppState) -> Router {
         .route("/v1/scrub", post(scrub))
         .route("/v1/sanitize", post(sanitize))
         .route("/v1/requests", post(super::requests::request))
-        .route("/v1/handles", post(credentials::create_handle))
+        .route(
+            "/v1/handles",
+            post(credentials::create_handle).get(super::canary::list),
+        )
         .route(
             "/v1/handles/{handle}",
             axum::routing::delete(credentials::delete_handle),

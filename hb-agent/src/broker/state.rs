@@ -54,6 +54,9 @@ pub struct Shared {
     pub scrubber: Arc<Scrubber>,
     /// Live values registered with the scrubber: credential ids and handles.
     pub protected: Mutex<HashMap<String, LiveId>>,
+    /// The scrubber ids of the decoy handles (`canary`), searched for in what callers
+    /// send.
+    pub canaries: Mutex<HashMap<LiveId, String>>,
     pub audit: Arc<AuditLog>,
     pub outbound: Arc<super::outbound::Outbound>,
     pub events: broadcast::Sender<Arc<EventRecord>>,

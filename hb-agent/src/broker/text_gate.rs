@@ -178,18 +178,28 @@ impl View {
                 visible: None,
             };
         };
-        let held = shared.handles.held_by(Owner::Sandbox {
-            cgroup_id: s.cgroup_id,
-        });
+        // Its decoys too: an answer that echoes one is scrubbed as a real handle is.
+        let held = shared
+            .handles
+            .listing(Owner::Sandbox {
+                cgroup_id: s.cgroup_id,
+            })
+            .into_iter()
+            .map(|l| {
+                (
+                    l.handle,
+                    l.entry.integration.clone(),
+                    l.entry.account.clone(),
+                )
+            });
         let protected = shared
             .protected
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let visible = held
-            .iter()
             .flat_map(|(handle, integration, account)| {
-                let mut keys = shared.accounts.seen(integration, account);
-                keys.push(handle.clone());
+                let mut keys = shared.accounts.seen(&integration, &account);
+                keys.push(handle);
                 keys
             })
             .filter_map(|key| protected.get(key.as_str()).copied())

@@ -357,23 +357,7 @@ impl Scrubber {
     /// them. For answers to callers that choose what is scrubbed, directly (a sandbox's
     /// `POST /v1/scrub`) or through an upstream that echoes them.
     pub fn scrub_visible(&self, input: &[u8], visible: &HashSet<LiveId>) -> Scrubbed {
-        let live = self.live_snapshot();
-        // The values this snapshot holds that the caller may not see are treated as
-        // unregistered (the live set's `dead` rule: their matches are skipped and a
-        // visible value that is a prefix of one still matches).
-        let hidden: HashSet<u64> = live
-            .segments
-            .iter()
-            .flat_map(|s| s.entries.iter().map(|(id, _)| *id))
-            .filter(|id| !visible.contains(&LiveId(*id)))
-            .chain(live.dead.iter().copied())
-            .collect();
-        let view = LiveSet {
-            segments: live.segments.clone(),
-            sampler: Arc::clone(&live.sampler),
-            dead: Arc::new(hidden),
-            longest: live.longest,
-        };
+        let view = self.view(visible);
         let rules = self.rules_snapshot();
         let mut engine = Engine::default();
         let mut bytes = Vec::with_capacity(input.len());
@@ -381,6 +365,37 @@ impl Scrubber {
         Scrubbed {
             bytes,
             redactions: std::mem::take(&mut engine.redactions),
+        }
+    }
+
+    /// Whether `input` holds a form of one of the live values in `visible`, the token
+    /// families left out (a family's span can swallow a live value's: `Bearer <value>`
+    /// is redacted as `bearer`). For the detectors that must know whose value an
+    /// answer or a request carries; never says where.
+    pub fn contains_visible(&self, input: &[u8], visible: &HashSet<LiveId>) -> bool {
+        if visible.is_empty() {
+            return false;
+        }
+        self.view(visible).next_hit(input, 0).is_some()
+    }
+
+    /// The current live set with every value outside `visible` treated as unregistered
+    /// (the live set's `dead` rule: their matches are skipped and a visible value that
+    /// is a prefix of one still matches).
+    fn view(&self, visible: &HashSet<LiveId>) -> LiveSet {
+        let live = self.live_snapshot();
+        let hidden: HashSet<u64> = live
+            .segments
+            .iter()
+            .flat_map(|s| s.entries.iter().map(|(id, _)| *id))
+            .filter(|id| !visible.contains(&LiveId(*id)))
+            .chain(live.dead.iter().copied())
+            .collect();
+        LiveSet {
+            segments: live.segments.clone(),
+            sampler: Arc::clone(&live.sampler),
+            dead: Arc::new(hidden),
+            longest: live.longest,
         }
     }
 

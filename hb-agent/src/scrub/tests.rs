@@ -1210,3 +1210,30 @@ mod attack {
         );
     }
 }
+
+#[test]
+fn contains_visible_finds_one_live_value_in_any_form_and_names_whose_it_is() {
+    let s = Scrubber::new();
+    let a = s
+        .register(
+            "live_secret",
+            &Secret::new(b"key-a-0011223344556677".to_vec()),
+        )
+        .expect("a");
+    let b = s
+        .register(
+            "live_secret",
+            &Secret::new(b"key-b-8899aabbccddeeff".to_vec()),
+        )
+        .expect("b");
+    let only = |id| std::iter::once(id).collect::<std::collections::HashSet<_>>();
+    // Inside a Bearer header (a family's span may cover it): found, and as a's.
+    let text = b"{\"authorization\": \"Bearer key-a-0011223344556677\"}";
+    assert!(s.contains_visible(text, &only(a)));
+    assert!(!s.contains_visible(text, &only(b)), "not b's");
+    // Encoded forms too.
+    let b64 = STANDARD.encode(b"key-b-8899aabbccddeeff");
+    assert!(s.contains_visible(format!("x={b64};").as_bytes(), &only(b)));
+    assert!(!s.contains_visible(b"nothing here at all", &only(a)));
+    assert!(!s.contains_visible(text, &std::collections::HashSet::new()));
+}

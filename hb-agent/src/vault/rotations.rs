@@ -555,6 +555,38 @@ impl Vault {
         )
     }
 
+    /// A compromise signal for an account with an open rotation: the rotation is marked
+    /// compromised (no grace, no rollback), and if it has already finished, the old
+    /// credential's grace period ends now. `None` when the account has no open rotation.
+    pub fn compromise_open_rotation(
+        &mut self,
+        integration: &str,
+        account: &str,
+    ) -> Result<Option<Rotation>, VaultError> {
+        let now = stored(SystemTime::now());
+        let path = self.path.clone();
+        let tx = self.write()?;
+        let Some(open) = open_rotation_of(&tx, &path, integration, account)? else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE rotations SET compromised = 1 WHERE id = ?1",
+            params![open.id],
+        )
+        .map_err(sql_err(&path, "marking the rotation compromised"))?;
+        if !open.step.before_finish() {
+            tx.execute(
+                "UPDATE credentials SET grace_until = MIN(grace_until, ?2)
+                 WHERE id = ?1 AND status = 'deprecated'",
+                params![open.old_id, to_unix(now)],
+            )
+            .map_err(sql_err(&path, "ending the old credential's grace"))?;
+        }
+        let rotation = rotation_in(&tx, &path, &open.id)?;
+        tx.commit().map_err(sql_err(&path, "committing"))?;
+        Ok(Some(rotation))
+    }
+
     fn write(&mut self) -> Result<Transaction<'_>, VaultError> {
         self.conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -884,6 +884,64 @@ mod journal {
     }
 
     #[test]
+    fn a_compromise_signal_marks_the_open_rotation_and_ends_a_finished_ones_grace() {
+        let mut f = Fixture::new();
+        assert!(
+            f.vault
+                .compromise_open_rotation("gh", "ci")
+                .expect("none open")
+                .is_none()
+        );
+        f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        // Before finish: marked, so finishing gives the old value no grace.
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", "expiry", false)
+            .expect("begin");
+        let marked = f
+            .vault
+            .compromise_open_rotation("gh", "ci")
+            .expect("mark")
+            .expect("open");
+        assert!(marked.compromised && marked.id == r.id);
+        f.vault
+            .store_pending(&r.id, &secret("v2"), None)
+            .expect("create");
+        f.vault.mark_tested(&r.id).expect("tested");
+        f.vault
+            .finish_rotation(&r.id, Duration::from_secs(3600))
+            .expect("finish");
+        assert_eq!(f.vault.usable("gh", "ci").expect("usable").len(), 1);
+        f.vault.retire_rotation(&r.id).expect("retire");
+        // After finish: the old value's grace ends at once.
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", "expiry", false)
+            .expect("begin");
+        f.vault
+            .store_pending(&r.id, &secret("v3"), None)
+            .expect("create");
+        f.vault.mark_tested(&r.id).expect("tested");
+        f.vault
+            .finish_rotation(&r.id, Duration::from_secs(3600))
+            .expect("finish");
+        assert_eq!(
+            f.vault.usable("gh", "ci").expect("usable").len(),
+            2,
+            "in grace"
+        );
+        let marked = f
+            .vault
+            .compromise_open_rotation("gh", "ci")
+            .expect("mark")
+            .expect("open");
+        assert!(marked.compromised);
+        let usable = f.vault.usable("gh", "ci").expect("usable");
+        assert_eq!(usable.len(), 1, "grace ended");
+        assert_eq!(usable[0].1.expose(), b"v3");
+    }
+
+    #[test]
     fn a_failed_new_value_rolls_back_to_the_old_one() {
         let mut f = Fixture::new();
         let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");

@@ -12,8 +12,7 @@
 //! - [`finish`]: PENDING → ACTIVE, the old one DEPRECATED for `grace_secs` — handles
 //!   carry the new value from their next call;
 //! - [`watch`]: after `watch_secs` the new value is verified again, up to
-//!   [`WATCH_TRIES`] times; a 401 to each → rolled back to the old one; skipped when
-//!   the old one is compromised (nothing to roll back to: it is retired at once);
+//!   [`WATCH_TRIES`] times; a 401 to each → rolled back to the old one;
 //! - [`retire`]: at the end of the old one's grace period the rotator revokes it at the
 //!   provider and the vault erases it.
 //!
@@ -22,11 +21,14 @@
 //! credential is never deactivated before a new one is ACTIVE. Every step is an audit
 //! record; values appear nowhere but in the vault and the scrubber.
 //! Rotations by age are started by [`schedule`] (the `expiry` detector), of dead keys
-//! by [`probe`] (the `auth_failure` detector). Not built yet: the other evidence
-//! detectors (rate spikes, reflection, canaries), quarantine, the HTTP rotator, circuit
-//! breakers.
+//! by [`probe`] (the `auth_failure` detector), of keys an execution may have betrayed by
+//! the `canary` and `reflection` detectors (`broker::canary`, `broker::requests`); each
+//! signal goes through [`detect`], which applies the integration's configured action.
+//! A compromised rotation skips **watch** and retires the old key right after finish.
+//! Not built yet: rate spikes, novelty, quarantine, the HTTP rotator, circuit breakers.
 
 pub mod api;
+pub mod detect;
 pub mod exec;
 pub mod probe;
 pub mod schedule;
@@ -179,6 +181,9 @@ async fn drive(shared: Arc<Shared>, id: String) {
             Step::Begun => create(&shared, config, &rotation).await,
             Step::Created => test(&shared, integ, config, &rotation).await,
             Step::Tested => finish(&shared, config, &rotation).await,
+            // A compromised key is revoked as soon as its successor is active: there
+            // is nothing to roll back to, so nothing to watch for.
+            Step::Finished if rotation.compromised => retire(&shared, config, &rotation).await,
             Step::Finished => watch(&shared, integ, config, &rotation).await,
             Step::Watched => retire(&shared, config, &rotation).await,
             Step::Retired | Step::RolledBack | Step::Failed | Step::Aborted => Next::Stop,
@@ -329,11 +334,6 @@ async fn watch(
     config: &RotationConfig,
     rotation: &Rotation,
 ) -> Next {
-    if rotation.compromised {
-        // Nothing to roll back to: the leaked value is revoked at the provider now
-        // (retire, grace 0), not after a watch a sandbox could keep failing.
-        return watched(shared, rotation, Some("compromised")).await;
-    }
     let due = rotation.updated + Duration::from_secs(config.watch_secs);
     if let Ok(left) = due.duration_since(SystemTime::now())
         && !left.is_zero()

@@ -78,7 +78,20 @@ async fn probe(shared: &Arc<Shared>, integration: &str, account: &str) {
     let recent = with_vault(shared.vault.clone(), move |v| v.rotations(Some(since))).await;
     match recent {
         Ok(r) if !cooling_down(&r, integration, account, config, SystemTime::now()) => {
-            let _ = super::trigger(shared, integration, account, "auth_failure", false).await;
+            super::detect::signal(
+                shared,
+                &super::detect::Signal {
+                    detector: super::detect::Detector::AuthFailure,
+                    trigger: "auth_failure",
+                    integration,
+                    account,
+                    policy: "",
+                    caller: None,
+                    seen: "verify_probe",
+                    handle: None,
+                    execution: None,
+                },
+            );
         }
         Ok(_) => {
             tracing::warn!(

@@ -39,6 +39,8 @@ pub async fn run(shared: Arc<Shared>) {
         return;
     }
     let mut jitter: HashMap<String, f64> = HashMap::new();
+    // Credentials signalled under an action that does not rotate: signalled once.
+    let mut signalled: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         tokio::time::sleep(TICK).await;
         let Ok((credentials, rotations)) = with_vault(shared.vault.clone(), |v| {
@@ -66,8 +68,32 @@ pub async fn run(shared: Arc<Shared>) {
             {
                 continue;
             }
-            // Refused while one is open (or the integration lost its rotator): fine.
-            let _ = super::trigger(&shared, &meta.integration, &meta.account, why, false).await;
+            if signalled.contains(&meta.id) {
+                continue;
+            }
+            // A rotation refused while one is open (or after the integration lost its
+            // rotator) is fine: the next tick sees the state as it is.
+            let action = super::detect::signal_and_act(
+                &shared,
+                &super::detect::Signal {
+                    detector: super::detect::Detector::Expiry,
+                    trigger: why,
+                    integration: &meta.integration,
+                    account: &meta.account,
+                    policy: "",
+                    caller: None,
+                    seen: "schedule",
+                    handle: None,
+                    execution: None,
+                },
+            )
+            .await;
+            if matches!(
+                action,
+                crate::config::DetectorAction::Observe | crate::config::DetectorAction::Alert
+            ) {
+                signalled.insert(meta.id.clone());
+            }
         }
     }
 }

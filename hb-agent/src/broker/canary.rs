@@ -1,0 +1,202 @@
+//! Canary handles: decoys planted beside real handles (`[[policy]] canary_handles`),
+//! and what happens when one is used.
+//!
+//! When a caller under a policy with `canary_handles = N` gets the first handle of an
+//! execution for an account, N decoys are planted for the same owner, execution,
+//! integration and account: the same form as a real handle (`hb_cred_` + 32 base64url
+//! characters from the same random source), the same expiry, and standing for no
+//! credential. They are listed with the caller's real handles by `GET /v1/handles`, in
+//! an order that tells nothing, so code that harvests every handle it can find gets
+//! them too; the handle `POST /v1/handles` returned is the one to use.
+//!
+//! A decoy used (as the handle of `POST /v1/requests`, by anyone; deleted by someone
+//! other than its owner; or found in what a caller sends through the broker — its URL,
+//! headers or body, in any encoding the scrubber knows) is the `canary` signal:
+//! - the caller that used it, and the execution the decoy was planted in, are ended:
+//!   every live handle of that caller (all its executions) and of that execution is
+//!   revoked (the sandbox's processes are not killed: the broker does not reach into
+//!   the sandbox);
+//! - every account those handles stood for, the decoy's own among them, gets its
+//!   integration's `on_canary` action (default `rotate_compromised`);
+//! - the answer is the one any dead handle gets (`unknown_handle`).
+//!
+//! Must never: make a decoy answer differently from a dead real handle, or let a decoy
+//! reach a credential.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, PoisonError},
+};
+
+use axum::{Json, extract::State};
+use serde_json::{Value, json};
+
+use super::{
+    credentials::acting,
+    error::ApiError,
+    handles::{Entry, Owner},
+    identity::Caller,
+    rotation::detect::{self, Detector, Signal},
+    state::{AppState, CallerOf, Shared},
+};
+use crate::secret::Secret;
+
+/// Plants the policy's decoys beside a newly issued real handle.
+pub fn plant(shared: &Shared, policy: &str, real: &Entry) {
+    let n = shared
+        .config
+        .policies
+        .iter()
+        .find(|p| p.name.get_ref() == policy)
+        .map_or(0, |p| p.canary_handles);
+    let (planted, forgotten) = shared.handles.plant(real, n);
+    forget(shared, &forgotten);
+    if planted.is_empty() {
+        return;
+    }
+    let mut protected = shared
+        .protected
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut canaries = shared
+        .canaries
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for h in &planted {
+        // Scrubbed like a real handle (the same label), so an answer that echoes one
+        // looks the same; and searched for in what callers send.
+        if let Ok(id) = shared
+            .scrubber
+            .register("hb_handle", &Secret::new(h.as_bytes().to_vec()))
+        {
+            protected.insert(h.clone(), id);
+            canaries.insert(id, h.clone());
+        }
+    }
+    shared.audit.record(
+        "handle",
+        json!({
+            "step": "decoys_planted",
+            "policy": policy,
+            "integration": real.integration,
+            "account": real.account,
+            "execution": real.execution,
+            "count": planted.len(),
+        }),
+    );
+}
+
+/// Forgets decoys no longer remembered.
+fn forget(shared: &Shared, decoys: &[String]) {
+    if decoys.is_empty() {
+        return;
+    }
+    let mut protected = shared
+        .protected
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut canaries = shared
+        .canaries
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for h in decoys {
+        if let Some(id) = protected.remove(h) {
+            canaries.remove(&id);
+            shared.scrubber.unregister(id);
+        }
+    }
+}
+
+/// The owner a caller's handles have (a host caller by its uid, whatever its policy).
+pub fn owner_of(caller: &Caller) -> Owner {
+    match &caller.sandbox {
+        Some(s) => Owner::Sandbox {
+            cgroup_id: s.cgroup_id,
+        },
+        None => Owner::Host { uid: caller.uid },
+    }
+}
+
+/// If `handle` is a decoy: the canary signal (see the module header); whether it was.
+pub fn check(shared: &Arc<Shared>, caller: &Caller, handle: &str, seen: &'static str) -> bool {
+    let Some(decoy) = shared.handles.decoy(handle) else {
+        return false;
+    };
+    trip(shared, caller, handle, &decoy, seen);
+    true
+}
+
+/// A decoy was used: end the caller and the decoy's execution, act on their accounts.
+fn trip(shared: &Arc<Shared>, caller: &Caller, handle: &str, decoy: &Entry, seen: &'static str) {
+    let policy = caller
+        .sandbox
+        .as_ref()
+        .map_or(shared.config.broker.host_policy.as_str(), |s| {
+            s.policy.as_str()
+        })
+        .to_owned();
+    let mut ended = shared.handles.end_owner(owner_of(caller));
+    let mut executions = BTreeSet::new();
+    executions.insert(decoy.execution.clone());
+    for (h, e) in shared
+        .handles
+        .end_execution_entries(&decoy.execution, decoy.owner)
+    {
+        ended.push((h, e));
+    }
+    let revoked: Vec<String> = ended.iter().map(|(h, _)| h.clone()).collect();
+    shared.forget_handles(&revoked);
+    let mut accounts = BTreeSet::new();
+    accounts.insert((decoy.integration.clone(), decoy.account.clone()));
+    for (_, e) in &ended {
+        accounts.insert((e.integration.clone(), e.account.clone()));
+        executions.insert(e.execution.clone());
+    }
+    for execution in &executions {
+        let n = ended
+            .iter()
+            .filter(|(_, e)| &e.execution == execution)
+            .count();
+        shared.audit_execution_end(caller, &policy, execution, "canary", n);
+    }
+    let fingerprint = shared.audit.fingerprint(handle);
+    for (integration, account) in &accounts {
+        detect::signal(
+            shared,
+            &Signal {
+                detector: Detector::Canary,
+                trigger: "canary",
+                integration,
+                account,
+                policy: &policy,
+                caller: Some(caller),
+                seen,
+                handle: Some(fingerprint.clone()),
+                execution: Some(&decoy.execution),
+            },
+        );
+    }
+}
+
+/// `GET /v1/handles`: the caller's live handles and its decoys, alike.
+pub async fn list(
+    State(shared): State<AppState>,
+    CallerOf(caller): CallerOf,
+) -> Result<Json<Value>, ApiError> {
+    let (_, owner) = acting(&caller, &shared.config.broker.host_policy)?;
+    let handles: Vec<Value> = shared
+        .handles
+        .listing(owner)
+        .into_iter()
+        .map(|l| {
+            json!({
+                "handle": l.handle,
+                "integration": l.entry.integration,
+                "account": l.entry.account,
+                "execution": l.entry.execution,
+                "expires_at": humantime::format_rfc3339_seconds(l.entry.expires_at).to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "handles": handles })))
+}

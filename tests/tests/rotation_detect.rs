@@ -1,0 +1,670 @@
+//! The `canary` and `reflection` detectors, end to end, against the fake provider of
+//! `rotation.rs` (an exec rotator minting keys into a key store, an HTTPS API that
+//! accepts exactly the keys the store holds, and an `/echo` route that reflects the
+//! request's headers):
+//! - a sandbox that lists its handles and tries one of the decoys its policy planted
+//!   gets the answer of a dead handle, its real handle stops working, the account is
+//!   rotated as compromised (the old key revoked at the provider and in the vault, not
+//!   left deprecated), and another sandbox's handle for the same account carries the new
+//!   key with no error;
+//! - an upstream that echoes the injected key: the caller gets the scrubbed answer and
+//!   the account is rotated as compromised; under `on_reflection = "alert"` only an
+//!   event and an audit record follow.
+//!
+//! No key appears in any output, log, audit record or event. Everything lives on `lo`
+//! in the test's own network namespace.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use hb_tests::{
+    TestEnv, private_netns,
+    upstream::{Dnsmasq, RecordingServer, TestCa, header},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5403;
+const OLD: &str = "key-old-7a6b5c4d3e2f10ffeeddccbbaa998877";
+const MILD_OLD: &str = "key-mild-0123456789abcdef0123456789abcdef";
+
+/// The provider's tool (as in `rotation.rs`): `create` mints a key into the store,
+/// `revoke` removes one.
+const ROTATOR: &str = r#"
+import json, secrets, sys
+store = sys.argv[1]
+req = json.load(sys.stdin)
+with open(store) as f:
+    live = json.load(f)
+if req["op"] == "create":
+    if req["secret"] not in live:
+        sys.exit(3)
+    new = "key-new-" + secrets.token_hex(16)
+    live.append(new)
+    print(json.dumps({"secret": new}))
+elif req["op"] == "revoke":
+    live = [k for k in live if k != req["secret"]]
+with open(store, "w") as f:
+    json.dump(live, f)
+"#;
+
+fn store(path: &Path) -> Vec<String> {
+    serde_json::from_str(&fs::read_to_string(path).expect("key store")).expect("JSON")
+}
+
+struct World {
+    dir: PathBuf,
+    api: RecordingServer,
+    _dns: Dnsmasq,
+    keys: PathBuf,
+    env: TestEnv,
+}
+
+/// `svc` (defaults: canary and reflection rotate as compromised, grace 600 s) and
+/// `mild` (`on_reflection = "alert"`), both rotating through the fake provider; policy
+/// `web` binds both and plants `canaries` decoys per execution and account.
+fn world(name: &str, canaries: u32) -> World {
+    world_with(
+        name,
+        &format!("canary_handles = {canaries}"),
+        "on_reflection = \"alert\"",
+    )
+}
+
+/// [`world`] with `policy_extra` in policy `web` and `mild_extra` in `mild`'s rotation.
+fn world_with(name: &str, policy_extra: &str, mild_extra: &str) -> World {
+    private_netns(&["203.0.113.10"]);
+    let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("dir");
+    let ca = TestCa::new(&dir, "trusted");
+    let cert = ca.issue("api", &["api.test"]);
+    let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&cert));
+    let dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("api.test", &["203.0.113.10"])],
+        &[],
+        60,
+    );
+    let keys = dir.join("keys.json");
+    let mild_keys = dir.join("mild-keys.json");
+    fs::write(&keys, serde_json::to_string(&[OLD]).expect("json")).expect("store");
+    fs::write(
+        &mild_keys,
+        serde_json::to_string(&[MILD_OLD]).expect("json"),
+    )
+    .expect("store");
+    let rotator = dir.join("rotator.py");
+    fs::write(&rotator, ROTATOR).expect("rotator");
+    let python = hb_tests::python();
+    let config = format!(
+        r#"
+[broker]
+socket_mode = "0666"
+extra_ca_file = "{ca}"
+
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/keys?file={keys}&step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+grace_secs = 600
+watch_secs = 1
+retry_base_secs = 1
+retry_cap_secs = 2
+
+[[integration]]
+name = "mild"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/keys?file={mild_keys}&step=mild_verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{mild_keys}"]
+{mild_extra}
+
+[[policy]]
+name = "web"
+integrations = ["svc", "mild"]
+{policy_extra}
+"#,
+        ca = ca.cert.display(),
+        keys = keys.display(),
+        mild_keys = mild_keys.display(),
+        rotator = rotator.display(),
+    );
+    let env = TestEnv::new(name, &config);
+    let init = env.hb(&["vault", "init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    env.vault_put("svc", "bot", OLD);
+    env.vault_put("mild", "bot", MILD_OLD);
+    World {
+        dir,
+        api,
+        _dns: dns,
+        keys,
+        env,
+    }
+}
+
+/// Python for a sandbox: the client, the socket, the key store's path and `call`.
+fn script(env: &TestEnv, keys: &Path, body: &str) -> String {
+    let prelude = hb_tests::py_client_prelude();
+    format!(
+        r#"import sys, json
+{prelude}from hb_client import Client, BrokerError
+SOCK = {sock:?}
+STORE = {store:?}
+hb = Client(SOCK)
+def call(handle, step, path="/keys"):
+    try:
+        return hb.request("GET", "https://api.test" + path + "?file=" + STORE + "&step=" + step, handle=handle)
+    except BrokerError as e:
+        return {{"error": e.code, "message": e.message}}
+{body}"#,
+        sock = env.broker_socket().display().to_string(),
+        store = keys.display().to_string(),
+    )
+}
+
+/// The account's rotations in `hb-agent rotation history`, once one is retired.
+fn wait_retired(env: &TestEnv, integration: &str, outputs: &mut String) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let history = env.hb_json(&["rotation", "history"]);
+        *outputs += &history.to_string();
+        if let Some(r) = history
+            .as_array()
+            .expect("history")
+            .iter()
+            .find(|r| r["integration"] == integration && r["step"] == "retired")
+        {
+            return r.clone();
+        }
+        assert!(Instant::now() < deadline, "no retired rotation: {history}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Bearer tokens the API received on requests whose path ends with `step=STEP`.
+fn bearers(api: &RecordingServer, step: &str) -> Vec<String> {
+    api.requests()
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(&format!("step={step}")))
+        })
+        .map(|r| {
+            header(r, "authorization")
+                .unwrap_or("")
+                .trim_start_matches("Bearer ")
+                .to_owned()
+        })
+        .collect()
+}
+
+const BYSTANDER: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+out = {"before": call(h, "b_before").get("status")}
+print("ready", flush=True)
+sys.stdin.readline()
+out["after"] = call(h, "b_after").get("status")
+print(json.dumps(out), flush=True)
+"#;
+
+const THIEF: &str = r#"
+h = hb.handle("svc", "bot", execution="exec-thief")["handle"]
+out = {"before": call(h, "a_before").get("status")}
+listed = hb.handles()
+out["listed"] = [{"len": len(x["handle"]), "prefix": x["handle"][:8], "integration": x["integration"],
+                  "account": x["account"], "execution": x["execution"], "real": x["handle"] == h}
+                 for x in listed]
+decoys = [x["handle"] for x in listed if x["handle"] != h]
+out["decoy"] = call(decoys[0], "decoy")
+out["made_up"] = call("hb_cred_" + "A" * 32, "made_up")
+out["after"] = call(h, "a_after")
+print(json.dumps(out), flush=True)
+"#;
+
+#[test]
+fn a_used_canary_handle_ends_the_execution_and_rotates_its_account_as_compromised() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world("canary", 2);
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+
+    // Another sandbox holds a handle for the same account, and keeps it.
+    let mut bystander = env.sandbox_piped("web", &[python, "-c", &script(&env, &keys, BYSTANDER)]);
+    let mut to_bystander = bystander.stdin.take().expect("stdin");
+    let mut from_bystander = BufReader::new(bystander.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from_bystander.read_line(&mut line).expect("bystander");
+    assert_eq!(line.trim(), "ready");
+
+    // The thief lists its handles and tries a decoy.
+    let thief = env.sandbox("web", &[python, "-c", &script(&env, &keys, THIEF)]);
+    let thief_text = String::from_utf8_lossy(&thief.stdout).into_owned();
+    assert!(
+        thief.status.success(),
+        "thief: {}",
+        String::from_utf8_lossy(&thief.stderr)
+    );
+    let got: Value = serde_json::from_str(thief_text.trim()).expect("thief JSON");
+    assert_eq!(got["before"], 200, "{got}");
+    let listed = got["listed"].as_array().expect("listed");
+    assert_eq!(listed.len(), 3, "the real handle and two decoys: {got}");
+    for l in listed {
+        assert_eq!(l["len"], 40, "same length: {got}");
+        assert_eq!(l["prefix"], "hb_cred_", "same prefix: {got}");
+        assert_eq!(l["integration"], "svc");
+        assert_eq!(l["account"], "bot");
+        assert_eq!(l["execution"], "exec-thief");
+    }
+    assert_eq!(
+        got["decoy"], got["made_up"],
+        "a decoy is refused exactly as a made-up handle: {got}"
+    );
+    assert_eq!(got["decoy"]["error"], "unknown_handle", "{got}");
+    assert_eq!(
+        got["after"]["error"], "unknown_handle",
+        "the thief's real handle is revoked: {got}"
+    );
+
+    // The account is rotated as compromised: the old key revoked at once.
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "canary", "{rotation}");
+    assert_eq!(rotation["compromised"], true, "{rotation}");
+    let vault = env.hb_json(&["vault", "list"]);
+    outputs += &vault.to_string();
+    let old_row = vault
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["id"] == rotation["old_id"])
+        .expect("old row");
+    assert_eq!(old_row["status"], "revoked", "{vault}");
+    let live = store(&keys);
+    assert_eq!(live.len(), 1, "the provider revoked the old key: {live:?}");
+    let new = live[0].clone();
+    assert_ne!(new, OLD);
+
+    // The other execution's handle carries the new key, with no error.
+    writeln!(to_bystander, "go").expect("to bystander");
+    line.clear();
+    from_bystander.read_line(&mut line).expect("bystander");
+    let bystander_text = line.clone();
+    let b: Value = serde_json::from_str(line.trim()).expect("bystander JSON");
+    assert_eq!(b["before"], 200, "{b}");
+    assert_eq!(b["after"], 200, "{b}");
+    let _ = bystander.wait();
+    assert_eq!(bearers(&api, "b_before"), [OLD]);
+    assert_eq!(bearers(&api, "b_after"), [new.as_str()]);
+    assert!(bearers(&api, "decoy").is_empty(), "a decoy reaches nothing");
+    assert!(
+        bearers(&api, "a_after").is_empty(),
+        "a revoked handle reaches nothing"
+    );
+
+    // Audit and event name the detector and the policy; no key anywhere.
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let records: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let text = |v: &Value| v.to_string();
+    assert!(
+        records.iter().any(|r| {
+            let t = text(r);
+            t.contains("\"detector\":\"canary\"")
+                && t.contains("\"policy\":\"web\"")
+                && t.contains("\"action\":\"rotate_compromised\"")
+        }),
+        "a detector record names canary and the policy: {audit}"
+    );
+    assert!(
+        records.iter().any(|r| {
+            let t = text(r);
+            t.contains("\"hook\":\"detector\"")
+                && t.contains("\"reason\":\"canary\"")
+                && t.contains("\"policy\":\"web\"")
+        }),
+        "an event names canary and the policy: {audit}"
+    );
+    assert!(
+        audit.contains("\"outcome\":\"canary\""),
+        "the execution's end is audited"
+    );
+    let events = env.hb(&["events", "--json"]);
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    let log = env.agent().log_text();
+    for key in [OLD, new.as_str()] {
+        for (name, t) in [
+            ("thief", &thief_text),
+            ("bystander", &bystander_text),
+            ("cli", &outputs),
+            ("events", &events),
+            ("log", &log),
+            ("audit", &audit),
+        ] {
+            assert!(!t.contains(key), "a key in the {name} output");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const ECHO: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+m = hb.handle("mild", "bot")["handle"]
+out = {"svc": call(h, "echo_svc", "/echo"), "mild": call(m, "echo_mild", "/echo")}
+print(json.dumps(out), flush=True)
+"#;
+
+#[test]
+fn an_upstream_echoing_the_injected_key_is_a_reflection() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world("reflect", 0);
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, ECHO)]);
+    let client_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(client_text.trim()).expect("client JSON");
+    // The upstream did get the keys, and echoed them; the caller got them scrubbed.
+    assert_eq!(bearers(&api, "echo_svc"), [OLD]);
+    assert_eq!(bearers(&api, "echo_mild"), [MILD_OLD]);
+    for which in ["svc", "mild"] {
+        assert_eq!(got[which]["status"], 200, "{got}");
+        let body = got[which]["body"].as_str().expect("body");
+        assert!(body.contains("[REDACTED:"), "{which}: {body}");
+    }
+
+    // svc (default on_reflection): rotated as compromised, the old key revoked.
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "reflection", "{rotation}");
+    assert_eq!(rotation["compromised"], true, "{rotation}");
+    let live = store(&keys);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_ne!(live[0], OLD);
+    let new = live[0].clone();
+    let vault = env.hb_json(&["vault", "list"]);
+    outputs += &vault.to_string();
+    let old_row = vault
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["id"] == rotation["old_id"])
+        .expect("old row");
+    assert_eq!(old_row["status"], "revoked", "{vault}");
+
+    // mild (on_reflection = "alert"): signalled at the same moment as svc, which has
+    // rotated since; mild has an alert and no rotation.
+    let history = env.hb_json(&["rotation", "history"]);
+    outputs += &history.to_string();
+    assert!(
+        !history
+            .as_array()
+            .expect("history")
+            .iter()
+            .any(|r| r["integration"] == "mild"),
+        "alert does not rotate: {history}"
+    );
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let detector_records: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r.to_string().contains("\"detector\":\"reflection\""))
+        .collect();
+    let action_of = |integration: &str| {
+        detector_records
+            .iter()
+            .find(|r| {
+                r.to_string()
+                    .contains(&format!("\"integration\":\"{integration}\""))
+            })
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        action_of("svc").contains("\"action\":\"rotate_compromised\""),
+        "{audit}"
+    );
+    assert!(
+        action_of("mild").contains("\"action\":\"alert\""),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("\"hook\":\"detector\"") && audit.contains("\"reason\":\"reflection\""),
+        "an event: {audit}"
+    );
+    let events = env.hb(&["events", "--json"]);
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    let log = env.agent().log_text();
+    for key in [OLD, MILD_OLD, new.as_str()] {
+        for (name, t) in [
+            ("client", &client_text),
+            ("cli", &outputs),
+            ("events", &events),
+            ("log", &log),
+            ("audit", &audit),
+        ] {
+            assert!(!t.contains(key), "a key in the {name} output");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const CONTENT: &str = r#"
+h = hb.handle("svc", "bot", execution="exec-content")["handle"]
+m = hb.handle("mild", "bot")["handle"]
+decoy = [x["handle"] for x in hb.handles() if x["handle"] not in (h, m) and x["integration"] == "svc"][0]
+out = {}
+# The mild account's key, as if the sandbox had been shown it: sent along, refused.
+try:
+    hb.request("GET", "https://api.test/echo?step=leak", handle=m, headers={"X-Note": "k=" + LEAKED})
+    out["leak"] = "sent"
+except BrokerError as e:
+    out["leak"] = e.code
+# A decoy in the URL of a call with a real handle: the caller's handles die.
+out["decoy_in_url"] = call(h, "decoy_in_url&note=" + decoy).get("error")
+out["after"] = call(h, "content_after").get("error")
+print(json.dumps(out), flush=True)
+"#;
+
+#[test]
+fn a_decoy_or_a_known_key_in_what_a_sandbox_sends_is_seen() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world("sightings", 1);
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+    let body = format!("LEAKED = {MILD_OLD:?}\n{CONTENT}");
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, &body)]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(
+        got["leak"], "policy_denied",
+        "a known key is not sent: {got}"
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .all(|r| !r.to_string().contains(MILD_OLD)),
+        "the upstream never saw the leaked key"
+    );
+    assert_eq!(got["decoy_in_url"], "unknown_handle", "{got}");
+    assert_eq!(got["after"], "unknown_handle", "{got}");
+    assert!(
+        bearers(&api, "content_after").is_empty()
+            && api
+                .requests()
+                .iter()
+                .all(|r| !r["path"].as_str().unwrap_or("").contains("decoy_in_url")),
+        "nothing was sent once the decoy was seen"
+    );
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "canary", "{rotation}");
+    assert_eq!(rotation["compromised"], true, "{rotation}");
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"detector\":\"canary\"")
+                && l.contains("\"seen\":\"request_content\"")),
+        "{audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"detector\":\"reflection\"")
+                && l.contains("\"seen\":\"request_content\"")
+                && l.contains("\"integration\":\"mild\"")
+                && l.contains("\"action\":\"alert\"")),
+        "{audit}"
+    );
+    let log = env.agent().log_text();
+    let new = store(&keys)[0].clone();
+    for key in [OLD, MILD_OLD, new.as_str()] {
+        for (name, t) in [("cli", &outputs), ("log", &log), ("audit", &audit)] {
+            assert!(!t.contains(key), "a key in the {name} output");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const ECHO_DEFAULT: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+r = call(h, "echo_default", "/echo")
+print(json.dumps({"status": r.get("status"), "body": r.get("body")}), flush=True)
+"#;
+
+/// With no detector key in the config at all: the default `on_reflection`.
+#[test]
+fn a_reflected_key_is_rotated_as_compromised_by_default() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_with("reflectdefault", "", "");
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, ECHO_DEFAULT)]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(bearers(&api, "echo_default"), [OLD]);
+    assert!(!got.to_string().contains(OLD), "scrubbed: {got}");
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "reflection", "{rotation}");
+    assert_eq!(rotation["compromised"], true, "{rotation}");
+    assert!(
+        !store(&keys).iter().any(|k| k == OLD),
+        "old key revoked upstream"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const LEAKER: &str = r#"
+h = hb.handle("svc", "bot", execution="exec-leaker")["handle"]
+decoy = [x["handle"] for x in hb.handles() if x["handle"] != h][0]
+print(decoy, flush=True)
+sys.stdin.readline()
+print(json.dumps({"after": call(h, "leaker_after").get("error")}), flush=True)
+"#;
+
+/// A decoy that got out of its sandbox and is tried by another one: the other caller's
+/// handles and the decoy's own execution are ended.
+#[test]
+fn a_decoy_tried_by_another_sandbox_ends_both() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world("canaryforeign", 1);
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+    let mut leaker = env.sandbox_piped("web", &[python, "-c", &script(&env, &keys, LEAKER)]);
+    let mut to_leaker = leaker.stdin.take().expect("stdin");
+    let mut from_leaker = BufReader::new(leaker.stdout.take().expect("stdout"));
+    let mut decoy = String::new();
+    from_leaker.read_line(&mut decoy).expect("decoy");
+    let decoy = decoy.trim().to_owned();
+    assert!(decoy.starts_with("hb_cred_"), "{decoy}");
+    let user = format!(
+        "mine = hb.handle(\"svc\", \"bot\")[\"handle\"]\nd = call({decoy:?}, \"foreign\")\nprint(json.dumps({{\"decoy\": d.get(\"error\"), \"mine\": call(mine, \"user_after\").get(\"error\")}}), flush=True)\n"
+    );
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, &user)]);
+    assert!(
+        out.status.success(),
+        "user: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("user JSON");
+    assert_eq!(got["decoy"], "unknown_handle", "{got}");
+    assert_eq!(
+        got["mine"], "unknown_handle",
+        "the user's own handle: {got}"
+    );
+    writeln!(to_leaker, "go").expect("to leaker");
+    let mut line = String::new();
+    from_leaker.read_line(&mut line).expect("leaker");
+    let _ = leaker.wait();
+    let l: Value = serde_json::from_str(line.trim()).expect("leaker JSON");
+    assert_eq!(l["after"], "unknown_handle", "the decoy's execution: {l}");
+    assert!(bearers(&api, "foreign").is_empty() && bearers(&api, "leaker_after").is_empty());
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "canary", "{rotation}");
+    let _ = fs::remove_dir_all(&dir);
+}
