@@ -1,8 +1,10 @@
 //! The Kubernetes manifests' check (`cargo xtask manifests`, a step of `cargo xtask test`):
 //! `kubernetes-validate --strict` against a current Kubernetes and `checkov --framework
-//! kubernetes` over `deploy/kubernetes`, and hadolint over `deploy/Containerfile`, all
-//! from a venv the set-up keeps under the target folder (built once from
-//! `xtask/manifest-tools.txt`, rebuilt only when that file changes).
+//! kubernetes` over `deploy/kubernetes`, the sandbox admission policy's CEL rules
+//! evaluated against good and broken pods (`xtask/admission_check.py`, cel-python), and
+//! hadolint over `deploy/Containerfile`, all from a venv the set-up keeps under the
+//! target folder (built once from `xtask/manifest-tools.txt`, rebuilt only when that file
+//! changes).
 //!
 //! Before the real files are judged, each tool is given a known-bad copy of a real file
 //! and must refuse it, naming the fault, so a check that silently passes everything (a
@@ -104,6 +106,12 @@ pub fn check() -> anyhow::Result<()> {
     .context("kubernetes-validate refused a manifest (the lines above name the file and field)")?;
     util::run(checkov().arg("--directory").arg("deploy/kubernetes"))
         .context("checkov found a manifest problem (above); fix it, or skip the check by id with a reason (checkov.io/skipN annotation)")?;
+    util::run(tool("python").args([
+        "xtask/admission_check.py",
+        "deploy/kubernetes/sandbox-admission.yaml",
+        "deploy/kubernetes/example/sandbox-pod.yaml",
+    ]))
+    .context("the sandbox admission policy's rules gave a wrong verdict (above)")?;
     util::run(tool("hadolint").arg(CONTAINERFILE)).context(
         "hadolint found a problem in the Containerfile (above); fix it, or add `# hadolint ignore=DLnnnn` with a reason",
     )?;
