@@ -8,6 +8,7 @@ mod bench_guard_peers;
 mod bench_sandbox;
 mod bench_sanitize;
 mod bench_scrub;
+mod manifests;
 mod sanitize_eval;
 mod scrub_precision;
 mod scrub_recall;
@@ -27,7 +28,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what is missing: Debian packages, nightly rust-src, bpf-linker.
+    /// Install what is missing: Debian packages, nightly rust-src, bpf-linker, the
+    /// manifest checkers' venv.
     Setup,
     /// Build the agent (and its embedded eBPF programs) in release mode.
     Build,
@@ -36,7 +38,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set-up, fmt check, clippy -D warnings (user space and eBPF), every test.
+    /// Check deploy/kubernetes: kubernetes-validate --strict and checkov (set-up first).
+    Manifests,
+    /// Set-up, fmt check, manifest check, clippy -D warnings (user space and eBPF), every test.
     Test {
         /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::setup(),
+        Command::Manifests => setup::setup().and_then(|()| manifests::check()),
         Command::Build => setup::setup().and_then(|()| build(true)),
         Command::Run { args } => run(args),
         Command::Test { args } => test(args),
@@ -129,6 +134,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
 fn test(args: Vec<String>) -> anyhow::Result<()> {
     setup::setup()?;
     util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    manifests::check()?;
     util::run(util::cargo().args([
         "clippy",
         "--workspace",

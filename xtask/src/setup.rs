@@ -4,7 +4,9 @@
 //! - the nightly toolchain's `rust-src` (the eBPF crate builds `core` itself);
 //! - bpf-linker, built from crates.io against the nightly toolchain's own LLVM: prebuilt
 //!   binaries cannot be downloaded here, and nightly ships exactly the LLVM its rustc
-//!   emits bitcode for. The LLVM link folder lives under `~/.cargo/hb-bpf-linker-llvm`.
+//!   emits bitcode for. The LLVM link folder lives under `~/.cargo/hb-bpf-linker-llvm`;
+//! - the Kubernetes manifest checkers (kubernetes-validate, checkov) in a venv under the
+//!   target folder, from the pinned `xtask/manifest-tools.txt` (see `manifests`).
 
 use std::{path::PathBuf, process::Command};
 
@@ -19,6 +21,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("python3", "/usr/bin/python3"),
     ("python3-requests", ""),
+    // The manifest checkers' venv (kubernetes-validate, checkov from PyPI).
+    ("python3-venv", ""),
     // The test upstreams answer in brotli and zstd (the broker must decode both).
     ("python3-brotli", ""),
     ("python3-zstandard", ""),
@@ -38,6 +42,7 @@ pub fn setup() -> anyhow::Result<()> {
     debian_packages()?;
     rust_src()?;
     bpf_linker()?;
+    crate::manifests::setup_tools()?;
     Ok(())
 }
 
