@@ -178,6 +178,9 @@ impl<S: Sink> Node<S> {
         let Some(e) = self.pods.get_mut(uid) else {
             return;
         };
+        if e.enforced.is_some() {
+            tracing::info!(uid, pod = %format!("{}/{}", e.pod.namespace, e.pod.name), "pod deleted from the API: its enrollment stays while its cgroup exists");
+        }
         if e.enforced.is_some() || self.cgroups.contains_key(uid) {
             e.deleted.get_or_insert_with(Instant::now);
         } else {
