@@ -1814,6 +1814,54 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_keys_are_checked_key_by_key() {
+        for (text, key, says) in [
+            (
+                "cgroup_root = \"kubepods\"",
+                "kubernetes.cgroup_root",
+                "below it",
+            ),
+            (
+                "cgroup_root = \"hb/../x\"",
+                "kubernetes.cgroup_root",
+                "below it",
+            ),
+            (
+                "default_policy = \"nope\"",
+                "kubernetes.default_policy",
+                "no [[policy]]",
+            ),
+            (
+                "policy_annotation = \"a b\"",
+                "kubernetes.policy_annotation",
+                "not a label",
+            ),
+            (
+                "rescan_interval_ms = 0",
+                "kubernetes.rescan_interval_ms",
+                "at least 1",
+            ),
+        ] {
+            let e = err(&format!(
+                "[[policy]]\nname = \"a\"\n\n[kubernetes]\nenabled = true\n{text}\n"
+            ));
+            assert!(
+                e.contains(key) && e.contains("line 6") && e.contains(says),
+                "{text}: {e}"
+            );
+        }
+        let c = Config::parse(
+            "[[policy]]\nname = \"a\"\n\n[kubernetes]\nenabled = true\ncgroup_root = \"hb/kubepods.slice\"\n",
+            "test",
+        )
+        .expect("a kubepods root below agent.cgroup_root");
+        assert_eq!(c.kube_cgroup_root(), "hb/kubepods.slice");
+        let c = Config::parse("", "test").expect("defaults");
+        assert!(!c.kubernetes.enabled);
+        assert_eq!(c.kube_cgroup_root(), "hb");
+    }
+
+    #[test]
     fn sandbox_defaults_are_checked_key_by_key() {
         for (text, key, says) in [
             ("user = \"0\"", "sandbox_defaults.user", "explicit --user 0"),
