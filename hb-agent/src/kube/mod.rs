@@ -19,7 +19,7 @@ mod watch;
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -229,8 +229,6 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
 
     let reporter = Reporter {
         events: inputs.events.clone(),
-        stats: Arc::clone(&stats),
-        state_file: state_file.clone(),
     };
     let watcher = watch::Watcher {
         mount: inputs.mount.to_owned(),
@@ -273,10 +271,10 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
         )
         .await;
     });
-    // The numbers on disk at least every few seconds (gauges move without outcomes).
+    // The numbers on disk twice a second, off the enrolling thread.
     let (s, f) = (Arc::clone(&stats), state_file);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
             write_state(&f, &s);
@@ -285,12 +283,11 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
     Ok(stats)
 }
 
-/// Logs outcomes and sends `late_enrollment` events.
+/// Logs outcomes and sends `late_enrollment` events (nothing that waits on a disk: it
+/// runs on the enrolling thread).
 #[derive(Clone)]
 struct Reporter {
     events: tokio::sync::mpsc::Sender<EventRecord>,
-    stats: Arc<Stats>,
-    state_file: PathBuf,
 }
 
 impl Reporter {
@@ -311,11 +308,9 @@ impl Reporter {
                     // counter still has it.
                     let _ = self.events.try_send(record);
                 }
-                write_state(&self.state_file, &self.stats);
             }
             node::Outcome::Unenrolled { uid, cgroup } => {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
-                write_state(&self.state_file, &self.stats);
             }
             node::Outcome::Failed { cgroup, error } => {
                 tracing::error!(cgroup = %crate::events::Escaped(&cgroup), %error, "cannot enroll pod cgroup (NOT enforced)");

@@ -57,6 +57,8 @@ pub struct PodCgroup {
     pub id: u64,
     /// When the watcher learned of it.
     pub seen: Instant,
+    /// In the enrolled map by the pod watcher (kept here so counting needs no lookup).
+    pub enrolled: bool,
 }
 
 #[derive(Debug)]
@@ -199,11 +201,13 @@ impl<S: Sink> Node<S> {
     }
 
     /// A pod-level cgroup appeared (or was found by a scan).
-    pub fn cgroup_appeared(&mut self, uid: &str, cgroup: PodCgroup) -> Vec<Outcome> {
+    pub fn cgroup_appeared(&mut self, uid: &str, mut cgroup: PodCgroup) -> Vec<Outcome> {
         if self.cgroups.get(uid).is_some_and(|c| c.id == cgroup.id) {
             return Vec::new();
         }
-        if let Some(policy_id) = self.sink.kube_policy(cgroup.id)
+        let adopted = self.sink.kube_policy(cgroup.id);
+        cgroup.enrolled = adopted.is_some();
+        if let Some(policy_id) = adopted
             && let Some(e) = self.pods.get_mut(uid)
             && e.enforced.is_none()
         {
@@ -281,12 +285,13 @@ impl<S: Sink> Node<S> {
             tracing::info!(uid, %pod, %policy, ?source, "pod enforced");
             e.enforced = Some(Enforced { policy, policy_id });
         }
-        if let (Some(enf), Some(c)) = (&e.enforced, self.cgroups.get(uid))
+        if let (Some(enf), Some(c)) = (&e.enforced, self.cgroups.get_mut(uid))
             && self.sink.kube_policy(c.id) != Some(enf.policy_id)
         {
             let pod = format!("{}/{}", e.pod.namespace, e.pod.name);
             match self.sink.enroll(c.id, enf.policy_id) {
                 Ok(()) => {
+                    c.enrolled = true;
                     self.stats.observe_latency(c.seen.elapsed());
                     let late = first_process(&c.path).map(|pid| Late {
                         cgroup_id: c.id,
@@ -316,11 +321,7 @@ impl<S: Sink> Node<S> {
     /// Updates the gauges.
     fn count(&self) {
         let enforced = self.pods.values().filter(|e| e.enforced.is_some()).count();
-        let enrolled = self
-            .cgroups
-            .values()
-            .filter(|c| self.sink.kube_policy(c.id).is_some())
-            .count();
+        let enrolled = self.cgroups.values().filter(|c| c.enrolled).count();
         self.stats.set_gauges(self.pods.len(), enforced, enrolled);
     }
 }
@@ -412,6 +413,7 @@ mod tests {
             relative: format!("kubepods/pod{UID}"),
             id,
             seen: Instant::now(),
+            enrolled: false,
         }
     }
 

@@ -165,6 +165,7 @@ impl<S: Sink + Send + 'static> Watcher<S> {
                 relative,
                 id: meta.ino(),
                 seen,
+                enrolled: false,
             };
             let out = self.lock().cgroup_appeared(&uid, cgroup);
             out.into_iter().for_each(&self.report);
