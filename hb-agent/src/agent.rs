@@ -59,6 +59,8 @@ pub enum AgentError {
     Guard(#[from] crate::guard::GuardError),
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    #[error(transparent)]
+    Kube(#[from] crate::kube::KubeError),
     #[error("cannot open the events ring buffer")]
     Events(#[source] aya::maps::MapError),
 }
@@ -275,6 +277,23 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         None
     };
     maps.set_guard(guard.is_some(), config.guard_listen())?;
+    // Pod enrollment: pods of this node registered from the API, their cgroups enrolled
+    // as they appear. Started before the programs attach, so the pods already running
+    // are enrolled as early as the initial sync allows.
+    let _kube_stats = if config.kubernetes.enabled {
+        Some(
+            crate::kube::start(crate::kube::Inputs {
+                config: &config,
+                policy_ids: &ids,
+                bpffs: &bpffs,
+                mount: &mount,
+                events: dns_events_tx.clone(),
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
     drop(dns_events_tx);
     let rules = config
         .sandboxes

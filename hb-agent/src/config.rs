@@ -60,6 +60,52 @@ pub struct Config {
     pub sandbox_defaults: SandboxDefaults,
     #[serde(default)]
     pub scrub: ScrubConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// Pod enrollment on a Kubernetes node (`crate::kube`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Watch this node's pods and enroll the pods of enforced namespaces.
+    pub enabled: bool,
+    /// This node's name as the API knows it ("" = `$K8S_NODE_NAME`).
+    pub node_name: String,
+    /// Namespace label whose value `true` enforces every pod of the namespace.
+    pub enforce_namespace_label: String,
+    /// Pod annotation naming the pod's policy; on a namespace, the namespace's default.
+    pub policy_annotation: String,
+    /// Kubeconfig file of the API client ("" = the in-cluster service account).
+    pub kubeconfig: String,
+    /// Policy of an enforced pod whose annotation names no configured policy and whose
+    /// namespace names none either ("" = the strictest configured policy).
+    pub default_policy: String,
+    /// Cgroup (below the cgroup2 mount) holding the kubelet's pod cgroups, watched with
+    /// everything below it ("" = `agent.cgroup_root`, where the programs attach; it
+    /// must be there or below).
+    pub cgroup_root: String,
+    /// Enroll pod cgroups the moment they appear (inotify); `false` leaves it to the
+    /// periodic scan alone (slower by orders of magnitude: for comparison only).
+    pub watch_cgroups: bool,
+    /// Period of the full scan of `cgroup_root` that reconciles what inotify missed, ms.
+    pub rescan_interval_ms: u64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node_name: String::new(),
+            enforce_namespace_label: "hb.dev/enforce".into(),
+            policy_annotation: "hb.dev/policy".into(),
+            kubeconfig: String::new(),
+            default_policy: String::new(),
+            cgroup_root: String::new(),
+            watch_cgroups: true,
+            rescan_interval_ms: 10_000,
+        }
+    }
 }
 
 /// The scrubber's keys.
@@ -1010,6 +1056,7 @@ impl Config {
                 ),
             });
         }
+        self.validate_kubernetes(text, origin)?;
         if self.agent.rescan_interval_ms == 0 {
             return Err(ConfigError::Invalid {
                 origin: origin.into(),
@@ -1581,6 +1628,76 @@ impl Config {
 }
 
 /// 1-based line of a byte offset.
+impl Config {
+    fn validate_kubernetes(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let k = &self.kubernetes;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            origin: origin.into(),
+            key: format!("kubernetes.{key}"),
+            line: find_section_key_line(text, "kubernetes", key),
+            message,
+        };
+        let root = self.cgroup_root();
+        let kube_root = k.cgroup_root.trim_matches('/');
+        if !kube_root.is_empty()
+            && (kube_root
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+                || !(kube_root == root || kube_root.starts_with(&format!("{root}/"))))
+        {
+            return Err(invalid(
+                "cgroup_root",
+                format!(
+                    "\"{kube_root}\" must be agent.cgroup_root \"{root}\" or a cgroup below it: hb's \
+                     programs only run for cgroups under agent.cgroup_root"
+                ),
+            ));
+        }
+        if !k.default_policy.is_empty()
+            && !self
+                .policies
+                .iter()
+                .any(|p| *p.name.get_ref() == k.default_policy)
+        {
+            return Err(invalid(
+                "default_policy",
+                format!("no [[policy]] is named \"{}\"", k.default_policy),
+            ));
+        }
+        if k.enabled && self.policies.is_empty() {
+            return Err(invalid(
+                "enabled",
+                "enforced pods need at least one [[policy]]".into(),
+            ));
+        }
+        for (key, value) in [
+            ("enforce_namespace_label", &k.enforce_namespace_label),
+            ("policy_annotation", &k.policy_annotation),
+        ] {
+            if value.is_empty()
+                || value.contains(|c: char| c.is_whitespace() || c == '=' || c == ',')
+            {
+                return Err(invalid(
+                    key,
+                    format!("\"{value}\" is not a label or annotation key"),
+                ));
+            }
+        }
+        if k.rescan_interval_ms == 0 {
+            return Err(invalid("rescan_interval_ms", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The cgroup the pod watcher scans (see [`KubernetesConfig::cgroup_root`]).
+    pub fn kube_cgroup_root(&self) -> &str {
+        match self.kubernetes.cgroup_root.trim_matches('/') {
+            "" => self.cgroup_root(),
+            root => root,
+        }
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -1874,6 +1991,54 @@ mod tests {
             e.contains("sandbox[0].cgroup") && e.contains("line 4"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn kubernetes_keys_are_checked_key_by_key() {
+        for (text, key, says) in [
+            (
+                "cgroup_root = \"kubepods\"",
+                "kubernetes.cgroup_root",
+                "below it",
+            ),
+            (
+                "cgroup_root = \"hb/../x\"",
+                "kubernetes.cgroup_root",
+                "below it",
+            ),
+            (
+                "default_policy = \"nope\"",
+                "kubernetes.default_policy",
+                "no [[policy]]",
+            ),
+            (
+                "policy_annotation = \"a b\"",
+                "kubernetes.policy_annotation",
+                "not a label",
+            ),
+            (
+                "rescan_interval_ms = 0",
+                "kubernetes.rescan_interval_ms",
+                "at least 1",
+            ),
+        ] {
+            let e = err(&format!(
+                "[[policy]]\nname = \"a\"\n\n[kubernetes]\nenabled = true\n{text}\n"
+            ));
+            assert!(
+                e.contains(key) && e.contains("line 6") && e.contains(says),
+                "{text}: {e}"
+            );
+        }
+        let c = Config::parse(
+            "[[policy]]\nname = \"a\"\n\n[kubernetes]\nenabled = true\ncgroup_root = \"hb/kubepods.slice\"\n",
+            "test",
+        )
+        .expect("a kubepods root below agent.cgroup_root");
+        assert_eq!(c.kube_cgroup_root(), "hb/kubepods.slice");
+        let c = Config::parse("", "test").expect("defaults");
+        assert!(!c.kubernetes.enabled);
+        assert_eq!(c.kube_cgroup_root(), "hb");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use hb_common::{ENROLL_GLOB, ENROLL_LAUNCHER, Enrollment, limits};
+use hb_common::{ENROLL_GLOB, ENROLL_KUBE, ENROLL_LAUNCHER, Enrollment, limits};
 
 use crate::{
     cgroup::{self, CgroupError, Found},
@@ -83,7 +83,8 @@ pub fn reconcile(
         }
         wanted.insert(found.id, rule.policy_id);
         let current = before.get(&found.id);
-        if current.is_some_and(|e| e.flags & ENROLL_LAUNCHER != 0) {
+        // The launcher's and the pod watcher's own enrollments are theirs to change.
+        if current.is_some_and(|e| e.flags & (ENROLL_LAUNCHER | ENROLL_KUBE) != 0) {
             continue;
         }
         if current.map(|e| e.policy_id) != Some(rule.policy_id) {

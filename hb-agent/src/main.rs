@@ -23,6 +23,7 @@ mod egress;
 mod enroll;
 mod events;
 mod guard;
+mod kube;
 mod loader;
 mod maps;
 mod sandbox;

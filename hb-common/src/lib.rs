@@ -219,6 +219,9 @@ const _: () = assert!(size_of::<Enrollment>() == 8);
 pub const ENROLL_GLOB: u32 = 1;
 /// Enrolled by `hb-agent sandbox run`, which removes it when the sandbox ends.
 pub const ENROLL_LAUNCHER: u32 = 2;
+/// Enrolled by the agent's pod watcher (`[kubernetes]`): a pod-level cgroup of an
+/// enforced pod, removed only once the cgroup is gone.
+pub const ENROLL_KUBE: u32 = 4;
 
 /// Value of [`map_names::POLICIES`] at a policy id. A slot with `flags == 0` is free.
 #[repr(C)]

@@ -24,6 +24,7 @@ use std::{
 use serde_json::Value;
 
 pub mod capture;
+pub mod kube;
 pub mod upstream;
 
 /// Fails the test unless it runs as root: hb's tests load real eBPF programs.

@@ -45,9 +45,10 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
     let run_broker = matches!(which, None | Some("broker"));
     let run_sandbox = matches!(which, None | Some("sandbox"));
     let run_guard = matches!(which, None | Some("guard"));
-    if !run_connect && !run_dns && !run_broker && !run_sandbox && !run_guard {
+    let run_enroll = matches!(which, None | Some("enroll"));
+    if !run_connect && !run_dns && !run_broker && !run_sandbox && !run_guard && !run_enroll {
         bail!(
-            "unknown benchmark \"{}\" (available: connect, dns, broker, sandbox, guard, scrub, sanitize)",
+            "unknown benchmark \"{}\" (available: connect, dns, broker, sandbox, guard, enroll, scrub, sanitize)",
             which.unwrap_or_default()
         );
     }
@@ -72,6 +73,7 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
         ("broker", run_broker),
         ("sandbox", run_sandbox),
         ("guard", run_guard),
+        ("enroll", run_enroll),
     ] {
         if wanted {
             let mut one = Command::new(&me);
@@ -102,6 +104,7 @@ pub fn bench_one(name: &str) -> anyhow::Result<()> {
         "broker" => crate::bench_broker::broker(),
         "sandbox" => crate::bench_sandbox::sandbox(),
         "guard" => crate::bench_guard::guard(),
+        "enroll" => crate::bench_enroll::enroll(),
         other => bail!("unknown benchmark {other}"),
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_broker;
+mod bench_enroll;
 mod bench_guard;
 mod bench_guard_peers;
 mod bench_sandbox;
@@ -48,7 +49,7 @@ enum Command {
     },
     /// Benchmarks, hb side by side with its comparison (root needed, except for scrub).
     Bench {
-        /// Which benchmark: `connect`, `dns`, `broker`, `sandbox`, `guard` (root) or `scrub`,
+        /// Which benchmark: `connect`, `dns`, `broker`, `sandbox`, `guard`, `enroll` (root) or `scrub`,
         /// `sanitize` (no root); default: all of them.
         which: Option<String>,
         /// An earlier `hb-agent` release binary: `connect` also measures its programs'

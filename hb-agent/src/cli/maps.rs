@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, bail};
 use aya::maps::MapData;
 use hb_common::{
-    AF_INET, ENROLL_LAUNCHER, NEVER_EXPIRES, SOCK_ADMIT_CONNECT, SOCK_ADMIT_INBOUND,
+    AF_INET, ENROLL_KUBE, ENROLL_LAUNCHER, NEVER_EXPIRES, SOCK_ADMIT_CONNECT, SOCK_ADMIT_INBOUND,
     SOCK_ADMIT_SENDMSG, SockDest, map_names, rule,
 };
 use serde_json::{Map as JsonMap, Value, json};
@@ -138,6 +138,8 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                         "source",
                         json!(if e.flags & ENROLL_LAUNCHER != 0 {
                             "sandbox-run"
+                        } else if e.flags & ENROLL_KUBE != 0 {
+                            "kubernetes"
                         } else {
                             "glob"
                         }),

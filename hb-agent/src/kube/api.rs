@@ -1,0 +1,227 @@
+//! The Kubernetes API side: this node's pods (field selector `spec.nodeName=<node>`) and
+//! the namespaces, each through kube-runtime's watcher on metadata-only requests (labels,
+//! annotations, uid: all enforcement needs, a fraction of a full pod's size).
+//!
+//! The watcher lists, then watches from the list's resourceVersion; when the server
+//! says the version is too old (410 Gone) or the stream breaks, it lists again. A
+//! relist is bracketed by `Init` … `InitDone`: objects known before and absent from the
+//! new list were deleted while the agent was not watching, and are handled as deletions.
+//!
+//! Must never: treat an API error as "pod gone" (only a completed relist says that).
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, atomic::Ordering},
+};
+
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod};
+use kube::{
+    Api, Client,
+    api::PartialObjectMeta,
+    runtime::{WatchStreamExt as _, watcher},
+};
+
+use super::{
+    KubeError, Stats,
+    decide::{Namespace, Pod},
+    node::{Node, Outcome, Sink},
+};
+
+/// The keys enforcement reads.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub enforce_label: String,
+    pub policy_annotation: String,
+}
+
+/// Builds the API client: from a kubeconfig file, or the in-cluster service account.
+pub async fn client(kubeconfig: &str) -> Result<Client, KubeError> {
+    let config = if kubeconfig.is_empty() {
+        kube::Config::incluster().map_err(|e| KubeError::Config(e.to_string()))?
+    } else {
+        let file = kube::config::Kubeconfig::read_from(kubeconfig)
+            .map_err(|e| KubeError::Config(format!("{kubeconfig}: {e}")))?;
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| KubeError::Config(format!("{kubeconfig}: {e}")))?
+    };
+    Client::try_from(config).map_err(|e| KubeError::Config(e.to_string()))
+}
+
+/// Relist bookkeeping of one watched kind.
+#[derive(Default)]
+struct Relist {
+    /// Between `Init` and `InitDone`: the objects the new list holds.
+    listing: Option<HashSet<String>>,
+    lists: u64,
+}
+
+/// Follows pods and namespaces until the process ends. `report` hears every outcome;
+/// `synced` is called once both initial lists are applied.
+pub async fn follow<S: Sink + Send + 'static>(
+    client: Client,
+    node_name: String,
+    keys: Keys,
+    node: Arc<Mutex<Node<S>>>,
+    stats: Arc<Stats>,
+    report: impl Fn(Outcome) + Send + Sync,
+    synced: impl Fn() + Send + Sync,
+) {
+    let pods: Api<PartialObjectMeta<K8sPod>> = Api::all(client.clone());
+    let namespaces: Api<PartialObjectMeta<K8sNamespace>> = Api::all(client);
+    let pod_config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let mut pod_events = watcher(pods, pod_config).default_backoff().boxed();
+    let mut ns_events = watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let lock = || {
+        node.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let (mut pod_relist, mut ns_relist) = (Relist::default(), Relist::default());
+    let mut synced_once = false;
+    loop {
+        tokio::select! {
+            ev = ns_events.try_next() => match ev {
+                Ok(Some(ev)) => {
+                    let outcomes = on_namespace(&mut lock(), &keys, &mut ns_relist, &stats, ev);
+                    outcomes.into_iter().for_each(&report);
+                }
+                Ok(None) => return,
+                Err(e) => tracing::warn!(error = %e, "namespace watch failed; the watcher retries and relists"),
+            },
+            ev = pod_events.try_next() => match ev {
+                Ok(Some(ev)) => {
+                    let outcomes = on_pod(&mut lock(), &keys, &mut pod_relist, &stats, ev);
+                    outcomes.into_iter().for_each(&report);
+                }
+                Ok(None) => return,
+                Err(e) => tracing::warn!(error = %e, "pod watch failed; the watcher retries and relists"),
+            },
+        }
+        if !synced_once && pod_relist.lists > 0 && ns_relist.lists > 0 {
+            synced_once = true;
+            synced();
+        }
+    }
+}
+
+fn name_of<K>(o: &PartialObjectMeta<K>) -> String {
+    o.metadata.name.clone().unwrap_or_default()
+}
+
+fn on_namespace<S: Sink>(
+    node: &mut Node<S>,
+    keys: &Keys,
+    relist: &mut Relist,
+    stats: &Stats,
+    ev: watcher::Event<PartialObjectMeta<K8sNamespace>>,
+) -> Vec<Outcome> {
+    let apply = |node: &mut Node<S>, o: &PartialObjectMeta<K8sNamespace>| {
+        let ns = Namespace {
+            enforce: o
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(&keys.enforce_label))
+                .is_some_and(|v| v == "true"),
+            default_policy: o
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(&keys.policy_annotation))
+                .cloned(),
+        };
+        node.apply_namespace(&name_of(o), ns)
+    };
+    match ev {
+        watcher::Event::Init => {
+            start_relist(relist, stats, "namespaces");
+            Vec::new()
+        }
+        watcher::Event::InitApply(o) => {
+            if let Some(seen) = relist.listing.as_mut() {
+                seen.insert(name_of(&o));
+            }
+            apply(node, &o)
+        }
+        watcher::Event::InitDone => {
+            let seen = relist.listing.take().unwrap_or_default();
+            for gone in node.namespace_names().difference(&seen) {
+                node.delete_namespace(gone);
+            }
+            relist.lists += 1;
+            Vec::new()
+        }
+        watcher::Event::Apply(o) => apply(node, &o),
+        watcher::Event::Delete(o) => {
+            node.delete_namespace(&name_of(&o));
+            Vec::new()
+        }
+    }
+}
+
+fn on_pod<S: Sink>(
+    node: &mut Node<S>,
+    keys: &Keys,
+    relist: &mut Relist,
+    stats: &Stats,
+    ev: watcher::Event<PartialObjectMeta<K8sPod>>,
+) -> Vec<Outcome> {
+    let uid = |o: &PartialObjectMeta<K8sPod>| {
+        o.metadata.uid.as_deref().and_then(super::layout::canonical)
+    };
+    let apply = |node: &mut Node<S>, o: &PartialObjectMeta<K8sPod>| {
+        let Some(uid) = uid(o) else {
+            return Vec::new();
+        };
+        let pod = Pod {
+            namespace: o.metadata.namespace.clone().unwrap_or_default(),
+            name: name_of(o),
+            policy: o
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(&keys.policy_annotation))
+                .cloned(),
+        };
+        node.apply_pod(&uid, pod)
+    };
+    match ev {
+        watcher::Event::Init => {
+            start_relist(relist, stats, "pods");
+            Vec::new()
+        }
+        watcher::Event::InitApply(o) => {
+            if let (Some(seen), Some(u)) = (relist.listing.as_mut(), uid(&o)) {
+                seen.insert(u);
+            }
+            apply(node, &o)
+        }
+        watcher::Event::InitDone => {
+            let seen = relist.listing.take().unwrap_or_default();
+            for gone in node.live_pod_uids().difference(&seen) {
+                tracing::info!(uid = %gone, "pod absent from the new list: deleted while unwatched");
+                node.delete_pod(gone);
+            }
+            relist.lists += 1;
+            Vec::new()
+        }
+        watcher::Event::Apply(o) => apply(node, &o),
+        watcher::Event::Delete(o) => {
+            if let Some(u) = uid(&o) {
+                node.delete_pod(&u);
+            }
+            Vec::new()
+        }
+    }
+}
+
+fn start_relist(relist: &mut Relist, stats: &Stats, kind: &'static str) {
+    if relist.lists > 0 {
+        stats.relists.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(kind, "relisting (the watch expired or broke)");
+    }
+    relist.listing = Some(HashSet::new());
+}

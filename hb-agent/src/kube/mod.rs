@@ -1,0 +1,356 @@
+//! Pod enrollment on a Kubernetes node (`[kubernetes]`): the pods of this node, from the
+//! API, enrolled by their pod-level cgroup the moment the kubelet creates it.
+//!
+//! Data path: API watch (`api`) → pod uid registered with its policy (`decide`, `node`)
+//! → inotify on the kubepods hierarchy (`watch`) sees `…pod<uid>…` appear (`layout`) →
+//! the cgroup id goes into the pinned enrolled map → the programs enforce every socket of
+//! every container below it.
+//!
+//! Owns: the `ENROLL_KUBE` entries of the enrolled map. Must never: remove an
+//! enrollment whose cgroup exists, or let a pod's own metadata lift its enforcement (see
+//! `node`). The remaining window (a container that runs before the agent has seen its
+//! pod cgroup) is measured and reported, never hidden: `late_enrollment`.
+
+mod api;
+pub mod decide;
+pub mod layout;
+pub mod node;
+mod watch;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use hb_common::{ENROLL_KUBE, Enrollment, map_names};
+
+use crate::{config::Config, events::EventRecord, maps};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(
+        "kubernetes.node_name is empty and K8S_NODE_NAME is not set: the agent must know its node \
+         (set it from the downward API: fieldRef spec.nodeName)"
+    )]
+    NoNodeName,
+    #[error("kubernetes API client: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Maps(#[from] maps::MapsError),
+    #[error("cannot start the pod cgroup watcher")]
+    Watcher(#[source] std::io::Error),
+}
+
+/// Upper bounds (µs) of the enrollment latency buckets.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000, 10_000_000,
+];
+
+/// The pod watcher's numbers, for the metrics endpoint and `/readyz` (wired by the
+/// metrics module; also written to `state_dir/kubernetes.json`):
+/// - `pods_known`, `pods_enforced`, `cgroups_enrolled`: gauges (pods bound to this node
+///   the agent knows, those enforced, pod cgroups enrolled now);
+/// - `late_enrollments`: counter of pod cgroups that already held a process when they
+///   were enrolled (each also a `late_enrollment` event);
+/// - `relists`: counter of watch restarts that needed a new list (410 Gone, errors);
+/// - `initial_sync_done`: both initial lists applied and the first cgroup scan done;
+/// - the enrollment latency histogram: from the moment the agent learned of a pod
+///   cgroup (inotify event or scan) to its enrollment, in µs, cumulative buckets
+///   [`LATENCY_BUCKETS_US`] plus +Inf, with sum and count. (From the kubelet's `mkdir`
+///   the figure is measured outside, by the tests and `cargo xtask bench enroll`.)
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub pods_known: AtomicU64,
+    pub pods_enforced: AtomicU64,
+    pub cgroups_enrolled: AtomicU64,
+    pub late_enrollments: AtomicU64,
+    pub relists: AtomicU64,
+    pub initial_sync_done: AtomicBool,
+    latency: Mutex<Latency>,
+}
+
+/// A latency histogram: counts per bucket of [`LATENCY_BUCKETS_US`] (the last slot is
+/// +Inf), sum in µs and count.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Latency {
+    pub buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl Stats {
+    fn observe_latency(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let mut l = self
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        l.buckets[slot] += 1;
+        l.sum_us += us;
+        l.count += 1;
+    }
+
+    fn late(&self) {
+        self.late_enrollments.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn set_gauges(&self, known: usize, enforced: usize, enrolled: usize) {
+        self.pods_known.store(known as u64, Ordering::Relaxed);
+        self.pods_enforced.store(enforced as u64, Ordering::Relaxed);
+        self.cgroups_enrolled
+            .store(enrolled as u64, Ordering::Relaxed);
+    }
+
+    /// The latency histogram so far.
+    pub fn latency(&self) -> Latency {
+        self.latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "pods_known": self.pods_known.load(Ordering::Relaxed),
+            "pods_enforced": self.pods_enforced.load(Ordering::Relaxed),
+            "cgroups_enrolled": self.cgroups_enrolled.load(Ordering::Relaxed),
+            "late_enrollments": self.late_enrollments.load(Ordering::Relaxed),
+            "relists": self.relists.load(Ordering::Relaxed),
+            "initial_sync_done": self.initial_sync_done.load(Ordering::Relaxed),
+            "enroll_latency_us": self.latency(),
+        })
+    }
+}
+
+/// File below `state_dir` with the pod watcher's [`Stats`].
+pub const STATE_FILE: &str = "kubernetes.json";
+
+/// The pinned enrolled map, as the pod watcher's sink.
+struct MapSink {
+    maps: maps::Maps,
+}
+
+impl node::Sink for MapSink {
+    fn enroll(&mut self, id: u64, policy_id: u32) -> Result<(), String> {
+        let value = Enrollment {
+            policy_id,
+            flags: ENROLL_KUBE,
+        };
+        self.maps
+            .enrolled
+            .insert(id, value, 0)
+            .map_err(|e| e.to_string())?;
+        self.maps.bump_generation().map_err(|e| e.to_string())
+    }
+
+    fn unenroll(&mut self, id: u64) {
+        if self.maps.enrolled.remove(&id).is_ok() {
+            let _ = self.maps.bump_generation();
+        }
+    }
+
+    fn kube_policy(&self, id: u64) -> Option<u32> {
+        self.maps
+            .enrolled
+            .get(&id, 0)
+            .ok()
+            .filter(|e| e.flags & ENROLL_KUBE != 0)
+            .map(|e| e.policy_id)
+    }
+}
+
+/// Everything `start` needs from the agent.
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub policy_ids: &'a HashMap<String, u32>,
+    pub bpffs: &'a Path,
+    pub mount: &'a Path,
+    /// Where `late_enrollment` events go (the agent's user-space event channel).
+    pub events: tokio::sync::mpsc::Sender<EventRecord>,
+}
+
+/// Starts the pod watcher: the cgroup watcher thread at once, the API watch as a task.
+/// Returns its numbers.
+pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
+    let k = &inputs.config.kubernetes;
+    let node_name = if k.node_name.is_empty() {
+        std::env::var("K8S_NODE_NAME").unwrap_or_default()
+    } else {
+        k.node_name.clone()
+    };
+    if node_name.is_empty() {
+        return Err(KubeError::NoNodeName);
+    }
+    let client = api::client(&k.kubeconfig).await?;
+    let stats = Arc::new(Stats::default());
+    let sink = MapSink {
+        maps: maps::Maps::open(inputs.bpffs)?,
+    };
+    // The enrolled map must exist (it does: the agent loaded the programs first).
+    let _: BpfHashMap<MapData, u64, Enrollment> =
+        maps::open_typed(inputs.bpffs, map_names::ENROLLED)?;
+    let policies = decide::Policies::new(inputs.config, inputs.policy_ids);
+    let node = Arc::new(Mutex::new(node::Node::new(
+        sink,
+        policies,
+        Arc::clone(&stats),
+    )));
+    let state_file = inputs.config.agent.state_dir.join(STATE_FILE);
+    let scanned = Arc::new(AtomicBool::new(false));
+    let listed = Arc::new(AtomicBool::new(false));
+    let mark_synced = {
+        let (stats, scanned, listed, state_file) = (
+            Arc::clone(&stats),
+            Arc::clone(&scanned),
+            Arc::clone(&listed),
+            state_file.clone(),
+        );
+        move || {
+            if scanned.load(Ordering::SeqCst)
+                && listed.load(Ordering::SeqCst)
+                && !stats.initial_sync_done.swap(true, Ordering::SeqCst)
+            {
+                tracing::info!("kubernetes: initial sync done (pods, namespaces and pod cgroups)");
+                write_state(&state_file, &stats);
+            }
+        }
+    };
+    let mark_synced = Arc::new(mark_synced);
+
+    let reporter = Reporter {
+        events: inputs.events.clone(),
+    };
+    let watcher = watch::Watcher {
+        mount: inputs.mount.to_owned(),
+        root: inputs.config.kube_cgroup_root().to_owned(),
+        node: Arc::clone(&node),
+        inotify: k.watch_cgroups,
+        rescan: Duration::from_millis(k.rescan_interval_ms),
+        report: Box::new({
+            let r = reporter.clone();
+            move |o| r.report(o)
+        }),
+        scanned: Box::new({
+            let (scanned, mark) = (Arc::clone(&scanned), Arc::clone(&mark_synced));
+            move || {
+                scanned.store(true, Ordering::SeqCst);
+                mark();
+            }
+        }),
+    };
+    watcher.spawn().map_err(KubeError::Watcher)?;
+    let keys = api::Keys {
+        enforce_label: k.enforce_namespace_label.clone(),
+        policy_annotation: k.policy_annotation.clone(),
+    };
+    tracing::info!(node = %node_name, cgroups = %inputs.config.kube_cgroup_root(), inotify = k.watch_cgroups, "kubernetes: watching this node's pods");
+    let stats2 = Arc::clone(&stats);
+    tokio::spawn(async move {
+        let r = reporter.clone();
+        api::follow(
+            client,
+            node_name,
+            keys,
+            node,
+            stats2,
+            move |o| r.report(o),
+            move || {
+                listed.store(true, Ordering::SeqCst);
+                mark_synced();
+            },
+        )
+        .await;
+    });
+    // The numbers on disk twice a second, off the enrolling thread.
+    let (s, f) = (Arc::clone(&stats), state_file);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            write_state(&f, &s);
+        }
+    });
+    Ok(stats)
+}
+
+/// Logs outcomes and sends `late_enrollment` events (nothing that waits on a disk: it
+/// runs on the enrolling thread).
+#[derive(Clone)]
+struct Reporter {
+    events: tokio::sync::mpsc::Sender<EventRecord>,
+}
+
+impl Reporter {
+    fn report(&self, outcome: node::Outcome) {
+        match outcome {
+            node::Outcome::Enrolled {
+                uid,
+                pod,
+                cgroup,
+                policy,
+                late,
+            } => {
+                tracing::info!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, late = late.is_some(), "pod cgroup enrolled");
+                if let Some(late) = late {
+                    tracing::warn!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), pid = late.pid, "late enrollment: the pod cgroup already held a process before it was enrolled");
+                    let record = late_record(&pod, &cgroup, &policy, &late);
+                    // Never block the watcher: a full channel loses the event, the
+                    // counter still has it.
+                    let _ = self.events.try_send(record);
+                }
+            }
+            node::Outcome::Unenrolled { uid, cgroup } => {
+                tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
+            }
+            node::Outcome::Failed { cgroup, error } => {
+                tracing::error!(cgroup = %crate::events::Escaped(&cgroup), %error, "cannot enroll pod cgroup (NOT enforced)");
+            }
+        }
+    }
+}
+
+/// The `late_enrollment` event of a pod cgroup enrolled with a process already in it.
+fn late_record(pod: &str, cgroup: &str, policy: &str, late: &node::Late) -> EventRecord {
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", late.pid))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_default();
+    EventRecord {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        hook: "enroll".to_owned(),
+        verdict: "audit".to_owned(),
+        reason: "late_enrollment".to_owned(),
+        policy: policy.to_owned(),
+        cgroup_id: late.cgroup_id,
+        cgroup: Some(cgroup.to_owned()),
+        pid: late.pid,
+        tid: late.pid,
+        comm,
+        family: String::new(),
+        protocol: String::new(),
+        dst: String::new(),
+        port: 0,
+        name: Some(pod.to_owned()),
+        suppressed: 0,
+    }
+}
+
+fn write_state(path: &Path, stats: &Stats) {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(&stats.snapshot()).unwrap_or_default();
+    if std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .is_err()
+    {
+        tracing::debug!(file = %path.display(), "cannot write the pod watcher's numbers");
+    }
+}

@@ -1,0 +1,502 @@
+//! What the agent knows about this node's pods and their cgroups, and the enrollments it
+//! makes from the two: the one place where "pod known" meets "cgroup exists".
+//!
+//! A pod is registered (uid → policy) as soon as the API says it is bound here, usually
+//! before the kubelet makes its cgroup; the cgroup is enrolled the moment the watcher
+//! sees it. If the cgroup shows up first (agent start, API lag), it is remembered and
+//! enrolled the moment the pod is known; had processes already run in it, that is a late
+//! enrollment.
+//!
+//! Fail-closed rules, so that someone who can edit or delete pods cannot lift
+//! enforcement:
+//! - A pod's enforcement is decided once and is sticky for the pod's life: removing or
+//!   changing its annotation changes nothing; removing the namespace's label stops new
+//!   pods being enforced, not those already enforced.
+//! - An enrollment is removed only when its cgroup is gone (cgroup ids are never reused,
+//!   so a stale entry matches nothing). A pod deleted from the API (even force-deleted,
+//!   while its containers still run) stays enforced while its cgroup exists, and a
+//!   deleted enforced pod is remembered for [`TOMBSTONE`] in case its cgroup appears
+//!   after the deletion.
+//! - A pod cgroup that is already enrolled by the pod watcher when the agent starts (the
+//!   pinned map survives restarts) keeps that policy.
+//!
+//! Must never: remove the enrollment of a cgroup that exists.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::{
+    Stats,
+    decide::{self, Decision, Namespace, Pod, Policies},
+};
+
+/// How long a deleted enforced pod is remembered when its cgroup was never seen.
+pub const TOMBSTONE: Duration = Duration::from_secs(600);
+
+/// Where enrollments go: the pinned map in the agent, a table in unit tests.
+pub trait Sink {
+    /// Enrolls cgroup `id` under `policy_id` (pod-watcher flag).
+    fn enroll(&mut self, id: u64, policy_id: u32) -> Result<(), String>;
+    /// Drops the enrollment of cgroup `id`.
+    fn unenroll(&mut self, id: u64);
+    /// The policy cgroup `id` is enrolled under by the pod watcher, if any.
+    fn kube_policy(&self, id: u64) -> Option<u32>;
+}
+
+/// A pod-level cgroup found on disk.
+#[derive(Debug, Clone)]
+pub struct PodCgroup {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Below the cgroup2 mount (for logs and events).
+    pub relative: String,
+    pub id: u64,
+    /// When the watcher learned of it.
+    pub seen: Instant,
+    /// In the enrolled map by the pod watcher (kept here so counting needs no lookup).
+    pub enrolled: bool,
+}
+
+#[derive(Debug)]
+struct Enforced {
+    policy: String,
+    policy_id: u32,
+}
+
+#[derive(Debug)]
+struct PodEntry {
+    pod: Pod,
+    enforced: Option<Enforced>,
+    /// Deleted from the API at this time (kept while its cgroup exists).
+    deleted: Option<Instant>,
+}
+
+/// Something worth an event or a log line, for the caller to report.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Enrolled {
+        uid: String,
+        pod: String,
+        cgroup: String,
+        policy: String,
+        late: Option<Late>,
+    },
+    Unenrolled {
+        uid: String,
+        cgroup: String,
+    },
+    Failed {
+        cgroup: String,
+        error: String,
+    },
+}
+
+/// A cgroup that held processes before it was enrolled.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Late {
+    pub cgroup_id: u64,
+    pub pid: u32,
+}
+
+/// The node's pods, namespaces and pod cgroups.
+pub struct Node<S> {
+    sink: S,
+    policies: Policies,
+    namespaces: HashMap<String, Namespace>,
+    pods: HashMap<String, PodEntry>,
+    cgroups: HashMap<String, PodCgroup>,
+    stats: std::sync::Arc<Stats>,
+}
+
+impl<S: Sink> Node<S> {
+    pub fn new(sink: S, policies: Policies, stats: std::sync::Arc<Stats>) -> Self {
+        Self {
+            sink,
+            policies,
+            namespaces: HashMap::new(),
+            pods: HashMap::new(),
+            cgroups: HashMap::new(),
+            stats,
+        }
+    }
+
+    /// A namespace added or changed. Pods of a namespace that now enforces become
+    /// enforced; a namespace that stops enforcing changes no enforced pod.
+    pub fn apply_namespace(&mut self, name: &str, ns: Namespace) -> Vec<Outcome> {
+        self.namespaces.insert(name.to_owned(), ns);
+        let uids: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, e)| e.pod.namespace == name && e.enforced.is_none())
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        uids.iter().flat_map(|uid| self.settle(uid)).collect()
+    }
+
+    /// A namespace gone from the API: its pods keep what they have.
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// The namespaces known, for a relist's "gone" computation.
+    pub fn namespace_names(&self) -> HashSet<String> {
+        self.namespaces.keys().cloned().collect()
+    }
+
+    /// A pod bound to this node, added or changed.
+    pub fn apply_pod(&mut self, uid: &str, pod: Pod) -> Vec<Outcome> {
+        match self.pods.get_mut(uid) {
+            Some(e) => {
+                if let Some(enf) = &e.enforced
+                    && e.pod.policy != pod.policy
+                {
+                    tracing::info!(uid, pod = %format!("{}/{}", pod.namespace, pod.name), policy = %enf.policy, annotation = ?pod.policy, "pod's policy annotation changed: ignored, the pod keeps the policy it was enforced with");
+                }
+                e.pod = pod;
+                // A deleted pod does not come back under the same uid; a relist that
+                // shows it again means the deletion was not real.
+                e.deleted = None;
+            }
+            None => {
+                self.pods.insert(
+                    uid.to_owned(),
+                    PodEntry {
+                        pod,
+                        enforced: None,
+                        deleted: None,
+                    },
+                );
+            }
+        }
+        self.settle(uid)
+    }
+
+    /// A pod gone from the API. Its enrollment stays while its cgroup exists.
+    pub fn delete_pod(&mut self, uid: &str) {
+        let Some(e) = self.pods.get_mut(uid) else {
+            return;
+        };
+        if e.enforced.is_some() {
+            tracing::info!(uid, pod = %format!("{}/{}", e.pod.namespace, e.pod.name), "pod deleted from the API: its enrollment stays while its cgroup exists");
+        }
+        if e.enforced.is_some() || self.cgroups.contains_key(uid) {
+            e.deleted.get_or_insert_with(Instant::now);
+        } else {
+            self.pods.remove(uid);
+        }
+        self.count();
+    }
+
+    /// The uids of pods known and not deleted, for a relist's "gone" computation.
+    pub fn live_pod_uids(&self) -> HashSet<String> {
+        self.pods
+            .iter()
+            .filter(|(_, e)| e.deleted.is_none())
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
+    /// A pod-level cgroup appeared (or was found by a scan).
+    pub fn cgroup_appeared(&mut self, uid: &str, mut cgroup: PodCgroup) -> Vec<Outcome> {
+        if self.cgroups.get(uid).is_some_and(|c| c.id == cgroup.id) {
+            return Vec::new();
+        }
+        let adopted = self.sink.kube_policy(cgroup.id);
+        cgroup.enrolled = adopted.is_some();
+        if let Some(policy_id) = adopted
+            && let Some(e) = self.pods.get_mut(uid)
+            && e.enforced.is_none()
+        {
+            // Enrolled by an earlier agent: sticky across restarts.
+            e.enforced = Some(Enforced {
+                policy: self.policies.name_of(policy_id),
+                policy_id,
+            });
+        }
+        self.cgroups.insert(uid.to_owned(), cgroup);
+        self.settle(uid)
+    }
+
+    /// A pod-level cgroup is gone: its enrollment goes, and the pod too if the API
+    /// deleted it.
+    pub fn cgroup_gone(&mut self, uid: &str) -> Vec<Outcome> {
+        let Some(c) = self.cgroups.remove(uid) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if self.sink.kube_policy(c.id).is_some() {
+            self.sink.unenroll(c.id);
+            out.push(Outcome::Unenrolled {
+                uid: uid.to_owned(),
+                cgroup: c.relative,
+            });
+        }
+        if self.pods.get(uid).is_some_and(|e| e.deleted.is_some()) {
+            self.pods.remove(uid);
+        }
+        self.count();
+        out
+    }
+
+    /// The uids whose cgroup is known, for a scan's "gone" computation.
+    pub fn cgroup_uids(&self) -> Vec<(String, PathBuf)> {
+        self.cgroups
+            .iter()
+            .map(|(u, c)| (u.clone(), c.path.clone()))
+            .collect()
+    }
+
+    /// Forgets deleted pods whose cgroup never appeared within [`TOMBSTONE`].
+    pub fn expire_tombstones(&mut self, now: Instant) {
+        let cgroups = &self.cgroups;
+        self.pods.retain(|uid, e| {
+            cgroups.contains_key(uid) || e.deleted.is_none_or(|t| now.duration_since(t) < TOMBSTONE)
+        });
+        self.count();
+    }
+
+    /// Decides a pod if it is undecided, and enrolls its cgroup if both are there.
+    fn settle(&mut self, uid: &str) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        let Some(e) = self.pods.get_mut(uid) else {
+            self.count();
+            return out;
+        };
+        if e.enforced.is_none()
+            && let Decision::Enforced {
+                policy,
+                policy_id,
+                source,
+                unknown_annotation,
+            } = decide::decide(
+                &e.pod,
+                self.namespaces.get(&e.pod.namespace),
+                &self.policies,
+            )
+        {
+            let pod = format!("{}/{}", e.pod.namespace, e.pod.name);
+            if unknown_annotation {
+                tracing::warn!(uid, %pod, annotation = ?e.pod.policy, %policy, ?source, "pod names no configured policy: enforced under the fallback");
+            }
+            tracing::info!(uid, %pod, %policy, ?source, "pod enforced");
+            e.enforced = Some(Enforced { policy, policy_id });
+        }
+        if let (Some(enf), Some(c)) = (&e.enforced, self.cgroups.get_mut(uid))
+            && self.sink.kube_policy(c.id) != Some(enf.policy_id)
+        {
+            let pod = format!("{}/{}", e.pod.namespace, e.pod.name);
+            match self.sink.enroll(c.id, enf.policy_id) {
+                Ok(()) => {
+                    c.enrolled = true;
+                    self.stats.observe_latency(c.seen.elapsed());
+                    let late = first_process(&c.path).map(|pid| Late {
+                        cgroup_id: c.id,
+                        pid,
+                    });
+                    if late.is_some() {
+                        self.stats.late();
+                    }
+                    out.push(Outcome::Enrolled {
+                        uid: uid.to_owned(),
+                        pod,
+                        cgroup: c.relative.clone(),
+                        policy: enf.policy.clone(),
+                        late,
+                    });
+                }
+                Err(error) => out.push(Outcome::Failed {
+                    cgroup: c.relative.clone(),
+                    error,
+                }),
+            }
+        }
+        self.count();
+        out
+    }
+
+    /// Updates the gauges.
+    fn count(&self) {
+        let enforced = self.pods.values().filter(|e| e.enforced.is_some()).count();
+        let enrolled = self.cgroups.values().filter(|c| c.enrolled).count();
+        self.stats.set_gauges(self.pods.len(), enforced, enrolled);
+    }
+}
+
+impl Policies {
+    /// The name of policy `id` (for an adopted enrollment).
+    pub fn name_of(&self, id: u32) -> String {
+        self.name_by_id(id).unwrap_or_else(|| format!("#{id}"))
+    }
+}
+
+/// A process in cgroup `dir` or below, if any: `cgroup.events` says `populated 1` when
+/// the subtree has a live process (one read for the whole subtree); the pid is looked
+/// up for the event only then.
+pub fn first_process(dir: &Path) -> Option<u32> {
+    let events = fs::read_to_string(dir.join("cgroup.events")).ok()?;
+    if !events.lines().any(|l| l.trim() == "populated 1") {
+        return None;
+    }
+    Some(find_pid(dir, 0).unwrap_or(0))
+}
+
+fn find_pid(dir: &Path, depth: u32) -> Option<u32> {
+    if let Some(pid) = fs::read_to_string(dir.join("cgroup.procs"))
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.trim().parse().ok()))
+    {
+        return Some(pid);
+    }
+    if depth > 8 {
+        return None;
+    }
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .find_map(|e| find_pid(&e.path(), depth + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[derive(Default)]
+    struct Table(HashMap<u64, u32>);
+
+    impl Sink for Table {
+        fn enroll(&mut self, id: u64, policy_id: u32) -> Result<(), String> {
+            self.0.insert(id, policy_id);
+            Ok(())
+        }
+        fn unenroll(&mut self, id: u64) {
+            self.0.remove(&id);
+        }
+        fn kube_policy(&self, id: u64) -> Option<u32> {
+            self.0.get(&id).copied()
+        }
+    }
+
+    const UID: &str = "0c8d7b5e-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+
+    fn node() -> Node<Table> {
+        let config = Config::parse(
+            "[[policy]]\nname = \"open\"\nallow_domains = [\"a.test\"]\n\n[[policy]]\nname = \"narrow\"\n",
+            "test",
+        )
+        .expect("config");
+        let ids = [("open".to_owned(), 1), ("narrow".to_owned(), 2)].into();
+        Node::new(
+            Table::default(),
+            Policies::new(&config, &ids),
+            std::sync::Arc::default(),
+        )
+    }
+
+    fn pod(policy: Option<&str>) -> Pod {
+        Pod {
+            namespace: "ns".into(),
+            name: "p".into(),
+            policy: policy.map(str::to_owned),
+        }
+    }
+
+    fn cgroup(id: u64) -> PodCgroup {
+        PodCgroup {
+            // No such directory: never "late" in these tests.
+            path: PathBuf::from("/nonexistent/hb-test"),
+            relative: format!("kubepods/pod{UID}"),
+            id,
+            seen: Instant::now(),
+            enrolled: false,
+        }
+    }
+
+    fn enforcing() -> Namespace {
+        Namespace {
+            enforce: true,
+            default_policy: None,
+        }
+    }
+
+    #[test]
+    fn a_pod_known_before_its_cgroup_is_enrolled_when_the_cgroup_appears() {
+        let mut n = node();
+        n.apply_namespace("ns", enforcing());
+        assert!(n.apply_pod(UID, pod(Some("open"))).is_empty());
+        let out = n.cgroup_appeared(UID, cgroup(7));
+        assert!(
+            matches!(&out[..], [Outcome::Enrolled { late: None, .. }]),
+            "{out:?}"
+        );
+        assert_eq!(n.sink.0.get(&7), Some(&1));
+    }
+
+    #[test]
+    fn a_cgroup_seen_before_its_pod_is_enrolled_when_the_pod_is_known() {
+        let mut n = node();
+        n.apply_namespace("ns", enforcing());
+        assert!(n.cgroup_appeared(UID, cgroup(7)).is_empty());
+        let out = n.apply_pod(UID, pod(None));
+        assert!(matches!(&out[..], [Outcome::Enrolled { .. }]), "{out:?}");
+        // No annotation, no namespace default, no config default: the strictest.
+        assert_eq!(n.sink.0.get(&7), Some(&2));
+    }
+
+    #[test]
+    fn enforcement_is_sticky_against_pod_and_namespace_edits() {
+        let mut n = node();
+        n.apply_namespace("ns", enforcing());
+        n.apply_pod(UID, pod(Some("narrow")));
+        n.cgroup_appeared(UID, cgroup(7));
+        // The pod drops its annotation, then asks for the looser policy.
+        n.apply_pod(UID, pod(None));
+        n.apply_pod(UID, pod(Some("open")));
+        // The namespace loses its label.
+        n.apply_namespace("ns", Namespace::default());
+        assert_eq!(n.sink.0.get(&7), Some(&2));
+        // Deleted from the API (force-deleted while running): still enrolled.
+        n.delete_pod(UID);
+        assert_eq!(n.sink.0.get(&7), Some(&2));
+        // The cgroup is gone: the enrollment and the pod go.
+        let out = n.cgroup_gone(UID);
+        assert!(matches!(&out[..], [Outcome::Unenrolled { .. }]), "{out:?}");
+        assert!(n.sink.0.is_empty() && n.pods.is_empty());
+    }
+
+    #[test]
+    fn labelling_a_namespace_enforces_its_running_pods() {
+        let mut n = node();
+        n.apply_namespace("ns", Namespace::default());
+        n.apply_pod(UID, pod(Some("open")));
+        n.cgroup_appeared(UID, cgroup(7));
+        assert!(n.sink.0.is_empty(), "unenforced namespace: untouched");
+        n.apply_namespace("ns", enforcing());
+        assert_eq!(n.sink.0.get(&7), Some(&1));
+    }
+
+    #[test]
+    fn a_deleted_pod_whose_cgroup_appears_later_is_still_enrolled() {
+        let mut n = node();
+        n.apply_namespace("ns", enforcing());
+        n.apply_pod(UID, pod(Some("open")));
+        n.delete_pod(UID);
+        n.cgroup_appeared(UID, cgroup(7));
+        assert_eq!(n.sink.0.get(&7), Some(&1));
+    }
+
+    #[test]
+    fn an_enrollment_left_by_an_earlier_agent_is_kept() {
+        let mut n = node();
+        n.sink.0.insert(7, 1);
+        n.apply_namespace("ns", Namespace::default());
+        n.apply_pod(UID, pod(Some("narrow")));
+        n.cgroup_appeared(UID, cgroup(7));
+        assert_eq!(n.sink.0.get(&7), Some(&1));
+    }
+}

@@ -1,0 +1,577 @@
+//! Pod enrollment on a Kubernetes node, end to end: the real agent watches a stand-in API
+//! server (recorded-shaped lists and watch streams, 410 Gone) on the test namespace's
+//! loopback through a kubeconfig, and the test builds kubelet-shaped cgroup trees (both
+//! drivers, all three QoS classes) below the cgroup2 mount, then runs real processes in
+//! fresh container cgroups of those pods.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use hb_tests::{
+    TcpProbe, TestEnv, cgroup2_mount,
+    kube::{
+        DRIVERS, Driver, FakeApi, FakePod, PinnedMap, QOS, Qos, cgroup_id, container_cgroup,
+        pod_cgroup, wait_until,
+    },
+    private_netns, python, remove_cgroup_tree,
+    upstream::Dnsmasq,
+};
+use serde_json::{Value, json};
+
+const NODE: &str = "node-a";
+/// `hb_common::ENROLL_KUBE`.
+const ENROLL_KUBE: u32 = 4;
+
+fn config(kubeconfig: &Path) -> String {
+    format!(
+        r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:5400"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test"]
+
+[[policy]]
+name = "strict"
+
+[[policy]]
+name = "open"
+allow_cidrs = ["0.0.0.0/0"]
+
+[kubernetes]
+enabled = true
+node_name = "{NODE}"
+kubeconfig = "{}"
+# The reconciling scan is slow on purpose: enrollment in time proves the inotify path.
+rescan_interval_ms = 60000
+"#,
+        kubeconfig.display()
+    )
+}
+
+/// Connects to the private target first, then resolves `allowed.test` through the
+/// pod's nameserver (redirected to the agent's resolver when enrolled) and connects to
+/// what it got. Prints `<private> <resolved ip> <public>`.
+const PROBE: &str = r#"
+import errno, socket, sys
+priv, pub = int(sys.argv[1]), int(sys.argv[2])
+def tcp(host, port):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((host, port)); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, "E%s" % e.errno)
+out = [tcp("10.0.0.1", priv)]
+try:
+    ip = socket.getaddrinfo("allowed.test", pub, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    out += [ip, tcp(ip, pub)]
+except OSError as e:
+    out += ["NORESOLVE", "-"]
+print(" ".join(out))
+"#;
+
+/// One test's cluster: the API stand-in, the agent, the resolver's upstream, the
+/// listeners that record what reached them.
+struct Cluster {
+    api: FakeApi,
+    env: TestEnv,
+    _dns: Dnsmasq,
+    private: TcpProbe,
+    public: TcpProbe,
+    enrolled: PinnedMap,
+    kubeconfig_dir: PathBuf,
+}
+
+impl Cluster {
+    /// Namespaces `agents` (enforced, default policy `strict`) and `plain` (not), then the
+    /// agent, synced.
+    fn start(name: &str) -> Self {
+        private_netns(&["203.0.113.10", "10.0.0.1"]);
+        let dns = Dnsmasq::start(
+            "127.0.0.1",
+            5400,
+            &[("allowed.test", &["203.0.113.10"])],
+            &[],
+            60,
+        );
+        let api = FakeApi::start();
+        let kubeconfig_dir =
+            std::env::temp_dir().join(format!("hb-kube-{}", hb_tests::random_suffix()));
+        fs::create_dir_all(&kubeconfig_dir).expect("kubeconfig dir");
+        let kubeconfig = api.kubeconfig(&kubeconfig_dir);
+        api.namespace(
+            "agents",
+            json!({"hb.dev/enforce": "true"}),
+            json!({"hb.dev/policy": "strict"}),
+            false,
+        );
+        api.namespace("plain", json!({}), json!({}), false);
+        let mut env = TestEnv::new(name, &config(&kubeconfig));
+        env.start_agent();
+        let enrolled = PinnedMap::open(&env.map_pin("HB_ENROLLED"));
+        let c = Self {
+            api,
+            env,
+            _dns: dns,
+            private: TcpProbe::bind("10.0.0.1:0"),
+            public: TcpProbe::bind("203.0.113.10:0"),
+            enrolled,
+            kubeconfig_dir,
+        };
+        c.wait_stat("initial sync", |s| s["initial_sync_done"] == true);
+        c
+    }
+
+    /// The pod watcher's numbers (`state_dir/kubernetes.json`).
+    fn stats(&self) -> Value {
+        fs::read_to_string(self.env.state_dir.join("kubernetes.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn wait_stat(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        assert!(
+            wait_until(Duration::from_secs(15), || pred(&self.stats())),
+            "{what}: not reached; kubernetes.json: {}\nagent log:\n{}",
+            self.stats(),
+            self.log()
+        );
+        self.stats()
+    }
+
+    fn log(&self) -> String {
+        fs::read_dir(&self.env.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+            .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Waits for an agent log line holding every one of `needles`.
+    fn wait_log(&self, needles: &[&str]) {
+        let found = wait_until(Duration::from_secs(15), || {
+            self.log()
+                .lines()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+        });
+        assert!(found, "no log line with {needles:?}:\n{}", self.log());
+    }
+
+    /// Registers `pod` with the API and waits until the agent decided it enforced.
+    fn add_enforced_pod(&self, pod: &FakePod) {
+        self.api.pod(pod, false);
+        self.wait_log(&["pod enforced", &pod.uid]);
+    }
+
+    /// The pod's cgroup below the test's root (the kubepods hierarchy's parent).
+    fn pod_dir(&self, driver: Driver, qos: Qos, uid: &str) -> PathBuf {
+        self.env.cgroup_path().join(pod_cgroup(driver, qos, uid))
+    }
+
+    fn enrollment(&self, dir: &Path) -> Option<(u32, u32)> {
+        self.enrolled.get_u64_key(cgroup_id(dir))
+    }
+
+    fn wait_enrolled(&self, dir: &Path, policy: &str) {
+        let id = cgroup_id(dir);
+        assert!(
+            wait_until(Duration::from_secs(15), || self
+                .enrolled
+                .get_u64_key(id)
+                .is_some()),
+            "{} not enrolled:\n{}",
+            dir.display(),
+            self.log()
+        );
+        assert_eq!(
+            self.enrolled.get_u64_key(id),
+            Some((self.env.policy_id(policy), ENROLL_KUBE)),
+            "{} enrolled under {policy} by the pod watcher",
+            dir.display()
+        );
+    }
+
+    /// Runs the probe in a fresh container cgroup of the pod at `pod_dir`, moved there
+    /// before it execs (no wait for anything): `[private, resolved, public]`.
+    fn probe_in_new_container(&self, driver: Driver, pod_dir: &Path) -> Vec<String> {
+        let container = pod_dir.join(container_cgroup(driver));
+        fs::create_dir_all(&container).expect("container cgroup");
+        let out = run_in(
+            &container,
+            &[
+                python(),
+                "-c",
+                PROBE,
+                &self.private.addr.port().to_string(),
+                &self.public.addr.port().to_string(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "probe: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.kubeconfig_dir);
+    }
+}
+
+/// `cmd`, moved into cgroup `dir` before it execs, run to its end.
+fn run_in(dir: &Path, cmd: &[&str]) -> Output {
+    let script = format!("echo $$ > {}/cgroup.procs && exec \"$@\"", dir.display());
+    Command::new("sh")
+        .args(["-c", &script, "sh"])
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run in cgroup")
+}
+
+/// A container process that keeps running; killed and reaped on drop.
+struct Sleeper {
+    child: std::process::Child,
+    pid: u32,
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sleep 600` in cgroup `dir` (a container that keeps running).
+fn sleeper_in(dir: &Path) -> Sleeper {
+    let script = format!("echo $$ > {}/cgroup.procs && exec sleep 600", dir.display());
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sleep in cgroup");
+    let pid = child.id();
+    let procs = dir.join("cgroup.procs");
+    assert!(
+        wait_until(Duration::from_secs(5), || fs::read_to_string(&procs)
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == pid.to_string()))),
+        "sleeper not in {}",
+        dir.display()
+    );
+    Sleeper { child, pid }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[test]
+fn enforced_pods_are_enforced_from_their_first_connect_for_both_drivers_and_every_qos_class() {
+    let c = Cluster::start("kube-pods");
+    let mut latencies = Vec::new();
+    for driver in DRIVERS {
+        for qos in QOS {
+            let pod = FakePod::new(
+                &format!("tool-{driver:?}-{qos:?}").to_lowercase(),
+                "agents",
+                NODE,
+                Some("web"),
+            );
+            // Bound to this node: the API says so before the kubelet makes the cgroup.
+            c.add_enforced_pod(&pod);
+            let dir = c.pod_dir(driver, qos, &pod.uid);
+            let t0 = Instant::now();
+            fs::create_dir_all(&dir).expect("pod cgroup");
+            let id = cgroup_id(&dir);
+            let pin = c.env.map_pin("HB_ENROLLED");
+            let poll = thread::spawn(move || {
+                let map = PinnedMap::open(&pin);
+                wait_until(Duration::from_secs(10), || map.get_u64_key(id).is_some())
+                    .then(|| t0.elapsed())
+            });
+            // A container starts in it at once: its very first connect is judged.
+            let got = c.probe_in_new_container(driver, &dir);
+            assert_eq!(
+                got,
+                ["EPERM", "203.0.113.10", "OK"],
+                "{driver:?}/{qos:?}: private refused, allowed name resolved and reached\n{}",
+                c.log()
+            );
+            let latency = poll.join().expect("poller").expect("enrolled within 10 s");
+            latencies.push(latency);
+            println!("{driver:?}/{qos:?}: mkdir of the pod cgroup → enrolled in {latency:?}");
+            c.wait_enrolled(&dir, "web");
+        }
+    }
+    assert_eq!(
+        c.private.accepted(),
+        0,
+        "a private connect from an enforced pod got through"
+    );
+    assert_eq!(c.public.accepted(), 6, "every pod reached its allowed name");
+
+    // A pod of a namespace without the label is untouched, whatever it asks for.
+    let pod = FakePod::new("free", "plain", NODE, Some("web"));
+    c.api.pod(&pod, false);
+    c.wait_stat("plain pod known", |s| s["pods_known"] == 7);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    let got = c.probe_in_new_container(Driver::Systemd, &dir);
+    assert_eq!(
+        got[0], "OK",
+        "a pod of an unenforced namespace is not enforced: {got:?}"
+    );
+    assert_eq!(
+        c.enrollment(&dir),
+        None,
+        "pod of an unenforced namespace enrolled"
+    );
+    assert_eq!(c.private.accepted(), 1);
+
+    // A pod bound to another node is not this agent's: the API is asked for this
+    // node's pods only.
+    let requests = c.api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("/api/v1/pods?")
+                && r.contains(&format!("spec.nodeName%3D{NODE}"))),
+        "pods listed with the node's field selector: {requests:?}"
+    );
+    assert_eq!(
+        c.stats()["late_enrollments"],
+        0,
+        "no pod ran before its enrollment"
+    );
+    latencies.sort();
+    println!(
+        "enrollment latency over {} pods: median {:?}, max {:?}",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        latencies.last().expect("latencies")
+    );
+}
+
+#[test]
+fn a_pod_owner_cannot_lift_enforcement_and_deletion_ends_it_with_the_cgroup() {
+    let c = Cluster::start("kube-sticky");
+    let mut pod = FakePod::new("tool", "agents", NODE, Some("web"));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Cgroupfs, Qos::Burstable, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "web");
+
+    // The pod's owner drops the annotation, then asks for the open policy.
+    for annotations in [json!({}), json!({"hb.dev/policy": "open"})] {
+        pod.annotations = annotations;
+        c.api.pod(&pod, false);
+        c.wait_log(&["annotation changed", &pod.uid]);
+        c.wait_enrolled(&dir, "web");
+        assert_eq!(c.probe_in_new_container(Driver::Cgroupfs, &dir)[0], "EPERM");
+    }
+    // The namespace loses its label: pods already enforced stay so.
+    c.api.namespace(
+        "agents",
+        json!({}),
+        json!({"hb.dev/policy": "strict"}),
+        false,
+    );
+    thread::sleep(Duration::from_millis(300));
+    c.wait_enrolled(&dir, "web");
+    assert_eq!(c.probe_in_new_container(Driver::Cgroupfs, &dir)[0], "EPERM");
+    // ...and new pods there are not.
+    let newcomer = FakePod::new("newcomer", "agents", NODE, Some("web"));
+    c.api.pod(&newcomer, false);
+    c.wait_stat("newcomer known", |s| s["pods_known"] == 2);
+    let new_dir = c.pod_dir(Driver::Cgroupfs, Qos::Burstable, &newcomer.uid);
+    fs::create_dir_all(&new_dir).expect("pod cgroup");
+    assert_eq!(
+        c.probe_in_new_container(Driver::Cgroupfs, &new_dir)[0],
+        "OK"
+    );
+    assert_eq!(c.enrollment(&new_dir), None);
+
+    // Force-deleted from the API while a container still runs: still enforced.
+    let container = dir.join(container_cgroup(Driver::Cgroupfs));
+    fs::create_dir_all(&container).expect("container");
+    let _sleeper = sleeper_in(&container);
+    c.api.delete_pod(&pod.uid, false);
+    c.wait_log(&["deleted from the API", &pod.uid]);
+    c.wait_enrolled(&dir, "web");
+    assert_eq!(c.probe_in_new_container(Driver::Cgroupfs, &dir)[0], "EPERM");
+    assert_eq!(
+        c.private.accepted(),
+        1,
+        "only the unenforced newcomer reached the private target"
+    );
+
+    // The kubelet removes the pod's cgroup: the enrollment goes with it.
+    let id = cgroup_id(&dir);
+    remove_cgroup_tree(&dir);
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .enrolled
+            .get_u64_key(id)
+            .is_none()),
+        "enrollment left behind after the pod cgroup was removed"
+    );
+    c.wait_stat("pod forgotten", |s| {
+        s["pods_known"] == 1 && s["cgroups_enrolled"] == 0
+    });
+}
+
+#[test]
+fn a_relist_after_410_gone_sees_what_the_broken_watch_missed_and_labels_enforce_running_pods() {
+    let c = Cluster::start("kube-relist");
+    // A pod the agent knows, then history is compacted: the watch gets 410 Gone.
+    let first = FakePod::new("first", "agents", NODE, Some("web"));
+    c.add_enforced_pod(&first);
+    let lists_before = c
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/pods?") && !r.contains("watch="))
+        .count();
+    c.api.expire();
+    // Changes no watch event carries: only a new list shows them.
+    let hidden = FakePod::new("hidden", "agents", NODE, Some("web"));
+    c.api.pod(&hidden, true);
+    c.api.delete_pod(&first.uid, true);
+    c.wait_log(&["pod enforced", &hidden.uid]);
+    c.wait_log(&["relisting"]);
+    let lists_after = c
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/pods?") && !r.contains("watch="))
+        .count();
+    assert!(
+        lists_after > lists_before,
+        "pods listed again after 410 Gone ({lists_before} → {lists_after})"
+    );
+    c.wait_log(&["absent from the new list", &first.uid]);
+    let dir = c.pod_dir(Driver::Systemd, Qos::BestEffort, &hidden.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "web");
+    assert!(c.stats()["relists"].as_u64() >= Some(1));
+
+    // A running pod of an unlabelled namespace, then the admin labels the namespace.
+    c.api.namespace("later", json!({}), json!({}), false);
+    let running = FakePod::new("running", "later", NODE, None);
+    c.api.pod(&running, false);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Guaranteed, &running.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_stat("running pod known", |s| s["pods_known"].as_u64() >= Some(3));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        c.enrollment(&dir),
+        None,
+        "unlabelled namespace: not enrolled"
+    );
+    c.api
+        .namespace("later", json!({"hb.dev/enforce": "true"}), json!({}), false);
+    // No annotation, no namespace default, no config default: the strictest policy.
+    c.wait_enrolled(&dir, "strict");
+    let got = c.probe_in_new_container(Driver::Systemd, &dir);
+    assert_eq!(
+        got,
+        ["EPERM", "NORESOLVE", "-"],
+        "strict: no private target, no name"
+    );
+}
+
+#[test]
+fn a_pod_cgroup_that_ran_a_process_before_its_pod_was_known_is_reported_late() {
+    let c = Cluster::start("kube-late");
+    let pod = FakePod::new("racer", "agents", NODE, None);
+    // The cgroup exists, with a container process in it, before the API shows the pod.
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("cgroups");
+    let sleeper = sleeper_in(&container);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.enrollment(&dir), None, "no pod known yet");
+    c.api.pod(&pod, false);
+    // The namespace's default policy, since the pod names none.
+    c.wait_enrolled(&dir, "strict");
+    let e = c
+        .env
+        .wait_event("late enrollment", |e| e["reason"] == "late_enrollment");
+    assert_eq!(e["hook"], "enroll");
+    assert_eq!(e["pid"], sleeper.pid);
+    assert_eq!(e["comm"], "sleep");
+    assert_eq!(e["name"], "agents/racer");
+    assert!(
+        e["cgroup"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&pod_cgroup(Driver::Systemd, Qos::Burstable, &pod.uid)))
+    );
+    c.wait_stat("late counted", |s| s["late_enrollments"] == 1);
+
+    // A pod known before its cgroup is not late.
+    let on_time = FakePod::new("on-time", "agents", NODE, None);
+    c.add_enforced_pod(&on_time);
+    let dir = c.pod_dir(Driver::Cgroupfs, Qos::Guaranteed, &on_time.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "strict");
+    assert_eq!(c.stats()["late_enrollments"], 1);
+}
+
+#[test]
+fn enrollment_latency_from_mkdir() {
+    const PODS: usize = 200;
+    let c = Cluster::start("kube-latency");
+    let pods: Vec<FakePod> = (0..PODS)
+        .map(|i| FakePod::new(&format!("p{i}"), "agents", NODE, Some("web")))
+        .collect();
+    for p in &pods {
+        c.api.pod(p, false);
+    }
+    c.wait_stat("pods known", |s| s["pods_enforced"] == PODS as u64);
+    let mut latencies = Vec::with_capacity(PODS);
+    for (i, p) in pods.iter().enumerate() {
+        let dir = c.pod_dir(DRIVERS[i % 2], QOS[i % 3], &p.uid);
+        let t0 = Instant::now();
+        fs::create_dir_all(&dir).expect("pod cgroup");
+        let id = cgroup_id(&dir);
+        assert!(
+            wait_until(Duration::from_secs(10), || c
+                .enrolled
+                .get_u64_key(id)
+                .is_some()),
+            "{} not enrolled",
+            dir.display()
+        );
+        latencies.push(t0.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "mkdir → enrolled over {PODS} pod cgroups (inotify; the reconciling scan runs every 60 s): \
+         p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().expect("latencies")
+    );
+    c.wait_stat("all enrolled", |s| s["cgroups_enrolled"] == PODS as u64);
+    let _ = cgroup2_mount();
+}
