@@ -93,7 +93,7 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LoadEr
     }
 }
 
-fn is_bpffs(path: &Path) -> bool {
+pub fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };

@@ -13,8 +13,9 @@
 //! `/readyz` answers 503 (`programs_attached`) and `hb-agent status` exits 4 until it is
 //! stopped; started again, an agent attaches everything anew.
 //!
-//! Must never: remove anything outside `bpffs_dir` and the listed state files, or leave
-//! a link attached whose pin it removed.
+//! Must never: remove anything outside `bpffs_dir` and the listed state files (and
+//! nothing at all when `bpffs_dir` is not on a bpf filesystem), or leave a link attached
+//! whose pin it removed.
 
 use std::{
     fs, io,
@@ -40,6 +41,10 @@ pub enum UninstallError {
         state_dir: PathBuf,
         pid: Option<u32>,
     },
+    #[error(
+        "bpffs_dir {0} is not on a bpf filesystem: what is there is not hb's pins; nothing removed"
+    )]
+    NotBpffs(PathBuf),
     #[error("cannot detach the link pinned at {path}")]
     Detach {
         path: PathBuf,
@@ -99,6 +104,10 @@ pub fn run(config: &Config, force: bool) -> Result<Report, UninstallError> {
             state_dir: state_dir.clone(),
             pid,
         });
+    }
+    // Only pins are removed: a bpffs_dir set to an ordinary folder by mistake loses nothing.
+    if bpffs.exists() && !loader::is_bpffs(bpffs) {
+        return Err(UninstallError::NotBpffs(bpffs.clone()));
     }
     let mut removed = detach_links(&bpffs.join(pin_dirs::LINKS))?;
     removed.extend(remove_pins(bpffs)?);

@@ -443,3 +443,34 @@ fn a_bad_metrics_address_is_a_config_error_that_names_the_key() {
     assert!(!out.status.success(), "the agent refuses to start");
     assert!(!env.bpffs_dir.exists(), "and loads nothing");
 }
+
+#[test]
+fn uninstall_removes_nothing_outside_a_bpf_filesystem() {
+    let env = TestEnv::new("notbpffs", "[[policy]]\nname = \"p\"\n");
+    let dir = env.state_dir.join("not-bpffs");
+    for sub in ["links", "progs", "maps"] {
+        fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        fs::write(dir.join(sub).join("precious"), "keep me").expect("file");
+    }
+    let text = fs::read_to_string(&env.config_path).expect("config");
+    fs::write(
+        &env.config_path,
+        text.replace(
+            &format!("bpffs_dir = \"{}\"", env.bpffs_dir.display()),
+            &format!("bpffs_dir = \"{}\"", dir.display()),
+        ),
+    )
+    .expect("config");
+    let out = env.hb(&["uninstall"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not on a bpf filesystem"),
+        "{out:?}"
+    );
+    for sub in ["links", "progs", "maps"] {
+        assert!(
+            dir.join(sub).join("precious").exists(),
+            "{sub}/precious removed"
+        );
+    }
+}
