@@ -61,6 +61,8 @@ pub enum AgentError {
     Broker(#[from] crate::broker::BrokerError),
     #[error(transparent)]
     Kube(#[from] crate::kube::KubeError),
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::server::ServerError),
     #[error("cannot open the events ring buffer")]
     Events(#[source] aya::maps::MapError),
 }
@@ -158,6 +160,11 @@ impl Running {
         )?;
         for (path, policy) in &changes.enrolled {
             tracing::info!(cgroup = %events::Escaped(path), %policy, "enrolled");
+            if cgroup::populated(&self.mount.join(path)) {
+                // Its processes ran unenforced until now: the window a glob leaves.
+                crate::telemetry::global().late_enrollments.inc();
+                tracing::warn!(cgroup = %events::Escaped(path), %policy, "late_enrollment: processes ran in the cgroup before it was enrolled");
+            }
         }
         if changes.removed > 0 {
             tracing::info!(
@@ -234,6 +241,13 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         .create(&state_dir)
         .map_err(io_err("creating", &state_dir))?;
     let _lock = lock(&state_dir)?;
+    // Served from the start: /healthz answers while the rest comes up, and /readyz
+    // names what is not up yet.
+    let _metrics = config
+        .metrics_listen()
+        .map(crate::telemetry::server::start)
+        .transpose()?;
+    let telemetry = crate::telemetry::global();
 
     let mount = cgroup::cgroup2_mount()?;
     let root = config.cgroup_root().to_owned();
@@ -247,6 +261,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let ids = maps.sync_policies(&config)?;
     maps.sync_rules(&config, &ids)?;
     maps.sync_nat64(&config)?;
+    telemetry.watch_kernel(&bpffs);
     // The resolver listens before the kernel sends it anything.
     let (dns_events_tx, mut dns_events) = tokio::sync::mpsc::channel(1024);
     let dns = if config.dns.redirect {
@@ -256,6 +271,19 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     } else {
         None
     };
+    if let Some(service) = &dns {
+        let learned = service.learned();
+        telemetry.on_scrape(move || {
+            if let Ok(l) = learned.lock() {
+                let (v4, v6) = l.family_counts();
+                crate::telemetry::global().allow_entries(v4, v6);
+            }
+        });
+    }
+    // Listening (or not needed: with `dns.redirect` off no sandbox query comes here).
+    telemetry
+        .readiness
+        .set(crate::telemetry::Condition::ResolverServing, true);
     maps.set_dns(config.dns.redirect, config.dns_listen())?;
     // The guard listens before the kernel sends it anything. Until it does, its ports are
     // known (no sandbox may bind them) but not pointed at: a guarded connect meanwhile
@@ -281,6 +309,10 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     // as they appear. Started before the programs attach, so the pods already running
     // are enrolled as early as the initial sync allows.
     let _kube_stats = if config.kubernetes.enabled {
+        // Not ready until the pods of this node are known and their cgroups enrolled.
+        crate::telemetry::global()
+            .readiness
+            .set(crate::telemetry::Condition::PodsSynced, false);
         Some(
             crate::kube::start(crate::kube::Inputs {
                 config: &config,
@@ -315,6 +347,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     };
     running.rescan()?;
 
+    test_hold_before_attach();
     let attached = loader::attach(
         &mut ebpf,
         &bpffs,
@@ -328,6 +361,19 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             replaced_previous = a.replaced,
             "attached"
         );
+    }
+    // Enforcing means every link the config needs is attached to the root, as the
+    // kernel reports it now (an uninstall or a removed cgroup shows at once).
+    {
+        let root_id = cgroup::cgroup_id(&root_path)?;
+        let programs = loader::programs_for(&running.config);
+        let bpffs = bpffs.clone();
+        telemetry.on_scrape(move || {
+            crate::telemetry::global().readiness.set(
+                crate::telemetry::Condition::ProgramsAttached,
+                loader::all_attached(&bpffs, &programs, root_id),
+            );
+        });
     }
     let state = AgentState {
         pid: std::process::id(),
@@ -377,6 +423,9 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         policy_names: running.policy_names.clone(),
         events: event_stream.clone(),
     })?;
+    telemetry
+        .readiness
+        .set(crate::telemetry::Condition::BrokerServing, true);
     let mut event_log = EventLog::open(&state_dir, running.config.agent.events_file_max_bytes)
         .map_err(io_err("opening events file in", &state_dir))?;
 
@@ -416,6 +465,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                     record.cgroup = running.cgroup_paths.get(&record.cgroup_id).cloned();
                 }
                 tracing::debug!(target: "hb::event", "{record}");
+                telemetry.refusal(&record);
                 tally.add(&record);
                 if let Err(e) = event_log.append(&record) {
                     tracing::error!(error = %e, "cannot write events file");
@@ -466,6 +516,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                     let record = events::render(&event, &running.policy_names, &running.cgroup_paths);
                     // Per event at DEBUG only: the summary below bounds the log.
                     tracing::debug!(target: "hb::event", "{record}");
+                    telemetry.refusal(&record);
                     tally.add(&record);
                     if let Err(e) = event_log.append(&record) {
                         tracing::error!(error = %e, "cannot write events file");
@@ -486,6 +537,19 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     tally.flush(&maps::event_rates(&bpffs).unwrap_or_default());
     tracing::info!("shutting down; programs, links and maps stay pinned and keep enforcing");
     Ok(())
+}
+
+/// Test aid, debug builds only: start-up waits here, before anything is attached, until
+/// the file named by `HB_TEST_HOLD_BEFORE_ATTACH` exists (so a test can see the agent
+/// running and not yet ready: `/readyz` 503, `status` exit 4).
+fn test_hold_before_attach() {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("HB_TEST_HOLD_BEFORE_ATTACH") {
+        tracing::info!(file = ?path, "holding before attaching (test aid)");
+        while !Path::new(&path).exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Logs how many kernel events the full ring buffer cost since the last call (once per

@@ -62,6 +62,13 @@ pub fn cgroup_id(path: &Path) -> Result<u64> {
         .map_err(io_err(path, "stat"))
 }
 
+/// Whether a process lives in the cgroup or below it (`populated 1` in its
+/// `cgroup.events`).
+pub fn populated(path: &Path) -> bool {
+    fs::read_to_string(path.join("cgroup.events"))
+        .is_ok_and(|t| t.lines().any(|l| l == "populated 1"))
+}
+
 /// Level of a cgroup below the hierarchy's root (the root is level 0).
 pub fn depth(relative: &str) -> u32 {
     relative.split('/').filter(|s| !s.is_empty()).count() as u32

@@ -232,6 +232,11 @@ pub struct AgentConfig {
     pub audit_max_files: u32,
     /// When audit records are forced to disk: `always`, `interval` (once a second) or `never`.
     pub audit_fsync: crate::audit::Fsync,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP (an IP address and
+    /// port); `""` serves none. Loopback by default: the node's Prometheus and the
+    /// kubelet's probes reach it from the node's network namespace, and sandboxes are
+    /// refused loopback by the deny ranges.
+    pub metrics_listen: String,
 }
 
 impl Default for AgentConfig {
@@ -247,6 +252,7 @@ impl Default for AgentConfig {
             audit_max_bytes: 64 << 20,
             audit_max_files: 5,
             audit_fsync: crate::audit::Fsync::Interval,
+            metrics_listen: "127.0.0.1:9464".into(),
         }
     }
 }
@@ -1065,6 +1071,23 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if !self.agent.metrics_listen.is_empty()
+            && self
+                .agent
+                .metrics_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "agent.metrics_listen".into(),
+                line: key_line("metrics_listen"),
+                message: format!(
+                    "\"{}\" is not an IP address and port like \"127.0.0.1:9464\" (or \"\" for none)",
+                    self.agent.metrics_listen
+                ),
+            });
+        }
         let listen: std::net::SocketAddrV4 =
             self.dns.listen.parse().map_err(|_| ConfigError::Invalid {
                 origin: origin.into(),
@@ -1611,6 +1634,11 @@ impl Config {
     }
 
     /// The resolver's address and the port of policy 0 (validated at parse time).
+    /// `agent.metrics_listen`, or `None` when it is `""` (validated at load).
+    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        self.agent.metrics_listen.parse().ok()
+    }
+
     pub fn dns_listen(&self) -> std::net::SocketAddrV4 {
         self.dns
             .listen

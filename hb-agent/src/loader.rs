@@ -10,7 +10,8 @@
 //! A crash in between leaves at least one pinned link per hook; the next start repairs
 //! the names. Links are never detached on shutdown: enforcement outlives the agent.
 //!
-//! Must never: detach a link before its replacement is attached.
+//! Must never: detach a link before its replacement is attached (`uninstall` alone
+//! detaches for good, see [`detach_link`]).
 
 use std::{
     ffi::CString,
@@ -92,7 +93,7 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LoadEr
     }
 }
 
-fn is_bpffs(path: &Path) -> bool {
+pub fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
@@ -421,4 +422,123 @@ pub fn programs_for(config: &crate::config::Config) -> Vec<&'static str> {
         .into_iter()
         .filter(|n| inbound || *n != prog_names::SOCK_OPS)
         .collect()
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_DETACH: libc::c_long = 34;
+/// `BPF_LINK_TYPE_CGROUP` in `enum bpf_link_type`.
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+
+/// Opens the bpf object pinned at `pin` (`BPF_OBJ_GET`).
+fn obj_get(pin: &Path) -> io::Result<OwnedFd> {
+    let path = CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags, path_fd.
+    let mut attr = [0u64; 3];
+    attr[0] = path.as_ptr() as u64;
+    // SAFETY: attr points at a NUL-terminated path that outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// What the kernel says about a pinned cgroup link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// No pin at that path.
+    Missing,
+    /// Pinned and attached to the cgroup with this id.
+    Attached { cgroup_id: u64, prog_id: u32 },
+    /// Pinned, but the kernel let go of its cgroup (the cgroup was removed, or the link
+    /// was detached with `BPF_LINK_DETACH`): it enforces nothing.
+    Detached,
+    /// The pin exists but is not a cgroup link, or cannot be read.
+    Unreadable,
+}
+
+/// The state of the link pinned at `pin`, from `bpf_link_info` (its `cgroup.cgroup_id`
+/// is 0 once the kernel detached it: `bpf_cgroup_link_fill_link_info` in
+/// kernel/bpf/cgroup.c).
+pub fn link_state(pin: &Path) -> LinkState {
+    if !pin.exists() {
+        return LinkState::Missing;
+    }
+    let Ok(fd) = obj_get(pin) else {
+        return LinkState::Unreadable;
+    };
+    // struct bpf_link_info: type, id, prog_id (u32 each), then a union aligned to 8 whose
+    // cgroup member is { u64 cgroup_id; u32 attach_type; }.
+    let mut info = [0u64; 16];
+    // bpf_attr for BPF_OBJ_GET_INFO_BY_FD: bpf_fd, info_len (u32 each), info (u64).
+    let attr: [u64; 2] = [
+        u64::from(fd.as_raw_fd() as u32) | (u64::from(size_of_val(&info) as u32) << 32),
+        info.as_mut_ptr() as u64,
+    ];
+    // SAFETY: attr names a writable buffer of the size it gives; both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if rc != 0 || (info[0] & 0xffff_ffff) as u32 != BPF_LINK_TYPE_CGROUP {
+        return LinkState::Unreadable;
+    }
+    match info[2] {
+        0 => LinkState::Detached,
+        cgroup_id => LinkState::Attached {
+            cgroup_id,
+            prog_id: (info[1] & 0xffff_ffff) as u32,
+        },
+    }
+}
+
+/// Detaches the link pinned at `pin` from its cgroup at once (`BPF_LINK_DETACH`),
+/// whoever else holds it open; the pin then holds a link that enforces nothing.
+pub fn detach_link(pin: &Path) -> io::Result<()> {
+    let fd = obj_get(pin)?;
+    let attr: [u32; 2] = [fd.as_raw_fd() as u32, 0];
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_DETACH (link_fd).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            attr.as_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Each of `programs` with the state of its pinned link under `bpffs_dir`.
+pub fn link_states(bpffs_dir: &Path, programs: &[&'static str]) -> Vec<(&'static str, LinkState)> {
+    let links = bpffs_dir.join(pin_dirs::LINKS);
+    programs
+        .iter()
+        .map(|n| (*n, link_state(&links.join(n))))
+        .collect()
+}
+
+/// Whether every one of `programs` is linked to the cgroup `cgroup_id`: what "enforcing"
+/// means for `status` and `/readyz`.
+pub fn all_attached(bpffs_dir: &Path, programs: &[&'static str], cgroup_id: u64) -> bool {
+    link_states(bpffs_dir, programs)
+        .iter()
+        .all(|(_, s)| matches!(s, LinkState::Attached { cgroup_id: c, .. } if *c == cgroup_id))
 }

@@ -31,6 +31,8 @@ mod sanitize;
 mod scope;
 mod scrub;
 mod secret;
+mod telemetry;
+mod uninstall;
 mod vault;
 
 use std::process::ExitCode;

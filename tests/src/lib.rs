@@ -25,6 +25,7 @@ use serde_json::Value;
 
 pub mod capture;
 pub mod kube;
+pub mod metrics;
 pub mod upstream;
 
 /// Fails the test unless it runs as root: hb's tests load real eBPF programs.
@@ -244,8 +245,41 @@ impl TestEnv {
         let log = self
             .state_dir
             .join(format!("agent-{}.log", random_suffix()));
-        let agent = Agent::start(&self.config_path, &log, filter, env);
+        let agent = Agent::start(&self.config_path, &log, filter, env, "ready: enforcing");
         self.agent.insert(agent)
+    }
+
+    /// Starts the agent (a debug build) held before it attaches anything until `release`
+    /// exists, and returns once it says it holds: it runs, its maps are filled, its
+    /// metrics server answers, nothing enforces yet.
+    pub fn start_agent_held(&mut self, release: &Path) -> &mut Agent {
+        let log = self
+            .state_dir
+            .join(format!("agent-{}.log", random_suffix()));
+        let hold = release.to_str().expect("UTF-8 path");
+        let agent = Agent::start(
+            &self.config_path,
+            &log,
+            "info",
+            &[("HB_TEST_HOLD_BEFORE_ATTACH", hold)],
+            "holding before attaching",
+        );
+        self.agent.insert(agent)
+    }
+
+    /// `hb-agent status --json ARGS…`, whatever its exit status: (exit status, JSON).
+    pub fn status(&self, args: &[&str]) -> (i32, Value) {
+        let mut a = vec!["status", "--json"];
+        a.extend_from_slice(args);
+        let out = self.hb(&a);
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "hb-agent {a:?}: not JSON ({e}): {} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().expect("exit status"), json)
     }
 
     /// Waits up to `limit` for the agent to exit by itself (e.g. killed at a test kill
@@ -595,7 +629,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn start(config: &Path, log: &Path, filter: &str, env: &[(&str, &str)]) -> Self {
+    /// Spawns `hb-agent run` and waits until its log holds `until`.
+    fn start(config: &Path, log: &Path, filter: &str, env: &[(&str, &str)], until: &str) -> Self {
         let log_file = fs::File::create(log).expect("agent log");
         let child = Command::new(agent_bin())
             .args(["run", "--config"])
@@ -614,7 +649,7 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = fs::read_to_string(log).unwrap_or_default();
-            if text.contains("ready: enforcing") {
+            if text.contains(until) {
                 return agent;
             }
             if let Ok(Some(status)) = agent.child.try_wait() {
@@ -622,7 +657,7 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "hb-agent not ready after 30 s:\n{text}"
+                "hb-agent log has no {until:?} after 30 s:\n{text}"
             );
             thread::sleep(Duration::from_millis(50));
         }

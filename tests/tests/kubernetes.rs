@@ -473,7 +473,8 @@ fn a_relist_after_410_gone_sees_what_the_broken_watch_missed_and_labels_enforce_
     let dir = c.pod_dir(Driver::Systemd, Qos::BestEffort, &hidden.uid);
     fs::create_dir_all(&dir).expect("pod cgroup");
     c.wait_enrolled(&dir, "web");
-    assert!(c.stats()["relists"].as_u64() >= Some(1));
+    // kubernetes.json is rewritten twice a second: wait for the count, not the file.
+    c.wait_stat("relist counted", |s| s["relists"].as_u64() >= Some(1));
 
     // A running pod of an unlabelled namespace, then the admin labels the namespace.
     c.api.namespace("later", json!({}), json!({}), false);
@@ -535,7 +536,17 @@ fn a_pod_cgroup_that_ran_a_process_before_its_pod_was_known_is_reported_late() {
     fs::create_dir_all(&dir).expect("pod cgroup");
     c.wait_enrolled(&dir, "strict");
     assert_eq!(c.stats()["late_enrollments"], 1);
+
+    // The same numbers on /metrics; /readyz counts the initial sync as met.
+    let m = hb_tests::metrics::Scrape::fetch(METRICS);
+    assert_eq!(m.get("hb_late_enrollments_total", &[]), 1.0);
+    assert_eq!(m.get("hb_pods_enforced", &[]), 2.0);
+    assert!(m.get("hb_enrollment_latency_seconds_count", &[]) >= 2.0);
+    assert_eq!(m.get("hb_ready", &[("condition", "pods_synced")]), 1.0);
 }
+
+/// `agent.metrics_listen`'s default, on the test's own loopback.
+const METRICS: &str = "127.0.0.1:9464";
 
 #[test]
 fn enrollment_latency_from_mkdir() {

@@ -105,7 +105,8 @@ fn kill_9_keeps_enforcement_and_a_restart_adopts_without_a_gap() {
     );
 
     env.kill_agent();
-    let status = env.hb_json(&["status"]);
+    let (code, status) = env.status(&[]);
+    assert_eq!(code, 3, "no agent, programs enforcing: {status}");
     assert_eq!(status["agent_running"], false);
     assert_eq!(
         status["enforcing"], true,

@@ -53,6 +53,32 @@ pub enum Code {
 }
 
 impl Code {
+    /// The stable name (as serialised), for metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Code::BadRequest => "bad_request",
+            Code::TooLarge => "too_large",
+            Code::Timeout => "timeout",
+            Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::Forbidden => "forbidden",
+            Code::Unauthorized => "unauthorized",
+            Code::UnknownCaller => "unknown_caller",
+            Code::Unavailable => "unavailable",
+            Code::RateLimited => "rate_limited",
+            Code::PolicyDenied => "policy_denied",
+            Code::AuthCollision => "auth_collision",
+            Code::UnknownHandle => "unknown_handle",
+            Code::BindingMissing => "binding_missing",
+            Code::NoCredential => "no_credential",
+            Code::DnsRejected => "dns_rejected",
+            Code::UpstreamError => "upstream_error",
+            Code::UnreadableResponse => "unreadable_response",
+            Code::PartialResponse => "partial_response",
+            Code::Internal => "internal",
+        }
+    }
+
     fn status(self) -> StatusCode {
         match self {
             Code::BadRequest => StatusCode::BAD_REQUEST,
@@ -115,6 +141,45 @@ impl IntoResponse for ApiError {
                 message: &message,
             },
         };
-        (self.code.status(), Json(body)).into_response()
+        let mut response = (self.code.status(), Json(body)).into_response();
+        // For the request metrics (`server::count`): which code answered.
+        response.extensions_mut().insert(self.code);
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn metric_names_are_the_serialised_codes() {
+        for code in [
+            Code::BadRequest,
+            Code::TooLarge,
+            Code::Timeout,
+            Code::NotFound,
+            Code::MethodNotAllowed,
+            Code::Forbidden,
+            Code::Unauthorized,
+            Code::UnknownCaller,
+            Code::Unavailable,
+            Code::RateLimited,
+            Code::PolicyDenied,
+            Code::AuthCollision,
+            Code::UnknownHandle,
+            Code::BindingMissing,
+            Code::NoCredential,
+            Code::DnsRejected,
+            Code::UpstreamError,
+            Code::UnreadableResponse,
+            Code::PartialResponse,
+            Code::Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(serde_json::json!(code.as_str()))
+            );
+        }
     }
 }

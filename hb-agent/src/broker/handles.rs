@@ -267,6 +267,15 @@ impl Handles {
         Some((handle, entry, expired))
     }
 
+    /// How many handles are live (not expired; deleted and revoked ones are gone).
+    pub fn live(&self) -> usize {
+        let Ok(table) = self.table.lock() else {
+            return 0;
+        };
+        let now = Instant::now();
+        table.values().filter(|e| e.expires > now).count()
+    }
+
     /// The entry of `handle` if it is live and `owner` created it.
     pub fn get(&self, handle: &str, owner: Owner) -> Option<Arc<Entry>> {
         let table = self.table.lock().ok()?;

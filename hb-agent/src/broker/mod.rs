@@ -253,6 +253,15 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     text_gate: text_gate::TextGate::new(scrub_per_minute),
                     probes: rotation::probe::Probes::default(),
                 });
+                // Live handles, counted when someone scrapes.
+                let weak = Arc::downgrade(&shared);
+                crate::telemetry::global().on_scrape(move || {
+                    if let Some(shared) = weak.upgrade() {
+                        crate::telemetry::global()
+                            .handles_live
+                            .set(i64::try_from(shared.handles.live()).unwrap_or(i64::MAX));
+                    }
+                });
                 // Kernel and resolver events go to the audit log as well.
                 tokio::spawn(audit_events(kernel_events, audit));
                 let _ = ready_tx.send(Ok(()));

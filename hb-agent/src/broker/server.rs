@@ -160,7 +160,8 @@ impl Drop for Slot {
 }
 
 /// Closes a connection unanswered: logged and counted under `reason`.
-fn refuse(shared: &Shared, reason: &str, why: &str) {
+fn refuse(shared: &Shared, reason: &'static str, why: &str) {
+    crate::telemetry::global().broker_refused(reason);
     let total = shared.stats.refused(reason, &shared.config.agent.state_dir);
     tracing::warn!(
         reason,
@@ -333,7 +334,81 @@ fn router(shared: AppState) -> Router {
             shared.clone(),
             text_gate::caller_view,
         ))
+        .layer(middleware::from_fn(count))
         .with_state(shared)
+}
+
+/// The routes, as `hb_broker_requests_total` names them (anything else is `other`).
+const ENDPOINTS: [&str; 11] = [
+    "/v1/whoami",
+    "/v1/sessions",
+    "/v1/events",
+    "/v1/scrub",
+    "/v1/sanitize",
+    "/v1/requests",
+    "/v1/handles",
+    "/v1/handles/{handle}",
+    "/v1/executions/{id}/end",
+    "/v1/rotations",
+    "/v1/rotations/{id}",
+];
+
+/// Counts every answer by route template, method and code, with its latency (the
+/// outermost layer: timeouts and refusals of the inner layers count too). Labels are
+/// hb's own words: the route's template, never the path the caller sent.
+async fn count(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let endpoint = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|m| ENDPOINTS.iter().find(|e| **e == m.as_str()))
+        .copied()
+        .unwrap_or("other");
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let response = next.run(req).await;
+    let code = match response.extensions().get::<Code>() {
+        Some(code) => code.as_str(),
+        None if response.status().is_success() => "ok",
+        None => status_label(response.status()),
+    };
+    crate::telemetry::global().broker_request(
+        &crate::telemetry::BrokerLabels {
+            endpoint,
+            method,
+            code,
+        },
+        start.elapsed(),
+    );
+    response
+}
+
+/// An error status answered outside the envelope (an extractor's own rejection).
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "status_400",
+        401 => "status_401",
+        403 => "status_403",
+        404 => "status_404",
+        405 => "status_405",
+        408 => "status_408",
+        413 => "status_413",
+        415 => "status_415",
+        422 => "status_422",
+        429 => "status_429",
+        500 => "status_500",
+        502 => "status_502",
+        503 => "status_503",
+        _ => "status_other",
+    }
 }
 
 /// `broker.request_timeout_secs` for the whole request (streams excepted: the event

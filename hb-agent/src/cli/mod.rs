@@ -115,8 +115,28 @@ enum Command {
         #[arg(long, value_name = "N")]
         last: Option<usize>,
     },
-    /// Programs attached and where, enrolled cgroups, counters.
+    /// Programs attached and where, enrolled cgroups, counters; the exit status says
+    /// whether the agent runs and the kernel enforces.
+    #[command(after_help = status::EXIT_CODES)]
     Status {
+        #[arg(long)]
+        json: bool,
+        /// Wait up to SECONDS for the agent to run, enforce and answer ready on /readyz
+        /// (agent.metrics_listen; without it, running and enforcing suffice), printing
+        /// progress on stderr; then report as usual.
+        #[arg(long, value_name = "SECONDS")]
+        wait_ready: Option<u64>,
+    },
+    /// Take hb off this node: detach every program, remove the pins (programs, links,
+    /// maps and with them the enrollments) and the agent's runtime state; says what it
+    /// removed. The vault, audit log and events are kept. Refuses while an agent runs.
+    #[command(
+        after_help = "Examples:\n  hb-agent uninstall --config /etc/hb/hb.toml\n  hb-agent uninstall --force --json\n\nExit status: 0 removed (or nothing to remove: running it twice is safe); 3 refused because an agent runs (stop it, or --force); 1 error.\n--force while an agent runs: the agent is not stopped; it runs on without enforcing (/readyz answers 503, `status` exits 4) until it is stopped."
+    )]
+    Uninstall {
+        /// Go ahead although an agent runs (its programs are detached underneath it).
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -354,6 +374,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(_)
             | Command::Maps(_)
             | Command::Status { .. }
+            | Command::Uninstall { .. }
             | Command::Scrub { .. }
             | Command::Sanitize { .. }
             | Command::Vault(_)
@@ -511,10 +532,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(cli.config.as_deref())?;
             outbound_debug::bench(config, args)
         }
-        Command::Status { json } => {
+        Command::Status { json, wait_ready } => {
             let config = Config::load(cli.config.as_deref())?;
-            status::show(&config, json)?;
-            Ok(ExitCode::SUCCESS)
+            status::show(&config, json, wait_ready)
+        }
+        Command::Uninstall { force, json } => {
+            let config = Config::load(cli.config.as_deref())?;
+            match crate::uninstall::run(&config, force) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        crate::uninstall::print(&report);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ crate::uninstall::UninstallError::AgentRunning { .. }) => {
+                    eprintln!("hb-agent: {e}");
+                    Ok(ExitCode::from(3))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
     }
 }

@@ -1,7 +1,18 @@
 //! `hb-agent status`: is the agent running, what is attached where, what is enrolled,
 //! and the kernel's counters. Read-only.
+//!
+//! Its exit status says the state in one number (scripts and probes rely on it, see
+//! [`EXIT_CODES`]). Enforcing means: every program the config needs has its pinned link
+//! attached to `cgroup_root`, as the kernel reports it now (`bpf_link_info`), not merely
+//! a pin file. An agent runs when it holds `state_dir/agent.lock`.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use aya::programs::ProgramInfo;
 use hb_common::{ENROLL_LAUNCHER, pin_dirs};
@@ -15,19 +26,152 @@ use crate::{
     maps::Maps,
 };
 
-pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
+/// The exit statuses of `status`, for `--help` and the README.
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  the agent runs and enforces (with --wait-ready: and /readyz answered ready)
+  1  error (unreadable config, …)          2  usage error
+  3  no agent runs, but the programs are attached and enforce (fail-closed: no
+     resolver, no broker, no new enrollments until an agent runs)
+  4  an agent runs but does not enforce (a program is not attached to cgroup_root)
+  5  no agent runs and nothing enforces (hb is off this node)
+  6  with --wait-ready: the agent runs and enforces, but /readyz did not answer ready
+     in time (the unmet conditions are printed)
+Enforcing: every program the config needs has its pinned link attached to
+cgroup_root, as the kernel reports it now.";
+
+/// The state `status` reports, as an exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Enforcing = 0,
+    NoAgent = 3,
+    NotEnforcing = 4,
+    Off = 5,
+    NotReady = 6,
+}
+
+impl State {
+    fn of(running: bool, enforcing: bool) -> Self {
+        match (running, enforcing) {
+            (true, true) => State::Enforcing,
+            (false, true) => State::NoAgent,
+            (true, false) => State::NotEnforcing,
+            (false, false) => State::Off,
+        }
+    }
+
+    fn says(self) -> &'static str {
+        match self {
+            State::Enforcing => "the agent runs and enforces",
+            State::NoAgent => "no agent runs (the attached programs still enforce)",
+            State::NotEnforcing => "the agent runs but its programs are not attached",
+            State::Off => "no agent runs and nothing is attached",
+            State::NotReady => "the agent enforces but is not ready",
+        }
+    }
+}
+
+/// Whether an agent runs, and whether the kernel enforces (see the module doc).
+fn assess(config: &Config) -> (bool, bool) {
+    let running = agent::agent_running(&config.agent.state_dir);
+    let root_id = crate::cgroup::cgroup2_mount()
+        .ok()
+        .and_then(|m| crate::cgroup::cgroup_id(&m.join(config.cgroup_root())).ok());
+    let enforcing = root_id.is_some_and(|id| {
+        loader::all_attached(&config.agent.bpffs_dir, &loader::programs_for(config), id)
+    });
+    (running, enforcing)
+}
+
+/// `GET /readyz` on `agent.metrics_listen`: `Ok` on 200, else what it said.
+fn readyz(listen: SocketAddr) -> Result<(), String> {
+    // A wildcard listen address is reached on loopback.
+    let addr = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], listen.port()))
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    };
+    let timeout = Duration::from_secs(1);
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut answer = Vec::new();
+    let _ = stream.take(4096).read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        return Ok(());
+    }
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    Err(if body.is_empty() {
+        format!("/readyz answered {status:?}")
+    } else {
+        body.to_owned()
+    })
+}
+
+/// Polls until the agent runs, enforces and (with `metrics_listen` set) `/readyz`
+/// answers 200, for at most `secs`; progress on stderr. The state it ended in.
+fn wait_ready(config: &Config, secs: u64) -> State {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last_said = String::new();
+    loop {
+        let (running, enforcing) = assess(config);
+        let mut state = State::of(running, enforcing);
+        let mut why = state.says().to_owned();
+        if state == State::Enforcing
+            && let Some(listen) = config.metrics_listen()
+            && let Err(unmet) = readyz(listen)
+        {
+            state = State::NotReady;
+            why = unmet;
+        }
+        if state == State::Enforcing {
+            eprintln!("hb-agent: ready");
+            return state;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("hb-agent: not ready after {secs} s: {why}");
+            return state;
+        }
+        if why != last_said {
+            eprintln!("hb-agent: waiting for readiness: {why}");
+            last_said = why;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow::Result<ExitCode> {
+    let waited = wait_ready_secs.map(|secs| wait_ready(config, secs));
     let state_dir = &config.agent.state_dir;
     let bpffs = &config.agent.bpffs_dir;
-    let running = agent::agent_running(state_dir);
+    let (running, enforcing) = assess(config);
+    let mut outcome = State::of(running, enforcing);
+    if outcome == State::Enforcing && waited == Some(State::NotReady) {
+        outcome = State::NotReady;
+    }
     let state: Option<AgentState> = std::fs::read(state_dir.join(STATE_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let mut programs = Vec::new();
-    for (name, pinned) in loader::pinned_links(bpffs, &loader::programs_for(config)) {
+    let states = loader::link_states(bpffs, &loader::programs_for(config));
+    for (name, link) in states {
         let info = ProgramInfo::from_pin(bpffs.join(pin_dirs::PROGS).join(name)).ok();
         programs.push(row([
             ("program", json!(name)),
-            ("link_pinned", json!(pinned)),
+            ("link_pinned", json!(link != loader::LinkState::Missing)),
+            (
+                "attached",
+                json!(matches!(link, loader::LinkState::Attached { .. })),
+            ),
             (
                 "prog_id",
                 info.as_ref().map_or(Value::Null, |i| json!(i.id())),
@@ -40,7 +184,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             ),
         ]));
     }
-    let attached = programs.iter().all(|p| p["link_pinned"] == json!(true));
+    let attached = enforcing;
     let maps = Maps::open(bpffs).ok();
     let cgroups = cgroup_names(config);
     let mut enrolled = Vec::new();
@@ -121,6 +265,8 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
     if json {
         let out = json!({
             "agent_running": running,
+            "exit_code": outcome as u8,
+            "state": outcome.says(),
             "agent_pid": state.as_ref().filter(|_| running).map(|s| s.pid),
             "enforcing": attached,
             "attached_to": attached_to,
@@ -134,7 +280,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             "guard": guard,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return Ok(ExitCode::from(outcome as u8));
     }
     match (&state, running) {
         (Some(s), true) => println!("agent:     running (pid {}, since {})", s.pid, s.started),
@@ -145,7 +291,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         if attached {
             "yes"
         } else {
-            "NO (programs not attached)"
+            "NO (programs not attached to cgroup_root)"
         },
         attached_to.map(|c| format!(" on {c}")).unwrap_or_default()
     );
@@ -198,5 +344,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
             b.text_gate_limited
         );
     }
-    Ok(())
+    println!();
+    println!("state:     {}", outcome.says());
+    Ok(ExitCode::from(outcome as u8))
 }

@@ -108,6 +108,12 @@ impl Learned {
         }
     }
 
+    /// Addresses in the IPv4 and the IPv6 allow map (for the metrics).
+    pub fn family_counts(&self) -> (usize, usize) {
+        let v4 = self.by_addr.keys().filter(|(_, a)| a.is_ipv4()).count();
+        (v4, self.by_addr.len() - v4)
+    }
+
     /// How many addresses `policy_id` holds in the maps.
     pub fn policy_len(&self, policy_id: u32) -> usize {
         self.by_expiry.get(&policy_id).map_or(0, BTreeSet::len)

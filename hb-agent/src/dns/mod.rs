@@ -93,6 +93,8 @@ struct PolicyDns {
     name: String,
     patterns: Vec<Pattern>,
     audit: bool,
+    /// Its `hb_dns_queries_total` counters, by result.
+    queries: crate::telemetry::DnsCounters,
 }
 
 /// Shared by every listener task.
@@ -113,6 +115,19 @@ struct Inner {
     cache: Mutex<HashMap<(u32, String, RecordType), CachedAnswer>>,
     events: mpsc::Sender<EventRecord>,
     tcp: TcpLimits,
+    /// `hb_dns_query_duration_seconds` of the cache, local and upstream paths.
+    latency: [prometheus_client::metrics::histogram::Histogram; 3],
+}
+
+/// How a query was answered, for its latency.
+#[derive(Clone, Copy)]
+enum AnswerPath {
+    /// From a pre-encoded cached answer ([`Inner::cached`]).
+    Cache = 0,
+    /// Decided without the upstream ([`Inner::prepare`]).
+    Local = 1,
+    /// Forwarded ([`Inner::resolve`]).
+    Upstream = 2,
 }
 
 /// How often a repeated condition (connections refused at a cap, accept errors) is
@@ -319,6 +334,7 @@ pub async fn start(
                 name: p.name.get_ref().clone(),
                 patterns: p.domains.clone(),
                 audit: p.mode == crate::config::PolicyMode::Audit,
+                queries: crate::telemetry::global().dns_counters(p.name.get_ref()),
             },
         );
     }
@@ -346,6 +362,7 @@ pub async fn start(
         cache: Mutex::new(HashMap::new()),
         events,
         tcp,
+        latency: ["cache", "local", "upstream"].map(|p| crate::telemetry::global().dns_latency(p)),
     });
     for (&id, policy) in &inner.policies {
         let port = listen.port() + id as u16;
@@ -403,21 +420,27 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             continue;
         };
+        let start = Instant::now();
         if let Some(reply) = inner.cached(policy_id, &buf[..n], Transport::Udp) {
             let _ = sock.send_to(&reply, from).await;
+            inner.answered(policy_id, AnswerPath::Cache, Some(&reply), start);
             continue;
         }
         match inner.prepare(policy_id, &buf[..n], Transport::Udp) {
-            Step::Reply(Some(reply)) => {
-                let _ = sock.send_to(&reply, from).await;
+            Step::Reply(reply) => {
+                if let Some(reply) = &reply {
+                    let _ = sock.send_to(reply, from).await;
+                }
+                inner.answered(policy_id, AnswerPath::Local, reply.as_deref(), start);
             }
-            Step::Reply(None) => {}
             Step::Resolve(pending) => {
                 let (inner, sock) = (inner.clone(), sock.clone());
                 tokio::spawn(async move {
-                    if let Some(reply) = inner.resolve(pending).await {
-                        let _ = sock.send_to(&reply, from).await;
+                    let reply = inner.resolve(pending).await;
+                    if let Some(reply) = &reply {
+                        let _ = sock.send_to(reply, from).await;
                     }
+                    inner.answered(policy_id, AnswerPath::Upstream, reply.as_deref(), start);
                 });
             }
         }
@@ -492,13 +515,15 @@ async fn serve_tcp_conn(
         let Some(query) = read_tcp_query(&inner.tcp, &mut stream).await else {
             return;
         };
-        let reply = match inner.cached(policy_id, &query, Transport::Tcp) {
-            Some(reply) => Some(reply),
+        let start = Instant::now();
+        let (path, reply) = match inner.cached(policy_id, &query, Transport::Tcp) {
+            Some(reply) => (AnswerPath::Cache, Some(reply)),
             None => match inner.prepare(policy_id, &query, Transport::Tcp) {
-                Step::Reply(r) => r,
-                Step::Resolve(pending) => inner.resolve(pending).await,
+                Step::Reply(r) => (AnswerPath::Local, r),
+                Step::Resolve(pending) => (AnswerPath::Upstream, inner.resolve(pending).await),
             },
         };
+        inner.answered(policy_id, path, reply.as_deref(), start);
         let Some(reply) = reply else {
             return;
         };
@@ -586,6 +611,15 @@ pub(crate) fn denied(deny: &[IpNet], except: &[IpNet], nat64: &[Ipv6Net], ip: Ip
 }
 
 impl Inner {
+    /// Counts an answered (or dropped) query and its latency.
+    fn answered(&self, policy_id: u32, path: AnswerPath, reply: Option<&[u8]>, start: Instant) {
+        if let Some(p) = self.policies.get(&policy_id) {
+            p.queries
+                .count(crate::telemetry::DnsResult::of_reply(reply));
+        }
+        self.latency[path as usize].observe(start.elapsed().as_secs_f64());
+    }
+
     fn event(&self, policy: &str, reason: &str, verdict: &str, name: &str, dst: Option<IpAddr>) {
         let record = EventRecord {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),

@@ -98,13 +98,20 @@ impl Stats {
         l.buckets[slot] += 1;
         l.sum_us += us;
         l.count += 1;
+        crate::telemetry::global()
+            .enrollment_latency
+            .observe(d.as_secs_f64());
     }
 
     fn late(&self) {
         self.late_enrollments.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::global().late_enrollments.inc();
     }
 
     fn set_gauges(&self, known: usize, enforced: usize, enrolled: usize) {
+        crate::telemetry::global()
+            .pods
+            .set(i64::try_from(enforced).unwrap_or(i64::MAX));
         self.pods_known.store(known as u64, Ordering::Relaxed);
         self.pods_enforced.store(enforced as u64, Ordering::Relaxed);
         self.cgroups_enrolled
@@ -220,6 +227,9 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
                 && listed.load(Ordering::SeqCst)
                 && !stats.initial_sync_done.swap(true, Ordering::SeqCst)
             {
+                crate::telemetry::global()
+                    .readiness
+                    .set(crate::telemetry::Condition::PodsSynced, true);
                 tracing::info!("kubernetes: initial sync done (pods, namespaces and pod cgroups)");
                 write_state(&state_file, &stats);
             }

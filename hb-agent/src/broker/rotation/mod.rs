@@ -120,6 +120,7 @@ pub async fn resume(shared: &Arc<Shared>) {
     match with_vault(shared.vault.clone(), |v| v.open_rotations()).await {
         Ok(open) => {
             for rotation in open {
+                crate::telemetry::global().rotation_at(&rotation.id, rotation.step);
                 tracing::info!(rotation = %rotation.id, step = %rotation.step, "resuming a rotation");
                 tokio::spawn(drive(shared.clone(), rotation.id));
             }
@@ -172,6 +173,8 @@ async fn drive(shared: Arc<Shared>, id: String) {
                 return;
             }
         };
+        // Every step as the journal has it (an abort from the CLI included).
+        crate::telemetry::global().rotation_at(&rotation.id, rotation.step);
         let Some((integ, config)) = with_rotator(&shared, &rotation.integration) else {
             tracing::warn!(rotation = %id, integration = %rotation.integration,
                 "the integration has no rotator any more; the rotation waits for an operator");
@@ -665,6 +668,7 @@ async fn fail(
 
 /// Every step is an audit record (ids and fixed words only) and a log line.
 fn record(shared: &Shared, rotation: &Rotation, what: &str, class: Option<&str>) {
+    crate::telemetry::global().rotation_at(&rotation.id, rotation.step);
     tracing::info!(
         rotation = %rotation.id,
         integration = %rotation.integration,
