@@ -1481,29 +1481,61 @@ pub(super) const RULES: &[Rule] = &[
     },
 ];
 
-/// Hits of one rule in a row, each starting inside the bytes the one before read, that
-/// are evaluated; the next in the row is redacted whole, unevaluated (see [`Effort`]).
-pub(super) const CHAIN_LIMIT: u32 = 16;
+/// Bytes a row of hits of one rule may read per byte it spans before further hits in it
+/// go whole, unevaluated (see [`Effort`]).
+pub(super) const ROW_BUDGET: usize = 16;
 
-/// A row of a rule's hits that overlap what the previous read.
+/// A row of a rule's hits, each starting inside what the hits before it read.
 #[derive(Clone, Copy, Default)]
 pub(super) struct Chain {
+    /// Absolute input offset of the row's first hit.
+    start: usize,
     /// Absolute input offset the row's walks (or unevaluated windows) reach.
     reach: usize,
-    /// Hits in the row.
-    len: u32,
+    /// Bytes the row's walks read.
+    read: usize,
+}
+
+impl Chain {
+    /// Whether a hit at `at` joins the row.
+    pub(super) fn holds(&self, at: usize) -> bool {
+        at < self.reach
+    }
+
+    /// Whether the row has read more than its budget for the bytes it spans.
+    pub(super) fn spent(&self) -> bool {
+        self.read > ROW_BUDGET * (self.reach - self.start)
+    }
+
+    /// The row after a hit at `at` that read `read` bytes and reaches `reach`.
+    pub(super) fn after(&self, at: usize, read: usize, reach: usize) -> Chain {
+        if self.holds(at) {
+            Chain {
+                start: self.start,
+                reach: self.reach.max(reach),
+                read: self.read + read,
+            }
+        } else {
+            Chain {
+                start: at,
+                reach,
+                read,
+            }
+        }
+    }
 }
 
 /// What bounds the work of rule evaluation: input made of one keyword repeated (`eyJ`
 /// × 1 MiB) gives a hit every few bytes, and each would read its rule's whole window
 /// again (16 KiB for `jwt`), so the work would grow with the window times the input.
 /// Instead, per rule (and anchor pass), a hit that starts before the furthest byte the
-/// row of hits before it read extends the row; once a row holds [`CHAIN_LIMIT`]
-/// evaluated hits, each further hit in it is *not* evaluated and its whole window is
-/// redacted (fail closed: the span it could have found lies inside). Rows are a function
-/// of the input alone (a hit's walk ends where its DFA dies, or at its window's end), so
-/// streaming and whole-buffer scrubs still agree byte for byte. Ordinary text has rows
-/// of one or two (`api_key` is read through `key` too).
+/// hits before it read joins their *row*; while a row has read more than
+/// [`ROW_BUDGET`] bytes per byte it spans, a hit joining it is *not* evaluated and its
+/// whole window is redacted (fail closed: any span it could have found lies inside).
+/// A rule's work is so at most about `ROW_BUDGET` bytes per input byte. Rows are a
+/// function of the input alone (a hit reads up to where its DFA dies, or its window's
+/// end), so streaming and whole-buffer scrubs still agree byte for byte. Ordinary text
+/// reads each byte a few times at most (a rule reading a line for each `curl` on it).
 #[derive(Default)]
 pub(super) struct Effort {
     /// Per anchor pass and rule: `pass * RULES.len() + rule`.
@@ -1786,22 +1818,14 @@ impl Families {
         let window = &hay[at..hay.len().min(at + rule.max_len)];
         let start = base + at;
         let (slot, chain) = effort.chain(pass, r);
-        let in_row = start < chain.reach;
-        if in_row && chain.len >= CHAIN_LIMIT {
+        if chain.holds(start) && chain.spent() {
             // Fail closed: the whole window, once it is whole (or the input ends).
             if partial {
                 return false;
             }
             effort.work += 1;
             let end = start + window.len();
-            effort.set(
-                slot,
-                chain,
-                Chain {
-                    reach: chain.reach.max(end),
-                    len: chain.len + 1,
-                },
-            );
+            effort.set(slot, chain, chain.after(start, 0, end));
             found.push(Found {
                 start,
                 end,
@@ -1831,21 +1855,7 @@ impl Families {
             effort.work += w.walked as u64;
             (w.result, w.walked)
         };
-        effort.set(
-            slot,
-            chain,
-            if in_row {
-                Chain {
-                    reach: chain.reach.max(start + walked),
-                    len: chain.len + 1,
-                }
-            } else {
-                Chain {
-                    reach: start + walked,
-                    len: 1,
-                }
-            },
-        );
+        effort.set(slot, chain, chain.after(start, walked, start + walked));
         let Some(len) = matched else {
             return true;
         };

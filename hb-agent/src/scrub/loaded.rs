@@ -28,7 +28,7 @@
 
 use regex_automata::Input;
 
-use super::families::CHAIN_LIMIT;
+use super::families::Chain;
 use super::rules_file::MAX_WINDOW;
 use super::{
     rules_file::{self, Allowlist, Compiled, FileReport, LoadedRule, RulesError},
@@ -214,9 +214,9 @@ pub(super) struct LoadedState {
     /// The input end the last scan stopped for (a region to search before the next
     /// opens): until the input reaches it, a scan has nothing new to do.
     waiting_for: usize,
-    /// Per anchored rule: the row of its hits that start inside the window of the one
-    /// before (`families::Effort` for built-in rules): (reach, hits in the row).
-    rows: Vec<(usize, u32)>,
+    /// Per anchored rule: the row of its hits that start inside what the ones before
+    /// read (`families::Effort`, as for built-in rules).
+    rows: Vec<Chain>,
     /// Bytes given to loaded regexes (windows and regions searched).
     work: u64,
 }
@@ -259,7 +259,7 @@ impl LoadedState {
             return self.waiting_for;
         }
         self.regions.resize(set.rules.len(), None);
-        self.rows.resize(set.rules.len(), (0, 0));
+        self.rows.resize(set.rules.len(), Chain::default());
         // Keywords starting before `limit` lie wholly in `data`.
         let limit = if finished {
             end
@@ -364,13 +364,12 @@ impl LoadedState {
     ) {
         let rule = &set.rules[r];
         let stop = (p + rule.window).min(end);
-        // A hit inside what the row of hits before it read: after CHAIN_LIMIT searched
-        // ones, the window goes whole, unsearched (fail closed; see `families::Effort`).
-        let (reach, len) = self.rows[r];
-        let in_row = p < reach;
-        if in_row && len >= CHAIN_LIMIT {
+        // A hit joining a row of hits that spent its budget: the window goes whole,
+        // unsearched (fail closed; see `families::Effort`).
+        let row = self.rows[r];
+        if row.holds(p) && row.spent() {
             self.work += 1;
-            self.rows[r] = (reach.max(stop), len + 1);
+            self.rows[r] = row.after(p, 0, stop);
             if p < stop {
                 found.push(LoadedFound {
                     start: p,
@@ -393,11 +392,7 @@ impl LoadedState {
             .and_then(|w| w.probe(hay, p - from..stop - from))
             .unwrap_or((true, stop - p));
         self.work += read as u64;
-        self.rows[r] = if in_row {
-            (reach.max(p + read), len + 1)
-        } else {
-            (p + read, 1)
-        };
+        self.rows[r] = row.after(p, read, p + read);
         if !matches {
             return;
         }
