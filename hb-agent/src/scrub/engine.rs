@@ -20,7 +20,7 @@
 
 use super::{
     Redaction,
-    families::{Families, Found, RULES},
+    families::{Effort, Families, Found, RULES},
     live::LiveSet,
     loaded::{LoadedFound, LoadedState, RuleSet},
 };
@@ -56,6 +56,8 @@ pub(super) struct Engine {
     candidates: Vec<Candidate>,
     open: Option<Open>,
     found: Vec<Found>,
+    /// Rows of overlapping hits per rule, and the work done (see [`Effort`]).
+    effort: Effort,
     /// Keyword hits and regions of loaded rules.
     loaded: LoadedState,
     loaded_found: Vec<LoadedFound>,
@@ -84,6 +86,12 @@ impl Engine {
     /// decided (0 if none was deferred).
     pub fn wanted_end(&self) -> usize {
         self.wanted_end
+    }
+
+    /// Bytes examined by rule evaluation so far (built-in and loaded rules).
+    #[cfg(test)]
+    pub fn work(&self) -> u64 {
+        self.effort.work + self.loaded.work()
     }
 
     /// Input bytes written (or swallowed by a span) so far.
@@ -180,7 +188,16 @@ impl Engine {
                     // fail (or end) before the held bytes do; otherwise it waits.
                     let partial = !finished && p + families.reach(anchor) > end;
                     self.found.clear();
-                    if !families.eval_hit(data, base, at, anchor, partial, &mut self.found) {
+                    if !families.eval_hit(
+                        data,
+                        base,
+                        at,
+                        anchor,
+                        pass,
+                        partial,
+                        &mut self.effort,
+                        &mut self.found,
+                    ) {
                         self.wanted_end = self.wanted_end.max(p + families.reach(anchor));
                         pos = p;
                         break;

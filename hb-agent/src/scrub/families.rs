@@ -1481,6 +1481,94 @@ pub(super) const RULES: &[Rule] = &[
     },
 ];
 
+/// Bytes a row of hits of one rule may read per byte it spans before further hits in it
+/// go whole, unevaluated (see [`Effort`]).
+pub(super) const ROW_BUDGET: usize = 16;
+
+/// A row of a rule's hits, each starting inside what the hits before it read.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Chain {
+    /// Absolute input offset of the row's first hit.
+    start: usize,
+    /// Absolute input offset the row's walks (or unevaluated windows) reach.
+    reach: usize,
+    /// Bytes the row's walks read.
+    read: usize,
+}
+
+impl Chain {
+    /// Whether a hit at `at` joins the row.
+    pub(super) fn holds(&self, at: usize) -> bool {
+        at < self.reach
+    }
+
+    /// Whether the row has read more than its budget for the bytes it spans.
+    pub(super) fn spent(&self) -> bool {
+        self.read > ROW_BUDGET * (self.reach - self.start)
+    }
+
+    /// The row after a hit at `at` that read `read` bytes and reaches `reach`.
+    pub(super) fn after(&self, at: usize, read: usize, reach: usize) -> Chain {
+        if self.holds(at) {
+            Chain {
+                start: self.start,
+                reach: self.reach.max(reach),
+                read: self.read + read,
+            }
+        } else {
+            Chain {
+                start: at,
+                reach,
+                read,
+            }
+        }
+    }
+}
+
+/// What bounds the work of rule evaluation: input made of one keyword repeated (`eyJ`
+/// × 1 MiB) gives a hit every few bytes, and each would read its rule's whole window
+/// again (16 KiB for `jwt`), so the work would grow with the window times the input.
+/// Instead, per rule (and anchor pass), a hit that starts before the furthest byte the
+/// hits before it read joins their *row*; while a row has read more than
+/// [`ROW_BUDGET`] bytes per byte it spans, a hit joining it is *not* evaluated and its
+/// whole window is redacted (fail closed: any span it could have found lies inside).
+/// A rule's work is so at most about `ROW_BUDGET` bytes per input byte. Rows are a
+/// function of the input alone (a hit reads up to where its DFA dies, or its window's
+/// end), so streaming and whole-buffer scrubs still agree byte for byte. Ordinary text
+/// reads each byte a few times at most (a rule reading a line for each `curl` on it).
+#[derive(Default)]
+pub(super) struct Effort {
+    /// Per anchor pass and rule: `pass * RULES.len() + rule`.
+    chains: Vec<Chain>,
+    /// Rows changed by the hit being evaluated, with their values before it: restored
+    /// when the hit cannot be decided yet (it is run again with more input).
+    undo: Vec<(usize, Chain)>,
+    /// Bytes examined by rule evaluation (DFA walks, quick checks, capture searches,
+    /// span checks): the work measure the tests bound per input byte.
+    pub work: u64,
+}
+
+impl Effort {
+    fn chain(&mut self, pass: usize, r: usize) -> (usize, Chain) {
+        let i = pass * RULES.len() + r;
+        if self.chains.len() <= i {
+            self.chains.resize(i + 1, Chain::default());
+        }
+        (i, self.chains[i])
+    }
+
+    fn set(&mut self, i: usize, old: Chain, new: Chain) {
+        self.undo.push((i, old));
+        self.chains[i] = new;
+    }
+
+    fn roll_back(&mut self) {
+        while let Some((i, old)) = self.undo.pop() {
+            self.chains[i] = old;
+        }
+    }
+}
+
 /// A span a rule wants redacted, in absolute input offsets.
 pub(super) struct Found {
     pub start: usize,
@@ -1634,13 +1722,42 @@ impl Families {
     /// `partial`, `reach(anchor)` bytes from `at` (or reach the end of input). With
     /// `partial` (the input goes on past `hay`), returns whether every rule could be
     /// decided on what `hay` holds; if not, the hit must be run again with more.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the hit, its place in the input and the engine's state"
+    )]
     pub fn eval_hit(
         &self,
         hay: &[u8],
         base: usize,
         at: usize,
         anchor: usize,
+        pass: usize,
         partial: bool,
+        effort: &mut Effort,
+        found: &mut Vec<Found>,
+    ) -> bool {
+        effort.undo.clear();
+        let decided = self.eval_keywords(hay, base, at, anchor, pass, partial, effort, found);
+        if !decided {
+            effort.roll_back();
+        }
+        decided
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the hit, its place in the input and the engine's state"
+    )]
+    fn eval_keywords(
+        &self,
+        hay: &[u8],
+        base: usize,
+        at: usize,
+        anchor: usize,
+        pass: usize,
+        partial: bool,
+        effort: &mut Effort,
         found: &mut Vec<Found>,
     ) -> bool {
         // A rule reached through two keywords at one start runs once. An anchor has a
@@ -1667,7 +1784,7 @@ impl Families {
                     ran[n_ran] = (p, r);
                     n_ran += 1;
                 }
-                if !self.eval_rule(hay, base, p, r, partial, found) {
+                if !self.eval_rule(hay, base, p, r, pass, partial, effort, found) {
                     return false;
                 }
             }
@@ -1678,13 +1795,19 @@ impl Families {
     /// Runs rule `r` at `at`. With `partial`, `hay` ends before the rule's window does
     /// (the input goes on): the rule is decided only if its DFA rules out every longer
     /// match within `hay`. Returns false if it is not decided (nothing is pushed).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the hit, its place in the input and the engine's state"
+    )]
     fn eval_rule(
         &self,
         hay: &[u8],
         base: usize,
         at: usize,
         r: usize,
+        pass: usize,
         partial: bool,
+        effort: &mut Effort,
         found: &mut Vec<Found>,
     ) -> bool {
         let rule = &RULES[r];
@@ -1693,20 +1816,46 @@ impl Families {
         }
         let partial = partial && hay.len() < at + rule.max_len;
         let window = &hay[at..hay.len().min(at + rule.max_len)];
-        // The quick check needs its bytes; on a partial window the DFA decides alone.
-        if !partial && rule.quick == Quick::UserInfo && !user_then_colon(window) {
+        let start = base + at;
+        let (slot, chain) = effort.chain(pass, r);
+        if chain.holds(start) && chain.spent() {
+            // Fail closed: the whole window, once it is whole (or the input ends).
+            if partial {
+                return false;
+            }
+            effort.work += 1;
+            let end = start + window.len();
+            effort.set(slot, chain, chain.after(start, 0, end));
+            found.push(Found {
+                start,
+                end,
+                rule: r,
+            });
             return true;
+        }
+        // The quick check needs its bytes; on a partial window the DFA decides alone.
+        if !partial && rule.quick == Quick::UserInfo {
+            let (colon, read) = user_then_colon(window);
+            effort.work += read as u64;
+            if !colon {
+                return true;
+            }
         }
         // Most hits do not match: the match length says so, and only a match pays for
         // its capture groups.
-        let matched = if partial {
-            match self.matchers[r].decided_in(window) {
-                Some(m) => m,
+        let (matched, walked) = if partial {
+            let w = self.matchers[r].decided_in(window);
+            effort.work += w.walked as u64;
+            match w.result {
+                Some(m) => (m, w.walked),
                 None => return false,
             }
         } else {
-            self.matchers[r].match_len(window)
+            let w = self.matchers[r].match_len(window);
+            effort.work += w.walked as u64;
+            (w.result, w.walked)
         };
+        effort.set(slot, chain, chain.after(start, walked, start + walked));
         let Some(len) = matched else {
             return true;
         };
@@ -1715,15 +1864,17 @@ impl Families {
         } else {
             // The match ends before the window does, so the capture search over the
             // window sees every byte the match depends on.
+            effort.work += walked as u64;
             self.matchers[r].group(window, rule.group)
         };
         let Some(span) = span else { return true };
+        effort.work += span.len() as u64;
         if span.is_empty() || !passes(rule.check, &window[span.clone()]) {
             return true;
         }
         found.push(Found {
-            start: base + at + span.start,
-            end: base + at + span.end,
+            start: start + span.start,
+            end: start + span.end,
             rule: r,
         });
         true
@@ -1744,15 +1895,17 @@ static ENDS_USER: [bool; 256] = {
 };
 
 /// `window` starts with `://` or `:\/\/`, then 1 to 256 bytes of a URL user part,
-/// then `:` (the start of the url_basic_auth regex, without running it).
-fn user_then_colon(window: &[u8]) -> bool {
+/// then `:` (the start of the url_basic_auth regex, without running it); and the bytes
+/// it read.
+fn user_then_colon(window: &[u8]) -> (bool, usize) {
     let skip = if window.starts_with(b"://") { 3 } else { 5 };
     let rest = window.get(skip..).unwrap_or_default();
     let stop = rest
         .iter()
         .take(257)
         .position(|&b| ENDS_USER[usize::from(b)]);
-    matches!(stop, Some(n) if n > 0 && rest[n] == b':')
+    let read = skip + stop.map_or(rest.len().min(257), |n| n + 1);
+    (matches!(stop, Some(n) if n > 0 && rest[n] == b':'), read)
 }
 
 fn passes(check: Check, span: &[u8]) -> bool {
@@ -1950,8 +2103,8 @@ mod tests {
             let is_match = regex.is_match(&s);
             if is_match {
                 matched += 1;
-                assert!(user_then_colon(&s), "{}", String::from_utf8_lossy(&s));
-            } else if !user_then_colon(&s) {
+                assert!(user_then_colon(&s).0, "{}", String::from_utf8_lossy(&s));
+            } else if !user_then_colon(&s).0 {
                 rejected += 1;
             }
             if depth < 4 {

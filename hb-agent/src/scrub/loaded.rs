@@ -28,6 +28,7 @@
 
 use regex_automata::Input;
 
+use super::families::Chain;
 use super::rules_file::MAX_WINDOW;
 use super::{
     rules_file::{self, Allowlist, Compiled, FileReport, LoadedRule, RulesError},
@@ -154,6 +155,19 @@ impl RuleSet {
         }
     }
 
+    /// Every keyword of the loaded rules (lower case).
+    #[cfg(test)]
+    pub(super) fn keywords(&self) -> Vec<String> {
+        let mut words: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.keywords.iter().cloned())
+            .collect();
+        words.sort();
+        words.dedup();
+        words
+    }
+
     /// What each file held: runnable rules, and the reason for each other one.
     pub fn reports(&self) -> &[FileReport] {
         &self.reports
@@ -200,9 +214,20 @@ pub(super) struct LoadedState {
     /// The input end the last scan stopped for (a region to search before the next
     /// opens): until the input reaches it, a scan has nothing new to do.
     waiting_for: usize,
+    /// Per anchored rule: the row of its hits that start inside what the ones before
+    /// read (`families::Effort`, as for built-in rules).
+    rows: Vec<Chain>,
+    /// Bytes given to loaded regexes (windows and regions searched).
+    work: u64,
 }
 
 impl LoadedState {
+    /// Bytes given to loaded regexes so far.
+    #[cfg(test)]
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
     /// Input before this is final as far as loaded rules go (`usize::MAX` without any).
     pub fn settled(&self, set: &RuleSet) -> usize {
         if set.is_empty() {
@@ -234,6 +259,7 @@ impl LoadedState {
             return self.waiting_for;
         }
         self.regions.resize(set.rules.len(), None);
+        self.rows.resize(set.rules.len(), Chain::default());
         // Keywords starting before `limit` lie wholly in `data`.
         let limit = if finished {
             end
@@ -338,14 +364,43 @@ impl LoadedState {
     ) {
         let rule = &set.rules[r];
         let stop = (p + rule.window).min(end);
+        // A hit joining a row of hits that spent its budget: the window goes whole,
+        // unsearched (fail closed; see `families::Effort`).
+        let row = self.rows[r];
+        if row.holds(p) && row.spent() {
+            self.work += 1;
+            self.rows[r] = row.after(p, 0, stop);
+            if p < stop {
+                found.push(LoadedFound {
+                    start: p,
+                    end: stop,
+                    rule: r,
+                    name: rule.name,
+                });
+            }
+            return;
+        }
         let from = p.saturating_sub(1);
         let to = (stop + 1).min(end);
         debug_assert!(from >= base, "the engine keeps a hit's bytes");
         let hay = &data[from - base..to - base];
+        // How far the search reads (the lazy DFA walked first; the regex crate does not
+        // say), and whether it can match at all.
+        let (matches, read) = rule
+            .walker
+            .as_ref()
+            .and_then(|w| w.probe(hay, p - from..stop - from))
+            .unwrap_or((true, stop - p));
+        self.work += read as u64;
+        self.rows[r] = row.after(p, read, p + read);
+        if !matches {
+            return;
+        }
         let input = Input::new(hay)
             .span(p - from..stop - from)
             .anchored(regex_automata::Anchored::Yes);
         if let Some(m) = rule.regex.search(&input) {
+            self.work += m.len() as u64;
             self.keep(set, r, hay, from, m.start(), m.end(), found);
         }
     }
@@ -376,7 +431,9 @@ impl LoadedState {
         debug_assert!(from >= base, "the engine keeps a region's bytes");
         let hay = &data[from - base..to - base];
         let input = Input::new(hay).span(region.start - from..stop - from);
+        self.work += (stop - region.start) as u64;
         for m in rule.regex.find_iter(input) {
+            self.work += m.len() as u64;
             self.keep(set, r, hay, from, m.start(), m.end(), found);
         }
     }

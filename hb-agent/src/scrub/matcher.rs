@@ -7,35 +7,52 @@
 //! into the regex crate costs about 40 ns before the first byte (pool, strategy, start
 //! state), which made rule evaluation a fifth of a clean scrub. Rules whose DFA is small
 //! are compiled once to an anchored dense DFA and walked here a byte at a time, from a
-//! start state computed at build time; the regex crate runs only for the few larger
-//! rules, and for capture groups once a match is certain.
+//! start state computed at build time. The few larger rules are walked the same way
+//! through `regex-automata`'s lazy DFA (a pooled cache per rule), so every walk knows how
+//! many bytes it read: the engine bounds rows of overlapping hits with that (see
+//! `families::Effort`). The regex crate runs only for capture groups once a match is
+//! certain, and when the lazy DFA gives up.
 
-use std::ops::Range;
+use std::{ops::Range, sync::Arc};
 
 use regex::bytes::{Regex, RegexBuilder};
 use regex_automata::{
     Anchored,
     dfa::{Automaton, StartKind, dense},
+    hybrid,
     nfa::thompson,
-    util::{primitives::StateID, syntax},
+    util::{pool::Pool, primitives::StateID, start, syntax},
 };
 
-/// How a DFA walk over a window ended.
+/// How a DFA walk over a window ended, and how many of its bytes it read.
 enum Walk {
-    /// In the dead state: no later byte can change the result.
-    Final(Option<usize>),
-    /// At the end of the window (and the end of input there).
+    /// In the dead state after reading `walked` bytes: no later byte can change the
+    /// result.
+    Final(Option<usize>, usize),
+    /// At the end of the window (and the end of input there), every byte read.
     Ran(Option<usize>),
-    /// The rule has no DFA.
+    /// The lazy DFA gave up (its cache thrashed, or a byte it cannot decide on).
     Lazy,
 }
 
-/// A DFA past this many bytes stays lazy (the regex crate's own).
+/// The answer of a walk, and the bytes it read (the engine's work measure, and how far
+/// the rule looked past its keyword).
+pub(super) struct Walked<T> {
+    pub result: T,
+    pub walked: usize,
+}
+
+/// A DFA past this many bytes stays lazy (walked through `regex-automata`'s lazy DFA).
 const DFA_LIMIT: usize = 128 * 1024;
+
+type CachePool = Pool<hybrid::dfa::Cache, Box<dyn Fn() -> hybrid::dfa::Cache + Send + Sync>>;
 
 pub(super) struct Matcher {
     regex: Regex,
     dfa: Option<(dense::DFA<Vec<u32>>, StateID)>,
+    /// For rules whose dense DFA is too large: the lazy DFA, walked the same way, so
+    /// every walk knows where it died.
+    lazy: Option<(Arc<hybrid::dfa::DFA>, CachePool)>,
 }
 
 impl Matcher {
@@ -45,33 +62,57 @@ impl Matcher {
         let regex = RegexBuilder::new(&format!("^(?:{pattern})"))
             .unicode(false)
             .build()?;
-        Ok(Self {
-            regex,
-            dfa: dense_dfa(pattern),
-        })
+        let dfa = dense_dfa(pattern);
+        let lazy = if dfa.is_none() {
+            lazy_dfa(pattern)
+        } else {
+            None
+        };
+        Ok(Self { regex, dfa, lazy })
     }
 
     /// The length of the leftmost-first match at the window's start, if any.
-    pub fn match_len(&self, window: &[u8]) -> Option<usize> {
+    pub fn match_len(&self, window: &[u8]) -> Walked<Option<usize>> {
         match self.walk(window) {
-            Walk::Final(m) | Walk::Ran(m) => m,
-            Walk::Lazy => self.regex.find(window).map(|m| m.end()),
+            Walk::Final(m, walked) => Walked { result: m, walked },
+            Walk::Ran(m) => Walked {
+                result: m,
+                walked: window.len(),
+            },
+            Walk::Lazy => Walked {
+                result: self.regex.find(window).map(|m| m.end()),
+                walked: window.len(),
+            },
         }
     }
 
     /// The match at the start of `partial`, the first bytes of a longer window, if no
     /// byte after them can change it: Some(result) when the DFA ruled out every longer
-    /// match within `partial`, None when it needs more bytes (or the rule has no DFA).
-    pub fn decided_in(&self, partial: &[u8]) -> Option<Option<usize>> {
+    /// match within `partial`, None when it needs more bytes.
+    /// Rules without a dense DFA always wait for their whole window, as they did when
+    /// the regex crate ran them.
+    pub fn decided_in(&self, partial: &[u8]) -> Walked<Option<Option<usize>>> {
+        if self.dfa.is_none() {
+            return Walked {
+                result: None,
+                walked: 0,
+            };
+        }
         match self.walk(partial) {
-            Walk::Final(m) => Some(m),
-            Walk::Ran(_) | Walk::Lazy => None,
+            Walk::Final(m, walked) => Walked {
+                result: Some(m),
+                walked,
+            },
+            Walk::Ran(_) | Walk::Lazy => Walked {
+                result: None,
+                walked: partial.len(),
+            },
         }
     }
 
     fn walk(&self, window: &[u8]) -> Walk {
         let Some((dfa, start)) = &self.dfa else {
-            return Walk::Lazy;
+            return self.walk_lazy(window);
         };
         let mut state = *start;
         let mut matched = None;
@@ -82,7 +123,7 @@ impl Matcher {
                 if dfa.is_match_state(state) {
                     matched = Some(i);
                 } else if dfa.is_dead_state(state) {
-                    return Walk::Final(matched);
+                    return Walk::Final(matched, i + 1);
                 }
             }
         }
@@ -92,6 +133,40 @@ impl Matcher {
         Walk::Ran(matched)
     }
 
+    /// [`Matcher::walk`] through the lazy DFA.
+    fn walk_lazy(&self, window: &[u8]) -> Walk {
+        let Some((dfa, pool)) = &self.lazy else {
+            return Walk::Lazy;
+        };
+        let mut cache = pool.get();
+        let cache = &mut *cache;
+        let Ok(mut state) = dfa.start_state(cache, &start::Config::new().anchored(Anchored::Yes))
+        else {
+            return Walk::Lazy;
+        };
+        let mut matched = None;
+        for (i, &b) in window.iter().enumerate() {
+            let Ok(next) = dfa.next_state(cache, state, b) else {
+                return Walk::Lazy;
+            };
+            state = next;
+            if state.is_tagged() {
+                if state.is_match() {
+                    matched = Some(i);
+                } else if state.is_dead() {
+                    return Walk::Final(matched, i + 1);
+                } else if state.is_quit() || state.is_unknown() {
+                    return Walk::Lazy;
+                }
+            }
+        }
+        match dfa.next_eoi_state(cache, state) {
+            Ok(eoi) if eoi.is_match() => Walk::Ran(Some(window.len())),
+            Ok(_) => Walk::Ran(matched),
+            Err(_) => Walk::Lazy,
+        }
+    }
+
     /// The span of capture group `group` of the match at the window's start.
     pub fn group(&self, window: &[u8], group: usize) -> Option<Range<usize>> {
         self.regex
@@ -99,6 +174,79 @@ impl Matcher {
             .and_then(|c| c.get(group))
             .map(|m| m.range())
     }
+}
+
+/// A loaded rule's regex as a lazy DFA, walked at a keyword hit to learn where its
+/// search can stop (the regex crate does not say), so rows of hits are measured as for
+/// built-in rules.
+pub(super) struct LazyWalker {
+    dfa: Arc<hybrid::dfa::DFA>,
+    pool: CachePool,
+}
+
+impl LazyWalker {
+    /// None if the lazy DFA does not build (the rule then counts whole windows).
+    pub fn from_hir(hir: &regex_syntax::hir::Hir) -> Option<Self> {
+        let nfa = thompson::Compiler::new()
+            .configure(thompson::Config::new().utf8(false))
+            .build_from_hir(hir)
+            .ok()?;
+        let dfa = Arc::new(hybrid::dfa::Builder::new().build_from_nfa(nfa).ok()?);
+        let for_pool = Arc::clone(&dfa);
+        let create: Box<dyn Fn() -> hybrid::dfa::Cache + Send + Sync> =
+            Box::new(move || for_pool.create_cache());
+        Some(Self {
+            dfa,
+            pool: Pool::new(create),
+        })
+    }
+
+    /// The anchored search at `span.start` of `hay`, as the regex crate runs it (the
+    /// bytes around `span` are look-around context): whether it matches, and how many
+    /// bytes it reads before it cannot. None if the lazy DFA gives up.
+    pub fn probe(&self, hay: &[u8], span: Range<usize>) -> Option<(bool, usize)> {
+        let mut cache = self.pool.get();
+        let cache = &mut *cache;
+        let config = start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(span.start.checked_sub(1).map(|i| hay[i]));
+        let mut state = self.dfa.start_state(cache, &config).ok()?;
+        let mut matched = false;
+        for (i, &b) in hay[span.clone()].iter().enumerate() {
+            state = self.dfa.next_state(cache, state, b).ok()?;
+            if state.is_tagged() {
+                if state.is_match() {
+                    matched = true;
+                } else if state.is_dead() {
+                    return Some((matched, i + 1));
+                } else if state.is_quit() || state.is_unknown() {
+                    return None;
+                }
+            }
+        }
+        let last = match hay.get(span.end) {
+            Some(&b) => self.dfa.next_state(cache, state, b).ok()?,
+            None => self.dfa.next_eoi_state(cache, state).ok()?,
+        };
+        if last.is_quit() || last.is_unknown() {
+            return None;
+        }
+        Some((matched || last.is_match(), span.len()))
+    }
+}
+
+/// The lazy DFA of `pattern`, for anchored walks, and a pool of its caches.
+fn lazy_dfa(pattern: &str) -> Option<(Arc<hybrid::dfa::DFA>, CachePool)> {
+    let dfa = hybrid::dfa::Builder::new()
+        .syntax(syntax::Config::new().unicode(false).utf8(false))
+        .thompson(thompson::Config::new().utf8(false))
+        .build(pattern)
+        .ok()?;
+    let dfa = Arc::new(dfa);
+    let for_pool = Arc::clone(&dfa);
+    let create: Box<dyn Fn() -> hybrid::dfa::Cache + Send + Sync> =
+        Box::new(move || for_pool.create_cache());
+    Some((dfa, Pool::new(create)))
 }
 
 /// The anchored dense DFA of `pattern`, if it is small and its start state does not
@@ -149,6 +297,11 @@ mod tests {
             if m.dfa.is_some() {
                 dense += 1;
             }
+            assert!(
+                m.dfa.is_some() || m.lazy.is_some(),
+                "rule {} has no DFA to walk",
+                rule.name
+            );
             // Every planted token, cut at every length, and random tails after each.
             let mut inputs: Vec<Vec<u8>> = Vec::new();
             for line in tokens
@@ -183,7 +336,9 @@ mod tests {
             }
             for hay in &inputs {
                 let want = m.regex.find(hay).map(|x| x.end());
-                assert_eq!(m.match_len(hay), want, "rule {}", rule.name);
+                let got = m.match_len(hay);
+                assert_eq!(got.result, want, "rule {}", rule.name);
+                assert!(got.walked <= hay.len(), "rule {}", rule.name);
                 matched += usize::from(want.is_some());
             }
         }

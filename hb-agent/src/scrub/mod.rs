@@ -12,6 +12,8 @@
 //! offset and length, and where the marker sits in the output; or block a scrub on a
 //! registration (a scrub takes the live set's `Arc` under a read lock and lets go).
 
+#[cfg(test)]
+mod effort_tests;
 mod engine;
 pub mod exits;
 mod families;
@@ -340,6 +342,20 @@ impl Scrubber {
             bytes,
             redactions: std::mem::take(&mut engine.redactions),
         }
+    }
+
+    /// [`Scrubber::scrub`], and the bytes rule evaluation examined (the work the tests
+    /// bound per input byte).
+    #[cfg(test)]
+    pub(super) fn scrub_counting(&self, input: &[u8]) -> (Scrubbed, u64) {
+        let live = self.live_snapshot();
+        let rules = self.rules_snapshot();
+        let mut engine = Engine::default();
+        let mut bytes = Vec::with_capacity(input.len());
+        engine.advance(&self.families, &rules, &live, input, 0, true, &mut bytes);
+        let work = engine.work();
+        let redactions = std::mem::take(&mut engine.redactions);
+        (Scrubbed { bytes, redactions }, work)
     }
 
     /// Scrubs text. Markers are ASCII; a live value that is not UTF-8 itself could cut

@@ -31,6 +31,8 @@
 use std::{collections::BTreeMap, path::Path, path::PathBuf};
 
 use regex_automata::{meta, util::syntax};
+
+use super::matcher::LazyWalker;
 use regex_syntax::hir::{Hir, HirKind};
 use serde::{Deserialize, Serialize};
 
@@ -224,6 +226,8 @@ pub(super) struct LoadedRule {
     /// Every match starts with one of its keywords: the regex runs anchored at each
     /// keyword hit (a near miss fails in a few bytes) instead of over a region.
     pub anchored: bool,
+    /// For anchored rules: the regex as a lazy DFA, to learn how far a search reads.
+    pub walker: Option<LazyWalker>,
     pub allowlists: Vec<Allowlist>,
     /// Index of its file's global allowlists in [`RuleSet::globals`].
     pub file: usize,
@@ -524,7 +528,13 @@ fn compile_rule(
                 .into(),
         );
     }
+    let anchored = starts_with_keyword(&hir, &r.keywords);
     let rule = LoadedRule {
+        walker: if anchored {
+            LazyWalker::from_hir(&hir)
+        } else {
+            None
+        },
         name: Box::leak(name.into_boxed_str()),
         id: r.id.clone(),
         description: r.description.clone(),
@@ -533,7 +543,7 @@ fn compile_rule(
         entropy: r.entropy,
         keywords: r.keywords.iter().map(|k| k.to_lowercase()).collect(),
         window,
-        anchored: starts_with_keyword(&hir, &r.keywords),
+        anchored,
         allowlists,
         file,
     };
