@@ -278,6 +278,32 @@ impl PinnedMap {
     }
 }
 
+impl PinnedMap {
+    /// Stores an 8-byte value at a u64 key (`BPF_MAP_UPDATE_ELEM`); false when the map
+    /// refuses it (full: E2BIG).
+    pub fn put_u64_key(&self, key: u64, value: (u32, u32)) -> bool {
+        #[repr(C)]
+        struct Update {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let value = [value.0, value.1];
+        let attr = Update {
+            map_fd: self.0.as_raw_fd() as u32,
+            _pad: 0,
+            key: (&raw const key) as u64,
+            value: (&raw const value) as u64,
+            flags: 0,
+        };
+        // SAFETY: bpf(BPF_MAP_UPDATE_ELEM) reads the key and 8 bytes of `value`.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, 2, &raw const attr, size_of::<Update>()) };
+        rc == 0
+    }
+}
+
 /// A cgroup's id (its directory's inode).
 pub fn cgroup_id(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt as _;

@@ -548,6 +548,55 @@ fn a_pod_cgroup_that_ran_a_process_before_its_pod_was_known_is_reported_late() {
 /// `agent.metrics_listen`'s default, on the test's own loopback.
 const METRICS: &str = "127.0.0.1:9464";
 
+/// Fail closed: an enforced pod whose cgroup cannot be enrolled (here the enrolled map
+/// is full) is frozen, with every container below it, so nothing in it runs
+/// unenforced.
+#[test]
+fn an_enforced_pod_that_cannot_be_enrolled_is_frozen() {
+    let c = Cluster::start("kube-full");
+    // Fill the enrolled map with ids no cgroup has.
+    let mut filled = 0u64;
+    while c.enrolled.put_u64_key(u64::MAX - filled, (1, 0)) {
+        filled += 1;
+        assert!(filled <= 20_000, "the enrolled map never filled up");
+    }
+    assert!(filled > 16_000, "only {filled} entries fitted");
+    let pod = FakePod::new("crowded", "agents", NODE, None);
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    let frozen = |d: &Path| {
+        let events = d.join("cgroup.events");
+        wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(&events).is_ok_and(|t| t.lines().any(|l| l == "frozen 1"))
+        })
+    };
+    assert!(
+        frozen(&dir),
+        "the pod cgroup was not frozen; agent log:\n{}",
+        c.log()
+            .lines()
+            .filter(|l| l.contains("enroll") || l.contains("crowded"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(c.enrollment(&dir), None, "the map had no room");
+    // A container started in it is frozen too: its process never runs.
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("container cgroup");
+    let sleeper = sleeper_in(&container);
+    assert!(frozen(&container), "the container was not frozen");
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{}/comm", sleeper.pid))
+            .expect("comm")
+            .trim(),
+        "sh",
+        "the container's process ran on to its exec"
+    );
+    assert!(c.log().contains("frozen until it can be (fail closed)"));
+    drop(sleeper);
+}
+
 #[test]
 fn enrollment_latency_from_mkdir() {
     const PODS: usize = 200;

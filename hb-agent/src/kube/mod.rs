@@ -322,8 +322,19 @@ impl Reporter {
             node::Outcome::Unenrolled { uid, cgroup } => {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
             }
-            node::Outcome::Failed { cgroup, error } => {
-                tracing::error!(cgroup = %crate::events::Escaped(&cgroup), %error, "cannot enroll pod cgroup (NOT enforced)");
+            node::Outcome::Failed {
+                cgroup,
+                error,
+                frozen: true,
+            } => {
+                tracing::error!(cgroup = %crate::events::Escaped(&cgroup), %error, "cannot enroll pod cgroup: frozen until it can be (fail closed)");
+            }
+            node::Outcome::Failed {
+                cgroup,
+                error,
+                frozen: false,
+            } => {
+                tracing::error!(cgroup = %crate::events::Escaped(&cgroup), %error, "cannot enroll pod cgroup, nor freeze it: NOT enforced");
             }
         }
     }

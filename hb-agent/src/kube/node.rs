@@ -59,6 +59,8 @@ pub struct PodCgroup {
     pub seen: Instant,
     /// In the enrolled map by the pod watcher (kept here so counting needs no lookup).
     pub enrolled: bool,
+    /// Frozen by the pod watcher because its enrollment failed (thawed once it works).
+    pub frozen: bool,
 }
 
 #[derive(Debug)]
@@ -89,9 +91,12 @@ pub enum Outcome {
         uid: String,
         cgroup: String,
     },
+    /// The enrollment failed: the cgroup is frozen (`cgroup.freeze`) until it works,
+    /// so nothing in it runs unenforced; `frozen` false when even that failed.
     Failed {
         cgroup: String,
         error: String,
+        frozen: bool,
     },
 }
 
@@ -292,6 +297,9 @@ impl<S: Sink> Node<S> {
             match self.sink.enroll(c.id, enf.policy_id) {
                 Ok(()) => {
                     c.enrolled = true;
+                    if c.frozen {
+                        c.frozen = !set_frozen(&c.path, false);
+                    }
                     self.stats.observe_latency(c.seen.elapsed());
                     let late = first_process(&c.path).map(|pid| Late {
                         cgroup_id: c.id,
@@ -308,10 +316,16 @@ impl<S: Sink> Node<S> {
                         late,
                     });
                 }
-                Err(error) => out.push(Outcome::Failed {
-                    cgroup: c.relative.clone(),
-                    error,
-                }),
+                Err(error) => {
+                    // Fail closed: an enforced pod that cannot be enrolled does not run
+                    // (the reconciling scan tries again and thaws it when it works).
+                    c.frozen = c.frozen || set_frozen(&c.path, true);
+                    out.push(Outcome::Failed {
+                        cgroup: c.relative.clone(),
+                        error,
+                        frozen: c.frozen,
+                    });
+                }
             }
         }
         self.count();
@@ -331,6 +345,12 @@ impl Policies {
     pub fn name_of(&self, id: u32) -> String {
         self.name_by_id(id).unwrap_or_else(|| format!("#{id}"))
     }
+}
+
+/// Freezes or thaws cgroup `dir` (and every cgroup below it: cgroup v2's
+/// `cgroup.freeze`); whether the write succeeded.
+fn set_frozen(dir: &Path, frozen: bool) -> bool {
+    fs::write(dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }).is_ok()
 }
 
 /// A process in cgroup `dir` or below, if any: `cgroup.events` says `populated 1` when
@@ -382,6 +402,62 @@ mod tests {
         }
     }
 
+    /// A map that refuses every insert while `full` (as a full enrolled map does).
+    #[derive(Default)]
+    struct Full {
+        table: Table,
+        full: bool,
+    }
+
+    impl Sink for Full {
+        fn enroll(&mut self, id: u64, policy_id: u32) -> Result<(), String> {
+            if self.full {
+                return Err("map full".into());
+            }
+            self.table.enroll(id, policy_id)
+        }
+        fn unenroll(&mut self, id: u64) {
+            self.table.unenroll(id);
+        }
+        fn kube_policy(&self, id: u64) -> Option<u32> {
+            self.table.kube_policy(id)
+        }
+    }
+
+    #[test]
+    fn an_enforced_pod_that_cannot_be_enrolled_is_frozen_until_it_can() {
+        let dir = crate::vault::tests::TempDir::new();
+        let freeze = dir.path().join("cgroup.freeze");
+        fs::write(&freeze, "0").expect("freeze file");
+        let config = Config::parse("[[policy]]\nname = \"narrow\"\n", "test").expect("config");
+        let ids = [("narrow".to_owned(), 2)].into();
+        let sink = Full {
+            full: true,
+            ..Full::default()
+        };
+        let mut n = Node::new(
+            sink,
+            Policies::new(&config, &ids),
+            std::sync::Arc::default(),
+        );
+        n.apply_namespace("ns", enforcing());
+        n.apply_pod(UID, pod(None));
+        let mut c = cgroup(7);
+        c.path = dir.path().to_owned();
+        let out = n.cgroup_appeared(UID, c);
+        assert!(
+            matches!(&out[..], [Outcome::Failed { frozen: true, .. }]),
+            "{out:?}"
+        );
+        assert_eq!(fs::read_to_string(&freeze).expect("read"), "1");
+        // Room again: the next pass enrolls and thaws it.
+        n.sink.full = false;
+        let out = n.settle(UID);
+        assert!(matches!(&out[..], [Outcome::Enrolled { .. }]), "{out:?}");
+        assert_eq!(fs::read_to_string(&freeze).expect("read"), "0");
+        assert_eq!(n.sink.table.0.get(&7), Some(&2));
+    }
+
     const UID: &str = "0c8d7b5e-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
 
     fn node() -> Node<Table> {
@@ -414,6 +490,7 @@ mod tests {
             id,
             seen: Instant::now(),
             enrolled: false,
+            frozen: false,
         }
     }
 

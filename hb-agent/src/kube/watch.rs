@@ -166,6 +166,7 @@ impl<S: Sink + Send + 'static> Watcher<S> {
                 id: meta.ino(),
                 seen,
                 enrolled: false,
+                frozen: false,
             };
             let out = self.lock().cgroup_appeared(&uid, cgroup);
             out.into_iter().for_each(&self.report);
