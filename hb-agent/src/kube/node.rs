@@ -207,8 +207,14 @@ impl<S: Sink> Node<S> {
 
     /// A pod-level cgroup appeared (or was found by a scan).
     pub fn cgroup_appeared(&mut self, uid: &str, mut cgroup: PodCgroup) -> Vec<Outcome> {
-        if self.cgroups.get(uid).is_some_and(|c| c.id == cgroup.id) {
-            return Vec::new();
+        if let Some(known) = self.cgroups.get(uid)
+            && known.id == cgroup.id
+        {
+            // Seen again (the reconciling scan): tried again only if its pod is
+            // enforced and the enrollment failed before (the cgroup is frozen then).
+            let failed =
+                !known.enrolled && self.pods.get(uid).is_some_and(|e| e.enforced.is_some());
+            return if failed { self.settle(uid) } else { Vec::new() };
         }
         let adopted = self.sink.kube_policy(cgroup.id);
         cgroup.enrolled = adopted.is_some();
@@ -450,9 +456,11 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(fs::read_to_string(&freeze).expect("read"), "1");
-        // Room again: the next pass enrolls and thaws it.
+        // Room again: the reconciling scan's next pass enrolls and thaws it.
         n.sink.full = false;
-        let out = n.settle(UID);
+        let mut again = cgroup(7);
+        again.path = dir.path().to_owned();
+        let out = n.cgroup_appeared(UID, again);
         assert!(matches!(&out[..], [Outcome::Enrolled { .. }]), "{out:?}");
         assert_eq!(fs::read_to_string(&freeze).expect("read"), "0");
         assert_eq!(n.sink.table.0.get(&7), Some(&2));
