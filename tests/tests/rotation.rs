@@ -924,6 +924,16 @@ fn operators_overrule_a_finished_rotation_by_compromise_or_by_a_rollback_by_hand
     let first = trigger(false);
     let first_id = first["id"].as_str().expect("id").to_owned();
     let first_key = store(&keys).into_iter().find(|k| k != OLD).expect("minted");
+    // Erasing the old key by hand would keep it live at the provider for good: refused,
+    // and the way out named.
+    let old_id = first["old_id"].as_str().expect("old id");
+    let by_hand = env.hb(&["vault", "revoke", "--id", old_id]);
+    let said = String::from_utf8_lossy(&by_hand.stderr);
+    assert!(!by_hand.status.success(), "a revoke by hand went through");
+    assert!(
+        said.contains(&first_id) && said.contains("--compromised"),
+        "{said}"
+    );
     let second = trigger(true);
     let second_id = second["id"].as_str().expect("id").to_owned();
     let done = wait_for_step(&env, &first_id, &["retired"], 30);

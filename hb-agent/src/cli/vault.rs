@@ -96,11 +96,20 @@ pub enum VaultCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a credential for good (any status); its stored value is erased.
-    #[command(after_help = "Examples:\n  hb-agent vault revoke --id cred_0123456789abcdef01234567")]
+    /// Revoke a credential for good (any status); its stored value is erased. Refused for
+    /// a credential an open rotation names (the rotation revokes it at the provider;
+    /// erased here first, it would stay live there): use `rotation trigger
+    /// --compromised` for a leaked key, or --force.
+    #[command(
+        after_help = "Examples:\n  hb-agent vault revoke --id cred_0123456789abcdef01234567\n  \
+                      hb-agent rotation trigger -i github -a ci --compromised --wait   # a leaked key in a rotation"
+    )]
     Revoke {
         #[arg(long)]
         id: String,
+        /// Revoke even a credential an open rotation names (the provider keeps it live).
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -213,9 +222,26 @@ pub fn run(config: &Config, cmd: VaultCommand) -> anyhow::Result<ExitCode> {
             audit(config, "rotate", &meta);
             print_one(&meta, "rotated: now active", json)?;
         }
-        VaultCommand::Revoke { id, json } => {
+        VaultCommand::Revoke { id, force, json } => {
             let key = MasterKey::load(key_path)?;
-            let meta = Vault::open(&existing(&db)?, &key)?.revoke(&id)?;
+            let mut vault = Vault::open(&existing(&db)?, &key)?;
+            if !force
+                && let Some(r) = vault
+                    .open_rotations()?
+                    .into_iter()
+                    .find(|r| r.old_id == id || r.new_id.as_deref() == Some(id.as_str()))
+            {
+                bail!(
+                    "{id} is named by open rotation {} (step {}): erased here, the provider would \
+                     never revoke it. For a leaked key: `hb-agent rotation trigger -i {} -a {} \
+                     --compromised` (revokes it at the provider now); to revoke it here anyway: --force",
+                    r.id,
+                    r.step,
+                    r.integration,
+                    r.account
+                );
+            }
+            let meta = vault.revoke(&id)?;
             audit(config, "revoke", &meta);
             print_one(&meta, "revoked", json)?;
         }
