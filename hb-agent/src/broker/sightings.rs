@@ -40,13 +40,17 @@ pub fn outgoing(
     headers: &[(HeaderName, HeaderValue)],
     body: &[u8],
 ) -> Outgoing {
-    let canaries = shared
+    // The decoys' ids only (a request rarely carries one: their handles are copied
+    // below just then).
+    let all: HashSet<LiveId> = shared
         .canaries
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+        .keys()
+        .copied()
+        .collect();
     let credentials = own_credentials(shared, owner);
-    if credentials.is_empty() && canaries.is_empty() {
+    if credentials.is_empty() && all.is_empty() {
         return Outgoing::default();
     }
     let mut buf = Vec::with_capacity(url.len() + body.len() + 256);
@@ -63,7 +67,6 @@ pub fn outgoing(
     let scrubber = &shared.scrubber;
     let one = |id: LiveId| -> HashSet<LiveId> { std::iter::once(id).collect() };
     let mut out = Outgoing::default();
-    let all: HashSet<LiveId> = canaries.keys().copied().collect();
     if scrubber.contains_visible(&buf, &all) {
         // As planted (the common case): every `hb_cred_` string looked up; else each
         // decoy tried alone (an encoded one), at most MAX_ATTRIBUTION of them.
@@ -78,6 +81,11 @@ pub fn outgoing(
             }
         }
         if out.canaries.is_empty() {
+            let canaries = shared
+                .canaries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             out.canaries.extend(
                 canaries
                     .iter()
@@ -142,10 +150,9 @@ pub fn reflected(
     else {
         return false;
     };
-    let one: HashSet<LiveId> = std::iter::once(live).collect();
-    shared.scrubber.contains_visible(body, &one)
-        || headers.iter().any(|(k, v)| {
-            let line = format!("{k}: {v}");
-            shared.scrubber.contains_visible(line.as_bytes(), &one)
-        })
+    // One view for the body and every header (building it walks every live value).
+    let value = shared
+        .scrubber
+        .visible_values(&std::iter::once(live).collect());
+    value.contains(body) || headers.iter().any(|(_, v)| value.contains(v.as_bytes()))
 }

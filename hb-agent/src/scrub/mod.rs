@@ -60,6 +60,19 @@ pub struct Redaction {
     pub output_offset: usize,
 }
 
+/// Some live values of a scrubber, looked for without the token families (see
+/// [`Scrubber::contains_visible`]).
+pub struct VisibleValues(Option<LiveSet>);
+
+impl VisibleValues {
+    /// Whether `input` holds a form of one of the values.
+    pub fn contains(&self, input: &[u8]) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|live| live.next_hit(input, 0).is_some())
+    }
+}
+
 /// The result of [`Scrubber::scrub`].
 pub struct Scrubbed {
     pub bytes: Vec<u8>,
@@ -389,10 +402,13 @@ impl Scrubber {
     /// is redacted as `bearer`). For the detectors that must know whose value an
     /// answer or a request carries; never says where.
     pub fn contains_visible(&self, input: &[u8], visible: &HashSet<LiveId>) -> bool {
-        if visible.is_empty() {
-            return false;
-        }
-        self.view(visible).next_hit(input, 0).is_some()
+        self.visible_values(visible).contains(input)
+    }
+
+    /// The live values in `visible` alone, for several [`VisibleValues::contains`]
+    /// checks against one view (building it walks every registered value).
+    pub fn visible_values(&self, visible: &HashSet<LiveId>) -> VisibleValues {
+        VisibleValues((!visible.is_empty()).then(|| self.view(visible)))
     }
 
     /// The current live set with every value outside `visible` treated as unregistered
