@@ -320,6 +320,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 bpffs: &bpffs,
                 mount: &mount,
                 events: dns_events_tx.clone(),
+                dns: dns.as_ref().map(crate::dns::DnsService::pod_server),
+                guard: guard.as_ref().map(crate::guard::GuardService::pod_server),
             })
             .await?,
         )

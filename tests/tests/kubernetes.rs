@@ -635,3 +635,344 @@ fn enrollment_latency_from_mkdir() {
     c.wait_stat("all enrolled", |s| s["cgroups_enrolled"] == PODS as u64);
     let _ = cgroup2_mount();
 }
+
+/// What a process inside a pod's own network namespace (only `lo` there) gets: the
+/// private target, the allowed name through the resolver's listener in that namespace,
+/// and a plain-HTTP fetch of it (port 80: through the guard's listener there, which
+/// relays from the agent's namespace). Prints `<private> <resolved ip> <http body>`.
+const NETNS_PROBE: &str = r#"
+import errno, socket, subprocess, sys
+priv = int(sys.argv[1])
+def tcp(host, port):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((host, port)); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, "E%s" % e.errno)
+out = [tcp("10.0.0.1", priv)]
+try:
+    out.append(socket.getaddrinfo("allowed.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
+except OSError:
+    out.append("NORESOLVE")
+r = subprocess.run(["curl", "-sS", "--max-time", "5", "http://allowed.test/"], capture_output=True, text=True)
+out.append(r.stdout.strip() or "CURL%d" % r.returncode)
+print(" ".join(out))
+"#;
+
+/// From inside an enforced pod's namespace: another policy's resolver (UDP and TCP) and
+/// guard ports, and the agent's own metrics port, on the pod's loopback. Prints one
+/// verdict per try.
+const NETNS_ATTACK: &str = r#"
+import errno, socket, sys
+def tcp(port):
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", port)); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, "E%s" % e.errno)
+def udp(port):
+    # A DNS query for allowed.test, type A.
+    q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07allowed\x04test\x00\x00\x01\x00\x01"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    try:
+        s.sendto(q, ("127.0.0.1", port)); s.recvfrom(512); return "ANSWER"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, "timeout" if isinstance(e, socket.timeout) else "E%s" % e.errno)
+print(" ".join([udp(int(sys.argv[1])), tcp(int(sys.argv[1])), tcp(int(sys.argv[2])), tcp(int(sys.argv[3]))]))
+"#;
+
+/// A network namespace with only `lo` (up), held by a process outside every pod (the
+/// test's own cgroup), as the runtime's pinned namespace of a pod sandbox is.
+struct PodNetns(Sleeper);
+
+impl PodNetns {
+    fn new() -> Self {
+        let child = Command::new("unshare")
+            .args(["-n", "sh", "-c", "ip link set lo up && exec sleep 600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare -n");
+        let pid = child.id();
+        let own = fs::read_link("/proc/self/ns/net").expect("own netns");
+        assert!(
+            wait_until(Duration::from_secs(5), || fs::read_link(format!(
+                "/proc/{pid}/ns/net"
+            ))
+            .is_ok_and(|l| l != own)
+                && fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")),
+            "the pod namespace's holder did not start"
+        );
+        Self(Sleeper { child, pid })
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.0.pid)
+    }
+
+    /// `cmd` run inside the namespace (not in any pod cgroup).
+    fn run(&self, cmd: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.path()))
+            .arg("--")
+            .args(cmd)
+            .output()
+            .expect("nsenter")
+    }
+
+    /// The listening sockets in the namespace, `proto local-address:port`, sorted.
+    fn listeners(&self) -> Vec<String> {
+        let out = self.run(&["ss", "-Hlntu"]);
+        let mut l: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                format!("{} {}", f[0], f[4])
+            })
+            .collect();
+        l.sort();
+        l
+    }
+
+    /// The pod's sandbox ("pause") process: in this namespace and in container cgroup
+    /// `dir` (the namespace first, as the runtime does).
+    fn pause_in(&self, dir: &Path) -> Sleeper {
+        fs::create_dir_all(dir).expect("container cgroup");
+        let script = format!("echo $$ > {}/cgroup.procs && exec sleep 600", dir.display());
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.path()))
+            .args(["--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("pause");
+        let pid = child.id();
+        let procs = dir.join("cgroup.procs");
+        assert!(
+            wait_until(Duration::from_secs(5), || fs::read_to_string(&procs)
+                .is_ok_and(|t| t.lines().any(|l| l.trim() == pid.to_string()))),
+            "pause not in {}",
+            dir.display()
+        );
+        Sleeper { child, pid }
+    }
+
+    /// `cmd` in a fresh container cgroup of the pod at `pod_dir`, in this namespace.
+    fn run_in_pod(&self, driver: Driver, pod_dir: &Path, cmd: &[&str]) -> Output {
+        let container = pod_dir.join(container_cgroup(driver));
+        fs::create_dir_all(&container).expect("container cgroup");
+        let net = format!("--net={}", self.path());
+        let mut full = vec!["nsenter", &net, "--"];
+        full.extend_from_slice(cmd);
+        run_in(&container, &full)
+    }
+}
+
+/// The agent's open file descriptors.
+fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(Iterator::count)
+        .unwrap_or(0)
+}
+
+fn stdout_words(out: &Output) -> Vec<String> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A pod whose containers live in a network namespace of their own (only `lo`) resolves
+/// its allowed names and reaches them through the guard: the agent opens the pod
+/// policy's resolver and guard listeners inside that namespace, and nothing else.
+#[test]
+fn a_pod_in_its_own_network_namespace_resolves_and_fetches_through_the_guard() {
+    let c = Cluster::start("kube-netns");
+    let web = TcpProbe::bind("203.0.113.10:80");
+    let (web_id, open_id) = (c.env.policy_id("web"), c.env.policy_id("open"));
+    let pod = FakePod::new("tool", "agents", NODE, Some("web"));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    let netns = PodNetns::new();
+    let _pause = netns.pause_in(&dir.join(container_cgroup(Driver::Systemd)));
+    c.wait_enrolled(&dir, "web");
+    // Not asserted here: the probe below shows what the pod gets either way.
+    wait_until(Duration::from_secs(10), || c.stats()["netns_served"] == 1);
+
+    let got = stdout_words(&netns.run_in_pod(
+        Driver::Systemd,
+        &dir,
+        &[
+            python(),
+            "-c",
+            NETNS_PROBE,
+            &c.private.addr.port().to_string(),
+        ],
+    ));
+    assert_eq!(
+        got,
+        ["EPERM", "203.0.113.10", "hb-test"],
+        "in its own namespace: private refused, allowed name resolved and fetched through the guard\n{}",
+        c.log()
+    );
+    assert_eq!(web.accepted(), 1, "the fetch reached the allowed upstream");
+    assert_eq!(c.private.accepted(), 0);
+    // In the pod's namespace: exactly its policy's resolver (UDP, TCP) and guard
+    // listener, on IPv4 and IPv6 loopback.
+    let (dns, guard) = (5300 + web_id, 15300 + web_id);
+    let mut expected = vec![
+        format!("tcp 127.0.0.1:{dns}"),
+        format!("tcp 127.0.0.1:{guard}"),
+        format!("tcp [::1]:{dns}"),
+        format!("tcp [::1]:{guard}"),
+        format!("udp 127.0.0.1:{dns}"),
+        format!("udp [::1]:{dns}"),
+    ];
+    expected.sort();
+    assert_eq!(netns.listeners(), expected);
+
+    // Attacks from inside the pod: another policy's resolver and guard ports, and the
+    // agent's own metrics listener (in the agent's namespace), on the pod's loopback.
+    let got = stdout_words(&netns.run_in_pod(
+        Driver::Systemd,
+        &dir,
+        &[
+            python(),
+            "-c",
+            NETNS_ATTACK,
+            &(5300 + open_id).to_string(),
+            &(15300 + open_id).to_string(),
+            "9464",
+        ],
+    ));
+    assert!(
+        got.iter().all(|v| v != "OK" && v != "ANSWER"),
+        "the pod reached a port that is not its policy's: {got:?}"
+    );
+    // The same tries from a process of the namespace that no pod cgroup holds (root,
+    // unenforced, e.g. a privileged container sharing it): nothing listens there.
+    let got = stdout_words(&netns.run(&[
+        python(),
+        "-c",
+        NETNS_ATTACK,
+        &(5300 + open_id).to_string(),
+        &(15300 + open_id).to_string(),
+        "9464",
+    ]));
+    assert_eq!(
+        got,
+        ["timeout", "ECONNREFUSED", "ECONNREFUSED", "ECONNREFUSED"]
+    );
+
+    // A namespace made inside the pod (a real pod lacks CAP_SYS_ADMIN; the test is
+    // root): nothing of the agent's listens there, lookups fail closed.
+    let got = stdout_words(&netns.run_in_pod(
+        Driver::Systemd,
+        &dir,
+        &[
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            &format!(
+                "ip link set lo up && exec {} -c '{}' {}",
+                python(),
+                NETNS_PROBE.replace('\'', "\\'"),
+                c.private.addr.port()
+            ),
+        ],
+    ));
+    assert_eq!(got[..2], ["EPERM", "NORESOLVE"], "{got:?}");
+    assert_eq!(web.accepted(), 1, "nothing else reached the upstream");
+
+    // A pod of an unenforced namespace in a namespace of its own: untouched, no
+    // listeners opened for it.
+    let free = FakePod::new("free", "plain", NODE, Some("web"));
+    c.api.pod(&free, false);
+    c.wait_stat("plain pod known", |s| s["pods_known"] == 2);
+    let free_dir = c.pod_dir(Driver::Cgroupfs, Qos::BestEffort, &free.uid);
+    let free_ns = PodNetns::new();
+    let _free_pause = free_ns.pause_in(&free_dir.join(container_cgroup(Driver::Cgroupfs)));
+    let got = stdout_words(&free_ns.run_in_pod(
+        Driver::Cgroupfs,
+        &free_dir,
+        &[
+            python(),
+            "-c",
+            NETNS_PROBE,
+            &c.private.addr.port().to_string(),
+        ],
+    ));
+    assert_eq!(got[1], "NORESOLVE", "{got:?}");
+    assert!(free_ns.listeners().is_empty());
+    assert_eq!(c.enrollment(&free_dir), None);
+    assert_eq!(c.stats()["netns_served"], 1);
+}
+
+/// Two pods sharing one network namespace get its listeners once; they stay while
+/// either pod's cgroup exists and close with the last (the agent's descriptors and
+/// threads back to what they were, nothing left listening in the namespace).
+#[test]
+fn listeners_in_a_shared_pod_namespace_open_once_and_close_with_the_last_pod() {
+    let mut c = Cluster::start("kube-netns-shared");
+    let agent = c.env.agent().pid();
+    let threads = |pid: u32| {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .map(Iterator::count)
+            .unwrap_or(0)
+    };
+    let (fds_before, threads_before) = (fd_count(agent), threads(agent));
+    let netns = PodNetns::new();
+    let mut pods = Vec::new();
+    for name in ["a", "b"] {
+        let pod = FakePod::new(name, "agents", NODE, Some("web"));
+        c.add_enforced_pod(&pod);
+        let dir = c.pod_dir(Driver::Cgroupfs, Qos::Guaranteed, &pod.uid);
+        let pause = netns.pause_in(&dir.join(container_cgroup(Driver::Cgroupfs)));
+        c.wait_enrolled(&dir, "web");
+        pods.push((pod, dir, pause));
+    }
+    c.wait_log(&["shares a network namespace already served", "agents/b"]);
+    c.wait_stat("opened once", |s| s["netns_served"] == 1);
+    assert_eq!(netns.listeners().len(), 6);
+    assert!(fd_count(agent) > fds_before);
+
+    // Pod a goes (its cgroup removed): b still uses the listeners.
+    let (_, dir_a, pause_a) = pods.remove(0);
+    drop(pause_a);
+    remove_cgroup_tree(&dir_a);
+    c.wait_stat("pod a forgotten", |s| s["cgroups_enrolled"] == 1);
+    assert_eq!(netns.listeners().len(), 6, "b still served");
+    let got = stdout_words(&netns.run_in_pod(
+        Driver::Cgroupfs,
+        &pods[0].1,
+        &[python(), "-c", PROBE, "1", "1"],
+    ));
+    assert_eq!(got[1], "203.0.113.10", "b still resolves: {got:?}");
+
+    // The last pod goes: the listeners close, with every descriptor and thread.
+    let (_, dir_b, pause_b) = pods.remove(0);
+    drop(pause_b);
+    remove_cgroup_tree(&dir_b);
+    c.wait_stat("listeners closed", |s| s["netns_served"] == 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || netns.listeners().is_empty()),
+        "still listening in the namespace: {:?}",
+        netns.listeners()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || fd_count(agent) == fds_before),
+        "agent descriptors: {fds_before} before, {} after",
+        fd_count(agent)
+    );
+    // (The runtime's blocking pool may hold an idle thread for a few seconds.)
+    assert!(
+        wait_until(Duration::from_secs(15), || threads(agent) <= threads_before),
+        "agent threads: {threads_before} before, {} after",
+        threads(agent)
+    );
+}

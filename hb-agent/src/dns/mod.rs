@@ -197,6 +197,7 @@ pub(crate) fn nofile_limit() -> Option<u64> {
 
 /// Handle to the running resolver, for the agent's housekeeping.
 pub struct DnsService {
+    inner: Arc<Inner>,
     learned: Arc<Mutex<Learned>>,
     /// TCP connections closed at a cap, and how many the stats file last showed.
     tcp_refused: Arc<AtomicU64>,
@@ -380,10 +381,51 @@ pub async fn start(
         }
     }
     Ok(DnsService {
+        inner,
         learned,
         tcp_refused,
         tcp_refused_written: AtomicU64::new(0),
     })
+}
+
+/// Serves one policy's queries on listeners bound elsewhere (in a pod's network
+/// namespace, by `kube::netns`): the same resolver, cache and allow map as the agent's
+/// own listeners; the upstream sockets stay in the agent's namespace.
+#[derive(Clone)]
+pub struct PodServer {
+    inner: Arc<Inner>,
+}
+
+impl DnsService {
+    pub fn pod_server(&self) -> PodServer {
+        PodServer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl PodServer {
+    /// Whether the resolver answers policy `policy_id`.
+    pub fn serves(&self, policy_id: u32) -> bool {
+        self.inner.policies.contains_key(&policy_id)
+    }
+
+    /// Serves `policy_id` on a bound UDP socket and TCP listener (non-blocking) on the
+    /// current runtime; the tasks, and the sockets with them, end when their handles
+    /// are aborted. Must run inside the runtime (`Handle::enter`).
+    pub fn serve(
+        &self,
+        policy_id: u32,
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+    ) -> std::io::Result<Vec<tokio::task::AbortHandle>> {
+        let udp = UdpSocket::from_std(udp)?;
+        let tcp = TcpListener::from_std(tcp)?;
+        Ok(vec![
+            tokio::spawn(serve_udp(self.inner.clone(), policy_id, Arc::new(udp))).abort_handle(),
+            tokio::spawn(serve_tcp(self.inner.clone(), policy_id, tcp)).abort_handle(),
+        ])
+    }
 }
 
 /// The TCP bounds from the config; the global cap stays below a quarter of the open-file

@@ -115,6 +115,7 @@ impl Stats {
 
 /// Handle to the running guard, for the agent's housekeeping.
 pub struct GuardService {
+    inner: Arc<Inner>,
     stats: Arc<Stats>,
     written: Mutex<Option<GuardStats>>,
 }
@@ -236,9 +237,49 @@ pub async fn start(
         }
     }
     Ok(GuardService {
+        inner,
         stats,
         written: Mutex::new(None),
     })
+}
+
+/// Serves one guarded policy on a listener bound elsewhere (in a pod's network
+/// namespace, by `kube::netns`). The origin lookup works there too: the kernel files a
+/// connection under its client end and guard port whatever the namespace. Upstream
+/// connections leave from the agent's namespace.
+#[derive(Clone)]
+pub struct PodServer {
+    inner: Arc<Inner>,
+    first_flight_secs: u64,
+}
+
+impl GuardService {
+    pub fn pod_server(&self) -> PodServer {
+        PodServer {
+            inner: self.inner.clone(),
+            first_flight_secs: self.inner.first_flight.as_secs(),
+        }
+    }
+}
+
+impl PodServer {
+    /// Whether policy `policy_id` is guarded.
+    pub fn serves(&self, policy_id: u32) -> bool {
+        self.inner.policies.contains_key(&policy_id)
+    }
+
+    /// Serves `policy_id` on a bound, non-blocking listener on the current runtime; the
+    /// task, and the listener with it, ends when its handle is aborted. Must run inside
+    /// the runtime (`Handle::enter`).
+    pub fn serve(
+        &self,
+        policy_id: u32,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<tokio::task::AbortHandle> {
+        let listener = TcpListener::from_std(listener)?;
+        defer_accept(&listener, self.first_flight_secs);
+        Ok(tokio::spawn(serve_listener(self.inner.clone(), policy_id, listener)).abort_handle())
+    }
 }
 
 /// `TCP_DEFER_ACCEPT`: a connection is handed to the guard only once its first bytes

@@ -14,6 +14,7 @@
 mod api;
 pub mod decide;
 pub mod layout;
+pub mod netns;
 pub mod node;
 mod watch;
 
@@ -72,6 +73,8 @@ pub struct Stats {
     pub late_enrollments: AtomicU64,
     pub relists: AtomicU64,
     pub initial_sync_done: AtomicBool,
+    /// Pod network namespaces the agent's listeners are open in now.
+    pub netns_served: AtomicU64,
     latency: Mutex<Latency>,
 }
 
@@ -134,6 +137,7 @@ impl Stats {
             "late_enrollments": self.late_enrollments.load(Ordering::Relaxed),
             "relists": self.relists.load(Ordering::Relaxed),
             "initial_sync_done": self.initial_sync_done.load(Ordering::Relaxed),
+            "netns_served": self.netns_served.load(Ordering::Relaxed),
             "enroll_latency_us": self.latency(),
         })
     }
@@ -184,6 +188,9 @@ pub struct Inputs<'a> {
     pub mount: &'a Path,
     /// Where `late_enrollment` events go (the agent's user-space event channel).
     pub events: tokio::sync::mpsc::Sender<EventRecord>,
+    /// The resolver and the guard, to serve pods in network namespaces of their own.
+    pub dns: Option<crate::dns::PodServer>,
+    pub guard: Option<crate::guard::PodServer>,
 }
 
 /// Starts the pod watcher: the cgroup watcher thread at once, the API watch as a task.
@@ -237,8 +244,11 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
     };
     let mark_synced = Arc::new(mark_synced);
 
+    let nets = start_pod_nets(&inputs, &stats)?;
     let reporter = Reporter {
         events: inputs.events.clone(),
+        nets: nets.clone(),
+        stats: Arc::clone(&stats),
     };
     let watcher = watch::Watcher {
         mount: inputs.mount.to_owned(),
@@ -256,6 +266,10 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
                 scanned.store(true, Ordering::SeqCst);
                 mark();
             }
+        }),
+        after_scan: Box::new({
+            let r = reporter.clone();
+            move || r.rescan_nets()
         }),
     };
     watcher.spawn().map_err(KubeError::Watcher)?;
@@ -293,24 +307,145 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
     Ok(stats)
 }
 
+type Nets = Arc<Mutex<netns::PodNets<netns::Listeners>>>;
+
+/// The manager of the listeners in pods' network namespaces, with its thread; `None`
+/// when neither the resolver nor the guard listens on loopback (then pods reach them
+/// by routing, and nothing is opened in their namespaces).
+fn start_pod_nets(inputs: &Inputs<'_>, stats: &Arc<Stats>) -> Result<Option<Nets>, KubeError> {
+    let config = inputs.config;
+    let dns_listen = config.dns_listen();
+    let guard_listen = config.guard_listen();
+    let listeners = netns::Listeners {
+        runtime: tokio::runtime::Handle::current(),
+        dns: inputs
+            .dns
+            .clone()
+            .filter(|_| dns_listen.ip().is_loopback())
+            .map(|s| (s, *dns_listen.ip(), dns_listen.port())),
+        guard: inputs
+            .guard
+            .clone()
+            .filter(|_| guard_listen.ip().is_loopback())
+            .map(|s| (s, *guard_listen.ip(), guard_listen.port())),
+    };
+    if listeners.dns.is_none() && listeners.guard.is_none() {
+        return Ok(None);
+    }
+    let own = netns::own_netns();
+    if own.is_none() {
+        tracing::warn!(
+            "cannot read the agent's own network namespace: every pod is served in its own"
+        );
+    }
+    let reporter = NetReporter {
+        events: inputs.events.clone(),
+        stats: Arc::clone(stats),
+    };
+    let nets = netns::spawn(
+        |watches| netns::PodNets::new(listeners, own, watches),
+        move |o| reporter.report(o),
+    )
+    .map_err(KubeError::Watcher)?;
+    Ok(Some(nets))
+}
+
+/// Logs what happens to pods' network namespaces, counts them, and reports failures as
+/// `pod_netns_unserved` events.
+#[derive(Clone)]
+struct NetReporter {
+    events: tokio::sync::mpsc::Sender<EventRecord>,
+    stats: Arc<Stats>,
+}
+
+impl NetReporter {
+    fn report(&self, outcome: netns::NetOutcome) {
+        match outcome {
+            netns::NetOutcome::Opened {
+                pod,
+                policy,
+                ns,
+                pid,
+            } => {
+                self.stats.netns_served.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%pod, %policy, netns = ns.ino, pid, "pod network namespace: the resolver's and guard's listeners opened in it");
+            }
+            netns::NetOutcome::Shared { pod, ns } => {
+                tracing::info!(%pod, netns = ns.ino, "pod shares a network namespace already served");
+            }
+            netns::NetOutcome::Closed { ns } => {
+                self.stats.netns_served.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(
+                    netns = ns.ino,
+                    "pod network namespace: its last pod is gone, listeners closed"
+                );
+            }
+            netns::NetOutcome::Failed {
+                pod,
+                policy,
+                cgroup,
+                pid,
+                error,
+            } => {
+                tracing::error!(%pod, %policy, cgroup = %crate::events::Escaped(&cgroup), pid, %error, "pod network namespace not served: its DNS and guarded ports are refused");
+                let record = EventRecord {
+                    hook: "enroll".to_owned(),
+                    verdict: "deny".to_owned(),
+                    reason: "pod_netns_unserved".to_owned(),
+                    pid,
+                    tid: pid,
+                    comm: comm_of(pid),
+                    ..pod_record(&pod, &cgroup, &policy)
+                };
+                let _ = self.events.try_send(record);
+            }
+        }
+    }
+}
+
 /// Logs outcomes and sends `late_enrollment` events (nothing that waits on a disk: it
-/// runs on the enrolling thread).
+/// runs on the enrolling thread); opens and closes the listeners in pods' network
+/// namespaces as pods are enrolled and go.
 #[derive(Clone)]
 struct Reporter {
     events: tokio::sync::mpsc::Sender<EventRecord>,
+    nets: Option<Nets>,
+    stats: Arc<Stats>,
 }
 
 impl Reporter {
+    fn nets(
+        &self,
+        f: impl FnOnce(&mut netns::PodNets<netns::Listeners>) -> Vec<netns::NetOutcome>,
+    ) {
+        let Some(nets) = &self.nets else { return };
+        let out = f(&mut nets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+        let r = NetReporter {
+            events: self.events.clone(),
+            stats: Arc::clone(&self.stats),
+        };
+        out.into_iter().for_each(|o| r.report(o));
+    }
+
+    fn rescan_nets(&self) {
+        self.nets(netns::PodNets::rescan);
+    }
+
     fn report(&self, outcome: node::Outcome) {
         match outcome {
             node::Outcome::Enrolled {
                 uid,
                 pod,
                 cgroup,
+                path,
                 policy,
+                policy_id,
                 late,
             } => {
                 tracing::info!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, late = late.is_some(), "pod cgroup enrolled");
+                self.nets(|n| n.enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id));
                 if let Some(late) = late {
                     tracing::warn!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), pid = late.pid, "late enrollment: the pod cgroup already held a process before it was enrolled");
                     let record = late_record(&pod, &cgroup, &policy, &late);
@@ -321,6 +456,7 @@ impl Reporter {
             }
             node::Outcome::Unenrolled { uid, cgroup } => {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
+                self.nets(|n| n.gone(&uid));
             }
             node::Outcome::Failed {
                 cgroup,
@@ -342,20 +478,34 @@ impl Reporter {
 
 /// The `late_enrollment` event of a pod cgroup enrolled with a process already in it.
 fn late_record(pod: &str, cgroup: &str, policy: &str, late: &node::Late) -> EventRecord {
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", late.pid))
+    EventRecord {
+        cgroup_id: late.cgroup_id,
+        pid: late.pid,
+        tid: late.pid,
+        comm: comm_of(late.pid),
+        ..pod_record(pod, cgroup, policy)
+    }
+}
+
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim().to_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// An `enroll` event about a pod (`name`) and its cgroup; the command is the pid's.
+fn pod_record(pod: &str, cgroup: &str, policy: &str) -> EventRecord {
     EventRecord {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         hook: "enroll".to_owned(),
         verdict: "audit".to_owned(),
         reason: "late_enrollment".to_owned(),
         policy: policy.to_owned(),
-        cgroup_id: late.cgroup_id,
+        cgroup_id: 0,
         cgroup: Some(cgroup.to_owned()),
-        pid: late.pid,
-        tid: late.pid,
-        comm,
+        pid: 0,
+        tid: 0,
+        comm: String::new(),
         family: String::new(),
         protocol: String::new(),
         dst: String::new(),

@@ -84,7 +84,10 @@ pub enum Outcome {
         uid: String,
         pod: String,
         cgroup: String,
+        /// The cgroup's absolute path.
+        path: PathBuf,
         policy: String,
+        policy_id: u32,
         late: Option<Late>,
     },
     Unenrolled {
@@ -318,7 +321,9 @@ impl<S: Sink> Node<S> {
                         uid: uid.to_owned(),
                         pod,
                         cgroup: c.relative.clone(),
+                        path: c.path.clone(),
                         policy: enf.policy.clone(),
+                        policy_id: enf.policy_id,
                         late,
                     });
                 }

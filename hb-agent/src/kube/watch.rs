@@ -44,6 +44,8 @@ pub struct Watcher<S> {
     pub report: Box<dyn Fn(Outcome) + Send>,
     /// Called once the first full scan is done.
     pub scanned: Box<dyn Fn() + Send>,
+    /// Called after every full scan (the pods' network namespaces are looked at again).
+    pub after_scan: Box<dyn Fn() + Send>,
 }
 
 struct State {
@@ -245,6 +247,7 @@ impl<S: Sink + Send + 'static> Watcher<S> {
             }
         }
         self.lock().expire_tombstones(Instant::now());
+        (self.after_scan)();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Node<S>> {
@@ -257,7 +260,7 @@ impl<S: Sink + Send + 'static> Watcher<S> {
 }
 
 /// Waits up to `timeout` for `fd` to be readable.
-fn readable(fd: i32, timeout: Duration) -> bool {
+pub(super) fn readable(fd: i32, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
