@@ -767,6 +767,26 @@ impl PodNetns {
     }
 }
 
+/// Waits, on a thread inside network namespace `ns` (root, in no pod: loopback is open
+/// to it), until something accepts TCP on 127.0.0.1:`port`; when it did.
+fn accepting_at(ns: &str, port: u16) -> thread::JoinHandle<Option<Instant>> {
+    use std::os::fd::AsRawFd as _;
+    let ns = fs::File::open(ns).expect("netns");
+    thread::spawn(move || {
+        // SAFETY: setns on this thread only, which ends after the loop.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Instant::now());
+            }
+            thread::sleep(Duration::from_micros(100));
+        }
+        None
+    })
+}
+
 /// The agent's open file descriptors.
 fn fd_count(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
@@ -797,9 +817,21 @@ fn a_pod_in_its_own_network_namespace_resolves_and_fetches_through_the_guard() {
     let pod = FakePod::new("tool", "agents", NODE, Some("web"));
     c.add_enforced_pod(&pod);
     let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
-    let netns = PodNetns::new();
-    let _pause = netns.pause_in(&dir.join(container_cgroup(Driver::Systemd)));
+    fs::create_dir_all(&dir).expect("pod cgroup");
     c.wait_enrolled(&dir, "web");
+    let netns = PodNetns::new();
+    // The window: from the sandbox process's start to the resolver accepting in its
+    // namespace (printed, not asserted; the pod's lookups are refused meanwhile).
+    let accepting = accepting_at(&netns.path(), 5300 + web_id as u16);
+    let t0 = Instant::now();
+    let _pause = netns.pause_in(&dir.join(container_cgroup(Driver::Systemd)));
+    match accepting.join().expect("poller") {
+        Some(t) => println!(
+            "sandbox process started → the resolver accepts in its namespace: {:?}",
+            t.duration_since(t0)
+        ),
+        None => println!("the resolver never accepted in the pod's namespace"),
+    }
     // Not asserted here: the probe below shows what the pod gets either way.
     wait_until(Duration::from_secs(10), || c.stats()["netns_served"] == 1);
 
@@ -975,4 +1007,48 @@ fn listeners_in_a_shared_pod_namespace_open_once_and_close_with_the_last_pod() {
         "agent threads: {threads_before} before, {} after",
         threads(agent)
     );
+}
+
+/// A pod whose first process joins its cgroup in the agent's namespace and makes its own
+/// only afterwards (a runtime that adds the process to the cgroup before it enters the
+/// sandbox's namespace), whose `lo` comes up later still, is served once it is: the pod
+/// is looked at again while it is populated and all its processes share the agent's
+/// namespace or its `lo` is down, which is reported (the agent brings nothing up).
+#[test]
+fn a_pod_whose_process_enters_its_namespace_after_joining_the_cgroup_is_served() {
+    let c = Cluster::start("kube-netns-late");
+    let pod = FakePod::new("slow", "agents", NODE, Some("web"));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Systemd, Qos::BestEffort, &pod.uid);
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("container cgroup");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && sleep 0.3 && exec unshare -n sh -c 'sleep 0.5 && ip link set lo up && exec sleep 600'",
+        container.display()
+    );
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("pause");
+    let pid = child.id();
+    let netns = PodNetns(Sleeper { child, pid });
+    let own = fs::read_link("/proc/self/ns/net").expect("own netns");
+    assert!(
+        wait_until(Duration::from_secs(5), || fs::read_link(netns.path())
+            .is_ok_and(|l| l != own)),
+        "the pod process never made its namespace"
+    );
+    let e = c
+        .env
+        .wait_event("lo down reported", |e| e["reason"] == "pod_netns_unserved");
+    assert_eq!(
+        (e["name"].as_str(), e["pid"].as_u64()),
+        (Some("agents/slow"), Some(u64::from(pid)))
+    );
+    c.wait_log(&["loopback interface (lo) is down", "agents/slow"]);
+    c.wait_stat("served", |s| s["netns_served"] == 1);
+    let got =
+        stdout_words(&netns.run_in_pod(Driver::Systemd, &dir, &[python(), "-c", PROBE, "1", "1"]));
+    assert_eq!(got[..2], ["EPERM", "203.0.113.10"], "{got:?}");
 }

@@ -137,6 +137,9 @@ struct PodNet {
     pending: Option<Instant>,
     /// The namespace that failed last (not tried again until something changes).
     failed: Option<NsId>,
+    /// The namespace whose `lo` was found down (reported once, tried again while
+    /// pending).
+    lo_down: Option<NsId>,
     wd: Option<WatchDescriptor>,
 }
 
@@ -201,6 +204,7 @@ impl<O: Opener> PodNets<O> {
                     ns: None,
                     pending: None,
                     failed: None,
+                    lo_down: None,
                     wd,
                 },
             );
@@ -255,7 +259,7 @@ impl<O: Opener> PodNets<O> {
                 && p.pending
                     .is_some_and(|t| now.duration_since(t) >= PENDING_FOR)
             {
-                tracing::debug!(pod = %p.pod, "pod runs in the agent's network namespace (hostNetwork): served by the agent's own listeners");
+                tracing::debug!(pod = %p.pod, "pod not served in a namespace of its own (hostNetwork, or its lo stayed down): looked at again when its cgroup.events changes");
                 p.pending = None;
             }
         }
@@ -316,7 +320,7 @@ impl<O: Opener> PodNets<O> {
         let Some(p) = self.pods.get_mut(uid) else {
             return out;
         };
-        p.pending = None;
+        let pending = p.pending.take();
         p.ns = None;
         let fail = |p: &PodNet, error: String| NetOutcome::Failed {
             pod: p.pod.clone(),
@@ -359,6 +363,14 @@ impl<O: Opener> PodNets<O> {
                         ns,
                         pid,
                     });
+                }
+                Err(NetnsError::LoopbackDown) => {
+                    // Tried again while pending (whoever made the namespace may bring
+                    // `lo` up in a moment), reported once.
+                    p.pending = Some(pending.unwrap_or_else(Instant::now));
+                    if p.lo_down.replace(ns) != Some(ns) {
+                        out.push(fail(p, NetnsError::LoopbackDown.to_string()));
+                    }
                 }
                 Err(e) => {
                     p.failed = Some(ns);
