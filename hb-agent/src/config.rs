@@ -76,6 +76,9 @@ pub struct KubernetesConfig {
     pub enforce_namespace_label: String,
     /// Pod annotation naming the pod's policy; on a namespace, the namespace's default.
     pub policy_annotation: String,
+    /// Namespace annotation listing (comma-separated) the policies its pods may name;
+    /// a pod naming another gets the namespace's default. Absent: any configured policy.
+    pub allowed_policies_annotation: String,
     /// Kubeconfig file of the API client ("" = the in-cluster service account).
     pub kubeconfig: String,
     /// Policy of an enforced pod whose annotation names no configured policy and whose
@@ -99,6 +102,7 @@ impl Default for KubernetesConfig {
             node_name: String::new(),
             enforce_namespace_label: "hb.dev/enforce".into(),
             policy_annotation: "hb.dev/policy".into(),
+            allowed_policies_annotation: "hb.dev/allowed-policies".into(),
             kubeconfig: String::new(),
             default_policy: String::new(),
             cgroup_root: String::new(),
@@ -1701,6 +1705,10 @@ impl Config {
         for (key, value) in [
             ("enforce_namespace_label", &k.enforce_namespace_label),
             ("policy_annotation", &k.policy_annotation),
+            (
+                "allowed_policies_annotation",
+                &k.allowed_policies_annotation,
+            ),
         ] {
             if value.is_empty()
                 || value.contains(|c: char| c.is_whitespace() || c == '=' || c == ',')

@@ -118,6 +118,19 @@ impl Cluster {
         );
         api.namespace("plain", json!({}), json!({}), false);
         let mut env = TestEnv::new(name, &config(&kubeconfig));
+        // No [[sandbox]] glob here: the agent's glob reconciler runs at start, then
+        // rarely (it removes the enrollments of cgroups that do not exist, which the
+        // full-map test makes up).
+        let text = fs::read_to_string(&env.config_path).expect("config");
+        fs::write(
+            &env.config_path,
+            text.replacen(
+                "rescan_interval_ms = 100\n",
+                "rescan_interval_ms = 60000\n",
+                1,
+            ),
+        )
+        .expect("config");
         env.start_agent();
         let enrolled = PinnedMap::open(&env.map_pin("HB_ENROLLED"));
         let c = Self {
@@ -554,13 +567,22 @@ const METRICS: &str = "127.0.0.1:9464";
 #[test]
 fn an_enforced_pod_that_cannot_be_enrolled_is_frozen() {
     let c = Cluster::start("kube-full");
-    // Fill the enrolled map with ids no cgroup has.
-    let mut filled = 0u64;
-    while c.enrolled.put_u64_key(u64::MAX - filled, (1, 0)) {
-        filled += 1;
-        assert!(filled <= 20_000, "the enrolled map never filled up");
-    }
+    // Fill the enrolled map with ids no cgroup has. The agent's glob reconciler, which
+    // runs right after "ready" (then a minute later), removes such entries: once it has
+    // run (under load it may still be running), fill again.
+    let fill = || {
+        let mut filled = 0u64;
+        while c.enrolled.put_u64_key(u64::MAX - filled, (1, 0)) {
+            filled += 1;
+            assert!(filled <= 20_000, "the enrolled map never filled up");
+        }
+        filled
+    };
+    c.wait_log(&["ready: enforcing"]);
+    let filled = fill();
     assert!(filled > 16_000, "only {filled} entries fitted");
+    thread::sleep(Duration::from_secs(2));
+    fill();
     let pod = FakePod::new("crowded", "agents", NODE, None);
     c.add_enforced_pod(&pod);
     let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
@@ -1051,4 +1073,42 @@ fn a_pod_whose_process_enters_its_namespace_after_joining_the_cgroup_is_served()
     let got =
         stdout_words(&netns.run_in_pod(Driver::Systemd, &dir, &[python(), "-c", PROBE, "1", "1"]));
     assert_eq!(got[..2], ["EPERM", "203.0.113.10"], "{got:?}");
+}
+
+/// A namespace annotated `hb.dev/allowed-policies` limits which policies its pods may
+/// name: a pod naming another configured policy gets the namespace's default, with a
+/// `policy_not_allowed` event; one naming an allowed policy gets it.
+#[test]
+fn a_namespace_limits_the_policies_its_pods_may_name() {
+    let c = Cluster::start("kube-allowed");
+    c.api.namespace(
+        "limited",
+        json!({"hb.dev/enforce": "true"}),
+        json!({"hb.dev/policy": "strict", "hb.dev/allowed-policies": "web, strict"}),
+        false,
+    );
+    let greedy = FakePod::new("greedy", "limited", NODE, Some("open"));
+    c.add_enforced_pod(&greedy);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &greedy.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "strict");
+    let e = c
+        .env
+        .wait_event("refused pick", |e| e["reason"] == "policy_not_allowed");
+    assert_eq!(
+        (e["name"].as_str(), e["policy"].as_str(), e["hook"].as_str()),
+        (Some("limited/greedy"), Some("strict"), Some("enroll"))
+    );
+    c.wait_log(&["does not allow", "limited/greedy", "open"]);
+    let got = c.probe_in_new_container(Driver::Systemd, &dir);
+    assert_eq!(got, ["EPERM", "NORESOLVE", "-"], "strict, not open");
+
+    let fair = FakePod::new("fair", "limited", NODE, Some("web"));
+    c.add_enforced_pod(&fair);
+    let dir = c.pod_dir(Driver::Cgroupfs, Qos::Guaranteed, &fair.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "web");
+    let got = c.probe_in_new_container(Driver::Cgroupfs, &dir);
+    assert_eq!(got, ["EPERM", "203.0.113.10", "OK"]);
+    assert_eq!(c.private.accepted(), 0);
 }

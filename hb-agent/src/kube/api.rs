@@ -33,6 +33,7 @@ use super::{
 pub struct Keys {
     pub enforce_label: String,
     pub policy_annotation: String,
+    pub allowed_annotation: String,
 }
 
 /// Builds the API client: from a kubeconfig file, or the in-cluster service account.
@@ -132,6 +133,12 @@ fn on_namespace<S: Sink>(
                 .as_ref()
                 .and_then(|a| a.get(&keys.policy_annotation))
                 .cloned(),
+            allowed: o
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(&keys.allowed_annotation))
+                .map(|v| super::decide::parse_allowed(v)),
         };
         node.apply_namespace(&name_of(o), ns)
     };

@@ -7,6 +7,9 @@
 //!   configured policy falls back to the namespace's default (the same annotation on the
 //!   namespace), then to `[kubernetes] default_policy`, then to the strictest configured
 //!   policy: an enforced pod is never left with nothing.
+//! - A namespace annotated `allowed_policies_annotation: "a,b"` limits the names its
+//!   pods may pick: a pod naming another configured policy falls back the same way
+//!   (`refused_annotation`, reported). Only whoever may edit the Namespace sets it.
 //! - The choice is made once per pod and is sticky (see `node`): a later edit of the
 //!   annotation, or the namespace losing its label, does not change or lift it.
 //!
@@ -22,6 +25,19 @@ pub struct Namespace {
     pub enforce: bool,
     /// The namespace's default policy name, as written (may name no policy).
     pub default_policy: Option<String>,
+    /// The policies its pods may name (`None`: any configured policy).
+    pub allowed: Option<Vec<String>>,
+}
+
+/// The value of the allowed-policies annotation: names separated by commas, blanks
+/// around them ignored, empty entries dropped (an empty list allows no pod choice).
+pub fn parse_allowed(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What the API says about a pod, as far as enforcement goes.
@@ -52,6 +68,8 @@ pub enum Decision {
         source: Source,
         /// The pod's annotation named a policy that does not exist.
         unknown_annotation: bool,
+        /// The pod's annotation named a policy its namespace does not allow.
+        refused_annotation: bool,
     },
 }
 
@@ -117,8 +135,15 @@ pub fn decide(pod: &Pod, namespace: Option<&Namespace>, policies: &Policies) -> 
         .policy
         .as_deref()
         .is_some_and(|p| policies.id(p).is_none());
+    let refused_annotation = !unknown_annotation
+        && pod.policy.as_deref().is_some_and(|p| {
+            ns.allowed
+                .as_ref()
+                .is_some_and(|allowed| !allowed.iter().any(|a| a == p))
+        });
+    let chosen = pod.policy.as_deref().filter(|_| !refused_annotation);
     let chain = [
-        (pod.policy.as_deref(), Source::PodAnnotation),
+        (chosen, Source::PodAnnotation),
         (ns.default_policy.as_deref(), Source::NamespaceDefault),
         (policies.config_default.as_deref(), Source::ConfigDefault),
         (Some(policies.strictest.as_str()), Source::Strictest),
@@ -132,6 +157,7 @@ pub fn decide(pod: &Pod, namespace: Option<&Namespace>, policies: &Policies) -> 
                 policy_id,
                 source,
                 unknown_annotation,
+                refused_annotation,
             };
         }
     }
@@ -142,6 +168,7 @@ pub fn decide(pod: &Pod, namespace: Option<&Namespace>, policies: &Policies) -> 
         policy_id: 0,
         source: Source::Strictest,
         unknown_annotation,
+        refused_annotation,
     }
 }
 
@@ -187,6 +214,7 @@ mode = "audit"
         Namespace {
             enforce: true,
             default_policy: default.map(str::to_owned),
+            allowed: None,
         }
     }
 
@@ -204,6 +232,7 @@ mode = "audit"
         let off = Namespace {
             enforce: false,
             default_policy: Some("open".into()),
+            allowed: None,
         };
         assert_eq!(
             decide(&pod(Some("open")), Some(&off), &p),
@@ -221,6 +250,47 @@ mode = "audit"
             &policies(),
         );
         assert_eq!(policy_of(&d), ("narrow", Source::PodAnnotation));
+    }
+
+    #[test]
+    fn a_namespace_limits_which_policies_its_pods_may_name() {
+        let p = policies();
+        let limited = Namespace {
+            allowed: Some(parse_allowed(" narrow, ,loose-audit ")),
+            ..enforcing(Some("narrow"))
+        };
+        assert_eq!(
+            limited.allowed.as_deref(),
+            Some(&["narrow".to_owned(), "loose-audit".to_owned()][..])
+        );
+        // Outside the set: the namespace's default, and reported.
+        let d = decide(&pod(Some("open")), Some(&limited), &p);
+        assert_eq!(policy_of(&d), ("narrow", Source::NamespaceDefault));
+        assert!(matches!(
+            d,
+            Decision::Enforced {
+                refused_annotation: true,
+                unknown_annotation: false,
+                ..
+            }
+        ));
+        // Inside it: the pod's pick.
+        let d = decide(&pod(Some("loose-audit")), Some(&limited), &p);
+        assert_eq!(policy_of(&d), ("loose-audit", Source::PodAnnotation));
+        // An empty list allows no pick at all.
+        let none = Namespace {
+            allowed: Some(parse_allowed("")),
+            ..enforcing(Some("narrow"))
+        };
+        let d = decide(&pod(Some("narrow")), Some(&none), &p);
+        assert_eq!(policy_of(&d), ("narrow", Source::NamespaceDefault));
+        assert!(matches!(
+            d,
+            Decision::Enforced {
+                refused_annotation: true,
+                ..
+            }
+        ));
     }
 
     #[test]

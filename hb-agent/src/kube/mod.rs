@@ -276,6 +276,7 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
     let keys = api::Keys {
         enforce_label: k.enforce_namespace_label.clone(),
         policy_annotation: k.policy_annotation.clone(),
+        allowed_annotation: k.allowed_policies_annotation.clone(),
     };
     tracing::info!(node = %node_name, cgroups = %inputs.config.kube_cgroup_root(), inotify = k.watch_cgroups, "kubernetes: watching this node's pods");
     let stats2 = Arc::clone(&stats);
@@ -430,7 +431,11 @@ impl Reporter {
     }
 
     fn rescan_nets(&self) {
-        self.nets(netns::PodNets::rescan);
+        if let Some(nets) = &self.nets {
+            nets.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .rescan();
+        }
     }
 
     fn report(&self, outcome: node::Outcome) {
@@ -445,7 +450,11 @@ impl Reporter {
                 late,
             } => {
                 tracing::info!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, late = late.is_some(), "pod cgroup enrolled");
-                self.nets(|n| n.enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id));
+                if let Some(nets) = &self.nets {
+                    nets.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id);
+                }
                 if let Some(late) = late {
                     tracing::warn!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), pid = late.pid, "late enrollment: the pod cgroup already held a process before it was enrolled");
                     let record = late_record(&pod, &cgroup, &policy, &late);
@@ -453,6 +462,23 @@ impl Reporter {
                     // counter still has it.
                     let _ = self.events.try_send(record);
                 }
+            }
+            node::Outcome::PolicyRefused {
+                uid,
+                pod,
+                asked,
+                policy,
+            } => {
+                tracing::warn!(%uid, %pod, asked = %crate::events::Escaped(&asked), %policy, "pod names a policy its namespace does not allow: enforced under the namespace's fallback");
+                // The policy applied, the pod as `name`; the name it asked for is in
+                // the log line.
+                let record = EventRecord {
+                    verdict: "deny".to_owned(),
+                    reason: "policy_not_allowed".to_owned(),
+                    cgroup: None,
+                    ..pod_record(&pod, "", &policy)
+                };
+                let _ = self.events.try_send(record);
             }
             node::Outcome::Unenrolled { uid, cgroup } => {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");

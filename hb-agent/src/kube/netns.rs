@@ -159,6 +159,8 @@ pub struct PodNets<O: Opener> {
     nets: HashMap<NsId, Net<O::Served>>,
     watches: Option<Watches>,
     by_wd: HashMap<WatchDescriptor, String>,
+    /// Wakes this module's thread (an eventfd it polls), which looks at pending pods.
+    wake: Option<Arc<OwnedFd>>,
 }
 
 impl<O: Opener> PodNets<O> {
@@ -170,11 +172,23 @@ impl<O: Opener> PodNets<O> {
             nets: HashMap::new(),
             watches,
             by_wd: HashMap::new(),
+            wake: None,
         }
     }
 
-    /// An enforced pod's cgroup was enrolled: its namespace is looked at now and every
-    /// time its `cgroup.events` changes.
+    /// Pods are marked pending and looked at by this module's thread, so that the
+    /// enrolling thread never waits for a namespace to be entered and bound.
+    fn wake_thread(&self) {
+        if let Some(fd) = &self.wake {
+            let one = 1u64;
+            // SAFETY: an 8-byte write to an eventfd we own. A full counter (never in
+            // practice) only means the thread is awake already.
+            let _ = unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
+        }
+    }
+
+    /// An enforced pod's cgroup was enrolled: its namespace is looked at at once (by
+    /// this module's thread) and every time its `cgroup.events` changes.
     pub fn enrolled(
         &mut self,
         uid: &str,
@@ -183,7 +197,7 @@ impl<O: Opener> PodNets<O> {
         pod: &str,
         policy: &str,
         policy_id: u32,
-    ) -> Vec<NetOutcome> {
+    ) {
         if !self.pods.contains_key(uid) {
             let wd = self.watches.as_mut().and_then(|w| {
                 w.add(path.join("cgroup.events"), WatchMask::MODIFY)
@@ -209,7 +223,10 @@ impl<O: Opener> PodNets<O> {
                 },
             );
         }
-        self.check(uid)
+        if let Some(p) = self.pods.get_mut(uid) {
+            p.pending.get_or_insert_with(Instant::now);
+        }
+        self.wake_thread();
     }
 
     /// A pod's cgroup is gone: its share of its namespace's listeners goes.
@@ -266,17 +283,15 @@ impl<O: Opener> PodNets<O> {
         out
     }
 
-    /// The reconciling scan: every pod looked at again, failed ones included.
-    pub fn rescan(&mut self) -> Vec<NetOutcome> {
-        let uids: Vec<String> = self.pods.keys().cloned().collect();
-        uids.iter()
-            .flat_map(|u| {
-                if let Some(p) = self.pods.get_mut(u) {
-                    p.failed = None;
-                }
-                self.check(u)
-            })
-            .collect()
+    /// The reconciling scan: every pod looked at again (by this module's thread),
+    /// failed ones included.
+    pub fn rescan(&mut self) {
+        let now = Instant::now();
+        for p in self.pods.values_mut() {
+            p.failed = None;
+            p.pending.get_or_insert(now);
+        }
+        self.wake_thread();
     }
 
     fn has_pending(&self) -> bool {
@@ -443,15 +458,29 @@ pub fn spawn<O: Opener + 'static>(
     report: impl Fn(NetOutcome) + Send + 'static,
 ) -> io::Result<Arc<Mutex<PodNets<O>>>> {
     let inotify = Inotify::init()?;
-    let nets = Arc::new(Mutex::new(make(Some(inotify.watches()))));
+    // SAFETY: plain syscall; the descriptor is owned below.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if efd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    let wake: Arc<OwnedFd> = Arc::new(unsafe { std::os::fd::FromRawFd::from_raw_fd(efd) });
+    let mut made = make(Some(inotify.watches()));
+    made.wake = Some(Arc::clone(&wake));
+    let nets = Arc::new(Mutex::new(made));
     let shared = Arc::clone(&nets);
     std::thread::Builder::new()
         .name("hb-kube-netns".into())
-        .spawn(move || follow(inotify, &shared, &report))?;
+        .spawn(move || follow(inotify, &wake, &shared, &report))?;
     Ok(nets)
 }
 
-fn follow<O: Opener>(mut inotify: Inotify, nets: &Mutex<PodNets<O>>, report: &dyn Fn(NetOutcome)) {
+fn follow<O: Opener>(
+    mut inotify: Inotify,
+    wake: &OwnedFd,
+    nets: &Mutex<PodNets<O>>,
+    report: &dyn Fn(NetOutcome),
+) {
     let lock = || {
         nets.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -463,7 +492,13 @@ fn follow<O: Opener>(mut inotify: Inotify, nets: &Mutex<PodNets<O>>, report: &dy
         } else {
             Duration::from_secs(3600)
         };
-        if super::watch::readable(inotify.as_raw_fd(), wait) {
+        let [ino_ready, woken] = readable2([inotify.as_raw_fd(), wake.as_raw_fd()], wait);
+        if woken {
+            let mut count = 0u64;
+            // SAFETY: an 8-byte read from a non-blocking eventfd we own (resets it).
+            let _ = unsafe { libc::read(wake.as_raw_fd(), (&raw mut count).cast(), 8) };
+        }
+        if ino_ready {
             let changed: Vec<(WatchDescriptor, bool)> = match inotify.read_events(&mut buf) {
                 Ok(events) => events
                     .map(|e| (e.wd.clone(), e.mask.contains(EventMask::IGNORED)))
@@ -485,6 +520,22 @@ fn follow<O: Opener>(mut inotify: Inotify, nets: &Mutex<PodNets<O>>, report: &dy
         let out = lock().poll_pending(Instant::now());
         out.into_iter().for_each(report);
     }
+}
+
+/// Waits up to `timeout` for either descriptor to be readable; which are.
+fn readable2(fds: [i32; 2], timeout: Duration) -> [bool; 2] {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: two valid pollfds.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms.max(1)) };
+    if n <= 0 {
+        return [false, false];
+    }
+    pfds.map(|p| p.revents & libc::POLLIN != 0)
 }
 
 /// What a pod namespace gets: the resolver's and the guard's listeners of its policy,
@@ -667,9 +718,11 @@ mod tests {
         // "own" is some other namespace: this process's counts as the pods'.
         let mut n = PodNets::new(Fake(Arc::clone(&live)), Some(NsId { dev: 0, ino: 1 }), None);
         let (a, b) = (pod_dir(), pod_dir());
-        let out = n.enrolled("a", a.path(), "a", "ns/a", "web", 1);
+        n.enrolled("a", a.path(), "a", "ns/a", "web", 1);
+        let out = n.poll_pending(Instant::now());
         assert!(matches!(&out[..], [NetOutcome::Opened { .. }]), "{out:?}");
-        let out = n.enrolled("b", b.path(), "b", "ns/b", "web", 1);
+        n.enrolled("b", b.path(), "b", "ns/b", "web", 1);
+        let out = n.poll_pending(Instant::now());
         assert!(matches!(&out[..], [NetOutcome::Shared { .. }]), "{out:?}");
         assert_eq!(live.load(Ordering::SeqCst), 1, "opened once");
         assert!(n.gone("a").is_empty());
@@ -686,7 +739,9 @@ mod tests {
         let mut n = PodNets::new(Fake(Arc::clone(&live)), Some(NsId { dev: 0, ino: 1 }), None);
         let (a, b) = (pod_dir(), pod_dir());
         n.enrolled("a", a.path(), "a", "ns/a", "web", 1);
-        let out = n.enrolled("b", b.path(), "b", "ns/b", "open", 3);
+        n.poll_pending(Instant::now());
+        n.enrolled("b", b.path(), "b", "ns/b", "open", 3);
+        let out = n.poll_pending(Instant::now());
         assert!(
             matches!(&out[..], [NetOutcome::Failed { error, .. }] if error.contains("\"web\"")),
             "{out:?}"
@@ -703,7 +758,8 @@ mod tests {
         let mut n = PodNets::new(Fake(Arc::clone(&live)), own_netns(), None);
         let a = pod_dir();
         fs::write(a.path().join("cgroup.events"), "populated 1\nfrozen 0\n").expect("events");
-        assert!(n.enrolled("a", a.path(), "a", "ns/a", "web", 1).is_empty());
+        n.enrolled("a", a.path(), "a", "ns/a", "web", 1);
+        assert!(n.poll_pending(Instant::now()).is_empty());
         assert!(n.has_pending(), "populated: looked at again for a while");
         let later = Instant::now() + PENDING_FOR;
         assert!(n.poll_pending(later).is_empty());

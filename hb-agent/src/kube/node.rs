@@ -94,6 +94,13 @@ pub enum Outcome {
         uid: String,
         cgroup: String,
     },
+    /// The pod named a policy its namespace does not allow: enforced under `policy`.
+    PolicyRefused {
+        uid: String,
+        pod: String,
+        asked: String,
+        policy: String,
+    },
     /// The enrollment failed: the cgroup is frozen (`cgroup.freeze`) until it works,
     /// so nothing in it runs unenforced; `frozen` false when even that failed.
     Failed {
@@ -286,6 +293,7 @@ impl<S: Sink> Node<S> {
                 policy_id,
                 source,
                 unknown_annotation,
+                refused_annotation,
             } = decide::decide(
                 &e.pod,
                 self.namespaces.get(&e.pod.namespace),
@@ -295,6 +303,14 @@ impl<S: Sink> Node<S> {
             let pod = format!("{}/{}", e.pod.namespace, e.pod.name);
             if unknown_annotation {
                 tracing::warn!(uid, %pod, annotation = ?e.pod.policy, %policy, ?source, "pod names no configured policy: enforced under the fallback");
+            }
+            if refused_annotation {
+                out.push(Outcome::PolicyRefused {
+                    uid: uid.to_owned(),
+                    pod: pod.clone(),
+                    asked: e.pod.policy.clone().unwrap_or_default(),
+                    policy: policy.clone(),
+                });
             }
             tracing::info!(uid, %pod, %policy, ?source, "pod enforced");
             e.enforced = Some(Enforced { policy, policy_id });
@@ -511,6 +527,7 @@ mod tests {
         Namespace {
             enforce: true,
             default_policy: None,
+            allowed: None,
         }
     }
 
