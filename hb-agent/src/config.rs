@@ -316,6 +316,14 @@ pub struct BrokerConfig {
     /// `operator_uid`) may have open at once; more are closed unanswered, so no caller
     /// can hold all of `max_connections`.
     pub max_connections_per_caller: usize,
+    /// A caller a detector ended (it used a decoy handle, or kept forcing compromise
+    /// rotations past `max_compromise_rotations_per_day`) gets no new handle and makes
+    /// no request for this long: its sandbox (the enrolled cgroup), or a host caller's
+    /// uid.
+    pub suspect_bar_secs: u64,
+    /// Kill the sandbox that used a decoy handle (`cgroup.kill` of its enrolled cgroup;
+    /// never a host caller, the agent's own cgroup or one containing it).
+    pub canary_kill: bool,
 }
 
 impl BrokerConfig {
@@ -347,6 +355,8 @@ impl Default for BrokerConfig {
             idle_timeout_secs: 120,
             scrub_per_minute: 120,
             max_connections_per_caller: 32,
+            suspect_bar_secs: 3600,
+            canary_kill: true,
         }
     }
 }
@@ -631,6 +641,17 @@ pub struct RotationConfig {
     /// one's start (whatever became of it): a failing provider is not hammered.
     #[serde(default = "default_rotation_cooldown_secs")]
     pub cooldown_secs: u64,
+    /// At most this many rotations of an account begin in any 24 hours (every trigger
+    /// counts; past it `expiry` and `auth_failure` only alert; an operator's trigger
+    /// is never refused).
+    #[serde(default = "default_max_rotations_per_day")]
+    pub max_rotations_per_day: u32,
+    /// At most this many `canary` and `reflection` rotations of an account begin in any
+    /// 24 hours (they skip `cooldown_secs` and `max_rotations_per_day`); past it the
+    /// signal only alerts, and the caller that raised it is barred
+    /// (`broker.suspect_bar_secs`).
+    #[serde(default = "default_max_compromise_rotations_per_day")]
+    pub max_compromise_rotations_per_day: u32,
     /// What a decoy handle (`[[policy]] canary_handles`) used by an execution that held
     /// a handle of this integration does to the account (default `rotate_compromised`).
     #[serde(default = "compromised_action")]
@@ -716,6 +737,14 @@ fn rotate_action() -> DetectorAction {
 
 fn default_rotation_cooldown_secs() -> u64 {
     300
+}
+
+fn default_max_rotations_per_day() -> u32 {
+    6
+}
+
+fn default_max_compromise_rotations_per_day() -> u32 {
+    3
 }
 
 fn default_rotator_timeout_secs() -> u64 {
@@ -806,6 +835,15 @@ fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String
     }
     if !(1..=3600).contains(&r.timeout_secs) {
         return Err(("rotation.timeout_secs", "must be 1-3600".into()));
+    }
+    if !(1..=10_000).contains(&r.max_rotations_per_day) {
+        return Err(("rotation.max_rotations_per_day", "must be 1-10000".into()));
+    }
+    if !(1..=10_000).contains(&r.max_compromise_rotations_per_day) {
+        return Err((
+            "rotation.max_compromise_rotations_per_day",
+            "must be 1-10000".into(),
+        ));
     }
     if r.retry_base_secs == 0 || r.retry_cap_secs < r.retry_base_secs {
         return Err((
@@ -1018,6 +1056,7 @@ impl Config {
                 "broker.max_connections_per_caller",
                 self.broker.max_connections_per_caller as u64,
             ),
+            ("broker.suspect_bar_secs", self.broker.suspect_bar_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

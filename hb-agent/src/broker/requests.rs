@@ -288,6 +288,12 @@ pub async fn request(
         caller: &caller,
         policy: &policy,
     };
+    // A barred caller holds no live handle (and gets none): a call with a handle is
+    // answered below as any dead handle's (a decoy's answer stays a made-up handle's);
+    // a call without one is refused here.
+    if req.handle.is_none() {
+        super::credentials::refuse_barred(&shared, &caller, &policy, owner, "request")?;
+    }
     let parsed = parse(req)?;
     if let Some(h) = &parsed.handle
         && super::canary::check(&shared, &caller, h, "request_handle")
@@ -421,6 +427,7 @@ impl Call<'_> {
             port: parsed.target.port,
             name,
             suppressed: 0,
+            detail: None,
         }));
     }
 }

@@ -362,6 +362,7 @@ fn late_record(pod: &str, cgroup: &str, policy: &str, late: &node::Late) -> Even
         port: 0,
         name: Some(pod.to_owned()),
         suppressed: 0,
+        detail: None,
     }
 }
 
