@@ -652,6 +652,13 @@ pub struct RotationConfig {
     /// (`broker.suspect_bar_secs`).
     #[serde(default = "default_max_compromise_rotations_per_day")]
     pub max_compromise_rotations_per_day: u32,
+    /// How long the `quarantine` action holds the account (read-only calls at
+    /// `quarantine_calls_per_minute`).
+    #[serde(default = "default_quarantine_secs")]
+    pub quarantine_secs: u64,
+    /// Calls a minute a quarantined account takes, every caller together.
+    #[serde(default = "default_quarantine_calls_per_minute")]
+    pub quarantine_calls_per_minute: u32,
     /// What a decoy handle (`[[policy]] canary_handles`) used by an execution that held
     /// a handle of this integration does to the account (default `rotate_compromised`).
     #[serde(default = "compromised_action")]
@@ -682,6 +689,9 @@ pub enum DetectorAction {
     /// Alert, and rotate the account as compromised: no grace period, no rollback, the
     /// old key revoked at the provider as soon as the new one is active.
     RotateCompromised,
+    /// Alert, hold the account's calls to read-only ones at a low rate for
+    /// `quarantine_secs`, and end the caller that raised the signal.
+    Quarantine,
 }
 
 impl DetectorAction {
@@ -691,6 +701,7 @@ impl DetectorAction {
             DetectorAction::Alert => "alert",
             DetectorAction::Rotate => "rotate",
             DetectorAction::RotateCompromised => "rotate_compromised",
+            DetectorAction::Quarantine => "quarantine",
         }
     }
 }
@@ -710,17 +721,11 @@ impl TryFrom<String> for DetectorAction {
             "alert" => DetectorAction::Alert,
             "rotate" => DetectorAction::Rotate,
             "rotate_compromised" => DetectorAction::RotateCompromised,
-            "quarantine" => {
-                return Err(
-                    "\"quarantine\" is not built in this version of hb (it would \
-                            limit the credential's calls and end the suspect execution): \
-                            choose observe, alert, rotate or rotate_compromised"
-                        .into(),
-                );
-            }
+            "quarantine" => DetectorAction::Quarantine,
             other => {
                 return Err(format!(
-                    "unknown action {other:?}: choose observe, alert, rotate or rotate_compromised"
+                    "unknown action {other:?}: choose observe, alert, quarantine, rotate or \
+                     rotate_compromised"
                 ));
             }
         })
@@ -745,6 +750,14 @@ fn default_max_rotations_per_day() -> u32 {
 
 fn default_max_compromise_rotations_per_day() -> u32 {
     3
+}
+
+fn default_quarantine_secs() -> u64 {
+    3600
+}
+
+fn default_quarantine_calls_per_minute() -> u32 {
+    60
 }
 
 fn default_rotator_timeout_secs() -> u64 {
@@ -838,6 +851,15 @@ fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String
     }
     if !(1..=10_000).contains(&r.max_rotations_per_day) {
         return Err(("rotation.max_rotations_per_day", "must be 1-10000".into()));
+    }
+    if !(1..=86_400 * 30).contains(&r.quarantine_secs) {
+        return Err(("rotation.quarantine_secs", "must be 1-2592000".into()));
+    }
+    if !(1..=100_000).contains(&r.quarantine_calls_per_minute) {
+        return Err((
+            "rotation.quarantine_calls_per_minute",
+            "must be 1-100000".into(),
+        ));
     }
     if !(1..=10_000).contains(&r.max_compromise_rotations_per_day) {
         return Err((
@@ -1811,7 +1833,7 @@ mod tests {
     }
 
     #[test]
-    fn detector_actions_default_per_detector_and_quarantine_is_refused() {
+    fn detector_actions_default_per_detector_and_quarantine_is_accepted() {
         let base = "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
                     verify_url = \"https://api.test/me\"\n[integration.rotation]\nexec = [\"/bin/true\"]\n";
         let c = Config::parse(base, "test").expect("defaults");
@@ -1828,12 +1850,13 @@ mod tests {
         let r = c.integrations[0].rotation.as_ref().expect("rotation");
         assert_eq!(r.on_reflection, DetectorAction::Alert);
         assert_eq!(r.on_expiry, DetectorAction::Observe);
-        let e = Config::parse(&format!("{base}on_canary = \"quarantine\"\n"), "test")
-            .expect_err("quarantine")
-            .to_string();
-        assert!(
-            e.contains("on_canary") && e.contains("not built"),
-            "names the key and says why: {e}"
+        let c = Config::parse(&format!("{base}on_canary = \"quarantine\"\n"), "test")
+            .expect("quarantine");
+        let r = c.integrations[0].rotation.as_ref().expect("rotation");
+        assert_eq!(r.on_canary, DetectorAction::Quarantine);
+        assert_eq!(
+            (r.quarantine_secs, r.quarantine_calls_per_minute),
+            (3600, 60)
         );
         let e = Config::parse(&format!("{base}on_canary = \"rotate-now\"\n"), "test")
             .expect_err("unknown")

@@ -134,6 +134,7 @@ exception_cidrs = ["203.0.113.0/24"]
 name = "svc"
 auth = "bearer"
 hosts = ["api.test"]
+methods = ["GET", "POST"]
 verify_url = "https://api.test/keys?file={keys}&step=verify"
 
 [integration.rotation]
@@ -148,6 +149,7 @@ retry_cap_secs = 2
 name = "mild"
 auth = "bearer"
 hosts = ["api.test"]
+methods = ["GET", "POST"]
 verify_url = "https://api.test/keys?file={mild_keys}&step=mild_verify"
 
 [integration.rotation]
@@ -1114,5 +1116,95 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
             assert!(!t.contains(&key), "a key in the {name} output");
         }
     }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const QUARANTINE_TRIGGER: &str = r#"
+m = hb.handle("mild", "bot")["handle"]
+out = {"echo": call(m, "q_echo", "/echo").get("status")}
+try:
+    hb.handle("mild", "bot")
+    out["again"] = "issued"
+except BrokerError as e:
+    out["again"] = e.code
+print(json.dumps(out), flush=True)
+"#;
+
+const QUARANTINED: &str = r#"
+m = hb.handle("mild", "bot")["handle"]
+h = hb.handle("svc", "bot")["handle"]
+def code(f):
+    try:
+        return f().get("status")
+    except BrokerError as e:
+        return e.code
+out = {}
+out["post"] = code(lambda: hb.request("POST", "https://api.test/plain?step=q_post", handle=m, body="x"))
+out["gets"] = [code(lambda: hb.request("GET", "https://api.test/plain?step=q_get", handle=m)) for _ in range(4)]
+out["svc_post"] = code(lambda: hb.request("POST", "https://api.test/plain?step=q_svc", handle=h, body="x"))
+print(json.dumps(out), flush=True)
+"#;
+
+/// `on_reflection = "quarantine"`: the account's calls, from every caller, are held to
+/// read-only ones at `quarantine_calls_per_minute`; the caller that raised it is barred;
+/// another account is untouched; nothing is rotated.
+#[test]
+fn a_quarantined_account_takes_only_read_only_calls_at_its_rate() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_with(
+        "quarantine",
+        "",
+        "on_reflection = \"quarantine\"\nquarantine_calls_per_minute = 3",
+    );
+    env.start_agent();
+    let python = hb_tests::python();
+    let first = env.sandbox(
+        "web",
+        &[python, "-c", &script(&env, &keys, QUARANTINE_TRIGGER)],
+    );
+    let first: Value = serde_json::from_slice(&first.stdout).expect("trigger JSON");
+    assert_eq!(first["echo"], 200, "{first}");
+    assert_eq!(
+        first["again"], "policy_denied",
+        "the suspect is barred: {first}"
+    );
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, QUARANTINED)]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(got["post"], "policy_denied", "not read-only: {got}");
+    assert_eq!(
+        got["gets"],
+        serde_json::json!([200, 200, 200, "rate_limited"]),
+        "{got}"
+    );
+    assert_eq!(got["svc_post"], 200, "another account is not held: {got}");
+    assert!(bearers(&api, "q_post").is_empty(), "the POST never left");
+    assert_eq!(bearers(&api, "q_get").len(), 3);
+    let history = env.hb_json(&["rotation", "history"]);
+    assert!(
+        history.as_array().is_some_and(Vec::is_empty),
+        "nothing rotated: {history}"
+    );
+    let records = audit_records(&env);
+    assert!(
+        records.iter().any(|r| r["kind"] == "detector_action"
+            && r["outcome"] == "quarantined"
+            && r["integration"] == "mild"),
+        "the action is audited"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "caller_ended" && r["why"] == "quarantine")
+    );
     let _ = fs::remove_dir_all(&dir);
 }

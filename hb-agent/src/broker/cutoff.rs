@@ -1,6 +1,7 @@
-//! Ending a suspect caller: a sandbox that used a decoy handle (`canary`), or a caller
+//! Ending a suspect caller: a sandbox that used a decoy handle (`canary`), a caller
 //! whose compromise signals keep coming past the account's
-//! `max_compromise_rotations_per_day`.
+//! `max_compromise_rotations_per_day`, or one whose call raised a signal under
+//! `quarantine`.
 //!
 //! In this order: the caller's owner (its enrolled sandbox, or a host caller's uid) is
 //! barred from new handles and requests for `broker.suspect_bar_secs`, and every live
@@ -38,6 +39,8 @@ pub enum Why {
     Canary,
     /// Its compromise signal came with the account's compromise budget spent.
     CompromiseCap,
+    /// Its call raised a signal whose action is `quarantine`.
+    Quarantine,
 }
 
 impl Why {
@@ -45,6 +48,7 @@ impl Why {
         match self {
             Why::Canary => "canary",
             Why::CompromiseCap => "compromise_cap",
+            Why::Quarantine => "quarantine",
         }
     }
 }
@@ -65,7 +69,7 @@ pub fn end_caller(
     // honest one behind an upstream that echoes keys: refused, not killed.
     let killed = match why {
         Why::Canary => kill(shared, caller),
-        Why::CompromiseCap => "not_killed",
+        Why::CompromiseCap | Why::Quarantine => "not_killed",
     };
     let barred_until = humantime::format_rfc3339_seconds(SystemTime::now() + bar).to_string();
     tracing::warn!(

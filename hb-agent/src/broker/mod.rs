@@ -255,6 +255,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     text_gate: text_gate::TextGate::new(scrub_per_minute),
                     probes: rotation::probe::Probes::default(),
                     book: rotation::book::Book::open(&state_dir),
+                    quarantines: rotation::quarantine::Quarantines::default(),
                 });
                 // Live handles, counted when someone scrapes.
                 let weak = Arc::downgrade(&shared);

@@ -71,6 +71,8 @@ pub struct Shared {
     pub probes: super::rotation::probe::Probes,
     /// The detectors' recent state per account (`state_dir/detectors.json`).
     pub book: super::rotation::book::Book,
+    /// Accounts held by the `quarantine` action.
+    pub quarantines: super::rotation::quarantine::Quarantines,
 }
 
 pub type AppState = Arc<Shared>;

@@ -15,7 +15,8 @@
 //! reflection then is ended as a decoy's user is (barred; see `cutoff`); `expiry` and
 //! `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A
 //! compromise signal for an account whose open rotation is already compromised joins
-//! it (no second rotation).
+//! it (no second rotation). `quarantine` rotates nothing: it holds the account's calls
+//! (see `quarantine`) and ends the caller that raised the signal.
 //!
 //! Every signal is an audit record (`detector`) and, unless `observe`, an event; what
 //! its action came to is another pair (`detector_action`): the rotation started or
@@ -125,6 +126,8 @@ pub enum Outcome {
     },
     /// Not started (the journal or the vault refused; a fixed word).
     NotStarted(&'static str),
+    /// `quarantine`: the account is held until then.
+    Quarantined(SystemTime),
 }
 
 impl Outcome {
@@ -138,6 +141,7 @@ impl Outcome {
             Outcome::CoolingDown(_) => "cooling_down",
             Outcome::Capped { .. } => "capped",
             Outcome::NotStarted(_) => "not_started",
+            Outcome::Quarantined(_) => "quarantined",
         }
     }
 
@@ -165,6 +169,10 @@ struct Job {
 /// any) is decided and started on a task of its own; this returns at once.
 pub fn signal(shared: &Arc<Shared>, s: &Signal<'_>) -> DetectorAction {
     let action = record(shared, s);
+    if action == DetectorAction::Quarantine {
+        quarantine(shared, s);
+        return action;
+    }
     if let Some(job) = job(s, action) {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -178,10 +186,43 @@ pub fn signal(shared: &Arc<Shared>, s: &Signal<'_>) -> DetectorAction {
 /// account's budget is spent).
 pub async fn signal_and_act(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     let action = record(shared, s);
+    if action == DetectorAction::Quarantine {
+        return quarantine(shared, s);
+    }
     match job(s, action) {
         Some(job) => act(shared, &job).await,
         None => Outcome::NoRotation,
     }
+}
+
+/// `quarantine`: the account held, the caller (if any) ended, and the outcome recorded.
+fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
+    let Some((_, config)) = super::with_rotator(shared, s.integration) else {
+        return Outcome::NoRotation;
+    };
+    let until = shared.quarantines.hold(
+        s.integration,
+        s.account,
+        std::time::Duration::from_secs(config.quarantine_secs),
+        config.quarantine_calls_per_minute,
+        std::time::Instant::now(),
+    );
+    if let Some(caller) = s.caller {
+        cutoff::end_caller(shared, caller, s.policy, cutoff::Why::Quarantine);
+    }
+    let outcome = Outcome::Quarantined(until);
+    let job = Job {
+        detector: s.detector,
+        trigger: s.trigger.to_owned(),
+        integration: s.integration.to_owned(),
+        account: s.account.to_owned(),
+        policy: s.policy.to_owned(),
+        caller: s.caller.cloned(),
+        action: DetectorAction::Quarantine,
+        compromised: false,
+    };
+    record_outcome(shared, &job, &outcome);
+    outcome
 }
 
 fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
@@ -201,7 +242,7 @@ fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
 /// Whether `action` rotates, and as compromised.
 fn rotates(action: DetectorAction) -> Option<bool> {
     match action {
-        DetectorAction::Observe | DetectorAction::Alert => None,
+        DetectorAction::Observe | DetectorAction::Alert | DetectorAction::Quarantine => None,
         DetectorAction::Rotate => Some(false),
         DetectorAction::RotateCompromised => Some(true),
     }
@@ -458,16 +499,20 @@ fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
             cap,
             until,
         } => (Some(*limit), Some(*count), Some(*cap), Some(*until)),
-        Outcome::CoolingDown(until) => (None, None, None, Some(*until)),
+        Outcome::CoolingDown(until) | Outcome::Quarantined(until) => {
+            (None, None, None, Some(*until))
+        }
         _ => (None, None, None, None),
     };
     let until = until.map(|t| humantime::format_rfc3339_seconds(t).to_string());
-    let caller_ended = matches!(outcome, Outcome::Capped { .. })
-        && job.detector == Detector::Reflection
-        && job.caller.is_some();
+    let caller_ended = job.caller.is_some()
+        && (matches!(outcome, Outcome::Quarantined(_))
+            || matches!(outcome, Outcome::Capped { .. }) && job.detector == Detector::Reflection);
     // Past a limit the action is an alert: that is what the event says was done.
     let done = match outcome {
-        Outcome::Started(_) | Outcome::Joined(_) | Outcome::Marked(_) => job.action.as_str(),
+        Outcome::Started(_) | Outcome::Joined(_) | Outcome::Marked(_) | Outcome::Quarantined(_) => {
+            job.action.as_str()
+        }
         _ => DetectorAction::Alert.as_str(),
     };
     shared.audit.record(

@@ -27,7 +27,7 @@
 //! A compromised rotation skips **watch** and retires the old key right after finish.
 //! How often an account may rotate is [`limits`]' (read from this journal); the
 //! detectors' recent state per account is [`book`]'s.
-//! Not built yet: rate spikes, novelty, quarantine, the HTTP rotator, circuit breakers.
+//! Not built yet: rate spikes, novelty, the HTTP rotator, circuit breakers.
 
 pub mod api;
 pub mod book;
@@ -35,6 +35,7 @@ pub mod detect;
 pub mod exec;
 pub mod limits;
 pub mod probe;
+pub mod quarantine;
 pub mod schedule;
 
 use std::{
