@@ -869,9 +869,16 @@ def grab():
             got.append(e.code)
 t = threading.Thread(target=grab)
 t.start()
-time.sleep(0.3)
+# The trip lands while the other thread is asking: once it got a handle, and until
+# it has been answered after the trip (at most 10 s each way).
+t0 = time.time()
+while not any(g.startswith("hb_cred_") for g in got) and time.time() - t0 < 10:
+    time.sleep(0.02)
 out = {"decoy": call(decoys[0], "decoy").get("error")}
-time.sleep(0.3)
+n = len(got)
+t0 = time.time()
+while len(got) < n + 3 and time.time() - t0 < 10:
+    time.sleep(0.02)
 stop.set()
 t.join()
 issued = [g for g in got if g.startswith("hb_cred_")]
