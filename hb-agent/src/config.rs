@@ -320,6 +320,14 @@ pub struct BrokerConfig {
     /// `operator_uid`) may have open at once; more are closed unanswered, so no caller
     /// can hold all of `max_connections`.
     pub max_connections_per_caller: usize,
+    /// A caller a detector ended (it used a decoy handle, or kept forcing compromise
+    /// rotations past `max_compromise_rotations_per_day`) gets no new handle and makes
+    /// no request for this long: its sandbox (the enrolled cgroup), or a host caller's
+    /// uid.
+    pub suspect_bar_secs: u64,
+    /// Kill the sandbox that used a decoy handle (`cgroup.kill` of its enrolled cgroup;
+    /// never a host caller, the agent's own cgroup or one containing it).
+    pub canary_kill: bool,
 }
 
 impl BrokerConfig {
@@ -351,6 +359,8 @@ impl Default for BrokerConfig {
             idle_timeout_secs: 120,
             scrub_per_minute: 120,
             max_connections_per_caller: 32,
+            suspect_bar_secs: 3600,
+            canary_kill: true,
         }
     }
 }
@@ -635,6 +645,24 @@ pub struct RotationConfig {
     /// one's start (whatever became of it): a failing provider is not hammered.
     #[serde(default = "default_rotation_cooldown_secs")]
     pub cooldown_secs: u64,
+    /// At most this many rotations of an account begin in any 24 hours (every trigger
+    /// counts; past it `expiry` and `auth_failure` only alert; an operator's trigger
+    /// is never refused).
+    #[serde(default = "default_max_rotations_per_day")]
+    pub max_rotations_per_day: u32,
+    /// At most this many `canary` and `reflection` rotations of an account begin in any
+    /// 24 hours (they skip `cooldown_secs` and `max_rotations_per_day`); past it the
+    /// signal only alerts, and the caller that raised it is barred
+    /// (`broker.suspect_bar_secs`).
+    #[serde(default = "default_max_compromise_rotations_per_day")]
+    pub max_compromise_rotations_per_day: u32,
+    /// How long the `quarantine` action holds the account (read-only calls at
+    /// `quarantine_calls_per_minute`).
+    #[serde(default = "default_quarantine_secs")]
+    pub quarantine_secs: u64,
+    /// Calls a minute a quarantined account takes, every caller together.
+    #[serde(default = "default_quarantine_calls_per_minute")]
+    pub quarantine_calls_per_minute: u32,
     /// What a decoy handle (`[[policy]] canary_handles`) used by an execution that held
     /// a handle of this integration does to the account (default `rotate_compromised`).
     #[serde(default = "compromised_action")]
@@ -665,6 +693,9 @@ pub enum DetectorAction {
     /// Alert, and rotate the account as compromised: no grace period, no rollback, the
     /// old key revoked at the provider as soon as the new one is active.
     RotateCompromised,
+    /// Alert, hold the account's calls to read-only ones at a low rate for
+    /// `quarantine_secs`, and end the caller that raised the signal.
+    Quarantine,
 }
 
 impl DetectorAction {
@@ -674,6 +705,7 @@ impl DetectorAction {
             DetectorAction::Alert => "alert",
             DetectorAction::Rotate => "rotate",
             DetectorAction::RotateCompromised => "rotate_compromised",
+            DetectorAction::Quarantine => "quarantine",
         }
     }
 }
@@ -693,17 +725,11 @@ impl TryFrom<String> for DetectorAction {
             "alert" => DetectorAction::Alert,
             "rotate" => DetectorAction::Rotate,
             "rotate_compromised" => DetectorAction::RotateCompromised,
-            "quarantine" => {
-                return Err(
-                    "\"quarantine\" is not built in this version of hb (it would \
-                            limit the credential's calls and end the suspect execution): \
-                            choose observe, alert, rotate or rotate_compromised"
-                        .into(),
-                );
-            }
+            "quarantine" => DetectorAction::Quarantine,
             other => {
                 return Err(format!(
-                    "unknown action {other:?}: choose observe, alert, rotate or rotate_compromised"
+                    "unknown action {other:?}: choose observe, alert, quarantine, rotate or \
+                     rotate_compromised"
                 ));
             }
         })
@@ -720,6 +746,22 @@ fn rotate_action() -> DetectorAction {
 
 fn default_rotation_cooldown_secs() -> u64 {
     300
+}
+
+fn default_max_rotations_per_day() -> u32 {
+    6
+}
+
+fn default_max_compromise_rotations_per_day() -> u32 {
+    3
+}
+
+fn default_quarantine_secs() -> u64 {
+    3600
+}
+
+fn default_quarantine_calls_per_minute() -> u32 {
+    60
 }
 
 fn default_rotator_timeout_secs() -> u64 {
@@ -810,6 +852,24 @@ fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String
     }
     if !(1..=3600).contains(&r.timeout_secs) {
         return Err(("rotation.timeout_secs", "must be 1-3600".into()));
+    }
+    if !(1..=10_000).contains(&r.max_rotations_per_day) {
+        return Err(("rotation.max_rotations_per_day", "must be 1-10000".into()));
+    }
+    if !(1..=86_400 * 30).contains(&r.quarantine_secs) {
+        return Err(("rotation.quarantine_secs", "must be 1-2592000".into()));
+    }
+    if !(1..=100_000).contains(&r.quarantine_calls_per_minute) {
+        return Err((
+            "rotation.quarantine_calls_per_minute",
+            "must be 1-100000".into(),
+        ));
+    }
+    if !(1..=10_000).contains(&r.max_compromise_rotations_per_day) {
+        return Err((
+            "rotation.max_compromise_rotations_per_day",
+            "must be 1-10000".into(),
+        ));
     }
     if r.retry_base_secs == 0 || r.retry_cap_secs < r.retry_base_secs {
         return Err((
@@ -1022,6 +1082,7 @@ impl Config {
                 "broker.max_connections_per_caller",
                 self.broker.max_connections_per_caller as u64,
             ),
+            ("broker.suspect_bar_secs", self.broker.suspect_bar_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -1780,7 +1841,7 @@ mod tests {
     }
 
     #[test]
-    fn detector_actions_default_per_detector_and_quarantine_is_refused() {
+    fn detector_actions_default_per_detector_and_quarantine_is_accepted() {
         let base = "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
                     verify_url = \"https://api.test/me\"\n[integration.rotation]\nexec = [\"/bin/true\"]\n";
         let c = Config::parse(base, "test").expect("defaults");
@@ -1797,12 +1858,13 @@ mod tests {
         let r = c.integrations[0].rotation.as_ref().expect("rotation");
         assert_eq!(r.on_reflection, DetectorAction::Alert);
         assert_eq!(r.on_expiry, DetectorAction::Observe);
-        let e = Config::parse(&format!("{base}on_canary = \"quarantine\"\n"), "test")
-            .expect_err("quarantine")
-            .to_string();
-        assert!(
-            e.contains("on_canary") && e.contains("not built"),
-            "names the key and says why: {e}"
+        let c = Config::parse(&format!("{base}on_canary = \"quarantine\"\n"), "test")
+            .expect("quarantine");
+        let r = c.integrations[0].rotation.as_ref().expect("rotation");
+        assert_eq!(r.on_canary, DetectorAction::Quarantine);
+        assert_eq!(
+            (r.quarantine_secs, r.quarantine_calls_per_minute),
+            (3600, 60)
         );
         let e = Config::parse(&format!("{base}on_canary = \"rotate-now\"\n"), "test")
             .expect_err("unknown")

@@ -98,6 +98,10 @@ pub struct EventRecord {
     /// (`hb_common::limits::EVENT_BURST` per `EVENT_WINDOW_NS`).
     #[serde(default)]
     pub suppressed: u64,
+    /// For the broker's `detector` events: what was done, in fixed words (the
+    /// outcome of the signal's action, a limit reached, a caller ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Decodes a ring buffer record. `None` for a record of the wrong size.
@@ -158,6 +162,7 @@ pub fn render(
         port: e.port,
         name: None,
         suppressed: u64::from(e.suppressed),
+        detail: None,
     }
 }
 
@@ -201,6 +206,9 @@ impl std::fmt::Display for EventRecord {
         }
         if self.suppressed > 0 {
             write!(f, " suppressed_before={}", self.suppressed)?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " detail={}", Escaped(detail))?;
         }
         Ok(())
     }
@@ -532,6 +540,7 @@ mod tests {
             port: 0,
             name: Some("evil.test".into()),
             suppressed: 0,
+            detail: None,
         }
     }
 

@@ -435,7 +435,7 @@ fn a_rotation_cut_short_by_kill_9_completes_after_restart_with_one_active_key_th
             ),
             "{point}: the agent was not killed at its kill point: {status:?}"
         );
-        let open = env.hb_json(&["rotation", "status"]);
+        let open = env.hb_json(&["rotation", "status"])["open"].clone();
         assert_eq!(
             open.as_array().map(Vec::len),
             Some(1),
@@ -445,7 +445,7 @@ fn a_rotation_cut_short_by_kill_9_completes_after_restart_with_one_active_key_th
         env.start_agent();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let open = env.hb_json(&["rotation", "status"]);
+            let open = env.hb_json(&["rotation", "status"])["open"].clone();
             if open.as_array().is_some_and(Vec::is_empty) {
                 break;
             }

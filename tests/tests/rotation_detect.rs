@@ -44,6 +44,8 @@ if req["op"] == "create":
         sys.exit(3)
     new = "key-new-" + secrets.token_hex(16)
     live.append(new)
+    with open(store + ".minted", "a") as f:
+        f.write(new + "\n")
     print(json.dumps({"secret": new}))
 elif req["op"] == "revoke":
     live = [k for k in live if k != req["secret"]]
@@ -65,10 +67,13 @@ struct World {
 
 /// `svc` (defaults: canary and reflection rotate as compromised, grace 600 s) and
 /// `mild` (`on_reflection = "alert"`), both rotating through the fake provider; policy
-/// `web` binds both and plants `canaries` decoys per execution and account.
+/// `web` binds both and plants `canaries` decoys per execution and account. A decoy's
+/// user is not killed (`canary_kill = false`), so it can report what it was answered.
 fn world(name: &str, canaries: u32) -> World {
-    world_with(
+    world_full(
         name,
+        "canary_kill = false",
+        "",
         &format!("canary_handles = {canaries}"),
         "on_reflection = \"alert\"",
     )
@@ -76,6 +81,17 @@ fn world(name: &str, canaries: u32) -> World {
 
 /// [`world`] with `policy_extra` in policy `web` and `mild_extra` in `mild`'s rotation.
 fn world_with(name: &str, policy_extra: &str, mild_extra: &str) -> World {
+    world_full(name, "", "", policy_extra, mild_extra)
+}
+
+/// [`world_with`], with `broker_extra` in `[broker]` and `svc_extra` in `svc`'s rotation.
+fn world_full(
+    name: &str,
+    broker_extra: &str,
+    svc_extra: &str,
+    policy_extra: &str,
+    mild_extra: &str,
+) -> World {
     private_netns(&["203.0.113.10"]);
     let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("dir");
@@ -105,6 +121,7 @@ fn world_with(name: &str, policy_extra: &str, mild_extra: &str) -> World {
 [broker]
 socket_mode = "0666"
 extra_ca_file = "{ca}"
+{broker_extra}
 
 [dns]
 listen = "127.0.0.1:5300"
@@ -117,6 +134,7 @@ exception_cidrs = ["203.0.113.0/24"]
 name = "svc"
 auth = "bearer"
 hosts = ["api.test"]
+methods = ["GET", "POST"]
 verify_url = "https://api.test/keys?file={keys}&step=verify"
 
 [integration.rotation]
@@ -125,11 +143,13 @@ grace_secs = 600
 watch_secs = 1
 retry_base_secs = 1
 retry_cap_secs = 2
+{svc_extra}
 
 [[integration]]
 name = "mild"
 auth = "bearer"
 hosts = ["api.test"]
+methods = ["GET", "POST"]
 verify_url = "https://api.test/keys?file={mild_keys}&step=mild_verify"
 
 [integration.rotation]
@@ -666,5 +686,532 @@ fn a_decoy_tried_by_another_sandbox_ends_both() {
     assert!(bearers(&api, "foreign").is_empty() && bearers(&api, "leaker_after").is_empty());
     let rotation = wait_retired(&env, "svc", &mut outputs);
     assert_eq!(rotation["trigger"], "canary", "{rotation}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The keys the provider minted (every `create`), from its log.
+fn minted(keys: &Path) -> Vec<String> {
+    fs::read_to_string(format!("{}.minted", keys.display()))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The audit log's records.
+fn audit_records(env: &TestEnv) -> Vec<Value> {
+    fs::read_to_string(env.state_dir.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits (up to `limit`) for `child` to exit; its status, or `None` if it still runs.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether host process `pid` is gone (or a zombie waiting for its reaper).
+fn gone(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+const THIEF_KILLED: &str = r#"
+import subprocess
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+h = hb.handle("svc", "bot", execution="exec-thief")["handle"]
+decoys = [x["handle"] for x in hb.handles() if x["handle"] != h]
+print("ready", flush=True)
+sys.stdin.readline()
+out = {"decoy": call(decoys[0], "decoy")}
+out["survived"] = True
+try:
+    out["new_handle"] = hb.handle("svc", "bot")["handle"][:8]
+except BrokerError as e:
+    out["new_handle"] = e.code
+print(json.dumps(out), flush=True)
+sys.stdin.readline()
+"#;
+
+/// A sandbox that uses a decoy is killed, every process of it (the cgroup, not a pid),
+/// while a sandbox beside it holding a handle for the same account keeps working.
+#[test]
+fn a_sandbox_that_uses_a_canary_is_killed_and_a_bystander_keeps_working() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_full("canarykill", "", "", "canary_handles = 1", "");
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut bystander = env.sandbox_piped("web", &[python, "-c", &script(&env, &keys, BYSTANDER)]);
+    let mut to_bystander = bystander.stdin.take().expect("stdin");
+    let mut from_bystander = BufReader::new(bystander.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from_bystander.read_line(&mut line).expect("bystander");
+    assert_eq!(line.trim(), "ready");
+
+    let mut thief = env.sandbox_piped("web", &[python, "-c", &script(&env, &keys, THIEF_KILLED)]);
+    let mut to_thief = thief.stdin.take().expect("stdin");
+    let mut from_thief = BufReader::new(thief.stdout.take().expect("stdout"));
+    line.clear();
+    from_thief.read_line(&mut line).expect("thief");
+    assert_eq!(line.trim(), "ready");
+    // The thief's processes, on the host: its cgroup as the broker identified it.
+    let registered = audit_records(&env)
+        .into_iter()
+        .find(|r| {
+            r["kind"] == "handle" && r["step"] == "registered" && r["execution"] == "exec-thief"
+        })
+        .expect("the thief's handle is audited");
+    let cgroup = registered["caller"]["cgroup"]
+        .as_str()
+        .expect("cgroup")
+        .to_owned();
+    let procs = fs::read_to_string(hb_tests::cgroup2_mount().join(&cgroup).join("cgroup.procs"))
+        .expect("the thief's cgroup");
+    let pids: Vec<String> = procs.lines().map(str::to_owned).collect();
+    assert!(pids.len() >= 2, "the thief and its child: {pids:?}");
+
+    writeln!(to_thief, "go").expect("to thief");
+    let status = wait_exit(&mut thief, Duration::from_secs(20));
+    let mut rest = String::new();
+    if status.is_none() {
+        // Still running: what it got (an old broker answers and lets it go on).
+        let _ = from_thief.read_line(&mut rest);
+        let _ = thief.kill();
+    } else {
+        let _ = std::io::Read::read_to_string(&mut from_thief, &mut rest);
+    }
+    let status = status.unwrap_or_else(|| panic!("the thief was not killed: {rest}"));
+    assert!(!status.success(), "killed: {status:?}");
+    assert!(
+        !rest.contains("survived"),
+        "no line after the decoy: {rest}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids.iter().all(|p| gone(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "a process of the thief lives: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The account is rotated as compromised; the bystander's handle carries the new key.
+    let mut outputs = String::new();
+    let rotation = wait_retired(&env, "svc", &mut outputs);
+    assert_eq!(rotation["trigger"], "canary", "{rotation}");
+    writeln!(to_bystander, "go").expect("to bystander");
+    line.clear();
+    from_bystander.read_line(&mut line).expect("bystander");
+    let b: Value = serde_json::from_str(line.trim()).expect("bystander JSON");
+    assert_eq!(b["after"], 200, "the bystander keeps working: {b}");
+    let _ = bystander.wait();
+    let new = store(&keys)[0].clone();
+    assert_eq!(bearers(&api, "b_after"), [new.as_str()]);
+    assert!(bearers(&api, "decoy").is_empty());
+
+    let records = audit_records(&env);
+    let ended = records
+        .iter()
+        .find(|r| r["kind"] == "caller_ended")
+        .expect("a caller_ended record");
+    assert_eq!(ended["why"], "canary", "{ended}");
+    assert_eq!(ended["kill"], "killed", "{ended}");
+    assert_eq!(ended["caller"]["cgroup"], cgroup.as_str(), "{ended}");
+    let events = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
+    assert!(
+        events.lines().any(|l| l.contains("\"hook\":\"detector\"")
+            && l.contains("\"verdict\":\"end_caller\"")
+            && l.contains("\"reason\":\"canary\"")),
+        "events.jsonl says the caller was ended: {events}"
+    );
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    for key in [OLD, new.as_str()] {
+        assert!(
+            !events.contains(key) && !audit.contains(key),
+            "a key in a record"
+        );
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const RACER: &str = r#"
+import threading, time
+h = hb.handle("svc", "bot", execution="exec-racer")["handle"]
+decoys = [x["handle"] for x in hb.handles() if x["handle"] != h]
+got = []
+stop = threading.Event()
+def grab():
+    c = Client(SOCK)
+    while not stop.is_set():
+        try:
+            got.append(c.handle("svc", "bot", execution="exec-race")["handle"])
+        except BrokerError as e:
+            got.append(e.code)
+t = threading.Thread(target=grab)
+t.start()
+# The trip lands while the other thread is asking: once it got a handle, and until
+# it has been answered after the trip (at most 10 s each way).
+t0 = time.time()
+while not any(g.startswith("hb_cred_") for g in got) and time.time() - t0 < 10:
+    time.sleep(0.02)
+out = {"decoy": call(decoys[0], "decoy").get("error")}
+n = len(got)
+t0 = time.time()
+while len(got) < n + 3 and time.time() - t0 < 10:
+    time.sleep(0.02)
+stop.set()
+t.join()
+issued = [g for g in got if g.startswith("hb_cred_")]
+out["issued"] = len(issued)
+out["issued_alive"] = sum(1 for x in issued if call(x, "racer_after").get("status") is not None)
+out["refusals"] = sorted(set(g for g in got if not g.startswith("hb_cred_")))
+try:
+    out["new_handle"] = hb.handle("mild", "bot")["handle"][:8]
+except BrokerError as e:
+    out["new_handle"] = e.code
+print(json.dumps(out), flush=True)
+"#;
+
+const LATECOMER: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+print(json.dumps({"status": call(h, "latecomer").get("status")}), flush=True)
+"#;
+
+/// A host caller (a service outside every sandbox, under `broker.host_policy`: never
+/// killed) that uses a decoy is barred: every handle it got, even while racing the
+/// trip from another thread, is dead, and it gets no new one (for any account); a
+/// sandbox is not barred by it and keeps working.
+#[test]
+fn a_canary_bars_its_user_from_new_handles_even_racing_the_trip() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_full(
+        "canarybar",
+        "host_policy = \"web\"",
+        "",
+        "canary_handles = 1",
+        "",
+    );
+    env.start_agent();
+    let python = hb_tests::python();
+    let out = std::process::Command::new(python)
+        .args(["-c", &script(&env, &keys, RACER)])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "racer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("racer JSON");
+    assert_eq!(got["decoy"], "unknown_handle", "{got}");
+    assert!(
+        got["issued"].as_u64().unwrap_or(0) > 0,
+        "the race ran: {got}"
+    );
+    assert_eq!(got["issued_alive"], 0, "no handle outlives the trip: {got}");
+    assert_eq!(got["new_handle"], "policy_denied", "barred: {got}");
+    assert!(
+        got["refusals"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|c| c == "policy_denied")),
+        "the racing thread was refused once the bar was set: {got}"
+    );
+    let mut outputs = String::new();
+    wait_retired(&env, "svc", &mut outputs);
+    let late = env.sandbox("web", &[python, "-c", &script(&env, &keys, LATECOMER)]);
+    let late: Value = serde_json::from_slice(&late.stdout).expect("latecomer JSON");
+    assert_eq!(late["status"], 200, "a sandbox is not barred: {late}");
+    assert_eq!(bearers(&api, "latecomer").len(), 1);
+    let ended = audit_records(&env)
+        .into_iter()
+        .find(|r| r["kind"] == "caller_ended")
+        .expect("a caller_ended record");
+    assert_eq!(ended["kill"], "host_caller_not_killed", "{ended}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const STORM: &str = r#"
+for i in range(5):
+    try:
+        h = hb.handle("svc", "bot")["handle"]
+        r = call(h, "storm", "/echo")
+        out = {"i": i, "status": r.get("status"), "error": r.get("error")}
+    except BrokerError as e:
+        out = {"i": i, "handle": e.code}
+    print(json.dumps(out), flush=True)
+    sys.stdin.readline()
+"#;
+
+/// A sandbox that makes an upstream echo its account's key again and again gets at most
+/// `max_compromise_rotations_per_day` (default 3) new keys minted; past it the signal
+/// only alerts and the sandbox is barred. Events, audit and `rotation status` say so,
+/// with no key.
+#[test]
+fn forced_reflections_stop_at_the_daily_compromise_cap() {
+    let World {
+        dir,
+        api: _api,
+        _dns,
+        keys,
+        mut env,
+    } = world_with("reflectcap", "", "");
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut storm = env.sandbox_piped("web", &[python, "-c", &script(&env, &keys, STORM)]);
+    let mut to_storm = storm.stdin.take().expect("stdin");
+    let mut from_storm = BufReader::new(storm.stdout.take().expect("stdout"));
+    let mut rounds = Vec::new();
+    let mut outputs = String::new();
+    for i in 0..5usize {
+        let mut line = String::new();
+        from_storm.read_line(&mut line).expect("storm");
+        let round: Value = serde_json::from_str(line.trim()).expect("round JSON");
+        rounds.push(round.clone());
+        if round["status"] == 200 {
+            // Its signal settled (a rotation closed, or the cap said no) before the next
+            // one: a reflection during an open compromise rotation joins it.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let history = env.hb_json(&["rotation", "history"]);
+                outputs += &history.to_string();
+                let rows = history.as_array().expect("history");
+                let closed = rows
+                    .iter()
+                    .filter(|r| {
+                        r["integration"] == "svc"
+                            && matches!(r["step"].as_str(), Some("retired" | "failed"))
+                    })
+                    .count();
+                let open = rows.len()
+                    > rows
+                        .iter()
+                        .filter(|r| {
+                            matches!(
+                                r["step"].as_str(),
+                                Some("retired" | "failed" | "rolled_back" | "aborted")
+                            )
+                        })
+                        .count();
+                let capped = audit_records(&env)
+                    .iter()
+                    .filter(|r| r["kind"] == "detector_action" && r["outcome"] == "capped")
+                    .count();
+                if !open && closed + capped > i {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {i} did not settle: {history}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        writeln!(to_storm, "go").expect("to storm");
+    }
+    let _ = storm.wait();
+    let minted = minted(&keys);
+    assert_eq!(
+        minted.len(),
+        3,
+        "at most max_compromise_rotations_per_day keys: {minted:?} after {rounds:?}"
+    );
+    assert_eq!(
+        rounds[3]["status"], 200,
+        "the fourth echo answered: {rounds:?}"
+    );
+    assert_eq!(
+        rounds[4]["handle"], "policy_denied",
+        "then the caller is barred: {rounds:?}"
+    );
+    let records = audit_records(&env);
+    let capped = records
+        .iter()
+        .find(|r| r["kind"] == "detector_action" && r["outcome"] == "capped")
+        .expect("a capped record");
+    assert_eq!(capped["detector"], "reflection", "{capped}");
+    assert_eq!(capped["action"], "alert", "{capped}");
+    assert_eq!(
+        capped["limit"], "max_compromise_rotations_per_day",
+        "{capped}"
+    );
+    assert_eq!(capped["caller_ended"], true, "{capped}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "caller_ended" && r["why"] == "compromise_cap"),
+        "the caller is ended"
+    );
+    let events = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
+    let detector_events: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["hook"] == "detector")
+        .collect();
+    assert!(
+        detector_events.iter().any(|e| e["reason"] == "reflection"
+            && e["verdict"] == "rotate_compromised"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("signal"))),
+        "each signal is an event in events.jsonl: {events}"
+    );
+    assert!(
+        detector_events.iter().any(|e| e["reason"] == "reflection"
+            && e["verdict"] == "alert"
+            && e["detail"].as_str().is_some_and(
+                |d| d.contains("capped") && d.contains("max_compromise_rotations_per_day 3/3")
+            )),
+        "the capped action is an event that says so: {events}"
+    );
+    let status = env.hb_json(&["rotation", "status"]);
+    outputs += &status.to_string();
+    let svc = status["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["integration"] == "svc" && a["account"] == "bot")
+        .expect("svc/bot in status")
+        .clone();
+    assert_eq!(svc["max_compromise_rotations_per_day"], 3, "{svc}");
+    assert_eq!(svc["compromise_rotations_24h"], 3, "{svc}");
+    assert_eq!(svc["compromise_rotations_left"], 0, "{svc}");
+    assert_eq!(svc["max_rotations_per_day"], 6, "the default: {svc}");
+    assert_eq!(svc["detectors"]["reflection"]["today"], 4, "{svc}");
+    assert_eq!(
+        svc["detectors"]["reflection"]["last_outcome"], "capped",
+        "{svc}"
+    );
+    let text = String::from_utf8_lossy(&env.hb(&["rotation", "status"]).stdout).into_owned();
+    assert!(text.contains("3/3"), "the text form shows the cap: {text}");
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let book = fs::read_to_string(env.state_dir.join("detectors.json")).unwrap_or_default();
+    let log = env.agent().log_text();
+    for key in std::iter::once(OLD.to_owned()).chain(minted) {
+        for (name, t) in [
+            ("events", &events),
+            ("audit", &audit),
+            ("status", &outputs),
+            ("status text", &text),
+            ("detectors.json", &book),
+            ("log", &log),
+        ] {
+            assert!(!t.contains(&key), "a key in the {name} output");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+const QUARANTINE_TRIGGER: &str = r#"
+m = hb.handle("mild", "bot")["handle"]
+out = {"echo": call(m, "q_echo", "/echo").get("status")}
+try:
+    hb.handle("mild", "bot")
+    out["again"] = "issued"
+except BrokerError as e:
+    out["again"] = e.code
+print(json.dumps(out), flush=True)
+"#;
+
+const QUARANTINED: &str = r#"
+m = hb.handle("mild", "bot")["handle"]
+h = hb.handle("svc", "bot")["handle"]
+def code(f):
+    try:
+        return f().get("status")
+    except BrokerError as e:
+        return e.code
+out = {}
+out["post"] = code(lambda: hb.request("POST", "https://api.test/plain?step=q_post", handle=m, body="x"))
+out["gets"] = [code(lambda: hb.request("GET", "https://api.test/plain?step=q_get", handle=m)) for _ in range(4)]
+out["svc_post"] = code(lambda: hb.request("POST", "https://api.test/plain?step=q_svc", handle=h, body="x"))
+print(json.dumps(out), flush=True)
+"#;
+
+/// `on_reflection = "quarantine"`: the account's calls, from every caller, are held to
+/// read-only ones at `quarantine_calls_per_minute`; the caller that raised it is barred;
+/// another account is untouched; nothing is rotated.
+#[test]
+fn a_quarantined_account_takes_only_read_only_calls_at_its_rate() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_with(
+        "quarantine",
+        "",
+        "on_reflection = \"quarantine\"\nquarantine_calls_per_minute = 3",
+    );
+    env.start_agent();
+    let python = hb_tests::python();
+    let first = env.sandbox(
+        "web",
+        &[python, "-c", &script(&env, &keys, QUARANTINE_TRIGGER)],
+    );
+    let first: Value = serde_json::from_slice(&first.stdout).expect("trigger JSON");
+    assert_eq!(first["echo"], 200, "{first}");
+    assert_eq!(
+        first["again"], "policy_denied",
+        "the suspect is barred: {first}"
+    );
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, QUARANTINED)]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(got["post"], "policy_denied", "not read-only: {got}");
+    assert_eq!(
+        got["gets"],
+        serde_json::json!([200, 200, 200, "rate_limited"]),
+        "{got}"
+    );
+    assert_eq!(got["svc_post"], 200, "another account is not held: {got}");
+    assert!(bearers(&api, "q_post").is_empty(), "the POST never left");
+    assert_eq!(bearers(&api, "q_get").len(), 3);
+    let history = env.hb_json(&["rotation", "history"]);
+    assert!(
+        history.as_array().is_some_and(Vec::is_empty),
+        "nothing rotated: {history}"
+    );
+    let records = audit_records(&env);
+    assert!(
+        records.iter().any(|r| r["kind"] == "detector_action"
+            && r["outcome"] == "quarantined"
+            && r["integration"] == "mild"),
+        "the action is audited"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "caller_ended" && r["why"] == "quarantine")
+    );
     let _ = fs::remove_dir_all(&dir);
 }

@@ -12,10 +12,11 @@
 //! A decoy used (as the handle of `POST /v1/requests`, by anyone; deleted by someone
 //! other than its owner; or found in what a caller sends through the broker — its URL,
 //! headers or body, in any encoding the scrubber knows) is the `canary` signal:
-//! - the caller that used it, and the execution the decoy was planted in, are ended:
-//!   every live handle of that caller (all its executions) and of that execution is
-//!   revoked (the sandbox's processes are not killed: the broker does not reach into
-//!   the sandbox);
+//! - the caller that used it is ended (`cutoff`): barred from new handles and requests
+//!   for `broker.suspect_bar_secs`, every live handle it holds (all its executions)
+//!   revoked, and, if it is a sandbox, killed (`cgroup.kill` of its enrolled cgroup,
+//!   under `broker.canary_kill`); the execution the decoy was planted in loses its
+//!   handles too (its owner may only have been robbed: it is not killed or barred);
 //! - every account those handles stood for, the decoy's own among them, gets its
 //!   integration's `on_canary` action (default `rotate_compromised`);
 //! - the answer is the one any dead handle gets (`unknown_handle`).
@@ -135,7 +136,9 @@ fn trip(shared: &Arc<Shared>, caller: &Caller, handle: &str, decoy: &Entry, seen
             s.policy.as_str()
         })
         .to_owned();
-    let mut ended = shared.handles.end_owner(owner_of(caller));
+    // The caller first: barred and its handles revoked in one step, then its sandbox
+    // killed (see `cutoff`).
+    let mut ended = super::cutoff::end_caller(shared, caller, &policy, super::cutoff::Why::Canary);
     let mut executions = BTreeSet::new();
     executions.insert(decoy.execution.clone());
     for (h, e) in shared

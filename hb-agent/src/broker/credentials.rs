@@ -99,6 +99,7 @@ pub async fn create_handle(
         valid_name("execution", e)?;
     }
     let (policy, owner) = acting(&caller, &shared.config.broker.host_policy)?;
+    refuse_barred(&shared, &caller, &policy, owner, "handle")?;
     let bound = shared
         .config
         .policies
@@ -143,10 +144,21 @@ pub async fn create_handle(
         None => handles::new_execution_id(shared.handles.rng())
             .ok_or_else(|| ApiError::new(Code::Internal, "no randomness"))?,
     };
-    let (handle, entry, expired) = shared
-        .handles
-        .create(req.integration, req.account, owner, execution)
-        .ok_or_else(|| ApiError::new(Code::Internal, "cannot create a handle"))?;
+    // Checked again under the table's lock: a bar set since the check above wins.
+    let (handle, entry, expired) =
+        match shared
+            .handles
+            .create(req.integration, req.account, owner, execution)
+        {
+            Ok(made) => made,
+            Err(handles::CreateError::Barred(until)) => {
+                shared.audit_decision(&caller, &policy, "handle", "barred", "");
+                return Err(barred(until));
+            }
+            Err(handles::CreateError::Unavailable) => {
+                return Err(ApiError::new(Code::Internal, "cannot create a handle"));
+            }
+        };
     shared.forget_handles(&expired);
     shared.protect_handle(&handle);
     super::canary::plant(&shared, &policy, &entry);
@@ -224,6 +236,36 @@ pub async fn usable_now(
             .map(|(m, s)| Arc::new(Current::new(&m, s)))
             .collect(),
     })
+}
+
+/// A caller a detector ended (see `cutoff`) gets no handle and makes no request until
+/// its bar lapses.
+pub fn refuse_barred(
+    shared: &Shared,
+    caller: &Caller,
+    policy: &str,
+    owner: Owner,
+    action: &str,
+) -> Result<(), ApiError> {
+    match shared.handles.barred_until(owner) {
+        Some(until) => {
+            shared.audit_decision(caller, policy, action, "barred", "");
+            Err(barred(until))
+        }
+        None => Ok(()),
+    }
+}
+
+fn barred(until: std::time::Instant) -> ApiError {
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    ApiError::new(
+        Code::PolicyDenied,
+        format!(
+            "this caller was ended by a detector: no handle or request for another {} s \
+             (broker.suspect_bar_secs)",
+            left.as_secs()
+        ),
+    )
 }
 
 /// The vault holds nothing usable for the account (never stored, or revoked).

@@ -52,6 +52,19 @@ pub struct Handles {
     /// execution lives, and remembered for [`DECOY_MEMORY`] after, so a use long after
     /// they were taken still trips.
     decoys: Mutex<HashMap<String, Decoy>>,
+    /// Owners a detector ended: no handle is created for them until the instant given
+    /// (taken under the table's lock, after it, so a bar and the handles it ends are
+    /// one step for [`Handles::create`]).
+    barred: Mutex<HashMap<Owner, Instant>>,
+}
+
+/// Why [`Handles::create`] made no handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    #[error("the caller is barred from new handles")]
+    Barred(Instant),
+    #[error("no randomness, or a poisoned lock")]
+    Unavailable,
 }
 
 /// How long a decoy is remembered after its handle would have expired.
@@ -86,7 +99,44 @@ impl Handles {
             rng: SystemRandom::new(),
             table: Mutex::new(HashMap::new()),
             decoys: Mutex::new(HashMap::new()),
+            barred: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Bars `owner` from new handles until `until` and revokes every live handle it
+    /// holds, in one step: a [`Handles::create`] racing it either made its handle
+    /// before (revoked here) or sees the bar. The handles revoked.
+    pub fn bar(&self, owner: Owner, until: Instant) -> Vec<(String, Arc<Entry>)> {
+        let Ok(mut table) = self.table.lock() else {
+            return Vec::new();
+        };
+        if let Ok(mut barred) = self.barred.lock() {
+            let now = Instant::now();
+            barred.retain(|_, t| *t > now);
+            let at = barred.entry(owner).or_insert(until);
+            *at = (*at).max(until);
+        }
+        let ended: Vec<(String, Arc<Entry>)> = table
+            .iter()
+            .filter(|(_, e)| e.owner == owner)
+            .map(|(h, e)| (h.clone(), e.clone()))
+            .collect();
+        for (h, _) in &ended {
+            table.remove(h);
+        }
+        drop(table);
+        if let Ok(mut decoys) = self.decoys.lock() {
+            for d in decoys.values_mut().filter(|d| d.entry.owner == owner) {
+                d.ended = true;
+            }
+        }
+        ended
+    }
+
+    /// Until when `owner` is barred from new handles, if it is.
+    pub fn barred_until(&self, owner: Owner) -> Option<Instant> {
+        let barred = self.barred.lock().ok()?;
+        barred.get(&owner).copied().filter(|t| *t > Instant::now())
     }
 
     fn fresh(&self) -> Option<String> {
@@ -209,42 +259,20 @@ impl Handles {
         }
     }
 
-    /// Every live handle `owner` holds, in any execution, revoked; the handles revoked
-    /// (a caller that used a decoy is not trusted with any of them).
-    pub fn end_owner(&self, owner: Owner) -> Vec<(String, Arc<Entry>)> {
-        let Ok(mut table) = self.table.lock() else {
-            return Vec::new();
-        };
-        let ended: Vec<(String, Arc<Entry>)> = table
-            .iter()
-            .filter(|(_, e)| e.owner == owner)
-            .map(|(h, e)| (h.clone(), e.clone()))
-            .collect();
-        for (h, _) in &ended {
-            table.remove(h);
-        }
-        if let Ok(mut decoys) = self.decoys.lock() {
-            for d in decoys.values_mut().filter(|d| d.entry.owner == owner) {
-                d.ended = true;
-            }
-        }
-        ended
-    }
-
     pub fn rng(&self) -> &SystemRandom {
         &self.rng
     }
 
     /// Registers a handle; the handle, its entry, and handles that had expired (dropped
-    /// now, for the caller to forget elsewhere too).
+    /// now, for the caller to forget elsewhere too). Refused for a barred owner.
     pub fn create(
         &self,
         integration: String,
         account: String,
         owner: Owner,
         execution: String,
-    ) -> Option<(String, Arc<Entry>, Vec<String>)> {
-        let handle = self.fresh()?;
+    ) -> Result<(String, Arc<Entry>, Vec<String>), CreateError> {
+        let handle = self.fresh().ok_or(CreateError::Unavailable)?;
         let entry = Arc::new(Entry {
             integration,
             account,
@@ -253,8 +281,18 @@ impl Handles {
             expires: Instant::now() + self.ttl,
             expires_at: SystemTime::now() + self.ttl,
         });
-        let mut table = self.table.lock().ok()?;
+        let mut table = self.table.lock().map_err(|_| CreateError::Unavailable)?;
         let now = Instant::now();
+        // Under the table's lock: a bar is set under it too (see `bar`).
+        if let Some(until) = self
+            .barred
+            .lock()
+            .map_err(|_| CreateError::Unavailable)?
+            .get(&owner)
+            .filter(|t| **t > now)
+        {
+            return Err(CreateError::Barred(*until));
+        }
         let expired: Vec<String> = table
             .iter()
             .filter(|(_, e)| e.expires <= now)
@@ -264,7 +302,7 @@ impl Handles {
             table.remove(h);
         }
         table.insert(handle.clone(), entry.clone());
-        Some((handle, entry, expired))
+        Ok((handle, entry, expired))
     }
 
     /// How many handles are live (not expired; deleted and revoked ones are gone).
@@ -381,6 +419,36 @@ mod tests {
     }
 
     #[test]
+    fn a_bar_ends_the_owners_handles_and_refuses_new_ones_until_it_lapses() {
+        let h = Handles::new(Duration::from_secs(60));
+        let me = Owner::Sandbox { cgroup_id: 7 };
+        let other = Owner::Host { uid: 1000 };
+        let (a, _, _) = h
+            .create("gh".into(), "bot".into(), me, "e1".into())
+            .expect("create");
+        let (b, _, _) = h
+            .create("gh".into(), "bot".into(), other, "e2".into())
+            .expect("create");
+        let ended = h.bar(me, Instant::now() + Duration::from_secs(60));
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].0, a);
+        assert!(h.get(&a, me).is_none(), "revoked");
+        assert!(h.get(&b, other).is_some(), "another owner keeps its handle");
+        assert!(matches!(
+            h.create("gh".into(), "bot".into(), me, "e3".into()),
+            Err(CreateError::Barred(_))
+        ));
+        assert!(h.barred_until(me).is_some());
+        assert!(h.barred_until(other).is_none());
+        h.create("gh".into(), "bot".into(), other, "e4".into())
+            .expect("another owner is not barred");
+        // A bar that has lapsed refuses nothing.
+        let _ = h.bar(other, Instant::now());
+        h.create("gh".into(), "bot".into(), other, "e5".into())
+            .expect("lapsed");
+    }
+
+    #[test]
     fn decoys_look_like_handles_stand_for_nothing_and_are_planted_once() {
         let h = Handles::new(Duration::from_secs(60));
         let me = Owner::Sandbox { cgroup_id: 7 };
@@ -412,7 +480,7 @@ mod tests {
             h.decoy(&planted[0]).is_some(),
             "still remembered after delete"
         );
-        let ended = h.end_owner(me);
+        let ended = h.bar(me, Instant::now());
         assert_eq!(ended.len(), 1, "the real handle");
         assert!(h.listing(me).is_empty(), "decoys no longer listed");
         assert!(h.decoy(&planted[1]).is_some(), "still remembered");

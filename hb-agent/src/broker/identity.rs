@@ -88,6 +88,26 @@ pub enum IdentityError {
     Moved { pid: i32, kernel: u64, path: String },
 }
 
+/// Why [`Identity::kill_sandbox`] killed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    /// Not a cgroup hb may kill (the fixed word says why).
+    #[error("refused: {0}")]
+    Refused(&'static str),
+    #[error("cgroup.kill failed")]
+    Failed(#[source] io::Error),
+}
+
+impl KillError {
+    /// A short, stable name for records.
+    pub fn class(&self) -> &'static str {
+        match self {
+            KillError::Refused(why) => why,
+            KillError::Failed(_) => "kill_failed",
+        }
+    }
+}
+
 impl IdentityError {
     /// A short, stable name for logs and counters.
     pub fn kind(&self) -> &'static str {
@@ -300,6 +320,53 @@ impl Identity {
             cgroup,
             sandbox,
         })
+    }
+
+    /// Kills every process of an enrolled sandbox (`cgroup.kill`, Linux 5.14): the
+    /// cgroup the caller was identified in at accept, by id, not by a pid. Refused for
+    /// the cgroup root, for a cgroup that contains the agent itself, for a path that now
+    /// names another cgroup (the sandbox ended and its name was reused: the directory
+    /// opened must have the id the caller had), and for one no longer enrolled (the
+    /// enrolled map must still hold that id). The write goes through the directory
+    /// opened and checked, so the check and the kill are about the same cgroup.
+    pub fn kill_sandbox(&self, sandbox: &Sandbox) -> Result<(), KillError> {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        let rel = sandbox.cgroup.trim_matches('/');
+        if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+            return Err(KillError::Refused("cgroup_root"));
+        }
+        let own = proc_cgroup(i32::try_from(std::process::id()).unwrap_or(0))
+            .map_err(|_| KillError::Refused("own_cgroup_unknown"))?;
+        if own == rel || own.starts_with(&format!("{rel}/")) {
+            return Err(KillError::Refused("contains_the_agent"));
+        }
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(self.mount.join(rel))
+            .map_err(|_| KillError::Refused("gone"))?;
+        if dir.metadata().map(|m| m.ino()).ok() != Some(sandbox.cgroup_id) {
+            return Err(KillError::Refused("gone"));
+        }
+        if self.enrolled.get(&sandbox.cgroup_id, 0).is_err() {
+            return Err(KillError::Refused("not_enrolled"));
+        }
+        let name = c"cgroup.kill";
+        // SAFETY: openat(2) relative to a directory this function holds open, with a
+        // NUL-terminated name; on success the kernel made a new fd that we own.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
+        if fd < 0 {
+            return Err(KillError::Failed(last_error()));
+        }
+        // SAFETY: `fd` was just opened above and nothing else owns it.
+        let mut kill = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        io::Write::write_all(&mut kill, b"1").map_err(KillError::Failed)
     }
 
     /// The enrolled cgroup that governs `cgroup` (itself or its nearest enrolled

@@ -19,13 +19,14 @@
 mod accounts;
 mod canary;
 mod credentials;
+mod cutoff;
 pub mod error;
 mod handles;
 pub mod identity;
 pub mod outbound;
 mod requests;
 mod rotation;
-pub use rotation::revoke_minted_by_operator;
+pub use rotation::{book as rotation_book, limits as rotation_limits, revoke_minted_by_operator};
 mod server;
 pub mod sessions;
 mod sightings;
@@ -202,6 +203,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
     let handles = handles::Handles::new(Duration::from_secs(cfg.handle_ttl_secs));
     let accounts = accounts::Accounts::new(agent.state_dir.join(crate::vault::DB_FILE));
     let operator_uid = cfg.operator_uid;
+    let state_dir = agent.state_dir.clone();
     let max_body = usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(cfg.request_timeout_secs);
     let max_connections = cfg.max_connections;
@@ -252,6 +254,8 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     stats: stats::Stats::default(),
                     text_gate: text_gate::TextGate::new(scrub_per_minute),
                     probes: rotation::probe::Probes::default(),
+                    book: rotation::book::Book::open(&state_dir),
+                    quarantines: rotation::quarantine::Quarantines::default(),
                 });
                 // Live handles, counted when someone scrapes.
                 let weak = Arc::downgrade(&shared);

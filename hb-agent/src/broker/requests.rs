@@ -288,6 +288,12 @@ pub async fn request(
         caller: &caller,
         policy: &policy,
     };
+    // A barred caller holds no live handle (and gets none): a call with a handle is
+    // answered below as any dead handle's (a decoy's answer stays a made-up handle's);
+    // a call without one is refused here.
+    if req.handle.is_none() {
+        super::credentials::refuse_barred(&shared, &caller, &policy, owner, "request")?;
+    }
     let parsed = parse(req)?;
     if let Some(h) = &parsed.handle
         && super::canary::check(&shared, &caller, h, "request_handle")
@@ -297,6 +303,7 @@ pub async fn request(
     }
     let decision = decide(&call, owner, &parsed)?;
     inspect_outgoing(&call, owner, &parsed, &decision)?;
+    held(&call, &parsed, &decision)?;
     let usable = credentials_now(&call, &decision).await?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
     let mut sent: Vec<Arc<Current>> = usable.first().cloned().into_iter().collect();
@@ -350,6 +357,43 @@ fn inspect_outgoing(
     Err(denied(
         "the request carries the value of a stored credential: the broker adds credentials \
          itself and never forwards one a caller holds",
+    ))
+}
+
+/// Phase 2c: a call carrying the credential of an account under `quarantine` must be
+/// read-only (a `broker.readonly_methods` method, no body, no method override) and
+/// within the account's `quarantine_calls_per_minute`.
+fn held(call: &Call<'_>, parsed: &Parsed, decision: &Decision<'_>) -> Result<(), ApiError> {
+    let Some((entry, _)) = &decision.credential else {
+        return Ok(());
+    };
+    let readonly = decision.readonly && !decision.has_body && method_override(parsed).is_none();
+    let refusal = match call.shared.quarantines.admit(
+        &entry.integration,
+        &entry.account,
+        readonly,
+        std::time::Instant::now(),
+    ) {
+        Ok(()) => return Ok(()),
+        Err(r) => r,
+    };
+    let (code, what, until) = match refusal {
+        super::rotation::quarantine::Refusal::NotReadOnly(until) => {
+            (Code::PolicyDenied, "read-only calls only", until)
+        }
+        super::rotation::quarantine::Refusal::Rate(until) => {
+            (Code::RateLimited, "its calls this minute are spent", until)
+        }
+    };
+    call.audit(&parsed.action, code.as_str(), "quarantined");
+    Err(ApiError::new(
+        code,
+        format!(
+            "integration \"{}\" account \"{}\" is quarantined by a detector until {}: {what}",
+            entry.integration,
+            entry.account,
+            humantime::format_rfc3339_seconds(until)
+        ),
     ))
 }
 
@@ -421,6 +465,7 @@ impl Call<'_> {
             port: parsed.target.port,
             name,
             suppressed: 0,
+            detail: None,
         }));
     }
 }

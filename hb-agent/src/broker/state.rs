@@ -69,6 +69,10 @@ pub struct Shared {
     pub text_gate: super::text_gate::TextGate,
     /// The `auth_failure` detector's probes in flight.
     pub probes: super::rotation::probe::Probes,
+    /// The detectors' recent state per account (`state_dir/detectors.json`).
+    pub book: super::rotation::book::Book,
+    /// Accounts held by the `quarantine` action.
+    pub quarantines: super::rotation::quarantine::Quarantines,
 }
 
 pub type AppState = Arc<Shared>;

@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 use crate::{
-    broker::revoke_minted_by_operator,
+    broker::{revoke_minted_by_operator, rotation_book, rotation_limits},
     config::Config,
     vault::{self, MasterKey, Rotation, Step, Vault},
 };
@@ -55,7 +55,10 @@ pub enum RotationCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Rotations with work left (step, attempts, next attempt, last failure class).
+    /// Rotations with work left (step, attempts, next attempt, last failure class), and
+    /// per account of a rotating integration: its limits (rotations in the last 24 h,
+    /// what is left of `max_rotations_per_day` and `max_compromise_rotations_per_day`,
+    /// the cooldown's end) and each detector's last signal and count today.
     #[command(after_help = EXAMPLES)]
     Status {
         #[arg(long)]
@@ -97,8 +100,7 @@ pub fn run(config: &Config, cmd: RotationCommand) -> anyhow::Result<ExitCode> {
             json,
         ),
         RotationCommand::Status { json } => {
-            let open = open_vault(config)?.open_rotations()?;
-            print_list(&open, json)?;
+            status(config, json)?;
             Ok(ExitCode::SUCCESS)
         }
         RotationCommand::History { since, json } => {
@@ -126,6 +128,105 @@ pub fn run(config: &Config, cmd: RotationCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One account's limits and detectors, for `status`.
+#[derive(serde::Serialize)]
+struct AccountStatus {
+    integration: String,
+    account: String,
+    #[serde(flatten)]
+    budget: rotation_limits::Budget,
+    rotations_left: u32,
+    compromise_rotations_left: u32,
+    detectors: std::collections::BTreeMap<String, rotation_book::DetectorState>,
+}
+
+/// `rotation status`: the open rotations, then every account of a rotating integration
+/// (from the vault and the detectors' book) with its budgets and detectors.
+fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let vault = open_vault(config)?;
+    let open = vault.open_rotations()?;
+    let now = SystemTime::now();
+    let recent = vault.rotations(Some(now - rotation_limits::WINDOW))?;
+    let book = rotation_book::read(&config.agent.state_dir).unwrap_or_default();
+    let mut accounts: std::collections::BTreeSet<(String, String)> = vault
+        .list()?
+        .into_iter()
+        .filter(|m| m.status != vault::Status::Revoked)
+        .map(|m| (m.integration, m.account))
+        .collect();
+    accounts.extend(
+        book.keys()
+            .filter_map(|k| k.split_once('/').map(|(i, a)| (i.to_owned(), a.to_owned()))),
+    );
+    let rows: Vec<AccountStatus> = accounts
+        .into_iter()
+        .filter_map(|(integration, account)| {
+            let rotation = config
+                .integrations
+                .iter()
+                .find(|i| i.name.get_ref() == &integration)?
+                .rotation
+                .as_ref()?;
+            let budget = rotation_limits::budget(&recent, &integration, &account, rotation, now);
+            let (left, compromise_left) = budget.remaining();
+            let detectors = book
+                .get(&format!("{integration}/{account}"))
+                .cloned()
+                .unwrap_or_default();
+            Some(AccountStatus {
+                integration,
+                account,
+                budget,
+                rotations_left: left,
+                compromise_rotations_left: compromise_left,
+                detectors,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::json!({ "open": open, "accounts": rows }));
+        return Ok(());
+    }
+    print_list(&open, false)?;
+    println!();
+    println!(
+        "{:<16} {:<16} {:<10} {:<10} {:<22} DETECTORS (today, last signal → outcome)",
+        "INTEGRATION", "ACCOUNT", "ROTATIONS", "COMPROMISE", "COOLDOWN UNTIL"
+    );
+    for r in &rows {
+        let detectors: Vec<String> = r
+            .detectors
+            .iter()
+            .map(|(name, d)| {
+                format!(
+                    "{name}: {} today, {} {} → {}",
+                    d.today,
+                    d.last_signal,
+                    d.last_action,
+                    d.last_outcome.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        println!(
+            "{:<16} {:<16} {:<10} {:<10} {:<22} {}",
+            r.integration,
+            r.account,
+            format!("{}/{}", r.budget.rotations, r.budget.max_rotations),
+            format!("{}/{}", r.budget.compromise, r.budget.max_compromise),
+            r.budget.cooldown_until.map_or_else(
+                || "-".to_owned(),
+                |t| humantime::format_rfc3339_seconds(t).to_string()
+            ),
+            if detectors.is_empty() {
+                "-".to_owned()
+            } else {
+                detectors.join("; ")
+            }
+        );
+    }
+    Ok(())
 }
 
 /// `POST /v1/rotations`, then (with a deadline) `GET /v1/rotations/{id}` until the new

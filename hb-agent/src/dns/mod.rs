@@ -683,6 +683,7 @@ impl Inner {
             port: 0,
             name: Some(name.to_owned()),
             suppressed: 0,
+            detail: None,
         };
         // A full channel drops the event rather than delaying the answer.
         let _ = self.events.try_send(record);

@@ -638,6 +638,7 @@ impl Inner {
             port: origin.dst.port(),
             name: name.map(str::to_owned),
             suppressed: 0,
+            detail: None,
         };
         // A full channel drops the event rather than delaying the connection.
         let _ = self.events.try_send(record);

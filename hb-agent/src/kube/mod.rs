@@ -538,6 +538,7 @@ fn pod_record(pod: &str, cgroup: &str, policy: &str) -> EventRecord {
         port: 0,
         name: Some(pod.to_owned()),
         suppressed: 0,
+        detail: None,
     }
 }
 

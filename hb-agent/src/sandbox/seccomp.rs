@@ -869,6 +869,7 @@ impl EventReporter {
             port: 0,
             name: Some(refusal.syscall.clone()),
             suppressed: 0,
+            detail: None,
         }
     }
 

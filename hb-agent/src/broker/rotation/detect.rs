@@ -7,8 +7,21 @@
 //! `rotate_compromised` (a rotation with no grace and no rollback; an account whose
 //! rotation is already open has that rotation marked compromised instead, and if it
 //! has finished, its old key's grace ends at once). An integration without a rotator
-//! can only be alerted about. `canary` and `reflection` ignore `cooldown_secs` (the
-//! schedule applies it to `expiry`; the probe paces `auth_failure`).
+//! can only be alerted about.
+//!
+//! Limits (see `limits`): a rotating action first reads the journal. `canary` and
+//! `reflection` skip `cooldown_secs` and `max_rotations_per_day`, but past
+//! `max_compromise_rotations_per_day` they only alert, and the caller that raised a
+//! reflection then is ended as a decoy's user is (barred; see `cutoff`); `expiry` and
+//! `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A
+//! compromise signal for an account whose open rotation is already compromised joins
+//! it (no second rotation). `quarantine` rotates nothing: it holds the account's calls
+//! (see `quarantine`) and ends the caller that raised the signal.
+//!
+//! Every signal is an audit record (`detector`) and, unless `observe`, an event; what
+//! its action came to is another pair (`detector_action`): the rotation started or
+//! joined, or the limit that stopped it. Events go to the event stream and to
+//! `state_dir/events.jsonl`; the account's detector state to `book`.
 //! Must never: put a value, a handle or a caller's text in a record (handles appear as
 //! keyed fingerprints), or start a rotation the journal would not.
 
@@ -16,10 +29,14 @@ use std::{sync::Arc, time::SystemTime};
 
 use serde_json::json;
 
-use super::super::{credentials::with_vault, identity::Caller, state::Shared};
+use super::{
+    super::{credentials::with_vault, cutoff, identity::Caller, state::Shared},
+    limits::{self, Gate},
+};
 use crate::{
     config::{DetectorAction, RotationConfig},
     events::EventRecord,
+    vault::Rotation,
 };
 
 /// The detectors that lead to actions.
@@ -85,38 +102,147 @@ pub fn action_for(shared: &Shared, detector: Detector, integration: &str) -> Det
     }
 }
 
+/// What a signal's action came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `observe` or `alert`: nothing to do.
+    NoRotation,
+    /// A rotation began (its id).
+    Started(String),
+    /// The account's open rotation is already compromised: this signal joins it.
+    Joined(String),
+    /// The account's open rotation was marked compromised.
+    Marked(String),
+    /// A routine signal while a rotation of the account is open.
+    RotationOpen,
+    /// A routine signal within `cooldown_secs` of the last rotation's start.
+    CoolingDown(SystemTime),
+    /// A budget is spent (its config key, the count, the cap, when one fits again).
+    Capped {
+        limit: &'static str,
+        count: u32,
+        cap: u32,
+        until: SystemTime,
+    },
+    /// Not started (the journal or the vault refused; a fixed word).
+    NotStarted(&'static str),
+    /// `quarantine`: the account is held until then.
+    Quarantined(SystemTime),
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::NoRotation => "no_rotation",
+            Outcome::Started(_) => "rotation_started",
+            Outcome::Joined(_) => "joined",
+            Outcome::Marked(_) => "marked_compromised",
+            Outcome::RotationOpen => "rotation_open",
+            Outcome::CoolingDown(_) => "cooling_down",
+            Outcome::Capped { .. } => "capped",
+            Outcome::NotStarted(_) => "not_started",
+            Outcome::Quarantined(_) => "quarantined",
+        }
+    }
+
+    fn rotation(&self) -> Option<&str> {
+        match self {
+            Outcome::Started(id) | Outcome::Joined(id) | Outcome::Marked(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// A signal, owned, for the task that acts on it.
+struct Job {
+    detector: Detector,
+    trigger: String,
+    integration: String,
+    account: String,
+    policy: String,
+    caller: Option<Caller>,
+    action: DetectorAction,
+    compromised: bool,
+}
+
 /// Records `s`, and acts on it as the account's integration says. The rotation (if
-/// any) is started on a task of its own; this returns at once.
+/// any) is decided and started on a task of its own; this returns at once.
 pub fn signal(shared: &Arc<Shared>, s: &Signal<'_>) -> DetectorAction {
     let action = record(shared, s);
-    if let Some(compromised) = rotates(action) {
-        let (shared, integration, account, trigger) = (
-            shared.clone(),
-            s.integration.to_owned(),
-            s.account.to_owned(),
-            s.trigger.to_owned(),
-        );
+    if action == DetectorAction::Quarantine {
+        quarantine(shared, s);
+        return action;
+    }
+    if let Some(job) = job(s, action) {
+        let shared = shared.clone();
         tokio::spawn(async move {
-            act(&shared, &integration, &account, &trigger, compromised).await;
+            act(&shared, &job).await;
         });
     }
     action
 }
 
-/// [`signal`], the rotation started before it returns (for the schedule, which reads
-/// the journal again on its next tick).
-pub async fn signal_and_act(shared: &Arc<Shared>, s: &Signal<'_>) -> DetectorAction {
+/// [`signal`], decided before it returns (for the schedule, which must know when an
+/// account's budget is spent).
+pub async fn signal_and_act(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     let action = record(shared, s);
-    if let Some(compromised) = rotates(action) {
-        act(shared, s.integration, s.account, s.trigger, compromised).await;
+    if action == DetectorAction::Quarantine {
+        return quarantine(shared, s);
     }
-    action
+    match job(s, action) {
+        Some(job) => act(shared, &job).await,
+        None => Outcome::NoRotation,
+    }
+}
+
+/// `quarantine`: the account held, the caller (if any) ended, and the outcome recorded.
+fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
+    let Some((_, config)) = super::with_rotator(shared, s.integration) else {
+        return Outcome::NoRotation;
+    };
+    let until = shared.quarantines.hold(
+        s.integration,
+        s.account,
+        std::time::Duration::from_secs(config.quarantine_secs),
+        config.quarantine_calls_per_minute,
+        std::time::Instant::now(),
+    );
+    if let Some(caller) = s.caller {
+        cutoff::end_caller(shared, caller, s.policy, cutoff::Why::Quarantine);
+    }
+    let outcome = Outcome::Quarantined(until);
+    let job = Job {
+        detector: s.detector,
+        trigger: s.trigger.to_owned(),
+        integration: s.integration.to_owned(),
+        account: s.account.to_owned(),
+        policy: s.policy.to_owned(),
+        caller: s.caller.cloned(),
+        action: DetectorAction::Quarantine,
+        compromised: false,
+    };
+    record_outcome(shared, &job, &outcome);
+    outcome
+}
+
+fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
+    let compromised = rotates(action)?;
+    Some(Job {
+        detector: s.detector,
+        trigger: s.trigger.to_owned(),
+        integration: s.integration.to_owned(),
+        account: s.account.to_owned(),
+        policy: s.policy.to_owned(),
+        caller: s.caller.cloned(),
+        action,
+        compromised,
+    })
 }
 
 /// Whether `action` rotates, and as compromised.
 fn rotates(action: DetectorAction) -> Option<bool> {
     match action {
-        DetectorAction::Observe | DetectorAction::Alert => None,
+        DetectorAction::Observe | DetectorAction::Alert | DetectorAction::Quarantine => None,
         DetectorAction::Rotate => Some(false),
         DetectorAction::RotateCompromised => Some(true),
     }
@@ -156,84 +282,286 @@ fn record(shared: &Shared, s: &Signal<'_>) -> DetectorAction {
             "rotator": super::with_rotator(shared, s.integration).is_some(),
         }),
     );
+    shared.book.signal(
+        s.integration,
+        s.account,
+        s.detector.as_str(),
+        action.as_str(),
+    );
     if action != DetectorAction::Observe {
-        let _ = shared.events.send(Arc::new(EventRecord {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            hook: "detector".into(),
-            verdict: action.as_str().into(),
-            reason: s.detector.as_str().into(),
-            policy: s.policy.to_owned(),
-            cgroup_id: s
-                .caller
-                .and_then(|c| c.sandbox.as_ref())
-                .map_or(0, |sb| sb.cgroup_id),
-            cgroup: s.caller.map(|c| c.cgroup.clone()),
-            pid: s.caller.map_or(0, |c| u32::try_from(c.pid).unwrap_or(0)),
-            tid: 0,
-            comm: String::new(),
-            family: String::new(),
-            protocol: String::new(),
-            dst: String::new(),
-            port: 0,
-            name: Some(format!("{}/{}", s.integration, s.account)),
-            suppressed: 0,
-        }));
+        event(
+            shared,
+            &EventFields {
+                caller: s.caller,
+                policy: s.policy,
+                verdict: action.as_str(),
+                reason: s.detector.as_str(),
+                name: Some(format!("{}/{}", s.integration, s.account)),
+                detail: format!("signal seen={}", s.seen),
+            },
+        );
     }
     action
 }
 
-/// Starts the rotation (a compromise one supersedes a rotation of the account past its
-/// finish: see `rotation::trigger`); for a compromise, an open rotation of the account
-/// before its finish is marked compromised instead of starting a second one (the
-/// journal allows one at a time).
-async fn act(
-    shared: &Arc<Shared>,
-    integration: &str,
-    account: &str,
-    trigger: &str,
-    compromised: bool,
-) {
-    match super::trigger(shared, integration, account, trigger, compromised).await {
-        Ok(_) => {}
-        // One is open before its finish: mark that one.
-        Err(_) if compromised => {
-            if !upgrade(shared, integration, account, trigger).await {
-                note(shared, integration, account, trigger, "not_started");
+/// What a `detector` event says besides its time.
+pub struct EventFields<'a> {
+    pub caller: Option<&'a Caller>,
+    pub policy: &'a str,
+    /// The action taken (`alert`, `rotate_compromised`, `end_caller`, …).
+    pub verdict: &'a str,
+    /// The detector (or why a caller was ended).
+    pub reason: &'a str,
+    /// `integration/account`, when one account is concerned.
+    pub name: Option<String>,
+    /// Fixed words and ids: what came of it.
+    pub detail: String,
+}
+
+/// A `detector` event: on the event stream and in `state_dir/events.jsonl` (as the
+/// kernel's and the resolver's are; rotated at `agent.events_file_max_bytes`, under
+/// the file's lock).
+pub fn event(shared: &Shared, f: &EventFields<'_>) {
+    let record = EventRecord {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        hook: "detector".into(),
+        verdict: f.verdict.to_owned(),
+        reason: f.reason.to_owned(),
+        policy: f.policy.to_owned(),
+        cgroup_id: f
+            .caller
+            .and_then(|c| c.sandbox.as_ref())
+            .map_or(0, |sb| sb.cgroup_id),
+        cgroup: f.caller.map(|c| c.cgroup.clone()),
+        pid: f.caller.map_or(0, |c| u32::try_from(c.pid).unwrap_or(0)),
+        tid: 0,
+        comm: String::new(),
+        family: String::new(),
+        protocol: String::new(),
+        dst: String::new(),
+        port: 0,
+        name: f.name.clone(),
+        suppressed: 0,
+        detail: Some(f.detail.clone()),
+    };
+    let agent = &shared.config.agent;
+    if let Err(e) =
+        crate::events::append_one(&agent.state_dir, agent.events_file_max_bytes, &record)
+    {
+        tracing::warn!(error = %crate::error_chain(&e), "cannot write a detector event");
+    }
+    let _ = shared.events.send(Arc::new(record));
+}
+
+/// Decides (see the module header), acts, and records what came of it.
+async fn act(shared: &Arc<Shared>, job: &Job) -> Outcome {
+    let outcome = decide_and_start(shared, job).await;
+    if let (Outcome::Capped { .. }, Detector::Reflection, Some(caller)) =
+        (&outcome, job.detector, &job.caller)
+    {
+        // A caller that keeps reflecting keys once the account's budget is spent is
+        // forcing them: it loses its handles and gets no new ones (a decoy's user was
+        // ended already). Before the record: what it says is done.
+        cutoff::end_caller(shared, caller, &job.policy, cutoff::Why::CompromiseCap);
+    }
+    record_outcome(shared, job, &outcome);
+    outcome
+}
+
+async fn decide_and_start(shared: &Arc<Shared>, job: &Job) -> Outcome {
+    let Some((_, config)) = super::with_rotator(shared, &job.integration) else {
+        return Outcome::NotStarted("no_rotator");
+    };
+    let since = SystemTime::now()
+        .checked_sub(limits::WINDOW)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let Ok((open, recent)) = with_vault(shared.vault.clone(), move |v| {
+        Ok((v.open_rotations()?, v.rotations(Some(since))?))
+    })
+    .await
+    else {
+        return Outcome::NotStarted("journal_unreadable");
+    };
+    let now = SystemTime::now();
+    let open = open
+        .into_iter()
+        .find(|r| r.integration == job.integration && r.account == job.account);
+    let budget = limits::budget(&recent, &job.integration, &job.account, config, now);
+    let gate = budget.gate(job.compromised, now);
+    if !job.compromised {
+        if open.is_some() {
+            return Outcome::RotationOpen;
+        }
+        return match gate {
+            Gate::Open => start(shared, job, false).await,
+            Gate::CoolingDown(until) => Outcome::CoolingDown(until),
+            Gate::Capped {
+                limit,
+                count,
+                cap,
+                until,
+            } => Outcome::Capped {
+                limit,
+                count,
+                cap,
+                until,
+            },
+        };
+    }
+    match (open, gate) {
+        // One compromise rotation at a time: a second signal joins the first.
+        (Some(r), _) if r.compromised => Outcome::Joined(r.id),
+        // A routine rotation before its switch: it becomes the compromise rotation.
+        (Some(r), _) if r.step.before_finish() => mark(shared, job, &r).await,
+        (
+            open,
+            Gate::Capped {
+                limit,
+                count,
+                cap,
+                until,
+            },
+        ) => {
+            // No new key; a finished routine rotation's old key (in grace, maybe the
+            // leaked one) is cut off at least.
+            if let Some(r) = open {
+                mark(shared, job, &r).await;
+            }
+            Outcome::Capped {
+                limit,
+                count,
+                cap,
+                until,
             }
         }
-        Err(_) => note(shared, integration, account, trigger, "rotation_open"),
+        // Open (the cooldown does not apply), or a finished routine rotation that the
+        // compromise rotation supersedes.
+        _ => start(shared, job, true).await,
     }
 }
 
-/// Marks the account's open rotation compromised; whether there was one.
-async fn upgrade(shared: &Arc<Shared>, integration: &str, account: &str, trigger: &str) -> bool {
-    let (i, a) = (integration.to_owned(), account.to_owned());
+/// Starts the rotation; one that another signal started meanwhile is joined.
+async fn start(shared: &Arc<Shared>, job: &Job, compromised: bool) -> Outcome {
+    match super::trigger(
+        shared,
+        &job.integration,
+        &job.account,
+        &job.trigger,
+        compromised,
+    )
+    .await
+    {
+        Ok(r) => Outcome::Started(r.id),
+        Err(_) if compromised => {
+            let (i, a) = (job.integration.clone(), job.account.clone());
+            match with_vault(shared.vault.clone(), move |v| v.open_rotations()).await {
+                Ok(open) => match open
+                    .into_iter()
+                    .find(|r| r.integration == i && r.account == a)
+                {
+                    Some(r) if r.compromised => Outcome::Joined(r.id),
+                    Some(r) => mark(shared, job, &r).await,
+                    None => Outcome::NotStarted("refused"),
+                },
+                Err(_) => Outcome::NotStarted("journal_unreadable"),
+            }
+        }
+        Err(_) => Outcome::RotationOpen,
+    }
+}
+
+/// Marks the account's open rotation compromised.
+async fn mark(shared: &Arc<Shared>, job: &Job, open: &Rotation) -> Outcome {
+    let (i, a) = (job.integration.clone(), job.account.clone());
     match with_vault(shared.vault.clone(), move |v| {
         v.compromise_open_rotation(&i, &a)
     })
     .await
     {
         Ok(Some(r)) => {
-            super::record(shared, &r, "marked_compromised", Some(trigger));
-            true
+            super::record(shared, &r, "marked_compromised", Some(&job.trigger));
+            Outcome::Marked(r.id)
         }
-        Ok(None) => false,
+        Ok(None) => Outcome::NotStarted("closed_meanwhile"),
         Err(e) => {
-            tracing::warn!(integration, account, error = %e.message, "cannot mark the open rotation compromised");
-            false
+            tracing::warn!(rotation = %open.id, error = %e.message, "cannot mark the open rotation compromised");
+            Outcome::NotStarted("not_marked")
         }
     }
 }
 
-/// A signal whose rotation did not start (a fixed word says why).
-fn note(shared: &Shared, integration: &str, account: &str, trigger: &str, class: &str) {
+/// The audit record and event of what a signal's action came to.
+fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
+    let (limit, count, cap, until) = match outcome {
+        Outcome::Capped {
+            limit,
+            count,
+            cap,
+            until,
+        } => (Some(*limit), Some(*count), Some(*cap), Some(*until)),
+        Outcome::CoolingDown(until) | Outcome::Quarantined(until) => {
+            (None, None, None, Some(*until))
+        }
+        _ => (None, None, None, None),
+    };
+    let until = until.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    let caller_ended = job.caller.is_some()
+        && (matches!(outcome, Outcome::Quarantined(_))
+            || matches!(outcome, Outcome::Capped { .. }) && job.detector == Detector::Reflection);
+    // Past a limit the action is an alert: that is what the event says was done.
+    let done = match outcome {
+        Outcome::Started(_) | Outcome::Joined(_) | Outcome::Marked(_) | Outcome::Quarantined(_) => {
+            job.action.as_str()
+        }
+        _ => DetectorAction::Alert.as_str(),
+    };
     shared.audit.record(
-        "detector",
+        "detector_action",
         json!({
-            "integration": integration,
-            "account": account,
-            "trigger": trigger,
-            "rotation": class,
+            "detector": job.detector.as_str(),
+            "configured": job.action.as_str(),
+            "action": done,
+            "outcome": outcome.as_str(),
+            "integration": job.integration,
+            "account": job.account,
+            "policy": job.policy,
+            "trigger": job.trigger,
+            "rotation": outcome.rotation(),
+            "limit": limit,
+            "count": count,
+            "cap": cap,
+            "until": until,
+            "caller_ended": caller_ended,
         }),
+    );
+    shared.book.outcome(
+        &job.integration,
+        &job.account,
+        job.detector.as_str(),
+        outcome.as_str(),
+    );
+    let mut detail = outcome.as_str().to_owned();
+    if let Some(id) = outcome.rotation() {
+        detail += &format!(" {id}");
+    }
+    if let (Some(limit), Some(count), Some(cap)) = (limit, count, cap) {
+        detail += &format!(" {limit} {count}/{cap}");
+    }
+    if let Some(until) = &until {
+        detail += &format!(" until {until}");
+    }
+    if caller_ended {
+        detail += "; caller ended";
+    }
+    event(
+        shared,
+        &EventFields {
+            caller: job.caller.as_ref(),
+            policy: &job.policy,
+            verdict: done,
+            reason: job.detector.as_str(),
+            name: Some(format!("{}/{}", job.integration, job.account)),
+            detail,
+        },
     );
 }

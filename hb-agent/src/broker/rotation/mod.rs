@@ -25,12 +25,17 @@
 //! the `canary` and `reflection` detectors (`broker::canary`, `broker::requests`); each
 //! signal goes through [`detect`], which applies the integration's configured action.
 //! A compromised rotation skips **watch** and retires the old key right after finish.
-//! Not built yet: rate spikes, novelty, quarantine, the HTTP rotator, circuit breakers.
+//! How often an account may rotate is [`limits`]' (read from this journal); the
+//! detectors' recent state per account is [`book`]'s.
+//! Not built yet: rate spikes, novelty, the HTTP rotator, circuit breakers.
 
 pub mod api;
+pub mod book;
 pub mod detect;
 pub mod exec;
+pub mod limits;
 pub mod probe;
+pub mod quarantine;
 pub mod schedule;
 
 use std::{

@@ -7,7 +7,8 @@
 //! integration's `max_age_secs` since it was stored, whichever comes first. A due
 //! credential is rotated unless a rotation of its account is open or one started less
 //! than `cooldown_secs` ago (a failing provider is not hammered: the rotation's own
-//! retries and the cooldown pace it).
+//! retries and the cooldown pace it), and at most `max_rotations_per_day` times a day
+//! (past it the signal is an alert, once until a rotation fits again).
 //! Must never: start two rotations of one account (the journal refuses that anyway), or
 //! read a credential's value.
 
@@ -41,6 +42,9 @@ pub async fn run(shared: Arc<Shared>) {
     let mut jitter: HashMap<String, f64> = HashMap::new();
     // Credentials signalled under an action that does not rotate: signalled once.
     let mut signalled: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Credentials whose account's `max_rotations_per_day` is spent: signalled once,
+    // then not again before a rotation fits.
+    let mut capped: HashMap<String, SystemTime> = HashMap::new();
     loop {
         tokio::time::sleep(TICK).await;
         let Ok((credentials, rotations)) = with_vault(shared.vault.clone(), |v| {
@@ -68,12 +72,12 @@ pub async fn run(shared: Arc<Shared>) {
             {
                 continue;
             }
-            if signalled.contains(&meta.id) {
+            if signalled.contains(&meta.id) || capped.get(&meta.id).is_some_and(|t| now < *t) {
                 continue;
             }
             // A rotation refused while one is open (or after the integration lost its
             // rotator) is fine: the next tick sees the state as it is.
-            let action = super::detect::signal_and_act(
+            let outcome = super::detect::signal_and_act(
                 &shared,
                 &super::detect::Signal {
                     detector: super::detect::Detector::Expiry,
@@ -88,11 +92,14 @@ pub async fn run(shared: Arc<Shared>) {
                 },
             )
             .await;
-            if matches!(
-                action,
-                crate::config::DetectorAction::Observe | crate::config::DetectorAction::Alert
-            ) {
-                signalled.insert(meta.id.clone());
+            match outcome {
+                super::detect::Outcome::NoRotation => {
+                    signalled.insert(meta.id.clone());
+                }
+                super::detect::Outcome::Capped { until, .. } => {
+                    capped.insert(meta.id.clone(), until);
+                }
+                _ => {}
             }
         }
     }
