@@ -693,6 +693,29 @@ except Exception as e:
 #[test]
 fn transfers_are_whole_and_half_closes_pass() {
     let w = World::new("bulk");
+    transfer_whole_and_half_close(&w);
+}
+
+/// 6b. The same with the kernel relay (`guard.sockmap`): the TLS connections are handed
+///     to the kernel after the ServerHello (the test server speaks TLS 1.3), the bytes
+///     still arrive byte-identical both ways, the half-close still reaches the server,
+///     and once the connections ended the relay's maps hold nothing.
+#[test]
+fn the_kernel_relay_carries_transfers_whole_and_half_closes() {
+    if old_config() {
+        return;
+    }
+    let w = World::with_guard("kbulk", "[guard]\nsockmap = true");
+    transfer_whole_and_half_close(&w);
+    let g = guard_stats_when(&w.env, "settled", |g| {
+        g["open"] == 0 && g["kernel"].as_u64().is_some_and(|k| k >= 2)
+    });
+    assert_eq!(counter(&g, "kernel_declined"), 0, "{g}");
+    let g = guard_stats_when(&w.env, "left the maps empty", |g| g["kernel_entries"] == 0);
+    assert_eq!(counter(&g, "refused"), 0, "{g}");
+}
+
+fn transfer_whole_and_half_close(w: &World) {
     const N: usize = 32 << 20;
     let xfer = w.script(
         "xfer.py",
