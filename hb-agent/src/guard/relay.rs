@@ -70,10 +70,7 @@ pub async fn tls(
             Ok(true) => match splicer.hand_over(&client, &upstream) {
                 Ok(handed) => {
                     ctx.inner.stats.kernel.fetch_add(1, Ordering::Relaxed);
-                    if splicer.finish(&handed, &client, &upstream).await.is_err() {
-                        reset(client);
-                        reset(upstream);
-                    }
+                    splicer.finish(&handed, client, upstream).await;
                     return;
                 }
                 Err(HandOver::Broken) => {

@@ -30,7 +30,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, RawFd},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     sync::Mutex,
     time::Duration,
 };
@@ -41,7 +41,10 @@ use aya::{
     programs::{SkSkb, sk_skb::SkSkbLink},
 };
 use hb_common::{GuardSplice, map_names, prog_names};
-use tokio::{io::Interest, net::TcpStream};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    net::TcpStream,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpliceError {
@@ -168,46 +171,72 @@ impl Splicer {
         Ok(handed)
     }
 
-    /// Waits for both ends of stream, passing each on once the bytes before it left;
-    /// `Err` when either side failed (the caller resets both). The entries are removed
+    /// Waits for both ends of stream, passing each on once the bytes before it left,
+    /// then closes both; resets both when either side failed. The entries are removed
     /// in every case.
-    pub async fn finish(
-        &self,
-        h: &Handed,
-        client: &TcpStream,
-        upstream: &TcpStream,
-    ) -> io::Result<()> {
-        let done = tokio::try_join!(
-            self.one_way(h.client, client, upstream, h.upstream_base),
-            self.one_way(h.upstream, upstream, client, h.client_base),
-        );
+    ///
+    /// The sockets leave tokio's reactor: each chunk the verdict moves still runs the
+    /// socket's data-ready wake-up, and tokio's epoll would wake the agent for every
+    /// one. A private epoll set watches only for an end of stream or an error
+    /// (`EPOLLRDHUP | EPOLLERR`, not `EPOLLIN`), so the bytes wake nothing here.
+    pub async fn finish(&self, h: &Handed, client: TcpStream, upstream: TcpStream) {
+        let (client, upstream) = match (client.into_std(), upstream.into_std()) {
+            (Ok(c), Ok(u)) => (c, u),
+            _ => {
+                // `into_std` fails only when deregistering fails; the streams are gone.
+                self.forget(h);
+                return;
+            }
+        };
+        let done = self.until_both_end(h, &client, &upstream).await;
         self.forget(h);
-        done.map(|_| ())
+        if done.is_err() {
+            reset_std(&client);
+            reset_std(&upstream);
+        }
     }
 
-    /// `from`'s end of stream, passed on to `to` once `from`'s bytes are all in `to`'s
-    /// send queue.
-    async fn one_way(
+    async fn until_both_end(
+        &self,
+        h: &Handed,
+        client: &std::net::TcpStream,
+        upstream: &std::net::TcpStream,
+    ) -> io::Result<()> {
+        let ends = Ends::watch(client.as_raw_fd(), upstream.as_raw_fd())?;
+        let mut ended = [false, false];
+        while !(ended[0] && ended[1]) {
+            for (side, events) in ends.wait().await? {
+                let (from, to, cookie, base) = if side == 0 {
+                    (client, upstream, h.client, h.upstream_base)
+                } else {
+                    (upstream, client, h.upstream, h.client_base)
+                };
+                if let Some(e) = from.take_error()? {
+                    return Err(e);
+                }
+                self.check(cookie)?;
+                if events & (libc::EPOLLERR as u32) != 0 {
+                    return Err(io::Error::other("socket error"));
+                }
+                if !ended[side] {
+                    self.pass_end(cookie, from, to, base).await?;
+                    ended[side] = true;
+                    ends.stop(from.as_raw_fd());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `from` has ended: once all its bytes are in `to`'s send queue, `to` gets the
+    /// half-close.
+    async fn pass_end(
         &self,
         from_cookie: u64,
-        from: &TcpStream,
-        to: &TcpStream,
+        from: &std::net::TcpStream,
+        to: &std::net::TcpStream,
         to_base: u64,
     ) -> io::Result<()> {
-        loop {
-            let ready = from.ready(Interest::READABLE).await?;
-            if let Some(e) = from.take_error()? {
-                return Err(e);
-            }
-            self.check(from_cookie)?;
-            if ready.is_read_closed() {
-                break;
-            }
-            // Woken by bytes the verdict already took: wait again.
-            let _ = from.try_io(Interest::READABLE, || {
-                Err::<(), _>(io::ErrorKind::WouldBlock.into())
-            });
-        }
         let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
         let mut pause = Duration::from_micros(200);
         loop {
@@ -231,9 +260,7 @@ impl Splicer {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(20));
         }
-        // SAFETY: shutdown of a socket the caller's stream owns.
-        unsafe { libc::shutdown(to_fd, libc::SHUT_WR) };
-        Ok(())
+        to.shutdown(std::net::Shutdown::Write)
     }
 
     /// The bytes sent on for `cookie` so far; `Err` once a chunk was dropped.
@@ -296,6 +323,98 @@ impl Splicer {
             count(self.state.lock().ok().map(|m| m.keys().count())),
         )
     }
+}
+
+/// A private epoll set over a connection's two sockets, reporting only an end of stream,
+/// a hang-up or an error.
+struct Ends {
+    ep: AsyncFd<OwnedFd>,
+    fds: [RawFd; 2],
+}
+
+impl Ends {
+    fn watch(client: RawFd, upstream: RawFd) -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        for (side, fd) in [client, upstream].into_iter().enumerate() {
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP) as u32,
+                u64: side as u64,
+            };
+            // SAFETY: both descriptors are open; `ev` is a valid event.
+            if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) } != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: `ep` is an open descriptor the AsyncFd owns until it drops.
+        let ep = unsafe { AsyncFd::register_with_interest(ep, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Self {
+            ep,
+            fds: [client, upstream],
+        })
+    }
+
+    /// The sides (0: client, 1: upstream) with an event, and their events.
+    async fn wait(&self) -> io::Result<Vec<(usize, u32)>> {
+        loop {
+            let mut ready = self.ep.readable().await?;
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+            // SAFETY: `evs` has room for the two events asked for; no wait.
+            let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), evs.as_mut_ptr(), 2, 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                ready.clear_ready();
+                continue;
+            }
+            return Ok(evs[..n as usize]
+                .iter()
+                .map(|e| (e.u64 as usize, e.events))
+                .collect());
+        }
+    }
+
+    /// No more events from `fd` (its end was passed on; level-triggered, it would report
+    /// it again).
+    fn stop(&self, fd: RawFd) {
+        if self.fds.contains(&fd) {
+            // SAFETY: removal of a descriptor added in `watch`; a null event is allowed.
+            unsafe {
+                libc::epoll_ctl(
+                    self.ep.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+    }
+}
+
+/// Closes with a reset (see `relay::reset`).
+fn reset_std(s: &std::net::TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket with a valid option value of its size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
 }
 
 /// `SO_COOKIE`: the socket's id, as the verdict sees it.
