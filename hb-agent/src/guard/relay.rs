@@ -137,10 +137,11 @@ async fn until_server_commits(
                 write_all_to(client, &server[start..]).await?;
                 match super::tls::server_hello(&server) {
                     Some(super::tls::ServerHello::Tls13) => {
-                        // Whatever the client sent since is past judging: a TLS 1.3
-                        // server reads no other ClientHello.
-                        write_all_to(upstream, &side.held).await?;
-                        side.held.clear();
+                        // Whatever the client sends from now on is past judging: a
+                        // TLS 1.3 server reads no other ClientHello (also when the
+                        // connection stays here for want of room in the kernel's maps).
+                        side.scan.skip_judging();
+                        side.forward(ctx, upstream).await?;
                         return Ok(true);
                     }
                     Some(super::tls::ServerHello::Other) => return Ok(false),
@@ -237,7 +238,8 @@ const READ_BYTES: usize = 64 * 1024;
 struct RecordScan {
     /// Body bytes of a passed record still to come (forwarded without reading).
     skip: usize,
-    /// An audit-mode policy passed a refusal: the rest streams unjudged.
+    /// An audit-mode policy passed a refusal, or the server committed to TLS 1.3 (see
+    /// `splice`): the rest streams unjudged.
     unjudged: bool,
 }
 

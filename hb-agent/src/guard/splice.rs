@@ -18,8 +18,9 @@
 //! then `HB_GUARD_SOCKS` (the verdict), and each socket is kicked once
 //! (`SO_RCVLOWAT`, which runs the verdict over bytes that arrived before it entered).
 //! No room in a map, or a kernel that refuses: the connection stays on the user-space
-//! relay, where it is judged as before (never passed unjudged). A refusal after the first
-//! socket entered the verdict map resets both (bytes may already have moved).
+//! relay (with nothing left to judge: the server is committed to TLS 1.3). A refusal
+//! after the first socket entered the verdict map resets both (bytes may already have
+//! moved).
 //!
 //! End: a socket's end of stream is passed on as a half-close only once every byte the
 //! verdict sent on has entered the peer's send queue (the verdict's count against the
@@ -521,4 +522,57 @@ fn kick(fd: RawFd) {
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        (c, s)
+    }
+
+    #[test]
+    fn written_counts_what_entered_the_send_queue_acknowledged_or_not() {
+        let (mut c, mut s) = pair();
+        let base = written(c.as_raw_fd()).expect("written");
+        c.write_all(&[7; 50_000]).expect("write");
+        assert_eq!(written(c.as_raw_fd()).expect("written") - base, 50_000);
+        let mut got = vec![0; 50_000];
+        s.read_exact(&mut got).expect("read");
+        // Read and acknowledged: still counted once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while bytes_acked(c.as_raw_fd()).expect("acked") < 50_000 {
+            assert!(std::time::Instant::now() < deadline, "never acknowledged");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(written(c.as_raw_fd()).expect("written") - base, 50_000);
+    }
+
+    #[test]
+    fn pending_sees_unread_bytes_and_not_the_end_of_stream() {
+        let (mut c, s) = pair();
+        c.set_nonblocking(true).expect("nonblocking");
+        assert!(!pending(c.as_raw_fd()).expect("pending"));
+        (&s).write_all(b"abc").expect("write");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !pending(c.as_raw_fd()).expect("pending") {
+            assert!(std::time::Instant::now() < deadline, "bytes never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut b = [0; 3];
+        c.read_exact(&mut b).expect("read");
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!pending(c.as_raw_fd()).expect("pending"));
+        assert_ne!(
+            cookie(c.as_raw_fd()).expect("cookie"),
+            cookie(s.as_raw_fd()).expect("cookie")
+        );
+    }
 }
