@@ -293,6 +293,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let guard = if config.guard_in_use() {
         let service = crate::guard::start(
             &config,
+            &mut ebpf,
             &ids,
             &bpffs,
             dns.as_ref().map(crate::dns::DnsService::learned),

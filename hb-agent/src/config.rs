@@ -380,6 +380,10 @@ pub struct GuardConfig {
     /// Guarded connections open at once per policy; more are closed at once
     /// (`guard_busy`).
     pub max_connections_per_policy: u32,
+    /// The kernel relay: a passed TLS connection whose server selected TLS 1.3 has its
+    /// bytes moved between its two sockets by a BPF sock hash verdict after the
+    /// ServerHello, instead of through the guard. Off by default.
+    pub sockmap: bool,
 }
 
 impl Default for GuardConfig {
@@ -389,6 +393,7 @@ impl Default for GuardConfig {
             readonly_methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
             first_flight_timeout_secs: 10,
             max_connections_per_policy: 1024,
+            sockmap: false,
         }
     }
 }

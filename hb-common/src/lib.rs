@@ -77,6 +77,19 @@ pub mod map_names {
     /// when the guard closes the connection: the connections in flight.
     pub const GUARD_FLOWS: &str = "HB_GUARD_FLOWS";
 
+    /// Sock hash, socket cookie → socket, with `hb_guard_splice` attached as its
+    /// stream verdict: the passed TLS connections whose bytes the kernel moves
+    /// (`guard.sockmap`). Not pinned: it lives with the agent, and a socket leaves it
+    /// when it closes. Not in [`ALL`] (nothing to list across agents).
+    pub const GUARD_SOCKS: &str = "HB_GUARD_SOCKS";
+    /// Sock hash, socket cookie → socket, no program attached: where `hb_guard_splice`
+    /// finds a socket's peer. A socket enters it before [`GUARD_SOCKS`], so its peer
+    /// is a valid target before the first byte is judged. Not pinned.
+    pub const GUARD_PEERS: &str = "HB_GUARD_PEERS";
+    /// Hash: socket cookie → [`GuardSplice`](crate::GuardSplice), the peer a spliced
+    /// socket's bytes go to and what went. Not pinned.
+    pub const GUARD_SPLICE: &str = "HB_GUARD_SPLICE";
+
     /// Every map, in the order `hb-agent maps list` shows them.
     pub const ALL: [&str; 20] = [
         ENROLLED,
@@ -123,6 +136,11 @@ pub mod prog_names {
     /// `cgroup/bind4|6`: refuses binds to the ports of hb's resolver and guard.
     pub const BIND4: &str = "hb_bind4";
     pub const BIND6: &str = "hb_bind6";
+
+    /// `sk_skb/stream_verdict` on [`map_names::GUARD_SOCKS`](crate::map_names): a
+    /// spliced guard connection's bytes sent on to the peer socket in the kernel. Not
+    /// a cgroup program, not in [`ALL`]: the guard loads and attaches it itself.
+    pub const GUARD_SPLICE: &str = "hb_guard_splice";
 
     pub const ALL: [&str; 14] = [
         CONNECT4,
@@ -203,6 +221,9 @@ pub mod limits {
     /// Guarded connections between SYN and close at once (least recently used go: a
     /// connection whose entry is gone is closed by the guard, which fails closed).
     pub const GUARD_FLOWS: u32 = 65_536;
+    /// Sockets (two per connection) the guard hands to the kernel at once; a connection
+    /// that finds no room stays on the user-space relay.
+    pub const GUARD_SPLICED: u32 = 16_384;
 }
 
 /// Value of [`map_names::ENROLLED`]: the policy a cgroup (and everything below it) is under.
@@ -516,6 +537,23 @@ pub struct GuardFlowKey {
 }
 const _: () = assert!(size_of::<GuardFlowKey>() == 24);
 
+/// Value of [`map_names::GUARD_SPLICE`]: one spliced socket. Written by the guard
+/// before the socket enters [`map_names::GUARD_SOCKS`]; the counters only by
+/// `hb_guard_splice`, which runs for one socket at a time (under its lock).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardSplice {
+    /// Cookie of the socket this one's bytes go to (a key of
+    /// [`map_names::GUARD_PEERS`]).
+    pub peer: u64,
+    /// Bytes handed to the peer's sending side.
+    pub bytes: u64,
+    /// Chunks the kernel could not hand on (the peer was gone): the connection is
+    /// broken and the guard resets both sides.
+    pub dropped: u64,
+}
+const _: () = assert!(size_of::<GuardSplice>() == 24);
+
 /// Admitted by `cgroup/connect4|6`.
 pub const SOCK_ADMIT_CONNECT: u32 = 1;
 /// Admitted by `cgroup/sendmsg4|6` (the datagram's destination).
@@ -783,6 +821,7 @@ mod pod {
     // SAFETY: each type is #[repr(C)], Copy, and has no padding (size assertions above),
     // so every byte pattern the kernel writes is a valid value.
     unsafe impl aya::Pod for super::Enrollment {}
+    unsafe impl aya::Pod for super::GuardSplice {}
     unsafe impl aya::Pod for super::PolicyInfo {}
     unsafe impl aya::Pod for super::Allow4Key {}
     unsafe impl aya::Pod for super::Allow6Key {}

@@ -16,6 +16,8 @@
 //! * `sockopt` — `cgroup/setsockopt`: refuses the options that make the kernel send for
 //!   the sandbox from its own sockets (multicast membership reports) or route a packet
 //!   elsewhere than its destination (routing headers, IP options).
+//! * `splice` — `sk_skb/stream_verdict`: a passed guard connection's bytes sent from
+//!   one of its sockets to the other in the kernel (`guard.sockmap`).
 //! * `policy` — the decision all share (NAT64 prefixes included), the per-socket admitted
 //!   peers, the maps, counters and events.
 //!
@@ -34,6 +36,7 @@ mod policy;
 mod skb;
 mod sock_addr;
 mod sockopt;
+mod splice;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -693,6 +693,29 @@ except Exception as e:
 #[test]
 fn transfers_are_whole_and_half_closes_pass() {
     let w = World::new("bulk");
+    transfer_whole_and_half_close(&w);
+}
+
+/// 6b. The same with the kernel relay (`guard.sockmap`): the TLS connections are handed
+///     to the kernel after the ServerHello (the test server speaks TLS 1.3), the bytes
+///     still arrive byte-identical both ways, the half-close still reaches the server,
+///     and once the connections ended the relay's maps hold nothing.
+#[test]
+fn the_kernel_relay_carries_transfers_whole_and_half_closes() {
+    if old_config() {
+        return;
+    }
+    let w = World::with_guard("kbulk", "[guard]\nsockmap = true");
+    transfer_whole_and_half_close(&w);
+    let g = guard_stats_when(&w.env, "settled", |g| {
+        g["open"] == 0 && g["kernel"].as_u64().is_some_and(|k| k >= 2)
+    });
+    assert_eq!(counter(&g, "kernel_declined"), 0, "{g}");
+    let g = guard_stats_when(&w.env, "left the maps empty", |g| g["kernel_entries"] == 0);
+    assert_eq!(counter(&g, "refused"), 0, "{g}");
+}
+
+fn transfer_whole_and_half_close(w: &World) {
     const N: usize = 32 << 20;
     let xfer = w.script(
         "xfer.py",
@@ -833,6 +856,22 @@ fn fds(pid: u32) -> usize {
 #[test]
 fn a_thousand_connections_leak_no_descriptor() {
     let mut w = World::new("fds");
+    connections_leak_nothing(&mut w, false);
+}
+
+/// 7b. The same with the kernel relay on, and 100 more TLS connections the client resets
+///     mid-download: the relay's maps end empty (the counters in `status`) and no
+///     descriptor stays behind.
+#[test]
+fn with_the_kernel_relay_a_thousand_connections_leak_no_descriptor_or_entry() {
+    if old_config() {
+        return;
+    }
+    let mut w = World::with_guard("kfds", "[guard]\nsockmap = true");
+    connections_leak_nothing(&mut w, true);
+}
+
+fn connections_leak_nothing(w: &mut World, kernel: bool) {
     let pid = w.env.agent().pid();
     let py = w.script(
         "many.py",
@@ -917,6 +956,51 @@ print(" ".join("%s=%d" % kv for kv in sorted(tally.items())))
     assert!(
         after <= before + 4,
         "the agent holds {after} descriptors after 1,000 guarded connections, {before} before"
+    );
+    if !kernel {
+        return;
+    }
+    assert!(counter(&g, "kernel") >= 300, "{g}");
+    let rst = w.script(
+        "rst.py",
+        r#"
+import socket, ssl, struct, sys
+ca, n = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=ca)
+got = 0
+for i in range(n):
+    s = socket.create_connection(("203.0.113.10", 443), timeout=10)
+    t = ctx.wrap_socket(s, server_hostname="allowed.test")
+    t.sendall(b"GET /big?n=4000000 HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+    got += len(t.recv(65536)) > 0
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    t.close()
+print("reset-after-bytes", got)
+"#,
+    );
+    let (out, text) = w.run(
+        "web",
+        &format!(
+            "getent hosts allowed.test >/dev/null && {} {rst} {} 100",
+            python(),
+            w.ca.display()
+        ),
+    );
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("reset-after-bytes 100"), "{text}");
+    let g = guard_stats_when(&w.env, "idle with empty relay maps", |g| {
+        g["open"] == 0 && g["accepted"].as_u64() >= Some(1150) && g["kernel_entries"] == 0
+    });
+    assert!(counter(&g, "kernel") >= 400, "{g}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut after = fds(pid);
+    while after > before + 4 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        after = fds(pid);
+    }
+    assert!(
+        after <= before + 4,
+        "the agent holds {after} descriptors after 100 reset connections, {before} before"
     );
 }
 

@@ -229,6 +229,15 @@ impl World {
 
     /// The world with the policy's `guard` set to `guard`.
     fn with_guard(name: &str, guard: bool) -> Self {
+        Self::build(name, guard, false)
+    }
+
+    /// The world with the kernel relay on (`guard.sockmap`).
+    fn kernel_relay(name: &str) -> Self {
+        Self::build(name, true, true)
+    }
+
+    fn build(name: &str, guard: bool, sockmap: bool) -> Self {
         private_netns(&[SHARED, "2001:db8::10", "192.0.2.53"]);
         let dir = std::env::temp_dir().join(format!(
             "hb-guard-attack-{name}-{}",
@@ -246,8 +255,15 @@ impl World {
             &[],
             60,
         );
+        let kernel = if sockmap {
+            "[guard]\nsockmap = true"
+        } else {
+            ""
+        };
         let config = format!(
             r#"
+{kernel}
+
 [dns]
 listen = "127.0.0.1:5300"
 redirect = true
@@ -530,6 +546,96 @@ fn a_second_client_hello_after_hello_retry_request_never_reaches_evil_test() {
 fn a_renegotiation_naming_evil_test_never_reaches_evil_test() {
     let w = World::new("gareneg");
     tls_attack_reaches_only_allowed_test(&w, 8444, "renegotiated_request", "/via-renegotiation");
+}
+
+/// The same two attacks with the kernel relay on: a HelloRetryRequest and a TLS 1.2
+/// server keep the connection on the user-space relay, which refuses the second name.
+#[test]
+fn with_the_kernel_relay_a_second_client_hello_after_hello_retry_request_never_reaches_evil_test() {
+    let w = World::kernel_relay("gakhrr");
+    tls_attack_reaches_only_allowed_test(&w, 443, "hrr_request", "/via-hrr");
+}
+
+#[test]
+fn with_the_kernel_relay_a_renegotiation_naming_evil_test_never_reaches_evil_test() {
+    let w = World::kernel_relay("gakreneg");
+    tls_attack_reaches_only_allowed_test(&w, 8444, "renegotiated_request", "/via-renegotiation");
+}
+
+/// On the kernel relay (the server selected TLS 1.3 in its ServerHello, so the guard
+/// handed the connection over and no longer reads the client's records): a second
+/// ClientHello naming evil.test, or a plaintext request for evil.test, sent after the
+/// ServerHello, goes to the server unread by the guard, and the server, committed to
+/// TLS 1.3, refuses it: evil.test's host receives nothing. A control connection offering
+/// the server's key share (no HelloRetryRequest) takes the kernel path.
+#[test]
+fn on_the_kernel_relay_a_later_client_hello_never_reaches_evil_test() {
+    let w = World::kernel_relay("gaklater");
+    let out = w.attack(&script(&format!(
+        r#"
+{HELLO_PY}
+def p256():
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE
+    c.set_ecdh_curve("prime256v1"); c.minimum_version = ssl.TLSVersion.TLSv1_3
+    return c
+def hello13(name):
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = p256().wrap_bio(i, o, server_hostname=name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return o.read()
+with p256().wrap_socket(socket.create_connection((SHARED, 443), timeout=5), server_hostname="allowed.test") as t:
+    t.sendall(b"GET /control HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+    print("control", recv_all(t).split(b"\r\n")[0].decode())
+def after_server_hello(second):
+    s = socket.create_connection((SHARED, 443), timeout=5)
+    s.sendall(hello13("allowed.test"))
+    first = s.recv(65536)
+    s.sendall(second)
+    return outcome(s) + " after %d bytes" % len(first)
+attempt("second-hello", lambda: after_server_hello(hello13("evil.test")))
+attempt("plaintext", lambda: after_server_hello(b"GET /plain HTTP/1.1\r\nHost: evil.test\r\n\r\n"))
+"#
+    )));
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "TLS 1.3 to allowed.test passes the guard: {out}"
+    );
+    for attempt in ["second-hello", "plaintext"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(attempt) && l.contains(" after ")),
+            "{attempt}: the server's first flight came back before the attack: {out}"
+        );
+    }
+    // The agent writes its counters about once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = w.env.hb_json(&["status"])["guard"].clone();
+        // The control and both attacks: each handed over after the ServerHello.
+        if g["kernel"].as_u64().is_some_and(|k| k >= 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kernel relay did not carry the three connections: {g}\n{out}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let records = w.vhosts.settle(|r| r["path"] == "/plain");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["path"] == "/control" && r["vhost"] == "allowed.test"),
+        "the control request arrived: {records:?}"
+    );
+    assert_eq!(
+        reached_evil(&records),
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached: {out}"
+    );
 }
 
 /// The trailer section of a chunked body: the guard reads trailer lines up to CRLF and

@@ -118,6 +118,11 @@ fn old_config() -> bool {
 
 impl World {
     fn new(name: &str) -> Self {
+        Self::build(name, "")
+    }
+
+    /// The world with `guard` (a `[guard]` section) in the config.
+    fn build(name: &str, guard: &str) -> Self {
         hb_tests::require_root();
         private_netns(&["203.0.113.10", "203.0.113.11"]);
         // Below /var/tmp, which a sandbox sees: curl there trusts the test CA.
@@ -175,6 +180,8 @@ impl World {
         };
         let config = format!(
             r#"
+{guard}
+
 [dns]
 listen = "127.0.0.1:5300"
 upstreams = ["127.0.0.1:{DNS_PORT}"]
@@ -211,6 +218,35 @@ allow_domains = ["allowed.test", "write.test", "other.test"]
 #[test]
 fn an_upstream_reset_reaches_the_client_as_a_reset() {
     let w = World::new("reset");
+    resets_reach_the_client(&w);
+}
+
+/// The same with the kernel relay on: the TLS connection is in the kernel's hands when
+/// the server resets it (the test server speaks TLS 1.3), and the guard resets the
+/// client's side.
+#[test]
+fn with_the_kernel_relay_an_upstream_reset_reaches_the_client_as_a_reset() {
+    if old_config() {
+        return;
+    }
+    let w = World::build("kreset", "[guard]\nsockmap = true");
+    resets_reach_the_client(&w);
+    // The agent writes its counters about once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let g = w.env.hb_json(&["status"])["guard"].clone();
+        if g["kernel"].as_u64().is_some_and(|k| k >= 1) && g["kernel_entries"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TLS connection went through the kernel relay and left no entry: {g}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn resets_reach_the_client(w: &World) {
     // TLS through a memory BIO, so the outcome is read off the TCP socket itself (the
     // ssl module turns a reset into a quiet end of stream).
     let client = r#"

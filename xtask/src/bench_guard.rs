@@ -23,7 +23,8 @@
 //!
 //! Sizes can be lowered for a smoke run: `HB_BENCH_GUARD_CONNECTIONS` (per case, default
 //! 2000), `HB_BENCH_GUARD_BYTES` (per transfer, default 1 GiB),
-//! `HB_BENCH_GUARD_BULK_ROUNDS` (default 3).
+//! `HB_BENCH_GUARD_BULK_ROUNDS` (default 3). `HB_BENCH_GUARD_SOCKMAP=1` runs the guard
+//! with its kernel relay (`guard.sockmap = true`).
 
 use std::{
     fs,
@@ -418,8 +419,13 @@ workers 1
 }
 
 fn agent_config(dir: &Path, bpffs: &Path, tag: &str) -> String {
+    // `HB_BENCH_GUARD_SOCKMAP=1`: the guard's kernel relay on (`guard.sockmap`).
+    let sockmap = std::env::var("HB_BENCH_GUARD_SOCKMAP").is_ok_and(|v| v == "1");
     format!(
         r#"
+[guard]
+sockmap = {sockmap}
+
 [agent]
 state_dir = "{state}/state"
 master_key_file = "{state}/state/master.key"

@@ -329,6 +329,12 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
             "guard: {} connections accepted, {} passed, {} refused, {} closed at max_connections_per_policy, {} without a kernel record, {} open",
             g.accepted, g.passed, g.refused, g.busy, g.unattributed, g.open
         );
+        if g.kernel > 0 || g.kernel_declined > 0 || g.kernel_entries > 0 {
+            println!(
+                "guard kernel relay: {} connections handed over, {} kept in user space (no room), {} map entries now",
+                g.kernel, g.kernel_declined, g.kernel_entries
+            );
+        }
     }
     if let Some(b) = &broker {
         let refused: Vec<String> = b.refused.iter().map(|(k, v)| format!("{v} {k}")).collect();

@@ -29,6 +29,7 @@ pub mod decide;
 pub mod flow;
 pub mod http;
 mod relay;
+pub mod splice;
 pub mod tls;
 mod tls_records;
 
@@ -68,6 +69,8 @@ pub enum GuardError {
     },
     #[error(transparent)]
     Maps(#[from] MapsError),
+    #[error("guard.sockmap: the kernel relay cannot run")]
+    Splice(#[from] splice::SpliceError),
 }
 
 /// File below `state_dir`: the guard's counters (read by `status`).
@@ -88,6 +91,17 @@ pub struct GuardStats {
     pub unattributed: u64,
     /// Connections open now.
     pub open: u64,
+    /// Passed TLS connections handed to the kernel relay (`guard.sockmap`).
+    #[serde(default)]
+    pub kernel: u64,
+    /// Connections the kernel relay would have taken but a map had no room or the
+    /// kernel refused: they stayed on the user-space relay.
+    #[serde(default)]
+    pub kernel_declined: u64,
+    /// Entries in the kernel relay's three maps now (two sockets and two records per
+    /// connection in its hands; 0 when nothing is).
+    #[serde(default)]
+    pub kernel_entries: u64,
 }
 
 #[derive(Default)]
@@ -98,6 +112,8 @@ struct Stats {
     busy: AtomicU64,
     unattributed: AtomicU64,
     open: AtomicU64,
+    kernel: AtomicU64,
+    kernel_declined: AtomicU64,
 }
 
 impl Stats {
@@ -109,6 +125,9 @@ impl Stats {
             busy: self.busy.load(Ordering::Relaxed),
             unattributed: self.unattributed.load(Ordering::Relaxed),
             open: self.open.load(Ordering::Relaxed),
+            kernel: self.kernel.load(Ordering::Relaxed),
+            kernel_declined: self.kernel_declined.load(Ordering::Relaxed),
+            kernel_entries: 0,
         }
     }
 }
@@ -117,13 +136,18 @@ impl Stats {
 pub struct GuardService {
     inner: Arc<Inner>,
     stats: Arc<Stats>,
+    splicer: Option<Arc<splice::Splicer>>,
     written: Mutex<Option<GuardStats>>,
 }
 
 impl GuardService {
     /// Once a second: rewrites the counters file when they changed.
     pub fn housekeeping(&self, state_dir: &Path) {
-        let now = self.stats.snapshot();
+        let mut now = self.stats.snapshot();
+        if let Some(s) = &self.splicer {
+            let (socks, peers, records) = s.entries();
+            now.kernel_entries = (socks + peers + records) as u64;
+        }
         let Ok(mut written) = self.written.lock() else {
             return;
         };
@@ -167,6 +191,8 @@ struct Inner {
     first_flight: Duration,
     events: mpsc::Sender<EventRecord>,
     stats: Arc<Stats>,
+    /// The kernel relay, when `guard.sockmap` is on.
+    splicer: Option<Arc<splice::Splicer>>,
     /// Accept errors not logged yet, and when the last log line went out.
     accept_log: Mutex<(u64, Option<Instant>)>,
 }
@@ -178,6 +204,7 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// and serves them until the runtime ends.
 pub async fn start(
     config: &Config,
+    ebpf: &mut aya::Ebpf,
     ids: &HashMap<String, u32>,
     bpffs_dir: &Path,
     learned: Option<Arc<Mutex<Learned>>>,
@@ -206,6 +233,11 @@ pub async fn start(
         );
     }
     let stats = Arc::new(Stats::default());
+    let splicer = if config.guard.sockmap {
+        Some(Arc::new(splice::Splicer::open(ebpf)?))
+    } else {
+        None
+    };
     let inner = Arc::new(Inner {
         flows: Flows::open(bpffs_dir)?,
         judge: Judge {
@@ -218,6 +250,7 @@ pub async fn start(
         first_flight: Duration::from_secs(config.guard.first_flight_timeout_secs),
         events,
         stats: stats.clone(),
+        splicer: splicer.clone(),
         accept_log: Mutex::new((0, None)),
     });
     let listen = config.guard_listen();
@@ -239,6 +272,7 @@ pub async fn start(
     Ok(GuardService {
         inner,
         stats,
+        splicer,
         written: Mutex::new(None),
     })
 }

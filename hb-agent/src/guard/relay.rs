@@ -16,6 +16,7 @@
 
 use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -32,6 +33,7 @@ use super::{
     decide::PolicyRules,
     flow::Origin,
     http::{self, Chunks, Framing},
+    splice::HandOver,
     tls_records::{self, Step, Watch},
 };
 
@@ -48,7 +50,9 @@ pub fn reset(client: TcpStream) {
 
 /// A passed TLS connection: the client's records judged by their headers (and, until
 /// encryption starts, its handshake messages: see `tls_records`) and spliced on, the
-/// server's spliced back, until both ends closed.
+/// server's spliced back, until both ends closed. With `guard.sockmap`, a connection
+/// whose server commits to TLS 1.3 is handed to the kernel after its ServerHello
+/// (`splice`).
 pub async fn tls(
     ctx: &Ctx<'_>,
     client: TcpStream,
@@ -56,12 +60,45 @@ pub async fn tls(
     first: Vec<u8>,
     name: String,
 ) {
+    let mut side = ClientSide {
+        held: first,
+        watch: Watch::new(name),
+        scan: RecordScan::default(),
+    };
+    if let Some(splicer) = &ctx.inner.splicer {
+        match until_server_commits(ctx, &client, &upstream, &mut side).await {
+            Ok(true) => match splicer.hand_over(&client, &upstream) {
+                Ok(handed) => {
+                    ctx.inner.stats.kernel.fetch_add(1, Ordering::Relaxed);
+                    splicer.finish(&handed, client, upstream).await;
+                    return;
+                }
+                Err(HandOver::Broken) => {
+                    reset(client);
+                    reset(upstream);
+                    return;
+                }
+                Err(HandOver::Declined) => {
+                    ctx.inner
+                        .stats
+                        .kernel_declined
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            Ok(false) => {}
+            Err(_) => {
+                reset(client);
+                reset(upstream);
+                return;
+            }
+        }
+    }
     let Ok(down) = Pipe::new() else {
         reset(client);
         return;
     };
     let relayed = tokio::try_join!(
-        forward_client_records(ctx, &client, &upstream, first, Watch::new(name)),
+        forward_client_records(ctx, &client, &upstream, side),
         splice_one_way(&upstream, &client, &down),
     );
     if relayed.is_err() {
@@ -72,25 +109,78 @@ pub async fn tls(
     }
 }
 
-/// The client → server direction of a TLS connection: read in large reads, each record
-/// header judged as it streams by (a plaintext handshake record held until it is whole
-/// and judged), and the bytes forwarded unchanged, one write per read. `held` starts
-/// with the first flight.
-async fn forward_client_records(
+/// Relays both ways in user space (the client's records judged) until the server's first
+/// handshake message: `true` when it committed the server to TLS 1.3 (everything read
+/// was written on, so the kernel may take over), `false` when the connection stays on
+/// the user-space relay (another version, a HelloRetryRequest, an end of stream: the
+/// relay picks up where this stopped).
+async fn until_server_commits(
     ctx: &Ctx<'_>,
     client: &TcpStream,
     upstream: &TcpStream,
-    mut held: Vec<u8>,
-    mut watch: Watch,
-) -> std::io::Result<()> {
-    let mut scan = RecordScan::default();
-    let fits = |n: &str| {
-        ctx.inner
-            .judge
-            .name_fits(ctx.policy, n, ctx.origin.dst.ip())
-    };
+    side: &mut ClientSide,
+) -> std::io::Result<bool> {
+    side.forward(ctx, upstream).await?;
+    let mut server = Vec::with_capacity(8 * 1024);
     loop {
-        let ready = match scan.advance(&held, &mut watch, fits) {
+        tokio::select! {
+            r = upstream.readable() => {
+                r?;
+                let start = server.len();
+                server.reserve(READ_BYTES);
+                match upstream.try_read_buf(&mut server) {
+                    Ok(0) => return Ok(false),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+                write_all_to(client, &server[start..]).await?;
+                match super::tls::server_hello(&server) {
+                    Some(super::tls::ServerHello::Tls13) => {
+                        // Whatever the client sends from now on is past judging: a
+                        // TLS 1.3 server reads no other ClientHello (also when the
+                        // connection stays here for want of room in the kernel's maps).
+                        side.scan.skip_judging();
+                        side.forward(ctx, upstream).await?;
+                        return Ok(true);
+                    }
+                    Some(super::tls::ServerHello::Other) => return Ok(false),
+                    None if server.len() > super::tls::MAX_HELLO => return Ok(false),
+                    None => {}
+                }
+            }
+            r = client.readable() => {
+                r?;
+                side.held.reserve(READ_BYTES);
+                match client.try_read_buf(&mut side.held) {
+                    Ok(0) => return Ok(false),
+                    Ok(_) => side.forward(ctx, upstream).await?,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// The client → server direction of a TLS connection: what was read and not sent on
+/// yet, and where its record stream stands.
+struct ClientSide {
+    held: Vec<u8>,
+    watch: Watch,
+    scan: RecordScan,
+}
+
+impl ClientSide {
+    /// Judges what `held` holds and writes on what may go (a refusal is counted and
+    /// reported, and ends the connection unless the policy only audits).
+    async fn forward(&mut self, ctx: &Ctx<'_>, upstream: &TcpStream) -> std::io::Result<()> {
+        let fits = |n: &str| {
+            ctx.inner
+                .judge
+                .name_fits(ctx.policy, n, ctx.origin.dst.ip())
+        };
+        let ready = match self.scan.advance(&self.held, &mut self.watch, fits) {
             Ok(ready) => ready,
             Err((reason, name)) => {
                 ctx.inner
@@ -98,23 +188,39 @@ async fn forward_client_records(
                 if !ctx.policy.audit {
                     return Err(std::io::Error::other("refused"));
                 }
-                scan.skip_judging();
-                held.len()
+                self.scan.skip_judging();
+                self.held.len()
             }
         };
-        write_all_to(upstream, &held[..ready]).await?;
-        held.drain(..ready);
-        held.reserve(READ_BYTES);
+        write_all_to(upstream, &self.held[..ready]).await?;
+        self.held.drain(..ready);
+        Ok(())
+    }
+}
+
+/// The client → server direction of a TLS connection: read in large reads, each record
+/// header judged as it streams by (a plaintext handshake record held until it is whole
+/// and judged), and the bytes forwarded unchanged, one write per read. `side.held`
+/// starts with what was read and not sent on yet.
+async fn forward_client_records(
+    ctx: &Ctx<'_>,
+    client: &TcpStream,
+    upstream: &TcpStream,
+    mut side: ClientSide,
+) -> std::io::Result<()> {
+    loop {
+        side.forward(ctx, upstream).await?;
+        side.held.reserve(READ_BYTES);
         let got = loop {
             client.readable().await?;
-            match client.try_read_buf(&mut held) {
+            match client.try_read_buf(&mut side.held) {
                 Ok(got) => break got,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
         };
         if got == 0 {
-            if held.is_empty() && scan.at_record_start() {
+            if side.held.is_empty() && side.scan.at_record_start() {
                 // SAFETY: shutdown of a socket the caller's stream owns.
                 unsafe { libc::shutdown(upstream.as_raw_fd(), libc::SHUT_WR) };
                 return Ok(());
@@ -132,7 +238,8 @@ const READ_BYTES: usize = 64 * 1024;
 struct RecordScan {
     /// Body bytes of a passed record still to come (forwarded without reading).
     skip: usize,
-    /// An audit-mode policy passed a refusal: the rest streams unjudged.
+    /// An audit-mode policy passed a refusal, or the server committed to TLS 1.3 (see
+    /// `splice`): the rest streams unjudged.
     unjudged: bool,
 }
 

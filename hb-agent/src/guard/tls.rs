@@ -10,6 +10,7 @@
 use tls_parser::{
     TlsExtension, TlsExtensionType, TlsMessage, TlsMessageHandshake,
     parse_tls_client_hello_extensions, parse_tls_message_handshake,
+    parse_tls_server_hello_extensions,
 };
 
 /// TLS record content type of handshake records.
@@ -133,6 +134,58 @@ pub fn hello_name(message: &[u8]) -> Hello {
     }
 }
 
+/// What the server's first handshake message commits it to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerHello {
+    /// A ServerHello selecting TLS 1.3 (not a HelloRetryRequest): the server reads no
+    /// further ClientHello on this connection and cannot renegotiate (RFC 8446 §4.1.3,
+    /// §4.1.4, §5: a TLS 1.3 server aborts on a plaintext handshake record once its
+    /// keys changed).
+    Tls13,
+    /// Anything else: TLS 1.2 or older, a HelloRetryRequest (a second ClientHello is
+    /// still to come), or bytes the guard cannot read as a ServerHello.
+    Other,
+}
+
+/// The random of a HelloRetryRequest (RFC 8446 §4.1.3: SHA-256 of
+/// "HelloRetryRequest").
+const HRR_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
+
+/// Reads the server's first handshake message from the start of its byte stream:
+/// `None` while more bytes are needed.
+pub fn server_hello(buf: &[u8]) -> Option<ServerHello> {
+    let message = match complete_hello(buf) {
+        Ok(Some(m)) => m,
+        Ok(None) => return None,
+        Err(()) => return Some(ServerHello::Other),
+    };
+    let Ok((rest, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(hello)))) =
+        parse_tls_message_handshake(&message)
+    else {
+        return Some(ServerHello::Other);
+    };
+    if !rest.is_empty() || hello.random == HRR_RANDOM {
+        return Some(ServerHello::Other);
+    }
+    let Some(Ok((rest, extensions))) = hello.ext.map(parse_tls_server_hello_extensions) else {
+        return Some(ServerHello::Other);
+    };
+    let selected: Vec<_> = extensions
+        .iter()
+        .filter_map(|e| match e {
+            TlsExtension::SupportedVersions(v) => Some(v.as_slice()),
+            _ => None,
+        })
+        .collect();
+    Some(match selected.as_slice() {
+        [[v]] if rest.is_empty() && v.0 == 0x0304 => ServerHello::Tls13,
+        _ => ServerHello::Other,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -233,6 +286,50 @@ pub(crate) mod tests {
             assert_eq!(complete_hello(&two[..cut]), Ok(None), "cut at {cut}");
         }
         assert_eq!(name_of(&two), Hello::Name("allowed.test".into()));
+    }
+
+    /// A ServerHello record with `random` and a supported_versions extension selecting
+    /// `version` (none: no extension).
+    pub(crate) fn server_hello_record(random: [u8; 32], version: Option<u16>) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend(random);
+        body.push(0); // session id
+        body.extend([0x13, 0x01, 0]); // cipher suite, null compression
+        let mut ext = Vec::new();
+        if let Some(v) = version {
+            ext.extend([0, 43, 0, 2]);
+            ext.extend(v.to_be_bytes());
+        }
+        body.extend((ext.len() as u16).to_be_bytes());
+        body.extend(ext);
+        let mut msg = vec![2];
+        msg.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        msg.extend(body);
+        let mut rec = vec![HANDSHAKE, 3, 3];
+        rec.extend((msg.len() as u16).to_be_bytes());
+        rec.extend(msg);
+        rec
+    }
+
+    #[test]
+    fn only_a_tls13_server_hello_commits_the_server() {
+        let tls13 = server_hello_record([7; 32], Some(0x0304));
+        for cut in 0..tls13.len() {
+            assert_eq!(server_hello(&tls13[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(server_hello(&tls13), Some(ServerHello::Tls13));
+        let mut more = tls13.clone();
+        more.extend([20, 3, 3, 0, 1, 1, 23, 3, 3, 0, 2, 9, 9]);
+        assert_eq!(server_hello(&more), Some(ServerHello::Tls13));
+        for other in [
+            server_hello_record(HRR_RANDOM, Some(0x0304)),
+            server_hello_record([7; 32], Some(0x0303)),
+            server_hello_record([7; 32], None),
+            client_hello(&[sni(&["allowed.test"])]),
+            vec![21, 3, 3, 0, 2, 2, 40],
+        ] {
+            assert_eq!(server_hello(&other), Some(ServerHello::Other));
+        }
     }
 
     #[test]
