@@ -384,6 +384,22 @@ pub struct GuardConfig {
     /// bytes moved between its two sockets by a BPF sock hash verdict after the
     /// ServerHello, instead of through the guard. Off by default.
     pub sockmap: bool,
+    /// Guarded connections one cgroup (a sandbox, a pod's container) may hold open at
+    /// once; more are closed at once (`guard_cgroup_busy`), so one sandbox cannot take
+    /// every slot of its policy. Unset: a quarter of `max_connections_per_policy`.
+    pub max_connections_per_cgroup: Option<u32>,
+    /// A passed connection with no data either way for this long is closed, so idle
+    /// kept-alive connections do not hold their slots for ever.
+    pub idle_timeout_secs: u64,
+}
+
+impl GuardConfig {
+    /// `max_connections_per_cgroup`, or its default: a quarter of the policy's cap.
+    pub fn per_cgroup(&self) -> u32 {
+        self.max_connections_per_cgroup
+            .unwrap_or(self.max_connections_per_policy / 4)
+            .max(1)
+    }
 }
 
 impl Default for GuardConfig {
@@ -394,6 +410,8 @@ impl Default for GuardConfig {
             first_flight_timeout_secs: 10,
             max_connections_per_policy: 1024,
             sockmap: false,
+            max_connections_per_cgroup: None,
+            idle_timeout_secs: 300,
         }
     }
 }
@@ -1607,6 +1625,11 @@ impl Config {
                 "guard.max_connections_per_policy",
                 u64::from(self.guard.max_connections_per_policy),
             ),
+            (
+                "guard.max_connections_per_cgroup",
+                u64::from(self.guard.max_connections_per_cgroup.unwrap_or(1)),
+            ),
+            ("guard.idle_timeout_secs", self.guard.idle_timeout_secs),
         ] {
             const MAX: u64 = 86_400 * 365;
             if value == 0 || value > MAX {
@@ -2039,6 +2062,18 @@ mod tests {
             (
                 "[guard]\nmax_connections_per_policy = 0\n",
                 "guard.max_connections_per_policy",
+                2,
+                "outside 1..=",
+            ),
+            (
+                "[guard]\n\nmax_connections_per_cgroup = 0\n",
+                "guard.max_connections_per_cgroup",
+                3,
+                "outside 1..=",
+            ),
+            (
+                "[guard]\nidle_timeout_secs = 0\n",
+                "guard.idle_timeout_secs",
                 2,
                 "outside 1..=",
             ),

@@ -1318,7 +1318,10 @@ attempt("records-allowed", records(hello("allowed.test"), 40), 1 << 16)
 /// event, and once the holders go a new connection passes again.
 #[test]
 fn connections_past_the_policy_limit_are_refused_busy() {
-    let w = World::with_guard("busy", "[guard]\nmax_connections_per_policy = 4\n");
+    let w = World::with_guard(
+        "busy",
+        "[guard]\nmax_connections_per_policy = 4\nmax_connections_per_cgroup = 8\n",
+    );
     let py = w.script(
         "busy.py",
         r#"
@@ -1364,6 +1367,117 @@ print("after", t.recv(100).split(b"\r\n")[0].decode(), flush=True)
         g["busy"].as_u64() >= Some(1)
     });
     assert_eq!(counter(&g, "busy"), 1, "{g}");
+    let _ = client.finish();
+}
+
+/// One sandbox cannot take every slot of its policy: past its cgroup's share
+/// (`max_connections_per_cgroup`, by default a quarter of `max_connections_per_policy`)
+/// its connections are closed at once with a `guard_cgroup_busy` event naming its
+/// cgroup, while another sandbox under the same policy still connects.
+#[test]
+fn one_sandbox_cannot_take_every_slot_of_its_policy() {
+    let w = World::with_guard("share", "[guard]\nmax_connections_per_policy = 8\n");
+    let py = w.script(
+        "hog.py",
+        r#"
+import socket, sys
+socket.getaddrinfo("allowed.test", 80)
+held, refused = [], 0
+for i in range(8):
+    s = socket.create_connection(("203.0.113.10", 80), timeout=10)
+    s.sendall(b"GET /hold HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+    try:
+        got = s.recv(100)
+    except OSError:
+        got = b""
+    if got.startswith(b"HTTP/1.1 200"):
+        held.append(s)
+    else:
+        refused += 1
+        s.close()
+print("held", len(held), "refused", refused, flush=True)
+sys.stdin.readline()
+"#,
+    );
+    let mut hog = w.spawn_python("web", &py, &[]);
+    let line = hog.line();
+    guard_stats_when(&w.env, "holds the hog's connections", |g| {
+        g["open"].as_u64() >= Some(2)
+    });
+    // Another sandbox of the same policy, while the first holds what it could.
+    let (out, text) = w.run("web", &w.curl("http://allowed.test/victim"));
+    assert!(
+        out.status.success() && text.contains("vhost allowed.test path /victim"),
+        "another sandbox under the policy is refused while one holds its slots ({line}): {text}{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        line, "held 2 refused 6",
+        "one sandbox holds its share (a quarter of 8), no more"
+    );
+    let ev = guard_event(&w.env, "guard_cgroup_busy", None, NEAR);
+    let hogs = w.near.requests_to("/hold");
+    assert_eq!(hogs.len(), 2, "{hogs:#?}");
+    let g = guard_stats_when(&w.env, "counts the refused", |g| {
+        g["cgroup_busy"].as_u64() >= Some(6)
+    });
+    assert_eq!(counter(&g, "cgroup_busy"), 6, "{g} {ev}");
+    assert_eq!(counter(&g, "busy"), 0, "{g}");
+    hog.send("");
+    let _ = hog.finish();
+}
+
+/// A passed connection on which no data moves either way for `idle_timeout_secs` is
+/// closed by the guard (its slot freed); one that keeps talking stays open.
+#[test]
+fn an_idle_relayed_connection_is_closed() {
+    let w = World::with_guard("idle", "[guard]\nidle_timeout_secs = 1\n");
+    let py = w.script(
+        "idle.py",
+        r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+socket.getaddrinfo("allowed.test", 443)
+def get(t, path):
+    t.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+    got = b""
+    while not got.endswith(b"path " + path):  # the whole answer, headers and body
+        got += t.recv(4096)
+    return got.split(b"\r\n")[0].decode()
+busy = ctx.wrap_socket(socket.create_connection(("203.0.113.10", 443), timeout=20), server_hostname="allowed.test")
+idle = ctx.wrap_socket(socket.create_connection(("203.0.113.10", 443), timeout=20), server_hostname="allowed.test")
+print("idle first", get(idle, b"/idle"), flush=True)
+# The busy one talks every 200 ms for 3 s: data moving keeps it open.
+for i in range(15):
+    got = get(busy, b"/busy")
+    time.sleep(0.2)
+print("busy", got, flush=True)
+# The server keeps an idle connection 30 s; the guard's limit here is 1 s.
+try:
+    print("idle then", "closed" if idle.recv(100) == b"" else "data", flush=True)
+except socket.timeout:
+    print("idle then", "still open", flush=True)
+except OSError as e:
+    print("idle then", "closed", type(e).__name__, flush=True)
+"#,
+    );
+    let ca = w.ca.display().to_string();
+    let mut client = w.spawn_python("web", &py, &[&ca]);
+    assert_eq!(client.line(), "idle first HTTP/1.1 200 OK");
+    assert_eq!(
+        client.line(),
+        "busy HTTP/1.1 200 OK",
+        "a connection that keeps talking is not closed"
+    );
+    let then = client.line();
+    assert!(
+        then.starts_with("idle then closed"),
+        "an idle relayed connection is closed by the guard: {then}"
+    );
+    let g = guard_stats_when(&w.env, "counts the idle close", |g| {
+        g["idle_closed"].as_u64() >= Some(1)
+    });
+    assert_eq!(counter(&g, "idle_closed"), 1, "{g}");
     let _ = client.finish();
 }
 

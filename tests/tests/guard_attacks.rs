@@ -8,7 +8,7 @@
 //! ClientHello's name also logged on its own), so a test can assert that `evil.test`'s
 //! host received nothing and that no write method reached the read-only host.
 //!
-//! Ports on 203.0.113.10, all guarded (`guard_ports = [80, 443, 8080, 8444]`):
+//! Ports on 203.0.113.10, all guarded (`guard_ports = [80, 443, 8080, 8444, 8445]`):
 //! - 80: plain HTTP; every method's body is read, `Content-Length` or chunked, the
 //!   chunked decoder reading its lines with `readline()` (a line ends at LF, as in
 //!   Go's net/http before 1.24.2, CVE-2025-22871, and many small servers);
@@ -18,7 +18,9 @@
 //! - 443: TLS with SNI-selected certificates (Python's `ssl`, OpenSSL 3, the context
 //!   switched in the SNI callback as servers do), key shares on P-256 only, HTTP inside;
 //! - 8444: the same, allowing client-initiated TLS 1.2 renegotiation (as OpenSSL 1.1.1
-//!   servers do by default).
+//!   servers do by default);
+//! - 8445: a raw sink, in the tests that start one ([`Sink`]): it records every byte
+//!   the guard let through, whatever a TLS server would make of it.
 
 use std::{
     fs,
@@ -276,7 +278,7 @@ exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
 name = "web"
 allow_domains = ["allowed.test"]
 guard = {guard}
-guard_ports = [80, 443, 8080, 8444]
+guard_ports = [80, 443, 8080, 8444, 8445]
 "#
         );
         let mut env = TestEnv::new(name, &config);
@@ -1115,4 +1117,104 @@ print("attack", {call}({port}, b"allowed.test", b"evil.test"))
         Vec::<&Value>::new(),
         "evil.test's virtual host was reached: {out}"
     );
+}
+
+/// A raw TCP server on the shared address, port 8445: keeps what each connection
+/// carried (until its end, or 3 s of silence).
+struct Sink {
+    got: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Sink {
+    fn start() -> Self {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind((SHARED, 8445)).expect("sink bind");
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = got.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let keep = keep.clone();
+                thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+                    let mut data = Vec::new();
+                    let _ = conn.read_to_end(&mut data);
+                    keep.lock().expect("sink").push(data);
+                });
+            }
+        });
+        Self { got }
+    }
+
+    /// What the connections carried, once `count` of them ended (10 s at most).
+    fn carried(&self, count: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.got.lock().expect("sink").clone();
+            if got.len() >= count || Instant::now() > deadline {
+                return got;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// After `change_cipher_spec`, a handshake record holding a whole ClientHello naming
+/// evil.test plus one byte more: the guard took it for TLS 1.2's encrypted Finished
+/// and passed it unjudged. The same shapes a real client sends still pass: TLS 1.3's
+/// second ClientHello after `change_cipher_spec`, and an encrypted Finished whose first
+/// byte happens to be 1.
+#[test]
+fn a_client_hello_after_change_cipher_spec_never_passes_with_bytes_after_it() {
+    let w = World::new("gaccs");
+    let sink = Sink::start();
+    let out = w.attack(&script(&format!(
+        r#"
+{HELLO_PY}
+def rec(kind, body): return bytes([kind, 3, 3]) + struct.pack(">H", len(body)) + body
+def send(label, data):
+    s = socket.create_connection((SHARED, 8445), timeout=5)
+    try:
+        s.sendall(data); time.sleep(0.3); s.shutdown(socket.SHUT_WR)
+        print(label, "sent", flush=True)
+    except OSError as e:  # refused: the guard reset the connection
+        print(label, type(e).__name__, flush=True)
+    s.close()
+good = hello("allowed.test")
+ccs = rec(20, b"\x01")
+send("compat", good + ccs + rec(22, hello("allowed.test")[5:]))
+send("finished", good + ccs + rec(22, b"\x01" + bytes(range(7, 46))))
+send("attack", good + ccs + rec(22, hello("evil.test")[5:] + b"\x00"))
+send("cut", good + rec(22, hello("evil.test")[5:30]) + ccs + rec(22, hello("evil.test")[30:]))
+"#
+    )));
+    let carried = sink.carried(4);
+    let evil = carried
+        .iter()
+        .filter(|c| c.windows(9).any(|x| x == b"evil.test"))
+        .count();
+    assert_eq!(
+        evil, 0,
+        "a ClientHello naming evil.test reached the server: {out}"
+    );
+    let whole = carried
+        .iter()
+        .filter(|c| c.len() > 300 && c.windows(12).filter(|x| x == b"allowed.test").count() == 2)
+        .count();
+    assert_eq!(
+        whole, 1,
+        "TLS 1.3's second ClientHello after CCS passes: {out}"
+    );
+    assert!(
+        carried
+            .iter()
+            .any(|c| c.ends_with(&[1, 7, 8, 9]) || c.windows(4).any(|x| x == [1, 7, 8, 9])),
+        "an encrypted Finished starting with 1 passes: {out}"
+    );
+    let refused = w
+        .env
+        .wait_event("sni_mismatch for evil.test after CCS", |e| {
+            e["hook"] == "guard" && e["reason"] == "sni_mismatch" && e["name"] == "evil.test"
+        });
+    assert_eq!(refused["policy"], "web", "{refused}");
 }

@@ -326,8 +326,15 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
     if let Some(g) = &guard {
         println!();
         println!(
-            "guard: {} connections accepted, {} passed, {} refused, {} closed at max_connections_per_policy, {} without a kernel record, {} open",
-            g.accepted, g.passed, g.refused, g.busy, g.unattributed, g.open
+            "guard: {} connections accepted, {} passed, {} refused, {} closed at max_connections_per_policy, {} at max_connections_per_cgroup, {} closed idle, {} without a kernel record, {} open",
+            g.accepted,
+            g.passed,
+            g.refused,
+            g.busy,
+            g.cgroup_busy,
+            g.idle_closed,
+            g.unattributed,
+            g.open
         );
         if g.kernel > 0 || g.kernel_declined > 0 || g.kernel_entries > 0 {
             println!(

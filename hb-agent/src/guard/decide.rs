@@ -42,6 +42,9 @@ pub enum Reason {
     /// The policy's `guard.max_connections_per_policy`, or the guard's share of the agent's
     /// descriptors, was reached.
     Busy,
+    /// The connecting cgroup already holds `guard.max_connections_per_cgroup`
+    /// connections: one sandbox may not take every slot of its policy.
+    CgroupBusy,
 }
 
 impl Reason {
@@ -54,6 +57,7 @@ impl Reason {
             Reason::MethodDenied => "method_denied",
             Reason::NotTlsOrHttp => "not_tls_or_http",
             Reason::Busy => "guard_busy",
+            Reason::CgroupBusy => "guard_cgroup_busy",
             Reason::Renegotiation => "tls_renegotiation",
         }
     }

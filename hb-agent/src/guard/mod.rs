@@ -7,7 +7,9 @@
 //! `[::1]`, same port; hb-ebpf's `guard` module) and files the original destination
 //! under the client end ([`flow`]). The port a connection arrives on names its policy.
 //!
-//! Per connection: accepted → its origin found ([`flow`]; none: closed) → a slot of the
+//! Per connection: accepted → its origin found ([`flow`]; none: closed) → a slot of its
+//! cgroup's `max_connections_per_cgroup` (none: `guard_cgroup_busy`, so one sandbox
+//! cannot take its policy's every slot) and of the
 //! policy's `max_connections_per_policy` (none: `guard_busy`) → the first flight read
 //! within `first_flight_timeout_secs` → judged
 //! ([`decide`]): a TLS ClientHello by its SNI ([`tls`]), a plain HTTP request by its
@@ -15,7 +17,8 @@
 //! naming the policy, the name and the address, and nothing reaches the upstream;
 //! passed: the upstream connection opens, the first flight goes upstream
 //! and bytes flow both ways ([`relay`]), every further plain-HTTP request judged the
-//! same way.
+//! same way, until either side ends or no data moved either way for
+//! `idle_timeout_secs` (read from the kernel's TCP_INFO of the client socket).
 //!
 //! Over TLS the method cannot be seen without decrypting, and hb does not decrypt: a
 //! TLS connection to an allowed name may carry any method. State-changing calls that
@@ -36,6 +39,7 @@ mod tls_records;
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr, SocketAddr},
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
     path::Path,
     sync::{
         Arc, Mutex,
@@ -87,6 +91,13 @@ pub struct GuardStats {
     pub refused: u64,
     /// Connections closed at once: the policy's `max_connections_per_policy` was reached.
     pub busy: u64,
+    /// Connections closed at once: their cgroup's `max_connections_per_cgroup` was
+    /// reached.
+    #[serde(default)]
+    pub cgroup_busy: u64,
+    /// Passed connections closed after `idle_timeout_secs` without data.
+    #[serde(default)]
+    pub idle_closed: u64,
     /// Connections without a kernel record (closed at once).
     pub unattributed: u64,
     /// Connections open now.
@@ -110,6 +121,8 @@ struct Stats {
     passed: AtomicU64,
     refused: AtomicU64,
     busy: AtomicU64,
+    cgroup_busy: AtomicU64,
+    idle_closed: AtomicU64,
     unattributed: AtomicU64,
     open: AtomicU64,
     kernel: AtomicU64,
@@ -123,6 +136,8 @@ impl Stats {
             passed: self.passed.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             busy: self.busy.load(Ordering::Relaxed),
+            cgroup_busy: self.cgroup_busy.load(Ordering::Relaxed),
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
             unattributed: self.unattributed.load(Ordering::Relaxed),
             open: self.open.load(Ordering::Relaxed),
             kernel: self.kernel.load(Ordering::Relaxed),
@@ -161,9 +176,9 @@ impl GuardService {
     }
 }
 
-/// Descriptors one guarded connection may hold: the client, the upstream, and two pipes
-/// while it is spliced.
-const FDS_PER_CONNECTION: u64 = 6;
+/// Descriptors one guarded connection may hold: the client, the upstream, two pipes
+/// while it is spliced, and the client's duplicate its idle watch reads.
+const FDS_PER_CONNECTION: u64 = 7;
 
 /// Connections open at once, all policies together: at most half the agent's
 /// open-file limit goes to the guard, so the resolver, the broker and the maps always
@@ -188,7 +203,11 @@ struct Inner {
     policies: HashMap<u32, Policy>,
     /// Slots shared by every policy (see [`global_slots`]).
     slots: Arc<Semaphore>,
+    /// Connections each cgroup holds.
+    cgroups: CgroupSlots,
     first_flight: Duration,
+    /// A passed connection without data either way for this long is closed.
+    idle: Duration,
     events: mpsc::Sender<EventRecord>,
     stats: Arc<Stats>,
     /// The kernel relay, when `guard.sockmap` is on.
@@ -247,7 +266,12 @@ pub async fn start(
         },
         policies,
         slots: Arc::new(Semaphore::new(global_slots(config))),
+        cgroups: CgroupSlots {
+            cap: config.guard.per_cgroup(),
+            held: Mutex::new(HashMap::new()),
+        },
         first_flight: Duration::from_secs(config.guard.first_flight_timeout_secs),
+        idle: Duration::from_secs(config.guard.idle_timeout_secs),
         events,
         stats: stats.clone(),
         splicer: splicer.clone(),
@@ -389,6 +413,11 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
         inner.stats.unattributed.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    let Some(_cgroup_slot) = inner.cgroups.take(origin.cgroup_id) else {
+        inner.stats.cgroup_busy.fetch_add(1, Ordering::Relaxed);
+        inner.report(&policy.rules, &origin, Reason::CgroupBusy, None);
+        return;
+    };
     let Some(_slots) = take_slots(&policy.slots, &inner.slots) else {
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
         inner.report(&policy.rules, &origin, Reason::Busy, None);
@@ -416,18 +445,111 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
         relay::reset(client);
         return;
     };
+    // The idle watch reads the client socket through its own descriptor, alive however
+    // the relay hands the stream around; without one the connection is not relayed.
+    let Ok(probe) = client.as_fd().try_clone_to_owned() else {
+        relay::reset(client);
+        return;
+    };
     inner.stats.passed.fetch_add(1, Ordering::Relaxed);
     let ctx = relay::Ctx {
         inner: &inner,
         policy: &policy.rules,
         origin: &origin,
     };
-    match first {
-        FirstFlight::Tls { records, name } => {
-            relay::tls(&ctx, client, upstream, records, name).await;
+    let relayed = async {
+        match first {
+            FirstFlight::Tls { records, name } => {
+                relay::tls(&ctx, client, upstream, records, name).await;
+            }
+            FirstFlight::Http(buf) => relay::http(&ctx, client, upstream, buf).await,
         }
-        FirstFlight::Http(buf) => relay::http(&ctx, client, upstream, buf).await,
+    };
+    tokio::select! {
+        () = relayed => {}
+        () = idle_past(&probe, inner.idle) => {
+            // Dropping the relay closes both sockets (the client's once `probe` goes too).
+            inner.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+        }
     }
+}
+
+/// Connections each cgroup holds open, against `guard.max_connections_per_cgroup`.
+struct CgroupSlots {
+    cap: u32,
+    held: Mutex<HashMap<u64, u32>>,
+}
+
+impl CgroupSlots {
+    /// A slot for `cgroup`, or `None` when it holds its share already.
+    fn take(&self, cgroup: u64) -> Option<CgroupSlot<'_>> {
+        let mut held = self.held.lock().ok()?;
+        let n = held.entry(cgroup).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(CgroupSlot {
+            slots: self,
+            cgroup,
+        })
+    }
+}
+
+/// One connection's place in its cgroup's count, given back when it ends.
+struct CgroupSlot<'a> {
+    slots: &'a CgroupSlots,
+    cgroup: u64,
+}
+
+impl Drop for CgroupSlot<'_> {
+    fn drop(&mut self) {
+        let Ok(mut held) = self.slots.held.lock() else {
+            return;
+        };
+        if let Some(n) = held.get_mut(&self.cgroup) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.cgroup);
+            }
+        }
+    }
+}
+
+/// Ends once no data moved either way on the client socket for `limit`, as the kernel
+/// counts it (TCP_INFO's time since the last data received and sent): one wake-up per
+/// `limit` while the connection is busy, no bookkeeping in the relay.
+async fn idle_past(client: &OwnedFd, limit: Duration) {
+    loop {
+        let quiet = quiet_for(client).unwrap_or(Duration::ZERO);
+        if quiet >= limit {
+            return;
+        }
+        tokio::time::sleep(limit - quiet).await;
+    }
+}
+
+/// How long the socket has neither received nor sent data; `None` if the kernel does
+/// not say.
+fn quiet_for(socket: &OwnedFd) -> Option<Duration> {
+    // SAFETY: tcp_info is plain data; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt on a socket we own, into a buffer of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let ms = info.tcpi_last_data_recv.min(info.tcpi_last_data_sent);
+    Some(Duration::from_millis(u64::from(ms)))
 }
 
 /// A slot of the policy's and one of the global cap, or `None` at either.

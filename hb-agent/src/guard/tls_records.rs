@@ -11,15 +11,30 @@
 //!
 //! Record by record (RFC 8446 §5.1, RFC 5246 §6.2): `application_data` (23) means the
 //! client encrypts from now on; `change_cipher_spec` (20) that its next handshake
-//! record is encrypted (TLS 1.2 Finished) unless it is a whole ClientHello (a TLS 1.3
-//! client in middlebox-compatibility mode sends one before its second ClientHello);
-//! `handshake` (22) in the clear is reassembled into messages and each ClientHello
-//! judged; `alert` (21) passes; any other type is refused.
+//! record is encrypted (TLS 1.2 Finished) unless it starts with a whole message of the
+//! ClientHello type (a TLS 1.3 client in middlebox-compatibility mode sends its second
+//! ClientHello after one), which must then be the record's only message and a
+//! ClientHello naming the first one's host; a `change_cipher_spec` while a handshake
+//! message is still incomplete is refused; `handshake` (22) in the clear is
+//! reassembled into messages and each ClientHello judged; `alert` (21) passes; any
+//! other type is refused.
+//!
+//! The guard does not see which version the server chose, so after
+//! `change_cipher_spec` it tells a ClientHello from TLS 1.2's encrypted Finished by
+//! shape: ciphertext starts with type 1 once in 256 records, but a ClientHello cannot
+//! be shorter than [`MIN_HELLO`] bytes, and an encrypted Finished (40 bytes with an
+//! AEAD suite) cannot hold a whole message that long. Only a CBC suite's longer
+//! Finished can (its first four bytes 1, 0, 0 and a length that fits: under one
+//! record in 10^7), and is then refused as a malformed ClientHello.
 
 use super::{decide::Reason, tls};
 
 /// Largest record body (2^14 plus the 2048 bytes of expansion TLS allows).
 pub const MAX_RECORD: usize = 16384 + 2048;
+
+/// The smallest ClientHello body: version (2), random (32), an empty session id (1),
+/// one cipher suite (2 + 2), the null compression method (1 + 1).
+const MIN_HELLO: usize = 41;
 
 /// Where a client's record stream stands.
 #[derive(Debug)]
@@ -75,6 +90,9 @@ impl Watch {
             return Step::Refuse(Reason::NotTlsOrHttp, None);
         }
         match kind {
+            // A message cut by the change: a server still waiting for its rest would
+            // read it from the records that follow, which are no longer judged.
+            20 if !self.partial.is_empty() => Step::Refuse(Reason::NotTlsOrHttp, None),
             20 => {
                 self.ccs = true;
                 Step::Pass
@@ -91,17 +109,18 @@ impl Watch {
         }
     }
 
-    /// A handshake record after `change_cipher_spec`: a whole ClientHello (TLS 1.3's
-    /// second, in compatibility mode) is judged; anything else is the encrypted Finished
-    /// of TLS 1.2, once.
+    /// A handshake record after `change_cipher_spec`: one that starts with a whole
+    /// message of the ClientHello type, long enough to be one (TLS 1.3's second, in
+    /// compatibility mode), must be exactly one ClientHello naming the first one's host;
+    /// anything else is the encrypted Finished of TLS 1.2, once.
     fn after_change_cipher_spec(&mut self, body: &[u8], fits: impl Fn(&str) -> bool) -> Step {
         self.after_ccs += 1;
-        let whole_hello = body.len() >= 4
-            && body[0] == 1
-            && usize::from(body[1]) << 16 | usize::from(body[2]) << 8 | usize::from(body[3])
-                == body.len() - 4;
-        if whole_hello {
-            return self.hello(body, fits);
+        if let Some(len) = leading_hello(body) {
+            return match self.hello(&body[..len], fits) {
+                // More after the hello: a server would read it as a further message.
+                Step::Pass if len < body.len() => Step::Refuse(Reason::NotTlsOrHttp, None),
+                step => step,
+            };
         }
         if self.after_ccs > 1 {
             return Step::Refuse(Reason::Renegotiation, None);
@@ -144,6 +163,16 @@ impl Watch {
             tls::Hello::Malformed => Step::Refuse(Reason::NotTlsOrHttp, None),
         }
     }
+}
+
+/// The length of the message `body` starts with, when it is of the ClientHello type,
+/// whole within `body`, and at least [`MIN_HELLO`] long.
+fn leading_hello(body: &[u8]) -> Option<usize> {
+    let [1, a, b, c, ..] = *body else {
+        return None;
+    };
+    let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+    (len >= MIN_HELLO && 4 + len <= body.len()).then_some(4 + len)
 }
 
 #[cfg(test)]
@@ -202,5 +231,81 @@ mod tests {
             Watch::new("a.test".into()).record(24, 3, &[], ok),
             Step::Refuse(Reason::NotTlsOrHttp, None)
         );
+    }
+
+    /// After `change_cipher_spec`, a ClientHello naming another host hidden in a record
+    /// with more bytes after it, or a hello message cut before the change, is refused.
+    #[test]
+    fn a_hello_after_change_cipher_spec_cannot_hide_behind_more_bytes() {
+        let ok = |_: &str| true;
+        let first = hello_body("allowed.test");
+        let refused = |second: Vec<u8>| {
+            let mut w = Watch::new("allowed.test".into());
+            assert_eq!(w.record(22, first.len(), &first, ok), Step::Pass);
+            assert_eq!(w.record(20, 1, &[], ok), Step::Pass);
+            w.record(22, second.len(), &second, ok)
+        };
+        let mut evil = hello_body("evil.test");
+        evil.push(0);
+        assert_eq!(
+            refused(evil),
+            Step::Refuse(Reason::SniMismatch, Some("evil.test".into()))
+        );
+        let mut same = hello_body("allowed.test");
+        same.extend(hello_body("evil.test"));
+        assert_eq!(refused(same), Step::Refuse(Reason::NotTlsOrHttp, None));
+        // TLS 1.3 compatibility mode as clients send it still passes.
+        assert_eq!(refused(hello_body("allowed.test")), Step::Pass);
+
+        // A change_cipher_spec while a message is incomplete.
+        let mut w = Watch::new("allowed.test".into());
+        assert_eq!(w.record(22, first.len(), &first, ok), Step::Pass);
+        let next = hello_body("evil.test");
+        assert_eq!(w.record(22, 7, &next[..7], ok), Step::Pass);
+        assert_eq!(
+            w.record(20, 1, &[], ok),
+            Step::Refuse(Reason::NotTlsOrHttp, None)
+        );
+    }
+
+    /// TLS 1.2's encrypted Finished is random bytes to the guard: it starts with 1 once
+    /// in 256 connections, and even then passes (AEAD: 40 bytes; CBC up to 96 bytes
+    /// with a length that does not fit).
+    #[test]
+    fn an_encrypted_finished_that_starts_like_a_hello_passes() {
+        let ok = |_: &str| true;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut byte = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        };
+        for round in 0..20_000 {
+            let len = [32, 40, 64, 80, 96][round % 5];
+            let mut finished: Vec<u8> = (0..len).map(|_| byte()).collect();
+            finished[0] = 1;
+            if round % 2 == 0 {
+                // The worst shape an AEAD Finished can take: a whole message.
+                finished[1] = 0;
+                finished[2] = 0;
+                finished[3] = u8::try_from(len.min(40) - 4).unwrap_or(0);
+            }
+            if len > 40 && finished[1] == 0 && finished[2] == 0 {
+                continue; // a CBC Finished of this shape: see the module's note
+            }
+            let mut w = Watch::new("allowed.test".into());
+            assert_eq!(
+                w.record(22, 10, &hello_body("allowed.test"), ok),
+                Step::Pass
+            );
+            assert_eq!(w.record(20, 1, &[], ok), Step::Pass);
+            assert_eq!(
+                w.record(22, len, &finished, ok),
+                Step::Pass,
+                "round {round}: {finished:02x?}"
+            );
+            assert_eq!(w.record(23, 100, &[], ok), Step::Pass);
+        }
     }
 }
