@@ -67,9 +67,10 @@ pub(super) struct Engine {
     pub redactions: Vec<Redaction>,
 }
 
-/// Bytes before a hit its left boundary check reads: `\\uXXXX` is the longest escape it
-/// looks through (see `families::left_boundary`).
-pub const LOOKBACK: usize = 6;
+/// Bytes before a keyword its rules read: the left boundary check looks through escapes
+/// of up to 6 bytes (`\\uXXXX`, see `families::left_boundary`), the assignment checks
+/// read the identifier the keyword ends (`PublicKey`, see `assigned::credential`).
+pub const LOOKBACK: usize = 24;
 
 impl Engine {
     /// The first input byte the engine still needs ([`LOOKBACK`] before `emit_pos`, for
@@ -184,6 +185,15 @@ impl Engine {
                 }
                 Some((at, anchor)) => {
                     let p = base + at;
+                    // A longer anchor may start here once more bytes come (`shpat_`
+                    // where `sh` is all there is yet): the longest one decides which
+                    // rules run, so wait until every anchor starting here would be
+                    // whole.
+                    if !finished && p + families.longest_anchor() > end {
+                        self.wanted_end = self.wanted_end.max(p + families.longest_anchor());
+                        pos = p;
+                        break;
+                    }
                     // Near the end of what is held, a hit is decided early if its rules
                     // fail (or end) before the held bytes do; otherwise it waits.
                     let partial = !finished && p + families.reach(anchor) > end;

@@ -14,7 +14,10 @@
 //! longest match is shorter than `max_len` (checked by a test), so `$` can only mean
 //! "end of input", never "end of window".
 
+use std::ops::Range;
+
 use super::{
+    assigned::{self, Assigned},
     matcher::Matcher,
     scan::{AnchorScan, ScanKind},
 };
@@ -39,10 +42,12 @@ pub(super) enum Check {
     /// An assigned value (`name = value`): at least `digits` digits (and, if `letter`, a
     /// letter), entropy of at least `bits`, and none of what placeholders, paths and code
     /// look like (`changeme`, `your_…`, `xxxx`, `/usr/…`, `self.token_value`, `//`).
+    /// Also what the name says (see `assigned::credential`).
     Value {
         bits: f64,
         letter: bool,
         digits: usize,
+        kind: Assigned,
     },
     /// The user part of a URL's user-info (up to the first `:`) is itself a key: 8 or
     /// more bytes with a digit and entropy of at least 2.5 bits.
@@ -121,21 +126,23 @@ const SECRET_NAMES: &[&str] = &[
     "p|assword",
     "P|assword",
     "PASSWORD",
-    "a|pi_key",
-    "A|pi_key",
-    "API_KEY",
+    "p|assWord",
+    "P|assWord",
+    // `api_key`, `api_hash`, `API_SECRET` (`api_url` and the like: see
+    // `assigned::PUBLIC_LAST_WORDS`).
+    "a|pi_",
+    "A|pi_",
+    "API_",
     "a|pikey",
     "A|pikey",
     "APIKEY",
     "a|pi-key",
     "A|pi-key",
     "API-KEY",
-    "a|ccess_key",
-    "A|ccess_key",
-    "ACCESS_KEY",
-    "a|ccesskey",
-    "A|ccesskey",
-    "ACCESSKEY",
+    // `access_key`, `accessToken`, `ACCESS_CODE`.
+    "a|ccess",
+    "A|ccess",
+    "ACCESS",
     "auth",
     "Auth",
     "AUTH",
@@ -152,6 +159,20 @@ const SECRET_NAMES: &[&str] = &[
     "Key",
     "KEY",
 ];
+
+/// The length of the longest of [`SECRET_NAMES`] that `name` starts with (as written,
+/// without its `|`).
+pub(super) fn secret_keyword(name: &[u8]) -> Option<usize> {
+    SECRET_NAMES
+        .iter()
+        .map(|k| k.bytes().filter(|&b| b != b'|'))
+        .filter(|k| {
+            let k = k.clone();
+            k.clone().count() <= name.len() && k.zip(name).all(|(a, &b)| a == b)
+        })
+        .map(Iterator::count)
+        .max()
+}
 
 pub(super) const RULES: &[Rule] = &[
     Rule {
@@ -305,8 +326,9 @@ pub(super) const RULES: &[Rule] = &[
     Rule {
         name: "slack_webhook",
         about: "Slack incoming-webhook URL (the secret path after hooks.slack.com/)",
-        keywords: &["hooks.slack.com/"],
-        regex: r"hooks\.slack\.com/((?:services|workflows|triggers)/[A-Za-z0-9/_-]{20,})",
+        // Also with JSON's escaped slashes (`hooks.slack.com\/services\/…`).
+        keywords: &["hooks.slack.com"],
+        regex: r"hooks\.slack\.com\\?/((?:services|workflows|triggers)\\?/(?:[A-Za-z0-9_-]|\\?/){20,})",
         group: 1,
         max_len: 512,
         left_boundary: false,
@@ -317,10 +339,11 @@ pub(super) const RULES: &[Rule] = &[
         name: "aws_access_key_id",
         about: "AWS access key id (AKIA, ASIA, ABIA, ACCA, A3T? + 16)",
         keywords: &["AKIA", "ASIA", "ABIA", "ACCA", "A3T"],
-        regex: r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}",
-        group: 0,
+        // A word on its own, as gitleaks has it: the shape also occurs inside base64.
+        regex: r"((?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16})(?:[^A-Za-z0-9]|$)",
+        group: 1,
         max_len: 32,
-        left_boundary: false,
+        left_boundary: true,
         quick: Quick::None,
         check: Check::None,
     },
@@ -461,7 +484,7 @@ pub(super) const RULES: &[Rule] = &[
         name: "azure_storage_key",
         about: "Azure storage account key in a connection string (AccountKey=…)",
         keywords: &["AccountKey="],
-        regex: r"AccountKey=([A-Za-z0-9+/]{40,}={0,2})",
+        regex: r"AccountKey=((?:[A-Za-z0-9+/]|\\/){40,}={0,2})",
         group: 1,
         max_len: 256,
         left_boundary: false,
@@ -472,7 +495,7 @@ pub(super) const RULES: &[Rule] = &[
         name: "azure_sas_signature",
         about: "Azure shared access signature (sig=… in a SAS URL or connection string)",
         keywords: &["sig="],
-        regex: r"sig=((?:[A-Za-z0-9+/]|%2[BbFf]){30,}(?:=|%3[Dd]){0,2})",
+        regex: r"sig=((?:[A-Za-z0-9+/]|%2[BbFf]|\\/){30,}(?:=|%3[Dd]){0,2})",
         group: 1,
         max_len: 256,
         left_boundary: true,
@@ -549,7 +572,7 @@ pub(super) const RULES: &[Rule] = &[
         name: "onepassword_service_token",
         about: "1Password service account token (ops_eyJ…)",
         keywords: &["ops_eyJ"],
-        regex: r"ops_eyJ[A-Za-z0-9+/]{100,}={0,3}",
+        regex: r"ops_eyJ(?:[A-Za-z0-9+/]|\\/){100,}={0,3}",
         group: 0,
         max_len: 4096,
         left_boundary: false,
@@ -812,7 +835,7 @@ pub(super) const RULES: &[Rule] = &[
         name: "grafana_api_key",
         about: "Grafana API key (eyJrIjoi…)",
         keywords: &["eyJrIjoi"],
-        regex: r"eyJrIjoi[A-Za-z0-9+/]{50,}={0,3}",
+        regex: r"eyJrIjoi(?:[A-Za-z0-9+/]|\\/){50,}={0,3}",
         group: 0,
         max_len: 512,
         left_boundary: false,
@@ -1113,9 +1136,9 @@ pub(super) const RULES: &[Rule] = &[
             "secretAcce|ssKey",
             "secret-acce|ss-key",
         ],
-        regex: r#"(?i:secret[_-]?access[_-]?key)\\?["']?\s{0,8}[:=]\s{0,8}\\?["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
+        regex: r#"(?i:secret[_-]?access[_-]?key)\\?["']?\s{0,8}[:=]\s{0,8}(?:[|>][-+]?\s{1,40})?\\?["']?((?:[A-Za-z0-9+]|\\?/){40})(?:[^A-Za-z0-9/+=\\]|\\[^/]|$)"#,
         group: 1,
-        max_len: 128,
+        max_len: 192,
         left_boundary: false,
         quick: Quick::None,
         check: Check::Mixed {
@@ -1128,9 +1151,9 @@ pub(super) const RULES: &[Rule] = &[
         name: "aws_secret_access_key",
         about: "AWS secret access key (40 base64) within 64 bytes after an access key id on the same line",
         keywords: &["AKIA", "ASIA"],
-        regex: r"(?:AKIA|ASIA)[A-Z2-7]{16}[^\n]{0,64}?[^A-Za-z0-9/+=]([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)",
+        regex: r"(?:AKIA|ASIA)[A-Z2-7]{16}[^\n]{0,64}?[^A-Za-z0-9/+=\\]((?:[A-Za-z0-9+]|\\?/){40})(?:[^A-Za-z0-9/+=\\]|\\[^/]|$)",
         group: 1,
-        max_len: 160,
+        max_len: 192,
         left_boundary: false,
         quick: Quick::None,
         check: Check::Mixed {
@@ -1143,7 +1166,8 @@ pub(super) const RULES: &[Rule] = &[
         name: "url_key_user",
         about: "user and password of a URL whose user part is itself a key (https://<key>:<key>@host)",
         keywords: &["://", r":\/\/"],
-        regex: r#":(?://|\\/\\/)([^\s/?#@:"'<>\\\[\]{}|^`]{8,256}:[^\s/?#@"'<>\\]{1,256})@"#,
+        // A raw `@` in the password: URL parsers end the user-info at the last `@`.
+        regex: r#":(?://|\\/\\/)([^\s/?#@:"'<>\\\[\]{}|^`]{8,256}:[^\s/?#"'<>\\]{1,256})@"#,
         group: 1,
         max_len: 600,
         left_boundary: false,
@@ -1154,7 +1178,8 @@ pub(super) const RULES: &[Rule] = &[
         name: "url_basic_auth",
         about: "password in a URL's user-info (scheme://user:password@host); scheme, user and host stay",
         keywords: &["://", r":\/\/"],
-        regex: r#":(?://|\\/\\/)[^\s/?#@:"'<>\\\[\]{}|^`]{1,256}:([^\s/?#@"'<>\\]{1,256})@"#,
+        // A raw `@` in the password: URL parsers end the user-info at the last `@`.
+        regex: r#":(?://|\\/\\/)[^\s/?#@:"'<>\\\[\]{}|^`]{1,256}:([^\s/?#"'<>\\]{1,256})@"#,
         group: 1,
         max_len: 600,
         left_boundary: false,
@@ -1166,7 +1191,7 @@ pub(super) const RULES: &[Rule] = &[
         about: "password of a URL with no user (redis://:password@host)",
         keywords: &["://", r":\/\/"],
         // No `:` in the password: `cvs://:pserver:anoncvs@host` is a CVS root.
-        regex: r#":(?://|\\/\\/):([^\s/?#@:"'<>\\]{1,256})@"#,
+        regex: r#":(?://|\\/\\/):([^\s/?#:"'<>\\]{1,256})@"#,
         group: 1,
         max_len: 300,
         left_boundary: false,
@@ -1443,6 +1468,7 @@ pub(super) const RULES: &[Rule] = &[
             bits: 2.5,
             letter: false,
             digits: 2,
+            kind: Assigned::Service,
         },
     },
     Rule {
@@ -1450,16 +1476,22 @@ pub(super) const RULES: &[Rule] = &[
         about: "a high-entropy value assigned to a secret-ish name (api_key = …, \"token\": \"…\", PASSWORD=…)",
         keywords: SECRET_NAMES,
         // Only assignments (`=`, `:`, `:=`, `=>`, `?=`): a comma or `>` after a
-        // secret-ish word is a list or prose far more often than a value.
-        regex: r#"[\w.-]{3,40}?[ \t'"]{0,6}(?:[:=]{1,3}|=>|\?=)[ \t'"`=]{0,6}([A-Za-z0-9_=.+/~-]{10,200})(?:[^A-Za-z0-9_=.+/~(\[-]|$)"#,
+        // secret-ish word is a list or prose far more often than a value. Up to three
+        // words may stand between the name and a `:` (`Your API key is: …`, `Password
+        // for admin: …`); a YAML block scalar (`key: |`, `>-`) puts the value on the
+        // next line, indented.
+        regex: r#"[\w.-]{3,40}?(?:[ \t'"]{0,6}(?:[:=]{1,3}|=>|\?=)|(?:[ \t][\w.-]{1,20}){1,3}?:)(?:[ \t'"`=]{0,6}|[ \t]{0,6}[|>][-+]?[ \t]{0,6}\r?\n[ \t]{1,40})([A-Za-z0-9_=.+/~-]{10,200})(?:[^A-Za-z0-9_=.+/~(\[-]|$)"#,
         group: 1,
-        max_len: 300,
+        // The longest match (a `$` needs it under the window): name, three words, a
+        // block scalar's indent and the value.
+        max_len: 400,
         left_boundary: false,
         quick: Quick::None,
         check: Check::Value {
             bits: 3.5,
             letter: true,
             digits: 1,
+            kind: Assigned::Secret,
         },
     },
     Rule {
@@ -1467,8 +1499,10 @@ pub(super) const RULES: &[Rule] = &[
         about: "the same, quoted: the whole value between the quotes goes, symbols and all",
         keywords: SECRET_NAMES,
         // A quoted value runs to its closing quote: `#`, `!`, `@`, `$`… inside a password
-        // would otherwise end the unquoted form's value and leave the rest.
-        regex: r#"[\w.-]{3,40}?[ \t'"]{0,6}(?:[:=]{1,3}|=>|\?=)[ \t]{0,6}["'`]([^"'`\s\\]{10,200})["'`]"#,
+        // would otherwise end the unquoted form's value and leave the rest; JSON's `\/`
+        // is part of it. A quoted name may also be followed by a comma: the name and the
+        // value as two arguments (`setdefault("API_TOKEN", "…")`).
+        regex: r#"[\w.-]{3,40}?(?:[ \t'"]{0,6}(?:[:=]{1,3}|=>|\?=)|["'],)[ \t]{0,6}["'`]((?:[^"'`\s\\]|\\/){10,200})["'`]"#,
         group: 1,
         max_len: 300,
         left_boundary: false,
@@ -1477,6 +1511,7 @@ pub(super) const RULES: &[Rule] = &[
             bits: 3.5,
             letter: true,
             digits: 1,
+            kind: Assigned::Secret,
         },
     },
 ];
@@ -1869,7 +1904,7 @@ impl Families {
         };
         let Some(span) = span else { return true };
         effort.work += span.len() as u64;
-        if span.is_empty() || !passes(rule.check, &window[span.clone()]) {
+        if span.is_empty() || !passes(rule.check, hay, at, window, span.clone()) {
             return true;
         }
         found.push(Found {
@@ -1908,122 +1943,30 @@ fn user_then_colon(window: &[u8]) -> (bool, usize) {
     (matches!(stop, Some(n) if n > 0 && rest[n] == b':'), read)
 }
 
-fn passes(check: Check, span: &[u8]) -> bool {
+/// Whether `window[span]` (`window` starts at `hay[at]`) passes the rule's check.
+fn passes(check: Check, hay: &[u8], at: usize, window: &[u8], span: Range<usize>) -> bool {
+    let value = &window[span.clone()];
     match check {
         Check::Value {
             bits,
             letter,
             digits,
-        } => plausible_value(span, bits, letter, digits),
+            kind,
+        } => assigned::credential(hay, at, window, span, kind, (bits, letter, digits)),
         Check::KeyUser => {
-            let user = span.split(|&b| b == b':').next().unwrap_or_default();
+            let user = value.split(|&b| b == b':').next().unwrap_or_default();
             user.len() >= 8 && user.iter().any(u8::is_ascii_digit) && entropy(user) >= 2.5
         }
         Check::None => true,
-        Check::Entropy { skip, bits } => entropy(span.get(skip..).unwrap_or_default()) >= bits,
+        Check::Entropy { skip, bits } => entropy(value.get(skip..).unwrap_or_default()) >= bits,
         Check::Mixed { skip, bits, digit } => {
-            let s = span.get(skip..).unwrap_or_default();
+            let s = value.get(skip..).unwrap_or_default();
             s.iter().any(u8::is_ascii_uppercase)
                 && s.iter().any(u8::is_ascii_lowercase)
                 && (!digit || s.iter().any(u8::is_ascii_digit))
                 && entropy(s) >= bits
         }
     }
-}
-
-/// What placeholders and example values hold (compared lower-cased).
-const PLACEHOLDERS: &[&[u8]] = &[
-    b"example",
-    b"changeme",
-    b"change_me",
-    b"placeholder",
-    b"your_",
-    b"your-",
-    b"xxxx",
-    b"dummy",
-    b"redacted",
-    b"sample",
-    b"12345678",
-    b"abcdefgh",
-    b"password",
-    b"secret",
-    b"token",
-];
-
-/// [`Check::Value`]: a value someone assigned as a credential, not a placeholder, a path,
-/// a URL or a dotted name from code (`self.auth_token2`, `os.environ.get`).
-fn plausible_value(v: &[u8], bits: f64, letter: bool, digits: usize) -> bool {
-    if v.iter().filter(|b| b.is_ascii_digit()).count() < digits
-        || (letter && !v.iter().any(u8::is_ascii_alphabetic))
-        || matches!(v.first(), Some(b'/' | b'.'))
-        || v.windows(2).any(|w| w == b"//")
-        || entropy(v) < bits
-    {
-        return false;
-    }
-    let lower = v.to_ascii_lowercase();
-    if PLACEHOLDERS
-        .iter()
-        .any(|p| lower.windows(p.len()).any(|w| w == *p))
-        || public_shape(&lower)
-    {
-        return false;
-    }
-    // A dotted name: every part starts like an identifier.
-    let dotted = v.contains(&b'.')
-        && v.split(|&b| b == b'.').all(|part| {
-            part.first()
-                .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_')
-                && part.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
-        });
-    !dotted
-}
-
-/// Values whose shape says what they are, and it is not a credential: an integrity hash
-/// or image digest (`sha512-…`, `sha256:…`), an address with a port (`db.internal:5432`,
-/// `10.0.0.7:8080`), a timestamp (`2024-05-01T12:00:00Z`), a version (`v2.3.14-rc1`,
-/// `5.0.1.3006-linux`), an object key or file path ending in an extension
-/// (`uploads/2024/<uuid>.png`). `v` is lower-cased.
-fn public_shape(v: &[u8]) -> bool {
-    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    let integrity = [
-        "sha1-", "sha256-", "sha384-", "sha512-", "sha256:", "sha512:",
-    ]
-    .iter()
-    .any(|p| v.starts_with(p.as_bytes()));
-    let host_port = match v.iter().rposition(|&b| b == b':') {
-        Some(i) if (2..=5).contains(&(v.len() - i - 1)) && digits(&v[i + 1..]) => v[..i]
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'),
-        _ => false,
-    };
-    let timestamp = v.len() >= 16
-        && digits(&v[0..4])
-        && v[4] == b'-'
-        && digits(&v[5..7])
-        && v[7] == b'-'
-        && digits(&v[8..10])
-        && matches!(v[10], b't' | b' ')
-        && digits(&v[11..13])
-        && v[13] == b':';
-    let version = {
-        let rest = v.strip_prefix(b"v").unwrap_or(v);
-        let mut parts = rest.split(|&b| b == b'.');
-        let (a, b) = (parts.next(), parts.next());
-        let c = parts.next().map(|c| {
-            let n = c.iter().take_while(|b| b.is_ascii_digit()).count();
-            &c[..n]
-        });
-        a.is_some_and(digits) && b.is_some_and(digits) && c.is_some_and(digits)
-    };
-    let object_key = v.contains(&b'/')
-        && v.rsplit(|&b| b == b'/').next().is_some_and(|last| {
-            last.iter().rposition(|&b| b == b'.').is_some_and(|dot| {
-                let ext = &last[dot + 1..];
-                (2..=4).contains(&ext.len()) && ext.iter().all(u8::is_ascii_lowercase)
-            })
-        });
-    integrity || host_port || timestamp || version || object_key
 }
 
 /// Shannon entropy in bits per byte.

@@ -257,10 +257,14 @@ fn window(bytes: &[u8]) -> [u8; WINDOW] {
 
 /// Every form `value` is looked for in: raw; base64 standard and URL-safe, padded and
 /// not, and the stable inner characters at each of the three byte offsets (the value
-/// inside a longer encoded text); percent-encoding (reserved bytes only, and every byte;
-/// upper and lower hex); hex (lower, upper); JSON string escaping (minimal, with `\/`,
-/// and ASCII-only `\uXXXX` as Python writes it); and each of these that is text, in
-/// UTF-16LE and UTF-16BE (a Windows tool's output, an API answering in UTF-16).
+/// inside a longer encoded text); percent-encoding (every byte but the unreserved ones,
+/// those and `/` as Python's `quote()` keeps it, and every byte; upper and lower hex);
+/// hex (lower, upper); JSON string escaping (minimal, with `\/`, and ASCII-only `\uXXXX`
+/// as Python writes it); and each of these that is text, in UTF-16LE and UTF-16BE (a
+/// Windows tool's output, an API answering in UTF-16). Last, the standard base64 inner
+/// characters of each standard inner form, at each offset: the value base64'd twice,
+/// each time inside a longer text (a Kubernetes `.dockerconfigjson` holds
+/// `{"auth": base64(user:password)}` and is base64'd again as a Secret's data).
 /// Duplicates removed.
 pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
     let mut out: Vec<Zeroizing<Vec<u8>>> = vec![Zeroizing::new(value.to_vec())];
@@ -272,8 +276,9 @@ pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
         }
     }
     for upper in [true, false] {
-        out.push(percent(value, upper, false));
-        out.push(percent(value, upper, true));
+        for kept in [Kept::Unreserved, Kept::UnreservedAndSlash, Kept::Nothing] {
+            out.push(percent(value, upper, kept));
+        }
         out.push(hex(value, upper));
     }
     if let Ok(text) = std::str::from_utf8(value) {
@@ -288,6 +293,14 @@ pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
         .flat_map(|text| [utf16(text, false), utf16(text, true)])
         .collect();
     out.extend(wide);
+    let inner: Vec<Zeroizing<Vec<u8>>> = (0..3)
+        .map(|offset| base64_core(&STANDARD_NO_PAD, value, offset))
+        .collect();
+    for inner in &inner {
+        for offset in 0..3 {
+            out.push(base64_core(&STANDARD_NO_PAD, inner, offset));
+        }
+    }
     out.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
     out.dedup_by(|a, b| a.as_slice() == b.as_slice());
     out.into_iter()
@@ -328,11 +341,28 @@ fn base64_core(engine: &impl base64::Engine, value: &[u8], offset: usize) -> Zer
 const UPPER: &[u8; 16] = b"0123456789ABCDEF";
 const LOWER: &[u8; 16] = b"0123456789abcdef";
 
-fn percent(value: &[u8], upper: bool, every_byte: bool) -> Zeroizing<Vec<u8>> {
+/// The bytes a percent-encoder leaves as they are.
+#[derive(Clone, Copy)]
+enum Kept {
+    /// RFC 3986's unreserved bytes (letters, digits, `-_.~`): most encoders.
+    Unreserved,
+    /// Those and `/`: Python's `urllib.parse.quote()` by default.
+    UnreservedAndSlash,
+    /// None: every byte as `%XX`.
+    Nothing,
+}
+
+fn percent(value: &[u8], upper: bool, kept: Kept) -> Zeroizing<Vec<u8>> {
     let digits = if upper { UPPER } else { LOWER };
     let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 3));
     for &b in value {
-        if !every_byte && (b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) {
+        let unreserved = b.is_ascii_alphanumeric() || b"-_.~".contains(&b);
+        let keep = match kept {
+            Kept::Unreserved => unreserved,
+            Kept::UnreservedAndSlash => unreserved || b == b'/',
+            Kept::Nothing => false,
+        };
+        if keep {
             out.push(b);
         } else {
             out.extend_from_slice(&[

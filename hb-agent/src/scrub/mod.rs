@@ -12,6 +12,7 @@
 //! offset and length, and where the marker sits in the output; or block a scrub on a
 //! registration (a scrub takes the live set's `Arc` under a read lock and lets go).
 
+mod assigned;
 #[cfg(test)]
 mod effort_tests;
 mod engine;

@@ -882,14 +882,12 @@ mod attack {
     // --- Evasion: JSON `\/` escapes inside the token or its keyword ---
 
     #[test]
-    #[ignore = "attack: a Slack webhook URL with JSON-escaped slashes (PHP json_encode) is not redacted"]
     fn a_slack_webhook_with_escaped_slashes_is_redacted() {
         let json = r#"{"webhook":"https:\/\/hooks.slack.com\/services\/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"}"#;
         assert_gone(json, "lfnppKBpIard87qBTMtxKhuZ");
     }
 
     #[test]
-    #[ignore = "attack: an AWS secret key or Azure account key whose `/` is JSON-escaped as `\\/` is cut at the escape and its rest survives"]
     fn base64_keys_with_escaped_slashes_are_redacted_whole() {
         let json = r#"{"aws_secret_access_key":"XeoNL0UokfCmncg3Kqsdu7SwtdWtv6pSK7\/vMWPJ"}"#;
         assert_gone(json, "XeoNL0UokfCmncg3Kqsdu7");
@@ -936,7 +934,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: a raw `@` in a URL password (parsers split at the last @) leaves the part after the first @"]
     fn a_url_password_with_a_raw_at_sign_is_redacted_whole() {
         let out = scrubber().scrub(b"postgres://app:Xq7pL2v@R9sT4mK8wZ3nB@db.internal:5432/orders");
         assert!(
@@ -949,7 +946,6 @@ mod attack {
     // --- Evasion: generic assignments gitleaks's generic-api-key catches ---
 
     #[test]
-    #[ignore = "attack: `Your API key is: …` / `Password for admin: …` (words between name and `:`) are caught by gitleaks, not by secret_assignment"]
     fn a_secret_after_words_and_a_colon_is_redacted() {
         for text in [
             "Your API key is: Zk3q9XbT7pLm2VwR8sN4yD6h\n",
@@ -961,7 +957,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: a secret passed as the second argument after its name (`setdefault(\"API_TOKEN\", \"…\")`) is caught by gitleaks (`,`), not by secret_assignment"]
     fn a_secret_in_a_name_value_call_is_redacted() {
         assert_gone(
             "os.environ.setdefault(\"API_TOKEN\", \"Zk3q9XbT7pLm2VwR8sN4yD6h\")\n",
@@ -970,7 +965,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: `api_hash` / `access_id` style names (gitleaks keywords `api`, `access`) and camelCase `passWord` are not secret-ish names to secret_assignment"]
     fn secret_names_gitleaks_knows_are_secret_ish() {
         for text in [
             "api_hash = \"7c4a8d09ca3762af61e59520943dc264\"\n",
@@ -983,7 +977,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: a value in a YAML block scalar (`key: |` or `>-`, the next line indented) is not redacted by aws_secret_access_key or secret_assignment"]
     fn a_secret_in_a_yaml_block_scalar_is_redacted() {
         assert_gone(
             "aws_secret_access_key: |\n  XeoNL0UokfCmncg3Kqsdu7SwtdWtv6pSK7/vMWPJ\n",
@@ -998,7 +991,6 @@ mod attack {
     // --- Precision: ordinary text the generic families alter ---
 
     #[test]
-    #[ignore = "attack: git SHAs after a service's name (CI environment dumps: TRAVIS_COMMIT, BITBUCKET_COMMIT, HEROKU_SLUG_COMMIT, SENTRY_RELEASE) are redacted"]
     fn git_shas_after_a_service_name_stay() {
         for name in [
             "TRAVIS_COMMIT",
@@ -1025,7 +1017,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: S3 object keys and cache keys (`\"Key\": \"uploads/2024/<uuid>.png\"`, `key: Linux-cargo-<sha>`) are redacted by secret_assignment"]
     fn object_and_cache_keys_stay() {
         for text in [
             "    \"Key\": \"uploads/2024/8e03978e-40d5-43e8-bc93-6894a57f9324.png\",\n",
@@ -1036,7 +1027,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: public keys (WireGuard PublicKey = …, \"publicKey\": …) are redacted by secret_assignment"]
     fn public_keys_stay() {
         for text in [
             "PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n",
@@ -1048,7 +1038,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: version strings and model names after a service's or secret-ish name (SONAR_SCANNER_VERSION=5.0.1.3006-linux, \"tokenizer\": \"bert-base-multilingual-cased-v2\") are redacted"]
     fn versions_and_model_names_stay() {
         for text in [
             "SONAR_SCANNER_VERSION=5.0.1.3006-linux\n",
@@ -1061,7 +1050,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: compiled TypeScript re-exports (`exports.X509KeyUsageExtension = X509KeyUsageExtension;`) are redacted: an identifier with a digit passes the value check"]
     fn code_identifiers_assigned_to_themselves_stay() {
         for text in [
             "exports.X509KeyUsageExtension = X509KeyUsageExtension;\n",
@@ -1079,7 +1067,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: an AWS key id shape inside a base64 blob (undici's llhttp wasm in npm) is redacted, corrupting the blob: no word boundary as gitleaks has"]
     fn an_aws_key_id_shape_inside_base64_stays() {
         assert_unchanged(
             "AiAHNgIADPkCCyACQQA2AgAgACEBDIQCCyABIARHBEADQCABLQAAQYA+ai0AACIAQQFHBEAgAEECRg0\n",
@@ -1130,7 +1117,6 @@ mod attack {
     // --- Live values ---
 
     #[test]
-    #[ignore = "attack: a live value with `/` and `+`, percent-encoded as Python's quote() does (`/` kept), is not redacted"]
     fn a_live_value_in_python_quote_form_is_redacted() {
         let s = scrubber();
         let value = "XeoNL0UokfCmncg3Kqsdu7Swtd/Wtv6pSK7+vMWPJ";
@@ -1146,6 +1132,10 @@ mod attack {
     }
 
     #[test]
+    // Not fixed: live values are matched as exact byte strings (one automaton over every
+    // form), and a line break may fall at any position of the encoded value; matching
+    // the pieces between breaks and widening a hit over the breaks before it would let a
+    // live span start before its hit, which the stream's hold-back does not allow for.
     #[ignore = "attack: a live value base64'd with line wrapping (`base64` wraps at 76 columns) is not redacted when a wrap falls inside it"]
     fn a_live_value_in_wrapped_base64_is_redacted() {
         let s = scrubber();
@@ -1180,7 +1170,6 @@ mod attack {
     }
 
     #[test]
-    #[ignore = "attack: a live value inside base64 inside base64 (a Kubernetes .dockerconfigjson: {\"auth\": base64(user:password)} base64'd again) is not redacted"]
     fn a_live_value_in_double_base64_is_redacted() {
         let s = scrubber();
         let value = "Zq8kLm2vX9pQ7rT4wB6nC3yH5jD8fG1s";
