@@ -316,6 +316,15 @@ pub struct BrokerConfig {
     /// `POST /v1/scrub` and `/v1/sanitize` calls a minute per caller (a sandbox, or a
     /// host uid other than root and `operator_uid`); more get `rate_limited`.
     pub scrub_per_minute: u32,
+    /// `POST /v1/handles` calls a minute per caller (a sandbox, or a host uid other
+    /// than root and `operator_uid`); more get `rate_limited`. Each issued handle
+    /// registers its value and its policy's decoys with the shared scrubber, work every
+    /// caller's calls wait behind, so no caller may issue handles without a bound.
+    pub handles_per_minute: u32,
+    /// Live handles one caller (as for `handles_per_minute`) may hold at once; another
+    /// is refused with `handle_limit` until one is deleted, expires or its execution
+    /// ends.
+    pub max_handles_per_caller: usize,
     /// Connections one caller (a sandbox, or a host uid other than root and
     /// `operator_uid`) may have open at once; more are closed unanswered, so no caller
     /// can hold all of `max_connections`.
@@ -358,6 +367,8 @@ impl Default for BrokerConfig {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 120,
             scrub_per_minute: 120,
+            handles_per_minute: 120,
+            max_handles_per_caller: 256,
             max_connections_per_caller: 32,
             suspect_bar_secs: 3600,
             canary_kill: true,
@@ -1100,6 +1111,14 @@ impl Config {
             (
                 "broker.scrub_per_minute",
                 u64::from(self.broker.scrub_per_minute),
+            ),
+            (
+                "broker.handles_per_minute",
+                u64::from(self.broker.handles_per_minute),
+            ),
+            (
+                "broker.max_handles_per_caller",
+                self.broker.max_handles_per_caller as u64,
             ),
             (
                 "broker.max_connections_per_caller",
@@ -2288,6 +2307,8 @@ mod tests {
         assert_eq!(c.broker.header_read_timeout_secs, 10);
         assert_eq!(c.broker.idle_timeout_secs, 120);
         assert_eq!(c.broker.scrub_per_minute, 120);
+        assert_eq!(c.broker.handles_per_minute, 120);
+        assert_eq!(c.broker.max_handles_per_caller, 256);
         assert_eq!(c.broker.max_connections_per_caller, 32);
         let e = err("[broker]\nheader_read_timeout_secs = 0\n");
         assert!(
@@ -2296,6 +2317,8 @@ mod tests {
         );
         let e = err("[broker]\nscrub_per_minute = 0\n");
         assert!(e.contains("broker.scrub_per_minute"), "{e}");
+        let e = err("[broker]\nmax_handles_per_caller = 0\n");
+        assert!(e.contains("broker.max_handles_per_caller"), "{e}");
         // Idle must outlast a request waiting on its upstream, and the SSE keep-alive.
         let e = err("[broker]\nrequest_timeout_secs = 60\nidle_timeout_secs = 60\n");
         assert!(

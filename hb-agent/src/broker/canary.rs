@@ -42,8 +42,10 @@ use super::{
 };
 use crate::secret::Secret;
 
-/// Plants the policy's decoys beside a newly issued real handle.
-pub fn plant(shared: &Shared, policy: &str, real: &Entry) {
+/// Protects a newly issued real handle and plants the policy's decoys beside it: the
+/// handle and its decoys registered with the scrubber in one batch (one automaton
+/// build, not one per value). Blocking work: call it off the async workers.
+pub fn issue(shared: &Shared, policy: &str, handle: &str, real: &Entry) {
     let n = shared
         .config
         .policies
@@ -52,9 +54,22 @@ pub fn plant(shared: &Shared, policy: &str, real: &Entry) {
         .map_or(0, |p| p.canary_handles);
     let (planted, forgotten) = shared.handles.plant(real, n);
     forget(shared, &forgotten);
-    if planted.is_empty() {
-        return;
-    }
+    let values: Vec<Secret> = std::iter::once(handle)
+        .chain(planted.iter().map(String::as_str))
+        .map(|h| Secret::new(h.as_bytes().to_vec()))
+        .collect();
+    // Decoys are scrubbed like a real handle (the same label), so an answer that echoes
+    // one looks the same; and searched for in what callers send.
+    let ids = match shared
+        .scrubber
+        .register_many(values.iter().map(|v| ("hb_handle", v)))
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "handle not scrubbed by value");
+            return;
+        }
+    };
     let mut protected = shared
         .protected
         .lock()
@@ -63,16 +78,14 @@ pub fn plant(shared: &Shared, policy: &str, real: &Entry) {
         .canaries
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    for h in &planted {
-        // Scrubbed like a real handle (the same label), so an answer that echoes one
-        // looks the same; and searched for in what callers send.
-        if let Ok(id) = shared
-            .scrubber
-            .register("hb_handle", &Secret::new(h.as_bytes().to_vec()))
-        {
-            protected.insert(h.clone(), id);
-            canaries.insert(id, h.clone());
-        }
+    protected.insert(handle.to_owned(), ids[0]);
+    for (h, id) in planted.iter().zip(&ids[1..]) {
+        protected.insert(h.clone(), *id);
+        canaries.insert(*id, h.clone());
+    }
+    drop((protected, canaries));
+    if planted.is_empty() {
+        return;
     }
     shared.audit.record(
         "handle",

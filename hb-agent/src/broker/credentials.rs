@@ -22,9 +22,10 @@ use serde_json::json;
 use super::{
     accounts::Current,
     error::{ApiError, Code},
-    handles::{self, Owner},
+    handles::{self, Entry, Owner},
     identity::Caller,
     state::{AppState, CallerOf, JsonBody, Shared},
+    text_gate,
 };
 use crate::vault::Vault;
 
@@ -100,6 +101,7 @@ pub async fn create_handle(
     }
     let (policy, owner) = acting(&caller, &shared.config.broker.host_policy)?;
     refuse_barred(&shared, &caller, &policy, owner, "handle")?;
+    text_gate::admit_handle(&shared, &caller)?;
     let bound = shared
         .config
         .policies
@@ -144,24 +146,18 @@ pub async fn create_handle(
         None => handles::new_execution_id(shared.handles.rng())
             .ok_or_else(|| ApiError::new(Code::Internal, "no randomness"))?,
     };
-    // Checked again under the table's lock: a bar set since the check above wins.
-    let (handle, entry, expired) =
-        match shared
-            .handles
-            .create(req.integration, req.account, owner, execution)
-        {
-            Ok(made) => made,
-            Err(handles::CreateError::Barred(until)) => {
-                shared.audit_decision(&caller, &policy, "handle", "barred", "");
-                return Err(barred(until));
-            }
-            Err(handles::CreateError::Unavailable) => {
-                return Err(ApiError::new(Code::Internal, "cannot create a handle"));
-            }
-        };
-    shared.forget_handles(&expired);
-    shared.protect_handle(&handle);
-    super::canary::plant(&shared, &policy, &entry);
+    let cap = if text_gate::is_limited(&shared, &caller) {
+        shared.config.broker.max_handles_per_caller
+    } else {
+        usize::MAX
+    };
+    // The bar is checked again under the table's lock: a bar set since the check above
+    // wins.
+    let (handle, entry, expired) = shared
+        .handles
+        .create(req.integration, req.account, owner, execution, cap)
+        .map_err(|e| handle_refused(&shared, &caller, &policy, &e))?;
+    register(&shared, &policy, &handle, &entry, expired).await?;
     shared.audit_handle(
         &caller,
         &policy,
@@ -178,6 +174,65 @@ pub async fn create_handle(
             "execution": entry.execution,
         })),
     ))
+}
+
+/// Registers a new handle and its policy's decoys with the scrubber (one batch) and
+/// forgets the handles that expired, on a blocking thread: rebuilding the scrubber's
+/// automata is CPU work every other caller's call would otherwise wait behind.
+async fn register(
+    shared: &AppState,
+    policy: &str,
+    handle: &str,
+    entry: &Arc<Entry>,
+    expired: Vec<String>,
+) -> Result<(), ApiError> {
+    let (shared, policy, handle, entry) = (
+        shared.clone(),
+        policy.to_owned(),
+        handle.to_owned(),
+        entry.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        shared.forget_handles(&expired);
+        super::canary::issue(&shared, &policy, &handle, &entry);
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "handle registration failed"))
+}
+
+/// The answer to a handle [`Handles::create`](handles::Handles::create) refused; a
+/// caller at its cap is audited and counted.
+fn handle_refused(
+    shared: &Shared,
+    caller: &Caller,
+    policy: &str,
+    e: &handles::CreateError,
+) -> ApiError {
+    let held = match e {
+        handles::CreateError::AtLimit { held } => held,
+        handles::CreateError::Barred(until) => {
+            shared.audit_decision(caller, policy, "handle", "barred", "");
+            return barred(*until);
+        }
+        _ => return ApiError::new(Code::Internal, format!("cannot create a handle: {e}")),
+    };
+    shared.stats.handles_limited(&shared.config.agent.state_dir);
+    shared.audit_decision(
+        caller,
+        policy,
+        "handle",
+        "handle_limit",
+        &format!("{held} live handles"),
+    );
+    ApiError::new(
+        Code::HandleLimit,
+        format!(
+            "at most broker.max_handles_per_caller ({}) live handles per caller: delete one \
+             (DELETE /v1/handles/{{handle}}), end an execution (POST /v1/executions/{{id}}/end) \
+             or wait for one to expire",
+            shared.config.broker.max_handles_per_caller
+        ),
+    )
 }
 
 pub async fn delete_handle(

@@ -31,8 +31,12 @@ pub enum Code {
     /// The agent is overloaded or a needed part (vault) is not available.
     Unavailable,
     /// The caller used up its allowance of a rate-limited endpoint (`/v1/scrub`,
-    /// `/v1/sanitize`: `broker.scrub_per_minute`); the message says when to retry.
+    /// `/v1/sanitize`: `broker.scrub_per_minute`; `POST /v1/handles`:
+    /// `broker.handles_per_minute`); the message says when to retry.
     RateLimited,
+    /// The caller holds `broker.max_handles_per_caller` live handles already: one must
+    /// be deleted, expire or have its execution ended before another is issued.
+    HandleLimit,
     PolicyDenied,
     AuthCollision,
     UnknownHandle,
@@ -66,6 +70,7 @@ impl Code {
             Code::UnknownCaller => "unknown_caller",
             Code::Unavailable => "unavailable",
             Code::RateLimited => "rate_limited",
+            Code::HandleLimit => "handle_limit",
             Code::PolicyDenied => "policy_denied",
             Code::AuthCollision => "auth_collision",
             Code::UnknownHandle => "unknown_handle",
@@ -94,7 +99,7 @@ impl Code {
             | Code::DnsRejected => StatusCode::FORBIDDEN,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited | Code::HandleLimit => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamError | Code::UnreadableResponse | Code::PartialResponse => {
                 StatusCode::BAD_GATEWAY
             }
@@ -165,6 +170,7 @@ mod tests {
             Code::UnknownCaller,
             Code::Unavailable,
             Code::RateLimited,
+            Code::HandleLimit,
             Code::PolicyDenied,
             Code::AuthCollision,
             Code::UnknownHandle,

@@ -56,21 +56,32 @@ pub struct Handles {
     /// (taken under the table's lock, after it, so a bar and the handles it ends are
     /// one step for [`Handles::create`]).
     barred: Mutex<HashMap<Owner, Instant>>,
-}
-
-/// Why [`Handles::create`] made no handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CreateError {
-    #[error("the caller is barred from new handles")]
-    Barred(Instant),
-    #[error("no randomness, or a poisoned lock")]
-    Unavailable,
+    /// The most decoys remembered at once, and per owner (see [`Handles::plant`]).
+    max_decoys: usize,
+    max_decoys_per_owner: usize,
 }
 
 /// How long a decoy is remembered after its handle would have expired.
 pub const DECOY_MEMORY: Duration = Duration::from_secs(86_400);
-/// The most decoys remembered at once (the oldest are forgotten first).
+/// The most decoys remembered at once.
 const MAX_DECOYS: usize = 65_536;
+/// The most decoys remembered for one owner: planting more forgets that owner's
+/// oldest, never another owner's (no caller can flush the decoys of another tenant so
+/// that its canaries stop tripping).
+pub const MAX_DECOYS_PER_OWNER: usize = 4096;
+
+/// Why [`Handles::create`] issued no handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    #[error("the caller is barred from new handles")]
+    Barred(Instant),
+    #[error("no randomness for a handle")]
+    NoRandomness,
+    #[error("the handle table's lock is poisoned")]
+    Poisoned,
+    #[error("the caller holds {held} live handles, the most it may")]
+    AtLimit { held: usize },
+}
 
 /// A planted decoy: what it pretends to stand for, and whether it is still listed.
 struct Decoy {
@@ -100,6 +111,18 @@ impl Handles {
             table: Mutex::new(HashMap::new()),
             decoys: Mutex::new(HashMap::new()),
             barred: Mutex::new(HashMap::new()),
+            max_decoys: MAX_DECOYS,
+            max_decoys_per_owner: MAX_DECOYS_PER_OWNER,
+        }
+    }
+
+    /// [`Handles::new`] with other decoy limits (tests fill them).
+    #[cfg(test)]
+    fn with_decoy_limits(ttl: Duration, max: usize, per_owner: usize) -> Self {
+        Self {
+            max_decoys: max,
+            max_decoys_per_owner: per_owner,
+            ..Self::new(ttl)
         }
     }
 
@@ -173,6 +196,7 @@ impl Handles {
         if planted_already {
             return (Vec::new(), forgotten);
         }
+        let n = self.make_room(&mut decoys, real.owner, n as usize, &mut forgotten);
         let mut planted = Vec::new();
         for _ in 0..n {
             let Some(h) = self.fresh() else { break };
@@ -193,18 +217,37 @@ impl Handles {
             );
             planted.push(h);
         }
-        while decoys.len() > MAX_DECOYS {
-            let Some(oldest) = decoys
-                .iter()
-                .min_by_key(|(_, d)| d.entry.expires)
-                .map(|(h, _)| h.clone())
-            else {
-                break;
-            };
-            decoys.remove(&oldest);
-            forgotten.push(oldest);
-        }
         (planted, forgotten)
+    }
+
+    /// Room for `n` more decoys of `owner`: its own oldest are forgotten (into
+    /// `forgotten`) while it would hold more than its quota or the table more than its
+    /// size; never another owner's. How many fit (fewer than `n` only when the table is
+    /// full of other owners' decoys).
+    fn make_room(
+        &self,
+        decoys: &mut HashMap<String, Decoy>,
+        owner: Owner,
+        n: usize,
+        forgotten: &mut Vec<String>,
+    ) -> usize {
+        let n = n.min(self.max_decoys_per_owner);
+        let mut own: Vec<(Instant, String)> = decoys
+            .iter()
+            .filter(|(_, d)| d.entry.owner == owner)
+            .map(|(h, d)| (d.entry.expires, h.clone()))
+            .collect();
+        let over_quota = (own.len() + n).saturating_sub(self.max_decoys_per_owner);
+        let over_table = (decoys.len() + n).saturating_sub(self.max_decoys);
+        let evict = over_quota.max(over_table).min(own.len());
+        if evict > 0 {
+            own.sort_unstable();
+            for (_, h) in own.into_iter().take(evict) {
+                decoys.remove(&h);
+                forgotten.push(h);
+            }
+        }
+        n.min(self.max_decoys.saturating_sub(decoys.len()))
     }
 
     /// The entry a decoy pretends to stand for, if `handle` is one (whoever asks).
@@ -263,16 +306,18 @@ impl Handles {
         &self.rng
     }
 
-    /// Registers a handle; the handle, its entry, and handles that had expired (dropped
-    /// now, for the caller to forget elsewhere too). Refused for a barred owner.
+    /// Registers a handle unless `owner` is barred or holds `cap` live handles already;
+    /// the handle, its entry, and handles that had expired (dropped now, for the caller
+    /// to forget elsewhere too).
     pub fn create(
         &self,
         integration: String,
         account: String,
         owner: Owner,
         execution: String,
+        cap: usize,
     ) -> Result<(String, Arc<Entry>, Vec<String>), CreateError> {
-        let handle = self.fresh().ok_or(CreateError::Unavailable)?;
+        let handle = self.fresh().ok_or(CreateError::NoRandomness)?;
         let entry = Arc::new(Entry {
             integration,
             account,
@@ -281,23 +326,30 @@ impl Handles {
             expires: Instant::now() + self.ttl,
             expires_at: SystemTime::now() + self.ttl,
         });
-        let mut table = self.table.lock().map_err(|_| CreateError::Unavailable)?;
+        let mut table = self.table.lock().map_err(|_| CreateError::Poisoned)?;
         let now = Instant::now();
         // Under the table's lock: a bar is set under it too (see `bar`).
         if let Some(until) = self
             .barred
             .lock()
-            .map_err(|_| CreateError::Unavailable)?
+            .map_err(|_| CreateError::Poisoned)?
             .get(&owner)
             .filter(|t| **t > now)
         {
             return Err(CreateError::Barred(*until));
         }
-        let expired: Vec<String> = table
-            .iter()
-            .filter(|(_, e)| e.expires <= now)
-            .map(|(h, _)| h.clone())
-            .collect();
+        let mut held = 0;
+        let mut expired = Vec::new();
+        for (h, e) in table.iter() {
+            if e.expires <= now {
+                expired.push(h.clone());
+            } else if e.owner == owner {
+                held += 1;
+            }
+        }
+        if held >= cap {
+            return Err(CreateError::AtLimit { held });
+        }
         for h in &expired {
             table.remove(h);
         }
@@ -383,7 +435,7 @@ mod tests {
         let me = Owner::Sandbox { cgroup_id: 7 };
         let other = Owner::Sandbox { cgroup_id: 8 };
         let (a, _, _) = h
-            .create("gh".into(), "bot".into(), me, "e1".into())
+            .create("gh".into(), "bot".into(), me, "e1".into(), usize::MAX)
             .expect("create");
         assert!(
             a.starts_with(PREFIX) && a.len() == PREFIX.len() + 32,
@@ -394,10 +446,10 @@ mod tests {
         assert!(h.get(&a, other).is_none(), "foreign");
         assert!(!h.delete(&a, other), "foreign delete");
         let (b, _, _) = h
-            .create("gh".into(), "bot".into(), me, "e1".into())
+            .create("gh".into(), "bot".into(), me, "e1".into(), usize::MAX)
             .expect("create");
         let (c, _, _) = h
-            .create("gh".into(), "bot".into(), me, "e2".into())
+            .create("gh".into(), "bot".into(), me, "e2".into(), usize::MAX)
             .expect("create");
         assert!(
             h.end_execution("e1", other).is_empty(),
@@ -413,7 +465,7 @@ mod tests {
         assert!(h.get(&c, me).is_none());
         let short = Handles::new(Duration::ZERO);
         let (d, _, _) = short
-            .create("gh".into(), "bot".into(), me, "e".into())
+            .create("gh".into(), "bot".into(), me, "e".into(), usize::MAX)
             .expect("create");
         assert!(short.get(&d, me).is_none(), "expired");
     }
@@ -424,10 +476,10 @@ mod tests {
         let me = Owner::Sandbox { cgroup_id: 7 };
         let other = Owner::Host { uid: 1000 };
         let (a, _, _) = h
-            .create("gh".into(), "bot".into(), me, "e1".into())
+            .create("gh".into(), "bot".into(), me, "e1".into(), usize::MAX)
             .expect("create");
         let (b, _, _) = h
-            .create("gh".into(), "bot".into(), other, "e2".into())
+            .create("gh".into(), "bot".into(), other, "e2".into(), usize::MAX)
             .expect("create");
         let ended = h.bar(me, Instant::now() + Duration::from_secs(60));
         assert_eq!(ended.len(), 1);
@@ -435,16 +487,16 @@ mod tests {
         assert!(h.get(&a, me).is_none(), "revoked");
         assert!(h.get(&b, other).is_some(), "another owner keeps its handle");
         assert!(matches!(
-            h.create("gh".into(), "bot".into(), me, "e3".into()),
+            h.create("gh".into(), "bot".into(), me, "e3".into(), usize::MAX),
             Err(CreateError::Barred(_))
         ));
         assert!(h.barred_until(me).is_some());
         assert!(h.barred_until(other).is_none());
-        h.create("gh".into(), "bot".into(), other, "e4".into())
+        h.create("gh".into(), "bot".into(), other, "e4".into(), usize::MAX)
             .expect("another owner is not barred");
         // A bar that has lapsed refuses nothing.
         let _ = h.bar(other, Instant::now());
-        h.create("gh".into(), "bot".into(), other, "e5".into())
+        h.create("gh".into(), "bot".into(), other, "e5".into(), usize::MAX)
             .expect("lapsed");
     }
 
@@ -453,7 +505,7 @@ mod tests {
         let h = Handles::new(Duration::from_secs(60));
         let me = Owner::Sandbox { cgroup_id: 7 };
         let (real, entry, _) = h
-            .create("gh".into(), "bot".into(), me, "e1".into())
+            .create("gh".into(), "bot".into(), me, "e1".into(), usize::MAX)
             .expect("create");
         let (planted, _) = h.plant(&entry, 2);
         assert_eq!(planted.len(), 2);
@@ -484,5 +536,85 @@ mod tests {
         assert_eq!(ended.len(), 1, "the real handle");
         assert!(h.listing(me).is_empty(), "decoys no longer listed");
         assert!(h.decoy(&planted[1]).is_some(), "still remembered");
+    }
+
+    #[test]
+    fn a_caller_at_its_handle_cap_is_refused_and_others_are_not() {
+        let h = Handles::new(Duration::from_secs(60));
+        let me = Owner::Sandbox { cgroup_id: 7 };
+        let other = Owner::Sandbox { cgroup_id: 8 };
+        let mut mine = Vec::new();
+        for i in 0..3 {
+            let (handle, _, _) = h
+                .create("gh".into(), "bot".into(), me, format!("e{i}"), 3)
+                .expect("under the cap");
+            mine.push(handle);
+        }
+        assert!(matches!(
+            h.create("gh".into(), "bot".into(), me, "e9".into(), 3),
+            Err(CreateError::AtLimit { held: 3 })
+        ));
+        assert!(
+            h.create("gh".into(), "bot".into(), other, "e".into(), 3)
+                .is_ok(),
+            "the cap is per caller"
+        );
+        assert!(h.delete(&mine[0], me));
+        assert!(
+            h.create("gh".into(), "bot".into(), me, "e9".into(), 3)
+                .is_ok(),
+            "a deleted handle makes room"
+        );
+    }
+
+    /// Plants decoys for `owner` in `executions` fresh executions; every decoy planted.
+    fn plant_many(h: &Handles, owner: Owner, executions: usize, n: u32) -> Vec<String> {
+        let mut all = Vec::new();
+        for i in 0..executions {
+            let (_, entry, _) = h
+                .create(
+                    "gh".into(),
+                    "bot".into(),
+                    owner,
+                    format!("x{i}"),
+                    usize::MAX,
+                )
+                .expect("create");
+            all.extend(h.plant(&entry, n).0);
+        }
+        all
+    }
+
+    #[test]
+    fn an_owner_planting_past_the_table_forgets_only_its_own_decoys() {
+        // A table of 64 decoys, 16 per owner.
+        let h = Handles::with_decoy_limits(Duration::from_secs(60), 64, 16);
+        let a = Owner::Sandbox { cgroup_id: 1 };
+        let b = Owner::Sandbox { cgroup_id: 2 };
+        let a_decoys = plant_many(&h, a, 1, 4);
+        assert_eq!(a_decoys.len(), 4);
+        // B plants 200 executions x 4 decoys: far more than the whole table.
+        let b_decoys = plant_many(&h, b, 200, 4);
+        assert_eq!(b_decoys.len(), 800, "every planting gets its decoys");
+        for d in &a_decoys {
+            assert!(h.decoy(d).is_some(), "A's decoy still recognised");
+        }
+        let b_live = b_decoys.iter().filter(|d| h.decoy(d).is_some()).count();
+        assert_eq!(b_live, 16, "B keeps its quota: its newest");
+        assert!(
+            b_decoys[b_decoys.len() - 16..]
+                .iter()
+                .all(|d| h.decoy(d).is_some())
+        );
+        // Owners filling the table leave a new owner without decoys rather than
+        // forgetting another's.
+        for cgroup_id in 3..6 {
+            plant_many(&h, Owner::Sandbox { cgroup_id }, 10, 4);
+        }
+        let late = plant_many(&h, Owner::Sandbox { cgroup_id: 9 }, 1, 4);
+        assert!(late.is_empty(), "the table is full of other owners' decoys");
+        for d in &a_decoys {
+            assert!(h.decoy(d).is_some(), "A's decoy still recognised");
+        }
     }
 }

@@ -208,6 +208,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
     let timeout = Duration::from_secs(cfg.request_timeout_secs);
     let max_connections = cfg.max_connections;
     let scrub_per_minute = cfg.scrub_per_minute;
+    let handles_per_minute = cfg.handles_per_minute;
     let (tx, rx) = tokio::sync::oneshot::channel();
     // The broker's thread reports whether its outbound path (resolver sockets on its
     // own runtime, TLS roots) came up before the agent goes on.
@@ -253,6 +254,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     timeout,
                     stats: stats::Stats::default(),
                     text_gate: text_gate::TextGate::new(scrub_per_minute),
+                    handle_gate: text_gate::TextGate::new(handles_per_minute),
                     probes: rotation::probe::Probes::default(),
                     book: rotation::book::Book::open(&state_dir),
                     quarantines: rotation::quarantine::Quarantines::default(),

@@ -302,7 +302,7 @@ pub async fn request(
         return Err(unknown_handle());
     }
     let decision = decide(&call, owner, &parsed)?;
-    inspect_outgoing(&call, owner, &parsed, &decision)?;
+    inspect_outgoing(&call, owner, &parsed, &decision).await?;
     held(&call, &parsed, &decision)?;
     let usable = credentials_now(&call, &decision).await?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
@@ -331,15 +331,26 @@ pub async fn request(
 /// handle does; a call without a handle goes on, as one carrying a real handle's text
 /// would) and for the values of its own accounts' credentials (the `reflection`
 /// signal; the request is refused: the broker adds credentials, it never forwards one).
-fn inspect_outgoing(
+async fn inspect_outgoing(
     call: &Call<'_>,
     owner: Owner,
     parsed: &Parsed,
     decision: &Decision<'_>,
 ) -> Result<(), ApiError> {
     let shared = call.shared;
-    let url = parsed.target.to_string();
-    let found = super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body);
+    // A scan of the whole request: on a blocking thread, so other callers' calls are
+    // not queued behind a large body.
+    let (searcher, url, headers, body) = (
+        shared.clone(),
+        parsed.target.to_string(),
+        parsed.headers.clone(),
+        parsed.body.clone(),
+    );
+    let found = tokio::task::spawn_blocking(move || {
+        super::sightings::outgoing(&searcher, owner, &url, &headers, &body)
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "the request search failed"))?;
     for canary in &found.canaries {
         super::canary::check(shared, call.caller, canary, "request_content");
     }

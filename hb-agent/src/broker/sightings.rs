@@ -12,8 +12,8 @@
 //!   characters, which dashboards and some APIs echo) are redacted from the answer but
 //!   are not a reflection.
 //!
-//! Only live values are looked for (the token families are not run), one candidate
-//! at a time, so a hit names its credential or decoy.
+//! Only live values are looked for (the token families are not run), all of them in
+//! one scan that names the credential or decoy of each hit.
 //! Must never: return or log the bytes it found.
 
 use std::collections::HashSet;
@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use http::{HeaderName, HeaderValue};
 
 use super::{handles::Owner, state::Shared};
-use crate::scrub::LiveId;
+use crate::scrub::{LiveId, Scrubber};
 
 /// What a request carried that it should not have.
 #[derive(Default)]
@@ -32,7 +32,8 @@ pub struct Outgoing {
     pub credentials: Vec<(String, String, String)>,
 }
 
-/// Searches what a caller sends (see the module header).
+/// Searches what a caller sends (see the module header). Blocking work (a scan of the
+/// whole request): call it off the async workers.
 pub fn outgoing(
     shared: &Shared,
     owner: Owner,
@@ -40,9 +41,9 @@ pub fn outgoing(
     headers: &[(HeaderName, HeaderValue)],
     body: &[u8],
 ) -> Outgoing {
-    // The decoys' ids only (a request rarely carries one: their handles are copied
+    // The decoys' ids only (a request rarely carries one: their handles are looked up
     // below just then).
-    let all: HashSet<LiveId> = shared
+    let decoys: HashSet<LiveId> = shared
         .canaries
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -50,9 +51,30 @@ pub fn outgoing(
         .copied()
         .collect();
     let credentials = own_credentials(shared, owner);
-    if credentials.is_empty() && all.is_empty() {
+    if credentials.is_empty() && decoys.is_empty() {
         return Outgoing::default();
     }
+    let buf = request_text(url, headers, body);
+    let (seen, credentials) = search(&shared.scrubber, &buf, &decoys, credentials);
+    let canaries = if seen.is_empty() {
+        Vec::new()
+    } else {
+        let handles = shared
+            .canaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.iter()
+            .filter_map(|id| handles.get(id).cloned())
+            .collect()
+    };
+    Outgoing {
+        canaries,
+        credentials,
+    }
+}
+
+/// What a request sends, as one text: URL, header lines, a blank line, the body.
+fn request_text(url: &str, headers: &[(HeaderName, HeaderValue)], body: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(url.len() + body.len() + 256);
     buf.extend_from_slice(url.as_bytes());
     buf.push(b'\n');
@@ -64,47 +86,39 @@ pub fn outgoing(
     }
     buf.push(b'\n');
     buf.extend_from_slice(body);
-    let scrubber = &shared.scrubber;
-    let one = |id: LiveId| -> HashSet<LiveId> { std::iter::once(id).collect() };
-    let mut out = Outgoing::default();
-    if scrubber.contains_visible(&buf, &all) {
-        // As planted (the common case): every `hb_cred_` string looked up; else each
-        // decoy tried alone (an encoded one), at most MAX_ATTRIBUTION of them.
-        let text = String::from_utf8_lossy(&buf);
-        for (at, _) in text.match_indices(super::handles::PREFIX) {
-            let candidate: String = text[at..]
-                .chars()
-                .take(super::handles::PREFIX.len() + 32)
-                .collect();
-            if shared.handles.decoy(&candidate).is_some() && !out.canaries.contains(&candidate) {
-                out.canaries.push(candidate);
-            }
-        }
-        if out.canaries.is_empty() {
-            let canaries = shared
-                .canaries
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            out.canaries.extend(
-                canaries
-                    .iter()
-                    .take(MAX_ATTRIBUTION)
-                    .filter(|(id, _)| scrubber.contains_visible(&buf, &one(**id)))
-                    .map(|(_, h)| h.clone()),
-            );
-        }
-    }
-    for (live, id, i, a) in credentials {
-        if scrubber.contains_visible(&buf, &one(live)) {
-            out.credentials.push((id, i, a));
-        }
-    }
-    out
+    buf
 }
 
-/// Decoys tried one by one to tell which an encoded sighting was.
-const MAX_ATTRIBUTION: usize = 4096;
+/// One scan of `buf` for every decoy and credential (in every encoding the scrubber
+/// knows): the decoys found (by scrubber id, in id order) and the credentials found
+/// (credential id, integration, account). One scan whatever their number: the
+/// scrubber's automata name the value each match belongs to, so an encoded decoy needs
+/// no second look to say whose it is.
+fn search(
+    scrubber: &Scrubber,
+    buf: &[u8],
+    decoys: &HashSet<LiveId>,
+    credentials: Vec<(LiveId, String, String, String)>,
+) -> (Vec<LiveId>, Vec<(String, String, String)>) {
+    let mut wanted = decoys.clone();
+    wanted.extend(credentials.iter().map(|(live, ..)| *live));
+    let found = scrubber.matching_visible(buf, &wanted);
+    if found.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut seen: Vec<LiveId> = found
+        .iter()
+        .filter(|id| decoys.contains(id))
+        .copied()
+        .collect();
+    seen.sort_unstable();
+    let credentials = credentials
+        .into_iter()
+        .filter(|(live, ..)| found.contains(live))
+        .map(|(_, id, i, a)| (id, i, a))
+        .collect();
+    (seen, credentials)
+}
 
 /// The credentials (scrubber id, credential id, integration, account) of the accounts
 /// `owner` holds handles for: every value a call of theirs was resolved to.
@@ -155,4 +169,60 @@ pub fn reflected(
         .scrubber
         .visible_values(&std::iter::once(live).collect());
     value.contains(body) || headers.iter().any(|(_, v)| value.contains(v.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn an_encoded_decoy_among_4096_is_attributed_in_one_scan() {
+        let scrubber = Scrubber::new();
+        let handles: Vec<String> = (0..4096)
+            .map(|i| format!("hb_cred_{i:08}decoyDECOYdecoyDECOYdeco"))
+            .collect();
+        let secrets: Vec<Secret> = handles
+            .iter()
+            .map(|h| Secret::new(h.as_bytes().to_vec()))
+            .collect();
+        let ids = scrubber
+            .register_many(secrets.iter().map(|s| ("hb_handle", s)))
+            .expect("registered");
+        let key = Secret::new(b"sk-own-credential-0123456789abcdef".to_vec());
+        let own = scrubber.register("live_secret", &key).expect("registered");
+        let decoys: HashSet<LiveId> = ids.iter().copied().collect();
+        let credentials = vec![(own, "cred-1".to_owned(), "svc".to_owned(), "bot".to_owned())];
+        // Decoy 3000 base64-encoded in a large body (no raw `hb_cred_` text names it),
+        // and the caller's own credential percent-free but raw in a header.
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&handles[3000]);
+        let mut body = vec![b'A'; 64 << 10];
+        body.extend_from_slice(format!(" {encoded} ").as_bytes());
+        let headers = [(
+            HeaderName::from_static("x-key"),
+            HeaderValue::from_static("sk-own-credential-0123456789abcdef"),
+        )];
+        let buf = request_text("https://api.test/x", &headers, &body);
+        let before = scrubber.visible_scans.load(Ordering::Relaxed);
+        let (seen, found) = search(&scrubber, &buf, &decoys, credentials.clone());
+        assert_eq!(seen, vec![ids[3000]], "the encoded decoy, named");
+        assert_eq!(found, vec![("cred-1".into(), "svc".into(), "bot".into())]);
+        assert_eq!(
+            scrubber.visible_scans.load(Ordering::Relaxed) - before,
+            1,
+            "one scan for 4,096 decoys and the credential"
+        );
+        // Nothing carried: nothing found, still one scan.
+        let clean = request_text("https://api.test/x", &[], &body[..64 << 10]);
+        let before = scrubber.visible_scans.load(Ordering::Relaxed);
+        assert_eq!(
+            search(&scrubber, &clean, &decoys, credentials),
+            (vec![], vec![])
+        );
+        assert_eq!(scrubber.visible_scans.load(Ordering::Relaxed) - before, 1);
+    }
 }

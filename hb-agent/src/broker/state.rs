@@ -67,6 +67,8 @@ pub struct Shared {
     pub stats: super::stats::Stats,
     /// The rate limit of `/v1/scrub` and `/v1/sanitize`.
     pub text_gate: super::text_gate::TextGate,
+    /// The rate limit of `POST /v1/handles` (`broker.handles_per_minute`).
+    pub handle_gate: super::text_gate::TextGate,
     /// The `auth_failure` detector's probes in flight.
     pub probes: super::rotation::probe::Probes,
     /// The detectors' recent state per account (`state_dir/detectors.json`).
@@ -123,18 +125,6 @@ impl Shared {
             Err(e) => {
                 tracing::warn!(error = %e, credential = credential_id, "credential not scrubbed by value");
             }
-        }
-    }
-
-    /// Handles are found by their family anyway; registering them also catches their
-    /// encodings. Forgotten again when the handle dies.
-    pub fn protect_handle(&self, handle: &str) {
-        if let Ok(id) = self
-            .scrubber
-            .register("hb_handle", &Secret::new(handle.as_bytes().to_vec()))
-            && let Ok(mut protected) = self.protected.lock()
-        {
-            protected.insert(handle.to_owned(), id);
         }
     }
 

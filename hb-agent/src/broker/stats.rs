@@ -1,5 +1,5 @@
 //! The broker's own counters: connections refused (by reason), connections closed
-//! idle, text-gate calls refused by the rate limit.
+//! idle, text-gate calls and handle requests refused by their per-caller limits.
 //!
 //! Kept in memory and written to `state_dir/broker-stats.json` (atomically) when one
 //! changes, so `hb-agent status` can show them from another process, as the resolver's
@@ -28,6 +28,10 @@ pub struct BrokerStats {
     pub idle_closed: u64,
     /// `POST /v1/scrub` and `/v1/sanitize` calls refused by `broker.text_gate_per_minute`.
     pub text_gate_limited: u64,
+    /// `POST /v1/handles` calls refused by `broker.handles_per_minute` (`rate_limited`)
+    /// or `broker.max_handles_per_caller` (`handle_limit`).
+    #[serde(default)]
+    pub handles_limited: u64,
 }
 
 #[derive(Default)]
@@ -55,6 +59,14 @@ impl Stats {
         self.bump(state_dir, false, |s| {
             s.text_gate_limited += 1;
             s.text_gate_limited
+        })
+    }
+
+    /// Counts a handle request refused by a per-caller limit; the total so far.
+    pub fn handles_limited(&self, state_dir: &Path) -> u64 {
+        self.bump(state_dir, false, |s| {
+            s.handles_limited += 1;
+            s.handles_limited
         })
     }
 

@@ -59,7 +59,7 @@ struct Bucket {
     audited_at: Option<Instant>,
 }
 
-/// Per-caller rate limit of the text endpoints.
+/// Per-caller rate limit of an endpoint (the text endpoints; `POST /v1/handles`).
 pub struct TextGate {
     per_minute: u32,
     buckets: Mutex<HashMap<Owner, Bucket>>,
@@ -135,31 +135,80 @@ fn policy_of(caller: &Caller) -> &str {
 
 /// Admits a call to `endpoint`, or refuses it with `rate_limited` (audited).
 pub fn admit(shared: &Shared, caller: &Caller, endpoint: &str) -> Result<(), ApiError> {
-    let Some(who) = limited_as(caller, shared.operator_uid) else {
-        return Ok(());
-    };
-    let Err(limited) = shared.text_gate.take(who) else {
+    let Err(limited) = take(&shared.text_gate, shared, caller) else {
         return Ok(());
     };
     shared
         .stats
         .text_gate_limited(&shared.config.agent.state_dir);
+    Err(refusal(
+        shared,
+        caller,
+        endpoint,
+        &limited,
+        "broker.scrub_per_minute",
+        &format!(
+            "at most broker.scrub_per_minute ({}) calls a minute to /v1/scrub and /v1/sanitize per caller; retry in {} s",
+            shared.text_gate.per_minute, limited.retry_after
+        ),
+    ))
+}
+
+/// Admits a `POST /v1/handles` call, or refuses it with `rate_limited` (audited as the
+/// text endpoints' refusals are): each handle costs the shared scrubber work that every
+/// caller's calls wait behind.
+pub fn admit_handle(shared: &Shared, caller: &Caller) -> Result<(), ApiError> {
+    let Err(limited) = take(&shared.handle_gate, shared, caller) else {
+        return Ok(());
+    };
+    shared.stats.handles_limited(&shared.config.agent.state_dir);
+    Err(refusal(
+        shared,
+        caller,
+        "handle",
+        &limited,
+        "broker.handles_per_minute",
+        &format!(
+            "at most broker.handles_per_minute ({}) new handles a minute per caller; retry in {} s",
+            shared.handle_gate.per_minute, limited.retry_after
+        ),
+    ))
+}
+
+/// Takes a token of `gate` for `caller` (root and the operator uid on the host are not
+/// limited).
+fn take(gate: &TextGate, shared: &Shared, caller: &Caller) -> Result<(), Limited> {
+    match limited_as(caller, shared.operator_uid) {
+        Some(who) => gate.take(who),
+        None => Ok(()),
+    }
+}
+
+/// The `rate_limited` answer; the refusal audited if one is due.
+fn refusal(
+    shared: &Shared,
+    caller: &Caller,
+    endpoint: &str,
+    limited: &Limited,
+    key: &str,
+    message: &str,
+) -> ApiError {
     if let Some(refused) = limited.audit {
         shared.audit_decision(
             caller,
             policy_of(caller),
             endpoint,
             "rate_limited",
-            &format!("{refused} calls refused over broker.scrub_per_minute since the last record"),
+            &format!("{refused} calls refused over {key} since the last record"),
         );
     }
-    Err(ApiError::new(
-        Code::RateLimited,
-        format!(
-            "at most broker.scrub_per_minute ({}) calls a minute to /v1/scrub and /v1/sanitize per caller; retry in {} s",
-            shared.text_gate.per_minute, limited.retry_after
-        ),
-    ))
+    ApiError::new(Code::RateLimited, message)
+}
+
+/// Whether `caller` is held to the per-caller limits (every caller but root and the
+/// operator uid on the host).
+pub fn is_limited(shared: &Shared, caller: &Caller) -> bool {
+    limited_as(caller, shared.operator_uid).is_some()
 }
 
 /// Scrubs with what `caller` may see: everything for a host caller; for a sandbox,

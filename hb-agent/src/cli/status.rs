@@ -346,7 +346,7 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
     if let Some(b) = &broker {
         let refused: Vec<String> = b.refused.iter().map(|(k, v)| format!("{v} {k}")).collect();
         println!(
-            "broker: connections refused at accept: {} ({}); closed idle: {}; scrub/sanitize calls rate-limited: {}",
+            "broker: connections refused at accept: {} ({}); closed idle: {}; scrub/sanitize calls rate-limited: {}; handle requests refused by per-caller limits: {}",
             b.refused.values().sum::<u64>(),
             if refused.is_empty() {
                 "none".to_owned()
@@ -354,7 +354,8 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
                 refused.join(", ")
             },
             b.idle_closed,
-            b.text_gate_limited
+            b.text_gate_limited,
+            b.handles_limited
         );
     }
     println!();

@@ -96,25 +96,30 @@ impl Segment {
         self.owner.len()
     }
 
-    /// The longest form of a live value starting exactly at `start`: (end, label).
-    fn at(&self, hay: &[u8], start: usize, dead: &HashSet<u64>) -> Option<(usize, &'static str)> {
+    /// The longest form of a live value starting exactly at `start`: (end, label, id).
+    fn at(
+        &self,
+        hay: &[u8],
+        start: usize,
+        dead: &HashSet<u64>,
+    ) -> Option<(usize, &'static str, u64)> {
         let input = aho_corasick::Input::new(hay)
             .span(start..hay.len())
             .anchored(Anchored::Yes);
         let m = self.automaton.find(input)?;
         let (id, entry) = &self.entries[self.owner[m.pattern().as_usize()]];
         if !dead.contains(id) {
-            return Some((m.end(), entry.label));
+            return Some((m.end(), entry.label, *id));
         }
         // The longest form here is a dead value's; a live one may still be a prefix of
         // it. Rare (a revoked value showing up), so a plain comparison will do.
         self.entries
             .iter()
             .filter(|(id, _)| !dead.contains(id))
-            .flat_map(|(_, e)| e.forms.iter().map(move |f| (f.expose(), e.label)))
-            .filter(|(f, _)| hay[start..].starts_with(f))
-            .map(|(f, label)| (start + f.len(), label))
-            .max_by_key(|&(end, _)| end)
+            .flat_map(|(id, e)| e.forms.iter().map(move |f| (f.expose(), e.label, *id)))
+            .filter(|(f, _, _)| hay[start..].starts_with(f))
+            .map(|(f, label, id)| (start + f.len(), label, id))
+            .max_by_key(|&(end, _, _)| end)
     }
 }
 
@@ -143,6 +148,24 @@ impl LiveSet {
     /// anchored, in order. (An unanchored automaton over thousands of forms, which no
     /// literal prefilter fits, scans at about 90 MiB/s; this at several hundred.)
     pub fn next_hit(&self, hay: &[u8], from: usize) -> Option<(usize, usize, &'static str)> {
+        self.next_hit_id(hay, from)
+            .map(|(start, end, label, _)| (start, end, label))
+    }
+
+    /// The registry ids of every value a form of which starts somewhere in `hay` (the
+    /// longest form at each start), in one pass.
+    pub fn ids_in(&self, hay: &[u8]) -> HashSet<u64> {
+        let mut found = HashSet::new();
+        let mut from = 0;
+        while let Some((start, _, _, id)) = self.next_hit_id(hay, from) {
+            found.insert(id);
+            from = start + 1;
+        }
+        found
+    }
+
+    /// [`LiveSet::next_hit`], with the registry id of the value found.
+    fn next_hit_id(&self, hay: &[u8], from: usize) -> Option<(usize, usize, &'static str, u64)> {
         if self.segments.is_empty() {
             return None;
         }
@@ -160,9 +183,9 @@ impl LiveSet {
                         .segments
                         .iter()
                         .filter_map(|s| s.at(hay, start, &self.dead))
-                        .max_by_key(|&(end, _)| end);
-                    if let Some((end, label)) = best {
-                        return Some((start, end, label));
+                        .max_by_key(|&(end, _, _)| end);
+                    if let Some((end, label, id)) = best {
+                        return Some((start, end, label, id));
                     }
                 }
             }

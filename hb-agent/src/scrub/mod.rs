@@ -62,7 +62,7 @@ pub struct Redaction {
 }
 
 /// Some live values of a scrubber, looked for without the token families (see
-/// [`Scrubber::contains_visible`]).
+/// [`Scrubber::visible_values`]).
 pub struct VisibleValues(Option<LiveSet>);
 
 impl VisibleValues {
@@ -184,6 +184,9 @@ pub struct Scrubber {
     live: RwLock<Arc<LiveSet>>,
     /// Loaded rule files (none unless configured); taken as the live set is.
     rules: RwLock<Arc<RuleSet>>,
+    /// Scans made by [`Scrubber::matching_visible`]: tests count them, never time them.
+    #[cfg(test)]
+    pub(crate) visible_scans: std::sync::atomic::AtomicUsize,
 }
 
 /// The process's one scrubber: the broker, the audit log, the event stream, error
@@ -208,6 +211,8 @@ impl Scrubber {
             registry: Mutex::default(),
             live: RwLock::new(Arc::new(LiveSet::empty())),
             rules: RwLock::new(Arc::new(RuleSet::default())),
+            #[cfg(test)]
+            visible_scans: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -398,12 +403,23 @@ impl Scrubber {
         }
     }
 
-    /// Whether `input` holds a form of one of the live values in `visible`, the token
-    /// families left out (a family's span can swallow a live value's: `Bearer <value>`
-    /// is redacted as `bearer`). For the detectors that must know whose value an
-    /// answer or a request carries; never says where.
-    pub fn contains_visible(&self, input: &[u8], visible: &HashSet<LiveId>) -> bool {
-        self.visible_values(visible).contains(input)
+    /// Which of the live values in `visible` `input` holds a form of, the token families
+    /// left out (a family's span can swallow a live value's: `Bearer <value>` is
+    /// redacted as `bearer`): one scan, however many values are looked for (the
+    /// automata say whose form each match is). For the detectors that must know whose
+    /// value a request carries; never says where.
+    pub fn matching_visible(&self, input: &[u8], visible: &HashSet<LiveId>) -> HashSet<LiveId> {
+        #[cfg(test)]
+        self.visible_scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if visible.is_empty() {
+            return HashSet::new();
+        }
+        self.view(visible)
+            .ids_in(input)
+            .into_iter()
+            .map(LiveId)
+            .collect()
     }
 
     /// The live values in `visible` alone, for several [`VisibleValues::contains`]

@@ -1201,7 +1201,7 @@ mod attack {
 }
 
 #[test]
-fn contains_visible_finds_one_live_value_in_any_form_and_names_whose_it_is() {
+fn matching_visible_finds_live_values_in_any_form_and_names_whose_they_are() {
     let s = Scrubber::new();
     let a = s
         .register(
@@ -1218,11 +1218,23 @@ fn contains_visible_finds_one_live_value_in_any_form_and_names_whose_it_is() {
     let only = |id| std::iter::once(id).collect::<std::collections::HashSet<_>>();
     // Inside a Bearer header (a family's span may cover it): found, and as a's.
     let text = b"{\"authorization\": \"Bearer key-a-0011223344556677\"}";
-    assert!(s.contains_visible(text, &only(a)));
-    assert!(!s.contains_visible(text, &only(b)), "not b's");
+    let both = only(a).union(&only(b)).copied().collect();
+    assert_eq!(s.matching_visible(text, &both), only(a), "a's, not b's");
+    assert!(
+        s.matching_visible(text, &only(b)).is_empty(),
+        "b not looked for"
+    );
     // Encoded forms too.
     let b64 = STANDARD.encode(b"key-b-8899aabbccddeeff");
-    assert!(s.contains_visible(format!("x={b64};").as_bytes(), &only(b)));
-    assert!(!s.contains_visible(b"nothing here at all", &only(a)));
-    assert!(!s.contains_visible(text, &std::collections::HashSet::new()));
+    let two = format!("x={b64}; key-a-0011223344556677");
+    assert_eq!(
+        s.matching_visible(two.as_bytes(), &both),
+        both,
+        "both, in one scan"
+    );
+    assert!(s.matching_visible(b"nothing here at all", &both).is_empty());
+    assert!(
+        s.matching_visible(text, &std::collections::HashSet::new())
+            .is_empty()
+    );
 }
