@@ -990,9 +990,23 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
             })
         })
     });
+    // Two or more values named like variables (`?email=USER_EMAIL&token=SESSION_TOKEN`,
+    // folded to lower case): slots for the model to fill.
+    let named_slots = query.is_some_and(|q| {
+        q.split(|b| *b == b'&')
+            .filter(|kv| {
+                kv.splitn(2, |b| *b == b'=').nth(1).is_some_and(|v| {
+                    v.len() >= 6
+                        && v.contains(&b'_')
+                        && v.iter().all(|b| b.is_ascii_lowercase() || *b == b'_')
+                })
+            })
+            .count()
+            >= 2
+    });
     let s = if placeholder {
         Severity::High
-    } else if slot_value || is_image && (long_value || long_segment) {
+    } else if slot_value || named_slots || is_image && (long_value || long_segment) {
         Severity::Medium
     } else if is_image && query.is_some() {
         Severity::Low
@@ -1097,7 +1111,7 @@ fn tool_call(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 
 // ---- the rules ----------------------------------------------------------------------
 
-const RULES: [Rule; 36] = [
+const RULES: [Rule; 37] = [
     // -- instruction override
     Rule {
         id: "ignore_previous",
@@ -1269,6 +1283,17 @@ const RULES: [Rule; 36] = [
         judge: system_tag,
     },
     Rule {
+        // A chat turn written into a one-line field: the line breaks before the role
+        // label are escapes (`\n\nHuman:` in a calendar entry, `<br><br>Assistant:` in
+        // a table cell), so the turn was typed, not logged.
+        id: "escaped_role_turn",
+        category: Category::RoleSpoofing,
+        anchor: Anchor::Around(16, 24),
+        keywords: &["human:", "assistant:", "system:", "user:"],
+        pattern: r"(?:\\n|<br\s?/?>)\s?(?:human|assistant|system|user)\s?:",
+        judge: always_medium,
+    },
+    Rule {
         id: "role_line",
         category: Category::RoleSpoofing,
         anchor: Anchor::Around(40, 24),
@@ -1320,8 +1345,9 @@ const RULES: [Rule; 36] = [
         id: "json_role",
         category: Category::RoleSpoofing,
         anchor: Anchor::Start,
-        keywords: &["\"role\""],
-        pattern: r#""role"\s?:\s?"(?:system|developer)""#,
+        // Also escaped inside a JSON string (`{\"role\": \"system\"`).
+        keywords: &["\"role"],
+        pattern: r#""role\\{0,3}"\s?:\s?\\{0,3}"(?:system|developer)\\{0,3}""#,
         judge: system_tag,
     },
     Rule {
