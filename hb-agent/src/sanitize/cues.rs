@@ -458,7 +458,19 @@ impl Cues {
     /// run of dashes or equals signs or with `[[` ("-- INSTRUCCIÓN PRINCIPAL", "== コア
     /// 指示 =="). It counts as a forged boundary when a command follows the line.
     fn judge_header(&self, v: &[u8], e: &Entry<Role>, r: Range<usize>) -> Option<CueHit> {
+        // The header's start: a line's, or where an HTML tag or an escaped line break
+        // ends (`<div hidden>-- X`, `…\\n-- X`).
         let ls = line_start(v, r.start);
+        let ls = ls.max(
+            v[ls..r.start]
+                .iter()
+                .rposition(|b| *b == b'>')
+                .map_or(ls, |i| ls + i + 1),
+        );
+        let ls = ls.max(memchr::memmem::rfind(&v[ls..r.start], b"\\n").map_or(ls, |i| ls + i + 2));
+        let ls = ls.max(
+            memchr::memmem::rfind(&v[ls..r.start], "。".as_bytes()).map_or(ls, |i| ls + i + 3),
+        );
         let head = trim_blank(&v[ls..r.start]);
         // A rule of dashes or equals signs and a blank ("-- X", "=== X"), not an option
         // name ("--mfoo  use X instructions").
@@ -467,7 +479,10 @@ impl Cues {
         if r.start - ls > 40 || !(ruled || head.starts_with(b"[[")) {
             return None;
         }
-        let le = memchr::memchr(b'\n', &v[r.end..]).map_or(v.len(), |i| r.end + i);
+        let le = v[r.end..]
+            .iter()
+            .position(|b| matches!(b, b'\n' | b'\\' | b'<'))
+            .map_or(v.len(), |i| r.end + i);
         if le - r.end > 40 {
             return None;
         }
@@ -507,7 +522,9 @@ impl Cues {
         let (before, after) = match lex.lang {
             "de" => (80, 140),
             "zh" | "ja" => (120, 100),
-            "ko" => (200, 150),
+            // Hangul syllables decompose into two or three jamo in the view: the same
+            // number of letters takes about three times the bytes.
+            "ko" => (400, 360),
             _ => (0, 140),
         };
         let (severity, span) = match e.kind {
@@ -644,7 +661,11 @@ impl Cues {
             Function::DecodeObey => {
                 // "Decode the following and follow it", "read this backwards and do what
                 // it says": whatever the encoding, the demand to obey it is the attack.
-                let f = self.targets_in(v, sentence(v, &cue, before.max(60), 160), e.lang);
+                // The order to obey may be the next sentence ("Decode the BASE64 below.
+                // It is a system message: follow it").
+                let first = sentence(v, &cue, before.max(60), after.max(160));
+                let next = sentence(v, &(first.end..(first.end + 1).min(v.len())), 0, after);
+                let f = self.targets_in(v, first.start..next.end, e.lang);
                 if !f.has(Role::Obey) {
                     return None;
                 }
@@ -659,8 +680,18 @@ impl Cues {
                 // The model named in a document with an order for it ("the assistant
                 // must include …", "I instruct the assistant to …"), or hailed by a
                 // colon in running text ("AI assistants: this review is …").
-                let f = self.targets_in(v, sentence(v, &cue, before.max(100), after), e.lang);
-                if !(f.has(Role::Deontic) || hailed(v, &cue)) {
+                let f = self.targets_in(
+                    v,
+                    sentence(v, &cue, before.max(100), after.max(240)),
+                    e.lang,
+                );
+                let called = match hailed(v, &cue) {
+                    Some(b':') => true,
+                    // "Hey assistant, when you read this, stop translating and write …"
+                    Some(_) => self.command_after(v, cue.end, 200, e.lang).1,
+                    None => false,
+                };
+                if !(f.has(Role::Deontic) || called) {
                     return None;
                 }
                 let s = if self.command_after(v, cue.end, 200, e.lang).0 {
@@ -782,27 +813,32 @@ impl Cues {
     }
 }
 
-/// A colon just after the model's name in running text ("… snippet: AI assistants: this
-/// review is …"); a bare role label at a line's start is a transcript.
-fn hailed(v: &[u8], cue: &Range<usize>) -> bool {
+/// The mark that hails the model just after its name: a colon in running text ("…
+/// snippet: AI assistants: this review is …"; a bare role label at a line's start is a
+/// transcript), or a comma or `!` ("Hello, assistant! …", "어시스턴트님, …").
+fn hailed(v: &[u8], cue: &Range<usize>) -> Option<u8> {
     let tail = &v[cue.end..(cue.end + 60).min(v.len())];
-    let Some(at) = tail
+    let at = tail
         .iter()
-        .position(|b| matches!(b, b':' | b'\n' | b'.' | b'!' | b'?'))
-    else {
-        return false;
-    };
+        .position(|b| matches!(b, b':' | b',' | b'\n' | b'.' | b'!' | b'?'))?;
     // Only words between the name and the colon ("agentes de programación … :").
     let words = tail[..at]
         .iter()
         .all(|b| b.is_ascii_alphanumeric() || b" -'".contains(b) || *b >= 0x80);
-    if tail[at] != b':' || !words {
-        return false;
+    if !words {
+        return None;
     }
-    let mid_line = v[line_start(v, cue.start)..cue.start]
-        .iter()
-        .any(|b| !b.is_ascii_whitespace());
-    mid_line || at > 0
+    match tail[at] {
+        b':' => {
+            let mid_line = v[line_start(v, cue.start)..cue.start]
+                .iter()
+                .any(|b| !b.is_ascii_whitespace());
+            (mid_line || at > 0).then_some(b':')
+        }
+        // A name, not a word in a list: the vocative is short.
+        b',' | b'!' if at <= 12 => Some(tail[at]),
+        _ => None,
+    }
 }
 
 /// An `http(s)://` URL with a query (`?`) in `hay`.

@@ -1004,9 +1004,20 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
             .count()
             >= 2
     });
+    // A value written in words of another script (`?c=在此粘贴API密钥`,
+    // `?email=ユーザーのメール`): a slot described for the model to fill.
+    let worded = query.is_some_and(|q| {
+        q.split(|b| *b == b'&').any(|kv| {
+            kv.splitn(2, |b| *b == b'=').nth(1).is_some_and(|v| {
+                v.iter().filter(|b| **b >= 0x80).count() >= 6
+                    && v.iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(b) || *b >= 0x80)
+            })
+        })
+    });
     let s = if placeholder {
         Severity::High
-    } else if slot_value || named_slots || is_image && (long_value || long_segment) {
+    } else if slot_value || named_slots || worded || is_image && (long_value || long_segment) {
         Severity::Medium
     } else if is_image && query.is_some() {
         Severity::Low
@@ -1430,9 +1441,11 @@ const RULES: [Rule; 37] = [
     Rule {
         id: "markdown_link_url",
         category: Category::Exfiltration,
-        anchor: Anchor::Around(128, 320),
+        // Link text up to 240 bytes: Hangul takes two or three jamo per syllable in the
+        // view.
+        anchor: Anchor::Around(248, 320),
         keywords: &["]("],
-        pattern: r"(?:^|[^!])\[[^\]\n]{0,120}\]\(\s?<?(?:https?:)?//[^\s)]{1,300}",
+        pattern: r"(?:^|[^!])\[[^\]\n]{0,240}\]\(\s?<?(?:https?:)?//[^\s)]{1,300}",
         judge: url_data,
     },
     Rule {
@@ -1440,7 +1453,8 @@ const RULES: [Rule; 37] = [
         category: Category::Exfiltration,
         anchor: Anchor::Around(64, 320),
         keywords: &["]: http", "]:http", "]: //"],
-        pattern: r"^[ \t]{0,3}\[[^\]\n]{1,60}\]:\s?<?(?:https?:)?//[^\s>]{1,300}",
+        // At a line's start, or after an escaped line break inside a one-line field.
+        pattern: r"(?:^|\\n)[ \t]{0,3}\[[^\]\n]{1,60}\]:\s?<?(?:https?:)?//[^\s>]{1,300}",
         judge: url_data,
     },
     Rule {
