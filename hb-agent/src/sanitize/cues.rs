@@ -713,10 +713,23 @@ impl Cues {
             Function::CallTool => {
                 // "Call transfer_funds(amount=2500, …) before you answer": a function
                 // call written into prose, with an order to make it.
-                let w = sentence(v, &cue, before.max(40), 140);
-                // Not the cue's own word (`execute_array(`).
+                let w = sentence(v, &cue, before.max(120), 140);
+                // Not the cue's own word (`execute_array(`). A tool named by its
+                // identifier (`use the tool send_email`), or an order timed against the
+                // model's answer ("before you answer, use the file tool to …"), counts too.
+                let (head, tail) = (&v[w.start..cue.start], &v[cue.end..w.end]);
+                // Said to someone: an imperative or a "you" in the sentence.
+                let ordered = || {
+                    let f = self.targets_in(v, w.clone(), e.lang);
+                    f.has(Role::Imperative) || f.has(Role::You)
+                };
                 if v.get(cue.end) == Some(&b'_')
-                    || !(call_form(&v[w.start..cue.start]) || call_form(&v[cue.end..w.end]))
+                    || !(call_form(head)
+                        || call_form(tail)
+                        || TOOL_NOUNS.is_match(&v[cue.clone()])
+                            && (snake_ident(head) || snake_ident(tail))
+                            && ordered()
+                        || BEFORE_ANSWER.is_match(&v[w.clone()]))
                 {
                     return None;
                 }
@@ -874,6 +887,64 @@ fn call_form(hay: &[u8]) -> bool {
         named && args.iter().any(|b| matches!(b, b'=' | b'"' | b':'))
     })
 }
+
+/// An identifier in snake case (`send_email`, `delete_file`): a tool's name.
+fn snake_ident(hay: &[u8]) -> bool {
+    hay.split(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_'))
+        .any(|w| {
+            w.len() >= 6
+                && w.first().is_some_and(u8::is_ascii_lowercase)
+                && w.last().is_some_and(u8::is_ascii_lowercase)
+                && w.contains(&b'_')
+        })
+}
+
+/// The call cues that name a tool rather than order a call ("tool", "Werkzeug", "工具"):
+/// with an identifier beside them they name the tool to call.
+static TOOL_NOUNS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    folded(&[
+        "tool",
+        "werkzeug",
+        "outil",
+        "herramienta",
+        "ferramenta",
+        "strumento",
+        "инструмент",
+        "工具",
+        "ツール",
+        "도구",
+    ])
+});
+
+/// An order timed against the model's own answer, in each language.
+static BEFORE_ANSWER: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    folded(&[
+        "before you answer",
+        "before answering",
+        "before you respond",
+        "before responding",
+        "before replying",
+        "before your reply",
+        "bevor du antwortest",
+        "vor der antwort",
+        "vor deiner antwort",
+        "avant de répondre",
+        "avant ta réponse",
+        "antes de responder",
+        "antes de contestar",
+        "antes da resposta",
+        "prima di rispondere",
+        "перед ответом",
+        "прежде чем ответить",
+        "回答之前",
+        "回复之前",
+        "回答前",
+        "回答する前に",
+        "返信の前に",
+        "답변하기 전에",
+        "답하기 전에",
+    ])
+});
 
 /// Hiragana or katakana (U+3040 to U+30FF: E3 81 80 to E3 83 BF).
 fn has_kana(hay: &[u8]) -> bool {

@@ -100,14 +100,14 @@ const EN: Lexicon = Lexicon {
     obey: &[
         "follow", "follow it", "obey", "execute", "carry out", "do what it says", "do as it says", "comply", "act on it", "perform",
     ],
-    model: &[
+    model: &[ "i order you", "i command you", "i instruct you", "i am instructing you", "i authorize you", "i authorise you",
         "the assistant", "assistant*", "the ai", "ai assistant*", "chatbot*", "language model*", "the llm", "the copilot", "ai agents", "coding agents", "automated agents",
     ],
-    deontic: &[
+    deontic: &[ "order", "ordered",
         "must", "shall", "should", "is to", "are to", "instruct", "instructs", "instructed", "instructing", "required to", "has to", "have to", "is expected to", "needs to", "authori*", "is ordered to", "is allowed to", "may now",
     ],
     send: &[],
-    call: &[
+    call: &[ "use the tool", "with the tool", "tool",
         "call", "invoke", "trigger the", "run the tool", "use the tool",
     ],
     disregard: &[
@@ -283,16 +283,16 @@ const DE: Lexicon = Lexicon {
     obey: &[
         "befolge*", "folge*", "führ* aus", "ausführ*", "tu, was", "tu was", "mach, was", "mach was", "halte dich", "setze * um", "umsetz*",
     ],
-    model: &[
+    model: &[ "befehle dir", "befehle ich dir", "weise dich an", "weise ich dich an", "befehle ihnen",
         "assistent*", "die ki", "der ki", "ki-assistent*", "sprachmodell*", "chatbot*", "ki-agenten", "coding-agenten", "programmier-agenten",
     ],
-    deontic: &[
+    deontic: &[ "befehle",
         "muss", "müssen", "soll", "sollen", "sollte", "weise", "anweis*", "beauftrag*", "verpflichtet", "autorisiere", "erlaube",
     ],
     send: &[
         "sende*", "schick*", "übermittl*", "übertrag*", "leite", "lade",
     ],
-    call: &[
+    call: &[ "werkzeug*", "tool",
         "rufe", "ruf ", "aufrufen", "aufruf", "führe", "starte",
     ],
     disregard: &[
@@ -348,7 +348,7 @@ const DE: Lexicon = Lexicon {
         "sicherheitsmodus deaktiviert", "sicherheitsmodus ist aus",
     ],
     void: &["veraltet", "nicht mehr gültig", "ungültig", "aufgehoben", "hinfällig", "außer kraft"],
-    authority: &[
+    authority: &[ "administrator-überschreibung", "admin-überschreibung", "systemüberschreibung", "system-überschreibung",
         "admin-anfrage", "administrator-anfrage", "adminanfrage", "anfrage des administrators",
         "nachricht vom entwickler", "nachricht des entwicklers", "nachricht vom administrator",
         "nachricht des administrators", "systemnachricht", "admin-anweisung",
@@ -436,7 +436,7 @@ const FR: Lexicon = Lexicon {
     obey: &[
         "suis", "suivez", "suivre", "suis-le", "suis-les", "exécute*", "fais ce", "faites ce", "applique*", "obéis*", "obéir",
     ],
-    model: &[
+    model: &[ "je t'ordonne", "je vous ordonne",
         "l'assistant*", "assistant*", "l'ia", "chatbot*", "modèle de langage", "modèles de langage", "agents ia", "agent ia", "assistants ia", "agents de code", "agents automatisés", "agents d'ia",
     ],
     deontic: &[
@@ -445,7 +445,7 @@ const FR: Lexicon = Lexicon {
     send: &[
         "envoie*", "envoyer", "envoyez", "transmet*", "transfère*", "téléverse*",
     ],
-    call: &[
+    call: &[ "outil*",
         "appelle*", "appeler", "appelez", "invoque*", "exécute*", "lance",
     ],
     disregard: &[
@@ -503,7 +503,7 @@ const FR: Lexicon = Lexicon {
         "obsolètes", "obsolète", "ne sont plus valables", "plus valides", "ne sont plus valides",
         "annulées", "caduques", "périmées",
     ],
-    authority: &[
+    authority: &[ "dérogation de l'administrateur", "dérogation administrateur", "priorité administrateur",
         "requête administrateur", "requête de l'administrateur", "demande de l'administrateur",
         "demande administrateur", "message de l'administrateur", "message du développeur",
         "message système", "instruction de l'administrateur", "instruction système",
@@ -579,7 +579,7 @@ const ES: Lexicon = Lexicon {
     obey: &[
         "sigue*", "síguel*", "seguir", "ejecuta*", "ejecútal*", "haz lo que", "obedece*", "cumple*", "cúmplel*",
     ],
-    model: &[
+    model: &[ "te ordeno", "le ordeno", "ordeno que",
         "asistente*", "la ia", "chatbot*", "modelo de lenguaje", "modelos de lenguaje", "agentes de ia", "agente de ia", "agentes de programación", "agentes automáticos", "agentes automatizados",
     ],
     deontic: &[
@@ -588,7 +588,7 @@ const ES: Lexicon = Lexicon {
     send: &[
         "envía*", "enviar", "envíe*", "envíen", "manda*", "transmite", "sube",
     ],
-    call: &[
+    call: &[ "herramienta*",
         "llama", "llame", "invoca*", "ejecuta*",
     ],
     disregard: &[
@@ -640,7 +640,7 @@ const ES: Lexicon = Lexicon {
         "obsoletas", "obsoletos", "ya no son válidas", "ya no valen", "ya no son validas",
         "anuladas", "caducadas", "sin efecto",
     ],
-    authority: &[
+    authority: &[ "anulación del administrador", "anulación del sistema",
         "solicitud de administrador", "solicitud del administrador", "petición del administrador",
         "mensaje del administrador", "mensaje del desarrollador", "mensaje del sistema",
         "instrucción del administrador", "instrucción del sistema", "anulación del administrador",
@@ -713,7 +713,7 @@ const PT: Lexicon = Lexicon {
     obey: &[
         "siga*", "segue", "seguir", "execut*", "faça o que", "obedeç*", "cumpra",
     ],
-    model: &[
+    model: &[ "ordeno que você", "ordeno a você", "ordeno que",
         "assistente*", "a ia", "à ia", "chatbot*", "modelo de linguagem", "modelos de linguagem", "agentes de ia", "agente de ia", "agentes de código", "agentes de programação", "agentes automatizados",
     ],
     deontic: &[
@@ -722,7 +722,7 @@ const PT: Lexicon = Lexicon {
     send: &[
         "envie*", "enviar", "envia", "mande*", "transmita", "carregue",
     ],
-    call: &[
+    call: &[ "ferramenta*",
         "chame", "chama", "invoque", "execute",
     ],
     disregard: &[
@@ -771,7 +771,7 @@ const PT: Lexicon = Lexicon {
         "obsoletas", "obsoletos", "não são mais válidas", "não valem mais", "não são mais validas",
         "canceladas", "anuladas", "sem efeito",
     ],
-    authority: &[
+    authority: &[ "substituição do administrador", "substituição do sistema",
         "solicitação do administrador", "pedido do administrador", "mensagem do administrador",
         "mensagem do desenvolvedor", "mensagem do sistema", "instrução do administrador",
         "instrução do sistema", "substituição do administrador", "aviso do sistema",
@@ -790,7 +790,7 @@ const PT: Lexicon = Lexicon {
         "agente,", "ia,", "agentes automatizados", "agentes de codificação", "assistentes de ia",
         "assistente:", "assistente :",
     ],
-    instructions: &[
+    instructions: &[ "o restante", "restante destes", "restante do", "restante da",
         "instruç*", "instruc*", "diretriz*", "diretrizes", "orientaç*", "prompt*",
         "o que te disseram", "o que lhe disseram", "tudo acima", "tudo o que foi dito", "o resto",
     ],
@@ -841,7 +841,7 @@ const IT: Lexicon = Lexicon {
     obey: &[
         "segui*", "esegui*", "fai quello", "fai ciò", "obbedisci", "attieniti",
     ],
-    model: &[
+    model: &[ "ti ordino", "vi ordino",
         "assistente*", "assistenti", "l'ia", "chatbot*", "modello linguistico", "modelli linguistici", "agenti ia", "agente ia", "agenti di codice", "agenti di programmazione", "agenti automatici",
     ],
     deontic: &[
@@ -850,7 +850,7 @@ const IT: Lexicon = Lexicon {
     send: &[
         "invia*", "inviare", "manda*", "trasmetti", "carica",
     ],
-    call: &[
+    call: &[ "strumento*",
         "chiama", "invoca", "esegui",
     ],
     disregard: &[
@@ -904,7 +904,7 @@ const IT: Lexicon = Lexicon {
         "obsolete", "obsolete e", "non sono più valide", "non valgono più", "annullate",
         "superate",
     ],
-    authority: &[
+    authority: &[ "override dell'amministratore", "override di sistema",
         "richiesta dell'amministratore", "richiesta amministratore", "richiesta admin",
         "messaggio dell'amministratore", "messaggio dello sviluppatore", "messaggio di sistema",
         "istruzione dell'amministratore", "istruzione di sistema", "override dell'amministratore",
@@ -976,7 +976,7 @@ const RU: Lexicon = Lexicon {
     obey: &[
         "выполни*", "следуй*", "сделай", "исполни*", "подчинись",
     ],
-    model: &[
+    model: &[ "приказываю тебе", "приказываю вам", "я приказываю",
         "ассистент*", "ии-ассистент*", "чат-бот*", "языковая модель", "языковой модели", "ии", "ии-агент*", "агентам",
     ],
     deontic: &[
@@ -985,7 +985,7 @@ const RU: Lexicon = Lexicon {
     send: &[
         "отправ*", "перешли*", "пошли*", "передай*", "загрузи",
     ],
-    call: &[
+    call: &[ "инструмент*",
         "вызови*", "вызвать", "выполни*", "запусти",
     ],
     disregard: &[
@@ -1034,7 +1034,7 @@ const RU: Lexicon = Lexicon {
         "устарели", "устаревшие", "больше не действуют", "недействительны", "отменены",
         "утратили силу",
     ],
-    authority: &[
+    authority: &[ "переопределение администратора", "переопределение системы",
         "запрос администратора", "сообщение администратора", "сообщение от администратора",
         "сообщение разработчика", "сообщение от разработчика", "системное сообщение",
         "инструкция администратора", "указание администратора", "системная команда",
@@ -1050,7 +1050,7 @@ const RU: Lexicon = Lexicon {
         "ии-ассистент*", "ассистент,", "агент,", "ии,", "автоматизированн*", "автоматическ*",
         "ии-ассистенты", "ассистент:", "ассистент :",
     ],
-    instructions: &[
+    instructions: &[ "остальную часть", "оставшуюся часть",
         "инструкци*", "указани*", "директив*", "промпт*", "всё, что тебе сказали",
         "все, что тебе сказали", "всё выше", "все выше", "вышеперечисленное", "остальн*",
     ],
@@ -1104,16 +1104,16 @@ const ZH: Lexicon = Lexicon {
     obey: &[
         "执行", "執行", "照做", "遵循", "遵守", "按照", "照着", "说的做", "说的去做",
     ],
-    model: &[
+    model: &[ "我命令你",
         "助手", "助理", "人工智能", "聊天机器人", "语言模型", "ai", "编程代理", "ai代理", "ai 代理", "智能体",
     ],
-    deontic: &[
+    deontic: &[ "命令你",
         "必须", "必須", "应该", "应当", "务必", "指示", "要求", "授权",
     ],
     send: &[
         "发送", "發送", "发到", "传送", "上传", "提交到",
     ],
-    call: &[
+    call: &[ "工具",
         "调用", "呼叫", "执行",
     ],
     disregard: &[
@@ -1184,16 +1184,16 @@ const JA: Lexicon = Lexicon {
     obey: &[
         "従って", "従い", "実行", "通りに", "とおりに",
     ],
-    model: &[
+    model: &[ "あなたに命じ",
         "アシスタント", "チャットボット", "言語モデル", "ai", "エージェント",
     ],
-    deontic: &[
+    deontic: &[ "命じ",
         "必ず", "しなければ", "すること", "指示", "ください", "許可", "べき",
     ],
     send: &[
         "送信", "送って", "送る", "アップロード", "転送",
     ],
-    call: &[
+    call: &[ "ツール",
         "呼び出", "実行",
     ],
     disregard: &[
@@ -1220,7 +1220,7 @@ const JA: Lexicon = Lexicon {
     ],
     mode: &["開発者モード", "反対モード", "キャラクターを保", "役になりきり", "役を崩さ", "キャラを崩さ", "キャラから外れ", "安全モードは無効", "安全モードを無効"],
     void: &["古くなって", "もう無効", "無効です", "廃止され", "効力を失"],
-    authority: &[
+    authority: &[ "管理者による上書き",
         "管理者リクエスト", "管理者からのメッセージ", "管理者メッセージ", "管理者の指示", "開発者からのメッセージ", "開発者メッセージ", "開発者の指示",
         "システムメッセージ", "システム通知", "システム命令", "システム上書き", "管理者命令", "it部門", "セキュリティチーム", "公式通知", "開発チーム",
         "あなたの運営者", "運営者です", "最優先指令", "法務部", "ceoとして", "アカウント所有者",
@@ -1267,16 +1267,16 @@ const KO: Lexicon = Lexicon {
     obey: &[
         "따르", "따라", "실행", "대로",
     ],
-    model: &[
+    model: &[ "당신에게 명령",
         "어시스턴트", "챗봇", "언어 모델", "ai", "에이전트",
     ],
-    deontic: &[
+    deontic: &[ "명령",
         "해야", "지시", "하십시오", "하세요", "하라", "허가", "반드시",
     ],
     send: &[
         "보내", "전송", "업로드",
     ],
-    call: &[
+    call: &[ "도구",
         "호출", "실행",
     ],
     disregard: &[
@@ -1303,7 +1303,7 @@ const KO: Lexicon = Lexicon {
     ],
     mode: &["개발자 모드", "반대 모드", "캐릭터에서 벗어나", "캐릭터를 유지", "역할을 유지", "역할에서 벗어나지", "캐릭터를 깨지", "안전 모드가 비활성화", "안전 모드를 비활성화"],
     void: &["더 이상 유효하지", "폐기되었", "무효입니다", "무효", "구식"],
-    authority: &[
+    authority: &[ "관리자 재정의",
         "관리자 요청", "관리자 메시지", "관리자 지시", "관리자 명령", "개발자 메시지", "개발자 지시", "시스템 메시지", "시스템 알림",
         "시스템 명령", "시스템 재정의", "관리자로부터", "개발자로부터", "it 부서", "보안 팀", "공식 공지", "개발팀", "당신의 운영자",
         "운영자입니다", "최우선 지침", "법무팀", "ceo로서", "계정 소유자",
