@@ -22,6 +22,22 @@ pub(super) struct Lexicon {
     pub spaced: bool,
     /// Nouns join into compounds (German): targets may end a longer word.
     pub compounds: bool,
+    /// Cues: "decode", "read this backwards", "rot13": a demand to undo an encoding,
+    /// which counts when an `obey` word follows ("… and follow it").
+    pub decode: &'static [&'static str],
+    /// Targets of decode: "follow", "execute", "do what it says".
+    pub obey: &'static [&'static str],
+    /// Cues: the model named in the third person or hailed ("the assistant", "AI
+    /// assistants:"); they count with a `deontic` word or a vocative colon.
+    pub model: &'static [&'static str],
+    /// Targets of model: "must", "I instruct", "is to".
+    pub deontic: &'static [&'static str],
+    /// Cues: "send", "envoie", "送信" (English has its own rule): they count with a URL
+    /// carrying a query in the same sentence.
+    pub send: &'static [&'static str],
+    /// Cues: "call", "rufe … auf", "调用": they count with a function-call form
+    /// (`transfer_funds(`) in the same sentence.
+    pub call: &'static [&'static str],
     /// Cues: "ignore", "forget", "do not follow".
     pub disregard: &'static [&'static str],
     /// Cues: "print", "reveal", "repeat".
@@ -78,6 +94,22 @@ const EN: Lexicon = Lexicon {
     lang: "en",
     spaced: true,
     compounds: false,
+    decode: &[
+        "decode*", "decipher*", "rot13", "rot-13", "read this backwards", "read it backwards", "backwards", "in reverse", "reverse the text", "unscramble",
+    ],
+    obey: &[
+        "follow", "follow it", "obey", "execute", "carry out", "do what it says", "do as it says", "comply", "act on it", "perform",
+    ],
+    model: &[ "i order you", "i command you", "i instruct you", "i am instructing you", "i authorize you", "i authorise you",
+        "the assistant", "assistant*", "the ai", "ai assistant*", "chatbot*", "language model*", "the llm", "the copilot", "ai agents", "coding agents", "automated agents",
+    ],
+    deontic: &[ "order", "ordered",
+        "must", "shall", "should", "is to", "are to", "instruct", "instructs", "instructed", "instructing", "required to", "has to", "have to", "is expected to", "needs to", "authori*", "is ordered to", "is allowed to", "may now",
+    ],
+    send: &[],
+    call: &[ "use the tool", "with the tool", "tool",
+        "call", "invoke", "trigger the", "run the tool", "use the tool",
+    ],
     disregard: &[
         "ignore", "disregard", "forget", "set aside", "pay no attention to", "stop following",
         "do not follow", "don't follow", "dont follow", "no longer follow", "abandon", "discard",
@@ -245,6 +277,24 @@ const DE: Lexicon = Lexicon {
     lang: "de",
     spaced: true,
     compounds: true,
+    decode: &[
+        "dekodier*", "decodier*", "entschlüssel*", "entziffer*", "rückwärts", "rot13", "umgekehrt",
+    ],
+    obey: &[
+        "befolge*", "folge*", "führ* aus", "ausführ*", "tu, was", "tu was", "mach, was", "mach was", "halte dich", "setze * um", "umsetz*",
+    ],
+    model: &[ "befehle dir", "befehle ich dir", "weise dich an", "weise ich dich an", "befehle ihnen",
+        "assistent*", "die ki", "der ki", "ki-assistent*", "sprachmodell*", "chatbot*", "ki-agenten", "coding-agenten", "programmier-agenten",
+    ],
+    deontic: &[ "befehle",
+        "muss", "müssen", "soll", "sollen", "sollte", "weise", "anweis*", "beauftrag*", "verpflichtet", "autorisiere", "erlaube",
+    ],
+    send: &[
+        "sende*", "schick*", "übermittl*", "übertrag*", "leite", "lade",
+    ],
+    call: &[ "werkzeug*", "tool",
+        "rufe", "ruf ", "aufrufen", "aufruf", "führe", "starte",
+    ],
     disregard: &[
         "vergiss", "vergessen sie", "vergesst", "vergiß", "missachte*", "beachte nicht",
         "beachten sie nicht", "nicht beachten", "nicht befolgen", "befolge nicht",
@@ -293,12 +343,12 @@ const DE: Lexicon = Lexicon {
         "die nächste aufgabe", "nächste aufgabe",
     ],
     mode: &[
-        "entwicklermodus", "gegenteil-modus", "gegenteilmodus", "bleib in der rolle",
+        "entwicklermodus", "gegenteil-modus", "gegenteilmodus", "bleib in der rolle", "fall nicht aus der rolle",
         "bleibe in der rolle", "aus der rolle", "sicherheitsmodus ist deaktiviert",
         "sicherheitsmodus deaktiviert", "sicherheitsmodus ist aus",
     ],
     void: &["veraltet", "nicht mehr gültig", "ungültig", "aufgehoben", "hinfällig", "außer kraft"],
-    authority: &[
+    authority: &[ "administrator-überschreibung", "admin-überschreibung", "systemüberschreibung", "system-überschreibung",
         "admin-anfrage", "administrator-anfrage", "adminanfrage", "anfrage des administrators",
         "nachricht vom entwickler", "nachricht des entwicklers", "nachricht vom administrator",
         "nachricht des administrators", "systemnachricht", "admin-anweisung",
@@ -380,6 +430,24 @@ const FR: Lexicon = Lexicon {
     lang: "fr",
     spaced: true,
     compounds: false,
+    decode: &[
+        "décode*", "décodez", "déchiffre*", "à l'envers", "rot13", "inverse le texte",
+    ],
+    obey: &[
+        "suis", "suivez", "suivre", "suis-le", "suis-les", "exécute*", "fais ce", "faites ce", "applique*", "obéis*", "obéir",
+    ],
+    model: &[ "je t'ordonne", "je vous ordonne",
+        "l'assistant*", "assistant*", "l'ia", "chatbot*", "modèle de langage", "modèles de langage", "agents ia", "agent ia", "assistants ia", "agents de code", "agents automatisés", "agents d'ia",
+    ],
+    deontic: &[
+        "doit", "doivent", "devra", "devrait", "ordonne", "demande à", "charge", "est tenu", "autorise", "exige", "enjoins",
+    ],
+    send: &[
+        "envoie*", "envoyer", "envoyez", "transmet*", "transfère*", "téléverse*",
+    ],
+    call: &[ "outil*",
+        "appelle*", "appeler", "appelez", "invoque*", "exécute*", "lance",
+    ],
     disregard: &[
         "ignor*", "ne tiens pas compte", "ne tenez pas compte", "ne pas tenir compte", "oublie*",
         "fais abstraction", "faites abstraction", "passe outre", "passez outre", "outrepass*",
@@ -427,7 +495,7 @@ const FR: Lexicon = Lexicon {
         "ta vraie tâche", "ta véritable tâche", "la tâche suivante", "prochaine tâche",
     ],
     mode: &[
-        "mode développeur", "mode opposé", "mode inverse", "reste dans le personnage",
+        "mode développeur", "mode opposé", "mode inverse", "reste dans le personnage", "reste dans le rôle", "ne sors pas du rôle", "ne sors pas du personnage",
         "reste dans ton rôle", "sors du personnage", "ne sors jamais du personnage",
         "mode de sécurité est désactivé", "mode sécurité désactivé",
     ],
@@ -435,7 +503,7 @@ const FR: Lexicon = Lexicon {
         "obsolètes", "obsolète", "ne sont plus valables", "plus valides", "ne sont plus valides",
         "annulées", "caduques", "périmées",
     ],
-    authority: &[
+    authority: &[ "dérogation de l'administrateur", "dérogation administrateur", "priorité administrateur",
         "requête administrateur", "requête de l'administrateur", "demande de l'administrateur",
         "demande administrateur", "message de l'administrateur", "message du développeur",
         "message système", "instruction de l'administrateur", "instruction système",
@@ -505,6 +573,24 @@ const ES: Lexicon = Lexicon {
     lang: "es",
     spaced: true,
     compounds: false,
+    decode: &[
+        "decodifica*", "descodifica*", "descifra*", "al revés", "rot13", "invierte el texto",
+    ],
+    obey: &[
+        "sigue*", "síguel*", "seguir", "ejecuta*", "ejecútal*", "haz lo que", "obedece*", "cumple*", "cúmplel*",
+    ],
+    model: &[ "te ordeno", "le ordeno", "ordeno que",
+        "asistente*", "la ia", "chatbot*", "modelo de lenguaje", "modelos de lenguaje", "agentes de ia", "agente de ia", "agentes de programación", "agentes automáticos", "agentes automatizados",
+    ],
+    deontic: &[
+        "debe", "deben", "deberá", "debería", "ordeno", "instruyo", "pido al", "tiene que", "autorizo",
+    ],
+    send: &[
+        "envía*", "enviar", "envíe*", "envíen", "manda*", "transmite", "sube",
+    ],
+    call: &[ "herramienta*",
+        "llama", "llame", "invoca*", "ejecuta*",
+    ],
     disregard: &[
         "ignora*", "ignore", "ignoren", "olvida*", "olvide*", "olvídate", "no hagas caso",
         "no hagan caso", "haz caso omiso", "hagan caso omiso", "descarta*", "omite*", "omitan",
@@ -547,14 +633,14 @@ const ES: Lexicon = Lexicon {
         "tu tarea real", "la siguiente tarea", "siguiente tarea",
     ],
     mode: &[
-        "modo desarrollador", "modo opuesto", "mantente en el personaje", "no rompas el personaje",
+        "modo desarrollador", "modo opuesto", "mantente en el personaje", "no salgas del papel", "mantente en el papel", "no salgas del personaje", "no rompas el personaje",
         "sal del personaje", "modo de seguridad está desactivado", "modo de seguridad desactivado",
     ],
     void: &[
         "obsoletas", "obsoletos", "ya no son válidas", "ya no valen", "ya no son validas",
         "anuladas", "caducadas", "sin efecto",
     ],
-    authority: &[
+    authority: &[ "anulación del administrador", "anulación del sistema",
         "solicitud de administrador", "solicitud del administrador", "petición del administrador",
         "mensaje del administrador", "mensaje del desarrollador", "mensaje del sistema",
         "instrucción del administrador", "instrucción del sistema", "anulación del administrador",
@@ -621,6 +707,24 @@ const PT: Lexicon = Lexicon {
     lang: "pt",
     spaced: true,
     compounds: false,
+    decode: &[
+        "decodifi*", "decifr*", "de trás para frente", "ao contrário", "rot13", "inverta o texto",
+    ],
+    obey: &[
+        "siga*", "segue", "seguir", "execut*", "faça o que", "obedeç*", "cumpra",
+    ],
+    model: &[ "ordeno que você", "ordeno a você", "ordeno que",
+        "assistente*", "a ia", "à ia", "chatbot*", "modelo de linguagem", "modelos de linguagem", "agentes de ia", "agente de ia", "agentes de código", "agentes de programação", "agentes automatizados",
+    ],
+    deontic: &[
+        "deve", "devem", "deverá", "deveria", "ordeno", "instruo", "tem de", "tem que", "autorizo",
+    ],
+    send: &[
+        "envie*", "enviar", "envia", "mande*", "transmita", "carregue",
+    ],
+    call: &[ "ferramenta*",
+        "chame", "chama", "invoque", "execute",
+    ],
     disregard: &[
         "ignore", "ignora*", "ignorem", "esqueça", "esqueçam", "esquece*", "desconsider*",
         "não siga", "nao siga", "não obedeça", "deixe de seguir", "pare de seguir", "descarte*",
@@ -659,7 +763,7 @@ const PT: Lexicon = Lexicon {
         "sua verdadeira tarefa", "sua tarefa real", "a próxima tarefa", "próxima tarefa",
     ],
     mode: &[
-        "modo desenvolvedor", "modo oposto", "permaneça no personagem", "fique no personagem",
+        "modo desenvolvedor", "modo oposto", "permaneça no personagem", "não saia do papel", "não saia do personagem", "mantenha o papel", "fique no personagem",
         "sair do personagem", "modo de segurança foi desativado",
         "modo de segurança está desativado", "modo de segurança desativado",
     ],
@@ -667,7 +771,7 @@ const PT: Lexicon = Lexicon {
         "obsoletas", "obsoletos", "não são mais válidas", "não valem mais", "não são mais validas",
         "canceladas", "anuladas", "sem efeito",
     ],
-    authority: &[
+    authority: &[ "substituição do administrador", "substituição do sistema",
         "solicitação do administrador", "pedido do administrador", "mensagem do administrador",
         "mensagem do desenvolvedor", "mensagem do sistema", "instrução do administrador",
         "instrução do sistema", "substituição do administrador", "aviso do sistema",
@@ -686,7 +790,7 @@ const PT: Lexicon = Lexicon {
         "agente,", "ia,", "agentes automatizados", "agentes de codificação", "assistentes de ia",
         "assistente:", "assistente :",
     ],
-    instructions: &[
+    instructions: &[ "o restante", "restante destes", "restante do", "restante da",
         "instruç*", "instruc*", "diretriz*", "diretrizes", "orientaç*", "prompt*",
         "o que te disseram", "o que lhe disseram", "tudo acima", "tudo o que foi dito", "o resto",
     ],
@@ -731,6 +835,24 @@ const IT: Lexicon = Lexicon {
     lang: "it",
     spaced: true,
     compounds: false,
+    decode: &[
+        "decodifica*", "decifra*", "al contrario", "all'incontrario", "rot13", "inverti il testo",
+    ],
+    obey: &[
+        "segui*", "esegui*", "fai quello", "fai ciò", "obbedisci", "attieniti",
+    ],
+    model: &[ "ti ordino", "vi ordino",
+        "assistente*", "assistenti", "l'ia", "chatbot*", "modello linguistico", "modelli linguistici", "agenti ia", "agente ia", "agenti di codice", "agenti di programmazione", "agenti automatici",
+    ],
+    deontic: &[
+        "deve", "devono", "dovrà", "dovrebbe", "ordino", "chiedo", "istruisco", "autorizzo",
+    ],
+    send: &[
+        "invia*", "inviare", "manda*", "trasmetti", "carica",
+    ],
+    call: &[ "strumento*",
+        "chiama", "invoca", "esegui",
+    ],
     disregard: &[
         "ignora*", "ignori", "dimentica*", "dimentichi", "non tenere conto", "non tener conto",
         "non considerare", "trascura*", "non seguire", "smetti di seguire", "lascia perdere",
@@ -774,7 +896,7 @@ const IT: Lexicon = Lexicon {
         "il prossimo compito", "prossimo compito",
     ],
     mode: &[
-        "modalità sviluppatore", "modalità opposta", "resta nel personaggio",
+        "modalità sviluppatore", "modalità opposta", "resta nel personaggio", "resta nel ruolo", "non uscire dal ruolo", "non uscire dal personaggio",
         "rimani nel personaggio", "esci dal personaggio", "modalità di sicurezza è disattivata",
         "modalità di sicurezza disattivata",
     ],
@@ -782,7 +904,7 @@ const IT: Lexicon = Lexicon {
         "obsolete", "obsolete e", "non sono più valide", "non valgono più", "annullate",
         "superate",
     ],
-    authority: &[
+    authority: &[ "override dell'amministratore", "override di sistema",
         "richiesta dell'amministratore", "richiesta amministratore", "richiesta admin",
         "messaggio dell'amministratore", "messaggio dello sviluppatore", "messaggio di sistema",
         "istruzione dell'amministratore", "istruzione di sistema", "override dell'amministratore",
@@ -848,6 +970,24 @@ const RU: Lexicon = Lexicon {
     lang: "ru",
     spaced: true,
     compounds: false,
+    decode: &[
+        "декодир*", "расшифр*", "задом наперёд", "наоборот", "в обратном порядке", "rot13",
+    ],
+    obey: &[
+        "выполни*", "следуй*", "сделай", "исполни*", "подчинись",
+    ],
+    model: &[ "приказываю тебе", "приказываю вам", "я приказываю",
+        "ассистент*", "ии-ассистент*", "чат-бот*", "языковая модель", "языковой модели", "ии", "ии-агент*", "агентам",
+    ],
+    deontic: &[
+        "должен", "должна", "должны", "обязан*", "поручаю", "приказываю", "разрешаю", "следует",
+    ],
+    send: &[
+        "отправ*", "перешли*", "пошли*", "передай*", "загрузи",
+    ],
+    call: &[ "инструмент*",
+        "вызови*", "вызвать", "выполни*", "запусти",
+    ],
     disregard: &[
         "игнорируй*", "игнорир*", "проигнорир*", "забудь*", "забуд*", "не обращай внимания",
         "не обращайте внимания", "не следуй", "не следуйте", "перестань следовать", "пренебреги*",
@@ -887,14 +1027,14 @@ const RU: Lexicon = Lexicon {
         "следующая задача",
     ],
     mode: &[
-        "режим разработчика", "противоположный режим", "режим наоборот", "оставайся в роли",
+        "режим разработчика", "противоположный режим", "режим наоборот", "оставайся в роли", "оставайся в образе", "не выходи из образа",
         "не выходи из роли", "выйдешь из роли", "режим безопасности отключ*",
     ],
     void: &[
         "устарели", "устаревшие", "больше не действуют", "недействительны", "отменены",
         "утратили силу",
     ],
-    authority: &[
+    authority: &[ "переопределение администратора", "переопределение системы",
         "запрос администратора", "сообщение администратора", "сообщение от администратора",
         "сообщение разработчика", "сообщение от разработчика", "системное сообщение",
         "инструкция администратора", "указание администратора", "системная команда",
@@ -910,7 +1050,7 @@ const RU: Lexicon = Lexicon {
         "ии-ассистент*", "ассистент,", "агент,", "ии,", "автоматизированн*", "автоматическ*",
         "ии-ассистенты", "ассистент:", "ассистент :",
     ],
-    instructions: &[
+    instructions: &[ "остальную часть", "оставшуюся часть",
         "инструкци*", "указани*", "директив*", "промпт*", "всё, что тебе сказали",
         "все, что тебе сказали", "всё выше", "все выше", "вышеперечисленное", "остальн*",
     ],
@@ -958,6 +1098,24 @@ const ZH: Lexicon = Lexicon {
     lang: "zh",
     spaced: false,
     compounds: false,
+    decode: &[
+        "解码", "解碼", "倒着", "倒過來", "倒过来", "反过来", "反向", "rot13",
+    ],
+    obey: &[
+        "执行", "執行", "照做", "遵循", "遵守", "按照", "照着", "说的做", "说的去做",
+    ],
+    model: &[ "我命令你",
+        "助手", "助理", "人工智能", "聊天机器人", "语言模型", "ai", "编程代理", "ai代理", "ai 代理", "智能体",
+    ],
+    deontic: &[ "命令你",
+        "必须", "必須", "应该", "应当", "务必", "指示", "要求", "授权",
+    ],
+    send: &[
+        "发送", "發送", "发到", "传送", "上传", "提交到",
+    ],
+    call: &[ "工具",
+        "调用", "呼叫", "执行",
+    ],
     disregard: &[
         "忽略", "忽视", "忽視", "无视", "無視", "忘记", "忘掉", "忘記", "不要理会", "不要理會", "别管", "不用管", "不要遵守",
         "不要遵循", "停止遵循", "不再遵守", "放弃", "抛开", "拋開", "跳过", "不理会", "无需遵守", "无须遵守", "丢弃", "抛弃", "放下",
@@ -965,7 +1123,7 @@ const ZH: Lexicon = Lexicon {
     ],
     reveal: &[
         "显示", "顯示", "输出", "輸出", "打印", "重复", "重複", "透露", "泄露", "洩露", "告诉我", "告訴我", "给我看", "展示",
-        "揭示", "说出", "說出", "写出", "列出", "复述", "复制", "翻译", "引用",
+        "揭示", "说出", "說出", "写出", "列出", "复述", "复制", "翻译", "引用", "总结", "概括",
     ],
     ask: &["是什么", "是什麼", "你被告知了什么", "告诉了你什么"],
     persona: &[
@@ -981,7 +1139,7 @@ const ZH: Lexicon = Lexicon {
         "文档结束", "文件结束", "输入结束", "数据结束", "文本结束", "用户输入结束", "### 指令", "### 回答", "### 系统", "新指令",
         "新的指令", "新任务", "新的任务", "新目标", "你的新任务", "唯一有效的指令", "你的任务已经改变", "你的任务变了", "你真正的任务", "下一个任务",
     ],
-    mode: &["开发者模式", "相反模式", "保持角色", "不要出戏", "跳出角色", "安全模式已关闭", "安全模式已禁用"],
+    mode: &["开发者模式", "相反模式", "保持角色", "不要跳出角色", "保持人设", "不要出戏", "跳出角色", "安全模式已关闭", "安全模式已禁用"],
     void: &["已过时", "过时了", "不再有效", "作废", "已失效", "失效了"],
     authority: &[
         "管理员请求", "管理員請求", "管理员消息", "管理员指令", "管理员命令", "开发者消息", "开发者指令", "系统消息", "系統消息", "系统通知",
@@ -1008,7 +1166,7 @@ const ZH: Lexicon = Lexicon {
     ],
     sweeping: &["所有", "全部", "一切", "任何", "完整", "逐字", "一字不差", "原文", "完全"],
     earlier: &["之前", "以前", "先前", "上面", "以上", "上述", "前面", "原来", "原始", "最初", "此前", "之后", "后面"],
-    you: &["你的", "你", "您的", "給你", "给你"],
+    you: &["你的", "你", "您的", "給你", "给你", "收到的"],
     imperatives: &[
         "说", "写", "回答", "回复", "发送", "转发", "推荐", "提到", "使用", "执行", "调用", "删除", "打开", "访问", "翻译",
         "评价", "添加", "声称", "忽略", "忘记", "而是", "必须", "请",
@@ -1020,13 +1178,31 @@ const JA: Lexicon = Lexicon {
     lang: "ja",
     spaced: false,
     compounds: false,
+    decode: &[
+        "デコード", "復号", "逆から", "逆さ", "逆順", "rot13",
+    ],
+    obey: &[
+        "従って", "従い", "実行", "通りに", "とおりに",
+    ],
+    model: &[ "あなたに命じ",
+        "アシスタント", "チャットボット", "言語モデル", "ai", "エージェント",
+    ],
+    deontic: &[ "命じ",
+        "必ず", "しなければ", "すること", "指示", "ください", "許可", "べき",
+    ],
+    send: &[
+        "送信", "送って", "送る", "アップロード", "転送",
+    ],
+    call: &[ "ツール",
+        "呼び出", "実行",
+    ],
     disregard: &[
         "忘れ", "従わな", "従うな", "破棄", "無効に", "気にしな", "放棄", "取り消", "上書き", "スキップ", "従う必要はありません", "捨て",
         "無視し", "無視せよ", "無視する", "無視しろ", "気にせず", "脇に置",
     ],
     reveal: &[
         "表示", "出力", "教えて", "見せて", "繰り返", "印刷", "開示", "書き出", "明かし", "明かせ", "暴露", "公開", "列挙", "言って",
-        "書いて", "翻訳", "要約", "引用",
+        "書いて", "翻訳", "要約", "引用", "まとめ",
     ],
     ask: &["何ですか", "なんですか", "は何", "何を言われ", "何と言われ"],
     persona: &[
@@ -1042,9 +1218,9 @@ const JA: Lexicon = Lexicon {
         "ドキュメント終了", "文書終了", "入力終了", "データ終了", "文書の終わり", "入力の終わり", "### 指示", "### 応答", "### システム",
         "新しい指示", "新しいタスク", "新しい目標", "新たな指示", "唯一有効な指示", "あなたのタスクは変わ", "本当のタスク", "次のタスク",
     ],
-    mode: &["開発者モード", "反対モード", "キャラクターを保", "役になりきり", "キャラから外れ", "安全モードは無効", "安全モードを無効"],
+    mode: &["開発者モード", "反対モード", "キャラクターを保", "役になりきり", "役を崩さ", "キャラを崩さ", "キャラから外れ", "安全モードは無効", "安全モードを無効"],
     void: &["古くなって", "もう無効", "無効です", "廃止され", "効力を失"],
-    authority: &[
+    authority: &[ "管理者による上書き",
         "管理者リクエスト", "管理者からのメッセージ", "管理者メッセージ", "管理者の指示", "開発者からのメッセージ", "開発者メッセージ", "開発者の指示",
         "システムメッセージ", "システム通知", "システム命令", "システム上書き", "管理者命令", "it部門", "セキュリティチーム", "公式通知", "開発チーム",
         "あなたの運営者", "運営者です", "最優先指令", "法務部", "ceoとして", "アカウント所有者",
@@ -1073,7 +1249,7 @@ const JA: Lexicon = Lexicon {
     ],
     sweeping: &["すべて", "全て", "全部", "あらゆる", "一切", "全文", "そのまま", "一字一句", "完全"],
     earlier: &["以前", "前の", "これまで", "上記", "以上", "先ほど", "元の", "最初の", "上の", "前述", "以下の"],
-    you: &["あなたの", "あなたが", "君の", "あなたに"],
+    you: &["あなたの", "あなたが", "君の", "あなたに", "与えられた", "受け取った"],
     imperatives: &[
         "言って", "書いて", "答えて", "返信", "送信", "転送", "推薦", "勧め", "言及", "使って", "実行", "呼び出", "削除", "開いて",
         "訪問", "翻訳", "評価", "追加", "主張", "無視", "代わりに", "必ず", "ください",
@@ -1085,12 +1261,30 @@ const KO: Lexicon = Lexicon {
     lang: "ko",
     spaced: false,
     compounds: false,
+    decode: &[
+        "디코딩", "복호화", "해독", "거꾸로", "역순", "rot13",
+    ],
+    obey: &[
+        "따르", "따라", "실행", "대로",
+    ],
+    model: &[ "당신에게 명령",
+        "어시스턴트", "챗봇", "언어 모델", "ai", "에이전트",
+    ],
+    deontic: &[ "명령",
+        "해야", "지시", "하십시오", "하세요", "하라", "허가", "반드시",
+    ],
+    send: &[
+        "보내", "전송", "업로드",
+    ],
+    call: &[ "도구",
+        "호출", "실행",
+    ],
     disregard: &[
         "무시", "잊어", "잊으", "잊고", "따르지 마", "따르지 말", "신경 쓰지 마", "무효화", "버려", "버리고", "폐기", "따르지 않",
         "제쳐 두", "신경 쓰지 말",
     ],
     reveal: &[
-        "보여", "출력", "알려", "말해", "반복", "공개", "누설", "표시", "인쇄", "써 줘", "적어", "밝혀", "번역", "요약", "인용",
+        "보여", "출력", "알려", "말해", "반복", "공개", "누설", "표시", "인쇄", "써 줘", "적어", "밝혀", "번역", "요약", "인용", "정리",
     ],
     ask: &["무엇입니까", "뭐야", "무엇인가요", "뭐예요", "무엇이야", "무엇을 들었", "무슨 말을 들었"],
     persona: &[
@@ -1107,9 +1301,9 @@ const KO: Lexicon = Lexicon {
         "문서 끝", "문서의 끝", "입력 끝", "입력의 끝", "데이터 끝", "### 지시", "### 응답", "### 시스템", "새로운 지시", "새 지시",
         "새로운 작업", "새 작업", "새로운 목표", "유일하게 유효한 지시", "당신의 작업이 바뀌었", "진짜 작업", "다음 작업",
     ],
-    mode: &["개발자 모드", "반대 모드", "캐릭터에서 벗어나", "캐릭터를 유지", "역할을 유지", "안전 모드가 비활성화", "안전 모드를 비활성화"],
+    mode: &["개발자 모드", "반대 모드", "캐릭터에서 벗어나", "캐릭터를 유지", "역할을 유지", "역할에서 벗어나지", "캐릭터를 깨지", "안전 모드가 비활성화", "안전 모드를 비활성화"],
     void: &["더 이상 유효하지", "폐기되었", "무효입니다", "무효", "구식"],
-    authority: &[
+    authority: &[ "관리자 재정의",
         "관리자 요청", "관리자 메시지", "관리자 지시", "관리자 명령", "개발자 메시지", "개발자 지시", "시스템 메시지", "시스템 알림",
         "시스템 명령", "시스템 재정의", "관리자로부터", "개발자로부터", "it 부서", "보안 팀", "공식 공지", "개발팀", "당신의 운영자",
         "운영자입니다", "최우선 지침", "법무팀", "ceo로서", "계정 소유자",
@@ -1133,7 +1327,7 @@ const KO: Lexicon = Lexicon {
     ],
     sweeping: &["모든", "모두", "전부", "어떠한", "그대로", "전체", "전문", "완전"],
     earlier: &["이전", "앞의", "앞선", "위의", "위에", "지금까지", "원래", "초기", "기존", "다음"],
-    you: &["당신의", "너의", "네", "당신"],
+    you: &["당신의", "너의", "네", "당신", "받은", "들은"],
     imperatives: &[
         "말해", "써", "답해", "대답", "보내", "전달", "추천", "언급", "사용", "실행", "호출", "삭제", "열어", "방문", "번역",
         "평가", "추가", "주장", "무시", "대신", "반드시", "하세요", "해라", "하십시오",

@@ -155,6 +155,8 @@ pub enum Encoding {
     /// `1gn0r3`.
     Leetspeak,
     Morse,
+    /// `\u0438\u0433…`: JSON or source escapes of whole words.
+    UnicodeEscape,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

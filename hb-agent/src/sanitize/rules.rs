@@ -990,9 +990,34 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
             })
         })
     });
+    // Two or more values named like variables (`?email=USER_EMAIL&token=SESSION_TOKEN`,
+    // folded to lower case): slots for the model to fill.
+    let named_slots = query.is_some_and(|q| {
+        q.split(|b| *b == b'&')
+            .filter(|kv| {
+                kv.splitn(2, |b| *b == b'=').nth(1).is_some_and(|v| {
+                    v.len() >= 6
+                        && v.contains(&b'_')
+                        && v.iter().all(|b| b.is_ascii_lowercase() || *b == b'_')
+                })
+            })
+            .count()
+            >= 2
+    });
+    // A value written in words of another script (`?c=在此粘贴API密钥`,
+    // `?email=ユーザーのメール`): a slot described for the model to fill.
+    let worded = query.is_some_and(|q| {
+        q.split(|b| *b == b'&').any(|kv| {
+            kv.splitn(2, |b| *b == b'=').nth(1).is_some_and(|v| {
+                v.iter().filter(|b| **b >= 0x80).count() >= 6
+                    && v.iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(b) || *b >= 0x80)
+            })
+        })
+    });
     let s = if placeholder {
         Severity::High
-    } else if slot_value || is_image && (long_value || long_segment) {
+    } else if slot_value || named_slots || worded || is_image && (long_value || long_segment) {
         Severity::Medium
     } else if is_image && query.is_some() {
         Severity::Low
@@ -1097,7 +1122,7 @@ fn tool_call(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
 
 // ---- the rules ----------------------------------------------------------------------
 
-const RULES: [Rule; 36] = [
+const RULES: [Rule; 37] = [
     // -- instruction override
     Rule {
         id: "ignore_previous",
@@ -1269,6 +1294,17 @@ const RULES: [Rule; 36] = [
         judge: system_tag,
     },
     Rule {
+        // A chat turn written into a one-line field: the line breaks before the role
+        // label are escapes (`\n\nHuman:` in a calendar entry, `<br><br>Assistant:` in
+        // a table cell), so the turn was typed, not logged.
+        id: "escaped_role_turn",
+        category: Category::RoleSpoofing,
+        anchor: Anchor::Around(16, 24),
+        keywords: &["human:", "assistant:", "system:", "user:"],
+        pattern: r"(?:\\n|<br\s?/?>)\s?(?:human|assistant|system|user)\s?:",
+        judge: always_medium,
+    },
+    Rule {
         id: "role_line",
         category: Category::RoleSpoofing,
         anchor: Anchor::Around(40, 24),
@@ -1320,8 +1356,9 @@ const RULES: [Rule; 36] = [
         id: "json_role",
         category: Category::RoleSpoofing,
         anchor: Anchor::Start,
-        keywords: &["\"role\""],
-        pattern: r#""role"\s?:\s?"(?:system|developer)""#,
+        // Also escaped inside a JSON string (`{\"role\": \"system\"`).
+        keywords: &["\"role"],
+        pattern: r#""role\\{0,3}"\s?:\s?\\{0,3}"(?:system|developer)\\{0,3}""#,
         judge: system_tag,
     },
     Rule {
@@ -1404,9 +1441,11 @@ const RULES: [Rule; 36] = [
     Rule {
         id: "markdown_link_url",
         category: Category::Exfiltration,
-        anchor: Anchor::Around(128, 320),
+        // Link text up to 240 bytes: Hangul takes two or three jamo per syllable in the
+        // view.
+        anchor: Anchor::Around(248, 320),
         keywords: &["]("],
-        pattern: r"(?:^|[^!])\[[^\]\n]{0,120}\]\(\s?<?(?:https?:)?//[^\s)]{1,300}",
+        pattern: r"(?:^|[^!])\[[^\]\n]{0,240}\]\(\s?<?(?:https?:)?//[^\s)]{1,300}",
         judge: url_data,
     },
     Rule {
@@ -1414,7 +1453,8 @@ const RULES: [Rule; 36] = [
         category: Category::Exfiltration,
         anchor: Anchor::Around(64, 320),
         keywords: &["]: http", "]:http", "]: //"],
-        pattern: r"^[ \t]{0,3}\[[^\]\n]{1,60}\]:\s?<?(?:https?:)?//[^\s>]{1,300}",
+        // At a line's start, or after an escaped line break inside a one-line field.
+        pattern: r"(?:^|\\n)[ \t]{0,3}\[[^\]\n]{1,60}\]:\s?<?(?:https?:)?//[^\s>]{1,300}",
         judge: url_data,
     },
     Rule {

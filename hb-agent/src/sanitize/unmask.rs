@@ -20,6 +20,7 @@ pub(super) enum Mask {
     Spaced,
     Leet,
     Morse,
+    Escaped,
 }
 
 impl Mask {
@@ -30,6 +31,7 @@ impl Mask {
             Mask::Spaced => Encoding::LetterSpaced,
             Mask::Leet => Encoding::Leetspeak,
             Mask::Morse => Encoding::Morse,
+            Mask::Escaped => Encoding::UnicodeEscape,
         }
     }
 }
@@ -128,6 +130,11 @@ pub(super) fn triggers() -> Vec<(Vec<u8>, Mask)> {
             out.push((format!(" {code} / ").into_bytes(), Mask::Morse));
         }
     }
+    // `\u` escapes outside ASCII (`\u0438`, `\u4e0d`, `\uac00`): a line of them is
+    // decoded whatever the words (the escapes hide every script alike).
+    for d in b"0123456789abcdef" {
+        out.push((vec![b'\\', b'u', *d], Mask::Escaped));
+    }
     // Chinese and Japanese key words with a separator between the characters.
     for w in [
         "無.視", "指.示", "忽.略", "指.令", "无.视", "無 視", "指 示", "忽 略",
@@ -207,6 +214,7 @@ pub(super) fn decode(mask: Mask, text: &str, line: Range<usize>) -> Option<Unmas
         Mask::Leet => unleet(s),
         Mask::Morse => unmorse(s),
         Mask::Spaced => unspace(s),
+        Mask::Escaped => unescape(s)?,
     };
     Some(Unmasked { line, decoded })
 }
@@ -218,6 +226,40 @@ pub(super) fn holds_key_word(decoded: &str) -> bool {
     KEY_WORDS
         .iter()
         .any(|k| squeezed.contains(&k.replace(' ', "")))
+}
+
+/// Escapes a line needs to be read as a message rather than a stray `\u00e9`.
+const ESCAPES_MIN: usize = 6;
+
+/// `\uXXXX` escapes (one or more backslashes before the `u`) back to characters;
+/// `None` when the line holds fewer than [`ESCAPES_MIN`] of them or only ASCII ones.
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len() / 3);
+    let (mut n, mut wide, mut i) = (0, false, 0);
+    while i < b.len() {
+        if b[i] == b'\\' {
+            let mut j = i;
+            while j < b.len() && b[j] == b'\\' {
+                j += 1;
+            }
+            if b.get(j) == Some(&b'u')
+                && let Some(hex) = s.get(j + 1..j + 5)
+                && let Ok(code) = u32::from_str_radix(hex, 16)
+                && let Some(c) = char::from_u32(code)
+            {
+                out.push(c);
+                n += 1;
+                wide |= code >= 0x80;
+                i = j + 5;
+                continue;
+            }
+        }
+        let c = s[i..].chars().next()?;
+        out.push(c);
+        i += c.len_utf8();
+    }
+    (n >= ESCAPES_MIN && wide).then_some(out)
 }
 
 /// Leet digits and signs back to letters, in words that hold a letter.
