@@ -244,7 +244,12 @@ impl<S: Sink> Node<S> {
 
     /// A pod-level cgroup is gone: its enrollment goes, and the pod too if the API
     /// deleted it.
-    pub fn cgroup_gone(&mut self, uid: &str) -> Vec<Outcome> {
+    pub fn cgroup_gone(&mut self, uid: &str, path: &Path) -> Vec<Outcome> {
+        // Only the directory tracked for the pod ends its enrollment: another directory
+        // named after the same uid (made and removed elsewhere in the tree) ends nothing.
+        if self.cgroups.get(uid).is_none_or(|c| c.path != path) {
+            return Vec::new();
+        }
         let Some(c) = self.cgroups.remove(uid) else {
             return Vec::new();
         };
@@ -570,8 +575,14 @@ mod tests {
         // Deleted from the API (force-deleted while running): still enrolled.
         n.delete_pod(UID);
         assert_eq!(n.sink.0.get(&7), Some(&2));
+        // A directory of the same name elsewhere goes: nothing ends.
+        assert!(
+            n.cgroup_gone(UID, Path::new("/elsewhere/kubepods/pod-same-uid"))
+                .is_empty()
+        );
+        assert_eq!(n.sink.0.get(&7), Some(&2));
         // The cgroup is gone: the enrollment and the pod go.
-        let out = n.cgroup_gone(UID);
+        let out = n.cgroup_gone(UID, Path::new("/nonexistent/hb-test"));
         assert!(matches!(&out[..], [Outcome::Unenrolled { .. }]), "{out:?}");
         assert!(n.sink.0.is_empty() && n.pods.is_empty());
     }

@@ -190,7 +190,7 @@ impl<S: Sink + Send + 'static> Watcher<S> {
             .and_then(OsStr::to_str)
             .and_then(layout::pod_uid)
         {
-            let out = self.lock().cgroup_gone(&uid);
+            let out = self.lock().cgroup_gone(&uid, path);
             out.into_iter().for_each(&self.report);
         }
     }
@@ -242,7 +242,7 @@ impl<S: Sink + Send + 'static> Watcher<S> {
         let known = self.lock().cgroup_uids();
         for (uid, path) in known {
             if !found.contains(&uid) && !path.exists() {
-                let out = self.lock().cgroup_gone(&uid);
+                let out = self.lock().cgroup_gone(&uid, &path);
                 out.into_iter().for_each(&self.report);
             }
         }
