@@ -326,6 +326,10 @@ pub async fn request(
     respond(&call, &decision, &sent, &parsed, response).await
 }
 
+/// Requests up to this size (URL and body) are searched on the calling task: the hand-off
+/// to a blocking thread costs more than their scan.
+const INLINE_SEARCH_BYTES: usize = 64 * 1024;
+
 /// Phase 2b: what the caller sends, searched for decoy handles (the `canary` signal:
 /// every handle of the caller is revoked, so a call made with one fails as any dead
 /// handle does; a call without a handle goes on, as one carrying a real handle's text
@@ -338,19 +342,20 @@ async fn inspect_outgoing(
     decision: &Decision<'_>,
 ) -> Result<(), ApiError> {
     let shared = call.shared;
-    // A scan of the whole request: on a blocking thread, so other callers' calls are
-    // not queued behind a large body.
-    let (searcher, url, headers, body) = (
-        shared.clone(),
-        parsed.target.to_string(),
-        parsed.headers.clone(),
-        parsed.body.clone(),
-    );
-    let found = tokio::task::spawn_blocking(move || {
-        super::sightings::outgoing(&searcher, owner, &url, &headers, &body)
-    })
-    .await
-    .map_err(|_| ApiError::new(Code::Internal, "the request search failed"))?;
+    let url = parsed.target.to_string();
+    // A scan of the whole request. A large one runs on a blocking thread, so other
+    // callers' calls are not queued behind it; a small one here, without a hand-off.
+    let found = if parsed.body.len() + url.len() <= INLINE_SEARCH_BYTES {
+        super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body)
+    } else {
+        let (searcher, headers, body) =
+            (shared.clone(), parsed.headers.clone(), parsed.body.clone());
+        tokio::task::spawn_blocking(move || {
+            super::sightings::outgoing(&searcher, owner, &url, &headers, &body)
+        })
+        .await
+        .map_err(|_| ApiError::new(Code::Internal, "the request search failed"))?
+    };
     for canary in &found.canaries {
         super::canary::check(shared, call.caller, canary, "request_content");
     }

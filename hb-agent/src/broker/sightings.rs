@@ -32,8 +32,8 @@ pub struct Outgoing {
     pub credentials: Vec<(String, String, String)>,
 }
 
-/// Searches what a caller sends (see the module header). Blocking work (a scan of the
-/// whole request): call it off the async workers.
+/// Searches what a caller sends (see the module header). A scan of the whole request:
+/// call it off the async workers when the request is large.
 pub fn outgoing(
     shared: &Shared,
     owner: Owner,
