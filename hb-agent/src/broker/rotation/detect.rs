@@ -1,5 +1,5 @@
 //! Detector signals and the actions they lead to (`[integration.rotation] on_canary`,
-//! `on_reflection`, `on_auth_failure`, `on_expiry`).
+//! `on_reflection`, `on_auth_failure`, `on_expiry`, `on_rate_spike`, `on_novelty`).
 //!
 //! A detector that sees evidence about an account calls [`signal`]; the account's
 //! integration says what follows: `observe` (an audit record), `alert` (and an event on
@@ -51,6 +51,10 @@ pub enum Detector {
     AuthFailure,
     /// Two thirds of the key's lifetime, or `max_age_secs`.
     Expiry,
+    /// The account's calls far above its baseline for several buckets (`sensor`).
+    RateSpike,
+    /// A (method, host) never seen for the account after its learning period.
+    Novelty,
 }
 
 impl Detector {
@@ -60,6 +64,8 @@ impl Detector {
             Detector::Reflection => "reflection",
             Detector::AuthFailure => "auth_failure",
             Detector::Expiry => "expiry",
+            Detector::RateSpike => "rate_spike",
+            Detector::Novelty => "novelty",
         }
     }
 
@@ -69,6 +75,8 @@ impl Detector {
             Detector::Reflection => config.on_reflection,
             Detector::AuthFailure => config.on_auth_failure,
             Detector::Expiry => config.on_expiry,
+            Detector::RateSpike => config.on_rate_spike,
+            Detector::Novelty => config.on_novelty,
         }
     }
 }
@@ -204,7 +212,12 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
         s.integration,
         s.account,
         std::time::Duration::from_secs(config.quarantine_secs),
-        config.quarantine_calls_per_minute,
+        // Near the account's learned rate: its honest reads go on, the flood does not.
+        shared.sensor.quarantine_per_minute(
+            s.integration,
+            s.account,
+            config.quarantine_calls_per_minute,
+        ),
         std::time::Instant::now(),
     );
     if let Some(caller) = s.caller {
