@@ -171,6 +171,8 @@ struct Job {
     caller: Option<Caller>,
     action: DetectorAction,
     compromised: bool,
+    /// `quarantine`: the account's calls a minute while held.
+    per_minute: Option<u32>,
 }
 
 /// Records `s`, and acts on it as the account's integration says. The rotation (if
@@ -208,16 +210,17 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     let Some((_, config)) = super::with_rotator(shared, s.integration) else {
         return Outcome::NoRotation;
     };
+    // Near the account's learned rate: its honest reads go on, a flood does not.
+    let per_minute = shared.sensor.quarantine_per_minute(
+        s.integration,
+        s.account,
+        config.quarantine_calls_per_minute,
+    );
     let until = shared.quarantines.hold(
         s.integration,
         s.account,
         std::time::Duration::from_secs(config.quarantine_secs),
-        // Near the account's learned rate: its honest reads go on, the flood does not.
-        shared.sensor.quarantine_per_minute(
-            s.integration,
-            s.account,
-            config.quarantine_calls_per_minute,
-        ),
+        per_minute,
         std::time::Instant::now(),
     );
     if let Some(caller) = s.caller {
@@ -233,6 +236,7 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
         caller: s.caller.cloned(),
         action: DetectorAction::Quarantine,
         compromised: false,
+        per_minute: Some(per_minute),
     };
     record_outcome(shared, &job, &outcome);
     outcome
@@ -249,6 +253,7 @@ fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
         caller: s.caller.cloned(),
         action,
         compromised,
+        per_minute: None,
     })
 }
 
@@ -545,6 +550,7 @@ fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
             "cap": cap,
             "until": until,
             "caller_ended": caller_ended,
+            "calls_per_minute": job.per_minute,
         }),
     );
     shared.book.outcome(
@@ -562,6 +568,9 @@ fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
     }
     if let Some(until) = &until {
         detail += &format!(" until {until}");
+    }
+    if let Some(n) = job.per_minute {
+        detail += &format!(", {n} calls/min");
     }
     if caller_ended {
         detail += "; caller ended";
