@@ -694,7 +694,8 @@ pub struct RotationConfig {
     /// `quarantine_calls_per_minute`).
     #[serde(default = "default_quarantine_secs")]
     pub quarantine_secs: u64,
-    /// Calls a minute a quarantined account takes, every caller together.
+    /// Calls a minute a quarantined account takes at least, every caller together (its
+    /// learned rate × 1.5 when that is more; see `rotation::sensor`).
     #[serde(default = "default_quarantine_calls_per_minute")]
     pub quarantine_calls_per_minute: u32,
     /// What a decoy handle (`[[policy]] canary_handles`) used by an execution that held

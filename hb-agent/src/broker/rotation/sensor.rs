@@ -162,7 +162,12 @@ impl Account {
         let saved = saved.unwrap_or_default();
         // A baseline of other bucket widths counts other things: learned again.
         let (spike, ring) = if saved.bucket_secs == params.bucket_secs {
-            (saved.spike, saved.buckets.into_iter().collect())
+            // A restart lifts a quarantine: a flood still running is a new spike.
+            let spike = spike::State {
+                run: 0,
+                ..saved.spike
+            };
+            (spike, saved.buckets.into_iter().collect())
         } else {
             (spike::State::default(), VecDeque::new())
         };
