@@ -694,7 +694,8 @@ pub struct RotationConfig {
     /// `quarantine_calls_per_minute`).
     #[serde(default = "default_quarantine_secs")]
     pub quarantine_secs: u64,
-    /// Calls a minute a quarantined account takes, every caller together.
+    /// Calls a minute a quarantined account takes at least, every caller together (its
+    /// learned rate × 1.5 when that is more; see `rotation::sensor`).
     #[serde(default = "default_quarantine_calls_per_minute")]
     pub quarantine_calls_per_minute: u32,
     /// What a decoy handle (`[[policy]] canary_handles`) used by an execution that held
@@ -712,6 +713,48 @@ pub struct RotationConfig {
     /// (default `rotate`).
     #[serde(default = "rotate_action")]
     pub on_expiry: DetectorAction,
+    /// The sensor's bucket width: each account's calls are counted per bucket of this
+    /// many seconds (10; shorter only for tests), and the `rate_spike` detector judges
+    /// each bucket's count.
+    #[serde(default = "default_sensor_bucket_secs")]
+    pub sensor_bucket_secs: u64,
+    /// `rate_spike`: a bucket is anomalous when its count is at least `spike_z`
+    /// standard deviations above the account's baseline (an exponentially weighted
+    /// mean and variance of past counts) …
+    #[serde(default = "default_spike_z")]
+    pub spike_z: f64,
+    /// … and at least `spike_ratio` times the baseline mean …
+    #[serde(default = "default_spike_ratio")]
+    pub spike_ratio: f64,
+    /// … and at least this many calls.
+    #[serde(default = "default_spike_min_count")]
+    pub spike_min_count: u64,
+    /// This many anomalous buckets in a row are a spike (a signal; another every 60
+    /// buckets while it lasts). Anomalous buckets never enter the baseline.
+    #[serde(default = "default_spike_buckets")]
+    pub spike_buckets: u32,
+    /// For this long after the sensor first sees an account only `spike_hard_cap`
+    /// counts (the baseline is being learned).
+    #[serde(default = "default_spike_learning_secs")]
+    pub spike_learning_secs: u64,
+    /// The baseline's half-life: how fast it follows a changing (normal) rate.
+    #[serde(default = "default_spike_halflife_secs")]
+    pub spike_halflife_secs: u64,
+    /// A bucket with more calls than this is anomalous whatever the baseline (during
+    /// learning too); 0: no cap.
+    #[serde(default = "default_spike_hard_cap")]
+    pub spike_hard_cap: u64,
+    /// What a rate spike does (default `quarantine`: an agent flooding through the
+    /// broker misbehaves).
+    #[serde(default = "quarantine_action")]
+    pub on_rate_spike: DetectorAction,
+    /// A (method, host) pair never seen for the account is `novelty` once this long has
+    /// passed since the sensor first saw the account.
+    #[serde(default = "default_novelty_learning_secs")]
+    pub novelty_learning_secs: u64,
+    /// What a novel (method, host) does: `observe` or `alert` (the default) only.
+    #[serde(default = "alert_action")]
+    pub on_novelty: DetectorAction,
 }
 
 /// What a detector's signal does to the account it names.
@@ -776,6 +819,50 @@ fn compromised_action() -> DetectorAction {
 
 fn rotate_action() -> DetectorAction {
     DetectorAction::Rotate
+}
+
+fn quarantine_action() -> DetectorAction {
+    DetectorAction::Quarantine
+}
+
+fn alert_action() -> DetectorAction {
+    DetectorAction::Alert
+}
+
+fn default_sensor_bucket_secs() -> u64 {
+    10
+}
+
+fn default_spike_z() -> f64 {
+    6.0
+}
+
+fn default_spike_ratio() -> f64 {
+    4.0
+}
+
+fn default_spike_min_count() -> u64 {
+    30
+}
+
+fn default_spike_buckets() -> u32 {
+    3
+}
+
+fn default_spike_learning_secs() -> u64 {
+    3600
+}
+
+fn default_spike_halflife_secs() -> u64 {
+    3600
+}
+
+fn default_spike_hard_cap() -> u64 {
+    6000
+}
+
+fn default_novelty_learning_secs() -> u64 {
+    86_400
 }
 
 fn default_rotation_cooldown_secs() -> u64 {
@@ -905,10 +992,50 @@ fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String
             "must be 1-10000".into(),
         ));
     }
+    check_sensor(r)?;
     if r.retry_base_secs == 0 || r.retry_cap_secs < r.retry_base_secs {
         return Err((
             "rotation.retry_base_secs",
             "must be at least 1, and retry_cap_secs at least retry_base_secs".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The sensor's and the `rate_spike` and `novelty` detectors' keys.
+fn check_sensor(r: &RotationConfig) -> Result<(), (&'static str, String)> {
+    if !(1..=3600).contains(&r.sensor_bucket_secs) {
+        return Err(("rotation.sensor_bucket_secs", "must be 1-3600".into()));
+    }
+    if !(r.spike_z.is_finite() && r.spike_z > 0.0) {
+        return Err(("rotation.spike_z", "must be a number above 0".into()));
+    }
+    if !(r.spike_ratio.is_finite() && r.spike_ratio >= 1.0) {
+        return Err((
+            "rotation.spike_ratio",
+            "must be a number of at least 1".into(),
+        ));
+    }
+    if !(1..=1000).contains(&r.spike_buckets) {
+        return Err(("rotation.spike_buckets", "must be 1-1000".into()));
+    }
+    if r.spike_halflife_secs < r.sensor_bucket_secs {
+        return Err((
+            "rotation.spike_halflife_secs",
+            "must be at least sensor_bucket_secs".into(),
+        ));
+    }
+    if !matches!(
+        r.on_novelty,
+        DetectorAction::Observe | DetectorAction::Alert
+    ) {
+        return Err((
+            "rotation.on_novelty",
+            format!(
+                "\"{}\" is not allowed: a new method or host is evidence for a person to \
+                 judge, not for a rotation or a quarantine (choose observe or alert)",
+                r.on_novelty.as_str()
+            ),
         ));
     }
     Ok(())
@@ -1913,6 +2040,22 @@ mod tests {
             (r.quarantine_secs, r.quarantine_calls_per_minute),
             (3600, 60)
         );
+        assert_eq!(r.on_rate_spike, DetectorAction::Quarantine);
+        assert_eq!(r.on_novelty, DetectorAction::Alert);
+        assert_eq!((r.sensor_bucket_secs, r.spike_buckets), (10, 3));
+        for bad in ["rotate", "quarantine", "rotate_compromised"] {
+            let e = Config::parse(&format!("{base}on_novelty = \"{bad}\"\n"), "test")
+                .expect_err("novelty only alerts")
+                .to_string();
+            assert!(
+                e.contains("rotation.on_novelty") && e.contains("observe or alert"),
+                "{e}"
+            );
+        }
+        let e = Config::parse(&format!("{base}sensor_bucket_secs = 0\n"), "test")
+            .expect_err("no bucket")
+            .to_string();
+        assert!(e.contains("rotation.sensor_bucket_secs"), "{e}");
         let e = Config::parse(&format!("{base}on_canary = \"rotate-now\"\n"), "test")
             .expect_err("unknown")
             .to_string();

@@ -1215,3 +1215,199 @@ fn a_quarantined_account_takes_only_read_only_calls_at_its_rate() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A sandbox calls `svc` at a steady low rate through its handle, then floods it from
+/// eight connections, then tries a write; then reads as fast as it can. Prints what it
+/// was answered.
+const FLOOD: &str = r#"
+import threading, time
+from collections import Counter
+h = hb.handle("svc", "bot")["handle"]
+def code(c, f):
+    try:
+        return f(c)["status"]
+    except BrokerError as e:
+        return e.code
+def get(c, step):
+    return code(c, lambda c: c.request("GET", "https://api.test/plain?step=" + step, handle=h))
+out = {"steady": []}
+end = time.time() + 7
+while time.time() < end:
+    out["steady"].append(get(hb, "steady"))
+    time.sleep(0.5)
+flood = []
+def worker():
+    c = Client(SOCK)
+    stop = time.time() + 6
+    while time.time() < stop:
+        got = get(c, "flood")
+        flood.append(got)
+        if got != 200:
+            return
+threads = [threading.Thread(target=worker) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+out["flood"] = dict(Counter(str(x) for x in flood))
+deadline = time.time() + 15
+out["posts_sent"] = 0
+while True:
+    try:
+        hb.request("POST", "https://api.test/plain?step=write", handle=h, body="x")
+        out["post"] = 200
+        out["posts_sent"] += 1
+    except BrokerError as e:
+        out["post"], out["post_message"] = e.code, e.message
+        break
+    if time.time() > deadline:
+        break
+    time.sleep(0.3)
+out["burst"] = dict(Counter(str(get(hb, "burst")) for _ in range(250)))
+print(json.dumps(out), flush=True)
+"#;
+
+/// The sensor and the `rate_spike` detector end to end, on one-second buckets: a
+/// steady trickle is learned, a flood from the same handle is a spike, and the default
+/// action (`quarantine`) holds the account to read-only calls at a rate near the
+/// trickle's (not the flood's); a write is refused with the quarantine's answer and
+/// never reaches the upstream. A write pair never seen before is a `novelty` alert.
+/// Nothing is rotated, and no key appears in any output, record or file.
+#[test]
+fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_full(
+        "spike",
+        "",
+        "sensor_bucket_secs = 1\nspike_learning_secs = 3\nspike_halflife_secs = 30\n\
+         spike_min_count = 15\nspike_buckets = 2\nquarantine_calls_per_minute = 5\n\
+         novelty_learning_secs = 3",
+        "",
+        "",
+    );
+    env.start_agent();
+    let python = hb_tests::python();
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, FLOOD)]);
+    let client_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(client_text.trim()).expect("client JSON");
+    let steady = got["steady"].as_array().expect("steady");
+    assert!(
+        steady.len() >= 8 && steady.iter().all(|s| s == 200),
+        "the trickle goes through: {got}"
+    );
+    assert_eq!(got["post"], "policy_denied", "the write is held: {got}");
+    assert!(
+        got["post_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("quarantined")),
+        "{got}"
+    );
+    assert!(
+        got["flood"].get("rate_limited").is_some() || got["burst"].get("rate_limited").is_some(),
+        "reads are held to a rate: {got}"
+    );
+    assert_eq!(
+        u64::try_from(bearers(&api, "write").len()).ok(),
+        got["posts_sent"].as_u64(),
+        "the refused write never left: {got}"
+    );
+
+    let records = audit_records(&env);
+    let spike = records
+        .iter()
+        .find(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")
+        .unwrap_or_else(|| panic!("a rate_spike signal: {records:?}"));
+    assert_eq!(spike["action"], "quarantine", "{spike}");
+    assert_eq!(spike["integration"], "svc", "{spike}");
+    let evidence = records
+        .iter()
+        .find(|r| r["kind"] == "sensor_spike")
+        .expect("the evidence is audited");
+    assert!(
+        evidence["count"].as_u64().is_some_and(|c| c >= 15),
+        "{evidence}"
+    );
+    let held = records
+        .iter()
+        .find(|r| r["kind"] == "detector_action" && r["detector"] == "rate_spike")
+        .expect("the quarantine is audited");
+    assert_eq!(held["outcome"], "quarantined", "{held}");
+    // Two calls a second learned: about 180 a minute with the headroom, far above the
+    // configured floor of 5 and far below the flood.
+    let per_minute = held["calls_per_minute"].as_u64().expect("a rate");
+    assert!((30..=1000).contains(&per_minute), "{held}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "detector" && r["detector"] == "novelty"),
+        "the first POST is novel: {records:?}"
+    );
+    let events = env.hb(&["events", "--json"]);
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    let spike_event = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["hook"] == "detector" && e["reason"] == "rate_spike")
+        .unwrap_or_else(|| panic!("a rate_spike event: {events}"));
+    assert_eq!(spike_event["verdict"], "quarantine", "{spike_event}");
+    assert_eq!(spike_event["name"], "svc/bot", "{spike_event}");
+
+    let status = env.hb_json(&["rotation", "status"]);
+    let account = status["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["integration"] == "svc" && a["account"] == "bot")
+        .unwrap_or_else(|| panic!("svc/bot in {status}"))
+        .clone();
+    let sensor = &account["sensor"];
+    assert_eq!(sensor["bucket_secs"], 1, "{account}");
+    let baseline = sensor["baseline"]["calls_per_minute"]
+        .as_f64()
+        .expect("a baseline");
+    assert!(
+        (30.0..=600.0).contains(&baseline),
+        "the trickle's: {account}"
+    );
+    assert!(
+        !sensor["last_buckets"]
+            .as_array()
+            .expect("buckets")
+            .is_empty(),
+        "{account}"
+    );
+    assert!(account["detectors"]["rate_spike"]["today"].as_u64() >= Some(1));
+    let history = env.hb_json(&["rotation", "history"]);
+    assert!(
+        history.as_array().is_some_and(Vec::is_empty),
+        "a spike quarantines, it does not rotate: {history}"
+    );
+    eprintln!(
+        "answers: {got}; spike count {}; held at {per_minute} calls/min; baseline now {baseline:.1}/min",
+        evidence["count"]
+    );
+
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let saved = fs::read_to_string(env.state_dir.join("sensor.json")).expect("sensor.json");
+    let status_text = status.to_string();
+    let log = env.agent().log_text();
+    for (name, t) in [
+        ("client", &client_text),
+        ("status", &status_text),
+        ("events", &events),
+        ("log", &log),
+        ("audit", &audit),
+        ("sensor.json", &saved),
+    ] {
+        assert!(!t.contains(OLD), "the key in the {name} output");
+    }
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -158,6 +158,9 @@ pub async fn create_handle(
         .create(req.integration, req.account, owner, execution, cap)
         .map_err(|e| handle_refused(&shared, &caller, &policy, &e))?;
     register(&shared, &policy, &handle, &entry, expired).await?;
+    shared
+        .sensor
+        .handle_issued(&entry.integration, &entry.account);
     shared.audit_handle(
         &caller,
         &policy,

@@ -26,7 +26,10 @@ pub mod identity;
 pub mod outbound;
 mod requests;
 mod rotation;
-pub use rotation::{book as rotation_book, limits as rotation_limits, revoke_minted_by_operator};
+pub use rotation::{
+    book as rotation_book, limits as rotation_limits, revoke_minted_by_operator,
+    sensor as rotation_sensor,
+};
 mod server;
 pub mod sessions;
 mod sightings;
@@ -236,6 +239,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                         return;
                     }
                 };
+                let sensor_config = config.clone();
                 let shared = Arc::new(state::Shared {
                     config,
                     identity,
@@ -258,6 +262,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     probes: rotation::probe::Probes::default(),
                     book: rotation::book::Book::open(&state_dir),
                     quarantines: rotation::quarantine::Quarantines::default(),
+                    sensor: rotation::sensor::Sensor::open(&state_dir, sensor_config),
                 });
                 // Live handles, counted when someone scrapes.
                 let weak = Arc::downgrade(&shared);
@@ -274,6 +279,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                 // Rotations cut short by a stop or a crash go on at their recorded step.
                 rotation::resume(&shared).await;
                 tokio::spawn(rotation::schedule::run(shared.clone()));
+                tokio::spawn(rotation::sensor::run(shared.clone()));
                 server::serve(listener, shared, max_connections, async {
                     let _ = rx.await;
                 })

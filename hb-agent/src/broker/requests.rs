@@ -302,6 +302,7 @@ pub async fn request(
         return Err(unknown_handle());
     }
     let decision = decide(&call, owner, &parsed)?;
+    let sensed = sense(&call, &parsed, &decision);
     inspect_outgoing(&call, owner, &parsed, &decision).await?;
     held(&call, &parsed, &decision)?;
     let usable = credentials_now(&call, &decision).await?;
@@ -313,6 +314,9 @@ pub async fn request(
         let outbound = inject(&decision, Some(&previous), &parsed)?;
         sent.push(previous);
         response = send(&call, &decision, &sent, &parsed, outbound).await?;
+    }
+    if let Some(account) = &sensed {
+        account.answer(response.status, response.body.len());
     }
     if let (401, true, Some((entry, _))) = (
         response.status,
@@ -425,6 +429,7 @@ fn reflected_in_request(
         return false;
     }
     for (_, integration, account) in &found.credentials {
+        shared.sensor.scrub_hit(integration, account);
         super::rotation::detect::signal(
             shared,
             &super::rotation::detect::Signal {
@@ -444,6 +449,44 @@ fn reflected_in_request(
         );
     }
     true
+}
+
+/// Phase 2a: a call with a handle is counted by its account's sensor (see
+/// `rotation::sensor`); a (method, host) new to the account after its learning period
+/// is the `novelty` signal. The call goes on either way.
+fn sense(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    decision: &Decision<'_>,
+) -> Option<Arc<super::rotation::sensor::Account>> {
+    let (entry, _) = decision.credential.as_ref()?;
+    let shared = call.shared;
+    let account = shared.sensor.account(&entry.integration, &entry.account)?;
+    let host = match &parsed.target.host {
+        Host::Name(name) => std::borrow::Cow::Borrowed(name.as_str()),
+        Host::Ip(ip) => std::borrow::Cow::Owned(ip.to_string()),
+    };
+    let now = super::rotation::sensor::unix_now();
+    if account.call(&parsed.method, &host, parsed.body.len(), now) {
+        super::rotation::detect::signal(
+            shared,
+            &super::rotation::detect::Signal {
+                detector: super::rotation::detect::Detector::Novelty,
+                trigger: "novelty",
+                integration: &entry.integration,
+                account: &entry.account,
+                policy: call.policy,
+                caller: Some(call.caller),
+                seen: "request",
+                handle: parsed
+                    .handle
+                    .as_deref()
+                    .map(|h| shared.audit.fingerprint(h)),
+                execution: Some(&entry.execution),
+            },
+        );
+    }
+    Some(account)
 }
 
 /// Who asks, under which policy: what every phase audits with.
@@ -917,6 +960,7 @@ async fn respond(
     {
         // The upstream echoed a whole credential the call carried: the caller gets the
         // scrubbed answer, the account its integration's `on_reflection`.
+        shared.sensor.scrub_hit(&entry.integration, &entry.account);
         super::rotation::detect::signal(
             shared,
             &super::rotation::detect::Signal {

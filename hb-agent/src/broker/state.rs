@@ -75,6 +75,9 @@ pub struct Shared {
     pub book: super::rotation::book::Book,
     /// Accounts held by the `quarantine` action.
     pub quarantines: super::rotation::quarantine::Quarantines,
+    /// Each sensed account's calls per bucket, baseline and known pairs
+    /// (`state_dir/sensor.json`).
+    pub sensor: super::rotation::sensor::Sensor,
 }
 
 pub type AppState = Arc<Shared>;

@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 use crate::{
-    broker::{revoke_minted_by_operator, rotation_book, rotation_limits},
+    broker::{revoke_minted_by_operator, rotation_book, rotation_limits, rotation_sensor},
     config::Config,
     vault::{self, MasterKey, Rotation, Step, Vault},
 };
@@ -140,7 +140,12 @@ struct AccountStatus {
     rotations_left: u32,
     compromise_rotations_left: u32,
     detectors: std::collections::BTreeMap<String, rotation_book::DetectorState>,
+    /// The sensor's baseline and last buckets (null before the account's first call).
+    sensor: Option<serde_json::Value>,
 }
+
+/// Buckets of each account's sensor that `rotation status --json` shows.
+const STATUS_BUCKETS: usize = 6;
 
 /// `rotation status`: the open rotations, then every account of a rotating integration
 /// (from the vault and the detectors' book) with its budgets and detectors.
@@ -150,6 +155,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let now = SystemTime::now();
     let recent = vault.rotations(Some(now - rotation_limits::WINDOW))?;
     let book = rotation_book::read(&config.agent.state_dir).unwrap_or_default();
+    let sensed = rotation_sensor::read(&config.agent.state_dir).unwrap_or_default();
     let mut accounts: std::collections::BTreeSet<(String, String)> = vault
         .list()?
         .into_iter()
@@ -158,6 +164,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         .collect();
     accounts.extend(
         book.keys()
+            .chain(sensed.keys())
             .filter_map(|k| k.split_once('/').map(|(i, a)| (i.to_owned(), a.to_owned()))),
     );
     let rows: Vec<AccountStatus> = accounts
@@ -171,10 +178,11 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
                 .as_ref()?;
             let budget = rotation_limits::budget(&recent, &integration, &account, rotation, now);
             let (left, compromise_left) = budget.remaining();
-            let detectors = book
-                .get(&format!("{integration}/{account}"))
-                .cloned()
-                .unwrap_or_default();
+            let key = format!("{integration}/{account}");
+            let detectors = book.get(&key).cloned().unwrap_or_default();
+            let sensor = sensed
+                .get(&key)
+                .map(|s| rotation_sensor::view(s, rotation, STATUS_BUCKETS));
             Some(AccountStatus {
                 integration,
                 account,
@@ -182,6 +190,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
                 rotations_left: left,
                 compromise_rotations_left: compromise_left,
                 detectors,
+                sensor,
             })
         })
         .collect();
@@ -192,8 +201,8 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     print_list(&open, false)?;
     println!();
     println!(
-        "{:<16} {:<16} {:<10} {:<10} {:<22} DETECTORS (today, last signal → outcome)",
-        "INTEGRATION", "ACCOUNT", "ROTATIONS", "COMPROMISE", "COOLDOWN UNTIL"
+        "{:<16} {:<16} {:<10} {:<10} {:<22} {:<14} DETECTORS (today, last signal → outcome)",
+        "INTEGRATION", "ACCOUNT", "ROTATIONS", "COMPROMISE", "COOLDOWN UNTIL", "CALLS/MIN BASE"
     );
     for r in &rows {
         let detectors: Vec<String> = r
@@ -209,8 +218,13 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
                 )
             })
             .collect();
+        let baseline = r
+            .sensor
+            .as_ref()
+            .and_then(|s| s["baseline"]["calls_per_minute"].as_f64())
+            .map_or_else(|| "-".to_owned(), |b| format!("{b:.1}"));
         println!(
-            "{:<16} {:<16} {:<10} {:<10} {:<22} {}",
+            "{:<16} {:<16} {:<10} {:<10} {:<22} {:<14} {}",
             r.integration,
             r.account,
             format!("{}/{}", r.budget.rotations, r.budget.max_rotations),
@@ -219,6 +233,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
                 || "-".to_owned(),
                 |t| humantime::format_rfc3339_seconds(t).to_string()
             ),
+            baseline,
             if detectors.is_empty() {
                 "-".to_owned()
             } else {

@@ -1,5 +1,5 @@
 //! Detector signals and the actions they lead to (`[integration.rotation] on_canary`,
-//! `on_reflection`, `on_auth_failure`, `on_expiry`).
+//! `on_reflection`, `on_auth_failure`, `on_expiry`, `on_rate_spike`, `on_novelty`).
 //!
 //! A detector that sees evidence about an account calls [`signal`]; the account's
 //! integration says what follows: `observe` (an audit record), `alert` (and an event on
@@ -51,6 +51,10 @@ pub enum Detector {
     AuthFailure,
     /// Two thirds of the key's lifetime, or `max_age_secs`.
     Expiry,
+    /// The account's calls far above its baseline for several buckets (`sensor`).
+    RateSpike,
+    /// A (method, host) never seen for the account after its learning period.
+    Novelty,
 }
 
 impl Detector {
@@ -60,6 +64,8 @@ impl Detector {
             Detector::Reflection => "reflection",
             Detector::AuthFailure => "auth_failure",
             Detector::Expiry => "expiry",
+            Detector::RateSpike => "rate_spike",
+            Detector::Novelty => "novelty",
         }
     }
 
@@ -69,6 +75,8 @@ impl Detector {
             Detector::Reflection => config.on_reflection,
             Detector::AuthFailure => config.on_auth_failure,
             Detector::Expiry => config.on_expiry,
+            Detector::RateSpike => config.on_rate_spike,
+            Detector::Novelty => config.on_novelty,
         }
     }
 }
@@ -163,6 +171,8 @@ struct Job {
     caller: Option<Caller>,
     action: DetectorAction,
     compromised: bool,
+    /// `quarantine`: the account's calls a minute while held.
+    per_minute: Option<u32>,
 }
 
 /// Records `s`, and acts on it as the account's integration says. The rotation (if
@@ -200,11 +210,17 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     let Some((_, config)) = super::with_rotator(shared, s.integration) else {
         return Outcome::NoRotation;
     };
+    // Near the account's learned rate: its honest reads go on, a flood does not.
+    let per_minute = shared.sensor.quarantine_per_minute(
+        s.integration,
+        s.account,
+        config.quarantine_calls_per_minute,
+    );
     let until = shared.quarantines.hold(
         s.integration,
         s.account,
         std::time::Duration::from_secs(config.quarantine_secs),
-        config.quarantine_calls_per_minute,
+        per_minute,
         std::time::Instant::now(),
     );
     if let Some(caller) = s.caller {
@@ -220,6 +236,7 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
         caller: s.caller.cloned(),
         action: DetectorAction::Quarantine,
         compromised: false,
+        per_minute: Some(per_minute),
     };
     record_outcome(shared, &job, &outcome);
     outcome
@@ -236,6 +253,7 @@ fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
         caller: s.caller.cloned(),
         action,
         compromised,
+        per_minute: None,
     })
 }
 
@@ -532,6 +550,7 @@ fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
             "cap": cap,
             "until": until,
             "caller_ended": caller_ended,
+            "calls_per_minute": job.per_minute,
         }),
     );
     shared.book.outcome(
@@ -549,6 +568,9 @@ fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
     }
     if let Some(until) = &until {
         detail += &format!(" until {until}");
+    }
+    if let Some(n) = job.per_minute {
+        detail += &format!(", {n} calls/min");
     }
     if caller_ended {
         detail += "; caller ended";

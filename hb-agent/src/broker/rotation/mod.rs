@@ -26,17 +26,22 @@
 //! signal goes through [`detect`], which applies the integration's configured action.
 //! A compromised rotation skips **watch** and retires the old key right after finish.
 //! How often an account may rotate is [`limits`]' (read from this journal); the
-//! detectors' recent state per account is [`book`]'s.
-//! Not built yet: rate spikes, novelty, the HTTP rotator, circuit breakers.
+//! detectors' recent state per account is [`book`]'s. Each account's calls per bucket
+//! are [`sensor`]'s, judged by [`spike`] (`rate_spike`, quarantine by default) and
+//! [`novelty`] (alert only).
+//! Not built yet: the HTTP rotator, circuit breakers.
 
 pub mod api;
 pub mod book;
 pub mod detect;
 pub mod exec;
 pub mod limits;
+pub mod novelty;
 pub mod probe;
 pub mod quarantine;
 pub mod schedule;
+pub mod sensor;
+pub mod spike;
 
 use std::{
     sync::Arc,

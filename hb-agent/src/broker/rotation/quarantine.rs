@@ -1,8 +1,9 @@
 //! The `quarantine` action: an account held for `quarantine_secs`, during which calls
 //! carrying its credential (through any handle, any caller) must be read-only (one of
-//! `broker.readonly_methods`, no body, no method override) and are capped at
-//! `quarantine_calls_per_minute` for the account as a whole; the caller whose call
-//! raised the signal is ended (barred, see `cutoff`; not killed).
+//! `broker.readonly_methods`, no body, no method override) and are capped at a rate for
+//! the account as a whole (its learned rate × 1.5, at least
+//! `quarantine_calls_per_minute`: given by `detect`); the caller whose call raised the
+//! signal, if one did, is ended (barred, see `cutoff`; not killed).
 //!
 //! Owns: which accounts are held, until when, and their minute's count. Memory only: a
 //! restart lifts a quarantine (the detector that set it fires again on the same
