@@ -26,7 +26,10 @@ pub mod identity;
 pub mod outbound;
 mod requests;
 mod rotation;
-pub use rotation::{book as rotation_book, limits as rotation_limits, revoke_minted_by_operator};
+pub use rotation::{
+    book as rotation_book, breaker as rotation_breaker, limits as rotation_limits,
+    revoke_minted_by_operator,
+};
 mod server;
 pub mod sessions;
 mod sightings;
@@ -258,6 +261,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     probes: rotation::probe::Probes::default(),
                     book: rotation::book::Book::open(&state_dir),
                     quarantines: rotation::quarantine::Quarantines::default(),
+                    breakers: rotation::breaker::Breakers::new(Some(&state_dir)),
                 });
                 // Live handles, counted when someone scrapes.
                 let weak = Arc::downgrade(&shared);

@@ -75,6 +75,8 @@ pub struct Shared {
     pub book: super::rotation::book::Book,
     /// Accounts held by the `quarantine` action.
     pub quarantines: super::rotation::quarantine::Quarantines,
+    /// Each rotator's circuit breaker (`state_dir/breakers.json`).
+    pub breakers: super::rotation::breaker::Breakers,
 }
 
 pub type AppState = Arc<Shared>;
