@@ -37,8 +37,8 @@ struct World {
     env: TestEnv,
 }
 
-/// The provider, its API and an agent config rotating `svc` through the provider
-/// (grace `grace_secs`, watch 1 s, retries from 1 s, a 2 s timeout, the breaker open
+/// The provider, its API and an agent config rotating `svc` through the provider (its
+/// test answered 403 while the file `hold` exists; grace `grace_secs`, watch 1 s, retries from 1 s, a 2 s timeout, the breaker open
 /// after 3 failures for 2 s then 4 s); `extra` goes into `[integration.rotation]`.
 /// The vault holds `svc/bot` (OLD, expiring as `expires` says) and `provider/admin`.
 fn world(name: &str, grace_secs: u64, extra: &str, expires: Option<&str>) -> World {
@@ -85,7 +85,7 @@ exception_cidrs = ["203.0.113.0/24"]
 name = "svc"
 auth = "bearer"
 hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&step=verify"
+verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
 
 [integration.rotation]
 grace_secs = {grace_secs}
@@ -116,6 +116,7 @@ integrations = ["svc"]
 "#,
         ca = ca.cert.display(),
         keys = provider.keys_path().display(),
+        hold = dir.join("hold").display(),
     );
     let env = TestEnv::new(name, &config);
     let init = env.hb(&["vault", "init"]);
@@ -633,5 +634,52 @@ fn a_create_retried_after_a_crash_or_a_timeout_mints_one_key_at_the_provider() {
     );
     let outs = outputs(&mut w.env, &format!("{done}{done2}{history}"));
     assert_no_key(&outs, &[OLD, ADMIN, &minted[0], &minted[1]]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// An operator aborts a rotation whose new key is held PENDING (its test answered 403):
+/// the CLI revokes that key at the provider itself — through an outbound path of its
+/// own, authenticated with the admin key from the vault — and the old key stays.
+#[test]
+fn an_abort_revokes_the_pending_key_at_the_provider_from_the_cli() {
+    let mut w = world("rothttpabort", 60, "", None);
+    fs::write(w.dir.join("hold"), "").expect("hold");
+    w.env.start_agent();
+    let id = trigger(&w.env, false)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for_step(&w.env, &id, &["created"], 30);
+    let minted = w.provider.minted();
+    assert_eq!(minted.len(), 1);
+    assert_eq!(w.provider.live(), [OLD, minted[0].as_str()]);
+    let aborted = w.env.hb(&["rotation", "abort", &id, "--json"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&aborted.stdout),
+        String::from_utf8_lossy(&aborted.stderr)
+    );
+    assert!(aborted.status.success(), "{said}");
+    assert!(
+        !said.contains("warning"),
+        "the provider did not revoke: {said}"
+    );
+    assert_eq!(
+        w.provider.live(),
+        [OLD],
+        "the pending key revoked at the provider"
+    );
+    let revokes = w.provider.calls("revoke");
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert_eq!(
+        header(&revokes[0], "idempotency-key"),
+        Some(format!("{id}:revoke:new").as_str())
+    );
+    assert_eq!(
+        header(&revokes[0], "authorization"),
+        Some(format!("Bearer {ADMIN}").as_str())
+    );
+    let outs = outputs(&mut w.env, &said);
+    assert_no_key(&outs, &[OLD, ADMIN, &minted[0]]);
     let _ = fs::remove_dir_all(&w.dir);
 }
