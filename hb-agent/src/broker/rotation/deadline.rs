@@ -39,6 +39,12 @@ impl Deadlines {
         rotations: &[Rotation],
         now: SystemTime,
     ) {
+        // Replaced or erased credentials are forgotten: the set stays as small as the vault.
+        self.alerted.retain(|(id, _)| {
+            credentials
+                .iter()
+                .any(|m| m.id == *id && m.status == Status::Active)
+        });
         for meta in credentials {
             let Some((_, config)) = super::with_rotator(shared, &meta.integration) else {
                 continue;

@@ -75,9 +75,15 @@ impl HttpRotator<'_> {
 
     /// One request; the 2xx answer's body, or the failure's class.
     async fn call(&self, url: &str, ask: &Ask<'_>) -> Result<Bytes, RotatorError> {
-        let request = self.request(url, ask)?;
-        let sent = tokio::time::timeout(self.timeout, self.outbound.send(request, &no_redirects));
-        let response = match sent.await {
+        let body = Bytes::from(request_json(ask, self.config.send_old_secret));
+        // A second reference to the body, to zero it once the request has gone (it may
+        // hold the old key, with `send_old_secret`).
+        let sent_body = body.clone();
+        let request = self.request(url, ask, body)?;
+        let sent =
+            tokio::time::timeout(self.timeout, self.outbound.send(request, &no_redirects)).await;
+        wipe(sent_body);
+        let response = match sent {
             Err(_) => return Err(RotatorError::RetryLater("rotator_timeout")),
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(r)) => r,
@@ -92,7 +98,12 @@ impl HttpRotator<'_> {
     }
 
     /// The request: the body, the idempotency key and the credential `auth` names.
-    fn request(&self, url: &str, ask: &Ask<'_>) -> Result<OutboundRequest, RotatorError> {
+    fn request(
+        &self,
+        url: &str,
+        ask: &Ask<'_>,
+        body: Bytes,
+    ) -> Result<OutboundRequest, RotatorError> {
         let target = Target::parse(url).map_err(|_| RotatorError::Failed("rotator_url_invalid"))?;
         let method = Method::from_bytes(self.config.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| RotatorError::Failed("rotator_method_invalid"))?;
@@ -113,7 +124,7 @@ impl HttpRotator<'_> {
             ],
             credential_headers,
             credential_query,
-            body: Bytes::from(request_json(ask, self.config.send_old_secret)),
+            body,
         })
     }
 }
