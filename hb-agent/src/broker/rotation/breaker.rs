@@ -119,6 +119,15 @@ impl Breakers {
         Admit::Go
     }
 
+    /// A call [`Breakers::admit`] let through was not made after all: a half-open
+    /// breaker's trial slot is free again.
+    pub fn release(&self, integration: &str) {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = states.get_mut(integration) {
+            b.trial = false;
+        }
+    }
+
     /// Records a call's outcome; the change it made, if any.
     pub fn record(
         &self,
@@ -267,6 +276,9 @@ mod tests {
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(b.admit("p", t1), Admit::Go);
         assert!(matches!(b.admit("p", t1), Admit::Wait(_)));
+        // A trial admitted but not made gives its slot back.
+        b.release("p");
+        assert_eq!(b.admit("p", t1), Admit::Go);
         // The trial fails: open for twice as long, then capped.
         let again = b.record("p", &c, fail, t1);
         assert!(

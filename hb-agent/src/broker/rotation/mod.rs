@@ -21,8 +21,9 @@
 //! for now (the provider down, a timeout) is retried after a delay drawn uniformly
 //! between `retry_base_secs` and `retry_base_secs × 2^attempt` (at most
 //! `retry_cap_secs`); the old credential is never deactivated before a new one is
-//! ACTIVE, and one whose expiry nears before it is replaced raises [`deadline`]'s alert. Every step is an audit
-//! record; values appear nowhere but in the vault and the scrubber.
+//! ACTIVE, and one whose expiry nears before it is replaced raises [`deadline`]'s alert.
+//! Every step is an audit record; values appear nowhere but in the vault and the
+//! scrubber.
 //! Rotations by age are started by [`schedule`] (the `expiry` detector), of dead keys
 //! by [`probe`] (the `auth_failure` detector), of keys an execution may have betrayed by
 //! the `canary` and `reflection` detectors (`broker::canary`, `broker::requests`); each
@@ -227,10 +228,6 @@ async fn create(
     config: &RotationConfig,
     rotation: &Rotation,
 ) -> Next {
-    // Not attempted while the rotator's breaker is open (the provider is down).
-    if let Some(wait) = breaker_wait(shared, &rotation.integration) {
-        return Next::Wait(wait);
-    }
     let old_id = rotation.old_id.clone();
     let old = match with_vault(shared.vault.clone(), move |v| v.get(&old_id)).await {
         Ok((_, secret)) => secret,
@@ -240,10 +237,16 @@ async fn create(
         Ok(r) => r,
         Err(e) => return retry_or_fail(shared, config, rotation, &e).await,
     };
+    // Not attempted while the rotator's breaker is open (the provider is down).
+    if let Some(wait) = breaker_wait(shared, &rotation.integration) {
+        return Next::Wait(wait);
+    }
     // Counted before the provider is asked: a crash between its answer and the commit
     // below would otherwise leave a key at the provider nobody knows of.
     let id = rotation.id.clone();
     if let Err(e) = with_vault(shared.vault.clone(), move |v| v.note_create_call(&id)).await {
+        // Admitted but not made: a half-open breaker's trial slot goes back.
+        shared.breakers.release(&rotation.integration);
         return fail(shared, rotation, "not_recorded", &e).await;
     }
     let ask = ask(rotation, "create", Key::Old, &old);
@@ -480,11 +483,11 @@ async fn retire_now(
         };
     }
     if let Ok((_, secret)) = old {
-        if let Some(wait) = breaker_wait(shared, &rotation.integration) {
-            return Next::Wait(wait);
-        }
         let revoked = match rotator(shared, integ, config).await {
             Ok(r) => {
+                if let Some(wait) = breaker_wait(shared, &rotation.integration) {
+                    return Next::Wait(wait);
+                }
                 let revoked = r.revoke(&ask(rotation, "revoke", Key::Old, &secret)).await;
                 breaker_record(
                     shared,
