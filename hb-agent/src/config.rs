@@ -652,11 +652,34 @@ pub struct RotationConfig {
     /// a JSON request on stdin (`op` create|revoke, `rotation`, `integration`,
     /// `account`, `secret`: the credential being replaced) and answers JSON on stdout
     /// (`{"secret": "…", "expires": "RFC 3339"?}` for create); exit 75 means "retry
-    /// later". Its environment is empty but `PATH`.
+    /// later". Its environment is empty but `PATH`. Exactly one of `exec` and `http`.
+    #[serde(default)]
     pub exec: Vec<String>,
-    /// The rotator is killed (its whole process group) after this long.
+    /// The HTTP rotator (`[integration.rotation.http]`): the provider's API, called
+    /// through the broker's validating outbound path. Exactly one of `exec` and `http`.
+    #[serde(default)]
+    pub http: Option<HttpRotation>,
+    /// A rotator call gives up after this long: the exec rotator is killed (its whole
+    /// process group), the HTTP rotator's request abandoned (retried later).
     #[serde(default = "default_rotator_timeout_secs")]
     pub timeout_secs: u64,
+    /// The rotator's circuit breaker opens after this many retryable failures in a row
+    /// (exit 75, a timeout, a refused connection, a 5xx or 429): no rotation of the
+    /// integration calls the rotator while it is open.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open the first time; each time its half-open trial
+    /// call fails it opens again for twice as long, at most `breaker_open_cap_secs`.
+    #[serde(default = "default_breaker_open_secs")]
+    pub breaker_open_secs: u64,
+    #[serde(default = "default_breaker_open_cap_secs")]
+    pub breaker_open_cap_secs: u64,
+    /// A `deadline_at_risk` alert when the account's active credential expires within
+    /// this long and no rotation has replaced it yet. 0 (the default): a quarter of the
+    /// credential's lifetime (the expiry detector rotates at two thirds of it, so the
+    /// alert means the rotation has been failing for at least a twelfth of the lifetime).
+    #[serde(default)]
+    pub deadline_margin_secs: u64,
     /// How long the replaced credential stays usable after a rotation finishes.
     #[serde(default = "default_rotation_grace_secs")]
     pub grace_secs: u64,
@@ -755,6 +778,109 @@ pub struct RotationConfig {
     /// What a novel (method, host) does: `observe` or `alert` (the default) only.
     #[serde(default = "alert_action")]
     pub on_novelty: DetectorAction,
+}
+
+/// `[integration.rotation.http]`: a provider's API that mints and revokes keys.
+///
+/// Create: `method` to `url` with `{"op": "create", "rotation", "integration",
+/// "account"}` (and `"secret"`, the key being replaced, only with `send_old_secret`);
+/// the new key is the string at `secret_pointer` in the JSON answer. Revoke: `method` to
+/// `revoke_url` (default `url`) with `{"op": "revoke", …, "key_sha256"}` (the SHA-256 of
+/// the key to revoke, in hex: providers store keys hashed; `"secret"` too only with
+/// `send_old_secret`). Every call carries `Idempotency-Key: <rotation id>:<op>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRotation {
+    /// The provider's endpoint that mints a key (and revokes one, without `revoke_url`).
+    /// Its host, scheme and port must be those of the integration whose credential
+    /// authenticates the call (`auth`): that credential is sent there.
+    pub url: String,
+    /// The endpoint that revokes a key; "" (the default): `url`.
+    #[serde(default)]
+    pub revoke_url: String,
+    /// The HTTP method of both calls (default `POST`).
+    #[serde(default = "default_http_rotator_method")]
+    pub method: String,
+    /// What authenticates the calls: `"self"` (the key being replaced, for create, and
+    /// the key being revoked, for revoke: self-rotating APIs) or `{ integration = "…",
+    /// account = "…" }` (that account's active credential, e.g. an admin key). Injected
+    /// as that integration injects its credential (`auth`: bearer, header or query).
+    pub auth: HttpRotatorAuth,
+    /// JSON pointer (RFC 6901) of the new key in the create answer (default `/secret`).
+    #[serde(default = "default_secret_pointer")]
+    pub secret_pointer: String,
+    /// JSON pointer of the new key's expiry (RFC 3339 text or Unix seconds); "" (the
+    /// default): the answer says nothing about expiry.
+    #[serde(default)]
+    pub expires_pointer: String,
+    /// Put the key being replaced (create) or revoked (revoke) in the request body as
+    /// `"secret"`. Off by default: only for providers that need the old key in the body.
+    #[serde(default)]
+    pub send_old_secret: bool,
+}
+
+/// What authenticates the HTTP rotator's calls.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawHttpRotatorAuth")]
+pub enum HttpRotatorAuth {
+    /// The key the call is about (being replaced, or being revoked).
+    SelfKey,
+    /// Another account's active credential in the vault.
+    Credential {
+        integration: String,
+        account: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawHttpRotatorAuth {
+    Word(String),
+    #[serde(rename_all = "snake_case")]
+    Credential {
+        integration: String,
+        account: String,
+    },
+}
+
+impl TryFrom<RawHttpRotatorAuth> for HttpRotatorAuth {
+    type Error = String;
+
+    fn try_from(raw: RawHttpRotatorAuth) -> Result<Self, String> {
+        match raw {
+            RawHttpRotatorAuth::Word(w) if w == "self" => Ok(HttpRotatorAuth::SelfKey),
+            RawHttpRotatorAuth::Word(w) => Err(format!(
+                "auth {w:?}: expected \"self\" or {{ integration = \"…\", account = \"…\" }}"
+            )),
+            RawHttpRotatorAuth::Credential {
+                integration,
+                account,
+            } => Ok(HttpRotatorAuth::Credential {
+                integration,
+                account,
+            }),
+        }
+    }
+}
+
+fn default_http_rotator_method() -> String {
+    "POST".into()
+}
+
+fn default_secret_pointer() -> String {
+    "/secret".into()
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_open_secs() -> u64 {
+    60
+}
+
+fn default_breaker_open_cap_secs() -> u64 {
+    900
 }
 
 /// What a detector's signal does to the account it names.
@@ -930,26 +1056,7 @@ fn default_integration_schemes() -> Vec<String> {
 fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String)> {
     let name = integ.name.get_ref();
     if !integ.verify_url.is_empty() {
-        let target = crate::broker::outbound::url::Target::parse(&integ.verify_url)
-            .map_err(|e| ("verify_url", format!("\"{}\": {e}", integ.verify_url)))?;
-        let host_ok = match &target.host {
-            crate::broker::outbound::url::Host::Name(n) => {
-                crate::dns::names::allowed(&integ.host_patterns, n)
-            }
-            crate::broker::outbound::url::Host::Ip(_) => false,
-        };
-        let origin_ok = integ.schemes.iter().any(|s| s == target.scheme.as_str())
-            && integ.ports.contains(&target.port);
-        if !host_ok || !origin_ok {
-            return Err((
-                "verify_url",
-                format!(
-                    "\"{}\" is not on integration \"{name}\"'s hosts, schemes and ports: the \
-                     credential is sent there",
-                    integ.verify_url
-                ),
-            ));
-        }
+        on_integration(integ, &integ.verify_url).map_err(|m| ("verify_url", m))?;
     }
     let Some(r) = &integ.rotation else {
         return Ok(());
@@ -962,14 +1069,37 @@ fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String
             ),
         ));
     }
-    match r.exec.first() {
-        Some(cmd) if cmd.starts_with('/') => {}
-        _ => {
+    match (r.exec.first(), &r.http) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "rotation.http",
+                "set exactly one of rotation.exec and rotation.http".into(),
+            ));
+        }
+        (None, None) => {
+            return Err((
+                "rotation.exec",
+                "a rotation needs a rotator: rotation.exec (an argv) or [integration.rotation.http]"
+                    .into(),
+            ));
+        }
+        (Some(cmd), None) if !cmd.starts_with('/') => {
             return Err((
                 "rotation.exec",
                 "must be an argv whose first element is an absolute path (no shell)".into(),
             ));
         }
+        (Some(_), None) => {}
+        (None, Some(http)) => check_http_rotator(http)?,
+    }
+    if !(1..=1000).contains(&r.breaker_failures) {
+        return Err(("rotation.breaker_failures", "must be 1-1000".into()));
+    }
+    if r.breaker_open_secs == 0 || r.breaker_open_cap_secs < r.breaker_open_secs {
+        return Err((
+            "rotation.breaker_open_secs",
+            "must be at least 1, and breaker_open_cap_secs at least breaker_open_secs".into(),
+        ));
     }
     if !(1..=3600).contains(&r.timeout_secs) {
         return Err(("rotation.timeout_secs", "must be 1-3600".into()));
@@ -1037,6 +1167,96 @@ fn check_sensor(r: &RotationConfig) -> Result<(), (&'static str, String)> {
                 r.on_novelty.as_str()
             ),
         ));
+    }
+    Ok(())
+}
+
+/// `url` may carry `integ`'s credential: on its hosts (by name), schemes and ports.
+fn on_integration(integ: &IntegrationConfig, url: &str) -> Result<(), String> {
+    let target =
+        crate::broker::outbound::url::Target::parse(url).map_err(|e| format!("\"{url}\": {e}"))?;
+    let host_ok = match &target.host {
+        crate::broker::outbound::url::Host::Name(n) => {
+            crate::dns::names::allowed(&integ.host_patterns, n)
+        }
+        crate::broker::outbound::url::Host::Ip(_) => false,
+    };
+    let origin_ok = integ.schemes.iter().any(|s| s == target.scheme.as_str())
+        && integ.ports.contains(&target.port);
+    if host_ok && origin_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{url}\" is not on integration \"{}\"'s hosts, schemes and ports: the \
+             credential is sent there",
+            integ.name.get_ref()
+        ))
+    }
+}
+
+/// `[integration.rotation.http]` on its own (its URLs against the authenticating
+/// integration are checked by [`check_http_rotator_urls`], once every integration is).
+fn check_http_rotator(http: &HttpRotation) -> Result<(), (&'static str, String)> {
+    for (key, url) in [
+        ("rotation.http.url", &http.url),
+        ("rotation.http.revoke_url", &http.revoke_url),
+    ] {
+        if url.is_empty() && key == "rotation.http.revoke_url" {
+            continue;
+        }
+        crate::broker::outbound::url::Target::parse(url)
+            .map_err(|e| (key, format!("\"{url}\": {e}")))?;
+    }
+    let method = http.method.to_ascii_uppercase();
+    if !is_token(&method) || matches!(method.as_str(), "CONNECT" | "TRACE" | "GET" | "HEAD") {
+        return Err((
+            "rotation.http.method",
+            format!(
+                "\"{}\" is not a method that carries a body (POST, PUT, PATCH…)",
+                http.method
+            ),
+        ));
+    }
+    if !http.secret_pointer.starts_with('/') {
+        return Err((
+            "rotation.http.secret_pointer",
+            "must be a JSON pointer (RFC 6901), e.g. \"/secret\" or \"/data/key\"".into(),
+        ));
+    }
+    if !http.expires_pointer.is_empty() && !http.expires_pointer.starts_with('/') {
+        return Err((
+            "rotation.http.expires_pointer",
+            "must be \"\" or a JSON pointer (RFC 6901), e.g. \"/expires_at\"".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP rotator's URLs carry the credential named by its `auth`: they must be on
+/// that integration's hosts, schemes and ports, as `verify_url` must be on its own.
+fn check_http_rotator_urls(
+    integrations: &[IntegrationConfig],
+    integ: &IntegrationConfig,
+) -> Result<(), (&'static str, String)> {
+    let Some(http) = integ.rotation.as_ref().and_then(|r| r.http.as_ref()) else {
+        return Ok(());
+    };
+    let auth_integ = match &http.auth {
+        HttpRotatorAuth::SelfKey => integ,
+        HttpRotatorAuth::Credential { integration, .. } => integrations
+            .iter()
+            .find(|i| i.name.get_ref() == integration)
+            .ok_or_else(|| {
+                (
+                    "rotation.http.auth",
+                    format!("no [[integration]] is named \"{integration}\""),
+                )
+            })?,
+    };
+    on_integration(auth_integ, &http.url).map_err(|m| ("rotation.http.url", m))?;
+    if !http.revoke_url.is_empty() {
+        on_integration(auth_integ, &http.revoke_url)
+            .map_err(|m| ("rotation.http.revoke_url", m))?;
     }
     Ok(())
 }
@@ -1500,6 +1720,16 @@ impl Config {
                     ));
                 }
                 *m = m.to_ascii_uppercase();
+            }
+        }
+
+        for (i, integ) in self.integrations.iter().enumerate() {
+            if let Err((key, message)) = check_http_rotator_urls(&self.integrations, integ) {
+                return Err(invalid(
+                    format!("integration[{i}].{key}"),
+                    Some(integ.name.span()),
+                    message,
+                ));
             }
         }
 
@@ -2012,6 +2242,100 @@ mod tests {
             Ok(_) => panic!("config unexpectedly valid:\n{text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn the_http_rotator_needs_one_rotator_a_known_auth_and_urls_on_its_hosts() {
+        let svc = |rotation: &str| {
+            format!(
+                "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
+                 verify_url = \"https://api.test/me\"\n[integration.rotation]\n{rotation}\n\
+                 [[integration]]\nname = \"admin\"\nauth = {{ header = \"X-Key\" }}\n\
+                 hosts = [\"keys.test\"]\n"
+            )
+        };
+        let admin = "[integration.rotation.http]\nurl = \"https://keys.test/v1/keys\"\n\
+                     auth = { integration = \"admin\", account = \"ops\" }\n";
+        let c = Config::parse(&svc(admin), "test").expect("http rotator");
+        let r = c.integrations[0].rotation.as_ref().expect("rotation");
+        let http = r.http.as_ref().expect("http");
+        assert_eq!(
+            http.auth,
+            HttpRotatorAuth::Credential {
+                integration: "admin".into(),
+                account: "ops".into()
+            }
+        );
+        assert_eq!(
+            (http.method.as_str(), http.secret_pointer.as_str()),
+            ("POST", "/secret")
+        );
+        assert!(
+            !http.send_old_secret,
+            "the old key stays out of the body by default"
+        );
+        assert_eq!(
+            (
+                r.breaker_failures,
+                r.breaker_open_secs,
+                r.breaker_open_cap_secs
+            ),
+            (5, 60, 900)
+        );
+        let own = "[integration.rotation.http]\nurl = \"https://api.test/keys\"\nauth = \"self\"\n";
+        let c = Config::parse(&svc(own), "test").expect("self");
+        assert_eq!(
+            c.integrations[0]
+                .rotation
+                .as_ref()
+                .and_then(|r| r.http.as_ref())
+                .map(|h| &h.auth),
+            Some(&HttpRotatorAuth::SelfKey)
+        );
+        for (rotation, key) in [
+            (format!("exec = [\"/bin/true\"]\n{admin}"), "rotation.http"),
+            ("grace_secs = 5\n".to_owned(), "rotation.exec"),
+            // The admin key would go to a host that is not the admin integration's.
+            (
+                admin.replace("keys.test/v1", "api.test/v1"),
+                "rotation.http.url",
+            ),
+            (
+                own.replace("api.test/keys", "keys.test/keys"),
+                "rotation.http.url",
+            ),
+            (
+                format!("{admin}revoke_url = \"http://keys.test/revoke\"\n"),
+                "rotation.http.revoke_url",
+            ),
+            (
+                admin.replace("\"admin\"", "\"nobody\""),
+                "rotation.http.auth",
+            ),
+            (
+                format!("{admin}secret_pointer = \"secret\"\n"),
+                "rotation.http.secret_pointer",
+            ),
+            (format!("{admin}method = \"GET\"\n"), "rotation.http.method"),
+            (
+                format!("breaker_failures = 0\n{admin}"),
+                "rotation.breaker_failures",
+            ),
+            (
+                format!("breaker_open_secs = 60\nbreaker_open_cap_secs = 10\n{admin}"),
+                "rotation.breaker_open_secs",
+            ),
+        ] {
+            let e = err(&svc(&rotation));
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        assert!(
+            err(&svc(&admin.replace(
+                "{ integration = \"admin\", account = \"ops\" }",
+                "\"mine\""
+            )))
+            .contains("self")
+        );
     }
 
     #[test]

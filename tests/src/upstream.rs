@@ -669,3 +669,235 @@ impl Drop for VirtualHosts {
         let _ = self.child.wait();
     }
 }
+
+/// The fake provider's API (`POST /v1/keys`, JSON): `{"op": "create"}` mints a key
+/// (`key-http-` and 32 hex digits) into the key store (`keys.json`, a JSON list: what
+/// the [`RecordingServer`]'s `/keys` API accepts) and answers
+/// `{"data": {"secret", "expires"}}`; `{"op": "revoke", "key_sha256"}` removes the key
+/// with that SHA-256 (404 if none is live). Every call must carry `Authorization:
+/// Bearer <admin key>` (or a live key) and an `Idempotency-Key`: a create repeated with
+/// a key already seen answers the key it minted then, and mints nothing. Outage modes,
+/// read from the file `mode` at each request: `503` (answers 503 and does nothing),
+/// `hang` (does the work, then answers after `hang_secs` — a client that gave up
+/// retries), anything else: normal. "Refused" is [`FakeProvider::stop`]. Each request
+/// is one JSON line in `provider.jsonl`: `t` (Unix seconds, float), method, path,
+/// headers, body and the status answered; every key minted is appended to
+/// `minted.json`. State lives in files, so a restarted provider goes on.
+const PROVIDER_PY: &str = r#"
+import hashlib, http.server, json, os, secrets, socket, ssl, sys, threading, time
+addr, port, d, cert, key, admin, hang_secs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7])
+lock = threading.Lock()
+def load(name, default):
+    try:
+        with open(os.path.join(d, name)) as f:
+            return json.load(f)
+    except Exception:
+        return default
+def save(name, value):
+    tmp = os.path.join(d, name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, os.path.join(d, name))
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+    def do_POST(self):
+        t = time.time()
+        n = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        try:
+            mode = open(os.path.join(d, "mode")).read().strip()
+        except OSError:
+            mode = "ok"
+        status, out = self.work(raw, mode)
+        rec = {"t": t, "method": self.command, "path": self.path, "mode": mode,
+               "headers": [[k.lower(), v] for k, v in self.headers.items()],
+               "body": raw.decode("latin-1"), "status": status}
+        with lock, open(os.path.join(d, "provider.jsonl"), "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if mode == "hang":
+            time.sleep(hang_secs)
+        body = json.dumps(out).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_PUT = do_PATCH = do_DELETE = do_POST
+    def work(self, raw, mode):
+        if mode == "503":
+            return 503, {"error": "unavailable"}
+        with lock:
+            live = load("keys.json", [])
+            token = (self.headers.get("authorization") or "")[len("Bearer "):]
+            if token != admin and token not in live:
+                return 401, {"error": "unauthorized"}
+            idem = self.headers.get("idempotency-key")
+            if not idem:
+                return 400, {"error": "Idempotency-Key required"}
+            try:
+                req = json.loads(raw)
+            except Exception:
+                return 400, {"error": "bad json"}
+            seen = load("idempotency.json", {})
+            if idem in seen:
+                return 200, seen[idem]
+            if req.get("op") == "create":
+                new = "key-http-" + secrets.token_hex(16)
+                live.append(new)
+                save("keys.json", live)
+                save("minted.json", load("minted.json", []) + [new])
+                out = {"data": {"secret": new, "expires": None}, "note": "minted " + new}
+            elif req.get("op") == "revoke":
+                gone = [k for k in live if hashlib.sha256(k.encode()).hexdigest() == req.get("key_sha256")]
+                if not gone:
+                    return 404, {"error": "no such key"}
+                save("keys.json", [k for k in live if k not in gone])
+                out = {"revoked": len(gone)}
+            else:
+                return 400, {"error": "unknown op"}
+            seen[idem] = out
+            save("idempotency.json", seen)
+            return 200, out
+class S(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    daemon_threads = True
+    allow_reuse_address = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+print("ready", flush=True)
+srv.serve_forever()
+"#;
+
+/// [`PROVIDER_PY`] on `addr`:`port` over TLS, its state in `dir`; killed on drop.
+pub struct FakeProvider {
+    child: Option<Child>,
+    dir: PathBuf,
+    addr: String,
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    admin: String,
+    hang_secs: f64,
+}
+
+impl FakeProvider {
+    /// Serves `addr`:`port` with `tls`; `admin` is the key its calls may authenticate
+    /// with; `keys` the key store's first content; `hang` mode answers after `hang_secs`.
+    pub fn start(
+        dir: &Path,
+        addr: &str,
+        port: u16,
+        tls: &Leaf,
+        admin: &str,
+        keys: &[&str],
+        hang_secs: f64,
+    ) -> Self {
+        fs::create_dir_all(dir).expect("provider folder");
+        fs::write(
+            dir.join("keys.json"),
+            serde_json::to_string(keys).expect("json"),
+        )
+        .expect("key store");
+        fs::write(dir.join("provider.jsonl"), "").expect("provider log");
+        let mut me = Self {
+            child: None,
+            dir: dir.to_owned(),
+            addr: addr.to_owned(),
+            port,
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            admin: admin.to_owned(),
+            hang_secs,
+        };
+        me.restart();
+        me
+    }
+
+    /// The key store (the provider's live keys).
+    pub fn keys_path(&self) -> PathBuf {
+        self.dir.join("keys.json")
+    }
+
+    /// The live keys.
+    pub fn live(&self) -> Vec<String> {
+        serde_json::from_str(&fs::read_to_string(self.keys_path()).expect("key store"))
+            .expect("key store JSON")
+    }
+
+    /// Every key ever minted, oldest first.
+    pub fn minted(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("minted.json"))
+            .ok()
+            .map(|t| serde_json::from_str(&t).expect("minted JSON"))
+            .unwrap_or_default()
+    }
+
+    /// `503`, `hang` or `ok`, from the next request on.
+    pub fn set_mode(&self, mode: &str) {
+        fs::write(self.dir.join("mode"), mode).expect("mode file");
+    }
+
+    /// Connections are refused until [`FakeProvider::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Serves again (its files as they are).
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut child = Command::new(crate::python())
+            .args(["-c", PROVIDER_PY, &self.addr, &self.port.to_string()])
+            .arg(&self.dir)
+            .arg(&self.cert)
+            .arg(&self.key)
+            .arg(&self.admin)
+            .arg(self.hang_secs.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("provider output");
+        assert_eq!(line.trim(), "ready", "the fake provider did not start");
+        self.child = Some(child);
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<Value> {
+        fs::read_to_string(self.dir.join("provider.jsonl"))
+            .expect("provider log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("provider log JSON"))
+            .collect()
+    }
+
+    /// The requests whose body's `op` is `op`.
+    pub fn calls(&self, op: &str) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| {
+                serde_json::from_str::<Value>(r["body"].as_str().unwrap_or(""))
+                    .is_ok_and(|b| b["op"] == op)
+            })
+            .collect()
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -27,8 +27,8 @@ pub mod outbound;
 mod requests;
 mod rotation;
 pub use rotation::{
-    book as rotation_book, limits as rotation_limits, revoke_minted_by_operator,
-    sensor as rotation_sensor,
+    book as rotation_book, breaker as rotation_breaker, limits as rotation_limits,
+    revoke_minted_by_operator, sensor as rotation_sensor,
 };
 mod server;
 pub mod sessions;
@@ -263,6 +263,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     book: rotation::book::Book::open(&state_dir),
                     quarantines: rotation::quarantine::Quarantines::default(),
                     sensor: rotation::sensor::Sensor::open(&state_dir, sensor_config),
+                    breakers: rotation::breaker::Breakers::new(Some(&state_dir)),
                 });
                 // Live handles, counted when someone scrapes.
                 let weak = Arc::downgrade(&shared);

@@ -78,6 +78,8 @@ pub struct Shared {
     /// Each sensed account's calls per bucket, baseline and known pairs
     /// (`state_dir/sensor.json`).
     pub sensor: super::rotation::sensor::Sensor,
+    /// Each rotator's circuit breaker (`state_dir/breakers.json`).
+    pub breakers: super::rotation::breaker::Breakers,
 }
 
 pub type AppState = Arc<Shared>;

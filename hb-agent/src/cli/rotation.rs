@@ -16,7 +16,10 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 use crate::{
-    broker::{revoke_minted_by_operator, rotation_book, rotation_limits, rotation_sensor},
+    broker::{
+        revoke_minted_by_operator, rotation_book, rotation_breaker, rotation_limits,
+        rotation_sensor,
+    },
     config::Config,
     vault::{self, MasterKey, Rotation, Step, Vault},
 };
@@ -55,8 +58,9 @@ pub enum RotationCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Rotations with work left (step, attempts, next attempt, last failure class), and
-    /// per account of a rotating integration: its limits (rotations in the last 24 h,
+    /// Rotations with work left (step, attempts, next attempt, last failure class), each
+    /// rotator's circuit breaker that is not closed, and per account of a rotating
+    /// integration: its limits (rotations in the last 24 h,
     /// what is left of `max_rotations_per_day` and `max_compromise_rotations_per_day`,
     /// the cooldown's end) and each detector's last signal and count today.
     #[command(after_help = EXAMPLES)]
@@ -116,7 +120,7 @@ pub fn run(config: &Config, cmd: RotationCommand) -> anyhow::Result<ExitCode> {
             let minted = vault.rotation_value(&id).ok();
             let r = vault.abandon_rotation(&id, Step::Aborted, "operator")?;
             if let Some((_, secret)) = minted
-                && let Err(class) = revoke_minted_by_operator(config, &r, &secret)
+                && let Err(class) = revoke_minted_by_operator(config, &vault, &r, &secret)
             {
                 eprintln!(
                     "warning: the provider did not revoke the credential rotation {} minted \
@@ -194,11 +198,25 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             })
         })
         .collect();
+    // Each rotator's circuit breaker as the agent last wrote it (none: all closed).
+    let breakers = rotation_breaker::read(&config.agent.state_dir).unwrap_or_default();
     if json {
-        println!("{}", serde_json::json!({ "open": open, "accounts": rows }));
+        println!(
+            "{}",
+            serde_json::json!({ "open": open, "accounts": rows, "breakers": breakers })
+        );
         return Ok(());
     }
     print_list(&open, false)?;
+    for (integration, b) in breakers.iter().filter(|(_, b)| b.state != "closed") {
+        println!(
+            "rotator of {integration}: breaker {} until {} ({} failures in a row, last {})",
+            b.state,
+            b.open_until.as_deref().unwrap_or("-"),
+            b.consecutive_failures,
+            b.last_failure.as_deref().unwrap_or("-")
+        );
+    }
     println!();
     println!(
         "{:<16} {:<16} {:<10} {:<10} {:<22} {:<14} DETECTORS (today, last signal → outcome)",

@@ -12,16 +12,13 @@
 //! passed or read (the buffers are zeroed), or report the rotator's own words as the
 //! failure class (they may quote a secret: classes are fixed words).
 
-use std::{
-    os::unix::process::ExitStatusExt as _,
-    process::Stdio,
-    time::{Duration, SystemTime},
-};
+use std::{os::unix::process::ExitStatusExt as _, process::Stdio, time::Duration};
 
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use zeroize::Zeroize as _;
 
+use super::rotator::{Ask, Minted, RotatorError};
 use crate::secret::Secret;
 
 /// The most a rotator may print on stdout (a secret and its expiry).
@@ -31,41 +28,9 @@ const MAX_STDERR: usize = 4 * 1024;
 /// `EX_TEMPFAIL`: the provider is unavailable for now.
 const EXIT_RETRY: i32 = 75;
 
-/// Why a rotator call did not give an answer; the class is a fixed word for the journal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RotatorError {
-    /// Worth another attempt later (exit 75, timeout, could not start).
-    RetryLater(&'static str),
-    /// Will not work as configured (other exits, unreadable answers).
-    Failed(&'static str),
-}
-
-impl RotatorError {
-    pub fn class(&self) -> &'static str {
-        match self {
-            RotatorError::RetryLater(c) | RotatorError::Failed(c) => c,
-        }
-    }
-}
-
-/// A new credential from the provider.
-pub struct Minted {
-    pub secret: Secret,
-    pub expires: Option<SystemTime>,
-}
-
 pub struct ExecRotator {
     pub argv: Vec<String>,
     pub timeout: Duration,
-}
-
-/// What the rotator is asked to do.
-pub struct Ask<'a> {
-    pub op: &'static str,
-    pub rotation: &'a str,
-    pub integration: &'a str,
-    pub account: &'a str,
-    pub secret: &'a Secret,
 }
 
 impl ExecRotator {
@@ -296,6 +261,7 @@ mod tests {
             rotation: "rot_1",
             integration: "gh",
             account: "ci",
+            key: super::super::rotator::Key::Old,
             secret,
         }
     }

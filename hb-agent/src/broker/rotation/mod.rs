@@ -16,10 +16,14 @@
 //! - [`retire`]: at the end of the old one's grace period the rotator revokes it at the
 //!   provider and the vault erases it.
 //!
-//! A step that fails for now (the provider down, a timeout) is retried after
-//! `retry_base_secs × 2^attempt` with full jitter, at most `retry_cap_secs`; the old
-//! credential is never deactivated before a new one is ACTIVE. Every step is an audit
-//! record; values appear nowhere but in the vault and the scrubber.
+//! The rotator is the integration's [`exec`] tool or its provider's [`http`] API (see
+//! [`rotator`]); each integration's rotator has a circuit [`breaker`]. A step that fails
+//! for now (the provider down, a timeout) is retried after a delay drawn uniformly
+//! between `retry_base_secs` and `retry_base_secs × 2^attempt` (at most
+//! `retry_cap_secs`); the old credential is never deactivated before a new one is
+//! ACTIVE, and one whose expiry nears before it is replaced raises [`deadline`]'s alert.
+//! Every step is an audit record; values appear nowhere but in the vault and the
+//! scrubber.
 //! Rotations by age are started by [`schedule`] (the `expiry` detector), of dead keys
 //! by [`probe`] (the `auth_failure` detector), of keys an execution may have betrayed by
 //! the `canary` and `reflection` detectors (`broker::canary`, `broker::requests`); each
@@ -29,16 +33,19 @@
 //! detectors' recent state per account is [`book`]'s. Each account's calls per bucket
 //! are [`sensor`]'s, judged by [`spike`] (`rate_spike`, quarantine by default) and
 //! [`novelty`] (alert only).
-//! Not built yet: the HTTP rotator, circuit breakers.
 
 pub mod api;
 pub mod book;
+pub mod breaker;
+pub mod deadline;
 pub mod detect;
 pub mod exec;
+pub mod http;
 pub mod limits;
 pub mod novelty;
 pub mod probe;
 pub mod quarantine;
+pub mod rotator;
 pub mod schedule;
 pub mod sensor;
 pub mod spike;
@@ -48,21 +55,25 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use ::http::Method;
 use bytes::Bytes;
-use http::Method;
 use ring::rand::SecureRandom as _;
 use serde_json::json;
 
-use self::exec::{Ask, ExecRotator, RotatorError};
+use self::{
+    exec::ExecRotator,
+    http::HttpRotator,
+    rotator::{Ask, Key, Rotator, RotatorError},
+};
 use super::{
-    credentials::with_vault,
+    credentials::{usable_now, with_vault},
     error::{ApiError, Code},
     outbound::{HopDecision, HopPolicy, OutboundRequest, url::Target},
     requests::{credential, host_matches, origin_matches},
     state::Shared,
 };
 use crate::{
-    config::{IntegrationConfig, RotationConfig},
+    config::{HttpRotatorAuth, IntegrationConfig, RotationConfig},
     secret::Secret,
     vault::{Rotation, Step},
 };
@@ -113,12 +124,15 @@ async fn supersede_finished(shared: &Arc<Shared>, integration: &str, account: &s
     let Ok(open) = with_vault(shared.vault.clone(), |v| v.open_rotations()).await else {
         return;
     };
+    let Some((integ, _)) = with_rotator(shared, integration) else {
+        return;
+    };
     for r in open
         .iter()
         .filter(|r| r.integration == integration && r.account == account && !r.step.before_finish())
     {
         record(shared, r, "superseded", Some("compromised"));
-        retire_now(shared, config, r).await;
+        retire_now(shared, integ, config, r).await;
     }
 }
 
@@ -191,14 +205,16 @@ async fn drive(shared: Arc<Shared>, id: String) {
             return;
         };
         let next = match rotation.step {
-            Step::Begun => create(&shared, config, &rotation).await,
+            Step::Begun => create(&shared, integ, config, &rotation).await,
             Step::Created => test(&shared, integ, config, &rotation).await,
             Step::Tested => finish(&shared, config, &rotation).await,
             // A compromised key is revoked as soon as its successor is active: there
             // is nothing to roll back to, so nothing to watch for.
-            Step::Finished if rotation.compromised => retire(&shared, config, &rotation).await,
+            Step::Finished if rotation.compromised => {
+                retire(&shared, integ, config, &rotation).await
+            }
             Step::Finished => watch(&shared, integ, config, &rotation).await,
-            Step::Watched => retire(&shared, config, &rotation).await,
+            Step::Watched => retire(&shared, integ, config, &rotation).await,
             Step::Retired | Step::RolledBack | Step::Failed | Step::Aborted => Next::Stop,
         };
         match next {
@@ -210,21 +226,37 @@ async fn drive(shared: Arc<Shared>, id: String) {
 }
 
 /// **create**: a new value from the rotator, stored PENDING.
-async fn create(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotation) -> Next {
+async fn create(
+    shared: &Arc<Shared>,
+    integ: &IntegrationConfig,
+    config: &RotationConfig,
+    rotation: &Rotation,
+) -> Next {
     let old_id = rotation.old_id.clone();
     let old = match with_vault(shared.vault.clone(), move |v| v.get(&old_id)).await {
         Ok((_, secret)) => secret,
         Err(e) => return fail(shared, rotation, "old_value_unreadable", &e).await,
     };
+    let rotator = match rotator(shared, integ, config).await {
+        Ok(r) => r,
+        Err(e) => return retry_or_fail(shared, config, rotation, &e).await,
+    };
+    // Not attempted while the rotator's breaker is open (the provider is down).
+    if let Some(wait) = breaker_wait(shared, &rotation.integration) {
+        return Next::Wait(wait);
+    }
     // Counted before the provider is asked: a crash between its answer and the commit
     // below would otherwise leave a key at the provider nobody knows of.
     let id = rotation.id.clone();
     if let Err(e) = with_vault(shared.vault.clone(), move |v| v.note_create_call(&id)).await {
+        // Admitted but not made: a half-open breaker's trial slot goes back.
+        shared.breakers.release(&rotation.integration);
         return fail(shared, rotation, "not_recorded", &e).await;
     }
-    let rotator = rotator(config);
-    let ask = ask(rotation, "create", &old);
-    let minted = match rotator.create(&ask).await {
+    let ask = ask(rotation, "create", Key::Old, &old);
+    let minted = rotator.create(&ask).await;
+    breaker_record(shared, &rotation.integration, config, minted.as_ref().err());
+    let minted = match minted {
         Ok(m) => m,
         Err(e) => return retry_or_fail(shared, config, rotation, &e).await,
     };
@@ -245,16 +277,19 @@ async fn create(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
             }
             record(shared, &r, "created", None);
             if r.create_calls > 1 {
+                // The HTTP rotator asked again with the same Idempotency-Key: a provider
+                // that honours it minted one key; one that ignores it may hold orphans.
+                let class = if config.http.is_some() {
+                    "create_called_again_same_idempotency_key"
+                } else {
+                    "create_called_again"
+                };
                 tracing::warn!(rotation = %r.id, integration = %r.integration, account = %r.account,
-                    orphans = r.create_calls - 1,
-                    "the provider was asked for a new credential more than once (a crash cut a \
-                     recording short): it may hold orphan keys from this rotation; revoke them there");
-                record(
-                    shared,
-                    &r,
-                    "possible_orphan_keys",
-                    Some("create_called_again"),
-                );
+                    orphans = r.create_calls - 1, class,
+                    "the provider was asked for a new credential more than once (a crash or a \
+                     timeout cut a recording short): it may hold orphan keys from this rotation; \
+                     revoke them there");
+                record(shared, &r, "possible_orphan_keys", Some(class));
             }
             Next::Go
         }
@@ -405,7 +440,12 @@ async fn watched(shared: &Arc<Shared>, rotation: &Rotation, note: Option<&'stati
 
 /// **retire**: at the old value's grace end, the provider revokes it and the vault
 /// erases it.
-async fn retire(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotation) -> Next {
+async fn retire(
+    shared: &Arc<Shared>,
+    integ: &IntegrationConfig,
+    config: &RotationConfig,
+    rotation: &Rotation,
+) -> Next {
     let old_id = rotation.old_id.clone();
     let grace_end = with_vault(shared.vault.clone(), move |v| v.get(&old_id))
         .await
@@ -417,11 +457,16 @@ async fn retire(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
     {
         return Next::Wait(left);
     }
-    retire_now(shared, config, rotation).await
+    retire_now(shared, integ, config, rotation).await
 }
 
 /// The old value revoked at the provider and erased from the vault, grace or not.
-async fn retire_now(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotation) -> Next {
+async fn retire_now(
+    shared: &Arc<Shared>,
+    integ: &IntegrationConfig,
+    config: &RotationConfig,
+    rotation: &Rotation,
+) -> Next {
     let old_id = rotation.old_id.clone();
     let old = with_vault(shared.vault.clone(), move |v| v.get(&old_id)).await;
     if let Ok((meta, _)) = &old
@@ -442,10 +487,23 @@ async fn retire_now(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Ro
         };
     }
     if let Ok((_, secret)) = old {
-        match rotator(config)
-            .revoke(&ask(rotation, "revoke", &secret))
-            .await
-        {
+        let revoked = match rotator(shared, integ, config).await {
+            Ok(r) => {
+                if let Some(wait) = breaker_wait(shared, &rotation.integration) {
+                    return Next::Wait(wait);
+                }
+                let revoked = r.revoke(&ask(rotation, "revoke", Key::Old, &secret)).await;
+                breaker_record(
+                    shared,
+                    &rotation.integration,
+                    config,
+                    revoked.as_ref().err(),
+                );
+                revoked
+            }
+            Err(e) => Err(e),
+        };
+        match revoked {
             Ok(()) => {}
             Err(e @ RotatorError::RetryLater(_)) => {
                 return attempt_failed(shared, config, rotation, e.class()).await;
@@ -520,41 +578,188 @@ impl HopPolicy for SameOrigin<'_> {
 }
 
 /// For `hb-agent rotation abort`: the value `rotation` minted (and the vault is about to
-/// erase) is revoked at the provider by the integration's rotator, from the CLI; the
-/// error class when it could not be.
+/// erase) is revoked at the provider by the integration's rotator, from the CLI (the
+/// HTTP rotator through an outbound path of its own, its `auth` credential read from
+/// `vault`); the error class when it could not be.
 pub fn revoke_minted_by_operator(
     config: &crate::config::Config,
+    vault: &crate::vault::Vault,
     rotation: &Rotation,
     secret: &Secret,
 ) -> Result<(), &'static str> {
-    let rotation_config = config
+    let (integ, rotation_config) = config
         .integrations
         .iter()
         .find(|i| i.name.get_ref() == &rotation.integration)
-        .and_then(|i| i.rotation.as_ref())
+        .and_then(|i| Some((i, i.rotation.as_ref()?)))
         .ok_or("no_rotator")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|_| "no_runtime")?;
-    runtime
-        .block_on(rotator(rotation_config).revoke(&ask(rotation, "revoke", secret)))
+    let ask = ask(rotation, "revoke", Key::New, secret);
+    let Some(http) = &rotation_config.http else {
+        return runtime
+            .block_on(exec_rotator(rotation_config).revoke(&ask))
+            .map_err(|e| e.class());
+    };
+    let (auth_integration, auth_secret) = match &http.auth {
+        HttpRotatorAuth::SelfKey => (integ, None),
+        HttpRotatorAuth::Credential {
+            integration,
+            account,
+        } => {
+            let auth_integ = config
+                .integrations
+                .iter()
+                .find(|i| i.name.get_ref() == integration)
+                .ok_or("rotator_auth_integration")?;
+            let usable = vault
+                .usable(integration, account)
+                .map_err(|_| "rotator_auth_unreadable")?;
+            let (_, current) = usable.into_iter().next().ok_or("rotator_auth_missing")?;
+            (auth_integ, Some(current))
+        }
+    };
+    runtime.block_on(async {
+        let outbound = super::outbound::Outbound::new(config)
+            .await
+            .map_err(|_| "outbound_setup")?;
+        HttpRotator {
+            outbound: &outbound,
+            config: http,
+            auth_integration,
+            auth_secret,
+            timeout: Duration::from_secs(rotation_config.timeout_secs),
+        }
+        .revoke(&ask)
+        .await
         .map_err(|e| e.class())
+    })
 }
 
-fn rotator(config: &RotationConfig) -> ExecRotator {
+fn exec_rotator(config: &RotationConfig) -> ExecRotator {
     ExecRotator {
         argv: config.exec.clone(),
         timeout: Duration::from_secs(config.timeout_secs),
     }
 }
 
-fn ask<'a>(rotation: &'a Rotation, op: &'static str, secret: &'a Secret) -> Ask<'a> {
+/// The integration's rotator; for the HTTP rotator with another account's credential
+/// as `auth`, that credential as it is now.
+async fn rotator<'a>(
+    shared: &'a Shared,
+    integ: &'a IntegrationConfig,
+    config: &'a RotationConfig,
+) -> Result<Rotator<'a>, RotatorError> {
+    let Some(http) = &config.http else {
+        return Ok(Rotator::Exec(exec_rotator(config)));
+    };
+    let (auth_integration, auth_secret) = match &http.auth {
+        HttpRotatorAuth::SelfKey => (integ, None),
+        HttpRotatorAuth::Credential {
+            integration,
+            account,
+        } => {
+            let auth_integ = shared
+                .config
+                .integrations
+                .iter()
+                .find(|i| i.name.get_ref() == integration)
+                .ok_or(RotatorError::Failed("rotator_auth_integration"))?;
+            let usable = usable_now(shared, integration, account)
+                .await
+                .map_err(|_| RotatorError::Failed("rotator_auth_missing"))?;
+            let current = usable
+                .first()
+                .ok_or(RotatorError::Failed("rotator_auth_missing"))?;
+            (
+                auth_integ,
+                Some(Secret::new(current.secret.expose().to_vec())),
+            )
+        }
+    };
+    Ok(Rotator::Http(HttpRotator {
+        outbound: &shared.outbound,
+        config: http,
+        auth_integration,
+        auth_secret,
+        timeout: Duration::from_secs(config.timeout_secs),
+    }))
+}
+
+/// How long to wait before calling `integration`'s rotator (its breaker is open, or its
+/// half-open trial is out); `None`: call now.
+fn breaker_wait(shared: &Shared, integration: &str) -> Option<Duration> {
+    match shared.breakers.admit(integration, SystemTime::now()) {
+        breaker::Admit::Go => None,
+        breaker::Admit::Wait(d) => Some(d.max(Duration::from_millis(100))),
+    }
+}
+
+/// A rotator call's outcome, for its breaker; an opening or closing is an audit record
+/// and an event.
+fn breaker_record(
+    shared: &Shared,
+    integration: &str,
+    config: &RotationConfig,
+    error: Option<&RotatorError>,
+) {
+    let outcome = match error {
+        Some(RotatorError::RetryLater(class)) => breaker::Outcome::RetryLater(class),
+        _ => breaker::Outcome::Answered,
+    };
+    let Some(change) = shared
+        .breakers
+        .record(integration, config, outcome, SystemTime::now())
+    else {
+        return;
+    };
+    let (reason, detail, audit) = match change {
+        breaker::Change::Opened {
+            until,
+            failures,
+            opening,
+        } => {
+            let until = humantime::format_rfc3339_seconds(until).to_string();
+            let class = error.map_or("", RotatorError::class);
+            (
+                "rotator_breaker_open",
+                format!(
+                    "open until {until} after {failures} failures in a row ({class}); opening {opening}"
+                ),
+                json!({"integration": integration, "state": "open", "until": until,
+                       "failures": failures, "opening": opening, "class": class}),
+            )
+        }
+        breaker::Change::Closed => (
+            "rotator_breaker_closed",
+            "closed: the provider answered".to_owned(),
+            json!({"integration": integration, "state": "closed"}),
+        ),
+    };
+    tracing::warn!(integration, event = reason, "{detail}");
+    shared.audit.record("rotator_breaker", audit);
+    detect::event(
+        shared,
+        &detect::EventFields {
+            caller: None,
+            policy: "",
+            verdict: "alert",
+            reason,
+            name: Some(integration.to_owned()),
+            detail,
+        },
+    );
+}
+
+fn ask<'a>(rotation: &'a Rotation, op: &'static str, key: Key, secret: &'a Secret) -> Ask<'a> {
     Ask {
         op,
         rotation: &rotation.id,
         integration: &rotation.integration,
         account: &rotation.account,
+        key,
         secret,
     }
 }
@@ -595,19 +800,26 @@ async fn attempt_failed(
     }
 }
 
-/// Full jitter: uniform in [0, min(cap, base × 2^attempt)], at least a second.
+/// Full jitter above the base: uniform in [base, min(cap, base × 2^attempt)], so
+/// retries spread out but never come faster than `retry_base_secs`.
 fn backoff(shared: &Shared, config: &RotationConfig, attempt: u32) -> Duration {
-    let ceiling = config
-        .retry_base_secs
-        .saturating_mul(1u64 << attempt.min(30))
-        .min(config.retry_cap_secs)
-        .max(1);
     let mut r = [0u8; 8];
-    let jitter = match shared.handles.rng().fill(&mut r) {
-        Ok(()) => u64::from_le_bytes(r) % (ceiling * 1000 + 1),
-        Err(_) => ceiling * 1000,
+    let draw = match shared.handles.rng().fill(&mut r) {
+        Ok(()) => u64::from_le_bytes(r),
+        Err(_) => u64::MAX,
     };
-    Duration::from_millis(jitter.max(1000))
+    jittered(config.retry_base_secs, config.retry_cap_secs, attempt, draw)
+}
+
+/// [`backoff`] for a random `draw`.
+fn jittered(base_secs: u64, cap_secs: u64, attempt: u32, draw: u64) -> Duration {
+    let base = base_secs.max(1) * 1000;
+    let ceiling = base_secs
+        .saturating_mul(1u64 << attempt.min(30))
+        .min(cap_secs)
+        .saturating_mul(1000)
+        .max(base);
+    Duration::from_millis(base + draw % (ceiling - base + 1))
 }
 
 /// The rotation is given up before it finished (its PENDING value revoked).
@@ -648,13 +860,25 @@ async fn revoke_minted(shared: &Arc<Shared>, rotation: &Rotation) {
 
 /// Asks the integration's rotator to revoke `secret`; a failure is an audit record.
 async fn revoke_at_provider(shared: &Arc<Shared>, rotation: &Rotation, secret: &Secret) {
-    let Some((_, config)) = with_rotator(shared, &rotation.integration) else {
+    let Some((integ, config)) = with_rotator(shared, &rotation.integration) else {
         return;
     };
-    if let Err(e) = rotator(config)
-        .revoke(&ask(rotation, "revoke", secret))
-        .await
-    {
+    // Once, best effort, even through an open breaker: the alternative is a live key
+    // nobody holds.
+    let revoked = match rotator(shared, integ, config).await {
+        Ok(r) => {
+            let revoked = r.revoke(&ask(rotation, "revoke", Key::New, secret)).await;
+            breaker_record(
+                shared,
+                &rotation.integration,
+                config,
+                revoked.as_ref().err(),
+            );
+            revoked
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = revoked {
         tracing::warn!(rotation = %rotation.id, class = e.class(),
             "the provider did not revoke a minted credential the rotation gave up: it may still work upstream");
         record(shared, rotation, "provider_revoke_failed", Some(e.class()));
@@ -702,4 +926,23 @@ fn record(shared: &Shared, rotation: &Rotation, what: &str, class: Option<&str>)
             "class": class,
         }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_jittered_between_the_base_and_the_exponential_ceiling() {
+        for draw in [0, 1, 999, 1_000, 123_456_789, u64::MAX] {
+            for attempt in 0..12 {
+                let d = jittered(2, 30, attempt, draw);
+                let ceiling = (2u64 << attempt).min(30);
+                assert!(d >= Duration::from_secs(2), "{d:?} below the base");
+                assert!(d <= Duration::from_secs(ceiling), "{d:?} above {ceiling} s");
+            }
+        }
+        assert_eq!(jittered(2, 30, 0, u64::MAX), Duration::from_secs(2));
+        assert_eq!(jittered(2, 30, 5, 28_000), Duration::from_secs(30));
+    }
 }

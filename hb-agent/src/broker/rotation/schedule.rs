@@ -45,6 +45,7 @@ pub async fn run(shared: Arc<Shared>) {
     // Credentials whose account's `max_rotations_per_day` is spent: signalled once,
     // then not again before a rotation fits.
     let mut capped: HashMap<String, SystemTime> = HashMap::new();
+    let mut deadlines = super::deadline::Deadlines::default();
     loop {
         tokio::time::sleep(TICK).await;
         let Ok((credentials, rotations)) = with_vault(shared.vault.clone(), |v| {
@@ -58,6 +59,7 @@ pub async fn run(shared: Arc<Shared>) {
             continue;
         };
         let now = SystemTime::now();
+        deadlines.check(&shared, &credentials, &rotations, now);
         for meta in credentials.iter().filter(|m| m.status == Status::Active) {
             let Some((_, config)) = super::with_rotator(&shared, &meta.integration) else {
                 continue;
