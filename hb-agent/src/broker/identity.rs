@@ -369,28 +369,68 @@ impl Identity {
         io::Write::write_all(&mut kill, b"1").map_err(KillError::Failed)
     }
 
-    /// The enrolled cgroup that governs `cgroup` (itself or its nearest enrolled
-    /// ancestor), if any.
+    /// The enrolled cgroup that governs `cgroup`, found as the kernel programs find it
+    /// (`hb-ebpf`'s `policy::governing`): the cgroup itself if it is enrolled, else its
+    /// deepest enrolled ancestor among the first [`MAX_LEVELS`] levels below the root —
+    /// however deep `cgroup` itself lies, so a process that nests itself far below its
+    /// sandbox is still that sandbox to the broker, as it is to the kernel.
     fn enrollment(&self, cgroup: &str) -> Option<Sandbox> {
-        let mut level = Some(cgroup);
-        for _ in 0..MAX_LEVELS {
-            let rel = level.filter(|r| !r.is_empty())?;
-            if let Ok(id) = crate::cgroup::cgroup_id(&self.mount.join(rel))
-                && let Ok(e) = self.enrolled.get(&id, 0)
-            {
-                let policy = self
-                    .policy_names
-                    .get(&e.policy_id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("#{}", e.policy_id));
-                return Some(Sandbox {
-                    cgroup: rel.to_owned(),
-                    cgroup_id: id,
-                    policy,
-                });
-            }
-            level = rel.rsplit_once('/').map(|(parent, _)| parent);
+        let rel = cgroup.trim_matches('/');
+        if rel.is_empty() {
+            return None;
         }
-        None
+        if let Some(own) = self.enrolled_at(rel) {
+            return Some(own);
+        }
+        ancestors_by_level(rel, MAX_LEVELS)
+            .into_iter()
+            .rev()
+            .find_map(|ancestor| self.enrolled_at(ancestor))
+    }
+
+    /// The sandbox whose enrolled cgroup is `rel` (relative to the cgroup mount), if it
+    /// is enrolled.
+    fn enrolled_at(&self, rel: &str) -> Option<Sandbox> {
+        let id = crate::cgroup::cgroup_id(&self.mount.join(rel)).ok()?;
+        let e = self.enrolled.get(&id, 0).ok()?;
+        let policy = self
+            .policy_names
+            .get(&e.policy_id)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", e.policy_id));
+        Some(Sandbox {
+            cgroup: rel.to_owned(),
+            cgroup_id: id,
+            policy,
+        })
+    }
+}
+
+/// The proper ancestors of the cgroup `rel` (a path below the root, no leading `/`) at
+/// absolute levels 1 to `max_level`, shallowest first: `a/b/c` → `a`, `a/b`.
+fn ancestors_by_level(rel: &str, max_level: usize) -> Vec<&str> {
+    rel.match_indices('/')
+        .take(max_level)
+        .map(|(end, _)| &rel[..end])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_are_the_first_levels_below_the_root_at_any_depth() {
+        assert_eq!(ancestors_by_level("a/b/c", MAX_LEVELS), ["a", "a/b"]);
+        assert!(ancestors_by_level("a", MAX_LEVELS).is_empty());
+        // 20 levels deep: the ancestors looked at are levels 1 to 16, as the kernel's.
+        let deep: Vec<String> = (0..20).map(|i| format!("l{i}")).collect();
+        let deep = deep.join("/");
+        let got = ancestors_by_level(&deep, MAX_LEVELS);
+        assert_eq!(got.len(), 16);
+        assert_eq!(got[0], "l0");
+        assert_eq!(got[15].split('/').count(), 16);
+        let level16: Vec<String> = (0..16).map(|i| format!("l{i}")).collect();
+        assert_eq!(got.last().copied(), Some(level16.join("/").as_str()));
     }
 }
