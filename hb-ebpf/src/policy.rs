@@ -414,7 +414,7 @@ pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
     entry.submit(0);
     // Refusals of this destination in the rest of the window are counted only. A
     // failed insert forgets it, which lets a later one through as new (within the caps).
-    let _ = EVENT_SEEN.insert(&seen, now, 0);
+    let _ = EVENT_SEEN.insert(seen, now, 0);
 }
 
 /// The record of refusal `r` at `now`.
