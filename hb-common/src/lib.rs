@@ -215,7 +215,10 @@ pub mod limits {
     /// 320 MiB) lasts 320 MiB / 2.2 KB/s ≈ 42 hours of it (before: ~4.4 MB/s, ~75 s);
     /// `events.jsonl` (2 × 16 MiB) keeps ~4.8 hours of it. In the ring buffer one
     /// window of one cgroup takes 5.6 KiB: ~180 cgroups would have to burst within
-    /// the same moment, faster than the agent drains, to fill it.
+    /// the same moment, faster than the agent drains, to fill it. A cgroup that scans
+    /// new destinations also gets [`EVENT_DISTINCT`] and [`EVENT_HELD_PER_WINDOW`]
+    /// named: at most 320 events per window, ~11 KB/s of audit log, so the default
+    /// history lasts ~8 hours of a scan (a flood of one destination stays at 64).
     pub const EVENT_BURST: u64 = 64;
     /// Length of one event budget window, in ns (`bpf_ktime_get_ns`).
     pub const EVENT_WINDOW_NS: u64 = 10_000_000_000;
