@@ -23,7 +23,7 @@ use crate::{
     cgroup,
     config::Config,
     enroll::{self, Rule},
-    events::{self, EventLog},
+    events::{self, EventLog, EventRecord},
     loader,
     maps::{self, Maps},
 };
@@ -144,6 +144,34 @@ struct Running {
 }
 
 impl Running {
+    /// The record of a kernel event, its cgroup named. `refreshed`: whether this batch
+    /// of events has re-read the cgroup tree already (once per batch at most).
+    fn kernel_record(&mut self, event: &hb_common::Event, refreshed: &mut bool) -> EventRecord {
+        if !*refreshed && !self.cgroup_paths.contains_key(&event.cgroup_id) {
+            // A cgroup newer than the last scan (a fresh sandbox): name it now.
+            self.refresh_paths();
+            *refreshed = true;
+        }
+        if !self.cgroup_paths.contains_key(&event.cgroup_id)
+            && let Some(path) = cgroup::recall(&self.config.agent.state_dir, event.cgroup_id)
+        {
+            // A sandbox that ended before its events were read.
+            self.cgroup_paths.insert(event.cgroup_id, path);
+        }
+        events::render(event, &self.policy_names, &self.cgroup_paths)
+    }
+
+    /// A record of the resolver or the guard, its cgroup named when its id is known.
+    fn name_cgroup(&mut self, mut record: EventRecord) -> EventRecord {
+        if record.cgroup.is_none() && record.cgroup_id != 0 {
+            if !self.cgroup_paths.contains_key(&record.cgroup_id) {
+                self.refresh_paths();
+            }
+            record.cgroup = self.cgroup_paths.get(&record.cgroup_id).cloned();
+        }
+        record
+    }
+
     fn refresh_paths(&mut self) {
         let max = hb_common::limits::MAX_CGROUP_DEPTH + 1;
         if let Ok(tree) = cgroup::walk(&self.mount, self.config.cgroup_root(), max) {
@@ -429,7 +457,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     telemetry
         .readiness
         .set(crate::telemetry::Condition::BrokerServing, true);
-    let mut event_log = EventLog::open(&state_dir, running.config.agent.events_file_max_bytes)
+    let event_log = EventLog::open(&state_dir, running.config.agent.events_file_max_bytes)
         .map_err(io_err("opening events file in", &state_dir))?;
 
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())
@@ -442,8 +470,16 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gc = tokio::time::interval(Duration::from_secs(1));
     let mut gc_rounds: u64 = 0;
-    let mut tally = events::Tally::default();
-    let mut dns_budget = events::DnsBudget::default();
+    let mut sinks = Sinks {
+        tally: events::Tally::default(),
+        log: event_log,
+        stream: event_stream,
+    };
+    let mut agent_budgets = events::AgentBudgets::default();
+    // The kernel's held-back refusals and the agent's own, written every second.
+    let mut held = maps::HeldEvents::open(&bpffs)?;
+    let mut held_tick = tokio::time::interval(Duration::from_secs(1));
+    held_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = 0;
     let mut summary = tokio::time::interval(events::SUMMARY_INTERVAL);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -456,24 +492,22 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             _ = int.recv() => break,
             // The resolver's and the guard's events (names refused, rebinding attempts,
             // names that do not fit the address, methods refused).
-            Some(mut record) = dns_events.recv() => {
-                if !dns_budget.admit(&mut record, std::time::Instant::now()) {
-                    continue;
+            Some(record) = dns_events.recv() => {
+                for record in agent_budgets.admit(record, std::time::Instant::now()) {
+                    sinks.write(running.name_cgroup(record));
                 }
-                // The guard knows the connecting cgroup's id: name it.
-                if record.cgroup.is_none() && record.cgroup_id != 0 {
-                    if !running.cgroup_paths.contains_key(&record.cgroup_id) {
-                        running.refresh_paths();
-                    }
-                    record.cgroup = running.cgroup_paths.get(&record.cgroup_id).cloned();
+            }
+            // Refusals held back past their budgets: the kernel's (destinations new to
+            // the window past a cgroup's caps) and the resolver's and guard's (names past
+            // the burst), each written once with its count.
+            _ = held_tick.tick() => {
+                let mut refreshed = false;
+                for event in held.take() {
+                    sinks.write(running.kernel_record(&event, &mut refreshed));
                 }
-                tracing::debug!(target: "hb::event", "{record}");
-                telemetry.refusal(&record);
-                tally.add(&record);
-                if let Err(e) = event_log.append(&record) {
-                    tracing::error!(error = %e, "cannot write events file");
+                for record in agent_budgets.take_due(std::time::Instant::now()) {
+                    sinks.write(running.name_cgroup(record));
                 }
-                let _ = event_stream.send(std::sync::Arc::new(record));
             }
             // Expired allow-map entries, the name index for `maps dump allow4`, and the
             // resolver's and the guard's counters for `status`.
@@ -488,7 +522,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             }
             // One log line per cgroup refused since the last summary.
             _ = summary.tick() => {
-                tally.flush(&maps::event_rates(&bpffs).unwrap_or_default());
+                sinks.tally.flush(&maps::event_rates(&bpffs).unwrap_or_default());
                 lost = report_lost(&running.maps, lost);
             }
             // New cgroups matching [[sandbox]] globs, and gone ones.
@@ -504,27 +538,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 let mut refreshed = false;
                 while let Some(item) = rb.next() {
                     let Some(event) = events::decode(&item) else { continue };
-                    if !refreshed && !running.cgroup_paths.contains_key(&event.cgroup_id) {
-                        // A cgroup newer than the last scan (a fresh sandbox): name it now,
-                        // once per batch.
-                        running.refresh_paths();
-                        refreshed = true;
-                    }
-                    if !running.cgroup_paths.contains_key(&event.cgroup_id)
-                        && let Some(path) = cgroup::recall(&running.config.agent.state_dir, event.cgroup_id)
-                    {
-                        // A sandbox that ended before its events were read.
-                        running.cgroup_paths.insert(event.cgroup_id, path);
-                    }
-                    let record = events::render(&event, &running.policy_names, &running.cgroup_paths);
-                    // Per event at DEBUG only: the summary below bounds the log.
-                    tracing::debug!(target: "hb::event", "{record}");
-                    telemetry.refusal(&record);
-                    tally.add(&record);
-                    if let Err(e) = event_log.append(&record) {
-                        tracing::error!(error = %e, "cannot write events file");
-                    }
-                    let _ = event_stream.send(std::sync::Arc::new(record));
+                    sinks.write(running.kernel_record(&event, &mut refreshed));
                 }
                 guard.clear_ready();
             }
@@ -537,9 +551,32 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             }
         }
     }
-    tally.flush(&maps::event_rates(&bpffs).unwrap_or_default());
+    sinks
+        .tally
+        .flush(&maps::event_rates(&bpffs).unwrap_or_default());
     tracing::info!("shutting down; programs, links and maps stay pinned and keep enforcing");
     Ok(())
+}
+
+/// Where every event the agent records goes: its log (each at DEBUG; at INFO the
+/// tally's summary, one line per cgroup and interval), the metrics, the events file and
+/// the broker's event stream.
+struct Sinks {
+    tally: events::Tally,
+    log: EventLog,
+    stream: tokio::sync::broadcast::Sender<std::sync::Arc<EventRecord>>,
+}
+
+impl Sinks {
+    fn write(&mut self, record: EventRecord) {
+        tracing::debug!(target: "hb::event", "{record}");
+        crate::telemetry::global().refusal(&record);
+        self.tally.add(&record);
+        if let Err(e) = self.log.append(&record) {
+            tracing::error!(error = %e, "cannot write events file");
+        }
+        let _ = self.stream.send(std::sync::Arc::new(record));
+    }
 }
 
 /// Test aid, debug builds only: start-up waits here, before anything is attached, until

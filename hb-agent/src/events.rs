@@ -214,50 +214,151 @@ impl std::fmt::Display for EventRecord {
     }
 }
 
-/// The resolver's and the egress guard's events, under the same budget the kernel gives
-/// each cgroup (`hb_common::limits::EVENT_BURST` per `EVENT_WINDOW_NS`), per policy and
-/// source (`hook`): both know a connection's policy by the port it arrived on. Past the budget
-/// a refused name is still refused, counted, and carried by the policy's next record as
-/// `suppressed`, so a sandbox that asks for refused names in a loop cannot flood the
-/// events file and the audit log either.
-#[derive(Default)]
-pub struct DnsBudget {
-    policies: HashMap<(String, String), Window>,
+/// Most refusal subjects one [`EventBudget`] holds back at once; past it the least
+/// recently refused one goes, and its count is carried by the budget's next record.
+pub const HELD_BACK_SUBJECTS: usize = 256;
+
+/// The event budget of refusals that do not come from the kernel: `EVENT_BURST` records
+/// per window (`hb_common::limits::EVENT_BURST` per `EVENT_WINDOW_NS`, as the kernel
+/// gives each cgroup), and past it, refusals held back per subject ([`Subject`]): the
+/// latest of each and how many. Each subject is written once, with its count, when a
+/// record is next admitted or the window has passed ([`EventBudget::due`]) — so a flood
+/// of one refusal cannot hide another, and none goes uncounted. Used per sandbox for
+/// its `seccomp` refusals, and per (source, policy, cgroup) for the resolver's and the
+/// guard's ([`AgentBudgets`]).
+pub struct EventBudget {
+    window: Window,
+    /// Held-back refusals per subject, least recently refused first: the latest of each
+    /// and how many.
+    held: hashlink::LinkedHashMap<Subject, (EventRecord, u64)>,
+    /// Refusals of subjects pushed out of `held` (past [`HELD_BACK_SUBJECTS`]): carried
+    /// by the next record written.
+    overflow: u64,
 }
 
-struct Window {
-    start: Instant,
-    count: u64,
-    pending: u64,
+/// What a refusal is held back as: refusals that differ only in their time, process and
+/// count are one (the system call of a `seccomp` refusal, the name of a `dns` one, the
+/// name and destination of a `guard` one).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Subject {
+    reason: String,
+    name: Option<String>,
+    dst: String,
+    port: u16,
 }
 
-impl DnsBudget {
-    /// Whether `record` may be written; if so it now carries the suppressed count.
-    pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
-        self.policies
-            .entry((record.hook.clone(), record.policy.clone()))
-            .or_insert_with(|| Window::new(now))
-            .admit(record, now)
+impl Subject {
+    fn of(record: &EventRecord) -> Self {
+        Self {
+            reason: record.reason.clone(),
+            name: record.name.clone(),
+            dst: record.dst.clone(),
+            port: record.port,
+        }
     }
 }
 
-/// The same budget for the events of one sandbox that do not come from the kernel (its
-/// seccomp refusals, which the launcher writes): past `EVENT_BURST` per window a refusal
-/// is still refused, counted, and carried by the next record written.
-pub struct SandboxBudget {
-    window: Window,
-}
-
-impl SandboxBudget {
+impl EventBudget {
     pub fn new(now: Instant) -> Self {
         Self {
             window: Window::new(now),
+            held: hashlink::LinkedHashMap::new(),
+            overflow: 0,
         }
     }
 
-    /// Whether `record` may be written; if so it now carries the suppressed count.
-    pub fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
-        self.window.admit(record, now)
+    /// Judges `record` against the budget; returns what to write now, in order: nothing
+    /// while it is held back, else every held-back subject once (see
+    /// [`EventBudget::take_held`]) and then `record`, carrying the count its own subject
+    /// had held back.
+    pub fn admit(&mut self, mut record: EventRecord, now: Instant) -> Vec<EventRecord> {
+        let subject = Subject::of(&record);
+        if !self.window.admit(now) {
+            self.hold(subject, record);
+            return Vec::new();
+        }
+        let own = self.held.remove(&subject).map_or(0, |(_, n)| n);
+        record.suppressed += own + std::mem::take(&mut self.overflow);
+        let mut out = self.take_held();
+        out.push(record);
+        out
+    }
+
+    /// Whether the window has passed with refusals held back: time to write them
+    /// ([`EventBudget::take_held`]) without waiting for another refusal.
+    pub fn due(&self, now: Instant) -> bool {
+        !self.held.is_empty() && self.window.passed(now)
+    }
+
+    /// Whether the budget holds nothing and its window has passed: forgetting it changes
+    /// nothing (a new one starts with a whole window, as this one would).
+    pub fn idle(&self, now: Instant) -> bool {
+        self.held.is_empty() && self.overflow == 0 && self.window.passed(now)
+    }
+
+    /// The held-back refusals, each subject once: its latest refusal, whose `suppressed`
+    /// counts the others (the first also those of subjects pushed out).
+    pub fn take_held(&mut self) -> Vec<EventRecord> {
+        let mut out: Vec<EventRecord> = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(_, (mut record, n))| {
+                record.suppressed = n.saturating_sub(1);
+                record
+            })
+            .collect();
+        if let Some(first) = out.first_mut() {
+            first.suppressed += std::mem::take(&mut self.overflow);
+        }
+        out
+    }
+
+    fn hold(&mut self, subject: Subject, record: EventRecord) {
+        if let Some(entry) = self.held.to_back(&subject) {
+            entry.0 = record;
+            entry.1 += 1;
+            return;
+        }
+        if self.held.len() >= HELD_BACK_SUBJECTS
+            && let Some((_, (_, n))) = self.held.pop_front()
+        {
+            self.overflow += n;
+        }
+        self.held.insert(subject, (record, 1));
+    }
+}
+
+/// The resolver's and the egress guard's events: an [`EventBudget`] per source (`hook`),
+/// policy and cgroup (both know a connection's policy by the port it arrived on; the
+/// guard knows its cgroup too, the resolver where the kernel tells it, else 0: the
+/// policy's share of unattributed queries). So a sandbox that asks for refused names in
+/// a loop cannot flood the events file and the audit log, nor use up another sandbox's
+/// budget, nor hide a name among the ones it floods.
+#[derive(Default)]
+pub struct AgentBudgets {
+    budgets: HashMap<(String, String, u64), EventBudget>,
+}
+
+impl AgentBudgets {
+    /// What to write now for `record` (see [`EventBudget::admit`]).
+    pub fn admit(&mut self, record: EventRecord, now: Instant) -> Vec<EventRecord> {
+        self.budgets
+            .entry((record.hook.clone(), record.policy.clone(), record.cgroup_id))
+            .or_insert_with(|| EventBudget::new(now))
+            .admit(record, now)
+    }
+
+    /// The held-back refusals of every budget whose window has passed (called every
+    /// second, so they are written without waiting for another refusal); forgets the
+    /// budgets that hold nothing any more.
+    pub fn take_due(&mut self, now: Instant) -> Vec<EventRecord> {
+        let mut out = Vec::new();
+        self.budgets.retain(|_, budget| {
+            if budget.due(now) {
+                out.extend(budget.take_held());
+            }
+            !budget.idle(now)
+        });
+        out
     }
 }
 
@@ -266,24 +367,27 @@ impl Window {
         Window {
             start: now,
             count: 0,
-            pending: 0,
         }
     }
 
-    fn admit(&mut self, record: &mut EventRecord, now: Instant) -> bool {
-        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
-        if now.duration_since(self.start) >= window {
+    /// Whether one more record fits the window (a new one once the last has passed).
+    fn admit(&mut self, now: Instant) -> bool {
+        if self.passed(now) {
             self.start = now;
             self.count = 0;
         }
         self.count += 1;
-        if self.count > hb_common::limits::EVENT_BURST {
-            self.pending += 1;
-            return false;
-        }
-        record.suppressed += std::mem::take(&mut self.pending);
-        true
+        self.count <= hb_common::limits::EVENT_BURST
     }
+
+    fn passed(&self, now: Instant) -> bool {
+        now.duration_since(self.start) >= Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS)
+    }
+}
+
+struct Window {
+    start: Instant,
+    count: u64,
 }
 
 /// Refusals per cgroup since the last summary, for the agent's log.
@@ -324,7 +428,7 @@ impl Tally {
     }
 
     /// Logs one line per cgroup seen since the last call, and forgets them. `kernel` is
-    /// the content of `HB_EVENT_RATE`: each line also says how many of the cgroup's
+    /// the content of `HB_EVENT_BUDGET`: each line also says how many of the cgroup's
     /// refusals the kernel has counted without reporting them, in all.
     pub fn flush(&mut self, kernel: &[(hb_common::EventRateKey, hb_common::EventRate)]) {
         for ((cgroup_id, policy), row) in self.rows.drain() {
@@ -544,27 +648,91 @@ mod tests {
         }
     }
 
+    fn named(policy: &str, cgroup_id: u64, name: &str) -> EventRecord {
+        EventRecord {
+            cgroup_id,
+            name: Some(name.into()),
+            ..dns_record(policy)
+        }
+    }
+
+    /// Refusals a batch of records stands for: each itself and what it carries.
+    fn counted(records: &[EventRecord]) -> u64 {
+        records.iter().map(|r| 1 + r.suppressed).sum()
+    }
+
     #[test]
-    fn dns_budget_suppresses_past_the_burst_and_the_next_window_carries_the_count() {
+    fn a_budget_holds_back_per_name_and_writes_each_once_with_its_count() {
         let burst = hb_common::limits::EVENT_BURST;
         let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
-        let mut budget = DnsBudget::default();
+        let mut budgets = AgentBudgets::default();
         let t0 = Instant::now();
-        let admitted = (0..10_000)
-            .filter(|_| budget.admit(&mut dns_record("flood"), t0))
-            .count();
-        assert_eq!(admitted as u64, burst);
-        // Another policy has its own budget.
-        let mut other = dns_record("quiet");
-        assert!(budget.admit(&mut other, t0));
-        assert_eq!(other.suppressed, 0);
-        // The next window's first record carries what the last one suppressed.
-        let mut next = dns_record("flood");
-        assert!(budget.admit(&mut next, t0 + window));
-        assert_eq!(next.suppressed, 10_000 - burst);
-        let mut after = dns_record("flood");
-        assert!(budget.admit(&mut after, t0 + window));
-        assert_eq!(after.suppressed, 0);
+        let mut written = Vec::new();
+        for _ in 0..1000 {
+            written.extend(budgets.admit(named("flood", 7, "noise.test"), t0));
+        }
+        written.extend(budgets.admit(named("flood", 7, "target.test"), t0));
+        assert_eq!(
+            written.len() as u64,
+            burst,
+            "past the burst, nothing at once"
+        );
+        // Another cgroup of the same policy, and another policy, have budgets of their own.
+        assert_eq!(budgets.admit(named("flood", 8, "b.test"), t0).len(), 1);
+        assert_eq!(budgets.admit(named("quiet", 7, "c.test"), t0).len(), 1);
+        // The next window's first record brings every held-back name, once each.
+        let next = budgets.admit(named("flood", 7, "late.test"), t0 + window);
+        let names: Vec<_> = next.iter().filter_map(|r| r.name.as_deref()).collect();
+        assert_eq!(names, ["noise.test", "target.test", "late.test"]);
+        assert_eq!(next[0].suppressed, 1000 - burst - 1);
+        assert_eq!((next[1].suppressed, next[2].suppressed), (0, 0));
+        written.extend(next);
+        assert_eq!(counted(&written), 1002, "every refusal counted once");
+    }
+
+    #[test]
+    fn held_back_names_are_written_once_the_window_passes_without_another_refusal() {
+        let burst = hb_common::limits::EVENT_BURST;
+        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
+        let mut budgets = AgentBudgets::default();
+        let t0 = Instant::now();
+        for _ in 0..burst {
+            assert_eq!(budgets.admit(named("p", 1, "noise.test"), t0).len(), 1);
+        }
+        assert!(budgets.admit(named("p", 1, "target.test"), t0).is_empty());
+        assert!(
+            budgets.take_due(t0).is_empty(),
+            "not before the window passes"
+        );
+        let due = budgets.take_due(t0 + window);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].name.as_deref(), Some("target.test"));
+        // Then the budget holds nothing and is forgotten.
+        assert!(budgets.take_due(t0 + window).is_empty());
+        assert!(budgets.budgets.is_empty());
+    }
+
+    #[test]
+    fn a_budget_holds_a_bounded_set_of_names_and_counts_the_rest() {
+        let burst = hb_common::limits::EVENT_BURST as usize;
+        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
+        let t0 = Instant::now();
+        let mut budget = EventBudget::new(t0);
+        let mut written = Vec::new();
+        let total = burst + 3 * HELD_BACK_SUBJECTS;
+        for i in 0..total {
+            written.extend(budget.admit(named("p", 1, &format!("n{i}.test")), t0));
+        }
+        // The most recently refused names stay held, the oldest went (counted).
+        let held = budget.take_held();
+        assert_eq!(held.len(), HELD_BACK_SUBJECTS);
+        assert_eq!(
+            held.last().and_then(|r| r.name.as_deref()),
+            Some(format!("n{}.test", total - 1).as_str())
+        );
+        written.extend(held);
+        written.extend(budget.admit(named("p", 1, "late.test"), t0 + window));
+        assert_eq!(counted(&written), total as u64 + 1);
     }
 
     #[test]

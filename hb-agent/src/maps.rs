@@ -16,9 +16,9 @@ use aya::maps::{
 };
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, EventRate, EventRateKey,
-    GuardConfig, GuardPortKey, Nat64Key, POLICY_AUDIT, POLICY_GUARD, POLICY_GUARD_ALL,
-    POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, POLICY_QUIC, PolicyCidr4, PolicyCidr6,
-    PolicyInfo, limits, map_names, pin_dirs, rule,
+    EventSeenKey, GuardConfig, GuardPortKey, HeldEvent, Nat64Key, POLICY_AUDIT, POLICY_GUARD,
+    POLICY_GUARD_ALL, POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, POLICY_QUIC, PolicyCidr4,
+    PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -76,12 +76,42 @@ pub fn open_typed<T: TryFrom<Map, Error = MapError>>(
         .map_err(op(name, "open"))
 }
 
-/// Each cgroup's event budget (`HB_EVENT_RATE`, which the kernel alone writes), for
+/// Each cgroup's event budget (`HB_EVENT_BUDGET`, which the kernel alone writes), for
 /// `status` and `maps dump event_rate`.
 pub fn event_rates(bpffs_dir: &Path) -> Result<Vec<(EventRateKey, EventRate)>> {
     let map: HashMap<MapData, EventRateKey, EventRate> =
         open_typed(bpffs_dir, map_names::EVENT_RATE)?;
     Ok(map.iter().filter_map(|r| r.ok()).collect())
+}
+
+/// The kernel's held-back refusals (`HB_EVENT_HELD`): destinations a cgroup was refused
+/// past its event burst and distinct cap, each with its count. The agent alone takes
+/// them out.
+pub struct HeldEvents(HashMap<MapData, EventSeenKey, HeldEvent>);
+
+impl HeldEvents {
+    pub fn open(bpffs_dir: &Path) -> Result<Self> {
+        open_typed(bpffs_dir, map_names::EVENT_HELD).map(Self)
+    }
+
+    /// Takes every entry out of the map: each held-back destination's first refusal, its
+    /// `suppressed` set to the number of others held back with it. A refusal the kernel
+    /// counts between the read and the delete of its entry is lost from the count (the
+    /// next one past the caps makes a new entry).
+    pub fn take(&mut self) -> Vec<hb_common::Event> {
+        let keys: Vec<EventSeenKey> = self.0.keys().filter_map(|k| k.ok()).collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let held = self.0.get(&k, 0).ok()?;
+                // Gone already is fine: nothing else deletes, and a failed delete leaves
+                // the entry to be reported (again) next time rather than lost.
+                let _ = self.0.remove(&k);
+                let mut event = held.event;
+                event.suppressed = u32::try_from(held.count.saturating_sub(1)).unwrap_or(u32::MAX);
+                Some(event)
+            })
+            .collect()
+    }
 }
 
 /// Every map the agent writes to, opened from its pin.

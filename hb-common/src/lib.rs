@@ -54,9 +54,20 @@ pub mod map_names {
     pub const SOCK_DEST: &str = "HB_SOCK_DEST";
     /// LRU hash: [`EventRateKey`](crate::EventRateKey) (cgroup id and direction) →
     /// [`EventRate`](crate::EventRate), the cgroup's event budget for the current window.
-    /// Refusals past it are enforced, counted and
-    /// summarised in the next event that gets through, not reported one by one.
-    pub const EVENT_RATE: &str = "HB_EVENT_RATE";
+    /// Refusals past it are enforced and counted; a destination not yet reported in the
+    /// window is still named ([`EVENT_SEEN`], [`EVENT_HELD`]). (Named anew when
+    /// `EventRate` gained `distinct`: an agent adopting older pins must not reuse a map
+    /// whose values are shorter.)
+    pub const EVENT_RATE: &str = "HB_EVENT_BUDGET";
+    /// LRU hash: [`EventSeenKey`](crate::EventSeenKey) (cgroup, hook, protocol,
+    /// destination, port) → when it was last reported (`bpf_ktime_get_ns`). Past the
+    /// cgroup's burst, a destination not reported within the window is still reported
+    /// on its own (see [`EventRate::distinct`](crate::EventRate)).
+    pub const EVENT_SEEN: &str = "HB_EVENT_SEEN";
+    /// Hash: [`EventSeenKey`](crate::EventSeenKey) → [`HeldEvent`](crate::HeldEvent):
+    /// destinations refused past both of a cgroup's caps, held back with their count.
+    /// The agent takes them out every second and writes one event each.
+    pub const EVENT_HELD: &str = "HB_EVENT_HELD";
 
     /// LPM trie of [`Nat64Key`](crate::Nat64Key) → the prefix length (`u32`): the NAT64
     /// prefixes (`egress.nat64_prefixes`) whose addresses are judged as the IPv4 address
@@ -91,7 +102,7 @@ pub mod map_names {
     pub const GUARD_SPLICE: &str = "HB_GUARD_SPLICE";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 22] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -108,6 +119,8 @@ pub mod map_names {
         SOCK_DEST,
         NAT64,
         EVENT_RATE,
+        EVENT_SEEN,
+        EVENT_HELD,
         GUARD,
         GUARD_PORTS,
         GUARD_ORIG,
@@ -202,10 +215,29 @@ pub mod limits {
     /// 320 MiB) lasts 320 MiB / 2.2 KB/s ≈ 42 hours of it (before: ~4.4 MB/s, ~75 s);
     /// `events.jsonl` (2 × 16 MiB) keeps ~4.8 hours of it. In the ring buffer one
     /// window of one cgroup takes 5.6 KiB: ~180 cgroups would have to burst within
-    /// the same moment, faster than the agent drains, to fill it.
+    /// the same moment, faster than the agent drains, to fill it. A cgroup that scans
+    /// new destinations also gets [`EVENT_DISTINCT`] and [`EVENT_HELD_PER_WINDOW`]
+    /// named: at most 320 events per window, ~11 KB/s of audit log, so the default
+    /// history lasts ~8 hours of a scan (a flood of one destination stays at 64).
     pub const EVENT_BURST: u64 = 64;
     /// Length of one event budget window, in ns (`bpf_ktime_get_ns`).
     pub const EVENT_WINDOW_NS: u64 = 10_000_000_000;
+    /// Past [`EVENT_BURST`], destinations a cgroup had not been reported refused for in
+    /// the window that are still reported at once, per window: a flood of one refused
+    /// destination cannot hide the next one tried.
+    pub const EVENT_DISTINCT: u64 = 64;
+    /// Past [`EVENT_DISTINCT`] too, further new destinations a cgroup may have held back
+    /// per window ([`map_names::EVENT_HELD`](crate::map_names)), each written later as one
+    /// event with its count. Beyond that a scan is only counted. Together a cgroup
+    /// names at most `EVENT_BURST + EVENT_DISTINCT + EVENT_HELD_PER_WINDOW` (320)
+    /// refusals per window, whatever it does.
+    pub const EVENT_HELD_PER_WINDOW: u64 = 192;
+    /// Destinations whose last report is remembered at once, all cgroups together
+    /// (least recently used go: a forgotten one counts as new, within the caps above).
+    pub const EVENT_SEEN: u32 = 16_384;
+    /// Held-back destinations at once, all cgroups together (the agent empties the map
+    /// every second; a refusal that finds it full is counted only).
+    pub const EVENT_HELD: u32 = 8_192;
     /// How many cgroup levels below the root the programs look at for an enrollment.
     /// The agent refuses to enroll a cgroup deeper than this, so nothing enrolled can be
     /// missed; a process may sit deeper below an enrolled cgroup, which is still found.
@@ -596,8 +628,41 @@ pub struct EventRate {
     pub pending: u64,
     /// Every event of this cgroup ever suppressed.
     pub suppressed: u64,
+    /// Destinations new to the window (not in [`map_names::EVENT_SEEN`](crate::map_names)
+    /// within it) refused past [`limits::EVENT_BURST`]: the first
+    /// [`limits::EVENT_DISTINCT`] are reported, the next
+    /// [`limits::EVENT_HELD_PER_WINDOW`] held back.
+    pub distinct: u64,
 }
-const _: () = assert!(size_of::<EventRate>() == 32);
+const _: () = assert!(size_of::<EventRate>() == 40);
+
+/// Key of [`map_names::EVENT_SEEN`] and [`map_names::EVENT_HELD`]: what one refusal was
+/// aimed at, as its [`Event`] says it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EventSeenKey {
+    pub cgroup_id: u64,
+    /// A [`hook`] value.
+    pub hook: u32,
+    /// As [`Event::protocol`].
+    pub protocol: u16,
+    /// As [`Event::port`].
+    pub port: u16,
+    /// As [`Event::addr`].
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<EventSeenKey>() == 32);
+
+/// Value of [`map_names::EVENT_HELD`]: the first refusal of a held-back destination
+/// (its `suppressed` is 0) and how many there were since it was held back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HeldEvent {
+    pub event: Event,
+    /// Refusals of this destination held back, the first included (atomic adds).
+    pub count: u64,
+}
+const _: () = assert!(size_of::<HeldEvent>() == 96);
 
 /// How many packets a [`FlowCache`] accumulates before it adds them to the statistics.
 pub const SKB_FLUSH_PACKETS: u64 = 64;
@@ -836,6 +901,8 @@ mod pod {
     unsafe impl aya::Pod for super::Nat64Key {}
     unsafe impl aya::Pod for super::EventRate {}
     unsafe impl aya::Pod for super::EventRateKey {}
+    unsafe impl aya::Pod for super::EventSeenKey {}
+    unsafe impl aya::Pod for super::HeldEvent {}
     unsafe impl aya::Pod for super::GuardConfig {}
     unsafe impl aya::Pod for super::GuardPortKey {}
     unsafe impl aya::Pod for super::GuardOrig {}

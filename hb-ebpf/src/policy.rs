@@ -34,8 +34,8 @@ use aya_ebpf::{
 };
 use hb_common::{
     AF_INET, AF_INET6, Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, EventRate,
-    EventRateKey, Nat64Key, POLICY_AUDIT, PolicyCidr4, PolicyCidr6, PolicyInfo, SOCK_ADMIT_SENDMSG,
-    SockDest, hook, limits, reason, rule, verdict,
+    EventRateKey, EventSeenKey, HeldEvent, Nat64Key, POLICY_AUDIT, PolicyCidr4, PolicyCidr6,
+    PolicyInfo, SOCK_ADMIT_SENDMSG, SockDest, hook, limits, reason, rule, verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -75,8 +75,18 @@ static NAT64: LpmTrie<Nat64Key, u32> = LpmTrie::pinned(limits::NAT64_PREFIXES, 0
 static EVENTS: RingBuf = RingBuf::pinned(limits::EVENTS_BYTES, 0);
 
 /// Cgroup id and direction → its event budget (see `hb_common::EventRate`).
-#[map(name = "HB_EVENT_RATE")]
+#[map(name = "HB_EVENT_BUDGET")]
 static EVENT_RATE: LruHashMap<EventRateKey, EventRate> = LruHashMap::pinned(limits::EVENT_RATE, 0);
+
+/// What a cgroup was refused → when that was last reported (see `hb_common::EventSeenKey`).
+#[map(name = "HB_EVENT_SEEN")]
+static EVENT_SEEN: LruHashMap<EventSeenKey, u64> = LruHashMap::pinned(limits::EVENT_SEEN, 0);
+
+/// Destinations refused past a cgroup's caps, held back for the agent (see
+/// `hb_common::HeldEvent`). Not LRU: a scan cannot push out what is held, a full map
+/// only counts.
+#[map(name = "HB_EVENT_HELD")]
+static EVENT_HELD: HashMap<EventSeenKey, HeldEvent> = HashMap::pinned(limits::EVENT_HELD, 0);
 
 /// The enrollment that governs a cgroup: its own, else its nearest enrolled ancestor.
 ///
@@ -361,11 +371,16 @@ pub(crate) struct Report {
 /// Writes one event to the ring buffer, within the cgroup's event budget.
 ///
 /// The refusal itself is enforced by the caller either way: this only decides whether
-/// it is reported on its own. Past the budget it is counted (`events_suppressed`, the
-/// cgroup's `EventRate`) and the cgroup's next reported event carries the number, so
-/// one sandbox that provokes refusals in a loop cannot fill the ring buffer all
-/// sandboxes share, nor the agent's files. A full ring buffer is counted, never fatal,
-/// and never logged per event (that log would be the flood again).
+/// it is reported on its own. Within the cgroup's burst it is. Past it, a destination
+/// already reported in the window is counted (`events_suppressed`, the cgroup's
+/// `EventRate`) and the cgroup's next reported event carries the number; a destination
+/// new to the window is still named — reported at once up to `limits::EVENT_DISTINCT`
+/// of them, then held back in `HB_EVENT_HELD` for the agent, up to
+/// `limits::EVENT_HELD_PER_WINDOW`; past both it is counted only. So one sandbox that
+/// provokes refusals in a loop cannot fill the ring buffer all sandboxes share, nor the
+/// agent's files, nor hide the one destination it is after behind a flood of another.
+/// A full ring buffer is counted, never fatal, and never logged per event (that log
+/// would be the flood again). Only refusals come here: allowed traffic pays nothing.
 #[inline(always)]
 pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
     let key = EventRateKey {
@@ -373,9 +388,21 @@ pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
         inbound: u32::from(r.hook == hook::SKB_INGRESS),
         _pad: 0,
     };
-    let budget = match within_budget(&key) {
-        Admit::Suppressed => return,
+    let seen = EventSeenKey {
+        cgroup_id: r.cgroup_id,
+        hook: r.hook,
+        protocol: r.protocol,
+        port: r.port,
+        addr: r.addr,
+    };
+    let now = now_ns();
+    let budget = match within_budget(&key, &seen, now) {
         Admit::Report(b) => b,
+        Admit::HoldBack => {
+            hold_back(&key, &seen, &r, now);
+            return;
+        }
+        Admit::Counted => return,
     };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         // Left in `pending`: the next event that gets through carries this cgroup's
@@ -383,6 +410,16 @@ pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
         count(Counter::EventsLost);
         return;
     };
+    entry.write(event(&r, now, take_pending(budget)));
+    entry.submit(0);
+    // Refusals of this destination in the rest of the window are counted only. A
+    // failed insert forgets it, which lets a later one through as new (within the caps).
+    let _ = EVENT_SEEN.insert(seen, now, 0);
+}
+
+/// The record of refusal `r` at `now`.
+#[inline(always)]
+fn event(r: &Report, now: u64, suppressed: u32) -> Event {
     let (pid_tgid, comm) = if r.task_context {
         (
             bpf_get_current_pid_tgid(),
@@ -391,8 +428,8 @@ pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
     } else {
         (0, [0; 16])
     };
-    entry.write(Event {
-        ts_ns: now_ns(),
+    Event {
+        ts_ns: now,
         cgroup_id: r.cgroup_id,
         pid_tgid,
         policy_id: r.policy_id,
@@ -405,36 +442,59 @@ pub(crate) fn report<C: EbpfContext>(_ctx: &C, r: Report) {
         _pad: 0,
         addr: r.addr,
         comm,
-        suppressed: take_pending(budget),
+        suppressed,
         _pad2: 0,
-    });
-    entry.submit(0);
+    }
 }
+
+/// Holds refusal `r` back in `HB_EVENT_HELD` for the agent to report. A map that is full
+/// (or a key another CPU inserted at the same moment) leaves it counted only.
+#[inline(always)]
+fn hold_back(key: &EventRateKey, seen: &EventSeenKey, r: &Report, now: u64) {
+    let held = HeldEvent {
+        event: event(r, now, 0),
+        count: 1,
+    };
+    if EVENT_HELD.insert(seen, held, BPF_NOEXIST).is_err() {
+        count(Counter::MapFull);
+        if let Some(b) = EVENT_RATE.get_ptr_mut(key) {
+            // SAFETY: as in `within_budget`.
+            unsafe { atomic_add(&raw mut (*b).pending, 1) };
+        }
+    }
+}
+
+/// `BPF_NOEXIST`: insert only a new key.
+const BPF_NOEXIST: u64 = 1;
 
 /// Whether an event may be reported, from its cgroup's budget.
 enum Admit {
     /// Report it; the budget to take the pending count from, when the cgroup has one.
     Report(Option<*mut EventRate>),
-    /// Over budget: counted, not reported.
-    Suppressed,
+    /// Over the burst and the distinct cap, its destination new: hold it back.
+    HoldBack,
+    /// Over budget: counted (in `pending`, or in its held-back entry), not reported.
+    Counted,
 }
 
 /// Counts an event against its cgroup's budget (a fixed window of
-/// `limits::EVENT_WINDOW_NS` allowing `limits::EVENT_BURST` events).
+/// `limits::EVENT_WINDOW_NS` allowing `limits::EVENT_BURST` events, then
+/// `limits::EVENT_DISTINCT` and `limits::EVENT_HELD_PER_WINDOW` destinations new to the
+/// window — not reported in `HB_EVENT_SEEN` within `EVENT_WINDOW_NS`).
 ///
 /// Fails open towards reporting: a cgroup whose budget cannot be stored (the insert
 /// fails) is reported as before the budget existed; the refusal is enforced either way.
 /// An LRU map never fills up, it forgets the least recently used cgroup, which starts
 /// afresh with a whole budget.
 #[inline(always)]
-fn within_budget(key: &EventRateKey) -> Admit {
-    let now = now_ns();
+fn within_budget(key: &EventRateKey, seen: &EventSeenKey, now: u64) -> Admit {
     let Some(b) = EVENT_RATE.get_ptr_mut(key) else {
         let first = EventRate {
             start_ns: now,
             count: 1,
             pending: 0,
             suppressed: 0,
+            distinct: 0,
         };
         // Two CPUs inserting the same new cgroup at once: the later insert wins and one
         // count is lost, once per cgroup.
@@ -450,6 +510,7 @@ fn within_budget(key: &EventRateKey) -> Admit {
             // may each let a few events more through (see `hb_common::EventRate`).
             (*b).start_ns = now;
             (*b).count = 0;
+            (*b).distinct = 0;
         }
         let count_ptr = &raw mut (*b).count;
         atomic_add(count_ptr, 1);
@@ -458,11 +519,65 @@ fn within_budget(key: &EventRateKey) -> Admit {
         if core::ptr::read_volatile(count_ptr) <= limits::EVENT_BURST {
             return Admit::Report(Some(b));
         }
-        atomic_add(&raw mut (*b).pending, 1);
+        let past = past_the_burst(b, seen, now);
+        if let Past::New = past {
+            return Admit::Report(Some(b));
+        }
         atomic_add(&raw mut (*b).suppressed, 1);
+        count(Counter::EventsSuppressed);
+        match past {
+            Past::Pending => {
+                atomic_add(&raw mut (*b).pending, 1);
+                Admit::Counted
+            }
+            Past::HoldBack => Admit::HoldBack,
+            Past::New | Past::Held => Admit::Counted,
+        }
     }
-    count(Counter::EventsSuppressed);
-    Admit::Suppressed
+}
+
+/// What becomes of a refusal past the cgroup's burst.
+enum Past {
+    /// Its destination is new to the window, within `limits::EVENT_DISTINCT`: reported.
+    New,
+    /// New, past that, within `limits::EVENT_HELD_PER_WINDOW`: held back.
+    HoldBack,
+    /// Its destination is held back already: counted in its entry.
+    Held,
+    /// Reported in the window already, or past both caps: carried by the next event.
+    Pending,
+}
+
+/// Judges a refusal past the burst by its destination (see [`Past`]).
+///
+/// # Safety
+/// `b` as in [`within_budget`].
+#[inline(always)]
+unsafe fn past_the_burst(b: *mut EventRate, seen: &EventSeenKey, now: u64) -> Past {
+    // SAFETY: the value is copied out at once.
+    if let Some(t) = unsafe { EVENT_SEEN.get(seen) }
+        && now.wrapping_sub(*t) < limits::EVENT_WINDOW_NS
+    {
+        return Past::Pending;
+    }
+    if let Some(h) = EVENT_HELD.get_ptr_mut(seen) {
+        // SAFETY: a map value; `count` is an aligned u64 changed only by atomic adds.
+        unsafe { atomic_add(&raw mut (*h).count, 1) };
+        return Past::Held;
+    }
+    // SAFETY: the caller's promise.
+    unsafe {
+        let distinct_ptr = &raw mut (*b).distinct;
+        atomic_add(distinct_ptr, 1);
+        let distinct = core::ptr::read_volatile(distinct_ptr);
+        if distinct <= limits::EVENT_DISTINCT {
+            Past::New
+        } else if distinct <= limits::EVENT_DISTINCT + limits::EVENT_HELD_PER_WINDOW {
+            Past::HoldBack
+        } else {
+            Past::Pending
+        }
+    }
 }
 
 /// Takes the cgroup's pending suppressed count for the event being written. Exactly

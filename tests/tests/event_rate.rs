@@ -452,3 +452,113 @@ fn packets_sent_to_a_sandbox_cannot_use_up_the_budget_that_reports_its_own_refus
         "{inbound} inbound events for 20,000 datagrams: not rate-limited"
     );
 }
+
+const SCAN_POLICY: &str = r#"
+[egress]
+exception_cidrs = ["198.51.100.0/24"]
+
+[[policy]]
+name = "scan"
+allow_cidrs = []
+"#;
+
+/// Refused sends within one budget window: `argv[1]` to 10.9.8.7:9 (one destination),
+/// then one to each of `argv[2]` ports of 10.9.8.7 from 1000 (new destinations), then
+/// five connects to 198.51.100.99:80 (the one the attacker is after), then one to each
+/// of `argv[3]` ports from 20000. Prints the connects' results.
+const PY_SCAN: &str = r#"
+import errno, socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def send(port):
+    try:
+        u.sendto(b"x", ("10.9.8.7", port))
+    except OSError:
+        pass
+for _ in range(int(sys.argv[1])):
+    send(9)
+for p in range(1000, 1000 + int(sys.argv[2])):
+    send(p)
+said = []
+for _ in range(5):
+    s = socket.socket()
+    try:
+        s.connect(("198.51.100.99", 80))
+        said.append("OK")
+    except OSError as e:
+        said.append(errno.errorcode.get(e.errno, str(e.errno)))
+    s.close()
+for p in range(20000, 20000 + int(sys.argv[3])):
+    send(p)
+print(" ".join(said), flush=True)
+"#;
+
+/// Past the burst (64) and the destinations reported at once (64 more), a new
+/// destination is held back in the kernel and written by the agent with its count: a
+/// scan cannot hide the address tried after it, and the cgroup's events stay bounded
+/// (64 + 64 + 192 per window) however many destinations it tries.
+#[test]
+fn a_scan_past_both_caps_still_names_the_address_tried_next_and_stays_bounded() {
+    private_netns(&["10.9.8.7", "198.51.100.99"]);
+    let mut env = TestEnv::new("evrate-scan", SCAN_POLICY);
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "scan",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        PY_SCAN,
+        "100",
+        "164",
+        "5000",
+    ]);
+    assert!(
+        out.status.success(),
+        "scan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        said, "EPERM EPERM EPERM EPERM EPERM",
+        "the connects were refused"
+    );
+    env.wait_event("the held-back connect", |e| e["dst"] == "198.51.100.99");
+    let scan: Vec<Value> = events(&env)
+        .into_iter()
+        .filter(|e| e["policy"] == "scan")
+        .collect();
+    let target: Vec<&Value> = scan
+        .iter()
+        .filter(|e| e["dst"] == "198.51.100.99")
+        .collect();
+    let tries: u64 = target
+        .iter()
+        .map(|e| 1 + e["suppressed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        tries, 5,
+        "the five connects, counted in the target's events: {target:?}"
+    );
+    assert_eq!(target[0]["hook"], "connect4", "{}", target[0]);
+    let ports: std::collections::HashSet<u64> = scan
+        .iter()
+        .filter(|e| e["dst"] == "10.9.8.7")
+        .filter_map(|e| e["port"].as_u64())
+        .collect();
+    let missing: Vec<u64> = (1000..1164).filter(|p| !ports.contains(p)).collect();
+    assert!(
+        missing.is_empty(),
+        "every new destination within the caps is named; not: {missing:?}"
+    );
+    let late = ports.iter().filter(|p| **p >= 20000).count();
+    assert!(
+        (1..=192).contains(&late),
+        "the scan's tail is named only within the held-back cap: {late} of 5000"
+    );
+    // One window's caps (320), with room for a second window on a slow machine.
+    assert!(scan.len() <= 640, "{} events for the scan", scan.len());
+}

@@ -287,6 +287,7 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                         json!(now.saturating_sub(r.start_ns) / 1_000_000_000),
                     ),
                     ("window_events", json!(r.count)),
+                    ("window_distinct", json!(r.distinct)),
                     ("pending", json!(r.pending)),
                     ("suppressed", json!(r.suppressed)),
                 ]));
@@ -350,7 +351,7 @@ fn admitted_by(flags: u32) -> &'static str {
     }
 }
 
-/// Which of a cgroup's two event budgets an `HB_EVENT_RATE` key names.
+/// Which of a cgroup's two event budgets an `HB_EVENT_BUDGET` key names.
 pub fn direction(inbound: u32) -> &'static str {
     if inbound != 0 { "inbound" } else { "outbound" }
 }

@@ -815,20 +815,16 @@ fn describe(tid: u32) -> (u32, String) {
 }
 
 /// Turns refusals into `seccomp` events in `state_dir/events.jsonl`, under the
-/// sandbox's event budget (see [`events::SandboxBudget`]). Used by the launcher's
-/// [`answer_refusals`] thread.
+/// sandbox's event budget, which holds refusals back per system call name past its
+/// burst (see [`events::EventBudget`]). Used by the launcher's [`answer_refusals`]
+/// thread.
 pub struct EventReporter {
     state_dir: PathBuf,
     max_bytes: u64,
     policy: String,
     cgroup_id: u64,
     cgroup: Option<String>,
-    budget: events::SandboxBudget,
-    /// The refusals the budget held back since the last record, per system call name:
-    /// the latest of each and how many. Each name is written once, with its count, when
-    /// a record is next admitted or at the end — so a flood of one refused call cannot
-    /// hide the name of another, and none goes uncounted.
-    held_back: std::collections::BTreeMap<String, (EventRecord, u64)>,
+    budget: events::EventBudget,
 }
 
 impl EventReporter {
@@ -845,8 +841,7 @@ impl EventReporter {
             policy,
             cgroup_id,
             cgroup,
-            budget: events::SandboxBudget::new(Instant::now()),
-            held_back: std::collections::BTreeMap::new(),
+            budget: events::EventBudget::new(Instant::now()),
         }
     }
 
@@ -874,31 +869,15 @@ impl EventReporter {
     }
 
     pub fn report(&mut self, refusal: Refusal) {
-        let mut record = self.record(&refusal);
-        let name = refusal.syscall.clone();
-        if self.budget.admit(&mut record, Instant::now()) {
-            // The window's count covers every name held back; each other name gets a
-            // record of its own, and this one keeps only its own name's count.
-            let own = self.held_back.remove(&name).map_or(0, |(_, n)| n);
-            record.suppressed = own;
-            self.flush_held_back();
+        let record = self.record(&refusal);
+        for record in self.budget.admit(record, Instant::now()) {
             self.write(&record);
-        } else {
-            let entry = self.held_back.entry(name).or_insert((record.clone(), 0));
-            entry.0 = record;
-            entry.1 += 1;
         }
     }
 
     /// At the sandbox's end: the refusals the budget held back since the last record.
     pub fn finish(mut self) {
-        self.flush_held_back();
-    }
-
-    /// One record per held-back name: its latest refusal, counting the others.
-    fn flush_held_back(&mut self) {
-        for (_, (mut record, n)) in std::mem::take(&mut self.held_back) {
-            record.suppressed = n.saturating_sub(1);
+        for record in self.budget.take_held() {
             self.write(&record);
         }
     }
