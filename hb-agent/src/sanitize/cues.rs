@@ -647,7 +647,9 @@ impl Cues {
                 let tail = &v[cue.end..(cue.end + 3).min(v.len())];
                 let marked = head.len() < 3 && head.iter().all(|b| b.is_ascii_whitespace())
                     || head.iter().any(|b| b"[({<*#|>".contains(b))
-                    || tail.iter().any(|b| b":]!".contains(b));
+                    || head.ends_with("【".as_bytes())
+                    || tail.iter().any(|b| b":]!".contains(b))
+                    || v[cue.end..].starts_with("】".as_bytes());
                 let (directive, imperative) = self.command_after(v, cue.end, 300, e.lang);
                 // A bracketed, headed or colon-led claim is the attack's form; the same
                 // words in running text ("ask the administrator") are not.
