@@ -106,7 +106,8 @@ const EN: Lexicon = Lexicon {
     deontic: &[ "order", "ordered",
         "must", "shall", "should", "is to", "are to", "instruct", "instructs", "instructed", "instructing", "required to", "has to", "have to", "is expected to", "needs to", "authori*", "is ordered to", "is allowed to", "may now",
     ],
-    send: &[],
+    send: &[
+        "in place of", "substitute", "fill in the", "plug in the", "replace the placeholder*",],
     call: &[ "use the tool", "with the tool", "tool",
         "call", "invoke", "trigger the", "run the tool", "use the tool",
     ],
@@ -122,6 +123,7 @@ const EN: Lexicon = Lexicon {
         "return", "quote", "cite",
     ],
     ask: &[
+        "what did your developers", "what exactly did your", "what did they tell you", "what were you told before",
         "what is", "what are", "what was", "what were", "what's", "what were you told",
         "what have you been told",
     ],
@@ -138,6 +140,7 @@ const EN: Lexicon = Lexicon {
         "imagine you are", "you will answer", "you will respond", "you will reply",
     ],
     output_only: &[
+        "write only", "say only the", "only the sentence", "only the phrase", "only the words",
         "reply with the single word", "respond with the single word", "answer with the single word", "reply with the word", "respond with the word", "answer with the word", "instead, reply with", "instead reply with", "instead, respond with", "instead respond with", "instead, answer with", "instead answer with", "reply with just", "respond with just",
         "just print", "just say", "just output", "just write", "just respond", "just reply",
         "just type", "only print", "only say", "only output", "only respond with",
@@ -179,6 +182,7 @@ const EN: Lexicon = Lexicon {
         "obsolete", "cancelled", "canceled", "superseded", "invalid",
     ],
     authority: &[
+        "official policy update", "policy update from openai", "openai policy update", "policy update from anthropic", "official update from openai",
         "message from the system administrator", "note from the system administrator", "developer notice", "notice from the developer", "notice from the developers", "developer note", "note from the developer", "developer message", "administrator notice", "sysadmin notice", "message from the sysadmin", "operator notice", "message from the operator", "moderator notice", "message from the moderator", "platform notice", "vendor notice", "message from the vendor",
         "admin request", "administrator request", "admin override", "administrator override",
         "system override", "developer override", "security override", "message from the developer",
@@ -195,6 +199,7 @@ const EN: Lexicon = Lexicon {
         "legal department", "compliance department", "as the ceo", "as ceo", "account holder",
     ],
     addressee: &[
+        "with an ai:", "using an ai:", "whoever processes this", "anyone processing this", "with an ai :",
         "hidden note for", "note for the screening", "note for the assistant", "to the model reading", "to the assistant reading", "model reading this page", "ai reading this page", "dear ai model", "dear language model", "dear model",
         "if you are an ai", "if you are a language model", "if you are an llm", "if you're an ai",
         "if you are a large language model", "if you are an assistant", "if you are chatgpt",
@@ -226,6 +231,7 @@ const EN: Lexicon = Lexicon {
         "training", "polic*", "safeguards", "guardrails", "filters", "task", "context", "orders",
     ],
     hidden: &[
+        "before this chat", "before the chat started", "before this chat started", "before our chat", "before this session", "your developers told you", "developers tell you",
         "hidden setup", "setup text", "setup prompt", "hidden text", "preamble", "configuration text", "came before the user", "before the user's question", "before the user's message", "before my question", "before the first user message", "developer message", "instructions at the top", "your internal configuration", "internal configuration",
         "system prompt", "system message", "system instructions", "initial prompt",
         "initial instructions", "original prompt", "original instructions", "hidden prompt",
@@ -248,6 +254,7 @@ const EN: Lexicon = Lexicon {
         "previous conversation", "chat history",
     ],
     unbound: &[
+        "without warnings", "without any warnings", "no warnings",
         "no restrictions", "without restrictions", "without any restrictions", "unrestricted",
         "unfiltered", "uncensored", "no rules", "without rules", "no limits", "without limits",
         "no filters", "without filters", "no ethical", "no moral*", "without ethics",
@@ -297,6 +304,7 @@ const DE: Lexicon = Lexicon {
         "muss", "müssen", "soll", "sollen", "sollte", "weise", "anweis*", "beauftrag*", "verpflichtet", "autorisiere", "erlaube",
     ],
     send: &[
+        "statt email", "anstelle von", "statt des platzhalters", "setze die", "einsetzen",
         "sende*", "schick*", "übermittl*", "übertrag*", "leite", "lade",
     ],
     call: &[ "werkzeug*", "tool",
@@ -316,6 +324,7 @@ const DE: Lexicon = Lexicon {
         "liste", "übersetz*", "fasse", "zitier*",
     ],
     ask: &[
+        "was genau haben dir", "was haben dir deine entwickler",
         "was ist", "was sind", "was war", "was waren", "wie lautet", "wie lauten", "was wurde dir",
         "was hat man dir",
     ],
@@ -329,6 +338,7 @@ const DE: Lexicon = Lexicon {
         "stell dir vor", "du wirst antworten", "eine figur",
     ],
     output_only: &[
+        "schreibe nur den satz", "nur den satz",
         "antworte stattdessen nur mit", "antworte nur mit", "nur mit dem wort", "antworte stattdessen mit", "antworte mit dem wort", "gib nur das wort",
         "gib nur", "antworte nur", "antworte ausschließlich", "antworten sie nur", "schreibe nur",
         "schreib nur", "sag nur", "sage nur", "gib ausschließlich", "drucke nur",
@@ -359,6 +369,7 @@ const DE: Lexicon = Lexicon {
     ],
     void: &["veraltet", "nicht mehr gültig", "ungültig", "aufgehoben", "hinfällig", "außer kraft"],
     authority: &[
+        "offizielles richtlinien-update", "richtlinien-update von openai", "offizielle mitteilung von openai",
         "nachricht des systemadministrators", "nachricht vom systemadministrator", "hinweis des systemadministrators", "hinweis des entwicklers", "hinweis vom entwickler", "entwicklerhinweis", "hinweis des administrators", "mitteilung des administrators", "mitteilung des entwicklers", "betreiberhinweis", "hinweis des betreibers", "administrator-überschreibung", "admin-überschreibung", "systemüberschreibung", "system-überschreibung",
         "admin-anfrage", "administrator-anfrage", "adminanfrage", "anfrage des administrators",
         "nachricht vom entwickler", "nachricht des entwicklers", "nachricht vom administrator",
@@ -372,6 +383,7 @@ const DE: Lexicon = Lexicon {
         "vorrangige direktive", "rechtsabteilung", "als geschäftsführer", "kontoinhaber",
     ],
     addressee: &[
+        "mit einer ki verarbeiten", "mit einer ki verarbeitet", "die diese e-mail mit einer ki", "mit einer ki:",
         "versteckter hinweis für", "hinweis für den assistenten", "screening-assistent*", "ki-modell, das diese seite liest", "das diese seite liest", "liebes ki-modell", "liebes sprachmodell",
         "wenn du eine ki bist", "falls du eine ki bist", "wenn sie eine ki sind",
         "falls sie eine ki sind", "wenn du ein sprachmodell bist", "hinweis an die ki",
@@ -394,6 +406,7 @@ const DE: Lexicon = Lexicon {
         "vorgabe*",
     ],
     hidden: &[
+        "bevor dieser chat begann", "vor diesem chat", "vor beginn dieses chats", "deine entwickler gesagt",
         "versteckten einrichtungstext*", "einrichtungstext*", "vor der frage des nutzers", "vor der frage des benutzers", "versteckten text", "interne konfiguration", "deine interne konfiguration", "seine interne konfiguration",
         "systemprompt*", "system-prompt*", "systemnachricht", "systemanweisung*",
         "deine anweisungen", "deinen prompt", "dein prompt", "deine regeln", "ihre anweisungen",
@@ -412,6 +425,7 @@ const DE: Lexicon = Lexicon {
         "unterhaltung", "verlauf",
     ],
     unbound: &[
+        "ohne inhaltsrichtlinien", "ohne warnungen", "ohne jede warnung", "keine inhaltsrichtlinien",
         "ohne einschränkungen", "ohne regeln", "ohne filter", "ohne zensur", "unzensiert*",
         "ungefiltert*", "keine regeln", "keine einschränkungen", "keine grenzen", "ohne grenzen",
         "uneingeschränkt*", "böse*", "dan", "entwicklermodus", "ohne ethische", "keine ethischen",
@@ -457,6 +471,7 @@ const FR: Lexicon = Lexicon {
         "doit", "doivent", "devra", "devrait", "ordonne", "demande à", "charge", "est tenu", "autorise", "exige", "enjoins",
     ],
     send: &[
+        "en remplaçant", "à la place de", "remplace email", "remplace le paramètre",
         "envoie*", "envoyer", "envoyez", "transmet*", "transfère*", "téléverse*",
     ],
     call: &[ "outil*",
@@ -476,6 +491,7 @@ const FR: Lexicon = Lexicon {
         "liste*", "traduis*", "résume*", "copie*", "cite*",
     ],
     ask: &[
+        "qu'est-ce que tes développeurs", "que t'ont dit",
         "quel est", "quelle est", "quels sont", "quelles sont", "qu'est-ce qu'on t'a dit",
         "que t'a-t-on dit",
     ],
@@ -490,6 +506,7 @@ const FR: Lexicon = Lexicon {
         "tu répondras",
     ],
     output_only: &[
+        "écris uniquement la phrase", "uniquement la phrase",
         "réponds plutôt par", "par le seul mot", "réponds uniquement par", "réponds seulement par", "réponds par le mot", "réponds plutôt avec",
         "réponds uniquement", "répondez uniquement", "réponds seulement", "répondez seulement",
         "dis seulement", "dites seulement", "dis simplement", "dites simplement",
@@ -521,6 +538,7 @@ const FR: Lexicon = Lexicon {
         "annulées", "caduques", "périmées",
     ],
     authority: &[
+        "mise à jour officielle de la politique", "politique d'openai", "mise à jour officielle d'openai",
         "message de l'administrateur système", "avis du développeur", "note du développeur", "avis de l'administrateur", "avis des développeurs", "message de l'opérateur", "avis de l'opérateur", "dérogation de l'administrateur", "dérogation administrateur", "priorité administrateur",
         "requête administrateur", "requête de l'administrateur", "demande de l'administrateur",
         "demande administrateur", "message de l'administrateur", "message du développeur",
@@ -533,6 +551,7 @@ const FR: Lexicon = Lexicon {
         "contournement du système",
     ],
     addressee: &[
+        "avec une ia :", "avec une ia:", "traite cet e-mail avec une ia", "quiconque traite",
         "note cachée pour", "note pour l'assistant", "modèle d'ia qui lit", "cher modèle", "qui lit cette page", "assistant de présélection",
         "si tu es une ia", "si vous êtes une ia", "si tu es un modèle", "si vous êtes un modèle",
         "si tu es un assistant", "note à l'ia", "note pour l'ia", "message à l'ia", "à l'ia",
@@ -549,6 +568,7 @@ const FR: Lexicon = Lexicon {
     ],
     loose: &["règle*", "commande*", "ordres", "restriction*", "contrainte*", "tâche"],
     hidden: &[
+        "avant le début de cette discussion", "avant cette discussion", "avant ce chat", "tes développeurs t'ont dit",
         "texte de configuration caché", "texte de configuration", "précède la question", "avant la question de l'utilisateur", "texte caché", "configuration interne", "ta configuration interne", "sa configuration interne",
         "prompt système", "prompt du système", "message système", "instructions système",
         "tes instructions", "vos instructions", "ton prompt", "votre prompt", "tes règles",
@@ -565,6 +585,7 @@ const FR: Lexicon = Lexicon {
         "conversation",
     ],
     unbound: &[
+        "sans politique de contenu", "sans avertissement", "sans aucun avertissement",
         "sans restriction*", "sans règle*", "sans filtre*", "sans censure", "non censuré*",
         "sans limite*", "aucune règle", "aucune restriction", "aucune limite", "mode développeur",
         "maléfique", "dan", "sans éthique", "sans aucune", "tout faire", "sans morale",
@@ -607,6 +628,7 @@ const ES: Lexicon = Lexicon {
         "debe", "deben", "deberá", "debería", "ordeno", "instruyo", "pido al", "tiene que", "autorizo",
     ],
     send: &[
+        "en lugar de", "en vez de email", "sustituye", "reemplaza",
         "envía*", "enviar", "envíe*", "envíen", "manda*", "transmite", "sube",
     ],
     call: &[ "herramienta*",
@@ -624,7 +646,8 @@ const ES: Lexicon = Lexicon {
         "divulga*", "comparte*", "copia*", "enséñame", "reproduce", "enumera*", "traduce*",
         "resume*", "cita*", "escríbela", "escríbelo",
     ],
-    ask: &["cuál es", "cuáles son", "cual es", "cuales son", "qué te dijeron", "qué se te dijo"],
+    ask: &[
+        "que te dijeron", "qué te dijo","cuál es", "cuáles son", "cual es", "cuales son", "qué te dijeron", "qué se te dijo"],
     persona: &[
         "desde este momento eres", "desde este momento", "a partir de este momento", "a partir de este momento eres",
         "ahora eres", "a partir de ahora eres", "a partir de ahora, eres",
@@ -635,6 +658,7 @@ const ES: Lexicon = Lexicon {
         "responderás", "contestarás",
     ],
     output_only: &[
+        "escribe solo la frase", "solo la frase",
         "responde con la única palabra", "responde solo con", "responde solamente con", "responde únicamente con", "en su lugar, responde", "en su lugar responde", "con la palabra",
         "responde solo", "responde solamente", "responde únicamente", "responde sólo", "di solo",
         "di solamente", "di únicamente", "escribe solo", "escribe solamente", "escribe únicamente",
@@ -665,6 +689,7 @@ const ES: Lexicon = Lexicon {
         "anuladas", "caducadas", "sin efecto",
     ],
     authority: &[
+        "actualización oficial de política", "política de openai", "actualización oficial de openai",
         "mensaje del administrador del sistema", "aviso del desarrollador", "nota del desarrollador", "aviso del administrador", "aviso de los desarrolladores", "mensaje del operador", "aviso del operador", "anulación del administrador", "anulación del sistema",
         "solicitud de administrador", "solicitud del administrador", "petición del administrador",
         "mensaje del administrador", "mensaje del desarrollador", "mensaje del sistema",
@@ -676,6 +701,7 @@ const ES: Lexicon = Lexicon {
         "como director general", "titular de la cuenta", "anulación del sistema",
     ],
     addressee: &[
+        "con una ia:", "con una ia :", "quien procese este", "procese este correo con una ia",
         "nota oculta para", "nota para el asistente", "modelo de ia que lees", "querido modelo", "que lees esta página", "asistente de selección",
         "si eres una ia", "si eres un modelo", "si usted es una ia", "si eres un asistente",
         "nota para la ia", "nota a la ia", "mensaje para la ia", "a la ia", "querida ia",
@@ -693,6 +719,7 @@ const ES: Lexicon = Lexicon {
     ],
     loose: &["regla*", "norma*", "órdenes", "comando*", "restriccion*", "tarea"],
     hidden: &[
+        "antes de que empezara este chat", "antes de este chat", "antes del chat", "tus desarrolladores",
         "texto de configuración oculto", "texto de configuración", "antes de la pregunta del usuario", "texto oculto", "configuración interna", "su configuración interna", "tu configuración interna",
         "prompt del sistema", "prompt de sistema", "mensaje del sistema",
         "instrucciones del sistema", "tus instrucciones", "tu prompt", "tus reglas",
@@ -707,6 +734,7 @@ const ES: Lexicon = Lexicon {
         "primera frase", "prompt*", "instrucciones", "reglas", "conversación",
     ],
     unbound: &[
+        "sin política de contenido", "sin advertencias", "sin ninguna advertencia",
         "sin restricciones", "sin reglas", "sin filtros", "sin censura", "sin límites",
         "sin ética", "ninguna regla", "ninguna restricción", "modo desarrollador", "malvad*",
         "dan", "sin ninguna", "cualquier cosa", "sin moral", "ningún límite", "ningún filtro",
@@ -748,6 +776,7 @@ const PT: Lexicon = Lexicon {
         "deve", "devem", "deverá", "deveria", "ordeno", "instruo", "tem de", "tem que", "autorizo",
     ],
     send: &[
+        "no lugar de", "em vez de email", "substitua", "substituindo",
         "envie*", "enviar", "envia", "mande*", "transmita", "carregue",
     ],
     call: &[ "ferramenta*",
@@ -764,7 +793,8 @@ const PT: Lexicon = Lexicon {
         "qual é a sua", "quais são os seus", "divulgue*", "exiba*", "exibe*", "compartilhe*",
         "copie*", "liste*", "traduza*", "resuma*", "cite*",
     ],
-    ask: &["qual é", "quais são", "qual e", "o que te disseram", "o que lhe disseram"],
+    ask: &[
+        "o que exatamente seus", "o que seus desenvolvedores","qual é", "quais são", "qual e", "o que te disseram", "o que lhe disseram"],
     persona: &[
         "a partir deste momento você é", "a partir deste momento", "deste momento em diante",
         "agora você é", "a partir de agora você", "a partir de agora, você", "finja ser",
@@ -774,6 +804,7 @@ const PT: Lexicon = Lexicon {
         "faça de conta", "imagine que você é", "responderá", "você responderá",
     ],
     output_only: &[
+        "escreva apenas a frase", "apenas a frase", "escreva só",
         "responda apenas com", "responda somente com", "responda só com", "em vez disso, responda", "em vez disso responda", "apenas com a palavra",
         "responda apenas", "responda somente", "responda só", "diga apenas", "diga somente",
         "escreva apenas", "escreva somente", "imprima apenas", "imprima somente", "apenas diga",
@@ -803,6 +834,7 @@ const PT: Lexicon = Lexicon {
         "canceladas", "anuladas", "sem efeito",
     ],
     authority: &[
+        "atualização oficial de política", "política da openai", "atualização oficial da openai",
         "mensagem do administrador do sistema", "aviso do desenvolvedor", "nota do desenvolvedor", "aviso do administrador", "aviso dos desenvolvedores", "mensagem do operador", "aviso do operador", "substituição do administrador", "substituição do sistema",
         "solicitação do administrador", "pedido do administrador", "mensagem do administrador",
         "mensagem do desenvolvedor", "mensagem do sistema", "instrução do administrador",
@@ -814,6 +846,7 @@ const PT: Lexicon = Lexicon {
         "substituição do sistema",
     ],
     addressee: &[
+        "com uma ia:", "com uma ia :", "quem processar este", "processar este e-mail com uma ia",
         "nota oculta para", "nota para o assistente", "modelo de ia que está lendo", "caro modelo", "lendo esta página", "assistente de triagem",
         "se você é uma ia", "se você for uma ia", "se você é um modelo", "se você for um modelo",
         "se você é um assistente", "nota para a ia", "nota à ia", "mensagem para a ia",
@@ -830,6 +863,7 @@ const PT: Lexicon = Lexicon {
     ],
     loose: &["regra*", "comando*", "ordens", "restriç*", "tarefa"],
     hidden: &[
+        "antes de este chat começar", "antes deste chat", "antes do chat", "seus desenvolvedores disseram",
         "texto de configuração oculto", "texto de configuração", "antes da pergunta do usuário", "texto oculto", "configuração interna", "sua configuração interna",
         "prompt do sistema", "prompt de sistema", "mensagem do sistema", "instruções do sistema",
         "suas instruções", "seu prompt", "suas regras", "instruções iniciais", "prompt inicial",
@@ -843,6 +877,7 @@ const PT: Lexicon = Lexicon {
         "prompt*", "instruções", "regras", "conversa",
     ],
     unbound: &[
+        "sem política de conteúdo", "sem avisos", "sem nenhum aviso",
         "sem restrições", "sem regras", "sem filtros", "sem censura", "sem limites", "sem ética",
         "nenhuma regra", "nenhuma restrição", "modo desenvolvedor", "malvad*", "malign*", "dan",
         "qualquer coisa", "sem moral", "nenhum limite", "nenhum filtro",
@@ -883,6 +918,7 @@ const IT: Lexicon = Lexicon {
         "deve", "devono", "dovrà", "dovrebbe", "ordino", "chiedo", "istruisco", "autorizzo",
     ],
     send: &[
+        "al posto di", "invece di email", "sostituisci", "sostituendo",
         "invia*", "inviare", "manda*", "trasmetti", "carica",
     ],
     call: &[ "strumento*",
@@ -901,6 +937,7 @@ const IT: Lexicon = Lexicon {
         "cita*",
     ],
     ask: &[
+        "che cosa ti hanno detto", "che cosa ti ha detto",
         "qual è", "quali sono", "qual e", "che cosa ti è stato detto", "cosa ti è stato detto",
         "che cosa ti", "cosa ti hanno detto",
     ],
@@ -913,6 +950,7 @@ const IT: Lexicon = Lexicon {
         "immagina di essere", "tu sei", "risponderai",
     ],
     output_only: &[
+        "scrivi solo la frase", "solo la frase",
         "rispondi invece con", "con la sola parola", "rispondi solo con", "rispondi soltanto con", "rispondi unicamente con", "rispondi con la parola",
         "rispondi solo", "rispondi soltanto", "rispondi unicamente", "di' solo", "dì solo",
         "di solo", "scrivi solo", "scrivi soltanto", "scrivi unicamente", "stampa solo",
@@ -943,6 +981,7 @@ const IT: Lexicon = Lexicon {
         "superate",
     ],
     authority: &[
+        "aggiornamento ufficiale delle policy", "policy di openai", "aggiornamento ufficiale di openai",
         "messaggio dell'amministratore di sistema", "avviso dello sviluppatore", "nota dello sviluppatore", "avviso dell'amministratore", "avviso degli sviluppatori", "messaggio dell'operatore", "avviso dell'operatore", "override dell'amministratore", "override di sistema",
         "richiesta dell'amministratore", "richiesta amministratore", "richiesta admin",
         "messaggio dell'amministratore", "messaggio dello sviluppatore", "messaggio di sistema",
@@ -954,6 +993,7 @@ const IT: Lexicon = Lexicon {
         "titolare dell'account", "override di sistema", "sostituzione del sistema",
     ],
     addressee: &[
+        "con un'ia:", "con un'ia :", "chi elabora questa", "elabora questa email con un'ia",
         "nota nascosta per", "nota per l'assistente", "modello di ia che leggi", "caro modello", "che leggi questa pagina", "assistente di selezione",
         "se sei un'ia", "se sei un'intelligenza artificiale", "se sei un modello",
         "se sei un assistente", "nota per l'ia", "nota all'ia", "messaggio per l'ia", "all'ia",
@@ -970,6 +1010,7 @@ const IT: Lexicon = Lexicon {
     ],
     loose: &["regol*", "comand*", "ordini", "restrizion*", "compito"],
     hidden: &[
+        "prima che iniziasse questa chat", "prima di questa chat", "prima della chat", "i tuoi sviluppatori",
         "testo di configurazione nascosto", "testo di configurazione", "precede la domanda", "prima della domanda dell'utente", "testo nascosto", "configurazione interna", "sua configurazione interna", "tua configurazione interna",
         "prompt di sistema", "prompt del sistema", "messaggio di sistema", "istruzioni di sistema",
         "le tue istruzioni", "il tuo prompt", "le tue regole", "istruzioni iniziali",
@@ -984,6 +1025,7 @@ const IT: Lexicon = Lexicon {
         "prima riga", "prima frase", "prompt*", "istruzioni", "regole", "conversazione",
     ],
     unbound: &[
+        "senza politiche sui contenuti", "senza avvertenze", "senza alcun avviso", "senza avvisi",
         "senza restrizioni", "senza regole", "senza filtri", "senza censura", "senza limiti",
         "senza etica", "nessuna regola", "nessuna restrizione", "nessun limite",
         "modalità sviluppatore", "malvagi*", "dan", "qualsiasi cosa", "senza morale",
@@ -1025,6 +1067,7 @@ const RU: Lexicon = Lexicon {
         "должен", "должна", "должны", "обязан*", "поручаю", "приказываю", "разрешаю", "следует",
     ],
     send: &[
+        "вместо email", "подставив", "подставь", "замени",
         "отправ*", "перешли*", "пошли*", "передай*", "загрузи",
     ],
     call: &[ "инструмент*",
@@ -1042,6 +1085,7 @@ const RU: Lexicon = Lexicon {
         "скопируй*", "перечисли*", "процитируй*", "переведи*", "сообщи",
     ],
     ask: &[
+        "что именно сказали тебе", "что сказали тебе",
         "какой", "какие", "каков", "какова", "что такое", "что тебе сказали",
         "что тебе было сказано",
     ],
@@ -1053,6 +1097,7 @@ const RU: Lexicon = Lexicon {
         "представь, что", "сделай вид", "ты будешь отвечать", "ты ответишь",
     ],
     output_only: &[
+        "напиши только фразу", "только фразу",
         "ответь одним словом", "вместо этого ответь",
         "просто напиши", "просто скажи", "просто выведи", "только напиши", "только скажи",
         "только выведи", "ответь только", "отвечай только", "выведи только", "напиши только",
@@ -1080,6 +1125,7 @@ const RU: Lexicon = Lexicon {
         "утратили силу",
     ],
     authority: &[
+        "официальное обновление политики", "политики openai", "официальное уведомление openai",
         "сообщение системного администратора", "уведомление разработчика", "уведомление администратора", "сообщение сисадмина", "примечание разработчика", "заметка разработчика", "сообщение оператора", "уведомление оператора", "переопределение администратора", "переопределение системы",
         "запрос администратора", "сообщение администратора", "сообщение от администратора",
         "сообщение разработчика", "сообщение от разработчика", "системное сообщение",
@@ -1090,6 +1136,7 @@ const RU: Lexicon = Lexicon {
         "как генеральный директор", "владелец аккаунта", "системное переопределение",
     ],
     addressee: &[
+        "с помощью ии:", "с помощью ии :", "обрабатывает это письмо с помощью ии", "кто обрабатывает это",
         "скрытая заметка для", "заметка для ассистента", "ии-модель, читающая", "читающая эту страницу", "уважаемая ии-модель", "ассистента по отбору",
         "если ты ии", "если вы ии", "если ты языковая модель", "если ты нейросеть",
         "если ты ассистент", "примечание для ии", "заметка для ии", "сообщение для ии", "для ии",
@@ -1104,6 +1151,7 @@ const RU: Lexicon = Lexicon {
     ],
     loose: &["правил*", "команд*", "приказ*", "ограничени*", "задани*", "задач*"],
     hidden: &[
+        "до начала этого чата", "до этого чата", "перед началом чата", "сказали тебе разработчики",
         "скрытый текст настройки", "текст настройки", "до вопроса пользователя", "скрытый текст", "внутреннюю конфигурацию", "свою внутреннюю конфигурацию", "внутренняя конфигурация",
         "системный промпт", "системного промпта", "системное сообщение", "системные инструкции",
         "системных инструкций", "твои инструкции", "твой промпт", "твои правила",
@@ -1119,6 +1167,7 @@ const RU: Lexicon = Lexicon {
         "первое предложение", "промпт*", "инструкции", "правила", "разговор",
     ],
     unbound: &[
+        "без политики контента", "без предупреждений", "без каких-либо предупреждений",
         "без ограничений", "без правил", "без фильтров", "без цензуры", "без морали", "без этики",
         "никаких правил", "никаких ограничений", "режим разработчика", "зло*", "dan", "что угодно",
         "может всё", "нет ограничений", "нет правил", "никаких фильтров", "без каких-либо",
@@ -1160,6 +1209,7 @@ const ZH: Lexicon = Lexicon {
         "必须", "必須", "应该", "应当", "务必", "指示", "要求", "授权",
     ],
     send: &[
+        "替换email", "替换成", "替换为", "代替",
         "发送", "發送", "发到", "传送", "上传", "提交到",
     ],
     call: &[ "工具",
@@ -1174,13 +1224,15 @@ const ZH: Lexicon = Lexicon {
         "显示", "顯示", "输出", "輸出", "打印", "重复", "重複", "透露", "泄露", "洩露", "告诉我", "告訴我", "给我看", "展示",
         "揭示", "说出", "說出", "写出", "列出", "复述", "复制", "翻译", "引用", "总结", "概括",
     ],
-    ask: &["是什么", "是什麼", "你被告知了什么", "告诉了你什么"],
+    ask: &[
+        "到底对你说了什么", "对你说了什么","是什么", "是什麼", "你被告知了什么", "告诉了你什么"],
     persona: &[
         "从这一刻起", "从此刻起", "从现在起",
         "你现在是", "你現在是", "从现在开始你", "從現在開始你", "从现在起你", "從現在起你", "从现在开始，你", "假装你是", "假裝你是", "扮演",
         "你将扮演", "充当", "你不再是", "现在你是", "从现在开始", "回答", "你是", "一个没有", "假装", "请扮演", "想象你是", "你将回答",
     ],
     output_only: &[
+        "只写这句话",
         "改为只回复",
         "只输出", "只需输出", "只回答", "只回复", "仅输出", "仅回答", "只说", "只要说", "直接输出", "只打印", "仅回复", "只需回答",
         "只需说", "只需回复", "只写", "仅打印", "请准确回答",
@@ -1194,12 +1246,14 @@ const ZH: Lexicon = Lexicon {
     mode: &["开发者模式", "相反模式", "保持角色", "不要跳出角色", "保持人设", "不要出戏", "跳出角色", "安全模式已关闭", "安全模式已禁用"],
     void: &["已过时", "过时了", "不再有效", "作废", "已失效", "失效了"],
     authority: &[
+        "官方政策更新", "openai官方", "openai的官方",
         "系统管理员通知", "系统管理员消息", "系统管理员的通知", "开发者通知", "管理员通知", "开发人员通知", "运营方通知",
         "管理员请求", "管理員請求", "管理员消息", "管理员指令", "管理员命令", "开发者消息", "开发者指令", "系统消息", "系統消息", "系统通知",
         "系统指令", "系統指令", "系统覆盖", "管理员覆盖", "最高优先级指令", "来自开发者", "来自管理员", "it部门", "安全团队", "官方通知",
         "开发团队", "来自本助手开发团队", "你的运营者", "你的运营方", "最高优先级", "法务部", "首席执行官", "账户所有人", "系统覆写",
     ],
     addressee: &[
+        "用ai处理", "使用ai处理", "用人工智能处理",
         "阅读本页面的ai", "阅读此页面的ai", "正在阅读本页", "给筛选助手", "隐藏说明", "的ai模型:", "ai模型:",
         "如果你是ai", "如果你是人工智能", "如果你是一个ai", "如果你是语言模型", "如果你是一个人工智能", "给ai的", "致ai", "ai助手请",
         "人工智能助手请", "ai请注意", "如果你正在阅读", "ai代理", "ai模型", "人工智能模型", "助手,", "助手:", "如果你是", "ai 模型",
@@ -1209,6 +1263,7 @@ const ZH: Lexicon = Lexicon {
         "被要求做的事", "被要求的", "被要求做的","指令", "指示", "提示", "指引", "以上内容", "上面的内容", "之前的内容", "前面的内容", "其余", "其他内容", "剩下的"],
     loose: &["规则", "規則", "命令", "要求", "设定", "設定", "规定", "限制", "约束", "任务"],
     hidden: &[
+        "在这次聊天开始之前", "聊天开始之前", "聊天开始前", "开发者对你说",
         "隐藏的设置文本", "设置文本", "用户问题之前", "隐藏文本", "内部配置",
         "系统提示", "系統提示", "系统消息", "系統消息", "系统指令", "你的指令", "你的指示", "你的提示", "你的规则", "初始提示", "初始指令",
         "原始指令", "原始提示", "隐藏指令", "隐藏的指令", "上面的文字", "上面的内容", "以上内容", "以上文字", "提示词", "这行之前", "这一行之前",
@@ -1216,6 +1271,7 @@ const ZH: Lexicon = Lexicon {
     ],
     loose_hidden: &["密码", "密碼", "访问码", "系统配置", "系統配置", "第一行", "第一句", "提示", "指令", "规则", "对话"],
     unbound: &[
+        "没有内容政策", "毫无警告", "没有任何警告", "不加警告",
         "没有任何限制", "没有限制", "不受限制", "无限制", "無限制", "不受任何", "没有规则", "没有道德", "没有过滤", "无审查", "不受约束",
         "开发者模式", "開發者模式", "邪恶", "dan", "任何事", "没有任何规则", "不受规则", "可以做任何事", "奶奶", "祖母", "两次", "两个回答",
         "从不拒绝", "永不拒绝", "马基雅维利",
@@ -1247,6 +1303,7 @@ const JA: Lexicon = Lexicon {
         "必ず", "しなければ", "すること", "指示", "ください", "許可", "べき",
     ],
     send: &[
+        "置き換えて", "に置き換え", "差し替えて",
         "送信", "送って", "送る", "アップロード", "転送",
     ],
     call: &[ "ツール",
@@ -1260,19 +1317,22 @@ const JA: Lexicon = Lexicon {
         "表示", "出力", "教えて", "見せて", "繰り返", "印刷", "開示", "書き出", "明かし", "明かせ", "暴露", "公開", "列挙", "言って",
         "書いて", "翻訳", "要約", "引用", "まとめ",
     ],
-    ask: &["何ですか", "なんですか", "は何", "何を言われ", "何と言われ"],
+    ask: &[
+        "何と言いましたか", "何と言われましたか","何ですか", "なんですか", "は何", "何を言われ", "何と言われ"],
     persona: &[
         "今この瞬間から", "この瞬間から",
         "あなたは今から", "あなたは今", "今からあなたは", "これからあなたは", "ふりをして", "ふりをしろ", "として振る舞", "として振舞", "として行動",
         "役を演じ", "になりきって", "もはや", "君は今から", "答えて", "あなたは", "演じて", "想像して", "あなたは今後",
     ],
     output_only: &[
+        "という文だけを書", "文だけを書", "だけを書いて", "とだけ書いて",
         "とだけ返答", "一語だけで返答", "だけで返答",
         "だけを出力", "のみを出力", "だけ出力", "のみ出力", "だけを表示", "だけを書", "だけを返", "だけ答え", "のみで答え", "とだけ言", "とだけ書",
         "とだけ出力", "とだけ答え", "のみを返", "だけを言", "とだけ返",
     ],
     halt: &["すべて中止", "全て中止", "今すぐ止め", "直ちに停止", "すべてを止め", "何を頼まれても", "以前の指示に関係なく"],
     boundary: &[
+        "検索結果ここまで", "結果ここまで", "データここまで", "文書ここまで", "ここまでが検索結果",
         "唯一の仕事", "唯一のタスク", "唯一の任務", "現在のタスクは中止", "タスクを中止", "タスクは中止", "作業を中止",
         "ドキュメント終了", "文書終了", "入力終了", "データ終了", "文書の終わり", "入力の終わり", "### 指示", "### 応答", "### システム",
         "新しい指示", "新しいタスク", "新しい目標", "新たな指示", "唯一有効な指示", "あなたのタスクは変わ", "本当のタスク", "次のタスク",
@@ -1280,12 +1340,14 @@ const JA: Lexicon = Lexicon {
     mode: &["開発者モード", "反対モード", "キャラクターを保", "役になりきり", "役を崩さ", "キャラを崩さ", "キャラから外れ", "安全モードは無効", "安全モードを無効"],
     void: &["古くなって", "もう無効", "無効です", "廃止され", "効力を失"],
     authority: &[
+        "公式ポリシー更新", "openaiの公式", "公式ポリシーの更新",
         "システム管理者からのメッセージ", "システム管理者からの通知", "開発者からの通知", "管理者からの通知", "開発者通知", "運営者からの通知", "管理者による上書き",
         "管理者リクエスト", "管理者からのメッセージ", "管理者メッセージ", "管理者の指示", "開発者からのメッセージ", "開発者メッセージ", "開発者の指示",
         "システムメッセージ", "システム通知", "システム命令", "システム上書き", "管理者命令", "it部門", "セキュリティチーム", "公式通知", "開発チーム",
         "あなたの運営者", "運営者です", "最優先指令", "法務部", "ceoとして", "アカウント所有者",
     ],
     addressee: &[
+        "aiで処理する方", "aiで処理する", "aiで処理している",
         "読んでいるaiモデル", "読んでいるai", "を読んでいるai", "選考アシスタントへ", "隠しメモ",
         "あなたがaiなら", "あなたがaiである場合", "aiへの注意", "aiへのメモ", "aiへの指示", "aiへのメッセージ", "aiアシスタントへ",
         "言語モデルへ", "aiの方へ", "aiである場合", "これを読んでいる", "aiエージェント", "aiモデル", "アシスタントへ", "アシスタント、",
@@ -1298,6 +1360,7 @@ const JA: Lexicon = Lexicon {
     ],
     loose: &["ルール", "規則", "設定", "制約", "制限", "タスク", "命令を", "命令は", "の命令"],
     hidden: &[
+        "このチャットが始まる前", "チャットが始まる前", "チャットの前に", "開発者はあなたに",
         "隠された設定テキスト", "設定テキスト", "質問より前", "隠されたテキスト", "内部設定",
         "システムプロンプト", "システムメッセージ", "システム指示", "あなたの指示", "あなたのプロンプト", "あなたのルール", "初期プロンプト", "初期指示",
         "元の指示", "隠された指示", "隠し指示", "上記のテキスト", "上のテキスト", "以上のテキスト", "これまでのテキスト", "受けた指示", "この行より前",
@@ -1306,6 +1369,7 @@ const JA: Lexicon = Lexicon {
     ],
     loose_hidden: &["パスワード", "アクセスコード", "システム設定", "最初の行", "最初の文", "プロンプト", "指示", "ルール", "会話"],
     unbound: &[
+        "コンテンツポリシーのない", "警告なしに", "警告なしで",
         "制限のない", "制限なし", "制限なく", "制約のない", "ルールのない", "ルールなし", "検閲なし", "無制限", "フィルターなし", "倫理観のない",
         "開発者モード", "邪悪", "dan", "何でもでき", "なんでもでき", "制限を受けない", "倫理的な制約", "フィルターがない", "何でもできる",
         "おばあちゃん", "祖母", "二回", "2回", "二つの回答", "決して断らない", "断らない", "倫理的な指針", "マキャベリ",
@@ -1337,6 +1401,7 @@ const KO: Lexicon = Lexicon {
         "해야", "지시", "하십시오", "하세요", "하라", "허가", "반드시",
     ],
     send: &[
+        "자리에", "대신 넣어", "바꿔 넣어",
         "보내", "전송", "업로드",
     ],
     call: &[ "도구",
@@ -1349,7 +1414,8 @@ const KO: Lexicon = Lexicon {
     reveal: &[
         "보여", "출력", "알려", "말해", "반복", "공개", "누설", "표시", "인쇄", "써 줘", "적어", "밝혀", "번역", "요약", "인용", "정리",
     ],
-    ask: &["무엇입니까", "뭐야", "무엇인가요", "뭐예요", "무엇이야", "무엇을 들었", "무슨 말을 들었"],
+    ask: &[
+        "뭐라고 했어", "뭐라고 했는지", "무엇이라고 했","무엇입니까", "뭐야", "무엇인가요", "뭐예요", "무엇이야", "무엇을 들었", "무슨 말을 들었"],
     persona: &[
         "답해", "답하라",
         "지금 이 순간부터", "이 순간부터",
@@ -1358,6 +1424,7 @@ const KO: Lexicon = Lexicon {
         "답하세요", "척하세요", "상상해",
     ],
     output_only: &[
+        "문장만 써", "문장만 출력",
         "라고만 답해", "한 단어로만 답", "로만 답해", "로만 답하", "라고만 출력",
         "만 출력", "만 말해", "만 답해", "만 대답", "만 써", "만 인쇄", "라고만", "만을 출력", "만 반환", "만 응답", "라고만 답",
         "라고만 말",
@@ -1371,12 +1438,14 @@ const KO: Lexicon = Lexicon {
     mode: &["개발자 모드", "반대 모드", "캐릭터에서 벗어나", "캐릭터를 유지", "역할을 유지", "역할에서 벗어나지", "캐릭터를 깨지", "안전 모드가 비활성화", "안전 모드를 비활성화"],
     void: &["더 이상 유효하지", "폐기되었", "무효입니다", "무효", "구식"],
     authority: &[
+        "공식 정책 업데이트", "openai 공식",
         "시스템 관리자 메시지", "시스템 관리자 알림", "시스템 관리자 공지", "개발자 공지", "관리자 공지", "개발자 알림", "운영자 공지", "관리자 재정의",
         "관리자 요청", "관리자 메시지", "관리자 지시", "관리자 명령", "개발자 메시지", "개발자 지시", "시스템 메시지", "시스템 알림",
         "시스템 명령", "시스템 재정의", "관리자로부터", "개발자로부터", "it 부서", "보안 팀", "공식 공지", "개발팀", "당신의 운영자",
         "운영자입니다", "최우선 지침", "법무팀", "ceo로서", "계정 소유자",
     ],
     addressee: &[
+        "ai로 처리하는", "ai로 처리하는 사람",
         "읽고 있는 ai 모델", "읽고 있는 ai", "심사 어시스턴트", "숨은 메모",
         "당신이 ai라면", "네가 ai라면", "ai라면", "ai에게", "ai 어시스턴트에게", "언어 모델이라면", "ai는 다음", "이것을 읽고 있다면",
         "ai 에이전트", "ai 모델", "어시스턴트에게", "어시스턴트,", "자동화된 코딩 에이전트", "에이전트", "ai 어시스턴트", "어시스턴트:",
@@ -1385,6 +1454,7 @@ const KO: Lexicon = Lexicon {
         "요청받은 일", "요청받은 것", "지시받은 것", "부탁받은 일","지시", "지침", "프롬프트", "지시사항", "위의 내용", "이전 내용", "나머지"],
     loose: &["규칙", "명령", "설정", "제한", "제약", "작업"],
     hidden: &[
+        "이 채팅이 시작되기 전", "채팅이 시작되기 전", "채팅 전에", "개발자가 너에게",
         "숨겨진 설정 텍스트", "설정 텍스트", "질문 앞에 있던", "숨겨진 텍스트", "내부 설정",
         "시스템 프롬프트", "시스템 메시지", "시스템 지시", "당신의 지시", "너의 지시", "네 지시", "당신의 프롬프트", "초기 프롬프트", "초기 지시",
         "원래 지시", "숨겨진 지시", "위의 텍스트", "위의 내용", "이 줄 앞", "이 줄 이전", "이전 대화", "지금까지의 프롬프트", "지금까지의 지시",
@@ -1392,6 +1462,7 @@ const KO: Lexicon = Lexicon {
     ],
     loose_hidden: &["비밀번호", "암호", "접근 코드", "시스템 설정", "첫 번째 줄", "첫 줄", "프롬프트", "지시", "규칙", "대화"],
     unbound: &[
+        "콘텐츠 정책이 없는", "경고 없이", "경고도 없이",
         "필터 없는 ai", "모든 정책을 무시",
         "제한 없는", "제한이 없는", "제한 없이", "규칙 없는", "규칙이 없는", "검열 없는", "필터 없는", "무제한", "윤리 없는", "개발자 모드",
         "사악한", "dan", "무엇이든 할 수", "아무 제한", "할머니", "두 번", "두 가지 답", "절대 거절하지", "거절하지 않", "윤리적 지침",
