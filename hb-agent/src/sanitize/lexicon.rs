@@ -85,6 +85,11 @@ pub(super) struct Lexicon {
     /// Verbs of the commands an injection gives ("say", "send", "recommend"): what makes
     /// a note to the model or a forged boundary more than a mention.
     pub imperatives: &'static [&'static str],
+    /// The model's own work and conversation ("your reply", "every message", "this
+    /// chat", "the user's", "your email tool"): what an order to the model is about. A
+    /// sentence holding one, a "you" or the model's name, a command and another cue
+    /// is an order to the model (`order_to_model`), whatever its wording.
+    pub operation: &'static [&'static str],
 }
 
 pub(super) const LEXICONS: [Lexicon; 10] = [EN, DE, FR, ES, PT, IT, RU, ZH, JA, KO];
@@ -284,6 +289,9 @@ const EN: Lexicon = Lexicon {
         "run", "execute", "delete", "open", "visit", "click", "translate", "append", "insert",
         "add", "praise", "claim", "state", "do not", "don't", "instead", "stop",
     ],
+    operation: &[
+        "your reply", "your replies", "your answer*", "your response*", "your output", "your summary", "every message", "each message", "every answer", "every response", "this chat", "this conversation", "this thread", "this session", "the user's", "your tool*", "email tool",
+    ],
 };
 
 #[rustfmt::skip]
@@ -451,6 +459,9 @@ const DE: Lexicon = Lexicon {
         "ignorier*", "vergiss", "hänge*", "füge*", "behaupte*", "lobe*", "bitte", "muss", "sollst",
         "musst",
     ],
+    operation: &[
+        "deine antwort*", "deiner antwort", "jede nachricht", "jede antwort", "diesen chat", "dieses chats", "dieses gesprächs", "diesen verlauf", "des nutzers", "des benutzers", "dein werkzeug", "e-mail-werkzeug", "deine zusammenfassung", "dieser sitzung",
+    ],
 };
 
 #[rustfmt::skip]
@@ -608,6 +619,9 @@ const FR: Lexicon = Lexicon {
         "ouvre*", "visite*", "traduis*", "évalue*", "ajoute*", "affirme*", "ignore*", "oublie*",
         "plutôt", "à la place", "doit", "dois", "veuillez",
     ],
+    operation: &[
+        "ta réponse", "tes réponses", "chaque message", "chaque réponse", "cette discussion", "cette conversation", "ce fil", "de l'utilisateur", "ton outil", "outil d'e-mail", "ton résumé", "cette session",
+    ],
 };
 
 #[rustfmt::skip]
@@ -756,6 +770,9 @@ const ES: Lexicon = Lexicon {
         "traduce", "evalúa", "añade", "afirma", "ignora", "olvida", "en su lugar", "en lugar de",
         "debes", "por favor",
     ],
+    operation: &[
+        "tu respuesta", "tus respuestas", "cada mensaje", "cada respuesta", "este chat", "esta conversación", "este hilo", "del usuario", "tu herramienta", "herramienta de correo", "tu resumen", "esta sesión",
+    ],
 };
 
 #[rustfmt::skip]
@@ -897,6 +914,9 @@ const PT: Lexicon = Lexicon {
         "diga", "escreva", "responda", "envie", "encaminhe", "recomende", "mencione", "use",
         "utilize", "execute", "chame", "apague", "exclua", "abra", "visite", "traduza", "avalie",
         "adicione", "afirme", "ignore", "esqueça", "em vez disso", "deve", "por favor",
+    ],
+    operation: &[
+        "sua resposta", "suas respostas", "cada mensagem", "cada resposta", "este chat", "deste chat", "esta conversa", "do usuário", "sua ferramenta", "ferramenta de e-mail", "seu resumo", "esta sessão",
     ],
 };
 
@@ -1047,6 +1067,9 @@ const IT: Lexicon = Lexicon {
         "traduci", "valuta", "aggiungi", "afferma", "ignora", "dimentica", "invece", "devi",
         "per favore",
     ],
+    operation: &[
+        "tua risposta", "tue risposte", "ogni messaggio", "ogni risposta", "questa chat", "questa conversazione", "questa discussione", "dell'utente", "tuo strumento", "strumento email", "tuo riassunto", "questa sessione",
+    ],
 };
 
 #[rustfmt::skip]
@@ -1189,6 +1212,9 @@ const RU: Lexicon = Lexicon {
         "оцени", "добавь", "утверждай", "игнорируй", "забудь", "вместо этого", "должен",
         "пожалуйста",
     ],
+    operation: &[
+        "свой ответ", "твой ответ", "каждое сообщение", "каждый ответ", "этого чата", "этот чат", "этого разговора", "эту переписку", "пользователя", "почтовый инструмент", "этой сессии",
+    ],
 };
 
 #[rustfmt::skip]
@@ -1282,6 +1308,9 @@ const ZH: Lexicon = Lexicon {
     imperatives: &[
         "说", "写", "回答", "回复", "发送", "转发", "推荐", "提到", "使用", "执行", "调用", "删除", "打开", "访问", "翻译",
         "评价", "添加", "声称", "忽略", "忘记", "而是", "必须", "请",
+    ],
+    operation: &[
+        "你的回复", "回复中", "每条消息", "每个回答", "这次聊天", "这次对话", "此邮件串", "用户的", "邮件工具", "你的工具", "你的回答",
     ],
 };
 
@@ -1381,6 +1410,9 @@ const JA: Lexicon = Lexicon {
         "言って", "書いて", "答えて", "返信", "送信", "転送", "推薦", "勧め", "言及", "使って", "実行", "呼び出", "削除", "開いて",
         "訪問", "翻訳", "評価", "追加", "主張", "無視", "代わりに", "必ず", "ください",
     ],
+    operation: &[
+        "あなたの返信", "返信に", "すべてのメッセージ", "このチャット", "この会話", "このスレッド", "ユーザーの", "メールツール", "あなたの回答", "回答に",
+    ],
 };
 
 #[rustfmt::skip]
@@ -1474,5 +1506,8 @@ const KO: Lexicon = Lexicon {
     imperatives: &[
         "말해", "써", "답해", "대답", "보내", "전달", "추천", "언급", "사용", "실행", "호출", "삭제", "열어", "방문", "번역",
         "평가", "추가", "주장", "무시", "대신", "반드시", "하세요", "해라", "하십시오",
+    ],
+    operation: &[
+        "너의 답변", "답변에", "모든 메시지", "이 채팅", "이 대화", "이 스레드", "사용자의", "이메일 도구", "너의 도구", "네 답변",
     ],
 };
