@@ -537,8 +537,14 @@ impl Cues {
         }
         let mut named = false;
         let mut cue = false;
-        for (c, _) in self.cues_in(&v[..w.end], w.start) {
-            if c.lang != e.lang {
+        for (c, at) in self.cues_in(&v[..w.end], w.start) {
+            // Not the anchor's own words ("reply" in "your reply"), nor the everyday
+            // verbs that never anchor a finding ("show", "list", "answer"; see `new`).
+            let own = at < r.end && r.start < at + c.len;
+            if c.lang != e.lang
+                || own
+                || matches!(c.kind, Function::Reveal | Function::Ask | Function::Persona)
+            {
                 continue;
             }
             named |= matches!(c.kind, Function::ModelDirective | Function::Addressee);
