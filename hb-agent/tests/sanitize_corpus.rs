@@ -125,3 +125,26 @@ fn benign_entries_name_their_source_and_the_halves_do_not_share_text() {
     }
     assert!(total >= 1000, "{total} benign texts");
 }
+
+#[test]
+fn probe_entries_have_their_fields_and_unique_ids() {
+    let probe = load("probe", "attacks.jsonl");
+    assert!(probe.len() >= 300, "{} probe texts", probe.len());
+    let mut ids = BTreeSet::new();
+    for e in &probe {
+        let id = s(e, "id");
+        assert!(id.starts_with("p-"), "{id}");
+        assert!(ids.insert(id.to_string()), "{id} twice");
+        assert!(FAMILIES.contains(&s(e, "family")), "{id}: family");
+        assert!(LANGUAGES.contains(&s(e, "language")), "{id}: language");
+        assert!(s(e, "template").starts_with("probe-"), "{id}: template");
+        assert!(!s(e, "text").is_empty() && !s(e, "expected_category").is_empty());
+    }
+    // No probe text is a corpus text: the halves stay what they measure.
+    let corpus: BTreeSet<String> = ["dev", "test"]
+        .iter()
+        .flat_map(|h| load(h, "attacks.jsonl"))
+        .map(|e| s(&e, "text").to_string())
+        .collect();
+    assert!(probe.iter().all(|e| !corpus.contains(s(e, "text"))));
+}

@@ -34,6 +34,9 @@ pub enum Half {
     Dev,
     Test,
     Both,
+    /// The probe set (`corpus/probe`): attacks written to find where the function rules
+    /// fail to generalise; tuning may look at it, like the development half.
+    Probe,
 }
 
 impl Half {
@@ -42,6 +45,7 @@ impl Half {
             Half::Dev => &["dev"],
             Half::Test => &["test"],
             Half::Both => &["dev", "test"],
+            Half::Probe => &["probe"],
         }
     }
 }
@@ -49,7 +53,7 @@ impl Half {
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// The half to measure: dev (what tuning may look at), test (what it never looks
-    /// at), or both.
+    /// at), both, or probe (attacks written for tuning, beside the halves).
     #[arg(long, value_enum, default_value_t = Half::Both)]
     pub half: Half,
     /// Print one JSON object instead of tables.
@@ -141,7 +145,13 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             &root.join(CORPUS).join(other).join("attacks.jsonl"),
         )?);
         let attacks = judge(&bin, load_jsonl(&dir.join("attacks.jsonl"))?)?;
-        let benign = judge(&bin, load_jsonl(&dir.join("benign.jsonl"))?)?;
+        // The probe set has attacks only; its false positives are the halves' benign sets.
+        let benign_file = dir.join("benign.jsonl");
+        let benign = if benign_file.exists() {
+            judge(&bin, load_jsonl(&benign_file)?)?
+        } else {
+            Vec::new()
+        };
         let discussion_file = dir.join("discussion.jsonl");
         let discussion = if discussion_file.exists() {
             judge(&bin, load_jsonl(&discussion_file)?)?

@@ -85,6 +85,11 @@ pub(super) struct Lexicon {
     /// Verbs of the commands an injection gives ("say", "send", "recommend"): what makes
     /// a note to the model or a forged boundary more than a mention.
     pub imperatives: &'static [&'static str],
+    /// The model's own work and conversation ("your reply", "every message", "this
+    /// chat", "the user's", "your email tool"): what an order to the model is about. A
+    /// sentence holding one, a "you" or the model's name, a command and another cue
+    /// is an order to the model (`order_to_model`), whatever its wording.
+    pub operation: &'static [&'static str],
 }
 
 pub(super) const LEXICONS: [Lexicon; 10] = [EN, DE, FR, ES, PT, IT, RU, ZH, JA, KO];
@@ -106,7 +111,8 @@ const EN: Lexicon = Lexicon {
     deontic: &[ "order", "ordered",
         "must", "shall", "should", "is to", "are to", "instruct", "instructs", "instructed", "instructing", "required to", "has to", "have to", "is expected to", "needs to", "authori*", "is ordered to", "is allowed to", "may now",
     ],
-    send: &[],
+    send: &[
+        "in place of", "substitute", "fill in the", "plug in the", "replace the placeholder*",],
     call: &[ "use the tool", "with the tool", "tool",
         "call", "invoke", "trigger the", "run the tool", "use the tool",
     ],
@@ -122,10 +128,12 @@ const EN: Lexicon = Lexicon {
         "return", "quote", "cite",
     ],
     ask: &[
+        "what did your developers", "what exactly did your", "what did they tell you", "what were you told before",
         "what is", "what are", "what was", "what were", "what's", "what were you told",
         "what have you been told",
     ],
     persona: &[
+        "from this moment you are", "from this moment on you", "from this moment on, you", "from this point on you", "from this point on, you", "from this moment", "from this point on", "answers",
         "you are now", "you're now", "youre now", "from now on you", "from now on, you",
         "pretend to be", "pretend you are", "pretend that you are", "act as", "roleplay as",
         "role-play as", "role play as", "play the role", "you will now act",
@@ -137,6 +145,8 @@ const EN: Lexicon = Lexicon {
         "imagine you are", "you will answer", "you will respond", "you will reply",
     ],
     output_only: &[
+        "write only", "say only the", "only the sentence", "only the phrase", "only the words",
+        "reply with the single word", "respond with the single word", "answer with the single word", "reply with the word", "respond with the word", "answer with the word", "instead, reply with", "instead reply with", "instead, respond with", "instead respond with", "instead, answer with", "instead answer with", "reply with just", "respond with just",
         "just print", "just say", "just output", "just write", "just respond", "just reply",
         "just type", "only print", "only say", "only output", "only respond with",
         "only reply with", "respond only with", "reply only with", "answer only with",
@@ -157,6 +167,7 @@ const EN: Lexicon = Lexicon {
         "override the manual", "override the scoring", "override scoring",
     ],
     boundary: &[
+        "your sole job", "your only job", "your only task", "your sole task", "your one job", "your sole purpose", "your only purpose", "your only goal", "your sole goal", "your job now is", "your task now is", "cancel the current task", "cancel your current task", "cancel the task", "abort the current task", "abort your task", "drop the current task", "drop what you are doing", "drop everything",
         "end of document", "end of the document", "end of input", "end of user input",
         "end of context", "end of data", "end of email", "end of text", "end of conversation",
         "end of the data", "end of untrusted", "begin system", "new instructions", "new task",
@@ -176,6 +187,8 @@ const EN: Lexicon = Lexicon {
         "obsolete", "cancelled", "canceled", "superseded", "invalid",
     ],
     authority: &[
+        "official policy update", "policy update from openai", "openai policy update", "policy update from anthropic", "official update from openai",
+        "message from the system administrator", "note from the system administrator", "developer notice", "notice from the developer", "notice from the developers", "developer note", "note from the developer", "developer message", "administrator notice", "sysadmin notice", "message from the sysadmin", "operator notice", "message from the operator", "moderator notice", "message from the moderator", "platform notice", "vendor notice", "message from the vendor",
         "admin request", "administrator request", "admin override", "administrator override",
         "system override", "developer override", "security override", "message from the developer",
         "message from your developer", "message from the administrator", "message from the admin",
@@ -191,6 +204,8 @@ const EN: Lexicon = Lexicon {
         "legal department", "compliance department", "as the ceo", "as ceo", "account holder",
     ],
     addressee: &[
+        "with an ai:", "using an ai:", "whoever processes this", "anyone processing this", "with an ai :",
+        "hidden note for", "note for the screening", "note for the assistant", "to the model reading", "to the assistant reading", "model reading this page", "ai reading this page", "dear ai model", "dear language model", "dear model",
         "if you are an ai", "if you are a language model", "if you are an llm", "if you're an ai",
         "if you are a large language model", "if you are an assistant", "if you are chatgpt",
         "if you are gpt", "if you are claude", "if you are a bot", "if you are an automated",
@@ -210,6 +225,7 @@ const EN: Lexicon = Lexicon {
         "model processing this",
     ],
     instructions: &[
+        "what you were asked", "what you've been asked", "what you have been asked", "what you were told to do", "what you were asked to do", "your assignment", "the task you were given", "the task you were assigned",
         "instruction*", "prompt*", "direction*", "directive*", "guideline*", "guidance",
         "what you were told", "what you've been told", "what you have been told",
         "everything above", "everything before", "all of the above", "everything you were told",
@@ -220,6 +236,8 @@ const EN: Lexicon = Lexicon {
         "training", "polic*", "safeguards", "guardrails", "filters", "task", "context", "orders",
     ],
     hidden: &[
+        "before this chat", "before the chat started", "before this chat started", "before our chat", "before this session", "your developers told you", "developers tell you",
+        "hidden setup", "setup text", "setup prompt", "hidden text", "preamble", "configuration text", "came before the user", "before the user's question", "before the user's message", "before my question", "before the first user message", "developer message", "instructions at the top", "your internal configuration", "internal configuration",
         "system prompt", "system message", "system instructions", "initial prompt",
         "initial instructions", "original prompt", "original instructions", "hidden prompt",
         "hidden instructions", "secret instructions", "pre-prompt", "preprompt", "meta prompt",
@@ -241,6 +259,7 @@ const EN: Lexicon = Lexicon {
         "previous conversation", "chat history",
     ],
     unbound: &[
+        "without warnings", "without any warnings", "no warnings",
         "no restrictions", "without restrictions", "without any restrictions", "unrestricted",
         "unfiltered", "uncensored", "no rules", "without rules", "no limits", "without limits",
         "no filters", "without filters", "no ethical", "no moral*", "without ethics",
@@ -270,6 +289,9 @@ const EN: Lexicon = Lexicon {
         "run", "execute", "delete", "open", "visit", "click", "translate", "append", "insert",
         "add", "praise", "claim", "state", "do not", "don't", "instead", "stop",
     ],
+    operation: &[
+        "your reply", "your replies", "your answer*", "your response*", "your output", "your summary", "every message", "each message", "every answer", "every response", "this chat", "this conversation", "this thread", "this session", "the user's", "your tool*", "email tool",
+    ],
 };
 
 #[rustfmt::skip]
@@ -290,6 +312,7 @@ const DE: Lexicon = Lexicon {
         "muss", "müssen", "soll", "sollen", "sollte", "weise", "anweis*", "beauftrag*", "verpflichtet", "autorisiere", "erlaube",
     ],
     send: &[
+        "statt email", "anstelle von", "statt des platzhalters", "setze die", "einsetzen",
         "sende*", "schick*", "übermittl*", "übertrag*", "leite", "lade",
     ],
     call: &[ "werkzeug*", "tool",
@@ -309,10 +332,12 @@ const DE: Lexicon = Lexicon {
         "liste", "übersetz*", "fasse", "zitier*",
     ],
     ask: &[
+        "was genau haben dir", "was haben dir deine entwickler",
         "was ist", "was sind", "was war", "was waren", "wie lautet", "wie lauten", "was wurde dir",
         "was hat man dir",
     ],
     persona: &[
+        "ab diesem moment bist du", "ab diesem moment", "von diesem moment an", "ab diesem zeitpunkt bist du",
         "du bist jetzt", "du bist nun", "ab jetzt bist du", "von nun an bist du",
         "ab sofort bist du", "tu so, als", "tu so als", "tue so, als", "tun sie so", "gib vor",
         "spiele die rolle", "spiel die rolle", "verhalte dich wie", "agiere als", "handle als",
@@ -321,6 +346,8 @@ const DE: Lexicon = Lexicon {
         "stell dir vor", "du wirst antworten", "eine figur",
     ],
     output_only: &[
+        "schreibe nur den satz", "nur den satz",
+        "antworte stattdessen nur mit", "antworte nur mit", "nur mit dem wort", "antworte stattdessen mit", "antworte mit dem wort", "gib nur das wort",
         "gib nur", "antworte nur", "antworte ausschließlich", "antworten sie nur", "schreibe nur",
         "schreib nur", "sag nur", "sage nur", "gib ausschließlich", "drucke nur",
         "antworte einfach mit", "sag einfach", "sage einfach", "gib einfach", "schreibe einfach",
@@ -334,6 +361,7 @@ const DE: Lexicon = Lexicon {
         "unabhängig von deinen anweisungen", "egal was dir gesagt wurde",
     ],
     boundary: &[
+        "deine einzige aufgabe", "dein einziger auftrag", "dein einziges ziel", "deine einzige aufgabe ist jetzt", "brich die aktuelle aufgabe ab", "brich die aufgabe ab", "brich deine aufgabe ab", "aktuelle aufgabe abbrechen", "lass alles stehen und liegen",
         "ende der eingabe", "ende der benutzereingabe", "ende des dokuments", "ende der daten",
         "ende des textes", "ende der e-mail", "damit endet die eingabe", "damit endet",
         "### anweisung", "### antwort", "### system", "neue anweisungen", "neue anweisung",
@@ -348,7 +376,9 @@ const DE: Lexicon = Lexicon {
         "sicherheitsmodus deaktiviert", "sicherheitsmodus ist aus",
     ],
     void: &["veraltet", "nicht mehr gültig", "ungültig", "aufgehoben", "hinfällig", "außer kraft"],
-    authority: &[ "administrator-überschreibung", "admin-überschreibung", "systemüberschreibung", "system-überschreibung",
+    authority: &[
+        "offizielles richtlinien-update", "richtlinien-update von openai", "offizielle mitteilung von openai",
+        "nachricht des systemadministrators", "nachricht vom systemadministrator", "hinweis des systemadministrators", "hinweis des entwicklers", "hinweis vom entwickler", "entwicklerhinweis", "hinweis des administrators", "mitteilung des administrators", "mitteilung des entwicklers", "betreiberhinweis", "hinweis des betreibers", "administrator-überschreibung", "admin-überschreibung", "systemüberschreibung", "system-überschreibung",
         "admin-anfrage", "administrator-anfrage", "adminanfrage", "anfrage des administrators",
         "nachricht vom entwickler", "nachricht des entwicklers", "nachricht vom administrator",
         "nachricht des administrators", "systemnachricht", "admin-anweisung",
@@ -361,6 +391,8 @@ const DE: Lexicon = Lexicon {
         "vorrangige direktive", "rechtsabteilung", "als geschäftsführer", "kontoinhaber",
     ],
     addressee: &[
+        "mit einer ki verarbeiten", "mit einer ki verarbeitet", "die diese e-mail mit einer ki", "mit einer ki:",
+        "versteckter hinweis für", "hinweis für den assistenten", "screening-assistent*", "ki-modell, das diese seite liest", "das diese seite liest", "liebes ki-modell", "liebes sprachmodell",
         "wenn du eine ki bist", "falls du eine ki bist", "wenn sie eine ki sind",
         "falls sie eine ki sind", "wenn du ein sprachmodell bist", "hinweis an die ki",
         "hinweis für die ki", "nachricht an die ki", "an die ki", "liebe ki", "hallo ki",
@@ -371,6 +403,7 @@ const DE: Lexicon = Lexicon {
         "ki-assistenten", "assistent:", "assistent :",
     ],
     instructions: &[
+        "worum du gebeten wurdest", "worum man dich gebeten hat", "worum du vorhin gebeten wurdest", "was du tun solltest", "deinen auftrag", "die dir gestellte aufgabe",
         "anweisung*", "instruktion*", "richtlinie*", "prompt*", "systemprompt*",
         "was dir gesagt wurde", "was man dir gesagt hat", "alles oben", "alles obige",
         "alles bisherige", "alles vorherige", "alles davor", "den rest", "rest dieser", "rest des",
@@ -381,6 +414,8 @@ const DE: Lexicon = Lexicon {
         "vorgabe*",
     ],
     hidden: &[
+        "bevor dieser chat begann", "vor diesem chat", "vor beginn dieses chats", "deine entwickler gesagt",
+        "versteckten einrichtungstext*", "einrichtungstext*", "vor der frage des nutzers", "vor der frage des benutzers", "versteckten text", "interne konfiguration", "deine interne konfiguration", "seine interne konfiguration",
         "systemprompt*", "system-prompt*", "systemnachricht", "systemanweisung*",
         "deine anweisungen", "deinen prompt", "dein prompt", "deine regeln", "ihre anweisungen",
         "ursprüngliche anweisung*", "ursprünglichen anweisung*", "ursprünglichen prompt",
@@ -398,6 +433,7 @@ const DE: Lexicon = Lexicon {
         "unterhaltung", "verlauf",
     ],
     unbound: &[
+        "ohne inhaltsrichtlinien", "ohne warnungen", "ohne jede warnung", "keine inhaltsrichtlinien",
         "ohne einschränkungen", "ohne regeln", "ohne filter", "ohne zensur", "unzensiert*",
         "ungefiltert*", "keine regeln", "keine einschränkungen", "keine grenzen", "ohne grenzen",
         "uneingeschränkt*", "böse*", "dan", "entwicklermodus", "ohne ethische", "keine ethischen",
@@ -423,6 +459,9 @@ const DE: Lexicon = Lexicon {
         "ignorier*", "vergiss", "hänge*", "füge*", "behaupte*", "lobe*", "bitte", "muss", "sollst",
         "musst",
     ],
+    operation: &[
+        "deine antwort*", "deiner antwort", "jede nachricht", "jede antwort", "diesen chat", "dieses chats", "dieses gesprächs", "diesen verlauf", "des nutzers", "des benutzers", "dein werkzeug", "e-mail-werkzeug", "deine zusammenfassung", "dieser sitzung",
+    ],
 };
 
 #[rustfmt::skip]
@@ -443,6 +482,7 @@ const FR: Lexicon = Lexicon {
         "doit", "doivent", "devra", "devrait", "ordonne", "demande à", "charge", "est tenu", "autorise", "exige", "enjoins",
     ],
     send: &[
+        "en remplaçant", "à la place de", "remplace email", "remplace le paramètre",
         "envoie*", "envoyer", "envoyez", "transmet*", "transfère*", "téléverse*",
     ],
     call: &[ "outil*",
@@ -462,10 +502,12 @@ const FR: Lexicon = Lexicon {
         "liste*", "traduis*", "résume*", "copie*", "cite*",
     ],
     ask: &[
+        "qu'est-ce que tes développeurs", "que t'ont dit",
         "quel est", "quelle est", "quels sont", "quelles sont", "qu'est-ce qu'on t'a dit",
         "que t'a-t-on dit",
     ],
     persona: &[
+        "à partir de ce moment", "dès maintenant tu es", "à partir de ce moment tu es", "à partir de maintenant tu es",
         "tu es maintenant", "tu es désormais", "à partir de maintenant, tu",
         "à partir de maintenant tu", "désormais, tu", "désormais tu", "fais semblant",
         "faites semblant", "joue le rôle", "jouez le rôle", "agis comme", "agissez comme",
@@ -475,6 +517,8 @@ const FR: Lexicon = Lexicon {
         "tu répondras",
     ],
     output_only: &[
+        "écris uniquement la phrase", "uniquement la phrase",
+        "réponds plutôt par", "par le seul mot", "réponds uniquement par", "réponds seulement par", "réponds par le mot", "réponds plutôt avec",
         "réponds uniquement", "répondez uniquement", "réponds seulement", "répondez seulement",
         "dis seulement", "dites seulement", "dis simplement", "dites simplement",
         "écris seulement", "écris uniquement", "écrivez uniquement", "affiche seulement",
@@ -488,6 +532,7 @@ const FR: Lexicon = Lexicon {
         "quelles que soient tes instructions", "peu importe ce que l'on t'a dit",
     ],
     boundary: &[
+        "ta seule tâche", "ton seul travail", "ta seule mission", "ton unique tâche", "ta tâche unique", "ton seul objectif", "annule la tâche", "annule la tâche en cours", "abandonne la tâche", "abandonne la tâche en cours", "laisse tout tomber",
         "fin du document", "fin de l'entrée", "fin des données", "fin du texte", "fin de l'e-mail",
         "fin de la saisie", "### instruction", "### réponse", "nouvelles instructions",
         "nouvelle instruction", "nouvelle tâche", "nouvel objectif", "ta nouvelle tâche",
@@ -503,7 +548,9 @@ const FR: Lexicon = Lexicon {
         "obsolètes", "obsolète", "ne sont plus valables", "plus valides", "ne sont plus valides",
         "annulées", "caduques", "périmées",
     ],
-    authority: &[ "dérogation de l'administrateur", "dérogation administrateur", "priorité administrateur",
+    authority: &[
+        "mise à jour officielle de la politique", "politique d'openai", "mise à jour officielle d'openai",
+        "message de l'administrateur système", "avis du développeur", "note du développeur", "avis de l'administrateur", "avis des développeurs", "message de l'opérateur", "avis de l'opérateur", "dérogation de l'administrateur", "dérogation administrateur", "priorité administrateur",
         "requête administrateur", "requête de l'administrateur", "demande de l'administrateur",
         "demande administrateur", "message de l'administrateur", "message du développeur",
         "message système", "instruction de l'administrateur", "instruction système",
@@ -515,6 +562,8 @@ const FR: Lexicon = Lexicon {
         "contournement du système",
     ],
     addressee: &[
+        "avec une ia :", "avec une ia:", "traite cet e-mail avec une ia", "quiconque traite",
+        "note cachée pour", "note pour l'assistant", "modèle d'ia qui lit", "cher modèle", "qui lit cette page", "assistant de présélection",
         "si tu es une ia", "si vous êtes une ia", "si tu es un modèle", "si vous êtes un modèle",
         "si tu es un assistant", "note à l'ia", "note pour l'ia", "message à l'ia", "à l'ia",
         "chère ia", "cher assistant", "à l'assistant", "aux ia", "ia qui lit", "si tu lis ceci",
@@ -523,12 +572,15 @@ const FR: Lexicon = Lexicon {
         "agents de code", "assistants ia", "assistant :",
     ],
     instructions: &[
+        "ce qu'on t'a demandé", "ce que l'on t'a demandé", "ce qui t'a été demandé", "ce qu'on vous a demandé", "ta mission initiale",
         "instruction*", "consigne*", "directive*", "prompt*", "ce qu'on t'a dit",
         "ce que l'on t'a dit", "tout ce qui précède", "tout ce qui est au-dessus", "ci-dessus",
         "le reste",
     ],
     loose: &["règle*", "commande*", "ordres", "restriction*", "contrainte*", "tâche"],
     hidden: &[
+        "avant le début de cette discussion", "avant cette discussion", "avant ce chat", "tes développeurs t'ont dit",
+        "texte de configuration caché", "texte de configuration", "précède la question", "avant la question de l'utilisateur", "texte caché", "configuration interne", "ta configuration interne", "sa configuration interne",
         "prompt système", "prompt du système", "message système", "instructions système",
         "tes instructions", "vos instructions", "ton prompt", "votre prompt", "tes règles",
         "vos règles", "tes consignes", "vos consignes", "instructions initiales", "prompt initial",
@@ -544,6 +596,7 @@ const FR: Lexicon = Lexicon {
         "conversation",
     ],
     unbound: &[
+        "sans politique de contenu", "sans avertissement", "sans aucun avertissement",
         "sans restriction*", "sans règle*", "sans filtre*", "sans censure", "non censuré*",
         "sans limite*", "aucune règle", "aucune restriction", "aucune limite", "mode développeur",
         "maléfique", "dan", "sans éthique", "sans aucune", "tout faire", "sans morale",
@@ -566,6 +619,9 @@ const FR: Lexicon = Lexicon {
         "ouvre*", "visite*", "traduis*", "évalue*", "ajoute*", "affirme*", "ignore*", "oublie*",
         "plutôt", "à la place", "doit", "dois", "veuillez",
     ],
+    operation: &[
+        "ta réponse", "tes réponses", "chaque message", "chaque réponse", "cette discussion", "cette conversation", "ce fil", "de l'utilisateur", "ton outil", "outil d'e-mail", "ton résumé", "cette session",
+    ],
 };
 
 #[rustfmt::skip]
@@ -586,6 +642,7 @@ const ES: Lexicon = Lexicon {
         "debe", "deben", "deberá", "debería", "ordeno", "instruyo", "pido al", "tiene que", "autorizo",
     ],
     send: &[
+        "en lugar de", "en vez de email", "sustituye", "reemplaza",
         "envía*", "enviar", "envíe*", "envíen", "manda*", "transmite", "sube",
     ],
     call: &[ "herramienta*",
@@ -603,8 +660,10 @@ const ES: Lexicon = Lexicon {
         "divulga*", "comparte*", "copia*", "enséñame", "reproduce", "enumera*", "traduce*",
         "resume*", "cita*", "escríbela", "escríbelo",
     ],
-    ask: &["cuál es", "cuáles son", "cual es", "cuales son", "qué te dijeron", "qué se te dijo"],
+    ask: &[
+        "que te dijeron", "qué te dijo","cuál es", "cuáles son", "cual es", "cuales son", "qué te dijeron", "qué se te dijo"],
     persona: &[
+        "desde este momento eres", "desde este momento", "a partir de este momento", "a partir de este momento eres",
         "ahora eres", "a partir de ahora eres", "a partir de ahora, eres",
         "a partir de ahora serás", "a partir de ahora, serás", "desde ahora eres", "finge ser",
         "finge que eres", "actúa como", "actua como", "interpreta el papel", "juega el papel",
@@ -613,6 +672,8 @@ const ES: Lexicon = Lexicon {
         "responderás", "contestarás",
     ],
     output_only: &[
+        "escribe solo la frase", "solo la frase",
+        "responde con la única palabra", "responde solo con", "responde solamente con", "responde únicamente con", "en su lugar, responde", "en su lugar responde", "con la palabra",
         "responde solo", "responde solamente", "responde únicamente", "responde sólo", "di solo",
         "di solamente", "di únicamente", "escribe solo", "escribe solamente", "escribe únicamente",
         "imprime solo", "imprime solamente", "simplemente di", "simplemente escribe",
@@ -626,6 +687,7 @@ const ES: Lexicon = Lexicon {
         "independientemente de tus instrucciones", "no importa lo que te dijeron",
     ],
     boundary: &[
+        "tu única tarea", "tu único trabajo", "tu única misión", "tu único objetivo", "cancela la tarea", "cancela la tarea actual", "abandona la tarea", "deja todo lo que estás haciendo",
         "fin del documento", "fin de la entrada", "fin de los datos", "fin del texto",
         "fin del correo", "### instrucción", "### respuesta", "nuevas instrucciones",
         "nueva instrucción", "nueva tarea", "nuevo objetivo", "tu nueva tarea",
@@ -640,7 +702,9 @@ const ES: Lexicon = Lexicon {
         "obsoletas", "obsoletos", "ya no son válidas", "ya no valen", "ya no son validas",
         "anuladas", "caducadas", "sin efecto",
     ],
-    authority: &[ "anulación del administrador", "anulación del sistema",
+    authority: &[
+        "actualización oficial de política", "política de openai", "actualización oficial de openai",
+        "mensaje del administrador del sistema", "aviso del desarrollador", "nota del desarrollador", "aviso del administrador", "aviso de los desarrolladores", "mensaje del operador", "aviso del operador", "anulación del administrador", "anulación del sistema",
         "solicitud de administrador", "solicitud del administrador", "petición del administrador",
         "mensaje del administrador", "mensaje del desarrollador", "mensaje del sistema",
         "instrucción del administrador", "instrucción del sistema", "anulación del administrador",
@@ -651,6 +715,8 @@ const ES: Lexicon = Lexicon {
         "como director general", "titular de la cuenta", "anulación del sistema",
     ],
     addressee: &[
+        "con una ia:", "con una ia :", "quien procese este", "procese este correo con una ia",
+        "nota oculta para", "nota para el asistente", "modelo de ia que lees", "querido modelo", "que lees esta página", "asistente de selección",
         "si eres una ia", "si eres un modelo", "si usted es una ia", "si eres un asistente",
         "nota para la ia", "nota a la ia", "mensaje para la ia", "a la ia", "querida ia",
         "para el asistente", "al asistente", "ia que lea", "si estás leyendo esto", "si lees esto",
@@ -660,12 +726,15 @@ const ES: Lexicon = Lexicon {
         "asistente :",
     ],
     instructions: &[
+        "lo que te pidieron", "lo que se te pidió", "lo que te han pedido", "lo que te pidieron antes", "tu tarea original",
         "instruccion*", "instrucción", "indicacion*", "indicación", "directriz*", "directrices",
         "prompt*", "lo que te dijeron", "lo que se te dijo", "todo lo anterior",
         "todo lo de arriba", "el resto",
     ],
     loose: &["regla*", "norma*", "órdenes", "comando*", "restriccion*", "tarea"],
     hidden: &[
+        "antes de que empezara este chat", "antes de este chat", "antes del chat", "tus desarrolladores",
+        "texto de configuración oculto", "texto de configuración", "antes de la pregunta del usuario", "texto oculto", "configuración interna", "su configuración interna", "tu configuración interna",
         "prompt del sistema", "prompt de sistema", "mensaje del sistema",
         "instrucciones del sistema", "tus instrucciones", "tu prompt", "tus reglas",
         "instrucciones iniciales", "prompt inicial", "instrucciones originales",
@@ -679,6 +748,7 @@ const ES: Lexicon = Lexicon {
         "primera frase", "prompt*", "instrucciones", "reglas", "conversación",
     ],
     unbound: &[
+        "sin política de contenido", "sin advertencias", "sin ninguna advertencia",
         "sin restricciones", "sin reglas", "sin filtros", "sin censura", "sin límites",
         "sin ética", "ninguna regla", "ninguna restricción", "modo desarrollador", "malvad*",
         "dan", "sin ninguna", "cualquier cosa", "sin moral", "ningún límite", "ningún filtro",
@@ -700,6 +770,9 @@ const ES: Lexicon = Lexicon {
         "traduce", "evalúa", "añade", "afirma", "ignora", "olvida", "en su lugar", "en lugar de",
         "debes", "por favor",
     ],
+    operation: &[
+        "tu respuesta", "tus respuestas", "cada mensaje", "cada respuesta", "este chat", "esta conversación", "este hilo", "del usuario", "tu herramienta", "herramienta de correo", "tu resumen", "esta sesión",
+    ],
 };
 
 #[rustfmt::skip]
@@ -720,6 +793,7 @@ const PT: Lexicon = Lexicon {
         "deve", "devem", "deverá", "deveria", "ordeno", "instruo", "tem de", "tem que", "autorizo",
     ],
     send: &[
+        "no lugar de", "em vez de email", "substitua", "substituindo",
         "envie*", "enviar", "envia", "mande*", "transmita", "carregue",
     ],
     call: &[ "ferramenta*",
@@ -736,8 +810,10 @@ const PT: Lexicon = Lexicon {
         "qual é a sua", "quais são os seus", "divulgue*", "exiba*", "exibe*", "compartilhe*",
         "copie*", "liste*", "traduza*", "resuma*", "cite*",
     ],
-    ask: &["qual é", "quais são", "qual e", "o que te disseram", "o que lhe disseram"],
+    ask: &[
+        "o que exatamente seus", "o que seus desenvolvedores","qual é", "quais são", "qual e", "o que te disseram", "o que lhe disseram"],
     persona: &[
+        "a partir deste momento você é", "a partir deste momento", "deste momento em diante",
         "agora você é", "a partir de agora você", "a partir de agora, você", "finja ser",
         "finja que é", "finja que você é", "aja como", "atue como", "interprete o papel",
         "faça o papel", "comporte-se como", "você não é mais", "de agora em diante",
@@ -745,6 +821,8 @@ const PT: Lexicon = Lexicon {
         "faça de conta", "imagine que você é", "responderá", "você responderá",
     ],
     output_only: &[
+        "escreva apenas a frase", "apenas a frase", "escreva só",
+        "responda apenas com", "responda somente com", "responda só com", "em vez disso, responda", "em vez disso responda", "apenas com a palavra",
         "responda apenas", "responda somente", "responda só", "diga apenas", "diga somente",
         "escreva apenas", "escreva somente", "imprima apenas", "imprima somente", "apenas diga",
         "apenas imprima", "apenas escreva", "apenas responda", "simplesmente diga",
@@ -757,6 +835,7 @@ const PT: Lexicon = Lexicon {
         "não importa o que lhe disseram",
     ],
     boundary: &[
+        "sua única tarefa", "seu único trabalho", "sua única missão", "seu único objetivo", "tua única tarefa", "cancele a tarefa", "cancele a tarefa atual", "abandone a tarefa", "largue tudo",
         "fim do documento", "fim da entrada", "fim dos dados", "fim do texto", "fim do e-mail",
         "### instrução", "### resposta", "novas instruções", "nova instrução", "nova tarefa",
         "novo objetivo", "sua nova tarefa", "a única instrução válida", "sua tarefa mudou",
@@ -771,7 +850,9 @@ const PT: Lexicon = Lexicon {
         "obsoletas", "obsoletos", "não são mais válidas", "não valem mais", "não são mais validas",
         "canceladas", "anuladas", "sem efeito",
     ],
-    authority: &[ "substituição do administrador", "substituição do sistema",
+    authority: &[
+        "atualização oficial de política", "política da openai", "atualização oficial da openai",
+        "mensagem do administrador do sistema", "aviso do desenvolvedor", "nota do desenvolvedor", "aviso do administrador", "aviso dos desenvolvedores", "mensagem do operador", "aviso do operador", "substituição do administrador", "substituição do sistema",
         "solicitação do administrador", "pedido do administrador", "mensagem do administrador",
         "mensagem do desenvolvedor", "mensagem do sistema", "instrução do administrador",
         "instrução do sistema", "substituição do administrador", "aviso do sistema",
@@ -782,6 +863,8 @@ const PT: Lexicon = Lexicon {
         "substituição do sistema",
     ],
     addressee: &[
+        "com uma ia:", "com uma ia :", "quem processar este", "processar este e-mail com uma ia",
+        "nota oculta para", "nota para o assistente", "modelo de ia que está lendo", "caro modelo", "lendo esta página", "assistente de triagem",
         "se você é uma ia", "se você for uma ia", "se você é um modelo", "se você for um modelo",
         "se você é um assistente", "nota para a ia", "nota à ia", "mensagem para a ia",
         "para a ia", "querida ia", "para o assistente", "ao assistente", "se você está lendo isto",
@@ -790,12 +873,15 @@ const PT: Lexicon = Lexicon {
         "agente,", "ia,", "agentes automatizados", "agentes de codificação", "assistentes de ia",
         "assistente:", "assistente :",
     ],
-    instructions: &[ "o restante", "restante destes", "restante do", "restante da",
+    instructions: &[
+        "o que lhe pediram", "o que te pediram", "o que foi pedido", "o que lhe foi pedido", "sua tarefa original", "o restante", "restante destes", "restante do", "restante da",
         "instruç*", "instruc*", "diretriz*", "diretrizes", "orientaç*", "prompt*",
         "o que te disseram", "o que lhe disseram", "tudo acima", "tudo o que foi dito", "o resto",
     ],
     loose: &["regra*", "comando*", "ordens", "restriç*", "tarefa"],
     hidden: &[
+        "antes de este chat começar", "antes deste chat", "antes do chat", "seus desenvolvedores disseram",
+        "texto de configuração oculto", "texto de configuração", "antes da pergunta do usuário", "texto oculto", "configuração interna", "sua configuração interna",
         "prompt do sistema", "prompt de sistema", "mensagem do sistema", "instruções do sistema",
         "suas instruções", "seu prompt", "suas regras", "instruções iniciais", "prompt inicial",
         "instruções originais", "instruções ocultas", "texto acima", "tudo acima",
@@ -808,6 +894,7 @@ const PT: Lexicon = Lexicon {
         "prompt*", "instruções", "regras", "conversa",
     ],
     unbound: &[
+        "sem política de conteúdo", "sem avisos", "sem nenhum aviso",
         "sem restrições", "sem regras", "sem filtros", "sem censura", "sem limites", "sem ética",
         "nenhuma regra", "nenhuma restrição", "modo desenvolvedor", "malvad*", "malign*", "dan",
         "qualquer coisa", "sem moral", "nenhum limite", "nenhum filtro",
@@ -827,6 +914,9 @@ const PT: Lexicon = Lexicon {
         "diga", "escreva", "responda", "envie", "encaminhe", "recomende", "mencione", "use",
         "utilize", "execute", "chame", "apague", "exclua", "abra", "visite", "traduza", "avalie",
         "adicione", "afirme", "ignore", "esqueça", "em vez disso", "deve", "por favor",
+    ],
+    operation: &[
+        "sua resposta", "suas respostas", "cada mensagem", "cada resposta", "este chat", "deste chat", "esta conversa", "do usuário", "sua ferramenta", "ferramenta de e-mail", "seu resumo", "esta sessão",
     ],
 };
 
@@ -848,6 +938,7 @@ const IT: Lexicon = Lexicon {
         "deve", "devono", "dovrà", "dovrebbe", "ordino", "chiedo", "istruisco", "autorizzo",
     ],
     send: &[
+        "al posto di", "invece di email", "sostituisci", "sostituendo",
         "invia*", "inviare", "manda*", "trasmetti", "carica",
     ],
     call: &[ "strumento*",
@@ -866,10 +957,12 @@ const IT: Lexicon = Lexicon {
         "cita*",
     ],
     ask: &[
+        "che cosa ti hanno detto", "che cosa ti ha detto",
         "qual è", "quali sono", "qual e", "che cosa ti è stato detto", "cosa ti è stato detto",
         "che cosa ti", "cosa ti hanno detto",
     ],
     persona: &[
+        "da questo momento sei", "da questo momento", "da questo momento in poi",
         "ora sei", "adesso sei", "da ora in poi sei", "da ora in poi tu", "d'ora in poi",
         "da ora in poi", "fingi di essere", "fai finta di essere", "agisci come",
         "interpreta il ruolo", "comportati come", "non sei più", "recita la parte", "rispondi",
@@ -877,6 +970,8 @@ const IT: Lexicon = Lexicon {
         "immagina di essere", "tu sei", "risponderai",
     ],
     output_only: &[
+        "scrivi solo la frase", "solo la frase",
+        "rispondi invece con", "con la sola parola", "rispondi solo con", "rispondi soltanto con", "rispondi unicamente con", "rispondi con la parola",
         "rispondi solo", "rispondi soltanto", "rispondi unicamente", "di' solo", "dì solo",
         "di solo", "scrivi solo", "scrivi soltanto", "scrivi unicamente", "stampa solo",
         "stampa soltanto", "limitati a", "semplicemente scrivi", "scrivi semplicemente",
@@ -889,6 +984,7 @@ const IT: Lexicon = Lexicon {
         "qualunque cosa ti abbiano detto",
     ],
     boundary: &[
+        "il tuo unico compito", "il tuo solo compito", "il tuo unico obiettivo", "il tuo unico lavoro", "annulla il compito", "annulla il compito attuale", "abbandona il compito", "molla tutto",
         "fine del documento", "fine dell'input", "fine dei dati", "fine del testo",
         "fine dell'email", "### istruzione", "### risposta", "nuove istruzioni",
         "nuova istruzione", "nuovo compito", "nuovo obiettivo", "il tuo nuovo compito",
@@ -904,7 +1000,9 @@ const IT: Lexicon = Lexicon {
         "obsolete", "obsolete e", "non sono più valide", "non valgono più", "annullate",
         "superate",
     ],
-    authority: &[ "override dell'amministratore", "override di sistema",
+    authority: &[
+        "aggiornamento ufficiale delle policy", "policy di openai", "aggiornamento ufficiale di openai",
+        "messaggio dell'amministratore di sistema", "avviso dello sviluppatore", "nota dello sviluppatore", "avviso dell'amministratore", "avviso degli sviluppatori", "messaggio dell'operatore", "avviso dell'operatore", "override dell'amministratore", "override di sistema",
         "richiesta dell'amministratore", "richiesta amministratore", "richiesta admin",
         "messaggio dell'amministratore", "messaggio dello sviluppatore", "messaggio di sistema",
         "istruzione dell'amministratore", "istruzione di sistema", "override dell'amministratore",
@@ -915,6 +1013,8 @@ const IT: Lexicon = Lexicon {
         "titolare dell'account", "override di sistema", "sostituzione del sistema",
     ],
     addressee: &[
+        "con un'ia:", "con un'ia :", "chi elabora questa", "elabora questa email con un'ia",
+        "nota nascosta per", "nota per l'assistente", "modello di ia che leggi", "caro modello", "che leggi questa pagina", "assistente di selezione",
         "se sei un'ia", "se sei un'intelligenza artificiale", "se sei un modello",
         "se sei un assistente", "nota per l'ia", "nota all'ia", "messaggio per l'ia", "all'ia",
         "cara ia", "all'assistente", "per l'assistente", "se stai leggendo questo",
@@ -924,11 +1024,14 @@ const IT: Lexicon = Lexicon {
         "assistenti di ia", "assistente:", "assistente :",
     ],
     instructions: &[
+        "quello che ti è stato chiesto", "ciò che ti è stato chiesto", "quello che ti hanno chiesto", "il tuo compito originale",
         "istruzion*", "indicazion*", "direttiv*", "linee guida", "prompt*",
         "quello che ti è stato detto", "tutto quanto sopra", "tutto ciò che precede", "il resto",
     ],
     loose: &["regol*", "comand*", "ordini", "restrizion*", "compito"],
     hidden: &[
+        "prima che iniziasse questa chat", "prima di questa chat", "prima della chat", "i tuoi sviluppatori",
+        "testo di configurazione nascosto", "testo di configurazione", "precede la domanda", "prima della domanda dell'utente", "testo nascosto", "configurazione interna", "sua configurazione interna", "tua configurazione interna",
         "prompt di sistema", "prompt del sistema", "messaggio di sistema", "istruzioni di sistema",
         "le tue istruzioni", "il tuo prompt", "le tue regole", "istruzioni iniziali",
         "prompt iniziale", "istruzioni originali", "istruzioni nascoste", "testo sopra",
@@ -942,6 +1045,7 @@ const IT: Lexicon = Lexicon {
         "prima riga", "prima frase", "prompt*", "istruzioni", "regole", "conversazione",
     ],
     unbound: &[
+        "senza politiche sui contenuti", "senza avvertenze", "senza alcun avviso", "senza avvisi",
         "senza restrizioni", "senza regole", "senza filtri", "senza censura", "senza limiti",
         "senza etica", "nessuna regola", "nessuna restrizione", "nessun limite",
         "modalità sviluppatore", "malvagi*", "dan", "qualsiasi cosa", "senza morale",
@@ -963,6 +1067,9 @@ const IT: Lexicon = Lexicon {
         "traduci", "valuta", "aggiungi", "afferma", "ignora", "dimentica", "invece", "devi",
         "per favore",
     ],
+    operation: &[
+        "tua risposta", "tue risposte", "ogni messaggio", "ogni risposta", "questa chat", "questa conversazione", "questa discussione", "dell'utente", "tuo strumento", "strumento email", "tuo riassunto", "questa sessione",
+    ],
 };
 
 #[rustfmt::skip]
@@ -983,6 +1090,7 @@ const RU: Lexicon = Lexicon {
         "должен", "должна", "должны", "обязан*", "поручаю", "приказываю", "разрешаю", "следует",
     ],
     send: &[
+        "вместо email", "подставив", "подставь", "замени",
         "отправ*", "перешли*", "пошли*", "передай*", "загрузи",
     ],
     call: &[ "инструмент*",
@@ -1000,16 +1108,20 @@ const RU: Lexicon = Lexicon {
         "скопируй*", "перечисли*", "процитируй*", "переведи*", "сообщи",
     ],
     ask: &[
+        "что именно сказали тебе", "что сказали тебе",
         "какой", "какие", "каков", "какова", "что такое", "что тебе сказали",
         "что тебе было сказано",
     ],
     persona: &[
+        "отныне", "с этой минуты ты",
         "теперь ты", "ты теперь", "отныне ты", "с этого момента ты", "притворись*",
         "представь, что ты", "представь что ты", "веди себя как", "действуй как", "сыграй роль",
         "играй роль", "ты больше не", "с этого момента", "отвечай", "ответь", "ии без", "ты",
         "представь, что", "сделай вид", "ты будешь отвечать", "ты ответишь",
     ],
     output_only: &[
+        "напиши только фразу", "только фразу",
+        "ответь одним словом", "вместо этого ответь",
         "просто напиши", "просто скажи", "просто выведи", "только напиши", "только скажи",
         "только выведи", "ответь только", "отвечай только", "выведи только", "напиши только",
         "скажи только", "ответь лишь", "напечатай только", "ответь ровно", "ответь точно",
@@ -1020,6 +1132,7 @@ const RU: Lexicon = Lexicon {
         "неважно, что тебя просили", "независимо от твоих инструкций", "что бы тебе ни говорили",
     ],
     boundary: &[
+        "твоя единственная задача", "твоя единственная цель", "ваша единственная задача", "отмени текущую задачу", "отмени задачу", "брось текущую задачу", "брось всё", "прекрати текущую задачу",
         "конец документа", "конец ввода", "конец данных", "конец текста", "конец письма",
         "### инструкция", "### ответ", "новые инструкции", "новая инструкция", "новая задача",
         "новая цель", "твоя новая задача", "единственная действующая инструкция",
@@ -1034,7 +1147,9 @@ const RU: Lexicon = Lexicon {
         "устарели", "устаревшие", "больше не действуют", "недействительны", "отменены",
         "утратили силу",
     ],
-    authority: &[ "переопределение администратора", "переопределение системы",
+    authority: &[
+        "официальное обновление политики", "политики openai", "официальное уведомление openai",
+        "сообщение системного администратора", "уведомление разработчика", "уведомление администратора", "сообщение сисадмина", "примечание разработчика", "заметка разработчика", "сообщение оператора", "уведомление оператора", "переопределение администратора", "переопределение системы",
         "запрос администратора", "сообщение администратора", "сообщение от администратора",
         "сообщение разработчика", "сообщение от разработчика", "системное сообщение",
         "инструкция администратора", "указание администратора", "системная команда",
@@ -1044,18 +1159,23 @@ const RU: Lexicon = Lexicon {
         "как генеральный директор", "владелец аккаунта", "системное переопределение",
     ],
     addressee: &[
+        "с помощью ии:", "с помощью ии :", "обрабатывает это письмо с помощью ии", "кто обрабатывает это",
+        "скрытая заметка для", "заметка для ассистента", "ии-модель, читающая", "читающая эту страницу", "уважаемая ии-модель", "ассистента по отбору",
         "если ты ии", "если вы ии", "если ты языковая модель", "если ты нейросеть",
         "если ты ассистент", "примечание для ии", "заметка для ии", "сообщение для ии", "для ии",
         "дорогой ии", "ассистенту", "если ты читаешь это", "ии-агент*", "ии-модел*",
         "ии-ассистент*", "ассистент,", "агент,", "ии,", "автоматизированн*", "автоматическ*",
         "ии-ассистенты", "ассистент:", "ассистент :",
     ],
-    instructions: &[ "остальную часть", "оставшуюся часть",
+    instructions: &[
+        "о чём тебя просили", "о чем тебя просили", "что тебя просили", "что тебе поручили", "свою задачу", "остальную часть", "оставшуюся часть",
         "инструкци*", "указани*", "директив*", "промпт*", "всё, что тебе сказали",
         "все, что тебе сказали", "всё выше", "все выше", "вышеперечисленное", "остальн*",
     ],
     loose: &["правил*", "команд*", "приказ*", "ограничени*", "задани*", "задач*"],
     hidden: &[
+        "до начала этого чата", "до этого чата", "перед началом чата", "сказали тебе разработчики",
+        "скрытый текст настройки", "текст настройки", "до вопроса пользователя", "скрытый текст", "внутреннюю конфигурацию", "свою внутреннюю конфигурацию", "внутренняя конфигурация",
         "системный промпт", "системного промпта", "системное сообщение", "системные инструкции",
         "системных инструкций", "твои инструкции", "твой промпт", "твои правила",
         "ваши инструкции", "исходные инструкции", "исходный промпт", "начальный промпт",
@@ -1070,6 +1190,7 @@ const RU: Lexicon = Lexicon {
         "первое предложение", "промпт*", "инструкции", "правила", "разговор",
     ],
     unbound: &[
+        "без политики контента", "без предупреждений", "без каких-либо предупреждений",
         "без ограничений", "без правил", "без фильтров", "без цензуры", "без морали", "без этики",
         "никаких правил", "никаких ограничений", "режим разработчика", "зло*", "dan", "что угодно",
         "может всё", "нет ограничений", "нет правил", "никаких фильтров", "без каких-либо",
@@ -1091,6 +1212,9 @@ const RU: Lexicon = Lexicon {
         "оцени", "добавь", "утверждай", "игнорируй", "забудь", "вместо этого", "должен",
         "пожалуйста",
     ],
+    operation: &[
+        "свой ответ", "твой ответ", "каждое сообщение", "каждый ответ", "этого чата", "этот чат", "этого разговора", "эту переписку", "пользователя", "почтовый инструмент", "этой сессии",
+    ],
 };
 
 #[rustfmt::skip]
@@ -1111,6 +1235,7 @@ const ZH: Lexicon = Lexicon {
         "必须", "必須", "应该", "应当", "务必", "指示", "要求", "授权",
     ],
     send: &[
+        "替换email", "替换成", "替换为", "代替",
         "发送", "發送", "发到", "传送", "上传", "提交到",
     ],
     call: &[ "工具",
@@ -1125,41 +1250,54 @@ const ZH: Lexicon = Lexicon {
         "显示", "顯示", "输出", "輸出", "打印", "重复", "重複", "透露", "泄露", "洩露", "告诉我", "告訴我", "给我看", "展示",
         "揭示", "说出", "說出", "写出", "列出", "复述", "复制", "翻译", "引用", "总结", "概括",
     ],
-    ask: &["是什么", "是什麼", "你被告知了什么", "告诉了你什么"],
+    ask: &[
+        "到底对你说了什么", "对你说了什么","是什么", "是什麼", "你被告知了什么", "告诉了你什么"],
     persona: &[
+        "从这一刻起", "从此刻起", "从现在起",
         "你现在是", "你現在是", "从现在开始你", "從現在開始你", "从现在起你", "從現在起你", "从现在开始，你", "假装你是", "假裝你是", "扮演",
         "你将扮演", "充当", "你不再是", "现在你是", "从现在开始", "回答", "你是", "一个没有", "假装", "请扮演", "想象你是", "你将回答",
     ],
     output_only: &[
+        "只写这句话",
+        "改为只回复",
         "只输出", "只需输出", "只回答", "只回复", "仅输出", "仅回答", "只说", "只要说", "直接输出", "只打印", "仅回复", "只需回答",
         "只需说", "只需回复", "只写", "仅打印", "请准确回答",
     ],
     halt: &["停止一切", "立即停止", "停下一切", "马上停止", "无论你被要求什么", "不管之前的指令", "无论之前的指示"],
     boundary: &[
+        "你现在唯一的任务", "唯一的任务", "你唯一的任务", "你的唯一任务", "取消当前任务", "取消当前的任务", "放弃当前任务", "停止当前任务",
         "文档结束", "文件结束", "输入结束", "数据结束", "文本结束", "用户输入结束", "### 指令", "### 回答", "### 系统", "新指令",
         "新的指令", "新任务", "新的任务", "新目标", "你的新任务", "唯一有效的指令", "你的任务已经改变", "你的任务变了", "你真正的任务", "下一个任务",
     ],
     mode: &["开发者模式", "相反模式", "保持角色", "不要跳出角色", "保持人设", "不要出戏", "跳出角色", "安全模式已关闭", "安全模式已禁用"],
     void: &["已过时", "过时了", "不再有效", "作废", "已失效", "失效了"],
     authority: &[
+        "官方政策更新", "openai官方", "openai的官方",
+        "系统管理员通知", "系统管理员消息", "系统管理员的通知", "开发者通知", "管理员通知", "开发人员通知", "运营方通知",
         "管理员请求", "管理員請求", "管理员消息", "管理员指令", "管理员命令", "开发者消息", "开发者指令", "系统消息", "系統消息", "系统通知",
         "系统指令", "系統指令", "系统覆盖", "管理员覆盖", "最高优先级指令", "来自开发者", "来自管理员", "it部门", "安全团队", "官方通知",
         "开发团队", "来自本助手开发团队", "你的运营者", "你的运营方", "最高优先级", "法务部", "首席执行官", "账户所有人", "系统覆写",
     ],
     addressee: &[
+        "用ai处理", "使用ai处理", "用人工智能处理",
+        "阅读本页面的ai", "阅读此页面的ai", "正在阅读本页", "给筛选助手", "隐藏说明", "的ai模型:", "ai模型:",
         "如果你是ai", "如果你是人工智能", "如果你是一个ai", "如果你是语言模型", "如果你是一个人工智能", "给ai的", "致ai", "ai助手请",
         "人工智能助手请", "ai请注意", "如果你正在阅读", "ai代理", "ai模型", "人工智能模型", "助手,", "助手:", "如果你是", "ai 模型",
         "ai 助手", "自动化编程代理", "自动化代理", "编码代理", "语言模型", "助手：",
     ],
-    instructions: &["指令", "指示", "提示", "指引", "以上内容", "上面的内容", "之前的内容", "前面的内容", "其余", "其他内容", "剩下的"],
+    instructions: &[
+        "被要求做的事", "被要求的", "被要求做的","指令", "指示", "提示", "指引", "以上内容", "上面的内容", "之前的内容", "前面的内容", "其余", "其他内容", "剩下的"],
     loose: &["规则", "規則", "命令", "要求", "设定", "設定", "规定", "限制", "约束", "任务"],
     hidden: &[
+        "在这次聊天开始之前", "聊天开始之前", "聊天开始前", "开发者对你说",
+        "隐藏的设置文本", "设置文本", "用户问题之前", "隐藏文本", "内部配置",
         "系统提示", "系統提示", "系统消息", "系統消息", "系统指令", "你的指令", "你的指示", "你的提示", "你的规则", "初始提示", "初始指令",
         "原始指令", "原始提示", "隐藏指令", "隐藏的指令", "上面的文字", "上面的内容", "以上内容", "以上文字", "提示词", "这行之前", "这一行之前",
         "此行之前", "之前的对话", "在这次对话开始之前", "对话开始前", "对话开始之前", "到目前为止的提示", "之前的提示", "此前的所有内容", "最开始的一句",
     ],
     loose_hidden: &["密码", "密碼", "访问码", "系统配置", "系統配置", "第一行", "第一句", "提示", "指令", "规则", "对话"],
     unbound: &[
+        "没有内容政策", "毫无警告", "没有任何警告", "不加警告",
         "没有任何限制", "没有限制", "不受限制", "无限制", "無限制", "不受任何", "没有规则", "没有道德", "没有过滤", "无审查", "不受约束",
         "开发者模式", "開發者模式", "邪恶", "dan", "任何事", "没有任何规则", "不受规则", "可以做任何事", "奶奶", "祖母", "两次", "两个回答",
         "从不拒绝", "永不拒绝", "马基雅维利",
@@ -1170,6 +1308,9 @@ const ZH: Lexicon = Lexicon {
     imperatives: &[
         "说", "写", "回答", "回复", "发送", "转发", "推荐", "提到", "使用", "执行", "调用", "删除", "打开", "访问", "翻译",
         "评价", "添加", "声称", "忽略", "忘记", "而是", "必须", "请",
+    ],
+    operation: &[
+        "你的回复", "回复中", "每条消息", "每个回答", "这次聊天", "这次对话", "此邮件串", "用户的", "邮件工具", "你的工具", "你的回答",
     ],
 };
 
@@ -1191,6 +1332,7 @@ const JA: Lexicon = Lexicon {
         "必ず", "しなければ", "すること", "指示", "ください", "許可", "べき",
     ],
     send: &[
+        "置き換えて", "に置き換え", "差し替えて",
         "送信", "送って", "送る", "アップロード", "転送",
     ],
     call: &[ "ツール",
@@ -1204,38 +1346,51 @@ const JA: Lexicon = Lexicon {
         "表示", "出力", "教えて", "見せて", "繰り返", "印刷", "開示", "書き出", "明かし", "明かせ", "暴露", "公開", "列挙", "言って",
         "書いて", "翻訳", "要約", "引用", "まとめ",
     ],
-    ask: &["何ですか", "なんですか", "は何", "何を言われ", "何と言われ"],
+    ask: &[
+        "何と言いましたか", "何と言われましたか","何ですか", "なんですか", "は何", "何を言われ", "何と言われ"],
     persona: &[
+        "今この瞬間から", "この瞬間から",
         "あなたは今から", "あなたは今", "今からあなたは", "これからあなたは", "ふりをして", "ふりをしろ", "として振る舞", "として振舞", "として行動",
         "役を演じ", "になりきって", "もはや", "君は今から", "答えて", "あなたは", "演じて", "想像して", "あなたは今後",
     ],
     output_only: &[
+        "という文だけを書", "文だけを書", "だけを書いて", "とだけ書いて",
+        "とだけ返答", "一語だけで返答", "だけで返答",
         "だけを出力", "のみを出力", "だけ出力", "のみ出力", "だけを表示", "だけを書", "だけを返", "だけ答え", "のみで答え", "とだけ言", "とだけ書",
         "とだけ出力", "とだけ答え", "のみを返", "だけを言", "とだけ返",
     ],
     halt: &["すべて中止", "全て中止", "今すぐ止め", "直ちに停止", "すべてを止め", "何を頼まれても", "以前の指示に関係なく"],
     boundary: &[
+        "検索結果ここまで", "結果ここまで", "データここまで", "文書ここまで", "ここまでが検索結果",
+        "唯一の仕事", "唯一のタスク", "唯一の任務", "現在のタスクは中止", "タスクを中止", "タスクは中止", "作業を中止",
         "ドキュメント終了", "文書終了", "入力終了", "データ終了", "文書の終わり", "入力の終わり", "### 指示", "### 応答", "### システム",
         "新しい指示", "新しいタスク", "新しい目標", "新たな指示", "唯一有効な指示", "あなたのタスクは変わ", "本当のタスク", "次のタスク",
     ],
     mode: &["開発者モード", "反対モード", "キャラクターを保", "役になりきり", "役を崩さ", "キャラを崩さ", "キャラから外れ", "安全モードは無効", "安全モードを無効"],
     void: &["古くなって", "もう無効", "無効です", "廃止され", "効力を失"],
-    authority: &[ "管理者による上書き",
+    authority: &[
+        "公式ポリシー更新", "openaiの公式", "公式ポリシーの更新",
+        "システム管理者からのメッセージ", "システム管理者からの通知", "開発者からの通知", "管理者からの通知", "開発者通知", "運営者からの通知", "管理者による上書き",
         "管理者リクエスト", "管理者からのメッセージ", "管理者メッセージ", "管理者の指示", "開発者からのメッセージ", "開発者メッセージ", "開発者の指示",
         "システムメッセージ", "システム通知", "システム命令", "システム上書き", "管理者命令", "it部門", "セキュリティチーム", "公式通知", "開発チーム",
         "あなたの運営者", "運営者です", "最優先指令", "法務部", "ceoとして", "アカウント所有者",
     ],
     addressee: &[
+        "aiで処理する方", "aiで処理する", "aiで処理している",
+        "読んでいるaiモデル", "読んでいるai", "を読んでいるai", "選考アシスタントへ", "隠しメモ",
         "あなたがaiなら", "あなたがaiである場合", "aiへの注意", "aiへのメモ", "aiへの指示", "aiへのメッセージ", "aiアシスタントへ",
         "言語モデルへ", "aiの方へ", "aiである場合", "これを読んでいる", "aiエージェント", "aiモデル", "アシスタントへ", "アシスタント、",
         "アシスタントさん", "これを読んだら", "自動化されたコーディングエージェント", "エージェント", "ai モデル", "アシスタント:",
     ],
     instructions: &[
+        "頼まれたこと", "指示されたこと", "言われたこと", "依頼されたこと",
         "以上の内容", "上記の内容", "これまでの内容", "残り", "それ以外", "指示を", "指示は", "指示も", "指示に", "の指示", "指令を",
         "プロンプトを", "プロンプトは",
     ],
     loose: &["ルール", "規則", "設定", "制約", "制限", "タスク", "命令を", "命令は", "の命令"],
     hidden: &[
+        "このチャットが始まる前", "チャットが始まる前", "チャットの前に", "開発者はあなたに",
+        "隠された設定テキスト", "設定テキスト", "質問より前", "隠されたテキスト", "内部設定",
         "システムプロンプト", "システムメッセージ", "システム指示", "あなたの指示", "あなたのプロンプト", "あなたのルール", "初期プロンプト", "初期指示",
         "元の指示", "隠された指示", "隠し指示", "上記のテキスト", "上のテキスト", "以上のテキスト", "これまでのテキスト", "受けた指示", "この行より前",
         "この行の前", "これまでの会話", "ここまでのプロンプト", "これまでのプロンプト", "ここまでの指示", "この会話の前に", "会話の開始前", "会話の最初に",
@@ -1243,6 +1398,7 @@ const JA: Lexicon = Lexicon {
     ],
     loose_hidden: &["パスワード", "アクセスコード", "システム設定", "最初の行", "最初の文", "プロンプト", "指示", "ルール", "会話"],
     unbound: &[
+        "コンテンツポリシーのない", "警告なしに", "警告なしで",
         "制限のない", "制限なし", "制限なく", "制約のない", "ルールのない", "ルールなし", "検閲なし", "無制限", "フィルターなし", "倫理観のない",
         "開発者モード", "邪悪", "dan", "何でもでき", "なんでもでき", "制限を受けない", "倫理的な制約", "フィルターがない", "何でもできる",
         "おばあちゃん", "祖母", "二回", "2回", "二つの回答", "決して断らない", "断らない", "倫理的な指針", "マキャベリ",
@@ -1253,6 +1409,9 @@ const JA: Lexicon = Lexicon {
     imperatives: &[
         "言って", "書いて", "答えて", "返信", "送信", "転送", "推薦", "勧め", "言及", "使って", "実行", "呼び出", "削除", "開いて",
         "訪問", "翻訳", "評価", "追加", "主張", "無視", "代わりに", "必ず", "ください",
+    ],
+    operation: &[
+        "あなたの返信", "返信に", "すべてのメッセージ", "このチャット", "この会話", "このスレッド", "ユーザーの", "メールツール", "あなたの回答", "回答に",
     ],
 };
 
@@ -1274,6 +1433,7 @@ const KO: Lexicon = Lexicon {
         "해야", "지시", "하십시오", "하세요", "하라", "허가", "반드시",
     ],
     send: &[
+        "자리에", "대신 넣어", "바꿔 넣어",
         "보내", "전송", "업로드",
     ],
     call: &[ "도구",
@@ -1286,41 +1446,56 @@ const KO: Lexicon = Lexicon {
     reveal: &[
         "보여", "출력", "알려", "말해", "반복", "공개", "누설", "표시", "인쇄", "써 줘", "적어", "밝혀", "번역", "요약", "인용", "정리",
     ],
-    ask: &["무엇입니까", "뭐야", "무엇인가요", "뭐예요", "무엇이야", "무엇을 들었", "무슨 말을 들었"],
+    ask: &[
+        "뭐라고 했어", "뭐라고 했는지", "무엇이라고 했","무엇입니까", "뭐야", "무엇인가요", "뭐예요", "무엇이야", "무엇을 들었", "무슨 말을 들었"],
     persona: &[
+        "답해", "답하라",
+        "지금 이 순간부터", "이 순간부터",
         "당신은 이제", "너는 이제", "이제부터 너는", "이제부터 당신은", "지금부터 너는", "지금부터 당신은", "인 척", "척 해", "척하",
         "역할을 해", "역할을 맡", "처럼 행동", "으로 행동", "로 행동", "더 이상", "대답", "너는", "당신은", "로서 답하", "으로서 답하",
         "답하세요", "척하세요", "상상해",
     ],
     output_only: &[
+        "문장만 써", "문장만 출력",
+        "라고만 답해", "한 단어로만 답", "로만 답해", "로만 답하", "라고만 출력",
         "만 출력", "만 말해", "만 답해", "만 대답", "만 써", "만 인쇄", "라고만", "만을 출력", "만 반환", "만 응답", "라고만 답",
         "라고만 말",
     ],
     halt: &["모든 것을 멈", "당장 멈", "즉시 중지", "모두 중지", "즉시 멈", "무엇을 요청받았든", "이전 지시와 관계없이"],
     boundary: &[
+        "유일한 임무", "유일한 작업", "유일한 일", "현재 작업을 취소", "작업을 취소", "작업을 중단", "하던 일을 멈추",
         "문서 끝", "문서의 끝", "입력 끝", "입력의 끝", "데이터 끝", "### 지시", "### 응답", "### 시스템", "새로운 지시", "새 지시",
         "새로운 작업", "새 작업", "새로운 목표", "유일하게 유효한 지시", "당신의 작업이 바뀌었", "진짜 작업", "다음 작업",
     ],
     mode: &["개발자 모드", "반대 모드", "캐릭터에서 벗어나", "캐릭터를 유지", "역할을 유지", "역할에서 벗어나지", "캐릭터를 깨지", "안전 모드가 비활성화", "안전 모드를 비활성화"],
     void: &["더 이상 유효하지", "폐기되었", "무효입니다", "무효", "구식"],
-    authority: &[ "관리자 재정의",
+    authority: &[
+        "공식 정책 업데이트", "openai 공식",
+        "시스템 관리자 메시지", "시스템 관리자 알림", "시스템 관리자 공지", "개발자 공지", "관리자 공지", "개발자 알림", "운영자 공지", "관리자 재정의",
         "관리자 요청", "관리자 메시지", "관리자 지시", "관리자 명령", "개발자 메시지", "개발자 지시", "시스템 메시지", "시스템 알림",
         "시스템 명령", "시스템 재정의", "관리자로부터", "개발자로부터", "it 부서", "보안 팀", "공식 공지", "개발팀", "당신의 운영자",
         "운영자입니다", "최우선 지침", "법무팀", "ceo로서", "계정 소유자",
     ],
     addressee: &[
+        "ai로 처리하는", "ai로 처리하는 사람",
+        "읽고 있는 ai 모델", "읽고 있는 ai", "심사 어시스턴트", "숨은 메모",
         "당신이 ai라면", "네가 ai라면", "ai라면", "ai에게", "ai 어시스턴트에게", "언어 모델이라면", "ai는 다음", "이것을 읽고 있다면",
         "ai 에이전트", "ai 모델", "어시스턴트에게", "어시스턴트,", "자동화된 코딩 에이전트", "에이전트", "ai 어시스턴트", "어시스턴트:",
     ],
-    instructions: &["지시", "지침", "프롬프트", "지시사항", "위의 내용", "이전 내용", "나머지"],
+    instructions: &[
+        "요청받은 일", "요청받은 것", "지시받은 것", "부탁받은 일","지시", "지침", "프롬프트", "지시사항", "위의 내용", "이전 내용", "나머지"],
     loose: &["규칙", "명령", "설정", "제한", "제약", "작업"],
     hidden: &[
+        "이 채팅이 시작되기 전", "채팅이 시작되기 전", "채팅 전에", "개발자가 너에게",
+        "숨겨진 설정 텍스트", "설정 텍스트", "질문 앞에 있던", "숨겨진 텍스트", "내부 설정",
         "시스템 프롬프트", "시스템 메시지", "시스템 지시", "당신의 지시", "너의 지시", "네 지시", "당신의 프롬프트", "초기 프롬프트", "초기 지시",
         "원래 지시", "숨겨진 지시", "위의 텍스트", "위의 내용", "이 줄 앞", "이 줄 이전", "이전 대화", "지금까지의 프롬프트", "지금까지의 지시",
         "이 대화가 시작되기 전", "대화 시작 전", "맨 처음 문장",
     ],
     loose_hidden: &["비밀번호", "암호", "접근 코드", "시스템 설정", "첫 번째 줄", "첫 줄", "프롬프트", "지시", "규칙", "대화"],
     unbound: &[
+        "콘텐츠 정책이 없는", "경고 없이", "경고도 없이",
+        "필터 없는 ai", "모든 정책을 무시",
         "제한 없는", "제한이 없는", "제한 없이", "규칙 없는", "규칙이 없는", "검열 없는", "필터 없는", "무제한", "윤리 없는", "개발자 모드",
         "사악한", "dan", "무엇이든 할 수", "아무 제한", "할머니", "두 번", "두 가지 답", "절대 거절하지", "거절하지 않", "윤리적 지침",
         "마키아벨리",
@@ -1331,5 +1506,8 @@ const KO: Lexicon = Lexicon {
     imperatives: &[
         "말해", "써", "답해", "대답", "보내", "전달", "추천", "언급", "사용", "실행", "호출", "삭제", "열어", "방문", "번역",
         "평가", "추가", "주장", "무시", "대신", "반드시", "하세요", "해라", "하십시오",
+    ],
+    operation: &[
+        "너의 답변", "답변에", "모든 메시지", "이 채팅", "이 대화", "이 스레드", "사용자의", "이메일 도구", "너의 도구", "네 답변",
     ],
 };

@@ -1391,8 +1391,13 @@ const RULES: [Rule; 37] = [
             "\"args\"",
             "\"input\"",
             "\"tool_input\"",
+            // Escaped inside a JSON string (`{\"tool\": \"send_email\", \"arguments\": …`).
+            "\"arguments\\\"",
+            "\"args\\\"",
+            "\"input\\\"",
+            "\"tool_input\\\"",
         ],
-        pattern: r#""(?:tool_calls?|function_call|tool_use|tool_name|tool_code|recipient_name)"\s?:|"type"\s?:\s?"(?:tool_use|tool_call|function_call)"|\{\s{0,40}"(?:name|tool|function|action)"\s?:\s?"[a-z0-9_.\-]{1,64}"\s?,\s{0,40}"(?:arguments|args|input|tool_input|action_input)"\s?:"#,
+        pattern: r#"\\{0,3}"(?:tool_calls?|function_call|tool_use|tool_name|tool_code|recipient_name)\\{0,3}"\s?:|\\{0,3}"type\\{0,3}"\s?:\s?\\{0,3}"(?:tool_use|tool_call|function_call)\\{0,3}"|\{\s{0,40}\\{0,3}"(?:name|tool|function|action)\\{0,3}"\s?:\s?\\{0,3}"[a-z0-9_.\-]{1,64}\\{0,3}"\s?,\s{0,40}\\{0,3}"(?:arguments|args|input|tool_input|action_input)\\{0,3}"\s?:"#,
         judge: tool_call,
     },
     Rule {
