@@ -294,14 +294,12 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
         }
         map_names::GUARD_FLOWS => {
             let mut flows = crate::guard::flow::dump(bpffs)?;
-            flows.sort_by_key(|(k, _)| (k.guard_port, k.client_port));
+            flows.sort_by_key(|(k, _)| (k.netns_cookie, k.server_port, k.client_port));
             for (k, o) in flows {
                 rows.push(row([
-                    (
-                        "client",
-                        json!(crate::guard::flow::client_of(&k).to_string()),
-                    ),
-                    ("guard_port", json!(k.guard_port)),
+                    ("netns_cookie", json!(k.netns_cookie)),
+                    ("client", json!(crate::flow_key::client_of(&k).to_string())),
+                    ("guard_port", json!(k.server_port)),
                     ("policy", json!(policy(o.policy_id))),
                     ("policy_id", json!(o.policy_id)),
                     ("dst", json!(o.dst.ip().to_string())),
