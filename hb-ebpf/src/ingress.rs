@@ -466,7 +466,7 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
 /// `local_port` is host order. `remote_port` is network order, and on a little-endian
 /// machine the kernel hands it over shifted into the upper 16 bits
 /// (`sock_ops_convert_ctx_access`, `BPF_LSH 16` under `!__BIG_ENDIAN_BITFIELD`).
-/// `bpf_get_netns_cookie` takes the sock_ops context since Linux 5.15
+/// `bpf_get_netns_cookie` takes the sock_ops context (present in Linux 5.15)
 /// (`bpf_get_netns_cookie_sock_ops_proto`): the namespace of the socket, not of the task.
 #[inline(always)]
 pub(crate) fn connect_key(ctx: &SockOpsContext) -> Option<FlowKey> {

@@ -1244,4 +1244,31 @@ fn two_pods_using_the_same_client_port_through_the_guard_each_reach_their_own_de
         "each pod's connection reaches its own destination (port 80, port 443)\n{}",
         c.log()
     );
+
+    // TCP DNS in each pod's namespace: the resolver's listener there finds the
+    // connection's record (same namespace cookie) and answers.
+    for (dir, netns, _) in &pods {
+        let got =
+            stdout_words(&netns.run_in_pod(Driver::Systemd, dir, &[python(), "-c", TCP_DNS_QUERY]));
+        assert_eq!(got, ["203.0.113.10"], "TCP DNS in a pod's namespace");
+    }
 }
+
+/// One TCP DNS query for `allowed.test` (type A) to a documentation nameserver; prints
+/// the first address of the answer, or `CLOSED`.
+const TCP_DNS_QUERY: &str = r#"
+import socket, struct
+m = b"\x42\x42\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07allowed\x04test\x00\x00\x01\x00\x01"
+t = socket.create_connection(("192.0.2.53", 53), timeout=3)
+t.sendall(struct.pack("!H", len(m)) + m)
+h = t.recv(2)
+if len(h) < 2:
+    print("CLOSED")
+else:
+    n = struct.unpack("!H", h)[0]; d = b""
+    while len(d) < n:
+        c = t.recv(n - len(d))
+        if not c: break
+        d += c
+    print(socket.inet_ntoa(d[-4:]))
+"#;

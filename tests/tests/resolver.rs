@@ -905,6 +905,16 @@ fn one_sandbox_holding_tcp_dns_connections_leaves_the_others_their_share() {
         "{e}"
     );
     assert!(e["cgroup_id"].as_u64().is_some_and(|c| c > 0), "{e}");
+    // The connections the resolver kept are the hoarder's, filed under its cgroup: the
+    // one the event names.
+    let rows = env.hb_json(&["maps", "dump", "dns_conns"]);
+    let held = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["cgroup_id"] == e["cgroup_id"])
+        .count();
+    assert_eq!(held, 2, "the hoarder's records: {rows}");
 
     // Fail closed: the host's own connection to the resolver port has no kernel record.
     let port = 5300 + env.policy_id("web") as u16;

@@ -31,11 +31,35 @@ pub(super) struct Conns {
 
 /// Who opened one TCP DNS connection, and which nameserver it named.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Caller {
+pub(crate) struct Caller {
     pub policy_id: u32,
     pub cgroup_id: u64,
     /// The nameserver the sandbox addressed (before the kernel redirected it).
     pub named: SocketAddr,
+}
+
+impl Caller {
+    fn from_record(o: &DnsOrig) -> Self {
+        Self {
+            policy_id: o.policy_id,
+            cgroup_id: o.cgroup_id,
+            named: SocketAddr::new(
+                addr_of(&o.addr, o.family == AF_INET),
+                u16::from_be(o.port_be),
+            ),
+        }
+    }
+}
+
+/// Every record in the table (`hb-agent maps dump dns_conns`): the TCP DNS connections
+/// between SYN and close, and who opened each.
+pub(crate) fn dump(bpffs_dir: &Path) -> Result<Vec<(FlowKey, Caller)>, MapsError> {
+    let map: BpfHashMap<MapData, FlowKey, DnsOrig> = open_typed(bpffs_dir, map_names::DNS_FLOWS)?;
+    Ok(map
+        .iter()
+        .filter_map(|r| r.ok())
+        .map(|(k, o)| (k, Caller::from_record(&o)))
+        .collect())
 }
 
 impl Conns {
@@ -48,15 +72,7 @@ impl Conns {
     /// The caller of the connection with this key, if the kernel filed one.
     pub(super) fn find(&self, key: &FlowKey) -> Option<Caller> {
         let map = self.map.lock().ok()?;
-        let o = map.get(key, 0).ok()?;
-        Some(Caller {
-            policy_id: o.policy_id,
-            cgroup_id: o.cgroup_id,
-            named: SocketAddr::new(
-                addr_of(&o.addr, o.family == AF_INET),
-                u16::from_be(o.port_be),
-            ),
-        })
+        map.get(key, 0).ok().map(|o| Caller::from_record(&o))
     }
 
     /// Drops the record of a connection the resolver has closed.

@@ -37,7 +37,7 @@
 //! addresses, let a malformed packet stop a listener, or let a sandbox hold agent file
 //! descriptors without bound.
 
-mod conns;
+pub(crate) mod conns;
 pub mod learned;
 pub mod names;
 pub(crate) mod upstream;
