@@ -468,6 +468,21 @@ pub struct DnsConfig {
     /// TCP DNS connections open at once per policy, so one policy's sandboxes cannot
     /// take every slot of `max_tcp_connections` from the others.
     pub max_tcp_connections_per_policy: u32,
+    /// TCP DNS connections one cgroup (a sandbox, a pod's container) may hold at once,
+    /// so one sandbox cannot take every slot of its policy; more are closed at once
+    /// with a `dns_cgroup_busy` event naming the cgroup. The cgroup is the kernel's
+    /// record of the connection; one without a record is closed. Unset: a quarter of
+    /// `max_tcp_connections_per_policy` (at least 1).
+    pub max_tcp_connections_per_cgroup: Option<u32>,
+}
+
+impl DnsConfig {
+    /// `max_tcp_connections_per_cgroup`, or its default: a quarter of the policy's cap.
+    pub fn per_cgroup(&self) -> u32 {
+        self.max_tcp_connections_per_cgroup
+            .unwrap_or(self.max_tcp_connections_per_policy / 4)
+            .max(1)
+    }
 }
 
 impl Default for DnsConfig {
@@ -486,6 +501,7 @@ impl Default for DnsConfig {
             tcp_query_timeout_secs: 5,
             max_tcp_connections: 512,
             max_tcp_connections_per_policy: 32,
+            max_tcp_connections_per_cgroup: None,
         }
     }
 }
@@ -1597,6 +1613,10 @@ impl Config {
                 "max_tcp_connections_per_policy",
                 u64::from(self.dns.max_tcp_connections_per_policy),
             ),
+            (
+                "max_tcp_connections_per_cgroup",
+                u64::from(self.dns.max_tcp_connections_per_cgroup.unwrap_or(1)),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -2550,6 +2570,12 @@ mod tests {
                 "guard.max_connections_per_policy",
                 2,
                 "outside 1..=",
+            ),
+            (
+                "[dns]\nmax_tcp_connections_per_cgroup = 0\n",
+                "dns.max_tcp_connections_per_cgroup",
+                2,
+                "at least 1",
             ),
             (
                 "[guard]\n\nmax_connections_per_cgroup = 0\n",

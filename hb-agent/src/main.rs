@@ -22,6 +22,7 @@ mod dns;
 mod egress;
 mod enroll;
 mod events;
+mod flow_key;
 mod guard;
 mod kube;
 mod loader;

@@ -44,8 +44,14 @@ pub mod map_names {
     /// Array of one [`DnsConfig`](crate::DnsConfig): where sandbox DNS is redirected.
     pub const DNS: &str = "HB_DNS";
     /// LRU hash: socket cookie → [`DnsOrig`](crate::DnsOrig), the nameserver a redirected
-    /// socket really addressed (restored in recvmsg/getpeername).
-    pub const DNS_ORIG: &str = "HB_DNS_ORIG";
+    /// socket really addressed (restored in recvmsg/getpeername) and who asked. (Named
+    /// anew when `DnsOrig` gained the cgroup: an older agent's pin has shorter values.)
+    pub const DNS_ORIG: &str = "HB_DNS_REDIR";
+    /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a TCP connection to the
+    /// resolver, as the resolver sees it) → [`DnsOrig`](crate::DnsOrig). Written by
+    /// `sock_ops` when a redirected TCP DNS socket sends its SYN, read by the resolver
+    /// when it accepts (its cgroup's share of the TCP slots), removed when it closes.
+    pub const DNS_FLOWS: &str = "HB_DNS_CONNS";
     /// LRU hash: socket cookie → [`SockDest`](crate::SockDest), the peer the socket hooks
     /// last admitted for a socket (or, for an accepted connection of a policy with
     /// `inbound = true`, its client). `cgroup_skb` passes a packet of that socket to or
@@ -82,11 +88,12 @@ pub mod map_names {
     /// LRU hash: socket cookie → [`GuardOrig`](crate::GuardOrig), what a redirected
     /// socket really addressed (restored in getpeername).
     pub const GUARD_ORIG: &str = "HB_GUARD_ORIG";
-    /// LRU hash: [`GuardFlowKey`](crate::GuardFlowKey) (the client end of a connection
-    /// as the guard sees it) → [`GuardOrig`](crate::GuardOrig). Written by `sock_ops`
-    /// when a redirected socket sends its SYN, read by the guard when it accepts, removed
-    /// when the guard closes the connection: the connections in flight.
-    pub const GUARD_FLOWS: &str = "HB_GUARD_FLOWS";
+    /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a connection as the
+    /// guard sees it) → [`GuardOrig`](crate::GuardOrig). Written by `sock_ops` when a
+    /// redirected socket sends its SYN, read by the guard when it accepts, removed when
+    /// the guard closes the connection: the connections in flight. (Named anew when the
+    /// key gained the network namespace: an older agent's pin has shorter keys.)
+    pub const GUARD_FLOWS: &str = "HB_GUARD_CONNS";
 
     /// Sock hash, socket cookie → socket, with `hb_guard_splice` attached as its
     /// stream verdict: the passed TLS connections whose bytes the kernel moves
@@ -102,7 +109,7 @@ pub mod map_names {
     pub const GUARD_SPLICE: &str = "HB_GUARD_SPLICE";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -116,6 +123,7 @@ pub mod map_names {
         SKB_CACHE,
         DNS,
         DNS_ORIG,
+        DNS_FLOWS,
         SOCK_DEST,
         NAT64,
         EVENT_RATE,
@@ -195,6 +203,9 @@ pub mod limits {
     pub const EVENTS_BYTES: u32 = 1 << 20;
     /// Sockets whose DNS redirection is remembered at once (least recently used go).
     pub const DNS_ORIG: u32 = 65_536;
+    /// TCP DNS connections between SYN and close at once (least recently used go: a
+    /// connection whose entry is gone is closed by the resolver, which fails closed).
+    pub const DNS_FLOWS: u32 = 65_536;
     /// Sockets whose admitted peer is remembered at once (least recently used go; a
     /// forgotten socket's packets are judged in full again, which fails closed).
     pub const SOCK_DEST: u32 = 65_536;
@@ -441,7 +452,9 @@ pub struct DnsConfig {
 }
 const _: () = assert!(size_of::<DnsConfig>() == 16);
 
-/// Value of [`map_names::DNS_ORIG`]: what a redirected socket originally addressed.
+/// Value of [`map_names::DNS_ORIG`] and [`map_names::DNS_FLOWS`]: what a redirected
+/// socket originally addressed, and the policy and cgroup it was redirected for
+/// (recorded in the socket hook, in the task's context).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsOrig {
@@ -451,9 +464,11 @@ pub struct DnsOrig {
     pub port_be: u16,
     /// [`AF_INET`] or [`AF_INET6`].
     pub family: u16,
-    pub _pad: u32,
+    pub policy_id: u32,
+    /// The connecting task's cgroup (the resolver's per-cgroup share of TCP slots).
+    pub cgroup_id: u64,
 }
-const _: () = assert!(size_of::<DnsOrig>() == 24);
+const _: () = assert!(size_of::<DnsOrig>() == 32);
 
 /// Value of [`map_names::SOCK_DEST`]: the one peer a socket was admitted to talk to.
 #[repr(C)]
@@ -552,22 +567,31 @@ pub struct GuardOrig {
 }
 const _: () = assert!(size_of::<GuardOrig>() == 56);
 
-/// Key of [`map_names::GUARD_FLOWS`]: a connection to the guard as its accepted socket
-/// sees it (the peer is the sandbox's socket).
+/// Key of [`map_names::GUARD_FLOWS`] and [`map_names::DNS_FLOWS`]: a redirected TCP
+/// connection as the agent's accepted socket sees it (the peer is the sandbox's socket).
+///
+/// The network namespace is part of it: the agent listens on the same loopback address
+/// and ports inside every pod's namespace, so two pods' clients can have the same
+/// address and port at once; without the namespace one pod's record would be found for
+/// the other's connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct GuardFlowKey {
+pub struct FlowKey {
+    /// The network namespace's cookie: `bpf_get_netns_cookie` of the client socket in
+    /// `sock_ops`, `SO_NETNS_COOKIE` of the accepted socket in the agent (the same
+    /// namespace: both ends of a loopback connection live in it).
+    pub netns_cookie: u64,
     /// The client's address, network order; IPv4 in the first four bytes.
     pub client: [u8; 16],
     /// The client's port, host order.
     pub client_port: u16,
-    /// The guard port connected to, host order.
-    pub guard_port: u16,
+    /// The agent's port connected to (guard or resolver), host order.
+    pub server_port: u16,
     /// [`AF_INET`] or [`AF_INET6`].
     pub family: u16,
     pub _pad: u16,
 }
-const _: () = assert!(size_of::<GuardFlowKey>() == 24);
+const _: () = assert!(size_of::<FlowKey>() == 32);
 
 /// Value of [`map_names::GUARD_SPLICE`]: one spliced socket. Written by the guard
 /// before the socket enters [`map_names::GUARD_SOCKS`]; the counters only by
@@ -906,5 +930,5 @@ mod pod {
     unsafe impl aya::Pod for super::GuardConfig {}
     unsafe impl aya::Pod for super::GuardPortKey {}
     unsafe impl aya::Pod for super::GuardOrig {}
-    unsafe impl aya::Pod for super::GuardFlowKey {}
+    unsafe impl aya::Pod for super::FlowKey {}
 }

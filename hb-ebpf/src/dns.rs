@@ -22,17 +22,20 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie,
     macros::map,
     maps::{Array, LruHashMap},
-    programs::SockAddrContext,
+    programs::{SockAddrContext, SockOpsContext},
 };
-use hb_common::{AF_INET, AF_INET6, Counter, DnsConfig, DnsOrig, limits};
+use hb_common::{AF_INET, AF_INET6, Counter, DnsConfig, DnsOrig, FlowKey, limits};
 
 use crate::policy;
 
 #[map(name = "HB_DNS")]
 static DNS: Array<DnsConfig> = Array::pinned(1, 0);
 
-#[map(name = "HB_DNS_ORIG")]
+#[map(name = "HB_DNS_REDIR")]
 static DNS_ORIG: LruHashMap<u64, DnsOrig> = LruHashMap::pinned(limits::DNS_ORIG, 0);
+
+#[map(name = "HB_DNS_CONNS")]
+static DNS_FLOWS: LruHashMap<FlowKey, DnsOrig> = LruHashMap::pinned(limits::DNS_FLOWS, 0);
 
 /// Port 53 as `bpf_sock_addr.user_port` holds it (network order in the low 16 bits).
 pub(crate) const DNS_PORT: u32 = 53u16.to_be() as u32;
@@ -81,6 +84,7 @@ fn remember(ctx: &SockAddrContext, protocol: u32, orig: DnsOrig) -> Option<DnsCo
 #[inline(always)]
 pub(crate) fn redirect4(
     ctx: &SockAddrContext,
+    cgroup_id: u64,
     policy_id: u32,
     protocol: u32,
     admit_flags: u32,
@@ -93,7 +97,8 @@ pub(crate) fn redirect4(
             addr: [0; 16],
             port_be: sa.user_port as u16,
             family: AF_INET,
-            _pad: 0,
+            policy_id,
+            cgroup_id,
         };
         orig.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
         let Some(cfg) = remember(ctx, protocol, orig) else {
@@ -112,6 +117,7 @@ pub(crate) fn redirect4(
 #[inline(always)]
 pub(crate) fn redirect6(
     ctx: &SockAddrContext,
+    cgroup_id: u64,
     policy_id: u32,
     protocol: u32,
     admit_flags: u32,
@@ -123,7 +129,8 @@ pub(crate) fn redirect6(
             addr: [0; 16],
             port_be: sa.user_port as u16,
             family: AF_INET6,
-            _pad: 0,
+            policy_id,
+            cgroup_id,
         };
         for (i, w) in [
             sa.user_ip6[0],
@@ -147,6 +154,30 @@ pub(crate) fn redirect6(
         policy::admit(cookie(ctx), AF_INET6, LOOPBACK6_BYTES, admit_flags);
     }
     true
+}
+
+/// In `sock_ops` at `TCP_CONNECT_CB`: a redirected TCP DNS socket's record, filed under
+/// its client end, the resolver port and its network namespace
+/// ([`crate::ingress::connect_key`]), which is how the resolver finds the connection's
+/// cgroup from the accepted socket. A socket that was not redirected costs one lookup.
+/// A full map is counted; the resolver then closes the connection (fail closed).
+#[inline(always)]
+pub(crate) fn record_flow(ctx: &SockOpsContext, cookie: u64) {
+    // SAFETY: the map value is copied out at once.
+    let Some(orig) = (unsafe { DNS_ORIG.get(cookie) }).copied() else {
+        return;
+    };
+    let Some(cfg) = config() else { return };
+    let Some(key) = crate::ingress::connect_key(ctx) else {
+        return;
+    };
+    if key.server_port != cfg.port_base.wrapping_add(orig.policy_id as u16) {
+        // Redirected once, connected again elsewhere: not a connection to the resolver.
+        return;
+    }
+    if DNS_FLOWS.insert(key, orig, 0).is_err() {
+        policy::count(Counter::MapFull);
+    }
 }
 
 /// Whether `port` (as user_port holds it) is one of the resolver's policy ports.

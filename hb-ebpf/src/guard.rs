@@ -6,8 +6,8 @@
 //! ([`GuardConfig`]; IPv6 sockets to `[::1]`), and what the socket addressed is
 //! remembered under its cookie (`HB_GUARD_ORIG`, with the cgroup, pid and command that
 //! connected). When the socket sends its SYN, `sock_ops` (`TCP_CONNECT_CB`, the source
-//! port now chosen) copies that record to `HB_GUARD_FLOWS` under the client end as the
-//! guard will see it: the guard reads the original destination there when it accepts.
+//! port now chosen) copies that record to `HB_GUARD_CONNS` under the client end and the
+//! network namespace as the guard will see them: the guard reads the original destination there when it accepts.
 //! `getpeername4|6` reports the original peer again.
 //!
 //! UDP to port 443 from a guarded policy is refused here unless `allow_quic = true`: the
@@ -25,7 +25,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockOpsContext},
 };
 use hb_common::{
-    AF_INET, AF_INET6, Counter, GuardConfig, GuardFlowKey, GuardOrig, GuardPortKey, POLICY_GUARD,
+    AF_INET, AF_INET6, Counter, FlowKey, GuardConfig, GuardOrig, GuardPortKey, POLICY_GUARD,
     POLICY_GUARD_ALL, POLICY_QUIC, limits,
 };
 
@@ -40,9 +40,8 @@ static GUARD_PORTS: HashMap<GuardPortKey, u32> = HashMap::pinned(limits::GUARD_P
 #[map(name = "HB_GUARD_ORIG")]
 static GUARD_ORIG: LruHashMap<u64, GuardOrig> = LruHashMap::pinned(limits::GUARD_ORIG, 0);
 
-#[map(name = "HB_GUARD_FLOWS")]
-static GUARD_FLOWS: LruHashMap<GuardFlowKey, GuardOrig> =
-    LruHashMap::pinned(limits::GUARD_FLOWS, 0);
+#[map(name = "HB_GUARD_CONNS")]
+static GUARD_FLOWS: LruHashMap<FlowKey, GuardOrig> = LruHashMap::pinned(limits::GUARD_FLOWS, 0);
 
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
@@ -257,9 +256,9 @@ pub(crate) fn restore6(ctx: &SockAddrContext) {
 }
 
 /// In `sock_ops` at `TCP_CONNECT_CB`: a redirected socket's record, filed under its
-/// client end (address and the source port just chosen) and the guard port, which is
-/// how the guard finds it from the accepted socket. A socket that was not redirected
-/// (no record) costs one lookup.
+/// client end (address and the source port just chosen), the guard port and its network
+/// namespace ([`crate::ingress::connect_key`]), which is how the guard finds it from the
+/// accepted socket. A socket that was not redirected (no record) costs one lookup.
 #[inline(always)]
 pub(crate) fn record_flow(ctx: &SockOpsContext, cookie: u64) {
     // SAFETY: the map value is copied out at once.
@@ -267,36 +266,13 @@ pub(crate) fn record_flow(ctx: &SockOpsContext, cookie: u64) {
         return;
     };
     let Some(cfg) = config() else { return };
-    // `local_port` is host order. `remote_port` is network order, and on a little-endian
-    // machine the kernel hands it over shifted into the upper 16 bits
-    // (`sock_ops_convert_ctx_access`, `BPF_LSH 16` under `!__BIG_ENDIAN_BITFIELD`).
-    let guard_port = u16::from_be((ctx.remote_port() >> 16) as u16);
-    if guard_port != self::guard_port(&cfg, orig.policy_id) {
+    let Some(key) = crate::ingress::connect_key(ctx) else {
+        return;
+    };
+    if key.server_port != guard_port(&cfg, orig.policy_id) {
         // A socket redirected once and connected again elsewhere (after a failed
         // connect): not a guarded connection.
         return;
-    }
-    let mut key = GuardFlowKey {
-        client: [0; 16],
-        client_port: ctx.local_port() as u16,
-        guard_port,
-        family: AF_INET,
-        _pad: 0,
-    };
-    match ctx.family() {
-        2 => key.client[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes()),
-        10 => {
-            // The verifier allows only 4-byte reads of local_ip6: one word at a time.
-            for i in 0..4 {
-                // SAFETY: an in-bounds field of the context, read as the u32 it is.
-                let word = unsafe {
-                    core::ptr::read_volatile(core::ptr::addr_of!((*ctx.ops).local_ip6[i]))
-                };
-                key.client[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
-            }
-            key.family = AF_INET6;
-        }
-        _ => return,
     }
     if GUARD_FLOWS.insert(key, orig, 0).is_err() {
         policy::count(Counter::MapFull);

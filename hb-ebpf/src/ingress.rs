@@ -5,8 +5,9 @@
 //!   (`POLICY_INBOUND`), a sandbox accepts no connection from outside its own sandbox and
 //!   receives no datagram from a peer it was not admitted to talk to. Every refusal is an
 //!   event (`skb_ingress`, `inbound`) with the sender's address and the local port.
-//! * `sock_ops` ([`hb_sock_ops`]): when a guarded connection sends its SYN, its record is
-//!   filed for the guard (`guard::record_flow`); when a connection is accepted, its client becomes the
+//! * `sock_ops` ([`hb_sock_ops`]): when a guarded connection or a redirected TCP DNS
+//!   connection sends its SYN, its record is filed for the guard (`guard::record_flow`)
+//!   or the resolver (`dns::record_flow`) under [`connect_key`]; when a connection is accepted, its client becomes the
 //!   accepted socket's admitted peer in `HB_SOCK_DEST`, so the egress side, which judges
 //!   every packet on its destination, lets the replies through. Before that, the SYN-ACK
 //!   leaves from the listener: an admitted SYN makes its sender the listener's admitted
@@ -60,15 +61,16 @@ use aya_ebpf::{
     helpers::{
         bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
         generated::{
-            bpf_get_socket_cookie, bpf_sk_ancestor_cgroup_id, bpf_sk_cgroup_id, bpf_sk_fullsock,
-            bpf_sk_lookup_tcp, bpf_sk_release,
+            bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_ancestor_cgroup_id,
+            bpf_sk_cgroup_id, bpf_sk_fullsock, bpf_sk_lookup_tcp, bpf_sk_release,
         },
     },
     macros::{cgroup_skb, sock_ops},
     programs::{SkBuffContext, SockOpsContext},
 };
 use hb_common::{
-    AF_INET, AF_INET6, Counter, POLICY_INBOUND, SOCK_ADMIT_INBOUND, SockDest, hook, reason, verdict,
+    AF_INET, AF_INET6, Counter, FlowKey, POLICY_INBOUND, SOCK_ADMIT_INBOUND, SockDest, hook,
+    reason, verdict,
 };
 
 use crate::{
@@ -451,8 +453,48 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
         // SAFETY: the context pointer of a sock_ops program, which this helper accepts.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
         crate::guard::record_flow(&ctx, cookie);
+        dns::record_flow(&ctx, cookie);
     }
     1
+}
+
+/// At `TCP_CONNECT_CB`: the connecting socket's client end (address, the source port
+/// just chosen), the port it connects to and its network namespace, as the agent's
+/// accepted socket will see them (peer, local port, `SO_NETNS_COOKIE`). `None` for a
+/// family other than IPv4 and IPv6.
+///
+/// `local_port` is host order. `remote_port` is network order, and on a little-endian
+/// machine the kernel hands it over shifted into the upper 16 bits
+/// (`sock_ops_convert_ctx_access`, `BPF_LSH 16` under `!__BIG_ENDIAN_BITFIELD`).
+/// `bpf_get_netns_cookie` takes the sock_ops context (present in Linux 5.15)
+/// (`bpf_get_netns_cookie_sock_ops_proto`): the namespace of the socket, not of the task.
+#[inline(always)]
+pub(crate) fn connect_key(ctx: &SockOpsContext) -> Option<FlowKey> {
+    let mut key = FlowKey {
+        // SAFETY: the context pointer of a sock_ops program, which this helper accepts.
+        netns_cookie: unsafe { bpf_get_netns_cookie(ctx.ops.cast()) },
+        client: [0; 16],
+        client_port: ctx.local_port() as u16,
+        server_port: u16::from_be((ctx.remote_port() >> 16) as u16),
+        family: AF_INET,
+        _pad: 0,
+    };
+    match ctx.family() {
+        2 => key.client[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes()),
+        10 => {
+            // The verifier allows only 4-byte reads of local_ip6: one word at a time.
+            for i in 0..4 {
+                // SAFETY: an in-bounds field of the context, read as the u32 it is.
+                let word = unsafe {
+                    core::ptr::read_volatile(core::ptr::addr_of!((*ctx.ops).local_ip6[i]))
+                };
+                key.client[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            key.family = AF_INET6;
+        }
+        _ => return None,
+    }
+    Some(key)
 }
 
 #[inline(always)]

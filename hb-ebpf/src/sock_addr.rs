@@ -162,7 +162,9 @@ fn judge_sock4(ctx: &SockAddrContext, hook: u32) -> i32 {
         let sa = &*ctx.sock_addr;
         (sa.user_ip4, sa.user_port, sa.protocol)
     };
-    if port == dns::DNS_PORT && dns::redirect4(ctx, e.policy_id, protocol, admit_flags(hook)) {
+    if port == dns::DNS_PORT
+        && dns::redirect4(ctx, cgroup_id, e.policy_id, protocol, admit_flags(hook))
+    {
         return ALLOW;
     }
     let addr = ip.to_ne_bytes();
@@ -202,7 +204,9 @@ fn judge_sock6(ctx: &SockAddrContext, hook: u32) -> i32 {
             sa.protocol,
         )
     };
-    if port == dns::DNS_PORT && dns::redirect6(ctx, e.policy_id, protocol, admit_flags(hook)) {
+    if port == dns::DNS_PORT
+        && dns::redirect6(ctx, cgroup_id, e.policy_id, protocol, admit_flags(hook))
+    {
         return ALLOW;
     }
     let mut addr = [0u8; 16];

@@ -6,6 +6,7 @@
 
 use std::{
     fs,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     thread,
@@ -778,6 +779,28 @@ impl PodNetns {
         Sleeper { child, pid }
     }
 
+    /// `cmd` started in a fresh container cgroup of the pod at `pod_dir`, in this
+    /// namespace, with its stdin and stdout piped to the test; killed on drop.
+    fn spawn_in_pod(&self, driver: Driver, pod_dir: &Path, cmd: &[&str]) -> Piped {
+        let container = pod_dir.join(container_cgroup(driver));
+        fs::create_dir_all(&container).expect("container cgroup");
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec nsenter --net={} -- \"$@\"",
+            container.display(),
+            self.path()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .args(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn in pod");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        Piped { child, out }
+    }
+
     /// `cmd` in a fresh container cgroup of the pod at `pod_dir`, in this namespace.
     fn run_in_pod(&self, driver: Driver, pod_dir: &Path, cmd: &[&str]) -> Output {
         let container = pod_dir.join(container_cgroup(driver));
@@ -786,6 +809,34 @@ impl PodNetns {
         let mut full = vec!["nsenter", &net, "--"];
         full.extend_from_slice(cmd);
         run_in(&container, &full)
+    }
+}
+
+/// A pod's process the test talks to line by line; killed and reaped on drop.
+struct Piped {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Piped {
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).expect("pod process output");
+        l.trim().to_owned()
+    }
+
+    /// Sends one line (the go-ahead) to the process.
+    fn go(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("go");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Piped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -1112,3 +1163,112 @@ fn a_namespace_limits_the_policies_its_pods_may_name() {
     assert_eq!(got, ["EPERM", "203.0.113.10", "OK"]);
     assert_eq!(c.private.accepted(), 0);
 }
+
+/// Connects from a fixed source port (`0.0.0.0:40404`) to `allowed.test` on port
+/// `argv[1]` (through the guard), prints `connected`, sends its plain-HTTP request only
+/// after a line on stdin, and prints `body <what came back>`.
+const SAME_PORT_CLIENT: &str = r#"
+import socket, sys
+port = int(sys.argv[1])
+ip = socket.getaddrinfo("allowed.test", port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 40404))
+s.settimeout(5)
+s.connect((ip, port))
+print("connected", s.getsockname()[0], s.getsockname()[1], flush=True)
+sys.stdin.readline()
+s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+d = b""
+while True:
+    try:
+        c = s.recv(4096)
+    except OSError as e:
+        print("body", type(e).__name__, flush=True)
+        sys.exit(0)
+    if not c:
+        break
+    d += c
+print("body", d.split(b"\r\n\r\n", 1)[-1].decode() or "EMPTY", flush=True)
+"#;
+
+/// Two pods of one policy, each in its own network namespace, whose clients use the same
+/// source address and port (127.0.0.1:40404) through the guard at the same time, each to
+/// its own destination (allowed.test on port 80, and on port 443). The guard files each
+/// connection under its network namespace too, so each reaches its own recording
+/// listener; keyed by address and ports alone, the second connect's record replaced the
+/// first's, and the first pod's request went to the second pod's destination.
+#[test]
+fn two_pods_using_the_same_client_port_through_the_guard_each_reach_their_own_destination() {
+    let c = Cluster::start("kube-netns-collide");
+    let web80 = TcpProbe::bind("203.0.113.10:80");
+    let web443 = TcpProbe::bind("203.0.113.10:443");
+    let mut pods = Vec::new();
+    for name in ["one", "two"] {
+        let pod = FakePod::new(name, "agents", NODE, Some("web"));
+        c.add_enforced_pod(&pod);
+        let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+        fs::create_dir_all(&dir).expect("pod cgroup");
+        c.wait_enrolled(&dir, "web");
+        let netns = PodNetns::new();
+        let pause = netns.pause_in(&dir.join(container_cgroup(Driver::Systemd)));
+        pods.push((dir, netns, pause));
+    }
+    c.wait_stat("both namespaces served", |s| s["netns_served"] == 2);
+
+    // Both connect (handshakes done, the guard's record filed), neither has sent yet:
+    // the guard accepts a connection only once its first bytes arrive.
+    let mut clients = Vec::new();
+    for ((dir, netns, _), port) in pods.iter().zip(["80", "443"]) {
+        let mut client = netns.spawn_in_pod(
+            Driver::Systemd,
+            dir,
+            &[python(), "-c", SAME_PORT_CLIENT, port],
+        );
+        let line = client.line();
+        assert_eq!(line, "connected 127.0.0.1 40404", "pod client on {port}");
+        clients.push(client);
+    }
+    let mut bodies = Vec::new();
+    for client in &mut clients {
+        client.go();
+        bodies.push(client.line());
+    }
+    assert_eq!(
+        (web80.accepted(), web443.accepted(), &bodies),
+        (
+            1,
+            1,
+            &vec!["body hb-test".to_owned(), "body hb-test".to_owned()]
+        ),
+        "each pod's connection reaches its own destination (port 80, port 443)\n{}",
+        c.log()
+    );
+
+    // TCP DNS in each pod's namespace: the resolver's listener there finds the
+    // connection's record (same namespace cookie) and answers.
+    for (dir, netns, _) in &pods {
+        let got =
+            stdout_words(&netns.run_in_pod(Driver::Systemd, dir, &[python(), "-c", TCP_DNS_QUERY]));
+        assert_eq!(got, ["203.0.113.10"], "TCP DNS in a pod's namespace");
+    }
+}
+
+/// One TCP DNS query for `allowed.test` (type A) to a documentation nameserver; prints
+/// the first address of the answer, or `CLOSED`.
+const TCP_DNS_QUERY: &str = r#"
+import socket, struct
+m = b"\x42\x42\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07allowed\x04test\x00\x00\x01\x00\x01"
+t = socket.create_connection(("192.0.2.53", 53), timeout=3)
+t.sendall(struct.pack("!H", len(m)) + m)
+h = t.recv(2)
+if len(h) < 2:
+    print("CLOSED")
+else:
+    n = struct.unpack("!H", h)[0]; d = b""
+    while len(d) < n:
+        c = t.recv(n - len(d))
+        if not c: break
+        d += c
+    print(socket.inet_ntoa(d[-4:]))
+"#;

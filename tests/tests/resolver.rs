@@ -6,14 +6,14 @@
 
 use std::{
     fs,
-    io::{Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpStream, UdpSocket},
     process::{Child, Command, Output, Stdio},
     thread,
     time::Duration,
 };
 
-use hb_tests::{TcpProbe, TestEnv, UdpProbe, private_netns, python, stdout};
+use hb_tests::{TcpProbe, TestEnv, UdpProbe, agent_bin, private_netns, python, stdout};
 use serde_json::Value;
 
 const UPSTREAM_PORT: u16 = 5400;
@@ -794,4 +794,136 @@ print(json.dumps(out))
         (&"web".into(), &"deny".into()),
         "{e}"
     );
+}
+
+/// Opens as many TCP connections to "the nameserver" (the resolver, through the redirect)
+/// as it can, reports how many the resolver kept open (a closed one reads EOF), then
+/// holds them until its stdin closes.
+const PY_TCP_HOARD: &str = r#"
+import socket, sys, time
+held = []
+for i in range(64):
+    try:
+        held.append(socket.create_connection(("192.0.2.53", 53), timeout=3))
+    except OSError as e:
+        print("connect", i, e, flush=True)
+        break
+time.sleep(1.5)
+alive = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        s.recv(1)
+    except BlockingIOError:
+        alive += 1
+    except OSError:
+        pass
+print("held", alive, "of", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+/// One TCP DNS query for `allowed.test` to the documentation nameserver.
+const PY_TCP_QUERY: &str = r#"
+import socket, struct
+h = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+m = h + b"\x07allowed\x04test\x00" + struct.pack("!HH", 1, 1)
+t = socket.create_connection(("192.0.2.53", 53), timeout=3)
+t.sendall(struct.pack("!H", len(m)) + m)
+hdr = t.recv(2)
+if len(hdr) < 2:
+    print("closed without an answer")
+else:
+    n = struct.unpack("!H", hdr)[0]; d = b""
+    while len(d) < n:
+        c = t.recv(n - len(d))
+        if not c: break
+        d += c
+    print("tcp rcode", d[3] & 15, socket.inet_ntoa(d[-4:]))
+"#;
+
+/// A sandbox process killed (and reaped) on drop.
+struct Hoarder(Child);
+
+impl Drop for Hoarder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The attack: one sandbox (uid 65534) opens every TCP DNS connection it can and keeps
+/// them idle. Its policy has 8 TCP slots; it must get only its cgroup's share (a
+/// quarter: 2), the rest closed with a `dns_cgroup_busy` event naming its cgroup, so
+/// another sandbox of the same policy still resolves over TCP. A TCP connection to the
+/// resolver the kernel did not redirect (the host's, here) has no cgroup: closed unanswered.
+#[test]
+fn one_sandbox_holding_tcp_dns_connections_leaves_the_others_their_share() {
+    private_netns(&["203.0.113.10", "192.0.2.53"]);
+    let _up = Upstream::dnsmasq();
+    let cfg = config(UPSTREAM_PORT).replace(
+        "max_ttl_secs = 3\n",
+        "max_ttl_secs = 3\ntcp_idle_timeout_secs = 60\nmax_tcp_connections_per_policy = 8\n",
+    );
+    let mut env = TestEnv::new("tcphoard", &cfg);
+    env.start_agent();
+
+    let mut child = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+        .args([python(), "-c", PY_TCP_HOARD])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sandbox run");
+    let stdout_a = child.stdout.take().expect("stdout");
+    let _hoarder = Hoarder(child);
+    let mut line = String::new();
+    BufReader::new(stdout_a)
+        .read_line(&mut line)
+        .expect("hoarder output");
+    assert!(line.starts_with("held "), "hoarder: {line:?}");
+
+    let out = env.sandbox("web", &[python(), "-c", PY_TCP_QUERY]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("tcp rcode 0 203.0.113.10"),
+        "a second sandbox of the policy could not resolve over TCP while the first \
+         ({}) holds connections: {text}{}",
+        line.trim(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        line.starts_with("held 2 of"),
+        "the hoarder kept more than its cgroup's share: {line:?}"
+    );
+    let e = env.wait_event("dns_cgroup_busy", |e| e["reason"] == "dns_cgroup_busy");
+    assert_eq!(
+        (&e["hook"], &e["policy"]),
+        (&"dns".into(), &"web".into()),
+        "{e}"
+    );
+    assert!(e["cgroup_id"].as_u64().is_some_and(|c| c > 0), "{e}");
+    // The connections the resolver kept are the hoarder's, filed under its cgroup: the
+    // one the event names.
+    let rows = env.hb_json(&["maps", "dump", "dns_conns"]);
+    let held = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["cgroup_id"] == e["cgroup_id"])
+        .count();
+    assert_eq!(held, 2, "the hoarder's records: {rows}");
+
+    // Fail closed: the host's own connection to the resolver port has no kernel record.
+    let port = 5300 + env.policy_id("web") as u16;
+    let mut t = TcpStream::connect(("127.0.0.1", port)).expect("connect to the resolver");
+    let q = b"\x00\x1e\x42\x42\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07allowed\x04test\x00\x00\x01\x00\x01";
+    let _ = t.write_all(q);
+    t.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut buf = [0u8; 2];
+    let n = t.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "an unattributed TCP connection was answered");
 }

@@ -51,6 +51,10 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
             map_names::GUARD_FLOWS,
             crate::guard::flow::dump(bpffs).map_or(0, |r| r.len()),
         ),
+        (
+            map_names::DNS_FLOWS,
+            crate::dns::conns::dump(bpffs).map_or(0, |r| r.len()),
+        ),
     ]);
     let mut rows = Vec::new();
     for name in map_names::ALL {
@@ -295,14 +299,12 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
         }
         map_names::GUARD_FLOWS => {
             let mut flows = crate::guard::flow::dump(bpffs)?;
-            flows.sort_by_key(|(k, _)| (k.guard_port, k.client_port));
+            flows.sort_by_key(|(k, _)| (k.netns_cookie, k.server_port, k.client_port));
             for (k, o) in flows {
                 rows.push(row([
-                    (
-                        "client",
-                        json!(crate::guard::flow::client_of(&k).to_string()),
-                    ),
-                    ("guard_port", json!(k.guard_port)),
+                    ("netns_cookie", json!(k.netns_cookie)),
+                    ("client", json!(crate::flow_key::client_of(&k).to_string())),
+                    ("guard_port", json!(k.server_port)),
                     ("policy", json!(policy(o.policy_id))),
                     ("policy_id", json!(o.policy_id)),
                     ("dst", json!(o.dst.ip().to_string())),
@@ -311,6 +313,22 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                     ("cgroup", cg(o.cgroup_id)),
                     ("pid", json!(o.pid)),
                     ("comm", json!(o.comm)),
+                ]));
+            }
+        }
+        map_names::DNS_FLOWS => {
+            let mut conns = crate::dns::conns::dump(bpffs)?;
+            conns.sort_by_key(|(k, _)| (k.netns_cookie, k.server_port, k.client_port));
+            for (k, c) in conns {
+                rows.push(row([
+                    ("netns_cookie", json!(k.netns_cookie)),
+                    ("client", json!(crate::flow_key::client_of(&k).to_string())),
+                    ("resolver_port", json!(k.server_port)),
+                    ("policy", json!(policy(c.policy_id))),
+                    ("policy_id", json!(c.policy_id)),
+                    ("nameserver", json!(c.named.to_string())),
+                    ("cgroup_id", json!(c.cgroup_id)),
+                    ("cgroup", cg(c.cgroup_id)),
                 ]));
             }
         }

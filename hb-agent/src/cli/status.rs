@@ -319,7 +319,7 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
     if let Some(r) = &resolver {
         println!();
         println!(
-            "resolver: {} addresses learned, {} evicted (max_ips_per_name), {} evicted (max_ips_per_policy), {} answers refused with the allow map full, {} TCP connections refused (max_tcp_connections)",
+            "resolver: {} addresses learned, {} evicted (max_ips_per_name), {} evicted (max_ips_per_policy), {} answers refused with the allow map full, {} TCP connections refused (max_tcp_connections, _per_policy, _per_cgroup, or no kernel record)",
             r.learned, r.evicted, r.policy_quota_evicted, r.allow_map_full, r.tcp_refused
         );
     }

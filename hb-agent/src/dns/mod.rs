@@ -28,14 +28,16 @@
 //!
 //! TCP (RFC 7766): a connection may wait `tcp_idle_timeout_secs` for a query to begin,
 //! and a begun query must arrive whole within `tcp_query_timeout_secs`; connections are
-//! capped per policy and in all (see [`TcpLimits`]) and those over a cap are closed at
-//! once. Each connection holds one of the agent's file descriptors, which the broker and
+//! capped per cgroup, per policy and in all (see [`TcpLimits`]) and those over a cap are
+//! closed at once. The cgroup comes from the kernel's record of the connection
+//! ([`conns`]); a connection without one is closed. Each connection holds one of the agent's file descriptors, which the broker and
 //! the state files share: stalled connections without these bounds starved them all.
 //!
 //! Must never: answer from the host's /etc/hosts, answer before the allow map holds the
 //! addresses, let a malformed packet stop a listener, or let a sandbox hold agent file
 //! descriptors without bound.
 
+pub(crate) mod conns;
 pub mod learned;
 pub mod names;
 pub(crate) mod upstream;
@@ -52,6 +54,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hb_common::FlowKey;
 use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
     rr::{Name, RData, RecordType},
@@ -115,6 +118,8 @@ struct Inner {
     cache: Mutex<HashMap<(u32, String, RecordType), CachedAnswer>>,
     events: mpsc::Sender<EventRecord>,
     tcp: TcpLimits,
+    /// The kernel's records of the redirected TCP connections: who holds each.
+    conns: Arc<conns::Conns>,
     /// `hb_dns_query_duration_seconds` of the cache, local and upstream paths.
     latency: [prometheus_client::metrics::histogram::Histogram; 3],
 }
@@ -142,6 +147,9 @@ struct TcpLimits {
     global: Arc<Semaphore>,
     /// Slots per policy id (shared by its IPv4 and IPv6 listeners).
     per_policy: HashMap<u32, Arc<Semaphore>>,
+    /// Connections each cgroup holds (`max_tcp_connections_per_cgroup`), across
+    /// policies: a cgroup is under one policy at a time.
+    per_cgroup: conns::CgroupSlots,
     /// Connections closed at accept because a cap was reached (for `status`).
     refused: Arc<AtomicU64>,
     /// Refusals not logged yet, and when the last log line went out.
@@ -173,7 +181,7 @@ impl TcpLimits {
             tracing::warn!(
                 count = log.0,
                 policy = %crate::events::Escaped(policy),
-                "TCP DNS connections closed at once: dns.max_tcp_connections(_per_policy) reached"
+                "TCP DNS connections closed at once: dns.max_tcp_connections(_per_policy, _per_cgroup) reached, or no kernel record"
             );
             *log = (0, Some(now));
         }
@@ -222,8 +230,8 @@ pub struct DnsStats {
     /// Addresses a policy dropped to stay within `max_ips_per_policy`.
     #[serde(default)]
     pub policy_quota_evicted: u64,
-    /// TCP connections closed at once because `max_tcp_connections(_per_policy)` was
-    /// reached.
+    /// TCP connections closed at once: `max_tcp_connections(_per_policy, _per_cgroup)`
+    /// was reached, or the kernel had no record of the connection's cgroup.
     #[serde(default)]
     pub tcp_refused: u64,
 }
@@ -363,6 +371,7 @@ pub async fn start(
         cache: Mutex::new(HashMap::new()),
         events,
         tcp,
+        conns: Arc::new(conns::Conns::open(bpffs_dir)?),
         latency: ["cache", "local", "upstream"].map(|p| crate::telemetry::global().dns_latency(p)),
     });
     for (&id, policy) in &inner.policies {
@@ -451,6 +460,7 @@ fn tcp_limits(config: &Config, policy_ids: impl Iterator<Item = u32>) -> TcpLimi
         per_policy: policy_ids
             .map(|id| (id, Arc::new(Semaphore::new(per_policy))))
             .collect(),
+        per_cgroup: conns::CgroupSlots::new(config.dns.per_cgroup()),
         refused: Arc::new(AtomicU64::new(0)),
         refused_log: Mutex::new((0, None)),
     }
@@ -501,10 +511,10 @@ async fn serve_tcp(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
     let mut backoff = Duration::ZERO;
     let mut last_error_log: Option<Instant> = None;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
                 backoff = Duration::ZERO;
-                stream
+                accepted
             }
             Err(e) => {
                 // The connection stays queued; retrying at once spun a core while the
@@ -519,12 +529,92 @@ async fn serve_tcp(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
                 continue;
             }
         };
-        let Some(permits) = inner.tcp.admit(policy_id) else {
+        let Some(ticket) = inner.admit_tcp(policy_id, &policy, &stream, peer) else {
             drop(stream);
             inner.tcp.refused(&policy);
             continue;
         };
-        tokio::spawn(serve_tcp_conn(inner.clone(), policy_id, stream, permits));
+        tokio::spawn(serve_tcp_conn(inner.clone(), policy_id, stream, ticket));
+    }
+}
+
+/// An admitted TCP connection's kernel record and slots, given back when it ends.
+struct TcpTicket {
+    conns: Arc<conns::Conns>,
+    key: FlowKey,
+    _cgroup: conns::CgroupSlot,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl Drop for TcpTicket {
+    fn drop(&mut self) {
+        self.conns.forget(&self.key);
+    }
+}
+
+impl Inner {
+    /// Admits an accepted TCP connection: its caller from the kernel's record (none, or
+    /// one of another policy: closed), a slot of the caller's cgroup (none: closed with
+    /// a `dns_cgroup_busy` event), then of the policy and of all. `None` closes it.
+    fn admit_tcp(
+        &self,
+        policy_id: u32,
+        policy: &str,
+        stream: &TcpStream,
+        peer: SocketAddr,
+    ) -> Option<TcpTicket> {
+        use std::os::fd::AsFd as _;
+        let local = stream.local_addr().ok()?;
+        let key = crate::flow_key::key_of_accepted(stream.as_fd(), peer, local)?;
+        let caller = self.conns.find(&key);
+        let Some(caller) = caller.filter(|c| c.policy_id == policy_id) else {
+            // Not redirected by the kernel for this port: no cgroup to hold to its share.
+            self.conns.forget(&key);
+            return None;
+        };
+        let Some(cgroup) = self.tcp.per_cgroup.take(caller.cgroup_id) else {
+            self.conns.forget(&key);
+            self.cgroup_busy(policy, &caller);
+            return None;
+        };
+        let Some(permits) = self.tcp.admit(policy_id) else {
+            self.conns.forget(&key);
+            return None;
+        };
+        Some(TcpTicket {
+            conns: self.conns.clone(),
+            key,
+            _cgroup: cgroup,
+            _permits: permits,
+        })
+    }
+
+    /// Reports a TCP connection closed because its cgroup holds its share already.
+    fn cgroup_busy(&self, policy: &str, caller: &conns::Caller) {
+        let record = EventRecord {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            hook: "dns".into(),
+            verdict: "deny".into(),
+            reason: "dns_cgroup_busy".into(),
+            policy: policy.into(),
+            cgroup_id: caller.cgroup_id,
+            cgroup: None,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            family: match caller.named.ip() {
+                IpAddr::V6(_) => "ipv6".into(),
+                IpAddr::V4(_) => "ipv4".into(),
+            },
+            protocol: "tcp".into(),
+            dst: caller.named.ip().to_string(),
+            port: caller.named.port(),
+            name: None,
+            suppressed: 0,
+            detail: Some("dns.max_tcp_connections_per_cgroup reached".into()),
+        };
+        // A full channel drops the event rather than delaying the accept loop.
+        let _ = self.events.try_send(record);
     }
 }
 
@@ -546,12 +636,12 @@ async fn read_tcp_query(limits: &TcpLimits, stream: &mut TcpStream) -> Option<Ve
 }
 
 /// RFC 7766: length-prefixed messages, several per connection, idle and query timeouts.
-/// `_permits` are the connection's slots, given back when it ends.
+/// `_ticket` holds the connection's slots and record, given back when it ends.
 async fn serve_tcp_conn(
     inner: Arc<Inner>,
     policy_id: u32,
     mut stream: TcpStream,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    _ticket: TcpTicket,
 ) {
     loop {
         let Some(query) = read_tcp_query(&inner.tcp, &mut stream).await else {

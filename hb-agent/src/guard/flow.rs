@@ -1,21 +1,19 @@
-//! Where a guarded connection was going: the kernel's record of it (`HB_GUARD_FLOWS`),
+//! Where a guarded connection was going: the kernel's record of it (`HB_GUARD_CONNS`),
 //! found from the accepted socket's two ends and removed when the guard is done.
 //!
 //! The connect hook remembered what the sandbox's socket addressed; `sock_ops` filed it
-//! under the socket's client end (address, port) and the guard port when the SYN left.
-//! The accepted socket's peer is that client end and its local port that guard port, so
-//! the guard needs no cooperation from the client. A connection without a record (the
-//! LRU map forgot it, or something not redirected by the kernel connected to the guard
-//! directly) is closed: nothing the guard cannot attribute goes anywhere.
+//! under the socket's network namespace, client end (address, port) and the guard port
+//! when the SYN left ([`crate::flow_key`]). The accepted socket's namespace, peer and
+//! local port are those, so the guard needs no cooperation from the client, and two
+//! pods whose clients share an address and port find their own records. A connection
+//! without a record (the LRU map forgot it, something not redirected by the kernel
+//! connected to the guard directly, or its namespace could not be read) is closed:
+//! nothing the guard cannot attribute goes anywhere.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::Path,
-    sync::Mutex,
-};
+use std::{net::SocketAddr, path::Path, sync::Mutex};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use hb_common::{AF_INET, AF_INET6, GuardFlowKey, GuardOrig, map_names};
+use hb_common::{AF_INET, FlowKey, GuardOrig, map_names};
 
 use crate::maps::{MapsError, addr_of, open_typed};
 
@@ -48,29 +46,7 @@ impl Origin {
 
 /// The flow table, shared by every connection task.
 pub struct Flows {
-    map: Mutex<BpfHashMap<MapData, GuardFlowKey, GuardOrig>>,
-}
-
-/// A connection's key in the flow table: the accepted socket's peer and local port.
-pub fn key_of(peer: SocketAddr, local: SocketAddr) -> GuardFlowKey {
-    let mut key = GuardFlowKey {
-        client: [0; 16],
-        client_port: peer.port(),
-        guard_port: local.port(),
-        family: AF_INET,
-        _pad: 0,
-    };
-    match peer.ip() {
-        IpAddr::V4(a) => key.client[..4].copy_from_slice(&a.octets()),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => key.client[..4].copy_from_slice(&v4.octets()),
-            None => {
-                key.client = a.octets();
-                key.family = AF_INET6;
-            }
-        },
-    }
-    key
+    map: Mutex<BpfHashMap<MapData, FlowKey, GuardOrig>>,
 }
 
 impl Flows {
@@ -81,13 +57,13 @@ impl Flows {
     }
 
     /// The record of the connection with this key, if the kernel filed one.
-    pub fn find(&self, key: &GuardFlowKey) -> Option<Origin> {
+    pub fn find(&self, key: &FlowKey) -> Option<Origin> {
         let map = self.map.lock().ok()?;
         map.get(key, 0).ok().map(|o| Origin::from_record(&o))
     }
 
     /// Drops the record of a connection the guard has closed.
-    pub fn forget(&self, key: &GuardFlowKey) {
+    pub fn forget(&self, key: &FlowKey) {
         if let Ok(mut map) = self.map.lock() {
             let _ = map.remove(key);
         }
@@ -96,17 +72,12 @@ impl Flows {
 
 /// Every record in the table (`hb-agent maps dump guard`): the client end and the
 /// original destination of each connection in flight.
-pub fn dump(bpffs_dir: &Path) -> Result<Vec<(GuardFlowKey, Origin)>, MapsError> {
-    let map: BpfHashMap<MapData, GuardFlowKey, GuardOrig> =
+pub fn dump(bpffs_dir: &Path) -> Result<Vec<(FlowKey, Origin)>, MapsError> {
+    let map: BpfHashMap<MapData, FlowKey, GuardOrig> =
         open_typed(bpffs_dir, map_names::GUARD_FLOWS)?;
     Ok(map
         .iter()
         .filter_map(|r| r.ok())
         .map(|(k, o)| (k, Origin::from_record(&o)))
         .collect())
-}
-
-/// A flow key's client end as an address.
-pub fn client_of(key: &GuardFlowKey) -> SocketAddr {
-    SocketAddr::new(addr_of(&key.client, key.family == AF_INET), key.client_port)
 }

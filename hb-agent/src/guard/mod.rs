@@ -48,7 +48,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hb_common::GuardFlowKey;
+use hb_common::FlowKey;
 use tokio::{
     io::AsyncReadExt as _,
     net::{TcpListener, TcpStream},
@@ -382,7 +382,7 @@ async fn serve_listener(inner: Arc<Inner>, policy_id: u32, listener: TcpListener
 /// Forgets a connection's kernel record when the connection ends, however it ends.
 struct Tracked<'a> {
     inner: &'a Inner,
-    key: GuardFlowKey,
+    key: FlowKey,
 }
 
 impl Drop for Tracked<'_> {
@@ -397,7 +397,10 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
     let Ok(local) = client.local_addr() else {
         return;
     };
-    let key = flow::key_of(peer, local);
+    let Some(key) = crate::flow_key::key_of_accepted(client.as_fd(), peer, local) else {
+        inner.stats.unattributed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     let Some(origin) = inner.flows.find(&key) else {
         inner.stats.unattributed.fetch_add(1, Ordering::Relaxed);
         return;

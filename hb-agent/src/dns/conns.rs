@@ -1,0 +1,149 @@
+//! Who holds the resolver's TCP connections: the kernel's record of each redirected TCP
+//! DNS connection (`HB_DNS_CONNS`), and each cgroup's share of its policy's TCP slots.
+//!
+//! The connect hook remembered the policy and cgroup of every socket it sent to the
+//! resolver; `sock_ops` filed that under the socket's network namespace, client end and
+//! resolver port when its SYN left ([`crate::flow_key`]). The resolver finds it from the
+//! accepted socket, holds the cgroup to `dns.max_tcp_connections_per_cgroup` (past it:
+//! closed with a `dns_cgroup_busy` event), and removes the record when the connection
+//! ends. So one sandbox holding idle connections cannot take its policy's every slot.
+//!
+//! Must never serve a TCP connection it cannot attribute: no record (the LRU map forgot
+//! it, something the kernel did not redirect connected directly), a record of another
+//! policy's port, or an unreadable namespace — each is closed at once.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use hb_common::{AF_INET, DnsOrig, FlowKey, map_names};
+
+use crate::maps::{MapsError, addr_of, open_typed};
+
+/// The table of redirected TCP DNS connections, shared by every TCP listener.
+pub(super) struct Conns {
+    map: Mutex<BpfHashMap<MapData, FlowKey, DnsOrig>>,
+}
+
+/// Who opened one TCP DNS connection, and which nameserver it named.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub policy_id: u32,
+    pub cgroup_id: u64,
+    /// The nameserver the sandbox addressed (before the kernel redirected it).
+    pub named: SocketAddr,
+}
+
+impl Caller {
+    fn from_record(o: &DnsOrig) -> Self {
+        Self {
+            policy_id: o.policy_id,
+            cgroup_id: o.cgroup_id,
+            named: SocketAddr::new(
+                addr_of(&o.addr, o.family == AF_INET),
+                u16::from_be(o.port_be),
+            ),
+        }
+    }
+}
+
+/// Every record in the table (`hb-agent maps dump dns_conns`): the TCP DNS connections
+/// between SYN and close, and who opened each.
+pub(crate) fn dump(bpffs_dir: &Path) -> Result<Vec<(FlowKey, Caller)>, MapsError> {
+    let map: BpfHashMap<MapData, FlowKey, DnsOrig> = open_typed(bpffs_dir, map_names::DNS_FLOWS)?;
+    Ok(map
+        .iter()
+        .filter_map(|r| r.ok())
+        .map(|(k, o)| (k, Caller::from_record(&o)))
+        .collect())
+}
+
+impl Conns {
+    pub(super) fn open(bpffs_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            map: Mutex::new(open_typed(bpffs_dir, map_names::DNS_FLOWS)?),
+        })
+    }
+
+    /// The caller of the connection with this key, if the kernel filed one.
+    pub(super) fn find(&self, key: &FlowKey) -> Option<Caller> {
+        let map = self.map.lock().ok()?;
+        map.get(key, 0).ok().map(|o| Caller::from_record(&o))
+    }
+
+    /// Drops the record of a connection the resolver has closed.
+    pub(super) fn forget(&self, key: &FlowKey) {
+        if let Ok(mut map) = self.map.lock() {
+            let _ = map.remove(key);
+        }
+    }
+}
+
+/// TCP DNS connections each cgroup holds, against `dns.max_tcp_connections_per_cgroup`.
+pub(super) struct CgroupSlots {
+    cap: u32,
+    held: Arc<Mutex<HashMap<u64, u32>>>,
+}
+
+impl CgroupSlots {
+    pub(super) fn new(cap: u32) -> Self {
+        Self {
+            cap,
+            held: Arc::default(),
+        }
+    }
+
+    /// A slot for `cgroup`, or `None` when it holds its share already.
+    pub(super) fn take(&self, cgroup: u64) -> Option<CgroupSlot> {
+        let mut held = self.held.lock().ok()?;
+        let n = held.entry(cgroup).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(CgroupSlot {
+            held: self.held.clone(),
+            cgroup,
+        })
+    }
+}
+
+/// One connection's place in its cgroup's count, given back when it ends.
+pub(super) struct CgroupSlot {
+    held: Arc<Mutex<HashMap<u64, u32>>>,
+    cgroup: u64,
+}
+
+impl Drop for CgroupSlot {
+    fn drop(&mut self) {
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        if let Some(n) = held.get_mut(&self.cgroup) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.cgroup);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_gets_its_share_and_gets_it_back_when_a_connection_ends() {
+        let slots = CgroupSlots::new(2);
+        let a1 = slots.take(1).expect("first");
+        let _a2 = slots.take(1).expect("second");
+        assert!(slots.take(1).is_none(), "third past the share of 2");
+        let _b = slots.take(2).expect("another cgroup has its own share");
+        drop(a1);
+        assert!(slots.take(1).is_some(), "a slot given back is free again");
+    }
+}
