@@ -169,6 +169,15 @@ impl Accounts {
             .insert(key.to_owned());
     }
 
+    /// The account (integration, account) a call resolved `credential_id` for, if any
+    /// did (a rotation's pending value too, once noted).
+    pub fn owner_of(&self, credential_id: &str) -> Option<(String, String)> {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.iter()
+            .find(|(_, ids)| ids.contains(credential_id))
+            .map(|(account, _)| account.clone())
+    }
+
     /// The credential ids calls of this account were resolved to, in any state.
     pub fn seen(&self, integration: &str, account: &str) -> Vec<String> {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);

@@ -33,19 +33,23 @@
 //!   `Content-Range`, `multipart/byteranges`) is refused, and so is a body the scrubber
 //!   cannot read as text (unless `broker.allow_binary_responses`); headers (names and
 //!   values) and body are scrubbed (known token families, every stored credential and
-//!   live handle, in their encodings, UTF-16 included), sanitized when asked
+//!   live handle, in their encodings, UTF-16 included; for a sandbox, not the values
+//!   its request carried that are not its own: see `text_gate::View::answer`; in a
+//!   body with NUL bytes, also in its view without them: [`cut_spread`]), sanitized when asked
 //!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
 //!   can turn look-alike characters into a credential). In the answer to a call that
 //!   carried a credential, every run of at least 8 characters of that credential
 //!   (fewer for short values, see [`crate::scrub::Fragments`]), or of one of its
 //!   encodings, is redacted too, in any case: a truncated or re-cased echo holds no
-//!   whole form, but a caller could put its pieces together.
+//!   whole form, but a caller could put its pieces together. Another account's
+//!   credential in the answer that the request did not carry raises that account's
+//!   `reflection` ([`unheld_in_answer`]).
 //!
 //! Must never: open a connection for a request policy refused, reach a host the
 //! caller's policy does not, send a credential to a host outside its integration, or
 //! return a byte the scrubber has not seen.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use axum::{Json, extract::State};
 use base64::Engine as _;
@@ -70,6 +74,7 @@ use super::{
 use crate::{
     config::{Auth, IntegrationConfig, PolicyConfig},
     events::EventRecord,
+    scrub::LiveId,
     secret::Secret,
 };
 
@@ -303,7 +308,7 @@ pub async fn request(
     }
     let decision = decide(&call, owner, &parsed)?;
     let sensed = sense(&call, &parsed, &decision);
-    inspect_outgoing(&call, owner, &parsed, &decision).await?;
+    let carried = inspect_outgoing(&call, owner, &parsed, &decision).await?;
     held(&call, &parsed, &decision)?;
     let usable = credentials_now(&call, &decision).await?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
@@ -327,7 +332,12 @@ pub async fn request(
         // 401 to a hop that carried the key says anything about it.
         super::rotation::probe::unauthorized(&shared, &entry.integration, &entry.account);
     }
-    respond(&call, &decision, &sent, &parsed, response).await
+    let answer = Answer {
+        owner,
+        carried: &carried,
+        sent: &sent,
+    };
+    respond(&call, &decision, &answer, &parsed, response).await
 }
 
 /// Requests up to this size (URL and body) are searched on the calling task: the hand-off
@@ -339,12 +349,13 @@ const INLINE_SEARCH_BYTES: usize = 64 * 1024;
 /// handle does; a call without a handle goes on, as one carrying a real handle's text
 /// would) and for the values of its own accounts' credentials (the `reflection`
 /// signal; the request is refused: the broker adds credentials, it never forwards one).
+/// Every live value it carries, for the answer's view.
 async fn inspect_outgoing(
     call: &Call<'_>,
     owner: Owner,
     parsed: &Parsed,
     decision: &Decision<'_>,
-) -> Result<(), ApiError> {
+) -> Result<HashSet<LiveId>, ApiError> {
     let shared = call.shared;
     let url = parsed.target.to_string();
     // A scan of the whole request. A large one runs on a blocking thread, so other
@@ -367,7 +378,7 @@ async fn inspect_outgoing(
         return Err(unknown_handle());
     }
     if !reflected_in_request(call, parsed, &found) {
-        return Ok(());
+        return Ok(found.values);
     }
     call.audit(
         &parsed.action,
@@ -928,23 +939,34 @@ async fn send(
     Ok(response)
 }
 
+/// What an answer is judged by besides the call itself.
+struct Answer<'a> {
+    /// Whose handles the call used (the caller, or the host policy's owner).
+    owner: Owner,
+    /// Every live value the request carried (see [`inspect_outgoing`]).
+    carried: &'a HashSet<LiveId>,
+    /// Every credential the call sent, in order: the answer is cut of all their runs.
+    sent: &'a [Arc<Current>],
+}
+
 /// Phase 6: what leaves is what the scrubber saw.
 async fn respond(
     call: &Call<'_>,
     decision: &Decision<'_>,
-    sent: &[Arc<Current>],
+    answer: &Answer<'_>,
     parsed: &Parsed,
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
-    let shared = call.shared;
+    let (shared, sent) = (call.shared, answer.sent);
     if decision.credential.is_some() {
         refuse_unsafe_for_credential(call, parsed, &response)?;
     }
-    // The caller's view of the scrubber: the families, and the live values of its own
-    // handles and their credentials (the one injected here among them). Scrubbed with
-    // every live value on the node, an upstream that echoes what the caller sent would
-    // tell it which of its guesses is another tenant's live credential.
-    let view = View::of(shared, call.caller);
+    // Every live value on the node (every tenant's), but for a sandbox not those its
+    // request carried that are not its own: scrubbed of a value it sent, an upstream
+    // that echoes what it is sent would tell it which of its guesses is another
+    // tenant's live credential; not scrubbed of one it never sent, a provider's answer
+    // (a key listing) would hand it another tenant's.
+    let view = View::answer(shared, call.caller, answer.carried);
     // Runs of the credentials the call sent (built once per credential): a retried
     // call's upstream saw two.
     let pieces = |text: String| without_runs(sent, text);
@@ -979,18 +1001,20 @@ async fn respond(
             },
         );
     }
+    let unspread = cut_spread(&view, sent, &response.body);
+    let body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
+    let (headers, headers_redacted) = scrub_headers(&view, &response.headers, &pieces);
+    if unspread.is_some() || headers_redacted || !body.redactions.is_empty() {
+        // Something was redacted: maybe another account's credential.
+        unheld_in_answer(call, parsed, answer, &view, &response).await;
+    }
     let mut out = serde_json::Map::new();
     out.insert("status".into(), response.status.into());
-    out.insert(
-        "headers".into(),
-        Value::Object(scrub_headers(&view, response.headers, &pieces)),
-    );
+    out.insert("headers".into(), Value::Object(headers));
     let scrubbed = sent
         .iter()
         .filter_map(|c| c.fragments())
-        .fold(view.scrub(&response.body).bytes, |body, f| {
-            f.redact(&body).unwrap_or(body)
-        });
+        .fold(body.bytes, |body, f| f.redact(&body).unwrap_or(body));
     match String::from_utf8(scrubbed) {
         Ok(text) => match parsed.sanitize {
             Some(mode) => {
@@ -1028,6 +1052,77 @@ async fn respond(
         }
     }
     Ok(Json(Value::Object(out)))
+}
+
+/// Phase 6a: `body` cut of what a scrub of the caller's view finds in it once its NUL
+/// bytes and `\u0000` escapes are dropped, and of runs of the credentials the call
+/// sent found there: a value spelled in UTF-32 (or UTF-16 at any alignment, or any other
+/// spacing of its characters with NULs) is whole in that view, and the
+/// bytes that spell it are redacted in the body itself. `None` (and one `memchr` and
+/// one `memmem` of work) when the body has no NUL byte and no `\u0000`, or nothing to cut.
+fn cut_spread(view: &View, sent: &[Arc<Current>], body: &[u8]) -> Option<Vec<u8>> {
+    crate::scrub::cut_spread(body, |squeezed| {
+        let mut spans: Vec<_> = view
+            .scrub(squeezed)
+            .redactions
+            .iter()
+            .map(|r| (r.offset..r.offset + r.len, r.family))
+            .collect();
+        for f in sent.iter().filter_map(|c| c.fragments()) {
+            spans.extend(
+                f.spans(squeezed)
+                    .into_iter()
+                    .map(|run| (run, "live_secret")),
+            );
+        }
+        spans
+    })
+}
+
+/// Phase 6b: a credential of an account the caller holds no handle for, in the answer
+/// but not in what the caller sent (a provider's key listing; a guess the caller
+/// planted in stored content and fetched back): the value is exposed. The caller gets
+/// it redacted; its account gets its integration's `on_reflection`, the audit record
+/// naming the caller (`seen: "response_unheld"`), so a value confirmed that way is
+/// rotated.
+async fn unheld_in_answer(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    answer: &Answer<'_>,
+    view: &View,
+    response: &OutboundResponse,
+) {
+    let shared = call.shared;
+    let mut found = view.matching(&response.body);
+    let header_values: Vec<u8> = response
+        .headers
+        .iter()
+        .flat_map(|(_, v)| v.bytes().chain(std::iter::once(b'\n')))
+        .collect();
+    found.extend(view.matching(&header_values));
+    let ids = super::sightings::foreign(shared, answer.owner, &found, answer.carried);
+    if ids.is_empty() {
+        return;
+    }
+    for (integration, account) in super::sightings::accounts_of(shared, &ids).await {
+        super::rotation::detect::signal(
+            shared,
+            &super::rotation::detect::Signal {
+                detector: super::rotation::detect::Detector::Reflection,
+                trigger: "reflection",
+                integration: &integration,
+                account: &account,
+                policy: call.policy,
+                caller: Some(call.caller),
+                seen: "response_unheld",
+                handle: parsed
+                    .handle
+                    .as_deref()
+                    .map(|h| shared.audit.fingerprint(h)),
+                execution: None,
+            },
+        );
+    }
 }
 
 /// What a call that carried a credential does not get back: a part of a
@@ -1093,16 +1188,19 @@ fn map_strings(value: Value, f: &impl Fn(String) -> String) -> Value {
 
 /// Response headers, names and values scrubbed (an upstream may reflect a URL into
 /// either) and passed through `pieces` (runs of the call's credential), repeated
-/// names joined with `, `.
+/// names joined with `, `; and whether the scrub redacted anything.
 fn scrub_headers(
     view: &View,
-    headers: Vec<(String, String)>,
+    headers: &[(String, String)],
     pieces: &impl Fn(String) -> String,
-) -> serde_json::Map<String, Value> {
+) -> (serde_json::Map<String, Value>, bool) {
     let mut out = serde_json::Map::new();
+    let mut redacted = false;
     for (k, v) in headers {
-        let k = pieces(view.scrub_str(&k).0);
-        let v = pieces(view.scrub_str(&v).0);
+        let (k, in_name) = view.scrub_str(k);
+        let (v, in_value) = view.scrub_str(v);
+        redacted |= !in_name.is_empty() || !in_value.is_empty();
+        let (k, v) = (pieces(k), pieces(v));
         match out.get_mut(&k) {
             Some(Value::String(prev)) => {
                 prev.push_str(", ");
@@ -1113,7 +1211,7 @@ fn scrub_headers(
             }
         }
     }
-    out
+    (out, redacted)
 }
 
 fn content_type(headers: &[(String, String)]) -> Option<&str> {

@@ -1,35 +1,42 @@
 //! Where the `canary` and `reflection` detectors look: what a caller sends through the
-//! broker, and the answer to a call that carried a credential.
+//! broker, and the answers to its calls.
 //!
 //! - [`outgoing`]: a request's URL, header names and values and body, searched (by the
 //!   scrubber, so in every encoding it knows: raw, base64, percent, hex, JSON escapes,
-//!   UTF-16) for every remembered decoy handle and for the values of the credentials of
-//!   the accounts the caller holds handles for (the values it may have been shown by
-//!   mistake; a sandbox is never searched for credentials it has no handle for, so this
-//!   tells it nothing about other tenants' values).
+//!   UTF-16, and spread out with NUL bytes) for every live value on the node, in one
+//!   scan: the remembered decoy handles and the values of the credentials of the
+//!   accounts the caller holds handles for (the values it may have been shown by
+//!   mistake) are named, and every value found is kept for the answer's view (a value
+//!   the caller sent is not redacted from the answer unless it is its own, so an echo
+//!   does not tell it which of its guesses is live; see `text_gate::View::answer`).
 //! - [`reflected`]: whether the credential a call carried comes back whole (in any of
 //!   those encodings) in that call's answer. Runs of it (a key's prefix or last four
 //!   characters, which dashboards and some APIs echo) are redacted from the answer but
 //!   are not a reflection.
+//! - [`foreign`]: the credentials of accounts the caller holds no handle for that an
+//!   answer holds and the caller did not send (a provider's key listing): redacted from
+//!   the answer, and each a `reflection` of its own account.
 //!
-//! Only live values are looked for (the token families are not run), all of them in
-//! one scan that names the credential or decoy of each hit.
+//! Only live values are looked for (the token families are not run).
 //! Must never: return or log the bytes it found.
 
 use std::collections::HashSet;
 
 use http::{HeaderName, HeaderValue};
 
-use super::{handles::Owner, state::Shared};
-use crate::scrub::{LiveId, Scrubber};
+use super::{credentials::with_vault, handles::Owner, state::Shared};
+use crate::scrub::{LiveId, Scrubber, Sees};
 
 /// What a request carried that it should not have.
 #[derive(Default)]
 pub struct Outgoing {
     /// Decoy handles, as planted.
     pub canaries: Vec<String>,
-    /// Credentials (id, integration, account) whose value the request carries.
+    /// Credentials (id, integration, account) of the caller's own accounts whose value
+    /// the request carries.
     pub credentials: Vec<(String, String, String)>,
+    /// Every live value the request carries (scrubber ids), whoever's it is.
+    pub values: HashSet<LiveId>,
 }
 
 /// Searches what a caller sends (see the module header). A scan of the whole request:
@@ -51,11 +58,12 @@ pub fn outgoing(
         .copied()
         .collect();
     let credentials = own_credentials(shared, owner);
-    if credentials.is_empty() && decoys.is_empty() {
-        return Outgoing::default();
-    }
     let buf = request_text(url, headers, body);
-    let (seen, credentials) = search(&shared.scrubber, &buf, &decoys, credentials);
+    let Found {
+        decoys: seen,
+        credentials,
+        values,
+    } = search(&shared.scrubber, &buf, &decoys, credentials);
     let canaries = if seen.is_empty() {
         Vec::new()
     } else {
@@ -70,6 +78,7 @@ pub fn outgoing(
     Outgoing {
         canaries,
         credentials,
+        values,
     }
 }
 
@@ -89,23 +98,30 @@ fn request_text(url: &str, headers: &[(HeaderName, HeaderValue)], body: &[u8]) -
     buf
 }
 
-/// One scan of `buf` for every decoy and credential (in every encoding the scrubber
-/// knows): the decoys found (by scrubber id, in id order) and the credentials found
-/// (credential id, integration, account). One scan whatever their number: the
-/// scrubber's automata name the value each match belongs to, so an encoded decoy needs
-/// no second look to say whose it is.
+/// One scan of `buf` for every live value (in every encoding the scrubber knows): the
+/// decoys found (by scrubber id, in id order), the caller's credentials found
+/// (credential id, integration, account), and every value found. One scan whatever
+/// their number: the scrubber's automata name the value each match belongs to, so an
+/// encoded decoy needs no second look to say whose it is. (A second, only when the
+/// request holds a value that is neither: the longest value at a place is the one
+/// named, and a decoy or credential that is a prefix of another value must not hide.)
 fn search(
     scrubber: &Scrubber,
     buf: &[u8],
     decoys: &HashSet<LiveId>,
     credentials: Vec<(LiveId, String, String, String)>,
-) -> (Vec<LiveId>, Vec<(String, String, String)>) {
+) -> Found {
     let mut wanted = decoys.clone();
     wanted.extend(credentials.iter().map(|(live, ..)| *live));
-    let found = scrubber.matching_visible(buf, &wanted);
-    if found.is_empty() {
-        return (Vec::new(), Vec::new());
+    let values = scrubber.matching(buf, Sees::All);
+    if values.is_empty() {
+        return Found::default();
     }
+    let found = if values.is_subset(&wanted) {
+        values.clone()
+    } else {
+        scrubber.matching_visible(buf, &wanted)
+    };
     let mut seen: Vec<LiveId> = found
         .iter()
         .filter(|id| decoys.contains(id))
@@ -117,7 +133,22 @@ fn search(
         .filter(|(live, ..)| found.contains(live))
         .map(|(_, id, i, a)| (id, i, a))
         .collect();
-    (seen, credentials)
+    Found {
+        decoys: seen,
+        credentials,
+        values,
+    }
+}
+
+/// What [`search`] found.
+#[derive(Debug, Default, PartialEq)]
+struct Found {
+    /// Decoys, by scrubber id, in id order.
+    decoys: Vec<LiveId>,
+    /// The caller's own credentials (credential id, integration, account).
+    credentials: Vec<(String, String, String)>,
+    /// Every live value.
+    values: HashSet<LiveId>,
 }
 
 /// The credentials (scrubber id, credential id, integration, account) of the accounts
@@ -171,6 +202,63 @@ pub fn reflected(
     value.contains(body) || headers.iter().any(|(_, v)| value.contains(v.as_bytes()))
 }
 
+/// The credentials (credential id) among `found` (what an answer to `owner` holds)
+/// that are of accounts `owner` holds no handle for and that its request did not carry
+/// (`sent`): values the upstream exposed, not echoed (handles and decoys are not
+/// credentials; a decoy has its own detector).
+pub fn foreign(
+    shared: &Shared,
+    owner: Owner,
+    found: &HashSet<LiveId>,
+    sent: &HashSet<LiveId>,
+) -> Vec<String> {
+    let own: HashSet<LiveId> = own_credentials(shared, owner)
+        .into_iter()
+        .map(|(live, ..)| live)
+        .collect();
+    let mut ids: Vec<String> = shared
+        .protected
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|(key, live)| {
+            !key.starts_with(super::handles::PREFIX)
+                && found.contains(live)
+                && !own.contains(live)
+                && !sent.contains(live)
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The accounts (integration, account) of `credential_ids`: from the accounts calls
+/// resolved (a rotation's pending value among them), else from the vault's metadata.
+pub async fn accounts_of(shared: &Shared, credential_ids: &[String]) -> Vec<(String, String)> {
+    let mut accounts = Vec::new();
+    let mut unknown = Vec::new();
+    for id in credential_ids {
+        match shared.accounts.owner_of(id) {
+            Some(account) => accounts.push(account),
+            None => unknown.push(id.clone()),
+        }
+    }
+    if !unknown.is_empty()
+        && let Ok(metas) = with_vault(shared.vault.clone(), |v| v.list()).await
+    {
+        accounts.extend(
+            metas
+                .into_iter()
+                .filter(|m| unknown.contains(&m.id))
+                .map(|m| (m.integration, m.account)),
+        );
+    }
+    accounts.sort();
+    accounts.dedup();
+    accounts
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -208,9 +296,13 @@ mod tests {
         )];
         let buf = request_text("https://api.test/x", &headers, &body);
         let before = scrubber.visible_scans.load(Ordering::Relaxed);
-        let (seen, found) = search(&scrubber, &buf, &decoys, credentials.clone());
-        assert_eq!(seen, vec![ids[3000]], "the encoded decoy, named");
-        assert_eq!(found, vec![("cred-1".into(), "svc".into(), "bot".into())]);
+        let found = search(&scrubber, &buf, &decoys, credentials.clone());
+        assert_eq!(found.decoys, vec![ids[3000]], "the encoded decoy, named");
+        assert_eq!(
+            found.credentials,
+            vec![("cred-1".into(), "svc".into(), "bot".into())]
+        );
+        assert_eq!(found.values, HashSet::from([ids[3000], own]));
         assert_eq!(
             scrubber.visible_scans.load(Ordering::Relaxed) - before,
             1,
@@ -221,7 +313,7 @@ mod tests {
         let before = scrubber.visible_scans.load(Ordering::Relaxed);
         assert_eq!(
             search(&scrubber, &clean, &decoys, credentials),
-            (vec![], vec![])
+            Found::default()
         );
         assert_eq!(scrubber.visible_scans.load(Ordering::Relaxed) - before, 1);
     }

@@ -45,7 +45,7 @@ use super::{
     identity::Caller,
     state::{AppState, PeerAddr, Shared},
 };
-use crate::scrub::{LiveId, Redaction, Scrubbed, Scrubber};
+use crate::scrub::{LiveId, Redaction, Scrubbed, Scrubber, Sees};
 
 /// How often refusals of one caller are written to the audit log at most.
 const DENIAL_AUDIT_EVERY: Duration = Duration::from_secs(60);
@@ -212,66 +212,75 @@ pub fn is_limited(shared: &Shared, caller: &Caller) -> bool {
 }
 
 /// Scrubs with what `caller` may see: everything for a host caller; for a sandbox,
-/// the families and the live values of its own handles and their credentials.
+/// the families and the live values of its own handles and their credentials
+/// ([`View::of`]), or in an upstream's answer every live value but those it sent
+/// ([`View::answer`]).
 pub struct View {
     scrubber: Arc<Scrubber>,
-    visible: Option<HashSet<LiveId>>,
+    seen: Seen,
+}
+
+/// The live values a [`View`] matches.
+enum Seen {
+    All,
+    Only(HashSet<LiveId>),
+    AllBut(HashSet<LiveId>),
 }
 
 impl View {
+    /// What `caller`'s own text is scrubbed of (`/v1/scrub`, `/v1/sanitize`, error
+    /// messages): for a sandbox, only the values it has a right to have seen.
     pub fn of(shared: &Shared, caller: &Caller) -> Self {
-        let scrubber = shared.scrubber.clone();
-        let Some(s) = &caller.sandbox else {
-            return Self {
-                scrubber,
-                visible: None,
-            };
+        let seen = match &caller.sandbox {
+            None => Seen::All,
+            Some(s) => Seen::Only(own_values(shared, s.cgroup_id)),
         };
-        // Its decoys too: an answer that echoes one is scrubbed as a real handle is.
-        let held = shared
-            .handles
-            .listing(Owner::Sandbox {
-                cgroup_id: s.cgroup_id,
-            })
-            .into_iter()
-            .map(|l| {
-                (
-                    l.handle,
-                    l.entry.integration.clone(),
-                    l.entry.account.clone(),
-                )
-            });
-        let protected = shared
-            .protected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let visible = held
-            .flat_map(|(handle, integration, account)| {
-                let mut keys = shared.accounts.seen(&integration, &account);
-                keys.push(handle);
-                keys
-            })
-            .filter_map(|key| protected.get(key.as_str()).copied())
-            .collect();
         Self {
-            scrubber,
-            visible: Some(visible),
+            scrubber: shared.scrubber.clone(),
+            seen,
+        }
+    }
+
+    /// What an upstream's answer to `caller` is scrubbed of: every live value on the
+    /// node (every tenant's credentials and handles), but for a sandbox not the ones
+    /// `in_request` holds (what its request carried, in any encoding the scrubber
+    /// knows) that are not its own. An answer cannot then tell a sandbox which of the
+    /// guesses it sent is a live value, and a value it never sent (a provider's key
+    /// listing) does not reach it.
+    pub fn answer(shared: &Shared, caller: &Caller, in_request: &HashSet<LiveId>) -> Self {
+        let seen = match &caller.sandbox {
+            Some(s) if !in_request.is_empty() => {
+                let own = own_values(shared, s.cgroup_id);
+                Seen::AllBut(in_request.difference(&own).copied().collect())
+            }
+            _ => Seen::All,
+        };
+        Self {
+            scrubber: shared.scrubber.clone(),
+            seen,
+        }
+    }
+
+    fn sees(&self) -> Sees<'_> {
+        match &self.seen {
+            Seen::All => Sees::All,
+            Seen::Only(visible) => Sees::Only(visible),
+            Seen::AllBut(hidden) => Sees::AllBut(hidden),
         }
     }
 
     /// Scrubs a buffer (an upstream's answer) with what the caller may see.
     pub fn scrub(&self, input: &[u8]) -> Scrubbed {
-        match &self.visible {
-            None => self.scrubber.scrub(input),
-            Some(visible) => self.scrubber.scrub_visible(input, visible),
-        }
+        self.scrubber.scrub_seeing(input, self.sees())
     }
 
     pub fn scrub_str(&self, text: &str) -> (String, Vec<Redaction>) {
-        match &self.visible {
-            None => self.scrubber.scrub_str(text),
-            Some(visible) => self.scrubber.scrub_str_visible(text, visible),
-        }
+        self.scrubber.scrub_str_seeing(text, self.sees())
+    }
+
+    /// The live values of this view that `input` holds (see [`Scrubber::matching`]).
+    pub fn matching(&self, input: &[u8]) -> HashSet<LiveId> {
+        self.scrubber.matching(input, self.sees())
     }
 
     /// Scrubs every string in a JSON value.
@@ -288,6 +297,34 @@ impl View {
             other => other,
         }
     }
+}
+
+/// The live values a sandbox has a right to have seen: its live handles and decoys,
+/// and the credentials behind them.
+fn own_values(shared: &Shared, cgroup_id: u64) -> HashSet<LiveId> {
+    // Its decoys too: an answer that echoes one is scrubbed as a real handle is.
+    let held = shared
+        .handles
+        .listing(Owner::Sandbox { cgroup_id })
+        .into_iter()
+        .map(|l| {
+            (
+                l.handle,
+                l.entry.integration.clone(),
+                l.entry.account.clone(),
+            )
+        });
+    let protected = shared
+        .protected
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    held.flat_map(|(handle, integration, account)| {
+        let mut keys = shared.accounts.seen(&integration, &account);
+        keys.push(handle);
+        keys
+    })
+    .filter_map(|key| protected.get(key.as_str()).copied())
+    .collect()
 }
 
 /// Who the task is serving: enough to build its [`View`] should an error need it.

@@ -119,9 +119,26 @@ impl Fragments {
     /// `hay` with every run of the value's characters redacted; `None` when it holds
     /// none.
     pub fn redact(&self, hay: &[u8]) -> Option<Vec<u8>> {
+        let spans = self.spans(hay);
+        if spans.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(hay.len());
+        let mut at = 0;
+        for span in spans {
+            out.extend_from_slice(&hay[at..span.start]);
+            out.extend_from_slice(MARKER);
+            at = span.end;
+        }
+        out.extend_from_slice(&hay[at..]);
+        Some(out)
+    }
+
+    /// Where `hay` holds runs of the value's characters, in order; overlapping and
+    /// touching runs are one span.
+    pub fn spans(&self, hay: &[u8]) -> Vec<std::ops::Range<usize>> {
         let lower = hay.to_ascii_lowercase();
-        // Spans to redact, in order of start; overlapping and touching ones merged.
-        let mut spans: Vec<(usize, usize)> = Vec::new();
+        let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
         for start in 0..lower.len().saturating_sub(PREFIX - 1) {
             let p = [
                 lower[start],
@@ -144,23 +161,12 @@ impl Fragments {
                 .max();
             if let Some(end) = end {
                 match spans.last_mut() {
-                    Some((_, last_end)) if start <= *last_end => *last_end = (*last_end).max(end),
-                    _ => spans.push((start, end)),
+                    Some(last) if start <= last.end => last.end = last.end.max(end),
+                    _ => spans.push(start..end),
                 }
             }
         }
-        if spans.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(hay.len());
-        let mut at = 0;
-        for (start, end) in spans {
-            out.extend_from_slice(&hay[at..start]);
-            out.extend_from_slice(MARKER);
-            at = end;
-        }
-        out.extend_from_slice(&hay[at..]);
-        Some(out)
+        spans
     }
 
     /// [`Self::redact`] for text: the redacted text, or `text` as it was.

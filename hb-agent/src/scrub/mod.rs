@@ -3,9 +3,9 @@
 //!
 //! Owns: the known token families (`families`), the registry of live secrets this
 //! process holds (`live`), runs of one credential's characters (`fragments`, for the
-//! answer to the call that carried it), and whole-buffer and streaming scrubs
-//! (`engine`, `stream`), and rule files in gitleaks's format (`rules_file` reads them,
-//! `loaded` runs them).
+//! answer to the call that carried it), values spread out with NUL bytes (`spread`:
+//! UTF-32 and kin), and whole-buffer and streaming scrubs (`engine`, `stream`), and
+//! rule files in gitleaks's format (`rules_file` reads them, `loaded` runs them).
 //! Every exit of hb (broker responses, error messages, event stream, audit log,
 //! `POST /v1/scrub`, `hb-agent scrub`) goes through one shared `Arc<Scrubber>`.
 //! Must never: return, log or print a matched value — callers get the family, the input
@@ -26,6 +26,7 @@ mod rules_file;
 #[cfg(test)]
 mod rules_tests;
 mod scan;
+mod spread;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,8 @@ use live::{LiveEntry, LiveSet, Sampler, Segment};
 pub use live::{MAX_SECRET_LEN, MIN_SECRET_LEN};
 pub use loaded::{LoadedInfo, RuleSet};
 pub use rules_file::{FileReport, check_file};
+use spread::Squeezed;
+pub use spread::cut_spread;
 pub use stream::ScrubStream;
 
 /// One redacted span.
@@ -66,12 +69,26 @@ pub struct Redaction {
 pub struct VisibleValues(Option<LiveSet>);
 
 impl VisibleValues {
-    /// Whether `input` holds a form of one of the values.
+    /// Whether `input` holds a form of one of the values, or does once its NUL bytes
+    /// are dropped (see [`Squeezed`]).
     pub fn contains(&self, input: &[u8]) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|live| live.next_hit(input, 0).is_some())
+        self.0.as_ref().is_some_and(|live| {
+            live.next_hit(input, 0).is_some()
+                || Squeezed::of(input).is_some_and(|sq| live.next_hit(sq.bytes(), 0).is_some())
+        })
     }
+}
+
+/// Which live values a scrub or a search looks for (a scrub runs every token family
+/// whatever it is).
+#[derive(Clone, Copy)]
+pub enum Sees<'a> {
+    /// Every registered value.
+    All,
+    /// These values only.
+    Only(&'a HashSet<LiveId>),
+    /// Every registered value but these.
+    AllBut(&'a HashSet<LiveId>),
 }
 
 /// The result of [`Scrubber::scrub`].
@@ -184,7 +201,7 @@ pub struct Scrubber {
     live: RwLock<Arc<LiveSet>>,
     /// Loaded rule files (none unless configured); taken as the live set is.
     rules: RwLock<Arc<RuleSet>>,
-    /// Scans made by [`Scrubber::matching_visible`]: tests count them, never time them.
+    /// Scans made by [`Scrubber::matching`]: tests count them, never time them.
     #[cfg(test)]
     pub(crate) visible_scans: std::sync::atomic::AtomicUsize,
 }
@@ -386,13 +403,13 @@ impl Scrubber {
         (text, redactions)
     }
 
-    /// Scrubs a buffer as [`Scrubber::scrub`] does, but matches only the live values in
-    /// `visible` (every family still applies): the answer is exactly what a scrubber that
-    /// never registered the other values would give, so it tells the caller nothing about
-    /// them. For answers to callers that choose what is scrubbed, directly (a sandbox's
-    /// `POST /v1/scrub`) or through an upstream that echoes them.
-    pub fn scrub_visible(&self, input: &[u8], visible: &HashSet<LiveId>) -> Scrubbed {
-        let view = self.view(visible);
+    /// Scrubs a buffer as [`Scrubber::scrub`] does, matching the live values `sees`
+    /// says (every family still applies). With [`Sees::Only`] the answer is exactly what
+    /// a scrubber that never registered the other values would give, so it tells the
+    /// caller nothing about them: for answers to callers that choose what is scrubbed
+    /// (a sandbox's `POST /v1/scrub`).
+    pub fn scrub_seeing(&self, input: &[u8], sees: Sees<'_>) -> Scrubbed {
+        let view = self.seen(sees);
         let rules = self.rules_snapshot();
         let mut engine = Engine::default();
         let mut bytes = Vec::with_capacity(input.len());
@@ -409,17 +426,25 @@ impl Scrubber {
     /// automata say whose form each match is). For the detectors that must know whose
     /// value a request carries; never says where.
     pub fn matching_visible(&self, input: &[u8], visible: &HashSet<LiveId>) -> HashSet<LiveId> {
-        #[cfg(test)]
-        self.visible_scans
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if visible.is_empty() {
             return HashSet::new();
         }
-        self.view(visible)
-            .ids_in(input)
-            .into_iter()
-            .map(LiveId)
-            .collect()
+        self.matching(input, Sees::Only(visible))
+    }
+
+    /// Which of the live values `sees` says `input` holds a form of, as
+    /// [`Scrubber::matching_visible`] finds them; in the view of `input` without its NUL
+    /// bytes too (a value in UTF-32, see [`Squeezed`]).
+    pub fn matching(&self, input: &[u8], sees: Sees<'_>) -> HashSet<LiveId> {
+        #[cfg(test)]
+        self.visible_scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let live = self.seen(sees);
+        let mut found = live.ids_in(input);
+        if let Some(sq) = Squeezed::of(input) {
+            found.extend(live.ids_in(sq.bytes()));
+        }
+        found.into_iter().map(LiveId).collect()
     }
 
     /// The live values in `visible` alone, for several [`VisibleValues::contains`]
@@ -448,14 +473,34 @@ impl Scrubber {
         }
     }
 
-    /// [`Scrubber::scrub_visible`] for text, as [`Scrubber::scrub_str`] is for
+    /// The live set `sees` says: the current one, or a view of it.
+    fn seen(&self, sees: Sees<'_>) -> Arc<LiveSet> {
+        match sees {
+            Sees::All => self.live_snapshot(),
+            Sees::AllBut(hidden) if hidden.is_empty() => self.live_snapshot(),
+            Sees::Only(visible) => Arc::new(self.view(visible)),
+            Sees::AllBut(hidden) => {
+                let live = self.live_snapshot();
+                let dead = live
+                    .dead
+                    .iter()
+                    .copied()
+                    .chain(hidden.iter().map(|id| id.0))
+                    .collect();
+                Arc::new(LiveSet {
+                    segments: live.segments.clone(),
+                    sampler: Arc::clone(&live.sampler),
+                    dead: Arc::new(dead),
+                    longest: live.longest,
+                })
+            }
+        }
+    }
+
+    /// [`Scrubber::scrub_seeing`] for text, as [`Scrubber::scrub_str`] is for
     /// [`Scrubber::scrub`].
-    pub fn scrub_str_visible(
-        &self,
-        input: &str,
-        visible: &HashSet<LiveId>,
-    ) -> (String, Vec<Redaction>) {
-        let Scrubbed { bytes, redactions } = self.scrub_visible(input.as_bytes(), visible);
+    pub fn scrub_str_seeing(&self, input: &str, sees: Sees<'_>) -> (String, Vec<Redaction>) {
+        let Scrubbed { bytes, redactions } = self.scrub_seeing(input.as_bytes(), sees);
         let text = String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         (text, redactions)

@@ -804,7 +804,7 @@ fn a_view_scrubs_as_if_the_hidden_values_were_never_registered() {
         "nothing here".to_owned(),
     ] {
         assert_eq!(
-            full.scrub_str_visible(&text, &visible),
+            full.scrub_str_seeing(&text, Sees::Only(&visible)),
             only_first.scrub_str(&text),
             "{text}"
         );

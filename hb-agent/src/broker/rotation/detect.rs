@@ -45,7 +45,8 @@ pub enum Detector {
     /// A decoy handle was used, or seen in what a caller sent.
     Canary,
     /// A credential's own value in the answer to the call that carried it, or in what a
-    /// caller sent.
+    /// caller sent; or in an answer to a caller that holds no handle for its account and
+    /// did not send it.
     Reflection,
     /// The verify probe after a 401 found the key dead.
     AuthFailure,
@@ -93,7 +94,8 @@ pub struct Signal<'a> {
     pub policy: &'a str,
     pub caller: Option<&'a Caller>,
     /// Where it was seen, in fixed words (`request_handle`, `request_content`,
-    /// `response`, `delete`, `verify_probe`, `schedule`).
+    /// `response`, `response_unheld`: another account's key in an answer, `delete`,
+    /// `verify_probe`, `schedule`).
     pub seen: &'static str,
     /// The keyed fingerprint of the handle involved, if any.
     pub handle: Option<String>,
