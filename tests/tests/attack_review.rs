@@ -1,0 +1,232 @@
+//! Attacks from a review of hb as the process inside the sandbox sees it (`--user
+//! 65534`, arbitrary code), each asserting the secure behaviour: a test here fails while
+//! its hole is open.
+//!
+//! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
+//! test names; the upstreams are Python servers started by the test, recording what
+//! reached them.
+
+use std::path::{Path, PathBuf};
+
+use hb_tests::{
+    PythonServer, TestEnv, private_netns,
+    upstream::{Dnsmasq, Leaf, TestCa},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5400;
+
+/// The bearer credential of integration `e` (host `echo.test`).
+const SECRET: &str = "ghp_R3v13wEch0T0kenAbCdEfGhIjKlMnOpQr";
+
+/// An HTTPS upstream on `addr`:443 that reflects what it got, as debugging and
+/// "whoami" endpoints do: `/reflect?charset=C` answers with the request's
+/// `Authorization` header in a text body encoded in charset `C` (a Python codec name),
+/// and says so in its `Content-Type`, as an API honouring `Accept-Charset` would.
+/// Every request is one JSON line in `log`.
+const REFLECT_PY: &str = r#"
+import http.server, json, ssl, sys, urllib.parse
+addr, log, cert, key = sys.argv[1:5]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+    def do_GET(self):
+        u = urllib.parse.urlparse(self.path)
+        q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
+        with open(log, "a") as f:
+            f.write(json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}) + "\n")
+        charset = q.get("charset", "utf-8")
+        text = "you sent: %s\n" % self.headers.get("authorization", "")
+        out = text.encode(charset)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=" + charset)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+srv.serve_forever()
+"#;
+
+/// A broker world: integration `e` (bearer, host `echo.test` on 203.0.113.10), bound to
+/// policy `web`.
+struct BrokerWorld {
+    env: TestEnv,
+    _upstream: PythonServer,
+    _dns: Dnsmasq,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for BrokerWorld {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl BrokerWorld {
+    fn new(name: &str) -> Self {
+        hb_tests::require_root();
+        private_netns(&["203.0.113.10"]);
+        let dir = std::env::temp_dir().join(format!("hb-review-{name}-{}", std::process::id()));
+        let ca = TestCa::new(&dir, "trusted");
+        let leaf: Leaf = ca.issue("echo", &["echo.test"]);
+        let log = dir.join("reflect.jsonl");
+        std::fs::write(&log, "").expect("log");
+        let upstream = start_reflector(&dir, "203.0.113.10", &log, &leaf);
+        let dns = Dnsmasq::start(
+            "127.0.0.1",
+            DNS_PORT,
+            &[("echo.test", &["203.0.113.10"])],
+            &[],
+            60,
+        );
+        let config = format!(
+            r#"
+[broker]
+socket_mode = "0666"
+extra_ca_file = "{ca}"
+
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[integration]]
+name = "e"
+auth = "bearer"
+hosts = ["echo.test"]
+methods = ["GET"]
+
+[[policy]]
+name = "web"
+integrations = ["e"]
+"#,
+            ca = ca.cert.display()
+        );
+        let mut env = TestEnv::new(name, &config);
+        let init = env.hb(&["vault", "init"]);
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        env.vault_put("e", "bot", SECRET);
+        env.start_agent();
+        Self {
+            env,
+            _upstream: upstream,
+            _dns: dns,
+            dir,
+            log,
+        }
+    }
+
+    /// Runs `script` (with `hb` a broker client and `attempt(f)`) in a sandbox under
+    /// policy `web` as user 65534; its JSON output.
+    fn in_sandbox(&self, script: &str) -> Value {
+        let prelude = hb_tests::py_client_prelude();
+        let script = format!(
+            "import sys, json, base64\n{prelude}\
+             from hb_client import Client, BrokerError\nhb = Client({:?})\n\
+             def attempt(f):\n    try:\n        return f()\n    except BrokerError as e:\n        \
+             return {{\"error\": e.code, \"message\": e.message}}\n{script}",
+            self.env.broker_socket().display().to_string()
+        );
+        let out = self.env.hb(&[
+            "sandbox",
+            "run",
+            "--policy",
+            "web",
+            "--user",
+            "65534",
+            "--",
+            hb_tests::python(),
+            "-c",
+            &script,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
+    }
+
+    fn upstream_requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("record"))
+            .collect()
+    }
+}
+
+fn start_reflector(_dir: &Path, addr: &str, log: &Path, leaf: &Leaf) -> PythonServer {
+    // PythonServer takes one script: the arguments travel in it.
+    let script = format!(
+        "import sys\nsys.argv = ['x', {addr:?}, {log:?}, {cert:?}, {key:?}]\n{REFLECT_PY}",
+        log = log.display().to_string(),
+        cert = leaf.cert.display().to_string(),
+        key = leaf.key.display().to_string(),
+    );
+    PythonServer::start(&script)
+}
+
+// FINDING F1: an upstream that reflects the injected credential in UTF-32 (any
+// charset whose ASCII has NUL bytes between characters, which is valid UTF-8) hands the
+// credential to the caller: `broker/requests.rs::respond` takes a UTF-8-valid body as
+// text, and `scrub/live.rs::forms` / `scrub/fragments.rs` look for raw, base64,
+// percent, hex, JSON and UTF-16 forms only, so neither the whole value nor any run of
+// it matches "g\0\0\0h\0\0\0p\0\0\0…". With a BOM the body passes as UTF-16 and comes
+// back as body_base64, unscrubbed the same way.
+/// A credential reflected by its upstream in UTF-32 (LE, BE, with or without a BOM)
+/// never reaches the caller.
+#[test]
+fn a_credential_reflected_in_utf32_never_reaches_the_caller() {
+    let w = BrokerWorld::new("review-utf32");
+    let got = w.in_sandbox(
+        r#"
+h = hb.handle("e", "bot")["handle"]
+out = {}
+for cs in ["utf-8", "utf-16-le", "utf-32-le", "utf-32-be", "utf-32"]:
+    r = attempt(lambda: hb.request("GET", "https://echo.test/reflect?charset=" + cs, handle=h))
+    if "error" in r:
+        out[cs] = {"error": r["error"], "recovered": ""}
+        continue
+    raw = r["body"].encode("utf-8") if "body" in r else base64.b64decode(r["body_base64"])
+    # What the attacker does with it: drop the NULs (ASCII in UTF-16/UTF-32).
+    out[cs] = {"status": r["status"], "recovered": raw.replace(b"\0", b"").decode("latin-1")}
+print(json.dumps(out))
+"#,
+    );
+    // The credential reached the upstream (the broker injected it) for every charset.
+    let reached = w
+        .upstream_requests()
+        .iter()
+        .filter(|r| r["headers"]["authorization"] == format!("Bearer {SECRET}"))
+        .count();
+    assert_eq!(reached, 5, "{:?}", w.upstream_requests());
+    let leaked: Vec<&String> = got
+        .as_object()
+        .expect("answers")
+        .iter()
+        .filter(|(_, v)| v["recovered"].as_str().unwrap_or_default().contains(SECRET))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the credential came back to the caller in charsets {leaked:?}"
+    );
+}
