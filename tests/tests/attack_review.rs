@@ -230,3 +230,88 @@ print(json.dumps(out))
         "the credential came back to the caller in charsets {leaked:?}"
     );
 }
+
+/// Opens a stream socket of protocol `proto` (6: TCP, 262: Multipath TCP) to each
+/// `host:port` in argv, by `connect` and by a TCP Fast Open `sendto`, sends a line, and
+/// prints one JSON object: `"<proto> <how> <host>" → "OK" | errno name`.
+const PY_STREAMS: &str = r#"
+import errno, json, socket, sys
+MSG_FASTOPEN = 0x20000000
+out = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    for proto in (6, 262):
+        for how in ("connect", "fastopen"):
+            key = "%d %s %s" % (proto, how, host)
+            try:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+                s.settimeout(3)
+                if how == "connect":
+                    s.connect((host, int(port)))
+                    s.sendall(b"hb-review-exfil\n")
+                else:
+                    s.sendto(b"hb-review-exfil\n", MSG_FASTOPEN, (host, int(port)))
+                s.recv(16)
+                out[key] = "OK"
+            except OSError as e:
+                out[key] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(out))
+"#;
+
+/// Multipath TCP (`socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)`, allowed by the seccomp
+/// filter, which judges only family and type) reaches neither a private address nor a
+/// public one outside the policy, by connect or by a Fast Open sendto, just as TCP does not.
+#[test]
+fn multipath_tcp_reaches_no_address_the_policy_did_not_allow() {
+    hb_tests::require_root();
+    private_netns(&["10.9.8.7", "198.51.100.7"]);
+    let private = hb_tests::TcpProbe::bind("10.9.8.7:8080");
+    let public = hb_tests::TcpProbe::bind("198.51.100.7:8080");
+    let config = r#"
+[egress]
+exception_cidrs = ["198.51.100.0/24"]
+
+[[policy]]
+name = "closed"
+allow_cidrs = []
+"#;
+    let mut env = TestEnv::new("review-mptcp", config);
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "closed",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        PY_STREAMS,
+        "10.9.8.7:8080",
+        "198.51.100.7:8080",
+    ]);
+    assert!(
+        out.status.success(),
+        "probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        private.accepted(),
+        0,
+        "a private address was reached: {got}"
+    );
+    assert_eq!(
+        public.accepted(),
+        0,
+        "an address outside the policy was reached: {got}"
+    );
+    for (key, verdict) in got.as_object().expect("results") {
+        assert_ne!(verdict, "OK", "{key}: {got}");
+        // Multipath TCP was really tried: refused as TCP is, not unsupported.
+        let tcp = key.replacen("262 ", "6 ", 1);
+        assert_eq!(verdict, &got[&tcp], "{key} vs {tcp}: {got}");
+    }
+}
