@@ -19,14 +19,20 @@ const DNS_PORT: u16 = 5400;
 /// The bearer credential of integration `e` (host `echo.test`).
 const SECRET: &str = "ghp_R3v13wEch0T0kenAbCdEfGhIjKlMnOpQr";
 
+/// The credential of integration `f` (host `f.echo.test`, the same provider), which only
+/// policy `other` (another tenant) is bound to. No token family matches it.
+const OTHER_TENANT_SECRET: &str = "7c1e2b9d4a-otherTenantKey-58f3";
+
 /// An HTTPS upstream on `addr`:443 that reflects what it got, as debugging and
 /// "whoami" endpoints do: `/reflect?charset=C` answers with the request's
 /// `Authorization` header in a text body encoded in charset `C` (a Python codec name),
 /// and says so in its `Content-Type`, as an API honouring `Accept-Charset` would.
+/// `/keys` lists every key of the organisation (`keys`, a JSON list), as the key-listing
+/// APIs of search and database providers do for an admin key.
 /// Every request is one JSON line in `log`.
 const REFLECT_PY: &str = r#"
 import http.server, json, ssl, sys, urllib.parse
-addr, log, cert, key = sys.argv[1:5]
+addr, log, cert, key, keys = sys.argv[1:6]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
@@ -38,6 +44,14 @@ class H(http.server.BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
         with open(log, "a") as f:
             f.write(json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}) + "\n")
+        if u.path == "/keys":
+            out = json.dumps({"keys": json.loads(keys)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
         charset = q.get("charset", "utf-8")
         text = "you sent: %s\n" % self.headers.get("authorization", "")
         out = text.encode(charset)
@@ -57,7 +71,8 @@ srv.serve_forever()
 "#;
 
 /// A broker world: integration `e` (bearer, host `echo.test` on 203.0.113.10), bound to
-/// policy `web`.
+/// policy `web`; integration `f` (bearer, host `f.echo.test`, the same server), bound to
+/// policy `other` only.
 struct BrokerWorld {
     env: TestEnv,
     _upstream: PythonServer,
@@ -78,14 +93,17 @@ impl BrokerWorld {
         private_netns(&["203.0.113.10"]);
         let dir = std::env::temp_dir().join(format!("hb-review-{name}-{}", std::process::id()));
         let ca = TestCa::new(&dir, "trusted");
-        let leaf: Leaf = ca.issue("echo", &["echo.test"]);
+        let leaf: Leaf = ca.issue("echo", &["echo.test", "f.echo.test"]);
         let log = dir.join("reflect.jsonl");
         std::fs::write(&log, "").expect("log");
         let upstream = start_reflector(&dir, "203.0.113.10", &log, &leaf);
         let dns = Dnsmasq::start(
             "127.0.0.1",
             DNS_PORT,
-            &[("echo.test", &["203.0.113.10"])],
+            &[
+                ("echo.test", &["203.0.113.10"]),
+                ("f.echo.test", &["203.0.113.10"]),
+            ],
             &[],
             60,
         );
@@ -108,9 +126,19 @@ auth = "bearer"
 hosts = ["echo.test"]
 methods = ["GET"]
 
+[[integration]]
+name = "f"
+auth = "bearer"
+hosts = ["f.echo.test"]
+methods = ["GET"]
+
 [[policy]]
 name = "web"
 integrations = ["e"]
+
+[[policy]]
+name = "other"
+integrations = ["f"]
 "#,
             ca = ca.cert.display()
         );
@@ -122,6 +150,7 @@ integrations = ["e"]
             String::from_utf8_lossy(&init.stderr)
         );
         env.vault_put("e", "bot", SECRET);
+        env.vault_put("f", "bot", OTHER_TENANT_SECRET);
         env.start_agent();
         Self {
             env,
@@ -135,6 +164,11 @@ integrations = ["e"]
     /// Runs `script` (with `hb` a broker client and `attempt(f)`) in a sandbox under
     /// policy `web` as user 65534; its JSON output.
     fn in_sandbox(&self, script: &str) -> Value {
+        self.in_sandbox_under("web", script)
+    }
+
+    /// [`BrokerWorld::in_sandbox`] under `policy`.
+    fn in_sandbox_under(&self, policy: &str, script: &str) -> Value {
         let prelude = hb_tests::py_client_prelude();
         let script = format!(
             "import sys, json, base64\n{prelude}\
@@ -147,7 +181,7 @@ integrations = ["e"]
             "sandbox",
             "run",
             "--policy",
-            "web",
+            policy,
             "--user",
             "65534",
             "--",
@@ -176,7 +210,8 @@ integrations = ["e"]
 fn start_reflector(_dir: &Path, addr: &str, log: &Path, leaf: &Leaf) -> PythonServer {
     // PythonServer takes one script: the arguments travel in it.
     let script = format!(
-        "import sys\nsys.argv = ['x', {addr:?}, {log:?}, {cert:?}, {key:?}]\n{REFLECT_PY}",
+        "import sys\nsys.argv = ['x', {addr:?}, {log:?}, {cert:?}, {key:?}, {keys:?}]\n{REFLECT_PY}",
+        keys = serde_json::json!([SECRET, OTHER_TENANT_SECRET]).to_string(),
         log = log.display().to_string(),
         cert = leaf.cert.display().to_string(),
         key = leaf.key.display().to_string(),
@@ -314,4 +349,43 @@ allow_cidrs = []
         let tcp = key.replacen("262 ", "6 ", 1);
         assert_eq!(verdict, &got[&tcp], "{key} vs {tcp}: {got}");
     }
+}
+
+// FINDING F2: a provider's key-listing answer (an admin key listing the organisation's
+// keys) hands a sandbox another tenant's live credential in clear. Since the scrub-oracle
+// fix, `broker/requests.rs::respond` scrubs with `View::of(caller)`: the token families
+// plus the caller's own handles and credentials only, so a value of another tenant
+// that matches no family passes untouched, though the broker holds it decrypted.
+/// Another tenant's credential, listed by the provider in the answer to a call made
+/// with the attacker's own handle, does not reach the attacker.
+#[test]
+fn another_tenants_credential_listed_by_the_provider_never_reaches_the_caller() {
+    let w = BrokerWorld::new("review-listing");
+    // The other tenant uses its credential: the broker holds it decrypted.
+    let victim = w.in_sandbox_under(
+        "other",
+        r#"
+f = hb.handle("f", "bot")["handle"]
+print(json.dumps(attempt(lambda: hb.request("GET", "https://f.echo.test/reflect", handle=f))))
+"#,
+    );
+    assert_eq!(victim["status"], 200, "{victim}");
+    let got = w.in_sandbox(
+        r#"
+h = hb.handle("e", "bot")["handle"]
+r = attempt(lambda: hb.request("GET", "https://echo.test/keys", handle=h))
+print(json.dumps({"status": r.get("status"), "error": r.get("error"), "body": r.get("body", "")}))
+"#,
+    );
+    assert_eq!(got["status"], 200, "{got}");
+    let body = got["body"].as_str().unwrap_or_default();
+    assert!(
+        !body.contains(SECRET),
+        "the caller's own credential came back: {}",
+        body.replace(SECRET, "<own>")
+    );
+    assert!(
+        !body.contains(OTHER_TENANT_SECRET),
+        "another tenant's credential reached the caller in clear"
+    );
 }
