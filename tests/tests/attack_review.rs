@@ -389,3 +389,142 @@ print(json.dumps({"status": r.get("status"), "error": r.get("error"), "body": r.
         "another tenant's credential reached the caller in clear"
     );
 }
+
+/// Sends a datagram of protocol `proto` (17: UDP, 136: UDP-Lite) to each `host:port` in
+/// argv, by `connect` + `send` and by `sendto`; prints `"<proto> <how> <host>" → "OK" |
+/// errno name` as one JSON object.
+const PY_DATAGRAMS: &str = r#"
+import errno, json, socket, sys
+out = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    for proto in (17, 136):
+        for how in ("connect", "sendto"):
+            key = "%d %s %s" % (proto, how, host)
+            try:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, proto)
+                if how == "connect":
+                    s.connect((host, int(port)))
+                    s.send(b"hb-review-exfil")
+                else:
+                    s.sendto(b"hb-review-exfil", (host, int(port)))
+                out[key] = "OK"
+            except OSError as e:
+                out[key] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(out))
+"#;
+
+/// A UDP-Lite socket bound at `addr`, counting what it receives.
+fn udplite_receiver(
+    addr: &str,
+) -> (
+    std::net::UdpSocket,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::os::fd::FromRawFd as _;
+    let addr: std::net::SocketAddrV4 = addr.parse().expect("addr");
+    // SAFETY: plain socket(2); the descriptor is owned by the UdpSocket made from it.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 136) };
+    assert!(
+        fd >= 0,
+        "UDP-Lite socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh descriptor, owned from here on.
+    let sock = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: bind(2) with a sockaddr_in of the right size.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&raw const sa).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind UDP-Lite: {}", std::io::Error::last_os_error());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (c, s) = (count.clone(), sock.try_clone().expect("clone"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while s.recv_from(&mut buf).is_ok() {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (sock, count)
+}
+
+/// UDP-Lite (`socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE)`, allowed by the seccomp
+/// filter) reaches neither a private address nor a public one outside the policy, by
+/// connect + send or by sendto: its connect has no cgroup hook of its own, so the packet
+/// hook must catch it.
+#[test]
+fn udp_lite_reaches_no_address_the_policy_did_not_allow() {
+    hb_tests::require_root();
+    private_netns(&["10.9.8.7", "198.51.100.7"]);
+    let (_a, private) = udplite_receiver("10.9.8.7:9999");
+    let (_b, public) = udplite_receiver("198.51.100.7:9999");
+    let private_udp = hb_tests::UdpProbe::bind("10.9.8.7:9999");
+    let public_udp = hb_tests::UdpProbe::bind("198.51.100.7:9999");
+    let config = r#"
+[egress]
+exception_cidrs = ["198.51.100.0/24"]
+
+[[policy]]
+name = "closed"
+allow_cidrs = []
+"#;
+    let mut env = TestEnv::new("review-udplite", config);
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "closed",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        PY_DATAGRAMS,
+        "10.9.8.7:9999",
+        "198.51.100.7:9999",
+    ]);
+    assert!(
+        out.status.success(),
+        "probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let arrived = |c: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        c.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!(
+        arrived(&private),
+        0,
+        "UDP-Lite reached a private address: {got}"
+    );
+    assert_eq!(
+        arrived(&public),
+        0,
+        "UDP-Lite reached an address outside the policy: {got}"
+    );
+    assert_eq!(
+        private_udp.received(),
+        0,
+        "UDP reached a private address: {got}"
+    );
+    assert_eq!(
+        public_udp.received(),
+        0,
+        "UDP reached an address outside the policy: {got}"
+    );
+    eprintln!("verdicts: {got}");
+}
