@@ -89,6 +89,11 @@ impl Drop for BrokerWorld {
 
 impl BrokerWorld {
     fn new(name: &str) -> Self {
+        Self::with(name, "")
+    }
+
+    /// [`BrokerWorld::new`] with `extra` appended to the config.
+    fn with(name: &str, extra: &str) -> Self {
         hb_tests::require_root();
         private_netns(&["203.0.113.10"]);
         let dir = std::env::temp_dir().join(format!("hb-review-{name}-{}", std::process::id()));
@@ -139,6 +144,7 @@ integrations = ["e"]
 [[policy]]
 name = "other"
 integrations = ["f"]
+{extra}
 "#,
             ca = ca.cert.display()
         );
@@ -527,4 +533,82 @@ allow_cidrs = []
         "UDP reached an address outside the policy: {got}"
     );
     eprintln!("verdicts: {got}");
+}
+
+// FINDING F3: a process 16 or more cgroup levels below its enrolled cgroup is a *host*
+// caller to the broker while the kernel still enforces its sandbox's policy on it:
+// `broker/identity.rs::Identity::enrollment` walks at most MAX_LEVELS (16) levels *up
+// from the caller's cgroup*, while the eBPF programs (`hb-ebpf/src/policy.rs::
+// enrollment`) look at the ancestors at *absolute* levels 1..=16, which find an enrolled
+// cgroup at any depth below it. A pod whose cgroup is delegated to it (systemd or a
+// nested runtime in the container, a writable cgroupfs) nests itself 16 levels down and
+// gets the host callers' view: `/v1/scrub` then redacts every tenant's live credential
+// (the guessing oracle the sandbox view exists to close), `broker.host_policy`'s
+// handles and requests, and, as uid 0, event-stream sessions.
+/// A pod process nested deep below its enrolled pod cgroup is still that pod's sandbox
+/// to the broker (as it is to the kernel): same policy, same scrubber view.
+#[test]
+fn a_pod_nested_deep_in_its_cgroup_is_still_its_sandbox_to_the_broker() {
+    let w = BrokerWorld::with("review-deep", &hb_tests::pod_glob("web"));
+    // The other tenant uses its credential: the broker holds it decrypted.
+    let victim = w.in_sandbox_under(
+        "other",
+        r#"
+f = hb.handle("f", "bot")["handle"]
+print(json.dumps(attempt(lambda: hb.request("GET", "https://f.echo.test/reflect", handle=f))))
+"#,
+    );
+    assert_eq!(victim["status"], 200, "{victim}");
+    let pod = w.env.root_pod("web");
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        "import sys, json\n{prelude}from hb_client import Client\nhb = Client({sock:?})\n\
+         import socket, errno\ns = socket.socket()\ns.settimeout(3)\n\
+         try:\n    s.connect((\"203.0.113.10\", 443))\n    net = \"OK\"\n\
+         except OSError as e:\n    net = errno.errorcode.get(e.errno, str(e.errno))\n\
+         me = hb.whoami()\nguess = hb.scrub({secret:?})\n\
+         print(json.dumps({{\"whoami\": me, \"scrub\": guess, \"net\": net}}))\n",
+        sock = w.env.broker_socket().display().to_string(),
+        secret = OTHER_TENANT_SECRET,
+    );
+    let mut results = Vec::new();
+    for depth in [1usize, 16] {
+        let rel: Vec<String> = (0..depth).map(|i| format!("n{i}")).collect();
+        let deep = rel.join("/");
+        // Inside the pod: nest, move there, run the broker client as uid 65534.
+        let shell = format!(
+            "mkdir -p {deep} && echo $$ > {deep}/cgroup.procs && exec setpriv --reuid 65534 \
+             --regid 65534 --clear-groups {py} -c \"$0\"",
+            py = hb_tests::python(),
+        );
+        let mut cmd = pod.command(&["sh", "-c", &shell, &script]);
+        cmd.current_dir(hb_tests::cgroup2_mount().join(&pod.rel));
+        let out = cmd.output().expect("pod command");
+        assert!(
+            out.status.success(),
+            "depth {depth}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+        results.push((depth, got));
+    }
+    for (depth, got) in &results {
+        // The kernel enforces the pod's policy at every depth (web allows no address).
+        assert_eq!(got["net"], "EPERM", "depth {depth}: {got}");
+        let who = &got["whoami"];
+        let redacted = got["scrub"]["text"]
+            .as_str()
+            .is_some_and(|t| !t.contains(OTHER_TENANT_SECRET));
+        assert_eq!(
+            who["sandbox"]["policy"], "web",
+            "at depth {depth} below its pod cgroup, the broker did not see the pod's sandbox \
+             (another tenant's value redacted by /v1/scrub: {redacted}): {who}"
+        );
+        let scrubbed = got["scrub"]["text"].as_str().unwrap_or_default();
+        assert!(
+            scrubbed.contains(OTHER_TENANT_SECRET),
+            "at depth {depth}: /v1/scrub told the pod that its guess is another tenant's \
+             live credential (the host view): {scrubbed}"
+        );
+    }
 }
