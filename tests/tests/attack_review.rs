@@ -612,3 +612,145 @@ print(json.dumps(attempt(lambda: hb.request("GET", "https://f.echo.test/reflect"
         );
     }
 }
+
+/// A plain HTTP/1.1 server on `203.0.113.10:80` that answers every request 200 and
+/// keeps the connection open (as any keep-alive server does).
+const KEEPALIVE_PY: &str = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        out = ("ok %s\n" % self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+S(("203.0.113.10", 80), H).serve_forever()
+"#;
+
+/// Opens `argv[1]` guarded connections to allowed.test:80, each carrying one answered
+/// request, holds those that were answered, prints `held N`, then waits.
+const HOG_PY: &str = r#"
+import socket, sys, time
+socket.getaddrinfo("allowed.test", 80)
+held = []
+for i in range(int(sys.argv[1])):
+    try:
+        s = socket.create_connection(("203.0.113.10", 80), timeout=10)
+        s.sendall(b"GET /hold HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+        if s.recv(100).startswith(b"HTTP/1.1 200"):
+            held.append(s)
+    except OSError:
+        pass
+print("held", len(held), flush=True)
+time.sleep(120)
+"#;
+
+// FINDING F4: the guard's per-cgroup share (`max_connections_per_cgroup`, "one sandbox
+// may not take every slot of its policy") is counted per *leaf* cgroup: the connect hook
+// files the task's own cgroup id (`hb-ebpf/src/sock_addr.rs::current_enrollment`
+// returns `own`, not the governing enrolled cgroup that `policy::governing` finds), and
+// `guard/mod.rs` keys the share by that id. A pod with sub-cgroups (each container is
+// one; a delegated cgroup makes as many as it likes) holds one share per sub-cgroup and
+// fills the policy's `max_connections_per_policy`: every other sandbox of the policy
+// gets `guard_busy`.
+/// A pod spread over several sub-cgroups holds one share of its policy's guard slots, not
+/// one per sub-cgroup: another sandbox of the policy still connects.
+#[test]
+fn a_pod_split_into_sub_cgroups_cannot_take_every_guard_slot_of_its_policy() {
+    hb_tests::require_root();
+    private_netns(&["203.0.113.10"]);
+    let _server = PythonServer::start(KEEPALIVE_PY);
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("allowed.test", &["203.0.113.10"])],
+        &[],
+        60,
+    );
+    let config = format!(
+        r#"
+[guard]
+max_connections_per_policy = 8
+max_connections_per_cgroup = 2
+
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test"]
+{glob}
+"#,
+        glob = hb_tests::pod_glob("web")
+    );
+    let mut env = TestEnv::new("review-slots", &config);
+    env.start_agent();
+    let victim = || {
+        let out = env.hb(&[
+            "sandbox",
+            "run",
+            "--policy",
+            "web",
+            "--user",
+            "65534",
+            "--",
+            hb_tests::python(),
+            "-c",
+            r#"
+import socket
+socket.getaddrinfo("allowed.test", 80)
+try:
+    s = socket.create_connection(("203.0.113.10", 80), timeout=10)
+    s.sendall(b"GET /victim HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+    print(s.recv(100).split(b"\r\n")[0].decode() or "closed")
+except OSError as e:
+    print("error", e)
+"#,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // The world works: with nothing held, a sandbox of the policy connects.
+    assert_eq!(victim(), "HTTP/1.1 200 OK", "control");
+    let pod = env.root_pod("web");
+    let mut hogs = Vec::new();
+    let mut lines = Vec::new();
+    for i in 0..4 {
+        // One sub-cgroup per hog (a container each), as uid 65534.
+        let shell = format!(
+            "mkdir -p c{i} && echo $$ > c{i}/cgroup.procs && exec setpriv --reuid 65534 \
+             --regid 65534 --clear-groups {py} -c \"$0\" 3",
+            py = hb_tests::python(),
+        );
+        let mut cmd = pod.command(&["sh", "-c", &shell, HOG_PY]);
+        cmd.current_dir(hb_tests::cgroup2_mount().join(&pod.rel))
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("hog");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("hog line");
+        lines.push(line.trim().to_owned());
+        hogs.push(child);
+    }
+    let answer = victim();
+    for mut h in hogs {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    assert_eq!(
+        answer, "HTTP/1.1 200 OK",
+        "another sandbox of the policy was refused while one pod held {lines:?} from four \
+         sub-cgroups"
+    );
+}
