@@ -754,3 +754,87 @@ except OSError as e:
          sub-cgroups"
     );
 }
+
+/// Asks hb's resolver (through the kernel's redirect of port 53) for `noise.denied.test`
+/// `argv[1]` times, then once for `c2-target.evil.test` (the name the attacker is after),
+/// then, after the event window (10 s) has passed, once for `late.denied.test`.
+const PY_DNS_COVER: &str = r#"
+import socket, struct, sys, time
+def ask(name, i):
+    q = struct.pack(">HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    s.sendto(q, ("192.0.2.53", 53))
+    try:
+        return s.recv(512)[3] & 0xf
+    except OSError:
+        return "lost"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+for i in range(int(sys.argv[1])):
+    ask("noise.denied.test", i)
+print("target", ask("c2-target.evil.test", 1), flush=True)
+time.sleep(11)
+print("late", ask("late.denied.test", 2), flush=True)
+"#;
+
+// FINDING F5: the resolver's (and the guard's) event budget is one per policy and hook
+// (`events.rs::DnsBudget`, keyed by (hook, policy)); past it a refused name is counted
+// into the next admitted record's `suppressed` and never named. So a sandbox asks for a
+// cheap refused name 64 times, then for the one it is after: no event, no audit line ever
+// names it (the same cover the seccomp budget gave before held-back refusals were kept
+// per system call name). Any sandbox of the policy can hide another's names the same way.
+/// A refused name asked for after a flood of another refused name is still named in an
+/// event once the budget allows (held back per name, as seccomp refusals are).
+#[test]
+fn a_flood_of_one_refused_name_does_not_hide_another() {
+    hb_tests::require_root();
+    private_netns(&[]);
+    let config = r#"
+[dns]
+listen = "127.0.0.1:5300"
+# Never asked: every name below is refused by policy before any upstream.
+upstreams = ["127.0.0.1:5400"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test"]
+"#;
+    let mut env = TestEnv::new("review-dnscover", config);
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        PY_DNS_COVER,
+        "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("target 3"),
+        "the name was refused (NXDOMAIN): {said}"
+    );
+    // The record after the window is written (carrying what was suppressed).
+    env.wait_event("the refused name after the window", |e| {
+        e["name"] == "late.denied.test"
+    });
+    let text = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
+    let named = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|e| e["name"] == "c2-target.evil.test");
+    assert!(
+        named,
+        "no event names the refused c2-target.evil.test: a flood of noise.denied.test hid it"
+    );
+}
