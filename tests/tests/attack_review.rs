@@ -838,3 +838,123 @@ allow_domains = ["allowed.test"]
         "no event names the refused c2-target.evil.test: a flood of noise.denied.test hid it"
     );
 }
+
+/// DNS over TCP (through the kernel's redirect of port 53 to hb's resolver): `hold N`
+/// opens N connections and keeps each alive with a query every 4 s, printing `held K`
+/// (those answered) once; `ask` sends one query for allowed.test on a fresh connection
+/// and prints `answered` or `refused`.
+const PY_TCP_DNS: &str = r#"
+import socket, struct, sys, time
+def query(i):
+    q = struct.pack(">HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(l)]) + l.encode() for l in "allowed.test".split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    return struct.pack(">H", len(q)) + q
+def ask(s, i):
+    s.sendall(query(i))
+    n = s.recv(2)
+    return len(n) == 2 and len(s.recv(4096)) > 0
+if sys.argv[1] == "ask":
+    try:
+        s = socket.create_connection(("192.0.2.53", 53), timeout=5)
+        print("answered" if ask(s, 7) else "refused", flush=True)
+    except OSError:
+        print("refused", flush=True)
+    sys.exit(0)
+conns = []
+for i in range(int(sys.argv[2])):
+    try:
+        s = socket.create_connection(("192.0.2.53", 53), timeout=5)
+        if ask(s, i):
+            conns.append(s)
+    except OSError:
+        pass
+print("held", len(conns), flush=True)
+while True:
+    time.sleep(4)
+    for i, s in enumerate(conns):
+        try:
+            ask(s, i)
+        except OSError:
+            pass
+"#;
+
+// FINDING F6: the resolver's TCP connections are capped per policy only
+// (`dns/mod.rs::TcpLimits::admit`: `dns.max_tcp_connections_per_policy`, default 32, and
+// the global cap), with no share per sandbox as the guard has
+// (`max_connections_per_cgroup`). One sandbox opens 32 TCP DNS connections and keeps them
+// alive with a query every few seconds (inside `tcp_idle_timeout_secs`): every other
+// sandbox of its policy has its TCP DNS (truncated answers, `use-vc` resolvers) closed
+// unanswered for as long as it likes.
+/// One sandbox cannot hold every TCP DNS connection of its policy: another sandbox of
+/// the policy still gets its TCP query answered.
+#[test]
+fn one_sandbox_cannot_hold_every_tcp_dns_connection_of_its_policy() {
+    hb_tests::require_root();
+    private_netns(&["203.0.113.10"]);
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("allowed.test", &["203.0.113.10"])],
+        &[],
+        60,
+    );
+    let config = format!(
+        r#"
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test"]
+"#
+    );
+    let mut env = TestEnv::new("review-tcpdns", &config);
+    env.start_agent();
+    let ask = || {
+        let out = env.hb(&[
+            "sandbox",
+            "run",
+            "--policy",
+            "web",
+            "--user",
+            "65534",
+            "--",
+            hb_tests::python(),
+            "-c",
+            PY_TCP_DNS,
+            "ask",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(ask(), "answered", "control: TCP DNS works");
+    let mut hog = std::process::Command::new(hb_tests::agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+        .args([hb_tests::python(), "-c", PY_TCP_DNS, "hold", "40"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("hog");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("hog line");
+    // Past the idle timeout (10 s): the hog's connections stay, kept alive by its queries.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let answer = ask();
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert_eq!(
+        answer,
+        "answered",
+        "another sandbox of the policy got no TCP DNS while one sandbox {}",
+        line.trim()
+    );
+}
