@@ -958,3 +958,84 @@ allow_domains = ["allowed.test"]
         line.trim()
     );
 }
+
+/// Sends `argv[1]` refused datagrams to 10.9.8.7:9 (noise), then connects to
+/// 198.51.100.99:80 (the address the attacker is after), then, after the event window
+/// (10 s), sends one more refused datagram.
+const PY_CONNECT_COVER: &str = r#"
+import errno, socket, sys, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[1])):
+    try:
+        u.sendto(b"x", ("10.9.8.7", 9))
+    except OSError:
+        pass
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect(("198.51.100.99", 80))
+    print("target OK", flush=True)
+except OSError as e:
+    print("target", errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+time.sleep(11)
+try:
+    u.sendto(b"x", ("10.9.8.8", 9))
+except OSError:
+    pass
+print("late", flush=True)
+"#;
+
+// FINDING F5b: the kernel's event budget is per cgroup (`HB_EVENT_RATE`, 64 per 10 s);
+// past it a refused connect is counted into the next admitted event's `suppressed` and
+// never named. A sandbox sends 64 cheap refused datagrams, then tries the address it is
+// after: no event and no audit line ever names that address.
+/// A refused connect made after a flood of other refusals is still named in an event
+/// once the budget allows.
+#[test]
+fn a_flood_of_refused_sends_does_not_hide_the_address_tried_next() {
+    hb_tests::require_root();
+    private_netns(&["10.9.8.7", "10.9.8.8", "198.51.100.99"]);
+    let config = r#"
+[egress]
+exception_cidrs = ["198.51.100.0/24"]
+
+[[policy]]
+name = "closed"
+allow_cidrs = []
+"#;
+    let mut env = TestEnv::new("review-connectcover", config);
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "closed",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        PY_CONNECT_COVER,
+        "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("target EPERM"),
+        "the connect was refused: {said}"
+    );
+    env.wait_event("the refusal after the window", |e| e["dst"] == "10.9.8.8");
+    let text = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
+    let named = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|e| e["dst"] == "198.51.100.99");
+    assert!(
+        named,
+        "no event names the refused 198.51.100.99: a flood of refused sends hid it"
+    );
+}
