@@ -362,6 +362,8 @@ allow_cidrs = []
 // fix, `broker/requests.rs::respond` scrubs with `View::of(caller)`: the token families
 // plus the caller's own handles and credentials only, so a value of another tenant
 // that matches no family passes untouched, though the broker holds it decrypted.
+// (README § Broker calls this deliberate, to close the guessing oracle; the oracle needs
+// the guess in the caller's own request, a listing does not: see the report.)
 /// Another tenant's credential, listed by the provider in the answer to a call made
 /// with the attacker's own handle, does not reach the attacker.
 #[test]
