@@ -139,15 +139,18 @@ pub fn hb_getpeer6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// The current task's enrollment, if its cgroup or an ancestor is enrolled.
+/// The current task's sandbox, if its cgroup or an ancestor is enrolled: the id of the
+/// enrolled cgroup that governs it (not the task's own, which may be any sub-cgroup of
+/// the sandbox) and its enrollment. Records and budgets kept per cgroup (the guard's and
+/// the resolver's connection shares, the event budget) are kept per sandbox with it, so
+/// a sandbox split into sub-cgroups holds one share, not one per sub-cgroup.
 #[inline(always)]
 fn current_enrollment() -> Option<(u64, hb_common::Enrollment)> {
     // SAFETY: helpers without pointer arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
-    let e = policy::enrollment(own, |level| unsafe {
+    policy::governing(own, |level| unsafe {
         bpf_get_current_ancestor_cgroup_id(level)
-    })?;
-    Some((own, e))
+    })
 }
 
 #[inline(always)]
