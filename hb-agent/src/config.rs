@@ -1210,6 +1210,22 @@ fn on_integration(integ: &IntegrationConfig, url: &str) -> Result<(), String> {
     }
 }
 
+/// The integration whose HTTP rotator authenticates with `name`'s credential (another
+/// integration's `rotation.http.auth`), if any: a key that mints keys.
+fn rotator_key_of<'a>(integrations: &'a [IntegrationConfig], name: &str) -> Option<&'a str> {
+    integrations.iter().find_map(|integ| {
+        let http = integ.rotation.as_ref()?.http.as_ref()?;
+        match &http.auth {
+            HttpRotatorAuth::Credential { integration, .. }
+                if integration == name && integ.name.get_ref() != name =>
+            {
+                Some(integ.name.get_ref().as_str())
+            }
+            _ => None,
+        }
+    })
+}
+
 /// `[integration.rotation.http]` on its own (its URLs against the authenticating
 /// integration are checked by [`check_http_rotator_urls`], once every integration is).
 fn check_http_rotator(http: &HttpRotation) -> Result<(), (&'static str, String)> {
@@ -1786,6 +1802,18 @@ impl Config {
                         format!("no [[integration]] is named \"{}\"", integ.get_ref()),
                     ));
                 }
+                if let Some(rotated) = rotator_key_of(&self.integrations, integ.get_ref()) {
+                    return Err(invalid(
+                        format!("policy[{i}].integrations[{j}]"),
+                        Some(integ.span()),
+                        format!(
+                            "\"{}\" authenticates the HTTP rotator of \"{rotated}\" \
+                             (its rotation.http.auth): a sandbox holding a handle to it could \
+                             mint and revoke that integration's keys; give it to no policy",
+                            integ.get_ref()
+                        ),
+                    ));
+                }
             }
         }
         if self.policies.len() > hb_common::limits::POLICIES as usize {
@@ -2262,6 +2290,27 @@ mod tests {
             Ok(_) => panic!("config unexpectedly valid:\n{text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn a_key_that_mints_keys_is_given_to_no_policy() {
+        let config = |policy_integrations: &str| {
+            format!(
+                "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
+                 verify_url = \"https://api.test/me\"\n[integration.rotation.http]\n\
+                 url = \"https://keys.test/v1/keys\"\n\
+                 auth = {{ integration = \"admin\", account = \"ops\" }}\n\
+                 [[integration]]\nname = \"admin\"\nauth = {{ header = \"X-Key\" }}\n\
+                 hosts = [\"keys.test\"]\n\
+                 [[policy]]\nname = \"agents\"\nintegrations = {policy_integrations}\n"
+            )
+        };
+        Config::parse(&config("[\"svc\"]"), "test").expect("the rotated integration is fine");
+        let e = err(&config("[\"svc\", \"admin\"]"));
+        assert!(
+            e.contains("policy[0].integrations[1]") && e.contains("rotation.http.auth"),
+            "{e}"
+        );
     }
 
     #[test]
