@@ -193,9 +193,6 @@ enum Command {
         /// Rule files (gitleaks's format) to load, as `scrub --rules`.
         #[arg(long, value_name = "FILE")]
         rules: Vec<PathBuf>,
-        /// Find keywords with the portable search (as a CPU without AVX2 does).
-        #[arg(long)]
-        portable_scan: bool,
     },
     /// Clean untrusted text (stdin) for a model: remove invisible and control characters,
     /// decode hidden text, report injection markers (text to stdout, findings to stderr).
@@ -511,21 +508,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             iterations,
             chunk,
             rules,
-            portable_scan,
         } => {
-            let scan = if portable_scan {
-                crate::scrub::ScanKind::Packed
-            } else {
-                crate::scrub::ScanKind::Best
-            };
-            scrub::bench(
-                &input,
-                secrets_file.as_deref(),
-                iterations,
-                chunk,
-                &rules,
-                scan,
-            )?;
+            scrub::bench(&input, secrets_file.as_deref(), iterations, chunk, &rules)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sanitize {

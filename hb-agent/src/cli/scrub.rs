@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 
 use crate::{
-    scrub::{FileReport, Redaction, RuleSet, ScanKind, Scrubber},
+    scrub::{FileReport, Redaction, RuleSet, Scrubber},
     secret::Secret,
 };
 
@@ -212,14 +212,13 @@ pub fn bench(
     iterations: usize,
     chunk: usize,
     rules: &[PathBuf],
-    scan: ScanKind,
 ) -> anyhow::Result<()> {
     ensure!(
         iterations > 0 && chunk > 0,
         "iterations and chunk must be > 0"
     );
     let data = fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let scrubber = Scrubber::with_scan(Arc::new(RuleSet::load_scan(rules, scan)?), scan);
+    let scrubber = Scrubber::with_rules(Arc::new(RuleSet::load(rules)?));
     let (mut register_ms, mut register_one_ms, mut unregister_one_ms) = (0.0, 0.0, 0.0);
     if let Some(f) = secrets_file {
         // Synthetic benchmark values, one per line.

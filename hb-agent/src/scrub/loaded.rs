@@ -70,14 +70,11 @@ impl std::fmt::Debug for RuleSet {
 
 impl Default for RuleSet {
     fn default() -> Self {
-        Self::build(
-            Compiled {
-                rules: Vec::new(),
-                globals: Vec::new(),
-                reports: Vec::new(),
-            },
-            ScanKind::Best,
-        )
+        Self::build(Compiled {
+            rules: Vec::new(),
+            globals: Vec::new(),
+            reports: Vec::new(),
+        })
     }
 }
 
@@ -98,18 +95,7 @@ impl RuleSet {
 
     /// As [`RuleSet::load`], and on error the index of the file at fault.
     pub fn load_each(paths: &[std::path::PathBuf]) -> Result<Self, (usize, RulesError)> {
-        Ok(Self::build(
-            rules_file::compile_files(paths)?,
-            ScanKind::Best,
-        ))
-    }
-
-    /// [`RuleSet::load`] with the keywords found by `kind` (see [`super::Scrubber::with_scan`]).
-    pub fn load_scan(paths: &[std::path::PathBuf], kind: ScanKind) -> Result<Self, RulesError> {
-        Ok(Self::build(
-            rules_file::compile_files(paths).map_err(|(_, e)| e)?,
-            kind,
-        ))
+        Ok(Self::build(rules_file::compile_files(paths)?))
     }
 
     #[cfg(test)]
@@ -120,10 +106,10 @@ impl RuleSet {
             reports: Vec::new(),
         };
         rules_file::compile_text(text, std::path::Path::new("test.toml"), &mut c)?;
-        Ok(Self::build(c, ScanKind::Best))
+        Ok(Self::build(c))
     }
 
-    fn build(c: Compiled, kind: ScanKind) -> Self {
+    fn build(c: Compiled) -> Self {
         let mut words: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         for (r, rule) in c.rules.iter().enumerate() {
@@ -155,7 +141,7 @@ impl RuleSet {
         }
         let keywords = (!words.is_empty()).then(|| {
             let anchors: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
-            AnchorScan::folded(&anchors, kind)
+            AnchorScan::folded(&anchors, ScanKind::Best)
         });
         Self {
             keyword_len: words.iter().map(String::len).collect(),

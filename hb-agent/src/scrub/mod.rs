@@ -47,7 +47,6 @@ use live::{LiveEntry, LiveSet, Sampler, Segment};
 pub use live::{MAX_SECRET_LEN, MIN_SECRET_LEN};
 pub use loaded::{LoadedInfo, RuleSet};
 pub use rules_file::{FileReport, check_file};
-pub use scan::ScanKind;
 pub use stream::ScrubStream;
 
 /// One redacted span.
@@ -229,16 +228,7 @@ impl Scrubber {
 
     /// The built-in families and the rules of `rules`.
     pub fn with_rules(rules: Arc<RuleSet>) -> Self {
-        Self::with_scan(rules, ScanKind::Best)
-    }
-
-    /// [`Scrubber::with_rules`] with the built-in families' anchors found by `kind`
-    /// (`hb-agent __bench-scrub --portable-scan` times the portable search).
-    pub fn with_scan(rules: Arc<RuleSet>, kind: ScanKind) -> Self {
-        let s = Self {
-            families: Families::with_scan(kind),
-            ..Self::new()
-        };
+        let s = Self::new();
         s.set_rules(rules);
         s
     }

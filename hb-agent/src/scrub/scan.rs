@@ -6,7 +6,7 @@
 //!
 //! Two implementations, one contract ([`AnchorScan::next_hit`]: the first position at or
 //! after `from` where an anchor starts, and the longest anchor there):
-//! - **Fingerprint** (x86-64 with AVX-512 VBMI, or AVX2): one pass, 64 positions per step. For
+//! - **Fingerprint** (x86-64 with AVX-512 VBMI): one pass, 64 positions per step. For
 //!   each of the first four bytes of an anchor, a 128-entry table gives the set of
 //!   *buckets* (8 groups of anchors, by first byte) that allow that byte there; a
 //!   position is a candidate when the four sets, looked up with `vpermi2b`, share a
@@ -16,12 +16,9 @@
 //!   needs three passes, which took about half of a scrub of the clean benchmark
 //!   corpus; the one fingerprint pass, verification included, takes about a quarter of
 //!   a scrub that is itself twice as fast (`perf`, same machine, same input).
-//!   `aho-corasick` has no AVX-512 path, hence this one. With AVX2 the 128-entry tables
-//!   are looked up as eight 16-entry `vpshufb` tables, one per high nibble: about four
-//!   times the instructions of `vpermi2b`, and still one pass where the packed searchers
-//!   need one per 20 anchors (the built-in families have over 300 anchors).
-//! - **Packed** (elsewhere): `aho-corasick`'s packed searchers (Teddy on SSSE3,
-//!   Rabin-Karp otherwise), anchors split into passes by [`group_anchors`].
+//!   `aho-corasick` has no AVX-512 path, hence this one.
+//! - **Packed** (everywhere else): `aho-corasick`'s packed searchers (Teddy on SSSE3 or
+//!   AVX2, Rabin-Karp otherwise), anchors split into passes by [`group_anchors`].
 //!
 //! A test runs both over the same inputs and requires the same hits.
 
@@ -119,13 +116,16 @@ fn get(bits: &[u64], i: usize) -> bool {
     bits[i / 64] & (1 << (i % 64)) != 0
 }
 
-/// Which anchor search to build.
+/// Which implementation to build.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ScanKind {
+pub(super) enum ScanKind {
     /// The fastest this CPU runs.
     Best,
-    /// The portable one, as a CPU without AVX2 runs it (tests compare the two, the
-    /// benchmark times both).
+    /// The portable one (tests compare the two).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "tests compare it with the best")
+    )]
     Packed,
 }
 
@@ -351,10 +351,7 @@ fn group_anchors(anchors: &[&[u8]]) -> Vec<Vec<usize>> {
 #[cfg(target_arch = "x86_64")]
 mod fingerprint {
     use std::arch::x86_64::{
-        __m256i, __m512i, _mm_loadu_si128, _mm256_adds_epu8, _mm256_and_si256, _mm256_blendv_epi8,
-        _mm256_broadcastsi128_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
-        _mm256_or_si256, _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8,
-        _mm256_xor_si256, _mm512_and_si512, _mm512_loadu_epi8, _mm512_mask_blend_epi8,
+        __m512i, _mm512_and_si512, _mm512_loadu_epi8, _mm512_mask_blend_epi8,
         _mm512_maskz_loadu_epi8, _mm512_movepi8_mask, _mm512_permutex2var_epi8, _mm512_set1_epi8,
         _mm512_test_epi8_mask,
     };
@@ -372,33 +369,18 @@ mod fingerprint {
         lo: [[u8; 64]; DEPTH],
         hi: [[u8; 64]; DEPTH],
         any: [u8; DEPTH],
-        kernel: Kernel,
-    }
-
-    /// How the tables are looked up.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Kernel {
-        /// AVX-512 VBMI: one `vpermi2b` per 64 bytes and depth.
-        Vbmi,
-        /// AVX2: eight 16-entry `vpshufb` lookups per 32 bytes and depth, one per high
-        /// nibble of the 128 entries.
-        Avx2,
     }
 
     impl Tables {
-        /// None if the CPU lacks both AVX-512 VBMI and AVX2, or an anchor is not ASCII.
-        /// With `fold`, a letter's bucket bits are set for both of its cases.
+        /// None if the CPU lacks AVX-512 VBMI or an anchor is not ASCII. With `fold`, a
+        /// letter's bucket bits are set for both of its cases.
         pub fn new(anchors: &[&[u8]], fold: bool) -> Option<Self> {
-            let kernel = if std::arch::is_x86_feature_detected!("avx512f")
+            if !(std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vbmi")
+                && std::arch::is_x86_feature_detected!("avx512vbmi"))
             {
-                Kernel::Vbmi
-            } else if std::arch::is_x86_feature_detected!("avx2") {
-                Kernel::Avx2
-            } else {
                 return None;
-            };
+            }
             if !anchors.iter().all(|a| a.is_ascii()) {
                 return None;
             }
@@ -406,7 +388,6 @@ mod fingerprint {
                 lo: [[0; 64]; DEPTH],
                 hi: [[0; 64]; DEPTH],
                 any: [0; DEPTH],
-                kernel,
             };
             for (bucket, group) in buckets(anchors).iter().enumerate() {
                 let bit = 1u8 << bucket;
@@ -444,7 +425,7 @@ mod fingerprint {
         /// The first position at or after `from` where `verify` finds an anchor.
         ///
         /// # Safety
-        /// The CPU must have the features of the kernel `new` chose (as it checked).
+        /// The CPU must have AVX-512F, AVX-512BW and AVX-512 VBMI (as `new` checked).
         pub unsafe fn next_hit(
             &self,
             hay: &[u8],
@@ -452,13 +433,8 @@ mod fingerprint {
             verify: impl Fn(usize) -> Option<usize>,
         ) -> Option<(usize, usize)> {
             let mut at = from;
-            let next = |at| match self.kernel {
-                // SAFETY: the caller guarantees the features.
-                Kernel::Vbmi => unsafe { self.next_candidates(hay, at) },
-                // SAFETY: as above.
-                Kernel::Avx2 => unsafe { self.next_candidates_avx2(hay, at) },
-            };
-            while let Some((block, mut candidates)) = next(at) {
+            // SAFETY: the caller guarantees the features.
+            while let Some((block, mut candidates)) = unsafe { self.next_candidates(hay, at) } {
                 while candidates != 0 {
                     let pos = block + candidates.trailing_zeros() as usize;
                     if let Some(anchor) = verify(pos) {
@@ -527,69 +503,6 @@ mod fingerprint {
                     )
                 });
                 let candidates = fingerprint(bytes) & within(at);
-                if candidates != 0 {
-                    return Some((at, candidates));
-                }
-                at += 64;
-            }
-            None
-        }
-
-        /// [`Tables::next_candidates`] with AVX2, 32 positions per half block. A byte's
-        /// entry is looked up in the table of its high nibble: XOR-ing that nibble away
-        /// leaves an index below 16, any other table's index stays at 16 or more and the
-        /// saturating add of 0x70 sets its top bit, which makes `vpshufb` give 0.
-        #[target_feature(enable = "avx2")]
-        unsafe fn next_candidates_avx2(&self, hay: &[u8], mut at: usize) -> Option<(usize, u64)> {
-            let tables: [[__m256i; 8]; DEPTH] = std::array::from_fn(|j| {
-                std::array::from_fn(|h| {
-                    let half = if h < 4 { &self.lo[j] } else { &self.hi[j] };
-                    let row = &half[(h % 4) * 16..(h % 4) * 16 + 16];
-                    // SAFETY: `row` holds 16 bytes.
-                    _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(row.as_ptr().cast()) })
-                })
-            });
-            let any: [__m256i; DEPTH] =
-                std::array::from_fn(|j| _mm256_set1_epi8(self.any[j] as i8));
-            let nibbles: [__m256i; 8] = std::array::from_fn(|h| _mm256_set1_epi8((h << 4) as i8));
-            let top = _mm256_set1_epi8(0x70);
-            let half = |ptr: *const u8| -> u32 {
-                let mut acc = _mm256_set1_epi8(-1);
-                for j in 0..DEPTH {
-                    // SAFETY: the caller passes a pointer with 32 + DEPTH - 1 bytes.
-                    let bytes = unsafe { _mm256_loadu_si256(ptr.add(j).cast()) };
-                    let mut set = _mm256_setzero_si256();
-                    for h in 0..8 {
-                        let index = _mm256_adds_epu8(_mm256_xor_si256(bytes, nibbles[h]), top);
-                        set = _mm256_or_si256(set, _mm256_shuffle_epi8(tables[j][h], index));
-                    }
-                    // Bytes ≥ 0x80 take `any`.
-                    let set = _mm256_blendv_epi8(set, any[j], bytes);
-                    acc = _mm256_and_si256(acc, set);
-                }
-                !(_mm256_movemask_epi8(_mm256_cmpeq_epi8(acc, _mm256_setzero_si256())) as u32)
-            };
-            while at + 64 + DEPTH - 1 <= hay.len() {
-                let ptr = hay.as_ptr().wrapping_add(at);
-                let candidates = u64::from(half(ptr)) | u64::from(half(ptr.wrapping_add(32))) << 32;
-                if candidates != 0 {
-                    return Some((at, candidates));
-                }
-                at += 64;
-            }
-            // The end: a copy padded with zeros (no anchor holds 0; `verify` checks the
-            // bounds of what passes).
-            while at < hay.len() {
-                let mut block = [0u8; 64 + DEPTH - 1];
-                let n = (hay.len() - at).min(block.len());
-                block[..n].copy_from_slice(&hay[at..at + n]);
-                let within = match hay.len() - at {
-                    n if n >= 64 => u64::MAX,
-                    n => (1u64 << n) - 1,
-                };
-                let ptr = block.as_ptr();
-                let candidates =
-                    (u64::from(half(ptr)) | u64::from(half(ptr.wrapping_add(32))) << 32) & within;
                 if candidates != 0 {
                     return Some((at, candidates));
                 }
