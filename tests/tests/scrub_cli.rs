@@ -245,3 +245,88 @@ fn list_families_shows_built_in_and_loaded_rules_apart() {
     assert!(built.contains("github_pat") && !built.contains("gitlab-pat"));
     assert!(loaded.contains("gitlab-pat") && !loaded.contains("github_pat "));
 }
+
+/// Runs an encoder on `input` (`base64`, `openssl base64`: real tools, as a tool call
+/// would) and returns what it printed.
+fn encode_with(tool: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(tool[0])
+        .args(&tool[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {tool:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{tool:?} failed");
+    out.stdout
+}
+
+#[test]
+fn a_secret_file_value_in_line_wrapped_base64_is_redacted() {
+    let file = secret_file("wrapped", VALUE);
+    let tools: [(&[&str], usize); 3] = [
+        (&["base64"], 76),
+        (&["base64", "-w", "64"], 64),
+        (&["openssl", "base64"], 64),
+    ];
+    let mut checked = 0;
+    for (tool, width) in tools {
+        for crlf in [false, true] {
+            // The value inside a JSON document at each of base64's three byte phases,
+            // and at places that put a line break inside its encoding.
+            for pad in [0, 1, 2, 17, 31, 46] {
+                let doc = format!(
+                    "{{\"user\":\"deploy{}\",\"password\":\"{VALUE}\",\"region\":\"eu-west-1\"}}\n",
+                    "x".repeat(pad)
+                );
+                let offset = doc.find(VALUE).expect("value");
+                let mut encoded = encode_with(tool, doc.as_bytes());
+                if crlf {
+                    encoded = String::from_utf8(encoded)
+                        .expect("base64 is ASCII")
+                        .replace('\n', "\r\n")
+                        .into_bytes();
+                }
+                let eol = if crlf { 2 } else { 1 };
+                let out = scrub(
+                    &["--json", "--secret-file", file.to_str().expect("path")],
+                    &encoded,
+                );
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+                let spans: Vec<(u64, u64)> = report["redactions"]
+                    .as_array()
+                    .expect("redactions")
+                    .iter()
+                    .filter(|r| r["family"] == "live_secret")
+                    .map(|r| {
+                        let at = r["offset"].as_u64().expect("offset");
+                        (at, at + r["len"].as_u64().expect("len"))
+                    })
+                    .collect();
+                // Every character that carries bits of the value alone: character i
+                // holds bits [6i, 6i + 6) of the document.
+                for i in (8 * offset).div_ceil(6)..8 * (offset + VALUE.len()) / 6 {
+                    let at = (i + (i / width) * eol) as u64;
+                    assert!(
+                        spans.iter().any(|&(s, e)| s <= at && at < e),
+                        "{tool:?} crlf {crlf} pad {pad}: character {i} of the value's encoding survives: {}",
+                        report["text"]
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 36);
+    let _ = fs::remove_dir_all(file.parent().expect("dir"));
+}

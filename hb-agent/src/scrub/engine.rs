@@ -23,6 +23,7 @@ use super::{
     families::{Effort, Families, Found, RULES},
     live::LiveSet,
     loaded::{LoadedFound, LoadedState, RuleSet},
+    wrapped::{self, Wrapped, WrappedFound},
 };
 
 /// A decided span, not yet written.
@@ -61,6 +62,9 @@ pub(super) struct Engine {
     /// Keyword hits and regions of loaded rules.
     loaded: LoadedState,
     loaded_found: Vec<LoadedFound>,
+    /// Live forms across the line breaks of wrapped base64.
+    wrapped: Wrapped,
+    wrapped_found: Vec<WrappedFound>,
     /// After `advance`: the input end that would let the engine decide everything it
     /// is waiting on now (the windows of deferred hits).
     wanted_end: usize,
@@ -69,8 +73,10 @@ pub(super) struct Engine {
 
 /// Bytes before a keyword its rules read: the left boundary check looks through escapes
 /// of up to 6 bytes (`\\uXXXX`, see `families::left_boundary`), the assignment checks
-/// read the identifier the keyword ends (`PublicKey`, see `assigned::credential`).
+/// read the identifier the keyword ends (`PublicKey`, see `assigned::credential`), the
+/// break check of wrapped base64 the end of the line before (`wrapped::LOOKBACK`).
 pub const LOOKBACK: usize = 24;
+const _: () = assert!(wrapped::LOOKBACK <= LOOKBACK);
 
 impl Engine {
     /// The first input byte the engine still needs ([`LOOKBACK`] before `emit_pos`, for
@@ -79,6 +85,7 @@ impl Engine {
         self.emit_pos
             .min(self.family_settled(families))
             .min(self.live_pos)
+            .min(self.wrapped.pos())
             .min(self.loaded.settled(rules))
             .saturating_sub(LOOKBACK)
     }
@@ -123,6 +130,7 @@ impl Engine {
         self.scan_families(families, data, base, end, finished);
         self.scan_loaded(rules, data, base, finished);
         self.scan_live(live, data, base, end, finished);
+        self.scan_wrapped(live, data, base, finished);
         self.candidates
             .sort_unstable_by_key(|c| (c.start, std::cmp::Reverse(c.end), c.rank));
         let settled = if finished {
@@ -131,6 +139,7 @@ impl Engine {
             // A keyword (and so a span) starts up to `max_offset` before its anchor.
             self.family_settled(families)
                 .min(self.live_pos)
+                .min(self.wrapped.pos())
                 .min(self.loaded.settled(rules))
                 .min(end)
         };
@@ -279,6 +288,23 @@ impl Engine {
             }
         }
         self.live_pos = pos;
+    }
+
+    /// Live forms that a line break of wrapped base64 cuts in two (or more).
+    fn scan_wrapped(&mut self, live: &LiveSet, data: &[u8], base: usize, finished: bool) {
+        self.wrapped_found.clear();
+        let wanted = self
+            .wrapped
+            .scan(live, data, base, finished, &mut self.wrapped_found);
+        self.wanted_end = self.wanted_end.max(wanted);
+        for f in &self.wrapped_found {
+            self.candidates.push(Candidate {
+                start: f.start,
+                end: f.end,
+                family: f.label,
+                rank: 0,
+            });
+        }
     }
 
     /// Writes input up to `settled`, replacing spans with markers.

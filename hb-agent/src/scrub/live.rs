@@ -47,6 +47,8 @@ pub(super) struct LiveSet {
     /// Unregistered values whose forms are still in a segment (and in the sampler).
     pub dead: Arc<HashSet<u64>>,
     pub longest: usize,
+    /// The longest form made of base64 characters alone (see `wrapped`).
+    pub longest_b64: usize,
 }
 
 /// An automaton over the forms of some registered values.
@@ -130,12 +132,19 @@ impl LiveSet {
             sampler: Arc::new(Sampler::default()),
             dead: Arc::default(),
             longest: 0,
+            longest_b64: 0,
         }
     }
 
     /// The longest form: no live match is longer.
     pub fn longest(&self) -> usize {
         self.longest
+    }
+
+    /// The longest form made of base64 characters alone: no live match in a run of
+    /// wrapped base64 is longer (0 with no values).
+    pub fn longest_b64(&self) -> usize {
+        self.longest_b64
     }
 
     /// The first form found starting at or after `from` (an index into `hay`), the
@@ -491,6 +500,7 @@ mod tests {
             sampler: Arc::new(Sampler::new(entries.iter().map(|e| &**e))),
             dead: Arc::default(),
             longest: 1000,
+            longest_b64: 1000,
         };
         let all: Vec<&[u8]> = entries
             .iter()

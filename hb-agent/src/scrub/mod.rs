@@ -2,10 +2,11 @@
 //! with `[REDACTED:<family>]`.
 //!
 //! Owns: the known token families (`families`), the registry of live secrets this
-//! process holds (`live`), runs of one credential's characters (`fragments`, for the
-//! answer to the call that carried it), values spread out with NUL bytes (`spread`:
-//! UTF-32 and kin), and whole-buffer and streaming scrubs (`engine`, `stream`), and
-//! rule files in gitleaks's format (`rules_file` reads them, `loaded` runs them).
+//! process holds (`live`) and their forms cut by line breaks (`wrapped`), runs of one
+//! credential's characters (`fragments`, for the answer to the call that carried it),
+//! values spread out with NUL bytes (`spread`: UTF-32 and kin), and whole-buffer and
+//! streaming scrubs (`engine`, `stream`), and rule files in gitleaks's format
+//! (`rules_file` reads them, `loaded` runs them).
 //! Every exit of hb (broker responses, error messages, event stream, audit log,
 //! `POST /v1/scrub`, `hb-agent scrub`) goes through one shared `Arc<Scrubber>`.
 //! Must never: return, log or print a matched value — callers get the family, the input
@@ -30,6 +31,7 @@ mod spread;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod wrapped;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -185,6 +187,14 @@ impl Registry {
                 .entries
                 .values()
                 .flat_map(|e| e.forms.iter().map(Secret::len))
+                .max()
+                .unwrap_or(0),
+            longest_b64: self
+                .entries
+                .values()
+                .flat_map(|e| e.forms.iter())
+                .filter(|f| f.expose().iter().all(|&b| wrapped::is_base64(b)))
+                .map(Secret::len)
                 .max()
                 .unwrap_or(0),
         }
@@ -470,6 +480,7 @@ impl Scrubber {
             sampler: Arc::clone(&live.sampler),
             dead: Arc::new(hidden),
             longest: live.longest,
+            longest_b64: live.longest_b64,
         }
     }
 

@@ -1131,42 +1131,137 @@ mod attack {
         );
     }
 
+    /// `text` cut into lines of `width` characters joined by `eol`, as `base64` (76,
+    /// `\n`), MIME (76, `\r\n`) and PEM or `openssl base64` (64) write base64.
+    fn wrap(text: &str, width: usize, eol: &str) -> String {
+        text.as_bytes()
+            .chunks(width)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(eol)
+    }
+
+    /// Panics unless every base64 character that carries bits of `value` alone (the
+    /// value's bytes start `offset` bytes into what was encoded, wrapped at `width` with
+    /// `eol`) lies inside a live redaction of `out`.
+    fn assert_value_characters_redacted(
+        out: &Scrubbed,
+        offset: usize,
+        value: &str,
+        width: usize,
+        eol: &str,
+    ) {
+        // Character i holds bits [6i, 6i + 6) of the encoded bytes.
+        let first = (8 * offset).div_ceil(6);
+        let end = 8 * (offset + value.len()) / 6;
+        for i in first..end {
+            let at = i + (i / width) * eol.len();
+            assert!(
+                out.redactions
+                    .iter()
+                    .any(|r| r.family == "live_secret" && r.offset <= at && at < r.offset + r.len),
+                "character {i} of the encoding (byte {at}) survives (width {width}, eol {eol:?}, value at byte {offset}): {}",
+                String::from_utf8_lossy(&out.bytes)
+            );
+        }
+    }
+
     #[test]
-    // Not fixed: live values are matched as exact byte strings (one automaton over every
-    // form), and a line break may fall at any position of the encoded value; matching
-    // the pieces between breaks and widening a hit over the breaks before it would let a
-    // live span start before its hit, which the stream's hold-back does not allow for.
-    #[ignore = "attack: a live value base64'd with line wrapping (`base64` wraps at 76 columns) is not redacted when a wrap falls inside it"]
     fn a_live_value_in_wrapped_base64_is_redacted() {
         let s = scrubber();
         let value = "Zq8kLm2vX9pQ7rT4wB6nC3yH5jD8fG1s";
         s.register("live_secret", &Secret::new(value.as_bytes().to_vec()))
             .expect("register");
-        let file =
-            format!("{{\"name\":\"deploy\",\"region\":\"eu-west-1\",\"password\":\"{value}\"}}");
-        let encoded = STANDARD.encode(&file);
-        let wrapped: Vec<String> = encoded
-            .as_bytes()
-            .chunks(76)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
-        let wrapped = wrapped.join("\n");
-        let out = s.scrub(wrapped.as_bytes());
-        let decoded = STANDARD
-            .decode(
-                String::from_utf8_lossy(&out.bytes)
-                    .lines()
-                    .collect::<String>()
-                    .replace(
-                        |c: char| !c.is_ascii_alphanumeric() && c != '+' && c != '/',
-                        "",
-                    ),
-            )
-            .unwrap_or_default();
-        assert!(
-            !survives(&decoded, &value[8..24]),
-            "the value decodes from the output"
+        let mut phases = [0usize; 3];
+        let mut cut = 0;
+        for width in [76, 64] {
+            for eol in ["\n", "\r\n"] {
+                // A JSON document holding the value, base64'd and wrapped; the padding
+                // before it moves the value through every column of a line (so a break
+                // falls at every place in its encoding) and all three byte phases.
+                for pad in 0..width {
+                    let file = format!(
+                        "{{\"name\":\"deploy{}\",\"password\":\"{value}\",\"region\":\"eu-west-1\"}}",
+                        "x".repeat(pad)
+                    );
+                    let offset = file.find(value).expect("value in the document");
+                    let wrapped = wrap(&STANDARD.encode(&file), width, eol);
+                    let out = s.scrub(wrapped.as_bytes());
+                    assert_value_characters_redacted(&out, offset, value, width, eol);
+                    phases[offset % 3] += 1;
+                    let (first, end) = ((8 * offset).div_ceil(6), 8 * (offset + value.len()) / 6);
+                    cut += usize::from(first / width != (end - 1) / width);
+                }
+            }
+        }
+        assert!(phases.iter().all(|&n| n > 50), "phases {phases:?}");
+        assert!(cut > 100, "only {cut} encodings were cut by a break");
+    }
+
+    #[test]
+    fn a_live_value_in_wrapped_indented_or_url_safe_base64_is_redacted() {
+        let s = scrubber();
+        let value = "Zq8kLm2vX9pQ7rT4wB6nC3yH5jD8fG1s~?>";
+        s.register("live_secret", &Secret::new(value.as_bytes().to_vec()))
+            .expect("register");
+        for pad in 0..40 {
+            let file = format!("{}{value}{}", "y".repeat(pad), "z".repeat(pad % 7));
+            let offset = pad;
+            // A YAML block scalar, indented under its key.
+            let lines = wrap(&STANDARD.encode(&file), 64, "\n  ");
+            let yaml = format!("data:\n  cert: |\n  {lines}\n");
+            let out = s.scrub(yaml.as_bytes());
+            let start = yaml.find(&lines).expect("lines");
+            let shifted: Vec<Redaction> = out
+                .redactions
+                .iter()
+                .filter(|r| r.offset >= start)
+                .map(|r| Redaction {
+                    offset: r.offset - start,
+                    ..r.clone()
+                })
+                .collect();
+            let out = Scrubbed {
+                bytes: out.bytes,
+                redactions: shifted,
+            };
+            assert_value_characters_redacted(&out, offset, value, 64, "\n  ");
+            // URL-safe base64, wrapped at a width of its own.
+            let wrapped = wrap(&URL_SAFE_NO_PAD.encode(&file), 50, "\n");
+            let out = s.scrub(wrapped.as_bytes());
+            assert_value_characters_redacted(&out, offset, value, 50, "\n");
+        }
+    }
+
+    #[test]
+    fn wrapped_base64_without_a_live_value_is_unchanged_and_streams_as_whole() {
+        let s = scrubber();
+        let value = "Zq8kLm2vX9pQ7rT4wB6nC3yH5jD8fG1s";
+        s.register("live_secret", &Secret::new(value.as_bytes().to_vec()))
+            .expect("register");
+        let mut rng = Rng(23);
+        // Base64 of other bytes, wrapped, and prose whose lines end in long words.
+        let other: Vec<u8> = (0..3000).map(|_| rng.below(256) as u8).collect();
+        let text = format!(
+            "{}\r\nsee /usr/lib/x86_64-linux-gnu/libcrypto\nLibraryVersionNumber12\nnext\n",
+            wrap(&STANDARD.encode(&other), 76, "\r\n")
         );
+        assert_unchanged_by(&s, &text);
+        assert_stream_equals_whole(&s, text.as_bytes());
+        // With the value in it, at a few places, streaming still equals whole.
+        for pad in [0, 1, 2, 40, 75] {
+            let mut doc = other[..1000].to_vec();
+            doc.splice(pad..pad, value.bytes());
+            let wrapped = format!("key: |\n{}\n", wrap(&STANDARD.encode(&doc), 76, "\n"));
+            let out = s.scrub(wrapped.as_bytes());
+            assert!(!out.redactions.is_empty(), "pad {pad}: nothing redacted");
+            assert_stream_equals_whole(&s, wrapped.as_bytes());
+        }
+    }
+
+    fn assert_unchanged_by(s: &Scrubber, text: &str) {
+        let out = s.scrub(text.as_bytes());
+        assert_eq!(String::from_utf8_lossy(&out.bytes), text);
     }
 
     #[test]
