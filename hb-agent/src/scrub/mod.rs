@@ -503,6 +503,7 @@ impl Scrubber {
                     sampler: Arc::clone(&live.sampler),
                     dead: Arc::new(dead),
                     longest: live.longest,
+                    longest_b64: live.longest_b64,
                 })
             }
         }
