@@ -113,12 +113,13 @@ fn forget(shared: &Shared, decoys: &[String]) {
         .canaries
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    for h in decoys {
-        if let Some(id) = protected.remove(h) {
-            canaries.remove(&id);
-            shared.scrubber.unregister(id);
-        }
-    }
+    let ids: Vec<_> = decoys
+        .iter()
+        .filter_map(|h| protected.remove(h))
+        .inspect(|id| drop(canaries.remove(id)))
+        .collect();
+    drop((protected, canaries));
+    super::state::unregister_off_workers(&shared.scrubber, ids);
 }
 
 /// The owner a caller's handles have (a host caller by its uid, whatever its policy).

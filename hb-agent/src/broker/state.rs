@@ -133,15 +133,16 @@ impl Shared {
         }
     }
 
+    /// Stops scrubbing the values of `handles`: their ids leave `protected` at once
+    /// (the lock the request path's search takes), the scrubber forgets them after.
     pub fn forget_handles(&self, handles: &[String]) {
-        let Ok(mut protected) = self.protected.lock() else {
-            return;
+        let ids: Vec<LiveId> = {
+            let Ok(mut protected) = self.protected.lock() else {
+                return;
+            };
+            handles.iter().filter_map(|h| protected.remove(h)).collect()
         };
-        for h in handles {
-            if let Some(id) = protected.remove(h) {
-                self.scrubber.unregister(id);
-            }
-        }
+        unregister_off_workers(&self.scrubber, ids);
     }
 
     pub fn audit_decision(
@@ -285,5 +286,27 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::new(Code::BadRequest, format!("the request body: {e}")))
+    }
+}
+
+/// Unregisters `ids` from the scrubber. A rebuild takes milliseconds with many live
+/// values, so on the runtime it runs on a blocking thread: a caller that revokes
+/// handles in a loop must not stall the async workers every other caller shares.
+/// Until it lands the values are still redacted, which is harmless.
+pub fn unregister_off_workers(scrubber: &Arc<Scrubber>, ids: Vec<LiveId>) {
+    if ids.is_empty() {
+        return;
+    }
+    let unregister = {
+        let scrubber = Arc::clone(scrubber);
+        move || {
+            for id in ids {
+                scrubber.unregister(id);
+            }
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(unregister)),
+        Err(_) => unregister(),
     }
 }
