@@ -379,12 +379,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     running.rescan()?;
 
     test_hold_before_attach();
-    let attached = loader::attach(
-        &mut ebpf,
-        &bpffs,
-        &root_path,
-        &loader::programs_for(&running.config),
-    )?;
+    let attached = loader::attach(&mut ebpf, &bpffs, &root_path, &loader::programs())?;
     for a in &attached {
         tracing::info!(
             program = a.program,
@@ -397,7 +392,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     // kernel reports it now (an uninstall or a removed cgroup shows at once).
     {
         let root_id = cgroup::cgroup_id(&root_path)?;
-        let programs = loader::programs_for(&running.config);
+        let programs = loader::programs();
         let bpffs = bpffs.clone();
         telemetry.on_scrape(move || {
             crate::telemetry::global().readiness.set(

@@ -411,17 +411,13 @@ pub fn pinned_links(bpffs_dir: &Path, programs: &[&'static str]) -> Vec<(&'stati
         .collect()
 }
 
-/// The programs `config` needs attached: all of them, but `sock_ops` only when a policy
-/// accepts inbound connections or is guarded. It exists to record an accepted
-/// connection's client (`inbound = true`) and to file a guarded connection for the guard
-/// (`guard = true`), and the kernel calls every sock_ops program about ten times per
-/// TCP connection, whatever it does, so it costs every sandbox's connects otherwise.
-pub fn programs_for(config: &crate::config::Config) -> Vec<&'static str> {
-    let inbound = config.policies.iter().any(|p| p.inbound) || config.guard_in_use();
-    prog_names::ALL
-        .into_iter()
-        .filter(|n| inbound || *n != prog_names::SOCK_OPS)
-        .collect()
+/// The programs the agent attaches: all of them, whatever the config. `sock_ops` too,
+/// although the kernel calls it about ten times per TCP connection: besides recording
+/// an accepted connection's client (`inbound = true`) and filing guarded connections
+/// for the guard, it files every redirected TCP DNS connection for the resolver, which
+/// closes a connection it finds no record of.
+pub fn programs() -> Vec<&'static str> {
+    prog_names::ALL.to_vec()
 }
 
 const BPF_OBJ_GET: libc::c_long = 7;

@@ -927,3 +927,31 @@ fn one_sandbox_holding_tcp_dns_connections_leaves_the_others_their_share() {
     let n = t.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "an unattributed TCP connection was answered");
 }
+
+/// TCP DNS needs the kernel's record of each redirected connection (`sock_ops` files
+/// it), whatever the policies say of the guard and inbound connections: with both off
+/// everywhere, a sandbox's query over TCP is still answered, and its connection is
+/// still held to its sandbox's share.
+#[test]
+fn tcp_dns_is_answered_when_no_policy_uses_the_guard_or_inbound() {
+    private_netns(&["203.0.113.10", "192.0.2.53"]);
+    let _up = Upstream::dnsmasq();
+    let cfg = config(UPSTREAM_PORT).replace(
+        "name = \"web\"\n",
+        "name = \"web\"\nguard = false\ninbound = false\n",
+    );
+    let cfg = cfg.replace(
+        "name = \"other\"\n",
+        "name = \"other\"\nguard = false\ninbound = false\n",
+    );
+    let mut env = TestEnv::new("tcpnoguard", &cfg);
+    env.start_agent();
+    let out = env.sandbox("web", &[python(), "-c", PY_TCP_QUERY]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("tcp rcode 0 203.0.113.10"),
+        "a sandbox could not resolve over TCP with no guarded or inbound policy: \
+         {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

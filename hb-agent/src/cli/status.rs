@@ -77,9 +77,8 @@ fn assess(config: &Config) -> (bool, bool) {
     let root_id = crate::cgroup::cgroup2_mount()
         .ok()
         .and_then(|m| crate::cgroup::cgroup_id(&m.join(config.cgroup_root())).ok());
-    let enforcing = root_id.is_some_and(|id| {
-        loader::all_attached(&config.agent.bpffs_dir, &loader::programs_for(config), id)
-    });
+    let enforcing = root_id
+        .is_some_and(|id| loader::all_attached(&config.agent.bpffs_dir, &loader::programs(), id));
     (running, enforcing)
 }
 
@@ -162,7 +161,7 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let mut programs = Vec::new();
-    let states = loader::link_states(bpffs, &loader::programs_for(config));
+    let states = loader::link_states(bpffs, &loader::programs());
     for (name, link) in states {
         let info = ProgramInfo::from_pin(bpffs.join(pin_dirs::PROGS).join(name)).ok();
         programs.push(row([

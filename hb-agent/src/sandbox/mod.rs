@@ -285,7 +285,7 @@ fn answer_refusals(
 /// Every program the config needs is attached (pinned links of a running agent).
 fn check_attached(config: &Config) -> Result<(), SandboxError> {
     let bpffs = &config.agent.bpffs_dir;
-    for (link, pinned) in loader::pinned_links(bpffs, &loader::programs_for(config)) {
+    for (link, pinned) in loader::pinned_links(bpffs, &loader::programs()) {
         if !pinned {
             return Err(SandboxError::NotAttached(
                 bpffs.join(hb_common::pin_dirs::LINKS).join(link),
