@@ -513,7 +513,7 @@ print(json.dumps(out))
 "#,
         sock = env.broker_socket().display().to_string(),
         secret = NON_ASCII_SECRET,
-        charsets = serde_json::json!(charsets).to_string(),
+        charsets = serde_json::json!(charsets),
     );
     let out = env.hb(&[
         "sandbox",
