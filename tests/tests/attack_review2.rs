@@ -1,0 +1,646 @@
+//! Attacks on what hb added most recently (evidence-driven rotation, the kernel's event
+//! caps), from inside a sandbox (`--user 65534`, arbitrary code), each asserting the
+//! secure behaviour: a test here fails while its hole is open.
+//!
+//! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
+//! test names; the upstreams are Python servers started by the test.
+
+use std::{fs, path::PathBuf, time::Duration};
+
+use hb_tests::{
+    TestEnv, private_netns,
+    upstream::{Dnsmasq, RecordingServer, TestCa},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5410;
+const KEY: &str = "key-shared-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// The provider's tool (as in `rotation_detect.rs`): `create` mints a key into the
+/// store, `revoke` removes one.
+const ROTATOR: &str = r#"
+import json, secrets, sys
+store = sys.argv[1]
+req = json.load(sys.stdin)
+with open(store) as f:
+    live = json.load(f)
+if req["op"] == "create":
+    if req["secret"] not in live:
+        sys.exit(3)
+    new = "key-new-" + secrets.token_hex(16)
+    live.append(new)
+    print(json.dumps({"secret": new}))
+elif req["op"] == "revoke":
+    live = [k for k in live if k != req["secret"]]
+with open(store, "w") as f:
+    json.dump(live, f)
+"#;
+
+/// A world where integration `svc` (one account, `bot`, rotating through the exec
+/// rotator, on one-second sensor buckets with a hard cap of 20 calls a bucket) is bound
+/// to two policies: `web` (the attacker's tenant) and `other` (another tenant).
+struct SharedAccount {
+    env: TestEnv,
+    _api: RecordingServer,
+    _dns: Dnsmasq,
+    dir: PathBuf,
+}
+
+impl Drop for SharedAccount {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl SharedAccount {
+    fn new(name: &str) -> Self {
+        hb_tests::require_root();
+        private_netns(&["203.0.113.10"]);
+        let dir = std::env::temp_dir().join(format!("hb-review2-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let ca = TestCa::new(&dir, "trusted");
+        let cert = ca.issue("api", &["api.test"]);
+        let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&cert));
+        let dns = Dnsmasq::start(
+            "127.0.0.1",
+            DNS_PORT,
+            &[("api.test", &["203.0.113.10"])],
+            &[],
+            60,
+        );
+        let keys = dir.join("keys.json");
+        fs::write(&keys, serde_json::to_string(&[KEY]).expect("json")).expect("store");
+        let rotator = dir.join("rotator.py");
+        fs::write(&rotator, ROTATOR).expect("rotator");
+        let config = format!(
+            r#"
+[broker]
+socket_mode = "0666"
+extra_ca_file = "{ca}"
+
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET", "POST"]
+verify_url = "https://api.test/keys?file={keys}&step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+sensor_bucket_secs = 1
+spike_learning_secs = 3600
+spike_hard_cap = 20
+spike_buckets = 2
+quarantine_secs = 120
+quarantine_calls_per_minute = 5
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+
+[[policy]]
+name = "other"
+integrations = ["svc"]
+"#,
+            ca = ca.cert.display(),
+            python = hb_tests::python(),
+            rotator = rotator.display(),
+            keys = keys.display(),
+        );
+        let mut env = TestEnv::new(name, &config);
+        let init = env.hb(&["vault", "init"]);
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        env.vault_put("svc", "bot", KEY);
+        env.start_agent();
+        Self {
+            env,
+            _api: api,
+            _dns: dns,
+            dir,
+        }
+    }
+
+    /// Runs `script` (with `hb` a broker client, `SOCK` its socket and `code(f)` the
+    /// status or error code of a call) in a sandbox of `policy` as user 65534; its JSON
+    /// output.
+    fn in_sandbox(&self, policy: &str, script: &str) -> Value {
+        let prelude = hb_tests::py_client_prelude();
+        let script = format!(
+            "import sys, json, time, threading\n{prelude}\
+             from hb_client import Client, BrokerError\nSOCK = {:?}\nhb = Client(SOCK)\n\
+             def code(f):\n    try:\n        return f()[\"status\"]\n    except BrokerError as e:\n        \
+             return e.code\n{script}",
+            self.env.broker_socket().display().to_string()
+        );
+        let out = self.env.hb(&[
+            "sandbox",
+            "run",
+            "--policy",
+            policy,
+            "--user",
+            "65534",
+            "--",
+            hb_tests::python(),
+            "-c",
+            &script,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
+    }
+
+    fn audit_records(&self) -> Vec<Value> {
+        fs::read_to_string(self.env.state_dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// The attacker: floods `svc` with eight threads for four seconds (a spike by the hard
+/// cap), waits for the sensor to judge it, then tries a write of its own, asks for a
+/// new handle (is it ended?) and keeps reading to spend the quarantine's per-minute
+/// allowance, which the account's callers share.
+const FLOODER: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+def get(c, step):
+    return code(lambda: c.request("GET", "https://api.test/plain?step=" + step, handle=h))
+flood = []
+def worker():
+    c = Client(SOCK)
+    stop = time.time() + 4
+    while time.time() < stop:
+        flood.append(get(c, "flood"))
+threads = [threading.Thread(target=worker) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+time.sleep(3)
+out = {"flood_calls": len(flood)}
+out["own_write"] = code(lambda: hb.request("POST", "https://api.test/plain?step=w", handle=h, body="x"))
+try:
+    out["new_handle"] = hb.handle("svc", "bot")["handle"][:8]
+except BrokerError as e:
+    out["new_handle"] = e.code
+out["reads"] = [get(hb, "spend") for _ in range(10)]
+print(json.dumps(out))
+"#;
+
+/// The other tenant: one write and three reads with its own handle.
+const BYSTANDER: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+out = {"write": code(lambda: hb.request("POST", "https://api.test/plain?step=b", handle=h, body="x"))}
+out["reads"] = [code(lambda: hb.request("GET", "https://api.test/plain?step=br", handle=h)) for _ in range(3)]
+print(json.dumps(out))
+"#;
+
+// FINDING R1: `rate_spike` (default action `quarantine`) is judged per account and holds
+// the account, not the caller: `rotation/sensor.rs` counts an account's calls from every
+// caller in one bucket, `sensor.rs::spike_signal` raises the signal with `caller: None`
+// and `policy: ""`, and `rotation/quarantine.rs` then holds every call carrying the
+// account's credential, from any policy, to read-only at one shared per-minute allowance.
+// So a sandbox of one tenant floods an account another tenant's policy is bound to: the
+// other tenant's writes are refused and its reads share the allowance the flooder keeps
+// spending; the flooder is neither named in the signal nor ended, and gets new handles.
+/// A sandbox flooding an account it shares with another tenant's policy cannot make the
+/// agent hold that tenant's calls.
+#[test]
+#[ignore = "open: a rate_spike quarantines the account for every tenant, not the flooder"]
+fn a_flood_by_one_tenant_does_not_quarantine_another_tenants_calls() {
+    let w = SharedAccount::new("r2-spike");
+    let attacker = w.in_sandbox("web", FLOODER);
+    let bystander = w.in_sandbox("other", BYSTANDER);
+    let records = w.audit_records();
+    let spike = records
+        .iter()
+        .find(|r| r["kind"] == "detector" && r["detector"] == "rate_spike");
+    eprintln!(
+        "attacker: {attacker}; bystander: {bystander}; spike signal: {}",
+        spike.map_or("none".into(), Value::to_string)
+    );
+    assert!(
+        attacker["flood_calls"].as_u64() > Some(60),
+        "the flood ran: {attacker}"
+    );
+    assert_eq!(
+        bystander["write"], 200,
+        "another tenant's write is held by the flood of one it does not control: {bystander}"
+    );
+    assert!(
+        bystander["reads"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|s| s == 200)),
+        "another tenant's reads are starved by the flooder: {bystander}"
+    );
+}
+
+const SCAN_POLICY: &str = r#"
+[egress]
+exception_cidrs = ["198.51.100.0/24"]
+
+[[policy]]
+name = "scan"
+allow_cidrs = []
+"#;
+
+/// Within one budget window: `argv[1]` refused sends to 10.9.8.7:9, then one to each of
+/// `argv[2]` ports of 10.9.8.7 from 1000 (each a new destination), then five connects to
+/// 198.51.100.99:80 (the one the attacker is after). Prints the connects' results and
+/// how long the whole took.
+const PY_SCAN: &str = r#"
+import errno, socket, sys, time
+t0 = time.monotonic()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def send(port):
+    try:
+        u.sendto(b"x", ("10.9.8.7", port))
+    except OSError:
+        pass
+for _ in range(int(sys.argv[1])):
+    send(9)
+for p in range(1000, 1000 + int(sys.argv[2])):
+    send(p)
+said = []
+for _ in range(5):
+    s = socket.socket()
+    try:
+        s.connect(("198.51.100.99", 80))
+        said.append("OK")
+    except OSError as e:
+        said.append(errno.errorcode.get(e.errno, str(e.errno)))
+    s.close()
+print(" ".join(said), "%.3f" % (time.monotonic() - t0), flush=True)
+"#;
+
+fn events(env: &TestEnv) -> Vec<Value> {
+    let out = env.hb(&["events", "--json"]);
+    assert!(out.status.success(), "hb-agent events failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+// FINDING R2: past a cgroup's three kernel caps in one 10 s window (EVENT_BURST 64,
+// EVENT_DISTINCT 64, EVENT_HELD_PER_WINDOW 192: `hb-ebpf/src/policy.rs`, constants in
+// `hb-common/src/lib.rs::limits`), a refusal is only counted into `suppressed`: no event
+// and no audit line names its destination. Each port is a new destination
+// (`EventSeenKey` holds the port), so 64 refused sends to one address and 320 to as many
+// ports of it (well under a second of `sendto` calls) spend every cap, and the connects
+// to the address the sandbox is after are never named.
+/// A scan past every kernel event cap still leaves the address tried next named in
+/// the audit trail.
+#[test]
+#[ignore = "open: past 64+64+192 refusals a window, a new destination is never named"]
+fn a_scan_past_every_event_cap_still_names_the_address_tried_next() {
+    private_netns(&["10.9.8.7", "198.51.100.99"]);
+    let mut env = TestEnv::new("r2-scan", SCAN_POLICY);
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "scan",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        PY_SCAN,
+        "100",
+        "400",
+    ]);
+    assert!(
+        out.status.success(),
+        "scan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        said.starts_with("EPERM EPERM EPERM EPERM EPERM "),
+        "the connects were refused: {said}"
+    );
+    // The agent drains held-back refusals every second; give it three.
+    std::thread::sleep(Duration::from_secs(3));
+    let scan: Vec<Value> = events(&env)
+        .into_iter()
+        .filter(|e| e["policy"] == "scan")
+        .collect();
+    let named = scan.iter().any(|e| e["dst"] == "198.51.100.99");
+    let suppressed: u64 = scan.iter().filter_map(|e| e["suppressed"].as_u64()).sum();
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    eprintln!(
+        "scan took {said}; {} events for the scan, {suppressed} refusals counted only; \
+         audit names the target: {}",
+        scan.len(),
+        audit.contains("198.51.100.99")
+    );
+    assert!(
+        named,
+        "no event names the address the sandbox tried after its scan ({} events)",
+        scan.len()
+    );
+}
+
+/// A password-like credential with a non-ASCII character every few bytes (any text a
+/// header may carry as obs-text: UTF-8 bytes past 0x7F). No token family matches it.
+const NON_ASCII_SECRET: &str = "pä55wört-Übér-ñøkëy-ßëcrét-Ærø";
+
+/// An HTTPS upstream on `addr`:443 that reflects the request's `Authorization` header
+/// (read as the UTF-8 it is, as Go, Node and most frameworks give it) in a text body in
+/// charset `?charset=C` (a Python codec name), and says so in its `Content-Type`.
+const REFLECT_PY: &str = r#"
+import http.server, ssl, sys, urllib.parse
+addr, cert, key = sys.argv[1:4]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+    def do_GET(self):
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query))
+        charset = q.get("charset", "utf-8")
+        auth = self.headers.get("authorization", "").encode("latin-1").decode("utf-8")
+        out = ("you sent: %s\n" % auth).encode(charset)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=" + charset)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+srv.serve_forever()
+"#;
+
+// FINDING R3: a credential with non-ASCII characters, reflected by its upstream in
+// UTF-32 with a byte-order mark, reaches the caller whole. `broker/requests.rs::
+// readable_text` takes the UTF-32LE mark (FF FE 00 00) for UTF-16LE's (FF FE), so the
+// body passes as text (returned as `body_base64`); `cut_spread`'s NUL-free view
+// (`scrub/spread.rs::Squeezed`) spells each character below U+0100 as its one Latin-1
+// byte, not the value's UTF-8, so no form of the value (`scrub/live.rs::forms`: raw,
+// UTF-16, …; no Latin-1, no UTF-32) matches, and `Fragments` finds no 8-byte run of the
+// value's UTF-8 between its non-ASCII characters. Without a mark, UTF-32LE is refused
+// as unreadable; in UTF-16 the value's UTF-16 form matches.
+/// A non-ASCII credential reflected in UTF-8, UTF-16 or UTF-32 (with a byte-order mark)
+/// never reaches the caller.
+#[test]
+#[ignore = "open: a non-ASCII credential in UTF-32 with a BOM passes as UTF-16 unscrubbed"]
+fn a_non_ascii_credential_reflected_in_utf32_never_reaches_the_caller() {
+    assert_never_whole(&non_ascii_reflections("r2-utf32", &["utf-8", "utf-32"]));
+}
+
+/// The same credential reflected in UTF-8 and in UTF-16 (with and without a byte-order
+/// mark, either byte order) is cut: these held.
+#[test]
+fn a_non_ascii_credential_reflected_in_utf16_never_reaches_the_caller() {
+    assert_never_whole(&non_ascii_reflections(
+        "r2-utf16",
+        &["utf-8", "utf-16", "utf-16le", "utf-16be"],
+    ));
+}
+
+fn assert_never_whole(got: &Value) {
+    eprintln!("answers: {got}");
+    assert_eq!(got["utf-8"]["status"], 200, "the reflector answered: {got}");
+    let leaked: Vec<&String> = got
+        .as_object()
+        .expect("answers")
+        .iter()
+        .filter(|(_, v)| v["whole"] == true)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the credential came back whole in charsets {leaked:?}: {got}"
+    );
+}
+
+/// What a sandbox of policy `web` recovers of [`NON_ASCII_SECRET`] reflected in each
+/// of `charsets`: per charset, the status and whether the value came back whole.
+fn non_ascii_reflections(name: &str, charsets: &[&str]) -> Value {
+    hb_tests::require_root();
+    private_netns(&["203.0.113.10"]);
+    let dir = std::env::temp_dir().join(format!("hb-review2-{name}-{}", std::process::id()));
+    let ca = TestCa::new(&dir, "trusted");
+    let leaf = ca.issue("echo", &["echo.test"]);
+    let script = format!(
+        "import sys\nsys.argv = ['x', '203.0.113.10', {cert:?}, {key:?}]\n{REFLECT_PY}",
+        cert = leaf.cert.display().to_string(),
+        key = leaf.key.display().to_string(),
+    );
+    let _upstream = hb_tests::PythonServer::start(&script);
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("echo.test", &["203.0.113.10"])],
+        &[],
+        60,
+    );
+    let config = format!(
+        r#"
+[broker]
+socket_mode = "0666"
+extra_ca_file = "{ca}"
+
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[integration]]
+name = "e"
+auth = "bearer"
+hosts = ["echo.test"]
+methods = ["GET"]
+
+[[policy]]
+name = "web"
+integrations = ["e"]
+"#,
+        ca = ca.cert.display()
+    );
+    let mut env = TestEnv::new(name, &config);
+    let init = env.hb(&["vault", "init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    env.vault_put("e", "bot", NON_ASCII_SECRET);
+    env.start_agent();
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        r#"import sys, json, base64
+{prelude}from hb_client import Client, BrokerError
+hb = Client({sock:?})
+SECRET = {secret:?}
+h = hb.handle("e", "bot")["handle"]
+out = {{}}
+for cs in {charsets}:
+    try:
+        r = hb.request("GET", "https://echo.test/reflect?charset=" + cs, handle=h)
+    except BrokerError as e:
+        out[cs] = {{"error": e.code}}
+        continue
+    raw = r["body"].encode("utf-8") if "body" in r else base64.b64decode(r["body_base64"])
+    text = raw.decode(cs, errors="replace")
+    out[cs] = {{"status": r["status"], "as": "body" if "body" in r else "body_base64",
+               "whole": SECRET in text}}
+print(json.dumps(out))
+"#,
+        sock = env.broker_socket().display().to_string(),
+        secret = NON_ASCII_SECRET,
+        charsets = serde_json::json!(charsets),
+    );
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        &script,
+    ]);
+    let _ = fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).expect("client JSON")
+}
+
+// FINDING R4: the same credential echoed by a Python web app (WSGI and `http.server`
+// hand header values over as Latin-1 text, so each UTF-8 byte is one character) as
+// JSON with `json.dumps`'s ASCII escapes — httpbin's `/headers` does exactly this — is
+// `p\u00c3\u00a455w\u00c3\u00b6rt…`: `scrub/live.rs::forms` holds the value's JSON
+// escape of its characters (`\u00e4`), not of its bytes, and no 8-byte run of the
+// value's UTF-8 lies between the escapes, so the body reaches the caller unredacted and
+// `json.loads(...).encode("latin-1").decode("utf-8")` gives the credential back.
+/// A non-ASCII credential echoed as a Python JSON echo writes headers (each byte of its
+/// UTF-8 a `\u00XX` escape) never reaches the caller.
+#[test]
+#[ignore = "open: a non-ASCII credential in a Python JSON header echo (\\u00XX per byte) is not scrubbed"]
+fn a_non_ascii_credential_in_a_python_json_echo_never_reaches_the_caller() {
+    hb_tests::require_root();
+    private_netns(&["203.0.113.10"]);
+    let dir = std::env::temp_dir().join(format!("hb-review2-json-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("dir");
+    let ca = TestCa::new(&dir, "trusted");
+    let cert = ca.issue("api", &["api.test"]);
+    let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&cert));
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("api.test", &["203.0.113.10"])],
+        &[],
+        60,
+    );
+    let config = format!(
+        r#"
+[broker]
+socket_mode = "0666"
+extra_ca_file = "{ca}"
+
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[integration]]
+name = "e"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET"]
+
+[[policy]]
+name = "web"
+integrations = ["e"]
+"#,
+        ca = ca.cert.display()
+    );
+    let mut env = TestEnv::new("r2-json", &config);
+    let init = env.hb(&["vault", "init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    env.vault_put("e", "bot", NON_ASCII_SECRET);
+    env.start_agent();
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        r#"import sys, json
+{prelude}from hb_client import Client, BrokerError
+hb = Client({sock:?})
+SECRET = {secret:?}
+h = hb.handle("e", "bot")["handle"]
+r = hb.request("GET", "https://api.test/echo", handle=h)
+body = r.get("body", "")
+try:
+    got = json.loads(body)["headers"].get("authorization", "")
+    got = got.encode("latin-1", errors="replace").decode("utf-8", errors="replace")
+except Exception as e:
+    got = ""
+print(json.dumps({{"status": r["status"], "escaped": "\\u00c3" in body, "whole": SECRET in got}}))
+"#,
+        sock = env.broker_socket().display().to_string(),
+        secret = NON_ASCII_SECRET,
+    );
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        &script,
+    ]);
+    let reached = api.requests().len();
+    let _ = fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(text.trim()).expect("client JSON");
+    eprintln!("answer: {got}; upstream requests: {reached}");
+    assert_eq!(got["status"], 200, "the echo answered: {got}");
+    assert_eq!(
+        got["whole"], false,
+        "the credential came back whole through the JSON echo: {got}"
+    );
+}
