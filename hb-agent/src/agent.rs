@@ -161,6 +161,30 @@ impl Running {
         events::render(event, &self.policy_names, &self.cgroup_paths)
     }
 
+    /// The record of `n` refusals of `cgroup_id` no kernel event carried, its policy
+    /// (`policy_id`, or the enrolled map's) and path named.
+    fn counted_record(&mut self, cgroup_id: u64, policy_id: Option<u32>, n: u64) -> EventRecord {
+        let policy_id = policy_id.or_else(|| {
+            self.maps
+                .enrolled
+                .get(&cgroup_id, 0)
+                .ok()
+                .map(|e| e.policy_id)
+        });
+        let policy = policy_id.map_or_else(String::new, |id| {
+            self.policy_names
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("#{id}"))
+        });
+        if !self.cgroup_paths.contains_key(&cgroup_id)
+            && let Some(path) = cgroup::recall(&self.config.agent.state_dir, cgroup_id)
+        {
+            self.cgroup_paths.insert(cgroup_id, path);
+        }
+        self.name_cgroup(events::counted_record(cgroup_id, policy, n))
+    }
+
     /// A record of the resolver or the guard, its cgroup named when its id is known.
     fn name_cgroup(&mut self, mut record: EventRecord) -> EventRecord {
         if record.cgroup.is_none() && record.cgroup_id != 0 {
@@ -473,6 +497,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let mut agent_budgets = events::AgentBudgets::default();
     // The kernel's held-back refusals and the agent's own, written every second.
     let mut held = maps::HeldEvents::open(&bpffs)?;
+    let mut uncarried = events::Uncarried::default();
     let mut held_tick = tokio::time::interval(Duration::from_secs(1));
     held_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost = 0;
@@ -499,6 +524,10 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 let mut refreshed = false;
                 for event in held.take() {
                     sinks.write(running.kernel_record(&event, &mut refreshed));
+                }
+                let budgets = maps::event_rates(&bpffs).unwrap_or_default();
+                for (cgroup_id, policy_id, n) in uncarried.due(&budgets) {
+                    sinks.write(running.counted_record(cgroup_id, policy_id, n));
                 }
                 for record in agent_budgets.take_due(std::time::Instant::now()) {
                     sinks.write(running.name_cgroup(record));
@@ -532,7 +561,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 let rb = guard.get_inner_mut();
                 let mut refreshed = false;
                 while let Some(item) = rb.next() {
-                    let Some(event) = events::decode(&item) else { continue };
+                    let Some(mut event) = events::decode(&item) else { continue };
+                    uncarried.carry(&mut event);
                     sinks.write(running.kernel_record(&event, &mut refreshed));
                 }
                 guard.clear_ready();

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use hb_common::{AF_INET, Event, hook, reason, verdict};
+use hb_common::{AF_INET, Event, EventRate, EventRateKey, hook, reason, verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::maps::addr_of;
@@ -124,6 +124,95 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The hook of an [`Uncarried`] record: refusals of any of a cgroup's programs.
+pub const KERNEL_HOOK: &str = "kernel";
+/// Its reason.
+pub const COUNTED_REASON: &str = "refusals_counted";
+
+/// Refusals the kernel counted past a cgroup's event budget that no event carries yet.
+///
+/// The kernel adds each refusal it does not report to its cgroup's `pending`
+/// (`HB_EVENT_BUDGET`), and the cgroup's next reported event takes them. A sandbox that
+/// stops after a flood (or ends) leaves them there, in no event. Once such a count has
+/// stood still for a tick, the agent writes it as one `refusals_counted` record
+/// (standing, like every record, for one refusal and its `suppressed` others) and takes
+/// what it wrote off the next kernel event of that cgroup, so each refusal is counted
+/// once. The kernel's map is only read: its counts change by atomic adds the agent
+/// cannot join.
+#[derive(Default)]
+pub struct Uncarried {
+    cgroups: HashMap<EventRateKey, Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// `pending` at the previous tick.
+    last: u64,
+    /// How many of them a record has carried already.
+    written: u64,
+    /// The policy of the cgroup's last kernel event (its cgroup may be gone by now).
+    policy_id: Option<u32>,
+}
+
+impl Uncarried {
+    /// The cgroups whose pending count stood still since the previous call and holds
+    /// refusals not written yet: each cgroup id, its policy when an event named it, and
+    /// how many. `kernel` is the content of `HB_EVENT_BUDGET`; call it every tick.
+    pub fn due(&mut self, kernel: &[(EventRateKey, EventRate)]) -> Vec<(u64, Option<u32>, u64)> {
+        self.cgroups
+            .retain(|k, _| kernel.iter().any(|(present, _)| present == k));
+        let mut out = Vec::new();
+        for (key, rate) in kernel {
+            let p = self.cgroups.entry(*key).or_default();
+            let still = rate.pending == p.last;
+            p.last = rate.pending;
+            // Still refusing: its next reported event carries them.
+            if still && rate.pending > p.written {
+                out.push((key.cgroup_id, p.policy_id, rate.pending - p.written));
+                p.written = rate.pending;
+            }
+        }
+        out
+    }
+
+    /// Takes what was written already for `e`'s cgroup off the count `e` carries.
+    pub fn carry(&mut self, e: &mut Event) {
+        let key = EventRateKey {
+            cgroup_id: e.cgroup_id,
+            inbound: u32::from(e.hook == hook::SKB_INGRESS),
+            _pad: 0,
+        };
+        let p = self.cgroups.entry(key).or_default();
+        p.policy_id = Some(e.policy_id);
+        let already = p.written.min(u64::from(e.suppressed));
+        e.suppressed -= already as u32;
+        p.written -= already;
+    }
+}
+
+/// The record of `n` refusals of a cgroup of `policy` that no event carried.
+pub fn counted_record(cgroup_id: u64, policy: String, n: u64) -> EventRecord {
+    EventRecord {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        hook: KERNEL_HOOK.to_owned(),
+        verdict: verdict::name(verdict::DENY).to_owned(),
+        reason: COUNTED_REASON.to_owned(),
+        policy,
+        cgroup_id,
+        cgroup: None,
+        pid: 0,
+        tid: 0,
+        comm: String::new(),
+        family: String::new(),
+        protocol: String::new(),
+        dst: String::new(),
+        port: 0,
+        name: None,
+        suppressed: n.saturating_sub(1),
+        detail: None,
+    }
+}
+
 /// Renders an event; `policies` maps ids to names, `cgroups` ids to paths.
 pub fn render(
     e: &Event,
@@ -171,8 +260,9 @@ impl std::fmt::Display for EventRecord {
         let dst = if self.hook == hook::name(hook::SKB_INGRESS) {
             // Inbound: the far end sent to the sandbox's local port.
             format!("{} -> :{}", self.dst, self.port)
-        } else if self.hook == SECCOMP_HOOK {
-            // A refused system call has no destination; its name is printed below.
+        } else if self.hook == SECCOMP_HOOK || self.hook == KERNEL_HOOK {
+            // A refused system call has no destination (its name is printed below), nor
+            // has a count of a cgroup's refusals.
             String::from("-")
         } else if self.hook == hook::name(hook::SETSOCKOPT) {
             // A refused socket option has no destination: show its level and name.
@@ -614,6 +704,70 @@ pub fn read_all(state_dir: &Path) -> io::Result<Vec<EventRecord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn budget(cgroup_id: u64, pending: u64) -> (EventRateKey, EventRate) {
+        (
+            EventRateKey {
+                cgroup_id,
+                inbound: 0,
+                _pad: 0,
+            },
+            EventRate {
+                pending,
+                ..EventRate::default()
+            },
+        )
+    }
+
+    fn kernel_event(cgroup_id: u64, suppressed: u32) -> Event {
+        Event {
+            ts_ns: 0,
+            cgroup_id,
+            pid_tgid: 0,
+            policy_id: 7,
+            hook: hook::CONNECT4,
+            verdict: verdict::DENY,
+            reason: reason::NOT_ALLOWED,
+            family: AF_INET,
+            protocol: 6,
+            port: 80,
+            _pad: 0,
+            addr: [0; 16],
+            comm: [0; 16],
+            suppressed,
+            _pad2: 0,
+        }
+    }
+
+    /// A count that stands still is written once; a later event of the cgroup carries
+    /// only what came after; a count still growing waits for its event.
+    #[test]
+    fn uncarried_refusals_are_written_once_and_never_counted_twice() {
+        let mut u = Uncarried::default();
+        let mut e = kernel_event(1, 0);
+        u.carry(&mut e);
+        assert!(
+            u.due(&[budget(1, 40)]).is_empty(),
+            "first sight: still growing?"
+        );
+        assert_eq!(u.due(&[budget(1, 40)]), vec![(1, Some(7), 40)]);
+        assert!(u.due(&[budget(1, 40)]).is_empty(), "written twice");
+        // 40 written + 5 more, carried by the next event: it keeps only the 5.
+        let mut e = kernel_event(1, 45);
+        u.carry(&mut e);
+        assert_eq!(e.suppressed, 5);
+        assert!(u.due(&[budget(1, 0)]).is_empty());
+        // Growing between ticks: not yet.
+        assert!(u.due(&[budget(1, 3)]).is_empty());
+        assert!(u.due(&[budget(1, 9)]).is_empty());
+        assert_eq!(u.due(&[budget(1, 9)]), vec![(1, Some(7), 9)]);
+        // A cgroup the kernel forgot is forgotten; another's counts are its own.
+        assert!(u.due(&[budget(2, 4)]).is_empty());
+        let mut e = kernel_event(1, 12);
+        u.carry(&mut e);
+        assert_eq!(e.suppressed, 12, "a forgotten cgroup starts afresh");
+        assert_eq!(u.due(&[budget(2, 4)]), vec![(2, None, 4)]);
+    }
 
     #[test]
     fn escaped_keeps_attacker_text_on_one_line() {

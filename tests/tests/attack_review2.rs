@@ -298,16 +298,23 @@ fn events(env: &TestEnv) -> Vec<Value> {
 
 // FINDING R2: past a cgroup's three kernel caps in one 10 s window (EVENT_BURST 64,
 // EVENT_DISTINCT 64, EVENT_HELD_PER_WINDOW 192: `hb-ebpf/src/policy.rs`, constants in
-// `hb-common/src/lib.rs::limits`), a refusal is only counted into `suppressed`: no event
-// and no audit line names its destination. Each port is a new destination
+// `hb-common/src/lib.rs::limits`), a refusal is only counted into the cgroup's
+// `pending`, which its next reported event carries. Each port is a new destination
 // (`EventSeenKey` holds the port), so 64 refused sends to one address and 320 to as many
 // ports of it (well under a second of `sendto` calls) spend every cap, and the connects
-// to the address the sandbox is after are never named.
-/// A scan past every kernel event cap still leaves the address tried next named in
-/// the audit trail.
+// to the address the sandbox is after are never named. Worse, a sandbox that then
+// stops (or ends) leaves its pending count in the kernel: 149 of its 505 refusals were
+// in no event, not even as a count.
+//
+// Closed: the agent writes a count that stood still for a tick as a `refusals_counted`
+// record and takes it off the cgroup's next event, so every refusal is in the trail,
+// once. Still open, and said in the README: past the caps, WHICH destination a
+// refusal was aimed at is not kept (any fixed cap can be spent on distinct
+// destinations, by port or by address, as cheaply).
+/// A scan past every kernel event cap is counted in the audit trail to its last
+/// refusal, each refusal once, after the sandbox has ended.
 #[test]
-#[ignore = "open: past 64+64+192 refusals a window, a new destination is never named"]
-fn a_scan_past_every_event_cap_still_names_the_address_tried_next() {
+fn a_scan_past_every_event_cap_is_counted_to_its_last_refusal() {
     private_netns(&["10.9.8.7", "198.51.100.99"]);
     let mut env = TestEnv::new("r2-scan", SCAN_POLICY);
     env.start_agent();
@@ -335,25 +342,43 @@ fn a_scan_past_every_event_cap_still_names_the_address_tried_next() {
         said.starts_with("EPERM EPERM EPERM EPERM EPERM "),
         "the connects were refused: {said}"
     );
-    // The agent drains held-back refusals every second; give it three.
-    std::thread::sleep(Duration::from_secs(3));
-    let scan: Vec<Value> = events(&env)
-        .into_iter()
-        .filter(|e| e["policy"] == "scan")
-        .collect();
+    // 100 + 400 sends and 5 connects, each refused. Each event stands for one refusal
+    // and its `suppressed` others; the agent looks at the kernel's counts every second.
+    const REFUSED: u64 = 505;
+    let counted = |scan: &[Value]| -> u64 {
+        scan.iter()
+            .map(|e| 1 + e["suppressed"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let scan = loop {
+        let scan: Vec<Value> = events(&env)
+            .into_iter()
+            .filter(|e| e["policy"] == "scan")
+            .collect();
+        if counted(&scan) >= REFUSED || std::time::Instant::now() > deadline {
+            break scan;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
     let named = scan.iter().any(|e| e["dst"] == "198.51.100.99");
-    let suppressed: u64 = scan.iter().filter_map(|e| e["suppressed"].as_u64()).sum();
-    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
     eprintln!(
-        "scan took {said}; {} events for the scan, {suppressed} refusals counted only; \
-         audit names the target: {}",
-        scan.len(),
-        audit.contains("198.51.100.99")
+        "scan took {said}; {} events for the scan; the target named: {named}",
+        scan.len()
+    );
+    assert_eq!(
+        counted(&scan),
+        REFUSED,
+        "every refusal of the scan, once, in the trail: {:?}",
+        scan.iter()
+            .filter(|e| e["reason"] == "refusals_counted")
+            .collect::<Vec<_>>()
     );
     assert!(
-        named,
-        "no event names the address the sandbox tried after its scan ({} events)",
-        scan.len()
+        scan.iter().any(|e| e["reason"] == "refusals_counted"
+            && e["hook"] == "kernel"
+            && e["cgroup_id"].as_u64().is_some_and(|c| c > 0)),
+        "the uncarried count is a record of its own, naming the sandbox"
     );
 }
 
