@@ -90,6 +90,13 @@ pub(super) struct Lexicon {
     /// sentence holding one, a "you" or the model's name, a command and another cue
     /// is an order to the model (`order_to_model`), whatever its wording.
     pub operation: &'static [&'static str],
+    /// Cues: a grant of permission to the model ("you are permitted to", "du darfst",
+    /// "тебе разрешено"); they count with a `sanction` or an `authority` cue in the
+    /// same or the sentence before.
+    pub grant: &'static [&'static str],
+    /// Targets of grant: who sanctioned it ("authorised by", "approved by", "as your
+    /// developer").
+    pub sanction: &'static [&'static str],
 }
 
 pub(super) const LEXICONS: [Lexicon; 10] = [EN, DE, FR, ES, PT, IT, RU, ZH, JA, KO];
@@ -132,7 +139,7 @@ const EN: Lexicon = Lexicon {
         "what is", "what are", "what was", "what were", "what's", "what were you told",
         "what have you been told",
     ],
-    persona: &[
+    persona: &[ "from here on", "reply the way", "answer the way", "respond the way",
         "from this moment you are", "from this moment on you", "from this moment on, you", "from this point on you", "from this point on, you", "from this moment", "from this point on", "answers",
         "you are now", "you're now", "youre now", "from now on you", "from now on, you",
         "pretend to be", "pretend you are", "pretend that you are", "act as", "roleplay as",
@@ -186,7 +193,7 @@ const EN: Lexicon = Lexicon {
         "outdated", "no longer valid", "no longer apply", "no longer applies", "are void",
         "obsolete", "cancelled", "canceled", "superseded", "invalid",
     ],
-    authority: &[
+    authority: &[ "operator update", "update from the operator", "as the developer who", "as your developer", "as your creator", "i am your developer", "the developer who built you", "authorised by the", "authorized by the", "mandatory notice", "elevated permissions", "elevated privileges",
         "official policy update", "policy update from openai", "openai policy update", "policy update from anthropic", "official update from openai",
         "message from the system administrator", "note from the system administrator", "developer notice", "notice from the developer", "notice from the developers", "developer note", "note from the developer", "developer message", "administrator notice", "sysadmin notice", "message from the sysadmin", "operator notice", "message from the operator", "moderator notice", "message from the moderator", "platform notice", "vendor notice", "message from the vendor",
         "admin request", "administrator request", "admin override", "administrator override",
@@ -203,7 +210,7 @@ const EN: Lexicon = Lexicon {
         "this is your operator", "your operator", "priority directive", "priority instruction",
         "legal department", "compliance department", "as the ceo", "as ceo", "account holder",
     ],
-    addressee: &[
+    addressee: &[ "for the ai", "to the ai",
         "with an ai:", "using an ai:", "whoever processes this", "anyone processing this", "with an ai :",
         "hidden note for", "note for the screening", "note for the assistant", "to the model reading", "to the assistant reading", "model reading this page", "ai reading this page", "dear ai model", "dear language model", "dear model",
         "if you are an ai", "if you are a language model", "if you are an llm", "if you're an ai",
@@ -235,7 +242,7 @@ const EN: Lexicon = Lexicon {
         "rules", "rule", "commands", "command", "constraints", "restrictions", "programming",
         "training", "polic*", "safeguards", "guardrails", "filters", "task", "context", "orders",
     ],
-    hidden: &[
+    hidden: &[ "guidelines you are operating under", "you are operating under", "you operate under", "rules you follow", "guidelines you follow", "you were configured with",
         "before this chat", "before the chat started", "before this chat started", "before our chat", "before this session", "your developers told you", "developers tell you",
         "hidden setup", "setup text", "setup prompt", "hidden text", "preamble", "configuration text", "came before the user", "before the user's question", "before the user's message", "before my question", "before the first user message", "developer message", "instructions at the top", "your internal configuration", "internal configuration",
         "system prompt", "system message", "system instructions", "initial prompt",
@@ -258,7 +265,7 @@ const EN: Lexicon = Lexicon {
         "system configuration", "prompt*", "instructions", "instruction", "rules",
         "previous conversation", "chat history",
     ],
-    unbound: &[
+    unbound: &[ "broken free", "limits of ai", "safety training", "say anything", "late grandmother", "grandmother", "two responses", "no filters at all",
         "without warnings", "without any warnings", "no warnings",
         "no restrictions", "without restrictions", "without any restrictions", "unrestricted",
         "unfiltered", "uncensored", "no rules", "without rules", "no limits", "without limits",
@@ -291,6 +298,12 @@ const EN: Lexicon = Lexicon {
     ],
     operation: &[
         "your reply", "your replies", "your answer*", "your response*", "your output", "your summary", "every message", "each message", "every answer", "every response", "this chat", "this conversation", "this thread", "this session", "the user's", "your tool*", "email tool",
+    ],
+    grant: &[
+        "you are permitted to", "you are now permitted", "you are allowed to", "you are now allowed", "you may now", "you have permission to", "you are authorised to", "you are authorized to", "i grant you", "i am granting you", "you have been granted", "you are cleared to",
+    ],
+    sanction: &[
+        "authorised by", "authorized by", "approved by", "signed off by", "cleared by", "on behalf of", "security officer", "security team", "as your developer", "as the developer",
     ],
 };
 
@@ -325,7 +338,7 @@ const DE: Lexicon = Lexicon {
         "hinwegsetzen", "setz dich über", "setze dich über", "lösche", "streiche", "ignoriere",
         "ignorier", "ignorieren sie", "ignorierst", "ignoriert euch", "lass beiseite", "beiseite",
     ],
-    reveal: &[
+    reveal: &[ "geben sie", "nennen sie", "teilen sie mir", "füge*",
         "zeig*", "gib", "ausgeb*", "wiederhol*", "verrat*", "offenbar*", "druck*", "schreib*",
         "nenn*", "teile mir", "teil mir", "enthüll*", "was ist dein", "was sind deine",
         "was war dein", "was waren deine", "was ist ihr", "was sind ihre", "gebe", "kopier*",
@@ -336,7 +349,7 @@ const DE: Lexicon = Lexicon {
         "was ist", "was sind", "was war", "was waren", "wie lautet", "wie lauten", "was wurde dir",
         "was hat man dir",
     ],
-    persona: &[
+    persona: &[ "sie sind jetzt", "sie sind nun", "ab sofort sind sie", "verhalten sie sich wie", "spielen sie die rolle", "antworten sie", "stellen sie sich vor", "so, als wäre", "so als wäre", "als wärst du", "spiel meine", "spiel die rolle", "antworte so", "ab hier", "tu so, als", "tu so als",
         "ab diesem moment bist du", "ab diesem moment", "von diesem moment an", "ab diesem zeitpunkt bist du",
         "du bist jetzt", "du bist nun", "ab jetzt bist du", "von nun an bist du",
         "ab sofort bist du", "tu so, als", "tu so als", "tue so, als", "tun sie so", "gib vor",
@@ -345,7 +358,7 @@ const DE: Lexicon = Lexicon {
         "du bist nicht mehr", "antworte*", "eine ki", "ki namens", "du bist", "verhalte dich",
         "stell dir vor", "du wirst antworten", "eine figur",
     ],
-    output_only: &[
+    output_only: &[ "schreiben sie nur", "sagen sie nur", "geben sie nur", "antworten sie ausschließlich", "antworten sie lediglich", "antworten sie einfach mit",
         "schreibe nur den satz", "nur den satz",
         "antworte stattdessen nur mit", "antworte nur mit", "nur mit dem wort", "antworte stattdessen mit", "antworte mit dem wort", "gib nur das wort",
         "gib nur", "antworte nur", "antworte ausschließlich", "antworten sie nur", "schreibe nur",
@@ -376,7 +389,7 @@ const DE: Lexicon = Lexicon {
         "sicherheitsmodus deaktiviert", "sicherheitsmodus ist aus",
     ],
     void: &["veraltet", "nicht mehr gültig", "ungültig", "aufgehoben", "hinfällig", "außer kraft"],
-    authority: &[
+    authority: &[ "update des betreibers", "als der entwickler", "als dein entwickler", "verbindlicher hinweis", "erweiterte rechte",
         "offizielles richtlinien-update", "richtlinien-update von openai", "offizielle mitteilung von openai",
         "nachricht des systemadministrators", "nachricht vom systemadministrator", "hinweis des systemadministrators", "hinweis des entwicklers", "hinweis vom entwickler", "entwicklerhinweis", "hinweis des administrators", "mitteilung des administrators", "mitteilung des entwicklers", "betreiberhinweis", "hinweis des betreibers", "administrator-überschreibung", "admin-überschreibung", "systemüberschreibung", "system-überschreibung",
         "admin-anfrage", "administrator-anfrage", "adminanfrage", "anfrage des administrators",
@@ -390,7 +403,7 @@ const DE: Lexicon = Lexicon {
         "hier spricht dein betreiber", "dein betreiber", "vorrangige anweisung",
         "vorrangige direktive", "rechtsabteilung", "als geschäftsführer", "kontoinhaber",
     ],
-    addressee: &[
+    addressee: &[ "für die ki", "an die ki",
         "mit einer ki verarbeiten", "mit einer ki verarbeitet", "die diese e-mail mit einer ki", "mit einer ki:",
         "versteckter hinweis für", "hinweis für den assistenten", "screening-assistent*", "ki-modell, das diese seite liest", "das diese seite liest", "liebes ki-modell", "liebes sprachmodell",
         "wenn du eine ki bist", "falls du eine ki bist", "wenn sie eine ki sind",
@@ -413,7 +426,7 @@ const DE: Lexicon = Lexicon {
         "regel", "regeln", "befehl*", "einschränkung*", "beschränkung*", "aufgabe", "anleitung*",
         "vorgabe*",
     ],
-    hidden: &[
+    hidden: &[ "nach denen du arbeitest", "an die du dich hältst",
         "bevor dieser chat begann", "vor diesem chat", "vor beginn dieses chats", "deine entwickler gesagt",
         "versteckten einrichtungstext*", "einrichtungstext*", "vor der frage des nutzers", "vor der frage des benutzers", "versteckten text", "interne konfiguration", "deine interne konfiguration", "seine interne konfiguration",
         "systemprompt*", "system-prompt*", "systemnachricht", "systemanweisung*",
@@ -432,7 +445,7 @@ const DE: Lexicon = Lexicon {
         "erste zeile", "konfiguration", "prompt*", "anweisung*", "regeln", "gespräch",
         "unterhaltung", "verlauf",
     ],
-    unbound: &[
+    unbound: &[ "grenzen einer ki", "keine der ihm gesetzten regeln", "keine regeln befolgen", "sicherheitstraining", "alles sagen", "verstorbene oma", "großmutter", "keine filter", "zwei antworten",
         "ohne inhaltsrichtlinien", "ohne warnungen", "ohne jede warnung", "keine inhaltsrichtlinien",
         "ohne einschränkungen", "ohne regeln", "ohne filter", "ohne zensur", "unzensiert*",
         "ungefiltert*", "keine regeln", "keine einschränkungen", "keine grenzen", "ohne grenzen",
@@ -452,7 +465,7 @@ const DE: Lexicon = Lexicon {
         "vorstehend*", "ursprünglich*", "folgend*", "davor", "zuvor", "alten", "alte",
     ],
     you: &["dein*", "dir", "ihre", "ihren", "ihnen", "euch", "eure*", "du"],
-    imperatives: &[
+    imperatives: &[ "sagen sie", "schreiben sie", "antworten sie", "senden sie", "leiten sie", "verwenden sie", "führen sie", "öffnen sie", "fügen sie", "beantworte", "wirf",
         "sag*", "schreib*", "antworte*", "gib", "sende*", "schick*", "leite*", "weiterleit*",
         "weiterzuleiten", "empfehl*", "nenn*", "erwähn*", "benutz*", "verwende*", "führe*", "ruf*",
         "lösch*", "öffne*", "besuche*", "übersetz*", "bewerte*", "brich", "stattdessen",
@@ -461,6 +474,12 @@ const DE: Lexicon = Lexicon {
     ],
     operation: &[
         "deine antwort*", "deiner antwort", "jede nachricht", "jede antwort", "diesen chat", "dieses chats", "dieses gesprächs", "diesen verlauf", "des nutzers", "des benutzers", "dein werkzeug", "e-mail-werkzeug", "deine zusammenfassung", "dieser sitzung",
+    ],
+    grant: &[
+        "du darfst", "ihr dürft", "du hast die erlaubnis", "ich erteile dir", "ist dir erlaubt", "du bist berechtigt", "du bist befugt",
+    ],
+    sanction: &[
+        "genehmigt", "freigegeben", "autorisiert", "sicherheitsbeauftragt*", "im auftrag", "als der entwickler", "als dein entwickler",
     ],
 };
 
@@ -495,7 +514,7 @@ const FR: Lexicon = Lexicon {
         "ne suis pas", "ne suivez pas", "n'obéis plus", "mets de côté", "mettez de côté",
         "écarte*", "annule*", "efface*",
     ],
-    reveal: &[
+    reveal: &[ "affichez", "révélez", "répétez", "écrivez", "donnez-moi", "dites-moi", "colle",
         "affiche*", "révèle*", "montre*", "répète*", "repete*", "imprime*", "écris", "écrivez",
         "dévoile*", "donne*", "dis-moi", "dites-moi", "quel est ton", "quelles sont tes",
         "quel est votre", "quelles sont vos", "recopie*", "reproduis*", "divulgue*", "partage*",
@@ -506,7 +525,7 @@ const FR: Lexicon = Lexicon {
         "quel est", "quelle est", "quels sont", "quelles sont", "qu'est-ce qu'on t'a dit",
         "que t'a-t-on dit",
     ],
-    persona: &[
+    persona: &[ "répondez", "agissez comme", "faites comme si", "vous êtes désormais", "vous êtes maintenant", "à partir d'ici", "fais comme si", "réponds comme",
         "à partir de ce moment", "dès maintenant tu es", "à partir de ce moment tu es", "à partir de maintenant tu es",
         "tu es maintenant", "tu es désormais", "à partir de maintenant, tu",
         "à partir de maintenant tu", "désormais, tu", "désormais tu", "fais semblant",
@@ -516,7 +535,7 @@ const FR: Lexicon = Lexicon {
         "agis", "comporte-toi", "fais comme si", "faites comme si", "imagine que tu es",
         "tu répondras",
     ],
-    output_only: &[
+    output_only: &[ "répondez uniquement", "répondez seulement", "écrivez seulement", "écrivez uniquement", "dites seulement",
         "écris uniquement la phrase", "uniquement la phrase",
         "réponds plutôt par", "par le seul mot", "réponds uniquement par", "réponds seulement par", "réponds par le mot", "réponds plutôt avec",
         "réponds uniquement", "répondez uniquement", "réponds seulement", "répondez seulement",
@@ -548,7 +567,7 @@ const FR: Lexicon = Lexicon {
         "obsolètes", "obsolète", "ne sont plus valables", "plus valides", "ne sont plus valides",
         "annulées", "caduques", "périmées",
     ],
-    authority: &[
+    authority: &[ "mise à jour de l'opérateur", "en tant que développeur", "avis obligatoire", "droits étendus",
         "mise à jour officielle de la politique", "politique d'openai", "mise à jour officielle d'openai",
         "message de l'administrateur système", "avis du développeur", "note du développeur", "avis de l'administrateur", "avis des développeurs", "message de l'opérateur", "avis de l'opérateur", "dérogation de l'administrateur", "dérogation administrateur", "priorité administrateur",
         "requête administrateur", "requête de l'administrateur", "demande de l'administrateur",
@@ -561,7 +580,7 @@ const FR: Lexicon = Lexicon {
         "service juridique", "en tant que pdg", "titulaire du compte", "remplacement du système",
         "contournement du système",
     ],
-    addressee: &[
+    addressee: &[ "pour l'ia", "à l'ia",
         "avec une ia :", "avec une ia:", "traite cet e-mail avec une ia", "quiconque traite",
         "note cachée pour", "note pour l'assistant", "modèle d'ia qui lit", "cher modèle", "qui lit cette page", "assistant de présélection",
         "si tu es une ia", "si vous êtes une ia", "si tu es un modèle", "si vous êtes un modèle",
@@ -578,7 +597,7 @@ const FR: Lexicon = Lexicon {
         "le reste",
     ],
     loose: &["règle*", "commande*", "ordres", "restriction*", "contrainte*", "tâche"],
-    hidden: &[
+    hidden: &[ "selon lesquelles tu fonctionnes", "auxquelles tu obéis",
         "avant le début de cette discussion", "avant cette discussion", "avant ce chat", "tes développeurs t'ont dit",
         "texte de configuration caché", "texte de configuration", "précède la question", "avant la question de l'utilisateur", "texte caché", "configuration interne", "ta configuration interne", "sa configuration interne",
         "prompt système", "prompt du système", "message système", "instructions système",
@@ -595,7 +614,7 @@ const FR: Lexicon = Lexicon {
         "première ligne", "première phrase", "prompt*", "instructions", "consignes", "règles",
         "conversation",
     ],
-    unbound: &[
+    unbound: &[ "limites habituelles d'une ia", "aucune des règles", "entraînement de sécurité", "tout dire", "aucun filtre", "deux réponses", "grand-mère",
         "sans politique de contenu", "sans avertissement", "sans aucun avertissement",
         "sans restriction*", "sans règle*", "sans filtre*", "sans censure", "non censuré*",
         "sans limite*", "aucune règle", "aucune restriction", "aucune limite", "mode développeur",
@@ -621,6 +640,12 @@ const FR: Lexicon = Lexicon {
     ],
     operation: &[
         "ta réponse", "tes réponses", "chaque message", "chaque réponse", "cette discussion", "cette conversation", "ce fil", "de l'utilisateur", "ton outil", "outil d'e-mail", "ton résumé", "cette session",
+    ],
+    grant: &[
+        "tu as le droit de", "tu es autorisé", "tu peux désormais", "je t'accorde", "tu as la permission", "tu es maintenant autorisé",
+    ],
+    sanction: &[
+        "autorisée par", "autorisé par", "approuvée par", "approuvé par", "responsable de la sécurité", "au nom de", "en tant que développeur",
     ],
 };
 
@@ -654,7 +679,7 @@ const ES: Lexicon = Lexicon {
         "pasa por alto", "deja de seguir", "no sigas", "no sigan", "desobedece", "anula*",
         "prescinde", "borra", "deja a un lado", "deja de lado", "dejad a un lado",
     ],
-    reveal: &[
+    reveal: &[ "muestre", "revele", "imprima", "repita", "escriba", "dígame", "pega",
         "muestra*", "muéstrame", "revela*", "imprime*", "repite*", "escribe", "escríbeme", "dime",
         "dinos", "dame", "cuál es tu", "cuáles son tus", "cual es tu", "cuales son tus",
         "divulga*", "comparte*", "copia*", "enséñame", "reproduce", "enumera*", "traduce*",
@@ -662,7 +687,7 @@ const ES: Lexicon = Lexicon {
     ],
     ask: &[
         "que te dijeron", "qué te dijo","cuál es", "cuáles son", "cual es", "cuales son", "qué te dijeron", "qué se te dijo"],
-    persona: &[
+    persona: &[ "responda", "actúe como", "finja ser", "a partir de ahora usted", "a partir de aquí", "haz de", "finge", "responde como",
         "desde este momento eres", "desde este momento", "a partir de este momento", "a partir de este momento eres",
         "ahora eres", "a partir de ahora eres", "a partir de ahora, eres",
         "a partir de ahora serás", "a partir de ahora, serás", "desde ahora eres", "finge ser",
@@ -671,7 +696,7 @@ const ES: Lexicon = Lexicon {
         "contesta", "una ia", "eres", "actúa", "haz como si", "actúa como si", "imagina que eres",
         "responderás", "contestarás",
     ],
-    output_only: &[
+    output_only: &[ "responda solo con", "responda solamente con", "escriba solo", "diga solo",
         "escribe solo la frase", "solo la frase",
         "responde con la única palabra", "responde solo con", "responde solamente con", "responde únicamente con", "en su lugar, responde", "en su lugar responde", "con la palabra",
         "responde solo", "responde solamente", "responde únicamente", "responde sólo", "di solo",
@@ -702,7 +727,7 @@ const ES: Lexicon = Lexicon {
         "obsoletas", "obsoletos", "ya no son válidas", "ya no valen", "ya no son validas",
         "anuladas", "caducadas", "sin efecto",
     ],
-    authority: &[
+    authority: &[ "actualización del operador", "como el desarrollador", "aviso obligatorio", "permisos elevados",
         "actualización oficial de política", "política de openai", "actualización oficial de openai",
         "mensaje del administrador del sistema", "aviso del desarrollador", "nota del desarrollador", "aviso del administrador", "aviso de los desarrolladores", "mensaje del operador", "aviso del operador", "anulación del administrador", "anulación del sistema",
         "solicitud de administrador", "solicitud del administrador", "petición del administrador",
@@ -714,7 +739,7 @@ const ES: Lexicon = Lexicon {
         "te habla tu operador", "tu operador", "directiva prioritaria", "departamento legal",
         "como director general", "titular de la cuenta", "anulación del sistema",
     ],
-    addressee: &[
+    addressee: &[ "para la ia", "a la ia",
         "con una ia:", "con una ia :", "quien procese este", "procese este correo con una ia",
         "nota oculta para", "nota para el asistente", "modelo de ia que lees", "querido modelo", "que lees esta página", "asistente de selección",
         "si eres una ia", "si eres un modelo", "si usted es una ia", "si eres un asistente",
@@ -732,7 +757,7 @@ const ES: Lexicon = Lexicon {
         "todo lo de arriba", "el resto",
     ],
     loose: &["regla*", "norma*", "órdenes", "comando*", "restriccion*", "tarea"],
-    hidden: &[
+    hidden: &[ "bajo las que operas", "que sigues",
         "antes de que empezara este chat", "antes de este chat", "antes del chat", "tus desarrolladores",
         "texto de configuración oculto", "texto de configuración", "antes de la pregunta del usuario", "texto oculto", "configuración interna", "su configuración interna", "tu configuración interna",
         "prompt del sistema", "prompt de sistema", "mensaje del sistema",
@@ -747,7 +772,7 @@ const ES: Lexicon = Lexicon {
         "contraseña", "código de acceso", "configuración del sistema", "primera línea",
         "primera frase", "prompt*", "instrucciones", "reglas", "conversación",
     ],
-    unbound: &[
+    unbound: &[ "límites habituales de una ia", "ninguna de las reglas", "entrenamiento de seguridad", "decir cualquier cosa", "ningún filtro", "dos respuestas", "abuela",
         "sin política de contenido", "sin advertencias", "sin ninguna advertencia",
         "sin restricciones", "sin reglas", "sin filtros", "sin censura", "sin límites",
         "sin ética", "ninguna regla", "ninguna restricción", "modo desarrollador", "malvad*",
@@ -772,6 +797,12 @@ const ES: Lexicon = Lexicon {
     ],
     operation: &[
         "tu respuesta", "tus respuestas", "cada mensaje", "cada respuesta", "este chat", "esta conversación", "este hilo", "del usuario", "tu herramienta", "herramienta de correo", "tu resumen", "esta sesión",
+    ],
+    grant: &[
+        "tienes permiso para", "estás autorizado", "te concedo", "ahora puedes", "tienes autorización",
+    ],
+    sanction: &[
+        "autorizada por", "autorizado por", "aprobada por", "aprobado por", "responsable de seguridad", "en nombre de", "como el desarrollador",
     ],
 };
 
@@ -804,7 +835,7 @@ const PT: Lexicon = Lexicon {
         "não siga", "nao siga", "não obedeça", "deixe de seguir", "pare de seguir", "descarte*",
         "despreze", "passe por cima", "anule", "apague", "deixe de lado", "ponha de lado",
     ],
-    reveal: &[
+    reveal: &[ "escreve", "diz-me", "dá-me", "cole",
         "mostre*", "mostra*", "revele*", "revela*", "imprima*", "repita*", "repete*", "escreva",
         "diga-me", "me diga", "me dê", "dê-me", "qual é o seu", "quais são as suas",
         "qual é a sua", "quais são os seus", "divulgue*", "exiba*", "exibe*", "compartilhe*",
@@ -812,7 +843,7 @@ const PT: Lexicon = Lexicon {
     ],
     ask: &[
         "o que exatamente seus", "o que seus desenvolvedores","qual é", "quais são", "qual e", "o que te disseram", "o que lhe disseram"],
-    persona: &[
+    persona: &[ "responde", "age como", "finge ser", "faz de conta", "a partir de agora és", "agora és", "a partir daqui", "finge que és", "finja", "responda como",
         "a partir deste momento você é", "a partir deste momento", "deste momento em diante",
         "agora você é", "a partir de agora você", "a partir de agora, você", "finja ser",
         "finja que é", "finja que você é", "aja como", "atue como", "interprete o papel",
@@ -820,7 +851,7 @@ const PT: Lexicon = Lexicon {
         "a partir de agora", "agora tu és", "responda", "uma ia", "você é", "aja", "finja que",
         "faça de conta", "imagine que você é", "responderá", "você responderá",
     ],
-    output_only: &[
+    output_only: &[ "responde apenas com", "diz apenas", "escreve apenas", "responde só com",
         "escreva apenas a frase", "apenas a frase", "escreva só",
         "responda apenas com", "responda somente com", "responda só com", "em vez disso, responda", "em vez disso responda", "apenas com a palavra",
         "responda apenas", "responda somente", "responda só", "diga apenas", "diga somente",
@@ -850,7 +881,7 @@ const PT: Lexicon = Lexicon {
         "obsoletas", "obsoletos", "não são mais válidas", "não valem mais", "não são mais validas",
         "canceladas", "anuladas", "sem efeito",
     ],
-    authority: &[
+    authority: &[ "atualização do operador", "como o desenvolvedor", "aviso obrigatório", "permissões elevadas",
         "atualização oficial de política", "política da openai", "atualização oficial da openai",
         "mensagem do administrador do sistema", "aviso do desenvolvedor", "nota do desenvolvedor", "aviso do administrador", "aviso dos desenvolvedores", "mensagem do operador", "aviso do operador", "substituição do administrador", "substituição do sistema",
         "solicitação do administrador", "pedido do administrador", "mensagem do administrador",
@@ -862,7 +893,7 @@ const PT: Lexicon = Lexicon {
         "diretiva prioritária", "departamento jurídico", "como ceo", "titular da conta",
         "substituição do sistema",
     ],
-    addressee: &[
+    addressee: &[ "para a ia", "à ia",
         "com uma ia:", "com uma ia :", "quem processar este", "processar este e-mail com uma ia",
         "nota oculta para", "nota para o assistente", "modelo de ia que está lendo", "caro modelo", "lendo esta página", "assistente de triagem",
         "se você é uma ia", "se você for uma ia", "se você é um modelo", "se você for um modelo",
@@ -879,7 +910,7 @@ const PT: Lexicon = Lexicon {
         "o que te disseram", "o que lhe disseram", "tudo acima", "tudo o que foi dito", "o resto",
     ],
     loose: &["regra*", "comando*", "ordens", "restriç*", "tarefa"],
-    hidden: &[
+    hidden: &[ "sob as quais você opera", "que você segue",
         "antes de este chat começar", "antes deste chat", "antes do chat", "seus desenvolvedores disseram",
         "texto de configuração oculto", "texto de configuração", "antes da pergunta do usuário", "texto oculto", "configuração interna", "sua configuração interna",
         "prompt do sistema", "prompt de sistema", "mensagem do sistema", "instruções do sistema",
@@ -893,7 +924,7 @@ const PT: Lexicon = Lexicon {
         "senha", "código de acesso", "configuração do sistema", "primeira linha", "primeira frase",
         "prompt*", "instruções", "regras", "conversa",
     ],
-    unbound: &[
+    unbound: &[ "limites habituais de uma ia", "nenhuma das regras", "treinamento de segurança", "dizer qualquer coisa", "filtro nenhum", "nenhum filtro", "duas respostas", "avó",
         "sem política de conteúdo", "sem avisos", "sem nenhum aviso",
         "sem restrições", "sem regras", "sem filtros", "sem censura", "sem limites", "sem ética",
         "nenhuma regra", "nenhuma restrição", "modo desenvolvedor", "malvad*", "malign*", "dan",
@@ -917,6 +948,12 @@ const PT: Lexicon = Lexicon {
     ],
     operation: &[
         "sua resposta", "suas respostas", "cada mensagem", "cada resposta", "este chat", "deste chat", "esta conversa", "do usuário", "sua ferramenta", "ferramenta de e-mail", "seu resumo", "esta sessão",
+    ],
+    grant: &[
+        "você tem permissão para", "tens permissão para", "você está autorizado", "estás autorizado", "concedo-te", "eu te concedo", "agora você pode",
+    ],
+    sanction: &[
+        "autorizado pelo", "autorizada pelo", "aprovado pelo", "aprovada pelo", "responsável de segurança", "responsável pela segurança", "em nome de", "como o desenvolvedor",
     ],
 };
 
@@ -950,7 +987,7 @@ const IT: Lexicon = Lexicon {
         "scarta", "tralascia", "non obbedire", "annulla", "cancella", "metti da parte",
         "lascia da parte",
     ],
-    reveal: &[
+    reveal: &[ "mostri", "riveli", "stampi", "ripeta", "scriva", "mi dica", "mi dia", "incolla",
         "mostra*", "rivela*", "stampa*", "ripeti*", "scrivi", "scrivimi", "dimmi", "dammi",
         "qual è il tuo", "quali sono le tue", "qual è la tua", "quali sono i tuoi", "divulga*",
         "visualizza*", "condividi*", "copia*", "riporta", "elenca*", "traduci*", "riassumi*",
@@ -961,7 +998,7 @@ const IT: Lexicon = Lexicon {
         "qual è", "quali sono", "qual e", "che cosa ti è stato detto", "cosa ti è stato detto",
         "che cosa ti", "cosa ti hanno detto",
     ],
-    persona: &[
+    persona: &[ "risponda", "finga di essere", "agisca come", "d'ora in avanti", "da qui in poi", "fingi", "rispondi come",
         "da questo momento sei", "da questo momento", "da questo momento in poi",
         "ora sei", "adesso sei", "da ora in poi sei", "da ora in poi tu", "d'ora in poi",
         "da ora in poi", "fingi di essere", "fai finta di essere", "agisci come",
@@ -969,7 +1006,7 @@ const IT: Lexicon = Lexicon {
         "un'ia", "un'intelligenza artificiale", "agisci", "fai finta", "fingi",
         "immagina di essere", "tu sei", "risponderai",
     ],
-    output_only: &[
+    output_only: &[ "risponda solo", "scriva solo", "rispondete solo", "scrivete solo",
         "scrivi solo la frase", "solo la frase",
         "rispondi invece con", "con la sola parola", "rispondi solo con", "rispondi soltanto con", "rispondi unicamente con", "rispondi con la parola",
         "rispondi solo", "rispondi soltanto", "rispondi unicamente", "di' solo", "dì solo",
@@ -1000,7 +1037,7 @@ const IT: Lexicon = Lexicon {
         "obsolete", "obsolete e", "non sono più valide", "non valgono più", "annullate",
         "superate",
     ],
-    authority: &[
+    authority: &[ "aggiornamento dell'operatore", "in qualità di sviluppatore", "avviso obbligatorio", "permessi elevati",
         "aggiornamento ufficiale delle policy", "policy di openai", "aggiornamento ufficiale di openai",
         "messaggio dell'amministratore di sistema", "avviso dello sviluppatore", "nota dello sviluppatore", "avviso dell'amministratore", "avviso degli sviluppatori", "messaggio dell'operatore", "avviso dell'operatore", "override dell'amministratore", "override di sistema",
         "richiesta dell'amministratore", "richiesta amministratore", "richiesta admin",
@@ -1012,7 +1049,7 @@ const IT: Lexicon = Lexicon {
         "direttiva prioritaria", "ufficio legale", "come amministratore delegato",
         "titolare dell'account", "override di sistema", "sostituzione del sistema",
     ],
-    addressee: &[
+    addressee: &[ "per l'ia", "all'ia",
         "con un'ia:", "con un'ia :", "chi elabora questa", "elabora questa email con un'ia",
         "nota nascosta per", "nota per l'assistente", "modello di ia che leggi", "caro modello", "che leggi questa pagina", "assistente di selezione",
         "se sei un'ia", "se sei un'intelligenza artificiale", "se sei un modello",
@@ -1029,7 +1066,7 @@ const IT: Lexicon = Lexicon {
         "quello che ti è stato detto", "tutto quanto sopra", "tutto ciò che precede", "il resto",
     ],
     loose: &["regol*", "comand*", "ordini", "restrizion*", "compito"],
-    hidden: &[
+    hidden: &[ "con cui operi", "che segui",
         "prima che iniziasse questa chat", "prima di questa chat", "prima della chat", "i tuoi sviluppatori",
         "testo di configurazione nascosto", "testo di configurazione", "precede la domanda", "prima della domanda dell'utente", "testo nascosto", "configurazione interna", "sua configurazione interna", "tua configurazione interna",
         "prompt di sistema", "prompt del sistema", "messaggio di sistema", "istruzioni di sistema",
@@ -1044,7 +1081,7 @@ const IT: Lexicon = Lexicon {
         "password", "codice di accesso", "configurazione di sistema", "configurazione del sistema",
         "prima riga", "prima frase", "prompt*", "istruzioni", "regole", "conversazione",
     ],
-    unbound: &[
+    unbound: &[ "soliti limiti di un'ia", "nessuna delle regole", "addestramento di sicurezza", "dire qualsiasi cosa", "alcun filtro", "due risposte", "nonna",
         "senza politiche sui contenuti", "senza avvertenze", "senza alcun avviso", "senza avvisi",
         "senza restrizioni", "senza regole", "senza filtri", "senza censura", "senza limiti",
         "senza etica", "nessuna regola", "nessuna restrizione", "nessun limite",
@@ -1061,7 +1098,7 @@ const IT: Lexicon = Lexicon {
         "seguenti", "prima", "anterior*",
     ],
     you: &["tuo", "tua", "tue", "tuoi", "ti", "ti è", "le sue"],
-    imperatives: &[
+    imperatives: &[ "scriva", "risponda", "invii", "inoltri", "esegua", "includi", "aggiungi", "esegui",
         "di'", "dì", "scrivi", "rispondi", "invia", "inoltra", "raccomanda", "consiglia",
         "menziona", "usa", "utilizza", "esegui", "chiama", "cancella", "elimina", "apri", "visita",
         "traduci", "valuta", "aggiungi", "afferma", "ignora", "dimentica", "invece", "devi",
@@ -1069,6 +1106,12 @@ const IT: Lexicon = Lexicon {
     ],
     operation: &[
         "tua risposta", "tue risposte", "ogni messaggio", "ogni risposta", "questa chat", "questa conversazione", "questa discussione", "dell'utente", "tuo strumento", "strumento email", "tuo riassunto", "questa sessione",
+    ],
+    grant: &[
+        "hai il permesso di", "sei autorizzato", "ti concedo", "ora puoi", "puoi ora",
+    ],
+    sanction: &[
+        "autorizzata dal", "autorizzato dal", "approvata dal", "approvato dal", "responsabile della sicurezza", "per conto di", "in qualità di sviluppatore",
     ],
 };
 
@@ -1096,13 +1139,13 @@ const RU: Lexicon = Lexicon {
     call: &[ "инструмент*",
         "вызови*", "вызвать", "выполни*", "запусти",
     ],
-    disregard: &[
+    disregard: &[ "не принимай во внимание", "не принимайте во внимание", "пропусти", "пропустите", "выбрось из головы",
         "игнорируй*", "игнорир*", "проигнорир*", "забудь*", "забуд*", "не обращай внимания",
         "не обращайте внимания", "не следуй", "не следуйте", "перестань следовать", "пренебреги*",
         "отбрось*", "отмени*", "не выполняй", "не учитывай", "не соблюдай", "сотри", "удали",
         "отложи", "оставь в стороне",
     ],
-    reveal: &[
+    reveal: &[ "напишите", "скажите", "расскажите", "дайте", "сообщите", "вставь",
         "покажи*", "выведи*", "раскрой*", "повтори*", "напечатай*", "напиши", "скажи", "расскажи",
         "дай", "какой у тебя", "какие у тебя", "каков твой", "какова твоя", "выдай*", "огласи*",
         "скопируй*", "перечисли*", "процитируй*", "переведи*", "сообщи",
@@ -1112,14 +1155,14 @@ const RU: Lexicon = Lexicon {
         "какой", "какие", "каков", "какова", "что такое", "что тебе сказали",
         "что тебе было сказано",
     ],
-    persona: &[
+    persona: &[ "отвечайте", "ответьте", "представьте, что вы", "притворитесь", "сыграйте роль", "теперь вы", "вы теперь", "с этого момента вы", "отныне", "отвечай так", "притворись", "сыграй роль",
         "отныне", "с этой минуты ты",
         "теперь ты", "ты теперь", "отныне ты", "с этого момента ты", "притворись*",
         "представь, что ты", "представь что ты", "веди себя как", "действуй как", "сыграй роль",
         "играй роль", "ты больше не", "с этого момента", "отвечай", "ответь", "ии без", "ты",
         "представь, что", "сделай вид", "ты будешь отвечать", "ты ответишь",
     ],
-    output_only: &[
+    output_only: &[ "просто напишите", "просто скажите", "просто выведите", "ответьте только", "напишите только", "выведите только", "отвечайте только",
         "напиши только фразу", "только фразу",
         "ответь одним словом", "вместо этого ответь",
         "просто напиши", "просто скажи", "просто выведи", "только напиши", "только скажи",
@@ -1127,11 +1170,11 @@ const RU: Lexicon = Lexicon {
         "скажи только", "ответь лишь", "напечатай только", "ответь ровно", "ответь точно",
         "напиши ровно",
     ],
-    halt: &[
+    halt: &[ "прекратите всё", "прекратите все",
         "прекрати всё", "прекрати все", "остановись", "стоп", "остановите всё",
         "неважно, что тебя просили", "независимо от твоих инструкций", "что бы тебе ни говорили",
     ],
-    boundary: &[
+    boundary: &[ "ваша новая задача", "ваша задача изменилась",
         "твоя единственная задача", "твоя единственная цель", "ваша единственная задача", "отмени текущую задачу", "отмени задачу", "брось текущую задачу", "брось всё", "прекрати текущую задачу",
         "конец документа", "конец ввода", "конец данных", "конец текста", "конец письма",
         "### инструкция", "### ответ", "новые инструкции", "новая инструкция", "новая задача",
@@ -1147,7 +1190,7 @@ const RU: Lexicon = Lexicon {
         "устарели", "устаревшие", "больше не действуют", "недействительны", "отменены",
         "утратили силу",
     ],
-    authority: &[
+    authority: &[ "обновление от оператора", "как разработчик", "обязательное уведомление", "расширенные права", "служба иб",
         "официальное обновление политики", "политики openai", "официальное уведомление openai",
         "сообщение системного администратора", "уведомление разработчика", "уведомление администратора", "сообщение сисадмина", "примечание разработчика", "заметка разработчика", "сообщение оператора", "уведомление оператора", "переопределение администратора", "переопределение системы",
         "запрос администратора", "сообщение администратора", "сообщение от администратора",
@@ -1158,7 +1201,7 @@ const RU: Lexicon = Lexicon {
         "говорит твой оператор", "твой оператор", "приоритетная директива", "юридический отдел",
         "как генеральный директор", "владелец аккаунта", "системное переопределение",
     ],
-    addressee: &[
+    addressee: &[ "для ии,", "для ии:",
         "с помощью ии:", "с помощью ии :", "обрабатывает это письмо с помощью ии", "кто обрабатывает это",
         "скрытая заметка для", "заметка для ассистента", "ии-модель, читающая", "читающая эту страницу", "уважаемая ии-модель", "ассистента по отбору",
         "если ты ии", "если вы ии", "если ты языковая модель", "если ты нейросеть",
@@ -1173,7 +1216,7 @@ const RU: Lexicon = Lexicon {
         "все, что тебе сказали", "всё выше", "все выше", "вышеперечисленное", "остальн*",
     ],
     loose: &["правил*", "команд*", "приказ*", "ограничени*", "задани*", "задач*"],
-    hidden: &[
+    hidden: &[ "по которым ты работаешь", "которым ты следуешь",
         "до начала этого чата", "до этого чата", "перед началом чата", "сказали тебе разработчики",
         "скрытый текст настройки", "текст настройки", "до вопроса пользователя", "скрытый текст", "внутреннюю конфигурацию", "свою внутреннюю конфигурацию", "внутренняя конфигурация",
         "системный промпт", "системного промпта", "системное сообщение", "системные инструкции",
@@ -1189,7 +1232,7 @@ const RU: Lexicon = Lexicon {
         "пароль", "код доступа", "конфигурацию системы", "системную конфигурацию", "первую строку",
         "первое предложение", "промпт*", "инструкции", "правила", "разговор",
     ],
-    unbound: &[
+    unbound: &[ "ограничений ии", "освободился", "никакие установленные", "обучение безопасности", "говорить что угодно", "никаких фильтров", "бабушкой",
         "без политики контента", "без предупреждений", "без каких-либо предупреждений",
         "без ограничений", "без правил", "без фильтров", "без цензуры", "без морали", "без этики",
         "никаких правил", "никаких ограничений", "режим разработчика", "зло*", "dan", "что угодно",
@@ -1206,7 +1249,7 @@ const RU: Lexicon = Lexicon {
         "первоначальн*", "изначальн*", "следующ*", "до этого",
     ],
     you: &["твой", "твои", "твоих", "твоего", "твоё", "твоя", "тебе", "ваш*", "тебя"],
-    imperatives: &[
+    imperatives: &[ "скажите", "напишите", "ответьте", "отправьте", "перешлите", "используйте", "выполните", "вызовите", "удалите", "откройте", "добавьте", "вставь", "вставьте",
         "скажи", "напиши", "ответь", "отвечай", "отправь", "перешли", "порекомендуй", "рекомендуй",
         "упомяни", "используй", "выполни", "вызови", "удали", "открой", "посети", "переведи",
         "оцени", "добавь", "утверждай", "игнорируй", "забудь", "вместо этого", "должен",
@@ -1214,6 +1257,12 @@ const RU: Lexicon = Lexicon {
     ],
     operation: &[
         "свой ответ", "твой ответ", "каждое сообщение", "каждый ответ", "этого чата", "этот чат", "этого разговора", "эту переписку", "пользователя", "почтовый инструмент", "этой сессии",
+    ],
+    grant: &[
+        "тебе разрешено", "теперь ты можешь", "ты можешь теперь", "я даю тебе", "ты уполномочен", "тебе позволено",
+    ],
+    sanction: &[
+        "одобрен", "разрешён", "согласован", "офицером безопасности", "службой безопасности", "от имени", "как разработчик",
     ],
 };
 
@@ -1246,18 +1295,18 @@ const ZH: Lexicon = Lexicon {
         "不要遵循", "停止遵循", "不再遵守", "放弃", "抛开", "拋開", "跳过", "不理会", "无需遵守", "无须遵守", "丢弃", "抛弃", "放下",
         "别理",
     ],
-    reveal: &[
+    reveal: &[ "粘贴",
         "显示", "顯示", "输出", "輸出", "打印", "重复", "重複", "透露", "泄露", "洩露", "告诉我", "告訴我", "给我看", "展示",
         "揭示", "说出", "說出", "写出", "列出", "复述", "复制", "翻译", "引用", "总结", "概括",
     ],
     ask: &[
         "到底对你说了什么", "对你说了什么","是什么", "是什麼", "你被告知了什么", "告诉了你什么"],
-    persona: &[
+    persona: &[ "的方式回答",
         "从这一刻起", "从此刻起", "从现在起",
         "你现在是", "你現在是", "从现在开始你", "從現在開始你", "从现在起你", "從現在起你", "从现在开始，你", "假装你是", "假裝你是", "扮演",
         "你将扮演", "充当", "你不再是", "现在你是", "从现在开始", "回答", "你是", "一个没有", "假装", "请扮演", "想象你是", "你将回答",
     ],
-    output_only: &[
+    output_only: &[ "这句话就行", "只写下",
         "只写这句话",
         "改为只回复",
         "只输出", "只需输出", "只回答", "只回复", "仅输出", "仅回答", "只说", "只要说", "直接输出", "只打印", "仅回复", "只需回答",
@@ -1271,14 +1320,14 @@ const ZH: Lexicon = Lexicon {
     ],
     mode: &["开发者模式", "相反模式", "保持角色", "不要跳出角色", "保持人设", "不要出戏", "跳出角色", "安全模式已关闭", "安全模式已禁用"],
     void: &["已过时", "过时了", "不再有效", "作废", "已失效", "失效了"],
-    authority: &[
+    authority: &[ "运营方更新", "作为创建你的开发者", "作为你的开发者", "强制通知", "高级权限",
         "官方政策更新", "openai官方", "openai的官方",
         "系统管理员通知", "系统管理员消息", "系统管理员的通知", "开发者通知", "管理员通知", "开发人员通知", "运营方通知",
         "管理员请求", "管理員請求", "管理员消息", "管理员指令", "管理员命令", "开发者消息", "开发者指令", "系统消息", "系統消息", "系统通知",
         "系统指令", "系統指令", "系统覆盖", "管理员覆盖", "最高优先级指令", "来自开发者", "来自管理员", "it部门", "安全团队", "官方通知",
         "开发团队", "来自本助手开发团队", "你的运营者", "你的运营方", "最高优先级", "法务部", "首席执行官", "账户所有人", "系统覆写",
     ],
-    addressee: &[
+    addressee: &[ "的ai:", "的ai：",
         "用ai处理", "使用ai处理", "用人工智能处理",
         "阅读本页面的ai", "阅读此页面的ai", "正在阅读本页", "给筛选助手", "隐藏说明", "的ai模型:", "ai模型:",
         "如果你是ai", "如果你是人工智能", "如果你是一个ai", "如果你是语言模型", "如果你是一个人工智能", "给ai的", "致ai", "ai助手请",
@@ -1288,7 +1337,7 @@ const ZH: Lexicon = Lexicon {
     instructions: &[
         "被要求做的事", "被要求的", "被要求做的","指令", "指示", "提示", "指引", "以上内容", "上面的内容", "之前的内容", "前面的内容", "其余", "其他内容", "剩下的"],
     loose: &["规则", "規則", "命令", "要求", "设定", "設定", "规定", "限制", "约束", "任务"],
-    hidden: &[
+    hidden: &[ "你运行时遵循的", "你遵循的",
         "在这次聊天开始之前", "聊天开始之前", "聊天开始前", "开发者对你说",
         "隐藏的设置文本", "设置文本", "用户问题之前", "隐藏文本", "内部配置",
         "系统提示", "系統提示", "系统消息", "系統消息", "系统指令", "你的指令", "你的指示", "你的提示", "你的规则", "初始提示", "初始指令",
@@ -1296,7 +1345,7 @@ const ZH: Lexicon = Lexicon {
         "此行之前", "之前的对话", "在这次对话开始之前", "对话开始前", "对话开始之前", "到目前为止的提示", "之前的提示", "此前的所有内容", "最开始的一句",
     ],
     loose_hidden: &["密码", "密碼", "访问码", "系统配置", "系統配置", "第一行", "第一句", "提示", "指令", "规则", "对话"],
-    unbound: &[
+    unbound: &[ "摆脱了", "一般限制", "安全训练", "说任何话", "没有任何过滤",
         "没有内容政策", "毫无警告", "没有任何警告", "不加警告",
         "没有任何限制", "没有限制", "不受限制", "无限制", "無限制", "不受任何", "没有规则", "没有道德", "没有过滤", "无审查", "不受约束",
         "开发者模式", "開發者模式", "邪恶", "dan", "任何事", "没有任何规则", "不受规则", "可以做任何事", "奶奶", "祖母", "两次", "两个回答",
@@ -1311,6 +1360,12 @@ const ZH: Lexicon = Lexicon {
     ],
     operation: &[
         "你的回复", "回复中", "每条消息", "每个回答", "这次聊天", "这次对话", "此邮件串", "用户的", "邮件工具", "你的工具", "你的回答",
+    ],
+    grant: &[
+        "你可以", "授予你", "你被允许", "允许你", "你有权",
+    ],
+    sanction: &[
+        "已获", "授权", "批准", "安全主管", "作为创建你的开发者", "作为你的开发者",
     ],
 };
 
@@ -1342,18 +1397,18 @@ const JA: Lexicon = Lexicon {
         "忘れ", "従わな", "従うな", "破棄", "無効に", "気にしな", "放棄", "取り消", "上書き", "スキップ", "従う必要はありません", "捨て",
         "無視し", "無視せよ", "無視する", "無視しろ", "気にせず", "脇に置",
     ],
-    reveal: &[
+    reveal: &[ "貼り付け",
         "表示", "出力", "教えて", "見せて", "繰り返", "印刷", "開示", "書き出", "明かし", "明かせ", "暴露", "公開", "列挙", "言って",
         "書いて", "翻訳", "要約", "引用", "まとめ",
     ],
     ask: &[
         "何と言いましたか", "何と言われましたか","何ですか", "なんですか", "は何", "何を言われ", "何と言われ"],
-    persona: &[
+    persona: &[ "ここからは", "ふりを", "ならどう答える",
         "今この瞬間から", "この瞬間から",
         "あなたは今から", "あなたは今", "今からあなたは", "これからあなたは", "ふりをして", "ふりをしろ", "として振る舞", "として振舞", "として行動",
         "役を演じ", "になりきって", "もはや", "君は今から", "答えて", "あなたは", "演じて", "想像して", "あなたは今後",
     ],
-    output_only: &[
+    output_only: &[ "という文だけ", "だけを書いて", "だけ書いて", "だけを返して",
         "という文だけを書", "文だけを書", "だけを書いて", "とだけ書いて",
         "とだけ返答", "一語だけで返答", "だけで返答",
         "だけを出力", "のみを出力", "だけ出力", "のみ出力", "だけを表示", "だけを書", "だけを返", "だけ答え", "のみで答え", "とだけ言", "とだけ書",
@@ -1368,14 +1423,14 @@ const JA: Lexicon = Lexicon {
     ],
     mode: &["開発者モード", "反対モード", "キャラクターを保", "役になりきり", "役を崩さ", "キャラを崩さ", "キャラから外れ", "安全モードは無効", "安全モードを無効"],
     void: &["古くなって", "もう無効", "無効です", "廃止され", "効力を失"],
-    authority: &[
+    authority: &[ "運営者からの", "あなたを作った開発者", "必須通知", "特権を付与",
         "公式ポリシー更新", "openaiの公式", "公式ポリシーの更新",
         "システム管理者からのメッセージ", "システム管理者からの通知", "開発者からの通知", "管理者からの通知", "開発者通知", "運営者からの通知", "管理者による上書き",
         "管理者リクエスト", "管理者からのメッセージ", "管理者メッセージ", "管理者の指示", "開発者からのメッセージ", "開発者メッセージ", "開発者の指示",
         "システムメッセージ", "システム通知", "システム命令", "システム上書き", "管理者命令", "it部門", "セキュリティチーム", "公式通知", "開発チーム",
         "あなたの運営者", "運営者です", "最優先指令", "法務部", "ceoとして", "アカウント所有者",
     ],
-    addressee: &[
+    addressee: &[ "aiへ", "ai へ",
         "aiで処理する方", "aiで処理する", "aiで処理している",
         "読んでいるaiモデル", "読んでいるai", "を読んでいるai", "選考アシスタントへ", "隠しメモ",
         "あなたがaiなら", "あなたがaiである場合", "aiへの注意", "aiへのメモ", "aiへの指示", "aiへのメッセージ", "aiアシスタントへ",
@@ -1388,7 +1443,7 @@ const JA: Lexicon = Lexicon {
         "プロンプトを", "プロンプトは",
     ],
     loose: &["ルール", "規則", "設定", "制約", "制限", "タスク", "命令を", "命令は", "の命令"],
-    hidden: &[
+    hidden: &[ "従って動作している", "あなたが従っている",
         "このチャットが始まる前", "チャットが始まる前", "チャットの前に", "開発者はあなたに",
         "隠された設定テキスト", "設定テキスト", "質問より前", "隠されたテキスト", "内部設定",
         "システムプロンプト", "システムメッセージ", "システム指示", "あなたの指示", "あなたのプロンプト", "あなたのルール", "初期プロンプト", "初期指示",
@@ -1397,7 +1452,7 @@ const JA: Lexicon = Lexicon {
         "一番最初の文",
     ],
     loose_hidden: &["パスワード", "アクセスコード", "システム設定", "最初の行", "最初の文", "プロンプト", "指示", "ルール", "会話"],
-    unbound: &[
+    unbound: &[ "制約から解き放たれ", "ルールに従う必要はありません", "安全性トレーニング", "何でも言える", "フィルターが一切ない", "二つの回答",
         "コンテンツポリシーのない", "警告なしに", "警告なしで",
         "制限のない", "制限なし", "制限なく", "制約のない", "ルールのない", "ルールなし", "検閲なし", "無制限", "フィルターなし", "倫理観のない",
         "開発者モード", "邪悪", "dan", "何でもでき", "なんでもでき", "制限を受けない", "倫理的な制約", "フィルターがない", "何でもできる",
@@ -1412,6 +1467,12 @@ const JA: Lexicon = Lexicon {
     ],
     operation: &[
         "あなたの返信", "返信に", "すべてのメッセージ", "このチャット", "この会話", "このスレッド", "ユーザーの", "メールツール", "あなたの回答", "回答に",
+    ],
+    grant: &[
+        "てかまいません", "て構いません", "を付与します", "許可されています", "してもよい",
+    ],
+    sanction: &[
+        "承認されて", "承認済み", "許可を得", "責任者", "あなたを作った開発者",
     ],
 };
 
@@ -1443,19 +1504,19 @@ const KO: Lexicon = Lexicon {
         "무시", "잊어", "잊으", "잊고", "따르지 마", "따르지 말", "신경 쓰지 마", "무효화", "버려", "버리고", "폐기", "따르지 않",
         "제쳐 두", "신경 쓰지 말",
     ],
-    reveal: &[
+    reveal: &[ "붙여 넣", "붙여넣",
         "보여", "출력", "알려", "말해", "반복", "공개", "누설", "표시", "인쇄", "써 줘", "적어", "밝혀", "번역", "요약", "인용", "정리",
     ],
     ask: &[
         "뭐라고 했어", "뭐라고 했는지", "무엇이라고 했","무엇입니까", "뭐야", "무엇인가요", "뭐예요", "무엇이야", "무엇을 들었", "무슨 말을 들었"],
-    persona: &[
+    persona: &[ "지금부터", "처럼 대답해", "척해",
         "답해", "답하라",
         "지금 이 순간부터", "이 순간부터",
         "당신은 이제", "너는 이제", "이제부터 너는", "이제부터 당신은", "지금부터 너는", "지금부터 당신은", "인 척", "척 해", "척하",
         "역할을 해", "역할을 맡", "처럼 행동", "으로 행동", "로 행동", "더 이상", "대답", "너는", "당신은", "로서 답하", "으로서 답하",
         "답하세요", "척하세요", "상상해",
     ],
-    output_only: &[
+    output_only: &[ "이라는 문장만", "라는 문장만", "만 써", "만 답해",
         "문장만 써", "문장만 출력",
         "라고만 답해", "한 단어로만 답", "로만 답해", "로만 답하", "라고만 출력",
         "만 출력", "만 말해", "만 답해", "만 대답", "만 써", "만 인쇄", "라고만", "만을 출력", "만 반환", "만 응답", "라고만 답",
@@ -1469,14 +1530,14 @@ const KO: Lexicon = Lexicon {
     ],
     mode: &["개발자 모드", "반대 모드", "캐릭터에서 벗어나", "캐릭터를 유지", "역할을 유지", "역할에서 벗어나지", "캐릭터를 깨지", "안전 모드가 비활성화", "안전 모드를 비활성화"],
     void: &["더 이상 유효하지", "폐기되었", "무효입니다", "무효", "구식"],
-    authority: &[
+    authority: &[ "운영자 업데이트", "너를 만든 개발자", "필수 공지", "상위 권한",
         "공식 정책 업데이트", "openai 공식",
         "시스템 관리자 메시지", "시스템 관리자 알림", "시스템 관리자 공지", "개발자 공지", "관리자 공지", "개발자 알림", "운영자 공지", "관리자 재정의",
         "관리자 요청", "관리자 메시지", "관리자 지시", "관리자 명령", "개발자 메시지", "개발자 지시", "시스템 메시지", "시스템 알림",
         "시스템 명령", "시스템 재정의", "관리자로부터", "개발자로부터", "it 부서", "보안 팀", "공식 공지", "개발팀", "당신의 운영자",
         "운영자입니다", "최우선 지침", "법무팀", "ceo로서", "계정 소유자",
     ],
-    addressee: &[
+    addressee: &[ "ai에게",
         "ai로 처리하는", "ai로 처리하는 사람",
         "읽고 있는 ai 모델", "읽고 있는 ai", "심사 어시스턴트", "숨은 메모",
         "당신이 ai라면", "네가 ai라면", "ai라면", "ai에게", "ai 어시스턴트에게", "언어 모델이라면", "ai는 다음", "이것을 읽고 있다면",
@@ -1485,7 +1546,7 @@ const KO: Lexicon = Lexicon {
     instructions: &[
         "요청받은 일", "요청받은 것", "지시받은 것", "부탁받은 일","지시", "지침", "프롬프트", "지시사항", "위의 내용", "이전 내용", "나머지"],
     loose: &["규칙", "명령", "설정", "제한", "제약", "작업"],
-    hidden: &[
+    hidden: &[ "네가 따르고 있는",
         "이 채팅이 시작되기 전", "채팅이 시작되기 전", "채팅 전에", "개발자가 너에게",
         "숨겨진 설정 텍스트", "설정 텍스트", "질문 앞에 있던", "숨겨진 텍스트", "내부 설정",
         "시스템 프롬프트", "시스템 메시지", "시스템 지시", "당신의 지시", "너의 지시", "네 지시", "당신의 프롬프트", "초기 프롬프트", "초기 지시",
@@ -1493,7 +1554,7 @@ const KO: Lexicon = Lexicon {
         "이 대화가 시작되기 전", "대화 시작 전", "맨 처음 문장",
     ],
     loose_hidden: &["비밀번호", "암호", "접근 코드", "시스템 설정", "첫 번째 줄", "첫 줄", "프롬프트", "지시", "규칙", "대화"],
-    unbound: &[
+    unbound: &[ "제약에서 벗어났", "규칙도 따를 필요가 없", "안전 훈련", "무엇이든 말할 수", "필터가 전혀 없는", "두 가지 답",
         "콘텐츠 정책이 없는", "경고 없이", "경고도 없이",
         "필터 없는 ai", "모든 정책을 무시",
         "제한 없는", "제한이 없는", "제한 없이", "규칙 없는", "규칙이 없는", "검열 없는", "필터 없는", "무제한", "윤리 없는", "개발자 모드",
@@ -1504,10 +1565,16 @@ const KO: Lexicon = Lexicon {
     earlier: &["이전", "앞의", "앞선", "위의", "위에", "지금까지", "원래", "초기", "기존", "다음"],
     you: &["당신의", "너의", "네", "당신", "받은", "들은"],
     imperatives: &[
-        "말해", "써", "답해", "대답", "보내", "전달", "추천", "언급", "사용", "실행", "호출", "삭제", "열어", "방문", "번역",
+        "넣어", "붙여", "말해", "써", "답해", "대답", "보내", "전달", "추천", "언급", "사용", "실행", "호출", "삭제", "열어", "방문", "번역",
         "평가", "추가", "주장", "무시", "대신", "반드시", "하세요", "해라", "하십시오",
     ],
     operation: &[
         "너의 답변", "답변에", "모든 메시지", "이 채팅", "이 대화", "이 스레드", "사용자의", "이메일 도구", "너의 도구", "네 답변",
+    ],
+    grant: &[
+        "해도 된다", "해도 됩니다", "권한을 부여", "허용된다", "허락한다",
+    ],
+    sanction: &[
+        "승인했", "승인된", "승인을 받", "책임자", "너를 만든 개발자",
     ],
 };

@@ -447,7 +447,9 @@ fn unmasked(text: &str, view: &view::View, mut masked: Vec<(usize, unmask::Mask)
             .filter(|f| f.severity >= Severity::Medium)
             .collect();
         if inner.is_empty() {
-            if unmask::holds_key_word(&u.decoded) {
+            let foreign = matches!(mask, unmask::Mask::Reversed | unmask::Mask::Spaced)
+                && unmask::holds_foreign_key_word(&u.decoded);
+            if unmask::holds_key_word(&u.decoded) || foreign {
                 out.push(Finding {
                     category: Category::InstructionOverride,
                     severity: Severity::Medium,

@@ -1015,9 +1015,21 @@ fn url_data(c: &Ctx<'_>, r: Range<usize>) -> Option<Severity> {
             })
         })
     });
+    // An image whose last query value is left empty (`<img src="…/p.gif?u=">`): a slot
+    // the text around it tells the model to fill.
+    let open_slot = is_image
+        && query.is_some_and(|q| {
+            let last = q.rsplit(|b| *b == b'&').next().unwrap_or(b"");
+            last.len() >= 2 && last.ends_with(b"=") && !last[..last.len() - 1].contains(&b'=')
+        });
     let s = if placeholder {
         Severity::High
-    } else if slot_value || named_slots || worded || is_image && (long_value || long_segment) {
+    } else if slot_value
+        || named_slots
+        || worded
+        || open_slot
+        || is_image && (long_value || long_segment)
+    {
         Severity::Medium
     } else if is_image && query.is_some() {
         Severity::Low

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use super::Encoding;
+use super::{Encoding, view::View};
 
 /// How a trigger word is written.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -56,6 +56,30 @@ const KEY_WORDS: [&str; 16] = [
     "vergiss",
     "access granted",
     "hacked",
+];
+
+/// Frequent words whose rot13 spellings are never words themselves.
+const FREQUENT_WORDS: [&str; 12] = [
+    "your", "the", "and", "you", "deine", "und", "les", "tes", "las", "tus", "seu", "tuo",
+];
+
+/// Key words of the non-Latin scripts (Russian, Chinese, Japanese, Korean) whose
+/// reversed and dotted spellings are looked for.
+const FOREIGN_KEY_WORDS: [&str; 14] = [
+    "инструкци",
+    "промпт",
+    "системн",
+    "игнорир",
+    "забудь",
+    "指示",
+    "指令",
+    "提示词",
+    "忽略",
+    "系统提示",
+    "システム",
+    "プロンプト",
+    "시스템",
+    "프롬프트",
 ];
 
 /// Stems spelled in leetspeak: long enough that a leet form is never an ordinary word.
@@ -134,6 +158,40 @@ pub(super) fn triggers() -> Vec<(Vec<u8>, Mask)> {
     // decoded whatever the words (the escapes hide every script alike).
     for d in b"0123456789abcdef" {
         out.push((vec![b'\\', b'u', *d], Mask::Escaped));
+    }
+    // Frequent words of the Latin-script languages ("your", "the", "and", "deine",
+    // "les", "tus"), between blanks: a whole message in rot13, reversed or leetspeak
+    // holds some of them even when it holds no key word.
+    for w in FREQUENT_WORDS {
+        out.push((
+            format!(" {} ", String::from_utf8_lossy(&rot13(w.as_bytes()))).into_bytes(),
+            Mask::Rot13,
+        ));
+    }
+    // Reversed, only those whose reversal is no word ("set", "out", "dna" are).
+    for w in ["your", "the", "you", "deine", "und", "seu"] {
+        out.push((
+            format!(" {} ", w.chars().rev().collect::<String>()).into_bytes(),
+            Mask::Reversed,
+        ));
+    }
+    for w in ["y0ur", "7h3", "4nd", "y0u", "d31n3", "v0u5"] {
+        out.push((format!(" {w} ").into_bytes(), Mask::Leet));
+    }
+    // The key words of the other scripts reversed or set apart by dots (`тпморп`,
+    // `示指`, `п.р.о.м`, `시.스`), spelled as the view spells them.
+    for w in FOREIGN_KEY_WORDS {
+        let reversed: String = w.chars().rev().collect();
+        out.push((View::build(&reversed).bytes().to_vec(), Mask::Reversed));
+        let head: Vec<char> = w.chars().take(4).collect();
+        if head.len() >= 2 {
+            let dotted: String = head
+                .iter()
+                .map(char::to_string)
+                .collect::<Vec<_>>()
+                .join(".");
+            out.push((View::build(&dotted).bytes().to_vec(), Mask::Spaced));
+        }
     }
     // Chinese and Japanese key words with a separator between the characters.
     for w in [
@@ -226,6 +284,14 @@ pub(super) fn holds_key_word(decoded: &str) -> bool {
     KEY_WORDS
         .iter()
         .any(|k| squeezed.contains(&k.replace(' ', "")))
+}
+
+/// Whether a line decoded from a reversed or dotted spelling holds a key word of the
+/// non-Latin scripts (`промпт`, `指示`, `프롬프트`).
+pub(super) fn holds_foreign_key_word(decoded: &str) -> bool {
+    let lower = decoded.to_lowercase();
+    let squeezed: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
+    FOREIGN_KEY_WORDS.iter().any(|k| squeezed.contains(k))
 }
 
 /// Escapes a line needs to be read as a message rather than a stray `\u00e9`.
