@@ -209,8 +209,10 @@ fn udp_mark(protocol: u32) -> u16 {
 /// In `cgroup_skb/egress`, for a datagram of a socket marked [`SOCK_DNS_UDP`] that missed
 /// the flow cache (a socket's first datagram on this CPU): files its client end as the
 /// resolver will see it — the socket's network namespace (`bpf_get_netns_cookie` of the
-/// skb, Linux 6.15 for cgroup_skb), source address and port, destination (resolver)
-/// port — with the policy and cgroup the redirect recorded, in `HB_DNS_UDP`. Fields are
+/// skb: the test kernel offers it to cgroup_skb, `bpftool feature probe`; a kernel that
+/// does not refuses to load the program), source address and port, destination
+/// (resolver) port — with the policy and cgroup the redirect recorded, in `HB_DNS_UDP`.
+/// Fields are
 /// read from the packet: an unconnected socket has no source address of its own. A
 /// missing redirect record, an unreadable header or a full map files nothing (the
 /// resolver then answers the datagram under its policy's unattributed share).
