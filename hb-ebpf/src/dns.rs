@@ -212,9 +212,8 @@ fn udp_mark(protocol: u32) -> u16 {
 /// skb: the test kernel offers it to cgroup_skb, `bpftool feature probe`; a kernel that
 /// does not refuses to load the program), source address and port, destination
 /// (resolver) port — with the policy and cgroup the redirect recorded, in `HB_DNS_UDP`.
-/// Fields are
-/// read from the packet: an unconnected socket has no source address of its own. A
-/// missing redirect record, an unreadable header or a full map files nothing (the
+/// Fields are read from the packet: an unconnected socket has no source address of its
+/// own. A missing redirect record, an unreadable header or a full map files nothing (the
 /// resolver then answers the datagram under its policy's unattributed share).
 #[inline(always)]
 pub(crate) fn record_datagram(ctx: &SkBuffContext, cookie: u64, family: u16, l4: usize) {
