@@ -315,7 +315,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     maps.sync_nat64(&config)?;
     telemetry.watch_kernel(&bpffs);
     // The resolver listens before the kernel sends it anything.
-    let (dns_events_tx, mut dns_events) = tokio::sync::mpsc::channel(1024);
+    let (dns_events_tx, mut dns_events) = crate::events::EventSender::channel(1024);
+    let dropped_events = dns_events_tx.dropped();
     let dns = if config.dns.redirect {
         let service = crate::dns::start(&config, &ids, &bpffs, dns_events_tx.clone()).await?;
         tracing::info!(listen = %config.dns_listen(), policies = ids.len(), "resolver listening (policy N on port + N)");
@@ -519,7 +520,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             }
             // Refusals held back past their budgets: the kernel's (destinations new to
             // the window past a cgroup's caps) and the resolver's and guard's (names past
-            // the burst), each written once with its count.
+            // the burst), each written once with its count; and the count of the
+            // resolver's and guard's events dropped at a full queue.
             _ = held_tick.tick() => {
                 let mut refreshed = false;
                 for event in held.take() {
@@ -531,6 +533,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
                 }
                 for record in agent_budgets.take_due(std::time::Instant::now()) {
                     sinks.write(running.name_cgroup(record));
+                }
+                // Events the queue above had no room for: one record per hook and
+                // second, outside any budget, so the trail says something was lost.
+                for (hook, count) in dropped_events.take() {
+                    sinks.write(events::dropped_record(&hook, count));
                 }
             }
             // Expired allow-map entries, the name index for `maps dump allow4`, and the

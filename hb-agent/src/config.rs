@@ -474,6 +474,18 @@ pub struct DnsConfig {
     /// record of the connection; one without a record is closed. Unset: a quarter of
     /// `max_tcp_connections_per_policy` (at least 1).
     pub max_tcp_connections_per_cgroup: Option<u32>,
+    /// Upstream lookups (queries the cache cannot answer) in flight at once per policy,
+    /// UDP and TCP together. Past it a query is answered SERVFAIL with a
+    /// `dns_policy_busy` event. Bounds the resolver's memory and the load a policy's
+    /// sandboxes put on the upstream.
+    pub max_upstream_lookups_per_policy: u32,
+    /// Upstream lookups one cgroup (a sandbox, a pod's container) may have in flight at
+    /// once, so a sandbox asking for thousands of distinct names cannot take its
+    /// policy's every lookup; past it a query is answered SERVFAIL with a
+    /// `dns_cgroup_busy` event naming the cgroup and the name. The cgroup is the kernel's
+    /// record of the sender; queries without one share cgroup 0's share. Unset: a
+    /// quarter of `max_upstream_lookups_per_policy` (at least 1).
+    pub max_upstream_lookups_per_cgroup: Option<u32>,
 }
 
 impl DnsConfig {
@@ -481,6 +493,13 @@ impl DnsConfig {
     pub fn per_cgroup(&self) -> u32 {
         self.max_tcp_connections_per_cgroup
             .unwrap_or(self.max_tcp_connections_per_policy / 4)
+            .max(1)
+    }
+
+    /// `max_upstream_lookups_per_cgroup`, or its default: a quarter of the policy's cap.
+    pub fn upstream_lookups_per_cgroup(&self) -> u32 {
+        self.max_upstream_lookups_per_cgroup
+            .unwrap_or(self.max_upstream_lookups_per_policy / 4)
             .max(1)
     }
 }
@@ -502,6 +521,8 @@ impl Default for DnsConfig {
             max_tcp_connections: 512,
             max_tcp_connections_per_policy: 32,
             max_tcp_connections_per_cgroup: None,
+            max_upstream_lookups_per_policy: 256,
+            max_upstream_lookups_per_cgroup: None,
         }
     }
 }
@@ -1633,6 +1654,14 @@ impl Config {
                 "max_tcp_connections_per_cgroup",
                 u64::from(self.dns.max_tcp_connections_per_cgroup.unwrap_or(1)),
             ),
+            (
+                "max_upstream_lookups_per_policy",
+                u64::from(self.dns.max_upstream_lookups_per_policy),
+            ),
+            (
+                "max_upstream_lookups_per_cgroup",
+                u64::from(self.dns.max_upstream_lookups_per_cgroup.unwrap_or(1)),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -2623,6 +2652,12 @@ mod tests {
             (
                 "[dns]\nmax_tcp_connections_per_cgroup = 0\n",
                 "dns.max_tcp_connections_per_cgroup",
+                2,
+                "at least 1",
+            ),
+            (
+                "[dns]\nmax_upstream_lookups_per_cgroup = 0\n",
+                "dns.max_upstream_lookups_per_cgroup",
                 2,
                 "at least 1",
             ),

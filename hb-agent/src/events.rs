@@ -64,7 +64,8 @@ pub struct EventRecord {
     /// `setsockopt` ([`hook::name`]); `dns` (the resolver); `seccomp` (a system call the
     /// sandbox's seccomp filter refused, written by the `sandbox run` launcher).
     pub hook: String,
-    /// `deny` or `audit`.
+    /// `deny` or `audit`; `lost` for an `events_dropped` record (events of the hook the
+    /// agent's queue had no room for: their count is `suppressed`).
     pub verdict: String,
     /// `deny_range`, `not_allowed`, `embedded_deny_range`, `source_route` (a packet with
     /// an IPv6 routing header or IPv4 source route, or the socket option that sets one),
@@ -301,6 +302,88 @@ impl std::fmt::Display for EventRecord {
             write!(f, " detail={}", Escaped(detail))?;
         }
         Ok(())
+    }
+}
+
+/// The way the resolver, the egress guard and the pod watcher hand their events to the
+/// agent's event writer: a bounded channel sent to without waiting (a full one drops the
+/// record rather than delay an answer or an accept), which counts what it drops per
+/// hook. The writer turns the counts into one `events_dropped` record per hook and
+/// second at most ([`dropped_record`]), so a flood that outruns the writer leaves a
+/// trace of what it cost instead of vanishing.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: tokio::sync::mpsc::Sender<EventRecord>,
+    dropped: DroppedEvents,
+}
+
+/// Records dropped at a full [`EventSender`] channel, per hook, since last taken.
+#[derive(Clone, Default)]
+pub struct DroppedEvents(std::sync::Arc<std::sync::Mutex<HashMap<String, u64>>>);
+
+impl EventSender {
+    /// A sender and the writer's receiver, with room for `capacity` records.
+    pub fn channel(capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<EventRecord>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        let sender = Self {
+            tx,
+            dropped: DroppedEvents::default(),
+        };
+        (sender, rx)
+    }
+
+    /// Queues `record` if there is room, else counts it dropped. Never waits.
+    pub fn try_send(&self, record: EventRecord) {
+        if let Err(e) = self.tx.try_send(record) {
+            let record = e.into_inner();
+            if let Ok(mut dropped) = self.dropped.0.lock() {
+                *dropped.entry(record.hook).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// The drop counts, for the writer.
+    pub fn dropped(&self) -> DroppedEvents {
+        self.dropped.clone()
+    }
+}
+
+impl DroppedEvents {
+    /// The counts since the last call, per hook, sorted by hook.
+    pub fn take(&self) -> Vec<(String, u64)> {
+        let Ok(mut dropped) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, u64)> = std::mem::take(&mut *dropped).into_iter().collect();
+        out.sort();
+        out
+    }
+}
+
+/// The record that says `count` events of `hook` were dropped before their budget could
+/// judge them (the writer fell behind a flood): reason `events_dropped`, the count in
+/// `suppressed`.
+pub fn dropped_record(hook: &str, count: u64) -> EventRecord {
+    EventRecord {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        hook: hook.into(),
+        verdict: "lost".into(),
+        reason: "events_dropped".into(),
+        policy: String::new(),
+        cgroup_id: 0,
+        cgroup: None,
+        pid: 0,
+        tid: 0,
+        comm: String::new(),
+        family: String::new(),
+        protocol: String::new(),
+        dst: String::new(),
+        port: 0,
+        name: None,
+        suppressed: count,
+        detail: Some(format!(
+            "{count} {hook} events dropped: the agent's event queue was full"
+        )),
     }
 }
 
@@ -813,6 +896,21 @@ mod tests {
     /// Refusals a batch of records stands for: each itself and what it carries.
     fn counted(records: &[EventRecord]) -> u64 {
         records.iter().map(|r| 1 + r.suppressed).sum()
+    }
+
+    #[test]
+    fn events_a_full_queue_drops_are_counted_per_hook_and_taken_once() {
+        let (tx, mut rx) = EventSender::channel(1);
+        tx.try_send(dns_record("p"));
+        for _ in 0..3 {
+            tx.try_send(dns_record("p"));
+        }
+        let dropped = tx.dropped();
+        assert_eq!(dropped.take(), vec![("dns".to_owned(), 3)]);
+        assert!(dropped.take().is_empty(), "taken once");
+        assert!(rx.try_recv().is_ok(), "the first was queued");
+        let r = dropped_record("dns", 3);
+        assert_eq!((r.reason.as_str(), r.suppressed), ("events_dropped", 3));
     }
 
     #[test]

@@ -52,6 +52,13 @@ pub mod map_names {
     /// `sock_ops` when a redirected TCP DNS socket sends its SYN, read by the resolver
     /// when it accepts (its cgroup's share of the TCP slots), removed when it closes.
     pub const DNS_FLOWS: &str = "HB_DNS_CONNS";
+    /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a redirected UDP DNS
+    /// socket, as the resolver sees its datagrams) → [`DnsOrig`](crate::DnsOrig).
+    /// Written by `cgroup_skb/egress` on a redirected UDP socket's first datagram to the
+    /// resolver; read by the resolver to charge a query to its sandbox (event budget,
+    /// upstream lookups). Never removed: a port reused by another socket is filed anew
+    /// by that socket's first datagram.
+    pub const DNS_UDP: &str = "HB_DNS_UDP";
     /// LRU hash: socket cookie → [`SockDest`](crate::SockDest), the peer the socket hooks
     /// last admitted for a socket (or, for an accepted connection of a policy with
     /// `inbound = true`, its client). `cgroup_skb` passes a packet of that socket to or
@@ -109,7 +116,7 @@ pub mod map_names {
     pub const GUARD_SPLICE: &str = "HB_GUARD_SPLICE";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -124,6 +131,7 @@ pub mod map_names {
         DNS,
         DNS_ORIG,
         DNS_FLOWS,
+        DNS_UDP,
         SOCK_DEST,
         NAT64,
         EVENT_RATE,
@@ -206,6 +214,9 @@ pub mod limits {
     /// TCP DNS connections between SYN and close at once (least recently used go: a
     /// connection whose entry is gone is closed by the resolver, which fails closed).
     pub const DNS_FLOWS: u32 = 65_536;
+    /// Redirected UDP DNS client ends remembered at once (least recently used go: a
+    /// datagram whose entry is gone is answered, charged to its policy's unattributed share).
+    pub const DNS_UDP: u32 = 65_536;
     /// Sockets whose admitted peer is remembered at once (least recently used go; a
     /// forgotten socket's packets are judged in full again, which fails closed).
     pub const SOCK_DEST: u32 = 65_536;
@@ -478,7 +489,9 @@ pub struct SockDest {
     pub addr: [u8; 16],
     /// [`AF_INET`] or [`AF_INET6`].
     pub family: u16,
-    pub _pad: u16,
+    /// [`SOCK_DNS_UDP`] for a UDP socket redirected to the resolver (its datagrams' client
+    /// end is filed in [`map_names::DNS_UDP`]), else 0.
+    pub dns: u16,
     /// `SOCK_ADMIT_*`: which hook admitted the peer.
     pub flags: u32,
 }
@@ -616,6 +629,8 @@ pub const SOCK_ADMIT_CONNECT: u32 = 1;
 pub const SOCK_ADMIT_SENDMSG: u32 = 2;
 /// An accepted connection's client, under a policy with [`POLICY_INBOUND`].
 pub const SOCK_ADMIT_INBOUND: u32 = 4;
+/// [`SockDest::dns`] of a UDP socket the DNS redirect sent to the resolver.
+pub const SOCK_DNS_UDP: u16 = 1;
 
 /// Key of [`map_names::EVENT_RATE`]. A cgroup has two budgets: one for the refusals of
 /// what it sends (socket hooks, `cgroup_skb/egress`) and one for what others send it

@@ -16,15 +16,21 @@
 //!
 //! A redirected socket's admitted peer (`HB_SOCK_DEST`) is the resolver's address, which
 //! is what its packets carry, so `cgroup_skb/egress` passes them on the socket cookie.
+//!
+//! Who sent a datagram: the resolver sees only its source address and port, which a UDP
+//! socket may not have yet in `connect4` (the kernel binds it after the hook), so a
+//! redirected UDP socket is marked in its admitted peer, and `cgroup_skb/egress` files
+//! its first datagram's client end (network namespace, source address and port, resolver
+//! port) with its policy and cgroup in `HB_DNS_UDP` ([`record_datagram`]).
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::generated::bpf_get_socket_cookie,
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::map,
     maps::{Array, LruHashMap},
-    programs::{SockAddrContext, SockOpsContext},
+    programs::{SkBuffContext, SockAddrContext, SockOpsContext},
 };
-use hb_common::{AF_INET, AF_INET6, Counter, DnsConfig, DnsOrig, FlowKey, limits};
+use hb_common::{AF_INET, AF_INET6, Counter, DnsConfig, DnsOrig, FlowKey, SOCK_DNS_UDP, limits};
 
 use crate::policy;
 
@@ -36,6 +42,9 @@ static DNS_ORIG: LruHashMap<u64, DnsOrig> = LruHashMap::pinned(limits::DNS_ORIG,
 
 #[map(name = "HB_DNS_CONNS")]
 static DNS_FLOWS: LruHashMap<FlowKey, DnsOrig> = LruHashMap::pinned(limits::DNS_FLOWS, 0);
+
+#[map(name = "HB_DNS_UDP")]
+static DNS_UDP: LruHashMap<FlowKey, DnsOrig> = LruHashMap::pinned(limits::DNS_UDP, 0);
 
 /// Port 53 as `bpf_sock_addr.user_port` holds it (network order in the low 16 bits).
 pub(crate) const DNS_PORT: u32 = 53u16.to_be() as u32;
@@ -108,7 +117,7 @@ pub(crate) fn redirect4(
         sa.user_port = resolver_port(&cfg, policy_id);
         let mut peer = [0u8; 16];
         peer[..4].copy_from_slice(&cfg.addr4);
-        policy::admit(cookie(ctx), AF_INET, peer, admit_flags);
+        policy::admit_marked(cookie(ctx), AF_INET, peer, admit_flags, udp_mark(protocol));
     }
     true
 }
@@ -151,7 +160,13 @@ pub(crate) fn redirect6(
         sa.user_ip6[2] = LOOPBACK6[2];
         sa.user_ip6[3] = LOOPBACK6[3];
         sa.user_port = resolver_port(&cfg, policy_id);
-        policy::admit(cookie(ctx), AF_INET6, LOOPBACK6_BYTES, admit_flags);
+        policy::admit_marked(
+            cookie(ctx),
+            AF_INET6,
+            LOOPBACK6_BYTES,
+            admit_flags,
+            udp_mark(protocol),
+        );
     }
     true
 }
@@ -176,6 +191,60 @@ pub(crate) fn record_flow(ctx: &SockOpsContext, cookie: u64) {
         return;
     }
     if DNS_FLOWS.insert(key, orig, 0).is_err() {
+        policy::count(Counter::MapFull);
+    }
+}
+
+/// The admitted peer's `dns` marker of a redirected socket: UDP sockets get their
+/// datagrams' client end filed ([`record_datagram`]).
+#[inline(always)]
+fn udp_mark(protocol: u32) -> u16 {
+    if protocol == IPPROTO_UDP {
+        SOCK_DNS_UDP
+    } else {
+        0
+    }
+}
+
+/// In `cgroup_skb/egress`, for a datagram of a socket marked [`SOCK_DNS_UDP`] that missed
+/// the flow cache (a socket's first datagram on this CPU): files its client end as the
+/// resolver will see it — the socket's network namespace (`bpf_get_netns_cookie` of the
+/// skb: the test kernel offers it to cgroup_skb, `bpftool feature probe`; a kernel that
+/// does not refuses to load the program), source address and port, destination
+/// (resolver) port — with the policy and cgroup the redirect recorded, in `HB_DNS_UDP`.
+/// Fields are read from the packet: an unconnected socket has no source address of its
+/// own. A missing redirect record, an unreadable header or a full map files nothing (the
+/// resolver then answers the datagram under its policy's unattributed share).
+#[inline(always)]
+pub(crate) fn record_datagram(ctx: &SkBuffContext, cookie: u64, family: u16, l4: usize) {
+    // SAFETY: the map value is copied out at once.
+    let Some(orig) = (unsafe { DNS_ORIG.get(cookie) }).copied() else {
+        return;
+    };
+    let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) else {
+        return;
+    };
+    let mut key = FlowKey {
+        // SAFETY: the context pointer of a cgroup_skb program, which this helper accepts.
+        netns_cookie: unsafe { bpf_get_netns_cookie(ctx.skb.skb.cast()) },
+        client: [0; 16],
+        client_port: u16::from_be(sport),
+        server_port: u16::from_be(dport),
+        family,
+        _pad: 0,
+    };
+    if family == AF_INET {
+        let Ok(src) = ctx.load::<[u8; 4]>(12) else {
+            return;
+        };
+        key.client[..4].copy_from_slice(&src);
+    } else {
+        let Ok(src) = ctx.load::<[u8; 16]>(8) else {
+            return;
+        };
+        key.client = src;
+    }
+    if DNS_UDP.insert(key, orig, 0).is_err() {
         policy::count(Counter::MapFull);
     }
 }

@@ -176,7 +176,7 @@ fn admit_on_listener(ctx: &SkBuffContext, p: &Packet) {
     let d = SockDest {
         addr: p.src,
         family: p.family,
-        _pad: 0,
+        dns: 0,
         flags: SOCK_ADMIT_INBOUND,
     };
     if SOCK_DEST.insert(cookie, d, 0).is_err() {
@@ -502,7 +502,7 @@ fn record_client(ctx: &SockOpsContext) {
     let mut d = SockDest {
         addr: [0; 16],
         family: AF_INET,
-        _pad: 0,
+        dns: 0,
         flags: SOCK_ADMIT_INBOUND,
     };
     match ctx.family() {

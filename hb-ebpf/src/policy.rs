@@ -287,6 +287,13 @@ pub(crate) fn embedded_v4(a: &[u8; 16]) -> Embedded {
 /// its packets carry.
 #[inline(always)]
 pub(crate) fn admit(cookie: u64, family: u16, addr: [u8; 16], flags: u32) {
+    admit_marked(cookie, family, addr, flags, 0);
+}
+
+/// [`admit`], with the peer's `dns` marker (`hb_common::SockDest::dns`): the DNS
+/// redirect marks a UDP socket it sent to the resolver.
+#[inline(always)]
+pub(crate) fn admit_marked(cookie: u64, family: u16, addr: [u8; 16], flags: u32, dns: u16) {
     let (family, addr) = match embedded_mapped(family, &addr) {
         Some(v4) => (
             AF_INET,
@@ -309,7 +316,7 @@ pub(crate) fn admit(cookie: u64, family: u16, addr: [u8; 16], flags: u32) {
     let dest = SockDest {
         addr,
         family,
-        _pad: 0,
+        dns,
         flags,
     };
     if SOCK_DEST.insert(cookie, dest, 0).is_err() {
@@ -324,13 +331,14 @@ fn embedded_mapped(family: u16, a: &[u8; 16]) -> Option<[u8; 4]> {
         .then_some([a[12], a[13], a[14], a[15]])
 }
 
-/// Whether `addr` is the peer admitted for socket `cookie`.
+/// Whether `addr` is the peer admitted for socket `cookie`: `Some` of its `dns` marker
+/// (`hb_common::SockDest::dns`) when it is.
 #[inline(always)]
-pub(crate) fn admitted(cookie: u64, family: u16, addr: &[u8; 16]) -> bool {
+pub(crate) fn admitted(cookie: u64, family: u16, addr: &[u8; 16]) -> Option<u16> {
     // SAFETY: fields are compared in place; a concurrent update replaces the whole value.
     match unsafe { SOCK_DEST.get(cookie) } {
-        Some(d) => d.family == family && d.addr == *addr,
-        None => false,
+        Some(d) if d.family == family && d.addr == *addr => Some(d.dns),
+        _ => None,
     }
 }
 

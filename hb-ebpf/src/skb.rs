@@ -40,7 +40,8 @@
 //! it; so does one from another socket, unless the verdict could not depend on the socket
 //! (a cgroup that is not enrolled, or a static CIDR's allow: both change only with the
 //! generation), so new connections to such destinations keep the fast path. On a miss,
-//! an admitted flow costs one socket-cookie lookup.
+//! an admitted flow costs one socket-cookie lookup (a redirected UDP DNS socket's also
+//! files its client end for the resolver, `dns::record_datagram`).
 //!
 //! Audit mode, as for the socket hooks: a would-be drop passes and is counted per cgroup
 //! (`audit_packets`), without a per-packet event.
@@ -56,6 +57,7 @@
 //! `BPF_PROG_TYPE_CGROUP_SKB` (`cg_skb_func_proto`, net/core/filter.c):
 //! `bpf_skb_cgroup_id`, `bpf_skb_ancestor_cgroup_id`, `bpf_get_socket_cookie` (the skb
 //! form: the cookie of `skb->sk`, the same socket the sock_addr hooks saw),
+//! `bpf_get_netns_cookie` (for a redirected DNS datagram's record, see `dns`),
 //! `bpf_skb_load_bytes`, map helpers and the ring buffer.
 
 use aya_ebpf::{
@@ -67,7 +69,7 @@ use aya_ebpf::{
 };
 use hb_common::{
     AF_INET, AF_INET6, CgroupStats, Counter, FLOW_ANY_SOCKET, FLOW_ENROLLED, FlowCache,
-    SKB_FLUSH_PACKETS, hook, reason, verdict,
+    SKB_FLUSH_PACKETS, SOCK_DNS_UDP, hook, reason, verdict,
 };
 
 use crate::{
@@ -146,7 +148,13 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     if let Parsed::Plain(d) = &parsed {
         // The socket's admitted peer: one lookup, and the flow takes the cache. Only
         // enrolled sockets have entries, so the packet counts as enrolled.
-        if cookie != 0 && policy::admitted(cookie, d.family, &d.addr) {
+        if cookie != 0
+            && let Some(dns_mark) = policy::admitted(cookie, d.family, &d.addr)
+        {
+            if dns_mark == SOCK_DNS_UDP {
+                // A redirected UDP DNS socket: the resolver learns its sandbox from this.
+                dns::record_datagram(&ctx, cookie, d.family, d.l4);
+            }
             remember(cookie, cgroup_id, generation, d, FLOW_ENROLLED, len);
             return PASS;
         }

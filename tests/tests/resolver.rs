@@ -955,3 +955,250 @@ fn tcp_dns_is_answered_when_no_policy_uses_the_guard_or_inbound() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A sandbox's UDP DNS attack loop: for `argv[1]` seconds, a query for a fresh name
+/// `r<i>.<argv[2]>` every `argv[3]` seconds from one unconnected socket (`sendto`, the
+/// sendmsg hook's redirect), replies read as they come; prints `flooding` at the start
+/// and `sent N servfail S` (replies with rcode 2) at the end.
+const PY_UDP_FLOOD: &str = r#"
+import socket, struct, sys, time
+def q(name, i):
+    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+end = time.time() + float(sys.argv[1]); pause = float(sys.argv[3])
+sent = servfail = 0
+print("flooding", flush=True)
+while time.time() < end:
+    s.sendto(q("r%d.%s" % (sent, sys.argv[2]), sent), ("192.0.2.53", 53)); sent += 1
+    time.sleep(pause)
+    while True:
+        try:
+            d = s.recv(512)
+        except OSError:
+            break
+        servfail += (d[3] & 15) == 2
+print("sent", sent, "servfail", servfail, flush=True)
+"#;
+
+/// A victim sandbox's lookups over a connected UDP socket (as glibc does: the connect
+/// hook's redirect): one query per name in `argv[1:]`, printing `NAME rcode R ADDR`.
+const PY_UDP_ASK: &str = r#"
+import socket, struct, sys
+def q(name, i):
+    h = struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+for i, name in enumerate(sys.argv[1:]):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
+    c.connect(("192.0.2.53", 53)); c.send(q(name, i + 1))
+    try:
+        d = c.recv(512)
+        addr = socket.inet_ntoa(d[-4:]) if d[7] else "-"
+        print(name, "rcode", d[3] & 15, addr, flush=True)
+    except OSError as e:
+        print(name, "lost", e, flush=True)
+"#;
+
+/// Starts an attacker sandbox (uid 65534) running [`PY_UDP_FLOOD`], and waits until it
+/// floods.
+fn udp_flooder(
+    env: &TestEnv,
+    seconds: &str,
+    zone: &str,
+    pause: &str,
+) -> (Hoarder, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+        .args([python(), "-c", PY_UDP_FLOOD, seconds, zone, pause])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sandbox run");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("flooder output");
+    assert_eq!(line.trim(), "flooding", "flooder: {line:?}");
+    (Hoarder(child), out)
+}
+
+/// Runs [`PY_UDP_ASK`] for `names` in a fresh sandbox of `web` (uid 65534).
+fn udp_ask(env: &TestEnv, names: &[&str]) -> String {
+    let mut args = vec![
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        PY_UDP_ASK,
+    ];
+    args.extend_from_slice(names);
+    let out = env.hb(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+/// The attack: one sandbox floods refused names over UDP, each one new (more than the
+/// 256 an event budget holds back by name), while another sandbox of the same policy asks
+/// once for a refused name of its own. The victim's refusal must be named in an event
+/// charged to its own cgroup, which the kernel's record of its UDP socket tells the
+/// resolver (`maps dump dns_udp`); a budget shared by the policy's UDP queries let the
+/// flood push the victim's name out unnamed.
+#[test]
+fn one_sandbox_flooding_refused_names_over_udp_cannot_hide_another_sandboxs() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53"]);
+    let mut env = TestEnv::new("udpcover", &config(UPSTREAM_PORT));
+    env.start_agent();
+
+    let (mut flooder, mut flooder_out) = udp_flooder(&env, "7", "flood.denied.test", "0.0005");
+    // Past the attacker's burst of events: from here on its names are held back.
+    thread::sleep(Duration::from_millis(1500));
+    let said = udp_ask(&env, &["victim-secret.denied.test"]);
+    assert!(
+        said.contains("victim-secret.denied.test rcode 3"),
+        "the victim's refused name got NXDOMAIN: {said}"
+    );
+    let mut line = String::new();
+    flooder_out.read_line(&mut line).expect("flooder result");
+    let _ = flooder.0.wait();
+    assert!(line.starts_with("sent "), "flooder: {line:?}");
+    let sent: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        sent > 2000,
+        "the flood was too slow to prove anything: {line:?}"
+    );
+
+    let victim = env.wait_event("naming the victim's refused name", |e| {
+        e["name"] == "victim-secret.denied.test"
+    });
+    let attacker = env.wait_event("naming a flooded name", |e| {
+        e["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with(".flood.denied.test"))
+    });
+    let (v, a) = (&victim["cgroup_id"], &attacker["cgroup_id"]);
+    assert!(
+        v.as_u64().is_some_and(|c| c > 0) && a.as_u64().is_some_and(|c| c > 0) && v != a,
+        "each sandbox's refusals are charged to its own cgroup: victim {victim}, attacker {attacker}"
+    );
+    let rows = env.hb_json(&["maps", "dump", "dns_udp"]);
+    assert!(
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| &r["cgroup_id"] == v && r["policy"] == "web"),
+        "the kernel filed the victim's UDP socket: {rows}"
+    );
+}
+
+const HOLDING_PORT: u16 = 5405;
+
+/// An upstream with a bound on queries it holds (as dnsmasq's `dns-forward-max`): a
+/// query for a name under `hold.wild.test` is never answered and held for 3 s; while 200
+/// are held every other query is dropped; any other A query is answered 203.0.113.12,
+/// TTL 1. Writes the most it ever held to `log`.
+fn holding_upstream(log: &std::path::Path) -> Upstream {
+    let script = format!(
+        r#"
+import socket, struct, time
+held = {{}}; most = 0
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {HOLDING_PORT}))
+while True:
+    q, a = s.recvfrom(512)
+    now = time.monotonic()
+    for k in [k for k, t in held.items() if now - t > 3]: del held[k]
+    end = 12
+    while q[end] != 0: end += q[end] + 1
+    name = q[12:end].lower()
+    if name.endswith(b"\x04hold\x04wild\x04test"):
+        if len(held) < 200: held[(a, q[:2])] = now
+        if len(held) > most:
+            most = len(held); open("{log}", "w").write(str(most))
+        continue
+    if len(held) >= 200: continue
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + socket.inet_aton("203.0.113.12")
+    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, 1, 0, 0) + q[12:end + 5] + rr, a)
+"#,
+        log = log.display()
+    );
+    let child = Command::new(python())
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    thread::sleep(Duration::from_millis(300));
+    Upstream(child)
+}
+
+/// The attack: one sandbox asks for a new random name under an allowed zone every 2 ms,
+/// names its upstream never answers. The resolver must hold the sandbox to its share of
+/// upstream lookups (the default: 64, a quarter of the policy's 256), answering the rest SERVFAIL with a `dns_cgroup_busy` event,
+/// so the upstream's own bound on held queries is never reached and another sandbox of
+/// the same policy still gets its names answered. Without the share the flood held every
+/// query the upstream would take, and the victim's were dropped.
+#[test]
+fn one_sandbox_flooding_distinct_names_leaves_the_others_lookups_answered() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53"]);
+    let mut env = TestEnv::new("udplookups", &config(HOLDING_PORT));
+    let most_held = env.state_dir.join("upstream-most-held");
+    let _up = holding_upstream(&most_held);
+    env.start_agent();
+
+    let (mut flooder, mut flooder_out) = udp_flooder(&env, "9", "hold.wild.test", "0.002");
+    thread::sleep(Duration::from_millis(1500));
+    let said = udp_ask(&env, &["v1.wild.test", "v2.wild.test", "v3.wild.test"]);
+    let mut line = String::new();
+    flooder_out.read_line(&mut line).expect("flooder result");
+    let _ = flooder.0.wait();
+    let held = fs::read_to_string(&most_held).unwrap_or_default();
+    for name in ["v1.wild.test", "v2.wild.test", "v3.wild.test"] {
+        assert!(
+            said.contains(&format!("{name} rcode 0 203.0.113.12")),
+            "the victim's lookup of {name} was not answered while another sandbox flooded \
+             (flooder: {}, most queries the upstream held: {held}): {said}",
+            line.trim()
+        );
+    }
+    let servfail: u64 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        servfail > 0,
+        "the flood past its share was not refused: {line:?}"
+    );
+    // Each lookup asks the upstream at most twice (one retry), one ask at a time.
+    let held: u64 = held.trim().parse().expect("the upstream held queries");
+    assert!(
+        held <= 128,
+        "the upstream held {held} of the flood's queries at once"
+    );
+    let e = env.wait_event("dns_cgroup_busy for a lookup", |e| {
+        e["reason"] == "dns_cgroup_busy" && e["protocol"] == "udp"
+    });
+    assert!(e["cgroup_id"].as_u64().is_some_and(|c| c > 0), "{e}");
+    assert!(
+        e["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with(".hold.wild.test")),
+        "{e}"
+    );
+}

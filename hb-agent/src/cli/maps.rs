@@ -53,7 +53,11 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
         ),
         (
             map_names::DNS_FLOWS,
-            crate::dns::conns::dump(bpffs).map_or(0, |r| r.len()),
+            crate::dns::conns::dump(bpffs, map_names::DNS_FLOWS).map_or(0, |r| r.len()),
+        ),
+        (
+            map_names::DNS_UDP,
+            crate::dns::conns::dump(bpffs, map_names::DNS_UDP).map_or(0, |r| r.len()),
         ),
     ]);
     let mut rows = Vec::new();
@@ -316,8 +320,8 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                 ]));
             }
         }
-        map_names::DNS_FLOWS => {
-            let mut conns = crate::dns::conns::dump(bpffs)?;
+        map_names::DNS_FLOWS | map_names::DNS_UDP => {
+            let mut conns = crate::dns::conns::dump(bpffs, map)?;
             conns.sort_by_key(|(k, _)| (k.netns_cookie, k.server_port, k.client_port));
             for (k, c) in conns {
                 rows.push(row([

@@ -33,11 +33,19 @@
 //! ([`conns`]); a connection without one is closed. Each connection holds one of the agent's file descriptors, which the broker and
 //! the state files share: stalled connections without these bounds starved them all.
 //!
+//! Who asked: over TCP the connection's record, over UDP the kernel's record of the
+//! datagram's sender ([`conns`]; none: the policy's unattributed share, cgroup 0). A
+//! query's events are budgeted per policy and that cgroup, and a query the cache cannot
+//! answer takes one of the cgroup's and the policy's upstream lookups ([`inflight`]:
+//! `max_upstream_lookups_per_cgroup`, `_per_policy`); past a share it is answered
+//! SERVFAIL with a `dns_cgroup_busy` (`dns_policy_busy`) event.
+//!
 //! Must never: answer from the host's /etc/hosts, answer before the allow map holds the
-//! addresses, let a malformed packet stop a listener, or let a sandbox hold agent file
-//! descriptors without bound.
+//! addresses, let a malformed packet stop a listener, let a sandbox hold agent file
+//! descriptors without bound, or let one sandbox hold another's share of upstream lookups.
 
 pub(crate) mod conns;
+mod inflight;
 pub mod learned;
 pub mod names;
 pub(crate) mod upstream;
@@ -63,7 +71,7 @@ use ipnet::{IpNet, Ipv6Net};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 
 use crate::{
@@ -116,10 +124,14 @@ struct Inner {
     max_ips: usize,
     learned: Arc<Mutex<Learned>>,
     cache: Mutex<HashMap<(u32, String, RecordType), CachedAnswer>>,
-    events: mpsc::Sender<EventRecord>,
+    events: crate::events::EventSender,
     tcp: TcpLimits,
     /// The kernel's records of the redirected TCP connections: who holds each.
     conns: Arc<conns::Conns>,
+    /// The kernel's records of the redirected UDP sockets: who sent a datagram.
+    udp_senders: conns::Conns,
+    /// Upstream lookups in flight, per policy and cgroup.
+    inflight: inflight::Inflight,
     /// `hb_dns_query_duration_seconds` of the cache, local and upstream paths.
     latency: [prometheus_client::metrics::histogram::Histogram; 3],
 }
@@ -325,7 +337,7 @@ pub async fn start(
     config: &Config,
     ids: &HashMap<String, u32>,
     bpffs_dir: &Path,
-    events: mpsc::Sender<EventRecord>,
+    events: crate::events::EventSender,
 ) -> Result<DnsService, DnsError> {
     let learned = Arc::new(Mutex::new(Learned::open(
         bpffs_dir,
@@ -371,7 +383,15 @@ pub async fn start(
         cache: Mutex::new(HashMap::new()),
         events,
         tcp,
-        conns: Arc::new(conns::Conns::open(bpffs_dir)?),
+        conns: Arc::new(conns::Conns::open(
+            bpffs_dir,
+            hb_common::map_names::DNS_FLOWS,
+        )?),
+        udp_senders: conns::Conns::open(bpffs_dir, hb_common::map_names::DNS_UDP)?,
+        inflight: inflight::Inflight::new(
+            config.dns.max_upstream_lookups_per_policy,
+            config.dns.upstream_lookups_per_cgroup(),
+        ),
         latency: ["cache", "local", "upstream"].map(|p| crate::telemetry::global().dns_latency(p)),
     });
     for (&id, policy) in &inner.policies {
@@ -467,6 +487,10 @@ fn tcp_limits(config: &Config, policy_ids: impl Iterator<Item = u32>) -> TcpLimi
 }
 
 async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
+    use std::os::fd::AsFd as _;
+    // Where the kernel filed this listener's senders: its namespace and port.
+    let netns = crate::flow_key::netns_cookie(sock.as_fd()).ok();
+    let local = sock.local_addr().ok();
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
@@ -478,7 +502,9 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
             inner.answered(policy_id, AnswerPath::Cache, Some(&reply), start);
             continue;
         }
-        match inner.prepare(policy_id, &buf[..n], Transport::Udp) {
+        // Past the cache: who sent it decides whose event budget and lookups it uses.
+        let cgroup_id = inner.udp_senders.sender(policy_id, netns, from, local);
+        match inner.prepare(policy_id, cgroup_id, &buf[..n], Transport::Udp) {
             Step::Reply(reply) => {
                 if let Some(reply) = &reply {
                     let _ = sock.send_to(reply, from).await;
@@ -486,9 +512,20 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
                 inner.answered(policy_id, AnswerPath::Local, reply.as_deref(), start);
             }
             Step::Resolve(pending) => {
+                let lookup = match inner.take_lookup(&pending) {
+                    Ok(lookup) => lookup,
+                    Err(reply) => {
+                        if let Some(reply) = &reply {
+                            let _ = sock.send_to(reply, from).await;
+                        }
+                        inner.answered(policy_id, AnswerPath::Local, reply.as_deref(), start);
+                        continue;
+                    }
+                };
                 let (inner, sock) = (inner.clone(), sock.clone());
                 tokio::spawn(async move {
                     let reply = inner.resolve(pending).await;
+                    drop(lookup);
                     if let Some(reply) = &reply {
                         let _ = sock.send_to(reply, from).await;
                     }
@@ -542,6 +579,8 @@ async fn serve_tcp(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
 struct TcpTicket {
     conns: Arc<conns::Conns>,
     key: FlowKey,
+    /// The connection's sandbox, from the kernel's record.
+    cgroup_id: u64,
     _cgroup: conns::CgroupSlot,
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
@@ -584,6 +623,7 @@ impl Inner {
         Some(TcpTicket {
             conns: self.conns.clone(),
             key,
+            cgroup_id: caller.cgroup_id,
             _cgroup: cgroup,
             _permits: permits,
         })
@@ -614,7 +654,7 @@ impl Inner {
             detail: Some("dns.max_tcp_connections_per_cgroup reached".into()),
         };
         // A full channel drops the event rather than delaying the accept loop.
-        let _ = self.events.try_send(record);
+        self.events.try_send(record);
     }
 }
 
@@ -636,12 +676,12 @@ async fn read_tcp_query(limits: &TcpLimits, stream: &mut TcpStream) -> Option<Ve
 }
 
 /// RFC 7766: length-prefixed messages, several per connection, idle and query timeouts.
-/// `_ticket` holds the connection's slots and record, given back when it ends.
+/// `ticket` holds the connection's slots and record, given back when it ends.
 async fn serve_tcp_conn(
     inner: Arc<Inner>,
     policy_id: u32,
     mut stream: TcpStream,
-    _ticket: TcpTicket,
+    ticket: TcpTicket,
 ) {
     loop {
         let Some(query) = read_tcp_query(&inner.tcp, &mut stream).await else {
@@ -650,9 +690,12 @@ async fn serve_tcp_conn(
         let start = Instant::now();
         let (path, reply) = match inner.cached(policy_id, &query, Transport::Tcp) {
             Some(reply) => (AnswerPath::Cache, Some(reply)),
-            None => match inner.prepare(policy_id, &query, Transport::Tcp) {
+            None => match inner.prepare(policy_id, ticket.cgroup_id, &query, Transport::Tcp) {
                 Step::Reply(r) => (AnswerPath::Local, r),
-                Step::Resolve(pending) => (AnswerPath::Upstream, inner.resolve(pending).await),
+                Step::Resolve(pending) => match inner.take_lookup(&pending) {
+                    Ok(_lookup) => (AnswerPath::Upstream, inner.resolve(pending).await),
+                    Err(r) => (AnswerPath::Local, r),
+                },
             },
         };
         inner.answered(policy_id, path, reply.as_deref(), start);
@@ -706,9 +749,37 @@ enum Step {
 struct Pending {
     request: Message,
     policy_id: u32,
+    /// The sender's sandbox (0: unattributed), for its events and its share of lookups.
+    cgroup_id: u64,
     name: String,
     qtype: RecordType,
     transport: Transport,
+}
+
+/// The event of a lookup refused past a share (its time is set by the caller).
+fn lookup_busy(policy: &str, p: &Pending, busy: inflight::Busy) -> EventRecord {
+    EventRecord {
+        time: String::new(),
+        hook: "dns".into(),
+        verdict: "deny".into(),
+        reason: busy.reason().into(),
+        policy: policy.into(),
+        cgroup_id: p.cgroup_id,
+        cgroup: None,
+        pid: 0,
+        tid: 0,
+        comm: String::new(),
+        family: "ipv4".into(),
+        protocol: match p.transport {
+            Transport::Udp => "udp".into(),
+            Transport::Tcp => "tcp".into(),
+        },
+        dst: String::new(),
+        port: 0,
+        name: Some(p.name.clone()),
+        suppressed: 0,
+        detail: Some(busy.detail().into()),
+    }
 }
 
 /// A reply skeleton for `request` with `rc`.
@@ -752,14 +823,24 @@ impl Inner {
         self.latency[path as usize].observe(start.elapsed().as_secs_f64());
     }
 
-    fn event(&self, policy: &str, reason: &str, verdict: &str, name: &str, dst: Option<IpAddr>) {
+    /// Reports a refusal of a query by `cgroup_id` (0: unattributed), budgeted per
+    /// policy and cgroup by the event writer.
+    fn event(
+        &self,
+        policy: &str,
+        cgroup_id: u64,
+        reason: &str,
+        verdict: &str,
+        name: &str,
+        dst: Option<IpAddr>,
+    ) {
         let record = EventRecord {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             hook: "dns".into(),
             verdict: verdict.into(),
             reason: reason.into(),
             policy: policy.into(),
-            cgroup_id: 0,
+            cgroup_id,
             cgroup: None,
             pid: 0,
             tid: 0,
@@ -776,7 +857,31 @@ impl Inner {
             detail: None,
         };
         // A full channel drops the event rather than delaying the answer.
-        let _ = self.events.try_send(record);
+        self.events.try_send(record);
+    }
+
+    /// A place for `p`'s upstream lookup in its cgroup's and policy's shares, or the
+    /// reply that refuses it (SERVFAIL: a temporary condition, the client may retry)
+    /// after a `dns_cgroup_busy` (or `dns_policy_busy`) event naming the name.
+    fn take_lookup(&self, p: &Pending) -> Result<inflight::Lookup, Option<Vec<u8>>> {
+        self.inflight
+            .take(p.policy_id, p.cgroup_id)
+            .map_err(|busy| {
+                let policy = self
+                    .policies
+                    .get(&p.policy_id)
+                    .map_or("", |d| d.name.as_str());
+                let mut record = lookup_busy(policy, p, busy);
+                record.time =
+                    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+                // A full channel drops the event rather than delaying the answer.
+                self.events.try_send(record);
+                encode(
+                    &p.request,
+                    reply(&p.request, ResponseCode::ServFail),
+                    p.transport,
+                )
+            })
     }
 
     /// The fast path: a common-shape query for an allowed name whose validated answer is
@@ -816,7 +921,7 @@ impl Inner {
 
     /// Everything that needs no upstream: parsing, policy, and answers still cached.
     /// Cheap and never waits, so listeners run it inline and spawn only real lookups.
-    fn prepare(&self, policy_id: u32, query: &[u8], transport: Transport) -> Step {
+    fn prepare(&self, policy_id: u32, cgroup_id: u64, query: &[u8], transport: Transport) -> Step {
         let request = match Message::from_vec(query) {
             Ok(m) => m,
             Err(_) if query.len() >= 12 => {
@@ -857,7 +962,14 @@ impl Inner {
             // Not a hostname (a dot, NUL or other odd byte inside a label): no pattern
             // can speak for it, so it is denied in audit mode too.
             let shown = question.name().to_ascii();
-            self.event(&policy.name, "name_malformed", "deny", &shown, None);
+            self.event(
+                &policy.name,
+                cgroup_id,
+                "name_malformed",
+                "deny",
+                &shown,
+                None,
+            );
             return Step::Reply(encode(
                 &request,
                 reply(&request, self.denied_name),
@@ -866,7 +978,14 @@ impl Inner {
         };
         if !names::allowed(&policy.patterns, &name) {
             let verdict = if policy.audit { "audit" } else { "deny" };
-            self.event(&policy.name, "name_not_allowed", verdict, &name, None);
+            self.event(
+                &policy.name,
+                cgroup_id,
+                "name_not_allowed",
+                verdict,
+                &name,
+                None,
+            );
             if !policy.audit {
                 return Step::Reply(encode(
                     &request,
@@ -925,6 +1044,7 @@ impl Inner {
         Step::Resolve(Pending {
             request,
             policy_id,
+            cgroup_id,
             name: key.1,
             qtype,
             transport,
@@ -936,6 +1056,7 @@ impl Inner {
         let Pending {
             request,
             policy_id,
+            cgroup_id,
             name,
             qtype,
             transport,
@@ -981,7 +1102,14 @@ impl Inner {
                 _ => continue,
             };
             if denied(&self.deny, &self.except, &self.nat64, ip) {
-                self.event(&policy.name, "dns_rebinding", "deny", &name, Some(ip));
+                self.event(
+                    &policy.name,
+                    cgroup_id,
+                    "dns_rebinding",
+                    "deny",
+                    &name,
+                    Some(ip),
+                );
                 if !policy.audit {
                     return answer(self.rebinding);
                 }

@@ -52,7 +52,7 @@ use hb_common::FlowKey;
 use tokio::{
     io::AsyncReadExt as _,
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 
 use crate::{config::Config, dns::learned::Learned, events::EventRecord, maps::MapsError};
@@ -208,7 +208,7 @@ struct Inner {
     first_flight: Duration,
     /// A passed connection without data either way for this long is closed.
     idle: Duration,
-    events: mpsc::Sender<EventRecord>,
+    events: crate::events::EventSender,
     stats: Arc<Stats>,
     /// The kernel relay, when `guard.sockmap` is on.
     splicer: Option<Arc<splice::Splicer>>,
@@ -227,7 +227,7 @@ pub async fn start(
     ids: &HashMap<String, u32>,
     bpffs_dir: &Path,
     learned: Option<Arc<Mutex<Learned>>>,
-    events: mpsc::Sender<EventRecord>,
+    events: crate::events::EventSender,
 ) -> Result<GuardService, GuardError> {
     let mut policies = HashMap::new();
     for p in config.policies.iter().filter(|p| p.guard) {
@@ -800,7 +800,7 @@ impl Inner {
             detail: None,
         };
         // A full channel drops the event rather than delaying the connection.
-        let _ = self.events.try_send(record);
+        self.events.try_send(record);
     }
 
     /// Counts an accept error; logs the count at most once per interval.

@@ -187,7 +187,7 @@ pub struct Inputs<'a> {
     pub bpffs: &'a Path,
     pub mount: &'a Path,
     /// Where `late_enrollment` events go (the agent's user-space event channel).
-    pub events: tokio::sync::mpsc::Sender<EventRecord>,
+    pub events: crate::events::EventSender,
     /// The resolver and the guard, to serve pods in network namespaces of their own.
     pub dns: Option<crate::dns::PodServer>,
     pub guard: Option<crate::guard::PodServer>,
@@ -355,7 +355,7 @@ fn start_pod_nets(inputs: &Inputs<'_>, stats: &Arc<Stats>) -> Result<Option<Nets
 /// `pod_netns_unserved` events.
 #[derive(Clone)]
 struct NetReporter {
-    events: tokio::sync::mpsc::Sender<EventRecord>,
+    events: crate::events::EventSender,
     stats: Arc<Stats>,
 }
 
@@ -398,7 +398,7 @@ impl NetReporter {
                     comm: comm_of(pid),
                     ..pod_record(&pod, &cgroup, &policy)
                 };
-                let _ = self.events.try_send(record);
+                self.events.try_send(record);
             }
         }
     }
@@ -409,7 +409,7 @@ impl NetReporter {
 /// namespaces as pods are enrolled and go.
 #[derive(Clone)]
 struct Reporter {
-    events: tokio::sync::mpsc::Sender<EventRecord>,
+    events: crate::events::EventSender,
     nets: Option<Nets>,
     stats: Arc<Stats>,
 }
@@ -460,7 +460,7 @@ impl Reporter {
                     let record = late_record(&pod, &cgroup, &policy, &late);
                     // Never block the watcher: a full channel loses the event, the
                     // counter still has it.
-                    let _ = self.events.try_send(record);
+                    self.events.try_send(record);
                 }
             }
             node::Outcome::PolicyRefused {
@@ -478,7 +478,7 @@ impl Reporter {
                     cgroup: None,
                     ..pod_record(&pod, "", &policy)
                 };
-                let _ = self.events.try_send(record);
+                self.events.try_send(record);
             }
             node::Outcome::Unenrolled { uid, cgroup } => {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
