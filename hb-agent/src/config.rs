@@ -769,6 +769,12 @@ pub struct RotationConfig {
     /// What a key found dead by the verify probe after a 401 does (default `rotate`).
     #[serde(default = "rotate_action")]
     pub on_auth_failure: DetectorAction,
+    /// A call answered 401 with the account's active key (after any propagation retry)
+    /// is held while the verify probe decides and any rotation it starts finishes, at
+    /// most this long, then sent once more with the new key (0: the 401 passes at
+    /// once). Below `broker.request_timeout_secs`, which bounds the whole call.
+    #[serde(default = "default_rotation_hold_secs")]
+    pub hold_secs: u64,
     /// What a credential reaching two thirds of its lifetime or `max_age_secs` does
     /// (default `rotate`).
     #[serde(default = "rotate_action")]
@@ -1056,6 +1062,10 @@ fn default_rotation_grace_secs() -> u64 {
     600
 }
 
+fn default_rotation_hold_secs() -> u64 {
+    15
+}
+
 fn default_rotation_watch_secs() -> u64 {
     60
 }
@@ -1090,7 +1100,10 @@ fn default_integration_schemes() -> Vec<String> {
 
 /// `[integration.rotation]` and `verify_url` of a validated integration: the failing key
 /// (below the integration) and why.
-fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String)> {
+fn check_rotation(
+    integ: &IntegrationConfig,
+    request_timeout_secs: u64,
+) -> Result<(), (&'static str, String)> {
     let name = integ.name.get_ref();
     if !integ.verify_url.is_empty() {
         on_integration(integ, &integ.verify_url).map_err(|m| ("verify_url", m))?;
@@ -1160,6 +1173,15 @@ fn check_rotation(integ: &IntegrationConfig) -> Result<(), (&'static str, String
         ));
     }
     check_sensor(r)?;
+    if r.hold_secs > 0 && r.hold_secs >= request_timeout_secs {
+        return Err((
+            "rotation.hold_secs",
+            format!(
+                "must be below broker.request_timeout_secs ({request_timeout_secs}): a held call \
+                 is retried within that time"
+            ),
+        ));
+    }
     if r.retry_base_secs == 0 || r.retry_cap_secs < r.retry_base_secs {
         return Err((
             "rotation.retry_base_secs",
@@ -1685,6 +1707,7 @@ impl Config {
             *m = m.to_ascii_uppercase();
         }
         let mut integrations = HashSet::new();
+        let request_timeout_secs = self.broker.request_timeout_secs;
         for (i, integ) in self.integrations.iter_mut().enumerate() {
             let name = integ.name.get_ref().clone();
             let span = Some(integ.name.span());
@@ -1773,7 +1796,7 @@ impl Config {
             if integ.methods.is_empty() {
                 integ.methods = vec!["GET".into(), "HEAD".into()];
             }
-            if let Err((key, message)) = check_rotation(integ) {
+            if let Err((key, message)) = check_rotation(integ, request_timeout_secs) {
                 return Err(invalid(format!("integration[{i}].{key}"), span, message));
             }
             for (j, m) in integ.methods.iter_mut().enumerate() {
@@ -2434,6 +2457,25 @@ mod tests {
             )))
             .contains("self")
         );
+    }
+
+    #[test]
+    fn a_401_is_held_below_the_request_timeout() {
+        let base = "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
+                    verify_url = \"https://api.test/me\"\n[integration.rotation]\nexec = [\"/bin/true\"]\n";
+        let c = Config::parse(base, "test").expect("defaults");
+        let r = c.integrations[0].rotation.as_ref().expect("rotation");
+        assert_eq!(r.hold_secs, 15);
+        assert!(Config::parse(&format!("{base}hold_secs = 0\n"), "test").is_ok());
+        let e = err(&format!("{base}hold_secs = 30\n"));
+        assert!(
+            e.contains("rotation.hold_secs") && e.contains("broker.request_timeout_secs"),
+            "{e}"
+        );
+        let longer = format!(
+            "[broker]\nrequest_timeout_secs = 60\nidle_timeout_secs = 120\n{base}hold_secs = 30\n"
+        );
+        assert!(Config::parse(&longer, "test").is_ok());
     }
 
     #[test]

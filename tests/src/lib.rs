@@ -26,6 +26,7 @@ use serde_json::Value;
 pub mod capture;
 pub mod kube;
 pub mod metrics;
+pub mod provider;
 pub mod upstream;
 
 /// Fails the test unless it runs as root: hb's tests load real eBPF programs.

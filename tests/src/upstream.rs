@@ -230,7 +230,9 @@ class H(http.server.BaseHTTPRequestHandler):
             # A provider's API: 200 to a bearer its key store (a JSON list at ?file=) holds;
             # 403 to it while the file at ?hold= exists (a spent rate limit); ?list=1 lists
             # the store's keys (as key-listing APIs do); ?wait= answers once that file
-            # exists (at most 30 s).
+            # exists (at most 30 s). With ?born= (the provider's minting times, a JSON
+            # object key -> Unix seconds) and ?propagation_ms=, a key minted less than
+            # that long ago is refused too (not valid everywhere yet).
             t0 = time.time()
             while "wait" in q and not os.path.exists(q["wait"]) and time.time() - t0 < 30:
                 time.sleep(0.05)
@@ -240,7 +242,15 @@ class H(http.server.BaseHTTPRequestHandler):
             except Exception:
                 live = []
             token = (self.headers.get("authorization") or "")[len("Bearer "):]
-            if token not in live:
+            born = 0.0
+            if "born" in q:
+                try:
+                    with open(q["born"]) as f:
+                        born = json.load(f).get(token, 0.0)
+                except Exception:
+                    pass
+            young = t0 - born < int(q.get("propagation_ms", "0")) / 1000.0
+            if token not in live or young:
                 status, out = 401, b"unauthorized"
             elif "hold" in q and os.path.exists(q["hold"]):
                 status, out = 403, b"rate limited"
@@ -678,11 +688,14 @@ impl Drop for VirtualHosts {
 /// Bearer <admin key>` (or a live key) and an `Idempotency-Key`: a create repeated with
 /// a key already seen answers the key it minted then, and mints nothing. Outage modes,
 /// read from the file `mode` at each request: `503` (answers 503 and does nothing),
+/// `403` (answers 403 and does nothing: a refusal, not an outage),
 /// `hang` (does the work, then answers after `hang_secs` — a client that gave up
 /// retries), anything else: normal. "Refused" is [`FakeProvider::stop`]. Each request
 /// is one JSON line in `provider.jsonl`: `t` (Unix seconds, float), method, path,
 /// headers, body and the status answered; every key minted is appended to
-/// `minted.json`. State lives in files, so a restarted provider goes on.
+/// `minted.json`, and its minting time kept in `born.json` (the API refuses it for a
+/// propagation delay when asked: see [`FakeProvider::born_path`]). State lives in
+/// files, so a restarted provider goes on.
 const PROVIDER_PY: &str = r#"
 import hashlib, http.server, json, os, secrets, socket, ssl, sys, threading, time
 addr, port, d, cert, key, admin, hang_secs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7])
@@ -730,6 +743,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def work(self, raw, mode):
         if mode == "503":
             return 503, {"error": "unavailable"}
+        if mode == "403":
+            return 403, {"error": "forbidden"}
         with lock:
             live = load("keys.json", [])
             token = (self.headers.get("authorization") or "")[len("Bearer "):]
@@ -747,6 +762,9 @@ class H(http.server.BaseHTTPRequestHandler):
                 return 200, seen[idem]
             if req.get("op") == "create":
                 new = "key-http-" + secrets.token_hex(16)
+                born = load("born.json", {})
+                born[new] = time.time()
+                save("born.json", born)
                 live.append(new)
                 save("keys.json", live)
                 save("minted.json", load("minted.json", []) + [new])
@@ -831,6 +849,18 @@ impl FakeProvider {
             .expect("key store JSON")
     }
 
+    /// When each key was minted (`{key: Unix seconds}`): the [`RecordingServer`]'s
+    /// `/keys` API given `born=<this>&propagation_ms=N` refuses a key younger than N ms.
+    pub fn born_path(&self) -> PathBuf {
+        self.dir.join("born.json")
+    }
+
+    /// Revokes every live key out of band (as a person at the provider's console
+    /// would): the API refuses them from now on; hb is not told.
+    pub fn revoke_all_out_of_band(&self) {
+        fs::write(self.keys_path(), "[]").expect("key store");
+    }
+
     /// Every key ever minted, oldest first.
     pub fn minted(&self) -> Vec<String> {
         fs::read_to_string(self.dir.join("minted.json"))
@@ -839,7 +869,7 @@ impl FakeProvider {
             .unwrap_or_default()
     }
 
-    /// `503`, `hang` or `ok`, from the next request on.
+    /// `503`, `403`, `hang` or `ok`, from the next request on.
     pub fn set_mode(&self, mode: &str) {
         fs::write(self.dir.join("mode"), mode).expect("mode file");
     }

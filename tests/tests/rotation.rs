@@ -10,44 +10,20 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader, Write as _},
-    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use hb_tests::{
-    TestEnv, private_netns,
-    upstream::{Dnsmasq, RecordingServer, TestCa, header},
+    TestEnv,
+    provider::{Provider, agent_env, store, wait_for_step},
+    upstream::{Dnsmasq, RecordingServer, header},
 };
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5402;
 const OLD: &str = "key-old-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const BAD_OLD: &str = "key-bad-old-00112233445566778899aabbccddeeff";
-
-/// The provider's tool: `create` mints a key (added to the store unless `--forget`),
-/// `revoke` removes one; it also says on stderr what it minted (the agent's log must not
-/// repeat it). It authenticates with the key being replaced, or (`--admin`)
-/// with an account of its own, which can replace a key the provider already revoked.
-const ROTATOR: &str = r#"
-import json, secrets, sys
-store, forget, admin = sys.argv[1], "--forget" in sys.argv, "--admin" in sys.argv
-req = json.load(sys.stdin)
-with open(store) as f:
-    live = json.load(f)
-if req["op"] == "create":
-    if req["secret"] not in live and not admin:
-        sys.exit(3)
-    new = "key-new-" + secrets.token_hex(16)
-    if not forget:
-        live.append(new)
-    print("minted " + new + " for " + req["account"], file=sys.stderr)
-    print(json.dumps({"secret": new}))
-elif req["op"] == "revoke":
-    live = [k for k in live if k != req["secret"]]
-with open(store, "w") as f:
-    json.dump(live, f)
-"#;
 
 const CLIENT: &str = r#"
 hb = Client(SOCK)
@@ -74,10 +50,6 @@ out["retired"] = call(h, "retired")
 print(json.dumps(out), flush=True)
 "#;
 
-fn store(path: &Path) -> Vec<String> {
-    serde_json::from_str(&fs::read_to_string(path).expect("key store")).expect("JSON")
-}
-
 /// One test's provider, API, resolver and agent config.
 struct World {
     dir: std::path::PathBuf,
@@ -92,41 +64,15 @@ struct World {
 /// watch 1 s) and `bad` (whose new keys never work), and a vault holding both accounts'
 /// first keys.
 fn world(name: &str, grace_secs: u64, svc_expires: Option<&str>, admin: bool) -> World {
-    private_netns(&["203.0.113.10"]);
-    let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("dir");
-    let ca = TestCa::new(&dir, "trusted");
-    let cert = ca.issue("api", &["api.test"]);
-    let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&cert));
-    let dns = Dnsmasq::start(
-        "127.0.0.1",
-        DNS_PORT,
-        &[("api.test", &["203.0.113.10"])],
-        &[],
-        60,
-    );
+    let p = Provider::start(name, DNS_PORT, None);
     // The key store and the rotator live where the sandbox cannot write (it only reads
     // the store's path in its URLs).
-    let keys = dir.join("keys.json");
-    let bad_keys = dir.join("bad-keys.json");
-    fs::write(&keys, serde_json::to_string(&[OLD]).expect("json")).expect("store");
-    fs::write(&bad_keys, serde_json::to_string(&[BAD_OLD]).expect("json")).expect("store");
-    let rotator = dir.join("rotator.py");
-    fs::write(&rotator, ROTATOR).expect("rotator");
+    let keys = p.key_store("keys.json", &[OLD]);
+    let bad_keys = p.key_store("bad-keys.json", &[BAD_OLD]);
+    let rotator = p.exec_rotator();
     let python = hb_tests::python();
     let config = format!(
-        r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+        r#"{head}
 [[integration]]
 name = "svc"
 auth = "bearer"
@@ -154,20 +100,14 @@ exec = ["{python}", "{rotator}", "{bad_keys}", "--forget"]
 name = "web"
 integrations = ["svc", "bad"]
 "#,
-        ca = ca.cert.display(),
+        head = p.config_head(""),
         keys = keys.display(),
         bad_keys = bad_keys.display(),
-        hold = dir.join("hold").display(),
+        hold = p.dir.join("hold").display(),
         rotator = rotator.display(),
         admin = if admin { ", \"--admin\"" } else { "" },
     );
-    let env = TestEnv::new(name, &config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let env = agent_env(name, &config);
     match svc_expires {
         Some(when) => {
             env.vault_with_secret(&["put", "-i", "svc", "-a", "bot", "--expires", when], OLD)
@@ -176,9 +116,9 @@ integrations = ["svc", "bad"]
     }
     env.vault_put("bad", "bot", BAD_OLD);
     World {
-        dir,
-        api,
-        _dns: dns,
+        dir: p.dir,
+        api: p.api,
+        _dns: p.dns,
         keys,
         bad_keys,
         env,
@@ -613,8 +553,8 @@ fn a_key_revoked_at_the_provider_is_found_by_one_probe_and_rotated_once() {
     let storm: Vec<Value> = serde_json::from_str(&line).expect("statuses");
     assert_eq!(storm.len(), 20, "{line}");
     assert!(
-        storm.iter().all(|s| s == 401),
-        "the dead key's 401s pass through: {line}"
+        storm.iter().all(|s| s == 200),
+        "the dead key's 401s are held until its replacement is active, then sent again: {line}"
     );
 
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -655,6 +595,19 @@ fn a_key_revoked_at_the_provider_is_found_by_one_probe_and_rotated_once() {
         })
         .count();
     assert_eq!(probes, 1, "one probe for twenty 401s");
+    let storm = api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("step=storm"))
+        })
+        .count();
+    assert_eq!(
+        storm, 40,
+        "each call sent twice: the dead key, then the new one"
+    );
     let history = env.hb_json(&["rotation", "history"]);
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
     let _ = fs::remove_dir_all(&dir);
@@ -672,25 +625,6 @@ fn sandbox_call(env: &TestEnv, url: &str) -> std::process::Child {
         env.broker_socket().display().to_string(),
     );
     env.sandbox_piped("web", &[hb_tests::python(), "-c", &script])
-}
-
-fn wait_for_step(env: &TestEnv, id: &str, steps: &[&str], secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let h = env.hb_json(&["rotation", "history"]);
-        if let Some(r) = h
-            .as_array()
-            .and_then(|all| all.iter().find(|r| r["id"] == id))
-            && steps.iter().any(|s| r["step"] == *s)
-        {
-            return r.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rotation {id} never reached {steps:?}: {h}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn begin(env: &TestEnv) -> String {

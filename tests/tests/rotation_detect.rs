@@ -22,40 +22,15 @@ use std::{
 };
 
 use hb_tests::{
-    TestEnv, private_netns,
-    upstream::{Dnsmasq, RecordingServer, TestCa, header},
+    TestEnv,
+    provider::{Provider, agent_env, bearers, minted, store},
+    upstream::{Dnsmasq, RecordingServer},
 };
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5403;
 const OLD: &str = "key-old-7a6b5c4d3e2f10ffeeddccbbaa998877";
 const MILD_OLD: &str = "key-mild-0123456789abcdef0123456789abcdef";
-
-/// The provider's tool (as in `rotation.rs`): `create` mints a key into the store,
-/// `revoke` removes one.
-const ROTATOR: &str = r#"
-import json, secrets, sys
-store = sys.argv[1]
-req = json.load(sys.stdin)
-with open(store) as f:
-    live = json.load(f)
-if req["op"] == "create":
-    if req["secret"] not in live:
-        sys.exit(3)
-    new = "key-new-" + secrets.token_hex(16)
-    live.append(new)
-    with open(store + ".minted", "a") as f:
-        f.write(new + "\n")
-    print(json.dumps({"secret": new}))
-elif req["op"] == "revoke":
-    live = [k for k in live if k != req["secret"]]
-with open(store, "w") as f:
-    json.dump(live, f)
-"#;
-
-fn store(path: &Path) -> Vec<String> {
-    serde_json::from_str(&fs::read_to_string(path).expect("key store")).expect("JSON")
-}
 
 struct World {
     dir: PathBuf,
@@ -92,44 +67,13 @@ fn world_full(
     policy_extra: &str,
     mild_extra: &str,
 ) -> World {
-    private_netns(&["203.0.113.10"]);
-    let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("dir");
-    let ca = TestCa::new(&dir, "trusted");
-    let cert = ca.issue("api", &["api.test"]);
-    let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&cert));
-    let dns = Dnsmasq::start(
-        "127.0.0.1",
-        DNS_PORT,
-        &[("api.test", &["203.0.113.10"])],
-        &[],
-        60,
-    );
-    let keys = dir.join("keys.json");
-    let mild_keys = dir.join("mild-keys.json");
-    fs::write(&keys, serde_json::to_string(&[OLD]).expect("json")).expect("store");
-    fs::write(
-        &mild_keys,
-        serde_json::to_string(&[MILD_OLD]).expect("json"),
-    )
-    .expect("store");
-    let rotator = dir.join("rotator.py");
-    fs::write(&rotator, ROTATOR).expect("rotator");
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD]);
+    let mild_keys = p.key_store("mild-keys.json", &[MILD_OLD]);
+    let rotator = p.exec_rotator();
     let python = hb_tests::python();
     let config = format!(
-        r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-{broker_extra}
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+        r#"{head}
 [[integration]]
 name = "svc"
 auth = "bearer"
@@ -161,24 +105,18 @@ name = "web"
 integrations = ["svc", "mild"]
 {policy_extra}
 "#,
-        ca = ca.cert.display(),
+        head = p.config_head(broker_extra),
         keys = keys.display(),
         mild_keys = mild_keys.display(),
         rotator = rotator.display(),
     );
-    let env = TestEnv::new(name, &config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let env = agent_env(name, &config);
     env.vault_put("svc", "bot", OLD);
     env.vault_put("mild", "bot", MILD_OLD);
     World {
-        dir,
-        api,
-        _dns: dns,
+        dir: p.dir,
+        api: p.api,
+        _dns: p.dns,
         keys,
         env,
     }
@@ -221,24 +159,6 @@ fn wait_retired(env: &TestEnv, integration: &str, outputs: &mut String) -> Value
         assert!(Instant::now() < deadline, "no retired rotation: {history}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Bearer tokens the API received on requests whose path ends with `step=STEP`.
-fn bearers(api: &RecordingServer, step: &str) -> Vec<String> {
-    api.requests()
-        .iter()
-        .filter(|r| {
-            r["path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with(&format!("step={step}")))
-        })
-        .map(|r| {
-            header(r, "authorization")
-                .unwrap_or("")
-                .trim_start_matches("Bearer ")
-                .to_owned()
-        })
-        .collect()
 }
 
 const BYSTANDER: &str = r#"
@@ -687,15 +607,6 @@ fn a_decoy_tried_by_another_sandbox_ends_both() {
     let rotation = wait_retired(&env, "svc", &mut outputs);
     assert_eq!(rotation["trigger"], "canary", "{rotation}");
     let _ = fs::remove_dir_all(&dir);
-}
-
-/// The keys the provider minted (every `create`), from its log.
-fn minted(keys: &Path) -> Vec<String> {
-    fs::read_to_string(format!("{}.minted", keys.display()))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The audit log's records.

@@ -19,8 +19,9 @@ use std::{
 };
 
 use hb_tests::{
-    TestEnv, private_netns,
-    upstream::{Dnsmasq, FakeProvider, RecordingServer, TestCa, header},
+    TestEnv,
+    provider::{KeyApi, Provider, agent_env, bearers, wait_for_step},
+    upstream::{Dnsmasq, FakeProvider, RecordingServer, header},
 };
 use serde_json::Value;
 
@@ -42,50 +43,37 @@ struct World {
 /// after 3 failures for 2 s then 4 s); `extra` goes into `[integration.rotation]`.
 /// The vault holds `svc/bot` (OLD, expiring as `expires` says) and `provider/admin`.
 fn world(name: &str, grace_secs: u64, extra: &str, expires: Option<&str>) -> World {
-    private_netns(&["203.0.113.10", "203.0.113.20"]);
-    let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("dir");
-    let ca = TestCa::new(&dir, "trusted");
-    let api_cert = ca.issue("api", &["api.test"]);
-    let provider_cert = ca.issue("provider", &["provider.test"]);
-    let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&api_cert));
-    let provider = FakeProvider::start(
-        &dir.join("provider"),
-        "203.0.113.20",
-        443,
-        &provider_cert,
-        ADMIN,
-        &[OLD],
-        5.0,
-    );
-    let dns = Dnsmasq::start(
-        "127.0.0.1",
+    world_with(name, grace_secs, extra, expires, "", "")
+}
+
+/// [`world`], with `broker` added to `[broker]` and `integration` to `svc`'s
+/// `[[integration]]`.
+fn world_with(
+    name: &str,
+    grace_secs: u64,
+    extra: &str,
+    expires: Option<&str>,
+    broker: &str,
+    integration: &str,
+) -> World {
+    let mut p = Provider::start(
+        name,
         DNS_PORT,
-        &[
-            ("api.test", &["203.0.113.10"]),
-            ("provider.test", &["203.0.113.20"]),
-        ],
-        &[],
-        60,
+        Some(KeyApi {
+            admin: ADMIN,
+            keys: &[OLD],
+            hang_secs: 5.0,
+        }),
     );
+    let provider = p.keys_api.take().expect("the key API");
     let config = format!(
-        r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+        r#"{head}
 [[integration]]
 name = "svc"
 auth = "bearer"
 hosts = ["api.test"]
 verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
+{integration}
 
 [integration.rotation]
 grace_secs = {grace_secs}
@@ -114,17 +102,11 @@ methods = ["POST"]
 name = "web"
 integrations = ["svc"]
 "#,
-        ca = ca.cert.display(),
+        head = p.config_head(broker),
         keys = provider.keys_path().display(),
-        hold = dir.join("hold").display(),
+        hold = p.dir.join("hold").display(),
     );
-    let env = TestEnv::new(name, &config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let env = agent_env(name, &config);
     match expires {
         Some(when) => {
             env.vault_with_secret(&["put", "-i", "svc", "-a", "bot", "--expires", when], OLD)
@@ -133,10 +115,10 @@ integrations = ["svc"]
     }
     env.vault_put("provider", "admin", ADMIN);
     World {
-        dir,
-        api,
+        dir: p.dir,
+        api: p.api,
         provider,
-        _dns: dns,
+        _dns: p.dns,
         env,
     }
 }
@@ -205,25 +187,6 @@ fn trigger(env: &TestEnv, wait: bool) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("rotation JSON")
-}
-
-fn wait_for_step(env: &TestEnv, id: &str, steps: &[&str], secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let h = env.hb_json(&["rotation", "history"]);
-        if let Some(r) = h
-            .as_array()
-            .and_then(|all| all.iter().find(|r| r["id"] == id))
-            && steps.iter().any(|s| r["step"] == *s)
-        {
-            return r.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rotation {id} never reached {steps:?}: {h}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The events the agent wrote (`state_dir/events.jsonl`) whose reason is `reason`.
@@ -301,24 +264,6 @@ fn assert_no_key(outputs: &[(&'static str, String)], keys: &[&str]) {
             assert!(!text.contains(key), "a key ({}…) in the {name}", &key[..8]);
         }
     }
-}
-
-/// The bearer each API request of `step` carried.
-fn bearers(api: &RecordingServer, step: &str) -> Vec<String> {
-    api.requests()
-        .iter()
-        .filter(|r| {
-            r["path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with(&format!("step={step}")))
-        })
-        .map(|r| {
-            header(r, "authorization")
-                .unwrap_or("")
-                .trim_start_matches("Bearer ")
-                .to_owned()
-        })
-        .collect()
 }
 
 #[test]
@@ -681,5 +626,299 @@ fn an_abort_revokes_the_pending_key_at_the_provider_from_the_cli() {
     );
     let outs = outputs(&mut w.env, &said);
     assert_no_key(&outs, &[OLD, ADMIN, &minted[0]]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// A sandbox's client: a call with its `svc` handle (`before`), then `ready`; at the
+/// next line, `N` threads (each its own connection to the broker) make one call each
+/// at the same moment (step `storm`), and it prints what each got as a JSON list of
+/// `[status, credential_error]`.
+const STORM: &str = r#"
+import threading
+N = int(sys.argv[1])
+h = Client(SOCK).handle("svc", "bot")["handle"]
+first = Client(SOCK).request("GET", "https://api.test/keys?file=" + STORE + "&step=before", handle=h)["status"]
+clients = [Client(SOCK) for _ in range(N)]
+for c in clients:
+    c.call("GET", "/v1/whoami")
+print("ready %d" % first, flush=True)
+sys.stdin.readline()
+barrier, got = threading.Barrier(N), [None] * N
+def call(i):
+    barrier.wait()
+    try:
+        r = clients[i].request("GET", "https://api.test/keys?file=" + STORE + "&step=storm", handle=h)
+        got[i] = [r["status"], r.get("credential_error")]
+    except BrokerError as e:
+        got[i] = [e.code, None]
+threads = [threading.Thread(target=call, args=(i,)) for i in range(N)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(got), flush=True)
+"#;
+
+/// Runs [`STORM`] with `n` threads; waits for its `ready`.
+fn storm_client(
+    w: &World,
+    n: usize,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    BufReader<std::process::ChildStdout>,
+) {
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        "import sys, json, time\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\nSTORE = {:?}\n{STORM}",
+        w.env.broker_socket().display().to_string(),
+        w.provider.keys_path().display().to_string(),
+    );
+    let n = n.to_string();
+    let mut client = w
+        .env
+        .sandbox_piped("web", &[hb_tests::python(), "-c", &script, &n]);
+    let to_client = client.stdin.take().expect("stdin");
+    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from_client.read_line(&mut line).expect("client output");
+    assert_eq!(line.trim(), "ready 200", "the key worked before");
+    (client, to_client, from_client)
+}
+
+/// Out-of-band revocation: the key is revoked at the provider's console and hb is not
+/// told. A hundred calls at once through a handle issued before all get a 401; they
+/// share one verify probe (the provider's API sees the dead key at `verify_url` once),
+/// which starts one rotation (one create at the provider); each call is held until the
+/// new key is active and sent once more with it: every one succeeds after one retry.
+#[test]
+fn a_hundred_calls_refused_after_an_out_of_band_revocation_share_one_probe_and_one_rotation_and_all_succeed()
+ {
+    let mut w = world_with(
+        "rotheld",
+        1,
+        "",
+        None,
+        "max_connections_per_caller = 128",
+        "",
+    );
+    w.env.start_agent();
+    let (client, mut to_client, mut from_client) = storm_client(&w, 100);
+    w.provider.revoke_all_out_of_band();
+    let started = Instant::now();
+    writeln!(to_client, "go").expect("to client");
+    let mut line = String::new();
+    from_client.read_line(&mut line).expect("client output");
+    let took = started.elapsed();
+    let out = client.wait_with_output().expect("client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Value> = serde_json::from_str(line.trim()).expect("statuses");
+    assert_eq!(got.len(), 100);
+    let failed: Vec<&Value> = got.iter().filter(|g| g[0] != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 100 calls failed after the revocation: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    eprintln!("100 held calls answered in {took:?}");
+
+    // From the provider's side: one probe with the dead key, one key minted.
+    let probes = bearers(&w.api, "verify")
+        .iter()
+        .filter(|k| *k == OLD)
+        .count();
+    assert_eq!(probes, 1, "one verify probe for a hundred 401s");
+    assert_eq!(w.provider.calls("create").len(), 1, "one create");
+    let minted = w.provider.minted();
+    assert_eq!(minted.len(), 1, "one rotation at the provider");
+    let new = minted[0].clone();
+    // Each call went out twice: with the dead key, then once with the new one.
+    let storm = bearers(&w.api, "storm");
+    assert_eq!(
+        storm.iter().filter(|k| *k == OLD).count(),
+        100,
+        "first tries"
+    );
+    assert_eq!(
+        storm.iter().filter(|k| **k == new).count(),
+        100,
+        "one retry each, with the new key"
+    );
+    assert_eq!(storm.len(), 200, "no call was sent a third time");
+    let history = w.env.hb_json(&["rotation", "history"]);
+    let all = history.as_array().expect("history");
+    assert_eq!(all.len(), 1, "{history}");
+    assert_eq!(all[0]["trigger"], "auth_failure", "{history}");
+    let outs = outputs(&mut w.env, &format!("{line}{history}"));
+    assert_no_key(&outs, &[OLD, ADMIN, &new]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// A held call whose rotation fails (the provider refuses to mint) gets the original
+/// 401, with `credential_error` saying the key is dead and why it was not replaced,
+/// as soon as the rotation fails (well within `hold_secs`); the old key stays the
+/// account's.
+#[test]
+fn a_call_held_for_a_rotation_that_fails_gets_the_401_and_the_reason() {
+    let mut w = world_with(
+        "rotheldfail",
+        1,
+        "",
+        None,
+        "max_connections_per_caller = 64",
+        "",
+    );
+    w.provider.set_mode("403");
+    w.env.start_agent();
+    let (client, mut to_client, mut from_client) = storm_client(&w, 5);
+    w.provider.revoke_all_out_of_band();
+    let started = Instant::now();
+    writeln!(to_client, "go").expect("to client");
+    let mut line = String::new();
+    from_client.read_line(&mut line).expect("client output");
+    let took = started.elapsed();
+    let out = client.wait_with_output().expect("client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Value> = serde_json::from_str(line.trim()).expect("statuses");
+    assert_eq!(got.len(), 5);
+    for g in &got {
+        assert_eq!(g[0], 401, "the original 401: {line}");
+        assert_eq!(g[1]["code"], "credential_dead", "{line}");
+        assert_eq!(g[1]["reason"], "rotation_failed", "{line}");
+    }
+    assert!(
+        took < Duration::from_secs(10),
+        "answered when the rotation failed, not at hold_secs (15 s): {took:?}"
+    );
+    let history = w.env.hb_json(&["rotation", "history"]);
+    let all = history.as_array().expect("history");
+    assert_eq!(all.len(), 1, "{history}");
+    assert_eq!(all[0]["step"], "failed", "{history}");
+    assert_eq!(bearers(&w.api, "storm").len(), 5, "nothing was retried");
+    let vault = w.env.hb_json(&["vault", "list"]);
+    let active = vault
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|c| c["integration"] == "svc" && c["status"] == "active")
+        .count();
+    assert_eq!(active, 1, "{vault}");
+    let outs = outputs(&mut w.env, &format!("{line}{history}"));
+    assert_no_key(&outs, &[OLD, ADMIN]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// A sandbox's load: `THREADS` threads (each its own connection), with one handle
+/// issued before any rotation, call the API as fast as they can (step `load`; a new
+/// key is refused there for 2 s after its minting) until a line arrives; then it
+/// prints the count of each answer, the calls made and the seconds spent.
+const LOAD: &str = r#"
+import threading, collections
+THREADS = int(sys.argv[1])
+h = Client(SOCK).handle("svc", "bot")["handle"]
+url = "https://api.test/keys?file=" + STORE + "&born=" + BORN + "&propagation_ms=2000&step=load"
+stop, lock, counts = threading.Event(), threading.Lock(), collections.Counter()
+def loop():
+    c = Client(SOCK)
+    while not stop.is_set():
+        try:
+            r = c.request("GET", url, handle=h)
+            k = str(r["status"])
+        except BrokerError as e:
+            k = e.code
+        with lock:
+            counts[k] += 1
+threads = [threading.Thread(target=loop) for _ in range(THREADS)]
+t0 = time.time()
+for t in threads: t.start()
+print("ready", flush=True)
+sys.stdin.readline()
+stop.set()
+for t in threads: t.join()
+print(json.dumps({"counts": counts, "secs": time.time() - t0}), flush=True)
+"#;
+
+/// Twenty rotations back to back under load through a handle issued before them all,
+/// the provider's API taking 2 s to accept each new key: no call fails. A call the API
+/// refuses while the new key propagates is retried with the previous one, still in its
+/// grace period (`propagation_secs`, 3 s here: the vault keeps whole seconds).
+#[test]
+fn twenty_rotations_under_load_with_a_slow_to_propagate_provider_fail_no_call() {
+    let mut w = world_with(
+        "rotload",
+        4,
+        "spike_hard_cap = 0",
+        None,
+        "max_connections_per_caller = 64",
+        "propagation_secs = 3",
+    );
+    w.env.start_agent();
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        "import sys, json, time\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\nSTORE = {:?}\nBORN = {:?}\n{LOAD}",
+        w.env.broker_socket().display().to_string(),
+        w.provider.keys_path().display().to_string(),
+        w.provider.born_path().display().to_string(),
+    );
+    let mut client = w
+        .env
+        .sandbox_piped("web", &[hb_tests::python(), "-c", &script, "8"]);
+    let mut to_client = client.stdin.take().expect("stdin");
+    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from_client.read_line(&mut line).expect("client output");
+    assert_eq!(line.trim(), "ready");
+    let mut cli = String::new();
+    for _ in 0..20 {
+        let rotation = trigger(&w.env, true);
+        let id = rotation["id"].as_str().expect("id").to_owned();
+        cli += &wait_for_step(&w.env, &id, &["retired"], 60).to_string();
+    }
+    writeln!(to_client, "stop").expect("to client");
+    line.clear();
+    from_client.read_line(&mut line).expect("client output");
+    let out = client.wait_with_output().expect("client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let load: Value = serde_json::from_str(line.trim()).expect("load JSON");
+    let counts = load["counts"].as_object().expect("counts");
+    let ok = counts.get("200").and_then(Value::as_u64).unwrap_or(0);
+    let total: u64 = counts.values().filter_map(Value::as_u64).sum();
+    let secs = load["secs"].as_f64().expect("secs");
+    eprintln!(
+        "{total} calls in {secs:.1} s ({:.0}/s) through 20 rotations: {counts:?}",
+        total as f64 / secs
+    );
+    assert_eq!(ok, total, "calls failed: {counts:?}");
+    assert!(
+        total > 1000,
+        "the load was too light to say anything: {total}"
+    );
+    let minted = w.provider.minted();
+    assert_eq!(minted.len(), 20, "twenty rotations");
+    // The API saw more calls than the client got answers: the propagation retries.
+    let at_api = bearers(&w.api, "load");
+    let retried = at_api.len() as u64 - total;
+    eprintln!("{retried} calls retried with the previous key while a new one propagated");
+    assert!(
+        retried > 0,
+        "no call met a propagating key: the test proves nothing"
+    );
+    let live = w.provider.live();
+    assert_eq!(live, [minted[19].as_str()], "every replaced key revoked");
+    let outs = outputs(&mut w.env, &cli);
+    let mut keys: Vec<&str> = minted.iter().map(String::as_str).collect();
+    keys.extend([OLD, ADMIN]);
+    assert_no_key(&outs, &keys);
     let _ = fs::remove_dir_all(&w.dir);
 }

@@ -187,9 +187,14 @@ impl Accounts {
     }
 }
 
+/// The vault's resolution of times.
+const ROUNDING: Duration = Duration::from_secs(1);
+
 /// Whether an upstream's 401 to the newest credential is worth one retry with the
-/// previous one: the newest was stored less than `propagation` ago (providers take
+/// previous one: the newest became active less than `propagation` ago (providers take
 /// a while to make a new key valid everywhere) and a deprecated one is still usable.
+/// The vault keeps whole seconds, so the window is measured from the start of the
+/// second the switch happened in, a second longer: never shorter than `propagation`.
 pub fn retry_with_previous(
     usable: &[Arc<Current>],
     status: u16,
@@ -197,10 +202,12 @@ pub fn retry_with_previous(
     now: SystemTime,
 ) -> Option<Arc<Current>> {
     let (newest, previous) = (usable.first()?, usable.get(1)?);
-    let young = now
-        .duration_since(newest.created)
-        .is_ok_and(|age| age < propagation)
-        || newest.created > now;
+    let window = propagation + ROUNDING;
+    let young = !propagation.is_zero()
+        && (now
+            .duration_since(newest.created)
+            .is_ok_and(|age| age < window)
+            || newest.created > now);
     (status == 401 && young).then(|| previous.clone())
 }
 
@@ -285,6 +292,16 @@ mod tests {
             current("o", now),
         ];
         assert!(retry_with_previous(&old, 401, p, now).is_none());
+        // Whole seconds in the vault: a switch stored as second S happened before S + 1.
+        let edge = vec![
+            current("n", now - Duration::from_millis(30_500)),
+            current("o", now),
+        ];
+        assert!(retry_with_previous(&edge, 401, p, now).is_some());
+        assert!(
+            retry_with_previous(&young, 401, Duration::ZERO, now).is_none(),
+            "propagation_secs = 0: no retry"
+        );
         assert!(retry_with_previous(&young[..1], 401, p, now).is_none());
     }
 }

@@ -28,7 +28,9 @@
 //!   exactly a validated address, speaks HTTP(S) asking for `identity` encoding, and
 //!   undoes any coding the upstream used anyway. [`propagation_retry`]: a 401 to a value
 //!   rotated in less than the integration's `propagation_secs` ago is sent once more
-//!   with the previous value, still in its grace period.
+//!   with the previous value, still in its grace period. [`hold_for_rotation`]: a 401
+//!   still, and the account's key is probed; a dead key's rotation is waited for (at
+//!   most `hold_secs`) and the call sent once more with the new key.
 //! - [`respond`]: for a call that carried a credential, a partial answer (206,
 //!   `Content-Range`, `multipart/byteranges`) is refused, and so is a body the scrubber
 //!   cannot read as text (unless `broker.allow_binary_responses`); headers (names and
@@ -68,6 +70,7 @@ use super::{
         CredentialQuery, HopDecision, OutboundRequest, OutboundResponse,
         url::{Host, Target},
     },
+    rotation::probe::Verdict,
     state::{AppState, CallerOf, JsonBody},
     text_gate::View,
 };
@@ -320,22 +323,24 @@ pub async fn request(
         sent.push(previous);
         response = send(&call, &decision, &sent, &parsed, outbound).await?;
     }
+    let mut not_replaced = None;
+    match hold_for_rotation(&call, &decision, &sent, &response).await? {
+        Held::Pass => {}
+        Held::Retry(replacement) => {
+            let outbound = inject(&decision, Some(&replacement), &parsed)?;
+            sent.push(replacement);
+            response = send(&call, &decision, &sent, &parsed, outbound).await?;
+        }
+        Held::NotReplaced(why) => not_replaced = Some(why),
+    }
     if let Some(account) = &sensed {
         account.answer(response.status, response.body.len());
-    }
-    if let (401, true, Some((entry, _))) = (
-        response.status,
-        response.credential_sent,
-        &decision.credential,
-    ) {
-        // Maybe a dead key: one probe of the account decides (and rotates it). Only a
-        // 401 to a hop that carried the key says anything about it.
-        super::rotation::probe::unauthorized(&shared, &entry.integration, &entry.account);
     }
     let answer = Answer {
         owner,
         carried: &carried,
         sent: &sent,
+        not_replaced,
     };
     respond(&call, &decision, &answer, &parsed, response).await
 }
@@ -869,6 +874,81 @@ async fn propagation_retry(
     ))
 }
 
+/// What a 401 to the account's key comes to (see [`hold_for_rotation`]).
+enum Held {
+    /// The answer goes to the caller as it is.
+    Pass,
+    /// Sent once more with the account's new active key.
+    Retry(Arc<Current>),
+    /// The key is dead and no new one became active in time: the 401 goes to the
+    /// caller with `credential_error` (`credential_dead`, this reason).
+    NotReplaced(&'static str),
+}
+
+/// Phase 5c: an upstream's 401 to the account's key (after any propagation retry)
+/// sends one verify probe of the account (concurrent 401s share it, see
+/// `rotation::probe`); for an integration with a rotator the call is held until the
+/// probe's verdict is in — and, for a dead key, until the rotation it started has made
+/// a new key active — at most `hold_secs`, then sent once more with the new key. Every
+/// method is retried: the broker holds the whole body, and a 401 says the upstream did
+/// not act on the request. A call whose key was replaced while it was out is sent
+/// again at once, with no probe.
+async fn hold_for_rotation(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    sent: &[Arc<Current>],
+    response: &OutboundResponse,
+) -> Result<Held, ApiError> {
+    let Some((entry, integration)) = &decision.credential else {
+        return Ok(Held::Pass);
+    };
+    // Only a 401 to a hop that carried the key says anything about it.
+    if response.status != 401 || !response.credential_sent {
+        return Ok(Held::Pass);
+    }
+    let (shared, i, a) = (call.shared, &entry.integration, &entry.account);
+    let was_sent = |c: &Arc<Current>| sent.iter().any(|s| s.credential_id == c.credential_id);
+    let active = || async {
+        let now = usable_now(shared, i, a).await?;
+        Ok::<_, ApiError>(now.into_iter().next().filter(|c| !was_sent(c)))
+    };
+    let hold = integration.rotation.as_ref().map_or(0, |r| r.hold_secs);
+    if hold > 0
+        && let Some(replacement) = active().await?
+    {
+        return Ok(Held::Retry(replacement));
+    }
+    // Maybe a dead key: one probe of the account decides (and rotates it).
+    let Some(mut pending) = super::rotation::probe::unauthorized(shared, i, a) else {
+        return Ok(Held::Pass);
+    };
+    if hold == 0 {
+        return Ok(Held::Pass);
+    }
+    // The watch's guard is dropped before the next await.
+    let verdict = match tokio::time::timeout(
+        std::time::Duration::from_secs(hold),
+        pending.wait_for(Option::is_some),
+    )
+    .await
+    {
+        Ok(Ok(v)) => *v,
+        Ok(Err(_)) => Some(Verdict::NotReplaced("probe_failed")),
+        Err(_) => Some(Verdict::NotReplaced("rotation_pending")),
+    };
+    if verdict == Some(Verdict::NotDead) {
+        return Ok(Held::Pass);
+    }
+    if let Some(replacement) = active().await? {
+        return Ok(Held::Retry(replacement));
+    }
+    Ok(Held::NotReplaced(match verdict {
+        Some(Verdict::NotReplaced(why)) => why,
+        // The rotation finished, but its key is the one refused.
+        _ => "replacement_refused",
+    }))
+}
+
 /// `text` cut of every run of the credentials the call sent (see [`respond`]).
 fn without_runs(sent: &[Arc<Current>], text: String) -> String {
     sent.iter()
@@ -947,6 +1027,8 @@ struct Answer<'a> {
     carried: &'a HashSet<LiveId>,
     /// Every credential the call sent, in order: the answer is cut of all their runs.
     sent: &'a [Arc<Current>],
+    /// Why a 401 held for a rotation comes back without a retry (see [`Held`]).
+    not_replaced: Option<&'static str>,
 }
 
 /// Phase 6: what leaves is what the scrubber saw.
@@ -1011,6 +1093,12 @@ async fn respond(
     let mut out = serde_json::Map::new();
     out.insert("status".into(), response.status.into());
     out.insert("headers".into(), Value::Object(headers));
+    if let Some(why) = answer.not_replaced {
+        out.insert(
+            "credential_error".into(),
+            serde_json::json!({"code": "credential_dead", "reason": why}),
+        );
+    }
     let scrubbed = sent
         .iter()
         .filter_map(|c| c.fragments())

@@ -385,9 +385,12 @@ impl Vault {
         )
         .map_err(sql_err(&path, "deprecating the old credential"))?;
         test_kill_point("rotation-inside-finish");
+        // `created` becomes the switch's time: the propagation retry counts from when
+        // calls began to carry the new value, not from its minting.
         tx.execute(
-            "UPDATE credentials SET status = 'active' WHERE id = ?1 AND status = 'pending'",
-            params![new_id],
+            "UPDATE credentials SET status = 'active', created = ?2
+             WHERE id = ?1 AND status = 'pending'",
+            params![new_id, to_unix(now)],
         )
         .map_err(sql_err(&path, "activating the new credential"))?;
         set_step(&tx, &path, rotation_id, Step::Finished, None, now)?;

@@ -155,7 +155,7 @@ impl Outcome {
         }
     }
 
-    fn rotation(&self) -> Option<&str> {
+    pub fn rotation(&self) -> Option<&str> {
         match self {
             Outcome::Started(id) | Outcome::Joined(id) | Outcome::Marked(id) => Some(id),
             _ => None,
@@ -195,7 +195,8 @@ pub fn signal(shared: &Arc<Shared>, s: &Signal<'_>) -> DetectorAction {
 }
 
 /// [`signal`], decided before it returns (for the schedule, which must know when an
-/// account's budget is spent).
+/// account's budget is spent, and the `auth_failure` probe, whose held calls wait for
+/// the rotation it starts).
 pub async fn signal_and_act(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     let action = record(shared, s);
     if action == DetectorAction::Quarantine {

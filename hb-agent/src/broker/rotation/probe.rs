@@ -6,8 +6,14 @@
 //! the key is known but may not do this now (a spent rate limit: a sandbox can spend it
 //! on purpose), never that it is dead.
 //!
+//! The probe's [`Verdict`] is published to every call held on a 401 of the account
+//! (`broker::requests`): it comes once the key is found working, or once the rotation
+//! the dead key started has made a new key active (or failed, or outlasted
+//! `hold_secs`).
+//!
 //! Owns: which accounts have a probe in flight or had one recently (at most one per
-//! account every [`MIN_INTERVAL`], so a stream of 401s is one probe, not a storm).
+//! account every [`MIN_INTERVAL`], so a stream of 401s is one probe, not a storm), and
+//! each one's verdict.
 //! Must never: probe with a value other than the one calls carry, or start a rotation
 //! the journal would not (it refuses a second open rotation of an account).
 
@@ -19,66 +25,108 @@ use std::{
 
 use std::time::SystemTime;
 
-use super::{super::credentials::usable_now, schedule::cooling_down, with_vault};
-use crate::broker::state::Shared;
+use tokio::sync::watch;
+
+use super::{super::credentials::usable_now, detect::Outcome, schedule::cooling_down, with_vault};
+use crate::{broker::state::Shared, vault::Step};
 
 /// The least time between two probes of one account.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often a probe that started a rotation looks at its step.
+const ROTATION_POLL: Duration = Duration::from_millis(100);
+
+/// What the probe of an account found, for the calls held on its 401s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The key is not shown dead (accepted at `verify_url`, or a 403, 429 or outage
+    /// there): the 401 was about something else and passes through.
+    NotDead,
+    /// The key is dead and a rotation made a new key active: send again with it.
+    Replaced,
+    /// The key is dead and nothing replaced it (a fixed word says why).
+    NotReplaced(&'static str),
+}
+
+/// A held call's view of its account's probe: `None` until the verdict is in.
+pub type Pending = watch::Receiver<Option<Verdict>>;
+
+/// An account's probe slot as claimed by a 401.
+enum Claim {
+    /// No probe ran recently: this call's 401 starts one, publishing here.
+    New(watch::Sender<Option<Verdict>>),
+    /// A probe ran less than `MIN_INTERVAL` ago (or is running): its verdict.
+    Joined(Pending),
+}
+
+type Account = (String, String);
+
 #[derive(Default)]
 pub struct Probes {
-    /// When each account's last probe started.
-    started: Mutex<HashMap<(String, String), Instant>>,
+    /// When each account's last probe started, and its verdict.
+    started: Mutex<HashMap<Account, (Instant, Pending)>>,
 }
 
 impl Probes {
-    /// Claims the account's probe slot; false while one ran less than `MIN_INTERVAL` ago.
-    fn claim(&self, integration: &str, account: &str, now: Instant) -> bool {
+    /// Claims the account's probe slot; joins the probe that started less than
+    /// `MIN_INTERVAL` ago if there is one.
+    fn claim(&self, integration: &str, account: &str, now: Instant) -> Claim {
         let mut started = self.started.lock().unwrap_or_else(PoisonError::into_inner);
-        started.retain(|_, at| now.duration_since(*at) < MIN_INTERVAL);
+        started.retain(|_, (at, _)| now.duration_since(*at) < MIN_INTERVAL);
         let key = (integration.to_owned(), account.to_owned());
-        if started.contains_key(&key) {
-            return false;
+        if let Some((_, pending)) = started.get(&key) {
+            return Claim::Joined(pending.clone());
         }
-        started.insert(key, now);
-        true
+        let (tx, rx) = watch::channel(None);
+        started.insert(key, (now, rx));
+        Claim::New(tx)
     }
 }
 
 /// A call with a handle of `integration`/`account` got a 401 (after any propagation
-/// retry): probe the account's key, once, in the background.
-pub fn unauthorized(shared: &Arc<Shared>, integration: &str, account: &str) {
-    if super::with_rotator(shared, integration).is_none()
-        || !shared.probes.claim(integration, account, Instant::now())
-    {
-        return;
+/// retry): probe the account's key, once, in the background. The probe's verdict, for
+/// a call that waits for it (`None`: the integration has no rotator).
+pub fn unauthorized(shared: &Arc<Shared>, integration: &str, account: &str) -> Option<Pending> {
+    let (_, config) = super::with_rotator(shared, integration)?;
+    let hold = Duration::from_secs(config.hold_secs);
+    match shared.probes.claim(integration, account, Instant::now()) {
+        Claim::Joined(pending) => Some(pending),
+        Claim::New(tx) => {
+            let pending = tx.subscribe();
+            let (shared, integration, account) =
+                (shared.clone(), integration.to_owned(), account.to_owned());
+            tokio::spawn(async move {
+                let verdict = probe(&shared, &integration, &account, hold).await;
+                tx.send_replace(Some(verdict));
+            });
+            Some(pending)
+        }
     }
-    let (shared, integration, account) =
-        (shared.clone(), integration.to_owned(), account.to_owned());
-    tokio::spawn(async move { probe(&shared, &integration, &account).await });
 }
 
-/// One verify call with the account's current key; refused → rotate.
-async fn probe(shared: &Arc<Shared>, integration: &str, account: &str) {
+/// One verify call with the account's current key; refused → rotate, and wait (at most
+/// `hold`) for the rotation to make a new key active.
+async fn probe(shared: &Arc<Shared>, integration: &str, account: &str, hold: Duration) -> Verdict {
     let Some((integ, config)) = super::with_rotator(shared, integration) else {
-        return;
+        return Verdict::NotDead;
     };
     let Ok(usable) = usable_now(shared, integration, account).await else {
-        return;
+        return Verdict::NotDead;
     };
     let Some(current) = usable.first() else {
-        return;
+        return Verdict::NotDead;
     };
     let verdict = super::verify(shared, integ, &current.secret).await;
     tracing::info!(integration, account, verdict = ?verdict, "auth_failure probe");
     if verdict != Ok(401) {
-        return;
+        return Verdict::NotDead;
     }
+    let deadline = tokio::time::Instant::now() + hold;
     let since = SystemTime::now() - Duration::from_secs(config.cooldown_secs);
     let recent = with_vault(shared.vault.clone(), move |v| v.rotations(Some(since))).await;
-    match recent {
+    let outcome = match recent {
         Ok(r) if !cooling_down(&r, integration, account, config, SystemTime::now()) => {
-            super::detect::signal(
+            super::detect::signal_and_act(
                 shared,
                 &super::detect::Signal {
                     detector: super::detect::Detector::AuthFailure,
@@ -91,7 +139,8 @@ async fn probe(shared: &Arc<Shared>, integration: &str, account: &str) {
                     handle: None,
                     execution: None,
                 },
-            );
+            )
+            .await
         }
         Ok(_) => {
             tracing::warn!(
@@ -99,8 +148,54 @@ async fn probe(shared: &Arc<Shared>, integration: &str, account: &str) {
                 account,
                 "auth_failure: the key is refused, but the account was rotated less than cooldown_secs ago; not rotated again"
             );
+            return Verdict::NotReplaced("cooling_down");
         }
-        Err(_) => {}
+        Err(_) => return Verdict::NotReplaced("journal_unreadable"),
+    };
+    let rotation = match (&outcome, outcome.rotation()) {
+        (_, Some(id)) => id.to_owned(),
+        // The account's open rotation (started before this 401) may be the one that
+        // replaces the dead key.
+        (Outcome::RotationOpen, None) => {
+            let open = with_vault(shared.vault.clone(), |v| v.open_rotations()).await;
+            match open.ok().and_then(|o| {
+                o.into_iter()
+                    .find(|r| r.integration == integration && r.account == account)
+            }) {
+                Some(r) => r.id,
+                None => return Verdict::NotReplaced("rotation_open"),
+            }
+        }
+        (other, None) => return Verdict::NotReplaced(not_replaced(other)),
+    };
+    until_active(shared, &rotation, deadline).await
+}
+
+/// Why a dead key's signal started no rotation, in a fixed word.
+fn not_replaced(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::CoolingDown(_) => "cooling_down",
+        Outcome::Capped { .. } => "capped",
+        Outcome::Quarantined(_) => "quarantined",
+        Outcome::NoRotation => "not_rotated",
+        _ => "not_started",
+    }
+}
+
+/// Waits (until `deadline`) for `rotation` to make its new key active.
+async fn until_active(shared: &Shared, rotation: &str, deadline: tokio::time::Instant) -> Verdict {
+    loop {
+        match super::status(shared, rotation).await.map(|r| r.step) {
+            Ok(Step::Begun | Step::Created | Step::Tested) => {}
+            Ok(Step::Finished | Step::Watched | Step::Retired) => return Verdict::Replaced,
+            Ok(Step::RolledBack | Step::Failed | Step::Aborted) | Err(_) => {
+                return Verdict::NotReplaced("rotation_failed");
+            }
+        }
+        if tokio::time::Instant::now() + ROTATION_POLL > deadline {
+            return Verdict::NotReplaced("rotation_pending");
+        }
+        tokio::time::sleep(ROTATION_POLL).await;
     }
 }
 
@@ -109,15 +204,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_probe_per_account_per_interval() {
+    fn one_probe_per_account_per_interval_and_its_verdict_is_shared() {
         let p = Probes::default();
         let t0 = Instant::now();
-        assert!(p.claim("gh", "ci", t0));
+        let Claim::New(tx) = p.claim("gh", "ci", t0) else {
+            panic!("the first 401 starts a probe");
+        };
+        let Claim::Joined(joined) = p.claim("gh", "ci", t0 + Duration::from_secs(1)) else {
+            panic!("a second 401 in flight joins it");
+        };
         assert!(
-            !p.claim("gh", "ci", t0 + Duration::from_secs(1)),
-            "in flight"
+            matches!(p.claim("gh", "other", t0), Claim::New(_)),
+            "another account"
         );
-        assert!(p.claim("gh", "other", t0), "another account");
-        assert!(p.claim("gh", "ci", t0 + MIN_INTERVAL), "after the interval");
+        tx.send_replace(Some(Verdict::Replaced));
+        assert_eq!(*joined.borrow(), Some(Verdict::Replaced));
+        let Claim::Joined(later) = p.claim("gh", "ci", t0 + Duration::from_secs(9)) else {
+            panic!("within the interval");
+        };
+        assert_eq!(
+            *later.borrow(),
+            Some(Verdict::Replaced),
+            "the verdict stays"
+        );
+        assert!(
+            matches!(p.claim("gh", "ci", t0 + MIN_INTERVAL), Claim::New(_)),
+            "after the interval"
+        );
     }
 }
