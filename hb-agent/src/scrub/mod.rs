@@ -4,7 +4,8 @@
 //! Owns: the known token families (`families`), the registry of live secrets this
 //! process holds (`live`) and their forms cut by line breaks (`wrapped`), runs of one
 //! credential's characters (`fragments`, for the answer to the call that carried it),
-//! values spread out with NUL bytes (`spread`: UTF-32 and kin), and whole-buffer and
+//! values spread out with NUL bytes (`spread`: UTF-32 and kin; the live forms hold UTF-32
+//! and stacked encodings too, so every exit finds those), and whole-buffer and
 //! streaming scrubs (`engine`, `stream`), and rule files in gitleaks's format
 //! (`rules_file` reads them, `loaded` runs them).
 //! Every exit of hb (broker responses, error messages, event stream, audit log,
@@ -28,6 +29,8 @@ mod rules_file;
 mod rules_tests;
 mod scan;
 mod spread;
+#[cfg(test)]
+mod stacked_tests;
 mod stream;
 #[cfg(test)]
 mod tests;
