@@ -75,7 +75,7 @@ pub struct VisibleValues(Option<LiveSet>);
 
 impl VisibleValues {
     /// Whether `input` holds a form of one of the values, or does once its NUL bytes
-    /// are dropped (see [`Squeezed`]).
+    /// are dropped and its escapes decoded (see [`Squeezed`]).
     pub fn contains(&self, input: &[u8]) -> bool {
         self.0.as_ref().is_some_and(|live| {
             live.next_hit(input, 0).is_some()
@@ -447,7 +447,8 @@ impl Scrubber {
 
     /// Which of the live values `sees` says `input` holds a form of, as
     /// [`Scrubber::matching_visible`] finds them; in the view of `input` without its NUL
-    /// bytes too (a value in UTF-32, see [`Squeezed`]).
+    /// bytes and with its escapes decoded too (a value in UTF-32, or escaped character by
+    /// character, see [`Squeezed`]).
     pub fn matching(&self, input: &[u8], sees: Sees<'_>) -> HashSet<LiveId> {
         #[cfg(test)]
         self.visible_scans
