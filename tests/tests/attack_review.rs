@@ -26,13 +26,29 @@ const OTHER_TENANT_SECRET: &str = "7c1e2b9d4a-otherTenantKey-58f3";
 /// An HTTPS upstream on `addr`:443 that reflects what it got, as debugging and
 /// "whoami" endpoints do: `/reflect?charset=C` answers with the request's
 /// `Authorization` header in a text body encoded in charset `C` (a Python codec name),
-/// and says so in its `Content-Type`, as an API honouring `Accept-Charset` would.
+/// and says so in its `Content-Type`, as an API honouring `Accept-Charset` would;
+/// `&enc=E1,E2` encodes those bytes again, step by step (`base64`, `urlsafe`, `hex`,
+/// `json_all`: a JSON string's inside with every character `\uXXXX`, `html`: every
+/// character as `&#x…;`, `json_mixed` and `html_mixed`: every second or third one), as
+/// a debugging endpoint offering output encodings would.
 /// `/keys` lists every key of the organisation (`keys`, a JSON list), as the key-listing
 /// APIs of search and database providers do for an admin key.
 /// Every request is one JSON line in `log`.
 const REFLECT_PY: &str = r#"
-import http.server, json, ssl, sys, urllib.parse
+import base64, http.server, json, ssl, sys, urllib.parse
 addr, log, cert, key, keys = sys.argv[1:6]
+def json_all(b):
+    u = b.decode("utf-8").encode("utf-16-be")
+    return "".join("\\u%02x%02x" % (u[i], u[i + 1]) for i in range(0, len(u), 2)).encode()
+ENCODE = {
+    "base64": base64.b64encode,
+    "urlsafe": base64.urlsafe_b64encode,
+    "hex": lambda b: b.hex().encode(),
+    "json_all": json_all,
+    "html": lambda b: "".join("&#x%x;" % ord(c) for c in b.decode("utf-8")).encode(),
+    "json_mixed": lambda b: "".join("\\u%04X" % ord(c) if i % 2 else c for i, c in enumerate(b.decode("utf-8"))).encode(),
+    "html_mixed": lambda b: "".join("&#%d;" % ord(c) if i % 3 == 0 else c for i, c in enumerate(b.decode("utf-8"))).encode(),
+}
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
@@ -55,6 +71,9 @@ class H(http.server.BaseHTTPRequestHandler):
         charset = q.get("charset", "utf-8")
         text = "you sent: %s\n" % self.headers.get("authorization", "")
         out = text.encode(charset)
+        for step in filter(None, q.get("enc", "").split(",")):
+            out = ENCODE[step](out)
+            charset = "us-ascii"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=" + charset)
         self.send_header("Content-Length", str(len(out)))
@@ -270,6 +289,102 @@ print(json.dumps(out))
         leaked.is_empty(),
         "the credential came back to the caller in charsets {leaked:?}"
     );
+}
+
+// FINDING: an upstream that reflects the injected credential encoded twice (base64 of
+// UTF-16 or UTF-32, hex of UTF-16) or escaped character by character (a JSON string of
+// `\uXXXX`, HTML `&#x…;` references, all of them or some) hands it to the caller:
+// `scrub/live.rs::forms` held UTF-16 of the value and single encodings only, and the
+// spread view dropped NULs and `\u0000` alone.
+/// A credential reflected by its upstream in a stacked encoding, or with every
+/// character escaped, never reaches the caller: the body comes back with a
+/// `[REDACTED:…]` marker where the value's encoding was, and decoding what is left
+/// does not give the credential.
+#[test]
+fn a_credential_reflected_in_stacked_encodings_never_reaches_the_caller() {
+    let w = BrokerWorld::new("review-stacked");
+    let cases = [
+        ("utf-16-le", "base64"),
+        ("utf-16-be", "base64"),
+        ("utf-16", "base64"),
+        ("utf-32-le", "base64"),
+        ("utf-32-be", "urlsafe"),
+        ("utf-32", "base64"),
+        ("utf-16-le", "hex"),
+        ("utf-16-be", "hex"),
+        ("utf-8", "json_all"),
+        ("utf-8", "html"),
+        ("utf-8", "json_mixed"),
+        ("utf-8", "html_mixed"),
+    ];
+    let got = w.in_sandbox(&format!(
+        r#"
+import html, urllib.parse
+cases = {cases}
+h = hb.handle("e", "bot")["handle"]
+def json_all(b):
+    return json.loads('"' + b.decode() + '"', strict=False).encode("utf-8")
+def html_all(b):
+    return html.unescape(b.decode()).encode("utf-8")
+DECODE = {{
+    "base64": base64.b64decode,
+    "urlsafe": base64.urlsafe_b64decode,
+    "hex": bytes.fromhex,
+    "json_all": json_all,
+    "json_mixed": json_all,
+    "html": html_all,
+    "html_mixed": html_all,
+}}
+out = {{}}
+for cs, enc in cases:
+    key = cs + " " + enc
+    url = "https://echo.test/reflect?" + urllib.parse.urlencode({{"charset": cs, "enc": enc}})
+    r = attempt(lambda: hb.request("GET", url, handle=h))
+    if "error" in r:
+        out[key] = {{"error": r["error"], "recovered": "", "marker": False}}
+        continue
+    raw = r["body"].encode("utf-8") if "body" in r else base64.b64decode(r["body_base64"])
+    # What the attacker does with it: undo the encodings, then read the charset.
+    try:
+        for step in reversed(enc.split(",")):
+            raw = DECODE[step](raw.decode("ascii") if step == "hex" else raw)
+        recovered = raw.decode(cs)
+    except Exception:
+        recovered = ""
+    out[key] = {{
+        "status": r["status"],
+        "recovered": recovered,
+        "marker": "[REDACTED:" in r.get("body", ""),
+    }}
+print(json.dumps(out))
+"#,
+        cases = serde_json::to_string(&cases).expect("cases"),
+    ));
+    let reached = w
+        .upstream_requests()
+        .iter()
+        .filter(|r| r["headers"]["authorization"] == format!("Bearer {SECRET}"))
+        .count();
+    assert_eq!(
+        reached,
+        cases.len(),
+        "the credential did not reach the upstream"
+    );
+    let answers = got.as_object().expect("answers");
+    assert_eq!(answers.len(), cases.len());
+    let leaked: Vec<&String> = answers
+        .iter()
+        .filter(|(_, v)| v["recovered"].as_str().unwrap_or_default().contains(SECRET))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the credential came back to the caller in {leaked:?}"
+    );
+    for (key, v) in answers {
+        assert_eq!(v["status"], 200, "{key}: no answer");
+        assert_eq!(v["marker"], true, "{key}: nothing was redacted");
+    }
 }
 
 /// Opens a stream socket of protocol `proto` (6: TCP, 262: Multipath TCP) to each

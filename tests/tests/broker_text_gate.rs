@@ -227,3 +227,65 @@ print(json.dumps(codes))
         "{status}"
     );
 }
+
+/// `POST /v1/scrub` (which looks at the text as it is, without the broker's NUL-free
+/// view) cuts a live value in UTF-32, either byte order and any alignment, and in
+/// base64 (coreutils') of its UTF-16 and UTF-32: the text a host caller gets back holds
+/// no spelling of it.
+#[test]
+fn the_scrub_endpoint_cuts_a_live_value_in_wide_and_stacked_encodings() {
+    let env = start("gatewide");
+    let utf32 = |be: bool| -> Vec<u8> {
+        SECRET
+            .chars()
+            .flat_map(|c| {
+                if be {
+                    u32::from(c).to_be_bytes()
+                } else {
+                    u32::from(c).to_le_bytes()
+                }
+            })
+            .collect()
+    };
+    let utf16le: Vec<u8> = format!("key={SECRET}")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for be in [false, true] {
+        for stray in 0..4 {
+            let mut bytes = "x".repeat(stray).into_bytes();
+            bytes.extend(utf32(be));
+            let text = String::from_utf8(bytes).expect("UTF-32 of ASCII is UTF-8");
+            texts.push((format!("utf-32 be={be} stray={stray}"), text));
+        }
+    }
+    for (what, bytes) in [("base64 utf-16", utf16le), ("base64 utf-32", utf32(false))] {
+        let mut child = Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("base64");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &bytes).expect("write");
+        let out = child.wait_with_output().expect("base64");
+        texts.push((what.into(), String::from_utf8(out.stdout).expect("base64")));
+    }
+    for (what, text) in texts {
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "5", "--unix-socket"])
+            .arg(env.broker_socket())
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(json!({ "text": format!("you sent: {text}\n") }).to_string())
+            .arg("http://hb/v1/scrub")
+            .output()
+            .expect("curl");
+        let got: Value = serde_json::from_slice(&out.stdout).expect("host scrub");
+        let text = got["text"].as_str().expect("text");
+        assert!(text.contains("[REDACTED:live_secret]"), "{what}: not cut");
+        assert!(
+            !text.replace('\0', "").contains(SECRET),
+            "{what}: the value is left"
+        );
+    }
+}

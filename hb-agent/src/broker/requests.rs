@@ -35,9 +35,10 @@
 //!   `Content-Range`, `multipart/byteranges`) is refused, and so is a body the scrubber
 //!   cannot read as text (unless `broker.allow_binary_responses`); headers (names and
 //!   values) and body are scrubbed (known token families, every stored credential and
-//!   live handle, in their encodings, UTF-16 included; for a sandbox, not the values
-//!   its request carried that are not its own: see `text_gate::View::answer`; in a
-//!   body with NUL bytes, also in its view without them: [`cut_spread`]), sanitized when asked
+//!   live handle, in their encodings, UTF-16 and UTF-32 included; for a sandbox, not
+//!   the values its request carried that are not its own: see `text_gate::View::answer`;
+//!   in a body with NUL bytes or escapes, also in its view without the NULs and with the
+//!   escapes decoded: [`cut_spread`]), sanitized when asked
 //!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
 //!   can turn look-alike characters into a credential). In the answer to a call that
 //!   carried a credential, every run of at least 8 characters of that credential
@@ -1143,11 +1144,13 @@ async fn respond(
 }
 
 /// Phase 6a: `body` cut of what a scrub of the caller's view finds in it once its NUL
-/// bytes and `\u0000` escapes are dropped, and of runs of the credentials the call
-/// sent found there: a value spelled in UTF-32 (or UTF-16 at any alignment, or any other
-/// spacing of its characters with NULs) is whole in that view, and the
-/// bytes that spell it are redacted in the body itself. `None` (and one `memchr` and
-/// one `memmem` of work) when the body has no NUL byte and no `\u0000`, or nothing to cut.
+/// bytes and `\u0000` escapes are dropped and its other JSON `\uXXXX` escapes and HTML
+/// numeric references decoded, and of runs of the credentials the call sent found
+/// there: a value spelled in UTF-32 (or UTF-16 at any alignment, or any other spacing
+/// of its characters with NULs), or with any of its characters escaped in any mix, is
+/// whole in that view, and the bytes that spell it are redacted in the body itself.
+/// `None` (and one `memchr` and two `memmem`s of work) when the body has no NUL byte, no
+/// `\u` and no `&#`, or nothing to cut.
 fn cut_spread(view: &View, sent: &[Arc<Current>], body: &[u8]) -> Option<Vec<u8>> {
     crate::scrub::cut_spread(body, |squeezed| {
         let mut spans: Vec<_> = view

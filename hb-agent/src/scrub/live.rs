@@ -22,7 +22,8 @@ use crate::secret::Secret;
 /// Shorter values are refused: they would redact ordinary words.
 pub const MIN_SECRET_LEN: usize = 8;
 /// Longer values are refused: the stream scrubber holds back as many bytes as the
-/// longest encoding (percent-encoding triples a value).
+/// longest encoding (six bytes per value byte: UTF-16 of percent-encoding, or a JSON
+/// string escaping every character).
 pub const MAX_SECRET_LEN: usize = 4096;
 
 /// One registered value: its label and every form it is looked for in.
@@ -75,8 +76,10 @@ impl Segment {
         }
         // Only anchored searches at flagged positions: a DFA answers those fastest but
         // costs a transition table per state (about one per pattern byte), so past a
-        // few hundred forms the contiguous NFA is the sane trade.
-        let kind = if forms.len() <= 512 {
+        // few hundred forms or 64 KiB of them (a few long values: a 4 KiB value has
+        // about 1 MiB of forms) the contiguous NFA is the sane trade.
+        let pattern_bytes: usize = forms.iter().map(|f| f.len()).sum();
+        let kind = if forms.len() <= 512 && pattern_bytes <= 1 << 16 {
             AhoCorasickKind::DFA
         } else {
             AhoCorasickKind::ContiguousNFA
@@ -296,8 +299,15 @@ fn window(bytes: &[u8]) -> [u8; WINDOW] {
 /// Windows tool's output, an API answering in UTF-16). Last, the standard base64 inner
 /// characters of each standard inner form, at each offset: the value base64'd twice,
 /// each time inside a longer text (a Kubernetes `.dockerconfigjson` holds
-/// `{"auth": base64(user:password)}` and is base64'd again as a Secret's data).
-/// Duplicates removed.
+/// `{"auth": base64(user:password)}` and is base64'd again as a Secret's data). Then
+/// the stacked forms: percent-encoded base64 ([`percent_base64`]) and, for text, UTF-32
+/// and the encodings of UTF-16 and UTF-32 and the escapes of every character
+/// ([`stacked_text`]). Duplicates removed.
+///
+/// All of them are patterns of the one live scan: clean text gets no extra pass (the
+/// sampler looks at the same positions whatever the forms; more forms only set more of
+/// its bits, so a sample passes its first check a little more often), and a
+/// registration builds more patterns.
 pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
     let mut out: Vec<Zeroizing<Vec<u8>>> = vec![Zeroizing::new(value.to_vec())];
     for (padded, bare) in [(STANDARD, STANDARD_NO_PAD), (URL_SAFE, URL_SAFE_NO_PAD)] {
@@ -333,11 +343,147 @@ pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
             out.push(base64_core(&STANDARD_NO_PAD, inner, offset));
         }
     }
+    out.extend(percent_base64(value));
+    if let Ok(text) = std::str::from_utf8(value) {
+        out.extend(stacked_text(text));
+    }
     out.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
     out.dedup_by(|a, b| a.as_slice() == b.as_slice());
     out.into_iter()
         .map(|mut f| Secret::new(std::mem::take(&mut *f)))
         .collect()
+}
+
+/// The forms of a value that is text and that an encoder writes character by
+/// character, or encodes again after a wide charset:
+/// - UTF-32 (either byte order): of a non-ASCII value, the spread view (`spread`) sees
+///   no text (its NUL-free bytes are not the value), and the streaming scrubs do not
+///   use that view at all;
+/// - base64 (standard and URL-safe, the characters fixed by the value alone at each of
+///   the three byte offsets) of UTF-16 and UTF-32 in either byte order, and hex (lower,
+///   upper) of UTF-16: a tool that encodes a wide-charset answer for transport;
+/// - a JSON string with every character as `\uXXXX` (lower- and upper-case hex, UTF-16
+///   surrogate pairs past U+FFFF), as a writer escaping everything writes it;
+/// - HTML numeric character references of every character (`&#x6a;`, `&#x6A;`,
+///   `&#106;`), and of the non-ASCII characters alone (`&#233;`:
+///   Python's `xmlcharrefreplace`).
+///
+/// At most six bytes per value byte (a JSON `\u0067` per ASCII character), as the
+/// longest of the other forms.
+fn stacked_text(text: &str) -> Vec<Zeroizing<Vec<u8>>> {
+    let mut out = Vec::new();
+    for big_endian in [false, true] {
+        let wide16 = utf16(text, big_endian);
+        let wide32 = utf32(text, big_endian);
+        for wide in [&wide16, &wide32] {
+            for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+                for offset in 0..3 {
+                    out.push(base64_core(&engine, wide, offset));
+                }
+            }
+        }
+        for upper in [false, true] {
+            out.push(hex(&wide16, upper));
+        }
+        out.push(wide32);
+    }
+    for upper in [false, true] {
+        out.push(into_bytes(json_every_char(text, upper)));
+    }
+    for style in [
+        Reference::Hex { upper: false },
+        Reference::Hex { upper: true },
+        Reference::Decimal,
+    ] {
+        out.push(into_bytes(references(text, style, true)));
+    }
+    out.push(into_bytes(references(text, Reference::Decimal, false)));
+    out
+}
+
+/// The standard base64 forms of `value` (whole, padded and not, and the characters
+/// fixed at each byte offset) percent-encoded, as a URL or a form carries base64:
+/// `+`, `/` and `=` as `%2B`, `%2F`, `%3D` (upper and lower hex), `/` kept or not
+/// (Python's `quote()` keeps it). Forms equal to the base64 itself are dropped later
+/// with the other duplicates.
+fn percent_base64(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    let mut encoded = vec![
+        Zeroizing::new(STANDARD.encode(value).into_bytes()),
+        Zeroizing::new(STANDARD_NO_PAD.encode(value).into_bytes()),
+        Zeroizing::new(URL_SAFE.encode(value).into_bytes()),
+    ];
+    encoded.extend((0..3).map(|offset| base64_core(&STANDARD_NO_PAD, value, offset)));
+    let mut out = Vec::new();
+    for b64 in &encoded {
+        for upper in [true, false] {
+            for kept in [Kept::Unreserved, Kept::UnreservedAndSlash] {
+                out.push(percent(b64, upper, kept));
+            }
+        }
+    }
+    out
+}
+
+/// `text` in UTF-32, little- or big-endian, without a byte-order mark.
+fn utf32(text: &str, big_endian: bool) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 4));
+    for c in text.chars() {
+        let c = u32::from(c);
+        out.extend_from_slice(&if big_endian {
+            c.to_be_bytes()
+        } else {
+            c.to_le_bytes()
+        });
+    }
+    out
+}
+
+/// The inside of a JSON string holding `text` with every character escaped as
+/// `\uXXXX` (UTF-16 units).
+fn json_every_char(text: &str, upper: bool) -> Zeroizing<String> {
+    let digits = if upper { UPPER } else { LOWER };
+    let mut out = Zeroizing::new(String::with_capacity(text.len() * 6));
+    let mut units = [0u16; 2];
+    for c in text.chars() {
+        for &unit in c.encode_utf16(&mut units).iter() {
+            out.push_str("\\u");
+            for shift in [12, 8, 4, 0] {
+                out.push(char::from(digits[usize::from((unit >> shift) & 15)]));
+            }
+        }
+    }
+    units.fill(0);
+    out
+}
+
+/// How an HTML numeric character reference writes a code point.
+#[derive(Clone, Copy)]
+enum Reference {
+    /// `&#x6a;` (lower-case digits) or `&#x6A;` (upper-case).
+    Hex { upper: bool },
+    /// `&#103;`.
+    Decimal,
+}
+
+/// `text` with its characters as HTML numeric character references: every one, or
+/// (`every` false) the non-ASCII ones only.
+fn references(text: &str, style: Reference, every: bool) -> Zeroizing<String> {
+    use std::fmt::Write as _;
+    let mut out = Zeroizing::new(String::with_capacity(text.len() * 6));
+    for c in text.chars() {
+        if !every && c.is_ascii() {
+            out.push(c);
+            continue;
+        }
+        let code = u32::from(c);
+        // Writing to a String cannot fail.
+        let _ = match style {
+            Reference::Hex { upper: false } => write!(out, "&#x{code:x};"),
+            Reference::Hex { upper: true } => write!(out, "&#x{code:X};"),
+            Reference::Decimal => write!(out, "&#{code};"),
+        };
+    }
+    out
 }
 
 /// `text` in UTF-16, little- or big-endian, without a byte-order mark.
@@ -428,7 +574,8 @@ fn json_escape(text: &str, ascii_only: bool) -> Zeroizing<String> {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (ascii_only && !c.is_ascii()) => {
+            // Python's `ensure_ascii` escapes DEL too.
+            c if (c as u32) < 0x20 || (ascii_only && (!c.is_ascii() || c == '\u{7f}')) => {
                 let mut units = [0u16; 2];
                 for &unit in c.encode_utf16(&mut units).iter() {
                     out.push_str("\\u");

@@ -4,7 +4,8 @@
 //! Owns: the known token families (`families`), the registry of live secrets this
 //! process holds (`live`) and their forms cut by line breaks (`wrapped`), runs of one
 //! credential's characters (`fragments`, for the answer to the call that carried it),
-//! values spread out with NUL bytes (`spread`: UTF-32 and kin), and whole-buffer and
+//! values spread out with NUL bytes (`spread`: UTF-32 and kin; the live forms hold UTF-32
+//! and stacked encodings too, so every exit finds those), and whole-buffer and
 //! streaming scrubs (`engine`, `stream`), and rule files in gitleaks's format
 //! (`rules_file` reads them, `loaded` runs them).
 //! Every exit of hb (broker responses, error messages, event stream, audit log,
@@ -28,6 +29,8 @@ mod rules_file;
 mod rules_tests;
 mod scan;
 mod spread;
+#[cfg(test)]
+mod stacked_tests;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -72,7 +75,7 @@ pub struct VisibleValues(Option<LiveSet>);
 
 impl VisibleValues {
     /// Whether `input` holds a form of one of the values, or does once its NUL bytes
-    /// are dropped (see [`Squeezed`]).
+    /// are dropped and its escapes decoded (see [`Squeezed`]).
     pub fn contains(&self, input: &[u8]) -> bool {
         self.0.as_ref().is_some_and(|live| {
             live.next_hit(input, 0).is_some()
@@ -444,7 +447,8 @@ impl Scrubber {
 
     /// Which of the live values `sees` says `input` holds a form of, as
     /// [`Scrubber::matching_visible`] finds them; in the view of `input` without its NUL
-    /// bytes too (a value in UTF-32, see [`Squeezed`]).
+    /// bytes and with its escapes decoded too (a value in UTF-32, or escaped character by
+    /// character, see [`Squeezed`]).
     pub fn matching(&self, input: &[u8], sees: Sees<'_>) -> HashSet<LiveId> {
         #[cfg(test)]
         self.visible_scans

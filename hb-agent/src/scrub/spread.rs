@@ -1,37 +1,44 @@
-//! Text spread out with NUL bytes: a value's ASCII characters with NUL bytes between
-//! them, as UTF-16 and UTF-32 (either byte order, any alignment, with a byte-order mark
-//! or without) write ASCII, and as a JSON writer escapes such text (`\u0000`).
+//! Text spread out with NUL bytes or spelled with escapes: a value's ASCII characters
+//! with NUL bytes between them, as UTF-16 and UTF-32 (either byte order, any alignment,
+//! with a byte-order mark or without) write ASCII, and as a JSON writer escapes such
+//! text (`\u0000`); and a value whose characters are JSON `\uXXXX` escapes or HTML
+//! numeric references (`&#x6a;`, `&#106;`), all of them or some (Go's JSON writer
+//! escapes `<`, `>` and `&`; `xmlcharrefreplace` the non-ASCII ones), in any case.
 //!
-//! The live forms hold UTF-16 of a value; UTF-32 and any other spacing match no form,
-//! and UTF-32 of ASCII is valid UTF-8, so it passes as text. A [`Squeezed`] view of a
-//! buffer drops every NUL byte and `\u0000` escape: a value spread out in any of these
-//! ways is whole in it, and a span found there maps back to the bytes of the buffer
-//! that spell it, so [`cut_spread`] can redact them there.
+//! The live forms hold UTF-16 and UTF-32 of a value and a few whole-value escapes; any
+//! other spacing or mix of escapes matches no form. A [`Squeezed`] view of a buffer
+//! drops every NUL byte and `\u0000` escape and writes every other escape as the
+//! character's UTF-8: a value spread out or escaped in any of these ways is whole in
+//! it, and a span found there maps back to the bytes of the buffer that spell it (whole
+//! escapes), so [`cut_spread`] can redact them there.
 //!
-//! Owns: the NUL-free view of one buffer and the way back to the buffer's bytes.
-//! Must never: be built for a buffer with no NUL byte and no `\u0000` (the hot path
-//! pays one `memchr` and one `memmem` for it), or outlive the scrub that made it (it
-//! holds what the buffer holds).
+//! Owns: the NUL-free, unescaped view of one buffer and the way back to the buffer's
+//! bytes.
+//! Must never: be built for a buffer with no NUL byte, no `\u` and no `&#` (the hot
+//! path pays one `memchr` and two `memmem`s for it), or outlive the scrub that made it
+//! (it holds what the buffer holds).
 
 use std::ops::Range;
 
-/// The JSON escape of a NUL character, as `json.dumps` and serde write it.
-const JSON_NUL: &[u8] = br"\u0000";
-
-/// A buffer without its NUL bytes and `\u0000` escapes, and where each byte left
-/// came from.
+/// A buffer without its NUL bytes and `\u0000` escapes, its other escapes decoded,
+/// and where each byte left came from.
 pub struct Squeezed {
     bytes: Vec<u8>,
-    /// The buffer offset of each byte of `bytes` (`u32`: the broker's answers are at
-    /// most 1 GiB; a larger buffer gets no view).
+    /// The buffer offset each byte of `bytes` comes from (`u32`: the broker's answers
+    /// are at most 1 GiB; a larger buffer gets no view): every byte of a decoded escape
+    /// comes from the escape's first byte, and the escape that starts there is the
+    /// span (see [`Squeezed::input_span`]).
     at: Vec<u32>,
 }
 
 impl Squeezed {
-    /// The view of `input`; `None` when it holds no NUL byte and no `\u0000` (nothing
-    /// is spread out there) or is over 4 GiB.
+    /// The view of `input`; `None` when it holds no NUL byte, no `\u` and no `&#`
+    /// (nothing is spread out or escaped there) or is over 4 GiB.
     pub fn of(input: &[u8]) -> Option<Self> {
-        if memchr::memchr(0, input).is_none() && memchr::memmem::find(input, JSON_NUL).is_none() {
+        if memchr::memchr(0, input).is_none()
+            && memchr::memmem::find(input, br"\u").is_none()
+            && memchr::memmem::find(input, b"&#").is_none()
+        {
             return None;
         }
         u32::try_from(input.len()).ok()?;
@@ -41,13 +48,22 @@ impl Squeezed {
         while i < input.len() {
             if input[i] == 0 {
                 i += 1;
-            } else if input[i..].starts_with(JSON_NUL) {
-                i += JSON_NUL.len();
-            } else {
+                continue;
+            }
+            let Some((c, len)) = escape(&input[i..]) else {
                 bytes.push(input[i]);
                 at.push(i as u32);
                 i += 1;
+                continue;
+            };
+            if c != '\0' {
+                let mut utf8 = [0u8; 4];
+                for &b in c.encode_utf8(&mut utf8).as_bytes() {
+                    bytes.push(b);
+                    at.push(i as u32);
+                }
             }
+            i += len;
         }
         Some(Self { bytes, at })
     }
@@ -57,19 +73,77 @@ impl Squeezed {
         &self.bytes
     }
 
-    /// The buffer's bytes that `len` (at least 1) bytes of the view from `start` come
-    /// from: from the first one's place to just past the last one's (the NULs between
-    /// them included).
-    fn input_span(&self, start: usize, len: usize) -> Range<usize> {
+    /// The bytes of `input` (the buffer of the view) that `len` (at least 1) bytes of
+    /// the view from `start` come from: from the first one's place to the end of the
+    /// last one's byte or escape (the NULs between them included). The view decoded an
+    /// escape wherever one starts, so one starting at the last place is that byte's.
+    fn input_span(&self, input: &[u8], start: usize, len: usize) -> Range<usize> {
         let first = self.at[start] as usize;
         let last = self.at[start + len.max(1) - 1] as usize;
-        first..last + 1
+        first..last + escape(&input[last..]).map_or(1, |(_, n)| n)
     }
+}
+
+/// The character an escape at the start of `text` spells and the escape's length: a
+/// JSON `\uXXXX` (a surrogate pair as two), an HTML `&#xH…;` or `&#D…;`. `None` when
+/// `text` does not start with a well-formed one (a lone surrogate included).
+fn escape(text: &[u8]) -> Option<(char, usize)> {
+    match text {
+        [b'\\', b'u', ..] => {
+            let unit = hex_unit(text.get(2..6)?)?;
+            if !(0xD800..0xDC00).contains(&unit) {
+                return Some((char::from_u32(unit)?, 6));
+            }
+            let low = match text.get(6..12)? {
+                [b'\\', b'u', digits @ ..] => hex_unit(digits)?,
+                _ => return None,
+            };
+            if !(0xDC00..0xE000).contains(&low) {
+                return None;
+            }
+            let c = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+            Some((char::from_u32(c)?, 12))
+        }
+        [b'&', b'#', rest @ ..] => {
+            let (radix, digits) = match rest {
+                [b'x' | b'X', digits @ ..] => (16, digits),
+                _ => (10, rest),
+            };
+            // Up to U+10FFFF: 6 hex or 7 decimal digits (leading zeros aside, which no
+            // encoder writes).
+            let n = digits
+                .iter()
+                .take(8)
+                .position(|&b| b == b';')
+                .filter(|&n| n > 0)?;
+            let digits_ok = digits[..n].iter().all(|b| {
+                if radix == 16 {
+                    b.is_ascii_hexdigit()
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+            if !digits_ok {
+                return None;
+            }
+            let code = u32::from_str_radix(std::str::from_utf8(&digits[..n]).ok()?, radix).ok()?;
+            Some((char::from_u32(code)?, text.len() - digits.len() + n + 1))
+        }
+        _ => None,
+    }
+}
+
+/// The value of 4 hex digits.
+fn hex_unit(digits: &[u8]) -> Option<u32> {
+    if digits.len() != 4 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 /// `input` with what `find` finds in its [`Squeezed`] view (spans of the view, each
 /// with the label of its marker) redacted where the view's bytes came from; `None` when
-/// `input` has no view (no NUL byte, no `\u0000`) or `find` finds nothing there.
+/// `input` has no view (no NUL byte, no `\u`, no `&#`) or `find` finds nothing there.
 pub fn cut_spread(
     input: &[u8],
     find: impl FnOnce(&[u8]) -> Vec<(Range<usize>, &'static str)>,
@@ -78,7 +152,7 @@ pub fn cut_spread(
     let spans: Vec<(Range<usize>, &'static str)> = find(squeezed.bytes())
         .into_iter()
         .filter(|(r, _)| !r.is_empty())
-        .map(|(r, label)| (squeezed.input_span(r.start, r.len()), label))
+        .map(|(r, label)| (squeezed.input_span(input, r.start, r.len()), label))
         .collect();
     (!spans.is_empty()).then(|| cut(input, spans))
 }
@@ -116,9 +190,24 @@ mod tests {
     use crate::secret::Secret;
 
     #[test]
-    fn no_nul_no_view() {
-        assert!(Squeezed::of(b"plain text, even with \\u00e9 escapes").is_none());
+    fn no_nul_no_escape_no_view() {
+        assert!(Squeezed::of(b"plain text & more, \\n and \\t escapes, #1 & #2").is_none());
         assert!(Squeezed::of(b"").is_none());
+    }
+
+    #[test]
+    fn escapes_are_decoded_and_map_back_whole() {
+        let input = br"a\u00e9\u0042\ud834\udd1e&#x6a;&#X6B;&#108;&#xd800;\ud800x\u12&#;&#12a;b";
+        let sq = Squeezed::of(input).expect("escaped");
+        let mut want = "a\u{e9}B\u{1d11e}jkl".as_bytes().to_vec();
+        want.extend_from_slice(br"&#xd800;\ud800x\u12&#;&#12a;b");
+        assert_eq!(sq.bytes(), want.as_slice());
+        // The two bytes of é come from the one escape; the pair from its 12 bytes.
+        assert_eq!(&input[sq.input_span(input, 1, 1)], br"\u00e9");
+        assert_eq!(&input[sq.input_span(input, 2, 1)], br"\u00e9");
+        assert_eq!(&input[sq.input_span(input, 1, 3)], br"\u00e9\u0042");
+        assert_eq!(&input[sq.input_span(input, 4, 4)], br"\ud834\udd1e");
+        assert_eq!(&input[sq.input_span(input, 8, 3)], b"&#x6a;&#X6B;&#108;");
     }
 
     #[test]
@@ -127,8 +216,8 @@ mod tests {
         let input = b"x\0\0\0a\0\0\0b!c\\u0000d";
         let sq = Squeezed::of(input).expect("spread");
         assert_eq!(sq.bytes(), b"xab!cd");
-        assert_eq!(&input[sq.input_span(1, 2)], b"a\0\0\0b");
-        assert_eq!(&input[sq.input_span(4, 2)], b"c\\u0000d");
+        assert_eq!(&input[sq.input_span(input, 1, 2)], b"a\0\0\0b");
+        assert_eq!(&input[sq.input_span(input, 4, 2)], b"c\\u0000d");
     }
 
     const VALUE: &str = "Zq8kLm2vX9pQ-live-7a6b5c4d";
@@ -249,6 +338,72 @@ mod tests {
         assert!(cut_live(&scrubber, Sees::Only(&HashSet::new()), &body).is_none());
         // Text with no NUL and no escape is not looked at.
         assert!(cut_live(&scrubber, Sees::All, VALUE.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn a_live_value_escaped_in_any_mix_is_cut_where_the_escapes_are() {
+        let scrubber = Scrubber::new();
+        let go = "Zq8k<Lm2v&X9pQ>live-7a6b";
+        let id = scrubber
+            .register("live_secret", &Secret::new(go.as_bytes().to_vec()))
+            .expect("registered");
+        let wide = "pä$$wörd-Zq8k€-𝄞live";
+        scrubber
+            .register("live_secret", &Secret::new(wide.as_bytes().to_vec()))
+            .expect("registered");
+        // Go's JSON writer (`<`, `>`, `&` escaped), and every character escaped a
+        // different way in turn, JSON and HTML, upper and lower case (no encoder does
+        // that, so no form is written that way).
+        let go_json = go
+            .replace('<', r"\u003c")
+            .replace('>', r"\u003e")
+            .replace('&', r"\u0026");
+        let mixed: String = wide
+            .chars()
+            .enumerate()
+            .map(|(i, c)| match i % 5 {
+                0 => c
+                    .encode_utf16(&mut [0; 2])
+                    .iter()
+                    .map(|u| format!("\\u{u:04X}"))
+                    .collect(),
+                1 => format!("&#x{:x};", u32::from(c)),
+                2 => format!("&#{};", u32::from(c)),
+                3 => c.to_string(),
+                _ => c
+                    .encode_utf16(&mut [0; 2])
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect(),
+            })
+            .collect();
+        for (what, escaped) in [("go json", go_json), ("mixed", mixed)] {
+            let body = format!("{{\"msg\":\"{escaped}\",\"n\":1}}");
+            assert!(
+                scrubber.scrub(body.as_bytes()).redactions.is_empty(),
+                "{what}: a form"
+            );
+            let out = cut_live(&scrubber, Sees::All, body.as_bytes()).expect("cut");
+            // Not `assert_eq!`: a failure would print the value.
+            assert!(
+                out == b"{\"msg\":\"[REDACTED:live_secret]\",\"n\":1}",
+                "{what}"
+            );
+            assert!(
+                !scrubber.matching(body.as_bytes(), Sees::All).is_empty(),
+                "{what}"
+            );
+        }
+        // Not for a view that does not see it.
+        let body = format!("[\"{}\"]", go.replace('&', r"\u0026"));
+        assert!(
+            cut_live(
+                &scrubber,
+                Sees::AllBut(&HashSet::from([id])),
+                body.as_bytes()
+            )
+            .is_none()
+        );
     }
 
     #[test]

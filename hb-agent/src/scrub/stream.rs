@@ -10,7 +10,7 @@
 //! `authorization_header` and `google_oauth_token`, at most 1 KiB for every other
 //! family), the longest anchor plus the longest keyword offset plus the left
 //! boundary's lookback (35 bytes), and the
-//! longest form of a registered live value (at most 3 × 4096 bytes; 120 for a
+//! longest form of a registered live value (at most 6 × 4096 bytes; 240 for a
 //! 40-byte value; in wrapped base64, its longest base64 form and the line breaks inside
 //! it). With no keyword near the end and no live values that is 35 bytes.
 //! Tokens longer than their family's window are cut there: the first `W` bytes are
