@@ -29,7 +29,7 @@ use std::{
 
 use ring::{hmac, rand::SystemRandom};
 
-use crate::scrub::Scrubber;
+use crate::scrub::{Memo, Scrubber};
 
 pub const FILE: &str = "audit.log";
 
@@ -54,6 +54,8 @@ pub struct AuditLog {
     fsync: Fsync,
     scrubber: Arc<Scrubber>,
     key: hmac::Key,
+    /// Scrubs of records seen before (see [`Memo`]).
+    memo: Memo,
     inner: Mutex<Inner>,
 }
 
@@ -85,6 +87,7 @@ impl AuditLog {
             fsync,
             scrubber,
             key,
+            memo: Memo::default(),
             inner: Mutex::new(Inner {
                 file,
                 size,
@@ -105,21 +108,41 @@ impl AuditLog {
     /// Appends `record` (an object; `time` is added), scrubbed. Errors are logged, not
     /// returned: the caller's decision stands either way.
     pub fn record(&self, kind: &str, mut record: serde_json::Value) {
-        if let Some(obj) = record.as_object_mut() {
-            obj.insert(
-                "time".into(),
-                humantime::format_rfc3339_millis(SystemTime::now())
-                    .to_string()
-                    .into(),
-            );
-            obj.insert("kind".into(), kind.into());
-        }
-        let line = serde_json::to_string(&record).unwrap_or_default();
-        let mut line = self.scrubber.scrub_str(&line).0;
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let mut line = match record.as_object_mut() {
+            Some(obj) => {
+                obj.insert("kind".into(), kind.into());
+                self.timed(record, &time)
+            }
+            None => {
+                let line = serde_json::to_string(&record).unwrap_or_default();
+                self.scrubber.scrub_str(&line).0
+            }
+        };
         line.push('\n');
         if let Err(e) = self.write(line.as_bytes()) {
             tracing::error!(error = %e, path = %self.path.display(), "cannot write the audit log");
         }
+    }
+
+    /// `record` (an object) scrubbed, `time` put first. The record is scrubbed without
+    /// its time, so one that repeats (a handle's use, call after call) is answered from
+    /// the memo: the time is the agent's own clock in RFC 3339, digits and separators,
+    /// so leaving it out of the scan hides nothing.
+    fn timed(&self, mut record: serde_json::Value, time: &str) -> String {
+        let object = serde_json::to_string(&record).unwrap_or_default();
+        let scrubbed = self.scrubber.scrub_str_memo(&self.memo, &object);
+        if let Some(rest) = scrubbed.strip_prefix('{')
+            && rest != "}"
+        {
+            return format!("{{\"time\":\"{time}\",{rest}");
+        }
+        // A redaction took the opening brace: the whole line is scanned, time and all.
+        if let Some(obj) = record.as_object_mut() {
+            obj.insert("time".into(), time.into());
+        }
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        self.scrubber.scrub_str(&line).0
     }
 
     fn write(&self, bytes: &[u8]) -> io::Result<()> {
@@ -213,6 +236,43 @@ mod tests {
         assert_eq!(fp.len(), 12);
         assert_eq!(fp, log.fingerprint("hb_cred_abc"));
         assert_ne!(fp, log.fingerprint("hb_cred_abd"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_repeated_record_is_scrubbed_with_the_values_live_at_its_time() {
+        let dir = std::env::temp_dir().join(format!("hb-audit-memo-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let scrubber = Arc::new(Scrubber::new());
+        let log = AuditLog::open(&dir, 1 << 20, 2, Fsync::Never, scrubber.clone()).expect("open");
+        let value = "bluebirdsingsatdawnoverthehill";
+        let record = || serde_json::json!({ "step": "used", "detail": format!("saw {value}") });
+        log.record("test", record());
+        log.record("test", record());
+        let id = scrubber
+            .register("live_secret", &Secret::new(value.as_bytes().to_vec()))
+            .expect("register");
+        // The same record as before: the memo's answer was made without the value.
+        log.record("test", record());
+        log.record("test", record());
+        assert!(scrubber.unregister(id));
+        log.record("test", record());
+        let text = fs::read_to_string(dir.join(FILE)).expect("log");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        let shown: Vec<bool> = lines
+            .iter()
+            .map(|v| {
+                assert_eq!(v["kind"], "test");
+                assert_eq!(v["step"], "used");
+                humantime::parse_rfc3339(v["time"].as_str().expect("time")).expect("a time");
+                v["detail"].as_str().expect("detail").contains(value)
+            })
+            .collect();
+        assert_eq!(shown, [true, true, false, false, true], "{text}");
         let _ = fs::remove_dir_all(&dir);
     }
 }

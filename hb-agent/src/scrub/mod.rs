@@ -24,6 +24,7 @@ mod fragments;
 mod live;
 mod loaded;
 mod matcher;
+mod memo;
 mod rules_file;
 #[cfg(test)]
 mod rules_tests;
@@ -50,6 +51,7 @@ pub use fragments::Fragments;
 use live::{LiveEntry, LiveSet, Sampler, Segment};
 pub use live::{MAX_SECRET_LEN, MIN_SECRET_LEN};
 pub use loaded::{LoadedInfo, RuleSet};
+pub use memo::Memo;
 pub use rules_file::{FileReport, check_file};
 use spread::Squeezed;
 pub use spread::cut_spread;
@@ -414,6 +416,34 @@ impl Scrubber {
         let text = String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         (text, redactions)
+    }
+
+    /// [`Scrubber::scrub_str`]'s text, answered from `memo` when the same text was
+    /// scrubbed there under the live set and rules of now (see [`Memo`]): for texts
+    /// that repeat, which then cost a digest instead of a scan.
+    pub fn scrub_str_memo(&self, memo: &Memo, input: &str) -> Arc<str> {
+        let live = self.live_snapshot();
+        let rules = self.rules_snapshot();
+        let key = memo::key(input);
+        if let Some(answer) = memo.get(&key, &live, &rules) {
+            return answer;
+        }
+        let mut engine = Engine::default();
+        let mut bytes = Vec::with_capacity(input.len());
+        engine.advance(
+            &self.families,
+            &rules,
+            &live,
+            input.as_bytes(),
+            0,
+            true,
+            &mut bytes,
+        );
+        let answer: Arc<str> = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            .into();
+        memo.keep(key, &live, &rules, Arc::clone(&answer));
+        answer
     }
 
     /// Scrubs a buffer as [`Scrubber::scrub`] does, matching the live values `sees`
