@@ -347,6 +347,9 @@ pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
     if let Ok(text) = std::str::from_utf8(value) {
         out.extend(stacked_text(text));
     }
+    if !value.is_ascii() {
+        out.extend(read_as_latin1(value));
+    }
     out.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
     out.dedup_by(|a, b| a.as_slice() == b.as_slice());
     out.into_iter()
@@ -399,6 +402,17 @@ fn stacked_text(text: &str) -> Vec<Zeroizing<Vec<u8>>> {
     }
     out.push(into_bytes(references(text, Reference::Decimal, false)));
     out
+}
+
+/// A non-ASCII value's bytes read as Latin-1, one character each, as Python's
+/// `http.server` and WSGI read header bytes: written back as UTF-8 (two bytes for each
+/// byte past 0x7F) and as a JSON string with those characters escaped (`\u00c3\u00a4`:
+/// `json.dumps` with `ensure_ascii`). So an upstream that echoes a request header
+/// through such a server returns neither form of the value's own characters. At most
+/// six bytes per value byte, as the other forms.
+fn read_as_latin1(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    let latin1: Zeroizing<String> = Zeroizing::new(value.iter().map(|&b| char::from(b)).collect());
+    vec![into_bytes(json_escape(&latin1, true)), into_bytes(latin1)]
 }
 
 /// The standard base64 forms of `value` (whole, padded and not, and the characters

@@ -136,6 +136,28 @@ fn utf16_of_a_non_ascii_value_is_cut() {
     }
 }
 
+/// A header echoed by a server that reads its bytes as Latin-1 (Python's `http.server`,
+/// WSGI): the value's UTF-8 bytes come back one character each, as UTF-8 or as
+/// `json.dumps` escapes them (literals as Python wrote them for `WIDE`).
+#[test]
+fn a_non_ascii_value_read_as_latin1_is_cut() {
+    let s = scrubber(&[WIDE]);
+    let mojibake: String = WIDE.bytes().map(char::from).collect();
+    let escaped =
+        r"p\u00c3\u00a4$$w\u00c3\u00b6rd-Zq8k\u00e2\u0082\u00ac-\u00f0\u009d\u0084\u009elive";
+    for (form, what) in [
+        (mojibake.as_str(), "latin-1 read, written as UTF-8"),
+        (escaped, "latin-1 read, JSON-escaped"),
+    ] {
+        let mut encoded = br#"{"headers": {"Authorization": "Bearer "#.to_vec();
+        let start = encoded.len();
+        encoded.extend(form.as_bytes());
+        let must = start..encoded.len();
+        encoded.extend(br#""}}"#);
+        assert_cut(&s, &encoded, must, what);
+    }
+}
+
 #[test]
 fn base64_of_utf16_and_utf32_is_cut_at_every_byte_offset() {
     let s = scrubber(&[ASCII, WIDE]);
