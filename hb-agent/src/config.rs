@@ -754,8 +754,9 @@ pub struct RotationConfig {
     /// `quarantine_calls_per_minute`).
     #[serde(default = "default_quarantine_secs")]
     pub quarantine_secs: u64,
-    /// Calls a minute a quarantined account takes at least, every caller together (its
-    /// learned rate × 1.5 when that is more; see `rotation::sensor`).
+    /// Calls a minute a quarantined account takes at least: every caller together, or
+    /// each held caller of a `rate_spike` that names its callers (its learned rate ×
+    /// 1.5, × the caller's share, when that is more; see `rotation::sensor`).
     #[serde(default = "default_quarantine_calls_per_minute")]
     pub quarantine_calls_per_minute: u32,
     /// What a decoy handle (`[[policy]] canary_handles`) used by an execution that held

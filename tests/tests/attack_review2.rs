@@ -175,8 +175,8 @@ integrations = ["svc"]
 
 /// The attacker: floods `svc` with eight threads for four seconds (a spike by the hard
 /// cap), waits for the sensor to judge it, then tries a write of its own, asks for a
-/// new handle (is it ended?) and keeps reading to spend the quarantine's per-minute
-/// allowance, which the account's callers share.
+/// new handle (its old one ended?), tries a write with it and keeps reading to spend
+/// the quarantine's per-minute allowance.
 const FLOODER: &str = r#"
 h = hb.handle("svc", "bot")["handle"]
 def get(c, step):
@@ -194,7 +194,9 @@ time.sleep(3)
 out = {"flood_calls": len(flood)}
 out["own_write"] = code(lambda: hb.request("POST", "https://api.test/plain?step=w", handle=h, body="x"))
 try:
-    out["new_handle"] = hb.handle("svc", "bot")["handle"][:8]
+    h = hb.handle("svc", "bot")["handle"]
+    out["new_handle"] = h[:8]
+    out["new_write"] = code(lambda: hb.request("POST", "https://api.test/plain?step=w2", handle=h, body="x"))
 except BrokerError as e:
     out["new_handle"] = e.code
 out["reads"] = [get(hb, "spend") for _ in range(10)]
@@ -209,18 +211,13 @@ out["reads"] = [code(lambda: hb.request("GET", "https://api.test/plain?step=br",
 print(json.dumps(out))
 "#;
 
-// FINDING R1: `rate_spike` (default action `quarantine`) is judged per account and holds
-// the account, not the caller: `rotation/sensor.rs` counts an account's calls from every
-// caller in one bucket, `sensor.rs::spike_signal` raises the signal with `caller: None`
-// and `policy: ""`, and `rotation/quarantine.rs` then holds every call carrying the
-// account's credential, from any policy, to read-only at one shared per-minute allowance.
-// So a sandbox of one tenant floods an account another tenant's policy is bound to: the
-// other tenant's writes are refused and its reads share the allowance the flooder keeps
-// spending; the flooder is neither named in the signal nor ended, and gets new handles.
+// R1: `rate_spike` (default action `quarantine`) is judged per account, but the sensor
+// also counts each caller's calls, and the signal names the callers that made the spike:
+// only they are held on the account (read-only, their own allowance) and their handles
+// to it are ended; another tenant's calls on the same account keep full service.
 /// A sandbox flooding an account it shares with another tenant's policy cannot make the
-/// agent hold that tenant's calls.
+/// agent hold that tenant's calls: the flooder is named and held, the other is not.
 #[test]
-#[ignore = "open: a rate_spike quarantines the account for every tenant, not the flooder"]
 fn a_flood_by_one_tenant_does_not_quarantine_another_tenants_calls() {
     let w = SharedAccount::new("r2-spike");
     let attacker = w.in_sandbox("web", FLOODER);
@@ -246,6 +243,28 @@ fn a_flood_by_one_tenant_does_not_quarantine_another_tenants_calls() {
             .as_array()
             .is_some_and(|r| r.iter().all(|s| s == 200)),
         "another tenant's reads are starved by the flooder: {bystander}"
+    );
+    let spike = spike.expect("a rate_spike signal");
+    assert_eq!(spike["policy"], "web", "the flooder is named: {spike}");
+    assert!(
+        spike["suspects"]
+            .as_array()
+            .is_some_and(|s| s.len() == 1 && s[0]["policy"] == "web"),
+        "{spike}"
+    );
+    assert_eq!(
+        attacker["own_write"], "unknown_handle",
+        "the flooder's handle is ended: {attacker}"
+    );
+    assert_eq!(
+        attacker["new_write"], "policy_denied",
+        "the flooder stays held with a new handle: {attacker}"
+    );
+    assert!(
+        attacker["reads"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|s| s == "rate_limited")),
+        "the flooder's reads are held to a rate: {attacker}"
     );
 }
 

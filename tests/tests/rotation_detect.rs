@@ -1167,6 +1167,11 @@ while True:
         out["post"] = 200
         out["posts_sent"] += 1
     except BrokerError as e:
+        if e.code == "unknown_handle" and "renewed" not in out:
+            # The flooder's handles to the account were ended: it takes a new one.
+            h = hb.handle("svc", "bot")["handle"]
+            out["renewed"] = True
+            continue
         out["post"], out["post_message"] = e.code, e.message
         break
     if time.time() > deadline:
@@ -1177,10 +1182,11 @@ print(json.dumps(out), flush=True)
 "#;
 
 /// The sensor and the `rate_spike` detector end to end, on one-second buckets: a
-/// steady trickle is learned, a flood from the same handle is a spike, and the default
-/// action (`quarantine`) holds the account to read-only calls at a rate near the
-/// trickle's (not the flood's); a write is refused with the quarantine's answer and
-/// never reaches the upstream. A write pair never seen before is a `novelty` alert.
+/// steady trickle is learned, a flood from the same handle is a spike that names the
+/// flooder, and the default action (`quarantine`) ends the flooder's handles to the
+/// account and holds its calls on the account (with a new handle too) to read-only at
+/// a rate near the trickle's (not the flood's); a write is refused with the
+/// quarantine's answer and never reaches the upstream. A write pair never seen before is a `novelty` alert.
 /// Nothing is rotated, and no key appears in any output, record or file.
 #[test]
 fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
@@ -1221,8 +1227,11 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
             .is_some_and(|m| m.contains("quarantined")),
         "{got}"
     );
+    // Held to a rate, or (the burst being a flood again) its new handle ended again.
     assert!(
-        got["flood"].get("rate_limited").is_some() || got["burst"].get("rate_limited").is_some(),
+        got["flood"].get("rate_limited").is_some()
+            || got["burst"].get("rate_limited").is_some()
+            || got["burst"].get("unknown_handle").is_some(),
         "reads are held to a rate: {got}"
     );
     assert_eq!(
@@ -1238,6 +1247,11 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
         .unwrap_or_else(|| panic!("a rate_spike signal: {records:?}"));
     assert_eq!(spike["action"], "quarantine", "{spike}");
     assert_eq!(spike["integration"], "svc", "{spike}");
+    assert_eq!(spike["policy"], "web", "the flooder is named: {spike}");
+    assert_eq!(
+        got["renewed"], true,
+        "the flooder's handle was ended: {got}"
+    );
     let evidence = records
         .iter()
         .find(|r| r["kind"] == "sensor_spike")

@@ -388,6 +388,25 @@ impl Handles {
         false
     }
 
+    /// Revokes every handle `owner` holds for `integration`/`account` (a caller held by
+    /// a quarantine; it is not barred); the handles revoked.
+    pub fn revoke_account(&self, owner: Owner, integration: &str, account: &str) -> Vec<String> {
+        let Ok(mut table) = self.table.lock() else {
+            return Vec::new();
+        };
+        let ended: Vec<String> = table
+            .iter()
+            .filter(|(_, e)| {
+                e.owner == owner && e.integration == integration && e.account == account
+            })
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in &ended {
+            table.remove(h);
+        }
+        ended
+    }
+
     /// Revokes every handle of `execution` created by `owner`; the handles revoked.
     pub fn end_execution(&self, execution: &str, owner: Owner) -> Vec<String> {
         self.end_execution_entries(execution, owner)

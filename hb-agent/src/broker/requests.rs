@@ -408,6 +408,7 @@ fn held(call: &Call<'_>, parsed: &Parsed, decision: &Decision<'_>) -> Result<(),
     let refusal = match call.shared.quarantines.admit(
         &entry.integration,
         &entry.account,
+        entry.owner,
         readonly,
         std::time::Instant::now(),
     ) {
@@ -484,7 +485,14 @@ fn sense(
         Host::Ip(ip) => std::borrow::Cow::Owned(ip.to_string()),
     };
     let now = super::rotation::sensor::unix_now();
-    if account.call(&parsed.method, &host, parsed.body.len(), now) {
+    if account.call(
+        entry.owner,
+        call.policy,
+        &parsed.method,
+        &host,
+        parsed.body.len(),
+        now,
+    ) {
         super::rotation::detect::signal(
             shared,
             &super::rotation::detect::Signal {

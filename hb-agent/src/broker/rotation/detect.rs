@@ -16,7 +16,11 @@
 //! `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A
 //! compromise signal for an account whose open rotation is already compromised joins
 //! it (no second rotation). `quarantine` rotates nothing: it holds the account's calls
-//! (see `quarantine`) and ends the caller that raised the signal.
+//! (see `quarantine`) and ends the caller that raised the signal. A `rate_spike` names
+//! the callers that made it (see `sensor::suspects`): then only they are held on the
+//! account, each at its share of the account's rate, and their handles to the account
+//! are revoked (they may take new ones, still held); the account's other callers keep
+//! full service. A spike no caller can be singled out for holds the whole account.
 //!
 //! Every signal is an audit record (`detector`) and, unless `observe`, an event; what
 //! its action came to is another pair (`detector_action`): the rotation started or
@@ -32,6 +36,7 @@ use serde_json::json;
 use super::{
     super::{credentials::with_vault, cutoff, identity::Caller, state::Shared},
     limits::{self, Gate},
+    sensor::{Suspect, suspect_json},
 };
 use crate::{
     config::{DetectorAction, RotationConfig},
@@ -180,9 +185,15 @@ struct Job {
 /// Records `s`, and acts on it as the account's integration says. The rotation (if
 /// any) is decided and started on a task of its own; this returns at once.
 pub fn signal(shared: &Arc<Shared>, s: &Signal<'_>) -> DetectorAction {
-    let action = record(shared, s);
+    signal_spike(shared, s, &[])
+}
+
+/// [`signal`] for a `rate_spike` with the callers that made it (`suspects`: a
+/// quarantine holds them only; empty: the account).
+pub fn signal_spike(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> DetectorAction {
+    let action = record(shared, s, suspects);
     if action == DetectorAction::Quarantine {
-        quarantine(shared, s);
+        quarantine(shared, s, suspects);
         return action;
     }
     if let Some(job) = job(s, action) {
@@ -198,9 +209,9 @@ pub fn signal(shared: &Arc<Shared>, s: &Signal<'_>) -> DetectorAction {
 /// account's budget is spent, and the `auth_failure` probe, whose held calls wait for
 /// the rotation it starts).
 pub async fn signal_and_act(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
-    let action = record(shared, s);
+    let action = record(shared, s, &[]);
     if action == DetectorAction::Quarantine {
-        return quarantine(shared, s);
+        return quarantine(shared, s, &[]);
     }
     match job(s, action) {
         Some(job) => act(shared, &job).await,
@@ -208,27 +219,34 @@ pub async fn signal_and_act(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     }
 }
 
-/// `quarantine`: the account held, the caller (if any) ended, and the outcome recorded.
-fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
+/// `quarantine`: the suspects held on the account and their handles to it revoked, or
+/// (none) the account held and the caller (if any) ended; the outcome recorded.
+fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Outcome {
     let Some((_, config)) = super::with_rotator(shared, s.integration) else {
         return Outcome::NoRotation;
     };
-    // Near the account's learned rate: its honest reads go on, a flood does not.
-    let per_minute = shared.sensor.quarantine_per_minute(
-        s.integration,
-        s.account,
-        config.quarantine_calls_per_minute,
-    );
-    let until = shared.quarantines.hold(
-        s.integration,
-        s.account,
-        std::time::Duration::from_secs(config.quarantine_secs),
-        per_minute,
-        std::time::Instant::now(),
-    );
-    if let Some(caller) = s.caller {
-        cutoff::end_caller(shared, caller, s.policy, cutoff::Why::Quarantine);
-    }
+    let time = std::time::Duration::from_secs(config.quarantine_secs);
+    let floor = config.quarantine_calls_per_minute;
+    let now = std::time::Instant::now();
+    let (until, per_minute) = if suspects.is_empty() {
+        // Near the account's learned rate: its honest reads go on, a flood does not.
+        let per_minute = shared
+            .sensor
+            .quarantine_per_minute(s.integration, s.account, None, floor);
+        let until = shared
+            .quarantines
+            .hold(s.integration, s.account, None, time, per_minute, now);
+        if let Some(caller) = s.caller {
+            cutoff::end_caller(shared, caller, s.policy, cutoff::Why::Quarantine);
+        }
+        (until, per_minute)
+    } else {
+        let mut held = None;
+        for suspect in suspects {
+            held = Some(hold_suspect(shared, s, suspect, time, floor, now));
+        }
+        held.unwrap_or((std::time::SystemTime::now(), floor))
+    };
     let outcome = Outcome::Quarantined(until);
     let job = Job {
         detector: s.detector,
@@ -243,6 +261,48 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     };
     record_outcome(shared, &job, &outcome);
     outcome
+}
+
+/// One suspect held on the account at its share of the account's rate, and its handles
+/// to the account revoked (an audit record, `quarantine_caller`); until when, and the
+/// rate.
+fn hold_suspect(
+    shared: &Arc<Shared>,
+    s: &Signal<'_>,
+    suspect: &Suspect,
+    time: std::time::Duration,
+    floor: u32,
+    now: std::time::Instant,
+) -> (SystemTime, u32) {
+    let per_minute =
+        shared
+            .sensor
+            .quarantine_per_minute(s.integration, s.account, Some(suspect.owner), floor);
+    let until = shared.quarantines.hold(
+        s.integration,
+        s.account,
+        Some(suspect.owner),
+        time,
+        per_minute,
+        now,
+    );
+    let revoked = shared
+        .handles
+        .revoke_account(suspect.owner, s.integration, s.account);
+    shared.forget_handles(&revoked);
+    shared.audit.record(
+        "quarantine_caller",
+        json!({
+            "detector": s.detector.as_str(),
+            "integration": s.integration,
+            "account": s.account,
+            "caller": suspect_json(suspect),
+            "calls_per_minute": per_minute,
+            "until": humantime::format_rfc3339_seconds(until).to_string(),
+            "revoked": revoked.len(),
+        }),
+    );
+    (until, per_minute)
 }
 
 fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
@@ -270,7 +330,7 @@ fn rotates(action: DetectorAction) -> Option<bool> {
 }
 
 /// The audit record (and, unless `observe`, the event) of a signal; its action.
-fn record(shared: &Shared, s: &Signal<'_>) -> DetectorAction {
+fn record(shared: &Shared, s: &Signal<'_>, suspects: &[Suspect]) -> DetectorAction {
     let action = action_for(shared, s.detector, s.integration);
     let caller = s.caller.map(|c| {
         json!({
@@ -301,6 +361,7 @@ fn record(shared: &Shared, s: &Signal<'_>) -> DetectorAction {
             "handle": s.handle,
             "execution": s.execution,
             "rotator": super::with_rotator(shared, s.integration).is_some(),
+            "suspects": suspects.iter().map(suspect_json).collect::<Vec<_>>(),
         }),
     );
     shared.book.signal(
@@ -318,11 +379,26 @@ fn record(shared: &Shared, s: &Signal<'_>) -> DetectorAction {
                 verdict: action.as_str(),
                 reason: s.detector.as_str(),
                 name: Some(format!("{}/{}", s.integration, s.account)),
-                detail: format!("signal seen={}", s.seen),
+                detail: format!("signal seen={}{}", s.seen, suspects_words(suspects)),
             },
         );
     }
     action
+}
+
+/// The suspects of a signal, for an event's detail: ` suspects=sandbox:ID,uid:N`.
+fn suspects_words(suspects: &[Suspect]) -> String {
+    if suspects.is_empty() {
+        return String::new();
+    }
+    let words: Vec<String> = suspects
+        .iter()
+        .map(|s| match s.owner {
+            super::super::handles::Owner::Sandbox { cgroup_id } => format!("sandbox:{cgroup_id}"),
+            super::super::handles::Owner::Host { uid } => format!("uid:{uid}"),
+        })
+        .collect();
+    format!(" suspects={}", words.join(","))
 }
 
 /// What a `detector` event says besides its time.

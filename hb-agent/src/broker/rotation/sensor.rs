@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
+    super::handles::Owner,
     novelty::{self, Pairs},
     spike::{self, Evidence, Verdict},
 };
@@ -49,6 +50,60 @@ pub const SAVED: usize = 30;
 /// A quarantined account's calls a minute: its baseline's rate times this, at least
 /// `quarantine_calls_per_minute`.
 pub const QUARANTINE_HEADROOM: f64 = 1.5;
+
+/// Callers (owners: a sandbox, or a host uid) counted apart per account and bucket;
+/// calls of further callers in the same bucket are counted as `unattributed`.
+pub const OWNERS: usize = 8;
+
+/// A `rate_spike` names at most this many callers; a spike that needs more to explain
+/// it is the account's (see [`suspects`]).
+pub const MAX_SUSPECTS: usize = 2;
+
+/// An empty owner slot (no owner encodes to it: see [`owner_key`]).
+const EMPTY: u64 = u64::MAX;
+const HOST_BIT: u64 = 1 << 63;
+
+/// An owner as one word: a sandbox's cgroup id (top bit clear), or a host uid with the
+/// top bit set.
+fn owner_key(owner: Owner) -> u64 {
+    match owner {
+        Owner::Sandbox { cgroup_id } => cgroup_id & !HOST_BIT,
+        Owner::Host { uid } => HOST_BIT | u64::from(uid),
+    }
+}
+
+fn key_owner(key: u64) -> Owner {
+    if key & HOST_BIT == 0 {
+        Owner::Sandbox { cgroup_id: key }
+    } else {
+        Owner::Host {
+            uid: u32::try_from(key & !HOST_BIT).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// One caller's calls in the current bucket.
+struct OwnerSlot {
+    key: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl Default for OwnerSlot {
+    fn default() -> Self {
+        Self {
+            key: AtomicU64::new(EMPTY),
+            calls: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A caller that made a spike: who, its policy, its calls in the firing bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspect {
+    pub owner: Owner,
+    pub policy: String,
+    pub calls: u64,
+}
 
 /// One closed bucket's counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +143,10 @@ struct Counters {
     pairs: AtomicU64,
     handles: AtomicU64,
     scrub_hits: AtomicU64,
+    /// Calls per caller (the first [`OWNERS`] callers of the bucket).
+    owners: [OwnerSlot; OWNERS],
+    /// Calls of callers past the first [`OWNERS`].
+    unattributed: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -116,6 +175,47 @@ impl Counters {
             scrub_hits: t(&self.scrub_hits),
         }
     }
+
+    /// Counts a call of `key`'s; whether it took a free slot (its first call in the
+    /// bucket).
+    fn owner_call(&self, key: u64) -> bool {
+        for slot in &self.owners {
+            let mut k = slot.key.load(Ordering::Relaxed);
+            if k == EMPTY {
+                match slot
+                    .key
+                    .compare_exchange(EMPTY, key, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        add(&slot.calls, 1);
+                        return true;
+                    }
+                    Err(now) => k = now,
+                }
+            }
+            if k == key {
+                add(&slot.calls, 1);
+                return false;
+            }
+        }
+        add(&self.unattributed, 1);
+        false
+    }
+
+    /// The callers' counts so far, most calls first, and the unattributed calls; reset.
+    fn take_owners(&self) -> (Vec<(u64, u64)>, u64) {
+        let mut owners: Vec<(u64, u64)> = self
+            .owners
+            .iter()
+            .filter_map(|slot| {
+                let calls = slot.calls.swap(0, Ordering::Relaxed);
+                let key = slot.key.swap(EMPTY, Ordering::Relaxed);
+                (key != EMPTY && calls > 0).then_some((key, calls))
+            })
+            .collect();
+        owners.sort_by_key(|o| std::cmp::Reverse(o.1));
+        (owners, self.unattributed.swap(0, Ordering::Relaxed))
+    }
 }
 
 /// What is kept of an account between runs (and read by `rotation status`).
@@ -141,11 +241,16 @@ pub struct Account {
     now: Counters,
     pairs: Pairs,
     past: Mutex<Past>,
+    /// The policy of each caller counted in the current bucket (noted at its first
+    /// call of the bucket).
+    policies: Mutex<HashMap<u64, String>>,
 }
 
 struct Past {
     ring: VecDeque<Bucket>,
     spike: spike::State,
+    /// Each caller's share of the calls in the last normal bucket with calls.
+    shares: Vec<(u64, f64)>,
 }
 
 /// A closed bucket and what the detector made of it.
@@ -154,6 +259,9 @@ pub struct Closed {
     pub account: String,
     pub bucket: Bucket,
     pub verdict: Verdict,
+    /// For a fired spike: the callers that made it (see [`suspects`]); empty if none
+    /// can be singled out.
+    pub suspects: Vec<Suspect>,
 }
 
 impl Account {
@@ -182,14 +290,34 @@ impl Account {
             bucket: AtomicU64::new(now / params.bucket_secs),
             now: Counters::default(),
             pairs: Pairs::from_list(&saved.pairs),
-            past: Mutex::new(Past { ring, spike }),
+            past: Mutex::new(Past {
+                ring,
+                spike,
+                shares: Vec::new(),
+            }),
+            policies: Mutex::default(),
         }
     }
 
-    /// A call with one of the account's handles: counted, and its pair noted; whether
-    /// the pair is a `novelty` signal.
-    pub fn call(&self, method: &Method, host: &str, bytes_up: usize, now: u64) -> bool {
+    /// A call with one of the account's handles by `owner` (of `policy`): counted, and
+    /// its pair noted; whether the pair is a `novelty` signal.
+    pub fn call(
+        &self,
+        owner: Owner,
+        policy: &str,
+        method: &Method,
+        host: &str,
+        bytes_up: usize,
+        now: u64,
+    ) -> bool {
         add(&self.now.requests, 1);
+        let key = owner_key(owner);
+        if self.now.owner_call(key) {
+            let mut policies = self.policies.lock().unwrap_or_else(PoisonError::into_inner);
+            if policies.get(&key).is_none_or(|p| p != policy) {
+                policies.insert(key, policy.to_owned());
+            }
+        }
         add(&self.now.bytes_up, bytes_up as u64);
         let seen = self
             .pairs
@@ -216,8 +344,9 @@ impl Account {
         add(&c.bytes_down, bytes_down as u64);
     }
 
-    /// Closes the current bucket if it ended before `now`.
-    fn close(&self, now: u64) -> Option<(Bucket, Verdict)> {
+    /// Closes the current bucket if it ended before `now`; for a fired spike, the
+    /// callers that made it.
+    fn close(&self, now: u64) -> Option<(Bucket, Verdict, Vec<Suspect>)> {
         let index = now / self.params.bucket_secs;
         let current = self.bucket.load(Ordering::Relaxed);
         if index <= current {
@@ -225,15 +354,63 @@ impl Account {
         }
         self.bucket.store(index, Ordering::Relaxed);
         let bucket = self.now.take(current * self.params.bucket_secs);
+        let (owners, unattributed) = self.now.take_owners();
         let mut past = self.past.lock().unwrap_or_else(PoisonError::into_inner);
+        // Judged before `observe`, on the baseline the bucket is judged on.
+        let made_by = suspects(
+            &past.spike,
+            &self.params,
+            bucket.start,
+            &owners,
+            unattributed,
+        );
         let verdict = past
             .spike
             .observe(&self.params, bucket.start, bucket.requests);
+        if verdict == Verdict::Normal && bucket.requests > 0 {
+            #[expect(clippy::cast_precision_loss, reason = "call counts")]
+            let shares = owners
+                .iter()
+                .map(|&(k, n)| (k, n as f64 / bucket.requests as f64))
+                .collect();
+            past.shares = shares;
+        }
         if past.ring.len() == RING {
             past.ring.pop_front();
         }
         past.ring.push_back(bucket.clone());
-        Some((bucket, verdict))
+        drop(past);
+        let mut policies = self.policies.lock().unwrap_or_else(PoisonError::into_inner);
+        let named = if matches!(verdict, Verdict::Fire(_)) {
+            made_by
+                .iter()
+                .map(|&(key, calls)| Suspect {
+                    owner: key_owner(key),
+                    policy: policies.get(&key).cloned().unwrap_or_default(),
+                    calls,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Kept: the callers already counted in the new bucket.
+        policies.retain(|k, _| {
+            self.now
+                .owners
+                .iter()
+                .any(|s| s.key.load(Ordering::Relaxed) == *k)
+        });
+        Some((bucket, verdict, named))
+    }
+
+    /// `owner`'s share of the calls in the last normal bucket (0 if it made none).
+    fn share(&self, owner: Owner) -> f64 {
+        let key = owner_key(owner);
+        let past = self.past.lock().unwrap_or_else(PoisonError::into_inner);
+        past.shares
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(0.0, |(_, s)| *s)
     }
 
     fn saved(&self) -> Saved {
@@ -351,11 +528,19 @@ impl Sensor {
     }
 
     /// The rate a quarantine holds `integration`/`account` to: its learned baseline's
-    /// calls a minute × [`QUARANTINE_HEADROOM`], at least `floor`.
-    pub fn quarantine_per_minute(&self, integration: &str, account: &str, floor: u32) -> u32 {
-        let baseline = self
-            .account(integration, account)
-            .and_then(|a| a.baseline_per_minute(unix_now()));
+    /// calls a minute × [`QUARANTINE_HEADROOM`] (for one caller, × its share of the
+    /// calls in the last normal bucket), at least `floor`.
+    pub fn quarantine_per_minute(
+        &self,
+        integration: &str,
+        account: &str,
+        caller: Option<Owner>,
+        floor: u32,
+    ) -> u32 {
+        let baseline = self.account(integration, account).and_then(|a| {
+            let b = a.baseline_per_minute(unix_now())?;
+            Some(caller.map_or(b, |owner| b * a.share(owner)))
+        });
         match baseline {
             #[expect(
                 clippy::cast_possible_truncation,
@@ -382,12 +567,13 @@ impl Sensor {
         let closed: Vec<Closed> = accounts
             .into_iter()
             .filter_map(|(integration, account, a)| {
-                let (bucket, verdict) = a.close(now)?;
+                let (bucket, verdict, suspects) = a.close(now)?;
                 Some(Closed {
                     integration,
                     account,
                     bucket,
                     verdict,
+                    suspects,
                 })
             })
             .collect();
@@ -420,6 +606,27 @@ impl Sensor {
         }
         write(&self.path, &all)
     }
+}
+
+/// The callers that made a bucket anomalous: the fewest of its top callers (most calls
+/// first) without whose calls the bucket would have been normal for `state`, if at
+/// most [`MAX_SUSPECTS`]; none if it takes more (the excess is spread over many) or
+/// the unattributed calls alone keep it anomalous.
+fn suspects(
+    state: &spike::State,
+    p: &spike::Params,
+    at: u64,
+    owners: &[(u64, u64)],
+    unattributed: u64,
+) -> Vec<(u64, u64)> {
+    let mut rest: u64 = owners.iter().map(|o| o.1).sum::<u64>() + unattributed;
+    for (n, &(_, calls)) in owners.iter().take(MAX_SUSPECTS).enumerate() {
+        rest = rest.saturating_sub(calls);
+        if !state.anomalous(p, at, rest) {
+            return owners[..=n].to_vec();
+        }
+    }
+    Vec::new()
 }
 
 fn write(path: &Path, all: &BTreeMap<String, Saved>) -> io::Result<()> {
@@ -479,8 +686,12 @@ pub fn view(saved: &Saved, config: &RotationConfig, last: usize) -> serde_json::
 }
 
 /// The `rate_spike` signal of a fired bucket: an audit record of the evidence
-/// (`sensor_spike`: counts and the baseline), then `detect::signal`.
+/// (`sensor_spike`: counts, the baseline and the callers that made it), then
+/// `detect::signal_spike`.
 fn spike_signal(shared: &Arc<super::super::state::Shared>, closed: &Closed, e: &Evidence) {
+    let suspects: Vec<serde_json::Value> = closed.suspects.iter().map(suspect_json).collect();
+    let policies: Vec<&str> = closed.suspects.iter().map(|s| s.policy.as_str()).collect();
+    let policy = policies.join(",");
     shared.audit.record(
         "sensor_spike",
         json!({
@@ -492,22 +703,38 @@ fn spike_signal(shared: &Arc<super::super::state::Shared>, closed: &Closed, e: &
             "baseline_sd": e.sd,
             "run": e.run,
             "why": e.why,
+            "suspects": suspects,
         }),
     );
-    super::detect::signal(
+    super::detect::signal_spike(
         shared,
         &super::detect::Signal {
             detector: super::detect::Detector::RateSpike,
             trigger: "rate_spike",
             integration: &closed.integration,
             account: &closed.account,
-            policy: "",
+            policy: &policy,
             caller: None,
             seen: "sensor",
             handle: None,
             execution: None,
         },
+        &closed.suspects,
     );
+}
+
+/// A suspect in records: its sandbox's cgroup id or its host uid, its policy, its calls.
+pub fn suspect_json(s: &Suspect) -> serde_json::Value {
+    let (cgroup_id, uid) = match s.owner {
+        Owner::Sandbox { cgroup_id } => (Some(cgroup_id), None),
+        Owner::Host { uid } => (None, Some(uid)),
+    };
+    json!({
+        "cgroup_id": cgroup_id,
+        "uid": uid,
+        "policy": s.policy,
+        "calls": s.calls,
+    })
 }
 
 /// Closes buckets as they end (every second) until the runtime stops.
@@ -551,6 +778,8 @@ mod tests {
         )
     }
 
+    const HOST: Owner = Owner::Host { uid: 0 };
+
     #[test]
     fn buckets_count_calls_answers_and_pairs_and_survive_a_reopen() {
         let dir = std::env::temp_dir().join(format!("hb-sensor-{}", std::process::id()));
@@ -563,10 +792,10 @@ mod tests {
         let a = sensor.account("svc", "ci").expect("sensed");
         let t0 = a.bucket.load(Ordering::Relaxed) * 10;
         for status in [200, 201, 401, 403, 429, 404, 302, 503] {
-            a.call(&Method::GET, "api.test", 5, t0);
+            a.call(HOST, "p", &Method::GET, "api.test", 5, t0);
             a.answer(status, 100);
         }
-        a.call(&Method::POST, "api.test", 7, t0);
+        a.call(HOST, "p", &Method::POST, "api.test", 7, t0);
         sensor.handle_issued("svc", "ci");
         sensor.scrub_hit("svc", "ci");
         assert!(sensor.tick(t0 + 9).is_empty(), "the bucket has not ended");
@@ -589,7 +818,7 @@ mod tests {
         assert_eq!((b.status_401, b.status_403, b.status_429), (1, 1, 1));
         assert_eq!((b.bytes_up, b.bytes_down), (47, 800));
         assert_eq!((b.pairs, b.handles, b.scrub_hits), (2, 1, 1));
-        a.call(&Method::GET, "api.test", 0, t0 + 10);
+        a.call(HOST, "p", &Method::GET, "api.test", 0, t0 + 10);
         let next = sensor.tick(t0 + 20);
         assert_eq!(next[0].bucket.pairs, 1, "seen again in the next bucket");
         let saved = read(&dir).expect("written")["svc/ci"].clone();
@@ -602,11 +831,11 @@ mod tests {
         assert_eq!(b.started, a.started);
         assert_eq!(b.saved().spike, saved.spike);
         assert!(
-            !b.call(&Method::POST, "api.test", 0, t0 + 1000),
+            !b.call(HOST, "p", &Method::POST, "api.test", 0, t0 + 1000),
             "known pair"
         );
         assert!(
-            b.call(&Method::DELETE, "api.test", 0, t0 + 1000),
+            b.call(HOST, "p", &Method::DELETE, "api.test", 0, t0 + 1000),
             "a new pair after the learning period is novel"
         );
         // Another bucket width starts the baseline over, keeping the pairs.
@@ -623,19 +852,112 @@ mod tests {
         fs::create_dir_all(&dir).expect("dir");
         let sensor = Sensor::open(&dir, config(10));
         let a = sensor.account("svc", "ci").expect("sensed");
-        assert_eq!(sensor.quarantine_per_minute("svc", "ci", 5), 5, "unlearned");
+        assert_eq!(
+            sensor.quarantine_per_minute("svc", "ci", None, 5),
+            5,
+            "unlearned"
+        );
         // 20 calls a bucket (120 a minute) for the learning period and beyond.
         let mut t = a.bucket.load(Ordering::Relaxed) * 10;
         a.past.lock().expect("past").spike.started = Some(t - 3600);
         for _ in 0..30 {
             for _ in 0..20 {
-                a.call(&Method::GET, "api.test", 0, t);
+                a.call(HOST, "p", &Method::GET, "api.test", 0, t);
             }
             t += 10;
             sensor.tick(t);
         }
-        assert_eq!(sensor.quarantine_per_minute("svc", "ci", 5), 180);
-        assert_eq!(sensor.quarantine_per_minute("svc", "ci", 500), 500, "floor");
+        assert_eq!(sensor.quarantine_per_minute("svc", "ci", None, 5), 180);
+        assert_eq!(
+            sensor.quarantine_per_minute("svc", "ci", None, 500),
+            500,
+            "floor"
+        );
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn a_spike_names_the_callers_that_made_it_or_none_if_spread() {
+        let dir = std::env::temp_dir().join(format!("hb-sensor-s-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let sensor = Sensor::open(&dir, config(10));
+        let a = sensor.account("svc", "ci").expect("sensed");
+        let flooder = Owner::Sandbox { cgroup_id: 7 };
+        let honest = Owner::Sandbox { cgroup_id: 8 };
+        let host = Owner::Host { uid: 1000 };
+        let mut t = a.bucket.load(Ordering::Relaxed) * 10;
+        a.past.lock().expect("past").spike.started = Some(t - 3600);
+        let calls = |a: &Account, owner: Owner, policy: &str, n: u32, t: u64| {
+            for _ in 0..n {
+                a.call(owner, policy, &Method::GET, "api.test", 0, t);
+            }
+        };
+        // A baseline of 20 calls a bucket, 15 by one tenant and 5 by the host.
+        for _ in 0..30 {
+            calls(&a, honest, "other", 15, t);
+            calls(&a, host, "host", 5, t);
+            t += 10;
+            sensor.tick(t);
+        }
+        // One sandbox floods (200 a bucket) beside the usual calls: it alone is named.
+        let mut fired = Vec::new();
+        for _ in 0..3 {
+            calls(&a, honest, "other", 16, t);
+            calls(&a, host, "host", 5, t);
+            calls(&a, flooder, "web", 200, t);
+            t += 10;
+            fired.extend(
+                sensor
+                    .tick(t)
+                    .into_iter()
+                    .filter(|c| matches!(c.verdict, Verdict::Fire(_))),
+            );
+        }
+        let [c] = fired.as_slice() else {
+            panic!("one spike");
+        };
+        assert_eq!(
+            c.suspects,
+            vec![Suspect {
+                owner: flooder,
+                policy: "web".into(),
+                calls: 200
+            }]
+        );
+        // The flooder's share of the last normal bucket was nothing: held at the floor.
+        assert_eq!(
+            sensor.quarantine_per_minute("svc", "ci", Some(flooder), 5),
+            5
+        );
+        assert_eq!(
+            sensor.quarantine_per_minute("svc", "ci", Some(honest), 5),
+            135,
+            "15 of 20 calls: 120/min × 1.5 × 0.75"
+        );
+        // Back to normal, then the same excess spread over twelve callers: none named.
+        for _ in 0..5 {
+            calls(&a, honest, "other", 15, t);
+            calls(&a, host, "host", 5, t);
+            t += 10;
+            sensor.tick(t);
+        }
+        let mut spread = Vec::new();
+        for _ in 0..3 {
+            for id in 100..112 {
+                calls(&a, Owner::Sandbox { cgroup_id: id }, "web", 18, t);
+            }
+            t += 10;
+            spread.extend(
+                sensor
+                    .tick(t)
+                    .into_iter()
+                    .filter(|c| matches!(c.verdict, Verdict::Fire(_))),
+            );
+        }
+        let [c] = spread.as_slice() else {
+            panic!("one spike");
+        };
+        assert!(c.suspects.is_empty(), "{:?}", c.suspects);
         fs::remove_dir_all(&dir).expect("clean up");
     }
 }

@@ -110,19 +110,31 @@ impl State {
         self.var.sqrt().max(self.mean.sqrt()).max(1.0)
     }
 
-    /// Judges the bucket that began at `at` (unix seconds) with `count` calls.
-    pub fn observe(&mut self, p: &Params, at: u64, count: u64) -> Verdict {
-        let started = *self.started.get_or_insert(at);
-        let learning = at < started.saturating_add(p.learning_secs);
+    /// Whether `count` calls in the bucket that began at `at` are over the hard cap or
+    /// (after learning) far above the baseline; changes nothing.
+    pub fn anomalous(&self, p: &Params, at: u64, count: u64) -> bool {
+        let learning = self
+            .started
+            .is_some_and(|s| at < s.saturating_add(p.learning_secs))
+            || self.started.is_none() && p.learning_secs > 0;
         #[expect(clippy::cast_precision_loss, reason = "call counts, far below 2^52")]
         let x = count as f64;
-        let sd = self.sd();
         let over_cap = p.hard_cap > 0 && count > p.hard_cap;
         let far = !learning
             && count >= p.min_count
             && x >= p.ratio * self.mean
-            && (x - self.mean) / sd >= p.z;
-        if !(over_cap || far) {
+            && (x - self.mean) / self.sd() >= p.z;
+        over_cap || far
+    }
+
+    /// Judges the bucket that began at `at` (unix seconds) with `count` calls.
+    pub fn observe(&mut self, p: &Params, at: u64, count: u64) -> Verdict {
+        self.started.get_or_insert(at);
+        #[expect(clippy::cast_precision_loss, reason = "call counts, far below 2^52")]
+        let x = count as f64;
+        let sd = self.sd();
+        let over_cap = p.hard_cap > 0 && count > p.hard_cap;
+        if !self.anomalous(p, at, count) {
             self.run = 0;
             self.learn(p, x);
             return Verdict::Normal;
