@@ -160,8 +160,9 @@ impl Uncarried {
     /// refusals not written yet: each cgroup id, its policy when an event named it, and
     /// how many. `kernel` is the content of `HB_EVENT_BUDGET`; call it every tick.
     pub fn due(&mut self, kernel: &[(EventRateKey, EventRate)]) -> Vec<(u64, Option<u32>, u64)> {
-        self.cgroups
-            .retain(|k, _| kernel.iter().any(|(present, _)| present == k));
+        let present: std::collections::HashSet<&EventRateKey> =
+            kernel.iter().map(|(k, _)| k).collect();
+        self.cgroups.retain(|k, _| present.contains(k));
         let mut out = Vec::new();
         for (key, rate) in kernel {
             let p = self.cgroups.entry(*key).or_default();
@@ -194,12 +195,27 @@ impl Uncarried {
 /// The record of `n` refusals of a cgroup of `policy` that no event carried.
 pub fn counted_record(cgroup_id: u64, policy: String, n: u64) -> EventRecord {
     EventRecord {
-        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        hook: KERNEL_HOOK.to_owned(),
-        verdict: verdict::name(verdict::DENY).to_owned(),
-        reason: COUNTED_REASON.to_owned(),
         policy,
         cgroup_id,
+        ..own_record(
+            KERNEL_HOOK,
+            verdict::name(verdict::DENY),
+            COUNTED_REASON,
+            n.saturating_sub(1),
+        )
+    }
+}
+
+/// A record the agent writes of its own (a count, not one refusal): no process, no
+/// destination, no policy or cgroup until the caller names them.
+fn own_record(hook: &str, verdict: &str, reason: &str, suppressed: u64) -> EventRecord {
+    EventRecord {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        hook: hook.to_owned(),
+        verdict: verdict.to_owned(),
+        reason: reason.to_owned(),
+        policy: String::new(),
+        cgroup_id: 0,
         cgroup: None,
         pid: 0,
         tid: 0,
@@ -209,7 +225,7 @@ pub fn counted_record(cgroup_id: u64, policy: String, n: u64) -> EventRecord {
         dst: String::new(),
         port: 0,
         name: None,
-        suppressed: n.saturating_sub(1),
+        suppressed,
         detail: None,
     }
 }
@@ -365,25 +381,10 @@ impl DroppedEvents {
 /// `suppressed`.
 pub fn dropped_record(hook: &str, count: u64) -> EventRecord {
     EventRecord {
-        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        hook: hook.into(),
-        verdict: "lost".into(),
-        reason: "events_dropped".into(),
-        policy: String::new(),
-        cgroup_id: 0,
-        cgroup: None,
-        pid: 0,
-        tid: 0,
-        comm: String::new(),
-        family: String::new(),
-        protocol: String::new(),
-        dst: String::new(),
-        port: 0,
-        name: None,
-        suppressed: count,
         detail: Some(format!(
             "{count} {hook} events dropped: the agent's event queue was full"
         )),
+        ..own_record(hook, "lost", "events_dropped", count)
     }
 }
 
