@@ -145,6 +145,28 @@ pub struct TestEnv {
     agent: Option<Agent>,
 }
 
+/// The `[broker]`, `[dns]` and `[egress]` tables a broker test with TLS upstreams
+/// shares: the socket open to sandbox users, `ca` trusted, lookups sent to the test's
+/// dnsmasq on `dns_port`, 203.0.113.0/24 reachable. `broker_extra` (whole lines) goes
+/// into `[broker]`; the test appends its integrations and policies.
+pub fn tls_broker_config(ca: &Path, dns_port: u16, broker_extra: &str) -> String {
+    format!(
+        r#"
+[broker]
+socket_mode = "0666"
+extra_ca_file = "{ca}"
+{broker_extra}
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{dns_port}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+"#,
+        ca = ca.display()
+    )
+}
+
 impl TestEnv {
     /// `config` is TOML appended after the test's own `[agent]` table (so it must not
     /// contain one); `{root}` in it stands for the test's cgroup root.
@@ -185,6 +207,20 @@ impl TestEnv {
             state_dir,
             config_path,
             agent: None,
+        }
+    }
+
+    /// `hb-agent vault init`, then each (integration, account, secret) stored; every
+    /// step must succeed.
+    pub fn init_vault(&self, credentials: &[(&str, &str, &str)]) {
+        let init = self.hb(&["vault", "init"]);
+        assert!(
+            init.status.success(),
+            "vault init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        for (integration, account, secret) in credentials {
+            self.vault_put(integration, account, secret);
         }
     }
 

@@ -133,17 +133,7 @@ impl BrokerWorld {
         );
         let config = format!(
             r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{head}
 [[integration]]
 name = "e"
 auth = "bearer"
@@ -165,17 +155,10 @@ name = "other"
 integrations = ["f"]
 {extra}
 "#,
-            ca = ca.cert.display()
+            head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
         );
         let mut env = TestEnv::new(name, &config);
-        let init = env.hb(&["vault", "init"]);
-        assert!(
-            init.status.success(),
-            "{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        env.vault_put("e", "bot", SECRET);
-        env.vault_put("f", "bot", OTHER_TENANT_SECRET);
+        env.init_vault(&[("e", "bot", SECRET), ("f", "bot", OTHER_TENANT_SECRET)]);
         env.start_agent();
         Self {
             env,

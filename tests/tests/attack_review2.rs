@@ -74,17 +74,7 @@ impl SharedAccount {
         fs::write(&rotator, ROTATOR).expect("rotator");
         let config = format!(
             r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{head}
 [[integration]]
 name = "svc"
 auth = "bearer"
@@ -109,19 +99,13 @@ integrations = ["svc"]
 name = "other"
 integrations = ["svc"]
 "#,
-            ca = ca.cert.display(),
+            head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
             python = hb_tests::python(),
             rotator = rotator.display(),
             keys = keys.display(),
         );
         let mut env = TestEnv::new(name, &config);
-        let init = env.hb(&["vault", "init"]);
-        assert!(
-            init.status.success(),
-            "{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        env.vault_put("svc", "bot", KEY);
+        env.init_vault(&[("svc", "bot", KEY)]);
         env.start_agent();
         Self {
             env,
@@ -503,17 +487,7 @@ fn non_ascii_reflections(name: &str, charsets: &[&str]) -> Value {
     );
     let config = format!(
         r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{head}
 [[integration]]
 name = "e"
 auth = "bearer"
@@ -524,16 +498,10 @@ methods = ["GET"]
 name = "web"
 integrations = ["e"]
 "#,
-        ca = ca.cert.display()
+        head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
     );
     let mut env = TestEnv::new(name, &config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    env.vault_put("e", "bot", NON_ASCII_SECRET);
+    env.init_vault(&[("e", "bot", NON_ASCII_SECRET)]);
     env.start_agent();
     let prelude = hb_tests::py_client_prelude();
     let script = format!(
@@ -609,17 +577,7 @@ fn a_non_ascii_credential_in_a_python_json_echo_never_reaches_the_caller() {
     );
     let config = format!(
         r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{head}
 [[integration]]
 name = "e"
 auth = "bearer"
@@ -630,16 +588,10 @@ methods = ["GET"]
 name = "web"
 integrations = ["e"]
 "#,
-        ca = ca.cert.display()
+        head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
     );
     let mut env = TestEnv::new("r2-json", &config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    env.vault_put("e", "bot", NON_ASCII_SECRET);
+    env.init_vault(&[("e", "bot", NON_ASCII_SECRET)]);
     env.start_agent();
     let prelude = hb_tests::py_client_prelude();
     let script = format!(

@@ -337,13 +337,7 @@ allow_domains = []
 
 /// `hb-agent vault init`, then `vault put` of `secret` (on stdin) for svc/bot.
 fn vault_with(env: &TestEnv, secret: &str) {
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    env.vault_put("svc", "bot", secret);
+    env.init_vault(&[("svc", "bot", secret)]);
 }
 
 /// Runs `script` with python in a sandbox of `policy`, `hb_client` importable and `SOCK`

@@ -75,20 +75,7 @@ impl World {
         );
         let config = format!(
             r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-follow_redirects = true
-host_policy = "web"
-{extra_broker}
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{head}
 [[integration]]
 name = "q"
 auth = {{ query = "api_key" }}
@@ -111,17 +98,14 @@ integrations = ["q"]
 name = "other"
 integrations = ["vict"]
 "#,
-            ca = ca.cert.display()
+            head = hb_tests::tls_broker_config(
+                &ca.cert,
+                DNS_PORT,
+                &format!("follow_redirects = true\nhost_policy = \"web\"\n{extra_broker}\n"),
+            ),
         );
         let mut env = TestEnv::new(name, &config);
-        let init = env.hb(&["vault", "init"]);
-        assert!(
-            init.status.success(),
-            "{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        env.vault_put("q", "bot", SECRET);
-        env.vault_put("vict", "bot", OTHER_TENANT_SECRET);
+        env.init_vault(&[("q", "bot", SECRET), ("vict", "bot", OTHER_TENANT_SECRET)]);
         env.start_agent();
         Self {
             env,

@@ -328,9 +328,7 @@ fn start(name: &str) -> TestEnv {
 fn start_with(name: &str, config: &str) -> TestEnv {
     private_netns(&[]);
     let mut env = TestEnv::new(name, config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(init.status.success(), "vault init");
-    env.vault_put("svc", "bot", "Qm9vdGxlZ2dlcnNHb25uYUJvb3RsZWcxMjM0NTY3");
+    env.init_vault(&[("svc", "bot", "Qm9vdGxlZ2dlcnNHb25uYUJvb3RsZWcxMjM0NTY3")]);
     env.start_agent();
     env
 }

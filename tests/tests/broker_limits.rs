@@ -86,9 +86,7 @@ fn in_sandbox(env: &TestEnv, script: &str) -> Value {
 fn a_sandbox_flooding_handle_creation_is_capped_and_rate_limited_while_another_is_served() {
     private_netns(&[]);
     let mut env = TestEnv::new("handlelimits", CONFIG);
-    let init = env.hb(&["vault", "init"]);
-    assert!(init.status.success(), "vault init");
-    env.vault_put("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv");
+    env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
     env.start_agent();
 
     // The flooder: 8 handles in 8 executions (cap 5), then all of them deleted and 15

@@ -94,18 +94,7 @@ fn the_broker_injects_tokens_only_where_policy_allows_and_scrubs_what_returns() 
     );
     let config = format!(
         r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-follow_redirects = true
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{head}
 [[integration]]
 name = "bearer"
 auth = "bearer"
@@ -129,15 +118,10 @@ name = "web"
 allow_domains = ["other.test", "private.test"]
 integrations = ["bearer", "hdr", "q"]
 "#,
-        ca = ca.cert.display()
+        head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, "follow_redirects = true\n"),
     );
     let mut env = TestEnv::new("brokerreq", &config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    env.init_vault(&[]);
     let secrets = [
         ("bearer", "tOkEn-bearer-9f8e7d6c5b4a3928171615141312"),
         ("hdr", "tOkEn-header-0a1b2c3d4e5f60718293a4b5c6d7"),

@@ -64,17 +64,7 @@ fn handles_follow_their_account_through_rotation_and_revocation() {
     );
     let config = format!(
         r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{head}
 [[integration]]
 name = "svc"
 auth = "bearer"
@@ -92,7 +82,7 @@ methods = ["GET"]
 name = "web"
 integrations = ["svc", "strict"]
 "#,
-        ca = ca.cert.display(),
+        head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
         // HB_ROTATION_OLD_CONFIG=1 leaves out the key an agent from before handles
         // followed their account does not know, to run the attack against it.
         propagation = if std::env::var_os("HB_ROTATION_OLD_CONFIG").is_some() {
@@ -102,14 +92,7 @@ integrations = ["svc", "strict"]
         },
     );
     let mut env = TestEnv::new("brokerrot", &config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    env.vault_put("svc", "bot", OLD);
-    env.vault_put("strict", "bot", STRICT_OLD);
+    env.init_vault(&[("svc", "bot", OLD), ("strict", "bot", STRICT_OLD)]);
     env.start_agent();
 
     let prelude = hb_tests::py_client_prelude();

@@ -37,9 +37,7 @@ const SECRET: &str = "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv";
 fn start(name: &str) -> TestEnv {
     private_netns(&[]);
     let mut env = TestEnv::new(name, CONFIG);
-    let init = env.hb(&["vault", "init"]);
-    assert!(init.status.success(), "vault init");
-    env.vault_put("svc", "bot", SECRET);
+    env.init_vault(&[("svc", "bot", SECRET)]);
     env.start_agent();
     env
 }
