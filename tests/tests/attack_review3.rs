@@ -1,0 +1,448 @@
+//! A third attack review, run as the process inside the sandbox: each test performs one
+//! attack from a sandbox (uid 65534, arbitrary Python) against the real agent, real
+//! kernel and real upstreams on the test namespace's `lo`, and asserts the secure
+//! outcome. A test marked `#[ignore = "open: …"]` is a break found and not yet fixed:
+//! it fails against the current agent.
+//!
+//! Angle: cross-tenant denial through what the node's sandboxes share — the policy's
+//! share of the allow maps, the policy's share of upstream lookups.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use hb_tests::{PythonServer, TcpProbe, TestEnv, agent_bin, private_netns, python, stdout};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5431;
+
+/// The agent's resolver forwards to the test's DNS server; policy `web` allows every
+/// name under `wild.test`; `203.0.113.0/24` and the benchmark net `198.18.0.0/15` are
+/// exceptions to the deny ranges (test addresses standing for public ones).
+fn config(extra_dns: &str) -> String {
+    format!(
+        r#"
+[dns]
+listen = "127.0.0.1:5330"
+redirect = true
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+min_ttl_secs = 5
+max_ttl_secs = 3600
+{extra_dns}
+
+[egress]
+exception_cidrs = ["203.0.113.0/24", "198.18.0.0/15"]
+
+[[policy]]
+name = "web"
+guard = false
+allow_domains = ["*.wild.test"]
+"#
+    )
+}
+
+/// A DNS server (Python, UDP) on 127.0.0.1:[`DNS_PORT`]:
+/// - `victim.wild.test` → 203.0.113.10, TTL 300 (a name a legitimate sandbox uses);
+/// - `n<N>.wild.test` → 16 addresses of its own in 198.18.0.0/15, TTL 3600 (the
+///   attacker's names: each distinct, as a CDN's or object store's zone gives);
+/// - names under `hold.wild.test` are never answered (a slow or unreachable zone);
+/// - any other name → 203.0.113.12, TTL 60.
+fn upstream() -> PythonServer {
+    PythonServer::start(&format!(
+        r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {DNS_PORT}))
+def rr(ip, ttl):
+    return b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, ttl, 4) + socket.inet_aton(ip)
+while True:
+    q, a = s.recvfrom(512)
+    end = 12
+    while q[end] != 0: end += q[end] + 1
+    labels = []; i = 12
+    while q[i]: labels.append(q[i + 1:i + 1 + q[i]].decode().lower()); i += 1 + q[i]
+    name = ".".join(labels)
+    qtype = struct.unpack("!H", q[end + 1:end + 3])[0]
+    if name.endswith(".hold.wild.test"): continue
+    if qtype != 1:
+        rrs = []
+    elif name == "victim.wild.test":
+        rrs = [rr("203.0.113.10", 300)]
+    elif labels[0].startswith("n") and labels[0][1:].isdigit():
+        n = int(labels[0][1:])
+        rrs = [rr("198.%d.%d.%d" % (18 + ((n * 16 + j) >> 16), ((n * 16 + j) >> 8) & 255, (n * 16 + j) & 255), 3600) for j in range(16)]
+    else:
+        rrs = [rr("203.0.113.12", 60)]
+    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + q[12:end + 5] + b"".join(rrs), a)
+"#
+    ))
+}
+
+/// Python for a sandbox: A queries for `n<first>.wild.test` … `n<last-1>.wild.test`, one
+/// after the other over UDP to a documentation nameserver (redirected to the resolver);
+/// prints `asked N answered M addresses K`.
+const PY_MANY_NAMES: &str = r#"
+import socket, struct, sys
+first, last = int(sys.argv[1]), int(sys.argv[2])
+def q(name, i):
+    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+c.connect(("192.0.2.53", 53))
+asked = answered = addrs = 0
+for n in range(first, last):
+    c.send(q("n%d.wild.test" % n, n)); asked += 1
+    try:
+        d = c.recv(1500)
+    except OSError:
+        continue
+    if d[3] & 15 == 0:
+        answered += 1; addrs += struct.unpack("!H", d[6:8])[0]
+print("asked", asked, "answered", answered, "addresses", addrs, flush=True)
+"#;
+
+/// Python for a sandbox: resolves `argv[1]` (A, one UDP query) and prints the address.
+const PY_RESOLVE: &str = r#"
+import socket, struct, sys
+name = sys.argv[1]
+h = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+m = h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
+c.connect(("192.0.2.53", 53)); c.send(m)
+try:
+    d = c.recv(512)
+    print(name, "rcode", d[3] & 15, socket.inet_ntoa(d[-4:]) if d[7] else "-", flush=True)
+except OSError as e:
+    print(name, "lost", e, flush=True)
+"#;
+
+/// Allow-map rows of `policy` (`maps dump allow4`).
+fn allow_rows(env: &TestEnv) -> Vec<Value> {
+    env.hb_json(&["maps", "dump", "allow4"])
+        .as_array()
+        .expect("rows")
+        .clone()
+}
+
+fn run_in(env: &TestEnv, args: &[&str]) -> String {
+    let mut full = vec!["sandbox", "run", "--policy", "web", "--user", "65534", "--"];
+    full.extend_from_slice(args);
+    let out = env.hb(&full);
+    assert!(
+        out.status.success(),
+        "sandbox: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+/// 1(a) The attack: a victim sandbox of policy `web` resolves `victim.wild.test`
+/// (203.0.113.10, TTL 300) and connects. Another sandbox of the same policy then
+/// resolves ~1,100 distinct names under the allowed zone, 16 addresses each (about
+/// 17,600: past the policy's default share of the allow maps, 16,384), each with a
+/// longer TTL. The policy at its share drops its soonest-expiring addresses, and the
+/// victim's was learned first with the shortest TTL: well within its TTL the victim's
+/// connect to the address it was just told is refused (EPERM), and stays refused while
+/// the attacker keeps asking. A sandbox that did nothing loses service.
+#[test]
+#[ignore = "open: one sandbox evicts its policy's other sandboxes' validated addresses \
+            (max_ips_per_policy is per policy, eviction soonest-expiring, no per-cgroup share)"]
+fn resolving_many_names_does_not_evict_another_sandboxs_validated_address() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53", "203.0.113.10"]);
+    let _dns = upstream();
+    let probe = TcpProbe::bind("203.0.113.10:8080");
+    let mut env = TestEnv::new("evict", &config(""));
+    env.start_agent();
+
+    let said = run_in(&env, &[python(), "-c", PY_RESOLVE, "victim.wild.test"]);
+    assert!(
+        said.contains("victim.wild.test rcode 0 203.0.113.10"),
+        "{said}"
+    );
+    let before = hb_tests::sandbox_probe(&env, "web", "tcp", "203.0.113.10", 8080);
+    assert_eq!(before, "OK", "the victim connects to its validated address");
+
+    let flood = run_in(&env, &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
+    let rows = allow_rows(&env);
+    let victim_row = rows.iter().any(|r| r["addr"] == "203.0.113.10");
+    let after = hb_tests::sandbox_probe(&env, "web", "tcp", "203.0.113.10", 8080);
+    println!(
+        "attacker: {} | allow4 rows: {} | victim's address still allowed: {victim_row} | \
+         victim's connect within its TTL: {after}",
+        flood.trim(),
+        rows.len()
+    );
+    assert!(
+        flood.contains("answered 1100"),
+        "the attacker's names were all answered: {flood}"
+    );
+    assert_eq!(
+        after, "OK",
+        "the victim's connect to the address it resolved (TTL 300) was refused after \
+         another sandbox of its policy resolved many names (attacker: {})",
+        flood.trim()
+    );
+    assert!(probe.wait_accepted(2) >= 2, "both connects reached the listener");
+}
+
+/// A sandbox's UDP DNS attack loop (as in `resolver.rs`): for `argv[1]` seconds, a query
+/// for a fresh name `r<i>.<argv[2]>` every `argv[3]` seconds from one unconnected
+/// socket; prints `flooding` at the start and `sent N servfail S` at the end.
+const PY_UDP_FLOOD: &str = r#"
+import socket, struct, sys, time
+def q(name, i):
+    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+end = time.time() + float(sys.argv[1]); pause = float(sys.argv[3])
+sent = servfail = 0
+print("flooding", flush=True)
+while time.time() < end:
+    s.sendto(q("r%d.%s" % (sent, sys.argv[2]), sent), ("192.0.2.53", 53)); sent += 1
+    time.sleep(pause)
+    while True:
+        try:
+            d = s.recv(512)
+        except OSError:
+            break
+        servfail += (d[3] & 15) == 2
+print("sent", sent, "servfail", servfail, flush=True)
+"#;
+
+/// A flooding sandbox, killed on drop.
+struct Flooder(Child, BufReader<std::process::ChildStdout>);
+
+impl Drop for Flooder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn flooder(env: &TestEnv, seconds: &str) -> Flooder {
+    let mut child = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+        .args([python(), "-c", PY_UDP_FLOOD, seconds, "hold.wild.test", "0.002"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sandbox run");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("flooder output");
+    assert_eq!(line.trim(), "flooding", "flooder: {line:?}");
+    Flooder(child, out)
+}
+
+/// 1(b) The attack: four sandboxes of policy `web` each ask for a fresh name under a
+/// zone whose server never answers, every 2 ms. Each is held to its own share of
+/// upstream lookups (64, a quarter of the policy's 256), but four shares are the
+/// policy's whole share: a fifth sandbox of the policy, which asks for three ordinary
+/// names once, must still get them answered.
+#[test]
+#[ignore = "open: four sandboxes at their per-cgroup share of upstream lookups fill the \
+            policy's share; a fifth sandbox's lookups get SERVFAIL (dns_policy_busy)"]
+fn four_flooding_sandboxes_leave_a_fifths_lookups_answered() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53"]);
+    let _dns = upstream();
+    let mut env = TestEnv::new("fourfill", &config(""));
+    env.start_agent();
+
+    let mut flooders: Vec<Flooder> = (0..4).map(|_| flooder(&env, "8")).collect();
+    thread::sleep(Duration::from_millis(1500));
+    let said = run_in(
+        &env,
+        &[
+            python(),
+            "-c",
+            PY_RESOLVE_MANY,
+            "v1.wild.test",
+            "v2.wild.test",
+            "v3.wild.test",
+        ],
+    );
+    let mut lines = Vec::new();
+    for f in &mut flooders {
+        let mut line = String::new();
+        let _ = f.1.read_line(&mut line);
+        lines.push(line.trim().to_owned());
+    }
+    let busy = env
+        .hb(&["events", "--json"])
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .filter(|e| e["reason"] == "dns_policy_busy")
+        .count();
+    println!("victim: {said:?} | flooders: {lines:?} | dns_policy_busy events: {busy}");
+    for name in ["v1.wild.test", "v2.wild.test", "v3.wild.test"] {
+        assert!(
+            said.contains(&format!("{name} rcode 0 203.0.113.12")),
+            "a sandbox that asked for three names once lost them to four others' floods \
+             (dns_policy_busy events: {busy}): {said}"
+        );
+    }
+}
+
+/// [`PY_RESOLVE`] for each name in `argv[1:]`.
+const PY_RESOLVE_MANY: &str = r#"
+import socket, struct, sys
+for i, name in enumerate(sys.argv[1:]):
+    h = struct.pack("!HHHHHH", i + 1, 0x0100, 1, 0, 0, 0)
+    m = h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
+    c.connect(("192.0.2.53", 53)); c.send(m)
+    try:
+        d = c.recv(512)
+        print(name, "rcode", d[3] & 15, socket.inet_ntoa(d[-4:]) if d[7] else "-", flush=True)
+    except OSError as e:
+        print(name, "lost", e, flush=True)
+"#;
+
+const BROKER_DNS_PORT: u16 = 5432;
+const KEY: &str = "key-acct-5e4d3c2b1a09f8e7d6c5b4a39281706f";
+
+/// Python for a sandbox, with the broker client: `hb`, `SOCK`, `code(f)` (the status,
+/// or the broker's error code).
+fn broker_script(env: &TestEnv, body: &str) -> String {
+    let prelude = hb_tests::py_client_prelude();
+    format!(
+        r#"import sys, json, threading, time
+from collections import Counter
+{prelude}from hb_client import Client, BrokerError
+SOCK = {sock:?}
+hb = Client(SOCK)
+def code(f):
+    try:
+        return f()["status"]
+    except BrokerError as e:
+        return e.code
+{body}"#,
+        sock = env.broker_socket().display().to_string(),
+    )
+}
+
+/// A flooder: for 6 s, GETs through its own handle from two connections as fast as it
+/// can; prints the answers counted.
+const BROKER_FLOOD: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+got = []
+def worker():
+    c = Client(SOCK)
+    stop = time.time() + 6
+    while time.time() < stop:
+        got.append(code(lambda: c.request("GET", "https://api.test/plain?step=flood", handle=h)))
+threads = [threading.Thread(target=worker) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(dict(Counter(str(x) for x in got))), flush=True)
+"#;
+
+/// The victim: one POST through its own handle.
+const BROKER_VICTIM: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+print(json.dumps({"post": code(lambda: hb.request("POST", "https://api.test/plain?step=victim", handle=h, body="x"))}), flush=True)
+"#;
+
+/// 1(c) The attack: three sandboxes flood the same account at once, each alone far past
+/// `spike_hard_cap`. The spike cannot be pinned on at most two callers, so the detector
+/// holds the whole account, every caller together: a sandbox of another policy (another
+/// tenant) that only ever made one write is refused (`policy_denied`, quarantined) for
+/// `quarantine_secs`. The secure outcome: the flooders are held, the bystander's write
+/// goes through.
+#[test]
+#[ignore = "open: a flood spread over 3 sandboxes makes the rate_spike quarantine hold the \
+            whole account, so another tenant's writes are refused for quarantine_secs"]
+fn a_flood_spread_over_three_sandboxes_does_not_hold_an_innocent_tenant() {
+    use hb_tests::provider::{Provider, agent_env, bearers};
+    hb_tests::require_root();
+    let p = Provider::start("spread", BROKER_DNS_PORT, None);
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET", "POST"]
+
+[integration.rotation]
+sensor_bucket_secs = 1
+spike_hard_cap = 20
+spike_buckets = 2
+spike_learning_secs = 3600
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+
+[[policy]]
+name = "ops"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+    );
+    let mut env = agent_env("spread", &config);
+    env.vault_put("svc", "bot", KEY);
+    env.start_agent();
+
+    let flood = broker_script(&env, BROKER_FLOOD);
+    let flooders: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new(agent_bin())
+                .arg("--config")
+                .arg(&env.config_path)
+                .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+                .args([python(), "-c", &flood])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sandbox run")
+        })
+        .collect();
+    let floods: Vec<String> = flooders
+        .into_iter()
+        .map(|c| stdout(&c.wait_with_output().expect("flooder")))
+        .collect();
+    let victim = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "ops",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        &broker_script(&env, BROKER_VICTIM),
+    ]);
+    let victim = stdout(&victim);
+    let records: Vec<Value> = std::fs::read_to_string(env.state_dir.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let actions: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")
+        .collect();
+    println!("flooders: {floods:?} | victim: {} | rate_spike: {actions:?}", victim.trim());
+    assert!(
+        !actions.is_empty(),
+        "the flood was a rate_spike (else this test proves nothing): {floods:?}"
+    );
+    assert!(
+        victim.contains("\"post\": 200"),
+        "a tenant that made one write was held by a quarantine three other sandboxes \
+         raised: {victim} (spike: {actions:?})"
+    );
+    assert_eq!(bearers(&p.api, "victim").len(), 1, "the write reached the API");
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
