@@ -353,16 +353,16 @@ h = hb.handle("svc", "bot")["handle"]
 print(json.dumps({"post": code(lambda: hb.request("POST", "https://api.test/plain?step=victim", handle=h, body="x"))}), flush=True)
 "#;
 
-/// 1(c) The attack: four sandboxes flood the same account at once, each alone past
+/// 1(c) The attack: three sandboxes flood the same account at once, each alone past
 /// `spike_hard_cap`. The spike cannot be pinned on at most two callers, so the detector
 /// holds the whole account, every caller together: a sandbox of another policy (another
 /// tenant) that only ever made one write is refused (`policy_denied`, quarantined) for
 /// `quarantine_secs`. The secure outcome: the flooders are held, the bystander's write
 /// goes through.
 #[test]
-#[ignore = "open: a flood spread over 4 sandboxes makes the rate_spike quarantine hold the \
+#[ignore = "open: a flood spread over 3 sandboxes makes the rate_spike quarantine hold the \
             whole account, so another tenant's writes are refused for quarantine_secs"]
-fn a_flood_spread_over_four_sandboxes_does_not_hold_an_innocent_tenant() {
+fn a_flood_spread_over_three_sandboxes_does_not_hold_an_innocent_tenant() {
     use hb_tests::provider::{Provider, agent_env, bearers};
     hb_tests::require_root();
     let p = Provider::start("spread", BROKER_DNS_PORT, None);
@@ -404,9 +404,9 @@ integrations = ["svc"]
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs()
-        + 3)
+        + 8)
     .to_string();
-    let flooders: Vec<Child> = (0..4)
+    let flooders: Vec<Child> = (0..3)
         .map(|_| {
             Command::new(agent_bin())
                 .arg("--config")
@@ -446,14 +446,21 @@ integrations = ["svc"]
         .iter()
         .filter(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")
         .collect();
-    println!("flooders: {floods:?} | victim: {} | rate_spike: {actions:?}", victim.trim());
+    let holds: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "detector_action")
+        .collect();
+    println!(
+        "flooders: {floods:?} | victim: {} | rate_spike: {actions:?} | actions: {holds:?}",
+        victim.trim()
+    );
     assert!(
         !actions.is_empty(),
         "the flood was a rate_spike (else this test proves nothing): {floods:?}"
     );
     assert!(
         victim.contains("\"post\": 200"),
-        "a tenant that made one write was held by a quarantine four other sandboxes \
+        "a tenant that made one write was held by a quarantine three other sandboxes \
          raised: {victim} (spike: {actions:?})"
     );
     assert_eq!(bearers(&p.api, "victim").len(), 1, "the write reached the API");
