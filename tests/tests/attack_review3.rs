@@ -196,12 +196,16 @@ fn resolving_many_names_does_not_evict_another_sandboxs_validated_address() {
         "the attacker's names were all answered: {flood}"
     );
     assert_eq!(
-        after, "OK",
+        after,
+        "OK",
         "the victim's connect to the address it resolved (TTL 300) was refused after \
          another sandbox of its policy resolved many names (attacker: {})",
         flood.trim()
     );
-    assert!(probe.wait_accepted(2) >= 2, "both connects reached the listener");
+    assert!(
+        probe.wait_accepted(2) >= 2,
+        "both connects reached the listener"
+    );
 }
 
 /// A sandbox's UDP DNS attack loop (as in `resolver.rs`): for `argv[1]` seconds, a query
@@ -243,7 +247,14 @@ fn flooder(env: &TestEnv, seconds: &str) -> Flooder {
         .arg("--config")
         .arg(&env.config_path)
         .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-        .args([python(), "-c", PY_UDP_FLOOD, seconds, "hold.wild.test", "0.002"])
+        .args([
+            python(),
+            "-c",
+            PY_UDP_FLOOD,
+            seconds,
+            "hold.wild.test",
+            "0.002",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -479,7 +490,11 @@ integrations = ["svc"]
         "a tenant that made one write was held by a quarantine three other sandboxes \
          raised: {victim} (spike: {actions:?})"
     );
-    assert_eq!(bearers(&p.api, "victim").len(), 1, "the write reached the API");
+    assert_eq!(
+        bearers(&p.api, "victim").len(),
+        1,
+        "the write reached the API"
+    );
     let _ = std::fs::remove_dir_all(&p.dir);
 }
 
@@ -521,8 +536,8 @@ print(json.dumps({"calls": calls, "len": len(known or ""),
                   "sha256": hashlib.sha256((known or "").encode()).hexdigest()}), flush=True)
 "#;
 
-/// 2. Reflection as an oracle: the secure outcome is that the sandbox cannot rebuild
-/// the credential from which of its guesses the scrubber cuts.
+/// Angle 2, reflection as an oracle: the secure outcome is that the sandbox cannot
+/// rebuild the credential from which of its guesses the scrubber cuts.
 #[test]
 #[ignore = "open: the run scrubber (scrub/fragments.rs) is an oracle: guesses echoed back \
             cut or uncut rebuild the injected key in ~40 calls, with no signal"]
@@ -700,7 +715,11 @@ fn four_sandboxes_holding_guarded_connections_leave_a_fifth_served() {
         c
     };
 
-    let before = stdout(&sandbox_cmd(&[python(), "-c", PY_GET]).output().expect("victim"));
+    let before = stdout(
+        &sandbox_cmd(&[python(), "-c", PY_GET])
+            .output()
+            .expect("victim"),
+    );
     assert!(
         before.contains("answer served"),
         "the GET is served when nobody holds connections: {before}"
@@ -736,7 +755,10 @@ fn four_sandboxes_holding_guarded_connections_leave_a_fifth_served() {
         .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
         .filter(|e| e["reason"] == "guard_busy")
         .count();
-    println!("holders: {held:?} | victim: {} | guard_busy events: {busy}", victim.trim());
+    println!(
+        "holders: {held:?} | victim: {} | guard_busy events: {busy}",
+        victim.trim()
+    );
     assert!(
         held.iter().all(|h| h.starts_with("holding ")),
         "the holders ran: {held:?}"
