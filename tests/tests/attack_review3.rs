@@ -769,3 +769,121 @@ fn four_sandboxes_holding_guarded_connections_leave_a_fifth_served() {
          guarded connections (guard_busy events: {busy}): {victim}"
     );
 }
+
+/// Python for a sandbox: opens `argv[2]` connections to the broker at `argv[1]` and
+/// keeps each busy with a `GET /v1/whoami` every 3 s for `argv[3]` seconds (never idle,
+/// never slow); prints `holding N answered M` once all are open and asked once.
+const PY_HOLD_BROKER: &str = r#"
+import socket, sys, time
+path, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+REQ = b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\n\r\n"
+socks = []
+for _ in range(n):
+    try:
+        s = socket.socket(socket.AF_UNIX); s.connect(path); s.settimeout(5); socks.append(s)
+    except OSError:
+        pass
+def ask(s):
+    try:
+        s.sendall(REQ); return s.recv(65536).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+ok = sum(ask(s) for s in socks)
+print("holding", len(socks), "answered", ok, flush=True)
+end = time.time() + secs
+while time.time() < end:
+    time.sleep(3)
+    for s in socks: ask(s)
+"#;
+
+/// Python for a sandbox: one `GET /v1/whoami` on the broker at `argv[1]`, waiting at
+/// most 10 s; prints the status line or the error.
+const PY_WHOAMI: &str = r#"
+import socket, sys
+try:
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+    s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+    print("answer", s.recv(65536).split(b"\r\n")[0].decode(), flush=True)
+except OSError as e:
+    print("error", e, flush=True)
+"#;
+
+/// 1(c) again, across policies: the broker serves `broker.max_connections` (256)
+/// connections at once for the whole node, and each caller may hold
+/// `broker.max_connections_per_caller` (32) of them. Eight sandboxes (of one policy)
+/// each keep their 32 busy; a sandbox of another policy — another tenant, which makes
+/// one call — must still be answered.
+#[test]
+#[ignore = "open: eight sandboxes at max_connections_per_caller hold every broker \
+            connection (max_connections = 8 x 32); another tenant's call is never served"]
+fn eight_sandboxes_holding_broker_connections_leave_another_tenant_served() {
+    hb_tests::require_root();
+    private_netns(&[]);
+    let mut env = TestEnv::new(
+        "brokerfill",
+        r#"
+[broker]
+socket_mode = "0666"
+
+[dns]
+listen = "127.0.0.1:5300"
+
+[[policy]]
+name = "web"
+
+[[policy]]
+name = "ops"
+"#,
+    );
+    env.start_agent();
+    let sock = env.broker_socket().display().to_string();
+    let sandbox = |policy: &str, script: &str, args: &[&str]| {
+        let mut c = Command::new(agent_bin());
+        c.arg("--config")
+            .arg(&env.config_path)
+            .args([
+                "sandbox", "run", "--policy", policy, "--user", "65534", "--",
+            ])
+            .args([python(), "-c", script, &sock])
+            .args(args);
+        c
+    };
+    let before = stdout(&sandbox("ops", PY_WHOAMI, &[]).output().expect("victim"));
+    assert!(
+        before.contains("answer HTTP/1.1 200"),
+        "whoami is answered when nobody holds connections: {before}"
+    );
+    let mut holders: Vec<Flooder> = (0..8)
+        .map(|_| {
+            let mut child = sandbox("web", PY_HOLD_BROKER, &["32", "25"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sandbox run");
+            let out = BufReader::new(child.stdout.take().expect("stdout"));
+            Flooder(child, out)
+        })
+        .collect();
+    let mut held = Vec::new();
+    for h in &mut holders {
+        let mut line = String::new();
+        let _ = h.1.read_line(&mut line);
+        held.push(line.trim().to_owned());
+    }
+    let victim = stdout(&sandbox("ops", PY_WHOAMI, &[]).output().expect("victim"));
+    drop(holders);
+    println!(
+        "holders: {held:?} | another tenant's whoami: {}",
+        victim.trim()
+    );
+    assert!(
+        held.iter().all(|h| h.starts_with("holding 32")),
+        "the holders ran: {held:?}"
+    );
+    assert!(
+        victim.contains("answer HTTP/1.1 200"),
+        "another tenant's broker call was not served while eight sandboxes held the \
+         broker's connections: {victim}"
+    );
+}
