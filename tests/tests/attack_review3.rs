@@ -887,3 +887,59 @@ name = "ops"
          broker's connections: {victim}"
     );
 }
+
+/// 1(a) across policies (held): the same flood from a sandbox of `web` leaves a sandbox
+/// of policy `ops`, which resolved the same name, its validated address: each policy
+/// frees only its own share.
+#[test]
+fn resolving_many_names_does_not_evict_another_policys_validated_address() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53", "203.0.113.10"]);
+    let _dns = upstream();
+    let probe = TcpProbe::bind("203.0.113.10:8080");
+    let cfg = format!(
+        "{}\n[[policy]]\nname = \"ops\"\nguard = false\nallow_domains = [\"*.wild.test\"]\n",
+        config("")
+    );
+    let mut env = TestEnv::new("evictpol", &cfg);
+    env.start_agent();
+    let ops = |args: &[&str]| {
+        let mut full = vec!["sandbox", "run", "--policy", "ops", "--user", "65534", "--"];
+        full.extend_from_slice(args);
+        stdout(&env.hb(&full))
+    };
+    let said = ops(&[python(), "-c", PY_RESOLVE, "victim.wild.test"]);
+    assert!(
+        said.contains("victim.wild.test rcode 0 203.0.113.10"),
+        "{said}"
+    );
+    let flood = run_in(&env, &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
+    let after = ops(&[
+        python(),
+        "-c",
+        hb_tests::PY_PROBE,
+        "tcp",
+        "203.0.113.10",
+        "8080",
+    ]);
+    let ops_id = env.policy_id("ops");
+    let ops_rows = allow_rows(&env)
+        .iter()
+        .filter(|r| r["policy_id"] == ops_id || r["policy"] == "ops")
+        .count();
+    println!(
+        "attacker (web): {} | ops rows: {ops_rows} | ops's connect: {}",
+        flood.trim(),
+        after.trim()
+    );
+    assert!(flood.contains("answered 1100"), "{flood}");
+    assert_eq!(
+        after.trim(),
+        "OK",
+        "a sandbox of another policy lost its validated address to web's flood"
+    );
+    assert!(
+        probe.wait_accepted(1) >= 1,
+        "the connect reached the listener"
+    );
+}
