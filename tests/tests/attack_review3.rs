@@ -1050,7 +1050,7 @@ name = "web"
         "attacker: {} | audit bytes kept: {bytes} | policy_denied lines kept: {denied_calls} \
          | the refused connect still recorded: {first_kept} | ~{} bytes per call, {} calls/s",
         said.trim(),
-        bytes / usize::try_from(denied_calls.max(1)).unwrap_or(1),
+        bytes / denied_calls.max(1),
         calls / 6
     );
     assert!(said.contains("connect EPERM"), "{said}");
