@@ -400,11 +400,11 @@ pub const HELD_BACK_SUBJECTS: usize = 256;
 /// of one refusal cannot hide another, and none goes uncounted. Used per sandbox for
 /// its `seccomp` refusals, and per (source, policy, cgroup) for the resolver's and the
 /// guard's ([`AgentBudgets`]).
-pub struct EventBudget {
+pub struct EventBudget<R: Budgeted = EventRecord> {
     window: Window,
     /// Held-back refusals per subject, least recently refused first: the latest of each
     /// and how many.
-    held: hashlink::LinkedHashMap<Subject, (EventRecord, u64)>,
+    held: hashlink::LinkedHashMap<R::Subject, (R, u64)>,
     /// Refusals of subjects pushed out of `held` (past [`HELD_BACK_SUBJECTS`]): carried
     /// by the next record written.
     overflow: u64,
@@ -414,7 +414,7 @@ pub struct EventBudget {
 /// count are one (the system call of a `seccomp` refusal, the name of a `dns` one, the
 /// name and destination of a `guard` one).
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct Subject {
+pub struct Subject {
     reason: String,
     name: Option<String>,
     dst: String,
@@ -432,7 +432,25 @@ impl Subject {
     }
 }
 
-impl EventBudget {
+/// A record an [`EventBudget`] can hold back: which records are one subject, and where
+/// the count of the others it stands for goes.
+pub trait Budgeted {
+    type Subject: Clone + Eq + std::hash::Hash;
+    fn subject(&self) -> Self::Subject;
+    fn suppressed_mut(&mut self) -> &mut u64;
+}
+
+impl Budgeted for EventRecord {
+    type Subject = Subject;
+    fn subject(&self) -> Subject {
+        Subject::of(self)
+    }
+    fn suppressed_mut(&mut self) -> &mut u64 {
+        &mut self.suppressed
+    }
+}
+
+impl<R: Budgeted> EventBudget<R> {
     pub fn new(now: Instant) -> Self {
         Self {
             window: Window::new(now),
@@ -445,14 +463,14 @@ impl EventBudget {
     /// while it is held back, else every held-back subject once (see
     /// [`EventBudget::take_held`]) and then `record`, carrying the count its own subject
     /// had held back.
-    pub fn admit(&mut self, mut record: EventRecord, now: Instant) -> Vec<EventRecord> {
-        let subject = Subject::of(&record);
+    pub fn admit(&mut self, mut record: R, now: Instant) -> Vec<R> {
+        let subject = record.subject();
         if !self.window.admit(now) {
             self.hold(subject, record);
             return Vec::new();
         }
         let own = self.held.remove(&subject).map_or(0, |(_, n)| n);
-        record.suppressed += own + std::mem::take(&mut self.overflow);
+        *record.suppressed_mut() += own + std::mem::take(&mut self.overflow);
         let mut out = self.take_held();
         out.push(record);
         out
@@ -472,21 +490,21 @@ impl EventBudget {
 
     /// The held-back refusals, each subject once: its latest refusal, whose `suppressed`
     /// counts the others (the first also those of subjects pushed out).
-    pub fn take_held(&mut self) -> Vec<EventRecord> {
-        let mut out: Vec<EventRecord> = std::mem::take(&mut self.held)
+    pub fn take_held(&mut self) -> Vec<R> {
+        let mut out: Vec<R> = std::mem::take(&mut self.held)
             .into_iter()
             .map(|(_, (mut record, n))| {
-                record.suppressed = n.saturating_sub(1);
+                *record.suppressed_mut() = n.saturating_sub(1);
                 record
             })
             .collect();
         if let Some(first) = out.first_mut() {
-            first.suppressed += std::mem::take(&mut self.overflow);
+            *first.suppressed_mut() += std::mem::take(&mut self.overflow);
         }
         out
     }
 
-    fn hold(&mut self, subject: Subject, record: EventRecord) {
+    fn hold(&mut self, subject: R::Subject, record: R) {
         if let Some(entry) = self.held.to_back(&subject) {
             entry.0 = record;
             entry.1 += 1;

@@ -17,6 +17,7 @@
 //! path that is not a socket, or let an error message out unscrubbed.
 
 mod accounts;
+mod caller_audit;
 mod canary;
 mod credentials;
 mod cutoff;
@@ -264,6 +265,8 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     quarantines: rotation::quarantine::Quarantines::default(),
                     sensor: rotation::sensor::Sensor::open(&state_dir, sensor_config),
                     breakers: rotation::breaker::Breakers::new(Some(&state_dir)),
+                    caller_audit: caller_audit::CallerBudgets::default(),
+                    caller_events: caller_audit::CallerBudgets::default(),
                 });
                 // Live handles, counted when someone scrapes.
                 let weak = Arc::downgrade(&shared);
@@ -281,6 +284,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                 rotation::resume(&shared).await;
                 tokio::spawn(rotation::schedule::run(shared.clone()));
                 tokio::spawn(rotation::sensor::run(shared.clone()));
+                tokio::spawn(caller_audit::run(shared.clone()));
                 server::serve(listener, shared, max_connections, async {
                     let _ = rx.await;
                 })

@@ -532,25 +532,28 @@ impl Call<'_> {
     /// kernel's.
     fn deny_event(&self, reason: &str, parsed: &Parsed, name: Option<String>) {
         let caller = self.caller;
-        let _ = self.shared.events.send(Arc::new(EventRecord {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            hook: "broker".into(),
-            verdict: "deny".into(),
-            reason: reason.into(),
-            policy: self.policy.to_owned(),
-            cgroup_id: caller.sandbox.as_ref().map_or(0, |s| s.cgroup_id),
-            cgroup: Some(caller.cgroup.clone()),
-            pid: u32::try_from(caller.pid).unwrap_or(0),
-            tid: 0,
-            comm: String::new(),
-            family: String::new(),
-            protocol: "http".into(),
-            dst: parsed.target.host.to_string(),
-            port: parsed.target.port,
-            name,
-            suppressed: 0,
-            detail: None,
-        }));
+        self.shared.caller_event(
+            caller,
+            EventRecord {
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                hook: "broker".into(),
+                verdict: "deny".into(),
+                reason: reason.into(),
+                policy: self.policy.to_owned(),
+                cgroup_id: caller.sandbox.as_ref().map_or(0, |s| s.cgroup_id),
+                cgroup: Some(caller.cgroup.clone()),
+                pid: u32::try_from(caller.pid).unwrap_or(0),
+                tid: 0,
+                comm: String::new(),
+                family: String::new(),
+                protocol: "http".into(),
+                dst: parsed.target.host.to_string(),
+                port: parsed.target.port,
+                name,
+                suppressed: 0,
+                detail: None,
+            },
+        );
     }
 }
 

@@ -80,6 +80,10 @@ pub struct Shared {
     pub sensor: super::rotation::sensor::Sensor,
     /// Each rotator's circuit breaker (`state_dir/breakers.json`).
     pub breakers: super::rotation::breaker::Breakers,
+    /// Each caller's audit records under its event budget.
+    pub caller_audit: super::caller_audit::CallerBudgets<super::caller_audit::CallerRecord>,
+    /// Each caller's refusals for the event stream under its event budget.
+    pub caller_events: super::caller_audit::CallerBudgets<EventRecord>,
 }
 
 pub type AppState = Arc<Shared>;
@@ -145,6 +149,23 @@ impl Shared {
         unregister_off_workers(&self.scrubber, ids);
     }
 
+    /// A record of `caller`'s call, written under its event budget (see
+    /// `caller_audit`): a caller that calls in a loop cannot rotate the audit log.
+    pub fn audit_caller(&self, caller: &Caller, kind: &'static str, record: serde_json::Value) {
+        self.caller_audit.record(
+            &self.audit,
+            &caller.cgroup,
+            super::caller_audit::CallerRecord::new(kind, record),
+        );
+    }
+
+    /// A refusal of `caller`'s call for the event stream, under its event budget.
+    pub fn caller_event(&self, caller: &Caller, record: EventRecord) {
+        for record in self.caller_events.admit(&caller.cgroup, record) {
+            let _ = self.events.send(Arc::new(record));
+        }
+    }
+
     pub fn audit_decision(
         &self,
         caller: &Caller,
@@ -153,7 +174,8 @@ impl Shared {
         decision: &str,
         detail: &str,
     ) {
-        self.audit.record(
+        self.audit_caller(
+            caller,
             "broker_decision",
             json!({
                 "caller": caller_json(caller, policy),
@@ -173,7 +195,8 @@ impl Shared {
         entry: &Entry,
         credential: Option<&str>,
     ) {
-        self.audit.record(
+        self.audit_caller(
+            caller,
             "handle",
             json!({
                 "caller": caller_json(caller, policy),
@@ -197,7 +220,8 @@ impl Shared {
         action: &str,
         status: u16,
     ) {
-        self.audit.record(
+        self.audit_caller(
+            caller,
             "handle",
             json!({
                 "caller": caller_json(caller, policy),
@@ -222,7 +246,8 @@ impl Shared {
         outcome: &str,
         revoked: usize,
     ) {
-        self.audit.record(
+        self.audit_caller(
+            caller,
             "handle",
             json!({
                 "caller": caller_json(caller, policy),

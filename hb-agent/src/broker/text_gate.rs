@@ -406,7 +406,8 @@ pub fn audit(
         f.dedup();
         f
     });
-    shared.audit.record(
+    shared.audit_caller(
+        caller,
         "text_gate",
         json!({
             "caller": {

@@ -348,22 +348,24 @@ fn record(shared: &Shared, s: &Signal<'_>, suspects: &[Suspect]) -> DetectorActi
         seen = s.seen,
         "detector signal"
     );
-    shared.audit.record(
-        "detector",
-        json!({
-            "detector": s.detector.as_str(),
-            "action": action.as_str(),
-            "integration": s.integration,
-            "account": s.account,
-            "policy": s.policy,
-            "caller": caller,
-            "seen": s.seen,
-            "handle": s.handle,
-            "execution": s.execution,
-            "rotator": super::with_rotator(shared, s.integration).is_some(),
-            "suspects": suspects.iter().map(suspect_json).collect::<Vec<_>>(),
-        }),
-    );
+    let record = json!({
+        "detector": s.detector.as_str(),
+        "action": action.as_str(),
+        "integration": s.integration,
+        "account": s.account,
+        "policy": s.policy,
+        "caller": caller,
+        "seen": s.seen,
+        "handle": s.handle,
+        "execution": s.execution,
+        "rotator": super::with_rotator(shared, s.integration).is_some(),
+        "suspects": suspects.iter().map(suspect_json).collect::<Vec<_>>(),
+    });
+    match s.caller {
+        // A caller's calls can signal once a call: under its budget.
+        Some(caller) => shared.audit_caller(caller, "detector", record),
+        None => shared.audit.record("detector", record),
+    }
     shared.book.signal(
         s.integration,
         s.account,
@@ -612,26 +614,27 @@ fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
         }
         _ => DetectorAction::Alert.as_str(),
     };
-    shared.audit.record(
-        "detector_action",
-        json!({
-            "detector": job.detector.as_str(),
-            "configured": job.action.as_str(),
-            "action": done,
-            "outcome": outcome.as_str(),
-            "integration": job.integration,
-            "account": job.account,
-            "policy": job.policy,
-            "trigger": job.trigger,
-            "rotation": outcome.rotation(),
-            "limit": limit,
-            "count": count,
-            "cap": cap,
-            "until": until,
-            "caller_ended": caller_ended,
-            "calls_per_minute": job.per_minute,
-        }),
-    );
+    let record = json!({
+        "detector": job.detector.as_str(),
+        "configured": job.action.as_str(),
+        "action": done,
+        "outcome": outcome.as_str(),
+        "integration": job.integration,
+        "account": job.account,
+        "policy": job.policy,
+        "trigger": job.trigger,
+        "rotation": outcome.rotation(),
+        "limit": limit,
+        "count": count,
+        "cap": cap,
+        "until": until,
+        "caller_ended": caller_ended,
+        "calls_per_minute": job.per_minute,
+    });
+    match &job.caller {
+        Some(caller) => shared.audit_caller(caller, "detector_action", record),
+        None => shared.audit.record("detector_action", record),
+    }
     shared.book.outcome(
         &job.integration,
         &job.account,
