@@ -80,6 +80,8 @@ pub struct Shared {
     pub sensor: super::rotation::sensor::Sensor,
     /// Each rotator's circuit breaker (`state_dir/breakers.json`).
     pub breakers: super::rotation::breaker::Breakers,
+    /// The rotation engine's clock (the wall clock; see `rotation::clock`).
+    pub clock: super::rotation::clock::Clock,
 }
 
 pub type AppState = Arc<Shared>;
