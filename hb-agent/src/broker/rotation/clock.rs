@@ -7,6 +7,9 @@
 //! starts: hours of a provider outage (backoff up to its cap, breaker openings, a
 //! credential's expiry nearing) pass in seconds, while the rotators, the provider and
 //! the vault stay real. This is a test seam, not a setting: no config key reaches it.
+//! The vault stamps its rows with the wall clock, so under a scaled clock the waits
+//! measured from those stamps (a new key's propagation, the watch, the grace period)
+//! are over almost at once; the rotator's `timeout_secs` stays real time.
 //!
 //! Must never: be scaled in a release build, or go backwards.
 
