@@ -9,8 +9,9 @@
 //! crash or a timeout mints one key; an expiry that nears while the provider is down
 //! raises `deadline_at_risk` once; six hours of outage on the rotation engine's clock
 //! (run faster by a debug build's test seam) pace the retries and fail no call; a
-//! restart keeps the breaker open; a slow verify probe is never doubled; a key that
-//! dies while its rotation is open holds its calls for that rotation. No key appears in any log, event, audit record or
+//! restart keeps the breaker open and the recorded backoff; a slow verify probe is never
+//! doubled; a key that dies while its rotation is open holds its calls for that
+//! rotation. No key appears in any log, event, audit record or
 //! CLI output. Everything lives on `lo` in the test's own network namespace.
 
 use std::{
@@ -1301,5 +1302,52 @@ fn a_key_that_dies_while_its_rotation_is_open_holds_its_calls_for_that_rotation(
     );
     let outs = outputs(&mut w.env, &format!("{got}{history}"));
     assert_no_key(&outs, &[OLD, ADMIN, &new]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// A create fails (503) and is due again no sooner than `retry_base_secs` (30 s); the
+/// agent is killed (-9) and started again at once: the resumed rotation waits out the
+/// backoff the journal recorded instead of calling the provider on start (the breaker
+/// never opens here: the backoff alone paces it).
+#[test]
+fn a_rotation_resumed_after_a_restart_waits_out_its_recorded_backoff() {
+    let tuning = "grace_secs = 1\nwatch_secs = 1\nretry_base_secs = 30\nretry_cap_secs = 60\n\
+                  timeout_secs = 2\nbreaker_failures = 100\n";
+    let mut w = world_tuned("rotresumewait", tuning, None, "", "", "");
+    w.provider.set_mode("503");
+    w.env.start_agent();
+    let id = trigger(&w.env, false)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = wait_for_step(&w.env, &id, &["begun"], 5);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.provider.calls("create").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the rotation never asked the provider: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The failure recorded (with its next attempt) before the kill.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = w.env.hb_json(&["rotation", "history"]);
+        if h[0]["attempt"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed attempt recorded: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w.env.kill_agent();
+    w.env.start_agent();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        w.provider.calls("create").len(),
+        1,
+        "the restarted agent called the provider before the recorded backoff was over"
+    );
+    let outs = outputs(&mut w.env, "");
+    assert_no_key(&outs, &[OLD, ADMIN]);
     let _ = fs::remove_dir_all(&w.dir);
 }
