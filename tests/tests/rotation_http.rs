@@ -7,7 +7,11 @@
 //! working through it; a provider outage fails no agent request, opens the rotator's
 //! circuit breaker and closes it when the provider is back; a create retried after a
 //! crash or a timeout mints one key; an expiry that nears while the provider is down
-//! raises `deadline_at_risk` once. No key appears in any log, event, audit record or
+//! raises `deadline_at_risk` once; six hours of outage on the rotation engine's clock
+//! (run faster by a debug build's test seam) pace the retries and fail no call; a
+//! restart keeps the breaker open and the recorded backoff; a slow verify probe is never
+//! doubled; a key that dies while its rotation is open holds its calls for that
+//! rotation. No key appears in any log, event, audit record or
 //! CLI output. Everything lives on `lo` in the test's own network namespace.
 
 use std::{
@@ -56,6 +60,24 @@ fn world_with(
     broker: &str,
     integration: &str,
 ) -> World {
+    let tuning = format!(
+        "grace_secs = {grace_secs}\nwatch_secs = 1\nretry_base_secs = 1\nretry_cap_secs = 2\n\
+         timeout_secs = 2\nbreaker_failures = 3\nbreaker_open_secs = 2\n\
+         breaker_open_cap_secs = 4\n{extra}"
+    );
+    world_tuned(name, &tuning, expires, broker, integration, "")
+}
+
+/// [`world_with`], with `tuning` as the whole of `[integration.rotation]` (but its
+/// `http` table) and `verify_query` added to the verify URL's query.
+fn world_tuned(
+    name: &str,
+    tuning: &str,
+    expires: Option<&str>,
+    broker: &str,
+    integration: &str,
+    verify_query: &str,
+) -> World {
     let mut p = Provider::start(
         name,
         DNS_PORT,
@@ -72,19 +94,11 @@ fn world_with(
 name = "svc"
 auth = "bearer"
 hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
+verify_url = "https://api.test/keys?file={keys}&hold={hold}{verify_query}&step=verify"
 {integration}
 
 [integration.rotation]
-grace_secs = {grace_secs}
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-timeout_secs = 2
-breaker_failures = 3
-breaker_open_secs = 2
-breaker_open_cap_secs = 4
-{extra}
+{tuning}
 
 [integration.rotation.http]
 url = "https://provider.test/v1/keys"
@@ -920,5 +934,420 @@ fn twenty_rotations_under_load_with_a_slow_to_propagate_provider_fail_no_call() 
     let mut keys: Vec<&str> = minted.iter().map(String::as_str).collect();
     keys.extend([OLD, ADMIN]);
     assert_no_key(&outs, &keys);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// A sandbox's client: at each line it reads (the call's step name; `quit` ends it)
+/// one call with its `svc` handle starts on a connection of its own; each prints
+/// `[step, status, credential_error]` as JSON when it is answered.
+const CALLER: &str = r#"
+import threading
+h = Client(SOCK).handle("svc", "bot")["handle"]
+print("ready", flush=True)
+lock = threading.Lock()
+def call(step):
+    try:
+        r = Client(SOCK).request("GET", "https://api.test/keys?file=" + STORE + "&step=" + step, handle=h)
+        out = [step, r["status"], r.get("credential_error")]
+    except BrokerError as e:
+        out = [step, e.code, None]
+    with lock:
+        print(json.dumps(out), flush=True)
+threads = []
+for line in sys.stdin:
+    step = line.strip()
+    if step == "quit":
+        break
+    t = threading.Thread(target=call, args=(step,))
+    t.start()
+    threads.append(t)
+for t in threads:
+    t.join()
+"#;
+
+/// [`CALLER`] in a sandbox, its `ready` read.
+fn caller(
+    w: &World,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    BufReader<std::process::ChildStdout>,
+) {
+    let mut child = sandbox_client(w, CALLER);
+    let to = child.stdin.take().expect("stdin");
+    let mut from = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from.read_line(&mut line).expect("client output");
+    assert_eq!(line.trim(), "ready");
+    (child, to, from)
+}
+
+/// One `[step, status, credential_error]` line of [`CALLER`].
+fn answer(from: &mut BufReader<std::process::ChildStdout>) -> Value {
+    let mut line = String::new();
+    from.read_line(&mut line).expect("client output");
+    serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("client said {line:?}"))
+}
+
+/// How many times faster than real time the agent's rotation clock runs in
+/// [`six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_rotation_completes_within_a_step_of_its_return`].
+const SCALE: u32 = 600;
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// The provider is down (503) for six hours of the rotation engine's clock, run 600
+/// times faster than real time by the debug build's test seam (the provider, its API,
+/// the vault and the client stay on real time): the rotation the agent began keeps
+/// retrying, never sooner than `retry_base_secs` (60 s) after the last try, backing off
+/// up to the cap (30 min); the old key stays the account's active one and every call
+/// through a handle succeeds; `deadline_at_risk` is raised once as the key's expiry
+/// (7 h after it was stored, margin 2 h) nears; once the provider is back the rotation
+/// completes within one backoff step.
+#[test]
+fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_rotation_completes_within_a_step_of_its_return()
+ {
+    let tuning = "grace_secs = 600\nwatch_secs = 60\nretry_base_secs = 60\nretry_cap_secs = 1800\n\
+                  timeout_secs = 2\nbreaker_failures = 3\nbreaker_open_secs = 300\n\
+                  breaker_open_cap_secs = 1800\ndeadline_margin_secs = 7200\n";
+    let mut w = world_tuned("rotsimdown", tuning, Some("7h"), "", "", "");
+    let listed = w.env.hb_json(&["vault", "list"]);
+    let old_id = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["integration"] == "svc")
+        .expect("svc/bot")["id"]
+        .clone();
+    w.provider.set_mode("503");
+    let scale = SCALE.to_string();
+    w.env
+        .start_agent_with("info", &[("HB_TEST_ROTATION_CLOCK_SCALE", &scale)]);
+    // The agent's clock started before this instant: simulated times measured from it
+    // are a little short, never long.
+    let t0 = Instant::now();
+    let sim = |real: f64| real * f64::from(SCALE);
+    let mut client = sandbox_client(&w, LOOPER);
+    let mut to_client = client.stdin.take().expect("stdin");
+    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from_client.read_line(&mut line).expect("client output");
+    assert_eq!(line.trim(), "ready");
+    let id = trigger(&w.env, false)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // Six simulated hours of outage, looked at every simulated hour or so.
+    let outage = Duration::from_secs(6 * 3600 / u64::from(SCALE));
+    let mut at_risk_seen: Option<f64> = None;
+    let mut looked = 0;
+    while t0.elapsed() < outage {
+        std::thread::sleep(Duration::from_millis(250));
+        if at_risk_seen.is_none()
+            && events(&w.env, "deadline_at_risk")
+                .iter()
+                .any(|e| e["detail"].as_str().is_some_and(|d| d.contains(&id)))
+        {
+            at_risk_seen = Some(sim(t0.elapsed().as_secs_f64()));
+        }
+        if t0.elapsed().as_secs_f64() * f64::from(SCALE) >= f64::from(looked) * 3600.0 {
+            looked += 1;
+            let vault = w.env.hb_json(&["vault", "list"]);
+            let active: Vec<&Value> = vault
+                .as_array()
+                .expect("list")
+                .iter()
+                .filter(|c| c["integration"] == "svc" && c["status"] == "active")
+                .collect();
+            assert!(
+                active.len() == 1 && active[0]["id"] == old_id,
+                "the old key is the active one during the outage: {vault}"
+            );
+            let r = wait_for_step(&w.env, &id, &["begun"], 5);
+            assert_eq!(r["step"], "begun", "no key while the provider is down");
+        }
+    }
+    let outage_end = unix_now();
+    w.provider.set_mode("ok");
+    let done = wait_for_step(&w.env, &id, &["finished", "watched", "retired"], 30);
+
+    // The provider's side: every create it saw, in simulated seconds apart.
+    let creates = w.provider.calls("create");
+    let times: Vec<f64> = creates
+        .iter()
+        .filter(|c| c["mode"] == "503")
+        .map(|c| c["t"].as_f64().expect("t"))
+        .collect();
+    let gaps: Vec<f64> = times.windows(2).map(|p| sim(p[1] - p[0])).collect();
+    eprintln!(
+        "{} creates during the outage; simulated gaps (s): {:?}",
+        times.len(),
+        gaps.iter().map(|g| g.round()).collect::<Vec<_>>()
+    );
+    assert!(
+        gaps.iter().all(|g| *g >= 59.0),
+        "a retry came sooner than retry_base_secs (60 s): {gaps:?}"
+    );
+    // Full jitter under a breaker that doubles up to its cap: the gaps grow to 30 min
+    // and stay there (a second of real-time slack: 600 simulated).
+    assert!(
+        gaps.iter().all(|g| *g <= 1800.0 + 600.0),
+        "a gap beyond the cap: {gaps:?}"
+    );
+    assert!(
+        gaps.iter().rev().take(3).all(|g| *g >= 1700.0),
+        "the backoff never reached its cap: {gaps:?}"
+    );
+    assert!(
+        (8..=40).contains(&times.len()),
+        "{} creates in six hours",
+        times.len()
+    );
+    let answered: Vec<f64> = creates
+        .iter()
+        .filter(|c| c["status"] == 200)
+        .map(|c| c["t"].as_f64().expect("t"))
+        .collect();
+    assert_eq!(answered.len(), 1, "one key minted: {creates:?}");
+    let back_after = sim(answered[0] - outage_end);
+    eprintln!("minted {back_after:.0} simulated s after the provider came back");
+    assert!(
+        back_after <= 1800.0 + 600.0,
+        "the rotation took {back_after} simulated s after the provider came back"
+    );
+
+    // Raised once for the rotation, as the expiry neared (from 5 h on, before 6 h).
+    let at = at_risk_seen.expect("deadline_at_risk was not raised during the outage");
+    eprintln!("deadline_at_risk at {:.2} simulated h", at / 3600.0);
+    assert!(
+        (4.5 * 3600.0..6.0 * 3600.0).contains(&at),
+        "deadline_at_risk at {at} simulated s"
+    );
+    let for_rotation = events(&w.env, "deadline_at_risk")
+        .iter()
+        .filter(|e| e["detail"].as_str().is_some_and(|d| d.contains(&id)))
+        .count();
+    assert_eq!(for_rotation, 1, "once, not at every retry");
+
+    writeln!(to_client, "stop").expect("to client");
+    line.clear();
+    from_client.read_line(&mut line).expect("client output");
+    let statuses: Vec<Value> = serde_json::from_str(line.trim()).expect("statuses");
+    let out = client.wait_with_output().expect("client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{} calls through the handle", statuses.len());
+    assert!(
+        statuses.len() >= 150,
+        "the client called all along: {}",
+        statuses.len()
+    );
+    assert!(
+        statuses.iter().all(|s| s == 200),
+        "an agent request failed during the outage: {statuses:?}"
+    );
+    let new = w.provider.minted()[0].clone();
+    let outs = outputs(&mut w.env, &done.to_string());
+    assert_no_key(&outs, &[OLD, ADMIN, &new]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// The breaker opens during an outage; the agent is killed (-9) and started again: the
+/// breaker is still open (read back from `state_dir`) and the resumed rotation does not
+/// call the provider before it would have.
+#[test]
+fn an_agent_restarted_during_an_outage_keeps_its_breaker_open_and_does_not_call_the_provider() {
+    let tuning = "grace_secs = 1\nwatch_secs = 1\nretry_base_secs = 1\nretry_cap_secs = 2\n\
+                  timeout_secs = 2\nbreaker_failures = 2\nbreaker_open_secs = 3600\n\
+                  breaker_open_cap_secs = 3600\n";
+    let mut w = world_tuned("rotbrkrestart", tuning, None, "", "", "");
+    w.provider.set_mode("503");
+    w.env.start_agent();
+    let id = trigger(&w.env, false)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_events(&w.env, "rotator_breaker_open", 1, 30);
+    let before = w.provider.calls("create").len();
+    assert_eq!(before, 2, "opened after breaker_failures (2)");
+    w.env.kill_agent();
+    w.env.start_agent();
+    std::thread::sleep(Duration::from_secs(6));
+    let status = w.env.hb_json(&["rotation", "status"]);
+    assert_eq!(
+        status["breakers"]["svc"]["state"], "open",
+        "the breaker after the restart: {status}"
+    );
+    assert_eq!(
+        w.provider.calls("create").len(),
+        before,
+        "the restarted agent called a provider whose breaker was open"
+    );
+    let r = wait_for_step(&w.env, &id, &["begun"], 5);
+    assert_eq!(r["step"], "begun", "{r}");
+    // The old key still serves calls.
+    let (child, mut to, mut from) = caller(&w);
+    writeln!(to, "after").expect("to client");
+    let got = answer(&mut from);
+    assert_eq!(got[1], 200, "{got}");
+    writeln!(to, "quit").expect("to client");
+    drop(to);
+    let _ = child.wait_with_output();
+    let outs = outputs(&mut w.env, "");
+    assert_no_key(&outs, &[OLD, ADMIN]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// The key is revoked out of band and `verify_url` answers only when the test lets it
+/// (here after 12 s, past the probes' 10 s interval): a 401 that comes 11 s after the
+/// first joins the probe still running instead of starting a second; both calls are
+/// held and succeed with the new key.
+#[test]
+fn a_verify_probe_slower_than_its_interval_is_shared_by_a_later_401() {
+    let name = "rotslowprobe";
+    let go = std::env::temp_dir()
+        .join(format!("hb-{name}-{}", std::process::id()))
+        .join("go");
+    let tuning = "grace_secs = 1\nwatch_secs = 1\nretry_base_secs = 1\nretry_cap_secs = 2\n\
+                  timeout_secs = 2\nhold_secs = 25\n";
+    let mut w = world_tuned(
+        name,
+        tuning,
+        None,
+        "",
+        "",
+        &format!("&wait={}", go.display()),
+    );
+    w.env.start_agent();
+    let (child, mut to, mut from) = caller(&w);
+    w.provider.revoke_all_out_of_band();
+    writeln!(to, "first").expect("to client");
+    std::thread::sleep(Duration::from_secs(11));
+    writeln!(to, "second").expect("to client");
+    std::thread::sleep(Duration::from_secs(1));
+    fs::write(&go, "").expect("go");
+    let got = [answer(&mut from), answer(&mut from)];
+    writeln!(to, "quit").expect("to client");
+    drop(to);
+    let _ = child.wait_with_output();
+    for g in &got {
+        assert_eq!(g[1], 200, "held and sent again with the new key: {got:?}");
+    }
+    let probes = bearers(&w.api, "verify")
+        .iter()
+        .filter(|k| *k == OLD)
+        .count();
+    assert_eq!(
+        probes, 1,
+        "one verify probe of the dead key, however long it ran"
+    );
+    assert_eq!(w.provider.calls("create").len(), 1, "one create");
+    let new = w.provider.minted()[0].clone();
+    let outs = outputs(&mut w.env, &format!("{got:?}"));
+    assert_no_key(&outs, &[OLD, ADMIN, &new]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// A rotation is open (the provider down, 503) when the key is revoked out of band: a
+/// call refused with it is held on that rotation — not answered `credential_dead` for
+/// the cooldown — and sent once more with the new key when the provider is back and
+/// the rotation finishes.
+#[test]
+fn a_key_that_dies_while_its_rotation_is_open_holds_its_calls_for_that_rotation() {
+    let mut w = world_with("rotheldopen", 1, "hold_secs = 20", None, "", "");
+    w.provider.set_mode("503");
+    w.env.start_agent();
+    let (child, mut to, mut from) = caller(&w);
+    let id = trigger(&w.env, false)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.provider.calls("create").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the rotation never asked the provider"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.provider.revoke_all_out_of_band();
+    writeln!(to, "held").expect("to client");
+    std::thread::sleep(Duration::from_secs(2));
+    w.provider.set_mode("ok");
+    let got = answer(&mut from);
+    writeln!(to, "quit").expect("to client");
+    drop(to);
+    let _ = child.wait_with_output();
+    assert_eq!(
+        got[1], 200,
+        "held on the open rotation, then sent with its key: {got}"
+    );
+    let history = w.env.hb_json(&["rotation", "history"]);
+    let all = history.as_array().expect("history");
+    assert_eq!(all.len(), 1, "no second rotation: {history}");
+    assert_eq!(all[0]["id"], id.as_str(), "{history}");
+    let new = w.provider.minted()[0].clone();
+    assert_eq!(
+        bearers(&w.api, "held"),
+        vec![OLD.to_owned(), new.clone()],
+        "sent with the dead key, then once with the new one"
+    );
+    let outs = outputs(&mut w.env, &format!("{got}{history}"));
+    assert_no_key(&outs, &[OLD, ADMIN, &new]);
+    let _ = fs::remove_dir_all(&w.dir);
+}
+
+/// A create fails (503) and is due again no sooner than `retry_base_secs` (30 s); the
+/// agent is killed (-9) and started again at once: the resumed rotation waits out the
+/// backoff the journal recorded instead of calling the provider on start (the breaker
+/// never opens here: the backoff alone paces it).
+#[test]
+fn a_rotation_resumed_after_a_restart_waits_out_its_recorded_backoff() {
+    let tuning = "grace_secs = 1\nwatch_secs = 1\nretry_base_secs = 30\nretry_cap_secs = 60\n\
+                  timeout_secs = 2\nbreaker_failures = 100\n";
+    let mut w = world_tuned("rotresumewait", tuning, None, "", "", "");
+    w.provider.set_mode("503");
+    w.env.start_agent();
+    let id = trigger(&w.env, false)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = wait_for_step(&w.env, &id, &["begun"], 5);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.provider.calls("create").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the rotation never asked the provider: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The failure recorded (with its next attempt) before the kill.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = w.env.hb_json(&["rotation", "history"]);
+        if h[0]["attempt"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed attempt recorded: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w.env.kill_agent();
+    w.env.start_agent();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        w.provider.calls("create").len(),
+        1,
+        "the restarted agent called the provider before the recorded backoff was over"
+    );
+    let outs = outputs(&mut w.env, "");
+    assert_no_key(&outs, &[OLD, ADMIN]);
     let _ = fs::remove_dir_all(&w.dir);
 }

@@ -241,6 +241,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     }
                 };
                 let sensor_config = config.clone();
+                let clock = rotation::clock::Clock::from_env();
                 let shared = Arc::new(state::Shared {
                     config,
                     identity,
@@ -264,7 +265,8 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     book: rotation::book::Book::open(&state_dir),
                     quarantines: rotation::quarantine::Quarantines::default(),
                     sensor: rotation::sensor::Sensor::open(&state_dir, sensor_config),
-                    breakers: rotation::breaker::Breakers::new(Some(&state_dir)),
+                    breakers: rotation::breaker::Breakers::open(&state_dir, clock.now()),
+                    clock,
                     caller_audit: caller_audit::CallerBudgets::default(),
                     caller_events: caller_audit::CallerBudgets::default(),
                 });

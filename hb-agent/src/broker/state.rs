@@ -84,6 +84,8 @@ pub struct Shared {
     pub caller_audit: super::caller_audit::CallerBudgets<super::caller_audit::CallerRecord>,
     /// Each caller's refusals for the event stream under its event budget.
     pub caller_events: super::caller_audit::CallerBudgets<EventRecord>,
+    /// The rotation engine's clock (the wall clock; see `rotation::clock`).
+    pub clock: super::rotation::clock::Clock,
 }
 
 pub type AppState = Arc<Shared>;

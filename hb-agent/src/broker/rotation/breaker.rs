@@ -9,7 +9,9 @@
 //! twice as long as the last time, at most `breaker_open_cap_secs`. Each opening and
 //! closing is an event (`rotator_breaker_open`, `rotator_breaker_closed`) and an audit
 //! record. The states are written to `state_dir/breakers.json` after each change, for
-//! `hb-agent rotation status`. Held in memory: a restart closes every breaker.
+//! `hb-agent rotation status`, and read back when the agent starts: an agent restarted
+//! during an outage keeps its breakers open (and its count of failures in a row), so a
+//! restart is not a way to hammer a provider that is down.
 //!
 //! Must never: hold a value or a provider's text (integration names, counts, times).
 
@@ -84,13 +86,33 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    /// Every breaker closed; written below `state_dir` when given.
-    pub fn new(state_dir: Option<&Path>) -> Self {
+    /// Every breaker closed, kept in memory only.
+    #[cfg(test)]
+    pub fn new() -> Self {
+        Self {
+            path: None,
+            states: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The breakers as the agent last wrote them below `state_dir` (an open one stays
+    /// open until its `open_until`; a trial that was out when the agent stopped is
+    /// free again), or every breaker closed if there are none or they are unreadable.
+    pub fn open(state_dir: &Path, now: SystemTime) -> Self {
+        let path = state_dir.join(FILE);
+        let states = std::fs::read(&path)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<BTreeMap<String, BreakerState>>(&text).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(integration, b)| (integration, restored(b, now)))
+            .collect::<BTreeMap<_, _>>();
         let me = Self {
-            path: state_dir.map(|d| d.join(FILE)),
+            path: Some(path),
             states: Mutex::new(BTreeMap::new()),
         };
-        me.write(&BTreeMap::new());
+        me.write(&states);
+        *me.states.lock().unwrap_or_else(PoisonError::into_inner) = states;
         me
     }
 
@@ -155,6 +177,22 @@ impl Breakers {
             tracing::warn!(error = %e, path = %path.display(), "cannot write the rotators' breakers");
         }
     }
+}
+
+/// A breaker as read back from its file: its opening time restored (an unreadable
+/// one means half-open: one trial, then the usual doubling).
+fn restored(mut b: BreakerState, now: SystemTime) -> BreakerState {
+    b.trial = false;
+    b.until = match b.state.as_str() {
+        "open" | "half_open" => Some(
+            b.open_until
+                .as_deref()
+                .and_then(|u| humantime::parse_rfc3339(u).ok())
+                .unwrap_or(now),
+        ),
+        _ => None,
+    };
+    b
 }
 
 /// One breaker's transition.
@@ -247,8 +285,51 @@ mod tests {
     }
 
     #[test]
+    fn an_open_breaker_is_still_open_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!(
+            "hb-breakers-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let c = config();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let fail = Outcome::RetryLater("rotator_unreachable");
+        let before = Breakers::open(&dir, t0);
+        for _ in 0..3 {
+            before.record("p", &c, fail, t0);
+        }
+        before.record("q", &c, fail, t0);
+        assert!(matches!(before.admit("p", t0), Admit::Wait(_)));
+        drop(before);
+        // The agent starts again 4 s later: 6 s of the opening are left.
+        let after = Breakers::open(&dir, t0 + Duration::from_secs(4));
+        assert_eq!(
+            after.admit("p", t0 + Duration::from_secs(4)),
+            Admit::Wait(Duration::from_secs(6))
+        );
+        // Then one trial; its failure opens it for twice as long (the openings kept).
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(after.admit("p", t1), Admit::Go);
+        assert!(matches!(
+            after.record("p", &c, fail, t1),
+            Some(Change::Opened { opening: 2, .. })
+        ));
+        // A closed breaker's failures in a row are kept too.
+        assert_eq!(after.admit("q", t0), Admit::Go);
+        assert_eq!(after.record("q", &c, fail, t0), None);
+        assert!(matches!(
+            after.record("q", &c, fail, t0),
+            Some(Change::Opened { failures: 3, .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn opens_after_k_failures_in_a_row_and_closes_after_a_good_trial() {
-        let b = Breakers::new(None);
+        let b = Breakers::new();
         let c = config();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let fail = Outcome::RetryLater("rotator_http_5xx");

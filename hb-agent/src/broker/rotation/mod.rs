@@ -20,8 +20,10 @@
 //! [`rotator`]); each integration's rotator has a circuit [`breaker`]. A step that fails
 //! for now (the provider down, a timeout) is retried after a delay drawn uniformly
 //! between `retry_base_secs` and `retry_base_secs × 2^attempt` (at most
-//! `retry_cap_secs`); the old credential is never deactivated before a new one is
-//! ACTIVE, and one whose expiry nears before it is replaced raises [`deadline`]'s alert.
+//! `retry_cap_secs`), after a restart too (the journal's `next_attempt`); the old
+//! credential is never deactivated before a new one is ACTIVE, and one whose expiry
+//! nears before it is replaced raises [`deadline`]'s alert. Times and waits are the
+//! engine's [`clock`] (the wall clock; faster in tests of a debug build).
 //! Every step is an audit record; values appear nowhere but in the vault and the
 //! scrubber.
 //! Rotations by age are started by [`schedule`] (the `expiry` detector), of dead keys
@@ -37,6 +39,7 @@
 pub mod api;
 pub mod book;
 pub mod breaker;
+pub mod clock;
 pub mod deadline;
 pub mod detect;
 pub mod exec;
@@ -50,10 +53,7 @@ pub mod schedule;
 pub mod sensor;
 pub mod spike;
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
 use ::http::Method;
 use bytes::Bytes;
@@ -204,6 +204,16 @@ async fn drive(shared: Arc<Shared>, id: String) {
                 "the integration has no rotator any more; the rotation waits for an operator");
             return;
         };
+        // A retry keeps its backoff across a restart: resumed early, it waits its turn.
+        if rotation.step.is_open()
+            && let Some(left) = rotation
+                .next_attempt
+                .and_then(|at| at.duration_since(shared.clock.now()).ok())
+                .filter(|left| !left.is_zero())
+        {
+            shared.clock.sleep(left).await;
+            continue;
+        }
         let next = match rotation.step {
             Step::Begun => create(&shared, integ, config, &rotation).await,
             Step::Created => test(&shared, integ, config, &rotation).await,
@@ -219,7 +229,7 @@ async fn drive(shared: Arc<Shared>, id: String) {
         };
         match next {
             Next::Go => {}
-            Next::Wait(d) => tokio::time::sleep(d).await,
+            Next::Wait(d) => shared.clock.sleep(d).await,
             Next::Stop => return,
         }
     }
@@ -331,7 +341,9 @@ async fn test(
         Ok(401) => {
             // A new key takes a while to be valid everywhere: from when it was minted,
             // not from the last attempt (that would never end).
-            let since = SystemTime::now()
+            let since = shared
+                .clock
+                .now()
                 .duration_since(pending_meta.created)
                 .unwrap_or_default();
             if since < Duration::from_secs(integ.propagation_secs) {
@@ -383,7 +395,7 @@ async fn watch(
     rotation: &Rotation,
 ) -> Next {
     let due = rotation.updated + Duration::from_secs(config.watch_secs);
-    if let Ok(left) = due.duration_since(SystemTime::now())
+    if let Ok(left) = due.duration_since(shared.clock.now())
         && !left.is_zero()
     {
         return Next::Wait(left);
@@ -452,7 +464,7 @@ async fn retire(
         .ok()
         .and_then(|(meta, _)| meta.grace_until);
     if let Some(end) = grace_end
-        && let Ok(left) = end.duration_since(SystemTime::now())
+        && let Ok(left) = end.duration_since(shared.clock.now())
         && !left.is_zero()
     {
         return Next::Wait(left);
@@ -691,7 +703,7 @@ async fn rotator<'a>(
 /// How long to wait before calling `integration`'s rotator (its breaker is open, or its
 /// half-open trial is out); `None`: call now.
 fn breaker_wait(shared: &Shared, integration: &str) -> Option<Duration> {
-    match shared.breakers.admit(integration, SystemTime::now()) {
+    match shared.breakers.admit(integration, shared.clock.now()) {
         breaker::Admit::Go => None,
         breaker::Admit::Wait(d) => Some(d.max(Duration::from_millis(100))),
     }
@@ -711,7 +723,7 @@ fn breaker_record(
     };
     let Some(change) = shared
         .breakers
-        .record(integration, config, outcome, SystemTime::now())
+        .record(integration, config, outcome, shared.clock.now())
     else {
         return;
     };
@@ -786,7 +798,7 @@ async fn attempt_failed(
 ) -> Next {
     let delay = backoff(shared, config, rotation.attempt);
     let id = rotation.id.clone();
-    let at = SystemTime::now() + delay;
+    let at = shared.clock.now() + delay;
     match with_vault(shared.vault.clone(), move |v| {
         v.record_attempt_failure(&id, class, at)
     })

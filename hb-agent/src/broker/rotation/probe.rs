@@ -8,12 +8,13 @@
 //!
 //! The probe's [`Verdict`] is published to every call held on a 401 of the account
 //! (`broker::requests`): it comes once the key is found working, or once the rotation
-//! the dead key started has made a new key active (or failed, or outlasted
+//! the dead key started — or the account's rotation that was already open before its
+//! switch when the key died — has made a new key active (or failed, or outlasted
 //! `hold_secs`).
 //!
 //! Owns: which accounts have a probe in flight or had one recently (at most one per
-//! account every [`MIN_INTERVAL`], so a stream of 401s is one probe, not a storm), and
-//! each one's verdict.
+//! account every [`MIN_INTERVAL`], and never two at once however long one runs, so a
+//! stream of 401s is one probe, not a storm), and each one's verdict.
 //! Must never: probe with a value other than the one calls carry, or start a rotation
 //! the journal would not (it refuses a second open rotation of an account).
 
@@ -22,8 +23,6 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
-
-use std::time::SystemTime;
 
 use tokio::sync::watch;
 
@@ -72,7 +71,11 @@ impl Probes {
     /// `MIN_INTERVAL` ago if there is one.
     fn claim(&self, integration: &str, account: &str, now: Instant) -> Claim {
         let mut started = self.started.lock().unwrap_or_else(PoisonError::into_inner);
-        started.retain(|_, (at, _)| now.duration_since(*at) < MIN_INTERVAL);
+        // A probe still running is joined however long it runs (its verify call is
+        // bounded by `broker.upstream_timeout_secs`, its wait for a rotation by
+        // `hold_secs`): a slow `verify_url` must not let a second one start.
+        started
+            .retain(|_, (at, pending)| now.duration_since(*at) < MIN_INTERVAL || running(pending));
         let key = (integration.to_owned(), account.to_owned());
         if let Some((_, pending)) = started.get(&key) {
             return Claim::Joined(pending.clone());
@@ -81,6 +84,12 @@ impl Probes {
         started.insert(key, (now, rx));
         Claim::New(tx)
     }
+}
+
+/// Whether the probe behind `pending` has not given its verdict yet (and its task is
+/// alive: a task that ended without one frees the slot).
+fn running(pending: &Pending) -> bool {
+    pending.borrow().is_none() && pending.has_changed().is_ok()
 }
 
 /// A call with a handle of `integration`/`account` got a 401 (after any propagation
@@ -122,10 +131,23 @@ async fn probe(shared: &Arc<Shared>, integration: &str, account: &str, hold: Dur
         return Verdict::NotDead;
     }
     let deadline = tokio::time::Instant::now() + hold;
-    let since = SystemTime::now() - Duration::from_secs(config.cooldown_secs);
-    let recent = with_vault(shared.vault.clone(), move |v| v.rotations(Some(since))).await;
-    let outcome = match recent {
-        Ok(r) if !cooling_down(&r, integration, account, config, SystemTime::now()) => {
+    let since = shared.clock.now() - Duration::from_secs(config.cooldown_secs);
+    let journal = with_vault(shared.vault.clone(), move |v| {
+        Ok((v.rotations(Some(since))?, v.open_rotations()?))
+    })
+    .await;
+    // A rotation of the account already on its way to a new key (begun before the key
+    // died: by age, by an operator, through a provider outage) is the one that replaces
+    // it: the calls wait for it rather than get `credential_dead` for its cooldown.
+    let replacing = |open: &[crate::vault::Rotation]| {
+        open.iter()
+            .any(|r| r.integration == integration && r.account == account && r.step.before_finish())
+    };
+    let outcome = match journal {
+        Ok((r, open))
+            if replacing(&open)
+                || !cooling_down(&r, integration, account, config, shared.clock.now()) =>
+        {
             super::detect::signal_and_act(
                 shared,
                 &super::detect::Signal {
@@ -230,6 +252,33 @@ mod tests {
         assert!(
             matches!(p.claim("gh", "ci", t0 + MIN_INTERVAL), Claim::New(_)),
             "after the interval"
+        );
+    }
+
+    #[test]
+    fn a_probe_running_past_the_interval_is_still_joined() {
+        let p = Probes::default();
+        let t0 = Instant::now();
+        let Claim::New(tx) = p.claim("gh", "ci", t0) else {
+            panic!("the first 401 starts a probe");
+        };
+        let late = t0 + MIN_INTERVAL * 3;
+        assert!(
+            matches!(p.claim("gh", "ci", late), Claim::Joined(_)),
+            "a slow probe is joined, not doubled"
+        );
+        tx.send_replace(Some(Verdict::NotDead));
+        assert!(
+            matches!(p.claim("gh", "ci", late), Claim::New(_)),
+            "its verdict in and the interval over: a new one"
+        );
+        let Claim::New(tx) = p.claim("gh", "other", t0) else {
+            panic!("another account");
+        };
+        drop(tx);
+        assert!(
+            matches!(p.claim("gh", "other", late), Claim::New(_)),
+            "a probe task that died without a verdict frees the slot"
         );
     }
 }

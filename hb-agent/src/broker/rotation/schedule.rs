@@ -48,17 +48,15 @@ pub async fn run(shared: Arc<Shared>) {
     let mut deadlines = super::deadline::Deadlines::default();
     loop {
         tokio::time::sleep(TICK).await;
-        let Ok((credentials, rotations)) = with_vault(shared.vault.clone(), |v| {
-            Ok((
-                v.list()?,
-                v.rotations(Some(SystemTime::now() - Duration::from_secs(86_400 * 7)))?,
-            ))
+        let week_ago = shared.clock.now() - Duration::from_secs(86_400 * 7);
+        let Ok((credentials, rotations)) = with_vault(shared.vault.clone(), move |v| {
+            Ok((v.list()?, v.rotations(Some(week_ago))?))
         })
         .await
         else {
             continue;
         };
-        let now = SystemTime::now();
+        let now = shared.clock.now();
         deadlines.check(&shared, &credentials, &rotations, now);
         for meta in credentials.iter().filter(|m| m.status == Status::Active) {
             let Some((_, config)) = super::with_rotator(&shared, &meta.integration) else {
