@@ -381,14 +381,12 @@ print(json.dumps({"post": code(lambda: hb.request("POST", "https://api.test/plai
 "#;
 
 /// 1(c) The attack: three sandboxes flood the same account at once, each alone past
-/// `spike_hard_cap`. The spike cannot be pinned on at most two callers, so the detector
-/// holds the whole account, every caller together: a sandbox of another policy (another
-/// tenant) that only ever made one write is refused (`policy_denied`, quarantined) for
+/// `spike_hard_cap`. When a spike could be pinned on at most two callers, the detector
+/// held the whole account, every caller together: a sandbox of another policy (another
+/// tenant) that only ever made one write was refused (`policy_denied`, quarantined) for
 /// `quarantine_secs`. The secure outcome: the flooders are held, the bystander's write
 /// goes through.
 #[test]
-#[ignore = "open: a flood spread over 3 sandboxes makes the rate_spike quarantine hold the \
-            whole account, so another tenant's writes are refused for quarantine_secs"]
 fn a_flood_spread_over_three_sandboxes_does_not_hold_an_innocent_tenant() {
     use hb_tests::provider::{Provider, agent_env, bearers};
     hb_tests::require_root();
