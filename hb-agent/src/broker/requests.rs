@@ -40,11 +40,13 @@
 //!   in a body with NUL bytes or escapes, also in its view without the NULs and with the
 //!   escapes decoded: [`cut_spread`]), sanitized when asked
 //!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
-//!   can turn look-alike characters into a credential). In the answer to a call that
-//!   carried a credential, every run of at least 8 characters of that credential
-//!   (fewer for short values, see [`crate::scrub::Fragments`]), or of one of its
-//!   encodings, is redacted too, in any case: a truncated or re-cased echo holds no
-//!   whole form, but a caller could put its pieces together. Another account's
+//!   can turn look-alike characters into a credential). A run of at least 8
+//!   characters of a credential the call carries (fewer for short values, see
+//!   [`crate::scrub::Fragments`]), or of one of its encodings, in any case, in what the
+//!   caller sent ([`refuse_fragments`], before anything is sent) or in any part of the
+//!   answer but as the whole value, is a **fragment hit** (see `fragment_hit`): one
+//!   fixed error, nothing of the answer, and the caller barred from the account (a cut
+//!   answer would tell it which of its guesses were pieces of the key). Another account's
 //!   credential in the answer that the request did not carry raises that account's
 //!   `reflection` ([`unheld_in_answer`]).
 //!
