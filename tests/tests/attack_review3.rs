@@ -620,6 +620,19 @@ integrations = ["svc"]
         !sent.is_empty() && sent.iter().all(|b| b == ORACLE_KEY),
         "the calls carried the key (else this proves nothing)"
     );
+    let rebuilt = got["sha256"] == sha256_hex(ORACLE_KEY);
+    let records = std::fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let signalled = records.contains("\"reflection\"");
+    println!(
+        "attacker calls: {} | rebuilt length: {} | rebuilt the key: {rebuilt} | reflection signalled: {signalled}",
+        got["calls"], got["len"]
+    );
+    assert!(
+        !rebuilt,
+        "the sandbox rebuilt the injected key from which guesses the scrubber cut, in {} \
+         calls (reflection signalled: {signalled})",
+        got["calls"]
+    );
     // No request that held a piece of the key reached the upstream.
     let key_runs: Vec<String> = ORACLE_KEY
         .as_bytes()
@@ -634,19 +647,6 @@ integrations = ["svc"]
             "a guess holding a piece of the key went upstream"
         );
     }
-    let rebuilt = got["sha256"] == sha256_hex(ORACLE_KEY);
-    let records = std::fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
-    let signalled = records.contains("\"reflection\"");
-    println!(
-        "attacker calls: {} | rebuilt length: {} | rebuilt the key: {rebuilt} | reflection signalled: {signalled}",
-        got["calls"], got["len"]
-    );
-    assert!(
-        !rebuilt,
-        "the sandbox rebuilt the injected key from which guesses the scrubber cut, in {} \
-         calls (reflection signalled: {signalled})",
-        got["calls"]
-    );
     // Barred after its first hit: every call it made after is refused with the one
     // fixed error, and so is every handle it asked for (past `handles_per_minute`, the
     // handle rate limit answers first).
