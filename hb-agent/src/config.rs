@@ -334,6 +334,12 @@ pub struct BrokerConfig {
     /// no request for this long: its sandbox (the enrolled cgroup), or a host caller's
     /// uid.
     pub suspect_bar_secs: u64,
+    /// A caller whose call or answer held a run of the credential the call carried (a
+    /// piece of at least 8 characters, fewer for short values; see
+    /// `broker::fragment_hit`) gets `credential_fragment` for every call and handle
+    /// request for that integration's account this long, its handles to the account
+    /// ended; its other accounts and the account's other callers are not affected.
+    pub fragment_bar_secs: u64,
     /// Kill the sandbox that used a decoy handle (`cgroup.kill` of its enrolled cgroup;
     /// never a host caller, the agent's own cgroup or one containing it).
     pub canary_kill: bool,
@@ -371,6 +377,7 @@ impl Default for BrokerConfig {
             max_handles_per_caller: 256,
             max_connections_per_caller: 32,
             suspect_bar_secs: 3600,
+            fragment_bar_secs: 3600,
             canary_kill: true,
         }
     }
@@ -1548,6 +1555,7 @@ impl Config {
                 self.broker.max_connections_per_caller as u64,
             ),
             ("broker.suspect_bar_secs", self.broker.suspect_bar_secs),
+            ("broker.fragment_bar_secs", self.broker.fragment_bar_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

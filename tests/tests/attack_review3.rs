@@ -505,40 +505,74 @@ const ORACLE_KEY: &str = "key-9f3a61c0d2b84e57a1c6f0e3d9b27c48";
 /// API does). The scrubber cuts every run of 8 characters of the injected key from the
 /// answer, so which candidates come back cut says which are pieces of the key: the
 /// first window from 65,536 candidates of `key-XXXX`, then one character at a time
-/// from 16. Runs are not a reflection signal, so nothing stops it. Prints the calls it
-/// made and the SHA-256 of what it rebuilt (never the value).
+/// from 16. A refused call is read as "a candidate of this batch hit": the attacker
+/// takes a fresh handle and splits the batch in halves (at most 200 calls). Prints the
+/// calls it made, the error codes its calls and handle requests got, and the SHA-256 of what it rebuilt (never the
+/// value).
 const PY_ORACLE: &str = r#"
 import hashlib
 h = hb.handle("svc", "bot")["handle"]
 HEX = "0123456789abcdef"
 calls = 0
+codes = []
+handle_codes = []
 def cut(cands):
     global calls
     calls += 1
-    r = hb.request("GET", "https://api.test/plain?g=" + "~".join(cands) + "&step=oracle", handle=h)
+    try:
+        r = hb.request("GET", "https://api.test/plain?g=" + "~".join(cands) + "&step=oracle", handle=h)
+    except BrokerError as e:
+        codes.append(e.code)
+        return None
     toks = r["body"].split("g=", 1)[1].split("&step=")[0].split("~")
     return [c for c, t in zip(cands, toks) if t != c]
+def find(cands):
+    global h
+    if calls >= 200:
+        return []
+    hit = cut(cands)
+    if hit is not None:
+        return hit
+    try:
+        h = hb.handle("svc", "bot")["handle"]
+    except BrokerError as e:
+        handle_codes.append(e.code)
+    if len(cands) == 1:
+        return cands
+    mid = len(cands) // 2
+    return find(cands[:mid]) or find(cands[mid:])
 first = ["key-" + "%04x" % i for i in range(65536)]
 known = None
 for i in range(0, len(first), 800):
-    hit = cut(first[i:i + 800])
+    hit = find(first[i:i + 800])
     if hit:
         known = hit[0]
         break
-while known and len(known) < 36:
-    hit = cut([known[-7:] + c for c in HEX])
+while known and len(known) < 36 and calls < 200:
+    hit = find([known[-7:] + c for c in HEX])
     if len(hit) != 1:
         break
     known += hit[0][-1]
-print(json.dumps({"calls": calls, "len": len(known or ""),
+print(json.dumps({"calls": calls, "len": len(known or ""), "codes": codes,
+                  "handle_codes": handle_codes,
                   "sha256": hashlib.sha256((known or "").encode()).hexdigest()}), flush=True)
 "#;
 
+/// A bystander of the same account, in another sandbox: one GET through its own handle
+/// after the attacker was barred.
+const PY_BYSTANDER: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+r = hb.request("GET", "https://api.test/plain?step=bystander", handle=h)
+print(json.dumps({"status": r["status"], "body": r["body"]}), flush=True)
+"#;
+
 /// Angle 2, reflection as an oracle: the secure outcome is that the sandbox cannot
-/// rebuild the credential from which of its guesses the scrubber cuts.
+/// rebuild the credential from which of its guesses the scrubber cuts. Its first call
+/// that holds a piece of the key is refused (`credential_fragment`) before it goes
+/// upstream, and after it every call and handle request of the attacker for the account
+/// gets that same answer; the account gets a `reflection` signal; another sandbox of
+/// the account is served.
 #[test]
-#[ignore = "open: the run scrubber (scrub/fragments.rs) is an oracle: guesses echoed back \
-            cut or uncut rebuild the injected key in ~40 calls, with no signal"]
 fn which_guesses_the_scrubber_cuts_does_not_rebuild_the_key() {
     use hb_tests::provider::{Provider, agent_env, bearers};
     hb_tests::require_root();
@@ -596,6 +630,95 @@ integrations = ["svc"]
         "the sandbox rebuilt the injected key from which guesses the scrubber cut, in {} \
          calls (reflection signalled: {signalled})",
         got["calls"]
+    );
+    // No request that held a piece of the key reached the upstream.
+    let key_runs: Vec<String> = ORACLE_KEY
+        .as_bytes()
+        .windows(8)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    for r in p.api.requests() {
+        let path = r["path"].as_str().unwrap_or_default().to_ascii_lowercase();
+        let hit = key_runs.iter().find(|run| path.contains(run.as_str()));
+        assert!(
+            hit.is_none(),
+            "a guess holding a piece of the key went upstream"
+        );
+    }
+    // Barred after its first hit: every call it made after is refused with the one
+    // fixed error, and so is every handle it asked for (past `handles_per_minute`, the
+    // handle rate limit answers first).
+    let list = |key: &str| -> Vec<String> {
+        got[key]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (codes, handle_codes) = (list("codes"), list("handle_codes"));
+    let served = got["calls"].as_u64().unwrap_or(0) - codes.len() as u64;
+    println!(
+        "attacker calls served: {served} | refused: {} | handle requests refused: {}",
+        codes.len(),
+        handle_codes.len()
+    );
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| c == "credential_fragment"),
+        "the attacker's calls were not refused with credential_fragment after its first \
+         hit: {codes:?}"
+    );
+    assert!(
+        handle_codes
+            .first()
+            .is_some_and(|c| c == "credential_fragment")
+            && handle_codes
+                .iter()
+                .all(|c| c == "credential_fragment" || c == "rate_limited"),
+        "the attacker got a handle for the account after its first hit: {handle_codes:?}"
+    );
+    assert_eq!(
+        sent.len() as u64,
+        served,
+        "a refused call reached the upstream"
+    );
+    assert!(signalled, "the account got no reflection signal");
+    for word in ["\"credential_fragment\"", "\"request_fragment\""] {
+        assert!(records.contains(word), "no {word} record in the audit log");
+    }
+    assert!(
+        !records.contains(ORACLE_KEY) && !records.contains(&ORACLE_KEY[4..20]),
+        "the audit log holds the key"
+    );
+    // Another sandbox of the same account keeps full service.
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        &broker_script(&env, PY_BYSTANDER),
+    ]);
+    let said = stdout(&out);
+    let bystander: Value = serde_json::from_str(said.trim()).unwrap_or_else(|_| {
+        panic!(
+            "bystander output: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    println!("bystander: status {}", bystander["status"]);
+    assert_eq!(bystander["status"], 200, "{bystander}");
+    assert_eq!(
+        bearers(&p.api, "bystander"),
+        [ORACLE_KEY],
+        "the bystander's call"
     );
     let _ = std::fs::remove_dir_all(&p.dir);
 }

@@ -217,6 +217,10 @@ fn handle_refused(
             shared.audit_decision(caller, policy, "handle", "barred", "");
             return barred(*until);
         }
+        handles::CreateError::AccountBarred => {
+            shared.audit_decision(caller, policy, "handle", "credential_fragment", "");
+            return super::fragment_hit::refusal();
+        }
         _ => return ApiError::new(Code::Internal, format!("cannot create a handle: {e}")),
     };
     shared.stats.handles_limited(&shared.config.agent.state_dir);

@@ -53,6 +53,10 @@ pub enum Code {
     /// representation (206, `Content-Range`, `multipart/byteranges`): a part of an echo
     /// holds a piece of the credential no whole-value match finds.
     PartialResponse,
+    /// A run of the credential a call carries was in the call or its answer (see
+    /// `fragment_hit`); also every call and handle request of that caller for that
+    /// account while its bar lasts (`broker.fragment_bar_secs`). One fixed message.
+    CredentialFragment,
     Internal,
 }
 
@@ -80,6 +84,7 @@ impl Code {
             Code::UpstreamError => "upstream_error",
             Code::UnreadableResponse => "unreadable_response",
             Code::PartialResponse => "partial_response",
+            Code::CredentialFragment => "credential_fragment",
             Code::Internal => "internal",
         }
     }
@@ -96,7 +101,8 @@ impl Code {
             | Code::PolicyDenied
             | Code::AuthCollision
             | Code::BindingMissing
-            | Code::DnsRejected => StatusCode::FORBIDDEN,
+            | Code::DnsRejected
+            | Code::CredentialFragment => StatusCode::FORBIDDEN,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::RateLimited | Code::HandleLimit => StatusCode::TOO_MANY_REQUESTS,
@@ -180,6 +186,7 @@ mod tests {
             Code::UpstreamError,
             Code::UnreadableResponse,
             Code::PartialResponse,
+            Code::CredentialFragment,
             Code::Internal,
         ] {
             assert_eq!(

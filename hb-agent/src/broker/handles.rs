@@ -56,6 +56,11 @@ pub struct Handles {
     /// (taken under the table's lock, after it, so a bar and the handles it ends are
     /// one step for [`Handles::create`]).
     barred: Mutex<HashMap<Owner, Instant>>,
+    /// (owner, integration, account) a fragment hit barred (see `fragment_hit`): no
+    /// handle is created for them until the bar's instant, and the handles it ended are
+    /// remembered so their owner's calls with them get the bar's answer. Taken under
+    /// the table's lock, after it, as `barred`.
+    account_bars: Mutex<HashMap<AccountKey, AccountBar>>,
     /// The most decoys remembered at once, and per owner (see [`Handles::plant`]).
     max_decoys: usize,
     max_decoys_per_owner: usize,
@@ -75,12 +80,24 @@ pub const MAX_DECOYS_PER_OWNER: usize = 4096;
 pub enum CreateError {
     #[error("the caller is barred from new handles")]
     Barred(Instant),
+    #[error("the caller is barred from new handles for this account")]
+    AccountBarred,
     #[error("no randomness for a handle")]
     NoRandomness,
     #[error("the handle table's lock is poisoned")]
     Poisoned,
     #[error("the caller holds {held} live handles, the most it may")]
     AtLimit { held: usize },
+}
+
+/// An owner's hold on one integration's account.
+type AccountKey = (Owner, String, String);
+
+/// A bar of one owner from one account.
+struct AccountBar {
+    until: Instant,
+    /// The owner's handles to the account the bar ended.
+    ended: std::collections::HashSet<String>,
 }
 
 /// A planted decoy: what it pretends to stand for, and whether it is still listed.
@@ -111,6 +128,7 @@ impl Handles {
             table: Mutex::new(HashMap::new()),
             decoys: Mutex::new(HashMap::new()),
             barred: Mutex::new(HashMap::new()),
+            account_bars: Mutex::new(HashMap::new()),
             max_decoys: MAX_DECOYS,
             max_decoys_per_owner: MAX_DECOYS_PER_OWNER,
         }
@@ -154,6 +172,64 @@ impl Handles {
             }
         }
         ended
+    }
+
+    /// Bars `owner` from `integration`/`account` until `until` (a longer bar wins) and
+    /// ends every handle it holds to the account, in one step (as [`Handles::bar`]);
+    /// the handles ended. Its other handles, and other owners', stay.
+    pub fn bar_account(
+        &self,
+        owner: Owner,
+        integration: &str,
+        account: &str,
+        until: Instant,
+    ) -> Vec<String> {
+        let Ok(mut table) = self.table.lock() else {
+            return Vec::new();
+        };
+        let ended: Vec<String> = table
+            .iter()
+            .filter(|(_, e)| {
+                e.owner == owner && e.integration == integration && e.account == account
+            })
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in &ended {
+            table.remove(h);
+        }
+        if let Ok(mut bars) = self.account_bars.lock() {
+            let now = Instant::now();
+            bars.retain(|_, b| b.until > now);
+            let bar = bars
+                .entry((owner, integration.to_owned(), account.to_owned()))
+                .or_insert(AccountBar {
+                    until,
+                    ended: std::collections::HashSet::new(),
+                });
+            bar.until = bar.until.max(until);
+            bar.ended.extend(ended.iter().cloned());
+        }
+        ended
+    }
+
+    /// Whether `owner` is barred from `integration`/`account` now.
+    pub fn account_barred(&self, owner: Owner, integration: &str, account: &str) -> bool {
+        let Ok(bars) = self.account_bars.lock() else {
+            return true;
+        };
+        bars.get(&(owner, integration.to_owned(), account.to_owned()))
+            .is_some_and(|b| b.until > Instant::now())
+    }
+
+    /// Whether `handle` is one of `owner`'s a live account bar ended (its owner's call
+    /// with it gets the bar's answer; anyone else's, a dead handle's).
+    pub fn ended_by_account_bar(&self, handle: &str, owner: Owner) -> bool {
+        let Ok(bars) = self.account_bars.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        bars.iter()
+            .any(|((o, _, _), b)| *o == owner && b.until > now && b.ended.contains(handle))
     }
 
     /// Until when `owner` is barred from new handles, if it is.
@@ -338,6 +414,15 @@ impl Handles {
         {
             return Err(CreateError::Barred(*until));
         }
+        if self
+            .account_bars
+            .lock()
+            .map_err(|_| CreateError::Poisoned)?
+            .get(&(owner, entry.integration.clone(), entry.account.clone()))
+            .is_some_and(|b| b.until > now)
+        {
+            return Err(CreateError::AccountBarred);
+        }
         let mut held = 0;
         let mut expired = Vec::new();
         for (h, e) in table.iter() {
@@ -487,6 +572,41 @@ mod tests {
             .create("gh".into(), "bot".into(), me, "e".into(), usize::MAX)
             .expect("create");
         assert!(short.get(&d, me).is_none(), "expired");
+    }
+
+    #[test]
+    fn an_account_bar_ends_one_owners_handles_to_one_account_only() {
+        let h = Handles::new(Duration::from_secs(60));
+        let me = Owner::Sandbox { cgroup_id: 7 };
+        let other = Owner::Sandbox { cgroup_id: 8 };
+        let mk = |o, a: &str| {
+            h.create("gh".into(), a.into(), o, "e".into(), usize::MAX)
+                .expect("create")
+                .0
+        };
+        let (mine, mine_other_account, theirs) = (mk(me, "bot"), mk(me, "ci"), mk(other, "bot"));
+        let ended = h.bar_account(me, "gh", "bot", Instant::now() + Duration::from_secs(60));
+        assert_eq!(ended, vec![mine.clone()]);
+        assert!(h.get(&mine, me).is_none(), "ended");
+        assert!(h.ended_by_account_bar(&mine, me));
+        assert!(!h.ended_by_account_bar(&mine, other), "only for its owner");
+        assert!(h.get(&mine_other_account, me).is_some(), "another account");
+        assert!(h.get(&theirs, other).is_some(), "another owner");
+        assert!(h.account_barred(me, "gh", "bot"));
+        assert!(!h.account_barred(other, "gh", "bot"));
+        assert!(matches!(
+            h.create("gh".into(), "bot".into(), me, "e2".into(), usize::MAX),
+            Err(CreateError::AccountBarred)
+        ));
+        h.create("gh".into(), "ci".into(), me, "e2".into(), usize::MAX)
+            .expect("its other accounts are not barred");
+        h.create("gh".into(), "bot".into(), other, "e2".into(), usize::MAX)
+            .expect("the account's other callers are not barred");
+        // A lapsed bar refuses nothing.
+        let _ = h.bar_account(other, "gh", "x", Instant::now());
+        assert!(!h.account_barred(other, "gh", "x"));
+        h.create("gh".into(), "x".into(), other, "e3".into(), usize::MAX)
+            .expect("lapsed");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod canary;
 mod credentials;
 mod cutoff;
 pub mod error;
+mod fragment_hit;
 mod handles;
 pub mod identity;
 pub mod outbound;

@@ -40,11 +40,13 @@
 //!   in a body with NUL bytes or escapes, also in its view without the NULs and with the
 //!   escapes decoded: [`cut_spread`]), sanitized when asked
 //!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
-//!   can turn look-alike characters into a credential). In the answer to a call that
-//!   carried a credential, every run of at least 8 characters of that credential
-//!   (fewer for short values, see [`crate::scrub::Fragments`]), or of one of its
-//!   encodings, is redacted too, in any case: a truncated or re-cased echo holds no
-//!   whole form, but a caller could put its pieces together. Another account's
+//!   can turn look-alike characters into a credential). A run of at least 8
+//!   characters of a credential the call carries (fewer for short values, see
+//!   [`crate::scrub::Fragments`]), or of one of its encodings, in any case, in what the
+//!   caller sent ([`refuse_fragments`], before anything is sent) or in any part of the
+//!   answer but as the whole value, is a **fragment hit** (see `fragment_hit`): one
+//!   fixed error, nothing of the answer, and the caller barred from the account (a cut
+//!   answer would tell it which of its guesses were pieces of the key). Another account's
 //!   credential in the answer that the request did not carry raises that account's
 //!   `reflection` ([`unheld_in_answer`]).
 //!
@@ -65,6 +67,7 @@ use super::{
     accounts::{Current, retry_with_previous},
     credentials::{acting, no_credential, unknown_handle, usable_now},
     error::{ApiError, Code},
+    fragment_hit,
     handles::{Entry, Owner},
     identity::Caller,
     outbound::{
@@ -315,6 +318,7 @@ pub async fn request(
     let carried = inspect_outgoing(&call, owner, &parsed, &decision).await?;
     held(&call, &parsed, &decision)?;
     let usable = credentials_now(&call, &decision).await?;
+    refuse_fragments(&call, &decision, &parsed, &usable)?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
     let mut sent: Vec<Arc<Current>> = usable.first().cloned().into_iter().collect();
     let outbound = inject(&decision, sent.first().map(|c| &**c), &parsed)?;
@@ -696,10 +700,19 @@ fn decide_with_handle<'a>(
 ) -> Result<(Arc<Entry>, &'a IntegrationConfig), ApiError> {
     let shared = call.shared;
     let (target, action) = (&parsed.target, &parsed.action);
-    let entry = shared
+    let Some(entry) = shared.handles.get(handle, owner) else {
+        // A handle a fragment hit ended gets its bar's answer, from its owner only.
+        if shared.handles.ended_by_account_bar(handle, owner) {
+            return Err(bar_refused(call, parsed));
+        }
+        return Err(unknown_handle());
+    };
+    if shared
         .handles
-        .get(handle, owner)
-        .ok_or_else(unknown_handle)?;
+        .account_barred(owner, &entry.integration, &entry.account)
+    {
+        return Err(bar_refused(call, parsed));
+    }
     let integration = call
         .shared
         .config
@@ -961,11 +974,61 @@ async fn hold_for_rotation(
     }))
 }
 
-/// `text` cut of every run of the credentials the call sent (see [`respond`]).
-fn without_runs(sent: &[Arc<Current>], text: String) -> String {
-    sent.iter()
-        .filter_map(|c| c.fragments())
-        .fold(text, |text, f| f.redact_str(text))
+/// Phase 3b: a request that holds a run of a credential its call would carry (see
+/// `fragment_hit`) is refused before it is sent, and the caller barred from the account.
+fn refuse_fragments(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    parsed: &Parsed,
+    usable: &[Arc<Current>],
+) -> Result<(), ApiError> {
+    let Some((entry, _)) = &decision.credential else {
+        return Ok(());
+    };
+    let target = parsed.target.to_string();
+    let sent = fragment_hit::Sent {
+        target: &target,
+        headers: &parsed.headers,
+        body: &parsed.body,
+    };
+    if fragment_hit::in_request(usable, &sent) {
+        return Err(fragment_refused(
+            call,
+            parsed,
+            entry,
+            fragment_hit::Seen::Request,
+        ));
+    }
+    Ok(())
+}
+
+/// A fragment hit on this call: charged to the caller (see `fragment_hit::charge`); the
+/// fixed refusal.
+fn fragment_refused(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    entry: &Entry,
+    seen: fragment_hit::Seen,
+) -> ApiError {
+    fragment_hit::charge(
+        call.shared,
+        &fragment_hit::Hit {
+            caller: call.caller,
+            policy: call.policy,
+            entry,
+            handle: parsed
+                .handle
+                .as_deref()
+                .map(|h| call.shared.audit.fingerprint(h)),
+            seen,
+        },
+    )
+}
+
+/// A call of a caller a fragment hit barred from the handle's account.
+fn bar_refused(call: &Call<'_>, parsed: &Parsed) -> ApiError {
+    call.audit(&parsed.action, "credential_fragment", "barred");
+    fragment_hit::refusal()
 }
 
 /// Phase 4: the request as it will be sent, the credential in place.
@@ -1008,8 +1071,19 @@ async fn send(
         Err(e) => {
             call.audit(&parsed.action, "error", &e.to_string());
             // A message can quote what the upstream sent (a Location's scheme or
-            // host): no run of the call's credentials goes back in it either.
-            return Err(ApiError::new(e.code(), without_runs(sent, e.to_string())));
+            // host): one that holds a run of the call's credentials is a hit.
+            let message = e.to_string();
+            let watch = fragment_hit::AnswerWatch::new(sent);
+            watch.check(message.as_bytes());
+            if let (true, Some((entry, _))) = (watch.hit(), &decision.credential) {
+                return Err(fragment_refused(
+                    call,
+                    parsed,
+                    entry,
+                    fragment_hit::Seen::Answer,
+                ));
+            }
+            return Err(ApiError::new(e.code(), message));
         }
     };
     // The credential this exchange carried: the last one sent.
@@ -1052,7 +1126,14 @@ async fn respond(
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
     let (shared, sent) = (call.shared, answer.sent);
-    if decision.credential.is_some() {
+    if let Some((entry, _)) = &decision.credential {
+        // Barred while the call was out (another of its calls hit): no answer at all.
+        if shared
+            .handles
+            .account_barred(entry.owner, &entry.integration, &entry.account)
+        {
+            return Err(bar_refused(call, parsed));
+        }
         refuse_unsafe_for_credential(call, parsed, &response)?;
     }
     // Every live value on the node (every tenant's), but for a sandbox not those its
@@ -1061,9 +1142,11 @@ async fn respond(
     // tenant's live credential; not scrubbed of one it never sent, a provider's answer
     // (a key listing) would hand it another tenant's.
     let view = View::answer(shared, call.caller, answer.carried);
-    // Runs of the credentials the call sent (built once per credential): a retried
-    // call's upstream saw two.
-    let pieces = |text: String| without_runs(sent, text);
+    // Runs of the credentials the call sent (built once per credential; a retried
+    // call's upstream saw two), looked for in every part of the answer after the whole
+    // values are scrubbed: one is a hit, and the answer is refused whole.
+    let watch = fragment_hit::AnswerWatch::new(sent);
+    let pieces = |text: String| watch.pass(text);
     if let Some((entry, _)) = &decision.credential
         && sent.iter().any(|current| {
             super::sightings::reflected(
@@ -1095,7 +1178,7 @@ async fn respond(
             },
         );
     }
-    let unspread = cut_spread(&view, sent, &response.body);
+    let unspread = cut_spread(&view, &watch, sent, &response.body);
     let body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
     let (headers, headers_redacted) = scrub_headers(&view, &response.headers, &pieces);
     if unspread.is_some() || headers_redacted || !body.redactions.is_empty() {
@@ -1111,11 +1194,8 @@ async fn respond(
             serde_json::json!({"code": "credential_dead", "reason": why}),
         );
     }
-    let scrubbed = sent
-        .iter()
-        .filter_map(|c| c.fragments())
-        .fold(body.bytes, |body, f| f.redact(&body).unwrap_or(body));
-    match String::from_utf8(scrubbed) {
+    watch.check(&body.bytes);
+    match String::from_utf8(body.bytes) {
         Ok(text) => match parsed.sanitize {
             Some(mode) => {
                 let opts = crate::sanitize::Options {
@@ -1151,6 +1231,14 @@ async fn respond(
             );
         }
     }
+    if let (true, Some((entry, _))) = (watch.hit(), &decision.credential) {
+        return Err(fragment_refused(
+            call,
+            parsed,
+            entry,
+            fragment_hit::Seen::Answer,
+        ));
+    }
     Ok(Json(Value::Object(out)))
 }
 
@@ -1162,7 +1250,12 @@ async fn respond(
 /// whole in that view, and the bytes that spell it are redacted in the body itself.
 /// `None` (and one `memchr` and two `memmem`s of work) when the body has no NUL byte, no
 /// `\u` and no `&#`, or nothing to cut.
-fn cut_spread(view: &View, sent: &[Arc<Current>], body: &[u8]) -> Option<Vec<u8>> {
+fn cut_spread(
+    view: &View,
+    watch: &fragment_hit::AnswerWatch<'_>,
+    sent: &[Arc<Current>],
+    body: &[u8],
+) -> Option<Vec<u8>> {
     crate::scrub::cut_spread(body, |squeezed| {
         let mut spans: Vec<_> = view
             .scrub(squeezed)
@@ -1170,12 +1263,18 @@ fn cut_spread(view: &View, sent: &[Arc<Current>], body: &[u8]) -> Option<Vec<u8>
             .iter()
             .map(|r| (r.offset..r.offset + r.len, r.family))
             .collect();
+        let whole: Vec<_> = spans.iter().map(|(r, _)| r.clone()).collect();
         for f in sent.iter().filter_map(|c| c.fragments()) {
-            spans.extend(
-                f.spans(squeezed)
-                    .into_iter()
-                    .map(|run| (run, "live_secret")),
-            );
+            for run in f.spans(squeezed) {
+                // A run inside a whole value the view scrubs is that value's echo.
+                if !whole
+                    .iter()
+                    .any(|w| w.start <= run.start && run.end <= w.end)
+                {
+                    watch.mark();
+                }
+                spans.push((run, "live_secret"));
+            }
         }
         spans
     })

@@ -90,7 +90,7 @@ pub struct Shared {
 
 pub type AppState = Arc<Shared>;
 
-fn caller_json(caller: &Caller, policy: &str) -> serde_json::Value {
+pub(super) fn caller_json(caller: &Caller, policy: &str) -> serde_json::Value {
     json!({
         "pid": caller.pid,
         "uid": caller.uid,

@@ -1,7 +1,9 @@
-//! Pieces of one credential: for the answer to a call that carried it, every run of at
-//! least [`min_run`] consecutive characters of the credential (or of one of its
-//! encodings, the scrubber's [`forms`](super::live::forms)) is redacted, compared
-//! ASCII case-insensitively.
+//! Pieces of one credential: every run of at least [`min_run`] consecutive characters
+//! of the credential (or of one of its encodings, the scrubber's
+//! [`forms`](super::live::forms)), compared ASCII case-insensitively. The broker
+//! refuses a call whose request or answer holds one (`broker::fragment_hit`: a cut
+//! answer would tell the caller which of its guesses was a piece of the key); other
+//! exits redact them.
 //!
 //! The scrubber matches live values whole. An answer that holds only part of the
 //! credential (a partial-content answer, an upstream that echoes the first K bytes of
@@ -169,13 +171,10 @@ impl Fragments {
         spans
     }
 
-    /// [`Self::redact`] for text: the redacted text, or `text` as it was.
-    pub fn redact_str(&self, text: String) -> String {
-        match self.redact(text.as_bytes()) {
-            Some(bytes) => String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            None => text,
-        }
+    /// Whether `hay` holds a run of the value's characters (the broker's fragment hit,
+    /// see `broker::fragment_hit`).
+    pub fn holds_run(&self, hay: &[u8]) -> bool {
+        !self.spans(hay).is_empty()
     }
 }
 

@@ -1,0 +1,290 @@
+//! A **fragment hit**: a run (at least [`crate::scrub::min_run`] characters) of a
+//! credential a call carries, or of one of its encodings, in what the caller sent
+//! (target, headers, body, before injection) or anywhere in the upstream's answer other
+//! than as the whole value (a whole echo is the `reflection` the scrubber already
+//! redacts).
+//!
+//! Why a hit is not simply redacted: an answer cut where a caller's guess matched tells
+//! it which guess was a piece of the key, and a sandbox that knows only a key's shape
+//! rebuilds it a few characters at a time. Any answer that depends on where a guess
+//! hit is such an oracle, so a hit is answered with one fixed error
+//! ([`refusal`], `credential_fragment`) and nothing of the upstream's answer, and it
+//! costs the caller its access to the account: its handles to the account are ended
+//! and its calls and new handles for that (caller, account) get the same error for
+//! `broker.fragment_bar_secs`. Other callers of the account keep full service. The
+//! account gets a `reflection` signal (`seen`: `request_fragment`, `answer_fragment`),
+//! so its integration's `on_reflection` runs.
+//!
+//! Owns: what counts as a hit in a request, the bar a hit sets, and the one answer
+//! every refusal it causes gets.
+//! Must never: say where a hit was (request or answer, which part), hand out any byte
+//! of an answer that held one, or put a value or a handle in a record (handles appear
+//! as keyed fingerprints).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use http::{HeaderName, HeaderValue};
+use serde_json::json;
+
+use super::{
+    accounts::Current,
+    error::{ApiError, Code},
+    handles::Entry,
+    identity::Caller,
+    rotation::detect::{self, Detector, EventFields, Signal},
+    state::Shared,
+};
+
+/// The one answer to a hit and to every call or handle request the bar refuses: the
+/// same words whatever part of the request or answer held the run.
+pub fn refusal() -> ApiError {
+    ApiError::new(
+        Code::CredentialFragment,
+        "refused: a piece of the credential this handle stands for was in the call or its \
+         answer. This caller's handles for the account are ended and it gets none for \
+         broker.fragment_bar_secs",
+    )
+}
+
+/// Where a hit was, for the record and the signal only (never the caller's answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    Request,
+    Answer,
+}
+
+impl Seen {
+    fn as_str(self) -> &'static str {
+        match self {
+            Seen::Request => "request_fragment",
+            Seen::Answer => "answer_fragment",
+        }
+    }
+}
+
+/// What the caller sent, before injection.
+pub struct Sent<'a> {
+    pub target: &'a str,
+    pub headers: &'a [(HeaderName, HeaderValue)],
+    pub body: &'a [u8],
+}
+
+/// Whether what the caller sent holds a run of one of `carried` (the account's usable
+/// credentials: the active one and any the call may be retried with): in the target
+/// as given and percent-decoded, in a header's name or value, or in the body.
+pub fn in_request(carried: &[Arc<Current>], sent: &Sent<'_>) -> bool {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(sent.target).collect();
+    carried.iter().filter_map(|c| c.fragments()).any(|f| {
+        f.holds_run(sent.target.as_bytes())
+            || f.holds_run(&decoded)
+            || sent
+                .headers
+                .iter()
+                .any(|(n, v)| f.holds_run(n.as_str().as_bytes()) || f.holds_run(v.as_bytes()))
+            || f.holds_run(sent.body)
+    })
+}
+
+/// The parts of one answer checked for runs of the credentials its call sent, after the
+/// whole values were scrubbed from them; remembers whether any held one.
+pub struct AnswerWatch<'a> {
+    sent: &'a [Arc<Current>],
+    hit: AtomicBool,
+}
+
+impl<'a> AnswerWatch<'a> {
+    pub fn new(sent: &'a [Arc<Current>]) -> Self {
+        Self {
+            sent,
+            hit: AtomicBool::new(false),
+        }
+    }
+
+    /// Checks `bytes`.
+    pub fn check(&self, bytes: &[u8]) {
+        if self
+            .sent
+            .iter()
+            .filter_map(|c| c.fragments())
+            .any(|f| f.holds_run(bytes))
+        {
+            self.hit.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Checks `text` and gives it back (for `map_strings` and header folding).
+    pub fn pass(&self, text: String) -> String {
+        self.check(text.as_bytes());
+        text
+    }
+
+    /// Records a hit found elsewhere (a spread view of the body).
+    pub fn mark(&self) {
+        self.hit.store(true, Ordering::Relaxed);
+    }
+
+    pub fn hit(&self) -> bool {
+        self.hit.load(Ordering::Relaxed)
+    }
+}
+
+/// What a hit is charged to.
+pub struct Hit<'a> {
+    pub caller: &'a Caller,
+    pub policy: &'a str,
+    pub entry: &'a Entry,
+    /// The keyed fingerprint of the handle used.
+    pub handle: Option<String>,
+    pub seen: Seen,
+}
+
+/// A hit: the caller barred from the account (its handles to it ended), one audit
+/// record and one event, the account's `reflection` signal; the fixed refusal.
+pub fn charge(shared: &Arc<Shared>, hit: &Hit<'_>) -> ApiError {
+    let e = hit.entry;
+    let bar = Duration::from_secs(shared.config.broker.fragment_bar_secs);
+    let revoked =
+        shared
+            .handles
+            .bar_account(e.owner, &e.integration, &e.account, Instant::now() + bar);
+    shared.forget_handles(&revoked);
+    let barred_until = humantime::format_rfc3339_seconds(SystemTime::now() + bar).to_string();
+    shared.audit.record(
+        "credential_fragment",
+        json!({
+            "caller": super::state::caller_json(hit.caller, hit.policy),
+            "integration": e.integration,
+            "account": e.account,
+            "execution": e.execution,
+            "handle": hit.handle,
+            "seen": hit.seen.as_str(),
+            "revoked": revoked.len(),
+            "barred_until": barred_until,
+        }),
+    );
+    detect::event(
+        shared,
+        &EventFields {
+            caller: Some(hit.caller),
+            policy: hit.policy,
+            verdict: "bar_account",
+            reason: "credential_fragment",
+            name: Some(format!("{}/{}", e.integration, e.account)),
+            detail: format!(
+                "{}; barred until {barred_until}; {} handles revoked",
+                hit.seen.as_str(),
+                revoked.len()
+            ),
+        },
+    );
+    shared.sensor.scrub_hit(&e.integration, &e.account);
+    detect::signal(
+        shared,
+        &Signal {
+            detector: Detector::Reflection,
+            trigger: "reflection",
+            integration: &e.integration,
+            account: &e.account,
+            policy: hit.policy,
+            caller: Some(hit.caller),
+            seen: hit.seen.as_str(),
+            handle: hit.handle.clone(),
+            execution: Some(&e.execution),
+        },
+    );
+    refusal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        secret::Secret,
+        vault::{CredentialMeta, Status},
+    };
+
+    const KEY: &str = "key-9f3a61c0d2b84e57a1c6f0e3d9b27c48";
+
+    fn carried() -> Vec<Arc<Current>> {
+        let meta = CredentialMeta {
+            id: "cred_1".into(),
+            integration: "svc".into(),
+            account: "bot".into(),
+            status: Status::Active,
+            created: SystemTime::now(),
+            expires: None,
+            rotated_from: None,
+            grace_until: None,
+            revoked: None,
+        };
+        vec![Arc::new(Current::new(
+            &meta,
+            Secret::new(KEY.as_bytes().to_vec()),
+        ))]
+    }
+
+    fn header(name: &str, value: &str) -> (HeaderName, HeaderValue) {
+        super::super::outbound::headers::header(name, value).expect("header")
+    }
+
+    fn sends(target: &str, headers: &[(HeaderName, HeaderValue)], body: &str) -> bool {
+        in_request(
+            &carried(),
+            &Sent {
+                target,
+                headers,
+                body: body.as_bytes(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_run_in_any_part_of_a_request_is_a_hit() {
+        let run = &KEY[10..18];
+        let u = "https://api.test/plain";
+        assert!(sends(&format!("{u}?g={run}"), &[], ""));
+        assert!(sends(
+            &format!("{u}?g={}", run.to_ascii_uppercase()),
+            &[],
+            ""
+        ));
+        // Percent-encoded, character by character.
+        let encoded: String = run.bytes().map(|b| format!("%{b:02X}")).collect();
+        assert!(sends(&format!("{u}?g={encoded}"), &[], ""));
+        assert!(sends(u, &[header("X-Guess", run)], ""));
+        assert!(sends(u, &[], &format!("{{\"g\":\"{run}\"}}")));
+        // Hex of a run (a form of the value).
+        let hex: String = KEY[4..16].bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(sends(u, &[], &hex));
+    }
+
+    #[test]
+    fn short_pieces_and_other_text_are_not_hits() {
+        let u = "https://api.test/plain";
+        // Below the run: "the key ending in 7c48" style text.
+        assert!(!sends(&format!("{u}?ending={}", &KEY[29..]), &[], ""));
+        assert!(!sends(u, &[header("X-Note", &KEY[..7])], ""));
+        assert!(!sends(
+            u,
+            &[header("Content-Type", "application/json")],
+            "{\"items\":[1,2,3],\"next\":\"cursor-0001\"}"
+        ));
+    }
+
+    #[test]
+    fn an_answer_watch_remembers_a_run_and_ignores_the_rest() {
+        let sent = carried();
+        let w = AnswerWatch::new(&sent);
+        assert_eq!(w.pass("ok GET /plain?x=1".into()), "ok GET /plain?x=1");
+        w.check(b"[REDACTED:live_secret] key ending in 7c48");
+        assert!(!w.hit());
+        w.check(format!("echo {}", &KEY[..12].to_ascii_uppercase()).as_bytes());
+        assert!(w.hit());
+    }
+}
