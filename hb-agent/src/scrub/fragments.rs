@@ -75,6 +75,30 @@ pub struct Fragments {
     hasher: RandomState,
 }
 
+/// Longest public prefix looked for: `github_pat_` and `sk_live_` fit.
+const PUBLIC_PREFIX_MAX: usize = 16;
+
+/// How many leading bytes of `value` are its kind's public prefix: words of letters
+/// each ending in `_` or `-` (`sk_live_`, `ghp_`, `xoxb-`, `github_pat_`, `sk-proj-`),
+/// at most [`PUBLIC_PREFIX_MAX`] bytes. Every key of its kind starts the same, and
+/// dashboards and key listings show it (`sk_live_…4242`): a run inside it says nothing
+/// of this value, so it is no run of it.
+pub fn public_prefix(value: &[u8]) -> usize {
+    let mut end = 0;
+    let mut word = 0;
+    for (i, &b) in value.iter().enumerate().take(PUBLIC_PREFIX_MAX) {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' => word += 1,
+            b'_' | b'-' if word > 0 => {
+                end = i + 1;
+                word = 0;
+            }
+            _ => break,
+        }
+    }
+    end
+}
+
 impl Fragments {
     /// The windows of `value`'s forms. `None` for a value shorter than the shortest run.
     pub fn new(value: &[u8]) -> Option<Self> {
@@ -85,6 +109,15 @@ impl Fragments {
         let hasher = RandomState::new();
         let mut prefixes = HashSet::new();
         let mut windows: Vec<(usize, HashSet<u64>)> = Vec::new();
+        // The windows of the value's public prefix alone are not the value's: every key
+        // of its kind shows them.
+        let public: Vec<Zeroizing<Vec<u8>>> = match public_prefix(value) {
+            0 => Vec::new(),
+            p => forms(&value[..p])
+                .into_iter()
+                .map(|form| Zeroizing::new(form.expose().to_ascii_lowercase()))
+                .collect(),
+        };
         for form in forms(value) {
             let lower = Zeroizing::new(form.expose().to_ascii_lowercase());
             let len = (n * lower.len())
@@ -101,6 +134,12 @@ impl Fragments {
                 }
             };
             for w in lower.windows(len) {
+                if public
+                    .iter()
+                    .any(|p| p.windows(len).any(|public| public == w))
+                {
+                    continue;
+                }
                 windows[slot].1.insert(hasher.hash_one(w));
                 prefixes.insert([w[0], w[1], w[2], w[3]]);
             }
@@ -182,7 +221,7 @@ impl Fragments {
 mod tests {
     use super::*;
 
-    const VALUE: &str = "qUeRy-cred-7a6b5c4d3e2f1a0b9c8d7e6f";
+    const VALUE: &str = "7UeRy-cred-7a6b5c4d3e2f1a0b9c8d7e6f";
 
     fn redacted(f: &Fragments, hay: &str) -> String {
         String::from_utf8(
@@ -229,6 +268,22 @@ mod tests {
             .collect();
         let out = f.redact(&wide).expect("UTF-16 piece found");
         assert!(!out.windows(4).any(|w| w == &wide[..4]), "{out:?}");
+    }
+
+    #[test]
+    fn a_kinds_public_prefix_is_no_run_of_the_value() {
+        assert_eq!(public_prefix(b"sk_live_51Hx7a6b5c4d3e2f1a0b9c8d7e6f"), 8);
+        assert_eq!(public_prefix(b"github_pat_11ABCDEF0123456789"), 11);
+        assert_eq!(public_prefix(b"key-7a6b5c4d3e2f1a0b9c8d7e6f"), 4);
+        assert_eq!(public_prefix(b"7a6b5c4d3e2f1a0b9c8d7e6f"), 0);
+        let value = "sk_live_51Hx7a6b5c4d3e2f1a0b9c8d7e6f";
+        let f = Fragments::new(value.as_bytes()).expect("long enough");
+        // A key listing shows the prefix and the last four: nothing of this key.
+        let listing = "{\"keys\":[\"sk_live_...7e6f\",\"SK_LIVE_\"]}";
+        assert_eq!(redacted(&f, listing), listing);
+        // A run that goes past the prefix is the value's.
+        assert!(f.holds_run(b"x sk_live_51Hx y"));
+        assert!(f.holds_run(b"x 51Hx7a6b y"));
     }
 
     #[test]
