@@ -166,7 +166,7 @@ fn resolving_many_names_does_not_evict_another_sandboxs_validated_address() {
 
     let flood = run_in(&env, &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
     let rows = allow_rows(&env);
-    let victim_row = rows.iter().any(|r| r["addr"] == "203.0.113.10");
+    let victim_row = rows.iter().any(|r| r["ip"] == "203.0.113.10");
     let after = hb_tests::sandbox_probe(&env, "web", "tcp", "203.0.113.10", 8080);
     // Resolving again does not help for long: with the policy at its share, the next
     // name any sandbox of the policy resolves drops the soonest-expiring address again.
