@@ -19,7 +19,8 @@
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
 //! name and address (an AAAA under any of `egress.nat64_prefixes` counts as the IPv4 it
 //! embeds, RFC 6052) →
-//! the addresses are written into the policy's allow map with expiry = TTL clamped to
+//! the addresses are written into the policy's allow map, held for the asking sandbox
+//! within its share ([`learned`]: `max_ips_per_cgroup`), with expiry = TTL clamped to
 //! `[min_ttl_secs, max_ttl_secs]` (an answer with more than `max_ips_per_name`
 //! addresses is trimmed to that many; older addresses of the name are evicted) → only
 //! then is the answer sent, with that TTL. Negative answers (NXDOMAIN, and NODATA: the
