@@ -2750,6 +2750,18 @@ mod tests {
                 2,
                 "outside 1..=",
             ),
+            (
+                "[dns]\nmax_ips_per_cgroup = 8\n",
+                "dns.max_ips_per_cgroup",
+                2,
+                "is outside [dns.max_ips_per_name (64)",
+            ),
+            (
+                "[dns]\nmax_ips_per_policy = 100\nmax_ips_per_cgroup = 101\n",
+                "dns.max_ips_per_cgroup",
+                3,
+                "dns.max_ips_per_policy (100)]",
+            ),
         ] {
             let e = err(text);
             assert!(
