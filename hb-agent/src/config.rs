@@ -461,6 +461,16 @@ pub struct DnsConfig {
     /// its own soonest-expiring addresses first, never another policy's (counted and
     /// logged). The default, an eighth of a map, lets eight policies fill up at once.
     pub max_ips_per_policy: u32,
+    /// Addresses one cgroup (a sandbox, a pod's container) may hold of its policy's
+    /// share (`max_ips_per_policy`). An address stays allowed while any sandbox it was
+    /// handed to still holds it within its TTL: a sandbox past its share drops only its
+    /// own soonest-expiring addresses, never another sandbox's, and once half of the
+    /// policy's share is in use a sandbox holding `max_ips_per_name` addresses or more
+    /// trades its own rather than taking free ones (the rest is kept for sandboxes that
+    /// hold little). When none of its own can make room its answer is SERVFAIL with a
+    /// `dns_allow_share_full` event. Unset: an eighth of `max_ips_per_policy` (at least
+    /// `max_ips_per_name`).
+    pub max_ips_per_cgroup: Option<u32>,
     /// Seconds a TCP DNS connection may wait for a query to begin (RFC 7766 idle timeout).
     pub tcp_idle_timeout_secs: u64,
     /// Seconds a query may take, once its first byte arrived, to arrive whole (length
@@ -496,6 +506,15 @@ pub struct DnsConfig {
 }
 
 impl DnsConfig {
+    /// `max_ips_per_cgroup`, or its default: an eighth of the policy's share, at least
+    /// one answer.
+    pub fn ips_per_cgroup(&self) -> u32 {
+        self.max_ips_per_cgroup
+            .unwrap_or(self.max_ips_per_policy / 8)
+            .max(self.max_ips_per_name)
+            .max(1)
+    }
+
     /// `max_tcp_connections_per_cgroup`, or its default: a quarter of the policy's cap.
     pub fn per_cgroup(&self) -> u32 {
         self.max_tcp_connections_per_cgroup
@@ -523,6 +542,7 @@ impl Default for DnsConfig {
             max_ttl_secs: 3600,
             max_ips_per_name: 64,
             max_ips_per_policy: hb_common::limits::ALLOW4 / 8,
+            max_ips_per_cgroup: None,
             tcp_idle_timeout_secs: 10,
             tcp_query_timeout_secs: 5,
             max_tcp_connections: 512,
@@ -1670,6 +1690,20 @@ impl Config {
                 ),
             });
         }
+        if let Some(per_cgroup) = self.dns.max_ips_per_cgroup
+            && (per_cgroup < self.dns.max_ips_per_name.max(1)
+                || per_cgroup > self.dns.max_ips_per_policy)
+        {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "dns.max_ips_per_cgroup".into(),
+                line: key_line("max_ips_per_cgroup"),
+                message: format!(
+                    "{per_cgroup} is outside [dns.max_ips_per_name ({}), dns.max_ips_per_policy ({})]: one answer must fit in a sandbox's share, and the share in its policy's",
+                    self.dns.max_ips_per_name, self.dns.max_ips_per_policy
+                ),
+            });
+        }
         for (key, value) in [
             ("tcp_idle_timeout_secs", self.dns.tcp_idle_timeout_secs),
             ("tcp_query_timeout_secs", self.dns.tcp_query_timeout_secs),
@@ -2723,6 +2757,18 @@ mod tests {
                 "guard.idle_timeout_secs",
                 2,
                 "outside 1..=",
+            ),
+            (
+                "[dns]\nmax_ips_per_cgroup = 8\n",
+                "dns.max_ips_per_cgroup",
+                2,
+                "is outside [dns.max_ips_per_name (64)",
+            ),
+            (
+                "[dns]\nmax_ips_per_policy = 100\nmax_ips_per_cgroup = 101\n",
+                "dns.max_ips_per_cgroup",
+                3,
+                "dns.max_ips_per_policy (100)]",
             ),
         ] {
             let e = err(text);

@@ -360,7 +360,7 @@ fn one_policy_filling_the_allow_map_evicts_only_its_own_addresses() {
     assert!(
         env.agent()
             .log_text()
-            .contains("policy at its share of the allow maps"),
+            .contains("sandbox at its share of its policy's allow map"),
         "quota evictions logged"
     );
 

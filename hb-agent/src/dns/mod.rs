@@ -19,7 +19,8 @@
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
 //! name and address (an AAAA under any of `egress.nat64_prefixes` counts as the IPv4 it
 //! embeds, RFC 6052) →
-//! the addresses are written into the policy's allow map with expiry = TTL clamped to
+//! the addresses are written into the policy's allow map, held for the asking sandbox
+//! within its share ([`learned`]: `max_ips_per_cgroup`), with expiry = TTL clamped to
 //! `[min_ttl_secs, max_ttl_secs]` (an answer with more than `max_ips_per_name`
 //! addresses is trimmed to that many; older addresses of the name are evicted) → only
 //! then is the answer sent, with that TTL. Negative answers (NXDOMAIN, and NODATA: the
@@ -80,7 +81,10 @@ use crate::{
     maps::MapsError,
 };
 
-use self::{learned::Learned, names::Pattern};
+use self::{
+    learned::{LearnError, Learned, Learner},
+    names::Pattern,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -239,9 +243,14 @@ pub struct DnsStats {
     pub allow_map_full: u64,
     /// Addresses currently learned.
     pub learned: usize,
-    /// Addresses a policy dropped to stay within `max_ips_per_policy`.
+    /// Addresses a sandbox dropped to stay within its share of its policy's rows
+    /// (`max_ips_per_cgroup`, `max_ips_per_policy`).
     #[serde(default)]
     pub policy_quota_evicted: u64,
+    /// Answers refused (SERVFAIL, `dns_allow_share_full`) because the sandbox held its
+    /// share and none of its own addresses could make room.
+    #[serde(default)]
+    pub share_refused: u64,
     /// TCP connections closed at once: `max_tcp_connections(_per_policy, _per_cgroup)`
     /// was reached, or the kernel had no record of the connection's cgroup.
     #[serde(default)]
@@ -304,6 +313,7 @@ impl DnsService {
                 allow_map_full: learned.full,
                 learned: rows.len(),
                 policy_quota_evicted: learned.quota_evicted,
+                share_refused: learned.share_refused,
                 tcp_refused,
             };
             if let Ok(bytes) = serde_json::to_vec(&stats) {
@@ -341,8 +351,11 @@ pub async fn start(
 ) -> Result<DnsService, DnsError> {
     let learned = Arc::new(Mutex::new(Learned::open(
         bpffs_dir,
-        config.dns.max_ips_per_name as usize,
-        config.dns.max_ips_per_policy as usize,
+        learned::Shares {
+            per_name: config.dns.max_ips_per_name as usize,
+            per_policy: config.dns.max_ips_per_policy as usize,
+            per_cgroup: config.dns.ips_per_cgroup() as usize,
+        },
     )?));
     let mut policies = HashMap::new();
     for p in &config.policies {
@@ -497,13 +510,14 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
             continue;
         };
         let start = Instant::now();
-        if let Some(reply) = inner.cached(policy_id, &buf[..n], Transport::Udp) {
+        // Who sent it: the sandbox a cached answer's addresses are held for, and whose
+        // event budget and lookups it uses past the cache.
+        let cgroup_id = inner.udp_senders.sender(policy_id, netns, from, local);
+        if let Some(reply) = inner.cached(policy_id, cgroup_id, &buf[..n], Transport::Udp) {
             let _ = sock.send_to(&reply, from).await;
             inner.answered(policy_id, AnswerPath::Cache, Some(&reply), start);
             continue;
         }
-        // Past the cache: who sent it decides whose event budget and lookups it uses.
-        let cgroup_id = inner.udp_senders.sender(policy_id, netns, from, local);
         match inner.prepare(policy_id, cgroup_id, &buf[..n], Transport::Udp) {
             Step::Reply(reply) => {
                 if let Some(reply) = &reply {
@@ -688,7 +702,8 @@ async fn serve_tcp_conn(
             return;
         };
         let start = Instant::now();
-        let (path, reply) = match inner.cached(policy_id, &query, Transport::Tcp) {
+        let (path, reply) = match inner.cached(policy_id, ticket.cgroup_id, &query, Transport::Tcp)
+        {
             Some(reply) => (AnswerPath::Cache, Some(reply)),
             None => match inner.prepare(policy_id, ticket.cgroup_id, &query, Transport::Tcp) {
                 Step::Reply(r) => (AnswerPath::Local, r),
@@ -884,11 +899,40 @@ impl Inner {
             })
     }
 
+    /// A SERVFAIL reply to `request` (a temporary condition: the client may retry).
+    fn servfail(&self, request: &Message, transport: Transport) -> Option<Vec<u8>> {
+        encode(request, reply(request, ResponseCode::ServFail), transport)
+    }
+
+    /// Reports an answer refused because the sandbox holds its share of its policy's
+    /// allow map and none of its own addresses could make room: a
+    /// `dns_allow_share_full` event naming the name and the address that did not fit,
+    /// budgeted per policy and cgroup like the other refusals.
+    fn share_full(&self, policy: &str, cgroup_id: u64, name: &str, error: &LearnError) {
+        let addr = match error {
+            LearnError::Share { addr, .. } | LearnError::MapFull { addr, .. } => *addr,
+        };
+        self.event(
+            policy,
+            cgroup_id,
+            "dns_allow_share_full",
+            "deny",
+            name,
+            Some(addr),
+        );
+    }
+
     /// The fast path: a common-shape query for an allowed name whose validated answer is
     /// cached, answered from pre-encoded bytes after the allow map is confirmed to hold
     /// its addresses. `None` sends the query down the general path ([`Inner::prepare`]),
     /// which judges it the same way and also handles everything unusual.
-    fn cached(&self, policy_id: u32, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    fn cached(
+        &self,
+        policy_id: u32,
+        cgroup_id: u64,
+        query: &[u8],
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let mut q = wire::parse_query(query)?;
         let qtype = RecordType::from(q.qtype);
         if qtype != RecordType::A && qtype != RecordType::AAAA {
@@ -911,7 +955,15 @@ impl Inner {
             .learned
             .lock()
             .ok()?
-            .learn(policy_id, &key.1, &entry.addrs, expires)
+            .learn(
+                Learner {
+                    policy_id,
+                    cgroup_id,
+                },
+                &key.1,
+                &entry.addrs,
+                expires,
+            )
             .is_ok();
         if !learned {
             return None;
@@ -1027,12 +1079,19 @@ impl Inner {
             // The allow map already covers the cached addresses until `until`; learning
             // again costs no syscall and puts back anything evicted meanwhile.
             let expires = crate::events::monotonic_ns() + u64::from(ttl) * 1_000_000_000;
-            let learned = self
-                .learned
-                .lock()
-                .map(|mut l| l.learn(policy_id, &key.1, &entry.addrs, expires).is_ok())
-                .unwrap_or(false);
-            if learned {
+            let who = Learner {
+                policy_id,
+                cgroup_id,
+            };
+            let learned = match self.learned.lock() {
+                Ok(mut l) => l.learn(who, &key.1, &entry.addrs, expires),
+                Err(_) => return Step::Reply(self.servfail(&request, transport)),
+            };
+            if let Err(e @ LearnError::Share { .. }) = &learned {
+                self.share_full(&policy.name, cgroup_id, &key.1, e);
+                return Step::Reply(self.servfail(&request, transport));
+            }
+            if learned.is_ok() {
                 let mut m = reply(&request, ResponseCode::NoError);
                 m.answers = entry.records;
                 for r in &mut m.answers {
@@ -1141,13 +1200,24 @@ impl Inner {
         }
         if !addrs.is_empty() {
             let expires = crate::events::monotonic_ns() + u64::from(ttl) * 1_000_000_000;
+            let who = Learner {
+                policy_id,
+                cgroup_id,
+            };
             let result = match self.learned.lock() {
-                Ok(mut l) => l.learn(policy_id, &name, &addrs, expires),
+                Ok(mut l) => l.learn(who, &name, &addrs, expires),
                 Err(_) => return answer(ResponseCode::ServFail),
             };
-            if let Err(e) = result {
-                tracing::error!(error = %crate::error_chain(&e), "allow map full: answering SERVFAIL");
-                return answer(ResponseCode::ServFail);
+            match result {
+                Ok(()) => {}
+                Err(e @ LearnError::Share { .. }) => {
+                    self.share_full(&policy.name, cgroup_id, &name, &e);
+                    return answer(ResponseCode::ServFail);
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::error_chain(&e), "allow map full: answering SERVFAIL");
+                    return answer(ResponseCode::ServFail);
+                }
             }
         }
         for r in &mut records {
