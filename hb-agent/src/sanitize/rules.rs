@@ -1443,7 +1443,9 @@ const RULES: [Rule; 37] = [
         category: Category::ToolCallSpoofing,
         anchor: Anchor::Around(80, 16),
         keywords: &["action input"],
-        pattern: r"^\s{0,8}action\s?:\s?[a-z_][a-z0-9_]{0,40}\s{0,3}\n\s{0,8}action\s+input\s?:",
+        // Lines may carry a comment or quote prefix (`# Action:`, `// Action:`, `> Action:`)
+        // or be joined by escaped line breaks inside a JSON string (`\nAction Input:`).
+        pattern: r"(?:^|\\n)[ \t#/*>\-]{0,8}action\s?:\s?[a-z_][a-z0-9_]{0,40}[ \t]{0,3}(?:\r?\n|\\n)[ \t#/*>\-]{0,8}action\s+input\s?:",
         judge: always_medium,
     },
     // -- exfiltration
