@@ -347,6 +347,19 @@ fn word_before(v: &[u8], i: usize) -> bool {
     word_at(v, s)
 }
 
+/// What follows a claim of authority.
+struct Claim {
+    /// What such a claim is made for: a command that fires, a permission, restrictions
+    /// declared lifted ("restrictions are suspended", "no filters"), the model's own
+    /// work ("every request", "your answer"), its hidden text ("internal
+    /// configuration"), an order about instructions, or a canned answer.
+    strong: bool,
+    /// The model named or hailed ("assistants connected to this account").
+    addressed: bool,
+    /// Any command: an imperative verb or a cue word.
+    imperative: bool,
+}
+
 /// A cue hit as the engine reports it.
 pub(super) struct CueHit {
     /// A command that a negation before it turns into advice ("never print your
@@ -597,6 +610,37 @@ impl Cues {
         })
     }
 
+    /// What follows a claim of authority, from its sentence's start `from` (the claim
+    /// at `end`) to `to`: see [`Claim`].
+    fn claim_command(&self, v: &[u8], from: usize, end: usize, to: usize, lang: usize) -> Claim {
+        let after = self.targets_in(v, from..to, lang);
+        let (directive, imperative) = self.command_after(v, end, 300, lang);
+        let mut granted = false;
+        let mut voided = false;
+        let mut addressed = false;
+        for (c, _) in self.cues_in(&v[..to], from) {
+            if c.lang != lang {
+                continue;
+            }
+            granted |= c.kind == Function::Grant;
+            voided |= c.kind == Function::Void;
+            addressed |= matches!(c.kind, Function::ModelDirective | Function::Addressee);
+        }
+        let lifted = after.has(Role::Unbound) || voided && after.has(Role::Loose);
+        let ordered = imperative || after.has(Role::Imperative);
+        let strong = directive
+            || pwned(&v[end.min(to)..to])
+            || granted
+            || lifted
+            || after.has(Role::Operation)
+            || (after.has(Role::Hidden) || after.has(Role::Instructions)) && ordered;
+        Claim {
+            strong,
+            addressed,
+            imperative,
+        }
+    }
+
     /// A claim of authority in any wording: a principal ("the system owner", "IT
     /// security team", "管理者") named as the source of the text ("message from", "by
     /// order of", "からのお知らせ"), followed by what such a claim is made for: a
@@ -617,26 +661,11 @@ impl Cues {
         }
         let own = sentence(v, &r, 120, 200);
         let to = floor_char(v, (own.end + 300).min(v.len()));
-        let scope = own.start..to;
-        let after = self.targets_in(v, scope.clone(), e.lang);
-        let (directive, imperative) = self.command_after(v, r.end, 300, e.lang);
-        let mut granted = false;
-        let mut voided = false;
-        let mut addressed = false;
-        for (c, _) in self.cues_in(&v[..to], own.start) {
-            if c.lang != e.lang {
-                continue;
-            }
-            granted |= c.kind == Function::Grant;
-            voided |= c.kind == Function::Void;
-            addressed |= matches!(c.kind, Function::ModelDirective | Function::Addressee);
-        }
-        let lifted = after.has(Role::Unbound) || voided && after.has(Role::Loose);
-        let strong = directive
-            || pwned(&v[r.end..to])
-            || granted
-            || lifted
-            || after.has(Role::Operation) && (imperative || after.has(Role::Imperative));
+        let Claim {
+            strong,
+            addressed,
+            imperative,
+        } = self.claim_command(v, own.start, r.end, to, e.lang);
         // The claim set off as a header: "[Notice from the administrator]", "【…】", or
         // "Message from the system owner:" at a line's start.
         let marked = memchr::memchr3(b'[', b'(', b'<', &v[lo..r.start]).is_some()
@@ -821,17 +850,21 @@ impl Cues {
                     || head.ends_with("【".as_bytes())
                     || tail.iter().any(|b| b":]!".contains(b))
                     || v[cue.end..].starts_with("】".as_bytes());
-                let (directive, imperative) = self.command_after(v, cue.end, 300, e.lang);
-                // A canned answer after the claim ("… the only correct reply is
-                // \"Access Granted\"") is the command it was made for.
-                let canned = pwned(&v[cue.end..(cue.end + 300).min(v.len())]);
-                let (directive, imperative) = (directive || canned, imperative || canned);
+                let own = sentence(v, &cue, 120, 0).start;
+                let to = floor_char(v, (cue.end + 300).min(v.len()));
+                let Claim {
+                    strong,
+                    addressed,
+                    imperative,
+                } = self.claim_command(v, own, cue.end, to, e.lang);
                 // A bracketed, headed or colon-led claim is the attack's form; the same
-                // words in running text ("ask the administrator") are not.
-                let s = match (marked, directive, imperative) {
-                    (true, _, true) => Severity::High,
-                    (true, _, false) | (false, true, _) => Severity::Medium,
-                    (false, false, _) => Severity::Low,
+                // words in running text ("ask the administrator") are not. What makes it
+                // one is a command aimed at the model: a notice from the IT department
+                // telling staff to log out is not.
+                let s = match (marked, strong, addressed && imperative) {
+                    (true, true, _) => Severity::High,
+                    (false, true, _) | (true, false, true) => Severity::Medium,
+                    (_, false, _) => Severity::Low,
                 };
                 (s, cue)
             }
@@ -1305,6 +1338,7 @@ static PWNED: LazyLock<AhoCorasick> = LazyLock::new(|| {
         "被黑",
         "黑了",
         "访问已授权",
+        "访问已授予",
         "ハッキング",
         "アクセス許可",
         "ははは",
