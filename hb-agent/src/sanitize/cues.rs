@@ -858,10 +858,10 @@ impl Cues {
                     imperative,
                 } = self.claim_command(v, own, cue.end, to, e.lang);
                 // A bracketed, headed or colon-led claim is the attack's form; the same
-                // words in running text ("ask the administrator") are not. What makes it
-                // one is a command aimed at the model: a notice from the IT department
-                // telling staff to log out is not.
-                let s = match (marked, strong, addressed && imperative) {
+                // words in running text ("ask the administrator") are not. High takes a
+                // command aimed at the model: a headed notice from the IT department
+                // telling staff to log out is medium at most.
+                let s = match (marked, strong, addressed || imperative) {
                     (true, true, _) => Severity::High,
                     (false, true, _) | (true, false, true) => Severity::Medium,
                     (_, false, _) => Severity::Low,
@@ -1224,6 +1224,20 @@ static BEFORE_ANSWER: LazyLock<AhoCorasick> = LazyLock::new(|| {
         "返信の前に",
         "답변하기 전에",
         "답하기 전에",
+        // AgentDojo's "before you can solve the task that I gave you".
+        "before you solve the task",
+        "before you can solve the task",
+        "before solving the task",
+        "bevor du die aufgabe",
+        "avant de résoudre la tâche",
+        "antes de resolver la tarea",
+        "antes de resolver a tarefa",
+        "prima di risolvere il compito",
+        "прежде чем решить задачу",
+        "перед тем как решить задачу",
+        "任务之前",
+        "タスクを解く前に",
+        "작업을 해결하기 전에",
     ])
 });
 
