@@ -97,6 +97,14 @@ pub(super) struct Lexicon {
     /// Targets of grant: who sanctioned it ("authorised by", "approved by", "as your
     /// developer").
     pub sanction: &'static [&'static str],
+    /// Who holds authority over the system ("administrator", "IT security team",
+    /// "system owner", "developer"): named as a text's source, with a command or a
+    /// permission after it, a claim of authority (see `Cues::judge_claim`).
+    pub principal: &'static [&'static str],
+    /// The frames that name a text's source or mandate ("from", "message", "by order
+    /// of", "on behalf of", "からのお知らせ"): what makes a principal the claimed
+    /// speaker rather than a mention.
+    pub origin: &'static [&'static str],
 }
 
 pub(super) const LEXICONS: [Lexicon; 10] = [EN, DE, FR, ES, PT, IT, RU, ZH, JA, KO];
@@ -189,7 +197,7 @@ const EN: Lexicon = Lexicon {
         "never break character", "safety mode is disabled", "safety mode is off",
         "safety filters are off",
     ],
-    void: &[
+    void: &[ "disabled", "deactivated", "switched off", "turned off", "suspended", "lifted",
         "outdated", "no longer valid", "no longer apply", "no longer applies", "are void",
         "obsolete", "cancelled", "canceled", "superseded", "invalid",
     ],
@@ -296,14 +304,20 @@ const EN: Lexicon = Lexicon {
         "run", "execute", "delete", "open", "visit", "click", "translate", "append", "insert",
         "add", "praise", "claim", "state", "do not", "don't", "instead", "stop",
     ],
-    operation: &[
+    operation: &[ "every request that follows", "all requests", "every request", "any request", "each request", "the conversation",
         "your reply", "your replies", "your answer*", "your response*", "your output", "your summary", "every message", "each message", "every answer", "every response", "this chat", "this conversation", "this thread", "this session", "the user's", "your tool*", "email tool",
     ],
-    grant: &[
+    grant: &[ "i authorise you", "i authorize you", "you now have clearance", "you have clearance", "you are cleared",
         "you are permitted to", "you are now permitted", "you are allowed to", "you are now allowed", "you may now", "you have permission to", "you are authorised to", "you are authorized to", "i grant you", "i am granting you", "you have been granted", "you are cleared to",
     ],
     sanction: &[
         "authorised by", "authorized by", "approved by", "signed off by", "cleared by", "on behalf of", "security officer", "security team", "as your developer", "as the developer",
+    ],
+    principal: &[ "account holder", "account owner",
+        "administrator*", "admin", "admins", "sysadmin*", "it department", "it team", "it support", "it security", "security team", "security officer", "system owner", "system operator", "operator", "operators", "developer", "developers", "dev team", "platform team", "management", "head of it", "trust and safety",
+    ],
+    origin: &[
+        "from", "by order of", "on the orders of", "on behalf of", "per", "as per", "notice", "message", "request", "directive", "order", "update", "announcement", "comes from", "sent by", "issued by", "bulletin",
     ],
 };
 
@@ -388,7 +402,7 @@ const DE: Lexicon = Lexicon {
         "bleibe in der rolle", "aus der rolle", "sicherheitsmodus ist deaktiviert",
         "sicherheitsmodus deaktiviert", "sicherheitsmodus ist aus",
     ],
-    void: &["veraltet", "nicht mehr gültig", "ungültig", "aufgehoben", "hinfällig", "außer kraft"],
+    void: &[ "deaktiviert", "abgeschaltet", "ausgesetzt", "aufgehoben","veraltet", "nicht mehr gültig", "ungültig", "aufgehoben", "hinfällig", "außer kraft"],
     authority: &[ "update des betreibers", "als der entwickler", "als dein entwickler", "verbindlicher hinweis", "erweiterte rechte",
         "offizielles richtlinien-update", "richtlinien-update von openai", "offizielle mitteilung von openai",
         "nachricht des systemadministrators", "nachricht vom systemadministrator", "hinweis des systemadministrators", "hinweis des entwicklers", "hinweis vom entwickler", "entwicklerhinweis", "hinweis des administrators", "mitteilung des administrators", "mitteilung des entwicklers", "betreiberhinweis", "hinweis des betreibers", "administrator-überschreibung", "admin-überschreibung", "systemüberschreibung", "system-überschreibung",
@@ -472,14 +486,20 @@ const DE: Lexicon = Lexicon {
         "ignorier*", "vergiss", "hänge*", "füge*", "behaupte*", "lobe*", "bitte", "muss", "sollst",
         "musst",
     ],
-    operation: &[
+    operation: &[ "jede folgende anfrage", "alle folgenden anfragen", "jede anfrage", "jeder anfrage", "alle anfragen", "das gespräch",
         "deine antwort*", "deiner antwort", "jede nachricht", "jede antwort", "diesen chat", "dieses chats", "dieses gesprächs", "diesen verlauf", "des nutzers", "des benutzers", "dein werkzeug", "e-mail-werkzeug", "deine zusammenfassung", "dieser sitzung",
     ],
-    grant: &[
+    grant: &[ "ich autorisiere dich", "ich erlaube dir", "du hast jetzt die freigabe", "du hast die freigabe", "hast du die freigabe",
         "du darfst", "ihr dürft", "du hast die erlaubnis", "ich erteile dir", "ist dir erlaubt", "du bist berechtigt", "du bist befugt",
     ],
     sanction: &[
         "genehmigt", "freigegeben", "autorisiert", "sicherheitsbeauftragt*", "im auftrag", "als der entwickler", "als dein entwickler",
+    ],
+    principal: &[ "kontoinhaber*",
+        "administrator*", "admin", "admins", "systemadministrator*", "it-abteilung", "it-team", "it-sicherheit*", "sicherheitsteam*", "systeminhaber*", "systembetreiber*", "betreiber*", "entwickler*", "geschäftsleitung", "it-leit*",
+    ],
+    origin: &[
+        "von", "vom", "im auftrag", "auf anordnung", "auf weisung", "hinweis", "nachricht", "mitteilung", "anweisung", "anordnung", "kommt vom", "kommt von", "gesendet von", "update", "rundschreiben",
     ],
 };
 
@@ -563,7 +583,7 @@ const FR: Lexicon = Lexicon {
         "reste dans ton rôle", "sors du personnage", "ne sors jamais du personnage",
         "mode de sécurité est désactivé", "mode sécurité désactivé",
     ],
-    void: &[
+    void: &[ "désactivés", "désactivées", "désactivé", "suspendues", "suspendus", "levées",
         "obsolètes", "obsolète", "ne sont plus valables", "plus valides", "ne sont plus valides",
         "annulées", "caduques", "périmées",
     ],
@@ -638,14 +658,20 @@ const FR: Lexicon = Lexicon {
         "ouvre*", "visite*", "traduis*", "évalue*", "ajoute*", "affirme*", "ignore*", "oublie*",
         "plutôt", "à la place", "doit", "dois", "veuillez",
     ],
-    operation: &[
+    operation: &[ "toutes les demandes qui suivent", "chaque demande", "toute demande", "toutes les demandes", "la conversation",
         "ta réponse", "tes réponses", "chaque message", "chaque réponse", "cette discussion", "cette conversation", "ce fil", "de l'utilisateur", "ton outil", "outil d'e-mail", "ton résumé", "cette session",
     ],
-    grant: &[
+    grant: &[ "je t'autorise", "je vous autorise", "tu as désormais l'autorisation", "tu as l'autorisation", "tu as maintenant l'autorisation",
         "tu as le droit de", "tu es autorisé", "tu peux désormais", "je t'accorde", "tu as la permission", "tu es maintenant autorisé",
     ],
     sanction: &[
         "autorisée par", "autorisé par", "approuvée par", "approuvé par", "responsable de la sécurité", "au nom de", "en tant que développeur",
+    ],
+    principal: &[ "titulaire du compte",
+        "administrateur*", "admin", "service informatique", "équipe informatique", "équipe de sécurité", "sécurité informatique", "propriétaire du système", "opérateur*", "développeur*", "direction",
+    ],
+    origin: &[
+        "de la part", "avis", "message", "note", "sur ordre", "par ordre", "à la demande", "provient de", "envoyé par", "émis par", "consigne", "directive", "mise à jour", "au nom de",
     ],
 };
 
@@ -723,7 +749,7 @@ const ES: Lexicon = Lexicon {
         "modo desarrollador", "modo opuesto", "mantente en el personaje", "no salgas del papel", "mantente en el papel", "no salgas del personaje", "no rompas el personaje",
         "sal del personaje", "modo de seguridad está desactivado", "modo de seguridad desactivado",
     ],
-    void: &[
+    void: &[ "desactivados", "desactivadas", "desactivado", "suspendidas", "suspendidos", "levantadas",
         "obsoletas", "obsoletos", "ya no son válidas", "ya no valen", "ya no son validas",
         "anuladas", "caducadas", "sin efecto",
     ],
@@ -795,14 +821,20 @@ const ES: Lexicon = Lexicon {
         "traduce", "evalúa", "añade", "afirma", "ignora", "olvida", "en su lugar", "en lugar de",
         "debes", "por favor",
     ],
-    operation: &[
+    operation: &[ "todas las solicitudes", "cada solicitud", "todas las peticiones", "cada petición", "cualquier petición", "la conversación",
         "tu respuesta", "tus respuestas", "cada mensaje", "cada respuesta", "este chat", "esta conversación", "este hilo", "del usuario", "tu herramienta", "herramienta de correo", "tu resumen", "esta sesión",
     ],
-    grant: &[
+    grant: &[ "te autorizo", "le autorizo", "ahora tienes autorización", "tienes autorización para",
         "tienes permiso para", "estás autorizado", "te concedo", "ahora puedes", "tienes autorización",
     ],
     sanction: &[
         "autorizada por", "autorizado por", "aprobada por", "aprobado por", "responsable de seguridad", "en nombre de", "como el desarrollador",
+    ],
+    principal: &[ "titular de la cuenta",
+        "administrador*", "admin", "departamento de ti", "equipo de ti", "equipo de seguridad", "seguridad informática", "propietario del sistema", "operador*", "desarrollador*", "dirección",
+    ],
+    origin: &[
+        "de parte de", "aviso", "mensaje", "nota", "por orden", "a petición", "viene del", "viene de", "enviado por", "emitido por", "directiva", "actualización", "en nombre de", "orden",
     ],
 };
 
@@ -877,7 +909,7 @@ const PT: Lexicon = Lexicon {
         "sair do personagem", "modo de segurança foi desativado",
         "modo de segurança está desativado", "modo de segurança desativado",
     ],
-    void: &[
+    void: &[ "desativadas", "desativados", "desativado", "suspensas", "suspensos", "levantadas",
         "obsoletas", "obsoletos", "não são mais válidas", "não valem mais", "não são mais validas",
         "canceladas", "anuladas", "sem efeito",
     ],
@@ -946,14 +978,20 @@ const PT: Lexicon = Lexicon {
         "utilize", "execute", "chame", "apague", "exclua", "abra", "visite", "traduza", "avalie",
         "adicione", "afirme", "ignore", "esqueça", "em vez disso", "deve", "por favor",
     ],
-    operation: &[
+    operation: &[ "todos os pedidos seguintes", "todos os pedidos", "cada pedido", "qualquer pedido", "a conversa", "esta conversa", "a tua resposta", "tua resposta",
         "sua resposta", "suas respostas", "cada mensagem", "cada resposta", "este chat", "deste chat", "esta conversa", "do usuário", "sua ferramenta", "ferramenta de e-mail", "seu resumo", "esta sessão",
     ],
-    grant: &[
+    grant: &[ "autorizo-te", "eu te autorizo", "autorizo você", "tens autorização", "agora tens autorização", "você tem autorização",
         "você tem permissão para", "tens permissão para", "você está autorizado", "estás autorizado", "concedo-te", "eu te concedo", "agora você pode",
     ],
     sanction: &[
         "autorizado pelo", "autorizada pelo", "aprovado pelo", "aprovada pelo", "responsável de segurança", "responsável pela segurança", "em nome de", "como o desenvolvedor",
+    ],
+    principal: &[ "titular da conta",
+        "administrador*", "admin", "departamento de ti", "equipa de ti", "equipe de ti", "equipa de segurança", "equipe de segurança", "segurança de ti", "proprietário do sistema", "operador*", "desenvolvedor*", "programador*", "direção",
+    ],
+    origin: &[
+        "da parte", "aviso", "mensagem", "nota", "por ordem", "a pedido", "vem da", "vem do", "enviado por", "emitido por", "diretiva", "atualização", "em nome",
     ],
 };
 
@@ -1033,7 +1071,7 @@ const IT: Lexicon = Lexicon {
         "rimani nel personaggio", "esci dal personaggio", "modalità di sicurezza è disattivata",
         "modalità di sicurezza disattivata",
     ],
-    void: &[
+    void: &[ "disattivati", "disattivate", "disattivato", "sospese", "sospesi", "revocate",
         "obsolete", "obsolete e", "non sono più valide", "non valgono più", "annullate",
         "superate",
     ],
@@ -1104,14 +1142,20 @@ const IT: Lexicon = Lexicon {
         "traduci", "valuta", "aggiungi", "afferma", "ignora", "dimentica", "invece", "devi",
         "per favore",
     ],
-    operation: &[
+    operation: &[ "ogni richiesta successiva", "ogni richiesta", "qualsiasi richiesta", "tutte le richieste", "la conversazione",
         "tua risposta", "tue risposte", "ogni messaggio", "ogni risposta", "questa chat", "questa conversazione", "questa discussione", "dell'utente", "tuo strumento", "strumento email", "tuo riassunto", "questa sessione",
     ],
-    grant: &[
+    grant: &[ "ti autorizzo", "hai l'autorizzazione", "ora hai l'autorizzazione", "hai il via libera",
         "hai il permesso di", "sei autorizzato", "ti concedo", "ora puoi", "puoi ora",
     ],
     sanction: &[
         "autorizzata dal", "autorizzato dal", "approvata dal", "approvato dal", "responsabile della sicurezza", "per conto di", "in qualità di sviluppatore",
+    ],
+    principal: &[ "titolare dell'account", "titolare del conto",
+        "amministrator*", "admin", "reparto it", "team it", "team di sicurezza", "sicurezza informatica", "titolare del sistema", "proprietario del sistema", "operator*", "sviluppator*", "direzione",
+    ],
+    origin: &[
+        "da parte", "avviso", "messaggio", "nota", "per ordine", "su richiesta", "proviene dal", "proviene da", "inviato da", "emesso da", "direttiva", "aggiornamento", "per conto",
     ],
 };
 
@@ -1186,7 +1230,7 @@ const RU: Lexicon = Lexicon {
         "режим разработчика", "противоположный режим", "режим наоборот", "оставайся в роли", "оставайся в образе", "не выходи из образа",
         "не выходи из роли", "выйдешь из роли", "режим безопасности отключ*",
     ],
-    void: &[
+    void: &[ "отключены", "выключены", "сняты", "приостановлены", "отключены",
         "устарели", "устаревшие", "больше не действуют", "недействительны", "отменены",
         "утратили силу",
     ],
@@ -1255,14 +1299,20 @@ const RU: Lexicon = Lexicon {
         "оцени", "добавь", "утверждай", "игнорируй", "забудь", "вместо этого", "должен",
         "пожалуйста",
     ],
-    operation: &[
+    operation: &[ "все последующие запросы", "любые запросы", "любой запрос", "каждый запрос", "все запросы", "разговор",
         "свой ответ", "твой ответ", "каждое сообщение", "каждый ответ", "этого чата", "этот чат", "этого разговора", "эту переписку", "пользователя", "почтовый инструмент", "этой сессии",
     ],
-    grant: &[
+    grant: &[ "я разрешаю тебе", "разрешаю тебе", "у тебя есть допуск", "есть допуск", "у тебя есть право",
         "тебе разрешено", "теперь ты можешь", "ты можешь теперь", "я даю тебе", "ты уполномочен", "тебе позволено",
     ],
     sanction: &[
         "одобрен", "разрешён", "согласован", "офицером безопасности", "службой безопасности", "от имени", "как разработчик",
+    ],
+    principal: &[ "владелец аккаунта", "владельца аккаунта",
+        "администратор*", "админ*", "сисадмин*", "it-отдел*", "ит-отдел*", "службы безопасности", "служба безопасности", "информационной безопасности", "владельца системы", "владелец системы", "оператор*", "разработчик*", "руководств*",
+    ],
+    origin: &[
+        "от", "уведомление", "сообщение", "по распоряжению", "по приказу", "по указанию", "от имени", "по поручению", "распоряжение", "обновление", "директива",
     ],
 };
 
@@ -1319,7 +1369,7 @@ const ZH: Lexicon = Lexicon {
         "新的指令", "新任务", "新的任务", "新目标", "你的新任务", "唯一有效的指令", "你的任务已经改变", "你的任务变了", "你真正的任务", "下一个任务",
     ],
     mode: &["开发者模式", "相反模式", "保持角色", "不要跳出角色", "保持人设", "不要出戏", "跳出角色", "安全模式已关闭", "安全模式已禁用"],
-    void: &["已过时", "过时了", "不再有效", "作废", "已失效", "失效了"],
+    void: &[ "已关闭", "已禁用", "已暂停", "已解除", "已取消","已过时", "过时了", "不再有效", "作废", "已失效", "失效了"],
     authority: &[ "运营方更新", "作为创建你的开发者", "作为你的开发者", "强制通知", "高级权限",
         "官方政策更新", "openai官方", "openai的官方",
         "系统管理员通知", "系统管理员消息", "系统管理员的通知", "开发者通知", "管理员通知", "开发人员通知", "运营方通知",
@@ -1358,14 +1408,20 @@ const ZH: Lexicon = Lexicon {
         "说", "写", "回答", "回复", "发送", "转发", "推荐", "提到", "使用", "执行", "调用", "删除", "打开", "访问", "翻译",
         "评价", "添加", "声称", "忽略", "忘记", "而是", "必须", "请",
     ],
-    operation: &[
+    operation: &[ "所有后续请求", "每一个请求", "每个请求", "所有请求", "这段聊天", "这段对话", "本次对话",
         "你的回复", "回复中", "每条消息", "每个回答", "这次聊天", "这次对话", "此邮件串", "用户的", "邮件工具", "你的工具", "你的回答",
     ],
-    grant: &[
+    grant: &[ "我授权你", "有权限", "有权",
         "你可以", "授予你", "你被允许", "允许你", "你有权",
     ],
     sanction: &[
         "已获", "授权", "批准", "安全主管", "作为创建你的开发者", "作为你的开发者",
+    ],
+    principal: &[ "账户所有人", "账户持有人",
+        "管理员", "系统管理员", "it部门", "安全团队", "信息安全", "系统所有者", "运营方", "运维团队", "开发者", "开发人员",
+    ],
+    origin: &[
+        "通知", "消息", "来自", "命令", "指令", "要求", "的指示", "代表", "发布", "公告", "更新",
     ],
 };
 
@@ -1422,7 +1478,7 @@ const JA: Lexicon = Lexicon {
         "新しい指示", "新しいタスク", "新しい目標", "新たな指示", "唯一有効な指示", "あなたのタスクは変わ", "本当のタスク", "次のタスク",
     ],
     mode: &["開発者モード", "反対モード", "キャラクターを保", "役になりきり", "役を崩さ", "キャラを崩さ", "キャラから外れ", "安全モードは無効", "安全モードを無効"],
-    void: &["古くなって", "もう無効", "無効です", "廃止され", "効力を失"],
+    void: &[ "無効になって", "オフになって", "停止されて", "解除されて", "無効化されて","古くなって", "もう無効", "無効です", "廃止され", "効力を失"],
     authority: &[ "運営者からの", "あなたを作った開発者", "必須通知", "特権を付与",
         "公式ポリシー更新", "openaiの公式", "公式ポリシーの更新",
         "システム管理者からのメッセージ", "システム管理者からの通知", "開発者からの通知", "管理者からの通知", "開発者通知", "運営者からの通知", "管理者による上書き",
@@ -1465,14 +1521,20 @@ const JA: Lexicon = Lexicon {
         "言って", "書いて", "答えて", "返信", "送信", "転送", "推薦", "勧め", "言及", "使って", "実行", "呼び出", "削除", "開いて",
         "訪問", "翻訳", "評価", "追加", "主張", "無視", "代わりに", "必ず", "ください",
     ],
-    operation: &[
+    operation: &[ "以降のすべての要求", "すべての要求", "すべての依頼", "あらゆる要求", "このチャット",
         "あなたの返信", "返信に", "すべてのメッセージ", "このチャット", "この会話", "このスレッド", "ユーザーの", "メールツール", "あなたの回答", "回答に",
     ],
-    grant: &[
+    grant: &[ "許可します", "権限が付与", "権限があります",
         "てかまいません", "て構いません", "を付与します", "許可されています", "してもよい",
     ],
     sanction: &[
         "承認されて", "承認済み", "許可を得", "責任者", "あなたを作った開発者",
+    ],
+    principal: &[ "アカウント所有者",
+        "管理者", "システム管理者", "情報システム部", "itセキュリティ", "セキュリティチーム", "システム所有者", "運営者", "運用チーム", "開発者", "開発チーム",
+    ],
+    origin: &[
+        "からのお知らせ", "からの通知", "からのメッセージ", "から", "お知らせ", "通知", "命令", "指示により", "の指示", "代理", "要請",
     ],
 };
 
@@ -1529,7 +1591,7 @@ const KO: Lexicon = Lexicon {
         "새로운 작업", "새 작업", "새로운 목표", "유일하게 유효한 지시", "당신의 작업이 바뀌었", "진짜 작업", "다음 작업",
     ],
     mode: &["개발자 모드", "반대 모드", "캐릭터에서 벗어나", "캐릭터를 유지", "역할을 유지", "역할에서 벗어나지", "캐릭터를 깨지", "안전 모드가 비활성화", "안전 모드를 비활성화"],
-    void: &["더 이상 유효하지", "폐기되었", "무효입니다", "무효", "구식"],
+    void: &[ "꺼져 있", "비활성화", "해제되었", "중단되었", "정지되었","더 이상 유효하지", "폐기되었", "무효입니다", "무효", "구식"],
     authority: &[ "운영자 업데이트", "너를 만든 개발자", "필수 공지", "상위 권한",
         "공식 정책 업데이트", "openai 공식",
         "시스템 관리자 메시지", "시스템 관리자 알림", "시스템 관리자 공지", "개발자 공지", "관리자 공지", "개발자 알림", "운영자 공지", "관리자 재정의",
@@ -1568,13 +1630,19 @@ const KO: Lexicon = Lexicon {
         "넣어", "붙여", "말해", "써", "답해", "대답", "보내", "전달", "추천", "언급", "사용", "실행", "호출", "삭제", "열어", "방문", "번역",
         "평가", "추가", "주장", "무시", "대신", "반드시", "하세요", "해라", "하십시오",
     ],
-    operation: &[
+    operation: &[ "이후의 모든 요청", "모든 요청", "각 요청", "어떤 요청",
         "너의 답변", "답변에", "모든 메시지", "이 채팅", "이 대화", "이 스레드", "사용자의", "이메일 도구", "너의 도구", "네 답변",
     ],
-    grant: &[
+    grant: &[ "허용합니다", "권한이 있습니다", "권한이 있다",
         "해도 된다", "해도 됩니다", "권한을 부여", "허용된다", "허락한다",
     ],
     sanction: &[
         "승인했", "승인된", "승인을 받", "책임자", "너를 만든 개발자",
+    ],
+    principal: &[ "계정 소유자",
+        "관리자", "시스템 관리자", "it 부서", "보안팀", "보안 팀", "시스템 소유자", "운영자", "운영팀", "개발자", "개발팀",
+    ],
+    origin: &[
+        "공지", "알림", "메시지", "에서 보낸", "보낸", "지시", "명령", "요청", "따라", "대신",
     ],
 };

@@ -1403,13 +1403,19 @@ const RULES: [Rule; 37] = [
             "\"args\"",
             "\"input\"",
             "\"tool_input\"",
+            "\"parameters\"",
+            "\"params\"",
+            "\"kwargs\"",
             // Escaped inside a JSON string (`{\"tool\": \"send_email\", \"arguments\": …`).
             "\"arguments\\\"",
             "\"args\\\"",
             "\"input\\\"",
             "\"tool_input\\\"",
+            "\"parameters\\\"",
+            "\"params\\\"",
+            "\"kwargs\\\"",
         ],
-        pattern: r#"\\{0,3}"(?:tool_calls?|function_call|tool_use|tool_name|tool_code|recipient_name)\\{0,3}"\s?:|\\{0,3}"type\\{0,3}"\s?:\s?\\{0,3}"(?:tool_use|tool_call|function_call)\\{0,3}"|\{\s{0,40}\\{0,3}"(?:name|tool|function|action)\\{0,3}"\s?:\s?\\{0,3}"[a-z0-9_.\-]{1,64}\\{0,3}"\s?,\s{0,40}\\{0,3}"(?:arguments|args|input|tool_input|action_input)\\{0,3}"\s?:"#,
+        pattern: r#"\\{0,3}"(?:tool_calls?|function_call|tool_use|tool_name|tool_code|recipient_name)\\{0,3}"\s?:|\\{0,3}"type\\{0,3}"\s?:\s?\\{0,3}"(?:tool_use|tool_call|function_call)\\{0,3}"|\{\s{0,40}\\{0,3}"(?:name|tool|function|action)\\{0,3}"\s?:\s?\\{0,3}"[a-z0-9_.\-]{1,64}\\{0,3}"\s?,\s{0,40}\\{0,3}"(?:arguments|args|input|tool_input|action_input|parameters|params|kwargs)\\{0,3}"\s?:"#,
         judge: tool_call,
     },
     Rule {
@@ -1443,7 +1449,9 @@ const RULES: [Rule; 37] = [
         category: Category::ToolCallSpoofing,
         anchor: Anchor::Around(80, 16),
         keywords: &["action input"],
-        pattern: r"^\s{0,8}action\s?:\s?[a-z_][a-z0-9_]{0,40}\s{0,3}\n\s{0,8}action\s+input\s?:",
+        // Lines may carry a comment or quote prefix (`# Action:`, `// Action:`, `> Action:`)
+        // or be joined by escaped line breaks inside a JSON string (`\nAction Input:`).
+        pattern: r"(?:^|\\n)[ \t#/*>\-]{0,8}action\s?:\s?[a-z_][a-z0-9_]{0,40}[ \t]{0,3}(?:\r?\n|\\n)[ \t#/*>\-]{0,8}action\s+input\s?:",
         judge: always_medium,
     },
     // -- exfiltration

@@ -178,19 +178,22 @@ pub(super) fn triggers() -> Vec<(Vec<u8>, Mask)> {
     for w in ["y0ur", "7h3", "4nd", "y0u", "d31n3", "v0u5"] {
         out.push((format!(" {w} ").into_bytes(), Mask::Leet));
     }
-    // The key words of the other scripts reversed or set apart by dots (`тпморп`,
-    // `示指`, `п.р.о.м`, `시.스`), spelled as the view spells them.
+    // The key words of the other scripts reversed or set apart by any separator the
+    // Latin ones are (`тпморп`, `示指`, `п.р.о.м`, `и н с т`, `시.스`), spelled as the
+    // view spells them.
     for w in FOREIGN_KEY_WORDS {
         let reversed: String = w.chars().rev().collect();
         out.push((View::build(&reversed).bytes().to_vec(), Mask::Reversed));
         let head: Vec<char> = w.chars().take(4).collect();
         if head.len() >= 2 {
-            let dotted: String = head
-                .iter()
-                .map(char::to_string)
-                .collect::<Vec<_>>()
-                .join(".");
-            out.push((View::build(&dotted).bytes().to_vec(), Mask::Spaced));
+            for sep in [".", " ", "-", "_", "*", "|"] {
+                let apart: String = head
+                    .iter()
+                    .map(char::to_string)
+                    .collect::<Vec<_>>()
+                    .join(sep);
+                out.push((View::build(&apart).bytes().to_vec(), Mask::Spaced));
+            }
         }
     }
     // Chinese and Japanese key words with a separator between the characters.
