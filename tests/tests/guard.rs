@@ -1322,7 +1322,10 @@ attempt("records-allowed", records(hello("allowed.test"), 40), 1 << 16)
 fn connections_past_the_policy_limit_are_refused_busy() {
     let w = World::with_guard(
         "busy",
-        "[guard]\nmax_connections_per_policy = 2\nmax_connections_per_cgroup = 8\n",
+        // The holders' first flights never end: they hold their slots while the
+        // sandboxes start one after another (slow on a loaded machine).
+        "[guard]\nmax_connections_per_policy = 2\nmax_connections_per_cgroup = 8\n\
+         first_flight_timeout_secs = 120\n",
     );
     let hold = w.script(
         "hold.py",
@@ -1330,6 +1333,7 @@ fn connections_past_the_policy_limit_are_refused_busy() {
 import socket, sys
 socket.getaddrinfo("allowed.test", 443)
 held = socket.create_connection(("203.0.113.10", 443), timeout=10)
+held.sendall(b"\x16\x03\x01\x02\x00")  # a TLS record header, its ClientHello never sent
 print("held", flush=True)
 sys.stdin.readline()
 held.close()

@@ -120,7 +120,7 @@ mod tests {
         );
         drop(a1);
         assert!(
-            inflight.take(1, 7).is_ok(),
+            inflight.take(1, 12).is_ok(),
             "a lookup that ended is given back"
         );
     }
