@@ -291,7 +291,9 @@ pub struct BrokerConfig {
     pub session_ttl_secs: u64,
     /// A broker request (reading it, deciding, answering) must finish within this.
     pub request_timeout_secs: u64,
-    /// Connections served at once; more wait in the socket's backlog.
+    /// Connections served at once; more wait in the socket's backlog. Shared among
+    /// tenants (a sandbox's policy, or a host uid) and among callers: each takes
+    /// another only while it holds fewer than are free (`crate::share`).
     pub max_connections: usize,
     /// The policy that host callers (in no sandbox) act under for handles and requests;
     /// empty: host callers get no handles and no credential-less requests.
@@ -326,8 +328,9 @@ pub struct BrokerConfig {
     /// ends.
     pub max_handles_per_caller: usize,
     /// Connections one caller (a sandbox, or a host uid other than root and
-    /// `operator_uid`) may have open at once; more are closed unanswered, so no caller
-    /// can hold all of `max_connections`.
+    /// `operator_uid`) may have open at once, at most; below it a caller takes another
+    /// only while it holds fewer than are free. More are closed unanswered, so no
+    /// caller can hold all of `max_connections`.
     pub max_connections_per_caller: usize,
     /// A caller a detector ended (it used a decoy handle, or kept forcing compromise
     /// rotations past `max_compromise_rotations_per_day`) gets no new handle and makes
@@ -403,8 +406,10 @@ pub struct GuardConfig {
     /// ServerHello, instead of through the guard. Off by default.
     pub sockmap: bool,
     /// Guarded connections one cgroup (a sandbox, a pod's container) may hold open at
-    /// once; more are closed at once (`guard_cgroup_busy`), so one sandbox cannot take
-    /// every slot of its policy. Unset: a quarter of `max_connections_per_policy`.
+    /// once, at most; below it a cgroup takes another only while it holds fewer than its
+    /// policy has free (`crate::share`). More are closed at once (`guard_cgroup_busy`),
+    /// so a few sandboxes cannot take every slot of their policy. Unset: a quarter of
+    /// `max_connections_per_policy`.
     pub max_connections_per_cgroup: Option<u32>,
     /// A passed connection with no data either way for this long is closed, so idle
     /// kept-alive connections do not hold their slots for ever.
@@ -486,7 +491,9 @@ pub struct DnsConfig {
     /// take every slot of `max_tcp_connections` from the others.
     pub max_tcp_connections_per_policy: u32,
     /// TCP DNS connections one cgroup (a sandbox, a pod's container) may hold at once,
-    /// so one sandbox cannot take every slot of its policy; more are closed at once
+    /// at most; below it a cgroup takes another only while it holds fewer than its
+    /// policy has free (`crate::share`), so a few sandboxes cannot take every slot of
+    /// their policy; more are closed at once
     /// with a `dns_cgroup_busy` event naming the cgroup. The cgroup is the kernel's
     /// record of the connection; one without a record is closed. Unset: a quarter of
     /// `max_tcp_connections_per_policy` (at least 1).
@@ -497,8 +504,10 @@ pub struct DnsConfig {
     /// sandboxes put on the upstream.
     pub max_upstream_lookups_per_policy: u32,
     /// Upstream lookups one cgroup (a sandbox, a pod's container) may have in flight at
-    /// once, so a sandbox asking for thousands of distinct names cannot take its
-    /// policy's every lookup; past it a query is answered SERVFAIL with a
+    /// once, at most; below it a cgroup takes another only while it holds fewer than its
+    /// policy has free (`crate::share`), so sandboxes asking for thousands of distinct
+    /// names cannot take their policy's every lookup; past its share a query is
+    /// answered SERVFAIL with a
     /// `dns_cgroup_busy` event naming the cgroup and the name. The cgroup is the kernel's
     /// record of the sender; queries without one share cgroup 0's share. Unset: a
     /// quarter of `max_upstream_lookups_per_policy` (at least 1).

@@ -32,6 +32,7 @@ mod sanitize;
 mod scope;
 mod scrub;
 mod secret;
+mod share;
 mod telemetry;
 mod uninstall;
 mod vault;

@@ -277,8 +277,6 @@ fn flooder(env: &TestEnv, seconds: &str) -> Flooder {
 /// policy's whole share: a fifth sandbox of the policy, which asks for three ordinary
 /// names once, must still get them answered.
 #[test]
-#[ignore = "open: four sandboxes at their per-cgroup share of upstream lookups fill the \
-            policy's share; a fifth sandbox's lookups get SERVFAIL (dns_policy_busy)"]
 fn four_flooding_sandboxes_leave_a_fifths_lookups_answered() {
     hb_tests::require_root();
     private_netns(&["192.0.2.53"]);
@@ -817,8 +815,6 @@ except OSError as e:
 /// to an allowed name; a fifth sandbox of the policy, which makes one plain GET to the
 /// same allowed name, must still be served.
 #[test]
-#[ignore = "open: four sandboxes at their per-cgroup share of guarded connections fill the \
-            policy's share; a fifth sandbox's connect is refused (guard_busy)"]
 fn four_sandboxes_holding_guarded_connections_leave_a_fifth_served() {
     hb_tests::require_root();
     private_netns(&["192.0.2.53", "203.0.113.10"]);
@@ -939,8 +935,6 @@ except OSError as e:
 /// each keep their 32 busy; a sandbox of another policy — another tenant, which makes
 /// one call — must still be answered.
 #[test]
-#[ignore = "open: eight sandboxes at max_connections_per_caller hold every broker \
-            connection (max_connections = 8 x 32); another tenant's call is never served"]
 fn eight_sandboxes_holding_broker_connections_leave_another_tenant_served() {
     hb_tests::require_root();
     private_netns(&[]);

@@ -928,6 +928,54 @@ fn one_sandbox_holding_tcp_dns_connections_leaves_the_others_their_share() {
     assert_eq!(n, 0, "an unattributed TCP connection was answered");
 }
 
+/// The attack, spread: four sandboxes (uid 65534) each open every TCP DNS connection
+/// they can and keep them idle. Each is held to its cgroup's cap (8, a quarter of the
+/// policy's 32), and four caps were the policy's every slot; now a sandbox takes another
+/// only while it holds fewer than its policy has free, so a fifth sandbox of the policy
+/// still resolves over TCP.
+#[test]
+fn four_sandboxes_holding_tcp_dns_connections_leave_a_fifth_served() {
+    private_netns(&["203.0.113.10", "192.0.2.53"]);
+    let _up = Upstream::dnsmasq();
+    let cfg = config(UPSTREAM_PORT).replace(
+        "max_ttl_secs = 3\n",
+        "max_ttl_secs = 3\ntcp_idle_timeout_secs = 60\n",
+    );
+    let mut env = TestEnv::new("tcpfour", &cfg);
+    env.start_agent();
+    let mut held = Vec::new();
+    let mut hoarders = Vec::new();
+    for _ in 0..4 {
+        let mut child = Command::new(agent_bin())
+            .arg("--config")
+            .arg(&env.config_path)
+            .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+            .args([python(), "-c", PY_TCP_HOARD])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("sandbox run");
+        let out = child.stdout.take().expect("stdout");
+        hoarders.push(Hoarder(child));
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("hoarder output");
+        assert!(line.starts_with("held "), "hoarder: {line:?}");
+        held.push(line.trim().to_owned());
+    }
+    let out = env.sandbox("web", &[python(), "-c", PY_TCP_QUERY]);
+    let text = stdout(&out);
+    println!("hoarders: {held:?} | fifth: {}", text.trim());
+    assert!(
+        text.contains("tcp rcode 0 203.0.113.10"),
+        "a fifth sandbox of the policy could not resolve over TCP while four others \
+         hold connections ({held:?}): {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// TCP DNS needs the kernel's record of each redirected connection (`sock_ops` files
 /// it), whatever the policies say of the guard and inbound connections: with both off
 /// everywhere, a sandbox's query over TCP is still answered, and its connection is

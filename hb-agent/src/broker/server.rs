@@ -8,13 +8,12 @@
 //! methods too.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::Future,
     io,
     pin::Pin,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -44,6 +43,8 @@ use tokio::{
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tower::ServiceExt as _;
 
+use crate::share::{self, Share};
+
 use super::{
     credentials,
     error::{ApiError, Code},
@@ -57,9 +58,10 @@ use super::{
 //
 // Each accepted connection is identified at once, from the kernel (`identity`), and
 // served with that caller for its whole life; a peer that cannot be identified (it has
-// exited, or the kernel gives no pidfd), or a caller that already has
-// `broker.max_connections_per_caller` open, is refused: closed unanswered, logged,
-// counted.
+// exited, or the kernel gives no pidfd), or a caller that holds its share of
+// `broker.max_connections` ([`Shares`]: its own, at most
+// `broker.max_connections_per_caller`, or its tenant's), is refused: closed unanswered,
+// logged and counted as `per_caller_limit`.
 // Timeouts: a request's headers must arrive within `broker.header_read_timeout_secs`
 // of the broker waiting for them (a new connection that sends nothing, or a kept-alive
 // one that sends no next request, is closed), and a connection on which no byte moves
@@ -118,44 +120,73 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Open connections per caller (a sandbox, or a host uid other than root and the
-/// operator uid), so that no one caller can hold all of `broker.max_connections`.
-#[derive(Default)]
-struct PerCaller(Mutex<HashMap<Owner, usize>>);
-
-/// One of a caller's connections; gives its place back when dropped.
-struct Slot(Option<(Arc<PerCaller>, Owner)>);
-
-impl PerCaller {
-    fn take(self: &Arc<Self>, caller: &Caller, shared: &Shared) -> Option<Slot> {
-        let who = match &caller.sandbox {
-            Some(s) => Owner::Sandbox {
-                cgroup_id: s.cgroup_id,
-            },
-            None if caller.is_operator(shared.operator_uid) => return Some(Slot(None)),
-            None => Owner::Host { uid: caller.uid },
-        };
-        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(who).or_default();
-        if *n >= shared.config.broker.max_connections_per_caller {
-            return None;
-        }
-        *n += 1;
-        Some(Slot(Some((self.clone(), who))))
-    }
+/// Who a connection's tenant is: a sandbox's policy, or a host uid.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Tenant {
+    Policy(String),
+    Host(u32),
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some((per, who)) = self.0.take() {
-            let mut open = per.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(n) = open.get_mut(&who) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&who);
-                }
-            }
+/// The broker's `broker.max_connections`, shared out at two levels under
+/// [`crate::share`]'s rule: among tenants (so one policy's sandboxes, however many,
+/// leave another policy a part), and among callers (a sandbox, or a host uid other
+/// than root and the operator uid; each also capped at
+/// `broker.max_connections_per_caller`).
+struct Shares {
+    tenants: Arc<Share<Tenant>>,
+    callers: Arc<Share<Owner>>,
+}
+
+/// One connection's places in its tenant's and its caller's counts, given back when it
+/// is dropped. An operator's connection has no caller place (no per-caller cap).
+struct Slot {
+    _tenant: share::Slot<Tenant>,
+    _caller: Option<share::Slot<Owner>>,
+}
+
+/// Which level refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Tenant,
+    Caller,
+}
+
+impl Shares {
+    /// `total` connections, at most `per_caller` for one caller.
+    fn new(total: usize, per_caller: usize) -> Self {
+        let total = u32::try_from(total).unwrap_or(u32::MAX);
+        let per_caller = u32::try_from(per_caller).unwrap_or(u32::MAX);
+        Self {
+            tenants: Share::new(total, total),
+            callers: Share::new(total, per_caller),
         }
+    }
+
+    /// A place for a connection of `caller`: its tenant's, then its own (an operator
+    /// has no per-caller place).
+    fn take(&self, caller: &Caller, operator_uid: u32) -> Result<Slot, Refusal> {
+        let (tenant, owner) = match &caller.sandbox {
+            Some(s) => (
+                Tenant::Policy(s.policy.clone()),
+                Some(Owner::Sandbox {
+                    cgroup_id: s.cgroup_id,
+                }),
+            ),
+            None if caller.is_operator(operator_uid) => (Tenant::Host(caller.uid), None),
+            None => (
+                Tenant::Host(caller.uid),
+                Some(Owner::Host { uid: caller.uid }),
+            ),
+        };
+        let tenant = self.tenants.take(&tenant).map_err(|_| Refusal::Tenant)?;
+        let caller = match owner {
+            Some(owner) => Some(self.callers.take(&owner).map_err(|_| Refusal::Caller)?),
+            None => None,
+        };
+        Ok(Slot {
+            _tenant: tenant,
+            _caller: caller,
+        })
     }
 }
 
@@ -176,7 +207,7 @@ fn refuse(shared: &Shared, reason: &'static str, why: &str) {
 async fn accept(
     listener: &UnixListener,
     permits: &Arc<Semaphore>,
-    per_caller: &Arc<PerCaller>,
+    shares: &Shares,
     shared: &AppState,
 ) -> (UnixStream, Caller, OwnedSemaphorePermit, Slot) {
     loop {
@@ -196,22 +227,37 @@ async fn accept(
         };
         // Dropping the stream (on refusal) closes it unanswered.
         match shared.identity.identify(&stream) {
-            Ok(caller) => match per_caller.take(&caller, shared) {
-                Some(slot) => return (stream, caller, permit, slot),
-                None => refuse(
+            Ok(caller) => match shares.take(&caller, shared.operator_uid) {
+                Ok(slot) => return (stream, caller, permit, slot),
+                Err(refusal) => refuse(
                     shared,
                     "per_caller_limit",
-                    &format!(
-                        "{} has broker.max_connections_per_caller ({}) open",
-                        caller.sandbox.as_ref().map_or_else(
-                            || format!("uid {}", caller.uid),
-                            |s| format!("sandbox {}", s.cgroup)
-                        ),
-                        shared.config.broker.max_connections_per_caller
-                    ),
+                    &share_refused(&caller, refusal, shared),
                 ),
             },
             Err(e) => refuse(shared, e.kind(), &crate::error_chain(&e)),
+        }
+    }
+}
+
+/// Why `caller` was refused a connection, for the log.
+fn share_refused(caller: &Caller, refusal: Refusal, shared: &Shared) -> String {
+    let who = caller.sandbox.as_ref().map_or_else(
+        || format!("uid {}", caller.uid),
+        |s| format!("sandbox {}", s.cgroup),
+    );
+    match (refusal, &caller.sandbox) {
+        (Refusal::Caller, _) => format!(
+            "{who} holds its share of broker.max_connections (at most \
+             broker.max_connections_per_caller, {}, and fewer than are free)",
+            shared.config.broker.max_connections_per_caller
+        ),
+        (Refusal::Tenant, Some(s)) => format!(
+            "{who}: policy {} holds its share of broker.max_connections (fewer than are free)",
+            crate::events::Escaped(&s.policy)
+        ),
+        (Refusal::Tenant, None) => {
+            format!("{who} holds its share of broker.max_connections (fewer than are free)")
         }
     }
 }
@@ -282,12 +328,15 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(max_connections));
     let app = router(shared.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let per_caller = Arc::new(PerCaller::default());
+    let shares = Shares::new(
+        max_connections,
+        shared.config.broker.max_connections_per_caller,
+    );
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, caller, permit, slot) = tokio::select! {
-            accepted = accept(&listener, &permits, &per_caller, &shared) => accepted,
+            accepted = accept(&listener, &permits, &shares, &shared) => accepted,
             () = &mut shutdown => break,
         };
         let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());
@@ -612,4 +661,56 @@ async fn sanitize(
     let view = text_gate::View::of(&shared, &caller);
     text_gate::audit(&shared, &caller, "sanitize", len, None);
     Ok(Json(view.scrub_json(value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::identity::Sandbox;
+
+    fn sandbox(policy: &str, cgroup_id: u64) -> Caller {
+        Caller {
+            pid: 1,
+            uid: 65534,
+            cgroup: format!("/hb/{cgroup_id}"),
+            sandbox: Some(Sandbox {
+                cgroup: format!("/hb/{cgroup_id}"),
+                cgroup_id,
+                policy: policy.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn eight_greedy_sandboxes_of_one_tenant_leave_another_tenant_served() {
+        let shares = Shares::new(256, 32);
+        let mut held = Vec::new();
+        let mut refused = Vec::new();
+        for cgroup in 1..=8 {
+            let caller = sandbox("web", cgroup);
+            for _ in 0..32 {
+                match shares.take(&caller, 1000) {
+                    Ok(slot) => held.push(slot),
+                    Err(r) => refused.push(r),
+                }
+            }
+        }
+        assert_eq!(held.len(), 128, "one tenant holds half the connections");
+        assert!(refused.contains(&Refusal::Tenant), "{refused:?}");
+        let _ops = shares
+            .take(&sandbox("ops", 99), 1000)
+            .expect("another tenant is served");
+        let root = Caller {
+            pid: 1,
+            uid: 0,
+            cgroup: "/".into(),
+            sandbox: None,
+        };
+        let _op = shares.take(&root, 1000).expect("the operator is served");
+        held.clear();
+        assert!(
+            shares.take(&sandbox("web", 1), 1000).is_ok(),
+            "connections given back are free again"
+        );
+    }
 }

@@ -1,14 +1,13 @@
 //! Who holds the resolver's TCP connections and who sent its datagrams: the kernel's
 //! record of each redirected TCP DNS connection (`HB_DNS_CONNS`) and of each redirected
-//! UDP DNS socket's client end (`HB_DNS_UDP`), and each cgroup's share of its policy's
-//! TCP slots.
+//! UDP DNS socket's client end (`HB_DNS_UDP`).
 //!
 //! The connect hook remembered the policy and cgroup of every socket it sent to the
 //! resolver; `sock_ops` filed that under the socket's network namespace, client end and
 //! resolver port when its SYN left ([`crate::flow_key`]). The resolver finds it from the
-//! accepted socket, holds the cgroup to `dns.max_tcp_connections_per_cgroup` (past it:
-//! closed with a `dns_cgroup_busy` event), and removes the record when the connection
-//! ends. So one sandbox holding idle connections cannot take its policy's every slot.
+//! accepted socket, holds the cgroup to its share of its policy's connections
+//! (`super::TcpLimits`; past it: closed with a `dns_cgroup_busy` event), and removes the
+//! record when the connection ends. So one sandbox holding idle connections cannot take its policy's every slot.
 //!
 //! UDP: `cgroup_skb/egress` filed a redirected UDP socket's first datagram to the
 //! resolver under the same kind of key (its source as the resolver sees it); the
@@ -20,12 +19,7 @@
 //! it, something the kernel did not redirect connected directly), a record of another
 //! policy's port, or an unreadable namespace — each is closed at once.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::Path,
-    sync::{Arc, Mutex},
-};
+use std::{net::SocketAddr, path::Path, sync::Mutex};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use hb_common::{AF_INET, DnsOrig, FlowKey};
@@ -113,70 +107,5 @@ impl Conns {
         if let Ok(mut map) = self.map.lock() {
             let _ = map.remove(key);
         }
-    }
-}
-
-/// TCP DNS connections each cgroup holds, against `dns.max_tcp_connections_per_cgroup`.
-pub(super) struct CgroupSlots {
-    cap: u32,
-    held: Arc<Mutex<HashMap<u64, u32>>>,
-}
-
-impl CgroupSlots {
-    pub(super) fn new(cap: u32) -> Self {
-        Self {
-            cap,
-            held: Arc::default(),
-        }
-    }
-
-    /// A slot for `cgroup`, or `None` when it holds its share already.
-    pub(super) fn take(&self, cgroup: u64) -> Option<CgroupSlot> {
-        let mut held = self.held.lock().ok()?;
-        let n = held.entry(cgroup).or_insert(0);
-        if *n >= self.cap {
-            return None;
-        }
-        *n += 1;
-        Some(CgroupSlot {
-            held: self.held.clone(),
-            cgroup,
-        })
-    }
-}
-
-/// One connection's place in its cgroup's count, given back when it ends.
-pub(super) struct CgroupSlot {
-    held: Arc<Mutex<HashMap<u64, u32>>>,
-    cgroup: u64,
-}
-
-impl Drop for CgroupSlot {
-    fn drop(&mut self) {
-        let Ok(mut held) = self.held.lock() else {
-            return;
-        };
-        if let Some(n) = held.get_mut(&self.cgroup) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.cgroup);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cgroup_gets_its_share_and_gets_it_back_when_a_connection_ends() {
-        let slots = CgroupSlots::new(2);
-        let a1 = slots.take(1).expect("first");
-        let _a2 = slots.take(1).expect("second");
-        assert!(slots.take(1).is_none(), "third past the share of 2");
-        let _b = slots.take(2).expect("another cgroup has its own share");
-        drop(a1);
-        assert!(slots.take(1).is_some(), "a slot given back is free again");
     }
 }

@@ -9,17 +9,22 @@
 //! cgroup is the kernel's record of the query's sender ([`super::conns`]); cgroup 0 is a
 //! policy's unattributed share, held to the same bound.
 //!
+//! A fixed cap per cgroup alone was not enough: four cgroups at a quarter each held the
+//! policy's every lookup and a fifth got SERVFAIL for all its names. So a cgroup takes
+//! another lookup only while it holds fewer than its policy has free
+//! ([`crate::share`]): N flooding cgroups leave a newcomer about 1/(N+1) of the pool.
+//!
 //! Must never let one cgroup hold more than its share, nor count a lookup that ended.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
+
+use crate::share::{Refused, Share, Slot};
 
 /// Which share a refused lookup would have exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Busy {
-    /// `dns.max_upstream_lookups_per_cgroup`.
+    /// `dns.max_upstream_lookups_per_cgroup`, or the cgroup holds as many as its
+    /// policy has free.
     Cgroup,
     /// `dns.max_upstream_lookups_per_policy`.
     Policy,
@@ -43,75 +48,38 @@ impl Busy {
     }
 }
 
-#[derive(Default)]
-struct Held {
-    policies: HashMap<u32, u32>,
-    cgroups: HashMap<(u32, u64), u32>,
+/// Lookups in flight: per policy a pool of `dns.max_upstream_lookups_per_policy`,
+/// shared by its cgroups under [`crate::share`]'s rule with
+/// `dns.max_upstream_lookups_per_cgroup` as each cgroup's cap.
+pub(super) struct Inflight {
+    policies: HashMap<u32, Arc<Share<u64>>>,
 }
 
-/// Lookups in flight per policy and per (policy, cgroup).
-pub(super) struct Inflight {
-    per_policy: u32,
-    per_cgroup: u32,
-    held: Arc<Mutex<Held>>,
-}
+/// One lookup's place in its policy's pool, given back when it ends.
+pub(super) type Lookup = Slot<u64>;
 
 impl Inflight {
-    pub(super) fn new(per_policy: u32, per_cgroup: u32) -> Self {
+    pub(super) fn new(
+        policy_ids: impl Iterator<Item = u32>,
+        per_policy: u32,
+        per_cgroup: u32,
+    ) -> Self {
         Self {
-            per_policy,
-            per_cgroup,
-            held: Arc::default(),
+            policies: policy_ids
+                .map(|id| (id, Share::new(per_policy, per_cgroup)))
+                .collect(),
         }
     }
 
-    /// A lookup for `cgroup` of `policy`, or which share is used up. The cgroup's share
-    /// is judged first: a sandbox past its own share is told so even when the policy's
-    /// is full too.
+    /// A lookup for `cgroup` of `policy`, or which share is used up: the cgroup's
+    /// (its cap, or it holds as many as its policy has free) or the policy's (none
+    /// free).
     pub(super) fn take(&self, policy: u32, cgroup: u64) -> Result<Lookup, Busy> {
-        let Ok(mut held) = self.held.lock() else {
-            return Err(Busy::Policy);
-        };
-        if held.cgroups.get(&(policy, cgroup)).copied().unwrap_or(0) >= self.per_cgroup {
-            return Err(Busy::Cgroup);
-        }
-        if held.policies.get(&policy).copied().unwrap_or(0) >= self.per_policy {
-            return Err(Busy::Policy);
-        }
-        *held.cgroups.entry((policy, cgroup)).or_insert(0) += 1;
-        *held.policies.entry(policy).or_insert(0) += 1;
-        Ok(Lookup {
-            held: self.held.clone(),
-            policy,
-            cgroup,
+        let pool = self.policies.get(&policy).ok_or(Busy::Policy)?;
+        pool.take(&cgroup).map_err(|refused| match refused {
+            Refused::Share => Busy::Cgroup,
+            Refused::Full => Busy::Policy,
         })
-    }
-}
-
-/// One lookup's place in its policy's and cgroup's counts, given back when it ends.
-pub(super) struct Lookup {
-    held: Arc<Mutex<Held>>,
-    policy: u32,
-    cgroup: u64,
-}
-
-impl Drop for Lookup {
-    fn drop(&mut self) {
-        let Ok(mut held) = self.held.lock() else {
-            return;
-        };
-        release(&mut held.cgroups, (self.policy, self.cgroup));
-        release(&mut held.policies, self.policy);
-    }
-}
-
-/// One fewer under `key`; the entry goes when none is left.
-fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
-    if let Some(n) = counts.get_mut(&key) {
-        *n -= 1;
-        if *n == 0 {
-            counts.remove(&key);
-        }
     }
 }
 
@@ -121,24 +89,38 @@ mod tests {
 
     #[test]
     fn a_cgroup_gets_its_share_of_lookups_and_never_another_cgroups() {
-        let inflight = Inflight::new(3, 2);
+        let inflight = Inflight::new([1, 2].into_iter(), 8, 2);
         let a1 = inflight.take(1, 7).expect("first");
         let _a2 = inflight.take(1, 7).expect("second");
-        assert_eq!(inflight.take(1, 7).err(), Some(Busy::Cgroup));
-        let _b = inflight
-            .take(1, 8)
-            .expect("another cgroup has its own share");
+        assert_eq!(inflight.take(1, 7).err(), Some(Busy::Cgroup), "at its cap");
+        let _b: Vec<_> = (0..2)
+            .map(|_| {
+                inflight
+                    .take(1, 8)
+                    .expect("another cgroup has its own share")
+            })
+            .collect();
+        let _c = inflight.take(1, 9).expect("2 held, 4 free");
+        let _c2 = inflight.take(1, 9).expect("2 held, 3 free");
+        let _d = inflight.take(1, 10).expect("a newcomer, 2 free");
         assert_eq!(
-            inflight.take(1, 9).err(),
-            Some(Busy::Policy),
-            "the policy's share is used up"
+            inflight.take(1, 10).err(),
+            Some(Busy::Cgroup),
+            "1 held, 1 free: the last is left to another newcomer"
         );
+        let _e = inflight.take(1, 11).expect("a newcomer takes the last");
+        assert_eq!(inflight.take(1, 12).err(), Some(Busy::Policy), "none free");
         let _other = inflight
             .take(2, 9)
             .expect("another policy has its own share");
+        assert_eq!(
+            inflight.take(3, 9).err(),
+            Some(Busy::Policy),
+            "no such policy"
+        );
         drop(a1);
         assert!(
-            inflight.take(1, 7).is_ok(),
+            inflight.take(1, 12).is_ok(),
             "a lookup that ended is given back"
         );
     }

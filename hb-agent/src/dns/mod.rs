@@ -29,8 +29,8 @@
 //!
 //! TCP (RFC 7766): a connection may wait `tcp_idle_timeout_secs` for a query to begin,
 //! and a begun query must arrive whole within `tcp_query_timeout_secs`; connections are
-//! capped per cgroup, per policy and in all (see [`TcpLimits`]) and those over a cap are
-//! closed at once. The cgroup comes from the kernel's record of the connection
+//! capped per cgroup, per policy and in all (see [`TcpLimits`]; a cgroup's share of its
+//! policy's connections also shrinks as its pool fills: [`crate::share`]) and those over a cap are closed at once. The cgroup comes from the kernel's record of the connection
 //! ([`conns`]); a connection without one is closed. Each connection holds one of the agent's file descriptors, which the broker and
 //! the state files share: stalled connections without these bounds starved them all.
 //!
@@ -79,6 +79,7 @@ use crate::{
     config::{Config, DeniedRcode, RebindingRcode},
     events::EventRecord,
     maps::MapsError,
+    share::{Refused, Share, Slot},
 };
 
 use self::{
@@ -159,13 +160,12 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 struct TcpLimits {
     idle: Duration,
     query: Duration,
-    /// Slots for all policies together.
+    /// Slots for all policies together (`max_tcp_connections`).
     global: Arc<Semaphore>,
-    /// Slots per policy id (shared by its IPv4 and IPv6 listeners).
-    per_policy: HashMap<u32, Arc<Semaphore>>,
-    /// Connections each cgroup holds (`max_tcp_connections_per_cgroup`), across
-    /// policies: a cgroup is under one policy at a time.
-    per_cgroup: conns::CgroupSlots,
+    /// Slots per policy id (`max_tcp_connections_per_policy`, shared by its IPv4 and
+    /// IPv6 listeners), shared by its cgroups under the same rule, each capped at
+    /// `max_tcp_connections_per_cgroup`.
+    per_policy: HashMap<u32, Arc<Share<u64>>>,
     /// Connections closed at accept because a cap was reached (for `status`).
     refused: Arc<AtomicU64>,
     /// Refusals not logged yet, and when the last log line went out.
@@ -173,16 +173,18 @@ struct TcpLimits {
 }
 
 impl TcpLimits {
-    /// A slot for one connection of `policy_id`, or `None` at a cap.
-    fn admit(&self, policy_id: u32) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-        let policy = self
-            .per_policy
-            .get(&policy_id)?
+    /// A slot of `cgroup` in its policy's pool (`Refused::Share`: the cgroup has its
+    /// share), then one of all policies' (none free there, or an unknown policy:
+    /// `Refused::Full`).
+    fn admit(&self, policy_id: u32, cgroup: u64) -> Result<TcpSlots, Refused> {
+        let pool = self.per_policy.get(&policy_id).ok_or(Refused::Full)?;
+        let cgroup = pool.take(&cgroup)?;
+        let global = self
+            .global
             .clone()
             .try_acquire_owned()
-            .ok()?;
-        let global = self.global.clone().try_acquire_owned().ok()?;
-        Some((policy, global))
+            .map_err(|_| Refused::Full)?;
+        Ok((cgroup, global))
     }
 
     /// Counts a connection closed at a cap; logs the count at most once per interval.
@@ -375,6 +377,11 @@ pub async fn start(
     let listen = config.dns_listen();
     let tcp = tcp_limits(config, policies.keys().copied());
     let tcp_refused = tcp.refused.clone();
+    let inflight = inflight::Inflight::new(
+        policies.keys().copied(),
+        config.dns.max_upstream_lookups_per_policy,
+        config.dns.upstream_lookups_per_cgroup(),
+    );
     let inner = Arc::new(Inner {
         upstream: upstream::Upstream::new(upstream_servers(config)?).await?,
         policies,
@@ -401,10 +408,7 @@ pub async fn start(
             hb_common::map_names::DNS_FLOWS,
         )?),
         udp_senders: conns::Conns::open(bpffs_dir, hb_common::map_names::DNS_UDP)?,
-        inflight: inflight::Inflight::new(
-            config.dns.max_upstream_lookups_per_policy,
-            config.dns.upstream_lookups_per_cgroup(),
-        ),
+        inflight,
         latency: ["cache", "local", "upstream"].map(|p| crate::telemetry::global().dns_latency(p)),
     });
     for (&id, policy) in &inner.policies {
@@ -484,16 +488,15 @@ fn tcp_limits(config: &Config, policy_ids: impl Iterator<Item = u32>) -> TcpLimi
         );
         global = (nofile / 4).max(1);
     }
-    let global = usize::try_from(global).unwrap_or(usize::MAX);
-    let per_policy = (config.dns.max_tcp_connections_per_policy as usize).min(global);
+    let global = u32::try_from(global).unwrap_or(u32::MAX);
+    let per_policy = config.dns.max_tcp_connections_per_policy.min(global);
     TcpLimits {
         idle: Duration::from_secs(config.dns.tcp_idle_timeout_secs),
         query: Duration::from_secs(config.dns.tcp_query_timeout_secs),
-        global: Arc::new(Semaphore::new(global)),
+        global: Arc::new(Semaphore::new(global as usize)),
         per_policy: policy_ids
-            .map(|id| (id, Arc::new(Semaphore::new(per_policy))))
+            .map(|id| (id, Share::new(per_policy, config.dns.per_cgroup())))
             .collect(),
-        per_cgroup: conns::CgroupSlots::new(config.dns.per_cgroup()),
         refused: Arc::new(AtomicU64::new(0)),
         refused_log: Mutex::new((0, None)),
     }
@@ -589,14 +592,16 @@ async fn serve_tcp(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
     }
 }
 
+/// A TCP connection's slot of its cgroup in its policy's pool, and one of all policies'.
+type TcpSlots = (Slot<u64>, OwnedSemaphorePermit);
+
 /// An admitted TCP connection's kernel record and slots, given back when it ends.
 struct TcpTicket {
     conns: Arc<conns::Conns>,
     key: FlowKey,
     /// The connection's sandbox, from the kernel's record.
     cgroup_id: u64,
-    _cgroup: conns::CgroupSlot,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    _slots: TcpSlots,
 }
 
 impl Drop for TcpTicket {
@@ -607,8 +612,9 @@ impl Drop for TcpTicket {
 
 impl Inner {
     /// Admits an accepted TCP connection: its caller from the kernel's record (none, or
-    /// one of another policy: closed), a slot of the caller's cgroup (none: closed with
-    /// a `dns_cgroup_busy` event), then of the policy and of all. `None` closes it.
+    /// one of another policy: closed), a slot of the caller's cgroup in its policy's
+    /// pool (the cgroup has its share: closed with a `dns_cgroup_busy` event), then of
+    /// the policy in the pool of all. `None` closes it.
     fn admit_tcp(
         &self,
         policy_id: u32,
@@ -625,21 +631,21 @@ impl Inner {
             self.conns.forget(&key);
             return None;
         };
-        let Some(cgroup) = self.tcp.per_cgroup.take(caller.cgroup_id) else {
-            self.conns.forget(&key);
-            self.cgroup_busy(policy, &caller);
-            return None;
-        };
-        let Some(permits) = self.tcp.admit(policy_id) else {
-            self.conns.forget(&key);
-            return None;
+        let slots = match self.tcp.admit(policy_id, caller.cgroup_id) {
+            Ok(slots) => slots,
+            Err(refused) => {
+                self.conns.forget(&key);
+                if refused == Refused::Share {
+                    self.cgroup_busy(policy, &caller);
+                }
+                return None;
+            }
         };
         Some(TcpTicket {
             conns: self.conns.clone(),
             key,
             cgroup_id: caller.cgroup_id,
-            _cgroup: cgroup,
-            _permits: permits,
+            _slots: slots,
         })
     }
 

@@ -39,11 +39,12 @@ pub enum Reason {
     /// A TLS handshake record after encryption started (a TLS 1.2 renegotiation, whose
     /// ClientHello the guard cannot read).
     Renegotiation,
-    /// The policy's `guard.max_connections_per_policy`, or the guard's share of the agent's
-    /// descriptors, was reached.
+    /// None of the policy's `guard.max_connections_per_policy` is free, or none of the
+    /// guard's share of the agent's descriptors.
     Busy,
     /// The connecting cgroup already holds `guard.max_connections_per_cgroup`
-    /// connections: one sandbox may not take every slot of its policy.
+    /// connections, or as many as its policy has free: a few sandboxes may not take
+    /// every slot of their policy.
     CgroupBusy,
 }
 

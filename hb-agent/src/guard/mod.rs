@@ -8,9 +8,10 @@
 //! under the client end ([`flow`]). The port a connection arrives on names its policy.
 //!
 //! Per connection: accepted → its origin found ([`flow`]; none: closed) → a slot of its
-//! cgroup's `max_connections_per_cgroup` (none: `guard_cgroup_busy`, so one sandbox
-//! cannot take its policy's every slot) and of the
-//! policy's `max_connections_per_policy` (none: `guard_busy`) → the first flight read
+//! policy's `max_connections_per_policy` for its cgroup, which takes another only while
+//! it holds fewer than are free and fewer than `max_connections_per_cgroup`
+//! ([`crate::share`]; refused: `guard_cgroup_busy`, so a few sandboxes cannot take
+//! their policy's every slot; none free: `guard_busy`) → the first flight read
 //! within `first_flight_timeout_secs` → judged
 //! ([`decide`]): a TLS ClientHello by its SNI ([`tls`]), a plain HTTP request by its
 //! host and method ([`http`]) → refused: closed (plain HTTP: a 403 first) with an event
@@ -55,7 +56,13 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
-use crate::{config::Config, dns::learned::Learned, events::EventRecord, maps::MapsError};
+use crate::{
+    config::Config,
+    dns::learned::Learned,
+    events::EventRecord,
+    maps::MapsError,
+    share::{Refused, Share, Slot},
+};
 
 use self::{
     decide::{Judge, PolicyRules, Reason},
@@ -193,7 +200,9 @@ fn global_slots(config: &Config) -> usize {
 /// A guarded policy: its rules and its connection slots.
 struct Policy {
     rules: PolicyRules,
-    slots: Arc<Semaphore>,
+    /// `max_connections_per_policy`, shared by the policy's cgroups under
+    /// [`crate::share`]'s rule, each capped at `max_connections_per_cgroup`.
+    slots: Arc<Share<u64>>,
 }
 
 /// Shared by every listener and connection task.
@@ -203,8 +212,6 @@ struct Inner {
     policies: HashMap<u32, Policy>,
     /// Slots shared by every policy (see [`global_slots`]).
     slots: Arc<Semaphore>,
-    /// Connections each cgroup holds.
-    cgroups: CgroupSlots,
     first_flight: Duration,
     /// A passed connection without data either way for this long is closed.
     idle: Duration,
@@ -245,9 +252,10 @@ pub async fn start(
                     writes: p.writes.clone(),
                     cidrs: p.allow.clone(),
                 },
-                slots: Arc::new(Semaphore::new(
-                    config.guard.max_connections_per_policy as usize,
-                )),
+                slots: Share::new(
+                    config.guard.max_connections_per_policy,
+                    config.guard.per_cgroup(),
+                ),
             },
         );
     }
@@ -266,10 +274,6 @@ pub async fn start(
         },
         policies,
         slots: Arc::new(Semaphore::new(global_slots(config))),
-        cgroups: CgroupSlots {
-            cap: config.guard.per_cgroup(),
-            held: Mutex::new(HashMap::new()),
-        },
         first_flight: Duration::from_secs(config.guard.first_flight_timeout_secs),
         idle: Duration::from_secs(config.guard.idle_timeout_secs),
         events,
@@ -416,15 +420,17 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
         inner.stats.unattributed.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let Some(_cgroup_slot) = inner.cgroups.take(origin.cgroup_id) else {
-        inner.stats.cgroup_busy.fetch_add(1, Ordering::Relaxed);
-        inner.report(&policy.rules, &origin, Reason::CgroupBusy, None);
-        return;
-    };
-    let Some(_slots) = take_slots(&policy.slots, &inner.slots) else {
-        inner.stats.busy.fetch_add(1, Ordering::Relaxed);
-        inner.report(&policy.rules, &origin, Reason::Busy, None);
-        return;
+    let _slots = match take_slots(policy, &inner.slots, origin.cgroup_id) {
+        Ok(slots) => slots,
+        Err(reason) => {
+            let counter = match reason {
+                Reason::CgroupBusy => &inner.stats.cgroup_busy,
+                _ => &inner.stats.busy,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            inner.report(&policy.rules, &origin, reason, None);
+            return;
+        }
     };
     let mut client = client;
     let first = read_first_flight(&mut client, inner.first_flight).await;
@@ -477,48 +483,6 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
     }
 }
 
-/// Connections each cgroup holds open, against `guard.max_connections_per_cgroup`.
-struct CgroupSlots {
-    cap: u32,
-    held: Mutex<HashMap<u64, u32>>,
-}
-
-impl CgroupSlots {
-    /// A slot for `cgroup`, or `None` when it holds its share already.
-    fn take(&self, cgroup: u64) -> Option<CgroupSlot<'_>> {
-        let mut held = self.held.lock().ok()?;
-        let n = held.entry(cgroup).or_insert(0);
-        if *n >= self.cap {
-            return None;
-        }
-        *n += 1;
-        Some(CgroupSlot {
-            slots: self,
-            cgroup,
-        })
-    }
-}
-
-/// One connection's place in its cgroup's count, given back when it ends.
-struct CgroupSlot<'a> {
-    slots: &'a CgroupSlots,
-    cgroup: u64,
-}
-
-impl Drop for CgroupSlot<'_> {
-    fn drop(&mut self) {
-        let Ok(mut held) = self.slots.held.lock() else {
-            return;
-        };
-        if let Some(n) = held.get_mut(&self.cgroup) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.cgroup);
-            }
-        }
-    }
-}
-
 /// Ends once no data moved either way on the client socket for `limit`, as the kernel
 /// counts it (TCP_INFO's time since the last data received and sent): one wake-up per
 /// `limit` while the connection is busy, no bookkeeping in the relay.
@@ -555,14 +519,25 @@ fn quiet_for(socket: &OwnedFd) -> Option<Duration> {
     Some(Duration::from_millis(u64::from(ms)))
 }
 
-/// A slot of the policy's and one of the global cap, or `None` at either.
+/// A slot of `cgroup` in its policy's pool, then one of all policies'; or why not: the
+/// cgroup has its share (`CgroupBusy`), or nothing is free to it (`Busy`).
 fn take_slots(
-    policy: &Arc<Semaphore>,
+    policy: &Policy,
     global: &Arc<Semaphore>,
-) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-    let policy = policy.clone().try_acquire_owned().ok()?;
-    let global = global.clone().try_acquire_owned().ok()?;
-    Some((policy, global))
+    cgroup: u64,
+) -> Result<(Slot<u64>, OwnedSemaphorePermit), Reason> {
+    let cgroup = policy
+        .slots
+        .take(&cgroup)
+        .map_err(|refused| match refused {
+            Refused::Share => Reason::CgroupBusy,
+            Refused::Full => Reason::Busy,
+        })?;
+    let global = global
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Reason::Busy)?;
+    Ok((cgroup, global))
 }
 
 /// The upstream connection, opened once the first flight passed. `None` when it cannot
