@@ -40,7 +40,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use hb_tests::provider::{self, API_ADDR, KeyApi, Provider};
+use hb_tests::{
+    provider::{self, API_ADDR, KeyApi, Provider},
+    upstream::FakeProvider,
+};
 use serde_json::Value;
 
 use crate::{
@@ -159,11 +162,17 @@ pub fn run(size: &Size) -> anyhow::Result<Figures> {
     env.start_agent();
     let socket = env.broker_socket();
     let mut audit = AuditLog::new(env.state_dir.join("audit.log"));
-    let figures = under_load(size, &socket, &mut audit, &counts).and_then(|mut f| {
+    let figures = under_load(size, &socket, &mut audit, &keys_api, &counts).and_then(|mut f| {
         env.vault_put("sweep", "bot", SWEEP_OLD);
-        f.detector_ms = detector_phase(size, &mut audit)?;
+        f.detector_ms = detector_phase(size, &mut audit, &keys_api)?;
         Ok(f)
     });
+    let _ = fs::copy(env.state_dir.join("audit.log"), "/tmp/rotbench-audit.log");
+    let _ = fs::write("/tmp/rotbench-agent.log", env.agent().log_text());
+    let _ = fs::copy(
+        p.dir.join("provider/provider.jsonl"),
+        "/tmp/rotbench-provider.jsonl",
+    );
     drop(env);
     drop(keys_api);
     let _ = fs::remove_dir_all(&p.dir);
@@ -237,6 +246,7 @@ fn under_load(
     size: &Size,
     socket: &Path,
     audit: &mut AuditLog,
+    keys_api: &FakeProvider,
     counts: &UpstreamCounts,
 ) -> anyhow::Result<Figures> {
     let handle = issue_handle(socket)?;
@@ -264,7 +274,7 @@ fn under_load(
                     let ms = ms_between(steps.begun, steps.finished);
                     eprintln!(
                         "bench: rotation {id}: trigger → active {ms:.0} ms ({}), retired",
-                        steps.split()
+                        steps.split(keys_api, &id)
                     );
                     took.push(ms);
                 }
@@ -387,7 +397,11 @@ fn call_loop(socket: &Path, handle: &str, url: &str, phase: &AtomicU8) -> Sample
 
 /// `expiry` (`max_age`) rotations of `sweep/bot`, each started by the detector once the
 /// previous one retired: detector record → `finished` record, in ms.
-fn detector_phase(size: &Size, audit: &mut AuditLog) -> anyhow::Result<Vec<f64>> {
+fn detector_phase(
+    size: &Size,
+    audit: &mut AuditLog,
+    keys_api: &FakeProvider,
+) -> anyhow::Result<Vec<f64>> {
     eprintln!(
         "bench: the expiry detector rotating sweep/bot (max_age_secs = 1), {} times",
         size.detector_rotations
@@ -397,20 +411,20 @@ fn detector_phase(size: &Size, audit: &mut AuditLog) -> anyhow::Result<Vec<f64>>
     loop {
         audit.poll()?;
         let done = audit.detector_rotations("sweep", "bot");
-        for (fired, steps) in done.iter().skip(shown) {
+        for (fired, id, steps) in done.iter().skip(shown) {
             shown += 1;
             eprintln!(
                 "bench: detector rotation {shown}/{}: detector → active {:.0} ms (to begun {:.0}, {})",
                 size.detector_rotations,
                 ms_between(*fired, steps.finished),
                 ms_between(*fired, steps.begun),
-                steps.split()
+                steps.split(keys_api, id)
             );
         }
         if done.len() >= size.detector_rotations {
             return Ok(done[..size.detector_rotations]
                 .iter()
-                .map(|(fired, steps)| ms_between(*fired, steps.finished))
+                .map(|(fired, _, steps)| ms_between(*fired, steps.finished))
                 .collect());
         }
         if let Some(r) = audit.failed_rotation("sweep") {
@@ -543,7 +557,11 @@ impl AuditLog {
 
     /// For each rotation of `integration`/`account` a detector started, in order, once
     /// it has finished: when the `detector` record was written, and the steps.
-    fn detector_rotations(&self, integration: &str, account: &str) -> Vec<(SystemTime, Steps)> {
+    fn detector_rotations(
+        &self,
+        integration: &str,
+        account: &str,
+    ) -> Vec<(SystemTime, String, Steps)> {
         let ours = |r: &Value| r["integration"] == integration && r["account"] == account;
         let mut fired: Option<SystemTime> = None;
         let mut started: Vec<(SystemTime, String)> = Vec::new();
@@ -559,7 +577,10 @@ impl AuditLog {
         }
         started
             .into_iter()
-            .map_while(|(at, id)| Some((at, self.steps(&id).ok()?)))
+            .map_while(|(at, id)| {
+                let steps = self.steps(&id).ok()?;
+                Some((at, id, steps))
+            })
             .collect()
     }
 
@@ -580,11 +601,29 @@ struct Steps {
 }
 
 impl Steps {
-    /// "create C, test T, finish F ms": where a rotation's time went.
-    fn split(&self) -> String {
+    /// Where rotation `id`'s time went: create (split where the provider received the
+    /// call), test, finish, in ms.
+    fn split(&self, keys_api: &FakeProvider, id: &str) -> String {
+        let received = keys_api
+            .calls("create")
+            .iter()
+            .filter(|c| {
+                serde_json::from_str::<Value>(c["body"].as_str().unwrap_or(""))
+                    .is_ok_and(|b| b["rotation"] == id)
+            })
+            .find_map(|c| c["t"].as_f64())
+            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t));
+        let create = match received {
+            Some(at) => format!(
+                "create {:.0} = {:.0} to the provider + {:.0} from its receipt to stored",
+                ms_between(self.begun, self.created),
+                ms_between(self.begun, at),
+                ms_between(at, self.created)
+            ),
+            None => format!("create {:.0}", ms_between(self.begun, self.created)),
+        };
         format!(
-            "create {:.0}, test {:.0}, finish {:.0} ms",
-            ms_between(self.begun, self.created),
+            "{create}, test {:.0}, finish {:.0} ms",
             ms_between(self.created, self.tested),
             ms_between(self.tested, self.finished)
         )
