@@ -9,7 +9,7 @@
 //! rotating `svc/bot` through the provider's HTTP API. The upstream the calls go to is
 //! here, in Rust, so the figures measure hb rather than a Python server: `api.test:8080`
 //! accepts exactly the keys the provider's store holds — at `step=verify` (the rotation's
-//! test and watch) at once, at `step=load` (the callers) only [`PROPAGATION`] after the
+//! test and watch) at once, at `step=load` (the callers) only [`propagation`] after the
 //! key was minted. So a call that meets a new key too early is retried by the broker
 //! with the previous one, as with a provider that takes a while to make a key valid
 //! everywhere, and the time to ACTIVE excludes that wait.
@@ -58,8 +58,18 @@ const OLD: &str = "key-old-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 /// The `sweep` account's first key (the detector phase).
 const SWEEP_OLD: &str = "key-sweep-00112233445566778899aabbccddeeff";
 const ADMIN: &str = "adm-f0e1d2c3b4a5968778695a4b3c2d1e0f";
-/// How long after its minting the upstream refuses a key to the callers.
-const PROPAGATION: Duration = Duration::from_secs(2);
+/// How long after its minting the upstream refuses a key to the callers: 2 s, or
+/// `HB_BENCH_ROTATION_PROPAGATION_SECS` (0: a provider whose new keys work everywhere at
+/// once, so no call is retried).
+fn propagation() -> Duration {
+    static SECS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    Duration::from_secs(*SECS.get_or_init(|| {
+        std::env::var("HB_BENCH_ROTATION_PROPAGATION_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2)
+    }))
+}
 /// The environment variable that selects the small run (`cargo xtask bench --smoke`).
 pub const SMOKE_ENV: &str = "HB_BENCH_SMOKE";
 
@@ -210,7 +220,7 @@ auth = {{ integration = "provider", account = "admin" }}
 secret_pointer = "/data/secret"
 "#,
             // Whole seconds, from the switch: past the upstream's delay from the minting.
-            propagation = PROPAGATION.as_secs() + 1,
+            propagation = propagation().as_secs() + 1,
         )
     };
     format!(
@@ -232,7 +242,7 @@ integrations = ["svc"]
         // The old key stays usable past the propagation retries' window.
         svc = integration(
             "svc",
-            &format!("grace_secs = {}", PROPAGATION.as_secs() + 2)
+            &format!("grace_secs = {}", propagation().as_secs() + 2)
         ),
         sweep = integration(
             "sweep",
@@ -720,7 +730,7 @@ impl LiveKeys {
 }
 
 /// The API: `GET /keys?step=verify` and `?step=load` with `Authorization: Bearer KEY`,
-/// 200 if the provider holds the key (at `load`, minted [`PROPAGATION`] ago), else 401.
+/// 200 if the provider holds the key (at `load`, minted [`propagation`] ago), else 401.
 /// Keep-alive HTTP/1.1, a thread per connection.
 fn serve_upstream(listener: TcpListener, live: &Arc<LiveKeys>, counts: &Arc<UpstreamCounts>) {
     for stream in listener.incoming().flatten() {
@@ -753,12 +763,12 @@ fn serve_upstream(listener: TcpListener, live: &Arc<LiveKeys>, counts: &Arc<Upst
                 }
                 // The callers' calls (the load) may meet a stale view for a moment
                 // (a key the provider just revoked passes; one it just minted is
-                // refused for PROPAGATION anyway); the rotation's own verify calls
+                // refused for the propagation delay anyway); the rotation's own verify calls
                 // never do.
                 let load = path.ends_with("step=load");
                 let propagation = if load {
                     counts.load.fetch_add(1, Ordering::Relaxed);
-                    PROPAGATION
+                    propagation()
                 } else {
                     Duration::ZERO
                 };
@@ -847,7 +857,7 @@ fn print(size: &Size, f: &Figures, load_before: &str, load_after: &str) {
         size.rotations_per_round,
         f.secs[0],
         f.propagation_retries,
-        PROPAGATION.as_secs()
+        propagation().as_secs()
     );
     for why in &f.failures {
         println!("failure: {why}");
