@@ -421,7 +421,7 @@ fn detector_phase(
     loop {
         audit.poll()?;
         let done = audit.detector_rotations("sweep", "bot");
-        for (fired, id, steps) in done.iter().skip(shown) {
+        for (fired, id, steps) in done.iter().take(size.detector_rotations).skip(shown) {
             shown += 1;
             eprintln!(
                 "bench: detector rotation {shown}/{}: detector → active {:.0} ms (to begun {:.0}, {})",
