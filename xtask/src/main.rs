@@ -57,7 +57,7 @@ enum Command {
         /// cost, taking turns with this tree's agent in the same run.
         #[arg(long, value_name = "BIN")]
         previous: Option<std::path::PathBuf>,
-        /// `rotation` only: its small size (two rotations under load and two by the
+        /// `rotation` only: its small size (one rotation under load and two by the
         /// detector, two callers), as its test runs it.
         #[arg(long)]
         smoke: bool,
