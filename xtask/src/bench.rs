@@ -32,7 +32,7 @@ const IPERF_SECS: &str = "3";
 const ALLOW_ENTRIES: u32 = 65_536;
 const STATIC_CIDRS: u32 = 1_000;
 
-pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()> {
+pub fn bench(which: Option<&str>, previous: Option<&Path>, smoke: bool) -> anyhow::Result<()> {
     // Pure user space: no root, no eBPF set-up.
     if which == Some("sanitize") {
         return crate::bench_sanitize::bench();
@@ -46,9 +46,17 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
     let run_sandbox = matches!(which, None | Some("sandbox"));
     let run_guard = matches!(which, None | Some("guard"));
     let run_enroll = matches!(which, None | Some("enroll"));
-    if !run_connect && !run_dns && !run_broker && !run_sandbox && !run_guard && !run_enroll {
+    let run_rotation = matches!(which, None | Some("rotation"));
+    if !run_connect
+        && !run_dns
+        && !run_broker
+        && !run_sandbox
+        && !run_guard
+        && !run_enroll
+        && !run_rotation
+    {
         bail!(
-            "unknown benchmark \"{}\" (available: connect, dns, broker, sandbox, guard, enroll, scrub, sanitize)",
+            "unknown benchmark \"{}\" (available: connect, dns, broker, sandbox, guard, enroll, rotation, scrub, sanitize)",
             which.unwrap_or_default()
         );
     }
@@ -74,10 +82,20 @@ pub fn bench(which: Option<&str>, previous: Option<&Path>) -> anyhow::Result<()>
         ("sandbox", run_sandbox),
         ("guard", run_guard),
         ("enroll", run_enroll),
+        ("rotation", run_rotation),
     ] {
         if wanted {
             let mut one = Command::new(&me);
             one.args(["__bench-one", name]);
+            // The rotation bench starts its agent through the tests' harness, which
+            // runs this binary.
+            one.env(
+                "HB_AGENT_BIN",
+                util::workspace_root().join("target/release/hb-agent"),
+            );
+            if smoke {
+                one.env(crate::bench_rotation::SMOKE_ENV, "1");
+            }
             if let Some(previous) = previous {
                 ensure!(
                     previous.is_file(),
@@ -105,6 +123,7 @@ pub fn bench_one(name: &str) -> anyhow::Result<()> {
         "sandbox" => crate::bench_sandbox::sandbox(),
         "guard" => crate::bench_guard::guard(),
         "enroll" => crate::bench_enroll::enroll(),
+        "rotation" => crate::bench_rotation::rotation(),
         other => bail!("unknown benchmark {other}"),
     }
 }

@@ -40,7 +40,7 @@ const CONCURRENT: usize = 64;
 const CONCURRENT_SECS: f64 = 3.0;
 
 /// One keep-alive HTTP/1.1 connection and the bytes of the request it repeats.
-struct Caller {
+pub(crate) struct Caller {
     reader: BufReader<Box<dyn Read + Send>>,
     writer: Box<dyn Write + Send>,
     request: Vec<u8>,
@@ -59,9 +59,13 @@ impl Caller {
     }
 
     fn broker(socket: &Path, handle: &str) -> io::Result<Self> {
+        Self::broker_to(socket, handle, "http://api.bench:8080/")
+    }
+
+    /// A host caller of the broker on `socket`, GET `url` with `handle`.
+    pub(crate) fn broker_to(socket: &Path, handle: &str, url: &str) -> io::Result<Self> {
         let s = UnixStream::connect(socket)?;
-        let body =
-            format!(r#"{{"handle":"{handle}","method":"GET","url":"http://api.bench:8080/"}}"#);
+        let body = format!(r#"{{"handle":"{handle}","method":"GET","url":"{url}"}}"#);
         let request = format!(
             "POST /v1/requests HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -75,13 +79,14 @@ impl Caller {
     }
 
     /// One request; the status and body.
-    fn call(&mut self) -> io::Result<(u16, Vec<u8>)> {
+    pub(crate) fn call(&mut self) -> io::Result<(u16, Vec<u8>)> {
         self.writer.write_all(&self.request)?;
         exchange_response(&mut self.reader)
     }
 }
 
-fn exchange_response(reader: &mut impl BufRead) -> io::Result<(u16, Vec<u8>)> {
+/// One HTTP/1.1 response with a Content-Length: its status and body.
+pub(crate) fn exchange_response(reader: &mut impl BufRead) -> io::Result<(u16, Vec<u8>)> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status = line

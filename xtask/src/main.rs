@@ -6,6 +6,7 @@ mod bench_broker;
 mod bench_enroll;
 mod bench_guard;
 mod bench_guard_peers;
+mod bench_rotation;
 mod bench_sandbox;
 mod bench_sanitize;
 mod bench_scrub;
@@ -49,13 +50,17 @@ enum Command {
     },
     /// Benchmarks, hb side by side with its comparison (root needed, except for scrub).
     Bench {
-        /// Which benchmark: `connect`, `dns`, `broker`, `sandbox`, `guard`, `enroll` (root) or `scrub`,
-        /// `sanitize` (no root); default: all of them.
+        /// Which benchmark: `connect`, `dns`, `broker`, `sandbox`, `guard`, `enroll`, `rotation`
+        /// (root) or `scrub`, `sanitize` (no root); default: all of them.
         which: Option<String>,
         /// An earlier `hb-agent` release binary: `connect` also measures its programs'
         /// cost, taking turns with this tree's agent in the same run.
         #[arg(long, value_name = "BIN")]
         previous: Option<std::path::PathBuf>,
+        /// `rotation` only: its small size (one rotation under load and two by the
+        /// detector, two callers), as its test runs it.
+        #[arg(long)]
+        smoke: bool,
     },
     /// How many of gitleaks's rules the scrubber covers: three samples generated from each
     /// rule's regex, planted in lines that name its keyword, through `hb-agent scrub`.
@@ -96,7 +101,11 @@ fn main() -> ExitCode {
         Command::Build => setup::setup().and_then(|()| build(true)),
         Command::Run { args } => run(args),
         Command::Test { args } => test(args),
-        Command::Bench { which, previous } => bench::bench(which.as_deref(), previous.as_deref()),
+        Command::Bench {
+            which,
+            previous,
+            smoke,
+        } => bench::bench(which.as_deref(), previous.as_deref(), smoke),
         Command::ScrubRecall(args) => scrub_recall::recall(&args),
         Command::ScrubPrecision(args) => scrub_precision::precision(&args),
         Command::SanitizeEval(args) => sanitize_eval::eval(&args),
