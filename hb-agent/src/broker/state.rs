@@ -123,20 +123,34 @@ impl Shared {
     /// Adds a decrypted credential (once per credential id) to what the scrubber removes
     /// from everything leaving hb, in its encodings too.
     pub fn protect(&self, credential_id: &str, secret: &Secret) {
+        let known = |credential_id: &str| {
+            self.protected
+                .lock()
+                .map_or(true, |protected| protected.contains_key(credential_id))
+        };
+        if known(credential_id) {
+            return;
+        }
+        // Registered without the lock the request path's search takes: building the
+        // value's forms and automaton segment (and merging segments) takes milliseconds,
+        // and every call would wait for it.
+        let id = match self.scrubber.register("live_secret", secret) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, credential = credential_id, "credential not scrubbed by value");
+                return;
+            }
+        };
         let Ok(mut protected) = self.protected.lock() else {
             return;
         };
         if protected.contains_key(credential_id) {
+            // Registered meanwhile by another call: one registration is enough.
+            drop(protected);
+            unregister_off_workers(&self.scrubber, vec![id]);
             return;
         }
-        match self.scrubber.register("live_secret", secret) {
-            Ok(id) => {
-                protected.insert(credential_id.to_owned(), id);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, credential = credential_id, "credential not scrubbed by value");
-            }
-        }
+        protected.insert(credential_id.to_owned(), id);
     }
 
     /// Stops scrubbing the values of `handles`: their ids leave `protected` at once

@@ -272,7 +272,16 @@ async fn create(
     };
     // Scrubbed from the moment it exists, whatever becomes of the rotation: providers
     // list an account's keys, and a sandbox holding a handle for the account may ask.
-    shared.protect_pending(rotation, &minted.secret);
+    // On a blocking thread: registering a value with the scrubber takes milliseconds,
+    // which an async worker would take from every call it serves.
+    let protecting = {
+        let (shared, rotation) = (Arc::clone(shared), rotation.clone());
+        let secret = Secret::new(minted.secret.expose().to_vec());
+        tokio::task::spawn_blocking(move || shared.protect_pending(&rotation, &secret))
+    };
+    if protecting.await.is_err() {
+        shared.protect_pending(rotation, &minted.secret);
+    }
     let id = rotation.id.clone();
     let secret = Secret::new(minted.secret.expose().to_vec());
     let expires = minted.expires;
