@@ -7,7 +7,9 @@
 //! of a cgroup do: [`limits::EVENT_BURST`] records per window, and past it the latest
 //! record of each subject (kind, step, decision, detector, integration, account) held back and
 //! written once per window with `suppressed`, the count of the others it stands for.
-//! Nothing goes uncounted; a caller's flood costs it a few records a second. The
+//! Nothing goes uncounted; a caller's flood costs it a few records a second. Its
+//! first record of each subject in a window is written at once, burst or not (up to
+//! 64 subjects), so its first refusal is not held back behind its allowed calls. The
 //! refusals its calls put on the event stream (which the audit log and `events
 //! follow` read) have a budget of their own, the same way.
 //!
@@ -20,11 +22,12 @@
 //! [`limits::EVENT_BURST`]: hb_common::limits::EVENT_BURST
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use hb_common::limits::EVENT_WINDOW_NS;
 use serde_json::Value;
 
 use super::state::Shared;
@@ -105,7 +108,40 @@ impl Budgeted for CallerRecord {
 /// record: audit records ([`CallerRecord`]) or the refusals a caller's calls put on the
 /// event stream ([`EventRecord`](crate::events::EventRecord)).
 pub struct CallerBudgets<R: Budgeted> {
-    budgets: Mutex<HashMap<String, EventBudget<R>>>,
+    budgets: Mutex<HashMap<String, CallerBudget<R>>>,
+}
+
+/// Subjects a caller may have written at once each window past its budget: its first
+/// record of a kind it has not made this window (a first refusal after a burst of
+/// allowed calls) is not held back behind the burst.
+const FRESH_SUBJECTS: usize = 64;
+
+/// One caller's budget, and the subjects it was written for this window.
+struct CallerBudget<R: Budgeted> {
+    budget: EventBudget<R>,
+    fresh: HashSet<R::Subject>,
+    since: Instant,
+}
+
+impl<R: Budgeted> CallerBudget<R> {
+    fn window_passed(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= Duration::from_nanos(EVENT_WINDOW_NS)
+    }
+
+    /// `record` written at once if its subject is new this window (while fewer than
+    /// [`FRESH_SUBJECTS`] were), else judged by the budget.
+    fn admit(&mut self, record: R, now: Instant) -> Vec<R> {
+        if self.window_passed(now) {
+            self.fresh.clear();
+            self.since = now;
+        }
+        let subject = record.subject();
+        if !self.fresh.contains(&subject) && self.fresh.len() < FRESH_SUBJECTS {
+            self.fresh.insert(subject);
+            return vec![record];
+        }
+        self.budget.admit(record, now)
+    }
 }
 
 impl<R: Budgeted> Default for CallerBudgets<R> {
@@ -124,7 +160,11 @@ impl<R: Budgeted> CallerBudgets<R> {
         match self.budgets.lock() {
             Ok(mut budgets) => budgets
                 .entry(cgroup.to_owned())
-                .or_insert_with(|| EventBudget::new(now))
+                .or_insert_with(|| CallerBudget {
+                    budget: EventBudget::new(now),
+                    fresh: HashSet::new(),
+                    since: now,
+                })
                 .admit(record, now),
             // A poisoned lock (a panic elsewhere) must not cost the record.
             Err(_) => vec![record],
@@ -139,11 +179,11 @@ impl<R: Budgeted> CallerBudgets<R> {
             return Vec::new();
         };
         let mut due = Vec::new();
-        budgets.retain(|_, budget| {
-            if budget.due(now) {
-                due.extend(budget.take_held());
+        budgets.retain(|_, caller| {
+            if caller.budget.due(now) {
+                due.extend(caller.budget.take_held());
             }
-            !budget.idle(now)
+            !(caller.budget.idle(now) && caller.window_passed(now))
         });
         due
     }
@@ -214,9 +254,19 @@ mod tests {
         let burst = usize::try_from(hb_common::limits::EVENT_BURST).expect("burst");
         assert_eq!(
             written(&dir).len(),
-            burst + 1,
-            "a's burst and b's record, then nothing until a's window passes"
+            1 + burst + 1,
+            "a's first record, its burst and b's record, then nothing until a's window passes"
         );
+        // A's first record of another subject is written at once, behind no burst.
+        callers.record(
+            &audit,
+            "/sandbox/a",
+            CallerRecord::new(
+                "broker_decision",
+                serde_json::json!({"action": "scrub", "decision": "rate_limited"}),
+            ),
+        );
+        assert_eq!(written(&dir).len(), 1 + burst + 1 + 1);
         // What the window held back: one record (one subject) carrying the rest.
         let held = callers
             .budgets
@@ -224,6 +274,7 @@ mod tests {
             .expect("lock")
             .get_mut("/sandbox/a")
             .expect("a's budget")
+            .budget
             .take_held();
         assert_eq!(held.len(), 1, "one subject");
         for record in held {
@@ -236,7 +287,7 @@ mod tests {
             .iter()
             .map(|r| 1 + r["suppressed"].as_u64().unwrap_or(0))
             .sum();
-        assert_eq!(counted, flood as u64 + 1, "every call counted once");
+        assert_eq!(counted, flood as u64 + 2, "every call counted once");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
