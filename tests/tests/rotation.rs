@@ -780,9 +780,11 @@ fn a_spent_rate_limit_neither_rotates_a_healthy_key_nor_rolls_a_rotation_back() 
     let hold = dir.join("hold");
     fs::write(&hold, "").expect("hold");
     env.start_agent();
+    // The key's last 6 characters tell the fake API which key to refuse: shorter than a
+    // run of it (8), which a caller may not send (`credential_fragment`).
     let url = format!(
         "https://api.test/auth?deny={}&step=deny",
-        &OLD[OLD.len() - 8..]
+        &OLD[OLD.len() - 6..]
     );
     let out = sandbox_call(&env, &url).wait_with_output().expect("client");
     let answer: Value =
