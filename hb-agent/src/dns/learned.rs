@@ -918,12 +918,12 @@ mod tests {
     }
 
     /// The README's figure: memory per row (one claim, one name of 20 bytes), and per
-    /// further sandbox claiming it. Run alone (`-- --ignored`): it reads the process's
-    /// resident memory.
+    /// further sandbox claiming it, from the process's resident memory (nextest runs
+    /// each test in a process of its own; under `cargo test` other tests' memory may
+    /// add to it, hence the loose bound).
     #[test]
-    #[ignore = "measures resident memory: run alone"]
     fn learned_memory() {
-        const ROWS: u32 = 200_000;
+        const ROWS: u32 = 50_000;
         let mut l = Learned::with_maps(
             Rows {
                 capacity: usize::MAX,
