@@ -342,7 +342,11 @@ pub async fn serve(
         let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());
         connections.spawn(async move {
             served.await;
-            drop((permit, slot));
+            // The share's slot before the permit: a permit given back first lets the
+            // next connection be accepted while this one still counts in the shares,
+            // and it would be refused as over its share.
+            drop(slot);
+            drop(permit);
         });
         while connections.try_join_next().is_some() {}
     }
