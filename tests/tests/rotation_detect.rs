@@ -1227,12 +1227,21 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
             .is_some_and(|m| m.contains("quarantined")),
         "{got}"
     );
+    let records = audit_records(&env);
+    let holds: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["kind"] == "detector_action"
+                || r["kind"] == "quarantine_caller"
+                || r["kind"] == "sensor_spike"
+        })
+        .collect();
     // Held to a rate, or (the burst being a flood again) its new handle ended again.
     assert!(
         got["flood"].get("rate_limited").is_some()
             || got["burst"].get("rate_limited").is_some()
             || got["burst"].get("unknown_handle").is_some(),
-        "reads are held to a rate: {got}"
+        "reads are held to a rate: {got}; holds: {holds:?}"
     );
     assert_eq!(
         u64::try_from(bearers(&api, "write").len()).ok(),
@@ -1240,7 +1249,6 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
         "the refused write never left: {got}"
     );
 
-    let records = audit_records(&env);
     let spike = records
         .iter()
         .find(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")

@@ -370,12 +370,7 @@ impl Account {
             .spike
             .observe(&self.params, bucket.start, bucket.requests);
         if verdict == Verdict::Normal && bucket.requests > 0 {
-            #[expect(clippy::cast_precision_loss, reason = "call counts")]
-            let shares = owners
-                .iter()
-                .map(|&(k, n)| (k, n as f64 / bucket.requests as f64))
-                .collect();
-            past.shares = shares;
+            past.shares = shares(&owners, unattributed);
         }
         if past.ring.len() == RING {
             past.ring.pop_front();
@@ -614,6 +609,21 @@ impl Sensor {
 /// first) without whose calls the bucket would have been normal for `state`; none if
 /// the unattributed calls alone keep it anomalous (the excess is spread over more
 /// callers than are counted apart).
+/// Each caller's share of a bucket's attributed and unattributed calls, all from one
+/// snapshot: a call counted in `requests` before the bucket closed and among the
+/// callers after (or the reverse) cannot make a share over one.
+fn shares(owners: &[(u64, u64)], unattributed: u64) -> Vec<(u64, f64)> {
+    let total = owners.iter().map(|o| o.1).sum::<u64>() + unattributed;
+    if total == 0 {
+        return Vec::new();
+    }
+    #[expect(clippy::cast_precision_loss, reason = "call counts")]
+    owners
+        .iter()
+        .map(|&(k, n)| (k, n as f64 / total as f64))
+        .collect()
+}
+
 fn suspects(
     state: &spike::State,
     p: &spike::Params,
@@ -874,6 +884,38 @@ mod tests {
             sensor.quarantine_per_minute("svc", "ci", None, 500),
             500,
             "floor"
+        );
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// A caller's calls counted among the bucket's callers but not (yet) in its
+    /// `requests` (a call racing the bucket's close) do not lift its share over one,
+    /// nor its quarantine over the account's.
+    #[test]
+    fn a_callers_share_is_never_over_one_when_its_calls_race_the_close() {
+        let dir = std::env::temp_dir().join(format!("hb-sensor-r-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let sensor = Sensor::open(&dir, config(10));
+        let a = sensor.account("svc", "ci").expect("sensed");
+        let me = Owner::Sandbox { cgroup_id: 9 };
+        let mut t = a.bucket.load(Ordering::Relaxed) * 10;
+        a.past.lock().expect("past").spike.started = Some(t - 3600);
+        for _ in 0..30 {
+            for _ in 0..20 {
+                a.call(me, "p", &Method::GET, "api.test", 0, t);
+            }
+            // Ten calls that reached the callers' slots after `requests` was taken.
+            for _ in 0..10 {
+                a.now.owner_call(owner_key(me));
+            }
+            t += 10;
+            sensor.tick(t);
+        }
+        assert!(a.share(me) <= 1.0, "share {}", a.share(me));
+        assert!(
+            sensor.quarantine_per_minute("svc", "ci", Some(me), 5)
+                <= sensor.quarantine_per_minute("svc", "ci", None, 5),
+            "one caller is held no looser than the whole account"
         );
         fs::remove_dir_all(&dir).expect("clean up");
     }
