@@ -75,20 +75,29 @@ pub struct Fragments {
     hasher: RandomState,
 }
 
-/// Longest public prefix looked for: `github_pat_` and `sk_live_` fit.
+/// Longest word-built public prefix looked for: `sk-ant-api03-` and `github_pat_` fit.
 const PUBLIC_PREFIX_MAX: usize = 16;
 
-/// How many leading bytes of `value` are its kind's public prefix: words of letters
-/// each ending in `_` or `-` (`sk_live_`, `ghp_`, `xoxb-`, `github_pat_`, `sk-proj-`),
-/// at most [`PUBLIC_PREFIX_MAX`] bytes. Every key of its kind starts the same, and
-/// dashboards and key listings show it (`sk_live_…4242`): a run inside it says nothing
-/// of this value, so it is no run of it.
+/// How many leading bytes of `value` every key of its kind shares, or anyone may read
+/// off it, so that a run there says nothing of this value:
+/// - a kind's prefix: words of letters and digits, the first starting with a letter,
+///   each ending in `_` or `-` (`sk_live_`, `ghp_`, `xoxb-`, `github_pat_`, `sk-proj-`,
+///   `sk-ant-api03-`), at most [`PUBLIC_PREFIX_MAX`] bytes; dashboards and key
+///   listings show it (`sk_live_…4242`), and format documentation prints it;
+/// - a JWT's header and claims (`eyJ…` `.` `…` `.`): every HS256 token starts
+///   `eyJhbGciOiJIUzI1NiIs`, and the claims are readable by whoever holds a token; only
+///   the signature is secret.
 pub fn public_prefix(value: &[u8]) -> usize {
+    jwt_signature_start(value).unwrap_or_else(|| kind_prefix(value))
+}
+
+fn kind_prefix(value: &[u8]) -> usize {
     let mut end = 0;
     let mut word = 0;
     for (i, &b) in value.iter().enumerate().take(PUBLIC_PREFIX_MAX) {
         match b {
             b'a'..=b'z' | b'A'..=b'Z' => word += 1,
+            b'0'..=b'9' if end > 0 || word > 0 => word += 1,
             b'_' | b'-' if word > 0 => {
                 end = i + 1;
                 word = 0;
@@ -98,6 +107,51 @@ pub fn public_prefix(value: &[u8]) -> usize {
     }
     end
 }
+
+/// Where a JWT's signature starts (after the second `.`), if `value` is shaped as one:
+/// three base64url segments, the first a JSON object's (`eyJ`).
+fn jwt_signature_start(value: &[u8]) -> Option<usize> {
+    let base64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    let segments: Vec<&[u8]> = value.split(|&b| b == b'.').collect();
+    match segments.as_slice() {
+        [header, claims, signature]
+            if header.starts_with(b"eyJ")
+                && [header, claims, signature]
+                    .iter()
+                    .all(|s| !s.is_empty() && s.iter().all(base64url)) =>
+        {
+            Some(header.len() + claims.len() + 2)
+        }
+        _ => None,
+    }
+}
+
+/// Where the windows of `form` (one of the value's forms) start to hold only the
+/// value's own characters: past the form of the public prefix it starts with (an
+/// encoding byte by byte: hex, percent, escapes, UTF-16), or past the longest start it
+/// shares with one and [`MIXED`] more bytes (a base64 character there still carries
+/// prefix bits, and a twice-encoded form spreads them one more).
+fn private_start(form: &[u8], public_forms: &[Zeroizing<Vec<u8>>]) -> usize {
+    if public_forms.is_empty() {
+        return 0;
+    }
+    if let Some(whole) = public_forms
+        .iter()
+        .filter(|p| form.starts_with(p))
+        .map(|p| p.len())
+        .max()
+    {
+        return whole;
+    }
+    public_forms
+        .iter()
+        .map(|p| p.iter().zip(form).take_while(|(a, b)| a == b).count())
+        .max()
+        .map_or(0, |shared| shared + MIXED)
+}
+
+/// Bytes past a form's shared start that may still mix public and private bits.
+const MIXED: usize = 2;
 
 impl Fragments {
     /// The windows of `value`'s forms. `None` for a value shorter than the shortest run.
@@ -109,8 +163,9 @@ impl Fragments {
         let hasher = RandomState::new();
         let mut prefixes = HashSet::new();
         let mut windows: Vec<(usize, HashSet<u64>)> = Vec::new();
-        // The windows of the value's public prefix alone are not the value's: every key
-        // of its kind shows them.
+        // A window that holds any of the public prefix is not the value's: every key of
+        // its kind shows the prefix, so a window across its end is one short guess (36
+        // for `sk_live_` and one character) and reading it proves nothing.
         let public: Vec<Zeroizing<Vec<u8>>> = match public_prefix(value) {
             0 => Vec::new(),
             p => forms(&value[..p])
@@ -133,13 +188,8 @@ impl Fragments {
                     windows.len() - 1
                 }
             };
-            for w in lower.windows(len) {
-                if public
-                    .iter()
-                    .any(|p| p.windows(len).any(|public| public == w))
-                {
-                    continue;
-                }
+            let private = private_start(&lower, &public);
+            for w in lower.get(private..).unwrap_or_default().windows(len) {
                 windows[slot].1.insert(hasher.hash_one(w));
                 prefixes.insert([w[0], w[1], w[2], w[3]]);
             }
@@ -281,9 +331,53 @@ mod tests {
         // A key listing shows the prefix and the last four: nothing of this key.
         let listing = "{\"keys\":[\"sk_live_...7e6f\",\"SK_LIVE_\"]}";
         assert_eq!(redacted(&f, listing), listing);
-        // A run that goes past the prefix is the value's.
-        assert!(f.holds_run(b"x sk_live_51Hx y"));
+        // A run of eight of the value's own characters is the value's, with the
+        // prefix before it or not.
+        assert!(f.holds_run(b"x sk_live_51Hx7a6b y"));
         assert!(f.holds_run(b"x 51Hx7a6b y"));
+        // Across the prefix's end it is a guess of a few characters: every one of them
+        // planted in one text is no run of this value.
+        let guesses: String = (b'0'..=b'9')
+            .chain(b'a'..=b'z')
+            .map(|c| format!("sk_live_{} sk_live_5{} ", c as char, c as char))
+            .collect();
+        assert!(!f.holds_run(guesses.as_bytes()), "{guesses}");
+        use base64::Engine as _;
+        for lead in ["", "a", "ab"] {
+            let encoded: String = (b'0'..=b'9')
+                .chain(b'a'..=b'z')
+                .map(|c| {
+                    let guess = format!("{lead}sk_live_5{}", c as char);
+                    base64::engine::general_purpose::STANDARD.encode(guess) + " "
+                })
+                .collect();
+            assert!(!f.holds_run(encoded.as_bytes()), "{encoded}");
+        }
+        assert!(!f.holds_run(b"x sk_live_51Hx7a6 y"), "seven of its own");
+    }
+
+    #[test]
+    fn a_kinds_prefix_with_digits_and_a_jwts_header_and_claims_are_public() {
+        assert_eq!(public_prefix(b"sk-ant-api03-Xy7a6b5c4d3e2f1a0b9c8d"), 13);
+        assert_eq!(public_prefix(b"xoxb-1234567890-7a6b5c4d3e2f1a0b"), 16);
+        assert_eq!(public_prefix(b"0day-7a6b5c4d3e2f1a0b9c8d7e6f"), 0);
+        let header = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+        let claims = "eyJzdWIiOiJ0ZW5hbnQtYiIsImlhdCI6MTcwMDAwMDAwMH0";
+        let signature = "q3V8x0Zr7m2LkS9cT1wYbN4hJ6dF5gA8eR0uI2oP7sX";
+        let jwt = format!("{header}.{claims}.{signature}");
+        assert_eq!(
+            public_prefix(jwt.as_bytes()),
+            header.len() + claims.len() + 2
+        );
+        assert_eq!(public_prefix(b"eyJhbGciOiJIUzI1NiIs.only-two"), 0);
+        let f = Fragments::new(jwt.as_bytes()).expect("long enough");
+        // Every HS256 token's header, and the claims, as a tutorial prints them.
+        assert!(!f.holds_run(format!("Authorization: Bearer {header}.{claims}.").as_bytes()));
+        assert!(f.holds_run(format!("sig={}", &signature[10..20]).as_bytes()));
+        let ant = "sk-ant-api03-Xy7a6b5c4d3e2f1a0b9c8d";
+        let f = Fragments::new(ant.as_bytes()).expect("long enough");
+        assert!(!f.holds_run(b"keys look like sk-ant-api03-... or SK-ANT-API03-X"));
+        assert!(f.holds_run(b"api03-Xy7a6b5c4d"));
     }
 
     #[test]
