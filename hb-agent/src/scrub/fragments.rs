@@ -43,21 +43,57 @@ fn filter_hash(w: [u8; PREFIX]) -> usize {
     (u32::from_le_bytes(w).wrapping_mul(0x9E37_79B1) >> 16) as usize
 }
 
-/// The shortest run of a credential's characters that is redacted: half the value,
-/// between 4 and 8 characters.
+/// The shortest run of a credential's characters that counts: half the value, between
+/// 4 and 8 characters, and never fewer than carry [`RUN_BITS`] bits.
 ///
 /// Why these numbers: a credential a generator made (what a vault holds) has at least
 /// about 5 bits per character even case-folded (36 symbols), so 8 characters are 40
 /// bits; the chance that an unrelated 1 MiB answer holds one of a 40-character
-/// value's ~30 forms' windows by accident is about 10⁶ · 30 · 40 / 36⁸ ≈ 4·10⁻⁴, and a
-/// false positive only redacts 8 bytes of an answer. Shorter runs would redact
-/// ordinary text more often; longer ones leave more of the value readable to a caller
-/// that can choose where a truncated echo cuts (it learns at most `n - 1` characters at
-/// each end of the value). Values shorter than 16 characters (8 is the scrubber's
-/// least) use half their length, so at most a quarter of such a value can be read at
-/// each end.
-pub fn min_run(value_len: usize) -> usize {
-    value_len.div_ceil(2).clamp(PREFIX, 8)
+/// value's ~30 forms' windows by accident is about 10⁶ · 30 · 40 / 36⁸ ≈ 4·10⁻⁴.
+/// Shorter runs would match ordinary text more often; longer ones leave more of the
+/// value readable to a caller that can choose where a truncated echo cuts (it learns
+/// at most `n - 1` characters at each end of the value). Values shorter than 16
+/// characters (8 is the scrubber's least) use half their length, so at most a quarter
+/// of such a value can be read at each end — unless half of it is a guess: a hit bars
+/// the reader and rotates the key, so a run must be more than another tenant can plant
+/// every value of in a text the reader reads (5 hex digits are a 1 MiB comment).
+pub fn min_run(value: &[u8]) -> usize {
+    let half = value.len().div_ceil(2).clamp(PREFIX, 8);
+    half.max(guess_proof_run(value))
+}
+
+/// Bits a run must carry: every run of 32 bits is 4·10⁹ of them, tens of gigabytes of
+/// planted text.
+const RUN_BITS: f64 = 32.0;
+
+/// The fewest characters of `value`'s alphabet (case-folded, as runs are matched:
+/// hex digits, or digits, letters and other bytes as present) that carry
+/// [`RUN_BITS`].
+fn guess_proof_run(value: &[u8]) -> usize {
+    let symbols = if value.iter().all(u8::is_ascii_hexdigit) {
+        if value.iter().all(u8::is_ascii_digit) {
+            10
+        } else {
+            16
+        }
+    } else {
+        let has = |f: fn(&u8) -> bool| value.iter().any(f);
+        let digits = if has(u8::is_ascii_digit) { 10 } else { 0 };
+        let letters = if has(u8::is_ascii_alphabetic) { 26 } else { 0 };
+        let other = if has(|b| !b.is_ascii_alphanumeric()) {
+            33
+        } else {
+            0
+        };
+        digits + letters + other
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a small positive count of characters"
+    )]
+    let run = (RUN_BITS / f64::from(symbols).log2()).ceil() as usize;
+    run
 }
 
 /// The windows of one value's forms, lower-cased, by window length.
@@ -156,7 +192,7 @@ const MIXED: usize = 2;
 impl Fragments {
     /// The windows of `value`'s forms. `None` for a value shorter than the shortest run.
     pub fn new(value: &[u8]) -> Option<Self> {
-        let n = min_run(value.len());
+        let n = min_run(value);
         if value.len() < n {
             return None;
         }
@@ -284,7 +320,7 @@ mod tests {
     #[test]
     fn runs_of_the_value_are_redacted_in_any_case() {
         let f = Fragments::new(VALUE.as_bytes()).expect("long enough");
-        assert_eq!(min_run(VALUE.len()), 8);
+        assert_eq!(min_run(VALUE.as_bytes()), 8);
         // Range-sized pieces: 8 characters and more are redacted.
         for piece in [&VALUE[..8], &VALUE[3..11], &VALUE[20..], &VALUE[..30]] {
             let out = redacted(&f, &format!("{{\"self\":\"x?api_key={piece}\"}}"));
@@ -382,11 +418,24 @@ mod tests {
 
     #[test]
     fn short_values_use_half_their_length() {
-        assert_eq!(min_run(8), 4);
-        assert_eq!(min_run(11), 6);
-        assert_eq!(min_run(4096), 8);
+        assert_eq!(min_run(b"Zq8pW2kd7xLm"), 7, "half is a guess: 32 bits");
+        assert_eq!(min_run(b"Zq8p!2kd7xLmR4tY9"), 8);
+        assert_eq!(min_run(&[b'k'; 4096]), 8);
         let f = Fragments::new(b"pa55w0rd").expect("long enough");
-        assert_eq!(redacted(&f, "x PA55 y"), "x [REDACTED:live_secret] y");
-        assert_eq!(redacted(&f, "x pa5 y"), "x pa5 y");
+        assert_eq!(redacted(&f, "x PA55W0R y"), "x [REDACTED:live_secret] y");
+        assert_eq!(redacted(&f, "x pa55w0 y"), "x pa55w0 y");
+    }
+
+    /// A short key's half is a guess another tenant can plant every value of: runs
+    /// carry 32 bits whatever the key's alphabet.
+    #[test]
+    fn a_run_carries_32_bits_whatever_the_alphabet() {
+        assert_eq!(min_run(b"9f3a61c0d2"), 8, "hex: 4 bits a digit");
+        assert_eq!(min_run(b"4821907735"), 10, "digits");
+        assert!(Fragments::new(b"482190").is_none(), "a PIN has no run");
+        let f = Fragments::new(b"9f3a61c0d2").expect("long enough");
+        let every_five: String = (0..0x10_0000u32).map(|i| format!("{i:05x} ")).collect();
+        assert!(!f.holds_run(every_five.as_bytes()));
+        assert!(f.holds_run(b"x 9F3A61C0 y"));
     }
 }
