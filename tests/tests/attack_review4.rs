@@ -1,0 +1,277 @@
+//! A fourth attack review, run as the process inside the sandbox: each test performs one
+//! attack from a sandbox (uid 65534, arbitrary Python) against the real agent, real
+//! kernel and real upstreams on the test namespace's `lo`, and asserts the secure
+//! outcome. A test marked `#[ignore = "open: …"]` is a break found and not yet fixed:
+//! it fails against the current agent.
+//!
+//! Angle: turning the newest defences (the fragment hit's bar) on a tenant that did
+//! nothing, and fresh identities from inside a sandbox.
+
+use std::{fs, path::PathBuf};
+
+use hb_tests::{
+    PythonServer, TestEnv, private_netns,
+    upstream::{Dnsmasq, TestCa},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5440;
+
+/// A victim tenant's key: a Stripe-shaped secret, `sk_live_` and 24 random characters.
+const STRIPE_KEY: &str = "sk_live_Q7mZ2xK9pL4vR8nT3wY6bH1c";
+/// A victim tenant's key: an Anthropic-shaped secret, `sk-ant-api03-` and random text.
+const ANTHROPIC_KEY: &str = "sk-ant-api03-Xq4Lm8Zr2Tp6Vn0Wk3Jh7Gf5Dc9Sb1Ay";
+/// The attacker tenant's own key for its own account.
+const ATTACKER_KEY: &str = "mallory-0f1e2d3c4b5a69788796a5b4";
+
+/// A shared comment board over HTTPS on 203.0.113.10:443 (`board.test`), as an issue
+/// tracker or a ticket system many tenants use with their own keys: `POST /comments`
+/// appends the body, `GET /comments` lists every comment as JSON.
+const BOARD_PY: &str = r#"
+import http.server, json, ssl, sys
+cert, key = sys.argv[1:3]
+comments = []
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+    def answer(self, out):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def do_POST(self):
+        n = int(self.headers.get("content-length", "0"))
+        comments.append(self.rfile.read(n).decode("utf-8", "replace"))
+        self.answer(b'{"ok": true}')
+    def do_GET(self):
+        self.answer(json.dumps({"comments": comments}).encode())
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S(("203.0.113.10", 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+srv.serve_forever()
+"#;
+
+/// A world with the comment board reachable through two integrations on the same host,
+/// one per tenant: `board_a` (the attacker's, policy `web`) and `board_b` (the
+/// victim's, policy `other`), each with its own account and key.
+struct Board {
+    env: TestEnv,
+    _board: PythonServer,
+    _dns: Dnsmasq,
+    dir: PathBuf,
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Board {
+    fn new(name: &str, victim_key: &str) -> Self {
+        hb_tests::require_root();
+        private_netns(&["203.0.113.10"]);
+        let dir = std::env::temp_dir().join(format!("hb-review4-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let ca = TestCa::new(&dir, "trusted");
+        let cert = ca.issue("board", &["board.test"]);
+        let board = PythonServer::start(&format!(
+            "import sys\nsys.argv = ['board', {:?}, {:?}]\n{BOARD_PY}",
+            cert.cert.display().to_string(),
+            cert.key.display().to_string()
+        ));
+        let dns = Dnsmasq::start(
+            "127.0.0.1",
+            DNS_PORT,
+            &[("board.test", &["203.0.113.10"])],
+            &[],
+            60,
+        );
+        let config = format!(
+            r#"
+{head}
+[[integration]]
+name = "board_a"
+auth = "bearer"
+hosts = ["board.test"]
+methods = ["GET", "POST"]
+
+[[integration]]
+name = "board_b"
+auth = "bearer"
+hosts = ["board.test"]
+methods = ["GET", "POST"]
+
+[[policy]]
+name = "web"
+integrations = ["board_a"]
+
+[[policy]]
+name = "other"
+integrations = ["board_b"]
+"#,
+            head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
+        );
+        let mut env = TestEnv::new(name, &config);
+        env.init_vault(&[
+            ("board_a", "mallory", ATTACKER_KEY),
+            ("board_b", "victim", victim_key),
+        ]);
+        env.start_agent();
+        Self {
+            env,
+            _board: board,
+            _dns: dns,
+            dir,
+        }
+    }
+
+    /// Runs `script` (with `hb` a broker client and `code(f)` the status or error code
+    /// of a call) in a sandbox of `policy` as user 65534; its JSON output.
+    fn in_sandbox(&self, policy: &str, script: &str, args: &[&str]) -> Value {
+        let prelude = hb_tests::py_client_prelude();
+        let script = format!(
+            "import sys, json\n{prelude}\
+             from hb_client import Client, BrokerError\nhb = Client({:?})\n\
+             def code(f):\n    try:\n        return f()[\"status\"]\n    except BrokerError as e:\n        \
+             return e.code\n{script}",
+            self.env.broker_socket().display().to_string()
+        );
+        let mut full = vec![
+            "sandbox",
+            "run",
+            "--policy",
+            policy,
+            "--user",
+            "65534",
+            "--",
+            hb_tests::python(),
+            "-c",
+            &script,
+        ];
+        full.extend_from_slice(args);
+        let out = self.env.hb(&full);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
+    }
+
+    fn audit_records(&self, kind: &str) -> Vec<Value> {
+        fs::read_to_string(self.env.state_dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r.to_string().contains(kind))
+            .collect()
+    }
+}
+
+/// The attacker: with its own key (for its own account), posts one comment (`sys.argv[1]`)
+/// to the shared board. It knows nothing of the victim's key but its public shape.
+const PLANT: &str = r#"
+h = hb.handle("board_a", "mallory")["handle"]
+body = sys.argv[1]
+print(json.dumps({"post": code(lambda: hb.request("POST", "https://board.test/comments", handle=h, body=body))}))
+"#;
+
+/// The victim: reads the board with its own handle, twice, and asks for a new handle.
+const READ: &str = r#"
+h = hb.handle("board_b", "victim")["handle"]
+out = {"read": code(lambda: hb.request("GET", "https://board.test/comments", handle=h))}
+out["again"] = code(lambda: hb.request("GET", "https://board.test/comments", handle=h))
+try:
+    hb.handle("board_b", "victim")
+    out["new_handle"] = "ok"
+except BrokerError as e:
+    out["new_handle"] = e.code
+print(json.dumps(out))
+"#;
+
+/// The victim reads a board the attacker wrote `planted` to; its calls' outcomes and
+/// the `credential_fragment` records it cost.
+fn victim_reads_planted(name: &str, victim_key: &str, planted: &str) -> (Value, Vec<Value>) {
+    let world = Board::new(name, victim_key);
+    let posted = world.in_sandbox("web", PLANT, &[planted]);
+    assert_eq!(
+        posted["post"], 200,
+        "the attacker's comment was posted: {posted}"
+    );
+    let victim = world.in_sandbox("other", READ, &[]);
+    let hits = world.audit_records("credential_fragment");
+    println!(
+        "attacker posted {} bytes: {posted} | victim: {victim} | credential_fragment records: {}",
+        planted.len(),
+        hits.len()
+    );
+    (victim, hits)
+}
+
+fn assert_victim_served(victim: &Value, hits: &[Value]) {
+    assert_eq!(
+        victim["read"], 200,
+        "the victim reading a board the attacker wrote to was refused as a fragment hit"
+    );
+    assert_eq!(victim["again"], 200, "the victim stayed barred");
+    assert_eq!(victim["new_handle"], "ok", "the victim got no new handle");
+    assert!(hits.is_empty(), "a fragment hit was charged: {hits:?}");
+}
+
+/// 3(a) The attack: the fragment hit bars a caller from an account for an hour when a
+/// run of 8 characters of the call's credential is in its answer, and the windows
+/// skipped as public are only those wholly inside the key's public prefix (`sk_live_`).
+/// A window that straddles the prefix and the first secret character (`k_live_q`) is
+/// one of 36 guesses once case is folded. An attacker tenant posts `sk_live_0 …
+/// sk_live_z` (359 bytes) to a board both tenants read with their own keys; the victim,
+/// which did nothing but read it, gets `credential_fragment`, is barred from its own
+/// account (its handles ended, no new ones), and its account's `reflection` signal
+/// fires (`rotate_compromised` by default).
+#[test]
+#[ignore = "open: a comment holding sk_live_0..sk_live_z bars every reader with a sk_live_ key for an hour (fragment windows straddle the public prefix)"]
+fn planted_prefix_guesses_do_not_bar_another_tenant_that_reads_them() {
+    let planted: Vec<String> = "0123456789abcdefghijklmnopqrstuvwxyz"
+        .chars()
+        .map(|c| format!("sk_live_{c}"))
+        .collect();
+    let (victim, hits) = victim_reads_planted("plant", STRIPE_KEY, &planted.join(" "));
+    assert_victim_served(&victim, &hits);
+}
+
+/// 3(a) The same with no guess at all: a key whose fixed text runs past the part
+/// `scrub::fragments::public_prefix` recognises (`sk-ant-` is letters-and-dash words; `api03-` starts
+/// with letters but holds digits, so it ends the prefix) has 8-character windows every
+/// key of its kind shares. A comment, a README or an error page that names the format
+/// (`sk-ant-api03-…`) bars every tenant that reads it with such a key.
+#[test]
+#[ignore = "open: any text holding 'sk-ant-api03-' bars every reader with an Anthropic-shaped key for an hour (public prefix stops at the digits)"]
+fn a_documented_key_format_does_not_bar_a_tenant_that_reads_it() {
+    let (victim, hits) = victim_reads_planted(
+        "format",
+        ANTHROPIC_KEY,
+        "keys look like sk-ant-api03-... (see the docs)",
+    );
+    assert_victim_served(&victim, &hits);
+}
+
+/// 3(a) What held: a comment that holds the victim's public prefix alone
+/// (`sk_live_`, as dashboards show it) is no fragment hit.
+#[test]
+fn a_bare_public_prefix_does_not_bar_a_tenant_that_reads_it() {
+    let (victim, hits) = victim_reads_planted(
+        "prefix",
+        STRIPE_KEY,
+        "keys look like sk_live_... and sk_live_…4242",
+    );
+    assert_victim_served(&victim, &hits);
+}
