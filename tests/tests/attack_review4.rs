@@ -21,6 +21,11 @@ const DNS_PORT: u16 = 5440;
 const STRIPE_KEY: &str = "sk_live_Q7mZ2xK9pL4vR8nT3wY6bH1c";
 /// A victim tenant's key: an Anthropic-shaped secret, `sk-ant-api03-` and random text.
 const ANTHROPIC_KEY: &str = "sk-ant-api03-Xq4Lm8Zr2Tp6Vn0Wk3Jh7Gf5Dc9Sb1Ay";
+/// A victim tenant's key: a JWT (HS256), as Supabase, Firebase and many gateways issue.
+const JWT_KEY: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb2xlIjoic2VydmljZSIsInN1YiI6InRlbmFudC1iIn0.Vb3kQ9xZ2mL7pR4tN8wY1cH6jF0sD5aG3eK";
+/// A victim tenant's key: a GitHub fine-grained token (`github_pat_11` and random text).
+const GITHUB_KEY: &str =
+    "github_pat_11ABCDEFG0hJkLmNpQrStUv_WxYz0123456789abcdefghijKLMNOPqrstuvwxYZ01234567";
 /// The attacker tenant's own key for its own account.
 const ATTACKER_KEY: &str = "mallory-0f1e2d3c4b5a69788796a5b4";
 
@@ -260,6 +265,46 @@ fn a_documented_key_format_does_not_bar_a_tenant_that_reads_it() {
         "format",
         ANTHROPIC_KEY,
         "keys look like sk-ant-api03-... (see the docs)",
+    );
+    assert_victim_served(&victim, &hits);
+}
+
+/// 3(a) The same for a JWT credential: every HS256 JWT starts `eyJhbGciOiJIUzI1NiIs`
+/// (`{"alg":"HS256",`), and `public_prefix` sees no prefix in it. A whole JWT in an
+/// answer is scrubbed as a token before the fragment check (that held, below), but a
+/// JWT's header alone, as any JWT tutorial prints it, bars the reader.
+#[test]
+#[ignore = "open: a JWT header (eyJhbGciOiJIUzI1NiIs...) in an answer bars a reader whose credential is a JWT"]
+fn a_jwt_header_in_an_answer_does_not_bar_a_tenant_whose_key_is_a_jwt() {
+    let (victim, hits) = victim_reads_planted(
+        "jwthead",
+        JWT_KEY,
+        "a JWT's first part, eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9, decodes to its header",
+    );
+    assert_victim_served(&victim, &hits);
+}
+
+/// 3(a) What held: another whole JWT in an answer (the scrubber's token family takes it
+/// before the fragment check) does not bar a reader whose credential is a JWT.
+#[test]
+fn another_whole_jwt_in_an_answer_does_not_bar_a_tenant_whose_key_is_a_jwt() {
+    let (victim, hits) = victim_reads_planted(
+        "jwt",
+        JWT_KEY,
+        "example: Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.c2lnbmF0dXJl",
+    );
+    assert_victim_served(&victim, &hits);
+}
+
+/// 3(a) The same for GitHub's fine-grained tokens, which all start `github_pat_11`:
+/// the prefix stops at the digits, so `ub_pat_1` is a window every such token shares.
+#[test]
+#[ignore = "open: any text holding 'github_pat_11' bars a reader with a fine-grained GitHub token"]
+fn a_documented_github_token_format_does_not_bar_a_tenant_that_reads_it() {
+    let (victim, hits) = victim_reads_planted(
+        "ghpat",
+        GITHUB_KEY,
+        "fine-grained tokens start with github_pat_11...",
     );
     assert_victim_served(&victim, &hits);
 }
