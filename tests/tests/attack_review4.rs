@@ -31,7 +31,8 @@ const ATTACKER_KEY: &str = "mallory-0f1e2d3c4b5a69788796a5b4";
 
 /// A shared comment board over HTTPS on 203.0.113.10:443 (`board.test`), as an issue
 /// tracker or a ticket system many tenants use with their own keys: `POST /comments`
-/// appends the body, `GET /comments` lists every comment as JSON.
+/// appends the body, `GET /comments` lists every comment as JSON, `GET /verify` answers
+/// `{"ok": true}` (the provider's key check).
 const BOARD_PY: &str = r#"
 import http.server, json, ssl, sys
 cert, key = sys.argv[1:3]
@@ -53,6 +54,8 @@ class H(http.server.BaseHTTPRequestHandler):
         comments.append(self.rfile.read(n).decode("utf-8", "replace"))
         self.answer(b'{"ok": true}')
     def do_GET(self):
+        if self.path.startswith("/verify"):
+            return self.answer(b'{"ok": true}')
         self.answer(json.dumps({"comments": comments}).encode())
 class S(http.server.ThreadingHTTPServer):
     daemon_threads = True
@@ -62,6 +65,24 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 srv.serve_forever()
+"#;
+
+/// The provider's tool for `board_b`: `create` mints a key into the store (a JSON list),
+/// `revoke` removes one.
+const ROTATOR: &str = r#"
+import json, secrets, sys
+store = sys.argv[1]
+req = json.load(sys.stdin)
+with open(store) as f:
+    live = json.load(f)
+if req["op"] == "create":
+    new = "key-new-" + secrets.token_hex(16)
+    live.append(new)
+    print(json.dumps({"secret": new}))
+elif req["op"] == "revoke":
+    live = [k for k in live if k != req["secret"]]
+with open(store, "w") as f:
+    json.dump(live, f)
 "#;
 
 /// A world with the comment board reachable through two integrations on the same host,
@@ -81,7 +102,9 @@ impl Drop for Board {
 }
 
 impl Board {
-    fn new(name: &str, victim_key: &str) -> Self {
+    /// `rotation`: `board_b` rotates through the provider's tool ([`ROTATOR`], its keys in
+    /// `keys.json`), with every detector at its default action.
+    fn new(name: &str, victim_key: &str, rotation: bool) -> Self {
         hb_tests::require_root();
         private_netns(&["203.0.113.10"]);
         let dir = std::env::temp_dir().join(format!("hb-review4-{name}-{}", std::process::id()));
@@ -100,6 +123,20 @@ impl Board {
             &[],
             60,
         );
+        let keys = dir.join("keys.json");
+        fs::write(&keys, serde_json::to_string(&[victim_key]).expect("json")).expect("store");
+        let rotator = dir.join("rotator.py");
+        fs::write(&rotator, ROTATOR).expect("rotator");
+        let rotation = if rotation {
+            format!(
+                "verify_url = \"https://board.test/verify\"\n\n[integration.rotation]\nexec = [\"{}\", \"{}\", \"{}\"]\n",
+                hb_tests::python(),
+                rotator.display(),
+                keys.display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
             r#"
 {head}
@@ -114,6 +151,7 @@ name = "board_b"
 auth = "bearer"
 hosts = ["board.test"]
 methods = ["GET", "POST"]
+{rotation}
 
 [[policy]]
 name = "web"
@@ -207,7 +245,7 @@ print(json.dumps(out))
 /// The victim reads a board the attacker wrote `planted` to; its calls' outcomes and
 /// the `credential_fragment` records it cost.
 fn victim_reads_planted(name: &str, victim_key: &str, planted: &str) -> (Value, Vec<Value>) {
-    let world = Board::new(name, victim_key);
+    let world = Board::new(name, victim_key, false);
     let posted = world.in_sandbox("web", PLANT, &[planted]);
     assert_eq!(
         posted["post"], 200,
@@ -319,4 +357,49 @@ fn a_bare_public_prefix_does_not_bar_a_tenant_that_reads_it() {
         "keys look like sk_live_... and sk_live_…4242",
     );
     assert_victim_served(&victim, &hits);
+}
+
+/// 3(a) The consequence past the bar: with a rotation configured (every detector at its
+/// default, so `on_reflection = "rotate_compromised"`), the attacker's planted format
+/// text makes the agent rotate the victim's account as compromised, revoking the
+/// victim's working key at the provider. The attacker holds no handle to that account
+/// and the victim did nothing but read.
+#[test]
+#[ignore = "open: planted 'sk-ant-api03-' text makes the agent revoke another tenant's key at its provider (rotate_compromised on a fragment hit)"]
+fn planted_format_text_does_not_revoke_another_tenants_key() {
+    let world = Board::new("revoke", ANTHROPIC_KEY, true);
+    let keys = world.dir.join("keys.json");
+    let posted = world.in_sandbox(
+        "web",
+        PLANT,
+        &["keys look like sk-ant-api03-... (see the docs)"],
+    );
+    assert_eq!(
+        posted["post"], 200,
+        "the attacker's comment was posted: {posted}"
+    );
+    let victim = world.in_sandbox("other", READ, &[]);
+    // The rotation runs in the background: give it time to reach the provider.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut live: Vec<String> = Vec::new();
+    while std::time::Instant::now() < deadline {
+        live = serde_json::from_str(&fs::read_to_string(&keys).unwrap_or_default())
+            .unwrap_or_default();
+        if !live.iter().any(|k| k == ANTHROPIC_KEY) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let rotations = world.audit_records("rotate_compromised");
+    println!(
+        "victim: {victim} | victim's key still live at the provider: {} | keys at the \
+         provider: {} | rotate_compromised records: {}",
+        live.iter().any(|k| k == ANTHROPIC_KEY),
+        live.len(),
+        rotations.len()
+    );
+    assert!(
+        live.iter().any(|k| k == ANTHROPIC_KEY),
+        "the victim's key was revoked at its provider because of text the attacker planted"
+    );
 }
