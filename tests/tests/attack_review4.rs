@@ -403,3 +403,94 @@ fn planted_format_text_does_not_revoke_another_tenants_key() {
         "the victim's key was revoked at its provider because of text the attacker planted"
     );
 }
+
+/// Python for the attacker: every TCP peer address in `/proc/net/tcp`, decoded, with
+/// the socket's uid (`ip:port uid`), one per line.
+const PY_PEERS: &str = r#"
+import socket, struct
+for line in open("/proc/net/tcp").read().splitlines()[1:]:
+    f = line.split()
+    ip, port = f[2].split(":")
+    if ip == "00000000":
+        continue
+    print("%s:%d uid %s" % (socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(port, 16), f[7]))
+"#;
+
+/// Angle 2, the cell: it shares the node's network namespace (the hooks see it), and the
+/// sandbox's fresh `/proc` still shows that namespace's `net/` files. The seccomp rules
+/// refuse `NETLINK_SOCK_DIAG` because socket listings "expose the host", but
+/// `/proc/net/tcp` is the same listing: a sandbox of one tenant reads every TCP
+/// connection on the node — another tenant's sandbox's peers (its private API address
+/// and port, never in the attacker's policy), the broker's upstream connections, the
+/// host's — with each socket's uid, and can watch them over time.
+#[test]
+#[ignore = "open: /proc/net/tcp in a sandbox lists every connection of the node, another tenant's peers included"]
+fn a_sandbox_cannot_list_another_tenants_connections() {
+    use std::{io::Read as _, net::TcpListener, time::Duration};
+
+    hb_tests::require_root();
+    private_netns(&["203.0.113.20"]);
+    let listener = TcpListener::bind("203.0.113.20:8443").expect("victim's upstream");
+    let mut env = TestEnv::new(
+        "peers",
+        r#"
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "web"
+allow_cidrs = ["203.0.113.99/32"]
+
+[[policy]]
+name = "other"
+allow_cidrs = ["203.0.113.20/32"]
+"#,
+    );
+    env.start_agent();
+    // The victim tenant holds a connection to its upstream.
+    let mut victim = env.sandbox_spawn(
+        "other",
+        &[
+            hb_tests::python(),
+            "-c",
+            "import socket, time\ns = socket.create_connection(('203.0.113.20', 8443))\ntime.sleep(30)",
+        ],
+    );
+    listener.set_nonblocking(false).expect("blocking listener");
+    let (mut held, from) = listener.accept().expect("the victim connected");
+    let _ = held.set_read_timeout(Some(Duration::from_millis(10)));
+    let _ = held.read(&mut [0u8; 1]);
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        PY_PEERS,
+    ]);
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let seen = hb_tests::stdout(&out);
+    assert!(
+        out.status.success(),
+        "attacker: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.starts_with("203.0.113.20:8443"))
+        .collect();
+    println!(
+        "victim connected from {from}; the attacker's /proc/net/tcp lists {} peers; the \
+         victim's: {theirs:?}",
+        seen.lines().count()
+    );
+    assert!(
+        theirs.is_empty(),
+        "a sandbox of policy web read another tenant's connection to 203.0.113.20:8443"
+    );
+}
