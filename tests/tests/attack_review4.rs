@@ -229,6 +229,28 @@ body = sys.argv[1]
 print(json.dumps({"post": code(lambda: hb.request("POST", "https://board.test/comments", handle=h, body=body))}))
 "#;
 
+/// The attacker, knowing nothing of the victim's key but that it is short and hex: posts
+/// one comment holding every run of `sys.argv[1]` hex digits (a de Bruijn sequence,
+/// 16^n characters).
+const PLANT_EVERY_RUN: &str = r#"
+h = hb.handle("board_a", "mallory")["handle"]
+n, k = int(sys.argv[1]), 16
+a, seq = [0] * k * n, []
+def db(t, p):
+    if t > n:
+        if n % p == 0:
+            seq.extend(a[1:p + 1])
+    else:
+        a[t] = a[t - p]
+        db(t + 1, p)
+        for j in range(a[t - p] + 1, k):
+            a[t] = j
+            db(t + 1, t)
+db(1, 1)
+body = "".join("0123456789abcdef"[d] for d in seq + seq[:n - 1])
+print(json.dumps({"post": code(lambda: hb.request("POST", "https://board.test/comments", handle=h, body=body)), "bytes": len(body)}))
+"#;
+
 /// The victim: reads the board with its own handle, twice, and asks for a new handle.
 const READ: &str = r#"
 h = hb.handle("board_b", "victim")["handle"]
@@ -493,4 +515,29 @@ allow_cidrs = ["203.0.113.20/32"]
         theirs.is_empty(),
         "a sandbox of policy web read another tenant's connection to 203.0.113.20:8443"
     );
+}
+
+/// 3(a) Without any knowledge of the key but its length and alphabet: for a credential
+/// shorter than 16 characters the shortest run is half its length (`min_run`), chosen
+/// when a run was only redacted ("a false positive only redacts 8 bytes"); a run now
+/// bars the caller and rotates the account as compromised. A 10-character hex key has
+/// runs of 5, and every 5-digit hex string fits in one 1 MiB comment (a de Bruijn
+/// sequence), within `max_body_bytes` and `max_response_bytes`: whoever reads it with
+/// such a key is barred.
+#[test]
+#[ignore = "open: a 1 MiB comment holding every 5-hex-digit run bars every reader whose key is 10 hex characters (min_run is half a short key)"]
+fn every_short_run_planted_does_not_bar_a_tenant_with_a_short_key() {
+    let world = Board::new("shortkey", "9f3a7c21be", false);
+    let posted = world.in_sandbox("web", PLANT_EVERY_RUN, &["5"]);
+    assert_eq!(
+        posted["post"], 200,
+        "the attacker's comment was posted: {posted}"
+    );
+    let victim = world.in_sandbox("other", READ, &[]);
+    let hits = world.audit_records("credential_fragment");
+    println!(
+        "attacker: {posted} | victim: {victim} | credential_fragment records: {}",
+        hits.len()
+    );
+    assert_victim_served(&victim, &hits);
 }
