@@ -541,3 +541,112 @@ fn every_short_run_planted_does_not_bar_a_tenant_with_a_short_key() {
     );
     assert_victim_served(&victim, &hits);
 }
+
+/// Python for the attacker: every way it has to a fresh identity — a child cgroup of
+/// its own, a write of its pid into one, a new user or cgroup namespace by `unshare`
+/// or by raw `clone` — then its own and a forked child's identity as the broker sees
+/// it. JSON.
+const PY_FRESH_IDENTITY: &str = r#"
+import ctypes, errno, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+def attempt(name, f):
+    try:
+        f(); out[name] = "OK"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+def child_cgroup():
+    os.mkdir("/sys/fs/cgroup/fresh")
+    with open("/sys/fs/cgroup/fresh/cgroup.procs", "w") as f:
+        f.write(str(os.getpid()))
+attempt("mkdir_child_cgroup", child_cgroup)
+def own_procs():
+    with open("/sys/fs/cgroup/cgroup.procs", "w") as f:
+        f.write(str(os.getpid()))
+attempt("write_cgroup_procs", own_procs)
+CLONE_NEWUSER, CLONE_NEWCGROUP, SIGCHLD = 0x10000000, 0x02000000, 17
+def unshare():
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWCGROUP) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+attempt("unshare_user_cgroup", unshare)
+def raw_clone():
+    pid = libc.syscall(56, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:
+        os._exit(0)
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "clone")
+    os.waitpid(pid, 0)
+attempt("clone_newuser", raw_clone)
+me = hb.whoami()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    os.write(w, json.dumps(Client(SOCK).whoami()).encode())
+    os._exit(0)
+os.close(w)
+child = json.loads(os.read(r, 65536))
+os.waitpid(pid, 0)
+out["parent"] = (me.get("sandbox") or {}).get("cgroup_id")
+out["child"] = (child.get("sandbox") or {}).get("cgroup_id")
+print(json.dumps(out))
+"#;
+
+/// Angle 1, what held: a sandbox (as uid 65534, and as `--user 0`) gets no fresh
+/// identity to escape a per-caller bar, hold or budget: its cgroup tree is a read-only
+/// mount of its own namespace (or, for `--user 0`, absent), `unshare` and `clone` of a
+/// new user or cgroup namespace are refused, and a forked child is the same caller to
+/// the broker.
+#[test]
+fn a_sandbox_cannot_get_a_fresh_caller_identity() {
+    hb_tests::require_root();
+    private_netns(&["203.0.113.10"]);
+    let mut env = TestEnv::new(
+        "fresh",
+        "[broker]\nsocket_mode = \"0666\"\n\n[[policy]]\nname = \"web\"\n",
+    );
+    env.start_agent();
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        "{prelude}from hb_client import Client\nSOCK = {:?}\nhb = Client(SOCK)\n{PY_FRESH_IDENTITY}",
+        env.broker_socket().display().to_string()
+    );
+    for user in ["65534", "0"] {
+        let out = env.hb(&[
+            "sandbox",
+            "run",
+            "--policy",
+            "web",
+            "--user",
+            user,
+            "--",
+            hb_tests::python(),
+            "-c",
+            &script,
+        ]);
+        let text = hb_tests::stdout(&out);
+        println!("--user {user}: {}", text.trim());
+        assert!(
+            out.status.success(),
+            "attacker: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_str(text.trim()).expect("attacker's JSON");
+        for step in [
+            "mkdir_child_cgroup",
+            "write_cgroup_procs",
+            "unshare_user_cgroup",
+            "clone_newuser",
+        ] {
+            assert_ne!(got[step], "OK", "--user {user}: {step} succeeded");
+        }
+        assert!(
+            got["parent"].is_u64(),
+            "--user {user}: not a sandbox caller"
+        );
+        assert_eq!(
+            got["parent"], got["child"],
+            "--user {user}: a forked child is another caller"
+        );
+    }
+}
