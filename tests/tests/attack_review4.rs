@@ -650,3 +650,159 @@ fn a_sandbox_cannot_get_a_fresh_caller_identity() {
         );
     }
 }
+
+const SPREAD_DNS_PORT: u16 = 5441;
+const SPREAD_KEY: &str = "key-acct-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+/// Python for a sandbox, with the broker client: `hb`, `SOCK`, `code(f)`.
+fn broker_script(env: &TestEnv, body: &str) -> String {
+    let prelude = hb_tests::py_client_prelude();
+    format!(
+        "import sys, json, threading, time\nfrom collections import Counter\n{prelude}\
+         from hb_client import Client, BrokerError\nSOCK = {sock:?}\nhb = Client(SOCK)\n\
+         def code(f):\n    try:\n        return f()[\"status\"]\n    except BrokerError as e:\n        \
+         return e.code\n{body}",
+        sock = env.broker_socket().display().to_string(),
+    )
+}
+
+/// A flooder: from the wall-clock second in `argv[1]`, for 5 s, GETs through its own
+/// handle as fast as it can; prints the answers counted.
+const SPREAD_FLOOD: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+time.sleep(max(0, float(sys.argv[1]) - time.time()))
+got = []
+stop = time.time() + 5
+while time.time() < stop:
+    got.append(code(lambda: hb.request("GET", "https://api.test/plain?step=flood", handle=h)))
+print(json.dumps(dict(Counter(str(x) for x in got))), flush=True)
+"#;
+
+/// The innocent tenant, after the flood: one write, then ten reads a second apart.
+const SPREAD_VICTIM: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+out = {"post": code(lambda: hb.request("POST", "https://api.test/plain?step=victim", handle=h, body="x"))}
+reads = []
+for _ in range(10):
+    reads.append(code(lambda: hb.request("GET", "https://api.test/plain?step=victimread", handle=h)))
+    time.sleep(1)
+out["reads"] = dict(Counter(str(x) for x in reads))
+print(json.dumps(out), flush=True)
+"#;
+
+/// 3(b) Nine sandboxes of one tenant flood a shared account at once. The sensor counts
+/// 8 callers apart per bucket; the ninth's calls are unattributed, so the spike cannot
+/// be pinned on the callers it can name and the whole account is held, every tenant
+/// together (the README says so). Measured: what a tenant of another policy that only
+/// writes once and reads ten times afterwards gets during the hold (`quarantine_secs`,
+/// an hour by default): its write is `policy_denied` and its reads `rate_limited`, as
+/// the flooders, held too, keep spending the account's one per-minute allowance.
+#[test]
+#[ignore = "open (known, README): nine flooding sandboxes put the whole account on hold; an innocent tenant's write is refused for quarantine_secs"]
+fn a_flood_spread_over_nine_sandboxes_does_not_hold_an_innocent_tenant() {
+    use hb_tests::provider::{Provider, agent_env, bearers};
+    use std::process::{Command, Stdio};
+    hb_tests::require_root();
+    let p = Provider::start("spread9", SPREAD_DNS_PORT, None);
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET", "POST"]
+verify_url = "https://api.test/plain?step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+sensor_bucket_secs = 1
+spike_hard_cap = 8
+spike_buckets = 2
+spike_learning_secs = 3600
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+
+[[policy]]
+name = "ops"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+        python = hb_tests::python(),
+        rotator = p.exec_rotator().display(),
+        keys = p.key_store("keys.json", &[SPREAD_KEY]).display(),
+    );
+    let mut env = agent_env("spread9", &config);
+    env.vault_put("svc", "bot", SPREAD_KEY);
+    env.start_agent();
+
+    let flood = broker_script(&env, SPREAD_FLOOD);
+    let start = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 12)
+        .to_string();
+    let flooders: Vec<std::process::Child> = (0..9)
+        .map(|_| {
+            Command::new(hb_tests::agent_bin())
+                .arg("--config")
+                .arg(&env.config_path)
+                .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
+                .args([hb_tests::python(), "-c", &flood, &start])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sandbox run")
+        })
+        .collect();
+    let floods: Vec<String> = flooders
+        .into_iter()
+        .map(|c| hb_tests::stdout(&c.wait_with_output().expect("flooder")))
+        .map(|s| s.trim().to_owned())
+        .collect();
+    let victim = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "ops",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        &broker_script(&env, SPREAD_VICTIM),
+    ]);
+    let victim = hb_tests::stdout(&victim);
+    let records: Vec<Value> = fs::read_to_string(env.state_dir.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let spikes = records
+        .iter()
+        .filter(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")
+        .count();
+    let holds: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "detector_action")
+        .map(|r| r.to_string().chars().take(300).collect())
+        .collect();
+    println!(
+        "flooders: {floods:?} | victim: {} | rate_spike records: {spikes} | actions: {holds:?}",
+        victim.trim()
+    );
+    let writes = bearers(&p.api, "victim").len();
+    let _ = fs::remove_dir_all(&p.dir);
+    assert!(
+        spikes > 0,
+        "the flood was a rate_spike (else this test proves nothing)"
+    );
+    assert!(
+        victim.contains("\"post\": 200"),
+        "a tenant that made one write was held by a quarantine nine other sandboxes raised: {victim}"
+    );
+    assert_eq!(writes, 1, "the write reached the API");
+}
