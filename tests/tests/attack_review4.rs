@@ -303,7 +303,6 @@ fn assert_victim_served(victim: &Value, hits: &[Value]) {
 /// account (its handles ended, no new ones), and its account's `reflection` signal
 /// fires (`rotate_compromised` by default).
 #[test]
-#[ignore = "open: a comment holding sk_live_0..sk_live_z bars every reader with a sk_live_ key for an hour (fragment windows straddle the public prefix)"]
 fn planted_prefix_guesses_do_not_bar_another_tenant_that_reads_them() {
     let planted: Vec<String> = "0123456789abcdefghijklmnopqrstuvwxyz"
         .chars()
@@ -319,7 +318,6 @@ fn planted_prefix_guesses_do_not_bar_another_tenant_that_reads_them() {
 /// key of its kind shares. A comment, a README or an error page that names the format
 /// (`sk-ant-api03-…`) bars every tenant that reads it with such a key.
 #[test]
-#[ignore = "open: any text holding 'sk-ant-api03-' bars every reader with an Anthropic-shaped key for an hour (public prefix stops at the digits)"]
 fn a_documented_key_format_does_not_bar_a_tenant_that_reads_it() {
     let (victim, hits) = victim_reads_planted(
         "format",
@@ -334,7 +332,6 @@ fn a_documented_key_format_does_not_bar_a_tenant_that_reads_it() {
 /// answer is scrubbed as a token before the fragment check (that held, below), but a
 /// JWT's header alone, as any JWT tutorial prints it, bars the reader.
 #[test]
-#[ignore = "open: a JWT header (eyJhbGciOiJIUzI1NiIs...) in an answer bars a reader whose credential is a JWT"]
 fn a_jwt_header_in_an_answer_does_not_bar_a_tenant_whose_key_is_a_jwt() {
     let (victim, hits) = victim_reads_planted(
         "jwthead",
@@ -359,7 +356,6 @@ fn another_whole_jwt_in_an_answer_does_not_bar_a_tenant_whose_key_is_a_jwt() {
 /// 3(a) The same for GitHub's fine-grained tokens, which all start `github_pat_11`:
 /// the prefix stops at the digits, so `ub_pat_1` is a window every such token shares.
 #[test]
-#[ignore = "open: any text holding 'github_pat_11' bars a reader with a fine-grained GitHub token"]
 fn a_documented_github_token_format_does_not_bar_a_tenant_that_reads_it() {
     let (victim, hits) = victim_reads_planted(
         "ghpat",
@@ -387,7 +383,6 @@ fn a_bare_public_prefix_does_not_bar_a_tenant_that_reads_it() {
 /// victim's working key at the provider. The attacker holds no handle to that account
 /// and the victim did nothing but read.
 #[test]
-#[ignore = "open: planted 'sk-ant-api03-' text makes the agent revoke another tenant's key at its provider (rotate_compromised on a fragment hit)"]
 fn planted_format_text_does_not_revoke_another_tenants_key() {
     let world = Board::new("revoke", ANTHROPIC_KEY, true);
     let keys = world.dir.join("keys.json");
@@ -525,7 +520,6 @@ allow_cidrs = ["203.0.113.20/32"]
 /// sequence), within `max_body_bytes` and `max_response_bytes`: whoever reads it with
 /// such a key is barred.
 #[test]
-#[ignore = "open: a 1 MiB comment holding every 5-hex-digit run bars every reader whose key is 10 hex characters (min_run is half a short key)"]
 fn every_short_run_planted_does_not_bar_a_tenant_with_a_short_key() {
     let world = Board::new("shortkey", "9f3a7c21be", false);
     let posted = world.in_sandbox("web", PLANT_EVERY_RUN, &["5"]);
