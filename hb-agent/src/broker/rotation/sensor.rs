@@ -21,13 +21,16 @@
 //! caller that merely took over a flooder's counter is never charged with its calls,
 //! and many callers taking counters early cannot hide a later flood. A call costs one
 //! scan of at most [`HITTERS`] counters under the account's lock (about 30 ns alone,
-//! single-threaded; see `bench_call_cost`). [`run`] closes every account's bucket when it ends: the
-//! counts go into a ring of the last [`RING`] buckets and the call count to the
-//! `rate_spike` detector (`spike`), whose signal goes through `detect::signal` like every
-//! detector's. A new (method, host) pair is judged on the request path by `novelty`.
-//! After each closed bucket the baselines, known pairs and the last [`SAVED`] buckets are
-//! written to `state_dir/sensor.json` (a new file renamed over the old one), so a restart
-//! keeps what was learned and `hb-agent rotation status` shows it without the agent.
+//! single-threaded; see `bench_call_cost`).
+//!
+//! [`run`] closes every account's bucket when it ends: the counts go into a ring of the
+//! last [`RING`] buckets and the call count to the `rate_spike` detector (`spike`),
+//! whose signal goes through `detect::signal` like every detector's. A new (method,
+//! host) pair is judged on the request path by `novelty`. After each closed bucket the
+//! baselines, known pairs and the last [`SAVED`] buckets are written to
+//! `state_dir/sensor.json` (a new file renamed over the old one; callers are not kept),
+//! so a restart keeps what was learned and `hb-agent rotation status` shows it without
+//! the agent.
 //! Must never: hold a value, a handle, a path or a query (names, methods, hosts, counts).
 
 use std::{
@@ -1088,6 +1091,27 @@ mod tests {
         (sensor, a, t)
     }
 
+    /// The file as the sensor wrote it before callers were counted by Space-Saving
+    /// (callers were never kept in it): read, and an account goes on from it.
+    #[test]
+    fn a_file_of_the_earlier_format_is_read() {
+        let dir = std::env::temp_dir().join(format!("hb-sensor-f-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        fs::write(
+            dir.join(FILE),
+            r#"{"svc/ci":{"bucket_secs":10,"started":1796000000,"spike":{"started":1796000000,"mean":20.0,"var":4.0,"learned":30,"run":0},"pairs":["GET api.test"],"buckets":[{"start":1796000290,"requests":20,"status_2xx":20,"status_3xx":0,"status_4xx":0,"status_5xx":0,"status_401":0,"status_403":0,"status_429":0,"bytes_up":0,"bytes_down":100,"pairs":1,"handles":0,"scrub_hits":0}]}}"#,
+        )
+        .expect("write");
+        let saved = read(&dir).expect("read")["svc/ci"].clone();
+        assert_eq!((saved.spike.learned, saved.buckets.len()), (30, 1));
+        let sensor = Sensor::open(&dir, config(10));
+        let a = sensor.account("svc", "ci").expect("sensed");
+        assert_eq!(a.started, 1_796_000_000);
+        assert_eq!(a.saved().spike.learned, 30);
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
     /// Many callers taking counters early in every bucket (a call each) do not hide a
     /// flood made after them: only the flooder is named, at its guaranteed calls; the
     /// account's heavy honest tenant is not, and keeps its share; the table never holds
@@ -1299,6 +1323,15 @@ mod tests {
                 eprintln!("callers {callers:>3} threads {threads}: {ns:.1} ns/call");
                 a.now.take_hitters();
             }
+            // The caller's count alone, one thread.
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                a.now.owner_call(i % callers, "web");
+            }
+            #[expect(clippy::cast_precision_loss, reason = "a benchmark's figures")]
+            let ns = start.elapsed().as_nanos() as f64 / n as f64;
+            eprintln!("callers {callers:>3} the count alone: {ns:.1} ns/call");
+            a.now.take_hitters();
         }
         fs::remove_dir_all(&dir).expect("clean up");
     }
