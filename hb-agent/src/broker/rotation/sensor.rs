@@ -385,7 +385,13 @@ impl Account {
         let hitters = self.now.take_hitters();
         let mut past = self.past.lock().unwrap_or_else(PoisonError::into_inner);
         // Judged before `observe`, on the baseline the bucket is judged on.
-        let made_by = suspects(&past.spike, &self.params, bucket.start, &hitters);
+        let made_by = suspects(
+            &past.spike,
+            &self.params,
+            bucket.start,
+            &hitters,
+            &past.shares,
+        );
         let verdict = past
             .spike
             .observe(&self.params, bucket.start, bucket.requests);
@@ -634,21 +640,38 @@ fn shares(hitters: &[Hitter]) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// The callers that made a bucket anomalous: the fewest of its counted callers (most
-/// guaranteed calls first, `hitters`' order) without whose guaranteed calls the bucket
+/// The callers that made a bucket anomalous: the fewest of its counted callers, most
+/// guaranteed calls over their usual first, without whose guaranteed calls the bucket
 /// would have been normal for `state`; none if what is left keeps it anomalous (the
-/// excess is spread over so many callers that none is surely heavy). Only a caller's
-/// guaranteed calls are taken away, so a caller is never named for calls it may not
-/// have made.
-fn suspects(state: &spike::State, p: &spike::Params, at: u64, hitters: &[Hitter]) -> Vec<Hitter> {
+/// excess is spread over so many callers that none is surely heavy). A caller's usual
+/// calls are its share of the last normal bucket (`shares`) of the baseline's mean: a
+/// caller calling no more than usual is never named, however heavy, and only a
+/// caller's guaranteed calls count, so none is named for calls it may not have made.
+fn suspects(
+    state: &spike::State,
+    p: &spike::Params,
+    at: u64,
+    hitters: &[Hitter],
+    shares: &[(u64, f64)],
+) -> Vec<Hitter> {
+    let usual = |key: u64| {
+        shares
+            .iter()
+            .find(|s| s.0 == key)
+            .map_or(0.0, |s| s.1 * state.mean)
+    };
+    #[expect(clippy::cast_precision_loss, reason = "call counts")]
+    let mut over_usual: Vec<(f64, &Hitter)> = hitters
+        .iter()
+        .map(|h| (h.guaranteed() as f64 - usual(h.key), h))
+        .filter(|(over, _)| *over > 0.0)
+        .collect();
+    over_usual.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.key.cmp(&b.1.key)));
     let mut rest: u64 = hitters.iter().map(|h| h.calls).sum();
-    for (n, h) in hitters.iter().take(MAX_SUSPECTS).enumerate() {
-        if h.guaranteed() == 0 {
-            break;
-        }
+    for (n, (_, h)) in over_usual.iter().take(MAX_SUSPECTS).enumerate() {
         rest = rest.saturating_sub(h.guaranteed());
         if !state.anomalous(p, at, rest) {
-            return hitters[..=n].to_vec();
+            return over_usual[..=n].iter().map(|(_, h)| (*h).clone()).collect();
         }
     }
     Vec::new()
@@ -1240,7 +1263,7 @@ mod tests {
             "charged with its own calls only"
         );
         assert_eq!(hitters.last().map(|h| h.key), Some(innocent), "ranked last");
-        let named = suspects(&state, &p, 10_000, &hitters);
+        let named = suspects(&state, &p, 10_000, &hitters, &[]);
         assert!(
             named.iter().all(|h| h.key != innocent),
             "the innocent caller is not named: {named:?}"
@@ -1257,6 +1280,55 @@ mod tests {
             "its share is its own calls': {innocent_share}"
         );
         assert!(shares.iter().map(|s| s.1).sum::<f64>() <= 1.0);
+    }
+
+    /// A flood spread over sandboxes that each call less than the account's heavy
+    /// tenant usually does: flooders are named, the tenant (at its usual calls) is not.
+    #[test]
+    fn a_heavy_caller_at_its_usual_rate_is_not_named_for_a_spread_flood() {
+        let dir = std::env::temp_dir().join(format!("hb-sensor-u-{}", std::process::id()));
+        let honest = Owner::Sandbox { cgroup_id: 8 };
+        let (sensor, a, mut t) = learned(&dir, &[(honest, "other", 15), (HOST, "host", 5)]);
+        let mut fired = Vec::new();
+        for _ in 0..3 {
+            for _ in 0..15 {
+                a.call(honest, "other", &Method::GET, "api.test", 0, t);
+            }
+            for id in 300..306 {
+                for _ in 0..12 {
+                    a.call(
+                        Owner::Sandbox { cgroup_id: id },
+                        "web",
+                        &Method::GET,
+                        "api.test",
+                        0,
+                        t,
+                    );
+                }
+            }
+            for _ in 0..5 {
+                a.call(HOST, "host", &Method::GET, "api.test", 0, t);
+            }
+            t += 10;
+            fired.extend(
+                sensor
+                    .tick(t)
+                    .into_iter()
+                    .filter(|c| matches!(c.verdict, Verdict::Fire(_))),
+            );
+        }
+        let [c] = fired.as_slice() else {
+            panic!("one spike, got {}", fired.len());
+        };
+        assert!(
+            !c.suspects.is_empty()
+                && c.suspects
+                    .iter()
+                    .all(|s| s.policy == "web" && s.calls == 12),
+            "flooders only: {:?}",
+            c.suspects
+        );
+        fs::remove_dir_all(&dir).expect("clean up");
     }
 
     /// However many callers call, the table keeps [`HITTERS`] counters, and a caller
