@@ -1344,3 +1344,250 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
     }
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Python for the `rate_spike` attack on the counted callers. With its handle, the
+/// sandbox prints `ready`, then reads one line a bucket from its stdin, sent the moment
+/// the sensor closed the last bucket (and started counting callers afresh), and acts on
+/// it (`turn(word)`, timed from `T`, when the line came) until `end`; then it prints
+/// `result()`. `get` and `post` answer a status or a broker error code.
+const SPREAD_PRELUDE: &str = r#"
+import threading, time
+from collections import Counter
+h = hb.handle("svc", "bot")["handle"]
+def code(f):
+    try:
+        return f()["status"]
+    except BrokerError as e:
+        return e.code
+def get(c, step):
+    return code(lambda: c.request("GET", "https://api.test/plain?step=" + step, handle=h))
+def post(c, step):
+    return code(lambda: c.request("POST", "https://api.test/plain?step=" + step, handle=h, body="x"))
+def at(s):
+    time.sleep(max(0.0, T + s - time.time()))
+"#;
+
+/// Reads the lines and prints the result (after a sandbox's `turn` and `result`).
+const SPREAD_LOOP: &str = r#"
+print("ready", flush=True)
+n = 0
+for line in sys.stdin:
+    word = line.strip()
+    if word == "end":
+        break
+    T = time.time()
+    turn(word, n)
+    n += 1
+print(json.dumps(result()), flush=True)
+"#;
+
+/// A decoy: one call the moment a bucket starts (it is counted among the bucket's
+/// callers before anyone else calls).
+const DECOY: &str = r#"
+got = []
+def turn(word, n):
+    got.append(get(hb, "decoy"))
+def result():
+    return {"decoy": dict(Counter(str(x) for x in got))}
+"#;
+
+/// The flooder: on `steady`, one call 0.3 s into the bucket; on `flood`, from eight
+/// connections from 0.3 s to 0.75 s into it (never in the decoys' turn, nor racing the
+/// next close), each connection stopping at its first answer other than 200.
+const SPREAD_FLOOD: &str = r#"
+steady, flood = [], []
+clients = [Client(SOCK) for _ in range(8)]
+held = []
+def worker(c):
+    while time.time() < T + 0.75 and not held:
+        got = get(c, "spread_flood")
+        flood.append(got)
+        if got != 200:
+            held.append(got)
+def turn(word, n):
+    at(0.3)
+    if word == "steady":
+        steady.append(get(hb, "spread_steady"))
+    elif word == "flood" and not held:
+        threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+        for t in threads: t.start()
+        for t in threads: t.join()
+def result():
+    return {"steady": dict(Counter(str(x) for x in steady)),
+            "flood": dict(Counter(str(x) for x in flood))}
+"#;
+
+/// The innocent tenant: a read 0.3 s into every bucket and a write 0.5 s into it; what
+/// each was answered, with its bucket's number.
+const TENANT: &str = r#"
+calls = []
+def turn(word, n):
+    at(0.3)
+    calls.append([n, "GET", get(hb, "tenant_read")])
+    at(0.5)
+    calls.append([n, "POST", post(hb, "tenant_write")])
+def result():
+    return {"calls": calls}
+"#;
+
+/// The sandboxes of [`callers_taking_the_counters_early_cannot_turn_a_flood_into_an_account_hold`].
+struct Spread {
+    who: &'static str,
+    child: std::process::Child,
+    from: BufReader<std::process::ChildStdout>,
+}
+
+/// Buckets of the attack: the baseline is learned, then the flood, then the tenant
+/// goes on alone with the decoys.
+const STEADY_BUCKETS: usize = 8;
+const FLOOD_BUCKETS: usize = 5;
+const AFTER_BUCKETS: usize = 5;
+
+/// The `rate_spike` attack on the counted callers, end to end (the world of
+/// [`a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account`]): nine
+/// sandboxes of policy `web` each make one call the moment each one-second bucket
+/// starts (the test watches the sensor's file being written at each close and tells
+/// them), so they are counted before anyone else; a tenth floods later in each bucket;
+/// a sandbox of policy `tenant` on the same account reads and writes all along. The
+/// spike names the flooder alone (at the calls it surely made), and the quarantine
+/// holds it only: the tenant's writes and reads keep going through after the spike.
+#[test]
+fn callers_taking_the_counters_early_cannot_turn_a_flood_into_an_account_hold() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_full(
+        "spread",
+        "",
+        // A short half-life: the baseline reaches the twelve calls a bucket of the
+        // steady phase (after the empty buckets before it) before the flood.
+        "sensor_bucket_secs = 1\nspike_learning_secs = 3\nspike_halflife_secs = 3\n\
+         spike_min_count = 15\nspike_buckets = 2\nquarantine_calls_per_minute = 5\n\
+         novelty_learning_secs = 3",
+        "\n[[policy]]\nname = \"tenant\"\nintegrations = [\"svc\"]",
+        "",
+    );
+    env.start_agent();
+    let python = hb_tests::python();
+    let mut sandboxes: Vec<Spread> = [("tenant", TENANT), ("flooder", SPREAD_FLOOD)]
+        .into_iter()
+        .chain(std::iter::repeat_n(("decoy", DECOY), 9))
+        .map(|(who, body)| {
+            let text = script(&env, &keys, &format!("{SPREAD_PRELUDE}{body}{SPREAD_LOOP}"));
+            let policy = if who == "tenant" { "tenant" } else { "web" };
+            let mut child = env.sandbox_piped(policy, &[python, "-c", &text]);
+            let mut from = BufReader::new(child.stdout.take().expect("stdout"));
+            let mut line = String::new();
+            from.read_line(&mut line).expect("ready");
+            assert_eq!(line.trim(), "ready", "{who}");
+            Spread { who, child, from }
+        })
+        .collect();
+    // Every sandbox has its handle, so the account's buckets close every second, each
+    // close writing the sensor's file: its new time is the attacker's signal.
+    let file = env.state_dir.join("sensor.json");
+    let written = || fs::metadata(&file).and_then(|m| m.modified()).ok();
+    let mut last = written();
+    for n in 0..STEADY_BUCKETS + FLOOD_BUCKETS + AFTER_BUCKETS {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while written() == last {
+            assert!(Instant::now() < deadline, "the sensor closes no bucket");
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        last = written();
+        for s in &mut sandboxes {
+            let word = match s.who {
+                "flooder" if n >= STEADY_BUCKETS + FLOOD_BUCKETS => "idle",
+                "flooder" if n >= STEADY_BUCKETS => "flood",
+                "flooder" => "steady",
+                _ => "go",
+            };
+            writeln!(s.child.stdin.as_mut().expect("stdin"), "{word}").expect("to sandbox");
+        }
+    }
+    let mut outputs: Vec<Value> = sandboxes
+        .into_iter()
+        .map(|mut s| {
+            writeln!(s.child.stdin.as_mut().expect("stdin"), "end").expect("to sandbox");
+            let mut line = String::new();
+            s.from.read_line(&mut line).expect("output");
+            let status = s.child.wait().expect("sandbox");
+            let mut err = String::new();
+            if let Some(mut e) = s.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            assert!(status.success(), "{}: {err}", s.who);
+            serde_json::from_str(line.trim())
+                .unwrap_or_else(|e| panic!("{} JSON ({e}): {line}", s.who))
+        })
+        .collect();
+    let decoys = outputs.split_off(2);
+    let (tenant, flooder) = (&outputs[0], &outputs[1]);
+    let records = audit_records(&env);
+    let spikes: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "sensor_spike" || r["kind"] == "detector_action")
+        .collect();
+    eprintln!("flooder: {flooder}; decoys: {decoys:?}; spikes: {spikes:?}");
+
+    let calls = tenant["calls"].as_array().expect("tenant calls");
+    let refused: Vec<&Value> = calls.iter().filter(|c| c[2] != 200).collect();
+    // The spike fires at the close of the flood's second bucket at the latest.
+    let writes_after = calls
+        .iter()
+        .filter(|c| {
+            c[1] == "POST"
+                && c[0]
+                    .as_u64()
+                    .is_some_and(|n| n >= u64::try_from(STEADY_BUCKETS + 2).unwrap_or(0))
+        })
+        .count();
+    assert!(
+        refused.is_empty() && writes_after >= FLOOD_BUCKETS + AFTER_BUCKETS - 2,
+        "the tenant is not held: refused {refused:?}; all {tenant}; records {spikes:?}"
+    );
+    assert_eq!(
+        u64::try_from(bearers(&api, "tenant_write").len()).ok(),
+        u64::try_from(calls.iter().filter(|c| c[1] == "POST").count()).ok(),
+        "every tenant write reached the upstream"
+    );
+    let spike = records
+        .iter()
+        .find(|r| r["kind"] == "sensor_spike")
+        .unwrap_or_else(|| panic!("a spike: {records:?}"));
+    let suspects = spike["suspects"].as_array().expect("suspects");
+    assert!(
+        suspects.len() == 1
+            && suspects[0]["policy"] == "web"
+            && suspects[0]["calls"].as_u64().is_some_and(|c| c >= 30),
+        "the flooder alone is named: {spike}"
+    );
+    let held: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "quarantine_caller")
+        .collect();
+    assert!(
+        !held.is_empty() && held.iter().all(|r| r["caller"]["policy"] == "web"),
+        "the flooder is held, nobody of `tenant`: {held:?}"
+    );
+    assert!(
+        ["rate_limited", "unknown_handle", "policy_denied"]
+            .iter()
+            .any(|k| flooder["flood"].get(k).is_some()),
+        "the flood is held: {flooder}"
+    );
+    assert!(
+        records.iter().any(|r| r["kind"] == "detector_action"
+            && r["detector"] == "rate_spike"
+            && r["outcome"] == "quarantined"),
+        "the quarantine is recorded: {records:?}"
+    );
+    eprintln!(
+        "tenant: {} calls all 200 ({writes_after} writes after the spike); suspects {suspects:?}",
+        calls.len()
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
