@@ -692,7 +692,6 @@ print(json.dumps(out), flush=True)
 /// an hour by default): its write is `policy_denied` and its reads `rate_limited`, as
 /// the flooders, held too, keep spending the account's one per-minute allowance.
 #[test]
-#[ignore = "open (known, README): nine flooding sandboxes put the whole account on hold; an innocent tenant's write is refused for quarantine_secs"]
 fn a_flood_spread_over_nine_sandboxes_does_not_hold_an_innocent_tenant() {
     use hb_tests::provider::{Provider, agent_env, bearers};
     use std::process::{Command, Stdio};
