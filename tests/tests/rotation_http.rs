@@ -18,7 +18,6 @@ use std::{
     fs,
     io::{BufRead as _, BufReader, Write as _},
     path::PathBuf,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -228,26 +227,6 @@ fn wait_events(env: &TestEnv, reason: &str, n: usize, secs: u64) -> Vec<Value> {
     }
 }
 
-fn sha256_hex(text: &str) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("digest")
-        .to_owned()
-}
-
 /// Everything the agent and the CLI wrote that a key must never be in.
 fn outputs(env: &mut TestEnv, cli: &str) -> Vec<(&'static str, String)> {
     let state = env.state_dir.clone();
@@ -366,7 +345,11 @@ fn the_http_rotator_mints_through_the_providers_api_and_revokes_the_old_key_at_g
     );
     let body: Value =
         serde_json::from_str(revokes[0]["body"].as_str().expect("body")).expect("json");
-    assert_eq!(body["key_sha256"], sha256_hex(OLD).as_str(), "{body}");
+    assert_eq!(
+        body["key_sha256"],
+        hb_tests::sha256_hex(OLD).as_str(),
+        "{body}"
+    );
     assert!(body.get("secret").is_none());
     assert_eq!(
         call("retired"),
