@@ -922,21 +922,7 @@ name = "web"
     std::fs::write(&env.config_path, text).expect("config");
     env.start_agent();
     let sock = env.broker_socket().display().to_string();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        PY_AUDIT_FLOOD,
-        &sock,
-        "6",
-    ]);
-    let said = stdout(&out);
+    let said = nobody_run(&env, "web", &[python(), "-c", PY_AUDIT_FLOOD, &sock, "6"]);
     let calls: u64 = said
         .split_whitespace()
         .nth(3)

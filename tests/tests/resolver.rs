@@ -735,18 +735,9 @@ for i, labels in enumerate(tries):
                 "answers": struct.unpack("!H", data[6:8])[0]})
 print(json.dumps(out))
 "#;
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        script,
-    ]);
+    let out = nobody_command(&env, "web", &[], &[python(), "-c", script])
+        .output()
+        .expect("sandbox run");
     let answers: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "sandboxed DNS client ({e}): {} {}",
