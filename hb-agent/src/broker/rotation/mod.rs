@@ -75,7 +75,7 @@ use super::{
 use crate::{
     config::{HttpRotatorAuth, IntegrationConfig, RotationConfig},
     secret::Secret,
-    vault::{Rotation, Step, Vault, VaultError},
+    vault::{Rotation, Step},
 };
 
 /// What a step leaves the task to do next.
@@ -338,15 +338,14 @@ async fn test(
     shared.protect_pending(rotation, &pending);
     match verify(shared, integ, &pending).await {
         Ok(status) if (200..300).contains(&status) => {
-            journal_step(
-                shared,
-                rotation,
-                "tested",
-                None,
-                Next::Go,
-                Vault::mark_tested,
-            )
-            .await
+            let id = rotation.id.clone();
+            match with_vault(shared.vault.clone(), move |v| v.mark_tested(&id)).await {
+                Ok(r) => {
+                    record(shared, &r, "tested", None);
+                    Next::Go
+                }
+                Err(e) => fail(shared, rotation, "not_recorded", &e).await,
+            }
         }
         Ok(401) => {
             // A new key takes a while to be valid everywhere: from when it was minted,
@@ -450,32 +449,11 @@ async fn watch(
 
 /// The watch is over (`note` says why when the value was not seen working): on to retire.
 async fn watched(shared: &Arc<Shared>, rotation: &Rotation, note: Option<&'static str>) -> Next {
-    journal_step(
-        shared,
-        rotation,
-        "watched",
-        note,
-        Next::Go,
-        Vault::mark_watched,
-    )
-    .await
-}
-
-/// Moves `rotation` on in the journal (`step`, given its id): recorded as `what`, with
-/// `note`, then `next`; a step the vault did not record fails the rotation.
-async fn journal_step(
-    shared: &Arc<Shared>,
-    rotation: &Rotation,
-    what: &str,
-    note: Option<&str>,
-    next: Next,
-    step: fn(&mut Vault, &str) -> Result<Rotation, VaultError>,
-) -> Next {
     let id = rotation.id.clone();
-    match with_vault(shared.vault.clone(), move |v| step(v, &id)).await {
+    match with_vault(shared.vault.clone(), move |v| v.mark_watched(&id)).await {
         Ok(r) => {
-            record(shared, &r, what, note);
-            next
+            record(shared, &r, "watched", note);
+            Next::Go
         }
         Err(e) => fail(shared, rotation, "not_recorded", &e).await,
     }
@@ -516,15 +494,18 @@ async fn retire_now(
         && meta.status == crate::vault::Status::Active
     {
         // Rolled back by hand: the old value is the account's key again, never revoked.
-        return journal_step(
-            shared,
-            rotation,
-            "rolled_back",
-            Some("by_hand"),
-            Next::Stop,
-            Vault::close_rolled_back_by_hand,
-        )
-        .await;
+        let id = rotation.id.clone();
+        return match with_vault(shared.vault.clone(), move |v| {
+            v.close_rolled_back_by_hand(&id)
+        })
+        .await
+        {
+            Ok(r) => {
+                record(shared, &r, "rolled_back", Some("by_hand"));
+                Next::Stop
+            }
+            Err(e) => fail(shared, rotation, "not_recorded", &e).await,
+        };
     }
     if let Ok((_, secret)) = old {
         let revoked = match rotator(shared, integ, config).await {
@@ -567,15 +548,14 @@ async fn retire_now(
             Some("value_erased"),
         );
     }
-    journal_step(
-        shared,
-        rotation,
-        "retired",
-        None,
-        Next::Stop,
-        Vault::retire_rotation,
-    )
-    .await
+    let id = rotation.id.clone();
+    match with_vault(shared.vault.clone(), move |v| v.retire_rotation(&id)).await {
+        Ok(r) => {
+            record(shared, &r, "retired", None);
+            Next::Stop
+        }
+        Err(e) => fail(shared, rotation, "not_recorded", &e).await,
+    }
 }
 
 /// The integration's `verify_url` with `secret` injected; the status, or a failure class.
