@@ -27,6 +27,7 @@ pub mod capture;
 pub mod kube;
 pub mod metrics;
 pub mod provider;
+pub mod sandboxed;
 pub mod upstream;
 
 /// Fails the test unless it runs as root: hb's tests load real eBPF programs.
@@ -435,6 +436,14 @@ impl TestEnv {
             .expect("spawn sandbox")
     }
 
+    /// The rows of the IPv4 allow map (`maps dump allow4`).
+    pub fn allow_rows(&self) -> Vec<Value> {
+        self.hb_json(&["maps", "dump", "allow4"])
+            .as_array()
+            .expect("rows")
+            .clone()
+    }
+
     /// Events from `hb-agent events --json`, waiting up to 5 s until `pred` holds for one.
     pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -739,6 +748,27 @@ impl Drop for Agent {
             self.stop();
         }
     }
+}
+
+/// SHA-256 of `text` in hex (`sha256sum`; the text goes on stdin, never in argv).
+pub fn sha256_hex(text: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_owned()
 }
 
 /// A command's standard output, as text.

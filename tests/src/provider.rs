@@ -118,23 +118,7 @@ impl Provider {
     /// The agent config's `[broker]` (trusting the test CA, `broker_extra` added),
     /// `[dns]` (this world's resolver) and `[egress]` (the test range reachable).
     pub fn config_head(&self, broker_extra: &str) -> String {
-        format!(
-            r#"
-[broker]
-socket_mode = "0666"
-extra_ca_file = "{ca}"
-{broker_extra}
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{port}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-"#,
-            ca = self.ca.cert.display(),
-            port = self.dns_port,
-        )
+        crate::tls_broker_config(&self.ca.cert, self.dns_port, broker_extra)
     }
 
     /// A key store `file` in the test's folder holding `keys` (what the API accepts
@@ -156,12 +140,7 @@ exception_cidrs = ["203.0.113.0/24"]
 /// An agent environment for `config`, its vault initialised.
 pub fn agent_env(name: &str, config: &str) -> TestEnv {
     let env = TestEnv::new(name, config);
-    let init = env.hb(&["vault", "init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    env.init_vault(&[]);
     env
 }
 

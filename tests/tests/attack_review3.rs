@@ -8,13 +8,18 @@
 //! share of the allow maps, the policy's share of upstream lookups.
 
 use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Child, Output, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use hb_tests::{PythonServer, TcpProbe, TestEnv, agent_bin, private_netns, python, stdout};
+use hb_tests::{
+    PythonServer, TcpProbe, TestEnv, private_netns,
+    provider::{Provider, bearers},
+    python,
+    sandboxed::{PY_UDP_ASK, Running, nobody_command, nobody_run, udp_ask, udp_flooder},
+    stdout,
+};
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5431;
@@ -103,41 +108,6 @@ for n in range(first, last):
 print("asked", asked, "answered", answered, "addresses", addrs, flush=True)
 "#;
 
-/// Python for a sandbox: resolves `argv[1]` (A, one UDP query) and prints the address.
-const PY_RESOLVE: &str = r#"
-import socket, struct, sys
-name = sys.argv[1]
-h = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0)
-m = h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
-c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
-c.connect(("192.0.2.53", 53)); c.send(m)
-try:
-    d = c.recv(512)
-    print(name, "rcode", d[3] & 15, socket.inet_ntoa(d[-4:]) if d[7] else "-", flush=True)
-except OSError as e:
-    print(name, "lost", e, flush=True)
-"#;
-
-/// Allow-map rows of `policy` (`maps dump allow4`).
-fn allow_rows(env: &TestEnv) -> Vec<Value> {
-    env.hb_json(&["maps", "dump", "allow4"])
-        .as_array()
-        .expect("rows")
-        .clone()
-}
-
-fn run_in(env: &TestEnv, args: &[&str]) -> String {
-    let mut full = vec!["sandbox", "run", "--policy", "web", "--user", "65534", "--"];
-    full.extend_from_slice(args);
-    let out = env.hb(&full);
-    assert!(
-        out.status.success(),
-        "sandbox: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
-}
-
 /// 1(a) The attack: a victim sandbox of policy `web` resolves `victim.wild.test`
 /// (203.0.113.10, TTL 300) and connects. Another sandbox of the same policy then
 /// resolves ~1,100 distinct names under the allowed zone, 16 addresses each (about
@@ -156,7 +126,7 @@ fn resolving_many_names_does_not_evict_another_sandboxs_validated_address() {
     let mut env = TestEnv::new("evict", &config(""));
     env.start_agent();
 
-    let said = run_in(&env, &[python(), "-c", PY_RESOLVE, "victim.wild.test"]);
+    let said = udp_ask(&env, "web", &["victim.wild.test"]);
     assert!(
         said.contains("victim.wild.test rcode 0 203.0.113.10"),
         "{said}"
@@ -164,19 +134,20 @@ fn resolving_many_names_does_not_evict_another_sandboxs_validated_address() {
     let before = hb_tests::sandbox_probe(&env, "web", "tcp", "203.0.113.10", 8080);
     assert_eq!(before, "OK", "the victim connects to its validated address");
 
-    let flood = run_in(&env, &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
-    let rows = allow_rows(&env);
+    let flood = nobody_run(&env, "web", &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
+    let rows = env.allow_rows();
     let victim_row = rows.iter().any(|r| r["ip"] == "203.0.113.10");
     let after = hb_tests::sandbox_probe(&env, "web", "tcp", "203.0.113.10", 8080);
     // Resolving again does not help for long: with the policy at its share, the next
     // name any sandbox of the policy resolves drops the soonest-expiring address again.
-    let again = run_in(
+    let again = nobody_run(
         &env,
+        "web",
         &[
             python(),
             "-c",
             &format!(
-                "{PY_RESOLVE_MANY}\nimport errno\ntry:\n    socket.create_connection(('203.0.113.10', 8080), timeout=3); print('connect OK')\nexcept OSError as e:\n    print('connect', errno.errorcode.get(e.errno, e.errno))"
+                "{PY_UDP_ASK}\nimport errno\ntry:\n    socket.create_connection(('203.0.113.10', 8080), timeout=3); print('connect OK')\nexcept OSError as e:\n    print('connect', errno.errorcode.get(e.errno, e.errno))"
             ),
             "victim.wild.test",
             "other.wild.test",
@@ -212,65 +183,6 @@ fn resolving_many_names_does_not_evict_another_sandboxs_validated_address() {
     );
 }
 
-/// A sandbox's UDP DNS attack loop (as in `resolver.rs`): for `argv[1]` seconds, a query
-/// for a fresh name `r<i>.<argv[2]>` every `argv[3]` seconds from one unconnected
-/// socket; prints `flooding` at the start and `sent N servfail S` at the end.
-const PY_UDP_FLOOD: &str = r#"
-import socket, struct, sys, time
-def q(name, i):
-    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
-    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
-end = time.time() + float(sys.argv[1]); pause = float(sys.argv[3])
-sent = servfail = 0
-print("flooding", flush=True)
-while time.time() < end:
-    s.sendto(q("r%d.%s" % (sent, sys.argv[2]), sent), ("192.0.2.53", 53)); sent += 1
-    time.sleep(pause)
-    while True:
-        try:
-            d = s.recv(512)
-        except OSError:
-            break
-        servfail += (d[3] & 15) == 2
-print("sent", sent, "servfail", servfail, flush=True)
-"#;
-
-/// A flooding sandbox, killed on drop.
-struct Flooder(Child, BufReader<std::process::ChildStdout>);
-
-impl Drop for Flooder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn flooder(env: &TestEnv, seconds: &str) -> Flooder {
-    let mut child = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-        .args([
-            python(),
-            "-c",
-            PY_UDP_FLOOD,
-            seconds,
-            "hold.wild.test",
-            "0.002",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("sandbox run");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("flooder output");
-    assert_eq!(line.trim(), "flooding", "flooder: {line:?}");
-    Flooder(child, out)
-}
-
 /// 1(b) The attack: four sandboxes of policy `web` each ask for a fresh name under a
 /// zone whose server never answers, every 2 ms. Each is held to its own share of
 /// upstream lookups (64, a quarter of the policy's 256), but four shares are the
@@ -284,25 +196,16 @@ fn four_flooding_sandboxes_leave_a_fifths_lookups_answered() {
     let mut env = TestEnv::new("fourfill", &config(""));
     env.start_agent();
 
-    let mut flooders: Vec<Flooder> = (0..4).map(|_| flooder(&env, "8")).collect();
+    let mut flooders: Vec<Running> = (0..4)
+        .map(|_| udp_flooder(&env, "web", "8", "hold.wild.test", "0.002"))
+        .collect();
     thread::sleep(Duration::from_millis(1500));
-    let said = run_in(
+    let said = udp_ask(
         &env,
-        &[
-            python(),
-            "-c",
-            PY_RESOLVE_MANY,
-            "v1.wild.test",
-            "v2.wild.test",
-            "v3.wild.test",
-        ],
+        "web",
+        &["v1.wild.test", "v2.wild.test", "v3.wild.test"],
     );
-    let mut lines = Vec::new();
-    for f in &mut flooders {
-        let mut line = String::new();
-        let _ = f.1.read_line(&mut line);
-        lines.push(line.trim().to_owned());
-    }
+    let lines: Vec<String> = flooders.iter_mut().map(Running::line).collect();
     let busy = env
         .hb(&["events", "--json"])
         .stdout
@@ -319,21 +222,6 @@ fn four_flooding_sandboxes_leave_a_fifths_lookups_answered() {
         );
     }
 }
-
-/// [`PY_RESOLVE`] for each name in `argv[1:]`.
-const PY_RESOLVE_MANY: &str = r#"
-import socket, struct, sys
-for i, name in enumerate(sys.argv[1:]):
-    h = struct.pack("!HHHHHH", i + 1, 0x0100, 1, 0, 0, 0)
-    m = h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
-    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
-    c.connect(("192.0.2.53", 53)); c.send(m)
-    try:
-        d = c.recv(512)
-        print(name, "rcode", d[3] & 15, socket.inet_ntoa(d[-4:]) if d[7] else "-", flush=True)
-    except OSError as e:
-        print(name, "lost", e, flush=True)
-"#;
 
 const BROKER_DNS_PORT: u16 = 5432;
 const KEY: &str = "key-acct-5e4d3c2b1a09f8e7d6c5b4a39281706f";
@@ -356,6 +244,32 @@ def code(f):
 {body}"#,
         sock = env.broker_socket().display().to_string(),
     )
+}
+
+/// An agent of the provider's world `p` (its CA trusted, its resolver on
+/// [`BROKER_DNS_PORT`]) with the integration `svc` (bearer, host `api.test`; `rest` ends
+/// its table and adds the policies), the vault holding `svc`/`bot` = `key`; started.
+fn svc_agent(name: &str, p: &Provider, key: &str, rest: &str) -> TestEnv {
+    let config = format!(
+        "{head}\n[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n{rest}",
+        head = hb_tests::tls_broker_config(&p.ca.cert, BROKER_DNS_PORT, ""),
+    );
+    let mut env = TestEnv::new(name, &config);
+    env.init_vault(&[("svc", "bot", key)]);
+    env.start_agent();
+    env
+}
+
+/// Runs [`broker_script`] with `body` as nobody in a fresh sandbox of `policy`.
+fn run_broker_script(env: &TestEnv, policy: &str, body: &str) -> Output {
+    nobody_command(
+        env,
+        policy,
+        &[],
+        &[python(), "-c", &broker_script(env, body)],
+    )
+    .output()
+    .expect("sandbox run")
 }
 
 /// A flooder: from the wall-clock second in `argv[1]` (all flooders start together),
@@ -390,16 +304,10 @@ print(json.dumps({"post": code(lambda: hb.request("POST", "https://api.test/plai
 /// goes through.
 #[test]
 fn a_flood_spread_over_three_sandboxes_does_not_hold_an_innocent_tenant() {
-    use hb_tests::provider::{Provider, agent_env, bearers};
     hb_tests::require_root();
     let p = Provider::start("spread", BROKER_DNS_PORT, None);
-    let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-methods = ["GET", "POST"]
+    let rest = format!(
+        r#"methods = ["GET", "POST"]
 verify_url = "https://api.test/plain?step=verify"
 
 [integration.rotation]
@@ -417,14 +325,11 @@ integrations = ["svc"]
 name = "ops"
 integrations = ["svc"]
 "#,
-        head = p.config_head(""),
         python = python(),
         rotator = p.exec_rotator().display(),
         keys = p.key_store("keys.json", &[KEY]).display(),
     );
-    let mut env = agent_env("spread", &config);
-    env.vault_put("svc", "bot", KEY);
-    env.start_agent();
+    let env = svc_agent("spread", &p, KEY, &rest);
 
     let flood = broker_script(&env, BROKER_FLOOD);
     let start = (std::time::SystemTime::now()
@@ -435,11 +340,7 @@ integrations = ["svc"]
     .to_string();
     let flooders: Vec<Child> = (0..3)
         .map(|_| {
-            Command::new(agent_bin())
-                .arg("--config")
-                .arg(&env.config_path)
-                .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-                .args([python(), "-c", &flood, &start])
+            nobody_command(&env, "web", &[], &[python(), "-c", &flood, &start])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -451,19 +352,7 @@ integrations = ["svc"]
         .into_iter()
         .map(|c| stdout(&c.wait_with_output().expect("flooder")))
         .collect();
-    let victim = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "ops",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        &broker_script(&env, BROKER_VICTIM),
-    ]);
-    let victim = stdout(&victim);
+    let victim = stdout(&run_broker_script(&env, "ops", BROKER_VICTIM));
     let records: Vec<Value> = std::fs::read_to_string(env.state_dir.join("audit.log"))
         .unwrap_or_default()
         .lines()
@@ -576,38 +465,15 @@ print(json.dumps({"status": r["status"], "body": r["body"]}), flush=True)
 /// the account is served.
 #[test]
 fn which_guesses_the_scrubber_cuts_does_not_rebuild_the_key() {
-    use hb_tests::provider::{Provider, agent_env, bearers};
     hb_tests::require_root();
     let p = Provider::start("oracle", BROKER_DNS_PORT, None);
-    let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-methods = ["GET"]
-
-[[policy]]
-name = "web"
-integrations = ["svc"]
-"#,
-        head = p.config_head(""),
+    let env = svc_agent(
+        "oracle",
+        &p,
+        ORACLE_KEY,
+        "methods = [\"GET\"]\n\n[[policy]]\nname = \"web\"\nintegrations = [\"svc\"]\n",
     );
-    let mut env = agent_env("oracle", &config);
-    env.vault_put("svc", "bot", ORACLE_KEY);
-    env.start_agent();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        &broker_script(&env, PY_ORACLE),
-    ]);
+    let out = run_broker_script(&env, "web", PY_ORACLE);
     let said = stdout(&out);
     let got: Value = serde_json::from_str(said.trim()).unwrap_or_else(|_| {
         panic!(
@@ -620,7 +486,7 @@ integrations = ["svc"]
         !sent.is_empty() && sent.iter().all(|b| b == ORACLE_KEY),
         "the calls carried the key (else this proves nothing)"
     );
-    let rebuilt = got["sha256"] == sha256_hex(ORACLE_KEY);
+    let rebuilt = got["sha256"] == hb_tests::sha256_hex(ORACLE_KEY);
     let records = std::fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
     let signalled = records.contains("\"reflection\"");
     println!(
@@ -696,18 +562,7 @@ integrations = ["svc"]
         "the audit log holds the key"
     );
     // Another sandbox of the same account keeps full service.
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        &broker_script(&env, PY_BYSTANDER),
-    ]);
+    let out = run_broker_script(&env, "web", PY_BYSTANDER);
     let said = stdout(&out);
     let bystander: Value = serde_json::from_str(said.trim()).unwrap_or_else(|_| {
         panic!(
@@ -723,29 +578,6 @@ integrations = ["svc"]
         "the bystander's call"
     );
     let _ = std::fs::remove_dir_all(&p.dir);
-}
-
-/// SHA-256 of `value` in hex (Python's hashlib; the value goes on stdin, never in argv).
-fn sha256_hex(value: &str) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new(python())
-        .args([
-            "-c",
-            "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(value.as_bytes())
-        .expect("write");
-    stdout(&child.wait_with_output().expect("python3"))
-        .trim()
-        .to_owned()
 }
 
 /// A plain-HTTP upstream on 203.0.113.10:80: a request for `/hold` is read and never
@@ -827,13 +659,12 @@ fn four_sandboxes_holding_guarded_connections_leave_a_fifth_served() {
     let mut env = TestEnv::new("guardfill", &cfg);
     env.start_agent();
     let sandbox_cmd = |args: &[&str]| {
-        let mut c = Command::new(agent_bin());
-        c.arg("--config")
-            .arg(&env.config_path)
-            .args(["sandbox", "run", "--policy", "web", "--user", "65534"])
-            .args(["--ro-bind", &rc_path, "/etc/resolv.conf", "--"])
-            .args(args);
-        c
+        nobody_command(
+            &env,
+            "web",
+            &["--ro-bind", &rc_path, "/etc/resolv.conf"],
+            args,
+        )
     };
 
     let before = stdout(
@@ -845,24 +676,10 @@ fn four_sandboxes_holding_guarded_connections_leave_a_fifth_served() {
         before.contains("answer served"),
         "the GET is served when nobody holds connections: {before}"
     );
-    let mut holders: Vec<Flooder> = (0..4)
-        .map(|_| {
-            let mut child = sandbox_cmd(&[python(), "-c", PY_HOLD_GUARD, "256", "20"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("sandbox run");
-            let out = BufReader::new(child.stdout.take().expect("stdout"));
-            Flooder(child, out)
-        })
+    let mut holders: Vec<Running> = (0..4)
+        .map(|_| Running::spawn(sandbox_cmd(&[python(), "-c", PY_HOLD_GUARD, "256", "20"])))
         .collect();
-    let mut held = Vec::new();
-    for h in &mut holders {
-        let mut line = String::new();
-        let _ = h.1.read_line(&mut line);
-        held.push(line.trim().to_owned());
-    }
+    let held: Vec<String> = holders.iter_mut().map(Running::line).collect();
     let victim = sandbox_cmd(&[python(), "-c", PY_GET])
         .output()
         .expect("victim");
@@ -957,39 +774,19 @@ name = "ops"
     env.start_agent();
     let sock = env.broker_socket().display().to_string();
     let sandbox = |policy: &str, script: &str, args: &[&str]| {
-        let mut c = Command::new(agent_bin());
-        c.arg("--config")
-            .arg(&env.config_path)
-            .args([
-                "sandbox", "run", "--policy", policy, "--user", "65534", "--",
-            ])
-            .args([python(), "-c", script, &sock])
-            .args(args);
-        c
+        let mut full = vec![python(), "-c", script, &sock];
+        full.extend_from_slice(args);
+        nobody_command(&env, policy, &[], &full)
     };
     let before = stdout(&sandbox("ops", PY_WHOAMI, &[]).output().expect("victim"));
     assert!(
         before.contains("answer HTTP/1.1 200"),
         "whoami is answered when nobody holds connections: {before}"
     );
-    let mut holders: Vec<Flooder> = (0..8)
-        .map(|_| {
-            let mut child = sandbox("web", PY_HOLD_BROKER, &["32", "25"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("sandbox run");
-            let out = BufReader::new(child.stdout.take().expect("stdout"));
-            Flooder(child, out)
-        })
+    let mut holders: Vec<Running> = (0..8)
+        .map(|_| Running::spawn(sandbox("web", PY_HOLD_BROKER, &["32", "25"])))
         .collect();
-    let mut held = Vec::new();
-    for h in &mut holders {
-        let mut line = String::new();
-        let _ = h.1.read_line(&mut line);
-        held.push(line.trim().to_owned());
-    }
+    let held: Vec<String> = holders.iter_mut().map(Running::line).collect();
     let victim = stdout(&sandbox("ops", PY_WHOAMI, &[]).output().expect("victim"));
     drop(holders);
     println!(
@@ -1022,27 +819,27 @@ fn resolving_many_names_does_not_evict_another_policys_validated_address() {
     );
     let mut env = TestEnv::new("evictpol", &cfg);
     env.start_agent();
-    let ops = |args: &[&str]| {
-        let mut full = vec!["sandbox", "run", "--policy", "ops", "--user", "65534", "--"];
-        full.extend_from_slice(args);
-        stdout(&env.hb(&full))
-    };
-    let said = ops(&[python(), "-c", PY_RESOLVE, "victim.wild.test"]);
+    let said = udp_ask(&env, "ops", &["victim.wild.test"]);
     assert!(
         said.contains("victim.wild.test rcode 0 203.0.113.10"),
         "{said}"
     );
-    let flood = run_in(&env, &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
-    let after = ops(&[
-        python(),
-        "-c",
-        hb_tests::PY_PROBE,
-        "tcp",
-        "203.0.113.10",
-        "8080",
-    ]);
+    let flood = nobody_run(&env, "web", &[python(), "-c", PY_MANY_NAMES, "0", "1100"]);
+    let after = nobody_run(
+        &env,
+        "ops",
+        &[
+            python(),
+            "-c",
+            hb_tests::PY_PROBE,
+            "tcp",
+            "203.0.113.10",
+            "8080",
+        ],
+    );
     let ops_id = env.policy_id("ops");
-    let ops_rows = allow_rows(&env)
+    let ops_rows = env
+        .allow_rows()
         .iter()
         .filter(|r| r["policy_id"] == ops_id || r["policy"] == "ops")
         .count();
@@ -1125,21 +922,7 @@ name = "web"
     std::fs::write(&env.config_path, text).expect("config");
     env.start_agent();
     let sock = env.broker_socket().display().to_string();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        PY_AUDIT_FLOOD,
-        &sock,
-        "6",
-    ]);
-    let said = stdout(&out);
+    let said = nobody_run(&env, "web", &[python(), "-c", PY_AUDIT_FLOOD, &sock, "6"]);
     let calls: u64 = said
         .split_whitespace()
         .nth(3)

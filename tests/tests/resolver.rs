@@ -6,14 +6,18 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{TcpStream, UdpSocket},
     process::{Child, Command, Output, Stdio},
     thread,
     time::Duration,
 };
 
-use hb_tests::{TcpProbe, TestEnv, UdpProbe, agent_bin, private_netns, python, stdout};
+use hb_tests::{
+    PythonServer, TcpProbe, TestEnv, UdpProbe, private_netns, python,
+    sandboxed::{Running, nobody_command, udp_ask, udp_flooder},
+    stdout,
+};
 use serde_json::Value;
 
 const UPSTREAM_PORT: u16 = 5400;
@@ -45,7 +49,8 @@ allow_domains = ["unrelated.test"]
     )
 }
 
-/// A real DNS server answering the test names, killed on drop.
+/// A real DNS server answering the test names (dnsmasq), killed on drop; the scripted
+/// ones are [`PythonServer`]s.
 struct Upstream(Child);
 
 impl Upstream {
@@ -77,7 +82,7 @@ impl Upstream {
 
     /// Answers every A query with 203.0.113.10 and 10.0.0.1 in turn, TTL 1: a rebinding
     /// attacker's server.
-    fn flip() -> Self {
+    fn flip() -> PythonServer {
         Self::scripted(
             FLIP_PORT,
             &[&["203.0.113.10"], &["10.0.0.1"]],
@@ -89,7 +94,7 @@ impl Upstream {
 
     /// Answers every A query with 203.0.113.20-24 and every AAAA query with
     /// 2001:db8::20-24, TTL 60: more addresses than the test's max_ips_per_name.
-    fn many() -> Self {
+    fn many() -> PythonServer {
         let v4 = [
             "203.0.113.20",
             "203.0.113.21",
@@ -109,7 +114,7 @@ impl Upstream {
 
     /// Answers A queries with 203.0.113.30 only over TCP: over UDP every reply is
     /// truncated (TC set, no records), as a server does when an answer is too large.
-    fn truncating() -> Self {
+    fn truncating() -> PythonServer {
         Self::scripted(TRUNCATING_PORT, &[&["203.0.113.30"]], &[], 60, true)
     }
 
@@ -124,7 +129,7 @@ impl Upstream {
         aaaa: &[&str],
         ttl: u32,
         truncate_udp: bool,
-    ) -> Self {
+    ) -> PythonServer {
         let script = format!(
             r#"
 import socket, struct, threading
@@ -166,14 +171,7 @@ while True:
 "#,
             truncate_udp = if truncate_udp { "True" } else { "False" }
         );
-        let child = Command::new(python())
-            .args(["-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        thread::sleep(Duration::from_millis(300));
-        Self(child)
+        PythonServer::start(&script)
     }
 }
 
@@ -209,13 +207,6 @@ n = struct.unpack("!H", t.recv(2))[0]; d = b""
 while len(d) < n: d += t.recv(n - len(d))
 print("tcp", *t.getpeername(), "rcode", d[3] & 15, socket.inet_ntoa(d[-4:]))
 "#;
-
-fn allow_rows(env: &TestEnv) -> Vec<Value> {
-    env.hb_json(&["maps", "dump", "allow4"])
-        .as_array()
-        .expect("rows")
-        .clone()
-}
 
 #[test]
 fn allowed_names_resolve_through_the_redirect_and_their_addresses_connect() {
@@ -341,7 +332,7 @@ fn allowed_names_resolve_through_the_redirect_and_their_addresses_connect() {
             .any(|r| r["ip"] == "2001:db8::10" && r["names"] == "allowed.test"),
         "maps dump allow covers IPv6 with names: {both}"
     );
-    let rows = allow_rows(&env);
+    let rows = env.allow_rows();
     assert!(
         rows.iter().any(|r| r["ip"] == "203.0.113.10"
             && r["policy"] == "web"
@@ -411,7 +402,7 @@ fn private_answers_are_refused_directly_and_through_cnames() {
         });
     }
     assert_eq!(inside.accepted(), 0);
-    assert!(allow_rows(&env).iter().all(|r| r["ip"] != "10.0.0.1"));
+    assert!(env.allow_rows().iter().all(|r| r["ip"] != "10.0.0.1"));
 }
 
 #[test]
@@ -698,7 +689,7 @@ const RECORDING_PORT: u16 = 5404;
 
 /// A DNS server on 127.0.0.1:`RECORDING_PORT` that appends every query it receives (hex,
 /// one a line) to `log` and answers A queries with 203.0.113.10. Killed on drop.
-fn recording_upstream(log: &std::path::Path) -> Upstream {
+fn recording_upstream(log: &std::path::Path) -> PythonServer {
     let script = format!(
         r#"
 import socket, struct
@@ -713,14 +704,7 @@ while True:
 "#,
         log = log.display().to_string()
     );
-    let child = Command::new(python())
-        .args(["-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    thread::sleep(Duration::from_millis(300));
-    Upstream(child)
+    PythonServer::start(&script)
 }
 
 #[test]
@@ -751,18 +735,9 @@ for i, labels in enumerate(tries):
                 "answers": struct.unpack("!H", data[6:8])[0]})
 print(json.dumps(out))
 "#;
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        script,
-    ]);
+    let out = nobody_command(&env, "web", &[], &[python(), "-c", script])
+        .output()
+        .expect("sandbox run");
     let answers: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "sandboxed DNS client ({e}): {} {}",
@@ -822,6 +797,17 @@ print("held", alive, "of", len(held), flush=True)
 sys.stdin.read()
 "#;
 
+/// Starts a sandbox of `web` running [`PY_TCP_HOARD`], which holds its connections
+/// while this lives.
+fn tcp_hoarder(env: &TestEnv) -> Running {
+    Running::spawn(nobody_command(
+        env,
+        "web",
+        &[],
+        &[python(), "-c", PY_TCP_HOARD],
+    ))
+}
+
 /// One TCP DNS query for `allowed.test` to the documentation nameserver.
 const PY_TCP_QUERY: &str = r#"
 import socket, struct
@@ -841,16 +827,6 @@ else:
     print("tcp rcode", d[3] & 15, socket.inet_ntoa(d[-4:]))
 "#;
 
-/// A sandbox process killed (and reaped) on drop.
-struct Hoarder(Child);
-
-impl Drop for Hoarder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The attack: one sandbox (uid 65534) opens every TCP DNS connection it can and keeps
 /// them idle. Its policy has 8 TCP slots; it must get only its cgroup's share (a
 /// quarter: 2), the rest closed with a `dns_cgroup_busy` event naming its cgroup, so
@@ -867,22 +843,8 @@ fn one_sandbox_holding_tcp_dns_connections_leaves_the_others_their_share() {
     let mut env = TestEnv::new("tcphoard", &cfg);
     env.start_agent();
 
-    let mut child = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-        .args([python(), "-c", PY_TCP_HOARD])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("sandbox run");
-    let stdout_a = child.stdout.take().expect("stdout");
-    let _hoarder = Hoarder(child);
-    let mut line = String::new();
-    BufReader::new(stdout_a)
-        .read_line(&mut line)
-        .expect("hoarder output");
+    let mut hoarder = tcp_hoarder(&env);
+    let line = hoarder.line();
     assert!(line.starts_with("held "), "hoarder: {line:?}");
 
     let out = env.sandbox("web", &[python(), "-c", PY_TCP_QUERY]);
@@ -890,8 +852,7 @@ fn one_sandbox_holding_tcp_dns_connections_leaves_the_others_their_share() {
     assert!(
         text.contains("tcp rcode 0 203.0.113.10"),
         "a second sandbox of the policy could not resolve over TCP while the first \
-         ({}) holds connections: {text}{}",
-        line.trim(),
+         ({line}) holds connections: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
@@ -946,24 +907,11 @@ fn four_sandboxes_holding_tcp_dns_connections_leave_a_fifth_served() {
     let mut held = Vec::new();
     let mut hoarders = Vec::new();
     for _ in 0..4 {
-        let mut child = Command::new(agent_bin())
-            .arg("--config")
-            .arg(&env.config_path)
-            .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-            .args([python(), "-c", PY_TCP_HOARD])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("sandbox run");
-        let out = child.stdout.take().expect("stdout");
-        hoarders.push(Hoarder(child));
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("hoarder output");
+        let mut hoarder = tcp_hoarder(&env);
+        let line = hoarder.line();
         assert!(line.starts_with("held "), "hoarder: {line:?}");
-        held.push(line.trim().to_owned());
+        held.push(line);
+        hoarders.push(hoarder);
     }
     let out = env.sandbox("web", &[python(), "-c", PY_TCP_QUERY]);
     let text = stdout(&out);
@@ -1004,98 +952,6 @@ fn tcp_dns_is_answered_when_no_policy_uses_the_guard_or_inbound() {
     );
 }
 
-/// A sandbox's UDP DNS attack loop: for `argv[1]` seconds, a query for a fresh name
-/// `r<i>.<argv[2]>` every `argv[3]` seconds from one unconnected socket (`sendto`, the
-/// sendmsg hook's redirect), replies read as they come; prints `flooding` at the start
-/// and `sent N servfail S` (replies with rcode 2) at the end.
-const PY_UDP_FLOOD: &str = r#"
-import socket, struct, sys, time
-def q(name, i):
-    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
-    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
-end = time.time() + float(sys.argv[1]); pause = float(sys.argv[3])
-sent = servfail = 0
-print("flooding", flush=True)
-while time.time() < end:
-    s.sendto(q("r%d.%s" % (sent, sys.argv[2]), sent), ("192.0.2.53", 53)); sent += 1
-    time.sleep(pause)
-    while True:
-        try:
-            d = s.recv(512)
-        except OSError:
-            break
-        servfail += (d[3] & 15) == 2
-print("sent", sent, "servfail", servfail, flush=True)
-"#;
-
-/// A victim sandbox's lookups over a connected UDP socket (as glibc does: the connect
-/// hook's redirect): one query per name in `argv[1:]`, printing `NAME rcode R ADDR`.
-const PY_UDP_ASK: &str = r#"
-import socket, struct, sys
-def q(name, i):
-    h = struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0)
-    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
-for i, name in enumerate(sys.argv[1:]):
-    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
-    c.connect(("192.0.2.53", 53)); c.send(q(name, i + 1))
-    try:
-        d = c.recv(512)
-        addr = socket.inet_ntoa(d[-4:]) if d[7] else "-"
-        print(name, "rcode", d[3] & 15, addr, flush=True)
-    except OSError as e:
-        print(name, "lost", e, flush=True)
-"#;
-
-/// Starts an attacker sandbox (uid 65534) running [`PY_UDP_FLOOD`], and waits until it
-/// floods.
-fn udp_flooder(
-    env: &TestEnv,
-    seconds: &str,
-    zone: &str,
-    pause: &str,
-) -> (Hoarder, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(agent_bin())
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-        .args([python(), "-c", PY_UDP_FLOOD, seconds, zone, pause])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("sandbox run");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("flooder output");
-    assert_eq!(line.trim(), "flooding", "flooder: {line:?}");
-    (Hoarder(child), out)
-}
-
-/// Runs [`PY_UDP_ASK`] for `names` in a fresh sandbox of `web` (uid 65534).
-fn udp_ask(env: &TestEnv, names: &[&str]) -> String {
-    let mut args = vec![
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        PY_UDP_ASK,
-    ];
-    args.extend_from_slice(names);
-    let out = env.hb(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
-}
-
 /// The attack: one sandbox floods refused names over UDP, each one new (more than the
 /// 256 an event budget holds back by name), while another sandbox of the same policy asks
 /// once for a refused name of its own. The victim's refusal must be named in an event
@@ -1109,17 +965,16 @@ fn one_sandbox_flooding_refused_names_over_udp_cannot_hide_another_sandboxs() {
     let mut env = TestEnv::new("udpcover", &config(UPSTREAM_PORT));
     env.start_agent();
 
-    let (mut flooder, mut flooder_out) = udp_flooder(&env, "7", "flood.denied.test", "0.0005");
+    let mut flooder = udp_flooder(&env, "web", "7", "flood.denied.test", "0.0005");
     // Past the attacker's burst of events: from here on its names are held back.
     thread::sleep(Duration::from_millis(1500));
-    let said = udp_ask(&env, &["victim-secret.denied.test"]);
+    let said = udp_ask(&env, "web", &["victim-secret.denied.test"]);
     assert!(
         said.contains("victim-secret.denied.test rcode 3"),
         "the victim's refused name got NXDOMAIN: {said}"
     );
-    let mut line = String::new();
-    flooder_out.read_line(&mut line).expect("flooder result");
-    let _ = flooder.0.wait();
+    let line = flooder.line();
+    flooder.wait();
     assert!(line.starts_with("sent "), "flooder: {line:?}");
     let sent: u64 = line
         .split_whitespace()
@@ -1160,7 +1015,7 @@ const HOLDING_PORT: u16 = 5405;
 /// query for a name under `hold.wild.test` is never answered and held for 3 s; while 200
 /// are held every other query is dropped; any other A query is answered 203.0.113.12,
 /// TTL 1. Writes the most it ever held to `log`.
-fn holding_upstream(log: &std::path::Path) -> Upstream {
+fn holding_upstream(log: &std::path::Path) -> PythonServer {
     let script = format!(
         r#"
 import socket, struct, time
@@ -1184,14 +1039,7 @@ while True:
 "#,
         log = log.display()
     );
-    let child = Command::new(python())
-        .args(["-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3");
-    thread::sleep(Duration::from_millis(300));
-    Upstream(child)
+    PythonServer::start(&script)
 }
 
 /// The attack: one sandbox asks for a new random name under an allowed zone every 2 ms,
@@ -1209,19 +1057,21 @@ fn one_sandbox_flooding_distinct_names_leaves_the_others_lookups_answered() {
     let _up = holding_upstream(&most_held);
     env.start_agent();
 
-    let (mut flooder, mut flooder_out) = udp_flooder(&env, "9", "hold.wild.test", "0.002");
+    let mut flooder = udp_flooder(&env, "web", "9", "hold.wild.test", "0.002");
     thread::sleep(Duration::from_millis(1500));
-    let said = udp_ask(&env, &["v1.wild.test", "v2.wild.test", "v3.wild.test"]);
-    let mut line = String::new();
-    flooder_out.read_line(&mut line).expect("flooder result");
-    let _ = flooder.0.wait();
+    let said = udp_ask(
+        &env,
+        "web",
+        &["v1.wild.test", "v2.wild.test", "v3.wild.test"],
+    );
+    let line = flooder.line();
+    flooder.wait();
     let held = fs::read_to_string(&most_held).unwrap_or_default();
     for name in ["v1.wild.test", "v2.wild.test", "v3.wild.test"] {
         assert!(
             said.contains(&format!("{name} rcode 0 203.0.113.12")),
             "the victim's lookup of {name} was not answered while another sandbox flooded \
-             (flooder: {}, most queries the upstream held: {held}): {said}",
-            line.trim()
+             (flooder: {line}, most queries the upstream held: {held}): {said}"
         );
     }
     let servfail: u64 = line

@@ -18,13 +18,13 @@ use std::{
     fs,
     io::{BufRead as _, BufReader, Write as _},
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, ChildStdin, ChildStdout},
     time::{Duration, Instant},
 };
 
 use hb_tests::{
     TestEnv,
-    provider::{KeyApi, Provider, agent_env, bearers, wait_for_step},
+    provider::{KeyApi, Provider, agent_env, bearers, client_script, wait_for_step},
     upstream::{Dnsmasq, FakeProvider, RecordingServer, header},
 };
 use serde_json::Value;
@@ -176,18 +176,74 @@ t.join()
 print(json.dumps(got), flush=True)
 "#;
 
-/// Runs `client` in a sandbox of policy `web` with the broker socket and key store.
-fn sandbox_client(w: &World, client: &str) -> std::process::Child {
-    let prelude = hb_tests::py_client_prelude();
-    let script = format!(
-        "import sys, json, time\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\nSTORE = {:?}\n{client}",
-        w.env.broker_socket().display().to_string(),
-        w.provider.keys_path().display().to_string(),
-    );
-    w.env
-        .sandbox_piped("web", &[hb_tests::python(), "-c", &script])
+/// Stops a [`LOOPER`]: every status it got.
+fn stop_looper(mut client: Client) -> Vec<Value> {
+    client.say("stop");
+    let statuses = client.answer();
+    client.finish();
+    statuses.as_array().expect("statuses").clone()
 }
 
+/// A client script running in a sandbox of policy `web`: the test writes it lines and
+/// reads what it prints, line by line.
+struct Client {
+    child: Child,
+    to: ChildStdin,
+    from: BufReader<ChildStdout>,
+}
+
+impl Client {
+    /// Runs `body` with `args`, `SOCK` (the broker socket), `STORE` (the key store) and
+    /// `consts` defined; its first line must be `ready`.
+    fn start(w: &World, body: &str, consts: &[(&str, String)], args: &[&str], ready: &str) -> Self {
+        let mut all = vec![
+            ("SOCK", w.env.broker_socket().display().to_string()),
+            ("STORE", w.provider.keys_path().display().to_string()),
+        ];
+        all.extend_from_slice(consts);
+        let script = client_script(&all, body);
+        let mut cmd = vec![hb_tests::python(), "-c", &script];
+        cmd.extend_from_slice(args);
+        let mut child = w.env.sandbox_piped("web", &cmd);
+        let to = child.stdin.take().expect("stdin");
+        let from = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut client = Self { child, to, from };
+        assert_eq!(client.line(), ready, "the client's first line");
+        client
+    }
+
+    /// Writes `line` to it.
+    fn say(&mut self, line: &str) {
+        writeln!(self.to, "{line}").expect("to client");
+    }
+
+    /// The next line it printed, trimmed.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.from.read_line(&mut line).expect("client output");
+        line.trim().to_owned()
+    }
+
+    /// The next line it printed, as JSON.
+    fn answer(&mut self) -> Value {
+        let line = self.line();
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("client said {line:?}"))
+    }
+
+    /// Closes its stdin and waits for it: it must exit 0.
+    fn finish(self) {
+        let Self { child, to, .. } = self;
+        drop(to);
+        let out = child.wait_with_output().expect("client");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Triggers a rotation of `svc`/`bot` (waiting for its end with `wait`); its record.
 fn trigger(env: &TestEnv, wait: bool) -> Value {
     let mut args = vec!["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"];
     if wait {
@@ -201,6 +257,20 @@ fn trigger(env: &TestEnv, wait: bool) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("rotation JSON")
+}
+
+/// Triggers a rotation of `svc`/`bot` without waiting; its id.
+fn begin(env: &TestEnv) -> String {
+    trigger(env, false)["id"].as_str().expect("id").to_owned()
+}
+
+/// Waits up to `secs` for `done`; `what` names it in the failure.
+fn wait_until(what: &str, secs: u64, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The events the agent wrote (`state_dir/events.jsonl`) whose reason is `reason`.
@@ -226,26 +296,6 @@ fn wait_events(env: &TestEnv, reason: &str, n: usize, secs: u64) -> Vec<Value> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn sha256_hex(text: &str) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("digest")
-        .to_owned()
 }
 
 /// Everything the agent and the CLI wrote that a key must never be in.
@@ -280,21 +330,24 @@ fn assert_no_key(outputs: &[(&'static str, String)], keys: &[&str]) {
     }
 }
 
+impl World {
+    /// The test's end: none of `keys` in anything the agent or the CLI wrote (`cli`
+    /// being what the test read from the CLI); the test's folder removed.
+    fn finish(mut self, cli: &str, keys: &[&str]) {
+        let outs = outputs(&mut self.env, cli);
+        assert_no_key(&outs, keys);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn the_http_rotator_mints_through_the_providers_api_and_revokes_the_old_key_at_grace_end() {
     let mut w = world("rothttp", 3, "", None);
     w.env.start_agent();
-    let mut client = sandbox_client(&w, STEPPER);
-    let mut to_client = client.stdin.take().expect("stdin");
-    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
-    let mut ready = String::new();
-    from_client.read_line(&mut ready).expect("client output");
-    assert_eq!(ready.trim(), "ready");
+    let mut client = Client::start(&w, STEPPER, &[], &[], "ready");
     let mut call = |step: &str| -> String {
-        writeln!(to_client, "{step}").expect("to client");
-        let mut line = String::new();
-        from_client.read_line(&mut line).expect("client output");
-        line.trim().to_owned()
+        client.say(step);
+        client.line()
     };
     assert_eq!(call("before"), "200");
     let mut cli = String::new();
@@ -366,20 +419,19 @@ fn the_http_rotator_mints_through_the_providers_api_and_revokes_the_old_key_at_g
     );
     let body: Value =
         serde_json::from_str(revokes[0]["body"].as_str().expect("body")).expect("json");
-    assert_eq!(body["key_sha256"], sha256_hex(OLD).as_str(), "{body}");
+    assert_eq!(
+        body["key_sha256"],
+        hb_tests::sha256_hex(OLD).as_str(),
+        "{body}"
+    );
     assert!(body.get("secret").is_none());
     assert_eq!(
         call("retired"),
         "200",
         "the handle works on after the old key is gone"
     );
-    call("quit");
-    let out = client.wait_with_output().expect("client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    client.say("quit");
+    client.finish();
 
     assert_eq!(bearers(&w.api, "before"), [OLD]);
     assert_eq!(bearers(&w.api, "after"), [new.as_str()]);
@@ -394,8 +446,7 @@ fn the_http_rotator_mints_through_the_providers_api_and_revokes_the_old_key_at_g
         outs[1].1.contains("\"rotation\""),
         "rotation steps are audited"
     );
-    assert_no_key(&outs, &[OLD, ADMIN, &new]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&cli, &[OLD, ADMIN, &new]);
 }
 
 /// The provider refuses connections, then answers 503, then recovers. The sandbox's
@@ -408,12 +459,7 @@ fn a_provider_outage_opens_the_breaker_fails_no_call_and_the_rotation_completes_
     let mut w = world("rothttpdown", 1, "deadline_margin_secs = 86400", Some("2h"));
     w.provider.set_mode("503");
     w.env.start_agent();
-    let mut client = sandbox_client(&w, LOOPER);
-    let mut to_client = client.stdin.take().expect("stdin");
-    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    from_client.read_line(&mut line).expect("client output");
-    assert_eq!(line.trim(), "ready");
+    let client = Client::start(&w, LOOPER, &[], &[], "ready");
 
     // Expiring within the margin and not replaced: alerted at once, with no rotation.
     let at_risk = wait_events(&w.env, "deadline_at_risk", 1, 10);
@@ -425,8 +471,7 @@ fn a_provider_outage_opens_the_breaker_fails_no_call_and_the_rotation_completes_
         "{at_risk:?}"
     );
 
-    let rotation = trigger(&w.env, false);
-    let id = rotation["id"].as_str().expect("id").to_owned();
+    let id = begin(&w.env);
     let opened = wait_events(&w.env, "rotator_breaker_open", 1, 30);
     assert_eq!(opened[0]["name"], "svc", "{opened:?}");
     let status = w.env.hb_json(&["rotation", "status"]);
@@ -452,16 +497,7 @@ fn a_provider_outage_opens_the_breaker_fails_no_call_and_the_rotation_completes_
     let closed = wait_events(&w.env, "rotator_breaker_closed", 1, 30);
     assert_eq!(closed[0]["name"], "svc");
     let done = wait_for_step(&w.env, &id, &["finished", "watched", "retired"], 30);
-    writeln!(to_client, "stop").expect("to client");
-    line.clear();
-    from_client.read_line(&mut line).expect("client output");
-    let statuses: Vec<Value> = serde_json::from_str(line.trim()).expect("statuses");
-    let out = client.wait_with_output().expect("client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let statuses = stop_looper(client);
     assert!(
         statuses.len() >= 20,
         "the client called all along: {}",
@@ -506,9 +542,7 @@ fn a_provider_outage_opens_the_breaker_fails_no_call_and_the_rotation_completes_
     let status = w.env.hb_json(&["rotation", "status"]);
     assert_eq!(status["breakers"]["svc"]["state"], "closed", "{status}");
     let new = w.provider.minted()[0].clone();
-    let outs = outputs(&mut w.env, &done.to_string());
-    assert_no_key(&outs, &[OLD, ADMIN, &new]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&done.to_string(), &[OLD, ADMIN, &new]);
 }
 
 /// The agent is killed (-9) after the provider minted the key and before the PENDING
@@ -558,16 +592,10 @@ fn a_create_retried_after_a_crash_or_a_timeout_mints_one_key_at_the_provider() {
 
     // The provider mints, then hangs past the 2 s timeout; the retry gets the same key.
     w.provider.set_mode("hang");
-    let second = trigger(&w.env, false);
-    let id2 = second["id"].as_str().expect("id").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while w.provider.minted().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the hanging create never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let id2 = begin(&w.env);
+    wait_until("the hanging create never arrived", 20, || {
+        w.provider.minted().len() >= 2
+    });
     w.provider.set_mode("ok");
     let done2 = wait_for_step(&w.env, &id2, &["retired"], 60);
     let history = w.env.hb_json(&["rotation", "history"]);
@@ -591,9 +619,10 @@ fn a_create_retried_after_a_crash_or_a_timeout_mints_one_key_at_the_provider() {
         before.iter().any(|k| *k == minted[1]),
         "the key it tested is the one minted"
     );
-    let outs = outputs(&mut w.env, &format!("{done}{done2}{history}"));
-    assert_no_key(&outs, &[OLD, ADMIN, &minted[0], &minted[1]]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(
+        &format!("{done}{done2}{history}"),
+        &[OLD, ADMIN, &minted[0], &minted[1]],
+    );
 }
 
 /// An operator aborts a rotation whose new key is held PENDING (its test answered 403):
@@ -604,10 +633,7 @@ fn an_abort_revokes_the_pending_key_at_the_provider_from_the_cli() {
     let mut w = world("rothttpabort", 60, "", None);
     fs::write(w.dir.join("hold"), "").expect("hold");
     w.env.start_agent();
-    let id = trigger(&w.env, false)["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = begin(&w.env);
     wait_for_step(&w.env, &id, &["created"], 30);
     let minted = w.provider.minted();
     assert_eq!(minted.len(), 1);
@@ -638,9 +664,7 @@ fn an_abort_revokes_the_pending_key_at_the_provider_from_the_cli() {
         header(&revokes[0], "authorization"),
         Some(format!("Bearer {ADMIN}").as_str())
     );
-    let outs = outputs(&mut w.env, &said);
-    assert_no_key(&outs, &[OLD, ADMIN, &minted[0]]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&said, &[OLD, ADMIN, &minted[0]]);
 }
 
 /// A sandbox's client: a call with its `svc` handle (`before`), then `ready`; at the
@@ -671,31 +695,19 @@ for t in threads: t.join()
 print(json.dumps(got), flush=True)
 "#;
 
-/// Runs [`STORM`] with `n` threads; waits for its `ready`.
-fn storm_client(
-    w: &World,
-    n: usize,
-) -> (
-    std::process::Child,
-    std::process::ChildStdin,
-    BufReader<std::process::ChildStdout>,
-) {
-    let prelude = hb_tests::py_client_prelude();
-    let script = format!(
-        "import sys, json, time\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\nSTORE = {:?}\n{STORM}",
-        w.env.broker_socket().display().to_string(),
-        w.provider.keys_path().display().to_string(),
-    );
-    let n = n.to_string();
-    let mut client = w
-        .env
-        .sandbox_piped("web", &[hb_tests::python(), "-c", &script, &n]);
-    let to_client = client.stdin.take().expect("stdin");
-    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    from_client.read_line(&mut line).expect("client output");
-    assert_eq!(line.trim(), "ready 200", "the key worked before");
-    (client, to_client, from_client)
+/// Runs [`STORM`] with `n` threads, revokes the key at the provider out of band, then
+/// lets the threads call: what they got (as printed, and parsed) and how long it took.
+fn storm_after_revocation(w: &World, n: usize) -> (String, Vec<Value>, Duration) {
+    let mut client = Client::start(w, STORM, &[], &[&n.to_string()], "ready 200");
+    w.provider.revoke_all_out_of_band();
+    let started = Instant::now();
+    client.say("go");
+    let line = client.line();
+    let took = started.elapsed();
+    client.finish();
+    let got: Vec<Value> = serde_json::from_str(&line).expect("statuses");
+    assert_eq!(got.len(), n);
+    (line, got, took)
 }
 
 /// Out-of-band revocation: the key is revoked at the provider's console and hb is not
@@ -715,21 +727,7 @@ fn a_hundred_calls_refused_after_an_out_of_band_revocation_share_one_probe_and_o
         "",
     );
     w.env.start_agent();
-    let (client, mut to_client, mut from_client) = storm_client(&w, 100);
-    w.provider.revoke_all_out_of_band();
-    let started = Instant::now();
-    writeln!(to_client, "go").expect("to client");
-    let mut line = String::new();
-    from_client.read_line(&mut line).expect("client output");
-    let took = started.elapsed();
-    let out = client.wait_with_output().expect("client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Vec<Value> = serde_json::from_str(line.trim()).expect("statuses");
-    assert_eq!(got.len(), 100);
+    let (line, got, took) = storm_after_revocation(&w, 100);
     let failed: Vec<&Value> = got.iter().filter(|g| g[0] != 200).collect();
     assert!(
         failed.is_empty(),
@@ -766,9 +764,7 @@ fn a_hundred_calls_refused_after_an_out_of_band_revocation_share_one_probe_and_o
     let all = history.as_array().expect("history");
     assert_eq!(all.len(), 1, "{history}");
     assert_eq!(all[0]["trigger"], "auth_failure", "{history}");
-    let outs = outputs(&mut w.env, &format!("{line}{history}"));
-    assert_no_key(&outs, &[OLD, ADMIN, &new]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&format!("{line}{history}"), &[OLD, ADMIN, &new]);
 }
 
 /// A held call whose rotation fails (the provider refuses to mint) gets the original
@@ -787,21 +783,7 @@ fn a_call_held_for_a_rotation_that_fails_gets_the_401_and_the_reason() {
     );
     w.provider.set_mode("403");
     w.env.start_agent();
-    let (client, mut to_client, mut from_client) = storm_client(&w, 5);
-    w.provider.revoke_all_out_of_band();
-    let started = Instant::now();
-    writeln!(to_client, "go").expect("to client");
-    let mut line = String::new();
-    from_client.read_line(&mut line).expect("client output");
-    let took = started.elapsed();
-    let out = client.wait_with_output().expect("client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Vec<Value> = serde_json::from_str(line.trim()).expect("statuses");
-    assert_eq!(got.len(), 5);
+    let (line, got, took) = storm_after_revocation(&w, 5);
     for g in &got {
         assert_eq!(g[0], 401, "the original 401: {line}");
         assert_eq!(g[1]["code"], "credential_dead", "{line}");
@@ -824,9 +806,7 @@ fn a_call_held_for_a_rotation_that_fails_gets_the_401_and_the_reason() {
         .filter(|c| c["integration"] == "svc" && c["status"] == "active")
         .count();
     assert_eq!(active, 1, "{vault}");
-    let outs = outputs(&mut w.env, &format!("{line}{history}"));
-    assert_no_key(&outs, &[OLD, ADMIN]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&format!("{line}{history}"), &[OLD, ADMIN]);
 }
 
 /// A sandbox's load: `THREADS` threads (each its own connection), with one handle
@@ -874,37 +854,17 @@ fn twenty_rotations_under_load_with_a_slow_to_propagate_provider_fail_no_call() 
         "propagation_secs = 3",
     );
     w.env.start_agent();
-    let prelude = hb_tests::py_client_prelude();
-    let script = format!(
-        "import sys, json, time\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\nSTORE = {:?}\nBORN = {:?}\n{LOAD}",
-        w.env.broker_socket().display().to_string(),
-        w.provider.keys_path().display().to_string(),
-        w.provider.born_path().display().to_string(),
-    );
-    let mut client = w
-        .env
-        .sandbox_piped("web", &[hb_tests::python(), "-c", &script, "8"]);
-    let mut to_client = client.stdin.take().expect("stdin");
-    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    from_client.read_line(&mut line).expect("client output");
-    assert_eq!(line.trim(), "ready");
+    let born = w.provider.born_path().display().to_string();
+    let mut client = Client::start(&w, LOAD, &[("BORN", born)], &["8"], "ready");
     let mut cli = String::new();
     for _ in 0..20 {
         let rotation = trigger(&w.env, true);
         let id = rotation["id"].as_str().expect("id").to_owned();
         cli += &wait_for_step(&w.env, &id, &["retired"], 60).to_string();
     }
-    writeln!(to_client, "stop").expect("to client");
-    line.clear();
-    from_client.read_line(&mut line).expect("client output");
-    let out = client.wait_with_output().expect("client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let load: Value = serde_json::from_str(line.trim()).expect("load JSON");
+    client.say("stop");
+    let load = client.answer();
+    client.finish();
     let counts = load["counts"].as_object().expect("counts");
     let ok = counts.get("200").and_then(Value::as_u64).unwrap_or(0);
     let total: u64 = counts.values().filter_map(Value::as_u64).sum();
@@ -930,11 +890,9 @@ fn twenty_rotations_under_load_with_a_slow_to_propagate_provider_fail_no_call() 
     );
     let live = w.provider.live();
     assert_eq!(live, [minted[19].as_str()], "every replaced key revoked");
-    let outs = outputs(&mut w.env, &cli);
     let mut keys: Vec<&str> = minted.iter().map(String::as_str).collect();
     keys.extend([OLD, ADMIN]);
-    assert_no_key(&outs, &keys);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&cli, &keys);
 }
 
 /// A sandbox's client: at each line it reads (the call's step name; `quit` ends it)
@@ -964,30 +922,6 @@ for line in sys.stdin:
 for t in threads:
     t.join()
 "#;
-
-/// [`CALLER`] in a sandbox, its `ready` read.
-fn caller(
-    w: &World,
-) -> (
-    std::process::Child,
-    std::process::ChildStdin,
-    BufReader<std::process::ChildStdout>,
-) {
-    let mut child = sandbox_client(w, CALLER);
-    let to = child.stdin.take().expect("stdin");
-    let mut from = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    from.read_line(&mut line).expect("client output");
-    assert_eq!(line.trim(), "ready");
-    (child, to, from)
-}
-
-/// One `[step, status, credential_error]` line of [`CALLER`].
-fn answer(from: &mut BufReader<std::process::ChildStdout>) -> Value {
-    let mut line = String::new();
-    from.read_line(&mut line).expect("client output");
-    serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("client said {line:?}"))
-}
 
 /// How many times faster than real time the agent's rotation clock runs in
 /// [`six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_rotation_completes_within_a_step_of_its_return`].
@@ -1031,16 +965,8 @@ fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_
     // are a little short, never long.
     let t0 = Instant::now();
     let sim = |real: f64| real * f64::from(SCALE);
-    let mut client = sandbox_client(&w, LOOPER);
-    let mut to_client = client.stdin.take().expect("stdin");
-    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    from_client.read_line(&mut line).expect("client output");
-    assert_eq!(line.trim(), "ready");
-    let id = trigger(&w.env, false)["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let client = Client::start(&w, LOOPER, &[], &[], "ready");
+    let id = begin(&w.env);
 
     // Six simulated hours of outage, looked at every simulated hour or so.
     let outage = Duration::from_secs(6 * 3600 / u64::from(SCALE));
@@ -1134,16 +1060,7 @@ fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_
         .count();
     assert_eq!(for_rotation, 1, "once, not at every retry");
 
-    writeln!(to_client, "stop").expect("to client");
-    line.clear();
-    from_client.read_line(&mut line).expect("client output");
-    let statuses: Vec<Value> = serde_json::from_str(line.trim()).expect("statuses");
-    let out = client.wait_with_output().expect("client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let statuses = stop_looper(client);
     eprintln!("{} calls through the handle", statuses.len());
     assert!(
         statuses.len() >= 150,
@@ -1155,9 +1072,7 @@ fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_
         "an agent request failed during the outage: {statuses:?}"
     );
     let new = w.provider.minted()[0].clone();
-    let outs = outputs(&mut w.env, &done.to_string());
-    assert_no_key(&outs, &[OLD, ADMIN, &new]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&done.to_string(), &[OLD, ADMIN, &new]);
 }
 
 /// The breaker opens during an outage; the agent is killed (-9) and started again: the
@@ -1171,10 +1086,7 @@ fn an_agent_restarted_during_an_outage_keeps_its_breaker_open_and_does_not_call_
     let mut w = world_tuned("rotbrkrestart", tuning, None, "", "", "");
     w.provider.set_mode("503");
     w.env.start_agent();
-    let id = trigger(&w.env, false)["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = begin(&w.env);
     wait_events(&w.env, "rotator_breaker_open", 1, 30);
     let before = w.provider.calls("create").len();
     assert_eq!(before, 2, "opened after breaker_failures (2)");
@@ -1194,16 +1106,13 @@ fn an_agent_restarted_during_an_outage_keeps_its_breaker_open_and_does_not_call_
     let r = wait_for_step(&w.env, &id, &["begun"], 5);
     assert_eq!(r["step"], "begun", "{r}");
     // The old key still serves calls.
-    let (child, mut to, mut from) = caller(&w);
-    writeln!(to, "after").expect("to client");
-    let got = answer(&mut from);
+    let mut client = Client::start(&w, CALLER, &[], &[], "ready");
+    client.say("after");
+    let got = client.answer();
     assert_eq!(got[1], 200, "{got}");
-    writeln!(to, "quit").expect("to client");
-    drop(to);
-    let _ = child.wait_with_output();
-    let outs = outputs(&mut w.env, "");
-    assert_no_key(&outs, &[OLD, ADMIN]);
-    let _ = fs::remove_dir_all(&w.dir);
+    client.say("quit");
+    client.finish();
+    w.finish("", &[OLD, ADMIN]);
 }
 
 /// The key is revoked out of band and `verify_url` answers only when the test lets it
@@ -1227,17 +1136,16 @@ fn a_verify_probe_slower_than_its_interval_is_shared_by_a_later_401() {
         &format!("&wait={}", go.display()),
     );
     w.env.start_agent();
-    let (child, mut to, mut from) = caller(&w);
+    let mut client = Client::start(&w, CALLER, &[], &[], "ready");
     w.provider.revoke_all_out_of_band();
-    writeln!(to, "first").expect("to client");
+    client.say("first");
     std::thread::sleep(Duration::from_secs(11));
-    writeln!(to, "second").expect("to client");
+    client.say("second");
     std::thread::sleep(Duration::from_secs(1));
     fs::write(&go, "").expect("go");
-    let got = [answer(&mut from), answer(&mut from)];
-    writeln!(to, "quit").expect("to client");
-    drop(to);
-    let _ = child.wait_with_output();
+    let got = [client.answer(), client.answer()];
+    client.say("quit");
+    client.finish();
     for g in &got {
         assert_eq!(g[1], 200, "held and sent again with the new key: {got:?}");
     }
@@ -1251,9 +1159,7 @@ fn a_verify_probe_slower_than_its_interval_is_shared_by_a_later_401() {
     );
     assert_eq!(w.provider.calls("create").len(), 1, "one create");
     let new = w.provider.minted()[0].clone();
-    let outs = outputs(&mut w.env, &format!("{got:?}"));
-    assert_no_key(&outs, &[OLD, ADMIN, &new]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&format!("{got:?}"), &[OLD, ADMIN, &new]);
 }
 
 /// A rotation is open (the provider down, 503) when the key is revoked out of band: a
@@ -1265,27 +1171,18 @@ fn a_key_that_dies_while_its_rotation_is_open_holds_its_calls_for_that_rotation(
     let mut w = world_with("rotheldopen", 1, "hold_secs = 20", None, "", "");
     w.provider.set_mode("503");
     w.env.start_agent();
-    let (child, mut to, mut from) = caller(&w);
-    let id = trigger(&w.env, false)["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while w.provider.calls("create").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the rotation never asked the provider"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut client = Client::start(&w, CALLER, &[], &[], "ready");
+    let id = begin(&w.env);
+    wait_until("the rotation never asked the provider", 10, || {
+        !w.provider.calls("create").is_empty()
+    });
     w.provider.revoke_all_out_of_band();
-    writeln!(to, "held").expect("to client");
+    client.say("held");
     std::thread::sleep(Duration::from_secs(2));
     w.provider.set_mode("ok");
-    let got = answer(&mut from);
-    writeln!(to, "quit").expect("to client");
-    drop(to);
-    let _ = child.wait_with_output();
+    let got = client.answer();
+    client.say("quit");
+    client.finish();
     assert_eq!(
         got[1], 200,
         "held on the open rotation, then sent with its key: {got}"
@@ -1300,9 +1197,7 @@ fn a_key_that_dies_while_its_rotation_is_open_holds_its_calls_for_that_rotation(
         vec![OLD.to_owned(), new.clone()],
         "sent with the dead key, then once with the new one"
     );
-    let outs = outputs(&mut w.env, &format!("{got}{history}"));
-    assert_no_key(&outs, &[OLD, ADMIN, &new]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish(&format!("{got}{history}"), &[OLD, ADMIN, &new]);
 }
 
 /// A create fails (503) and is due again no sooner than `retry_base_secs` (30 s); the
@@ -1316,19 +1211,13 @@ fn a_rotation_resumed_after_a_restart_waits_out_its_recorded_backoff() {
     let mut w = world_tuned("rotresumewait", tuning, None, "", "", "");
     w.provider.set_mode("503");
     w.env.start_agent();
-    let id = trigger(&w.env, false)["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = begin(&w.env);
     let r = wait_for_step(&w.env, &id, &["begun"], 5);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while w.provider.calls("create").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the rotation never asked the provider: {r}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        &format!("the rotation never asked the provider: {r}"),
+        10,
+        || !w.provider.calls("create").is_empty(),
+    );
     // The failure recorded (with its next attempt) before the kill.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -1347,7 +1236,5 @@ fn a_rotation_resumed_after_a_restart_waits_out_its_recorded_backoff() {
         1,
         "the restarted agent called the provider before the recorded backoff was over"
     );
-    let outs = outputs(&mut w.env, "");
-    assert_no_key(&outs, &[OLD, ADMIN]);
-    let _ = fs::remove_dir_all(&w.dir);
+    w.finish("", &[OLD, ADMIN]);
 }

@@ -157,14 +157,7 @@ impl Handles {
             let at = barred.entry(owner).or_insert(until);
             *at = (*at).max(until);
         }
-        let ended: Vec<(String, Arc<Entry>)> = table
-            .iter()
-            .filter(|(_, e)| e.owner == owner)
-            .map(|(h, e)| (h.clone(), e.clone()))
-            .collect();
-        for (h, _) in &ended {
-            table.remove(h);
-        }
+        let ended = remove_where(&mut table, |e| e.owner == owner);
         drop(table);
         if let Ok(mut decoys) = self.decoys.lock() {
             for d in decoys.values_mut().filter(|d| d.entry.owner == owner) {
@@ -187,16 +180,7 @@ impl Handles {
         let Ok(mut table) = self.table.lock() else {
             return Vec::new();
         };
-        let ended: Vec<String> = table
-            .iter()
-            .filter(|(_, e)| {
-                e.owner == owner && e.integration == integration && e.account == account
-            })
-            .map(|(h, _)| h.clone())
-            .collect();
-        for h in &ended {
-            table.remove(h);
-        }
+        let ended = remove_account(&mut table, owner, integration, account);
         if let Ok(mut bars) = self.account_bars.lock() {
             let now = Instant::now();
             bars.retain(|_, b| b.until > now);
@@ -479,17 +463,7 @@ impl Handles {
         let Ok(mut table) = self.table.lock() else {
             return Vec::new();
         };
-        let ended: Vec<String> = table
-            .iter()
-            .filter(|(_, e)| {
-                e.owner == owner && e.integration == integration && e.account == account
-            })
-            .map(|(h, _)| h.clone())
-            .collect();
-        for h in &ended {
-            table.remove(h);
-        }
-        ended
+        remove_account(&mut table, owner, integration, account)
     }
 
     /// Revokes every handle of `execution` created by `owner`; the handles revoked.
@@ -509,14 +483,7 @@ impl Handles {
         let Ok(mut table) = self.table.lock() else {
             return Vec::new();
         };
-        let ended: Vec<(String, Arc<Entry>)> = table
-            .iter()
-            .filter(|(_, e)| e.execution == execution && e.owner == owner)
-            .map(|(h, e)| (h.clone(), e.clone()))
-            .collect();
-        for (h, _) in &ended {
-            table.remove(h);
-        }
+        let ended = remove_where(&mut table, |e| e.execution == execution && e.owner == owner);
         if let Ok(mut decoys) = self.decoys.lock() {
             for d in decoys
                 .values_mut()
@@ -527,6 +494,39 @@ impl Handles {
         }
         ended
     }
+}
+
+/// Takes every handle whose entry `ends` out of `table`; the handles taken, with what
+/// each stood for.
+fn remove_where(
+    table: &mut HashMap<String, Arc<Entry>>,
+    ends: impl Fn(&Entry) -> bool,
+) -> Vec<(String, Arc<Entry>)> {
+    let ended: Vec<(String, Arc<Entry>)> = table
+        .iter()
+        .filter(|(_, e)| ends(e))
+        .map(|(h, e)| (h.clone(), e.clone()))
+        .collect();
+    for (h, _) in &ended {
+        table.remove(h);
+    }
+    ended
+}
+
+/// Takes every handle `owner` holds for `integration`/`account` out of `table`; the
+/// handles taken.
+fn remove_account(
+    table: &mut HashMap<String, Arc<Entry>>,
+    owner: Owner,
+    integration: &str,
+    account: &str,
+) -> Vec<String> {
+    remove_where(table, |e| {
+        e.owner == owner && e.integration == integration && e.account == account
+    })
+    .into_iter()
+    .map(|(h, _)| h)
+    .collect()
 }
 
 #[cfg(test)]

@@ -79,26 +79,45 @@ impl Fixture {
     fn value(&self, id: &str) -> Vec<u8> {
         self.vault.get(id).expect("get").1.expose().to_vec()
     }
+
+    /// `value` stored for `integration`/`account`, with no expiry.
+    fn put(&mut self, integration: &str, account: &str, value: &str) -> CredentialMeta {
+        self.vault
+            .put(integration, account, &secret(value), None)
+            .expect("put")
+    }
+
+    /// `github`/`ci` stored as `v1`, then rotated by id to `v2` with `grace`: the old
+    /// credential and the new.
+    fn rotated(&mut self, grace: Duration) -> (CredentialMeta, CredentialMeta) {
+        let old = self.put("github", "ci", "v1");
+        let new = self
+            .vault
+            .rotate(Target::Id(&old.id), &secret("v2"), grace, None)
+            .expect("rotate");
+        (old, new)
+    }
+
+    /// The active credential of `github`/`ci` and its value; there must be one.
+    fn active(&self) -> (CredentialMeta, Secret) {
+        self.vault
+            .active("github", "ci")
+            .expect("active")
+            .expect("some")
+    }
 }
 
 #[test]
 fn put_then_active_gives_the_value_and_list_only_metadata() {
     let mut f = Fixture::new();
-    let meta = f
-        .vault
-        .put("github", "ci", &secret("ghp_first"), None)
-        .expect("put");
+    let meta = f.put("github", "ci", "ghp_first");
     assert!(
         meta.id.starts_with("cred_") && meta.id.len() == 5 + 24,
         "{}",
         meta.id
     );
     assert_eq!(meta.status, Status::Active);
-    let (active, value) = f
-        .vault
-        .active("github", "ci")
-        .expect("active")
-        .expect("some");
+    let (active, value) = f.active();
     assert_eq!(active, meta);
     assert_eq!(value.expose(), b"ghp_first");
     assert!(f.vault.active("github", "other").expect("active").is_none());
@@ -115,10 +134,7 @@ fn put_then_active_gives_the_value_and_list_only_metadata() {
 #[test]
 fn a_second_active_credential_is_refused_and_changes_nothing() {
     let mut f = Fixture::new();
-    let first = f
-        .vault
-        .put("github", "ci", &secret("a"), None)
-        .expect("put");
+    let first = f.put("github", "ci", "a");
     let err = f
         .vault
         .put("github", "ci", &secret("b"), None)
@@ -144,10 +160,7 @@ fn a_second_active_credential_is_refused_and_changes_nothing() {
 #[test]
 fn rotation_deprecates_the_old_one_with_its_grace_period() {
     let mut f = Fixture::new();
-    let old = f
-        .vault
-        .put("github", "ci", &secret("v1"), None)
-        .expect("put");
+    let old = f.put("github", "ci", "v1");
     let new = f
         .vault
         .rotate(
@@ -172,11 +185,7 @@ fn rotation_deprecates_the_old_one_with_its_grace_period() {
     assert_eq!(f.value(&old.id), b"v1");
     assert_eq!(f.value(&new.id), b"v2");
 
-    let (active, value) = f
-        .vault
-        .active("github", "ci")
-        .expect("active")
-        .expect("some");
+    let (active, value) = f.active();
     assert_eq!(
         (active.id.as_str(), value.expose()),
         (new.id.as_str(), &b"v2"[..])
@@ -219,19 +228,7 @@ fn rotation_deprecates_the_old_one_with_its_grace_period() {
 #[test]
 fn rotating_what_is_not_active_is_refused_and_changes_nothing() {
     let mut f = Fixture::new();
-    let old = f
-        .vault
-        .put("github", "ci", &secret("v1"), None)
-        .expect("put");
-    let new = f
-        .vault
-        .rotate(
-            Target::Id(&old.id),
-            &secret("v2"),
-            Duration::from_secs(60),
-            None,
-        )
-        .expect("rotate");
+    let (old, new) = f.rotated(Duration::from_secs(60));
     let before = f.vault.list().expect("list");
     type Expected = fn(&VaultError) -> bool;
     let cases: [(Target<'_>, Expected); 3] = [
@@ -269,10 +266,7 @@ fn rotating_what_is_not_active_is_refused_and_changes_nothing() {
 #[test]
 fn a_rotation_that_fails_midway_rolls_back() {
     let mut f = Fixture::new();
-    let old = f
-        .vault
-        .put("github", "ci", &secret("v1"), None)
-        .expect("put");
+    let old = f.put("github", "ci", "v1");
     // Fails the insert of the new row, after the old one was deprecated in the same
     // transaction.
     f.raw()
@@ -292,11 +286,7 @@ fn a_rotation_that_fails_midway_rolls_back() {
         .expect_err("rotation fails");
     assert!(matches!(err, VaultError::Sqlite { .. }), "{err}");
     assert_eq!(f.vault.list().expect("list"), vec![old.clone()]);
-    let (active, value) = f
-        .vault
-        .active("github", "ci")
-        .expect("active")
-        .expect("some");
+    let (active, value) = f.active();
     assert_eq!(active.id, old.id);
     assert_eq!(value.expose(), b"v1");
 }
@@ -304,18 +294,9 @@ fn a_rotation_that_fails_midway_rolls_back() {
 #[test]
 fn a_value_moved_to_another_row_or_account_fails_naming_the_row() {
     let mut f = Fixture::new();
-    let a = f
-        .vault
-        .put("github", "alice", &secret("token-a"), None)
-        .expect("put");
-    let b = f
-        .vault
-        .put("github", "bob", &secret("token-b"), None)
-        .expect("put");
-    let c = f
-        .vault
-        .put("github", "carol", &secret("token-c"), None)
-        .expect("put");
+    let a = f.put("github", "alice", "token-a");
+    let b = f.put("github", "bob", "token-b");
+    let c = f.put("github", "carol", "token-c");
     let raw = f.raw();
     // Swap a's and b's sealed values.
     let sealed = |id: &str| -> (Vec<u8>, Vec<u8>) {
@@ -366,10 +347,7 @@ fn a_value_moved_to_another_row_or_account_fails_naming_the_row() {
 #[test]
 fn a_flipped_ciphertext_byte_is_tampering_naming_the_id() {
     let mut f = Fixture::new();
-    let a = f
-        .vault
-        .put("github", "ci", &secret("token-a"), None)
-        .expect("put");
+    let a = f.put("github", "ci", "token-a");
     let raw = f.raw();
     let mut ciphertext: Vec<u8> = raw
         .query_row(
@@ -415,19 +393,7 @@ fn a_wrong_master_key_is_named_as_such() {
 #[test]
 fn revoking_erases_the_value_for_good() {
     let mut f = Fixture::new();
-    let old = f
-        .vault
-        .put("github", "ci", &secret("v1"), None)
-        .expect("put");
-    let new = f
-        .vault
-        .rotate(
-            Target::Id(&old.id),
-            &secret("v2"),
-            Duration::from_secs(600),
-            None,
-        )
-        .expect("rotate");
+    let (old, new) = f.rotated(Duration::from_secs(600));
     let revoked = f.vault.revoke(&old.id).expect("revoke");
     assert_eq!(revoked.status, Status::Revoked);
     assert!(revoked.revoked.is_some() && revoked.grace_until.is_none());
@@ -479,28 +445,12 @@ fn revoking_erases_the_value_for_good() {
 #[test]
 fn roll_back_restores_the_replaced_credential() {
     let mut f = Fixture::new();
-    let old = f
-        .vault
-        .put("github", "ci", &secret("v1"), None)
-        .expect("put");
-    let new = f
-        .vault
-        .rotate(
-            Target::Id(&old.id),
-            &secret("v2"),
-            Duration::from_secs(60),
-            None,
-        )
-        .expect("rotate");
+    let (old, new) = f.rotated(Duration::from_secs(60));
     let restored = f.vault.roll_back(&new.id).expect("roll back");
     assert_eq!(restored.id, old.id);
     assert_eq!(restored.status, Status::Active);
     assert!(restored.grace_until.is_none());
-    let (active, value) = f
-        .vault
-        .active("github", "ci")
-        .expect("active")
-        .expect("some");
+    let (active, value) = f.active();
     assert_eq!((active.id, value.expose()), (old.id.clone(), &b"v1"[..]));
     assert!(matches!(
         f.vault.get(&new.id),
@@ -608,6 +558,18 @@ mod journal {
     use super::*;
     use crate::vault::rotations::Step;
 
+    /// A rotation of `gh`/`ci` begun (`trigger`, `compromised`) with `value` stored as
+    /// its pending credential.
+    fn pending(f: &mut Fixture, trigger: &str, compromised: bool, value: &str) -> Rotation {
+        let r = f
+            .vault
+            .begin_rotation("gh", "ci", trigger, compromised)
+            .expect("begin");
+        f.vault
+            .store_pending(&r.id, &secret(value), None)
+            .expect("create")
+    }
+
     fn actives(f: &Fixture) -> Vec<String> {
         f.vault
             .list()
@@ -631,10 +593,7 @@ mod journal {
     #[test]
     fn a_rotation_runs_begin_create_test_finish_watch_retire_with_one_active_throughout() {
         let mut f = Fixture::new();
-        let old = f
-            .vault
-            .put("gh", "ci", &secret("v-old"), None)
-            .expect("put");
+        let old = f.put("gh", "ci", "v-old");
         let r = f
             .vault
             .begin_rotation("gh", "ci", "manual", false)
@@ -713,10 +672,8 @@ mod journal {
     #[test]
     fn one_open_rotation_per_account_and_no_step_out_of_order() {
         let mut f = Fixture::new();
-        f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
-        f.vault
-            .put("gh", "other", &secret("w1"), None)
-            .expect("put");
+        f.put("gh", "ci", "v1");
+        f.put("gh", "other", "w1");
         let r = f
             .vault
             .begin_rotation("gh", "ci", "manual", false)
@@ -780,15 +737,8 @@ mod journal {
     #[test]
     fn failing_or_aborting_before_finish_revokes_the_pending_value_only() {
         let mut f = Fixture::new();
-        let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
-        let r = f
-            .vault
-            .begin_rotation("gh", "ci", "manual", false)
-            .expect("begin");
-        let r = f
-            .vault
-            .store_pending(&r.id, &secret("v2"), None)
-            .expect("create");
+        let old = f.put("gh", "ci", "v1");
+        let r = pending(&mut f, "manual", false, "v2");
         let later = SystemTime::now() + Duration::from_secs(30);
         let r2 = f
             .vault
@@ -825,7 +775,7 @@ mod journal {
     #[test]
     fn a_manual_rotation_meanwhile_supersedes_the_journal_one() {
         let mut f = Fixture::new();
-        let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        let old = f.put("gh", "ci", "v1");
         let r = f
             .vault
             .begin_rotation("gh", "ci", "manual", false)
@@ -857,7 +807,7 @@ mod journal {
     #[test]
     fn a_compromised_rotation_gives_no_grace_and_cannot_roll_back() {
         let mut f = Fixture::new();
-        let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        let old = f.put("gh", "ci", "v1");
         let r = f
             .vault
             .begin_rotation("gh", "ci", "reflection", true)
@@ -892,7 +842,7 @@ mod journal {
                 .expect("none open")
                 .is_none()
         );
-        f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
+        f.put("gh", "ci", "v1");
         // Before finish: marked, so finishing gives the old value no grace.
         let r = f
             .vault
@@ -944,15 +894,8 @@ mod journal {
     #[test]
     fn a_failed_new_value_rolls_back_to_the_old_one() {
         let mut f = Fixture::new();
-        let old = f.vault.put("gh", "ci", &secret("v1"), None).expect("put");
-        let r = f
-            .vault
-            .begin_rotation("gh", "ci", "expiry", false)
-            .expect("begin");
-        let r = f
-            .vault
-            .store_pending(&r.id, &secret("v2"), None)
-            .expect("create");
+        let old = f.put("gh", "ci", "v1");
+        let r = pending(&mut f, "expiry", false, "v2");
         f.vault.mark_tested(&r.id).expect("tested");
         f.vault
             .finish_rotation(&r.id, Duration::from_secs(600))

@@ -1,0 +1,151 @@
+//! Sandboxed attackers and victims shared by the suites that flood what sandboxes share
+//! (`resolver.rs`, `attack_review3.rs`): each runs as nobody (uid 65534, arbitrary
+//! Python) in a sandbox of a policy; a long-running one is read line by line while it
+//! runs and killed on drop. The DNS ones aim at a documentation nameserver (192.0.2.53),
+//! which the kernel redirects to the policy's resolver.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use crate::{TestEnv, agent_bin, python, stdout};
+
+/// `hb-agent sandbox run --policy POLICY --user 65534 OPTIONS -- ARGS` for `env`'s agent.
+pub fn nobody_command(env: &TestEnv, policy: &str, options: &[&str], args: &[&str]) -> Command {
+    let mut c = Command::new(agent_bin());
+    c.arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", policy, "--user", "65534"])
+        .args(options)
+        .arg("--")
+        .args(args);
+    c
+}
+
+/// Runs `args` as nobody in a fresh sandbox of `policy` and returns what it printed;
+/// the sandbox must exit 0.
+pub fn nobody_run(env: &TestEnv, policy: &str, args: &[&str]) -> String {
+    let out = nobody_command(env, policy, &[], args)
+        .output()
+        .expect("sandbox run");
+    assert!(
+        out.status.success(),
+        "sandbox: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+/// A sandbox process still running, its stdout read line by line; killed and reaped on
+/// drop. Its stdin is a pipe kept open until then, so a script that holds what it took
+/// until its stdin closes holds it while this lives.
+pub struct Running {
+    child: Child,
+    /// Kept only so the pipe stays open.
+    _stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl Running {
+    /// Spawns `cmd` (a [`nobody_command`]), its stderr the test's.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("sandbox run");
+        let stdin = child.stdin.take().expect("stdin");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        Self {
+            child,
+            _stdin: stdin,
+            out,
+        }
+    }
+
+    /// The next line it prints, trimmed (empty once it has ended).
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("sandbox output");
+        line.trim().to_owned()
+    }
+
+    /// Waits for it to exit.
+    pub fn wait(&mut self) {
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A sandbox's UDP DNS attack loop: for `argv[1]` seconds, a query for a fresh name
+/// `r<i>.<argv[2]>` every `argv[3]` seconds from one unconnected socket (`sendto`, the
+/// sendmsg hook's redirect), replies read as they come; prints `flooding` at the start
+/// and `sent N servfail S` (replies with rcode 2) at the end.
+pub const PY_UDP_FLOOD: &str = r#"
+import socket, struct, sys, time
+def q(name, i):
+    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+end = time.time() + float(sys.argv[1]); pause = float(sys.argv[3])
+sent = servfail = 0
+print("flooding", flush=True)
+while time.time() < end:
+    s.sendto(q("r%d.%s" % (sent, sys.argv[2]), sent), ("192.0.2.53", 53)); sent += 1
+    time.sleep(pause)
+    while True:
+        try:
+            d = s.recv(512)
+        except OSError:
+            break
+        servfail += (d[3] & 15) == 2
+print("sent", sent, "servfail", servfail, flush=True)
+"#;
+
+/// A victim sandbox's lookups over a connected UDP socket (as glibc does: the connect
+/// hook's redirect): one A query per name in `argv[1:]`, each waiting up to 8 s,
+/// printing `NAME rcode R ADDR` (`-` for no address) or `NAME lost ERROR`.
+pub const PY_UDP_ASK: &str = r#"
+import socket, struct, sys
+def q(name, i):
+    h = struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+for i, name in enumerate(sys.argv[1:]):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(8)
+    c.connect(("192.0.2.53", 53)); c.send(q(name, i + 1))
+    try:
+        d = c.recv(512)
+        addr = socket.inet_ntoa(d[-4:]) if d[7] else "-"
+        print(name, "rcode", d[3] & 15, addr, flush=True)
+    except OSError as e:
+        print(name, "lost", e, flush=True)
+"#;
+
+/// Starts an attacker sandbox of `policy` running [`PY_UDP_FLOOD`] (for `seconds`, names
+/// under `zone`, `pause` seconds apart), and waits until it floods.
+pub fn udp_flooder(env: &TestEnv, policy: &str, seconds: &str, zone: &str, pause: &str) -> Running {
+    let mut flooder = Running::spawn(nobody_command(
+        env,
+        policy,
+        &[],
+        &[python(), "-c", PY_UDP_FLOOD, seconds, zone, pause],
+    ));
+    let line = flooder.line();
+    assert_eq!(line, "flooding", "flooder: {line:?}");
+    flooder
+}
+
+/// Runs [`PY_UDP_ASK`] for `names` in a fresh sandbox of `policy`; what it printed.
+pub fn udp_ask(env: &TestEnv, policy: &str, names: &[&str]) -> String {
+    let mut args = vec![python(), "-c", PY_UDP_ASK];
+    args.extend_from_slice(names);
+    nobody_run(env, policy, &args)
+}
