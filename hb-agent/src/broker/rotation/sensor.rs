@@ -20,8 +20,10 @@
 //! total / [`HITTERS`] of the truth. Suspects and shares use the lower bound only, so a
 //! caller that merely took over a flooder's counter is never charged with its calls,
 //! and many callers taking counters early cannot hide a later flood. A call costs one
-//! scan of at most [`HITTERS`] counters under the account's lock (about 30 ns alone,
-//! single-threaded; see `bench_call_cost`).
+//! scan of at most [`HITTERS`] counters under the account's lock: about 23 ns alone
+//! (a first-come slot cost 10), 70 ns when every call takes a counter over (100
+//! callers in turn), of a whole `Account::call` of 120–180 ns (release build,
+//! `bench_call_cost`, one thread).
 //!
 //! [`run`] closes every account's bucket when it ends: the counts go into a ring of the
 //! last [`RING`] buckets and the call count to the `rate_spike` detector (`spike`),
