@@ -640,3 +640,171 @@ print(json.dumps({{"status": r["status"], "escaped": "\\u00c3" in body, "whole":
         "the credential came back whole through the JSON echo: {got}"
     );
 }
+
+/// A credential with the symbols escapers rewrite between runs of fewer than 8 of its
+/// characters (no token family matches it).
+const SYMBOL_SECRET: &str = "Zq8k<Lm2v&X9pQ>r7\"w3T'Yb<5nK";
+
+/// An HTTPS upstream on `addr`:443 that reflects the token of the request's
+/// `Authorization` header the way `?enc=` says: `html` as `html.escape` writes it in a
+/// page (`&lt;`, `&amp;`, `&quot;`, `&#x27;`), `go` as Go's `encoding/json` writes it
+/// (`\u003c`, `\u0026`, `\"`), `named` with HTML5 names for every symbol (`&lt;`,
+/// `&amp;`, `&quot;`, `&apos;`, `&gt;`).
+const ESCAPE_REFLECT_PY: &str = r#"
+import http.server, ssl, sys, urllib.parse, html, json
+addr, cert, key = sys.argv[1:4]
+NAMES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+    def do_GET(self):
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query))
+        tok = self.headers.get("authorization", "").split(" ", 1)[-1]
+        enc = q.get("enc")
+        if enc == "html":
+            out, ctype = "<p>you sent: %s</p>" % html.escape(tok), "text/html"
+        elif enc == "go":
+            s = json.dumps({"sent": tok}).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            out, ctype = s, "application/json"
+        else:
+            out, ctype = "<p>you sent: %s</p>" % "".join(NAMES.get(c, c) for c in tok), "text/html"
+        out = out.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+srv.serve_forever()
+"#;
+
+/// A credential its upstream reflects with some of its characters escaped (as
+/// `html.escape`, Go's JSON writer, or HTML5's named references write them) never
+/// reaches the caller: the broker's answer, read back by the sandbox with
+/// `html.unescape` or `json.loads`, does not hold it. The broker looks for the value in
+/// each escaper's spelling (and the spelling its decoded view leaves of it) and cuts
+/// it where it is spelled.
+#[test]
+fn a_credential_reflected_with_some_characters_escaped_never_reaches_the_caller() {
+    hb_tests::require_root();
+    private_netns(&["203.0.113.10"]);
+    let name = "r2-escaped";
+    let dir = std::env::temp_dir().join(format!("hb-review2-{name}-{}", std::process::id()));
+    let ca = TestCa::new(&dir, "trusted");
+    let leaf = ca.issue("echo", &["echo.test"]);
+    let script = format!(
+        "import sys\nsys.argv = ['x', '203.0.113.10', {cert:?}, {key:?}]\n{ESCAPE_REFLECT_PY}",
+        cert = leaf.cert.display().to_string(),
+        key = leaf.key.display().to_string(),
+    );
+    let _upstream = hb_tests::PythonServer::start(&script);
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("echo.test", &["203.0.113.10"])],
+        &[],
+        60,
+    );
+    let config = format!(
+        r#"
+{head}
+[[integration]]
+name = "e"
+auth = "bearer"
+hosts = ["echo.test"]
+methods = ["GET"]
+
+[[policy]]
+name = "web"
+integrations = ["e"]
+"#,
+        head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
+    );
+    let mut env = TestEnv::new(name, &config);
+    env.init_vault(&[("e", "bot", SYMBOL_SECRET)]);
+    env.start_agent();
+    let prelude = hb_tests::py_client_prelude();
+    let script = format!(
+        r#"import sys, json, html
+{prelude}from hb_client import Client, BrokerError
+hb = Client({sock:?})
+SECRET = {secret:?}
+h = hb.handle("e", "bot")["handle"]
+out = {{}}
+for enc in ["html", "go", "named"]:
+    try:
+        r = hb.request("GET", "https://echo.test/reflect?enc=" + enc, handle=h)
+    except BrokerError as e:
+        out[enc] = {{"error": e.code}}
+        continue
+    body = r.get("body", "")
+    try:
+        read = json.loads(body)["sent"] if enc == "go" else html.unescape(body)
+    except Exception:
+        read = html.unescape(body)
+    out[enc] = {{"status": r["status"], "whole": SECRET in read,
+                "cut": "[REDACTED:live_secret]" in body}}
+print(json.dumps(out))
+"#,
+        sock = env.broker_socket().display().to_string(),
+        secret = SYMBOL_SECRET,
+    );
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "web",
+        "--user",
+        "65534",
+        "--",
+        hb_tests::python(),
+        "-c",
+        &script,
+    ]);
+    let _ = fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(text.trim()).expect("client JSON");
+    eprintln!("answers: {got}");
+    assert_never_whole_of(&got);
+    for enc in ["html", "go", "named"] {
+        assert_eq!(
+            got[enc]["status"], 200,
+            "{enc}: the reflector answered: {got}"
+        );
+    }
+    for enc in ["html", "go", "named"] {
+        assert_eq!(
+            got[enc]["cut"], true,
+            "{enc}: cut where it is spelled: {got}"
+        );
+    }
+}
+
+/// No answer in `got` held the credential whole once read back.
+fn assert_never_whole_of(got: &Value) {
+    let leaked: Vec<&String> = got
+        .as_object()
+        .expect("answers")
+        .iter()
+        .filter(|(_, v)| v["whole"] == true)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the credential came back whole as {leaked:?}: {got}"
+    );
+}

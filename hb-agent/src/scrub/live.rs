@@ -294,7 +294,7 @@ fn window(bytes: &[u8]) -> [u8; WINDOW] {
 /// not, and the stable inner characters at each of the three byte offsets (the value
 /// inside a longer encoded text); percent-encoding (every byte but the unreserved ones,
 /// those and `/` as Python's `quote()` keeps it, and every byte; upper and lower hex);
-/// hex (lower, upper); JSON string escaping (minimal, with `\/`, and ASCII-only `\uXXXX`
+/// hex (lower, upper); HTML escaping as templates write it ([`HTML_QUOTES`]); JSON string escaping (minimal, with `\/`, and ASCII-only `\uXXXX`
 /// as Python writes it); and each of these that is text, in UTF-16LE and UTF-16BE (a
 /// Windows tool's output, an API answering in UTF-16). Last, the standard base64 inner
 /// characters of each standard inner form, at each offset: the value base64'd twice,
@@ -328,6 +328,9 @@ pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
         out.push(into_bytes(Zeroizing::new(minimal.replace('/', r"\/"))));
         out.push(into_bytes(json_escape(text, true)));
         out.push(into_bytes(minimal));
+        for quotes in HTML_QUOTES {
+            out.push(into_bytes(html_escape(text, quotes)));
+        }
     }
     let wide: Vec<Zeroizing<Vec<u8>>> = out
         .iter()
@@ -577,6 +580,39 @@ fn hex(value: &[u8], upper: bool) -> Zeroizing<Vec<u8>> {
 }
 
 /// The inside of a JSON string holding `text` (no quotes).
+/// How HTML escapers write `"` and `'` (after `&amp;`, `&lt;`, `&gt;`, which all
+/// write): Python's `html.escape`, Django (`&quot;`, `&#x27;`); markupsafe/Jinja2
+/// (`&#34;`, `&#39;`); Go's `html.EscapeString` and `html/template` (`&#34;`, `&#39;`);
+/// HTML5 and XML names (`&quot;`, `&apos;`); and `html.escape(quote=False)` (neither).
+/// Also `&quot;` beside a raw `'`: what the broker's decoded view (numeric references
+/// decoded) leaves of `html.escape`'s `&quot;` and `&#x27;`.
+const HTML_QUOTES: [Option<(&str, &str)>; 6] = [
+    Some(("&quot;", "&#x27;")),
+    Some(("&#34;", "&#39;")),
+    Some(("&quot;", "&#39;")),
+    Some(("&quot;", "&apos;")),
+    Some(("&quot;", "'")),
+    None,
+];
+
+/// `text` as an HTML escaper writes it in a page (see [`HTML_QUOTES`]): a value with
+/// symbols reflected by a template is no longer its raw form, and its runs between the
+/// symbols are shorter than a fragment.
+fn html_escape(text: &str, quotes: Option<(&str, &str)>) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(text.len() + 16));
+    for c in text.chars() {
+        match (c, quotes) {
+            ('&', _) => out.push_str("&amp;"),
+            ('<', _) => out.push_str("&lt;"),
+            ('>', _) => out.push_str("&gt;"),
+            ('"', Some((double, _))) => out.push_str(double),
+            ('\'', Some((_, single))) => out.push_str(single),
+            (c, _) => out.push(c),
+        }
+    }
+    out
+}
+
 fn json_escape(text: &str, ascii_only: bool) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::with_capacity(text.len() + 8));
     for c in text.chars() {
@@ -610,6 +646,22 @@ mod tests {
 
     fn has(forms: &[Secret], s: &[u8]) -> bool {
         forms.iter().any(|f| f.expose() == s)
+    }
+
+    /// A value with symbols, as each HTML escaper writes it in a page.
+    #[test]
+    fn a_value_with_symbols_is_looked_for_as_html_escapers_write_it() {
+        let value = "Zq8k<Lm2v&X9pQ>r7\"w3T'Yb";
+        let found = forms(value.as_bytes());
+        for escaped in [
+            "Zq8k&lt;Lm2v&amp;X9pQ&gt;r7&quot;w3T&#x27;Yb",
+            "Zq8k&lt;Lm2v&amp;X9pQ&gt;r7&#34;w3T&#39;Yb",
+            "Zq8k&lt;Lm2v&amp;X9pQ&gt;r7&quot;w3T&#39;Yb",
+            "Zq8k&lt;Lm2v&amp;X9pQ&gt;r7&quot;w3T&apos;Yb",
+            "Zq8k&lt;Lm2v&amp;X9pQ&gt;r7\"w3T'Yb",
+        ] {
+            assert!(has(&found, escaped.as_bytes()), "{escaped}");
+        }
     }
 
     #[test]
