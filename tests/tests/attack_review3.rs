@@ -389,14 +389,16 @@ integrations = ["svc"]
 
 const ORACLE_KEY: &str = "key-9f3a61c0d2b84e57a1c6f0e3d9b27c48";
 
-/// The oracle attack: knowing only the credential's shape (`key-` and 32 lower-case hex
-/// digits, as a token family's prefix and alphabet are public), the sandbox sends
-/// candidate 8-character runs in the URL of a GET through its handle to an integration
-/// host whose answer echoes the path (`ok GET /path?…`, as a 404 page or any echoing
-/// API does). The scrubber cuts every run of 8 characters of the injected key from the
+/// The oracle attack: knowing the credential's shape (`key-` and 32 lower-case hex
+/// digits, as a token family's prefix and alphabet are public) and the first four
+/// digits past its prefix (as a dashboard might show `key-9f3a…`), the sandbox sends
+/// candidate runs in the URL of a GET through its handle to an integration host whose
+/// answer echoes the path (`ok GET /path?…`, as a 404 page or any echoing API does).
+/// The scrubber cuts every run of 8 of the injected key's own characters from the
 /// answer, so which candidates come back cut says which are pieces of the key: the
-/// first window from 65,536 candidates of `key-XXXX`, then one character at a time
-/// from 16. A refused call is read as "a candidate of this batch hit": the attacker
+/// first window from 65,536 candidates of `key-9f3aXXXX`, then one character at a
+/// time from 16. (Without the four known digits the first window is one of 16⁸: runs
+/// across the public prefix's end are no pieces of the key.) A refused call is read as "a candidate of this batch hit": the attacker
 /// takes a fresh handle and splits the batch in halves (at most 200 calls). Prints the
 /// calls it made, the error codes its calls and handle requests got, and the SHA-256 of what it rebuilt (never the
 /// value).
@@ -432,10 +434,10 @@ def find(cands):
         return cands
     mid = len(cands) // 2
     return find(cands[:mid]) or find(cands[mid:])
-first = ["key-" + "%04x" % i for i in range(65536)]
+first = ["key-9f3a" + "%04x" % i for i in range(65536)]
 known = None
-for i in range(0, len(first), 800):
-    hit = find(first[i:i + 800])
+for i in range(0, len(first), 500):
+    hit = find(first[i:i + 500])
     if hit:
         known = hit[0]
         break
@@ -499,9 +501,9 @@ fn which_guesses_the_scrubber_cuts_does_not_rebuild_the_key() {
          calls (reflection signalled: {signalled})",
         got["calls"]
     );
-    // No request that held a piece of the key reached the upstream.
-    let key_runs: Vec<String> = ORACLE_KEY
-        .as_bytes()
+    // No request that held a piece of the key (8 of its own characters, past `key-`)
+    // reached the upstream.
+    let key_runs: Vec<String> = ORACLE_KEY.as_bytes()[4..]
         .windows(8)
         .map(|w| String::from_utf8_lossy(w).into_owned())
         .collect();
