@@ -502,15 +502,7 @@ fn remove_where(
     table: &mut HashMap<String, Arc<Entry>>,
     ends: impl Fn(&Entry) -> bool,
 ) -> Vec<(String, Arc<Entry>)> {
-    let ended: Vec<(String, Arc<Entry>)> = table
-        .iter()
-        .filter(|(_, e)| ends(e))
-        .map(|(h, e)| (h.clone(), e.clone()))
-        .collect();
-    for (h, _) in &ended {
-        table.remove(h);
-    }
-    ended
+    table.extract_if(|_, e| ends(e)).collect()
 }
 
 /// Takes every handle `owner` holds for `integration`/`account` out of `table`; the

@@ -44,7 +44,7 @@ fn filter_hash(w: [u8; PREFIX]) -> usize {
 }
 
 /// The shortest run of a credential's characters that counts: half the value, between
-/// 4 and 8 characters, and never fewer than carry [`RUN_BITS`] bits.
+/// 4 and 8 characters, and never fewer than carry [`RUN_BITS`] bits (of the alphabet past the public prefix).
 ///
 /// Why these numbers: a credential a generator made (what a vault holds) has at least
 /// about 5 bits per character even case-folded (36 symbols), so 8 characters are 40
@@ -59,7 +59,7 @@ fn filter_hash(w: [u8; PREFIX]) -> usize {
 /// every value of in a text the reader reads (5 hex digits are a 1 MiB comment).
 pub fn min_run(value: &[u8]) -> usize {
     let half = value.len().div_ceil(2).clamp(PREFIX, 8);
-    half.max(guess_proof_run(value))
+    half.max(guess_proof_run(&value[public_prefix(value)..]))
 }
 
 /// Bits a run must carry: every run of 32 bits is 4·10⁹ of them, tens of gigabytes of
@@ -168,9 +168,6 @@ fn jwt_signature_start(value: &[u8]) -> Option<usize> {
 /// shares with one and [`MIXED`] more bytes (a base64 character there still carries
 /// prefix bits, and a twice-encoded form spreads them one more).
 fn private_start(form: &[u8], public_forms: &[Zeroizing<Vec<u8>>]) -> usize {
-    if public_forms.is_empty() {
-        return 0;
-    }
     if let Some(whole) = public_forms
         .iter()
         .filter(|p| form.starts_with(p))
@@ -432,6 +429,11 @@ mod tests {
     fn a_run_carries_32_bits_whatever_the_alphabet() {
         assert_eq!(min_run(b"9f3a61c0d2"), 8, "hex: 4 bits a digit");
         assert_eq!(min_run(b"4821907735"), 10, "digits");
+        assert_eq!(
+            min_run(b"pin-4821907735"),
+            10,
+            "the alphabet past the prefix"
+        );
         assert!(Fragments::new(b"482190").is_none(), "a PIN has no run");
         let f = Fragments::new(b"9f3a61c0d2").expect("long enough");
         let every_five: String = (0..0x10_0000u32).map(|i| format!("{i:05x} ")).collect();
