@@ -689,8 +689,8 @@ impl Drop for VirtualHosts {
 /// a key already seen answers the key it minted then, and mints nothing. Outage modes,
 /// read from the file `mode` at each request: `503` (answers 503 and does nothing),
 /// `403` (answers 403 and does nothing: a refusal, not an outage),
-/// `hang` (does the work, then answers after `hang_secs` — a client that gave up
-/// retries), anything else: normal. "Refused" is [`FakeProvider::stop`]. Each request
+/// `hang` (does the work, then answers after `hang_secs`, or what the file `hang_secs`
+/// says — a client that gave up retries), anything else: normal. "Refused" is [`FakeProvider::stop`]. Each request
 /// is one JSON line in `provider.jsonl`: `t` (Unix seconds, float), method, path,
 /// headers, body and the status answered; every key minted is appended to
 /// `minted.json`, and its minting time kept in `born.json` (the API refuses it for a
@@ -732,7 +732,10 @@ class H(http.server.BaseHTTPRequestHandler):
         with lock, open(os.path.join(d, "provider.jsonl"), "a") as f:
             f.write(json.dumps(rec) + "\n")
         if mode == "hang":
-            time.sleep(hang_secs)
+            try:
+                time.sleep(float(open(os.path.join(d, "hang_secs")).read()))
+            except (OSError, ValueError):
+                time.sleep(hang_secs)
         body = json.dumps(out).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -872,6 +875,12 @@ impl FakeProvider {
     /// `503`, `403`, `hang` or `ok`, from the next request on.
     pub fn set_mode(&self, mode: &str) {
         fs::write(self.dir.join("mode"), mode).expect("mode file");
+    }
+
+    /// How long the `hang` mode waits from the next request on, in place of the
+    /// `hang_secs` it was started with (hours: it accepts and never answers).
+    pub fn set_hang_secs(&self, secs: f64) {
+        fs::write(self.dir.join("hang_secs"), secs.to_string()).expect("hang_secs file");
     }
 
     /// Connections are refused until [`FakeProvider::restart`].

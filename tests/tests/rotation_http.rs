@@ -8,7 +8,9 @@
 //! circuit breaker and closes it when the provider is back; a create retried after a
 //! crash or a timeout mints one key; an expiry that nears while the provider is down
 //! raises `deadline_at_risk` once; six hours of outage on the rotation engine's clock
-//! (run faster by a debug build's test seam) pace the retries and fail no call; a
+//! (run faster by a debug build's test seam) — the provider answering 503, refusing
+//! connections, or accepting requests and never answering — pace the retries and fail
+//! no call; a
 //! restart keeps the breaker open and the recorded backoff; a slow verify probe is never
 //! doubled; a key that dies while its rotation is open holds its calls for that
 //! rotation. No key appears in any log, event, audit record or
@@ -924,8 +926,12 @@ for t in threads:
 "#;
 
 /// How many times faster than real time the agent's rotation clock runs in
-/// [`six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_rotation_completes_within_a_step_of_its_return`].
+/// [`provider_outage_on_the_test_clock`].
 const SCALE: u32 = 600;
+
+/// The rotator's `timeout_secs` in [`provider_outage_on_the_test_clock`], on the
+/// engine's clock (0.5 s of real time at [`SCALE`]).
+const SIM_TIMEOUT_SECS: u32 = 300;
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -934,21 +940,113 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// The provider is down (503) for six hours of the rotation engine's clock, run 600
-/// times faster than real time by the debug build's test seam (the provider, its API,
-/// the vault and the client stay on real time): the rotation the agent began keeps
-/// retrying, never sooner than `retry_base_secs` (60 s) after the last try, backing off
-/// up to the cap (30 min); the old key stays the account's active one and every call
-/// through a handle succeeds; `deadline_at_risk` is raised once as the key's expiry
-/// (7 h after it was stored, margin 2 h) nears; once the provider is back the rotation
-/// completes within one backoff step.
-#[test]
-fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_rotation_completes_within_a_step_of_its_return()
- {
-    let tuning = "grace_secs = 600\nwatch_secs = 60\nretry_base_secs = 60\nretry_cap_secs = 1800\n\
-                  timeout_secs = 2\nbreaker_failures = 3\nbreaker_open_secs = 300\n\
-                  breaker_open_cap_secs = 1800\ndeadline_margin_secs = 7200\n";
-    let mut w = world_tuned("rotsimdown", tuning, Some("7h"), "", "", "");
+/// How the provider is down in [`provider_outage_on_the_test_clock`].
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// It answers 503.
+    Unavailable,
+    /// Nothing listens: every connection is refused.
+    Refused,
+    /// It accepts each request (and mints, the first time) but never answers.
+    Hang,
+}
+
+impl Outage {
+    /// The failure class the agent records for a create it makes meanwhile.
+    fn class(self) -> &'static str {
+        match self {
+            Outage::Unavailable => "rotator_http_5xx",
+            Outage::Refused => "rotator_unreachable",
+            Outage::Hang => "rotator_timeout",
+        }
+    }
+
+    /// How long (simulated seconds) a create takes to fail: a hung one, the timeout.
+    fn call_secs(self) -> f64 {
+        match self {
+            Outage::Hang => f64::from(SIM_TIMEOUT_SECS),
+            Outage::Unavailable | Outage::Refused => 0.0,
+        }
+    }
+
+    fn start(self, provider: &mut FakeProvider) {
+        match self {
+            Outage::Unavailable => provider.set_mode("503"),
+            Outage::Refused => provider.stop(),
+            Outage::Hang => {
+                provider.set_hang_secs(3600.0);
+                provider.set_mode("hang");
+            }
+        }
+    }
+
+    /// The provider answers again (once this returns).
+    fn end(self, provider: &mut FakeProvider) {
+        provider.set_mode("ok");
+        if let Outage::Refused = self {
+            provider.restart();
+        }
+    }
+
+    /// When (Unix seconds, real time) each create of rotation `id` was made during the
+    /// outage: the provider's log of the 503s and hangs it received; for refused
+    /// connections, which reach no provider, the agent's audit of their failures.
+    fn creates(self, w: &World, id: &str) -> Vec<f64> {
+        let mode = match self {
+            Outage::Unavailable => "503",
+            Outage::Hang => "hang",
+            Outage::Refused => return failed_attempts(&w.env, id, self.class()),
+        };
+        w.provider
+            .calls("create")
+            .iter()
+            .filter(|c| c["mode"] == mode)
+            .map(|c| c["t"].as_f64().expect("t"))
+            .collect()
+    }
+}
+
+/// When (Unix seconds, real time) the agent audited each attempt of rotation `id` that
+/// failed with `class`.
+fn failed_attempts(env: &TestEnv, id: &str, class: &str) -> Vec<f64> {
+    fs::read_to_string(env.state_dir.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| {
+            r["kind"] == "rotation"
+                && r["rotation"] == id
+                && r["step"] == "attempt_failed"
+                && r["class"] == class
+        })
+        .map(|r| {
+            let t = humantime::parse_rfc3339_weak(r["time"].as_str().expect("time"))
+                .expect("RFC 3339 time");
+            t.duration_since(std::time::UNIX_EPOCH)
+                .expect("after the epoch")
+                .as_secs_f64()
+        })
+        .collect()
+}
+
+/// The provider is down (503, refused connections, or requests accepted and never
+/// answered) for six hours of the rotation engine's clock, run 600 times faster than
+/// real time by the debug build's test seam (the provider, its API, the vault and the
+/// client stay on real time; the rotator's 5-minute timeout is on the engine's clock):
+/// the rotation the agent began keeps retrying — a hung create times out and counts as
+/// a failure — never sooner than `retry_base_secs` (60 s) after the last try, backing
+/// off up to the cap (30 min); the rotator's breaker opens on the outage's failures; the
+/// old key stays the account's active one and every call through a handle succeeds;
+/// `deadline_at_risk` is raised once as the key's expiry (7 h after it was stored,
+/// margin 2 h) nears; once the provider is back the rotation completes within one
+/// backoff step (and, for a hang, the timeout of the call still hanging).
+fn provider_outage_on_the_test_clock(name: &str, outage: Outage) {
+    let tuning = format!(
+        "grace_secs = 600\nwatch_secs = 60\nretry_base_secs = 60\nretry_cap_secs = 1800\n\
+         timeout_secs = {SIM_TIMEOUT_SECS}\nbreaker_failures = 3\nbreaker_open_secs = 300\n\
+         breaker_open_cap_secs = 1800\ndeadline_margin_secs = 7200\n"
+    );
+    let mut w = world_tuned(name, &tuning, Some("7h"), "", "", "");
     let listed = w.env.hb_json(&["vault", "list"]);
     let old_id = listed
         .as_array()
@@ -957,7 +1055,7 @@ fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_
         .find(|c| c["integration"] == "svc")
         .expect("svc/bot")["id"]
         .clone();
-    w.provider.set_mode("503");
+    outage.start(&mut w.provider);
     let scale = SCALE.to_string();
     w.env
         .start_agent_with("info", &[("HB_TEST_ROTATION_CLOCK_SCALE", &scale)]);
@@ -969,10 +1067,10 @@ fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_
     let id = begin(&w.env);
 
     // Six simulated hours of outage, looked at every simulated hour or so.
-    let outage = Duration::from_secs(6 * 3600 / u64::from(SCALE));
+    let outage_len = Duration::from_secs(6 * 3600 / u64::from(SCALE));
     let mut at_risk_seen: Option<f64> = None;
     let mut looked = 0;
-    while t0.elapsed() < outage {
+    while t0.elapsed() < outage_len {
         std::thread::sleep(Duration::from_millis(250));
         if at_risk_seen.is_none()
             && events(&w.env, "deadline_at_risk")
@@ -998,58 +1096,87 @@ fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_
             assert_eq!(r["step"], "begun", "no key while the provider is down");
         }
     }
+    // What the outage came to, before the provider is back.
+    let during = outage.creates(&w, &id).len();
+    eprintln!("{outage:?}: {during} creates in six simulated hours of outage");
+    assert!(
+        (8..=40).contains(&during),
+        "{during} creates in six simulated hours of {outage:?} (a hung create must time out \
+         on the engine's clock and the rotation try again)"
+    );
+    let opened = events(&w.env, "rotator_breaker_open");
+    assert!(
+        opened.iter().any(|e| e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("({})", outage.class())))),
+        "the breaker never opened on {}: {opened:?}",
+        outage.class()
+    );
+    outage.end(&mut w.provider);
     let outage_end = unix_now();
-    w.provider.set_mode("ok");
     let done = wait_for_step(&w.env, &id, &["finished", "watched", "retired"], 30);
+    let active_after = sim(unix_now() - outage_end);
+    wait_events(&w.env, "rotator_breaker_closed", 1, 10);
 
-    // The provider's side: every create it saw, in simulated seconds apart.
-    let creates = w.provider.calls("create");
-    let times: Vec<f64> = creates
-        .iter()
-        .filter(|c| c["mode"] == "503")
-        .map(|c| c["t"].as_f64().expect("t"))
-        .collect();
+    // Every create of the outage, in simulated seconds apart.
+    let times = outage.creates(&w, &id);
     let gaps: Vec<f64> = times.windows(2).map(|p| sim(p[1] - p[0])).collect();
     eprintln!(
-        "{} creates during the outage; simulated gaps (s): {:?}",
+        "{outage:?}: {} creates during the outage; simulated gaps (s): {:?}",
         times.len(),
         gaps.iter().map(|g| g.round()).collect::<Vec<_>>()
+    );
+    // Each of them failed, and was counted, with the outage's class (a hung one at
+    // its timeout).
+    let counted = failed_attempts(&w.env, &id, outage.class()).len();
+    assert!(
+        counted >= times.len(),
+        "{} creates during the outage, {counted} failures of class {}",
+        times.len(),
+        outage.class()
     );
     assert!(
         gaps.iter().all(|g| *g >= 59.0),
         "a retry came sooner than retry_base_secs (60 s): {gaps:?}"
     );
     // Full jitter under a breaker that doubles up to its cap: the gaps grow to 30 min
-    // and stay there (a second of real-time slack: 600 simulated).
+    // (plus the time a create takes to fail) and stay there (a second of real-time
+    // slack: 600 simulated).
+    let most = 1800.0 + outage.call_secs() + 600.0;
     assert!(
-        gaps.iter().all(|g| *g <= 1800.0 + 600.0),
+        gaps.iter().all(|g| *g <= most),
         "a gap beyond the cap: {gaps:?}"
     );
     assert!(
         gaps.iter().rev().take(3).all(|g| *g >= 1700.0),
         "the backoff never reached its cap: {gaps:?}"
     );
-    assert!(
-        (8..=40).contains(&times.len()),
-        "{} creates in six hours",
-        times.len()
-    );
-    let answered: Vec<f64> = creates
+    // The first create the provider answered after it came back.
+    let back = w
+        .provider
+        .calls("create")
         .iter()
-        .filter(|c| c["status"] == 200)
+        .filter(|c| c["mode"] == "ok" && c["status"] == 200)
         .map(|c| c["t"].as_f64().expect("t"))
-        .collect();
-    assert_eq!(answered.len(), 1, "one key minted: {creates:?}");
-    let back_after = sim(answered[0] - outage_end);
-    eprintln!("minted {back_after:.0} simulated s after the provider came back");
-    assert!(
-        back_after <= 1800.0 + 600.0,
-        "the rotation took {back_after} simulated s after the provider came back"
+        .next()
+        .expect("a create answered after the provider came back");
+    let back_after = sim(back - outage_end);
+    eprintln!(
+        "{outage:?}: asked {back_after:.0} simulated s after the provider came back; the new \
+         key seen active {active_after:.0} simulated s after"
     );
+    assert!(
+        back_after <= most,
+        "the rotation asked {back_after} simulated s after the provider came back"
+    );
+    assert_eq!(w.provider.minted().len(), 1, "one key minted");
 
     // Raised once for the rotation, as the expiry neared (from 5 h on, before 6 h).
     let at = at_risk_seen.expect("deadline_at_risk was not raised during the outage");
-    eprintln!("deadline_at_risk at {:.2} simulated h", at / 3600.0);
+    eprintln!(
+        "{outage:?}: deadline_at_risk at {:.2} simulated h",
+        at / 3600.0
+    );
     assert!(
         (4.5 * 3600.0..6.0 * 3600.0).contains(&at),
         "deadline_at_risk at {at} simulated s"
@@ -1061,7 +1188,7 @@ fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_
     assert_eq!(for_rotation, 1, "once, not at every retry");
 
     let statuses = stop_looper(client);
-    eprintln!("{} calls through the handle", statuses.len());
+    eprintln!("{outage:?}: {} calls through the handle", statuses.len());
     assert!(
         statuses.len() >= 150,
         "the client called all along: {}",
@@ -1073,6 +1200,28 @@ fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_
     );
     let new = w.provider.minted()[0].clone();
     w.finish(&done.to_string(), &[OLD, ADMIN, &new]);
+}
+
+/// [`provider_outage_on_the_test_clock`] with the provider answering 503.
+#[test]
+fn six_simulated_hours_of_provider_outage_fail_no_call_pace_the_retries_and_the_rotation_completes_within_a_step_of_its_return()
+ {
+    provider_outage_on_the_test_clock("rotsimdown", Outage::Unavailable);
+}
+
+/// [`provider_outage_on_the_test_clock`] with nothing listening at the provider.
+#[test]
+fn six_simulated_hours_of_refused_connections_fail_no_call_pace_the_retries_and_the_rotation_completes_within_a_step_of_its_return()
+ {
+    provider_outage_on_the_test_clock("rotsimrefused", Outage::Refused);
+}
+
+/// [`provider_outage_on_the_test_clock`] with a provider that accepts each request and
+/// never answers: each create times out on the engine's clock and counts as a failure.
+#[test]
+fn six_simulated_hours_of_a_provider_that_never_answers_time_out_each_create_and_the_rotation_completes_within_a_step_of_its_return()
+ {
+    provider_outage_on_the_test_clock("rotsimhang", Outage::Hang);
 }
 
 /// The breaker opens during an outage; the agent is killed (-9) and started again: the

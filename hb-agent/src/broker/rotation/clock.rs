@@ -9,7 +9,11 @@
 //! the vault stay real. This is a test seam, not a setting: no config key reaches it.
 //! The vault stamps its rows with the wall clock, so under a scaled clock the waits
 //! measured from those stamps (a new key's propagation, the watch, the grace period)
-//! are over almost at once; the rotator's `timeout_secs` stays real time.
+//! are over almost at once. The rotator's `timeout_secs` is on this clock too (a
+//! provider that never answers costs each try its timeout here, as in production),
+//! so a scaled test gives it a timeout that is still long enough in real time for a
+//! provider to answer; the outbound path's own limits (`broker.upstream_timeout_secs`,
+//! the connect timeout) and the verify calls stay real time.
 //!
 //! Must never: be scaled in a release build, or go backwards.
 

@@ -667,14 +667,22 @@ fn exec_rotator(config: &RotationConfig) -> ExecRotator {
 }
 
 /// The integration's rotator; for the HTTP rotator with another account's credential
-/// as `auth`, that credential as it is now.
+/// as `auth`, that credential as it is now. Its `timeout_secs` is on the engine's
+/// clock, like every other wait of a rotation: under a test clock a provider that
+/// never answers costs a rotation its timeout there, not that long in real time.
 async fn rotator<'a>(
     shared: &'a Shared,
     integ: &'a IntegrationConfig,
     config: &'a RotationConfig,
 ) -> Result<Rotator<'a>, RotatorError> {
+    let timeout = shared
+        .clock
+        .real_duration(Duration::from_secs(config.timeout_secs));
     let Some(http) = &config.http else {
-        return Ok(Rotator::Exec(exec_rotator(config)));
+        return Ok(Rotator::Exec(ExecRotator {
+            timeout,
+            ..exec_rotator(config)
+        }));
     };
     let (auth_integration, auth_secret) = match &http.auth {
         HttpRotatorAuth::SelfKey => (integ, None),
@@ -705,7 +713,7 @@ async fn rotator<'a>(
         config: http,
         auth_integration,
         auth_secret,
-        timeout: Duration::from_secs(config.timeout_secs),
+        timeout,
     }))
 }
 
