@@ -1139,8 +1139,9 @@ fn default_integration_schemes() -> Vec<String> {
 /// (below the integration) and why.
 fn check_rotation(
     integ: &IntegrationConfig,
-    request_timeout_secs: u64,
+    broker: &BrokerConfig,
 ) -> Result<(), (&'static str, String)> {
+    let request_timeout_secs = broker.request_timeout_secs;
     let name = integ.name.get_ref();
     if !integ.verify_url.is_empty() {
         on_integration(integ, &integ.verify_url).map_err(|m| ("verify_url", m))?;
@@ -1190,6 +1191,16 @@ fn check_rotation(
     }
     if !(1..=3600).contains(&r.timeout_secs) {
         return Err(("rotation.timeout_secs", "must be 1-3600".into()));
+    }
+    if r.http.is_some() && r.timeout_secs > broker.upstream_timeout_secs {
+        return Err((
+            "rotation.timeout_secs",
+            format!(
+                "must be at most broker.upstream_timeout_secs ({}) with an HTTP rotator: its \
+                 request gives up then",
+                broker.upstream_timeout_secs
+            ),
+        ));
     }
     if !(1..=10_000).contains(&r.max_rotations_per_day) {
         return Err(("rotation.max_rotations_per_day", "must be 1-10000".into()));
@@ -1759,7 +1770,6 @@ impl Config {
             *m = m.to_ascii_uppercase();
         }
         let mut integrations = HashSet::new();
-        let request_timeout_secs = self.broker.request_timeout_secs;
         for (i, integ) in self.integrations.iter_mut().enumerate() {
             let name = integ.name.get_ref().clone();
             let span = Some(integ.name.span());
@@ -1848,7 +1858,7 @@ impl Config {
             if integ.methods.is_empty() {
                 integ.methods = vec!["GET".into(), "HEAD".into()];
             }
-            if let Err((key, message)) = check_rotation(integ, request_timeout_secs) {
+            if let Err((key, message)) = check_rotation(integ, &self.broker) {
                 return Err(invalid(format!("integration[{i}].{key}"), span, message));
             }
             for (j, m) in integ.methods.iter_mut().enumerate() {
@@ -2493,6 +2503,11 @@ mod tests {
             (
                 format!("breaker_failures = 0\n{admin}"),
                 "rotation.breaker_failures",
+            ),
+            // Past the outbound path's own limit (30 s): the request would give up first.
+            (
+                format!("timeout_secs = 31\n{admin}"),
+                "rotation.timeout_secs",
             ),
             (
                 format!("breaker_open_secs = 60\nbreaker_open_cap_secs = 10\n{admin}"),

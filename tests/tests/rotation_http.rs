@@ -1046,7 +1046,9 @@ fn provider_outage_on_the_test_clock(name: &str, outage: Outage) {
          timeout_secs = {SIM_TIMEOUT_SECS}\nbreaker_failures = 3\nbreaker_open_secs = 300\n\
          breaker_open_cap_secs = 1800\ndeadline_margin_secs = 7200\n"
     );
-    let mut w = world_tuned(name, &tuning, Some("7h"), "", "", "");
+    // The outbound path's own limit is real time, so it is set past the rotator's.
+    let broker = format!("upstream_timeout_secs = {SIM_TIMEOUT_SECS}\n");
+    let mut w = world_tuned(name, &tuning, Some("7h"), &broker, "", "");
     let listed = w.env.hb_json(&["vault", "list"]);
     let old_id = listed
         .as_array()
