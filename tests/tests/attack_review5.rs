@@ -76,7 +76,8 @@ impl Drop for Board {
 }
 
 impl Board {
-    fn new(name: &str) -> Self {
+    /// `a_methods`: the methods of the attacker's integration (TOML array).
+    fn new(name: &str, a_methods: &str) -> Self {
         hb_tests::require_root();
         private_netns(&["203.0.113.10"]);
         let dir = std::env::temp_dir().join(format!("hb-review5-{name}-{}", std::process::id()));
@@ -102,7 +103,7 @@ impl Board {
 name = "board_a"
 auth = "bearer"
 hosts = ["board.test"]
-methods = ["GET", "POST"]
+methods = {a_methods}
 
 [[integration]]
 name = "board_b"
@@ -211,7 +212,7 @@ print(json.dumps({"status": r["status"], "body": r.get("body", "")}))
 /// `GET /comments HTTP/1.1\r\nhost: board.test\r\nx-api-key: [REDACTED…]`.
 #[test]
 fn a_request_left_on_a_pooled_connection_does_not_capture_another_tenants_call() {
-    let world = Board::new("smuggle");
+    let world = Board::new("smuggle", r#"["GET", "POST"]"#);
     let through_key = "GET /comments HTTP/1.1\r\nhost: board.test\r\nx-api-key: ".len() + 24;
     let planted = world.in_sandbox("web", SMUGGLE, &[&through_key.to_string()]);
     let victim = world.in_sandbox("other", VICTIM_READ, &[]);
@@ -239,5 +240,42 @@ fn a_request_left_on_a_pooled_connection_does_not_capture_another_tenants_call()
     assert!(
         victim["body"].as_str().unwrap_or("").contains("comments"),
         "the victim got another request's answer instead of its own: {victim}"
+    );
+}
+
+/// The attacker, whose integration allows only GET: a GET whose body is a whole
+/// `POST /comments` (with its own body, `argv[1]`), then a GET of the board.
+const SMUGGLE_WRITE: &str = r#"
+h = hb.handle("board_a", "mallory")["handle"]
+note = sys.argv[1]
+whole = "POST /comments HTTP/1.1\r\nHost: board.test\r\nContent-Length: %d\r\n\r\n%s" % (len(note), note)
+out = {"post": code(lambda: hb.request("POST", "https://board.test/comments", handle=h, body=note))}
+out["smuggle"] = code(lambda: hb.request("GET", "https://board.test/comments", handle=h, body=whole))
+r = hb.request("GET", "https://board.test/comments", handle=h)
+out["read"] = r["status"]
+out["body"] = r.get("body", "")
+print(json.dumps(out))
+"#;
+
+/// A request body the upstream does not read is a request the broker never judged.
+/// The attacker's integration allows GET only (a read-only grant): its POST is
+/// `policy_denied`, but a GET whose body is a whole `POST /comments` is sent, the board
+/// answers the GET without reading the body, and reads the body as the POST — a write
+/// the policy refused (here unauthenticated, as the body cannot hold the credential; with
+/// another `Host` in it, a request to a name the policy never judged on the same
+/// address). Closing the connection after a body (the fix above) does not help: the
+/// whole request arrived before the close.
+#[test]
+#[ignore = "open: a body the upstream leaves unread is sent as an unjudged request (refuse bodies on GET/HEAD/DELETE with a handle, or an integration opt-in)"]
+fn a_body_the_upstream_leaves_unread_is_not_a_request_policy_refused() {
+    let world = Board::new("smuggle-write", r#"["GET"]"#);
+    let note = "written-by-a-get-5b1e";
+    let got = world.in_sandbox("web", SMUGGLE_WRITE, &[note]);
+    println!("attacker: {got}");
+    assert_eq!(got["post"], "policy_denied", "a POST is refused: {got}");
+    assert_eq!(got["read"], 200, "the board was read: {got}");
+    assert!(
+        !got["body"].as_str().unwrap_or("").contains(note),
+        "a POST the policy refused reached the board inside a GET's body: {got}"
     );
 }
