@@ -59,12 +59,59 @@ srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_conne
 srv.serve_forever()
 "#;
 
+/// An upstream on 203.0.113.11:443 (`echo.test`) that hands the bearer token it receives
+/// back outside the body: `/early` in a `103 Early Hints` before the answer (a `Link`
+/// and an `X-Echo` header), `/trailer` in a chunked answer's trailer, `/reason` as the
+/// status line's reason phrase. Each answer's body is `hello`.
+const ECHO_PY: &str = r#"
+import socket, ssl, sys, threading
+cert, key = sys.argv[1:3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("203.0.113.11", 443))
+ls.listen(16)
+def serve(c):
+    try:
+        s = ctx.wrap_socket(c, server_side=True)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(4096)
+            if not d:
+                return
+            buf += d
+        head = buf.split(b"\r\n\r\n")[0].decode("latin-1")
+        tok = ""
+        for line in head.split("\r\n")[1:]:
+            k, _, v = line.partition(":")
+            if k.strip().lower() == "authorization":
+                tok = v.strip().split(" ", 1)[-1]
+        path = head.split(" ")[1]
+        if path.startswith("/early"):
+            out = "HTTP/1.1 103 Early Hints\r\nLink: </k?%s>; rel=preload\r\nX-Echo: %s\r\n\r\n" % (tok, tok)
+            out += "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        elif path.startswith("/trailer"):
+            out = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nTrailer: X-Echo\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Echo: %s\r\n\r\n" % tok
+        else:
+            out = "HTTP/1.1 200 %s\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello" % tok
+        s.sendall(out.encode("latin-1"))
+        s.close()
+    except Exception:
+        pass
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
 /// The board reachable through two integrations on the same host, one per tenant:
 /// `board_a` (the attacker's, policy `web`, a bearer token) and `board_b` (the
-/// victim's, policy `other`, its key in `X-Api-Key`), each with its own account and key.
+/// victim's, policy `other`, its key in `X-Api-Key`), each with its own account and key;
+/// `board_a` reaches [`ECHO_PY`]'s `echo.test` too.
 struct Board {
     env: TestEnv,
     _board: PythonServer,
+    _echo: PythonServer,
     _dns: Dnsmasq,
     dir: PathBuf,
 }
@@ -79,11 +126,17 @@ impl Board {
     /// `a_methods`: the methods of the attacker's integration (TOML array).
     fn new(name: &str, a_methods: &str) -> Self {
         hb_tests::require_root();
-        private_netns(&["203.0.113.10"]);
+        private_netns(&["203.0.113.10", "203.0.113.11"]);
         let dir = std::env::temp_dir().join(format!("hb-review5-{name}-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("dir");
         let ca = TestCa::new(&dir, "trusted");
         let cert = ca.issue("board", &["board.test"]);
+        let echo_cert = ca.issue("echo", &["echo.test"]);
+        let echo = PythonServer::start(&format!(
+            "import sys\nsys.argv = ['echo', {:?}, {:?}]\n{ECHO_PY}",
+            echo_cert.cert.display().to_string(),
+            echo_cert.key.display().to_string()
+        ));
         let board = PythonServer::start(&format!(
             "import sys\nsys.argv = ['board', {:?}, {:?}]\n{BOARD_PY}",
             cert.cert.display().to_string(),
@@ -92,7 +145,10 @@ impl Board {
         let dns = Dnsmasq::start(
             "127.0.0.1",
             DNS_PORT,
-            &[("board.test", &["203.0.113.10"])],
+            &[
+                ("board.test", &["203.0.113.10"]),
+                ("echo.test", &["203.0.113.11"]),
+            ],
             &[],
             60,
         );
@@ -102,7 +158,7 @@ impl Board {
 [[integration]]
 name = "board_a"
 auth = "bearer"
-hosts = ["board.test"]
+hosts = ["board.test", "echo.test"]
 methods = {a_methods}
 
 [[integration]]
@@ -130,6 +186,7 @@ integrations = ["board_b"]
         Self {
             env,
             _board: board,
+            _echo: echo,
             _dns: dns,
             dir,
         }
@@ -278,4 +335,40 @@ fn a_body_the_upstream_leaves_unread_is_not_a_request_policy_refused() {
         !got["body"].as_str().unwrap_or("").contains(note),
         "a POST the policy refused reached the board inside a GET's body: {got}"
     );
+}
+
+/// The attacker: its own handle's credential, echoed outside the body (see [`ECHO_PY`]);
+/// every answer as the broker gave it.
+const ECHO_OUTSIDE_BODY: &str = r#"
+h = hb.handle("board_a", "mallory")["handle"]
+out = {}
+for p in ["early", "trailer", "reason"]:
+    try:
+        out[p] = hb.request("GET", "https://echo.test/" + p, handle=h)
+    except BrokerError as e:
+        out[p] = e.code
+print(json.dumps(out))
+"#;
+
+/// Held: a credential an upstream hands back in a 1xx answer's headers, in a chunked
+/// answer's trailer or in the status line's reason phrase does not reach the caller (the
+/// broker's HTTP client drops 1xx answers and trailers, and answers with the status
+/// code only). The attacker gets each answer (`hello`) without any run of its key.
+#[test]
+fn a_credential_echoed_in_early_hints_trailers_or_the_reason_phrase_stays_out() {
+    let world = Board::new("echo-outside", r#"["GET", "POST"]"#);
+    let got = world.in_sandbox("web", ECHO_OUTSIDE_BODY, &[]);
+    let text = got.to_string();
+    println!("attacker got: {text}");
+    let secret = &ATTACKER_KEY["mallory-".len()..];
+    for i in 0..=secret.len() - 8 {
+        assert!(
+            !text.contains(&secret[i..i + 8]),
+            "a run of the attacker's own credential reached it: {text}"
+        );
+    }
+    for p in ["early", "trailer", "reason"] {
+        assert_eq!(got[p]["status"], 200, "{p}: the call was answered: {got}");
+        assert_eq!(got[p]["body"], "hello", "{p}: {got}");
+    }
 }
