@@ -6,11 +6,14 @@
 //! system roots from `rustls-native-certs` plus `broker.extra_ca_file`, the certificate
 //! checked against the URL's host), hyper's HTTP/1.1 client, a small pool of idle
 //! connections keyed by (scheme, host, address, port) so that repeated calls skip TCP
-//! and TLS set-up, and the response size limit.
+//! and TLS set-up (every caller's calls share it: a connection that carried a request
+//! body is closed after its answer, never pooled, see [`Client::finish`]), and the
+//! response size limit.
 //!
 //! Must never: connect to an address it was not given, send a request whose TLS peer
-//! did not prove the URL's host, read more than the size limit, or put a header value,
-//! a query string or a body into an error.
+//! did not prove the URL's host, read more than the size limit, put a header value,
+//! a query string or a body into an error, or send a call on a connection that carried
+//! a request body (bytes the upstream may not have read as that request's).
 
 use std::{
     collections::HashMap,
@@ -176,8 +179,10 @@ impl Client {
                 (sender, key, false)
             }
         };
+        // A connection that carried a body is never reused (see `finish`).
+        let reusable = out.body.is_empty();
         match sender.send_request(build(out)?).await {
-            Ok(response) => self.finish(response, sender, key, target).await,
+            Ok(response) => self.finish(response, sender, key, target, reusable).await,
             Err(e) if reused && retryable(&e, out.method) => {
                 // The pooled connection died under us (the server closed it while idle):
                 // once more, on a fresh one.
@@ -186,18 +191,26 @@ impl Client {
                     .send_request(build(out)?)
                     .await
                     .map_err(|e| http_err(target, &e))?;
-                self.finish(response, fresh, key, target).await
+                self.finish(response, fresh, key, target, reusable).await
             }
             Err(e) => Err(http_err(target, &e)),
         }
     }
 
+    /// Reads the response whole; the connection goes back to the pool only when
+    /// `reusable`: a request that carried a body leaves its connection closed, since an
+    /// upstream that answers without reading the body (a GET handler, an early error)
+    /// reads that body as the next request on the connection — one the caller wrote
+    /// whole, unjudged, and that (a request head still waiting for its own body) would
+    /// take the next call sent on the connection, another tenant's with its credential,
+    /// as its body.
     async fn finish(
         &self,
         response: Response<Incoming>,
         sender: SendRequest<Full<Bytes>>,
         key: PoolKey,
         target: &Target,
+        reusable: bool,
     ) -> Result<Fetched, OutboundError> {
         let (parts, mut body) = response.into_parts();
         let too_large = || OutboundError::TooLarge {
@@ -225,7 +238,9 @@ impl Client {
                 buf.extend_from_slice(&data);
             }
         }
-        self.checkin(key, sender);
+        if reusable {
+            self.checkin(key, sender);
+        }
         Ok(Fetched {
             status: parts.status.as_u16(),
             headers: parts.headers,
