@@ -559,6 +559,116 @@ fn a_pod_cgroup_that_ran_a_process_before_its_pod_was_known_is_reported_late() {
     assert_eq!(m.get("hb_ready", &[("condition", "pods_synced")]), 1.0);
 }
 
+/// A root process in a pod's cgroup before the pod is known connects to the broker: a
+/// host caller then, with root's rights (event-stream sessions). Once the pod is enrolled
+/// the same connection is refused (it would keep those rights for as long as it stays
+/// open); a new connection is the sandbox it now is. Checked on the old binary: the
+/// old connection minted a session after the enrollment.
+#[test]
+fn a_broker_connection_opened_before_its_pod_was_enrolled_loses_its_host_rights() {
+    let c = Cluster::start("kube-early");
+    let pod = FakePod::new("early", "agents", NODE, None);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("cgroups");
+    // One connection kept open across the enrollment; a line on stdin says "go on".
+    let script = r#"
+import json, os, socket, sys
+path = sys.argv[1]
+def ask(s, method, target):
+    try:
+        return exchange(s, method, target)
+    except OSError as e:
+        return {"status": -1, "body": str(e)}
+def exchange(s, method, target):
+    s.sendall(f"{method} {target} HTTP/1.1\r\nHost: hb\r\nContent-Length: 0\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return {"status": 0, "body": None}
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    while len(body) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    status = int(head.split(b" ")[1])
+    try:
+        return {"status": status, "body": json.loads(body[:n] or b"null")}
+    except ValueError:
+        return {"status": status, "body": None}
+def connect():
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(path); return s
+old = connect()
+print(json.dumps({"before": ask(old, "GET", "/v1/whoami")}), flush=True)
+sys.stdin.readline()
+print(json.dumps({
+    "old_whoami": ask(old, "GET", "/v1/whoami"),
+    "old_session": ask(old, "POST", "/v1/sessions"),
+    "new_whoami": ask(connect(), "GET", "/v1/whoami"),
+}), flush=True)
+"#;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} -c '{script}' {}",
+            container.display(),
+            python(),
+            c.env.broker_socket().display()
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python in the pod's cgroup");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("first answer");
+    let before: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(before["before"]["status"], 200, "{before}");
+    assert_eq!(
+        before["before"]["body"]["sandbox"],
+        Value::Null,
+        "a host caller before the pod is known: {before}"
+    );
+    c.api.pod(&pod, false);
+    c.wait_enrolled(&dir, "strict");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), b"go\n").expect("go");
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("second answer");
+    let _ = child.wait();
+    let after: Value = serde_json::from_str(&line).expect("json");
+    println!(
+        "old connection after enrollment: whoami {} session {} | new connection: {}",
+        after["old_whoami"]["status"], after["old_session"]["status"], after["new_whoami"]["body"]
+    );
+    let success = |v: &Value| {
+        v["status"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s))
+    };
+    // Statuses only: a session the old connection minted is a token not to print.
+    let statuses = format!(
+        "whoami {} session {}",
+        after["old_whoami"]["status"], after["old_session"]["status"]
+    );
+    assert!(
+        !success(&after["old_session"]),
+        "the old connection kept root's rights after its pod was enrolled: {statuses}"
+    );
+    assert!(!success(&after["old_whoami"]), "{statuses}");
+    assert_eq!(
+        after["new_whoami"]["body"]["sandbox"]["policy"], "strict",
+        "a new connection is the pod's sandbox: {after}"
+    );
+}
+
 /// `agent.metrics_listen`'s default, on the test's own loopback.
 const METRICS: &str = "127.0.0.1:9464";
 

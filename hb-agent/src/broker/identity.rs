@@ -14,7 +14,9 @@
 //! `HB_ENROLLED` map. So a caller has exactly the policy the kernel enforces on its
 //! sockets, as of the moment its connection was accepted, and keeps it for the
 //! connection's life (`server` binds it to the connection). Callers in no enrolled
-//! cgroup are *host* callers.
+//! cgroup are *host* callers; a host caller's cgroup is looked up again at each of its
+//! requests, and once it is enrolled the connection is refused (the caller reconnects
+//! and is identified as the sandbox it now is).
 //!
 //! Must never: guess, or look a caller up later by its pid. A peer that has exited (a
 //! zombie included), a kernel without SO_PEERPIDFD, an unreadable cgroup or a cgroup
@@ -367,6 +369,14 @@ impl Identity {
         // SAFETY: `fd` was just opened above and nothing else owns it.
         let mut kill = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         io::Write::write_all(&mut kill, b"1").map_err(KillError::Failed)
+    }
+
+    /// Whether a host caller's cgroup (as of its accept) has been enrolled since: the
+    /// kernel judges that cgroup's sockets by its policy from then on, so the broker
+    /// must stop serving the connection as a host caller's (it would keep root's or the
+    /// operator uid's rights past the enrollment that took them away).
+    pub fn enrolled_since_accept(&self, caller: &Caller) -> bool {
+        caller.sandbox.is_none() && self.enrollment(&caller.cgroup).is_some()
     }
 
     /// The enrolled cgroup that governs `cgroup`, found as the kernel programs find it

@@ -385,6 +385,10 @@ fn router(shared: AppState) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), deadline))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
+            refuse_a_host_caller_enrolled_since,
+        ))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
             text_gate::caller_view,
         ))
         .layer(middleware::from_fn(count))
@@ -462,6 +466,40 @@ fn status_label(status: StatusCode) -> &'static str {
         503 => "status_503",
         _ => "status_other",
     }
+}
+
+/// Refuses, and closes, a host caller's connection once its cgroup has been enrolled
+/// (a process that connected in the moment between its cgroup's creation and its
+/// enrollment): it would otherwise keep a host caller's rights — root's or the operator
+/// uid's among them — for as long as it keeps the connection.
+async fn refuse_a_host_caller_enrolled_since(
+    State(shared): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let caller = req
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|info| info.0.caller_arc());
+    let Some(caller) = caller.filter(|c| shared.identity.enrolled_since_accept(c)) else {
+        return next.run(req).await;
+    };
+    tracing::warn!(
+        pid = caller.pid,
+        cgroup = %crate::events::Escaped(&caller.cgroup),
+        "a host caller's cgroup was enrolled after it connected: its connection is refused"
+    );
+    let mut response = ApiError::new(
+        Code::UnknownCaller,
+        "this connection was opened before its cgroup was enrolled: reconnect, and the \
+         broker serves it under its sandbox's policy",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// `broker.request_timeout_secs` for the whole request (streams excepted: the event
