@@ -465,6 +465,16 @@ impl TestEnv {
         }
     }
 
+    /// The records of the agent's audit log (`audit.log` in its state folder) so far, in
+    /// order; none when there is no log yet.
+    pub fn audit_records(&self) -> Vec<Value> {
+        fs::read_to_string(self.state_dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Summed counter from `hb-agent maps dump counters`.
     pub fn counter(&self, name: &str) -> u64 {
         let rows = self.hb_json(&["maps", "dump", "counters"]);

@@ -609,15 +609,6 @@ fn a_decoy_tried_by_another_sandbox_ends_both() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// The audit log's records.
-fn audit_records(env: &TestEnv) -> Vec<Value> {
-    fs::read_to_string(env.state_dir.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Waits (up to `limit`) for `child` to exit; its status, or `None` if it still runs.
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -686,7 +677,8 @@ fn a_sandbox_that_uses_a_canary_is_killed_and_a_bystander_keeps_working() {
     from_thief.read_line(&mut line).expect("thief");
     assert_eq!(line.trim(), "ready");
     // The thief's processes, on the host: its cgroup as the broker identified it.
-    let registered = audit_records(&env)
+    let registered = env
+        .audit_records()
         .into_iter()
         .find(|r| {
             r["kind"] == "handle" && r["step"] == "registered" && r["execution"] == "exec-thief"
@@ -740,7 +732,7 @@ fn a_sandbox_that_uses_a_canary_is_killed_and_a_bystander_keeps_working() {
     assert_eq!(bearers(&api, "b_after"), [new.as_str()]);
     assert!(bearers(&api, "decoy").is_empty());
 
-    let records = audit_records(&env);
+    let records = env.audit_records();
     let ended = records
         .iter()
         .find(|r| r["kind"] == "caller_ended")
@@ -858,7 +850,8 @@ fn a_canary_bars_its_user_from_new_handles_even_racing_the_trip() {
     let late: Value = serde_json::from_slice(&late.stdout).expect("latecomer JSON");
     assert_eq!(late["status"], 200, "a sandbox is not barred: {late}");
     assert_eq!(bearers(&api, "latecomer").len(), 1);
-    let ended = audit_records(&env)
+    let ended = env
+        .audit_records()
         .into_iter()
         .find(|r| r["kind"] == "caller_ended")
         .expect("a caller_ended record");
@@ -928,7 +921,8 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
                             )
                         })
                         .count();
-                let capped = audit_records(&env)
+                let capped = env
+                    .audit_records()
                     .iter()
                     .filter(|r| r["kind"] == "detector_action" && r["outcome"] == "capped")
                     .count();
@@ -959,7 +953,7 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
         rounds[4]["handle"], "policy_denied",
         "then the caller is barred: {rounds:?}"
     );
-    let records = audit_records(&env);
+    let records = env.audit_records();
     let capped = records
         .iter()
         .find(|r| r["kind"] == "detector_action" && r["outcome"] == "capped")
@@ -1112,7 +1106,7 @@ fn a_quarantined_account_takes_only_read_only_calls_at_its_rate() {
         history.as_array().is_some_and(Vec::is_empty),
         "nothing rotated: {history}"
     );
-    let records = audit_records(&env);
+    let records = env.audit_records();
     assert!(
         records.iter().any(|r| r["kind"] == "detector_action"
             && r["outcome"] == "quarantined"
@@ -1232,7 +1226,7 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
             .is_some_and(|m| m.contains("quarantined")),
         "{got}"
     );
-    let records = audit_records(&env);
+    let records = env.audit_records();
     let holds: Vec<&Value> = records
         .iter()
         .filter(|r| {
@@ -1531,7 +1525,7 @@ fn callers_taking_the_counters_early_cannot_turn_a_flood_into_an_account_hold() 
         .collect();
     let decoys = outputs.split_off(2);
     let (tenant, flooder) = (&outputs[0], &outputs[1]);
-    let records = audit_records(&env);
+    let records = env.audit_records();
     let spikes: Vec<&Value> = records
         .iter()
         .filter(|r| r["kind"] == "sensor_spike" || r["kind"] == "detector_action")
