@@ -122,6 +122,24 @@ integrations = ["svc", "mild"]
     }
 }
 
+/// [`world_full`] for the `rate_spike` tests: `svc`'s sensor on one-second buckets, its
+/// baseline learned for 3 s with a half-life of `halflife_secs`, a spike at 15 calls a
+/// bucket over 2 buckets, a quarantine allowing 5 calls a minute, novelty learned for
+/// 3 s; `policy_extra` in policy `web`.
+fn spike_world(name: &str, halflife_secs: u32, policy_extra: &str) -> World {
+    world_full(
+        name,
+        "",
+        &format!(
+            "sensor_bucket_secs = 1\nspike_learning_secs = 3\nspike_halflife_secs = {halflife_secs}\n\
+             spike_min_count = 15\nspike_buckets = 2\nquarantine_calls_per_minute = 5\n\
+             novelty_learning_secs = 3"
+        ),
+        policy_extra,
+        "",
+    )
+}
+
 /// Python for a sandbox: the client, the socket, the key store's path and `call`.
 fn script(env: &TestEnv, keys: &Path, body: &str) -> String {
     let prelude = hb_tests::py_client_prelude();
@@ -1193,16 +1211,11 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
         _dns,
         keys,
         mut env,
-    } = world_full(
+    } = spike_world(
         "spike",
-        "",
         // A long half-life: the flood's first buckets, under the spike's floor while its
         // threads start on a loaded machine, barely move the trickle's baseline.
-        "sensor_bucket_secs = 1\nspike_learning_secs = 3\nspike_halflife_secs = 300\n\
-         spike_min_count = 15\nspike_buckets = 2\nquarantine_calls_per_minute = 5\n\
-         novelty_learning_secs = 3",
-        "",
-        "",
+        300, "",
     );
     env.start_agent();
     let python = hb_tests::python();
@@ -1458,16 +1471,12 @@ fn callers_taking_the_counters_early_cannot_turn_a_flood_into_an_account_hold() 
         _dns,
         keys,
         mut env,
-    } = world_full(
+    } = spike_world(
         "spread",
-        "",
         // A short half-life: the baseline reaches the twelve calls a bucket of the
         // steady phase (after the empty buckets before it) before the flood.
-        "sensor_bucket_secs = 1\nspike_learning_secs = 3\nspike_halflife_secs = 3\n\
-         spike_min_count = 15\nspike_buckets = 2\nquarantine_calls_per_minute = 5\n\
-         novelty_learning_secs = 3",
+        3,
         "\n[[policy]]\nname = \"tenant\"\nintegrations = [\"svc\"]",
-        "",
     );
     env.start_agent();
     let python = hb_tests::python();
