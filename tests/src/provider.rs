@@ -178,6 +178,19 @@ pub fn bearers(api: &RecordingServer, step: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that no key of `keys` is in any of `outputs` (each named for the message):
+/// no key in anything a test's clients, the CLI or the agent printed, logged or wrote.
+pub fn assert_no_key_in<K: AsRef<str>>(
+    keys: impl IntoIterator<Item = K>,
+    outputs: &[(&str, &str)],
+) {
+    for key in keys {
+        for (name, text) in outputs {
+            assert!(!text.contains(key.as_ref()), "a key in the {name} output");
+        }
+    }
+}
+
 /// The rotation `id` from `rotation history` once its step is one of `steps` (within
 /// `secs`).
 pub fn wait_for_step(env: &TestEnv, id: &str, steps: &[&str], secs: u64) -> Value {

@@ -23,7 +23,7 @@ use std::{
 
 use hb_tests::{
     TestEnv,
-    provider::{Provider, agent_env, bearers, minted, store},
+    provider::{Provider, agent_env, assert_no_key_in, bearers, minted, store},
     upstream::{Dnsmasq, RecordingServer},
 };
 use serde_json::Value;
@@ -319,18 +319,17 @@ fn a_used_canary_handle_ends_the_execution_and_rotates_its_account_as_compromise
     let events = env.hb(&["events", "--json"]);
     let events = String::from_utf8_lossy(&events.stdout).into_owned();
     let log = env.agent().log_text();
-    for key in [OLD, new.as_str()] {
-        for (name, t) in [
+    assert_no_key_in(
+        [OLD, new.as_str()],
+        &[
             ("thief", &thief_text),
             ("bystander", &bystander_text),
             ("cli", &outputs),
             ("events", &events),
             ("log", &log),
             ("audit", &audit),
-        ] {
-            assert!(!t.contains(key), "a key in the {name} output");
-        }
-    }
+        ],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -431,17 +430,16 @@ fn an_upstream_echoing_the_injected_key_is_a_reflection() {
     let events = env.hb(&["events", "--json"]);
     let events = String::from_utf8_lossy(&events.stdout).into_owned();
     let log = env.agent().log_text();
-    for key in [OLD, MILD_OLD, new.as_str()] {
-        for (name, t) in [
+    assert_no_key_in(
+        [OLD, MILD_OLD, new.as_str()],
+        &[
             ("client", &client_text),
             ("cli", &outputs),
             ("events", &events),
             ("log", &log),
             ("audit", &audit),
-        ] {
-            assert!(!t.contains(key), "a key in the {name} output");
-        }
-    }
+        ],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -524,11 +522,10 @@ fn a_decoy_or_a_known_key_in_what_a_sandbox_sends_is_seen() {
     );
     let log = env.agent().log_text();
     let new = store(&keys)[0].clone();
-    for key in [OLD, MILD_OLD, new.as_str()] {
-        for (name, t) in [("cli", &outputs), ("log", &log), ("audit", &audit)] {
-            assert!(!t.contains(key), "a key in the {name} output");
-        }
-    }
+    assert_no_key_in(
+        [OLD, MILD_OLD, new.as_str()],
+        &[("cli", &outputs), ("log", &log), ("audit", &audit)],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -1034,18 +1031,17 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
     let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
     let book = fs::read_to_string(env.state_dir.join("detectors.json")).unwrap_or_default();
     let log = env.agent().log_text();
-    for key in std::iter::once(OLD.to_owned()).chain(minted) {
-        for (name, t) in [
+    assert_no_key_in(
+        std::iter::once(OLD.to_owned()).chain(minted),
+        &[
             ("events", &events),
             ("audit", &audit),
             ("status", &outputs),
             ("status text", &text),
             ("detectors.json", &book),
             ("log", &log),
-        ] {
-            assert!(!t.contains(&key), "a key in the {name} output");
-        }
-    }
+        ],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
