@@ -444,6 +444,17 @@ impl TestEnv {
             .clone()
     }
 
+    /// The events `hb-agent events --json` lists now (a line that is no JSON is passed
+    /// over).
+    pub fn events(&self) -> Vec<Value> {
+        let out = self.hb(&["events", "--json"]);
+        assert!(out.status.success(), "hb-agent events failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Events from `hb-agent events --json`, waiting up to 5 s until `pred` holds for one.
     pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);

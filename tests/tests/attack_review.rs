@@ -821,6 +821,18 @@ time.sleep(11)
 print("late", ask("late.denied.test", 2), flush=True)
 "#;
 
+/// Runs `cover` (a flood of 100 refusals, then the target, then one refusal more after
+/// the event window) as nobody in a sandbox of `policy`; what it printed.
+fn cover_run(env: &TestEnv, policy: &str, cover: &str) -> String {
+    let out = nobody_python(env, policy, cover, &["100"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 // FINDING F5: the resolver's (and the guard's) event budget is one per policy and hook
 // (`events.rs::DnsBudget`, keyed by (hook, policy)); past it a refused name is counted
 // into the next admitted record's `suppressed` and never named. So a sandbox asks for a
@@ -845,13 +857,7 @@ allow_domains = ["allowed.test"]
 "#;
     let mut env = TestEnv::new("review-dnscover", config);
     env.start_agent();
-    let out = nobody_python(&env, "web", PY_DNS_COVER, &["100"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = cover_run(&env, "web", PY_DNS_COVER);
     assert!(
         said.contains("target 3"),
         "the name was refused (NXDOMAIN): {said}"
@@ -860,10 +866,9 @@ allow_domains = ["allowed.test"]
     env.wait_event("the refused name after the window", |e| {
         e["name"] == "late.denied.test"
     });
-    let text = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
-    let named = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let named = env
+        .events()
+        .iter()
         .any(|e| e["name"] == "c2-target.evil.test");
     assert!(
         named,
@@ -1017,23 +1022,13 @@ fn a_flood_of_refused_sends_does_not_hide_the_address_tried_next() {
     private_netns(&["10.9.8.7", "10.9.8.8", "198.51.100.99"]);
     let mut env = TestEnv::new("review-connectcover", CLOSED_POLICY);
     env.start_agent();
-    let out = nobody_python(&env, "closed", PY_CONNECT_COVER, &["100"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = cover_run(&env, "closed", PY_CONNECT_COVER);
     assert!(
         said.contains("target EPERM"),
         "the connect was refused: {said}"
     );
     env.wait_event("the refusal after the window", |e| e["dst"] == "10.9.8.8");
-    let text = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
-    let named = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .any(|e| e["dst"] == "198.51.100.99");
+    let named = env.events().iter().any(|e| e["dst"] == "198.51.100.99");
     assert!(
         named,
         "no event names the refused 198.51.100.99: a flood of refused sends hid it"

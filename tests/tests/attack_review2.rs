@@ -216,15 +216,6 @@ for _ in range(5):
 print(" ".join(said), "%.3f" % (time.monotonic() - t0), flush=True)
 "#;
 
-fn events(env: &TestEnv) -> Vec<Value> {
-    let out = env.hb(&["events", "--json"]);
-    assert!(out.status.success(), "hb-agent events failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 // FINDING R2: past a cgroup's three kernel caps in one 10 s window (EVENT_BURST 64,
 // EVENT_DISTINCT 64, EVENT_HELD_PER_WINDOW 192: `hb-ebpf/src/policy.rs`, constants in
 // `hb-common/src/lib.rs::limits`), a refusal is only counted into the cgroup's
@@ -268,7 +259,8 @@ fn a_scan_past_every_event_cap_is_counted_to_its_last_refusal() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let scan = loop {
-        let scan: Vec<Value> = events(&env)
+        let scan: Vec<Value> = env
+            .events()
             .into_iter()
             .filter(|e| e["policy"] == "scan")
             .collect();
