@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
     sandboxed::{broker_client_script, nobody_broker_client, nobody_python},
-    upstream::{Dnsmasq, Leaf, TestCa},
+    upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, TestCa},
 };
 use serde_json::Value;
 
@@ -80,14 +80,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S((addr, 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
-srv.serve_forever()
 "#;
 
 /// A broker world: integration `e` (bearer, host `echo.test` on 203.0.113.10), bound to
@@ -193,7 +185,7 @@ integrations = ["f"]
 fn start_reflector(_dir: &Path, addr: &str, log: &Path, leaf: &Leaf) -> PythonServer {
     // PythonServer takes one script: the arguments travel in it.
     let script = format!(
-        "import sys\nsys.argv = ['x', {addr:?}, {log:?}, {cert:?}, {key:?}, {keys:?}]\n{REFLECT_PY}",
+        "import sys\nsys.argv = ['x', {addr:?}, {log:?}, {cert:?}, {key:?}, {keys:?}]\n{REFLECT_PY}{PY_SERVE_HTTPS}",
         keys = serde_json::json!([SECRET, OTHER_TENANT_SECRET]).to_string(),
         log = log.display().to_string(),
         cert = leaf.cert.display().to_string(),

@@ -11,7 +11,7 @@ use hb_tests::{
     TestEnv, private_netns,
     provider::Provider,
     sandboxed::{broker_client_script, client_json, nobody_broker_client, nobody_python},
-    upstream::{Dnsmasq, RecordingServer, TestCa},
+    upstream::{Dnsmasq, PY_SERVE_HTTPS, RecordingServer, TestCa},
 };
 use serde_json::Value;
 
@@ -316,14 +316,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S((addr, 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
-srv.serve_forever()
 "#;
 
 // FINDING R3: a credential with non-ASCII characters, reflected by its upstream in
@@ -394,7 +386,7 @@ fn reflected_by(name: &str, reflector: &str, secret: &str, client: &str) -> Valu
     let ca = TestCa::new(&dir, "trusted");
     let leaf = ca.issue("echo", &["echo.test"]);
     let script = format!(
-        "import sys\nsys.argv = ['x', '203.0.113.10', {cert:?}, {key:?}]\n{reflector}",
+        "import sys\nsys.argv = ['x', '203.0.113.10', {cert:?}, {key:?}]\n{reflector}{PY_SERVE_HTTPS}",
         cert = leaf.cert.display().to_string(),
         key = leaf.key.display().to_string(),
     );
@@ -539,14 +531,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S((addr, 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
-srv.serve_forever()
 "#;
 
 /// A credential its upstream reflects with some of its characters escaped (as

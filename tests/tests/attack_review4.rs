@@ -13,7 +13,7 @@ use hb_tests::{
     PythonServer, TestEnv, private_netns,
     provider::EXEC_ROTATOR,
     sandboxed::{broker_client_script, nobody_broker_client, nobody_python},
-    upstream::{Dnsmasq, TestCa},
+    upstream::{Dnsmasq, PY_SERVE_HTTPS, TestCa},
 };
 use serde_json::Value;
 
@@ -37,7 +37,7 @@ const ATTACKER_KEY: &str = "mallory-0f1e2d3c4b5a69788796a5b4";
 /// `{"ok": true}` (the provider's key check).
 const BOARD_PY: &str = r#"
 import http.server, json, ssl, sys
-cert, key = sys.argv[1:3]
+addr, cert, key = sys.argv[1:4]
 comments = []
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -59,14 +59,6 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/verify"):
             return self.answer(b'{"ok": true}')
         self.answer(json.dumps({"comments": comments}).encode())
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S(("203.0.113.10", 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
-srv.serve_forever()
 "#;
 
 /// A world with the comment board reachable through two integrations on the same host,
@@ -97,7 +89,7 @@ impl Board {
         let ca = TestCa::new(&dir, "trusted");
         let cert = ca.issue("board", &["board.test"]);
         let board = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['board', {:?}, {:?}]\n{BOARD_PY}",
+            "import sys\nsys.argv = ['board', '203.0.113.10', {:?}, {:?}]\n{BOARD_PY}{PY_SERVE_HTTPS}",
             cert.cert.display().to_string(),
             cert.key.display().to_string()
         ));
