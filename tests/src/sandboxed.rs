@@ -67,6 +67,44 @@ pub fn client_json(out: &Output) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
 }
 
+/// Runs `python3 -c SCRIPT ARGS` as nobody in `n` fresh sandboxes of `policy` at once
+/// (their stderr the test's); what each printed, once all have ended.
+pub fn nobody_python_many(
+    env: &TestEnv,
+    policy: &str,
+    script: &str,
+    args: &[&str],
+    n: usize,
+) -> Vec<String> {
+    let mut argv = vec![python(), "-c", script];
+    argv.extend_from_slice(args);
+    let children: Vec<Child> = (0..n)
+        .map(|_| {
+            nobody_command(env, policy, &[], &argv)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sandbox run")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| stdout(&c.wait_with_output().expect("sandbox run")))
+        .collect()
+}
+
+/// The Unix time `secs` seconds from now, in whole seconds: a moment for sandboxes
+/// started one after another to act together.
+pub fn unix_secs_in(secs: u64) -> String {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + secs)
+        .to_string()
+}
+
 /// A Python broker client for `env`'s agent, then `script`: `base64`, `json`, `sys`,
 /// `threading`, `time` and `collections.Counter` imported, `Client` and `BrokerError`
 /// from `hb_client`, `SOCK`

@@ -8,7 +8,7 @@
 //! share of the allow maps, the policy's share of upstream lookups.
 
 use std::{
-    process::{Child, Output, Stdio},
+    process::Output,
     thread,
     time::{Duration, Instant},
 };
@@ -18,8 +18,8 @@ use hb_tests::{
     provider::{Provider, bearers},
     python,
     sandboxed::{
-        PY_UDP_ASK, Running, broker_client_script, nobody_command, nobody_python, nobody_run,
-        udp_ask, udp_flooder,
+        PY_UDP_ASK, Running, broker_client_script, nobody_command, nobody_python,
+        nobody_python_many, nobody_run, udp_ask, udp_flooder, unix_secs_in,
     },
     stdout,
 };
@@ -282,52 +282,10 @@ print(json.dumps({"post": code(lambda: hb.request("POST", "https://api.test/plai
 fn a_flood_spread_over_three_sandboxes_does_not_hold_an_innocent_tenant() {
     hb_tests::require_root();
     let p = Provider::start("spread", BROKER_DNS_PORT, None);
-    let rest = format!(
-        r#"methods = ["GET", "POST"]
-verify_url = "https://api.test/plain?step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-sensor_bucket_secs = 1
-spike_hard_cap = 8
-spike_buckets = 2
-spike_learning_secs = 3600
-
-[[policy]]
-name = "web"
-integrations = ["svc"]
-
-[[policy]]
-name = "ops"
-integrations = ["svc"]
-"#,
-        python = python(),
-        rotator = p.exec_rotator().display(),
-        keys = p.key_store("keys.json", &[KEY]).display(),
-    );
-    let env = svc_agent("spread", &p, KEY, &rest);
+    let env = p.shared_account_agent("spread", KEY);
 
     let flood = broker_client_script(&env, BROKER_FLOOD);
-    let start = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 8)
-    .to_string();
-    let flooders: Vec<Child> = (0..3)
-        .map(|_| {
-            nobody_command(&env, "web", &[], &[python(), "-c", &flood, &start])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("sandbox run")
-        })
-        .collect();
-    let floods: Vec<String> = flooders
-        .into_iter()
-        .map(|c| stdout(&c.wait_with_output().expect("flooder")))
-        .collect();
+    let floods = nobody_python_many(&env, "web", &flood, &[&unix_secs_in(8)], 3);
     let victim = stdout(&run_broker_script(&env, "ops", BROKER_VICTIM));
     let records = env.audit_records();
     let actions: Vec<&Value> = records

@@ -12,7 +12,9 @@ use std::{fs, path::PathBuf};
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
     provider::EXEC_ROTATOR,
-    sandboxed::{broker_client_script, nobody_broker_client, nobody_python},
+    sandboxed::{
+        broker_client_script, nobody_broker_client, nobody_python, nobody_python_many, unix_secs_in,
+    },
     upstream::{Dnsmasq, PY_SERVE_HTTPS, TestCa},
 };
 use serde_json::Value;
@@ -609,67 +611,14 @@ print(json.dumps(out), flush=True)
 /// the flooders, held too, keep spending the account's one per-minute allowance.
 #[test]
 fn a_flood_spread_over_nine_sandboxes_does_not_hold_an_innocent_tenant() {
-    use hb_tests::provider::{Provider, agent_env, bearers};
-    use std::process::{Command, Stdio};
+    use hb_tests::provider::{Provider, bearers};
     hb_tests::require_root();
     let p = Provider::start("spread9", SPREAD_DNS_PORT, None);
-    let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-methods = ["GET", "POST"]
-verify_url = "https://api.test/plain?step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-sensor_bucket_secs = 1
-spike_hard_cap = 8
-spike_buckets = 2
-spike_learning_secs = 3600
-
-[[policy]]
-name = "web"
-integrations = ["svc"]
-
-[[policy]]
-name = "ops"
-integrations = ["svc"]
-"#,
-        head = p.config_head(""),
-        python = hb_tests::python(),
-        rotator = p.exec_rotator().display(),
-        keys = p.key_store("keys.json", &[SPREAD_KEY]).display(),
-    );
-    let mut env = agent_env("spread9", &config);
-    env.vault_put("svc", "bot", SPREAD_KEY);
-    env.start_agent();
+    let env = p.shared_account_agent("spread9", SPREAD_KEY);
 
     let flood = broker_client_script(&env, SPREAD_FLOOD);
-    let start = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 12)
-        .to_string();
-    let flooders: Vec<std::process::Child> = (0..9)
-        .map(|_| {
-            Command::new(hb_tests::agent_bin())
-                .arg("--config")
-                .arg(&env.config_path)
-                .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-                .args([hb_tests::python(), "-c", &flood, &start])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("sandbox run")
-        })
-        .collect();
-    let floods: Vec<String> = flooders
+    let floods: Vec<String> = nobody_python_many(&env, "web", &flood, &[&unix_secs_in(12)], 9)
         .into_iter()
-        .map(|c| hb_tests::stdout(&c.wait_with_output().expect("flooder")))
         .map(|s| s.trim().to_owned())
         .collect();
     let victim = nobody_python(&env, "ops", &broker_client_script(&env, SPREAD_VICTIM), &[]);
