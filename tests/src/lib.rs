@@ -444,6 +444,17 @@ impl TestEnv {
             .clone()
     }
 
+    /// The events `hb-agent events --json` lists now (a line that is no JSON is passed
+    /// over).
+    pub fn events(&self) -> Vec<Value> {
+        let out = self.hb(&["events", "--json"]);
+        assert!(out.status.success(), "hb-agent events failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Events from `hb-agent events --json`, waiting up to 5 s until `pred` holds for one.
     pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -463,6 +474,16 @@ impl TestEnv {
             );
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The records of the agent's audit log (`audit.log` in its state folder) so far, in
+    /// order; none when there is no log yet.
+    pub fn audit_records(&self) -> Vec<Value> {
+        fs::read_to_string(self.state_dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Summed counter from `hb-agent maps dump counters`.

@@ -129,6 +129,47 @@ impl Provider {
         path
     }
 
+    /// An agent `name` of this world whose integration `svc` (bearer, host `api.test`,
+    /// `GET` and `POST`, account `bot` = `key`) rotates through [`EXEC_ROTATOR`] (its store
+    /// `keys.json` holding `key`) on one-second sensor buckets, a spike at 8 calls a
+    /// bucket over 2 buckets after an hour of learning, and is bound to two policies:
+    /// `web` and `ops`; started. The world of the spread-flood attacks.
+    pub fn shared_account_agent(&self, name: &str, key: &str) -> TestEnv {
+        let config = format!(
+            r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET", "POST"]
+verify_url = "https://api.test/plain?step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+sensor_bucket_secs = 1
+spike_hard_cap = 8
+spike_buckets = 2
+spike_learning_secs = 3600
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+
+[[policy]]
+name = "ops"
+integrations = ["svc"]
+"#,
+            head = self.config_head(""),
+            python = crate::python(),
+            rotator = self.exec_rotator().display(),
+            keys = self.key_store("keys.json", &[key]).display(),
+        );
+        let mut env = TestEnv::new(name, &config);
+        env.init_vault(&[("svc", "bot", key)]);
+        env.start_agent();
+        env
+    }
+
     /// [`EXEC_ROTATOR`], written in the test's folder.
     pub fn exec_rotator(&self) -> PathBuf {
         let path = self.dir.join("rotator.py");
@@ -176,6 +217,19 @@ pub fn bearers(api: &RecordingServer, step: &str) -> Vec<String> {
                 .to_owned()
         })
         .collect()
+}
+
+/// Asserts that no key of `keys` is in any of `outputs` (each named for the message):
+/// no key in anything a test's clients, the CLI or the agent printed, logged or wrote.
+pub fn assert_no_key_in<K: AsRef<str>>(
+    keys: impl IntoIterator<Item = K>,
+    outputs: &[(&str, &str)],
+) {
+    for key in keys {
+        for (name, text) in outputs {
+            assert!(!text.contains(key.as_ref()), "a key in the {name} output");
+        }
+    }
 }
 
 /// The rotation `id` from `rotation history` once its step is one of `steps` (within

@@ -2,14 +2,17 @@
 //! (`resolver.rs`, `attack_review3.rs`): each runs as nobody (uid 65534, arbitrary
 //! Python) in a sandbox of a policy; a long-running one is read line by line while it
 //! runs and killed on drop. The DNS ones aim at a documentation nameserver (192.0.2.53),
-//! which the kernel redirects to the policy's resolver.
+//! which the kernel redirects to the policy's resolver. Broker clients run the same way:
+//! [`nobody_broker_client`] runs a Python client script and returns the JSON it printed.
 
 use std::{
     io::{BufRead as _, BufReader},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio},
 };
 
-use crate::{TestEnv, agent_bin, python, stdout};
+use serde_json::Value;
+
+use crate::{TestEnv, agent_bin, py_client_prelude, python, stdout};
 
 /// `hb-agent sandbox run --policy POLICY --user 65534 OPTIONS -- ARGS` for `env`'s agent.
 pub fn nobody_command(env: &TestEnv, policy: &str, options: &[&str], args: &[&str]) -> Command {
@@ -35,6 +38,96 @@ pub fn nobody_run(env: &TestEnv, policy: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout(&out)
+}
+
+/// Runs `python3 -c SCRIPT ARGS` as nobody in a fresh sandbox of `policy`; its output,
+/// whatever its exit.
+pub fn nobody_python(env: &TestEnv, policy: &str, script: &str, args: &[&str]) -> Output {
+    let mut argv = vec![python(), "-c", script];
+    argv.extend_from_slice(args);
+    nobody_command(env, policy, &[], &argv)
+        .output()
+        .expect("sandbox run")
+}
+
+/// Runs `python3 -c SCRIPT ARGS` as nobody in a fresh sandbox of `policy`; the JSON it
+/// printed (see [`client_json`]).
+pub fn nobody_python_json(env: &TestEnv, policy: &str, script: &str, args: &[&str]) -> Value {
+    client_json(&nobody_python(env, policy, script, args))
+}
+
+/// The JSON a client script printed; the script must have exited 0.
+pub fn client_json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
+}
+
+/// Runs `python3 -c SCRIPT ARGS` as nobody in `n` fresh sandboxes of `policy` at once
+/// (their stderr the test's); what each printed, once all have ended.
+pub fn nobody_python_many(
+    env: &TestEnv,
+    policy: &str,
+    script: &str,
+    args: &[&str],
+    n: usize,
+) -> Vec<String> {
+    let mut argv = vec![python(), "-c", script];
+    argv.extend_from_slice(args);
+    let children: Vec<Child> = (0..n)
+        .map(|_| {
+            nobody_command(env, policy, &[], &argv)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("sandbox run")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| stdout(&c.wait_with_output().expect("sandbox run")))
+        .collect()
+}
+
+/// The Unix time `secs` seconds from now, in whole seconds: a moment for sandboxes
+/// started one after another to act together.
+pub fn unix_secs_in(secs: u64) -> String {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + secs)
+        .to_string()
+}
+
+/// A Python broker client for `env`'s agent, then `script`: `base64`, `json`, `sys`,
+/// `threading`, `time` and `collections.Counter` imported, `Client` and `BrokerError`
+/// from `hb_client`, `SOCK`
+/// the broker's socket, `hb` a client on it, `attempt(f)` (what `f()` returned, or
+/// `{"error": code, "message": message}` for a broker error) and `code(f)` (the status
+/// of `f()`'s answer, or the broker error's code).
+pub fn broker_client_script(env: &TestEnv, script: &str) -> String {
+    let prelude = py_client_prelude();
+    format!(
+        "import base64, json, sys, threading, time\nfrom collections import Counter\n{prelude}\
+         from hb_client import Client, BrokerError\nSOCK = {sock:?}\nhb = Client(SOCK)\n\
+         def attempt(f):\n    try:\n        return f()\n    except BrokerError as e:\n        \
+         return {{\"error\": e.code, \"message\": e.message}}\n\
+         def code(f):\n    try:\n        return f()[\"status\"]\n    except BrokerError as e:\n        \
+         return e.code\n{script}",
+        sock = env.broker_socket().display().to_string()
+    )
+}
+
+/// Runs `script` as a [`broker_client_script`] (with `ARGS` in `sys.argv[1:]`) as nobody
+/// in a fresh sandbox of `policy`; the JSON it printed.
+pub fn nobody_broker_client(env: &TestEnv, policy: &str, script: &str, args: &[&str]) -> Value {
+    nobody_python_json(env, policy, &broker_client_script(env, script), args)
 }
 
 /// A sandbox process still running, its stdout read line by line; killed and reaped on

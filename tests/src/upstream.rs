@@ -18,6 +18,21 @@ use std::{
 
 use serde_json::Value;
 
+/// The end of a Python HTTPS test upstream: serves the handler class `H` (whose `setup`
+/// completes the TLS handshake, left to it by `do_handshake_on_connect=False`) on
+/// `(addr, 443)` with the certificate `cert` and its key `key` (variables the script
+/// sets), a thread a connection, errors not printed.
+pub const PY_SERVE_HTTPS: &str = r#"
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+srv.serve_forever()
+"#;
+
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()

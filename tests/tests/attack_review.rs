@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
-    upstream::{Dnsmasq, Leaf, TestCa},
+    sandboxed::{broker_client_script, nobody_broker_client, nobody_python},
+    upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, TestCa},
 };
 use serde_json::Value;
 
@@ -79,14 +80,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S((addr, 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
-srv.serve_forever()
 "#;
 
 /// A broker world: integration `e` (bearer, host `echo.test` on 203.0.113.10), bound to
@@ -169,41 +162,15 @@ integrations = ["f"]
         }
     }
 
-    /// Runs `script` (with `hb` a broker client and `attempt(f)`) in a sandbox under
-    /// policy `web` as user 65534; its JSON output.
+    /// Runs `script` (a [`broker_client_script`], with `hb` a broker client and
+    /// `attempt(f)`) in a sandbox under policy `web` as user 65534; its JSON output.
     fn in_sandbox(&self, script: &str) -> Value {
         self.in_sandbox_under("web", script)
     }
 
     /// [`BrokerWorld::in_sandbox`] under `policy`.
     fn in_sandbox_under(&self, policy: &str, script: &str) -> Value {
-        let prelude = hb_tests::py_client_prelude();
-        let script = format!(
-            "import sys, json, base64\n{prelude}\
-             from hb_client import Client, BrokerError\nhb = Client({:?})\n\
-             def attempt(f):\n    try:\n        return f()\n    except BrokerError as e:\n        \
-             return {{\"error\": e.code, \"message\": e.message}}\n{script}",
-            self.env.broker_socket().display().to_string()
-        );
-        let out = self.env.hb(&[
-            "sandbox",
-            "run",
-            "--policy",
-            policy,
-            "--user",
-            "65534",
-            "--",
-            hb_tests::python(),
-            "-c",
-            &script,
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
+        nobody_broker_client(&self.env, policy, script, &[])
     }
 
     fn upstream_requests(&self) -> Vec<Value> {
@@ -218,7 +185,7 @@ integrations = ["f"]
 fn start_reflector(_dir: &Path, addr: &str, log: &Path, leaf: &Leaf) -> PythonServer {
     // PythonServer takes one script: the arguments travel in it.
     let script = format!(
-        "import sys\nsys.argv = ['x', {addr:?}, {log:?}, {cert:?}, {key:?}, {keys:?}]\n{REFLECT_PY}",
+        "import sys\nsys.argv = ['x', {addr:?}, {log:?}, {cert:?}, {key:?}, {keys:?}]\n{REFLECT_PY}{PY_SERVE_HTTPS}",
         keys = serde_json::json!([SECRET, OTHER_TENANT_SECRET]).to_string(),
         log = log.display().to_string(),
         cert = leaf.cert.display().to_string(),
@@ -397,6 +364,33 @@ for target in sys.argv[1:]:
 print(json.dumps(out))
 "#;
 
+/// Policy `closed`: no address allowed; 198.51.100.0/24 counts as public.
+const CLOSED_POLICY: &str = r#"
+[egress]
+exception_cidrs = ["198.51.100.0/24"]
+
+[[policy]]
+name = "closed"
+allow_cidrs = []
+"#;
+
+/// Runs `probe` (Python printing its verdicts as one JSON object) against `targets` as
+/// nobody in a sandbox of [`CLOSED_POLICY`] (agent `name`); its verdicts, once half a
+/// second has passed for anything it sent to land.
+fn closed_sandbox_probe(name: &str, probe: &str, targets: &[&str]) -> Value {
+    let mut env = TestEnv::new(name, CLOSED_POLICY);
+    env.start_agent();
+    let out = nobody_python(&env, "closed", probe, targets);
+    assert!(
+        out.status.success(),
+        "probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    got
+}
+
 /// Multipath TCP (`socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)`, allowed by the seccomp
 /// filter, which judges only family and type) reaches neither a private address nor a
 /// public one outside the policy, by connect or by a Fast Open sendto, just as TCP does not.
@@ -406,37 +400,11 @@ fn multipath_tcp_reaches_no_address_the_policy_did_not_allow() {
     private_netns(&["10.9.8.7", "198.51.100.7"]);
     let private = hb_tests::TcpProbe::bind("10.9.8.7:8080");
     let public = hb_tests::TcpProbe::bind("198.51.100.7:8080");
-    let config = r#"
-[egress]
-exception_cidrs = ["198.51.100.0/24"]
-
-[[policy]]
-name = "closed"
-allow_cidrs = []
-"#;
-    let mut env = TestEnv::new("review-mptcp", config);
-    env.start_agent();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "closed",
-        "--user",
-        "65534",
-        "--",
-        hb_tests::python(),
-        "-c",
+    let got = closed_sandbox_probe(
+        "review-mptcp",
         PY_STREAMS,
-        "10.9.8.7:8080",
-        "198.51.100.7:8080",
-    ]);
-    assert!(
-        out.status.success(),
-        "probe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        &["10.9.8.7:8080", "198.51.100.7:8080"],
     );
-    let got: Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
-    std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(
         private.accepted(),
         0,
@@ -578,37 +546,11 @@ fn udp_lite_reaches_no_address_the_policy_did_not_allow() {
     let (_b, public) = udplite_receiver("198.51.100.7:9999");
     let private_udp = hb_tests::UdpProbe::bind("10.9.8.7:9999");
     let public_udp = hb_tests::UdpProbe::bind("198.51.100.7:9999");
-    let config = r#"
-[egress]
-exception_cidrs = ["198.51.100.0/24"]
-
-[[policy]]
-name = "closed"
-allow_cidrs = []
-"#;
-    let mut env = TestEnv::new("review-udplite", config);
-    env.start_agent();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "closed",
-        "--user",
-        "65534",
-        "--",
-        hb_tests::python(),
-        "-c",
+    let got = closed_sandbox_probe(
+        "review-udplite",
         PY_DATAGRAMS,
-        "10.9.8.7:9999",
-        "198.51.100.7:9999",
-    ]);
-    assert!(
-        out.status.success(),
-        "probe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        &["10.9.8.7:9999", "198.51.100.7:9999"],
     );
-    let got: Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
-    std::thread::sleep(std::time::Duration::from_millis(500));
     let arrived = |c: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
         c.load(std::sync::atomic::Ordering::SeqCst)
     };
@@ -660,16 +602,16 @@ print(json.dumps(attempt(lambda: hb.request("GET", "https://f.echo.test/reflect"
     );
     assert_eq!(victim["status"], 200, "{victim}");
     let pod = w.env.root_pod("web");
-    let prelude = hb_tests::py_client_prelude();
-    let script = format!(
-        "import sys, json\n{prelude}from hb_client import Client\nhb = Client({sock:?})\n\
-         import socket, errno\ns = socket.socket()\ns.settimeout(3)\n\
-         try:\n    s.connect((\"203.0.113.10\", 443))\n    net = \"OK\"\n\
-         except OSError as e:\n    net = errno.errorcode.get(e.errno, str(e.errno))\n\
-         me = hb.whoami()\nguess = hb.scrub({secret:?})\n\
-         print(json.dumps({{\"whoami\": me, \"scrub\": guess, \"net\": net}}))\n",
-        sock = w.env.broker_socket().display().to_string(),
-        secret = OTHER_TENANT_SECRET,
+    let script = broker_client_script(
+        &w.env,
+        &format!(
+            "import socket, errno\ns = socket.socket()\ns.settimeout(3)\n\
+             try:\n    s.connect((\"203.0.113.10\", 443))\n    net = \"OK\"\n\
+             except OSError as e:\n    net = errno.errorcode.get(e.errno, str(e.errno))\n\
+             me = hb.whoami()\nguess = hb.scrub({secret:?})\n\
+             print(json.dumps({{\"whoami\": me, \"scrub\": guess, \"net\": net}}))\n",
+            secret = OTHER_TENANT_SECRET,
+        ),
     );
     let mut results = Vec::new();
     for depth in [1usize, 16] {
@@ -795,16 +737,9 @@ allow_domains = ["allowed.test"]
     let mut env = TestEnv::new("review-slots", &config);
     env.start_agent();
     let victim = || {
-        let out = env.hb(&[
-            "sandbox",
-            "run",
-            "--policy",
+        let out = nobody_python(
+            &env,
             "web",
-            "--user",
-            "65534",
-            "--",
-            hb_tests::python(),
-            "-c",
             r#"
 import socket
 socket.getaddrinfo("allowed.test", 80)
@@ -815,7 +750,8 @@ try:
 except OSError as e:
     print("error", e)
 "#,
-        ]);
+            &[],
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     // The world works: with nothing held, a sandbox of the policy connects.
@@ -877,6 +813,18 @@ time.sleep(11)
 print("late", ask("late.denied.test", 2), flush=True)
 "#;
 
+/// Runs `cover` (a flood of 100 refusals, then the target, then one refusal more after
+/// the event window) as nobody in a sandbox of `policy`; what it printed.
+fn cover_run(env: &TestEnv, policy: &str, cover: &str) -> String {
+    let out = nobody_python(env, policy, cover, &["100"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 // FINDING F5: the resolver's (and the guard's) event budget is one per policy and hook
 // (`events.rs::DnsBudget`, keyed by (hook, policy)); past it a refused name is counted
 // into the next admitted record's `suppressed` and never named. So a sandbox asks for a
@@ -901,25 +849,7 @@ allow_domains = ["allowed.test"]
 "#;
     let mut env = TestEnv::new("review-dnscover", config);
     env.start_agent();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        hb_tests::python(),
-        "-c",
-        PY_DNS_COVER,
-        "100",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = cover_run(&env, "web", PY_DNS_COVER);
     assert!(
         said.contains("target 3"),
         "the name was refused (NXDOMAIN): {said}"
@@ -928,10 +858,9 @@ allow_domains = ["allowed.test"]
     env.wait_event("the refused name after the window", |e| {
         e["name"] == "late.denied.test"
     });
-    let text = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
-    let named = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let named = env
+        .events()
+        .iter()
         .any(|e| e["name"] == "c2-target.evil.test");
     assert!(
         named,
@@ -1015,19 +944,7 @@ allow_domains = ["allowed.test"]
     let mut env = TestEnv::new("review-tcpdns", &config);
     env.start_agent();
     let ask = || {
-        let out = env.hb(&[
-            "sandbox",
-            "run",
-            "--policy",
-            "web",
-            "--user",
-            "65534",
-            "--",
-            hb_tests::python(),
-            "-c",
-            PY_TCP_DNS,
-            "ask",
-        ]);
+        let out = nobody_python(&env, "web", PY_TCP_DNS, &["ask"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     assert_eq!(ask(), "answered", "control: TCP DNS works");
@@ -1095,45 +1012,15 @@ print("late", flush=True)
 fn a_flood_of_refused_sends_does_not_hide_the_address_tried_next() {
     hb_tests::require_root();
     private_netns(&["10.9.8.7", "10.9.8.8", "198.51.100.99"]);
-    let config = r#"
-[egress]
-exception_cidrs = ["198.51.100.0/24"]
-
-[[policy]]
-name = "closed"
-allow_cidrs = []
-"#;
-    let mut env = TestEnv::new("review-connectcover", config);
+    let mut env = TestEnv::new("review-connectcover", CLOSED_POLICY);
     env.start_agent();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "closed",
-        "--user",
-        "65534",
-        "--",
-        hb_tests::python(),
-        "-c",
-        PY_CONNECT_COVER,
-        "100",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = cover_run(&env, "closed", PY_CONNECT_COVER);
     assert!(
         said.contains("target EPERM"),
         "the connect was refused: {said}"
     );
     env.wait_event("the refusal after the window", |e| e["dst"] == "10.9.8.8");
-    let text = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
-    let named = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .any(|e| e["dst"] == "198.51.100.99");
+    let named = env.events().iter().any(|e| e["dst"] == "198.51.100.99");
     assert!(
         named,
         "no event names the refused 198.51.100.99: a flood of refused sends hid it"

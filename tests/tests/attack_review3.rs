@@ -8,7 +8,7 @@
 //! share of the allow maps, the policy's share of upstream lookups.
 
 use std::{
-    process::{Child, Output, Stdio},
+    process::Output,
     thread,
     time::{Duration, Instant},
 };
@@ -17,7 +17,10 @@ use hb_tests::{
     PythonServer, TcpProbe, TestEnv, private_netns,
     provider::{Provider, bearers},
     python,
-    sandboxed::{PY_UDP_ASK, Running, nobody_command, nobody_run, udp_ask, udp_flooder},
+    sandboxed::{
+        PY_UDP_ASK, Running, broker_client_script, nobody_command, nobody_python,
+        nobody_python_many, nobody_run, udp_ask, udp_flooder, unix_secs_in,
+    },
     stdout,
 };
 use serde_json::Value;
@@ -226,26 +229,6 @@ fn four_flooding_sandboxes_leave_a_fifths_lookups_answered() {
 const BROKER_DNS_PORT: u16 = 5432;
 const KEY: &str = "key-acct-5e4d3c2b1a09f8e7d6c5b4a39281706f";
 
-/// Python for a sandbox, with the broker client: `hb`, `SOCK`, `code(f)` (the status,
-/// or the broker's error code).
-fn broker_script(env: &TestEnv, body: &str) -> String {
-    let prelude = hb_tests::py_client_prelude();
-    format!(
-        r#"import sys, json, threading, time
-from collections import Counter
-{prelude}from hb_client import Client, BrokerError
-SOCK = {sock:?}
-hb = Client(SOCK)
-def code(f):
-    try:
-        return f()["status"]
-    except BrokerError as e:
-        return e.code
-{body}"#,
-        sock = env.broker_socket().display().to_string(),
-    )
-}
-
 /// An agent of the provider's world `p` (its CA trusted, its resolver on
 /// [`BROKER_DNS_PORT`]) with the integration `svc` (bearer, host `api.test`; `rest` ends
 /// its table and adds the policies), the vault holding `svc`/`bot` = `key`; started.
@@ -260,16 +243,9 @@ fn svc_agent(name: &str, p: &Provider, key: &str, rest: &str) -> TestEnv {
     env
 }
 
-/// Runs [`broker_script`] with `body` as nobody in a fresh sandbox of `policy`.
+/// Runs `body` as a [`broker_client_script`] as nobody in a fresh sandbox of `policy`.
 fn run_broker_script(env: &TestEnv, policy: &str, body: &str) -> Output {
-    nobody_command(
-        env,
-        policy,
-        &[],
-        &[python(), "-c", &broker_script(env, body)],
-    )
-    .output()
-    .expect("sandbox run")
+    nobody_python(env, policy, &broker_client_script(env, body), &[])
 }
 
 /// A flooder: from the wall-clock second in `argv[1]` (all flooders start together),
@@ -306,58 +282,12 @@ print(json.dumps({"post": code(lambda: hb.request("POST", "https://api.test/plai
 fn a_flood_spread_over_three_sandboxes_does_not_hold_an_innocent_tenant() {
     hb_tests::require_root();
     let p = Provider::start("spread", BROKER_DNS_PORT, None);
-    let rest = format!(
-        r#"methods = ["GET", "POST"]
-verify_url = "https://api.test/plain?step=verify"
+    let env = p.shared_account_agent("spread", KEY);
 
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-sensor_bucket_secs = 1
-spike_hard_cap = 8
-spike_buckets = 2
-spike_learning_secs = 3600
-
-[[policy]]
-name = "web"
-integrations = ["svc"]
-
-[[policy]]
-name = "ops"
-integrations = ["svc"]
-"#,
-        python = python(),
-        rotator = p.exec_rotator().display(),
-        keys = p.key_store("keys.json", &[KEY]).display(),
-    );
-    let env = svc_agent("spread", &p, KEY, &rest);
-
-    let flood = broker_script(&env, BROKER_FLOOD);
-    let start = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 8)
-    .to_string();
-    let flooders: Vec<Child> = (0..3)
-        .map(|_| {
-            nobody_command(&env, "web", &[], &[python(), "-c", &flood, &start])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("sandbox run")
-        })
-        .collect();
-    let floods: Vec<String> = flooders
-        .into_iter()
-        .map(|c| stdout(&c.wait_with_output().expect("flooder")))
-        .collect();
+    let flood = broker_client_script(&env, BROKER_FLOOD);
+    let floods = nobody_python_many(&env, "web", &flood, &[&unix_secs_in(8)], 3);
     let victim = stdout(&run_broker_script(&env, "ops", BROKER_VICTIM));
-    let records: Vec<Value> = std::fs::read_to_string(env.state_dir.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let records = env.audit_records();
     let actions: Vec<&Value> = records
         .iter()
         .filter(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")

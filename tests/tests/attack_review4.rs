@@ -11,7 +11,11 @@ use std::{fs, path::PathBuf};
 
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
-    upstream::{Dnsmasq, TestCa},
+    provider::EXEC_ROTATOR,
+    sandboxed::{
+        broker_client_script, nobody_broker_client, nobody_python, nobody_python_many, unix_secs_in,
+    },
+    upstream::{Dnsmasq, PY_SERVE_HTTPS, TestCa},
 };
 use serde_json::Value;
 
@@ -35,7 +39,7 @@ const ATTACKER_KEY: &str = "mallory-0f1e2d3c4b5a69788796a5b4";
 /// `{"ok": true}` (the provider's key check).
 const BOARD_PY: &str = r#"
 import http.server, json, ssl, sys
-cert, key = sys.argv[1:3]
+addr, cert, key = sys.argv[1:4]
 comments = []
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -57,32 +61,6 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/verify"):
             return self.answer(b'{"ok": true}')
         self.answer(json.dumps({"comments": comments}).encode())
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S(("203.0.113.10", 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
-srv.serve_forever()
-"#;
-
-/// The provider's tool for `board_b`: `create` mints a key into the store (a JSON list),
-/// `revoke` removes one.
-const ROTATOR: &str = r#"
-import json, secrets, sys
-store = sys.argv[1]
-req = json.load(sys.stdin)
-with open(store) as f:
-    live = json.load(f)
-if req["op"] == "create":
-    new = "key-new-" + secrets.token_hex(16)
-    live.append(new)
-    print(json.dumps({"secret": new}))
-elif req["op"] == "revoke":
-    live = [k for k in live if k != req["secret"]]
-with open(store, "w") as f:
-    json.dump(live, f)
 "#;
 
 /// A world with the comment board reachable through two integrations on the same host,
@@ -102,8 +80,9 @@ impl Drop for Board {
 }
 
 impl Board {
-    /// `rotation`: `board_b` rotates through the provider's tool ([`ROTATOR`], its keys in
-    /// `keys.json`), with every detector at its default action.
+    /// `rotation`: `board_b` rotates through the provider's tool ([`EXEC_ROTATOR`] as an
+    /// admin, so it mints whatever the key it replaces; its keys in `keys.json`), with
+    /// every detector at its default action.
     fn new(name: &str, victim_key: &str, rotation: bool) -> Self {
         hb_tests::require_root();
         private_netns(&["203.0.113.10"]);
@@ -112,7 +91,7 @@ impl Board {
         let ca = TestCa::new(&dir, "trusted");
         let cert = ca.issue("board", &["board.test"]);
         let board = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['board', {:?}, {:?}]\n{BOARD_PY}",
+            "import sys\nsys.argv = ['board', '203.0.113.10', {:?}, {:?}]\n{BOARD_PY}{PY_SERVE_HTTPS}",
             cert.cert.display().to_string(),
             cert.key.display().to_string()
         ));
@@ -126,10 +105,10 @@ impl Board {
         let keys = dir.join("keys.json");
         fs::write(&keys, serde_json::to_string(&[victim_key]).expect("json")).expect("store");
         let rotator = dir.join("rotator.py");
-        fs::write(&rotator, ROTATOR).expect("rotator");
+        fs::write(&rotator, EXEC_ROTATOR).expect("rotator");
         let rotation = if rotation {
             format!(
-                "verify_url = \"https://board.test/verify\"\n\n[integration.rotation]\nexec = [\"{}\", \"{}\", \"{}\"]\n",
+                "verify_url = \"https://board.test/verify\"\n\n[integration.rotation]\nexec = [\"{}\", \"{}\", \"{}\", \"--admin\"]\n",
                 hb_tests::python(),
                 rotator.display(),
                 keys.display()
@@ -177,45 +156,17 @@ integrations = ["board_b"]
         }
     }
 
-    /// Runs `script` (with `hb` a broker client and `code(f)` the status or error code
-    /// of a call) in a sandbox of `policy` as user 65534; its JSON output.
+    /// Runs `script` (a [`broker_client_script`], with `hb` a broker client and `code(f)`
+    /// the status or error code of a call) in a sandbox of `policy` as user 65534; its
+    /// JSON output.
     fn in_sandbox(&self, policy: &str, script: &str, args: &[&str]) -> Value {
-        let prelude = hb_tests::py_client_prelude();
-        let script = format!(
-            "import sys, json\n{prelude}\
-             from hb_client import Client, BrokerError\nhb = Client({:?})\n\
-             def code(f):\n    try:\n        return f()[\"status\"]\n    except BrokerError as e:\n        \
-             return e.code\n{script}",
-            self.env.broker_socket().display().to_string()
-        );
-        let mut full = vec![
-            "sandbox",
-            "run",
-            "--policy",
-            policy,
-            "--user",
-            "65534",
-            "--",
-            hb_tests::python(),
-            "-c",
-            &script,
-        ];
-        full.extend_from_slice(args);
-        let out = self.env.hb(&full);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
+        nobody_broker_client(&self.env, policy, script, args)
     }
 
     fn audit_records(&self, kind: &str) -> Vec<Value> {
-        fs::read_to_string(self.env.state_dir.join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        self.env
+            .audit_records()
+            .into_iter()
             .filter(|r| r.to_string().contains(kind))
             .collect()
     }
@@ -264,9 +215,9 @@ except BrokerError as e:
 print(json.dumps(out))
 "#;
 
-/// The victim reads a board the attacker wrote `planted` to; its calls' outcomes and
-/// the `credential_fragment` records it cost.
-fn victim_reads_planted(name: &str, victim_key: &str, planted: &str) -> (Value, Vec<Value>) {
+/// The victim (its key `victim_key`) reads a board the attacker wrote `planted` to, and
+/// is served as before: no call refused, no `credential_fragment` record.
+fn assert_planted_text_bars_no_reader(name: &str, victim_key: &str, planted: &str) {
     let world = Board::new(name, victim_key, false);
     let posted = world.in_sandbox("web", PLANT, &[planted]);
     assert_eq!(
@@ -280,7 +231,7 @@ fn victim_reads_planted(name: &str, victim_key: &str, planted: &str) -> (Value, 
         planted.len(),
         hits.len()
     );
-    (victim, hits)
+    assert_victim_served(&victim, &hits);
 }
 
 fn assert_victim_served(victim: &Value, hits: &[Value]) {
@@ -308,8 +259,7 @@ fn planted_prefix_guesses_do_not_bar_another_tenant_that_reads_them() {
         .chars()
         .map(|c| format!("sk_live_{c}"))
         .collect();
-    let (victim, hits) = victim_reads_planted("plant", STRIPE_KEY, &planted.join(" "));
-    assert_victim_served(&victim, &hits);
+    assert_planted_text_bars_no_reader("plant", STRIPE_KEY, &planted.join(" "));
 }
 
 /// 3(a) The same with no guess at all: a key whose fixed text runs past the part
@@ -319,12 +269,11 @@ fn planted_prefix_guesses_do_not_bar_another_tenant_that_reads_them() {
 /// (`sk-ant-api03-…`) bars every tenant that reads it with such a key.
 #[test]
 fn a_documented_key_format_does_not_bar_a_tenant_that_reads_it() {
-    let (victim, hits) = victim_reads_planted(
+    assert_planted_text_bars_no_reader(
         "format",
         ANTHROPIC_KEY,
         "keys look like sk-ant-api03-... (see the docs)",
     );
-    assert_victim_served(&victim, &hits);
 }
 
 /// 3(a) The same for a JWT credential: every HS256 JWT starts `eyJhbGciOiJIUzI1NiIs`
@@ -333,48 +282,44 @@ fn a_documented_key_format_does_not_bar_a_tenant_that_reads_it() {
 /// JWT's header alone, as any JWT tutorial prints it, bars the reader.
 #[test]
 fn a_jwt_header_in_an_answer_does_not_bar_a_tenant_whose_key_is_a_jwt() {
-    let (victim, hits) = victim_reads_planted(
+    assert_planted_text_bars_no_reader(
         "jwthead",
         JWT_KEY,
         "a JWT's first part, eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9, decodes to its header",
     );
-    assert_victim_served(&victim, &hits);
 }
 
 /// 3(a) What held: another whole JWT in an answer (the scrubber's token family takes it
 /// before the fragment check) does not bar a reader whose credential is a JWT.
 #[test]
 fn another_whole_jwt_in_an_answer_does_not_bar_a_tenant_whose_key_is_a_jwt() {
-    let (victim, hits) = victim_reads_planted(
+    assert_planted_text_bars_no_reader(
         "jwt",
         JWT_KEY,
         "example: Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.c2lnbmF0dXJl",
     );
-    assert_victim_served(&victim, &hits);
 }
 
 /// 3(a) The same for GitHub's fine-grained tokens, which all start `github_pat_11`:
 /// the prefix stops at the digits, so `ub_pat_1` is a window every such token shares.
 #[test]
 fn a_documented_github_token_format_does_not_bar_a_tenant_that_reads_it() {
-    let (victim, hits) = victim_reads_planted(
+    assert_planted_text_bars_no_reader(
         "ghpat",
         GITHUB_KEY,
         "fine-grained tokens start with github_pat_11...",
     );
-    assert_victim_served(&victim, &hits);
 }
 
 /// 3(a) What held: a comment that holds the victim's public prefix alone
 /// (`sk_live_`, as dashboards show it) is no fragment hit.
 #[test]
 fn a_bare_public_prefix_does_not_bar_a_tenant_that_reads_it() {
-    let (victim, hits) = victim_reads_planted(
+    assert_planted_text_bars_no_reader(
         "prefix",
         STRIPE_KEY,
         "keys look like sk_live_... and sk_live_…4242",
     );
-    assert_victim_served(&victim, &hits);
 }
 
 /// 3(a) The consequence past the bar: with a rotation configured (every detector at its
@@ -477,18 +422,7 @@ allow_cidrs = ["203.0.113.20/32"]
     let (mut held, from) = listener.accept().expect("the victim connected");
     let _ = held.set_read_timeout(Some(Duration::from_millis(10)));
     let _ = held.read(&mut [0u8; 1]);
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "web",
-        "--user",
-        "65534",
-        "--",
-        hb_tests::python(),
-        "-c",
-        PY_PEERS,
-    ]);
+    let out = nobody_python(&env, "web", PY_PEERS, &[]);
     let _ = victim.kill();
     let _ = victim.wait();
     let seen = hb_tests::stdout(&out);
@@ -600,11 +534,7 @@ fn a_sandbox_cannot_get_a_fresh_caller_identity() {
         "[broker]\nsocket_mode = \"0666\"\n\n[[policy]]\nname = \"web\"\n",
     );
     env.start_agent();
-    let prelude = hb_tests::py_client_prelude();
-    let script = format!(
-        "{prelude}from hb_client import Client\nSOCK = {:?}\nhb = Client(SOCK)\n{PY_FRESH_IDENTITY}",
-        env.broker_socket().display().to_string()
-    );
+    let script = broker_client_script(&env, PY_FRESH_IDENTITY);
     for user in ["65534", "0"] {
         let out = env.hb(&[
             "sandbox",
@@ -648,18 +578,6 @@ fn a_sandbox_cannot_get_a_fresh_caller_identity() {
 const SPREAD_DNS_PORT: u16 = 5441;
 const SPREAD_KEY: &str = "key-acct-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
-/// Python for a sandbox, with the broker client: `hb`, `SOCK`, `code(f)`.
-fn broker_script(env: &TestEnv, body: &str) -> String {
-    let prelude = hb_tests::py_client_prelude();
-    format!(
-        "import sys, json, threading, time\nfrom collections import Counter\n{prelude}\
-         from hb_client import Client, BrokerError\nSOCK = {sock:?}\nhb = Client(SOCK)\n\
-         def code(f):\n    try:\n        return f()[\"status\"]\n    except BrokerError as e:\n        \
-         return e.code\n{body}",
-        sock = env.broker_socket().display().to_string(),
-    )
-}
-
 /// A flooder: from the wall-clock second in `argv[1]`, for 5 s, GETs through its own
 /// handle as fast as it can; prints the answers counted.
 const SPREAD_FLOOD: &str = r#"
@@ -693,87 +611,19 @@ print(json.dumps(out), flush=True)
 /// the flooders, held too, keep spending the account's one per-minute allowance.
 #[test]
 fn a_flood_spread_over_nine_sandboxes_does_not_hold_an_innocent_tenant() {
-    use hb_tests::provider::{Provider, agent_env, bearers};
-    use std::process::{Command, Stdio};
+    use hb_tests::provider::{Provider, bearers};
     hb_tests::require_root();
     let p = Provider::start("spread9", SPREAD_DNS_PORT, None);
-    let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-methods = ["GET", "POST"]
-verify_url = "https://api.test/plain?step=verify"
+    let env = p.shared_account_agent("spread9", SPREAD_KEY);
 
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-sensor_bucket_secs = 1
-spike_hard_cap = 8
-spike_buckets = 2
-spike_learning_secs = 3600
-
-[[policy]]
-name = "web"
-integrations = ["svc"]
-
-[[policy]]
-name = "ops"
-integrations = ["svc"]
-"#,
-        head = p.config_head(""),
-        python = hb_tests::python(),
-        rotator = p.exec_rotator().display(),
-        keys = p.key_store("keys.json", &[SPREAD_KEY]).display(),
-    );
-    let mut env = agent_env("spread9", &config);
-    env.vault_put("svc", "bot", SPREAD_KEY);
-    env.start_agent();
-
-    let flood = broker_script(&env, SPREAD_FLOOD);
-    let start = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 12)
-        .to_string();
-    let flooders: Vec<std::process::Child> = (0..9)
-        .map(|_| {
-            Command::new(hb_tests::agent_bin())
-                .arg("--config")
-                .arg(&env.config_path)
-                .args(["sandbox", "run", "--policy", "web", "--user", "65534", "--"])
-                .args([hb_tests::python(), "-c", &flood, &start])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("sandbox run")
-        })
-        .collect();
-    let floods: Vec<String> = flooders
+    let flood = broker_client_script(&env, SPREAD_FLOOD);
+    let floods: Vec<String> = nobody_python_many(&env, "web", &flood, &[&unix_secs_in(12)], 9)
         .into_iter()
-        .map(|c| hb_tests::stdout(&c.wait_with_output().expect("flooder")))
         .map(|s| s.trim().to_owned())
         .collect();
-    let victim = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "ops",
-        "--user",
-        "65534",
-        "--",
-        hb_tests::python(),
-        "-c",
-        &broker_script(&env, SPREAD_VICTIM),
-    ]);
+    let victim = nobody_python(&env, "ops", &broker_client_script(&env, SPREAD_VICTIM), &[]);
     let victim = hb_tests::stdout(&victim);
-    let records: Vec<Value> = fs::read_to_string(env.state_dir.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let records = env.audit_records();
     let spikes = records
         .iter()
         .filter(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")

@@ -19,6 +19,7 @@
 
 use hb_tests::{
     TestEnv, private_netns,
+    sandboxed::{broker_client_script, client_json, nobody_broker_client},
     upstream::{Dnsmasq, Leaf, RecordingServer, TestCa, header},
 };
 use serde_json::Value;
@@ -123,59 +124,25 @@ integrations = ["vict"]
         RecordingServer::start(&self.dir, "203.0.113.10", port, tls.then_some(&self.q_cert))
     }
 
-    /// The Python client, its `hb` bound to the broker, then `script`.
-    fn script(&self, script: &str) -> String {
-        let prelude = hb_tests::py_client_prelude();
-        format!(
-            "import sys, json, base64\n{prelude}\
-             from hb_client import Client, BrokerError\nhb = Client({:?})\n\
-             def attempt(f):\n    try:\n        return f()\n    except BrokerError as e:\n        \
-             return {{\"error\": e.code, \"message\": e.message}}\n{script}",
-            self.env.broker_socket().display().to_string()
-        )
-    }
-
-    /// Runs `script` in a sandbox under policy `web` as user 65534; its JSON output.
+    /// Runs `script` (a [`broker_client_script`]) in a sandbox under policy `web` as user
+    /// 65534; its JSON output.
     fn in_sandbox(&self, script: &str) -> Value {
         self.in_sandbox_under("web", script)
     }
 
     /// Runs `script` in a sandbox under `policy` as user 65534; its JSON output.
     fn in_sandbox_under(&self, policy: &str, script: &str) -> Value {
-        let script = self.script(script);
-        let out = self.env.hb(&[
-            "sandbox",
-            "run",
-            "--policy",
-            policy,
-            "--user",
-            "65534",
-            "--",
-            hb_tests::python(),
-            "-c",
-            &script,
-        ]);
-        parse_output(&out)
+        nobody_broker_client(&self.env, policy, script, &[])
     }
 
     /// Runs `script` outside any sandbox (a host caller, under `broker.host_policy`).
     fn on_host(&self, script: &str) -> Value {
         let out = std::process::Command::new(hb_tests::python())
-            .args(["-c", &self.script(script)])
+            .args(["-c", &broker_client_script(&self.env, script)])
             .output()
             .expect("python3");
-        parse_output(&out)
+        client_json(&out)
     }
-}
-
-fn parse_output(out: &std::process::Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
 }
 
 /// A handle-less request goes no further than the caller's own policy: not to another

@@ -16,7 +16,8 @@ use std::{
 
 use hb_tests::{
     TestEnv,
-    provider::{Provider, agent_env, store, wait_for_step},
+    provider::{Provider, agent_env, assert_no_key_in, store, wait_for_step},
+    sandboxed::broker_client_script,
     upstream::{Dnsmasq, RecordingServer, header},
 };
 use serde_json::Value;
@@ -298,16 +299,15 @@ fn the_agent_rotates_through_the_provider_and_handles_follow() {
         log.contains("rotator wrote to stderr") && log.contains("[REDACTED:new_secret]"),
         "the rotator's stderr is logged with the key it minted cut out"
     );
-    for key in [OLD, BAD_OLD, new.as_str()] {
-        for (name, text) in [
+    assert_no_key_in(
+        [OLD, BAD_OLD, new.as_str()],
+        &[
             ("client", &text),
             ("cli", &outputs),
             ("log", &log),
             ("audit", &audit),
-        ] {
-            assert!(!text.contains(key), "a key in the {name} output");
-        }
-    }
+        ],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -616,15 +616,22 @@ fn a_key_revoked_at_the_provider_is_found_by_one_probe_and_rotated_once() {
 /// A sandbox's one call with the `svc` handle to `url` (python, inside the sandbox): the
 /// broker's answer as JSON, or the error code.
 fn sandbox_call(env: &TestEnv, url: &str) -> std::process::Child {
-    let prelude = hb_tests::py_client_prelude();
-    let script = format!(
-        "import sys, json\n{prelude}from hb_client import Client, BrokerError\n\
-         hb = Client({:?})\nh = hb.handle('svc', 'bot')['handle']\n\
-         try:\n    print(json.dumps(hb.request('GET', {url:?}, handle=h)), flush=True)\n\
-         except BrokerError as e:\n    print(json.dumps({{'error': e.code}}), flush=True)\n",
-        env.broker_socket().display().to_string(),
+    let script = broker_client_script(
+        env,
+        &format!(
+            "h = hb.handle('svc', 'bot')['handle']\n\
+             try:\n    print(json.dumps(hb.request('GET', {url:?}, handle=h)), flush=True)\n\
+             except BrokerError as e:\n    print(json.dumps({{'error': e.code}}), flush=True)\n"
+        ),
     );
     env.sandbox_piped("web", &[hb_tests::python(), "-c", &script])
+}
+
+/// What a [`sandbox_call`] printed once it ends: the broker's answer as JSON, or the
+/// error code.
+fn answer_of(client: std::process::Child) -> Value {
+    let out = client.wait_with_output().expect("client");
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("client JSON")
 }
 
 fn begin(env: &TestEnv) -> String {
@@ -750,9 +757,7 @@ fn the_propagation_retry_never_sends_a_key_retired_while_the_call_was_out() {
         "the old key is revoked at the provider"
     );
     fs::write(&release, "").expect("release");
-    let out = client.wait_with_output().expect("client");
-    let answer: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("client JSON");
+    let answer = answer_of(client);
     assert_eq!(answer["status"], 401, "the 401 passes through: {answer}");
     let sent = stale(&api);
     assert!(
@@ -786,9 +791,7 @@ fn a_spent_rate_limit_neither_rotates_a_healthy_key_nor_rolls_a_rotation_back() 
         "https://api.test/auth?deny={}&step=deny",
         &OLD[OLD.len() - 6..]
     );
-    let out = sandbox_call(&env, &url).wait_with_output().expect("client");
-    let answer: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("client JSON");
+    let answer = answer_of(sandbox_call(&env, &url));
     assert_eq!(answer["status"], 401, "{answer}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !env.agent().log_text().contains("auth_failure probe") {

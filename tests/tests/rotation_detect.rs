@@ -23,7 +23,7 @@ use std::{
 
 use hb_tests::{
     TestEnv,
-    provider::{Provider, agent_env, bearers, minted, store},
+    provider::{Provider, agent_env, assert_no_key_in, bearers, minted, store},
     upstream::{Dnsmasq, RecordingServer},
 };
 use serde_json::Value;
@@ -120,6 +120,24 @@ integrations = ["svc", "mild"]
         keys,
         env,
     }
+}
+
+/// [`world_full`] for the `rate_spike` tests: `svc`'s sensor on one-second buckets, its
+/// baseline learned for 3 s with a half-life of `halflife_secs`, a spike at 15 calls a
+/// bucket over 2 buckets, a quarantine allowing 5 calls a minute, novelty learned for
+/// 3 s; `policy_extra` in policy `web`.
+fn spike_world(name: &str, halflife_secs: u32, policy_extra: &str) -> World {
+    world_full(
+        name,
+        "",
+        &format!(
+            "sensor_bucket_secs = 1\nspike_learning_secs = 3\nspike_halflife_secs = {halflife_secs}\n\
+             spike_min_count = 15\nspike_buckets = 2\nquarantine_calls_per_minute = 5\n\
+             novelty_learning_secs = 3"
+        ),
+        policy_extra,
+        "",
+    )
 }
 
 /// Python for a sandbox: the client, the socket, the key store's path and `call`.
@@ -301,18 +319,17 @@ fn a_used_canary_handle_ends_the_execution_and_rotates_its_account_as_compromise
     let events = env.hb(&["events", "--json"]);
     let events = String::from_utf8_lossy(&events.stdout).into_owned();
     let log = env.agent().log_text();
-    for key in [OLD, new.as_str()] {
-        for (name, t) in [
+    assert_no_key_in(
+        [OLD, new.as_str()],
+        &[
             ("thief", &thief_text),
             ("bystander", &bystander_text),
             ("cli", &outputs),
             ("events", &events),
             ("log", &log),
             ("audit", &audit),
-        ] {
-            assert!(!t.contains(key), "a key in the {name} output");
-        }
-    }
+        ],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -413,17 +430,16 @@ fn an_upstream_echoing_the_injected_key_is_a_reflection() {
     let events = env.hb(&["events", "--json"]);
     let events = String::from_utf8_lossy(&events.stdout).into_owned();
     let log = env.agent().log_text();
-    for key in [OLD, MILD_OLD, new.as_str()] {
-        for (name, t) in [
+    assert_no_key_in(
+        [OLD, MILD_OLD, new.as_str()],
+        &[
             ("client", &client_text),
             ("cli", &outputs),
             ("events", &events),
             ("log", &log),
             ("audit", &audit),
-        ] {
-            assert!(!t.contains(key), "a key in the {name} output");
-        }
-    }
+        ],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -506,11 +522,10 @@ fn a_decoy_or_a_known_key_in_what_a_sandbox_sends_is_seen() {
     );
     let log = env.agent().log_text();
     let new = store(&keys)[0].clone();
-    for key in [OLD, MILD_OLD, new.as_str()] {
-        for (name, t) in [("cli", &outputs), ("log", &log), ("audit", &audit)] {
-            assert!(!t.contains(key), "a key in the {name} output");
-        }
-    }
+    assert_no_key_in(
+        [OLD, MILD_OLD, new.as_str()],
+        &[("cli", &outputs), ("log", &log), ("audit", &audit)],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -609,15 +624,6 @@ fn a_decoy_tried_by_another_sandbox_ends_both() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// The audit log's records.
-fn audit_records(env: &TestEnv) -> Vec<Value> {
-    fs::read_to_string(env.state_dir.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Waits (up to `limit`) for `child` to exit; its status, or `None` if it still runs.
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -686,7 +692,8 @@ fn a_sandbox_that_uses_a_canary_is_killed_and_a_bystander_keeps_working() {
     from_thief.read_line(&mut line).expect("thief");
     assert_eq!(line.trim(), "ready");
     // The thief's processes, on the host: its cgroup as the broker identified it.
-    let registered = audit_records(&env)
+    let registered = env
+        .audit_records()
         .into_iter()
         .find(|r| {
             r["kind"] == "handle" && r["step"] == "registered" && r["execution"] == "exec-thief"
@@ -740,7 +747,7 @@ fn a_sandbox_that_uses_a_canary_is_killed_and_a_bystander_keeps_working() {
     assert_eq!(bearers(&api, "b_after"), [new.as_str()]);
     assert!(bearers(&api, "decoy").is_empty());
 
-    let records = audit_records(&env);
+    let records = env.audit_records();
     let ended = records
         .iter()
         .find(|r| r["kind"] == "caller_ended")
@@ -858,7 +865,8 @@ fn a_canary_bars_its_user_from_new_handles_even_racing_the_trip() {
     let late: Value = serde_json::from_slice(&late.stdout).expect("latecomer JSON");
     assert_eq!(late["status"], 200, "a sandbox is not barred: {late}");
     assert_eq!(bearers(&api, "latecomer").len(), 1);
-    let ended = audit_records(&env)
+    let ended = env
+        .audit_records()
         .into_iter()
         .find(|r| r["kind"] == "caller_ended")
         .expect("a caller_ended record");
@@ -928,7 +936,8 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
                             )
                         })
                         .count();
-                let capped = audit_records(&env)
+                let capped = env
+                    .audit_records()
                     .iter()
                     .filter(|r| r["kind"] == "detector_action" && r["outcome"] == "capped")
                     .count();
@@ -959,7 +968,7 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
         rounds[4]["handle"], "policy_denied",
         "then the caller is barred: {rounds:?}"
     );
-    let records = audit_records(&env);
+    let records = env.audit_records();
     let capped = records
         .iter()
         .find(|r| r["kind"] == "detector_action" && r["outcome"] == "capped")
@@ -1022,18 +1031,17 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
     let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
     let book = fs::read_to_string(env.state_dir.join("detectors.json")).unwrap_or_default();
     let log = env.agent().log_text();
-    for key in std::iter::once(OLD.to_owned()).chain(minted) {
-        for (name, t) in [
+    assert_no_key_in(
+        std::iter::once(OLD.to_owned()).chain(minted),
+        &[
             ("events", &events),
             ("audit", &audit),
             ("status", &outputs),
             ("status text", &text),
             ("detectors.json", &book),
             ("log", &log),
-        ] {
-            assert!(!t.contains(&key), "a key in the {name} output");
-        }
-    }
+        ],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -1112,7 +1120,7 @@ fn a_quarantined_account_takes_only_read_only_calls_at_its_rate() {
         history.as_array().is_some_and(Vec::is_empty),
         "nothing rotated: {history}"
     );
-    let records = audit_records(&env);
+    let records = env.audit_records();
     assert!(
         records.iter().any(|r| r["kind"] == "detector_action"
             && r["outcome"] == "quarantined"
@@ -1199,16 +1207,11 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
         _dns,
         keys,
         mut env,
-    } = world_full(
+    } = spike_world(
         "spike",
-        "",
         // A long half-life: the flood's first buckets, under the spike's floor while its
         // threads start on a loaded machine, barely move the trickle's baseline.
-        "sensor_bucket_secs = 1\nspike_learning_secs = 3\nspike_halflife_secs = 300\n\
-         spike_min_count = 15\nspike_buckets = 2\nquarantine_calls_per_minute = 5\n\
-         novelty_learning_secs = 3",
-        "",
-        "",
+        300, "",
     );
     env.start_agent();
     let python = hb_tests::python();
@@ -1232,7 +1235,7 @@ fn a_flood_through_a_handle_is_a_rate_spike_and_quarantines_the_account() {
             .is_some_and(|m| m.contains("quarantined")),
         "{got}"
     );
-    let records = audit_records(&env);
+    let records = env.audit_records();
     let holds: Vec<&Value> = records
         .iter()
         .filter(|r| {
@@ -1464,16 +1467,12 @@ fn callers_taking_the_counters_early_cannot_turn_a_flood_into_an_account_hold() 
         _dns,
         keys,
         mut env,
-    } = world_full(
+    } = spike_world(
         "spread",
-        "",
         // A short half-life: the baseline reaches the twelve calls a bucket of the
         // steady phase (after the empty buckets before it) before the flood.
-        "sensor_bucket_secs = 1\nspike_learning_secs = 3\nspike_halflife_secs = 3\n\
-         spike_min_count = 15\nspike_buckets = 2\nquarantine_calls_per_minute = 5\n\
-         novelty_learning_secs = 3",
+        3,
         "\n[[policy]]\nname = \"tenant\"\nintegrations = [\"svc\"]",
-        "",
     );
     env.start_agent();
     let python = hb_tests::python();
@@ -1531,7 +1530,7 @@ fn callers_taking_the_counters_early_cannot_turn_a_flood_into_an_account_hold() 
         .collect();
     let decoys = outputs.split_off(2);
     let (tenant, flooder) = (&outputs[0], &outputs[1]);
-    let records = audit_records(&env);
+    let records = env.audit_records();
     let spikes: Vec<&Value> = records
         .iter()
         .filter(|r| r["kind"] == "sensor_spike" || r["kind"] == "detector_action")
