@@ -423,6 +423,13 @@ fn build(out: &Outgoing<'_>) -> Result<Request<Full<Bytes>>, OutboundError> {
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    if !out.body.is_empty() {
+        // A server that answers without reading the body must not then read it as a
+        // further request (another method, another `Host`, never judged): after a
+        // `close` it may process no further request on the connection (RFC 9112 §9.6),
+        // and the connection is not pooled either (see `finish`).
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(req)
 }
 
