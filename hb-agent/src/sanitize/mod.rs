@@ -27,12 +27,14 @@
 //!    and the result goes through step 3; findings point at the encoded run. Lines that
 //!    hold a key word in rot13, reversed, letter-spaced, leetspeak or morse spelling are
 //!    decoded and checked the same way.
-//! 4b. **Learned** (`learned`, only with [`Options::learned`]): a logistic-regression model over hashed character n-grams,
-//!    trained offline (`cargo xtask sanitize-train`) and embedded, scores the text around
-//!    the keyword places step 3 found (up to 512 bytes either side), in windows; a window
-//!    over its threshold is a `learned_injection` finding at medium, one more signal beside
-//!    the rules (never high, never replacing a rule's finding). Text with no keyword place
-//!    is not scored: the model reads ~10× slower than the rest of the pipeline.
+//!
+//!    **Learned** (`learned`, only with [`Options::learned`]): a logistic-regression model
+//!    over hashed character n-grams, trained offline (`cargo xtask sanitize-train`) and
+//!    embedded, scores the text around the keyword places step 3 found (up to 256 bytes
+//!    either side), in windows; a window over its threshold is a `learned_injection`
+//!    finding at medium, one more signal beside the rules (never high, never replacing a
+//!    rule's finding). Text with no keyword place is not scored: the model reads several
+//!    times slower than the rest of the pipeline.
 //! 5. **Judge**: each finding carries a severity. Mentions (in code, quoted, negated: "never
 //!    run `rm -rf /`") stay at medium; phrasing that only makes sense as an attack is high.
 //!    `flagged` means medium or above.
