@@ -12,6 +12,7 @@ mod bench_sanitize;
 mod bench_scrub;
 mod manifests;
 mod sanitize_eval;
+mod sanitize_train;
 mod scrub_precision;
 mod scrub_recall;
 mod setup;
@@ -75,6 +76,10 @@ enum Command {
     /// the test half. The test half is for measuring only: never tune detection on its
     /// texts (--list-missed / --list-false-positives print them).
     SanitizeEval(sanitize_eval::EvalArgs),
+    /// Train the sanitizer's learned stage (logistic regression over hashed character
+    /// n-grams) on the development half and the probe set, never the test half; writes
+    /// hb-agent/src/sanitize/learned.model (--check: retrain and compare with it).
+    SanitizeTrain(sanitize_train::TrainArgs),
     /// (internal) The benchmark's client: N connect+close to ADDR, prints elapsed ns.
     #[command(name = "__connect-loop", hide = true)]
     ConnectLoop { addr: String, n: usize },
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
         Command::ScrubRecall(args) => scrub_recall::recall(&args),
         Command::ScrubPrecision(args) => scrub_precision::precision(&args),
         Command::SanitizeEval(args) => sanitize_eval::eval(&args),
+        Command::SanitizeTrain(args) => sanitize_train::train_command(&args),
         Command::ConnectLoop { addr, n } => bench::connect_loop(&addr, n),
         Command::GuardServer { addr, cert, key } => bench_guard_peers::server(&addr, &cert, &key),
         Command::GuardClient(args) => bench_guard_peers::client(&args),

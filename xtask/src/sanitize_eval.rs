@@ -67,6 +67,10 @@ pub struct EvalArgs {
     /// this is for reports only: tuning detection on it spoils the measure.
     #[arg(long)]
     pub list_false_positives: bool,
+    /// Count a text as flagged only when a rule flags it: the figures without the learned
+    /// stage (`learned_injection` findings are ignored).
+    #[arg(long)]
+    pub without_learned: bool,
     /// Use this hb-agent binary instead of building the debug one.
     #[arg(long, value_name = "BIN")]
     pub bin: Option<PathBuf>,
@@ -124,6 +128,8 @@ struct HalfReport {
     benign: Tally,
     benign_by_language: BTreeMap<String, Tally>,
     discussion: Tally,
+    /// Benign texts written for this corpus (hard negatives), as against collected ones.
+    hard_negatives: Tally,
     /// Attacks whose template (the form all its translations share) has no text in the
     /// other half: the measure of forms the rules cannot have been fitted to.
     unseen_forms: Tally,
@@ -144,17 +150,21 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         let other_forms = templates(&load_jsonl(
             &root.join(CORPUS).join(other).join("attacks.jsonl"),
         )?);
-        let attacks = judge(&bin, load_jsonl(&dir.join("attacks.jsonl"))?)?;
+        let attacks = judge(
+            &bin,
+            load_jsonl(&dir.join("attacks.jsonl"))?,
+            args.without_learned,
+        )?;
         // The probe set has attacks only; its false positives are the halves' benign sets.
         let benign_file = dir.join("benign.jsonl");
         let benign = if benign_file.exists() {
-            judge(&bin, load_jsonl(&benign_file)?)?
+            judge(&bin, load_jsonl(&benign_file)?, args.without_learned)?
         } else {
             Vec::new()
         };
         let discussion_file = dir.join("discussion.jsonl");
         let discussion = if discussion_file.exists() {
-            judge(&bin, load_jsonl(&discussion_file)?)?
+            judge(&bin, load_jsonl(&discussion_file)?, args.without_learned)?
         } else {
             Vec::new()
         };
@@ -166,7 +176,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         }
         halves.insert(half, report);
     }
-    let original = original_figures(&bin, &root)?;
+    let original = original_figures(&bin, &root, args.without_learned)?;
     if args.json {
         print_json(&halves, &original, args)?;
     } else {
@@ -204,7 +214,7 @@ fn load_jsonl(path: &Path) -> anyhow::Result<Vec<Value>> {
 }
 
 /// Every entry through one `__sanitize-batch` process; the verdicts come back in order.
-fn judge(bin: &Path, entries: Vec<Value>) -> anyhow::Result<Vec<Judged>> {
+fn judge(bin: &Path, entries: Vec<Value>, without_learned: bool) -> anyhow::Result<Vec<Judged>> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -250,7 +260,13 @@ fn judge(bin: &Path, entries: Vec<Value>) -> anyhow::Result<Vec<Judged>> {
         .zip(verdicts)
         .map(|(entry, v)| Judged {
             entry,
-            flagged: v["flagged"].as_bool().unwrap_or(false),
+            flagged: v[if without_learned {
+                "flagged_by_rules"
+            } else {
+                "flagged"
+            }]
+            .as_bool()
+            .unwrap_or(false),
             high: v["severity"].as_str() == Some("high"),
             categories: v["categories"]
                 .as_array()
@@ -291,6 +307,9 @@ fn tally(attacks: &[Judged], benign: &[Judged], discussion: &[Judged]) -> HalfRe
     }
     for j in benign {
         r.benign.add(j);
+        if field(&j.entry, "source").starts_with("written for") {
+            r.hard_negatives.add(j);
+        }
         r.benign_by_language
             .entry(field(&j.entry, "language"))
             .or_default()
@@ -318,15 +337,15 @@ struct Original {
     benign_flagged: usize,
 }
 
-fn original_figures(bin: &Path, root: &Path) -> anyhow::Result<Original> {
+fn original_figures(bin: &Path, root: &Path, without_learned: bool) -> anyhow::Result<Original> {
     let read = |p: &str| -> anyhow::Result<Vec<Value>> {
         let path = root.join(p);
         let body = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&body)
             .with_context(|| format!("{}: not a JSON array", path.display()))
     };
-    let payloads = judge(bin, read(PAYLOADS)?)?;
-    let benign = judge(bin, read(BENIGN)?)?;
+    let payloads = judge(bin, read(PAYLOADS)?, without_learned)?;
+    let benign = judge(bin, read(BENIGN)?, without_learned)?;
     Ok(Original {
         payloads: payloads.len(),
         payloads_flagged: payloads.iter().filter(|j| j.flagged).count(),
@@ -361,7 +380,14 @@ fn print_tables(halves: &BTreeMap<&str, HalfReport>, o: &Original, args: &EvalAr
     };
     for (half, r) in halves {
         println!();
-        println!("sanitize-eval: {half} half (flagged = medium or above)");
+        println!(
+            "sanitize-eval: {half} half (flagged = medium or above{})",
+            if args.without_learned {
+                "; rules only, learned stage ignored"
+            } else {
+                ""
+            }
+        );
         println!("{:-<70}", "");
         head("attacks by family");
         for (k, t) in &r.by_family {
@@ -379,6 +405,7 @@ fn print_tables(halves: &BTreeMap<&str, HalfReport>, o: &Original, args: &EvalAr
             row(k, *t);
         }
         row("ALL BENIGN", r.benign);
+        row("  written for the corpus", r.hard_negatives);
         println!("  (targets: <= 1 % high, <= 5 % flagged)");
         if r.discussion.n > 0 {
             row("discussion (not counted)", r.discussion);
@@ -439,6 +466,7 @@ fn print_json(
             "benign": r.benign.to_json(),
             "benign_by_language": map(&r.benign_by_language),
             "discussion": r.discussion.to_json(),
+            "hard_negatives": r.hard_negatives.to_json(),
             "unseen_forms": r.unseen_forms.to_json(),
         });
         if args.list_missed {

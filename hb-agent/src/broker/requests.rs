@@ -1217,6 +1217,7 @@ async fn respond(
                 let opts = crate::sanitize::Options {
                     mode,
                     spotlight: false,
+                    learned: false,
                 };
                 let s =
                     tokio::task::spawn_blocking(move || crate::sanitize::sanitize(&text, &opts))

@@ -671,9 +671,11 @@ pub struct SanitizeRequest {
     mode: crate::sanitize::Mode,
     #[serde(default)]
     spotlight: bool,
+    #[serde(default)]
+    learned: bool,
 }
 
-/// `POST /v1/sanitize {"text","mode"?,"spotlight"?}` →
+/// `POST /v1/sanitize {"text","mode"?,"spotlight"?,"learned"?}` →
 /// `{"text","flagged","severity","findings":[…]}`: untrusted text made safe to show a
 /// model as data. The result is scrubbed too (an excerpt must not carry a secret), with
 /// the caller's view, limit and audit as for `/v1/scrub`.
@@ -686,13 +688,14 @@ async fn sanitize(
     let req: SanitizeRequest = text_gate::body(
         req.into_body(),
         shared.max_body,
-        r#"{"text": "…", "mode"?: "flag"|"redact"|"block", "spotlight"?: bool}"#,
+        r#"{"text": "…", "mode"?: "flag"|"redact"|"block", "spotlight"?: bool, "learned"?: bool}"#,
     )
     .await?;
     let len = req.text.len();
     let opts = crate::sanitize::Options {
         mode: req.mode,
         spotlight: req.spotlight,
+        learned: req.learned,
     };
     // CPU-bound on large inputs: off the async workers.
     let result = tokio::task::spawn_blocking(move || crate::sanitize::sanitize(&req.text, &opts))

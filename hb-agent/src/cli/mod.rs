@@ -208,6 +208,10 @@ enum Command {
         /// goes to stderr (or the JSON `spotlight` field).
         #[arg(long)]
         spotlight: bool,
+        /// Also run the learned stage (an n-gram model; `learned_injection` findings at
+        /// medium): more recall on unfamiliar phrasings, more false positives, slower.
+        #[arg(long)]
+        learned: bool,
     },
     /// (internal) The sanitize benchmark's in-process measurement.
     #[command(name = "__bench-sanitize", hide = true)]
@@ -516,7 +520,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mode,
             json,
             spotlight,
-        } => sanitize::run(mode, json, spotlight),
+            learned,
+        } => sanitize::run(mode, json, spotlight, learned),
         Command::BenchSanitize {
             input,
             iterations,

@@ -16,13 +16,20 @@ use crate::sanitize::{self, Mode, Options, Severity};
 /// Exit status when a finding is high: pipelines can gate on it.
 pub const EXIT_HIGH: u8 = 3;
 
-pub fn run(mode: Mode, json: bool, spotlight: bool) -> anyhow::Result<ExitCode> {
+pub fn run(mode: Mode, json: bool, spotlight: bool, learned: bool) -> anyhow::Result<ExitCode> {
     let mut input = Vec::new();
     std::io::stdin()
         .read_to_end(&mut input)
         .context("reading stdin")?;
-    let result = sanitize::sanitize_bytes(&input, &Options { mode, spotlight })
-        .context("sanitizing stdin")?;
+    let result = sanitize::sanitize_bytes(
+        &input,
+        &Options {
+            mode,
+            spotlight,
+            learned,
+        },
+    )
+    .context("sanitizing stdin")?;
     let mut stdout = std::io::stdout().lock();
     if json {
         serde_json::to_writer(&mut stdout, &result)?;
@@ -90,9 +97,11 @@ fn severity_name(s: Severity) -> &'static str {
 /// would otherwise pay a process start per text). The verdict names what matched, never
 /// the text.
 pub fn batch() -> anyhow::Result<ExitCode> {
+    // With the learned stage: `flagged_by_rules` below gives the verdict without it.
     let opts = Options {
         mode: Mode::Block,
         spotlight: false,
+        learned: true,
     };
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
@@ -110,6 +119,11 @@ pub fn batch() -> anyhow::Result<ExitCode> {
         let mut categories: Vec<&str> = r.findings.iter().map(|f| f.category.as_str()).collect();
         categories.sort_unstable();
         categories.dedup();
+        // The verdict without the learned stage, for `sanitize-eval --without-learned`.
+        let flagged_by_rules = r.findings.iter().any(|f| {
+            f.severity >= sanitize::Severity::Medium
+                && f.category != sanitize::Category::LearnedInjection
+        });
         let mut rules: Vec<&str> = r.findings.iter().map(|f| f.rule).collect();
         rules.sort_unstable();
         rules.dedup();
@@ -118,6 +132,7 @@ pub fn batch() -> anyhow::Result<ExitCode> {
             &json!({
                 "id": entry.get("id").cloned().unwrap_or(json!(n + 1)),
                 "flagged": r.flagged,
+                "flagged_by_rules": flagged_by_rules,
                 "severity": r.severity.map(severity_name),
                 "categories": categories,
                 "rules": rules,

@@ -27,6 +27,14 @@
 //!    and the result goes through step 3; findings point at the encoded run. Lines that
 //!    hold a key word in rot13, reversed, letter-spaced, leetspeak or morse spelling are
 //!    decoded and checked the same way.
+//!
+//!    **Learned** (`learned`, only with [`Options::learned`]): a logistic-regression model
+//!    over hashed character n-grams, trained offline (`cargo xtask sanitize-train`) and
+//!    embedded, scores the text around the keyword places step 3 found (up to 256 bytes
+//!    either side), in windows; a window over its threshold is a `learned_injection`
+//!    finding at medium, one more signal beside the rules (never high, never replacing a
+//!    rule's finding). Text with no keyword place is not scored: the model reads several
+//!    times slower than the rest of the pipeline.
 //! 5. **Judge**: each finding carries a severity. Mentions (in code, quoted, negated: "never
 //!    run `rm -rf /`") stay at medium; phrasing that only makes sense as an attack is high.
 //!    `flagged` means medium or above.
@@ -45,6 +53,11 @@
 mod clean;
 mod cues;
 mod decode;
+mod learned;
+// Shared with `cargo xtask sanitize-train`, which uses the parts the agent does not
+// (`features`, `Model::encode`).
+#[allow(dead_code)]
+mod learned_features;
 mod lexicon;
 mod rules;
 mod skip;
@@ -90,6 +103,9 @@ pub struct Options {
     /// Wrap the returned text in randomised delimiters and return the instruction line
     /// for the system prompt.
     pub spotlight: bool,
+    /// Also run the learned stage (`learned`): off unless asked for, since it flags some
+    /// ordinary text the rules leave alone and reads slower than they do.
+    pub learned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -122,6 +138,9 @@ pub enum Category {
     CredentialRequest,
     /// `rm -rf /`, `curl … | sh`, reverse shells, `base64 -d | sh`, `chmod 777`.
     DangerousCommand,
+    /// The learned stage (`learned`): a window the n-gram model scores as injection-like.
+    /// Medium only, beside the rules' findings.
+    LearnedInjection,
 }
 
 impl Category {
@@ -135,6 +154,7 @@ impl Category {
             Category::Exfiltration => "exfiltration",
             Category::CredentialRequest => "credential_request",
             Category::DangerousCommand => "dangerous_command",
+            Category::LearnedInjection => "learned_injection",
         }
     }
 }
@@ -234,9 +254,9 @@ pub fn sanitize(text: &str, opts: &Options) -> Sanitized {
         Mode::Block => Excerpts::None,
         Mode::Redact => Excerpts::Now,
     };
-    findings.extend(detect_with(&out, excerpts));
+    findings.extend(detect_with(&out, excerpts, opts.learned));
     if opts.mode == Mode::Redact {
-        out = redact(out, &mut findings);
+        out = redact(out, &mut findings, opts.learned);
     }
     findings.sort_by(|a, b| {
         (a.span[0], b.severity, a.span[1], a.rule).cmp(&(b.span[0], a.severity, b.span[1], b.rule))
@@ -323,7 +343,7 @@ pub fn phase_times(text: &str) -> Vec<(&'static str, std::time::Duration)> {
     let mut view = Some(view);
     time("drop view", &mut || drop(view.take()));
     time("detect plain (view + rules + map back)", &mut || {
-        std::hint::black_box(detect_plain(&out, None, Excerpts::None));
+        std::hint::black_box(detect_plain(&out, None, Excerpts::None, false));
     });
     let mut runs = Vec::new();
     time("encoded runs", &mut || runs = decode::encoded_runs(&out));
@@ -333,6 +353,7 @@ pub fn phase_times(text: &str) -> Vec<(&'static str, std::time::Duration)> {
                 &run.decoded,
                 Some(run.encoding),
                 Excerpts::Now,
+                false,
             ));
         }
     });
@@ -351,13 +372,14 @@ enum Excerpts {
 
 /// Step 3 and 4 on clean text: rule findings in the text itself and in its encoded runs.
 fn detect(text: &str) -> Vec<Finding> {
-    detect_with(text, Excerpts::Now)
+    detect_with(text, Excerpts::Now, false)
 }
 
-fn detect_with(text: &str, excerpts: Excerpts) -> Vec<Finding> {
-    let mut findings = detect_plain(text, None, excerpts);
+/// [`detect`], and with `learned` step 4b.
+fn detect_with(text: &str, excerpts: Excerpts, learned: bool) -> Vec<Finding> {
+    let mut findings = detect_plain(text, None, excerpts, learned);
     for run in decode::encoded_runs(text) {
-        for inner in detect_plain(&run.decoded, Some(run.encoding), Excerpts::Now) {
+        for inner in detect_plain(&run.decoded, Some(run.encoding), Excerpts::Now, false) {
             findings.push(Finding {
                 span: [run.span.start, run.span.end],
                 ..inner
@@ -397,9 +419,14 @@ fn escalate(findings: &mut [Finding]) {
 /// Step 3 alone, and the lines of `text` that hold a key word in a hidden spelling,
 /// decoded and checked once (not again inside decoded text). Spans are in `text`; for
 /// decoded text the caller moves them.
-fn detect_plain(text: &str, decoded_from: Option<Encoding>, excerpts: Excerpts) -> Vec<Finding> {
+fn detect_plain(
+    text: &str,
+    decoded_from: Option<Encoding>,
+    excerpts: Excerpts,
+    learned: bool,
+) -> Vec<Finding> {
     let view = view::View::build(text);
-    let (mut hits, masked) = rules::ENGINE.scan_masked(view.bytes());
+    let (mut hits, masked, marks) = rules::ENGINE.scan_marked(view.bytes());
     hits.sort_unstable_by_key(|hit| hit.view.start);
     let mut cursor = 0;
     let mut findings: Vec<Finding> = hits
@@ -419,7 +446,35 @@ fn detect_plain(text: &str, decoded_from: Option<Encoding>, excerpts: Excerpts) 
     if decoded_from.is_none() && !masked.is_empty() {
         findings.extend(unmasked(text, &view, masked));
     }
+    if learned && decoded_from.is_none() && !marks.is_empty() {
+        findings.extend(learned_near(text, &view, marks, excerpts));
+    }
     findings
+}
+
+/// The learned stage's findings in the stretches of `text` around the rules' and cues'
+/// keyword places (`marks`, in the view): the model is too slow to read every byte at
+/// the sanitizer's speed target, so it judges only text the keyword scan already marked.
+fn learned_near(
+    text: &str,
+    view: &view::View,
+    mut marks: Vec<usize>,
+    excerpts: Excerpts,
+) -> Vec<Finding> {
+    marks.sort_unstable();
+    marks.dedup();
+    let mut cursor = 0;
+    let places: Vec<usize> = marks
+        .into_iter()
+        .map(|p| view.to_output_after(&mut cursor, p..p + 1).start)
+        .collect();
+    learned::findings_near(text, &places)
+        .into_iter()
+        .map(|f| Finding {
+            excerpt: (excerpts == Excerpts::Now).then(|| excerpt(&text[f.range()])),
+            ..f
+        })
+        .collect()
 }
 
 /// Findings in the lines that hold a hidden spelling of a key word: what the rules find
@@ -442,7 +497,7 @@ fn unmasked(text: &str, view: &view::View, mut masked: Vec<(usize, unmask::Mask)
         };
         let encoding = mask.encoding();
         let span = [u.line.start, u.line.end];
-        let inner: Vec<Finding> = detect_plain(&u.decoded, Some(encoding), Excerpts::Now)
+        let inner: Vec<Finding> = detect_plain(&u.decoded, Some(encoding), Excerpts::Now, false)
             .into_iter()
             .filter(|f| f.severity >= Severity::Medium)
             .collect();
@@ -483,7 +538,7 @@ fn redactable(f: &Finding) -> bool {
 
 /// Replaces the spans of medium and high findings with markers, re-checks, repeats until
 /// nothing new appears; moves every finding's span onto the new text.
-fn redact(mut text: String, findings: &mut Vec<Finding>) -> String {
+fn redact(mut text: String, findings: &mut Vec<Finding>, learned: bool) -> String {
     let mut targets: Vec<Finding> = findings.iter().filter(|f| redactable(f)).cloned().collect();
     for _ in 0..REDACT_ROUNDS {
         if targets.is_empty() {
@@ -494,7 +549,7 @@ fn redact(mut text: String, findings: &mut Vec<Finding>) -> String {
             f.span = edits.map_span(f.span);
         }
         text = new_text;
-        targets = detect(&text)
+        targets = detect_with(&text, Excerpts::Now, learned)
             .into_iter()
             .filter(redactable)
             .inspect(|f| findings.push(f.clone()))

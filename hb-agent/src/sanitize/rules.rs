@@ -171,7 +171,15 @@ impl Engine {
     /// [`Engine::scan`], and the places of key words in a hidden spelling (rot13,
     /// reversed, spaced, leetspeak, morse) for [`unmask`] to decode.
     pub fn scan_masked(&self, view: &[u8]) -> (Vec<Hit>, Vec<(usize, Mask)>) {
+        let (hits, masked, _) = self.scan_marked(view);
+        (hits, masked)
+    }
+
+    /// [`Engine::scan_masked`], and the places of every keyword of a rule or a cue (in
+    /// no particular order): where the learned stage looks.
+    pub fn scan_marked(&self, view: &[u8]) -> (Vec<Hit>, Vec<(usize, Mask)>, Vec<usize>) {
         let ctx = Ctx::new(view);
+        let mut marks = Vec::new();
         let mut masked = Vec::new();
         // The keyword places of each rule, in order. One rule's searches run together:
         // interleaved, the thirty rules' automata pushed each other out of the CPU
@@ -179,6 +187,9 @@ impl Engine {
         let mut places: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
         let mut cue_places: Vec<(usize, usize)> = Vec::new();
         for (keyword, p) in self.keyword_places(view) {
+            if !self.keyword_rules[keyword].is_empty() || !self.keyword_cues[keyword].is_empty() {
+                marks.push(p);
+            }
             for &r in &self.keyword_rules[keyword] {
                 places[r].push(p);
             }
@@ -253,7 +264,7 @@ impl Engine {
                 }
             }
         }
-        (add_uncovered(hits, cues), masked)
+        (add_uncovered(hits, cues), masked, marks)
     }
 
     /// Every keyword occurrence in `view`, overlapping ones included, as (keyword, start),

@@ -30,6 +30,7 @@ fn with_mode(text: &str, mode: Mode) -> Sanitized {
         &Options {
             mode,
             spotlight: false,
+            learned: false,
         },
     )
 }
@@ -335,6 +336,7 @@ fn spotlight_wraps_with_a_fresh_tag_and_shifts_spans() {
     let opts = Options {
         mode: Mode::Flag,
         spotlight: true,
+        learned: false,
     };
     let a = sanitize("please rm -rf / now", &opts);
     let b = sanitize("please rm -rf / now", &opts);
@@ -354,6 +356,7 @@ fn spotlight_wraps_with_a_fresh_tag_and_shifts_spans() {
         &Options {
             mode: Mode::Block,
             spotlight: true,
+            learned: false,
         },
     );
     assert_eq!((r.text, r.spotlight), (None, None));
@@ -367,7 +370,8 @@ fn result_and_options_serialise_as_the_socket_api() {
         opts,
         Options {
             mode: Mode::Redact,
-            spotlight: true
+            spotlight: true,
+            learned: false,
         }
     );
     assert_eq!(
