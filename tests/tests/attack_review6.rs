@@ -30,6 +30,8 @@ use serde_json::Value;
 
 const DNS_PORT: u16 = 5460;
 const SHARED: &str = "203.0.113.10";
+/// `other.test`, the neighbour policy's host.
+const NEIGHBOUR: &str = "203.0.113.11";
 
 /// The servers of the shared address, written as small services are (Python's
 /// `http.server`, HTTP/1.1 keep-alive). Every request is routed by its `Host` (nginx
@@ -97,14 +99,17 @@ struct Shared {
 }
 
 impl Shared {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path, addr: &str) -> Self {
         use std::io::BufRead as _;
-        let ca = TestCa::new(dir, "review6");
-        let leaf = ca.issue("shared", &["allowed.test", "write.test", "evil.test"]);
-        let log = dir.join("shared.jsonl");
+        let ca = TestCa::new(dir, &format!("review6-{addr}"));
+        let leaf = ca.issue(
+            &format!("shared-{addr}"),
+            &["allowed.test", "write.test", "evil.test", "other.test"],
+        );
+        let log = dir.join(format!("shared-{addr}.jsonl"));
         fs::write(&log, "").expect("log");
         let mut child = std::process::Command::new(python())
-            .args(["-c", SHARED_PY, SHARED])
+            .args(["-c", SHARED_PY, addr])
             .arg(&log)
             .args([&leaf.cert, &leaf.key])
             .stdin(std::process::Stdio::null())
@@ -152,6 +157,7 @@ impl Drop for Shared {
 struct World {
     env: TestEnv,
     shared: Shared,
+    neighbour: Shared,
     _dns: Dnsmasq,
     dir: PathBuf,
 }
@@ -159,10 +165,11 @@ struct World {
 impl World {
     fn new(name: &str) -> Self {
         hb_tests::require_root();
-        private_netns(&[SHARED, "192.0.2.53"]);
+        private_netns(&[SHARED, NEIGHBOUR, "192.0.2.53"]);
         let dir =
             std::env::temp_dir().join(format!("hb-review6-{name}-{}", hb_tests::random_suffix()));
-        let shared = Shared::start(&dir);
+        let shared = Shared::start(&dir, SHARED);
+        let neighbour = Shared::start(&dir, NEIGHBOUR);
         let dns = Dnsmasq::start(
             "127.0.0.1",
             DNS_PORT,
@@ -170,6 +177,7 @@ impl World {
                 ("allowed.test", &[SHARED]),
                 ("write.test", &[SHARED]),
                 ("evil.test", &[SHARED]),
+                ("other.test", &[NEIGHBOUR]),
             ],
             &[],
             60,
@@ -190,6 +198,11 @@ allow_domains = ["allowed.test", "write.test"]
 write_domains = ["write.test"]
 guard = true
 guard_ports = [80, 443]
+
+[[policy]]
+name = "other"
+allow_domains = ["other.test"]
+guard = true
 "#
         );
         let mut env = TestEnv::new(name, &config);
@@ -197,6 +210,7 @@ guard_ports = [80, 443]
         Self {
             env,
             shared,
+            neighbour,
             _dns: dns,
             dir,
         }
@@ -205,12 +219,16 @@ guard_ports = [80, 443]
     /// Runs a Python script in a `web` sandbox as uid 65534, its DNS through hb's
     /// resolver (hex-encoded: no quoting to get wrong).
     fn attack(&self, body: &str) -> String {
-        let script = format!("{PRELUDE}\n{body}");
+        self.run_as("web", &format!("{PRELUDE}\n{body}"))
+    }
+
+    /// Runs a Python `script` in a sandbox of `policy` as uid 65534.
+    fn run_as(&self, policy: &str, script: &str) -> String {
         let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
         let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
         let out = self
             .env
-            .sandbox_with_nameserver_as("web", &["--user", "65534"], &cmd);
+            .sandbox_with_nameserver_as(policy, &["--user", "65534"], &cmd);
         let text = stdout(&out);
         assert!(
             out.status.success(),
@@ -389,5 +407,119 @@ for label, host in (("control", b"allowed.test"), ("fronted", b"evil.test")):
         evil,
         Vec::<&Value>::new(),
         "evil.test's virtual host was reached: {out}"
+    );
+}
+
+/// Holds connections to the shared address through the guard: `GET /hold` on each of
+/// `argv[1]` keep-alive connections, each answered before the next opens; prints `held N`
+/// (the connections answered 200), then keeps them open until its stdin closes.
+const HOLD_PY: &str = r#"
+import socket, sys
+addr = socket.getaddrinfo("allowed.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+held = []
+for i in range(int(sys.argv[1])):
+    try:
+        s = socket.create_connection((addr, 80), timeout=3)
+        s.sendall(b"GET /hold HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+        if s.recv(65536).startswith(b"HTTP/1.1 200"):
+            held.append(s)
+        else:
+            s.close()
+    except OSError:
+        pass
+print("held", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+/// FINDING R6-3 (fixed). The guard's connections, all policies together, are capped
+/// at half the agent's open-file limit (7 descriptors each); below that cap, one pool
+/// served every policy first come, first served, and a policy's own pool
+/// (`max_connections_per_policy`, 1024) did not stop its sandboxes first. On a node
+/// whose limit is low (here 1024, as a service without `LimitNOFILE` may get: 73
+/// connections for all policies) one sandbox held every one of them with keep-alive
+/// connections to its own allowed host, and every guarded connection of every other
+/// policy was closed at once (`guard_busy`). With 20,000 descriptors (this machine's
+/// hard limit) the cap is 1,428: a policy's sandboxes still take 1,024 of them and
+/// leave a third policy 404. Each policy now gets an equal part of the cap when the cap
+/// is below the policies' limits together.
+#[test]
+fn one_policys_sandbox_cannot_take_the_guard_connections_of_another_policy() {
+    use std::io::{BufRead as _, Write as _};
+    // A node agent with a small descriptor budget (inherited by the agent, which raises
+    // its soft limit to this hard one). This test's process only: nextest runs each test
+    // in its own.
+    let lim = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: setrlimit with a valid rlimit value.
+    assert_eq!(
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) },
+        0,
+        "setrlimit"
+    );
+    let w = World::new("r6slots");
+    let rc = w.env.state_dir.join("resolv.conf");
+    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:3\n").expect("resolv.conf");
+    let mut attacker = std::process::Command::new(hb_tests::agent_bin())
+        .arg("--config")
+        .arg(&w.env.config_path)
+        .args([
+            "sandbox",
+            "run",
+            "--policy",
+            "web",
+            "--user",
+            "65534",
+            "--ro-bind",
+        ])
+        .arg(&rc)
+        .args(["/etc/resolv.conf", "--", python(), "-c", HOLD_PY, "120"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("attacker sandbox");
+    let mut line = String::new();
+    std::io::BufReader::new(attacker.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("attacker output");
+    let victim = w.run_as(
+        "other",
+        r#"
+import socket
+addr = socket.getaddrinfo("other.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+try:
+    s = socket.create_connection((addr, 80), timeout=5)
+    s.sendall(b"GET /victim HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n")
+    print("victim", (s.recv(65536).split(b"\r\n")[0] or b"closed").decode())
+except OSError as e:
+    print("victim", type(e).__name__)
+"#,
+    );
+    // The attacker lets go (its stdin closes) and exits.
+    if let Some(mut stdin) = attacker.stdin.take() {
+        let _ = stdin.write_all(b"");
+    }
+    let _ = attacker.wait();
+    println!(
+        "figure: attacker {} connections; {}",
+        line.trim(),
+        victim.trim()
+    );
+    assert!(
+        line.starts_with("held ") && line.trim() != "held 0",
+        "the attacker held connections: {line}"
+    );
+    assert_eq!(
+        victim.trim(),
+        "victim HTTP/1.1 200 OK",
+        "the other policy's sandbox was served while the attacker {}",
+        line.trim()
+    );
+    assert!(
+        w.neighbour.records().iter().any(|r| r["path"] == "/victim"),
+        "the victim's request arrived: {:?}",
+        w.neighbour.records()
     );
 }
