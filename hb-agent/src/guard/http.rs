@@ -9,7 +9,9 @@
 //! `Content-Length`s or one that is not plain digits, a chunk size that is not hex, a
 //! bare CR or LF or a line that is no header field in a chunked body's lines, a body on
 //! GET, HEAD, OPTIONS, TRACE or DELETE (a server that ignores it would read it as a
-//! request the guard never judged). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
+//! request the guard never judged), and any body whose first line reads as a request
+//! line ([`body_start`]: a server that answers before reading a body reads it the same
+//! way). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
 //! `Upgrade` to h2c (after which each request names its own authority) are never passed.
 
 use std::net::IpAddr;

@@ -9,7 +9,9 @@
 //! both.
 //!
 //! Plain HTTP: responses are spliced as they come; requests are read head by head, each
-//! judged before it is sent, and each body forwarded exactly as far as its framing says
+//! judged before it is sent, each body's first line looked at before the body goes (one
+//! that reads as a request line resets the connection: `http::body_start`), and each
+//! body forwarded exactly as far as its framing says
 //! (`Content-Length`, spliced; or chunk by chunk), so the next head is found where the
 //! server will find it. A refused request stops the requests: the upstream gets a half-close,
 //! the responses still in flight are finished, then the client reads the guard's 403.
