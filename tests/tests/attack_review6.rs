@@ -309,8 +309,9 @@ fn writes_elsewhere(records: &[Value]) -> Vec<&Value> {
 /// same request. The variants: the hidden request names evil.test, writes to the
 /// read-only allowed.test, sits behind leading blank lines, is cut before its blank
 /// line (the next request the guard judges completes it for the server), or hides in a
-/// chunked body's first chunk line. A plain POST to write.test, a JSON body and a text
-/// body still pass.
+/// chunked body's first chunk line, or follows `Expect: 100-continue`. A plain POST to
+/// write.test, a JSON body, a text body and a client that waits for `100 Continue`
+/// before its body still pass.
 #[test]
 fn a_request_in_a_body_the_server_leaves_unread_never_reaches_another_host() {
     let w = World::new("r6body");
@@ -334,9 +335,21 @@ cases = {
 }
 for label, data in cases.items():
     print(label, exchange(data), flush=True)
+# Expect: 100-continue, the body sent at once (the server's 100, then its 401 before
+# reading the body), and a client that waits for the 100 before its body (it passes).
+print("expect", exchange(post(b"/auth6", evil, b"Expect: 100-continue\r\n")), flush=True)
+s = socket.create_connection((SHARED, 80), timeout=5)
+body = b'{"expect": true}'
+s.sendall(b"POST /data HTTP/1.1\r\nHost: write.test\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+first = s.recv(65536)
+s.sendall(body)
+time.sleep(0.5)
+s.shutdown(socket.SHUT_WR)
+print("control_expect", statuses(first + recv_all(s)), flush=True)
+s.close()
 "#,
     );
-    let records = w.shared.settle(|r| r["path"] == "/auth5");
+    let records = w.shared.settle(|r| r["path"] == "/auth6");
     let evil = reached_evil(&records);
     let elsewhere = writes_elsewhere(&records);
     println!(
@@ -352,8 +365,12 @@ for label, data in cases.items():
     }
     assert_eq!(
         records.iter().filter(|r| r["path"] == "/data").count(),
-        2,
-        "both control bodies passed: {records:?}\n{out}"
+        3,
+        "the three control bodies passed: {records:?}\n{out}"
+    );
+    assert!(
+        out.contains("control_expect ['HTTP/1.1 100 Continue', 'HTTP/1.1 200 OK']"),
+        "a client that waits for 100 Continue still sends its body: {out}"
     );
     assert_eq!(
         evil,
