@@ -224,11 +224,12 @@ pub enum BodyStart {
 
 /// Judges the start of a body (`prefix`; `whole`: nothing more of it is to come, or the
 /// guard reads no further) by its first line, split on whitespace as servers split a
-/// request line: a word after the second that starts with `HTTP/` makes it a request
-/// line. A body cut before its first line ends is judged as it stands: the request the
-/// guard judges next must start with `method target`, so a server joining the two sees
-/// one word too many. Bodies almost never start like this (JSON, forms, binary data
-/// end the question at their first byte); a chunked body's first line is its size line.
+/// request line: a token, then at least two more words, the last starting with `HTTP/`,
+/// is a request line. A line is judged once it ended (or the body did: a body cut before
+/// its first line ends is judged as it stands, since the request the guard judges next
+/// must start with `method target`, and a server joining the two sees other words).
+/// Bodies almost never start like this (JSON, forms, binary data end the question at
+/// their first byte); a chunked body's first line is its size line.
 pub fn body_start(prefix: &[u8], whole: bool) -> BodyStart {
     let Some(start) = prefix.iter().position(|b| !b.is_ascii_whitespace()) else {
         return if whole {
@@ -242,23 +243,27 @@ pub fn body_start(prefix: &[u8], whole: bool) -> BodyStart {
         Some(end) => (&rest[..end], true),
         None => (rest, whole),
     };
-    let mut words = line
+    let words: Vec<&[u8]> = line
         .split(u8::is_ascii_whitespace)
-        .filter(|w| !w.is_empty());
-    let first_is_token = words.next().is_some_and(|w| {
+        .filter(|w| !w.is_empty())
+        .collect();
+    let first_is_token = words.first().is_some_and(|w| {
         w.iter()
             .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~;".contains(&b))
     });
-    if words
-        .skip(1)
-        .any(|w| w.len() >= 5 && w[..5].eq_ignore_ascii_case(b"HTTP/"))
-    {
-        return BodyStart::Request;
+    if !first_is_token {
+        return BodyStart::NoRequest;
     }
-    if ended || !first_is_token {
-        BodyStart::NoRequest
+    if !ended {
+        return BodyStart::Undecided;
+    }
+    let version = words
+        .last()
+        .is_some_and(|w| w.len() >= 5 && w[..5].eq_ignore_ascii_case(b"HTTP/"));
+    if words.len() >= 3 && version {
+        BodyStart::Request
     } else {
-        BodyStart::Undecided
+        BodyStart::NoRequest
     }
 }
 
@@ -448,7 +453,14 @@ mod tests {
                 BodyStart::Request,
             ),
             (b"\r\n\r\n get  /x  http/1.1", true, BodyStart::Request),
-            (b"POST /w HTTP/1.1", false, BodyStart::Request),
+            (b"POST /w HTTP/1.1", true, BodyStart::Request),
+            (b"POST /w HTTP/1.1", false, BodyStart::Undecided),
+            (b"GET /a b HTTP/1.1\r\n", false, BodyStart::Request),
+            (
+                b"Fetch the page over HTTP/2 please\n",
+                false,
+                BodyStart::NoRequest,
+            ),
             (b"0;GET /x HTTP/1.1\r\n", false, BodyStart::Request),
             (b"GET /x HT", false, BodyStart::Undecided),
             (b"\r\n", false, BodyStart::Undecided),
