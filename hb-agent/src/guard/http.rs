@@ -9,7 +9,9 @@
 //! `Content-Length`s or one that is not plain digits, a chunk size that is not hex, a
 //! bare CR or LF or a line that is no header field in a chunked body's lines, a body on
 //! GET, HEAD, OPTIONS, TRACE or DELETE (a server that ignores it would read it as a
-//! request the guard never judged). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
+//! request the guard never judged), and any body whose first line reads as a request
+//! line ([`body_start`]: a server that answers before reading a body reads it the same
+//! way). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
 //! `Upgrade` to h2c (after which each request names its own authority) are never passed.
 
 use std::net::IpAddr;
@@ -206,6 +208,65 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     }))
 }
 
+/// What the start of a request's body would be to a server that leaves the body
+/// unread and reads it as the next request (a handler that answers first — a 401, a
+/// redirect — and keeps the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyStart {
+    /// Its first line reads as a request line (`method target HTTP/…`, after any blank
+    /// lines): a request the guard would forward unjudged.
+    Request,
+    /// No server takes it for a request line.
+    NoRequest,
+    /// Not decided yet: more of the body is needed.
+    Undecided,
+}
+
+/// Judges the start of a body (`prefix`; `whole`: nothing more of it is to come, or the
+/// guard reads no further) by its first line, split on whitespace as servers split a
+/// request line: a token, then at least two more words, the last starting with `HTTP/`,
+/// is a request line. A line is judged once it ended (or the body did: a body cut before
+/// its first line ends is judged as it stands, since the request the guard judges next
+/// must start with `method target`, and a server joining the two sees other words).
+/// Bodies almost never start like this (JSON, forms, binary data end the question at
+/// their first byte); a chunked body's first line is its size line.
+pub fn body_start(prefix: &[u8], whole: bool) -> BodyStart {
+    let Some(start) = prefix.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return if whole {
+            BodyStart::NoRequest
+        } else {
+            BodyStart::Undecided
+        };
+    };
+    let rest = &prefix[start..];
+    let (line, ended) = match memchr::memchr(b'\n', rest) {
+        Some(end) => (&rest[..end], true),
+        None => (rest, whole),
+    };
+    let words: Vec<&[u8]> = line
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty())
+        .collect();
+    let first_is_token = words.first().is_some_and(|w| {
+        w.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~;".contains(&b))
+    });
+    if !first_is_token {
+        return BodyStart::NoRequest;
+    }
+    if !ended {
+        return BodyStart::Undecided;
+    }
+    let version = words
+        .last()
+        .is_some_and(|w| w.len() >= 5 && w[..5].eq_ignore_ascii_case(b"HTTP/"));
+    if words.len() >= 3 && version {
+        BodyStart::Request
+    } else {
+        BodyStart::NoRequest
+    }
+}
+
 /// Where a chunked body stands after some of its bytes were seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunks {
@@ -381,6 +442,47 @@ mod tests {
             head("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
             Err(HeadError::NotHttp)
         );
+    }
+
+    #[test]
+    fn a_body_that_starts_like_a_request_is_seen() {
+        for (body, whole, want) in [
+            (
+                &b"GET /x HTTP/1.1\r\nHost: evil.test\r\n\r\n"[..],
+                true,
+                BodyStart::Request,
+            ),
+            (b"\r\n\r\n get  /x  http/1.1", true, BodyStart::Request),
+            (b"POST /w HTTP/1.1", true, BodyStart::Request),
+            (b"POST /w HTTP/1.1", false, BodyStart::Undecided),
+            (b"GET /a b HTTP/1.1\r\n", false, BodyStart::Request),
+            (
+                b"Fetch the page over HTTP/2 please\n",
+                false,
+                BodyStart::NoRequest,
+            ),
+            (b"0;GET /x HTTP/1.1\r\n", false, BodyStart::Request),
+            (b"GET /x HT", false, BodyStart::Undecided),
+            (b"\r\n", false, BodyStart::Undecided),
+            (b"GET /x", true, BodyStart::NoRequest),
+            (b"{\"a\": 1}", false, BodyStart::NoRequest),
+            (b"a=1&b=2", false, BodyStart::NoRequest),
+            (
+                b"hello world\nGET / HTTP/1.1\r\n",
+                false,
+                BodyStart::NoRequest,
+            ),
+            (b"5\r\nhello\r\n0\r\n\r\n", false, BodyStart::NoRequest),
+            (b"\x00\x01binary", false, BodyStart::NoRequest),
+            (b"", true, BodyStart::NoRequest),
+        ] {
+            assert_eq!(
+                body_start(body, whole),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

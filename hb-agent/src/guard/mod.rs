@@ -191,17 +191,34 @@ const FDS_PER_CONNECTION: u64 = 7;
 /// open-file limit goes to the guard, so the resolver, the broker and the maps always
 /// have descriptors left whatever the sandboxes do.
 fn global_slots(config: &Config) -> usize {
-    let wanted = u64::from(config.guard.max_connections_per_policy)
-        * config.policies.iter().filter(|p| p.guard).count().max(1) as u64;
+    let wanted = u64::from(config.guard.max_connections_per_policy) * guarded(config);
     let cap = crate::dns::nofile_limit().map_or(wanted, |n| n / 2 / FDS_PER_CONNECTION);
     usize::try_from(wanted.min(cap).max(1)).unwrap_or(usize::MAX)
+}
+
+/// Guarded policies (at least one, for the division).
+fn guarded(config: &Config) -> u64 {
+    config.policies.iter().filter(|p| p.guard).count().max(1) as u64
+}
+
+/// Connections one guarded policy may hold: `max_connections_per_policy`, or an equal
+/// part of [`global_slots`] when the open-file limit keeps those below the policies'
+/// caps together. Each policy's pool is its own, so the sandboxes of one policy cannot
+/// take the slots another policy's sandboxes need (a first-come pool over all policies
+/// let one sandbox hold every slot of the node when the limit was low).
+fn policy_slots(config: &Config) -> u32 {
+    let part = global_slots(config) as u64 / guarded(config);
+    u32::try_from(part)
+        .unwrap_or(u32::MAX)
+        .clamp(1, config.guard.max_connections_per_policy.max(1))
 }
 
 /// A guarded policy: its rules and its connection slots.
 struct Policy {
     rules: PolicyRules,
-    /// `max_connections_per_policy`, shared by the policy's cgroups under
-    /// [`crate::share`]'s rule, each capped at `max_connections_per_cgroup`.
+    /// [`policy_slots`] (`max_connections_per_policy` unless the open-file limit is
+    /// low), shared by the policy's cgroups under [`crate::share`]'s rule, each capped
+    /// at `max_connections_per_cgroup`.
     slots: Arc<Share<u64>>,
 }
 
@@ -252,10 +269,7 @@ pub async fn start(
                     writes: p.writes.clone(),
                     cidrs: p.allow.clone(),
                 },
-                slots: Share::new(
-                    config.guard.max_connections_per_policy,
-                    config.guard.per_cgroup(),
-                ),
+                slots: Share::new(policy_slots(config), config.guard.per_cgroup()),
             },
         );
     }

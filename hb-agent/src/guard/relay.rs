@@ -9,7 +9,9 @@
 //! both.
 //!
 //! Plain HTTP: responses are spliced as they come; requests are read head by head, each
-//! judged before it is sent, and each body forwarded exactly as far as its framing says
+//! judged before it is sent, each body's first line looked at before the body goes (one
+//! that reads as a request line resets the connection: `http::body_start`), and each
+//! body forwarded exactly as far as its framing says
 //! (`Content-Length`, spliced; or chunk by chunk), so the next head is found where the
 //! server will find it. A refused request stops the requests: the upstream gets a half-close,
 //! the responses still in flight are finished, then the client reads the guard's 403.
@@ -565,6 +567,13 @@ async fn forward_requests(
             return Requests::Broken;
         }
         buf.drain(..head.len);
+        // A server that answers before reading the body reads it as the next request,
+        // which would go unjudged: a body that starts like one goes nowhere.
+        if !matches!(head.framing, Framing::None | Framing::Length(0))
+            && !body_starts_no_request(ctx, client, &mut buf, head.framing).await
+        {
+            return Requests::Broken;
+        }
         let sent = match head.framing {
             Framing::None => true,
             Framing::Length(n) => forward_length(client, upstream, pipe, &mut buf, n).await,
@@ -572,6 +581,46 @@ async fn forward_requests(
         };
         if !sent {
             return Requests::Broken;
+        }
+    }
+}
+
+/// Reads the start of a request's body (within the first-flight limit) until
+/// [`http::body_start`] can tell whether a server leaving it unread would take it for a
+/// request: `false` when it would (refused: counted and reported, unless the policy only
+/// audits), or when the start did not come in time. The head went on already (a client
+/// that sent `Expect: 100-continue` waits for the server before sending its body); a
+/// refusal resets both sides, so the server never reads the body as anything.
+async fn body_starts_no_request(
+    ctx: &Ctx<'_>,
+    client: &mut OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + ctx.inner.first_flight;
+    let limit = match framing {
+        Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX).min(http::MAX_HEAD),
+        _ => http::MAX_HEAD,
+    };
+    loop {
+        let seen = buf.len().min(limit);
+        match http::body_start(&buf[..seen], seen == limit) {
+            http::BodyStart::NoRequest => return true,
+            http::BodyStart::Request => {
+                let refusal = Refusal {
+                    reason: super::decide::Reason::AmbiguousRequest,
+                    name: None,
+                    http_detail: Some("a request in a request's body".into()),
+                    first: None,
+                };
+                ctx.inner.refused(ctx.policy, ctx.origin, &refusal);
+                return ctx.policy.audit;
+            }
+            http::BodyStart::Undecided => {}
+        }
+        match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
         }
     }
 }
