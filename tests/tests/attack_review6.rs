@@ -38,7 +38,8 @@ const NEIGHBOUR: &str = "203.0.113.11";
 /// chooses its `server` block that way, also over TLS, whatever the SNI) and logged as
 /// one JSON line (`port`, `vhost`, `method`, `path`, `sni`). `POST /auth…` is refused
 /// (401) before its body is read, as a handler that checks credentials first does; the
-/// body stays on the connection. Other writes read their `Content-Length` body.
+/// body stays on the connection. Other writes read their `Content-Length` body; HEAD is
+/// answered as GET is, without the body.
 const SHARED_PY: &str = r#"
 import http.server, json, ssl, sys, threading
 addr, log, cert, key = sys.argv[1:5]
@@ -62,9 +63,11 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
-        self.wfile.write(out)
+        if self.command != "HEAD":
+            self.wfile.write(out)
     def do_GET(self):
         self.reply(200, False)
+    do_HEAD = do_GET
     def do_POST(self):
         if self.path.startswith("/auth"):
             return self.reply(401, False)
@@ -546,12 +549,13 @@ except OSError as e:
     );
 }
 
-/// OPEN R6-4 (residual of R6-1): the guard looks at a body's first line only. A server
-/// that reads part of a body and answers (a handler that reads at most 64 bytes and
-/// answers 413 past that, keeping the connection) reads the rest as the next request:
-/// a 64-byte first line of padding, then a request for evil.test.
+/// FINDING R6-4 (fixed; residual of R6-1): the guard looked at a body's first line
+/// only. A server that reads part of a body and answers (a handler that reads at most
+/// 64 bytes and answers 413 past that, keeping the connection) read the rest as the
+/// next request: a 64-byte first line of padding, then a request for evil.test. A
+/// request with a body now goes marked `Connection: close` (and nothing after it goes
+/// on), so the server reads no further request from the connection.
 #[test]
-#[ignore = "open: only a body's start is judged; a server that reads part of a body takes the rest for a request (close: end the judged requests after a body, or look for request lines through the whole body)"]
 fn a_request_behind_the_part_of_a_body_a_server_reads_never_reaches_evil_test() {
     let w = World::new("r6capped");
     let out = w.attack(
@@ -572,5 +576,68 @@ print("capped", exchange(b"POST /capped HTTP/1.1\r\nHost: write.test\r\nContent-
         evil,
         Vec::<&Value>::new(),
         "evil.test's virtual host was reached: {out}"
+    );
+}
+
+/// The R6-4 fix keeps ordinary clients working: a POST ends its connection (the guard
+/// marks the request and its answer `Connection: close`, and closes after the answer,
+/// whether or not the server says so: python's `http.server` does not), so a client
+/// that keeps connections — `http.client` and a `requests.Session` — opens a new one
+/// for the GET after it and gets every answer: GET, POST, GET, a HEAD, and a pipelined
+/// GET behind a POST on a raw socket (the POST's answer marked `close`, the GET never
+/// forwarded on that connection).
+#[test]
+fn a_session_with_a_post_between_gets_gets_every_answer() {
+    let w = World::new("r6session");
+    let out = w.attack(
+        r#"
+import http.client, requests
+c = http.client.HTTPConnection("write.test", 80, timeout=5)
+answers = []
+for method, path, body in (("GET", "/s1", None), ("POST", "/s2", b"a=1"), ("GET", "/s3", None), ("HEAD", "/s4", None), ("GET", "/s5", None)):
+    c.request(method, path, body=body)
+    r = c.getresponse()
+    answers.append("%s %d %s %s" % (method, r.status, r.read().decode().strip() or "-", r.getheader("connection")))
+print("client", answers, flush=True)
+s = requests.Session()
+got = [s.get("http://write.test/r1"), s.post("http://write.test/r2", data=b"b=2"), s.get("http://write.test/r3")]
+print("session", [(g.status_code, g.text.strip()) for g in got], flush=True)
+piped = exchange(b"POST /p1 HTTP/1.1\r\nHost: write.test\r\nContent-Length: 3\r\n\r\nc=3"
+                 b"GET /p2 HTTP/1.1\r\nHost: write.test\r\n\r\n")
+print("pipelined", piped, flush=True)
+"#,
+    );
+    let records = w.shared.settle(|r| r["path"] == "/p1");
+    let paths: Vec<&str> = records.iter().filter_map(|r| r["path"].as_str()).collect();
+    println!("figure: {out}requests at the server: {paths:?}");
+    assert!(
+        out.contains(
+            "client ['GET 200 write.test GET /s1 None', 'POST 200 write.test POST /s2 close', \
+             'GET 200 write.test GET /s3 None', 'HEAD 200 - None', 'GET 200 write.test GET /s5 None']"
+        ),
+        "http.client got every answer, the POST's marked close: {out}"
+    );
+    assert!(
+        out.contains(
+            "session [(200, 'write.test GET /r1'), (200, 'write.test POST /r2'), (200, 'write.test GET /r3')]"
+        ),
+        "a requests.Session got every answer: {out}"
+    );
+    assert!(
+        out.contains("pipelined ['HTTP/1.1 200 OK']"),
+        "the POST was answered and the connection closed after it: {out}"
+    );
+    for path in [
+        "/s1", "/s2", "/s3", "/s4", "/s5", "/r1", "/r2", "/r3", "/p1",
+    ] {
+        assert_eq!(
+            paths.iter().filter(|p| **p == path).count(),
+            1,
+            "{path} reached the server once: {paths:?}"
+        );
+    }
+    assert!(
+        !paths.contains(&"/p2"),
+        "nothing after a body went on: {paths:?}"
     );
 }
