@@ -11,8 +11,11 @@
 //! GET, HEAD, OPTIONS, TRACE or DELETE (a server that ignores it would read it as a
 //! request the guard never judged), and any body whose first line reads as a request
 //! line ([`body_start`]: a server that answers before reading a body reads it the same
-//! way). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
-//! `Upgrade` to h2c (after which each request names its own authority) are never passed.
+//! way, if it ignores the `Connection: close` the guard marks a request with a body
+//! with: [`with_connection_close`]). `CONNECT` (a tunnel to any host), the HTTP/2
+//! preface and an `Upgrade` to h2c (after which each request names its own authority)
+//! are never passed. Response heads are read only for where each response ends
+//! ([`parse_response_head`]).
 
 use std::net::IpAddr;
 
