@@ -38,9 +38,12 @@ const NEIGHBOUR: &str = "203.0.113.11";
 /// chooses its `server` block that way, also over TLS, whatever the SNI) and logged as
 /// one JSON line (`port`, `vhost`, `method`, `path`, `sni`). `POST /auth…` is refused
 /// (401) before its body is read, as a handler that checks credentials first does; the
-/// body stays on the connection. Other writes read their `Content-Length` body.
+/// body stays on the connection. Other writes read their body (`Content-Length` or
+/// chunked; its SHA-256 logged as `body`, the connection's port as `peer`); HEAD is answered as GET is, without the body;
+/// `GET /chunked…` is answered with a chunked body of 512 KiB; `POST /ignore-close…`
+/// keeps the connection whatever the request's `Connection` says.
 const SHARED_PY: &str = r#"
-import http.server, json, ssl, sys, threading
+import hashlib, http.server, json, ssl, sys, threading
 addr, log, cert, key = sys.argv[1:5]
 lock = threading.Lock()
 def record(rec):
@@ -53,21 +56,47 @@ class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
     def reply(self, code, read_body):
-        if read_body:
-            n = int(self.headers.get("content-length") or 0)
-            self.rfile.read(n)
+        body = b""
+        if read_body and (self.headers.get("transfer-encoding") or "").lower() == "chunked":
+            while True:
+                n = int(self.rfile.readline().split(b";")[0], 16)
+                body += self.rfile.read(n)
+                self.rfile.readline()
+                if n == 0:
+                    break
+        elif read_body:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
         record({"port": self.server.server_address[1], "vhost": norm(self.headers.get("host")),
-                "method": self.command, "path": self.path, "sni": getattr(self.request, "hb_sni", None)})
+                "method": self.command, "path": self.path, "sni": getattr(self.request, "hb_sni", None),
+                "body": hashlib.sha256(body).hexdigest(), "peer": self.client_address[1]})
         out = ("%s %s %s\n" % (norm(self.headers.get("host")), self.command, self.path)).encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
-        self.wfile.write(out)
+        if self.command != "HEAD":
+            self.wfile.write(out)
     def do_GET(self):
+        if self.path.startswith("/chunked"):
+            # A chunked answer: 8 chunks of 64 KiB.
+            record({"vhost": norm(self.headers.get("host")), "method": "GET", "path": self.path,
+                    "peer": self.client_address[1]})
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(8):
+                self.wfile.write(b"10000\r\n" + bytes([65 + i]) * 65536 + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
         self.reply(200, False)
+    do_HEAD = do_GET
     def do_POST(self):
         if self.path.startswith("/auth"):
             return self.reply(401, False)
+        if self.path.startswith("/ignore-close"):
+            # A server that keeps the connection whatever the request's `Connection` says.
+            self.reply(200, True)
+            self.close_connection = False
+            return
         if self.path.startswith("/capped"):
             # A handler that reads at most 64 bytes of a body (and answers 413 past
             # that, keeping the connection): the rest stays on the connection.
@@ -546,12 +575,13 @@ except OSError as e:
     );
 }
 
-/// OPEN R6-4 (residual of R6-1): the guard looks at a body's first line only. A server
-/// that reads part of a body and answers (a handler that reads at most 64 bytes and
-/// answers 413 past that, keeping the connection) reads the rest as the next request:
-/// a 64-byte first line of padding, then a request for evil.test.
+/// FINDING R6-4 (fixed; residual of R6-1): the guard looked at a body's first line
+/// only. A server that reads part of a body and answers (a handler that reads at most
+/// 64 bytes and answers 413 past that, keeping the connection) read the rest as the
+/// next request: a 64-byte first line of padding, then a request for evil.test. A
+/// request with a body now goes marked `Connection: close` (and nothing after it goes
+/// on), so the server reads no further request from the connection.
 #[test]
-#[ignore = "open: only a body's start is judged; a server that reads part of a body takes the rest for a request (close: end the judged requests after a body, or look for request lines through the whole body)"]
 fn a_request_behind_the_part_of_a_body_a_server_reads_never_reaches_evil_test() {
     let w = World::new("r6capped");
     let out = w.attack(
@@ -573,4 +603,148 @@ print("capped", exchange(b"POST /capped HTTP/1.1\r\nHost: write.test\r\nContent-
         Vec::<&Value>::new(),
         "evil.test's virtual host was reached: {out}"
     );
+}
+
+/// The R6-4 fix keeps ordinary clients working: a POST ends its connection (the guard
+/// marks the request and its answer `Connection: close`, and closes after the answer,
+/// whether or not the server says so: python's `http.server` does not), so a client
+/// that keeps connections — `http.client` and a `requests.Session` — opens a new one
+/// for the GET after it and gets every answer: a chunked answer, GET, POST, GET, a HEAD
+/// (no body after its `Content-Length`), a chunked upload of 256 KiB; and on a raw
+/// socket a GET, a POST and a GET pipelined in one write: the first two answered in
+/// order, the last never forwarded on that connection; and a server that ignores
+/// `close` still sees the connection closed after its answer.
+#[test]
+fn a_session_with_a_post_between_gets_gets_every_answer() {
+    let w = World::new("r6session");
+    let out = w.attack(
+        r#"
+import hashlib, http.client, requests
+c = http.client.HTTPConnection("write.test", 80, timeout=5)
+answers = []
+big = bytes(range(256)) * 1024
+def pieces():
+    for i in range(0, len(big), 10000):
+        yield big[i:i + 10000]
+print("up", hashlib.sha256(big).hexdigest(), flush=True)
+for method, path, body in (("GET", "/chunked", None), ("GET", "/s1", None), ("POST", "/s2", b"a=1"),
+                           ("GET", "/s3", None), ("HEAD", "/s4", None), ("GET", "/s5", None),
+                           ("POST", "/s6", pieces()), ("GET", "/s7", None)):
+    c.request(method, path, body=body, encode_chunked=method == "POST" and path == "/s6")
+    r = c.getresponse()
+    got = r.read()
+    if path == "/chunked":
+        text = "whole" if got == b"".join(bytes([65 + i]) * 65536 for i in range(8)) else "cut %d" % len(got)
+    else:
+        text = got.decode().strip()
+    answers.append("%s %d %s %s" % (method, r.status, text or "-", r.getheader("connection")))
+print("client", answers, flush=True)
+s = requests.Session()
+got = [s.get("http://write.test/r1"), s.post("http://write.test/r2", data=b"b=2"), s.get("http://write.test/r3")]
+print("session", [(g.status_code, g.text.strip()) for g in got], flush=True)
+p = socket.create_connection((SHARED, 80), timeout=5)
+p.sendall(b"GET /p0 HTTP/1.1\r\nHost: write.test\r\n\r\n"
+          b"POST /p1 HTTP/1.1\r\nHost: write.test\r\nContent-Length: 3\r\n\r\nc=3"
+          b"GET /p2 HTTP/1.1\r\nHost: write.test\r\n\r\n")
+raw = recv_all(p)
+p.close()
+# A server that ignores `Connection: close`: the guard closes after the answer.
+q = socket.create_connection((SHARED, 80), timeout=5)
+q.sendall(b"POST /ignore-close HTTP/1.1\r\nHost: write.test\r\nContent-Length: 3\r\n\r\nd=4")
+q.settimeout(3)
+got, end = b"", "open"
+try:
+    while True:
+        d = q.recv(65536)
+        if not d:
+            end = "closed"
+            break
+        got += d
+except OSError:
+    pass
+q.close()
+print("ignored", got.split(b"\r\n")[0].decode(), end, flush=True)
+# recv_all returns at the guard's close (or after 3 s without one).
+print("pipelined", raw.count(b"HTTP/1.1 200 OK\r\n"), raw.count(b"Connection: close\r\n"),
+      raw.endswith(b"write.test POST /p1\n"), flush=True)
+"#,
+    );
+    assert!(
+        out.contains("ignored HTTP/1.1 200 OK closed"),
+        "the guard closed after the answer to a server that ignores close: {out}"
+    );
+    let records = w.shared.settle(|r| r["path"] == "/p1");
+    let paths: Vec<&str> = records.iter().filter_map(|r| r["path"].as_str()).collect();
+    println!("figure: {out}requests at the server: {paths:?}");
+    assert!(
+        out.contains(
+            "client ['GET 200 whole None', 'GET 200 write.test GET /s1 None', \
+             'POST 200 write.test POST /s2 close', 'GET 200 write.test GET /s3 None', \
+             'HEAD 200 - None', 'GET 200 write.test GET /s5 None', \
+             'POST 200 write.test POST /s6 close', 'GET 200 write.test GET /s7 None']"
+        ),
+        "http.client got every answer, the POSTs' marked close: {out}"
+    );
+    let up = out
+        .lines()
+        .find_map(|l| l.strip_prefix("up "))
+        .expect("the upload's hash");
+    let s6 = records
+        .iter()
+        .find(|r| r["path"] == "/s6")
+        .expect("the chunked upload arrived");
+    assert_eq!(s6["body"], up, "the chunked upload arrived whole: {s6}");
+    assert!(
+        out.contains(
+            "session [(200, 'write.test GET /r1'), (200, 'write.test POST /r2'), (200, 'write.test GET /r3')]"
+        ),
+        "a requests.Session got every answer: {out}"
+    );
+    assert!(
+        out.contains("pipelined 2 1 True"),
+        "the GET and the POST behind it were answered, the connection closed after: {out}"
+    );
+    for path in [
+        "/s1", "/s2", "/s3", "/s4", "/s5", "/r1", "/r2", "/r3", "/p0", "/p1",
+    ] {
+        assert_eq!(
+            paths.iter().filter(|p| **p == path).count(),
+            1,
+            "{path} reached the server once: {paths:?}"
+        );
+    }
+    assert!(
+        !paths.contains(&"/p2"),
+        "nothing after a body went on: {paths:?}"
+    );
+    // http.client kept its connection between GETs, and opened a new one after each POST.
+    let peer = |path: &str| {
+        records
+            .iter()
+            .find(|r| r["path"] == path)
+            .map(|r| r["peer"].clone())
+    };
+    let connections: [&[&str]; 3] = [
+        &["/chunked", "/s1", "/s2"],
+        &["/s3", "/s4", "/s5", "/s6"],
+        &["/s7"],
+    ];
+    for (i, conn) in connections.iter().enumerate() {
+        for path in *conn {
+            assert_eq!(
+                peer(path),
+                peer(conn[0]),
+                "{path} came on {}'s connection: {records:?}",
+                conn[0]
+            );
+        }
+        if let Some(next) = connections.get(i + 1) {
+            assert_ne!(
+                peer(next[0]),
+                peer(conn[0]),
+                "{} came on a new connection: {records:?}",
+                next[0]
+            );
+        }
+    }
 }

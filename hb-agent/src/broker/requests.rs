@@ -9,7 +9,7 @@
 //!   `methods`, and the request must not bring its own credential (`Authorization`,
 //!   `Proxy-Authorization`, the integration's auth header, or its auth query parameter,
 //!   in any case: an **auth collision**, which revokes every handle of the execution),
-//!   nor carry a body on GET, HEAD, OPTIONS, TRACE or DELETE ([`BODYLESS_METHODS`]).
+//!   nor carry a body on GET, HEAD, OPTIONS, TRACE or DELETE ([`crate::guard::http::takes_no_body`]).
 //!   The URL's scheme and port must be among the integration's `schemes` (default
 //!   `https`) and `ports` (default: the schemes' own), so the credential goes neither
 //!   in cleartext nor to another listener on the same host; and the request may not
@@ -771,7 +771,9 @@ fn decide_with_handle<'a>(
     if let Some(what) = collision(integration, &parsed.headers, target) {
         return Err(auth_collision(call, owner, parsed, &entry, &what));
     }
-    if !parsed.body.is_empty() && BODYLESS_METHODS.contains(&parsed.method.as_str()) {
+    // A server may answer one of these without reading its body and read that body as
+    // the next request on the connection: one policy never judged.
+    if !parsed.body.is_empty() && crate::guard::http::takes_no_body(parsed.method.as_str()) {
         call.audit(action, "policy_denied", "a body on a method without one");
         return Err(denied(format!(
             "a {} request carries no body through the broker: an upstream that ignores it \
@@ -782,12 +784,6 @@ fn decide_with_handle<'a>(
     }
     Ok((entry, integration))
 }
-
-/// Methods that have no use for a body (as the guard judges plain HTTP): a server may
-/// answer one without reading its body, and read that body as the next request on the
-/// connection — a whole request (another method, another `Host`) the broker sent
-/// unjudged. A call with a handle and one of these carries no body.
-const BODYLESS_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE", "DELETE"];
 
 /// A call without a handle reaches no further than the caller could by itself.
 fn decide_without_handle(

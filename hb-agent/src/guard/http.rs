@@ -11,8 +11,11 @@
 //! GET, HEAD, OPTIONS, TRACE or DELETE (a server that ignores it would read it as a
 //! request the guard never judged), and any body whose first line reads as a request
 //! line ([`body_start`]: a server that answers before reading a body reads it the same
-//! way). `CONNECT` (a tunnel to any host), the HTTP/2 preface and an
-//! `Upgrade` to h2c (after which each request names its own authority) are never passed.
+//! way, if it ignores the `Connection: close` the guard marks a request with a body
+//! with: [`with_connection_close`]). `CONNECT` (a tunnel to any host), the HTTP/2
+//! preface and an `Upgrade` to h2c (after which each request names its own authority)
+//! are never passed. Response heads are read only for where each response ends
+//! ([`parse_response_head`]).
 
 use std::net::IpAddr;
 
@@ -183,13 +186,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     }
     // A server that ignores the body of a method that has no use for one would read it
     // as the next request, which the guard forwarded as a body without judging it.
-    if framing != Framing::None
-        && framing != Framing::Length(0)
-        && matches!(
-            method.as_str(),
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "DELETE"
-        )
-    {
+    if framing != Framing::None && framing != Framing::Length(0) && takes_no_body(&method) {
         return Err(HeadError::Ambiguous("a body on a method without one"));
     }
     if upgrade.as_deref().is_some_and(|u| u.contains("h2c")) {
@@ -205,6 +202,169 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         host,
         framing,
         upgrade,
+    }))
+}
+
+/// Methods that have no use for a body (GET, HEAD, OPTIONS, TRACE, DELETE): a server
+/// may answer one without reading its body and read that body as the next request on
+/// the connection, one nobody judged. The guard refuses such a body; the broker sends
+/// none.
+pub fn takes_no_body(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "DELETE")
+}
+
+impl Head {
+    /// Whether the request carries a body (after which the guard forwards nothing more
+    /// of the client's on the connection: see [`with_connection_close`]).
+    pub fn has_body(&self) -> bool {
+        !matches!(self.framing, Framing::None | Framing::Length(0))
+    }
+}
+
+/// `head` (a request or response head, its blank line included) with its
+/// `Connection` headers replaced by one `Connection: close` that keeps their other
+/// options (`keep-alive` dropped, with any `Keep-Alive` header), so the peer ends the
+/// connection after this exchange.
+///
+/// On a request with a body: a server that reads only part of a body (a size cap, an
+/// early 401 or 413) would read the rest as the next request, one the guard forwarded
+/// as body bytes unjudged. A server that gets `close` reads no further request on the
+/// connection (RFC 9112 §9.6). On the final response to that request: the client
+/// learns the connection ends, and opens another for its next request.
+pub fn with_connection_close(head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + 32);
+    let mut options: Vec<Vec<u8>> = Vec::new();
+    let mut lines = head.split_inclusive(|&b| b == b'\n');
+    if let Some(first) = lines.next() {
+        out.extend_from_slice(first);
+    }
+    for line in lines {
+        let bare = line.strip_suffix(b"\n").unwrap_or(line);
+        let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
+        if bare.is_empty() {
+            break;
+        }
+        let (name, value) = match memchr::memchr(b':', bare) {
+            Some(colon) => (&bare[..colon], &bare[colon + 1..]),
+            None => (bare, &[][..]),
+        };
+        if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|&b| b == b',') {
+                let option = option.trim_ascii().to_ascii_lowercase();
+                let token = !option.is_empty()
+                    && option
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if token
+                    && option != b"close"
+                    && option != b"keep-alive"
+                    && !options.contains(&option)
+                {
+                    options.push(option);
+                }
+            }
+        } else if !name.eq_ignore_ascii_case(b"keep-alive") {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"Connection: close");
+    for option in options {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(&option);
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
+/// How a response's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// No body: an interim (1xx) response, a 204 or 304, the answer to HEAD.
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the server closes (no length, a coding other than chunked last, a 101
+    /// switching protocols): nothing after it on the connection is a response.
+    UntilClose,
+}
+
+/// One response head, as far as the guard reads it: where the response ends, so the
+/// final answer to a request is found behind any earlier ones and interim ones.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Bytes of the head, the blank line included.
+    pub len: usize,
+    pub status: u16,
+    /// The body's framing as the head states it (an answer to HEAD has none whatever it
+    /// states: see [`ResponseHead::body`]).
+    framing: ResponseBody,
+}
+
+impl ResponseHead {
+    /// An interim response (1xx other than 101): the final one to the same request
+    /// follows.
+    pub fn interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+
+    /// How the body is delimited, for a response to a request of `method`.
+    pub fn body(&self, to_head: bool) -> ResponseBody {
+        match self.status {
+            101 => ResponseBody::UntilClose,
+            100..=199 | 204 | 304 => ResponseBody::None,
+            _ if to_head => ResponseBody::None,
+            _ => self.framing,
+        }
+    }
+}
+
+/// Parses the response head at the start of `buf`: `Ok(None)` while it is incomplete.
+/// A head that cannot be framed (no HTTP, two different lengths) is an error: the guard
+/// then passes the rest of the connection as it comes.
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::NotHttp),
+    };
+    let status = resp.code.unwrap_or_default();
+    let mut length = None;
+    let mut coding = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The last coding of the last header decides (RFC 9112 §6.3).
+            coding = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .map(<[u8]>::trim_ascii);
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let digits = std::str::from_utf8(h.value)
+                .ok()
+                .map(str::trim)
+                .filter(|d| !d.is_empty() && d.len() <= 18 && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u64>().ok())
+                .ok_or(HeadError::Ambiguous("Content-Length"))?;
+            if length.is_some_and(|n| n != digits) {
+                return Err(HeadError::Ambiguous("Content-Length"));
+            }
+            length = Some(digits);
+        }
+    }
+    let framing = match (coding, length) {
+        (Some(c), _) if c.eq_ignore_ascii_case(b"chunked") => ResponseBody::Chunked,
+        (Some(_), _) => ResponseBody::UntilClose,
+        (None, Some(n)) => ResponseBody::Length(n),
+        (None, None) => ResponseBody::UntilClose,
+    };
+    Ok(Some(ResponseHead {
+        len,
+        status,
+        framing,
     }))
 }
 
@@ -483,6 +643,93 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn connection_close_replaces_the_connection_headers_and_keeps_their_options() {
+        let head = b"POST /x HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, TE\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nconnection: Close\r\nContent-Length: 3\r\n\r\n";
+        let out = with_connection_close(head);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "POST /x HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\nContent-Length: 3\r\nConnection: close, te\r\n\r\n"
+        );
+        let parsed = parse_head(&out).expect("test input").expect("test input");
+        assert_eq!(parsed.len, out.len());
+        assert_eq!(parsed.framing, Framing::Length(3));
+        // A response head (as python's http.server writes it: no Connection at all).
+        let out = with_connection_close(
+            b"HTTP/1.0 413 Too Large\r\nServer: x\r\nContent-Length: 2\r\n\r\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.0 413 Too Large\r\nServer: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
+        assert!(parse_response_head(&out).expect("test input").is_some());
+    }
+
+    #[test]
+    fn responses_end_where_their_framing_says() {
+        let body = |text: &str, to_head: bool| {
+            parse_response_head(text.as_bytes())
+                .expect("test input")
+                .expect("test input")
+                .body(to_head)
+        };
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", false),
+            ResponseBody::Length(12)
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", true),
+            ResponseBody::None
+        );
+        assert_eq!(
+            body(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
+            ResponseBody::Chunked
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            ResponseBody::UntilClose
+        );
+        assert_eq!(
+            body("HTTP/1.0 200 OK\r\n\r\n", false),
+            ResponseBody::UntilClose
+        );
+        assert_eq!(
+            body("HTTP/1.1 204 No Content\r\n\r\n", false),
+            ResponseBody::None
+        );
+        assert_eq!(
+            body(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            ResponseBody::None
+        );
+        assert_eq!(
+            body("HTTP/1.1 101 Switching Protocols\r\n\r\n", false),
+            ResponseBody::UntilClose
+        );
+        let interim = parse_response_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+            .expect("test input")
+            .expect("test input");
+        assert!(interim.interim());
+        assert_eq!(interim.len, 25);
+        assert_eq!(
+            parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Le"),
+            Ok(None)
+        );
+        assert!(
+            parse_response_head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+            )
+            .is_err()
+        );
+        assert!(parse_response_head(b"\x16\x03\x01 not http\r\n\r\n").is_err());
+        assert!(takes_no_body("DELETE") && !takes_no_body("POST"));
     }
 
     #[test]

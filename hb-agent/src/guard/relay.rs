@@ -8,13 +8,19 @@
 //! names another host (`tls_records`). An error or a refusal on either side resets
 //! both.
 //!
-//! Plain HTTP: responses are spliced as they come; requests are read head by head, each
-//! judged before it is sent, each body's first line looked at before the body goes (one
-//! that reads as a request line resets the connection: `http::body_start`), and each
-//! body forwarded exactly as far as its framing says
-//! (`Content-Length`, spliced; or chunk by chunk), so the next head is found where the
-//! server will find it. A refused request stops the requests: the upstream gets a half-close,
-//! the responses still in flight are finished, then the client reads the guard's 403.
+//! Plain HTTP: requests are read head by head, each judged before it is sent, each body
+//! forwarded exactly as far as its framing says (`Content-Length`, spliced; or chunk by
+//! chunk, the data spliced), so the next head is found where the server will find it.
+//! A body is forwarded unjudged, and a server that reads only part of it (a size cap, an
+//! answer before the body) would read the rest as the next request: a request with a
+//! body goes marked `Connection: close` (`http::with_connection_close`), nothing the
+//! client sends after it goes on, and the final response to it reaches the client marked
+//! the same, after which the guard closes. Its first line is looked at too (one that
+//! reads as a request line resets the connection: `http::body_start`), for a server
+//! that ignores `close`. Responses are read head by head for where each ends (behind
+//! earlier answers and 1xx interim ones), their bodies spliced. A refused request stops
+//! the requests: the upstream gets a half-close, the responses still in flight are
+//! finished, then the client reads the guard's 403.
 
 use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
@@ -447,10 +453,33 @@ pub struct Ctx<'a> {
 enum Requests {
     /// The client closed its sending side between requests.
     Ended,
+    /// A request with a body went, marked `Connection: close`: nothing the client sends
+    /// after it goes on.
+    Closed,
     /// A request was refused (already counted and reported).
     Refused(Refusal),
     /// A read or write failed, or a request stalled mid-head.
     Broken,
+}
+
+/// How the response side ended.
+enum Responses {
+    /// The server's end of stream.
+    Ended,
+    /// The final response to the request marked `Connection: close` went.
+    Closed,
+    /// A read or write failed (a reset), or a response broke off.
+    Broken,
+}
+
+/// What the response side knows of a forwarded request, sent before its head goes (so
+/// it is there when the answer comes).
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// A HEAD: its answer has no body, whatever its head says.
+    head: bool,
+    /// Marked `Connection: close`: the connection ends after its final response.
+    last: bool,
 }
 
 /// A passed plain-HTTP connection. `buf` holds the first request head (and whatever
@@ -463,32 +492,60 @@ pub async fn http(ctx: &Ctx<'_>, client: TcpStream, upstream: TcpStream, buf: Ve
     };
     let (mut client_rx, client_tx) = client.into_split();
     let (upstream_rx, mut upstream_tx) = upstream.into_split();
-    // Responses are not judged: spliced as they come.
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    // Responses are not judged: each head is read for where the response ends, the
+    // bytes spliced.
     let responses = async move {
-        let moved = splice_until(upstream_rx.as_ref(), client_tx.as_ref(), &down, None).await;
-        (moved.is_ok(), client_tx)
+        let (mut upstream_rx, mut client_tx) = (upstream_rx, client_tx);
+        let end = forward_responses(&mut upstream_rx, &mut client_tx, &down, sent_rx).await;
+        (end, client_tx)
     };
     tokio::pin!(responses);
-    let requests = forward_requests(ctx, &mut client_rx, &mut upstream_tx, &up, buf);
+    let requests = forward_requests(ctx, &mut client_rx, &mut upstream_tx, &up, buf, sent_tx);
     // The server closing ends the connection even while the client is idle between
     // requests.
     let outcome = tokio::select! {
         outcome = requests => outcome,
-        (ok, client_tx) = &mut responses => {
-            end_responses(ok, client_tx, client_fd).await;
+        (end, client_tx) = &mut responses => {
+            end_responses(ctx, end, client_tx, &mut client_rx, client_fd).await;
             return;
         }
     };
     match outcome {
         Requests::Ended => {
             let _ = upstream_tx.shutdown().await;
-            let (ok, client_tx) = responses.await;
-            end_responses(ok, client_tx, client_fd).await;
+            let (end, client_tx) = responses.await;
+            end_responses(ctx, end, client_tx, &mut client_rx, client_fd).await;
+        }
+        Requests::Closed => {
+            // What the client sends now is read and dropped (a client that pipelined
+            // learns from `Connection: close` to send it again on a new connection); its
+            // end of stream is passed on. No half-close of the guard's own: a server may
+            // take one for a client that gave up and abandon the request.
+            let (end, client_tx) = tokio::select! {
+                r = &mut responses => r,
+                eof = discard(&mut client_rx) => {
+                    if eof {
+                        let _ = upstream_tx.shutdown().await;
+                        responses.await
+                    } else {
+                        // SAFETY: the descriptors belong to `client_rx` and
+                        // `upstream_tx`, alive here.
+                        unsafe {
+                            set_zero_linger(client_fd);
+                            set_zero_linger(upstream_fd);
+                        }
+                        upstream_tx.forget();
+                        return;
+                    }
+                }
+            };
+            end_responses(ctx, end, client_tx, &mut client_rx, client_fd).await;
         }
         Requests::Refused(refusal) => {
             let _ = upstream_tx.shutdown().await;
             // The responses to the requests that passed, then the refusal.
-            if let Ok((true, mut client_tx)) =
+            if let Ok((Responses::Ended, mut client_tx)) =
                 tokio::time::timeout(ctx.inner.first_flight, responses).await
             {
                 let detail = refusal.http_detail.unwrap_or_default();
@@ -510,26 +567,56 @@ pub async fn http(ctx: &Ctx<'_>, client: TcpStream, upstream: TcpStream, buf: Ve
     }
 }
 
-/// Ends the response direction: the server's clean end becomes the client's, a reset
-/// (or failure) a reset.
-async fn end_responses(ok: bool, mut client_tx: OwnedWriteHalf, client_fd: RawFd) {
-    if ok {
-        let _ = client_tx.shutdown().await;
-    } else {
-        // SAFETY: the descriptor belongs to `client_tx`'s stream, alive here.
-        unsafe { set_zero_linger(client_fd) };
-        // No FIN first (a write half shuts down when dropped): the reset alone.
-        client_tx.forget();
+/// Ends the response direction: the server's clean end (or the last response) becomes
+/// the client's, a reset (or failure) a reset. After the last response the client's
+/// bytes are read and dropped for a while before the close, so a client still sending
+/// (a body the server answered early) reads its answer rather than a reset.
+async fn end_responses(
+    ctx: &Ctx<'_>,
+    end: Responses,
+    mut client_tx: OwnedWriteHalf,
+    client_rx: &mut OwnedReadHalf,
+    client_fd: RawFd,
+) {
+    match end {
+        Responses::Ended => {
+            let _ = client_tx.shutdown().await;
+        }
+        Responses::Closed => {
+            let _ = client_tx.shutdown().await;
+            let _ = tokio::time::timeout(ctx.inner.first_flight, discard(client_rx)).await;
+        }
+        Responses::Broken => {
+            // SAFETY: the descriptor belongs to `client_tx`'s stream, alive here.
+            unsafe { set_zero_linger(client_fd) };
+            // No FIN first (a write half shuts down when dropped): the reset alone.
+            client_tx.forget();
+        }
     }
 }
 
-/// Judges and forwards requests until the client stops sending or one is refused.
+/// Reads and drops what the client sends: `true` at its end of stream, `false` on an
+/// error.
+async fn discard(client: &mut OwnedReadHalf) -> bool {
+    let mut sink = vec![0; 16 * 1024];
+    loop {
+        match client.read(&mut sink).await {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Judges and forwards requests until the client stops sending, one is refused, or one
+/// with a body went (marked `Connection: close`).
 async fn forward_requests(
     ctx: &Ctx<'_>,
     client: &mut OwnedReadHalf,
     upstream: &mut OwnedWriteHalf,
     pipe: &Pipe,
     mut buf: Vec<u8>,
+    sent: std::sync::mpsc::Sender<Sent>,
 ) -> Requests {
     let mut first = true;
     loop {
@@ -563,25 +650,145 @@ async fn forward_requests(
             }
         };
         first = false;
-        if upstream.write_all(&buf[..head.len]).await.is_err() {
+        // A body is forwarded unjudged, and a server that reads only part of it (a size
+        // cap, an early answer) reads the rest as the next request: after a body the
+        // server is told to read no further request, and nothing more goes on.
+        let last = head.has_body();
+        let _ = sent.send(Sent {
+            head: head.method == "HEAD",
+            last,
+        });
+        let written = if last {
+            upstream
+                .write_all(&http::with_connection_close(&buf[..head.len]))
+                .await
+        } else {
+            upstream.write_all(&buf[..head.len]).await
+        };
+        if written.is_err() {
             return Requests::Broken;
         }
         buf.drain(..head.len);
-        // A server that answers before reading the body reads it as the next request,
-        // which would go unjudged: a body that starts like one goes nowhere.
-        if !matches!(head.framing, Framing::None | Framing::Length(0))
-            && !body_starts_no_request(ctx, client, &mut buf, head.framing).await
-        {
+        // A server that ignores `close` and answers before reading the body reads it
+        // as the next request, which would go unjudged: a body that starts like one
+        // goes nowhere.
+        if last && !body_starts_no_request(ctx, client, &mut buf, head.framing).await {
             return Requests::Broken;
         }
-        let sent = match head.framing {
+        let forwarded = match head.framing {
             Framing::None => true,
             Framing::Length(n) => forward_length(client, upstream, pipe, &mut buf, n).await,
-            Framing::Chunked => forward_chunked(ctx, client, upstream, &mut buf).await,
+            Framing::Chunked => {
+                forward_chunked(
+                    client,
+                    upstream,
+                    pipe,
+                    &mut buf,
+                    Some(ctx.inner.first_flight),
+                )
+                .await
+            }
         };
-        if !sent {
+        if !forwarded {
             return Requests::Broken;
         }
+        if last {
+            return Requests::Closed;
+        }
+    }
+}
+
+/// Forwards responses, each head read for where its response ends (behind the answers
+/// to earlier requests and any interim 1xx), the bodies spliced, until the server's end
+/// of stream or the final response to the request marked `Connection: close` — which
+/// reaches the client marked so too (a server need not echo it), so the client opens a
+/// new connection for its next request rather than writing into this one. A head the
+/// guard cannot frame passes with everything after it as it comes.
+async fn forward_responses(
+    upstream: &mut OwnedReadHalf,
+    client: &mut OwnedWriteHalf,
+    pipe: &Pipe,
+    sent: std::sync::mpsc::Receiver<Sent>,
+) -> Responses {
+    let mut buf = Vec::new();
+    loop {
+        let head = loop {
+            match http::parse_response_head(&buf) {
+                Ok(Some(head)) => break Some(head),
+                Ok(None) => {}
+                Err(_) => break None,
+            }
+            buf.reserve(RESPONSE_READ);
+            match upstream.read_buf(&mut buf).await {
+                Ok(0) if buf.is_empty() => return Responses::Ended,
+                // A head cut short: the client gets what came.
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(_) => return Responses::Broken,
+            }
+        };
+        let Some(head) = head else {
+            return pass_the_rest(upstream, client, pipe, &buf).await;
+        };
+        if head.interim() {
+            if client.write_all(&buf[..head.len]).await.is_err() {
+                return Responses::Broken;
+            }
+            buf.drain(..head.len);
+            continue;
+        }
+        // The request this answers went before its answer came (an answer to nothing is
+        // framed as one to GET).
+        let answers = sent.try_recv().ok();
+        let last = answers.is_some_and(|a| a.last);
+        let written = if last {
+            client
+                .write_all(&http::with_connection_close(&buf[..head.len]))
+                .await
+        } else {
+            client.write_all(&buf[..head.len]).await
+        };
+        if written.is_err() {
+            return Responses::Broken;
+        }
+        buf.drain(..head.len);
+        let forwarded = match head.body(answers.is_some_and(|a| a.head)) {
+            http::ResponseBody::None => true,
+            http::ResponseBody::Length(n) => {
+                forward_length(upstream, client, pipe, &mut buf, n).await
+            }
+            http::ResponseBody::Chunked => {
+                forward_chunked(upstream, client, pipe, &mut buf, None).await
+            }
+            http::ResponseBody::UntilClose => {
+                return pass_the_rest(upstream, client, pipe, &buf).await;
+            }
+        };
+        if !forwarded {
+            return Responses::Broken;
+        }
+        if last {
+            return Responses::Closed;
+        }
+    }
+}
+
+/// Bytes read from the server at a time while a response head is looked for.
+const RESPONSE_READ: usize = 16 * 1024;
+
+/// Writes `buf`, then splices everything the server sends until its end of stream.
+async fn pass_the_rest(
+    upstream: &mut OwnedReadHalf,
+    client: &mut OwnedWriteHalf,
+    pipe: &Pipe,
+    buf: &[u8],
+) -> Responses {
+    if client.write_all(buf).await.is_err() {
+        return Responses::Broken;
+    }
+    match splice_until(upstream.as_ref(), client.as_ref(), pipe, None).await {
+        Ok(()) => Responses::Ended,
+        Err(_) => Responses::Broken,
     }
 }
 
@@ -640,51 +847,67 @@ async fn read_head(ctx: &Ctx<'_>, client: &mut OwnedReadHalf, buf: &mut Vec<u8>)
     }
 }
 
-/// Forwards a body of `n` bytes: what is buffered, then the rest spliced straight
-/// through.
+/// Forwards a body of `n` bytes `from` → `to`: what is buffered, then the rest spliced
+/// straight through.
 async fn forward_length(
-    client: &mut OwnedReadHalf,
-    upstream: &mut OwnedWriteHalf,
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
     pipe: &Pipe,
     buf: &mut Vec<u8>,
     n: u64,
 ) -> bool {
     let buffered = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-    if upstream.write_all(&buf[..buffered]).await.is_err() {
+    if to.write_all(&buf[..buffered]).await.is_err() {
         return false;
     }
     buf.drain(..buffered);
     let rest = n - buffered as u64;
-    splice_until(client.as_ref(), upstream.as_ref(), pipe, Some(rest))
+    splice_until(from.as_ref(), to.as_ref(), pipe, Some(rest))
         .await
         .is_ok()
 }
 
-/// Forwards a chunked body up to its end (the last chunk and the trailer).
+/// Forwards a chunked body `from` → `to` up to its end (the last chunk and the trailer):
+/// the chunk lines read, the chunk data spliced once no more of it is buffered. A chunk
+/// line must come within `line_limit`, if any.
 async fn forward_chunked(
-    ctx: &Ctx<'_>,
-    client: &mut OwnedReadHalf,
-    upstream: &mut OwnedWriteHalf,
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    pipe: &Pipe,
     buf: &mut Vec<u8>,
+    line_limit: Option<Duration>,
 ) -> bool {
     let mut state = Chunks::Size;
     loop {
         let Ok((used, next)) = http::scan_chunks(state, buf) else {
             return false;
         };
-        if upstream.write_all(&buf[..used]).await.is_err() {
+        if to.write_all(&buf[..used]).await.is_err() {
             return false;
         }
         buf.drain(..used);
         state = next;
-        if state == Chunks::Done {
-            return true;
+        match state {
+            Chunks::Done => return true,
+            // Chunk data streams without a deadline (a slow upload is fine); whatever of
+            // it was buffered went above (`scan_chunks` stops inside data only at the
+            // buffer's end).
+            Chunks::Data(left) => {
+                if splice_until(from.as_ref(), to.as_ref(), pipe, Some(left))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                state = Chunks::DataEnd;
+                continue;
+            }
+            _ => {}
         }
-        // Chunk data streams without a deadline (a slow upload is fine); a chunk line
-        // must not stall for ever.
-        let read = match state {
-            Chunks::Data(_) => client.read_buf(buf).await,
-            _ => match tokio::time::timeout(ctx.inner.first_flight, client.read_buf(buf)).await {
+        // A chunk line must not stall for ever.
+        let read = match line_limit {
+            None => from.read_buf(buf).await,
+            Some(limit) => match tokio::time::timeout(limit, from.read_buf(buf)).await {
                 Ok(r) => r,
                 Err(_) => return false,
             },
