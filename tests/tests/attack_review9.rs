@@ -1,0 +1,384 @@
+//! A ninth attack review, run as the process inside the sandbox: each test performs one
+//! attack from a sandbox (uid 65534, arbitrary Python) against the real agent, real
+//! kernel and real upstreams on the test namespace's `lo`, and asserts the secure
+//! outcome. A test marked `#[ignore = "open: …"]` is a break found and not yet fixed:
+//! it fails against the current agent.
+//!
+//! Angle: the kernel path again — the claim that a sandbox reaches only addresses the
+//! resolver validated for a name its policy allows (through the guard where the policy
+//! guards the port), never loopback or another policy's resolver — attacked through
+//! what the connect/sendmsg hooks route around the guard (UDP to a guarded port other
+//! than 443), what the redirect admits (the resolver's loopback address), the
+//! unspecified addresses the kernel turns into loopback, and what the allow maps keep
+//! across an agent restart that narrows a policy.
+//!
+//! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
+//! test names; listeners outside the sandbox record what reached them.
+
+use std::{
+    fs, thread,
+    time::{Duration, Instant},
+};
+
+use hb_tests::{TcpProbe, TestEnv, UdpProbe, private_netns, python, stdout, upstream::Dnsmasq};
+
+const DNS_PORT: u16 = 5400;
+const SHARED: &str = "203.0.113.10";
+const SHARED6: &str = "2001:db8::10";
+
+/// Runs `script` (Python) as uid 65534 in a sandbox of `policy`, its DNS through hb's
+/// resolver; what it printed. The script travels hex-encoded (no quoting to get wrong).
+fn attack(env: &TestEnv, policy: &str, script: &str) -> String {
+    let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
+    let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
+    let out = env.sandbox_with_nameserver_as(policy, &["--user", "65534"], &cmd);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "attack script failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `(label, verdict)` for every `label verdict` line the script printed.
+fn verdicts(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_owned(), b.trim().to_owned()))
+        .collect()
+}
+
+/// Waits until `probe` counted `n` datagrams (or 5 s passed); its count.
+fn udp_count(probe: &UdpProbe, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe.received() < n && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    probe.received()
+}
+
+/// Python helpers every script here starts with: `attempt(label, f)` prints `label sent`
+/// or `label ERRNO`; `query(name)` is a DNS query for `name`'s A record.
+const PRELUDE: &str = r#"
+import errno, socket, struct
+def attempt(label, f):
+    try:
+        f(); print(label, "sent", flush=True)
+    except OSError as e:
+        print(label, errno.errorcode.get(e.errno, str(e)), flush=True)
+def query(name, qid=0x4242):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack(">HH", 1, 1)
+"#;
+
+// ---------------------------------------------------------------------------------------
+// QUIC to a guarded port other than 443.
+// ---------------------------------------------------------------------------------------
+
+/// The guard judges TCP only, so a guarded policy refuses QUIC (UDP to port 443) to its
+/// allowed addresses: an HTTP/3 ClientHello naming `evil.test`, sent to a CDN address
+/// validated for `allowed.test`, would be routed to `evil.test` by the CDN (domain
+/// fronting, what the guard exists to stop). A CDN serves HTTPS on more ports than 443
+/// — which is why `guard_ports` and `guard_all_ports` exist — and HTTP/3 on any port it
+/// advertises (`Alt-Svc: h3=":8443"`). The attack: UDP to the validated address on a
+/// port the policy guards that is not 443 — 8443 under `guard_ports = [80, 443, 8443]`,
+/// any port under `guard_all_ports` (whose documentation promises that only TLS and
+/// plain HTTP pass) — by `sendto`, by `connect` + `send`, and over IPv6. A port the
+/// policy does not guard still takes UDP (the control: the fix refuses no more than the
+/// guard's ports).
+#[test]
+fn quic_to_a_guarded_port_other_than_443_never_arrives() {
+    hb_tests::require_root();
+    private_netns(&[SHARED, SHARED6, "192.0.2.53"]);
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("allowed.test", &[SHARED, SHARED6])],
+        &[],
+        60,
+    );
+    let guarded = [
+        UdpProbe::bind(&format!("{SHARED}:8443")),
+        UdpProbe::bind(&format!("[{SHARED6}]:8443")),
+        UdpProbe::bind(&format!("{SHARED}:2053")),
+        UdpProbe::bind(&format!("[{SHARED6}]:2053")),
+    ];
+    let unguarded = UdpProbe::bind(&format!("{SHARED}:7000"));
+    let config = format!(
+        r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test"]
+guard_ports = [80, 443, 8443]
+
+[[policy]]
+name = "allports"
+allow_domains = ["allowed.test"]
+guard_all_ports = true
+"#
+    );
+    let mut env = TestEnv::new("review9-quic", &config);
+    env.start_agent();
+    let body = r#"
+A = socket.getaddrinfo("allowed.test", 0, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+A6 = socket.getaddrinfo("allowed.test", 0, socket.AF_INET6, socket.SOCK_DGRAM)[0][4][0]
+HELLO = b"\xc3\x00\x00\x00\x01" + b"quic-initial sni=evil.test"
+def connected(host, port, family=socket.AF_INET):
+    s = socket.socket(family, socket.SOCK_DGRAM); s.connect((host, port)); s.send(HELLO)
+for port in PORTS:
+    attempt("sendto4:%d" % port, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(HELLO, (A, port)))
+    attempt("connect4:%d" % port, lambda: connected(A, port))
+    attempt("sendto6:%d" % port, lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(HELLO, (A6, port)))
+    attempt("mapped:%d" % port, lambda: connected("::ffff:" + A, port, socket.AF_INET6))
+attempt("control:7000", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(HELLO, (A, 7000)))
+"#;
+    let web = attack(&env, "web", &format!("{PRELUDE}\nPORTS = [8443]\n{body}"));
+    let all = attack(
+        &env,
+        "allports",
+        &format!("{PRELUDE}\nPORTS = [8443, 2053]\n{body}"),
+    );
+    // The `web` control arrives (under `allports` port 7000 is guarded too), so by then
+    // every datagram `web` sent before it has too; `allports` ran after it.
+    let control = udp_count(&unguarded, 1);
+    thread::sleep(Duration::from_millis(300));
+    let arrived: usize = guarded.iter().map(UdpProbe::received).sum();
+    let sent = |text: &str| {
+        text.lines()
+            .filter(|l| l.ends_with(" sent") && !l.starts_with("control"))
+            .count()
+    };
+    println!(
+        "figure: {arrived} QUIC-shaped datagrams reached guarded ports other than 443 of the allowed address (sent under web: {}, under allports: {})",
+        sent(&web),
+        sent(&all),
+    );
+    for (who, text, control) in [("web", &web, "sent"), ("allports", &all, "EPERM")] {
+        let v = verdicts(text);
+        assert!(v.len() >= 5, "{who}: {text}");
+        for (label, verdict) in v {
+            let expected = if label.starts_with("control") {
+                control
+            } else {
+                "EPERM"
+            };
+            assert_eq!(
+                verdict, expected,
+                "{who} {label}: UDP to a guarded port was not refused\n{text}"
+            );
+        }
+    }
+    assert_eq!(
+        arrived, 0,
+        "datagrams reached a guarded port\nweb: {web}\nallports: {all}"
+    );
+    assert_eq!(
+        control, 1,
+        "UDP to a port web does not guard must still pass, once\nweb: {web}\nallports: {all}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Loopback through the unspecified addresses and the resolver's admitted address.
+// ---------------------------------------------------------------------------------------
+
+/// Loopback reached sideways. (1) `connect`/`sendto` to `0.0.0.0` and `::`, which the
+/// kernel turns into loopback after the hooks ran. (2) A UDP socket whose DNS query the
+/// kernel redirected to the resolver has `127.0.0.1` (or `::1`) as its admitted peer —
+/// an address, not a port — so the packet hook passes its datagrams to any port there:
+/// the socket then aims at another loopback port by `sendto`, and by `connect` + `send`.
+/// (3) Another policy's resolver port, straight: that resolver validates names for its
+/// own policy, and a query there is charged to it. Listeners on loopback (TCP and UDP,
+/// IPv4 and IPv6) record what arrives; every attempt must be refused and none arrive.
+#[test]
+fn loopback_is_unreachable_through_unspecified_addresses_or_the_resolvers_admission() {
+    hb_tests::require_root();
+    private_netns(&[SHARED, "192.0.2.53"]);
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("allowed.test", &[SHARED]), ("other.test", &[SHARED])],
+        &[],
+        60,
+    );
+    let tcp4 = TcpProbe::bind("127.0.0.1:9999");
+    let tcp6 = TcpProbe::bind("[::1]:9999");
+    let udp4 = UdpProbe::bind("127.0.0.1:9998");
+    let udp6 = UdpProbe::bind("[::1]:9998");
+    let config = format!(
+        r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test"]
+
+[[policy]]
+name = "other"
+allow_domains = ["other.test"]
+"#
+    );
+    let mut env = TestEnv::new("review9-loop", &config);
+    env.start_agent();
+    let other_port = 5300 + env.policy_id("other");
+    let script = format!(
+        r#"{PRELUDE}
+OTHER = {other_port}
+def tcp(host, port, family=socket.AF_INET):
+    s = socket.socket(family, socket.SOCK_STREAM); s.settimeout(3); s.connect((host, port)); s.send(b"x")
+attempt("tcp_any4", lambda: tcp("0.0.0.0", 9999))
+attempt("tcp_any6", lambda: tcp("::", 9999, socket.AF_INET6))
+attempt("udp_any4", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("0.0.0.0", 9998)))
+attempt("udp_any6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b"x", ("::", 9998)))
+# A DNS socket: its query goes to the resolver, which answers; then elsewhere on loopback.
+s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s4.settimeout(3)
+s4.sendto(query("allowed.test"), ("192.0.2.53", 53)); s4.recvfrom(512)
+attempt("dns4_sendto", lambda: s4.sendto(b"x", ("127.0.0.1", 9998)))
+attempt("dns4_other_resolver", lambda: s4.sendto(query("other.test"), ("127.0.0.1", OTHER)))
+def reaim4():
+    s4.connect(("127.0.0.1", 9998)); s4.send(b"x")
+attempt("dns4_connect", reaim4)
+c4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c4.settimeout(3)
+c4.connect(("192.0.2.53", 53)); c4.send(query("allowed.test")); c4.recv(512)
+attempt("dns4_connected_sendto", lambda: c4.sendto(b"x", ("127.0.0.1", 9998)))
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s6.settimeout(3)
+s6.sendto(query("allowed.test"), ("2001:db8::53", 53)); s6.recvfrom(512)
+attempt("dns6_sendto", lambda: s6.sendto(b"x", ("::1", 9998)))
+attempt("dns6_other_resolver", lambda: s6.sendto(query("other.test"), ("::1", OTHER)))
+def reaim6():
+    s6.connect(("::1", 9998)); s6.send(b"x")
+attempt("dns6_connect", reaim6)
+attempt("tcp_other_resolver", lambda: tcp("127.0.0.1", OTHER))
+"#
+    );
+    let text = attack(&env, "web", &script);
+    thread::sleep(Duration::from_millis(300));
+    let arrived = tcp4.accepted() + tcp6.accepted() + udp4.received() + udp6.received();
+    let learned_other = env
+        .allow_rows()
+        .iter()
+        .filter(|r| r.to_string().contains("other.test"))
+        .count();
+    println!(
+        "figure: {arrived} connections/datagrams reached loopback listeners; {learned_other} allow rows learned for other.test"
+    );
+    let v = verdicts(&text);
+    assert_eq!(v.len(), 12, "every attempt ran: {text}");
+    for (label, verdict) in &v {
+        assert!(
+            verdict == "EPERM",
+            "{label}: loopback was not refused ({verdict})\n{text}"
+        );
+    }
+    assert_eq!(arrived, 0, "something reached loopback: {text}");
+    assert_eq!(
+        learned_other, 0,
+        "another policy's resolver validated a name: {text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A name taken out of a policy, across an agent restart.
+// ---------------------------------------------------------------------------------------
+
+/// The operator takes `evil.test` out of policy `web` and restarts the agent (the only
+/// way a config change takes effect). Before that, the sandbox had `evil.test`
+/// resolved — a long TTL, as most records have — so its address sat in the policy's
+/// allow map. The restarted agent adopts the pinned allow-map rows it finds, without
+/// names, until their expiry: the address of a name the policy no longer allows stays
+/// connectable for up to `max_ttl_secs` (an hour by default). The attack: a new sandbox
+/// of `web`, after the restart, connects to that address. Established connections may
+/// outlive the change (DESIGN: expiry only stops new connections); a new one must not.
+#[test]
+fn a_name_taken_out_of_a_policy_is_not_reachable_after_the_restart() {
+    hb_tests::require_root();
+    private_netns(&[SHARED, "198.51.100.7", "192.0.2.53"]);
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[
+            ("allowed.test", &[SHARED]),
+            ("evil.test", &["198.51.100.7"]),
+        ],
+        &[],
+        600,
+    );
+    let evil = TcpProbe::bind("198.51.100.7:8080");
+    let config = |domains: &str| {
+        format!(
+            r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24", "198.51.100.0/24"]
+
+[[policy]]
+name = "web"
+allow_domains = [{domains}]
+"#
+        )
+    };
+    let mut env = TestEnv::new("review9-revoke", &config(r#""allowed.test", "evil.test""#));
+    env.start_agent();
+    let connect = r#"
+import socket, sys
+def tcp(host):
+    s = socket.socket(); s.settimeout(3); s.connect((host, 8080)); s.close()
+if sys.argv[-1] == "resolve":
+    attempt("resolve", lambda: print("addr", socket.getaddrinfo("evil.test", 8080, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]))
+attempt("connect", lambda: tcp("198.51.100.7"))
+"#;
+    let before = attack(
+        &env,
+        "web",
+        &format!("{PRELUDE}\nimport sys; sys.argv.append('resolve')\n{connect}"),
+    );
+    assert!(
+        before.contains("addr 198.51.100.7") && before.contains("connect sent"),
+        "evil.test must be reachable while the policy allows it: {before}"
+    );
+    assert_eq!(evil.wait_accepted(1), 1, "{before}");
+    // The operator narrows the policy and restarts the agent.
+    env.stop_agent();
+    let text = fs::read_to_string(&env.config_path).expect("config");
+    let narrowed = text.replace(r#""allowed.test", "evil.test""#, r#""allowed.test""#);
+    assert_ne!(text, narrowed, "the config names evil.test");
+    fs::write(&env.config_path, narrowed).expect("narrowed config");
+    env.start_agent();
+    let after = attack(
+        &env,
+        "web",
+        &format!("{PRELUDE}\nimport sys; sys.argv.append('no')\n{connect}"),
+    );
+    thread::sleep(Duration::from_millis(300));
+    let reached = evil.accepted() - 1;
+    println!(
+        "figure: after evil.test left the policy and the agent restarted, a new sandbox connected to its address {reached} time(s) ({})",
+        after.trim()
+    );
+    assert!(after.contains("connect EPERM"), "{after}");
+    assert_eq!(
+        reached, 0,
+        "evil.test's address was reached after its name left the policy: {after}"
+    );
+}
