@@ -10,8 +10,9 @@
 //! network namespace as the guard will see them: the guard reads the original destination there when it accepts.
 //! `getpeername4|6` reports the original peer again.
 //!
-//! UDP to port 443 from a guarded policy is refused here unless `allow_quic = true`: the
-//! guard sees TCP only, and HTTP/3 clients fall back to TCP.
+//! UDP to port 443, or to any port the policy guards (all of them under
+//! `guard_all_ports`), from a guarded policy is refused here unless `allow_quic = true`:
+//! the guard sees TCP only, and HTTP/3 clients fall back to TCP.
 //!
 //! Fail closed: a record that cannot be stored refuses the connect (a connect that went
 //! to the destination directly would skip the guard); so does a guarded policy while no
@@ -109,7 +110,12 @@ pub(crate) fn route(
         return Route::Direct;
     }
     if protocol == IPPROTO_UDP {
-        return if port == QUIC_PORT && flags & POLICY_QUIC == 0 {
+        // QUIC goes wherever HTTPS does: 443, and every port the policy guards (a CDN
+        // serves HTTP/3 on the ports it serves HTTPS on, `Alt-Svc: h3=":8443"`). UDP to
+        // a guarded port would carry an HTTP/3 ClientHello's SNI past the guard.
+        let guarded =
+            port == QUIC_PORT || flags & POLICY_GUARD_ALL != 0 || guards_port(policy_id, port);
+        return if guarded && flags & POLICY_QUIC == 0 {
             Route::Quic
         } else {
             Route::Direct
