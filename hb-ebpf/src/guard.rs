@@ -112,9 +112,12 @@ pub(crate) fn route(
     if protocol == IPPROTO_UDP {
         // QUIC goes wherever HTTPS does: 443, and every port the policy guards (a CDN
         // serves HTTP/3 on the ports it serves HTTPS on, `Alt-Svc: h3=":8443"`). UDP to
-        // a guarded port would carry an HTTP/3 ClientHello's SNI past the guard.
-        let guarded =
-            port == QUIC_PORT || flags & POLICY_GUARD_ALL != 0 || guards_port(policy_id, port);
+        // a guarded port would carry an HTTP/3 ClientHello's SNI past the guard. DNS
+        // (port 53, here only when it was not redirected to the resolver) stays judged
+        // like other UDP under `guard_all_ports`.
+        let guarded = port == QUIC_PORT
+            || (flags & POLICY_GUARD_ALL != 0 && port != dns::DNS_PORT)
+            || guards_port(policy_id, port);
         return if guarded && flags & POLICY_QUIC == 0 {
             Route::Quic
         } else {
