@@ -302,12 +302,35 @@ attempt("tcp_other_resolver", lambda: tcp("127.0.0.1", OTHER))
 /// way a config change takes effect). Before that, the sandbox had `evil.test`
 /// resolved — a long TTL, as most records have — so its address sat in the policy's
 /// allow map. The restarted agent adopts the pinned allow-map rows it finds, without
-/// names, until their expiry: the address of a name the policy no longer allows stays
+/// names, until their expiry: the address of a name the policy no longer allows stayed
 /// connectable for up to `max_ttl_secs` (an hour by default). The attack: a new sandbox
 /// of `web`, after the restart, connects to that address. Established connections may
 /// outlive the change (DESIGN: expiry only stops new connections); a new one must not.
 #[test]
 fn a_name_taken_out_of_a_policy_is_not_reachable_after_the_restart() {
+    narrowed_across_a_restart(
+        "review9-revoke",
+        r#"allow_domains = ["allowed.test", "evil.test"]"#,
+        r#"allow_domains = ["allowed.test"]"#,
+    );
+}
+
+/// The same with a policy that audited (which resolves every name, allowed or not, and
+/// teaches the allow map its addresses) switched to enforce: what it learned while it
+/// audited must not outlive the switch.
+#[test]
+fn what_an_audit_policy_resolved_is_not_reachable_after_it_enforces() {
+    narrowed_across_a_restart(
+        "review9-audit",
+        "mode = \"audit\"\nallow_domains = [\"allowed.test\"]",
+        "mode = \"enforce\"\nallow_domains = [\"allowed.test\"]",
+    );
+}
+
+/// A sandbox of `web` (whose policy lines are `before`) resolves `evil.test` and
+/// connects; the agent is stopped, the policy lines become `after`, the agent starts;
+/// a new sandbox connects to `evil.test`'s address, which must be refused.
+fn narrowed_across_a_restart(name: &str, before: &str, after: &str) {
     hb_tests::require_root();
     private_netns(&[SHARED, "198.51.100.7", "192.0.2.53"]);
     let _dns = Dnsmasq::start(
@@ -321,9 +344,8 @@ fn a_name_taken_out_of_a_policy_is_not_reachable_after_the_restart() {
         600,
     );
     let evil = TcpProbe::bind("198.51.100.7:8080");
-    let config = |domains: &str| {
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [dns]
 listen = "127.0.0.1:5300"
 redirect = true
@@ -334,11 +356,10 @@ exception_cidrs = ["203.0.113.0/24", "198.51.100.0/24"]
 
 [[policy]]
 name = "web"
-allow_domains = [{domains}]
+{before}
 "#
-        )
-    };
-    let mut env = TestEnv::new("review9-revoke", &config(r#""allowed.test", "evil.test""#));
+    );
+    let mut env = TestEnv::new(name, &config);
     env.start_agent();
     let connect = r#"
 import socket, sys
@@ -348,24 +369,24 @@ if sys.argv[-1] == "resolve":
     attempt("resolve", lambda: print("addr", socket.getaddrinfo("evil.test", 8080, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]))
 attempt("connect", lambda: tcp("198.51.100.7"))
 "#;
-    let before = attack(
+    let first = attack(
         &env,
         "web",
         &format!("{PRELUDE}\nimport sys; sys.argv.append('resolve')\n{connect}"),
     );
     assert!(
-        before.contains("addr 198.51.100.7") && before.contains("connect sent"),
-        "evil.test must be reachable while the policy allows it: {before}"
+        first.contains("addr 198.51.100.7") && first.contains("connect sent"),
+        "evil.test must be reachable while the policy lets it resolve: {first}"
     );
-    assert_eq!(evil.wait_accepted(1), 1, "{before}");
+    assert_eq!(evil.wait_accepted(1), 1, "{first}");
     // The operator narrows the policy and restarts the agent.
     env.stop_agent();
     let text = fs::read_to_string(&env.config_path).expect("config");
-    let narrowed = text.replace(r#""allowed.test", "evil.test""#, r#""allowed.test""#);
-    assert_ne!(text, narrowed, "the config names evil.test");
+    let narrowed = text.replace(before, after);
+    assert_ne!(text, narrowed, "the config holds the policy lines");
     fs::write(&env.config_path, narrowed).expect("narrowed config");
     env.start_agent();
-    let after = attack(
+    let second = attack(
         &env,
         "web",
         &format!("{PRELUDE}\nimport sys; sys.argv.append('no')\n{connect}"),
@@ -373,12 +394,12 @@ attempt("connect", lambda: tcp("198.51.100.7"))
     thread::sleep(Duration::from_millis(300));
     let reached = evil.accepted() - 1;
     println!(
-        "figure: after evil.test left the policy and the agent restarted, a new sandbox connected to its address {reached} time(s) ({})",
-        after.trim()
+        "figure: after the policy stopped resolving evil.test ({after:?}) and the agent restarted, a new sandbox connected to its address {reached} time(s) ({})",
+        second.trim()
     );
-    assert!(after.contains("connect EPERM"), "{after}");
+    assert!(second.contains("connect EPERM"), "{second}");
     assert_eq!(
         reached, 0,
-        "evil.test's address was reached after its name left the policy: {after}"
+        "evil.test's address was reached after the policy stopped resolving it: {second}"
     );
 }
