@@ -403,3 +403,154 @@ attempt("connect", lambda: tcp("198.51.100.7"))
         "evil.test's address was reached after the policy stopped resolving it: {second}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Another tenant's established connections, through the shared admitted-peer map.
+// ---------------------------------------------------------------------------------------
+
+/// The victim's side of [`a_flood_of_admitted_sockets_does_not_cut_another_tenants_connection`]:
+/// one kept-alive HTTP connection to `allowed.test:80` (through the guard), a request,
+/// then, once a line arrives on stdin, a second request on the same connection.
+const PY_KEEPALIVE: &str = r#"
+import socket, sys
+A = socket.getaddrinfo("allowed.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+s = socket.create_connection((A, 80), timeout=5)
+def request(i):
+    s.sendall(b"GET /r%d HTTP/1.1\r\nHost: allowed.test\r\n\r\n" % i)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = s.recv(4096)
+        if not d:
+            raise OSError("closed")
+        data += d
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    while len(body) < length:
+        d = s.recv(4096)
+        if not d:
+            raise OSError("closed")
+        body += d
+    return head.split(b"\r\n")[0].decode()
+print("first", request(1), flush=True)
+sys.stdin.readline()
+try:
+    print("second", request(2), flush=True)
+except OSError as e:
+    print("second failed:", e, flush=True)
+"#;
+
+/// `HB_SOCK_DEST`, the map that lets an established flow's packets pass on their socket
+/// cookie (a guarded connection's packets go to the guard on loopback, a deny range; a
+/// direct one's to an address whose validation may have expired), is one LRU hash of
+/// 65 536 sockets shared by every sandbox of the node. Every socket whose connect or
+/// datagram the hooks admit takes an entry, and a closed socket's entry stays until it
+/// is pushed out. The attack: a sandbox of another policy opens, aims and closes 200 000
+/// UDP sockets at an address its own policy allows (a few seconds of Python), pushing
+/// out the entries of every idle connection on the node. The victim: a sandbox with a
+/// kept-alive HTTP connection to `allowed.test` through the guard (an HTTP client's
+/// pool), idle meanwhile; its next request on that connection must still be answered.
+#[test]
+#[ignore = "open: HB_SOCK_DEST is one LRU for every sandbox; a flood of admitted sockets evicts other tenants' established flows (fix: per-socket BPF_MAP_TYPE_SK_STORAGE instead of the LRU)"]
+fn a_flood_of_admitted_sockets_does_not_cut_another_tenants_connection() {
+    use std::{
+        io::{BufRead as _, BufReader, Write as _},
+        process::Stdio,
+    };
+    hb_tests::require_root();
+    private_netns(&[SHARED, "192.0.2.53"]);
+    let _dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("allowed.test", &[SHARED])],
+        &[],
+        600,
+    );
+    let dir = std::env::temp_dir().join(format!("hb-review9-evict-{}", hb_tests::random_suffix()));
+    fs::create_dir_all(&dir).expect("dir");
+    let server = hb_tests::upstream::RecordingServer::start(&dir, SHARED, 80, None);
+    let config = format!(
+        r#"
+[dns]
+listen = "127.0.0.1:5300"
+redirect = true
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "victim"
+allow_domains = ["allowed.test"]
+
+[[policy]]
+name = "attacker"
+allow_domains = ["allowed.test"]
+"#
+    );
+    let mut env = TestEnv::new("review9-evict", &config);
+    env.start_agent();
+    let rc = env.state_dir.join("resolv.conf");
+    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:3\n").expect("resolv.conf");
+    let rc = rc.to_str().expect("UTF-8").to_owned();
+    let mut victim = hb_tests::sandboxed::nobody_command(
+        &env,
+        "victim",
+        &["--ro-bind", &rc, "/etc/resolv.conf"],
+        &[python(), "-c", PY_KEEPALIVE],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("victim");
+    let mut stdin = victim.stdin.take().expect("stdin");
+    let mut out = BufReader::new(victim.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("victim output");
+    assert!(
+        first.starts_with("first HTTP/1.1 200"),
+        "the victim's first request: {first}"
+    );
+    let flood = attack(
+        &env,
+        "attacker",
+        &format!(
+            r#"{PRELUDE}
+A = socket.getaddrinfo("allowed.test", 9, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+n = 0
+for i in range(200000):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"", (A, 9)); n += 1
+    except OSError:
+        pass
+    s.close()
+print("admitted", n, flush=True)
+"#
+        ),
+    );
+    stdin.write_all(b"go\n").expect("victim stdin");
+    let mut second = String::new();
+    out.read_line(&mut second).expect("victim output");
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let reached = server
+        .requests()
+        .iter()
+        .filter(|r| r.to_string().contains("/r2"))
+        .count();
+    println!(
+        "figure: after another policy's sandbox {} sockets, the victim's kept-alive request: {} (server saw it {reached} time(s))",
+        flood.trim(),
+        second.trim()
+    );
+    let _ = fs::remove_dir_all(&dir);
+    assert!(
+        second.starts_with("second HTTP/1.1 200"),
+        "the victim's connection was cut by another tenant's flood: {second}"
+    );
+}
