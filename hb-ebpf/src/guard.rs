@@ -205,6 +205,26 @@ pub(crate) fn is_guard_port_any(port: u16) -> bool {
         .is_some_and(|cfg| hb_common::in_policy_ports(cfg.port_base, port))
 }
 
+/// For the packet hook: whether a TCP segment goes to the guard of `policy_id` (its
+/// address, `[::1]` for IPv6, and that policy's port; `port` host order). A sandbox
+/// reaches that port only through the connect hooks' redirect (a connect that names it
+/// is judged as loopback and refused), so this passes the segments of a guarded
+/// connection whose admitted-peer entry the shared LRU (`HB_SOCK_DEST`) has dropped,
+/// as `dns::is_resolver_addr` does for the resolver: a flood of other sockets must not
+/// cut a guarded connection.
+#[inline(always)]
+pub(crate) fn is_own_guard(policy_id: u32, family: u16, addr: &[u8; 16], port: u16) -> bool {
+    let Some(cfg) = config() else { return false };
+    if port == 0 || port != guard_port(&cfg, policy_id) {
+        return false;
+    }
+    if family == AF_INET {
+        addr[..4] == cfg.addr4
+    } else {
+        *addr == LOOPBACK6_BYTES
+    }
+}
+
 /// In getpeername4: reports the guard as the peer the socket addressed.
 #[inline(always)]
 pub(crate) fn restore4(ctx: &SockAddrContext) {
