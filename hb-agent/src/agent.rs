@@ -313,6 +313,10 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let ids = maps.sync_policies(&config)?;
     maps.sync_rules(&config, &ids)?;
     maps.sync_nat64(&config)?;
+    // Before the resolver adopts what the pinned allow maps hold.
+    for policy in maps.purge_narrowed(&config, &ids, &state_dir)? {
+        tracing::info!(%policy, "policy resolves less than at the last start: its validated addresses cleared");
+    }
     telemetry.watch_kernel(&bpffs);
     // The resolver listens before the kernel sends it anything.
     let (dns_events_tx, mut dns_events) = crate::events::EventSender::channel(1024);

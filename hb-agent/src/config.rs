@@ -1446,8 +1446,9 @@ pub struct PolicyConfig {
     /// `write_domains`, parsed (filled by validation).
     #[serde(skip)]
     pub writes: Vec<crate::dns::names::Pattern>,
-    /// Whether a guarded policy's UDP to port 443 (QUIC, HTTP/3) is judged like other
-    /// UDP (default false: refused in the kernel, clients fall back to TCP).
+    /// Whether a guarded policy's UDP to port 443 and to its other guarded ports (QUIC,
+    /// HTTP/3) is judged like other UDP (default false: refused in the kernel, clients
+    /// fall back to TCP).
     #[serde(default)]
     pub allow_quic: bool,
     /// Decoy handles planted beside the first handle of each execution and account

@@ -337,6 +337,54 @@ impl Maps {
         Ok(ids)
     }
 
+    /// Empties the allow map of every policy that lets its sandboxes resolve less than
+    /// when the agent last started: a name taken out of `allow_domains`, or a switch from
+    /// audit (which resolves every name) to enforce. A restarted agent adopts the pinned
+    /// rows it finds without their names ([`crate::dns::learned`]), so without this the
+    /// addresses of a name the policy no longer allows stayed connectable for new
+    /// connections until their expiry (up to `dns.max_ttl_secs`). Established flows keep
+    /// their admitted peers either way; sandboxes resolve again. What each policy allowed
+    /// is kept in `state_dir/`[`POLICY_SCOPES_FILE`], rewritten here; without it (a first
+    /// start) nothing is purged, and an unreadable one purges every policy (fail closed).
+    /// Returns the names of the policies purged.
+    pub fn purge_narrowed(
+        &mut self,
+        config: &Config,
+        ids: &StdHashMap<String, u32>,
+        state_dir: &Path,
+    ) -> Result<Vec<String>> {
+        let path = state_dir.join(POLICY_SCOPES_FILE);
+        let previous: Option<StdHashMap<String, PolicyScope>> = match std::fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).unwrap_or_default()),
+            Err(_) => None,
+        };
+        let mut now = StdHashMap::new();
+        let mut purged = Vec::new();
+        for p in &config.policies {
+            let name = p.name.get_ref();
+            let scope = PolicyScope {
+                domains: p
+                    .allow_domains
+                    .iter()
+                    .map(|d| d.get_ref().clone())
+                    .collect(),
+                audit: p.mode == PolicyMode::Audit,
+            };
+            if let (Some(previous), Some(&id)) = (&previous, ids.get(name)) {
+                let narrowed = previous.get(name).is_none_or(|old| scope.narrows(old));
+                if narrowed {
+                    self.purge_allow(id)?;
+                    purged.push(name.clone());
+                }
+            }
+            now.insert(name.clone(), scope);
+        }
+        if let Ok(bytes) = serde_json::to_vec(&now) {
+            crate::dns::write_state(state_dir, POLICY_SCOPES_FILE, &bytes);
+        }
+        Ok(purged)
+    }
+
     /// Removes every allow-map entry of a policy.
     fn purge_allow(&mut self, policy_id: u32) -> Result<()> {
         let k4: Vec<_> = self
@@ -466,6 +514,26 @@ impl Maps {
     }
 }
 
+/// What each policy let its sandboxes resolve when the agent last started (see
+/// [`Maps::purge_narrowed`]), in the state folder.
+pub const POLICY_SCOPES_FILE: &str = "policy_scopes.json";
+
+/// What a policy lets its sandboxes resolve: its `allow_domains` and whether it audits.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyScope {
+    pub domains: Vec<String>,
+    pub audit: bool,
+}
+
+impl PolicyScope {
+    /// Whether this scope lets a sandbox resolve something `old` did and this does not:
+    /// a pattern of `old` is gone, or `old` audited (resolving every name) and this
+    /// does not.
+    pub fn narrows(&self, old: &PolicyScope) -> bool {
+        (old.audit && !self.audit) || old.domains.iter().any(|d| !self.domains.contains(d))
+    }
+}
+
 /// A policy name from its NUL-padded slot.
 pub fn policy_name(info: &PolicyInfo) -> String {
     let end = info
@@ -549,6 +617,23 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().expect("net")).collect()
+    }
+
+    #[test]
+    fn a_scope_narrows_when_a_pattern_goes_or_audit_ends() {
+        let scope = |d: &[&str], audit| PolicyScope {
+            domains: d.iter().map(|s| (*s).to_owned()).collect(),
+            audit,
+        };
+        let old = scope(&["a.test", "*.b.test"], false);
+        assert!(!scope(&["a.test", "*.b.test"], false).narrows(&old));
+        assert!(!scope(&["*.b.test", "a.test", "c.test"], false).narrows(&old));
+        assert!(scope(&["a.test"], false).narrows(&old));
+        assert!(scope(&[], false).narrows(&old));
+        assert!(
+            scope(&["a.test", "*.b.test"], false).narrows(&scope(&["a.test", "*.b.test"], true))
+        );
+        assert!(!scope(&["a.test"], true).narrows(&scope(&["a.test"], false)));
     }
 
     /// The compiled longest-match answer equals the plain definition for every probe.

@@ -10,8 +10,9 @@
 //! network namespace as the guard will see them: the guard reads the original destination there when it accepts.
 //! `getpeername4|6` reports the original peer again.
 //!
-//! UDP to port 443 from a guarded policy is refused here unless `allow_quic = true`: the
-//! guard sees TCP only, and HTTP/3 clients fall back to TCP.
+//! UDP to port 443, or to any port the policy guards (all of them under
+//! `guard_all_ports`), from a guarded policy is refused here unless `allow_quic = true`:
+//! the guard sees TCP only, and HTTP/3 clients fall back to TCP.
 //!
 //! Fail closed: a record that cannot be stored refuses the connect (a connect that went
 //! to the destination directly would skip the guard); so does a guarded policy while no
@@ -109,7 +110,15 @@ pub(crate) fn route(
         return Route::Direct;
     }
     if protocol == IPPROTO_UDP {
-        return if port == QUIC_PORT && flags & POLICY_QUIC == 0 {
+        // QUIC goes wherever HTTPS does: 443, and every port the policy guards (a CDN
+        // serves HTTP/3 on the ports it serves HTTPS on, `Alt-Svc: h3=":8443"`). UDP to
+        // a guarded port would carry an HTTP/3 ClientHello's SNI past the guard. DNS
+        // (port 53, here only when it was not redirected to the resolver) stays judged
+        // like other UDP under `guard_all_ports`.
+        let guarded = port == QUIC_PORT
+            || (flags & POLICY_GUARD_ALL != 0 && port != dns::DNS_PORT)
+            || guards_port(policy_id, port);
+        return if guarded && flags & POLICY_QUIC == 0 {
             Route::Quic
         } else {
             Route::Direct
@@ -194,6 +203,26 @@ pub(crate) fn is_guard_port_any(port: u16) -> bool {
     GUARD
         .get(0)
         .is_some_and(|cfg| hb_common::in_policy_ports(cfg.port_base, port))
+}
+
+/// For the packet hook: whether a TCP segment goes to the guard of `policy_id` (its
+/// address, `[::1]` for IPv6, and that policy's port; `port` host order). A sandbox
+/// reaches that port only through the connect hooks' redirect (a connect that names it
+/// is judged as loopback and refused), so this passes the segments of a guarded
+/// connection whose admitted-peer entry the shared LRU (`HB_SOCK_DEST`) has dropped,
+/// as `dns::is_resolver_addr` does for the resolver: a flood of other sockets must not
+/// cut a guarded connection.
+#[inline(always)]
+pub(crate) fn is_own_guard(policy_id: u32, family: u16, addr: &[u8; 16], port: u16) -> bool {
+    let Some(cfg) = config() else { return false };
+    if port == 0 || port != guard_port(&cfg, policy_id) {
+        return false;
+    }
+    if family == AF_INET {
+        addr[..4] == cfg.addr4
+    } else {
+        *addr == LOOPBACK6_BYTES
+    }
 }
 
 /// In getpeername4: reports the guard as the peer the socket addressed.

@@ -13,7 +13,9 @@
 //!    for validated addresses and by the DNS redirect, or by the inbound path for an
 //!    accepted connection) → passed without further judgement: established flows
 //!    outlive their address's expiry (DESIGN.md: expiry only stops new connections);
-//! 3. hb's resolver (redirected DNS on loopback, the resolver's ports) → passed;
+//! 3. hb's resolver (redirected DNS on loopback, the resolver's ports), and TCP to the
+//!    guard of the packet's own policy (a guarded connection whose step-2 entry the
+//!    shared LRU dropped) → passed;
 //! 4. anything else → the full verdict of `policy::judge4|judge6` (deny ranges,
 //!    exceptions, static CIDRs, validated addresses with expiry, NAT64): ICMP echo from
 //!    ping sockets to an unvalidated address is dropped here, reason `not_allowed`.
@@ -73,7 +75,7 @@ use hb_common::{
 };
 
 use crate::{
-    dns,
+    dns, guard,
     policy::{self, CG_STATS, Judgement, Report},
 };
 
@@ -192,6 +194,19 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     // only, and other ports of loopback stay denied.
     if dns::is_resolver_addr(d.family, &d.addr)
         && dns::is_resolver_port(port_at(&ctx, d.protocol, d.l4))
+    {
+        pass_uncached(cgroup_id, len);
+        return PASS;
+    }
+    // A guarded connection to its policy's guard on loopback whose socket entry is gone
+    // (LRU: other sockets pushed it out). Never cached, as above.
+    if d.protocol == IPPROTO_TCP
+        && guard::is_own_guard(
+            e.policy_id,
+            d.family,
+            &d.addr,
+            port_at(&ctx, d.protocol, d.l4),
+        )
     {
         pass_uncached(cgroup_id, len);
         return PASS;
