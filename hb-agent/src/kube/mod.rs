@@ -480,6 +480,23 @@ impl Reporter {
                 };
                 self.events.try_send(record);
             }
+            node::Outcome::Adopted {
+                uid,
+                pod,
+                cgroup,
+                path,
+                policy,
+                policy_id,
+            } => {
+                tracing::info!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, "pod cgroup enrolled by an earlier agent: kept under its policy");
+                // The earlier agent's listeners in the pod's network namespace closed
+                // with it: opened again as for a pod enrolled now.
+                if let Some(nets) = &self.nets {
+                    nets.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id);
+                }
+            }
             node::Outcome::Unenrolled { uid, cgroup } => {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
                 self.nets(|n| n.gone(&uid));
