@@ -233,3 +233,47 @@ fn a_looser_policy_in_another_spelling_gives_the_namespace_default() {
     }
     println!("figure: {}", got.join(" "));
 }
+
+/// The tenant edits its running pod's `hb.dev/policy` while the agent is down (a
+/// rollout, a crash), from `strict` to `open`. The decision is sticky for the pod's life,
+/// "a restarted agent keeps each pod's earlier policy": the restarted agent must not
+/// decide again from the edited annotation. It did: its cgroup scan saw the pod's
+/// cgroup before the API's list named the pod, so the enrollment it found was adopted by
+/// no one, and the pod was enrolled again under `open`.
+#[test]
+fn a_policy_annotation_edited_while_the_agent_is_down_changes_nothing() {
+    let mut c = Cluster::start("ar10-edit-restart");
+    let mut pod = FakePod::new("sticky", "agents", NODE, Some("strict"));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Cgroupfs, Qos::Burstable, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "strict");
+
+    c.env.stop_agent();
+    pod.annotations = json!({"hb.dev/policy": "open"});
+    c.api.pod(&pod, false);
+    // The old agent's numbers go: the new one's initial sync is waited for below.
+    let _ = fs::remove_file(c.env.state_dir.join("kubernetes.json"));
+    c.env.start_agent();
+    c.wait_stat("the restarted agent's initial sync", |s| {
+        s["initial_sync_done"] == true
+    });
+    let policy = c.enrollment(&dir).map(|(p, _)| p);
+    let names = [
+        ("strict", c.env.policy_id("strict")),
+        ("open", c.env.policy_id("open")),
+    ];
+    let name = names
+        .iter()
+        .find(|(_, id)| Some(*id) == policy)
+        .map_or("?", |(n, _)| *n);
+    let got = c.probe_in_new_container(Driver::Cgroupfs, &dir);
+    println!(
+        "figure: after the edit and a restart the pod is enrolled under {name}; its probe: {got:?}"
+    );
+    assert_eq!(
+        name, "strict",
+        "the pod's policy changed across the restart"
+    );
+    assert_eq!(got[..2], ["EPERM", "NORESOLVE"], "{got:?}");
+}
