@@ -350,6 +350,10 @@ print(" ".join([udp(int(sys.argv[1])), tcp(int(sys.argv[1])), tcp(int(sys.argv[2
 pub struct PodNetns(pub Sleeper);
 
 impl PodNetns {
+    #[expect(
+        clippy::new_without_default,
+        reason = "starts a process: not a default value"
+    )]
     pub fn new() -> Self {
         let child = Command::new("unshare")
             .args(["-n", "sh", "-c", "ip link set lo up && exec sleep 600"])

@@ -310,9 +310,9 @@ impl<O: Opener> PodNets<O> {
         let Some(p) = self.pods.get(uid) else {
             return Vec::new();
         };
-        let found = foreign_netns(&p.path, self.own);
+        let found = pod_netns(foreign_netns(&p.path, self.own), p.ns);
         let mut out = Vec::new();
-        let Some((pid, file, ns)) = found else {
+        let Some(Candidate { pid, file, ns, .. }) = found else {
             let populated = super::node::first_process(&p.path).is_some();
             if let Some(p) = self.pods.get_mut(uid) {
                 p.pending = match (populated, p.pending, p.ns) {
@@ -416,20 +416,24 @@ pub fn own_netns() -> Option<NsId> {
         .ok()
 }
 
-/// Processes looked at per cgroup of the pod's tree (the sandbox's cgroup holds one),
-/// and per pod.
-const PIDS_PER_CGROUP: usize = 8;
+/// Processes looked at per cgroup of the pod's tree (its first: the sandbox's cgroup
+/// holds one process), and cgroups per pod.
+const PIDS_PER_CGROUP: usize = 1;
 const MAX_PIDS: usize = 256;
 
-/// The oldest process of the pod's cgroup tree in a network namespace other than `own`:
-/// its pid, the namespace's file (opened first, then identified, so a pid reused
-/// meanwhile cannot mislead) and id.
-///
-/// The oldest, because the pod's namespace is its sandbox's ("pause"), whose process
-/// starts before every container's: a process started later may be in a namespace it
-/// made itself (`unshare -Urn` needs no capability where unprivileged user namespaces
-/// are allowed), which is not the pod's and must not take its listeners.
-fn foreign_netns(dir: &Path, own: Option<NsId>) -> Option<(u32, File, NsId)> {
+/// A process of the pod's cgroup tree in a network namespace other than the agent's.
+struct Candidate {
+    start: u64,
+    pid: u32,
+    /// The namespace's file, opened first, then identified (so a pid reused meanwhile
+    /// cannot mislead).
+    file: File,
+    ns: NsId,
+}
+
+/// The processes of the pod's cgroup tree (the first of each cgroup) in a network
+/// namespace other than `own`.
+fn foreign_netns(dir: &Path, own: Option<NsId>) -> Vec<Candidate> {
     let mut pids = Vec::new();
     collect_pids(dir, 0, &mut pids);
     pids.into_iter()
@@ -439,11 +443,32 @@ fn foreign_netns(dir: &Path, own: Option<NsId>) -> Option<(u32, File, NsId)> {
             if Some(ns) == own {
                 return None;
             }
-            Some((start_time(pid)?, pid, file, ns))
+            let start = start_time(pid)?;
+            Some(Candidate {
+                start,
+                pid,
+                file,
+                ns,
+            })
         })
-        // The first of equals: the order of the tree.
-        .min_by_key(|(start, ..)| *start)
-        .map(|(_, pid, file, ns)| (pid, file, ns))
+        .collect()
+}
+
+/// The pod's namespace among `found`: the one it is served in while a process of the
+/// pod is still there, else the oldest process's.
+///
+/// The pod's namespace is its sandbox's ("pause"), whose process starts before every
+/// container's: a process started later may be in a namespace it made itself
+/// (`unshare -Urn` needs no capability where unprivileged user namespaces are allowed),
+/// which is not the pod's and must not take its listeners.
+fn pod_netns(found: Vec<Candidate>, current: Option<NsId>) -> Option<Candidate> {
+    if let Some(cur) = current
+        && let Some(i) = found.iter().position(|c| c.ns == cur)
+    {
+        return found.into_iter().nth(i);
+    }
+    // The first of equals: the order of the tree.
+    found.into_iter().min_by_key(|c| c.start)
 }
 
 /// When process `pid` started (`/proc/<pid>/stat` field 22, clock ticks since boot).
@@ -737,6 +762,27 @@ mod tests {
         )
         .expect("procs");
         d
+    }
+
+    #[test]
+    fn the_pods_namespace_is_the_served_one_while_used_else_the_oldest_processs() {
+        let c = |start, ino| Candidate {
+            start,
+            pid: 1,
+            file: File::open("/proc/self/ns/net").expect("netns"),
+            ns: NsId { dev: 0, ino },
+        };
+        let ns = |found: Vec<Candidate>, current: Option<u64>| {
+            pod_netns(found, current.map(|ino| NsId { dev: 0, ino })).map(|c| c.ns.ino)
+        };
+        // A later process in a namespace of its own listed first: the sandbox's wins.
+        assert_eq!(ns(vec![c(20, 7), c(10, 3)], None), Some(3));
+        assert_eq!(ns(vec![c(20, 7), c(10, 3)], Some(3)), Some(3));
+        // Served in 7 and a process still there: it stays.
+        assert_eq!(ns(vec![c(20, 7), c(10, 3)], Some(7)), Some(7));
+        // The namespace served is no process's any more (the sandbox made again).
+        assert_eq!(ns(vec![c(30, 9), c(40, 8)], Some(3)), Some(9));
+        assert_eq!(ns(Vec::new(), Some(3)), None);
     }
 
     #[test]
