@@ -304,6 +304,10 @@ pub fn sleeper_in(dir: &Path) -> Sleeper {
     Sleeper { child, pid }
 }
 
+/// What a process inside a pod's own network namespace (only `lo` there) gets: the
+/// private target, the allowed name through the resolver's listener in that namespace,
+/// and a plain-HTTP fetch of it (port 80: through the guard's listener there, which
+/// relays from the agent's namespace). Prints `<private> <resolved ip> <http body>`.
 pub const NETNS_PROBE: &str = r#"
 import errno, socket, subprocess, sys
 priv = int(sys.argv[1])

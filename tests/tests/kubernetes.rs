@@ -500,11 +500,6 @@ fn enrollment_latency_from_mkdir() {
     let _ = cgroup2_mount();
 }
 
-/// What a process inside a pod's own network namespace (only `lo` there) gets: the
-/// private target, the allowed name through the resolver's listener in that namespace,
-/// and a plain-HTTP fetch of it (port 80: through the guard's listener there, which
-/// relays from the agent's namespace). Prints `<private> <resolved ip> <http body>`.
-
 /// Waits, on a thread inside network namespace `ns` (root, in no pod: loopback is open
 /// to it), until something accepts TCP on 127.0.0.1:`port`; when it did.
 fn accepting_at(ns: &str, port: u16) -> thread::JoinHandle<Option<Instant>> {
