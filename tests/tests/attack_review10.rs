@@ -277,3 +277,67 @@ fn a_policy_annotation_edited_while_the_agent_is_down_changes_nothing() {
     );
     assert_eq!(got[..2], ["EPERM", "NORESOLVE"], "{got:?}");
 }
+
+/// `GET /v1/whoami` on the broker socket `argv[1]`; prints the answer's body.
+const WHOAMI: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+d = b""
+while True:
+    c = s.recv(65536)
+    if not c:
+        break
+    d += c
+print(d.split(b"\r\n\r\n", 1)[-1].decode())
+"#;
+
+/// The broker socket mounted into a pod (its hostPath), and a tenant process that makes
+/// a user, cgroup, mount and PID namespace of its own first (`unshare -UrCmpf`, no
+/// capability needed), so that in its own view it is root, in the root cgroup (`0::/`),
+/// pid 1: the broker still names it by what the kernel says of it from the agent's side
+/// (its pidfd's cgroup, `/proc/<pid>/cgroup` read in the agent's cgroup namespace), the
+/// pod's sandbox under `web`, never a host caller (a host root may open event-stream
+/// sessions) nor another pod.
+#[test]
+fn a_pod_process_in_namespaces_of_its_own_is_still_its_pod_to_the_broker() {
+    let c = Cluster::start("ar10-broker-ns");
+    let pod = FakePod::new("masked", "agents", NODE, Some("web"));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Guaranteed, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "web");
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("container cgroup");
+    let socket = c.env.broker_socket();
+    // As deploy/kubernetes/hb.toml has it (`socket_mode = "0666"`): pods run as any uid.
+    fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .expect("socket mode");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups -- unshare -UrCmpf --mount-proc sh -c 'cat /proc/self/cgroup >&2; id -u >&2; exec {} -c \"$0\" \"$1\"' '{}' {}",
+        container.display(),
+        python(),
+        WHOAMI.replace('\'', "'\\''"),
+        socket.display()
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("tenant process");
+    let seen_inside = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .replace('\n', " | ");
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    println!("figure: the tenant sees itself as [{seen_inside}]; the broker says {body}");
+    let who: serde_json::Value = serde_json::from_str(&body).expect("whoami answer");
+    assert_eq!(
+        who["sandbox"]["policy"], "web",
+        "the broker named the tenant by its pod: {who}"
+    );
+    assert!(
+        who["cgroup"]
+            .as_str()
+            .is_some_and(|p| p.contains(&pod.uid.replace('-', "_"))),
+        "the pod's real cgroup: {who}"
+    );
+}
