@@ -341,3 +341,37 @@ fn a_pod_process_in_namespaces_of_its_own_is_still_its_pod_to_the_broker() {
         "the pod's real cgroup: {who}"
     );
 }
+
+/// A static pod (a manifest file in the kubelet's `staticPodPath`) in an enforced
+/// namespace. The kubelet names its cgroup after the uid it computes for it, the MD5 of
+/// the manifest in 32 hex digits (`pkg/kubelet/config/common.go`, `applyDefaults`), and
+/// the API shows it as a mirror pod under another uid, the static one in its
+/// `kubernetes.io/config.mirror` annotation. The agent logs the mirror pod "pod
+/// enforced" and counts it, but recognises neither the cgroup (not an RFC 4122 uid) nor
+/// the link: the pod runs unenforced. Only node admins make static pods (a tenant
+/// cannot), so this is an admin's enforced namespace quietly not enforced.
+#[test]
+#[ignore = "open: static pods are never enrolled: accept 32-hex pod uids in layout::canonical and key a mirror pod by its kubernetes.io/config.mirror annotation, once it is established that only nodes can create pods carrying it"]
+fn a_static_pod_in_an_enforced_namespace_is_enforced() {
+    let c = Cluster::start("ar10-static");
+    let static_uid = hb_tests::kube::random_uid().replace('-', "");
+    let mut mirror = FakePod::new("etcd-node-a", "agents", NODE, Some("web"));
+    mirror.annotations = json!({
+        "hb.dev/policy": "web",
+        "kubernetes.io/config.mirror": static_uid,
+        "kubernetes.io/config.hash": static_uid,
+        "kubernetes.io/config.source": "file",
+    });
+    c.add_enforced_pod(&mirror);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &static_uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    let enrolled = wait_until(Duration::from_secs(3), || c.enrollment(&dir).is_some());
+    let got = c.probe_in_new_container(Driver::Systemd, &dir);
+    println!(
+        "figure: static pod cgroup {} enrolled: {enrolled}; its probe: {got:?}; pods_enforced {}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        c.stats()["pods_enforced"]
+    );
+    assert_eq!(got[0], "EPERM", "the static pod reached the private target");
+    assert!(enrolled, "the static pod's cgroup was never enrolled");
+}
