@@ -375,3 +375,44 @@ fn a_static_pod_in_an_enforced_namespace_is_enforced() {
     assert_eq!(got[0], "EPERM", "the static pod reached the private target");
     assert!(enrolled, "the static pod's cgroup was never enrolled");
 }
+
+/// A pod names no configured policy (a typo, or a tenant probing which names exist): it
+/// gets the namespace's default, and that refusal of what it asked for is recorded like
+/// a name its namespace does not allow (`policy_not_allowed`): an event
+/// `policy_unknown`, hook `enroll`, the pod as `name`, the policy applied as `policy`.
+/// It was a log line only.
+#[test]
+fn a_pod_naming_no_configured_policy_is_recorded() {
+    let c = Cluster::start("ar10-unknown");
+    let pod = FakePod::new("typo", "agents", NODE, Some("opne"));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Systemd, Qos::BestEffort, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "strict");
+    let found = wait_until(Duration::from_secs(5), || {
+        c.env
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "policy_unknown" && e["name"] == "agents/typo")
+    });
+    let events: Vec<String> = c
+        .env
+        .events()
+        .iter()
+        .filter(|e| e["hook"] == "enroll")
+        .map(|e| format!("{}:{}:{}", e["reason"], e["name"], e["policy"]))
+        .collect();
+    println!("figure: enroll events after a pod named \"opne\": {events:?}");
+    assert!(found, "the unknown name was not recorded: {events:?}");
+    let e = c
+        .env
+        .wait_event("policy_unknown", |e| e["reason"] == "policy_unknown");
+    assert_eq!(
+        (
+            e["hook"].as_str(),
+            e["verdict"].as_str(),
+            e["policy"].as_str()
+        ),
+        (Some("enroll"), Some("deny"), Some("strict"))
+    );
+}
