@@ -468,13 +468,22 @@ impl Reporter {
                 pod,
                 asked,
                 policy,
+                unknown,
             } => {
-                tracing::warn!(%uid, %pod, asked = %crate::events::Escaped(&asked), %policy, "pod names a policy its namespace does not allow: enforced under the namespace's fallback");
+                // (A name that is no policy is logged where it is decided.)
+                if !unknown {
+                    tracing::warn!(%uid, %pod, asked = %crate::events::Escaped(&asked), %policy, "pod names a policy its namespace does not allow: enforced under the namespace's fallback");
+                }
                 // The policy applied, the pod as `name`; the name it asked for is in
                 // the log line.
+                let reason = if unknown {
+                    "policy_unknown"
+                } else {
+                    "policy_not_allowed"
+                };
                 let record = EventRecord {
                     verdict: "deny".to_owned(),
-                    reason: "policy_not_allowed".to_owned(),
+                    reason: reason.to_owned(),
                     cgroup: None,
                     ..pod_record(&pod, "", &policy)
                 };

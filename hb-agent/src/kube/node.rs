@@ -110,12 +110,15 @@ pub enum Outcome {
         uid: String,
         cgroup: String,
     },
-    /// The pod named a policy its namespace does not allow: enforced under `policy`.
+    /// The pod named a policy its namespace does not allow, or no configured policy:
+    /// enforced under `policy`.
     PolicyRefused {
         uid: String,
         pod: String,
         asked: String,
         policy: String,
+        /// The name is no configured policy (else: one the namespace does not allow).
+        unknown: bool,
     },
     /// The enrollment failed: the cgroup is frozen (`cgroup.freeze`) until it works,
     /// so nothing in it runs unenforced; `frozen` false when even that failed.
@@ -339,12 +342,13 @@ impl<S: Sink> Node<S> {
             if unknown_annotation {
                 tracing::warn!(uid, %pod, annotation = ?e.pod.policy, %policy, ?source, "pod names no configured policy: enforced under the fallback");
             }
-            if refused_annotation {
+            if refused_annotation || unknown_annotation {
                 out.push(Outcome::PolicyRefused {
                     uid: uid.to_owned(),
                     pod: pod.clone(),
                     asked: e.pod.policy.clone().unwrap_or_default(),
                     policy: policy.clone(),
+                    unknown: unknown_annotation,
                 });
             }
             tracing::info!(uid, %pod, %policy, ?source, "pod enforced");
