@@ -416,3 +416,89 @@ fn a_pod_naming_no_configured_policy_is_recorded() {
         (Some("enroll"), Some("deny"), Some("strict"))
     );
 }
+
+/// Echoes every byte back, on 10.0.0.1:47001 (a private address no policy allows), and
+/// appends what it received to the file named by `LOG`.
+const ECHO: &str = r#"
+import socket, threading
+LOG = "{log}"
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("10.0.0.1", 47001)); l.listen(8)
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d:
+            return
+        with open(LOG, "ab") as f:
+            f.write(d)
+        c.sendall(d)
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Connects to the echo server, proves the connection works (`before ok`), waits for a
+/// line on stdin, then sends again: prints `after ok` if the echo came back, else
+/// `after <error>`.
+const EARLY_CONN: &str = r#"
+import socket, sys
+s = socket.create_connection(("10.0.0.1", 47001), timeout=3)
+s.sendall(b"1"); print("before", "ok" if s.recv(1) == b"1" else "short", flush=True)
+sys.stdin.readline()
+try:
+    s.sendall(b"secret-bytes"); d = s.recv(64)
+    print("after", "ok" if d else "closed", flush=True)
+except OSError as e:
+    print("after", type(e).__name__, flush=True)
+"#;
+
+/// A container of a pod the agent does not know yet (the API lagged) connects, as uid
+/// 65534, to a private address and keeps the connection; the pod is then enrolled (a
+/// late enrollment, reported). What the connection carries after the enrollment is
+/// judged packet by packet: the established flow to an address the policy never
+/// validated carries nothing more (the socket hooks ran while the pod was unknown, so
+/// it has no admitted peer).
+#[test]
+fn a_connection_made_before_its_pod_was_enrolled_carries_nothing_after() {
+    let c = Cluster::start("ar10-early-conn");
+    let log = c.env.state_dir.join("echo-received");
+    let _echo = hb_tests::PythonServer::start(&ECHO.replace("{log}", &log.display().to_string()));
+    let pod = FakePod::new("early-bird", "agents", NODE, Some("web"));
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("cgroups");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups -- {} -c '{EARLY_CONN}'",
+        container.display(),
+        python()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("early container");
+    let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut client = hb_tests::kube_cluster::Piped { child, out };
+    let before = client.line();
+    assert_eq!(
+        before, "before ok",
+        "the connection works before the pod is known"
+    );
+    c.api.pod(&pod, false);
+    c.wait_enrolled(&dir, "web");
+    client.go();
+    let after = client.line();
+    let received = fs::read_to_string(&log).unwrap_or_default();
+    println!(
+        "figure: a connection to 10.0.0.1 made before enrollment: {before}; after: {after}; the server received {received:?}"
+    );
+    assert_eq!(
+        received, "1",
+        "bytes sent after the enrollment reached the server"
+    );
+    assert_ne!(
+        after, "after ok",
+        "the connection carried data to an unvalidated address after its pod was enrolled"
+    );
+}
