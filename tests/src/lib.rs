@@ -25,6 +25,7 @@ use serde_json::Value;
 
 pub mod capture;
 pub mod kube;
+pub mod kube_cluster;
 pub mod metrics;
 pub mod provider;
 pub mod sandboxed;

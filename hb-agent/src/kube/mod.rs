@@ -468,17 +468,43 @@ impl Reporter {
                 pod,
                 asked,
                 policy,
+                unknown,
             } => {
-                tracing::warn!(%uid, %pod, asked = %crate::events::Escaped(&asked), %policy, "pod names a policy its namespace does not allow: enforced under the namespace's fallback");
+                // (A name that is no policy is logged where it is decided.)
+                if !unknown {
+                    tracing::warn!(%uid, %pod, asked = %crate::events::Escaped(&asked), %policy, "pod names a policy its namespace does not allow: enforced under the namespace's fallback");
+                }
                 // The policy applied, the pod as `name`; the name it asked for is in
                 // the log line.
+                let reason = if unknown {
+                    "policy_unknown"
+                } else {
+                    "policy_not_allowed"
+                };
                 let record = EventRecord {
                     verdict: "deny".to_owned(),
-                    reason: "policy_not_allowed".to_owned(),
+                    reason: reason.to_owned(),
                     cgroup: None,
                     ..pod_record(&pod, "", &policy)
                 };
                 self.events.try_send(record);
+            }
+            node::Outcome::Adopted {
+                uid,
+                pod,
+                cgroup,
+                path,
+                policy,
+                policy_id,
+            } => {
+                tracing::info!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, "pod cgroup enrolled by an earlier agent: kept under its policy");
+                // The earlier agent's listeners in the pod's network namespace closed
+                // with it: opened again as for a pod enrolled now.
+                if let Some(nets) = &self.nets {
+                    nets.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id);
+                }
             }
             node::Outcome::Unenrolled { uid, cgroup } => {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");

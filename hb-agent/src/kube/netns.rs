@@ -10,11 +10,12 @@
 //!
 //! Data path: a pod cgroup enrolled ([`PodNets::enrolled`]) or its `cgroup.events`
 //! modified (inotify, on this module's thread: `populated 1` when the first process,
-//! the pause container, appears) → the network namespace of a process in the pod's
-//! cgroup tree (`/proc/<pid>/ns/net`, compared by device and inode with the agent's
-//! own) → none other than the agent's: nothing to do (hostNetwork), and while the pod is
-//! populated it is looked at again every [`PENDING_POLL`] for [`PENDING_FOR`] (a process
-//! may enter its namespace after it entered the cgroup) → another: a short-lived thread
+//! the pause container, appears) → the network namespace of the oldest process in the
+//! pod's cgroup tree outside the agent's namespace (`/proc/<pid>/ns/net`, compared by
+//! device and inode with the agent's own; the oldest is the sandbox's) → none other
+//! than the agent's: nothing to do (hostNetwork), and while the pod is populated it is
+//! looked at again every [`PENDING_POLL`] for [`PENDING_FOR`] (a process may enter its
+//! namespace after it entered the cgroup) → another: a short-lived thread
 //! enters it (`setns(CLONE_NEWNET)`), checks that `lo` is up, binds the sockets and
 //! exits; sockets stay in the namespace they were made in, and the agent's runtime
 //! serves them with the resolver's and guard's own tasks ([`Opener`]).
@@ -309,9 +310,9 @@ impl<O: Opener> PodNets<O> {
         let Some(p) = self.pods.get(uid) else {
             return Vec::new();
         };
-        let found = foreign_netns(&p.path, self.own);
+        let found = pod_netns(foreign_netns(&p.path, self.own), p.ns);
         let mut out = Vec::new();
-        let Some((pid, file, ns)) = found else {
+        let Some(Candidate { pid, file, ns, .. }) = found else {
             let populated = super::node::first_process(&p.path).is_some();
             if let Some(p) = self.pods.get_mut(uid) {
                 p.pending = match (populated, p.pending, p.ns) {
@@ -415,25 +416,76 @@ pub fn own_netns() -> Option<NsId> {
         .ok()
 }
 
-/// Processes looked at per pod: the pause container is the first.
-const MAX_PIDS: usize = 64;
+/// Processes looked at per cgroup of the pod's tree (its first: the sandbox's cgroup
+/// holds one process), and cgroups per pod.
+const PIDS_PER_CGROUP: usize = 1;
+const MAX_PIDS: usize = 256;
 
-/// A process of the pod's cgroup tree in a network namespace other than `own`: its pid,
-/// the namespace's file (opened first, then identified, so a pid reused meanwhile
-/// cannot mislead) and id.
-fn foreign_netns(dir: &Path, own: Option<NsId>) -> Option<(u32, File, NsId)> {
+/// A process of the pod's cgroup tree in a network namespace other than the agent's.
+struct Candidate {
+    start: u64,
+    pid: u32,
+    /// The namespace's file, opened first, then identified (so a pid reused meanwhile
+    /// cannot mislead).
+    file: File,
+    ns: NsId,
+}
+
+/// The processes of the pod's cgroup tree (the first of each cgroup) in a network
+/// namespace other than `own`.
+fn foreign_netns(dir: &Path, own: Option<NsId>) -> Vec<Candidate> {
     let mut pids = Vec::new();
     collect_pids(dir, 0, &mut pids);
-    pids.into_iter().find_map(|pid| {
-        let file = File::open(format!("/proc/{pid}/ns/net")).ok()?;
-        let ns = NsId::of(&file).ok()?;
-        (Some(ns) != own).then_some((pid, file, ns))
-    })
+    pids.into_iter()
+        .filter_map(|pid| {
+            let file = File::open(format!("/proc/{pid}/ns/net")).ok()?;
+            let ns = NsId::of(&file).ok()?;
+            if Some(ns) == own {
+                return None;
+            }
+            let start = start_time(pid)?;
+            Some(Candidate {
+                start,
+                pid,
+                file,
+                ns,
+            })
+        })
+        .collect()
+}
+
+/// The pod's namespace among `found`: the one it is served in while a process of the
+/// pod is still there, else the oldest process's.
+///
+/// The pod's namespace is its sandbox's ("pause"), whose process starts before every
+/// container's: a process started later may be in a namespace it made itself
+/// (`unshare -Urn` needs no capability where unprivileged user namespaces are allowed),
+/// which is not the pod's and must not take its listeners.
+fn pod_netns(found: Vec<Candidate>, current: Option<NsId>) -> Option<Candidate> {
+    if let Some(cur) = current
+        && let Some(i) = found.iter().position(|c| c.ns == cur)
+    {
+        return found.into_iter().nth(i);
+    }
+    // The first of equals: the order of the tree.
+    found.into_iter().min_by_key(|c| c.start)
+}
+
+/// When process `pid` started (`/proc/<pid>/stat` field 22, clock ticks since boot).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command (field 2) is in parentheses and may hold anything: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn collect_pids(dir: &Path, depth: u32, pids: &mut Vec<u32>) {
     if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-        pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        pids.extend(
+            text.lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .take(PIDS_PER_CGROUP),
+        );
     }
     if depth > 8 || pids.len() >= MAX_PIDS {
         return;
@@ -710,6 +762,41 @@ mod tests {
         )
         .expect("procs");
         d
+    }
+
+    #[test]
+    fn the_pods_namespace_is_the_served_one_while_used_else_the_oldest_processs() {
+        let c = |start, ino| Candidate {
+            start,
+            pid: 1,
+            file: File::open("/proc/self/ns/net").expect("netns"),
+            ns: NsId { dev: 0, ino },
+        };
+        let ns = |found: Vec<Candidate>, current: Option<u64>| {
+            pod_netns(found, current.map(|ino| NsId { dev: 0, ino })).map(|c| c.ns.ino)
+        };
+        // A later process in a namespace of its own listed first: the sandbox's wins.
+        assert_eq!(ns(vec![c(20, 7), c(10, 3)], None), Some(3));
+        assert_eq!(ns(vec![c(20, 7), c(10, 3)], Some(3)), Some(3));
+        // Served in 7 and a process still there: it stays.
+        assert_eq!(ns(vec![c(20, 7), c(10, 3)], Some(7)), Some(7));
+        // The namespace served is no process's any more (the sandbox made again).
+        assert_eq!(ns(vec![c(30, 9), c(40, 8)], Some(3)), Some(9));
+        assert_eq!(ns(Vec::new(), Some(3)), None);
+    }
+
+    #[test]
+    fn a_process_started_later_has_a_later_start_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        let (me, it) = (start_time(std::process::id()), start_time(child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(me.is_some() && it.is_some(), "{me:?} {it:?}");
+        assert!(me <= it, "{me:?} {it:?}");
+        assert_eq!(start_time(u32::MAX), None);
     }
 
     #[test]

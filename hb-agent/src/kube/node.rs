@@ -61,6 +61,11 @@ pub struct PodCgroup {
     pub enrolled: bool,
     /// Frozen by the pod watcher because its enrollment failed (thawed once it works).
     pub frozen: bool,
+    /// Found enrolled by the pod watcher of an earlier agent, under this policy (read
+    /// from the pinned map when the cgroup was first seen).
+    pub adopted: Option<u32>,
+    /// Reported to the caller as enrolled ([`Outcome::Enrolled`] or [`Outcome::Adopted`]).
+    pub reported: bool,
 }
 
 #[derive(Debug)]
@@ -90,16 +95,30 @@ pub enum Outcome {
         policy_id: u32,
         late: Option<Late>,
     },
+    /// A cgroup an earlier agent enrolled, kept under its earlier policy: nothing
+    /// changes in the map, but whatever that agent had set up around the pod (its
+    /// listeners in the pod's network namespace) must be set up again.
+    Adopted {
+        uid: String,
+        pod: String,
+        cgroup: String,
+        path: PathBuf,
+        policy: String,
+        policy_id: u32,
+    },
     Unenrolled {
         uid: String,
         cgroup: String,
     },
-    /// The pod named a policy its namespace does not allow: enforced under `policy`.
+    /// The pod named a policy its namespace does not allow, or no configured policy:
+    /// enforced under `policy`.
     PolicyRefused {
         uid: String,
         pod: String,
         asked: String,
         policy: String,
+        /// The name is no configured policy (else: one the namespace does not allow).
+        unknown: bool,
     },
     /// The enrollment failed: the cgroup is frozen (`cgroup.freeze`) until it works,
     /// so nothing in it runs unenforced; `frozen` false when even that failed.
@@ -228,11 +247,16 @@ impl<S: Sink> Node<S> {
         }
         let adopted = self.sink.kube_policy(cgroup.id);
         cgroup.enrolled = adopted.is_some();
+        cgroup.adopted = adopted;
+        cgroup.reported = false;
         if let Some(policy_id) = adopted
             && let Some(e) = self.pods.get_mut(uid)
-            && e.enforced.is_none()
+            && e.enforced
+                .as_ref()
+                .is_none_or(|enf| enf.policy_id != policy_id)
         {
-            // Enrolled by an earlier agent: sticky across restarts.
+            // Enrolled by an earlier agent: sticky across restarts, whatever this agent
+            // decided from the pod's annotation before it saw the cgroup.
             e.enforced = Some(Enforced {
                 policy: self.policies.name_of(policy_id),
                 policy_id,
@@ -293,6 +317,15 @@ impl<S: Sink> Node<S> {
             return out;
         };
         if e.enforced.is_none()
+            && let Some(policy_id) = self.cgroups.get(uid).and_then(|c| c.adopted)
+        {
+            // Its cgroup was enrolled by an earlier agent: that policy stays.
+            e.enforced = Some(Enforced {
+                policy: self.policies.name_of(policy_id),
+                policy_id,
+            });
+        }
+        if e.enforced.is_none()
             && let Decision::Enforced {
                 policy,
                 policy_id,
@@ -309,12 +342,13 @@ impl<S: Sink> Node<S> {
             if unknown_annotation {
                 tracing::warn!(uid, %pod, annotation = ?e.pod.policy, %policy, ?source, "pod names no configured policy: enforced under the fallback");
             }
-            if refused_annotation {
+            if refused_annotation || unknown_annotation {
                 out.push(Outcome::PolicyRefused {
                     uid: uid.to_owned(),
                     pod: pod.clone(),
                     asked: e.pod.policy.clone().unwrap_or_default(),
                     policy: policy.clone(),
+                    unknown: unknown_annotation,
                 });
             }
             tracing::info!(uid, %pod, %policy, ?source, "pod enforced");
@@ -327,6 +361,7 @@ impl<S: Sink> Node<S> {
             match self.sink.enroll(c.id, enf.policy_id) {
                 Ok(()) => {
                     c.enrolled = true;
+                    c.reported = true;
                     if c.frozen {
                         c.frozen = !set_frozen(&c.path, false);
                     }
@@ -359,6 +394,19 @@ impl<S: Sink> Node<S> {
                     });
                 }
             }
+        } else if let (Some(enf), Some(c)) = (&e.enforced, self.cgroups.get_mut(uid))
+            && !c.reported
+        {
+            // Enrolled already (by an earlier agent) under the pod's policy.
+            c.reported = true;
+            out.push(Outcome::Adopted {
+                uid: uid.to_owned(),
+                pod: format!("{}/{}", e.pod.namespace, e.pod.name),
+                cgroup: c.relative.clone(),
+                path: c.path.clone(),
+                policy: enf.policy.clone(),
+                policy_id: enf.policy_id,
+            });
         }
         self.count();
         out
@@ -525,6 +573,8 @@ mod tests {
             seen: Instant::now(),
             enrolled: false,
             frozen: false,
+            adopted: None,
+            reported: false,
         }
     }
 
@@ -606,6 +656,34 @@ mod tests {
         n.delete_pod(UID);
         n.cgroup_appeared(UID, cgroup(7));
         assert_eq!(n.sink.0.get(&7), Some(&1));
+    }
+
+    #[test]
+    fn an_enrollment_left_by_an_earlier_agent_is_kept_and_reported_whichever_comes_first() {
+        // The cgroup first (the scan ran before the API's list), then the pod, which
+        // names another policy now: the earlier policy stays, reported once.
+        let mut n = node();
+        n.sink.0.insert(7, 2);
+        n.apply_namespace("ns", enforcing());
+        assert!(n.cgroup_appeared(UID, cgroup(7)).is_empty());
+        let out = n.apply_pod(UID, pod(Some("open")));
+        assert!(
+            matches!(&out[..], [Outcome::Adopted { policy_id: 2, .. }]),
+            "{out:?}"
+        );
+        assert!(n.apply_pod(UID, pod(Some("open"))).is_empty());
+        assert_eq!(n.sink.0.get(&7), Some(&2));
+        // The pod first, decided from its annotation, then its cgroup.
+        let mut n = node();
+        n.sink.0.insert(7, 2);
+        n.apply_namespace("ns", enforcing());
+        assert!(n.apply_pod(UID, pod(Some("open"))).is_empty());
+        let out = n.cgroup_appeared(UID, cgroup(7));
+        assert!(
+            matches!(&out[..], [Outcome::Adopted { policy_id: 2, .. }]),
+            "{out:?}"
+        );
+        assert_eq!(n.sink.0.get(&7), Some(&2));
     }
 
     #[test]

@@ -169,6 +169,8 @@ impl<S: Sink + Send + 'static> Watcher<S> {
                 seen,
                 enrolled: false,
                 frozen: false,
+                adopted: None,
+                reported: false,
             };
             let out = self.lock().cgroup_appeared(&uid, cgroup);
             out.into_iter().for_each(&self.report);
