@@ -38,8 +38,8 @@
 //!   values) and body are scrubbed (known token families, every stored credential and
 //!   live handle, in their encodings, UTF-16 and UTF-32 included; for a sandbox, not
 //!   the values its request carried that are not its own: see `text_gate::View::answer`;
-//!   in a body with NUL bytes or escapes, also in its view without the NULs and with the
-//!   escapes decoded: [`cut_spread`]), sanitized when asked
+//!   in a body or header with NUL bytes or escapes, also in its view without the NULs
+//!   and with the escapes decoded: [`cut_spread`]), sanitized when asked
 //!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
 //!   can turn look-alike characters into a credential). A run of at least 8
 //!   characters of a credential the call carries (fewer for short values, see
@@ -1196,7 +1196,12 @@ async fn respond(
     }
     let unspread = cut_spread(&view, &watch, sent, &response.body);
     let body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
-    let (headers, headers_redacted) = scrub_headers(&view, &response.headers, &pieces);
+    // A header may spell a value with some of its characters escaped as the body may.
+    let header_cut = |text: &str| {
+        cut_spread(&view, &watch, sent, text.as_bytes())
+            .map(|cut| String::from_utf8_lossy(&cut).into_owned())
+    };
+    let (headers, headers_redacted) = scrub_headers(&view, &response.headers, &header_cut, &pieces);
     if unspread.is_some() || headers_redacted || !body.redactions.is_empty() {
         // Something was redacted: maybe another account's credential.
         unheld_in_answer(call, parsed, answer, &view, &response).await;
@@ -1404,19 +1409,23 @@ fn map_strings(value: Value, f: &impl Fn(String) -> String) -> Value {
     }
 }
 
-/// Response headers, names and values scrubbed (an upstream may reflect a URL into
-/// either) and passed through `pieces` (runs of the call's credential), repeated
-/// names joined with `, `; and whether the scrub redacted anything.
+/// Response headers, names and values cut by `unspread` (what [`cut_spread`] finds
+/// with the escapes decoded), scrubbed (an upstream may reflect a URL into either) and
+/// passed through `pieces` (runs of the call's credential), repeated names joined with
+/// `, `; and whether anything was redacted.
 fn scrub_headers(
     view: &View,
     headers: &[(String, String)],
+    unspread: &impl Fn(&str) -> Option<String>,
     pieces: &impl Fn(String) -> String,
 ) -> (serde_json::Map<String, Value>, bool) {
     let mut out = serde_json::Map::new();
     let mut redacted = false;
     for (k, v) in headers {
-        let (k, in_name) = view.scrub_str(k);
-        let (v, in_value) = view.scrub_str(v);
+        let (k_cut, v_cut) = (unspread(k), unspread(v));
+        redacted |= k_cut.is_some() || v_cut.is_some();
+        let (k, in_name) = view.scrub_str(k_cut.as_deref().unwrap_or(k));
+        let (v, in_value) = view.scrub_str(v_cut.as_deref().unwrap_or(v));
         redacted |= !in_name.is_empty() || !in_value.is_empty();
         let (k, v) = (pieces(k), pieces(v));
         match out.get_mut(&k) {
