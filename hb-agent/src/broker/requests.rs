@@ -18,7 +18,10 @@
 //!   Without a handle the broker reaches no further than the caller could itself: only
 //!   `broker.readonly_methods`, no body, and only to a name in the policy's
 //!   `allow_domains` (matched as the resolver matches them) or an address in its
-//!   `allow_cidrs`. A followed redirect hop is judged the same way (`Decision::hop`).
+//!   `allow_cidrs`. A followed redirect hop is judged the same way (`Decision::hop`),
+//!   and one that leaves the integration is not followed when its URL holds the
+//!   credential or a run of it ([`url_holds_credential`]: a `Location` that kept the
+//!   query).
 //! - [`credentials_now`]: a handle stands for its integration and account, not for a
 //!   value: the call carries the account's active credential as the vault holds it now
 //!   (a rotation reaches handles issued before it; a revoked value is never sent).
@@ -1081,7 +1084,15 @@ async fn send(
     parsed: &Parsed,
     outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
-    let hop = |next: &Target| decision.hop(next);
+    // A hop that leaves the integration goes on without the credential the broker put
+    // in, but the upstream wrote its URL: a `Location` that kept the query (or quoted
+    // the credential) would carry it there all the same.
+    let hop = |next: &Target| match decision.hop(next) {
+        HopDecision::Allow {
+            keep_credential: false,
+        } if url_holds_credential(sent, next) => HopDecision::Deny,
+        d => d,
+    };
     let response = match call.shared.outbound.send(outbound, &hop).await {
         Ok(r) => r,
         Err(e) => {
@@ -1119,6 +1130,20 @@ async fn send(
         ),
     }
     Ok(response)
+}
+
+/// Whether `next`'s URL holds a credential the call sent, whole or a run of it, in any
+/// of its forms (see [`crate::scrub::Fragments`]).
+fn url_holds_credential(sent: &[Arc<Current>], next: &Target) -> bool {
+    let url = format!(
+        "{}://{}{}",
+        next.scheme.as_str(),
+        next.authority(),
+        next.path_and_query
+    );
+    sent.iter()
+        .filter_map(|c| c.fragments())
+        .any(|f| f.holds_run(url.as_bytes()))
 }
 
 /// What an answer is judged by besides the call itself.
