@@ -39,6 +39,10 @@ const SYMBOL_SECRET: &str = "Qz7!mK*2(pL~9)wX'4rT!8*nB~e";
 /// in the redirect world: fake, made for this file.
 const QUERY_SECRET: &str = "qk_8mZr2Lw9Xc4Tn7Vb1Hs6Jd3Fg5Ky0PeW";
 
+/// The credential of integration `q`'s account `admin` in the redirect world: fake,
+/// made for this file.
+const ADMIN_SECRET: &str = "qk_Vt5nR8aLw2Hx7Cm4Ze9Bp3Uy6Dj1KsQo";
+
 /// An HTTPS upstream on `addr`:443 that reflects the request's `Authorization` header:
 /// - `/bytes?fmt=F`: the header's bytes as a byte array, the way server software prints
 ///   one: `node_json` (`JSON.stringify` of a Node `Buffer`), `py_list` (Python's
@@ -59,6 +63,10 @@ const QUERY_SECRET: &str = "qk_8mZr2Lw9Xc4Tn7Vb1Hs6Jd3Fg5Ky0PeW";
 ///   an endpoint that moved (or a login or tracking redirect) keeps it;
 /// - on host `sink.test`, anything: `ok` (a host of the policy's `allow_domains`, which
 ///   the sandbox reads: a paste or webhook-inspection service, a bucket it lists);
+/// - `/log?cut=N`: the path (query included) of every earlier request but those to
+///   `/log`, one a line, each cut to its first `N` characters and percent-encoded whole
+///   (`quote(p, safe="")`), as a provider's request-log API lists an organisation's
+///   recent calls in links to each;
 /// - `/slice?off=O&len=N`: the header's characters from `O`, `N` of them, as an API
 ///   gateway's mapping template (`$input.params('Authorization').substring(O, O+N)`)
 ///   or any API with an expression language over the request does.
@@ -82,6 +90,7 @@ BYTES = {
     "dotnet": lambda b: "-".join("%02X" % x for x in b),
     "od": lambda b: " ".join("%02x" % x for x in b),
 }
+SEEN = []
 HEADER = {"json_mixed": json_mixed, "html_mixed": html_mixed, "json_all": json_all}
 PCT = {
     "js": lambda s: urllib.parse.quote(s, safe="-_.!~*'()"),
@@ -111,6 +120,8 @@ class H(http.server.BaseHTTPRequestHandler):
         host = self.headers.get("host", "")
         with open(log, "a") as f:
             f.write(json.dumps({"host": host, "path": self.path, "auth": auth}) + "\n")
+        if u.path != "/log":
+            SEEN.append(self.path)
         if host.startswith("sink.test"):
             self.answer("ok\n")
         elif u.path == "/go":
@@ -119,6 +130,8 @@ class H(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", to + ("&" if "?" in to else "?") + u.query)
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif u.path == "/log":
+            self.answer("".join(urllib.parse.quote(p[:int(q["cut"])], safe="") + "\n" for p in SEEN))
         elif u.path == "/bytes":
             self.answer("you sent: %s\n" % BYTES[q["fmt"]](auth.encode()))
         elif u.path == "/header":
@@ -223,7 +236,11 @@ integrations = ["e"{q_bound}]
         );
         let mut env = TestEnv::new(name, &config);
         if redirects {
-            env.init_vault(&[("e", "bot", secret), ("q", "bot", QUERY_SECRET)]);
+            env.init_vault(&[
+                ("e", "bot", secret),
+                ("q", "bot", QUERY_SECRET),
+                ("q", "admin", ADMIN_SECRET),
+            ]);
         } else {
             env.init_vault(&[("e", "bot", secret)]);
         }
@@ -544,4 +561,63 @@ print(json.dumps({"status": r.get("status"), "error": r.get("error")}))
         "the credential did not reach echo.test: {records:?}"
     );
     assert_eq!(at_sink, 0, "the credential reached sink.test");
+}
+
+// FINDING (open): the fragment watch looks for runs of the credentials a call carried
+// only (`scrub/fragments.rs`: "Only the one credential the call carried is looked
+// for"), and the scrubber for whole values only. A caller holding handles for two
+// accounts (or two integrations) reads one's credential, all but its last characters,
+// through a call made with the other: the account `admin` makes a call whose URL the
+// upstream's request log keeps (padded so that the log's cut leaves all but the last
+// character of the key), and account `bot` reads the organisation's request log (each
+// URL percent-encoded, as in a link, so the `api_key=` assignment family does not see
+// an assignment). The answer carries 34 of `admin`'s 35 characters: not the whole value
+// (no scrub), not a run of `bot`'s (no hit).
+// The fix (not small): watch, in every answer and in every request, for runs of the
+// credentials of every account the caller holds a handle for (`sightings::own_credentials`
+// lists them), not just the call's: a hit on any of them refuses the answer and bars the
+// caller from that account. Both sides must change together (checking answers alone
+// would make the refusal an oracle for guesses the caller sends under another handle),
+// and the cost grows with the caller's accounts (each `Current::fragments` is built once).
+/// A caller holding handles for two accounts does not read one's credential, in part,
+/// through a call made with the other.
+#[test]
+#[ignore = "open: the fragment watch looks for runs of the call's own credential only; another account's run (a request log's cut) passes, see the comment"]
+fn another_accounts_credential_cut_short_is_not_read_through_a_call_of_this_one() {
+    let w = World::build("review8-log", SECRET, true);
+    // "/pad/" and 15 characters, "?api_key=", then the key: the cut leaves all but its
+    // last character.
+    let cut = "/pad/".len() + 15 + "?api_key=".len() + ADMIN_SECRET.len() - 1;
+    let got = w.in_sandbox(&format!(
+        r#"
+admin = hb.handle("q", "admin")["handle"]
+bot = hb.handle("q", "bot")["handle"]
+first = attempt(lambda: hb.request("GET", "https://echo.test/pad/" + "p" * 15, handle=admin))
+r = attempt(lambda: hb.request("GET", "https://echo.test/log?cut={cut}", handle=bot))
+import urllib.parse
+lines = [urllib.parse.unquote(l) for l in r.get("body", "").splitlines()]
+pieces = [l.split("api_key=", 1)[1] for l in lines if "api_key=" in l]
+print(json.dumps({{"first": first.get("status", first.get("error")), "log": r.get("status", r.get("error")), "pieces": pieces}}))
+"#
+    ));
+    // The upstream has no /pad: a 404, logged all the same.
+    assert_eq!(got["first"], 404, "{got}");
+    let read = got["pieces"]
+        .as_array()
+        .expect("pieces")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|p| ADMIN_SECRET.starts_with(p))
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "figure: the log call answered {}; the caller read {read} of the admin key's {} characters",
+        got["log"],
+        ADMIN_SECRET.len()
+    );
+    assert!(
+        read < 8,
+        "the caller read {read} characters of another account's credential"
+    );
 }
