@@ -70,6 +70,7 @@ const ADMIN_SECRET: &str = "qk_Vt5nR8aLw2Hx7Cm4Ze9Bp3Uy6Dj1KsQo";
 /// - `/slice?off=O&len=N`: the header's characters from `O`, `N` of them, as an API
 ///   gateway's mapping template (`$input.params('Authorization').substring(O, O+N)`)
 ///   or any API with an expression language over the request does.
+///
 /// Every request is one JSON line in `log`.
 const REFLECT_PY: &str = r#"
 import http.server, json, ssl, sys, urllib.parse
