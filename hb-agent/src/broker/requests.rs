@@ -1515,6 +1515,36 @@ fn readable_text(body: &[u8], content_type: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
+    /// A hop's URL holds the credential whole, a run of it in any case, or its percent
+    /// form; a URL of other text does not.
+    #[test]
+    fn a_hop_url_holding_the_credential_or_a_run_of_it_is_seen() {
+        const KEY: &str = "qk_8mZr2Lw9Xc4Tn7Vb1Hs6Jd3Fg5Ky0PeW";
+        let meta = crate::vault::CredentialMeta {
+            id: "cred_1".into(),
+            integration: "svc".into(),
+            account: "bot".into(),
+            status: crate::vault::Status::Active,
+            created: std::time::SystemTime::now(),
+            expires: None,
+            rotated_from: None,
+            grace_until: None,
+            revoked: None,
+        };
+        let sent = vec![Arc::new(Current::new(
+            &meta,
+            Secret::new(KEY.as_bytes().to_vec()),
+        ))];
+        let holds = |url: &str| url_holds_credential(&sent, &Target::parse(url).expect("url"));
+        assert!(holds(&format!("https://sink.test/landed?api_key={KEY}")));
+        assert!(holds(&format!(
+            "https://sink.test/x?k={}",
+            &KEY[5..20].to_ascii_uppercase()
+        )));
+        assert!(holds(&format!("http://echo.test/{}", &KEY[10..])));
+        assert!(!holds("https://sink.test/landed?page=2&q=ordinary+text"));
+    }
+
     fn integration(auth: Auth) -> IntegrationConfig {
         let text = r#"
 [[integration]]
