@@ -1133,6 +1133,48 @@ struct Answer<'a> {
     not_replaced: Option<&'static str>,
 }
 
+/// An answer ready while a rotator mints a key the answer's upstream may already hold
+/// and list waits until the scrubber knows the key (see `rotation::minting`): an answer
+/// to a call with the minting integration's handle, or from its hosts or its HTTP
+/// rotator's. Past the request timeout it is refused, never sent unscrubbed.
+async fn after_minting(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    parsed: &Parsed,
+) -> Result<(), ApiError> {
+    let shared = call.shared;
+    if !shared.minting.any() {
+        return Ok(());
+    }
+    let host = &parsed.target.host;
+    let concerned = |name: &str| {
+        decision
+            .credential
+            .as_ref()
+            .is_some_and(|(entry, _)| entry.integration == name)
+            || shared
+                .config
+                .integrations
+                .iter()
+                .filter(|i| i.name.get_ref() == name)
+                .any(|i| host_matches(i, host) || rotator_host(i).is_some_and(|h| &h == host))
+    };
+    if shared.minting.wait(concerned, shared.timeout).await {
+        return Ok(());
+    }
+    call.audit(&parsed.action, "error", "minting");
+    Err(ApiError::new(
+        Code::Timeout,
+        "the answer waited for a credential rotation past broker.request_timeout_secs",
+    ))
+}
+
+/// The host of an integration's HTTP rotator, if it has one.
+fn rotator_host(integration: &IntegrationConfig) -> Option<Host> {
+    let http = integration.rotation.as_ref()?.http.as_ref()?;
+    Target::parse(&http.url).ok().map(|t| t.host)
+}
+
 /// Phase 6: what leaves is what the scrubber saw.
 async fn respond(
     call: &Call<'_>,
@@ -1142,6 +1184,7 @@ async fn respond(
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
     let (shared, sent) = (call.shared, answer.sent);
+    after_minting(call, decision, parsed).await?;
     if let Some((entry, _)) = &decision.credential {
         // Barred while the call was out (another of its calls hit): no answer at all.
         if shared

@@ -45,6 +45,7 @@ pub mod detect;
 pub mod exec;
 pub mod http;
 pub mod limits;
+pub mod minting;
 pub mod novelty;
 pub mod probe;
 pub mod quarantine;
@@ -264,6 +265,9 @@ async fn create(
         return fail(shared, rotation, "not_recorded", &e).await;
     }
     let ask = ask(rotation, "create", Key::Old, &old);
+    // From here until the scrubber knows the new value, the provider may hold (and list)
+    // it: answers from the integration's hosts wait (see `minting`).
+    let mint = shared.minting.begin(&rotation.integration);
     let minted = rotator.create(&ask).await;
     breaker_record(shared, &rotation.integration, config, minted.as_ref().err());
     let minted = match minted {
@@ -282,6 +286,7 @@ async fn create(
     if protecting.await.is_err() {
         shared.protect_pending(rotation, &minted.secret);
     }
+    drop(mint);
     let id = rotation.id.clone();
     let secret = Secret::new(minted.secret.expose().to_vec());
     let expires = minted.expires;
