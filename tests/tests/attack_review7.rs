@@ -10,53 +10,54 @@
 //!
 //! The world is the fake provider of `rotation.rs` (`tests/src/provider.rs`): an HTTPS
 //! API `api.test` that accepts exactly the keys a key store holds and lists them on
-//! `?list=1` (as key-listing APIs do), and an exec rotator minting into that store.
+//! `?list=newest` (newest first, as key-listing APIs do), and an exec rotator minting
+//! into that store or (`provider.test`) a provider's key API behind the HTTP rotator.
 
 use std::{
     fs,
     io::{BufRead as _, BufReader, Write as _},
-    process::Stdio,
-    time::Duration,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Stdio},
+    time::{Duration, Instant},
 };
 
 use hb_tests::{
     TestEnv,
-    provider::{EXEC_ROTATOR, Provider, agent_env, minted, wait_for_step},
+    provider::{EXEC_ROTATOR, KeyApi, Provider, agent_env, minted, wait_for_step},
     sandboxed::{broker_client_script, nobody_command},
 };
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5417;
 const OLD: &str = "key-old-7a1c0e93d5b24f6e8c0a9d17b3e5f248";
+const ADMIN: &str = "adm-3e2d1c0b4a5968778695a4b3c2d1e0f9";
 
 /// The exec rotator of a provider whose `create` answers a while after it committed the
 /// key (a slow API, a long round trip): the new key is in the store, and listed, before
 /// the agent hears of it.
-fn slow_rotator(p: &Provider, secs: f64) -> std::path::PathBuf {
-    // Newest first, as key listings go.
-    let script = EXEC_ROTATOR
-        .replace("live.append(new)", "live.insert(0, new)")
-        .replace(
-            "    print(json.dumps({\"secret\": new}))\n",
-            &format!(
-                "    with open(store, \"w\") as f:\n        json.dump(live, f)\n    \
+fn slow_rotator(p: &Provider, secs: f64) -> PathBuf {
+    let script = EXEC_ROTATOR.replace(
+        "    print(json.dumps({\"secret\": new}))\n",
+        &format!(
+            "    with open(store, \"w\") as f:\n        json.dump(live, f)\n    \
              import time\n    time.sleep({secs})\n    print(json.dumps({{\"secret\": new}}))\n"
-            ),
-        );
+        ),
+    );
     assert_eq!(
         script.matches("time.sleep").count(),
         1,
         "the rotator's create was changed"
     );
-    assert!(script.contains("live.insert(0, new)"), "newest first");
     let path = p.dir.join("slow-rotator.py");
     fs::write(&path, script).expect("rotator");
     path
 }
 
-/// The agent of this world: `svc` (bearer, host `api.test`, its key store `keys`)
-/// rotated by `rotator`, bound to the policy `web`.
-fn agent(name: &str, p: &Provider, keys: &std::path::Path, rotator: &std::path::Path) -> TestEnv {
+/// The agent of this world: `svc` (bearer, host `api.test`, verified against the key
+/// store `keys`) rotated as `rotator` says (the `[integration.rotation]` lines after
+/// the tuning), bound to the policy `web`; `more` appended (more integrations). The
+/// vault holds `svc/bot` = [`OLD`] and, with `more`, `provider/admin` = [`ADMIN`].
+fn agent(name: &str, p: &Provider, keys: &Path, rotator: &str, more: &str) -> TestEnv {
     let config = format!(
         r#"{head}
 [[integration]]
@@ -66,7 +67,6 @@ hosts = ["api.test"]
 verify_url = "https://api.test/keys?file={keys}&step=verify"
 
 [integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
 grace_secs = 600
 watch_secs = 1
 retry_base_secs = 1
@@ -74,28 +74,30 @@ retry_cap_secs = 2
 # The listing echoes the key a call carries too: only an alert, so that no compromise
 # rotation joins the one under test.
 on_reflection = "alert"
-
+{rotator}
+{more}
 [[policy]]
 name = "web"
 integrations = ["svc"]
 "#,
         head = p.config_head(""),
         keys = keys.display(),
-        python = hb_tests::python(),
-        rotator = rotator.display(),
     );
     let mut env = agent_env(name, &config);
     env.vault_put("svc", "bot", OLD);
+    if !more.is_empty() {
+        env.vault_put("provider", "admin", ADMIN);
+    }
     env.start_agent();
     env
 }
 
-/// The sandbox's loop: the provider's key listing through its handle, as fast as it
-/// goes, until its stdin says stop; then how many answers held a key in the clear that
-/// is not the old one (it counts, it never prints a key).
+/// The sandbox's loop: the provider's key listing (newest first) through its handle,
+/// as fast as it goes, until its stdin says stop; then how many answers held a key in
+/// the clear that is not the old one (it counts, it never prints a key).
 const LISTER: &str = r#"
 h = hb.handle("svc", "bot")["handle"]
-url = "https://api.test/keys?file=" + STORE + "&list=1&step=list"
+url = "https://api.test/keys?file=" + STORE + "&list=newest&step=list"
 stop = threading.Event()
 def wait_stop():
     sys.stdin.readline()
@@ -103,7 +105,6 @@ def wait_stop():
 threading.Thread(target=wait_stop, daemon=True).start()
 calls = clear = two = 0
 errors = Counter()
-shapes = Counter()
 print("ready", flush=True)
 while not stop.is_set():
     r = attempt(lambda: hb.request("GET", url, handle=h))
@@ -118,76 +119,76 @@ while not stop.is_set():
         continue
     if len(listed) > 1:
         two += 1
-    if any(k.startswith("key-new-") for k in listed):
+    if any(k.startswith(("key-new-", "key-http-")) for k in listed):
         clear += 1
-    shapes[",".join(k[:12] if k.startswith("[") else k[:8] for k in listed)] += 1
 print(json.dumps({"calls": calls, "listed_two": two, "new_key_in_clear": clear,
-                  "errors": dict(errors), "shapes": dict(shapes)}), flush=True)
+                  "errors": dict(errors)}), flush=True)
 "#;
 
-/// Attack: the sandbox lists the account's keys at the provider in a loop while a
-/// rotation mints the account's next key. The provider holds (and lists) the new key
-/// from the moment it commits it; the agent registers it with the scrubber only once
-/// the rotator's `create` has answered. Every listing answered in between carries the
-/// account's next key — the one the rotation is about to make ACTIVE — in the clear.
-#[test]
-fn the_next_key_listed_by_the_provider_before_its_create_answers_never_reaches_the_sandbox() {
-    let name = "atk7mint";
-    let p = Provider::start(name, DNS_PORT, None);
-    let keys = p.key_store("keys.json", &[OLD]);
-    let rotator = slow_rotator(&p, 1.5);
-    let env = agent(name, &p, &keys, &rotator);
+/// [`LISTER`] running as nobody in a sandbox of `web`, listing the key store `store`.
+struct Lister {
+    child: Child,
+    to: ChildStdin,
+    from: BufReader<ChildStdout>,
+}
 
-    let script = format!("STORE = {:?}\n{LISTER}", keys.display().to_string());
-    let mut child = nobody_command(
-        &env,
-        "web",
-        &[],
-        &[
-            hb_tests::python(),
-            "-c",
-            &broker_client_script(&env, &script),
-        ],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("sandbox run");
-    let mut to = child.stdin.take().expect("stdin");
-    let mut from = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    from.read_line(&mut line).expect("sandbox output");
-    assert_eq!(line.trim(), "ready", "the lister did not start");
+impl Lister {
+    fn start(env: &TestEnv, store: &Path) -> Self {
+        let script = format!("STORE = {:?}\n{LISTER}", store.display().to_string());
+        let mut child = nobody_command(
+            env,
+            "web",
+            &[],
+            &[
+                hb_tests::python(),
+                "-c",
+                &broker_client_script(env, &script),
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sandbox run");
+        let to = child.stdin.take().expect("stdin");
+        let mut from = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        from.read_line(&mut line).expect("sandbox output");
+        assert_eq!(line.trim(), "ready", "the lister did not start");
+        Self { child, to, from }
+    }
 
+    /// Stops it; what it counted.
+    fn stop(mut self) -> Value {
+        writeln!(self.to, "stop").expect("to sandbox");
+        let mut line = String::new();
+        self.from.read_line(&mut line).expect("sandbox output");
+        let _ = self.child.wait();
+        serde_json::from_str(line.trim()).expect("lister JSON")
+    }
+}
+
+impl Drop for Lister {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn begin(env: &TestEnv) -> String {
     let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
     assert!(
         begun.status.success(),
         "{}",
         String::from_utf8_lossy(&begun.stderr)
     );
-    let id = serde_json::from_slice::<Value>(&begun.stdout).expect("rotation JSON")["id"]
+    serde_json::from_slice::<Value>(&begun.stdout).expect("rotation JSON")["id"]
         .as_str()
         .expect("id")
-        .to_owned();
-    let done = wait_for_step(
-        &env,
-        &id,
-        &["watched", "retired", "failed", "rolled_back"],
-        60,
-    );
-    // A few more listings with the new key active.
-    std::thread::sleep(Duration::from_millis(500));
-    writeln!(to, "stop").expect("to sandbox");
-    line.clear();
-    from.read_line(&mut line).expect("sandbox output");
-    let _ = child.wait();
-    let got: Value = serde_json::from_str(line.trim()).expect("lister JSON");
-    println!(
-        "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {})",
-        got["new_key_in_clear"], got["calls"], done["step"]
-    );
-    eprintln!("lister: {got}; rotation: {done}");
+        .to_owned()
+}
+
+fn assert_never_in_clear(got: &Value, done: &Value) {
     assert_eq!(done["step"], "watched", "the rotation completed: {done}");
     assert!(
         got["listed_two"].as_u64().unwrap_or(0) > 0,
@@ -197,6 +198,109 @@ fn the_next_key_listed_by_the_provider_before_its_create_answers_never_reaches_t
         got["new_key_in_clear"], 0,
         "the provider's listing gave the sandbox the account's next key: {got}"
     );
+}
+
+/// Attack: the sandbox lists the account's keys at the provider in a loop while a
+/// rotation mints the account's next key. The provider holds (and lists) the new key
+/// from the moment it commits it; the agent registers it with the scrubber only once
+/// the rotator's `create` has answered. Every listing answered in between carried the
+/// account's next key — the one the rotation is about to make ACTIVE — in the clear
+/// (on e711982: 33 of 60 listings with a create answering 1.5 s after its commit; 1 or
+/// 2 of ~20 in two runs of three with no delay at all).
+#[test]
+fn the_next_key_listed_by_the_provider_before_its_create_answers_never_reaches_the_sandbox() {
+    let name = "atk7mint";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD]);
+    let rotator = format!(
+        "exec = [{:?}, {:?}, {:?}]",
+        hb_tests::python(),
+        slow_rotator(&p, 1.5).display().to_string(),
+        keys.display().to_string()
+    );
+    let env = agent(name, &p, &keys, &rotator, "");
+    let lister = Lister::start(&env, &keys);
+    let id = begin(&env);
+    let done = wait_for_step(
+        &env,
+        &id,
+        &["watched", "retired", "failed", "rolled_back"],
+        60,
+    );
+    // A few more listings with the new key active.
+    std::thread::sleep(Duration::from_millis(500));
+    let got = lister.stop();
+    println!(
+        "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {})",
+        got["new_key_in_clear"], got["calls"], done["step"]
+    );
+    assert_never_in_clear(&got, &done);
     assert_eq!(minted(&keys).len(), 1, "one key minted");
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// Attack: as above, with the HTTP rotator of a provider that commits the key and then
+/// answers later than the rotator's `timeout_secs` (an overloaded API). The agent stops
+/// waiting, so the value is unknown to it until the retry, after the backoff, gets the
+/// same key back through its `Idempotency-Key`; every listing in between carries it in
+/// the clear. (An exec rotator killed at its timeout leaves an orphan the agent never
+/// learns at all.)
+#[test]
+#[ignore = "open: a key minted by a create the agent stopped waiting for is unknown to the scrubber until a retry returns it (exec rotator: never)"]
+fn the_next_key_minted_by_a_create_that_timed_out_never_reaches_the_sandbox() {
+    let name = "atk7hang";
+    let mut p = Provider::start(
+        name,
+        DNS_PORT,
+        Some(KeyApi {
+            admin: ADMIN,
+            keys: &[OLD],
+            hang_secs: 4.0,
+        }),
+    );
+    let provider = p.keys_api.take().expect("the key API");
+    let keys = provider.keys_path();
+    let rotator = r#"timeout_secs = 2
+
+[integration.rotation.http]
+url = "https://provider.test/v1/keys"
+auth = { integration = "provider", account = "admin" }
+secret_pointer = "/data/secret"
+"#;
+    let more = r#"
+[[integration]]
+name = "provider"
+auth = "bearer"
+hosts = ["provider.test"]
+methods = ["POST"]
+"#;
+    let env = agent(name, &p, &keys, rotator, more);
+    let lister = Lister::start(&env, &keys);
+    provider.set_mode("hang");
+    let id = begin(&env);
+    // The first create has minted and timed out; the second is out, hanging too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while provider.calls("create").len() < 2 {
+        assert!(Instant::now() < deadline, "the create was never retried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    provider.set_mode("ok");
+    let done = wait_for_step(
+        &env,
+        &id,
+        &["watched", "retired", "failed", "rolled_back"],
+        60,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = lister.stop();
+    println!(
+        "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {}, {} creates)",
+        got["new_key_in_clear"],
+        got["calls"],
+        done["step"],
+        provider.calls("create").len()
+    );
+    assert_never_in_clear(&got, &done);
+    assert_eq!(provider.minted().len(), 1, "one key minted");
     let _ = fs::remove_dir_all(&p.dir);
 }
