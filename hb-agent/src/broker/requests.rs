@@ -75,7 +75,7 @@ use super::{
         CredentialQuery, HopDecision, OutboundRequest, OutboundResponse,
         url::{Host, Target},
     },
-    rotation::probe::Verdict,
+    rotation::{minting, probe::Verdict},
     state::{AppState, CallerOf, JsonBody},
     text_gate::View,
 };
@@ -1136,15 +1136,12 @@ struct Answer<'a> {
 /// An answer ready while a rotator mints a key the answer's upstream may already hold
 /// and list waits until the scrubber knows the key (see `rotation::minting`): an answer
 /// to a call with the minting integration's handle, or from its hosts or its HTTP
-/// rotator's. Past the request timeout it is refused, never sent unscrubbed.
-async fn after_minting(
-    call: &Call<'_>,
-    decision: &Decision<'_>,
-    parsed: &Parsed,
-) -> Result<(), ApiError> {
+/// rotator's. It waits at most [`minting::HOLD`]: a provider slower than that to
+/// answer its create is treated as one that timed out (an audit record says so).
+async fn after_minting(call: &Call<'_>, decision: &Decision<'_>, parsed: &Parsed) {
     let shared = call.shared;
     if !shared.minting.any() {
-        return Ok(());
+        return;
     }
     let host = &parsed.target.host;
     let concerned = |name: &str| {
@@ -1159,14 +1156,13 @@ async fn after_minting(
                 .filter(|i| i.name.get_ref() == name)
                 .any(|i| host_matches(i, host) || rotator_host(i).is_some_and(|h| &h == host))
     };
-    if shared.minting.wait(concerned, shared.timeout).await {
-        return Ok(());
+    if !shared
+        .minting
+        .wait(concerned, minting::HOLD.min(shared.timeout))
+        .await
+    {
+        call.audit(&parsed.action, "allowed", "minting_hold_expired");
     }
-    call.audit(&parsed.action, "error", "minting");
-    Err(ApiError::new(
-        Code::Timeout,
-        "the answer waited for a credential rotation past broker.request_timeout_secs",
-    ))
 }
 
 /// The host of an integration's HTTP rotator, if it has one.
@@ -1184,7 +1180,7 @@ async fn respond(
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
     let (shared, sent) = (call.shared, answer.sent);
-    after_minting(call, decision, parsed).await?;
+    after_minting(call, decision, parsed).await;
     if let Some((entry, _)) = &decision.credential {
         // Barred while the call was out (another of its calls hit): no answer at all.
         if shared

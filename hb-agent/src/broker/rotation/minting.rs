@@ -9,7 +9,12 @@
 //! HTTP rotator's), or to a call with one of its handles, that is ready while a mint is
 //! in flight waits until the mint is over before it is scrubbed: then the scrubber
 //! knows the value. An answer ready before the mint began was made before the provider
-//! minted anything.
+//! minted anything. It waits at most [`HOLD`]: a provider that has not answered its
+//! create by then is treated as one that timed out — the answer goes, and a key minted
+//! meanwhile is unknown to the scrubber until a retry returns it (an exec rotator
+//! killed at its timeout leaves one the agent never learns). Waiting longer, a hung
+//! provider would fail the calls of every tenant of the integration, which an outage
+//! must not.
 //!
 //! Owns: the count of mints in flight per integration.
 //! Must never: let [`Minting::wait`] return `true` while a mint of an integration its
@@ -18,6 +23,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use tokio::sync::watch;
+
+/// The longest an answer waits for a mint (providers answer a create in well under it).
+pub const HOLD: Duration = Duration::from_secs(5);
 
 pub struct Minting {
     /// Mints in flight per integration (absent: none).
