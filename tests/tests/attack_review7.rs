@@ -304,3 +304,80 @@ methods = ["POST"]
     assert_eq!(provider.minted().len(), 1, "one key minted");
     let _ = fs::remove_dir_all(&p.dir);
 }
+
+const OTHER: &str = "key-oth-51d0c2a8e6f34b79a0c1d2e3f4a5b6c7";
+const OTHER_NEW: &str = "key-onw-9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b";
+
+/// Attack: two tenants of one provider (an organisation's keys, listed by its API to
+/// any of them, as admin listings go): `a` for the policy `web` (the attacker), `b` for
+/// `ops`. While the agent runs, the operator rotates `b`'s key by hand (`hb-agent vault
+/// rotate`, another process); the provider lists the new key at once. The agent
+/// registered every stored value with the scrubber when it started, and a value stored
+/// since only when a call of its own account reads it: until `b` calls, the attacker's
+/// listing carries `b`'s new key in the clear.
+#[test]
+fn another_tenants_key_rotated_by_hand_never_reaches_the_sandbox_before_its_first_use() {
+    let name = "atk7hand";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD, OTHER]);
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "a"
+auth = "bearer"
+hosts = ["api.test"]
+
+[[integration]]
+name = "b"
+auth = "bearer"
+hosts = ["api.test"]
+
+[[policy]]
+name = "web"
+integrations = ["a"]
+
+[[policy]]
+name = "ops"
+integrations = ["b"]
+"#,
+        head = p.config_head(""),
+    );
+    let mut env = agent_env(name, &config);
+    env.vault_put("a", "bot", OLD);
+    env.vault_put("b", "bot", OTHER);
+    env.start_agent();
+    // The provider mints `b`'s next key; the operator stores it by hand.
+    fs::write(
+        &keys,
+        serde_json::to_string(&[OLD, OTHER, OTHER_NEW]).expect("json"),
+    )
+    .expect("store");
+    env.vault_with_secret(
+        &["rotate", "-i", "b", "-a", "bot", "--grace", "10m"],
+        OTHER_NEW,
+    );
+    let script = format!(
+        "STORE = {:?}\n\
+         h = hb.handle('a', 'bot')['handle']\n\
+         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
+         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
+         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
+                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
+        keys.display().to_string()
+    );
+    let got = hb_tests::sandboxed::nobody_broker_client(&env, "web", &script, &[]);
+    let clear = got["clear"].as_array().cloned().unwrap_or_default();
+    println!(
+        "figure: {} of {} listed keys reached the attacker in the clear ({:?})",
+        clear.len(),
+        got["listed"],
+        clear
+    );
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["listed"], 3, "{got}");
+    assert!(
+        clear.is_empty(),
+        "another tenant's key stored while the agent ran reached the attacker: {got}"
+    );
+    let _ = fs::remove_dir_all(&p.dir);
+}
