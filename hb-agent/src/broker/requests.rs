@@ -1181,6 +1181,7 @@ async fn respond(
 ) -> Result<Json<Value>, ApiError> {
     let (shared, sent) = (call.shared, answer.sent);
     after_minting(call, decision, parsed).await;
+    super::credentials::protect_stored(shared).await;
     if let Some((entry, _)) = &decision.credential {
         // Barred while the call was out (another of its calls hit): no answer at all.
         if shared
