@@ -55,7 +55,7 @@ fn slow_rotator(p: &Provider, secs: f64) -> PathBuf {
 
 /// The agent of this world: `svc` (bearer, host `api.test`, verified against the key
 /// store `keys`) rotated as `rotator` says (the `[integration.rotation]` lines after
-/// the tuning), bound to the policy `web`; `more` appended (more integrations). The
+/// the tuning: the grace period and the rotator), bound to the policy `web`; `more` appended (more integrations). The
 /// vault holds `svc/bot` = [`OLD`] and, with `more`, `provider/admin` = [`ADMIN`].
 fn agent(name: &str, p: &Provider, keys: &Path, rotator: &str, more: &str) -> TestEnv {
     let config = format!(
@@ -67,7 +67,6 @@ hosts = ["api.test"]
 verify_url = "https://api.test/keys?file={keys}&step=verify"
 
 [integration.rotation]
-grace_secs = 600
 watch_secs = 1
 retry_base_secs = 1
 retry_cap_secs = 2
@@ -213,7 +212,7 @@ fn the_next_key_listed_by_the_provider_before_its_create_answers_never_reaches_t
     let p = Provider::start(name, DNS_PORT, None);
     let keys = p.key_store("keys.json", &[OLD]);
     let rotator = format!(
-        "exec = [{:?}, {:?}, {:?}]",
+        "grace_secs = 600\nexec = [{:?}, {:?}, {:?}]",
         hb_tests::python(),
         slow_rotator(&p, 1.5).display().to_string(),
         keys.display().to_string()
@@ -260,7 +259,8 @@ fn the_next_key_minted_by_a_create_that_timed_out_never_reaches_the_sandbox() {
     );
     let provider = p.keys_api.take().expect("the key API");
     let keys = provider.keys_path();
-    let rotator = r#"timeout_secs = 2
+    let rotator = r#"grace_secs = 600
+timeout_secs = 2
 
 [integration.rotation.http]
 url = "https://provider.test/v1/keys"
@@ -379,5 +379,57 @@ integrations = ["b"]
         clear.is_empty(),
         "another tenant's key stored while the agent ran reached the attacker: {got}"
     );
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// Held (a regression test): the provider failed to revoke the old key at the end of
+/// its grace (its revoke answered success and did nothing), so it still lists and
+/// accepts it; the vault erased it. A sandbox listing the account's keys after the
+/// retirement gets neither key in the clear: the scrubber keeps a retired value.
+#[test]
+fn a_retired_key_the_provider_still_lists_stays_scrubbed() {
+    let name = "atk7retired";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD]);
+    // A revoke that does nothing.
+    let script = EXEC_ROTATOR.replace(
+        "    live = [k for k in live if k != req[\"secret\"]]\n",
+        "    pass\n",
+    );
+    assert_ne!(script, EXEC_ROTATOR, "the rotator's revoke was changed");
+    let path = p.dir.join("lazy-rotator.py");
+    fs::write(&path, script).expect("rotator");
+    let rotator = format!(
+        "grace_secs = 1\nexec = [{:?}, {:?}, {:?}]",
+        hb_tests::python(),
+        path.display().to_string(),
+        keys.display().to_string()
+    );
+    let env = agent(name, &p, &keys, &rotator, "");
+    let id = begin(&env);
+    let done = wait_for_step(&env, &id, &["retired", "failed", "rolled_back"], 60);
+    assert_eq!(done["step"], "retired", "{done}");
+    let script = format!(
+        "STORE = {:?}\n\
+         h = hb.handle('svc', 'bot')['handle']\n\
+         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
+         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
+         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
+                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
+        keys.display().to_string()
+    );
+    let got = hb_tests::sandboxed::nobody_broker_client(&env, "web", &script, &[]);
+    let clear = got["clear"].as_array().cloned().unwrap_or_default();
+    println!(
+        "figure: {} of {} listed keys (the retired one still live at the provider) in the clear",
+        clear.len(),
+        got["listed"]
+    );
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(
+        got["listed"], 2,
+        "the provider still lists the old key: {got}"
+    );
+    assert!(clear.is_empty(), "a key reached the sandbox: {got}");
     let _ = fs::remove_dir_all(&p.dir);
 }
