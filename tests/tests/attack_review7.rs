@@ -433,3 +433,96 @@ fn a_retired_key_the_provider_still_lists_stays_scrubbed() {
     assert!(clear.is_empty(), "a key reached the sandbox: {got}");
     let _ = fs::remove_dir_all(&p.dir);
 }
+
+/// Attack: the sandbox has a key leaked (its upstream echoes the key it was sent: a
+/// `reflection`, rotated as compromised by default), and the thief who holds it keeps
+/// the account's rate limit spent with it from outside (the test's `hold` file: every
+/// call of the account is answered 403, as a per-account limit answers), so the new
+/// key's test is answered 403 too. A routine rotation gives up after a few such
+/// answers and keeps the old key; a compromised one must not: the old key is the one
+/// the thief holds. Run on a rotation clock 20 times faster (the backoff between tries).
+#[test]
+fn a_thief_spending_the_accounts_rate_limit_does_not_keep_a_leaked_key_alive() {
+    let name = "atk7thief";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD]);
+    let hold = p.dir.join("hold");
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+watch_secs = 1
+retry_base_secs = 1
+retry_cap_secs = 2
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+        keys = keys.display(),
+        hold = hold.display(),
+        python = hb_tests::python(),
+        rotator = p.exec_rotator().display(),
+    );
+    let mut env = agent_env(name, &config);
+    env.vault_put("svc", "bot", OLD);
+    env.start_agent_with("info", &[("HB_TEST_ROTATION_CLOCK_SCALE", "20")]);
+    // The thief spends the account's rate limit with the stolen key.
+    fs::write(&hold, "").expect("hold");
+    let got = hb_tests::sandboxed::nobody_broker_client(
+        &env,
+        "web",
+        "h = hb.handle('svc', 'bot')['handle']\n\
+         print(json.dumps({'echo': code(lambda: hb.request('GET', 'https://api.test/echo', handle=h))}))\n",
+        &[],
+    );
+    assert_eq!(got["echo"], 200, "{got}");
+    // The compromise rotation, once it has been refused more often than a routine one
+    // takes, or has ended.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let rotation = loop {
+        let h = env.hb_json(&["rotation", "history"]);
+        if let Some(r) = h.as_array().and_then(|all| all.first())
+            && (r["attempt"].as_u64().unwrap_or(0) >= 9
+                || !matches!(r["step"].as_str(), Some("begun" | "created")))
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no compromise rotation went on: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(rotation["compromised"], true, "{rotation}");
+    // The thief stops (or the limit resets): a rotation still open completes.
+    fs::remove_file(&hold).expect("hold");
+    let id = rotation["id"].as_str().expect("id").to_owned();
+    let done = wait_for_step(
+        &env,
+        &id,
+        &["retired", "failed", "aborted", "rolled_back"],
+        60,
+    );
+    let live = hb_tests::provider::store(&keys);
+    let old_live = live.iter().any(|k| k == OLD);
+    println!(
+        "figure: the compromise rotation ended {} after {} refused tests; the leaked key {} live at the provider",
+        done["step"],
+        rotation["attempt"],
+        if old_live { "is still" } else { "is no longer" }
+    );
+    assert_eq!(
+        done["step"], "retired",
+        "the compromise rotation gave up: {done}"
+    );
+    assert!(!old_live, "the leaked key is still live at the provider");
+    let _ = fs::remove_dir_all(&p.dir);
+}
