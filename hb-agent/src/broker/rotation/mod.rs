@@ -367,8 +367,12 @@ async fn test(
             }
         }
         // A 403 or 429 (a rate limit a sandbox may spend on purpose) or an odd status:
-        // tried again a few times, then the rotation ends and the old value stays.
-        Ok(_) if rotation.attempt + 1 >= TEST_TRIES => {
+        // tried again a few times, then the rotation ends and the old value stays —
+        // unless the old value is compromised: it is the one a thief holds, and one who
+        // spends the account's rate limit with it would keep it alive. A compromise
+        // rotation goes on trying at the backoff's pace until the test passes (or an
+        // operator aborts it).
+        Ok(_) if rotation.attempt + 1 >= TEST_TRIES && !rotation.compromised => {
             abandon(shared, rotation, Step::Failed, "verify_status").await
         }
         Ok(_) => attempt_failed(shared, config, rotation, "verify_status").await,
@@ -393,7 +397,8 @@ async fn finish(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
     }
 }
 
-/// How many answers other than 2xx and 401 the test step takes before it gives up.
+/// How many answers other than 2xx and 401 the test step takes before it gives up (a
+/// compromise rotation's never does).
 const TEST_TRIES: u32 = 8;
 
 /// How many verify calls (spread by the backoff) the watch makes before it decides: a
