@@ -244,7 +244,7 @@ class H(http.server.BaseHTTPRequestHandler):
         elif u.path == "/keys":
             # A provider's API: 200 to a bearer its key store (a JSON list at ?file=) holds;
             # 403 to it while the file at ?hold= exists (a spent rate limit); ?list=1 lists
-            # the store's keys (as key-listing APIs do); ?wait= answers once that file
+            # the store's keys (as key-listing APIs do; ?list=newest: newest first); ?wait= answers once that file
             # exists (at most 30 s). With ?born= (the provider's minting times, a JSON
             # object key -> Unix seconds) and ?propagation_ms=, a key minted less than
             # that long ago is refused too (not valid everywhere yet).
@@ -270,7 +270,9 @@ class H(http.server.BaseHTTPRequestHandler):
             elif "hold" in q and os.path.exists(q["hold"]):
                 status, out = 403, b"rate limited"
             elif q.get("list"):
-                out = json.dumps({"keys": live}).encode()
+                # ?list=newest: newest first, as many key listings go.
+                listed = live[::-1] if q["list"] == "newest" else live
+                out = json.dumps({"keys": listed}).encode()
             else:
                 out = b"authorized"
         elif u.path == "/big":

@@ -271,6 +271,62 @@ pub async fn delete_handle(
     }
 }
 
+/// Registers with the scrubber every stored value (not revoked) it does not know yet,
+/// when the vault file changed since the last look: a value another process stored
+/// (`hb-agent vault put|rotate`) is scrubbed from every answer from then on, not only
+/// once a call of its own account reads it — a provider's listing may hold another
+/// tenant's key that no call has carried yet. One `stat` when nothing changed; after a
+/// change, the metadata and only the values not registered yet are read.
+pub async fn protect_stored(shared: &Arc<Shared>) {
+    let Some(stamp) = shared.accounts.stamp() else {
+        return;
+    };
+    let mut stored = shared.stored.lock().await;
+    if *stored == Some(stamp) {
+        return;
+    }
+    let known: std::collections::HashSet<String> = shared
+        .protected
+        .lock()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let read = with_vault(shared.vault.clone(), move |v| {
+        let mut values = Vec::new();
+        for meta in v.list()? {
+            // A row that does not open (`vault check` names it) is skipped, not retried
+            // at every answer.
+            if meta.status != crate::vault::Status::Revoked
+                && !known.contains(&meta.id)
+                && let Ok(value) = v.get(&meta.id)
+            {
+                values.push(value);
+            }
+        }
+        Ok(values)
+    })
+    .await;
+    let Ok(values) = read else {
+        return;
+    };
+    if !values.is_empty() {
+        // Off the async workers: registering takes milliseconds with many live values.
+        let registering = {
+            let shared = Arc::clone(shared);
+            tokio::task::spawn_blocking(move || {
+                for (meta, secret) in &values {
+                    shared.protect(&meta.id, secret);
+                }
+            })
+        };
+        if registering.await.is_err() {
+            return;
+        }
+    }
+    // The stamp taken before the read: a commit meanwhile changes it, and the next look
+    // reads again.
+    *stored = Some(stamp);
+}
+
 /// The credentials a call of `integration`/`account` may carry now, the active one
 /// first (see `accounts`): from the cache while the vault file is unchanged, else read
 /// from the vault, each value registered with the scrubber before it is returned.

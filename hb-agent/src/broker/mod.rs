@@ -267,6 +267,8 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     quarantines: rotation::quarantine::Quarantines::default(),
                     sensor: rotation::sensor::Sensor::open(&state_dir, sensor_config),
                     breakers: rotation::breaker::Breakers::open(&state_dir, clock.now()),
+                    minting: rotation::minting::Minting::default(),
+                    stored: tokio::sync::Mutex::new(None),
                     clock,
                     caller_audit: caller_audit::CallerBudgets::default(),
                     caller_events: caller_audit::CallerBudgets::default(),

@@ -78,7 +78,7 @@ use super::{
         CredentialQuery, HopDecision, OutboundRequest, OutboundResponse,
         url::{Host, Target},
     },
-    rotation::probe::Verdict,
+    rotation::{minting, probe::Verdict},
     state::{AppState, CallerOf, JsonBody},
     text_gate::View,
 };
@@ -1154,6 +1154,44 @@ struct Answer<'a> {
     not_replaced: Option<&'static str>,
 }
 
+/// An answer ready while a rotator mints a key the answer's upstream may already hold
+/// and list waits until the scrubber knows the key (see `rotation::minting`): an answer
+/// to a call with the minting integration's handle, or from its hosts or its HTTP
+/// rotator's. It waits at most [`minting::HOLD`]: a provider slower than that to
+/// answer its create is treated as one that timed out (an audit record says so).
+async fn after_minting(call: &Call<'_>, decision: &Decision<'_>, parsed: &Parsed) {
+    let shared = call.shared;
+    if !shared.minting.any() {
+        return;
+    }
+    let host = &parsed.target.host;
+    let concerned = |name: &str| {
+        decision
+            .credential
+            .as_ref()
+            .is_some_and(|(entry, _)| entry.integration == name)
+            || shared
+                .config
+                .integrations
+                .iter()
+                .filter(|i| i.name.get_ref() == name)
+                .any(|i| host_matches(i, host) || rotator_host(i).is_some_and(|h| &h == host))
+    };
+    if !shared
+        .minting
+        .wait(concerned, minting::HOLD.min(shared.timeout))
+        .await
+    {
+        call.audit(&parsed.action, "allowed", "minting_hold_expired");
+    }
+}
+
+/// The host of an integration's HTTP rotator, if it has one.
+fn rotator_host(integration: &IntegrationConfig) -> Option<Host> {
+    let http = integration.rotation.as_ref()?.http.as_ref()?;
+    Target::parse(&http.url).ok().map(|t| t.host)
+}
+
 /// Phase 6: what leaves is what the scrubber saw.
 async fn respond(
     call: &Call<'_>,
@@ -1163,6 +1201,8 @@ async fn respond(
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
     let (shared, sent) = (call.shared, answer.sent);
+    after_minting(call, decision, parsed).await;
+    super::credentials::protect_stored(shared).await;
     if let Some((entry, _)) = &decision.credential {
         // Barred while the call was out (another of its calls hit): no answer at all.
         if shared

@@ -80,6 +80,11 @@ pub struct Shared {
     pub sensor: super::rotation::sensor::Sensor,
     /// Each rotator's circuit breaker (`state_dir/breakers.json`).
     pub breakers: super::rotation::breaker::Breakers,
+    /// The integrations whose rotator is minting a value the scrubber does not know yet.
+    pub minting: super::rotation::minting::Minting,
+    /// The vault file's stamp when its every stored value was last registered with the
+    /// scrubber (see `credentials::protect_stored`); `None`: not since the start.
+    pub stored: tokio::sync::Mutex<Option<super::accounts::Stamp>>,
     /// Each caller's audit records under its event budget.
     pub caller_audit: super::caller_audit::CallerBudgets<super::caller_audit::CallerRecord>,
     /// Each caller's refusals for the event stream under its event budget.

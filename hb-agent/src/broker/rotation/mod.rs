@@ -45,6 +45,7 @@ pub mod detect;
 pub mod exec;
 pub mod http;
 pub mod limits;
+pub mod minting;
 pub mod novelty;
 pub mod probe;
 pub mod quarantine;
@@ -264,6 +265,9 @@ async fn create(
         return fail(shared, rotation, "not_recorded", &e).await;
     }
     let ask = ask(rotation, "create", Key::Old, &old);
+    // From here until the scrubber knows the new value, the provider may hold (and list)
+    // it: answers from the integration's hosts wait (see `minting`).
+    let mint = shared.minting.begin(&rotation.integration);
     let minted = rotator.create(&ask).await;
     breaker_record(shared, &rotation.integration, config, minted.as_ref().err());
     let minted = match minted {
@@ -282,6 +286,7 @@ async fn create(
     if protecting.await.is_err() {
         shared.protect_pending(rotation, &minted.secret);
     }
+    drop(mint);
     let id = rotation.id.clone();
     let secret = Secret::new(minted.secret.expose().to_vec());
     let expires = minted.expires;
@@ -362,8 +367,12 @@ async fn test(
             }
         }
         // A 403 or 429 (a rate limit a sandbox may spend on purpose) or an odd status:
-        // tried again a few times, then the rotation ends and the old value stays.
-        Ok(_) if rotation.attempt + 1 >= TEST_TRIES => {
+        // tried again a few times, then the rotation ends and the old value stays —
+        // unless the old value is compromised: it is the one a thief holds, and one who
+        // spends the account's rate limit with it would keep it alive. A compromise
+        // rotation goes on trying at the backoff's pace until the test passes (or an
+        // operator aborts it).
+        Ok(_) if rotation.attempt + 1 >= TEST_TRIES && !rotation.compromised => {
             abandon(shared, rotation, Step::Failed, "verify_status").await
         }
         Ok(_) => attempt_failed(shared, config, rotation, "verify_status").await,
@@ -388,7 +397,8 @@ async fn finish(shared: &Arc<Shared>, config: &RotationConfig, rotation: &Rotati
     }
 }
 
-/// How many answers other than 2xx and 401 the test step takes before it gives up.
+/// How many answers other than 2xx and 401 the test step takes before it gives up (a
+/// compromise rotation's never does).
 const TEST_TRIES: u32 = 8;
 
 /// How many verify calls (spread by the backoff) the watch makes before it decides: a

@@ -1,0 +1,528 @@
+//! A seventh attack review, run as the process inside the sandbox: each test performs
+//! one attack from a sandbox (uid 65534, arbitrary Python) against the real agent, real
+//! kernel and real upstreams on the test namespace's `lo`, and asserts the secure
+//! outcome. A test marked `#[ignore = "open: …"]` is a break found and not yet fixed:
+//! it fails against the current agent.
+//!
+//! Angle: the credential lifecycle — what a sandbox holding a handle for an account
+//! can see of the account's keys while a rotation mints, tests, switches and retires
+//! them, and what it can make the rotation engine do.
+//!
+//! The world is the fake provider of `rotation.rs` (`tests/src/provider.rs`): an HTTPS
+//! API `api.test` that accepts exactly the keys a key store holds and lists them on
+//! `?list=newest` (newest first, as key-listing APIs do), and an exec rotator minting
+//! into that store or (`provider.test`) a provider's key API behind the HTTP rotator.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Stdio},
+    time::{Duration, Instant},
+};
+
+use hb_tests::{
+    TestEnv,
+    provider::{EXEC_ROTATOR, KeyApi, Provider, agent_env, minted, wait_for_step},
+    sandboxed::{broker_client_script, nobody_command},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5417;
+const OLD: &str = "key-old-7a1c0e93d5b24f6e8c0a9d17b3e5f248";
+const ADMIN: &str = "adm-3e2d1c0b4a5968778695a4b3c2d1e0f9";
+
+/// The exec rotator of a provider whose `create` answers a while after it committed the
+/// key (a slow API, a long round trip): the new key is in the store, and listed, before
+/// the agent hears of it.
+fn slow_rotator(p: &Provider, secs: f64) -> PathBuf {
+    let script = EXEC_ROTATOR.replace(
+        "    print(json.dumps({\"secret\": new}))\n",
+        &format!(
+            "    with open(store, \"w\") as f:\n        json.dump(live, f)\n    \
+             import time\n    time.sleep({secs})\n    print(json.dumps({{\"secret\": new}}))\n"
+        ),
+    );
+    assert_eq!(
+        script.matches("time.sleep").count(),
+        1,
+        "the rotator's create was changed"
+    );
+    let path = p.dir.join("slow-rotator.py");
+    fs::write(&path, script).expect("rotator");
+    path
+}
+
+/// The agent of this world: `svc` (bearer, host `api.test`, verified against the key
+/// store `keys`) rotated as `rotator` says (the `[integration.rotation]` lines after
+/// the tuning: the grace period and the rotator), bound to the policy `web`; `more` appended (more integrations). The
+/// vault holds `svc/bot` = [`OLD`] and, with `more`, `provider/admin` = [`ADMIN`].
+fn agent(name: &str, p: &Provider, keys: &Path, rotator: &str, more: &str) -> TestEnv {
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/keys?file={keys}&step=verify"
+
+[integration.rotation]
+watch_secs = 1
+retry_base_secs = 1
+retry_cap_secs = 2
+# The listing echoes the key a call carries too: only an alert, so that no compromise
+# rotation joins the one under test.
+on_reflection = "alert"
+{rotator}
+{more}
+[[policy]]
+name = "web"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+        keys = keys.display(),
+    );
+    let mut env = agent_env(name, &config);
+    env.vault_put("svc", "bot", OLD);
+    if !more.is_empty() {
+        env.vault_put("provider", "admin", ADMIN);
+    }
+    env.start_agent();
+    env
+}
+
+/// The sandbox's loop: the provider's key listing (newest first) through its handle,
+/// as fast as it goes, until its stdin says stop; then how many answers held a key in
+/// the clear that is not the old one (it counts, it never prints a key).
+const LISTER: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+url = "https://api.test/keys?file=" + STORE + "&list=newest&step=list"
+stop = threading.Event()
+def wait_stop():
+    sys.stdin.readline()
+    stop.set()
+threading.Thread(target=wait_stop, daemon=True).start()
+calls = clear = two = 0
+errors = Counter()
+print("ready", flush=True)
+while not stop.is_set():
+    r = attempt(lambda: hb.request("GET", url, handle=h))
+    calls += 1
+    if "error" in r:
+        errors[r["error"]] += 1
+        continue
+    try:
+        listed = json.loads(r["body"])["keys"]
+    except Exception:
+        errors["not_json"] += 1
+        continue
+    if len(listed) > 1:
+        two += 1
+    if any(k.startswith(("key-new-", "key-http-")) for k in listed):
+        clear += 1
+print(json.dumps({"calls": calls, "listed_two": two, "new_key_in_clear": clear,
+                  "errors": dict(errors)}), flush=True)
+"#;
+
+/// [`LISTER`] running as nobody in a sandbox of `web`, listing the key store `store`.
+struct Lister {
+    child: Child,
+    to: ChildStdin,
+    from: BufReader<ChildStdout>,
+}
+
+impl Lister {
+    fn start(env: &TestEnv, store: &Path) -> Self {
+        let script = format!("STORE = {:?}\n{LISTER}", store.display().to_string());
+        let mut child = nobody_command(
+            env,
+            "web",
+            &[],
+            &[
+                hb_tests::python(),
+                "-c",
+                &broker_client_script(env, &script),
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sandbox run");
+        let to = child.stdin.take().expect("stdin");
+        let mut from = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        from.read_line(&mut line).expect("sandbox output");
+        assert_eq!(line.trim(), "ready", "the lister did not start");
+        Self { child, to, from }
+    }
+
+    /// Stops it; what it counted.
+    fn stop(mut self) -> Value {
+        writeln!(self.to, "stop").expect("to sandbox");
+        let mut line = String::new();
+        self.from.read_line(&mut line).expect("sandbox output");
+        let _ = self.child.wait();
+        serde_json::from_str(line.trim()).expect("lister JSON")
+    }
+}
+
+impl Drop for Lister {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn begin(env: &TestEnv) -> String {
+    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
+    assert!(
+        begun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&begun.stderr)
+    );
+    serde_json::from_slice::<Value>(&begun.stdout).expect("rotation JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+fn assert_never_in_clear(got: &Value, done: &Value) {
+    assert_eq!(done["step"], "watched", "the rotation completed: {done}");
+    assert!(
+        got["listed_two"].as_u64().unwrap_or(0) > 0,
+        "the sandbox saw the listing with both keys: {got}"
+    );
+    assert_eq!(
+        got["new_key_in_clear"], 0,
+        "the provider's listing gave the sandbox the account's next key: {got}"
+    );
+}
+
+/// Attack: the sandbox lists the account's keys at the provider in a loop while a
+/// rotation mints the account's next key. The provider holds (and lists) the new key
+/// from the moment it commits it; the agent registers it with the scrubber only once
+/// the rotator's `create` has answered. Every listing answered in between carried the
+/// account's next key — the one the rotation is about to make ACTIVE — in the clear
+/// (on e711982: 33 of 60 listings with a create answering 1.5 s after its commit; 1 or
+/// 2 of ~20 in two runs of three with no delay at all).
+#[test]
+fn the_next_key_listed_by_the_provider_before_its_create_answers_never_reaches_the_sandbox() {
+    let name = "atk7mint";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD]);
+    let rotator = format!(
+        "grace_secs = 600\nexec = [{:?}, {:?}, {:?}]",
+        hb_tests::python(),
+        slow_rotator(&p, 1.5).display().to_string(),
+        keys.display().to_string()
+    );
+    let env = agent(name, &p, &keys, &rotator, "");
+    let lister = Lister::start(&env, &keys);
+    let id = begin(&env);
+    let done = wait_for_step(
+        &env,
+        &id,
+        &["watched", "retired", "failed", "rolled_back"],
+        60,
+    );
+    // A few more listings with the new key active.
+    std::thread::sleep(Duration::from_millis(500));
+    let got = lister.stop();
+    println!(
+        "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {})",
+        got["new_key_in_clear"], got["calls"], done["step"]
+    );
+    assert_never_in_clear(&got, &done);
+    assert_eq!(minted(&keys).len(), 1, "one key minted");
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// Attack: as above, with the HTTP rotator of a provider that commits the key and then
+/// answers later than the rotator's `timeout_secs` (an overloaded API). The agent stops
+/// waiting, so the value is unknown to it until the retry, after the backoff, gets the
+/// same key back through its `Idempotency-Key`; every listing in between carries it in
+/// the clear. (An exec rotator killed at its timeout leaves an orphan the agent never
+/// learns at all.)
+#[test]
+#[ignore = "open: a key minted by a create the agent stopped waiting for is unknown to the scrubber until a retry returns it (exec rotator: never)"]
+fn the_next_key_minted_by_a_create_that_timed_out_never_reaches_the_sandbox() {
+    let name = "atk7hang";
+    let mut p = Provider::start(
+        name,
+        DNS_PORT,
+        Some(KeyApi {
+            admin: ADMIN,
+            keys: &[OLD],
+            hang_secs: 4.0,
+        }),
+    );
+    let provider = p.keys_api.take().expect("the key API");
+    let keys = provider.keys_path();
+    let rotator = r#"grace_secs = 600
+timeout_secs = 2
+
+[integration.rotation.http]
+url = "https://provider.test/v1/keys"
+auth = { integration = "provider", account = "admin" }
+secret_pointer = "/data/secret"
+"#;
+    let more = r#"
+[[integration]]
+name = "provider"
+auth = "bearer"
+hosts = ["provider.test"]
+methods = ["POST"]
+"#;
+    let env = agent(name, &p, &keys, rotator, more);
+    let lister = Lister::start(&env, &keys);
+    provider.set_mode("hang");
+    let id = begin(&env);
+    // The first create has minted and timed out; the second is out, hanging too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while provider.calls("create").len() < 2 {
+        assert!(Instant::now() < deadline, "the create was never retried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    provider.set_mode("ok");
+    let done = wait_for_step(
+        &env,
+        &id,
+        &["watched", "retired", "failed", "rolled_back"],
+        60,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = lister.stop();
+    println!(
+        "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {}, {} creates)",
+        got["new_key_in_clear"],
+        got["calls"],
+        done["step"],
+        provider.calls("create").len()
+    );
+    assert_never_in_clear(&got, &done);
+    assert_eq!(provider.minted().len(), 1, "one key minted");
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+const OTHER: &str = "key-oth-51d0c2a8e6f34b79a0c1d2e3f4a5b6c7";
+const OTHER_NEW: &str = "key-onw-9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b";
+
+/// Attack: two tenants of one provider (an organisation's keys, listed by its API to
+/// any of them, as admin listings go): `a` for the policy `web` (the attacker), `b` for
+/// `ops`. While the agent runs, the operator rotates `b`'s key by hand (`hb-agent vault
+/// rotate`, another process); the provider lists the new key at once. The agent
+/// registered every stored value with the scrubber when it started, and a value stored
+/// since only when a call of its own account reads it: until `b` calls, the attacker's
+/// listing carries `b`'s new key in the clear.
+#[test]
+fn another_tenants_key_rotated_by_hand_never_reaches_the_sandbox_before_its_first_use() {
+    let name = "atk7hand";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD, OTHER]);
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "a"
+auth = "bearer"
+hosts = ["api.test"]
+
+[[integration]]
+name = "b"
+auth = "bearer"
+hosts = ["api.test"]
+
+[[policy]]
+name = "web"
+integrations = ["a"]
+
+[[policy]]
+name = "ops"
+integrations = ["b"]
+"#,
+        head = p.config_head(""),
+    );
+    let mut env = agent_env(name, &config);
+    env.vault_put("a", "bot", OLD);
+    env.vault_put("b", "bot", OTHER);
+    env.start_agent();
+    // The provider mints `b`'s next key; the operator stores it by hand.
+    fs::write(
+        &keys,
+        serde_json::to_string(&[OLD, OTHER, OTHER_NEW]).expect("json"),
+    )
+    .expect("store");
+    env.vault_with_secret(
+        &["rotate", "-i", "b", "-a", "bot", "--grace", "10m"],
+        OTHER_NEW,
+    );
+    let script = format!(
+        "STORE = {:?}\n\
+         h = hb.handle('a', 'bot')['handle']\n\
+         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
+         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
+         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
+                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
+        keys.display().to_string()
+    );
+    let got = hb_tests::sandboxed::nobody_broker_client(&env, "web", &script, &[]);
+    let clear = got["clear"].as_array().cloned().unwrap_or_default();
+    println!(
+        "figure: {} of {} listed keys reached the attacker in the clear ({:?})",
+        clear.len(),
+        got["listed"],
+        clear
+    );
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["listed"], 3, "{got}");
+    assert!(
+        clear.is_empty(),
+        "another tenant's key stored while the agent ran reached the attacker: {got}"
+    );
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// Held (a regression test): the provider failed to revoke the old key at the end of
+/// its grace (its revoke answered success and did nothing), so it still lists and
+/// accepts it; the vault erased it. A sandbox listing the account's keys after the
+/// retirement gets neither key in the clear: the scrubber keeps a retired value.
+#[test]
+fn a_retired_key_the_provider_still_lists_stays_scrubbed() {
+    let name = "atk7retired";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD]);
+    // A revoke that does nothing.
+    let script = EXEC_ROTATOR.replace(
+        "    live = [k for k in live if k != req[\"secret\"]]\n",
+        "    pass\n",
+    );
+    assert_ne!(script, EXEC_ROTATOR, "the rotator's revoke was changed");
+    let path = p.dir.join("lazy-rotator.py");
+    fs::write(&path, script).expect("rotator");
+    let rotator = format!(
+        "grace_secs = 1\nexec = [{:?}, {:?}, {:?}]",
+        hb_tests::python(),
+        path.display().to_string(),
+        keys.display().to_string()
+    );
+    let env = agent(name, &p, &keys, &rotator, "");
+    let id = begin(&env);
+    let done = wait_for_step(&env, &id, &["retired", "failed", "rolled_back"], 60);
+    assert_eq!(done["step"], "retired", "{done}");
+    let script = format!(
+        "STORE = {:?}\n\
+         h = hb.handle('svc', 'bot')['handle']\n\
+         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
+         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
+         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
+                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
+        keys.display().to_string()
+    );
+    let got = hb_tests::sandboxed::nobody_broker_client(&env, "web", &script, &[]);
+    let clear = got["clear"].as_array().cloned().unwrap_or_default();
+    println!(
+        "figure: {} of {} listed keys (the retired one still live at the provider) in the clear",
+        clear.len(),
+        got["listed"]
+    );
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(
+        got["listed"], 2,
+        "the provider still lists the old key: {got}"
+    );
+    assert!(clear.is_empty(), "a key reached the sandbox: {got}");
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// Attack: the sandbox has a key leaked (its upstream echoes the key it was sent: a
+/// `reflection`, rotated as compromised by default), and the thief who holds it keeps
+/// the account's rate limit spent with it from outside (the test's `hold` file: every
+/// call of the account is answered 403, as a per-account limit answers), so the new
+/// key's test is answered 403 too. A routine rotation gives up after a few such
+/// answers and keeps the old key; a compromised one must not: the old key is the one
+/// the thief holds. Run on a rotation clock 20 times faster (the backoff between tries).
+#[test]
+fn a_thief_spending_the_accounts_rate_limit_does_not_keep_a_leaked_key_alive() {
+    let name = "atk7thief";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD]);
+    let hold = p.dir.join("hold");
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+watch_secs = 1
+retry_base_secs = 1
+retry_cap_secs = 2
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+        keys = keys.display(),
+        hold = hold.display(),
+        python = hb_tests::python(),
+        rotator = p.exec_rotator().display(),
+    );
+    let mut env = agent_env(name, &config);
+    env.vault_put("svc", "bot", OLD);
+    env.start_agent_with("info", &[("HB_TEST_ROTATION_CLOCK_SCALE", "20")]);
+    // The thief spends the account's rate limit with the stolen key.
+    fs::write(&hold, "").expect("hold");
+    let got = hb_tests::sandboxed::nobody_broker_client(
+        &env,
+        "web",
+        "h = hb.handle('svc', 'bot')['handle']\n\
+         print(json.dumps({'echo': code(lambda: hb.request('GET', 'https://api.test/echo', handle=h))}))\n",
+        &[],
+    );
+    assert_eq!(got["echo"], 200, "{got}");
+    // The compromise rotation, once it has been refused more often than a routine one
+    // takes, or has ended.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let rotation = loop {
+        let h = env.hb_json(&["rotation", "history"]);
+        if let Some(r) = h.as_array().and_then(|all| all.first())
+            && (r["attempt"].as_u64().unwrap_or(0) >= 9
+                || !matches!(r["step"].as_str(), Some("begun" | "created")))
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no compromise rotation went on: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(rotation["compromised"], true, "{rotation}");
+    // The thief stops (or the limit resets): a rotation still open completes.
+    fs::remove_file(&hold).expect("hold");
+    let id = rotation["id"].as_str().expect("id").to_owned();
+    let done = wait_for_step(
+        &env,
+        &id,
+        &["retired", "failed", "aborted", "rolled_back"],
+        60,
+    );
+    let live = hb_tests::provider::store(&keys);
+    let old_live = live.iter().any(|k| k == OLD);
+    println!(
+        "figure: the compromise rotation ended {} after {} refused tests; the leaked key {} live at the provider",
+        done["step"],
+        rotation["attempt"],
+        if old_live { "is still" } else { "is no longer" }
+    );
+    assert_eq!(
+        done["step"], "retired",
+        "the compromise rotation gave up: {done}"
+    );
+    assert!(!old_live, "the leaked key is still live at the provider");
+    let _ = fs::remove_dir_all(&p.dir);
+}
