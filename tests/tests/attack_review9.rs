@@ -471,7 +471,6 @@ fn a_flood_of_admitted_sockets_does_not_cut_another_tenants_guarded_connection()
 /// outlived its address's validation (TTL 1 s): its packets pass only on the entry the
 /// flood pushes out, and are then judged in full, as a new connection's would be.
 #[test]
-#[ignore = "open: HB_SOCK_DEST is one LRU for every sandbox; a flood of admitted sockets evicts other tenants' established flows past their address's expiry (fix: per-socket BPF_MAP_TYPE_SK_STORAGE, which needs BTF map definitions aya-ebpf 0.2.1 lacks)"]
 fn a_flood_of_admitted_sockets_does_not_cut_another_tenants_direct_connection() {
     let (second, flood, reached) =
         evicted_victim("review9-evict-direct", 8080, 1, "min_ttl_secs = 1\n");
