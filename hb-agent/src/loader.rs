@@ -31,7 +31,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use hb_common::{pin_dirs, prog_names};
+use hb_common::{map_names, pin_dirs, prog_names};
 
 /// The compiled kernel side, built by `build.rs` through aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hb-ebpf"));
@@ -147,15 +147,35 @@ pub fn ensure_bpffs(bpffs_dir: &Path) -> Result<()> {
 }
 
 /// Loads the object, creating the maps or reopening their pins. Programs are not
-/// attached yet: the caller fills the maps first.
+/// attached yet: the caller fills the maps first. Pins of retired maps
+/// ([`map_names::RETIRED`]) an older agent left are removed once the object loaded.
 pub fn load(bpffs_dir: &Path) -> Result<Ebpf> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
-    EbpfLoader::new()
-        .default_map_pin_directory(bpffs_dir.join(pin_dirs::MAPS))
+    let maps = bpffs_dir.join(pin_dirs::MAPS);
+    let ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&maps)
         .load(OBJECT)
-        .map_err(LoadError::Object)
+        .map_err(LoadError::Object)?;
+    remove_retired_pins(&maps);
+    Ok(ebpf)
+}
+
+/// Unpins the maps no program of this agent uses. An older agent's programs, still
+/// attached until [`attach`] replaces them, hold their own references: the map goes
+/// with them. A pin that cannot be removed is logged and left (it only costs memory).
+fn remove_retired_pins(maps_dir: &Path) {
+    for name in map_names::RETIRED {
+        let pin = maps_dir.join(name);
+        match fs::remove_file(&pin) {
+            Ok(()) => tracing::info!(pin = %pin.display(), "removed the pin of a retired map"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(pin = %pin.display(), error = %e, "could not remove a retired map's pin")
+            }
+        }
+    }
 }
 
 /// What [`attach`] did, for the log and the state file.

@@ -59,12 +59,23 @@ pub mod map_names {
     /// upstream lookups). Never removed: a port reused by another socket is filed anew
     /// by that socket's first datagram.
     pub const DNS_UDP: &str = "HB_DNS_UDP";
-    /// LRU hash: socket cookie → [`SockDest`](crate::SockDest), the peer the socket hooks
-    /// last admitted for a socket (or, for an accepted connection of a policy with
-    /// `inbound = true`, its client). `cgroup_skb` passes a packet of that socket to or
-    /// from exactly that address without judging it again, so established flows outlive
-    /// the expiry of the validated address they were opened to.
-    pub const SOCK_DEST: &str = "HB_SOCK_DEST";
+    /// Socket storage (`BPF_MAP_TYPE_SK_STORAGE`): each socket's own
+    /// [`SockDest`](crate::SockDest), the peer the socket hooks last admitted for it (or,
+    /// for an accepted connection of a policy with `inbound = true`, its client).
+    /// `cgroup_skb` passes a packet of that socket to or from exactly that address without
+    /// judging it again, so established flows outlive the expiry of the validated address
+    /// they were opened to. The kernel frees a record with its socket, so no socket can
+    /// push out another's (as one LRU shared by every sandbox once let a flood do). User
+    /// space can read a record only through a descriptor of its socket: the map cannot be
+    /// listed or counted. Pinned, so a restarted agent's programs read what its
+    /// predecessor's recorded for the sockets still open.
+    pub const SOCK_PEER: &str = "HB_SOCK_PEER";
+    /// The LRU hash (socket cookie → [`SockDest`](crate::SockDest)) [`SOCK_PEER`]
+    /// replaced. A pin of it left by an older agent is removed at load (see [`RETIRED`]).
+    pub const SOCK_DEST_RETIRED: &str = "HB_SOCK_DEST";
+    /// Pins of maps no program uses any more; the agent removes them when it loads (the
+    /// programs of an older agent that still run keep their map until they are replaced).
+    pub const RETIRED: [&str; 1] = [SOCK_DEST_RETIRED];
     /// LRU hash: [`EventRateKey`](crate::EventRateKey) (cgroup id and direction) →
     /// [`EventRate`](crate::EventRate), the cgroup's event budget for the current window.
     /// Refusals past it are enforced and counted; a destination not yet reported in the
@@ -132,7 +143,7 @@ pub mod map_names {
         DNS_ORIG,
         DNS_FLOWS,
         DNS_UDP,
-        SOCK_DEST,
+        SOCK_PEER,
         NAT64,
         EVENT_RATE,
         EVENT_SEEN,
@@ -217,9 +228,6 @@ pub mod limits {
     /// Redirected UDP DNS client ends remembered at once (least recently used go: a
     /// datagram whose entry is gone is answered, charged to its policy's unattributed share).
     pub const DNS_UDP: u32 = 65_536;
-    /// Sockets whose admitted peer is remembered at once (least recently used go; a
-    /// forgotten socket's packets are judged in full again, which fails closed).
-    pub const SOCK_DEST: u32 = 65_536;
     /// NAT64 prefixes (`egress.nat64_prefixes`); the agent refuses a config with more.
     pub const NAT64_PREFIXES: u32 = 16;
     /// Cgroups whose event budget is remembered at once (least recently used go; a
@@ -481,7 +489,7 @@ pub struct DnsOrig {
 }
 const _: () = assert!(size_of::<DnsOrig>() == 32);
 
-/// Value of [`map_names::SOCK_DEST`]: the one peer a socket was admitted to talk to.
+/// Value of [`map_names::SOCK_PEER`]: the one peer a socket was admitted to talk to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockDest {

@@ -14,8 +14,8 @@
 //! and the query is judged like any other connection — to a nameserver the policy does
 //! not allow, that is a refusal.
 //!
-//! A redirected socket's admitted peer (`HB_SOCK_DEST`) is the resolver's address, which
-//! is what its packets carry, so `cgroup_skb/egress` passes them on the socket cookie.
+//! A redirected socket's admitted peer (`HB_SOCK_PEER`) is the resolver's address, which
+//! is what its packets carry, so `cgroup_skb/egress` passes them on the socket's record.
 //!
 //! Who sent a datagram: the resolver sees only its source address and port, which a UDP
 //! socket may not have yet in `connect4` (the kernel binds it after the hook), so a
@@ -65,6 +65,14 @@ fn config() -> Option<DnsConfig> {
 #[inline(always)]
 fn resolver_port(cfg: &DnsConfig, policy_id: u32) -> u32 {
     u32::from(cfg.port_base.wrapping_add(policy_id as u16).to_be())
+}
+
+/// The socket of a sock_addr hook (`bpf_sock_addr.sk`, never null), for its admitted
+/// peer ([`policy::admit`]).
+#[inline(always)]
+pub(crate) fn sock(ctx: &SockAddrContext) -> policy::Sock {
+    // SAFETY: a verifier-checked 8-byte read of the context's `sk` field.
+    unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk }
 }
 
 #[inline(always)]
@@ -117,7 +125,7 @@ pub(crate) fn redirect4(
         sa.user_port = resolver_port(&cfg, policy_id);
         let mut peer = [0u8; 16];
         peer[..4].copy_from_slice(&cfg.addr4);
-        policy::admit_marked(cookie(ctx), AF_INET, peer, admit_flags, udp_mark(protocol));
+        policy::admit_marked(sock(ctx), AF_INET, peer, admit_flags, udp_mark(protocol));
     }
     true
 }
@@ -161,7 +169,7 @@ pub(crate) fn redirect6(
         sa.user_ip6[3] = LOOPBACK6[3];
         sa.user_port = resolver_port(&cfg, policy_id);
         policy::admit_marked(
-            cookie(ctx),
+            sock(ctx),
             AF_INET6,
             LOOPBACK6_BYTES,
             admit_flags,

@@ -146,6 +146,7 @@ pub(crate) fn route(
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     let cookie = dns::cookie(ctx);
+    let sk = dns::sock(ctx);
     if GUARD_ORIG.insert(cookie, orig, 0).is_err() {
         policy::count(Counter::MapFull);
         return Route::Unrecorded;
@@ -160,19 +161,14 @@ pub(crate) fn route(
             let mut peer = [0u8; 16];
             peer[..4].copy_from_slice(&cfg.addr4);
             sa.user_port = to;
-            policy::admit(cookie, AF_INET, peer, hb_common::SOCK_ADMIT_CONNECT);
+            policy::admit(sk, AF_INET, peer, hb_common::SOCK_ADMIT_CONNECT);
         } else {
             sa.user_ip6[0] = LOOPBACK6[0];
             sa.user_ip6[1] = LOOPBACK6[1];
             sa.user_ip6[2] = LOOPBACK6[2];
             sa.user_ip6[3] = LOOPBACK6[3];
             sa.user_port = to;
-            policy::admit(
-                cookie,
-                AF_INET6,
-                LOOPBACK6_BYTES,
-                hb_common::SOCK_ADMIT_CONNECT,
-            );
+            policy::admit(sk, AF_INET6, LOOPBACK6_BYTES, hb_common::SOCK_ADMIT_CONNECT);
         }
     }
     Route::Guarded
@@ -209,9 +205,11 @@ pub(crate) fn is_guard_port_any(port: u16) -> bool {
 /// address, `[::1]` for IPv6, and that policy's port; `port` host order). A sandbox
 /// reaches that port only through the connect hooks' redirect (a connect that names it
 /// is judged as loopback and refused), so this passes the segments of a guarded
-/// connection whose admitted-peer entry the shared LRU (`HB_SOCK_DEST`) has dropped,
-/// as `dns::is_resolver_addr` does for the resolver: a flood of other sockets must not
-/// cut a guarded connection.
+/// connection that has no admitted-peer record (`HB_SOCK_PEER`: the kernel could not
+/// allocate it, or the connection predates an agent upgrade that replaced the map), as
+/// `dns::is_resolver_addr` does for the resolver. (It was the fix against a flood of
+/// other sockets pushing guarded connections out of the shared LRU the records once
+/// were; the per-socket storage has no such pressure.)
 #[inline(always)]
 pub(crate) fn is_own_guard(policy_id: u32, family: u16, addr: &[u8; 16], port: u16) -> bool {
     let Some(cfg) = config() else { return false };

@@ -8,7 +8,7 @@
 //! * `sock_ops` ([`hb_sock_ops`]): when a guarded connection or a redirected TCP DNS
 //!   connection sends its SYN, its record is filed for the guard (`guard::record_flow`)
 //!   or the resolver (`dns::record_flow`) under [`connect_key`]; when a connection is accepted, its client becomes the
-//!   accepted socket's admitted peer in `HB_SOCK_DEST`, so the egress side, which judges
+//!   accepted socket's admitted peer in `HB_SOCK_PEER`, so the egress side, which judges
 //!   every packet on its destination, lets the replies through. Before that, the SYN-ACK
 //!   leaves from the listener: an admitted SYN makes its sender the listener's admitted
 //!   peer ([`admit_on_listener`]).
@@ -34,7 +34,7 @@
 //!   a lookup: they belong to a connection the sandbox opened (judged by the connect hooks)
 //!   or accepted (judged here, at LISTEN time). A SYN without ACK to a connecting socket
 //!   (simultaneous open) can only come from the peer the sandbox connect()ed to.
-//! * UDP sockets: a datagram passes from the socket's admitted peer (`HB_SOCK_DEST`), from
+//! * UDP sockets: a datagram passes from the socket's admitted peer (`HB_SOCK_PEER`), from
 //!   hb's DNS resolver (its address and the port of the sandbox's policy), or from an
 //!   address the policy allows as a destination (deny ranges, exceptions, static CIDRs,
 //!   validated addresses: the very verdict `connect` would give); else it is dropped.
@@ -75,7 +75,7 @@ use hb_common::{
 
 use crate::{
     dns,
-    policy::{self, Judgement, Report, SOCK_DEST, governing},
+    policy::{self, Judgement, Report, governing},
 };
 
 const PASS: i32 = 1;
@@ -171,17 +171,16 @@ pub fn hb_skb_ingress(ctx: SkBuffContext) -> i32 {
 /// SYNs at once) is judged in full, and the client's SYN retransmission records it again.
 #[inline(always)]
 fn admit_on_listener(ctx: &SkBuffContext, p: &Packet) {
-    // SAFETY: the context pointer of a cgroup_skb program; the cookie is the listener's.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
     let d = SockDest {
         addr: p.src,
         family: p.family,
         dns: 0,
         flags: SOCK_ADMIT_INBOUND,
     };
-    if SOCK_DEST.insert(cookie, d, 0).is_err() {
-        policy::count(Counter::MapFull);
-    }
+    // skb->sk is the listener. Two SYNs processed at once on two CPUs (the listener is
+    // not locked for them) may leave a record mixing both clients: the SYN-ACKs then meet
+    // the full verdict, and the clients' retransmissions record them again.
+    policy::set_peer(skb_sock(ctx), d);
 }
 
 /// Drops (or, in audit mode, passes) an inbound packet, with an event.
@@ -388,11 +387,8 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
 /// peer, or from an address the policy would let the sandbox connect to.
 #[inline(always)]
 fn from_admitted_peer(ctx: &SkBuffContext, p: &Packet, policy_id: u32) -> bool {
-    // SAFETY: the context pointer of a cgroup_skb program; the cookie is skb->sk's, the
-    // receiving socket's.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
-    // SAFETY: the value is copied out at once.
-    if let Some(d) = unsafe { SOCK_DEST.get(cookie) }.copied()
+    // skb->sk is the receiving socket.
+    if let Some(d) = policy::peer(skb_sock(ctx))
         && same_address(&d, p.family, &p.src)
     {
         return true;
@@ -439,9 +435,10 @@ fn from_resolver(ctx: &SkBuffContext, p: &Packet, policy_id: u32) -> bool {
 /// (so the current task says nothing about the socket). Every such connection got past
 /// [`hb_skb_ingress`] on its listener, which refuses it unless the policy accepts inbound
 /// connections, audits, or the client is in the same sandbox: the admission was decided
-/// there, this records it. A socket of a cgroup that is not enrolled gets an entry that
-/// nothing reads. A full map is counted (the replies are then judged in full: fail
-/// closed). Addresses: `remote_ip4`/`remote_ip6` are network order; an IPv4 client of a
+/// there, this records it, in the accepted socket's own storage. A socket of a cgroup
+/// that is not enrolled gets a record that nothing reads (freed with the socket).
+/// Storage the kernel cannot allocate is counted as a full map (the replies are then
+/// judged in full: fail closed). Addresses: `remote_ip4`/`remote_ip6` are network order; an IPv4 client of a
 /// dual-stack IPv6 listener appears IPv4-mapped and is stored as the IPv4 it is, the
 /// address its packets carry.
 #[sock_ops]
@@ -526,9 +523,16 @@ fn record_client(ctx: &SockOpsContext) {
         }
         _ => return,
     }
-    // SAFETY: the context pointer of a sock_ops program, which this helper accepts.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
-    if SOCK_DEST.insert(cookie, d, 0).is_err() {
-        policy::count(Counter::MapFull);
-    }
+    // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (the accepted
+    // socket; null-checked by `set_peer`).
+    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    policy::set_peer(sk, d);
+}
+
+/// The socket of a `cgroup_skb` packet (`skb->sk`: for ingress the receiving socket, a
+/// listener for a SYN), or null.
+#[inline(always)]
+fn skb_sock(ctx: &SkBuffContext) -> policy::Sock {
+    // SAFETY: a verifier-checked 8-byte read of the context's `sk` field.
+    unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk }
 }

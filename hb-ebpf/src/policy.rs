@@ -21,12 +21,20 @@
 //! their relay/client addresses first, then as IPv6.
 //!
 //! The socket hooks and `cgroup_skb/egress` share this judgement; the hooks also record
-//! the peer they admitted per socket (`HB_SOCK_DEST`, [`admit`]) so the packet hook can
-//! let an established flow outlive its address's expiry.
+//! the peer they admitted per socket (`HB_SOCK_PEER`, [`admit`]) so the packet hook can
+//! let an established flow outlive its address's expiry. That record is the socket's
+//! own storage (`BPF_MAP_TYPE_SK_STORAGE`): it lives and dies with the socket, so no
+//! other socket, of this sandbox or another, can push it out.
+
+use core::ptr;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type, bpf_sock},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_sk_storage_get,
+    },
     macros::map,
     maps::{
         Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key,
@@ -63,9 +71,96 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 pub(crate) static CG_STATS: PerCpuHashMap<u64, CgroupStats> =
     PerCpuHashMap::pinned(limits::CG_STATS, 0);
 
-/// Socket cookie → the peer the socket hooks admitted (see `hb_common::SockDest`).
-#[map(name = "HB_SOCK_DEST")]
-pub(crate) static SOCK_DEST: LruHashMap<u64, SockDest> = LruHashMap::pinned(limits::SOCK_DEST, 0);
+/// A socket the programs can hand `bpf_sk_storage_get`: `bpf_sock_addr.sk` (the
+/// sock_addr hooks; never null), `__sk_buff.sk` (`cgroup_skb`; may be null) or
+/// `bpf_sock_ops.sk` (`sock_ops`; may be null).
+pub(crate) type Sock = *mut bpf_sock;
+
+/// The definition of a BTF map of type `BPF_MAP_TYPE_SK_STORAGE` (socket-local storage)
+/// pinned by name, as libbpf and aya-obj read one from the `.maps` section: each field a
+/// pointer whose pointee's type says the value (an array's length for numbers).
+/// `aya_ebpf::btf_maps::SkStorage` is the same without `pinning`, and its helpers take
+/// only a sock_addr context; a pin is what lets a restarted agent's programs find the
+/// storage its predecessor's gave the sockets that are still open.
+#[repr(C)]
+pub(crate) struct SockPeerMap {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const SockDest,
+    // Socket storage has no size of its own: max_entries 0, no preallocation.
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+    /// `LIBBPF_PIN_BY_NAME`: under the agent's map pin directory, like every `#[map]`.
+    pinning: *const [i32; 1],
+}
+
+// SAFETY: the fields are placeholders the loader reads from BTF; nothing dereferences them.
+unsafe impl Sync for SockPeerMap {}
+
+/// Each socket's own record of the peer the socket hooks admitted (see
+/// `hb_common::SockDest`), freed by the kernel with the socket.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "HB_SOCK_PEER")]
+static SOCK_PEER: SockPeerMap = SockPeerMap {
+    r#type: ptr::null(),
+    key: ptr::null(),
+    value: ptr::null(),
+    max_entries: ptr::null(),
+    map_flags: ptr::null(),
+    pinning: ptr::null(),
+};
+
+/// The admitted-peer storage of `sk` (non-null), created holding `*init` when `init` is
+/// given and the socket has none. Null when it has none (and `init` is `None`), when
+/// `sk` is not a full socket (a request or time-wait socket), or when the kernel could
+/// not allocate it (the socket's option memory is charged).
+#[inline(always)]
+fn peer_storage(sk: Sock, init: Option<&mut SockDest>) -> *mut SockDest {
+    let (value, flags) = match init {
+        Some(v) => (ptr::from_mut(v), u64::from(BPF_SK_STORAGE_GET_F_CREATE)),
+        None => (ptr::null_mut(), 0),
+    };
+    // SAFETY: the map pointer is this program's map (relocated by the loader); `sk` is a
+    // socket pointer of the program's context, checked non-null by the caller (the
+    // verifier insists); `value` is null or a whole `SockDest` on the stack.
+    unsafe {
+        bpf_sk_storage_get(
+            ptr::from_ref(&SOCK_PEER).cast_mut().cast(),
+            sk.cast(),
+            value.cast(),
+            flags,
+        )
+    }
+    .cast()
+}
+
+/// The peer admitted for socket `sk`, if any (`sk` may be null: no socket, no peer).
+#[inline(always)]
+pub(crate) fn peer(sk: Sock) -> Option<SockDest> {
+    if sk.is_null() {
+        return None;
+    }
+    let p = peer_storage(sk, None);
+    // SAFETY: non-null storage of this map is a `SockDest`; copied out at once.
+    (!p.is_null()).then(|| unsafe { *p })
+}
+
+/// Records `d` as the peer admitted for socket `sk`, replacing any other (`sk` may be
+/// null: nothing to record on). Storage the kernel cannot allocate is counted as a full
+/// map; the flow's packets are then judged in full (fail closed).
+#[inline(always)]
+pub(crate) fn set_peer(sk: Sock, mut d: SockDest) {
+    if sk.is_null() {
+        return;
+    }
+    let p = peer_storage(sk, Some(&mut d));
+    if p.is_null() {
+        count(Counter::MapFull);
+        return;
+    }
+    // SAFETY: non-null storage of this map is a `SockDest`, the socket's own.
+    unsafe { *p = d };
+}
 
 /// NAT64 prefixes → prefix length (see `hb_common::nat64_embedded`).
 #[map(name = "HB_NAT64")]
@@ -277,23 +372,28 @@ pub(crate) fn embedded_v4(a: &[u8; 16]) -> Embedded {
     Embedded::None
 }
 
-/// Records `addr` as the peer the socket hooks admitted for socket `cookie` (see
-/// `hb_common::SockDest`). A datagram's destination (`SOCK_ADMIT_SENDMSG`) never replaces
-/// a connected or accepted peer: a connected UDP socket that also sends elsewhere keeps
-/// its established flow. A full map is counted; the flow then meets the full verdict in
+/// Records `addr` as the peer the socket hooks admitted for socket `sk` (see
+/// `hb_common::SockDest`), in the socket's own storage. A datagram's destination
+/// (`SOCK_ADMIT_SENDMSG`) never replaces a connected or accepted peer: a connected UDP
+/// socket that also sends elsewhere keeps its established flow. Storage the kernel cannot
+/// allocate is counted as a full map; the flow then meets the full verdict in
 /// `cgroup_skb/egress`, which fails closed.
 ///
 /// An IPv4-mapped peer of an IPv6 socket is recorded as the IPv4 address: that is what
 /// its packets carry.
+///
+/// The writers of one socket's record are its own connect/sendmsg hooks, which the
+/// kernel runs under the socket's lock, so a record is replaced whole in place; a packet
+/// hook reading it meanwhile compares against the old or the new peer, both admitted.
 #[inline(always)]
-pub(crate) fn admit(cookie: u64, family: u16, addr: [u8; 16], flags: u32) {
-    admit_marked(cookie, family, addr, flags, 0);
+pub(crate) fn admit(sk: Sock, family: u16, addr: [u8; 16], flags: u32) {
+    admit_marked(sk, family, addr, flags, 0);
 }
 
 /// [`admit`], with the peer's `dns` marker (`hb_common::SockDest::dns`): the DNS
 /// redirect marks a UDP socket it sent to the resolver.
 #[inline(always)]
-pub(crate) fn admit_marked(cookie: u64, family: u16, addr: [u8; 16], flags: u32, dns: u16) {
+pub(crate) fn admit_marked(sk: Sock, family: u16, addr: [u8; 16], flags: u32, dns: u16) {
     let (family, addr) = match embedded_mapped(family, &addr) {
         Some(v4) => (
             AF_INET,
@@ -303,25 +403,28 @@ pub(crate) fn admit_marked(cookie: u64, family: u16, addr: [u8; 16], flags: u32,
         ),
         None => (family, addr),
     };
-    // A datagram's destination is looked up first: a repeated destination costs no
-    // update, and a connected peer stays. A connect always replaces (no lookup: connect
-    // is on the benchmark's hot path).
-    // SAFETY: the value is copied out at once.
-    if flags == SOCK_ADMIT_SENDMSG
-        && let Some(old) = unsafe { SOCK_DEST.get(cookie) }.copied()
-        && ((old.family == family && old.addr == addr) || old.flags != SOCK_ADMIT_SENDMSG)
-    {
-        return;
-    }
-    let dest = SockDest {
+    let mut dest = SockDest {
         addr,
         family,
         dns,
         flags,
     };
-    if SOCK_DEST.insert(cookie, dest, 0).is_err() {
+    // One helper call either way: the socket's record, created as `dest` if it had none.
+    let p = peer_storage(sk, Some(&mut dest));
+    if p.is_null() {
         count(Counter::MapFull);
+        return;
     }
+    // SAFETY: non-null storage of this map is a `SockDest`, the socket's own.
+    let old = unsafe { &mut *p };
+    // A datagram's destination: a repeated destination (or a record just created from
+    // it) costs no write, and a connected peer stays. A connect always replaces.
+    if flags == SOCK_ADMIT_SENDMSG
+        && ((old.family == family && old.addr == addr) || old.flags != SOCK_ADMIT_SENDMSG)
+    {
+        return;
+    }
+    *old = dest;
 }
 
 /// The IPv4 address of an IPv4-mapped IPv6 address (`::ffff:0:0/96`).
@@ -331,15 +434,20 @@ fn embedded_mapped(family: u16, a: &[u8; 16]) -> Option<[u8; 4]> {
         .then_some([a[12], a[13], a[14], a[15]])
 }
 
-/// Whether `addr` is the peer admitted for socket `cookie`: `Some` of its `dns` marker
-/// (`hb_common::SockDest::dns`) when it is.
+/// Whether `addr` is the peer admitted for socket `sk` (may be null: no socket):
+/// `Some` of its `dns` marker (`hb_common::SockDest::dns`) when it is.
 #[inline(always)]
-pub(crate) fn admitted(cookie: u64, family: u16, addr: &[u8; 16]) -> Option<u16> {
-    // SAFETY: fields are compared in place; a concurrent update replaces the whole value.
-    match unsafe { SOCK_DEST.get(cookie) } {
-        Some(d) if d.family == family && d.addr == *addr => Some(d.dns),
-        _ => None,
+pub(crate) fn admitted(sk: Sock, family: u16, addr: &[u8; 16]) -> Option<u16> {
+    if sk.is_null() {
+        return None;
     }
+    let p = peer_storage(sk, None);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null storage of this map is a `SockDest`; compared in place.
+    let d = unsafe { &*p };
+    (d.family == family && d.addr == *addr).then_some(d.dns)
 }
 
 #[inline(always)]

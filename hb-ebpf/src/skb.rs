@@ -9,13 +9,14 @@
 //! 1. a routing header (IPv6, any type) or a source-route option (IPv4 LSRR/SSRR) →
 //!    dropped, reason `source_route`; an extension-header chain or option list we cannot
 //!    walk to its end is treated the same (fail closed: it could hide one);
-//! 2. the socket's admitted peer (`HB_SOCK_DEST`, recorded by the connect/sendmsg hooks
-//!    for validated addresses and by the DNS redirect, or by the inbound path for an
-//!    accepted connection) → passed without further judgement: established flows
-//!    outlive their address's expiry (DESIGN.md: expiry only stops new connections);
+//! 2. the socket's admitted peer (`HB_SOCK_PEER`, the socket's own storage, recorded by
+//!    the connect/sendmsg hooks for validated addresses and by the DNS redirect, or by
+//!    the inbound path for an accepted connection) → passed without further judgement:
+//!    established flows outlive their address's expiry (DESIGN.md: expiry only stops
+//!    new connections); no other socket can take that record away;
 //! 3. hb's resolver (redirected DNS on loopback, the resolver's ports), and TCP to the
-//!    guard of the packet's own policy (a guarded connection whose step-2 entry the
-//!    shared LRU dropped) → passed;
+//!    guard of the packet's own policy (a guarded connection without a step-2 record)
+//!    → passed;
 //! 4. anything else → the full verdict of `policy::judge4|judge6` (deny ranges,
 //!    exceptions, static CIDRs, validated addresses with expiry, NAT64): ICMP echo from
 //!    ping sockets to an unvalidated address is dropped here, reason `not_allowed`.
@@ -42,7 +43,7 @@
 //! it; so does one from another socket, unless the verdict could not depend on the socket
 //! (a cgroup that is not enrolled, or a static CIDR's allow: both change only with the
 //! generation), so new connections to such destinations keep the fast path. On a miss,
-//! an admitted flow costs one socket-cookie lookup (a redirected UDP DNS socket's also
+//! an admitted flow costs one socket-storage lookup (a redirected UDP DNS socket's also
 //! files its client end for the resolver, `dns::record_datagram`).
 //!
 //! Audit mode, as for the socket hooks: a would-be drop passes and is counted per cgroup
@@ -60,7 +61,8 @@
 //! `bpf_skb_cgroup_id`, `bpf_skb_ancestor_cgroup_id`, `bpf_get_socket_cookie` (the skb
 //! form: the cookie of `skb->sk`, the same socket the sock_addr hooks saw),
 //! `bpf_get_netns_cookie` (for a redirected DNS datagram's record, see `dns`),
-//! `bpf_skb_load_bytes`, map helpers and the ring buffer.
+//! `bpf_sk_storage_get` (on `skb->sk`, the admitted peer), `bpf_skb_load_bytes`, map
+//! helpers and the ring buffer.
 
 use aya_ebpf::{
     bindings::__sk_buff,
@@ -148,11 +150,13 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     // Asked for only here: a cached flow whose verdict holds for any socket never needs it.
     let cookie = socket_cookie();
     if let Parsed::Plain(d) = &parsed {
-        // The socket's admitted peer: one lookup, and the flow takes the cache. Only
-        // enrolled sockets have entries, so the packet counts as enrolled.
-        if cookie != 0
-            && let Some(dns_mark) = policy::admitted(cookie, d.family, &d.addr)
-        {
+        // The socket's admitted peer: one lookup in its own storage, and the flow takes
+        // the cache. Only enrolled sockets have records, so the packet counts as
+        // enrolled.
+        // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null
+        // without a socket; `admitted` checks).
+        let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+        if let Some(dns_mark) = policy::admitted(sk, d.family, &d.addr) {
             if dns_mark == SOCK_DNS_UDP {
                 // A redirected UDP DNS socket: the resolver learns its sandbox from this.
                 dns::record_datagram(&ctx, cookie, d.family, d.l4);
@@ -189,8 +193,8 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
             return refuse(&ctx, cgroup_id, e.policy_id, len, reason::DENY_RANGE, None);
         }
     };
-    // Redirected DNS to hb's resolver on loopback whose socket entry is gone (LRU) or was
-    // never made (a raw socket aiming at it). Never cached: the cache is keyed by address
+    // Redirected DNS to hb's resolver on loopback whose socket has no record (its storage
+    // could not be allocated) or never had one (a raw socket aiming at it). Never cached: the cache is keyed by address
     // only, and other ports of loopback stay denied.
     if dns::is_resolver_addr(d.family, &d.addr)
         && dns::is_resolver_port(port_at(&ctx, d.protocol, d.l4))
@@ -198,8 +202,8 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         pass_uncached(cgroup_id, len);
         return PASS;
     }
-    // A guarded connection to its policy's guard on loopback whose socket entry is gone
-    // (LRU: other sockets pushed it out). Never cached, as above.
+    // A guarded connection to its policy's guard on loopback whose socket has no record
+    // (see `guard::is_own_guard`). Never cached, as above.
     if d.protocol == IPPROTO_TCP
         && guard::is_own_guard(
             e.policy_id,

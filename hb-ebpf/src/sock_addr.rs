@@ -13,8 +13,8 @@
 //! policy (see `dns`); the resolver then decides what the sandbox may resolve.
 //!
 //! A destination admitted as a validated address (and the resolver's address for a
-//! redirected query) is recorded as the socket's peer in `HB_SOCK_DEST` under its socket
-//! cookie, so `cgroup_skb/egress` passes that socket's packets to exactly that peer
+//! redirected query) is recorded as the socket's peer in its own storage (`HB_SOCK_PEER`,
+//! socket-local), so `cgroup_skb/egress` passes that socket's packets to exactly that peer
 //! without judging them again: an established connection keeps working after its
 //! validated address expires (expiry only stops new connections), while the same address
 //! from another socket is judged afresh. A destination admitted by a static CIDR is not
@@ -281,7 +281,7 @@ fn finish(
             // CIDR gets the same verdict per packet for as long as the policy holds it,
             // so its connects (the benchmark's) skip the map update.
             if counter == Counter::AllowAddr {
-                policy::admit(dns::cookie(ctx), family, addr, admit_flags(hook));
+                policy::admit(dns::sock(ctx), family, addr, admit_flags(hook));
             }
             ALLOW
         }

@@ -484,36 +484,14 @@ fn inbound_true_accepts_and_data_flows_both_ways() {
     assert_eq!(inbound("open"), Some(Value::Bool(true)), "{policies}");
     assert_eq!(inbound("closed"), Some(Value::Bool(false)), "{policies}");
     // IPv4, IPv6, and IPv4 clients of a dual-stack listener (IPv4-mapped in the socket,
-    // plain IPv4 on the wire).
-    let mut before = std::collections::HashMap::new();
+    // plain IPv4 on the wire). The replies go to a client the policy does not allow (only api.test): the SYN-ACK
+    // passes on the listener's admitted peer (recorded by the ingress program), the answer
+    // on the accepted socket's (sock_ops). Both live in the sockets' own storage
+    // (`HB_SOCK_PEER`), which cannot be listed: the answer arriving is the proof.
     for (a, host) in [(&V4, V4.sandbox), (&V6, V6.sandbox), (&V4, "::")] {
         let server = SandboxServer::start(&env, "open", host);
         assert_eq!(client("tcp", a, server.tcp_port), "OK pong:ping", "{host}");
         assert_eq!(client("udp", a, server.udp_port), "SENT");
-        // The client became the admitted peer of the listener (for the SYN-ACK, by the
-        // ingress program) and of the accepted socket (sock_ops): two entries more.
-        let (addr, family): (Vec<u8>, u16) = match a.client.parse().expect("address") {
-            std::net::IpAddr::V4(v4) => ([&v4.octets()[..], &[0; 12]].concat(), 2),
-            std::net::IpAddr::V6(v6) => (v6.octets().to_vec(), 10),
-        };
-        let count = |entries: &[Vec<u8>]| {
-            entries
-                .iter()
-                .filter(|v| {
-                    v[..16] == addr[..]
-                        && v[16..18] == family.to_le_bytes()
-                        && v[20..24] == 4u32.to_le_bytes()
-                })
-                .count()
-        };
-        let entries = sock_dest_entries(&env);
-        assert_eq!(
-            count(&entries),
-            before.get(&family).copied().unwrap_or(0) + 2,
-            "HB_SOCK_DEST entries for {} ({host}): {entries:?}",
-            a.client
-        );
-        before.insert(family, count(&entries));
         let (accepted, datagrams) = server.finish();
         assert_eq!(accepted, 1, "{host}");
         assert!(
@@ -557,35 +535,4 @@ fn the_refusal_outlives_the_agent_and_a_restart_adopts_it() {
     );
     let (accepted, _) = server.finish();
     assert_eq!(accepted, 0);
-}
-
-/// The values of the pinned `HB_SOCK_DEST` map, read with bpftool (independently of hb).
-fn sock_dest_entries(env: &TestEnv) -> Vec<Vec<u8>> {
-    let out = Command::new("bpftool")
-        .args(["map", "dump", "pinned"])
-        .arg(env.map_pin("HB_SOCK_DEST"))
-        .arg("-j")
-        .output()
-        .expect("bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    rows.as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            r["value"]
-                .as_array()
-                .expect("value bytes")
-                .iter()
-                .map(|b| {
-                    let s = b.as_str().expect("hex byte");
-                    u8::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex")
-                })
-                .collect()
-        })
-        .collect()
 }

@@ -173,6 +173,50 @@ fn kill_9_keeps_enforcement_and_a_restart_adopts_without_a_gap() {
     );
 }
 
+/// An older agent kept the admitted peers in an LRU hash pinned as `HB_SOCK_DEST`; they
+/// now live in socket storage (`HB_SOCK_PEER`). An agent that finds the old pin removes
+/// it (the map's memory is otherwise held for as long as the pin stays) and pins the new
+/// map, which bpftool sees as socket storage.
+#[test]
+fn an_older_agents_retired_map_pin_is_removed_at_load() {
+    private_netns(&[]);
+    let mut env = TestEnv::new("retired-pin", OPEN_POLICY);
+    let old = env.map_pin("HB_SOCK_DEST");
+    fs::create_dir_all(old.parent().expect("maps dir")).expect("maps dir");
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&old)
+        .args([
+            "type", "lru_hash", "key", "8", "value", "24", "entries", "16",
+        ])
+        .args(["name", "HB_SOCK_DEST"])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success() && old.exists(),
+        "bpftool map create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.start_agent();
+    assert!(
+        !old.exists(),
+        "the retired pin {} is still there",
+        old.display()
+    );
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(env.map_pin("HB_SOCK_PEER"))
+        .output()
+        .expect("bpftool");
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bpftool map show ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(shown["type"], "sk_storage", "{shown}");
+}
+
 /// Parses `bpftool -j map dump` of an LPM trie of IPv4 keys into CIDR strings.
 fn bpftool_entries(env: &TestEnv, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     let out = Command::new("bpftool")

@@ -5,10 +5,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, bail};
 use aya::maps::MapData;
-use hb_common::{
-    AF_INET, ENROLL_KUBE, ENROLL_LAUNCHER, NEVER_EXPIRES, SOCK_ADMIT_CONNECT, SOCK_ADMIT_INBOUND,
-    SOCK_ADMIT_SENDMSG, SockDest, map_names, rule,
-};
+use hb_common::{ENROLL_KUBE, ENROLL_LAUNCHER, NEVER_EXPIRES, map_names, rule};
 use serde_json::{Map as JsonMap, Value, json};
 
 use crate::{
@@ -42,7 +39,6 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
         (map_names::COUNTERS, hb_common::Counter::COUNT as usize),
         (map_names::CG_STATS, maps.cg_stats.keys().count()),
         (map_names::NAT64, maps.nat64.keys().count()),
-        (map_names::SOCK_DEST, sock_dest(bpffs)?.keys().count()),
         (
             map_names::EVENT_RATE,
             crate::maps::event_rates(bpffs).map_or(0, |r| r.len()),
@@ -85,6 +81,10 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
         ]));
     }
     print_rows(&rows, json);
+    if !json {
+        // `entries` is `-` (JSON: null) for it; say why rather than leave it blank.
+        println!("\n{SOCK_PEER_UNLISTABLE}.");
+    }
     Ok(())
 }
 
@@ -96,6 +96,9 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
         Some(map_names::ALLOW4)
     } else if name.eq_ignore_ascii_case("guard") {
         Some(map_names::GUARD_FLOWS)
+    } else if name.eq_ignore_ascii_case("sock_dest") {
+        // The LRU the socket storage replaced: say why there is nothing to dump.
+        Some(map_names::SOCK_PEER)
     } else {
         canonical(name)
     }) else {
@@ -255,18 +258,6 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                 ]));
             }
         }
-        map_names::SOCK_DEST => {
-            for (cookie, d) in sock_dest(bpffs)?.iter().filter_map(|r| r.ok()) {
-                rows.push(row([
-                    ("cookie", json!(cookie)),
-                    (
-                        "peer",
-                        json!(addr_of(&d.addr, d.family == AF_INET).to_string()),
-                    ),
-                    ("admitted_by", json!(admitted_by(d.flags))),
-                ]));
-            }
-        }
         map_names::NAT64 => {
             for (k, len) in maps.nat64.iter().filter_map(|r| r.ok()) {
                 rows.push(row([
@@ -350,28 +341,15 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
             }
         }
         map_names::EVENTS => bail!("{map} is a ring buffer; read it with `hb-agent events`"),
+        map_names::SOCK_PEER => bail!("{}", SOCK_PEER_UNLISTABLE),
         _ => bail!("{map} holds kernel-internal state; `hb-agent maps list` shows its size"),
     }
     print_rows(&rows, json);
     Ok(())
 }
 
-/// `HB_SOCK_DEST`: socket cookie → the peer the socket hooks admitted.
-fn sock_dest(
-    bpffs: &std::path::Path,
-) -> anyhow::Result<aya::maps::HashMap<MapData, u64, SockDest>> {
-    Ok(crate::maps::open_typed(bpffs, map_names::SOCK_DEST)?)
-}
-
-/// Which hook admitted a socket's peer.
-fn admitted_by(flags: u32) -> &'static str {
-    match flags {
-        SOCK_ADMIT_CONNECT => "connect",
-        SOCK_ADMIT_SENDMSG => "sendmsg",
-        SOCK_ADMIT_INBOUND => "inbound",
-        _ => "unknown",
-    }
-}
+/// Why `maps dump sock_peer` has no rows (and `maps list` no entry count for it).
+pub const SOCK_PEER_UNLISTABLE: &str = "HB_SOCK_PEER is socket storage: each socket's admitted peer lives with the socket and the kernel frees it with the socket; it has no keys to list or count (user space reads a record only through a descriptor of its socket)";
 
 /// Which of a cgroup's two event budgets an `HB_EVENT_BUDGET` key names.
 pub fn direction(inbound: u32) -> &'static str {

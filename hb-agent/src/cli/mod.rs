@@ -362,7 +362,7 @@ enum MapsCommand {
     },
     /// Dump one map in human form (IPs, CIDRs, policy names, remaining seconds).
     #[command(
-        after_help = "Maps: allow (allow4 and allow6 with the names each address was learned from), enrolled, policies, allow4, allow6, rules4, rules6 (each policy's deny ranges, exceptions and static CIDRs, compiled), counters, cg_stats, sock_dest (the peer each socket was admitted to, by socket cookie), nat64 (the NAT64 prefixes judged as IPv4), guard (connections in flight through the egress guard: client end, original destination, pid, command), guard_ports (the ports each policy guards) (or their pinned names, e.g. HB_RULES4)"
+        after_help = "Maps: allow (allow4 and allow6 with the names each address was learned from), enrolled, policies, allow4, allow6, rules4, rules6 (each policy's deny ranges, exceptions and static CIDRs, compiled), counters, cg_stats, sock_peer (each socket's admitted peer: socket storage, which cannot be listed; the command says so), nat64 (the NAT64 prefixes judged as IPv4), guard (connections in flight through the egress guard: client end, original destination, pid, command), guard_ports (the ports each policy guards) (or their pinned names, e.g. HB_RULES4)"
     )]
     Dump {
         /// Map name.
