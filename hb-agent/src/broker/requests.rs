@@ -1190,7 +1190,7 @@ async fn after_minting(
     if expired {
         call.audit(&parsed.action, "allowed", "minting_hold_expired");
     }
-    shared.minting.shapes(&concerned, expired)
+    shared.minting.shapes(concerned, expired)
 }
 
 /// The pending-key pass (response → scrub → **this** → out): an answer made while a
