@@ -332,6 +332,77 @@ methods = ["POST"]
     let _ = fs::remove_dir_all(&p.dir);
 }
 
+/// The account's key as [`EXEC_ROTATOR`] mints them (`key-new-`, 32 hex digits).
+const OLD_EXEC: &str = "key-new-2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e0b";
+
+/// Attack: the exec rotator's first `create` commits the key to the provider and then
+/// hangs past `timeout_secs`: the agent kills it and never learns that key (an orphan
+/// the provider lists); the retry mints another. On e711982 every listing after the
+/// kill carried the orphan in the clear. Fixed: the integration's answers are scrubbed
+/// of tokens of the key's shape until a later rotation finishes, and `rotation status`
+/// names the unsettled mint.
+#[test]
+fn a_key_minted_by_an_exec_rotator_killed_at_its_timeout_never_reaches_the_sandbox() {
+    let name = "atk7orphan";
+    let p = Provider::start(name, DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[OLD_EXEC]);
+    let script = EXEC_ROTATOR.replace(
+        "    print(json.dumps({\"secret\": new}))\n",
+        "    import os, time\n    \
+         if not os.path.exists(store + \".hung\"):\n        \
+         open(store + \".hung\", \"w\").close()\n        \
+         with open(store, \"w\") as f:\n            json.dump(live, f)\n        \
+         time.sleep(60)\n    \
+         print(json.dumps({\"secret\": new}))\n",
+    );
+    assert_eq!(
+        script.matches("time.sleep").count(),
+        1,
+        "the rotator's create was changed"
+    );
+    let path = p.dir.join("hung-rotator.py");
+    fs::write(&path, script).expect("rotator");
+    let rotator = format!(
+        "grace_secs = 600\ntimeout_secs = 2\nexec = [{:?}, {:?}, {:?}]",
+        hb_tests::python(),
+        path.display().to_string(),
+        keys.display().to_string()
+    );
+    let env = agent_with(name, &p, &keys, &rotator, "", OLD_EXEC);
+    let lister = Lister::start(&env, &keys);
+    let id = begin(&env);
+    let done = wait_for_step(
+        &env,
+        &id,
+        &["watched", "retired", "failed", "rolled_back"],
+        60,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = lister.stop();
+    println!(
+        "figure: {} of {} listings carried a key of the account the agent does not hold in the clear (step {})",
+        got["new_key_in_clear"], got["calls"], done["step"]
+    );
+    assert_never_in_clear(&got, &done);
+    assert_eq!(
+        minted(&keys).len(),
+        2,
+        "the orphan and the key the retry got"
+    );
+    let status = env.hb_json(&["rotation", "status"]);
+    let unsettled = status["unsettled_mints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        unsettled
+            .iter()
+            .any(|u| u["integration"] == "svc" && u["outcome"] == "orphan"),
+        "rotation status names the orphan: {status}"
+    );
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
 const OTHER: &str = "key-oth-51d0c2a8e6f34b79a0c1d2e3f4a5b6c7";
 const OTHER_NEW: &str = "key-onw-9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b";
 
