@@ -30,7 +30,7 @@ mod requests;
 mod rotation;
 pub use rotation::{
     book as rotation_book, breaker as rotation_breaker, limits as rotation_limits,
-    revoke_minted_by_operator, sensor as rotation_sensor,
+    minting as rotation_minting, revoke_minted_by_operator, sensor as rotation_sensor,
 };
 mod server;
 pub mod sessions;
@@ -267,7 +267,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     quarantines: rotation::quarantine::Quarantines::default(),
                     sensor: rotation::sensor::Sensor::open(&state_dir, sensor_config),
                     breakers: rotation::breaker::Breakers::open(&state_dir, clock.now()),
-                    minting: rotation::minting::Minting::default(),
+                    minting: rotation::minting::Minting::open(&state_dir),
                     stored: tokio::sync::Mutex::new(None),
                     clock,
                     caller_audit: caller_audit::CallerBudgets::default(),

@@ -79,7 +79,7 @@ use super::{
         url::{Host, Target},
     },
     rotation::{minting, probe::Verdict},
-    state::{AppState, CallerOf, JsonBody},
+    state::{AppState, CallerOf, JsonBody, Shared},
     text_gate::View,
 };
 use crate::{
@@ -1159,10 +1159,16 @@ struct Answer<'a> {
 /// to a call with the minting integration's handle, or from its hosts or its HTTP
 /// rotator's. It waits at most [`minting::HOLD`]: a provider slower than that to
 /// answer its create is treated as one that timed out (an audit record says so).
-async fn after_minting(call: &Call<'_>, decision: &Decision<'_>, parsed: &Parsed) {
+/// Returns the shapes of the keys whose outcome is unknown to it — the hold expired,
+/// or a create of a concerned integration timed out — for [`redact_pending_keys`].
+async fn after_minting(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    parsed: &Parsed,
+) -> Vec<Arc<crate::scrub::shape::Shape>> {
     let shared = call.shared;
     if !shared.minting.any() {
-        return;
+        return Vec::new();
     }
     let host = &parsed.target.host;
     let concerned = |name: &str| {
@@ -1177,13 +1183,31 @@ async fn after_minting(call: &Call<'_>, decision: &Decision<'_>, parsed: &Parsed
                 .filter(|i| i.name.get_ref() == name)
                 .any(|i| host_matches(i, host) || rotator_host(i).is_some_and(|h| &h == host))
     };
-    if !shared
+    let expired = !shared
         .minting
-        .wait(concerned, minting::HOLD.min(shared.timeout))
-        .await
-    {
+        .wait(&concerned, minting::HOLD.min(shared.timeout))
+        .await;
+    if expired {
         call.audit(&parsed.action, "allowed", "minting_hold_expired");
     }
+    shared.minting.shapes(concerned, expired)
+}
+
+/// The pending-key pass (response → scrub → **this** → out): an answer made while a
+/// concerned mint's outcome is unknown, cut of every token shaped like the value the
+/// mint replaces (see `scrub::shape`), marked `[REDACTED:pending_credential]`; how many.
+fn redact_pending_keys(
+    shared: &Shared,
+    shapes: &[Arc<crate::scrub::shape::Shape>],
+    bytes: Vec<u8>,
+) -> (Vec<u8>, usize) {
+    if shapes.is_empty() {
+        return (bytes, 0);
+    }
+    let shapes: Vec<&crate::scrub::shape::Shape> = shapes.iter().map(AsRef::as_ref).collect();
+    let out =
+        crate::scrub::shape::redact_shaped(&shared.scrubber, &shapes, "pending_credential", &bytes);
+    (out.bytes, out.redactions.len())
 }
 
 /// The host of an integration's HTTP rotator, if it has one.
@@ -1201,7 +1225,7 @@ async fn respond(
     response: OutboundResponse,
 ) -> Result<Json<Value>, ApiError> {
     let (shared, sent) = (call.shared, answer.sent);
-    after_minting(call, decision, parsed).await;
+    let pending = after_minting(call, decision, parsed).await;
     super::credentials::protect_stored(shared).await;
     if let Some((entry, _)) = &decision.credential {
         // Barred while the call was out (another of its calls hit): no answer at all.
@@ -1256,13 +1280,31 @@ async fn respond(
         );
     }
     let unspread = cut_spread(&view, &watch, sent, &response.body);
-    let body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
+    let mut body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
+    let (bytes, mut pending_cut) = redact_pending_keys(shared, &pending, body.bytes);
+    body.bytes = bytes;
     // A header may spell a value with some of its characters escaped as the body may.
     let header_cut = |text: &str| {
         cut_spread(&view, &watch, sent, text.as_bytes())
             .map(|cut| String::from_utf8_lossy(&cut).into_owned())
     };
-    let (headers, headers_redacted) = scrub_headers(&view, &response.headers, &header_cut, &pieces);
+    let (mut headers, headers_redacted) =
+        scrub_headers(&view, &response.headers, &header_cut, &pieces);
+    if !pending.is_empty() {
+        for v in headers.values_mut() {
+            if let Value::String(text) = v {
+                let (cut, n) =
+                    redact_pending_keys(shared, &pending, std::mem::take(text).into_bytes());
+                *text = String::from_utf8_lossy(&cut).into_owned();
+                pending_cut += n;
+            }
+        }
+        call.audit(
+            &parsed.action,
+            "allowed",
+            &format!("pending_key_shape_pass redacted {pending_cut}"),
+        );
+    }
     if unspread.is_some() || headers_redacted || !body.redactions.is_empty() {
         // Something was redacted: maybe another account's credential.
         unheld_in_answer(call, parsed, answer, &view, &response).await;

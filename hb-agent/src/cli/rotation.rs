@@ -18,7 +18,7 @@ use clap::Subcommand;
 use crate::{
     broker::{
         revoke_minted_by_operator, rotation_book, rotation_breaker, rotation_limits,
-        rotation_sensor,
+        rotation_minting, rotation_sensor,
     },
     config::Config,
     vault::{self, MasterKey, Rotation, Step, Vault},
@@ -200,14 +200,24 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         .collect();
     // Each rotator's circuit breaker as the agent last wrote it (none: all closed).
     let breakers = rotation_breaker::read(&config.agent.state_dir).unwrap_or_default();
+    // Mints whose key the agent never got: their integration's answers go through the
+    // pending-key shape pass.
+    let unsettled = rotation_minting::read(&config.agent.state_dir).unwrap_or_default();
     if json {
         println!(
             "{}",
-            serde_json::json!({ "open": open, "accounts": rows, "breakers": breakers })
+            serde_json::json!({ "open": open, "accounts": rows, "breakers": breakers,
+                                "unsettled_mints": unsettled })
         );
         return Ok(());
     }
     print_list(&open, false)?;
+    for u in &unsettled {
+        println!(
+            "{}: a key minted by rotation {} is unknown to the agent ({} since {}): its answers are scrubbed of tokens of the key's shape",
+            u.integration, u.rotation, u.outcome, u.since
+        );
+    }
     for (integration, b) in breakers.iter().filter(|(_, b)| b.state != "closed") {
         println!(
             "rotator of {integration}: breaker {} until {} ({} failures in a row, last {})",

@@ -29,6 +29,7 @@ mod rules_file;
 #[cfg(test)]
 mod rules_tests;
 mod scan;
+pub mod shape;
 mod spread;
 #[cfg(test)]
 mod stacked_tests;

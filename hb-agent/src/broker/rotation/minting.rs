@@ -16,13 +16,27 @@
 //! provider would fail the calls of every tenant of the integration, which an outage
 //! must not.
 //!
-//! Owns: the count of mints in flight per integration.
+//! While a mint's outcome is unknown — from the moment the hold expires, or the create
+//! timed out or its rotator was killed, until a retry returned the value (or, for an
+//! orphan nobody will ever return, until a later rotation of the integration finishes)
+//! — the answers the hold would have held go through the pending-key pass instead
+//! (`scrub::shape`): tokens of the shape of the value being replaced are redacted.
+//!
+//! Owns: the count of mints in flight per integration, and the shapes of the values
+//! they replace while their outcome is unknown.
 //! Must never: let [`Minting::wait`] return `true` while a mint of an integration its
-//! caller is concerned with is in flight.
+//! caller is concerned with is in flight; forget a shape whose key may still be listed.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime},
+};
 
+use serde::Serialize;
 use tokio::sync::watch;
+
+use crate::scrub::shape::Shape;
 
 /// The longest an answer waits for a mint (providers answer a create in well under it).
 pub const HOLD: Duration = Duration::from_secs(5);
@@ -30,37 +44,202 @@ pub const HOLD: Duration = Duration::from_secs(5);
 pub struct Minting {
     /// Mints in flight per integration (absent: none).
     inflight: watch::Sender<HashMap<String, usize>>,
+    /// The shape of the value each mint replaces, by mint: while it is in flight, and
+    /// after it while its outcome is unknown.
+    shapes: Mutex<HashMap<u64, Pending>>,
+    next: std::sync::atomic::AtomicU64,
+    /// Where the unsettled mints are written for `rotation status` (none: not kept).
+    path: Option<std::path::PathBuf>,
 }
+
+/// File name below `state_dir`.
+const FILE: &str = "unsettled_mints.json";
 
 impl Default for Minting {
     fn default() -> Self {
         Self {
             inflight: watch::Sender::new(HashMap::new()),
+            shapes: Mutex::new(HashMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+            path: None,
         }
     }
+}
+
+/// What is known of a mint's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The rotator has not answered yet.
+    InFlight,
+    /// Its create timed out: a retry (same Idempotency-Key) may still return the key.
+    Unknown,
+    /// Its rotator was killed: nobody will ever return the key.
+    Orphan,
+}
+
+struct Pending {
+    integration: String,
+    rotation: String,
+    shape: Option<Arc<Shape>>,
+    outcome: Outcome,
+    since: SystemTime,
+}
+
+/// A mint whose outcome is unknown, as `rotation status` shows it (never the shape).
+#[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq, Eq)]
+pub struct Unsettled {
+    pub integration: String,
+    pub rotation: String,
+    /// `unknown` or `orphan`.
+    pub outcome: String,
+    pub since: String,
 }
 
 /// One mint in flight; over when dropped.
 pub struct Mint<'a> {
     minting: &'a Minting,
     integration: String,
+    serial: u64,
+}
+
+impl Mint<'_> {
+    /// Its rotator's answer never came (`orphan`: and never will): the shape pass stays
+    /// on for the integration after the mint is over.
+    pub fn unsettled(&self, outcome: Outcome) {
+        let mut shapes = self.minting.lock();
+        if let Some(p) = shapes.get_mut(&self.serial) {
+            p.outcome = outcome;
+            p.since = SystemTime::now();
+        }
+        drop(shapes);
+        self.minting.write();
+    }
 }
 
 impl Minting {
-    /// A mint of `integration` begins (before its rotator is asked).
-    pub fn begin(&self, integration: &str) -> Mint<'_> {
+    /// None unsettled; written below `state_dir` on each change (a mint left unsettled
+    /// before a restart is not carried over).
+    pub fn open(state_dir: &std::path::Path) -> Self {
+        let minting = Self {
+            path: Some(state_dir.join(FILE)),
+            ..Self::default()
+        };
+        minting.write();
+        minting
+    }
+
+    fn write(&self) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&self.unsettled())
+            .map_err(std::io::Error::other)
+            .and_then(|text| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, path = %path.display(), "cannot write the unsettled mints");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.shapes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A mint of `integration` begins (before its rotator is asked) for the rotation
+    /// `rotation`, replacing a value of `shape`.
+    pub fn begin(&self, integration: &str, rotation: &str, shape: Option<Shape>) -> Mint<'_> {
+        let serial = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(
+            serial,
+            Pending {
+                integration: integration.to_owned(),
+                rotation: rotation.to_owned(),
+                shape: shape.map(Arc::new),
+                outcome: Outcome::InFlight,
+                since: SystemTime::now(),
+            },
+        );
         self.inflight.send_modify(|m| {
             *m.entry(integration.to_owned()).or_default() += 1;
         });
         Mint {
             minting: self,
             integration: integration.to_owned(),
+            serial,
         }
     }
 
-    /// Whether any mint is in flight (a cheap check before [`Minting::wait`]).
+    /// Whether any mint is in flight or unsettled (a cheap check before
+    /// [`Minting::wait`]).
     pub fn any(&self) -> bool {
-        !self.inflight.borrow().is_empty()
+        !self.inflight.borrow().is_empty() || !self.lock().is_empty()
+    }
+
+    /// The rotation `rotation` has the value its rotator minted in hand (a retry
+    /// returned it, and the scrubber knows it): its timed-out creates are settled.
+    pub fn settled(&self, rotation: &str) {
+        let mut shapes = self.lock();
+        let before = shapes.len();
+        shapes.retain(|_, p| !(p.rotation == rotation && p.outcome == Outcome::Unknown));
+        let changed = shapes.len() != before;
+        drop(shapes);
+        if changed {
+            self.write();
+        }
+    }
+
+    /// A rotation of `integration` finished: the unsettled mints of its other rotations
+    /// no longer keep the shape pass on.
+    pub fn finished(&self, integration: &str, rotation: &str) {
+        let mut shapes = self.lock();
+        let before = shapes.len();
+        shapes.retain(|_, p| {
+            p.outcome == Outcome::InFlight || p.integration != integration || p.rotation == rotation
+        });
+        let changed = shapes.len() != before;
+        drop(shapes);
+        if changed {
+            self.write();
+        }
+    }
+
+    /// The shapes whose pass an answer concerning the integrations `concerned` says yes
+    /// to goes through: those of unsettled mints, and (`expired`: the hold for it
+    /// expired) of mints in flight.
+    pub fn shapes(&self, concerned: impl Fn(&str) -> bool, expired: bool) -> Vec<Arc<Shape>> {
+        self.lock()
+            .values()
+            .filter(|p| concerned(&p.integration) && (expired || p.outcome != Outcome::InFlight))
+            .filter_map(|p| p.shape.clone())
+            .collect()
+    }
+
+    /// The mints whose outcome is unknown, oldest first.
+    pub fn unsettled(&self) -> Vec<Unsettled> {
+        let mut out: Vec<(SystemTime, Unsettled)> = self
+            .lock()
+            .values()
+            .filter(|p| p.outcome != Outcome::InFlight)
+            .map(|p| {
+                (
+                    p.since,
+                    Unsettled {
+                        integration: p.integration.clone(),
+                        rotation: p.rotation.clone(),
+                        outcome: match p.outcome {
+                            Outcome::Orphan => "orphan",
+                            _ => "unknown",
+                        }
+                        .to_owned(),
+                        since: humantime::format_rfc3339_seconds(p.since).to_string(),
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(t, _)| *t);
+        out.into_iter().map(|(_, u)| u).collect()
     }
 
     /// Waits until no integration `concerned` says yes to has a mint in flight, at most
@@ -75,8 +254,22 @@ impl Minting {
     }
 }
 
+/// The unsettled mints as the agent last wrote them (for the CLI); `None` if never.
+pub fn read(state_dir: &std::path::Path) -> Option<Vec<Unsettled>> {
+    serde_json::from_slice(&std::fs::read(state_dir.join(FILE)).ok()?).ok()
+}
+
 impl Drop for Mint<'_> {
     fn drop(&mut self) {
+        {
+            let mut shapes = self.minting.lock();
+            if shapes
+                .get(&self.serial)
+                .is_some_and(|p| p.outcome == Outcome::InFlight)
+            {
+                shapes.remove(&self.serial);
+            }
+        }
         self.minting.inflight.send_modify(|m| {
             if let Some(n) = m.get_mut(&self.integration) {
                 *n -= 1;
@@ -96,7 +289,7 @@ mod tests {
     async fn an_answer_waits_for_the_mint_of_its_integration_only() {
         let minting = Minting::default();
         assert!(!minting.any());
-        let mint = minting.begin("svc");
+        let mint = minting.begin("svc", "r1", None);
         assert!(minting.any());
         // Another integration's answer does not wait.
         assert!(minting.wait(|i| i == "other", Duration::ZERO).await);
@@ -119,8 +312,8 @@ mod tests {
     #[tokio::test]
     async fn two_mints_of_one_integration_hold_until_both_are_over() {
         let minting = Minting::default();
-        let a = minting.begin("svc");
-        let b = minting.begin("svc");
+        let a = minting.begin("svc", "r1", None);
+        let b = minting.begin("svc", "r1", None);
         drop(a);
         assert!(
             !minting
@@ -129,5 +322,50 @@ mod tests {
         );
         drop(b);
         assert!(minting.wait(|i| i == "svc", Duration::ZERO).await);
+    }
+
+    fn shape() -> Option<Shape> {
+        Some(Shape::Derived {
+            prefix: b"key-".to_vec(),
+            len: 40,
+            classes: 5,
+        })
+    }
+
+    #[test]
+    fn a_timed_out_create_keeps_the_shape_pass_on_until_a_retry_returns_the_key() {
+        let minting = Minting::default();
+        let mint = minting.begin("svc", "r1", shape());
+        // In flight: only an answer whose hold expired goes through the pass.
+        assert!(minting.shapes(|i| i == "svc", false).is_empty());
+        assert_eq!(minting.shapes(|i| i == "svc", true).len(), 1);
+        assert!(minting.shapes(|i| i == "other", true).is_empty());
+        mint.unsettled(Outcome::Unknown);
+        drop(mint);
+        assert!(minting.any());
+        assert_eq!(minting.shapes(|i| i == "svc", false).len(), 1);
+        assert_eq!(minting.unsettled()[0].outcome, "unknown");
+        // The retry returned it.
+        let retry = minting.begin("svc", "r1", shape());
+        drop(retry);
+        minting.settled("r1");
+        assert!(minting.shapes(|i| i == "svc", true).is_empty());
+        assert!(!minting.any());
+    }
+
+    #[test]
+    fn an_orphan_keeps_the_shape_pass_on_until_a_later_rotation_finishes() {
+        let minting = Minting::default();
+        let mint = minting.begin("svc", "r1", shape());
+        mint.unsettled(Outcome::Orphan);
+        drop(mint);
+        // Its own rotation getting a key settles nothing: the orphan is another key.
+        minting.settled("r1");
+        minting.finished("svc", "r1");
+        assert_eq!(minting.shapes(|i| i == "svc", false).len(), 1);
+        assert_eq!(minting.unsettled()[0].outcome, "orphan");
+        minting.finished("svc", "r2");
+        assert!(minting.shapes(|i| i == "svc", false).is_empty());
+        assert!(minting.unsettled().is_empty());
     }
 }

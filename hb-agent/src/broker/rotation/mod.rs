@@ -267,12 +267,33 @@ async fn create(
     let ask = ask(rotation, "create", Key::Old, &old);
     // From here until the scrubber knows the new value, the provider may hold (and list)
     // it: answers from the integration's hosts wait (see `minting`).
-    let mint = shared.minting.begin(&rotation.integration);
+    // The shape of the value being replaced: what its successor looks like, for the
+    // answers made while the mint's outcome is unknown.
+    let shape = crate::scrub::shape::Shape::of(&shared.scrubber, old.expose());
+    let mint = shared
+        .minting
+        .begin(&rotation.integration, &rotation.id, shape);
     let minted = rotator.create(&ask).await;
     breaker_record(shared, &rotation.integration, config, minted.as_ref().err());
     let minted = match minted {
         Ok(m) => m,
-        Err(e) => return retry_or_fail(shared, config, rotation, &e).await,
+        Err(e) => {
+            // The provider may have committed a key the agent never got: an HTTP
+            // rotator's retry (same Idempotency-Key) may return it; a killed exec
+            // rotator's never comes.
+            let outcome = match (e.class(), config.http.is_some()) {
+                ("rotator_timeout" | "rotator_exchange_failed", true) => {
+                    Some(minting::Outcome::Unknown)
+                }
+                ("rotator_timeout" | "rotator_killed", false) => Some(minting::Outcome::Orphan),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                mint.unsettled(outcome);
+                record(shared, rotation, "mint_unsettled", Some(e.class()));
+            }
+            return retry_or_fail(shared, config, rotation, &e).await;
+        }
     };
     // Scrubbed from the moment it exists, whatever becomes of the rotation: providers
     // list an account's keys, and a sandbox holding a handle for the account may ask.
@@ -286,6 +307,7 @@ async fn create(
     if protecting.await.is_err() {
         shared.protect_pending(rotation, &minted.secret);
     }
+    shared.minting.settled(&rotation.id);
     drop(mint);
     let id = rotation.id.clone();
     let secret = Secret::new(minted.secret.expose().to_vec());
@@ -462,6 +484,7 @@ async fn watched(shared: &Arc<Shared>, rotation: &Rotation, note: Option<&'stati
     let id = rotation.id.clone();
     match with_vault(shared.vault.clone(), move |v| v.mark_watched(&id)).await {
         Ok(r) => {
+            shared.minting.finished(&r.integration, &r.id);
             record(shared, &r, "watched", note);
             Next::Go
         }
