@@ -66,7 +66,7 @@ pub struct Handles {
     /// credentials in the owner's calls (`fragment_hit::Others`), so deleting a handle
     /// before reading what a call made with it left behind does not end the watch.
     /// Taken under the table's lock, after it.
-    held: Mutex<HashMap<Owner, BTreeMap<(String, String), Arc<Entry>>>>,
+    held: Mutex<HashMap<Owner, HeldAccounts>>,
     /// The most decoys remembered at once, and per owner (see [`Handles::plant`]).
     max_decoys: usize,
     max_decoys_per_owner: usize,
@@ -102,6 +102,10 @@ pub enum CreateError {
 
 /// An owner's hold on one integration's account.
 type AccountKey = (Owner, String, String);
+
+/// The accounts (integration, account) an owner was given handles for, each with the
+/// newest such handle's entry.
+type HeldAccounts = BTreeMap<(String, String), Arc<Entry>>;
 
 /// A bar of one owner from one account.
 struct AccountBar {
