@@ -19,7 +19,10 @@ use std::{
     collections::{BTreeSet, HashMap},
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -94,7 +97,19 @@ pub struct Accounts {
     /// sandbox holding a handle for it is scrubbed of the values it may have seen
     /// before a rotation too.
     seen: Mutex<HashMap<Key, BTreeSet<String>>>,
+    /// Bumped by every [`Accounts::store`]: the watch sets built before it are stale.
+    generation: AtomicU64,
+    /// The credentials last read of each set of accounts a caller holds handles for
+    /// (see [`Accounts::watched`]), built once per set and per [`Accounts::store`].
+    watch_sets: Mutex<HashMap<Vec<Key>, (u64, WatchSet)>>,
 }
+
+/// The credentials last read of a set of accounts: (account, credential).
+pub type WatchSet = Arc<[(Key, Arc<Current>)]>;
+
+/// The most watch sets kept (one per distinct set of accounts callers hold handles
+/// for); past it they are all dropped and built again as calls need them.
+const MAX_WATCH_SETS: usize = 1024;
 
 impl Accounts {
     pub fn new(db: PathBuf) -> Self {
@@ -102,7 +117,39 @@ impl Accounts {
             db,
             cache: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            watch_sets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The credentials last read of each of `accounts` (sorted, deduplicated): what the
+    /// fragment watch looks for besides the call's own (`fragment_hit`). Built once per
+    /// set of accounts and per [`Accounts::store`] (each credential's runs are built
+    /// once, in its [`Current`]); an account no call resolved yet has none here.
+    pub fn watched(&self, accounts: &[Key]) -> WatchSet {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut sets = self
+            .watch_sets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((g, set)) = sets.get(accounts)
+            && *g == generation
+        {
+            return set.clone();
+        }
+        let set: WatchSet = {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            accounts
+                .iter()
+                .filter_map(|k| cache.get(k).map(|c| (k, c)))
+                .flat_map(|(k, c)| c.usable.iter().map(|u| (k.clone(), u.clone())))
+                .collect()
+        };
+        if sets.len() >= MAX_WATCH_SETS {
+            sets.clear();
+        }
+        sets.insert(accounts.to_vec(), (generation, set.clone()));
+        set
     }
 
     /// The vault file's stamp now (None when it cannot be read: nothing is cached then).
@@ -157,6 +204,7 @@ impl Accounts {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key, cached);
+        self.generation.fetch_add(1, Ordering::Release);
         usable
     }
 
@@ -239,6 +287,50 @@ mod tests {
             &meta(id, created, None),
             Secret::new(b"v".to_vec()),
         ))
+    }
+
+    #[test]
+    fn a_watch_set_is_built_once_per_set_of_accounts_and_vault_read() {
+        let dir = crate::vault::tests::TempDir::new();
+        let db = dir.path().join("vault.db");
+        std::fs::write(&db, b"one").expect("write");
+        let accounts = Accounts::new(db);
+        let stamp = accounts.stamp().expect("stamp");
+        let now = SystemTime::now();
+        let key = |a: &str| ("gh".to_owned(), a.to_owned());
+        accounts.store(
+            "gh",
+            "bot",
+            stamp,
+            vec![(meta("cred_bot", now, None), Secret::new(b"bot".to_vec()))],
+        );
+        let set = [key("admin"), key("bot")];
+        let first = accounts.watched(&set);
+        assert_eq!(first.len(), 1, "admin was never read: only bot's");
+        assert!(
+            Arc::ptr_eq(&first, &accounts.watched(&set)),
+            "the same set, not built again"
+        );
+        accounts.store(
+            "gh",
+            "admin",
+            stamp,
+            vec![(
+                meta("cred_admin", now, None),
+                Secret::new(b"admin".to_vec()),
+            )],
+        );
+        let second = accounts.watched(&set);
+        assert!(!Arc::ptr_eq(&first, &second), "built again after a read");
+        let mut ids: Vec<&str> = second
+            .iter()
+            .map(|(_, c)| c.credential_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["cred_admin", "cred_bot"]);
+        // Each credential's runs are its `Current`'s, shared by every set holding it.
+        let bot_only = accounts.watched(&[key("bot")]);
+        assert!(Arc::ptr_eq(&bot_only[0].1, &second[1].1));
     }
 
     #[test]

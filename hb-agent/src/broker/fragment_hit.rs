@@ -1,5 +1,6 @@
 //! A **fragment hit**: a run (at least [`crate::scrub::min_run`] characters) of a
-//! credential a call carries, or of one of its encodings, in what the caller sent
+//! credential a call carries, or of a credential of any other account its caller holds
+//! a handle for ([`Others`]), or of one of their encodings, in what the caller sent
 //! (target, headers, body, before injection) or anywhere in the upstream's answer other
 //! than as the whole value (a whole echo is the `reflection` the scrubber already
 //! redacts).
@@ -9,7 +10,7 @@
 //! rebuilds it a few characters at a time. Any answer that depends on where a guess
 //! hit is such an oracle, so a hit is answered with one fixed error
 //! ([`refusal`], `credential_fragment`) and nothing of the upstream's answer, and it
-//! costs the caller its access to the account: its handles to the account are ended
+//! costs the caller its access to the account whose run was seen: its handles to the account are ended
 //! and its calls and new handles for that (caller, account) get the same error for
 //! `broker.fragment_bar_secs`. Other callers of the account keep full service. The
 //! account gets a `reflection` signal (`seen`: `request_fragment`, `answer_fragment`),
@@ -22,10 +23,7 @@
 //! as keyed fingerprints).
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -75,12 +73,29 @@ pub struct Sent<'a> {
     pub body: &'a [u8],
 }
 
+/// The credentials of the caller's other accounts (those it holds a handle for besides
+/// the call's), each with one of its handles' entries: a run of one in a call of this
+/// caller, request or answer, is a hit charged to that account. A caller holding
+/// handles for two accounts could otherwise read one's credential, all but a character,
+/// through a call made with the other (a provider's request log cut short).
+pub type Others = [(Arc<Entry>, Arc<Current>)];
+
+/// Whose credential a hit's run is of.
+#[derive(Clone)]
+pub enum Whose {
+    /// A credential the call carries (or would, retried).
+    Call,
+    /// Another account the caller holds a handle for: one of that handle's entries.
+    Other(Arc<Entry>),
+}
+
 /// Whether what the caller sent holds a run of one of `carried` (the account's usable
-/// credentials: the active one and any the call may be retried with): in the target
-/// as given and percent-decoded, in a header's name or value, or in the body.
-pub fn in_request(carried: &[Arc<Current>], sent: &Sent<'_>) -> bool {
+/// credentials: the active one and any the call may be retried with) or of `others`:
+/// in the target as given and percent-decoded, in a header's name or value, or in the
+/// body.
+pub fn in_request(carried: &[Arc<Current>], others: &Others, sent: &Sent<'_>) -> Option<Whose> {
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(sent.target).collect();
-    carried.iter().filter_map(|c| c.fragments()).any(|f| {
+    let holds = |f: &crate::scrub::Fragments| {
         f.holds_run(sent.target.as_bytes())
             || f.holds_run(&decoded)
             || sent
@@ -88,33 +103,52 @@ pub fn in_request(carried: &[Arc<Current>], sent: &Sent<'_>) -> bool {
                 .iter()
                 .any(|(n, v)| f.holds_run(n.as_str().as_bytes()) || f.holds_run(v.as_bytes()))
             || f.holds_run(sent.body)
-    })
+    };
+    if carried.iter().filter_map(|c| c.fragments()).any(holds) {
+        return Some(Whose::Call);
+    }
+    others
+        .iter()
+        .find(|(_, c)| c.fragments().is_some_and(holds))
+        .map(|(e, _)| Whose::Other(e.clone()))
 }
 
-/// The parts of one answer checked for runs of the credentials its call sent, after the
-/// whole values were scrubbed from them; remembers whether any held one.
+/// The parts of one answer checked for runs of the credentials its call sent and of the
+/// caller's other accounts' (see [`Others`]), after the whole values were scrubbed from
+/// them; remembers the first hit.
 pub struct AnswerWatch<'a> {
     sent: &'a [Arc<Current>],
-    hit: AtomicBool,
+    others: &'a Others,
+    hit: Mutex<Option<Whose>>,
 }
 
 impl<'a> AnswerWatch<'a> {
-    pub fn new(sent: &'a [Arc<Current>]) -> Self {
+    pub fn new(sent: &'a [Arc<Current>], others: &'a Others) -> Self {
         Self {
             sent,
-            hit: AtomicBool::new(false),
+            others,
+            hit: Mutex::new(None),
         }
+    }
+
+    /// Every credential watched, with whose it is.
+    pub fn watched(&self) -> impl Iterator<Item = (Whose, &crate::scrub::Fragments)> {
+        let call = self
+            .sent
+            .iter()
+            .filter_map(|c| c.fragments())
+            .map(|f| (Whose::Call, f));
+        let others = self
+            .others
+            .iter()
+            .filter_map(|(e, c)| c.fragments().map(|f| (Whose::Other(e.clone()), f)));
+        call.chain(others)
     }
 
     /// Checks `bytes`.
     pub fn check(&self, bytes: &[u8]) {
-        if self
-            .sent
-            .iter()
-            .filter_map(|c| c.fragments())
-            .any(|f| f.holds_run(bytes))
-        {
-            self.hit.store(true, Ordering::Relaxed);
+        if let Some((whose, _)) = self.watched().find(|(_, f)| f.holds_run(bytes)) {
+            self.mark(whose);
         }
     }
 
@@ -124,13 +158,20 @@ impl<'a> AnswerWatch<'a> {
         text
     }
 
-    /// Records a hit found elsewhere (a spread view of the body).
-    pub fn mark(&self) {
-        self.hit.store(true, Ordering::Relaxed);
+    /// Records a hit found elsewhere (a spread view of the body); the first one counts.
+    pub fn mark(&self, whose: Whose) {
+        self.hit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(whose);
     }
 
-    pub fn hit(&self) -> bool {
-        self.hit.load(Ordering::Relaxed)
+    /// Whose run the first hit was of, if there was one.
+    pub fn hit(&self) -> Option<Whose> {
+        self.hit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -236,12 +277,14 @@ mod tests {
     fn sends(target: &str, headers: &[(HeaderName, HeaderValue)], body: &str) -> bool {
         in_request(
             &carried(),
+            &[],
             &Sent {
                 target,
                 headers,
                 body: body.as_bytes(),
             },
         )
+        .is_some()
     }
 
     #[test]
@@ -280,11 +323,86 @@ mod tests {
     #[test]
     fn an_answer_watch_remembers_a_run_and_ignores_the_rest() {
         let sent = carried();
-        let w = AnswerWatch::new(&sent);
+        let w = AnswerWatch::new(&sent, &[]);
         assert_eq!(w.pass("ok GET /plain?x=1".into()), "ok GET /plain?x=1");
         w.check(b"[REDACTED:live_secret] key ending in 7c48");
-        assert!(!w.hit());
+        assert!(w.hit().is_none());
         w.check(format!("echo {}", &KEY[..12].to_ascii_uppercase()).as_bytes());
-        assert!(w.hit());
+        assert!(matches!(w.hit(), Some(Whose::Call)));
+    }
+
+    /// Another account's key (fake, made for this test).
+    const OTHER: &str = "key-Vt5nR8aLw2Hx7Cm4Ze9Bp3Uy6Dj1KsQo";
+
+    fn others() -> Vec<(Arc<Entry>, Arc<Current>)> {
+        let meta = CredentialMeta {
+            id: "cred_2".into(),
+            integration: "svc".into(),
+            account: "admin".into(),
+            status: Status::Active,
+            created: SystemTime::now(),
+            expires: None,
+            rotated_from: None,
+            grace_until: None,
+            revoked: None,
+        };
+        let entry = Arc::new(Entry {
+            integration: "svc".into(),
+            account: "admin".into(),
+            owner: super::super::handles::Owner::Host { uid: 1000 },
+            execution: "exec_1".into(),
+            expires: Instant::now(),
+            expires_at: SystemTime::now(),
+        });
+        vec![(
+            entry,
+            Arc::new(Current::new(&meta, Secret::new(OTHER.as_bytes().to_vec()))),
+        )]
+    }
+
+    fn account(whose: Option<Whose>) -> Option<String> {
+        whose.map(|w| match w {
+            Whose::Call => "call".into(),
+            Whose::Other(e) => e.account.clone(),
+        })
+    }
+
+    #[test]
+    fn a_run_of_another_held_account_is_a_hit_charged_to_that_account() {
+        let (carried, others) = (carried(), others());
+        let u = "https://api.test/plain";
+        // A request: the other account's run, named; the call's own, the call.
+        let target = format!("{u}?g={}", &OTHER[10..20]);
+        let sent = Sent {
+            target: &target,
+            headers: &[],
+            body: b"",
+        };
+        assert_eq!(
+            account(in_request(&carried, &others, &sent)).as_deref(),
+            Some("admin")
+        );
+        let target = format!("{u}?g={}&h={}", &KEY[10..20], &OTHER[10..20]);
+        let sent = Sent {
+            target: &target,
+            headers: &[],
+            body: b"",
+        };
+        assert_eq!(
+            account(in_request(&carried, &others, &sent)).as_deref(),
+            Some("call")
+        );
+        // An answer: a request log cut one character short of the other's key.
+        let w = AnswerWatch::new(&carried, &others);
+        w.check(format!("/pad?api_key={}", &OTHER[..OTHER.len() - 1]).as_bytes());
+        assert_eq!(account(w.hit()).as_deref(), Some("admin"));
+        // Nothing of either: no hit.
+        let w = AnswerWatch::new(&carried, &others);
+        w.check(b"/pad?api_key=[REDACTED:live_secret] ending in KsQo");
+        assert!(w.hit().is_none());
+        // Without the other account held, the same log is no hit (the near miss).
+        let w = AnswerWatch::new(&carried, &[]);
+        w.check(format!("/pad?api_key={}", &OTHER[..OTHER.len() - 1]).as_bytes());
+        assert!(w.hit().is_none());
     }
 }

@@ -14,7 +14,7 @@
 //! teaches nothing.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -61,10 +61,20 @@ pub struct Handles {
     /// remembered so their owner's calls with them get the bar's answer. Taken under
     /// the table's lock, after it, as `barred`.
     account_bars: Mutex<HashMap<AccountKey, AccountBar>>,
+    /// Every account each owner was given a handle for, with the newest such handle's
+    /// entry, kept after the handles end: the fragment watch looks for runs of their
+    /// credentials in the owner's calls (`fragment_hit::Others`), so deleting a handle
+    /// before reading what a call made with it left behind does not end the watch.
+    /// Taken under the table's lock, after it.
+    held: Mutex<HashMap<Owner, HeldAccounts>>,
     /// The most decoys remembered at once, and per owner (see [`Handles::plant`]).
     max_decoys: usize,
     max_decoys_per_owner: usize,
 }
+
+/// The most owners whose held accounts are remembered (see `Handles::held`): past it,
+/// those with no live handle are forgotten.
+const MAX_OWNERS_HELD: usize = 65_536;
 
 /// How long a decoy is remembered after its handle would have expired.
 pub const DECOY_MEMORY: Duration = Duration::from_secs(86_400);
@@ -92,6 +102,10 @@ pub enum CreateError {
 
 /// An owner's hold on one integration's account.
 type AccountKey = (Owner, String, String);
+
+/// The accounts (integration, account) an owner was given handles for, each with the
+/// newest such handle's entry.
+type HeldAccounts = BTreeMap<(String, String), Arc<Entry>>;
 
 /// A bar of one owner from one account.
 struct AccountBar {
@@ -129,6 +143,7 @@ impl Handles {
             decoys: Mutex::new(HashMap::new()),
             barred: Mutex::new(HashMap::new()),
             account_bars: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             max_decoys: MAX_DECOYS,
             max_decoys_per_owner: MAX_DECOYS_PER_OWNER,
         }
@@ -423,7 +438,27 @@ impl Handles {
             table.remove(h);
         }
         table.insert(handle.clone(), entry.clone());
+        let mut held_by = self.held.lock().map_err(|_| CreateError::Poisoned)?;
+        if held_by.len() >= MAX_OWNERS_HELD && !held_by.contains_key(&owner) {
+            // Owners with no live handle left are forgotten first.
+            held_by.retain(|o, _| table.values().any(|e| e.owner == *o && e.expires > now));
+        }
+        held_by.entry(owner).or_default().insert(
+            (entry.integration.clone(), entry.account.clone()),
+            entry.clone(),
+        );
         Ok((handle, entry, expired))
+    }
+
+    /// Every account `owner` was given a handle for (live or not), with the newest such
+    /// handle's entry, in account order.
+    pub fn held_accounts(&self, owner: Owner) -> Vec<((String, String), Arc<Entry>)> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&owner)
+            .map(|m| m.iter().map(|(k, e)| (k.clone(), e.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// How many handles are live (not expired; deleted and revoked ones are gone).

@@ -322,15 +322,21 @@ pub async fn request(
     let carried = inspect_outgoing(&call, owner, &parsed, &decision).await?;
     held(&call, &parsed, &decision)?;
     let usable = credentials_now(&call, &decision).await?;
-    refuse_fragments(&call, &decision, &parsed, &usable)?;
+    // The credentials of the caller's other accounts: watched in this call too.
+    let others = super::sightings::other_accounts(
+        &shared,
+        owner,
+        decision.credential.as_ref().map(|(e, _)| &**e),
+    );
+    refuse_fragments(&call, &decision, &parsed, &usable, &others)?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
     let mut sent: Vec<Arc<Current>> = usable.first().cloned().into_iter().collect();
     let outbound = inject(&decision, sent.first().map(|c| &**c), &parsed)?;
-    let mut response = send(&call, &decision, &sent, &parsed, outbound).await?;
+    let mut response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
     if let Some(previous) = propagation_retry(&call, &decision, &sent, &response).await? {
         let outbound = inject(&decision, Some(&previous), &parsed)?;
         sent.push(previous);
-        response = send(&call, &decision, &sent, &parsed, outbound).await?;
+        response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
     }
     let mut not_replaced = None;
     match hold_for_rotation(&call, &decision, &sent, &response).await? {
@@ -338,7 +344,7 @@ pub async fn request(
         Held::Retry(replacement) => {
             let outbound = inject(&decision, Some(&replacement), &parsed)?;
             sent.push(replacement);
-            response = send(&call, &decision, &sent, &parsed, outbound).await?;
+            response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
         }
         Held::NotReplaced(why) => not_replaced = Some(why),
     }
@@ -349,6 +355,7 @@ pub async fn request(
         owner,
         carried: &carried,
         sent: &sent,
+        others: &others,
         not_replaced,
     };
     respond(&call, &decision, &answer, &parsed, response).await
@@ -989,32 +996,42 @@ async fn hold_for_rotation(
     }))
 }
 
-/// Phase 3b: a request that holds a run of a credential its call would carry (see
-/// `fragment_hit`) is refused before it is sent, and the caller barred from the account.
+/// Phase 3b: a request that holds a run of a credential its call would carry, or of
+/// one of the caller's other accounts' (see `fragment_hit`), is refused before it is
+/// sent, and the caller barred from the account whose run it was.
 fn refuse_fragments(
     call: &Call<'_>,
     decision: &Decision<'_>,
     parsed: &Parsed,
     usable: &[Arc<Current>],
+    others: &fragment_hit::Others,
 ) -> Result<(), ApiError> {
-    let Some((entry, _)) = &decision.credential else {
-        return Ok(());
-    };
     let target = parsed.target.to_string();
     let sent = fragment_hit::Sent {
         target: &target,
         headers: &parsed.headers,
         body: &parsed.body,
     };
-    if fragment_hit::in_request(usable, &sent) {
+    if let Some(entry) =
+        fragment_hit::in_request(usable, others, &sent).and_then(|w| charged(decision, w))
+    {
         return Err(fragment_refused(
             call,
             parsed,
-            entry,
+            &entry,
             fragment_hit::Seen::Request,
         ));
     }
     Ok(())
+}
+
+/// The handle entry a fragment hit is charged to: the call's for a run of a credential
+/// it carries, the other account's handle's for one of theirs.
+fn charged(decision: &Decision<'_>, whose: fragment_hit::Whose) -> Option<Arc<Entry>> {
+    match whose {
+        fragment_hit::Whose::Call => decision.credential.as_ref().map(|(e, _)| e.clone()),
+        fragment_hit::Whose::Other(entry) => Some(entry),
+    }
 }
 
 /// A fragment hit on this call: charged to the caller (see `fragment_hit::charge`); the
@@ -1076,7 +1093,7 @@ fn inject(
 async fn send(
     call: &Call<'_>,
     decision: &Decision<'_>,
-    sent: &[Arc<Current>],
+    (sent, others): (&[Arc<Current>], &fragment_hit::Others),
     parsed: &Parsed,
     outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
@@ -1096,13 +1113,13 @@ async fn send(
             // A message can quote what the upstream sent (a Location's scheme or
             // host): one that holds a run of the call's credentials is a hit.
             let message = e.to_string();
-            let watch = fragment_hit::AnswerWatch::new(sent);
+            let watch = fragment_hit::AnswerWatch::new(sent, others);
             watch.check(message.as_bytes());
-            if let (true, Some((entry, _))) = (watch.hit(), &decision.credential) {
+            if let Some(entry) = watch.hit().and_then(|w| charged(decision, w)) {
                 return Err(fragment_refused(
                     call,
                     parsed,
-                    entry,
+                    &entry,
                     fragment_hit::Seen::Answer,
                 ));
             }
@@ -1150,6 +1167,8 @@ struct Answer<'a> {
     carried: &'a HashSet<LiveId>,
     /// Every credential the call sent, in order: the answer is cut of all their runs.
     sent: &'a [Arc<Current>],
+    /// The credentials of the caller's other accounts (see `fragment_hit::Others`).
+    others: &'a fragment_hit::Others,
     /// Why a 401 held for a rotation comes back without a retry (see [`Held`]).
     not_replaced: Option<&'static str>,
 }
@@ -1244,9 +1263,10 @@ async fn respond(
     // (a key listing) would hand it another tenant's.
     let view = View::answer(shared, call.caller, answer.carried);
     // Runs of the credentials the call sent (built once per credential; a retried
-    // call's upstream saw two), looked for in every part of the answer after the whole
-    // values are scrubbed: one is a hit, and the answer is refused whole.
-    let watch = fragment_hit::AnswerWatch::new(sent);
+    // call's upstream saw two) and of the caller's other accounts', looked for in every
+    // part of the answer after the whole values are scrubbed: one is a hit, and the
+    // answer is refused whole.
+    let watch = fragment_hit::AnswerWatch::new(sent, answer.others);
     let pieces = |text: String| watch.pass(text);
     if let Some((entry, _)) = &decision.credential
         && sent.iter().any(|current| {
@@ -1279,13 +1299,13 @@ async fn respond(
             },
         );
     }
-    let unspread = cut_spread(&view, &watch, sent, &response.body);
+    let unspread = cut_spread(&view, &watch, &response.body);
     let mut body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
     let (bytes, mut pending_cut) = redact_pending_keys(shared, &pending, body.bytes);
     body.bytes = bytes;
     // A header may spell a value with some of its characters escaped as the body may.
     let header_cut = |text: &str| {
-        cut_spread(&view, &watch, sent, text.as_bytes())
+        cut_spread(&view, &watch, text.as_bytes())
             .map(|cut| String::from_utf8_lossy(&cut).into_owned())
     };
     let (mut headers, headers_redacted) =
@@ -1356,11 +1376,11 @@ async fn respond(
             );
         }
     }
-    if let (true, Some((entry, _))) = (watch.hit(), &decision.credential) {
+    if let Some(entry) = watch.hit().and_then(|w| charged(decision, w)) {
         return Err(fragment_refused(
             call,
             parsed,
-            entry,
+            &entry,
             fragment_hit::Seen::Answer,
         ));
     }
@@ -1369,18 +1389,13 @@ async fn respond(
 
 /// Phase 6a: `body` cut of what a scrub of the caller's view finds in it once its NUL
 /// bytes and `\u0000` escapes are dropped and its other JSON `\uXXXX` escapes and HTML
-/// numeric references decoded, and of runs of the credentials the call sent found
+/// numeric references decoded, and of runs of the credentials `watch` looks for found
 /// there: a value spelled in UTF-32 (or UTF-16 at any alignment, or any other spacing
 /// of its characters with NULs), or with any of its characters escaped in any mix, is
 /// whole in that view, and the bytes that spell it are redacted in the body itself.
 /// `None` (and one `memchr` and two `memmem`s of work) when the body has no NUL byte, no
 /// `\u` and no `&#`, or nothing to cut.
-fn cut_spread(
-    view: &View,
-    watch: &fragment_hit::AnswerWatch<'_>,
-    sent: &[Arc<Current>],
-    body: &[u8],
-) -> Option<Vec<u8>> {
+fn cut_spread(view: &View, watch: &fragment_hit::AnswerWatch<'_>, body: &[u8]) -> Option<Vec<u8>> {
     crate::scrub::cut_spread(body, |squeezed| {
         let mut spans: Vec<_> = view
             .scrub(squeezed)
@@ -1389,14 +1404,14 @@ fn cut_spread(
             .map(|r| (r.offset..r.offset + r.len, r.family))
             .collect();
         let whole: Vec<_> = spans.iter().map(|(r, _)| r.clone()).collect();
-        for f in sent.iter().filter_map(|c| c.fragments()) {
+        for (whose, f) in watch.watched() {
             for run in f.spans(squeezed) {
                 // A run inside a whole value the view scrubs is that value's echo.
                 if !whole
                     .iter()
                     .any(|w| w.start <= run.start && run.end <= w.end)
                 {
-                    watch.mark();
+                    watch.mark(whose.clone());
                 }
                 spans.push((run, "live_secret"));
             }

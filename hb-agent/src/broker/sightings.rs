@@ -20,11 +20,19 @@
 //! Only live values are looked for (the token families are not run).
 //! Must never: return or log the bytes it found.
 
-use std::collections::HashSet;
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 use http::{HeaderName, HeaderValue};
 
-use super::{credentials::with_vault, handles::Owner, state::Shared};
+use super::{
+    accounts::Current,
+    credentials::with_vault,
+    handles::{Entry, Owner},
+    state::Shared,
+};
 use crate::scrub::{LiveId, Scrubber, Sees};
 
 /// What a request carried that it should not have.
@@ -176,6 +184,33 @@ fn own_credentials(shared: &Shared, owner: Owner) -> Vec<(LiveId, String, String
                 .map(move |id| (id, i.clone(), a.clone()))
         })
         .filter_map(|(id, i, a)| protected.get(&id).map(|l| (*l, id, i, a)))
+        .collect()
+}
+
+/// The credentials of every account `owner` was given a handle for but `except` (the
+/// call's own account), each with the entry a hit on it is charged to (see
+/// `fragment_hit::Others`). The set of credentials is built once per set of accounts
+/// and per vault read (`Accounts::watched`); only the entries are gathered per call.
+pub fn other_accounts(
+    shared: &Shared,
+    owner: Owner,
+    except: Option<&Entry>,
+) -> Vec<(Arc<Entry>, Arc<Current>)> {
+    let held: BTreeMap<(String, String), Arc<Entry>> = shared
+        .handles
+        .held_accounts(owner)
+        .into_iter()
+        .filter(|((i, a), _)| except.is_none_or(|e| e.integration != *i || e.account != *a))
+        .collect();
+    if held.is_empty() {
+        return Vec::new();
+    }
+    let accounts: Vec<(String, String)> = held.keys().cloned().collect();
+    shared
+        .accounts
+        .watched(&accounts)
+        .iter()
+        .filter_map(|(k, c)| held.get(k).map(|e| (e.clone(), c.clone())))
         .collect()
 }
 
