@@ -80,6 +80,55 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// A 64-bit digest of the stamp, for a lock-free "still the same file" check.
+    fn digest(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns).hash(&mut h);
+        // 0 stands for "nothing registered yet".
+        h.finish().max(1)
+    }
+}
+
+/// The vault file's stamp when its every stored value was last registered with the
+/// scrubber: answers compare against a lock-free digest first, so the common case (the
+/// file did not change) takes no lock; only a change takes the async lock that
+/// serialises the re-read.
+#[derive(Default)]
+pub struct StoredMark {
+    seen: AtomicU64,
+    registering: tokio::sync::Mutex<Option<Stamp>>,
+}
+
+impl StoredMark {
+    /// Whether every value stored at `stamp` is known to be registered (lock-free).
+    pub fn covers(&self, stamp: Stamp) -> bool {
+        self.seen.load(Ordering::Acquire) == stamp.digest()
+    }
+
+    /// The lock held while the stored values are read and registered; `None` when
+    /// another answer registered them at `stamp` meanwhile.
+    pub async fn begin(&self, stamp: Stamp) -> Option<StoredGuard<'_>> {
+        let guard = self.registering.lock().await;
+        (*guard != Some(stamp)).then_some(StoredGuard { mark: self, guard })
+    }
+}
+
+/// Held while the values stored at one stamp are registered; `done` records it.
+pub struct StoredGuard<'a> {
+    mark: &'a StoredMark,
+    guard: tokio::sync::MutexGuard<'a, Option<Stamp>>,
+}
+
+impl StoredGuard<'_> {
+    /// Every value stored at `stamp` is registered now.
+    pub fn done(mut self, stamp: Stamp) {
+        *self.guard = Some(stamp);
+        self.mark.seen.store(stamp.digest(), Ordering::Release);
+    }
+}
+
 /// An account's usable credentials as the vault had them at `stamp`.
 struct Cached {
     stamp: Stamp,

@@ -276,15 +276,18 @@ pub async fn delete_handle(
 /// (`hb-agent vault put|rotate`) is scrubbed from every answer from then on, not only
 /// once a call of its own account reads it — a provider's listing may hold another
 /// tenant's key that no call has carried yet. One `stat` when nothing changed; after a
-/// change, the metadata and only the values not registered yet are read.
+/// change, the metadata and only the values not registered yet are read. The unchanged
+/// case takes no lock (see `accounts::StoredMark`).
 pub async fn protect_stored(shared: &Arc<Shared>) {
     let Some(stamp) = shared.accounts.stamp() else {
         return;
     };
-    let mut stored = shared.stored.lock().await;
-    if *stored == Some(stamp) {
+    if shared.stored.covers(stamp) {
         return;
     }
+    let Some(mark) = shared.stored.begin(stamp).await else {
+        return;
+    };
     let known: std::collections::HashSet<String> = shared
         .protected
         .lock()
@@ -324,7 +327,7 @@ pub async fn protect_stored(shared: &Arc<Shared>) {
     }
     // The stamp taken before the read: a commit meanwhile changes it, and the next look
     // reads again.
-    *stored = Some(stamp);
+    mark.done(stamp);
 }
 
 /// The credentials a call of `integration`/`account` may carry now, the active one

@@ -268,7 +268,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     sensor: rotation::sensor::Sensor::open(&state_dir, sensor_config),
                     breakers: rotation::breaker::Breakers::open(&state_dir, clock.now()),
                     minting: rotation::minting::Minting::open(&state_dir),
-                    stored: tokio::sync::Mutex::new(None),
+                    stored: accounts::StoredMark::default(),
                     clock,
                     caller_audit: caller_audit::CallerBudgets::default(),
                     caller_events: caller_audit::CallerBudgets::default(),

@@ -84,7 +84,7 @@ pub struct Shared {
     pub minting: super::rotation::minting::Minting,
     /// The vault file's stamp when its every stored value was last registered with the
     /// scrubber (see `credentials::protect_stored`); `None`: not since the start.
-    pub stored: tokio::sync::Mutex<Option<super::accounts::Stamp>>,
+    pub stored: super::accounts::StoredMark,
     /// Each caller's audit records under its event budget.
     pub caller_audit: super::caller_audit::CallerBudgets<super::caller_audit::CallerRecord>,
     /// Each caller's refusals for the event stream under its event budget.
