@@ -24,6 +24,7 @@ mod enroll;
 mod events;
 mod flow_key;
 mod guard;
+mod http_rules;
 mod kube;
 mod loader;
 mod maps;

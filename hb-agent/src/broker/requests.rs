@@ -9,7 +9,7 @@
 //!   `methods`, and the request must not bring its own credential (`Authorization`,
 //!   `Proxy-Authorization`, the integration's auth header, or its auth query parameter,
 //!   in any case: an **auth collision**, which revokes every handle of the execution),
-//!   nor carry a body on GET, HEAD, OPTIONS, TRACE or DELETE ([`crate::guard::http::takes_no_body`]).
+//!   nor carry a body on GET, HEAD, OPTIONS, TRACE or DELETE ([`crate::http_rules::takes_no_body`]).
 //!   The URL's scheme and port must be among the integration's `schemes` (default
 //!   `https`) and `ports` (default: the schemes' own), so the credential goes neither
 //!   in cleartext nor to another listener on the same host; and the request may not
@@ -783,7 +783,7 @@ fn decide_with_handle<'a>(
     }
     // A server may answer one of these without reading its body and read that body as
     // the next request on the connection: one policy never judged.
-    if !parsed.body.is_empty() && crate::guard::http::takes_no_body(parsed.method.as_str()) {
+    if !parsed.body.is_empty() && crate::http_rules::takes_no_body(parsed.method.as_str()) {
         call.audit(action, "policy_denied", "a body on a method without one");
         return Err(denied(format!(
             "a {} request carries no body through the broker: an upstream that ignores it \

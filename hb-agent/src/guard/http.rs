@@ -19,6 +19,8 @@
 
 use std::net::IpAddr;
 
+use crate::http_rules::takes_no_body;
+
 /// Largest request head the guard reads.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Headers per request.
@@ -203,14 +205,6 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         framing,
         upgrade,
     }))
-}
-
-/// Methods that have no use for a body (GET, HEAD, OPTIONS, TRACE, DELETE): a server
-/// may answer one without reading its body and read that body as the next request on
-/// the connection, one nobody judged. The guard refuses such a body; the broker sends
-/// none.
-pub fn takes_no_body(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "DELETE")
 }
 
 impl Head {
@@ -729,7 +723,6 @@ mod tests {
             .is_err()
         );
         assert!(parse_response_head(b"\x16\x03\x01 not http\r\n\r\n").is_err());
-        assert!(takes_no_body("DELETE") && !takes_no_body("POST"));
     }
 
     #[test]
