@@ -286,7 +286,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The agent binary whose program costs are measured beside this tree's in the same run
-/// (`cargo xtask bench connect --previous BIN`), passed to `__bench-one` through the
+/// (`cargo xtask bench connect|sandbox --previous BIN`), passed to `__bench-one` through the
 /// environment.
 pub(crate) const PREVIOUS_ENV: &str = "HB_BENCH_PREVIOUS_AGENT";
 

@@ -80,36 +80,26 @@ allow_domains = []
         &config,
         &dir.join("agent.log"),
     )?));
-    let mut contenders = [
+    let hb_true = |bin: &std::path::Path, config: &std::path::Path| {
+        let mut c = Command::new(bin);
+        c.arg("--config").arg(config).args([
+            "sandbox",
+            "run",
+            "--policy",
+            "bench",
+            "--",
+            "/bin/true",
+        ]);
+        c
+    };
+    let mut contenders = vec![
         Contender {
             name: "hb",
-            cmd: {
-                let mut c = Command::new(&agent_bin);
-                c.arg("--config").arg(&config).args([
-                    "sandbox",
-                    "run",
-                    "--policy",
-                    "bench",
-                    "--",
-                    "/bin/true",
-                ]);
-                c
-            },
+            cmd: hb_true(&agent_bin, &config),
         },
         Contender {
             name: "hb-nolim",
-            cmd: {
-                let mut c = Command::new(&agent_bin);
-                c.arg("--config").arg(&unlimited).args([
-                    "sandbox",
-                    "run",
-                    "--policy",
-                    "bench",
-                    "--",
-                    "/bin/true",
-                ]);
-                c
-            },
+            cmd: hb_true(&agent_bin, &unlimited),
         },
         Contender {
             name: "bwrap",
@@ -151,6 +141,15 @@ allow_domains = []
             },
         },
     ];
+    // `--previous BIN`: that build's `sandbox run`, with limits, beside this one's (the
+    // agent stays this build's: the pinned maps it reads are the same).
+    let previous = std::env::var_os(crate::bench::PREVIOUS_ENV).map(std::path::PathBuf::from);
+    if let Some(bin) = &previous {
+        contenders.push(Contender {
+            name: "previous",
+            cmd: hb_true(bin, &config),
+        });
+    }
     for c in &mut contenders {
         c.cmd.stdin(Stdio::null()).stdout(Stdio::null());
         let status = c
@@ -194,6 +193,13 @@ allow_domains = []
         unlimited / bwrap,
         hb - unlimited
     );
+    if let Some(&before) = medians.get(4) {
+        println!(
+            "previous build (--previous), with limits: {before:.2} ms, hb / bwrap = {:.2}; this build / previous = {:.2}",
+            before / bwrap,
+            hb / before
+        );
+    }
     Ok(())
 }
 

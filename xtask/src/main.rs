@@ -55,7 +55,8 @@ enum Command {
         /// (root) or `scrub`, `sanitize` (no root); default: all of them.
         which: Option<String>,
         /// An earlier `hb-agent` release binary: `connect` also measures its programs'
-        /// cost, taking turns with this tree's agent in the same run.
+        /// cost, and `sandbox` its `sandbox run`, taking turns with this tree's in the
+        /// same run.
         #[arg(long, value_name = "BIN")]
         previous: Option<std::path::PathBuf>,
         /// `rotation` only: its small size (one rotation under load and two by the

@@ -7,12 +7,13 @@
 //! from inside), `CLONE_NEWNS`/`CLONE_NEWIPC` give it mounts and System V IPC of its own,
 //! and `CLONE_PIDFD` gives the launcher a descriptor that names it for good. It is a
 //! copy of the single-threaded launcher, not an exec'd program, so it runs the plan
-//! prepared before the clone: [`confine`] (cgroup v1 joins, a new session without a
-//! controlling terminal — or, with `--tty`, with a fresh pseudo-terminal of its own —,
-//! a cgroup namespace, the mounts of [`super::mounts`], itself made undumpable (it keeps
-//! descriptors of the host's mount namespace), every capability dropped and the
-//! user's ids, `no_new_privs`, Landlock scopes, the seccomp filters, every descriptor
-//! past stderr closed at exec), then it forks the command (pid 2), which resets its
+//! prepared before the clone: [`confine`] (a new session without a controlling
+//! terminal — or, with `--tty`, with a fresh pseudo-terminal of its own —, a cgroup
+//! namespace, the mounts of [`super::mounts`], itself made undumpable (it keeps
+//! descriptors of the host's mount namespace), every capability dropped and the user's
+//! ids, `no_new_privs`, Landlock scopes, the seccomp filters, every descriptor past
+//! stderr closed at exec, and last a wait until the launcher, meanwhile, has joined it
+//! to the cgroup v1 limits), then it forks the command (pid 2), which resets its
 //! signals and execs. pid 1 stays behind as the namespace's reaper: it forwards the
 //! signals the launcher passes on to the command, reaps orphans, and exits with the
 //! command's status. When it exits the kernel kills whatever is left in the namespace.
@@ -71,12 +72,13 @@ pub enum Step {
     NativeAbiFilter,
     SeccompFilter,
     CloseDescriptors,
+    WaitForLimits,
     ForkCommand,
     Exec,
 }
 
 impl Step {
-    const ALL: [Step; 15] = [
+    const ALL: [Step; 16] = [
         Step::WaitForLauncher,
         Step::NewSession,
         Step::Terminal,
@@ -90,15 +92,14 @@ impl Step {
         Step::NativeAbiFilter,
         Step::SeccompFilter,
         Step::CloseDescriptors,
+        Step::WaitForLimits,
         Step::ForkCommand,
         Step::Exec,
     ];
 
     pub fn describe(self) -> &'static str {
         match self {
-            Step::WaitForLauncher => {
-                "waiting for the launcher (cgroup v1 limits, user namespace ids)"
-            }
+            Step::WaitForLauncher => "waiting for the launcher (user namespace ids)",
             Step::NewSession => "starting a new session (setsid)",
             Step::Terminal => "taking its own pseudo-terminal (--tty)",
             Step::CgroupNamespace => "creating the cgroup namespace",
@@ -111,6 +112,7 @@ impl Step {
             Step::NativeAbiFilter => "installing the native-ABI seccomp filter",
             Step::SeccompFilter => "installing the seccomp filter",
             Step::CloseDescriptors => "closing inherited descriptors",
+            Step::WaitForLimits => "waiting for the launcher to join it to the cgroup v1 limits",
             Step::ForkCommand => "forking the command",
             Step::Exec => "starting the command",
         }
@@ -188,14 +190,26 @@ pub fn start(plan: &Plan, cgroup: &OwnedFd) -> io::Result<Started> {
     })
 }
 
-/// Lets the init go on, once the launcher has joined it to the cgroup v1 limits and
-/// written its user namespace's id maps.
-pub fn release(started: &Started) -> io::Result<()> {
+/// What the init waits for, one byte each on the channel, in this order.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub enum Gate {
+    /// Its user namespace's id maps are written (or it has none): it may confine itself.
+    Confine = b'C',
+    /// It is in the cgroup v1 limits (or the host has none): it may start the command.
+    /// The launcher joins it while it confines itself, so the join's cost (an RCU grace
+    /// period in the kernel, milliseconds) overlaps the mounts instead of adding to them.
+    Command = b'G',
+}
+
+/// Lets the init past `gate`.
+pub fn release(started: &Started, gate: Gate) -> io::Result<()> {
+    let byte = gate as u8;
     // SAFETY: send(2) of one byte from a local on the launcher's own socket.
     let rc = unsafe {
         libc::send(
             started.channel.as_raw_fd(),
-            b"G".as_ptr().cast(),
+            (&raw const byte).cast(),
             1,
             libc::MSG_NOSIGNAL,
         )
@@ -345,6 +359,15 @@ fn launcher_gone(channel: RawFd) -> bool {
     n > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
+/// Blocks until the launcher lets this process past `gate`: 0, or -1 when the channel
+/// ended or carried anything else (the launcher failed or is gone).
+fn wait_for(channel: RawFd, gate: Gate) -> libc::c_int {
+    let mut got = 0u8;
+    // SAFETY: recv(2) of one byte into a local, on this process's own socket.
+    let rc = unsafe { libc::recv(channel, (&raw mut got).cast(), 1, 0) };
+    if rc == 1 && got == gate as u8 { 0 } else { -1 }
+}
+
 /// Closes every descriptor from 3 up, but `keep`.
 fn close_all_but(keep: RawFd) {
     let keep = libc::c_uint::try_from(keep).unwrap_or(0);
@@ -371,11 +394,9 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
     // SAFETY: each call below takes integers or pointers to data the plan owns; this
     // process is a single-threaded copy of the launcher.
     unsafe {
-        // The launcher first puts this process in the cgroup v1 limits and, for a user
-        // namespace, writes its id maps (both need the host's root); one byte says done.
-        let mut go = 0u8;
-        let rc = libc::recv(channel, (&raw mut go).cast(), 1, 0);
-        check(Step::WaitForLauncher)(if rc == 1 && go == b'G' { 0 } else { -1 })?;
+        // For a user namespace, the launcher first writes its id maps (that needs the
+        // host's root); one byte says done.
+        check(Step::WaitForLauncher)(wait_for(channel, Gate::Confine))?;
         check(Step::NewSession)(libc::setsid())?;
         if let Some(slave) = plan.tty {
             super::tty::make_controlling(slave).map_err(|e| (Step::Terminal, e))?;
@@ -423,6 +444,9 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
         ))?;
+        // The command must start inside the limits: the launcher says when this
+        // process is in every cgroup v1 one (the command, forked next, inherits them).
+        check(Step::WaitForLimits)(wait_for(channel, Gate::Command))?;
         Ok(listener)
     }
 }

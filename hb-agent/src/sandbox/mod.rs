@@ -211,13 +211,16 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
 
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
-    // The init waits for this: its v1 limits and its user namespace's ids need the
-    // host's root. If either fails, it is never released and ends with the channel.
-    applied.join(started.pid)?;
+    // The init waits for its user namespace's ids before confining itself, and for its
+    // v1 limits before starting the command (both need the host's root); the limits
+    // are joined while it confines itself. If either fails, it is never released and
+    // ends with the channel.
     if let Some(host) = plan.userns {
         init::map_ids(&started, host).map_err(SandboxError::Clone)?;
     }
-    init::release(&started).map_err(SandboxError::Clone)?;
+    init::release(&started, init::Gate::Confine).map_err(SandboxError::Clone)?;
+    applied.join(started.pid)?;
+    init::release(&started, init::Gate::Command).map_err(SandboxError::Clone)?;
     drop(scoping);
     // The sandbox holds the slave now; the launcher only relays through the master.
     let relay = match pty {
