@@ -131,7 +131,7 @@ while not stop.is_set():
     # A key of another shape (`key-oth-`) is not one of the account's.
     if len([k for k in listed if not k.startswith("key-oth-")]) > 1:
         two += 1
-    if any(k.startswith(("key-new-", "key-http-")) for k in listed):
+    if any(k.startswith(("key-new-", "key-http-", "kx-new-")) for k in listed):
         clear += 1
     # A listing whose next key went as a pending key, another shape beside it clear.
     if "[REDACTED:pending_credential]" in listed and any(k.startswith("key-oth-") for k in listed):
@@ -622,5 +622,73 @@ integrations = ["svc"]
         "the compromise rotation gave up: {done}"
     );
     assert!(!old_live, "the leaked key is still live at the provider");
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// Attack: as the orphan above, then the agent restarts (an upgrade, a crash) with the
+/// orphan still listed by the provider. The agent kept its unsettled mints in memory
+/// only: after the restart nothing shaped the integration's answers, and every listing
+/// carried the orphan in the clear (on 7267337). Fixed: mints in flight and unsettled
+/// are written to `state_dir` and come back at the start, their shapes derived again
+/// from the values their rotations replace. The keys are `kx-new-…`: a listing of
+/// `key-new-…` keys reads to the generic assignment family as `key-…` names assigned
+/// values, which it redacts whatever the agent knows.
+#[test]
+fn a_key_orphaned_before_an_agent_restart_never_reaches_the_sandbox_after_it() {
+    let name = "atk7orphrs";
+    let p = Provider::start(name, DNS_PORT, None);
+    let old = OLD_EXEC.replace("key-new-", "kx-new-");
+    let keys = p.key_store("keys.json", &[&old]);
+    let script = EXEC_ROTATOR.replace("\"key-new-\"", "\"kx-new-\"").replace(
+        "    print(json.dumps({\"secret\": new}))\n",
+        "    import os, time\n    \
+         if not os.path.exists(store + \".hung\"):\n        \
+         open(store + \".hung\", \"w\").close()\n        \
+         with open(store, \"w\") as f:\n            json.dump(live, f)\n        \
+         time.sleep(60)\n    \
+         print(json.dumps({\"secret\": new}))\n",
+    );
+    assert!(
+        script.matches("time.sleep").count() == 1 && script.contains("\"kx-new-\""),
+        "the rotator's create was changed"
+    );
+    let path = p.dir.join("hung-rotator.py");
+    fs::write(&path, script).expect("rotator");
+    let rotator = format!(
+        "grace_secs = 600\ntimeout_secs = 2\nexec = [{:?}, {:?}, {:?}]",
+        hb_tests::python(),
+        path.display().to_string(),
+        keys.display().to_string()
+    );
+    let mut env = agent_with(name, &p, &keys, &rotator, "", &old);
+    let id = begin(&env);
+    let done = wait_for_step(
+        &env,
+        &id,
+        &["watched", "retired", "failed", "rolled_back"],
+        60,
+    );
+    assert_eq!(
+        minted(&keys).len(),
+        2,
+        "the orphan and the key the retry got"
+    );
+    env.stop_agent();
+    env.start_agent();
+    let lister = Lister::start(&env, &keys);
+    std::thread::sleep(Duration::from_secs(2));
+    let got = lister.stop();
+    println!(
+        "figure: after the restart, {} of {} listings carried the orphaned key in the clear (step {})",
+        got["new_key_in_clear"], got["calls"], done["step"]
+    );
+    assert_never_in_clear(&got, &done);
+    let status = env.hb_json(&["rotation", "status"]);
+    assert!(
+        status["unsettled_mints"].as_array().is_some_and(|u| u
+            .iter()
+            .any(|u| u["integration"] == "svc" && u["outcome"] == "orphan")),
+        "rotation status names the orphan after the restart: {status}"
+    );
     let _ = fs::remove_dir_all(&p.dir);
 }

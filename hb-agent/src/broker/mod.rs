@@ -284,6 +284,8 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                 });
                 // Kernel and resolver events go to the audit log as well.
                 tokio::spawn(audit_events(kernel_events, audit));
+                // Keys minted before a stop that no scrubber knows keep their shape pass.
+                rotation::restore_unsettled(&shared).await;
                 let _ = ready_tx.send(Ok(()));
                 // Rotations cut short by a stop or a crash go on at their recorded step.
                 rotation::resume(&shared).await;

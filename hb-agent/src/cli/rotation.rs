@@ -202,7 +202,8 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let breakers = rotation_breaker::read(&config.agent.state_dir).unwrap_or_default();
     // Mints whose key the agent never got: their integration's answers go through the
     // pending-key shape pass.
-    let unsettled = rotation_minting::read(&config.agent.state_dir).unwrap_or_default();
+    let mut unsettled = rotation_minting::read(&config.agent.state_dir).unwrap_or_default();
+    unsettled.retain(|u| u.outcome != "in_flight");
     if json {
         println!(
             "{}",

@@ -22,6 +22,13 @@
 //! — the answers the hold would have held go through the pending-key pass instead
 //! (`scrub::shape`): tokens of the shape of the value being replaced are redacted.
 //!
+//! Mints in flight and unsettled are written to `state_dir` at each change, so an
+//! agent stopped (or crashed) meanwhile carries them over: at its start
+//! ([`super::restore_unsettled`]) each comes back unsettled — one that was in flight is
+//! `unknown` for an HTTP rotator (a retry with the same Idempotency-Key may return it)
+//! and `orphan` for an exec one — with its shape derived again from the value its
+//! rotation replaces (shapes are never written: a derived prefix is part of a key).
+//!
 //! Owns: the count of mints in flight per integration, and the shapes of the values
 //! they replace while their outcome is unknown.
 //! Must never: let [`Minting::wait`] return `true` while a mint of an integration its
@@ -76,6 +83,9 @@ pub enum Outcome {
     Unknown,
     /// Its rotator was killed: nobody will ever return the key.
     Orphan,
+    /// It was in flight when the last agent stopped: unknown or orphan, as its rotator
+    /// says (see [`Minting::restore`]); judged an orphan until then.
+    WasInFlight,
 }
 
 struct Pending {
@@ -86,14 +96,23 @@ struct Pending {
     since: SystemTime,
 }
 
-/// A mint whose outcome is unknown, as `rotation status` shows it (never the shape).
+/// A mint whose outcome is not settled, as `rotation status` shows it and the file
+/// keeps it (never the shape).
 #[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq, Eq)]
 pub struct Unsettled {
     pub integration: String,
     pub rotation: String,
-    /// `unknown` or `orphan`.
+    /// `in_flight` (only in the file: its rotator has not answered yet), `unknown` or
+    /// `orphan`.
     pub outcome: String,
     pub since: String,
+}
+
+/// A mint carried over from before a restart whose shape is still to be derived.
+pub struct Restored {
+    pub serial: u64,
+    pub integration: String,
+    pub rotation: String,
 }
 
 /// One mint in flight; over when dropped.
@@ -118,15 +137,63 @@ impl Mint<'_> {
 }
 
 impl Minting {
-    /// None unsettled; written below `state_dir` on each change (a mint left unsettled
-    /// before a restart is not carried over).
+    /// The mints the last agent left in flight or unsettled (see [`read`]), each as an
+    /// unsettled mint whose outcome is `orphan` for now and whose shape is not derived
+    /// yet ([`Minting::restored`], [`Minting::restore`]); written below `state_dir` on
+    /// each change.
     pub fn open(state_dir: &std::path::Path) -> Self {
         let minting = Self {
             path: Some(state_dir.join(FILE)),
             ..Self::default()
         };
+        for u in read(state_dir).unwrap_or_default() {
+            let serial = minting.serial();
+            minting.lock().insert(
+                serial,
+                Pending {
+                    integration: u.integration,
+                    rotation: u.rotation,
+                    shape: None,
+                    outcome: match u.outcome.as_str() {
+                        "unknown" => Outcome::Unknown,
+                        "in_flight" => Outcome::WasInFlight,
+                        _ => Outcome::Orphan,
+                    },
+                    since: humantime::parse_rfc3339(&u.since).unwrap_or_else(|_| SystemTime::now()),
+                },
+            );
+        }
         minting.write();
         minting
+    }
+
+    fn serial(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The mints carried over from before a restart whose shape is not derived yet.
+    pub fn restored(&self) -> Vec<Restored> {
+        self.lock()
+            .iter()
+            .filter(|(_, p)| p.shape.is_none() && p.outcome != Outcome::InFlight)
+            .map(|(&serial, p)| Restored {
+                serial,
+                integration: p.integration.clone(),
+                rotation: p.rotation.clone(),
+            })
+            .collect()
+    }
+
+    /// Gives a carried-over mint its shape and settles what a mint in flight at the
+    /// stop became (`outcome`: unknown or orphan).
+    pub fn restore(&self, serial: u64, shape: Option<Shape>, outcome: Outcome) {
+        if let Some(p) = self.lock().get_mut(&serial) {
+            p.shape = shape.map(Arc::new);
+            if p.outcome == Outcome::WasInFlight {
+                p.outcome = outcome;
+            }
+        }
+        self.write();
     }
 
     fn write(&self) {
@@ -134,7 +201,7 @@ impl Minting {
             return;
         };
         let tmp = path.with_extension("json.tmp");
-        let written = serde_json::to_vec(&self.unsettled())
+        let written = serde_json::to_vec(&self.kept())
             .map_err(std::io::Error::other)
             .and_then(|text| std::fs::write(&tmp, text))
             .and_then(|()| std::fs::rename(&tmp, path));
@@ -150,7 +217,7 @@ impl Minting {
     /// A mint of `integration` begins (before its rotator is asked) for the rotation
     /// `rotation`, replacing a value of `shape`.
     pub fn begin(&self, integration: &str, rotation: &str, shape: Option<Shape>) -> Mint<'_> {
-        let serial = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let serial = self.serial();
         self.lock().insert(
             serial,
             Pending {
@@ -164,6 +231,8 @@ impl Minting {
         self.inflight.send_modify(|m| {
             *m.entry(integration.to_owned()).or_default() += 1;
         });
+        // Kept before the rotator is asked: a stop while it mints must not forget it.
+        self.write();
         Mint {
             minting: self,
             integration: integration.to_owned(),
@@ -216,12 +285,11 @@ impl Minting {
             .collect()
     }
 
-    /// The mints whose outcome is unknown, oldest first.
-    pub fn unsettled(&self) -> Vec<Unsettled> {
+    /// What the file keeps: the mints in flight and unsettled, oldest first.
+    fn kept(&self) -> Vec<Unsettled> {
         let mut out: Vec<(SystemTime, Unsettled)> = self
             .lock()
             .values()
-            .filter(|p| p.outcome != Outcome::InFlight)
             .map(|p| {
                 (
                     p.since,
@@ -229,8 +297,11 @@ impl Minting {
                         integration: p.integration.clone(),
                         rotation: p.rotation.clone(),
                         outcome: match p.outcome {
+                            Outcome::InFlight => "in_flight",
+                            Outcome::Unknown => "unknown",
                             Outcome::Orphan => "orphan",
-                            _ => "unknown",
+                            // Not yet restored: kept as it was read.
+                            Outcome::WasInFlight => "in_flight",
                         }
                         .to_owned(),
                         since: humantime::format_rfc3339_seconds(p.since).to_string(),
@@ -261,14 +332,15 @@ pub fn read(state_dir: &std::path::Path) -> Option<Vec<Unsettled>> {
 
 impl Drop for Mint<'_> {
     fn drop(&mut self) {
-        {
+        let over = {
             let mut shapes = self.minting.lock();
-            if shapes
+            shapes
                 .get(&self.serial)
                 .is_some_and(|p| p.outcome == Outcome::InFlight)
-            {
-                shapes.remove(&self.serial);
-            }
+                && shapes.remove(&self.serial).is_some()
+        };
+        if over {
+            self.minting.write();
         }
         self.minting.inflight.send_modify(|m| {
             if let Some(n) = m.get_mut(&self.integration) {
@@ -344,13 +416,59 @@ mod tests {
         drop(mint);
         assert!(minting.any());
         assert_eq!(minting.shapes(|i| i == "svc", false).len(), 1);
-        assert_eq!(minting.unsettled()[0].outcome, "unknown");
+        assert_eq!(minting.kept()[0].outcome, "unknown");
         // The retry returned it.
         let retry = minting.begin("svc", "r1", shape());
         drop(retry);
         minting.settled("r1");
         assert!(minting.shapes(|i| i == "svc", true).is_empty());
         assert!(!minting.any());
+    }
+
+    #[tokio::test]
+    async fn mints_in_flight_and_unsettled_at_a_stop_come_back_unsettled_after_it() {
+        let dir = std::env::temp_dir().join(format!("hb-minting-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        {
+            let before = Minting::open(&dir);
+            let timed_out = before.begin("svc", "r1", shape());
+            timed_out.unsettled(Outcome::Unknown);
+            drop(timed_out);
+            // Still in flight when the agent stops (the mint is never dropped).
+            std::mem::forget(before.begin("web", "r2", shape()));
+        }
+        let after = Minting::open(&dir);
+        let mut restored = after.restored();
+        restored.sort_by(|a, b| a.rotation.cmp(&b.rotation));
+        assert_eq!(
+            restored
+                .iter()
+                .map(|r| (r.integration.as_str(), r.rotation.as_str()))
+                .collect::<Vec<_>>(),
+            [("svc", "r1"), ("web", "r2")]
+        );
+        // Unsettled (answers are not held for them), but without a shape until restored.
+        assert!(after.any());
+        assert!(after.shapes(|_| true, false).is_empty());
+        for r in &restored {
+            after.restore(r.serial, shape(), Outcome::Unknown);
+        }
+        assert!(after.restored().is_empty());
+        assert_eq!(after.shapes(|i| i == "web", false).len(), 1);
+        assert!(
+            after.wait(|_| true, Duration::ZERO).await,
+            "nothing is in flight now"
+        );
+        // The one in flight at the stop became unknown: a retry's key settles it.
+        after.settled("r2");
+        assert_eq!(after.shapes(|_| true, false).len(), 1);
+        let kept = read(&dir).expect("the file");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            (kept[0].rotation.as_str(), kept[0].outcome.as_str()),
+            ("r1", "unknown")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -363,9 +481,9 @@ mod tests {
         minting.settled("r1");
         minting.finished("svc", "r1");
         assert_eq!(minting.shapes(|i| i == "svc", false).len(), 1);
-        assert_eq!(minting.unsettled()[0].outcome, "orphan");
+        assert_eq!(minting.kept()[0].outcome, "orphan");
         minting.finished("svc", "r2");
         assert!(minting.shapes(|i| i == "svc", false).is_empty());
-        assert!(minting.unsettled().is_empty());
+        assert!(minting.kept().is_empty());
     }
 }

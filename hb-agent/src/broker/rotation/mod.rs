@@ -154,6 +154,37 @@ pub async fn resume(shared: &Arc<Shared>) {
     }
 }
 
+/// Mints the last agent left in flight or unsettled (see [`minting`]) get their shape
+/// back, derived from the value their rotation replaces, before any answer is served; one
+/// that was in flight becomes `unknown` for an HTTP rotator (a retry may return its key)
+/// and `orphan` for an exec one.
+pub async fn restore_unsettled(shared: &Arc<Shared>) {
+    for r in shared.minting.restored() {
+        let outcome = match with_rotator(shared, &r.integration) {
+            Some((_, config)) if config.http.is_some() => minting::Outcome::Unknown,
+            _ => minting::Outcome::Orphan,
+        };
+        let rotation = r.rotation.clone();
+        let old = with_vault(shared.vault.clone(), move |v| {
+            let old_id = v.rotation(&rotation)?.old_id;
+            v.get(&old_id)
+        })
+        .await;
+        let shape = match &old {
+            Ok((_, value)) => crate::scrub::shape::Shape::of(&shared.scrubber, value.expose()),
+            Err(e) => {
+                tracing::warn!(
+                    rotation = %r.rotation,
+                    error = %e.message,
+                    "an unsettled mint's replaced value cannot be read: its answers go unshaped"
+                );
+                None
+            }
+        };
+        shared.minting.restore(r.serial, shape, outcome);
+    }
+}
+
 /// One rotation by id, for `GET /v1/rotations/{id}`.
 pub async fn status(shared: &Shared, id: &str) -> Result<Rotation, ApiError> {
     let id = id.to_owned();
