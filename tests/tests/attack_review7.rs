@@ -215,6 +215,43 @@ fn assert_never_in_clear(got: &Value, done: &Value) {
     );
 }
 
+/// Begins a rotation of `svc/bot` while `lister` lists; `after_begin` runs once it has
+/// begun; waits until the rotation ends, lets the lister list half a second more (the
+/// new key active), stops it. What the lister counted and the rotation's last record.
+fn rotate_while_listing(
+    env: &TestEnv,
+    lister: Lister,
+    after_begin: impl FnOnce(),
+) -> (Value, Value) {
+    let id = begin(env);
+    after_begin();
+    let done = wait_for_step(
+        env,
+        &id,
+        &["watched", "retired", "failed", "rolled_back"],
+        60,
+    );
+    // A few more listings with the new key active.
+    std::thread::sleep(Duration::from_millis(500));
+    (lister.stop(), done)
+}
+
+/// One listing of the key store `store` (newest first) through a handle for
+/// `integration`/`bot`, by a sandbox of `policy`: its status, error, how many keys it
+/// listed and the first 8 characters of each listed in the clear.
+fn list_once(env: &TestEnv, policy: &str, integration: &str, store: &Path) -> Value {
+    let script = format!(
+        "STORE = {:?}\n\
+         h = hb.handle({integration:?}, 'bot')['handle']\n\
+         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
+         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
+         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
+                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
+        store.display().to_string()
+    );
+    hb_tests::sandboxed::nobody_broker_client(env, policy, &script, &[])
+}
+
 /// Attack: the sandbox lists the account's keys at the provider in a loop while a
 /// rotation mints the account's next key. The provider holds (and lists) the new key
 /// from the moment it commits it; the agent registers it with the scrubber only once
@@ -235,16 +272,7 @@ fn the_next_key_listed_by_the_provider_before_its_create_answers_never_reaches_t
     );
     let env = agent(name, &p, &keys, &rotator, "");
     let lister = Lister::start(&env, &keys);
-    let id = begin(&env);
-    let done = wait_for_step(
-        &env,
-        &id,
-        &["watched", "retired", "failed", "rolled_back"],
-        60,
-    );
-    // A few more listings with the new key active.
-    std::thread::sleep(Duration::from_millis(500));
-    let got = lister.stop();
+    let (got, done) = rotate_while_listing(&env, lister, || {});
     println!(
         "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {})",
         got["new_key_in_clear"], got["calls"], done["step"]
@@ -300,22 +328,15 @@ methods = ["POST"]
     let env = agent_with(name, &p, &keys, rotator, more, OLD_HTTP);
     let lister = Lister::start(&env, &keys);
     provider.set_mode("hang");
-    let id = begin(&env);
-    // The first create has minted and timed out; the second is out, hanging too.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while provider.calls("create").len() < 2 {
-        assert!(Instant::now() < deadline, "the create was never retried");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    provider.set_mode("ok");
-    let done = wait_for_step(
-        &env,
-        &id,
-        &["watched", "retired", "failed", "rolled_back"],
-        60,
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let got = lister.stop();
+    let (got, done) = rotate_while_listing(&env, lister, || {
+        // The first create has minted and timed out; the second is out, hanging too.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while provider.calls("create").len() < 2 {
+            assert!(Instant::now() < deadline, "the create was never retried");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        provider.set_mode("ok");
+    });
     println!(
         "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {}, {} creates)",
         got["new_key_in_clear"],
@@ -370,15 +391,7 @@ fn a_key_minted_by_an_exec_rotator_killed_at_its_timeout_never_reaches_the_sandb
     );
     let env = agent_with(name, &p, &keys, &rotator, "", OLD_EXEC);
     let lister = Lister::start(&env, &keys);
-    let id = begin(&env);
-    let done = wait_for_step(
-        &env,
-        &id,
-        &["watched", "retired", "failed", "rolled_back"],
-        60,
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let got = lister.stop();
+    let (got, done) = rotate_while_listing(&env, lister, || {});
     println!(
         "figure: {} of {} listings carried a key of the account the agent does not hold in the clear (step {})",
         got["new_key_in_clear"], got["calls"], done["step"]
@@ -454,16 +467,7 @@ integrations = ["b"]
         &["rotate", "-i", "b", "-a", "bot", "--grace", "10m"],
         OTHER_NEW,
     );
-    let script = format!(
-        "STORE = {:?}\n\
-         h = hb.handle('a', 'bot')['handle']\n\
-         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
-         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
-         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
-                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
-        keys.display().to_string()
-    );
-    let got = hb_tests::sandboxed::nobody_broker_client(&env, "web", &script, &[]);
+    let got = list_once(&env, "web", "a", &keys);
     let clear = got["clear"].as_array().cloned().unwrap_or_default();
     println!(
         "figure: {} of {} listed keys reached the attacker in the clear ({:?})",
@@ -507,16 +511,7 @@ fn a_retired_key_the_provider_still_lists_stays_scrubbed() {
     let id = begin(&env);
     let done = wait_for_step(&env, &id, &["retired", "failed", "rolled_back"], 60);
     assert_eq!(done["step"], "retired", "{done}");
-    let script = format!(
-        "STORE = {:?}\n\
-         h = hb.handle('svc', 'bot')['handle']\n\
-         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
-         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
-         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
-                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
-        keys.display().to_string()
-    );
-    let got = hb_tests::sandboxed::nobody_broker_client(&env, "web", &script, &[]);
+    let got = list_once(&env, "web", "svc", &keys);
     let clear = got["clear"].as_array().cloned().unwrap_or_default();
     println!(
         "figure: {} of {} listed keys (the retired one still live at the provider) in the clear",
