@@ -3,17 +3,26 @@
 //!   made for the test, dnsmasq answering them, and [`TrustedNames::agent`], a broker
 //!   agent trusting that CA;
 //! - [`ReflectingUpstream`]: those names served by a Python upstream that reflects what
-//!   it got.
+//!   it got;
+//! - the shared address world's parts: [`names_on_lo`] (addresses on `lo`, dnsmasq
+//!   answering the test names), [`resolver_config`] (hb's resolver asking that
+//!   dnsmasq), [`started_agent`], [`RecordingPython`] (servers that log each arrival as a
+//!   JSON line), [`attack_as`] (a Python attack run as uid 65534 in a sandbox) and
+//!   [`nameserver_sandbox`] (such a sandbox to spawn, one that runs on beside the test).
 
 use std::{
     fs,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
 use crate::{
-    PythonServer, TestEnv, private_netns, tls_broker_config,
+    PythonServer, TestEnv, private_netns, python, stdout, tls_broker_config,
     upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, TestCa},
 };
 
@@ -150,5 +159,122 @@ impl ReflectingUpstream {
     /// Every request the reflector logged, one JSON value each.
     pub fn records(&self) -> Vec<Value> {
         json_lines(&self.log)
+    }
+}
+/// The test's namespace with `addrs` on `lo` and dnsmasq on 127.0.0.1:`dns_port` answering
+/// `names` (each with its addresses) with TTL `ttl`.
+pub fn names_on_lo(addrs: &[&str], dns_port: u16, names: &[(&str, &[&str])], ttl: u32) -> Dnsmasq {
+    crate::require_root();
+    private_netns(addrs);
+    Dnsmasq::start("127.0.0.1", dns_port, names, &[], ttl)
+}
+
+/// The `[dns]` and `[egress]` tables of a world whose names dnsmasq answers: hb's
+/// resolver on 127.0.0.1:5300 asking dnsmasq on `dns_port`, the kernel's redirect of a
+/// sandbox's DNS to it on when `redirect`, `dns_extra` (whole lines) in `[dns]`;
+/// `exception_cidrs` (the test's addresses) reachable.
+pub fn resolver_config(
+    dns_port: u16,
+    redirect: bool,
+    dns_extra: &str,
+    exception_cidrs: &[&str],
+) -> String {
+    format!(
+        "\n[dns]\nlisten = \"127.0.0.1:5300\"\n{redirect}upstreams = [\"127.0.0.1:{dns_port}\"]\n{dns_extra}\n[egress]\nexception_cidrs = {exception_cidrs:?}\n",
+        redirect = if redirect { "redirect = true\n" } else { "" },
+    )
+}
+
+/// An agent with `config` (see [`TestEnv::new`]), started.
+pub fn started_agent(name: &str, config: &str) -> TestEnv {
+    let mut env = TestEnv::new(name, config);
+    env.start_agent();
+    env
+}
+
+/// Runs `script` (Python) as uid 65534 in a sandbox of `policy`, its DNS through hb's
+/// resolver; what it printed. The script travels hex-encoded (no quoting to get wrong).
+pub fn attack_as(env: &TestEnv, policy: &str, script: &str) -> String {
+    let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
+    let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
+    let out = env.sandbox_with_nameserver_as(policy, &["--user", "65534"], &cmd);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "attack script failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `args` as uid 65534 in a sandbox of `policy`, its DNS through hb's resolver: its
+/// /etc/resolv.conf (a file in the state folder, bound read-only) names 192.0.2.53, one
+/// try of `dns_timeout` seconds. The caller sets its stdio and spawns it.
+pub fn nameserver_sandbox(env: &TestEnv, policy: &str, dns_timeout: u32, args: &[&str]) -> Command {
+    let rc = env.state_dir.join("resolv.conf");
+    fs::write(
+        &rc,
+        format!("nameserver 192.0.2.53\noptions attempts:1 timeout:{dns_timeout}\n"),
+    )
+    .expect("resolv.conf");
+    let rc = rc.to_str().expect("UTF-8 state dir");
+    crate::sandboxed::nobody_command(env, policy, &["--ro-bind", rc, "/etc/resolv.conf"], args)
+}
+
+/// Python servers that log every arrival as one JSON line in `log` and print `ready`
+/// once they listen; killed on drop.
+pub struct RecordingPython {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl RecordingPython {
+    /// Runs `script` given `addr`, `log` and `files` in `sys.argv` (`python -c script addr
+    /// log files…`) and waits for its `ready`; `log` (emptied here) is where it writes.
+    pub fn start(script: &str, addr: &str, log: &Path, files: &[&Path]) -> Self {
+        fs::write(log, "").expect("log");
+        let mut child = Command::new(python())
+            .args(["-c", script, addr])
+            .arg(log)
+            .args(files)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("server output");
+        assert_eq!(line.trim(), "ready", "servers did not start");
+        Self {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// Every record so far.
+    pub fn records(&self) -> Vec<Value> {
+        json_lines(&self.log)
+    }
+
+    /// Every record, once `pred` holds for one (2 s at most): a request that passed may
+    /// still be on its way when the client has exited.
+    pub fn settle(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let r = self.records();
+            if r.iter().any(&pred) || Instant::now() >= deadline {
+                return r;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RecordingPython {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

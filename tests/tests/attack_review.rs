@@ -9,8 +9,7 @@
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
     sandboxed::{broker_client_script, nobody_broker_client, nobody_python},
-    upstream::Dnsmasq,
-    worlds::ReflectingUpstream,
+    worlds::{ReflectingUpstream, names_on_lo, resolver_config, started_agent},
 };
 use serde_json::Value;
 
@@ -662,38 +661,28 @@ time.sleep(120)
 /// one per sub-cgroup: another sandbox of the policy still connects.
 #[test]
 fn a_pod_split_into_sub_cgroups_cannot_take_every_guard_slot_of_its_policy() {
-    hb_tests::require_root();
-    private_netns(&["203.0.113.10"]);
-    let _server = PythonServer::start(KEEPALIVE_PY);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let _dns = names_on_lo(
+        &["203.0.113.10"],
         DNS_PORT,
         &[("allowed.test", &["203.0.113.10"])],
-        &[],
         60,
     );
+    let _server = PythonServer::start(KEEPALIVE_PY);
     let config = format!(
         r#"
 [guard]
 max_connections_per_policy = 8
 max_connections_per_cgroup = 2
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{resolver}
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
 {glob}
 "#,
+        resolver = resolver_config(DNS_PORT, false, "", &["203.0.113.0/24"]),
         glob = hb_tests::pod_glob("web")
     );
-    let mut env = TestEnv::new("review-slots", &config);
-    env.start_agent();
+    let env = started_agent("review-slots", &config);
     let victim = || {
         let out = nobody_python(
             &env,
@@ -876,31 +865,21 @@ while True:
 /// the policy still gets its TCP query answered.
 #[test]
 fn one_sandbox_cannot_hold_every_tcp_dns_connection_of_its_policy() {
-    hb_tests::require_root();
-    private_netns(&["203.0.113.10"]);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let _dns = names_on_lo(
+        &["203.0.113.10"],
         DNS_PORT,
         &[("allowed.test", &["203.0.113.10"])],
-        &[],
         60,
     );
     let config = format!(
-        r#"
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+        r#"{resolver}
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
-"#
+"#,
+        resolver = resolver_config(DNS_PORT, false, "", &["203.0.113.0/24"]),
     );
-    let mut env = TestEnv::new("review-tcpdns", &config);
-    env.start_agent();
+    let env = started_agent("review-tcpdns", &config);
     let ask = || {
         let out = nobody_python(&env, "web", PY_TCP_DNS, &["ask"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
