@@ -33,6 +33,20 @@ srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_conne
 srv.serve_forever()
 "#;
 
+/// Python: `TlsHandler`, the base of an `http.server` handler whose socket was wrapped
+/// with `do_handshake_on_connect=False` (as [`PY_SERVE_HTTPS`] wraps it): HTTP/1.1
+/// keep-alive, no access log, the TLS handshake done in the handler's own thread. It goes
+/// before the handler's class.
+pub const PY_TLS_HANDLER: &str = r#"
+import http.server
+class TlsHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
+"#;
+
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::{
     PythonServer, TestEnv, private_netns, python, stdout, tls_broker_config,
-    upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, TestCa},
+    upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, PY_TLS_HANDLER, TestCa},
 };
 
 /// The address a [`ReflectingUpstream`] serves on (port 443).
@@ -100,7 +100,8 @@ impl Drop for TrustedNames {
 }
 
 /// A reflecting upstream world: [`TrustedNames`] and the Python `reflector` (an
-/// `http.server` handler class `H`, served over TLS by [`PY_SERVE_HTTPS`]) on
+/// `http.server` handler class `H`, which may derive from [`PY_TLS_HANDLER`]'s
+/// `TlsHandler`, served over TLS by [`PY_SERVE_HTTPS`]) on
 /// [`REFLECTOR_ADDR`]:443 with the names' certificate. The reflector is given `addr, log,
 /// cert, key` and then the extra arguments in `sys.argv`; `log` is an empty file it may
 /// write JSON lines to.
@@ -135,7 +136,7 @@ impl ReflectingUpstream {
         .map(|a| format!("{a:?}"))
         .collect();
         let server = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['x', {}]\n{reflector}{PY_SERVE_HTTPS}",
+            "import sys\nsys.argv = ['x', {}]\n{PY_TLS_HANDLER}{reflector}{PY_SERVE_HTTPS}",
             argv.join(", ")
         ));
         Self {

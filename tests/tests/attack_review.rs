@@ -48,12 +48,7 @@ ENCODE = {
     "json_mixed": lambda b: "".join("\\u%04X" % ord(c) if i % 2 else c for i, c in enumerate(b.decode("utf-8"))).encode(),
     "html_mixed": lambda b: "".join("&#%d;" % ord(c) if i % 3 == 0 else c for i, c in enumerate(b.decode("utf-8"))).encode(),
 }
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def do_GET(self):
         u = urllib.parse.urlparse(self.path)
         q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}

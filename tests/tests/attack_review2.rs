@@ -301,12 +301,7 @@ const NON_ASCII_SECRET: &str = "pä55wört-Übér-ñøkëy-ßëcrét-Ærø";
 const REFLECT_PY: &str = r#"
 import http.server, ssl, sys, urllib.parse
 addr, _log, cert, key = sys.argv[1:5]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def do_GET(self):
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query))
         charset = q.get("charset", "utf-8")
@@ -480,12 +475,7 @@ const ESCAPE_REFLECT_PY: &str = r#"
 import http.server, ssl, sys, urllib.parse, html, json
 addr, _log, cert, key = sys.argv[1:5]
 NAMES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def do_GET(self):
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query))
         tok = self.headers.get("authorization", "").split(" ", 1)[-1]

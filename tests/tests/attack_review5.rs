@@ -12,7 +12,7 @@ use std::{fs, path::PathBuf};
 
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
-    upstream::{Dnsmasq, TestCa},
+    upstream::{Dnsmasq, PY_TLS_HANDLER, TestCa},
 };
 use serde_json::Value;
 
@@ -33,12 +33,7 @@ const BOARD_PY: &str = r#"
 import http.server, json, ssl, sys
 cert, key = sys.argv[1:3]
 comments = []
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def answer(self, out):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -143,7 +138,7 @@ impl Board {
             echo_cert.key.display().to_string()
         ));
         let board = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['board', {:?}, {:?}]\n{BOARD_PY}",
+            "import sys\nsys.argv = ['board', {:?}, {:?}]\n{PY_TLS_HANDLER}{BOARD_PY}",
             cert.cert.display().to_string(),
             cert.key.display().to_string()
         ));

@@ -93,12 +93,7 @@ PCT = {
     "php": lambda s: urllib.parse.quote_plus(s, safe="").replace("~", "%7E"),
     "py": lambda s: urllib.parse.quote(s),
 }
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def answer(self, body, headers=()):
         out = body.encode()
         self.send_response(200)
