@@ -11,6 +11,7 @@
 //!   [`nameserver_sandbox`] (such a sandbox to spawn, one that runs on beside the test).
 
 use std::{
+    ffi::OsStr,
     fs,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
@@ -230,14 +231,14 @@ pub struct RecordingPython {
 }
 
 impl RecordingPython {
-    /// Runs `script` given `addr`, `log` and `files` in `sys.argv` (`python -c script addr
-    /// log files…`) and waits for its `ready`; `log` (emptied here) is where it writes.
-    pub fn start(script: &str, addr: &str, log: &Path, files: &[&Path]) -> Self {
+    /// Runs `script` given `addr`, `log` and `args` in `sys.argv` (`python -c script addr
+    /// log args…`) and waits for its `ready`; `log` (emptied here) is where it writes.
+    pub fn start<A: AsRef<OsStr>>(script: &str, addr: &str, log: &Path, args: &[A]) -> Self {
         fs::write(log, "").expect("log");
         let mut child = Command::new(python())
             .args(["-c", script, addr])
             .arg(log)
-            .args(files)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -288,6 +288,26 @@ fn script(body: &str) -> String {
     format!("{PRELUDE}\n{body}")
 }
 
+/// After a smuggling attack whose output is `out`: its control GET (`/control`) passed
+/// the guard and arrived, and no write method reached read-only `allowed.test` (the
+/// records read once the smuggled `/smuggled` arrived, or 2 s).
+fn assert_control_passed_and_nothing_smuggled(w: &World, out: &str) {
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "a plain GET passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
+    assert!(
+        records.iter().any(|r| r["path"] == "/control"),
+        "the control GET arrived: {records:?}"
+    );
+    assert_eq!(
+        writes(&records),
+        Vec::<&Value>::new(),
+        "a write method reached read-only allowed.test: {out}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Attacks that get through today (each must fail until the guard is fixed).
 // ---------------------------------------------------------------------------------------
@@ -310,20 +330,7 @@ got = raw(8080, outer + inner)
 print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 "#,
     ));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "a plain GET passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
-    assert!(
-        records.iter().any(|r| r["path"] == "/control"),
-        "the control GET arrived: {records:?}"
-    );
-    assert_eq!(
-        writes(&records),
-        Vec::<&Value>::new(),
-        "a write method reached read-only allowed.test: {out}"
-    );
+    assert_control_passed_and_nothing_smuggled(&w, &out);
 }
 
 /// The same with OPTIONS, read-only too: a server's preflight handler that answers
@@ -341,20 +348,7 @@ got = raw(8080, outer + inner)
 print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 "#,
     ));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "a plain GET passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
-    assert!(
-        records.iter().any(|r| r["path"] == "/control"),
-        "the control GET arrived: {records:?}"
-    );
-    assert_eq!(
-        writes(&records),
-        Vec::<&Value>::new(),
-        "a write method reached read-only allowed.test: {out}"
-    );
+    assert_control_passed_and_nothing_smuggled(&w, &out);
 }
 
 /// A chunk-size line with a bare LF in its extension: the guard reads the chunk line up
@@ -379,20 +373,7 @@ got = raw(80, head + body)
 print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 "#,
     ));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "a plain GET passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
-    assert!(
-        records.iter().any(|r| r["path"] == "/control"),
-        "the control GET arrived: {records:?}"
-    );
-    assert_eq!(
-        writes(&records),
-        Vec::<&Value>::new(),
-        "a write method reached read-only allowed.test: {out}"
-    );
+    assert_control_passed_and_nothing_smuggled(&w, &out);
 }
 
 /// TLS clients on libssl through ctypes (as any sandboxed program may load it).
@@ -595,20 +576,7 @@ got = raw(80, head + b"0\r\n" + b"\n" + inner)
 print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 "#,
     ));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "a plain GET passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
-    assert!(
-        records.iter().any(|r| r["path"] == "/control"),
-        "the control GET arrived: {records:?}"
-    );
-    assert_eq!(
-        writes(&records),
-        Vec::<&Value>::new(),
-        "a write method reached read-only allowed.test: {out}"
-    );
+    assert_control_passed_and_nothing_smuggled(&w, &out);
 }
 
 // ---------------------------------------------------------------------------------------
