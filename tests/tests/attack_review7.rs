@@ -23,7 +23,7 @@ use std::{
 
 use hb_tests::{
     TestEnv,
-    provider::{EXEC_ROTATOR, KeyApi, Provider, agent_env, minted, wait_for_step},
+    provider::{EXEC_ROTATOR, KeyApi, Provider, agent_env, minted, svc_rotated, wait_for_step},
     sandboxed::{broker_client_script, nobody_command},
 };
 use serde_json::Value;
@@ -71,28 +71,15 @@ fn agent_with(
     old: &str,
 ) -> TestEnv {
     let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&step=verify"
-
-[integration.rotation]
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-# The listing echoes the key a call carries too: only an alert, so that no compromise
-# rotation joins the one under test.
-on_reflection = "alert"
-{rotator}
-{more}
+        r#"{head}{svc}{more}
 [[policy]]
 name = "web"
 integrations = ["svc"]
 "#,
         head = p.config_head(""),
-        keys = keys.display(),
+        // The listing echoes the key a call carries too: only an alert, so that no
+        // compromise rotation joins the one under test.
+        svc = svc_rotated(keys, "", &format!("on_reflection = \"alert\"\n{rotator}")),
     );
     let mut env = agent_env(name, &config);
     env.vault_put("svc", "bot", old);
@@ -541,28 +528,22 @@ fn a_thief_spending_the_accounts_rate_limit_does_not_keep_a_leaked_key_alive() {
     let keys = p.key_store("keys.json", &[OLD]);
     let hold = p.dir.join("hold");
     let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-
+        r#"{head}{svc}
 [[policy]]
 name = "web"
 integrations = ["svc"]
 "#,
         head = p.config_head(""),
-        keys = keys.display(),
-        hold = hold.display(),
-        python = hb_tests::python(),
-        rotator = p.exec_rotator().display(),
+        svc = svc_rotated(
+            &keys,
+            &format!("&hold={}", hold.display()),
+            &format!(
+                "exec = [\"{python}\", \"{rotator}\", \"{keys}\"]",
+                python = hb_tests::python(),
+                rotator = p.exec_rotator().display(),
+                keys = keys.display(),
+            ),
+        ),
     );
     let mut env = agent_env(name, &config);
     env.vault_put("svc", "bot", OLD);

@@ -16,7 +16,7 @@ use std::{
 
 use hb_tests::{
     TestEnv,
-    provider::{Provider, agent_env, assert_no_key_in, store, wait_for_step},
+    provider::{Provider, agent_env, assert_no_key_in, store, svc_rotated, wait_for_step},
     sandboxed::broker_client_script,
     upstream::{Dnsmasq, RecordingServer, header},
 };
@@ -73,20 +73,7 @@ fn world(name: &str, grace_secs: u64, svc_expires: Option<&str>, admin: bool) ->
     let rotator = p.exec_rotator();
     let python = hb_tests::python();
     let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"{admin}]
-grace_secs = {grace_secs}
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-
+        r#"{head}{svc}
 [[integration]]
 name = "bad"
 auth = "bearer"
@@ -102,11 +89,18 @@ name = "web"
 integrations = ["svc", "bad"]
 "#,
         head = p.config_head(""),
-        keys = keys.display(),
+        svc = svc_rotated(
+            &keys,
+            &format!("&hold={}", p.dir.join("hold").display()),
+            &format!(
+                "exec = [\"{python}\", \"{rotator}\", \"{keys}\"{admin}]\ngrace_secs = {grace_secs}",
+                rotator = rotator.display(),
+                keys = keys.display(),
+                admin = if admin { ", \"--admin\"" } else { "" },
+            ),
+        ),
         bad_keys = bad_keys.display(),
-        hold = p.dir.join("hold").display(),
         rotator = rotator.display(),
-        admin = if admin { ", \"--admin\"" } else { "" },
     );
     let env = agent_env(name, &config);
     match svc_expires {
