@@ -12,6 +12,7 @@ use std::{fs, path::PathBuf};
 
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
+    sandboxed::nobody_broker_client,
     upstream::{Dnsmasq, PY_TLS_HANDLER, TestCa},
 };
 use serde_json::Value;
@@ -192,38 +193,11 @@ integrations = ["board_b"]
         }
     }
 
-    /// Runs `script` (with `hb` a broker client and `code(f)` the status or error code
-    /// of a call) in a sandbox of `policy` as user 65534; its JSON output.
+    /// Runs `script` (a [`hb_tests::sandboxed::broker_client_script`], with `hb` a broker
+    /// client and `code(f)` the status or error code of a call) in a sandbox of `policy`
+    /// as user 65534; its JSON output.
     fn in_sandbox(&self, policy: &str, script: &str, args: &[&str]) -> Value {
-        let prelude = hb_tests::py_client_prelude();
-        let script = format!(
-            "import sys, json\n{prelude}\
-             from hb_client import Client, BrokerError\nhb = Client({:?})\n\
-             def code(f):\n    try:\n        return f()[\"status\"]\n    except BrokerError as e:\n        \
-             return e.code\n{script}",
-            self.env.broker_socket().display().to_string()
-        );
-        let mut full = vec![
-            "sandbox",
-            "run",
-            "--policy",
-            policy,
-            "--user",
-            "65534",
-            "--",
-            hb_tests::python(),
-            "-c",
-            &script,
-        ];
-        full.extend_from_slice(args);
-        let out = self.env.hb(&full);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
+        nobody_broker_client(&self.env, policy, script, args)
     }
 }
 
