@@ -201,6 +201,19 @@ retry_cap_secs = 2
     )
 }
 
+/// Begins a rotation of `svc`'s account `bot` (`rotation trigger`, not waiting for it);
+/// its id.
+pub fn begin_rotation(env: &TestEnv) -> String {
+    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
+    assert!(
+        begun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&begun.stderr)
+    );
+    let r: Value = serde_json::from_slice(&begun.stdout).expect("rotation JSON");
+    r["id"].as_str().expect("id").to_owned()
+}
+
 /// An agent environment for `config`, its vault initialised.
 pub fn agent_env(name: &str, config: &str) -> TestEnv {
     let env = TestEnv::new(name, config);

@@ -23,7 +23,10 @@ use std::{
 
 use hb_tests::{
     TestEnv,
-    provider::{EXEC_ROTATOR, KeyApi, Provider, agent_env, minted, svc_rotated, wait_for_step},
+    provider::{
+        EXEC_ROTATOR, KeyApi, Provider, agent_env, begin_rotation, minted, svc_rotated,
+        wait_for_step,
+    },
     sandboxed::{broker_client_script, nobody_command},
 };
 use serde_json::Value;
@@ -177,19 +180,6 @@ impl Drop for Lister {
     }
 }
 
-fn begin(env: &TestEnv) -> String {
-    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
-    assert!(
-        begun.status.success(),
-        "{}",
-        String::from_utf8_lossy(&begun.stderr)
-    );
-    serde_json::from_slice::<Value>(&begun.stdout).expect("rotation JSON")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned()
-}
-
 fn assert_never_in_clear(got: &Value, done: &Value) {
     assert_eq!(done["step"], "watched", "the rotation completed: {done}");
     assert!(
@@ -210,7 +200,7 @@ fn rotate_while_listing(
     lister: Lister,
     after_begin: impl FnOnce(),
 ) -> (Value, Value) {
-    let id = begin(env);
+    let id = begin_rotation(env);
     after_begin();
     let done = wait_for_step(
         env,
@@ -495,7 +485,7 @@ fn a_retired_key_the_provider_still_lists_stays_scrubbed() {
         keys.display().to_string()
     );
     let env = agent(name, &p, &keys, &rotator, "");
-    let id = begin(&env);
+    let id = begin_rotation(&env);
     let done = wait_for_step(&env, &id, &["retired", "failed", "rolled_back"], 60);
     assert_eq!(done["step"], "retired", "{done}");
     let got = list_once(&env, "web", "svc", &keys);
