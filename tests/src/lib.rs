@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod provider;
 pub mod sandboxed;
 pub mod upstream;
+pub mod worlds;
 
 /// Fails the test unless it runs as root: hb's tests load real eBPF programs.
 pub fn require_root() {

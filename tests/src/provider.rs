@@ -178,6 +178,42 @@ integrations = ["svc"]
     }
 }
 
+/// The config of integration `svc` (bearer, host `api.test`), its key checked against
+/// the key store `keys` (`verify_query`: more of the check's query, e.g. `&hold=PATH`),
+/// rotated as `rotation` (whole lines of its `[integration.rotation]`) says on the test
+/// clock: watched for a second, a failed step tried again after 1 s, at most 2 s apart.
+pub fn svc_rotated(keys: &Path, verify_query: &str, rotation: &str) -> String {
+    format!(
+        r#"
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/keys?file={keys}{verify_query}&step=verify"
+
+[integration.rotation]
+watch_secs = 1
+retry_base_secs = 1
+retry_cap_secs = 2
+{rotation}
+"#,
+        keys = keys.display(),
+    )
+}
+
+/// Begins a rotation of `svc`'s account `bot` (`rotation trigger`, not waiting for it);
+/// its id.
+pub fn begin_rotation(env: &TestEnv) -> String {
+    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
+    assert!(
+        begun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&begun.stderr)
+    );
+    let r: Value = serde_json::from_slice(&begun.stdout).expect("rotation JSON");
+    r["id"].as_str().expect("id").to_owned()
+}
+
 /// An agent environment for `config`, its vault initialised.
 pub fn agent_env(name: &str, config: &str) -> TestEnv {
     let env = TestEnv::new(name, config);

@@ -7,6 +7,7 @@
 //! fails the test and says which.
 
 use std::{
+    ffi::OsStr,
     fs,
     io::{BufRead as _, BufReader},
     net::UdpSocket,
@@ -17,6 +18,8 @@ use std::{
 };
 
 use serde_json::Value;
+
+use crate::worlds::RecordingPython;
 
 /// The end of a Python HTTPS test upstream: serves the handler class `H` (whose `setup`
 /// completes the TLS handshake, left to it by `do_handshake_on_connect=False`) on
@@ -31,6 +34,20 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 srv.serve_forever()
+"#;
+
+/// Python: `TlsHandler`, the base of an `http.server` handler whose socket was wrapped
+/// with `do_handshake_on_connect=False` (as [`PY_SERVE_HTTPS`] wraps it): HTTP/1.1
+/// keep-alive, no access log, the TLS handshake done in the handler's own thread. It goes
+/// before the handler's class.
+pub const PY_TLS_HANDLER: &str = r#"
+import http.server
+class TlsHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def setup(self):
+        self.request.do_handshake()
+        super().setup()
 "#;
 
 fn run(cmd: &mut Command) {
@@ -585,10 +602,7 @@ threading.Event().wait()
 
 /// [`VHOSTS_PY`] on one address, its certificates issued by a [`TestCa`] in `dir`
 /// (`dir/<name>.pem`); killed on drop.
-pub struct VirtualHosts {
-    child: Child,
-    log: PathBuf,
-}
+pub struct VirtualHosts(RecordingPython);
 
 impl VirtualHosts {
     /// Serves `names` on `addr` (ports 443 and 80), certificates for each from `ca`,
@@ -599,33 +613,17 @@ impl VirtualHosts {
                 ca.issue(n, &[n]);
             }
         }
-        let log = dir.join(format!("vhosts-{addr}.jsonl"));
-        fs::write(&log, "").expect("vhost log");
-        let mut child = Command::new(crate::python())
-            .args(["-c", VHOSTS_PY, addr])
-            .arg(&log)
-            .arg(dir)
-            .arg(names.join(","))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("vhost server output");
-        assert_eq!(line.trim(), "ready", "vhost server on {addr} did not start");
-        Self { child, log }
+        Self(RecordingPython::start(
+            VHOSTS_PY,
+            addr,
+            &dir.join(format!("vhosts-{addr}.jsonl")),
+            &[dir.as_os_str(), OsStr::new(&names.join(","))],
+        ))
     }
 
     /// Every event recorded so far, oldest first.
     pub fn records(&self) -> Vec<Value> {
-        fs::read_to_string(&self.log)
-            .expect("vhost log")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("vhost record JSON"))
-            .collect()
+        self.0.records()
     }
 
     /// Records of kind `ev` (`accept`, `first`, `hello`, `request`, `served`, `eof`).
@@ -687,13 +685,6 @@ impl VirtualHosts {
             );
             thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for VirtualHosts {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,12 +6,10 @@
 //! test names; the upstreams are Python servers started by the test, recording what
 //! reached them.
 
-use std::path::{Path, PathBuf};
-
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
     sandboxed::{broker_client_script, nobody_broker_client, nobody_python},
-    upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, TestCa},
+    worlds::{ReflectingUpstream, names_on_lo, resolver_config, started_agent},
 };
 use serde_json::Value;
 
@@ -50,12 +48,7 @@ ENCODE = {
     "json_mixed": lambda b: "".join("\\u%04X" % ord(c) if i % 2 else c for i, c in enumerate(b.decode("utf-8"))).encode(),
     "html_mixed": lambda b: "".join("&#%d;" % ord(c) if i % 3 == 0 else c for i, c in enumerate(b.decode("utf-8"))).encode(),
 }
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def do_GET(self):
         u = urllib.parse.urlparse(self.path)
         q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
@@ -84,19 +77,10 @@ class H(http.server.BaseHTTPRequestHandler):
 
 /// A broker world: integration `e` (bearer, host `echo.test` on 203.0.113.10), bound to
 /// policy `web`; integration `f` (bearer, host `f.echo.test`, the same server), bound to
-/// policy `other` only.
+/// policy `other` only. The upstream is [`REFLECT_PY`], given the organisation's keys.
 struct BrokerWorld {
     env: TestEnv,
-    _upstream: PythonServer,
-    _dns: Dnsmasq,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for BrokerWorld {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    upstream: ReflectingUpstream,
 }
 
 impl BrokerWorld {
@@ -106,27 +90,19 @@ impl BrokerWorld {
 
     /// [`BrokerWorld::new`] with `extra` appended to the config.
     fn with(name: &str, extra: &str) -> Self {
-        hb_tests::require_root();
-        private_netns(&["203.0.113.10"]);
-        let dir = std::env::temp_dir().join(format!("hb-review-{name}-{}", std::process::id()));
-        let ca = TestCa::new(&dir, "trusted");
-        let leaf: Leaf = ca.issue("echo", &["echo.test", "f.echo.test"]);
-        let log = dir.join("reflect.jsonl");
-        std::fs::write(&log, "").expect("log");
-        let upstream = start_reflector(&dir, "203.0.113.10", &log, &leaf);
-        let dns = Dnsmasq::start(
-            "127.0.0.1",
+        let keys = serde_json::json!([SECRET, OTHER_TENANT_SECRET]).to_string();
+        let upstream = ReflectingUpstream::start(
+            &format!("review-{name}"),
             DNS_PORT,
-            &[
-                ("echo.test", &["203.0.113.10"]),
-                ("f.echo.test", &["203.0.113.10"]),
-            ],
-            &[],
-            60,
+            &["echo.test", "f.echo.test"],
+            REFLECT_PY,
+            &[&keys],
         );
-        let config = format!(
-            r#"
-{head}
+        let env = upstream.agent(
+            name,
+            "",
+            &format!(
+                r#"
 [[integration]]
 name = "e"
 auth = "bearer"
@@ -147,19 +123,11 @@ integrations = ["e"]
 name = "other"
 integrations = ["f"]
 {extra}
-"#,
-            head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
+"#
+            ),
+            &[("e", "bot", SECRET), ("f", "bot", OTHER_TENANT_SECRET)],
         );
-        let mut env = TestEnv::new(name, &config);
-        env.init_vault(&[("e", "bot", SECRET), ("f", "bot", OTHER_TENANT_SECRET)]);
-        env.start_agent();
-        Self {
-            env,
-            _upstream: upstream,
-            _dns: dns,
-            dir,
-            log,
-        }
+        Self { env, upstream }
     }
 
     /// Runs `script` (a [`broker_client_script`], with `hb` a broker client and
@@ -174,24 +142,8 @@ integrations = ["f"]
     }
 
     fn upstream_requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .expect("log")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("record"))
-            .collect()
+        self.upstream.records()
     }
-}
-
-fn start_reflector(_dir: &Path, addr: &str, log: &Path, leaf: &Leaf) -> PythonServer {
-    // PythonServer takes one script: the arguments travel in it.
-    let script = format!(
-        "import sys\nsys.argv = ['x', {addr:?}, {log:?}, {cert:?}, {key:?}, {keys:?}]\n{REFLECT_PY}{PY_SERVE_HTTPS}",
-        keys = serde_json::json!([SECRET, OTHER_TENANT_SECRET]).to_string(),
-        log = log.display().to_string(),
-        cert = leaf.cert.display().to_string(),
-        key = leaf.key.display().to_string(),
-    );
-    PythonServer::start(&script)
 }
 
 // FINDING F1: an upstream that reflects the injected credential in UTF-32 (any
@@ -704,38 +656,28 @@ time.sleep(120)
 /// one per sub-cgroup: another sandbox of the policy still connects.
 #[test]
 fn a_pod_split_into_sub_cgroups_cannot_take_every_guard_slot_of_its_policy() {
-    hb_tests::require_root();
-    private_netns(&["203.0.113.10"]);
-    let _server = PythonServer::start(KEEPALIVE_PY);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let _dns = names_on_lo(
+        &["203.0.113.10"],
         DNS_PORT,
         &[("allowed.test", &["203.0.113.10"])],
-        &[],
         60,
     );
+    let _server = PythonServer::start(KEEPALIVE_PY);
     let config = format!(
         r#"
 [guard]
 max_connections_per_policy = 8
 max_connections_per_cgroup = 2
-
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+{resolver}
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
 {glob}
 "#,
+        resolver = resolver_config(DNS_PORT, false, "", &["203.0.113.0/24"]),
         glob = hb_tests::pod_glob("web")
     );
-    let mut env = TestEnv::new("review-slots", &config);
-    env.start_agent();
+    let env = started_agent("review-slots", &config);
     let victim = || {
         let out = nobody_python(
             &env,
@@ -918,31 +860,21 @@ while True:
 /// the policy still gets its TCP query answered.
 #[test]
 fn one_sandbox_cannot_hold_every_tcp_dns_connection_of_its_policy() {
-    hb_tests::require_root();
-    private_netns(&["203.0.113.10"]);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let _dns = names_on_lo(
+        &["203.0.113.10"],
         DNS_PORT,
         &[("allowed.test", &["203.0.113.10"])],
-        &[],
         60,
     );
     let config = format!(
-        r#"
-[dns]
-listen = "127.0.0.1:5300"
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+        r#"{resolver}
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
-"#
+"#,
+        resolver = resolver_config(DNS_PORT, false, "", &["203.0.113.0/24"]),
     );
-    let mut env = TestEnv::new("review-tcpdns", &config);
-    env.start_agent();
+    let env = started_agent("review-tcpdns", &config);
     let ask = || {
         let out = nobody_python(&env, "web", PY_TCP_DNS, &["ask"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()

@@ -11,7 +11,8 @@ use hb_tests::{
     TestEnv, private_netns,
     provider::Provider,
     sandboxed::{broker_client_script, client_json, nobody_broker_client, nobody_python},
-    upstream::{Dnsmasq, PY_SERVE_HTTPS, RecordingServer, TestCa},
+    upstream::RecordingServer,
+    worlds::{REFLECTOR_ADDR, ReflectingUpstream, TrustedNames},
 };
 use serde_json::Value;
 
@@ -299,13 +300,8 @@ const NON_ASCII_SECRET: &str = "pä55wört-Übér-ñøkëy-ßëcrét-Ærø";
 /// charset `?charset=C` (a Python codec name), and says so in its `Content-Type`.
 const REFLECT_PY: &str = r#"
 import http.server, ssl, sys, urllib.parse
-addr, cert, key = sys.argv[1:4]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+addr, _log, cert, key = sys.argv[1:5]
+class H(TlsHandler):
     def do_GET(self):
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query))
         charset = q.get("charset", "utf-8")
@@ -377,30 +373,20 @@ print(json.dumps(out))
 
 /// Runs `client` (a [`broker_client_script`], with `SECRET` the credential) in a sandbox
 /// of policy `web`, whose integration `e` (bearer `secret`, host `echo.test` on
-/// 203.0.113.10) is served by `reflector` (a Python HTTPS server given `addr cert key` in
-/// `sys.argv`); the JSON it printed.
+/// 203.0.113.10) is served by `reflector` (a [`ReflectingUpstream`] reflector); the JSON
+/// it printed.
 fn reflected_by(name: &str, reflector: &str, secret: &str, client: &str) -> Value {
-    hb_tests::require_root();
-    private_netns(&["203.0.113.10"]);
-    let dir = std::env::temp_dir().join(format!("hb-review2-{name}-{}", std::process::id()));
-    let ca = TestCa::new(&dir, "trusted");
-    let leaf = ca.issue("echo", &["echo.test"]);
-    let script = format!(
-        "import sys\nsys.argv = ['x', '203.0.113.10', {cert:?}, {key:?}]\n{reflector}{PY_SERVE_HTTPS}",
-        cert = leaf.cert.display().to_string(),
-        key = leaf.key.display().to_string(),
-    );
-    let _upstream = hb_tests::PythonServer::start(&script);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let upstream = ReflectingUpstream::start(
+        &format!("review2-{name}"),
         DNS_PORT,
-        &[("echo.test", &["203.0.113.10"])],
+        &["echo.test"],
+        reflector,
         &[],
-        60,
     );
-    let config = format!(
+    let env = upstream.agent(
+        name,
+        "",
         r#"
-{head}
 [[integration]]
 name = "e"
 auth = "bearer"
@@ -411,14 +397,10 @@ methods = ["GET"]
 name = "web"
 integrations = ["e"]
 "#,
-        head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
+        &[("e", "bot", secret)],
     );
-    let mut env = TestEnv::new(name, &config);
-    env.init_vault(&[("e", "bot", secret)]);
-    env.start_agent();
     let script = broker_client_script(&env, &format!("SECRET = {secret:?}\n{client}"));
     let out = nobody_python(&env, "web", &script, &[]);
-    let _ = fs::remove_dir_all(&dir);
     client_json(&out)
 }
 
@@ -434,23 +416,12 @@ integrations = ["e"]
 #[test]
 
 fn a_non_ascii_credential_in_a_python_json_echo_never_reaches_the_caller() {
-    hb_tests::require_root();
-    private_netns(&["203.0.113.10"]);
-    let dir = std::env::temp_dir().join(format!("hb-review2-json-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("dir");
-    let ca = TestCa::new(&dir, "trusted");
-    let cert = ca.issue("api", &["api.test"]);
-    let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&cert));
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
-        DNS_PORT,
-        &[("api.test", &["203.0.113.10"])],
-        &[],
-        60,
-    );
-    let config = format!(
+    let names = TrustedNames::start("review2-json", DNS_PORT, "api", &["api.test"]);
+    let api = RecordingServer::start(&names.dir, REFLECTOR_ADDR, 443, Some(&names.leaf));
+    let env = names.agent(
+        "r2-json",
+        "",
         r#"
-{head}
 [[integration]]
 name = "e"
 auth = "bearer"
@@ -461,11 +432,8 @@ methods = ["GET"]
 name = "web"
 integrations = ["e"]
 "#,
-        head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
+        &[("e", "bot", NON_ASCII_SECRET)],
     );
-    let mut env = TestEnv::new("r2-json", &config);
-    env.init_vault(&[("e", "bot", NON_ASCII_SECRET)]);
-    env.start_agent();
     let script = broker_client_script(
         &env,
         &format!(
@@ -485,7 +453,6 @@ print(json.dumps({{"status": r["status"], "escaped": "\\u00c3" in body, "whole":
     );
     let out = nobody_python(&env, "web", &script, &[]);
     let reached = api.requests().len();
-    let _ = fs::remove_dir_all(&dir);
     let got = client_json(&out);
     eprintln!("answer: {got}; upstream requests: {reached}");
     assert_eq!(got["status"], 200, "the echo answered: {got}");
@@ -506,14 +473,9 @@ const SYMBOL_SECRET: &str = "Zq8k<Lm2v&X9pQ>r7\"w3T'Yb<5nK";
 /// `&amp;`, `&quot;`, `&apos;`, `&gt;`).
 const ESCAPE_REFLECT_PY: &str = r#"
 import http.server, ssl, sys, urllib.parse, html, json
-addr, cert, key = sys.argv[1:4]
+addr, _log, cert, key = sys.argv[1:5]
 NAMES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def do_GET(self):
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query))
         tok = self.headers.get("authorization", "").split(" ", 1)[-1]

@@ -7,15 +7,15 @@
 //! Angle: turning the newest defences (the fragment hit's bar) on a tenant that did
 //! nothing, and fresh identities from inside a sandbox.
 
-use std::{fs, path::PathBuf};
+use std::fs;
 
 use hb_tests::{
-    PythonServer, TestEnv, private_netns,
+    TestEnv, private_netns,
     provider::EXEC_ROTATOR,
     sandboxed::{
         broker_client_script, nobody_broker_client, nobody_python, nobody_python_many, unix_secs_in,
     },
-    upstream::{Dnsmasq, PY_SERVE_HTTPS, TestCa},
+    worlds::ReflectingUpstream,
 };
 use serde_json::Value;
 
@@ -39,14 +39,9 @@ const ATTACKER_KEY: &str = "mallory-0f1e2d3c4b5a69788796a5b4";
 /// `{"ok": true}` (the provider's key check).
 const BOARD_PY: &str = r#"
 import http.server, json, ssl, sys
-addr, cert, key = sys.argv[1:4]
+addr, _log, cert, key = sys.argv[1:5]
 comments = []
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def answer(self, out):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -68,15 +63,7 @@ class H(http.server.BaseHTTPRequestHandler):
 /// victim's, policy `other`), each with its own account and key.
 struct Board {
     env: TestEnv,
-    _board: PythonServer,
-    _dns: Dnsmasq,
-    dir: PathBuf,
-}
-
-impl Drop for Board {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+    board: ReflectingUpstream,
 }
 
 impl Board {
@@ -84,24 +71,14 @@ impl Board {
     /// admin, so it mints whatever the key it replaces; its keys in `keys.json`), with
     /// every detector at its default action.
     fn new(name: &str, victim_key: &str, rotation: bool) -> Self {
-        hb_tests::require_root();
-        private_netns(&["203.0.113.10"]);
-        let dir = std::env::temp_dir().join(format!("hb-review4-{name}-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("dir");
-        let ca = TestCa::new(&dir, "trusted");
-        let cert = ca.issue("board", &["board.test"]);
-        let board = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['board', '203.0.113.10', {:?}, {:?}]\n{BOARD_PY}{PY_SERVE_HTTPS}",
-            cert.cert.display().to_string(),
-            cert.key.display().to_string()
-        ));
-        let dns = Dnsmasq::start(
-            "127.0.0.1",
+        let board = ReflectingUpstream::start(
+            &format!("review4-{name}"),
             DNS_PORT,
-            &[("board.test", &["203.0.113.10"])],
+            &["board.test"],
+            BOARD_PY,
             &[],
-            60,
         );
+        let dir = &board.names.dir;
         let keys = dir.join("keys.json");
         fs::write(&keys, serde_json::to_string(&[victim_key]).expect("json")).expect("store");
         let rotator = dir.join("rotator.py");
@@ -116,9 +93,11 @@ impl Board {
         } else {
             String::new()
         };
-        let config = format!(
-            r#"
-{head}
+        let env = board.agent(
+            name,
+            "",
+            &format!(
+                r#"
 [[integration]]
 name = "board_a"
 auth = "bearer"
@@ -139,21 +118,14 @@ integrations = ["board_a"]
 [[policy]]
 name = "other"
 integrations = ["board_b"]
-"#,
-            head = hb_tests::tls_broker_config(&ca.cert, DNS_PORT, ""),
+"#
+            ),
+            &[
+                ("board_a", "mallory", ATTACKER_KEY),
+                ("board_b", "victim", victim_key),
+            ],
         );
-        let mut env = TestEnv::new(name, &config);
-        env.init_vault(&[
-            ("board_a", "mallory", ATTACKER_KEY),
-            ("board_b", "victim", victim_key),
-        ]);
-        env.start_agent();
-        Self {
-            env,
-            _board: board,
-            _dns: dns,
-            dir,
-        }
+        Self { env, board }
     }
 
     /// Runs `script` (a [`broker_client_script`], with `hb` a broker client and `code(f)`
@@ -330,7 +302,7 @@ fn a_bare_public_prefix_does_not_bar_a_tenant_that_reads_it() {
 #[test]
 fn planted_format_text_does_not_revoke_another_tenants_key() {
     let world = Board::new("revoke", ANTHROPIC_KEY, true);
-    let keys = world.dir.join("keys.json");
+    let keys = world.board.names.dir.join("keys.json");
     let posted = world.in_sandbox(
         "web",
         PLANT,

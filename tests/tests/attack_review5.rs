@@ -12,7 +12,8 @@ use std::{fs, path::PathBuf};
 
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
-    upstream::{Dnsmasq, TestCa},
+    sandboxed::nobody_broker_client,
+    upstream::{Dnsmasq, PY_TLS_HANDLER, TestCa},
 };
 use serde_json::Value;
 
@@ -33,12 +34,7 @@ const BOARD_PY: &str = r#"
 import http.server, json, ssl, sys
 cert, key = sys.argv[1:3]
 comments = []
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def answer(self, out):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -143,7 +139,7 @@ impl Board {
             echo_cert.key.display().to_string()
         ));
         let board = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['board', {:?}, {:?}]\n{BOARD_PY}",
+            "import sys\nsys.argv = ['board', {:?}, {:?}]\n{PY_TLS_HANDLER}{BOARD_PY}",
             cert.cert.display().to_string(),
             cert.key.display().to_string()
         ));
@@ -197,38 +193,11 @@ integrations = ["board_b"]
         }
     }
 
-    /// Runs `script` (with `hb` a broker client and `code(f)` the status or error code
-    /// of a call) in a sandbox of `policy` as user 65534; its JSON output.
+    /// Runs `script` (a [`hb_tests::sandboxed::broker_client_script`], with `hb` a broker
+    /// client and `code(f)` the status or error code of a call) in a sandbox of `policy`
+    /// as user 65534; its JSON output.
     fn in_sandbox(&self, policy: &str, script: &str, args: &[&str]) -> Value {
-        let prelude = hb_tests::py_client_prelude();
-        let script = format!(
-            "import sys, json\n{prelude}\
-             from hb_client import Client, BrokerError\nhb = Client({:?})\n\
-             def code(f):\n    try:\n        return f()[\"status\"]\n    except BrokerError as e:\n        \
-             return e.code\n{script}",
-            self.env.broker_socket().display().to_string()
-        );
-        let mut full = vec![
-            "sandbox",
-            "run",
-            "--policy",
-            policy,
-            "--user",
-            "65534",
-            "--",
-            hb_tests::python(),
-            "-c",
-            &script,
-        ];
-        full.extend_from_slice(args);
-        let out = self.env.hb(&full);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client JSON ({e}): {text}"))
+        nobody_broker_client(&self.env, policy, script, args)
     }
 }
 

@@ -19,12 +19,14 @@ use std::{
     fs,
     path::{Path, PathBuf},
     thread,
-    time::{Duration, Instant},
 };
 
 use hb_tests::{
-    TestEnv, private_netns, python, stdout,
+    TestEnv, python,
     upstream::{Dnsmasq, TestCa},
+    worlds::{
+        RecordingPython, attack_as, names_on_lo, nameserver_sandbox, resolver_config, started_agent,
+    },
 };
 use serde_json::Value;
 
@@ -126,86 +128,34 @@ print("ready", flush=True)
 threading.Event().wait()
 "#;
 
-/// The servers, killed on drop.
-struct Shared {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Shared {
-    fn start(dir: &Path, addr: &str) -> Self {
-        use std::io::BufRead as _;
-        let ca = TestCa::new(dir, &format!("review6-{addr}"));
-        let leaf = ca.issue(
-            &format!("shared-{addr}"),
-            &["allowed.test", "write.test", "evil.test", "other.test"],
-        );
-        let log = dir.join(format!("shared-{addr}.jsonl"));
-        fs::write(&log, "").expect("log");
-        let mut child = std::process::Command::new(python())
-            .args(["-c", SHARED_PY, addr])
-            .arg(&log)
-            .args([&leaf.cert, &leaf.key])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("server output");
-        assert_eq!(line.trim(), "ready", "servers did not start");
-        Self { child, log }
-    }
-
-    fn records(&self) -> Vec<Value> {
-        fs::read_to_string(&self.log)
-            .expect("log")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON"))
-            .collect()
-    }
-
-    /// Every record, once `pred` holds for one (2 s at most): a request that passed may
-    /// still be on its way when the client has exited.
-    fn settle(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let r = self.records();
-            if r.iter().any(&pred) || Instant::now() >= deadline {
-                return r;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The servers of `addr` ([`SHARED_PY`]), with a certificate for every test name from a
+/// CA of their own, logging to a file in `dir`.
+fn shared_servers(dir: &Path, addr: &str) -> RecordingPython {
+    let ca = TestCa::new(dir, &format!("review6-{addr}"));
+    let leaf = ca.issue(
+        &format!("shared-{addr}"),
+        &["allowed.test", "write.test", "evil.test", "other.test"],
+    );
+    RecordingPython::start(
+        SHARED_PY,
+        addr,
+        &dir.join(format!("shared-{addr}.jsonl")),
+        &[&leaf.cert, &leaf.key],
+    )
 }
 
 struct World {
     env: TestEnv,
-    shared: Shared,
-    neighbour: Shared,
+    shared: RecordingPython,
+    neighbour: RecordingPython,
     _dns: Dnsmasq,
     dir: PathBuf,
 }
 
 impl World {
     fn new(name: &str) -> Self {
-        hb_tests::require_root();
-        private_netns(&[SHARED, NEIGHBOUR, "192.0.2.53"]);
-        let dir =
-            std::env::temp_dir().join(format!("hb-review6-{name}-{}", hb_tests::random_suffix()));
-        let shared = Shared::start(&dir, SHARED);
-        let neighbour = Shared::start(&dir, NEIGHBOUR);
-        let dns = Dnsmasq::start(
-            "127.0.0.1",
+        let dns = names_on_lo(
+            &[SHARED, NEIGHBOUR, "192.0.2.53"],
             DNS_PORT,
             &[
                 ("allowed.test", &[SHARED]),
@@ -213,19 +163,14 @@ impl World {
                 ("evil.test", &[SHARED]),
                 ("other.test", &[NEIGHBOUR]),
             ],
-            &[],
             60,
         );
+        let dir =
+            std::env::temp_dir().join(format!("hb-review6-{name}-{}", hb_tests::random_suffix()));
+        let shared = shared_servers(&dir, SHARED);
+        let neighbour = shared_servers(&dir, NEIGHBOUR);
         let config = format!(
-            r#"
-[dns]
-listen = "127.0.0.1:5300"
-redirect = true
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+            r#"{resolver}
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test", "write.test"]
@@ -237,10 +182,10 @@ guard_ports = [80, 443]
 name = "other"
 allow_domains = ["other.test"]
 guard = true
-"#
+"#,
+            resolver = resolver_config(DNS_PORT, true, "", &["203.0.113.0/24"]),
         );
-        let mut env = TestEnv::new(name, &config);
-        env.start_agent();
+        let env = started_agent(name, &config);
         Self {
             env,
             shared,
@@ -253,23 +198,7 @@ guard = true
     /// Runs a Python script in a `web` sandbox as uid 65534, its DNS through hb's
     /// resolver (hex-encoded: no quoting to get wrong).
     fn attack(&self, body: &str) -> String {
-        self.run_as("web", &format!("{PRELUDE}\n{body}"))
-    }
-
-    /// Runs a Python `script` in a sandbox of `policy` as uid 65534.
-    fn run_as(&self, policy: &str, script: &str) -> String {
-        let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
-        let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
-        let out = self
-            .env
-            .sandbox_with_nameserver_as(policy, &["--user", "65534"], &cmd);
-        let text = stdout(&out);
-        assert!(
-            out.status.success(),
-            "attack script failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        attack_as(&self.env, "web", &format!("{PRELUDE}\n{body}"))
     }
 }
 
@@ -510,22 +439,7 @@ fn one_policys_sandbox_cannot_take_the_guard_connections_of_another_policy() {
         "setrlimit"
     );
     let w = World::new("r6slots");
-    let rc = w.env.state_dir.join("resolv.conf");
-    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:3\n").expect("resolv.conf");
-    let mut attacker = std::process::Command::new(hb_tests::agent_bin())
-        .arg("--config")
-        .arg(&w.env.config_path)
-        .args([
-            "sandbox",
-            "run",
-            "--policy",
-            "web",
-            "--user",
-            "65534",
-            "--ro-bind",
-        ])
-        .arg(&rc)
-        .args(["/etc/resolv.conf", "--", python(), "-c", HOLD_PY, "120"])
+    let mut attacker = nameserver_sandbox(&w.env, "web", 3, &[python(), "-c", HOLD_PY, "120"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -535,7 +449,8 @@ fn one_policys_sandbox_cannot_take_the_guard_connections_of_another_policy() {
     std::io::BufReader::new(attacker.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("attacker output");
-    let victim = w.run_as(
+    let victim = attack_as(
+        &w.env,
         "other",
         r#"
 import socket

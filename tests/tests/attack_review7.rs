@@ -23,7 +23,10 @@ use std::{
 
 use hb_tests::{
     TestEnv,
-    provider::{EXEC_ROTATOR, KeyApi, Provider, agent_env, minted, wait_for_step},
+    provider::{
+        EXEC_ROTATOR, KeyApi, Provider, agent_env, begin_rotation, minted, svc_rotated,
+        wait_for_step,
+    },
     sandboxed::{broker_client_script, nobody_command},
 };
 use serde_json::Value;
@@ -71,28 +74,15 @@ fn agent_with(
     old: &str,
 ) -> TestEnv {
     let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&step=verify"
-
-[integration.rotation]
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-# The listing echoes the key a call carries too: only an alert, so that no compromise
-# rotation joins the one under test.
-on_reflection = "alert"
-{rotator}
-{more}
+        r#"{head}{svc}{more}
 [[policy]]
 name = "web"
 integrations = ["svc"]
 "#,
         head = p.config_head(""),
-        keys = keys.display(),
+        // The listing echoes the key a call carries too: only an alert, so that no
+        // compromise rotation joins the one under test.
+        svc = svc_rotated(keys, "", &format!("on_reflection = \"alert\"\n{rotator}")),
     );
     let mut env = agent_env(name, &config);
     env.vault_put("svc", "bot", old);
@@ -190,19 +180,6 @@ impl Drop for Lister {
     }
 }
 
-fn begin(env: &TestEnv) -> String {
-    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
-    assert!(
-        begun.status.success(),
-        "{}",
-        String::from_utf8_lossy(&begun.stderr)
-    );
-    serde_json::from_slice::<Value>(&begun.stdout).expect("rotation JSON")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned()
-}
-
 fn assert_never_in_clear(got: &Value, done: &Value) {
     assert_eq!(done["step"], "watched", "the rotation completed: {done}");
     assert!(
@@ -213,6 +190,43 @@ fn assert_never_in_clear(got: &Value, done: &Value) {
         got["new_key_in_clear"], 0,
         "the provider's listing gave the sandbox the account's next key: {got}"
     );
+}
+
+/// Begins a rotation of `svc/bot` while `lister` lists; `after_begin` runs once it has
+/// begun; waits until the rotation ends, lets the lister list half a second more (the
+/// new key active), stops it. What the lister counted and the rotation's last record.
+fn rotate_while_listing(
+    env: &TestEnv,
+    lister: Lister,
+    after_begin: impl FnOnce(),
+) -> (Value, Value) {
+    let id = begin_rotation(env);
+    after_begin();
+    let done = wait_for_step(
+        env,
+        &id,
+        &["watched", "retired", "failed", "rolled_back"],
+        60,
+    );
+    // A few more listings with the new key active.
+    std::thread::sleep(Duration::from_millis(500));
+    (lister.stop(), done)
+}
+
+/// One listing of the key store `store` (newest first) through a handle for
+/// `integration`/`bot`, by a sandbox of `policy`: its status, error, how many keys it
+/// listed and the first 8 characters of each listed in the clear.
+fn list_once(env: &TestEnv, policy: &str, integration: &str, store: &Path) -> Value {
+    let script = format!(
+        "STORE = {:?}\n\
+         h = hb.handle({integration:?}, 'bot')['handle']\n\
+         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
+         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
+         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
+                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
+        store.display().to_string()
+    );
+    hb_tests::sandboxed::nobody_broker_client(env, policy, &script, &[])
 }
 
 /// Attack: the sandbox lists the account's keys at the provider in a loop while a
@@ -235,16 +249,7 @@ fn the_next_key_listed_by_the_provider_before_its_create_answers_never_reaches_t
     );
     let env = agent(name, &p, &keys, &rotator, "");
     let lister = Lister::start(&env, &keys);
-    let id = begin(&env);
-    let done = wait_for_step(
-        &env,
-        &id,
-        &["watched", "retired", "failed", "rolled_back"],
-        60,
-    );
-    // A few more listings with the new key active.
-    std::thread::sleep(Duration::from_millis(500));
-    let got = lister.stop();
+    let (got, done) = rotate_while_listing(&env, lister, || {});
     println!(
         "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {})",
         got["new_key_in_clear"], got["calls"], done["step"]
@@ -300,22 +305,15 @@ methods = ["POST"]
     let env = agent_with(name, &p, &keys, rotator, more, OLD_HTTP);
     let lister = Lister::start(&env, &keys);
     provider.set_mode("hang");
-    let id = begin(&env);
-    // The first create has minted and timed out; the second is out, hanging too.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while provider.calls("create").len() < 2 {
-        assert!(Instant::now() < deadline, "the create was never retried");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    provider.set_mode("ok");
-    let done = wait_for_step(
-        &env,
-        &id,
-        &["watched", "retired", "failed", "rolled_back"],
-        60,
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let got = lister.stop();
+    let (got, done) = rotate_while_listing(&env, lister, || {
+        // The first create has minted and timed out; the second is out, hanging too.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while provider.calls("create").len() < 2 {
+            assert!(Instant::now() < deadline, "the create was never retried");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        provider.set_mode("ok");
+    });
     println!(
         "figure: {} of {} listings during the rotation carried the account's next key in the clear (step {}, {} creates)",
         got["new_key_in_clear"],
@@ -370,15 +368,7 @@ fn a_key_minted_by_an_exec_rotator_killed_at_its_timeout_never_reaches_the_sandb
     );
     let env = agent_with(name, &p, &keys, &rotator, "", OLD_EXEC);
     let lister = Lister::start(&env, &keys);
-    let id = begin(&env);
-    let done = wait_for_step(
-        &env,
-        &id,
-        &["watched", "retired", "failed", "rolled_back"],
-        60,
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let got = lister.stop();
+    let (got, done) = rotate_while_listing(&env, lister, || {});
     println!(
         "figure: {} of {} listings carried a key of the account the agent does not hold in the clear (step {})",
         got["new_key_in_clear"], got["calls"], done["step"]
@@ -454,16 +444,7 @@ integrations = ["b"]
         &["rotate", "-i", "b", "-a", "bot", "--grace", "10m"],
         OTHER_NEW,
     );
-    let script = format!(
-        "STORE = {:?}\n\
-         h = hb.handle('a', 'bot')['handle']\n\
-         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
-         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
-         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
-                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
-        keys.display().to_string()
-    );
-    let got = hb_tests::sandboxed::nobody_broker_client(&env, "web", &script, &[]);
+    let got = list_once(&env, "web", "a", &keys);
     let clear = got["clear"].as_array().cloned().unwrap_or_default();
     println!(
         "figure: {} of {} listed keys reached the attacker in the clear ({:?})",
@@ -504,19 +485,10 @@ fn a_retired_key_the_provider_still_lists_stays_scrubbed() {
         keys.display().to_string()
     );
     let env = agent(name, &p, &keys, &rotator, "");
-    let id = begin(&env);
+    let id = begin_rotation(&env);
     let done = wait_for_step(&env, &id, &["retired", "failed", "rolled_back"], 60);
     assert_eq!(done["step"], "retired", "{done}");
-    let script = format!(
-        "STORE = {:?}\n\
-         h = hb.handle('svc', 'bot')['handle']\n\
-         r = attempt(lambda: hb.request('GET', 'https://api.test/keys?file=' + STORE + '&list=newest&step=list', handle=h))\n\
-         listed = json.loads(r['body'])['keys'] if 'body' in r else []\n\
-         print(json.dumps({{'status': r.get('status'), 'error': r.get('error'), 'listed': len(listed),\n\
-                           'clear': [k[:8] for k in listed if not k.startswith('[')]}}))\n",
-        keys.display().to_string()
-    );
-    let got = hb_tests::sandboxed::nobody_broker_client(&env, "web", &script, &[]);
+    let got = list_once(&env, "web", "svc", &keys);
     let clear = got["clear"].as_array().cloned().unwrap_or_default();
     println!(
         "figure: {} of {} listed keys (the retired one still live at the provider) in the clear",
@@ -546,28 +518,22 @@ fn a_thief_spending_the_accounts_rate_limit_does_not_keep_a_leaked_key_alive() {
     let keys = p.key_store("keys.json", &[OLD]);
     let hold = p.dir.join("hold");
     let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-
+        r#"{head}{svc}
 [[policy]]
 name = "web"
 integrations = ["svc"]
 "#,
         head = p.config_head(""),
-        keys = keys.display(),
-        hold = hold.display(),
-        python = hb_tests::python(),
-        rotator = p.exec_rotator().display(),
+        svc = svc_rotated(
+            &keys,
+            &format!("&hold={}", hold.display()),
+            &format!(
+                "exec = [\"{python}\", \"{rotator}\", \"{keys}\"]",
+                python = hb_tests::python(),
+                rotator = p.exec_rotator().display(),
+                keys = keys.display(),
+            ),
+        ),
     );
     let mut env = agent_env(name, &config);
     env.vault_put("svc", "bot", OLD);

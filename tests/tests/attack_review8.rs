@@ -15,13 +15,7 @@
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
 
-use std::path::PathBuf;
-
-use hb_tests::{
-    PythonServer, TestEnv, private_netns,
-    sandboxed::nobody_broker_client,
-    upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, TestCa},
-};
+use hb_tests::{TestEnv, sandboxed::nobody_broker_client, worlds::ReflectingUpstream};
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5480;
@@ -99,12 +93,7 @@ PCT = {
     "php": lambda s: urllib.parse.quote_plus(s, safe="").replace("~", "%7E"),
     "py": lambda s: urllib.parse.quote(s),
 }
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def setup(self):
-        self.request.do_handshake()
-        super().setup()
+class H(TlsHandler):
     def answer(self, body, headers=()):
         out = body.encode()
         self.send_response(200)
@@ -147,20 +136,11 @@ class H(http.server.BaseHTTPRequestHandler):
 "#;
 
 /// A broker world: integration `e` (bearer, host `echo.test` on 203.0.113.10, GET),
-/// bound to policy `web`; its credential `secret`.
+/// bound to policy `web`; its credential `secret`. The upstream is [`REFLECT_PY`].
 struct World {
     secret: &'static str,
     env: TestEnv,
-    _upstream: PythonServer,
-    _dns: Dnsmasq,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    upstream: ReflectingUpstream,
 }
 
 impl World {
@@ -176,33 +156,15 @@ impl World {
     /// query parameter, host `echo.test`, credential [`QUERY_SECRET`]) bound to `web` as
     /// well, and `sink.test` (the same server) in `web`'s `allow_domains`.
     fn build(name: &str, secret: &'static str, redirects: bool) -> Self {
-        hb_tests::require_root();
-        private_netns(&["203.0.113.10"]);
-        let dir = std::env::temp_dir().join(format!("hb-review8-{name}-{}", std::process::id()));
-        let ca = TestCa::new(&dir, "trusted");
-        let leaf: Leaf = ca.issue("echo", &["echo.test", "sink.test"]);
-        let log = dir.join("reflect.jsonl");
-        std::fs::write(&log, "").expect("log");
-        let script = format!(
-            "import sys\nsys.argv = ['x', '203.0.113.10', {log:?}, {cert:?}, {key:?}]\n{REFLECT_PY}{PY_SERVE_HTTPS}",
-            log = log.display().to_string(),
-            cert = leaf.cert.display().to_string(),
-            key = leaf.key.display().to_string(),
-        );
-        let upstream = PythonServer::start(&script);
-        let dns = Dnsmasq::start(
-            "127.0.0.1",
+        let upstream = ReflectingUpstream::start(
+            &format!("review8-{name}"),
             DNS_PORT,
-            &[
-                ("echo.test", &["203.0.113.10"]),
-                ("sink.test", &["203.0.113.10"]),
-            ],
+            &["echo.test", "sink.test"],
+            REFLECT_PY,
             &[],
-            60,
         );
-        let config = format!(
+        let body = format!(
             r#"
-{head}
 [[integration]]
 name = "e"
 auth = "bearer"
@@ -214,15 +176,6 @@ name = "web"
 integrations = ["e"{q_bound}]
 {reach}
 "#,
-            head = hb_tests::tls_broker_config(
-                &ca.cert,
-                DNS_PORT,
-                if redirects {
-                    "follow_redirects = true\n"
-                } else {
-                    ""
-                }
-            ),
             q = if redirects {
                 "\n[[integration]]\nname = \"q\"\nauth = { query = \"api_key\" }\nhosts = [\"echo.test\"]\nmethods = [\"GET\"]\n"
             } else {
@@ -235,24 +188,20 @@ integrations = ["e"{q_bound}]
                 ""
             },
         );
-        let mut env = TestEnv::new(name, &config);
-        if redirects {
-            env.init_vault(&[
-                ("e", "bot", secret),
-                ("q", "bot", QUERY_SECRET),
-                ("q", "admin", ADMIN_SECRET),
-            ]);
+        let broker_extra = if redirects {
+            "follow_redirects = true\n"
         } else {
-            env.init_vault(&[("e", "bot", secret)]);
+            ""
+        };
+        let mut credentials = vec![("e", "bot", secret)];
+        if redirects {
+            credentials.extend([("q", "bot", QUERY_SECRET), ("q", "admin", ADMIN_SECRET)]);
         }
-        env.start_agent();
+        let env = upstream.agent(name, broker_extra, &body, &credentials);
         Self {
             secret,
             env,
-            _upstream: upstream,
-            _dns: dns,
-            dir,
-            log,
+            upstream,
         }
     }
 
@@ -263,12 +212,51 @@ integrations = ["e"{q_bound}]
         nobody_broker_client(&self.env, "web", &script, &[])
     }
 
+    /// Asks the upstream `GET https://echo.test/{query}{case}` for each of `cases`, in one
+    /// sandbox (`head`: Python run first); per case, the broker error's code, or the
+    /// status and what `recover` (Python lines indented by four, given the answer `r`,
+    /// setting `recovered`) read back from the answer, as the attacker would.
+    fn each_case(&self, head: &str, query: &str, cases: &[&str], recover: &str) -> Value {
+        self.in_sandbox(&format!(
+            r#"
+{head}
+out = {{}}
+for case in {cases}:
+    r = attempt(lambda: hb.request("GET", "https://echo.test/{query}" + case, handle=h))
+    if "error" in r:
+        out[case] = {{"error": r["error"], "recovered": ""}}
+        continue
+{recover}
+    out[case] = {{"status": r["status"], "recovered": recovered}}
+print(json.dumps(out))
+"#,
+            cases = serde_json::to_string(cases).expect("cases"),
+        ))
+    }
+
+    /// Every one of the `cases` answers of [`World::each_case`] in `got` was made with
+    /// the credential and answered (or refused as a fragment hit); the `figure:` line;
+    /// none gave the caller the credential (`how` it came back, for the message).
+    fn assert_no_case_leaked(&self, got: &Value, cases: usize, how: &str) {
+        assert_eq!(
+            self.credentialed_requests(),
+            cases,
+            "the credential did not reach the upstream"
+        );
+        println!("figure: {}", outcomes(got, self.secret));
+        assert_answered_or_refused(got);
+        let leaked = leaked_in(got, self.secret);
+        assert!(
+            leaked.is_empty(),
+            "the credential came back to the caller {how} {leaked:?}"
+        );
+    }
+
     /// How many requests reached the upstream carrying the credential.
     fn credentialed_requests(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .expect("log")
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).expect("record"))
+        self.upstream
+            .records()
+            .iter()
             .filter(|r| r["auth"] == format!("Bearer {}", self.secret))
             .count()
     }
@@ -340,38 +328,19 @@ fn a_credential_reflected_as_a_byte_array_never_reaches_the_caller() {
         "dotnet",
         "od",
     ];
-    let got = w.in_sandbox(&format!(
-        r#"
-import re
-out = {{}}
-for fmt in {fmts}:
-    r = attempt(lambda: hb.request("GET", "https://echo.test/bytes?fmt=" + fmt, handle=h))
-    if "error" in r:
-        out[fmt] = {{"error": r["error"], "recovered": ""}}
-        continue
-    body = r.get("body", "")
+    let got = w.each_case(
+        "import re",
+        "bytes?fmt=",
+        &fmts,
+        r#"    body = r.get("body", "")
     # What the attacker does with it: read the numbers back as bytes.
-    if fmt in ("node_json", "py_list", "java", "go_v"):
+    if case in ("node_json", "py_list", "java", "go_v"):
         nums = [int(x) % 256 for x in re.findall(r"-?\d+", body)]
     else:
-        nums = [int(x, 16) for x in re.findall(r"\b[0-9a-fA-F]{{2}}\b", body)]
-    out[fmt] = {{"status": r["status"], "recovered": bytes(nums).decode("latin-1")}}
-print(json.dumps(out))
-"#,
-        fmts = serde_json::to_string(&fmts).expect("fmts"),
-    ));
-    assert_eq!(
-        w.credentialed_requests(),
-        fmts.len(),
-        "the credential did not reach the upstream"
+        nums = [int(x, 16) for x in re.findall(r"\b[0-9a-fA-F]{2}\b", body)]
+    recovered = bytes(nums).decode("latin-1")"#,
     );
-    println!("figure: {}", outcomes(&got, SECRET));
-    assert_answered_or_refused(&got);
-    let leaked = leaked_in(&got, SECRET);
-    assert!(
-        leaked.is_empty(),
-        "the credential came back to the caller as a byte array in {leaked:?}"
-    );
+    w.assert_no_case_leaked(&got, fmts.len(), "as a byte array in");
 }
 
 // FINDING: an upstream that reflects the credential into a response header with every
@@ -385,38 +354,19 @@ print(json.dumps(out))
 fn a_credential_reflected_escaped_in_a_response_header_never_reaches_the_caller() {
     let w = World::new("review8-header");
     let encs = ["json_all", "json_mixed", "html_mixed"];
-    let got = w.in_sandbox(&format!(
-        r#"
-import html
-out = {{}}
-for enc in {encs}:
-    r = attempt(lambda: hb.request("GET", "https://echo.test/header?enc=" + enc, handle=h))
-    if "error" in r:
-        out[enc] = {{"error": r["error"], "recovered": ""}}
-        continue
-    v = r["headers"].get("x-debug", "")
+    let got = w.each_case(
+        "import html",
+        "header?enc=",
+        &encs,
+        r#"    v = r["headers"].get("x-debug", "")
     # What the attacker does with it: undo the escapes.
     try:
         v = json.loads('"' + v + '"', strict=False)
     except Exception:
         pass
-    out[enc] = {{"status": r["status"], "recovered": html.unescape(v)}}
-print(json.dumps(out))
-"#,
-        encs = serde_json::to_string(&encs).expect("encs"),
-    ));
-    assert_eq!(
-        w.credentialed_requests(),
-        encs.len(),
-        "the credential did not reach the upstream"
+    recovered = html.unescape(v)"#,
     );
-    println!("figure: {}", outcomes(&got, SECRET));
-    assert_answered_or_refused(&got);
-    let leaked = leaked_in(&got, SECRET);
-    assert!(
-        leaked.is_empty(),
-        "the credential came back to the caller in a response header, escaped as {leaked:?}"
-    );
+    w.assert_no_case_leaked(&got, encs.len(), "in a response header, escaped as");
 }
 
 // FINDING (open): an upstream that echoes a slice of the request's Authorization header
@@ -530,11 +480,7 @@ r = attempt(lambda: hb.request("GET", "https://echo.test/go?to=https://sink.test
 print(json.dumps({"status": r.get("status"), "error": r.get("error")}))
 "#,
     );
-    let records: Vec<Value> = std::fs::read_to_string(&w.log)
-        .expect("log")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("record"))
-        .collect();
+    let records = w.upstream.records();
     let at_echo = records
         .iter()
         .filter(|r| {

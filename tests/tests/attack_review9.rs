@@ -20,26 +20,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hb_tests::{TcpProbe, TestEnv, UdpProbe, private_netns, python, stdout, upstream::Dnsmasq};
+use hb_tests::{
+    TcpProbe, TestEnv, UdpProbe, python,
+    worlds::{attack_as, names_on_lo, nameserver_sandbox, resolver_config, started_agent},
+};
 
 const DNS_PORT: u16 = 5400;
 const SHARED: &str = "203.0.113.10";
 const SHARED6: &str = "2001:db8::10";
-
-/// Runs `script` (Python) as uid 65534 in a sandbox of `policy`, its DNS through hb's
-/// resolver; what it printed. The script travels hex-encoded (no quoting to get wrong).
-fn attack(env: &TestEnv, policy: &str, script: &str) -> String {
-    let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
-    let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
-    let out = env.sandbox_with_nameserver_as(policy, &["--user", "65534"], &cmd);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "attack script failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
 
 /// `(label, verdict)` for every `label verdict` line the script printed.
 fn verdicts(text: &str) -> Vec<(String, String)> {
@@ -91,13 +79,10 @@ def query(name, qid=0x4242):
 /// guard's ports).
 #[test]
 fn quic_to_a_guarded_port_other_than_443_never_arrives() {
-    hb_tests::require_root();
-    private_netns(&[SHARED, SHARED6, "192.0.2.53"]);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let _dns = names_on_lo(
+        &[SHARED, SHARED6, "192.0.2.53"],
         DNS_PORT,
         &[("allowed.test", &[SHARED, SHARED6])],
-        &[],
         60,
     );
     let guarded = [
@@ -108,15 +93,7 @@ fn quic_to_a_guarded_port_other_than_443_never_arrives() {
     ];
     let unguarded = UdpProbe::bind(&format!("{SHARED}:7000"));
     let config = format!(
-        r#"
-[dns]
-listen = "127.0.0.1:5300"
-redirect = true
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
-
+        r#"{resolver}
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
@@ -126,10 +103,10 @@ guard_ports = [80, 443, 8443]
 name = "allports"
 allow_domains = ["allowed.test"]
 guard_all_ports = true
-"#
+"#,
+        resolver = resolver_config(DNS_PORT, true, "", &["203.0.113.0/24", "2001:db8::/32"]),
     );
-    let mut env = TestEnv::new("review9-quic", &config);
-    env.start_agent();
+    let env = started_agent("review9-quic", &config);
     let body = r#"
 A = socket.getaddrinfo("allowed.test", 0, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
 A6 = socket.getaddrinfo("allowed.test", 0, socket.AF_INET6, socket.SOCK_DGRAM)[0][4][0]
@@ -143,8 +120,8 @@ for port in PORTS:
     attempt("mapped:%d" % port, lambda: connected("::ffff:" + A, port, socket.AF_INET6))
 attempt("control:7000", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(HELLO, (A, 7000)))
 "#;
-    let web = attack(&env, "web", &format!("{PRELUDE}\nPORTS = [8443]\n{body}"));
-    let all = attack(
+    let web = attack_as(&env, "web", &format!("{PRELUDE}\nPORTS = [8443]\n{body}"));
+    let all = attack_as(
         &env,
         "allports",
         &format!("{PRELUDE}\nPORTS = [8443, 2053]\n{body}"),
@@ -203,13 +180,10 @@ attempt("control:7000", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 /// IPv4 and IPv6) record what arrives; every attempt must be refused and none arrive.
 #[test]
 fn loopback_is_unreachable_through_unspecified_addresses_or_the_resolvers_admission() {
-    hb_tests::require_root();
-    private_netns(&[SHARED, "192.0.2.53"]);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let _dns = names_on_lo(
+        &[SHARED, "192.0.2.53"],
         DNS_PORT,
         &[("allowed.test", &[SHARED]), ("other.test", &[SHARED])],
-        &[],
         60,
     );
     let tcp4 = TcpProbe::bind("127.0.0.1:9999");
@@ -217,15 +191,7 @@ fn loopback_is_unreachable_through_unspecified_addresses_or_the_resolvers_admiss
     let udp4 = UdpProbe::bind("127.0.0.1:9998");
     let udp6 = UdpProbe::bind("[::1]:9998");
     let config = format!(
-        r#"
-[dns]
-listen = "127.0.0.1:5300"
-redirect = true
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+        r#"{resolver}
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
@@ -233,10 +199,10 @@ allow_domains = ["allowed.test"]
 [[policy]]
 name = "other"
 allow_domains = ["other.test"]
-"#
+"#,
+        resolver = resolver_config(DNS_PORT, true, "", &["203.0.113.0/24"]),
     );
-    let mut env = TestEnv::new("review9-loop", &config);
-    env.start_agent();
+    let env = started_agent("review9-loop", &config);
     let other_port = 5300 + env.policy_id("other");
     let script = format!(
         r#"{PRELUDE}
@@ -268,7 +234,7 @@ attempt("dns6_connect", reaim6)
 attempt("tcp_other_resolver", lambda: tcp("127.0.0.1", OTHER))
 "#
     );
-    let text = attack(&env, "web", &script);
+    let text = attack_as(&env, "web", &script);
     thread::sleep(Duration::from_millis(300));
     let arrived = tcp4.accepted() + tcp6.accepted() + udp4.received() + udp6.received();
     let learned_other = env
@@ -331,36 +297,25 @@ fn what_an_audit_policy_resolved_is_not_reachable_after_it_enforces() {
 /// connects; the agent is stopped, the policy lines become `after`, the agent starts;
 /// a new sandbox connects to `evil.test`'s address, which must be refused.
 fn narrowed_across_a_restart(name: &str, before: &str, after: &str) {
-    hb_tests::require_root();
-    private_netns(&[SHARED, "198.51.100.7", "192.0.2.53"]);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let _dns = names_on_lo(
+        &[SHARED, "198.51.100.7", "192.0.2.53"],
         DNS_PORT,
         &[
             ("allowed.test", &[SHARED]),
             ("evil.test", &["198.51.100.7"]),
         ],
-        &[],
         600,
     );
     let evil = TcpProbe::bind("198.51.100.7:8080");
     let config = format!(
-        r#"
-[dns]
-listen = "127.0.0.1:5300"
-redirect = true
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24", "198.51.100.0/24"]
-
+        r#"{resolver}
 [[policy]]
 name = "web"
 {before}
-"#
+"#,
+        resolver = resolver_config(DNS_PORT, true, "", &["203.0.113.0/24", "198.51.100.0/24"]),
     );
-    let mut env = TestEnv::new(name, &config);
-    env.start_agent();
+    let mut env = started_agent(name, &config);
     let connect = r#"
 import socket, sys
 def tcp(host):
@@ -369,7 +324,7 @@ if sys.argv[-1] == "resolve":
     attempt("resolve", lambda: print("addr", socket.getaddrinfo("evil.test", 8080, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]))
 attempt("connect", lambda: tcp("198.51.100.7"))
 "#;
-    let first = attack(
+    let first = attack_as(
         &env,
         "web",
         &format!("{PRELUDE}\nimport sys; sys.argv.append('resolve')\n{connect}"),
@@ -386,7 +341,7 @@ attempt("connect", lambda: tcp("198.51.100.7"))
     assert_ne!(text, narrowed, "the config holds the policy lines");
     fs::write(&env.config_path, narrowed).expect("narrowed config");
     env.start_agent();
-    let second = attack(
+    let second = attack_as(
         &env,
         "web",
         &format!("{PRELUDE}\nimport sys; sys.argv.append('no')\n{connect}"),
@@ -533,7 +488,7 @@ fn an_established_connection_keeps_its_admitted_peer_across_an_agent_restart() {
 /// `min_ttl_secs`).
 fn evicted_victim(name: &str, port: u16, ttl: u32, dns_extra: &str) -> (String, String, usize) {
     kept_alive_victim(name, port, ttl, dns_extra, |env| {
-        attack(
+        attack_as(
             env,
             "attacker",
             &format!(
@@ -572,28 +527,17 @@ fn kept_alive_victim(
         io::{BufRead as _, BufReader, Write as _},
         process::Stdio,
     };
-    hb_tests::require_root();
-    private_netns(&[SHARED, "192.0.2.53"]);
-    let _dns = Dnsmasq::start(
-        "127.0.0.1",
+    let _dns = names_on_lo(
+        &[SHARED, "192.0.2.53"],
         DNS_PORT,
         &[("allowed.test", &[SHARED])],
-        &[],
         ttl,
     );
     let dir = std::env::temp_dir().join(format!("hb-{name}-{}", hb_tests::random_suffix()));
     fs::create_dir_all(&dir).expect("dir");
     let server = hb_tests::upstream::RecordingServer::start(&dir, SHARED, port, None);
     let config = format!(
-        r#"
-[dns]
-listen = "127.0.0.1:5300"
-redirect = true
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-{dns_extra}
-[egress]
-exception_cidrs = ["203.0.113.0/24"]
-
+        r#"{resolver}
 [[policy]]
 name = "victim"
 allow_domains = ["allowed.test"]
@@ -601,25 +545,17 @@ allow_domains = ["allowed.test"]
 [[policy]]
 name = "attacker"
 allow_domains = ["allowed.test"]
-"#
+"#,
+        resolver = resolver_config(DNS_PORT, true, dns_extra, &["203.0.113.0/24"]),
     );
-    let mut env = TestEnv::new(name, &config);
-    env.start_agent();
-    let rc = env.state_dir.join("resolv.conf");
-    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:3\n").expect("resolv.conf");
-    let rc = rc.to_str().expect("UTF-8").to_owned();
+    let mut env = started_agent(name, &config);
     let script = PY_KEEPALIVE.replace("PORT", &port.to_string());
-    let mut victim = hb_tests::sandboxed::nobody_command(
-        &env,
-        "victim",
-        &["--ro-bind", &rc, "/etc/resolv.conf"],
-        &[python(), "-c", &script],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("victim");
+    let mut victim = nameserver_sandbox(&env, "victim", 3, &[python(), "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("victim");
     let mut stdin = victim.stdin.take().expect("stdin");
     let mut out = BufReader::new(victim.stdout.take().expect("stdout"));
     let mut first = String::new();

@@ -30,8 +30,11 @@ use std::{
 };
 
 use hb_tests::{
-    TestEnv, UdpProbe, private_netns, python, stdout,
+    TestEnv, UdpProbe, python,
     upstream::{Dnsmasq, TestCa},
+    worlds::{
+        RecordingPython, attack_as, names_on_lo, nameserver_sandbox, resolver_config, started_agent,
+    },
 };
 use serde_json::Value;
 
@@ -135,64 +138,18 @@ print("ready", flush=True)
 threading.Event().wait()
 "#;
 
-/// The servers of the shared address, killed on drop.
-struct Vhosts {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Vhosts {
-    fn start(dir: &Path) -> Self {
-        use std::io::BufRead as _;
-        let ca = TestCa::new(dir, "guard");
-        let allowed = ca.issue("allowed", &["allowed.test"]);
-        let evil = ca.issue("evil", &["evil.test"]);
-        let log = dir.join("vhosts.jsonl");
-        fs::write(&log, "").expect("vhost log");
-        let mut child = std::process::Command::new(python())
-            .args(["-c", VHOSTS_PY, SHARED])
-            .arg(&log)
-            .args([&allowed.cert, &allowed.key, &evil.cert, &evil.key])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("vhost server output");
-        assert_eq!(line.trim(), "ready", "vhost servers did not start");
-        Self { child, log }
-    }
-
-    fn records(&self) -> Vec<Value> {
-        fs::read_to_string(&self.log)
-            .expect("vhost log")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("vhost JSON"))
-            .collect()
-    }
-
-    /// Waits until `pred` holds for a record (2 s at most) and returns every record: a
-    /// request that passed may still be on its way when the client has exited.
-    fn settle(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let r = self.records();
-            if r.iter().any(&pred) || Instant::now() >= deadline {
-                return r;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Vhosts {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The servers of the shared address ([`VHOSTS_PY`]), each name's certificate from a CA
+/// of their own, logging to a file in `dir`.
+fn vhost_servers(dir: &Path) -> RecordingPython {
+    let ca = TestCa::new(dir, "guard");
+    let allowed = ca.issue("allowed", &["allowed.test"]);
+    let evil = ca.issue("evil", &["evil.test"]);
+    RecordingPython::start(
+        VHOSTS_PY,
+        SHARED,
+        &dir.join("vhosts.jsonl"),
+        &[&allowed.cert, &allowed.key, &evil.cert, &evil.key],
+    )
 }
 
 /// What reached `evil.test`'s virtual host: requests routed to it, ClientHellos naming it.
@@ -219,7 +176,7 @@ fn writes(records: &[Value]) -> Vec<&Value> {
 /// `allowed.test` and is guarded on 80, 443, 8080 and 8444.
 struct World {
     env: TestEnv,
-    vhosts: Vhosts,
+    vhosts: RecordingPython,
     _dns: Dnsmasq,
     dir: PathBuf,
 }
@@ -240,23 +197,21 @@ impl World {
     }
 
     fn build(name: &str, guard: bool, sockmap: bool) -> Self {
-        private_netns(&[SHARED, "2001:db8::10", "192.0.2.53"]);
-        let dir = std::env::temp_dir().join(format!(
-            "hb-guard-attack-{name}-{}",
-            hb_tests::random_suffix()
-        ));
-        let vhosts = Vhosts::start(&dir);
-        let dns = Dnsmasq::start(
-            "127.0.0.1",
+        let dns = names_on_lo(
+            &[SHARED, "2001:db8::10", "192.0.2.53"],
             DNS_PORT,
             &[
                 ("allowed.test", &[SHARED, "2001:db8::10"]),
                 ("evil.test", &[SHARED]),
                 ("other.test", &[SHARED]),
             ],
-            &[],
             60,
         );
+        let dir = std::env::temp_dir().join(format!(
+            "hb-guard-attack-{name}-{}",
+            hb_tests::random_suffix()
+        ));
+        let vhosts = vhost_servers(&dir);
         let kernel = if sockmap {
             "[guard]\nsockmap = true"
         } else {
@@ -265,24 +220,16 @@ impl World {
         let config = format!(
             r#"
 {kernel}
-
-[dns]
-listen = "127.0.0.1:5300"
-redirect = true
-upstreams = ["127.0.0.1:{DNS_PORT}"]
-
-[egress]
-exception_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
-
+{resolver}
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
 guard = {guard}
 guard_ports = [80, 443, 8080, 8444, 8445]
-"#
+"#,
+            resolver = resolver_config(DNS_PORT, true, "", &["203.0.113.0/24", "2001:db8::/32"]),
         );
-        let mut env = TestEnv::new(name, &config);
-        env.start_agent();
+        let env = started_agent(name, &config);
         Self {
             env,
             vhosts,
@@ -294,18 +241,7 @@ guard_ports = [80, 443, 8080, 8444, 8445]
     /// Runs a Python script in a `web` sandbox as uid 65534, its DNS through hb's
     /// resolver. The script travels hex-encoded (no quoting to get wrong).
     fn attack(&self, script: &str) -> String {
-        let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
-        let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
-        let out = self
-            .env
-            .sandbox_with_nameserver_as("web", &["--user", "65534"], &cmd);
-        let text = stdout(&out);
-        assert!(
-            out.status.success(),
-            "attack script failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        attack_as(&self.env, "web", script)
     }
 }
 
@@ -352,6 +288,26 @@ fn script(body: &str) -> String {
     format!("{PRELUDE}\n{body}")
 }
 
+/// After a smuggling attack whose output is `out`: its control GET (`/control`) passed
+/// the guard and arrived, and no write method reached read-only `allowed.test` (the
+/// records read once the smuggled `/smuggled` arrived, or 2 s).
+fn assert_control_passed_and_nothing_smuggled(w: &World, out: &str) {
+    assert!(
+        out.contains("control HTTP/1.1 200"),
+        "a plain GET passes the guard: {out}"
+    );
+    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
+    assert!(
+        records.iter().any(|r| r["path"] == "/control"),
+        "the control GET arrived: {records:?}"
+    );
+    assert_eq!(
+        writes(&records),
+        Vec::<&Value>::new(),
+        "a write method reached read-only allowed.test: {out}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Attacks that get through today (each must fail until the guard is fixed).
 // ---------------------------------------------------------------------------------------
@@ -374,20 +330,7 @@ got = raw(8080, outer + inner)
 print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 "#,
     ));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "a plain GET passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
-    assert!(
-        records.iter().any(|r| r["path"] == "/control"),
-        "the control GET arrived: {records:?}"
-    );
-    assert_eq!(
-        writes(&records),
-        Vec::<&Value>::new(),
-        "a write method reached read-only allowed.test: {out}"
-    );
+    assert_control_passed_and_nothing_smuggled(&w, &out);
 }
 
 /// The same with OPTIONS, read-only too: a server's preflight handler that answers
@@ -405,20 +348,7 @@ got = raw(8080, outer + inner)
 print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 "#,
     ));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "a plain GET passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
-    assert!(
-        records.iter().any(|r| r["path"] == "/control"),
-        "the control GET arrived: {records:?}"
-    );
-    assert_eq!(
-        writes(&records),
-        Vec::<&Value>::new(),
-        "a write method reached read-only allowed.test: {out}"
-    );
+    assert_control_passed_and_nothing_smuggled(&w, &out);
 }
 
 /// A chunk-size line with a bare LF in its extension: the guard reads the chunk line up
@@ -443,20 +373,7 @@ got = raw(80, head + body)
 print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 "#,
     ));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "a plain GET passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
-    assert!(
-        records.iter().any(|r| r["path"] == "/control"),
-        "the control GET arrived: {records:?}"
-    );
-    assert_eq!(
-        writes(&records),
-        Vec::<&Value>::new(),
-        "a write method reached read-only allowed.test: {out}"
-    );
+    assert_control_passed_and_nothing_smuggled(&w, &out);
 }
 
 /// TLS clients on libssl through ctypes (as any sandboxed program may load it).
@@ -659,20 +576,7 @@ got = raw(80, head + b"0\r\n" + b"\n" + inner)
 print("attack", got.count(b"HTTP/1.1 200"), repr(got[:200]))
 "#,
     ));
-    assert!(
-        out.contains("control HTTP/1.1 200"),
-        "a plain GET passes the guard: {out}"
-    );
-    let records = w.vhosts.settle(|r| r["path"] == "/smuggled");
-    assert!(
-        records.iter().any(|r| r["path"] == "/control"),
-        "the control GET arrived: {records:?}"
-    );
-    assert_eq!(
-        writes(&records),
-        Vec::<&Value>::new(),
-        "a write method reached read-only allowed.test: {out}"
-    );
+    assert_control_passed_and_nothing_smuggled(&w, &out);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -977,22 +881,7 @@ print(result, flush=True)
         port = 15300 + id,
         go = go.display().to_string(),
     );
-    let rc = w.env.state_dir.join("resolv.conf");
-    fs::write(&rc, "nameserver 192.0.2.53\noptions attempts:1 timeout:1\n").expect("resolv.conf");
-    let mut child = std::process::Command::new(hb_tests::agent_bin())
-        .arg("--config")
-        .arg(&w.env.config_path)
-        .args([
-            "sandbox",
-            "run",
-            "--policy",
-            "web",
-            "--user",
-            "65534",
-            "--ro-bind",
-        ])
-        .arg(&rc)
-        .args(["/etc/resolv.conf", "--", python(), "-c", &attacker])
+    let mut child = nameserver_sandbox(&w.env, "web", 1, &[python(), "-c", &attacker])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -16,7 +16,9 @@ use std::{
 
 use hb_tests::{
     TestEnv,
-    provider::{Provider, agent_env, assert_no_key_in, store, wait_for_step},
+    provider::{
+        Provider, agent_env, assert_no_key_in, begin_rotation, store, svc_rotated, wait_for_step,
+    },
     sandboxed::broker_client_script,
     upstream::{Dnsmasq, RecordingServer, header},
 };
@@ -73,20 +75,7 @@ fn world(name: &str, grace_secs: u64, svc_expires: Option<&str>, admin: bool) ->
     let rotator = p.exec_rotator();
     let python = hb_tests::python();
     let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/keys?file={keys}&hold={hold}&step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"{admin}]
-grace_secs = {grace_secs}
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-
+        r#"{head}{svc}
 [[integration]]
 name = "bad"
 auth = "bearer"
@@ -102,11 +91,18 @@ name = "web"
 integrations = ["svc", "bad"]
 "#,
         head = p.config_head(""),
-        keys = keys.display(),
+        svc = svc_rotated(
+            &keys,
+            &format!("&hold={}", p.dir.join("hold").display()),
+            &format!(
+                "exec = [\"{python}\", \"{rotator}\", \"{keys}\"{admin}]\ngrace_secs = {grace_secs}",
+                rotator = rotator.display(),
+                keys = keys.display(),
+                admin = if admin { ", \"--admin\"" } else { "" },
+            ),
+        ),
         bad_keys = bad_keys.display(),
-        hold = p.dir.join("hold").display(),
         rotator = rotator.display(),
-        admin = if admin { ", \"--admin\"" } else { "" },
     );
     let env = agent_env(name, &config);
     match svc_expires {
@@ -634,17 +630,6 @@ fn answer_of(client: std::process::Child) -> Value {
     serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("client JSON")
 }
 
-fn begin(env: &TestEnv) -> String {
-    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
-    assert!(
-        begun.status.success(),
-        "{}",
-        String::from_utf8_lossy(&begun.stderr)
-    );
-    let r: Value = serde_json::from_slice(&begun.stdout).expect("rotation JSON");
-    r["id"].as_str().expect("id").to_owned()
-}
-
 /// Attack: the provider lists the account's keys (as Algolia's or Meilisearch's key
 /// APIs do) while a rotation holds a new key PENDING. The sandbox's answer is scrubbed
 /// of it as of the old key; an operator's abort revokes it at the provider.
@@ -661,7 +646,7 @@ fn a_pending_key_the_provider_lists_never_reaches_the_sandbox_and_an_abort_revok
     // The new key's test is answered 403 (a spent rate limit): the rotation stays open.
     fs::write(dir.join("hold"), "").expect("hold");
     env.start_agent();
-    let id = begin(&env);
+    let id = begin_rotation(&env);
     wait_for_step(&env, &id, &["created"], 30);
     assert_eq!(store(&keys).len(), 2, "the provider holds the minted key");
     let url = format!(
@@ -809,7 +794,7 @@ fn a_spent_rate_limit_neither_rotates_a_healthy_key_nor_rolls_a_rotation_back() 
 
     // An operator's rotation; the new key's rate limit is spent as soon as it is active.
     fs::remove_file(&hold).expect("unhold");
-    let id = begin(&env);
+    let id = begin_rotation(&env);
     wait_for_step(&env, &id, &["finished", "watched", "retired"], 30);
     fs::write(&hold, "").expect("hold");
     let done = wait_for_step(&env, &id, &["retired", "rolled_back"], 90);

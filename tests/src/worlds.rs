@@ -1,0 +1,282 @@
+//! Worlds several attack reviews set up alike, each in the test's own network namespace:
+//! - [`TrustedNames`]: names served over TLS on one address with a certificate of a CA
+//!   made for the test, dnsmasq answering them, and [`TrustedNames::agent`], a broker
+//!   agent trusting that CA;
+//! - [`ReflectingUpstream`]: those names served by a Python upstream that reflects what
+//!   it got;
+//! - the shared address world's parts: [`names_on_lo`] (addresses on `lo`, dnsmasq
+//!   answering the test names), [`resolver_config`] (hb's resolver asking that
+//!   dnsmasq), [`started_agent`], [`RecordingPython`] (servers that log each arrival as a
+//!   JSON line), [`attack_as`] (a Python attack run as uid 65534 in a sandbox) and
+//!   [`nameserver_sandbox`] (such a sandbox to spawn, one that runs on beside the test).
+
+use std::{
+    ffi::OsStr,
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{
+    PythonServer, TestEnv, private_netns, python, stdout, tls_broker_config,
+    upstream::{Dnsmasq, Leaf, PY_SERVE_HTTPS, PY_TLS_HANDLER, TestCa},
+};
+
+/// The address a [`ReflectingUpstream`] serves on (port 443).
+pub const REFLECTOR_ADDR: &str = "203.0.113.10";
+
+/// Every line of the file `log`, each a JSON value.
+pub fn json_lines(log: &Path) -> Vec<Value> {
+    fs::read_to_string(log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// Names a test upstream serves over TLS: the test's namespace with [`REFLECTOR_ADDR`] on
+/// `lo`; a CA made for the test and a certificate it issued for the names (`leaf`); dnsmasq
+/// answering the names with that address. Its folder is removed on drop.
+pub struct TrustedNames {
+    pub dir: PathBuf,
+    pub ca: TestCa,
+    pub leaf: Leaf,
+    dns_port: u16,
+    _dns: Dnsmasq,
+}
+
+impl TrustedNames {
+    /// The world in folder `hb-{dir_name}-{pid}` of the temp dir, dnsmasq on
+    /// 127.0.0.1:`dns_port` answering `names`; the certificate's files are labelled
+    /// `label`.
+    pub fn start(dir_name: &str, dns_port: u16, label: &str, names: &[&str]) -> Self {
+        crate::require_root();
+        private_netns(&[REFLECTOR_ADDR]);
+        let dir = std::env::temp_dir().join(format!("hb-{dir_name}-{}", std::process::id()));
+        let ca = TestCa::new(&dir, "trusted");
+        let leaf = ca.issue(label, names);
+        let answers: Vec<(&str, &[&str])> =
+            names.iter().map(|n| (*n, &[REFLECTOR_ADDR][..])).collect();
+        let dns = Dnsmasq::start("127.0.0.1", dns_port, &answers, &[], 60);
+        Self {
+            dir,
+            ca,
+            leaf,
+            dns_port,
+            _dns: dns,
+        }
+    }
+
+    /// A broker agent of this world, started: [`tls_broker_config`] (the test CA trusted,
+    /// lookups sent to the world's dnsmasq, `broker_extra` lines in `[broker]`) and then
+    /// `body` (the integrations and policies); the vault holds `credentials`
+    /// (integration, account, secret).
+    pub fn agent(
+        &self,
+        name: &str,
+        broker_extra: &str,
+        body: &str,
+        credentials: &[(&str, &str, &str)],
+    ) -> TestEnv {
+        let config = format!(
+            "\n{}{body}",
+            tls_broker_config(&self.ca.cert, self.dns_port, broker_extra)
+        );
+        let mut env = TestEnv::new(name, &config);
+        env.init_vault(credentials);
+        env.start_agent();
+        env
+    }
+}
+
+impl Drop for TrustedNames {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A reflecting upstream world: [`TrustedNames`] and the Python `reflector` (an
+/// `http.server` handler class `H`, which may derive from [`PY_TLS_HANDLER`]'s
+/// `TlsHandler`, served over TLS by [`PY_SERVE_HTTPS`]) on
+/// [`REFLECTOR_ADDR`]:443 with the names' certificate. The reflector is given `addr, log,
+/// cert, key` and then the extra arguments in `sys.argv`; `log` is an empty file it may
+/// write JSON lines to.
+pub struct ReflectingUpstream {
+    _server: PythonServer,
+    pub log: PathBuf,
+    pub names: TrustedNames,
+}
+
+impl ReflectingUpstream {
+    /// The world in folder `hb-{dir_name}-{pid}` of the temp dir, dnsmasq on
+    /// 127.0.0.1:`dns_port` answering `names`; `args`: the reflector's extra arguments.
+    pub fn start(
+        dir_name: &str,
+        dns_port: u16,
+        names: &[&str],
+        reflector: &str,
+        args: &[&str],
+    ) -> Self {
+        let names = TrustedNames::start(dir_name, dns_port, "echo", names);
+        let log = names.dir.join("reflect.jsonl");
+        fs::write(&log, "").expect("log");
+        // PythonServer takes one script: the arguments travel in it.
+        let argv: Vec<String> = [
+            REFLECTOR_ADDR.to_owned(),
+            log.display().to_string(),
+            names.leaf.cert.display().to_string(),
+            names.leaf.key.display().to_string(),
+        ]
+        .into_iter()
+        .chain(args.iter().map(|a| (*a).to_owned()))
+        .map(|a| format!("{a:?}"))
+        .collect();
+        let server = PythonServer::start(&format!(
+            "import sys\nsys.argv = ['x', {}]\n{PY_TLS_HANDLER}{reflector}{PY_SERVE_HTTPS}",
+            argv.join(", ")
+        ));
+        Self {
+            _server: server,
+            log,
+            names,
+        }
+    }
+
+    /// [`TrustedNames::agent`] of this world.
+    pub fn agent(
+        &self,
+        name: &str,
+        broker_extra: &str,
+        body: &str,
+        credentials: &[(&str, &str, &str)],
+    ) -> TestEnv {
+        self.names.agent(name, broker_extra, body, credentials)
+    }
+
+    /// Every request the reflector logged, one JSON value each.
+    pub fn records(&self) -> Vec<Value> {
+        json_lines(&self.log)
+    }
+}
+/// The test's namespace with `addrs` on `lo` and dnsmasq on 127.0.0.1:`dns_port` answering
+/// `names` (each with its addresses) with TTL `ttl`.
+pub fn names_on_lo(addrs: &[&str], dns_port: u16, names: &[(&str, &[&str])], ttl: u32) -> Dnsmasq {
+    crate::require_root();
+    private_netns(addrs);
+    Dnsmasq::start("127.0.0.1", dns_port, names, &[], ttl)
+}
+
+/// The `[dns]` and `[egress]` tables of a world whose names dnsmasq answers: hb's
+/// resolver on 127.0.0.1:5300 asking dnsmasq on `dns_port`, the kernel's redirect of a
+/// sandbox's DNS to it on when `redirect`, `dns_extra` (whole lines) in `[dns]`;
+/// `exception_cidrs` (the test's addresses) reachable.
+pub fn resolver_config(
+    dns_port: u16,
+    redirect: bool,
+    dns_extra: &str,
+    exception_cidrs: &[&str],
+) -> String {
+    format!(
+        "\n[dns]\nlisten = \"127.0.0.1:5300\"\n{redirect}upstreams = [\"127.0.0.1:{dns_port}\"]\n{dns_extra}\n[egress]\nexception_cidrs = {exception_cidrs:?}\n",
+        redirect = if redirect { "redirect = true\n" } else { "" },
+    )
+}
+
+/// An agent with `config` (see [`TestEnv::new`]), started.
+pub fn started_agent(name: &str, config: &str) -> TestEnv {
+    let mut env = TestEnv::new(name, config);
+    env.start_agent();
+    env
+}
+
+/// Runs `script` (Python) as uid 65534 in a sandbox of `policy`, its DNS through hb's
+/// resolver; what it printed. The script travels hex-encoded (no quoting to get wrong).
+pub fn attack_as(env: &TestEnv, policy: &str, script: &str) -> String {
+    let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
+    let cmd = format!("{} -c \"exec(bytes.fromhex('{hex}'))\"", python());
+    let out = env.sandbox_with_nameserver_as(policy, &["--user", "65534"], &cmd);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "attack script failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `args` as uid 65534 in a sandbox of `policy`, its DNS through hb's resolver: its
+/// /etc/resolv.conf (a file in the state folder, bound read-only) names 192.0.2.53, one
+/// try of `dns_timeout` seconds. The caller sets its stdio and spawns it.
+pub fn nameserver_sandbox(env: &TestEnv, policy: &str, dns_timeout: u32, args: &[&str]) -> Command {
+    let rc = env.state_dir.join("resolv.conf");
+    fs::write(
+        &rc,
+        format!("nameserver 192.0.2.53\noptions attempts:1 timeout:{dns_timeout}\n"),
+    )
+    .expect("resolv.conf");
+    let rc = rc.to_str().expect("UTF-8 state dir");
+    crate::sandboxed::nobody_command(env, policy, &["--ro-bind", rc, "/etc/resolv.conf"], args)
+}
+
+/// Python servers that log every arrival as one JSON line in `log` and print `ready`
+/// once they listen; killed on drop.
+pub struct RecordingPython {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl RecordingPython {
+    /// Runs `script` given `addr`, `log` and `args` in `sys.argv` (`python -c script addr
+    /// log args…`) and waits for its `ready`; `log` (emptied here) is where it writes.
+    pub fn start<A: AsRef<OsStr>>(script: &str, addr: &str, log: &Path, args: &[A]) -> Self {
+        fs::write(log, "").expect("log");
+        let mut child = Command::new(python())
+            .args(["-c", script, addr])
+            .arg(log)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("server output");
+        assert_eq!(line.trim(), "ready", "servers did not start");
+        Self {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// Every record so far.
+    pub fn records(&self) -> Vec<Value> {
+        json_lines(&self.log)
+    }
+
+    /// Every record, once `pred` holds for one (2 s at most): a request that passed may
+    /// still be on its way when the client has exited.
+    pub fn settle(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let r = self.records();
+            if r.iter().any(&pred) || Instant::now() >= deadline {
+                return r;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RecordingPython {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
