@@ -330,6 +330,36 @@ methods = ["POST"]
     let _ = fs::remove_dir_all(&p.dir);
 }
 
+/// The `[integration.rotation]` lines of [`EXEC_ROTATOR`] minting `prefix` keys whose
+/// first `create` commits its key to the store `keys` and then hangs past the 2 s
+/// `timeout_secs` (the agent kills it: an orphan the provider lists); later creates
+/// answer at once.
+fn first_create_hangs(p: &Provider, keys: &Path, prefix: &str) -> String {
+    let script = EXEC_ROTATOR
+        .replace("\"key-new-\"", &format!("{prefix:?}"))
+        .replace(
+            "    print(json.dumps({\"secret\": new}))\n",
+            "    import os, time\n    \
+             if not os.path.exists(store + \".hung\"):\n        \
+             open(store + \".hung\", \"w\").close()\n        \
+             with open(store, \"w\") as f:\n            json.dump(live, f)\n        \
+             time.sleep(60)\n    \
+             print(json.dumps({\"secret\": new}))\n",
+        );
+    assert!(
+        script.matches("time.sleep").count() == 1 && script.contains(&format!("{prefix:?}")),
+        "the rotator's create was changed"
+    );
+    let path = p.dir.join("hung-rotator.py");
+    fs::write(&path, script).expect("rotator");
+    format!(
+        "grace_secs = 600\ntimeout_secs = 2\nexec = [{:?}, {:?}, {:?}]",
+        hb_tests::python(),
+        path.display().to_string(),
+        keys.display().to_string()
+    )
+}
+
 /// The account's key as [`EXEC_ROTATOR`] mints them (`key-new-`, 32 hex digits).
 const OLD_EXEC: &str = "key-new-2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e0b";
 
@@ -344,28 +374,7 @@ fn a_key_minted_by_an_exec_rotator_killed_at_its_timeout_never_reaches_the_sandb
     let name = "atk7orphan";
     let p = Provider::start(name, DNS_PORT, None);
     let keys = p.key_store("keys.json", &[OLD_EXEC]);
-    let script = EXEC_ROTATOR.replace(
-        "    print(json.dumps({\"secret\": new}))\n",
-        "    import os, time\n    \
-         if not os.path.exists(store + \".hung\"):\n        \
-         open(store + \".hung\", \"w\").close()\n        \
-         with open(store, \"w\") as f:\n            json.dump(live, f)\n        \
-         time.sleep(60)\n    \
-         print(json.dumps({\"secret\": new}))\n",
-    );
-    assert_eq!(
-        script.matches("time.sleep").count(),
-        1,
-        "the rotator's create was changed"
-    );
-    let path = p.dir.join("hung-rotator.py");
-    fs::write(&path, script).expect("rotator");
-    let rotator = format!(
-        "grace_secs = 600\ntimeout_secs = 2\nexec = [{:?}, {:?}, {:?}]",
-        hb_tests::python(),
-        path.display().to_string(),
-        keys.display().to_string()
-    );
+    let rotator = first_create_hangs(&p, &keys, "key-new-");
     let env = agent_with(name, &p, &keys, &rotator, "", OLD_EXEC);
     let lister = Lister::start(&env, &keys);
     let (got, done) = rotate_while_listing(&env, lister, || {});
@@ -605,29 +614,9 @@ fn a_key_orphaned_before_an_agent_restart_never_reaches_the_sandbox_after_it() {
     let p = Provider::start(name, DNS_PORT, None);
     let old = OLD_EXEC.replace("key-new-", "kx-new-");
     let keys = p.key_store("keys.json", &[&old]);
-    let script = EXEC_ROTATOR.replace("\"key-new-\"", "\"kx-new-\"").replace(
-        "    print(json.dumps({\"secret\": new}))\n",
-        "    import os, time\n    \
-         if not os.path.exists(store + \".hung\"):\n        \
-         open(store + \".hung\", \"w\").close()\n        \
-         with open(store, \"w\") as f:\n            json.dump(live, f)\n        \
-         time.sleep(60)\n    \
-         print(json.dumps({\"secret\": new}))\n",
-    );
-    assert!(
-        script.matches("time.sleep").count() == 1 && script.contains("\"kx-new-\""),
-        "the rotator's create was changed"
-    );
-    let path = p.dir.join("hung-rotator.py");
-    fs::write(&path, script).expect("rotator");
-    let rotator = format!(
-        "grace_secs = 600\ntimeout_secs = 2\nexec = [{:?}, {:?}, {:?}]",
-        hb_tests::python(),
-        path.display().to_string(),
-        keys.display().to_string()
-    );
+    let rotator = first_create_hangs(&p, &keys, "kx-new-");
     let mut env = agent_with(name, &p, &keys, &rotator, "", &old);
-    let id = begin(&env);
+    let id = begin_rotation(&env);
     let done = wait_for_step(
         &env,
         &id,
