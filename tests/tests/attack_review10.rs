@@ -481,6 +481,69 @@ fn a_fake_mirror_pod_claiming_a_static_pods_hash_never_loosens_it() {
     );
 }
 
+/// The same fake claim against a static pod served in a network namespace of its own:
+/// once its cgroup moves to the strictest policy, the resolver and guard listeners in
+/// its namespace must be the strictest policy's (ports `5300 + id`, `15300 + id`), not
+/// those of the policy it had (which the pod's redirected DNS no longer reaches: a DNS
+/// outage of the pod until it is recreated).
+#[test]
+fn a_static_pod_moved_to_the_strictest_policy_is_served_under_it_in_its_namespace() {
+    let c = Cluster::start("ar10-static-netns");
+    let (hash, dir) = static_pod(&c, Driver::Systemd, Qos::Burstable, "web");
+    let netns = PodNetns::new();
+    let _pause = netns.pause_in(&dir.join(container_cgroup(Driver::Systemd)));
+    assert!(
+        wait_until(Duration::from_secs(10), || netns.listeners().len() == 6),
+        "the static pod's namespace was never served: {:?}\n{}",
+        netns.listeners(),
+        c.log()
+    );
+    let before = as_tenant(&netns, &dir, &[python(), "-c", PROBE, "1", "1"]);
+    assert_eq!(before[..2], ["EPERM", "203.0.113.10"], "{before:?}");
+    let strict = c.env.policy_id("strict");
+    let strict_ports = [
+        format!(":{}", 5300 + strict),
+        format!(":{}", 15300 + strict),
+    ];
+    let served_strict = |l: &[String]| {
+        l.len() == 6
+            && l.iter()
+                .all(|l| strict_ports.iter().any(|p| l.ends_with(p)))
+    };
+    assert!(
+        !served_strict(&netns.listeners()),
+        "{:?}",
+        netns.listeners()
+    );
+    c.api
+        .try_pod(&mirror_pod("fake-open", "agents", Some("open"), &hash))
+        .expect("the API lets a tenant make it");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            c.enrollment(&dir).map(|(p, _)| p) == Some(strict)
+        }),
+        "not moved to the strictest: {:?}\n{}",
+        c.enrollment(&dir),
+        c.log()
+    );
+    let served = wait_until(Duration::from_secs(10), || {
+        served_strict(&netns.listeners())
+    });
+    let after = as_tenant(&netns, &dir, &[python(), "-c", PROBE, "1", "1"]);
+    println!(
+        "figure: static pod in its own namespace, before {before:?}, after the move to strict \
+         {after:?}, listeners {:?}",
+        netns.listeners()
+    );
+    assert!(
+        served,
+        "the namespace is not served under the strictest policy: {:?}\n{}",
+        netns.listeners(),
+        c.log()
+    );
+    assert_eq!(after[..2], ["EPERM", "NORESOLVE"], "{after:?}");
+}
+
 /// A mirror pod's claim cannot be moved after creation: the API server refuses an
 /// update that changes, removes or adds `kubernetes.io/config.mirror`
 /// (`ValidatePodSpecificAnnotationUpdates`), and the stand-in does as it does. The
