@@ -27,23 +27,25 @@
 //! therefore claims the cgroup named by that hash, and the claim is enforced under the
 //! mirror pod's own decision (its namespace, its policy annotation), like any pod.
 //!
-//! Who can make such a claim (Kubernetes source, kubernetes/kubernetes; line numbers at
-//! commit 01467da7 where given):
+//! Who can make such a claim (Kubernetes source, kubernetes/kubernetes; functions named,
+//! line numbers only for `admission.go`, at commit 01467da7):
 //! - Anyone allowed to create pods in some namespace. The annotation is validated on
 //!   create only to need `spec.nodeName` (`pkg/apis/core/validation/validation.go`,
 //!   `ValidatePodSpecificAnnotations`: "must set spec.nodeName if mirror pod annotation
 //!   is set"), and a client may set `spec.nodeName` itself, skipping the scheduler. The
 //!   NodeRestriction admission plugin restricts *nodes* to creating mirror pods bound to
 //!   themselves with a controller owner reference to their Node
-//!   (`plugin/pkg/admission/noderestriction/admission.go`, `admitPodCreate`, L198-239),
+//!   (`plugin/pkg/admission/noderestriction/admission.go`, `admitPodCreate` from L198:
+//!   mirror pods only L205-208, bound to itself L210-213, the owner reference after),
 //!   but lets every other user through untouched (`Admit`, L121-124: "Our job is just to
 //!   restrict nodes"); the owner reference is no proof either, since any user may write
 //!   one. Nothing in the stored object says who created it (managed fields name a
 //!   client-chosen manager). So a tenant CAN create a pod claiming any hash, in its own
 //!   namespace, bound to this node. (The kubelet never runs a pod carrying the
-//!   annotation, `pkg/kubelet/kubelet.go`, `HandlePodAdditions` → `handleMirrorPod`, so
-//!   the claim is the tenant's only use of it; and it deletes mirror pods that match no
-//!   static pod of its own, `HandlePodCleanups`, but only later.)
+//!   annotation, `pkg/kubelet/kubelet.go`, `HandlePodAdditions`: `IsMirrorPod` →
+//!   `handleMirrorPod`, `continue`, so the claim is the tenant's only use of it; and it
+//!   deletes mirror pods whose name and namespace match no static pod of its own,
+//!   `pkg/kubelet/pod/pod_manager.go`, `GetOrphanedMirrorPodNames`, but only later.)
 //! - The value cannot change after creation: a pod update that adds, removes or changes
 //!   the annotation is refused (`validation.go`, `ValidatePodSpecificAnnotationUpdates`:
 //!   "may not remove or update mirror pod annotation", "may not add mirror annotation"),
@@ -56,8 +58,11 @@
 //! that is not enforced counts for nothing; the cgroup is enforced if any claim is, under
 //! that claim's policy if every enforced claim (and the cgroup's enrollment, if it has
 //! one already) names the same policy, else under the strictest configured policy
-//! (`decide::strictest`), where it stays. Claims are sticky like pods: a claiming pod's
-//! deletion keeps its claim while the cgroup exists. A fake claim can therefore only
+//! (`decide::strictest`), where it stays: a static pod's enrollment only ever tightens.
+//! So a claiming pod's deletion changes nothing either (the claim is kept until it is in
+//! the enrollment, or for [`TOMBSTONE`] if the cgroup never appears, and no longer: many
+//! pods may claim one cgroup, so a tenant's fakes made and deleted in a loop must not
+//! pile up). A fake claim can therefore only
 //! tighten a static pod's policy, never loosen or lift it; a cgroup no pod claims is not
 //! enrolled (as before static pods were understood). What it can do: make an unenforced
 //! static pod enforced, or move one to the strictest policy (a denial of service on
@@ -273,7 +278,18 @@ impl<S: Sink> Node<S> {
         if e.enforced.is_some() {
             tracing::info!(uid, pod = %format!("{}/{}", e.pod.namespace, e.pod.name), "pod deleted from the API: its enrollment stays while its cgroup exists");
         }
-        if e.enforced.is_some() || self.cgroups.contains_key(&e.key) {
+        let keep = if e.key == uid {
+            e.enforced.is_some() || self.cgroups.contains_key(&e.key)
+        } else {
+            // A mirror pod: many may claim one cgroup, so a deleted claim is kept only
+            // while it may still matter, never for as long as the cgroup lives (else
+            // fakes made and deleted in a loop pile up). One that enforces nothing
+            // never counts; one whose cgroup is enrolled already is in that enrollment,
+            // which later claims can only tighten; else it waits for the cgroup, for
+            // [`TOMBSTONE`] (see `expire_tombstones`).
+            e.enforced.is_some() && !self.cgroups.get(&e.key).is_some_and(|c| c.enrolled)
+        };
+        if keep {
             e.deleted.get_or_insert_with(Instant::now);
         } else {
             self.pods.remove(uid);
@@ -365,11 +381,12 @@ impl<S: Sink> Node<S> {
             .collect()
     }
 
-    /// Forgets deleted pods whose cgroup never appeared within [`TOMBSTONE`].
+    /// Forgets deleted pods whose cgroup never appeared within [`TOMBSTONE`] (a deleted
+    /// mirror pod's claim after [`TOMBSTONE`] in any case: see `delete_pod`).
     pub fn expire_tombstones(&mut self, now: Instant) {
         let cgroups = &self.cgroups;
-        self.pods.retain(|_, e| {
-            cgroups.contains_key(&e.key)
+        self.pods.retain(|uid, e| {
+            (e.key == *uid && cgroups.contains_key(&e.key))
                 || e.deleted.is_none_or(|t| now.duration_since(t) < TOMBSTONE)
         });
         self.count();
@@ -562,6 +579,9 @@ impl<S: Sink> Node<S> {
         } else if !c.reported {
             // Enrolled already (by an earlier agent) under the pod's policy.
             c.reported = true;
+            if c.frozen {
+                c.frozen = !set_frozen(&c.path, false);
+            }
             out.push(Outcome::Adopted {
                 uid: key.to_owned(),
                 pod,
@@ -968,6 +988,35 @@ mod tests {
         n.apply_pod(FAKE, mirror("plain", "fake", None, HASH));
         n.cgroup_appeared(HASH, cgroup(7));
         assert!(n.sink.0.is_empty());
+    }
+
+    #[test]
+    fn deleted_fake_claims_do_not_pile_up_and_loosen_nothing() {
+        let mut n = node3();
+        n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH));
+        n.cgroup_appeared(HASH, cgroup(7));
+        for i in 0..100 {
+            let uid = format!("{i:08x}-1f2a-4b3c-9d4e-5f6a7b8c9d0e");
+            let ns = if i % 2 == 0 { "plain" } else { "tenant" };
+            n.apply_pod(&uid, mirror(ns, "fake", Some("open"), HASH));
+            n.delete_pod(&uid);
+        }
+        assert_eq!(n.pods.len(), 1, "only the true mirror pod is kept");
+        assert_eq!(n.sink.0.get(&7), Some(&2), "the strictest, still");
+        // A claim made before its cgroup exists is kept for a while, then forgotten.
+        n.apply_pod(
+            FAKE,
+            mirror(
+                "tenant",
+                "fake",
+                Some("open"),
+                "aaaabbbbccccddddeeeeffff00001111",
+            ),
+        );
+        n.delete_pod(FAKE);
+        assert_eq!(n.pods.len(), 2);
+        n.expire_tombstones(Instant::now() + TOMBSTONE);
+        assert_eq!(n.pods.len(), 1);
     }
 
     #[test]
