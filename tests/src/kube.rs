@@ -58,6 +58,13 @@ impl FakeApi {
     }
 
     fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+        let (head, rest) = self.request(method, path, body);
+        assert!(head.starts_with("HTTP/1.1 200"), "{method} {path}: {head}");
+        serde_json::from_str(&rest).expect("JSON")
+    }
+
+    /// One request: the response's head and body.
+    fn request(&self, method: &str, path: &str, body: &Value) -> (String, String) {
         let body = body.to_string();
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("fake API server");
         write!(
@@ -69,8 +76,7 @@ impl FakeApi {
         let mut text = String::new();
         s.read_to_string(&mut text).expect("response");
         let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP response");
-        assert!(head.starts_with("HTTP/1.1 200"), "{method} {path}: {head}");
-        serde_json::from_str(rest).expect("JSON")
+        (head.to_owned(), rest.to_owned())
     }
 
     /// Adds or changes a pod bound to `node` (a watch event unless `silent`).
@@ -81,6 +87,23 @@ impl FakeApi {
             &json!({"uid": p.uid, "name": p.name, "namespace": p.namespace, "node": p.node,
                     "annotations": p.annotations, "silent": silent}),
         );
+    }
+
+    /// Adds or changes a pod as a client would: the API server's refusal (its `Status`
+    /// message) if it refuses, as the real one does for a mirror pod annotation added,
+    /// removed or changed by an update.
+    pub fn try_pod(&self, p: &FakePod) -> Result<(), String> {
+        let (head, rest) = self.request(
+            "POST",
+            "/hb/pod",
+            &json!({"uid": p.uid, "name": p.name, "namespace": p.namespace, "node": p.node,
+                    "annotations": p.annotations, "silent": false}),
+        );
+        if head.starts_with("HTTP/1.1 200") {
+            return Ok(());
+        }
+        let status: Value = serde_json::from_str(&rest).unwrap_or(Value::Null);
+        Err(format!("{}: {}", status["code"], status["message"]))
     }
 
     pub fn delete_pod(&self, uid: &str, silent: bool) {

@@ -349,9 +349,9 @@ fn a_pod_process_in_namespaces_of_its_own_is_still_its_pod_to_the_broker() {
 /// `kubernetes.io/config.mirror` annotation. The agent logs the mirror pod "pod
 /// enforced" and counts it, but recognises neither the cgroup (not an RFC 4122 uid) nor
 /// the link: the pod runs unenforced. Only node admins make static pods (a tenant
-/// cannot), so this is an admin's enforced namespace quietly not enforced.
+/// cannot), so this is an admin's enforced namespace quietly not enforced. (Closed: the
+/// mirror pod claims the cgroup its annotation names, `kube::node`'s module doc.)
 #[test]
-#[ignore = "open: static pods are never enrolled: accept 32-hex pod uids in layout::canonical and key a mirror pod by its kubernetes.io/config.mirror annotation, once it is established that only nodes can create pods carrying it"]
 fn a_static_pod_in_an_enforced_namespace_is_enforced() {
     let c = Cluster::start("ar10-static");
     let static_uid = hb_tests::kube::random_uid().replace('-', "");
@@ -374,6 +374,223 @@ fn a_static_pod_in_an_enforced_namespace_is_enforced() {
     );
     assert_eq!(got[0], "EPERM", "the static pod reached the private target");
     assert!(enrolled, "the static pod's cgroup was never enrolled");
+}
+
+/// A static pod's mirror pod in the API, in `namespace`, claiming `hash`, under `policy`.
+fn mirror_pod(name: &str, namespace: &str, policy: Option<&str>, hash: &str) -> FakePod {
+    let mut p = FakePod::new(name, namespace, NODE, policy);
+    let mut annotations = json!({
+        "kubernetes.io/config.mirror": hash,
+        "kubernetes.io/config.hash": hash,
+        "kubernetes.io/config.source": "file",
+    });
+    if let Some(policy) = policy {
+        annotations["hb.dev/policy"] = json!(policy);
+    }
+    p.annotations = annotations;
+    p
+}
+
+/// A static pod of `namespace` under `policy` (its mirror pod registered and decided),
+/// its cgroup made the way the kubelet names it and enrolled: (its hash, its cgroup).
+fn static_pod(c: &Cluster, driver: Driver, qos: Qos, policy: &str) -> (String, std::path::PathBuf) {
+    let hash = hb_tests::kube::random_uid().replace('-', "");
+    c.add_enforced_pod(&mirror_pod("etcd-node-a", "agents", Some(policy), &hash));
+    let dir = c.pod_dir(driver, qos, &hash);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, policy);
+    (hash, dir)
+}
+
+/// The agent restarts under a running static pod: the restarted agent finds its cgroup
+/// enrolled in the pinned map and adopts it like any pod's, under the same policy,
+/// reported as such (and the pod stays enforced throughout).
+#[test]
+fn a_restarted_agent_adopts_a_static_pods_enrollment() {
+    let mut c = Cluster::start("ar10-static-restart");
+    let (hash, dir) = static_pod(&c, Driver::Cgroupfs, Qos::Guaranteed, "web");
+    let container = dir.join(container_cgroup(Driver::Cgroupfs));
+    fs::create_dir_all(&container).expect("container cgroup");
+    let _running = hb_tests::kube_cluster::sleeper_in(&container);
+    c.env.stop_agent();
+    c.env.start_agent();
+    c.wait_log(&["pod cgroup enrolled by an earlier agent", &hash]);
+    let got = c.probe_in_new_container(Driver::Cgroupfs, &dir);
+    println!(
+        "figure: static pod after the agent's restart: enrollment {:?}; its probe: {got:?}",
+        c.enrollment(&dir)
+    );
+    assert_eq!(
+        c.enrollment(&dir).map(|(p, _)| p),
+        Some(c.env.policy_id("web")),
+        "the static pod keeps its policy across the restart"
+    );
+    assert_eq!(got[..2], ["EPERM", "203.0.113.10"], "{got:?}");
+}
+
+/// The tenant (who may create pods in its own namespaces, and so may create a pod
+/// carrying `kubernetes.io/config.mirror` bound to this node: nothing but nodes is
+/// restricted in that, see `kube::node`) copies a static pod's config hash into fake
+/// mirror pods, to move the static pod's cgroup to a looser policy: one in the
+/// unenforced namespace `plain` (to lift enforcement), one in the enforced `agents`
+/// asking for `open` (to loosen it). Neither loosens: the unenforced claim counts for
+/// nothing, the disagreeing one moves the cgroup to the strictest policy (`strict`),
+/// where it stays when the fakes are deleted.
+#[test]
+fn a_fake_mirror_pod_claiming_a_static_pods_hash_never_loosens_it() {
+    let c = Cluster::start("ar10-static-fake");
+    let (hash, dir) = static_pod(&c, Driver::Systemd, Qos::BestEffort, "web");
+    let unenforced = mirror_pod("fake-plain", "plain", Some("open"), &hash);
+    let looser = mirror_pod("fake-open", "agents", Some("open"), &hash);
+    c.api
+        .try_pod(&unenforced)
+        .expect("the API lets a tenant make it");
+    c.api
+        .try_pod(&looser)
+        .expect("the API lets a tenant make it");
+    let strict = c.env.policy_id("strict");
+    let moved = wait_until(Duration::from_secs(10), || {
+        c.enrollment(&dir).map(|(p, _)| p) == Some(strict)
+    });
+    let during = c.enrollment(&dir);
+    let got = c.probe_in_new_container(Driver::Systemd, &dir);
+    // The fakes go (the kubelet deletes mirror pods of no static pod of its own); a
+    // pod decided after that deletion marks when the agent has seen it.
+    c.api.delete_pod(&unenforced.uid, false);
+    c.api.delete_pod(&looser.uid, false);
+    c.add_enforced_pod(&FakePod::new("marker", "agents", NODE, None));
+    let after = c.enrollment(&dir);
+    println!(
+        "figure: static pod (web) claimed by fakes in plain and under open: {during:?} \
+         (strict is {strict}), probe {got:?}; after the fakes' deletion {after:?}"
+    );
+    assert!(
+        moved,
+        "the static pod's cgroup did not move to the strictest policy: {during:?}\n{}",
+        c.log()
+    );
+    assert_eq!(
+        got[0], "EPERM",
+        "the fake claims loosened the static pod: {got:?}"
+    );
+    assert_eq!(got[1], "NORESOLVE", "{got:?}");
+    assert_eq!(
+        after.map(|(p, _)| p),
+        Some(strict),
+        "loosened once the fakes went"
+    );
+}
+
+/// The same fake claim against a static pod served in a network namespace of its own:
+/// once its cgroup moves to the strictest policy, the resolver and guard listeners in
+/// its namespace must be the strictest policy's (ports `5300 + id`, `15300 + id`), not
+/// those of the policy it had (which the pod's redirected DNS no longer reaches: a DNS
+/// outage of the pod until it is recreated).
+#[test]
+fn a_static_pod_moved_to_the_strictest_policy_is_served_under_it_in_its_namespace() {
+    let c = Cluster::start("ar10-static-netns");
+    let (hash, dir) = static_pod(&c, Driver::Systemd, Qos::Burstable, "web");
+    let netns = PodNetns::new();
+    let _pause = netns.pause_in(&dir.join(container_cgroup(Driver::Systemd)));
+    assert!(
+        wait_until(Duration::from_secs(10), || netns.listeners().len() == 6),
+        "the static pod's namespace was never served: {:?}\n{}",
+        netns.listeners(),
+        c.log()
+    );
+    let before = as_tenant(&netns, &dir, &[python(), "-c", PROBE, "1", "1"]);
+    assert_eq!(before[..2], ["EPERM", "203.0.113.10"], "{before:?}");
+    let strict = c.env.policy_id("strict");
+    let strict_ports = [
+        format!(":{}", 5300 + strict),
+        format!(":{}", 15300 + strict),
+    ];
+    let served_strict = |l: &[String]| {
+        l.len() == 6
+            && l.iter()
+                .all(|l| strict_ports.iter().any(|p| l.ends_with(p)))
+    };
+    assert!(
+        !served_strict(&netns.listeners()),
+        "{:?}",
+        netns.listeners()
+    );
+    c.api
+        .try_pod(&mirror_pod("fake-open", "agents", Some("open"), &hash))
+        .expect("the API lets a tenant make it");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            c.enrollment(&dir).map(|(p, _)| p) == Some(strict)
+        }),
+        "not moved to the strictest: {:?}\n{}",
+        c.enrollment(&dir),
+        c.log()
+    );
+    let served = wait_until(Duration::from_secs(10), || {
+        served_strict(&netns.listeners())
+    });
+    let after = as_tenant(&netns, &dir, &[python(), "-c", PROBE, "1", "1"]);
+    println!(
+        "figure: static pod in its own namespace, before {before:?}, after the move to strict \
+         {after:?}, listeners {:?}",
+        netns.listeners()
+    );
+    assert!(
+        served,
+        "the namespace is not served under the strictest policy: {:?}\n{}",
+        netns.listeners(),
+        c.log()
+    );
+    assert_eq!(after[..2], ["EPERM", "NORESOLVE"], "{after:?}");
+}
+
+/// A mirror pod's claim cannot be moved after creation: the API server refuses an
+/// update that changes, removes or adds `kubernetes.io/config.mirror`
+/// (`ValidatePodSpecificAnnotationUpdates`), and the stand-in does as it does. The
+/// tenant makes a fake mirror pod claiming a hash no static pod has (allowed), then
+/// tries to point it at a real static pod's hash, to drop the annotation, and to add
+/// one to a pod of its own: all refused, and the static pod keeps its policy.
+#[test]
+fn a_mirror_pods_annotation_cannot_be_changed_after_creation() {
+    let c = Cluster::start("ar10-static-edit");
+    let (hash, dir) = static_pod(&c, Driver::Systemd, Qos::Guaranteed, "web");
+    let elsewhere = hb_tests::kube::random_uid().replace('-', "");
+    let mut fake = mirror_pod("fake", "plain", Some("open"), &elsewhere);
+    c.api.try_pod(&fake).expect("the API lets a tenant make it");
+    fake.annotations["kubernetes.io/config.mirror"] = json!(hash);
+    let repoint = c.api.try_pod(&fake);
+    fake.annotations
+        .as_object_mut()
+        .expect("annotations")
+        .remove("kubernetes.io/config.mirror");
+    let remove = c.api.try_pod(&fake);
+    let mut own = FakePod::new("own", "plain", NODE, Some("open"));
+    c.api.try_pod(&own).expect("an ordinary pod");
+    own.annotations["kubernetes.io/config.mirror"] = json!(hash);
+    let add = c.api.try_pod(&own);
+    c.add_enforced_pod(&FakePod::new("marker", "agents", NODE, None));
+    let got = c.probe_in_new_container(Driver::Systemd, &dir);
+    println!(
+        "figure: repoint {repoint:?}; remove {remove:?}; add {add:?}; static pod {:?}, probe {got:?}",
+        c.enrollment(&dir)
+    );
+    assert!(
+        repoint
+            .as_ref()
+            .is_err_and(|e| e.contains("may not remove or update mirror pod annotation")),
+        "{repoint:?}"
+    );
+    assert!(remove.is_err(), "{remove:?}");
+    assert!(
+        add.as_ref()
+            .is_err_and(|e| e.contains("may not add mirror annotation")),
+        "{add:?}"
+    );
+    assert_eq!(
+        c.enrollment(&dir).map(|(p, _)| p),
+        Some(c.env.policy_id("web"))
+    );
+    assert_eq!(got[..2], ["EPERM", "203.0.113.10"], "{got:?}");
 }
 
 /// A pod names no configured policy (a typo, or a tenant probing which names exist): it

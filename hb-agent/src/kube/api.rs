@@ -28,6 +28,10 @@ use super::{
     node::{Node, Outcome, Sink},
 };
 
+/// The annotation of a mirror pod (the API's view of a static pod): the static pod's
+/// config hash, which names its cgroup (see `node` for who can set it).
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
 /// The keys enforcement reads.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -183,15 +187,23 @@ fn on_pod<S: Sink>(
         let Some(uid) = uid(o) else {
             return Vec::new();
         };
+        let annotations = o.metadata.annotations.as_ref();
+        let mirror = annotations
+            .and_then(|a| a.get(MIRROR_ANNOTATION))
+            .and_then(|v| {
+                let hash = super::layout::config_hash(v);
+                if hash.is_none() {
+                    tracing::warn!(%uid, value = %crate::events::Escaped(v), "mirror pod annotation is no config hash: the pod claims no static pod's cgroup");
+                }
+                hash
+            });
         let pod = Pod {
             namespace: o.metadata.namespace.clone().unwrap_or_default(),
             name: name_of(o),
-            policy: o
-                .metadata
-                .annotations
-                .as_ref()
+            policy: annotations
                 .and_then(|a| a.get(&keys.policy_annotation))
                 .cloned(),
+            mirror,
         };
         node.apply_pod(&uid, pod)
     };

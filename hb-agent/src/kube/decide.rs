@@ -47,6 +47,10 @@ pub struct Pod {
     pub name: String,
     /// The pod's policy annotation, as written (may name no policy).
     pub policy: Option<String>,
+    /// For a mirror pod, the static pod's config hash it names (its valid
+    /// `kubernetes.io/config.mirror` annotation): which cgroup the pod claims. Never
+    /// used to decide *whether* or *how* the pod is enforced (see `node`).
+    pub mirror: Option<String>,
 }
 
 /// Why an enforced pod got its policy (for the log line).
@@ -94,6 +98,13 @@ impl Policies {
 
     fn id(&self, name: &str) -> Option<u32> {
         self.ids.get(name).copied()
+    }
+
+    /// The strictest configured policy (the fallback chain's end) and its id; id 0 (an
+    /// unknown policy to the kernel: deny) if it has none.
+    pub fn strictest(&self) -> (String, u32) {
+        let id = self.id(&self.strictest).unwrap_or(0);
+        (self.strictest.clone(), id)
     }
 
     /// The name of the policy with id `id`.
@@ -207,6 +218,7 @@ mode = "audit"
             namespace: "ns".into(),
             name: "p".into(),
             policy: policy.map(str::to_owned),
+            mirror: None,
         }
     }
 

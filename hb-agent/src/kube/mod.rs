@@ -450,11 +450,7 @@ impl Reporter {
                 late,
             } => {
                 tracing::info!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, late = late.is_some(), "pod cgroup enrolled");
-                if let Some(nets) = &self.nets {
-                    nets.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id);
-                }
+                self.nets(|n| n.enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id));
                 if let Some(late) = late {
                     tracing::warn!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), pid = late.pid, "late enrollment: the pod cgroup already held a process before it was enrolled");
                     let record = late_record(&pod, &cgroup, &policy, &late);
@@ -500,11 +496,7 @@ impl Reporter {
                 tracing::info!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, "pod cgroup enrolled by an earlier agent: kept under its policy");
                 // The earlier agent's listeners in the pod's network namespace closed
                 // with it: opened again as for a pod enrolled now.
-                if let Some(nets) = &self.nets {
-                    nets.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id);
-                }
+                self.nets(|n| n.enrolled(&uid, &path, &cgroup, &pod, &policy, policy_id));
             }
             node::Outcome::Unenrolled { uid, cgroup } => {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");

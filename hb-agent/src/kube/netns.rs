@@ -189,7 +189,10 @@ impl<O: Opener> PodNets<O> {
     }
 
     /// An enforced pod's cgroup was enrolled: its namespace is looked at at once (by
-    /// this module's thread) and every time its `cgroup.events` changes.
+    /// this module's thread) and every time its `cgroup.events` changes. Enrolled again
+    /// under another policy (a static pod's cgroup moved to the strictest, see `node`),
+    /// it leaves the listeners it had (closed if it was their last pod, reported) and is
+    /// served again under the new one.
     pub fn enrolled(
         &mut self,
         uid: &str,
@@ -198,7 +201,11 @@ impl<O: Opener> PodNets<O> {
         pod: &str,
         policy: &str,
         policy_id: u32,
-    ) {
+    ) -> Vec<NetOutcome> {
+        let mut out = Vec::new();
+        if self.pods.get(uid).is_some_and(|p| p.policy_id != policy_id) {
+            out = self.gone(uid);
+        }
         if !self.pods.contains_key(uid) {
             let wd = self.watches.as_mut().and_then(|w| {
                 w.add(path.join("cgroup.events"), WatchMask::MODIFY)
@@ -228,6 +235,7 @@ impl<O: Opener> PodNets<O> {
             p.pending.get_or_insert_with(Instant::now);
         }
         self.wake_thread();
+        out
     }
 
     /// A pod's cgroup is gone: its share of its namespace's listeners goes.
@@ -818,6 +826,30 @@ mod tests {
         assert!(matches!(&out[..], [NetOutcome::Closed { .. }]), "{out:?}");
         assert_eq!(live.load(Ordering::SeqCst), 0, "closed with the last pod");
         assert_eq!(n.served(), 0);
+    }
+
+    #[test]
+    fn a_pod_enrolled_again_under_another_policy_is_served_under_it() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let mut n = PodNets::new(Fake(Arc::clone(&live)), Some(NsId { dev: 0, ino: 1 }), None);
+        let a = pod_dir();
+        assert!(n.enrolled("a", a.path(), "a", "ns/a", "web", 1).is_empty());
+        n.poll_pending(Instant::now());
+        // The same policy again (an adopted enrollment reported): nothing changes.
+        assert!(n.enrolled("a", a.path(), "a", "ns/a", "web", 1).is_empty());
+        assert!(n.poll_pending(Instant::now()).is_empty());
+        let out = n.enrolled("a", a.path(), "a", "ns/a", "strict", 2);
+        assert!(matches!(&out[..], [NetOutcome::Closed { .. }]), "{out:?}");
+        let out = n.poll_pending(Instant::now());
+        assert!(
+            matches!(&out[..], [NetOutcome::Opened { policy, .. }] if policy == "strict"),
+            "{out:?}"
+        );
+        assert_eq!(live.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            n.nets.values().map(|net| net.policy_id).collect::<Vec<_>>(),
+            [2]
+        );
     }
 
     #[test]

@@ -20,6 +20,56 @@
 //! - A pod cgroup that is already enrolled by the pod watcher when the agent starts (the
 //!   pinned map survives restarts) keeps that policy.
 //!
+//! Static pods. The kubelet runs a static pod (a manifest in its static pod directory or
+//! from its manifest URL) in a cgroup named after the pod's config hash (32 hex digits,
+//! `layout::config_hash`), and shows it in the API as a *mirror pod*: an API pod with a
+//! uid of its own and the annotation `kubernetes.io/config.mirror: <hash>`. A mirror pod
+//! therefore claims the cgroup named by that hash, and the claim is enforced under the
+//! mirror pod's own decision (its namespace, its policy annotation), like any pod.
+//!
+//! Who can make such a claim (Kubernetes source, kubernetes/kubernetes; functions named,
+//! line numbers only for `admission.go`, at commit 01467da7):
+//! - Anyone allowed to create pods in some namespace. The annotation is validated on
+//!   create only to need `spec.nodeName` (`pkg/apis/core/validation/validation.go`,
+//!   `ValidatePodSpecificAnnotations`: "must set spec.nodeName if mirror pod annotation
+//!   is set"), and a client may set `spec.nodeName` itself, skipping the scheduler. The
+//!   NodeRestriction admission plugin restricts *nodes* to creating mirror pods bound to
+//!   themselves with a controller owner reference to their Node
+//!   (`plugin/pkg/admission/noderestriction/admission.go`, `admitPodCreate` from L198:
+//!   mirror pods only L205-208, bound to itself L210-213, the owner reference after),
+//!   but lets every other user through untouched (`Admit`, L121-124: "Our job is just to
+//!   restrict nodes"); the owner reference is no proof either, since any user may write
+//!   one. Nothing in the stored object says who created it (managed fields name a
+//!   client-chosen manager). So a tenant CAN create a pod claiming any hash, in its own
+//!   namespace, bound to this node. (The kubelet never runs a pod carrying the
+//!   annotation, `pkg/kubelet/kubelet.go`, `HandlePodAdditions`: `IsMirrorPod` →
+//!   `handleMirrorPod`, `continue`, so the claim is the tenant's only use of it; and it
+//!   deletes mirror pods whose name and namespace match no static pod of its own,
+//!   `pkg/kubelet/pod/pod_manager.go`, `GetOrphanedMirrorPodNames`, but only later.)
+//! - The value cannot change after creation: a pod update that adds, removes or changes
+//!   the annotation is refused (`validation.go`, `ValidatePodSpecificAnnotationUpdates`:
+//!   "may not remove or update mirror pod annotation", "may not add mirror annotation"),
+//!   which `pkg/registry/core/pod/strategy.go` (`podStrategy.ValidateUpdate` →
+//!   `ValidatePodUpdate`) applies to every update. The agent does not rely on it: a pod's
+//!   claim is fixed the first time the agent sees the pod, and a later change is ignored
+//!   and logged.
+//!
+//! Hence the rule for a static pod's cgroup, whatever pods claim it: a claim from a pod
+//! that is not enforced counts for nothing; the cgroup is enforced if any claim is, under
+//! that claim's policy if every enforced claim (and the cgroup's enrollment, if it has
+//! one already) names the same policy, else under the strictest configured policy
+//! (`decide::strictest`), where it stays: a static pod's enrollment only ever tightens.
+//! So a claiming pod's deletion changes nothing either (the claim is kept until it is in
+//! the enrollment, or for [`TOMBSTONE`] if the cgroup never appears, and no longer: many
+//! pods may claim one cgroup, so a tenant's fakes made and deleted in a loop must not
+//! pile up). A fake claim can therefore only
+//! tighten a static pod's policy, never loosen or lift it; a cgroup no pod claims is not
+//! enrolled (as before static pods were understood). What it can do: make an unenforced
+//! static pod enforced, or move one to the strictest policy (a denial of service on
+//! that pod, never an escape), and before the true mirror pod is seen, have the cgroup
+//! enforced under the fake claim's policy alone (which is one the faker's namespace
+//! allows its own pods).
+//!
 //! Must never: remove the enrollment of a cgroup that exists.
 
 use std::{
@@ -32,6 +82,7 @@ use std::{
 use super::{
     Stats,
     decide::{self, Decision, Namespace, Pod, Policies},
+    layout,
 };
 
 /// How long a deleted enforced pod is remembered when its cgroup was never seen.
@@ -77,6 +128,9 @@ struct Enforced {
 #[derive(Debug)]
 struct PodEntry {
     pod: Pod,
+    /// The key of the cgroup the pod claims: its uid, or for a mirror pod the static
+    /// pod's config hash. Fixed when the pod is first seen.
+    key: String,
     enforced: Option<Enforced>,
     /// Deleted from the API at this time (kept while its cgroup exists).
     deleted: Option<Instant>,
@@ -190,16 +244,23 @@ impl<S: Sink> Node<S> {
                 {
                     tracing::info!(uid, pod = %format!("{}/{}", pod.namespace, pod.name), policy = %enf.policy, annotation = ?pod.policy, "pod's policy annotation changed: ignored, the pod keeps the policy it was enforced with");
                 }
-                e.pod = pod;
+                if e.pod.mirror != pod.mirror {
+                    // The API server refuses this (see the module doc); never followed.
+                    tracing::warn!(uid, pod = %format!("{}/{}", pod.namespace, pod.name), claimed = ?e.pod.mirror, now = ?pod.mirror, "pod's mirror annotation changed: ignored, the pod keeps the cgroup it claimed");
+                }
+                let mirror = e.pod.mirror.take();
+                e.pod = Pod { mirror, ..pod };
                 // A deleted pod does not come back under the same uid; a relist that
                 // shows it again means the deletion was not real.
                 e.deleted = None;
             }
             None => {
+                let key = pod.mirror.clone().unwrap_or_else(|| uid.to_owned());
                 self.pods.insert(
                     uid.to_owned(),
                     PodEntry {
                         pod,
+                        key,
                         enforced: None,
                         deleted: None,
                     },
@@ -217,7 +278,18 @@ impl<S: Sink> Node<S> {
         if e.enforced.is_some() {
             tracing::info!(uid, pod = %format!("{}/{}", e.pod.namespace, e.pod.name), "pod deleted from the API: its enrollment stays while its cgroup exists");
         }
-        if e.enforced.is_some() || self.cgroups.contains_key(uid) {
+        let keep = if e.key == uid {
+            e.enforced.is_some() || self.cgroups.contains_key(&e.key)
+        } else {
+            // A mirror pod: many may claim one cgroup, so a deleted claim is kept only
+            // while it may still matter, never for as long as the cgroup lives (else
+            // fakes made and deleted in a loop pile up). One that enforces nothing
+            // never counts; one whose cgroup is enrolled already is in that enrollment,
+            // which later claims can only tighten; else it waits for the cgroup, for
+            // [`TOMBSTONE`] (see `expire_tombstones`).
+            e.enforced.is_some() && !self.cgroups.get(&e.key).is_some_and(|c| c.enrolled)
+        };
+        if keep {
             e.deleted.get_or_insert_with(Instant::now);
         } else {
             self.pods.remove(uid);
@@ -234,23 +306,34 @@ impl<S: Sink> Node<S> {
             .collect()
     }
 
-    /// A pod-level cgroup appeared (or was found by a scan).
+    /// A pod-level cgroup appeared (or was found by a scan); `uid` is its key (a pod's
+    /// uid, or a static pod's config hash).
     pub fn cgroup_appeared(&mut self, uid: &str, mut cgroup: PodCgroup) -> Vec<Outcome> {
         if let Some(known) = self.cgroups.get(uid)
             && known.id == cgroup.id
         {
-            // Seen again (the reconciling scan): tried again only if its pod is
-            // enforced and the enrollment failed before (the cgroup is frozen then).
-            let failed =
-                !known.enrolled && self.pods.get(uid).is_some_and(|e| e.enforced.is_some());
-            return if failed { self.settle(uid) } else { Vec::new() };
+            // Seen again (the reconciling scan): tried again only if a pod claiming it
+            // is enforced and the enrollment failed before (the cgroup is frozen then).
+            let failed = !known.enrolled
+                && self
+                    .pods
+                    .values()
+                    .any(|e| e.key == uid && e.enforced.is_some());
+            return if failed {
+                self.settle_key(uid)
+            } else {
+                Vec::new()
+            };
         }
         let adopted = self.sink.kube_policy(cgroup.id);
         cgroup.enrolled = adopted.is_some();
         cgroup.adopted = adopted;
         cgroup.reported = false;
+        // (A static pod's cgroup is keyed by its hash, which is no pod's uid: its
+        // enrollment counts as one more claim instead, see `target`.)
         if let Some(policy_id) = adopted
             && let Some(e) = self.pods.get_mut(uid)
+            && e.key == uid
             && e.enforced
                 .as_ref()
                 .is_none_or(|enf| enf.policy_id != policy_id)
@@ -263,7 +346,7 @@ impl<S: Sink> Node<S> {
             });
         }
         self.cgroups.insert(uid.to_owned(), cgroup);
-        self.settle(uid)
+        self.settle_key(uid)
     }
 
     /// A pod-level cgroup is gone: its enrollment goes, and the pod too if the API
@@ -285,9 +368,7 @@ impl<S: Sink> Node<S> {
                 cgroup: c.relative,
             });
         }
-        if self.pods.get(uid).is_some_and(|e| e.deleted.is_some()) {
-            self.pods.remove(uid);
-        }
+        self.pods.retain(|_, e| e.key != uid || e.deleted.is_none());
         self.count();
         out
     }
@@ -300,23 +381,58 @@ impl<S: Sink> Node<S> {
             .collect()
     }
 
-    /// Forgets deleted pods whose cgroup never appeared within [`TOMBSTONE`].
+    /// Forgets deleted pods whose cgroup never appeared within [`TOMBSTONE`] (a deleted
+    /// mirror pod's claim after [`TOMBSTONE`] in any case: see `delete_pod`).
     pub fn expire_tombstones(&mut self, now: Instant) {
         let cgroups = &self.cgroups;
         self.pods.retain(|uid, e| {
-            cgroups.contains_key(uid) || e.deleted.is_none_or(|t| now.duration_since(t) < TOMBSTONE)
+            (e.key == *uid && cgroups.contains_key(&e.key))
+                || e.deleted.is_none_or(|t| now.duration_since(t) < TOMBSTONE)
         });
         self.count();
     }
 
-    /// Decides a pod if it is undecided, and enrolls its cgroup if both are there.
+    /// Decides a pod if it is undecided, and enrolls the cgroup it claims if both are
+    /// there.
     fn settle(&mut self, uid: &str) -> Vec<Outcome> {
+        let mut out = self.decide_pod(uid);
+        if let Some(key) = self.pods.get(uid).map(|e| e.key.clone()) {
+            out.extend(self.enroll_key(&key));
+        }
+        self.count();
+        out
+    }
+
+    /// Decides every pod claiming cgroup `key`, then enrolls it.
+    fn settle_key(&mut self, key: &str) -> Vec<Outcome> {
+        let uids: Vec<String> = if layout::is_config_hash(key) {
+            self.pods
+                .iter()
+                .filter(|(_, e)| e.key == key)
+                .map(|(u, _)| u.clone())
+                .collect()
+        } else {
+            self.pods
+                .get(key)
+                .is_some_and(|e| e.key == key)
+                .then(|| key.to_owned())
+                .into_iter()
+                .collect()
+        };
+        let mut out: Vec<Outcome> = uids.iter().flat_map(|u| self.decide_pod(u)).collect();
+        out.extend(self.enroll_key(key));
+        self.count();
+        out
+    }
+
+    /// Decides pod `uid` if it is undecided (once: sticky).
+    fn decide_pod(&mut self, uid: &str) -> Vec<Outcome> {
         let mut out = Vec::new();
         let Some(e) = self.pods.get_mut(uid) else {
-            self.count();
             return out;
         };
         if e.enforced.is_none()
+            && e.key == uid
             && let Some(policy_id) = self.cgroups.get(uid).and_then(|c| c.adopted)
         {
             // Its cgroup was enrolled by an earlier agent: that policy stays.
@@ -351,13 +467,79 @@ impl<S: Sink> Node<S> {
                     unknown: unknown_annotation,
                 });
             }
-            tracing::info!(uid, %pod, %policy, ?source, "pod enforced");
+            tracing::info!(uid, %pod, %policy, ?source, static_pod = ?e.pod.mirror, "pod enforced");
             e.enforced = Some(Enforced { policy, policy_id });
         }
-        if let (Some(enf), Some(c)) = (&e.enforced, self.cgroups.get_mut(uid))
-            && self.sink.kube_policy(c.id) != Some(enf.policy_id)
-        {
-            let pod = format!("{}/{}", e.pod.namespace, e.pod.name);
+        out
+    }
+
+    /// The policy cgroup `key` is to be enrolled under, with the pod(s) it is for, if
+    /// any: the pod's, or for a static pod's cgroup the claims combined (module doc).
+    fn target(&self, key: &str) -> Option<(String, Enforced)> {
+        let label = |e: &PodEntry| format!("{}/{}", e.pod.namespace, e.pod.name);
+        if !layout::is_config_hash(key) {
+            let e = self.pods.get(key).filter(|e| e.key == key)?;
+            let enf = e.enforced.as_ref()?;
+            return Some((
+                label(e),
+                Enforced {
+                    policy: enf.policy.clone(),
+                    policy_id: enf.policy_id,
+                },
+            ));
+        }
+        let mut claims: Vec<(String, &Enforced)> = self
+            .pods
+            .values()
+            .filter(|e| e.key == key)
+            .filter_map(|e| e.enforced.as_ref().map(|enf| (label(e), enf)))
+            .collect();
+        if claims.is_empty() {
+            // Claimed by no enforced pod: left as it is (not enrolled, or enrolled by
+            // an earlier agent and kept so).
+            return None;
+        }
+        claims.sort_by(|a, b| a.0.cmp(&b.0));
+        let pods = claims
+            .iter()
+            .map(|(l, _)| l.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let current = self
+            .cgroups
+            .get(key)
+            .and_then(|c| self.sink.kube_policy(c.id));
+        let first = claims[0].1;
+        let agree = claims.iter().all(|(_, e)| e.policy_id == first.policy_id)
+            && current.is_none_or(|id| id == first.policy_id);
+        if agree {
+            return Some((
+                pods,
+                Enforced {
+                    policy: first.policy.clone(),
+                    policy_id: first.policy_id,
+                },
+            ));
+        }
+        let (policy, policy_id) = self.policies.strictest();
+        if current != Some(policy_id) {
+            let asked: Vec<&str> = claims.iter().map(|(_, e)| e.policy.as_str()).collect();
+            tracing::warn!(static_pod = key, %pods, ?asked, enrolled = ?current.map(|id| self.policies.name_of(id)), %policy, "static pod cgroup claimed under different policies: enforced under the strictest");
+        }
+        Some((pods, Enforced { policy, policy_id }))
+    }
+
+    /// Enrolls cgroup `key` under its [`target`](Self::target) if it exists and is not
+    /// enrolled so already; reports an earlier agent's enrollment once.
+    fn enroll_key(&mut self, key: &str) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        let Some((pod, enf)) = self.target(key) else {
+            return out;
+        };
+        let Some(c) = self.cgroups.get_mut(key) else {
+            return out;
+        };
+        if self.sink.kube_policy(c.id) != Some(enf.policy_id) {
             match self.sink.enroll(c.id, enf.policy_id) {
                 Ok(()) => {
                     c.enrolled = true;
@@ -374,11 +556,11 @@ impl<S: Sink> Node<S> {
                         self.stats.late();
                     }
                     out.push(Outcome::Enrolled {
-                        uid: uid.to_owned(),
+                        uid: key.to_owned(),
                         pod,
                         cgroup: c.relative.clone(),
                         path: c.path.clone(),
-                        policy: enf.policy.clone(),
+                        policy: enf.policy,
                         policy_id: enf.policy_id,
                         late,
                     });
@@ -394,21 +576,21 @@ impl<S: Sink> Node<S> {
                     });
                 }
             }
-        } else if let (Some(enf), Some(c)) = (&e.enforced, self.cgroups.get_mut(uid))
-            && !c.reported
-        {
+        } else if !c.reported {
             // Enrolled already (by an earlier agent) under the pod's policy.
             c.reported = true;
+            if c.frozen {
+                c.frozen = !set_frozen(&c.path, false);
+            }
             out.push(Outcome::Adopted {
-                uid: uid.to_owned(),
-                pod: format!("{}/{}", e.pod.namespace, e.pod.name),
+                uid: key.to_owned(),
+                pod,
                 cgroup: c.relative.clone(),
                 path: c.path.clone(),
-                policy: enf.policy.clone(),
+                policy: enf.policy,
                 policy_id: enf.policy_id,
             });
         }
-        self.count();
         out
     }
 
@@ -561,6 +743,7 @@ mod tests {
             namespace: "ns".into(),
             name: "p".into(),
             policy: policy.map(str::to_owned),
+            mirror: None,
         }
     }
 
@@ -694,5 +877,187 @@ mod tests {
         n.apply_pod(UID, pod(Some("narrow")));
         n.cgroup_appeared(UID, cgroup(7));
         assert_eq!(n.sink.0.get(&7), Some(&1));
+    }
+
+    const HASH: &str = "6d3f8a1b2c4e5f60718293a4b5c6d7e8";
+
+    /// `open` (id 1) and `web` (id 3) each allow a domain; `narrow` (id 2) is the
+    /// strictest.
+    fn node3() -> Node<Table> {
+        let config = Config::parse(
+            "[[policy]]\nname = \"open\"\nallow_domains = [\"a.test\", \"b.test\"]\n\n[[policy]]\nname = \"narrow\"\n\n[[policy]]\nname = \"web\"\nallow_domains = [\"w.test\"]\n",
+            "test",
+        )
+        .expect("config");
+        let ids = [
+            ("open".to_owned(), 1),
+            ("narrow".to_owned(), 2),
+            ("web".to_owned(), 3),
+        ]
+        .into();
+        let mut n = Node::new(
+            Table::default(),
+            Policies::new(&config, &ids),
+            std::sync::Arc::default(),
+        );
+        n.apply_namespace("ns", enforcing());
+        n.apply_namespace("tenant", enforcing());
+        n.apply_namespace("plain", Namespace::default());
+        n
+    }
+
+    fn mirror(ns: &str, name: &str, policy: Option<&str>, hash: &str) -> Pod {
+        Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            policy: policy.map(str::to_owned),
+            mirror: Some(hash.into()),
+        }
+    }
+
+    const MIRROR: &str = "11111111-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+    const FAKE: &str = "22222222-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+    const FAKE2: &str = "33333333-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+
+    #[test]
+    fn a_mirror_pod_enrolls_its_static_pods_cgroup_whichever_comes_first() {
+        let mut n = node3();
+        n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH));
+        let out = n.cgroup_appeared(HASH, cgroup(7));
+        assert!(
+            matches!(&out[..], [Outcome::Enrolled { uid, policy_id: 3, .. }] if uid == HASH),
+            "{out:?}"
+        );
+        let mut n = node3();
+        assert!(n.cgroup_appeared(HASH, cgroup(7)).is_empty());
+        let out = n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH));
+        assert!(
+            matches!(&out[..], [Outcome::Enrolled { policy_id: 3, .. }]),
+            "{out:?}"
+        );
+        // Nothing is keyed by the mirror pod's own uid.
+        assert!(n.cgroup_appeared(MIRROR, cgroup(8)).is_empty());
+        assert_eq!(n.sink.0.get(&8), None);
+        // The cgroup goes: so does its enrollment and nothing else.
+        let out = n.cgroup_gone(HASH, Path::new("/nonexistent/hb-test"));
+        assert!(matches!(&out[..], [Outcome::Unenrolled { .. }]), "{out:?}");
+        assert!(n.sink.0.is_empty());
+    }
+
+    #[test]
+    fn a_fake_claim_never_loosens_a_static_pods_cgroup() {
+        // The true mirror pod first, then fakes.
+        let mut n = node3();
+        n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH));
+        n.cgroup_appeared(HASH, cgroup(7));
+        assert_eq!(n.sink.0.get(&7), Some(&3));
+        // From a namespace that enforces nothing: nothing changes.
+        assert!(
+            n.apply_pod(FAKE, mirror("plain", "fake", Some("open"), HASH))
+                .is_empty()
+        );
+        assert_eq!(n.sink.0.get(&7), Some(&3));
+        // Under another policy: the strictest, not the fake's.
+        let out = n.apply_pod(FAKE2, mirror("tenant", "fake", Some("open"), HASH));
+        assert!(
+            matches!(&out[..], [Outcome::Enrolled { policy_id: 2, .. }]),
+            "{out:?}"
+        );
+        assert_eq!(n.sink.0.get(&7), Some(&2));
+        // The fakes go (the kubelet deletes orphaned mirror pods), then the true one
+        // comes back: the cgroup stays under the strictest.
+        n.delete_pod(FAKE);
+        n.delete_pod(FAKE2);
+        n.delete_pod(MIRROR);
+        n.apply_pod(
+            "44444444-1f2a-4b3c-9d4e-5f6a7b8c9d0e",
+            mirror("ns", "etcd", Some("web"), HASH),
+        );
+        assert_eq!(n.sink.0.get(&7), Some(&2));
+
+        // A fake first, under a looser policy, then the true mirror pod: the strictest.
+        let mut n = node3();
+        n.apply_pod(FAKE, mirror("tenant", "fake", Some("open"), HASH));
+        n.cgroup_appeared(HASH, cgroup(7));
+        assert_eq!(n.sink.0.get(&7), Some(&1));
+        n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH));
+        assert_eq!(n.sink.0.get(&7), Some(&2));
+
+        // A fake in an unenforced namespace alone: not enrolled, as before.
+        let mut n = node3();
+        n.apply_pod(FAKE, mirror("plain", "fake", None, HASH));
+        n.cgroup_appeared(HASH, cgroup(7));
+        assert!(n.sink.0.is_empty());
+    }
+
+    #[test]
+    fn deleted_fake_claims_do_not_pile_up_and_loosen_nothing() {
+        let mut n = node3();
+        n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH));
+        n.cgroup_appeared(HASH, cgroup(7));
+        for i in 0..100 {
+            let uid = format!("{i:08x}-1f2a-4b3c-9d4e-5f6a7b8c9d0e");
+            let ns = if i % 2 == 0 { "plain" } else { "tenant" };
+            n.apply_pod(&uid, mirror(ns, "fake", Some("open"), HASH));
+            n.delete_pod(&uid);
+        }
+        assert_eq!(n.pods.len(), 1, "only the true mirror pod is kept");
+        assert_eq!(n.sink.0.get(&7), Some(&2), "the strictest, still");
+        // A claim made before its cgroup exists is kept for a while, then forgotten.
+        n.apply_pod(
+            FAKE,
+            mirror(
+                "tenant",
+                "fake",
+                Some("open"),
+                "aaaabbbbccccddddeeeeffff00001111",
+            ),
+        );
+        n.delete_pod(FAKE);
+        assert_eq!(n.pods.len(), 2);
+        n.expire_tombstones(Instant::now() + TOMBSTONE);
+        assert_eq!(n.pods.len(), 1);
+    }
+
+    #[test]
+    fn a_mirror_pods_claim_is_fixed_when_first_seen() {
+        let mut n = node3();
+        n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH));
+        n.cgroup_appeared(HASH, cgroup(7));
+        let other = "aaaabbbbccccddddeeeeffff00001111";
+        n.cgroup_appeared(other, cgroup(9));
+        // The annotation changed to another hash, or removed: both ignored.
+        n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), other));
+        n.apply_pod(MIRROR, pod(Some("web")));
+        assert_eq!(n.sink.0.get(&7), Some(&3));
+        assert_eq!(n.sink.0.get(&9), None);
+        // A pod first seen without it does not claim one later.
+        let mut n = node3();
+        n.apply_pod(UID, pod(Some("open")));
+        n.cgroup_appeared(HASH, cgroup(7));
+        n.apply_pod(UID, mirror("ns", "p", Some("open"), HASH));
+        assert!(n.sink.0.is_empty());
+    }
+
+    #[test]
+    fn a_static_pods_enrollment_left_by_an_earlier_agent_is_adopted() {
+        let mut n = node3();
+        n.sink.0.insert(7, 3);
+        assert!(n.cgroup_appeared(HASH, cgroup(7)).is_empty());
+        let out = n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH));
+        assert!(
+            matches!(&out[..], [Outcome::Adopted { uid, policy_id: 3, .. }] if uid == HASH),
+            "{out:?}"
+        );
+        assert!(
+            n.apply_pod(MIRROR, mirror("ns", "etcd", Some("web"), HASH))
+                .is_empty()
+        );
+        // A claim under another policy after the restart: the strictest.
+        let mut n = node3();
+        n.sink.0.insert(7, 3);
+        n.apply_pod(FAKE, mirror("tenant", "fake", Some("open"), HASH));
+        n.cgroup_appeared(HASH, cgroup(7));
+        assert_eq!(n.sink.0.get(&7), Some(&2));
     }
 }
