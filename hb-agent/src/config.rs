@@ -93,6 +93,12 @@ pub struct KubernetesConfig {
     pub watch_cgroups: bool,
     /// Period of the full scan of `cgroup_root` that reconciles what inotify missed, ms.
     pub rescan_interval_ms: u64,
+    /// Namespaces whose mirror pods' `kubernetes.io/config.mirror` claims are honoured
+    /// (static pods enforced through them). Any user who may create pods can create one
+    /// carrying that annotation: list only namespaces where only cluster admins create
+    /// pods. Empty: static pods are not enforced (a claim from an enforced namespace is
+    /// logged).
+    pub static_pod_namespaces: Vec<String>,
 }
 
 impl Default for KubernetesConfig {
@@ -108,6 +114,7 @@ impl Default for KubernetesConfig {
             cgroup_root: String::new(),
             watch_cgroups: true,
             rescan_interval_ms: 10_000,
+            static_pod_namespaces: Vec::new(),
         }
     }
 }
@@ -2350,6 +2357,21 @@ impl Config {
         if k.rescan_interval_ms == 0 {
             return Err(invalid("rescan_interval_ms", "must be at least 1".into()));
         }
+        for ns in &k.static_pod_namespaces {
+            let dns_label = !ns.is_empty()
+                && ns.len() <= 63
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !dns_label {
+                return Err(invalid(
+                    "static_pod_namespaces",
+                    format!("\"{ns}\" is not a namespace name (a DNS label: a-z, 0-9, '-')"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -2876,6 +2898,11 @@ mod tests {
                 "rescan_interval_ms = 0",
                 "kubernetes.rescan_interval_ms",
                 "at least 1",
+            ),
+            (
+                "static_pod_namespaces = [\"kube-system\", \"Ops/Team\"]",
+                "kubernetes.static_pod_namespaces",
+                "\"Ops/Team\" is not a namespace name",
             ),
         ] {
             let e = err(&format!(

@@ -60,6 +60,8 @@ node_name = "{NODE}"
 kubeconfig = "{}"
 # The reconciling scan is slow on purpose: enrollment in time proves the inotify path.
 rescan_interval_ms = {rescan_ms}
+# The cluster admin's static pods (attack review 10) run in `agents`.
+static_pod_namespaces = ["agents"]
 "#,
         kubeconfig.display()
     )

@@ -402,6 +402,49 @@ fn static_pod(c: &Cluster, driver: Driver, qos: Qos, policy: &str) -> (String, s
     (hash, dir)
 }
 
+/// Attack: a tenant whose namespace is enforced (`tenant`) copies the config hash of a
+/// control-plane static pod (etcd, whose mirror pod lives in an unenforced namespace)
+/// into a mirror pod of its own, to have the agent enforce etcd under the tenant's
+/// policy: etcd would lose its peers, and the cluster its store. With every enforced
+/// claim honoured (the first design of static pods), etcd's cgroup was enrolled under
+/// `strict`. Fixed: only mirror pods of `kubernetes.static_pod_namespaces` (here
+/// `agents`) claim a static pod's cgroup; the tenant's claim is logged and ignored.
+#[test]
+fn a_tenants_mirror_pod_cannot_enforce_another_namespaces_static_pod() {
+    let c = Cluster::start("ar10-static-dos");
+    c.api.namespace(
+        "tenant",
+        json!({"hb.dev/enforce": "true"}),
+        json!({"hb.dev/policy": "strict"}),
+        false,
+    );
+    let hash = hb_tests::kube::random_uid().replace('-', "");
+    c.api
+        .pod(&mirror_pod("etcd-node-a", "plain", None, &hash), false);
+    let fake = mirror_pod("etcd-copy", "tenant", Some("strict"), &hash);
+    c.add_enforced_pod(&fake);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &hash);
+    fs::create_dir_all(&dir).expect("static pod cgroup");
+    // A pod made after it, enrolled: the agent has handled the static cgroup's mkdir.
+    let after = FakePod::new("after", "agents", NODE, Some("web"));
+    c.add_enforced_pod(&after);
+    let after_dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &after.uid);
+    fs::create_dir_all(&after_dir).expect("pod cgroup");
+    c.wait_enrolled(&after_dir, "web");
+    let got = c.probe_in_new_container(Driver::Systemd, &dir);
+    println!(
+        "figure: etcd's cgroup claimed by the tenant's copy: enrollment {:?}; etcd's probe {got:?}",
+        c.enrollment(&dir)
+    );
+    assert_eq!(
+        c.enrollment(&dir),
+        None,
+        "the tenant's claim enrolled another namespace's static pod"
+    );
+    assert_eq!(got[0], "OK", "etcd lost its peer: {got:?}");
+    c.wait_log(&["outside kubernetes.static_pod_namespaces", &fake.uid]);
+}
+
 /// The agent restarts under a running static pod: the restarted agent finds its cgroup
 /// enrolled in the pinned map and adopts it like any pod's, under the same policy,
 /// reported as such (and the pod stays enforced throughout).

@@ -38,6 +38,8 @@ pub struct Keys {
     pub enforce_label: String,
     pub policy_annotation: String,
     pub allowed_annotation: String,
+    /// Namespaces whose mirror pods' claims are honoured (`kubernetes.static_pod_namespaces`).
+    pub static_pod_namespaces: Vec<String>,
 }
 
 /// Builds the API client: from a kubeconfig file, or the in-cluster service account.
@@ -173,6 +175,23 @@ fn on_namespace<S: Sink>(
     }
 }
 
+/// The static pod's cgroup a mirror pod in `namespace` claims with its annotation
+/// `value`: its config hash, if the value is one and the namespace is one of
+/// `kubernetes.static_pod_namespaces` (anyone who may create pods can write the
+/// annotation, so a claim from elsewhere — a tenant's copy of a control-plane pod's
+/// hash — would enforce that pod under the tenant's policy).
+fn static_claim(keys: &Keys, uid: &str, namespace: &str, value: &str) -> Option<String> {
+    let Some(hash) = super::layout::config_hash(value) else {
+        tracing::warn!(%uid, value = %crate::events::Escaped(value), "mirror pod annotation is no config hash: the pod claims no static pod's cgroup");
+        return None;
+    };
+    if !keys.static_pod_namespaces.iter().any(|n| n == namespace) {
+        tracing::warn!(%uid, namespace = %crate::events::Escaped(namespace), static_pod = %hash, "mirror pod outside kubernetes.static_pod_namespaces: its claim is ignored and its static pod is not enforced through it");
+        return None;
+    }
+    Some(hash)
+}
+
 fn on_pod<S: Sink>(
     node: &mut Node<S>,
     keys: &Keys,
@@ -188,17 +207,12 @@ fn on_pod<S: Sink>(
             return Vec::new();
         };
         let annotations = o.metadata.annotations.as_ref();
+        let namespace = o.metadata.namespace.clone().unwrap_or_default();
         let mirror = annotations
             .and_then(|a| a.get(MIRROR_ANNOTATION))
-            .and_then(|v| {
-                let hash = super::layout::config_hash(v);
-                if hash.is_none() {
-                    tracing::warn!(%uid, value = %crate::events::Escaped(v), "mirror pod annotation is no config hash: the pod claims no static pod's cgroup");
-                }
-                hash
-            });
+            .and_then(|v| static_claim(keys, &uid, &namespace, v));
         let pod = Pod {
-            namespace: o.metadata.namespace.clone().unwrap_or_default(),
+            namespace,
             name: name_of(o),
             policy: annotations
                 .and_then(|a| a.get(&keys.policy_annotation))

@@ -277,6 +277,7 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
         enforce_label: k.enforce_namespace_label.clone(),
         policy_annotation: k.policy_annotation.clone(),
         allowed_annotation: k.allowed_policies_annotation.clone(),
+        static_pod_namespaces: k.static_pod_namespaces.clone(),
     };
     tracing::info!(node = %node_name, cgroups = %inputs.config.kube_cgroup_root(), inotify = k.watch_cgroups, "kubernetes: watching this node's pods");
     let stats2 = Arc::clone(&stats);

@@ -54,7 +54,11 @@
 //!   claim is fixed the first time the agent sees the pod, and a later change is ignored
 //!   and logged.
 //!
-//! Hence the rule for a static pod's cgroup, whatever pods claim it: a claim from a pod
+//! Hence, first, only mirror pods of `kubernetes.static_pod_namespaces` (namespaces
+//! where only cluster admins create pods) carry a claim at all (`api::static_claim`):
+//! else a tenant's copy of a control-plane static pod's hash (etcd's, in an unenforced
+//! namespace) would have that pod enforced under the tenant's policy. And the rule for
+//! a static pod's cgroup, whatever pods of those namespaces claim it: a claim from a pod
 //! that is not enforced counts for nothing; the cgroup is enforced if any claim is, under
 //! that claim's policy if every enforced claim (and the cgroup's enrollment, if it has
 //! one already) names the same policy, else under the strictest configured policy
@@ -62,13 +66,13 @@
 //! So a claiming pod's deletion changes nothing either (the claim is kept until it is in
 //! the enrollment, or for [`TOMBSTONE`] if the cgroup never appears, and no longer: many
 //! pods may claim one cgroup, so a tenant's fakes made and deleted in a loop must not
-//! pile up). A fake claim can therefore only
-//! tighten a static pod's policy, never loosen or lift it; a cgroup no pod claims is not
-//! enrolled (as before static pods were understood). What it can do: make an unenforced
-//! static pod enforced, or move one to the strictest policy (a denial of service on
-//! that pod, never an escape), and before the true mirror pod is seen, have the cgroup
-//! enforced under the fake claim's policy alone (which is one the faker's namespace
-//! allows its own pods).
+//! pile up). A fake claim (made by someone who may create pods in a listed namespace)
+//! can therefore only tighten a static pod's policy, never loosen or lift it; a cgroup
+//! no pod claims is not enrolled (as before static pods were understood). What it can
+//! do: make an unenforced static pod of those namespaces enforced, or move one to the
+//! strictest policy (a denial of service on that pod, never an escape), and before the
+//! true mirror pod is seen, have the cgroup enforced under the fake claim's policy
+//! alone (which is one the faker's namespace allows its own pods).
 //!
 //! Must never: remove the enrollment of a cgroup that exists.
 
