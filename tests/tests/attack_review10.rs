@@ -762,3 +762,43 @@ fn a_connection_made_before_its_pod_was_enrolled_carries_nothing_after() {
         "the connection carried data to an unvalidated address after its pod was enrolled"
     );
 }
+
+/// A pod's cgroup removed and made again at once (the same name, a new cgroup: what the
+/// kubelet does when it recreates a pod's sandbox, or any two such events the agent
+/// reads in one go): the agent handled every creation of a read before its removals, so
+/// it enrolled the new cgroup and then dropped it as gone, and the pod ran unenforced
+/// until the reconciling scan (a minute here). Fixed: a read's events are handled in
+/// the order they happened.
+#[test]
+fn a_pod_cgroup_removed_and_made_again_at_once_stays_enrolled() {
+    let c = Cluster::start("ar10-recreate");
+    let pod = FakePod::new("again", "agents", NODE, Some("web"));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "web");
+    let rounds = 20;
+    let mut lost = 0;
+    for round in 0..rounds {
+        fs::remove_dir(&dir).expect("rmdir pod cgroup");
+        fs::create_dir(&dir).expect("mkdir pod cgroup");
+        // Another pod's cgroup made after it, enrolled: the agent has handled both.
+        let marker = FakePod::new(&format!("marker-{round}"), "agents", NODE, Some("web"));
+        c.add_enforced_pod(&marker);
+        let marker_dir = c.pod_dir(Driver::Cgroupfs, Qos::Burstable, &marker.uid);
+        fs::create_dir_all(&marker_dir).expect("marker cgroup");
+        c.wait_enrolled(&marker_dir, "web");
+        if c.enrollment(&dir).is_none() {
+            lost += 1;
+        }
+    }
+    let got = c.probe_in_new_container(Driver::Systemd, &dir);
+    println!(
+        "figure: {lost} of {rounds} pod cgroups removed and made again at once were left unenrolled; the last one's probe {got:?}"
+    );
+    assert_eq!(lost, 0, "pod cgroups made again were left unenforced");
+    assert_eq!(
+        got[0], "EPERM",
+        "the pod reached the private target: {got:?}"
+    );
+}

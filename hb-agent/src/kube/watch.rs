@@ -92,8 +92,9 @@ impl<S: Sink + Send + 'static> Watcher<S> {
                 continue;
             }
             let seen = Instant::now();
-            let mut created = Vec::new();
-            let mut gone = Vec::new();
+            // In the order they happened: a pod cgroup removed and made again (same
+            // name, another cgroup) within one read must end enrolled, not gone.
+            let mut changes = Vec::new();
             let mut overflow = false;
             let Some(ino) = st.inotify.as_mut() else {
                 continue;
@@ -117,9 +118,9 @@ impl<S: Sink + Send + 'static> Watcher<S> {
                         }
                         let path = dir.join(name);
                         if e.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
-                            created.push(path);
+                            changes.push(Change::Appeared(path));
                         } else if e.mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
-                            gone.push(path);
+                            changes.push(Change::Vanished(path));
                         }
                     }
                 }
@@ -130,11 +131,11 @@ impl<S: Sink + Send + 'static> Watcher<S> {
                     continue;
                 }
             }
-            for path in created {
-                self.appeared(&mut st, &path, seen);
-            }
-            for path in gone {
-                self.vanished(&path);
+            for change in changes {
+                match change {
+                    Change::Appeared(path) => self.appeared(&mut st, &path, seen),
+                    Change::Vanished(path) => self.vanished(&path),
+                }
             }
             if overflow {
                 tracing::warn!("inotify queue overflowed: rescanning the pod cgroups now");
@@ -271,4 +272,10 @@ pub(super) fn readable(fd: i32, timeout: Duration) -> bool {
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&raw mut pfd, 1, ms.max(1)) > 0 }
+}
+
+/// A directory event of one inotify read.
+enum Change {
+    Appeared(PathBuf),
+    Vanished(PathBuf),
 }
