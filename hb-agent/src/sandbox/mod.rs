@@ -219,7 +219,9 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         init::map_ids(&started, host).map_err(SandboxError::Clone)?;
     }
     init::release(&started, init::Gate::Confine).map_err(SandboxError::Clone)?;
-    applied.join(started.pid)?;
+    if let Err(e) = applied.join(started.pid) {
+        return Err(join_failed(&started, program, &plan.layout, e.into()));
+    }
     init::release(&started, init::Gate::Command).map_err(SandboxError::Clone)?;
     drop(scoping);
     // The sandbox holds the slave now; the launcher only relays through the master.
@@ -538,6 +540,26 @@ fn layout_plan(
 
 /// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
 /// step otherwise (the init has exited or is exiting then).
+/// The launcher could not join the init to its limits (`cause`): the init, which
+/// confines itself meanwhile, is told (it ends at its wait for the limits), and if it
+/// failed a step of its own first — then it was gone when the join came — its report
+/// names that step instead.
+fn join_failed(
+    started: &init::Started,
+    program: &OsString,
+    layout: &mounts::Layout,
+    cause: SandboxError,
+) -> SandboxError {
+    init::hang_up(started);
+    match await_command(started, program, layout, drop) {
+        Err(SandboxError::Confine { step, .. }) if step == init::Step::WaitForLimits.describe() => {
+            cause
+        }
+        Err(own) => own,
+        Ok(()) => cause,
+    }
+}
+
 fn await_command(
     started: &init::Started,
     program: &OsString,
