@@ -1,0 +1,230 @@
+//! An eleventh attack review, run as the process inside the sandbox: each test performs
+//! one attack from a sandbox (uid 65534, arbitrary code) or from a pod's own cgroup
+//! subtree, against the real agent, then reads what hb shows an operator (the real CLI,
+//! the audit log) and asserts that it is whole and true. A test marked
+//! `#[ignore = "open: …"]` is a break found and not yet fixed: it fails against the
+//! current agent.
+//!
+//! Angle: promise (5), "every refusal is recorded, and what hb records and shows an
+//! operator is true" — strings the attacker chooses (its process name, the names of the
+//! cgroups a pod makes below its own) on their way into the audit log and the tables
+//! `hb-agent maps dump` prints on an operator's terminal.
+//!
+//! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
+//! test names; the upstream is a Python server started by the test.
+
+use hb_tests::{
+    PythonServer, TestEnv, private_netns,
+    sandboxed::{Running, broker_client_script, nobody_command},
+    upstream::Dnsmasq,
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5411;
+
+/// A plain HTTP/1.1 server on `203.0.113.10:80` that answers every request 200 and
+/// keeps the connection open.
+const KEEPALIVE_PY: &str = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        out = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+S(("203.0.113.10", 80), H).serve_forever()
+"#;
+
+/// The agent's config: policy `web` allows `allowed.test` (203.0.113.10, port 80
+/// guarded by default); pods of `web` enrolled by their glob; the broker socket open
+/// to uid 65534.
+fn config() -> String {
+    format!(
+        r#"
+[broker]
+socket_mode = "0666"
+
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:{DNS_PORT}"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24"]
+
+[[policy]]
+name = "web"
+allow_domains = ["allowed.test"]
+{glob}
+"#,
+        glob = hb_tests::pod_glob("web")
+    )
+}
+
+fn world(name: &str) -> (TestEnv, PythonServer, Dnsmasq) {
+    private_netns(&["203.0.113.10"]);
+    let server = PythonServer::start(KEEPALIVE_PY);
+    let dns = Dnsmasq::start(
+        "127.0.0.1",
+        DNS_PORT,
+        &[("allowed.test", &["203.0.113.10"])],
+        &[],
+        60,
+    );
+    let mut env = TestEnv::new(name, &config());
+    env.start_agent();
+    (env, server, dns)
+}
+
+/// The control characters (C0, DEL, C1) in `text`, as escapes: what a terminal would
+/// have acted on rather than shown.
+fn controls(text: &str) -> Vec<String> {
+    text.chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .map(|c| c.escape_default().to_string())
+        .collect()
+}
+
+/// Names itself (`prctl(PR_SET_NAME)`, the kernel's `comm`) with an OSC 52 clipboard
+/// write and a carriage return, opens a guarded connection to allowed.test:80, prints
+/// `held`, and keeps the connection open until its stdin closes.
+const PY_ESCAPE_COMM: &str = r#"
+import ctypes, socket, sys
+libc = ctypes.CDLL(None)
+libc.prctl(15, ctypes.c_char_p(b"\x1b]52;c;aGk=\x07\r"), 0, 0, 0)
+socket.getaddrinfo("allowed.test", 80)
+s = socket.create_connection(("203.0.113.10", 80), timeout=10)
+s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+print("held" if s.recv(100).startswith(b"HTTP/1.1 200") else "refused", flush=True)
+sys.stdin.read()
+"#;
+
+// FINDING 1: `hb-agent maps dump` prints its table cells as they are
+// (`cli/maps.rs::print_rows`): the `comm` column of `maps dump guard` is the sandbox's
+// own `prctl(PR_SET_NAME)`, 15 bytes of whatever it likes, and `cgroup` columns name
+// directories a pod with a delegated cgroup creates. A sandbox names itself
+// `ESC ] 52 ; c ; … BEL` and the operator's terminal, asked to show the guard's
+// connections, writes the sandbox's text to the operator's clipboard (or erases and
+// rewrites the line with `ESC [ 2K CR`). `hb-agent events` already shows such strings
+// through `events::Escaped`; the tables now do too.
+/// What `hb-agent maps dump guard` prints of a sandbox's connection holds no control
+/// character the sandbox put in its process name: the operator's terminal shows the
+/// name, and runs none of it.
+#[test]
+fn a_process_name_with_terminal_escapes_is_shown_inert_by_maps_dump() {
+    hb_tests::require_root();
+    let (env, _server, _dns) = world("review11-comm");
+    let mut attacker = Running::spawn(nobody_command(
+        &env,
+        "web",
+        &[],
+        &[hb_tests::python(), "-c", PY_ESCAPE_COMM],
+    ));
+    assert_eq!(attacker.line(), "held", "control: the guarded connection");
+    let out = env.hb(&["maps", "dump", "guard"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = env.hb_json(&["maps", "dump", "guard"]);
+    drop(attacker);
+    let rows = json.as_array().expect("rows");
+    // Control: the JSON form carries the name as it is (serde escapes it).
+    assert!(
+        rows.iter()
+            .any(|r| r["comm"].as_str().is_some_and(|c| c.contains("]52;c;"))),
+        "control: the connection is listed: {json}"
+    );
+    let got = controls(&table);
+    println!(
+        "figure: control characters written raw to the operator's terminal by `maps dump \
+         guard`: {got:?}"
+    );
+    assert!(
+        got.is_empty(),
+        "the sandbox's process name reached the terminal as control characters {got:?}: \
+         {table:?}"
+    );
+}
+
+// FINDING 2: the audit log scrubs a record after serialising it
+// (`audit.rs::AuditLog::timed`), and the scrubber's `pem_private_key` family runs from
+// `-----BEGIN … PRIVATE KEY-----` through base64, whitespace and backslashes (the
+// `\n` of a JSON-escaped key) when no END line follows. A string in a record that holds
+// `-----BEGIN PRIVATE KEY-----` right before a `"` serialises as `…-----\"`: the
+// redaction takes the escaping backslash and leaves a bare quote, and the line is no
+// longer JSON. Every broker call's record holds the caller's cgroup path, and a pod with
+// a delegated cgroup names its sub-cgroups as it likes: its calls then leave lines that
+// `jq` (and the harness's own `audit_records`) cannot read — the refusals among them
+// included, and, for `jq`, every line after the first.
+/// Every line the audit log holds for a caller whose cgroup name ends a PEM header
+/// before a quote is a JSON record, and its refusal is there.
+#[test]
+fn a_cgroup_name_that_opens_a_redacted_key_leaves_every_audit_line_json() {
+    hb_tests::require_root();
+    let (env, _server, _dns) = world("review11-audit");
+    let pod = env.root_pod("web");
+    let sub = "-----BEGIN PRIVATE KEY-----\"";
+    let script = broker_client_script(
+        &env,
+        "print(json.dumps({\"scrub\": attempt(lambda: hb.scrub(\"hello\")), \
+         \"request\": attempt(lambda: hb.request(\"GET\", \"http://denied.test/x\"))}))\n",
+    );
+    // Inside the pod: make the sub-cgroup, move there, call the broker as uid 65534.
+    let shell = format!(
+        "mkdir -p \"./$1\" && echo $$ > \"./$1/cgroup.procs\" && exec setpriv --reuid 65534 \
+         --regid 65534 --clear-groups {py} -c \"$0\"",
+        py = hb_tests::python(),
+    );
+    let mut cmd = pod.command(&["sh", "-c", &shell, &script, sub]);
+    cmd.current_dir(hb_tests::cgroup2_mount().join(&pod.rel));
+    let out = cmd.output().expect("pod command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(
+        got["request"]["error"], "policy_denied",
+        "control: the call is refused: {got}"
+    );
+    // The records are written as the calls are made; give the writer a moment.
+    let path = env.state_dir.join("audit.log");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains("denied.test") || text.contains("policy_denied") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let broken: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).is_err())
+        .collect();
+    println!(
+        "figure: {} of {} audit lines are not JSON after the pod's two calls",
+        broken.len(),
+        text.lines().count()
+    );
+    assert!(
+        broken.is_empty(),
+        "audit lines that are not JSON: {broken:#?}"
+    );
+    let refused = env.audit_records().into_iter().any(|r| {
+        r["kind"] == "broker_decision"
+            && r["decision"] == "policy_denied"
+            && r["caller"]["cgroup"]
+                .as_str()
+                .is_some_and(|c| c.contains(&pod.rel))
+    });
+    assert!(refused, "the pod's refused call is not in the audit log: {text}");
+}
