@@ -13,8 +13,15 @@
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python server started by the test.
 
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
 use hb_tests::{
-    PythonServer, TestEnv, private_netns,
+    Pod, PythonServer, TestEnv, private_netns,
     sandboxed::{Running, broker_client_script, nobody_command},
     upstream::Dnsmasq,
 };
@@ -154,6 +161,27 @@ fn a_process_name_with_terminal_escapes_is_shown_inert_by_maps_dump() {
     );
 }
 
+/// Runs the broker client `script` ([`broker_client_script`]) as uid 65534 in `sub`, a
+/// sub-cgroup of `pod` the pod makes and names (as a pod with a delegated cgroup does,
+/// one per container); the JSON it printed.
+fn pod_call(env: &TestEnv, pod: &Pod, sub: &str, script: &str) -> Value {
+    let script = broker_client_script(env, script);
+    let shell = format!(
+        "mkdir -p \"./$1\" && echo $$ > \"./$1/cgroup.procs\" && exec setpriv --reuid 65534 \
+         --regid 65534 --clear-groups {py} -c \"$0\"",
+        py = hb_tests::python(),
+    );
+    let mut cmd = pod.command(&["sh", "-c", &shell, &script, sub]);
+    cmd.current_dir(hb_tests::cgroup2_mount().join(&pod.rel));
+    let out = cmd.output().expect("pod command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client JSON")
+}
+
 // FINDING 2: the audit log scrubs a record after serialising it
 // (`audit.rs::AuditLog::timed`), and the scrubber's `pem_private_key` family runs from
 // `-----BEGIN … PRIVATE KEY-----` through base64, whitespace and backslashes (the
@@ -172,26 +200,13 @@ fn a_cgroup_name_that_opens_a_redacted_key_leaves_every_audit_line_json() {
     let (env, _server, _dns) = world("review11-audit");
     let pod = env.root_pod("web");
     let sub = "-----BEGIN PRIVATE KEY-----\"";
-    let script = broker_client_script(
+    let got = pod_call(
         &env,
+        &pod,
+        sub,
         "print(json.dumps({\"scrub\": attempt(lambda: hb.scrub(\"hello\")), \
          \"request\": attempt(lambda: hb.request(\"GET\", \"http://denied.test/x\"))}))\n",
     );
-    // Inside the pod: make the sub-cgroup, move there, call the broker as uid 65534.
-    let shell = format!(
-        "mkdir -p \"./$1\" && echo $$ > \"./$1/cgroup.procs\" && exec setpriv --reuid 65534 \
-         --regid 65534 --clear-groups {py} -c \"$0\"",
-        py = hb_tests::python(),
-    );
-    let mut cmd = pod.command(&["sh", "-c", &shell, &script, sub]);
-    cmd.current_dir(hb_tests::cgroup2_mount().join(&pod.rel));
-    let out = cmd.output().expect("pod command");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
     assert_eq!(
         got["request"]["error"], "policy_denied",
         "control: the call is refused: {got}"
@@ -226,5 +241,116 @@ fn a_cgroup_name_that_opens_a_redacted_key_leaves_every_audit_line_json() {
                 .as_str()
                 .is_some_and(|c| c.contains(&pod.rel))
     });
-    assert!(refused, "the pod's refused call is not in the audit log: {text}");
+    assert!(
+        refused,
+        "the pod's refused call is not in the audit log: {text}"
+    );
+}
+
+/// A refused call of a pod's sub-cgroup named `sub`: the broker's event of it names the
+/// sub-cgroup.
+const REFUSED_CALL: &str =
+    "print(json.dumps(attempt(lambda: hb.request(\"GET\", \"http://denied.test/x\"))))\n";
+
+/// Whether `line` (from `events --follow --json`) is the broker's refusal of a call
+/// made in the sub-cgroup `sub`.
+fn refusal_of(line: &str, sub: &str) -> bool {
+    serde_json::from_str::<Value>(line).is_ok_and(|v| {
+        v["hook"] == "broker"
+            && v["cgroup"]
+                .as_str()
+                .is_some_and(|c| c.ends_with(&format!("/{sub}")))
+    })
+}
+
+// FINDING 2b: the broker's event stream (`GET /v1/events`, what `hb-agent events
+// --follow` shows while an agent runs) scrubs each event's serialised line as the audit
+// log did (`broker/server.rs::events`), and `events --follow` skips a `data:` line that
+// does not parse: the refusal of a caller whose cgroup name opens a PEM redaction
+// before a quote never reaches the operator watching live. Both now go through
+// `audit::scrub_json`.
+/// `hb-agent events --follow` shows the refusal of a call made from a cgroup whose name
+/// opens a redacted key, before the refusal of a call made after it.
+#[test]
+fn a_cgroup_name_that_opens_a_redacted_key_does_not_hide_a_refusal_from_events_follow() {
+    hb_tests::require_root();
+    let (env, _server, _dns) = world("review11-follow");
+    let pod = env.root_pod("web");
+    let mut follow = Command::new(hb_tests::agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["events", "--follow", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("events --follow");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = BufReader::new(follow.stdout.take().expect("stdout"));
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Markers, each from a fresh sub-cgroup, until one shows up after the first seen:
+    // the follower then streams live (past its reading of the events file).
+    let mut seen_first = false;
+    let mut live = false;
+    for i in 0..30 {
+        let marker = format!("marker{i}");
+        pod_call(&env, &pod, &marker, REFUSED_CALL);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if refusal_of(&line, &marker) => {
+                    live = seen_first;
+                    seen_first = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if live {
+            break;
+        }
+    }
+    assert!(live, "control: events --follow never streamed a marker");
+    let sub = "-----BEGIN PRIVATE KEY-----\"";
+    let got = pod_call(&env, &pod, sub, REFUSED_CALL);
+    assert_eq!(got["error"], "policy_denied", "control: {got}");
+    pod_call(&env, &pod, "after", REFUSED_CALL);
+    let mut before_after = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("events --follow ended before the refusal of the call after");
+        if refusal_of(&line, "after") {
+            break;
+        }
+        before_after.push(line);
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let shown = before_after
+        .iter()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                v["hook"] == "broker"
+                    && v["cgroup"]
+                        .as_str()
+                        .is_some_and(|c| c.contains(&pod.rel) && !c.contains("/marker"))
+            })
+        })
+        .count();
+    println!(
+        "figure: refusals of the cgroup named to open a redaction shown by events --follow: \
+         {shown} of 1"
+    );
+    assert_eq!(
+        shown, 1,
+        "events --follow did not show the refusal: {before_after:#?}"
+    );
 }
