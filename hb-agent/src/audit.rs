@@ -114,15 +114,7 @@ impl AuditLog {
                 obj.insert("kind".into(), kind.into());
                 self.timed(record, &time)
             }
-            None => {
-                let line = serde_json::to_string(&record).unwrap_or_default();
-                let scrubbed = self.scrubber.scrub_str(&line).0;
-                if scrubbed == line || same_skeleton(&record, &scrubbed) {
-                    scrubbed
-                } else {
-                    serde_json::to_string(&self.scrub_values(record)).unwrap_or_default()
-                }
-            }
+            None => scrub_json(&self.scrubber, record),
         };
         line.push('\n');
         if let Err(e) = self.write(line.as_bytes()) {
@@ -135,42 +127,15 @@ impl AuditLog {
     /// the memo: the time is the agent's own clock in RFC 3339, digits and separators,
     /// so leaving it out of the scan hides nothing.
     ///
-    /// The scrubber reads the serialised line, so it sees values across fields and in
-    /// their JSON-escaped form; but a redaction there may take a quote or a backslash of
-    /// the JSON around a value (a PEM header without its END runs on through the `\`
-    /// that escapes the next quote), and the line would no longer be JSON, or another
-    /// one. A scrubbed line that is not the record's own shape is not written: the
-    /// record is scrubbed value by value instead, each string on its own.
+    /// A scrubbed line that is not the record's own shape is not written: the record is
+    /// scrubbed value by value instead ([`keep_shape`]).
     fn timed(&self, record: serde_json::Value, time: &str) -> String {
         let object = serde_json::to_string(&record).unwrap_or_default();
         let scrubbed = self.scrubber.scrub_str_memo(&self.memo, &object);
-        let line = if *scrubbed == *object || same_skeleton(&record, &scrubbed) {
-            scrubbed.to_string()
-        } else {
-            serde_json::to_string(&self.scrub_values(record)).unwrap_or_default()
-        };
+        let line = keep_shape(&self.scrubber, record, &object, scrubbed.to_string());
         match line.strip_prefix('{') {
             Some(rest) if rest != "}" => format!("{{\"time\":\"{time}\",{rest}"),
             _ => line,
-        }
-    }
-
-    /// `value` with each of its strings scrubbed on its own: redactions stay inside the
-    /// strings, so the record keeps its shape whatever they take.
-    fn scrub_values(&self, value: serde_json::Value) -> serde_json::Value {
-        use serde_json::Value;
-        match value {
-            Value::String(s) => Value::String(self.scrubber.scrub_str(&s).0),
-            Value::Array(items) => {
-                Value::Array(items.into_iter().map(|v| self.scrub_values(v)).collect())
-            }
-            Value::Object(fields) => Value::Object(
-                fields
-                    .into_iter()
-                    .map(|(k, v)| (k, self.scrub_values(v)))
-                    .collect(),
-            ),
-            other => other,
         }
     }
 
@@ -214,6 +179,55 @@ impl AuditLog {
     }
 }
 
+/// `value` serialised and scrubbed as one line (the scrubber then sees values across
+/// fields and in their JSON-escaped form), still JSON of `value`'s shape: what the audit
+/// log and the broker's event stream write. See [`keep_shape`].
+pub fn scrub_json(scrubber: &Scrubber, value: serde_json::Value) -> String {
+    let line = serde_json::to_string(&value).unwrap_or_default();
+    let scrubbed = scrubber.scrub_str(&line).0;
+    keep_shape(scrubber, value, &line, scrubbed)
+}
+
+/// `scrubbed` (the scrub of `line`, `value` serialised) when it is JSON of `value`'s
+/// shape; else `value` scrubbed string by string. A redaction of the serialised line
+/// may take a quote or a backslash of the JSON around a value (a PEM header without
+/// its END runs on through the `\` that escapes the next quote): the line would no
+/// longer be JSON, or would be another record, and its readers (`jq`, `hb-agent events
+/// --follow`) would skip it.
+fn keep_shape(
+    scrubber: &Scrubber,
+    value: serde_json::Value,
+    line: &str,
+    scrubbed: String,
+) -> String {
+    if scrubbed == line || same_skeleton(&value, &scrubbed) {
+        return scrubbed;
+    }
+    serde_json::to_string(&scrub_values(scrubber, value)).unwrap_or_default()
+}
+
+/// `value` with each of its strings scrubbed on its own: redactions stay inside the
+/// strings, so the record keeps its shape whatever they take.
+fn scrub_values(scrubber: &Scrubber, value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(scrubber.scrub_str(&s).0),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| scrub_values(scrubber, v))
+                .collect(),
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, scrub_values(scrubber, v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Whether `scrubbed` (a scrub of `record`'s serialised form) is JSON of `record`'s
 /// shape: the same fields, at the same places, holding the same kinds of value. What a
 /// redaction changed is then only text inside strings.
@@ -222,10 +236,7 @@ fn same_skeleton(record: &serde_json::Value, scrubbed: &str) -> bool {
         use serde_json::Value;
         match (a, b) {
             (Value::Object(x), Value::Object(y)) => {
-                x.len() == y.len()
-                    && x
-                        .iter()
-                        .all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
             }
             (Value::Array(x), Value::Array(y)) => {
                 x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w))
