@@ -50,12 +50,14 @@ S(("203.0.113.10", 80), H).serve_forever()
 
 /// The agent's config: policy `web` allows `allowed.test` (203.0.113.10, port 80
 /// guarded by default); pods of `web` enrolled by their glob; the broker socket open
-/// to uid 65534.
-fn config() -> String {
+/// to uid 65534. `broker_extra` goes into `[broker]`, `integrations` before the policy,
+/// `policy_extra` into it.
+fn config(broker_extra: &str, integrations: &str, policy_extra: &str) -> String {
     format!(
         r#"
 [broker]
 socket_mode = "0666"
+{broker_extra}
 
 [dns]
 listen = "127.0.0.1:5300"
@@ -63,10 +65,12 @@ upstreams = ["127.0.0.1:{DNS_PORT}"]
 
 [egress]
 exception_cidrs = ["203.0.113.0/24"]
+{integrations}
 
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]
+{policy_extra}
 {glob}
 "#,
         glob = hb_tests::pod_glob("web")
@@ -74,6 +78,17 @@ allow_domains = ["allowed.test"]
 }
 
 fn world(name: &str) -> (TestEnv, PythonServer, Dnsmasq) {
+    world_with(name, "text", &config("", "", ""), |_| {})
+}
+
+/// [`world`] with the agent's log in `log_format`, `config`, and `setup` run before the
+/// agent starts.
+fn world_with(
+    name: &str,
+    log_format: &str,
+    config: &str,
+    setup: impl FnOnce(&TestEnv),
+) -> (TestEnv, PythonServer, Dnsmasq) {
     private_netns(&["203.0.113.10"]);
     let server = PythonServer::start(KEEPALIVE_PY);
     let dns = Dnsmasq::start(
@@ -83,7 +98,15 @@ fn world(name: &str) -> (TestEnv, PythonServer, Dnsmasq) {
         &[],
         60,
     );
-    let mut env = TestEnv::new(name, &config());
+    let mut env = TestEnv::new(name, config);
+    let text = std::fs::read_to_string(&env.config_path).expect("config");
+    let text = text.replacen(
+        "[agent]\n",
+        &format!("[agent]\nlog_format = \"{log_format}\"\n"),
+        1,
+    );
+    std::fs::write(&env.config_path, text).expect("config");
+    setup(&env);
     env.start_agent();
     (env, server, dns)
 }
@@ -352,5 +375,74 @@ fn a_cgroup_name_that_opens_a_redacted_key_does_not_hide_a_refusal_from_events_f
     assert_eq!(
         shown, 1,
         "events --follow did not show the refusal: {before_after:#?}"
+    );
+}
+
+// FINDING 2c: the agent's own log is scrubbed a whole event at a time
+// (`scrub/exits.rs::EventWriter`); with `agent.log_format = "json"` that is the
+// serialised JSON line, and the same PEM redaction takes the backslash before a quote.
+// When the broker ends a suspect caller (`broker/cutoff.rs`: a decoy handle used, a
+// quarantine, the compromise cap) it logs the caller's cgroup path in a field, so a
+// pod's sub-cgroup named to open a redaction makes the log line of its own cutoff
+// unreadable to the log pipeline. A JSON event now goes through `audit::scrub_json`.
+/// With the JSON log, the line that says a suspect caller was ended is JSON even when
+/// the caller's cgroup name opens a redacted key before a quote.
+#[test]
+fn a_cgroup_name_that_opens_a_redacted_key_leaves_the_json_log_json() {
+    hb_tests::require_root();
+    let config = config(
+        "canary_kill = false",
+        "\n[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
+         methods = [\"GET\"]\n",
+        "integrations = [\"svc\"]\ncanary_handles = 1",
+    );
+    let (mut env, _server, _dns) = world_with("review11-jsonlog", "json", &config, |env| {
+        env.init_vault(&[("svc", "bot", "Zq8vLr2mXn4pWt6yBc1dEf3gHj5kMs7u")])
+    });
+    let pod = env.root_pod("web");
+    let sub = "-----BEGIN PRIVATE KEY-----\"";
+    // The caller takes a handle, finds the decoy planted beside it, and uses it.
+    let got = pod_call(
+        &env,
+        &pod,
+        sub,
+        "mine = hb.handle(\"svc\", \"bot\")[\"handle\"]\n\
+         listed = hb.handles()\n\
+         listed = listed.get(\"handles\", listed) if isinstance(listed, dict) else listed\n\
+         decoys = [h[\"handle\"] if isinstance(h, dict) else h for h in listed]\n\
+         decoys = [h for h in decoys if h != mine]\n\
+         print(json.dumps({\"decoys\": len(decoys), \"used\": attempt(lambda: hb.request(\"GET\", \"https://api.test/\", handle=decoys[0]))}))\n",
+    );
+    assert_eq!(got["decoys"], 1, "control: one decoy listed: {got}");
+    let mut ended = Vec::new();
+    for _ in 0..100 {
+        let log = env.agent().log_text();
+        ended = log
+            .lines()
+            .filter(|l| l.contains("a suspect caller is ended"))
+            .map(str::to_owned)
+            .collect();
+        if !ended.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !ended.is_empty(),
+        "control: the cutoff was not logged: {got}"
+    );
+    let log = env.agent().log_text();
+    let broken: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with('{') && serde_json::from_str::<Value>(l).is_err())
+        .collect();
+    println!(
+        "figure: {} of {} JSON log lines do not parse after the pod's cutoff",
+        broken.len(),
+        log.lines().count()
+    );
+    assert!(
+        broken.is_empty(),
+        "log lines that are not JSON: {broken:#?}"
     );
 }
