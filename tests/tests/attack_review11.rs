@@ -446,3 +446,64 @@ fn a_cgroup_name_that_opens_a_redacted_key_leaves_the_json_log_json() {
         "log lines that are not JSON: {broken:#?}"
     );
 }
+
+/// Names itself `x policy=web` (`prctl(PR_SET_NAME)`), then connects to 198.51.100.7:80,
+/// an address no policy validated; prints the errno name.
+const PY_FORGED_FIELD_COMM: &str = r#"
+import ctypes, errno, socket
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"x policy=web"), 0, 0, 0)
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect(("198.51.100.7", 80))
+    print("OK")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+
+// FINDING 3: `hb-agent events` prints each refusal as `key=value` fields
+// (`events.rs`, `Display for EventRecord`), and the values a sandbox chooses (its
+// process name, its cgroup's name, a DNS name) go through `Escaped`, which keeps them
+// on one line but leaves spaces and `=` as they are. A sandbox of policy `batch` that
+// names itself `x policy=web` prints `policy=batch pid=… comm=x policy=web cgroup=…`:
+// `hb-agent events | grep policy=web`, or any key=value reader that keeps the last
+// value, files batch's refusals under web. Such values are now quoted.
+/// The text line `hb-agent events` prints for a refusal names the sandbox's policy
+/// once, whatever the sandbox calls itself.
+#[test]
+fn a_process_name_cannot_add_a_field_to_the_events_line() {
+    hb_tests::require_root();
+    let config = config(
+        "",
+        "\n[[policy]]\nname = \"batch\"\nallow_domains = [\"allowed.test\"]\n",
+        "",
+    );
+    let (env, _server, _dns) = world_with("review11-field", "text", &config, |_| {});
+    let mut cmd = nobody_command(
+        &env,
+        "batch",
+        &[],
+        &[hb_tests::python(), "-c", PY_FORGED_FIELD_COMM],
+    );
+    let out = cmd.output().expect("sandbox run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "EPERM",
+        "control: the connect is refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_event("the refused connect", |e| {
+        e["dst"] == "198.51.100.7" && e["policy"] == "batch"
+    });
+    let text = String::from_utf8_lossy(&env.hb(&["events"]).stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("198.51.100.7:80"))
+        .unwrap_or_else(|| panic!("control: no line for the refusal in:\n{text}"));
+    let policies: Vec<&str> = line
+        .split(' ')
+        .filter(|t| t.starts_with("policy="))
+        .collect();
+    println!("figure: policy fields of batch's refusal in `hb-agent events`: {policies:?}");
+    assert_eq!(policies, ["policy=batch"], "{line}");
+}
