@@ -467,7 +467,8 @@ except OSError as e:
 // on one line but leaves spaces and `=` as they are. A sandbox of policy `batch` that
 // names itself `x policy=web` prints `policy=batch pid=… comm=x policy=web cgroup=…`:
 // `hb-agent events | grep policy=web`, or any key=value reader that keeps the last
-// value, files batch's refusals under web. Such values are now quoted.
+// value, files batch's refusals under web. Such values now show their spaces and `=`
+// escaped (`events::Field`).
 /// The text line `hb-agent events` prints for a refusal names the sandbox's policy
 /// once, whatever the sandbox calls itself.
 #[test]
@@ -506,4 +507,8 @@ fn a_process_name_cannot_add_a_field_to_the_events_line() {
         .collect();
     println!("figure: policy fields of batch's refusal in `hb-agent events`: {policies:?}");
     assert_eq!(policies, ["policy=batch"], "{line}");
+    assert!(
+        !line.contains("policy=web"),
+        "`grep policy=web` finds batch's refusal: {line}"
+    );
 }
