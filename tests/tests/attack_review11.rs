@@ -7,8 +7,9 @@
 //!
 //! Angle: promise (5), "every refusal is recorded, and what hb records and shows an
 //! operator is true" — strings the attacker chooses (its process name, the names of the
-//! cgroups a pod makes below its own) on their way into the audit log and the tables
-//! `hb-agent maps dump` prints on an operator's terminal.
+//! cgroups a pod makes below its own) on their way into the audit log, the agent's JSON
+//! log, the broker's event stream (`hb-agent events --follow`), the text lines of
+//! `hb-agent events` and the tables `hb-agent maps dump` prints on a terminal.
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python server started by the test.
