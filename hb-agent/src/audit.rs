@@ -114,10 +114,7 @@ impl AuditLog {
                 obj.insert("kind".into(), kind.into());
                 self.timed(record, &time)
             }
-            None => {
-                let line = serde_json::to_string(&record).unwrap_or_default();
-                self.scrubber.scrub_str(&line).0
-            }
+            None => scrub_json(&self.scrubber, record),
         };
         line.push('\n');
         if let Err(e) = self.write(line.as_bytes()) {
@@ -129,20 +126,17 @@ impl AuditLog {
     /// its time, so one that repeats (a handle's use, call after call) is answered from
     /// the memo: the time is the agent's own clock in RFC 3339, digits and separators,
     /// so leaving it out of the scan hides nothing.
-    fn timed(&self, mut record: serde_json::Value, time: &str) -> String {
+    ///
+    /// A scrubbed line that is not the record's own shape is not written: the record is
+    /// scrubbed value by value instead ([`keep_shape`]).
+    fn timed(&self, record: serde_json::Value, time: &str) -> String {
         let object = serde_json::to_string(&record).unwrap_or_default();
         let scrubbed = self.scrubber.scrub_str_memo(&self.memo, &object);
-        if let Some(rest) = scrubbed.strip_prefix('{')
-            && rest != "}"
-        {
-            return format!("{{\"time\":\"{time}\",{rest}");
+        let line = keep_shape(&self.scrubber, record, &object, scrubbed.to_string());
+        match line.strip_prefix('{') {
+            Some(rest) if rest != "}" => format!("{{\"time\":\"{time}\",{rest}"),
+            _ => line,
         }
-        // A redaction took the opening brace: the whole line is scanned, time and all.
-        if let Some(obj) = record.as_object_mut() {
-            obj.insert("time".into(), time.into());
-        }
-        let line = serde_json::to_string(&record).unwrap_or_default();
-        self.scrubber.scrub_str(&line).0
     }
 
     fn write(&self, bytes: &[u8]) -> io::Result<()> {
@@ -183,6 +177,76 @@ impl AuditLog {
         inner.size = 0;
         Ok(())
     }
+}
+
+/// `value` serialised and scrubbed as one line (the scrubber then sees values across
+/// fields and in their JSON-escaped form), still JSON of `value`'s shape: what the audit
+/// log and the broker's event stream write. See [`keep_shape`].
+pub fn scrub_json(scrubber: &Scrubber, value: serde_json::Value) -> String {
+    let line = serde_json::to_string(&value).unwrap_or_default();
+    let scrubbed = scrubber.scrub_str(&line).0;
+    keep_shape(scrubber, value, &line, scrubbed)
+}
+
+/// `scrubbed` (the scrub of `line`, `value` serialised) when it is JSON of `value`'s
+/// shape; else `value` scrubbed string by string. A redaction of the serialised line
+/// may take a quote or a backslash of the JSON around a value (a PEM header without
+/// its END runs on through the `\` that escapes the next quote): the line would no
+/// longer be JSON, or would be another record, and its readers (`jq`, `hb-agent events
+/// --follow`) would skip it.
+fn keep_shape(
+    scrubber: &Scrubber,
+    value: serde_json::Value,
+    line: &str,
+    scrubbed: String,
+) -> String {
+    if scrubbed == line || same_skeleton(&value, &scrubbed) {
+        return scrubbed;
+    }
+    serde_json::to_string(&scrub_values(scrubber, value)).unwrap_or_default()
+}
+
+/// `value` with each of its strings scrubbed on its own: redactions stay inside the
+/// strings, so the record keeps its shape whatever they take.
+fn scrub_values(scrubber: &Scrubber, value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(scrubber.scrub_str(&s).0),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| scrub_values(scrubber, v))
+                .collect(),
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, scrub_values(scrubber, v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Whether `scrubbed` (a scrub of `record`'s serialised form) is JSON of `record`'s
+/// shape: the same fields, at the same places, holding the same kinds of value. What a
+/// redaction changed is then only text inside strings.
+fn same_skeleton(record: &serde_json::Value, scrubbed: &str) -> bool {
+    fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w))
+            }
+            (Value::String(_), Value::String(_)) => true,
+            // Numbers, booleans and null are hb's own: a scrub leaves them as they were.
+            (x, y) => x == y,
+        }
+    }
+    serde_json::from_str::<serde_json::Value>(scrubbed).is_ok_and(|v| same(record, &v))
 }
 
 #[cfg(test)]
@@ -236,6 +300,47 @@ mod tests {
         assert_eq!(fp.len(), 12);
         assert_eq!(fp, log.fingerprint("hb_cred_abc"));
         assert_ne!(fp, log.fingerprint("hb_cred_abd"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_redaction_that_would_take_a_quote_leaves_the_record_json() {
+        let dir = std::env::temp_dir().join(format!("hb-audit-shape-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let log = AuditLog::open(&dir, 1 << 20, 2, Fsync::Never, Arc::new(Scrubber::new()))
+            .expect("open");
+        // A PEM header without its END, then a quote or a backslash: serialised, the
+        // redaction runs through the backslash that escapes what follows.
+        let opened = "-----BEGIN PRIVATE KEY-----";
+        for tail in ["\"", "\\", "\\\"", "\",\"kind\":\"forged"] {
+            log.record(
+                "test",
+                serde_json::json!({ "caller": { "cgroup": format!("pods/{opened}{tail}"), "pid": 7 }, "step": "used" }),
+            );
+        }
+        // Repeated (the memo's answer) and without an object around it.
+        log.record(
+            "test",
+            serde_json::json!({ "caller": { "cgroup": format!("pods/{opened}\""), "pid": 7 }, "step": "used" }),
+        );
+        log.record("test", serde_json::json!([format!("{opened}\""), 1]));
+        let text = fs::read_to_string(dir.join(FILE)).expect("log");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        for v in &lines[..5] {
+            assert_eq!(v["kind"], "test", "{v}");
+            assert_eq!(v["step"], "used", "{v}");
+            assert_eq!(v["caller"]["pid"], 7, "{v}");
+            let cgroup = v["caller"]["cgroup"].as_str().expect("cgroup");
+            assert!(cgroup.starts_with("pods/"), "{cgroup}");
+            assert!(!cgroup.contains("BEGIN PRIVATE KEY"), "redacted: {cgroup}");
+            humantime::parse_rfc3339(v["time"].as_str().expect("time")).expect("a time");
+        }
+        assert_eq!(lines[5][1], 1, "{text}");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -52,6 +52,26 @@ impl std::fmt::Display for Escaped<'_> {
     }
 }
 
+/// An attacker-chosen value of a `key=value` text line (`hb-agent events`): [`Escaped`],
+/// and its spaces and `=` written as `\u{20}` and `\u{3d}`, so it cannot read as more
+/// fields: a process named `x policy=web` would otherwise add `policy=web` to the line
+/// of its own refusal, for `grep policy=web` or any key=value reader to file it under
+/// another policy.
+pub struct Field<'a>(pub &'a str);
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in Escaped(self.0).to_string().chars() {
+            match c {
+                ' ' | '=' => write!(f, "{}", c.escape_unicode())?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// File name below `state_dir`.
 pub const EVENTS_FILE: &str = "events.jsonl";
 
@@ -298,10 +318,10 @@ impl std::fmt::Display for EventRecord {
             self.hook,
             self.protocol,
             dst,
-            Escaped(&self.policy),
+            Field(&self.policy),
             self.pid,
-            Escaped(&self.comm),
-            Escaped(self.cgroup.as_deref().unwrap_or("?")),
+            Field(&self.comm),
+            Field(self.cgroup.as_deref().unwrap_or("?")),
         )?;
         if let Some(name) = &self.name {
             let key = if self.hook == SECCOMP_HOOK {
@@ -309,12 +329,13 @@ impl std::fmt::Display for EventRecord {
             } else {
                 "name"
             };
-            write!(f, " {key}={}", Escaped(name))?;
+            write!(f, " {key}={}", Field(name))?;
         }
         if self.suppressed > 0 {
             write!(f, " suppressed_before={}", self.suppressed)?;
         }
         if let Some(detail) = &self.detail {
+            // hb's own words (a count, an outcome): shown as written.
             write!(f, " detail={}", Escaped(detail))?;
         }
         Ok(())
@@ -869,6 +890,26 @@ mod tests {
         u.carry(&mut e);
         assert_eq!(e.suppressed, 12, "a forgotten cgroup starts afresh");
         assert_eq!(u.due(&[budget(2, 4)]), vec![(2, None, 4)]);
+    }
+
+    #[test]
+    fn a_field_cannot_read_as_more_fields() {
+        assert_eq!(Field("python3").to_string(), "python3");
+        assert_eq!(Field("").to_string(), "");
+        assert_eq!(
+            Field("x policy=web").to_string(),
+            "x\\u{20}policy\\u{3d}web"
+        );
+        assert_eq!(Field("a\\ =\n").to_string(), "a\\\\\\u{20}\\u{3d}\\n");
+        let mut r = dns_record("web");
+        r.comm = "x policy=other pid=1".into();
+        let line = r.to_string();
+        let policies: Vec<&str> = line
+            .split(' ')
+            .filter(|t| t.starts_with("policy="))
+            .collect();
+        assert_eq!(policies, ["policy=web"], "{line}");
+        assert!(!line.contains("policy=other"), "{line}");
     }
 
     #[test]

@@ -625,10 +625,10 @@ async fn events(
         .map(move |item| {
             Ok(match item {
                 Ok(record) => {
-                    let line = serde_json::to_string(&*record).unwrap_or_default();
+                    let value = serde_json::to_value(&*record).unwrap_or_default();
                     Event::default()
                         .event("event")
-                        .data(scrubber.scrub_str(&line).0)
+                        .data(crate::audit::scrub_json(&scrubber, value))
                 }
                 Err(BroadcastStreamRecvError::Lagged(n)) => Event::default()
                     .event("lagged")

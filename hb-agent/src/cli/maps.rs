@@ -376,7 +376,8 @@ pub fn row<const N: usize>(fields: [(&str, Value); N]) -> JsonMap<String, Value>
     fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// One JSON array (`--json`) or an aligned table.
+/// One JSON array (`--json`) or an aligned table, its text cells escaped
+/// ([`crate::events::Escaped`]).
 pub fn print_rows(rows: &[JsonMap<String, Value>], json: bool) {
     if json {
         println!(
@@ -390,8 +391,10 @@ pub fn print_rows(rows: &[JsonMap<String, Value>], json: bool) {
         return;
     };
     let cols: Vec<&String> = first.keys().collect();
+    // A cell may hold what a sandbox chose (its process name, a pod's cgroup names):
+    // shown escaped, as `hb-agent events` shows it, so a terminal runs none of it.
     let cell = |v: &Value| match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => crate::events::Escaped(s).to_string(),
         Value::Null => "-".into(),
         other => other.to_string(),
     };

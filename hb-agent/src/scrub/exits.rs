@@ -29,9 +29,26 @@ impl Write for EventWriter {
 
 impl Drop for EventWriter {
     fn drop(&mut self) {
-        let scrubbed = global().scrub(&self.0).bytes;
+        let scrubbed = scrub_event(&self.0);
         let _ = io::stderr().lock().write_all(&scrubbed);
     }
+}
+
+/// One event as the log writes it, scrubbed. A JSON event (`agent.log_format =
+/// "json"`) stays JSON of its shape ([`crate::audit::scrub_json`]): a redaction of the
+/// whole line could take the quote or backslash around a value (a cgroup a pod named
+/// `-----BEGIN PRIVATE KEY-----"`) and leave a line no log reader parses.
+fn scrub_event(bytes: &[u8]) -> Vec<u8> {
+    if bytes.first() == Some(&b'{')
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+    {
+        let mut line = crate::audit::scrub_json(global(), value).into_bytes();
+        if bytes.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        return line;
+    }
+    global().scrub(bytes).bytes
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
@@ -71,5 +88,26 @@ mod tests {
         let out = global().scrub(&w.0).bytes;
         assert!(!String::from_utf8_lossy(&out).contains(&token));
         w.0.clear();
+    }
+
+    #[test]
+    fn a_json_event_stays_json_whatever_a_redaction_takes() {
+        let line = serde_json::json!({
+            "level": "WARN",
+            "fields": { "cgroup": "pods/x/-----BEGIN PRIVATE KEY-----\"", "events": 3 },
+        })
+        .to_string()
+            + "\n";
+        let out = String::from_utf8(scrub_event(line.as_bytes())).expect("UTF-8");
+        assert!(out.ends_with('\n'), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(v["fields"]["events"], 3, "{out}");
+        let cgroup = v["fields"]["cgroup"].as_str().expect("cgroup");
+        assert!(cgroup.starts_with("pods/x/"), "{cgroup}");
+        assert!(!cgroup.contains("PRIVATE KEY"), "redacted: {cgroup}");
+        // A text line is scrubbed as before.
+        let token = format!("ghp_{}", "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8");
+        let out = scrub_event(format!("2026 WARN token={token}\n").as_bytes());
+        assert!(!String::from_utf8_lossy(&out).contains(&token));
     }
 }
