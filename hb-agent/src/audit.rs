@@ -105,13 +105,18 @@ impl AuditLog {
             .collect()
     }
 
-    /// Appends `record` (an object; `time` is added), scrubbed. Errors are logged, not
+    /// Appends `record` (an object; `time` is added, and a `time` of the record's own —
+    /// a kernel event's — becomes `event_time`), scrubbed. Errors are logged, not
     /// returned: the caller's decision stands either way.
     pub fn record(&self, kind: &str, mut record: serde_json::Value) {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let mut line = match record.as_object_mut() {
             Some(obj) => {
                 obj.insert("kind".into(), kind.into());
+                // One `time` per line: readers keeping the first or the last would differ.
+                if let Some(own) = obj.remove("time") {
+                    obj.insert("event_time".into(), own);
+                }
                 self.timed(record, &time)
             }
             None => scrub_json(&self.scrubber, record),
@@ -296,6 +301,17 @@ mod tests {
             (3..10).contains(&lines),
             "older records rotated away: {lines}"
         );
+        // A record with a time of its own keeps it apart from the time it was written.
+        log.record(
+            "timed",
+            serde_json::json!({ "time": "2026-01-02T03:04:05Z" }),
+        );
+        let last = fs::read_to_string(dir.join(FILE)).expect("log");
+        let line = last.lines().last().expect("a line");
+        assert_eq!(line.matches("\"time\"").count(), 1, "{line}");
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        assert_eq!(v["event_time"], "2026-01-02T03:04:05Z", "{line}");
+        assert_ne!(v["time"], "2026-01-02T03:04:05Z", "{line}");
         let fp = log.fingerprint("hb_cred_abc");
         assert_eq!(fp.len(), 12);
         assert_eq!(fp, log.fingerprint("hb_cred_abc"));
