@@ -29,10 +29,11 @@ pub(super) struct AnchorScan {
     imp: Imp,
     /// ASCII letters match in either case (anchors are stored lower-case).
     fold: bool,
-    /// When folding: which lower-cased starts of 2 and 3 bytes begin an anchor, as bit
+    /// Which starts of 2 and 3 bytes begin an anchor (lower-cased when folding), as bit
     /// sets (hashed for 3 bytes). Many anchors make the fingerprint pass a good share of
-    /// positions of lower-case text; these drop most of them for a load and a test.
-    starts: Option<Box<FoldedStarts>>,
+    /// positions of text (a third of a clean scrub went to walking the anchor lists of
+    /// those candidates' first bytes); these drop most of them for a load and a test.
+    starts: Option<Box<Starts>>,
     /// Longest anchor first within each first byte: the first that matches is the
     /// longest at its position.
     by_first: Vec<Vec<Prefix>>,
@@ -63,7 +64,9 @@ enum Imp {
 }
 
 /// See [`AnchorScan::starts`].
-struct FoldedStarts {
+struct Starts {
+    /// Input bytes are lower-cased before the look-up (the anchors are).
+    fold: bool,
     /// Bit `a * 256 + b`: an anchor of two bytes is `ab`.
     two: Vec<u64>,
     /// Bit `hash(a, b, c)`: an anchor of three or more bytes starts with `abc`.
@@ -72,10 +75,11 @@ struct FoldedStarts {
 
 const THREE_BITS: usize = 1 << 16;
 
-impl FoldedStarts {
+impl Starts {
     /// None if an anchor has a single byte (every position would need a look).
-    fn new(anchors: &[&[u8]]) -> Option<Self> {
+    fn new(anchors: &[&[u8]], fold: bool) -> Option<Self> {
         let mut s = Self {
+            fold,
             two: vec![0; 65536 / 64],
             three: vec![0; THREE_BITS / 64],
         };
@@ -89,10 +93,14 @@ impl FoldedStarts {
         Some(s)
     }
 
-    /// Whether an anchor may start at `rest` (lower-cased anchors, input in any case).
+    /// Whether an anchor may start at `rest` (when folding: lower-cased anchors, input
+    /// in any case).
     #[inline]
     fn may_start(&self, rest: &[u8]) -> bool {
-        let low = |i: usize| rest.get(i).map(u8::to_ascii_lowercase);
+        let low = |i: usize| {
+            rest.get(i)
+                .map(|&b| if self.fold { b.to_ascii_lowercase() } else { b })
+        };
         let (Some(a), Some(b)) = (low(0), low(1)) else {
             return false;
         };
@@ -178,11 +186,7 @@ impl AnchorScan {
         Self {
             imp: Self::build(anchors, kind, fold),
             fold,
-            starts: if fold {
-                FoldedStarts::new(anchors).map(Box::new)
-            } else {
-                None
-            },
+            starts: Starts::new(anchors, fold).map(Box::new),
             by_first,
             anchors: anchors.iter().map(|a| a.to_vec()).collect(),
         }
@@ -266,6 +270,11 @@ impl AnchorScan {
         let rest = &hay[at..];
         if self.fold {
             return self.verify_folded(rest);
+        }
+        if let Some(starts) = &self.starts
+            && !starts.may_start(rest)
+        {
+            return None;
         }
         let list = &self.by_first[usize::from(rest[0])];
         match rest.first_chunk::<8>() {
