@@ -47,11 +47,14 @@ pub(super) fn credential(
         .take_while(|&&b| is_ident(b))
         .count();
     let prefix = &hay[at - before..at];
-    !public_name(prefix, name)
-        && (kind == Assigned::Service || secret_word(name))
+    // Cheapest first: the value's digit and letter counts reject most of the near
+    // misses of ordinary text (`"token": "Bearer"`), before the name is split into
+    // words (which allocates) for every one of them.
+    plausible_value(value, bits, letter, digits)
         && !assigned_to_itself(name, value)
-        && plausible_value(value, bits, letter, digits)
+        && (kind == Assigned::Service || secret_word(name))
         && !(kind == Assigned::Service && slug(value))
+        && !public_name(prefix, name)
 }
 
 fn is_ident(b: u8) -> bool {

@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use super::{
     assigned::{self, Assigned},
-    matcher::Matcher,
+    matcher::{MAX_GROUP, Matcher},
     scan::{AnchorScan, ScanKind},
 };
 
@@ -1705,6 +1705,12 @@ impl Families {
         let matchers = RULES
             .iter()
             .map(|r| {
+                assert!(
+                    r.group <= MAX_GROUP,
+                    "built-in rule {} redacts group {} (at most {MAX_GROUP})",
+                    r.name,
+                    r.group
+                );
                 Matcher::new(r.regex)
                     .unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", r.name))
             })
@@ -1897,10 +1903,9 @@ impl Families {
         let span = if rule.group == 0 {
             Some(0..len)
         } else {
-            // The match ends before the window does, so the capture search over the
-            // window sees every byte the match depends on.
+            // The capture search reads the match's bytes (see `Matcher::group`).
             effort.work += walked as u64;
-            self.matchers[r].group(window, rule.group)
+            self.matchers[r].group(window, len, rule.group)
         };
         let Some(span) = span else { return true };
         effort.work += span.len() as u64;

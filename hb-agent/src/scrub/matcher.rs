@@ -15,13 +15,16 @@
 
 use std::{ops::Range, sync::Arc};
 
-use regex::bytes::{Regex, RegexBuilder};
 use regex_automata::{
-    Anchored,
+    Anchored, Input,
     dfa::{Automaton, StartKind, dense},
-    hybrid,
+    hybrid, meta,
     nfa::thompson,
-    util::{pool::Pool, primitives::StateID, start, syntax},
+    util::{
+        pool::Pool,
+        primitives::{NonMaxUsize, StateID},
+        start, syntax,
+    },
 };
 
 /// How a DFA walk over a window ended, and how many of its bytes it read.
@@ -42,13 +45,18 @@ pub(super) struct Walked<T> {
     pub walked: usize,
 }
 
+/// The highest capture group a rule may redact.
+pub(super) const MAX_GROUP: usize = 7;
+
 /// A DFA past this many bytes stays lazy (walked through `regex-automata`'s lazy DFA).
 const DFA_LIMIT: usize = 128 * 1024;
 
 type CachePool = Pool<hybrid::dfa::Cache, Box<dyn Fn() -> hybrid::dfa::Cache + Send + Sync>>;
 
 pub(super) struct Matcher {
-    regex: Regex,
+    /// `^(?:pattern)` as the regex crate builds it for bytes without Unicode (its own
+    /// engine, so capture searches can be cut to the match's span).
+    regex: meta::Regex,
     dfa: Option<(dense::DFA<Vec<u32>>, StateID)>,
     /// For rules whose dense DFA is too large: the lazy DFA, walked the same way, so
     /// every walk knows where it died.
@@ -58,10 +66,12 @@ pub(super) struct Matcher {
 impl Matcher {
     /// `pattern` is matched at the start of the window (a `^` is implied); bytes, no
     /// Unicode classes.
-    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
-        let regex = RegexBuilder::new(&format!("^(?:{pattern})"))
-            .unicode(false)
-            .build()?;
+    pub fn new(pattern: &str) -> Result<Self, Box<meta::BuildError>> {
+        let regex = meta::Builder::new()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .configure(meta::Config::new().utf8_empty(false))
+            .build(&format!("^(?:{pattern})"))
+            .map_err(Box::new)?;
         let dfa = dense_dfa(pattern);
         let lazy = if dfa.is_none() {
             lazy_dfa(pattern)
@@ -167,12 +177,21 @@ impl Matcher {
         }
     }
 
-    /// The span of capture group `group` of the match at the window's start.
-    pub fn group(&self, window: &[u8], group: usize) -> Option<Range<usize>> {
-        self.regex
-            .captures(window)
-            .and_then(|c| c.get(group))
-            .map(|m| m.range())
+    /// The span of capture group `group` (at most [`MAX_GROUP`]) of the match at the
+    /// window's start, which `match_len` found `len` bytes long. The search is anchored
+    /// and reads the match's bytes alone: the highest-priority match of the window ends
+    /// at `len`, so it is the highest-priority one ending there or before, and the
+    /// bytes after it are look-around context only (`$` still means the window's end).
+    /// A search over the whole window cost a capture engine set up for every byte of
+    /// it (the backtracker's visited set), at each of the many near-miss matches of
+    /// clean text that a rule's check then rejects.
+    pub fn group(&self, window: &[u8], len: usize, group: usize) -> Option<Range<usize>> {
+        let mut slots = [None::<NonMaxUsize>; 2 * (MAX_GROUP + 1)];
+        let slots = &mut slots[..2 * (group + 1)];
+        let input = Input::new(window).span(0..len).anchored(Anchored::Yes);
+        self.regex.search_slots(&input, slots)?;
+        let (start, end) = (slots[2 * group]?, slots[2 * group + 1]?);
+        Some(start.get()..end.get())
     }
 }
 
@@ -334,11 +353,31 @@ mod tests {
                     inputs.push(hay);
                 }
             }
+            let crate_regex = regex::bytes::RegexBuilder::new(&format!("^(?:{})", rule.regex))
+                .unicode(false)
+                .build()
+                .expect("rule compiles");
             for hay in &inputs {
-                let want = m.regex.find(hay).map(|x| x.end());
+                let want = crate_regex.captures(hay);
                 let got = m.match_len(hay);
-                assert_eq!(got.result, want, "rule {}", rule.name);
+                assert_eq!(
+                    got.result,
+                    want.as_ref().map(|c| c.get(0).expect("group 0").end()),
+                    "rule {}",
+                    rule.name
+                );
                 assert!(got.walked <= hay.len(), "rule {}", rule.name);
+                if let (Some(c), Some(len)) = (&want, got.result) {
+                    // The capture search over the match's span alone finds the group
+                    // the regex crate finds over the whole window.
+                    assert_eq!(
+                        m.group(hay, len, rule.group),
+                        c.get(rule.group).map(|g| g.range()),
+                        "rule {} group {}",
+                        rule.name,
+                        rule.group
+                    );
+                }
                 matched += usize::from(want.is_some());
             }
         }

@@ -8,9 +8,11 @@
 //! after `from` where an anchor starts, and the longest anchor there):
 //! - **Fingerprint** (x86-64 with AVX-512 VBMI): one pass, 64 positions per step. For
 //!   each of the first four bytes of an anchor, a 128-entry table gives the set of
-//!   *buckets* (8 groups of anchors, by first byte) that allow that byte there; a
-//!   position is a candidate when the four sets, looked up with `vpermi2b`, share a
-//!   bucket. Candidates are verified against the anchors starting with their first byte.
+//!   *buckets* (16 groups of anchors, by first byte; two tables of 8 bucket bits) that
+//!   allow that byte there; a position is a candidate when the four sets, looked up
+//!   with `vpermi2b`, share a bucket. Candidates go through bit sets of the anchors'
+//!   first 2 and 3 bytes, then are verified against the anchors starting with their
+//!   first byte.
 //!   This is Teddy with byte-exact tables instead of nibble-split ones: Teddy's nibble
 //!   fingerprints blur when a bucket holds several anchors, so with our 49 anchors it
 //!   needs three passes, which took about half of a scrub of the clean benchmark
@@ -29,10 +31,11 @@ pub(super) struct AnchorScan {
     imp: Imp,
     /// ASCII letters match in either case (anchors are stored lower-case).
     fold: bool,
-    /// When folding: which lower-cased starts of 2 and 3 bytes begin an anchor, as bit
+    /// Which starts of 2 and 3 bytes begin an anchor (lower-cased when folding), as bit
     /// sets (hashed for 3 bytes). Many anchors make the fingerprint pass a good share of
-    /// positions of lower-case text; these drop most of them for a load and a test.
-    starts: Option<Box<FoldedStarts>>,
+    /// positions of text (a third of a clean scrub went to walking the anchor lists of
+    /// those candidates' first bytes); these drop most of them for a load and a test.
+    starts: Option<Box<Starts>>,
     /// Longest anchor first within each first byte: the first that matches is the
     /// longest at its position.
     by_first: Vec<Vec<Prefix>>,
@@ -63,7 +66,9 @@ enum Imp {
 }
 
 /// See [`AnchorScan::starts`].
-struct FoldedStarts {
+struct Starts {
+    /// Input bytes are lower-cased before the look-up (the anchors are).
+    fold: bool,
     /// Bit `a * 256 + b`: an anchor of two bytes is `ab`.
     two: Vec<u64>,
     /// Bit `hash(a, b, c)`: an anchor of three or more bytes starts with `abc`.
@@ -72,10 +77,11 @@ struct FoldedStarts {
 
 const THREE_BITS: usize = 1 << 16;
 
-impl FoldedStarts {
+impl Starts {
     /// None if an anchor has a single byte (every position would need a look).
-    fn new(anchors: &[&[u8]]) -> Option<Self> {
+    fn new(anchors: &[&[u8]], fold: bool) -> Option<Self> {
         let mut s = Self {
+            fold,
             two: vec![0; 65536 / 64],
             three: vec![0; THREE_BITS / 64],
         };
@@ -89,10 +95,14 @@ impl FoldedStarts {
         Some(s)
     }
 
-    /// Whether an anchor may start at `rest` (lower-cased anchors, input in any case).
+    /// Whether an anchor may start at `rest` (when folding: lower-cased anchors, input
+    /// in any case).
     #[inline]
     fn may_start(&self, rest: &[u8]) -> bool {
-        let low = |i: usize| rest.get(i).map(u8::to_ascii_lowercase);
+        let low = |i: usize| {
+            rest.get(i)
+                .map(|&b| if self.fold { b.to_ascii_lowercase() } else { b })
+        };
         let (Some(a), Some(b)) = (low(0), low(1)) else {
             return false;
         };
@@ -178,11 +188,7 @@ impl AnchorScan {
         Self {
             imp: Self::build(anchors, kind, fold),
             fold,
-            starts: if fold {
-                FoldedStarts::new(anchors).map(Box::new)
-            } else {
-                None
-            },
+            starts: Starts::new(anchors, fold).map(Box::new),
             by_first,
             anchors: anchors.iter().map(|a| a.to_vec()).collect(),
         }
@@ -266,6 +272,11 @@ impl AnchorScan {
         let rest = &hay[at..];
         if self.fold {
             return self.verify_folded(rest);
+        }
+        if let Some(starts) = &self.starts
+            && !starts.may_start(rest)
+        {
+            return None;
         }
         let list = &self.by_first[usize::from(rest[0])];
         match rest.first_chunk::<8>() {
@@ -358,17 +369,29 @@ mod fingerprint {
 
     /// Bytes of an anchor the fingerprint looks at.
     const DEPTH: usize = 4;
-    /// Bucket bits per table entry.
-    const BUCKETS: usize = 8;
+    /// Sets of tables, each with a bucket bit per table entry byte: a position is a
+    /// candidate when the four look-ups of any set share a bucket. The families have
+    /// ~150 anchors: in 8 buckets each bucket's union of bytes let so many positions
+    /// through that verifying candidates took a third of a clean scrub (`perf`); 16
+    /// buckets halve the anchors per bucket for a second round of four look-ups.
+    const GROUPS: usize = 2;
+    /// Buckets in all.
+    const BUCKETS: usize = 8 * GROUPS;
+
+    /// The tables of 8 buckets.
+    #[derive(Clone, Copy)]
+    struct Group {
+        lo: [[u8; 64]; DEPTH],
+        hi: [[u8; 64]; DEPTH],
+        any: [u8; DEPTH],
+    }
 
     /// For each of the first `DEPTH` bytes of an anchor, the buckets that allow each
     /// ASCII byte there (two 64-byte halves, as `vpermi2b` takes them), and the buckets
     /// that allow any byte there (anchors shorter than the position; they also take
     /// bytes ≥ 0x80, which the 128-entry tables do not cover).
     pub(super) struct Tables {
-        lo: [[u8; 64]; DEPTH],
-        hi: [[u8; 64]; DEPTH],
-        any: [u8; DEPTH],
+        groups: [Group; GROUPS],
     }
 
     impl Tables {
@@ -385,13 +408,16 @@ mod fingerprint {
                 return None;
             }
             let mut tables = Self {
-                lo: [[0; 64]; DEPTH],
-                hi: [[0; 64]; DEPTH],
-                any: [0; DEPTH],
+                groups: [Group {
+                    lo: [[0; 64]; DEPTH],
+                    hi: [[0; 64]; DEPTH],
+                    any: [0; DEPTH],
+                }; GROUPS],
             };
-            for (bucket, group) in buckets(anchors).iter().enumerate() {
-                let bit = 1u8 << bucket;
-                for a in group {
+            for (bucket, members) in buckets(anchors).iter().enumerate() {
+                let bit = 1u8 << (bucket % 8);
+                let group = &mut tables.groups[bucket / 8];
+                for a in members {
                     for j in 0..DEPTH {
                         match a.get(j) {
                             Some(&b) => {
@@ -402,17 +428,17 @@ mod fingerprint {
                                 };
                                 for b in [b, other] {
                                     if b < 64 {
-                                        tables.lo[j][usize::from(b)] |= bit;
+                                        group.lo[j][usize::from(b)] |= bit;
                                     } else {
-                                        tables.hi[j][usize::from(b - 64)] |= bit;
+                                        group.hi[j][usize::from(b - 64)] |= bit;
                                     }
                                 }
                             }
                             None => {
-                                tables.any[j] |= bit;
+                                group.any[j] |= bit;
                                 for k in 0..64 {
-                                    tables.lo[j][k] |= bit;
-                                    tables.hi[j][k] |= bit;
+                                    group.lo[j][k] |= bit;
+                                    group.hi[j][k] |= bit;
                                 }
                             }
                         }
@@ -452,25 +478,32 @@ mod fingerprint {
         /// tables stay in registers for the whole loop.
         #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
         unsafe fn next_candidates(&self, hay: &[u8], mut at: usize) -> Option<(usize, u64)> {
-            let tables: [(__m512i, __m512i, __m512i); DEPTH] = std::array::from_fn(|j| {
-                // SAFETY: each table is 64 bytes.
-                let (lo, hi) = unsafe {
-                    (
-                        _mm512_loadu_epi8(self.lo[j].as_ptr().cast()),
-                        _mm512_loadu_epi8(self.hi[j].as_ptr().cast()),
-                    )
-                };
-                (lo, hi, _mm512_set1_epi8(self.any[j] as i8))
+            let tables: [[(__m512i, __m512i, __m512i); DEPTH]; GROUPS] = std::array::from_fn(|g| {
+                let group = &self.groups[g];
+                std::array::from_fn(|j| {
+                    // SAFETY: each table is 64 bytes.
+                    let (lo, hi) = unsafe {
+                        (
+                            _mm512_loadu_epi8(group.lo[j].as_ptr().cast()),
+                            _mm512_loadu_epi8(group.hi[j].as_ptr().cast()),
+                        )
+                    };
+                    (lo, hi, _mm512_set1_epi8(group.any[j] as i8))
+                })
             });
             let fingerprint = |bytes: [__m512i; DEPTH]| {
-                let mut acc = _mm512_set1_epi8(-1);
-                for (&(lo, hi, any), bytes) in tables.iter().zip(bytes) {
-                    // The low 7 bits index the 128 entries; bytes ≥ 0x80 take `any`.
-                    let set = _mm512_permutex2var_epi8(lo, bytes, hi);
-                    let set = _mm512_mask_blend_epi8(_mm512_movepi8_mask(bytes), set, any);
-                    acc = _mm512_and_si512(acc, set);
+                let mut candidates = 0;
+                for group in &tables {
+                    let mut acc = _mm512_set1_epi8(-1);
+                    for (&(lo, hi, any), &bytes) in group.iter().zip(&bytes) {
+                        // The low 7 bits index the 128 entries; bytes ≥ 0x80 take `any`.
+                        let set = _mm512_permutex2var_epi8(lo, bytes, hi);
+                        let set = _mm512_mask_blend_epi8(_mm512_movepi8_mask(bytes), set, any);
+                        acc = _mm512_and_si512(acc, set);
+                    }
+                    candidates |= _mm512_test_epi8_mask(acc, acc);
                 }
-                _mm512_test_epi8_mask(acc, acc)
+                candidates
             };
             while at + 64 + DEPTH - 1 <= hay.len() {
                 // SAFETY: bytes `at .. at + 64 + DEPTH - 1` are in `hay` (loop condition).
