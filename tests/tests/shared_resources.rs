@@ -414,7 +414,8 @@ fn a_process_name_with_a_newline_cannot_forge_a_log_line() {
         event["comm"], "a\nhb::event for",
         "the JSON event keeps the name"
     );
-    // The text log: one line per event, the newline written as an escape.
+    // The text log: one line per event, the newline (and the space: a sandbox-chosen
+    // value cannot add a field) written as escapes.
     let mut log = String::new();
     for _ in 0..50 {
         log = env.agent().log_text();
@@ -429,7 +430,7 @@ fn a_process_name_with_a_newline_cannot_forge_a_log_line() {
         .collect();
     assert!(forged.is_empty(), "forged log lines: {forged:?}\n{log}");
     assert!(
-        log.contains("comm=a\\nhb::event for "),
+        log.contains("comm=a\\nhb::event\\u{20}for "),
         "the name is logged escaped on the event's line:\n{log}"
     );
 }
