@@ -242,21 +242,37 @@ impl Maps {
     pub fn loaded_policies(&self) -> Result<Vec<LoadedPolicy>> {
         let mut out = Vec::new();
         for id in 0..limits::POLICIES {
-            let info = self
-                .policies
-                .get(&id, 0)
-                .map_err(op(map_names::POLICIES, "lookup"))?;
-            if info.flags & POLICY_IN_USE != 0 {
-                out.push(LoadedPolicy {
-                    id,
-                    name: policy_name(&info),
-                    audit: info.flags & POLICY_AUDIT != 0,
-                    inbound: info.flags & POLICY_INBOUND != 0,
-                    guard: info.flags & POLICY_GUARD != 0,
-                });
-            }
+            out.extend(self.loaded_policy_at(id)?);
         }
         Ok(out)
+    }
+
+    /// The loaded policy named `name`, looking no further than its slot (a sandbox's
+    /// start reads one or two slots, not the whole table).
+    pub fn loaded_policy(&self, name: &str) -> Result<Option<LoadedPolicy>> {
+        for id in 0..limits::POLICIES {
+            if let Some(p) = self.loaded_policy_at(id)?
+                && p.name == name
+            {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The policy in slot `id`, if the slot is in use.
+    fn loaded_policy_at(&self, id: u32) -> Result<Option<LoadedPolicy>> {
+        let info = self
+            .policies
+            .get(&id, 0)
+            .map_err(op(map_names::POLICIES, "lookup"))?;
+        Ok((info.flags & POLICY_IN_USE != 0).then(|| LoadedPolicy {
+            id,
+            name: policy_name(&info),
+            audit: info.flags & POLICY_AUDIT != 0,
+            inbound: info.flags & POLICY_INBOUND != 0,
+            guard: info.flags & POLICY_GUARD != 0,
+        }))
     }
 
     /// Makes the policy table match `config`: known names keep their ids (so enrollments

@@ -381,3 +381,31 @@ fn print_confinement_describes_a_run_and_runs_nothing() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// A policy added to the config after the agent started is not in the kernel's table:
+/// `sandbox run` under it refuses and names the policies the running agent loaded (the
+/// launcher finds a loaded policy by its slot and reads the whole table only for this).
+#[test]
+fn a_policy_the_running_agent_never_loaded_is_refused_by_name() {
+    let env = start_with("notloaded", CONFIG);
+    let text = std::fs::read_to_string(&env.config_path).expect("config");
+    std::fs::write(
+        &env.config_path,
+        format!("{text}\n[[policy]]\nname = \"later\"\nallow_cidrs = []\n"),
+    )
+    .expect("config");
+    let out = env.hb(&["sandbox", "run", "--policy", "later", "--", "true"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains("policy \"later\" is not loaded in the kernel")
+            && said.contains("loaded policies: open"),
+        "{said}"
+    );
+    let ok = env.hb(&["sandbox", "run", "--policy", "open", "--", "true"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}

@@ -338,19 +338,19 @@ pub fn print_confinement(
 
 /// The id of `name` among the policies the running agent loaded.
 fn loaded_policy(maps: &Maps, name: &str) -> Result<u32, SandboxError> {
+    if let Some(p) = maps.loaded_policy(name)? {
+        return Ok(p.id);
+    }
+    // Not loaded: the error names those that are.
     let loaded = maps.loaded_policies()?;
-    loaded
-        .iter()
-        .find(|p| p.name == name)
-        .map(|p| p.id)
-        .ok_or_else(|| SandboxError::UnknownPolicy {
-            name: name.to_owned(),
-            loaded: loaded
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+    Err(SandboxError::UnknownPolicy {
+        name: name.to_owned(),
+        loaded: loaded
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 /// The host uid and gid a `--user 0` command's root is, in a user namespace of its own:
