@@ -150,15 +150,37 @@ fn follow_stream(config: &Config, json: bool) -> anyhow::Result<()> {
         if status != 200 {
             anyhow::bail!("the broker refused the event stream ({status})");
         }
+        // SSE: an `event:` line names the kind of the `data:` line after it.
+        let mut kind = String::new();
         for line in reader.lines() {
             let line = line?;
-            if let Some(data) = line.strip_prefix("data: ")
-                && let Ok(r) = serde_json::from_str::<EventRecord>(data)
-            {
-                print(&r, json)?;
+            if let Some(name) = line.strip_prefix("event: ") {
+                kind = name.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                if kind == "lagged" {
+                    report_missed(data);
+                } else if let Ok(r) = serde_json::from_str::<EventRecord>(data) {
+                    print(&r, json)?;
+                }
+            } else if line.is_empty() {
+                kind.clear();
             }
         }
         // The session ended (expiry): open the next one.
+    }
+}
+
+/// The stream fell behind and skipped events: said on stderr (stdout keeps one event
+/// per line, in either format), so an operator knows the view has a gap.
+fn report_missed(data: &str) {
+    let missed = serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v["missed"].as_u64());
+    match missed {
+        Some(n) => {
+            eprintln!("hb-agent events: {n} events were missed here (the stream fell behind)")
+        }
+        None => eprintln!("hb-agent events: events were missed here (the stream fell behind)"),
     }
 }
 
