@@ -182,7 +182,9 @@ fn on_namespace<S: Sink>(
 /// hash — would enforce that pod under the tenant's policy).
 fn static_claim(keys: &Keys, uid: &str, namespace: &str, value: &str) -> Option<String> {
     let Some(hash) = super::layout::config_hash(value) else {
-        tracing::warn!(%uid, value = %crate::events::Escaped(value), "mirror pod annotation is no config hash: the pod claims no static pod's cgroup");
+        // Its length, not its text: a tenant's annotation may be large and is re-sent at
+        // every change of the pod.
+        tracing::warn!(%uid, length = value.len(), "mirror pod annotation is no config hash: the pod claims no static pod's cgroup");
         return None;
     };
     if !keys.static_pod_namespaces.iter().any(|n| n == namespace) {

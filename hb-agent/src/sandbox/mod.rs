@@ -222,7 +222,14 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     if let Err(e) = applied.join(started.pid) {
         return Err(join_failed(&started, program, &plan.layout, e.into()));
     }
-    init::release(&started, init::Gate::Command).map_err(SandboxError::Clone)?;
+    if let Err(e) = init::release(&started, init::Gate::Command) {
+        return Err(join_failed(
+            &started,
+            program,
+            &plan.layout,
+            SandboxError::Clone(e),
+        ));
+    }
     drop(scoping);
     // The sandbox holds the slave now; the launcher only relays through the master.
     let relay = match pty {
@@ -538,12 +545,10 @@ fn layout_plan(
     })
 }
 
-/// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
-/// step otherwise (the init has exited or is exiting then).
-/// The launcher could not join the init to its limits (`cause`): the init, which
-/// confines itself meanwhile, is told (it ends at its wait for the limits), and if it
-/// failed a step of its own first — then it was gone when the join came — its report
-/// names that step instead.
+/// The launcher could not join the init to its limits, or release it to start the
+/// command (`cause`): the init, which confines itself meanwhile, is told (it ends at its
+/// wait for the limits), and if it failed a step of its own first — then it was gone
+/// when the launcher came — its report names that step instead.
 fn join_failed(
     started: &init::Started,
     program: &OsString,
@@ -560,6 +565,8 @@ fn join_failed(
     }
 }
 
+/// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
+/// step otherwise (the init has exited or is exiting then).
 fn await_command(
     started: &init::Started,
     program: &OsString,

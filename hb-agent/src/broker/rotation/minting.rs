@@ -57,6 +57,9 @@ pub struct Minting {
     next: std::sync::atomic::AtomicU64,
     /// Where the unsettled mints are written for `rotation status` (none: not kept).
     path: Option<std::path::PathBuf>,
+    /// Held from a snapshot of the mints to its rename into place: writes of
+    /// concurrent rotations land in the order they were taken, never interleaved.
+    writing: Mutex<()>,
 }
 
 /// File name below `state_dir`.
@@ -69,6 +72,7 @@ impl Default for Minting {
             shapes: Mutex::new(HashMap::new()),
             next: std::sync::atomic::AtomicU64::new(0),
             path: None,
+            writing: Mutex::new(()),
         }
     }
 }
@@ -146,7 +150,24 @@ impl Minting {
             path: Some(state_dir.join(FILE)),
             ..Self::default()
         };
-        for u in read(state_dir).unwrap_or_default() {
+        let path = state_dir.join(FILE);
+        let kept: Vec<Unsettled> = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            read => match read
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(kept) => kept,
+                Err(e) => {
+                    // Kept aside for an operator, never overwritten unread.
+                    let aside = path.with_extension("json.unreadable");
+                    let _ = std::fs::rename(&path, &aside);
+                    tracing::error!(error = %e, path = %aside.display(), "the unsettled mints of the last run cannot be read: their keys' shape passes are lost");
+                    Vec::new()
+                }
+            },
+        };
+        for u in kept {
             let serial = minting.serial();
             minting.lock().insert(
                 serial,
@@ -200,6 +221,7 @@ impl Minting {
         let Some(path) = &self.path else {
             return;
         };
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let tmp = path.with_extension("json.tmp");
         let written = serde_json::to_vec(&self.kept())
             .map_err(std::io::Error::other)
@@ -468,6 +490,21 @@ mod tests {
             (kept[0].rotation.as_str(), kept[0].outcome.as_str()),
             ("r1", "unknown")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unreadable_file_of_the_last_run_is_kept_aside_not_overwritten() {
+        let dir = std::env::temp_dir().join(format!("hb-minting-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(FILE), b"[{\"integration\": \"svc\", \"rot").expect("file");
+        let minting = Minting::open(&dir);
+        assert!(!minting.any());
+        assert_eq!(
+            std::fs::read(dir.join("unsettled_mints.json.unreadable")).expect("kept aside"),
+            b"[{\"integration\": \"svc\", \"rot"
+        );
+        assert_eq!(read(&dir), Some(Vec::new()), "a fresh file for this run");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

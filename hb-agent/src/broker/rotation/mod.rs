@@ -155,7 +155,8 @@ pub async fn resume(shared: &Arc<Shared>) {
 }
 
 /// Mints the last agent left in flight or unsettled (see [`minting`]) get their shape
-/// back, derived from the value their rotation replaces, before any answer is served; one
+/// back, derived from the value their rotation replaces (or, once that is revoked, the
+/// value that replaced it, or the account's active one), before any answer is served; one
 /// that was in flight becomes `unknown` for an HTTP rotator (a retry may return its key)
 /// and `orphan` for an exec one.
 pub async fn restore_unsettled(shared: &Arc<Shared>) {
@@ -165,18 +166,36 @@ pub async fn restore_unsettled(shared: &Arc<Shared>) {
             _ => minting::Outcome::Orphan,
         };
         let rotation = r.rotation.clone();
-        let old = with_vault(shared.vault.clone(), move |v| {
-            let old_id = v.rotation(&rotation)?.old_id;
-            v.get(&old_id)
+        let kin = with_vault(shared.vault.clone(), move |v| {
+            let rotation = v.rotation(&rotation)?;
+            // The value replaced; once its rotation is retired that value is revoked
+            // (erased), and the provider's next key has the shape of the one that
+            // replaced it, or of the account's active one.
+            [Some(rotation.old_id.as_str()), rotation.new_id.as_deref()]
+                .into_iter()
+                .flatten()
+                .find_map(|id| v.get(id).ok())
+                .map(Ok)
+                .or_else(|| {
+                    v.active(&rotation.integration, &rotation.account)
+                        .transpose()
+                })
+                .transpose()
         })
         .await;
-        let shape = match &old {
-            Ok((_, value)) => crate::scrub::shape::Shape::of(&shared.scrubber, value.expose()),
+        let shape = match &kin {
+            Ok(Some((_, value))) => {
+                crate::scrub::shape::Shape::of(&shared.scrubber, value.expose())
+            }
+            Ok(None) => {
+                tracing::warn!(rotation = %r.rotation, "an unsettled mint's account has no readable value: its answers go unshaped");
+                None
+            }
             Err(e) => {
                 tracing::warn!(
                     rotation = %r.rotation,
                     error = %e.message,
-                    "an unsettled mint's replaced value cannot be read: its answers go unshaped"
+                    "an unsettled mint's rotation cannot be read: its answers go unshaped"
                 );
                 None
             }
