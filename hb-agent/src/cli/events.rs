@@ -150,37 +150,60 @@ fn follow_stream(config: &Config, json: bool) -> anyhow::Result<()> {
         if status != 200 {
             anyhow::bail!("the broker refused the event stream ({status})");
         }
-        // SSE: an `event:` line names the kind of the `data:` line after it.
-        let mut kind = String::new();
+        let mut sse = SseLines::default();
         for line in reader.lines() {
-            let line = line?;
-            if let Some(name) = line.strip_prefix("event: ") {
-                kind = name.to_owned();
-            } else if let Some(data) = line.strip_prefix("data: ") {
-                if kind == "lagged" {
-                    report_missed(data);
-                } else if let Ok(r) = serde_json::from_str::<EventRecord>(data) {
-                    print(&r, json)?;
-                }
-            } else if line.is_empty() {
-                kind.clear();
+            match sse.feed(&line?) {
+                Some(StreamItem::Event(r)) => print(&r, json)?,
+                Some(StreamItem::Missed(n)) => eprintln!("{}", missed_notice(n)),
+                None => {}
             }
         }
         // The session ended (expiry): open the next one.
     }
 }
 
-/// The stream fell behind and skipped events: said on stderr (stdout keeps one event
-/// per line, in either format), so an operator knows the view has a gap.
-fn report_missed(data: &str) {
-    let missed = serde_json::from_str::<serde_json::Value>(data)
-        .ok()
-        .and_then(|v| v["missed"].as_u64());
-    match missed {
-        Some(n) => {
-            eprintln!("hb-agent events: {n} events were missed here (the stream fell behind)")
+/// What one `data:` line of the broker's event stream carries.
+#[derive(Debug)]
+enum StreamItem {
+    Event(Box<EventRecord>),
+    /// The stream fell behind and skipped events (how many, when the broker says).
+    Missed(Option<u64>),
+}
+
+/// The broker's event stream read line by line (server-sent events): an `event:` line
+/// names the kind of the `data:` line after it, an empty line ends the message.
+#[derive(Default)]
+struct SseLines {
+    kind: String,
+}
+
+impl SseLines {
+    fn feed(&mut self, line: &str) -> Option<StreamItem> {
+        if let Some(name) = line.strip_prefix("event: ") {
+            self.kind = name.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            if self.kind == "lagged" {
+                let missed = serde_json::from_str::<serde_json::Value>(data)
+                    .ok()
+                    .and_then(|v| v["missed"].as_u64());
+                return Some(StreamItem::Missed(missed));
+            }
+            return serde_json::from_str(data)
+                .ok()
+                .map(|r| StreamItem::Event(Box::new(r)));
+        } else if line.is_empty() {
+            self.kind.clear();
         }
-        None => eprintln!("hb-agent events: events were missed here (the stream fell behind)"),
+        None
+    }
+}
+
+/// Said on stderr when the stream skipped events (stdout keeps one event per line, in
+/// either format), so an operator knows the view has a gap.
+fn missed_notice(missed: Option<u64>) -> String {
+    match missed {
+        Some(n) => format!("hb-agent events: {n} events were missed here (the stream fell behind)"),
+        None => "hb-agent events: events were missed here (the stream fell behind)".to_owned(),
     }
 }
 
@@ -214,5 +237,43 @@ fn follow_ring(config: &Config, json: bool) -> anyhow::Result<()> {
             anyhow::bail!("an agent started: it reads the ring buffer now");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stream as the broker writes it: events, a keep-alive comment, a lagged
+    /// notice with and without its count, and events after it.
+    #[test]
+    fn a_lagged_notice_is_told_apart_from_the_events_around_it() {
+        let event =
+            |n| serde_json::to_string(&events::counted_record(7, "p".into(), n)).expect("a record");
+        let stream = format!(
+            "event: event\ndata: {}\n\n:\n\nevent: lagged\ndata: {{\"missed\":42}}\n\n\
+             event: lagged\ndata: not json\n\nevent: event\ndata: {}\n\ndata: {{\"missed\":1}}\n\n",
+            event(1),
+            event(2)
+        );
+        let mut sse = SseLines::default();
+        let items: Vec<StreamItem> = stream.lines().filter_map(|l| sse.feed(l)).collect();
+        let told: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                StreamItem::Event(r) => format!("event {}", r.suppressed),
+                StreamItem::Missed(n) => missed_notice(*n),
+            })
+            .collect();
+        assert_eq!(
+            told,
+            [
+                "event 0",
+                "hb-agent events: 42 events were missed here (the stream fell behind)",
+                "hb-agent events: events were missed here (the stream fell behind)",
+                "event 1",
+            ],
+            "a `data:` line with no `event: lagged` before it in its message is no notice"
+        );
     }
 }
