@@ -893,6 +893,24 @@ impl UdpProbe {
     }
 }
 
+/// Spawns `cmd`, a server that prints `ready` on stdout once it listens, and waits for
+/// that line (stdin and stderr closed); `what` names the server when it does not start.
+pub fn spawn_ready(cmd: &mut Command, what: &str) -> Child {
+    use std::io::BufRead as _;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what}'s output: {e}"));
+    assert_eq!(line.trim(), "ready", "{what} did not start");
+    child
+}
+
 /// Debian's python3 (which has python3-requests), else whatever `python3` is.
 pub fn python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {

@@ -9,7 +9,6 @@
 use std::{
     ffi::OsStr,
     fs,
-    io::{BufRead as _, BufReader},
     net::UdpSocket,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -349,24 +348,12 @@ impl RecordingServer {
         let (cert, key) = tls.map_or((String::new(), String::new()), |l| {
             (l.cert.display().to_string(), l.key.display().to_string())
         });
-        let mut child = Command::new(crate::python())
-            .args(["-c", SERVER_PY, addr, &port.to_string()])
-            .arg(&log)
-            .args([&cert, &key])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("server output");
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "recording server on {addr}:{port} did not start"
+        let child = crate::spawn_ready(
+            Command::new(crate::python())
+                .args(["-c", SERVER_PY, addr, &port.to_string()])
+                .arg(&log)
+                .args([&cert, &key]),
+            &format!("the recording server on {addr}:{port}"),
         );
         Self {
             child,
@@ -902,23 +889,16 @@ impl FakeProvider {
     /// Serves again (its files as they are).
     pub fn restart(&mut self) {
         self.stop();
-        let mut child = Command::new(crate::python())
-            .args(["-c", PROVIDER_PY, &self.addr, &self.port.to_string()])
-            .arg(&self.dir)
-            .arg(&self.cert)
-            .arg(&self.key)
-            .arg(&self.admin)
-            .arg(self.hang_secs.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("provider output");
-        assert_eq!(line.trim(), "ready", "the fake provider did not start");
+        let child = crate::spawn_ready(
+            Command::new(crate::python())
+                .args(["-c", PROVIDER_PY, &self.addr, &self.port.to_string()])
+                .arg(&self.dir)
+                .arg(&self.cert)
+                .arg(&self.key)
+                .arg(&self.admin)
+                .arg(self.hang_secs.to_string()),
+            "the fake provider",
+        );
         self.child = Some(child);
     }
 

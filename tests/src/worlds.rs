@@ -13,9 +13,8 @@
 use std::{
     ffi::OsStr,
     fs,
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     thread,
     time::{Duration, Instant},
 };
@@ -235,20 +234,13 @@ impl RecordingPython {
     /// log args…`) and waits for its `ready`; `log` (emptied here) is where it writes.
     pub fn start<A: AsRef<OsStr>>(script: &str, addr: &str, log: &Path, args: &[A]) -> Self {
         fs::write(log, "").expect("log");
-        let mut child = Command::new(python())
-            .args(["-c", script, addr])
-            .arg(log)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("server output");
-        assert_eq!(line.trim(), "ready", "servers did not start");
+        let child = crate::spawn_ready(
+            Command::new(python())
+                .args(["-c", script, addr])
+                .arg(log)
+                .args(args),
+            "the recording servers",
+        );
         Self {
             child,
             log: log.to_owned(),
