@@ -245,10 +245,7 @@ fn a_cgroup_name_that_opens_a_redacted_key_leaves_every_audit_line_json() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let broken: Vec<&str> = text
-        .lines()
-        .filter(|l| serde_json::from_str::<Value>(l).is_err())
-        .collect();
+    let broken = not_json(text.lines());
     println!(
         "figure: {} of {} audit lines are not JSON after the pod's two calls",
         broken.len(),
@@ -433,10 +430,7 @@ fn a_cgroup_name_that_opens_a_redacted_key_leaves_the_json_log_json() {
         "control: the cutoff was not logged: {got}"
     );
     let log = env.agent().log_text();
-    let broken: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with('{') && serde_json::from_str::<Value>(l).is_err())
-        .collect();
+    let broken = not_json(log.lines().filter(|l| l.starts_with('{')));
     println!(
         "figure: {} of {} JSON log lines do not parse after the pod's cutoff",
         broken.len(),
@@ -512,4 +506,11 @@ fn a_process_name_cannot_add_a_field_to_the_events_line() {
         !line.contains("policy=web"),
         "`grep policy=web` finds batch's refusal: {line}"
     );
+}
+
+/// The lines that do not parse as JSON.
+fn not_json<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    lines
+        .filter(|l| serde_json::from_str::<Value>(l).is_err())
+        .collect()
 }

@@ -372,24 +372,20 @@ mod tests {
         let (carried, others) = (carried(), others());
         let u = "https://api.test/plain";
         // A request: the other account's run, named; the call's own, the call.
-        let target = format!("{u}?g={}", &OTHER[10..20]);
-        let sent = Sent {
-            target: &target,
-            headers: &[],
-            body: b"",
+        let whose_in = |target: &str| {
+            let sent = Sent {
+                target,
+                headers: &[],
+                body: b"",
+            };
+            account(in_request(&carried, &others, &sent))
         };
         assert_eq!(
-            account(in_request(&carried, &others, &sent)).as_deref(),
+            whose_in(&format!("{u}?g={}", &OTHER[10..20])).as_deref(),
             Some("admin")
         );
-        let target = format!("{u}?g={}&h={}", &KEY[10..20], &OTHER[10..20]);
-        let sent = Sent {
-            target: &target,
-            headers: &[],
-            body: b"",
-        };
         assert_eq!(
-            account(in_request(&carried, &others, &sent)).as_deref(),
+            whose_in(&format!("{u}?g={}&h={}", &KEY[10..20], &OTHER[10..20])).as_deref(),
             Some("call")
         );
         // An answer: a request log cut one character short of the other's key.
