@@ -1,7 +1,8 @@
 //! A handle stands for an account, not for a value: a sandbox holding handles issued
 //! before `hb-agent vault rotate` carries the new value after it, with no error it can
 //! see; an upstream's 401 to a value rotated in less than `propagation_secs` ago is
-//! retried once with the previous one (still in its grace period); after the account's
+//! retried once with the previous one (still in its grace period), which the account's
+//! calls then try first for a second; after the account's
 //! credentials are revoked, no call carries any value. The sandboxed Python client and
 //! the test take turns over the sandbox's stdin/stdout; the HTTPS upstream records
 //! every request. Everything lives on `lo` in the test's own network namespace.
@@ -42,6 +43,9 @@ out["before"] = call("svc", "/echo?step=before")
 deny = turn("rotate")
 out["after_rotation"] = call("svc", "/echo?step=after_rotation")
 out["propagating"] = call("svc", "/auth?step=propagating&deny=" + deny)
+out["propagating_again"] = call("svc", "/auth?step=propagating_again&deny=" + deny)
+time.sleep(1.5)
+out["propagated"] = call("svc", "/echo?step=propagated")
 out["strict"] = call("strict", "/auth?step=strict&deny=" + deny)
 turn("revoke")
 out["after_revoke"] = call("svc", "/echo?step=after_revoke")
@@ -97,7 +101,7 @@ integrations = ["svc", "strict"]
 
     let prelude = hb_tests::py_client_prelude();
     let script = format!(
-        "import sys, json\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\n{SCRIPT}",
+        "import sys, json, time\n{prelude}from hb_client import Client, BrokerError\nSOCK = {:?}\n{SCRIPT}",
         env.broker_socket().display().to_string()
     );
     let mut client = env.sandbox_piped("web", &[hb_tests::python(), "-c", &script]);
@@ -161,6 +165,12 @@ integrations = ["svc", "strict"]
     // A 401 to the fresh value: retried once with the previous one, which works.
     assert_eq!(got["propagating"], 200, "{got}");
     assert_eq!(bearers("propagating"), [bearer(NEW), bearer(OLD)]);
+    // Right after, the account's calls try the previous value first: one round trip.
+    assert_eq!(got["propagating_again"], 200, "{got}");
+    assert_eq!(bearers("propagating_again"), [bearer(OLD)]);
+    // A second later the new value is tried first again, and taken.
+    assert_eq!(got["propagated"], 200, "{got}");
+    assert_eq!(bearers("propagated"), [bearer(NEW)]);
     // With propagation_secs = 0 the 401 reaches the caller, and nothing is retried.
     assert_eq!(got["strict"], 401, "{got}");
     assert_eq!(bearers("strict"), [bearer(STRICT_NEW)]);

@@ -23,7 +23,7 @@ use std::{
         Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use crate::{scrub::Fragments, secret::Secret, vault::CredentialMeta};
@@ -284,32 +284,10 @@ impl Accounts {
     }
 }
 
-/// The vault's resolution of times.
-const ROUNDING: Duration = Duration::from_secs(1);
-
-/// Whether an upstream's 401 to the newest credential is worth one retry with the
-/// previous one: the newest became active less than `propagation` ago (providers take
-/// a while to make a new key valid everywhere) and a deprecated one is still usable.
-/// The vault keeps whole seconds, so the window is measured from the start of the
-/// second the switch happened in, a second longer: never shorter than `propagation`.
-pub fn retry_with_previous(
-    usable: &[Arc<Current>],
-    status: u16,
-    propagation: Duration,
-    now: SystemTime,
-) -> Option<Arc<Current>> {
-    let (newest, previous) = (usable.first()?, usable.get(1)?);
-    let window = propagation + ROUNDING;
-    let young = !propagation.is_zero()
-        && (now
-            .duration_since(newest.created)
-            .is_ok_and(|age| age < window)
-            || newest.created > now);
-    (status == 401 && young).then(|| previous.clone())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::vault::Status;
 
@@ -329,13 +307,6 @@ mod tests {
             grace_until,
             revoked: None,
         }
-    }
-
-    fn current(id: &str, created: SystemTime) -> Arc<Current> {
-        Arc::new(Current::new(
-            &meta(id, created, None),
-            Secret::new(b"v".to_vec()),
-        ))
     }
 
     #[test]
@@ -412,37 +383,5 @@ mod tests {
         assert_ne!(later, stamp);
         assert!(accounts.cached("gh", "bot", later, now).is_none());
         assert_eq!(accounts.seen("gh", "bot"), vec!["cred_new", "cred_old"]);
-    }
-
-    #[test]
-    fn a_401_is_retried_with_the_previous_credential_only_while_the_new_one_is_young() {
-        let now = SystemTime::now();
-        let young = vec![
-            current("n", now - Duration::from_secs(5)),
-            current("o", now),
-        ];
-        let p = Duration::from_secs(30);
-        assert_eq!(
-            retry_with_previous(&young, 401, p, now).map(|c| c.credential_id.clone()),
-            Some("o".into())
-        );
-        assert!(retry_with_previous(&young, 403, p, now).is_none());
-        assert!(retry_with_previous(&young, 200, p, now).is_none());
-        let old = vec![
-            current("n", now - Duration::from_secs(60)),
-            current("o", now),
-        ];
-        assert!(retry_with_previous(&old, 401, p, now).is_none());
-        // Whole seconds in the vault: a switch stored as second S happened before S + 1.
-        let edge = vec![
-            current("n", now - Duration::from_millis(30_500)),
-            current("o", now),
-        ];
-        assert!(retry_with_previous(&edge, 401, p, now).is_some());
-        assert!(
-            retry_with_previous(&young, 401, Duration::ZERO, now).is_none(),
-            "propagation_secs = 0: no retry"
-        );
-        assert!(retry_with_previous(&young[..1], 401, p, now).is_none());
     }
 }

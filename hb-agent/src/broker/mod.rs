@@ -26,6 +26,7 @@ mod fragment_hit;
 mod handles;
 pub mod identity;
 pub mod outbound;
+mod propagation;
 mod requests;
 mod rotation;
 pub use rotation::{
@@ -269,6 +270,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     breakers: rotation::breaker::Breakers::open(&state_dir, clock.now()),
                     minting: rotation::minting::Minting::open(&state_dir),
                     stored: accounts::StoredMark::default(),
+                    propagation: propagation::Propagation::default(),
                     clock,
                     caller_audit: caller_audit::CallerBudgets::default(),
                     caller_events: caller_audit::CallerBudgets::default(),

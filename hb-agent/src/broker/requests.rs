@@ -32,7 +32,8 @@
 //!   exactly a validated address, speaks HTTP(S) asking for `identity` encoding, and
 //!   undoes any coding the upstream used anyway. [`propagation_retry`]: a 401 to a value
 //!   rotated in less than the integration's `propagation_secs` ago is sent once more
-//!   with the previous value, still in its grace period. [`hold_for_rotation`]: a 401
+//!   with the previous value, still in its grace period (and for a moment after the
+//!   account's calls try the previous value first: see `propagation`). [`hold_for_rotation`]: a 401
 //!   still, and the account's key is probed; a dead key's rotation is waited for (at
 //!   most `hold_secs`) and the call sent once more with the new key.
 //! - [`respond`]: for a call that carried a credential, a partial answer (206,
@@ -68,7 +69,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    accounts::{Current, retry_with_previous},
+    accounts::Current,
     credentials::{acting, no_credential, unknown_handle, usable_now},
     error::{ApiError, Code},
     fragment_hit,
@@ -330,12 +331,14 @@ pub async fn request(
     );
     refuse_fragments(&call, &decision, &parsed, &usable, &others)?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
-    let mut sent: Vec<Arc<Current>> = usable.first().cloned().into_iter().collect();
+    let mut sent: Vec<Arc<Current>> = first_to_try(&call, &decision, &usable)
+        .into_iter()
+        .collect();
     let outbound = inject(&decision, sent.first().map(|c| &**c), &parsed)?;
     let mut response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
-    if let Some(previous) = propagation_retry(&call, &decision, &sent, &response).await? {
-        let outbound = inject(&decision, Some(&previous), &parsed)?;
-        sent.push(previous);
+    if let Some(other) = propagation_retry(&call, &decision, &usable, &sent, &response).await? {
+        let outbound = inject(&decision, Some(&other), &parsed)?;
+        sent.push(other);
         response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
     }
     let mut not_replaced = None;
@@ -890,21 +893,50 @@ async fn credentials_now(
     Ok(usable)
 }
 
+/// Phase 3c: the credential a call tries first: the account's active one, or for a
+/// moment after the upstream refused a newly rotated one, the previous one (see
+/// `propagation`).
+fn first_to_try(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    usable: &[Arc<Current>],
+) -> Option<Arc<Current>> {
+    let (entry, integration) = decision.credential.as_ref()?;
+    let key = (entry.integration.clone(), entry.account.clone());
+    let propagation = std::time::Duration::from_secs(integration.propagation_secs);
+    call.shared.propagation.first(&key, usable, propagation)
+}
+
 /// Phase 5b: an upstream's 401 to a value rotated in less than the integration's
-/// `propagation_secs` ago is retried once with the previous value, still in its grace
-/// period (providers take seconds to minutes to make a new key valid everywhere).
-/// The account is read again first: the first attempt may have taken as long as the
-/// upstream timeout, and the previous value may have been retired or revoked meanwhile.
+/// `propagation_secs` ago is retried once with the other usable value (the previous
+/// one, still in its grace period, or the new one when the previous was tried first):
+/// providers take seconds to minutes to make a new key valid everywhere. The account
+/// is read again first: the first attempt may have taken as long as the upstream
+/// timeout, and the previous value may have been retired or revoked meanwhile. What
+/// the upstream answered to the account's newest value is remembered (`propagation`).
 async fn propagation_retry(
     call: &Call<'_>,
     decision: &Decision<'_>,
+    usable: &[Arc<Current>],
     sent: &[Arc<Current>],
     response: &OutboundResponse,
 ) -> Result<Option<Arc<Current>>, ApiError> {
-    let (Some((entry, integration)), [newest]) = (&decision.credential, sent) else {
+    let (Some((entry, integration)), [tried], Some(newest)) =
+        (&decision.credential, sent, usable.first())
+    else {
         return Ok(None);
     };
-    if response.status != 401 || !response.credential_sent {
+    if !response.credential_sent {
+        return Ok(None);
+    }
+    let key = (entry.integration.clone(), entry.account.clone());
+    call.shared.propagation.answered(
+        &key,
+        &newest.credential_id,
+        &tried.credential_id,
+        response.status,
+    );
+    if response.status != 401 {
         return Ok(None);
     }
     let now = usable_now(call.shared, &entry.integration, &entry.account).await?;
@@ -913,8 +945,9 @@ async fn propagation_retry(
         return Ok(None);
     }
     let propagation = std::time::Duration::from_secs(integration.propagation_secs);
-    Ok(retry_with_previous(
+    Ok(super::propagation::retry_with_other(
         &now,
+        &tried.credential_id,
         response.status,
         propagation,
         std::time::SystemTime::now(),

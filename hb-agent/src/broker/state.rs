@@ -85,6 +85,8 @@ pub struct Shared {
     /// The vault file's stamp when its every stored value was last registered with the
     /// scrubber (see `credentials::protect_stored`); `None`: not since the start.
     pub stored: super::accounts::StoredMark,
+    /// The accounts whose newest key the upstream refused within its propagation window.
+    pub propagation: super::propagation::Propagation,
     /// Each caller's audit records under its event budget.
     pub caller_audit: super::caller_audit::CallerBudgets<super::caller_audit::CallerRecord>,
     /// Each caller's refusals for the event stream under its event budget.
