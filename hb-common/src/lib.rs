@@ -869,10 +869,12 @@ pub mod reason {
     /// answers such a packet (a listener of the sandbox's own, hb's resolver) answers
     /// that address, off the host, on no socket of the sandbox.
     pub const NONLOCAL_SOURCE: u32 = 10;
-    /// `SO_REUSEPORT`: a socket that binds with it joins the port group of every socket
-    /// of the same uid (every sandbox runs as nobody, as many host daemons do) and takes
-    /// a share of the connections and datagrams meant for them.
-    pub const REUSEPORT: u32 = 11;
+    /// `SO_REUSEPORT` (a socket that binds with it joins the port group of every socket
+    /// of the same uid — every sandbox runs as nobody, as many host daemons do — and
+    /// takes a share of the connections and datagrams meant for them), or `SO_REUSEADDR`
+    /// on a socket other than TCP (a UDP socket that sets it binds beside any other that
+    /// did, of any uid, on a more specific address, and takes every datagram sent there).
+    pub const SHARED_PORT: u32 = 11;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
@@ -880,7 +882,7 @@ pub mod reason {
             GUARD_DOWN => "guard_down",
             RESERVED_PORT => "reserved_port",
             NONLOCAL_SOURCE => "nonlocal_source",
-            REUSEPORT => "reuseport",
+            SHARED_PORT => "shared_port",
             SOURCE_ROUTE => "source_route",
             INBOUND => "inbound",
             MULTICAST_JOIN => "multicast_join",

