@@ -167,7 +167,7 @@ def ack(src, dst, sport, dport, seq, acknum):
     pseudo = src + dst + struct.pack("!I3xB", len(tcp), 6)
     tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
     os.write(tun, struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst + tcp)
-synacks, datagrams, payload, acked = 0, 0, b"", False
+synacks, datagrams, payload, acked, sources = 0, 0, b"", False, set()
 print("ready", flush=True)
 while True:
     r, _, _ = select.select([tun, sys.stdin], [], [])
@@ -180,6 +180,7 @@ while True:
     if pkt[6] == 17:
         datagrams += 1
         payload += pkt[48:]
+        sources.add("[%s]:%d" % (socket.inet_ntop(socket.AF_INET6, src), struct.unpack("!H", pkt[40:42])[0]))
         continue
     if pkt[6] != 6 or src != own or len(pkt) < 60:
         continue
@@ -190,7 +191,8 @@ while True:
             ack(dst, src, dport, sport, acknum, seq + 1)
             acked = True
     payload += pkt[40 + (off >> 4) * 4:]
-print(json.dumps({"synacks": synacks, "datagrams": datagrams, "payload": payload.decode("latin-1")}), flush=True)
+print(json.dumps({"synacks": synacks, "datagrams": datagrams, "from": sorted(sources),
+                  "payload": payload.decode("latin-1")}), flush=True)
 "#;
 
 /// In the sandbox: a listener on its own address; a client socket bound (`IPV6_FREEBIND`,
@@ -344,8 +346,9 @@ fn spoofed_query(name: &str, mode: &str) {
     let seen = c2.finish();
     let payload = seen["payload"].as_str().unwrap_or_default();
     println!(
-        "figure: {mode}: sandbox {got}; C2 got {} datagram(s), secret {}",
+        "figure: {mode}: sandbox {got}; C2 got {} datagram(s) from {}, secret {}",
         seen["datagrams"],
+        seen["from"],
         if payload.contains(&secret) {
             "received"
         } else {
@@ -689,4 +692,71 @@ fn icmp_errors_from_a_host_the_sandbox_may_not_hear_carry_nothing_to_it() {
         heard["from"]
     );
     assert_eq!(got, 0, "the C2's command reached the sandbox: {heard}");
+}
+
+/// In the sandbox: binds each `PORT` of argv, over UDP and TCP, on loopback and on the
+/// wildcard address of both families. `{"PROTO ADDR PORT": "ok" | errno name}`.
+const PY_BINDS: &str = r#"
+import errno, json, socket, sys
+res = {}
+for port in map(int, sys.argv[1:]):
+    for addr in ["127.0.0.1", "0.0.0.0", "::1", "::"]:
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        for name, kind in [("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM)]:
+            s = socket.socket(fam, kind)
+            try:
+                s.bind((addr, port))
+                if kind == socket.SOCK_STREAM:
+                    s.listen(1)
+                res["%s %s %d" % (name, addr, port)] = "ok"
+            except OSError as e:
+                res["%s %s %d" % (name, addr, port)] = errno.errorcode.get(e.errno, str(e.errno))
+            s.close()
+print(json.dumps(res))
+"#;
+
+/// hb's resolver and guard listen on `port_base + policy id`, on loopback: a sandbox that
+/// held one of those ports for another policy (or for a policy not loaded yet) would
+/// answer that policy's DNS or take its guarded connections. No port of either range
+/// can be bound from a sandbox, on any address, over UDP or TCP, whether the agent
+/// listens on it or not; the ports just past each range can.
+#[test]
+fn a_sandbox_binds_no_port_of_the_resolvers_or_the_guards_range() {
+    let env = world_with("ar13-ports", OPEN_POLICY, &[]);
+    let other = env.policy_id("open");
+    let ports = [5300 + other, 5300 + 255, 15300 + other, 15300 + 255];
+    let controls = [5300 + 256, 15300 + 256];
+    let args: Vec<String> = ports
+        .iter()
+        .chain(&controls)
+        .map(|p| p.to_string())
+        .collect();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let got = sandbox_json(&env, "closed", PY_BINDS, &argv);
+    let map = got.as_object().expect("results");
+    let bound: Vec<&String> = map
+        .iter()
+        .filter(|(k, v)| {
+            let port: u32 = k
+                .rsplit(' ')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            ports.contains(&port) && *v != "EPERM"
+        })
+        .map(|(k, _)| k)
+        .collect();
+    println!(
+        "figure: {} of {} binds in the ranges were not refused: {bound:?}",
+        bound.len(),
+        ports.len() * 8
+    );
+    assert!(bound.is_empty(), "a sandbox bound a port of hb's: {got}");
+    for c in controls {
+        assert_eq!(
+            map.get(&format!("udp 127.0.0.1 {c}")),
+            Some(&Value::from("ok")),
+            "the port past the range is a sandbox's to bind: {got}"
+        );
+    }
 }
