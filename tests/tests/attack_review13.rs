@@ -480,7 +480,7 @@ fn reuseport_round(env: &TestEnv, policy: &str) -> (Value, Value, Value) {
 #[test]
 fn a_sandbox_cannot_join_a_host_services_reuseport_group() {
     let env = world_with("ar13-reuseport", OPEN_POLICY, &[SERVICE4]);
-    for policy in ["open", "closed"] {
+    for policy in ["closed", "open"] {
         let (thief, served, clients) = reuseport_round(&env, policy);
         let stolen = thief["stolen"].as_array().map_or(0, Vec::len);
         println!(
@@ -555,7 +555,7 @@ print(json.dumps(res), flush=True)
 #[test]
 fn a_sandbox_cannot_take_a_host_udp_services_datagrams_with_a_more_specific_bind() {
     let env = world_with("ar13-udpsteal", OPEN_POLICY, &[SERVICE4]);
-    for policy in ["open", "closed"] {
+    for policy in ["closed", "open"] {
         let mut service = Outside::spawn(PY_HOST_UDP_SERVICE, &[]);
         let port = service.line();
         let mut thief = hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
