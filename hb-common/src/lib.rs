@@ -895,8 +895,8 @@ pub mod reason {
 }
 
 /// The `port` of a [`hook::SETSOCKOPT`] event: the option's level in the high byte
-/// (0 `SOL_IP`, 41 `SOL_IPV6`, 1 `SOL_SOCKET`) and its name in the low byte (every option hb refuses has
-/// a name below 256), e.g. `41 << 8 | 20` for `IPV6_JOIN_GROUP`.
+/// (0 `SOL_IP`, 41 `SOL_IPV6`, 1 `SOL_SOCKET`) and its name in the low byte (every option
+/// hb refuses has a name below 256), e.g. `41 << 8 | 20` for `IPV6_JOIN_GROUP`.
 pub const fn sockopt_port(level: u8, optname: u8) -> u16 {
     (level as u16) << 8 | optname as u16
 }

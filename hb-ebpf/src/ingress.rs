@@ -30,9 +30,9 @@
 //!   SYN, or the ACK of a SYN-cookie handshake). It passes only when the sending socket is
 //!   found in this network namespace (`bpf_sk_lookup_tcp` on the reversed 4-tuple, a
 //!   connected socket, never a listener), belongs to the same sandbox (the same nearest
-//!   enrolled cgroup) and sends from an address of this host (the address it connected to,
-//!   or loopback: see [`from_same_sandbox`]); else it is dropped. Segments to every other TCP socket pass without
-//!   a lookup: they belong to a connection the sandbox opened (judged by the connect hooks)
+//!   enrolled cgroup) and sends from an address of this host (the address it connected
+//!   to, or loopback: see [`from_same_sandbox`]); else it is dropped. Segments to every
+//!   other TCP socket pass without a lookup: they belong to a connection the sandbox opened (judged by the connect hooks)
 //!   or accepted (judged here, at LISTEN time). A SYN without ACK to a connecting socket
 //!   (simultaneous open) can only come from the peer the sandbox connect()ed to.
 //! * UDP sockets: a datagram passes from the socket's admitted peer (`HB_SOCK_PEER`), from
