@@ -864,12 +864,25 @@ pub mod reason {
     /// sandbox holding one would receive other sandboxes' redirected traffic, or keep
     /// the agent from starting.
     pub const RESERVED_PORT: u32 = 9;
+    /// A socket option that lets a socket send from an address that is not the host's
+    /// (`IP_FREEBIND`, `IPV6_FREEBIND`, `IP_TRANSPARENT`, `IPV6_TRANSPARENT`): whoever
+    /// answers such a packet (a listener of the sandbox's own, hb's resolver) answers
+    /// that address, off the host, on no socket of the sandbox.
+    pub const NONLOCAL_SOURCE: u32 = 10;
+    /// `SO_REUSEPORT` (a socket that binds with it joins the port group of every socket
+    /// of the same uid — every sandbox runs as nobody, as many host daemons do — and
+    /// takes a share of the connections and datagrams meant for them), or `SO_REUSEADDR`
+    /// on a socket other than TCP (a UDP socket that sets it binds beside any other that
+    /// did, of any uid, on a more specific address, and takes every datagram sent there).
+    pub const SHARED_PORT: u32 = 11;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
             QUIC => "quic",
             GUARD_DOWN => "guard_down",
             RESERVED_PORT => "reserved_port",
+            NONLOCAL_SOURCE => "nonlocal_source",
+            SHARED_PORT => "shared_port",
             SOURCE_ROUTE => "source_route",
             INBOUND => "inbound",
             MULTICAST_JOIN => "multicast_join",
@@ -882,8 +895,8 @@ pub mod reason {
 }
 
 /// The `port` of a [`hook::SETSOCKOPT`] event: the option's level in the high byte
-/// (0 `SOL_IP`, 41 `SOL_IPV6`) and its name in the low byte (every option hb refuses has
-/// a name below 256), e.g. `41 << 8 | 20` for `IPV6_JOIN_GROUP`.
+/// (0 `SOL_IP`, 41 `SOL_IPV6`, 1 `SOL_SOCKET`) and its name in the low byte (every option
+/// hb refuses has a name below 256), e.g. `41 << 8 | 20` for `IPV6_JOIN_GROUP`.
 pub const fn sockopt_port(level: u8, optname: u8) -> u16 {
     (level as u16) << 8 | optname as u16
 }

@@ -29,9 +29,10 @@
 //! * TCP sockets: a segment that reaches a socket in LISTEN state opens a connection (a
 //!   SYN, or the ACK of a SYN-cookie handshake). It passes only when the sending socket is
 //!   found in this network namespace (`bpf_sk_lookup_tcp` on the reversed 4-tuple, a
-//!   connected socket, never a listener) and belongs to the same sandbox (the same nearest
-//!   enrolled cgroup); else it is dropped. Segments to every other TCP socket pass without
-//!   a lookup: they belong to a connection the sandbox opened (judged by the connect hooks)
+//!   connected socket, never a listener), belongs to the same sandbox (the same nearest
+//!   enrolled cgroup) and sends from an address of this host (the address it connected
+//!   to, or loopback: see [`from_same_sandbox`]); else it is dropped. Segments to every
+//!   other TCP socket pass without a lookup: they belong to a connection the sandbox opened (judged by the connect hooks)
 //!   or accepted (judged here, at LISTEN time). A SYN without ACK to a connecting socket
 //!   (simultaneous open) can only come from the peer the sandbox connect()ed to.
 //! * UDP sockets: a datagram passes from the socket's admitted peer (`HB_SOCK_PEER`), from
@@ -314,6 +315,17 @@ fn from_same_sandbox(ctx: &SkBuffContext, p: &Packet, local_port: u16, sandbox: 
     if u16::from_be(dport) != local_port {
         return false;
     }
+    // The sender's address becomes the admitted peer of the listener and of the accepted
+    // connection, which the egress side then passes without judging it: it must be an
+    // address of this host, or the replies leave it. A socket of the sandbox may bind an
+    // address that is not (`IPV6_FREEBIND`, `net.ipv6.ip_nonlocal_bind`) and connect from
+    // it; the SYN is delivered locally, the SYN-ACK and every byte written to the
+    // accepted connection would go to that address (attack review 13). So the client
+    // must send from the very address it connected to (what the kernel picks for a local
+    // destination) or from loopback; both are this host's.
+    if p.src != p.dst && !is_loopback(p.family, &p.src) {
+        return false;
+    }
     // SAFETY: plain data, every byte pattern is valid; zeroed so no byte is uninitialised.
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
     let size = if p.family == AF_INET {
@@ -371,6 +383,16 @@ fn same_sandbox_socket(sk: *mut bpf_sock, sandbox: u64) -> bool {
         bpf_sk_ancestor_cgroup_id(sk.cast(), level)
     });
     matches!(peer, Some((id, _)) if id == sandbox)
+}
+
+/// 127.0.0.0/8 or ::1: addresses that never leave the host.
+#[inline(always)]
+fn is_loopback(family: u16, a: &[u8; 16]) -> bool {
+    if family == AF_INET {
+        a[0] == 127
+    } else {
+        a[..15] == [0; 15] && a[15] == 1
+    }
 }
 
 #[inline(always)]

@@ -32,6 +32,31 @@
 //!   The same headers can ride in a `sendmsg` control message (`IPV6_RTHDR`,
 //!   `IPV6_2292RTHDR`, `IP_RETOPTS`), which never passes through here: `cgroup_skb/egress`
 //!   drops packets that carry them for enrolled cgroups.
+//! * **Sources that are not the host's.** `IP_FREEBIND` (15) and `IP_TRANSPARENT` (19) at
+//!   `SOL_IP` (both also act on IPv6 sockets), `IPV6_TRANSPARENT` (75) and
+//!   `IPV6_FREEBIND` (78) at `SOL_IPV6` (reason `nonlocal_source`). With freebind a
+//!   socket binds any address without privilege, and an IPv6 socket then sends from it:
+//!   the hooks judge where a packet goes, not where it says it comes from, so whatever
+//!   answers it — a listener of the sandbox's own, hb's resolver — answers that
+//!   address, off the host, from a socket the egress side passes (attack review 13:
+//!   a TCP connection to the attacker's host, a DNS answer echoing the sandbox's name to
+//!   it). Refused whatever the value (the value is never read). A host with
+//!   `net.ipv6.ip_nonlocal_bind = 1` lets any socket do the same without an option; the
+//!   ingress program admits a same-sandbox client only from a local source anyway.
+//! * **Shared ports** (reason `shared_port`). `SO_REUSEPORT` (15 at `SOL_SOCKET`):
+//!   binding with it joins the port group of every socket of the same uid on that
+//!   address and port, and the kernel spreads the group's connections and datagrams
+//!   over its members. Every sandbox runs as nobody, as many host daemons do: a sandbox
+//!   would take a share of another tenant's or the host's clients (their requests,
+//!   whatever credentials they send), or, under `inbound = false`, drop that share. A
+//!   server in a sandbox shares one listener between its processes instead (fork after
+//!   `listen`, or pass the socket). `SO_REUSEADDR` (2) on any socket but a stream one:
+//!   a UDP socket that sets it may bind, whatever its uid, a port that another socket
+//!   which set it holds on the wildcard address, on a more specific address — and the
+//!   kernel delivers every datagram sent to that address to the more specific socket
+//!   (attack review 13: a host service's ten datagrams, all taken). TCP keeps
+//!   `SO_REUSEADDR` (every server sets it; a listening socket's port cannot be bound
+//!   beside it). Both refused whatever the value.
 //!
 //! Return value (Documentation/bpf/prog_cgroup_sockopt.rst): 0 refuses the call with
 //! EPERM, 1 hands it on to the next program and then to the kernel. A pass-through
@@ -67,6 +92,17 @@ const REFUSE: i32 = 0;
 
 const SOL_IP: i32 = 0;
 const SOL_IPV6: i32 = 41;
+const SOL_SOCKET: i32 = 1;
+/// include/uapi/asm-generic/socket.h.
+const SO_REUSEADDR: i32 = 2;
+const SO_REUSEPORT: i32 = 15;
+/// `SOCK_STREAM` (`bpf_sock.type`).
+const SOCK_STREAM: u32 = 1;
+/// include/uapi/linux/in.h, in6.h.
+const IP_FREEBIND: i32 = 15;
+const IP_TRANSPARENT: i32 = 19;
+const IPV6_TRANSPARENT: i32 = 75;
+const IPV6_FREEBIND: i32 = 78;
 
 /// `IP_OPTIONS` (include/uapi/linux/in.h).
 const IP_OPTIONS: i32 = 4;
@@ -98,7 +134,10 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
         let so = &*ctx.sockopt;
         (so.level, so.optname, so.optlen)
     };
-    let Some(why) = refused_option(level, optname, optlen) else {
+    // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `type` is a
+    // readable 4-byte field of `bpf_sock`.
+    let kind = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).type_ };
+    let Some(why) = refused_option(level, optname, optlen, kind) else {
         return pass(&ctx, optlen);
     };
     // SAFETY: helpers without pointer arguments.
@@ -133,10 +172,17 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     REFUSE
 }
 
-/// The [`reason`] for refusing an option, or `None` for one that passes.
+/// The [`reason`] for refusing an option on a socket of type `kind`, or `None` for one
+/// that passes.
 #[inline(always)]
-fn refused_option(level: i32, optname: i32, optlen: i32) -> Option<u32> {
+fn refused_option(level: i32, optname: i32, optlen: i32, kind: u32) -> Option<u32> {
     match level {
+        SOL_SOCKET if optname == SO_REUSEPORT => Some(reason::SHARED_PORT),
+        SOL_SOCKET if optname == SO_REUSEADDR && kind != SOCK_STREAM => Some(reason::SHARED_PORT),
+        SOL_IP if matches!(optname, IP_FREEBIND | IP_TRANSPARENT) => Some(reason::NONLOCAL_SOURCE),
+        SOL_IPV6 if matches!(optname, IPV6_FREEBIND | IPV6_TRANSPARENT) => {
+            Some(reason::NONLOCAL_SOURCE)
+        }
         SOL_IP if IP_MEMBERSHIP.contains(&optname) || MCAST_ANY.contains(&optname) => {
             Some(reason::MULTICAST_JOIN)
         }

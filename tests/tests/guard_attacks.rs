@@ -674,8 +674,7 @@ def reconnect():
 attempt("reconnect", reconnect)
 def bound():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(5)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # SO_REUSEPORT is refused
     s.bind(("0.0.0.0", 40443)); s.connect((SHARED, 443)); s.sendall(hello("evil.test")); return outcome(s)
 attempt("bound", bound)
 def guard4():
