@@ -342,6 +342,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         .readiness
         .set(crate::telemetry::Condition::ResolverServing, true);
     maps.set_dns(config.dns.redirect, config.dns_listen())?;
+    maps.set_host_netns(own_netns_cookie()?)?;
     // The guard listens before the kernel sends it anything. Until it does, its ports are
     // known (no sandbox may bind them) but not pointed at: a guarded connect meanwhile
     // is refused (`guard_down`), never sent direct.
@@ -646,4 +647,17 @@ fn report_lost(maps: &Maps, before: u64) -> u64 {
         );
     }
     now
+}
+
+/// The cookie of the network namespace the agent runs in (of a socket made for asking).
+fn own_netns_cookie() -> Result<u64, AgentError> {
+    use std::os::fd::AsFd as _;
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").map_err(io_err(
+        "binding a UDP socket to read the network namespace cookie of",
+        Path::new("127.0.0.1:0"),
+    ))?;
+    crate::flow_key::netns_cookie(probe.as_fd()).map_err(io_err(
+        "reading the network namespace cookie (SO_NETNS_COOKIE) of",
+        Path::new("a UDP socket"),
+    ))
 }

@@ -129,6 +129,7 @@ pub struct Maps {
     dns: Array<MapData, DnsConfig>,
     guard: Array<MapData, GuardConfig>,
     guard_ports: HashMap<MapData, GuardPortKey, u32>,
+    host_netns: Array<MapData, u64>,
 }
 
 /// A policy as the kernel's table holds it.
@@ -159,6 +160,7 @@ impl Maps {
             dns: open_typed(bpffs_dir, map_names::DNS)?,
             guard: open_typed(bpffs_dir, map_names::GUARD)?,
             guard_ports: open_typed(bpffs_dir, map_names::GUARD_PORTS)?,
+            host_netns: open_typed(bpffs_dir, map_names::HOST_NETNS)?,
         })
     }
 
@@ -211,6 +213,14 @@ impl Maps {
             let _ = self.guard_ports.remove(&key);
         }
         Ok(())
+    }
+
+    /// Names the network namespace the agent runs in (by its cookie): where a sandbox's
+    /// shared ports would be shared with the host's daemons (see `HB_HOST_NETNS`).
+    pub fn set_host_netns(&mut self, cookie: u64) -> Result<()> {
+        self.host_netns
+            .set(0, cookie, 0)
+            .map_err(op(map_names::HOST_NETNS, "update"))
     }
 
     /// Points (or stops pointing) sandbox DNS at the resolver.

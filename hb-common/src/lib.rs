@@ -126,8 +126,14 @@ pub mod map_names {
     /// socket's bytes go to and what went. Not pinned.
     pub const GUARD_SPLICE: &str = "HB_GUARD_SPLICE";
 
+    /// Array of one `u64`: the cookie of the network namespace the agent runs in, where
+    /// `hb-agent sandbox run` sandboxes share ports with the host's daemons and with each
+    /// other (a pod's namespace is its own). `cgroup/setsockopt` refuses shared ports
+    /// there only; 0 (not written yet) refuses them everywhere.
+    pub const HOST_NETNS: &str = "HB_HOST_NETNS";
+
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -152,6 +158,7 @@ pub mod map_names {
         GUARD_PORTS,
         GUARD_ORIG,
         GUARD_FLOWS,
+        HOST_NETNS,
     ];
 }
 

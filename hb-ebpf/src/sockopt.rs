@@ -56,7 +56,10 @@
 //!   kernel delivers every datagram sent to that address to the more specific socket
 //!   (attack review 13: a host service's ten datagrams, all taken). TCP keeps
 //!   `SO_REUSEADDR` (every server sets it; a listening socket's port cannot be bound
-//!   beside it). Both refused whatever the value.
+//!   beside it). Both refused whatever the value, and only for sockets in the agent's
+//!   own network namespace (`HB_HOST_NETNS`), where `sandbox run` sandboxes share ports
+//!   with the host's daemons and each other: a pod's namespace holds only the pod's own
+//!   sockets, and its servers (a sidecar proxy's listeners) keep `SO_REUSEPORT`.
 //!
 //! Return value (Documentation/bpf/prog_cgroup_sockopt.rst): 0 refuses the call with
 //! EPERM, 1 hands it on to the next program and then to the kernel. A pass-through
@@ -79,8 +82,12 @@
 //! seccomp profile that does the same.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
-    macros::cgroup_sockopt,
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
+        generated::bpf_get_netns_cookie,
+    },
+    macros::{cgroup_sockopt, map},
+    maps::Array,
     programs::SockoptContext,
 };
 use hb_common::{AF_INET, AF_INET6, Counter, hook, reason, sockopt_port, verdict};
@@ -140,6 +147,9 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     let Some(why) = refused_option(level, optname, optlen, kind) else {
         return pass(&ctx, optlen);
     };
+    if why == reason::SHARED_PORT && !in_host_netns(&ctx) {
+        return pass(&ctx, optlen);
+    }
     // SAFETY: helpers without pointer arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
     let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
@@ -170,6 +180,22 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
         return pass(&ctx, optlen);
     }
     REFUSE
+}
+
+/// The cookie of the network namespace the agent runs in (`map_names::HOST_NETNS`).
+#[map(name = "HB_HOST_NETNS")]
+static HOST_NETNS: Array<u64> = Array::pinned(1, 0);
+
+/// Whether the socket lives in the agent's network namespace, where a shared port is
+/// shared with the host's daemons and other sandboxes. A pod's namespace holds only the
+/// pod's own sockets (and hb's, which no sandbox may bind beside): its servers keep
+/// `SO_REUSEPORT`. Not written yet: treated as the agent's (refused).
+#[inline(always)]
+fn in_host_netns(ctx: &SockoptContext) -> bool {
+    let host = HOST_NETNS.get(0).copied().unwrap_or(0);
+    // SAFETY: the context pointer of a sockopt program, which this helper accepts.
+    let own = unsafe { bpf_get_netns_cookie(ctx.sockopt.cast()) };
+    host == 0 || own == host
 }
 
 /// The [`reason`] for refusing an option on a socket of type `kind`, or `None` for one

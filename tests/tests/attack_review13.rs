@@ -760,3 +760,61 @@ fn a_sandbox_binds_no_port_of_the_resolvers_or_the_guards_range() {
         );
     }
 }
+
+/// In the sandbox: sets `SO_REUSEPORT` on a TCP socket and `SO_REUSEADDR` on a UDP one;
+/// prints what each got (`ok` or the error).
+const PY_SHARED_PORT_OPTIONS: &str = r#"
+import json, socket
+res = {}
+for name, kind, opt in (("reuseport", socket.SOCK_STREAM, socket.SO_REUSEPORT), ("udp_reuseaddr", socket.SOCK_DGRAM, socket.SO_REUSEADDR)):
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, opt, 1)
+        res[name] = "ok"
+    except OSError as e:
+        res[name] = e.strerror
+print(json.dumps(res), flush=True)
+"#;
+
+/// The shared-port refusal holds where a sandbox shares ports with the host's daemons
+/// (the agent's network namespace), not in a namespace of the sandbox's own, as a pod
+/// has: there only its own sockets are, and its servers (a sidecar proxy's listeners)
+/// keep `SO_REUSEPORT`. The same policy, launched in a fresh network namespace
+/// (`unshare --net`), keeps both options; launched beside the agent, it is refused both.
+#[test]
+fn shared_ports_are_refused_beside_the_host_only() {
+    let env = world_with("ar13-ownns", "", &[]);
+    let run = |own_netns: bool| -> Value {
+        let mut cmd = Command::new(if own_netns { "unshare" } else { "env" });
+        if own_netns {
+            cmd.args(["--net", "--"]);
+        }
+        let out = cmd
+            .arg(hb_tests::agent_bin())
+            .arg("--config")
+            .arg(&env.config_path)
+            .args([
+                "sandbox", "run", "--policy", "closed", "--user", "65534", "--",
+            ])
+            .args([python(), "-c", PY_SHARED_PORT_OPTIONS])
+            .stdin(Stdio::null())
+            .output()
+            .expect("sandbox run");
+        assert!(
+            out.status.success(),
+            "sandbox failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("sandbox JSON")
+    };
+    let beside = run(false);
+    let own = run(true);
+    println!("figure: beside the agent {beside}; in a network namespace of its own {own}");
+    assert_eq!(beside["reuseport"], "Operation not permitted", "{beside}");
+    assert_eq!(
+        beside["udp_reuseaddr"], "Operation not permitted",
+        "{beside}"
+    );
+    assert_eq!(own["reuseport"], "ok", "{own}");
+    assert_eq!(own["udp_reuseaddr"], "ok", "{own}");
+}
