@@ -230,3 +230,126 @@ allow_domains = ["web.test"]
     // Fail closed: with nobody listening, the guarded connect is refused.
     assert!(sent.ends_with("http ECONNREFUSED"), "victim: {sent}");
 }
+
+// --- a full disk ----------------------------------------------------------------------
+//
+// A tenant's work dir is `tenants_dir/NAME/work`, and `tenants_dir` defaults to
+// `state_dir/tenants`: the same filesystem as the audit log and `events.jsonl`. A
+// sandbox that fills its work dir fills the agent's disk (on a filesystem without a
+// reserve for root: XFS, btrfs, tmpfs — ext4 keeps 5 % that only root may use), and
+// every refusal after that is enforced but written nowhere: the audit log's and the
+// events file's writes fail, and the agent only logs that it could not write.
+
+/// A tmpfs of `size` mounted at a fresh folder; unmounted (and the folder removed) on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("hb-a12-disk-{}", hb_tests::random_suffix()));
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .expect("mount")
+            .success();
+        assert!(ok, "mount tmpfs at {}", dir.display());
+        Self(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The attacker, in its tenant's work dir: writes until the disk is full, then is
+/// refused 48 times (distinct documentation addresses, within one window's event
+/// budget) so the last pages of the agent's files fill too, then tries the address it
+/// wants hidden, `argv[1]`:443. Prints `full ERRNO last ERRNO`.
+const PY_FILL: &str = r#"
+import errno, os, socket, sys, time
+def err(e):
+    return errno.errorcode.get(e.errno, str(e))
+full = "-"
+try:
+    with open("/work/fill", "wb") as f:
+        while True:
+            f.write(b"\0" * 65536); f.flush()
+except OSError as e:
+    full = err(e)
+for i in range(200):
+    try:
+        with open("/work/f%d" % i, "wb") as f:
+            f.write(b"\0" * 4096)
+    except OSError:
+        break
+def connect(host):
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect((host, 443)); return "connected"
+    except OSError as e:
+        return err(e)
+    finally:
+        s.close()
+for i in range(1, 49):
+    connect("198.51.100.%d" % i)
+time.sleep(1)
+print("full", full, "last", connect(sys.argv[1]), flush=True)
+"#;
+
+#[test]
+#[ignore = "open: a tenant's work dir shares the audit log's filesystem by default; once a sandbox fills it, refusals are enforced but recorded nowhere (fix: a reserve the audit/events writers keep preallocated, or tenants_dir refused on state_dir's filesystem, and the broker refusing credentialed calls it cannot audit)"]
+fn a_sandbox_filling_its_work_dir_does_not_leave_its_next_refusal_unrecorded() {
+    hb_tests::require_root();
+    private_netns(&[]);
+    let disk = SmallDisk::mount("24m");
+    let hidden = "198.51.100.200";
+    let config = r#"
+[[policy]]
+name = "worker"
+allow_domains = ["web.test"]
+"#;
+    let mut env = TestEnv::new_in(&disk.0, "a12-full", config);
+    env.start_agent();
+    let out = nobody_command(
+        &env,
+        "worker",
+        &["--tenant", "acme"],
+        &[python(), "-c", PY_FILL, hidden],
+    )
+    .output()
+    .expect("sandbox run");
+    let said = hb_tests::stdout(&out);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let audit = std::fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let events = std::fs::read_to_string(env.state_dir.join("events.jsonl")).unwrap_or_default();
+    let noise = (1..49)
+        .filter(|i| events.contains(&format!("\"198.51.100.{i}\"")))
+        .count();
+    let recorded = (audit.contains(hidden), events.contains(hidden));
+    println!(
+        "figure: sandbox: {:?}; of its 48 refusals after the disk was full, {noise} in events.jsonl; \
+         the last one ({hidden}) in audit.log / events.jsonl: {recorded:?}",
+        said.trim()
+    );
+    assert!(
+        said.contains("last EPERM"),
+        "the refusal itself: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        recorded.0 || recorded.1,
+        "a refusal after the sandbox filled the disk is recorded nowhere"
+    );
+    // Leave the tmpfs emptied before it is unmounted.
+    drop(env);
+}
