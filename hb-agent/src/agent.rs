@@ -63,6 +63,8 @@ pub enum AgentError {
     Kube(#[from] crate::kube::KubeError),
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::server::ServerError),
+    #[error(transparent)]
+    Ports(#[from] crate::ports::PortsError),
     #[error("cannot open the events ring buffer")]
     Events(#[source] aya::maps::MapError),
 }
@@ -318,6 +320,16 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         tracing::info!(%policy, "policy resolves less than at the last start: its validated addresses cleared");
     }
     telemetry.watch_kernel(&bpffs);
+    // The ports the kernel redirects sandboxes to are never handed out as ephemeral
+    // ports, so no sandbox holds one while the agent is down (`ports`).
+    let mut redirected = Vec::new();
+    if config.dns.redirect {
+        redirected.push(crate::ports::policy_ports(config.dns_listen().port()));
+    }
+    if config.guard_in_use() {
+        redirected.push(crate::ports::policy_ports(config.guard_listen().port()));
+    }
+    crate::ports::reserve(&redirected)?;
     // The resolver listens before the kernel sends it anything.
     let (dns_events_tx, mut dns_events) = crate::events::EventSender::channel(1024);
     let dropped_events = dns_events_tx.dropped();

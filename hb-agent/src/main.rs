@@ -28,6 +28,7 @@ mod http_rules;
 mod kube;
 mod loader;
 mod maps;
+mod ports;
 mod sandbox;
 mod sanitize;
 mod scope;

@@ -259,6 +259,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     events,
                     operator_uid,
                     max_body,
+                    body_budget: server::BodyBudget::new(max_body),
                     timeout,
                     stats: stats::Stats::default(),
                     text_gate: text_gate::TextGate::new(scrub_per_minute),

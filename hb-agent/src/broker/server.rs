@@ -6,6 +6,12 @@
 //! `too_large`, and a request that takes longer than `broker.request_timeout_secs` is
 //! `timeout`. Every error is the JSON envelope of [`super::error`]; unknown paths and
 //! methods too.
+//!
+//! Memory: the request bodies being read at once are held to a budget ([`BodyBudget`]:
+//! the larger of 64 MiB and four `broker.max_body_bytes`), shared out among tenants by
+//! [`crate::share`]'s rule; a body that would pass its tenant's share is `unavailable`.
+//! Without it a body sent all but its last bytes is held until the request times out,
+//! and one policy's sandboxes make the agent hold connections × `max_body_bytes`.
 
 use std::{
     convert::Infallible,
@@ -22,6 +28,7 @@ use std::{
 
 use axum::{
     Json, Router,
+    body::{Body, Bytes},
     extract::{ConnectInfo, Request, State},
     http::{HeaderMap, StatusCode},
     middleware::{self, Next},
@@ -32,7 +39,7 @@ use axum::{
     routing::{get, post},
 };
 use futures_util::{Stream, StreamExt as _};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::{
@@ -165,18 +172,13 @@ impl Shares {
     /// A place for a connection of `caller`: its tenant's, then its own (an operator
     /// has no per-caller place).
     fn take(&self, caller: &Caller, operator_uid: u32) -> Result<Slot, Refusal> {
-        let (tenant, owner) = match &caller.sandbox {
-            Some(s) => (
-                Tenant::Policy(s.policy.clone()),
-                Some(Owner::Sandbox {
-                    cgroup_id: s.cgroup_id,
-                }),
-            ),
-            None if caller.is_operator(operator_uid) => (Tenant::Host(caller.uid), None),
-            None => (
-                Tenant::Host(caller.uid),
-                Some(Owner::Host { uid: caller.uid }),
-            ),
+        let tenant = tenant_of(caller);
+        let owner = match &caller.sandbox {
+            Some(s) => Some(Owner::Sandbox {
+                cgroup_id: s.cgroup_id,
+            }),
+            None if caller.is_operator(operator_uid) => None,
+            None => Some(Owner::Host { uid: caller.uid }),
         };
         let tenant = self.tenants.take(&tenant).map_err(|_| Refusal::Tenant)?;
         let caller = match owner {
@@ -188,6 +190,123 @@ impl Shares {
             _caller: caller,
         })
     }
+}
+
+/// A caller's tenant: its sandbox's policy, or its host uid.
+fn tenant_of(caller: &Caller) -> Tenant {
+    match &caller.sandbox {
+        Some(s) => Tenant::Policy(s.policy.clone()),
+        None => Tenant::Host(caller.uid),
+    }
+}
+
+// --- request bodies ----------------------------------------------------------------
+
+/// Bytes of request body one slot of the [`BodyBudget`] stands for.
+const BODY_UNIT: u64 = 1 << 20;
+
+/// The request body bytes being read at once, in slots of [`BODY_UNIT`], shared out
+/// among tenants ([`crate::share`]): a tenant takes a slot for each unit its bodies
+/// have sent so far and gives them back when the body is read (or dropped). At least
+/// four `broker.max_body_bytes`, so one body of the largest size always fits a lone
+/// tenant's share (half of what is free).
+pub struct BodyBudget(Arc<Share<Tenant>>);
+
+impl BodyBudget {
+    pub fn new(max_body: usize) -> Self {
+        let bytes = (64u64 << 20).max((max_body as u64).saturating_mul(4));
+        let units = u32::try_from(bytes.div_ceil(BODY_UNIT)).unwrap_or(u32::MAX);
+        Self(Share::new(units, units))
+    }
+}
+
+/// What a body read ends with when its tenant's share of the [`BodyBudget`] is spent.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the broker is reading as many request bodies of this caller's policy as it holds at once; \
+     retry when its other requests end"
+)]
+struct BodyBudgetSpent;
+
+/// A request body whose bytes are counted against its tenant's share as they arrive.
+struct Budgeted {
+    inner: Body,
+    pool: Arc<Share<Tenant>>,
+    tenant: Tenant,
+    slots: Vec<share::Slot<Tenant>>,
+    seen: u64,
+}
+
+impl hyper::body::Body for Budgeted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.seen = this.seen.saturating_add(data.len() as u64);
+            while (this.slots.len() as u64).saturating_mul(BODY_UNIT) < this.seen {
+                match this.pool.take(&this.tenant) {
+                    Ok(slot) => this.slots.push(slot),
+                    Err(_) => {
+                        this.slots.clear();
+                        return Poll::Ready(Some(Err(axum::Error::new(BodyBudgetSpent))));
+                    }
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Puts every request's body under its caller's tenant's share of the [`BodyBudget`].
+async fn body_budget(State(shared): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(tenant) = req
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|info| tenant_of(&info.0.caller_arc()))
+    else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let body = Body::new(Budgeted {
+        inner: body,
+        pool: shared.body_budget.0.clone(),
+        tenant,
+        slots: Vec::new(),
+        seen: 0,
+    });
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The error of a body read that failed: `unavailable` when its tenant's share of the
+/// [`BodyBudget`] was spent, else `too_large` (over `limit`, `broker.max_body_bytes`).
+pub(super) fn body_error(e: &axum::Error, limit: usize) -> ApiError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(spent) = err.downcast_ref::<BodyBudgetSpent>() {
+            return ApiError::new(Code::Unavailable, spent.to_string());
+        }
+        cur = err.source();
+    }
+    ApiError::new(
+        Code::TooLarge,
+        format!("the request body is over broker.max_body_bytes ({limit} bytes)"),
+    )
 }
 
 /// Closes a connection unanswered: logged and counted under `reason`.
@@ -382,6 +501,7 @@ fn router(shared: AppState) -> Router {
                 "this endpoint does not take that method",
             )
         })
+        .layer(middleware::from_fn_with_state(shared.clone(), body_budget))
         .layer(middleware::from_fn_with_state(shared.clone(), deadline))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -757,5 +877,47 @@ mod tests {
             shares.take(&sandbox("web", 1), 1000).is_ok(),
             "connections given back are free again"
         );
+    }
+
+    #[tokio::test]
+    async fn bodies_past_a_tenants_share_of_the_budget_are_unavailable_and_the_rest_too_large() {
+        let budget = BodyBudget::new(1 << 20);
+        let read = |tenant: &str, bytes: usize, limit: usize| {
+            let body = Budgeted {
+                inner: Body::from(vec![b'a'; bytes]),
+                pool: budget.0.clone(),
+                tenant: Tenant::Policy(tenant.into()),
+                slots: Vec::new(),
+                seen: 0,
+            };
+            async move {
+                axum::body::to_bytes(Body::new(body), limit)
+                    .await
+                    .map(|b| b.len())
+                    .map_err(|e| body_error(&e, limit).code)
+            }
+        };
+        // 64 slots of 1 MiB: a lone tenant may hold half of what is free.
+        let mut held = Vec::new();
+        for _ in 0..32 {
+            held.push(budget.0.take(&Tenant::Policy("web".into())).expect("slot"));
+        }
+        assert_eq!(read("web", 10, 1 << 20).await, Err(Code::Unavailable));
+        assert_eq!(
+            read("ops", 1 << 20, 2 << 20).await,
+            Ok(1 << 20),
+            "another tenant"
+        );
+        assert_eq!(
+            read("ops", (1 << 20) + 1, 1 << 20).await,
+            Err(Code::TooLarge)
+        );
+        held.clear();
+        assert_eq!(
+            read("web", 3 << 20, 4 << 20).await,
+            Ok(3 << 20),
+            "given back"
+        );
+        assert_eq!(budget.0.free(), 64, "every slot given back once read");
     }
 }

@@ -62,6 +62,8 @@ pub struct Shared {
     pub events: broadcast::Sender<Arc<EventRecord>>,
     pub operator_uid: u32,
     pub max_body: usize,
+    /// The request body bytes read at once, shared out by tenant.
+    pub body_budget: super::server::BodyBudget,
     pub timeout: Duration,
     /// Connections refused, closed idle; text-gate refusals.
     pub stats: super::stats::Stats,
@@ -325,12 +327,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let limit = state.max_body;
         let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
-            .map_err(|_| {
-                ApiError::new(
-                    Code::TooLarge,
-                    format!("the request body is over broker.max_body_bytes ({limit} bytes)"),
-                )
-            })?;
+            .map_err(|e| super::server::body_error(&e, limit))?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::new(Code::BadRequest, format!("the request body: {e}")))

@@ -372,12 +372,9 @@ pub async fn body<T: DeserializeOwned>(
     limit: usize,
     shape: &str,
 ) -> Result<T, ApiError> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            Code::TooLarge,
-            format!("the request body is over broker.max_body_bytes ({limit} bytes)"),
-        )
-    })?;
+    let bytes: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| super::server::body_error(&e, limit))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             Code::BadRequest,
