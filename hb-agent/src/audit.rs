@@ -5,7 +5,9 @@
 //! `agent.audit_max_bytes` it is rotated (`audit.log` → `audit.log.1` → … up to
 //! `agent.audit_max_files`, the oldest dropped). `agent.audit_fsync` says when the data
 //! is forced to disk: `always` (every record), `interval` (at most once a second, the
-//! default) or `never` (left to the kernel).
+//! default) or `never` (left to the kernel). A megabyte past the file's end is kept
+//! allocated for the next records (`room`): a sandbox that fills a filesystem it shares
+//! with `state_dir` does not leave its next refusals unrecorded.
 //!
 //! How long the history lasts against a sandbox that gets refused in a loop: kernel and
 //! resolver events reach this log at most `hb_common::limits::EVENT_BURST` per
@@ -45,6 +47,8 @@ struct Inner {
     file: File,
     size: u64,
     last_sync: Instant,
+    /// Blocks kept past the end for the next records (a full filesystem still takes them).
+    room: crate::room::Room,
 }
 
 pub struct AuditLog {
@@ -89,6 +93,7 @@ impl AuditLog {
             key,
             memo: Memo::default(),
             inner: Mutex::new(Inner {
+                room: crate::room::Room::ahead_of(&file, size),
                 file,
                 size,
                 last_sync: Instant::now(),
@@ -152,6 +157,11 @@ impl AuditLog {
         if inner.size > 0 && inner.size + bytes.len() as u64 > self.max_bytes {
             self.rotate(&mut inner)?;
         }
+        // Room for this record and the next (a file just rotated in has none yet).
+        let Inner {
+            file, size, room, ..
+        } = &mut *inner;
+        room.keep(file, *size);
         inner.file.write_all(bytes)?;
         inner.size += bytes.len() as u64;
         let sync = match self.fsync {
@@ -168,6 +178,7 @@ impl AuditLog {
 
     fn rotate(&self, inner: &mut Inner) -> io::Result<()> {
         inner.file.sync_data()?;
+        inner.room.release(&inner.file);
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
         if self.max_files <= 1 {
             fs::remove_file(&self.path)?;

@@ -678,14 +678,18 @@ pub struct EventLog {
     lock: fs::File,
     file: fs::File,
     max_bytes: u64,
+    /// Blocks kept past the end of `file` for the next events (see `room`).
+    room: crate::room::Room,
 }
 
 impl EventLog {
     pub fn open(state_dir: &Path, max_bytes: u64) -> io::Result<Self> {
         let path = state_dir.join(EVENTS_FILE);
+        let file = open_append(&path)?;
         Ok(Self {
             lock: open_lock(state_dir)?,
-            file: open_append(&path)?,
+            room: crate::room::Room::ahead_of(&file, file.metadata()?.len()),
+            file,
             path,
             max_bytes,
         })
@@ -697,9 +701,17 @@ impl EventLog {
         let _held = Flock::exclusive(&self.lock)?;
         if !same_file(&self.file, &self.path) {
             // Another writer rotated it.
+            self.room.release(&self.file);
             self.file = open_append(&self.path)?;
+            self.room = crate::room::Room::ahead_of(&self.file, self.file.metadata()?.len());
+        }
+        let before = self.file.metadata()?.len();
+        if before + line.len() as u64 > self.max_bytes {
+            self.room.release(&self.file);
         }
         rotate_if_full(&self.path, &mut self.file, line.len(), self.max_bytes)?;
+        // Room for this line and the next (a file just rotated in has none yet).
+        self.room.keep(&self.file, self.file.metadata()?.len());
         self.file.write_all(&line)
     }
 }

@@ -29,6 +29,7 @@ mod kube;
 mod loader;
 mod maps;
 mod ports;
+mod room;
 mod sandbox;
 mod sanitize;
 mod scope;

@@ -237,8 +237,10 @@ allow_domains = ["web.test"]
 // `state_dir/tenants`: the same filesystem as the audit log and `events.jsonl`. A
 // sandbox that fills its work dir fills the agent's disk (on a filesystem without a
 // reserve for root: XFS, btrfs, tmpfs — ext4 keeps 5 % that only root may use), and
-// every refusal after that is enforced but written nowhere: the audit log's and the
-// events file's writes fail, and the agent only logs that it could not write.
+// every refusal after that was enforced but written nowhere: the audit log's and the
+// events file's writes failed, and the agent only logged that it could not write. Both
+// writers now keep a megabyte allocated past their file's end (`room`), which the
+// sandbox cannot take: what it does next is recorded until that is spent too.
 
 /// A tmpfs of `size` mounted at a fresh folder; unmounted (and the folder removed) on drop.
 struct SmallDisk(std::path::PathBuf);
@@ -307,7 +309,6 @@ print("full", full, "last", connect(sys.argv[1]), flush=True)
 "#;
 
 #[test]
-#[ignore = "open: a tenant's work dir shares the audit log's filesystem by default; once a sandbox fills it, refusals are enforced but recorded nowhere (fix: a reserve the audit/events writers keep preallocated, or tenants_dir refused on state_dir's filesystem, and the broker refusing credentialed calls it cannot audit)"]
 fn a_sandbox_filling_its_work_dir_does_not_leave_its_next_refusal_unrecorded() {
     hb_tests::require_root();
     private_netns(&[]);
