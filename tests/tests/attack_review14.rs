@@ -9,11 +9,15 @@
 //! "foreign" addresses are never configured, so nothing is sent anywhere.
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead, BufReader, Write as _},
     process::{Command, Stdio},
 };
 
-use hb_tests::{TestEnv, private_netns, python, sandboxed::nobody_python_json};
+use hb_tests::{
+    TestEnv, private_netns, python,
+    sandboxed::nobody_python_json,
+    upstream::{Dnsmasq, RecordingServer, TestCa},
+};
 
 /// The sandbox's own addresses, which its policy allows.
 const OWN6: &str = "2001:db8::20";
@@ -164,4 +168,241 @@ fn no_other_route_gives_a_sandbox_a_foreign_source_or_a_host_services_port() {
     env.wait_event("SO_REUSEPORT on MPTCP refused", |e| {
         e["hook"] == "setsockopt" && e["reason"] == "shared_port"
     });
+}
+
+const OLD: &str = "tOkEn-ar14-old-4f3e2d1c0b9a8877665544-Y9";
+const NEW: &str = "tOkEn-ar14-new-a1b2c3d4e5f60718293a-RZ9";
+/// What the upstream's `/auth` refuses when a caller asks it to: the new value's end
+/// (a key the provider does not take yet)...
+const DENY: &str = "RZ9";
+/// ...or both values' (a path that refuses every key of the account).
+const DENY_ALL: &str = "9";
+
+/// A sandbox client of `svc` that does what the test's stdin says, one line at a time:
+/// `auth STEP DENY` (a call to a path that refuses the values ending in DENY: a 401 the
+/// caller chose to provoke) or `echo STEP` (an ordinary call); prints each call's status
+/// or error.
+const PY_TURNS: &str = r#"
+hb = Client(SOCK)
+h = hb.handle("svc", "bot")["handle"]
+print("ready", flush=True)
+for line in sys.stdin:
+    kind, step, *deny = line.split()
+    path = "/auth?deny=" + deny[0] + "&step=" + step if kind == "auth" else "/echo?step=" + step
+    try:
+        print(hb.request("GET", "https://api.test" + path, handle=h)["status"], flush=True)
+    except BrokerError as e:
+        print(e.code, flush=True)
+"#;
+
+/// The world of the propagation attacks: the provider's API `api.test` (its `/auth`
+/// refuses what a call asks it to), integration `svc` (`propagation_secs = 60`) bound to
+/// two policies, `web` (the attacker's) and `ops` (another tenant's); account `bot`
+/// rotated from [`OLD`] to [`NEW`] a moment ago, the previous value in a 10-minute grace.
+struct PropWorld {
+    env: TestEnv,
+    api: RecordingServer,
+    _dns: Dnsmasq,
+    dir: std::path::PathBuf,
+    /// The previous value's id.
+    old_id: String,
+}
+
+impl PropWorld {
+    fn start(name: &str) -> Self {
+        private_netns(&["203.0.113.10"]);
+        let dir = std::env::temp_dir().join(format!("hb-{name}-{}", std::process::id()));
+        let ca = TestCa::new(&dir, "trusted");
+        let cert = ca.issue("api", &["api.test"]);
+        let api = RecordingServer::start(&dir, "203.0.113.10", 443, Some(&cert));
+        let dns = Dnsmasq::start(
+            "127.0.0.1",
+            5401,
+            &[("api.test", &["203.0.113.10"])],
+            &[],
+            60,
+        );
+        let config = format!(
+            r#"
+{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET"]
+propagation_secs = 60
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+
+[[policy]]
+name = "ops"
+integrations = ["svc"]
+"#,
+            head = hb_tests::tls_broker_config(&ca.cert, 5401, ""),
+        );
+        let mut env = TestEnv::new(name, &config);
+        env.init_vault(&[("svc", "bot", OLD)]);
+        env.start_agent();
+        let args = [
+            "rotate",
+            "--integration",
+            "svc",
+            "--account",
+            "bot",
+            "--grace",
+            "10m",
+        ];
+        env.vault_with_secret(&args, NEW);
+        let old_id = env
+            .hb_json(&["vault", "list"])
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|c| c["status"] == "deprecated")
+            .and_then(|c| c["id"].as_str())
+            .expect("the previous value's id")
+            .to_owned();
+        Self {
+            env,
+            api,
+            _dns: dns,
+            dir,
+            old_id,
+        }
+    }
+
+    /// A [`PY_TURNS`] client in a sandbox of `policy`, ready.
+    fn client(&self, policy: &str) -> Turns {
+        let script = hb_tests::provider::client_script(
+            &[("SOCK", self.env.broker_socket().display().to_string())],
+            PY_TURNS,
+        );
+        let mut child = self.env.sandbox_piped(policy, &[python(), "-c", &script]);
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut t = Turns { child, stdin, out };
+        assert_eq!(t.read(), "ready", "{policy} client");
+        t
+    }
+
+    /// Which values the API's requests of `step` carried, in order.
+    fn carried(&self, step: &str) -> Vec<&'static str> {
+        hb_tests::provider::bearers(&self.api, step)
+            .iter()
+            .map(|b| match b.as_str() {
+                OLD => "previous",
+                NEW => "new",
+                _ => "other",
+            })
+            .collect()
+    }
+}
+
+impl Drop for PropWorld {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A sandboxed [`PY_TURNS`] client.
+struct Turns {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Turns {
+    fn read(&mut self) -> String {
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("client's line");
+        line.trim().to_owned()
+    }
+
+    /// Sends one turn; the call's status or error code.
+    fn call(&mut self, what: &str) -> String {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{what}").expect("to client");
+        self.read()
+    }
+}
+
+impl Drop for Turns {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A sandbox that provokes the upstream's 401 to a newly rotated value (a path that
+/// refuses it) moves every caller of the account, another policy's too, to the previous
+/// value for a second: by design, while that value is in its grace period. The attack:
+/// keep doing it once the previous value is revoked (an operator who learnt it leaked),
+/// so that another tenant's calls carry a value hb must never send again. Holds: the
+/// order is drawn from the account's usable values at each call, and a revoked one is
+/// not among them — the other tenant's next call carries the new value only.
+#[test]
+fn a_provoked_refusal_never_sends_another_tenants_call_with_a_revoked_previous_key() {
+    let w = PropWorld::start("ar14-prop");
+    let (mut attacker, mut tenant) = (w.client("web"), w.client("ops"));
+    let provoked = attacker.call(&format!("auth provoke {DENY}"));
+    let moved = tenant.call("echo moved");
+    let out = w.env.hb(&["vault", "revoke", "--id", &w.old_id]);
+    assert!(out.status.success(), "revoke the previous value");
+    let again = attacker.call(&format!("auth again {DENY}"));
+    let after = tenant.call("echo after");
+    println!(
+        "figure: provoked 401 ({provoked}, sent {:?}), then the other tenant's call ({moved}) carried {:?}; previous revoked: provoked again ({again}, sent {:?}), the other tenant's call ({after}) carried {:?}",
+        w.carried("provoke"),
+        w.carried("moved"),
+        w.carried("again"),
+        w.carried("after")
+    );
+    // The design at work: the other tenant's call right after carries the previous value.
+    assert_eq!(w.carried("provoke"), ["new", "previous"]);
+    assert_eq!(
+        w.carried("moved"),
+        ["previous"],
+        "the provocation moved nothing"
+    );
+    // The attack: a revoked value is never sent again, first or as the retry.
+    assert_eq!(w.carried("again"), ["new"]);
+    assert_eq!(w.carried("after"), ["new"]);
+    assert_eq!(after, "200");
+}
+
+/// The attack: a sandbox calls a path that refuses every key of the account (on a real
+/// API: one that wants another kind of authorization, or a key the provider already
+/// revoked while hb keeps it in its grace period), within the new value's propagation
+/// window. Both values get a 401 — no sign of propagation — yet hb took the first 401
+/// as one, and for a second every caller of the account, another tenant's too, sent the
+/// previous value first (one such call a second keeps it so for the whole window, 60 s
+/// by default): another tenant's calls carried a value the upstream had just refused,
+/// each a 401 in the provider's logs and a second round trip. Now a 401 to the new value
+/// counts only when the previous one was taken in its place.
+#[test]
+fn a_path_that_refuses_every_key_moves_no_other_tenant_to_the_previous_key() {
+    let w = PropWorld::start("ar14-propall");
+    let (mut attacker, mut tenant) = (w.client("web"), w.client("ops"));
+    let provoked = attacker.call(&format!("auth provoke {DENY_ALL}"));
+    let next = tenant.call(&format!("auth next {DENY}"));
+    println!(
+        "figure: a path refusing both values ({provoked}, sent {:?}), then the other tenant's call ({next}) carried {:?}",
+        w.carried("provoke"),
+        w.carried("next"),
+    );
+    assert_eq!(provoked, "401");
+    assert_eq!(w.carried("provoke"), ["new", "previous"]);
+    assert_eq!(
+        w.carried("next"),
+        ["new", "previous"],
+        "another tenant's call was sent first with the value the upstream just refused"
+    );
+    assert_eq!(next, "200");
+    // A real propagation (the new value refused, the previous one taken: the tenant's
+    // call just now) still moves the account's calls to the previous value for a moment.
+    let moved = attacker.call("echo moved");
+    assert_eq!(moved, "200");
+    assert_eq!(w.carried("moved"), ["previous"]);
 }
