@@ -4,10 +4,13 @@
 //! Providers take seconds to minutes to make a new key valid everywhere. While the
 //! newest key is younger than the integration's `propagation_secs` and a previous one
 //! is still in its grace period, an upstream's 401 to one of the two is sent once more
-//! with the other ([`retry_with_other`]). Once the upstream refused the newest that way,
-//! the account's calls try the previous key first for [`REPROBE`], then the newest
-//! again: a propagation costs the callers a second round trip every [`REPROBE`], not one
-//! on every call of the window (nor the provider a 401 per call in its logs).
+//! with the other ([`retry_with_other`]). Once the upstream refused the newest and took
+//! the previous one in its place, the account's calls try the previous key first for
+//! [`REPROBE`], then the newest again: a propagation costs the callers a second round
+//! trip every [`REPROBE`], not one on every call of the window (nor the provider a 401
+//! per call in its logs). A 401 to both keys is no propagation: a path that refuses
+//! every key, which any caller may choose, moves none of the account's other callers
+//! (attack review 14).
 //!
 //! Owns: the accounts whose newest key the upstream refused within its window moments
 //! ago ([`Propagation`]).
@@ -72,14 +75,20 @@ impl Propagation {
         }
     }
 
-    /// The upstream answered `tried` of the account: a 401 to the newest key (`newest`)
-    /// within its window is remembered, any other answer to it forgets the account.
-    pub fn answered(&self, key: &Key, newest: &str, tried: &str, status: u16) {
-        if tried != newest {
+    /// The upstream answered a call's tries (`answers`: each key's id and the status,
+    /// in order; the newest key is `newest`). A 401 to the newest while another key
+    /// was taken in its place (a status other than 401) is a propagation and is
+    /// remembered; any other answer to the newest forgets the account — a 401 to every
+    /// key says nothing about propagation (a path that refuses them all, a previous key
+    /// the provider already revoked), and must not put the previous key first for the
+    /// account's other callers. Tries without the newest change nothing.
+    pub fn answered(&self, key: &Key, newest: &str, answers: &[(&str, u16)]) {
+        let Some(&(_, to_newest)) = answers.iter().find(|(id, _)| *id == newest) else {
             return;
-        }
+        };
+        let other_taken = answers.iter().any(|&(id, s)| id != newest && s != 401);
         let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-        if status == 401 {
+        if to_newest == 401 && other_taken {
             refused.insert(
                 key.clone(),
                 Refusal {
@@ -200,9 +209,22 @@ mod tests {
         };
         assert_eq!(first(&key, &young).as_deref(), Some("n"));
         // A 401 to the previous key says nothing about the newest.
-        memory.answered(&key, "n", "o", 401);
+        memory.answered(&key, "n", &[("o", 401)]);
         assert_eq!(first(&key, &young).as_deref(), Some("n"));
-        memory.answered(&key, "n", "n", 401);
+        // A 401 to every key is no propagation (attack review 14): nothing moves.
+        memory.answered(&key, "n", &[("n", 401), ("o", 401)]);
+        assert_eq!(first(&key, &young).as_deref(), Some("n"));
+        memory.answered(&key, "n", &[("n", 401)]);
+        assert_eq!(first(&key, &young).as_deref(), Some("n"));
+        // The newest refused, the previous taken: a propagation.
+        memory.answered(&key, "n", &[("n", 401), ("o", 200)]);
+        assert_eq!(first(&key, &young).as_deref(), Some("o"));
+        // The previous key taken again says nothing more; both refused forgets.
+        memory.answered(&key, "n", &[("o", 200)]);
+        assert_eq!(first(&key, &young).as_deref(), Some("o"));
+        memory.answered(&key, "n", &[("o", 401), ("n", 401)]);
+        assert_eq!(first(&key, &young).as_deref(), Some("n"));
+        memory.answered(&key, "n", &[("n", 401), ("o", 200)]);
         assert_eq!(first(&key, &young).as_deref(), Some("o"));
         let other = ("gh".to_owned(), "admin".to_owned());
         assert_eq!(first(&other, &young).as_deref(), Some("n"));
@@ -216,11 +238,11 @@ mod tests {
         assert_eq!(first(&key, &rotated).as_deref(), Some("m"));
         assert_eq!(first(&key, &young[..1]).as_deref(), Some("n"));
         assert_eq!(first(&key, &[]), None);
-        // The upstream took the newest: forgotten.
-        memory.answered(&key, "n", "n", 200);
+        // The upstream took the newest (after the previous was refused): forgotten.
+        memory.answered(&key, "n", &[("o", 401), ("n", 200)]);
         assert_eq!(first(&key, &young).as_deref(), Some("n"));
         // Refused again, then REPROBE later the newest is tried first again.
-        memory.answered(&key, "n", "n", 401);
+        memory.answered(&key, "n", &[("n", 401), ("o", 200)]);
         assert_eq!(first(&key, &young).as_deref(), Some("o"));
         for r in memory.refused.lock().expect("lock").values_mut() {
             r.at -= REPROBE;

@@ -336,11 +336,23 @@ pub async fn request(
         .collect();
     let outbound = inject(&decision, sent.first().map(|c| &**c), &parsed)?;
     let mut response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
+    // What the upstream answered each key that reached it, for `propagation`.
+    let mut answers: Vec<(String, u16)> = Vec::new();
+    if let Some(first) = sent.first()
+        && response.credential_sent
+    {
+        answers.push((first.credential_id.clone(), response.status));
+    }
     if let Some(other) = propagation_retry(&call, &decision, &usable, &sent, &response).await? {
         let outbound = inject(&decision, Some(&other), &parsed)?;
+        let id = other.credential_id.clone();
         sent.push(other);
         response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
+        if response.credential_sent {
+            answers.push((id, response.status));
+        }
     }
+    remember_answers(&call, &decision, &usable, &answers);
     let mut not_replaced = None;
     match hold_for_rotation(&call, &decision, &sent, &response).await? {
         Held::Pass => {}
@@ -907,13 +919,31 @@ fn first_to_try(
     call.shared.propagation.first(&key, usable, propagation)
 }
 
+/// Phase 5b': what the upstream answered the call's tries (`answers`: each key's id and
+/// status) tells `propagation` whether the account's newest key is still propagating:
+/// refused while the previous one was taken.
+fn remember_answers(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    usable: &[Arc<Current>],
+    answers: &[(String, u16)],
+) {
+    let (Some((entry, _)), Some(newest)) = (&decision.credential, usable.first()) else {
+        return;
+    };
+    let key = (entry.integration.clone(), entry.account.clone());
+    let answers: Vec<(&str, u16)> = answers.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    call.shared
+        .propagation
+        .answered(&key, &newest.credential_id, &answers);
+}
+
 /// Phase 5b: an upstream's 401 to a value rotated in less than the integration's
 /// `propagation_secs` ago is retried once with the other usable value (the previous
 /// one, still in its grace period, or the new one when the previous was tried first):
 /// providers take seconds to minutes to make a new key valid everywhere. The account
 /// is read again first: the first attempt may have taken as long as the upstream
-/// timeout, and the previous value may have been retired or revoked meanwhile. What
-/// the upstream answered to the account's newest value is remembered (`propagation`).
+/// timeout, and the previous value may have been retired or revoked meanwhile.
 async fn propagation_retry(
     call: &Call<'_>,
     decision: &Decision<'_>,
@@ -926,17 +956,7 @@ async fn propagation_retry(
     else {
         return Ok(None);
     };
-    if !response.credential_sent {
-        return Ok(None);
-    }
-    let key = (entry.integration.clone(), entry.account.clone());
-    call.shared.propagation.answered(
-        &key,
-        &newest.credential_id,
-        &tried.credential_id,
-        response.status,
-    );
-    if response.status != 401 {
+    if !response.credential_sent || response.status != 401 {
         return Ok(None);
     }
     let now = usable_now(call.shared, &entry.integration, &entry.account).await?;
