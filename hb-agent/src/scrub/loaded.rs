@@ -14,7 +14,10 @@
 //! to [`MAX_REGION`] bytes) and the regex runs once over it, so text full of `key` and
 //! `token` is searched once per rule, not once per hit. A region is a function of the
 //! hits alone, and the search sees one byte of context on each side of it (for `\b`,
-//! `^`, `$`), so the result does not depend on chunk boundaries.
+//! `^`, `$`), so the result does not depend on chunk boundaries. A regex that is a short
+//! lead and a tail starting with literals (`[\w.-]{0,50}?(?:key|token|…)…`) is searched
+//! over its region from those literals' hits instead of byte by byte, with the same
+//! matches (`inner`).
 //!
 //! Most rules' matches start with a keyword (`glpat-…`, `xoxb-…`; proved from the
 //! regex's literal prefixes at load): those run *anchored* at each hit instead, and a near
@@ -430,11 +433,18 @@ impl LoadedState {
         let to = (stop + 1).min(end);
         debug_assert!(from >= base, "the engine keeps a region's bytes");
         let hay = &data[from - base..to - base];
-        let input = Input::new(hay).span(region.start - from..stop - from);
         self.work += (stop - region.start) as u64;
-        for m in rule.regex.find_iter(input) {
-            self.work += m.len() as u64;
-            self.keep(set, r, hay, from, m.start(), m.end(), found);
+        let span = region.start - from..stop - from;
+        if let Some(inner) = &rule.inner {
+            for m in inner.find_iter(&rule.regex, hay, span) {
+                self.work += m.len() as u64;
+                self.keep(set, r, hay, from, m.start(), m.end(), found);
+            }
+        } else {
+            for m in rule.regex.find_iter(Input::new(hay).span(span)) {
+                self.work += m.len() as u64;
+                self.keep(set, r, hay, from, m.start(), m.end(), found);
+            }
         }
     }
 

@@ -32,7 +32,7 @@ use std::{collections::BTreeMap, path::Path, path::PathBuf};
 
 use regex_automata::{meta, util::syntax};
 
-use super::matcher::LazyWalker;
+use super::{inner::Inner, matcher::LazyWalker};
 use regex_syntax::hir::{Hir, HirKind};
 use serde::{Deserialize, Serialize};
 
@@ -228,6 +228,9 @@ pub(super) struct LoadedRule {
     pub anchored: bool,
     /// For anchored rules: the regex as a lazy DFA, to learn how far a search reads.
     pub walker: Option<LazyWalker>,
+    /// For the others: the regex split where literals start (its regions are searched
+    /// from those literals' hits), if it can be.
+    pub inner: Option<Inner>,
     pub allowlists: Vec<Allowlist>,
     /// Index of its file's global allowlists in [`RuleSet::globals`].
     pub file: usize,
@@ -535,6 +538,7 @@ fn compile_rule(
         } else {
             None
         },
+        inner: if anchored { None } else { Inner::new(&hir) },
         name: Box::leak(name.into_boxed_str()),
         id: r.id.clone(),
         description: r.description.clone(),
