@@ -29,7 +29,7 @@
 //! `secretGroup`, else the first non-empty group of the match matched alone), the entropy
 //! floor, the file's global allowlists and the rule's. The redacted span is the secret.
 
-use regex_automata::Input;
+use regex_automata::{Input, util::captures::Captures};
 
 use super::families::Chain;
 use super::rules_file::MAX_WINDOW;
@@ -222,6 +222,8 @@ pub(super) struct LoadedState {
     rows: Vec<Chain>,
     /// Bytes given to loaded regexes (windows and regions searched).
     work: u64,
+    /// Per rule: where its capture groups are searched (made at its first match).
+    captures: Vec<Option<Captures>>,
 }
 
 impl LoadedState {
@@ -455,7 +457,7 @@ impl LoadedState {
         reason = "the engine's state, passed apart"
     )]
     fn keep(
-        &self,
+        &mut self,
         set: &RuleSet,
         r: usize,
         hay: &[u8],
@@ -465,7 +467,11 @@ impl LoadedState {
         found: &mut Vec<LoadedFound>,
     ) {
         let rule = &set.rules[r];
-        let Some((s, e)) = secret_of(rule, hay, start, end) else {
+        if self.captures.len() < set.rules.len() {
+            self.captures.resize_with(set.rules.len(), || None);
+        }
+        let caps = self.captures[r].get_or_insert_with(|| rule.regex.create_captures());
+        let Some((s, e)) = secret_of(rule, hay, start, end, caps) else {
             return;
         };
         let line = line_of(hay, start, end);
@@ -496,7 +502,13 @@ fn extends(open: Region, window: Region) -> bool {
 /// the entropy floor: `\n` trimmed from both ends; then, if the regex has groups, it is
 /// matched again on that text alone and the secret is `secretGroup` (or, without one, the
 /// first non-empty group).
-fn secret_of(rule: &LoadedRule, hay: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
+fn secret_of(
+    rule: &LoadedRule,
+    hay: &[u8],
+    start: usize,
+    end: usize,
+    caps: &mut Captures,
+) -> Option<(usize, usize)> {
     let text = &hay[start..end];
     let lead = text.iter().take_while(|&&b| b == b'\n').count();
     let text = trim_newlines(text);
@@ -508,9 +520,7 @@ fn secret_of(rule: &LoadedRule, hay: &[u8], start: usize, end: usize) -> Option<
         .group_len(regex_automata::PatternID::ZERO)
         > 1
     {
-        // Matches are rare (they are secrets or near misses): captures per match.
-        let mut caps = rule.regex.create_captures();
-        rule.regex.search_captures(&Input::new(text), &mut caps);
+        rule.regex.search_captures(&Input::new(text), caps);
         if caps.is_match() {
             let group = if rule.secret_group > 0 {
                 // A group that did not take part is an empty secret.

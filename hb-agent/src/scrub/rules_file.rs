@@ -772,6 +772,22 @@ pub(super) fn gitleaks_entropy(s: &[u8]) -> f64 {
     if s.is_empty() {
         return 0.0;
     }
+    let inv = 1.0 / s.len() as f64;
+    if s.is_ascii() {
+        // The same counts summed in the same (character) order as below, without a map.
+        let mut counts = [0u32; 128];
+        for &b in s {
+            counts[usize::from(b)] += 1;
+        }
+        return counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let f = f64::from(c) * inv;
+                -f * f.log2()
+            })
+            .sum();
+    }
     let mut counts: BTreeMap<char, u32> = BTreeMap::new();
     for chunk in s.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -781,7 +797,6 @@ pub(super) fn gitleaks_entropy(s: &[u8]) -> f64 {
             *counts.entry(char::REPLACEMENT_CHARACTER).or_default() += 1;
         }
     }
-    let inv = 1.0 / s.len() as f64;
     counts
         .values()
         .map(|&c| {
