@@ -1903,6 +1903,10 @@ impl Families {
         let span = if rule.group == 0 {
             Some(0..len)
         } else {
+            // The check's digits are in the whole match, or no group of it passes.
+            if !digits_for(rule.check, &window[..len]) {
+                return true;
+            }
             // The capture search reads the match's bytes (see `Matcher::group`).
             effort.work += walked as u64;
             self.matchers[r].group(window, len, rule.group)
@@ -1946,6 +1950,21 @@ fn user_then_colon(window: &[u8]) -> (bool, usize) {
         .position(|&b| ENDS_USER[usize::from(b)]);
     let read = skip + stop.map_or(rest.len().min(257), |n| n + 1);
     (matches!(stop, Some(n) if n > 0 && rest[n] == b':'), read)
+}
+
+/// Whether `matched` holds as many ASCII digits as `check` asks of a span inside it (a
+/// capture group of the match): when it does not, [`passes`] is false for every such
+/// span, and the capture search is skipped. Most near misses of the assignment rules in
+/// text (`"token": "Bearer"`, `password = getpass()`) have no digit.
+fn digits_for(check: Check, matched: &[u8]) -> bool {
+    let need = match check {
+        // `assigned::plausible_value`: at least `digits` digits in the value.
+        Check::Value { digits, .. } => digits,
+        // A digit in the span past `skip`; a digit in the user part.
+        Check::Mixed { digit: true, .. } | Check::KeyUser => 1,
+        Check::Mixed { digit: false, .. } | Check::Entropy { .. } | Check::None => 0,
+    };
+    need == 0 || matched.iter().filter(|b| b.is_ascii_digit()).count() >= need
 }
 
 /// Whether `window[span]` (`window` starts at `hay[at]`) passes the rule's check.
@@ -2064,5 +2083,70 @@ mod tests {
             }
         }
         assert!(matched > 100 && rejected > 100, "{matched} {rejected}");
+    }
+
+    #[test]
+    fn the_digit_screen_never_rejects_a_span_that_passes() {
+        let tokens = include_str!("testdata/tokens.tsv");
+        let planted: Vec<String> = tokens
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split('\t').nth(1))
+            .map(|t| t.replace("\\n", "\n"))
+            .collect();
+        let values = [
+            "Bearer",
+            "getpass()",
+            "s3cr3tV4lue9Xq",
+            "aB1",
+            "x7Yq2Lm9Pz4Kw8",
+            "9999",
+        ];
+        let mut inputs: Vec<String> = Vec::new();
+        for t in &planted {
+            inputs.push(format!("{t} "));
+            for name in ["api_key", "PASSWORD", "token", "sentry_token", "s3_secret"] {
+                inputs.push(format!("{name} = \"{t}\""));
+            }
+        }
+        for v in values {
+            for name in ["api_key", "PASSWORD", "token", "datadog.token", "a1_secret"] {
+                inputs.push(format!("{name} = \"{v}\"\n"));
+                inputs.push(format!("{name}: {v}\n"));
+            }
+            inputs.push(format!("https://user{v}:{v}@host/ Bearer {v} "));
+        }
+        let families = Families::new();
+        let (mut passed, mut screened) = (0, 0);
+        for input in &inputs {
+            let hay = input.as_bytes();
+            for at in 0..hay.len() {
+                for (r, rule) in RULES.iter().enumerate() {
+                    if rule.group == 0
+                        || !rule
+                            .keywords
+                            .iter()
+                            .any(|k| hay[at..].starts_with(k.replace('|', "").as_bytes()))
+                    {
+                        continue;
+                    }
+                    let window = &hay[at..hay.len().min(at + rule.max_len)];
+                    let Some(len) = families.matchers[r].match_len(window).result else {
+                        continue;
+                    };
+                    let Some(span) = families.matchers[r].group(window, len, rule.group) else {
+                        continue;
+                    };
+                    let screen = digits_for(rule.check, &window[..len]);
+                    if passes(rule.check, hay, at, window, span) {
+                        passed += 1;
+                        assert!(screen, "rule {} on {input:?}", rule.name);
+                    } else if !screen {
+                        screened += 1;
+                    }
+                }
+            }
+        }
+        assert!(passed > 50 && screened > 20, "{passed} {screened}");
     }
 }

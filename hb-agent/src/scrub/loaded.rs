@@ -14,7 +14,10 @@
 //! to [`MAX_REGION`] bytes) and the regex runs once over it, so text full of `key` and
 //! `token` is searched once per rule, not once per hit. A region is a function of the
 //! hits alone, and the search sees one byte of context on each side of it (for `\b`,
-//! `^`, `$`), so the result does not depend on chunk boundaries.
+//! `^`, `$`), so the result does not depend on chunk boundaries. A regex that is a short
+//! lead and a tail starting with literals (`[\w.-]{0,50}?(?:key|token|…)…`) is searched
+//! over its region from those literals' hits instead of byte by byte, with the same
+//! matches (`inner`).
 //!
 //! Most rules' matches start with a keyword (`glpat-…`, `xoxb-…`; proved from the
 //! regex's literal prefixes at load): those run *anchored* at each hit instead, and a near
@@ -26,7 +29,7 @@
 //! `secretGroup`, else the first non-empty group of the match matched alone), the entropy
 //! floor, the file's global allowlists and the rule's. The redacted span is the secret.
 
-use regex_automata::Input;
+use regex_automata::{Input, util::captures::Captures};
 
 use super::families::Chain;
 use super::rules_file::MAX_WINDOW;
@@ -219,6 +222,8 @@ pub(super) struct LoadedState {
     rows: Vec<Chain>,
     /// Bytes given to loaded regexes (windows and regions searched).
     work: u64,
+    /// Per rule: where its capture groups are searched (made at its first match).
+    captures: Vec<Option<Captures>>,
 }
 
 impl LoadedState {
@@ -430,11 +435,18 @@ impl LoadedState {
         let to = (stop + 1).min(end);
         debug_assert!(from >= base, "the engine keeps a region's bytes");
         let hay = &data[from - base..to - base];
-        let input = Input::new(hay).span(region.start - from..stop - from);
         self.work += (stop - region.start) as u64;
-        for m in rule.regex.find_iter(input) {
-            self.work += m.len() as u64;
-            self.keep(set, r, hay, from, m.start(), m.end(), found);
+        let span = region.start - from..stop - from;
+        if let Some(inner) = &rule.inner {
+            for m in inner.find_iter(&rule.regex, hay, span) {
+                self.work += m.len() as u64;
+                self.keep(set, r, hay, from, m.start(), m.end(), found);
+            }
+        } else {
+            for m in rule.regex.find_iter(Input::new(hay).span(span)) {
+                self.work += m.len() as u64;
+                self.keep(set, r, hay, from, m.start(), m.end(), found);
+            }
         }
     }
 
@@ -445,7 +457,7 @@ impl LoadedState {
         reason = "the engine's state, passed apart"
     )]
     fn keep(
-        &self,
+        &mut self,
         set: &RuleSet,
         r: usize,
         hay: &[u8],
@@ -455,7 +467,11 @@ impl LoadedState {
         found: &mut Vec<LoadedFound>,
     ) {
         let rule = &set.rules[r];
-        let Some((s, e)) = secret_of(rule, hay, start, end) else {
+        if self.captures.len() < set.rules.len() {
+            self.captures.resize_with(set.rules.len(), || None);
+        }
+        let caps = self.captures[r].get_or_insert_with(|| rule.regex.create_captures());
+        let Some((s, e)) = secret_of(rule, hay, start, end, caps) else {
             return;
         };
         let line = line_of(hay, start, end);
@@ -486,7 +502,13 @@ fn extends(open: Region, window: Region) -> bool {
 /// the entropy floor: `\n` trimmed from both ends; then, if the regex has groups, it is
 /// matched again on that text alone and the secret is `secretGroup` (or, without one, the
 /// first non-empty group).
-fn secret_of(rule: &LoadedRule, hay: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
+fn secret_of(
+    rule: &LoadedRule,
+    hay: &[u8],
+    start: usize,
+    end: usize,
+    caps: &mut Captures,
+) -> Option<(usize, usize)> {
     let text = &hay[start..end];
     let lead = text.iter().take_while(|&&b| b == b'\n').count();
     let text = trim_newlines(text);
@@ -498,9 +520,7 @@ fn secret_of(rule: &LoadedRule, hay: &[u8], start: usize, end: usize) -> Option<
         .group_len(regex_automata::PatternID::ZERO)
         > 1
     {
-        // Matches are rare (they are secrets or near misses): captures per match.
-        let mut caps = rule.regex.create_captures();
-        rule.regex.search_captures(&Input::new(text), &mut caps);
+        rule.regex.search_captures(&Input::new(text), caps);
         if caps.is_match() {
             let group = if rule.secret_group > 0 {
                 // A group that did not take part is an empty secret.

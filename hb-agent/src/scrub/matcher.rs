@@ -17,9 +17,9 @@ use std::{ops::Range, sync::Arc};
 
 use regex_automata::{
     Anchored, Input,
-    dfa::{Automaton, StartKind, dense},
+    dfa::{Automaton, StartKind, dense, onepass},
     hybrid, meta,
-    nfa::thompson,
+    nfa::thompson::{self, backtrack},
     util::{
         pool::Pool,
         primitives::{NonMaxUsize, StateID},
@@ -52,6 +52,7 @@ pub(super) const MAX_GROUP: usize = 7;
 const DFA_LIMIT: usize = 128 * 1024;
 
 type CachePool = Pool<hybrid::dfa::Cache, Box<dyn Fn() -> hybrid::dfa::Cache + Send + Sync>>;
+type BacktrackPool = Pool<backtrack::Cache, Box<dyn Fn() -> backtrack::Cache + Send + Sync>>;
 
 pub(super) struct Matcher {
     /// `^(?:pattern)` as the regex crate builds it for bytes without Unicode (its own
@@ -61,16 +62,20 @@ pub(super) struct Matcher {
     /// For rules whose dense DFA is too large: the lazy DFA, walked the same way, so
     /// every walk knows where it died.
     lazy: Option<(Arc<hybrid::dfa::DFA>, CachePool)>,
+    /// For capture groups of a regex that is not one-pass: the regex crate's own capture
+    /// engine, called directly (see [`Matcher::group`]).
+    backtrack: Option<(Arc<backtrack::BoundedBacktracker>, BacktrackPool)>,
 }
 
 impl Matcher {
     /// `pattern` is matched at the start of the window (a `^` is implied); bytes, no
     /// Unicode classes.
     pub fn new(pattern: &str) -> Result<Self, Box<meta::BuildError>> {
+        let anchored = format!("^(?:{pattern})");
         let regex = meta::Builder::new()
             .syntax(syntax::Config::new().unicode(false).utf8(false))
             .configure(meta::Config::new().utf8_empty(false))
-            .build(&format!("^(?:{pattern})"))
+            .build(&anchored)
             .map_err(Box::new)?;
         let dfa = dense_dfa(pattern);
         let lazy = if dfa.is_none() {
@@ -78,7 +83,12 @@ impl Matcher {
         } else {
             None
         };
-        Ok(Self { regex, dfa, lazy })
+        Ok(Self {
+            regex,
+            dfa,
+            lazy,
+            backtrack: backtracker(&anchored),
+        })
     }
 
     /// The length of the leftmost-first match at the window's start, if any.
@@ -189,7 +199,18 @@ impl Matcher {
         let mut slots = [None::<NonMaxUsize>; 2 * (MAX_GROUP + 1)];
         let slots = &mut slots[..2 * (group + 1)];
         let input = Input::new(window).span(0..len).anchored(Anchored::Yes);
-        self.regex.search_slots(&input, slots)?;
+        // The regex crate would first run its lazy DFA over the span to find the match
+        // (`match_len` found it) and then the backtracker over the same span; a one-pass
+        // regex it runs its one-pass DFA on at once.
+        let direct = self
+            .backtrack
+            .as_ref()
+            .and_then(|(bt, pool)| bt.try_search_slots(&mut pool.get(), &input, slots).ok());
+        let found = match direct {
+            Some(found) => found,
+            None => self.regex.search_slots(&input, slots),
+        };
+        found?;
         let (start, end) = (slots[2 * group]?, slots[2 * group + 1]?);
         Some(start.get()..end.get())
     }
@@ -252,6 +273,26 @@ impl LazyWalker {
         }
         Some((matched || last.is_match(), span.len()))
     }
+}
+
+/// The bounded backtracker of `anchored` (`^(?:pattern)`, built as the regex crate
+/// builds it), unless the regex is one-pass (the regex crate then runs its one-pass DFA
+/// for captures, which is faster).
+fn backtracker(anchored: &str) -> Option<(Arc<backtrack::BoundedBacktracker>, BacktrackPool)> {
+    let syntax = syntax::Config::new().unicode(false).utf8(false);
+    let nfa = thompson::Compiler::new()
+        .syntax(syntax)
+        .configure(thompson::Config::new().utf8(false))
+        .build(anchored)
+        .ok()?;
+    if onepass::DFA::new_from_nfa(nfa.clone()).is_ok() {
+        return None;
+    }
+    let bt = Arc::new(backtrack::BoundedBacktracker::new_from_nfa(nfa).ok()?);
+    let for_pool = Arc::clone(&bt);
+    let create: Box<dyn Fn() -> backtrack::Cache + Send + Sync> =
+        Box::new(move || for_pool.create_cache());
+    Some((bt, Pool::new(create)))
 }
 
 /// The lazy DFA of `pattern`, for anchored walks, and a pool of its caches.

@@ -21,6 +21,7 @@ mod engine;
 pub mod exits;
 mod families;
 mod fragments;
+mod inner;
 mod live;
 mod loaded;
 mod matcher;

@@ -155,6 +155,41 @@ keywords = ["wk_"]
 }
 
 #[test]
+fn ascii_entropy_is_the_character_map_entropy_to_the_bit() {
+    // The character map the ASCII fast path replaces, summed in the same order.
+    fn by_map(s: &[u8]) -> f64 {
+        let mut counts = std::collections::BTreeMap::<char, u32>::new();
+        for c in String::from_utf8_lossy(s).chars() {
+            *counts.entry(c).or_default() += 1;
+        }
+        let inv = 1.0 / s.len() as f64;
+        counts
+            .values()
+            .map(|&c| {
+                let f = f64::from(c) * inv;
+                -f * f.log2()
+            })
+            .sum()
+    }
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    for len in 1..300 {
+        let s: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 128) as u8
+            })
+            .collect();
+        assert_eq!(
+            gitleaks_entropy(&s).to_bits(),
+            by_map(&s).to_bits(),
+            "{s:?}"
+        );
+    }
+}
+
+#[test]
 fn entropy_is_gitleaks_entropy_and_the_floor_is_exclusive() {
     assert_eq!(gitleaks_entropy(b""), 0.0);
     assert_eq!(gitleaks_entropy(b"aaaa"), 0.0);
