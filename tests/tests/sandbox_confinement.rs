@@ -409,3 +409,57 @@ fn a_policy_the_running_agent_never_loaded_is_refused_by_name() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// The command's process shares the init's memory from its clone to its exec, as
+/// posix_spawn's child does. A command that cannot start is still named, with the
+/// reason, in the launcher's error, and leaves no sandbox cgroup behind; a script without
+/// a `#!` line still runs through /bin/sh (execvpe's fallback, which posix_spawnp lacks).
+/// (That the command starts with no signal blocked or ignored, and gets the ones the
+/// launcher forwards, is lifecycle's `sigterm_to_the_launcher_…` test.)
+#[test]
+fn a_command_that_cannot_start_is_named_and_one_that_can_runs_as_exec_would_run_it() {
+    let env = start("nostart");
+    let missing = env.sandbox("open", &["/nonexistent/hb-no-such-command"]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success()
+            && stderr.contains("cannot start")
+            && stderr.contains("hb-no-such-command")
+            && stderr.contains("No such file"),
+        "exit {:?}: {stderr}",
+        missing.status
+    );
+    let sandboxes = hb_tests::cgroup2_mount()
+        .join(&env.cgroup_root)
+        .join("sandboxes");
+    let left: Vec<_> = std::fs::read_dir(&sandboxes)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "sandbox cgroups left: {left:?}");
+
+    // /var/tmp is the host's, read-only inside (a sandbox gets a fresh /tmp).
+    let dir = std::path::PathBuf::from(format!(
+        "/var/tmp/hb-test-noshebang-{}",
+        hb_tests::random_suffix()
+    ));
+    std::fs::create_dir_all(&dir).expect("script dir");
+    let script = dir.join("script");
+    std::fs::write(&script, "echo SCRIPT-RAN-AS $(id -u)\n").expect("script");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ran = env.sandbox("open", &[script.to_str().expect("UTF-8")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        ran.status.success() && stdout(&ran).contains("SCRIPT-RAN-AS 1000"),
+        "exit {:?}: {} {}",
+        ran.status,
+        stdout(&ran),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}

@@ -13,14 +13,14 @@
 //! descriptors of the host's mount namespace), every capability dropped and the user's
 //! ids, `no_new_privs`, Landlock scopes, the seccomp filters, every descriptor past
 //! stderr closed at exec, and last a wait until the launcher, meanwhile, has joined it
-//! to the cgroup v1 limits), then it forks the command (pid 2), which resets its
-//! signals and execs. pid 1 stays behind as the namespace's reaper: it forwards the
+//! to the cgroup v1 limits), then it starts the command (pid 2, cloned as posix_spawn
+//! does: sharing the init's memory until its exec), which resets its signals and execs. pid 1 stays behind as the namespace's reaper: it forwards the
 //! signals the launcher passes on to the command, reaps orphans, and exits with the
 //! command's status. When it exits the kernel kills whatever is left in the namespace.
 //!
 //! Init and launcher talk over a `SOCK_SEQPACKET` pair: one [`Report`] per packet, and
-//! the end of the stream (every copy of init's end closed: init's after the fork, the
-//! command's at exec) means the command is running.
+//! the end of the stream (every copy of init's end closed: init's once the command is
+//! started, the command's at exec) means the command is running.
 //! Must never: exec the command less confined than the plan says; any failed step ends
 //! the init with a report naming the step.
 
@@ -329,18 +329,15 @@ fn init_main(plan: &Plan, channel: OwnedFd) -> ! {
     // needs none of it. A second layer beside its being undumpable.
     close_all_but(channel);
     forward_signals_to_command();
-    // SAFETY: fork(2) of this single-threaded process.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        send_report(channel, b'E', Step::ForkCommand as u8, errno, None);
-        // SAFETY: as above.
-        unsafe { libc::_exit(127) };
-    }
-    if pid == 0 {
-        exec_command(plan, channel);
-    }
-    COMMAND.store(pid, Ordering::SeqCst);
+    let pid = match spawn_command(plan, channel) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(0);
+            send_report(channel, b'E', Step::ForkCommand as u8, errno, None);
+            // SAFETY: as above.
+            unsafe { libc::_exit(127) };
+        }
+    };
     let pending = PENDING.swap(0, Ordering::SeqCst);
     if pending != 0 {
         // SAFETY: kill(2) of our own child.
@@ -457,7 +454,7 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
     }
 }
 
-/// The command's pid (2), for the signal handler; 0 until it is forked.
+/// The command's pid (2), for the signal handler; 0 until it is started.
 static COMMAND: AtomicI32 = AtomicI32::new(0);
 /// A forwarded signal that came before the command existed; sent to it once it does.
 static PENDING: AtomicI32 = AtomicI32::new(0);
@@ -499,12 +496,95 @@ fn forward_signals_to_command() {
     }
 }
 
-/// pid 2: default signals, empty mask, exec. Reports a failed exec and exits 127.
-fn exec_command(plan: &Plan, channel: RawFd) -> ! {
+/// Stack of the command's process from its clone to its exec.
+const SPAWN_STACK: usize = 256 << 10;
+
+/// What the command's process needs until exec, prepared by the init beforehand (the
+/// process shares the init's memory until then: it must not allocate).
+struct Spawn<'a> {
+    program: &'a CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    channel: RawFd,
+}
+
+/// Starts the command, pid 2, as posix_spawn(3) does: clone(2) with `CLONE_VM |
+/// CLONE_VFORK`, so the child runs on a stack of its own in the init's memory (no copy
+/// of the init's address space is made, to be torn down again at exec) and the init
+/// goes on once the child has exec'd or exited. Every signal is blocked meanwhile: a
+/// forwarded one waits until the command's pid is known, and none runs a handler in the
+/// child, which resets them all before exec ([`exec_command`]).
+fn spawn_command(plan: &Plan, channel: RawFd) -> io::Result<libc::pid_t> {
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let spawn = Spawn {
+        program: &plan.program,
+        argv,
+        envp,
+        channel,
+    };
+    // SAFETY: an anonymous private mapping of our own, unmapped below.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SPAWN_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sigset_t is plain data, initialised by sigfillset; sigprocmask changes
+    // this (single-threaded) process's mask.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, &mut before);
+    }
+    // SAFETY: clone(2) with CLONE_VM | CLONE_VFORK: `command_main` runs on the top of
+    // the fresh stack with `spawn`, which outlives it (this call returns only once the
+    // child has exec'd or exited).
+    let pid = unsafe {
+        libc::clone(
+            command_main,
+            stack.cast::<u8>().add(SPAWN_STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw const spawn).cast_mut().cast(),
+        )
+    };
+    let result = if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        COMMAND.store(pid, Ordering::SeqCst);
+        Ok(pid)
+    };
+    // SAFETY: as above; the child is past its exec (or gone), so nothing uses the stack.
+    unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+        libc::munmap(stack, SPAWN_STACK);
+    }
+    result
+}
+
+extern "C" fn command_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `spawn_command` passes a `Spawn` that outlives this process's use of it.
+    let spawn = unsafe { &*arg.cast::<Spawn<'_>>() };
+    exec_command(spawn)
+}
+
+/// pid 2: default signals, empty mask, exec. Reports a failed exec and exits 127. Runs
+/// in the init's memory (see [`spawn_command`]): system calls only, no allocation.
+fn exec_command(spawn: &Spawn<'_>) -> ! {
     // SAFETY: reset_signals makes sigaction/sigprocmask calls only.
     if let Err(e) = unsafe { super::reset_signals() } {
         send_report(
-            channel,
+            spawn.channel,
             b'E',
             Step::Exec as u8,
             e.raw_os_error().unwrap_or(0),
@@ -513,16 +593,18 @@ fn exec_command(plan: &Plan, channel: RawFd) -> ! {
         // SAFETY: as in init_main.
         unsafe { libc::_exit(127) };
     }
-    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
-    envp.push(std::ptr::null());
     // SAFETY: execvpe(3) with NUL-terminated strings and NULL-terminated arrays that
     // outlive the call (the program is looked up on the launcher's PATH, which the
     // command's environment keeps); it returns only on failure.
-    unsafe { libc::execvpe(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    unsafe {
+        libc::execvpe(
+            spawn.program.as_ptr(),
+            spawn.argv.as_ptr(),
+            spawn.envp.as_ptr(),
+        )
+    };
     let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    send_report(channel, b'E', Step::Exec as u8, errno, None);
+    send_report(spawn.channel, b'E', Step::Exec as u8, errno, None);
     // SAFETY: as above.
     unsafe { libc::_exit(127) }
 }

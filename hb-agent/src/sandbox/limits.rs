@@ -137,9 +137,10 @@ impl Limits {
 
 /// Applies `limits` to the sandbox cgroup `cgroup` (v2, at `mount`/`relative`), whose
 /// ancestors from `root` (the agent's `cgroup_root`) down get the controllers enabled.
-/// `name` names the v1 cgroups, when this host needs them.
+/// `name` names the v1 cgroups, when this host needs them (found in `v1`).
 pub fn apply(
     limits: &Limits,
+    v1: &V1Mounts,
     mount: &Path,
     root: &str,
     relative: &str,
@@ -147,8 +148,16 @@ pub fn apply(
 ) -> Result<Applied, LimitError> {
     let mut applied = Applied::default();
     let cgroup = mount.join(relative);
-    for want in limits.wanted() {
-        if enable_v2(mount, root, relative, want.controller)? {
+    let wanted = limits.wanted();
+    if wanted.is_empty() {
+        return Ok(applied);
+    }
+    // Read once for every controller: what the v2 tree has at `root`, and (only when a
+    // controller lives in a v1 hierarchy) the launcher's own cgroups.
+    let available = read_proc(&mount.join(root).join("cgroup.controllers")).unwrap_or_default();
+    let mut own: Option<String> = None;
+    for want in wanted {
+        if enable_v2(&available, mount, root, relative, want.controller)? {
             let file = cgroup.join(want.v2.0);
             write(&file, &want.v2.1)?;
             applied.placed.push(Placed {
@@ -158,7 +167,9 @@ pub fn apply(
             });
             continue;
         }
-        let Some(dir) = v1_cgroup(want.controller, name)? else {
+        let own = own
+            .get_or_insert_with(|| read_proc(Path::new("/proc/self/cgroup")).unwrap_or_default());
+        let Some(dir) = v1_cgroup(v1, own, want.controller, name)? else {
             return Err(LimitError::NoController {
                 controller: want.controller,
                 below: cgroup,
@@ -193,13 +204,13 @@ pub fn apply(
 /// parent, if the cgroup2 tree has it at `root` at all; false when it does not (the
 /// controller lives in a v1 hierarchy, or the host did not delegate it to us).
 fn enable_v2(
+    available: &str,
     mount: &Path,
     root: &str,
     relative: &str,
     controller: &str,
 ) -> Result<bool, LimitError> {
     let root_dir = mount.join(root);
-    let available = fs::read_to_string(root_dir.join("cgroup.controllers")).unwrap_or_default();
     if !available.split_whitespace().any(|c| c == controller) {
         return Ok(false);
     }
@@ -225,12 +236,17 @@ fn enable_v2(
 }
 
 /// A fresh v1 cgroup for the sandbox in `controller`'s hierarchy, below the launcher's
-/// own cgroup there; None when no v1 hierarchy has the controller.
-fn v1_cgroup(controller: &str, name: &str) -> Result<Option<PathBuf>, LimitError> {
-    let Some(mount) = v1_mount(controller) else {
+/// own cgroup there (`own`: its `/proc/self/cgroup`); None when no v1 hierarchy has the
+/// controller.
+fn v1_cgroup(
+    v1: &V1Mounts,
+    own: &str,
+    controller: &str,
+    name: &str,
+) -> Result<Option<PathBuf>, LimitError> {
+    let Some(mount) = v1.mount_of(controller) else {
         return Ok(None);
     };
-    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let own_path = own.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let _id = parts.next()?;
@@ -249,37 +265,60 @@ fn v1_cgroup(controller: &str, name: &str) -> Result<Option<PathBuf>, LimitError
     Ok(Some(dir))
 }
 
-/// Every cgroup v1 hierarchy's mount point (a hybrid host's `/sys/fs/cgroup/memory`, …):
-/// the sandbox gets them covered, as they show every other sandbox and host service.
-pub fn v1_mount_points() -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next()? == "cgroup").then(|| PathBuf::from(mount_point))
-        })
-        .collect()
+/// The host's cgroup v1 hierarchies (a hybrid host's `/sys/fs/cgroup/memory`, …), read
+/// once from mountinfo: their mount points, which the sandbox gets covered (they show
+/// every other sandbox and host service), and the controllers each holds.
+#[derive(Debug, Default)]
+pub struct V1Mounts {
+    /// (mount point, super options: the controllers and flags).
+    mounts: Vec<(PathBuf, String)>,
 }
 
-/// Where the cgroup v1 hierarchy holding `controller` is mounted (from mountinfo: a
-/// `cgroup` file system whose super options name the controller).
-fn v1_mount(controller: &str) -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mut right = right.split_whitespace();
-        if right.next()? != "cgroup" {
-            return None;
-        }
-        let _source = right.next()?;
-        let options = right.next()?;
-        let mount_point = left.split_whitespace().nth(4)?;
-        options
-            .split(',')
-            .any(|o| o == controller)
-            .then(|| PathBuf::from(mount_point))
-    })
+impl V1Mounts {
+    pub fn read() -> V1Mounts {
+        Self::parse(&read_proc(Path::new("/proc/self/mountinfo")).unwrap_or_default())
+    }
+
+    fn parse(info: &str) -> V1Mounts {
+        let mounts = info
+            .lines()
+            .filter_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                let mut right = right.split_whitespace();
+                if right.next()? != "cgroup" {
+                    return None;
+                }
+                let _source = right.next()?;
+                let options = right.next().unwrap_or_default();
+                let mount_point = left.split_whitespace().nth(4)?;
+                Some((PathBuf::from(mount_point), options.to_owned()))
+            })
+            .collect();
+        V1Mounts { mounts }
+    }
+
+    /// Every v1 hierarchy's mount point.
+    pub fn points(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.mounts.iter().map(|(p, _)| p.clone())
+    }
+
+    /// Where the hierarchy holding `controller` is mounted (its super options name it).
+    fn mount_of(&self, controller: &str) -> Option<&Path> {
+        self.mounts
+            .iter()
+            .find(|(_, options)| options.split(',').any(|o| o == controller))
+            .map(|(p, _)| p.as_path())
+    }
+}
+
+/// A /proc (or cgroupfs) file whole, in one or two reads: `fs::read_to_string` starts
+/// these zero-sized files with 32-byte probes and doubles from there, and each read makes
+/// the kernel walk its table again.
+pub(super) fn read_proc(path: &Path) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::with_capacity(16 << 10);
+    fs::File::open(path)?.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn write(path: &Path, value: &str) -> Result<(), LimitError> {

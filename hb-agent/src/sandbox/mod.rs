@@ -164,7 +164,10 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     let filter = seccomp_filter(config, &opts.policy)?;
     let user = sandbox_user(config, opts)?;
     let limits = config.sandbox_defaults.limits();
-    let layout_plan = layout_plan(config, opts, user, true)?;
+    // Read once: /proc/mounts for the cgroup2 mount, mountinfo for the v1 hierarchies.
+    let cgroup2 = cgroup::cgroup2_mount()?;
+    let v1 = limits::V1Mounts::read();
+    let layout_plan = layout_plan(config, opts, user, Some(&cgroup2), &v1, true)?;
     let env = command_environment(opts, &layout_plan)?;
     let layout = mounts::Layout::plan(&layout_plan)?;
     // Before any cgroup exists: a kernel without scopes stops here with nothing to undo.
@@ -192,11 +195,13 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         .map_err(SandboxError::Pty)?;
     plan.tty = pty.as_ref().map(|p| tty::raw(&p.slave));
 
-    let (sandbox, relative) = create_enrolled_cgroup(config, &mut maps, &opts.policy, policy_id)?;
+    let (sandbox, relative) =
+        create_enrolled_cgroup(config, &mut maps, &cgroup2, &opts.policy, policy_id)?;
     let name = relative.rsplit('/').next().unwrap_or_default().to_owned();
     let applied = limits::apply(
         &limits,
-        &cgroup::cgroup2_mount()?,
+        &v1,
+        &cgroup2,
         config.cgroup_root(),
         &relative,
         &name,
@@ -330,7 +335,16 @@ pub fn print_confinement(
         });
     }
     let user = sandbox_user(config, opts)?;
-    let mounts = mounts::Layout::preview(&layout_plan(config, opts, user, false)?)?;
+    let cgroup2 = cgroup::cgroup2_mount().ok();
+    let v1 = limits::V1Mounts::read();
+    let mounts = mounts::Layout::preview(&layout_plan(
+        config,
+        opts,
+        user,
+        cgroup2.as_deref(),
+        &v1,
+        false,
+    )?)?;
     let described = confinement::describe(config, opts, user, &mounts);
     if json {
         println!(
@@ -391,12 +405,12 @@ fn c_string(s: &OsString) -> Result<CString, SandboxError> {
 fn create_enrolled_cgroup<'m>(
     config: &Config,
     maps: &'m mut Maps,
+    mount: &std::path::Path,
     policy: &str,
     policy_id: u32,
 ) -> Result<(SandboxCgroup<'m>, String), SandboxError> {
-    let mount = cgroup::cgroup2_mount()?;
     let parent = format!("{}/sandboxes", config.cgroup_root());
-    cgroup::create(&mount, &parent)?;
+    cgroup::create(mount, &parent)?;
     let relative = format!("{parent}/{}", unique_name(policy));
     let path = mount.join(&relative);
     fs::create_dir(&path).map_err(|source| CgroupError::Io {
@@ -428,7 +442,7 @@ fn create_enrolled_cgroup<'m>(
 /// Those bound after the sandbox starts are not in the list.
 fn bound_unix_sockets() -> Vec<PathBuf> {
     use std::os::unix::fs::FileTypeExt as _;
-    let table = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let table = limits::read_proc(std::path::Path::new("/proc/net/unix")).unwrap_or_default();
     table
         .lines()
         .skip(1)
@@ -467,11 +481,14 @@ fn command_environment(
 /// What the sandbox's filesystem is made of (see [`mounts`]): the agent's own secrets
 /// and [`mounts::HOST_PRIVATE`] hidden, the broker socket bound in, and the tenant's
 /// work dir (`--tenant`, else the policy's `tenant`) at `work_mount` — made first when
-/// `prepare` (a run; `--print-confinement` only names it).
+/// `prepare` (a run; `--print-confinement` only names it). `cgroup2` is the host's
+/// cgroup2 mount, `v1` its cgroup v1 hierarchies.
 fn layout_plan(
     config: &Config,
     opts: &RunOptions,
     user: User,
+    cgroup2: Option<&std::path::Path>,
+    v1: &limits::V1Mounts,
     prepare: bool,
 ) -> Result<mounts::LayoutPlan, SandboxError> {
     let agent = &config.agent;
@@ -509,11 +526,11 @@ fn layout_plan(
     hidden.extend(mounts::HOST_PRIVATE.iter().map(PathBuf::from));
     // The host's cgroup v1 trees list every sandbox (policy, launcher pid) and service;
     // the sandbox's own limits there were joined before the mounts.
-    hidden.extend(limits::v1_mount_points());
+    hidden.extend(v1.points());
     if root_in_userns(user).is_some()
-        && let Ok(v2) = cgroup::cgroup2_mount()
+        && let Some(v2) = cgroup2
     {
-        hidden.push(v2);
+        hidden.push(v2.to_owned());
     }
     // Pathname Unix sockets: a read-only mount does not stop connect(2), and a --user 0
     // command owns root's sockets. Every socket bound by a path in this network
@@ -539,7 +556,7 @@ fn layout_plan(
         cgroup2_mount: if root_in_userns(user).is_some() {
             None
         } else {
-            cgroup::cgroup2_mount().ok()
+            cgroup2.map(std::path::Path::to_owned)
         },
         user_namespace: root_in_userns(user).is_some(),
     })

@@ -25,7 +25,8 @@
 //!    random, urandom and tty bound from the host, the fd/stdin/stdout/stderr links, a
 //!    new devpts instance and a small `/dev/shm` — no block device, no host pty;
 //! 8. a fresh `/run` (host daemons' sockets — docker, containerd, systemd — are gone);
-//! 9. the hidden paths covered: a directory by an empty read-only tmpfs, a file by a
+//! 9. the hidden paths covered: a directory by an empty read-only tmpfs (one tmpfs bound
+//!    on every directory that gets no mount point below it), a file by a
 //!    device node that cannot be opened (state_dir with vault.db and the tenants, the
 //!    master key file, the bpffs folder, host secrets a uid-0 command could read);
 //! 10. the tenant's work dir read-write at its mount point, the `--ro-bind` pairs
@@ -317,6 +318,8 @@ struct Planner {
     cover_dirs: Vec<PathBuf>,
     /// Covered files (canonical).
     cover_files: Vec<PathBuf>,
+    /// The op mounting each covered directory's tmpfs, by index, for [`Planner::seal`].
+    cover_ops: Vec<(usize, PathBuf)>,
     /// Every hidden path (canonical), those under a fresh mount too: no bind may show
     /// one.
     hidden_all: Vec<PathBuf>,
@@ -354,6 +357,7 @@ impl Layout {
             slots: 0,
             cover_dirs: Vec::new(),
             cover_files: Vec::new(),
+            cover_ops: Vec::new(),
             hidden_all: Vec::new(),
             dry,
             created: BTreeSet::new(),
@@ -982,10 +986,12 @@ impl Planner {
     }
 
     /// Phase 9: each hidden directory under an empty tmpfs (read-only once mount points
-    /// below it exist), each hidden file under the sandbox's `/dev/null` on a nodev mount,
+    /// below it exist; [`Planner::seal`] turns those that get none into binds of one
+    /// read-only tmpfs), each hidden file under the sandbox's `/dev/null` on a nodev mount,
     /// so opening it fails.
     fn covers(&mut self) -> Result<(), MountError> {
         for dir in self.cover_dirs.clone() {
+            self.cover_ops.push((self.ops.len(), dir.clone()));
             self.ops.push(Op::Mount {
                 fstype: c"tmpfs".into(),
                 target: cstring("hidden path", &dir)?,
@@ -994,16 +1000,27 @@ impl Planner {
             });
             self.entry(dir, "hidden (empty tmpfs)", None, "ro,nosuid,nodev,noexec");
         }
+        // The first file gets the node and its flags; a bind copies a mount's flags, so
+        // the others are binds of the first (one system call each instead of two).
+        let mut first: Option<CString> = None;
         for file in self.cover_files.clone() {
             let target = cstring("hidden path", &file)?;
-            self.ops.push(Op::Bind {
-                source: c"/dev/null".into(),
-                target: target.clone(),
-            });
-            self.ops.push(Op::Remount {
-                target,
-                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            });
+            if let Some(source) = &first {
+                self.ops.push(Op::Bind {
+                    source: source.clone(),
+                    target,
+                });
+            } else {
+                self.ops.push(Op::Bind {
+                    source: c"/dev/null".into(),
+                    target: target.clone(),
+                });
+                self.ops.push(Op::Remount {
+                    target: target.clone(),
+                    flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                });
+                first = Some(target);
+            }
             self.entry(
                 file,
                 "hidden (unopenable node)",
@@ -1205,17 +1222,41 @@ impl Planner {
     }
 
     /// Read-only `/run` and covers, now that their mount points exist.
+    ///
+    /// A cover that got no mount point below it stays empty: the first such is mounted
+    /// read-only at once and every other is a bind of it (which copies its read-only,
+    /// nosuid, nodev and noexec), so the sandbox makes one tmpfs for them all instead of
+    /// one each — each is a superblock to set up and, when the sandbox ends, to tear down.
     fn seal(&mut self) -> Result<(), MountError> {
         let sealed = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         self.ops.push(Op::Remount {
             target: c"/run".into(),
             flags: sealed,
         });
-        for dir in self.cover_dirs.clone() {
-            self.ops.push(Op::Remount {
-                target: cstring("hidden path", &dir)?,
-                flags: sealed,
-            });
+        let mut shared: Option<CString> = None;
+        for (index, dir) in std::mem::take(&mut self.cover_ops) {
+            let target = cstring("hidden path", &dir)?;
+            if self.created.iter().any(|c| c.starts_with(&dir)) {
+                self.ops.push(Op::Remount {
+                    target,
+                    flags: sealed,
+                });
+                continue;
+            }
+            match &shared {
+                Some(source) => {
+                    self.ops[index] = Op::Bind {
+                        source: source.clone(),
+                        target,
+                    };
+                }
+                None => {
+                    if let Op::Mount { flags, .. } = &mut self.ops[index] {
+                        *flags |= libc::MS_RDONLY;
+                    }
+                    shared = Some(target);
+                }
+            }
         }
         Ok(())
     }
@@ -1458,6 +1499,9 @@ mod tests {
                 "src/sub",
                 "dest",
                 "workmnt",
+                "hide1",
+                "hide2",
+                "hide3",
             ] {
                 fs::create_dir_all(base.join(d)).expect("fixture dir");
             }
@@ -1467,6 +1511,9 @@ mod tests {
                 ("state/tenants/b/work/theirs", "B-FILE"),
                 ("keys/master.key", "KEY-SECRET"),
                 ("src/ro-file", "RO-CONTENT"),
+                ("keys/other.key", "OTHER-SECRET"),
+                ("hide1/secret", "HIDE1-SECRET"),
+                ("hide3/secret", "HIDE3-SECRET"),
             ] {
                 fs::write(base.join(f), text).expect("fixture file");
             }
@@ -1491,7 +1538,14 @@ mod tests {
         fn plan(&self) -> LayoutPlan {
             LayoutPlan {
                 broker_socket: self.tmp_base.join("broker.sock"),
-                hidden: vec![self.base.join("state"), self.base.join("keys/master.key")],
+                hidden: vec![
+                    self.base.join("state"),
+                    self.base.join("keys/master.key"),
+                    self.base.join("keys/other.key"),
+                    self.base.join("hide1"),
+                    self.base.join("hide2"),
+                    self.base.join("hide3"),
+                ],
                 tmp_size_bytes: 8 << 20,
                 shm_size_bytes: 1 << 20,
                 work: Some((
@@ -1502,6 +1556,10 @@ mod tests {
                     (self.base.join("src"), self.base.join("dest")),
                     (self.base.join("src/ro-file"), "/tmp/nested/ro-file".into()),
                     (self.base.join("src/ro-file"), "/run/x/ro-file".into()),
+                    (
+                        self.base.join("src/ro-file"),
+                        self.base.join("hide2/inner/ro-file"),
+                    ),
                 ],
                 cgroup2_mount: Some(cgroup2()),
                 user_namespace: false,
@@ -1684,6 +1742,18 @@ echo x > /dev/shm/w || fail "/dev/shm"
 out=$(cat {base}/keys/master.key 2>&1) && fail "read the master key: $out"
 case "$out" in *KEY-SECRET*) fail "key contents";; esac
 expect_erofs {base}/state/x
+out=$(cat {base}/keys/other.key 2>&1) && fail "read other.key: $out"
+case "$out" in *OTHER-SECRET*) fail "other.key contents";; esac
+# Hidden directories that get no mount point share one empty read-only tmpfs; the one
+# with a mount point below it has its own (what is made there shows nowhere else).
+for d in hide1 hide3; do
+    [ -z "$(ls -A {base}/$d)" ] || fail "$d visible: $(ls -A {base}/$d)"
+    expect_erofs {base}/$d/x
+done
+[ "$(ls -A {base}/hide2)" = inner ] || fail "hide2 holds: $(ls -A {base}/hide2)"
+[ "$(cat {base}/hide2/inner/ro-file)" = RO-CONTENT ] || fail "ro-bind under a hidden dir"
+expect_erofs {base}/hide2/x
+expect_erofs {base}/hide2/inner/x
 # The tenant's work dir: read-write, another tenant's absent.
 [ "$(cat {base}/workmnt/mine)" = A-FILE ] || fail "work dir content"
 echo new > {base}/workmnt/new || fail "work dir not writable"
