@@ -11,17 +11,6 @@ fn main() -> anyhow::Result<()> {
     let root = format!("{manifest}/../hb-ebpf");
     // aya-build watches hb-ebpf; the shared types live in hb-common.
     println!("cargo:rerun-if-changed={manifest}/../hb-common/src");
-    // RELR (packed relative relocations): the PIE's ~44,000 R_X86_64_RELATIVE entries in
-    // .rela.dyn (1 MB, read at every start) become a few KB of bitmaps, so a start
-    // faults in fewer pages; the binary stays position-independent (ASLR kept). Needs
-    // glibc >= 2.36 at run time (the binary then names GLIBC_ABI_DT_RELR) and
-    // binutils >= 2.38 or lld. HB_NO_RELR=1 builds without it.
-    println!("cargo:rerun-if-env-changed=HB_NO_RELR");
-    let target_ok = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|v| v == "linux")
-        && std::env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|v| v == "gnu");
-    if target_ok && std::env::var("HB_NO_RELR").is_err() {
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
-    }
     let skip =
         std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
