@@ -705,13 +705,15 @@ impl EventLog {
             self.file = open_append(&self.path)?;
             self.room = crate::room::Room::ahead_of(&self.file, self.file.metadata()?.len());
         }
-        let before = self.file.metadata()?.len();
-        if before + line.len() as u64 > self.max_bytes {
-            self.room.release(&self.file);
-        }
-        rotate_if_full(&self.path, &mut self.file, line.len(), self.max_bytes)?;
+        let len = rotate_if_full(
+            &self.path,
+            &mut self.file,
+            line.len(),
+            self.max_bytes,
+            Some(&mut self.room),
+        )?;
         // Room for this line and the next (a file just rotated in has none yet).
-        self.room.keep(&self.file, self.file.metadata()?.len());
+        self.room.keep(&self.file, len);
         self.file.write_all(&line)
     }
 }
@@ -738,7 +740,7 @@ pub fn append_one(
     let lock = open_lock(state_dir).map_err(error)?;
     let _held = Flock::exclusive(&lock).map_err(error)?;
     let mut file = open_append(&path).map_err(error)?;
-    rotate_if_full(&path, &mut file, line.len(), max_bytes).map_err(error)?;
+    rotate_if_full(&path, &mut file, line.len(), max_bytes, None).map_err(error)?;
     let written = file.write(&line).map_err(error)?;
     if written != line.len() {
         return Err(error(io::Error::from(io::ErrorKind::WriteZero)));
@@ -750,18 +752,26 @@ pub fn append_one(
 pub const SECCOMP_HOOK: &str = "seccomp";
 
 /// Renames `path` (held open as `file`) to `events.jsonl.1` and opens a fresh one when
-/// `incoming` more bytes would take it past `max_bytes`. Called under the lock.
+/// `incoming` more bytes would take it past `max_bytes`, giving back the old file's
+/// `room` first. Called under the lock. The length of the file written next (0 for a
+/// fresh one).
 fn rotate_if_full(
     path: &Path,
     file: &mut fs::File,
     incoming: usize,
     max_bytes: u64,
-) -> io::Result<()> {
-    if file.metadata()?.len() + incoming as u64 > max_bytes {
-        fs::rename(path, path.with_extension("jsonl.1"))?;
-        *file = open_append(path)?;
+    room: Option<&mut crate::room::Room>,
+) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len + incoming as u64 <= max_bytes {
+        return Ok(len);
     }
-    Ok(())
+    if let Some(room) = room {
+        room.release(file);
+    }
+    fs::rename(path, path.with_extension("jsonl.1"))?;
+    *file = open_append(path)?;
+    Ok(0)
 }
 
 /// Whether `file` is still the file at `path`.

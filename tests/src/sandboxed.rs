@@ -130,13 +130,13 @@ pub fn nobody_broker_client(env: &TestEnv, policy: &str, script: &str, args: &[&
     nobody_python_json(env, policy, &broker_client_script(env, script), args)
 }
 
-/// A sandbox process still running, its stdout read line by line; killed and reaped on
-/// drop. Its stdin is a pipe kept open until then, so a script that holds what it took
-/// until its stdin closes holds it while this lives.
+/// A sandbox process still running, its stdout read line by line and its stdin written
+/// line by line ([`Running::say`]); killed and reaped on drop. Its stdin is a pipe kept
+/// open until then, so a script that holds what it took until its stdin closes holds it
+/// while this lives.
 pub struct Running {
     child: Child,
-    /// Kept only so the pipe stays open.
-    _stdin: ChildStdin,
+    stdin: ChildStdin,
     out: BufReader<ChildStdout>,
 }
 
@@ -151,11 +151,14 @@ impl Running {
             .expect("sandbox run");
         let stdin = child.stdin.take().expect("stdin");
         let out = BufReader::new(child.stdout.take().expect("stdout"));
-        Self {
-            child,
-            _stdin: stdin,
-            out,
-        }
+        Self { child, stdin, out }
+    }
+
+    /// Writes `line` to its stdin.
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}").expect("sandbox stdin");
+        self.stdin.flush().expect("sandbox stdin");
     }
 
     /// The next line it prints, trimmed (empty once it has ended).

@@ -11,56 +11,16 @@
 //!
 //! Everything lives on `lo` in the test's own network namespace.
 
-use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-};
+use std::process::Command;
 
-use hb_tests::{TestEnv, private_netns, python, sandboxed::nobody_command};
+use hb_tests::{
+    TestEnv, private_netns, python,
+    sandboxed::{Running, nobody_command},
+};
 
 /// Where the test's `203.0.113.10:80` would be; nothing listens there (the attack is on
 /// the guard's side of the redirect).
 const WEB: &str = "203.0.113.10";
-
-/// A sandbox process the test talks to line by line: it waits on stdin, the test reads
-/// its stdout. Killed and reaped on drop.
-struct Talk {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-}
-
-impl Talk {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("sandbox run");
-        let stdin = child.stdin.take().expect("stdin");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        Self { child, stdin, out }
-    }
-
-    fn say(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("sandbox stdin");
-        self.stdin.flush().expect("sandbox stdin");
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.out.read_line(&mut line).expect("sandbox output");
-        line.trim().to_owned()
-    }
-}
-
-impl Drop for Talk {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn sysctl(key: &str, value: &str) {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
@@ -196,13 +156,13 @@ allow_domains = ["web.test"]
     env.start_agent();
     let id = env.policy_id("victim");
     let (guard_port, dns_port) = ((15300 + id).to_string(), (15556 + id).to_string());
-    let mut attacker = Talk::spawn(nobody_command(
+    let mut attacker = Running::spawn(nobody_command(
         &env,
         "server",
         &[],
         &[python(), "-c", PY_SQUAT, &guard_port, &dns_port],
     ));
-    let mut victim = Talk::spawn(nobody_command(
+    let mut victim = Running::spawn(nobody_command(
         &env,
         "victim",
         &[],
@@ -420,9 +380,9 @@ allow_domains = []
     let before = rss_kib(pid);
     let sock = env.broker_socket().display().to_string();
     let size = BODY.to_string();
-    let mut holders: Vec<Talk> = (0..2)
+    let mut holders: Vec<Running> = (0..2)
         .map(|_| {
-            Talk::spawn(nobody_command(
+            Running::spawn(nobody_command(
                 &env,
                 "a",
                 &[],
@@ -430,7 +390,7 @@ allow_domains = []
             ))
         })
         .collect();
-    let held: Vec<String> = holders.iter_mut().map(Talk::line).collect();
+    let held: Vec<String> = holders.iter_mut().map(Running::line).collect();
     let during = rss_kib(pid);
     // Another tenant's body meanwhile (1 MiB of text).
     let other = hb_tests::sandboxed::nobody_broker_client(

@@ -914,6 +914,10 @@ fn first_to_try(
     usable: &[Arc<Current>],
 ) -> Option<Arc<Current>> {
     let (entry, integration) = decision.credential.as_ref()?;
+    if usable.len() < 2 {
+        // No previous key (the common case): the active one, without a look.
+        return usable.first().cloned();
+    }
     let key = (entry.integration.clone(), entry.account.clone());
     let propagation = std::time::Duration::from_secs(integration.propagation_secs);
     call.shared.propagation.first(&key, usable, propagation)
@@ -931,6 +935,10 @@ fn remember_answers(
     let (Some((entry, _)), Some(newest)) = (&decision.credential, usable.first()) else {
         return;
     };
+    if usable.len() < 2 {
+        // No previous key: no propagation to learn, and `first` orders nothing.
+        return;
+    }
     let key = (entry.integration.clone(), entry.account.clone());
     let answers: Vec<(&str, u16)> = answers.iter().map(|(id, s)| (id.as_str(), *s)).collect();
     call.shared
