@@ -7,16 +7,16 @@
 //! from inside), `CLONE_NEWNS`/`CLONE_NEWIPC` give it mounts and System V IPC of its own,
 //! and `CLONE_PIDFD` gives the launcher a descriptor that names it for good. It is a
 //! copy of the single-threaded launcher, not an exec'd program, so it runs the plan
-//! prepared before the clone: [`confine`] (a new session without a controlling
-//! terminal — or, with `--tty`, with a fresh pseudo-terminal of its own —, a cgroup
-//! namespace, the mounts of [`super::mounts`], itself made undumpable (it keeps
-//! descriptors of the host's mount namespace), every capability dropped and the user's
-//! ids, `no_new_privs`, Landlock scopes, the seccomp filters, every descriptor past
-//! stderr closed at exec, and last a wait until the launcher, meanwhile, has joined it
-//! to the cgroup v1 limits), then it starts the command (pid 2, cloned as posix_spawn
-//! does: sharing the init's memory until its exec), which resets its signals and execs. pid 1 stays behind as the namespace's reaper: it forwards the
-//! signals the launcher passes on to the command, reaps orphans, and exits with the
-//! command's status. When it exits the kernel kills whatever is left in the namespace.
+//! prepared before the clone: [`confine`] (first its cgroup v1 limits on a hybrid host,
+//! which it joins itself; a new session without a controlling terminal — or, with
+//! `--tty`, with a fresh pseudo-terminal of its own —, a cgroup namespace, the mounts of
+//! [`super::mounts`], itself made undumpable (it keeps descriptors of the host's mount
+//! namespace), every capability dropped and the user's ids, `no_new_privs`, Landlock
+//! scopes, the seccomp filters, every descriptor past stderr closed at exec), then it
+//! starts the command (pid 2, cloned as posix_spawn does: sharing the init's memory
+//! until its exec), which resets its signals and execs. pid 1 stays behind as the
+//! namespace's reaper: it forwards the signals the launcher passes on to the command,
+//! reaps orphans, and exits with the command's status. When it exits the kernel kills whatever is left in the namespace.
 //!
 //! Init and launcher talk over a `SOCK_SEQPACKET` pair: one [`Report`] per packet, and
 //! the end of the stream (every copy of init's end closed: init's once the command is
@@ -53,13 +53,17 @@ pub struct Plan {
     pub layout: super::mounts::Layout,
     /// The rule filter ([`seccomp`]), installed by `confine` after the native-ABI one.
     pub filter: seccomp::Filter,
+    /// The `tasks` files of the sandbox's cgroup v1 limits (none on a cgroup2 host),
+    /// which the init joins first ([`join_limits`]).
+    pub limits: Vec<RawFd>,
 }
 
 /// A confinement step, named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Step {
-    WaitForLauncher = 1,
+    JoinLimits = 1,
+    WaitForLauncher,
     NewSession,
     Terminal,
     CgroupNamespace,
@@ -72,13 +76,13 @@ pub enum Step {
     NativeAbiFilter,
     SeccompFilter,
     CloseDescriptors,
-    WaitForLimits,
     ForkCommand,
     Exec,
 }
 
 impl Step {
     const ALL: [Step; 16] = [
+        Step::JoinLimits,
         Step::WaitForLauncher,
         Step::NewSession,
         Step::Terminal,
@@ -92,13 +96,13 @@ impl Step {
         Step::NativeAbiFilter,
         Step::SeccompFilter,
         Step::CloseDescriptors,
-        Step::WaitForLimits,
         Step::ForkCommand,
         Step::Exec,
     ];
 
     pub fn describe(self) -> &'static str {
         match self {
+            Step::JoinLimits => "joining its cgroup v1 limits",
             Step::WaitForLauncher => "waiting for the launcher (user namespace ids)",
             Step::NewSession => "starting a new session (setsid)",
             Step::Terminal => "taking its own pseudo-terminal (--tty)",
@@ -112,7 +116,6 @@ impl Step {
             Step::NativeAbiFilter => "installing the native-ABI seccomp filter",
             Step::SeccompFilter => "installing the seccomp filter",
             Step::CloseDescriptors => "closing inherited descriptors",
-            Step::WaitForLimits => "waiting for the launcher to join it to the cgroup v1 limits",
             Step::ForkCommand => "forking the command",
             Step::Exec => "starting the command",
         }
@@ -190,16 +193,12 @@ pub fn start(plan: &Plan, cgroup: &OwnedFd) -> io::Result<Started> {
     })
 }
 
-/// What the init waits for, one byte each on the channel, in this order.
+/// What the init waits for, one byte on the channel.
 #[derive(Clone, Copy)]
 #[repr(u8)]
 pub enum Gate {
     /// Its user namespace's id maps are written (or it has none): it may confine itself.
     Confine = b'C',
-    /// It is in the cgroup v1 limits (or the host has none): it may start the command.
-    /// The launcher joins it while it confines itself, so the join's cost (an RCU grace
-    /// period in the kernel, milliseconds) overlaps the mounts instead of adding to them.
-    Command = b'G',
 }
 
 /// Lets the init past `gate`.
@@ -219,12 +218,6 @@ pub fn release(started: &Started, gate: Gate) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Tells the init no release will come: its wait for one ends with the channel.
-pub fn hang_up(started: &Started) {
-    // SAFETY: shutdown(2) of the launcher's own socket.
-    unsafe { libc::shutdown(started.channel.as_raw_fd(), libc::SHUT_WR) };
 }
 
 /// Writes the id maps of the init's user namespace: its uid and gid 0 are `host` on
@@ -397,6 +390,9 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
     // SAFETY: each call below takes integers or pointers to data the plan owns; this
     // process is a single-threaded copy of the launcher.
     unsafe {
+        // Into the limits before anything else: whatever this process and the command
+        // then do is counted and bounded.
+        join_limits(&plan.limits).map_err(|e| (Step::JoinLimits, e))?;
         // For a user namespace, the launcher first writes its id maps (that needs the
         // host's root); one byte says done.
         check(Step::WaitForLauncher)(wait_for(channel, Gate::Confine))?;
@@ -447,11 +443,26 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
         ))?;
-        // The command must start inside the limits: the launcher says when this
-        // process is in every cgroup v1 one (the command, forked next, inherits them).
-        check(Step::WaitForLimits)(wait_for(channel, Gate::Command))?;
         Ok(listener)
     }
+}
+
+/// Moves this process into each cgroup v1 limit by writing "0" (the writer itself) into
+/// the cgroup's `tasks` file, opened by the launcher as root. A single thread naming
+/// itself is moved without the write side of the kernel's threadgroup lock, whose RCU
+/// grace period a write of its pid into `cgroup.procs` by another process pays (1–8 ms
+/// on a cgroup v1 host). This process is single-threaded (a clone of the single-threaded
+/// launcher), so the thread is the whole process; the command, forked later, inherits
+/// the cgroups.
+fn join_limits(tasks: &[RawFd]) -> io::Result<()> {
+    for &fd in tasks {
+        // SAFETY: write(2) of a one-byte local to a descriptor the plan owns.
+        let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        if n != 1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The command's pid (2), for the signal handler; 0 until it is started.

@@ -13,7 +13,7 @@
 use std::{
     fs,
     io::{self, Write as _},
-    os::fd::OwnedFd,
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
 };
 
@@ -55,29 +55,28 @@ pub struct Placed {
 }
 
 /// The limits as applied: the files written, the v1 cgroups to remove afterwards and
-/// the `cgroup.procs` of each, which the sandbox's init writes itself into.
+/// the `tasks` file of each, which the sandbox's init writes itself into.
 #[derive(Debug, Default)]
 pub struct Applied {
     pub placed: Vec<Placed>,
     v1_dirs: Vec<PathBuf>,
-    v1_procs: Vec<OwnedFd>,
+    v1_tasks: Vec<OwnedFd>,
 }
 
 impl Applied {
-    /// Moves `pid` (the sandbox's init, before it runs anything) into the v1 cgroups.
-    pub fn join(&self, pid: libc::pid_t) -> Result<(), LimitError> {
-        for (fd, dir) in self.v1_procs.iter().zip(&self.v1_dirs) {
-            let mut file = fs::File::from(fd.try_clone().map_err(io_err("open", dir))?);
-            file.write_all(pid.to_string().as_bytes())
-                .map_err(io_err("write cgroup.procs in", dir))?;
-        }
-        Ok(())
+    /// The v1 `tasks` files the sandbox's init joins by writing "0" (itself) into each,
+    /// first thing after the clone ([`super::init::join_limits`]). The kernel moves a
+    /// single thread that names itself without the write side of its threadgroup lock,
+    /// whose RCU grace period (1–8 ms on a cgroup v1 host) a launcher writing the
+    /// init's pid into `cgroup.procs` pays on every run.
+    pub fn tasks(&self) -> Vec<RawFd> {
+        self.v1_tasks.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
     /// Removes the v1 cgroups made for the sandbox (its processes are gone by then: the
     /// pid namespace ends with its init). Best effort, retried while the kernel reaps.
     pub fn remove(self) {
-        drop(self.v1_procs);
+        drop(self.v1_tasks);
         for dir in self.v1_dirs.iter().rev() {
             for _ in 0..100 {
                 match fs::remove_dir(dir) {
@@ -185,12 +184,12 @@ pub fn apply(
         {
             write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
         }
-        let procs = dir.join("cgroup.procs");
+        let tasks = dir.join("tasks");
         let fd = fs::OpenOptions::new()
             .write(true)
-            .open(&procs)
-            .map_err(io_err("open", &procs))?;
-        applied.v1_procs.push(fd.into());
+            .open(&tasks)
+            .map_err(io_err("open", &tasks))?;
+        applied.v1_tasks.push(fd.into());
         applied.placed.push(Placed {
             controller: want.controller,
             file,

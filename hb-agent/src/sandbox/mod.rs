@@ -186,6 +186,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         userns: root_in_userns(user),
         tty: None,
         filter,
+        limits: Vec::new(),
         layout,
     };
     let pty = opts
@@ -214,27 +215,16 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         })?
         .into();
 
+    plan.limits = applied.tasks();
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
-    // The init waits for its user namespace's ids before confining itself, and for its
-    // v1 limits before starting the command (both need the host's root); the limits
-    // are joined while it confines itself. If either fails, it is never released and
-    // ends with the channel.
+    // The init joins its v1 limits itself, then waits for its user namespace's ids
+    // before confining itself (writing them needs the host's root). If that fails, it
+    // is never released and ends with the channel.
     if let Some(host) = plan.userns {
         init::map_ids(&started, host).map_err(SandboxError::Clone)?;
     }
     init::release(&started, init::Gate::Confine).map_err(SandboxError::Clone)?;
-    if let Err(e) = applied.join(started.pid) {
-        return Err(join_failed(&started, program, &plan.layout, e.into()));
-    }
-    if let Err(e) = init::release(&started, init::Gate::Command) {
-        return Err(join_failed(
-            &started,
-            program,
-            &plan.layout,
-            SandboxError::Clone(e),
-        ));
-    }
     drop(scoping);
     // The sandbox holds the slave now; the launcher only relays through the master.
     let relay = match pty {
@@ -560,26 +550,6 @@ fn layout_plan(
         },
         user_namespace: root_in_userns(user).is_some(),
     })
-}
-
-/// The launcher could not join the init to its limits, or release it to start the
-/// command (`cause`): the init, which confines itself meanwhile, is told (it ends at its
-/// wait for the limits), and if it failed a step of its own first — then it was gone
-/// when the launcher came — its report names that step instead.
-fn join_failed(
-    started: &init::Started,
-    program: &OsString,
-    layout: &mounts::Layout,
-    cause: SandboxError,
-) -> SandboxError {
-    init::hang_up(started);
-    match await_command(started, program, layout, drop) {
-        Err(SandboxError::Confine { step, .. }) if step == init::Step::WaitForLimits.describe() => {
-            cause
-        }
-        Err(own) => own,
-        Ok(()) => cause,
-    }
 }
 
 /// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
