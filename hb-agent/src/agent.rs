@@ -329,7 +329,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     if config.guard_in_use() {
         redirected.push(crate::ports::policy_ports(config.guard_listen().port()));
     }
-    crate::ports::reserve(&redirected)?;
+    crate::ports::reserve(&redirected, &config.agent.state_dir)?;
     // The resolver listens before the kernel sends it anything.
     let (dns_events_tx, mut dns_events) = crate::events::EventSender::channel(1024);
     let dropped_events = dns_events_tx.dropped();

@@ -9,16 +9,21 @@
 //! kernel from `ip_local_port_range`, and no bind hook sees which. So at start the agent
 //! adds its ranges to `net.ipv4.ip_local_reserved_ports` (IPv6 sockets too), which the
 //! kernel never picks an ephemeral port from; the reservation outlives the agent, so it
-//! holds across every restart window.
+//! holds across every restart window. The ports hb itself added (not those reserved
+//! before it) are kept in `state_dir/reserved-ports`, and `hb-agent uninstall` gives
+//! exactly those back ([`release`]).
 //!
 //! Fail closed: when the reservation cannot be written and a range meets the
 //! ephemeral range, the agent does not start (a node with a read-only `/proc/sys` must
 //! configure ports below `ip_local_port_range`, as the defaults are).
 
-use std::{fs, io, ops::RangeInclusive};
+use std::{fs, io, ops::RangeInclusive, path::Path};
 
-const RESERVED: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+pub const RESERVED: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 const EPHEMERAL: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The ports hb added to the reservation, in `state_dir`, in the kernel's own syntax.
+pub const RECORD_FILE: &str = "reserved-ports";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortsError {
@@ -80,22 +85,22 @@ fn overlaps(a: &RangeInclusive<u16>, b: &RangeInclusive<u16>) -> bool {
 }
 
 /// Adds each of `ranges` to the calling thread's network namespace's reserved ports
-/// (those already reserved are left as they are).
-pub fn reserve(ranges: &[RangeInclusive<u16>]) -> Result<(), PortsError> {
+/// (those already reserved are left as they are), and what it added to the record in
+/// `state_dir` (a record it cannot write is a warning: the reservation holds all the
+/// same, only uninstall will not give it back).
+pub fn reserve(ranges: &[RangeInclusive<u16>], state_dir: &Path) -> Result<(), PortsError> {
+    let mut added = Vec::new();
     for range in ranges {
         let result = fs::read_to_string(RESERVED).and_then(|have| {
             let add = missing(&parse(&have), range);
             if add.is_empty() {
                 return Ok(());
             }
-            let mut text = have.trim().to_owned();
-            for r in add {
-                if !text.is_empty() {
-                    text.push(',');
-                }
-                text.push_str(&format!("{}-{}", r.start(), r.end()));
-            }
-            fs::write(RESERVED, text)
+            let mut all = parse(&have);
+            all.extend(add.iter().cloned());
+            fs::write(RESERVED, format(&all))?;
+            added.extend(add);
+            Ok(())
         });
         match result {
             Ok(()) => {
@@ -122,7 +127,69 @@ pub fn reserve(ranges: &[RangeInclusive<u16>]) -> Result<(), PortsError> {
             },
         }
     }
+    if !added.is_empty() {
+        let record = state_dir.join(RECORD_FILE);
+        let mut all = fs::read_to_string(&record)
+            .map(|t| parse(&t))
+            .unwrap_or_default();
+        all.extend(added);
+        if let Err(error) = fs::write(&record, format(&all)) {
+            tracing::warn!(path = %record.display(), %error, "cannot record the ports hb reserved; uninstall will leave them reserved");
+        }
+    }
     Ok(())
+}
+
+/// Gives back the ports hb reserved (the record in `state_dir`) and removes the record;
+/// ports reserved by anyone else stay. Returns what was given back, in the kernel's
+/// syntax (None without a record).
+pub fn release(state_dir: &Path) -> io::Result<Option<String>> {
+    let record = state_dir.join(RECORD_FILE);
+    let ours = match fs::read_to_string(&record) {
+        Ok(text) => parse(&text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let have = parse(&fs::read_to_string(RESERVED)?);
+    // A line, even when empty: the kernel clears the set on a write, and a write of
+    // nothing is no write at all.
+    fs::write(RESERVED, format!("{}\n", format(&without(&have, &ours))))?;
+    fs::remove_file(&record)?;
+    Ok(Some(format(&ours)))
+}
+
+/// The ports of `have` that are in none of `gone`, as ranges.
+fn without(have: &[RangeInclusive<u16>], gone: &[RangeInclusive<u16>]) -> Vec<RangeInclusive<u16>> {
+    let mut out = Vec::new();
+    for range in have {
+        out.extend(missing(gone, range));
+    }
+    out
+}
+
+/// Ranges in the kernel's syntax: sorted, merged, `a-b` or `a`, comma-separated (an
+/// empty string for none).
+fn format(ranges: &[RangeInclusive<u16>]) -> String {
+    let mut sorted: Vec<(u16, u16)> = ranges.iter().map(|r| (*r.start(), *r.end())).collect();
+    sorted.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (a, b) in sorted {
+        match merged.last_mut() {
+            Some(last) if u32::from(a) <= u32::from(last.1) + 1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The per-policy port range starting at `base`.
@@ -149,5 +216,23 @@ mod tests {
         assert_eq!(missing(&have, &(15300..=15555)), vec![15300..=15554]);
         assert_eq!(missing(&[], &(53..=308)), vec![53..=308]);
         assert_eq!(policy_ports(15300), 15300..=15555);
+    }
+
+    #[test]
+    fn what_hb_reserved_is_given_back_and_nothing_else() {
+        assert_eq!(format(&[]), "");
+        assert_eq!(
+            format(&[5400..=5555, 80..=80, 5300..=5399, 81..=81]),
+            "80-81,5300-5555"
+        );
+        let have = parse("80,5300-5555,15300-15555");
+        assert_eq!(
+            format(&without(&have, &parse("5401-5555,15300-15555"))),
+            "80,5300-5400"
+        );
+        // A port hb recorded but someone else's range still covers elsewhere is given
+        // back only where it was hb's.
+        assert_eq!(format(&without(&parse("1-10"), &parse("5"))), "1-4,6-10");
+        assert_eq!(format(&without(&have, &[])), "80,5300-5555,15300-15555");
     }
 }

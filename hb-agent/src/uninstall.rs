@@ -4,7 +4,8 @@
 //! (`BPF_LINK_DETACH`, which holds whoever else has the link open) and unpinned; then
 //! the program and map pins go (with the enrolled-cgroups map, the enrollments), and the
 //! pin folders; then the agent's runtime state in `state_dir` (what it attached where,
-//! the allow-map name index, its counters). What is history or a credential stays: the
+//! the allow-map name index, its counters), and the ports hb added to the network
+//! namespace's `ip_local_reserved_ports` (see `ports`). What is history or a credential stays: the
 //! vault, the master key, the audit log, `events.jsonl`, the tenants' folders, and the
 //! cgroups (hb never removes a cgroup it did not create, and processes may run in them).
 //!
@@ -62,7 +63,7 @@ pub enum UninstallError {
 /// One thing uninstall removed.
 #[derive(Debug, Serialize)]
 pub struct Removed {
-    /// `link`, `program`, `map`, `folder` or `state`.
+    /// `link`, `program`, `map`, `folder`, `state` or `reserved_ports`.
     pub kind: &'static str,
     pub path: PathBuf,
     /// For a link: what it was attached to before.
@@ -112,6 +113,7 @@ pub fn run(config: &Config, force: bool) -> Result<Report, UninstallError> {
     let mut removed = detach_links(&bpffs.join(pin_dirs::LINKS))?;
     removed.extend(remove_pins(bpffs)?);
     removed.extend(remove_state(state_dir)?);
+    removed.extend(release_ports(state_dir)?);
     Ok(Report {
         agent_was_running: running,
         agent_pid: pid,
@@ -232,6 +234,19 @@ fn remove_state(state_dir: &Path) -> Result<Vec<Removed>, UninstallError> {
         }
     }
     Ok(out)
+}
+
+/// Gives back the ports hb reserved for its redirects (the record goes with them).
+fn release_ports(state_dir: &Path) -> Result<Option<Removed>, UninstallError> {
+    let released = crate::ports::release(state_dir).map_err(|source| UninstallError::Remove {
+        path: state_dir.join(crate::ports::RECORD_FILE),
+        source,
+    })?;
+    Ok(released.map(|ports| Removed {
+        kind: "reserved_ports",
+        path: PathBuf::from(crate::ports::RESERVED),
+        note: Some(format!("gave back {ports}")),
+    }))
 }
 
 /// The report for a person.

@@ -320,8 +320,17 @@ fn assert_gone(kind: &str, field: &str, ours: &BTreeSet<u64>) {
 #[test]
 fn uninstall_leaves_no_pin_link_or_enrollment_and_a_second_run_is_a_no_op() {
     private_netns(&["10.0.0.1"]);
+    let reserved = || {
+        fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").expect("reserved ports")
+    };
+    let reserved_before = reserved();
     let mut env = TestEnv::new("uninstall", &config());
     env.start_agent();
+    assert_ne!(
+        reserved(),
+        reserved_before,
+        "the agent reserves its redirect ports"
+    );
     let pod = env.root_pod("web");
     let target = TcpProbe::bind("10.0.0.1:0");
     let port = target.addr.port().to_string();
@@ -382,6 +391,12 @@ fn uninstall_leaves_no_pin_link_or_enrollment_and_a_second_run_is_a_no_op() {
         "{report}"
     );
     assert_eq!(report["agent_was_running"], false);
+    assert_eq!(kinds("reserved_ports"), 1, "{report}");
+    assert_eq!(
+        reserved(),
+        reserved_before,
+        "the ports hb reserved are given back, and only those"
+    );
 
     // Nothing of hb's is left: no pin, no program, link or map in the kernel, nothing
     // attached to the cgroup (bpftool's own view).
