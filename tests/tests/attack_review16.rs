@@ -1,0 +1,144 @@
+//! Attack review 16: the sandbox launcher and its cell, attacked from inside by the
+//! command (as the default user and as `--user 0`). Each test performs one attack and
+//! asserts the promise holds, so it fails while the attack works; it prints a `figure:`
+//! line saying what the attacker got. A test marked `#[ignore = "open: …"]` is a break
+//! found and not yet fixed: it fails against the current tree.
+//!
+//! Everything stays on the machine: the agent runs in the test's own network namespace
+//! and no test sends a packet.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use hb_tests::{TestEnv, agent_bin, private_netns, python, random_suffix, stdout};
+
+const CONFIG: &str = r#"
+[broker]
+socket_mode = "0666"
+
+[[policy]]
+name = "open"
+"#;
+
+/// The two users every attack runs as: the default one and root.
+const USERS: [(&str, &[&str]); 2] = [("default user", &[]), ("--user 0", &["--user", "0"])];
+
+fn start(name: &str) -> TestEnv {
+    private_netns(&[]);
+    // The state folder in /var/tmp: visible (read-only) inside, like a node's /var/lib/hb,
+    // and hidden by a cover.
+    let mut env = TestEnv::new_in(Path::new("/var/tmp"), name, CONFIG);
+    env.start_agent();
+    env
+}
+
+/// `hb-agent sandbox run --policy open OPTIONS -- ARGS`, not yet started.
+fn sandbox_command(env: &TestEnv, options: &[&str], args: &[&str]) -> Command {
+    let mut c = Command::new(agent_bin());
+    c.arg("--config")
+        .arg(&env.config_path)
+        .args(["sandbox", "run", "--policy", "open"])
+        .args(options)
+        .arg("--")
+        .args(args);
+    c
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}[exit {:?}; stderr: {}]",
+        stdout(out),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A world-writable host folder under /var/tmp (read-only inside a sandbox), removed on
+/// drop with whatever an attack left in it.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let p = Path::new("/var/tmp").join(format!("hb-test-{tag}-{}", random_suffix()));
+        fs::create_dir_all(&p).expect("scratch dir");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o1777)).expect("chmod scratch");
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Through the directory on fd 3 (the sandbox's stdin, moved): lists the hidden state folder and writes a probe file
+/// on the host's (read-write) mount of it. Prints JSON.
+const PY_DIR_STDIN: &str = r#"
+import json, os, sys
+probe, hidden = sys.argv[1], sys.argv[2]
+got = {"inside": os.path.exists(hidden + "/hb.toml")}
+try:
+    got["listed"] = sorted(os.listdir("/proc/self/fd/3" + hidden))
+except OSError as e:
+    got["listed"] = e.strerror
+try:
+    with open("/proc/self/fd/3" + probe, "w") as f:
+        f.write("written from a sandbox\n")
+    got["wrote"] = True
+except OSError as e:
+    got["wrote"] = e.strerror
+print(json.dumps(got))
+"#;
+
+/// **A directory on stdin is a way out of the mount namespace.** Only fds 0-2 cross into
+/// a sandbox, but the launcher passes them whatever they are. A caller that starts
+/// `sandbox run` with a directory as stdin (`< /`, a supervisor's inherited descriptor)
+/// hands the command a directory of the host's mount namespace: `/proc/self/fd/0/…`
+/// (or `openat(0, …)`) walks the host's tree from there, past every cover (the agent's
+/// state folder, `/home`, other tenants) and on the host's read-write mounts, not the
+/// sandbox's read-only root. Landlock does not help: the sandbox's ruleset has scopes
+/// only, no filesystem rules.
+#[test]
+fn a_directory_on_stdin_does_not_open_the_hosts_tree() {
+    let env = start("atk16-dirin");
+    let scratch = Scratch::new("atk16-dirin");
+    let hidden = env.state_dir.to_str().expect("UTF-8 state dir");
+    for (user, options) in USERS {
+        let probe = scratch.0.join(format!("probe-{}", options.len()));
+        let out = sandbox_command(
+            &env,
+            options,
+            &[
+                "sh",
+                "-c",
+                // Python refuses a directory as its stdin: it gets the one on fd 3.
+                "exec \"$0\" -c \"$1\" \"$2\" \"$3\" 3<&0 </dev/null",
+                python(),
+                PY_DIR_STDIN,
+                probe.to_str().expect("UTF-8"),
+                hidden,
+            ],
+        )
+        .stdin(Stdio::from(fs::File::open("/").expect("open /")))
+        .output()
+        .expect("sandbox run");
+        let text = stdout(&out);
+        println!("figure: {user}, stdin a directory (/): {}", said(&out).trim());
+        assert!(
+            !probe.exists(),
+            "{user}: the sandbox wrote {} on the host through its stdin: {}",
+            probe.display(),
+            said(&out)
+        );
+        assert!(
+            !text.contains("hb.toml"),
+            "{user}: the sandbox listed the hidden state folder through its stdin: {}",
+            said(&out)
+        );
+    }
+}
