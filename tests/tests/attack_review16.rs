@@ -102,7 +102,11 @@ print(json.dumps(got))
 /// (or `openat(0, …)`) walks the host's tree from there, past every cover (the agent's
 /// state folder, `/home`, other tenants) and on the host's read-write mounts, not the
 /// sandbox's read-only root. Landlock does not help: the sandbox's ruleset has scopes
-/// only, no filesystem rules.
+/// only, no filesystem rules. On the baseline the default user listed the hidden state
+/// folder (hb.toml, broker.sock, the audit log…) and wrote a file on the host.
+///
+/// Fixed: without `--tty` the launcher refuses a directory (or an `O_PATH` link) as
+/// stdin, stdout or stderr before it makes anything.
 #[test]
 fn a_directory_on_stdin_does_not_open_the_hosts_tree() {
     let env = start("atk16-dirin");

@@ -112,6 +112,23 @@ pub enum SandboxError {
     },
     #[error("no command given (usage: hb-agent sandbox run --policy NAME -- CMD ARGS…)")]
     NoCommand,
+    #[error(
+        "the command's {name} (descriptor {fd}) is {kind}: a sandbox's stdin, stdout and stderr must not \
+         be directories or links, which would open the host's filesystem to it (redirect from a file, a \
+         pipe or /dev/null)"
+    )]
+    StandardDescriptor {
+        fd: i32,
+        name: &'static str,
+        kind: &'static str,
+    },
+    #[error("cannot inspect the command's {name} (descriptor {fd})")]
+    StandardDescriptorStat {
+        fd: i32,
+        name: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// What `hb-agent sandbox run` was asked for.
@@ -157,6 +174,9 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     let (program, _) = opts.command.split_first().ok_or(SandboxError::NoCommand)?;
     if !is_root() {
         return Err(SandboxError::NotRoot);
+    }
+    if !opts.tty {
+        check_standard_descriptors()?;
     }
     check_attached(config)?;
     let mut maps = Maps::open(&config.agent.bpffs_dir)?;
@@ -297,6 +317,34 @@ fn answer_refusals(
         seccomp::answer_refusals(listener, |refusal| reporter.report(refusal));
         reporter.finish();
     })
+}
+
+/// Stdin, stdout and stderr cross into the sandbox as they are (without `--tty`). A
+/// directory there (`< /`, a supervisor's inherited descriptor) is one of the host's
+/// mount namespace: `/proc/self/fd/0/…` or `openat(0, "..")` would walk the host's tree
+/// from it, past every cover and on the host's read-write mounts. An `O_PATH` symbolic
+/// link resolves on the host's side the same way. Both are refused before anything is
+/// made.
+fn check_standard_descriptors() -> Result<(), SandboxError> {
+    for (fd, name) in [(0, "stdin"), (1, "stdout"), (2, "stderr")] {
+        // SAFETY: stat is plain data; fstat(2) writes it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat(2) of a descriptor number into a local.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(SandboxError::StandardDescriptorStat {
+                fd,
+                name,
+                source: io::Error::last_os_error(),
+            });
+        }
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => "a directory",
+            libc::S_IFLNK => "a symbolic link",
+            _ => continue,
+        };
+        return Err(SandboxError::StandardDescriptor { fd, name, kind });
+    }
+    Ok(())
 }
 
 /// Every program the config needs is attached (pinned links of a running agent).
