@@ -146,3 +146,71 @@ fn a_directory_on_stdin_does_not_open_the_hosts_tree() {
         );
     }
 }
+
+/// Reopens the sandbox's stdout (a file the caller opened to append to) to read it from
+/// its start, and its stdin (a file the caller opened read-only) to write it. Prints JSON.
+const PY_REOPEN: &str = r#"
+import json
+got = {}
+try:
+    got["read_stdout"] = open("/proc/self/fd/1").read()
+except OSError as e:
+    got["read_stdout"] = e.strerror
+try:
+    with open("/proc/self/fd/0", "r+") as f:
+        f.write("forged")
+    got["wrote_stdin"] = True
+except OSError as e:
+    got["wrote_stdin"] = e.strerror
+import sys
+sys.stderr.write(json.dumps(got) + "\n")
+"#;
+
+/// **A file on stdin or stdout is reopened with more rights than the caller gave.** The
+/// caller appends the sandbox's output to a log in a folder the sandbox does not see (here
+/// the agent's state folder, like `/var/log`, both covered), and feeds it an input file
+/// read-only. `/proc/self/fd/N` reopens the file itself, on the host's read-write mount:
+/// the command reads the whole log — whatever earlier steps wrote there — and rewrites its
+/// input, a host file the read-only root should keep from it (writable by its uid on the
+/// host, as a user's own files are to the default user).
+///
+/// Open: fds 0-2 that are regular files cross as they are. A fix: the launcher relays a
+/// regular file through a pipe (as Docker's shim does for every stream), or the init adds
+/// Landlock filesystem rules (write access only beneath `/tmp`, `/dev`, the work mount),
+/// which stop the write but not the read.
+#[test]
+#[ignore = "open: /proc/self/fd/N reopens a regular file given as stdin/stdout with more rights than the caller opened it with (read a log it may only append to, write an input it may only read); fix: relay regular files through pipes"]
+fn a_file_on_stdin_or_stdout_is_not_reopened_with_more_rights() {
+    let env = start("atk16-reopen");
+    let scratch = Scratch::new("atk16-reopen");
+    for (user, options) in USERS {
+        let log = env.state_dir.join(format!("job-{}.log", options.len()));
+        fs::write(&log, "earlier step: the deploy token was tok-123\n").expect("log");
+        let input = scratch.0.join(format!("input-{}", options.len()));
+        fs::write(&input, "the caller's input\n").expect("input");
+        // Writable by every uid on the host (as a user's own file is to that user).
+        fs::set_permissions(&input, fs::Permissions::from_mode(0o666)).expect("chmod");
+        let out = sandbox_command(&env, options, &[python(), "-c", PY_REOPEN])
+            .stdin(Stdio::from(fs::File::open(&input).expect("input")))
+            .stdout(Stdio::from(
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(&log)
+                    .expect("log"),
+            ))
+            .output()
+            .expect("sandbox run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("figure: {user}, stdin/stdout files reopened: {}", stderr.trim());
+        assert!(
+            !stderr.contains("tok-123"),
+            "{user}: the sandbox read the log it may only append to: {stderr}"
+        );
+        assert_eq!(
+            fs::read_to_string(&input).expect("input"),
+            "the caller's input\n",
+            "{user}: the sandbox rewrote its read-only input on the host: {stderr}"
+        );
+    }
+}
+
