@@ -259,6 +259,9 @@ print(json.dumps(got))
 /// `connect(AF_UNSPEC)` and connected anywhere. Here both reach 10.9.0.1, which the
 /// policy does not allow (a socket the sandbox makes itself is refused there: the
 /// control). On the baseline both users sent the datagram and connected.
+///
+/// Fixed: without `--tty` the launcher refuses a socket other than a Unix one as stdin,
+/// stdout or stderr (its family read with `SO_DOMAIN`) before it makes anything.
 #[test]
 fn an_internet_socket_on_stdin_reaches_no_address_the_policy_did_not_allow() {
     private_netns(&["10.9.0.1"]);

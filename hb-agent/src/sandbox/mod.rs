@@ -114,8 +114,8 @@ pub enum SandboxError {
     NoCommand,
     #[error(
         "the command's {name} (descriptor {fd}) is {kind}: a sandbox's stdin, stdout and stderr must not \
-         be directories or links, which would open the host's filesystem to it (redirect from a file, a \
-         pipe or /dev/null)"
+         be directories or links (they open the host's filesystem to it) nor Internet sockets (made \
+         outside its cgroup, no hook judges them); redirect from a file, a pipe or /dev/null"
     )]
     StandardDescriptor {
         fd: i32,
@@ -323,8 +323,10 @@ fn answer_refusals(
 /// directory there (`< /`, a supervisor's inherited descriptor) is one of the host's
 /// mount namespace: `/proc/self/fd/0/…` or `openat(0, "..")` would walk the host's tree
 /// from it, past every cover and on the host's read-write mounts. An `O_PATH` symbolic
-/// link resolves on the host's side the same way. Both are refused before anything is
-/// made.
+/// link resolves on the host's side the same way. A socket other than a Unix one was
+/// made outside the sandbox, so it is the caller's cgroup's, which no hook of the
+/// sandbox's judges: a UDP one sends anywhere, a TCP one is dropped with
+/// `connect(AF_UNSPEC)` and connected anywhere. All are refused before anything is made.
 fn check_standard_descriptors() -> Result<(), SandboxError> {
     for (fd, name) in [(0, "stdin"), (1, "stdout"), (2, "stderr")] {
         // SAFETY: stat is plain data; fstat(2) writes it.
@@ -340,11 +342,31 @@ fn check_standard_descriptors() -> Result<(), SandboxError> {
         let kind = match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => "a directory",
             libc::S_IFLNK => "a symbolic link",
+            libc::S_IFSOCK if socket_domain(fd) != Some(libc::AF_UNIX) => {
+                "a socket other than a Unix one"
+            }
             _ => continue,
         };
         return Err(SandboxError::StandardDescriptor { fd, name, kind });
     }
     Ok(())
+}
+
+/// The address family of socket `fd` (`SO_DOMAIN`), None if it cannot be read.
+fn socket_domain(fd: libc::c_int) -> Option<libc::c_int> {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes one int into a local.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut domain).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(domain)
 }
 
 /// Every program the config needs is attached (pinned links of a running agent).
