@@ -134,7 +134,10 @@ fn a_directory_on_stdin_does_not_open_the_hosts_tree() {
         .output()
         .expect("sandbox run");
         let text = stdout(&out);
-        println!("figure: {user}, stdin a directory (/): {}", said(&out).trim());
+        println!(
+            "figure: {user}, stdin a directory (/): {}",
+            said(&out).trim()
+        );
         assert!(
             !probe.exists(),
             "{user}: the sandbox wrote {} on the host through its stdin: {}",
@@ -149,23 +152,30 @@ fn a_directory_on_stdin_does_not_open_the_hosts_tree() {
     }
 }
 
-/// Reopens the sandbox's stdout (a file the caller opened to append to) to read it from
-/// its start, and its stdin (a file the caller opened read-only) to write it. Prints JSON.
+/// Reads its stdin, reopens its stdout (a file the caller opened to append to) to read it
+/// from its start and its stdin (a file the caller opened read-only) to write it, prints
+/// JSON on stderr and last echoes its input on stdout.
 const PY_REOPEN: &str = r#"
-import json
+import json, os, sys
+data = sys.stdin.read()
 got = {}
+# Non-blocking: a pipe opened again is the same pipe, which may hold nothing yet.
 try:
-    got["read_stdout"] = open("/proc/self/fd/1").read()
+    fd = os.open("/proc/self/fd/1", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        got["read_stdout"] = os.read(fd, 4096).decode()
+    except BlockingIOError:
+        got["read_stdout"] = "nothing to read"
 except OSError as e:
     got["read_stdout"] = e.strerror
 try:
-    with open("/proc/self/fd/0", "r+") as f:
-        f.write("forged")
+    fd = os.open("/proc/self/fd/0", os.O_WRONLY | os.O_NONBLOCK)
+    os.write(fd, b"forged")
     got["wrote_stdin"] = True
 except OSError as e:
     got["wrote_stdin"] = e.strerror
-import sys
 sys.stderr.write(json.dumps(got) + "\n")
+sys.stdout.write("echo: " + data)
 "#;
 
 /// **A file on stdin or stdout is reopened with more rights than the caller gave.** The
@@ -176,12 +186,12 @@ sys.stderr.write(json.dumps(got) + "\n")
 /// input, a host file the read-only root should keep from it (writable by its uid on the
 /// host, as a user's own files are to the default user).
 ///
-/// Open: fds 0-2 that are regular files cross as they are. A fix: the launcher relays a
-/// regular file through a pipe (as Docker's shim does for every stream), or the init adds
-/// Landlock filesystem rules (write access only beneath `/tmp`, `/dev`, the work mount),
-/// which stop the write but not the read.
+/// On the baseline both users read the log's earlier line and rewrote the input.
+///
+/// Fixed: a standard descriptor that is a regular file crosses as a pipe the launcher
+/// relays (`sandbox::stdio`, as Docker's shim does for every stream); a pipe opened again
+/// is only that pipe (and the launcher's, root's 0600, is not the command's to open).
 #[test]
-#[ignore = "open: /proc/self/fd/N reopens a regular file given as stdin/stdout with more rights than the caller opened it with (read a log it may only append to, write an input it may only read); fix: relay regular files through pipes"]
 fn a_file_on_stdin_or_stdout_is_not_reopened_with_more_rights() {
     let env = start("atk16-reopen");
     let scratch = Scratch::new("atk16-reopen");
@@ -195,15 +205,15 @@ fn a_file_on_stdin_or_stdout_is_not_reopened_with_more_rights() {
         let out = sandbox_command(&env, options, &[python(), "-c", PY_REOPEN])
             .stdin(Stdio::from(fs::File::open(&input).expect("input")))
             .stdout(Stdio::from(
-                fs::OpenOptions::new()
-                    .append(true)
-                    .open(&log)
-                    .expect("log"),
+                fs::OpenOptions::new().append(true).open(&log).expect("log"),
             ))
             .output()
             .expect("sandbox run");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        println!("figure: {user}, stdin/stdout files reopened: {}", stderr.trim());
+        println!(
+            "figure: {user}, stdin/stdout files reopened: {}",
+            stderr.trim()
+        );
         assert!(
             !stderr.contains("tok-123"),
             "{user}: the sandbox read the log it may only append to: {stderr}"
@@ -213,9 +223,14 @@ fn a_file_on_stdin_or_stdout_is_not_reopened_with_more_rights() {
             "the caller's input\n",
             "{user}: the sandbox rewrote its read-only input on the host: {stderr}"
         );
+        // The streams still work: the input arrived whole, the output was appended.
+        assert_eq!(
+            fs::read_to_string(&log).expect("log"),
+            "earlier step: the deploy token was tok-123\necho: the caller's input\n",
+            "{user}: {stderr}"
+        );
     }
 }
-
 
 /// Takes the socket on its stdin and aims it at `HOST`: a UDP one sends a datagram there;
 /// a TCP one is disconnected (`connect` with `AF_UNSPEC`) and connected there. Prints
@@ -279,8 +294,8 @@ fn an_internet_socket_on_stdin_reaches_no_address_the_policy_did_not_allow() {
         // A UDP service socket, as inetd hands a `wait` service.
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
         // An accepted TCP connection, as inetd or `Accept=yes` hands a `nowait` service.
-        let _client = std::net::TcpStream::connect(service.local_addr().expect("addr"))
-            .expect("connect");
+        let _client =
+            std::net::TcpStream::connect(service.local_addr().expect("addr")).expect("connect");
         let (accepted, _) = service.accept().expect("accept");
         let stdins: [(&str, std::os::fd::OwnedFd); 2] =
             [("udp", udp.into()), ("tcp", accepted.into())];
@@ -294,7 +309,10 @@ fn an_internet_socket_on_stdin_reaches_no_address_the_policy_did_not_allow() {
             .output()
             .expect("sandbox run");
             let text = stdout(&out);
-            println!("figure: {user}, {kind} socket on stdin: {}", said(&out).trim());
+            println!(
+                "figure: {user}, {kind} socket on stdin: {}",
+                said(&out).trim()
+            );
             reports.push(format!("{user} {kind}: {}", said(&out)));
             assert!(
                 !text.contains("\"connected\""),

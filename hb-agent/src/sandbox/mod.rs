@@ -17,7 +17,9 @@
 //! sockets and signals outside the sandbox, see [`crate::scope`]; without Landlock ABI 6
 //! the run is refused unless `--allow-unscoped`), a native-ABI-only seccomp filter
 //! ([`abi`]) and the rule filter ([`seccomp`], whose refusals a launcher thread answers
-//! and writes as `seccomp` events), and only stdin, stdout and stderr crossing into it.
+//! and writes as `seccomp` events), and only stdin, stdout and stderr crossing into it
+//! (never a directory, link or non-Unix socket; a regular file as a relayed pipe, see
+//! [`stdio`]).
 //! Must never: start the command when the programs are not attached or the policy is not
 //! loaded — that would be a sandbox in name only.
 
@@ -48,6 +50,7 @@ mod init;
 pub mod limits;
 pub mod mounts;
 pub mod seccomp;
+mod stdio;
 pub mod tenant;
 mod tty;
 mod user;
@@ -205,6 +208,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         scope: scoping.for_child(),
         userns: root_in_userns(user),
         tty: None,
+        stdio: [None; 3],
         filter,
         layout,
     };
@@ -214,6 +218,8 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         .transpose()
         .map_err(SandboxError::Pty)?;
     plan.tty = pty.as_ref().map(|p| tty::raw(&p.slave));
+    let relays = stdio::Relays::prepare(opts.tty).map_err(SandboxError::Clone)?;
+    plan.stdio = relays.sandbox_ends();
 
     let (sandbox, relative) =
         create_enrolled_cgroup(config, &mut maps, &cgroup2, &opts.policy, policy_id)?;
@@ -236,6 +242,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
 
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
+    let relayed = relays.start();
     // The init waits for its user namespace's ids before confining itself, and for its
     // v1 limits before starting the command (both need the host's root); the limits
     // are joined while it confines itself. If either fails, it is never released and
@@ -284,6 +291,10 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         }
     }
     let code = wait_exit(started.pid);
+    // The sandbox is gone, and with it every writer of the relayed pipes.
+    for thread in relayed {
+        let _ = thread.join();
+    }
     if let Some(thread) = refusals {
         // The init is reaped: the filter has no user left, so the listener hangs up
         // and the thread ends once it has answered what was queued.
