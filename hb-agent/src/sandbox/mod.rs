@@ -291,10 +291,6 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         }
     }
     let code = wait_exit(started.pid);
-    // The sandbox is gone, and with it every writer of the relayed pipes.
-    for thread in relayed {
-        let _ = thread.join();
-    }
     if let Some(thread) = refusals {
         // The init is reaped: the filter has no user left, so the listener hangs up
         // and the thread ends once it has answered what was queued.
@@ -305,6 +301,12 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     }
     applied.remove();
     drop(sandbox);
+    // The sandbox is gone, and with it every writer of the relayed pipes (after the
+    // clean-up: a descriptor smuggled out to a process that holds it must not keep the
+    // cgroup alive).
+    for thread in relayed {
+        let _ = thread.join();
+    }
     outcome.map(|()| code)
 }
 
