@@ -334,3 +334,56 @@ fn an_internet_socket_on_stdin_reaches_no_address_the_policy_did_not_allow() {
         "10.9.0.1 heard from a sandbox: {reports:#?}"
     );
 }
+
+/// Sends pid 1 a forged SIGSEGV and SIGBUS (`rt_sigqueueinfo`, `SI_QUEUE`, with a fault
+/// address of its choosing) and prints pid 1's caught-signal mask before and after.
+const PY_FORGED_FAULT: &str = r#"
+import ctypes, json, os, signal, struct, time
+libc = ctypes.CDLL(None, use_errno=True)
+def caught():
+    return open("/proc/1/status").read().split("SigCgt:")[1].split()[0]
+got = {"before": caught(), "sent": []}
+for sig in (signal.SIGSEGV, signal.SIGBUS):
+    info = (ctypes.c_ubyte * 128)()
+    struct.pack_into("iii", info, 0, sig, 0, -1)  # si_signo, si_errno, si_code = SI_QUEUE
+    struct.pack_into("Q", info, 16, 0x7ffffffde000)  # si_addr: a guess at a stack guard
+    rc = libc.syscall(129, 1, sig, info)  # rt_sigqueueinfo
+    got["sent"].append(rc == 0 or os.strerror(ctypes.get_errno()))
+time.sleep(0.2)
+got["after"] = caught()
+print(json.dumps(got))
+"#;
+
+/// **The command reaches the init's fault handlers.** Pid 1 of a pid namespace gets only
+/// the signals it has a handler for from inside its namespace — and the init, a copy of
+/// the Rust launcher, keeps the runtime's stack-overflow handlers for SIGSEGV and SIGBUS
+/// beside the forwarders. `rt_sigqueueinfo(1, SIGSEGV, …)` with a fault address of the
+/// command's choosing runs that handler in pid 1: an address in the launcher's stack
+/// guard makes the init print "thread 'main' has overflowed its stack" and abort (the
+/// sandbox ends as if hb crashed); any other address makes the handler remove itself (the
+/// caught mask changes: the proof it ran). One guess per signal, at a randomised stack,
+/// so a forged crash report rather than an escape.
+#[test]
+fn a_forged_fault_signal_runs_no_handler_in_the_init() {
+    let env = start("atk16-fault");
+    for (user, options) in USERS {
+        let out = sandbox_command(&env, options, &[python(), "-c", PY_FORGED_FAULT])
+            .stdin(Stdio::null())
+            .output()
+            .expect("sandbox run");
+        let text = stdout(&out);
+        println!("figure: {user}, forged SIGSEGV/SIGBUS to pid 1: {}", text.trim());
+        let got: serde_json::Value = serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("{user}: no JSON ({e}): {}", said(&out)));
+        let mask = |k: &str| {
+            u64::from_str_radix(got[k].as_str().expect("mask"), 16).expect("hex mask")
+        };
+        let faults = (1 << (libc::SIGSEGV - 1)) | (1 << (libc::SIGBUS - 1));
+        assert_eq!(
+            (mask("before") & faults, mask("after")),
+            (0, mask("before")),
+            "{user}: pid 1 handles SIGSEGV/SIGBUS from the command: {}",
+            said(&out)
+        );
+    }
+}
