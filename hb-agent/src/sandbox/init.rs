@@ -501,6 +501,16 @@ fn forward_signals_to_command() {
         for sig in FORWARDED {
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
+        // The Rust runtime's stack-overflow handlers, copied from the launcher: pid 1 of
+        // a namespace receives from inside it only the signals it handles, and a command
+        // could forge a fault (`rt_sigqueueinfo` with an address in the stack guard) to
+        // make it print a stack overflow and abort. By default it receives neither; a
+        // real fault still ends it.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for sig in [libc::SIGSEGV, libc::SIGBUS] {
+            libc::sigaction(sig, &default, std::ptr::null_mut());
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
