@@ -427,3 +427,65 @@ fn an_x32_system_call_kills_the_command() {
         );
     }
 }
+
+/// Against each covered folder: lists it, stats its owner and mode, and tries to create a
+/// file in it, chmod it and make a folder in it. Prints one line per folder.
+const SH_COVERS: &str = r#"
+for d in "$@"; do
+  [ -d "$d" ] || { echo "$d absent"; continue; }
+  r="$d: [$(ls -A "$d" 2>&1 | tr '\n' ' ')] owner $(stat -c '%u %a' "$d")"
+  touch "$d/hb-probe" 2>/dev/null && r="$r WROTE"
+  mkdir "$d/hb-probe-dir" 2>/dev/null && r="$r MKDIR"
+  chmod 777 "$d" 2>/dev/null && r="$r CHMOD"
+  echo "$r"
+done
+"#;
+
+/// Held (kept as a regression test): **the one read-only tmpfs behind every cover.**
+/// Hidden folders (`/root`, `/home`, `/var/log`…) share a single empty tmpfs, made
+/// read-only (the agent's state folder, which holds the broker socket's mount point, gets
+/// one of its own); for `--user 0` it is made by the init as root of
+/// the sandbox's user namespace, so the command owns it. Nothing of the host shows
+/// through it, and no file, folder or mode change can be made in it (one write would
+/// show in every cover at once, a channel between paths the command should not have).
+#[test]
+fn the_shared_cover_of_hidden_folders_shows_nothing_and_takes_nothing() {
+    let env = start("atk16-cover");
+    let state = env.state_dir.to_str().expect("UTF-8 state dir").to_owned();
+    for (user, options) in USERS {
+        let args = [
+            "sh", "-c", SH_COVERS, "sh", &state, "/root", "/home", "/var/log",
+        ];
+        let out = sandbox_command(&env, options, &args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("sandbox run");
+        let text = stdout(&out);
+        println!(
+            "figure: {user}, covers: {}",
+            text.trim().replace('\n', " | ")
+        );
+        let covered: Vec<&str> = text.lines().filter(|l| !l.ends_with("absent")).collect();
+        assert!(
+            covered.iter().any(|l| l.starts_with(&state)),
+            "{user}: the state folder was not examined: {}",
+            said(&out)
+        );
+        for line in covered {
+            // The state folder holds the broker's socket, bound in at its path.
+            let shown = if line.starts_with(&state) {
+                ": [broker.sock ] owner "
+            } else {
+                ": [] owner "
+            };
+            assert!(
+                line.contains(shown)
+                    && !line.contains("WROTE")
+                    && !line.contains("MKDIR")
+                    && !line.contains("CHMOD"),
+                "{user}: a cover showed or took something: {line} ({})",
+                said(&out)
+            );
+        }
+    }
+}
