@@ -489,3 +489,88 @@ fn the_shared_cover_of_hidden_folders_shows_nothing_and_takes_nothing() {
         }
     }
 }
+
+/// Sets the line discipline of the terminal on its stdin to N_NULL (27, which discards
+/// input and output); prints OK or the errno's name.
+const PY_TIOCSETD: &str = r#"
+import errno, fcntl, struct, termios
+try:
+    fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 27))
+    print("OK")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+
+/// **The command changes the line discipline of the operator's terminal.** Without
+/// `--tty`, a command started from a shell has the operator's terminal on stdin. It has
+/// no controlling terminal, so TIOCSTI is refused — but `TIOCSETD` needs neither (the
+/// kernel's `tty_check_change` lets a process whose controlling terminal it is not go
+/// ahead): set to N_NULL the operator's terminal drops every keystroke and every byte of
+/// output once the sandbox has ended (a dead shell), and any other number asks the kernel
+/// to load that line discipline's module (`dev.tty.ldisc_autoload = 1` here, the default):
+/// n_hdlc, n_gsm, slip, ppp — the line disciplines behind several kernel privilege
+/// escalations — loaded and reachable on a command's word, from its own pseudo-terminals
+/// too.
+#[test]
+fn a_sandbox_cannot_change_the_line_discipline_of_the_operators_terminal() {
+    let env = start("atk16-ldisc");
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty(3) writes two new descriptors into the locals.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both are new descriptors this test owns.
+    let (_master, slave) = unsafe {
+        use std::os::fd::FromRawFd as _;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    };
+    let ldisc = || {
+        let mut d: libc::c_int = -1;
+        // SAFETY: TIOCGETD writes the line discipline's number into the local.
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&slave),
+                libc::TIOCGETD,
+                &mut d,
+            )
+        };
+        d
+    };
+    assert_eq!(ldisc(), 0, "the terminal starts with N_TTY");
+    for (user, options) in USERS {
+        let mut cmd = sandbox_command(&env, options, &[python(), "-c", PY_TIOCSETD]);
+        cmd.stdin(Stdio::from(slave.try_clone().expect("dup the terminal")));
+        // SAFETY: setsid(2) and ioctl(TIOCSCTTY) on stdin between fork and exec: the
+        // launcher gets the terminal as its controlling terminal, as from a shell.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("sandbox run");
+        let after = ldisc();
+        println!(
+            "figure: {user}, TIOCSETD N_NULL on the operator's terminal: {} (line discipline now {after})",
+            said(&out).trim()
+        );
+        assert_eq!(
+            after,
+            0,
+            "{user}: the sandbox set the operator's terminal's line discipline to {after}: {}",
+            said(&out)
+        );
+    }
+}
