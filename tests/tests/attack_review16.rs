@@ -510,7 +510,10 @@ except OSError as e:
 /// to load that line discipline's module (`dev.tty.ldisc_autoload = 1` here, the default):
 /// n_hdlc, n_gsm, slip, ppp — the line disciplines behind several kernel privilege
 /// escalations — loaded and reachable on a command's word, from its own pseudo-terminals
-/// too.
+/// too. On the baseline the default user's `TIOCSETD` said OK and left the terminal on
+/// N_NULL (27).
+///
+/// Fixed: the seccomp filter refuses (and reports) `ioctl(…, TIOCSETD, …)` like TIOCSTI.
 #[test]
 fn a_sandbox_cannot_change_the_line_discipline_of_the_operators_terminal() {
     let env = start("atk16-ldisc");
