@@ -49,6 +49,9 @@ pub struct Plan {
     pub userns: Option<(u32, u32)>,
     /// `--tty`: the slave side of the sandbox's own pseudo-terminal.
     pub tty: Option<RawFd>,
+    /// Pipes put in place of 0, 1 and 2 where the caller's were regular files
+    /// ([`super::stdio`]): the sandbox's ends, relayed by the launcher.
+    pub stdio: [Option<RawFd>; 3],
     /// The mount layout, entered by `confine` right after the cgroup namespace.
     pub layout: super::mounts::Layout,
     /// The rule filter ([`seccomp`]), installed by `confine` after the native-ABI one.
@@ -66,6 +69,7 @@ pub enum Step {
     WaitForLauncher,
     NewSession,
     Terminal,
+    Stdio,
     CgroupNamespace,
     Mounts,
     Undumpable,
@@ -81,11 +85,12 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 16] = [
+    const ALL: [Step; 17] = [
         Step::JoinLimits,
         Step::WaitForLauncher,
         Step::NewSession,
         Step::Terminal,
+        Step::Stdio,
         Step::CgroupNamespace,
         Step::Mounts,
         Step::Undumpable,
@@ -106,6 +111,7 @@ impl Step {
             Step::WaitForLauncher => "waiting for the launcher (user namespace ids)",
             Step::NewSession => "starting a new session (setsid)",
             Step::Terminal => "taking its own pseudo-terminal (--tty)",
+            Step::Stdio => "putting the relayed pipes in place of stdin, stdout and stderr",
             Step::CgroupNamespace => "creating the cgroup namespace",
             Step::Mounts => "setting up the sandbox's mounts",
             Step::Undumpable => "making the init undumpable",
@@ -400,6 +406,11 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
         if let Some(slave) = plan.tty {
             super::tty::make_controlling(slave).map_err(|e| (Step::Terminal, e))?;
         }
+        for (target, end) in (0..).zip(plan.stdio) {
+            if let Some(end) = end {
+                check(Step::Stdio)(libc::dup2(end, target))?;
+            }
+        }
         check(Step::CgroupNamespace)(libc::unshare(libc::CLONE_NEWCGROUP))?;
         // As root with every capability, pid 1 of the new pid namespace (for /proc).
         plan.layout.enter().map_err(|e| {
@@ -500,6 +511,16 @@ fn forward_signals_to_command() {
         libc::sigemptyset(&mut action.sa_mask);
         for sig in FORWARDED {
             libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+        // The Rust runtime's stack-overflow handlers, copied from the launcher: pid 1 of
+        // a namespace receives from inside it only the signals it handles, and a command
+        // could forge a fault (`rt_sigqueueinfo` with an address in the stack guard) to
+        // make it print a stack overflow and abort. By default it receives neither; a
+        // real fault still ends it.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for sig in [libc::SIGSEGV, libc::SIGBUS] {
+            libc::sigaction(sig, &default, std::ptr::null_mut());
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);

@@ -17,7 +17,9 @@
 //! sockets and signals outside the sandbox, see [`crate::scope`]; without Landlock ABI 6
 //! the run is refused unless `--allow-unscoped`), a native-ABI-only seccomp filter
 //! ([`abi`]) and the rule filter ([`seccomp`], whose refusals a launcher thread answers
-//! and writes as `seccomp` events), and only stdin, stdout and stderr crossing into it.
+//! and writes as `seccomp` events), and only stdin, stdout and stderr crossing into it
+//! (never a directory, link or non-Unix socket; a regular file as a relayed pipe, see
+//! [`stdio`]).
 //! Must never: start the command when the programs are not attached or the policy is not
 //! loaded — that would be a sandbox in name only.
 
@@ -48,6 +50,7 @@ mod init;
 pub mod limits;
 pub mod mounts;
 pub mod seccomp;
+mod stdio;
 pub mod tenant;
 mod tty;
 mod user;
@@ -112,6 +115,23 @@ pub enum SandboxError {
     },
     #[error("no command given (usage: hb-agent sandbox run --policy NAME -- CMD ARGS…)")]
     NoCommand,
+    #[error(
+        "the command's {name} (descriptor {fd}) is {kind}: a sandbox's stdin, stdout and stderr must not \
+         be directories or links (they open the host's filesystem to it) nor Internet sockets (made \
+         outside its cgroup, no hook judges them); redirect from a file, a pipe or /dev/null"
+    )]
+    StandardDescriptor {
+        fd: i32,
+        name: &'static str,
+        kind: &'static str,
+    },
+    #[error("cannot inspect the command's {name} (descriptor {fd})")]
+    StandardDescriptorStat {
+        fd: i32,
+        name: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// What `hb-agent sandbox run` was asked for.
@@ -158,6 +178,9 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     if !is_root() {
         return Err(SandboxError::NotRoot);
     }
+    if !opts.tty {
+        check_standard_descriptors()?;
+    }
     check_attached(config)?;
     let mut maps = Maps::open(&config.agent.bpffs_dir)?;
     let policy_id = loaded_policy(&maps, &opts.policy)?;
@@ -185,6 +208,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         scope: scoping.for_child(),
         userns: root_in_userns(user),
         tty: None,
+        stdio: [None; 3],
         filter,
         limits: Vec::new(),
         layout,
@@ -195,6 +219,8 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         .transpose()
         .map_err(SandboxError::Pty)?;
     plan.tty = pty.as_ref().map(|p| tty::raw(&p.slave));
+    let relays = stdio::Relays::prepare(opts.tty).map_err(SandboxError::Clone)?;
+    plan.stdio = relays.sandbox_ends();
 
     let (sandbox, relative) =
         create_enrolled_cgroup(config, &mut maps, &cgroup2, &opts.policy, policy_id)?;
@@ -218,6 +244,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     plan.limits = applied.tasks();
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
+    let relayed = relays.start();
     // The init joins its v1 limits itself, then waits for its user namespace's ids
     // before confining itself (writing them needs the host's root). If that fails, it
     // is never released and ends with the channel.
@@ -264,6 +291,12 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     }
     applied.remove();
     drop(sandbox);
+    // The sandbox is gone, and with it every writer of the relayed pipes (after the
+    // clean-up: a descriptor smuggled out to a process that holds it must not keep the
+    // cgroup alive).
+    for thread in relayed {
+        let _ = thread.join();
+    }
     outcome.map(|()| code)
 }
 
@@ -287,6 +320,57 @@ fn answer_refusals(
         seccomp::answer_refusals(listener, |refusal| reporter.report(refusal));
         reporter.finish();
     })
+}
+
+/// Stdin, stdout and stderr cross into the sandbox as they are (without `--tty`). A
+/// directory there (`< /`, a supervisor's inherited descriptor) is one of the host's
+/// mount namespace: `/proc/self/fd/0/…` or `openat(0, "..")` would walk the host's tree
+/// from it, past every cover and on the host's read-write mounts. An `O_PATH` symbolic
+/// link resolves on the host's side the same way. A socket other than a Unix one was
+/// made outside the sandbox, so it is the caller's cgroup's, which no hook of the
+/// sandbox's judges: a UDP one sends anywhere, a TCP one is dropped with
+/// `connect(AF_UNSPEC)` and connected anywhere. All are refused before anything is made.
+fn check_standard_descriptors() -> Result<(), SandboxError> {
+    for (fd, name) in [(0, "stdin"), (1, "stdout"), (2, "stderr")] {
+        // SAFETY: stat is plain data; fstat(2) writes it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat(2) of a descriptor number into a local.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            let source = io::Error::last_os_error();
+            if source.raw_os_error() == Some(libc::EBADF) {
+                // Closed in the caller: nothing crosses.
+                continue;
+            }
+            return Err(SandboxError::StandardDescriptorStat { fd, name, source });
+        }
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => "a directory",
+            libc::S_IFLNK => "a symbolic link",
+            libc::S_IFSOCK if socket_domain(fd) != Some(libc::AF_UNIX) => {
+                "a socket other than a Unix one"
+            }
+            _ => continue,
+        };
+        return Err(SandboxError::StandardDescriptor { fd, name, kind });
+    }
+    Ok(())
+}
+
+/// The address family of socket `fd` (`SO_DOMAIN`), None if it cannot be read.
+fn socket_domain(fd: libc::c_int) -> Option<libc::c_int> {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes one int into a local.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut domain).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(domain)
 }
 
 /// Every program the config needs is attached (pinned links of a running agent).

@@ -7,7 +7,7 @@
 //! families the cgroup hooks do not see, the kernel's debugging, tracing and bpf
 //! interfaces, other processes' memory and file descriptors, mounts and namespaces, the
 //! keyring, kexec and modules, `personality` tricks, io_uring unless the policy allows it,
-//! and the terminal's input queue (TIOCSTI).
+//! and the terminal's input queue (TIOCSTI) and line discipline (TIOCSETD).
 //!
 //! A refused call returns EPERM (`clone3` returns ENOSYS, see its rule) and is reported:
 //! the refusing action is `SECCOMP_RET_USER_NOTIF`, the kernel queues the call on a
@@ -520,6 +520,15 @@ const RULES: &[Rule] = &[
         condition: "request TIOCSTI or TIOCLINUX",
         why: "pushing keystrokes into a terminal's input queue, which the shell that \
               started the sandbox would run",
+    },
+    Rule {
+        syscalls: sys!(ioctl),
+        when: &[&[arg_eq(1, libc::TIOCSETD as libc::c_int)]],
+        outcome: Outcome::Refused,
+        condition: "request TIOCSETD",
+        why: "a terminal's line discipline: needs no controlling terminal, so N_NULL \
+              kills the operator's terminal (on stdin without --tty), and any other \
+              number makes the kernel load that discipline's module (n_hdlc, n_gsm…)",
     },
     Rule {
         syscalls: sys!(userfaultfd),
