@@ -66,6 +66,7 @@ pub struct Plan {
 #[repr(u8)]
 pub enum Step {
     JoinLimits = 1,
+    Priorities,
     WaitForLauncher,
     NewSession,
     Terminal,
@@ -85,8 +86,9 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 17] = [
+    const ALL: [Step; 18] = [
         Step::JoinLimits,
+        Step::Priorities,
         Step::WaitForLauncher,
         Step::NewSession,
         Step::Terminal,
@@ -108,6 +110,7 @@ impl Step {
     pub fn describe(self) -> &'static str {
         match self {
             Step::JoinLimits => "joining its cgroup v1 limits",
+            Step::Priorities => "lowering RLIMIT_RTPRIO and RLIMIT_NICE to 0",
             Step::WaitForLauncher => "waiting for the launcher (user namespace ids)",
             Step::NewSession => "starting a new session (setsid)",
             Step::Terminal => "taking its own pseudo-terminal (--tty)",
@@ -399,6 +402,16 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
         // Into the limits before anything else: whatever this process and the command
         // then do is counted and bounded.
         join_limits(&plan.limits).map_err(|e| (Step::JoinLimits, e))?;
+        // No real-time scheduling and no raised priority, whatever limits the caller
+        // had: a real-time task is not bounded by cpu.max's absence (or by a v1 cpu
+        // cgroup that has no real-time runtime), and would starve the node.
+        for limit in [libc::RLIMIT_RTPRIO, libc::RLIMIT_NICE] {
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            check(Step::Priorities)(libc::setrlimit(limit, &zero))?;
+        }
         // For a user namespace, the launcher first writes its id maps (that needs the
         // host's root); one byte says done.
         check(Step::WaitForLauncher)(wait_for(channel, Gate::Confine))?;
