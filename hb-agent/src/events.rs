@@ -525,6 +525,23 @@ impl<R: Budgeted> EventBudget<R> {
         out
     }
 
+    /// Counts one more refusal of `subject` without its record, when the record would
+    /// only be held back behind one already held (the window is spent and the subject
+    /// held): true then, and the held record (the subject's process as last described)
+    /// stands for it too. False: build the record and [`EventBudget::admit`] it.
+    pub fn count_held(&mut self, subject: &R, now: Instant) -> bool {
+        if self.window.passed(now) || self.window.count < hb_common::limits::EVENT_BURST {
+            return false;
+        }
+        match self.held.to_back(&subject.subject()) {
+            Some(entry) => {
+                entry.1 += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn hold(&mut self, subject: R::Subject, record: R) {
         if let Some(entry) = self.held.to_back(&subject) {
             entry.0 = record;
@@ -1022,6 +1039,45 @@ mod tests {
         assert_eq!((next[1].suppressed, next[2].suppressed), (0, 0));
         written.extend(next);
         assert_eq!(counted(&written), 1002, "every refusal counted once");
+    }
+
+    #[test]
+    fn a_refusal_counted_without_its_record_is_counted_once_only_behind_a_held_one() {
+        let burst = hb_common::limits::EVENT_BURST;
+        let window = Duration::from_nanos(hb_common::limits::EVENT_WINDOW_NS);
+        let t0 = Instant::now();
+        let mut budget: EventBudget = EventBudget::new(t0);
+        let held = named("p", 1, "mount");
+        assert!(
+            !budget.count_held(&held, t0),
+            "the burst has room: describe it"
+        );
+        let mut written = Vec::new();
+        for _ in 0..burst {
+            written.extend(budget.admit(named("p", 1, "noise"), t0));
+        }
+        assert!(
+            !budget.count_held(&held, t0),
+            "spent, but not held yet: its first record is kept whole"
+        );
+        written.extend(budget.admit(held.clone(), t0));
+        for _ in 0..500 {
+            assert!(budget.count_held(&held, t0));
+        }
+        assert!(
+            !budget.count_held(&named("p", 1, "bpf"), t0),
+            "another name is held whole"
+        );
+        assert!(
+            !budget.count_held(&held, t0 + window),
+            "a new window writes again"
+        );
+        written.extend(budget.take_held());
+        assert_eq!(
+            counted(&written),
+            burst + 1 + 500,
+            "every refusal counted once"
+        );
     }
 
     #[test]

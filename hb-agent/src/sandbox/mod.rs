@@ -317,7 +317,7 @@ fn answer_refusals(
     mut reporter: seccomp::EventReporter,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        seccomp::answer_refusals(listener, |refusal| reporter.report(refusal));
+        seccomp::answer_refusals(listener, &mut reporter);
         reporter.finish();
     })
 }

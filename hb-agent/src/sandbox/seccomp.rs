@@ -745,10 +745,20 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
         .map(|s| s.name)
 }
 
+/// Where [`answer_refusals`] sends what it answered.
+pub trait Refusals {
+    /// Counts a refusal of `syscall` whose record would be held back anyway (the
+    /// sandbox's event budget is spent and the call is already held), without reading
+    /// its process from /proc: true when counted so. Reading /proc costs the launcher,
+    /// outside the sandbox's cgroup, more than the refused call costs the sandbox.
+    fn counted(&mut self, syscall: &str) -> bool;
+    fn report(&mut self, refusal: Refusal);
+}
+
 /// Answers every call the filter behind `listener` holds with -EPERM and reports it,
 /// until no process uses the filter any more (the sandbox ended: POLLHUP). Runs on a
 /// launcher thread.
-pub fn answer_refusals(listener: OwnedFd, mut report: impl FnMut(Refusal)) {
+pub fn answer_refusals(listener: OwnedFd, refusals: &mut impl Refusals) {
     let fd = listener.as_raw_fd();
     loop {
         let mut pfd = libc::pollfd {
@@ -780,6 +790,12 @@ pub fn answer_refusals(listener: OwnedFd, mut report: impl FnMut(Refusal)) {
                 _ => return,
             }
         }
+        let syscall = syscall_name(i64::from(req.data.nr))
+            .map_or_else(|| format!("#{}", req.data.nr), str::to_owned);
+        if refusals.counted(&syscall) {
+            refuse(fd, req.id);
+            continue;
+        }
         // Read while the caller is held in the call, so its tid names it; checked
         // against the notification id afterwards.
         let (mut pid, mut comm) = describe(req.pid);
@@ -787,24 +803,28 @@ pub fn answer_refusals(listener: OwnedFd, mut report: impl FnMut(Refusal)) {
         if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) } != 0 {
             (pid, comm) = (0, String::new());
         }
-        let resp = libc::seccomp_notif_resp {
-            id: req.id,
-            val: 0,
-            error: -libc::EPERM,
-            flags: 0,
-        };
-        // SAFETY: SEND reads one seccomp_notif_resp. ENOENT (the caller is gone) is fine:
-        // its call did not go through either.
-        unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
-        report(Refusal {
-            syscall: syscall_name(i64::from(req.data.nr))
-                .map_or_else(|| format!("#{}", req.data.nr), str::to_owned),
+        refuse(fd, req.id);
+        refusals.report(Refusal {
+            syscall,
             nr: req.data.nr,
             tid: req.pid,
             pid,
             comm,
         });
     }
+}
+
+/// Answers held call `id` with -EPERM.
+fn refuse(listener: RawFd, id: u64) {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -libc::EPERM,
+        flags: 0,
+    };
+    // SAFETY: SEND reads one seccomp_notif_resp. ENOENT (the caller is gone) is fine:
+    // its call did not go through either.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
 }
 
 /// `Tgid` and `comm` of thread `tid` from /proc (0 and "" when unreadable).
@@ -884,6 +904,17 @@ impl EventReporter {
         }
     }
 
+    fn counted(&mut self, syscall: &str) -> bool {
+        let subject = self.record(&Refusal {
+            syscall: syscall.to_owned(),
+            nr: 0,
+            tid: 0,
+            pid: 0,
+            comm: String::new(),
+        });
+        self.budget.count_held(&subject, Instant::now())
+    }
+
     /// At the sandbox's end: the refusals the budget held back since the last record.
     pub fn finish(mut self) {
         for record in self.budget.take_held() {
@@ -902,6 +933,15 @@ impl EventReporter {
                 crate::error_chain(&e)
             );
         }
+    }
+}
+
+impl Refusals for EventReporter {
+    fn counted(&mut self, syscall: &str) -> bool {
+        EventReporter::counted(self, syscall)
+    }
+    fn report(&mut self, refusal: Refusal) {
+        EventReporter::report(self, refusal);
     }
 }
 
@@ -1176,8 +1216,17 @@ mod tests {
             .1
             .expect("with its listener attached");
         let (tx, rx) = mpsc::channel();
+        struct Sent(mpsc::Sender<Refusal>);
+        impl Refusals for Sent {
+            fn counted(&mut self, _: &str) -> bool {
+                false
+            }
+            fn report(&mut self, refusal: Refusal) {
+                self.0.send(refusal).expect("send");
+            }
+        }
         let answering = std::thread::spawn(move || {
-            answer_refusals(listener, |r| tx.send(r).expect("send"));
+            answer_refusals(listener, &mut Sent(tx));
         });
         let mut status = 0;
         // SAFETY: our own child.
