@@ -87,10 +87,12 @@ use aya_ebpf::{
         generated::bpf_get_netns_cookie,
     },
     macros::{cgroup_sockopt, map},
-    maps::Array,
+    maps::{Array, LruHashMap},
     programs::SockoptContext,
 };
-use hb_common::{AF_INET, AF_INET6, Counter, hook, reason, sockopt_port, verdict};
+use hb_common::{
+    AF_INET, AF_INET6, Counter, POLICY_INBOUND, hook, limits, reason, sockopt_port, verdict,
+};
 
 use crate::policy::{self, Report};
 
@@ -144,6 +146,9 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `type` is a
     // readable 4-byte field of `bpf_sock`.
     let kind = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).type_ };
+    if is_error_queue_option(level, optname) {
+        return error_queue(&ctx, level, optname, optlen);
+    }
     let Some(why) = refused_option(level, optname, optlen, kind) else {
         return pass(&ctx, optlen);
     };
@@ -192,9 +197,16 @@ static HOST_NETNS: Array<u64> = Array::pinned(1, 0);
 /// `SO_REUSEPORT`. Not written yet: treated as the agent's (refused).
 #[inline(always)]
 fn in_host_netns(ctx: &SockoptContext) -> bool {
-    let host = HOST_NETNS.get(0).copied().unwrap_or(0);
     // SAFETY: the context pointer of a sockopt program, which this helper accepts.
     let own = unsafe { bpf_get_netns_cookie(ctx.sockopt.cast()) };
+    host_netns_is(own)
+}
+
+/// Whether network namespace cookie `own` is the agent's (or the agent has not named
+/// its namespace yet: treated as the agent's, which refuses more).
+#[inline(always)]
+pub(crate) fn host_netns_is(own: u64) -> bool {
+    let host = HOST_NETNS.get(0).copied().unwrap_or(0);
     host == 0 || own == host
 }
 
@@ -229,6 +241,118 @@ fn refused_option(level: i32, optname: i32, optlen: i32, kind: u32) -> Option<u3
         }
         _ => None,
     }
+}
+
+/// `IP_RECVERR` (11), `IP_RECVERR_RFC4884` (26) at `SOL_IP`; `IPV6_RECVERR` (25),
+/// `IPV6_RECVERR_RFC4884` (31) at `SOL_IPV6` (include/uapi/linux/in.h, in6.h).
+const IP_RECVERR: i32 = 11;
+const IP_RECVERR_RFC4884: i32 = 26;
+const IPV6_RECVERR: i32 = 25;
+const IPV6_RECVERR_RFC4884: i32 = 31;
+
+#[inline(always)]
+fn is_error_queue_option(level: i32, optname: i32) -> bool {
+    match level {
+        SOL_IP => matches!(optname, IP_RECVERR | IP_RECVERR_RFC4884),
+        SOL_IPV6 => matches!(optname, IPV6_RECVERR | IPV6_RECVERR_RFC4884),
+        _ => false,
+    }
+}
+
+/// Cgroups' last `error_queue` event (`map_names::ERRQUEUE_SEEN`).
+#[map(name = "HB_ERRQUEUE_SEEN")]
+static ERRQUEUE_SEEN: LruHashMap<u64, u64> = LruHashMap::pinned(limits::ERRQUEUE_SEEN, 0);
+
+/// Turning on a socket's error queue, for a sandbox whose policy has no `inbound =
+/// true`: the call succeeds with the value rewritten to 0 (see the module header). A
+/// value of 0 (turning it off), a cgroup that is not enrolled, and an `inbound = true`
+/// policy pass untouched; audit mode passes and reports. A value the program cannot
+/// rewrite (the kernel gave it no bytes to write) is refused: fail closed.
+#[inline(always)]
+fn error_queue(ctx: &SockoptContext, level: i32, optname: i32, optlen: i32) -> i32 {
+    if optlen <= 0 {
+        // The kernel refuses it (EINVAL) or reads nothing.
+        return pass(ctx, optlen);
+    }
+    // SAFETY: optval and optval_end are the verifier's packet pointers for the copied
+    // value; every access below is checked against optval_end first.
+    let (start, end) = unsafe {
+        let so = &*ctx.sockopt;
+        (
+            so.__bindgen_anon_2.optval as *mut u8,
+            so.__bindgen_anon_3.optval_end as *mut u8,
+        )
+    };
+    // An int (every spelling), or, at SOL_IP, one byte (`do_ip_setsockopt` reads a
+    // shorter value as a char).
+    let wide = optlen >= 4;
+    let len = if wide { 4 } else { 1 };
+    if start.wrapping_add(len) > end {
+        return REFUSE;
+    }
+    // SAFETY: checked above: `len` bytes from `start` lie within the value.
+    let on = unsafe {
+        if wide {
+            core::ptr::read_unaligned(start.cast::<u32>()) != 0
+        } else {
+            *start != 0
+        }
+    };
+    if !on {
+        return pass(ctx, optlen);
+    }
+    // SAFETY: helpers without pointer arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
+    else {
+        return pass(ctx, optlen);
+    };
+    if policy::policy_flags(e.policy_id) & POLICY_INBOUND != 0 {
+        return pass(ctx, optlen);
+    }
+    let verdict = policy::refusal_verdict(e.policy_id);
+    let now = policy::now_ns();
+    // SAFETY: the value is copied out at once; another CPU's update of it at the same
+    // moment can only make one event more or fewer.
+    let last = unsafe { ERRQUEUE_SEEN.get(&own).copied() };
+    let noted = last.is_some_and(|t| now.wrapping_sub(t) < limits::EVENT_WINDOW_NS);
+    if !noted {
+        let _ = ERRQUEUE_SEEN.insert(&own, &now, 0);
+        // SAFETY: as in `hb_setsockopt`.
+        let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
+        policy::report(
+            ctx,
+            Report {
+                cgroup_id: own,
+                policy_id: e.policy_id,
+                hook: hook::SETSOCKOPT,
+                verdict,
+                reason: reason::ERROR_QUEUE,
+                family: if level == SOL_IPV6 { AF_INET6 } else { AF_INET },
+                protocol: protocol as u16,
+                port: sockopt_port(level as u8, optname as u8),
+                addr: [0; 16],
+                task_context: true,
+            },
+        );
+    }
+    if verdict == verdict::AUDIT {
+        policy::count(Counter::Audit);
+        return pass(ctx, optlen);
+    }
+    // SAFETY: checked above: `len` bytes from `start` lie within the value.
+    unsafe {
+        if wide {
+            core::ptr::write_unaligned(start.cast::<u32>(), 0);
+            // The kernel reads the (rewritten) first four bytes of the program's copy;
+            // a longer value (up to a page: beyond it the copy is only the first page)
+            // is read as an int either way.
+            (*ctx.sockopt).optlen = 4;
+        } else {
+            *start = 0;
+        }
+    }
+    PASS
 }
 
 /// Hands the call on unchanged (see the module header for the `optlen` rule).
