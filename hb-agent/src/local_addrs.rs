@@ -96,11 +96,12 @@ impl Set {
                 IpAddr::V4(v4) => Key::new(128, v4.to_ipv6_mapped().octets()),
                 IpAddr::V6(v6) => Key::new(128, v6.octets()),
             })
-            .chain(
-                self.loopback4
-                    .iter()
-                    .map(|n| Key::new(96 + u32::from(n.prefix_len()), n.network().to_ipv6_mapped().octets())),
-            )
+            .chain(self.loopback4.iter().map(|n| {
+                Key::new(
+                    96 + u32::from(n.prefix_len()),
+                    n.network().to_ipv6_mapped().octets(),
+                )
+            }))
             .map(|k| (k, 1))
             .collect();
         keys.sort_by_key(|(k, _)| (k.data(), k.prefix_len()));
@@ -172,16 +173,15 @@ fn write_map(map: &mut LpmTrie<MapData, [u8; 16], u32>, set: &Set) -> Result<(),
             "more local addresses than HB_LOCAL_ADDRS holds: sandboxes cannot bind the rest"
         );
     }
-    let keys = keys.into_iter().take(limits::LOCAL_ADDRS as usize).collect();
+    let keys = keys
+        .into_iter()
+        .take(limits::LOCAL_ADDRS as usize)
+        .collect();
     sync_trie(map, map_names::LOCAL_ADDRS, keys)
 }
 
 /// Waits for address changes and renews the set and the map after each burst of them.
-fn watch(
-    events: &OwnedFd,
-    map: &mut LpmTrie<MapData, [u8; 16], u32>,
-    shared: &LocalAddrs,
-) {
+fn watch(events: &OwnedFd, map: &mut LpmTrie<MapData, [u8; 16], u32>, shared: &LocalAddrs) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         // SAFETY: a valid descriptor and a buffer of the length passed.
@@ -305,7 +305,9 @@ unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
         libc::AF_INET => {
             // SAFETY: an AF_INET sockaddr is a sockaddr_in.
             let sin = unsafe { &*sa.cast::<libc::sockaddr_in>() };
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
         }
         libc::AF_INET6 => {
             // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
@@ -346,12 +348,25 @@ mod tests {
     #[test]
     fn each_address_is_local_and_its_neighbours_are_not() {
         let s = sample();
-        for local in ["203.0.113.20", "2001:db8::20", "fe80::1", "::1", "::ffff:203.0.113.20"] {
+        for local in [
+            "203.0.113.20",
+            "2001:db8::20",
+            "fe80::1",
+            "::1",
+            "::ffff:203.0.113.20",
+        ] {
             assert!(s.contains(ip(local)), "{local}");
         }
         // The prefix of an address on an ordinary interface is on the link, not local;
         // IPv6 on a loopback device is local per address only.
-        for foreign in ["203.0.113.21", "2001:db8::21", "2001:db8:66::66", "::2", "0.0.0.0", "::"] {
+        for foreign in [
+            "203.0.113.21",
+            "2001:db8::21",
+            "2001:db8:66::66",
+            "::2",
+            "0.0.0.0",
+            "::",
+        ] {
             assert!(!s.contains(ip(foreign)), "{foreign}");
         }
     }
@@ -381,7 +396,10 @@ mod tests {
         assert!(has(104, "127.0.0.0"), "127/8 as ::ffff:127.0.0.0/104");
         assert!(has(128, "2001:db8::20"));
         assert!(has(128, "::1"));
-        assert!(!has(120, "203.0.113.0"), "an ordinary interface's prefix is not local");
+        assert!(
+            !has(120, "203.0.113.0"),
+            "an ordinary interface's prefix is not local"
+        );
         assert_eq!(keys.len(), 6);
     }
 
@@ -398,7 +416,10 @@ mod tests {
     fn this_namespace_lists_loopback() {
         let s = read().expect("getifaddrs");
         if s.len() > 0 {
-            assert!(s.contains(ip("127.0.0.1")) || s.contains(ip("::1")), "{s:?}");
+            assert!(
+                s.contains(ip("127.0.0.1")) || s.contains(ip("::1")),
+                "{s:?}"
+            );
         }
     }
 }

@@ -893,7 +893,9 @@ pub mod reason {
     /// the agent from starting.
     pub const RESERVED_PORT: u32 = 9;
     /// A socket option that lets a socket send from an address that is not the host's
-    /// (`IP_FREEBIND`, `IPV6_FREEBIND`, `IP_TRANSPARENT`, `IPV6_TRANSPARENT`): whoever
+    /// (`IP_FREEBIND`, `IPV6_FREEBIND`, `IP_TRANSPARENT`, `IPV6_TRANSPARENT`), or such an
+    /// address itself: a bind to it, a send naming it (`IP_PKTINFO`/`IPV6_PKTINFO`), an
+    /// IPv6 ping or raw packet carrying it, a query from it to hb's resolver. Whoever
     /// answers such a packet (a listener of the sandbox's own, hb's resolver) answers
     /// that address, off the host, on no socket of the sandbox.
     pub const NONLOCAL_SOURCE: u32 = 10;

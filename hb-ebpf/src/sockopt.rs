@@ -41,8 +41,10 @@
 //!   address, off the host, from a socket the egress side passes (attack review 13:
 //!   a TCP connection to the attacker's host, a DNS answer echoing the sandbox's name to
 //!   it). Refused whatever the value (the value is never read). A host with
-//!   `net.ipv6.ip_nonlocal_bind = 1` lets any socket do the same without an option; the
-//!   ingress program admits a same-sandbox client only from a local source anyway.
+//!   `net.ipv6.ip_nonlocal_bind = 1` lets any socket do the same without an option:
+//!   `cgroup/bind4|6` and `cgroup/sendmsg4|6` refuse a source that is not the host's
+//!   (see `source`), and the ingress program admits a same-sandbox client only from a
+//!   local source anyway.
 //! * **Shared ports** (reason `shared_port`). `SO_REUSEPORT` (15 at `SOL_SOCKET`):
 //!   binding with it joins the port group of every socket of the same uid on that
 //!   address and port, and the kernel spreads the group's connections and datagrams
@@ -61,6 +63,26 @@
 //!   with the host's daemons and each other: a pod's namespace holds only the pod's own
 //!   sockets, and its servers (a sidecar proxy's listeners) keep `SO_REUSEPORT`.
 //!
+//! * **The error queue** (reason `error_queue`). `IP_RECVERR` (11) and
+//!   `IP_RECVERR_RFC4884` (26) at `SOL_IP`, `IPV6_RECVERR` (25) and `IPV6_RECVERR_RFC4884`
+//!   (31) at `SOL_IPV6`, for a policy without `inbound = true`: an ICMP error quoting one
+//!   of the socket's datagrams, from any host (`icmp_rcv` → `__udp4_lib_err` →
+//!   `ip_icmp_error`, and the same for ping sockets and IPv6), is queued for the socket
+//!   to read with `MSG_ERRQUEUE` — the quoted payload and the sender, chosen by whoever
+//!   sent the error — through no cgroup program (`sk_filter` never runs for it): an
+//!   inbound channel from hosts the sandbox may not hear (attack review 13). Not
+//!   refused: glibc's resolver sets `IPV6_RECVERR`/`IP_RECVERR` on every query's socket
+//!   and gives up on EPERM. The value is *rewritten to 0* in the program's copy
+//!   (`optlen` 4 for an int, or the single byte `do_ip_setsockopt` reads as a char), so
+//!   the call succeeds and nothing is queued; `getsockopt` reads 0. What stays is the
+//!   socket error the kernel sets without the option (`sk_err`: ECONNREFUSED and the like
+//!   on a connected socket, a few bits per error). A value of 0 passes untouched, as
+//!   does every value under `inbound = true`; audit mode passes and reports. The event
+//!   is reported at most once per cgroup per event window (`HB_ERRQUEUE_SEEN`), since
+//!   every DNS lookup would report it. Raw sockets (which need `CAP_NET_RAW`) receive
+//!   ICMP errors as datagrams, through `sk_filter`, where `cgroup_skb/ingress` judges
+//!   the sender.
+//!
 //! Return value (Documentation/bpf/prog_cgroup_sockopt.rst): 0 refuses the call with
 //! EPERM, 1 hands it on to the next program and then to the kernel. A pass-through
 //! leaves `level`, `optname` and `optval` as they are; `optlen` stays too, except that a
@@ -70,9 +92,13 @@
 //! `__cgroup_bpf_run_filter_setsockopt`, kernel/bpf/cgroup.c). Setting it to -1 would
 //! instead skip the kernel's handling and return success: never done here.
 //!
+//! A rewritten value is handed on with `optlen` set (never 0), which makes the kernel use
+//! the program's copy of the value.
+//!
 //! Which programs run is decided by the socket's cgroup (`sk_cgrp_data`); whose call it
 //! is, by the calling task's cgroup, as in `sock_addr`. Byte order: `level`, `optname`
-//! and `optlen` are host-order integers; the option value is never read.
+//! and `optlen` are host-order integers; the option value is read only for the error
+//! queue's options (is it on?), within `optval_end`.
 //!
 //! The kernel runs this hook only for native system calls (`do_sock_setsockopt(sock,
 //! in_compat_syscall(), …)` in net/socket.c skips cgroup programs for compat calls), so

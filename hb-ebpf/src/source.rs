@@ -22,19 +22,28 @@
 //! `ip_nonlocal_bind = 0`); there the options stay refused and the resolver answers
 //! only what it can check (see the agent's `local_addrs`).
 //!
-//! Not seen here (see README): the kernel runs no bind hook for ping and raw sockets
-//! (`ping_bind` and `raw_bind` replace `inet_bind`), and no sendmsg hook for a connected
-//! UDP socket, whose `IPV6_PKTINFO` control message may name a source too; on a host
-//! with `net.ipv6.ip_nonlocal_bind = 1` those remain ways to send from a foreign
-//! IPv6 source (IPv4 needs a local source to route a packet without `IP_TRANSPARENT`).
+//! (A connected UDP socket's send with a control message runs the sendmsg hook too:
+//! `udp_sendmsg`/`udpv6_sendmsg` treat it as unconnected.)
+//!
+//! Not seen by those hooks: ping and raw sockets, whose bind is their own (`ping_bind`,
+//! `raw_bind` replace `inet_bind`, and run no cgroup hook) and whose sends run no
+//! sendmsg hook, though a ping socket's `IPV6_PKTINFO` control message names a source
+//! too. An IPv4 packet cannot leave from a non-local source without `IP_TRANSPARENT`
+//! or `IP_HDRINCL` (`__ip_route_output_key` refuses it, `ip_nonlocal_bind` or not), but
+//! an IPv6 one can (attack review 13: a ping socket bound to the attacker's address had
+//! the echo reply, payload included, sent there). So `cgroup_skb/egress` checks the
+//! source of every IPv6 packet of an enrolled cgroup that is neither TCP nor UDP
+//! ([`egress_refused`]) — a couple of comparisons for the TCP and UDP packets that are
+//! nearly all of the traffic, and before its flow cache, since a ping socket's source
+//! can change from one packet to the next.
 
 use aya_ebpf::{
     helpers::generated::bpf_get_netns_cookie,
     macros::map,
     maps::{LpmTrie, lpm_trie::Key},
-    programs::SockAddrContext,
+    programs::{SkBuffContext, SockAddrContext},
 };
-use hb_common::limits;
+use hb_common::{AF_INET6, limits};
 
 use crate::sockopt;
 
@@ -69,4 +78,36 @@ pub(crate) fn in_host_netns(ctx: &SockAddrContext) -> bool {
     // SAFETY: the context pointer of a sock_addr program, which this helper accepts.
     let own = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     sockopt::host_netns_is(own)
+}
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// For `cgroup_skb/egress`: whether an IPv6 packet of `protocol` (after its extension
+/// headers) leaves from a source that is not the host's, from a socket in the agent's
+/// network namespace. TCP and UDP are not checked here (their sources are judged at
+/// bind and sendmsg); an IPv4 packet never (the kernel routes it only from a local
+/// source). An unreadable source is not local (fail closed); the caller drops only for
+/// an enrolled cgroup.
+#[inline(always)]
+pub(crate) fn egress_refused(ctx: &SkBuffContext, family: u16, protocol: u8) -> bool {
+    if family != AF_INET6 || protocol == IPPROTO_TCP || protocol == IPPROTO_UDP {
+        return false;
+    }
+    // SAFETY: the context pointer of a cgroup_skb program, which this helper accepts.
+    let own = unsafe { bpf_get_netns_cookie(ctx.skb.skb.cast()) };
+    if !sockopt::host_netns_is(own) {
+        return false;
+    }
+    // The source address, bytes 8..24 of the IPv6 header.
+    let Ok(src) = ctx.load::<[u32; 4]>(8) else {
+        return true;
+    };
+    !allowed(src)
+}
+
+/// The source of an IPv6 packet as event bytes (zero if unreadable).
+#[inline(always)]
+pub(crate) fn egress_source(ctx: &SkBuffContext) -> [u8; 16] {
+    ctx.load::<[u8; 16]>(8).unwrap_or([0; 16])
 }

