@@ -132,7 +132,7 @@ impl LocalAddrs {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.read().map_or(false, |s| s.contains(ip))
+        self.0.read().is_ok_and(|s| s.contains(ip))
     }
 
     /// Reads this namespace's addresses into the shared set and the kernel's map, and
@@ -332,7 +332,7 @@ mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+        s.parse().expect("address")
     }
 
     fn sample() -> Set {

@@ -1361,9 +1361,9 @@ mod source_tests {
     #[test]
     fn the_resolver_answers_only_this_hosts_addresses() {
         let local = LocalAddrs::fixed(Set::from_entries([
-            ("127.0.0.1".parse().unwrap(), 8, true),
-            ("::1".parse().unwrap(), 128, true),
-            ("2001:db8::20".parse().unwrap(), 64, false),
+            ("127.0.0.1".parse().expect("address"), 8, true),
+            ("::1".parse().expect("address"), 128, true),
+            ("2001:db8::20".parse().expect("address"), 64, false),
         ]));
         for ok in [
             "127.0.0.1",
@@ -1372,7 +1372,7 @@ mod source_tests {
             "2001:db8::20",
             "::ffff:127.0.0.1",
         ] {
-            assert!(answers_source(&local, ok.parse().unwrap()), "{ok}");
+            assert!(answers_source(&local, ok.parse().expect("address")), "{ok}");
         }
         for forged in [
             "2001:db8:66::66",
@@ -1380,7 +1380,10 @@ mod source_tests {
             "2001:db8::21",
             "::ffff:198.51.100.66",
         ] {
-            assert!(!answers_source(&local, forged.parse().unwrap()), "{forged}");
+            assert!(
+                !answers_source(&local, forged.parse().expect("address")),
+                "{forged}"
+            );
         }
     }
 }
