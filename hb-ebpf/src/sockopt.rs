@@ -44,7 +44,9 @@
 //!   `net.ipv6.ip_nonlocal_bind = 1` lets any socket do the same without an option:
 //!   `cgroup/bind4|6` and `cgroup/sendmsg4|6` refuse a source that is not the host's
 //!   (see `source`), and the ingress program admits a same-sandbox client only from a
-//!   local source anyway.
+//!   local source anyway. The sticky `IPV6_PKTINFO` (50) names a source for the
+//!   socket's datagrams, which the kernel takes without a check and uses when the
+//!   socket connects: refused when its address is not the host's (read from the value).
 //! * **Shared ports** (reason `shared_port`). `SO_REUSEPORT` (15 at `SOL_SOCKET`):
 //!   binding with it joins the port group of every socket of the same uid on that
 //!   address and port, and the kernel spreads the group's connections and datagrams
@@ -98,7 +100,7 @@
 //! Which programs run is decided by the socket's cgroup (`sk_cgrp_data`); whose call it
 //! is, by the calling task's cgroup, as in `sock_addr`. Byte order: `level`, `optname`
 //! and `optlen` are host-order integers; the option value is read only for the error
-//! queue's options (is it on?), within `optval_end`.
+//! queue's options (is it on?) and `IPV6_PKTINFO` (its address), within `optval_end`.
 //!
 //! The kernel runs this hook only for native system calls (`do_sock_setsockopt(sock,
 //! in_compat_syscall(), …)` in net/socket.c skips cgroup programs for compat calls), so
@@ -174,6 +176,9 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     let kind = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).type_ };
     if is_error_queue_option(level, optname) {
         return error_queue(&ctx, level, optname, optlen);
+    }
+    if level == SOL_IPV6 && optname == IPV6_PKTINFO {
+        return sticky_source(&ctx, optlen);
     }
     let Some(why) = refused_option(level, optname, optlen, kind) else {
         return pass(&ctx, optlen);
@@ -379,6 +384,73 @@ fn error_queue(ctx: &SockoptContext, level: i32, optname: i32, optlen: i32) -> i
         }
     }
     PASS
+}
+
+/// `IPV6_PKTINFO` (50, include/uapi/linux/in6.h): the sticky form of the control
+/// message, a source address (and interface) for the socket's datagrams.
+const IPV6_PKTINFO: i32 = 50;
+
+/// A sticky `IPV6_PKTINFO` naming a source that is not the host's (see `source`): the
+/// kernel accepts any address there, and uses it when the socket connects
+/// (`ip6_datagram_dst_update`). Refused for an enrolled cgroup in the agent's network
+/// namespace (reason `nonlocal_source`, the address in the event); the wildcard and the
+/// host's addresses pass. A value shorter than an address passes (the kernel refuses
+/// it); one the program cannot read is refused.
+#[inline(always)]
+fn sticky_source(ctx: &SockoptContext, optlen: i32) -> i32 {
+    if optlen < 16 {
+        return pass(ctx, optlen);
+    }
+    // SAFETY: as in `error_queue`: packet pointers, checked before the read.
+    let (start, end) = unsafe {
+        let so = &*ctx.sockopt;
+        (
+            so.__bindgen_anon_2.optval as *const u8,
+            so.__bindgen_anon_3.optval_end as *const u8,
+        )
+    };
+    if start.wrapping_add(16) > end {
+        return REFUSE;
+    }
+    // SAFETY: checked above: 16 bytes from `start` lie within the value.
+    let addr = unsafe { core::ptr::read_unaligned(start.cast::<[u32; 4]>()) };
+    if crate::source::allowed(addr) || !in_host_netns(ctx) {
+        return pass(ctx, optlen);
+    }
+    // SAFETY: helpers without pointer arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
+    else {
+        return pass(ctx, optlen);
+    };
+    let verdict = policy::refusal_verdict(e.policy_id);
+    let mut bytes = [0u8; 16];
+    bytes[0..4].copy_from_slice(&addr[0].to_ne_bytes());
+    bytes[4..8].copy_from_slice(&addr[1].to_ne_bytes());
+    bytes[8..12].copy_from_slice(&addr[2].to_ne_bytes());
+    bytes[12..16].copy_from_slice(&addr[3].to_ne_bytes());
+    // SAFETY: as in `hb_setsockopt`.
+    let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
+    policy::report(
+        ctx,
+        Report {
+            cgroup_id: own,
+            policy_id: e.policy_id,
+            hook: hook::SETSOCKOPT,
+            verdict,
+            reason: reason::NONLOCAL_SOURCE,
+            family: AF_INET6,
+            protocol: protocol as u16,
+            port: sockopt_port(SOL_IPV6 as u8, IPV6_PKTINFO as u8),
+            addr: bytes,
+            task_context: true,
+        },
+    );
+    if verdict == verdict::AUDIT {
+        policy::count(Counter::Audit);
+        return pass(ctx, optlen);
+    }
+    REFUSE
 }
 
 /// Hands the call on unchanged (see the module header for the `optlen` rule).

@@ -469,6 +469,22 @@ for a in args:
 print(json.dumps(res))
 "#;
 
+/// In the sandbox: sets the sticky `IPV6_PKTINFO` (the source for a UDP socket's
+/// datagrams) to each address of argv. `{"ADDR": "ok" | errno name}`.
+const PY_STICKY_PKTINFO: &str = r#"
+import errno, json, socket, struct, sys
+res = {}
+for a in sys.argv[1:]:
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, socket.inet_pton(socket.AF_INET6, a) + struct.pack("@I", 0))
+        res[a] = "ok"
+    except OSError as e:
+        res[a] = errno.errorcode.get(e.errno, str(e.errno))
+    u.close()
+print(json.dumps(res))
+"#;
+
 fn ip_cmd(args: &str) {
     let out = Command::new("sh")
         .arg("-c")
@@ -484,7 +500,8 @@ fn ip_cmd(args: &str) {
 
 /// With `ip_nonlocal_bind` set for both families (the kernel would let any socket bind
 /// any address), a sandbox binds the host's addresses — its own, loopback (all of
-/// 127/8), the wildcard — and no other: the C2's is refused (EPERM). An address the
+/// 127/8), the wildcard — and no other: the C2's is refused (EPERM), and so is a sticky
+/// `IPV6_PKTINFO` naming it. `maps dump local_addrs` lists what the kernel holds. An address the
 /// host gains after the agent started becomes bindable, and one it loses stops being
 /// (the agent follows rtnetlink).
 #[test]
@@ -528,6 +545,28 @@ fn a_sandbox_binds_the_hosts_addresses_and_no_other() {
     env.wait_event("the bind to the C2's address refused", |e| {
         e["hook"] == "bind4" && e["reason"] == "nonlocal_source" && e["dst"] == C2_4
     });
+    let sticky = sandbox_json(&env, "closed", PY_STICKY_PKTINFO, &[C2_6, OWN6, "::"]);
+    println!("figure: sticky IPV6_PKTINFO {sticky}");
+    assert_eq!(sticky[C2_6], "EPERM", "{sticky}");
+    assert_eq!(sticky[OWN6], "ok", "{sticky}");
+    assert_eq!(sticky["::"], "ok", "{sticky}");
+    env.wait_event("the sticky IPV6_PKTINFO naming the C2 refused", |e| {
+        e["hook"] == "setsockopt" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
+    });
+    let dump = env.hb(&["maps", "dump", "local_addrs", "--json"]);
+    let listed = String::from_utf8_lossy(&dump.stdout).to_string();
+    println!("figure: HB_LOCAL_ADDRS {listed}");
+    for want in [
+        "\"203.0.113.20/32\"",
+        "\"2001:db8::20/128\"",
+        "\"127.0.0.0/8\"",
+        "\"::1/128\"",
+    ] {
+        assert!(
+            listed.contains(want),
+            "{want} in maps dump local_addrs: {listed}"
+        );
+    }
     ip_cmd("-6 addr add 2001:db8::77/128 dev lo nodad");
     let added = sandbox_json(&env, "closed", PY_BIND_ADDRS, &["--retry", "2001:db8::77"]);
     ip_cmd("-6 addr del 2001:db8::77/128 dev lo");
