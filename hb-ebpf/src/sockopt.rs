@@ -345,10 +345,10 @@ fn error_queue(ctx: &SockoptContext, level: i32, optname: i32, optlen: i32) -> i
     let now = policy::now_ns();
     // SAFETY: the value is copied out at once; another CPU's update of it at the same
     // moment can only make one event more or fewer.
-    let last = unsafe { ERRQUEUE_SEEN.get(&own).copied() };
+    let last = unsafe { ERRQUEUE_SEEN.get(own).copied() };
     let noted = last.is_some_and(|t| now.wrapping_sub(t) < limits::EVENT_WINDOW_NS);
     if !noted {
-        let _ = ERRQUEUE_SEEN.insert(&own, &now, 0);
+        let _ = ERRQUEUE_SEEN.insert(own, now, 0);
         // SAFETY: as in `hb_setsockopt`.
         let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
         policy::report(

@@ -68,7 +68,7 @@ pub(crate) fn allowed(addr: [u32; 4]) -> bool {
     if addr[0] == 0 && addr[1] == 0 && (addr[2] == 0 || addr[2] == MAPPED) && addr[3] == 0 {
         return true;
     }
-    LOCAL_ADDRS.get(&Key::new(128, addr)).is_some()
+    LOCAL_ADDRS.get(Key::new(128, addr)).is_some()
 }
 
 /// Whether the hook's socket lives in the agent's network namespace (see
