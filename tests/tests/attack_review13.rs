@@ -842,6 +842,12 @@ s.setsockopt(socket.SOL_IP, 11, 1)  # IP_RECVERR
 s.connect((own, 40002))
 print("ready", flush=True)
 res = {"heard": [], "from": [], "recverr": s.getsockopt(socket.SOL_IP, 11)}
+v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+v6.setsockopt(socket.IPPROTO_IPV6, 25, 1)  # IPV6_RECVERR
+res["recverr6"] = v6.getsockopt(socket.IPPROTO_IPV6, 25)
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_IP, 11, 1)
+res["tcp_recverr"] = t.getsockopt(socket.SOL_IP, 11)
 end = time.time() + 3
 while time.time() < end:
     try:
@@ -909,9 +915,13 @@ fn icmp_errors_from_a_host_the_sandbox_may_not_hear_carry_nothing_to_it() {
         if policy == "closed" {
             assert_eq!(got, 0, "the C2's command reached the sandbox: {heard}");
             assert_eq!(heard["recverr"], 0, "IP_RECVERR stayed on: {heard}");
+            assert_eq!(heard["recverr6"], 0, "IPV6_RECVERR stayed on: {heard}");
         } else {
             assert!(got > 0, "inbound = true keeps the error queue: {heard}");
+            assert_eq!(heard["recverr6"], 1, "{heard}");
         }
+        // TCP queues no ICMP error: its option is kept.
+        assert_eq!(heard["tcp_recverr"], 1, "{heard}");
     }
     env.wait_event("IP_RECVERR rewritten", |e| {
         e["hook"] == "setsockopt" && e["reason"] == "error_queue" && e["port"] == 11
