@@ -65,6 +65,8 @@ pub enum AgentError {
     Metrics(#[from] crate::telemetry::server::ServerError),
     #[error(transparent)]
     Ports(#[from] crate::ports::PortsError),
+    #[error(transparent)]
+    LocalAddrs(#[from] crate::local_addrs::LocalAddrsError),
     #[error("cannot open the events ring buffer")]
     Events(#[source] aya::maps::MapError),
 }
@@ -333,8 +335,18 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     // The resolver listens before the kernel sends it anything.
     let (dns_events_tx, mut dns_events) = crate::events::EventSender::channel(1024);
     let dropped_events = dns_events_tx.dropped();
+    // The addresses a sandbox beside the agent may send from (`HB_LOCAL_ADDRS`), and
+    // whom the resolver's listeners answer; kept current from rtnetlink.
+    let local_addrs = crate::local_addrs::LocalAddrs::start(&bpffs)?;
     let dns = if config.dns.redirect {
-        let service = crate::dns::start(&config, &ids, &bpffs, dns_events_tx.clone()).await?;
+        let service = crate::dns::start(
+            &config,
+            &ids,
+            &bpffs,
+            dns_events_tx.clone(),
+            local_addrs.clone(),
+        )
+        .await?;
         tracing::info!(listen = %config.dns_listen(), policies = ids.len(), "resolver listening (policy N on port + N)");
         Some(service)
     } else {

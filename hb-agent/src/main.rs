@@ -27,6 +27,7 @@ mod guard;
 mod http_rules;
 mod kube;
 mod loader;
+mod local_addrs;
 mod maps;
 mod ports;
 mod room;

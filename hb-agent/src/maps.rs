@@ -600,7 +600,7 @@ pub fn compile(deny: &[IpNet], except: &[IpNet], allow: &[IpNet]) -> Vec<(IpNet,
 
 /// Inserts (or updates) every wanted entry, then removes every other key: the trie never
 /// lacks an entry that both the old and the new config have.
-fn sync_trie<K>(
+pub(crate) fn sync_trie<K>(
     trie: &mut LpmTrie<MapData, K, u32>,
     name: &'static str,
     want: Vec<(Key<K>, u32)>,

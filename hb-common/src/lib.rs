@@ -132,8 +132,22 @@ pub mod map_names {
     /// there only; 0 (not written yet) refuses them everywhere.
     pub const HOST_NETNS: &str = "HB_HOST_NETNS";
 
+    /// LPM trie, a 16-byte address (IPv4 as IPv4-mapped IPv6, `::ffff:a.b.c.d`, prefix
+    /// 96 + its own) → 1: the addresses of the agent's network namespace
+    /// ([`HOST_NETNS`]), which the agent keeps from rtnetlink (`RTM_NEWADDR`/`DELADDR`):
+    /// each address as a host route, and on a loopback device the whole prefix (the
+    /// kernel makes 127.0.0.1/8 on `lo` a local route for all of 127/8). `cgroup/bind4|6`
+    /// and `cgroup/sendmsg4|6` refuse a sandbox in that namespace a source address not
+    /// in it (reason `nonlocal_source`); empty (not written yet), every specific source
+    /// is refused.
+    pub const LOCAL_ADDRS: &str = "HB_LOCAL_ADDRS";
+    /// LRU hash, `u64` cgroup id → when (`bpf_ktime_get_ns`) its last `error_queue`
+    /// event was reported: at most one per cgroup per event window, since glibc's
+    /// resolver sets `IP_RECVERR` on every query's socket.
+    pub const ERRQUEUE_SEEN: &str = "HB_ERRQUEUE_SEEN";
+
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 27] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -159,6 +173,8 @@ pub mod map_names {
         GUARD_ORIG,
         GUARD_FLOWS,
         HOST_NETNS,
+        LOCAL_ADDRS,
+        ERRQUEUE_SEEN,
     ];
 }
 
@@ -237,6 +253,11 @@ pub mod limits {
     pub const DNS_UDP: u32 = 65_536;
     /// NAT64 prefixes (`egress.nat64_prefixes`); the agent refuses a config with more.
     pub const NAT64_PREFIXES: u32 = 16;
+    /// Addresses of the agent's network namespace (`map_names::LOCAL_ADDRS`); past it
+    /// the agent logs, and binds to the addresses left out are refused (fail closed).
+    pub const LOCAL_ADDRS: u32 = 65_536;
+    /// Cgroups whose last `error_queue` event is remembered at once.
+    pub const ERRQUEUE_SEEN: u32 = 16_384;
     /// Cgroups whose event budget is remembered at once (least recently used go; a
     /// forgotten cgroup starts with a full budget again, so the bound per cgroup holds
     /// only while fewer cgroups than this report at once — each still has its own).
@@ -872,7 +893,9 @@ pub mod reason {
     /// the agent from starting.
     pub const RESERVED_PORT: u32 = 9;
     /// A socket option that lets a socket send from an address that is not the host's
-    /// (`IP_FREEBIND`, `IPV6_FREEBIND`, `IP_TRANSPARENT`, `IPV6_TRANSPARENT`): whoever
+    /// (`IP_FREEBIND`, `IPV6_FREEBIND`, `IP_TRANSPARENT`, `IPV6_TRANSPARENT`), or such an
+    /// address itself: a bind to it, a send naming it (`IP_PKTINFO`/`IPV6_PKTINFO`), an
+    /// IPv6 ping or raw packet carrying it, a query from it to hb's resolver. Whoever
     /// answers such a packet (a listener of the sandbox's own, hb's resolver) answers
     /// that address, off the host, on no socket of the sandbox.
     pub const NONLOCAL_SOURCE: u32 = 10;
@@ -882,9 +905,15 @@ pub mod reason {
     /// on a socket other than TCP (a UDP socket that sets it binds beside any other that
     /// did, of any uid, on a more specific address, and takes every datagram sent there).
     pub const SHARED_PORT: u32 = 11;
+    /// `IP_RECVERR`, `IPV6_RECVERR` (and their `_RFC4884` forms) set by a sandbox whose
+    /// policy has no `inbound = true`: the call succeeds with the value rewritten to 0,
+    /// so no ICMP error (whose quoted payload any host on the path may choose) is
+    /// queued for the socket to read; reported at most once per cgroup per event window.
+    pub const ERROR_QUEUE: u32 = 12;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
+            ERROR_QUEUE => "error_queue",
             QUIC => "quic",
             GUARD_DOWN => "guard_down",
             RESERVED_PORT => "reserved_port",

@@ -15,7 +15,10 @@
 //!   destination recorded per socket and restored in `getpeername4|6`; QUIC refused.
 //! * `sockopt` — `cgroup/setsockopt`: refuses the options that make the kernel send for
 //!   the sandbox from its own sockets (multicast membership reports) or route a packet
-//!   elsewhere than its destination (routing headers, IP options).
+//!   elsewhere than its destination (routing headers, IP options), or send from a
+//!   foreign source; rewrites the error-queue options (`IP_RECVERR`…) to 0.
+//! * `source` — `cgroup/bind4|6` and `cgroup/sendmsg4|6`: refuses a source address that
+//!   is not one of the host's (`HB_LOCAL_ADDRS`, kept by the agent from rtnetlink).
 //! * `splice` — `sk_skb/stream_verdict`: a passed guard connection's bytes sent from
 //!   one of its sockets to the other in the kernel (`guard.sockmap`).
 //! * `policy` — the decision all share (NAT64 prefixes included), the per-socket admitted
@@ -36,6 +39,7 @@ mod policy;
 mod skb;
 mod sock_addr;
 mod sockopt;
+mod source;
 mod splice;
 
 #[cfg(not(test))]

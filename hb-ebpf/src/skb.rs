@@ -6,6 +6,10 @@
 //! IPv4 source-route option makes the kernel address the packet to a segment the hooks
 //! never saw. So every packet leaving an enrolled cgroup meets, for the destination in its
 //! header:
+//! 0. before all of these (and before the flow cache), an IPv6 packet that is neither
+//!    TCP nor UDP from a source that is not the host's (a ping or raw socket bound to
+//!    it: no bind hook runs for them) → dropped, reason `nonlocal_source`, the event's
+//!    address the source (see `source`);
 //! 1. a routing header (IPv6, any type) or a source-route option (IPv4 LSRR/SSRR) →
 //!    dropped, reason `source_route`; an extension-header chain or option list we cannot
 //!    walk to its end is treated the same (fail closed: it could hide one);
@@ -79,6 +83,7 @@ use hb_common::{
 use crate::{
     dns, guard,
     policy::{self, CG_STATS, Judgement, Report},
+    source,
 };
 
 const PASS: i32 = 1;
@@ -142,6 +147,29 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
     let parsed = parse(&ctx);
     let generation = GENERATION.get(0).copied().unwrap_or(0);
 
+    // An IPv6 packet other than TCP or UDP from a source that is not the host's (a ping
+    // or raw socket: see `source`), before the cache: its source can change per packet.
+    if let Parsed::Plain(d) = &parsed
+        && source::egress_refused(&ctx, d.family, d.protocol)
+        && let Some(e) = policy::enrollment(cgroup_id, |level| unsafe {
+            bpf_skb_ancestor_cgroup_id(skb, level)
+        })
+    {
+        let from = Dest {
+            family: d.family,
+            protocol: d.protocol,
+            l4: d.l4,
+            addr: source::egress_source(&ctx),
+        };
+        return refuse(
+            &ctx,
+            cgroup_id,
+            e.policy_id,
+            len,
+            reason::NONLOCAL_SOURCE,
+            Some(&from),
+        );
+    }
     if let Parsed::Plain(d) = &parsed
         && cached(&socket_cookie, cgroup_id, generation, d, len)
     {

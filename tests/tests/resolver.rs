@@ -269,6 +269,11 @@ fn allowed_names_resolve_through_the_redirect_and_their_addresses_connect() {
         "wildcard: {}",
         stdout(&wild)
     );
+    // glibc's resolver turns on its query sockets' error queue, which hb rewrites to off
+    // for a policy without `inbound = true` (attack review 13): it resolves all the same.
+    env.wait_event("glibc's IP_RECVERR rewritten", |e| {
+        e["hook"] == "setsockopt" && e["reason"] == "error_queue"
+    });
 
     // No static CIDR allows these addresses: only what the resolver taught the kernel.
     let url = format!("http://allowed.test:{}/", web.addr.port());

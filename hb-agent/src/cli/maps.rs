@@ -55,6 +55,10 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
             map_names::DNS_UDP,
             crate::dns::conns::dump(bpffs, map_names::DNS_UDP).map_or(0, |r| r.len()),
         ),
+        (
+            map_names::LOCAL_ADDRS,
+            local_addrs(bpffs).map_or(0, |r| r.len()),
+        ),
     ]);
     let mut rows = Vec::new();
     for name in map_names::ALL {
@@ -340,12 +344,39 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                 ]));
             }
         }
+        map_names::LOCAL_ADDRS => {
+            for address in local_addrs(bpffs)? {
+                rows.push(row([("address", json!(address))]));
+            }
+        }
         map_names::EVENTS => bail!("{map} is a ring buffer; read it with `hb-agent events`"),
         map_names::SOCK_PEER => bail!("{}", SOCK_PEER_UNLISTABLE),
         _ => bail!("{map} holds kernel-internal state; `hb-agent maps list` shows its size"),
     }
     print_rows(&rows, json);
     Ok(())
+}
+
+/// `HB_LOCAL_ADDRS` as prefixes (IPv4 as IPv4, not mapped), sorted.
+fn local_addrs(bpffs: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let trie: aya::maps::LpmTrie<MapData, [u8; 16], u32> =
+        crate::maps::open_typed(bpffs, map_names::LOCAL_ADDRS)?;
+    let mut keys: Vec<([u8; 16], u32)> = trie
+        .keys()
+        .filter_map(|k| k.ok())
+        .map(|k| (k.data(), k.prefix_len()))
+        .collect();
+    keys.sort();
+    Ok(keys
+        .into_iter()
+        .map(|(addr, len)| {
+            let v6 = std::net::Ipv6Addr::from(addr);
+            match v6.to_ipv4_mapped() {
+                Some(v4) if len >= 96 => format!("{v4}/{}", len - 96),
+                _ => format!("{v6}/{len}"),
+            }
+        })
+        .collect())
 }
 
 /// Why `maps dump sock_peer` has no rows (and `maps list` no entry count for it).

@@ -350,6 +350,7 @@ pub async fn start(
     ids: &HashMap<String, u32>,
     bpffs_dir: &Path,
     events: crate::events::EventSender,
+    local: crate::local_addrs::LocalAddrs,
 ) -> Result<DnsService, DnsError> {
     let learned = Arc::new(Mutex::new(Learned::open(
         bpffs_dir,
@@ -422,8 +423,13 @@ pub async fn start(
             };
             let udp = UdpSocket::bind(addr).await.map_err(bind_err)?;
             let tcp = TcpListener::bind(addr).await.map_err(bind_err)?;
-            tokio::spawn(serve_udp(inner.clone(), id, Arc::new(udp)));
-            tokio::spawn(serve_tcp(inner.clone(), id, tcp));
+            tokio::spawn(serve_udp(
+                inner.clone(),
+                id,
+                Arc::new(udp),
+                Some(local.clone()),
+            ));
+            tokio::spawn(serve_tcp(inner.clone(), id, tcp, Some(local.clone())));
         }
     }
     Ok(DnsService {
@@ -468,8 +474,14 @@ impl PodServer {
         let udp = UdpSocket::from_std(udp)?;
         let tcp = TcpListener::from_std(tcp)?;
         Ok(vec![
-            tokio::spawn(serve_udp(self.inner.clone(), policy_id, Arc::new(udp))).abort_handle(),
-            tokio::spawn(serve_tcp(self.inner.clone(), policy_id, tcp)).abort_handle(),
+            tokio::spawn(serve_udp(
+                self.inner.clone(),
+                policy_id,
+                Arc::new(udp),
+                None,
+            ))
+            .abort_handle(),
+            tokio::spawn(serve_tcp(self.inner.clone(), policy_id, tcp, None)).abort_handle(),
         ])
     }
 }
@@ -502,11 +514,21 @@ fn tcp_limits(config: &Config, policy_ids: impl Iterator<Item = u32>) -> TcpLimi
     }
 }
 
-async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
+/// Serves one policy's UDP listener. `local`: the addresses of the listener's network
+/// namespace, when known (the agent's own listeners): a query from any other source is
+/// dropped with a `nonlocal_source` event, since its answer would go to that address —
+/// off the host, to wherever a sandbox that forged it wanted its chosen name to go
+/// (attack review 13). A pod's listeners (`None`) answer every source.
+async fn serve_udp(
+    inner: Arc<Inner>,
+    policy_id: u32,
+    sock: Arc<UdpSocket>,
+    local: Option<crate::local_addrs::LocalAddrs>,
+) {
     use std::os::fd::AsFd as _;
     // Where the kernel filed this listener's senders: its namespace and port.
     let netns = crate::flow_key::netns_cookie(sock.as_fd()).ok();
-    let local = sock.local_addr().ok();
+    let here = sock.local_addr().ok();
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
@@ -515,7 +537,13 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
         let start = Instant::now();
         // Who sent it: the sandbox a cached answer's addresses are held for, and whose
         // event budget and lookups it uses past the cache.
-        let cgroup_id = inner.udp_senders.sender(policy_id, netns, from, local);
+        let cgroup_id = inner.udp_senders.sender(policy_id, netns, from, here);
+        if let Some(addrs) = &local
+            && !answers_source(addrs, from.ip())
+        {
+            inner.nonlocal_source(policy_id, cgroup_id, from.ip(), "udp");
+            continue;
+        }
         if let Some(reply) = inner.cached(policy_id, cgroup_id, &buf[..n], Transport::Udp) {
             let _ = sock.send_to(&reply, from).await;
             inner.answered(policy_id, AnswerPath::Cache, Some(&reply), start);
@@ -553,10 +581,23 @@ async fn serve_udp(inner: Arc<Inner>, policy_id: u32, sock: Arc<UdpSocket>) {
     }
 }
 
+/// Whether the resolver answers a query from `source` on a listener in the namespace
+/// whose addresses are `local`: only from an address of that namespace (a sandbox's
+/// query always comes from one, unless its source was forged).
+fn answers_source(local: &crate::local_addrs::LocalAddrs, source: IpAddr) -> bool {
+    local.contains(source)
+}
+
 /// Longest pause after failed accepts (EMFILE and the like), doubling from 10 ms.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-async fn serve_tcp(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
+/// Serves one policy's TCP listener; `local` as in [`serve_udp`].
+async fn serve_tcp(
+    inner: Arc<Inner>,
+    policy_id: u32,
+    listener: TcpListener,
+    local: Option<crate::local_addrs::LocalAddrs>,
+) {
     let policy = inner
         .policies
         .get(&policy_id)
@@ -583,6 +624,13 @@ async fn serve_tcp(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
                 continue;
             }
         };
+        if let Some(addrs) = &local
+            && !answers_source(addrs, peer.ip())
+        {
+            drop(stream);
+            inner.nonlocal_source(policy_id, 0, peer.ip(), "tcp");
+            continue;
+        }
         let Some(ticket) = inner.admit_tcp(policy_id, &policy, &stream, peer) else {
             drop(stream);
             inner.tcp.refused(&policy);
@@ -647,6 +695,38 @@ impl Inner {
             cgroup_id: caller.cgroup_id,
             _slots: slots,
         })
+    }
+
+    /// Reports a query dropped because its source is not an address of this host.
+    fn nonlocal_source(&self, policy_id: u32, cgroup_id: u64, source: IpAddr, protocol: &str) {
+        let policy = self
+            .policies
+            .get(&policy_id)
+            .map_or("", |d| d.name.as_str());
+        let record = EventRecord {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            hook: "dns".into(),
+            verdict: "deny".into(),
+            reason: "nonlocal_source".into(),
+            policy: policy.into(),
+            cgroup_id,
+            cgroup: None,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            family: match source {
+                IpAddr::V6(_) => "ipv6".into(),
+                IpAddr::V4(_) => "ipv4".into(),
+            },
+            protocol: protocol.into(),
+            dst: source.to_string(),
+            port: 0,
+            name: None,
+            suppressed: 0,
+            detail: Some("query from an address that is not this host's: not answered".into()),
+        };
+        // A full channel drops the event rather than delaying the listener.
+        self.events.try_send(record);
     }
 
     /// Reports a TCP connection closed because its cgroup holds its share already.
@@ -1267,6 +1347,43 @@ impl Inner {
                 cache.clear();
             }
             cache.insert(key, entry);
+        }
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+    use crate::local_addrs::{LocalAddrs, Set};
+
+    /// The resolver's own listeners answer this host's addresses and nothing else: a
+    /// query whose source a sandbox forged (the attacker's host) gets no answer there.
+    #[test]
+    fn the_resolver_answers_only_this_hosts_addresses() {
+        let local = LocalAddrs::fixed(Set::from_entries([
+            ("127.0.0.1".parse().expect("address"), 8, true),
+            ("::1".parse().expect("address"), 128, true),
+            ("2001:db8::20".parse().expect("address"), 64, false),
+        ]));
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "2001:db8::20",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(answers_source(&local, ok.parse().expect("address")), "{ok}");
+        }
+        for forged in [
+            "2001:db8:66::66",
+            "198.51.100.66",
+            "2001:db8::21",
+            "::ffff:198.51.100.66",
+        ] {
+            assert!(
+                !answers_source(&local, forged.parse().expect("address")),
+                "{forged}"
+            );
         }
     }
 }

@@ -1,0 +1,425 @@
+//! The addresses of the agent's network namespace, kept current from rtnetlink: what a
+//! sandbox beside the agent may use as a source address (`HB_LOCAL_ADDRS`, read by the
+//! kernel's `cgroup/bind4|6` and `cgroup/sendmsg4|6`), and whom the resolver's own
+//! listeners answer.
+//!
+//! Why: a socket whose source is not one of the host's addresses (a host with
+//! `net.ipv6.ip_nonlocal_bind = 1` lets any socket bind one, no option needed) sends
+//! packets whose answers go to that address, off the host — hb's resolver echoed a
+//! sandbox's chosen name to the attacker's host that way (attack review 13). The kernel
+//! side refuses such a source; the resolver answers only local sources besides, for
+//! what that refusal cannot see (a connected UDP socket's `IPV6_PKTINFO` control
+//! message: the kernel runs no sendmsg hook for it).
+//!
+//! "Local" as the kernel's own check (`inet_addr_type` == `RTN_LOCAL`,
+//! `ipv6_chk_addr`) means it: every address of every interface, and for an IPv4
+//! address on a loopback device its whole prefix (the kernel routes 127.0.0.0/8 to `lo`
+//! as local for 127.0.0.1/8). The list comes from `getifaddrs` (an `RTM_GETADDR` dump),
+//! read again whenever a netlink socket subscribed to `RTMGRP_IPV4_IFADDR` and
+//! `RTMGRP_IPV6_IFADDR` hears of a change (or lost some: `ENOBUFS`). The socket
+//! subscribes before the first read, so no change between the two is missed.
+//!
+//! Only the agent's namespace: a pod's namespace has addresses of its own, which this
+//! does not track; the kernel side checks sockets of the agent's namespace only
+//! (`HB_HOST_NETNS`), and the resolver's listeners in a pod's namespace answer as
+//! before (the options that give a foreign source stay refused there).
+
+use std::{
+    collections::HashSet,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
+use hb_common::{limits, map_names};
+use ipnet::Ipv4Net;
+
+use crate::maps::{MapsError, open_typed, sync_trie};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalAddrsError {
+    #[error("cannot read this network namespace's addresses ({what})")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// The local addresses: each address, and on a loopback device each IPv4 prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Set {
+    exact: HashSet<IpAddr>,
+    loopback4: Vec<Ipv4Net>,
+}
+
+impl Set {
+    /// From `(address, prefix length, on a loopback device)` as an interface lists it.
+    pub fn from_entries(entries: impl IntoIterator<Item = (IpAddr, u8, bool)>) -> Self {
+        let mut set = Self::default();
+        for (ip, prefix, loopback) in entries {
+            let ip = canonical(ip);
+            set.exact.insert(ip);
+            if let IpAddr::V4(v4) = ip
+                && loopback
+                && let Ok(net) = Ipv4Net::new(v4, prefix.min(32))
+            {
+                let net = net.trunc();
+                if !set.loopback4.contains(&net) {
+                    set.loopback4.push(net);
+                }
+            }
+        }
+        set.loopback4.sort();
+        set
+    }
+
+    /// Whether `ip` is an address of this namespace (IPv4-mapped IPv6 as its IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.exact.contains(&ip)
+            || matches!(ip, IpAddr::V4(v4) if self.loopback4.iter().any(|n| n.contains(&v4)))
+    }
+
+    /// The kernel map's entries: IPv4 as IPv4-mapped IPv6 (prefix 96 + its own).
+    pub fn keys(&self) -> Vec<(Key<[u8; 16]>, u32)> {
+        let mut keys: Vec<(Key<[u8; 16]>, u32)> = self
+            .exact
+            .iter()
+            .map(|ip| match ip {
+                IpAddr::V4(v4) => Key::new(128, v4.to_ipv6_mapped().octets()),
+                IpAddr::V6(v6) => Key::new(128, v6.octets()),
+            })
+            .chain(self.loopback4.iter().map(|n| {
+                Key::new(
+                    96 + u32::from(n.prefix_len()),
+                    n.network().to_ipv6_mapped().octets(),
+                )
+            }))
+            .map(|k| (k, 1))
+            .collect();
+        keys.sort_by_key(|(k, _)| (k.data(), k.prefix_len()));
+        keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.loopback4.len()
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The current set, shared by the resolver's listeners and the watcher that renews it.
+#[derive(Clone, Default)]
+pub struct LocalAddrs(Arc<RwLock<Set>>);
+
+impl LocalAddrs {
+    /// A fixed set (tests).
+    #[cfg(test)]
+    pub fn fixed(set: Set) -> Self {
+        Self(Arc::new(RwLock::new(set)))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.read().is_ok_and(|s| s.contains(ip))
+    }
+
+    /// Reads this namespace's addresses into the shared set and the kernel's map, and
+    /// keeps both current from a thread of its own (which stays in the namespace the
+    /// agent started in whatever other threads enter). Call in the agent's namespace.
+    pub fn start(bpffs_dir: &Path) -> Result<Self, LocalAddrsError> {
+        let events = subscribe().map_err(|source| LocalAddrsError::Io {
+            what: "subscribing to address changes on a netlink socket",
+            source,
+        })?;
+        let set = read().map_err(|source| LocalAddrsError::Io {
+            what: "getifaddrs",
+            source,
+        })?;
+        let mut map: LpmTrie<MapData, [u8; 16], u32> =
+            open_typed(bpffs_dir, map_names::LOCAL_ADDRS)?;
+        write_map(&mut map, &set)?;
+        tracing::info!(addresses = set.len(), "local addresses read");
+        let shared = Self(Arc::new(RwLock::new(set)));
+        let renewed = shared.clone();
+        std::thread::Builder::new()
+            .name("hb-local-addrs".into())
+            .spawn(move || watch(&events, &mut map, &renewed))
+            .map_err(|source| LocalAddrsError::Io {
+                what: "starting the address watcher thread",
+                source,
+            })?;
+        Ok(shared)
+    }
+}
+
+fn write_map(map: &mut LpmTrie<MapData, [u8; 16], u32>, set: &Set) -> Result<(), MapsError> {
+    let keys = set.keys();
+    if keys.len() > limits::LOCAL_ADDRS as usize {
+        tracing::warn!(
+            addresses = keys.len(),
+            limit = limits::LOCAL_ADDRS,
+            "more local addresses than HB_LOCAL_ADDRS holds: sandboxes cannot bind the rest"
+        );
+    }
+    let keys = keys
+        .into_iter()
+        .take(limits::LOCAL_ADDRS as usize)
+        .collect();
+    sync_trie(map, map_names::LOCAL_ADDRS, keys)
+}
+
+/// Waits for address changes and renews the set and the map after each burst of them.
+fn watch(events: &OwnedFd, map: &mut LpmTrie<MapData, [u8; 16], u32>, shared: &LocalAddrs) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // SAFETY: a valid descriptor and a buffer of the length passed.
+        let n = unsafe { libc::recv(events.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Messages were lost: read the whole list again below.
+                Some(libc::ENOBUFS) => {}
+                _ => {
+                    tracing::warn!(error = %e, "reading address changes failed; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        // The rest of a burst (an interface coming up brings several).
+        // SAFETY: as above.
+        while unsafe {
+            libc::recv(
+                events.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        } > 0
+        {}
+        let set = match read() {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading local addresses failed; keeping the last list");
+                continue;
+            }
+        };
+        let Ok(mut current) = shared.0.write() else {
+            return;
+        };
+        if *current == set {
+            continue;
+        }
+        // The map first: a new address is bindable by the time the resolver answers it,
+        // and a removed one stops being either at about the same moment.
+        if let Err(e) = write_map(map, &set) {
+            tracing::warn!(error = %e, "updating HB_LOCAL_ADDRS failed");
+        }
+        tracing::info!(addresses = set.len(), "local addresses changed");
+        *current = set;
+    }
+}
+
+/// A netlink socket subscribed to address changes of both families.
+fn subscribe() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call; the descriptor is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just returned to us and owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed is a valid sockaddr_nl.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+    // SAFETY: a valid descriptor and address of the length passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// This namespace's addresses now.
+pub fn read() -> io::Result<Set> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: an out-pointer; freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut entries = Vec::new();
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, not freed yet.
+        let ifa = unsafe { &*p };
+        // SAFETY: the node's address pointers are null or point at sockaddrs of the
+        // family they name.
+        if let Some(ip) = unsafe { sockaddr_ip(ifa.ifa_addr) } {
+            let full = if ip.is_ipv4() { 32 } else { 128 };
+            // SAFETY: as above.
+            let prefix = unsafe { sockaddr_ip(ifa.ifa_netmask) }.map_or(full, mask_len);
+            let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
+            entries.push((ip, prefix, loopback));
+        }
+        p = ifa.ifa_next;
+    }
+    // SAFETY: the list getifaddrs returned, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(Set::from_entries(entries))
+}
+
+/// # Safety
+/// `sa` is null or points at a sockaddr of the family it names.
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract.
+    match i32::from(unsafe { (*sa).sa_family }) {
+        libc::AF_INET => {
+            // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+            let sin = unsafe { &*sa.cast::<libc::sockaddr_in>() };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
+            let sin6 = unsafe { &*sa.cast::<libc::sockaddr_in6>() };
+            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+        }
+        _ => None,
+    }
+}
+
+/// The prefix length of a netmask (its leading ones).
+fn mask_len(mask: IpAddr) -> u8 {
+    let ones = match mask {
+        IpAddr::V4(m) => u32::from(m).leading_ones(),
+        IpAddr::V6(m) => u128::from(m).leading_ones(),
+    };
+    u8::try_from(ones).unwrap_or(128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    fn sample() -> Set {
+        Set::from_entries([
+            (ip("127.0.0.1"), 8, true),
+            (ip("::1"), 128, true),
+            (ip("203.0.113.20"), 24, false),
+            (ip("2001:db8::20"), 64, false),
+            (ip("fe80::1"), 64, false),
+        ])
+    }
+
+    #[test]
+    fn each_address_is_local_and_its_neighbours_are_not() {
+        let s = sample();
+        for local in [
+            "203.0.113.20",
+            "2001:db8::20",
+            "fe80::1",
+            "::1",
+            "::ffff:203.0.113.20",
+        ] {
+            assert!(s.contains(ip(local)), "{local}");
+        }
+        // The prefix of an address on an ordinary interface is on the link, not local;
+        // IPv6 on a loopback device is local per address only.
+        for foreign in [
+            "203.0.113.21",
+            "2001:db8::21",
+            "2001:db8:66::66",
+            "::2",
+            "0.0.0.0",
+            "::",
+        ] {
+            assert!(!s.contains(ip(foreign)), "{foreign}");
+        }
+    }
+
+    #[test]
+    fn an_ipv4_prefix_on_a_loopback_device_is_local_whole() {
+        let s = sample();
+        assert!(s.contains(ip("127.0.0.53")));
+        assert!(s.contains(ip("127.255.255.254")));
+        assert!(s.contains(ip("::ffff:127.1.2.3")));
+        assert!(!s.contains(ip("128.0.0.1")));
+    }
+
+    #[test]
+    fn the_kernel_keys_map_ipv4_into_ipv6() {
+        let keys = sample().keys();
+        let has = |prefix: u32, addr: &str| {
+            let want = match ip(addr) {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            keys.iter()
+                .any(|(k, _)| k.prefix_len() == prefix && k.data() == want)
+        };
+        assert!(has(128, "203.0.113.20"));
+        assert!(has(128, "127.0.0.1"));
+        assert!(has(104, "127.0.0.0"), "127/8 as ::ffff:127.0.0.0/104");
+        assert!(has(128, "2001:db8::20"));
+        assert!(has(128, "::1"));
+        assert!(
+            !has(120, "203.0.113.0"),
+            "an ordinary interface's prefix is not local"
+        );
+        assert_eq!(keys.len(), 6);
+    }
+
+    #[test]
+    fn netmasks_give_prefix_lengths() {
+        assert_eq!(mask_len(ip("255.0.0.0")), 8);
+        assert_eq!(mask_len(ip("255.255.255.255")), 32);
+        assert_eq!(mask_len(ip("ffff:ffff:ffff:ffff::")), 64);
+        assert_eq!(mask_len(ip("0.0.0.0")), 0);
+    }
+
+    /// The machine's own list holds loopback, as every namespace's does once `lo` is up.
+    #[test]
+    fn this_namespace_lists_loopback() {
+        let s = read().expect("getifaddrs");
+        if s.len() > 0 {
+            assert!(
+                s.contains(ip("127.0.0.1")) || s.contains(ip("::1")),
+                "{s:?}"
+            );
+        }
+    }
+}
