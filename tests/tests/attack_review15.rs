@@ -14,7 +14,7 @@
 
 use hb_tests::{
     python,
-    sandboxed::{Running, nobody_command, nobody_run},
+    sandboxed::{Running, nobody_command, nobody_run, udp_ask},
     worlds::{names_on_lo, resolver_config, started_agent},
 };
 
@@ -146,5 +146,122 @@ fn another_tenants_socket_churn_does_not_break_a_sandboxs_open_dns_socket() {
             && ev_after["cgroup_id"] == ev_before["cgroup_id"],
         "the victim's refusal is charged to its own sandbox after the churn: before \
          {ev_before}, after {ev_after}"
+    );
+}
+
+const WIDE_PORT: u16 = 5516;
+
+/// A DNS server (Python, UDP) on 127.0.0.1:[`WIDE_PORT`] for a zone like a CDN's or an
+/// object store's, where every name has addresses of its own: `n<N>.wild.test` → 64
+/// addresses in the benchmark net 198.18.0.0/15 (`max_ips_per_name`'s default), TTL
+/// 3600; `victim.wild.test` → 203.0.113.10; other names NXDOMAIN.
+fn wide_zone() -> hb_tests::PythonServer {
+    hb_tests::PythonServer::start(&format!(
+        r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {WIDE_PORT}))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+while True:
+    q, a = s.recvfrom(512)
+    end = 12
+    while q[end] != 0: end += q[end] + 1
+    first = q[13:13 + q[12]].decode().lower()
+    qtype = struct.unpack("!H", q[end + 1:end + 3])[0]
+    rrs = []; rcode = 0
+    if first == "victim":
+        rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + socket.inet_aton("203.0.113.10")] if qtype == 1 else []
+    elif first[:1] == "n" and first[1:].isdigit():
+        base = (int(first[1:]) * 64) % (1 << 17)
+        if qtype == 1:
+            rrs = [b"\xc0\x0c" + struct.pack("!HHIHBBBB", 1, 1, 3600, 4, 198, 18 + ((base + j) >> 16 & 1), (base + j) >> 8 & 255, (base + j) & 255) for j in range(64)]
+    else:
+        rcode = 3
+    s.sendto(q[:2] + struct.pack("!HHHHH", 0x8180 | rcode, 1, len(rrs), 0, 0) + q[12:end + 5] + b"".join(rrs), a)
+"#
+    ))
+}
+
+/// An attacker's lookups: A queries for `n<first>.wild.test` … `n<last-1>.wild.test` over
+/// one UDP socket, at most 32 unanswered at a time (below its share of upstream
+/// lookups); prints `asked N answered M servfail S`.
+const PY_WIDE_NAMES: &str = r#"
+import socket, struct, sys
+first, last = int(sys.argv[1]), int(sys.argv[2])
+def q(name, i):
+    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+c.connect(("192.0.2.53", 53))
+asked = answered = servfail = out = 0
+def take():
+    global answered, servfail, out
+    d = c.recv(4096); out -= 1
+    rc = d[3] & 15
+    answered += rc == 0; servfail += rc == 2
+for n in range(first, last):
+    c.send(q("n%d.wild.test" % n, n)); asked += 1; out += 1
+    while out >= 32:
+        try:
+            take()
+        except OSError:
+            out = 0
+while out > 0:
+    try:
+        take()
+    except OSError:
+        break
+print("asked", asked, "answered", answered, "servfail", servfail, flush=True)
+"#;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One sandbox of a policy allowing a zone where every name has 64 addresses of its own
+/// (a CDN's, an object store's) resolves 4,000 distinct names of it. Each validated answer
+/// stayed in the resolver's cache, which was bounded by entries only (65,536): ~20 KiB
+/// per answer as hickory records, so the agent grew ~80 MiB here and ~1.3 GiB at the
+/// bound — past the DaemonSet's 512 MiB memory limit after ~25,000 names, and an agent
+/// killed for memory takes every tenant's DNS with it. Now the cache is bounded by its
+/// estimated bytes too, and the policy holding the most gives its entries up first.
+#[test]
+fn one_sandbox_resolving_many_wide_names_does_not_grow_the_agent_without_bound() {
+    hb_tests::require_root();
+    hb_tests::private_netns(&["192.0.2.53", "203.0.113.10"]);
+    let _dns = wide_zone();
+    let mut env = started_agent(
+        "ar15cache",
+        &format!(
+            "{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"*.wild.test\"]\n\n\
+             [[policy]]\nname = \"other\"\nallow_domains = [\"victim.wild.test\"]\n",
+            resolver_config(WIDE_PORT, true, "", &["203.0.113.0/24", "198.18.0.0/15"])
+        ),
+    );
+    let victim = udp_ask(&env, "other", &["victim.wild.test"]);
+    let pid = env.agent().pid();
+    let before = rss_kib(pid);
+    let said = nobody_run(&env, "web", &[python(), "-c", PY_WIDE_NAMES, "0", "4000"]);
+    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    let again = udp_ask(&env, "other", &["victim.wild.test"]);
+    println!(
+        "figure: one sandbox {} -> the agent grew {grown_mib} MiB",
+        said.trim()
+    );
+    assert!(
+        said.contains("answered 4000"),
+        "the attacker's names were answered (else the attack proves nothing): {said}"
+    );
+    assert!(
+        grown_mib < 48,
+        "one sandbox's answers made the agent's resolver cache hold {grown_mib} MiB"
+    );
+    assert!(
+        victim.contains("rcode 0 203.0.113.10") && again.contains("rcode 0 203.0.113.10"),
+        "another policy's name resolves: {victim} {again}"
     );
 }
