@@ -45,6 +45,7 @@
 //! addresses, let a malformed packet stop a listener, let a sandbox hold agent file
 //! descriptors without bound, or let one sandbox hold another's share of upstream lookups.
 
+mod cache;
 pub(crate) mod conns;
 mod inflight;
 pub mod learned;
@@ -83,6 +84,7 @@ use crate::{
 };
 
 use self::{
+    cache::CachedAnswer,
     learned::{LearnError, Learned, Learner},
     names::Pattern,
 };
@@ -128,7 +130,8 @@ struct Inner {
     /// `max_ips_per_name`: an answer with more addresses is trimmed to this many.
     max_ips: usize,
     learned: Arc<Mutex<Learned>>,
-    cache: Mutex<HashMap<(u32, String, RecordType), CachedAnswer>>,
+    /// Validated answers, bounded in entries and in bytes ([`cache`]).
+    cache: Mutex<cache::AnswerCache>,
     events: crate::events::EventSender,
     tcp: TcpLimits,
     /// The kernel's records of the redirected TCP connections: who holds each.
@@ -400,7 +403,7 @@ pub async fn start(
         },
         max_ips: (config.dns.max_ips_per_name as usize).max(1),
         learned: learned.clone(),
-        cache: Mutex::new(HashMap::new()),
+        cache: Mutex::new(cache::AnswerCache::new()),
         events,
         tcp,
         conns: Arc::new(conns::Conns::open(
@@ -741,21 +744,6 @@ async fn serve_tcp_conn(
 enum Transport {
     Udp,
     Tcp,
-}
-
-/// Validated answers kept by the resolver, per policy, name and type.
-const ANSWER_CACHE_ENTRIES: usize = 65_536;
-
-#[derive(Clone)]
-struct CachedAnswer {
-    /// NoError (addresses, or NODATA) or NXDomain.
-    rcode: ResponseCode,
-    records: Vec<hickory_proto::rr::Record>,
-    addrs: Vec<IpAddr>,
-    /// The answer section pre-encoded for [`Inner::cached`], when it can be.
-    wire: Option<wire::EncodedAnswers>,
-    /// When the clamped TTL runs out (the allow map entry expires with it).
-    until: std::time::Instant,
 }
 
 /// What [`Inner::prepare`] decided.
@@ -1260,12 +1248,8 @@ impl Inner {
             .clamp(self.min_ttl, self.max_ttl)
     }
 
-    fn remember(&self, key: (u32, String, RecordType), entry: CachedAnswer) {
+    fn remember(&self, key: cache::Key, entry: CachedAnswer) {
         if let Ok(mut cache) = self.cache.lock() {
-            // Bounded: when full, start over (the upstream resolver keeps its own cache).
-            if cache.len() >= ANSWER_CACHE_ENTRIES {
-                cache.clear();
-            }
             cache.insert(key, entry);
         }
     }
