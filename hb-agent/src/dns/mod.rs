@@ -8,7 +8,9 @@
 //! namespace the sandbox lives in and needs no lookup of the sender.
 //!
 //! Per query: one question of type A or AAAA (other types are answered REFUSED: hb
-//! forwards only what turns into connectable addresses) → the name must be a hostname
+//! forwards only what turns into connectable addresses; a message of more questions or
+//! another opcode is answered FORMERR or NOTIMP, the refused names in it recorded as if
+//! asked alone) → the name must be a hostname
 //! (labels of letters, digits, `-`, `_`: else the denied-name answer and a
 //! `name_malformed` event, in audit mode too) and match the policy's `allow_domains`
 //! (else `dns.denied_name_rcode`, NXDOMAIN by default, and a `name_not_allowed` event;
@@ -746,6 +748,10 @@ enum Transport {
     Tcp,
 }
 
+/// Refused names recorded at most per message hb does not answer
+/// ([`Inner::record_unanswered`]).
+const UNANSWERED_NAMES: usize = 4;
+
 /// What [`Inner::prepare`] decided.
 enum Step {
     /// Send this (or nothing).
@@ -983,7 +989,15 @@ impl Inner {
         if request.metadata.message_type != MessageType::Query {
             return Step::Reply(None);
         }
+        let Some(policy) = self.policies.get(&policy_id) else {
+            return Step::Reply(encode(
+                &request,
+                reply(&request, ResponseCode::Refused),
+                transport,
+            ));
+        };
         if request.metadata.op_code != OpCode::Query {
+            self.record_unanswered(policy, cgroup_id, &request);
             return Step::Reply(encode(
                 &request,
                 reply(&request, ResponseCode::NotImp),
@@ -991,16 +1005,10 @@ impl Inner {
             ));
         }
         let [question] = request.queries.as_slice() else {
+            self.record_unanswered(policy, cgroup_id, &request);
             return Step::Reply(encode(
                 &request,
                 reply(&request, ResponseCode::FormErr),
-                transport,
-            ));
-        };
-        let Some(policy) = self.policies.get(&policy_id) else {
-            return Step::Reply(encode(
-                &request,
-                reply(&request, ResponseCode::Refused),
                 transport,
             ));
         };
@@ -1102,6 +1110,29 @@ impl Inner {
             qtype,
             transport,
         })
+    }
+
+    /// Records the refused names of a message hb does not answer (more than one question,
+    /// or an opcode other than QUERY: an UPDATE's zone, a NOTIFY's), as if each had been
+    /// asked alone: a refused name must not go unrecorded because the message around it
+    /// was refused as a whole. At most [`UNANSWERED_NAMES`] per message, so one message
+    /// cannot put thousands of events in the channel every sandbox's refusals share.
+    fn record_unanswered(&self, policy: &PolicyDns, cgroup_id: u64, request: &Message) {
+        let verdict = if policy.audit { "audit" } else { "deny" };
+        let refused =
+            request
+                .queries
+                .iter()
+                .filter_map(|q| match names::hostname(q.name().iter()) {
+                    None => Some(("name_malformed", "deny", q.name().to_ascii())),
+                    Some(name) if !names::allowed(&policy.patterns, &name) => {
+                        Some(("name_not_allowed", verdict, name))
+                    }
+                    Some(_) => None,
+                });
+        for (reason, verdict, name) in refused.take(UNANSWERED_NAMES) {
+            self.event(&policy.name, cgroup_id, reason, verdict, &name, None);
+        }
     }
 
     /// The lookup itself: forward, validate, teach the kernel, answer.
