@@ -12,6 +12,8 @@
 //! Everything lives on `lo` in the test's own network namespace: dnsmasq (or a small
 //! Python DNS server the test scripts) is the upstream on 127.0.0.1.
 
+use std::{thread, time::Duration};
+
 use hb_tests::{
     python,
     sandboxed::{Running, nobody_command, nobody_run, udp_ask},
@@ -154,7 +156,9 @@ const WIDE_PORT: u16 = 5516;
 /// A DNS server (Python, UDP) on 127.0.0.1:[`WIDE_PORT`] for a zone like a CDN's or an
 /// object store's, where every name has addresses of its own: `n<N>.wild.test` → 64
 /// addresses in the benchmark net 198.18.0.0/15 (`max_ips_per_name`'s default), TTL
-/// 3600; `victim.wild.test` → 203.0.113.10; other names NXDOMAIN.
+/// 3600; `s<N>.wild.test` → 203.0.113.12 (one address shared by every name, as a
+/// hosting platform's `*.github.io` or `*.vercel.app`), TTL 3600; `victim.wild.test` →
+/// 203.0.113.10; other names NXDOMAIN.
 fn wide_zone() -> hb_tests::PythonServer {
     hb_tests::PythonServer::start(&format!(
         r#"
@@ -170,6 +174,8 @@ while True:
     rrs = []; rcode = 0
     if first == "victim":
         rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + socket.inet_aton("203.0.113.10")] if qtype == 1 else []
+    elif first[:1] == "s" and first[1:].isdigit():
+        rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 3600, 4) + socket.inet_aton("203.0.113.12")] if qtype == 1 else []
     elif first[:1] == "n" and first[1:].isdigit():
         base = (int(first[1:]) * 64) % (1 << 17)
         if qtype == 1:
@@ -181,12 +187,12 @@ while True:
     ))
 }
 
-/// An attacker's lookups: A queries for `n<first>.wild.test` … `n<last-1>.wild.test` over
+/// An attacker's lookups: A queries for `<argv[3]><first>.wild.test` … `<argv[3]><last-1>.wild.test` over
 /// one UDP socket, at most 32 unanswered at a time (below its share of upstream
 /// lookups); prints `asked N answered M servfail S`.
 const PY_WIDE_NAMES: &str = r#"
 import socket, struct, sys
-first, last = int(sys.argv[1]), int(sys.argv[2])
+first, last, label = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 def q(name, i):
     h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
     return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
@@ -199,7 +205,7 @@ def take():
     rc = d[3] & 15
     answered += rc == 0; servfail += rc == 2
 for n in range(first, last):
-    c.send(q("n%d.wild.test" % n, n)); asked += 1; out += 1
+    c.send(q("%s%d.wild.test" % (label, n), n)); asked += 1; out += 1
     while out >= 32:
         try:
             take()
@@ -245,7 +251,11 @@ fn one_sandbox_resolving_many_wide_names_does_not_grow_the_agent_without_bound()
     let victim = udp_ask(&env, "other", &["victim.wild.test"]);
     let pid = env.agent().pid();
     let before = rss_kib(pid);
-    let said = nobody_run(&env, "web", &[python(), "-c", PY_WIDE_NAMES, "0", "4000"]);
+    let said = nobody_run(
+        &env,
+        "web",
+        &[python(), "-c", PY_WIDE_NAMES, "0", "4000", "n"],
+    );
     let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
     let again = udp_ask(&env, "other", &["victim.wild.test"]);
     println!(
@@ -339,4 +349,53 @@ fn a_refused_name_hidden_in_a_message_hb_does_not_answer_is_still_recorded() {
             e["reason"] == "name_not_allowed" && e["name"] == hidden
         });
     }
+}
+
+/// One sandbox of a policy allowing a zone where every name shares one address (a
+/// hosting platform's: `*.github.io`, `*.vercel.app`) resolves distinct names of it.
+/// The address's claim kept every name that taught it (for the egress guard's question
+/// "was this address validated for this name?"), in three indexes and in the name index
+/// file the agent rewrites every second; each new name also pushed the claim's expiry on,
+/// so none ever went: ~N names held for as long as the sandbox keeps asking, unbounded by
+/// any share. Now a sandbox's claim on an address keeps its newest names only.
+#[test]
+fn one_sandbox_resolving_many_names_of_one_address_does_not_grow_its_names_without_bound() {
+    hb_tests::require_root();
+    hb_tests::private_netns(&["192.0.2.53", "203.0.113.10"]);
+    let _dns = wide_zone();
+    let mut env = started_agent(
+        "ar15names",
+        &format!(
+            "{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"*.wild.test\"]\n",
+            resolver_config(WIDE_PORT, true, "", &["203.0.113.0/24", "198.18.0.0/15"])
+        ),
+    );
+    let pid = env.agent().pid();
+    let before = rss_kib(pid);
+    let count = std::env::var("AR15_NAMES").unwrap_or_else(|_| "3000".into());
+    let said = nobody_run(
+        &env,
+        "web",
+        &[python(), "-c", PY_WIDE_NAMES, "0", &count, "s"],
+    );
+    let grown_kib = rss_kib(pid).saturating_sub(before);
+    // The name index is rewritten once a second.
+    thread::sleep(Duration::from_millis(1500));
+    let file = std::fs::metadata(env.state_dir.join("dns-names.json")).map_or(0, |m| m.len());
+    let rows = env.allow_rows();
+    let names = rows
+        .iter()
+        .find(|r| r["ip"] == "203.0.113.12")
+        .and_then(|r| r["names"].as_str())
+        .map_or(0, |n| n.split(',').filter(|n| !n.is_empty()).count());
+    println!(
+        "figure: one sandbox {} -> 203.0.113.12 held for {names} names; name index file \
+         {file} bytes; agent RSS +{grown_kib} KiB",
+        said.trim()
+    );
+    assert!(said.contains(&format!("answered {count}")), "{said}");
+    assert!(
+        (1..=256).contains(&names),
+        "one address is held for {names} names of one sandbox"
+    );
 }
