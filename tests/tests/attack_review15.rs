@@ -395,7 +395,7 @@ fn one_sandbox_resolving_many_names_of_one_address_does_not_grow_its_names_witho
     );
     assert!(said.contains(&format!("answered {count}")), "{said}");
     assert!(
-        (1..=256).contains(&names),
+        (1..=64).contains(&names),
         "one address is held for {names} names of one sandbox"
     );
 }

@@ -97,8 +97,12 @@ struct Claim {
 /// whose names share an address (a hosting platform's: `*.github.io`) taught the same
 /// claim, and each pushed its expiry on: without a bound, a sandbox asking distinct
 /// names made the agent keep every one of them (three indexes and the name index file,
-/// rewritten every second) for as long as it kept asking.
-pub const NAMES_PER_CLAIM: usize = 256;
+/// rewritten every second) for as long as it kept asking. A sandbox holds at most
+/// `max_ips_per_cgroup` claims, so at most that many times this many names (at the
+/// defaults 2,048 x 64, ~45 MiB at worst, through a zone whose names spread over a pool
+/// of thousands of addresses); a name the sandbox has just been answered is always among
+/// its claim's, so the egress guard's question for a fresh lookup is answered yes.
+pub const NAMES_PER_CLAIM: usize = 64;
 
 /// One sandbox's claims in one policy, soonest-expiring first.
 #[derive(Default)]
