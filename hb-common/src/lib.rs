@@ -43,10 +43,15 @@ pub mod map_names {
     pub const SKB_CACHE: &str = "HB_SKB_FLOWS";
     /// Array of one [`DnsConfig`](crate::DnsConfig): where sandbox DNS is redirected.
     pub const DNS: &str = "HB_DNS";
-    /// LRU hash: socket cookie → [`DnsOrig`](crate::DnsOrig), the nameserver a redirected
-    /// socket really addressed (restored in recvmsg/getpeername) and who asked. (Named
-    /// anew when `DnsOrig` gained the cgroup: an older agent's pin has shorter values.)
-    pub const DNS_ORIG: &str = "HB_DNS_REDIR";
+    /// Socket storage (`BPF_MAP_TYPE_SK_STORAGE`): each redirected socket's own
+    /// [`DnsOrig`](crate::DnsOrig), the nameserver it really addressed (restored in
+    /// recvmsg/getpeername) and who asked. The kernel frees a record with its socket, so
+    /// no socket can push out another's: the LRU it replaced ([`DNS_ORIG_RETIRED`]), one
+    /// for the whole node, let a sandbox that opened and closed redirected sockets evict
+    /// every other tenant's records. Cannot be listed (as [`SOCK_PEER`]).
+    pub const DNS_ORIG: &str = "HB_DNS_NAMED";
+    /// The LRU hash (socket cookie → [`DnsOrig`](crate::DnsOrig)) [`DNS_ORIG`] replaced.
+    pub const DNS_ORIG_RETIRED: &str = "HB_DNS_REDIR";
     /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a TCP connection to the
     /// resolver, as the resolver sees it) → [`DnsOrig`](crate::DnsOrig). Written by
     /// `sock_ops` when a redirected TCP DNS socket sends its SYN, read by the resolver
@@ -75,7 +80,7 @@ pub mod map_names {
     pub const SOCK_DEST_RETIRED: &str = "HB_SOCK_DEST";
     /// Pins of maps no program uses any more; the agent removes them when it loads (the
     /// programs of an older agent that still run keep their map until they are replaced).
-    pub const RETIRED: [&str; 1] = [SOCK_DEST_RETIRED];
+    pub const RETIRED: [&str; 2] = [SOCK_DEST_RETIRED, DNS_ORIG_RETIRED];
     /// LRU hash: [`EventRateKey`](crate::EventRateKey) (cgroup id and direction) →
     /// [`EventRate`](crate::EventRate), the cgroup's event budget for the current window.
     /// Refusals past it are enforced and counted; a destination not yet reported in the
@@ -243,8 +248,6 @@ pub mod limits {
     pub const CG_STATS: u32 = 16_384;
     /// Bytes in the events ring buffer (a power of two and a multiple of the page size).
     pub const EVENTS_BYTES: u32 = 1 << 20;
-    /// Sockets whose DNS redirection is remembered at once (least recently used go).
-    pub const DNS_ORIG: u32 = 65_536;
     /// TCP DNS connections between SYN and close at once (least recently used go: a
     /// connection whose entry is gone is closed by the resolver, which fails closed).
     pub const DNS_FLOWS: u32 = 65_536;

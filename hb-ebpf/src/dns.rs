@@ -2,7 +2,11 @@
 //!
 //! In `connect4|6` and `sendmsg4|6`, a destination on port 53 (UDP or TCP) from an
 //! enrolled cgroup is rewritten to the resolver at `port_base + policy id` (see
-//! [`DnsConfig`]), and the original nameserver is remembered per socket cookie. In
+//! [`DnsConfig`]), and the original nameserver is remembered in the socket's own storage
+//! (`HB_DNS_NAMED`, freed by the kernel with the socket: one node-wide LRU keyed by socket
+//! cookie let a sandbox that churned redirected sockets push out every other tenant's
+//! records, and their open resolver sockets then got replies from the resolver's own
+//! address, which stub resolvers drop). In
 //! `recvmsg4|6` and `getpeername4|6` a reply from, or a peer that is, the resolver is
 //! reported as that original nameserver again, so unmodified resolvers (glibc, musl, Go,
 //! Python) accept the answers.
@@ -10,7 +14,7 @@
 //! IPv6 sockets are sent to `[::1]`: the kernel refuses a sendmsg6 rewritten to an
 //! IPv4-mapped address (ENOTSUPP in `udpv6_sendmsg`), so the resolver listens on both.
 //!
-//! Fail closed: when the original cannot be remembered (map full), nothing is rewritten
+//! Fail closed: when the original cannot be remembered (no storage), nothing is rewritten
 //! and the query is judged like any other connection — to a nameserver the policy does
 //! not allow, that is a refusal.
 //!
@@ -23,9 +27,12 @@
 //! its first datagram's client end (network namespace, source address and port, resolver
 //! port) with its policy and cgroup in `HB_DNS_UDP` ([`record_datagram`]).
 
+use core::ptr;
+
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_storage_get},
     macros::map,
     maps::{Array, LruHashMap},
     programs::{SkBuffContext, SockAddrContext, SockOpsContext},
@@ -37,8 +44,65 @@ use crate::policy;
 #[map(name = "HB_DNS")]
 static DNS: Array<DnsConfig> = Array::pinned(1, 0);
 
-#[map(name = "HB_DNS_REDIR")]
-static DNS_ORIG: LruHashMap<u64, DnsOrig> = LruHashMap::pinned(limits::DNS_ORIG, 0);
+/// The definition of the socket storage `HB_DNS_NAMED` (see `policy::SockPeerMap`, the
+/// same layout for another value).
+#[repr(C)]
+pub(crate) struct DnsNamedMap {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const DnsOrig,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+    pinning: *const [i32; 1],
+}
+
+// SAFETY: the fields are placeholders the loader reads from BTF; nothing dereferences them.
+unsafe impl Sync for DnsNamedMap {}
+
+/// Each redirected socket's own record of the nameserver it named and who asked.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "HB_DNS_NAMED")]
+static DNS_NAMED: DnsNamedMap = DnsNamedMap {
+    r#type: ptr::null(),
+    key: ptr::null(),
+    value: ptr::null(),
+    max_entries: ptr::null(),
+    map_flags: ptr::null(),
+    pinning: ptr::null(),
+};
+
+/// The redirect record of `sk` (non-null), created holding `*init` when `init` is given
+/// and the socket has none; null when it has none, is not a full socket, or the kernel
+/// could not allocate it.
+#[inline(always)]
+fn named_storage(sk: policy::Sock, init: Option<&mut DnsOrig>) -> *mut DnsOrig {
+    let (value, flags) = match init {
+        Some(v) => (ptr::from_mut(v), u64::from(BPF_SK_STORAGE_GET_F_CREATE)),
+        None => (ptr::null_mut(), 0),
+    };
+    // SAFETY: as `policy::peer_storage`: this program's map, a non-null socket pointer of
+    // the program's context (checked by the callers), `value` null or a whole `DnsOrig`.
+    unsafe {
+        bpf_sk_storage_get(
+            ptr::from_ref(&DNS_NAMED).cast_mut().cast(),
+            sk.cast(),
+            value.cast(),
+            flags,
+        )
+    }
+    .cast()
+}
+
+/// The redirect record of `sk`, if it has one (`sk` may be null: none).
+#[inline(always)]
+fn named(sk: policy::Sock) -> Option<DnsOrig> {
+    if sk.is_null() {
+        return None;
+    }
+    let p = named_storage(sk, None);
+    // SAFETY: non-null storage of this map is a `DnsOrig`; copied out at once.
+    (!p.is_null()).then(|| unsafe { *p })
+}
 
 #[map(name = "HB_DNS_CONNS")]
 static DNS_FLOWS: LruHashMap<FlowKey, DnsOrig> = LruHashMap::pinned(limits::DNS_FLOWS, 0);
@@ -89,10 +153,15 @@ fn remember(ctx: &SockAddrContext, protocol: u32, orig: DnsOrig) -> Option<DnsCo
         return None;
     }
     let cfg = config()?;
-    if DNS_ORIG.insert(cookie(ctx), orig, 0).is_err() {
+    let mut init = orig;
+    let p = named_storage(sock(ctx), Some(&mut init));
+    if p.is_null() {
         policy::count(Counter::MapFull);
         return None;
     }
+    // SAFETY: non-null storage of this map is a `DnsOrig`, the socket's own; its writers
+    // are this socket's connect/sendmsg hooks, which run under the socket's lock.
+    unsafe { *p = orig };
     policy::count(Counter::DnsRedirect);
     Some(cfg)
 }
@@ -185,9 +254,11 @@ pub(crate) fn redirect6(
 /// cgroup from the accepted socket. A socket that was not redirected costs one lookup.
 /// A full map is counted; the resolver then closes the connection (fail closed).
 #[inline(always)]
-pub(crate) fn record_flow(ctx: &SockOpsContext, cookie: u64) {
-    // SAFETY: the map value is copied out at once.
-    let Some(orig) = (unsafe { DNS_ORIG.get(cookie) }).copied() else {
+pub(crate) fn record_flow(ctx: &SockOpsContext) {
+    // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null-checked by
+    // `named`).
+    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    let Some(orig) = named(sk) else {
         return;
     };
     let Some(cfg) = config() else { return };
@@ -224,9 +295,8 @@ fn udp_mark(protocol: u32) -> u16 {
 /// own. A missing redirect record, an unreadable header or a full map files nothing (the
 /// resolver then answers the datagram under its policy's unattributed share).
 #[inline(always)]
-pub(crate) fn record_datagram(ctx: &SkBuffContext, cookie: u64, family: u16, l4: usize) {
-    // SAFETY: the map value is copied out at once.
-    let Some(orig) = (unsafe { DNS_ORIG.get(cookie) }).copied() else {
+pub(crate) fn record_datagram(ctx: &SkBuffContext, sk: policy::Sock, family: u16, l4: usize) {
+    let Some(orig) = named(sk) else {
         return;
     };
     let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) else {
@@ -267,8 +337,7 @@ fn is_policy_port(cfg: &DnsConfig, port: u32) -> bool {
 #[inline(always)]
 pub(crate) fn restore4(ctx: &SockAddrContext) {
     let Some(cfg) = config() else { return };
-    // SAFETY: the map value is copied out at once.
-    let Some(orig) = (unsafe { DNS_ORIG.get(cookie(ctx)) }).copied() else {
+    let Some(orig) = named(sock(ctx)) else {
         return;
     };
     if orig.family != AF_INET {
@@ -289,8 +358,7 @@ pub(crate) fn restore4(ctx: &SockAddrContext) {
 #[inline(always)]
 pub(crate) fn restore6(ctx: &SockAddrContext) {
     let Some(cfg) = config() else { return };
-    // SAFETY: the map value is copied out at once.
-    let Some(orig) = (unsafe { DNS_ORIG.get(cookie(ctx)) }).copied() else {
+    let Some(orig) = named(sock(ctx)) else {
         return;
     };
     if orig.family != AF_INET6 {

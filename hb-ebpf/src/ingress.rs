@@ -472,7 +472,7 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
         // SAFETY: the context pointer of a sock_ops program, which this helper accepts.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
         crate::guard::record_flow(&ctx, cookie);
-        dns::record_flow(&ctx, cookie);
+        dns::record_flow(&ctx);
     }
     1
 }

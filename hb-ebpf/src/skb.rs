@@ -187,7 +187,7 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         if let Some(dns_mark) = policy::admitted(sk, d.family, &d.addr) {
             if dns_mark == SOCK_DNS_UDP {
                 // A redirected UDP DNS socket: the resolver learns its sandbox from this.
-                dns::record_datagram(&ctx, cookie, d.family, d.l4);
+                dns::record_datagram(&ctx, sk, d.family, d.l4);
             }
             remember(cookie, cgroup_id, generation, d, FLOW_ENROLLED, len);
             return PASS;

@@ -87,7 +87,7 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
     print_rows(&rows, json);
     if !json {
         // `entries` is `-` (JSON: null) for it; say why rather than leave it blank.
-        println!("\n{SOCK_PEER_UNLISTABLE}.");
+        println!("\n{SOCK_PEER_UNLISTABLE}. {DNS_NAMED_UNLISTABLE}.");
     }
     Ok(())
 }
@@ -351,6 +351,7 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
         }
         map_names::EVENTS => bail!("{map} is a ring buffer; read it with `hb-agent events`"),
         map_names::SOCK_PEER => bail!("{}", SOCK_PEER_UNLISTABLE),
+        map_names::DNS_ORIG => bail!("{}", DNS_NAMED_UNLISTABLE),
         _ => bail!("{map} holds kernel-internal state; `hb-agent maps list` shows its size"),
     }
     print_rows(&rows, json);
@@ -381,6 +382,9 @@ fn local_addrs(bpffs: &std::path::Path) -> anyhow::Result<Vec<String>> {
 
 /// Why `maps dump sock_peer` has no rows (and `maps list` no entry count for it).
 pub const SOCK_PEER_UNLISTABLE: &str = "HB_SOCK_PEER is socket storage: each socket's admitted peer lives with the socket and the kernel frees it with the socket; it has no keys to list or count (user space reads a record only through a descriptor of its socket)";
+
+/// Why `maps dump dns_named` has no rows (and `maps list` no entry count for it).
+pub const DNS_NAMED_UNLISTABLE: &str = "HB_DNS_NAMED is socket storage too: the nameserver each redirected DNS socket named lives with the socket";
 
 /// Which of a cgroup's two event budgets an `HB_EVENT_BUDGET` key names.
 pub fn direction(inbound: u32) -> &'static str {

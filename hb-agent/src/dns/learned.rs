@@ -86,9 +86,23 @@ struct Row {
 /// One sandbox's claim on a row.
 struct Claim {
     expires: u64,
-    /// The names that taught this sandbox the address (none: adopted).
+    /// The names that taught this sandbox the address (none: adopted), at most
+    /// [`NAMES_PER_CLAIM`].
     names: BTreeSet<String>,
+    /// The same names, in the order they were learned (or served again), oldest first.
+    order: VecDeque<String>,
 }
+
+/// Names one sandbox's claim on one address keeps (the newest). Every name of a zone
+/// whose names share an address (a hosting platform's: `*.github.io`) taught the same
+/// claim, and each pushed its expiry on: without a bound, a sandbox asking distinct
+/// names made the agent keep every one of them (three indexes and the name index file,
+/// rewritten every second) for as long as it kept asking. A sandbox holds at most
+/// `max_ips_per_cgroup` claims, so at most that many times this many names (at the
+/// defaults 2,048 x 64, ~45 MiB at worst, through a zone whose names spread over a pool
+/// of thousands of addresses); a name the sandbox has just been answered is always among
+/// its claim's, so the egress guard's question for a fresh lookup is answered yes.
+pub const NAMES_PER_CLAIM: usize = 64;
 
 /// One sandbox's claims in one policy, soonest-expiring first.
 #[derive(Default)]
@@ -478,6 +492,7 @@ impl<M: AllowRows> Learned<M> {
             Claim {
                 expires,
                 names: BTreeSet::new(),
+                order: VecDeque::new(),
             },
         );
         self.expiry.insert((expires, who, addr));
@@ -510,12 +525,31 @@ impl<M: AllowRows> Learned<M> {
         };
         if !claim.names.insert(name.to_owned()) {
             // Served again: the newest of the name, so the per-name cap never drops an
-            // address of the answer being sent.
+            // address of the answer being sent, and the newest name of the claim.
+            claim.order.retain(|n| n != name);
+            claim.order.push_back(name.to_owned());
             if let Some(list) = self.by_name.get_mut(&(who, name.to_owned())) {
                 list.retain(|a| *a != addr);
                 list.push_back(addr);
             }
             return;
+        }
+        claim.order.push_back(name.to_owned());
+        let oldest = (claim.order.len() > NAMES_PER_CLAIM)
+            .then(|| claim.order.pop_front())
+            .flatten();
+        if let Some(oldest) = oldest {
+            // The claim keeps its newest names; the address stays allowed (this name
+            // still speaks for it), only no longer as an address of the oldest name.
+            claim.names.remove(&oldest);
+            self.unname_row(who.policy_id, addr, &oldest);
+            let key = (who, oldest);
+            if let Some(list) = self.by_name.get_mut(&key) {
+                list.retain(|a| *a != addr);
+                if list.is_empty() {
+                    self.by_name.remove(&key);
+                }
+            }
         }
         if let Some(row) = self.rows.get_mut(&(who.policy_id, addr)) {
             *row.names.entry(name.to_owned()).or_default() += 1;
@@ -538,6 +572,7 @@ impl<M: AllowRows> Learned<M> {
             return;
         };
         claim.names.remove(name);
+        claim.order.retain(|n| n != name);
         let empty = claim.names.is_empty();
         self.unname_row(who.policy_id, addr, name);
         if empty {
@@ -712,6 +747,50 @@ mod tests {
                     .is_err()
             })
             .count()
+    }
+
+    #[test]
+    fn a_claim_keeps_only_its_newest_names_and_the_address_stays() {
+        let mut l = learned();
+        let shared = ip(7);
+        l.learn(VICTIM, "victim.wild.test", &[shared], 300)
+            .expect("victim learns");
+        let extra = 50;
+        for n in 0..NAMES_PER_CLAIM + extra {
+            l.learn(
+                attacker(0),
+                &format!("s{n}.wild.test"),
+                &[shared],
+                3600 + n as u64,
+            )
+            .expect("learns");
+        }
+        let claim = l.claims.get(&(attacker(0), shared)).expect("claim");
+        assert_eq!(claim.names.len(), NAMES_PER_CLAIM);
+        assert_eq!(claim.order.len(), NAMES_PER_CLAIM);
+        assert!(
+            !l.validated_for(POLICY, shared, "s0.wild.test"),
+            "the oldest went"
+        );
+        let newest = format!("s{}.wild.test", NAMES_PER_CLAIM + extra - 1);
+        assert!(l.validated_for(POLICY, shared, &newest));
+        assert!(
+            l.validated_for(POLICY, shared, "victim.wild.test"),
+            "another sandbox's name of the address stays"
+        );
+        let row = l.rows.get(&(POLICY, shared)).expect("row");
+        assert_eq!(row.names.len(), NAMES_PER_CLAIM + 1);
+        assert_eq!(
+            l.by_name.keys().filter(|(w, _)| *w == attacker(0)).count(),
+            NAMES_PER_CLAIM
+        );
+        // A name served again is the claim's newest: the next new name pushes out another.
+        l.learn(attacker(0), "s60.wild.test", &[shared], 9000)
+            .expect("served again");
+        l.learn(attacker(0), "late.wild.test", &[shared], 9000)
+            .expect("learns");
+        assert!(l.validated_for(POLICY, shared, "s60.wild.test"));
+        assert!(!l.validated_for(POLICY, shared, "s50.wild.test"));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! namespace the sandbox lives in and needs no lookup of the sender.
 //!
 //! Per query: one question of type A or AAAA (other types are answered REFUSED: hb
-//! forwards only what turns into connectable addresses) → the name must be a hostname
+//! forwards only what turns into connectable addresses; a message of more questions or
+//! another opcode is answered FORMERR or NOTIMP, the refused names in it recorded as if
+//! asked alone) → the name must be a hostname
 //! (labels of letters, digits, `-`, `_`: else the denied-name answer and a
 //! `name_malformed` event, in audit mode too) and match the policy's `allow_domains`
 //! (else `dns.denied_name_rcode`, NXDOMAIN by default, and a `name_not_allowed` event;
@@ -45,6 +47,7 @@
 //! addresses, let a malformed packet stop a listener, let a sandbox hold agent file
 //! descriptors without bound, or let one sandbox hold another's share of upstream lookups.
 
+mod cache;
 pub(crate) mod conns;
 mod inflight;
 pub mod learned;
@@ -83,6 +86,7 @@ use crate::{
 };
 
 use self::{
+    cache::CachedAnswer,
     learned::{LearnError, Learned, Learner},
     names::Pattern,
 };
@@ -128,7 +132,8 @@ struct Inner {
     /// `max_ips_per_name`: an answer with more addresses is trimmed to this many.
     max_ips: usize,
     learned: Arc<Mutex<Learned>>,
-    cache: Mutex<HashMap<(u32, String, RecordType), CachedAnswer>>,
+    /// Validated answers, bounded in entries and in bytes ([`cache`]).
+    cache: Mutex<cache::AnswerCache>,
     events: crate::events::EventSender,
     tcp: TcpLimits,
     /// The kernel's records of the redirected TCP connections: who holds each.
@@ -401,7 +406,7 @@ pub async fn start(
         },
         max_ips: (config.dns.max_ips_per_name as usize).max(1),
         learned: learned.clone(),
-        cache: Mutex::new(HashMap::new()),
+        cache: Mutex::new(cache::AnswerCache::new()),
         events,
         tcp,
         conns: Arc::new(conns::Conns::open(
@@ -823,20 +828,9 @@ enum Transport {
     Tcp,
 }
 
-/// Validated answers kept by the resolver, per policy, name and type.
-const ANSWER_CACHE_ENTRIES: usize = 65_536;
-
-#[derive(Clone)]
-struct CachedAnswer {
-    /// NoError (addresses, or NODATA) or NXDomain.
-    rcode: ResponseCode,
-    records: Vec<hickory_proto::rr::Record>,
-    addrs: Vec<IpAddr>,
-    /// The answer section pre-encoded for [`Inner::cached`], when it can be.
-    wire: Option<wire::EncodedAnswers>,
-    /// When the clamped TTL runs out (the allow map entry expires with it).
-    until: std::time::Instant,
-}
+/// Refused names recorded at most per message hb does not answer
+/// ([`Inner::record_unanswered`]).
+const UNANSWERED_NAMES: usize = 4;
 
 /// What [`Inner::prepare`] decided.
 enum Step {
@@ -1075,7 +1069,15 @@ impl Inner {
         if request.metadata.message_type != MessageType::Query {
             return Step::Reply(None);
         }
+        let Some(policy) = self.policies.get(&policy_id) else {
+            return Step::Reply(encode(
+                &request,
+                reply(&request, ResponseCode::Refused),
+                transport,
+            ));
+        };
         if request.metadata.op_code != OpCode::Query {
+            self.record_unanswered(policy, cgroup_id, &request);
             return Step::Reply(encode(
                 &request,
                 reply(&request, ResponseCode::NotImp),
@@ -1083,16 +1085,10 @@ impl Inner {
             ));
         }
         let [question] = request.queries.as_slice() else {
+            self.record_unanswered(policy, cgroup_id, &request);
             return Step::Reply(encode(
                 &request,
                 reply(&request, ResponseCode::FormErr),
-                transport,
-            ));
-        };
-        let Some(policy) = self.policies.get(&policy_id) else {
-            return Step::Reply(encode(
-                &request,
-                reply(&request, ResponseCode::Refused),
                 transport,
             ));
         };
@@ -1194,6 +1190,29 @@ impl Inner {
             qtype,
             transport,
         })
+    }
+
+    /// Records the refused names of a message hb does not answer (more than one question,
+    /// or an opcode other than QUERY: an UPDATE's zone, a NOTIFY's), as if each had been
+    /// asked alone: a refused name must not go unrecorded because the message around it
+    /// was refused as a whole. At most [`UNANSWERED_NAMES`] per message, so one message
+    /// cannot put thousands of events in the channel every sandbox's refusals share.
+    fn record_unanswered(&self, policy: &PolicyDns, cgroup_id: u64, request: &Message) {
+        let verdict = if policy.audit { "audit" } else { "deny" };
+        let refused =
+            request
+                .queries
+                .iter()
+                .filter_map(|q| match names::hostname(q.name().iter()) {
+                    None => Some(("name_malformed", "deny", q.name().to_ascii())),
+                    Some(name) if !names::allowed(&policy.patterns, &name) => {
+                        Some(("name_not_allowed", verdict, name))
+                    }
+                    Some(_) => None,
+                });
+        for (reason, verdict, name) in refused.take(UNANSWERED_NAMES) {
+            self.event(&policy.name, cgroup_id, reason, verdict, &name, None);
+        }
     }
 
     /// The lookup itself: forward, validate, teach the kernel, answer.
@@ -1340,12 +1359,8 @@ impl Inner {
             .clamp(self.min_ttl, self.max_ttl)
     }
 
-    fn remember(&self, key: (u32, String, RecordType), entry: CachedAnswer) {
+    fn remember(&self, key: cache::Key, entry: CachedAnswer) {
         if let Ok(mut cache) = self.cache.lock() {
-            // Bounded: when full, start over (the upstream resolver keeps its own cache).
-            if cache.len() >= ANSWER_CACHE_ENTRIES {
-                cache.clear();
-            }
             cache.insert(key, entry);
         }
     }

@@ -153,6 +153,11 @@ impl EncodedAnswers {
         })
     }
 
+    /// The heap it takes (for the cache's bound).
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.ttl_at.capacity() * size_of::<usize>()
+    }
+
     /// The reply to `q`: NOERROR, its question, these answers with `ttl`. `None` when it
     /// would not fit the client's UDP limit (the general path truncates properly).
     pub fn reply(&self, q: &RawQuery<'_>, ttl: u32, udp: bool) -> Option<Vec<u8>> {
