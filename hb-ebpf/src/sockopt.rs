@@ -63,12 +63,21 @@
 //!
 //! Return value (Documentation/bpf/prog_cgroup_sockopt.rst): 0 refuses the call with
 //! EPERM, 1 hands it on to the next program and then to the kernel. A pass-through
-//! leaves `level`, `optname` and `optval` as they are; `optlen` stays too, except that a
-//! value longer than a page (the kernel copies only the first page for us) is set to 0,
-//! which tells the kernel to use the caller's original buffer (`optlen == 0 from BPF
+//! leaves `level`, `optname` and `optval` as they are and sets `optlen` to 0, which tells
+//! the kernel to use the caller's original buffer and length (`optlen == 0 from BPF
 //! indicates that we should use original userspace data` in
-//! `__cgroup_bpf_run_filter_setsockopt`, kernel/bpf/cgroup.c). Setting it to -1 would
-//! instead skip the kernel's handling and return success: never done here.
+//! `__cgroup_bpf_run_filter_setsockopt`, kernel/bpf/cgroup.c). Left as it was, a
+//! non-zero `optlen` makes the kernel allocate a buffer, copy our copy of the value into
+//! it and free it after the call: one allocation per `setsockopt` of every enrolled
+//! socket (`SO_LINGER`, `TCP_NODELAY`, …) for a value we never looked at. For a value
+//! longer than a page (the kernel copies only the first page for us) 0 is required
+//! anyway. Setting it to -1 would instead skip the kernel's handling and return success:
+//! never done here.
+//!
+//! That the kernel reads the caller's buffer again after we passed is sound only because
+//! no decision here depends on the option's value: a program that judged the value would
+//! have to hand its own copy on (leave `optlen`), or the caller could change the value
+//! between our check and the kernel's read.
 //!
 //! Which programs run is decided by the socket's cgroup (`sk_cgrp_data`); whose call it
 //! is, by the calling task's cgroup, as in `sock_addr`. Byte order: `level`, `optname`
@@ -126,9 +135,6 @@ const IPV6_JOIN_ANYCAST: i32 = 27;
 const IPV6_LEAVE_ANYCAST: i32 = 28;
 const IPV6_RTHDR: i32 = 57;
 
-/// The most of `optval` the kernel copies for a program (`sockopt_alloc_buf`).
-const PAGE_SIZE: i32 = 4096;
-
 /// Refuses (EPERM) multicast membership and source-routing options for enrolled
 /// cgroups, with an event; a policy in audit mode lets them pass and reports them.
 /// Nothing here can fail: every option outside the list passes untouched, and a full
@@ -145,16 +151,16 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     // readable 4-byte field of `bpf_sock`.
     let kind = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).type_ };
     let Some(why) = refused_option(level, optname, optlen, kind) else {
-        return pass(&ctx, optlen);
+        return pass(&ctx);
     };
     if why == reason::SHARED_PORT && !in_host_netns(&ctx) {
-        return pass(&ctx, optlen);
+        return pass(&ctx);
     }
     // SAFETY: helpers without pointer arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
     let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
     else {
-        return pass(&ctx, optlen);
+        return pass(&ctx);
     };
     let verdict = policy::refusal_verdict(e.policy_id);
     // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `protocol` is a
@@ -177,7 +183,7 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     );
     if verdict == verdict::AUDIT {
         policy::count(Counter::Audit);
-        return pass(&ctx, optlen);
+        return pass(&ctx);
     }
     REFUSE
 }
@@ -231,13 +237,13 @@ fn refused_option(level: i32, optname: i32, optlen: i32, kind: u32) -> Option<u3
     }
 }
 
-/// Hands the call on unchanged (see the module header for the `optlen` rule).
+/// Hands the call on unchanged: the kernel uses the caller's own buffer and length (see
+/// the module header for the `optlen` rule). Only for decisions that never read the
+/// option's value.
 #[inline(always)]
-fn pass(ctx: &SockoptContext, optlen: i32) -> i32 {
-    if optlen > PAGE_SIZE {
-        // SAFETY: optlen is writable in a setsockopt context; 0 means "use the caller's
-        // buffer", which is what an untouched option wants.
-        unsafe { (*ctx.sockopt).optlen = 0 };
-    }
+fn pass(ctx: &SockoptContext) -> i32 {
+    // SAFETY: optlen is writable in a setsockopt context; 0 means "use the caller's
+    // buffer and length", which is what an untouched option wants.
+    unsafe { (*ctx.sockopt).optlen = 0 };
     PASS
 }
