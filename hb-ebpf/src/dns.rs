@@ -405,6 +405,15 @@ pub(crate) fn is_resolver_port(port: u16) -> bool {
     port != 0 && hb_common::in_policy_ports(cfg.port_base, port)
 }
 
+/// For `sock_ops` at `TCP_CONNECT_CB`: whether a connection to `port` (host order) could
+/// be one [`record_flow`] files: redirection is on and `port` is `port_base + N` (with
+/// the same wrapping add) for some policy id `N` (ids index `HB_POLICIES`, so
+/// `N < limits::POLICIES`). A superset of the ports `record_flow` accepts.
+#[inline(always)]
+pub(crate) fn may_be_resolver_port(port: u16) -> bool {
+    config().is_some_and(|cfg| u32::from(port.wrapping_sub(cfg.port_base)) < limits::POLICIES)
+}
+
 /// For the bind hooks: whether `port` (host order) is in the resolver's range, whether
 /// or not redirection is on (an agent may turn it on at its next start).
 #[inline(always)]

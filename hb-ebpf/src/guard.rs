@@ -192,6 +192,14 @@ fn is_guard_port(cfg: &GuardConfig, port: u32) -> bool {
     hb_common::in_policy_ports(cfg.port_base, u16::from_be(port as u16))
 }
 
+/// For `sock_ops` at `TCP_CONNECT_CB`: whether a connection to `port` (host order) could
+/// be one [`record_flow`] files (the guard runs and `port` is `guard_port` of some policy
+/// id below `limits::POLICIES`). A superset of the ports `record_flow` accepts.
+#[inline(always)]
+pub(crate) fn may_be_guard_port(port: u16) -> bool {
+    config().is_some_and(|cfg| u32::from(port.wrapping_sub(cfg.port_base)) < limits::POLICIES)
+}
+
 /// For the bind hooks: whether `port` (host order) is in the guard's range, whether or
 /// not the guard runs.
 #[inline(always)]

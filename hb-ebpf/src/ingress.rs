@@ -469,12 +469,26 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
     if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
         record_client(&ctx);
     } else if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        // Only a connection to a resolver or guard port can have a record to file: every
+        // other connect (nearly all of them) leaves here on one context read and two
+        // inlined array reads, before the cookie helper and the two hash lookups.
+        let port = server_port(&ctx);
+        if !dns::may_be_resolver_port(port) && !crate::guard::may_be_guard_port(port) {
+            return 1;
+        }
         // SAFETY: the context pointer of a sock_ops program, which this helper accepts.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
         crate::guard::record_flow(&ctx, cookie);
         dns::record_flow(&ctx);
     }
     1
+}
+
+/// The port a connecting socket connects to, host order (see [`connect_key`] for how
+/// the kernel hands `remote_port` over).
+#[inline(always)]
+fn server_port(ctx: &SockOpsContext) -> u16 {
+    u16::from_be((ctx.remote_port() >> 16) as u16)
 }
 
 /// At `TCP_CONNECT_CB`: the connecting socket's client end (address, the source port
@@ -494,7 +508,7 @@ pub(crate) fn connect_key(ctx: &SockOpsContext) -> Option<FlowKey> {
         netns_cookie: unsafe { bpf_get_netns_cookie(ctx.ops.cast()) },
         client: [0; 16],
         client_port: ctx.local_port() as u16,
-        server_port: u16::from_be((ctx.remote_port() >> 16) as u16),
+        server_port: server_port(ctx),
         family: AF_INET,
         _pad: 0,
     };

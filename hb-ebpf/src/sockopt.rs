@@ -89,12 +89,22 @@
 //!
 //! Return value (Documentation/bpf/prog_cgroup_sockopt.rst): 0 refuses the call with
 //! EPERM, 1 hands it on to the next program and then to the kernel. A pass-through
-//! leaves `level`, `optname` and `optval` as they are; `optlen` stays too, except that a
-//! value longer than a page (the kernel copies only the first page for us) is set to 0,
-//! which tells the kernel to use the caller's original buffer (`optlen == 0 from BPF
+//! leaves `level`, `optname` and `optval` as they are and sets `optlen` to 0, which tells
+//! the kernel to use the caller's original buffer and length (`optlen == 0 from BPF
 //! indicates that we should use original userspace data` in
-//! `__cgroup_bpf_run_filter_setsockopt`, kernel/bpf/cgroup.c). Setting it to -1 would
-//! instead skip the kernel's handling and return success: never done here.
+//! `__cgroup_bpf_run_filter_setsockopt`, kernel/bpf/cgroup.c). Left as it was, a
+//! non-zero `optlen` makes the kernel allocate a buffer, copy our copy of the value into
+//! it and free it after the call: one allocation per `setsockopt` of every enrolled
+//! socket (`SO_LINGER`, `TCP_NODELAY`, …) for a value we never looked at. For a value
+//! longer than a page (the kernel copies only the first page for us) 0 is required
+//! anyway. Setting it to -1 would instead skip the kernel's handling and return success:
+//! never done here.
+//!
+//! That the kernel reads the caller's buffer again after we passed is sound only for a
+//! decision that does not depend on the option's value. The two that do (the error
+//! queue's and the sticky source's, which read the value) hand the program's own copy
+//! on ([`pass_judged`]: `optlen` left as it is, or cut to one page), or the caller could
+//! change the value, from another thread, between our check and the kernel's read.
 //!
 //! A rewritten value is handed on with `optlen` set (never 0), which makes the kernel use
 //! the program's copy of the value.
@@ -183,16 +193,16 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
         return sticky_source(&ctx, optlen);
     }
     let Some(why) = refused_option(level, optname, optlen, kind) else {
-        return pass(&ctx, optlen);
+        return pass(&ctx);
     };
     if why == reason::SHARED_PORT && !in_host_netns(&ctx) {
-        return pass(&ctx, optlen);
+        return pass(&ctx);
     }
     // SAFETY: helpers without pointer arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
     let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
     else {
-        return pass(&ctx, optlen);
+        return pass(&ctx);
     };
     let verdict = policy::refusal_verdict(e.policy_id);
     // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `protocol` is a
@@ -215,7 +225,7 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     );
     if verdict == verdict::AUDIT {
         policy::count(Counter::Audit);
-        return pass(&ctx, optlen);
+        return pass(&ctx);
     }
     REFUSE
 }
@@ -305,7 +315,7 @@ static ERRQUEUE_SEEN: LruHashMap<u64, u64> = LruHashMap::pinned(limits::ERRQUEUE
 fn error_queue(ctx: &SockoptContext, level: i32, optname: i32, optlen: i32) -> i32 {
     if optlen <= 0 {
         // The kernel refuses it (EINVAL) or reads nothing.
-        return pass(ctx, optlen);
+        return pass(ctx);
     }
     // SAFETY: optval and optval_end are the verifier's packet pointers for the copied
     // value; every access below is checked against optval_end first.
@@ -332,16 +342,16 @@ fn error_queue(ctx: &SockoptContext, level: i32, optname: i32, optlen: i32) -> i
         }
     };
     if !on {
-        return pass(ctx, optlen);
+        return pass_judged(ctx, optlen);
     }
     // SAFETY: helpers without pointer arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
     let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
     else {
-        return pass(ctx, optlen);
+        return pass_judged(ctx, optlen);
     };
     if policy::policy_flags(e.policy_id) & POLICY_INBOUND != 0 {
-        return pass(ctx, optlen);
+        return pass_judged(ctx, optlen);
     }
     let verdict = policy::refusal_verdict(e.policy_id);
     let now = policy::now_ns();
@@ -371,7 +381,7 @@ fn error_queue(ctx: &SockoptContext, level: i32, optname: i32, optlen: i32) -> i
     }
     if verdict == verdict::AUDIT {
         policy::count(Counter::Audit);
-        return pass(ctx, optlen);
+        return pass_judged(ctx, optlen);
     }
     // SAFETY: checked above: `len` bytes from `start` lie within the value.
     unsafe {
@@ -401,7 +411,7 @@ const IPV6_PKTINFO: i32 = 50;
 #[inline(always)]
 fn sticky_source(ctx: &SockoptContext, optlen: i32) -> i32 {
     if optlen < 16 {
-        return pass(ctx, optlen);
+        return pass(ctx);
     }
     // SAFETY: as in `error_queue`: packet pointers, checked before the read.
     let (start, end) = unsafe {
@@ -417,13 +427,13 @@ fn sticky_source(ctx: &SockoptContext, optlen: i32) -> i32 {
     // SAFETY: checked above: 16 bytes from `start` lie within the value.
     let addr = unsafe { core::ptr::read_unaligned(start.cast::<[u32; 4]>()) };
     if crate::source::allowed(addr) || !in_host_netns(ctx) {
-        return pass(ctx, optlen);
+        return pass_judged(ctx, optlen);
     }
     // SAFETY: helpers without pointer arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
     let Some(e) = policy::enrollment(own, |l| unsafe { bpf_get_current_ancestor_cgroup_id(l) })
     else {
-        return pass(ctx, optlen);
+        return pass_judged(ctx, optlen);
     };
     let verdict = policy::refusal_verdict(e.policy_id);
     let mut bytes = [0u8; 16];
@@ -450,18 +460,31 @@ fn sticky_source(ctx: &SockoptContext, optlen: i32) -> i32 {
     );
     if verdict == verdict::AUDIT {
         policy::count(Counter::Audit);
-        return pass(ctx, optlen);
+        return pass_judged(ctx, optlen);
     }
     REFUSE
 }
 
-/// Hands the call on unchanged (see the module header for the `optlen` rule).
+/// Hands the call on unchanged: the kernel uses the caller's own buffer and length (see
+/// the module header for the `optlen` rule). Only for decisions that never read the
+/// option's value.
 #[inline(always)]
-fn pass(ctx: &SockoptContext, optlen: i32) -> i32 {
+fn pass(ctx: &SockoptContext) -> i32 {
+    // SAFETY: optlen is writable in a setsockopt context; 0 means "use the caller's
+    // buffer and length", which is what an untouched option wants.
+    unsafe { (*ctx.sockopt).optlen = 0 };
+    PASS
+}
+
+/// Hands the call on with the program's own copy of the value, which the decision read:
+/// `optlen` as it is (the kernel then uses the copy), or one page when it was longer
+/// (the copy holds only the first page; 0 or an untouched longer `optlen` would send the
+/// kernel back to the caller's buffer, which another thread may have changed since).
+#[inline(always)]
+fn pass_judged(ctx: &SockoptContext, optlen: i32) -> i32 {
     if optlen > PAGE_SIZE {
-        // SAFETY: optlen is writable in a setsockopt context; 0 means "use the caller's
-        // buffer", which is what an untouched option wants.
-        unsafe { (*ctx.sockopt).optlen = 0 };
+        // SAFETY: optlen is writable in a setsockopt context.
+        unsafe { (*ctx.sockopt).optlen = PAGE_SIZE };
     }
     PASS
 }
