@@ -463,6 +463,13 @@ const _: () = assert!(size_of::<CgroupStats>() == 48);
 /// and added to [`map_names::CG_STATS`] every [`SKB_FLUSH_PACKETS`] packets or when
 /// another flow takes the slot (so those statistics lag by fewer packets than that).
 /// Only passed packets are remembered, never refusals.
+///
+/// The program can be interrupted on its CPU by another run of itself (a softirq
+/// sending an ACK, a preempting task) that takes the slot between two of its reads: a
+/// reader that compared the old flow's cgroup and then the new flow's destination would
+/// pass a packet nobody judged. So a writer makes `seq` odd, writes, and makes it even
+/// again, and a reader trusts what it read only if `seq` was even and unchanged around
+/// its reads (a run that interrupts another completes before the other goes on).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowCache {
@@ -473,7 +480,9 @@ pub struct FlowCache {
     /// Destination, network order; IPv4 in the first four bytes.
     pub addr: [u8; 16],
     /// [`AF_INET`] or [`AF_INET6`]; 0 marks an empty slot.
-    pub family: u32,
+    pub family: u16,
+    /// Odd while the slot is being written (see above).
+    pub seq: u16,
     /// `FLOW_*` bits.
     pub flags: u32,
     pub pending_packets: u64,
@@ -484,6 +493,7 @@ pub const FLOW_ENROLLED: u32 = 1;
 /// The verdict holds for any socket of the cgroup (see [`FlowCache`]).
 pub const FLOW_ANY_SOCKET: u32 = 2;
 const _: () = assert!(size_of::<FlowCache>() == 64);
+const _: () = assert!(core::mem::offset_of!(FlowCache, addr) == 24);
 
 /// Value of [`map_names::DNS`]. DNS (port 53, UDP and TCP) from an enrolled cgroup goes
 /// to `addr4:(port_base + policy id)` for IPv4 sockets and `[::1]:(port_base + policy id)`

@@ -48,7 +48,10 @@
 //! (a cgroup that is not enrolled, or a static CIDR's allow: both change only with the
 //! generation), so new connections to such destinations keep the fast path. On a miss,
 //! an admitted flow costs one socket-storage lookup (a redirected UDP DNS socket's also
-//! files its client end for the resolver, `dns::record_datagram`).
+//! files its client end for the resolver, `dns::record_datagram`). Another run of the
+//! program on the same CPU (a softirq sending an ACK, a preempting task) may take the
+//! slot in the middle of a read: the slot's `seq` tells a reader to miss then, and a run
+//! that interrupted a writer leaves the slot alone (see `FlowCache`).
 //!
 //! Audit mode, as for the socket hooks: a would-be drop passes and is counted per cgroup
 //! (`audit_packets`), without a per-packet event.
@@ -270,14 +273,23 @@ fn cached(cookie: &impl Fn() -> u64, cgroup_id: u64, generation: u64, d: &Dest, 
     let Some(c) = SKB_CACHE.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: this CPU's slot; programs do not migrate while they run.
+    // SAFETY: this CPU's slot; programs do not migrate while they run (another run on
+    // this CPU may interrupt this one: `seq`, see `FlowCache`).
     let c = unsafe { &mut *c };
-    if c.cgroup_id != cgroup_id
-        || c.generation != generation
-        || c.family != u32::from(d.family)
-        || c.addr != d.addr
-        || (c.flags & FLOW_ANY_SOCKET == 0 && c.cookie != cookie())
-    {
+    // Every read of the flow is volatile, so none moves out from between the two reads
+    // of `seq` (the BPF backend has no compiler fence).
+    // SAFETY: reads of this CPU's slot through a valid reference.
+    let (before, same, after) = unsafe {
+        let before = core::ptr::read_volatile(&c.seq);
+        let same = core::ptr::read_volatile(&c.cgroup_id) == cgroup_id
+            && core::ptr::read_volatile(&c.generation) == generation
+            && core::ptr::read_volatile(&c.family) == d.family
+            && same_addr(&c.addr, &d.addr)
+            && (core::ptr::read_volatile(&c.flags) & FLOW_ANY_SOCKET != 0
+                || core::ptr::read_volatile(&c.cookie) == cookie());
+        (before, same, core::ptr::read_volatile(&c.seq))
+    };
+    if !same || before & 1 != 0 || after != before {
         return false;
     }
     if c.flags & FLOW_ENROLLED != 0 {
@@ -348,6 +360,24 @@ fn refuse(
     DROP
 }
 
+/// Whether the slot's destination (read as two volatile words) is `addr`.
+#[inline(always)]
+fn same_addr(slot: &[u8; 16], addr: &[u8; 16]) -> bool {
+    let words = slot.as_ptr().cast::<u64>();
+    // SAFETY: 16 bytes of the slot, 8-aligned in `FlowCache` (offset 24), read as two
+    // words.
+    let (a, b) = unsafe {
+        (
+            core::ptr::read_volatile(words),
+            core::ptr::read_volatile(words.add(1)),
+        )
+    };
+    let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+    x.copy_from_slice(&addr[..8]);
+    y.copy_from_slice(&addr[8..]);
+    a == u64::from_ne_bytes(x) && b == u64::from_ne_bytes(y)
+}
+
 /// Takes this CPU's cache slot for a passed flow, first adding what the previous flow
 /// had pending to its cgroup's statistics.
 #[inline(always)]
@@ -357,16 +387,30 @@ fn remember(cookie: u64, cgroup_id: u64, generation: u64, d: &Dest, flags: u32, 
     };
     // SAFETY: this CPU's slot.
     let c = unsafe { &mut *c };
-    flush(c);
-    c.cookie = cookie;
-    c.cgroup_id = cgroup_id;
-    c.generation = generation;
-    c.family = u32::from(d.family);
-    c.addr = d.addr;
-    c.flags = flags;
-    if flags & FLOW_ENROLLED != 0 {
-        c.pending_packets = 1;
-        c.pending_bytes = len;
+    // Volatile throughout, so no write of the flow moves out from between the two of
+    // `seq` (the BPF backend has no compiler fence).
+    // SAFETY: reads and writes of this CPU's slot through a valid reference.
+    unsafe {
+        let seq = core::ptr::read_volatile(&c.seq);
+        if seq & 1 != 0 {
+            // This run interrupted another one writing the slot: it is left to that one
+            // (two writers interleaved would leave a mix of both flows behind an even
+            // seq).
+            return;
+        }
+        core::ptr::write_volatile(&mut c.seq, seq.wrapping_add(1));
+        flush(c);
+        core::ptr::write_volatile(&mut c.cookie, cookie);
+        core::ptr::write_volatile(&mut c.cgroup_id, cgroup_id);
+        core::ptr::write_volatile(&mut c.generation, generation);
+        core::ptr::write_volatile(&mut c.family, d.family);
+        core::ptr::write_volatile(&mut c.addr, d.addr);
+        core::ptr::write_volatile(&mut c.flags, flags);
+        if flags & FLOW_ENROLLED != 0 {
+            core::ptr::write_volatile(&mut c.pending_packets, 1);
+            core::ptr::write_volatile(&mut c.pending_bytes, len);
+        }
+        core::ptr::write_volatile(&mut c.seq, seq.wrapping_add(2));
     }
 }
 
