@@ -83,9 +83,11 @@
 //!   is reported at most once per cgroup per event window (`HB_ERRQUEUE_SEEN`), since
 //!   every DNS lookup would report it. Raw sockets (which need `CAP_NET_RAW`) receive
 //!   ICMP errors as datagrams, through `sk_filter`, where `cgroup_skb/ingress` judges
-//!   the sender. Stream sockets keep the options: TCP queues no ICMP error (it only
-//!   chooses between reporting one at once as `sk_err` or keeping it as a soft error),
-//!   so rewriting would change how fast a connection fails and close nothing.
+//!   the sender. Stream sockets too: TCP queues an ICMP error quoting its segment for a
+//!   socket with the option while it is in SYN_SENT or SYN_RECV (`tcp_v4_err` →
+//!   `ip_icmp_error`, since Linux 5.8 for `traceroute -M tcp`); without it the error is
+//!   a soft error, and a connect to an unreachable host fails at its timeout instead of
+//!   at once.
 //!
 //! Return value (Documentation/bpf/prog_cgroup_sockopt.rst): 0 refuses the call with
 //! EPERM, 1 hands it on to the next program and then to the kernel. A pass-through
@@ -186,7 +188,7 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `type` is a
     // readable 4-byte field of `bpf_sock`.
     let kind = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).type_ };
-    if kind != SOCK_STREAM && is_error_queue_option(level, optname) {
+    if is_error_queue_option(level, optname) {
         return error_queue(&ctx, level, optname, optlen);
     }
     if level == SOL_IPV6 && optname == IPV6_PKTINFO {

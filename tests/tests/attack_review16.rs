@@ -577,3 +577,49 @@ fn a_sandbox_cannot_change_the_line_discipline_of_the_operators_terminal() {
         );
     }
 }
+
+/// Prints the command's scheduling policy and nice value, and whether it can take
+/// `SCHED_FIFO` again.
+const PY_SCHEDULING: &str = r#"
+import os
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    again = "granted"
+except OSError as e:
+    again = "refused"
+print(f"policy {os.sched_getscheduler(0)} nice {os.getpriority(os.PRIO_PROCESS, 0)} fifo {again}")
+"#;
+
+/// **Real-time scheduling from the caller.** A launcher started under `chrt -f 10` (or
+/// `nice -n -5`) passed its policy and nice value through the clone: the command ran as
+/// `SCHED_FIFO`, which no `cpu.max` bounds (a busy loop starves the node's other tasks on
+/// its CPU), or above the node's services. The init leaves real-time scheduling and a
+/// negative nice value, and lowers `RLIMIT_RTPRIO`/`RLIMIT_NICE` to 0, before anything
+/// else.
+#[test]
+fn real_time_scheduling_does_not_cross_from_the_caller() {
+    let env = start("atk16-sched");
+    for (user, options) in USERS {
+        let mut cmd = sandbox_command(&env, options, &[python(), "-c", PY_SCHEDULING]);
+        // SAFETY: sched_setscheduler(2) and setpriority(2) in the child before exec;
+        // async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                let fifo = libc::sched_param { sched_priority: 10 };
+                if libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) != 0
+                    || libc::setpriority(libc::PRIO_PROCESS, 0, -5) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.stdin(Stdio::null()).output().expect("sandbox run");
+        println!("figure: {user}: {}", said(&out).trim());
+        assert!(
+            stdout(&out).contains(&format!("policy {} nice 0 fifo refused", libc::SCHED_OTHER)),
+            "{user}: the caller's real-time policy or priority crossed into the sandbox: {}",
+            said(&out)
+        );
+    }
+}

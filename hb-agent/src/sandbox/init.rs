@@ -65,8 +65,8 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Step {
-    JoinLimits = 1,
-    Priorities,
+    Priorities = 1,
+    JoinLimits,
     WaitForLauncher,
     NewSession,
     Terminal,
@@ -87,8 +87,8 @@ pub enum Step {
 
 impl Step {
     const ALL: [Step; 18] = [
-        Step::JoinLimits,
         Step::Priorities,
+        Step::JoinLimits,
         Step::WaitForLauncher,
         Step::NewSession,
         Step::Terminal,
@@ -110,7 +110,7 @@ impl Step {
     pub fn describe(self) -> &'static str {
         match self {
             Step::JoinLimits => "joining its cgroup v1 limits",
-            Step::Priorities => "lowering RLIMIT_RTPRIO and RLIMIT_NICE to 0",
+            Step::Priorities => "leaving real-time scheduling and raised priority",
             Step::WaitForLauncher => "waiting for the launcher (user namespace ids)",
             Step::NewSession => "starting a new session (setsid)",
             Step::Terminal => "taking its own pseudo-terminal (--tty)",
@@ -399,12 +399,21 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
     // SAFETY: each call below takes integers or pointers to data the plan owns; this
     // process is a single-threaded copy of the launcher.
     unsafe {
-        // Into the limits before anything else: whatever this process and the command
-        // then do is counted and bounded.
-        join_limits(&plan.limits).map_err(|e| (Step::JoinLimits, e))?;
-        // No real-time scheduling and no raised priority, whatever limits the caller
-        // had: a real-time task is not bounded by cpu.max's absence (or by a v1 cpu
-        // cgroup that has no real-time runtime), and would starve the node.
+        // No real-time scheduling and no raised priority, whatever the caller ran with
+        // or may take: a real-time task is not bounded by cpu.max's absence (or by a v1
+        // cpu cgroup that has no real-time runtime), and would starve the node. The
+        // clone inherited the launcher's policy and nice value (`chrt -f`, `nice -n
+        // -10`), and the limits would let the command take them again.
+        let policy = libc::sched_getscheduler(0) & !SCHED_RESET_ON_FORK;
+        if matches!(policy, libc::SCHED_FIFO | libc::SCHED_RR | SCHED_DEADLINE) {
+            let normal = libc::sched_param { sched_priority: 0 };
+            check(Step::Priorities)(libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal))?;
+        }
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if nice < 0 && *libc::__errno_location() == 0 {
+            check(Step::Priorities)(libc::setpriority(libc::PRIO_PROCESS, 0, 0))?;
+        }
         for limit in [libc::RLIMIT_RTPRIO, libc::RLIMIT_NICE] {
             let zero = libc::rlimit {
                 rlim_cur: 0,
@@ -412,6 +421,10 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
             };
             check(Step::Priorities)(libc::setrlimit(limit, &zero))?;
         }
+        // Into the limits before anything else (but a real-time task, which a v1 cpu
+        // cgroup without real-time runtime refuses): whatever this process and the command
+        // then do is counted and bounded.
+        join_limits(&plan.limits).map_err(|e| (Step::JoinLimits, e))?;
         // For a user namespace, the launcher first writes its id maps (that needs the
         // host's root); one byte says done.
         check(Step::WaitForLauncher)(wait_for(channel, Gate::Confine))?;
@@ -470,6 +483,10 @@ fn confine(plan: &Plan, channel: RawFd) -> Result<Option<RawFd>, (Step, io::Erro
         Ok(listener)
     }
 }
+
+/// `sched_getscheduler`'s flag bit and the deadline policy (include/uapi/linux/sched.h).
+const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
+const SCHED_DEADLINE: libc::c_int = 6;
 
 /// Moves this process into each cgroup v1 limit by writing "0" (the writer itself) into
 /// the cgroup's `tasks` file, opened by the launcher as root. A single thread naming
