@@ -406,9 +406,10 @@ const IPV6_PKTINFO: i32 = 50;
 
 /// A sticky `IPV6_PKTINFO` naming a source that is not the host's (see `source`): the
 /// kernel accepts any address there, and uses it when the socket connects
-/// (`ip6_datagram_dst_update`). Refused for an enrolled cgroup in the agent's network
-/// namespace (reason `nonlocal_source`, the address in the event); the wildcard and the
-/// host's addresses pass. A value shorter than an address passes (the kernel refuses
+/// (`ip6_datagram_dst_update`). Refused for an enrolled cgroup (reason
+/// `nonlocal_source`, the address in the event); in the agent's network namespace the
+/// wildcard and the host's addresses pass, in another (a pod's, whose addresses the
+/// agent does not track) the wildcard only. A value shorter than an address passes (the kernel refuses
 /// it); one the program cannot read is refused.
 #[inline(always)]
 fn sticky_source(ctx: &SockoptContext, optlen: i32) -> i32 {
@@ -428,7 +429,11 @@ fn sticky_source(ctx: &SockoptContext, optlen: i32) -> i32 {
     }
     // SAFETY: checked above: 16 bytes from `start` lie within the value.
     let addr = unsafe { core::ptr::read_unaligned(start.cast::<[u32; 4]>()) };
-    if crate::source::allowed(addr) || !in_host_netns(ctx) {
+    // Beside the agent: the host's addresses and the wildcard. In a namespace of its own
+    // (a pod's), whose addresses the agent does not track: the wildcard only (the option
+    // then only picks an interface), since nothing else would check the address.
+    let host = in_host_netns(ctx);
+    if (host && crate::source::allowed(addr)) || (!host && addr == [0; 4]) {
         return pass_judged(ctx, optlen);
     }
     // SAFETY: helpers without pointer arguments.

@@ -229,6 +229,12 @@ pub fn release(started: &Started, gate: Gate) -> io::Result<()> {
     }
 }
 
+/// Tells the init no release will come: its wait for one ends with the channel.
+pub fn hang_up(started: &Started) {
+    // SAFETY: shutdown(2) of the launcher's own socket.
+    unsafe { libc::shutdown(started.channel.as_raw_fd(), libc::SHUT_WR) };
+}
+
 /// Writes the id maps of the init's user namespace: its uid and gid 0 are `host` on
 /// the host (setgroups stays allowed: the writer is privileged, and the init drops
 /// its supplementary groups itself).

@@ -72,11 +72,14 @@ impl Applied {
     pub fn tasks(&self) -> Vec<RawFd> {
         self.v1_tasks.iter().map(AsRawFd::as_raw_fd).collect()
     }
+}
 
-    /// Removes the v1 cgroups made for the sandbox (its processes are gone by then: the
-    /// pid namespace ends with its init). Best effort, retried while the kernel reaps.
-    pub fn remove(self) {
-        drop(self.v1_tasks);
+impl Drop for Applied {
+    /// Removes the v1 cgroups made for the sandbox, however the run ends (its processes
+    /// are gone by then, or going: the pid namespace ends with its init). Best effort,
+    /// retried while the kernel reaps.
+    fn drop(&mut self) {
+        self.v1_tasks.clear();
         for dir in self.v1_dirs.iter().rev() {
             for _ in 0..100 {
                 match fs::remove_dir(dir) {

@@ -248,10 +248,14 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     // The init joins its v1 limits itself, then waits for its user namespace's ids
     // before confining itself (writing them needs the host's root). If that fails, it
     // is never released and ends with the channel.
-    if let Some(host) = plan.userns {
-        init::map_ids(&started, host).map_err(SandboxError::Clone)?;
+    let released = match plan.userns {
+        Some(host) => init::map_ids(&started, host),
+        None => Ok(()),
     }
-    init::release(&started, init::Gate::Confine).map_err(SandboxError::Clone)?;
+    .and_then(|()| init::release(&started, init::Gate::Confine));
+    if let Err(cause) = released {
+        return Err(release_failed(&started, program, &plan.layout, cause));
+    }
     drop(scoping);
     // The sandbox holds the slave now; the launcher only relays through the master.
     let relay = match pty {
@@ -289,7 +293,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     if let Some(relay) = relay {
         relay.finish();
     }
-    applied.remove();
+    drop(applied);
     drop(sandbox);
     // The sandbox is gone, and with it every writer of the relayed pipes (after the
     // clean-up: a descriptor smuggled out to a process that holds it must not keep the
@@ -338,7 +342,8 @@ fn check_standard_descriptors() -> Result<(), SandboxError> {
         if unsafe { libc::fstat(fd, &mut st) } != 0 {
             let source = io::Error::last_os_error();
             if source.raw_os_error() == Some(libc::EBADF) {
-                // Closed in the caller: nothing crosses.
+                // Closed: nothing crosses. (Rust's runtime opens /dev/null in place of a
+                // closed 0-2 before `main`, so the hb-agent binary does not get here.)
                 continue;
             }
             return Err(SandboxError::StandardDescriptorStat { fd, name, source });
@@ -634,6 +639,26 @@ fn layout_plan(
         },
         user_namespace: root_in_userns(user).is_some(),
     })
+}
+
+/// The launcher could not release the init (`cause`): the init is told (it ends at its
+/// wait), and if it failed a step of its own first (joining its limits, say) — then it
+/// was gone when the launcher came — its report names that step instead.
+fn release_failed(
+    started: &init::Started,
+    program: &OsString,
+    layout: &mounts::Layout,
+    cause: io::Error,
+) -> SandboxError {
+    init::hang_up(started);
+    match await_command(started, program, layout, drop) {
+        Err(own @ SandboxError::Confine { step, .. })
+            if step != init::Step::WaitForLauncher.describe() && step != "starting" =>
+        {
+            own
+        }
+        _ => SandboxError::Clone(cause),
+    }
 }
 
 /// Reads the init's reports until the command runs: Ok once it has exec'd, the failed
