@@ -443,6 +443,16 @@ pub struct Subject {
 }
 
 impl Subject {
+    /// A refused system call's subject (a `seccomp` event's): its name.
+    pub fn syscall(name: &str) -> Self {
+        Self {
+            reason: SYSCALL_REFUSED.to_owned(),
+            name: Some(name.to_owned()),
+            dst: String::new(),
+            port: 0,
+        }
+    }
+
     fn of(record: &EventRecord) -> Self {
         Self {
             reason: record.reason.clone(),
@@ -529,11 +539,11 @@ impl<R: Budgeted> EventBudget<R> {
     /// only be held back behind one already held (the window is spent and the subject
     /// held): true then, and the held record (the subject's process as last described)
     /// stands for it too. False: build the record and [`EventBudget::admit`] it.
-    pub fn count_held(&mut self, subject: &R, now: Instant) -> bool {
+    pub fn count_held(&mut self, subject: &R::Subject, now: Instant) -> bool {
         if self.window.passed(now) || self.window.count < hb_common::limits::EVENT_BURST {
             return false;
         }
-        match self.held.to_back(&subject.subject()) {
+        match self.held.to_back(subject) {
             Some(entry) => {
                 entry.1 += 1;
                 true
@@ -767,6 +777,8 @@ pub fn append_one(
 
 /// The `hook` of the launcher's seccomp events.
 pub const SECCOMP_HOOK: &str = "seccomp";
+/// The reason of a `seccomp` event: the system call was refused.
+pub const SYSCALL_REFUSED: &str = "syscall_refused";
 
 /// Renames `path` (held open as `file`) to `events.jsonl.1` and opens a fresh one when
 /// `incoming` more bytes would take it past `max_bytes`, giving back the old file's
@@ -1048,8 +1060,9 @@ mod tests {
         let t0 = Instant::now();
         let mut budget: EventBudget = EventBudget::new(t0);
         let held = named("p", 1, "mount");
+        let subject = held.subject();
         assert!(
-            !budget.count_held(&held, t0),
+            !budget.count_held(&subject, t0),
             "the burst has room: describe it"
         );
         let mut written = Vec::new();
@@ -1057,19 +1070,19 @@ mod tests {
             written.extend(budget.admit(named("p", 1, "noise"), t0));
         }
         assert!(
-            !budget.count_held(&held, t0),
+            !budget.count_held(&subject, t0),
             "spent, but not held yet: its first record is kept whole"
         );
-        written.extend(budget.admit(held.clone(), t0));
+        written.extend(budget.admit(held, t0));
         for _ in 0..500 {
-            assert!(budget.count_held(&held, t0));
+            assert!(budget.count_held(&subject, t0));
         }
         assert!(
-            !budget.count_held(&named("p", 1, "bpf"), t0),
+            !budget.count_held(&named("p", 1, "bpf").subject(), t0),
             "another name is held whole"
         );
         assert!(
-            !budget.count_held(&held, t0 + window),
+            !budget.count_held(&subject, t0 + window),
             "a new window writes again"
         );
         written.extend(budget.take_held());

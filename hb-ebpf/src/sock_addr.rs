@@ -134,16 +134,6 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
         let sa = &*ctx.sock_addr;
         (sa.user_port, sa.protocol)
     };
-    let mut bytes = [0u8; 16];
-    bytes[0..4].copy_from_slice(&addr[0].to_ne_bytes());
-    bytes[4..8].copy_from_slice(&addr[1].to_ne_bytes());
-    bytes[8..12].copy_from_slice(&addr[2].to_ne_bytes());
-    bytes[12..16].copy_from_slice(&addr[3].to_ne_bytes());
-    if family == AF_INET {
-        // Events carry IPv4 in the first four bytes.
-        bytes = [0; 16];
-        bytes[0..4].copy_from_slice(&addr[3].to_ne_bytes());
-    }
     finish(
         ctx,
         Judgement::Deny(reason::NONLOCAL_SOURCE, Counter::DenyNotAllowed),
@@ -153,7 +143,7 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
         family,
         protocol,
         port,
-        bytes,
+        source::event_addr(family, addr),
     ) == REFUSE
 }
 

@@ -207,23 +207,14 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
         return pass(&ctx);
     };
     let verdict = policy::refusal_verdict(e.policy_id);
-    // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `protocol` is a
-    // readable 4-byte field of `bpf_sock`.
-    let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
-    policy::report(
+    report_option(
         &ctx,
-        Report {
-            cgroup_id: own,
-            policy_id: e.policy_id,
-            hook: hook::SETSOCKOPT,
-            verdict,
-            reason: why,
-            family: if level == SOL_IPV6 { AF_INET6 } else { AF_INET },
-            protocol: protocol as u16,
-            port: sockopt_port(level as u8, optname as u8),
-            addr: [0; 16],
-            task_context: true,
-        },
+        own,
+        e.policy_id,
+        verdict,
+        why,
+        (level, optname),
+        [0; 16],
     );
     if verdict == verdict::AUDIT {
         policy::count(Counter::Audit);
@@ -363,22 +354,15 @@ fn error_queue(ctx: &SockoptContext, level: i32, optname: i32, optlen: i32) -> i
     let noted = last.is_some_and(|t| now.wrapping_sub(t) < limits::EVENT_WINDOW_NS);
     if !noted {
         let _ = ERRQUEUE_SEEN.insert(own, now, 0);
-        // SAFETY: as in `hb_setsockopt`.
-        let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
-        policy::report(
+        let why = reason::ERROR_QUEUE;
+        report_option(
             ctx,
-            Report {
-                cgroup_id: own,
-                policy_id: e.policy_id,
-                hook: hook::SETSOCKOPT,
-                verdict,
-                reason: reason::ERROR_QUEUE,
-                family: if level == SOL_IPV6 { AF_INET6 } else { AF_INET },
-                protocol: protocol as u16,
-                port: sockopt_port(level as u8, optname as u8),
-                addr: [0; 16],
-                task_context: true,
-            },
+            own,
+            e.policy_id,
+            verdict,
+            why,
+            (level, optname),
+            [0; 16],
         );
     }
     if verdict == verdict::AUDIT {
@@ -443,33 +427,53 @@ fn sticky_source(ctx: &SockoptContext, optlen: i32) -> i32 {
         return pass_judged(ctx, optlen);
     };
     let verdict = policy::refusal_verdict(e.policy_id);
-    let mut bytes = [0u8; 16];
-    bytes[0..4].copy_from_slice(&addr[0].to_ne_bytes());
-    bytes[4..8].copy_from_slice(&addr[1].to_ne_bytes());
-    bytes[8..12].copy_from_slice(&addr[2].to_ne_bytes());
-    bytes[12..16].copy_from_slice(&addr[3].to_ne_bytes());
-    // SAFETY: as in `hb_setsockopt`.
-    let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
-    policy::report(
+    report_option(
         ctx,
-        Report {
-            cgroup_id: own,
-            policy_id: e.policy_id,
-            hook: hook::SETSOCKOPT,
-            verdict,
-            reason: reason::NONLOCAL_SOURCE,
-            family: AF_INET6,
-            protocol: protocol as u16,
-            port: sockopt_port(SOL_IPV6 as u8, IPV6_PKTINFO as u8),
-            addr: bytes,
-            task_context: true,
-        },
+        own,
+        e.policy_id,
+        verdict,
+        reason::NONLOCAL_SOURCE,
+        (SOL_IPV6, IPV6_PKTINFO),
+        crate::source::event_addr(AF_INET6, addr),
     );
     if verdict == verdict::AUDIT {
         policy::count(Counter::Audit);
         return pass_judged(ctx, optlen);
     }
     REFUSE
+}
+
+/// The `setsockopt` event of option `(level, optname)` for the calling cgroup `own`: its
+/// family from the level, its `port` holding `level << 8 | optname`, `addr` what the
+/// option named (zeros for none).
+#[inline(always)]
+fn report_option(
+    ctx: &SockoptContext,
+    own: u64,
+    policy_id: u32,
+    verdict: u32,
+    reason: u32,
+    (level, optname): (i32, i32),
+    addr: [u8; 16],
+) {
+    // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `protocol` is a
+    // readable 4-byte field of `bpf_sock`.
+    let protocol = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).protocol };
+    policy::report(
+        ctx,
+        Report {
+            cgroup_id: own,
+            policy_id,
+            hook: hook::SETSOCKOPT,
+            verdict,
+            reason,
+            family: if level == SOL_IPV6 { AF_INET6 } else { AF_INET },
+            protocol: protocol as u16,
+            port: sockopt_port(level as u8, optname as u8),
+            addr,
+            task_context: true,
+        },
+    );
 }
 
 /// Hands the call on unchanged: the kernel uses the caller's own buffer and length (see

@@ -43,7 +43,7 @@ use aya_ebpf::{
     maps::{LpmTrie, lpm_trie::Key},
     programs::{SkBuffContext, SockAddrContext},
 };
-use hb_common::{AF_INET6, limits};
+use hb_common::{AF_INET, AF_INET6, limits};
 
 use crate::sockopt;
 
@@ -69,6 +69,21 @@ pub(crate) fn allowed(addr: [u32; 4]) -> bool {
         return true;
     }
     LOCAL_ADDRS.get(Key::new(128, addr)).is_some()
+}
+
+/// `addr` (four words as the kernel keeps an address, IPv4 mapped into IPv6) as an
+/// event's bytes: IPv4 in the first four bytes, IPv6 whole.
+#[inline(always)]
+pub(crate) fn event_addr(family: u16, addr: [u32; 4]) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    if family == AF_INET {
+        bytes[0..4].copy_from_slice(&addr[3].to_ne_bytes());
+        return bytes;
+    }
+    for (chunk, word) in bytes.chunks_exact_mut(4).zip(addr) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    bytes
 }
 
 /// Whether the hook's socket lives in the agent's network namespace (see

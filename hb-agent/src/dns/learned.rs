@@ -87,10 +87,9 @@ struct Row {
 struct Claim {
     expires: u64,
     /// The names that taught this sandbox the address (none: adopted), at most
-    /// [`NAMES_PER_CLAIM`].
-    names: BTreeSet<String>,
-    /// The same names, in the order they were learned (or served again), oldest first.
-    order: VecDeque<String>,
+    /// [`NAMES_PER_CLAIM`], in the order they were learned (or served again), oldest
+    /// first.
+    names: VecDeque<String>,
 }
 
 /// Names one sandbox's claim on one address keeps (the newest). Every name of a zone
@@ -328,7 +327,7 @@ impl<M: AllowRows> Learned<M> {
             // Fast path for answers served again: this sandbox's claim is long enough
             // and names this name. No allocation, no syscall.
             let claimed = self.claims.get(&(who, addr));
-            if claimed.is_some_and(|c| c.expires >= expires && c.names.contains(name)) {
+            if claimed.is_some_and(|c| c.expires >= expires && c.names.iter().any(|n| n == name)) {
                 continue;
             }
             match claimed.map(|c| c.expires) {
@@ -491,8 +490,7 @@ impl<M: AllowRows> Learned<M> {
             (who, addr),
             Claim {
                 expires,
-                names: BTreeSet::new(),
-                order: VecDeque::new(),
+                names: VecDeque::new(),
             },
         );
         self.expiry.insert((expires, who, addr));
@@ -523,25 +521,24 @@ impl<M: AllowRows> Learned<M> {
         let Some(claim) = self.claims.get_mut(&(who, addr)) else {
             return;
         };
-        if !claim.names.insert(name.to_owned()) {
+        if claim.names.iter().any(|n| n == name) {
             // Served again: the newest of the name, so the per-name cap never drops an
             // address of the answer being sent, and the newest name of the claim.
-            claim.order.retain(|n| n != name);
-            claim.order.push_back(name.to_owned());
+            claim.names.retain(|n| n != name);
+            claim.names.push_back(name.to_owned());
             if let Some(list) = self.by_name.get_mut(&(who, name.to_owned())) {
                 list.retain(|a| *a != addr);
                 list.push_back(addr);
             }
             return;
         }
-        claim.order.push_back(name.to_owned());
-        let oldest = (claim.order.len() > NAMES_PER_CLAIM)
-            .then(|| claim.order.pop_front())
+        claim.names.push_back(name.to_owned());
+        let oldest = (claim.names.len() > NAMES_PER_CLAIM)
+            .then(|| claim.names.pop_front())
             .flatten();
         if let Some(oldest) = oldest {
             // The claim keeps its newest names; the address stays allowed (this name
             // still speaks for it), only no longer as an address of the oldest name.
-            claim.names.remove(&oldest);
             self.unname_row(who.policy_id, addr, &oldest);
             let key = (who, oldest);
             if let Some(list) = self.by_name.get_mut(&key) {
@@ -571,8 +568,7 @@ impl<M: AllowRows> Learned<M> {
         let Some(claim) = self.claims.get_mut(&(who, addr)) else {
             return;
         };
-        claim.names.remove(name);
-        claim.order.retain(|n| n != name);
+        claim.names.retain(|n| n != name);
         let empty = claim.names.is_empty();
         self.unname_row(who.policy_id, addr, name);
         if empty {
@@ -767,7 +763,6 @@ mod tests {
         }
         let claim = l.claims.get(&(attacker(0), shared)).expect("claim");
         assert_eq!(claim.names.len(), NAMES_PER_CLAIM);
-        assert_eq!(claim.order.len(), NAMES_PER_CLAIM);
         assert!(
             !l.validated_for(POLICY, shared, "s0.wild.test"),
             "the oldest went"

@@ -880,7 +880,7 @@ impl EventReporter {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             hook: events::SECCOMP_HOOK.to_owned(),
             verdict: "deny".to_owned(),
-            reason: "syscall_refused".to_owned(),
+            reason: events::SYSCALL_REFUSED.to_owned(),
             policy: self.policy.clone(),
             cgroup_id: self.cgroup_id,
             cgroup: self.cgroup.clone(),
@@ -905,14 +905,8 @@ impl EventReporter {
     }
 
     fn counted(&mut self, syscall: &str) -> bool {
-        let subject = self.record(&Refusal {
-            syscall: syscall.to_owned(),
-            nr: 0,
-            tid: 0,
-            pid: 0,
-            comm: String::new(),
-        });
-        self.budget.count_held(&subject, Instant::now())
+        self.budget
+            .count_held(&events::Subject::syscall(syscall), Instant::now())
     }
 
     /// At the sandbox's end: the refusals the budget held back since the last record.
@@ -1317,13 +1311,24 @@ mod tests {
             pid: 7,
             comm: "evil\nforged".into(),
         };
+        // As the listener does: a refusal the budget only counts is not described.
+        let mut undescribed = 0;
         for _ in 0..1000 {
-            reporter.report(refusal.clone());
+            if reporter.counted(&refusal.syscall) {
+                undescribed += 1;
+            } else {
+                reporter.report(refusal.clone());
+            }
         }
         reporter.finish();
         let records = events::read_all(&dir).expect("read");
         std::fs::remove_dir_all(&dir).expect("clean up");
         let burst = hb_common::limits::EVENT_BURST as usize;
+        assert_eq!(
+            undescribed,
+            1000 - burst - 1,
+            "past the burst and the first held record, refusals are counted without /proc"
+        );
         assert_eq!(records.len(), burst + 1);
         let counted: u64 = records.iter().map(|r| 1 + r.suppressed).sum();
         assert_eq!(counted, 1000);
