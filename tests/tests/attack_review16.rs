@@ -623,3 +623,109 @@ fn real_time_scheduling_does_not_cross_from_the_caller() {
         );
     }
 }
+
+/// The host pids of the children `pid`'s main thread made.
+fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A copy of descriptor `fd` of process `pid`, taken as a host process of the sandbox's
+/// uid can take it from the (dumpable) command: `pidfd_open` + `pidfd_getfd`.
+fn take_descriptor(pid: u32, fd: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open(2) and pidfd_getfd(2) with integer arguments; each returns a new
+    // descriptor this test owns, checked below.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let copy = libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            fd,
+            0,
+        );
+        assert!(
+            copy >= 0,
+            "pidfd_getfd: {}",
+            std::io::Error::last_os_error()
+        );
+        std::os::fd::OwnedFd::from_raw_fd(copy as i32)
+    }
+}
+
+/// **A process outside holding the command's stream.** The launcher relays a stdout that
+/// is a regular file through a pipe, and a `--tty` command's terminal through a
+/// pseudo-terminal; it waited for the end of the stream, which is the last writer (the
+/// last holder of the slave) closing it. A host process of the command's uid takes the
+/// command's stdout with `pidfd_getfd` and holds it: the command and the whole sandbox
+/// end, and the launcher never does (its caller's pipeline hangs with it).
+///
+/// On the baseline the launcher was still running 30 s after its command ended, in both
+/// modes.
+///
+/// Fixed: once the sandbox is gone the relays copy what the pipe or the terminal holds at
+/// that moment, and end (`sandbox::stdio::Running::finish`, `tty::Relay::finish`).
+#[test]
+fn a_process_outside_holding_the_commands_stream_does_not_keep_the_launcher_running() {
+    let env = start("atk16-hold");
+    let scratch = Scratch::new("atk16-hold");
+    for (mode, options) in [("--tty", &["--tty"][..]), ("relayed pipe", &[][..])] {
+        let out_path = scratch.0.join(format!("out-{}", options.len()));
+        let mut launcher = sandbox_command(
+            &env,
+            options,
+            &["sh", "-c", "echo before; sleep 2; echo after"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            fs::File::create(&out_path).expect("output file"),
+        ))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sandbox run");
+        // The command: the child of the sandbox's init (the launcher's child).
+        let mut command = None;
+        let found = hb_tests::kube::wait_until(std::time::Duration::from_secs(20), || {
+            command = children(launcher.id())
+                .first()
+                .and_then(|init| children(*init).first().copied());
+            command.is_some()
+        });
+        assert!(found, "{mode}: the command never started");
+        let held = take_descriptor(command.expect("command"), 1);
+        let ended = hb_tests::kube::wait_until(std::time::Duration::from_secs(30), || {
+            launcher.try_wait().ok().flatten().is_some()
+        });
+        if !ended {
+            let _ = launcher.kill();
+            let _ = launcher.wait();
+        }
+        drop(held);
+        let output = fs::read_to_string(&out_path).unwrap_or_default();
+        println!(
+            "figure: {mode}, a host process holding the command's stdout: the launcher {}; output {output:?}",
+            if ended {
+                "ended"
+            } else {
+                "was still running 30 s after its command ended"
+            }
+        );
+        assert!(
+            ended,
+            "{mode}: a process outside the sandbox kept the launcher running"
+        );
+        assert!(
+            output.contains("before") && output.contains("after"),
+            "{mode}: the command's output was not relayed whole: {output:?}"
+        );
+    }
+}

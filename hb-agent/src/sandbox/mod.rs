@@ -244,7 +244,10 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     plan.limits = applied.tasks();
     let forwarded = block_forwarded_signals();
     let started = init::start(&plan, &cgroup_dir).map_err(SandboxError::Clone)?;
-    let relayed = relays.start();
+    let relayed = match relays.start() {
+        Ok(relayed) => relayed,
+        Err(cause) => return Err(release_failed(&started, program, &plan.layout, cause)),
+    };
     // The init joins its v1 limits itself, then waits for its user namespace's ids
     // before confining itself (writing them needs the host's root). If that fails, it
     // is never released and ends with the channel.
@@ -295,12 +298,10 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     }
     drop(applied);
     drop(sandbox);
-    // The sandbox is gone, and with it every writer of the relayed pipes (after the
-    // clean-up: a descriptor smuggled out to a process that holds it must not keep the
-    // cgroup alive).
-    for thread in relayed {
-        let _ = thread.join();
-    }
+    // The sandbox is gone (after the clean-up: a descriptor smuggled out to a process
+    // that holds it must not keep the cgroup alive): the relays copy what their pipes
+    // hold and end, whoever else holds a pipe.
+    relayed.finish();
     outcome.map(|()| code)
 }
 

@@ -9,15 +9,24 @@
 //! launcher makes a pipe, the init puts the sandbox's end in its place
 //! ([`super::init::Plan::stdio`]), and a launcher thread copies between the file (the
 //! caller's own open description: its offset, its `O_APPEND`) and the pipe until either
-//! side ends. What the command loses: seeking its stdin or stdout.
+//! side ends, or the sandbox is gone. What the command loses: seeking its stdin or
+//! stdout.
 //!
-//! Must never: hand the sandbox a descriptor of the caller's file, or leave a launcher
-//! copy of the sandbox's end open (the relay would never see the end of the stream).
+//! The end of a pipe's stream is the last writer closing it, and a writer need not be in
+//! the sandbox: a host process of the command's uid opens `/proc/PID/fd/1` of the
+//! (dumpable) command and holds it. So the relays do not wait for the end of the stream
+//! once the sandbox is gone ([`Running::finish`]): an output relay takes what the pipe
+//! holds at that moment, no more, and an input relay stops.
+//!
+//! Must never: hand the sandbox a descriptor of the caller's file, leave a launcher copy
+//! of the sandbox's end open (the relay would never see the end of the stream), or let a
+//! process outside the sandbox keep the launcher from ending.
 
 use std::{
     fs::File,
     io::{self, Read as _, Write as _},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    sync::Arc,
     thread::JoinHandle,
 };
 
@@ -67,8 +76,11 @@ impl Relays {
     }
 
     /// Once the init is cloned (it holds the sandbox's ends now): closes the launcher's
-    /// copies of them and starts one thread per pipe. Each ends with its stream.
-    pub fn start(self) -> Vec<JoinHandle<()>> {
+    /// copies of them and starts one thread per pipe. Each ends with its stream, or at
+    /// [`Running::finish`].
+    pub fn start(self) -> io::Result<Running> {
+        let (done_read, done) = pipe()?;
+        let done_read = Arc::new(done_read);
         let mut threads = Vec::new();
         for (fd, pipe) in self.pipes.into_iter().enumerate() {
             let Some((sandbox_end, launcher_end)) = pipe else {
@@ -84,22 +96,83 @@ impl Relays {
             // SAFETY: a new descriptor owned by nobody else.
             let file = unsafe { File::from_raw_fd(file) };
             let pipe = File::from(launcher_end);
+            let done = Arc::clone(&done_read);
             threads.push(std::thread::spawn(move || {
                 let _ = if fd == 0 {
-                    copy(file, pipe)
+                    relay_in(file, pipe, &done)
                 } else {
-                    copy(pipe, file)
+                    relay_out(pipe, file, &done)
                 };
             }));
         }
-        threads
+        Ok(Running {
+            threads,
+            done: Some(done),
+        })
     }
 }
 
-/// Copies until the end of `from` or an error on either side; `to` is closed after.
-fn copy(mut from: File, mut to: File) -> io::Result<()> {
+/// The relay threads of a started sandbox.
+pub struct Running {
+    threads: Vec<JoinHandle<()>>,
+    /// The write end of the "sandbox gone" pipe; closing it wakes every relay.
+    done: Option<OwnedFd>,
+}
+
+impl Running {
+    /// Once every process of the sandbox is gone (the init reaped: its pid namespace
+    /// ended with it): output relays copy what their pipe holds now and end, the input
+    /// relay ends; then the threads are joined. Whatever a process outside the sandbox
+    /// still holds of a pipe keeps nothing waiting.
+    pub fn finish(mut self) {
+        drop(self.done.take());
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Copies the caller's file into the sandbox's stdin pipe until the file ends, the
+/// pipe's reader is gone, or the sandbox is.
+fn relay_in(mut from: File, to: File, done: &OwnedFd) -> io::Result<()> {
+    // Writes go only as far as the pipe has room, so a full pipe never blocks the
+    // thread past the sandbox's end.
+    set_nonblocking(&to)?;
+    let mut to = to;
     let mut buf = vec![0u8; 64 << 10];
     loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut sent = 0;
+        while sent < n {
+            if wait(&to, libc::POLLOUT, done)? == Ready::SandboxGone {
+                return Ok(());
+            }
+            match to.write(&buf[sent..n]) {
+                Ok(k) => sent += k,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Copies the sandbox's stdout or stderr pipe into the caller's file until the pipe's
+/// stream ends, or the sandbox is gone; then what the pipe holds at that moment.
+pub(super) fn relay_out(mut from: File, mut to: File, done: &OwnedFd) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        if wait(&from, libc::POLLIN, done)? == Ready::SandboxGone {
+            return drain(&mut from, &mut to, &mut buf);
+        }
         let n = match from.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
@@ -110,7 +183,86 @@ fn copy(mut from: File, mut to: File) -> io::Result<()> {
     }
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// Copies the bytes `from` (a pipe) holds now, and no more: a writer outside the
+/// sandbox that keeps writing cannot keep it going.
+fn drain(from: &mut File, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
+    let mut left: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into a local.
+    if unsafe { libc::ioctl(from.as_raw_fd(), libc::FIONREAD, &raw mut left) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set_nonblocking(from)?;
+    let mut left = usize::try_from(left).unwrap_or(0);
+    while left > 0 {
+        let want = left.min(buf.len());
+        let n = match from.read(&mut buf[..want]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        left -= n;
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ready {
+    /// The relayed descriptor has the event (or hung up, or failed: the next call says).
+    Descriptor,
+    SandboxGone,
+}
+
+/// Waits until `fd` has `events` or the sandbox is gone (`done` hung up).
+fn wait(fd: &File, events: libc::c_short, done: &OwnedFd) -> io::Result<Ready> {
+    let mut fds = [
+        libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: done.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: poll(2) on two descriptors this process owns, in a local array.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[1].revents != 0 {
+            return Ok(Ready::SandboxGone);
+        }
+        if fds[0].revents != 0 {
+            return Ok(Ready::Descriptor);
+        }
+    }
+}
+
+fn set_nonblocking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl(2) reading and setting the status flags of a descriptor we own.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];
     // SAFETY: pipe2(2) writes two descriptors into the local array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

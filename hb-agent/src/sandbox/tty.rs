@@ -11,7 +11,7 @@
 //! Must never: hand the command the caller's terminal.
 
 use std::{
-    io::{self, Read as _, Write as _},
+    io::{self, Write as _},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     thread::JoinHandle,
 };
@@ -81,6 +81,8 @@ pub unsafe fn make_controlling(slave: RawFd) -> io::Result<()> {
 /// terminal mode when finished.
 pub struct Relay {
     output: Option<JoinHandle<()>>,
+    /// The write end of the "sandbox gone" pipe the output thread also waits on.
+    done: Option<OwnedFd>,
     restore: Option<libc::termios>,
 }
 
@@ -102,27 +104,32 @@ pub fn relay(master: OwnedFd) -> io::Result<Relay> {
             }
         }
     });
-    // master → stdout: ends with EIO once no process holds the slave any more.
+    // master → stdout: ends with EIO once no process holds the slave any more, or once
+    // the sandbox is gone ([`Relay::finish`]) — a host process may hold the slave (taken
+    // from the command with pidfd_getfd) — with what the master holds then.
+    let (done_read, done) = super::stdio::pipe()?;
+    // SAFETY: dup(2) of the launcher's stdout, owned by the File.
+    let stdout = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+    if stdout < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor owned by nobody else.
+    let stdout = unsafe { std::fs::File::from_raw_fd(stdout) };
     let output = std::thread::spawn(move || {
-        let mut from = std::fs::File::from(master);
-        let mut out = io::stdout().lock();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || out.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            let _ = out.flush();
-        }
+        let _ = super::stdio::relay_out(std::fs::File::from(master), stdout, &done_read);
     });
     Ok(Relay {
         output: Some(output),
+        done: Some(done),
         restore,
     })
 }
 
 impl Relay {
-    /// Waits for the command's last output, then restores the caller's terminal.
+    /// Once the sandbox is gone: copies the command's last output (what the master
+    /// holds now), then restores the caller's terminal.
     pub fn finish(mut self) {
+        drop(self.done.take());
         if let Some(t) = self.output.take() {
             let _ = t.join();
         }
