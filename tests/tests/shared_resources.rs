@@ -434,3 +434,49 @@ fn a_process_name_with_a_newline_cannot_forge_a_log_line() {
         "the name is logged escaped on the event's line:\n{log}"
     );
 }
+
+/// Queries `allowed.test` (A) 30 times in a row; prints how many were answered.
+const SH_QUERY_30: &str = "n=0; for i in $(seq 30); do getent ahostsv4 allowed.test >/dev/null && n=$((n+1)); done; echo answered $n";
+
+/// The allow map full of other rows (the test's own, standing in for the shares of a
+/// crowded node's other policies): an answer whose address the kernel cannot be told is
+/// refused (SERVFAIL) with a `dns_allow_map_full` event naming the name and the address,
+/// under the sandbox's event budget. It was an error line in the agent's log per query,
+/// which a sandbox could repeat as fast as it can send, and no event at all.
+#[test]
+fn an_answer_that_finds_the_allow_map_full_is_refused_with_an_event_not_a_log_line() {
+    private_netns(&["203.0.113.10"]);
+    let _up = upstream();
+    let mut env = TestEnv::new("mapfull", CONFIG);
+    env.start_agent();
+    let map = hb_tests::kube::PinnedMap::open(&env.bpffs_dir.join("maps/HB_ALLOW4"));
+    // Rows of a policy id no config has (key: policy id, then the address's 4 bytes;
+    // value: the row's expiry, far off).
+    let mut filled = 0u64;
+    while map.put_u64_key(4242 | (filled << 32), (u32::MAX, u32::MAX)) {
+        filled += 1;
+        assert!(filled <= 200_000, "the allow map never filled up");
+    }
+    let out = in_sandbox(&env, "web", SH_QUERY_30);
+    println!(
+        "figure: {filled} rows filled the map; the sandbox's queries: {}",
+        stdout(&out).trim()
+    );
+    assert!(
+        stdout(&out).contains("answered 0"),
+        "an address the kernel was not told about was handed out: {} {}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let event = env.wait_event("the refusal", |e| e["reason"] == "dns_allow_map_full");
+    assert_eq!(event["name"], "allowed.test", "{event}");
+    assert_eq!(event["dst"], "203.0.113.10", "{event}");
+    assert_eq!(event["policy"], "web", "{event}");
+    let lines = env
+        .agent()
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("allow map full"))
+        .count();
+    assert_eq!(lines, 0, "a log line per refused query");
+}

@@ -984,22 +984,18 @@ impl Inner {
         encode(request, reply(request, ResponseCode::ServFail), transport)
     }
 
-    /// Reports an answer refused because the sandbox holds its share of its policy's
-    /// allow map and none of its own addresses could make room: a
-    /// `dns_allow_share_full` event naming the name and the address that did not fit,
-    /// budgeted per policy and cgroup like the other refusals.
-    fn share_full(&self, policy: &str, cgroup_id: u64, name: &str, error: &LearnError) {
-        let addr = match error {
-            LearnError::Share { addr, .. } | LearnError::MapFull { addr, .. } => *addr,
+    /// Reports an answer refused because its addresses could not all be allowed: a
+    /// `dns_allow_share_full` event when the sandbox holds its share of its policy's
+    /// allow map and none of its own addresses could make room, `dns_allow_map_full`
+    /// when the map itself is full (other policies' shares together fill it) — naming
+    /// the name and the address that did not fit, budgeted per policy and cgroup like
+    /// the other refusals (never a log line per query, which a sandbox could repeat).
+    fn allow_full(&self, policy: &str, cgroup_id: u64, name: &str, error: &LearnError) {
+        let (reason, addr) = match error {
+            LearnError::Share { addr, .. } => ("dns_allow_share_full", *addr),
+            LearnError::MapFull { addr, .. } => ("dns_allow_map_full", *addr),
         };
-        self.event(
-            policy,
-            cgroup_id,
-            "dns_allow_share_full",
-            "deny",
-            name,
-            Some(addr),
-        );
+        self.event(policy, cgroup_id, reason, "deny", name, Some(addr));
     }
 
     /// The fast path: a common-shape query for an allowed name whose validated answer is
@@ -1169,18 +1165,16 @@ impl Inner {
                 Ok(mut l) => l.learn(who, &key.1, &entry.addrs, expires),
                 Err(_) => return Step::Reply(self.servfail(&request, transport)),
             };
-            if let Err(e @ LearnError::Share { .. }) = &learned {
-                self.share_full(&policy.name, cgroup_id, &key.1, e);
+            if let Err(e) = &learned {
+                self.allow_full(&policy.name, cgroup_id, &key.1, e);
                 return Step::Reply(self.servfail(&request, transport));
             }
-            if learned.is_ok() {
-                let mut m = reply(&request, ResponseCode::NoError);
-                m.answers = entry.records;
-                for r in &mut m.answers {
-                    r.ttl = ttl;
-                }
-                return Step::Reply(encode(&request, m, transport));
+            let mut m = reply(&request, ResponseCode::NoError);
+            m.answers = entry.records;
+            for r in &mut m.answers {
+                r.ttl = ttl;
             }
+            return Step::Reply(encode(&request, m, transport));
         }
         Step::Resolve(Pending {
             request,
@@ -1313,16 +1307,9 @@ impl Inner {
                 Ok(mut l) => l.learn(who, &name, &addrs, expires),
                 Err(_) => return answer(ResponseCode::ServFail),
             };
-            match result {
-                Ok(()) => {}
-                Err(e @ LearnError::Share { .. }) => {
-                    self.share_full(&policy.name, cgroup_id, &name, &e);
-                    return answer(ResponseCode::ServFail);
-                }
-                Err(e) => {
-                    tracing::error!(error = %crate::error_chain(&e), "allow map full: answering SERVFAIL");
-                    return answer(ResponseCode::ServFail);
-                }
+            if let Err(e) = result {
+                self.allow_full(&policy.name, cgroup_id, &name, &e);
+                return answer(ResponseCode::ServFail);
             }
         }
         for r in &mut records {
