@@ -729,3 +729,123 @@ fn a_process_outside_holding_the_commands_stream_does_not_keep_the_launcher_runn
         );
     }
 }
+
+/// Changes its stdin, the operator's terminal: echo off, exclusive (no one else may open
+/// it), a 1×1 window, output stopped. Prints what it managed.
+const PY_TERMINAL: &str = r#"
+import fcntl, struct, termios
+done = []
+mode = termios.tcgetattr(0)
+mode[3] &= ~termios.ECHO
+termios.tcsetattr(0, termios.TCSANOW, mode); done.append("echo off")
+fcntl.ioctl(0, termios.TIOCEXCL); done.append("exclusive")
+fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 1, 1, 0, 0)); done.append("1x1")
+termios.tcflow(0, termios.TCOOFF); done.append("output stopped")
+print(", ".join(done))
+"#;
+
+/// **The operator's terminal after the run.** Without `--tty` a terminal on 0–2 crosses
+/// in as it is (the command may use it: a prompt, a password read). The command turned
+/// its echo off, made it exclusive, shrank its window and stopped its output, and all of
+/// it outlived the sandbox: the operator's shell got back a terminal that showed nothing
+/// typed, printed nothing, and that no other program (`sudo`, `ssh` asking for a
+/// password on /dev/tty) could open.
+///
+/// On the baseline, after the run: echo off, exclusive, 1×1, output stopped.
+///
+/// Fixed: the launcher saves the state of the caller's terminals on 0–2 and puts it back
+/// once the sandbox is gone (`sandbox::tty::CallerTerminals`).
+#[test]
+fn what_the_command_does_to_the_operators_terminal_does_not_outlive_it() {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let env = start("atk16-term");
+    for (user, options) in USERS {
+        let (mut master, mut slave) = (-1, -1);
+        let size = libc::winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty(3) writes two new descriptors into the locals; the size is read.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both are new descriptors this test owns.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut cmd = sandbox_command(&env, options, &[python(), "-c", PY_TERMINAL]);
+        cmd.stdin(Stdio::from(slave.try_clone().expect("dup the terminal")));
+        // SAFETY: setsid(2) and ioctl(TIOCSCTTY) on stdin between fork and exec: the
+        // launcher gets the terminal as its controlling terminal, as from a shell.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("sandbox run");
+        let fd = slave.as_raw_fd();
+        // SAFETY: termios, winsize and an int filled by ioctls on the test's own slave;
+        // fcntl and write(2) on it; poll(2) and read(2) on the test's own master.
+        let (echo, exclusive, window, flowing) = unsafe {
+            let mut mode: libc::termios = std::mem::zeroed();
+            libc::tcgetattr(fd, &mut mode);
+            let mut excl: libc::c_int = 0;
+            libc::ioctl(fd, libc::TIOCGEXCL, &mut excl);
+            let mut now: libc::winsize = std::mem::zeroed();
+            libc::ioctl(fd, libc::TIOCGWINSZ, &mut now);
+            // Output flows when a byte written to the slave reaches the master.
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            let wrote = libc::write(fd, b"x".as_ptr().cast(), 1) == 1;
+            let mut poll = libc::pollfd {
+                fd: master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let mut got = [0u8; 16];
+            let read = wrote
+                && libc::poll(&mut poll, 1, 2000) == 1
+                && libc::read(master.as_raw_fd(), got.as_mut_ptr().cast(), got.len()) > 0;
+            (
+                mode.c_lflag & libc::ECHO != 0,
+                excl != 0,
+                (now.ws_row, now.ws_col),
+                read,
+            )
+        };
+        println!(
+            "figure: {user}, the command did: {}; after the run: echo {}, exclusive {exclusive}, window {window:?}, output flowing {flowing}",
+            stdout(&out).trim(),
+            if echo { "on" } else { "off" },
+        );
+        assert!(
+            stdout(&out).contains("output stopped"),
+            "{user}: the command could not reach its terminal: {}",
+            said(&out)
+        );
+        assert!(
+            echo,
+            "{user}: the operator's terminal was left without echo"
+        );
+        assert!(
+            !exclusive,
+            "{user}: the operator's terminal was left exclusive"
+        );
+        assert_eq!(window, (24, 80), "{user}: the window size was left changed");
+        assert!(
+            flowing,
+            "{user}: the operator's terminal was left with its output stopped"
+        );
+    }
+}

@@ -181,6 +181,9 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
     if !opts.tty {
         check_standard_descriptors()?;
     }
+    // Put back once the run is over, however it ends: what the command did to the
+    // caller's terminal does not outlive it.
+    let _terminals = (!opts.tty).then(tty::CallerTerminals::save);
     check_attached(config)?;
     let mut maps = Maps::open(&config.agent.bpffs_dir)?;
     let policy_id = loaded_policy(&maps, &opts.policy)?;
