@@ -4,6 +4,8 @@
 //! runs and killed on drop. The DNS ones aim at a documentation nameserver (192.0.2.53),
 //! which the kernel redirects to the policy's resolver. Broker clients run the same way:
 //! [`nobody_broker_client`] runs a Python client script and returns the JSON it printed.
+//! An operator's terminal is a pseudo-terminal the test opens ([`operator_terminal`]),
+//! from which a launcher is started as from a shell ([`from_terminal`]).
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -244,4 +246,49 @@ pub fn udp_ask(env: &TestEnv, policy: &str, names: &[&str]) -> String {
     let mut args = vec![python(), "-c", PY_UDP_ASK];
     args.extend_from_slice(names);
     nobody_run(env, policy, &args)
+}
+
+/// A new pseudo-terminal (master, slave), of window `size` when given: an operator's
+/// terminal. Keep the master open: with it closed, the terminal hangs up.
+pub fn operator_terminal(
+    size: Option<libc::winsize>,
+) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd as _;
+    let (mut master, mut slave) = (-1, -1);
+    let size_ptr = size.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+    // SAFETY: openpty(3) writes two new descriptors into the locals; the size, when
+    // given, is read from a local that outlives the call.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            size_ptr,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both are new descriptors this test owns.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    }
+}
+
+/// Makes the launcher `cmd` start from the terminal `slave`, as from an operator's shell:
+/// its stdin, and its controlling terminal (setsid(2) and TIOCSCTTY between fork and
+/// exec).
+pub fn from_terminal(cmd: &mut Command, slave: &std::os::fd::OwnedFd) {
+    cmd.stdin(Stdio::from(slave.try_clone().expect("dup the terminal")));
+    // SAFETY: async-signal-safe calls only, on the child's own stdin.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

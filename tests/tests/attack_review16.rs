@@ -15,7 +15,9 @@ use std::{
 };
 
 use hb_tests::{
-    TcpProbe, TestEnv, UdpProbe, agent_bin, private_netns, python, random_suffix, stdout,
+    TcpProbe, TestEnv, UdpProbe, agent_bin, private_netns, python, random_suffix,
+    sandboxed::{from_terminal, operator_terminal},
+    stdout,
 };
 
 const CONFIG: &str = r#"
@@ -517,26 +519,7 @@ except OSError as e:
 #[test]
 fn a_sandbox_cannot_change_the_line_discipline_of_the_operators_terminal() {
     let env = start("atk16-ldisc");
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty(3) writes two new descriptors into the locals.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both are new descriptors this test owns.
-    let (_master, slave) = unsafe {
-        use std::os::fd::FromRawFd as _;
-        (
-            std::os::fd::OwnedFd::from_raw_fd(master),
-            std::os::fd::OwnedFd::from_raw_fd(slave),
-        )
-    };
+    let (_master, slave) = operator_terminal(None);
     let ldisc = || {
         let mut d: libc::c_int = -1;
         // SAFETY: TIOCGETD writes the line discipline's number into the local.
@@ -552,17 +535,7 @@ fn a_sandbox_cannot_change_the_line_discipline_of_the_operators_terminal() {
     assert_eq!(ldisc(), 0, "the terminal starts with N_TTY");
     for (user, options) in USERS {
         let mut cmd = sandbox_command(&env, options, &[python(), "-c", PY_TIOCSETD]);
-        cmd.stdin(Stdio::from(slave.try_clone().expect("dup the terminal")));
-        // SAFETY: setsid(2) and ioctl(TIOCSCTTY) on stdin between fork and exec: the
-        // launcher gets the terminal as its controlling terminal, as from a shell.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        from_terminal(&mut cmd, &slave);
         let out = cmd.output().expect("sandbox run");
         let after = ldisc();
         println!(
@@ -757,42 +730,17 @@ print(", ".join(done))
 /// once the sandbox is gone (`sandbox::tty::CallerTerminals`).
 #[test]
 fn what_the_command_does_to_the_operators_terminal_does_not_outlive_it() {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    use std::os::fd::AsRawFd as _;
     let env = start("atk16-term");
     for (user, options) in USERS {
-        let (mut master, mut slave) = (-1, -1);
-        let size = libc::winsize {
+        let (master, slave) = operator_terminal(Some(libc::winsize {
             ws_row: 24,
             ws_col: 80,
             ws_xpixel: 0,
             ws_ypixel: 0,
-        };
-        // SAFETY: openpty(3) writes two new descriptors into the locals; the size is read.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &size,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both are new descriptors this test owns.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        }));
         let mut cmd = sandbox_command(&env, options, &[python(), "-c", PY_TERMINAL]);
-        cmd.stdin(Stdio::from(slave.try_clone().expect("dup the terminal")));
-        // SAFETY: setsid(2) and ioctl(TIOCSCTTY) on stdin between fork and exec: the
-        // launcher gets the terminal as its controlling terminal, as from a shell.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        from_terminal(&mut cmd, &slave);
         let out = cmd.output().expect("sandbox run");
         let fd = slave.as_raw_fd();
         // SAFETY: termios, winsize and an int filled by ioctls on the test's own slave;

@@ -4,14 +4,15 @@
 //! attempted escape from inside a sandbox, in the test's own network namespace.
 
 use std::{
-    os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::process::CommandExt as _,
-    },
+    os::fd::{AsRawFd as _, OwnedFd},
     process::{Command, Stdio},
 };
 
-use hb_tests::{TestEnv, UdpProbe, agent_bin, private_netns, python, stdout};
+use hb_tests::{
+    TestEnv, UdpProbe, agent_bin, private_netns, python,
+    sandboxed::{from_terminal, operator_terminal},
+    stdout,
+};
 
 const CONFIG: &str = r#"
 [[policy]]
@@ -77,31 +78,16 @@ struct Terminal {
 
 impl Terminal {
     fn open() -> Self {
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: openpty(3) writes two new descriptors into the locals.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both are new descriptors this test owns.
-        unsafe {
-            Self {
-                _master: OwnedFd::from_raw_fd(master),
-                slave: OwnedFd::from_raw_fd(slave),
-            }
+        let (master, slave) = operator_terminal(None);
+        Self {
+            _master: master,
+            slave,
         }
     }
 
     /// `hb-agent sandbox run --policy open OPTIONS -- CMD` with this terminal as the
     /// launcher's stdin and controlling terminal, as from an operator's shell.
     fn launch(&self, env: &TestEnv, options: &[&str], cmd: &[&str]) -> std::process::Output {
-        let stdin = self.slave.try_clone().expect("dup the terminal");
         let mut launcher = Command::new(agent_bin());
         launcher
             .arg("--config")
@@ -110,19 +96,9 @@ impl Terminal {
             .args(options)
             .arg("--")
             .args(cmd)
-            .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: setsid(2) and ioctl(TIOCSCTTY) on stdin between fork and exec: the
-        // launcher gets the pseudo-terminal as its controlling terminal.
-        unsafe {
-            launcher.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        from_terminal(&mut launcher, &self.slave);
         launcher.output().expect("sandbox run")
     }
 
