@@ -101,6 +101,8 @@ pub enum SandboxError {
     Clone(#[source] io::Error),
     #[error("cannot open a pseudo-terminal for --tty")]
     Pty(#[source] io::Error),
+    #[error("cannot make the pipes that relay a regular file on stdin, stdout or stderr")]
+    Relay(#[source] io::Error),
     #[error("the sandbox failed while {step}; the command did not run")]
     Confine {
         step: &'static str,
@@ -222,7 +224,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<i32, SandboxError> {
         .transpose()
         .map_err(SandboxError::Pty)?;
     plan.tty = pty.as_ref().map(|p| tty::raw(&p.slave));
-    let relays = stdio::Relays::prepare(opts.tty).map_err(SandboxError::Clone)?;
+    let relays = stdio::Relays::prepare(opts.tty).map_err(SandboxError::Relay)?;
     plan.stdio = relays.sandbox_ends();
 
     let (sandbox, relative) =
