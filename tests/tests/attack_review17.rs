@@ -37,6 +37,10 @@ const DNS_PORT: u16 = 5717;
 /// The bearer credential of integration `a`: fake, made for this file.
 const SECRET: &str = "ghp_Wq17Zr8Lm2Xc4Tn7Vb1Hs6Jd3Fg5Ky0PeRu";
 
+/// The credential of integration `k` (the `X-Api-Key` header, same host): fake, made for
+/// this file.
+const KEY_SECRET: &str = "kk_T4nVb9Lq2Wm7Xc1Zr5Hs8Jd3Fg6Ky0PeAo";
+
 /// The integration's vhost: the only `Host`, SNI and name the credential may travel to.
 const ALLOWED: &str = "api.allowed.test";
 
@@ -107,7 +111,8 @@ for port, tls in ((8443, True), (80, False)):
 serve(443, True)
 "#;
 
-/// Integration `a` (bearer, `api.allowed.test`, GET and POST) bound to policy `web`,
+/// Integration `a` (bearer, `api.allowed.test`, GET and POST) and `k` (header
+/// `X-Api-Key`, same host, GET) bound to policy `web`,
 /// whose own reach (`allow_domains`) holds `evil.test` and `api.allowed.test`: a
 /// handle-less call, or a redirect hop that dropped the credential, may go to either.
 struct World {
@@ -146,9 +151,15 @@ auth = "bearer"
 hosts = ["{ALLOWED}"]
 methods = ["GET", "POST"]
 
+[[integration]]
+name = "k"
+auth = {{ header = "X-Api-Key" }}
+hosts = ["{ALLOWED}"]
+methods = ["GET"]
+
 [[policy]]
 name = "web"
-integrations = ["a"]
+integrations = ["a", "k"]
 allow_domains = ["evil.test", "{ALLOWED}"]
 "#
         );
@@ -156,7 +167,7 @@ allow_domains = ["evil.test", "{ALLOWED}"]
             name,
             "follow_redirects = true\n",
             &body,
-            &[("a", "bot", SECRET)],
+            &[("a", "bot", SECRET), ("k", "bot", KEY_SECRET)],
         );
         Self {
             env,
@@ -449,4 +460,44 @@ print(json.dumps(out))
         wrong.is_empty(),
         "a redirect took the credential off the integration's origin: {wrong:?}"
     );
+}
+
+// FINDING (fixed): `broker/requests.rs::collision` compared header names exactly, so the
+// integration's auth header spelled with `_` (`X_Api_Key`) was no auth collision: it went
+// upstream beside the injected `X-Api-Key`, and a server that reads headers CGI-style
+// (`HTTP_X_API_KEY`: PHP, WSGI, Rack behind a server that keeps such names) reads both as
+// one, the caller's value maybe winning: a request with the caller's own credential,
+// audited as the handle's. Method-override and proxy-steering headers were already read
+// with `_` as `-`.
+/// The integration's auth header spelled with underscores is the caller bringing its own
+/// credential: an auth collision, refused before anything is sent.
+#[test]
+fn the_auth_header_spelled_with_underscores_is_an_auth_collision() {
+    let w = World::new("review17-underscore");
+    let got = w.in_sandbox(&format!(
+        r#"
+hk = hb.handle("k", "bot")["handle"]
+r = attempt(lambda: hb.request("GET", "https://{ALLOWED}/mine", handle=hk, headers={{"X_Api_Key": "caller-chosen"}}))
+print(json.dumps({{"outcome": r.get("error") or r["status"]}}))
+"#
+    ));
+    let arrivals = w.arrivals();
+    let both: Vec<&Value> = arrivals
+        .iter()
+        .filter(|r| {
+            r["headers"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|n| n == "x_api_key"))
+        })
+        .collect();
+    println!(
+        "figure: X_Api_Key beside the handle: {}; {} arrivals carried the caller's own X_Api_Key",
+        got["outcome"],
+        both.len()
+    );
+    assert!(
+        both.is_empty(),
+        "the caller's own X_Api_Key reached the upstream beside the injected credential"
+    );
+    assert_eq!(got["outcome"], "auth_collision", "{got}");
 }
