@@ -261,6 +261,13 @@ fn url_spellings_take_the_credential_only_to_the_integrations_vhost() {
         "https://api.allowed.test:443\\@evil.test:8443/u29",
         "https://xn--api-allowed-test.evil.test/u30",
         "https://api.allowed.test:443/https://evil.test/u31",
+        "https://3405803786/u32",
+        "https://0xcb00710a/u33",
+        "https://[::ffff:cb00:710a]/u34",
+        "https://[fe80::1%25lo]/u35",
+        "https://api.allowed.test:443/u36",
+        "https://api.allowed.test:/u37",
+        "https://api.allowed.test:65979/u38",
     ];
     let got = w.in_sandbox(&format!(
         r#"
@@ -270,7 +277,7 @@ for i, url in enumerate({cases}):
     out["u%d" % (i + 1)] = r.get("error") or r["status"]
 print(json.dumps(out))
 "#,
-        cases = serde_json::to_string(&cases).expect("cases"),
+        cases = serde_json::to_string(&cases[..]).expect("cases"),
     ));
     let arrivals = w.arrivals();
     let with: Vec<&Value> = arrivals.iter().filter(|r| credentialed(r)).collect();
