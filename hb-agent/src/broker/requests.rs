@@ -8,7 +8,7 @@
 //!   live, the URL's host one of the integration's `hosts`, the method one of its
 //!   `methods`, and the request must not bring its own credential (`Authorization`,
 //!   `Proxy-Authorization`, the integration's auth header, or its auth query parameter,
-//!   in any case: an **auth collision**, which revokes every handle of the execution),
+//!   in any case, a header name also with `_` for `-`: an **auth collision**, which revokes every handle of the execution),
 //!   nor carry a body on GET, HEAD, OPTIONS, TRACE or DELETE ([`crate::http_rules::takes_no_body`]).
 //!   The URL's scheme and port must be among the integration's `schemes` (default
 //!   `https`) and `ports` (default: the schemes' own), so the credential goes neither
@@ -216,12 +216,15 @@ fn collision(
     headers: &[(HeaderName, HeaderValue)],
     target: &Target,
 ) -> Option<String> {
+    // Read with `_` as `-`, as CGI-style servers read names (`X_Api_Key` and `X-Api-Key`
+    // are both `HTTP_X_API_KEY`).
+    let dashed = |n: &str| n.replace('_', "-");
     for (name, _) in headers {
-        let n = name.as_str();
+        let n = dashed(name.as_str());
         if n == "authorization" || n == "proxy-authorization" {
             return Some(format!("an {n} header"));
         }
-        if matches!(&integration.auth_kind, Auth::Header(h) if h == n) {
+        if matches!(&integration.auth_kind, Auth::Header(h) if dashed(h).eq_ignore_ascii_case(&n)) {
             return Some(format!("the integration's auth header {n}"));
         }
     }
@@ -1727,6 +1730,10 @@ hosts = ["api.svc.test", "*.svc.test"]
         assert!(collision(&bearer, &[h("X-Other")], &plain).is_none());
         let header = integration(Auth::Header("x-api-key".into()));
         assert!(collision(&header, &[h("X-API-KEY")], &plain).is_some());
+        assert!(collision(&header, &[h("X_Api_Key")], &plain).is_some());
+        assert!(collision(&header, &[h("x_api-KEY")], &plain).is_some());
+        assert!(collision(&header, &[h("x-api-keys")], &plain).is_none());
+        assert!(collision(&bearer, &[h("Proxy_Authorization")], &plain).is_some());
         let query = integration(Auth::Query("api_key".into()));
         assert!(collision(&query, &[], &t("https://api.svc.test/x?API_KEY=1")).is_some());
         assert!(collision(&query, &[], &t("https://api.svc.test/x?a=1&api%5Fkey=1")).is_some());

@@ -61,22 +61,27 @@ const METHOD_OVERRIDE: &[&str] = &[
 /// Caller headers never forwarded: a reverse proxy or load balancer in front of the
 /// upstream may route, rewrite or authorise by them (`X-Original-URL` and
 /// `X-Rewrite-URL` replace the path IIS, Symfony and some gateways route on;
-/// `X-Forwarded-Host`, `X-Host` and `Forwarded` the host), so a request the broker
-/// judged for one path and host would be served as another.
+/// `X-Original-URI` (nginx's `auth_request` convention), `X-Forwarded-Uri` (Traefik's
+/// forward auth) and `X-Forwarded-Path` (Kong) carry the path a proxy says it was
+/// asked for; `X-Forwarded-Host`, `X-Host`, `X-HTTP-Host-Override` and `Forwarded` the
+/// host), so a request the broker judged for one path and host would be served as
+/// another: on a shared front end, with the credential, by another tenant's vhost.
+/// Every `X-Forwarded-*` header is one ([`PROXY_STEERING_PREFIX`]), whatever it names.
 const PROXY_STEERING: &[&str] = &[
     "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-server",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
     "x-host",
+    "x-http-host-override",
     "x-original-host",
+    "x-original-uri",
     "x-original-url",
     "x-rewrite-url",
     "x-real-ip",
 ];
+
+/// The prefix of the proxy-steering headers not listed one by one: `X-Forwarded-Host`,
+/// `-Server`, `-For`, `-Proto`, `-Port`, `-Prefix`, `-Path`, `-Uri`, `-Scheme`, `-Ssl`
+/// and whatever else a proxy names so.
+const PROXY_STEERING_PREFIX: &str = "x-forwarded-";
 
 /// Request headers that ask for part of a representation. A part of an answer that
 /// echoes a credential holds a piece of it, shorter than any form the scrubber matches
@@ -162,12 +167,19 @@ pub fn outgoing(
         .filter(|(name, _)| {
             !HOP_BY_HOP.contains(&name.as_str())
                 && !NEGOTIATED_BY_BROKER.contains(&name.as_str())
-                && !PROXY_STEERING.contains(&dashed(name).as_str())
+                && !steers_a_proxy(name)
                 && !named_by_connection.contains(name)
                 && name != header::CONTENT_LENGTH
         })
         .cloned()
         .collect())
+}
+
+/// Whether a front proxy may route, rewrite or authorise by header `name` (see
+/// [`PROXY_STEERING`]), read with `_` as `-`.
+fn steers_a_proxy(name: &HeaderName) -> bool {
+    let name = dashed(name);
+    PROXY_STEERING.contains(&name.as_str()) || name.starts_with(PROXY_STEERING_PREFIX)
 }
 
 /// A header name with `_` read as `-` (CGI-style gateways and some servers map both to
@@ -365,6 +377,18 @@ mod tests {
             ),
             (HeaderName::from_static("x-original-url"), hv("/admin")),
             (HeaderName::from_static("x-rewrite-url"), hv("/admin")),
+            (HeaderName::from_static("x-original-uri"), hv("/admin")),
+            (HeaderName::from_static("x-forwarded-uri"), hv("/admin")),
+            (HeaderName::from_static("x-forwarded-path"), hv("/admin")),
+            (HeaderName::from_static("x_forwarded_scheme"), hv("http")),
+            (
+                HeaderName::from_static("x-http-host-override"),
+                hv("internal.test"),
+            ),
+            (
+                HeaderName::from_static("x_http_host_override"),
+                hv("internal.test"),
+            ),
             (header::FORWARDED, hv("host=internal.test")),
             (header::ACCEPT, hv("application/json")),
             (HeaderName::from_static("x-request-id"), hv("42")),
