@@ -162,14 +162,17 @@ pub fn outgoing(
             );
         }
     }
+    // Names are compared with `_` read as `-` throughout: a CGI-style server reads
+    // `Accept_Encoding` or `Transfer_Encoding` as the header the broker keeps for itself.
     Ok(headers
         .iter()
         .filter(|(name, _)| {
-            !HOP_BY_HOP.contains(&name.as_str())
-                && !NEGOTIATED_BY_BROKER.contains(&name.as_str())
+            let dashed = dashed(name);
+            !HOP_BY_HOP.contains(&dashed.as_str())
+                && !NEGOTIATED_BY_BROKER.contains(&dashed.as_str())
                 && !steers_a_proxy(name)
                 && !named_by_connection.contains(name)
-                && name != header::CONTENT_LENGTH
+                && dashed != header::CONTENT_LENGTH.as_str()
         })
         .cloned()
         .collect())
@@ -192,7 +195,7 @@ fn dashed(name: &HeaderName) -> String {
 /// `Request-Range`): for a call that carries a credential, the whole answer is asked
 /// for, so the scrubber sees every echo of the credential whole.
 pub fn without_partial_content(headers: &mut Vec<(HeaderName, HeaderValue)>) {
-    headers.retain(|(name, _)| !PARTIAL_CONTENT.contains(&name.as_str()));
+    headers.retain(|(name, _)| !PARTIAL_CONTENT.contains(&dashed(name).as_str()));
 }
 
 /// Marked credential headers, checked and flagged sensitive (hyper then keeps them out
@@ -371,6 +374,11 @@ mod tests {
                 hv("named by Connection"),
             ),
             (header::ACCEPT_ENCODING, hv("gzip, br")),
+            // As a CGI-style server reads them: the same headers.
+            (HeaderName::from_static("accept_encoding"), hv("gzip")),
+            (HeaderName::from_static("transfer_encoding"), hv("chunked")),
+            (HeaderName::from_static("content_length"), hv("999")),
+            (HeaderName::from_static("keep_alive"), hv("timeout=5")),
             (
                 HeaderName::from_static("x-forwarded-host"),
                 hv("internal.test"),
@@ -419,6 +427,8 @@ mod tests {
             (header::RANGE, hv("bytes=0-3")),
             (header::IF_RANGE, hv("\"etag\"")),
             (HeaderName::from_static("request-range"), hv("bytes=0-3")),
+            (HeaderName::from_static("if_range"), hv("\"etag\"")),
+            (HeaderName::from_static("request_range"), hv("bytes=0-3")),
             (header::ACCEPT, hv("*/*")),
         ];
         without_partial_content(&mut h);
