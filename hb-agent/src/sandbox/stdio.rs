@@ -13,10 +13,10 @@
 //! stdout.
 //!
 //! The end of a pipe's stream is the last writer closing it, and a writer need not be in
-//! the sandbox: a host process of the command's uid opens `/proc/PID/fd/1` of the
-//! (dumpable) command and holds it. So the relays do not wait for the end of the stream
+//! the sandbox: a host process of the command's uid takes the (dumpable) command's
+//! descriptor with `pidfd_getfd` and holds it. So the relays do not wait for the end of the stream
 //! once the sandbox is gone ([`Running::finish`]): an output relay takes what the pipe
-//! holds at that moment, no more, and an input relay stops.
+//! holds at that moment (and at most one chunk more), and an input relay stops.
 //!
 //! Must never: hand the sandbox a descriptor of the caller's file, leave a launcher copy
 //! of the sandbox's end open (the relay would never see the end of the stream), or let a
@@ -183,16 +183,19 @@ pub(super) fn relay_out(mut from: File, mut to: File, done: &OwnedFd) -> io::Res
     }
 }
 
-/// Copies the bytes `from` (a pipe) holds now, and no more: a writer outside the
-/// sandbox that keeps writing cannot keep it going.
+/// Copies what `from` (a pipe, or a terminal's master) holds now, and at most one
+/// chunk more: a writer outside the sandbox that keeps writing cannot keep it going.
+/// The chunk is for what a terminal has not handed its master yet (its flip buffers,
+/// at most 64 KiB): a read without waiting hands it over first (`n_tty_read`), and
+/// stops at EIO once the other side is closed and nothing is left.
 fn drain(from: &mut File, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
-    let mut left: libc::c_int = 0;
+    let mut held: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int into a local.
-    if unsafe { libc::ioctl(from.as_raw_fd(), libc::FIONREAD, &raw mut left) } != 0 {
-        return Err(io::Error::last_os_error());
+    if unsafe { libc::ioctl(from.as_raw_fd(), libc::FIONREAD, &raw mut held) } != 0 {
+        held = 0;
     }
     set_nonblocking(from)?;
-    let mut left = usize::try_from(left).unwrap_or(0);
+    let mut left = usize::try_from(held).unwrap_or(0) + buf.len();
     while left > 0 {
         let want = left.min(buf.len());
         let n = match from.read(&mut buf[..want]) {
@@ -200,6 +203,7 @@ fn drain(from: &mut File, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(()),
             Err(e) => return Err(e),
         };
         to.write_all(&buf[..n])?;
