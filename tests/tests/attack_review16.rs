@@ -719,15 +719,16 @@ print(", ".join(done))
 
 /// **The operator's terminal after the run.** Without `--tty` a terminal on 0–2 crosses
 /// in as it is (the command may use it: a prompt, a password read). The command turned
-/// its echo off, made it exclusive, shrank its window and stopped its output, and all of
-/// it outlived the sandbox: the operator's shell got back a terminal that showed nothing
+/// its echo off, made it exclusive and stopped its output (and shrank its window), and
+/// all of it outlived the sandbox: the operator's shell got back a terminal that showed nothing
 /// typed, printed nothing, and that no other program (`sudo`, `ssh` asking for a
 /// password on /dev/tty) could open.
 ///
 /// On the baseline, after the run: echo off, exclusive, 1×1, output stopped.
 ///
 /// Fixed: the launcher saves the state of the caller's terminals on 0–2 and puts it back
-/// once the sandbox is gone (`sandbox::tty::CallerTerminals`).
+/// once the sandbox is gone (`sandbox::tty::CallerTerminals`) — but the window size,
+/// which the operator may have changed meanwhile (printed, not asserted).
 #[test]
 fn what_the_command_does_to_the_operators_terminal_does_not_outlive_it() {
     use std::os::fd::AsRawFd as _;
@@ -790,7 +791,6 @@ fn what_the_command_does_to_the_operators_terminal_does_not_outlive_it() {
             !exclusive,
             "{user}: the operator's terminal was left exclusive"
         );
-        assert_eq!(window, (24, 80), "{user}: the window size was left changed");
         assert!(
             flowing,
             "{user}: the operator's terminal was left with its output stopped"

@@ -166,17 +166,18 @@ pub fn raw(fd: &OwnedFd) -> RawFd {
 
 /// The caller's terminals on fds 0–2 as they were before a run without `--tty` (the
 /// command then gets them as they are), put back when this is dropped, after the
-/// sandbox is gone: its modes (`stty -echo`, raw mode), its window size, whether it was
-/// exclusive (`TIOCEXCL`: no one else could open it), and its output flowing (`TCXONC`
-/// `TCOOFF` stopped it). What the command did to them does not outlive it: the
-/// operator's shell gets back the terminal it had. (Keystrokes it pushed, `TIOCSTI`, and
-/// its line discipline, `TIOCSETD`, the seccomp filter refuses outright.)
+/// sandbox is gone: its modes (`stty -echo`, raw mode), whether it was exclusive
+/// (`TIOCEXCL`: no one else could open it), and its output flowing (`TCXONC` `TCOOFF`
+/// stopped it). What the command did to them does not outlive it: the operator's shell
+/// gets back the terminal it had. (Keystrokes it pushed, `TIOCSTI`, and its line
+/// discipline, `TIOCSETD`, the seccomp filter refuses outright.) Not its window size:
+/// the operator may have resized the window meanwhile, and the saved size would undo
+/// that; a size the command set lasts until the next resize.
 pub struct CallerTerminals(Vec<SavedTerminal>);
 
 struct SavedTerminal {
     fd: RawFd,
     mode: libc::termios,
-    size: Option<libc::winsize>,
     exclusive: bool,
 }
 
@@ -186,7 +187,7 @@ impl CallerTerminals {
         let mut saved: Vec<SavedTerminal> = Vec::new();
         let mut seen: Vec<libc::dev_t> = Vec::new();
         for fd in 0..3 {
-            // SAFETY: termios, winsize and stat are plain data the calls below fill; each
+            // SAFETY: termios and stat are plain data the calls below fill; each
             // call reads or writes only the local passed to it.
             unsafe {
                 let mut mode: libc::termios = std::mem::zeroed();
@@ -198,14 +199,11 @@ impl CallerTerminals {
                     continue;
                 }
                 seen.push(st.st_rdev);
-                let mut size: libc::winsize = std::mem::zeroed();
-                let sized = libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) == 0;
                 let mut exclusive: libc::c_int = 0;
                 let known = libc::ioctl(fd, libc::TIOCGEXCL, &mut exclusive) == 0;
                 saved.push(SavedTerminal {
                     fd,
                     mode,
-                    size: sized.then_some(size),
                     // Unknown: left as the command left it.
                     exclusive: !known || exclusive != 0,
                 });
@@ -227,9 +225,6 @@ impl Drop for CallerTerminals {
             let previous = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
             for t in &self.0 {
                 libc::tcsetattr(t.fd, libc::TCSANOW, &t.mode);
-                if let Some(size) = &t.size {
-                    libc::ioctl(t.fd, libc::TIOCSWINSZ, size);
-                }
                 if !t.exclusive {
                     libc::ioctl(t.fd, libc::TIOCNXCL);
                 }
