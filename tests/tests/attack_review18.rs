@@ -1,0 +1,186 @@
+//! An eighteenth attack review: the credential at rest and inside hb's own processes.
+//! Each test performs one attack against the real `hb-agent` binary and asserts the
+//! promise "no secret value is ever written to disk unencrypted" holds, so it fails
+//! when the attack works. A test marked `#[ignore = "open: …"]` is a break found and
+//! not yet fixed.
+//!
+//! Angle: whoever later reads the node's disk, crash dumps or backups. A process that
+//! dies by a signal whose default action dumps core (SIGABRT, SIGQUIT, SIGSEGV, SIGBUS…)
+//! leaves its whole memory in a file when its core limit allows it (`LimitCORE=` of a
+//! unit, `ulimit -c` of a shell, systemd-coredump's own default of unlimited) and the
+//! node's `core_pattern` says where: the agent holds the master key and every unsealed
+//! credential; `hb-agent vault put` holds the value it reads on stdin.
+//!
+//! Each test raises its own core limit (inherited by what it starts), starts the
+//! process in its own state folder (a `core_pattern` of `core`, as on this machine,
+//! writes the dump in the crashing process's working folder), kills it with SIGABRT and
+//! searches every file then in that folder for the secret's bytes and the master key's.
+//! Everything lives on `lo` in the test's own network namespace.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::{io::AsRawFd as _, process::ExitStatusExt as _},
+    path::Path,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use hb_tests::{TestEnv, agent_bin, private_netns, random_suffix};
+
+/// Raises this process's core limit to its hard limit; what it starts inherits it.
+fn allow_core_dumps() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer / valid rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_CORE, &raw mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_CORE, &raw const lim), 0);
+    }
+    assert!(lim.rlim_cur > 1 << 20, "core limit too low to test");
+}
+
+/// The node's `core_pattern`; the tests need it to write dumps in the working folder.
+fn core_pattern_is_relative() -> bool {
+    let p = fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+    let p = p.trim();
+    !p.is_empty() && !p.starts_with('|') && !p.starts_with('/')
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every regular file directly in `dir` whose name starts with `core`: (name, bytes,
+/// holds `secret`, holds `key`).
+fn core_files(dir: &Path, secret: &[u8], key: &[u8]) -> Vec<(String, usize, bool, bool)> {
+    let mut found = Vec::new();
+    for e in fs::read_dir(dir).expect("read dir").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("core") || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let bytes = fs::read(e.path()).unwrap_or_default();
+        found.push((
+            name,
+            bytes.len(),
+            contains(&bytes, secret),
+            contains(&bytes, key),
+        ));
+        // The dump holds secrets: gone as soon as it is judged.
+        let _ = fs::remove_file(e.path());
+    }
+    found
+}
+
+fn figure(what: &str, dumped: bool, cores: &[(String, usize, bool, bool)]) {
+    let files: Vec<String> = cores
+        .iter()
+        .map(|(n, len, s, k)| {
+            format!("{n} ({len} bytes, secret plaintext: {s}, master key raw: {k})")
+        })
+        .collect();
+    println!(
+        "figure: {what}: killed by SIGABRT, core dumped: {dumped}, dump files in its working folder: [{}]",
+        files.join(", ")
+    );
+}
+
+/// The agent, with a credential in its vault and its core limit raised, is killed by
+/// SIGABRT (as a bug's `abort()`, an operator's `kill -ABRT` or a watchdog would): no
+/// core dump is written, so neither the master key nor the credential it unsealed
+/// reaches the disk in the clear.
+#[test]
+fn a_crashed_agent_leaves_no_core_dump_with_the_master_key_or_a_credential() {
+    private_netns(&[]);
+    assert!(core_pattern_is_relative(), "needs core_pattern = core");
+    allow_core_dumps();
+    let config = r#"
+[[integration]]
+name = "github"
+auth = "bearer"
+hosts = ["api.github.com"]
+"#;
+    let mut env = TestEnv::new("a18-agent-core", config);
+    let secret = format!("ghp_a18AgentCore{}{}", random_suffix(), random_suffix());
+    env.init_vault(&[("github", "default", &secret)]);
+    let key = fs::read(env.state_dir.join("master.key")).expect("master key");
+    std::env::set_current_dir(&env.state_dir).expect("cd state dir");
+    env.start_agent();
+    let pid = env.agent().pid();
+    // SAFETY: signalling the agent this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGABRT) }, 0);
+    let status = env
+        .wait_agent_exit(Duration::from_secs(20))
+        .expect("agent ended");
+    let cores = core_files(&env.state_dir, secret.as_bytes(), &key);
+    figure("hb-agent run", status.core_dumped(), &cores);
+    assert!(
+        !status.core_dumped() && cores.is_empty(),
+        "the agent left a core dump: {cores:?}"
+    );
+}
+
+/// `hb-agent vault put` has read the value on its stdin (the operator has not closed it
+/// yet) and is killed by SIGABRT: no core dump holds the value.
+#[test]
+fn a_crashed_vault_put_leaves_no_core_dump_with_the_value() {
+    private_netns(&[]);
+    assert!(core_pattern_is_relative(), "needs core_pattern = core");
+    allow_core_dumps();
+    let env = TestEnv::new(
+        "a18-put-core",
+        "[[integration]]\nname = \"github\"\nauth = \"bearer\"\nhosts = [\"api.github.com\"]\n",
+    );
+    env.init_vault(&[]);
+    let key = fs::read(env.state_dir.join("master.key")).expect("master key");
+    let secret = format!("ghp_a18PutCore{}{}", random_suffix(), random_suffix());
+    let mut child = Command::new(agent_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args([
+            "vault",
+            "put",
+            "--integration",
+            "github",
+            "--account",
+            "default",
+        ])
+        .current_dir(&env.state_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hb-agent vault put");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(secret.as_bytes()).expect("secret on stdin");
+    stdin.flush().expect("flush");
+    // Until the command has taken every byte from the pipe (it then waits for the end).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD on our own pipe end, valid out-pointer.
+        let r = unsafe { libc::ioctl(stdin.as_raw_fd(), libc::FIONREAD, &raw mut unread) };
+        assert_eq!(r, 0, "FIONREAD");
+        if unread == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "vault put never read its stdin");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGABRT) }, 0);
+    let status = child.wait().expect("wait vault put");
+    drop(stdin);
+    let cores = core_files(&env.state_dir, secret.as_bytes(), &key);
+    figure("hb-agent vault put", status.core_dumped(), &cores);
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "killed by the test");
+    assert!(
+        !status.core_dumped() && cores.is_empty(),
+        "vault put left a core dump: {cores:?}"
+    );
+}
