@@ -184,3 +184,119 @@ fn a_crashed_vault_put_leaves_no_core_dump_with_the_value() {
         "vault put left a core dump: {cores:?}"
     );
 }
+
+/// Every file below `dir` (recursively) that holds `needle`, by name.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() && contains(&fs::read(e.path()).unwrap_or_default(), needle) {
+                found.push(
+                    e.path()
+                        .strip_prefix(dir)
+                        .unwrap_or(&e.path())
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    found
+}
+
+/// A provider's exec rotator mints a key and says on stderr what it created, the key
+/// included, then answers `create` in a way hb refuses: first with the key but an
+/// expiry hb cannot read, then (a second rotation) with the key but exit status 1.
+/// Each rotation fails (the key never becomes hb's), but the key is live at the
+/// provider: the agent must not write it in its log (it cut a minted key from the
+/// rotator's stderr only when the whole answer was accepted).
+#[test]
+fn a_key_minted_in_an_answer_hb_refuses_is_not_logged_from_the_rotators_stderr() {
+    private_netns(&[]);
+    let dir = std::env::temp_dir().join(format!("hb-test-a18-rotator-{}", random_suffix()));
+    fs::create_dir_all(&dir).expect("rotator dir");
+    let minted = dir.join("minted");
+    let rotator = dir.join("rotator.sh");
+    fs::write(
+        &rotator,
+        format!(
+            r#"req=$(cat)
+case "$req" in *'"op":"create"'*) ;; *) exit 0;; esac
+key="prov_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+printf '%s\n' "$key" >> {minted}
+printf 'created %s for account bot\n' "$key" >&2
+if [ "$(wc -l < {minted})" -eq 1 ]; then
+    printf '{{"secret":"%s","expires":"next tuesday"}}' "$key"
+else
+    printf '{{"secret":"%s"}}' "$key"
+    exit 1
+fi
+"#,
+            minted = minted.display()
+        ),
+    )
+    .expect("rotator");
+    let config = format!(
+        r#"
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/verify"
+
+[integration.rotation]
+exec = ["/bin/sh", "{rotator}"]
+"#,
+        rotator = rotator.display()
+    );
+    let mut env = TestEnv::new("a18-rotator-stderr", &config);
+    env.init_vault(&[("svc", "bot", "key-old-a18-0f1e2d3c4b5a69788796a5b4c3d2e1f0")]);
+    env.start_agent();
+    let mut rows = Vec::new();
+    for _ in 0..2 {
+        let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
+        assert!(
+            begun.status.success(),
+            "{}",
+            String::from_utf8_lossy(&begun.stderr)
+        );
+        let id = serde_json::from_slice::<serde_json::Value>(&begun.stdout).expect("JSON")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        rows.push(loop {
+            let h = env.hb_json(&["rotation", "history"]);
+            if let Some(r) = h
+                .as_array()
+                .and_then(|all| all.iter().find(|r| r["id"] == id.as_str()))
+                && r["step"] == "failed"
+            {
+                break format!("{}", r["last_error"]);
+            }
+            assert!(Instant::now() < deadline, "rotation never failed: {h}");
+            thread::sleep(Duration::from_millis(50));
+        });
+    }
+    let keys = fs::read_to_string(&minted).expect("the rotator minted keys");
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 2, "one key minted per rotation");
+    // Every line the agent wrote is flushed once it has stopped.
+    env.stop_agent();
+    let holding: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| files_holding(&env.state_dir, k.as_bytes()))
+        .collect();
+    println!(
+        "figure: rotations failed as {rows:?}; each minted key found in plain text in state_dir files: {holding:?}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+    assert!(
+        holding.iter().all(Vec::is_empty),
+        "a minted key is in the clear in {holding:?}"
+    );
+}
