@@ -300,3 +300,86 @@ exec = ["/bin/sh", "{rotator}"]
         "a minted key is in the clear in {holding:?}"
     );
 }
+
+/// The master key file belongs to another user (mode 0600 all the same: made by an
+/// operator's own account and moved into place, or a Secret volume's `fsUser`). That
+/// user can read the key, and with it every value sealed under it in any copy of the
+/// vault (a backup, a disk image). hb refuses such a key as it refuses one group or
+/// others may read, at `vault` commands and at the agent's start alike.
+#[test]
+fn a_master_key_file_another_user_owns_is_refused() {
+    private_netns(&[]);
+    let config =
+        "[[integration]]\nname = \"github\"\nauth = \"bearer\"\nhosts = [\"api.github.com\"]\n";
+    let env = TestEnv::new("a18-key-owner", config);
+    let secret = format!("ghp_a18KeyOwner{}{}", random_suffix(), random_suffix());
+    env.init_vault(&[("github", "default", &secret)]);
+    let key = env.state_dir.join("master.key");
+    std::os::unix::fs::chown(&key, Some(65534), Some(65534)).expect("chown key");
+    // The other user reads it.
+    let read = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(["head", "-c", "32"])
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .expect("setpriv");
+    let readable = read.status.success() && read.stdout.len() == 32;
+    let list = env.hb(&["vault", "list", "--json"]);
+    let log_path = env.state_dir.join("agent-run.log");
+    let log = fs::File::create(&log_path).expect("log");
+    let mut run = Command::new(agent_bin())
+        .args(["run", "--config"])
+        .arg(&env.config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .spawn()
+        .expect("hb-agent run");
+    // A refused key ends the agent before it is ready; an accepted one lets it enforce.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ran = loop {
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("ready: enforcing") {
+            // SAFETY: signalling the agent this test started.
+            unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+            let _ = run.wait();
+            break true;
+        }
+        if run.try_wait().expect("wait run").is_some() {
+            break false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent neither ready nor ended: {text}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let run_log = fs::read_to_string(&log_path).unwrap_or_default();
+    println!(
+        "figure: master key owned by uid 65534, readable by it: {readable}; vault list accepted it: {}; agent ran with it: {ran}",
+        list.status.success()
+    );
+    assert!(readable, "the key's owner can read it");
+    assert!(
+        !list.status.success(),
+        "vault list used a key another user owns"
+    );
+    assert!(
+        String::from_utf8_lossy(&list.stderr).contains("owned by"),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(
+        !ran && run_log.contains("owned by"),
+        "the agent started with a key another user owns: {run_log}"
+    );
+}
