@@ -383,3 +383,60 @@ fn a_master_key_file_another_user_owns_is_refused() {
         "the agent started with a key another user owns: {run_log}"
     );
 }
+
+/// An unprivileged user of the node (uid 65534, on the host, outside any sandbox) reads
+/// what `/proc` shows of the running agent, which holds the master key and an unsealed
+/// credential: its command line, environment, memory, open files and maps. The
+/// credential is in none of what it gets; the environment, memory and descriptors are
+/// refused to it.
+#[test]
+fn an_unprivileged_user_gets_no_secret_from_the_agents_proc_files() {
+    private_netns(&[]);
+    let config =
+        "[[integration]]\nname = \"github\"\nauth = \"bearer\"\nhosts = [\"api.github.com\"]\n";
+    let mut env = TestEnv::new("a18-proc", config);
+    let secret = format!("ghp_a18Proc{}{}", random_suffix(), random_suffix());
+    env.init_vault(&[("github", "default", &secret)]);
+    env.start_agent();
+    let pid = env.agent().pid();
+    let script = format!(
+        r#"T=$(mktemp -d)
+for f in cmdline environ maps stat status; do
+    if cat /proc/{pid}/$f > "$T/$f" 2>/dev/null; then echo "READ $f: $(tr '\0' ' ' < "$T/$f")"; else echo "DENIED $f"; fi
+done
+if head -c 1 /proc/{pid}/mem >/dev/null 2>&1 || [ -r /proc/{pid}/mem ]; then echo "READ mem"; else echo "DENIED mem"; fi
+if ls /proc/{pid}/fd >/dev/null 2>&1; then echo "READ fd"; else echo "DENIED fd"; fi
+rm -rf "$T"
+"#
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let read: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("READ "))
+        .map(|l| l.split(':').next().unwrap_or(l))
+        .collect();
+    let leaked = contains(text.as_bytes(), secret.as_bytes());
+    println!(
+        "figure: uid 65534 read /proc/<agent>/ {read:?}; the credential in any of it: {leaked}"
+    );
+    assert!(!leaked, "a credential in the agent's /proc files");
+    for refused in ["environ", "mem", "fd"] {
+        assert!(
+            text.contains(&format!("DENIED {refused}")),
+            "uid 65534 read /proc/<agent>/{refused}: {text}"
+        );
+    }
+}
