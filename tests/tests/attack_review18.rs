@@ -440,3 +440,78 @@ rm -rf "$T"
         );
     }
 }
+
+/// An operator rotates a credential right after the agent started, before any sandbox
+/// call; the provider's exec rotator says on stderr which key it replaces (the old one,
+/// which hb sent it on stdin). The agent logs a rotator's stderr scrubbed of the values
+/// it knows: the old key must be one of them by then.
+#[test]
+fn the_key_a_rotator_echoes_on_stderr_before_any_call_is_not_logged() {
+    private_netns(&[]);
+    let dir = std::env::temp_dir().join(format!("hb-test-a18-echo-{}", random_suffix()));
+    fs::create_dir_all(&dir).expect("rotator dir");
+    let rotator = dir.join("rotator.sh");
+    fs::write(
+        &rotator,
+        r#"req=$(cat)
+old=$(printf '%s' "$req" | sed -n 's/.*"secret":"\([^"]*\)".*/\1/p')
+printf 'replacing %s\n' "$old" >&2
+printf '{"secret":"prov_%s"}' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+"#,
+    )
+    .expect("rotator");
+    let config = format!(
+        r#"
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/verify"
+
+[integration.rotation]
+exec = ["/bin/sh", "{rotator}"]
+retry_base_secs = 60
+"#,
+        rotator = rotator.display()
+    );
+    let mut env = TestEnv::new("a18-rotator-echo", &config);
+    let old = format!("key-old-a18Echo{}{}", random_suffix(), random_suffix());
+    env.init_vault(&[("svc", "bot", &old)]);
+    env.start_agent();
+    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
+    assert!(
+        begun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&begun.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !env.agent().log_text().contains("rotator wrote to stderr") {
+        assert!(
+            Instant::now() < deadline,
+            "the rotator's stderr never logged: {}",
+            env.agent().log_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let log = env.agent().log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("rotator wrote to stderr"))
+        .unwrap_or_default();
+    // The rotator did echo a value (redacted or not): the attack took place.
+    assert!(
+        line.contains("replacing ") && !line.trim_end().ends_with("replacing"),
+        "{line}"
+    );
+    env.stop_agent();
+    let holding = files_holding(&env.state_dir, old.as_bytes());
+    println!(
+        "figure: the old key in plain text in state_dir files: {holding:?}; the rotator's line logged with a redaction marker: {}",
+        line.contains("[REDACTED:")
+    );
+    let _ = fs::remove_dir_all(&dir);
+    assert!(
+        holding.is_empty(),
+        "the old key is in the clear in {holding:?}"
+    );
+}
