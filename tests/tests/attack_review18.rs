@@ -515,3 +515,85 @@ retry_base_secs = 60
         "the old key is in the clear in {holding:?}"
     );
 }
+
+/// A provider's exec rotator is third-party code the agent runs as root with the old key
+/// on its stdin. What it inherits besides its three pipes would be the agent's own: the
+/// vault's database, the master key, the broker's listening socket, eBPF maps and
+/// programs. It lists its open descriptors: none but its pipes (and the script the
+/// shell reads) is open, besides what the agent itself inherited from this test.
+#[test]
+fn an_exec_rotator_inherits_no_descriptor_of_the_agent() {
+    private_netns(&[]);
+    let dir = std::env::temp_dir().join(format!("hb-test-a18-fds-{}", random_suffix()));
+    fs::create_dir_all(&dir).expect("rotator dir");
+    let rotator = dir.join("rotator.sh");
+    let fds = dir.join("fds");
+    fs::write(
+        &rotator,
+        format!(
+            r#"(ls -l /proc/$$/fd/) > {fds}.tmp
+mv {fds}.tmp {fds}
+cat > /dev/null
+exit 75
+"#,
+            fds = fds.display()
+        ),
+    )
+    .expect("rotator");
+    let config = format!(
+        r#"
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/verify"
+
+[integration.rotation]
+exec = ["/bin/sh", "{rotator}"]
+retry_base_secs = 60
+"#,
+        rotator = rotator.display()
+    );
+    let mut env = TestEnv::new("a18-rotator-fds", &config);
+    env.init_vault(&[("svc", "bot", "key-old-a18-fds-0f1e2d3c4b5a69788796a5b4c3d2")]);
+    env.start_agent();
+    let begun = env.hb(&["rotation", "trigger", "-i", "svc", "-a", "bot", "--json"]);
+    assert!(
+        begun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&begun.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !fds.exists() {
+        assert!(Instant::now() < deadline, "the rotator never ran");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let listing = fs::read_to_string(&fds).expect("fds");
+    let rotator_s = rotator.display().to_string();
+    // What this test process holds open itself (a build tool's jobserver pipe…) the
+    // agent got from it, not from its own work.
+    let harness: Vec<String> = fs::read_dir("/proc/self/fd")
+        .expect("own fds")
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    let inherited: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| {
+            // `lr-x------ 1 root root 64 Dec  6 04:50 3 -> pipe:[123]`
+            let (left, target) = l.split_once(" -> ")?;
+            let fd = left.rsplit(' ').next()?;
+            let std = matches!(fd, "0" | "1" | "2") && target.starts_with("pipe:");
+            (!std && target != rotator_s && !harness.iter().any(|h| h == target)).then_some(l)
+        })
+        .collect();
+    assert!(
+        listing.contains(" 0 -> pipe:") && listing.contains(&format!(" -> {rotator_s}")),
+        "the listing is the rotator's: {listing}"
+    );
+    println!("figure: the exec rotator's descriptors beyond its pipes and script: {inherited:?}");
+    env.stop_agent();
+    let _ = fs::remove_dir_all(&dir);
+    assert!(inherited.is_empty(), "inherited: {inherited:?}\n{listing}");
+}
