@@ -392,6 +392,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // SAFETY: plain disposition change before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    if matches!(
+        cli.command,
+        Command::Run
+            | Command::Vault(_)
+            | Command::Rotation(_)
+            | Command::Scrub { .. }
+            | Command::Outbound(_)
+            | Command::OutboundBench(_)
+    ) {
+        // These hold the master key, a credential or a secret file's content in memory:
+        // a crash must not write them to disk (see `forbid_core_dumps`). Not the
+        // sandbox launcher: it holds none, and its /proc files must stay its user's.
+        crate::secret::forbid_core_dumps().context("keeping secrets out of core dumps")?;
+    }
     match cli.command {
         Command::Config(ConfigCommand::Default) => {
             print!("{}", config::DEFAULT_TOML);

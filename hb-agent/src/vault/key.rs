@@ -1,8 +1,9 @@
 //! The master key file (`agent.master_key_file`): 32 raw random bytes, mode 0600.
 //!
-//! Owns: creating the file and loading it with its checks (a regular file, no access for
-//! group or others, exactly 32 bytes). Must never: print the key, write it anywhere but
-//! its own new file, or accept a file others could have read.
+//! Owns: creating the file and loading it with its checks (a regular file owned by root
+//! or the user hb runs as, no access for group or others, exactly 32 bytes). Must never:
+//! print the key, write it anywhere but its own new file, or accept a file others could
+//! have read.
 
 use std::{
     fs::{DirBuilder, File, OpenOptions},
@@ -45,6 +46,16 @@ impl MasterKey {
             return Err(VaultError::KeyMode {
                 path: path.to_owned(),
                 mode,
+            });
+        }
+        // Its owner can read it whatever its mode says (and chmod it back after).
+        // SAFETY: geteuid cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != 0 && meta.uid() != euid {
+            return Err(VaultError::KeyOwner {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                euid,
             });
         }
         if meta.len() != MASTER_KEY_LEN as u64 {
@@ -187,6 +198,16 @@ mod tests {
                 matches!(err, VaultError::KeyLength { found, .. } if found == len as u64),
                 "{err}"
             );
+        }
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&path, Some(65534), None).expect("chown");
+            let err = MasterKey::load(&path).err().expect("refused");
+            assert!(
+                matches!(err, VaultError::KeyOwner { owner: 65534, .. }),
+                "{err}"
+            );
+            std::os::unix::fs::chown(&path, Some(0), None).expect("chown back");
         }
         let err = MasterKey::load(&dir.path().join("missing.key"))
             .err()

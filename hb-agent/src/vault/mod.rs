@@ -54,6 +54,15 @@ pub enum VaultError {
     )]
     KeyMode { path: PathBuf, mode: u32 },
     #[error(
+        "master key file {path} is owned by uid {owner}: only root or the user hb runs as \
+         (uid {euid}) may own it, as its owner can read it (chown {euid} {path})"
+    )]
+    KeyOwner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error(
         "master key file {path} holds {found} bytes: it must hold exactly 32 random bytes \
          (hb-agent vault init creates one)"
     )]

@@ -39,12 +39,19 @@ impl ExecRotator {
         let (result, mut err) = self.run(ask).await;
         let mut out = result?;
         let minted = parse_minted(&out);
+        // An answer refused for another reason (an expiry it cannot read…) still names
+        // the key the provider minted, which stays live there.
+        let refused = if minted.is_err() {
+            answered_secret(&out)
+        } else {
+            None
+        };
         out.zeroize();
-        // The new value is not registered with the scrubber yet: a rotator that echoes it
-        // on stderr (whole, a piece of it, or encoded: base64, upper case…) must not put
-        // it in the log.
-        if let Ok(m) = &minted {
-            err = cut_minted(err, m.secret.expose());
+        // The new value is not registered with the scrubber yet (nor ever, when its
+        // answer is refused): a rotator that echoes it on stderr (whole, a piece of it,
+        // or encoded: base64, upper case…) must not put it in the log.
+        if let Some(secret) = minted.as_ref().map(|m| &m.secret).ok().or(refused.as_ref()) {
+            err = cut_minted(err, secret.expose());
         }
         self.log_stderr(ask, &err);
         err.zeroize();
@@ -235,6 +242,20 @@ fn parse_minted(out: &[u8]) -> Result<Minted, RotatorError> {
     Ok(Minted { secret, expires })
 }
 
+/// The `secret` an answer names, whatever else is wrong with it (`None`: not a JSON
+/// object with a non-empty string `secret`).
+fn answered_secret(out: &[u8]) -> Option<Secret> {
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(out) else {
+        return None;
+    };
+    let Some(serde_json::Value::String(mut s)) = map.remove("secret") else {
+        return None;
+    };
+    let secret = Secret::new(s.as_bytes().to_vec());
+    s.zeroize();
+    (!secret.is_empty()).then_some(secret)
+}
+
 /// SIGKILL to the rotator's process group (its pid is the group's id).
 fn kill_group(pgid: Option<u32>) {
     if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
@@ -271,6 +292,31 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime")
+    }
+
+    #[test]
+    fn a_refused_answer_still_names_its_key_for_the_stderr_cut() {
+        let out = br#"{"secret":"prov_0123456789abcdef","expires":"next tuesday"}"#;
+        assert_eq!(
+            parse_minted(out).err(),
+            Some(RotatorError::Failed("rotator_answer_bad_expiry"))
+        );
+        let s = answered_secret(out).expect("named");
+        assert_eq!(s.expose(), b"prov_0123456789abcdef");
+        let err = cut_minted(b"created prov_0123456789abcdef\n".to_vec(), s.expose());
+        assert!(!contains(&err, b"prov_0123456789abcdef"));
+        for none in [
+            &br#"{"secret":""}"#[..],
+            b"[1]",
+            b"nope",
+            br#"{"secret":1}"#,
+        ] {
+            assert!(answered_secret(none).is_none());
+        }
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
     }
 
     #[test]
