@@ -47,14 +47,13 @@ impl Secret {
 /// Keeps this process's memory out of core dumps for the rest of its life, for every
 /// command that holds the master key or a credential in memory: a crash, a watchdog's
 /// SIGABRT or an operator's `kill -QUIT` would otherwise write them in the clear
-/// wherever `core_pattern` says. Not dumpable (`PR_SET_DUMPABLE` 0: with the usual
-/// `fs.suid_dumpable = 0` the kernel writes no core and pipes none to a `core_pattern`
-/// handler; a process of the same uid without `CAP_SYS_PTRACE` can no longer attach to
-/// it or read its `/proc/<pid>/mem` and `environ`) and a core limit of 0, soft and hard
-/// (no `core` file either where `suid_dumpable` is 2 and `core_pattern` a file; a
-/// rotator tool it starts inherits the limit). A node with `suid_dumpable = 2` and a
-/// piped `core_pattern` still hands the handler a dump: that is the node's own choice.
-/// Call before any secret is read.
+/// wherever `core_pattern` says. Not dumpable (`PR_SET_DUMPABLE` 0: the kernel writes
+/// no core and pipes none to a `core_pattern` handler, whatever `fs.suid_dumpable`
+/// says; a process of the same uid without `CAP_SYS_PTRACE` can no longer attach to it
+/// or read its `/proc/<pid>/mem` and `environ`) and a core limit of 0, soft and hard (a
+/// rotator tool it starts inherits the limit). A change of this process's credentials
+/// (its effective uid, its capabilities) would set the dumpable flag to
+/// `fs.suid_dumpable` again; hb changes none after this. Call before any secret is read.
 pub fn forbid_core_dumps() -> std::io::Result<()> {
     let zero = libc::rlimit {
         rlim_cur: 0,

@@ -56,7 +56,13 @@ impl TrustedNames {
     pub fn start(dir_name: &str, dns_port: u16, label: &str, names: &[&str]) -> Self {
         crate::require_root();
         private_netns(&[REFLECTOR_ADDR]);
-        let dir = std::env::temp_dir().join(format!("hb-{dir_name}-{}", std::process::id()));
+        // The pid and a random part: two worlds of one name in one test process (plain
+        // `cargo test`) get folders of their own.
+        let dir = std::env::temp_dir().join(format!(
+            "hb-{dir_name}-{}-{}",
+            std::process::id(),
+            crate::random_suffix()
+        ));
         let ca = TestCa::new(&dir, "trusted");
         let leaf = ca.issue(label, names);
         let answers: Vec<(&str, &[&str])> =

@@ -399,7 +399,7 @@ print(json.dumps(out))
 /// lists compared names as written).
 #[test]
 fn headers_the_broker_keeps_for_itself_never_travel_in_underscore_spelling() {
-    let w = World::new("review17-underscore");
+    let w = World::new("review17-kept");
     let cases: Vec<(&str, &str)> = vec![
         ("Accept_Encoding", "gzip"),
         ("accept_encoding", "br"),

@@ -8,7 +8,8 @@
 //!   live, the URL's host one of the integration's `hosts`, the method one of its
 //!   `methods`, and the request must not bring its own credential (`Authorization`,
 //!   `Proxy-Authorization`, the integration's auth header, or its auth query parameter,
-//!   in any case, a header name also with `_` for `-`: an **auth collision**, which revokes every handle of the execution),
+//!   in any case, a header name also with `_` for `-`, a query parameter's also as PHP
+//!   reads it: an **auth collision**, which revokes every handle of the execution),
 //!   nor carry a body on GET, HEAD, OPTIONS, TRACE or DELETE ([`crate::http_rules::takes_no_body`]).
 //!   The URL's scheme and port must be among the integration's `schemes` (default
 //!   `https`) and `ports` (default: the schemes' own), so the credential goes neither
@@ -218,7 +219,7 @@ fn collision(
 ) -> Option<String> {
     // Read with `_` as `-`, as CGI-style servers read names (`X_Api_Key` and `X-Api-Key`
     // are both `HTTP_X_API_KEY`).
-    let dashed = |n: &str| n.replace('_', "-");
+    let dashed = super::outbound::headers::dashed_str;
     for (name, _) in headers {
         let n = dashed(name.as_str());
         if n == "authorization" || n == "proxy-authorization" {
@@ -230,8 +231,11 @@ fn collision(
     }
     if let Auth::Query(param) = &integration.auth_kind {
         let query = target.path_and_query.split_once('?').map_or("", |(_, q)| q);
+        // PHP reads `.`, ` ` and `[` in a parameter's name as `_` (`api.key` is
+        // `$_GET['api_key']`): the same name to such an upstream.
+        let as_php = |n: &str| n.replace(['.', ' ', '['], "_");
         for (k, _) in url::form_urlencoded::parse(query.as_bytes()) {
-            if k.eq_ignore_ascii_case(param) {
+            if k.eq_ignore_ascii_case(param) || as_php(&k).eq_ignore_ascii_case(&as_php(param)) {
                 return Some(format!("the integration's auth query parameter {param}"));
             }
         }
@@ -1737,6 +1741,10 @@ hosts = ["api.svc.test", "*.svc.test"]
         let query = integration(Auth::Query("api_key".into()));
         assert!(collision(&query, &[], &t("https://api.svc.test/x?API_KEY=1")).is_some());
         assert!(collision(&query, &[], &t("https://api.svc.test/x?a=1&api%5Fkey=1")).is_some());
+        assert!(collision(&query, &[], &t("https://api.svc.test/x?api.key=1")).is_some());
+        assert!(collision(&query, &[], &t("https://api.svc.test/x?api%20key=1")).is_some());
+        assert!(collision(&query, &[], &t("https://api.svc.test/x?api[key=1")).is_some());
+        assert!(collision(&query, &[], &t("https://api.svc.test/x?apikey=1")).is_none());
         assert!(collision(&query, &[], &t("https://api.svc.test/x?api_keys=1")).is_none());
     }
 

@@ -144,6 +144,8 @@ struct Inner {
     inflight: inflight::Inflight,
     /// `hb_dns_query_duration_seconds` of the cache, local and upstream paths.
     latency: [prometheus_client::metrics::histogram::Histogram; 3],
+    /// Allow-map write failures not logged yet, and when the last log line went out.
+    map_error_log: Mutex<(u64, Option<Instant>)>,
 }
 
 /// How a query was answered, for its latency.
@@ -416,6 +418,7 @@ pub async fn start(
         udp_senders: conns::Conns::open(bpffs_dir, hb_common::map_names::DNS_UDP)?,
         inflight,
         latency: ["cache", "local", "upstream"].map(|p| crate::telemetry::global().dns_latency(p)),
+        map_error_log: Mutex::new((0, None)),
     });
     for (&id, policy) in &inner.policies {
         let port = listen.port() + id as u16;
@@ -990,12 +993,42 @@ impl Inner {
     /// when the map itself is full (other policies' shares together fill it) — naming
     /// the name and the address that did not fit, budgeted per policy and cgroup like
     /// the other refusals (never a log line per query, which a sandbox could repeat).
+    ///
+    /// A map write that failed for another reason than a full map (a replaced pin, a
+    /// kernel refusal) reaches the event the same way, and its cause the log, at most
+    /// once per [`LOG_INTERVAL`] with the count since.
     fn allow_full(&self, policy: &str, cgroup_id: u64, name: &str, error: &LearnError) {
         let (reason, addr) = match error {
             LearnError::Share { addr, .. } => ("dns_allow_share_full", *addr),
-            LearnError::MapFull { addr, .. } => ("dns_allow_map_full", *addr),
+            LearnError::MapFull { addr, source } => {
+                self.map_error(source);
+                ("dns_allow_map_full", *addr)
+            }
         };
         self.event(policy, cgroup_id, reason, "deny", name, Some(addr));
+    }
+
+    /// Logs why an allow-map write failed, at most once per [`LOG_INTERVAL`], unless the
+    /// map was only full (E2BIG: the event says all there is).
+    fn map_error(&self, source: &aya::maps::MapError) {
+        if let aya::maps::MapError::SyscallError(e) = source
+            && e.io_error.raw_os_error() == Some(libc::E2BIG)
+        {
+            return;
+        }
+        let Ok(mut log) = self.map_error_log.lock() else {
+            return;
+        };
+        log.0 += 1;
+        let now = Instant::now();
+        if log.1.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+            tracing::error!(
+                count = log.0,
+                error = %crate::error_chain(source),
+                "allow map write failed: answering SERVFAIL"
+            );
+            *log = (0, Some(now));
+        }
     }
 
     /// The fast path: a common-shape query for an allowed name whose validated answer is

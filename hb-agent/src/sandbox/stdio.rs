@@ -16,7 +16,7 @@
 //! the sandbox: a host process of the command's uid takes the (dumpable) command's
 //! descriptor with `pidfd_getfd` and holds it. So the relays do not wait for the end of the stream
 //! once the sandbox is gone ([`Running::finish`]): an output relay takes what the pipe
-//! holds at that moment (and at most one chunk more), and an input relay stops.
+//! or terminal holds at that moment (and at most 1 MiB more), and an input relay stops.
 //!
 //! Must never: hand the sandbox a descriptor of the caller's file, leave a launcher copy
 //! of the sandbox's end open (the relay would never see the end of the stream), or let a
@@ -183,11 +183,12 @@ pub(super) fn relay_out(mut from: File, mut to: File, done: &OwnedFd) -> io::Res
     }
 }
 
-/// Copies what `from` (a pipe, or a terminal's master) holds now, and at most one
-/// chunk more: a writer outside the sandbox that keeps writing cannot keep it going.
-/// The chunk is for what a terminal has not handed its master yet (its flip buffers,
-/// at most 64 KiB): a read without waiting hands it over first (`n_tty_read`), and
-/// stops at EIO once the other side is closed and nothing is left.
+/// Copies what `from` (a pipe, or a terminal's master) holds now, and at most
+/// [`DRAIN_PAST_HELD`] more: a writer outside the sandbox that keeps writing cannot keep
+/// it going. The allowance is for what a terminal has not handed its master yet (its
+/// flip buffers, up to 640 KiB, beyond the 4 KiB line buffer `FIONREAD` counts): a read
+/// without waiting hands it over first (`n_tty_read`), and stops at EIO once the other
+/// side is closed and nothing is left, or at EAGAIN.
 fn drain(from: &mut File, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
     let mut held: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int into a local.
@@ -195,7 +196,7 @@ fn drain(from: &mut File, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
         held = 0;
     }
     set_nonblocking(from)?;
-    let mut left = usize::try_from(held).unwrap_or(0) + buf.len();
+    let mut left = usize::try_from(held).unwrap_or(0) + DRAIN_PAST_HELD;
     while left > 0 {
         let want = left.min(buf.len());
         let n = match from.read(&mut buf[..want]) {
@@ -211,6 +212,10 @@ fn drain(from: &mut File, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// How much a drain copies past what `FIONREAD` reported: more than a terminal's flip
+/// buffers hold (640 KiB, `TTYB_DEFAULT_MEM_LIMIT`).
+const DRAIN_PAST_HELD: usize = 1 << 20;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Ready {

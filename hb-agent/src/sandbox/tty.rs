@@ -89,8 +89,18 @@ pub struct Relay {
 /// Starts copying stdin → `master` and `master` → stdout, with stdin in raw mode if it
 /// is a terminal.
 pub fn relay(master: OwnedFd) -> io::Result<Relay> {
-    let restore = raw_mode(0);
+    // Everything that can fail comes before the caller's terminal goes raw: an error
+    // here leaves it as it was.
     let input = master.try_clone()?;
+    let (done_read, done) = super::stdio::pipe()?;
+    // SAFETY: dup(2) of the launcher's stdout, owned by the File.
+    let stdout = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+    if stdout < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor owned by nobody else.
+    let stdout = unsafe { std::fs::File::from_raw_fd(stdout) };
+    let restore = raw_mode(0);
     // stdin → master: ends with stdin or when the master is gone; never joined (a read
     // on a terminal does not return when the sandbox ends).
     std::thread::spawn(move || {
@@ -107,14 +117,6 @@ pub fn relay(master: OwnedFd) -> io::Result<Relay> {
     // master → stdout: ends with EIO once no process holds the slave any more, or once
     // the sandbox is gone ([`Relay::finish`]) — a host process may hold the slave (taken
     // from the command with pidfd_getfd) — with what the master holds then.
-    let (done_read, done) = super::stdio::pipe()?;
-    // SAFETY: dup(2) of the launcher's stdout, owned by the File.
-    let stdout = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
-    if stdout < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor owned by nobody else.
-    let stdout = unsafe { std::fs::File::from_raw_fd(stdout) };
     let output = std::thread::spawn(move || {
         let _ = super::stdio::relay_out(std::fs::File::from(master), stdout, &done_read);
     });
@@ -219,11 +221,19 @@ impl Drop for CallerTerminals {
             return;
         }
         // SAFETY: signal(2) dispositions and terminal ioctls on the launcher's own 0–2,
-        // with the values saved from them. A launcher in a background process group would
-        // be stopped by SIGTTOU at tcsetattr: ignored for these calls.
+        // with the values saved from them. A launcher moved to the background between the
+        // check and the call would be stopped by SIGTTOU: ignored for these calls.
         unsafe {
             let previous = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
             for t in &self.0 {
+                // Not from the background: a launcher sent there (`^Z`, `bg`, `&`) would
+                // undo what the job in front set since (an editor's raw mode, a password
+                // prompt's echo off). A terminal that is not the launcher's controlling
+                // terminal (tcgetpgrp fails) has no jobs to race.
+                let front = libc::tcgetpgrp(t.fd);
+                if front >= 0 && front != libc::getpgrp() {
+                    continue;
+                }
                 libc::tcsetattr(t.fd, libc::TCSANOW, &t.mode);
                 if !t.exclusive {
                     libc::ioctl(t.fd, libc::TIOCNXCL);

@@ -188,7 +188,12 @@ fn steers_a_proxy(name: &HeaderName) -> bool {
 /// A header name with `_` read as `-` (CGI-style gateways and some servers map both to
 /// the same variable).
 fn dashed(name: &HeaderName) -> String {
-    name.as_str().replace('_', "-")
+    dashed_str(name.as_str())
+}
+
+/// [`dashed`] for a name given as text (the integration's configured auth header).
+pub(crate) fn dashed_str(name: &str) -> String {
+    name.replace('_', "-")
 }
 
 /// `headers` without the partial-content requests (`Range`, `If-Range`,

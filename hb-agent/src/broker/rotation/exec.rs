@@ -50,10 +50,16 @@ impl ExecRotator {
         // The new value is not registered with the scrubber yet (nor ever, when its
         // answer is refused): a rotator that echoes it on stderr (whole, a piece of it,
         // or encoded: base64, upper case…) must not put it in the log.
-        if let Some(secret) = minted.as_ref().map(|m| &m.secret).ok().or(refused.as_ref()) {
-            err = cut_minted(err, secret.expose());
+        match minted.as_ref().map(|m| &m.secret).ok().or(refused.as_ref()) {
+            Some(secret) => {
+                err = cut_minted(err, secret.expose());
+                self.log_stderr(ask, &err);
+            }
+            // Refused, and no key could be read from it (text around the JSON, a cut
+            // answer): the provider may still have minted one, which nothing can cut
+            // from stderr. Its length only.
+            None => self.log_stderr_withheld(ask, err.len()),
         }
-        self.log_stderr(ask, &err);
         err.zeroize();
         minted
     }
@@ -70,6 +76,19 @@ impl ExecRotator {
 
     /// What the rotator wrote on stderr, for the operator (the log is scrubbed of every
     /// registered value and known token family).
+    /// Logs that the rotator wrote `len` bytes to stderr, withheld: they may hold a key
+    /// hb could not read from the answer, so could not cut.
+    fn log_stderr_withheld(&self, ask: &Ask<'_>, len: usize) {
+        if len > 0 {
+            tracing::warn!(
+                rotator = %self.argv[0],
+                op = ask.op,
+                stderr_bytes = len,
+                "rotator wrote to stderr beside an answer hb refused and could not read a key from: withheld"
+            );
+        }
+    }
+
     fn log_stderr(&self, ask: &Ask<'_>, err: &[u8]) {
         if !err.is_empty() {
             tracing::warn!(
@@ -245,6 +264,10 @@ fn parse_minted(out: &[u8]) -> Result<Minted, RotatorError> {
 /// The `secret` an answer names, whatever else is wrong with it (`None`: not a JSON
 /// object with a non-empty string `secret`).
 fn answered_secret(out: &[u8]) -> Option<Secret> {
+    // A key named twice: the map keeps one of them, and the other could not be cut.
+    if out.windows(8).filter(|w| w == b"\"secret\"").count() > 1 {
+        return None;
+    }
     let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(out) else {
         return None;
     };
@@ -310,6 +333,8 @@ mod tests {
             b"[1]",
             b"nope",
             br#"{"secret":1}"#,
+            br#"{"secret":"first_0123456789","secret":"second_0123456789"}"#,
+            b"created\n{\"secret\":\"prov_0123456789abcdef\"}",
         ] {
             assert!(answered_secret(none).is_none());
         }
