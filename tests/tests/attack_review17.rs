@@ -187,6 +187,36 @@ allow_domains = ["evil.test", "{ALLOWED}"]
     fn arrivals(&self) -> Vec<Value> {
         json_lines(&self.log)
     }
+
+    /// One credentialed GET of `https://ALLOWED{path}` per case, with the case's header
+    /// `(name, value)` beside the handle; returns each name's status or error code.
+    fn send_each_header(&self, path: &str, cases: &[(&str, String)]) -> Value {
+        let cases: Vec<Value> = cases
+            .iter()
+            .map(|(n, v)| serde_json::json!([n, v]))
+            .collect();
+        self.in_sandbox(&format!(
+            r#"
+out = {{}}
+for name, value in {cases}:
+    r = attempt(lambda: hb.request("GET", "https://{ALLOWED}{path}", handle=h, headers={{name: value}}))
+    out[name] = r.get("error") or r["status"]
+print(json.dumps(out))
+"#,
+            cases = serde_json::to_string(&cases).expect("cases"),
+        ))
+    }
+}
+
+/// The header names, as the upstream logged them, of every arrival in `arrivals`.
+fn header_names<'a>(arrivals: &'a [&'a Value]) -> impl Iterator<Item = String> + 'a {
+    arrivals.iter().flat_map(|r| {
+        r["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .map(|n| n.as_str().unwrap_or_default().to_owned())
+    })
 }
 
 /// Whether an arrival carried the credential.
@@ -341,20 +371,7 @@ fn vhost_steering_headers_never_travel_with_the_credential() {
         ("X-Forwarded-Scheme", "http".into()),
         ("X_Forwarded_Ssl", "off".into()),
     ];
-    let cases_json: Vec<Value> = cases
-        .iter()
-        .map(|(n, v)| serde_json::json!([n, v]))
-        .collect();
-    let got = w.in_sandbox(&format!(
-        r#"
-out = {{}}
-for name, value in {cases}:
-    r = attempt(lambda: hb.request("GET", "https://{ALLOWED}/steer", handle=h, headers={{name: value}}))
-    out[name] = r.get("error") or r["status"]
-print(json.dumps(out))
-"#,
-        cases = serde_json::to_string(&cases_json).expect("cases"),
-    ));
+    let got = w.send_each_header("/steer", &cases);
     let steering: Vec<String> = cases
         .iter()
         .map(|(n, _)| n.trim().to_ascii_lowercase().replace('_', "-"))
@@ -362,18 +379,12 @@ print(json.dumps(out))
         .collect();
     let arrivals = w.arrivals();
     let with: Vec<&Value> = arrivals.iter().filter(|r| credentialed(r)).collect();
-    let mut carried: Vec<String> = Vec::new();
-    for r in &with {
-        if let Some(m) = misplaced(r) {
-            carried.push(m);
-        }
-        for name in r["headers"].as_array().expect("headers") {
-            let name = name.as_str().unwrap_or_default().replace('_', "-");
-            if steering.contains(&name) {
-                carried.push(name);
-            }
-        }
-    }
+    let mut carried: Vec<String> = with.iter().filter_map(|r| misplaced(r)).collect();
+    carried.extend(
+        header_names(&with)
+            .map(|n| n.replace('_', "-"))
+            .filter(|n| steering.contains(n)),
+    );
     println!(
         "figure: {} headers tried; {} credentialed arrivals; steering headers that arrived with the credential: {carried:?}; {}",
         cases.len(),
@@ -400,7 +411,7 @@ print(json.dumps(out))
 #[test]
 fn headers_the_broker_keeps_for_itself_never_travel_in_underscore_spelling() {
     let w = World::new("review17-kept");
-    let cases: Vec<(&str, &str)> = vec![
+    let cases: Vec<(&str, String)> = [
         ("Accept_Encoding", "gzip"),
         ("accept_encoding", "br"),
         ("Transfer_Encoding", "chunked"),
@@ -409,36 +420,19 @@ fn headers_the_broker_keeps_for_itself_never_travel_in_underscore_spelling() {
         ("Proxy_Connection", "keep-alive"),
         ("If_Range", "\"x\""),
         ("Request_Range", "bytes=0-3"),
-    ];
-    let cases_json: Vec<Value> = cases
-        .iter()
-        .map(|(n, v)| serde_json::json!([n, v]))
-        .collect();
-    let got = w.in_sandbox(&format!(
-        r#"
-out = {{}}
-for name, value in {cases}:
-    r = attempt(lambda: hb.request("GET", "https://{ALLOWED}/kept", handle=h, headers={{name: value}}))
-    out[name] = r.get("error") or r["status"]
-print(json.dumps(out))
-"#,
-        cases = serde_json::to_string(&cases_json).expect("cases"),
-    ));
+    ]
+    .map(|(n, v)| (n, v.to_owned()))
+    .into();
+    let got = w.send_each_header("/kept", &cases);
     let kept: Vec<String> = cases
         .iter()
         .map(|(n, _)| n.to_ascii_lowercase().replace('_', "-"))
         .collect();
     let arrivals = w.arrivals();
     let with: Vec<&Value> = arrivals.iter().filter(|r| credentialed(r)).collect();
-    let mut carried: Vec<String> = Vec::new();
-    for r in &with {
-        for name in r["headers"].as_array().expect("headers") {
-            let name = name.as_str().unwrap_or_default();
-            if name.contains('_') && kept.contains(&name.to_ascii_lowercase().replace('_', "-")) {
-                carried.push(name.to_owned());
-            }
-        }
-    }
+    let carried: Vec<String> = header_names(&with)
+        .filter(|n| n.contains('_') && kept.contains(&n.to_ascii_lowercase().replace('_', "-")))
+        .collect();
     println!(
         "figure: {} headers tried; {} credentialed arrivals; kept headers that arrived in underscore spelling: {carried:?}; {}",
         cases.len(),

@@ -185,6 +185,25 @@ fn a_crashed_vault_put_leaves_no_core_dump_with_the_value() {
     );
 }
 
+/// A config with one bearer integration `svc` for `api.test` whose rotation runs the
+/// script `rotator` with /bin/sh, and `extra` lines in its `[integration.rotation]`.
+fn exec_rotator_config(rotator: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+verify_url = "https://api.test/verify"
+
+[integration.rotation]
+exec = ["/bin/sh", "{rotator}"]
+{extra}
+"#,
+        rotator = rotator.display()
+    )
+}
+
 /// Every file below `dir` (recursively) that holds `needle`, by name.
 fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
@@ -240,19 +259,7 @@ fi
         ),
     )
     .expect("rotator");
-    let config = format!(
-        r#"
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/verify"
-
-[integration.rotation]
-exec = ["/bin/sh", "{rotator}"]
-"#,
-        rotator = rotator.display()
-    );
+    let config = exec_rotator_config(&rotator, "");
     let mut env = TestEnv::new("a18-rotator-stderr", &config);
     env.init_vault(&[("svc", "bot", "key-old-a18-0f1e2d3c4b5a69788796a5b4c3d2e1f0")]);
     env.start_agent();
@@ -460,20 +467,7 @@ printf '{"secret":"prov_%s"}' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 "#,
     )
     .expect("rotator");
-    let config = format!(
-        r#"
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/verify"
-
-[integration.rotation]
-exec = ["/bin/sh", "{rotator}"]
-retry_base_secs = 60
-"#,
-        rotator = rotator.display()
-    );
+    let config = exec_rotator_config(&rotator, "retry_base_secs = 60");
     let mut env = TestEnv::new("a18-rotator-echo", &config);
     let old = format!("key-old-a18Echo{}{}", random_suffix(), random_suffix());
     env.init_vault(&[("svc", "bot", &old)]);
@@ -540,20 +534,7 @@ exit 75
         ),
     )
     .expect("rotator");
-    let config = format!(
-        r#"
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-verify_url = "https://api.test/verify"
-
-[integration.rotation]
-exec = ["/bin/sh", "{rotator}"]
-retry_base_secs = 60
-"#,
-        rotator = rotator.display()
-    );
+    let config = exec_rotator_config(&rotator, "retry_base_secs = 60");
     let mut env = TestEnv::new("a18-rotator-fds", &config);
     env.init_vault(&[("svc", "bot", "key-old-a18-fds-0f1e2d3c4b5a69788796a5b4c3d2")]);
     env.start_agent();
