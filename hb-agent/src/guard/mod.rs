@@ -379,14 +379,18 @@ fn defer_accept(listener: &TcpListener, secs: u64) {
 
 /// Accepts a policy's connections, one task each.
 async fn serve_listener(inner: Arc<Inner>, policy_id: u32, listener: TcpListener) {
+    // An accepted socket's local end is the listener's: its port, all the flow key needs
+    // of it, is read once here rather than per connection.
+    let local = listener.local_addr().ok();
+    let inherited = set_nodelay(listener.as_fd());
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                // The guard relays whatever each side writes at once: Nagle would hold
-                // a small write back for the peer's delayed ACK (40 ms).
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(inner.clone(), policy_id, stream, peer));
+                if !inherited {
+                    let _ = stream.set_nodelay(true);
+                }
+                tokio::spawn(serve(inner.clone(), policy_id, stream, peer, local));
             }
             Err(e) => {
                 inner.accept_failed(&e);
@@ -394,6 +398,25 @@ async fn serve_listener(inner: Arc<Inner>, policy_id: u32, listener: TcpListener
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Sets `TCP_NODELAY` on a listener, whose accepted sockets then have it from birth
+/// (Linux copies it to them): the guard relays whatever each side writes at once, and
+/// Nagle would hold a small write back for the peer's delayed ACK (40 ms). `false` if
+/// the kernel refused, and each accepted socket must be set on its own.
+fn set_nodelay(listener: std::os::fd::BorrowedFd<'_>) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a listener the caller owns, with an int option value of its
+    // size.
+    unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
     }
 }
 
@@ -410,9 +433,16 @@ impl Drop for Tracked<'_> {
     }
 }
 
-/// One guarded connection, from accept to close.
-async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: SocketAddr) {
-    let Ok(local) = client.local_addr() else {
+/// One guarded connection, from accept to close. `local`: the listener's address, if
+/// it could be read (else the socket's own is read).
+async fn serve(
+    inner: Arc<Inner>,
+    policy_id: u32,
+    client: TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) {
+    let Some(local) = local.or_else(|| client.local_addr().ok()) else {
         return;
     };
     let Some(key) = crate::flow_key::key_of_accepted(client.as_fd(), peer, local) else {
@@ -499,14 +529,18 @@ async fn serve(inner: Arc<Inner>, policy_id: u32, client: TcpStream, peer: Socke
 
 /// Ends once no data moved either way on the client socket for `limit`, as the kernel
 /// counts it (TCP_INFO's time since the last data received and sent): one wake-up per
-/// `limit` while the connection is busy, no bookkeeping in the relay.
+/// `limit` while the connection is busy, no bookkeeping in the relay. The first look is
+/// after `limit`: the first flight has just arrived, and a short connection ends without
+/// the kernel being asked at all.
 async fn idle_past(client: &OwnedFd, limit: Duration) {
+    let mut wait = limit;
     loop {
+        tokio::time::sleep(wait).await;
         let quiet = quiet_for(client).unwrap_or(Duration::ZERO);
         if quiet >= limit {
             return;
         }
-        tokio::time::sleep(limit - quiet).await;
+        wait = limit - quiet;
     }
 }
 
@@ -803,5 +837,23 @@ impl Inner {
             tracing::warn!(count = log.0, error = %e, "guard: accept failed");
             *log = (0, Some(now));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_have_nodelay_from_their_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        assert!(set_nodelay(listener.as_fd()), "TCP_NODELAY on the listener");
+        let _client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        assert!(
+            accepted.nodelay().expect("TCP_NODELAY"),
+            "an accepted socket did not get TCP_NODELAY from its listener"
+        );
     }
 }

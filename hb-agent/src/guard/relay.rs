@@ -101,10 +101,14 @@ pub async fn tls(
             }
         }
     }
-    let Ok(down) = Pipe::new() else {
+    // The first flight goes upstream before anything else is set up: the server works
+    // on it while the pipe is made.
+    let down = Pipe::default();
+    if side.forward(ctx, &upstream).await.is_err() || down.ends().is_err() {
         reset(client);
+        reset(upstream);
         return;
-    };
+    }
     let relayed = tokio::try_join!(
         forward_client_records(ctx, &client, &upstream, side),
         splice_one_way(&upstream, &client, &down),
@@ -339,14 +343,31 @@ unsafe fn set_zero_linger(fd: RawFd) {
     };
 }
 
-/// A pipe the bytes of one direction pass through inside the kernel.
-struct Pipe {
+/// A pipe the bytes of one direction pass through inside the kernel, made when bytes are
+/// first spliced: a plain-HTTP connection whose bodies all came with their heads never
+/// needs one.
+#[derive(Default)]
+struct Pipe(std::sync::OnceLock<Ends>);
+
+impl Pipe {
+    /// The pipe's two ends, made on the first call.
+    fn ends(&self) -> std::io::Result<&Ends> {
+        if let Some(ends) = self.0.get() {
+            return Ok(ends);
+        }
+        let ends = Ends::open()?;
+        Ok(self.0.get_or_init(|| ends))
+    }
+}
+
+/// The two ends of a [`Pipe`].
+struct Ends {
     read: OwnedFd,
     write: OwnedFd,
 }
 
-impl Pipe {
-    fn new() -> std::io::Result<Self> {
+impl Ends {
+    fn open() -> std::io::Result<Self> {
         let mut fds = [0; 2];
         // SAFETY: `fds` is a valid out-array of two ints.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -401,6 +422,10 @@ async fn splice_until(
 ) -> std::io::Result<()> {
     use tokio::io::Interest;
     let mut left = limit;
+    if left == Some(0) {
+        return Ok(());
+    }
+    let pipe = pipe.ends()?;
     loop {
         let want = match left {
             Some(0) => return Ok(()),
@@ -486,10 +511,7 @@ struct Sent {
 /// followed it).
 pub async fn http(ctx: &Ctx<'_>, client: TcpStream, upstream: TcpStream, buf: Vec<u8>) {
     let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
-    let (Ok(up), Ok(down)) = (Pipe::new(), Pipe::new()) else {
-        reset(client);
-        return;
-    };
+    let (up, down) = (Pipe::default(), Pipe::default());
     let (mut client_rx, client_tx) = client.into_split();
     let (upstream_rx, mut upstream_tx) = upstream.into_split();
     let (sent_tx, sent_rx) = std::sync::mpsc::channel();
@@ -741,21 +763,29 @@ async fn forward_responses(
         // framed as one to GET).
         let answers = sent.try_recv().ok();
         let last = answers.is_some_and(|a| a.last);
+        let body = head.body(answers.is_some_and(|a| a.head));
+        // The head and as much of a sized body as came with it go in one write.
+        let with_head = match body {
+            http::ResponseBody::Length(n) => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(buf.len() - head.len),
+            _ => 0,
+        };
         let written = if last {
-            client
-                .write_all(&http::with_connection_close(&buf[..head.len]))
-                .await
+            let mut out = http::with_connection_close(&buf[..head.len]);
+            out.extend_from_slice(&buf[head.len..head.len + with_head]);
+            client.write_all(&out).await
         } else {
-            client.write_all(&buf[..head.len]).await
+            client.write_all(&buf[..head.len + with_head]).await
         };
         if written.is_err() {
             return Responses::Broken;
         }
-        buf.drain(..head.len);
-        let forwarded = match head.body(answers.is_some_and(|a| a.head)) {
+        buf.drain(..head.len + with_head);
+        let forwarded = match body {
             http::ResponseBody::None => true,
             http::ResponseBody::Length(n) => {
-                forward_length(upstream, client, pipe, &mut buf, n).await
+                forward_length(upstream, client, pipe, &mut buf, n - with_head as u64).await
             }
             http::ResponseBody::Chunked => {
                 forward_chunked(upstream, client, pipe, &mut buf, None).await
@@ -944,6 +974,35 @@ mod tests {
             }
         }
         (passed, None)
+    }
+
+    /// Two connected TCP sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let addr = listener.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn a_pipe_is_made_only_when_bytes_are_spliced() {
+        let (mut a1, b1) = pair().await;
+        let (a2, mut b2) = pair().await;
+        let pipe = Pipe::default();
+        splice_until(&b1, &a2, &pipe, Some(0))
+            .await
+            .expect("nothing to move");
+        assert!(pipe.0.get().is_none(), "a pipe for no bytes");
+        a1.write_all(b"hi").await.expect("write");
+        splice_until(&b1, &a2, &pipe, Some(2))
+            .await
+            .expect("two bytes");
+        assert!(pipe.0.get().is_some(), "bytes spliced without a pipe?");
+        let mut got = [0u8; 2];
+        b2.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"hi");
     }
 
     #[test]
