@@ -191,6 +191,14 @@ fn json(cmd: &mut Command) -> anyhow::Result<Value> {
     serde_json::from_str(out.trim()).with_context(|| format!("not JSON: {out}"))
 }
 
+/// Writes the benchmark's input to `path` (`cargo xtask __sanitize-input PATH`): the
+/// README's instruction counts are `hb-agent sanitize --json` on this file.
+pub fn write_input(path: &Path) -> anyhow::Result<()> {
+    let root = util::workspace_root();
+    let text = mixed_input(&root.join(PAYLOADS), &root.join(BENIGN))?;
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Exactly [`INPUT_BYTES`] (to a character boundary) of prose and corpus texts, benign
 /// ones in order, a payload after every eighth.
 fn mixed_input(payloads: &Path, benign: &Path) -> anyhow::Result<String> {

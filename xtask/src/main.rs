@@ -97,6 +97,10 @@ enum Command {
     /// (internal) One benchmark in this process.
     #[command(name = "__bench-one", hide = true)]
     BenchOne { name: String },
+    /// (internal) Write the sanitize benchmark's input (1 MiB of mixed text) to PATH, to
+    /// measure the sanitizer by hand (callgrind instruction counts).
+    #[command(name = "__sanitize-input", hide = true)]
+    SanitizeInput { path: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         Command::GuardServer { addr, cert, key } => bench_guard_peers::server(&addr, &cert, &key),
         Command::GuardClient(args) => bench_guard_peers::client(&args),
         Command::BenchOne { name } => bench::bench_one(&name),
+        Command::SanitizeInput { path } => bench_sanitize::write_input(&path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,9 @@ fn stretches(text: &str, places: &[usize], reach: usize) -> Vec<Range<usize>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    use super::super::learned_features;
     use super::*;
 
     fn model() -> &'static Model<Vec<i8>> {
@@ -237,6 +240,123 @@ mod tests {
             assert!(l.is_finite());
         }
         assert_eq!(m.windows("").len(), 1);
+    }
+
+    /// The simple form of the stage's scoring, as the agent computed it before
+    /// `window_sums`: [`learned_features::windows`] adding `f64` weights one n-gram at a
+    /// time, the logit per window from that sum.
+    fn windows_simple(m: &Model<Vec<i8>>, text: &str) -> Vec<(Range<usize>, f32)> {
+        learned_features::windows(text, m.bits, m.window, m.stride, |b| {
+            f64::from(m.weights[b as usize])
+        })
+        .into_iter()
+        .map(|(r, sum, count)| {
+            let logit = f64::from(m.bias) + f64::from(m.scale) * sum / (count.max(1) as f64).sqrt();
+            (r, logit as f32)
+        })
+        .collect()
+    }
+
+    /// `window_sums` gives the simple form's windows, sums and counts.
+    fn assert_sums_agree(text: &str, bits: u32, window: u32, stride: u32, weights: &[i8]) {
+        let fast = learned_features::window_sums(text, bits, window, stride, weights);
+        let simple = learned_features::windows(text, bits, window, stride, |b| {
+            f64::from(weights[b as usize])
+        });
+        let fast: Vec<_> = fast.into_iter().map(|(r, s, c)| (r, s as f64, c)).collect();
+        assert_eq!(fast, simple, "{text:?} ({bits} bits, {window}/{stride})");
+    }
+
+    /// Bit for bit the simple form's logits, window by window.
+    fn assert_logits_agree(m: &Model<Vec<i8>>, text: &str) {
+        let bits = |w: Vec<(Range<usize>, f32)>| -> Vec<(Range<usize>, u32)> {
+            w.into_iter().map(|(r, l)| (r, l.to_bits())).collect()
+        };
+        assert_eq!(
+            bits(m.windows(text)),
+            bits(windows_simple(m, text)),
+            "{text:?}"
+        );
+    }
+
+    /// Text for the fast path's property tests: ASCII words in both cases, digits, every
+    /// kind of blank run (ASCII, Unicode, the vertical tab `fold` keeps), letters whose
+    /// lower case is longer or another length in UTF-8, CJK, emoji, any character.
+    fn scoring_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => "[a-zA-Z]{1,9}",
+            2 => prop::sample::select(vec![
+                " ", "  ", "\t", "\n\n", " \r\n ", "\u{b}", "\u{c}", "\u{a0}", "\u{3000}",
+                "\u{85}", "\u{2028}", " \u{2003} ",
+            ]).prop_map(str::to_owned),
+            1 => "[0-9]{1,4}",
+            1 => prop::sample::select(vec![
+                "İ", "ẞ", "Σ", "ς", "Ǆ", "Ⅻ", "ﬃ", "Ünïcödé", "日本語", "한국어", "русский",
+                "\u{1f600}", "\u{10ffff}", "\u{200b}", "K", ".", "!", ":", "\u{7f}",
+            ]).prop_map(str::to_owned),
+            1 => any::<char>().prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..600).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The committed model: the same windows and the same logits, bit for bit.
+        #[test]
+        fn fast_scoring_matches_the_simple_form(text in scoring_text()) {
+            assert_logits_agree(model(), &text);
+        }
+
+        /// Other shapes: small windows (many marks in short text), another table size
+        /// (the checked index), random weights over the whole `i8` range.
+        #[test]
+        fn window_sums_match_the_simple_form(
+            text in scoring_text(),
+            shape in prop::sample::select(vec![(18u32, 8u32, 2u32), (18, 256, 64), (10, 6, 3), (8, 4, 4), (12, 1, 1)]),
+            seed in any::<u64>(),
+        ) {
+            let (bits, window, stride) = shape;
+            let weights: Vec<i8> = if bits == 18 {
+                model().weights.clone()
+            } else {
+                let mut x = seed | 1;
+                (0..1usize << bits)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as i8
+                    })
+                    .collect()
+            };
+            assert_sums_agree(&text, bits, window, stride, &weights);
+        }
+    }
+
+    /// Long mixed text, and the edges: empty, blank only, one character, a text starting
+    /// with blanks, the largest weight sum.
+    #[test]
+    fn fast_scoring_matches_on_long_and_edge_texts() {
+        let m = model();
+        let long = "Ünïcödé wörds, 日本語のテキスト, and ASCII 42. \t\n".repeat(300);
+        for t in [
+            "",
+            " ",
+            "\n\n\t",
+            "a",
+            "ab",
+            "  leading blanks",
+            "İİİ",
+            long.as_str(),
+        ] {
+            assert_logits_agree(m, t);
+        }
+        let max = vec![i8::MAX; 1 << 18];
+        let min = vec![i8::MIN; 1 << 18];
+        for w in [&max, &min] {
+            assert_sums_agree(&long, 18, 256, 64, w);
+        }
     }
 
     /// Ignored: the stage's cost per byte on 1 MiB of mixed prose (run with

@@ -33,8 +33,8 @@
 //!    embedded, scores the text around the keyword places step 3 found (up to 256 bytes
 //!    either side), in windows; a window over its threshold is a `learned_injection`
 //!    finding at medium, one more signal beside the rules (never high, never replacing a
-//!    rule's finding). Text with no keyword place is not scored: the model reads several
-//!    times slower than the rest of the pipeline.
+//!    rule's finding). Text with no keyword place is not scored: per byte it reads, the
+//!    model costs about half as much as the whole rest of the pipeline.
 //! 5. **Judge**: each finding carries a severity. Mentions (in code, quoted, negated: "never
 //!    run `rm -rf /`") stay at medium; phrasing that only makes sense as an attack is high.
 //!    `flagged` means medium or above.
