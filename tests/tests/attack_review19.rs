@@ -16,12 +16,9 @@
 //! of text kept a core busy for minutes, and the work ran on after the broker answered
 //! the caller `timeout` (a blocking task is not cancelled).
 //!
-//! Found and fixed without a test here: `POST /v1/scrub` (and the scrub of
-//! `/v1/sanitize`'s result) ran on the broker's two async workers; two scrubs of 10 MiB
-//! of `eyJ` held both (about 20 s each on the debug build) and another tenant's
-//! `GET /v1/whoami` waited behind them (20–35 s). The stall shows only as latency: every
-//! ordering of answers tried also held on the agent before the fix, and a test may not
-//! assert on time.
+//! Also found: `POST /v1/scrub` (and the scrub of `/v1/sanitize`'s result) ran on the
+//! broker's two async workers; scrubs of 10 MiB of `eyJ` held both (about 20 s each on
+//! the debug build) and another tenant's `GET /v1/whoami` waited behind them.
 //!
 //! Everything stays on the machine: the agent runs in the test's own network namespace
 //! and no test sends a packet.
@@ -161,5 +158,103 @@ print(json.dumps(out))
         "the sanitizer did not answer within broker.request_timeout_secs: {unanswered:?} \
          ({})",
         figure.join("; ")
+    );
+}
+
+/// The broker's async workers held by `POST /v1/scrub`: the scrub of a body ran on the
+/// worker that read it, and the broker has two. A sandbox sends three scrubs of 10 MiB of
+/// a token's start (`eyJ`, seconds of scrubbing each on the debug build) side by side;
+/// a second after its first body is sent, another tenant (root on the host) asks
+/// `GET /v1/whoami`. Before the fix whoami waited until a scrub ended (the scrubs end,
+/// whoami's answer and theirs come together, in either order), and so did every
+/// tenant's handles, requests and sessions. The assertion compares two durations of the
+/// same run, not a time: whoami must take less than half as long as the attacker's
+/// quickest scrub.
+#[test]
+fn a_sandbox_scrubbing_large_bodies_does_not_hold_the_broker_from_other_tenants() {
+    use std::{
+        io::{BufRead as _, BufReader, Read as _, Write as _},
+        os::unix::net::UnixStream,
+        sync::mpsc,
+        thread,
+        time::{Duration, Instant},
+    };
+    let env = start("a19scrubhold");
+    let sock = env.broker_socket().display().to_string();
+    let script = r#"
+import json, socket, sys, threading
+SOCK = sys.argv[1]
+body = json.dumps({"text": "eyJ" * (10 * 1024 * 1024 // 3 - 64)}).encode()
+conns = []
+for _ in range(3):
+    s = socket.socket(socket.AF_UNIX); s.connect(SOCK); s.settimeout(300)
+    conns.append(s)
+first = threading.Lock()
+def call(s):
+  try:
+    s.sendall(b"POST /v1/scrub HTTP/1.1\r\nHost: hb\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    if first.acquire(blocking=False):
+        print("sent", flush=True)
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d: break
+        data += d
+    print("answered", data.split(b" ")[1].decode(), flush=True)
+  except Exception as e:
+    print("failed", type(e).__name__, flush=True)
+callers = [threading.Thread(target=call, args=(s,)) for s in conns]
+[t.start() for t in callers]
+[t.join() for t in callers]
+"#;
+    let mut attacker = env.sandbox_piped("open", &[python(), "-c", script, &sock]);
+    let (tx, rx) = mpsc::channel();
+    let out = attacker.stdout.take().expect("stdout");
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let (sent, first) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the attacker sent a body");
+    assert_eq!(first, "sent", "the attacker's first line");
+    // The agent finishes reading the bodies (sent side by side) and scrubs them.
+    thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    let mut s = UnixStream::connect(env.broker_socket()).expect("connect to the broker");
+    s.set_read_timeout(Some(Duration::from_secs(300)))
+        .expect("read timeout");
+    s.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+        .expect("send whoami");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("whoami answered");
+    let waited = asked.elapsed().as_secs_f64();
+    assert!(answer.starts_with("HTTP/1.1 200"), "whoami: {answer}");
+    let answers: Vec<(Instant, String)> = rx.iter().collect();
+    let _ = attacker.wait();
+    // A scrub's answer: on the debug build on a shared machine a scrub may pass
+    // broker.request_timeout_secs (`timeout`, 408): it ran that long.
+    let scrubbed: Vec<f64> = answers
+        .iter()
+        .filter(|(_, l)| l == "answered 200" || l == "answered 408")
+        .map(|(at, _)| at.duration_since(sent).as_secs_f64())
+        .collect();
+    assert!(
+        !scrubbed.is_empty(),
+        "none of the attacker's scrubs was answered: {answers:?}"
+    );
+    let quickest = scrubbed.iter().copied().fold(f64::INFINITY, f64::min);
+    let said: Vec<&str> = answers.iter().map(|(_, l)| l.as_str()).collect();
+    eprintln!(
+        "figure: another tenant's whoami waited {waited:.1} s while three 10 MiB scrubs ran \
+         (the quickest answered {quickest:.1} s after the first body was sent): {said:?}"
+    );
+    assert!(
+        waited * 2.0 < quickest,
+        "another tenant's whoami waited behind the attacker's scrubs: {waited:.1} s, the \
+         quickest scrub {quickest:.1} s"
     );
 }
