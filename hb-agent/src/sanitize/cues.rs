@@ -507,7 +507,10 @@ impl Cues {
     fn judge_header(&self, v: &[u8], e: &Entry<Role>, r: Range<usize>) -> Option<CueHit> {
         // The header's start: a line's, or where an HTML tag or an escaped line break
         // ends (`<div hidden>-- X`, `…\\n-- X`).
-        let ls = line_start(v, r.start);
+        // Only a start within 40 bytes makes a header: look no further back (nor, for
+        // the line's end, further on) than that, or a long line of hits costs its
+        // length once per hit.
+        let ls = line_start_near(v, r.start, 64);
         let ls = ls.max(
             v[ls..r.start]
                 .iter()
@@ -526,10 +529,11 @@ impl Cues {
         if r.start - ls > 40 || !(ruled || head.starts_with(b"[[")) {
             return None;
         }
-        let le = v[r.end..]
+        let hi = (r.end + 41).min(v.len());
+        let le = v[r.end..hi]
             .iter()
             .position(|b| matches!(b, b'\n' | b'\\' | b'<'))
-            .map_or(v.len(), |i| r.end + i);
+            .map_or(hi, |i| r.end + i);
         if le - r.end > 40 {
             return None;
         }
@@ -670,7 +674,7 @@ impl Cues {
         // "Message from the system owner:" at a line's start.
         let marked = memchr::memchr3(b'[', b'(', b'<', &v[lo..r.start]).is_some()
             || memchr::memmem::find(&v[lo..r.start], "【".as_bytes()).is_some()
-            || r.start - line_start(v, r.start) <= 40 && v[r.end..hi].contains(&b':');
+            || r.start - line_start_near(v, r.start, 41) <= 40 && v[r.end..hi].contains(&b':');
         let severity = match (strong, marked && addressed && imperative) {
             (true, _) if marked => Severity::High,
             (true, _) | (false, true) => Severity::Medium,
@@ -843,7 +847,7 @@ impl Cues {
                 (s, cue)
             }
             Function::Authority => {
-                let head = &v[line_start(v, p).max(p.saturating_sub(3))..p];
+                let head = &v[line_start_near(v, p, 3)..p];
                 let tail = &v[cue.end..(cue.end + 3).min(v.len())];
                 let marked = head.len() < 3 && head.iter().all(|b| b.is_ascii_whitespace())
                     || head.iter().any(|b| b"[({<*#|>".contains(b))
@@ -1082,8 +1086,11 @@ fn hailed(v: &[u8], cue: &Range<usize>) -> Option<u8> {
     }
     match tail[at] {
         b':' => {
-            let mid_line = v[line_start(v, cue.start)..cue.start]
+            // Back to the line's start or the first other byte, whichever is nearer.
+            let mid_line = v[..cue.start]
                 .iter()
+                .rev()
+                .take_while(|b| **b != b'\n')
                 .any(|b| !b.is_ascii_whitespace());
             (mid_line || at > 0).then_some(b':')
         }
@@ -1276,8 +1283,12 @@ fn trim_blank(s: &[u8]) -> &[u8] {
     &s[n..]
 }
 
-fn line_start(v: &[u8], p: usize) -> usize {
-    memchr::memrchr(b'\n', &v[..p]).map_or(0, |i| i + 1)
+/// The start of the line holding `p` if it is at most `n` bytes back, else `p - n`:
+/// judges only ask whether a line starts near a cue, and a search back to a far line
+/// start for every cue of a long line would cost that line's length each time.
+fn line_start_near(v: &[u8], p: usize, n: usize) -> usize {
+    let lo = p.saturating_sub(n);
+    memchr::memrchr(b'\n', &v[lo..p]).map_or(lo, |i| lo + i + 1)
 }
 
 /// "will never ask you to reveal your password", "nie ignorieren": advice, in any of

@@ -397,22 +397,58 @@ const PAIR_DISTANCE: usize = 400;
 /// A request for secrets next to a way out for them is an attack even when each half
 /// alone reads as ordinary (a support question, a webhook URL): both become high.
 fn escalate(findings: &mut [Finding]) {
-    let near = |a: &Finding, b: &Finding| {
-        a.span[0] <= b.span[1] + PAIR_DISTANCE && b.span[0] <= a.span[1] + PAIR_DISTANCE
+    let spans = |keep: &dyn Fn(&Finding) -> bool| {
+        let mut s: Vec<[usize; 2]> = findings
+            .iter()
+            .filter(|f| keep(f))
+            .map(|f| f.span)
+            .collect();
+        s.sort_unstable();
+        Near::new(s)
     };
-    let mut raise = Vec::new();
-    for (i, a) in findings.iter().enumerate() {
-        if a.category != Category::CredentialRequest || a.severity < Severity::Medium {
-            continue;
-        }
-        for (j, b) in findings.iter().enumerate() {
-            if b.category == Category::Exfiltration && near(a, b) {
-                raise.extend([i, j]);
-            }
+    let requests =
+        spans(&|f| f.category == Category::CredentialRequest && f.severity >= Severity::Medium);
+    let exits = spans(&|f| f.category == Category::Exfiltration);
+    for f in findings.iter_mut() {
+        let other = match f.category {
+            Category::CredentialRequest if f.severity >= Severity::Medium => &exits,
+            Category::Exfiltration => &requests,
+            _ => continue,
+        };
+        if other.any_near(f.span) {
+            f.severity = Severity::High;
         }
     }
-    for k in raise {
-        findings[k].severity = Severity::High;
+}
+
+/// Spans sorted by start, with the furthest end of each prefix: whether any lies within
+/// [`PAIR_DISTANCE`] of a span is one binary search (comparing every request with every
+/// exit was quadratic in a text full of both).
+struct Near {
+    starts: Vec<usize>,
+    furthest_end: Vec<usize>,
+}
+
+impl Near {
+    fn new(spans: Vec<[usize; 2]>) -> Near {
+        let mut end = 0;
+        let furthest_end = spans
+            .iter()
+            .map(|s| {
+                end = end.max(s[1]);
+                end
+            })
+            .collect();
+        Near {
+            starts: spans.iter().map(|s| s[0]).collect(),
+            furthest_end,
+        }
+    }
+
+    /// Whether some span `b` has `b.start <= a.end + D` and `a.start <= b.end + D`.
+    fn any_near(&self, a: [usize; 2]) -> bool {
+        let k = self.starts.partition_point(|&s| s <= a[1] + PAIR_DISTANCE);
+        k > 0 && a[0] <= self.furthest_end[k - 1] + PAIR_DISTANCE
     }
 }
 
@@ -483,15 +519,25 @@ fn learned_near(
 fn unmasked(text: &str, view: &view::View, mut masked: Vec<(usize, unmask::Mask)>) -> Vec<Finding> {
     masked.sort_unstable_by_key(|(p, _)| *p);
     let mut out = Vec::new();
+    // The last line decoded for each spelling. A trigger on that line, or with half a
+    // line's reach after it inside it, was read with it: decoding and checking a line
+    // for each trigger of a long line of them cost [`unmask::LINE_MAX`] bytes of the
+    // whole pipeline per trigger.
     let mut done: Vec<(unmask::Mask, Range<usize>)> = Vec::new();
     let mut cursor = 0;
     for (p, mask) in masked {
         let at = view.to_output_after(&mut cursor, p..p + 1).start;
         let line = unmask::line_around(text.as_bytes(), at);
-        if done.iter().any(|(m, l)| *m == mask && *l == line) {
+        let last = done.iter_mut().find(|(m, _)| *m == mask);
+        if let Some((_, l)) = &last
+            && (*l == line || l.start <= at && at + unmask::LINE_MAX / 2 <= l.end)
+        {
             continue;
         }
-        done.push((mask, line.clone()));
+        match last {
+            Some((_, l)) => *l = line.clone(),
+            None => done.push((mask, line.clone())),
+        }
         let Some(u) = unmask::decode(mask, text, line) else {
             continue;
         };
@@ -573,8 +619,15 @@ impl Edits {
     /// Moves an old offset; one inside a replaced range goes to the marker's start (or
     /// its end, for the end of a span).
     fn map(&self, x: usize, is_end: bool) -> usize {
-        let mut delta: isize = 0;
-        for (old, new) in &self.0 {
+        // Edits that end before `x` only move it (by the last one's shift): skipped by a
+        // binary search, since every finding's span is moved after every round (walking
+        // them all was quadratic in a text full of findings).
+        let first = self.0.partition_point(|(old, _)| old.end < x);
+        let mut delta: isize = first.checked_sub(1).map_or(0, |i| {
+            let (old, new) = &self.0[i];
+            new.end as isize - old.end as isize
+        });
+        for (old, new) in &self.0[first..] {
             let inside = if is_end {
                 x > old.start && x <= old.end
             } else {

@@ -8,7 +8,7 @@
 //! running every rule over the whole text.
 
 use std::{
-    cell::OnceCell,
+    cell::{Cell, OnceCell},
     ops::Range,
     sync::{LazyLock, OnceLock},
 };
@@ -434,6 +434,13 @@ fn floor_boundary(v: &[u8], mut i: usize) -> usize {
 pub(super) struct Ctx<'a> {
     v: &'a [u8],
     fences: OnceCell<Vec<Range<usize>>>,
+    /// Where each `\n` and each backtick is, found on first use: judges ask for the
+    /// line around every hit, and scanning to a line's ends each time made a long line
+    /// full of keywords cost its length once per hit (quadratic).
+    newlines: OnceCell<Vec<usize>>,
+    ticks: OnceCell<Vec<usize>>,
+    /// The last line [`Ctx::code_line`] judged: (its start, the answer).
+    code_line: Cell<Option<(usize, bool)>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -441,15 +448,60 @@ impl<'a> Ctx<'a> {
         Ctx {
             v,
             fences: OnceCell::new(),
+            newlines: OnceCell::new(),
+            ticks: OnceCell::new(),
+            code_line: Cell::new(None),
         }
     }
 
+    fn newlines(&self) -> &[usize] {
+        self.newlines
+            .get_or_init(|| memchr::memchr_iter(b'\n', self.v).collect())
+    }
+
+    fn ticks(&self) -> &[usize] {
+        self.ticks
+            .get_or_init(|| memchr::memchr_iter(b'`', self.v).collect())
+    }
+
     fn line_start(&self, p: usize) -> usize {
-        memchr::memrchr(b'\n', &self.v[..p]).map_or(0, |i| i + 1)
+        let n = self.newlines();
+        match n.partition_point(|&i| i < p) {
+            0 => 0,
+            k => n[k - 1] + 1,
+        }
     }
 
     fn line_end(&self, p: usize) -> usize {
-        memchr::memchr(b'\n', &self.v[p..]).map_or(self.v.len(), |i| p + i)
+        let n = self.newlines();
+        n.get(n.partition_point(|&i| i < p))
+            .copied()
+            .unwrap_or(self.v.len())
+    }
+
+    /// Backticks in `from..to`.
+    fn ticks_in(&self, from: usize, to: usize) -> usize {
+        let t = self.ticks();
+        t.partition_point(|&i| i < to)
+            .saturating_sub(t.partition_point(|&i| i < from))
+    }
+
+    /// Whether the line `ls..end` is code as a whole: indented, or a shell prompt's.
+    /// Remembered for the last line asked about (hits come in order, many per line).
+    fn code_line(&self, ls: usize, end: usize) -> bool {
+        if let Some((at, code)) = self.code_line.get()
+            && at == ls
+        {
+            return code;
+        }
+        let line = &self.v[ls..end];
+        let trimmed = trim_start(line);
+        let code = line.starts_with(b"    ")
+            || line.starts_with(b"\t")
+            || trimmed.starts_with(b"$ ")
+            || trimmed.starts_with(b"# ") && line.contains(&b'$');
+        self.code_line.set(Some((ls, code)));
+        code
     }
 
     /// Up to `n` bytes before `p`.
@@ -500,16 +552,10 @@ impl<'a> Ctx<'a> {
             return true;
         }
         let (ls, end) = (self.line_start(p), self.line_end(p));
-        let line = &self.v[ls..end];
-        if line.starts_with(b"    ") || line.starts_with(b"\t") {
+        if self.code_line(ls, end) {
             return true;
         }
-        let trimmed = trim_start(line);
-        if trimmed.starts_with(b"$ ") || trimmed.starts_with(b"# ") && line.contains(&b'$') {
-            return true;
-        }
-        let ticks_before = memchr::memchr_iter(b'`', &self.v[ls..p]).count();
-        ticks_before % 2 == 1 && memchr::memchr(b'`', &self.v[r.end.min(end)..end]).is_some()
+        self.ticks_in(ls, p) % 2 == 1 && self.ticks_in(r.end.min(end), end) > 0
     }
 
     /// Between quotes: a quote just before (two bytes at most) and one just after.
@@ -545,8 +591,8 @@ impl<'a> Ctx<'a> {
             "blocks",
             "detect",
         ]);
-        let ls = self.line_start(p);
-        let from = p.saturating_sub(60).max(ls);
+        let from = p.saturating_sub(60);
+        let from = memchr::memrchr(b'\n', &self.v[from..p]).map_or(from, |i| from + i + 1);
         NEGATIONS.any_in(&self.v[from..p])
     }
 

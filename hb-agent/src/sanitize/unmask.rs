@@ -264,7 +264,7 @@ pub(super) fn line_around(text: &[u8], at: usize) -> Range<usize> {
 }
 
 /// Lines are cut to this many bytes each side of the trigger.
-const LINE_MAX: usize = 600;
+pub(super) const LINE_MAX: usize = 600;
 
 /// Decodes `line` of `text` as `mask` spells it.
 pub(super) fn decode(mask: Mask, text: &str, line: Range<usize>) -> Option<Unmasked> {
