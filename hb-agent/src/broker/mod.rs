@@ -264,6 +264,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     stats: stats::Stats::default(),
                     text_gate: text_gate::TextGate::new(scrub_per_minute),
                     handle_gate: text_gate::TextGate::new(handles_per_minute),
+                    text_work: text_gate::TextWork::default(),
                     probes: rotation::probe::Probes::default(),
                     book: rotation::book::Book::open(&state_dir),
                     quarantines: rotation::quarantine::Quarantines::default(),

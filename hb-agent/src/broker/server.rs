@@ -779,12 +779,16 @@ async fn scrub(
         text_gate::body(req.into_body(), shared.max_body, r#"{"text": "…"}"#).await?;
     let view = text_gate::View::of(&shared, &caller);
     let len = req.text.len();
+    let working = text_gate::start_work(&shared, &caller, "scrub")?;
     // CPU-bound on large inputs (a second or more for 10 MiB of token starts): off the
     // async workers, which serve every tenant's calls (two of them held by a scrub each
-    // stopped the broker).
-    let (text, redactions) = tokio::task::spawn_blocking(move || view.scrub_str(&req.text))
-        .await
-        .map_err(|_| ApiError::new(Code::Internal, "scrubber task failed"))?;
+    // stopped the broker). The caller's place is held until the scrub ends.
+    let (text, redactions) = tokio::task::spawn_blocking(move || {
+        let _working = working;
+        view.scrub_str(&req.text)
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "scrubber task failed"))?;
     text_gate::audit(&shared, &caller, "scrub", len, Some(&redactions));
     Ok(Json(json!({ "text": text, "redactions": redactions })))
 }
@@ -824,9 +828,11 @@ async fn sanitize(
         learned: req.learned,
     };
     // CPU-bound on large inputs: off the async workers, and the scrub of the result
-    // with it.
+    // with it; the caller's place is held until both end.
     let view = text_gate::View::of(&shared, &caller);
+    let working = text_gate::start_work(&shared, &caller, "sanitize")?;
     let value = tokio::task::spawn_blocking(move || {
+        let _working = working;
         let result = crate::sanitize::sanitize(&req.text, &opts);
         serde_json::to_value(&result).map(|value| view.scrub_json(value))
     })

@@ -71,6 +71,8 @@ pub struct Shared {
     pub text_gate: super::text_gate::TextGate,
     /// The rate limit of `POST /v1/handles` (`broker.handles_per_minute`).
     pub handle_gate: super::text_gate::TextGate,
+    /// The text work each caller of `/v1/scrub` and `/v1/sanitize` has running.
+    pub text_work: super::text_gate::TextWork,
     /// The `auth_failure` detector's probes in flight.
     pub probes: super::rotation::probe::Probes,
     /// The detectors' recent state per account (`state_dir/detectors.json`).

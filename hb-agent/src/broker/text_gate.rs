@@ -175,6 +175,90 @@ pub fn admit_handle(shared: &Shared, caller: &Caller) -> Result<(), ApiError> {
     ))
 }
 
+/// How many pieces of text work (a scrub, a sanitize) one caller may have running at
+/// once.
+pub const WORK_PER_CALLER: u32 = 2;
+
+/// The text work each caller has running on the blocking pool. Such work cannot be
+/// stopped once it runs, and it outlives its call when the call times out (`timeout`)
+/// or its caller hangs up: without a bound a caller could stack work up (the CPU and the
+/// memory of every text) until the agent stalls, or is killed for its memory with every
+/// tenant's broker and resolver.
+#[derive(Default)]
+pub struct TextWork {
+    running: Arc<Mutex<HashMap<Owner, u32>>>,
+}
+
+/// A caller's place in [`TextWork`] while one piece of its work runs: moved into the
+/// work, and freed when the work ends (dropped), however long after its call that is.
+pub struct Working {
+    running: Arc<Mutex<HashMap<Owner, u32>>>,
+    who: Option<Owner>,
+}
+
+impl TextWork {
+    /// A place for one more piece of `who`'s work, or `None` if it has
+    /// [`WORK_PER_CALLER`] running. `who` `None` (root, the operator uid) is not bounded.
+    fn start(&self, who: Option<Owner>) -> Option<Working> {
+        if let Some(w) = who {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = running.entry(w).or_insert(0);
+            if *n >= WORK_PER_CALLER {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(Working {
+            running: self.running.clone(),
+            who,
+        })
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        let Some(w) = self.who else {
+            return;
+        };
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = running.get_mut(&w) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&w);
+            }
+        }
+    }
+}
+
+/// A place for `caller`'s text work on `endpoint`, or `rate_limited` (audited) while
+/// [`WORK_PER_CALLER`] of its earlier calls' work still runs.
+pub fn start_work(shared: &Shared, caller: &Caller, endpoint: &str) -> Result<Working, ApiError> {
+    if let Some(working) = shared
+        .text_work
+        .start(limited_as(caller, shared.operator_uid))
+    {
+        return Ok(working);
+    }
+    shared
+        .stats
+        .text_gate_limited(&shared.config.agent.state_dir);
+    shared.audit_decision(
+        caller,
+        policy_of(caller),
+        endpoint,
+        "rate_limited",
+        &format!("{WORK_PER_CALLER} earlier calls' work still running"),
+    );
+    Err(ApiError::new(
+        Code::RateLimited,
+        format!(
+            "at most {WORK_PER_CALLER} calls' work at a time per caller on /v1/scrub and /v1/sanitize, and \
+             earlier work of this caller still runs (work goes on after its call timed out or was \
+             dropped); retry when it ends"
+        ),
+    ))
+}
+
 /// Takes a token of `gate` for `caller` (root and the operator uid on the host are not
 /// limited).
 fn take(gate: &TextGate, shared: &Shared, caller: &Caller) -> Result<(), Limited> {
@@ -443,5 +527,26 @@ mod tests {
             "summarised later"
         );
         assert!(gate.take(b).is_ok(), "buckets are per caller");
+    }
+
+    #[test]
+    fn a_callers_work_is_bounded_until_it_ends_whenever_its_call_ended() {
+        let work = TextWork::default();
+        let a = Some(Owner::Sandbox { cgroup_id: 1 });
+        let b = Some(Owner::Host { uid: 1000 });
+        let first = work.start(a).expect("first");
+        let second = work.start(a).expect("second");
+        assert!(work.start(a).is_none(), "a third while two run");
+        assert!(work.start(b).is_some(), "places are per caller");
+        drop(first);
+        let third = work.start(a).expect("a place freed when the work ended");
+        assert!(work.start(a).is_none());
+        drop((second, third));
+        assert!(
+            work.running.lock().expect("lock").is_empty(),
+            "no entry left for a caller with no work"
+        );
+        let unbounded: Vec<_> = (0..5).map(|_| work.start(None)).collect();
+        assert!(unbounded.iter().all(Option::is_some), "root is not bounded");
     }
 }
