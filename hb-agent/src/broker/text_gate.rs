@@ -14,8 +14,12 @@
 //!   that rate;
 //! - every call is in the audit log: the caller, the endpoint, the decision, the text's
 //!   length and the redactions' families and count (never the text or a value). Refusals
-//!   are audited once, then summarised at most once a minute, so a flood cannot rotate
-//!   the audit log away.
+//!   by the rate limit are audited once, then summarised at most once a minute, so a
+//!   flood cannot rotate the audit log away;
+//! - at most [`WORK_PER_CALLER`] of a caller's calls have work running ([`TextWork`]):
+//!   the work cannot be stopped and outlives a call that timed out, so a third call
+//!   meanwhile is refused `rate_limited` (each such refusal audited: it took a token of
+//!   the rate limit first, so there are no more of them than calls).
 //! - a malformed body gets an error that quotes nothing of it; and on every endpoint, an
 //!   error message (which may quote the caller's input: a field name, an integration, a
 //!   URL) is scrubbed with the caller's view too ([`caller_view`], [`scrub_message`]),

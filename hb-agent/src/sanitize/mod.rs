@@ -519,52 +519,74 @@ fn learned_near(
 fn unmasked(text: &str, view: &view::View, mut masked: Vec<(usize, unmask::Mask)>) -> Vec<Finding> {
     masked.sort_unstable_by_key(|(p, _)| *p);
     let mut out = Vec::new();
-    // The last line decoded for each spelling. A trigger on that line, or with half a
-    // line's reach after it inside it, was read with it: decoding and checking a line
-    // for each trigger of a long line of them cost [`unmask::LINE_MAX`] bytes of the
-    // whole pipeline per trigger.
-    let mut done: Vec<(unmask::Mask, Range<usize>)> = Vec::new();
+    // Per spelling: the last line decoded, and the line of the last trigger skipped since
+    // if it reaches past that one. A trigger on that line, or with half a line's reach
+    // after it inside it, was read with it (decoding a line for each trigger of a long
+    // line of them cost [`unmask::LINE_MAX`] bytes of the whole pipeline per trigger);
+    // what its own line holds past the decoded one is read before the next line is, or
+    // at the end, so no byte a trigger's line holds goes unread.
+    let mut done: Vec<(unmask::Mask, Range<usize>, Option<Range<usize>>)> = Vec::new();
     let mut cursor = 0;
     for (p, mask) in masked {
         let at = view.to_output_after(&mut cursor, p..p + 1).start;
         let line = unmask::line_around(text.as_bytes(), at);
-        let last = done.iter_mut().find(|(m, _)| *m == mask);
-        if let Some((_, l)) = &last
-            && (*l == line || l.start <= at && at + unmask::LINE_MAX / 2 <= l.end)
-        {
-            continue;
-        }
-        match last {
-            Some((_, l)) => *l = line.clone(),
-            None => done.push((mask, line.clone())),
-        }
-        let Some(u) = unmask::decode(mask, text, line) else {
+        let read_with =
+            |l: &Range<usize>| *l == line || l.start <= at && at + unmask::LINE_MAX / 2 <= l.end;
+        let Some((_, l, skipped)) = done.iter_mut().find(|(m, ..)| *m == mask) else {
+            done.push((mask, line.clone(), None));
+            out.extend(unmasked_line(text, mask, line));
             continue;
         };
-        let encoding = mask.encoding();
-        let span = [u.line.start, u.line.end];
-        let inner: Vec<Finding> = detect_plain(&u.decoded, Some(encoding), Excerpts::Now, false)
-            .into_iter()
-            .filter(|f| f.severity >= Severity::Medium)
-            .collect();
-        if inner.is_empty() {
-            let foreign = matches!(mask, unmask::Mask::Reversed | unmask::Mask::Spaced)
-                && unmask::holds_foreign_key_word(&u.decoded);
-            if unmask::holds_key_word(&u.decoded) || foreign {
-                out.push(Finding {
-                    category: Category::InstructionOverride,
-                    severity: Severity::Medium,
-                    rule: "obfuscated_keyword",
-                    span,
-                    excerpt: Some(excerpt(&u.decoded)),
-                    decoded_from: Some(encoding),
-                });
+        if !read_with(l)
+            && let Some(s) = skipped.take()
+        {
+            *l = s.clone();
+            out.extend(unmasked_line(text, mask, s));
+        }
+        if read_with(l) {
+            if line.end > l.end {
+                *skipped = Some(line);
             }
             continue;
         }
-        out.extend(inner.into_iter().map(|f| Finding { span, ..f }));
+        *l = line.clone();
+        out.extend(unmasked_line(text, mask, line));
+    }
+    for (mask, _, skipped) in done {
+        if let Some(s) = skipped {
+            out.extend(unmasked_line(text, mask, s));
+        }
     }
     out
+}
+
+/// The findings of one line of `text` decoded as `mask` spells it (see [`unmasked`]).
+fn unmasked_line(text: &str, mask: unmask::Mask, line: Range<usize>) -> Vec<Finding> {
+    let Some(u) = unmask::decode(mask, text, line) else {
+        return Vec::new();
+    };
+    let encoding = mask.encoding();
+    let span = [u.line.start, u.line.end];
+    let inner: Vec<Finding> = detect_plain(&u.decoded, Some(encoding), Excerpts::Now, false)
+        .into_iter()
+        .filter(|f| f.severity >= Severity::Medium)
+        .collect();
+    if !inner.is_empty() {
+        return inner.into_iter().map(|f| Finding { span, ..f }).collect();
+    }
+    let foreign = matches!(mask, unmask::Mask::Reversed | unmask::Mask::Spaced)
+        && unmask::holds_foreign_key_word(&u.decoded);
+    if !(unmask::holds_key_word(&u.decoded) || foreign) {
+        return Vec::new();
+    }
+    vec![Finding {
+        category: Category::InstructionOverride,
+        severity: Severity::Medium,
+        rule: "obfuscated_keyword",
+        span,
+        excerpt: Some(excerpt(&u.decoded)),
+        decoded_from: Some(encoding),
+    }]
 }
 
 /// `s` cut to [`EXCERPT_CHARS`] characters.
