@@ -363,18 +363,8 @@ impl PodServer {
 /// that connects and sends nothing never holds an agent descriptor (the kernel drops it
 /// after `secs`). Best effort: without it the first-flight timeout still bounds them.
 fn defer_accept(listener: &TcpListener, secs: u64) {
-    use std::os::fd::AsRawFd as _;
     let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt on a listener we own, with an int option value of its size.
-    unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&raw const secs).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    set_tcp_option(listener.as_fd(), libc::TCP_DEFER_ACCEPT, secs);
 }
 
 /// Accepts a policy's connections, one task each.
@@ -406,15 +396,24 @@ async fn serve_listener(inner: Arc<Inner>, policy_id: u32, listener: TcpListener
 /// Nagle would hold a small write back for the peer's delayed ACK (40 ms). `false` if
 /// the kernel refused, and each accepted socket must be set on its own.
 fn set_nodelay(listener: std::os::fd::BorrowedFd<'_>) -> bool {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on a listener the caller owns, with an int option value of its
+    set_tcp_option(listener, libc::TCP_NODELAY, 1)
+}
+
+/// Sets the int-valued TCP option `option` of `socket` to `value`; whether the kernel
+/// took it.
+fn set_tcp_option(
+    socket: std::os::fd::BorrowedFd<'_>,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> bool {
+    // SAFETY: setsockopt on a socket the caller holds, with an int option value of its
     // size.
     unsafe {
         libc::setsockopt(
-            listener.as_raw_fd(),
+            socket.as_raw_fd(),
             libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&raw const on).cast(),
+            option,
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         ) == 0
     }
