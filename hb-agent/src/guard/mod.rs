@@ -37,6 +37,9 @@ pub mod splice;
 pub mod tls;
 mod tls_records;
 
+#[cfg(test)]
+mod parse_props;
+
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr, SocketAddr},
