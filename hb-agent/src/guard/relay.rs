@@ -976,6 +976,124 @@ mod tests {
         (passed, None)
     }
 
+    /// [`scan`], with the stream cut at `cuts` (offsets, any order) instead of in steps.
+    fn scan_cut(stream: &[u8], cuts: &[usize]) -> (usize, Option<Reason>) {
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(stream.len())).collect();
+        cuts.push(stream.len());
+        cuts.sort_unstable();
+        let mut scan = RecordScan::default();
+        let mut watch = Watch::new("allowed.test".into());
+        let (mut held, mut passed, mut from) = (Vec::new(), 0, 0);
+        for cut in cuts {
+            held.extend_from_slice(&stream[from..cut]);
+            from = cut;
+            match scan.advance(&held, &mut watch, |name| name == "allowed.test") {
+                Ok(ready) => {
+                    passed += ready;
+                    held.drain(..ready);
+                }
+                Err((reason, _)) => return (passed, Some(reason)),
+            }
+        }
+        (passed, None)
+    }
+
+    /// A client's records after its first ClientHello, as a sandbox may write them.
+    fn later_records() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let record = prop_oneof![
+            3 => Just(vec![20, 3, 3, 0, 1, 1]),
+            1 => Just(vec![21, 3, 3, 0, 2, 1, 0]),
+            3 => prop::collection::vec(any::<u8>(), 1..40).prop_map(|b| {
+                let mut r = vec![23, 3, 3, 0, u8::try_from(b.len()).unwrap_or(0)];
+                r.extend(b);
+                r
+            }),
+            2 => (prop_oneof![Just("allowed.test"), Just("evil.test")], 0usize..90)
+                .prop_map(|(name, cut)| {
+                    // A second ClientHello, in one record or cut into two.
+                    let whole = client_hello(&[sni(&[name])]);
+                    let message = &whole[5..];
+                    let cut = cut.min(message.len());
+                    let mut out = Vec::new();
+                    for part in [&message[..cut], &message[cut..]] {
+                        if !part.is_empty() {
+                            out.extend([22, 3, 3]);
+                            out.extend(u16::try_from(part.len()).unwrap_or(0).to_be_bytes());
+                            out.extend(part);
+                        }
+                    }
+                    out
+                }),
+            1 => prop::collection::vec(any::<u8>(), 1..48).prop_map(|b| {
+                let mut r = vec![22, 3, 3, 0, u8::try_from(b.len()).unwrap_or(0)];
+                r.extend(b);
+                r
+            }),
+            1 => prop::collection::vec(any::<u8>(), 1..8),
+        ];
+        prop::collection::vec(record, 0..6).prop_map(|rs| rs.concat())
+    }
+
+    proptest::proptest! {
+        /// However a client's records fall into reads, the guard refuses the same
+        /// stream for the same reason, passes no byte of the record it refuses (no
+        /// more than it passes reading one byte at a time), and passes the same bytes of
+        /// a stream it does not refuse.
+        #[test]
+        fn a_record_stream_is_judged_the_same_however_it_is_cut(
+            later in later_records(),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let mut stream = client_hello(&[sni(&["allowed.test"])]);
+            stream.extend(later);
+            let whole = scan_cut(&stream, &[]);
+            let bytewise = scan(&stream, 1);
+            let (passed, refused) = scan_cut(&stream, &cuts);
+            proptest::prop_assert_eq!(refused, whole.1);
+            proptest::prop_assert_eq!(bytewise.1, whole.1);
+            if refused.is_some() {
+                proptest::prop_assert!(passed <= bytewise.0, "{} > {}", passed, bytewise.0);
+            } else {
+                proptest::prop_assert_eq!(passed, whole.0);
+                proptest::prop_assert_eq!(bytewise.0, whole.0);
+            }
+        }
+    }
+
+    /// The property above checks something only if its streams are both refused and
+    /// passed, each often.
+    #[test]
+    fn the_record_generator_reaches_refusals_and_passes() {
+        use proptest::{
+            strategy::{Strategy as _, ValueTree as _},
+            test_runner::TestRunner,
+        };
+        let mut runner = TestRunner::deterministic();
+        let mut refused: Vec<(Option<Reason>, usize)> = Vec::new();
+        for _ in 0..2000 {
+            let later = later_records()
+                .new_tree(&mut runner)
+                .expect("sample")
+                .current();
+            let mut stream = client_hello(&[sni(&["allowed.test"])]);
+            stream.extend(later);
+            let outcome = scan_cut(&stream, &[]).1;
+            match refused.iter_mut().find(|(o, _)| *o == outcome) {
+                Some((_, n)) => *n += 1,
+                None => refused.push((outcome, 1)),
+            }
+        }
+        println!("of 2000 streams: {refused:?}");
+        for outcome in [None, Some(Reason::SniMismatch), Some(Reason::Renegotiation)] {
+            let n = refused
+                .iter()
+                .find(|(o, _)| *o == outcome)
+                .map_or(0, |(_, n)| *n);
+            assert!(n >= 50, "{outcome:?}: {refused:?}");
+        }
+    }
+
     /// Two connected TCP sockets.
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
