@@ -7,7 +7,9 @@
 //! and a request the guard passes must be framed as a server's parser frames it: a
 //! body whose end the guard places elsewhere than the server hides the next request
 //! from the guard (request smuggling). The reference for chunked framing is httparse's
-//! `parse_chunk_size` and `parse_headers`, the parser hyper's ecosystem shares.
+//! `parse_chunk_size` and `parse_headers`, the parser hyper's ecosystem shares; for the
+//! name a ClientHello asks for, rustls's server (`rustls::server::Acceptor`): a hello
+//! the guard reads as one name must be one a server reads as that name, or refuses.
 //!
 //! Cases per property: proptest's default (256), or `PROPTEST_CASES` for a long run:
 //! `PROPTEST_CASES=200000 cargo test -p hb-agent --release --bin hb-agent -- guard::parse_props`.
@@ -244,6 +246,123 @@ fn record(body: &[u8], lie: i32) -> Vec<u8> {
     out
 }
 
+/// The SNI extension's data: `names` (each: name type, name bytes) in a list whose
+/// length is off by `lie`, and `trailing` bytes after the list.
+fn sni_data(names: &[(u8, Vec<u8>)], lie: i32, trailing: &[u8]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for (kind, name) in names {
+        list.push(*kind);
+        list.extend(u16::try_from(name.len()).unwrap_or(0).to_be_bytes());
+        list.extend(name);
+    }
+    let told = i32::try_from(list.len()).unwrap_or(0).saturating_add(lie);
+    let mut data = u16::try_from(told.max(0))
+        .unwrap_or(u16::MAX)
+        .to_be_bytes()
+        .to_vec();
+    data.extend(list);
+    data.extend(trailing);
+    data
+}
+
+/// A ClientHello record as a sandbox may write it: extensions in any order and number,
+/// SNI lists of zero to three names of any type, lying lengths, then a byte or two of
+/// it overwritten.
+fn any_hello() -> impl Strategy<Value = Vec<u8>> {
+    let name = prop_oneof![
+        4 => Just(b"allowed.test".to_vec()),
+        2 => Just(b"evil.test".to_vec()),
+        1 => Just(b"Allowed.Test.".to_vec()),
+        1 => Just(b"allowed.test\0evil.test".to_vec()),
+        1 => Just(b"10.0.0.1".to_vec()),
+        1 => Just(Vec::new()),
+    ];
+    let count =
+        prop_oneof![1 => Just(0usize), 8 => Just(1usize), 1 => Just(2usize), 1 => Just(3usize)];
+    let sni = (
+        count.prop_flat_map(move |n| {
+            prop::collection::vec(
+                (prop_oneof![8 => Just(0u8), 1 => Just(1u8)], name.clone()),
+                n,
+            )
+        }),
+        prop_oneof![8 => Just(0i32), 1 => Just(-1i32), 1 => Just(2i32)],
+        prop_oneof![8 => Just(Vec::new()), 1 => Just(vec![0u8, 0, 3, b'e', b'v', b'l'])],
+    )
+        .prop_map(|(names, lie, trailing)| (0u16, sni_data(&names, lie, &trailing)));
+    let other = prop_oneof![
+        Just((43u16, vec![2, 3, 4])),
+        Just((51u16, vec![0, 0])),
+        Just((0x0a0au16, Vec::new())),
+        Just((0xfe0du16, vec![0, 1, 2])),
+        prop::collection::vec(any::<u8>(), 0..8).prop_map(|d| (0x1234u16, d)),
+    ];
+    let snis = prop_oneof![1 => Just(0usize), 8 => Just(1usize), 1 => Just(2usize)]
+        .prop_flat_map(move |n| prop::collection::vec(sni.clone(), n));
+    (
+        snis,
+        prop::collection::vec(other, 0..3),
+        prop::option::weighted(0.9, any::<prop::sample::Index>()),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        prop_oneof![8 => Just(0usize), 1 => Just(1usize), 1 => Just(2usize)],
+    )
+        .prop_map(|(snis, others, signatures_at, flips, flip_count)| {
+            // The SNI extensions among the others, in the order drawn.
+            let mut extensions = others;
+            for (i, sni) in snis.into_iter().enumerate() {
+                let at = (i * 7) % (extensions.len() + 1);
+                extensions.insert(at, sni);
+            }
+            // rustls's server refuses a hello without signature_algorithms.
+            if let Some(at) = signatures_at {
+                let at = at.index(extensions.len() + 1);
+                extensions.insert(at, (13, vec![0, 2, 8, 4]));
+            }
+            let mut hello = tls::tests::client_hello(&extensions);
+            for (at, byte) in flips.into_iter().take(flip_count) {
+                let i = at.index(hello.len());
+                hello[i] = byte;
+            }
+            hello
+        })
+}
+
+/// The name rustls's server reads in the ClientHello record(s) of `records`: `Err` when
+/// it refuses them (or they are not whole).
+fn rustls_name(records: &[u8]) -> Result<Option<String>, ()> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = records;
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => Ok(accepted.client_hello().server_name().map(str::to_owned)),
+        _ => Err(()),
+    }
+}
+
+proptest! {
+    /// A ClientHello the guard reads as asking for one name is, to a server (rustls),
+    /// a hello asking for that same name, or one it refuses: no hello names one host to
+    /// the guard and another, or none, to the server.
+    #[test]
+    fn a_hello_names_to_a_server_the_host_it_names_to_the_guard(hello in any_hello()) {
+        let Ok(Some(message)) = tls::complete_hello(&hello) else {
+            return Ok(());
+        };
+        if let tls::Hello::Name(name) = tls::hello_name(&message) {
+            let server = rustls_name(&hello);
+            if let Ok(seen) = &server {
+                let seen = seen.as_deref().map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+                prop_assert_eq!(seen.as_deref(), Some(name.as_str()), "hello {:?}", hello);
+            }
+        }
+    }
+}
+
 proptest! {
     /// However a sender's bytes fall into reads, the guard ends a chunked body at one
     /// place — the place httparse ends it — or refuses; it never passes a body that
@@ -440,15 +559,127 @@ fn the_generators_reach_passes_and_refusals() {
         let head = request_head().new_tree(r).expect("sample").current();
         http::parse_head(&head).is_err()
     });
+    let hellos_named = sample(&|r| {
+        let hello = any_hello().new_tree(r).expect("sample").current();
+        let named = matches!(
+            tls::complete_hello(&hello),
+            Ok(Some(m)) if matches!(tls::hello_name(&m), tls::Hello::Name(_))
+        );
+        named && rustls_name(&hello).is_ok_and(|n| n.is_some())
+    });
     println!(
-        "of 2000: chunked bodies passed {bodies}, heads with a body passed {heads_with_body}, heads refused {heads_refused}"
+        "of 2000: chunked bodies passed {bodies}, heads with a body passed {heads_with_body}, \
+         heads refused {heads_refused}, hellos named to both the guard and rustls {hellos_named}"
     );
     for (what, n) in [
         ("chunked bodies passed", bodies),
         ("chunked bodies refused", 2000 - bodies),
         ("heads with a body passed", heads_with_body),
         ("heads refused", heads_refused),
+        ("hellos named to both", hellos_named),
     ] {
         assert!(n >= 100, "{what}: {n} of 2000");
     }
+}
+
+/// What OpenSSL's server (Python's `ssl`, fed each hello through memory BIOs) does with
+/// each ClientHello record of its standard input, one hex line each: how its handshake
+/// ended, and the names its servername callback was given — the name a server routes by.
+const OPENSSL_SNI: &str = r#"
+import json, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+seen = []
+ctx.sni_callback = lambda obj, name, c: seen.append(name)
+out = []
+for line in sys.stdin:
+    seen.clear()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = ctx.wrap_bio(incoming, outgoing, server_side=True)
+    incoming.write(bytes.fromhex(line.strip()))
+    try:
+        server.do_handshake()
+        status = "done"
+    except ssl.SSLWantReadError:
+        status = "want"
+    except ssl.SSLError as e:
+        status = "err:" + str(e.reason)
+    out.append({"status": status, "names": list(seen)})
+print(json.dumps(out))
+"#;
+
+/// The property above with OpenSSL as the server, over a fixed sample (one Python run):
+/// wherever OpenSSL's servername callback runs for a hello the guard reads as asking for
+/// one name, it is given exactly that name. (The server here has no certificate, so
+/// every handshake ends after the callback: the name is what is compared.)
+#[test]
+fn a_hello_names_to_openssl_the_host_it_names_to_the_guard() {
+    use std::io::Write as _;
+
+    use proptest::{strategy::ValueTree as _, test_runner::TestRunner};
+    let mut runner = TestRunner::deterministic();
+    // PROPTEST_CASES asks for a longer run here too.
+    let samples = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0usize)
+        .max(3000);
+    let named: Vec<(Vec<u8>, String)> = (0..samples)
+        .filter_map(|_| {
+            let hello = any_hello().new_tree(&mut runner).expect("sample").current();
+            let message = tls::complete_hello(&hello).ok()??;
+            match tls::hello_name(&message) {
+                tls::Hello::Name(name) => Some((hello, name)),
+                _ => None,
+            }
+        })
+        .collect();
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", OPENSSL_SNI])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (installed by cargo xtask setup)");
+    let input: String = named
+        .iter()
+        .map(|(hello, _)| {
+            let hex: String = hello.iter().map(|b| format!("{b:02x}")).collect();
+            hex + "\n"
+        })
+        .collect();
+    python
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write hellos");
+    let out = python.wait_with_output().expect("python3 ran");
+    assert!(out.status.success(), "python3 failed");
+    let answers: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("python3's JSON");
+    assert_eq!(answers.len(), named.len());
+    let mut called = 0;
+    for ((hello, name), answer) in named.iter().zip(&answers) {
+        let names: Vec<Option<String>> = answer["names"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+            })
+            .collect();
+        if !names.is_empty() {
+            called += 1;
+            assert_eq!(
+                names,
+                [Some(name.clone())],
+                "the guard read {name}: {hello:02x?}"
+            );
+        }
+    }
+    println!(
+        "{} hellos the guard reads as one name; OpenSSL's servername callback ran for {called}",
+        named.len()
+    );
+    assert!(called >= 50, "OpenSSL's callback ran for only {called}");
 }
