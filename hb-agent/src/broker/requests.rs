@@ -62,7 +62,10 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use axum::{Json, extract::State};
+use axum::{
+    extract::State,
+    response::{IntoResponse as _, Response},
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
@@ -296,7 +299,7 @@ pub async fn request(
     State(shared): State<AppState>,
     CallerOf(caller): CallerOf,
     JsonBody(req): JsonBody<RequestIn>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (policy, owner) = match acting(&caller, &shared.config.broker.host_policy) {
         Ok(acting) => acting,
         Err(e) => {
@@ -1310,7 +1313,7 @@ async fn respond(
     answer: &Answer<'_>,
     parsed: &Parsed,
     response: OutboundResponse,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let shared = call.shared;
     let pending = after_minting(call, decision, parsed).await;
     super::credentials::protect_stored(shared).await;
@@ -1349,9 +1352,10 @@ async fn respond(
         not_replaced: answer.not_replaced,
     };
     // CPU-bound on a large answer (tens of seconds for 10 MiB of token starts on a debug
-    // build): off the async workers, which serve every tenant's calls (two such answers
-    // held both and stopped the broker), in one of the caller's places of text work,
-    // held until the work ends.
+    // build, seconds to write 10 MiB of control characters as JSON escapes): off the
+    // async workers, which serve every tenant's calls (two such answers held both and
+    // stopped the broker), in one of the caller's places of text work, held until the
+    // work ends.
     let working = super::text_gate::wait_for_work(shared, call.caller).await;
     let scrubbed = tokio::task::spawn_blocking(move || {
         let _working = working;
@@ -1401,7 +1405,11 @@ async fn respond(
             fragment_hit::Seen::Answer,
         ));
     }
-    Ok(Json(Value::Object(scrubbed.out)))
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/json")],
+        scrubbed.json,
+    )
+        .into_response())
 }
 
 /// Phase 6's work on the answer, on owned state so that it runs on the blocking pool.
@@ -1421,9 +1429,9 @@ struct AnswerScrub {
 
 /// The answer as it may leave, and what the call learnt from it.
 struct ScrubbedAnswer {
-    /// `status`, `headers`, `credential_error`, and `body` or `body_base64` (and
-    /// `sanitize`).
-    out: serde_json::Map<String, Value>,
+    /// The JSON object of `status`, `headers`, `credential_error`, and `body` or
+    /// `body_base64` (and `sanitize`), written out.
+    json: Vec<u8>,
     /// A credential of `echo_of` came back whole.
     reflected: bool,
     /// How many pending keys' shapes were cut, if the pass ran.
@@ -1518,7 +1526,7 @@ impl AnswerScrub {
             }
         }
         ScrubbedAnswer {
-            out,
+            json: serde_json::to_vec(&out).unwrap_or_default(),
             reflected,
             pending_cut: (!pending.is_empty()).then_some(pending_cut),
             exposed,
