@@ -54,7 +54,10 @@
 //!   fixed error, nothing of the answer, and the caller barred from the account (a cut
 //!   answer would tell it which of its guesses were pieces of the key). Another account's
 //!   credential in the answer that the request did not carry raises that account's
-//!   `reflection` ([`unheld_in_answer`]).
+//!   `reflection` ([`unheld_in_answer`]). That work on the answer, and writing it out as
+//!   JSON, runs on the blocking pool ([`AnswerScrub`]) in one of the caller's places of
+//!   text work, waited for (`text_gate::wait_for_work`): never on the async workers
+//!   every tenant's calls share.
 //!
 //! Must never: open a connection for a request policy refused, reach a host the
 //! caller's policy does not, send a credential to a host outside its integration, or
