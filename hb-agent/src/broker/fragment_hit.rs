@@ -115,18 +115,19 @@ pub fn in_request(carried: &[Arc<Current>], others: &Others, sent: &Sent<'_>) ->
 
 /// The parts of one answer checked for runs of the credentials its call sent and of the
 /// caller's other accounts' (see [`Others`]), after the whole values were scrubbed from
-/// them; remembers the first hit.
-pub struct AnswerWatch<'a> {
-    sent: &'a [Arc<Current>],
-    others: &'a Others,
+/// them; remembers the first hit. It holds its own list of both (shared handles to the
+/// credentials), so the check can run off the task that made the call.
+pub struct AnswerWatch {
+    sent: Vec<Arc<Current>>,
+    others: Vec<(Arc<Entry>, Arc<Current>)>,
     hit: Mutex<Option<Whose>>,
 }
 
-impl<'a> AnswerWatch<'a> {
-    pub fn new(sent: &'a [Arc<Current>], others: &'a Others) -> Self {
+impl AnswerWatch {
+    pub fn new(sent: &[Arc<Current>], others: &Others) -> Self {
         Self {
-            sent,
-            others,
+            sent: sent.to_vec(),
+            others: others.to_vec(),
             hit: Mutex::new(None),
         }
     }

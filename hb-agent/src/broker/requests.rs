@@ -54,7 +54,10 @@
 //!   fixed error, nothing of the answer, and the caller barred from the account (a cut
 //!   answer would tell it which of its guesses were pieces of the key). Another account's
 //!   credential in the answer that the request did not carry raises that account's
-//!   `reflection` ([`unheld_in_answer`]).
+//!   `reflection` ([`unheld_in_answer`]). That work on the answer, and writing it out as
+//!   JSON, runs on the blocking pool ([`AnswerScrub`]) in one of the caller's places of
+//!   text work, waited for (`text_gate::wait_for_work`): never on the async workers
+//!   every tenant's calls share.
 //!
 //! Must never: open a connection for a request policy refused, reach a host the
 //! caller's policy does not, send a credential to a host outside its integration, or
@@ -62,7 +65,10 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use axum::{Json, extract::State};
+use axum::{
+    extract::State,
+    response::{IntoResponse as _, Response},
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
@@ -296,7 +302,7 @@ pub async fn request(
     State(shared): State<AppState>,
     CallerOf(caller): CallerOf,
     JsonBody(req): JsonBody<RequestIn>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (policy, owner) = match acting(&caller, &shared.config.broker.host_policy) {
         Ok(acting) => acting,
         Err(e) => {
@@ -1310,8 +1316,8 @@ async fn respond(
     answer: &Answer<'_>,
     parsed: &Parsed,
     response: OutboundResponse,
-) -> Result<Json<Value>, ApiError> {
-    let (shared, sent) = (call.shared, answer.sent);
+) -> Result<Response, ApiError> {
+    let shared = call.shared;
     let pending = after_minting(call, decision, parsed).await;
     super::credentials::protect_stored(shared).await;
     if let Some((entry, _)) = &decision.credential {
@@ -1324,27 +1330,44 @@ async fn respond(
         }
         refuse_unsafe_for_credential(call, parsed, &response)?;
     }
-    // Every live value on the node (every tenant's), but for a sandbox not those its
-    // request carried that are not its own: scrubbed of a value it sent, an upstream
-    // that echoes what it is sent would tell it which of its guesses is another
-    // tenant's live credential; not scrubbed of one it never sent, a provider's answer
-    // (a key listing) would hand it another tenant's.
-    let view = View::answer(shared, call.caller, answer.carried);
-    // Runs of the credentials the call sent (built once per credential; a retried
-    // call's upstream saw two) and of the caller's other accounts', looked for in every
-    // part of the answer after the whole values are scrubbed: one is a hit, and the
-    // answer is refused whole.
-    let watch = fragment_hit::AnswerWatch::new(sent, answer.others);
-    let pieces = |text: String| watch.pass(text);
-    if let Some((entry, _)) = &decision.credential
-        && sent.iter().any(|current| {
-            super::sightings::reflected(
-                shared,
-                &current.credential_id,
-                &response.body,
-                &response.headers,
-            )
-        })
+    let scrub = AnswerScrub {
+        shared: shared.clone(),
+        // Every live value on the node (every tenant's), but for a sandbox not those
+        // its request carried that are not its own: scrubbed of a value it sent, an
+        // upstream that echoes what it is sent would tell it which of its guesses is
+        // another tenant's live credential; not scrubbed of one it never sent, a
+        // provider's answer (a key listing) would hand it another tenant's.
+        view: View::answer(shared, call.caller, answer.carried),
+        // Runs of the credentials the call sent (a retried call's upstream saw two) and
+        // of the caller's other accounts', looked for in every part of the answer after
+        // the whole values are scrubbed: one is a hit, and the answer is refused whole.
+        watch: fragment_hit::AnswerWatch::new(answer.sent, answer.others),
+        pending,
+        echo_of: match &decision.credential {
+            Some(_) => answer
+                .sent
+                .iter()
+                .map(|c| c.credential_id.clone())
+                .collect(),
+            None => Vec::new(),
+        },
+        sanitize: parsed.sanitize,
+        not_replaced: answer.not_replaced,
+    };
+    // CPU-bound on a large answer (tens of seconds for 10 MiB of token starts on a debug
+    // build, seconds to write 10 MiB of control characters as JSON escapes): off the
+    // async workers, which serve every tenant's calls (two such answers held both and
+    // stopped the broker), in one of the caller's places of text work, held until the
+    // work ends.
+    let working = super::text_gate::wait_for_work(shared, call.caller).await;
+    let scrubbed = tokio::task::spawn_blocking(move || {
+        let _working = working;
+        scrub.run(response)
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "the answer's scrub task failed"))?;
+    if scrubbed.reflected
+        && let Some((entry, _)) = &decision.credential
     {
         // The upstream echoed a whole credential the call carried: the caller gets the
         // scrubbed answer, the account its integration's `on_reflection`.
@@ -1367,84 +1390,17 @@ async fn respond(
             },
         );
     }
-    let unspread = cut_spread(&view, &watch, &response.body);
-    let mut body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
-    let (bytes, mut pending_cut) = redact_pending_keys(shared, &pending, body.bytes);
-    body.bytes = bytes;
-    // A header may spell a value with some of its characters escaped as the body may.
-    let header_cut = |text: &str| {
-        cut_spread(&view, &watch, text.as_bytes())
-            .map(|cut| String::from_utf8_lossy(&cut).into_owned())
-    };
-    let (mut headers, headers_redacted) =
-        scrub_headers(&view, &response.headers, &header_cut, &pieces);
-    if !pending.is_empty() {
-        for v in headers.values_mut() {
-            if let Value::String(text) = v {
-                let (cut, n) =
-                    redact_pending_keys(shared, &pending, std::mem::take(text).into_bytes());
-                *text = String::from_utf8_lossy(&cut).into_owned();
-                pending_cut += n;
-            }
-        }
+    if let Some(cut) = scrubbed.pending_cut {
         call.audit(
             &parsed.action,
             "allowed",
-            &format!("pending_key_shape_pass redacted {pending_cut}"),
+            &format!("pending_key_shape_pass redacted {cut}"),
         );
     }
-    if unspread.is_some() || headers_redacted || !body.redactions.is_empty() {
-        // Something was redacted: maybe another account's credential.
-        unheld_in_answer(call, parsed, answer, &view, &response).await;
+    if let Some(found) = &scrubbed.exposed {
+        unheld_in_answer(call, parsed, answer, found).await;
     }
-    let mut out = serde_json::Map::new();
-    out.insert("status".into(), response.status.into());
-    out.insert("headers".into(), Value::Object(headers));
-    if let Some(why) = answer.not_replaced {
-        out.insert(
-            "credential_error".into(),
-            serde_json::json!({"code": "credential_dead", "reason": why}),
-        );
-    }
-    watch.check(&body.bytes);
-    match String::from_utf8(body.bytes) {
-        Ok(text) => match parsed.sanitize {
-            Some(mode) => {
-                let opts = crate::sanitize::Options {
-                    mode,
-                    spotlight: false,
-                    learned: false,
-                };
-                let s =
-                    tokio::task::spawn_blocking(move || crate::sanitize::sanitize(&text, &opts))
-                        .await
-                        .map_err(|_| ApiError::new(Code::Internal, "sanitizer task failed"))?;
-                // Scrubbed again: normalising (full-width and other look-alikes to
-                // ASCII) can spell out a credential (or a run of one) the first scrub
-                // did not see.
-                let v = view.scrub_json(serde_json::to_value(&s).unwrap_or_default());
-                let mut v = map_strings(v, &pieces);
-                let text = v
-                    .as_object_mut()
-                    .and_then(|o| o.remove("text"))
-                    .unwrap_or(Value::Null);
-                out.insert("body".into(), text);
-                out.insert("sanitize".into(), v);
-            }
-            None => {
-                out.insert("body".into(), Value::String(text));
-            }
-        },
-        Err(e) => {
-            out.insert(
-                "body_base64".into(),
-                base64::engine::general_purpose::STANDARD
-                    .encode(e.into_bytes())
-                    .into(),
-            );
-        }
-    }
-    if let Some(entry) = watch.hit().and_then(|w| charged(decision, w)) {
+    if let Some(entry) = scrubbed.hit.and_then(|w| charged(decision, w)) {
         return Err(fragment_refused(
             call,
             parsed,
@@ -1452,7 +1408,146 @@ async fn respond(
             fragment_hit::Seen::Answer,
         ));
     }
-    Ok(Json(Value::Object(out)))
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/json")],
+        scrubbed.json,
+    )
+        .into_response())
+}
+
+/// Phase 6's work on the answer, on owned state so that it runs on the blocking pool.
+struct AnswerScrub {
+    shared: AppState,
+    /// What the caller may see (see `text_gate::View::answer`).
+    view: View,
+    watch: fragment_hit::AnswerWatch,
+    /// Shapes of keys being minted (see [`redact_pending_keys`]).
+    pending: Vec<Arc<crate::scrub::shape::Shape>>,
+    /// The credentials (ids) whose whole echo is a `reflection`: those a call with a
+    /// handle sent.
+    echo_of: Vec<String>,
+    sanitize: Option<crate::sanitize::Mode>,
+    not_replaced: Option<&'static str>,
+}
+
+/// The answer as it may leave, and what the call learnt from it.
+struct ScrubbedAnswer {
+    /// The JSON object of `status`, `headers`, `credential_error`, and `body` or
+    /// `body_base64` (and `sanitize`), written out.
+    json: Vec<u8>,
+    /// A credential of `echo_of` came back whole.
+    reflected: bool,
+    /// How many pending keys' shapes were cut, if the pass ran.
+    pending_cut: Option<usize>,
+    /// When anything was redacted: every live value of the view the answer holds
+    /// (maybe another account's credential: [`unheld_in_answer`]).
+    exposed: Option<HashSet<LiveId>>,
+    /// Whose run the first fragment hit was of.
+    hit: Option<fragment_hit::Whose>,
+}
+
+impl AnswerScrub {
+    fn run(self, response: OutboundResponse) -> ScrubbedAnswer {
+        let Self {
+            shared,
+            view,
+            watch,
+            pending,
+            echo_of,
+            sanitize,
+            not_replaced,
+        } = self;
+        let reflected = echo_of
+            .iter()
+            .any(|id| super::sightings::reflected(&shared, id, &response.body, &response.headers));
+        let pieces = |text: String| watch.pass(text);
+        let unspread = cut_spread(&view, &watch, &response.body);
+        let mut body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
+        let (bytes, mut pending_cut) = redact_pending_keys(&shared, &pending, body.bytes);
+        body.bytes = bytes;
+        // A header may spell a value with some of its characters escaped as the body may.
+        let header_cut = |text: &str| {
+            cut_spread(&view, &watch, text.as_bytes())
+                .map(|cut| String::from_utf8_lossy(&cut).into_owned())
+        };
+        let (mut headers, headers_redacted) =
+            scrub_headers(&view, &response.headers, &header_cut, &pieces);
+        if !pending.is_empty() {
+            for v in headers.values_mut() {
+                if let Value::String(text) = v {
+                    let (cut, n) =
+                        redact_pending_keys(&shared, &pending, std::mem::take(text).into_bytes());
+                    *text = String::from_utf8_lossy(&cut).into_owned();
+                    pending_cut += n;
+                }
+            }
+        }
+        let exposed = (unspread.is_some() || headers_redacted || !body.redactions.is_empty())
+            .then(|| live_values_in(&view, &response));
+        let mut out = serde_json::Map::new();
+        out.insert("status".into(), response.status.into());
+        out.insert("headers".into(), Value::Object(headers));
+        if let Some(why) = not_replaced {
+            out.insert(
+                "credential_error".into(),
+                serde_json::json!({"code": "credential_dead", "reason": why}),
+            );
+        }
+        watch.check(&body.bytes);
+        match String::from_utf8(body.bytes) {
+            Ok(text) => match sanitize {
+                Some(mode) => {
+                    let opts = crate::sanitize::Options {
+                        mode,
+                        spotlight: false,
+                        learned: false,
+                    };
+                    let s = crate::sanitize::sanitize(&text, &opts);
+                    // Scrubbed again: normalising (full-width and other look-alikes to
+                    // ASCII) can spell out a credential (or a run of one) the first scrub
+                    // did not see.
+                    let v = view.scrub_json(serde_json::to_value(&s).unwrap_or_default());
+                    let mut v = map_strings(v, &pieces);
+                    let text = v
+                        .as_object_mut()
+                        .and_then(|o| o.remove("text"))
+                        .unwrap_or(Value::Null);
+                    out.insert("body".into(), text);
+                    out.insert("sanitize".into(), v);
+                }
+                None => {
+                    out.insert("body".into(), Value::String(text));
+                }
+            },
+            Err(e) => {
+                out.insert(
+                    "body_base64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(e.into_bytes())
+                        .into(),
+                );
+            }
+        }
+        ScrubbedAnswer {
+            json: serde_json::to_vec(&out).unwrap_or_default(),
+            reflected,
+            pending_cut: (!pending.is_empty()).then_some(pending_cut),
+            exposed,
+            hit: watch.hit(),
+        }
+    }
+}
+
+/// Every live value of `view` that `response` holds, in its body or its headers' values.
+fn live_values_in(view: &View, response: &OutboundResponse) -> HashSet<LiveId> {
+    let mut found = view.matching(&response.body);
+    let header_values: Vec<u8> = response
+        .headers
+        .iter()
+        .flat_map(|(_, v)| v.bytes().chain(std::iter::once(b'\n')))
+        .collect();
+    found.extend(view.matching(&header_values));
+    found
 }
 
 /// Phase 6a: `body` cut of what a scrub of the caller's view finds in it once its NUL
@@ -1463,7 +1558,7 @@ async fn respond(
 /// whole in that view, and the bytes that spell it are redacted in the body itself.
 /// `None` (and one `memchr` and two `memmem`s of work) when the body has no NUL byte, no
 /// `\u` and no `&#`, or nothing to cut.
-fn cut_spread(view: &View, watch: &fragment_hit::AnswerWatch<'_>, body: &[u8]) -> Option<Vec<u8>> {
+fn cut_spread(view: &View, watch: &fragment_hit::AnswerWatch, body: &[u8]) -> Option<Vec<u8>> {
     crate::scrub::cut_spread(body, |squeezed| {
         let mut spans: Vec<_> = view
             .scrub(squeezed)
@@ -1493,23 +1588,16 @@ fn cut_spread(view: &View, watch: &fragment_hit::AnswerWatch<'_>, body: &[u8]) -
 /// planted in stored content and fetched back): the value is exposed. The caller gets
 /// it redacted; its account gets its integration's `on_reflection`, the audit record
 /// naming the caller (`seen: "response_unheld"`), so a value confirmed that way is
-/// rotated.
+/// rotated. `found`: the live values of the caller's view the answer holds
+/// ([`live_values_in`]).
 async fn unheld_in_answer(
     call: &Call<'_>,
     parsed: &Parsed,
     answer: &Answer<'_>,
-    view: &View,
-    response: &OutboundResponse,
+    found: &HashSet<LiveId>,
 ) {
     let shared = call.shared;
-    let mut found = view.matching(&response.body);
-    let header_values: Vec<u8> = response
-        .headers
-        .iter()
-        .flat_map(|(_, v)| v.bytes().chain(std::iter::once(b'\n')))
-        .collect();
-    found.extend(view.matching(&header_values));
-    let ids = super::sightings::foreign(shared, answer.owner, &found, answer.carried);
+    let ids = super::sightings::foreign(shared, answer.owner, found, answer.carried);
     if ids.is_empty() {
         return;
     }

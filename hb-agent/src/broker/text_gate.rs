@@ -19,7 +19,9 @@
 //! - at most [`WORK_PER_CALLER`] of a caller's calls have work running ([`TextWork`]):
 //!   the work cannot be stopped and outlives a call that timed out, so a third call
 //!   meanwhile is refused `rate_limited` (each such refusal audited: it took a token of
-//!   the rate limit first, so there are no more of them than calls).
+//!   the rate limit first, so there are no more of them than calls). The scrub of an
+//!   upstream's answer (`/v1/requests`) takes a place too, but waits for one
+//!   ([`wait_for_work`]): its upstream was already called.
 //! - a malformed body gets an error that quotes nothing of it; and on every endpoint, an
 //!   error message (which may quote the caller's input: a field name, an integration, a
 //!   URL) is scrubbed with the caller's view too ([`caller_view`], [`scrub_message`]),
@@ -190,13 +192,20 @@ pub const WORK_PER_CALLER: u32 = 2;
 /// tenant's broker and resolver.
 #[derive(Default)]
 pub struct TextWork {
-    running: Arc<Mutex<HashMap<Owner, u32>>>,
+    places: Arc<Places>,
+}
+
+/// Each caller's count of running work, and a signal that some ended.
+#[derive(Default)]
+struct Places {
+    running: Mutex<HashMap<Owner, u32>>,
+    freed: tokio::sync::Notify,
 }
 
 /// A caller's place in [`TextWork`] while one piece of its work runs: moved into the
 /// work, and freed when the work ends (dropped), however long after its call that is.
 pub struct Working {
-    running: Arc<Mutex<HashMap<Owner, u32>>>,
+    places: Arc<Places>,
     who: Option<Owner>,
 }
 
@@ -205,7 +214,11 @@ impl TextWork {
     /// [`WORK_PER_CALLER`] running. `who` `None` (root, the operator uid) is not bounded.
     fn start(&self, who: Option<Owner>) -> Option<Working> {
         if let Some(w) = who {
-            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut running = self
+                .places
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let n = running.entry(w).or_insert(0);
             if *n >= WORK_PER_CALLER {
                 return None;
@@ -213,9 +226,25 @@ impl TextWork {
             *n += 1;
         }
         Some(Working {
-            running: self.running.clone(),
+            places: self.places.clone(),
             who,
         })
+    }
+
+    /// A place for one more piece of `who`'s work, once it has fewer than
+    /// [`WORK_PER_CALLER`] running. Waiting holds nothing but the future: a call
+    /// dropped meanwhile (timed out, its caller gone) leaves no work behind.
+    async fn wait(&self, who: Option<Owner>) -> Working {
+        loop {
+            // Listening before looking: a place freed between the two still wakes us.
+            let freed = self.places.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(working) = self.start(who) {
+                return working;
+            }
+            freed.await;
+        }
     }
 }
 
@@ -224,13 +253,19 @@ impl Drop for Working {
         let Some(w) = self.who else {
             return;
         };
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = self
+            .places
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = running.get_mut(&w) {
             *n -= 1;
             if *n == 0 {
                 running.remove(&w);
             }
         }
+        drop(running);
+        self.places.freed.notify_waiters();
     }
 }
 
@@ -261,6 +296,17 @@ pub fn start_work(shared: &Shared, caller: &Caller, endpoint: &str) -> Result<Wo
              dropped); retry when it ends"
         ),
     ))
+}
+
+/// A place for the scrub of an upstream's answer to `caller` (`/v1/requests`), once
+/// fewer than [`WORK_PER_CALLER`] pieces of its text work run: waited for, not refused,
+/// since the upstream was already called and a refusal would lose its answer (the wait
+/// ends with the call's `broker.request_timeout_secs`).
+pub async fn wait_for_work(shared: &Shared, caller: &Caller) -> Working {
+    shared
+        .text_work
+        .wait(limited_as(caller, shared.operator_uid))
+        .await
 }
 
 /// Takes a token of `gate` for `caller` (root and the operator uid on the host are not
@@ -512,6 +558,8 @@ pub fn audit(
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt as _;
+
     use super::*;
 
     #[test]
@@ -547,10 +595,36 @@ mod tests {
         assert!(work.start(a).is_none());
         drop((second, third));
         assert!(
-            work.running.lock().expect("lock").is_empty(),
+            work.places.running.lock().expect("lock").is_empty(),
             "no entry left for a caller with no work"
         );
         let unbounded: Vec<_> = (0..5).map(|_| work.start(None)).collect();
         assert!(unbounded.iter().all(Option::is_some), "root is not bounded");
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_place_ends_when_one_is_freed_and_leaves_nothing_when_dropped() {
+        let work = TextWork::default();
+        let a = Some(Owner::Sandbox { cgroup_id: 1 });
+        let (first, second) = (work.wait(a).await, work.wait(a).await);
+        let third = work.wait(a);
+        tokio::pin!(third);
+        assert!(
+            third.as_mut().now_or_never().is_none(),
+            "a third waits while two run"
+        );
+        drop(first);
+        let third = third.await;
+        // A wait dropped before it got a place takes none.
+        {
+            let fourth = work.wait(a);
+            tokio::pin!(fourth);
+            assert!(fourth.as_mut().now_or_never().is_none());
+        }
+        drop((second, third));
+        assert!(
+            work.places.running.lock().expect("lock").is_empty(),
+            "no place left taken"
+        );
     }
 }
