@@ -8,8 +8,11 @@
 //! from which a launcher is started as from a shell ([`from_terminal`]).
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    os::unix::net::UnixStream,
     process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -291,4 +294,50 @@ pub fn from_terminal(cmd: &mut Command, slave: &std::os::fd::OwnedFd) {
             Ok(())
         });
     }
+}
+
+/// The lines of `child`'s standard output as they come (a reader thread).
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().expect("stdout piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Another tenant (root on the host) asks `GET /v1/whoami`, one call after another,
+/// until the attacker (its lines on `attacker`) says `answered` or `failed`, at most
+/// `enough` times: how many were answered (each must be 200) before that, and the
+/// attacker's lines so far. A broker held by the attacker's work answers one or two.
+pub fn whoami_before_the_attackers_answer(
+    env: &TestEnv,
+    attacker: &mpsc::Receiver<String>,
+    enough: usize,
+) -> (usize, Vec<String>) {
+    let mut heard = Vec::new();
+    let mut served = 0;
+    while served < enough {
+        let mut s = UnixStream::connect(env.broker_socket()).expect("connect to the broker");
+        s.set_read_timeout(Some(Duration::from_secs(300)))
+            .expect("read timeout");
+        s.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+            .expect("send whoami");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("whoami answered");
+        assert!(answer.starts_with("HTTP/1.1 200"), "whoami: {answer}");
+        heard.extend(attacker.try_iter());
+        if heard
+            .iter()
+            .any(|l| l.starts_with("answered") || l.starts_with("failed"))
+        {
+            break;
+        }
+        served += 1;
+    }
+    (served, heard)
 }

@@ -26,7 +26,10 @@
 //! Everything stays on the machine: the agent runs in the test's own network namespace
 //! and no test sends a packet.
 
-use hb_tests::{TestEnv, private_netns, python, sandboxed::nobody_python_json};
+use hb_tests::{
+    TestEnv, private_netns, python,
+    sandboxed::{nobody_python_json, stdout_lines, whoami_before_the_attackers_answer},
+};
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -164,13 +167,7 @@ fn a_sandbox_scrubbing_large_bodies_does_not_hold_the_broker_from_other_tenants(
     /// (held, a call waits for a scrub to end, and its answer and the scrub's come
     /// together: one or two at most).
     const ENOUGH: usize = 20;
-    use std::{
-        io::{BufRead as _, BufReader, Read as _, Write as _},
-        os::unix::net::UnixStream,
-        sync::mpsc,
-        thread,
-        time::Duration,
-    };
+    use std::{thread, time::Duration};
     let env = start("a19scrubhold");
     let sock = env.broker_socket().display().to_string();
     let script = r#"
@@ -200,15 +197,7 @@ callers = [threading.Thread(target=call, args=(s,)) for s in conns]
 [t.join() for t in callers]
 "#;
     let mut attacker = env.sandbox_piped("open", &[python(), "-c", script, &sock]);
-    let (tx, rx) = mpsc::channel();
-    let out = attacker.stdout.take().expect("stdout");
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut attacker);
     let first = rx
         .recv_timeout(Duration::from_secs(120))
         .expect("the attacker sent a body");
@@ -217,29 +206,7 @@ callers = [threading.Thread(target=call, args=(s,)) for s in conns]
     thread::sleep(Duration::from_secs(1));
     // Another tenant asks whoami, one call after another, until the attacker hears its
     // first scrub answer (or an error): how many calls were answered before it.
-    let whoami = || {
-        let mut s = UnixStream::connect(env.broker_socket()).expect("connect to the broker");
-        s.set_read_timeout(Some(Duration::from_secs(300)))
-            .expect("read timeout");
-        s.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
-            .expect("send whoami");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).expect("whoami answered");
-        assert!(answer.starts_with("HTTP/1.1 200"), "whoami: {answer}");
-    };
-    let mut heard = Vec::new();
-    let mut served = 0;
-    while served < ENOUGH {
-        whoami();
-        heard.extend(rx.try_iter());
-        if heard
-            .iter()
-            .any(|l| l.starts_with("answered") || l.starts_with("failed"))
-        {
-            break;
-        }
-        served += 1;
-    }
+    let (served, mut heard) = whoami_before_the_attackers_answer(&env, &rx, ENOUGH);
     heard.extend(rx.iter());
     let _ = attacker.wait();
     eprintln!(

@@ -23,15 +23,17 @@
 //! answer), and a call that times out while waiting leaves nothing running.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    os::unix::net::UnixStream,
     process::{Child, Stdio},
     sync::mpsc,
     thread,
     time::Duration,
 };
 
-use hb_tests::{TestEnv, python, sandboxed::nobody_command, worlds::ReflectingUpstream};
+use hb_tests::{
+    TestEnv, python,
+    sandboxed::{nobody_command, stdout_lines, whoami_before_the_attackers_answer},
+    worlds::ReflectingUpstream,
+};
 
 const DNS_PORT: u16 = 5520;
 
@@ -106,18 +108,6 @@ readers = [threading.Thread(target=read, args=(s,)) for s in conns]
 [t.join() for t in readers]
 "#;
 
-/// Another tenant (root on the host) asks `GET /v1/whoami`; it must be answered 200.
-fn whoami(env: &TestEnv) {
-    let mut s = UnixStream::connect(env.broker_socket()).expect("connect to the broker");
-    s.set_read_timeout(Some(Duration::from_secs(300)))
-        .expect("read timeout");
-    s.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
-        .expect("send whoami");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("whoami answered");
-    assert!(answer.starts_with("HTTP/1.1 200"), "whoami: {answer}");
-}
-
 /// A sandbox making `n` calls `call` side by side ([`PY_CALLS`]), started once the
 /// upstream has written every answer whole (and `settle` more, for the agent to read
 /// them): the sandbox, and its lines after `sent` as they come.
@@ -135,15 +125,7 @@ fn attack(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("sandbox run");
-    let (tx, rx) = mpsc::channel();
-    let out = attacker.stdout.take().expect("stdout");
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut attacker);
     let first = rx
         .recv_timeout(Duration::from_secs(120))
         .expect("the attacker sent its calls");
@@ -175,19 +157,7 @@ fn a_sandbox_upstream_answering_large_bodies_does_not_hold_the_broker_from_other
     let (upstream, env) = world("a20hold");
     let call = serde_json::json!({"method": "GET", "url": "https://big.test/eyj"});
     let (mut attacker, rx) = attack(&upstream, &env, &call, 2, Duration::from_secs(1));
-    let mut heard = Vec::new();
-    let mut served = 0;
-    while served < ENOUGH {
-        whoami(&env);
-        heard.extend(rx.try_iter());
-        if heard
-            .iter()
-            .any(|l| l.starts_with("answered") || l.starts_with("failed"))
-        {
-            break;
-        }
-        served += 1;
-    }
+    let (served, mut heard) = whoami_before_the_attackers_answer(&env, &rx, ENOUGH);
     heard.extend(rx.iter());
     let _ = attacker.wait();
     eprintln!(
