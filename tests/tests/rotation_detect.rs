@@ -887,9 +887,9 @@ for i in range(5):
 "#;
 
 /// A sandbox that makes an upstream echo its account's key again and again gets at most
-/// `max_compromise_rotations_per_day` (default 3) new keys minted; past it the signal
-/// only alerts and the sandbox is barred. Events, audit and `rotation status` say so,
-/// with no key.
+/// all but one of `max_compromise_rotations_per_day` (default 3) new keys minted (the
+/// last is kept for a leak: `compromise_reserve`); past it the signal only alerts and
+/// the sandbox is barred. Events, audit and `rotation status` say so, with no key.
 #[test]
 fn forced_reflections_stop_at_the_daily_compromise_cap() {
     let World {
@@ -957,15 +957,15 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
     let minted = minted(&keys);
     assert_eq!(
         minted.len(),
-        3,
-        "at most max_compromise_rotations_per_day keys: {minted:?} after {rounds:?}"
+        2,
+        "at most max_compromise_rotations_per_day - 1 keys: {minted:?} after {rounds:?}"
     );
     assert_eq!(
-        rounds[3]["status"], 200,
-        "the fourth echo answered: {rounds:?}"
+        rounds[2]["status"], 200,
+        "the third echo answered: {rounds:?}"
     );
     assert_eq!(
-        rounds[4]["handle"], "policy_denied",
+        rounds[3]["handle"], "policy_denied",
         "then the caller is barred: {rounds:?}"
     );
     let records = env.audit_records();
@@ -975,10 +975,7 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
         .expect("a capped record");
     assert_eq!(capped["detector"], "reflection", "{capped}");
     assert_eq!(capped["action"], "alert", "{capped}");
-    assert_eq!(
-        capped["limit"], "max_compromise_rotations_per_day",
-        "{capped}"
-    );
+    assert_eq!(capped["limit"], "compromise_reserve", "{capped}");
     assert_eq!(capped["caller_ended"], true, "{capped}");
     assert!(
         records
@@ -1003,9 +1000,9 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
     assert!(
         detector_events.iter().any(|e| e["reason"] == "reflection"
             && e["verdict"] == "alert"
-            && e["detail"].as_str().is_some_and(
-                |d| d.contains("capped") && d.contains("max_compromise_rotations_per_day 3/3")
-            )),
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("capped") && d.contains("compromise_reserve 2/2"))),
         "the capped action is an event that says so: {events}"
     );
     let status = env.hb_json(&["rotation", "status"]);
@@ -1018,16 +1015,22 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
         .expect("svc/bot in status")
         .clone();
     assert_eq!(svc["max_compromise_rotations_per_day"], 3, "{svc}");
-    assert_eq!(svc["compromise_rotations_24h"], 3, "{svc}");
-    assert_eq!(svc["compromise_rotations_left"], 0, "{svc}");
+    assert_eq!(svc["compromise_rotations_24h"], 2, "{svc}");
+    assert_eq!(
+        svc["compromise_rotations_left"], 1,
+        "the one kept for a leak: {svc}"
+    );
     assert_eq!(svc["max_rotations_per_day"], 6, "the default: {svc}");
-    assert_eq!(svc["detectors"]["reflection"]["today"], 4, "{svc}");
+    assert_eq!(svc["detectors"]["reflection"]["today"], 3, "{svc}");
     assert_eq!(
         svc["detectors"]["reflection"]["last_outcome"], "capped",
         "{svc}"
     );
     let text = String::from_utf8_lossy(&env.hb(&["rotation", "status"]).stdout).into_owned();
-    assert!(text.contains("3/3"), "the text form shows the cap: {text}");
+    assert!(
+        text.contains("2/3"),
+        "the text form shows the budget: {text}"
+    );
     let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
     let book = fs::read_to_string(env.state_dir.join("detectors.json")).unwrap_or_default();
     let log = env.agent().log_text();

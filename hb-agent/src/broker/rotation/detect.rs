@@ -12,7 +12,10 @@
 //! Limits (see `limits`): a rotating action first reads the journal. `canary` and
 //! `reflection` skip `cooldown_secs` and `max_rotations_per_day`, but past
 //! `max_compromise_rotations_per_day` they only alert, and the caller that raised a
-//! reflection then is ended as a decoy's user is (barred; see `cutoff`); `expiry` and
+//! reflection then is ended as a decoy's user is (barred; see `cutoff`); a reflection
+//! caught in an answer (an upstream's echo, which no caller saw) stops one short of it
+//! (`compromise_reserve`), so that echoes alone never leave a leak only alerted about;
+//! `expiry` and
 //! `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A
 //! compromise signal for an account whose open rotation is already compromised joins
 //! it (no second rotation). `quarantine` rotates nothing: it holds the account's calls
@@ -35,7 +38,7 @@ use serde_json::json;
 
 use super::{
     super::{credentials::with_vault, cutoff, identity::Caller, state::Shared},
-    limits::{self, Gate},
+    limits::{self, Evidence, Gate},
     sensor::{Suspect, suspect_json},
 };
 use crate::{
@@ -178,6 +181,8 @@ struct Job {
     caller: Option<Caller>,
     action: DetectorAction,
     compromised: bool,
+    /// The evidence was caught in an answer (see [`caught_in_answer`]).
+    caught: bool,
     /// `quarantine`: the account's calls a minute while held.
     per_minute: Option<u32>,
 }
@@ -257,6 +262,7 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Out
         caller: s.caller.cloned(),
         action: DetectorAction::Quarantine,
         compromised: false,
+        caught: caught_in_answer(s.seen),
         per_minute: Some(per_minute),
     };
     record_outcome(shared, &job, &outcome);
@@ -316,8 +322,17 @@ fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
         caller: s.caller.cloned(),
         action,
         compromised,
+        caught: caught_in_answer(s.seen),
         per_minute: None,
     })
+}
+
+/// Whether a signal was seen only in an upstream's answer, which hb scrubbed before any
+/// caller saw it (`response`, `response_unheld`, `answer_fragment`): any caller can
+/// raise it at will through an upstream that echoes what it is sent, so it may not
+/// spend the last compromise rotation of the day (see `limits`).
+fn caught_in_answer(seen: &str) -> bool {
+    matches!(seen, "response" | "response_unheld" | "answer_fragment")
 }
 
 /// Whether `action` rotates, and as compromised.
@@ -486,7 +501,12 @@ async fn decide_and_start(shared: &Arc<Shared>, job: &Job) -> Outcome {
         .into_iter()
         .find(|r| r.integration == job.integration && r.account == job.account);
     let budget = limits::budget(&recent, &job.integration, &job.account, config, now);
-    let gate = budget.gate(job.compromised, now);
+    let evidence = match (job.compromised, job.caught) {
+        (false, _) => Evidence::Routine,
+        (true, false) => Evidence::Leak,
+        (true, true) => Evidence::Caught,
+    };
+    let gate = budget.gate(evidence, now);
     if !job.compromised {
         if open.is_some() {
             return Outcome::RotationOpen;

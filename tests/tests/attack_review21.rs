@@ -1,0 +1,231 @@
+//! A twenty-first attack review, run as the process inside the sandbox: each test
+//! performs one attack from a sandbox (uid 65534, arbitrary Python) against the real
+//! agent, the real kernel and the fake provider of `rotation.rs` (an exec rotator
+//! minting keys into a key store, an HTTPS API `api.test` that accepts exactly the keys
+//! the store holds and reflects a request's headers on `/echo`) on the test namespace's
+//! `lo`, and asserts the secure outcome.
+//!
+//! Angle: forcing the rotation loop — making hb rotate, hold or keep keys through the
+//! evidence its detectors act on, and spending the limits that evidence is judged by.
+//!
+//! Found: a sandbox holding a handle for an account shared with other tenants spent the
+//! account's whole `max_compromise_rotations_per_day` by asking the API to echo the key
+//! its calls carried (a `reflection` each, which the caller never sees: the answer is
+//! scrubbed), and was cut off only on the signal after the last; a real compromise of
+//! the account later that day (a decoy handle used) was then only alerted about, and
+//! its key stayed live at the provider (baseline 3e3e945: the echoes minted 3 keys, the
+//! decoy's signal `capped`). Evidence hb caught in an answer now may not spend the last
+//! of that budget.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use hb_tests::{
+    TestEnv,
+    provider::{Provider, agent_env, assert_no_key_in, minted, store},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5421;
+const OLD: &str = "key-old-21a9b8c7d6e5f40312ffeeddccbbaa99";
+
+/// `svc`'s account `bot`, rotated by the fake provider's exec rotator with the default
+/// limits (`max_compromise_rotations_per_day = 3`), shared by two tenants: policy `web`
+/// (the attacker) and policy `ops` (another tenant, one decoy planted per execution). A
+/// decoy's user is barred, not killed, so it can report what it was answered.
+fn shared_account(p: &Provider, keys: &Path) -> TestEnv {
+    let config = format!(
+        r#"{head}
+[[integration]]
+name = "svc"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET", "POST"]
+verify_url = "https://api.test/keys?file={keys}&step=verify"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+grace_secs = 600
+watch_secs = 1
+retry_base_secs = 1
+retry_cap_secs = 2
+
+[[policy]]
+name = "web"
+integrations = ["svc"]
+
+[[policy]]
+name = "ops"
+integrations = ["svc"]
+canary_handles = 1
+"#,
+        head = p.config_head("canary_kill = false"),
+        python = hb_tests::python(),
+        rotator = p.exec_rotator().display(),
+        keys = keys.display(),
+    );
+    let mut env = agent_env("attack21-cap", &config);
+    env.vault_put("svc", "bot", OLD);
+    env.start_agent();
+    env
+}
+
+/// Python for a sandbox: the client and `call` (a GET of `path` on the API with
+/// `handle`, `step` naming it in the API's log).
+fn script(env: &TestEnv, keys: &Path, body: &str) -> String {
+    hb_tests::provider::client_script(
+        &[
+            ("SOCK", env.broker_socket().display().to_string()),
+            ("STORE", keys.display().to_string()),
+        ],
+        &format!(
+            r#"hb = Client(SOCK)
+def call(handle, step, path="/keys"):
+    try:
+        return hb.request("GET", "https://api.test" + path + "?file=" + STORE + "&step=" + step, handle=handle)
+    except BrokerError as e:
+        return {{"error": e.code}}
+{body}"#
+        ),
+    )
+}
+
+/// The attacker: a fresh handle each round, and the API asked to echo what it got.
+const BURN: &str = r#"
+for i in range(4):
+    try:
+        h = hb.handle("svc", "bot")["handle"]
+        r = call(h, "burn", "/echo")
+        out = {"i": i, "status": r.get("status"), "error": r.get("error")}
+    except BrokerError as e:
+        out = {"i": i, "handle": e.code}
+    print(json.dumps(out), flush=True)
+    sys.stdin.readline()
+"#;
+
+/// The real compromise later: another tenant's handle list leaked, and a decoy in it is
+/// used.
+const THIEF: &str = r#"
+h = hb.handle("svc", "bot", execution="exec-ops")["handle"]
+decoys = [x["handle"] for x in hb.handles() if x["handle"] != h]
+print(json.dumps({"decoys": len(decoys), "decoy": call(decoys[0], "decoy")}), flush=True)
+"#;
+
+/// The `detector_action` records of `detector`.
+fn actions(env: &TestEnv, detector: &str) -> Vec<Value> {
+    env.audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "detector_action" && r["detector"] == detector)
+        .collect()
+}
+
+/// Waits until `detector` has `n` outcomes and no rotation is open; the journal.
+fn settled(env: &TestEnv, detector: &str, n: usize, outputs: &mut String) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let history = env.hb_json(&["rotation", "history"]);
+        *outputs += &history.to_string();
+        let open = history.as_array().expect("history").iter().any(|r| {
+            !matches!(
+                r["step"].as_str(),
+                Some("retired" | "failed" | "rolled_back" | "aborted")
+            )
+        });
+        if !open && actions(env, detector).len() >= n {
+            return history;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{detector} signal {n} did not settle: {history}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A tenant that makes the API echo its shared account's key round after round spends
+/// only part of the account's compromise budget: a decoy used later that day still
+/// rotates the account as compromised, and the key live before it is revoked at the
+/// provider. Baseline 3e3e945: 3 keys minted by the echoes, then the decoy's signal is
+/// `capped` (an alert) and the key stays live.
+#[test]
+fn echoed_keys_cannot_spend_the_budget_a_real_compromise_needs() {
+    let p = Provider::start("attack21-cap", DNS_PORT, None);
+    let keys: PathBuf = p.key_store("keys.json", &[OLD]);
+    let mut env = shared_account(&p, &keys);
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+
+    let mut burn = env.sandbox_piped("web", &[python, "-c", &script(&env, &keys, BURN)]);
+    let mut to_burn = burn.stdin.take().expect("stdin");
+    let mut from_burn = BufReader::new(burn.stdout.take().expect("stdout"));
+    let mut rounds = Vec::new();
+    for i in 0..4usize {
+        let mut line = String::new();
+        from_burn.read_line(&mut line).expect("burn");
+        outputs += &line;
+        let round: Value = serde_json::from_str(line.trim()).expect("round JSON");
+        if round["status"] == 200 {
+            settled(&env, "reflection", i + 1, &mut outputs);
+        }
+        rounds.push(round);
+        writeln!(to_burn, "go").expect("to burn");
+    }
+    let _ = burn.wait();
+    let burnt = minted(&keys);
+    let live_before = store(&keys);
+    eprintln!(
+        "figure: the echoes minted {} keys; rounds {rounds:?}",
+        burnt.len()
+    );
+
+    let thief = env.sandbox("ops", &[python, "-c", &script(&env, &keys, THIEF)]);
+    let thief_text = String::from_utf8_lossy(&thief.stdout).into_owned();
+    assert!(
+        thief.status.success(),
+        "thief: {}",
+        String::from_utf8_lossy(&thief.stderr)
+    );
+    let got: Value = serde_json::from_str(thief_text.trim()).expect("thief JSON");
+    assert_eq!(got["decoys"], 1, "one decoy planted: {got}");
+    settled(&env, "canary", 1, &mut outputs);
+    let canary = actions(&env, "canary");
+    eprintln!(
+        "figure: the decoy's signal came to {}",
+        canary[0]["outcome"]
+    );
+    assert_eq!(
+        canary[0]["outcome"],
+        "rotation_started",
+        "the real compromise rotates the account ({} keys minted by echoes first): {canary:?}",
+        burnt.len()
+    );
+    let live_after = store(&keys);
+    assert!(
+        live_before.iter().all(|k| !live_after.contains(k)),
+        "every key live before the decoy was used is revoked at the provider"
+    );
+    assert!(
+        burnt.len() < 3,
+        "the echoes spent less than the whole budget: {}",
+        burnt.len()
+    );
+
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let events = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
+    let log = env.agent().log_text();
+    assert_no_key_in(
+        std::iter::once(OLD.to_owned()).chain(minted(&keys)),
+        &[
+            ("sandboxes and CLI", &outputs),
+            ("thief", &thief_text),
+            ("audit", &audit),
+            ("events", &events),
+            ("log", &log),
+        ],
+    );
+    let _ = fs::remove_dir_all(&p.dir);
+}
