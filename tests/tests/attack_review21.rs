@@ -34,10 +34,11 @@ const DNS_PORT: u16 = 5421;
 const OLD: &str = "key-old-21a9b8c7d6e5f40312ffeeddccbbaa99";
 
 /// `svc`'s account `bot`, rotated by the fake provider's exec rotator with the default
-/// limits (`max_compromise_rotations_per_day = 3`), shared by two tenants: policy `web`
-/// (the attacker) and policy `ops` (another tenant, one decoy planted per execution). A
-/// decoy's user is barred, not killed, so it can report what it was answered.
-fn shared_account(p: &Provider, keys: &Path) -> TestEnv {
+/// limits (`max_compromise_rotations_per_day = 3`) and `rotation` (more lines of its
+/// `[integration.rotation]`), shared by two tenants: policy `web` (the attacker) and
+/// policy `ops` (another tenant, one decoy planted per execution). A decoy's user is
+/// barred, not killed, so it can report what it was answered. Started.
+fn shared_account(p: &Provider, keys: &Path, rotation: &str) -> TestEnv {
     let config = format!(
         r#"{head}
 [[integration]]
@@ -53,6 +54,7 @@ grace_secs = 600
 watch_secs = 1
 retry_base_secs = 1
 retry_cap_secs = 2
+{rotation}
 
 [[policy]]
 name = "web"
@@ -68,7 +70,7 @@ canary_handles = 1
         rotator = p.exec_rotator().display(),
         keys = keys.display(),
     );
-    let mut env = agent_env("attack21-cap", &config);
+    let mut env = agent_env("attack21", &config);
     env.vault_put("svc", "bot", OLD);
     env.start_agent();
     env
@@ -155,7 +157,7 @@ fn settled(env: &TestEnv, detector: &str, n: usize, outputs: &mut String) -> Val
 fn echoed_keys_cannot_spend_the_budget_a_real_compromise_needs() {
     let p = Provider::start("attack21-cap", DNS_PORT, None);
     let keys: PathBuf = p.key_store("keys.json", &[OLD]);
-    let mut env = shared_account(&p, &keys);
+    let mut env = shared_account(&p, &keys, "");
     let python = hb_tests::python();
     let mut outputs = String::new();
 
@@ -224,6 +226,115 @@ fn echoed_keys_cannot_spend_the_budget_a_real_compromise_needs() {
             ("thief", &thief_text),
             ("audit", &audit),
             ("events", &events),
+            ("log", &log),
+        ],
+    );
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// The other tenant: a write and a read before, then (on a line on stdin) a write and
+/// five reads.
+const TENANT: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+def code(f):
+    try:
+        return f().get("status")
+    except BrokerError as e:
+        return e.code
+post = lambda step: code(lambda: hb.request("POST", "https://api.test/plain?step=" + step, handle=h, body="x"))
+get = lambda step: code(lambda: hb.request("GET", "https://api.test/plain?step=" + step, handle=h))
+print(json.dumps({"post": post("t_post_before"), "get": get("t_get_before")}), flush=True)
+sys.stdin.readline()
+print(json.dumps({"post": post("t_post_after"), "gets": [get("t_get_after") for _ in range(5)]}), flush=True)
+"#;
+
+/// The attacker: one echo of its own key, then another handle asked for.
+const ECHO_ONCE: &str = r#"
+h = hb.handle("svc", "bot")["handle"]
+out = {"echo": call(h, "echo", "/echo").get("status")}
+try:
+    hb.handle("svc", "bot")
+    out["again"] = "issued"
+except BrokerError as e:
+    out["again"] = e.code
+print(json.dumps(out), flush=True)
+"#;
+
+/// Under `on_reflection = "quarantine"`, a tenant that makes the API echo its own key
+/// on a shared account is held (barred), and the other tenant of the account keeps full
+/// service: its write and its reads go through. Baseline 3e3e945: the whole account was
+/// held, so the other tenant's write was `policy_denied` and its reads `rate_limited`
+/// past 3 a minute.
+#[test]
+fn an_echo_on_a_shared_account_quarantines_only_its_caller() {
+    let p = Provider::start("attack21-hold", DNS_PORT, None);
+    let keys: PathBuf = p.key_store("keys.json", &[OLD]);
+    let mut env = shared_account(
+        &p,
+        &keys,
+        "on_reflection = \"quarantine\"\nquarantine_calls_per_minute = 3",
+    );
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+
+    let mut tenant = env.sandbox_piped("ops", &[python, "-c", &script(&env, &keys, TENANT)]);
+    let mut to_tenant = tenant.stdin.take().expect("stdin");
+    let mut from_tenant = BufReader::new(tenant.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from_tenant.read_line(&mut line).expect("tenant");
+    outputs += &line;
+    let before: Value = serde_json::from_str(line.trim()).expect("tenant JSON");
+    assert_eq!(
+        before,
+        serde_json::json!({"post": 200, "get": 200}),
+        "{before}"
+    );
+
+    let attack = env.sandbox("web", &[python, "-c", &script(&env, &keys, ECHO_ONCE)]);
+    let attack_text = String::from_utf8_lossy(&attack.stdout).into_owned();
+    let got: Value = serde_json::from_str(attack_text.trim()).expect("attack JSON");
+    assert_eq!(got["echo"], 200, "the scrubbed echo is answered: {got}");
+    assert_eq!(got["again"], "policy_denied", "the echoer is barred: {got}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !actions(&env, "reflection")
+        .iter()
+        .any(|r| r["outcome"] == "quarantined")
+    {
+        assert!(Instant::now() < deadline, "no quarantine");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    writeln!(to_tenant, "go").expect("to tenant");
+    line.clear();
+    from_tenant.read_line(&mut line).expect("tenant");
+    outputs += &line;
+    let _ = tenant.wait();
+    let after: Value = serde_json::from_str(line.trim()).expect("tenant JSON");
+    eprintln!("figure: the other tenant after the echo: {after}");
+    assert_eq!(
+        after,
+        serde_json::json!({"post": 200, "gets": [200, 200, 200, 200, 200]}),
+        "the other tenant keeps full service"
+    );
+    assert_eq!(
+        hb_tests::provider::bearers(&p.api, "t_post_after").len(),
+        1,
+        "its write reached the API"
+    );
+    let history = env.hb_json(&["rotation", "history"]);
+    outputs += &history.to_string();
+    assert!(
+        history.as_array().is_some_and(Vec::is_empty),
+        "nothing rotated: {history}"
+    );
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    let log = env.agent().log_text();
+    assert_no_key_in(
+        [OLD],
+        &[
+            ("sandboxes and CLI", &outputs),
+            ("attack", &attack_text),
+            ("audit", &audit),
             ("log", &log),
         ],
     );

@@ -15,15 +15,17 @@
 //! reflection then is ended as a decoy's user is (barred; see `cutoff`); a reflection
 //! caught in an answer (an upstream's echo, which no caller saw) stops one short of it
 //! (`compromise_reserve`), so that echoes alone never leave a leak only alerted about;
-//! `expiry` and
-//! `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A
-//! compromise signal for an account whose open rotation is already compromised joins
-//! it (no second rotation). `quarantine` rotates nothing: it holds the account's calls
-//! (see `quarantine`) and ends the caller that raised the signal. A `rate_spike` names
-//! the callers that made it (see `sensor::suspects`): then only they are held on the
-//! account, each at its share of the account's rate, and their handles to the account
-//! are revoked (they may take new ones, still held); the account's other callers keep
-//! full service. A spike no caller can be singled out for holds the whole account.
+//! `expiry` and `auth_failure` wait out the cooldown and stop at
+//! `max_rotations_per_day`. A compromise signal for an account whose open rotation is
+//! already compromised joins it (no second rotation). `quarantine` rotates nothing: it
+//! holds calls with the account's key (see `quarantine`). A signal a caller raised (a
+//! `canary`, a `reflection`) ends that caller and holds it alone on the account, as a
+//! rate spike's suspect below; its other callers keep full service. A `rate_spike`
+//! names the callers that made it (see `sensor::suspects`): then only they are held on
+//! the account, each at its share of the account's rate, and their handles to the
+//! account are revoked (they may take new ones, still held); the account's other
+//! callers keep full service. A spike no caller can be singled out for holds the whole
+//! account.
 //!
 //! Every signal is an audit record (`detector`) and, unless `observe`, an event; what
 //! its action came to is another pair (`detector_action`): the rotation started or
@@ -37,7 +39,7 @@ use std::{sync::Arc, time::SystemTime};
 use serde_json::json;
 
 use super::{
-    super::{credentials::with_vault, cutoff, identity::Caller, state::Shared},
+    super::{canary::owner_of, credentials::with_vault, cutoff, identity::Caller, state::Shared},
     limits::{self, Evidence, Gate},
     sensor::{Suspect, suspect_json},
 };
@@ -224,8 +226,9 @@ pub async fn signal_and_act(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     }
 }
 
-/// `quarantine`: the suspects held on the account and their handles to it revoked, or
-/// (none) the account held and the caller (if any) ended; the outcome recorded.
+/// `quarantine`: the suspects held on the account and their handles to it revoked; or
+/// the caller that raised the signal ended and held so; or (neither) the account held;
+/// the outcome recorded.
 fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Outcome {
     let Some((_, config)) = super::with_rotator(shared, s.integration) else {
         return Outcome::NoRotation;
@@ -233,24 +236,38 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Out
     let time = std::time::Duration::from_secs(config.quarantine_secs);
     let floor = config.quarantine_calls_per_minute;
     let now = std::time::Instant::now();
-    let (until, per_minute) = if suspects.is_empty() {
-        // Near the account's learned rate: its honest reads go on, a flood does not.
-        let per_minute = shared
-            .sensor
-            .quarantine_per_minute(s.integration, s.account, None, floor);
-        let until = shared
-            .quarantines
-            .hold(s.integration, s.account, None, time, per_minute, now);
-        if let Some(caller) = s.caller {
+    let (until, per_minute) = match (suspects, s.caller) {
+        ([], None) => {
+            // Near the account's learned rate: its honest reads go on, a flood does not.
+            let per_minute =
+                shared
+                    .sensor
+                    .quarantine_per_minute(s.integration, s.account, None, floor);
+            let until =
+                shared
+                    .quarantines
+                    .hold(s.integration, s.account, None, time, per_minute, now);
+            (until, per_minute)
+        }
+        ([], Some(caller)) => {
+            // The evidence is this caller's (a decoy it used, a key in its call or its
+            // answer): held alone. Holding the account would hand any tenant of a
+            // shared account a way to hold every other one's calls (an echo is enough).
             cutoff::end_caller(shared, caller, s.policy, cutoff::Why::Quarantine);
+            let suspect = Suspect {
+                owner: owner_of(caller),
+                policy: s.policy.to_owned(),
+                calls: 0,
+            };
+            hold_suspect(shared, s, &suspect, time, floor, now)
         }
-        (until, per_minute)
-    } else {
-        let mut held = None;
-        for suspect in suspects {
-            held = Some(hold_suspect(shared, s, suspect, time, floor, now));
+        (suspects, _) => {
+            let mut held = None;
+            for suspect in suspects {
+                held = Some(hold_suspect(shared, s, suspect, time, floor, now));
+            }
+            held.unwrap_or((std::time::SystemTime::now(), floor))
         }
-        held.unwrap_or((std::time::SystemTime::now(), floor))
     };
     let outcome = Outcome::Quarantined(until);
     let job = Job {
