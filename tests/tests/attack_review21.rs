@@ -8,14 +8,18 @@
 //! Angle: forcing the rotation loop — making hb rotate, hold or keep keys through the
 //! evidence its detectors act on, and spending the limits that evidence is judged by.
 //!
-//! Found: a sandbox holding a handle for an account shared with other tenants spent the
-//! account's whole `max_compromise_rotations_per_day` by asking the API to echo the key
-//! its calls carried (a `reflection` each, which the caller never sees: the answer is
-//! scrubbed), and was cut off only on the signal after the last; a real compromise of
-//! the account later that day (a decoy handle used) was then only alerted about, and
-//! its key stayed live at the provider (baseline 3e3e945: the echoes minted 3 keys, the
-//! decoy's signal `capped`). Evidence hb caught in an answer now may not spend the last
-//! of that budget.
+//! Found:
+//! - a sandbox holding a handle for an account shared with other tenants spent the
+//!   account's whole `max_compromise_rotations_per_day` by asking the API to echo the
+//!   key its calls carried (a `reflection` each, which the caller never sees: the
+//!   answer is scrubbed) and using a decoy of its own, and was cut off only on the
+//!   signal after the last; a real leak of the account's key later that day (a caller
+//!   sending it) was then only alerted about, and the key stayed live at the provider
+//!   (baseline 3e3e945: 3 keys minted by the burner, the leak's signal `capped`). Only
+//!   evidence that a caller had the key in hand may now spend the last of that budget;
+//! - under `on_reflection = "quarantine"`, one echo of a tenant's own key held the whole
+//!   shared account: every other tenant's writes refused and its reads rate-limited for
+//!   `quarantine_secs`. A caller's signal now holds that caller alone.
 
 use std::{
     fs,
@@ -36,8 +40,8 @@ const OLD: &str = "key-old-21a9b8c7d6e5f40312ffeeddccbbaa99";
 /// `svc`'s account `bot`, rotated by the fake provider's exec rotator with the default
 /// limits (`max_compromise_rotations_per_day = 3`) and `rotation` (more lines of its
 /// `[integration.rotation]`), shared by two tenants: policy `web` (the attacker) and
-/// policy `ops` (another tenant, one decoy planted per execution). A decoy's user is
-/// barred, not killed, so it can report what it was answered. Started.
+/// policy `ops` (another tenant), each with one decoy planted per execution. A decoy's
+/// user is barred, not killed, so it can report what it was answered. Started.
 fn shared_account(p: &Provider, keys: &Path, rotation: &str) -> TestEnv {
     let config = format!(
         r#"{head}
@@ -59,6 +63,7 @@ retry_cap_secs = 2
 [[policy]]
 name = "web"
 integrations = ["svc"]
+canary_handles = 1
 
 [[policy]]
 name = "ops"
@@ -96,25 +101,29 @@ def call(handle, step, path="/keys"):
     )
 }
 
-/// The attacker: a fresh handle each round, and the API asked to echo what it got.
+/// The attacker: twice a fresh handle and the API asked to echo what it got; then one
+/// of its own decoys used.
 const BURN: &str = r#"
-for i in range(4):
-    try:
-        h = hb.handle("svc", "bot")["handle"]
-        r = call(h, "burn", "/echo")
-        out = {"i": i, "status": r.get("status"), "error": r.get("error")}
-    except BrokerError as e:
-        out = {"i": i, "handle": e.code}
-    print(json.dumps(out), flush=True)
+for i in range(2):
+    h = hb.handle("svc", "bot")["handle"]
+    r = call(h, "burn", "/echo")
+    print(json.dumps({"i": i, "status": r.get("status"), "error": r.get("error")}), flush=True)
     sys.stdin.readline()
+h = hb.handle("svc", "bot", execution="exec-burn")["handle"]
+decoys = [x["handle"] for x in hb.handles() if x["handle"] != h and x["execution"] == "exec-burn"]
+print(json.dumps({"decoys": len(decoys), "decoy": call(decoys[0], "burn_decoy")}), flush=True)
 "#;
 
-/// The real compromise later: another tenant's handle list leaked, and a decoy in it is
-/// used.
+/// The real leak later: a caller of the account that got its live key out of band (on
+/// stdin) sends it.
 const THIEF: &str = r#"
-h = hb.handle("svc", "bot", execution="exec-ops")["handle"]
-decoys = [x["handle"] for x in hb.handles() if x["handle"] != h]
-print(json.dumps({"decoys": len(decoys), "decoy": call(decoys[0], "decoy")}), flush=True)
+key = sys.stdin.readline().strip()
+h = hb.handle("svc", "bot")["handle"]
+try:
+    out = {"status": hb.request("POST", "https://api.test/plain?step=leak", handle=h, body="token=" + key).get("status")}
+except BrokerError as e:
+    out = {"error": e.code}
+print(json.dumps(out), flush=True)
 "#;
 
 /// The `detector_action` records of `detector`.
@@ -148,13 +157,13 @@ fn settled(env: &TestEnv, detector: &str, n: usize, outputs: &mut String) -> Val
     }
 }
 
-/// A tenant that makes the API echo its shared account's key round after round spends
-/// only part of the account's compromise budget: a decoy used later that day still
-/// rotates the account as compromised, and the key live before it is revoked at the
-/// provider. Baseline 3e3e945: 3 keys minted by the echoes, then the decoy's signal is
-/// `capped` (an alert) and the key stays live.
+/// A tenant that makes the API echo its shared account's key and uses its own decoy
+/// spends only part of the account's compromise budget: a caller sending the live key
+/// later that day still has the account rotated as compromised, and the key is revoked
+/// at the provider. Baseline 3e3e945: 3 keys minted by the burner, then the leak's
+/// signal is `capped` (an alert) and the key stays live.
 #[test]
-fn echoed_keys_cannot_spend_the_budget_a_real_compromise_needs() {
+fn echoes_and_decoys_cannot_spend_the_budget_a_real_leak_needs() {
     let p = Provider::start("attack21-cap", DNS_PORT, None);
     let keys: PathBuf = p.key_store("keys.json", &[OLD]);
     let mut env = shared_account(&p, &keys, "");
@@ -165,55 +174,67 @@ fn echoed_keys_cannot_spend_the_budget_a_real_compromise_needs() {
     let mut to_burn = burn.stdin.take().expect("stdin");
     let mut from_burn = BufReader::new(burn.stdout.take().expect("stdout"));
     let mut rounds = Vec::new();
-    for i in 0..4usize {
+    for i in 0..3usize {
         let mut line = String::new();
         from_burn.read_line(&mut line).expect("burn");
         outputs += &line;
         let round: Value = serde_json::from_str(line.trim()).expect("round JSON");
-        if round["status"] == 200 {
+        if i < 2 {
+            assert_eq!(round["status"], 200, "the echo is answered: {round}");
             settled(&env, "reflection", i + 1, &mut outputs);
+            writeln!(to_burn, "go").expect("to burn");
+        } else {
+            assert_eq!(round["decoys"], 1, "its decoy: {round}");
+            settled(&env, "canary", 1, &mut outputs);
         }
         rounds.push(round);
-        writeln!(to_burn, "go").expect("to burn");
     }
     let _ = burn.wait();
-    let burnt = minted(&keys);
-    let live_before = store(&keys);
-    eprintln!(
-        "figure: the echoes minted {} keys; rounds {rounds:?}",
-        burnt.len()
-    );
+    let burnt = minted(&keys).len();
+    let live = store(&keys);
+    eprintln!("figure: the burner minted {burnt} keys; rounds {rounds:?}");
+    let stolen = live.last().expect("a live key").clone();
 
-    let thief = env.sandbox("ops", &[python, "-c", &script(&env, &keys, THIEF)]);
-    let thief_text = String::from_utf8_lossy(&thief.stdout).into_owned();
-    assert!(
-        thief.status.success(),
-        "thief: {}",
-        String::from_utf8_lossy(&thief.stderr)
-    );
+    let mut thief = env.sandbox_piped("ops", &[python, "-c", &script(&env, &keys, THIEF)]);
+    let mut to_thief = thief.stdin.take().expect("stdin");
+    writeln!(to_thief, "{stolen}").expect("to thief");
+    let mut thief_text = String::new();
+    BufReader::new(thief.stdout.take().expect("stdout"))
+        .read_line(&mut thief_text)
+        .expect("thief");
+    let _ = thief.wait();
     let got: Value = serde_json::from_str(thief_text.trim()).expect("thief JSON");
-    assert_eq!(got["decoys"], 1, "one decoy planted: {got}");
-    settled(&env, "canary", 1, &mut outputs);
-    let canary = actions(&env, "canary");
-    eprintln!(
-        "figure: the decoy's signal came to {}",
-        canary[0]["outcome"]
-    );
-    assert_eq!(
-        canary[0]["outcome"],
-        "rotation_started",
-        "the real compromise rotates the account ({} keys minted by echoes first): {canary:?}",
-        burnt.len()
-    );
-    let live_after = store(&keys);
+    assert_eq!(got["error"], "policy_denied", "the key is not sent: {got}");
     assert!(
-        live_before.iter().all(|k| !live_after.contains(k)),
-        "every key live before the decoy was used is revoked at the provider"
+        hb_tests::provider::bearers(&p.api, "leak").is_empty(),
+        "the call never left"
+    );
+    let leak_outcomes = |env: &TestEnv| -> Vec<Value> {
+        actions(env, "reflection")
+            .into_iter()
+            .filter(|r| r["policy"] == "ops")
+            .map(|r| r["outcome"].clone())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leak_outcomes(&env).is_empty() {
+        assert!(Instant::now() < deadline, "no outcome for the leak");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    settled(&env, "reflection", 3, &mut outputs);
+    let leak = leak_outcomes(&env);
+    eprintln!("figure: the leak's signals came to {leak:?}");
+    assert!(
+        leak.iter().any(|o| o == "rotation_started"),
+        "the real leak rotates the account ({burnt} keys minted by the burner first): {leak:?}"
     );
     assert!(
-        burnt.len() < 3,
-        "the echoes spent less than the whole budget: {}",
-        burnt.len()
+        !store(&keys).contains(&stolen),
+        "the leaked key is revoked at the provider"
+    );
+    assert!(
+        burnt < 3,
+        "the burner spent less than the whole budget: {burnt}"
     );
 
     let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();

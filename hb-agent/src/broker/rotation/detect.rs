@@ -12,10 +12,11 @@
 //! Limits (see `limits`): a rotating action first reads the journal. `canary` and
 //! `reflection` skip `cooldown_secs` and `max_rotations_per_day`, but past
 //! `max_compromise_rotations_per_day` they only alert, and the caller that raised a
-//! reflection then is ended as a decoy's user is (barred; see `cutoff`); a reflection
-//! caught in an answer (an upstream's echo, which no caller saw) stops one short of it
-//! (`compromise_reserve`), so that echoes alone never leave a leak only alerted about;
-//! `expiry` and `auth_failure` wait out the cooldown and stop at
+//! reflection then is ended as a decoy's user is (barred; see `cutoff`); a signal that
+//! no caller had the key in hand for (an upstream's echo, a key in an answer, a decoy
+//! used: anything but a key or a piece of it in what a caller sent) stops one short of
+//! it (`compromise_reserve`), so that signals a tenant can raise at will never leave a
+//! leak only alerted about; `expiry` and `auth_failure` wait out the cooldown and stop at
 //! `max_rotations_per_day`. A compromise signal for an account whose open rotation is
 //! already compromised joins it (no second rotation). `quarantine` rotates nothing: it
 //! holds calls with the account's key (see `quarantine`). A signal a caller raised (a
@@ -183,8 +184,8 @@ struct Job {
     caller: Option<Caller>,
     action: DetectorAction,
     compromised: bool,
-    /// The evidence was caught in an answer (see [`caught_in_answer`]).
-    caught: bool,
+    /// Which budget a rotation it asks for may spend (see [`evidence`]).
+    evidence: Evidence,
     /// `quarantine`: the account's calls a minute while held.
     per_minute: Option<u32>,
 }
@@ -279,7 +280,7 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Out
         caller: s.caller.cloned(),
         action: DetectorAction::Quarantine,
         compromised: false,
-        caught: caught_in_answer(s.seen),
+        evidence: Evidence::Routine,
         per_minute: Some(per_minute),
     };
     record_outcome(shared, &job, &outcome);
@@ -339,17 +340,22 @@ fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
         caller: s.caller.cloned(),
         action,
         compromised,
-        caught: caught_in_answer(s.seen),
+        evidence: evidence(s, compromised),
         per_minute: None,
     })
 }
 
-/// Whether a signal was seen only in an upstream's answer, which hb scrubbed before any
-/// caller saw it (`response`, `response_unheld`, `answer_fragment`): any caller can
-/// raise it at will through an upstream that echoes what it is sent, so it may not
-/// spend the last compromise rotation of the day (see `limits`).
-fn caught_in_answer(seen: &str) -> bool {
-    matches!(seen, "response" | "response_unheld" | "answer_fragment")
+/// The budget a signal's rotation may spend: only a caller that sent the key, or a
+/// piece of it, had it in hand (`Leak`); a key hb caught in an answer (an upstream
+/// echoing what it is sent) or a decoy used is a signal any caller can raise at will,
+/// at most at the cost of its sandbox (`Suspicion`: not the last compromise rotation of
+/// the day; see `limits`).
+fn evidence(s: &Signal<'_>, compromised: bool) -> Evidence {
+    match (compromised, s.detector, s.seen) {
+        (false, ..) => Evidence::Routine,
+        (true, Detector::Reflection, "request_content" | "request_fragment") => Evidence::Leak,
+        (true, ..) => Evidence::Suspicion,
+    }
 }
 
 /// Whether `action` rotates, and as compromised.
@@ -518,12 +524,7 @@ async fn decide_and_start(shared: &Arc<Shared>, job: &Job) -> Outcome {
         .into_iter()
         .find(|r| r.integration == job.integration && r.account == job.account);
     let budget = limits::budget(&recent, &job.integration, &job.account, config, now);
-    let evidence = match (job.compromised, job.caught) {
-        (false, _) => Evidence::Routine,
-        (true, false) => Evidence::Leak,
-        (true, true) => Evidence::Caught,
-    };
-    let gate = budget.gate(evidence, now);
+    let gate = budget.gate(job.evidence, now);
     if !job.compromised {
         if open.is_some() {
             return Outcome::RotationOpen;

@@ -9,10 +9,11 @@
 //!   `reflection` detectors; those skip the cooldown and the first budget (a real leak
 //!   must not wait for an expiry storm to pass) but not this one, so a sandbox that
 //!   burns its own account's key on purpose gets at most this many new keys a day.
-//!   Evidence hb caught in an answer and scrubbed before any caller saw it (an upstream
-//!   that echoed the key its call carried) may not spend the last of them: any caller
-//!   can raise it at will through an upstream that echoes, and a tenant sharing the
-//!   account must not leave a real leak later that day only alerted about.
+//!   The last of them is kept for evidence that a caller had the key in hand (it sent
+//!   the key, or a piece of it): any other compromise signal (an upstream's echo of the
+//!   key its call carried, a key in an answer, a decoy used) a caller can raise at will,
+//!   at most at the cost of its sandbox, and a tenant sharing the account must not
+//!   leave a real leak later that day only alerted about.
 //!
 //! An operator's `rotation trigger` is never refused here (it counts).
 //! Must never: read a value (only the journal's rows), or count another account's rows.
@@ -61,12 +62,13 @@ pub enum Evidence {
     /// Age or a dead key (`expiry`, `auth_failure`): the cooldown and
     /// `max_rotations_per_day`.
     Routine,
-    /// A compromise whose key may have left hb (a decoy used, a key or a piece of it in
-    /// what a caller sent): `max_compromise_rotations_per_day`.
+    /// A caller had the key in hand (it sent the key, or a piece of it):
+    /// `max_compromise_rotations_per_day`.
     Leak,
-    /// A compromise hb caught in an answer before any caller saw it: all but the last
-    /// of `max_compromise_rotations_per_day`, which is kept for a [`Evidence::Leak`].
-    Caught,
+    /// Any other compromise signal (a key caught in an answer, a decoy used): all but
+    /// the last of `max_compromise_rotations_per_day`, which is kept for a
+    /// [`Evidence::Leak`].
+    Suspicion,
 }
 
 /// Whether a detector's rotation may begin now.
@@ -124,7 +126,7 @@ impl Budget {
         let (limit, cap) = match evidence {
             Evidence::Routine => return self.routine_gate(now),
             Evidence::Leak => ("max_compromise_rotations_per_day", self.max_compromise),
-            Evidence::Caught => ("compromise_reserve", self.max_compromise.saturating_sub(1)),
+            Evidence::Suspicion => ("compromise_reserve", self.max_compromise.saturating_sub(1)),
         };
         if self.compromise >= cap {
             return Gate::Capped {
@@ -242,29 +244,29 @@ mod tests {
     }
 
     #[test]
-    fn caught_evidence_leaves_the_last_compromise_rotation_to_a_leak() {
+    fn a_suspicion_leaves_the_last_compromise_rotation_to_a_leak() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000_000);
         let c = config();
         let fresh = budget(&[], "gh", "ci", &c, now);
-        assert_eq!(fresh.gate(Evidence::Caught, now), Gate::Open);
+        assert_eq!(fresh.gate(Evidence::Suspicion, now), Gate::Open);
         let one = [row("ci", "reflection", now - Duration::from_secs(60))];
         let b = budget(&one, "gh", "ci", &c, now);
         assert_eq!(
-            b.gate(Evidence::Caught, now),
+            b.gate(Evidence::Suspicion, now),
             Gate::Capped {
                 limit: "compromise_reserve",
                 count: 1,
                 cap: 1,
                 until: now - Duration::from_secs(60) + WINDOW,
             },
-            "an echo may not take the last"
+            "a suspicion may not take the last"
         );
         assert_eq!(b.gate(Evidence::Leak, now), Gate::Open, "a leak may");
         let mut single = c.clone();
         single.max_compromise_rotations_per_day = 1;
         assert!(
             matches!(
-                budget(&[], "gh", "ci", &single, now).gate(Evidence::Caught, now),
+                budget(&[], "gh", "ci", &single, now).gate(Evidence::Suspicion, now),
                 Gate::Capped { cap: 0, .. }
             ),
             "a budget of one is a leak's"
