@@ -19,7 +19,14 @@
 //!   evidence that a caller had the key in hand may now spend the last of that budget;
 //! - under `on_reflection = "quarantine"`, one echo of a tenant's own key held the whole
 //!   shared account: every other tenant's writes refused and its reads rate-limited for
-//!   `quarantine_secs`. A caller's signal now holds that caller alone.
+//!   `quarantine_secs`. A caller's signal now holds that caller alone;
+//! - past that budget a tenant's spent account also cut off another tenant whose own
+//!   provider key listing showed the account's key (`response_unheld`): the reader was
+//!   ended as if it forced the reflection. Only a reflection of a key the caller holds
+//!   a handle for now ends it.
+//!
+//! Held, with the figures in each test's output: a single echo, decoy or leak still
+//! rotates as before; an echo's quarantine still bars and holds its own caller.
 
 use std::{
     fs,
@@ -43,6 +50,19 @@ const OLD: &str = "key-old-21a9b8c7d6e5f40312ffeeddccbbaa99";
 /// policy `ops` (another tenant), each with one decoy planted per execution. A decoy's
 /// user is barred, not killed, so it can report what it was answered. Started.
 fn shared_account(p: &Provider, keys: &Path, rotation: &str) -> TestEnv {
+    agent(p, keys, rotation, "svc", "", |_| {})
+}
+
+/// [`shared_account`] with policy `ops` bound to integration `ops` instead, `extra` (more
+/// TOML) in the config, and `vault` storing more values before the start.
+fn agent(
+    p: &Provider,
+    keys: &Path,
+    rotation: &str,
+    ops: &str,
+    extra: &str,
+    vault: impl FnOnce(&TestEnv),
+) -> TestEnv {
     let config = format!(
         r#"{head}
 [[integration]]
@@ -67,8 +87,9 @@ canary_handles = 1
 
 [[policy]]
 name = "ops"
-integrations = ["svc"]
+integrations = ["{ops}"]
 canary_handles = 1
+{extra}
 "#,
         head = p.config_head("canary_kill = false"),
         python = hb_tests::python(),
@@ -77,6 +98,7 @@ canary_handles = 1
     );
     let mut env = agent_env("attack21", &config);
     env.vault_put("svc", "bot", OLD);
+    vault(&env);
     env.start_agent();
     env
 }
@@ -357,6 +379,117 @@ fn an_echo_on_a_shared_account_quarantines_only_its_caller() {
             ("attack", &attack_text),
             ("audit", &audit),
             ("log", &log),
+        ],
+    );
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// The other tenant's own integration on the same provider: its admin key lists the
+/// organisation's keys (`/keys?list=1`), `svc`'s among them.
+const LISTER: &str = r#"
+[[integration]]
+name = "lister"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET"]
+"#;
+
+const ADMIN: &str = "key-admin-5e4d3c2b1a09f8e7d6c5b4a392817160";
+
+/// The attacker: fresh handles and echoes until it is refused (three rounds at most).
+const ECHO_TO_THE_CAP: &str = r#"
+for i in range(3):
+    try:
+        h = hb.handle("svc", "bot")["handle"]
+        out = {"i": i, "status": call(h, "burn", "/echo").get("status")}
+    except BrokerError as e:
+        out = {"i": i, "handle": e.code}
+    print(json.dumps(out), flush=True)
+    sys.stdin.readline()
+"#;
+
+/// The other tenant: lists its organisation's keys, then calls again.
+const LISTING: &str = r#"
+h = hb.handle("lister", "admin")["handle"]
+out = {"list": call(h, "list&list=1").get("status")}
+again = call(h, "again")
+out["again"] = again.get("status", again.get("error"))
+try:
+    hb.handle("lister", "admin")
+    out["handle"] = "issued"
+except BrokerError as e:
+    out["handle"] = e.code
+print(json.dumps(out), flush=True)
+"#;
+
+/// A tenant that spends its own account's compromise budget by echoes does not get
+/// another tenant barred whose provider's key listing shows that account's key (a
+/// `response_unheld` reflection past the budget): the reader is no thief of a key it
+/// holds no handle for. Baseline 3e3e945: the reader was ended (its handles revoked, no
+/// new one for `suspect_bar_secs`).
+#[test]
+fn a_spent_budget_does_not_bar_a_reader_of_another_accounts_key() {
+    let p = Provider::start("attack21-list", DNS_PORT, None);
+    let keys: PathBuf = p.key_store("org.json", &[OLD, ADMIN]);
+    let env = agent(&p, &keys, "", "lister", LISTER, |env| {
+        env.vault_put("lister", "admin", ADMIN);
+    });
+    let python = hb_tests::python();
+    let mut outputs = String::new();
+
+    let mut burn = env.sandbox_piped(
+        "web",
+        &[python, "-c", &script(&env, &keys, ECHO_TO_THE_CAP)],
+    );
+    let mut to_burn = burn.stdin.take().expect("stdin");
+    let mut from_burn = BufReader::new(burn.stdout.take().expect("stdout"));
+    for i in 0..3usize {
+        let mut line = String::new();
+        from_burn.read_line(&mut line).expect("burn");
+        outputs += &line;
+        let round: Value = serde_json::from_str(line.trim()).expect("round JSON");
+        if round["status"] == 200 {
+            settled(&env, "reflection", i + 1, &mut outputs);
+        }
+        writeln!(to_burn, "go").expect("to burn");
+    }
+    let _ = burn.wait();
+    eprintln!("figure: the echoes minted {} keys", minted(&keys).len());
+
+    let out = env.sandbox("ops", &[python, "-c", &script(&env, &keys, LISTING)]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "reader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(text.trim()).expect("reader JSON");
+    eprintln!("figure: the reader got {got}");
+    assert_eq!(got["list"], 200, "{got}");
+    let listing = hb_tests::provider::bearers(&p.api, "list&list=1");
+    assert_eq!(listing.len(), 1, "the listing was made");
+    let unheld = env.audit_records().into_iter().any(|r| {
+        r["kind"] == "detector" && r["seen"] == "response_unheld" && r["account"] == "bot"
+    });
+    assert!(unheld, "the listing showed svc's key: a signal");
+    let ended: Vec<Value> = env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "caller_ended" && r["caller"]["policy"] == "ops")
+        .collect();
+    assert!(ended.is_empty(), "the reader is not ended: {ended:?}");
+    assert_eq!(got["again"], 200, "its handle still works: {got}");
+    assert_eq!(got["handle"], "issued", "it still gets handles: {got}");
+
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    assert_no_key_in(
+        [OLD.to_owned(), ADMIN.to_owned()]
+            .into_iter()
+            .chain(minted(&keys)),
+        &[
+            ("sandboxes and CLI", &outputs),
+            ("reader", &text),
+            ("audit", &audit),
         ],
     );
     let _ = fs::remove_dir_all(&p.dir);

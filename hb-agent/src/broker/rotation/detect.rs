@@ -12,12 +12,12 @@
 //! Limits (see `limits`): a rotating action first reads the journal. `canary` and
 //! `reflection` skip `cooldown_secs` and `max_rotations_per_day`, but past
 //! `max_compromise_rotations_per_day` they only alert, and the caller that raised a
-//! reflection then is ended as a decoy's user is (barred; see `cutoff`); a signal that
-//! no caller had the key in hand for (an upstream's echo, a key in an answer, a decoy
-//! used: anything but a key or a piece of it in what a caller sent) stops one short of
-//! it (`compromise_reserve`), so that signals a tenant can raise at will never leave a
-//! leak only alerted about; `expiry` and `auth_failure` wait out the cooldown and stop at
-//! `max_rotations_per_day`. A compromise signal for an account whose open rotation is
+//! reflection then (of a key it holds a handle for) is ended as a decoy's user is
+//! (barred; see `cutoff`); a signal that no caller had the key in hand for (an
+//! upstream's echo, a key in an answer, a decoy used: anything but a key or a piece of
+//! it in what a caller sent) stops one short of it (`compromise_reserve`), so that
+//! signals a tenant can raise at will never leave a leak only alerted about; `expiry`
+//! and `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A compromise signal for an account whose open rotation is
 //! already compromised joins it (no second rotation). `quarantine` rotates nothing: it
 //! holds calls with the account's key (see `quarantine`). A signal a caller raised (a
 //! `canary`, a `reflection`) ends that caller and holds it alone on the account, as a
@@ -186,8 +186,21 @@ struct Job {
     compromised: bool,
     /// Which budget a rotation it asks for may spend (see [`evidence`]).
     evidence: Evidence,
+    /// Where it was seen (the signal's fixed word).
+    seen: &'static str,
     /// `quarantine`: the account's calls a minute while held.
     per_minute: Option<u32>,
+}
+
+impl Job {
+    /// Whether its caller is ended when the account's budget is spent: a reflection of
+    /// a key the caller holds a handle for, which it may be forcing; not another
+    /// account's key in an answer to it (`response_unheld`: a provider's key listing),
+    /// or any tenant that spends its own account's budget could have the readers of
+    /// that listing cut off.
+    fn ends_caller_when_capped(&self) -> bool {
+        self.detector == Detector::Reflection && self.seen != "response_unheld"
+    }
 }
 
 /// Records `s`, and acts on it as the account's integration says. The rotation (if
@@ -281,6 +294,7 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Out
         action: DetectorAction::Quarantine,
         compromised: false,
         evidence: Evidence::Routine,
+        seen: s.seen,
         per_minute: Some(per_minute),
     };
     record_outcome(shared, &job, &outcome);
@@ -341,6 +355,7 @@ fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
         action,
         compromised,
         evidence: evidence(s, compromised),
+        seen: s.seen,
         per_minute: None,
     })
 }
@@ -493,8 +508,8 @@ pub fn event(shared: &Shared, f: &EventFields<'_>) {
 /// Decides (see the module header), acts, and records what came of it.
 async fn act(shared: &Arc<Shared>, job: &Job) -> Outcome {
     let outcome = decide_and_start(shared, job).await;
-    if let (Outcome::Capped { .. }, Detector::Reflection, Some(caller)) =
-        (&outcome, job.detector, &job.caller)
+    if let (Outcome::Capped { .. }, true, Some(caller)) =
+        (&outcome, job.ends_caller_when_capped(), &job.caller)
     {
         // A caller that keeps reflecting keys once the account's budget is spent is
         // forcing them: it loses its handles and gets no new ones (a decoy's user was
@@ -644,7 +659,7 @@ fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
     let until = until.map(|t| humantime::format_rfc3339_seconds(t).to_string());
     let caller_ended = job.caller.is_some()
         && (matches!(outcome, Outcome::Quarantined(_))
-            || matches!(outcome, Outcome::Capped { .. }) && job.detector == Detector::Reflection);
+            || matches!(outcome, Outcome::Capped { .. }) && job.ends_caller_when_capped());
     // Past a limit the action is an alert: that is what the event says was done.
     let done = match outcome {
         Outcome::Started(_) | Outcome::Joined(_) | Outcome::Marked(_) | Outcome::Quarantined(_) => {
