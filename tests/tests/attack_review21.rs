@@ -103,8 +103,9 @@ canary_handles = 1
     env
 }
 
-/// Python for a sandbox: the client and `call` (a GET of `path` on the API with
-/// `handle`, `step` naming it in the API's log).
+/// Python for a sandbox: the client, `call` (a GET of `path` on the API with `handle`,
+/// `step` naming it in the API's log) and `another` (a new handle: `issued`, or the
+/// refusal's code).
 fn script(env: &TestEnv, keys: &Path, body: &str) -> String {
     hb_tests::provider::client_script(
         &[
@@ -118,6 +119,12 @@ def call(handle, step, path="/keys"):
         return hb.request("GET", "https://api.test" + path + "?file=" + STORE + "&step=" + step, handle=handle)
     except BrokerError as e:
         return {{"error": e.code}}
+def another(integration, account):
+    try:
+        hb.handle(integration, account)
+        return "issued"
+    except BrokerError as e:
+        return e.code
 {body}"#
         ),
     )
@@ -295,11 +302,7 @@ print(json.dumps({"post": post("t_post_after"), "gets": [get("t_get_after") for 
 const ECHO_ONCE: &str = r#"
 h = hb.handle("svc", "bot")["handle"]
 out = {"echo": call(h, "echo", "/echo").get("status")}
-try:
-    hb.handle("svc", "bot")
-    out["again"] = "issued"
-except BrokerError as e:
-    out["again"] = e.code
+out["again"] = another("svc", "bot")
 print(json.dumps(out), flush=True)
 "#;
 
@@ -414,11 +417,7 @@ h = hb.handle("lister", "admin")["handle"]
 out = {"list": call(h, "list&list=1").get("status")}
 again = call(h, "again")
 out["again"] = again.get("status", again.get("error"))
-try:
-    hb.handle("lister", "admin")
-    out["handle"] = "issued"
-except BrokerError as e:
-    out["handle"] = e.code
+out["handle"] = another("lister", "admin")
 print(json.dumps(out), flush=True)
 "#;
 
