@@ -17,11 +17,12 @@
 //! upstream's echo, a key in an answer, a decoy used: anything but a key or a piece of
 //! it in what a caller sent) stops one short of it (`compromise_reserve`), so that
 //! signals a tenant can raise at will never leave a leak only alerted about; `expiry`
-//! and `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A compromise signal for an account whose open rotation is
-//! already compromised joins it (no second rotation). `quarantine` rotates nothing: it
-//! holds calls with the account's key (see `quarantine`). A signal a caller raised (a
-//! `canary`, a `reflection`) ends that caller and holds it alone on the account, as a
-//! rate spike's suspect below; its other callers keep full service. A `rate_spike`
+//! and `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A
+//! compromise signal for an account whose open rotation is already compromised joins
+//! it (no second rotation). `quarantine` rotates nothing: it holds calls with the
+//! account's key (see `quarantine`). A signal a caller raised (a `canary`, a
+//! `reflection`) ends that caller and holds it alone on the account, as a rate spike's
+//! suspect below; its other callers keep full service. A `rate_spike`
 //! names the callers that made it (see `sensor::suspects`): then only they are held on
 //! the account, each at its share of the account's rate, and their handles to the
 //! account are revoked (they may take new ones, still held); the account's other
