@@ -983,8 +983,9 @@ pub enum DetectorAction {
     /// Alert, and rotate the account as compromised: no grace period, no rollback, the
     /// old key revoked at the provider as soon as the new one is active.
     RotateCompromised,
-    /// Alert, hold the account's calls to read-only ones at a low rate for
-    /// `quarantine_secs`, and end the caller that raised the signal.
+    /// Alert, hold calls with the account's key to read-only ones at a low rate for
+    /// `quarantine_secs` (the calls of the caller that raised the signal, which is
+    /// ended; of a rate spike's suspects; else every caller's).
     Quarantine,
 }
 

@@ -887,9 +887,9 @@ for i in range(5):
 "#;
 
 /// A sandbox that makes an upstream echo its account's key again and again gets at most
-/// `max_compromise_rotations_per_day` (default 3) new keys minted; past it the signal
-/// only alerts and the sandbox is barred. Events, audit and `rotation status` say so,
-/// with no key.
+/// all but one of `max_compromise_rotations_per_day` (default 3) new keys minted (the
+/// last is kept for a leak: `compromise_reserve`); past it the signal only alerts and
+/// the sandbox is barred. Events, audit and `rotation status` say so, with no key.
 #[test]
 fn forced_reflections_stop_at_the_daily_compromise_cap() {
     let World {
@@ -957,15 +957,15 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
     let minted = minted(&keys);
     assert_eq!(
         minted.len(),
-        3,
-        "at most max_compromise_rotations_per_day keys: {minted:?} after {rounds:?}"
+        2,
+        "at most max_compromise_rotations_per_day - 1 keys: {minted:?} after {rounds:?}"
     );
     assert_eq!(
-        rounds[3]["status"], 200,
-        "the fourth echo answered: {rounds:?}"
+        rounds[2]["status"], 200,
+        "the third echo answered: {rounds:?}"
     );
     assert_eq!(
-        rounds[4]["handle"], "policy_denied",
+        rounds[3]["handle"], "policy_denied",
         "then the caller is barred: {rounds:?}"
     );
     let records = env.audit_records();
@@ -975,10 +975,7 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
         .expect("a capped record");
     assert_eq!(capped["detector"], "reflection", "{capped}");
     assert_eq!(capped["action"], "alert", "{capped}");
-    assert_eq!(
-        capped["limit"], "max_compromise_rotations_per_day",
-        "{capped}"
-    );
+    assert_eq!(capped["limit"], "compromise_reserve", "{capped}");
     assert_eq!(capped["caller_ended"], true, "{capped}");
     assert!(
         records
@@ -1003,9 +1000,9 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
     assert!(
         detector_events.iter().any(|e| e["reason"] == "reflection"
             && e["verdict"] == "alert"
-            && e["detail"].as_str().is_some_and(
-                |d| d.contains("capped") && d.contains("max_compromise_rotations_per_day 3/3")
-            )),
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("capped") && d.contains("compromise_reserve 2/2"))),
         "the capped action is an event that says so: {events}"
     );
     let status = env.hb_json(&["rotation", "status"]);
@@ -1018,16 +1015,22 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
         .expect("svc/bot in status")
         .clone();
     assert_eq!(svc["max_compromise_rotations_per_day"], 3, "{svc}");
-    assert_eq!(svc["compromise_rotations_24h"], 3, "{svc}");
-    assert_eq!(svc["compromise_rotations_left"], 0, "{svc}");
+    assert_eq!(svc["compromise_rotations_24h"], 2, "{svc}");
+    assert_eq!(
+        svc["compromise_rotations_left"], 1,
+        "the one kept for a leak: {svc}"
+    );
     assert_eq!(svc["max_rotations_per_day"], 6, "the default: {svc}");
-    assert_eq!(svc["detectors"]["reflection"]["today"], 4, "{svc}");
+    assert_eq!(svc["detectors"]["reflection"]["today"], 3, "{svc}");
     assert_eq!(
         svc["detectors"]["reflection"]["last_outcome"], "capped",
         "{svc}"
     );
     let text = String::from_utf8_lossy(&env.hb(&["rotation", "status"]).stdout).into_owned();
-    assert!(text.contains("3/3"), "the text form shows the cap: {text}");
+    assert!(
+        text.contains("2/3"),
+        "the text form shows the budget: {text}"
+    );
     let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
     let book = fs::read_to_string(env.state_dir.join("detectors.json")).unwrap_or_default();
     let log = env.agent().log_text();
@@ -1046,6 +1049,7 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
 }
 
 const QUARANTINE_TRIGGER: &str = r#"
+import time
 m = hb.handle("mild", "bot")["handle"]
 out = {"echo": call(m, "q_echo", "/echo").get("status")}
 try:
@@ -1054,6 +1058,14 @@ try:
 except BrokerError as e:
     out["again"] = e.code
 print(json.dumps(out), flush=True)
+sys.stdin.readline()
+# Its bar (suspect_bar_secs = 1) ends; its hold on the account does not.
+for _ in range(300):
+    try:
+        m = hb.handle("mild", "bot")["handle"]
+        break
+    except BrokerError:
+        time.sleep(0.05)
 "#;
 
 const QUARANTINED: &str = r#"
@@ -1065,47 +1077,67 @@ def code(f):
     except BrokerError as e:
         return e.code
 out = {}
-out["post"] = code(lambda: hb.request("POST", "https://api.test/plain?step=q_post", handle=m, body="x"))
-out["gets"] = [code(lambda: hb.request("GET", "https://api.test/plain?step=q_get", handle=m)) for _ in range(4)]
-out["svc_post"] = code(lambda: hb.request("POST", "https://api.test/plain?step=q_svc", handle=h, body="x"))
+out["post"] = code(lambda: hb.request("POST", "https://api.test/plain?step=" + STEP + "post", handle=m, body="x"))
+out["gets"] = [code(lambda: hb.request("GET", "https://api.test/plain?step=" + STEP + "get", handle=m)) for _ in range(4)]
+out["svc_post"] = code(lambda: hb.request("POST", "https://api.test/plain?step=" + STEP + "svc", handle=h, body="x"))
 print(json.dumps(out), flush=True)
 "#;
 
-/// `on_reflection = "quarantine"`: the account's calls, from every caller, are held to
-/// read-only ones at `quarantine_calls_per_minute`; the caller that raised it is barred;
-/// another account is untouched; nothing is rotated.
+/// `on_reflection = "quarantine"`: the caller that raised it is barred, and held on the
+/// account once its bar ends: its calls with the account's key read-only at
+/// `quarantine_calls_per_minute`; its other account is untouched; another caller of the
+/// account keeps full service (attack review 21: the whole account was held, for every
+/// tenant); nothing is rotated.
 #[test]
-fn a_quarantined_account_takes_only_read_only_calls_at_its_rate() {
+fn a_quarantined_caller_takes_only_read_only_calls_at_its_rate() {
     let World {
         dir,
         api,
         _dns,
         keys,
         mut env,
-    } = world_with(
+    } = world_full(
         "quarantine",
+        "suspect_bar_secs = 1",
+        "",
         "",
         "on_reflection = \"quarantine\"\nquarantine_calls_per_minute = 3",
     );
     env.start_agent();
     let python = hb_tests::python();
-    let first = env.sandbox(
+    let held = |step: &str| format!("STEP = {step:?}\n{QUARANTINED}");
+    let mut suspect = env.sandbox_piped(
         "web",
-        &[python, "-c", &script(&env, &keys, QUARANTINE_TRIGGER)],
+        &[
+            python,
+            "-c",
+            &script(&env, &keys, &(QUARANTINE_TRIGGER.to_owned() + &held("q_"))),
+        ],
     );
-    let first: Value = serde_json::from_slice(&first.stdout).expect("trigger JSON");
+    let mut to_suspect = suspect.stdin.take().expect("stdin");
+    let mut from_suspect = BufReader::new(suspect.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    from_suspect.read_line(&mut line).expect("suspect");
+    let first: Value = serde_json::from_str(line.trim()).expect("trigger JSON");
     assert_eq!(first["echo"], 200, "{first}");
     assert_eq!(
         first["again"], "policy_denied",
         "the suspect is barred: {first}"
     );
-    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, QUARANTINED)]);
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.audit_records().iter().any(|r| {
+        r["kind"] == "detector_action"
+            && r["outcome"] == "quarantined"
+            && r["integration"] == "mild"
+    }) {
+        assert!(Instant::now() < deadline, "no quarantine");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    writeln!(to_suspect, "go").expect("to suspect");
+    line.clear();
+    from_suspect.read_line(&mut line).expect("suspect");
+    let _ = suspect.wait();
+    let got: Value = serde_json::from_str(line.trim()).expect("suspect JSON");
     assert_eq!(got["post"], "policy_denied", "not read-only: {got}");
     assert_eq!(
         got["gets"],
@@ -1115,6 +1147,19 @@ fn a_quarantined_account_takes_only_read_only_calls_at_its_rate() {
     assert_eq!(got["svc_post"], 200, "another account is not held: {got}");
     assert!(bearers(&api, "q_post").is_empty(), "the POST never left");
     assert_eq!(bearers(&api, "q_get").len(), 3);
+
+    let out = env.sandbox("web", &[python, "-c", &script(&env, &keys, &held("o_"))]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(
+        other,
+        serde_json::json!({"post": 200, "gets": [200, 200, 200, 200], "svc_post": 200}),
+        "another caller of the account keeps full service"
+    );
     let history = env.hb_json(&["rotation", "history"]);
     assert!(
         history.as_array().is_some_and(Vec::is_empty),
@@ -1122,15 +1167,15 @@ fn a_quarantined_account_takes_only_read_only_calls_at_its_rate() {
     );
     let records = env.audit_records();
     assert!(
-        records.iter().any(|r| r["kind"] == "detector_action"
-            && r["outcome"] == "quarantined"
-            && r["integration"] == "mild"),
-        "the action is audited"
+        records
+            .iter()
+            .any(|r| r["kind"] == "caller_ended" && r["why"] == "quarantine")
     );
     assert!(
         records
             .iter()
-            .any(|r| r["kind"] == "caller_ended" && r["why"] == "quarantine")
+            .any(|r| r["kind"] == "quarantine_caller" && r["integration"] == "mild"),
+        "the caller's hold is audited"
     );
     let _ = fs::remove_dir_all(&dir);
 }

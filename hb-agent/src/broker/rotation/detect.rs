@@ -12,15 +12,22 @@
 //! Limits (see `limits`): a rotating action first reads the journal. `canary` and
 //! `reflection` skip `cooldown_secs` and `max_rotations_per_day`, but past
 //! `max_compromise_rotations_per_day` they only alert, and the caller that raised a
-//! reflection then is ended as a decoy's user is (barred; see `cutoff`); `expiry` and
-//! `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A
+//! reflection then (of a key it holds a handle for) is ended as a decoy's user is
+//! (barred; see `cutoff`); a signal that no caller had the key in hand for (an
+//! upstream's echo, a key in an answer, a decoy used: anything but a key or a piece of
+//! it in what a caller sent) stops one short of it (`compromise_reserve`), so that
+//! signals a tenant can raise at will never leave a leak only alerted about; `expiry`
+//! and `auth_failure` wait out the cooldown and stop at `max_rotations_per_day`. A
 //! compromise signal for an account whose open rotation is already compromised joins
-//! it (no second rotation). `quarantine` rotates nothing: it holds the account's calls
-//! (see `quarantine`) and ends the caller that raised the signal. A `rate_spike` names
-//! the callers that made it (see `sensor::suspects`): then only they are held on the
-//! account, each at its share of the account's rate, and their handles to the account
-//! are revoked (they may take new ones, still held); the account's other callers keep
-//! full service. A spike no caller can be singled out for holds the whole account.
+//! it (no second rotation). `quarantine` rotates nothing: it holds calls with the
+//! account's key (see `quarantine`). A signal a caller raised (a `canary`, a
+//! `reflection`) ends that caller and holds it alone on the account, as a rate spike's
+//! suspect below; its other callers keep full service. A `rate_spike`
+//! names the callers that made it (see `sensor::suspects`): then only they are held on
+//! the account, each at its share of the account's rate, and their handles to the
+//! account are revoked (they may take new ones, still held); the account's other
+//! callers keep full service. A spike no caller can be singled out for holds the whole
+//! account.
 //!
 //! Every signal is an audit record (`detector`) and, unless `observe`, an event; what
 //! its action came to is another pair (`detector_action`): the rotation started or
@@ -34,8 +41,8 @@ use std::{sync::Arc, time::SystemTime};
 use serde_json::json;
 
 use super::{
-    super::{credentials::with_vault, cutoff, identity::Caller, state::Shared},
-    limits::{self, Gate},
+    super::{canary::owner_of, credentials::with_vault, cutoff, identity::Caller, state::Shared},
+    limits::{self, Evidence, Gate},
     sensor::{Suspect, suspect_json},
 };
 use crate::{
@@ -178,8 +185,23 @@ struct Job {
     caller: Option<Caller>,
     action: DetectorAction,
     compromised: bool,
+    /// Which budget a rotation it asks for may spend (see [`evidence`]).
+    evidence: Evidence,
+    /// Where it was seen (the signal's fixed word).
+    seen: &'static str,
     /// `quarantine`: the account's calls a minute while held.
     per_minute: Option<u32>,
+}
+
+impl Job {
+    /// Whether its caller is ended when the account's budget is spent: a reflection of
+    /// a key the caller holds a handle for, which it may be forcing; not another
+    /// account's key in an answer to it (`response_unheld`: a provider's key listing),
+    /// or any tenant that spends its own account's budget could have the readers of
+    /// that listing cut off.
+    fn ends_caller_when_capped(&self) -> bool {
+        self.detector == Detector::Reflection && self.seen != "response_unheld"
+    }
 }
 
 /// Records `s`, and acts on it as the account's integration says. The rotation (if
@@ -219,8 +241,9 @@ pub async fn signal_and_act(shared: &Arc<Shared>, s: &Signal<'_>) -> Outcome {
     }
 }
 
-/// `quarantine`: the suspects held on the account and their handles to it revoked, or
-/// (none) the account held and the caller (if any) ended; the outcome recorded.
+/// `quarantine`: the suspects held on the account and their handles to it revoked; or
+/// the caller that raised the signal ended and held so; or (neither) the account held;
+/// the outcome recorded.
 fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Outcome {
     let Some((_, config)) = super::with_rotator(shared, s.integration) else {
         return Outcome::NoRotation;
@@ -228,24 +251,38 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Out
     let time = std::time::Duration::from_secs(config.quarantine_secs);
     let floor = config.quarantine_calls_per_minute;
     let now = std::time::Instant::now();
-    let (until, per_minute) = if suspects.is_empty() {
-        // Near the account's learned rate: its honest reads go on, a flood does not.
-        let per_minute = shared
-            .sensor
-            .quarantine_per_minute(s.integration, s.account, None, floor);
-        let until = shared
-            .quarantines
-            .hold(s.integration, s.account, None, time, per_minute, now);
-        if let Some(caller) = s.caller {
+    let (until, per_minute) = match (suspects, s.caller) {
+        ([], None) => {
+            // Near the account's learned rate: its honest reads go on, a flood does not.
+            let per_minute =
+                shared
+                    .sensor
+                    .quarantine_per_minute(s.integration, s.account, None, floor);
+            let until =
+                shared
+                    .quarantines
+                    .hold(s.integration, s.account, None, time, per_minute, now);
+            (until, per_minute)
+        }
+        ([], Some(caller)) => {
+            // The evidence is this caller's (a decoy it used, a key in its call or its
+            // answer): held alone. Holding the account would hand any tenant of a
+            // shared account a way to hold every other one's calls (an echo is enough).
             cutoff::end_caller(shared, caller, s.policy, cutoff::Why::Quarantine);
+            let suspect = Suspect {
+                owner: owner_of(caller),
+                policy: s.policy.to_owned(),
+                calls: 0,
+            };
+            hold_suspect(shared, s, &suspect, time, floor, now)
         }
-        (until, per_minute)
-    } else {
-        let mut held = None;
-        for suspect in suspects {
-            held = Some(hold_suspect(shared, s, suspect, time, floor, now));
+        (suspects, _) => {
+            let mut held = None;
+            for suspect in suspects {
+                held = Some(hold_suspect(shared, s, suspect, time, floor, now));
+            }
+            held.unwrap_or((std::time::SystemTime::now(), floor))
         }
-        held.unwrap_or((std::time::SystemTime::now(), floor))
     };
     let outcome = Outcome::Quarantined(until);
     let job = Job {
@@ -257,6 +294,8 @@ fn quarantine(shared: &Arc<Shared>, s: &Signal<'_>, suspects: &[Suspect]) -> Out
         caller: s.caller.cloned(),
         action: DetectorAction::Quarantine,
         compromised: false,
+        evidence: Evidence::Routine,
+        seen: s.seen,
         per_minute: Some(per_minute),
     };
     record_outcome(shared, &job, &outcome);
@@ -316,8 +355,23 @@ fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
         caller: s.caller.cloned(),
         action,
         compromised,
+        evidence: evidence(s, compromised),
+        seen: s.seen,
         per_minute: None,
     })
+}
+
+/// The budget a signal's rotation may spend: only a caller that sent the key, or a
+/// piece of it, had it in hand (`Leak`); a key hb caught in an answer (an upstream
+/// echoing what it is sent) or a decoy used is a signal any caller can raise at will,
+/// at most at the cost of its sandbox (`Suspicion`: not the last compromise rotation of
+/// the day; see `limits`).
+fn evidence(s: &Signal<'_>, compromised: bool) -> Evidence {
+    match (compromised, s.detector, s.seen) {
+        (false, ..) => Evidence::Routine,
+        (true, Detector::Reflection, "request_content" | "request_fragment") => Evidence::Leak,
+        (true, ..) => Evidence::Suspicion,
+    }
 }
 
 /// Whether `action` rotates, and as compromised.
@@ -455,8 +509,8 @@ pub fn event(shared: &Shared, f: &EventFields<'_>) {
 /// Decides (see the module header), acts, and records what came of it.
 async fn act(shared: &Arc<Shared>, job: &Job) -> Outcome {
     let outcome = decide_and_start(shared, job).await;
-    if let (Outcome::Capped { .. }, Detector::Reflection, Some(caller)) =
-        (&outcome, job.detector, &job.caller)
+    if let (Outcome::Capped { .. }, true, Some(caller)) =
+        (&outcome, job.ends_caller_when_capped(), &job.caller)
     {
         // A caller that keeps reflecting keys once the account's budget is spent is
         // forcing them: it loses its handles and gets no new ones (a decoy's user was
@@ -486,7 +540,7 @@ async fn decide_and_start(shared: &Arc<Shared>, job: &Job) -> Outcome {
         .into_iter()
         .find(|r| r.integration == job.integration && r.account == job.account);
     let budget = limits::budget(&recent, &job.integration, &job.account, config, now);
-    let gate = budget.gate(job.compromised, now);
+    let gate = budget.gate(job.evidence, now);
     if !job.compromised {
         if open.is_some() {
             return Outcome::RotationOpen;
@@ -606,7 +660,7 @@ fn record_outcome(shared: &Shared, job: &Job, outcome: &Outcome) {
     let until = until.map(|t| humantime::format_rfc3339_seconds(t).to_string());
     let caller_ended = job.caller.is_some()
         && (matches!(outcome, Outcome::Quarantined(_))
-            || matches!(outcome, Outcome::Capped { .. }) && job.detector == Detector::Reflection);
+            || matches!(outcome, Outcome::Capped { .. }) && job.ends_caller_when_capped());
     // Past a limit the action is an alert: that is what the event says was done.
     let done = match outcome {
         Outcome::Started(_) | Outcome::Joined(_) | Outcome::Marked(_) | Outcome::Quarantined(_) => {

@@ -9,6 +9,11 @@
 //!   `reflection` detectors; those skip the cooldown and the first budget (a real leak
 //!   must not wait for an expiry storm to pass) but not this one, so a sandbox that
 //!   burns its own account's key on purpose gets at most this many new keys a day.
+//!   The last of them is kept for evidence that a caller had the key in hand (it sent
+//!   the key, or a piece of it): any other compromise signal (an upstream's echo of the
+//!   key its call carried, a key in an answer, a decoy used) a caller can raise at will,
+//!   at most at the cost of its sandbox, and a tenant sharing the account must not
+//!   leave a real leak later that day only alerted about.
 //!
 //! An operator's `rotation trigger` is never refused here (it counts).
 //! Must never: read a value (only the journal's rows), or count another account's rows.
@@ -49,6 +54,21 @@ pub struct Budget {
     /// The same, for the compromise budget.
     #[serde(serialize_with = "rfc3339_opt")]
     pub compromise_frees_at: Option<SystemTime>,
+}
+
+/// What asks for a rotation, and so which budget it may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// Age or a dead key (`expiry`, `auth_failure`): the cooldown and
+    /// `max_rotations_per_day`.
+    Routine,
+    /// A caller had the key in hand (it sent the key, or a piece of it):
+    /// `max_compromise_rotations_per_day`.
+    Leak,
+    /// Any other compromise signal (a key caught in an answer, a decoy used): all but
+    /// the last of `max_compromise_rotations_per_day`, which is kept for a
+    /// [`Evidence::Leak`].
+    Suspicion,
 }
 
 /// Whether a detector's rotation may begin now.
@@ -101,20 +121,25 @@ pub fn budget(
 }
 
 impl Budget {
-    /// May a rotation begin now: a compromise one (`canary`, `reflection`) or a routine
-    /// one (see the module header).
-    pub fn gate(&self, compromise: bool, now: SystemTime) -> Gate {
-        if compromise {
-            if self.compromise >= self.max_compromise {
-                return Gate::Capped {
-                    limit: "max_compromise_rotations_per_day",
-                    count: self.compromise,
-                    cap: self.max_compromise,
-                    until: self.compromise_frees_at.unwrap_or(now),
-                };
-            }
-            return Gate::Open;
+    /// May a rotation asked for by `evidence` begin now (see the module header).
+    pub fn gate(&self, evidence: Evidence, now: SystemTime) -> Gate {
+        let (limit, cap) = match evidence {
+            Evidence::Routine => return self.routine_gate(now),
+            Evidence::Leak => ("max_compromise_rotations_per_day", self.max_compromise),
+            Evidence::Suspicion => ("compromise_reserve", self.max_compromise.saturating_sub(1)),
+        };
+        if self.compromise >= cap {
+            return Gate::Capped {
+                limit,
+                count: self.compromise,
+                cap,
+                until: self.compromise_frees_at.unwrap_or(now),
+            };
         }
+        Gate::Open
+    }
+
+    fn routine_gate(&self, now: SystemTime) -> Gate {
         if let Some(until) = self.cooldown_until.filter(|t| *t > now) {
             return Gate::CoolingDown(until);
         }
@@ -182,18 +207,18 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000_000);
         let c = config();
         let fresh = budget(&[], "gh", "ci", &c, now);
-        assert_eq!(fresh.gate(true, now), Gate::Open);
-        assert_eq!(fresh.gate(false, now), Gate::Open);
+        assert_eq!(fresh.gate(Evidence::Leak, now), Gate::Open);
+        assert_eq!(fresh.gate(Evidence::Routine, now), Gate::Open);
         assert_eq!(fresh.remaining(), (3, 2));
         let one = [row("ci", "reflection", now - Duration::from_secs(10))];
         let b = budget(&one, "gh", "ci", &c, now);
         assert_eq!(
-            b.gate(true, now),
+            b.gate(Evidence::Leak, now),
             Gate::Open,
             "no cooldown for a compromise"
         );
         assert_eq!(
-            b.gate(false, now),
+            b.gate(Evidence::Routine, now),
             Gate::CoolingDown(now + Duration::from_secs(290)),
             "a routine one waits"
         );
@@ -207,7 +232,7 @@ mod tests {
         let b = budget(&two, "gh", "ci", &c, now);
         assert_eq!((b.rotations, b.compromise), (2, 2));
         assert_eq!(
-            b.gate(true, now),
+            b.gate(Evidence::Leak, now),
             Gate::Capped {
                 limit: "max_compromise_rotations_per_day",
                 count: 2,
@@ -216,6 +241,36 @@ mod tests {
             }
         );
         assert_eq!(b.remaining(), (1, 0));
+    }
+
+    #[test]
+    fn a_suspicion_leaves_the_last_compromise_rotation_to_a_leak() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000_000);
+        let c = config();
+        let fresh = budget(&[], "gh", "ci", &c, now);
+        assert_eq!(fresh.gate(Evidence::Suspicion, now), Gate::Open);
+        let one = [row("ci", "reflection", now - Duration::from_secs(60))];
+        let b = budget(&one, "gh", "ci", &c, now);
+        assert_eq!(
+            b.gate(Evidence::Suspicion, now),
+            Gate::Capped {
+                limit: "compromise_reserve",
+                count: 1,
+                cap: 1,
+                until: now - Duration::from_secs(60) + WINDOW,
+            },
+            "a suspicion may not take the last"
+        );
+        assert_eq!(b.gate(Evidence::Leak, now), Gate::Open, "a leak may");
+        let mut single = c.clone();
+        single.max_compromise_rotations_per_day = 1;
+        assert!(
+            matches!(
+                budget(&[], "gh", "ci", &single, now).gate(Evidence::Suspicion, now),
+                Gate::Capped { cap: 0, .. }
+            ),
+            "a budget of one is a leak's"
+        );
     }
 
     #[test]
@@ -230,7 +285,7 @@ mod tests {
         ];
         let b = budget(&rows, "gh", "ci", &c, now);
         assert_eq!(
-            b.gate(false, now),
+            b.gate(Evidence::Routine, now),
             Gate::Capped {
                 limit: "max_rotations_per_day",
                 count: 3,
@@ -238,11 +293,15 @@ mod tests {
                 until: hours(20) + WINDOW,
             }
         );
-        assert_eq!(b.gate(true, now), Gate::Open, "a leak still rotates");
+        assert_eq!(
+            b.gate(Evidence::Leak, now),
+            Gate::Open,
+            "a leak still rotates"
+        );
         // Once the oldest leaves the window, one fits again.
         let later = hours(20) + WINDOW + Duration::from_secs(1);
         assert_eq!(
-            budget(&rows, "gh", "ci", &c, later).gate(false, later),
+            budget(&rows, "gh", "ci", &c, later).gate(Evidence::Routine, later),
             Gate::Open
         );
     }
