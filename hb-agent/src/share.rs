@@ -129,9 +129,88 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
     }
 }
 
+/// Bytes a holder has in hand (a body being read, an answer held), counted against a
+/// [`Share`] in slots of `unit` bytes as they grow: a slot is taken for each unit begun,
+/// and every slot is given back when the count is cleared or dropped.
+pub(crate) struct Counted<K: Hash + Eq + Clone> {
+    pool: Arc<Share<K>>,
+    holder: K,
+    unit: u64,
+    slots: Vec<Slot<K>>,
+    bytes: u64,
+}
+
+impl<K: Hash + Eq + Clone> Counted<K> {
+    pub(crate) fn new(pool: Arc<Share<K>>, holder: K, unit: u64) -> Self {
+        Self {
+            pool,
+            holder,
+            unit: unit.max(1),
+            slots: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `more` bytes: the slots they need taken, or why not (the count is then
+    /// cleared: a holder refused gives back what it held).
+    pub(crate) fn grow(&mut self, more: u64) -> Result<(), Refused> {
+        self.bytes = self.bytes.saturating_add(more);
+        while (self.slots.len() as u64).saturating_mul(self.unit) < self.bytes {
+            match self.pool.take(&self.holder) {
+                Ok(slot) => self.slots.push(slot),
+                Err(refused) => {
+                    self.clear();
+                    return Err(refused);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every slot back (the bytes are gone, or replaced by others to count).
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+        self.bytes = 0;
+    }
+}
+
+impl<K: Hash + Eq + Clone> std::fmt::Debug for Counted<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Counted({} bytes in {} slots)",
+            self.bytes,
+            self.slots.len()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counted_bytes_take_a_slot_per_unit_begun_and_give_all_back() {
+        let pool: Arc<Share<u64>> = Share::new(10, 10);
+        let mut a = Counted::new(pool.clone(), 1, 100);
+        a.grow(0).expect("nothing to count");
+        assert_eq!(pool.free(), 10);
+        a.grow(1).expect("one unit begun");
+        a.grow(99).expect("still one");
+        assert_eq!(pool.free(), 9);
+        a.grow(101).expect("two more begun");
+        assert_eq!(pool.free(), 7);
+        // Past its share (it holds 3 of 7 free, then 4 of 6: stops at held >= free).
+        assert_eq!(a.grow(1000), Err(Refused::Share));
+        assert_eq!(pool.free(), 10, "a refused count gives back what it held");
+        let mut b = Counted::new(pool.clone(), 2, 100);
+        b.grow(250).expect("three");
+        b.clear();
+        assert_eq!(pool.free(), 10);
+        b.grow(50).expect("one");
+        drop(b);
+        assert_eq!(pool.free(), 10, "dropped, every slot is back");
+    }
 
     /// Each of `holders` takes one slot in turn until none of them can take another.
     fn greedy(pool: &Arc<Share<u64>>, holders: &[u64]) -> Vec<Vec<Slot<u64>>> {

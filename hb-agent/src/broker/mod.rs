@@ -243,6 +243,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     }
                 };
                 let sensor_config = config.clone();
+                let answer_budget = server::AnswerBudget::new(config.broker.max_response_bytes);
                 let clock = rotation::clock::Clock::from_env();
                 let shared = Arc::new(state::Shared {
                     config,
@@ -260,6 +261,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                     operator_uid,
                     max_body,
                     body_budget: server::BodyBudget::new(max_body),
+                    answer_budget,
                     timeout,
                     stats: stats::Stats::default(),
                     text_gate: text_gate::TextGate::new(scrub_per_minute),

@@ -1159,6 +1159,7 @@ fn inject(
         credential_headers,
         credential_query,
         body: parsed.body.clone(),
+        held: None,
     })
 }
 
@@ -1169,8 +1170,10 @@ async fn send(
     decision: &Decision<'_>,
     (sent, others): (&[Arc<Current>], &fragment_hit::Others),
     parsed: &Parsed,
-    outbound: OutboundRequest,
+    mut outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
+    // Its answer is counted against the caller's tenant's share as it is read.
+    outbound.held = Some(call.shared.answer_budget.count_for(call.caller));
     // A hop that leaves the integration goes on without the credential the broker put
     // in, but the upstream wrote its URL: a `Location` that kept the query (or quoted
     // the credential) would carry it there all the same.

@@ -129,7 +129,7 @@ impl AsyncWrite for Tracked {
 
 /// Who a connection's tenant is: a sandbox's policy, or a host uid.
 #[derive(Clone, PartialEq, Eq, Hash)]
-enum Tenant {
+pub(crate) enum Tenant {
     Policy(String),
     Host(u32),
 }
@@ -220,6 +220,31 @@ impl BodyBudget {
     }
 }
 
+/// Bytes of upstream answer one slot of the [`AnswerBudget`] stands for: small, since
+/// nearly every answer is far below it and each takes one.
+const ANSWER_UNIT: u64 = 64 << 10;
+
+/// The bytes of upstream answers `/v1/requests` holds at once (read, decoded, being
+/// scrubbed and written out), in slots of [`ANSWER_UNIT`], shared out among tenants as
+/// the [`BodyBudget`] is: the larger of 64 MiB and four `broker.max_response_bytes`.
+/// Without it one policy's sandboxes, each call reading an answer of up to
+/// `max_response_bytes` from an upstream it reaches, made the agent hold connections ×
+/// that (and its copies) until it ran out of memory.
+pub struct AnswerBudget(Arc<Share<Tenant>>);
+
+impl AnswerBudget {
+    pub fn new(max_response: u64) -> Self {
+        let bytes = (64u64 << 20).max(max_response.saturating_mul(4));
+        let units = u32::try_from(bytes.div_ceil(ANSWER_UNIT)).unwrap_or(u32::MAX);
+        Self(Share::new(units, units))
+    }
+
+    /// An empty count of an answer for `caller`'s tenant.
+    pub(super) fn count_for(&self, caller: &Caller) -> share::Counted<Tenant> {
+        share::Counted::new(self.0.clone(), tenant_of(caller), ANSWER_UNIT)
+    }
+}
+
 /// What a body read ends with when its tenant's share of the [`BodyBudget`] is spent.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -231,10 +256,7 @@ struct BodyBudgetSpent;
 /// A request body whose bytes are counted against its tenant's share as they arrive.
 struct Budgeted {
     inner: Body,
-    pool: Arc<Share<Tenant>>,
-    tenant: Tenant,
-    slots: Vec<share::Slot<Tenant>>,
-    seen: u64,
+    seen: share::Counted<Tenant>,
 }
 
 impl hyper::body::Body for Budgeted {
@@ -249,17 +271,9 @@ impl hyper::body::Body for Budgeted {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
+            && this.seen.grow(data.len() as u64).is_err()
         {
-            this.seen = this.seen.saturating_add(data.len() as u64);
-            while (this.slots.len() as u64).saturating_mul(BODY_UNIT) < this.seen {
-                match this.pool.take(&this.tenant) {
-                    Ok(slot) => this.slots.push(slot),
-                    Err(_) => {
-                        this.slots.clear();
-                        return Poll::Ready(Some(Err(axum::Error::new(BodyBudgetSpent))));
-                    }
-                }
-            }
+            return Poll::Ready(Some(Err(axum::Error::new(BodyBudgetSpent))));
         }
         polled
     }
@@ -285,10 +299,7 @@ async fn body_budget(State(shared): State<AppState>, req: Request, next: Next) -
     let (parts, body) = req.into_parts();
     let body = Body::new(Budgeted {
         inner: body,
-        pool: shared.body_budget.0.clone(),
-        tenant,
-        slots: Vec::new(),
-        seen: 0,
+        seen: share::Counted::new(shared.body_budget.0.clone(), tenant, BODY_UNIT),
     });
     next.run(Request::from_parts(parts, body)).await
 }
@@ -900,10 +911,11 @@ mod tests {
         let read = |tenant: &str, bytes: usize, limit: usize| {
             let body = Budgeted {
                 inner: Body::from(vec![b'a'; bytes]),
-                pool: budget.0.clone(),
-                tenant: Tenant::Policy(tenant.into()),
-                slots: Vec::new(),
-                seen: 0,
+                seen: share::Counted::new(
+                    budget.0.clone(),
+                    Tenant::Policy(tenant.into()),
+                    BODY_UNIT,
+                ),
             };
             async move {
                 axum::body::to_bytes(Body::new(body), limit)

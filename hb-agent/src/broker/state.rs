@@ -64,6 +64,8 @@ pub struct Shared {
     pub max_body: usize,
     /// The request body bytes read at once, shared out by tenant.
     pub body_budget: super::server::BodyBudget,
+    /// The upstream answers held at once (see `server::AnswerBudget`).
+    pub answer_budget: super::server::AnswerBudget,
     pub timeout: Duration,
     /// Connections refused, closed idle; text-gate refusals.
     pub stats: super::stats::Stats,

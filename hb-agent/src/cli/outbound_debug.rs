@@ -144,6 +144,7 @@ pub fn run(config: Config, args: OutboundArgs) -> anyhow::Result<ExitCode> {
                     value: Secret::new(value.expose().to_vec()),
                 }),
                 body: body.clone(),
+                held: None,
             };
             let r = outbound.send(request, &policy).await;
             let failed = r.is_err();
@@ -220,6 +221,7 @@ async fn through_outbound(
                     credential_headers: Vec::new(),
                     credential_query: None,
                     body: Bytes::new(),
+                    held: None,
                 };
                 let t = Instant::now();
                 let r = outbound.send(req, &no_hops).await?;

@@ -170,6 +170,7 @@ impl Client {
         &self,
         out: &Outgoing<'_>,
         addrs: &[IpAddr],
+        held: Option<&mut super::Held>,
     ) -> Result<Fetched, OutboundError> {
         let target = out.target;
         let (mut sender, key, reused) = match self.checkout(target, addrs).await {
@@ -182,7 +183,10 @@ impl Client {
         // A connection that carried a body is never reused (see `finish`).
         let reusable = out.body.is_empty();
         match sender.send_request(build(out)?).await {
-            Ok(response) => self.finish(response, sender, key, target, reusable).await,
+            Ok(response) => {
+                self.finish(response, sender, key, target, reusable, held)
+                    .await
+            }
             Err(e) if reused && retryable(&e, out.method) => {
                 // The pooled connection died under us (the server closed it while idle):
                 // once more, on a fresh one.
@@ -191,7 +195,8 @@ impl Client {
                     .send_request(build(out)?)
                     .await
                     .map_err(|e| http_err(target, &e))?;
-                self.finish(response, fresh, key, target, reusable).await
+                self.finish(response, fresh, key, target, reusable, held)
+                    .await
             }
             Err(e) => Err(http_err(target, &e)),
         }
@@ -211,6 +216,7 @@ impl Client {
         key: PoolKey,
         target: &Target,
         reusable: bool,
+        mut held: Option<&mut super::Held>,
     ) -> Result<Fetched, OutboundError> {
         let (parts, mut body) = response.into_parts();
         let too_large = || OutboundError::TooLarge {
@@ -226,15 +232,26 @@ impl Client {
             // Dropping the sender closes the connection: the body is never read.
             return Err(too_large());
         }
-        let mut buf = BytesMut::with_capacity(announced.map_or(0, |n| {
+        let reserve = announced.map_or(0, |n| {
             usize::try_from(n).unwrap_or(0).min(self.max_response)
-        }));
+        });
+        // Counted before it is taken or kept (the room an announced length reserves,
+        // then what comes past it): past its tenant's share the read stops.
+        let mut count = |before: usize, after: usize| match held.as_deref_mut() {
+            Some(h) => h
+                .grow(after.saturating_sub(before) as u64)
+                .map_err(|_| OutboundError::AnswerBudgetSpent),
+            None => Ok(()),
+        };
+        count(0, reserve)?;
+        let mut buf = BytesMut::with_capacity(reserve);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| http_err(target, &e))?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > self.max_response {
                     return Err(too_large());
                 }
+                count(reserve.max(buf.len()), reserve.max(buf.len() + data.len()))?;
                 buf.extend_from_slice(&data);
             }
         }

@@ -101,6 +101,11 @@ pub enum OutboundError {
     Timeout { host: String, secs: u64 },
     #[error("{host}: {problem}")]
     Decode { host: String, problem: DecodeError },
+    #[error(
+        "the broker holds as much of upstream answers for this caller's policy as it may at \
+         once; retry when its other requests end"
+    )]
+    AnswerBudgetSpent,
 }
 
 impl From<UrlError> for OutboundError {
@@ -137,6 +142,7 @@ impl OutboundError {
                 problem: DecodeError::TooLarge { .. },
                 ..
             } => Code::TooLarge,
+            OutboundError::AnswerBudgetSpent => Code::Unavailable,
             OutboundError::Decode {
                 problem: DecodeError::Unsupported { .. },
                 ..
@@ -168,7 +174,14 @@ pub struct OutboundRequest {
     pub credential_headers: Vec<(HeaderName, HeaderValue)>,
     pub credential_query: Option<CredentialQuery>,
     pub body: Bytes,
+    /// The answer's bytes, counted against its caller's tenant's share of the broker's
+    /// answer budget as they are read (`server::AnswerBudget`); `None`: not counted (the
+    /// agent's own calls: rotators, probes).
+    pub held: Option<Held>,
 }
+
+/// An answer's bytes in hand, counted against a tenant's share.
+pub type Held = crate::share::Counted<super::server::Tenant>;
 
 #[derive(Debug)]
 pub struct OutboundResponse {
@@ -184,6 +197,10 @@ pub struct OutboundResponse {
     /// Whether the hop that gave this response carried the credential (a redirect to
     /// another origin drops it): only then does its status say anything about the key.
     pub credential_sent: bool,
+    /// The count of the body's bytes, kept as long as the response (see
+    /// [`OutboundRequest::held`]).
+    #[expect(dead_code, reason = "kept for its drop, which gives the count back")]
+    pub held: Option<Held>,
 }
 
 /// What the caller's policy says about one redirect hop.
@@ -263,15 +280,22 @@ impl Outbound {
             return Err(OutboundError::Method(req.method));
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut req = req;
+        let mut held = req.held.take();
         let mut carry = Carry::new(req)?;
         let mut target = carry.first.clone();
         for hop in 0..=MAX_REDIRECTS {
-            let fetched = tokio::time::timeout_at(deadline, self.fetch(&target, &carry))
-                .await
-                .map_err(|_| OutboundError::Timeout {
-                    host: target.host.to_string(),
-                    secs: self.timeout.as_secs(),
-                })??;
+            // A redirect's body is dropped: only this hop's answer is held.
+            if let Some(h) = held.as_mut() {
+                h.clear();
+            }
+            let fetched =
+                tokio::time::timeout_at(deadline, self.fetch(&target, &carry, held.as_mut()))
+                    .await
+                    .map_err(|_| OutboundError::Timeout {
+                        host: target.host.to_string(),
+                        secs: self.timeout.as_secs(),
+                    })??;
             let location = fetched
                 .headers
                 .get(http::header::LOCATION)
@@ -280,7 +304,8 @@ impl Outbound {
                 Some(l) if self.follow_redirects && is_redirect(fetched.status) => l,
                 _ => {
                     let credential_sent = carry.carries_credential();
-                    return respond(fetched, &target, credential_sent, self.max_response).await;
+                    return respond(fetched, &target, credential_sent, self.max_response, held)
+                        .await;
                 }
             };
             if hop == MAX_REDIRECTS {
@@ -305,7 +330,12 @@ impl Outbound {
     }
 
     /// One hop: resolve and validate, then exchange over a pinned connection.
-    async fn fetch(&self, target: &Target, carry: &Carry) -> Result<Fetched, OutboundError> {
+    async fn fetch(
+        &self,
+        target: &Target,
+        carry: &Carry,
+        held: Option<&mut Held>,
+    ) -> Result<Fetched, OutboundError> {
         let addrs = self.resolver.resolve(&target.host).await?;
         let path = carry.path_and_query(target);
         let out = Outgoing {
@@ -316,7 +346,7 @@ impl Outbound {
             credential_headers: &carry.credential_headers,
             body: &carry.body,
         };
-        self.client.exchange(&out, &addrs).await
+        self.client.exchange(&out, &addrs, held).await
     }
 }
 
@@ -346,6 +376,7 @@ async fn respond(
     target: &Target,
     credential_sent: bool,
     max_response: usize,
+    mut held: Option<Held>,
 ) -> Result<OutboundResponse, OutboundError> {
     let decode_err = |problem| OutboundError::Decode {
         host: target.host.to_string(),
@@ -363,6 +394,13 @@ async fn respond(
             })?
             .map_err(decode_err)?;
         headers.retain(|(name, _)| name != "content-encoding" && name != "content-length");
+        // The decoded body takes the encoded one's place (up to `max_response`, and
+        // maybe far more than it was): counted anew.
+        if let Some(h) = held.as_mut() {
+            h.clear();
+            h.grow(body.len() as u64)
+                .map_err(|_| OutboundError::AnswerBudgetSpent)?;
+        }
         body
     } else {
         // An unknown coding is refused here too (is_encoded is true for it).
@@ -374,6 +412,7 @@ async fn respond(
         body,
         final_url: target.to_string(),
         credential_sent,
+        held,
     })
 }
 
@@ -491,6 +530,7 @@ mod tests {
                 value: Secret::new(b"q s&cret".to_vec()),
             }),
             body: Bytes::from_static(b"{}"),
+            held: None,
         })
         .expect("valid request")
     }

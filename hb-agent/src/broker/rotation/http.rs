@@ -125,6 +125,7 @@ impl HttpRotator<'_> {
             credential_headers,
             credential_query,
             body,
+            held: None,
         })
     }
 }
@@ -178,6 +179,8 @@ fn classify(e: &OutboundError) -> RotatorError {
         OutboundError::Timeout { .. } => RetryLater("rotator_timeout"),
         OutboundError::TooLarge { .. } => Failed("rotator_answer_too_long"),
         OutboundError::Decode { .. } => Failed("rotator_answer_undecodable"),
+        // Never here: the rotator's answers are not counted (`held: None`).
+        OutboundError::AnswerBudgetSpent => RetryLater("rotator_exchange_failed"),
     }
 }
 

@@ -657,6 +657,7 @@ async fn verify(
         credential_headers,
         credential_query,
         body: Bytes::new(),
+        held: None,
     };
     shared
         .outbound
