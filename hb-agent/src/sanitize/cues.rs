@@ -5,7 +5,11 @@
 
 use std::{ops::Range, sync::LazyLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{
+    AhoCorasick, MatchKind,
+    automaton::{Automaton as _, StateID},
+    dfa::DFA,
+};
 
 use super::{
     Category, Severity,
@@ -134,8 +138,8 @@ pub(super) struct Cues {
     cue_info: Vec<Entry<Function>>,
     /// The keyword pass's words for the lexicon, and what each stands for.
     pub keys: Vec<(Vec<u8>, Key)>,
-    cue_finder: AhoCorasick,
-    targets: AhoCorasick,
+    cue_finder: DFA,
+    targets: DFA,
     target_info: Vec<Entry<Role>>,
 }
 
@@ -236,11 +240,12 @@ impl Cues {
                 entries(lex, lang, r, list, &mut twords, &mut target_info, joins);
             }
         }
-        // Full DFAs: judges search windows around many places per text.
+        // Full DFAs, stepped by hand ([`occurrences`]): judges search windows around
+        // many places per text. No prefilter: the words start with most letters.
         let build = |w: &[Vec<u8>]| {
-            AhoCorasick::builder()
+            DFA::builder()
                 .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
+                .prefilter(false)
                 .build(w)
                 .expect("lexicon automaton")
         };
@@ -291,10 +296,71 @@ impl Cues {
         v: &'a [u8],
         from: usize,
     ) -> impl Iterator<Item = (Entry<Function>, usize)> + 'a {
-        self.cue_finder
-            .find_overlapping_iter(&v[from..])
-            .map(move |m| (self.cue_info[m.pattern().as_usize()], from + m.start()))
+        occurrences(&self.cue_finder, &v[from..])
+            .map(move |(k, s)| (self.cue_info[k], from + s))
             .filter(move |(e, s)| bounded(v, *s, e))
+    }
+}
+
+/// Every occurrence of `dfa`'s words in `hay`, overlapping ones included, as (word,
+/// start), in the order the crate's `find_overlapping_iter` reports them: by end, then
+/// as the state lists them. The crate's iterator keeps its place in a state it reloads
+/// for every match and reports through a generic search; judges call this some forty
+/// thousand times per MiB of text, on windows of a few hundred bytes.
+fn occurrences<'a>(dfa: &'a DFA, hay: &'a [u8]) -> Occurrences<'a> {
+    Occurrences {
+        dfa,
+        hay,
+        at: 0,
+        state: dfa
+            .start_state(aho_corasick::Anchored::No)
+            .expect("the automaton is built for unanchored search"),
+        pending: 0,
+    }
+}
+
+/// The iterator of [`occurrences`].
+struct Occurrences<'a> {
+    dfa: &'a DFA,
+    hay: &'a [u8],
+    /// Bytes read so far: the end of the matches of `state`.
+    at: usize,
+    state: StateID,
+    /// Matches of `state` not yet reported.
+    pending: usize,
+}
+
+impl Iterator for Occurrences<'_> {
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let dfa = self.dfa;
+        if self.pending == 0 {
+            let (mut at, mut s) = (self.at, self.state);
+            loop {
+                let Some(&b) = self.hay.get(at) else {
+                    (self.at, self.state) = (at, s);
+                    return None;
+                };
+                s = dfa.next_state(aho_corasick::Anchored::No, s, b);
+                at += 1;
+                if dfa.is_special(s) {
+                    // Unanchored and without a prefilter, a special state is a match
+                    // (the dead state is never reached).
+                    if dfa.is_dead(s) {
+                        self.at = self.hay.len();
+                        return None;
+                    }
+                    break;
+                }
+            }
+            (self.at, self.state) = (at, s);
+            self.pending = dfa.match_len(s);
+        }
+        let i = dfa.match_len(self.state) - self.pending;
+        self.pending -= 1;
+        let p = dfa.match_pattern(self.state, i);
+        Some((p.as_usize(), self.at - dfa.pattern_len(p)))
     }
 }
 
@@ -417,9 +483,9 @@ impl Cues {
     /// The target roles in `v[w]`, and the extent of the targets.
     fn targets_in(&self, v: &[u8], w: Range<usize>, lang: usize) -> Found {
         let mut found = Found::default();
-        for m in self.targets.find_overlapping_iter(&v[w.clone()]) {
-            let e = &self.target_info[m.pattern().as_usize()];
-            let s = w.start + m.start();
+        for (t, s) in occurrences(&self.targets, &v[w.clone()]) {
+            let e = &self.target_info[t];
+            let s = w.start + s;
             // A cue and its target in one language: "ignore" in an English option
             // name does not meet "instrucciones" in its Spanish description.
             if e.lang != lang || !bounded(v, s, e) {
@@ -479,10 +545,9 @@ impl Cues {
                     }
                 }
                 let mut best: Option<CueHit> = None;
-                for m in self.cue_finder.find_overlapping_iter(&v[w.start..w.end]) {
-                    let k = m.pattern().as_usize();
+                for (k, at) in occurrences(&self.cue_finder, &v[w.start..w.end]) {
                     let c = self.cue_info[k];
-                    let at = w.start + m.start();
+                    let at = w.start + at;
                     let wanted = match f {
                         Function::Reveal => matches!(c.kind, Function::Reveal | Function::Ask),
                         _ => c.kind == f,
