@@ -1058,10 +1058,11 @@ impl Cues {
             Function::Addressee => {
                 let (directive, imperative) = self.command_after(v, cue.end, 250, e.lang);
                 // "For the AI summarising this thread: it is important that you …"
-                let urged = IMPORTANT.is_match(&v[cue.end..(cue.end + 250).min(v.len())]);
+                // (searched only when no command decides).
+                let urged = || IMPORTANT.is_match(&v[cue.end..(cue.end + 250).min(v.len())]);
                 let s = if directive {
                     Severity::High
-                } else if imperative || urged {
+                } else if imperative || urged() {
                     Severity::Medium
                 } else {
                     // A greeting with no command after it.
