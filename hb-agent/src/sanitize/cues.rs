@@ -5,11 +5,16 @@
 
 use std::{ops::Range, sync::LazyLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{
+    AhoCorasick, MatchKind,
+    automaton::{Automaton as _, StateID},
+    dfa::DFA,
+};
 
 use super::{
     Category, Severity,
     lexicon::{LEXICONS, Lexicon},
+    skip,
     view::View,
 };
 
@@ -134,8 +139,8 @@ pub(super) struct Cues {
     cue_info: Vec<Entry<Function>>,
     /// The keyword pass's words for the lexicon, and what each stands for.
     pub keys: Vec<(Vec<u8>, Key)>,
-    cue_finder: AhoCorasick,
-    targets: AhoCorasick,
+    cue_finder: DFA,
+    targets: DFA,
     target_info: Vec<Entry<Role>>,
 }
 
@@ -236,11 +241,12 @@ impl Cues {
                 entries(lex, lang, r, list, &mut twords, &mut target_info, joins);
             }
         }
-        // Full DFAs: judges search windows around many places per text.
+        // Full DFAs, stepped by hand ([`occurrences`]): judges search windows around
+        // many places per text. No prefilter: the words start with most letters.
         let build = |w: &[Vec<u8>]| {
-            AhoCorasick::builder()
+            DFA::builder()
                 .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
+                .prefilter(false)
                 .build(w)
                 .expect("lexicon automaton")
         };
@@ -291,10 +297,71 @@ impl Cues {
         v: &'a [u8],
         from: usize,
     ) -> impl Iterator<Item = (Entry<Function>, usize)> + 'a {
-        self.cue_finder
-            .find_overlapping_iter(&v[from..])
-            .map(move |m| (self.cue_info[m.pattern().as_usize()], from + m.start()))
+        occurrences(&self.cue_finder, &v[from..])
+            .map(move |(k, s)| (self.cue_info[k], from + s))
             .filter(move |(e, s)| bounded(v, *s, e))
+    }
+}
+
+/// Every occurrence of `dfa`'s words in `hay`, overlapping ones included, as (word,
+/// start), in the order the crate's `find_overlapping_iter` reports them: by end, then
+/// as the state lists them. The crate's iterator keeps its place in a state it reloads
+/// for every match and reports through a generic search; judges call this some forty
+/// thousand times per MiB of text, on windows of a few hundred bytes.
+fn occurrences<'a>(dfa: &'a DFA, hay: &'a [u8]) -> Occurrences<'a> {
+    Occurrences {
+        dfa,
+        hay,
+        at: 0,
+        state: dfa
+            .start_state(aho_corasick::Anchored::No)
+            .expect("the automaton is built for unanchored search"),
+        pending: 0,
+    }
+}
+
+/// The iterator of [`occurrences`].
+struct Occurrences<'a> {
+    dfa: &'a DFA,
+    hay: &'a [u8],
+    /// Bytes read so far: the end of the matches of `state`.
+    at: usize,
+    state: StateID,
+    /// Matches of `state` not yet reported.
+    pending: usize,
+}
+
+impl Iterator for Occurrences<'_> {
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let dfa = self.dfa;
+        if self.pending == 0 {
+            let (mut at, mut s) = (self.at, self.state);
+            loop {
+                let Some(&b) = self.hay.get(at) else {
+                    (self.at, self.state) = (at, s);
+                    return None;
+                };
+                s = dfa.next_state(aho_corasick::Anchored::No, s, b);
+                at += 1;
+                if dfa.is_special(s) {
+                    // Unanchored and without a prefilter, a special state is a match
+                    // (the dead state is never reached).
+                    if dfa.is_dead(s) {
+                        self.at = self.hay.len();
+                        return None;
+                    }
+                    break;
+                }
+            }
+            (self.at, self.state) = (at, s);
+            self.pending = dfa.match_len(s);
+        }
+        let i = dfa.match_len(self.state) - self.pending;
+        self.pending -= 1;
+        let p = dfa.match_pattern(self.state, i);
+        Some((p.as_usize(), self.at - dfa.pattern_len(p)))
     }
 }
 
@@ -394,16 +461,31 @@ fn sentence_end_at(v: &[u8], i: usize) -> bool {
     }
 }
 
+/// A byte [`sentence_end_at`] may be true at (branch-free, for [`skip`]).
+fn sentence_end_candidate(c: u8) -> bool {
+    (c == b'\n') | (c == b'.') | (c == b'!') | (c == b'?') | (c == 0xe3)
+}
+
 /// The sentence around `r`, at most `before` bytes before and `after` bytes after it.
+/// Judges ask for a sentence some six thousand times per MiB: the ends are found a block
+/// of bytes at a time ([`skip`]), only candidate bytes judged one by one.
 fn sentence(v: &[u8], r: &Range<usize>, before: usize, after: usize) -> Range<usize> {
     let lo = r.start.saturating_sub(before);
-    let mut s = r.start;
-    while s > lo && !sentence_end_at(v, s - 1) {
-        s -= 1;
+    let (mut s, mut to) = (lo, r.start);
+    while let Some(i) = skip::prev_stop(&v[lo..to], to - lo, sentence_end_candidate) {
+        if sentence_end_at(v, lo + i) {
+            s = lo + i + 1;
+            break;
+        }
+        to = lo + i;
     }
     let hi = (r.end + after).min(v.len());
     let mut e = r.end;
-    while e < hi && !sentence_end_at(v, e) {
+    loop {
+        e = skip::next_stop(&v[..hi], e, sentence_end_candidate, sentence_end_candidate);
+        if e >= hi || sentence_end_at(v, e) {
+            break;
+        }
         e += 1;
     }
     // Whole characters: the window is searched, never cut into text.
@@ -417,9 +499,9 @@ impl Cues {
     /// The target roles in `v[w]`, and the extent of the targets.
     fn targets_in(&self, v: &[u8], w: Range<usize>, lang: usize) -> Found {
         let mut found = Found::default();
-        for m in self.targets.find_overlapping_iter(&v[w.clone()]) {
-            let e = &self.target_info[m.pattern().as_usize()];
-            let s = w.start + m.start();
+        for (t, s) in occurrences(&self.targets, &v[w.clone()]) {
+            let e = &self.target_info[t];
+            let s = w.start + s;
             // A cue and its target in one language: "ignore" in an English option
             // name does not meet "instrucciones" in its Spanish description.
             if e.lang != lang || !bounded(v, s, e) {
@@ -479,10 +561,9 @@ impl Cues {
                     }
                 }
                 let mut best: Option<CueHit> = None;
-                for m in self.cue_finder.find_overlapping_iter(&v[w.start..w.end]) {
-                    let k = m.pattern().as_usize();
+                for (k, at) in occurrences(&self.cue_finder, &v[w.start..w.end]) {
                     let c = self.cue_info[k];
-                    let at = w.start + m.start();
+                    let at = w.start + at;
                     let wanted = match f {
                         Function::Reveal => matches!(c.kind, Function::Reveal | Function::Ask),
                         _ => c.kind == f,
@@ -977,10 +1058,11 @@ impl Cues {
             Function::Addressee => {
                 let (directive, imperative) = self.command_after(v, cue.end, 250, e.lang);
                 // "For the AI summarising this thread: it is important that you …"
-                let urged = IMPORTANT.is_match(&v[cue.end..(cue.end + 250).min(v.len())]);
+                // (searched only when no command decides).
+                let urged = || IMPORTANT.is_match(&v[cue.end..(cue.end + 250).min(v.len())]);
                 let s = if directive {
                     Severity::High
-                } else if imperative || urged {
+                } else if imperative || urged() {
                     Severity::Medium
                 } else {
                     // A greeting with no command after it.
@@ -1178,6 +1260,10 @@ fn open_slot_url(hay: &[u8]) -> bool {
 
 /// An identifier in snake case (`send_email`, `delete_file`): a tool's name.
 fn snake_ident(hay: &[u8]) -> bool {
+    // Most windows hold no `_` at all: one vector search rules them out.
+    if memchr::memchr(b'_', hay).is_none() {
+        return false;
+    }
     hay.split(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_'))
         .any(|w| {
             w.len() >= 6

@@ -179,14 +179,17 @@ impl Engine {
     /// no particular order): where the learned stage looks.
     pub fn scan_marked(&self, view: &[u8]) -> (Vec<Hit>, Vec<(usize, Mask)>, Vec<usize>) {
         let ctx = Ctx::new(view);
-        let mut marks = Vec::new();
+        let found = self.keyword_places(view);
+        // Sized once: nearly every keyword place is a mark and most are a cue's, and
+        // growing these lists by doubling copied them over and over on long texts.
+        let mut marks = Vec::with_capacity(found.len());
         let mut masked = Vec::new();
         // The keyword places of each rule, in order. One rule's searches run together:
         // interleaved, the thirty rules' automata pushed each other out of the CPU
         // caches and every search started cold.
         let mut places: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
-        let mut cue_places: Vec<(usize, usize)> = Vec::new();
-        for (keyword, p) in self.keyword_places(view) {
+        let mut cue_places: Vec<(usize, usize)> = Vec::with_capacity(found.len());
+        for (keyword, p) in found {
             if !self.keyword_rules[keyword].is_empty() || !self.keyword_cues[keyword].is_empty() {
                 marks.push(p);
             }

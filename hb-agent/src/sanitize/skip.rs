@@ -70,6 +70,21 @@ pub(super) fn next_stop_pair(b: &[u8], mut i: usize, stop: impl Fn(u8, u8) -> bo
     i.min(b.len())
 }
 
+/// The last index before `i` where `stop(byte)` holds: [`next_stop`] backwards, block by
+/// block from `i` down (`stop` branch-free as there).
+#[inline(always)]
+pub(super) fn prev_stop(b: &[u8], i: usize, stop: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut i = i.min(b.len());
+    while let Some(cur) = i.checked_sub(BLOCK).and_then(|at| block(b, at)) {
+        let m = mask(cur.map(&stop));
+        if m != 0 {
+            return Some(i - BLOCK + (u32::BITS - 1 - m.leading_zeros()) as usize);
+        }
+        i -= BLOCK;
+    }
+    (0..i).rev().find(|&k| stop(b[k]))
+}
+
 /// Bit `k` set where `flags[k]` is: the exact place of a stop in a block, so that a
 /// stop costs no byte loop. On x86-64 one SSE2 instruction (part of the baseline) does
 /// it and the flags never leave the vector registers they were computed in.
@@ -119,6 +134,8 @@ mod tests {
             prop_assert_eq!(next_stop_pair(b, from, blank_pair), want);
             let want = (from.min(b.len())..b.len()).find(|&i| b[i] == b'\t').unwrap_or(b.len());
             prop_assert_eq!(next_stop(b, from, control_or_non_ascii, |c| c == b'\t'), want);
+            let want = (0..from.min(b.len())).rev().find(|&i| b[i] == b'\t');
+            prop_assert_eq!(prev_stop(b, from, |c| c == b'\t'), want);
         }
     }
 }
