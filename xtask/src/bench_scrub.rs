@@ -32,12 +32,7 @@ pub fn bench() -> anyhow::Result<()> {
     let root = util::workspace_root();
     let testdata = root.join("hb-agent/src/scrub/testdata");
     let dir = root.join("target/bench-scrub");
-    fs::create_dir_all(&dir)?;
-    let clean = clean_text(&testdata)?;
-    let planted = with_tokens(&clean, &fs::read_to_string(testdata.join("tokens.tsv"))?);
-    fs::write(dir.join("clean.txt"), &clean)?;
-    fs::write(dir.join("tokens.txt"), &planted)?;
-    fs::write(dir.join("live-values.txt"), live_values())?;
+    write_inputs(&dir)?;
 
     let hb = root.join("target/release/hb-agent");
     let rules = testdata.join("gitleaks/gitleaks.toml");
@@ -176,6 +171,20 @@ pub fn bench() -> anyhow::Result<()> {
             println!("MISSED: {m}");
         }
     }
+    Ok(())
+}
+
+/// Writes the benchmark's inputs to `dir` (also `cargo xtask __scrub-input DIR`, for
+/// instruction counts of `hb-agent scrub` on them): `clean.txt` (a), `tokens.txt` (b),
+/// `live-values.txt` (the values of (c), one a line).
+pub fn write_inputs(dir: &Path) -> anyhow::Result<()> {
+    let testdata = util::workspace_root().join("hb-agent/src/scrub/testdata");
+    fs::create_dir_all(dir)?;
+    let clean = clean_text(&testdata)?;
+    let planted = with_tokens(&clean, &fs::read_to_string(testdata.join("tokens.tsv"))?);
+    fs::write(dir.join("clean.txt"), &clean)?;
+    fs::write(dir.join("tokens.txt"), &planted)?;
+    fs::write(dir.join("live-values.txt"), live_values())?;
     Ok(())
 }
 

@@ -101,6 +101,11 @@ enum Command {
     /// measure the sanitizer by hand (callgrind instruction counts).
     #[command(name = "__sanitize-input", hide = true)]
     SanitizeInput { path: std::path::PathBuf },
+    /// (internal) Write the scrub benchmark's inputs (`clean.txt`, `tokens.txt`,
+    /// `live-values.txt`) to DIR, to measure the scrubber by hand (callgrind instruction
+    /// counts of `hb-agent scrub`).
+    #[command(name = "__scrub-input", hide = true)]
+    ScrubInput { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
         Command::GuardClient(args) => bench_guard_peers::client(&args),
         Command::BenchOne { name } => bench::bench_one(&name),
         Command::SanitizeInput { path } => bench_sanitize::write_input(&path),
+        Command::ScrubInput { dir } => bench_scrub::write_inputs(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

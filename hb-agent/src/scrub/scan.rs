@@ -10,9 +10,8 @@
 //!   each of the first four bytes of an anchor, a 128-entry table gives the set of
 //!   *buckets* (16 groups of anchors, by first byte; two tables of 8 bucket bits) that
 //!   allow that byte there; a position is a candidate when the four sets, looked up
-//!   with `vpermi2b`, share a bucket. Candidates go through bit sets of the anchors'
-//!   first 2 and 3 bytes, then are verified against the anchors starting with their
-//!   first byte.
+//!   with `vpermi2b`, share a bucket. Candidates are verified against the anchors whose
+//!   first three bytes hash as theirs ([`Index`]).
 //!   This is Teddy with byte-exact tables instead of nibble-split ones: Teddy's nibble
 //!   fingerprints blur when a bucket holds several anchors, so with our 49 anchors it
 //!   needs three passes, which took about half of a scrub of the clean benchmark
@@ -31,16 +30,36 @@ pub(super) struct AnchorScan {
     imp: Imp,
     /// ASCII letters match in either case (anchors are stored lower-case).
     fold: bool,
-    /// Which starts of 2 and 3 bytes begin an anchor (lower-cased when folding), as bit
-    /// sets (hashed for 3 bytes). Many anchors make the fingerprint pass a good share of
-    /// positions of text (a third of a clean scrub went to walking the anchor lists of
-    /// those candidates' first bytes); these drop most of them for a load and a test.
-    starts: Option<Box<Starts>>,
-    /// Longest anchor first within each first byte: the first that matches is the
-    /// longest at its position.
-    by_first: Vec<Vec<Prefix>>,
+    /// The anchors by their first bytes, to verify the fingerprint's candidates.
+    index: Index,
     anchors: Vec<Vec<u8>>,
 }
+
+/// Anchors by their first three bytes (lower-cased when folding). Many anchors make the
+/// fingerprint pass a good share of positions of text (the clean benchmark corpus:
+/// 91,705 candidates per MiB for 10,775 anchors found); a candidate costs one hash of
+/// its first three bytes and the look-up of the few anchors with that hash. Bit sets of
+/// anchor starts (2 and 3 bytes) and then the list of every anchor with the candidate's
+/// first byte cost a third of a clean scrub (`perf`); this look-up made the clean
+/// benchmark 12-16 % faster, built-in and with gitleaks's file (CPU time, alternating
+/// runs).
+struct Index {
+    /// Per hash of three bytes: the range in `long` of the anchors of three or more
+    /// bytes whose first three hash there, longest first (the first that matches is the
+    /// longest at its position). About four slots per anchor, so most hold none or one.
+    slots: Vec<(u16, u16)>,
+    /// The hash's top bits taken: `slots.len()` is `1 << (32 - shift)`.
+    shift: u32,
+    long: Vec<Prefix>,
+    /// Anchors of one or two bytes by first byte, longest first: tried where no longer
+    /// one matches.
+    short: Vec<Vec<Prefix>>,
+    /// Whether there is any.
+    has_short: bool,
+}
+
+/// Most hash slots of an [`Index`] (a power of two).
+const MAX_SLOTS: usize = 4096;
 
 /// An anchor's first 8 bytes as a word, to verify a candidate with one load and compare
 /// instead of a `memcmp` call (which cost more than the whole vector pass).
@@ -65,65 +84,46 @@ enum Imp {
     Folded(aho_corasick::AhoCorasick),
 }
 
-/// See [`AnchorScan::starts`].
-struct Starts {
-    /// Input bytes are lower-cased before the look-up (the anchors are).
-    fold: bool,
-    /// Bit `a * 256 + b`: an anchor of two bytes is `ab`.
-    two: Vec<u64>,
-    /// Bit `hash(a, b, c)`: an anchor of three or more bytes starts with `abc`.
-    three: Vec<u64>,
+/// [`Index`]'s slot of an anchor's (or a candidate's) first three bytes.
+#[inline]
+fn slot(a: u8, b: u8, c: u8, shift: u32) -> usize {
+    let x = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16;
+    (x.wrapping_mul(0x9E37_79B1) >> shift) as usize
 }
 
-const THREE_BITS: usize = 1 << 16;
-
-impl Starts {
-    /// None if an anchor has a single byte (every position would need a look).
-    fn new(anchors: &[&[u8]], fold: bool) -> Option<Self> {
-        let mut s = Self {
-            fold,
-            two: vec![0; 65536 / 64],
-            three: vec![0; THREE_BITS / 64],
-        };
-        for a in anchors {
-            match a.len() {
-                0 | 1 => return None,
-                2 => set(&mut s.two, usize::from(a[0]) << 8 | usize::from(a[1])),
-                _ => set(&mut s.three, hash3(a[0], a[1], a[2])),
+impl Index {
+    fn new(prefixes: Vec<Prefix>, anchors: &[&[u8]]) -> Self {
+        let n = (4 * anchors.len()).next_power_of_two().clamp(64, MAX_SLOTS);
+        let shift = 32 - n.trailing_zeros();
+        let mut long: Vec<(usize, Prefix)> = Vec::new();
+        let mut short: Vec<Vec<Prefix>> = vec![Vec::new(); 256];
+        for p in prefixes {
+            match anchors[p.anchor] {
+                &[a, b, c, ..] => long.push((slot(a, b, c, shift), p)),
+                a => short[usize::from(a[0])].push(p),
             }
         }
-        Some(s)
-    }
-
-    /// Whether an anchor may start at `rest` (when folding: lower-cased anchors, input
-    /// in any case).
-    #[inline]
-    fn may_start(&self, rest: &[u8]) -> bool {
-        let low = |i: usize| {
-            rest.get(i)
-                .map(|&b| if self.fold { b.to_ascii_lowercase() } else { b })
-        };
-        let (Some(a), Some(b)) = (low(0), low(1)) else {
-            return false;
-        };
-        if get(&self.two, usize::from(a) << 8 | usize::from(b)) {
-            return true;
+        long.sort_by_key(|(slot, p)| (*slot, std::cmp::Reverse(p.len)));
+        let mut slots = vec![(0u16, 0u16); n];
+        for (i, &(slot, _)) in long.iter().enumerate() {
+            let i = u16::try_from(i).expect("fewer than 65,535 anchors");
+            let range = &mut slots[slot];
+            if range.0 == range.1 {
+                range.0 = i;
+            }
+            range.1 = i + 1;
         }
-        low(2).is_some_and(|c| get(&self.three, hash3(a, b, c)))
+        for list in &mut short {
+            list.sort_by_key(|p| std::cmp::Reverse(p.len));
+        }
+        Self {
+            slots,
+            shift,
+            long: long.into_iter().map(|(_, p)| p).collect(),
+            has_short: short.iter().any(|l| !l.is_empty()),
+            short,
+        }
     }
-}
-
-fn hash3(a: u8, b: u8, c: u8) -> usize {
-    let x = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16;
-    (x.wrapping_mul(0x9E37_79B1) >> 16) as usize % THREE_BITS
-}
-
-fn set(bits: &mut [u64], i: usize) {
-    bits[i / 64] |= 1 << (i % 64);
-}
-
-fn get(bits: &[u64], i: usize) -> bool {
-    bits[i / 64] & (1 << (i % 64)) != 0
 }
 
 /// Which implementation to build.
@@ -162,7 +162,7 @@ impl AnchorScan {
 
     fn with_fold(anchors: &[&[u8]], kind: ScanKind, fold: bool) -> Self {
         assert!(anchors.iter().all(|a| !a.is_empty()), "empty anchor");
-        let mut by_first: Vec<Vec<Prefix>> = vec![Vec::new(); 256];
+        let mut prefixes = Vec::with_capacity(anchors.len());
         for (i, a) in anchors.iter().enumerate() {
             let mut word = [0u8; 8];
             let mut mask = [0u8; 8];
@@ -174,7 +174,7 @@ impl AnchorScan {
                     folded[k] = 0x20;
                 }
             }
-            by_first[usize::from(a[0])].push(Prefix {
+            prefixes.push(Prefix {
                 anchor: i,
                 word: u64::from_le_bytes(word),
                 mask: u64::from_le_bytes(mask),
@@ -182,14 +182,10 @@ impl AnchorScan {
                 len: a.len(),
             });
         }
-        for list in &mut by_first {
-            list.sort_by_key(|p| std::cmp::Reverse(p.len));
-        }
         Self {
             imp: Self::build(anchors, kind, fold),
             fold,
-            starts: Starts::new(anchors, fold).map(Box::new),
-            by_first,
+            index: Index::new(prefixes, anchors),
             anchors: anchors.iter().map(|a| a.to_vec()).collect(),
         }
     }
@@ -270,52 +266,42 @@ impl AnchorScan {
     #[inline]
     fn verify(&self, hay: &[u8], at: usize) -> Option<usize> {
         let rest = &hay[at..];
-        if self.fold {
-            return self.verify_folded(rest);
+        let low = |b: u8| if self.fold { b.to_ascii_lowercase() } else { b };
+        if let Some(&[a, b, c]) = rest.first_chunk::<3>() {
+            let (lo, hi) = self.index.slots[slot(low(a), low(b), low(c), self.index.shift)];
+            let long = &self.index.long[usize::from(lo)..usize::from(hi)];
+            if let Some(p) = long.iter().find(|p| self.is_at(rest, p)) {
+                return Some(p.anchor);
+            }
         }
-        if let Some(starts) = &self.starts
-            && !starts.may_start(rest)
-        {
+        if !self.index.has_short {
             return None;
         }
-        let list = &self.by_first[usize::from(rest[0])];
-        match rest.first_chunk::<8>() {
-            Some(w) => {
-                let w = u64::from_le_bytes(*w);
-                list.iter()
-                    .find(|p| {
-                        (w & p.mask) == p.word
-                            && (p.len <= 8 || rest[8..].starts_with(&self.anchors[p.anchor][8..]))
-                    })
-                    .map(|p| p.anchor)
-            }
-            None => list
-                .iter()
-                .find(|p| rest.starts_with(&self.anchors[p.anchor]))
-                .map(|p| p.anchor),
-        }
+        self.index.short[usize::from(low(*rest.first()?))]
+            .iter()
+            .find(|p| self.is_at(rest, p))
+            .map(|p| p.anchor)
     }
 
-    /// [`AnchorScan::verify`] with ASCII letters in either case.
-    fn verify_folded(&self, rest: &[u8]) -> Option<usize> {
-        if let Some(starts) = &self.starts
-            && !starts.may_start(rest)
-        {
-            return None;
-        }
-        let list = &self.by_first[usize::from(rest[0].to_ascii_lowercase())];
-        let starts = |p: &Prefix| {
-            let a = &self.anchors[p.anchor];
-            rest.len() >= a.len() && rest[..a.len()].eq_ignore_ascii_case(a)
+    /// Whether the anchor of `p` starts `rest` (when folding, ASCII letters in either
+    /// case): its first 8 bytes with one load and compare, as a `memcmp` call cost more
+    /// than the whole vector pass.
+    #[inline]
+    fn is_at(&self, rest: &[u8], p: &Prefix) -> bool {
+        let anchor = &self.anchors[p.anchor];
+        let whole = |rest: &[u8], anchor: &[u8]| {
+            if self.fold {
+                rest.len() >= anchor.len() && rest[..anchor.len()].eq_ignore_ascii_case(anchor)
+            } else {
+                rest.starts_with(anchor)
+            }
         };
         match rest.first_chunk::<8>() {
             Some(w) => {
                 let w = u64::from_le_bytes(*w);
-                list.iter()
-                    .find(|p| ((w | p.fold) & p.mask) == p.word && (p.len <= 8 || starts(p)))
-                    .map(|p| p.anchor)
+                ((w | p.fold) & p.mask) == p.word && (p.len <= 8 || whole(&rest[8..], &anchor[8..]))
             }
-            None => list.iter().find(|p| starts(p)).map(|p| p.anchor),
+            None => whole(rest, anchor),
         }
     }
 }
