@@ -47,7 +47,7 @@ struct Index {
     /// Per hash of three bytes: the range in `long` of the anchors of three or more
     /// bytes whose first three hash there, longest first (the first that matches is the
     /// longest at its position). About four slots per anchor, so most hold none or one.
-    slots: Vec<(u16, u16)>,
+    slots: Vec<(u32, u32)>,
     /// The hash's top bits taken: `slots.len()` is `1 << (32 - shift)`.
     shift: u32,
     long: Vec<Prefix>,
@@ -104,9 +104,10 @@ impl Index {
             }
         }
         long.sort_by_key(|(slot, p)| (*slot, std::cmp::Reverse(p.len)));
-        let mut slots = vec![(0u16, 0u16); n];
+        let mut slots = vec![(0u32, 0u32); n];
         for (i, &(slot, _)) in long.iter().enumerate() {
-            let i = u16::try_from(i).expect("fewer than 65,535 anchors");
+            // A rules file's keywords are its anchors: no count of them may panic.
+            let i = u32::try_from(i).unwrap_or(u32::MAX - 1);
             let range = &mut slots[slot];
             if range.0 == range.1 {
                 range.0 = i;
@@ -269,7 +270,7 @@ impl AnchorScan {
         let low = |b: u8| if self.fold { b.to_ascii_lowercase() } else { b };
         if let Some(&[a, b, c]) = rest.first_chunk::<3>() {
             let (lo, hi) = self.index.slots[slot(low(a), low(b), low(c), self.index.shift)];
-            let long = &self.index.long[usize::from(lo)..usize::from(hi)];
+            let long = &self.index.long[lo as usize..hi as usize];
             if let Some(p) = long.iter().find(|p| self.is_at(rest, p)) {
                 return Some(p.anchor);
             }
@@ -759,6 +760,21 @@ mod tests {
             }
         }
         assert!(found > 1_000, "only {found} hits");
+    }
+
+    /// A rules file's keywords are anchors: a file with more of them than the index's
+    /// ranges held once (65,535) builds and scans like any other.
+    #[test]
+    fn seventy_thousand_anchors_build_and_are_found() {
+        let words: Vec<Vec<u8>> = (0..70_000)
+            .map(|i| format!("kw{i:05}x").into_bytes())
+            .collect();
+        let anchors: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
+        let scan = AnchorScan::new(&anchors, ScanKind::Best);
+        let hay = b"a kw00007x b kw69999x c kw70000x kw12345x".to_vec();
+        let want = naive(&scan.anchors, &hay, 0);
+        assert_eq!(want.len(), 3, "{want:?}");
+        assert_eq!(hits(&scan, &hay, 0), want);
     }
 
     #[test]
