@@ -1411,11 +1411,18 @@ async fn respond(
             fragment_hit::Seen::Answer,
         ));
     }
-    Ok((
-        [(http::header::CONTENT_TYPE, "application/json")],
-        scrubbed.json,
-    )
-        .into_response())
+    let body = match scrubbed.held {
+        Ok(Some(held)) => {
+            axum::body::Body::new(super::server::HeldAnswer::new(scrubbed.json, held))
+        }
+        Ok(None) => axum::body::Body::from(scrubbed.json),
+        Err(_) => {
+            let e = crate::broker::outbound::OutboundError::AnswerBudgetSpent;
+            call.audit(&parsed.action, "error", &e.to_string());
+            return Err(ApiError::new(Code::Unavailable, e.to_string()));
+        }
+    };
+    Ok(([(http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Phase 6's work on the answer, on owned state so that it runs on the blocking pool.
@@ -1447,10 +1454,12 @@ struct ScrubbedAnswer {
     exposed: Option<HashSet<LiveId>>,
     /// Whose run the first fragment hit was of.
     hit: Option<fragment_hit::Whose>,
+    /// The answer's count, now of `json`'s bytes (`Err`: past the tenant's share).
+    held: Result<Option<super::outbound::Held>, crate::share::Refused>,
 }
 
 impl AnswerScrub {
-    fn run(self, response: OutboundResponse) -> ScrubbedAnswer {
+    fn run(self, mut response: OutboundResponse) -> ScrubbedAnswer {
         let Self {
             shared,
             view,
@@ -1531,8 +1540,16 @@ impl AnswerScrub {
                 );
             }
         }
+        let json = serde_json::to_vec(&out).unwrap_or_default();
+        // What stays held until the caller has read it is the JSON (up to six times the
+        // answer: control characters are escaped), counted in the answer's place.
+        let held = response.held.take().map_or(Ok(None), |mut held| {
+            held.clear();
+            held.grow(json.len() as u64).map(|()| Some(held))
+        });
         ScrubbedAnswer {
-            json: serde_json::to_vec(&out).unwrap_or_default(),
+            held,
+            json,
             reflected,
             pending_cut: (!pending.is_empty()).then_some(pending_cut),
             exposed,
