@@ -57,6 +57,9 @@ def make(kind):
         return (unit * (SIZE // len(unit))).encode()
     if kind == "small":
         return b"ok"
+    if kind == "ctl":
+        # Control characters: six bytes each once written as JSON escapes.
+        return b"\x01" * SIZE
     return b"x" * SIZE
 class H(TlsHandler):
     def do_GET(self):
@@ -346,5 +349,75 @@ fn a_sandbox_cannot_make_the_broker_hold_answers_past_its_share() {
     assert!(
         grown_mib < 200,
         "the agent's peak grew by {grown_mib} MiB holding one sandbox's answers"
+    );
+}
+
+/// A sandbox's calls to `/v1/requests` one after another, each on a connection of its
+/// own whose answer it never reads: the next is sent once the previous answer's first
+/// bytes can be read (its JSON is written out whole by then). Prints `answering STATUS`.
+const PY_UNREAD: &str = r#"
+import json, select, socket, sys, time
+SOCK, body, n = sys.argv[1], json.dumps(json.loads(sys.argv[2])).encode(), int(sys.argv[3])
+conns = []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX); s.connect(SOCK)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"POST /v1/requests HTTP/1.1\r\nHost: hb\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    select.select([s], [], [], 120)
+    conns.append(s)
+    print("answering", s.recv(12, socket.MSG_PEEK).split(b" ")[1].decode(), flush=True)
+time.sleep(100)
+"#;
+
+/// The agent's resident memory now (`VmRSS`), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The answer budget counts an answer only until its JSON is built: a sandbox that
+/// makes its calls one at a time (never past its share) and does not read the answers
+/// leaves each one's JSON (10 MiB of control characters: 60 MiB of escapes) held by
+/// the broker's connection for as long as it keeps it open.
+#[test]
+fn answers_a_sandbox_does_not_read_are_counted_against_its_share() {
+    const CALLS: usize = 8;
+    let (_upstream, mut env) = world("a20unread");
+    let pid = env.agent().pid();
+    let before = rss_kib(pid);
+    let sock = env.broker_socket().display().to_string();
+    let call = serde_json::json!({"method": "GET", "url": "https://big.test/ctl"}).to_string();
+    let n = CALLS.to_string();
+    let mut attacker = nobody_command(
+        &env,
+        "open",
+        &[],
+        &[python(), "-c", PY_UNREAD, &sock, &call, &n],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("sandbox run");
+    let rx = stdout_lines(&mut attacker);
+    let mut heard = Vec::new();
+    while heard.len() < CALLS {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => heard.push(line),
+            Err(_) => break,
+        }
+    }
+    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    eprintln!(
+        "figure: {CALLS} unread answers: the agent holds {grown_mib} MiB more; heard {heard:?}"
+    );
+    assert!(
+        grown_mib < 200,
+        "the agent holds {grown_mib} MiB of answers one sandbox did not read"
     );
 }

@@ -50,13 +50,14 @@ const OLD: &str = "key-old-21a9b8c7d6e5f40312ffeeddccbbaa99";
 /// policy `ops` (another tenant), each with one decoy planted per execution. A decoy's
 /// user is barred, not killed, so it can report what it was answered. Started.
 fn shared_account(p: &Provider, keys: &Path, rotation: &str) -> TestEnv {
-    agent(p, keys, rotation, "svc", "", |_| {})
+    agent(p, "", keys, rotation, "svc", "", |_| {})
 }
 
 /// [`shared_account`] with policy `ops` bound to integration `ops` instead, `extra` (more
 /// TOML) in the config, and `vault` storing more values before the start.
 fn agent(
     p: &Provider,
+    broker: &str,
     keys: &Path,
     rotation: &str,
     ops: &str,
@@ -91,7 +92,7 @@ integrations = ["{ops}"]
 canary_handles = 1
 {extra}
 "#,
-        head = p.config_head("canary_kill = false"),
+        head = p.config_head(&format!("canary_kill = false\n{broker}")),
         python = hb_tests::python(),
         rotator = p.exec_rotator().display(),
         keys = keys.display(),
@@ -430,7 +431,7 @@ print(json.dumps(out), flush=True)
 fn a_spent_budget_does_not_bar_a_reader_of_another_accounts_key() {
     let p = Provider::start("attack21-list", DNS_PORT, None);
     let keys: PathBuf = p.key_store("org.json", &[OLD, ADMIN]);
-    let env = agent(&p, &keys, "", "lister", LISTER, |env| {
+    let env = agent(&p, "", &keys, "", "lister", LISTER, |env| {
         env.vault_put("lister", "admin", ADMIN);
     });
     let python = hb_tests::python();
@@ -490,6 +491,68 @@ fn a_spent_budget_does_not_bar_a_reader_of_another_accounts_key() {
             ("reader", &text),
             ("audit", &audit),
         ],
+    );
+    let _ = fs::remove_dir_all(&p.dir);
+}
+
+/// The attacker: two calls whose answers take its two places of text work for a few
+/// seconds (10 MB sanitized), then, while they run, the API asked to echo its key.
+const ECHO_BEHIND_WORK: &str = r#"
+import threading
+h = hb.handle("svc", "bot")["handle"]
+def big():
+    try:
+        Client(SOCK).request("GET", "https://api.test/big?n=10000000&step=big", handle=h, sanitize="flag")
+    except BrokerError:
+        pass
+ts = [threading.Thread(target=big) for _ in range(2)]
+[t.start() for t in ts]
+time.sleep(0.5)
+r = call(h, "echo", "/echo")
+print(json.dumps({"echo": r.get("status"), "error": r.get("error")}), flush=True)
+[t.join() for t in ts]
+"#;
+
+/// An echo of the key a call carried is a `reflection` even when the call times out
+/// waiting for a place of text work: the upstream saw the key and sent it back whatever
+/// the caller is answered.
+#[test]
+fn an_echo_that_times_out_waiting_for_its_scrub_is_still_a_reflection() {
+    let p = Provider::start("attack21-late", DNS_PORT, None);
+    let keys: PathBuf = p.key_store("keys.json", &[OLD]);
+    let env = agent(
+        &p,
+        "request_timeout_secs = 1",
+        &keys,
+        "hold_secs = 0",
+        "svc",
+        "",
+        |_| {},
+    );
+    let python = hb_tests::python();
+    let out = env.sandbox(
+        "web",
+        &[python, "-c", &script(&env, &keys, ECHO_BEHIND_WORK)],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("figure: the echo call: {text}");
+    assert_eq!(
+        hb_tests::provider::bearers(&p.api, "echo").len(),
+        1,
+        "the echo reached the API with the key"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reflected = |env: &TestEnv| {
+        env.audit_records()
+            .into_iter()
+            .any(|r| r["kind"] == "detector" && r["detector"] == "reflection")
+    };
+    while !reflected(&env) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        reflected(&env),
+        "the echo of the key was never a reflection: {text}"
     );
     let _ = fs::remove_dir_all(&p.dir);
 }

@@ -1333,7 +1333,7 @@ async fn respond(
         }
         refuse_unsafe_for_credential(call, parsed, &response)?;
     }
-    let scrub = AnswerScrub {
+    let mut scrub = AnswerScrub {
         shared: shared.clone(),
         // Every live value on the node (every tenant's), but for a sandbox not those
         // its request carried that are not its own: scrubbed of a value it sent, an
@@ -1346,14 +1346,20 @@ async fn respond(
         // the whole values are scrubbed: one is a hit, and the answer is refused whole.
         watch: fragment_hit::AnswerWatch::new(answer.sent, answer.others),
         pending,
-        echo_of: match &decision.credential {
-            Some(_) => answer
+        echo: decision.credential.as_ref().map(|(entry, _)| Echo {
+            of: answer
                 .sent
                 .iter()
                 .map(|c| c.credential_id.clone())
                 .collect(),
-            None => Vec::new(),
-        },
+            entry: entry.clone(),
+            policy: call.policy.to_owned(),
+            caller: call.caller.clone(),
+            handle: parsed
+                .handle
+                .as_deref()
+                .map(|h| shared.audit.fingerprint(h)),
+        }),
         sanitize: parsed.sanitize,
         not_replaced: answer.not_replaced,
     };
@@ -1362,37 +1368,20 @@ async fn respond(
     // async workers, which serve every tenant's calls (two such answers held both and
     // stopped the broker), in one of the caller's places of text work, held until the
     // work ends.
+    let mut waiting = Unscrubbed {
+        shared: shared.clone(),
+        echo: scrub.echo.take(),
+        response: Some(response),
+    };
     let working = super::text_gate::wait_for_work(shared, call.caller).await;
+    let (echo, response) = waiting.take();
+    scrub.echo = echo;
     let scrubbed = tokio::task::spawn_blocking(move || {
         let _working = working;
         scrub.run(response)
     })
     .await
     .map_err(|_| ApiError::new(Code::Internal, "the answer's scrub task failed"))?;
-    if scrubbed.reflected
-        && let Some((entry, _)) = &decision.credential
-    {
-        // The upstream echoed a whole credential the call carried: the caller gets the
-        // scrubbed answer, the account its integration's `on_reflection`.
-        shared.sensor.scrub_hit(&entry.integration, &entry.account);
-        super::rotation::detect::signal(
-            shared,
-            &super::rotation::detect::Signal {
-                detector: super::rotation::detect::Detector::Reflection,
-                trigger: "reflection",
-                integration: &entry.integration,
-                account: &entry.account,
-                policy: call.policy,
-                caller: Some(call.caller),
-                seen: "response",
-                handle: parsed
-                    .handle
-                    .as_deref()
-                    .map(|h| shared.audit.fingerprint(h)),
-                execution: Some(&entry.execution),
-            },
-        );
-    }
     if let Some(cut) = scrubbed.pending_cut {
         call.audit(
             &parsed.action,
@@ -1411,11 +1400,18 @@ async fn respond(
             fragment_hit::Seen::Answer,
         ));
     }
-    Ok((
-        [(http::header::CONTENT_TYPE, "application/json")],
-        scrubbed.json,
-    )
-        .into_response())
+    let body = match scrubbed.held {
+        Ok(Some(held)) => {
+            axum::body::Body::new(super::server::HeldAnswer::new(scrubbed.json, held))
+        }
+        Ok(None) => axum::body::Body::from(scrubbed.json),
+        Err(_) => {
+            let e = crate::broker::outbound::OutboundError::AnswerBudgetSpent;
+            call.audit(&parsed.action, "error", &e.to_string());
+            return Err(ApiError::new(Code::Unavailable, e.to_string()));
+        }
+    };
+    Ok(([(http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Phase 6's work on the answer, on owned state so that it runs on the blocking pool.
@@ -1426,11 +1422,82 @@ struct AnswerScrub {
     watch: fragment_hit::AnswerWatch,
     /// Shapes of keys being minted (see [`redact_pending_keys`]).
     pending: Vec<Arc<crate::scrub::shape::Shape>>,
-    /// The credentials (ids) whose whole echo is a `reflection`: those a call with a
-    /// handle sent.
-    echo_of: Vec<String>,
+    /// For a call with a handle: the credentials whose whole echo is a `reflection`.
+    echo: Option<Echo>,
     sanitize: Option<crate::sanitize::Mode>,
     not_replaced: Option<&'static str>,
+}
+
+/// The credentials (ids) a call with a handle sent, and who to name if the upstream
+/// echoes one whole: raised from the scrub's own task, which runs to its end even when
+/// the call timed out waiting for it (the upstream saw the key and sent it back however
+/// its caller is answered).
+struct Echo {
+    of: Vec<String>,
+    entry: Arc<Entry>,
+    policy: String,
+    caller: Caller,
+    /// The keyed fingerprint of the call's handle.
+    handle: Option<String>,
+}
+
+impl Echo {
+    /// The account's integration's `on_reflection`, if `response` holds a credential
+    /// the call sent whole.
+    fn signal_if_in(&self, shared: &AppState, response: &OutboundResponse) {
+        let entry = &self.entry;
+        if !self
+            .of
+            .iter()
+            .any(|id| super::sightings::reflected(shared, id, &response.body, &response.headers))
+        {
+            return;
+        }
+        shared.sensor.scrub_hit(&entry.integration, &entry.account);
+        super::rotation::detect::signal(
+            shared,
+            &super::rotation::detect::Signal {
+                detector: super::rotation::detect::Detector::Reflection,
+                trigger: "reflection",
+                integration: &entry.integration,
+                account: &entry.account,
+                policy: &self.policy,
+                caller: Some(&self.caller),
+                seen: "response",
+                handle: self.handle.clone(),
+                execution: Some(&entry.execution),
+            },
+        );
+    }
+}
+
+/// An answer waiting for a place of text work. Dropped with its call (timed out, its
+/// caller gone) before it got one, it is still checked for an echo of the call's key,
+/// on the blocking pool: whether the upstream sent the key back does not depend on
+/// whether the caller waited for the answer.
+struct Unscrubbed {
+    shared: AppState,
+    echo: Option<Echo>,
+    response: Option<OutboundResponse>,
+}
+
+impl Unscrubbed {
+    /// The answer, a place found for its scrub.
+    fn take(&mut self) -> (Option<Echo>, OutboundResponse) {
+        let response = self.response.take().expect("taken once");
+        (self.echo.take(), response)
+    }
+}
+
+impl Drop for Unscrubbed {
+    fn drop(&mut self) {
+        if let (Some(echo), Some(response)) = (self.echo.take(), self.response.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let shared = self.shared.clone();
+            runtime.spawn_blocking(move || echo.signal_if_in(&shared, &response));
+        }
+    }
 }
 
 /// The answer as it may leave, and what the call learnt from it.
@@ -1438,8 +1505,6 @@ struct ScrubbedAnswer {
     /// The JSON object of `status`, `headers`, `credential_error`, and `body` or
     /// `body_base64` (and `sanitize`), written out.
     json: Vec<u8>,
-    /// A credential of `echo_of` came back whole.
-    reflected: bool,
     /// How many pending keys' shapes were cut, if the pass ran.
     pending_cut: Option<usize>,
     /// When anything was redacted: every live value of the view the answer holds
@@ -1447,22 +1512,24 @@ struct ScrubbedAnswer {
     exposed: Option<HashSet<LiveId>>,
     /// Whose run the first fragment hit was of.
     hit: Option<fragment_hit::Whose>,
+    /// The answer's count, now of `json`'s bytes (`Err`: past the tenant's share).
+    held: Result<Option<super::outbound::Held>, crate::share::Refused>,
 }
 
 impl AnswerScrub {
-    fn run(self, response: OutboundResponse) -> ScrubbedAnswer {
+    fn run(self, mut response: OutboundResponse) -> ScrubbedAnswer {
         let Self {
             shared,
             view,
             watch,
             pending,
-            echo_of,
+            echo,
             sanitize,
             not_replaced,
         } = self;
-        let reflected = echo_of
-            .iter()
-            .any(|id| super::sightings::reflected(&shared, id, &response.body, &response.headers));
+        if let Some(echo) = &echo {
+            echo.signal_if_in(&shared, &response);
+        }
         let pieces = |text: String| watch.pass(text);
         let unspread = cut_spread(&view, &watch, &response.body);
         let mut body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
@@ -1531,9 +1598,16 @@ impl AnswerScrub {
                 );
             }
         }
+        let json = serde_json::to_vec(&out).unwrap_or_default();
+        // What stays held until the caller has read it is the JSON (up to six times the
+        // answer: control characters are escaped), counted in the answer's place.
+        let held = response.held.take().map_or(Ok(None), |mut held| {
+            held.clear();
+            held.grow(json.len() as u64).map(|()| Some(held))
+        });
         ScrubbedAnswer {
-            json: serde_json::to_vec(&out).unwrap_or_default(),
-            reflected,
+            held,
+            json,
             pending_cut: (!pending.is_empty()).then_some(pending_cut),
             exposed,
             hit: watch.hit(),

@@ -245,6 +245,53 @@ impl AnswerBudget {
     }
 }
 
+/// Bytes of a written-out answer handed to its connection at once: the connection asks
+/// for the next piece only once it has written most of those before.
+const ANSWER_PIECE: usize = 64 << 10;
+
+/// An answer of `/v1/requests` written out (its JSON) as a response body, still counted
+/// against its tenant's share of the [`AnswerBudget`] until the connection has written
+/// it or closed: a caller that does not read its answers holds them in its own share,
+/// not past it.
+pub(super) struct HeldAnswer {
+    rest: Bytes,
+    _held: share::Counted<Tenant>,
+}
+
+impl HeldAnswer {
+    pub(super) fn new(json: Vec<u8>, held: share::Counted<Tenant>) -> Self {
+        Self {
+            rest: Bytes::from(json),
+            _held: held,
+        }
+    }
+}
+
+impl hyper::body::Body for HeldAnswer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let piece = this.rest.split_to(this.rest.len().min(ANSWER_PIECE));
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
 /// What a body read ends with when its tenant's share of the [`BodyBudget`] is spent.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -199,7 +199,6 @@ pub struct OutboundResponse {
     pub credential_sent: bool,
     /// The count of the body's bytes, kept as long as the response (see
     /// [`OutboundRequest::held`]).
-    #[expect(dead_code, reason = "kept for its drop, which gives the count back")]
     pub held: Option<Held>,
 }
 
