@@ -1527,9 +1527,6 @@ impl AnswerScrub {
             sanitize,
             not_replaced,
         } = self;
-        if let Some(echo) = &echo {
-            echo.signal_if_in(&shared, &response);
-        }
         let pieces = |text: String| watch.pass(text);
         let unspread = cut_spread(&view, &watch, &response.body);
         let mut body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
@@ -1599,6 +1596,12 @@ impl AnswerScrub {
             }
         }
         let json = serde_json::to_vec(&out).unwrap_or_default();
+        // Last, once the answer was read for every live value it holds: the signal's
+        // action may end the caller at once (past the compromise budget), and its own
+        // key, read after that, would count as another account's (`response_unheld`).
+        if let Some(echo) = &echo {
+            echo.signal_if_in(&shared, &response);
+        }
         // What stays held until the caller has read it is the JSON (up to six times the
         // answer: control characters are escaped), counted in the answer's place.
         let held = response.held.take().map_or(Ok(None), |mut held| {
