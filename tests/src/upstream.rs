@@ -166,7 +166,7 @@ impl TestCa {
 /// itself), `/cookie` (secret-bearing response headers), `/big?n=N` (N bytes with a
 /// Content-Length), `/stream?n=N` (N bytes delimited by closing the connection),
 /// `/slow?secs=S` (answers after S seconds), `/echo` (the request's path and headers as
-/// JSON, as an API that reflects what it got), `/self?enc=E` (a "self" link: the
+/// JSON, as an API that reflects what it got; after `secs=S` seconds if given), `/self?enc=E` (a "self" link: the
 /// request's own URL, credential query included, in a JSON body and in `Location` and
 /// `Link` headers; the body sent as `E` says whatever the request's Accept-Encoding was:
 /// `gzip`, `deflate`, `br`, `zstd` as a Content-Encoding, `utf-16le`/`utf-16be` with a
@@ -215,6 +215,7 @@ class H(http.server.BaseHTTPRequestHandler):
                         ("Proxy-Authenticate", 'Basic realm="proxy-secret"'),
                         ("Authorization", "Bearer echoed-secret"), ("X-Kept", "yes")]
         elif u.path == "/echo":
+            time.sleep(float(q.get("secs", "0")))
             out = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
         elif u.path == "/self":
             link = "https://%s%s" % (self.headers.get("host"), self.path)

@@ -1048,6 +1048,97 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+const ECHO_PAST_THE_END: &str = r#"
+import threading, time
+h = hb.handle("svc", "bot")["handle"]
+res = {}
+def slow():
+    res["slow"] = call(h, "slow_echo&secs=3", "/echo")
+t = threading.Thread(target=slow)
+t.start()
+time.sleep(0.5)
+res["fast"] = call(h, "fast_echo", "/echo")
+t.join()
+print(json.dumps({k: v.get("status", v.get("error")) for k, v in res.items()}), flush=True)
+"#;
+
+/// An echo whose answer comes back after another echo of the same caller ended it (its
+/// handles revoked) is still the echo of the key the call was given: one reflection
+/// signal per echo (`seen: "response"`), never a second one as another account's key
+/// (`response_unheld`), which would spend a second compromise rotation (or, with
+/// `compromise_reserve`, the one kept for a leak) for one echo.
+#[test]
+fn an_echo_answered_after_its_caller_was_ended_is_one_reflection() {
+    let World {
+        dir,
+        api,
+        _dns,
+        keys,
+        mut env,
+    } = world_full(
+        "reflectended",
+        "",
+        "max_compromise_rotations_per_day = 1",
+        "",
+        "",
+    );
+    env.start_agent();
+    let python = hb_tests::python();
+    let out = env.sandbox(
+        "web",
+        &[python, "-c", &script(&env, &keys, ECHO_PAST_THE_END)],
+    );
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "client: {got} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both calls reached the upstream, the slow one first, with the account's key.
+    assert_eq!(bearers(&api, "slow_echo&secs=3"), [OLD], "{got}");
+    assert_eq!(bearers(&api, "fast_echo"), [OLD], "{got}");
+    let records = env.audit_records();
+    let ended: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "caller_ended")
+        .collect();
+    assert!(
+        !ended.is_empty(),
+        "the fast echo's capped signal ends the caller: {records:?}"
+    );
+    let signals: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "detector" && r["detector"] == "reflection")
+        .collect();
+    let seen: Vec<&str> = signals
+        .iter()
+        .map(|r| r["seen"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        seen,
+        ["response", "response"],
+        "one signal per echo, the slow one's after the caller was ended: {signals:?}"
+    );
+    assert!(
+        ended[0]["time"].as_str() < signals[1]["time"].as_str(),
+        "the slow echo was answered after the caller was ended: {records:?}"
+    );
+    let status = env.hb_json(&["rotation", "status"]);
+    let svc = status["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["integration"] == "svc" && a["account"] == "bot")
+        .expect("svc/bot in status")
+        .clone();
+    assert_eq!(svc["detectors"]["reflection"]["today"], 2, "{svc}");
+    assert_eq!(svc["compromise_rotations_24h"], 0, "{svc}");
+    assert!(minted(&keys).is_empty(), "no key minted: {svc}");
+    let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
+    assert_no_key_in([OLD.to_owned()], &[("audit", &audit), ("client", &got)]);
+    let _ = fs::remove_dir_all(&dir);
+}
+
 const QUARANTINE_TRIGGER: &str = r#"
 import time
 m = hb.handle("mild", "bot")["handle"]

@@ -1596,9 +1596,10 @@ impl AnswerScrub {
             }
         }
         let json = serde_json::to_vec(&out).unwrap_or_default();
-        // Last, once the answer was read for every live value it holds: the signal's
-        // action may end the caller at once (past the compromise budget), and its own
-        // key, read after that, would count as another account's (`response_unheld`).
+        // Last, once the answer was read for every live value it holds. The signal's
+        // action may end the caller at once (past the compromise budget), revoking its
+        // handles; the key this call was given stays its own all the same
+        // (`unheld_in_answer` leaves out what the call injected).
         if let Some(echo) = &echo {
             echo.signal_if_in(&shared, &response);
         }
@@ -1677,7 +1678,12 @@ async fn unheld_in_answer(
     found: &HashSet<LiveId>,
 ) {
     let shared = call.shared;
-    let ids = super::sightings::foreign(shared, answer.owner, found, answer.carried);
+    let injected: Vec<&str> = answer
+        .sent
+        .iter()
+        .map(|c| c.credential_id.as_str())
+        .collect();
+    let ids = super::sightings::foreign(shared, answer.owner, found, answer.carried, &injected);
     if ids.is_empty() {
         return;
     }

@@ -238,14 +238,17 @@ pub fn reflected(
 }
 
 /// The credentials (credential id) among `found` (what an answer to `owner` holds)
-/// that are of accounts `owner` holds no handle for and that its request did not carry
-/// (`sent`): values the upstream exposed, not echoed (handles and decoys are not
+/// that are of accounts `owner` holds no handle for, that its request did not carry
+/// (`carried`) and that the broker did not inject into the call (`injected`, whatever
+/// became of `owner`'s handles since: a signal raised on this answer may have ended
+/// it): values the upstream exposed, not echoed (handles and decoys are not
 /// credentials; a decoy has its own detector).
 pub fn foreign(
     shared: &Shared,
     owner: Owner,
     found: &HashSet<LiveId>,
-    sent: &HashSet<LiveId>,
+    carried: &HashSet<LiveId>,
+    injected: &[&str],
 ) -> Vec<String> {
     let own: HashSet<LiveId> = own_credentials(shared, owner)
         .into_iter()
@@ -260,7 +263,8 @@ pub fn foreign(
             !key.starts_with(super::handles::PREFIX)
                 && found.contains(live)
                 && !own.contains(live)
-                && !sent.contains(live)
+                && !carried.contains(live)
+                && !injected.contains(&key.as_str())
         })
         .map(|(key, _)| key.clone())
         .collect();
