@@ -472,6 +472,9 @@ fn a_spent_budget_does_not_bar_a_reader_of_another_accounts_key() {
         r["kind"] == "detector" && r["seen"] == "response_unheld" && r["account"] == "bot"
     });
     assert!(unheld, "the listing showed svc's key: a signal");
+    // Its action (capped: the budget is spent) is recorded before the reader is looked
+    // for among the ended callers.
+    settled(&env, "reflection", 4, &mut outputs);
     let ended: Vec<Value> = env
         .audit_records()
         .into_iter()

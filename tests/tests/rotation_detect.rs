@@ -1051,6 +1051,10 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
 const ECHO_PAST_THE_END: &str = r#"
 import threading, time
 h = hb.handle("svc", "bot")["handle"]
+first = call(h, "first_echo", "/echo")
+print(json.dumps({"first": first.get("status", first.get("error"))}), flush=True)
+sys.stdin.readline()
+h = hb.handle("svc", "bot")["handle"]
 res = {}
 def slow():
     res["slow"] = call(h, "slow_echo&secs=3", "/echo")
@@ -1063,10 +1067,11 @@ print(json.dumps({k: v.get("status", v.get("error")) for k, v in res.items()}), 
 "#;
 
 /// An echo whose answer comes back after another echo of the same caller ended it (its
-/// handles revoked) is still the echo of the key the call was given: one reflection
-/// signal per echo (`seen: "response"`), never a second one as another account's key
-/// (`response_unheld`), which would spend a second compromise rotation (or, with
-/// `compromise_reserve`, the one kept for a leak) for one echo.
+/// handles revoked) is still the echo of the key the call was given — a key rotated in
+/// by an earlier echo's rotation, protected under its rotation's id as well as its
+/// own: one reflection signal per echo (`seen: "response"`), never a second one as
+/// another account's key (`response_unheld`), which would spend a compromise rotation
+/// (or, with `compromise_reserve`, the one kept for a leak) for nothing.
 #[test]
 fn an_echo_answered_after_its_caller_was_ended_is_one_reflection() {
     let World {
@@ -1078,25 +1083,36 @@ fn an_echo_answered_after_its_caller_was_ended_is_one_reflection() {
     } = world_full(
         "reflectended",
         "",
-        "max_compromise_rotations_per_day = 1",
+        "max_compromise_rotations_per_day = 2",
         "",
         "",
     );
     env.start_agent();
     let python = hb_tests::python();
-    let out = env.sandbox(
+    let mut outputs = String::new();
+    let mut client = env.sandbox_piped(
         "web",
         &[python, "-c", &script(&env, &keys, ECHO_PAST_THE_END)],
     );
-    let got = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "client: {got} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut to_client = client.stdin.take().expect("stdin");
+    let mut from_client = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut got = String::new();
+    from_client.read_line(&mut got).expect("first echo");
+    // The first echo's reflection spends the one compromise rotation the reserve leaves.
+    wait_retired(&env, "svc", &mut outputs);
+    writeln!(to_client, "go").expect("to client");
+    from_client.read_line(&mut got).expect("second round");
+    let _ = client.wait();
+    let minted = minted(&keys);
+    assert_eq!(minted.len(), 1, "one rotation: {got}");
+    assert_eq!(bearers(&api, "first_echo"), [OLD], "{got}");
+    // Both later calls reached the upstream, the slow one first, with the new key.
+    assert_eq!(
+        bearers(&api, "slow_echo&secs=3"),
+        [minted[0].as_str()],
+        "{got}"
     );
-    // Both calls reached the upstream, the slow one first, with the account's key.
-    assert_eq!(bearers(&api, "slow_echo&secs=3"), [OLD], "{got}");
-    assert_eq!(bearers(&api, "fast_echo"), [OLD], "{got}");
+    assert_eq!(bearers(&api, "fast_echo"), [minted[0].as_str()], "{got}");
     let records = env.audit_records();
     let ended: Vec<&Value> = records
         .iter()
@@ -1116,14 +1132,15 @@ fn an_echo_answered_after_its_caller_was_ended_is_one_reflection() {
         .collect();
     assert_eq!(
         seen,
-        ["response", "response"],
+        ["response", "response", "response"],
         "one signal per echo, the slow one's after the caller was ended: {signals:?}"
     );
     assert!(
-        ended[0]["time"].as_str() < signals[1]["time"].as_str(),
+        ended[0]["time"].as_str() < signals[2]["time"].as_str(),
         "the slow echo was answered after the caller was ended: {records:?}"
     );
     let status = env.hb_json(&["rotation", "status"]);
+    outputs += &status.to_string();
     let svc = status["accounts"]
         .as_array()
         .expect("accounts")
@@ -1131,11 +1148,13 @@ fn an_echo_answered_after_its_caller_was_ended_is_one_reflection() {
         .find(|a| a["integration"] == "svc" && a["account"] == "bot")
         .expect("svc/bot in status")
         .clone();
-    assert_eq!(svc["detectors"]["reflection"]["today"], 2, "{svc}");
-    assert_eq!(svc["compromise_rotations_24h"], 0, "{svc}");
-    assert!(minted(&keys).is_empty(), "no key minted: {svc}");
+    assert_eq!(svc["detectors"]["reflection"]["today"], 3, "{svc}");
+    assert_eq!(svc["compromise_rotations_24h"], 1, "{svc}");
     let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
-    assert_no_key_in([OLD.to_owned()], &[("audit", &audit), ("client", &got)]);
+    assert_no_key_in(
+        std::iter::once(OLD.to_owned()).chain(minted),
+        &[("audit", &audit), ("client", &got), ("cli", &outputs)],
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -37,7 +37,7 @@ use super::{
     error::ApiError,
     handles::{Entry, Owner},
     identity::Caller,
-    rotation::detect::{self, Detector, Signal},
+    rotation::detect::{self, Detector, SeenAt, Signal},
     state::{AppState, CallerOf, Shared},
 };
 use crate::secret::Secret;
@@ -133,7 +133,7 @@ pub fn owner_of(caller: &Caller) -> Owner {
 }
 
 /// If `handle` is a decoy: the canary signal (see the module header); whether it was.
-pub fn check(shared: &Arc<Shared>, caller: &Caller, handle: &str, seen: &'static str) -> bool {
+pub fn check(shared: &Arc<Shared>, caller: &Caller, handle: &str, seen: SeenAt) -> bool {
     let Some(decoy) = shared.handles.decoy(handle) else {
         return false;
     };
@@ -142,7 +142,7 @@ pub fn check(shared: &Arc<Shared>, caller: &Caller, handle: &str, seen: &'static
 }
 
 /// A decoy was used: end the caller and the decoy's execution, act on their accounts.
-fn trip(shared: &Arc<Shared>, caller: &Caller, handle: &str, decoy: &Entry, seen: &'static str) {
+fn trip(shared: &Arc<Shared>, caller: &Caller, handle: &str, decoy: &Entry, seen: SeenAt) {
     let policy = caller
         .sandbox
         .as_ref()

@@ -253,7 +253,12 @@ pub async fn delete_handle(
     if let Some(decoy) = shared.handles.decoy(&handle) {
         let owner = super::canary::owner_of(&caller);
         if decoy.owner != owner {
-            super::canary::check(&shared, &caller, &handle, "delete");
+            super::canary::check(
+                &shared,
+                &caller,
+                &handle,
+                super::rotation::detect::SeenAt::Delete,
+            );
         } else if acting.is_ok() && shared.handles.delete_decoy(&handle, owner) {
             return Ok(StatusCode::NO_CONTENT);
         }

@@ -35,7 +35,7 @@ use super::{
     error::{ApiError, Code},
     handles::Entry,
     identity::Caller,
-    rotation::detect::{self, Detector, EventFields, Signal},
+    rotation::detect::{self, Detector, EventFields, SeenAt, Signal},
     state::Shared,
 };
 
@@ -58,10 +58,10 @@ pub enum Seen {
 }
 
 impl Seen {
-    fn as_str(self) -> &'static str {
+    fn at(self) -> SeenAt {
         match self {
-            Seen::Request => "request_fragment",
-            Seen::Answer => "answer_fragment",
+            Seen::Request => SeenAt::RequestFragment,
+            Seen::Answer => SeenAt::AnswerFragment,
         }
     }
 }
@@ -205,7 +205,7 @@ pub fn charge(shared: &Arc<Shared>, hit: &Hit<'_>) -> ApiError {
             "account": e.account,
             "execution": e.execution,
             "handle": hit.handle,
-            "seen": hit.seen.as_str(),
+            "seen": hit.seen.at().as_str(),
             "revoked": revoked.len(),
             "barred_until": barred_until,
         }),
@@ -220,7 +220,7 @@ pub fn charge(shared: &Arc<Shared>, hit: &Hit<'_>) -> ApiError {
             name: Some(format!("{}/{}", e.integration, e.account)),
             detail: format!(
                 "{}; barred until {barred_until}; {} handles revoked",
-                hit.seen.as_str(),
+                hit.seen.at().as_str(),
                 revoked.len()
             ),
         },
@@ -235,7 +235,7 @@ pub fn charge(shared: &Arc<Shared>, hit: &Hit<'_>) -> ApiError {
             account: &e.account,
             policy: hit.policy,
             caller: Some(hit.caller),
-            seen: hit.seen.as_str(),
+            seen: hit.seen.at(),
             handle: hit.handle.clone(),
             execution: Some(&e.execution),
         },

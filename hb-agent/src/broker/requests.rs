@@ -86,7 +86,7 @@ use super::{
         CredentialQuery, HopDecision, OutboundRequest, OutboundResponse,
         url::{Host, Target},
     },
-    rotation::{minting, probe::Verdict},
+    rotation::{detect::SeenAt, minting, probe::Verdict},
     state::{AppState, CallerOf, JsonBody, Shared},
     text_gate::View,
 };
@@ -308,7 +308,7 @@ pub async fn request(
         Err(e) => {
             // A decoy tried by a caller that may use no handle at all still trips.
             if let Some(h) = &req.handle {
-                super::canary::check(&shared, &caller, h, "request_handle");
+                super::canary::check(&shared, &caller, h, SeenAt::RequestHandle);
             }
             return Err(e);
         }
@@ -326,7 +326,7 @@ pub async fn request(
     }
     let parsed = parse(req)?;
     if let Some(h) = &parsed.handle
-        && super::canary::check(&shared, &caller, h, "request_handle")
+        && super::canary::check(&shared, &caller, h, SeenAt::RequestHandle)
     {
         // Where a dead handle is refused, and with the same answer.
         return Err(unknown_handle());
@@ -368,13 +368,13 @@ pub async fn request(
     remember_answers(&call, &decision, &usable, &answers);
     let mut not_replaced = None;
     match hold_for_rotation(&call, &decision, &sent, &response).await? {
-        Held::Pass => {}
-        Held::Retry(replacement) => {
+        AfterHold::Pass => {}
+        AfterHold::Retry(replacement) => {
             let outbound = inject(&decision, Some(&replacement), &parsed)?;
             sent.push(replacement);
             response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
         }
-        Held::NotReplaced(why) => not_replaced = Some(why),
+        AfterHold::NotReplaced(why) => not_replaced = Some(why),
     }
     if let Some(account) = &sensed {
         account.answer(response.status, response.body.len());
@@ -421,7 +421,7 @@ async fn inspect_outgoing(
         .map_err(|_| ApiError::new(Code::Internal, "the request search failed"))?
     };
     for canary in &found.canaries {
-        super::canary::check(shared, call.caller, canary, "request_content");
+        super::canary::check(shared, call.caller, canary, SeenAt::RequestContent);
     }
     if !found.canaries.is_empty() && decision.credential.is_some() {
         return Err(unknown_handle());
@@ -500,7 +500,7 @@ fn reflected_in_request(
                 account,
                 policy: call.policy,
                 caller: Some(call.caller),
-                seen: "request_content",
+                seen: SeenAt::RequestContent,
                 handle: parsed
                     .handle
                     .as_deref()
@@ -545,7 +545,7 @@ fn sense(
                 account: &entry.account,
                 policy: call.policy,
                 caller: Some(call.caller),
-                seen: "request",
+                seen: SeenAt::Request,
                 handle: parsed
                     .handle
                     .as_deref()
@@ -996,7 +996,7 @@ async fn propagation_retry(
 }
 
 /// What a 401 to the account's key comes to (see [`hold_for_rotation`]).
-enum Held {
+enum AfterHold {
     /// The answer goes to the caller as it is.
     Pass,
     /// Sent once more with the account's new active key.
@@ -1019,13 +1019,13 @@ async fn hold_for_rotation(
     decision: &Decision<'_>,
     sent: &[Arc<Current>],
     response: &OutboundResponse,
-) -> Result<Held, ApiError> {
+) -> Result<AfterHold, ApiError> {
     let Some((entry, integration)) = &decision.credential else {
-        return Ok(Held::Pass);
+        return Ok(AfterHold::Pass);
     };
     // Only a 401 to a hop that carried the key says anything about it.
     if response.status != 401 || !response.credential_sent {
-        return Ok(Held::Pass);
+        return Ok(AfterHold::Pass);
     }
     let (shared, i, a) = (call.shared, &entry.integration, &entry.account);
     let was_sent = |c: &Arc<Current>| sent.iter().any(|s| s.credential_id == c.credential_id);
@@ -1037,14 +1037,14 @@ async fn hold_for_rotation(
     if hold > 0
         && let Some(replacement) = active().await?
     {
-        return Ok(Held::Retry(replacement));
+        return Ok(AfterHold::Retry(replacement));
     }
     // Maybe a dead key: one probe of the account decides (and rotates it).
     let Some(mut pending) = super::rotation::probe::unauthorized(shared, i, a) else {
-        return Ok(Held::Pass);
+        return Ok(AfterHold::Pass);
     };
     if hold == 0 {
-        return Ok(Held::Pass);
+        return Ok(AfterHold::Pass);
     }
     // The watch's guard is dropped before the next await.
     let verdict = match tokio::time::timeout(
@@ -1058,12 +1058,12 @@ async fn hold_for_rotation(
         Err(_) => Some(Verdict::NotReplaced("rotation_pending")),
     };
     if verdict == Some(Verdict::NotDead) {
-        return Ok(Held::Pass);
+        return Ok(AfterHold::Pass);
     }
     if let Some(replacement) = active().await? {
-        return Ok(Held::Retry(replacement));
+        return Ok(AfterHold::Retry(replacement));
     }
-    Ok(Held::NotReplaced(match verdict {
+    Ok(AfterHold::NotReplaced(match verdict {
         Some(Verdict::NotReplaced(why)) => why,
         // The rotation finished, but its key is the one refused.
         _ => "replacement_refused",
@@ -1246,7 +1246,7 @@ struct Answer<'a> {
     sent: &'a [Arc<Current>],
     /// The credentials of the caller's other accounts (see `fragment_hit::Others`).
     others: &'a fragment_hit::Others,
-    /// Why a 401 held for a rotation comes back without a retry (see [`Held`]).
+    /// Why a 401 held for a rotation comes back without a retry (see [`AfterHold`]).
     not_replaced: Option<&'static str>,
 }
 
@@ -1463,7 +1463,7 @@ impl Echo {
                 account: &entry.account,
                 policy: &self.policy,
                 caller: Some(&self.caller),
-                seen: "response",
+                seen: SeenAt::Response,
                 handle: self.handle.clone(),
                 execution: Some(&entry.execution),
             },
@@ -1697,7 +1697,7 @@ async fn unheld_in_answer(
                 account: &account,
                 policy: call.policy,
                 caller: Some(call.caller),
-                seen: "response_unheld",
+                seen: SeenAt::ResponseUnheld,
                 handle: parsed
                     .handle
                     .as_deref()

@@ -239,10 +239,12 @@ pub fn reflected(
 
 /// The credentials (credential id) among `found` (what an answer to `owner` holds)
 /// that are of accounts `owner` holds no handle for, that its request did not carry
-/// (`carried`) and that the broker did not inject into the call (`injected`, whatever
-/// became of `owner`'s handles since: a signal raised on this answer may have ended
-/// it): values the upstream exposed, not echoed (handles and decoys are not
-/// credentials; a decoy has its own detector).
+/// (`carried`) and that are not the value of a credential the broker injected into the
+/// call (`injected`, whatever became of `owner`'s handles since: a signal raised on
+/// this answer may have ended it; and under any name the value is protected by — a
+/// rotated-in key is also protected under its rotation's id): values the upstream
+/// exposed, not echoed (handles and decoys are not credentials; a decoy has its own
+/// detector).
 pub fn foreign(
     shared: &Shared,
     owner: Owner,
@@ -254,17 +256,22 @@ pub fn foreign(
         .into_iter()
         .map(|(live, ..)| live)
         .collect();
-    let mut ids: Vec<String> = shared
+    let protected = shared
         .protected
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let sent: HashSet<LiveId> = injected
+        .iter()
+        .filter_map(|id| protected.get(*id).copied())
+        .collect();
+    let mut ids: Vec<String> = protected
         .iter()
         .filter(|(key, live)| {
             !key.starts_with(super::handles::PREFIX)
                 && found.contains(live)
                 && !own.contains(live)
                 && !carried.contains(live)
-                && !injected.contains(&key.as_str())
+                && !sent.contains(live)
         })
         .map(|(key, _)| key.clone())
         .collect();

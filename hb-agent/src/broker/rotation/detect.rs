@@ -94,6 +94,51 @@ impl Detector {
     }
 }
 
+/// Where a detector saw its evidence; written as its fixed word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenAt {
+    /// A decoy handle used in a call.
+    RequestHandle,
+    /// A live key (or a decoy) in what a caller sent.
+    RequestContent,
+    /// A run of a live key in what a caller sent.
+    RequestFragment,
+    /// A run of a live key in an answer, outside any whole value.
+    AnswerFragment,
+    /// A call counted by the account's sensor.
+    Request,
+    /// The key a call carried, echoed in its answer.
+    Response,
+    /// Another account's key in an answer (a provider's key listing).
+    ResponseUnheld,
+    /// A decoy handle deleted.
+    Delete,
+    /// The account's verify probe.
+    VerifyProbe,
+    /// The rotation schedule.
+    Schedule,
+    /// The account's sensor (a rate spike).
+    Sensor,
+}
+
+impl SeenAt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestHandle => "request_handle",
+            Self::RequestContent => "request_content",
+            Self::RequestFragment => "request_fragment",
+            Self::AnswerFragment => "answer_fragment",
+            Self::Request => "request",
+            Self::Response => "response",
+            Self::ResponseUnheld => "response_unheld",
+            Self::Delete => "delete",
+            Self::VerifyProbe => "verify_probe",
+            Self::Schedule => "schedule",
+            Self::Sensor => "sensor",
+        }
+    }
+}
+
 /// What a detector saw.
 pub struct Signal<'a> {
     pub detector: Detector,
@@ -105,10 +150,8 @@ pub struct Signal<'a> {
     /// The policy of the caller whose call raised it ("" for the schedule and probes).
     pub policy: &'a str,
     pub caller: Option<&'a Caller>,
-    /// Where it was seen, in fixed words (`request_handle`, `request_content`,
-    /// `response`, `response_unheld`: another account's key in an answer, `delete`,
-    /// `verify_probe`, `schedule`).
-    pub seen: &'static str,
+    /// Where it was seen.
+    pub seen: SeenAt,
     /// The keyed fingerprint of the handle involved, if any.
     pub handle: Option<String>,
     /// The execution involved, if any.
@@ -187,8 +230,8 @@ struct Job {
     compromised: bool,
     /// Which budget a rotation it asks for may spend (see [`evidence`]).
     evidence: Evidence,
-    /// Where it was seen (the signal's fixed word).
-    seen: &'static str,
+    /// Where it was seen.
+    seen: SeenAt,
     /// `quarantine`: the account's calls a minute while held.
     per_minute: Option<u32>,
 }
@@ -200,7 +243,7 @@ impl Job {
     /// or any tenant that spends its own account's budget could have the readers of
     /// that listing cut off.
     fn ends_caller_when_capped(&self) -> bool {
-        self.detector == Detector::Reflection && self.seen != "response_unheld"
+        self.detector == Detector::Reflection && self.seen != SeenAt::ResponseUnheld
     }
 }
 
@@ -369,7 +412,9 @@ fn job(s: &Signal<'_>, action: DetectorAction) -> Option<Job> {
 fn evidence(s: &Signal<'_>, compromised: bool) -> Evidence {
     match (compromised, s.detector, s.seen) {
         (false, ..) => Evidence::Routine,
-        (true, Detector::Reflection, "request_content" | "request_fragment") => Evidence::Leak,
+        (true, Detector::Reflection, SeenAt::RequestContent | SeenAt::RequestFragment) => {
+            Evidence::Leak
+        }
         (true, ..) => Evidence::Suspicion,
     }
 }
@@ -399,7 +444,7 @@ fn record(shared: &Shared, s: &Signal<'_>, suspects: &[Suspect]) -> DetectorActi
         integration = s.integration,
         account = s.account,
         policy = s.policy,
-        seen = s.seen,
+        seen = s.seen.as_str(),
         "detector signal"
     );
     let record = json!({
@@ -409,7 +454,7 @@ fn record(shared: &Shared, s: &Signal<'_>, suspects: &[Suspect]) -> DetectorActi
         "account": s.account,
         "policy": s.policy,
         "caller": caller,
-        "seen": s.seen,
+        "seen": s.seen.as_str(),
         "handle": s.handle,
         "execution": s.execution,
         "rotator": super::with_rotator(shared, s.integration).is_some(),
@@ -435,7 +480,11 @@ fn record(shared: &Shared, s: &Signal<'_>, suspects: &[Suspect]) -> DetectorActi
                 verdict: action.as_str(),
                 reason: s.detector.as_str(),
                 name: Some(format!("{}/{}", s.integration, s.account)),
-                detail: format!("signal seen={}{}", s.seen, suspects_words(suspects)),
+                detail: format!(
+                    "signal seen={}{}",
+                    s.seen.as_str(),
+                    suspects_words(suspects)
+                ),
             },
         );
     }

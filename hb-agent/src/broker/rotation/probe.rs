@@ -157,7 +157,7 @@ async fn probe(shared: &Arc<Shared>, integration: &str, account: &str, hold: Dur
                     account,
                     policy: "",
                     caller: None,
-                    seen: "verify_probe",
+                    seen: super::detect::SeenAt::VerifyProbe,
                     handle: None,
                     execution: None,
                 },

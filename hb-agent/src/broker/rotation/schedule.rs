@@ -86,7 +86,7 @@ pub async fn run(shared: Arc<Shared>) {
                     account: &meta.account,
                     policy: "",
                     caller: None,
-                    seen: "schedule",
+                    seen: super::detect::SeenAt::Schedule,
                     handle: None,
                     execution: None,
                 },

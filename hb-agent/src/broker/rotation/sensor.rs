@@ -765,7 +765,7 @@ fn spike_signal(shared: &Arc<super::super::state::Shared>, closed: &Closed, e: &
             account: &closed.account,
             policy: &policy,
             caller: None,
-            seen: "sensor",
+            seen: super::detect::SeenAt::Sensor,
             handle: None,
             execution: None,
         },
