@@ -510,6 +510,17 @@ fn size_limit_and_timeout_are_enforced() {
             .is_some_and(|m| m.contains("broker.max_response_bytes")),
         "{v}"
     );
+    // A HEAD's Content-Length is the size of a body it does not carry: no limit applies.
+    let v = w.call(
+        &["HEAD", &format!("https://api.test/big?n={}", LIMIT + 1)],
+        "",
+    );
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(
+        response_header(&v, "content-length"),
+        Some((LIMIT + 1).to_string().as_str()),
+        "{v}"
+    );
     // Without a Content-Length the limit holds while reading.
     let v = w.get(&format!("http://api.test:8080/stream?n={}", LIMIT * 4));
     assert_eq!(code(&v), "too_large", "{v}");

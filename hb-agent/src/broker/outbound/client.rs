@@ -180,13 +180,8 @@ impl Client {
                 (sender, key, false)
             }
         };
-        // A connection that carried a body is never reused (see `finish`).
-        let reusable = out.body.is_empty();
         match sender.send_request(build(out)?).await {
-            Ok(response) => {
-                self.finish(response, sender, key, target, reusable, held)
-                    .await
-            }
+            Ok(response) => self.finish(response, sender, key, out, held).await,
             Err(e) if reused && retryable(&e, out.method) => {
                 // The pooled connection died under us (the server closed it while idle):
                 // once more, on a fresh one.
@@ -195,15 +190,14 @@ impl Client {
                     .send_request(build(out)?)
                     .await
                     .map_err(|e| http_err(target, &e))?;
-                self.finish(response, fresh, key, target, reusable, held)
-                    .await
+                self.finish(response, fresh, key, out, held).await
             }
             Err(e) => Err(http_err(target, &e)),
         }
     }
 
-    /// Reads the response whole; the connection goes back to the pool only when
-    /// `reusable`: a request that carried a body leaves its connection closed, since an
+    /// Reads the response to `out` whole; the connection goes back to the pool only when
+    /// `out` carried no body: a request that carried one leaves its connection closed, since an
     /// upstream that answers without reading the body (a GET handler, an early error)
     /// reads that body as the next request on the connection — one the caller wrote
     /// whole, unjudged, and that (a request head still waiting for its own body) would
@@ -214,20 +208,28 @@ impl Client {
         response: Response<Incoming>,
         sender: SendRequest<Full<Bytes>>,
         key: PoolKey,
-        target: &Target,
-        reusable: bool,
+        out: &Outgoing<'_>,
         mut held: Option<&mut super::Held>,
     ) -> Result<Fetched, OutboundError> {
+        let target = out.target;
+        let reusable = out.body.is_empty();
         let (parts, mut body) = response.into_parts();
         let too_large = || OutboundError::TooLarge {
             host: target.host.to_string(),
             limit: self.max_response,
         };
+        // The length of the body a GET would have got, for an answer that has none
+        // (RFC 9110 §8.6: HEAD, 1xx, 204, 304): it announces nothing to read or hold.
+        let bodiless = out.method == http::Method::HEAD
+            || parts.status.is_informational()
+            || parts.status == http::StatusCode::NO_CONTENT
+            || parts.status == http::StatusCode::NOT_MODIFIED;
         let announced = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| !bodiless);
         if announced.is_some_and(|n| n > self.max_response as u64) {
             // Dropping the sender closes the connection: the body is never read.
             return Err(too_large());
