@@ -794,6 +794,18 @@ pub fn sha256_hex(text: &str) -> String {
         .to_owned()
 }
 
+/// A process's resident memory in KiB: now (`VmRSS`) or at its peak (`VmHWM`, with
+/// `peak`), from `/proc/PID/status`. Panics when the process or the field is gone.
+pub fn memory_kib(pid: u32, peak: bool) -> u64 {
+    let field = if peak { "VmHWM:" } else { "VmRSS:" };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} of {pid}: {status}"))
+}
+
 /// A command's standard output, as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

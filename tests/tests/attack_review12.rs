@@ -345,15 +345,6 @@ print("holding", len(held), flush=True)
 sys.stdin.readline()
 "#;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn one_policys_sandboxes_cannot_make_the_broker_hold_unbounded_request_bodies() {
     hb_tests::require_root();
@@ -377,7 +368,7 @@ allow_domains = []
     let mut env = TestEnv::new("a12-bodies", &config);
     env.start_agent();
     let pid = env.agent().pid();
-    let before = rss_kib(pid);
+    let before = hb_tests::memory_kib(pid, false);
     let sock = env.broker_socket().display().to_string();
     let size = BODY.to_string();
     let mut holders: Vec<Running> = (0..2)
@@ -391,7 +382,7 @@ allow_domains = []
         })
         .collect();
     let held: Vec<String> = holders.iter_mut().map(Running::line).collect();
-    let during = rss_kib(pid);
+    let during = hb_tests::memory_kib(pid, false);
     // Another tenant's body meanwhile (1 MiB of text).
     let other = hb_tests::sandboxed::nobody_broker_client(
         &env,

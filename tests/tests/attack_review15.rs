@@ -229,15 +229,6 @@ while out > 0:
 print("asked", asked, "answered", answered, "servfail", servfail, flush=True)
 "#;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// One sandbox of a policy allowing a zone where every name has 64 addresses of its own
 /// (a CDN's, an object store's) resolves 3,000 distinct names of it. Each validated answer
 /// stayed in the resolver's cache, which was bounded by entries only (65,536): ~20 KiB
@@ -260,13 +251,13 @@ fn one_sandbox_resolving_many_wide_names_does_not_grow_the_agent_without_bound()
     );
     let victim = udp_ask(&env, "other", &["victim.wild.test"]);
     let pid = env.agent().pid();
-    let before = rss_kib(pid);
+    let before = hb_tests::memory_kib(pid, false);
     let said = nobody_run(
         &env,
         "web",
         &[python(), "-c", PY_WIDE_NAMES, "0", "3000", "n"],
     );
-    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    let grown_mib = hb_tests::memory_kib(pid, false).saturating_sub(before) / 1024;
     let again = udp_ask(&env, "other", &["victim.wild.test"]);
     println!(
         "figure: one sandbox {} -> the agent grew {grown_mib} MiB",
@@ -381,13 +372,13 @@ fn one_sandbox_resolving_many_names_of_one_address_does_not_grow_its_names_witho
         ),
     );
     let pid = env.agent().pid();
-    let before = rss_kib(pid);
+    let before = hb_tests::memory_kib(pid, false);
     let said = nobody_run(
         &env,
         "web",
         &[python(), "-c", PY_WIDE_NAMES, "0", "3000", "s"],
     );
-    let grown_kib = rss_kib(pid).saturating_sub(before);
+    let grown_kib = hb_tests::memory_kib(pid, false).saturating_sub(before);
     // The name index is rewritten once a second.
     thread::sleep(Duration::from_millis(1500));
     let file = std::fs::metadata(env.state_dir.join("dns-names.json")).map_or(0, |m| m.len());

@@ -271,16 +271,6 @@ fn host_request(env: &TestEnv, body: &serde_json::Value) -> serde_json::Value {
     serde_json::from_str(json).unwrap_or_else(|_| serde_json::json!({ "raw": answer }))
 }
 
-/// The agent's peak resident memory so far (`VmHWM`), in KiB.
-fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 /// Memory without bound: every call of `/v1/requests` read its upstream's answer (up
 /// to `broker.max_response_bytes`, 10 MiB) into memory and held it until its scrub was
 /// done, and calls beyond the caller's two places of text work waited holding theirs,
@@ -296,7 +286,7 @@ fn a_sandbox_cannot_make_the_broker_hold_answers_past_its_share() {
     const CALLS: usize = 30;
     let (_upstream, mut env) = world_with("a20answers", "host_policy = \"host\"\n");
     let pid = env.agent().pid();
-    let before = peak_kib(pid);
+    let before = hb_tests::memory_kib(pid, true);
     let sock = env.broker_socket().display().to_string();
     let call = serde_json::json!({"method": "GET", "url": "https://big.test/x"});
     let calls = serde_json::Value::Array(vec![call; CALLS]).to_string();
@@ -326,7 +316,7 @@ fn a_sandbox_cannot_make_the_broker_hold_answers_past_its_share() {
     );
     heard.extend(rx.iter());
     let _ = attacker.wait();
-    let grown_mib = (peak_kib(pid).saturating_sub(before)) / 1024;
+    let grown_mib = (hb_tests::memory_kib(pid, true).saturating_sub(before)) / 1024;
     let answered = |status: &str| {
         heard
             .iter()
@@ -369,26 +359,19 @@ for i in range(n):
 time.sleep(100)
 "#;
 
-/// The agent's resident memory now (`VmRSS`), in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-/// The answer budget counts an answer only until its JSON is built: a sandbox that
-/// makes its calls one at a time (never past its share) and does not read the answers
-/// leaves each one's JSON (10 MiB of control characters: 60 MiB of escapes) held by
-/// the broker's connection for as long as it keeps it open.
+/// A sandbox that makes its calls one at a time (never past its share at any moment
+/// of the scrub) and does not read the answers leaves each one's JSON (10 MiB of
+/// control characters: 60 MiB of escapes) held by the broker's connection for as long
+/// as it keeps it open. The answer budget counted an answer only until its JSON was
+/// built (8 unread answers grew the agent by ~530 MiB); it now counts the JSON until
+/// the connection has written it out, so the sandbox's later calls are refused
+/// `unavailable` once its share is held, and the agent grows by far less.
 #[test]
 fn answers_a_sandbox_does_not_read_are_counted_against_its_share() {
     const CALLS: usize = 8;
     let (_upstream, mut env) = world("a20unread");
     let pid = env.agent().pid();
-    let before = rss_kib(pid);
+    let before = hb_tests::memory_kib(pid, false);
     let sock = env.broker_socket().display().to_string();
     let call = serde_json::json!({"method": "GET", "url": "https://big.test/ctl"}).to_string();
     let n = CALLS.to_string();
@@ -410,7 +393,7 @@ fn answers_a_sandbox_does_not_read_are_counted_against_its_share() {
             Err(_) => break,
         }
     }
-    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    let grown_mib = hb_tests::memory_kib(pid, false).saturating_sub(before) / 1024;
     let _ = attacker.kill();
     let _ = attacker.wait();
     eprintln!(
