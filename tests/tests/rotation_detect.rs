@@ -160,6 +160,20 @@ def call(handle, step, path="/keys"):
     )
 }
 
+/// svc/bot's row of `hb-agent rotation status --json` (the whole output kept in
+/// `outputs`).
+fn svc_status(env: &TestEnv, outputs: &mut String) -> Value {
+    let status = env.hb_json(&["rotation", "status"]);
+    *outputs += &status.to_string();
+    status["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["integration"] == "svc" && a["account"] == "bot")
+        .expect("svc/bot in status")
+        .clone()
+}
+
 /// The account's rotations in `hb-agent rotation history`, once one is retired.
 fn wait_retired(env: &TestEnv, integration: &str, outputs: &mut String) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1005,15 +1019,7 @@ fn forced_reflections_stop_at_the_daily_compromise_cap() {
                 .is_some_and(|d| d.contains("capped") && d.contains("compromise_reserve 2/2"))),
         "the capped action is an event that says so: {events}"
     );
-    let status = env.hb_json(&["rotation", "status"]);
-    outputs += &status.to_string();
-    let svc = status["accounts"]
-        .as_array()
-        .expect("accounts")
-        .iter()
-        .find(|a| a["integration"] == "svc" && a["account"] == "bot")
-        .expect("svc/bot in status")
-        .clone();
+    let svc = svc_status(&env, &mut outputs);
     assert_eq!(svc["max_compromise_rotations_per_day"], 3, "{svc}");
     assert_eq!(svc["compromise_rotations_24h"], 2, "{svc}");
     assert_eq!(
@@ -1139,15 +1145,7 @@ fn an_echo_answered_after_its_caller_was_ended_is_one_reflection() {
         ended[0]["time"].as_str() < signals[2]["time"].as_str(),
         "the slow echo was answered after the caller was ended: {records:?}"
     );
-    let status = env.hb_json(&["rotation", "status"]);
-    outputs += &status.to_string();
-    let svc = status["accounts"]
-        .as_array()
-        .expect("accounts")
-        .iter()
-        .find(|a| a["integration"] == "svc" && a["account"] == "bot")
-        .expect("svc/bot in status")
-        .clone();
+    let svc = svc_status(&env, &mut outputs);
     assert_eq!(svc["detectors"]["reflection"]["today"], 3, "{svc}");
     assert_eq!(svc["compromise_rotations_24h"], 1, "{svc}");
     let audit = fs::read_to_string(env.state_dir.join("audit.log")).unwrap_or_default();
