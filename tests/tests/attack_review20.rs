@@ -44,9 +44,10 @@ const DNS_PORT: u16 = 5520;
 /// default `broker.max_response_bytes` is 10 MiB) of text of that kind, then logs
 /// `{"sent": kind}` once the whole body is written.
 const UPSTREAM_PY: &str = r#"
-import http.server, json, ssl, sys
+import functools, gzip, http.server, json, ssl, sys
 addr, log, cert, key = sys.argv[1:5]
 SIZE = 10 * 1024 * 1024 - 4096
+@functools.lru_cache(maxsize=None)
 def make(kind):
     if kind == "eyj":
         # Dense token starts, and one JSON escape: the spread view is scrubbed too.
@@ -60,12 +61,19 @@ def make(kind):
     if kind == "ctl":
         # Control characters: six bytes each once written as JSON escapes.
         return b"\x01" * SIZE
+    if kind == "gz":
+        # Numbered lines, gzipped: about 46 times smaller than decoded (under the
+        # broker's 100x bomb ratio).
+        text = b"".join(b"row %09d: " % i + b"ok " * 40 + b"\n" for i in range(SIZE // 80))
+        return gzip.compress(text[:SIZE], 6)
     return b"x" * SIZE
 class H(TlsHandler):
     def do_GET(self):
         kind = self.path.strip("/")
         body = make(kind)
         self.send_response(200)
+        if kind == "gz":
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -283,12 +291,70 @@ fn host_request(env: &TestEnv, body: &serde_json::Value) -> serde_json::Value {
 /// less. Counted: statuses and the agent's peak resident memory, never time.
 #[test]
 fn a_sandbox_cannot_make_the_broker_hold_answers_past_its_share() {
-    const CALLS: usize = 30;
-    let (_upstream, mut env) = world_with("a20answers", "host_policy = \"host\"\n");
+    let (grown_mib, answered, host, heard) = side_by_side("a20answers", "x");
+    eprintln!(
+        "figure: {CALLS} calls side by side for 10 MiB answers: {} answered 200, {} refused \
+         503, {} timed out 408; the agent's peak grew by {grown_mib} MiB; another tenant's call \
+         meanwhile: {host}; the attacker heard {heard:?}",
+        answered("200"),
+        answered("503"),
+        answered("408"),
+    );
+    assert!(
+        answered("503") > 0,
+        "every one of the sandbox's {CALLS} calls was read and held whole: {heard:?}"
+    );
+    assert_eq!(host["status"], 200, "another tenant's call: {host}");
+    assert!(
+        grown_mib < 200,
+        "the agent's peak grew by {grown_mib} MiB holding one sandbox's answers"
+    );
+}
+
+/// The same with answers gzipped (about 230 KiB each on the wire, 10 MiB decoded): the
+/// broker decoded each whole (up to `max_response_bytes`) before it counted it, so 30
+/// calls side by side decoded up to 300 MiB at once, past the budget. Each decoded
+/// piece is now counted before it is taken: past the sandbox's share the decoding stops
+/// and the call is refused `unavailable`. (The peak is a weak witness here: how many
+/// decodings overlap depends on scheduling — 3bbd807's peak grew 155–265 MiB over three
+/// runs, this tree's 108–144; `outbound::decode`'s unit test shows the counting.)
+#[test]
+fn a_sandbox_cannot_make_the_broker_decode_answers_past_its_share() {
+    let (grown_mib, answered, host, heard) = side_by_side("a20gzip", "gz");
+    eprintln!(
+        "figure: {CALLS} calls side by side for gzipped 10 MiB answers: {} answered 200, {} \
+         refused 503, {} timed out 408; the agent's peak grew by {grown_mib} MiB; another \
+         tenant's call meanwhile: {host}; the attacker heard {heard:?}",
+        answered("200"),
+        answered("503"),
+        answered("408"),
+    );
+    assert!(
+        answered("503") > 0,
+        "every call was decoded whole: {heard:?}"
+    );
+    assert_eq!(host["status"], 200, "another tenant's call: {host}");
+    assert!(
+        grown_mib < 200,
+        "the agent's peak grew by {grown_mib} MiB decoding one sandbox's answers"
+    );
+}
+
+const CALLS: usize = 30;
+
+/// [`CALLS`] calls from one sandbox side by side for `https://big.test/KIND`, and a host
+/// caller's small call once the budget refused one of them: the agent's peak growth in
+/// MiB, a count of the sandbox's answers by status, the host call's answer, and what
+/// the sandbox heard.
+fn side_by_side(
+    name: &str,
+    kind: &str,
+) -> (u64, impl Fn(&str) -> usize, serde_json::Value, Vec<String>) {
+    let (_upstream, mut env) = world_with(name, "host_policy = \"host\"\n");
     let pid = env.agent().pid();
     let before = hb_tests::memory_kib(pid, true);
     let sock = env.broker_socket().display().to_string();
-    let call = serde_json::json!({"method": "GET", "url": "https://big.test/x"});
+    let call = serde_json::json!({"method": "GET", "url": format!("https://big.test/{kind}")});
     let calls = serde_json::Value::Array(vec![call; CALLS]).to_string();
     let mut attacker = nobody_command(
         &env,
@@ -317,29 +383,14 @@ fn a_sandbox_cannot_make_the_broker_hold_answers_past_its_share() {
     heard.extend(rx.iter());
     let _ = attacker.wait();
     let grown_mib = (hb_tests::memory_kib(pid, true).saturating_sub(before)) / 1024;
-    let answered = |status: &str| {
-        heard
+    let statuses = heard.clone();
+    let answered = move |status: &str| {
+        statuses
             .iter()
             .filter(|l| l.as_str() == format!("answered {status}"))
             .count()
     };
-    eprintln!(
-        "figure: {CALLS} calls side by side for 10 MiB answers: {} answered 200, {} refused \
-         503, {} timed out 408; the agent's peak grew by {grown_mib} MiB; another tenant's call \
-         meanwhile: {host}; the attacker heard {heard:?}",
-        answered("200"),
-        answered("503"),
-        answered("408"),
-    );
-    assert!(
-        answered("503") > 0,
-        "every one of the sandbox's {CALLS} calls was read and held whole: {heard:?}"
-    );
-    assert_eq!(host["status"], 200, "another tenant's call: {host}");
-    assert!(
-        grown_mib < 200,
-        "the agent's peak grew by {grown_mib} MiB holding one sandbox's answers"
-    );
+    (grown_mib, answered, host, heard)
 }
 
 /// A sandbox's calls to `/v1/requests` one after another, each on a connection of its

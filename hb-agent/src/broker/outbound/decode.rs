@@ -37,6 +37,8 @@ pub enum DecodeError {
          than {MAX_RATIO} times its encoded size: refused as a decompression bomb"
     )]
     TooLarge { limit: usize },
+    #[error("the decoded response does not fit in what is left of the tenant's answer budget")]
+    NoRoom,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,35 +95,55 @@ pub fn is_encoded(headers: &HeaderMap) -> bool {
     !matches!(codings(headers).as_deref(), Ok([]))
 }
 
-/// The body with every coding the headers list undone, within `limit` bytes.
-pub fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
+/// What a decoding asks before it takes `n` more bytes: whether there is room for them
+/// (the tenant's answer budget: a decoded body is held in memory as it grows).
+pub type Room<'a> = &'a mut dyn FnMut(usize) -> bool;
+
+/// The body with every coding the headers list undone, within `limit` bytes, each
+/// piece of each decoded layer taken only once `room` says there is room for it.
+pub fn decode(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+    room: Room<'_>,
+) -> Result<Bytes, DecodeError> {
     let mut body = body;
     for coding in codings(headers)?.into_iter().rev() {
-        body = Bytes::from(decode_one(coding, &body, limit)?);
+        body = Bytes::from(decode_one(coding, &body, limit, room)?);
     }
     Ok(body)
 }
 
-fn decode_one(coding: Coding, encoded: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+fn decode_one(
+    coding: Coding,
+    encoded: &[u8],
+    limit: usize,
+    room: Room<'_>,
+) -> Result<Vec<u8>, DecodeError> {
     let cap = limit.min(RATIO_FLOOR.max(encoded.len().saturating_mul(MAX_RATIO)));
     let corrupt = || DecodeError::Corrupt {
         coding: coding.name(),
     };
     match coding {
-        Coding::Gzip => read_capped(flate2::read::MultiGzDecoder::new(encoded), cap, limit)
+        Coding::Gzip => read_capped(flate2::read::MultiGzDecoder::new(encoded), cap, limit, room)
             .map_err(|e| e.unwrap_or_else(corrupt)),
         Coding::Deflate => {
             // RFC 9110 says zlib-wrapped; some servers send the raw stream.
-            read_capped(flate2::read::ZlibDecoder::new(encoded), cap, limit).or_else(|e| match e {
-                Some(e) => Err(e),
-                None => read_capped(flate2::read::DeflateDecoder::new(encoded), cap, limit)
-                    .map_err(|e| e.unwrap_or_else(corrupt)),
+            read_capped(flate2::read::ZlibDecoder::new(encoded), cap, limit, room).or_else(|e| {
+                match e {
+                    Some(e) => Err(e),
+                    None => {
+                        read_capped(flate2::read::DeflateDecoder::new(encoded), cap, limit, room)
+                            .map_err(|e| e.unwrap_or_else(corrupt))
+                    }
+                }
             })
         }
         Coding::Brotli => read_capped(
             brotli_decompressor::Decompressor::new(encoded, 16 << 10),
             cap,
             limit,
+            room,
         )
         .map_err(|e| e.unwrap_or_else(corrupt)),
         Coding::Zstd => {
@@ -132,7 +154,7 @@ fn decode_one(coding: Coding, encoded: &[u8], limit: usize) -> Result<Vec<u8>, D
             while !rest.is_empty() {
                 let decoder =
                     ruzstd::decoding::StreamingDecoder::new(&mut rest).map_err(|_| corrupt())?;
-                let part = read_capped(decoder, cap - out.len(), limit)
+                let part = read_capped(decoder, cap - out.len(), limit, room)
                     .map_err(|e| e.unwrap_or_else(corrupt))?;
                 out.extend_from_slice(&part);
             }
@@ -141,9 +163,15 @@ fn decode_one(coding: Coding, encoded: &[u8], limit: usize) -> Result<Vec<u8>, D
     }
 }
 
-/// Reads `r` to its end, at most `cap` bytes. `Err(None)`: the stream is corrupt;
-/// `Err(Some(TooLarge))`: it goes on past `cap`.
-fn read_capped(mut r: impl Read, cap: usize, limit: usize) -> Result<Vec<u8>, Option<DecodeError>> {
+/// Reads `r` to its end, at most `cap` bytes, each piece once `room` has room for it.
+/// `Err(None)`: the stream is corrupt; `Err(Some(TooLarge))`: it goes on past `cap`;
+/// `Err(Some(NoRoom))`: `room` said no.
+fn read_capped(
+    mut r: impl Read,
+    cap: usize,
+    limit: usize,
+    room: Room<'_>,
+) -> Result<Vec<u8>, Option<DecodeError>> {
     let mut out = Vec::new();
     let mut chunk = [0u8; 16 << 10];
     loop {
@@ -155,6 +183,9 @@ fn read_capped(mut r: impl Read, cap: usize, limit: usize) -> Result<Vec<u8>, Op
         };
         if out.len() + n > cap {
             return Err(Some(DecodeError::TooLarge { limit }));
+        }
+        if !room(n) {
+            return Err(Some(DecodeError::NoRoom));
         }
         out.extend_from_slice(&chunk[..n]);
     }
@@ -205,7 +236,7 @@ mod tests {
         ] {
             let h = headers(&[("content-encoding", coding)]);
             assert!(is_encoded(&h));
-            let out = decode(&h, Bytes::from(body), 1 << 20).expect(coding);
+            let out = decode(&h, Bytes::from(body), 1 << 20, &mut |_| true).expect(coding);
             assert_eq!(&out[..], &text[..], "{coding}");
         }
     }
@@ -229,11 +260,11 @@ mod tests {
         );
         let zstd_twice = [zstd.clone(), zstd.clone()].concat();
         let h = headers(&[("content-encoding", "zstd")]);
-        let out = decode(&h, Bytes::from(zstd_twice), 1 << 20).expect("two frames");
+        let out = decode(&h, Bytes::from(zstd_twice), 1 << 20, &mut |_| true).expect("two frames");
         assert_eq!(&out[..], &[&text[..], &text[..]].concat()[..]);
         for (coding, body) in [("br", br), ("zstd", zstd)] {
             let h = headers(&[("content-encoding", coding)]);
-            let out = decode(&h, Bytes::from(body), 1 << 20).expect(coding);
+            let out = decode(&h, Bytes::from(body), 1 << 20, &mut |_| true).expect(coding);
             assert_eq!(&out[..], &text[..], "{coding}");
         }
     }
@@ -244,7 +275,7 @@ mod tests {
         let twice = gzip(&zlib(text));
         let h = headers(&[("content-encoding", "deflate, gzip")]);
         assert_eq!(
-            &decode(&h, Bytes::from(twice), 1 << 20).expect("decodes")[..],
+            &decode(&h, Bytes::from(twice), 1 << 20, &mut |_| true).expect("decodes")[..],
             text
         );
         // A transfer coding was applied after the content coding.
@@ -254,7 +285,7 @@ mod tests {
             ("transfer-encoding", "deflate, chunked"),
         ]);
         assert_eq!(
-            &decode(&h, Bytes::from(twice), 1 << 20).expect("decodes")[..],
+            &decode(&h, Bytes::from(twice), 1 << 20, &mut |_| true).expect("decodes")[..],
             text
         );
     }
@@ -267,7 +298,10 @@ mod tests {
             headers(&[("transfer-encoding", "chunked")]),
         ] {
             assert!(!is_encoded(&h));
-            let out = decode(&h, Bytes::from_static(b"\x1f\x8b plain"), 100).expect("plain");
+            let out = decode(&h, Bytes::from_static(b"\x1f\x8b plain"), 100, &mut |_| {
+                true
+            })
+            .expect("plain");
             assert_eq!(&out[..], b"\x1f\x8b plain");
         }
     }
@@ -278,7 +312,7 @@ mod tests {
             let h = headers(&[("content-encoding", coding)]);
             assert!(
                 matches!(
-                    decode(&h, Bytes::from_static(b"abc"), 100),
+                    decode(&h, Bytes::from_static(b"abc"), 100, &mut |_| true),
                     Err(DecodeError::Unsupported { .. })
                 ),
                 "{coding}"
@@ -287,7 +321,12 @@ mod tests {
         for coding in ["gzip", "deflate", "br", "zstd"] {
             let h = headers(&[("content-encoding", coding)]);
             assert_eq!(
-                decode(&h, Bytes::from_static(b"\x00\x01not encoded at all"), 100),
+                decode(
+                    &h,
+                    Bytes::from_static(b"\x00\x01not encoded at all"),
+                    100,
+                    &mut |_| true
+                ),
                 Err(DecodeError::Corrupt {
                     coding: match coding {
                         "gzip" => "gzip",
@@ -301,6 +340,36 @@ mod tests {
         }
     }
 
+    /// Every decoded piece of every layer is asked room for before it is taken, and a
+    /// refusal stops the decoding there.
+    #[test]
+    fn each_decoded_piece_is_counted_before_it_is_taken() {
+        let text: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        for (codings, body) in [("gzip", gzip(&text)), ("gzip, gzip", gzip(&gzip(&text)))] {
+            let h = headers(&[("content-encoding", codings)]);
+            let mut asked = 0;
+            let out = decode(&h, Bytes::from(body.clone()), 8 << 20, &mut |n| {
+                asked += n;
+                true
+            })
+            .expect(codings);
+            assert_eq!(&out[..], &text[..], "{codings}");
+            let inner = if codings.contains(',') {
+                gzip(&text).len()
+            } else {
+                0
+            };
+            assert_eq!(asked, text.len() + inner, "{codings}: every layer's bytes");
+            let mut left = 64usize << 10;
+            let refused = decode(&h, Bytes::from(body), 8 << 20, &mut |n| {
+                let fits = n <= left;
+                left = left.saturating_sub(n);
+                fits
+            });
+            assert_eq!(refused, Err(DecodeError::NoRoom), "{codings}");
+        }
+    }
+
     #[test]
     fn bombs_stop_at_the_size_limit_and_the_ratio() {
         let zeros = vec![0u8; 4 << 20];
@@ -309,17 +378,19 @@ mod tests {
         let h = headers(&[("content-encoding", "gzip")]);
         // Within the size limit, over the ratio.
         assert_eq!(
-            decode(&h, Bytes::from(bomb.clone()), 64 << 20),
+            decode(&h, Bytes::from(bomb.clone()), 64 << 20, &mut |_| true),
             Err(DecodeError::TooLarge { limit: 64 << 20 })
         );
         // Over the size limit.
         let small = gzip(&[b'a'; 5000]);
         assert_eq!(
-            decode(&h, Bytes::from(small.clone()), 4096),
+            decode(&h, Bytes::from(small.clone()), 4096, &mut |_| true),
             Err(DecodeError::TooLarge { limit: 4096 })
         );
         assert_eq!(
-            decode(&h, Bytes::from(small), 5000).expect("fits").len(),
+            decode(&h, Bytes::from(small), 5000, &mut |_| true)
+                .expect("fits")
+                .len(),
             5000
         );
     }

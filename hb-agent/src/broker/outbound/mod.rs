@@ -142,7 +142,11 @@ impl OutboundError {
                 problem: DecodeError::TooLarge { .. },
                 ..
             } => Code::TooLarge,
-            OutboundError::AnswerBudgetSpent => Code::Unavailable,
+            OutboundError::AnswerBudgetSpent
+            | OutboundError::Decode {
+                problem: DecodeError::NoRoom,
+                ..
+            } => Code::Unavailable,
             OutboundError::Decode {
                 problem: DecodeError::Unsupported { .. },
                 ..
@@ -385,13 +389,24 @@ async fn respond(
     // An empty body (HEAD, 204, 304) has nothing to decode, whatever its headers say.
     let body = if !fetched.body.is_empty() && decode::is_encoded(&fetched.headers) {
         let (map, body) = (fetched.headers, fetched.body);
-        let body = tokio::task::spawn_blocking(move || decode::decode(&map, body, max_response))
-            .await
-            .map_err(|_| OutboundError::Http {
-                host: target.host.to_string(),
-                reason: "the decoding task failed".into(),
-            })?
-            .map_err(decode_err)?;
+        // Each decoded piece is counted before it is taken (up to `max_response` for
+        // each layer, held beside the encoded body): a tenant's calls decoding at once
+        // stop at its share, not at `max_response` each.
+        let (decoded, held_back) = tokio::task::spawn_blocking(move || {
+            let mut room = |n: usize| held.as_mut().is_none_or(|h| h.grow(n as u64).is_ok());
+            let decoded = decode::decode(&map, body, max_response, &mut room);
+            (decoded, held)
+        })
+        .await
+        .map_err(|_| OutboundError::Http {
+            host: target.host.to_string(),
+            reason: "the decoding task failed".into(),
+        })?;
+        held = held_back;
+        let body = decoded.map_err(|e| match e {
+            decode::DecodeError::NoRoom => OutboundError::AnswerBudgetSpent,
+            e => decode_err(e),
+        })?;
         headers.retain(|(name, _)| name != "content-encoding" && name != "content-length");
         // The decoded body takes the encoded one's place (up to `max_response`, and
         // maybe far more than it was): counted anew.
