@@ -1,0 +1,222 @@
+//! A twenty-third attack review, run as the process inside the sandbox: each test performs
+//! one attack from a sandbox (uid 65534, arbitrary Python) against the real agent, the
+//! real kernel and a real upstream on the test namespace's `lo`, and asserts the secure
+//! outcome.
+//!
+//! Angle: the broker's socket and what it parses, and where what the upstream says goes
+//! when the broker does not make an answer of it.
+//!
+//! Found:
+//! - words of an upstream's answer that the broker quotes in an error, not in an
+//!   answer — a redirect's `Location` (its host, when policy refuses the hop; its
+//!   scheme, when it is not http or https) and the answer's `Content-Encoding` (a coding
+//!   the broker cannot undo) — were scrubbed as the caller's own text is: of its own
+//!   handles and credentials only. A provider answer naming another tenant's live
+//!   credential there reached the caller in clear, though the same value in the
+//!   answer's body or headers is redacted (review 1's F2: an answer is scrubbed of every
+//!   live value on the node). Such an error is now scrubbed as the answer it stands for.
+
+use hb_tests::{
+    PythonServer, TestEnv,
+    sandboxed::nobody_broker_client,
+    worlds::{REFLECTOR_ADDR, TrustedNames},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5723;
+
+/// The provider's API, where both tenants' integrations send their credentials.
+const API: &str = "api.provider.test";
+
+/// The attacker's own credential (integration `p`): fake, made for this file.
+const OWN: &str = "own-4f1c9e7a2b6d8305c1e7a9f3b5d7c2e4";
+
+/// Another tenant's credential (integration `v`, policy `other`): fake, made for this
+/// file; lower case letters and digits that no token family matches, 40 characters
+/// starting with a letter, so a URL's host label, a URL's scheme and a coding token
+/// can each hold it whole.
+const VICTIM: &str = "vk7d2f9c4e1b8a6305d7e9f1c3b5a7d9e2f4c6b8";
+
+/// The provider: TLS on 443. `/listing` answers 200 with the other tenant's key in the
+/// body (the control: an answer is scrubbed of it); `/moved` a 302 to a host whose first
+/// label is the key; `/scheme` a 302 to a URL whose scheme is the key; `/coded` a 200
+/// whose `Content-Encoding` is the key. The key is the provider's own knowledge (argv),
+/// never in the request.
+const PROVIDER_PY: &str = r#"
+import http.server, ssl, sys
+addr, cert, key, victim = sys.argv[1:5]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        status, headers, body = 200, [], b"ok\n"
+        if path == "/listing":
+            body = ('{"keys": ["%s"]}\n' % victim).encode()
+        elif path == "/moved":
+            status, headers = 302, [("Location", "https://%s.provider.test/next" % victim)]
+        elif path == "/scheme":
+            status, headers = 302, [("Location", "%s:/next" % victim)]
+        elif path == "/coded":
+            headers = [("Content-Encoding", victim)]
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+/// Integration `p` (the attacker's, bearer) and `v` (another tenant's, bearer), both on
+/// the provider's API; policy `web` binds `p` and reaches the API by itself, policy
+/// `other` binds `v`. Redirects are followed.
+struct World {
+    env: TestEnv,
+    _server: PythonServer,
+    _names: TrustedNames,
+}
+
+impl World {
+    fn new(name: &str) -> Self {
+        let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
+        let argv = [
+            REFLECTOR_ADDR.to_owned(),
+            names.leaf.cert.display().to_string(),
+            names.leaf.key.display().to_string(),
+            VICTIM.to_owned(),
+        ]
+        .map(|a| format!("{a:?}"))
+        .join(", ");
+        let server = PythonServer::start(&format!(
+            "import sys\nsys.argv = ['x', {argv}]\n{PROVIDER_PY}"
+        ));
+        let body = format!(
+            r#"
+[[integration]]
+name = "p"
+auth = "bearer"
+hosts = ["{API}"]
+methods = ["GET"]
+
+[[integration]]
+name = "v"
+auth = "bearer"
+hosts = ["{API}"]
+methods = ["GET"]
+
+[[policy]]
+name = "web"
+integrations = ["p"]
+allow_domains = ["{API}"]
+
+[[policy]]
+name = "other"
+integrations = ["v"]
+"#
+        );
+        let env = names.agent(
+            name,
+            "follow_redirects = true\n",
+            &body,
+            &[("p", "bot", OWN), ("v", "bot", VICTIM)],
+        );
+        Self {
+            env,
+            _server: server,
+            _names: names,
+        }
+    }
+}
+
+/// What the provider says in an answer the broker turns into an error (a redirect's
+/// refused host, a redirect's scheme, a coding it cannot undo) is scrubbed as that
+/// answer would be: another tenant's live credential named there never reaches the
+/// caller, with its handle or without one. Control: the same provider's listing of that
+/// credential in a body comes back redacted (the value is live and the broker holds it).
+#[test]
+fn another_tenants_credential_in_an_upstream_error_never_reaches_the_caller() {
+    let w = World::new("review23-errors");
+    // The other tenant uses its credential: the broker holds it decrypted.
+    let victim = nobody_broker_client(
+        &w.env,
+        "other",
+        &format!(
+            r#"
+v = hb.handle("v", "bot")["handle"]
+print(json.dumps(attempt(lambda: hb.request("GET", "https://{API}/hello", handle=v))))
+"#
+        ),
+        &[],
+    );
+    assert_eq!(victim["status"], 200, "{victim}");
+    let got = nobody_broker_client(
+        &w.env,
+        "web",
+        &format!(
+            r#"
+h = hb.handle("p", "bot")["handle"]
+out = {{}}
+for path in ("listing", "moved", "scheme", "coded"):
+    for name, handle in (("handle", h), ("none", None)):
+        out[path + " " + name] = attempt(lambda: hb.request("GET", "https://{API}/" + path, handle=handle))
+print(json.dumps(out))
+"#
+        ),
+        &[],
+    );
+    let cases = got.as_object().expect("cases");
+    let outcome = |v: &Value| {
+        v["error"]
+            .as_str()
+            .map_or_else(|| v["status"].to_string(), str::to_owned)
+    };
+    let leaked: Vec<&String> = cases
+        .iter()
+        .filter(|(_, v)| v.to_string().contains(VICTIM))
+        .map(|(k, _)| k)
+        .collect();
+    let errors = cases
+        .iter()
+        .filter(|(k, v)| !k.starts_with("listing") && v["error"].is_string())
+        .count();
+    println!(
+        "figure: {} calls; {errors} answered as errors; another tenant's key in clear in {}: {leaked:?}; {}",
+        cases.len(),
+        leaked.len(),
+        cases
+            .iter()
+            .map(|(k, v)| format!("{k}={}", outcome(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for case in ["listing handle", "listing none"] {
+        let body = got[case]["body"].as_str().unwrap_or_default();
+        assert!(
+            got[case]["status"] == 200 && body.contains("REDACTED"),
+            "control {case}: the listing did not come back redacted: {}",
+            got[case].to_string().replace(VICTIM, "<victim>")
+        );
+    }
+    assert_eq!(
+        errors, 6,
+        "every redirect and coding case must end as an error: {}",
+        got.to_string().replace(VICTIM, "<victim>")
+    );
+    assert!(
+        leaked.is_empty(),
+        "another tenant's live credential reached the caller in an error: {leaked:?}"
+    );
+    assert!(
+        !got.to_string().contains(OWN),
+        "the caller's own credential came back"
+    );
+}
