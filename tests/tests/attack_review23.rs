@@ -207,7 +207,8 @@ print(json.dumps(out))
         );
     }
     assert_eq!(
-        errors, 6,
+        errors,
+        6,
         "every redirect and coding case must end as an error: {}",
         got.to_string().replace(VICTIM, "<victim>")
     );

@@ -37,6 +37,8 @@
 //!   account's calls try the previous value first: see `propagation`). [`hold_for_rotation`]: a 401
 //!   still, and the account's key is probed; a dead key's rotation is waited for (at
 //!   most `hold_secs`) and the call sent once more with the new key.
+//!   An exchange that fails gives an error that may quote the upstream (a `Location`,
+//!   a `Content-Encoding`): scrubbed as its answer would be ([`upstream_error`]).
 //! - [`respond`]: for a call that carried a credential, a partial answer (206,
 //!   `Content-Range`, `multipart/byteranges`) is refused, and so is a body the scrubber
 //!   cannot read as text (unless `broker.allow_binary_responses`); headers (names and
@@ -348,7 +350,14 @@ pub async fn request(
         .into_iter()
         .collect();
     let outbound = inject(&decision, sent.first().map(|c| &**c), &parsed)?;
-    let mut response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
+    let mut response = send(
+        &call,
+        &decision,
+        (&sent, &others, &carried),
+        &parsed,
+        outbound,
+    )
+    .await?;
     // What the upstream answered each key that reached it, for `propagation`.
     let mut answers: Vec<(String, u16)> = Vec::new();
     if let Some(first) = sent.first()
@@ -360,7 +369,14 @@ pub async fn request(
         let outbound = inject(&decision, Some(&other), &parsed)?;
         let id = other.credential_id.clone();
         sent.push(other);
-        response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
+        response = send(
+            &call,
+            &decision,
+            (&sent, &others, &carried),
+            &parsed,
+            outbound,
+        )
+        .await?;
         if response.credential_sent {
             answers.push((id, response.status));
         }
@@ -372,7 +388,14 @@ pub async fn request(
         Held::Retry(replacement) => {
             let outbound = inject(&decision, Some(&replacement), &parsed)?;
             sent.push(replacement);
-            response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
+            response = send(
+                &call,
+                &decision,
+                (&sent, &others, &carried),
+                &parsed,
+                outbound,
+            )
+            .await?;
         }
         Held::NotReplaced(why) => not_replaced = Some(why),
     }
@@ -1165,10 +1188,11 @@ fn inject(
 
 /// Phase 5: out through the validating outbound path; every redirect hop is put to
 /// [`Decision::hop`]. One audit record per call: the decision, and the handle's use.
+/// An error is judged as the answer it stands for would be ([`upstream_error`]).
 async fn send(
     call: &Call<'_>,
     decision: &Decision<'_>,
-    (sent, others): (&[Arc<Current>], &fragment_hit::Others),
+    (sent, others, carried): (&[Arc<Current>], &fragment_hit::Others, &HashSet<LiveId>),
     parsed: &Parsed,
     mut outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
@@ -1187,20 +1211,7 @@ async fn send(
         Ok(r) => r,
         Err(e) => {
             call.audit(&parsed.action, "error", &e.to_string());
-            // A message can quote what the upstream sent (a Location's scheme or
-            // host): one that holds a run of the call's credentials is a hit.
-            let message = e.to_string();
-            let watch = fragment_hit::AnswerWatch::new(sent, others);
-            watch.check(message.as_bytes());
-            if let Some(entry) = watch.hit().and_then(|w| charged(decision, w)) {
-                return Err(fragment_refused(
-                    call,
-                    parsed,
-                    &entry,
-                    fragment_hit::Seen::Answer,
-                ));
-            }
-            return Err(ApiError::new(e.code(), message));
+            return Err(upstream_error(call, decision, (sent, others, carried), parsed, &e).await);
         }
     };
     // The credential this exchange carried: the last one sent.
@@ -1220,6 +1231,35 @@ async fn send(
         ),
     }
     Ok(response)
+}
+
+/// The error a failed exchange gives the caller. Its message can quote what the
+/// upstream sent (a `Location`'s scheme or host, a `Content-Encoding` token): it is
+/// judged as that answer's headers are in [`respond`]. A run of the call's credentials
+/// (or the caller's other accounts') in it is a fragment hit; otherwise it is cut of
+/// what [`cut_spread`] finds and scrubbed with the answer's view — every live value on
+/// the node (stored ones too), but for a sandbox not those its request carried that are
+/// not its own — not only with the caller's own values as an error of the caller's own
+/// making is: a provider naming another tenant's key there would hand it over.
+async fn upstream_error(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    (sent, others, carried): (&[Arc<Current>], &fragment_hit::Others, &HashSet<LiveId>),
+    parsed: &Parsed,
+    e: &super::outbound::OutboundError,
+) -> ApiError {
+    let message = e.to_string();
+    let watch = fragment_hit::AnswerWatch::new(sent, others);
+    super::credentials::protect_stored(call.shared).await;
+    let view = View::answer(call.shared, call.caller, carried);
+    let cut = cut_spread(&view, &watch, message.as_bytes())
+        .map(|cut| String::from_utf8_lossy(&cut).into_owned());
+    watch.check(message.as_bytes());
+    if let Some(entry) = watch.hit().and_then(|w| charged(decision, w)) {
+        return fragment_refused(call, parsed, &entry, fragment_hit::Seen::Answer);
+    }
+    let (message, _) = view.scrub_str(cut.as_deref().unwrap_or(&message));
+    ApiError::new(e.code(), message)
 }
 
 /// Whether `next`'s URL holds a credential the call sent, whole or a run of it, in any
