@@ -16,6 +16,8 @@
 //!   answer's body or headers is redacted (review 1's F2: an answer is scrubbed of every
 //!   live value on the node). Such an error is now scrubbed as the answer it stands for.
 
+use std::fs;
+
 use hb_tests::{
     PythonServer, TestEnv,
     sandboxed::nobody_broker_client,
@@ -219,5 +221,145 @@ print(json.dumps(out))
     assert!(
         !got.to_string().contains(OWN),
         "the caller's own credential came back"
+    );
+}
+
+/// An upstream that reads a request's method as Rack does (`Rack::MethodOverride`
+/// before a Rails or Sinatra app): a POST whose body is form data carries its real
+/// method in a `_method` field. Form data, by `Rack::Request#form_data?`: the media type
+/// (the `Content-Type` value up to `;` or `,`, the server having stripped the blanks
+/// around it, lower case) is `application/x-www-form-urlencoded` or
+/// `multipart/form-data`, or the request is a POST with no media type at all (no
+/// `Content-Type`, or an empty one). TLS on 443; every request is a JSON line in `log`:
+/// `method` (as sent), `acted` (as Rack reads it), `auth` (the `Authorization` header).
+const RACK_PY: &str = r#"
+import http.server, json, ssl, sys, threading, urllib.parse
+addr, log, cert, key = sys.argv[1:5]
+lock = threading.Lock()
+def media_type(headers):
+    v = headers.get("content-type")
+    if v is None:
+        return None
+    t = v.strip(" \t").replace(",", ";").split(";")[0].rstrip(" \t").lower()
+    return t or None
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def any(self):
+        n = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(n) if n else b""
+        acted = self.command
+        t = media_type(self.headers)
+        if self.command == "POST" and (t is None or t == "application/x-www-form-urlencoded"):
+            fields = dict(urllib.parse.parse_qsl(body.decode("latin-1")))
+            if fields.get("_method", "").upper() in ("PUT", "PATCH", "DELETE"):
+                acted = fields["_method"].upper()
+        rec = {"method": self.command, "acted": acted, "path": self.path,
+               "auth": self.headers.get("authorization", "")}
+        with lock, open(log, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        out = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_POST = do_PUT = do_DELETE = any
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+/// A credentialed POST to an integration that allows POST and not DELETE never acts as
+/// a DELETE at an upstream that reads `_method` as Rack does: not with the form's
+/// `Content-Type` given with blanks before it (which the server strips), not with an
+/// empty one, not with none (Rack reads a POST without a media type as form data).
+/// Control: the same body with `Content-Type: text/plain` reaches the upstream as a POST
+/// Rack leaves alone.
+#[test]
+fn a_post_without_a_form_content_type_does_not_act_as_another_method() {
+    let names = TrustedNames::start("review23-override", DNS_PORT, "rack", &[API]);
+    let log = names.dir.join("arrivals.jsonl");
+    fs::write(&log, "").expect("log");
+    let argv = [
+        REFLECTOR_ADDR.to_owned(),
+        log.display().to_string(),
+        names.leaf.cert.display().to_string(),
+        names.leaf.key.display().to_string(),
+    ]
+    .map(|a| format!("{a:?}"))
+    .join(", ");
+    let _server = PythonServer::start(&format!("import sys\nsys.argv = ['x', {argv}]\n{RACK_PY}"));
+    let env = names.agent(
+        "review23-override",
+        "",
+        &format!(
+            r#"
+[[integration]]
+name = "p"
+auth = "bearer"
+hosts = ["{API}"]
+methods = ["GET", "POST"]
+
+[[policy]]
+name = "web"
+integrations = ["p"]
+"#
+        ),
+        &[("p", "bot", OWN)],
+    );
+    let got = nobody_broker_client(
+        &env,
+        "web",
+        &format!(
+            r#"
+h = hb.handle("p", "bot")["handle"]
+cases = {{
+    "none": {{}},
+    "empty": {{"Content-Type": ""}},
+    "space": {{"Content-Type": " application/x-www-form-urlencoded"}},
+    "tab": {{"Content-Type": "\tapplication/x-www-form-urlencoded"}},
+    "text": {{"Content-Type": "text/plain"}},
+}}
+out = {{}}
+for name, headers in cases.items():
+    r = attempt(lambda: hb.request("POST", "https://{API}/items/1?case=" + name, handle=h,
+                                   headers=headers, body="_method=DELETE"))
+    out[name] = r.get("error") or r["status"]
+print(json.dumps(out))
+"#
+        ),
+        &[],
+    );
+    let arrivals = hb_tests::worlds::json_lines(&log);
+    let credentialed: Vec<&Value> = arrivals
+        .iter()
+        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
+        .collect();
+    let overridden: Vec<&str> = credentialed
+        .iter()
+        .filter(|r| r["acted"] != r["method"])
+        .map(|r| r["path"].as_str().unwrap_or_default())
+        .collect();
+    println!(
+        "figure: 5 POSTs with a _method=DELETE form body; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
+        credentialed.len(),
+        overridden.len()
+    );
+    assert_eq!(got["text"], 200, "control: a text body is sent: {got}");
+    assert!(
+        credentialed
+            .iter()
+            .any(|r| r["path"] == "/items/1?case=text" && r["acted"] == "POST"),
+        "control: the text POST did not arrive as a POST: {arrivals:?}"
+    );
+    assert!(
+        overridden.is_empty(),
+        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
     );
 }
