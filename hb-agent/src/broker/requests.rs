@@ -170,9 +170,10 @@ fn field_key(name: &str) -> String {
 /// Where the request names another method the way web frameworks read it (a
 /// [`METHOD_OVERRIDE_FIELDS`] query parameter, form field or top-level JSON field, in
 /// any spelling [`field_key`] folds together), if it does. Form fields are looked for
-/// in a URL-encoded body and by the `name=` of each part of a multipart one (quoted
-/// either way or not at all); JSON fields in a body that parses as a JSON object
-/// (Laravel reads request input from JSON bodies).
+/// in a URL-encoded body (one a `Content-Type` says is, in any [`media_types`]
+/// spelling, or one with no media type, as Rack reads it) and by the `name=` of each
+/// part of a multipart one (quoted either way or not at all); JSON fields in a body
+/// that parses as a JSON object (Laravel reads request input from JSON bodies).
 fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let is_override = |k: &str| {
         let k = field_key(k);
@@ -189,15 +190,15 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     if parsed.body.is_empty() {
         return None;
     }
-    let content_type = parsed
-        .headers
-        .iter()
-        .find(|(n, _)| n == http::header::CONTENT_TYPE)
-        .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
-        .unwrap_or_default();
-    let form = content_type.starts_with("application/x-www-form-urlencoded")
+    let types = media_types(&parsed.headers);
+    // Rack reads a POST without a media type (no `Content-Type`, or an empty one) as a
+    // form (`Rack::Request#form_data?`), and `Rack::MethodOverride` takes its `_method`.
+    let form = (types.iter().all(String::is_empty)
+        || types
+            .iter()
+            .any(|t| t == "application/x-www-form-urlencoded"))
         && url::form_urlencoded::parse(&parsed.body).any(|(k, _)| is_override(&k));
-    let multipart = content_type.starts_with("multipart/form-data") && {
+    let multipart = types.iter().any(|t| t == "multipart/form-data") && {
         let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
         body.match_indices("name=").any(|(at, _)| {
             let rest = &body[at + "name=".len()..];
@@ -217,6 +218,24 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let json = serde_json::from_slice::<serde_json::Map<String, Value>>(&parsed.body)
         .is_ok_and(|fields| fields.keys().any(|k| is_override(k)));
     json.then_some("JSON field")
+}
+
+/// The media type of each `Content-Type` the request carries, as a server reads it: the
+/// value up to its first `;` or `,`, without the blanks around it (which HTTP servers
+/// strip before a framework sees the value), in lower case; empty for an empty value.
+fn media_types(headers: &[(HeaderName, HeaderValue)]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == http::header::CONTENT_TYPE)
+        .map(|(_, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            v.split([';', ','])
+                .next()
+                .unwrap_or_default()
+                .trim_matches([' ', '\t'])
+                .to_ascii_lowercase()
+        })
+        .collect()
 }
 
 /// What the request brings that only the broker may add, if anything.
@@ -2197,6 +2216,44 @@ allow_cidrs = ["203.0.113.0/28"]
                 ""
             )),
             Some("query parameter")
+        );
+        // Rack reads a POST body without a media type as a form; servers strip the
+        // blanks around a value.
+        for headers in [
+            &[][..],
+            &[("Content-Type", "")][..],
+            &[("Content-Type", " application/x-www-form-urlencoded")][..],
+            &[(
+                "Content-Type",
+                "\tApplication/X-WWW-Form-URLEncoded ; charset=utf-8",
+            )][..],
+            &[
+                ("Content-Type", "text/plain"),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ][..],
+        ] {
+            assert_eq!(
+                found(&parsed(u, headers, "_method=DELETE")),
+                Some("form field"),
+                "{headers:?}"
+            );
+        }
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "text/plain")],
+                "_method=DELETE"
+            )),
+            None,
+            "a text body is not a form"
+        );
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", " multipart/form-data; boundary=b")],
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--"
+            )),
+            Some("form field")
         );
         // Laravel reads input from a JSON body too.
         assert_eq!(
