@@ -363,3 +363,38 @@ print(json.dumps(out))
         "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
     );
 }
+
+/// A request naming more headers than an HTTP request map can hold (32768) is refused
+/// `bad_request` before anything is sent, with its handle or without: the broker does
+/// not panic on it (on 3bbd807 the call's task panicked building the outbound request,
+/// and the caller got a closed connection instead of an answer). Another call is served
+/// after it.
+#[test]
+fn a_request_with_more_headers_than_a_request_can_hold_is_refused() {
+    let mut w = World::new("review23-headers");
+    let got = nobody_broker_client(
+        &w.env,
+        "web",
+        &format!(
+            r#"
+h = hb.handle("p", "bot")["handle"]
+many = {{"x-h%d" % i: "1" for i in range(40000)}}
+out = {{}}
+for name, handle in (("handle", h), ("none", None)):
+    try:
+        out[name] = attempt(lambda: hb.request("GET", "https://{API}/hello", handle=handle, headers=many))
+    except Exception as e:
+        out[name] = {{"error": "no answer: " + type(e).__name__}}
+out["after"] = attempt(lambda: hb.request("GET", "https://{API}/hello", handle=h))
+print(json.dumps({{k: v.get("error") or v.get("status") for k, v in out.items()}}))
+"#
+        ),
+        &[],
+    );
+    let panics = w.env.agent().log_text().matches("panicked").count();
+    println!("figure: 2 calls of 40000 headers: {got}; agent panics logged: {panics}");
+    assert_eq!(got["after"], 200, "the call after was not served: {got}");
+    assert_eq!(got["handle"], "bad_request", "{got}");
+    assert_eq!(got["none"], "bad_request", "{got}");
+    assert_eq!(panics, 0, "the broker panicked on a request's headers");
+}
