@@ -15,6 +15,22 @@
 //!   credential there reached the caller in clear, though the same value in the
 //!   answer's body or headers is redacted (review 1's F2: an answer is scrubbed of every
 //!   live value on the node). Such an error is now scrubbed as the answer it stands for.
+//! - a credentialed POST (the integration allows POST, not DELETE) with a `_method=DELETE`
+//!   form body was sent when its `Content-Type` was missing, empty or had blanks before
+//!   it: the override check read a form only by a `Content-Type` starting with the
+//!   form's media type, but Rack reads a POST without a media type as a form (and
+//!   servers strip the blanks), so `Rack::MethodOverride` turned it into a DELETE. A body
+//!   with no media type is now read as a form too, and every `Content-Type` as servers
+//!   read it.
+//! - a request naming 40000 headers panicked the broker's task that built the outbound
+//!   request (an HTTP header map holds at most 32768): the caller got a closed
+//!   connection and the agent's log a panic. A request names at most 100 headers now
+//!   (`bad_request`).
+//!
+//! Held (figures in the report): duplicate JSON keys (`url`, `handle` twice: refused
+//! `bad_request`, serde's duplicate field), a UTF-8 BOM before the JSON (refused), a
+//! method in lower case (sent upper case, judged as such), `OPTIONS` and `PROPFIND` with
+//! a handle of an integration that allows neither (refused `policy_denied`).
 
 use std::fs;
 

@@ -654,11 +654,22 @@ struct Parsed {
     action: String,
 }
 
+/// Most headers a request may name. HTTP servers refuse more (hyper's and Python's
+/// `http.server` at 100), and an outbound request's header map holds at most 32768:
+/// building one with more panicked the call's task.
+const MAX_HEADERS: usize = 100;
+
 /// Phase 1: method, URL, headers and body read and checked; nothing judged yet.
 fn parse(req: RequestIn) -> Result<Parsed, ApiError> {
     let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| bad(format!("\"{}\" is not an HTTP method", req.method)))?;
     let target = Target::parse(&req.url).map_err(|e| bad(format!("url: {e}")))?;
+    if req.headers.len() > MAX_HEADERS {
+        return Err(bad(format!(
+            "{} headers: a request names at most {MAX_HEADERS}",
+            req.headers.len()
+        )));
+    }
     let mut headers = Vec::with_capacity(req.headers.len());
     for (name, value) in &req.headers {
         let Value::String(value) = value else {
@@ -2173,6 +2184,27 @@ allow_cidrs = ["203.0.113.0/28"]
             sanitize: None,
         })
         .expect("parsed")
+    }
+
+    #[test]
+    fn a_request_names_at_most_max_headers() {
+        let with = |n: usize| {
+            parse(RequestIn {
+                handle: None,
+                method: "GET".into(),
+                url: "https://api.svc.test/".into(),
+                headers: (0..n)
+                    .map(|i| (format!("x-h{i}"), Value::String("1".into())))
+                    .collect(),
+                body: None,
+                body_base64: None,
+                sanitize: None,
+            })
+        };
+        assert!(with(MAX_HEADERS).is_ok());
+        let e = with(40_000).err().expect("refused");
+        assert_eq!(e.code, Code::BadRequest);
+        assert_eq!(e.message, "40000 headers: a request names at most 100");
     }
 
     #[test]
