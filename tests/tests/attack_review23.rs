@@ -105,6 +105,12 @@ struct World {
 
 impl World {
     fn new(name: &str) -> Self {
+        Self::with(name, PROVIDER_PY)
+    }
+
+    /// The world with `server` (a Python script given `addr, cert, key, victim` in
+    /// `sys.argv`) as the provider's API.
+    fn with(name: &str, server: &str) -> Self {
         let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
         let argv = [
             REFLECTOR_ADDR.to_owned(),
@@ -114,9 +120,8 @@ impl World {
         ]
         .map(|a| format!("{a:?}"))
         .join(", ");
-        let server = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['x', {argv}]\n{PROVIDER_PY}"
-        ));
+        let server =
+            PythonServer::start(&format!("import sys\nsys.argv = ['x', {argv}]\n{server}"));
         let body = format!(
             r#"
 [[integration]]
@@ -413,4 +418,103 @@ print(json.dumps({{k: v.get("error") or v.get("status") for k, v in out.items()}
     assert_eq!(got["handle"], "bad_request", "{got}");
     assert_eq!(got["none"], "bad_request", "{got}");
     assert_eq!(panics, 0, "the broker panicked on a request's headers");
+}
+
+/// The shared API of [`a_connection_one_tenant_desynchronised_never_carries_another_tenants_call`]:
+/// TLS on 443. Its answer to `HEAD /spill` wrongly carries a body (as a handler that
+/// serves HEAD with its GET code does), and that body is a whole HTTP answer of the
+/// attacker's choosing, `PLANTED`; any other request is answered `answer to <path>`.
+const SPILL_PY: &str = r#"
+import http.server, ssl, sys
+addr, cert, key = sys.argv[1:4]
+PLANTED = b"PLANTED by the other tenant\n"
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def any(self):
+        body = ("answer to %s\n" % self.path).encode()
+        if self.command == "HEAD" and self.path == "/spill":
+            body = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                    % len(PLANTED) + PLANTED)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_HEAD = any
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address): pass
+srv = S((addr, 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+/// One tenant (policy `web`, no handle needed) makes HEAD calls to an API another tenant
+/// (policy `other`) calls with its credential, on an upstream whose HEAD answers carry a
+/// body: bytes hyper does not read as that answer's and, on a connection the broker
+/// pooled, reads as the answer to the connection's next request. Neither tenant gets an
+/// answer to the other's call: the other tenant's credentialed calls never get the
+/// attacker's planted answer, and the attacker's GETs never get the other tenant's
+/// answers. Counted over 300 calls each, made at once.
+#[test]
+fn a_connection_one_tenant_desynchronised_never_carries_another_tenants_call() {
+    let w = World::with("review23-desync", SPILL_PY);
+    let start = hb_tests::sandboxed::unix_secs_in(3);
+    let attacker = format!(
+        r#"
+start = {start}
+while time.time() < start:
+    time.sleep(0.01)
+c = Counter()
+for i in range(300):
+    attempt(lambda: hb.request("HEAD", "https://{API}/spill"))
+    r = attempt(lambda: hb.request("GET", "https://{API}/peek"))
+    body = r.get("body") or ""
+    c["victim's answer" if "/mine" in body else "own or error"] += 1
+print(json.dumps(c))
+"#
+    );
+    let victim = format!(
+        r#"
+start = {start}
+v = hb.handle("v", "bot")["handle"]
+while time.time() < start:
+    time.sleep(0.01)
+c = Counter()
+for i in range(300):
+    r = attempt(lambda: hb.request("GET", "https://{API}/mine", handle=v))
+    body = r.get("body") or r.get("error") or ""
+    c["planted" if "PLANTED" in body else "own" if "/mine" in body
+      else "attacker's" if "/peek" in body else body] += 1
+print(json.dumps(c))
+"#
+    );
+    let (a, v) = std::thread::scope(|s| {
+        let v = s.spawn(|| nobody_broker_client(&w.env, "other", &victim, &[]));
+        let a = nobody_broker_client(&w.env, "web", &attacker, &[]);
+        (a, v.join().expect("victim"))
+    });
+    println!("figure: attacker {a}; victim {v}");
+    assert!(
+        v["own"].as_u64().unwrap_or(0) > 0,
+        "the victim was not served: {v}"
+    );
+    assert_eq!(
+        v["planted"].as_u64().unwrap_or(0),
+        0,
+        "another tenant's credentialed calls got the attacker's planted answer: {v}"
+    );
+    assert_eq!(
+        v["attacker's"].as_u64().unwrap_or(0),
+        0,
+        "another tenant's credentialed calls got answers to the attacker's calls: {v}"
+    );
+    assert_eq!(
+        a["victim's answer"].as_u64().unwrap_or(0),
+        0,
+        "the attacker got another tenant's answers: {a}"
+    );
 }
