@@ -26,6 +26,14 @@
 //!   request (an HTTP header map holds at most 32768): the caller got a closed
 //!   connection and the agent's log a panic. A request names at most 100 headers now
 //!   (`bad_request`).
+//! - the broker's idle upstream connections were shared by every caller: one tenant's
+//!   HEAD calls to an API whose HEAD answers wrongly carry a body (the attacker's choice
+//!   of bytes: a whole HTTP answer) left those bytes on a pooled connection, read as the
+//!   answer to its next request. Another tenant's credentialed calls got the planted
+//!   answer or the answers to the attacker's calls, and the attacker got that tenant's
+//!   answers (on 3bbd807, of 300 calls each at once: 12 planted, 16 of the attacker's,
+//!   13 of the victim's to the attacker). A connection now carries one caller's calls
+//!   (the agent's own calls have their own).
 //!
 //! Held (figures in the report): duplicate JSON keys (`url`, `handle` twice: refused
 //! `bad_request`, serde's duplicate field), a UTF-8 BOM before the JSON (refused), a

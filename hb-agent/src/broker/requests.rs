@@ -1213,6 +1213,8 @@ fn inject(
         credential_query,
         body: parsed.body.clone(),
         held: None,
+        // Set by `send`, for the caller.
+        party: super::outbound::Party::Agent,
     })
 }
 
@@ -1226,8 +1228,10 @@ async fn send(
     parsed: &Parsed,
     mut outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
-    // Its answer is counted against the caller's tenant's share as it is read.
+    // Its answer is counted against the caller's tenant's share as it is read; its
+    // connection carries no other caller's calls.
     outbound.held = Some(call.shared.answer_budget.count_for(call.caller));
+    outbound.party = super::outbound::Party::Caller(super::canary::owner_of(call.caller));
     // A hop that leaves the integration goes on without the credential the broker put
     // in, but the upstream wrote its URL: a `Location` that kept the query (or quoted
     // the credential) would carry it there all the same.
