@@ -253,6 +253,50 @@ print(json.dumps(out))
     );
 }
 
+/// Another tenant's key the upstream named in an error (a refused redirect's host) is
+/// that key's `reflection` (`seen: "response_unheld"`), as it is when an answer shows
+/// it: the caller gets it redacted, and a guess it had an upstream spell there is no
+/// free oracle (its integration's `on_reflection` acts on it).
+#[test]
+fn another_tenants_key_in_an_upstream_error_is_a_reflection() {
+    let w = World::new("review23-unheld");
+    let victim = nobody_broker_client(
+        &w.env,
+        "other",
+        r#"print(json.dumps(attempt(lambda: {"handle": hb.handle("v", "bot")["handle"]})))"#,
+        &[],
+    );
+    assert!(victim["handle"].is_string(), "{victim}");
+    let got = nobody_broker_client(
+        &w.env,
+        "web",
+        &format!(r#"print(json.dumps(attempt(lambda: hb.request("GET", "https://{API}/moved"))))"#),
+        &[],
+    );
+    let signals: Vec<Value> = w
+        .env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "detector" && r["seen"] == "response_unheld")
+        .collect();
+    println!(
+        "figure: the caller got {}; response_unheld signals: {}",
+        got.to_string().replace(VICTIM, "<victim>"),
+        signals.len()
+    );
+    assert_eq!(got["error"], "policy_denied", "{got}");
+    assert!(
+        !got.to_string().contains(VICTIM),
+        "the key reached the caller"
+    );
+    assert!(
+        signals
+            .iter()
+            .any(|r| r["integration"] == "v" && r["account"] == "bot"),
+        "no reflection of v/bot: {signals:?}"
+    );
+}
+
 /// An upstream that reads a request's method as Rack does (`Rack::MethodOverride`
 /// before a Rails or Sinatra app): a POST whose body is form data carries its real
 /// method in a `_method` field. Form data, by `Rack::Request#form_data?`: the media type

@@ -372,7 +372,7 @@ pub async fn request(
     let mut response = send(
         &call,
         &decision,
-        (&sent, &others, &carried),
+        &Answer::of(owner, &carried, &sent, &others),
         &parsed,
         outbound,
     )
@@ -391,7 +391,7 @@ pub async fn request(
         response = send(
             &call,
             &decision,
-            (&sent, &others, &carried),
+            &Answer::of(owner, &carried, &sent, &others),
             &parsed,
             outbound,
         )
@@ -410,7 +410,7 @@ pub async fn request(
             response = send(
                 &call,
                 &decision,
-                (&sent, &others, &carried),
+                &Answer::of(owner, &carried, &sent, &others),
                 &parsed,
                 outbound,
             )
@@ -1224,14 +1224,15 @@ fn inject(
 async fn send(
     call: &Call<'_>,
     decision: &Decision<'_>,
-    (sent, others, carried): (&[Arc<Current>], &fragment_hit::Others, &HashSet<LiveId>),
+    answer: &Answer<'_>,
     parsed: &Parsed,
     mut outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
+    let sent = answer.sent;
     // Its answer is counted against the caller's tenant's share as it is read; its
     // connection carries no other caller's calls.
     outbound.held = Some(call.shared.answer_budget.count_for(call.caller));
-    outbound.party = super::outbound::Party::Caller(super::canary::owner_of(call.caller));
+    outbound.party = super::outbound::Party::Caller(answer.owner);
     // A hop that leaves the integration goes on without the credential the broker put
     // in, but the upstream wrote its URL: a `Location` that kept the query (or quoted
     // the credential) would carry it there all the same.
@@ -1245,7 +1246,7 @@ async fn send(
         Ok(r) => r,
         Err(e) => {
             call.audit(&parsed.action, "error", &e.to_string());
-            return Err(upstream_error(call, decision, (sent, others, carried), parsed, &e).await);
+            return Err(upstream_error(call, decision, answer, parsed, &e).await);
         }
     };
     // The credential this exchange carried: the last one sent.
@@ -1274,26 +1275,32 @@ async fn send(
 /// what [`cut_spread`] finds and scrubbed with the answer's view — every live value on
 /// the node (stored ones too), but for a sandbox not those its request carried that are
 /// not its own — not only with the caller's own values as an error of the caller's own
-/// making is: a provider naming another tenant's key there would hand it over.
+/// making is: a provider naming another tenant's key there would hand it over. Another
+/// account's key found there is that account's `reflection` ([`unheld_in_answer`]), as
+/// in an answer: a guess the caller had an upstream spell there is no free oracle.
 async fn upstream_error(
     call: &Call<'_>,
     decision: &Decision<'_>,
-    (sent, others, carried): (&[Arc<Current>], &fragment_hit::Others, &HashSet<LiveId>),
+    answer: &Answer<'_>,
     parsed: &Parsed,
     e: &super::outbound::OutboundError,
 ) -> ApiError {
     let message = e.to_string();
-    let watch = fragment_hit::AnswerWatch::new(sent, others);
+    let watch = fragment_hit::AnswerWatch::new(answer.sent, answer.others);
     super::credentials::protect_stored(call.shared).await;
-    let view = View::answer(call.shared, call.caller, carried);
+    let view = View::answer(call.shared, call.caller, answer.carried);
     let cut = cut_spread(&view, &watch, message.as_bytes())
         .map(|cut| String::from_utf8_lossy(&cut).into_owned());
     watch.check(message.as_bytes());
     if let Some(entry) = watch.hit().and_then(|w| charged(decision, w)) {
         return fragment_refused(call, parsed, &entry, fragment_hit::Seen::Answer);
     }
-    let (message, _) = view.scrub_str(cut.as_deref().unwrap_or(&message));
-    ApiError::new(e.code(), message)
+    let (scrubbed, redactions) = view.scrub_str(cut.as_deref().unwrap_or(&message));
+    if cut.is_some() || !redactions.is_empty() {
+        let found = view.matching(message.as_bytes());
+        unheld_in_answer(call, parsed, answer, &found).await;
+    }
+    ApiError::new(e.code(), scrubbed)
 }
 
 /// Whether `next`'s URL holds a credential the call sent, whole or a run of it, in any
@@ -1322,6 +1329,24 @@ struct Answer<'a> {
     others: &'a fragment_hit::Others,
     /// Why a 401 held for a rotation comes back without a retry (see [`Held`]).
     not_replaced: Option<&'static str>,
+}
+
+impl<'a> Answer<'a> {
+    /// What an exchange's answer (or error) is judged by, before any 401 was held.
+    fn of(
+        owner: Owner,
+        carried: &'a HashSet<LiveId>,
+        sent: &'a [Arc<Current>],
+        others: &'a fragment_hit::Others,
+    ) -> Self {
+        Self {
+            owner,
+            carried,
+            sent,
+            others,
+            not_replaced: None,
+        }
+    }
 }
 
 /// An answer ready while a rotator mints a key the answer's upstream may already hold
