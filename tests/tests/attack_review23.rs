@@ -45,7 +45,8 @@ use std::fs;
 use hb_tests::{
     PythonServer, TestEnv,
     sandboxed::nobody_broker_client,
-    worlds::{REFLECTOR_ADDR, TrustedNames},
+    upstream::{PY_SERVE_HTTPS, PY_TLS_HANDLER},
+    worlds::{REFLECTOR_ADDR, TrustedNames, json_lines},
 };
 use serde_json::Value;
 
@@ -63,17 +64,13 @@ const OWN: &str = "own-4f1c9e7a2b6d8305c1e7a9f3b5d7c2e4";
 /// can each hold it whole.
 const VICTIM: &str = "vk7d2f9c4e1b8a6305d7e9f1c3b5a7d9e2f4c6b8";
 
-/// The provider: TLS on 443. `/listing` answers 200 with the other tenant's key in the
+/// The provider's handler (see [`World::with`]). `/listing` answers 200 with the other tenant's key in the
 /// body (the control: an answer is scrubbed of it); `/moved` a 302 to a host whose first
 /// label is the key; `/scheme` a 302 to a URL whose scheme is the key; `/coded` a 200
 /// whose `Content-Encoding` is the key. The key is the provider's own knowledge (argv),
 /// never in the request.
 const PROVIDER_PY: &str = r#"
-import http.server, ssl, sys
-addr, cert, key, victim = sys.argv[1:5]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
+class H(TlsHandler):
     def do_GET(self):
         path = self.path.split("?")[0]
         status, headers, body = 200, [], b"ok\n"
@@ -92,21 +89,15 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S((addr, 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-srv.serve_forever()
 "#;
 
-/// Integration `p` (the attacker's, bearer) and `v` (another tenant's, bearer), both on
-/// the provider's API; policy `web` binds `p` and reaches the API by itself, policy
-/// `other` binds `v`. Redirects are followed.
+/// Integration `p` (the attacker's, bearer, GET and POST) and `v` (another tenant's,
+/// bearer, GET), both on the provider's API; policy `web` binds `p` and reaches the API
+/// by itself, policy `other` binds `v`. Redirects are followed.
 struct World {
     env: TestEnv,
+    /// The file the API's handler may write a JSON line to per request.
+    log: std::path::PathBuf,
     _server: PythonServer,
     _names: TrustedNames,
 }
@@ -116,27 +107,35 @@ impl World {
         Self::with(name, PROVIDER_PY)
     }
 
-    /// The world with `server` (a Python script given `addr, cert, key, victim` in
-    /// `sys.argv`) as the provider's API.
-    fn with(name: &str, server: &str) -> Self {
+    /// The world with `handler` as the provider's API: Python defining `H`, a
+    /// `TlsHandler` ([`PY_TLS_HANDLER`]), served over TLS on 443 ([`PY_SERVE_HTTPS`]),
+    /// with `victim` (the other tenant's key, the provider's own knowledge) and `log`
+    /// (an empty file) in scope, and `http.server`, `json`, `ssl`, `sys`, `threading`
+    /// and `urllib.parse` imported.
+    fn with(name: &str, handler: &str) -> Self {
         let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
+        let log = names.dir.join("arrivals.jsonl");
+        fs::write(&log, "").expect("log");
         let argv = [
             REFLECTOR_ADDR.to_owned(),
             names.leaf.cert.display().to_string(),
             names.leaf.key.display().to_string(),
             VICTIM.to_owned(),
+            log.display().to_string(),
         ]
         .map(|a| format!("{a:?}"))
         .join(", ");
-        let server =
-            PythonServer::start(&format!("import sys\nsys.argv = ['x', {argv}]\n{server}"));
+        let server = PythonServer::start(&format!(
+            "import http.server, json, ssl, sys, threading, urllib.parse\n\
+             addr, cert, key, victim, log = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
+        ));
         let body = format!(
             r#"
 [[integration]]
 name = "p"
 auth = "bearer"
 hosts = ["{API}"]
-methods = ["GET"]
+methods = ["GET", "POST"]
 
 [[integration]]
 name = "v"
@@ -162,6 +161,7 @@ integrations = ["v"]
         );
         Self {
             env,
+            log,
             _server: server,
             _names: names,
         }
@@ -303,11 +303,9 @@ fn another_tenants_key_in_an_upstream_error_is_a_reflection() {
 /// (the `Content-Type` value up to `;` or `,`, the server having stripped the blanks
 /// around it, lower case) is `application/x-www-form-urlencoded` or
 /// `multipart/form-data`, or the request is a POST with no media type at all (no
-/// `Content-Type`, or an empty one). TLS on 443; every request is a JSON line in `log`:
+/// `Content-Type`, or an empty one). Every request is a JSON line in `log`:
 /// `method` (as sent), `acted` (as Rack reads it), `auth` (the `Authorization` header).
 const RACK_PY: &str = r#"
-import http.server, json, ssl, sys, threading, urllib.parse
-addr, log, cert, key = sys.argv[1:5]
 lock = threading.Lock()
 def media_type(headers):
     v = headers.get("content-type")
@@ -315,9 +313,7 @@ def media_type(headers):
         return None
     t = v.strip(" \t").replace(",", ";").split(";")[0].rstrip(" \t").lower()
     return t or None
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
+class H(TlsHandler):
     def any(self):
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n) if n else b""
@@ -338,14 +334,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
     do_GET = do_POST = do_PUT = do_DELETE = any
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S((addr, 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-srv.serve_forever()
 "#;
 
 /// A credentialed POST to an integration that allows POST and not DELETE never acts as
@@ -356,38 +344,9 @@ srv.serve_forever()
 /// Rack leaves alone.
 #[test]
 fn a_post_without_a_form_content_type_does_not_act_as_another_method() {
-    let names = TrustedNames::start("review23-override", DNS_PORT, "rack", &[API]);
-    let log = names.dir.join("arrivals.jsonl");
-    fs::write(&log, "").expect("log");
-    let argv = [
-        REFLECTOR_ADDR.to_owned(),
-        log.display().to_string(),
-        names.leaf.cert.display().to_string(),
-        names.leaf.key.display().to_string(),
-    ]
-    .map(|a| format!("{a:?}"))
-    .join(", ");
-    let _server = PythonServer::start(&format!("import sys\nsys.argv = ['x', {argv}]\n{RACK_PY}"));
-    let env = names.agent(
-        "review23-override",
-        "",
-        &format!(
-            r#"
-[[integration]]
-name = "p"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET", "POST"]
-
-[[policy]]
-name = "web"
-integrations = ["p"]
-"#
-        ),
-        &[("p", "bot", OWN)],
-    );
+    let w = World::with("review23-override", RACK_PY);
     let got = nobody_broker_client(
-        &env,
+        &w.env,
         "web",
         &format!(
             r#"
@@ -409,7 +368,7 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let arrivals = hb_tests::worlds::json_lines(&log);
+    let arrivals = json_lines(&w.log);
     let credentialed: Vec<&Value> = arrivals
         .iter()
         .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
@@ -472,17 +431,13 @@ print(json.dumps({{k: v.get("error") or v.get("status") for k, v in out.items()}
     assert_eq!(panics, 0, "the broker panicked on a request's headers");
 }
 
-/// The shared API of [`a_connection_one_tenant_desynchronised_never_carries_another_tenants_call`]:
-/// TLS on 443. Its answer to `HEAD /spill` wrongly carries a body (as a handler that
+/// The shared API's handler in
+/// [`a_connection_one_tenant_desynchronised_never_carries_another_tenants_call`]: its answer to `HEAD /spill` wrongly carries a body (as a handler that
 /// serves HEAD with its GET code does), and that body is a whole HTTP answer of the
 /// attacker's choosing, `PLANTED`; any other request is answered `answer to <path>`.
 const SPILL_PY: &str = r#"
-import http.server, ssl, sys
-addr, cert, key = sys.argv[1:4]
 PLANTED = b"PLANTED by the other tenant\n"
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
+class H(TlsHandler):
     def any(self):
         body = ("answer to %s\n" % self.path).encode()
         if self.command == "HEAD" and self.path == "/spill":
@@ -494,14 +449,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
     do_GET = do_HEAD = any
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    def handle_error(self, request, client_address): pass
-srv = S((addr, 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-srv.serve_forever()
 "#;
 
 /// One tenant (policy `web`, no handle needed) makes HEAD calls to an API another tenant
