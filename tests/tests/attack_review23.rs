@@ -22,6 +22,10 @@
 //!   servers strip the blanks), so `Rack::MethodOverride` turned it into a DELETE. A body
 //!   with no media type is now read as a form too, and every `Content-Type` as servers
 //!   read it.
+//! - (found with the first) that error, once scrubbed of every live value, told whether
+//!   a guess the caller had an upstream spell there was another tenant's key, and no
+//!   detector heard of it; such a key is now its account's `reflection`
+//!   (`response_unheld`), as in an answer.
 //! - a request naming 40000 headers panicked the broker's task that built the outbound
 //!   request (an HTTP header map holds at most 32768): the caller got a closed
 //!   connection and the agent's log a panic. A request names at most 100 headers now
@@ -38,7 +42,15 @@
 //! Held (figures in the report): duplicate JSON keys (`url`, `handle` twice: refused
 //! `bad_request`, serde's duplicate field), a UTF-8 BOM before the JSON (refused), a
 //! method in lower case (sent upper case, judged as such), `OPTIONS` and `PROPFIND` with
-//! a handle of an integration that allows neither (refused `policy_denied`).
+//! a handle of an integration that allows neither (refused `policy_denied`); from the
+//! sandbox, `hb-agent events` reads nothing and `hb-agent maps list` is refused
+//! (`BPF_OBJ_GET`: EPERM).
+//!
+//! Still open: a caller can still desynchronise its own pooled connection (a HEAD answer
+//! with a body), so the answer to one of its calls can reach its next call; that answer
+//! is scrubbed as the next call's, which for a call without a handle skips the checks a
+//! credentialed call's answer gets (partial and binary answers refused, the echo of the
+//! key a `reflection`). The names under `/sys/fs/bpf` are listable from a sandbox.
 
 use std::fs;
 
