@@ -37,6 +37,8 @@
 //!   account's calls try the previous value first: see `propagation`). [`hold_for_rotation`]: a 401
 //!   still, and the account's key is probed; a dead key's rotation is waited for (at
 //!   most `hold_secs`) and the call sent once more with the new key.
+//!   An exchange that fails gives an error that may quote the upstream (a `Location`,
+//!   a `Content-Encoding`): scrubbed as its answer would be ([`upstream_error`]).
 //! - [`respond`]: for a call that carried a credential, a partial answer (206,
 //!   `Content-Range`, `multipart/byteranges`) is refused, and so is a body the scrubber
 //!   cannot read as text (unless `broker.allow_binary_responses`); headers (names and
@@ -168,9 +170,10 @@ fn field_key(name: &str) -> String {
 /// Where the request names another method the way web frameworks read it (a
 /// [`METHOD_OVERRIDE_FIELDS`] query parameter, form field or top-level JSON field, in
 /// any spelling [`field_key`] folds together), if it does. Form fields are looked for
-/// in a URL-encoded body and by the `name=` of each part of a multipart one (quoted
-/// either way or not at all); JSON fields in a body that parses as a JSON object
-/// (Laravel reads request input from JSON bodies).
+/// in a URL-encoded body (one a `Content-Type` says is, in any [`media_types`]
+/// spelling, or one with no media type, as Rack reads it) and by the `name=` of each
+/// part of a multipart one (quoted either way or not at all); JSON fields in a body
+/// that parses as a JSON object (Laravel reads request input from JSON bodies).
 fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let is_override = |k: &str| {
         let k = field_key(k);
@@ -187,15 +190,15 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     if parsed.body.is_empty() {
         return None;
     }
-    let content_type = parsed
-        .headers
-        .iter()
-        .find(|(n, _)| n == http::header::CONTENT_TYPE)
-        .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
-        .unwrap_or_default();
-    let form = content_type.starts_with("application/x-www-form-urlencoded")
+    let types = media_types(&parsed.headers);
+    // Rack reads a POST without a media type (no `Content-Type`, or an empty one) as a
+    // form (`Rack::Request#form_data?`), and `Rack::MethodOverride` takes its `_method`.
+    let form = (types.iter().all(String::is_empty)
+        || types
+            .iter()
+            .any(|t| t == "application/x-www-form-urlencoded"))
         && url::form_urlencoded::parse(&parsed.body).any(|(k, _)| is_override(&k));
-    let multipart = content_type.starts_with("multipart/form-data") && {
+    let multipart = types.iter().any(|t| t == "multipart/form-data") && {
         let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
         body.match_indices("name=").any(|(at, _)| {
             let rest = &body[at + "name=".len()..];
@@ -215,6 +218,24 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let json = serde_json::from_slice::<serde_json::Map<String, Value>>(&parsed.body)
         .is_ok_and(|fields| fields.keys().any(|k| is_override(k)));
     json.then_some("JSON field")
+}
+
+/// The media type of each `Content-Type` the request carries, as a server reads it: the
+/// value up to its first `;` or `,`, without the blanks around it (which HTTP servers
+/// strip before a framework sees the value), in lower case; empty for an empty value.
+fn media_types(headers: &[(HeaderName, HeaderValue)]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == http::header::CONTENT_TYPE)
+        .map(|(_, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            v.split([';', ','])
+                .next()
+                .unwrap_or_default()
+                .trim_matches([' ', '\t'])
+                .to_ascii_lowercase()
+        })
+        .collect()
 }
 
 /// What the request brings that only the broker may add, if anything.
@@ -348,7 +369,14 @@ pub async fn request(
         .into_iter()
         .collect();
     let outbound = inject(&decision, sent.first().map(|c| &**c), &parsed)?;
-    let mut response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
+    let mut response = send(
+        &call,
+        &decision,
+        &Answer::of(owner, &carried, &sent, &others),
+        &parsed,
+        outbound,
+    )
+    .await?;
     // What the upstream answered each key that reached it, for `propagation`.
     let mut answers: Vec<(String, u16)> = Vec::new();
     if let Some(first) = sent.first()
@@ -360,7 +388,14 @@ pub async fn request(
         let outbound = inject(&decision, Some(&other), &parsed)?;
         let id = other.credential_id.clone();
         sent.push(other);
-        response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
+        response = send(
+            &call,
+            &decision,
+            &Answer::of(owner, &carried, &sent, &others),
+            &parsed,
+            outbound,
+        )
+        .await?;
         if response.credential_sent {
             answers.push((id, response.status));
         }
@@ -372,7 +407,14 @@ pub async fn request(
         AfterHold::Retry(replacement) => {
             let outbound = inject(&decision, Some(&replacement), &parsed)?;
             sent.push(replacement);
-            response = send(&call, &decision, (&sent, &others), &parsed, outbound).await?;
+            response = send(
+                &call,
+                &decision,
+                &Answer::of(owner, &carried, &sent, &others),
+                &parsed,
+                outbound,
+            )
+            .await?;
         }
         AfterHold::NotReplaced(why) => not_replaced = Some(why),
     }
@@ -612,11 +654,22 @@ struct Parsed {
     action: String,
 }
 
+/// Most headers a request may name. HTTP servers refuse more (hyper's and Python's
+/// `http.server` at 100), and an outbound request's header map holds at most 32768:
+/// building one with more panicked the call's task.
+const MAX_HEADERS: usize = 100;
+
 /// Phase 1: method, URL, headers and body read and checked; nothing judged yet.
 fn parse(req: RequestIn) -> Result<Parsed, ApiError> {
     let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| bad(format!("\"{}\" is not an HTTP method", req.method)))?;
     let target = Target::parse(&req.url).map_err(|e| bad(format!("url: {e}")))?;
+    if req.headers.len() > MAX_HEADERS {
+        return Err(bad(format!(
+            "{} headers: a request names at most {MAX_HEADERS}",
+            req.headers.len()
+        )));
+    }
     let mut headers = Vec::with_capacity(req.headers.len());
     for (name, value) in &req.headers {
         let Value::String(value) = value else {
@@ -1160,20 +1213,26 @@ fn inject(
         credential_query,
         body: parsed.body.clone(),
         held: None,
+        // Set by `send`, for the caller.
+        party: super::outbound::Party::Agent,
     })
 }
 
 /// Phase 5: out through the validating outbound path; every redirect hop is put to
 /// [`Decision::hop`]. One audit record per call: the decision, and the handle's use.
+/// An error is judged as the answer it stands for would be ([`upstream_error`]).
 async fn send(
     call: &Call<'_>,
     decision: &Decision<'_>,
-    (sent, others): (&[Arc<Current>], &fragment_hit::Others),
+    answer: &Answer<'_>,
     parsed: &Parsed,
     mut outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
-    // Its answer is counted against the caller's tenant's share as it is read.
+    let sent = answer.sent;
+    // Its answer is counted against the caller's tenant's share as it is read; its
+    // connection carries no other caller's calls.
     outbound.held = Some(call.shared.answer_budget.count_for(call.caller));
+    outbound.party = super::outbound::Party::Caller(answer.owner);
     // A hop that leaves the integration goes on without the credential the broker put
     // in, but the upstream wrote its URL: a `Location` that kept the query (or quoted
     // the credential) would carry it there all the same.
@@ -1187,20 +1246,7 @@ async fn send(
         Ok(r) => r,
         Err(e) => {
             call.audit(&parsed.action, "error", &e.to_string());
-            // A message can quote what the upstream sent (a Location's scheme or
-            // host): one that holds a run of the call's credentials is a hit.
-            let message = e.to_string();
-            let watch = fragment_hit::AnswerWatch::new(sent, others);
-            watch.check(message.as_bytes());
-            if let Some(entry) = watch.hit().and_then(|w| charged(decision, w)) {
-                return Err(fragment_refused(
-                    call,
-                    parsed,
-                    &entry,
-                    fragment_hit::Seen::Answer,
-                ));
-            }
-            return Err(ApiError::new(e.code(), message));
+            return Err(upstream_error(call, decision, answer, parsed, &e).await);
         }
     };
     // The credential this exchange carried: the last one sent.
@@ -1220,6 +1266,41 @@ async fn send(
         ),
     }
     Ok(response)
+}
+
+/// The error a failed exchange gives the caller. Its message can quote what the
+/// upstream sent (a `Location`'s scheme or host, a `Content-Encoding` token): it is
+/// judged as that answer's headers are in [`respond`]. A run of the call's credentials
+/// (or the caller's other accounts') in it is a fragment hit; otherwise it is cut of
+/// what [`cut_spread`] finds and scrubbed with the answer's view — every live value on
+/// the node (stored ones too), but for a sandbox not those its request carried that are
+/// not its own — not only with the caller's own values as an error of the caller's own
+/// making is: a provider naming another tenant's key there would hand it over. Another
+/// account's key found there is that account's `reflection` ([`unheld_in_answer`]), as
+/// in an answer: a guess the caller had an upstream spell there is no free oracle.
+async fn upstream_error(
+    call: &Call<'_>,
+    decision: &Decision<'_>,
+    answer: &Answer<'_>,
+    parsed: &Parsed,
+    e: &super::outbound::OutboundError,
+) -> ApiError {
+    let message = e.to_string();
+    let watch = fragment_hit::AnswerWatch::new(answer.sent, answer.others);
+    super::credentials::protect_stored(call.shared).await;
+    let view = View::answer(call.shared, call.caller, answer.carried);
+    let cut = cut_spread(&view, &watch, message.as_bytes())
+        .map(|cut| String::from_utf8_lossy(&cut).into_owned());
+    watch.check(message.as_bytes());
+    if let Some(entry) = watch.hit().and_then(|w| charged(decision, w)) {
+        return fragment_refused(call, parsed, &entry, fragment_hit::Seen::Answer);
+    }
+    let (scrubbed, redactions) = view.scrub_str(cut.as_deref().unwrap_or(&message));
+    if cut.is_some() || !redactions.is_empty() {
+        let found = view.matching(message.as_bytes());
+        unheld_in_answer(call, parsed, answer, &found).await;
+    }
+    ApiError::new(e.code(), scrubbed)
 }
 
 /// Whether `next`'s URL holds a credential the call sent, whole or a run of it, in any
@@ -1248,6 +1329,24 @@ struct Answer<'a> {
     others: &'a fragment_hit::Others,
     /// Why a 401 held for a rotation comes back without a retry (see [`AfterHold`]).
     not_replaced: Option<&'static str>,
+}
+
+impl<'a> Answer<'a> {
+    /// What an exchange's answer (or error) is judged by, before any 401 was held.
+    fn of(
+        owner: Owner,
+        carried: &'a HashSet<LiveId>,
+        sent: &'a [Arc<Current>],
+        others: &'a fragment_hit::Others,
+    ) -> Self {
+        Self {
+            owner,
+            carried,
+            sent,
+            others,
+            not_replaced: None,
+        }
+    }
 }
 
 /// An answer ready while a rotator mints a key the answer's upstream may already hold
@@ -2117,6 +2216,27 @@ allow_cidrs = ["203.0.113.0/28"]
     }
 
     #[test]
+    fn a_request_names_at_most_max_headers() {
+        let with = |n: usize| {
+            parse(RequestIn {
+                handle: None,
+                method: "GET".into(),
+                url: "https://api.svc.test/".into(),
+                headers: (0..n)
+                    .map(|i| (format!("x-h{i}"), Value::String("1".into())))
+                    .collect(),
+                body: None,
+                body_base64: None,
+                sanitize: None,
+            })
+        };
+        assert!(with(MAX_HEADERS).is_ok());
+        let e = with(40_000).err().expect("refused");
+        assert_eq!(e.code, Code::BadRequest);
+        assert_eq!(e.message, "40000 headers: a request names at most 100");
+    }
+
+    #[test]
     fn method_overrides_in_query_and_form_are_found() {
         let form = [("Content-Type", "application/x-www-form-urlencoded")];
         let multipart = [("Content-Type", "multipart/form-data; boundary=b")];
@@ -2157,6 +2277,44 @@ allow_cidrs = ["203.0.113.0/28"]
                 ""
             )),
             Some("query parameter")
+        );
+        // Rack reads a POST body without a media type as a form; servers strip the
+        // blanks around a value.
+        for headers in [
+            &[][..],
+            &[("Content-Type", "")][..],
+            &[("Content-Type", " application/x-www-form-urlencoded")][..],
+            &[(
+                "Content-Type",
+                "\tApplication/X-WWW-Form-URLEncoded ; charset=utf-8",
+            )][..],
+            &[
+                ("Content-Type", "text/plain"),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ][..],
+        ] {
+            assert_eq!(
+                found(&parsed(u, headers, "_method=DELETE")),
+                Some("form field"),
+                "{headers:?}"
+            );
+        }
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "text/plain")],
+                "_method=DELETE"
+            )),
+            None,
+            "a text body is not a form"
+        );
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", " multipart/form-data; boundary=b")],
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--"
+            )),
+            Some("form field")
         );
         // Laravel reads input from a JSON body too.
         assert_eq!(

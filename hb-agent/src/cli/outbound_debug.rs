@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::{
     broker::outbound::{
-        CredentialQuery, HopDecision, Outbound, OutboundRequest, headers, url::Target,
+        CredentialQuery, HopDecision, Outbound, OutboundRequest, Party, headers, url::Target,
     },
     config::Config,
     secret::Secret,
@@ -145,6 +145,7 @@ pub fn run(config: Config, args: OutboundArgs) -> anyhow::Result<ExitCode> {
                 }),
                 body: body.clone(),
                 held: None,
+                party: Party::Agent,
             };
             let r = outbound.send(request, &policy).await;
             let failed = r.is_err();
@@ -222,6 +223,7 @@ async fn through_outbound(
                     credential_query: None,
                     body: Bytes::new(),
                     held: None,
+                    party: Party::Agent,
                 };
                 let t = Instant::now();
                 let r = outbound.send(req, &no_hops).await?;

@@ -5,10 +5,11 @@
 //! one on a connect failure), TLS over them (rustls with the ring provider, the host's
 //! system roots from `rustls-native-certs` plus `broker.extra_ca_file`, the certificate
 //! checked against the URL's host), hyper's HTTP/1.1 client, a small pool of idle
-//! connections keyed by (scheme, host, address, port) so that repeated calls skip TCP
-//! and TLS set-up (every caller's calls share it: a connection that carried a request
-//! body is closed after its answer, never pooled, see [`Client::finish`]), and the
-//! response size limit.
+//! connections keyed by (scheme, host, address, port) and the [`Party`] whose calls
+//! they carried, so that a caller's repeated calls skip TCP and TLS set-up (a
+//! connection that carried a request body is closed after its answer, never pooled, see
+//! [`Client::finish`]; one never carries two parties' calls), and the response size
+//! limit.
 //!
 //! Must never: connect to an address it was not given, send a request whose TLS peer
 //! did not prove the URL's host, read more than the size limit, put a header value,
@@ -32,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{
-    OutboundError,
+    OutboundError, Party,
     url::{Host, Scheme, Target},
 };
 
@@ -115,6 +116,7 @@ pub fn tls_config(
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
+    party: Party,
     scheme: Scheme,
     host: Host,
     addr: IpAddr,
@@ -134,6 +136,8 @@ struct IdleConns {
 
 /// What one exchange sends; rebuilt into a request for each attempt.
 pub struct Outgoing<'a> {
+    /// Whose calls the connection may carry (see [`Party`]).
+    pub party: Party,
     pub method: &'a Method,
     pub target: &'a Target,
     /// Origin form, with the credential query parameter when there is one.
@@ -173,10 +177,10 @@ impl Client {
         held: Option<&mut super::Held>,
     ) -> Result<Fetched, OutboundError> {
         let target = out.target;
-        let (mut sender, key, reused) = match self.checkout(target, addrs).await {
+        let (mut sender, key, reused) = match self.checkout(out.party, target, addrs).await {
             Some((sender, key)) => (sender, key, true),
             None => {
-                let (sender, key) = self.connect(target, addrs).await?;
+                let (sender, key) = self.connect(out.party, target, addrs).await?;
                 (sender, key, false)
             }
         };
@@ -185,7 +189,7 @@ impl Client {
             Err(e) if reused && retryable(&e, out.method) => {
                 // The pooled connection died under us (the server closed it while idle):
                 // once more, on a fresh one.
-                let (mut fresh, key) = self.connect(target, addrs).await?;
+                let (mut fresh, key) = self.connect(out.party, target, addrs).await?;
                 let response = fresh
                     .send_request(build(out)?)
                     .await
@@ -267,14 +271,16 @@ impl Client {
         })
     }
 
-    /// A pooled connection to one of `addrs`, ready for a request.
+    /// A pooled connection of `party`'s to one of `addrs`, ready for a request.
     async fn checkout(
         &self,
+        party: Party,
         target: &Target,
         addrs: &[IpAddr],
     ) -> Option<(SendRequest<Full<Bytes>>, PoolKey)> {
         for &addr in addrs {
             let key = PoolKey {
+                party,
                 scheme: target.scheme,
                 host: target.host.clone(),
                 addr,
@@ -333,9 +339,11 @@ impl Client {
         }
     }
 
-    /// A new connection to the first of `addrs` that accepts, with TLS for https.
+    /// A new connection to the first of `addrs` that accepts, with TLS for https, pooled
+    /// for `party`'s calls.
     async fn connect(
         &self,
+        party: Party,
         target: &Target,
         addrs: &[IpAddr],
     ) -> Result<(SendRequest<Full<Bytes>>, PoolKey), OutboundError> {
@@ -383,6 +391,7 @@ impl Client {
                 }
             };
             let key = PoolKey {
+                party,
                 scheme: target.scheme,
                 host: target.host.clone(),
                 addr,
@@ -513,6 +522,7 @@ mod tests {
             let path = target.path_and_query.clone();
             let body = Bytes::new();
             let out = Outgoing {
+                party: Party::Agent,
                 method: &Method::GET,
                 target: &target,
                 path_and_query: &path,

@@ -41,7 +41,11 @@ use self::{
     resolve::{ResolveError, Resolver},
     url::{Target, UrlError},
 };
-use crate::{broker::error::Code, config::Config, secret::Secret};
+use crate::{
+    broker::{error::Code, handles::Owner},
+    config::Config,
+    secret::Secret,
+};
 
 /// Redirects followed at most, after the first request.
 pub const MAX_REDIRECTS: usize = 5;
@@ -166,6 +170,20 @@ pub struct CredentialQuery {
     pub value: Secret,
 }
 
+/// Whose calls a connection may carry: one that carried a party's call is never handed
+/// to another party's. An upstream that writes more than its answer's framing says (a
+/// body after its answer to HEAD, a `Content-Length` short of the body) leaves bytes on
+/// the connection that hyper reads as the answer to the connection's next request: the
+/// next party's call (another tenant's, made with its credential) would get an answer
+/// the first party chose, and its own answer would go to whoever sends next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Party {
+    /// The agent's own calls: rotators, verify probes, the CLI.
+    Agent,
+    /// One broker caller's calls.
+    Caller(Owner),
+}
+
 /// An authorized request. No `Debug`: it carries the credential.
 pub struct OutboundRequest {
     pub method: Method,
@@ -182,6 +200,8 @@ pub struct OutboundRequest {
     /// answer budget as they are read (`server::AnswerBudget`); `None`: not counted (the
     /// agent's own calls: rotators, probes).
     pub held: Option<Held>,
+    /// Whose calls its connection may carry besides it.
+    pub party: Party,
 }
 
 /// An answer's bytes in hand, counted against a tenant's share.
@@ -342,6 +362,7 @@ impl Outbound {
         let addrs = self.resolver.resolve(&target.host).await?;
         let path = carry.path_and_query(target);
         let out = Outgoing {
+            party: carry.party,
             method: &carry.method,
             target,
             path_and_query: &path,
@@ -439,6 +460,7 @@ struct Carry {
     credential_headers: Vec<(HeaderName, HeaderValue)>,
     credential_query: Option<CredentialQuery>,
     body: Bytes,
+    party: Party,
 }
 
 impl Carry {
@@ -453,6 +475,7 @@ impl Carry {
             credential_headers,
             credential_query: req.credential_query,
             body: req.body,
+            party: req.party,
         })
     }
 
@@ -545,6 +568,7 @@ mod tests {
             }),
             body: Bytes::from_static(b"{}"),
             held: None,
+            party: Party::Agent,
         })
         .expect("valid request")
     }

@@ -27,7 +27,7 @@ use super::rotator::{Ask, Minted, RotatorError};
 use crate::{
     broker::{
         outbound::{
-            HopDecision, Outbound, OutboundError, OutboundRequest, resolve::ResolveError,
+            HopDecision, Outbound, OutboundError, OutboundRequest, Party, resolve::ResolveError,
             url::Target,
         },
         requests::credential,
@@ -126,6 +126,7 @@ impl HttpRotator<'_> {
             credential_query,
             body,
             held: None,
+            party: Party::Agent,
         })
     }
 }

@@ -69,7 +69,7 @@ use self::{
 use super::{
     credentials::{usable_now, with_vault},
     error::{ApiError, Code},
-    outbound::{HopDecision, HopPolicy, OutboundRequest, url::Target},
+    outbound::{HopDecision, HopPolicy, OutboundRequest, Party, url::Target},
     requests::{credential, host_matches, origin_matches},
     state::Shared,
 };
@@ -658,6 +658,7 @@ async fn verify(
         credential_query,
         body: Bytes::new(),
         held: None,
+        party: Party::Agent,
     };
     shared
         .outbound
