@@ -167,6 +167,20 @@ impl<K: Hash + Eq + Clone> Counted<K> {
         Ok(())
     }
 
+    /// Counts `bytes` in all from now on (a body replaced by another): fewer give back
+    /// the slots past them and take none, so a holder keeps what it still needs (a
+    /// `clear` then `grow` lets go of it all for a moment, and another holder may take
+    /// it meanwhile); more are taken as [`Self::grow`] takes them.
+    pub(crate) fn recount(&mut self, bytes: u64) -> Result<(), Refused> {
+        if bytes > self.bytes {
+            return self.grow(bytes - self.bytes);
+        }
+        self.bytes = bytes;
+        let keep = usize::try_from(bytes.div_ceil(self.unit)).unwrap_or(usize::MAX);
+        self.slots.truncate(keep);
+        Ok(())
+    }
+
     /// Gives every slot back (the bytes are gone, or replaced by others to count).
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
@@ -210,6 +224,24 @@ mod tests {
         b.grow(50).expect("one");
         drop(b);
         assert_eq!(pool.free(), 10, "dropped, every slot is back");
+    }
+
+    #[test]
+    fn a_recount_down_gives_back_what_is_past_it_and_takes_nothing() {
+        let pool: Arc<Share<u64>> = Share::new(10, 10);
+        let mut a = Counted::new(pool.clone(), 1, 100);
+        a.grow(450).expect("five begun");
+        // Others take every slot left: any take of `a`'s would be refused now.
+        let _others = greedy(&pool, &[2, 3, 4, 5, 6]);
+        assert_eq!(pool.free(), 0);
+        a.recount(150).expect("fewer bytes need no slot taken");
+        assert_eq!(pool.free(), 3, "two units begun kept, three given back");
+        a.recount(150).expect("the same count");
+        assert_eq!(pool.free(), 3);
+        a.recount(250).expect("a third unit begun, taken");
+        assert_eq!(pool.free(), 2);
+        a.recount(0).expect("nothing left");
+        assert_eq!(pool.free(), 5);
     }
 
     /// Each of `holders` takes one slot in turn until none of them can take another.

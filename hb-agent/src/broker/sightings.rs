@@ -239,12 +239,13 @@ pub fn reflected(
 
 /// The credentials (credential id) among `found` (what an answer to `owner` holds)
 /// that are of accounts `owner` holds no handle for, that its request did not carry
-/// (`carried`) and that are not the value of a credential the broker injected into the
-/// call (`injected`, whatever became of `owner`'s handles since: a signal raised on
-/// this answer may have ended it; and under any name the value is protected by — a
-/// rotated-in key is also protected under its rotation's id): values the upstream
-/// exposed, not echoed (handles and decoys are not credentials; a decoy has its own
-/// detector).
+/// (`carried`) and that are not of the account of a credential the broker injected into
+/// the call (`injected`), whatever became of `owner`'s handles since (a signal raised on
+/// this answer may have ended it): not the injected value under any name it is
+/// protected by (a rotated-in key is also protected under its rotation's id, and may be
+/// registered twice), nor that account's other keys, as while `owner` held its handle.
+/// Values the upstream exposed, not echoed (handles and decoys are not credentials; a
+/// decoy has its own detector).
 pub fn foreign(
     shared: &Shared,
     owner: Owner,
@@ -256,13 +257,19 @@ pub fn foreign(
         .into_iter()
         .map(|(live, ..)| live)
         .collect();
+    let mut calls: Vec<String> = injected
+        .iter()
+        .filter_map(|id| shared.accounts.owner_of(id))
+        .flat_map(|(i, a)| shared.accounts.seen(&i, &a))
+        .collect();
+    calls.extend(injected.iter().map(|id| (*id).to_owned()));
     let protected = shared
         .protected
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let sent: HashSet<LiveId> = injected
+    let sent: HashSet<LiveId> = calls
         .iter()
-        .filter_map(|id| protected.get(*id).copied())
+        .filter_map(|id| protected.get(id).copied())
         .collect();
     let mut ids: Vec<String> = protected
         .iter()

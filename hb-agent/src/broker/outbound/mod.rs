@@ -429,11 +429,11 @@ async fn respond(
             e => decode_err(e),
         })?;
         headers.retain(|(name, _)| name != "content-encoding" && name != "content-length");
-        // The decoded body takes the encoded one's place (up to `max_response`, and
-        // maybe far more than it was): counted anew.
+        // The decoded body takes the encoded one's place: every layer was counted as it
+        // was decoded, so the count only shrinks to it (no slot let go of and taken again,
+        // which another tenant could take in between).
         if let Some(h) = held.as_mut() {
-            h.clear();
-            h.grow(body.len() as u64)
+            h.recount(body.len() as u64)
                 .map_err(|_| OutboundError::AnswerBudgetSpent)?;
         }
         body
@@ -571,6 +571,47 @@ mod tests {
             party: Party::Agent,
         })
         .expect("valid request")
+    }
+
+    /// A compressed answer is decoded only as far as its tenant's answer budget goes:
+    /// a gzip stream cut short (no trailer) far past the budget is refused for the
+    /// budget, since its decoding stopped there, not as corrupt (which it would be once
+    /// decoded to the cut, as each call was before counting); every slot comes back.
+    #[tokio::test]
+    async fn a_decoding_stops_at_the_tenants_answer_budget() {
+        use std::io::Write as _;
+        let text: Vec<u8> = (0..16_384u32)
+            .flat_map(|i| format!("row {i:09}: {}\n", "ok ".repeat(20)).into_bytes())
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).expect("gzip");
+        let mut gz = gz.finish().expect("gzip");
+        gz.truncate(gz.len() - 8);
+        // 64 slots of 4 KiB: a lone tenant holds up to about half, 128 KiB.
+        let pool = crate::share::Share::new(64, 64);
+        let mut held = Held::new(pool.clone(), super::super::server::Tenant::Host(1000), 4096);
+        held.grow(gz.len() as u64).expect("the encoded body fits");
+        assert!(
+            text.len() > 4 * (128 << 10),
+            "decoded, it is far past the budget"
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+        let fetched = client::Fetched {
+            status: 200,
+            headers,
+            body: Bytes::from(gz),
+        };
+        let target = target("https://api.test/x");
+        match respond(fetched, &target, false, 10 << 20, Some(held)).await {
+            Err(OutboundError::AnswerBudgetSpent) => {}
+            Err(e) => panic!("refused otherwise: {e}"),
+            Ok(r) => panic!("answered, {} bytes", r.body.len()),
+        }
+        assert_eq!(pool.free(), 64, "every slot given back");
     }
 
     const KEEP: HopDecision = HopDecision::Allow {
