@@ -502,6 +502,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         cgroup_mount: &running.mount,
         policy_names: running.policy_names.clone(),
         events: event_stream.clone(),
+        local_addrs: local_addrs.clone(),
     })?;
     telemetry
         .readiness

@@ -135,6 +135,12 @@ impl LocalAddrs {
         self.0.read().is_ok_and(|s| s.contains(ip))
     }
 
+    /// The calling thread's namespace's addresses now, not kept current: for an outbound
+    /// path that lives one task (an HTTP rotator's call, the CLI's debug commands).
+    pub fn snapshot() -> io::Result<Self> {
+        read().map(|set| Self(Arc::new(RwLock::new(set))))
+    }
+
     /// Reads this namespace's addresses into the shared set and the kernel's map, and
     /// keeps both current from a thread of its own (which stays in the namespace the
     /// agent started in whatever other threads enter). Call in the agent's namespace.

@@ -43,7 +43,14 @@ const REMOTE: &str = "203.0.113.10";
 /// `node.test` with the host's addresses and `remote.test` with the remote one; the
 /// agent's policy `web` allows both names. Returns the agent, the host service (on the
 /// wildcard address, both families, as the kubelet listens) and the remote server.
-fn world(name: &str) -> (hb_tests::TestEnv, TcpProbe, TcpProbe, hb_tests::upstream::Dnsmasq) {
+fn world(
+    name: &str,
+) -> (
+    hb_tests::TestEnv,
+    TcpProbe,
+    TcpProbe,
+    hb_tests::upstream::Dnsmasq,
+) {
     let dns = names_on_lo(
         &[HOST_V4, HOST_V6, REMOTE, "192.0.2.53"],
         DNS_PORT,
@@ -71,7 +78,7 @@ fn assert_rebinding_event(env: &hb_tests::TestEnv) {
     let e = env.wait_event("dns_rebinding for node.test", |e| {
         e["reason"] == "dns_rebinding"
             && e["name"] == "node.test"
-            && (e["addr"] == HOST_V4 || e["addr"] == HOST_V6)
+            && (e["dst"] == HOST_V4 || e["dst"] == HOST_V6)
     });
     println!("event: {e}");
 }
@@ -116,14 +123,22 @@ print("literal6", connect(socket.AF_INET6, ("{HOST_V6}", {port})))
         ),
     );
     let reached = host_service.wait_accepted(1);
-    println!("figure: {} ; host service accepted {reached}", out.replace('\n', ", "));
+    println!(
+        "figure: {} ; host service accepted {reached}",
+        out.replace('\n', ", ")
+    );
     assert!(out.contains("remote connected"), "control: {out}");
     assert_eq!(remote.wait_accepted(1), 1, "control: {out}");
     assert_eq!(
         reached, 0,
         "a sandbox reached a host service on the host's own address: {out}"
     );
-    for line in ["node4 unresolved", "node6 unresolved", "literal4 refused", "literal6 refused"] {
+    for line in [
+        "node4 unresolved",
+        "node6 unresolved",
+        "literal4 refused",
+        "literal6 refused",
+    ] {
         assert!(out.contains(line), "expected {line:?}: {out}");
     }
     assert_rebinding_event(&env);
@@ -159,4 +174,18 @@ print(json.dumps({
         "the broker carried a sandbox's call to the host's own address: {got}"
     );
     assert_eq!(got["node"], "dns_rejected", "{got}");
+    let audit = env.audit_records();
+    let refusal = audit.iter().find(|r| {
+        r["action"]
+            .as_str()
+            .is_some_and(|a| a.contains("node.test"))
+            && r["decision"] == "error"
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(HOST_V4) || d.contains(HOST_V6))
+    });
+    assert!(
+        refusal.is_some(),
+        "no audit record of the refusal naming the address: {audit:?}"
+    );
 }
