@@ -66,8 +66,9 @@ pub fn denied(deny: &[IpNet], except: &[IpNet], nat64: &[Ipv6Net], ip: IpAddr) -
     deny.iter().any(|n| n.contains(&ip)) && !except.iter().any(|n| n.contains(&ip))
 }
 
-/// Whether an answer address is one of the host's own (`local`) and no exception carves
-/// it out; IPv6 addresses that carry an IPv4 one are judged by it, as in [`denied`].
+/// Whether an answer address is one of the host's own (`local`; or the network or
+/// broadcast address of one of its IPv4 prefixes) and no exception carves it out; IPv6
+/// addresses that carry an IPv4 one are judged by it, as in [`denied`].
 ///
 /// Why the resolvers refuse these beside the deny ranges: a connection to an address of
 /// the host never leaves it. It is delivered locally, as one to loopback is, to every
@@ -87,7 +88,7 @@ pub fn host_own(
         IpAddr::V6(v6) => embedded_v4(v6, nat64).map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    local.contains(ip) && !except.iter().any(|n| n.contains(&ip))
+    local.delivers_here(ip) && !except.iter().any(|n| n.contains(&ip))
 }
 
 /// The special-purpose ranges denied by default (`deny_cidrs = "default"`).
@@ -225,6 +226,10 @@ mod tests {
             "2a00:1450::77",
         ] {
             assert!(host_own(&local, &except, &[], ip(own)), "{own}");
+        }
+        // A datagram to the subnet's broadcast (or network) address is delivered here too.
+        for edge in ["100.128.0.255", "100.128.0.0", "::ffff:100.128.0.255"] {
+            assert!(host_own(&local, &except, &[], ip(edge)), "{edge}");
         }
         // The rest of the address's subnet is not the host's; an exception carves out.
         for other in ["100.128.0.78", "2a00:1450::78", "203.0.113.10"] {

@@ -327,6 +327,31 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn the_hosts_own_addresses_are_refused_unless_excepted() {
+        use crate::local_addrs::{LocalAddrs, Set};
+        let upstream = Upstream::new(Vec::new()).await.expect("no sockets needed");
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let local = LocalAddrs::fixed(Set::from_entries([
+            (ip("100.128.0.77"), 24, false),
+            (ip("203.0.113.10"), 32, false),
+        ]));
+        let except = vec!["203.0.113.0/24".parse().expect("cidr")];
+        let r =
+            Resolver::new(upstream, crate::egress::default_deny(), except, 5, 60).with_local(local);
+        for addr in ["100.128.0.77", "100.128.0.255", "::ffff:100.128.0.77"] {
+            let addr = ip(addr);
+            assert_eq!(
+                r.resolve(&Host::Ip(addr)).await,
+                Err(ResolveError::IpDenied { addr }),
+                "{addr}"
+            );
+        }
+        for addr in ["100.128.0.78", "203.0.113.10"] {
+            assert!(r.resolve(&Host::Ip(ip(addr))).await.is_ok(), "{addr}");
+        }
+    }
+
     #[test]
     fn chain_is_followed_to_its_addresses() {
         let records = vec![
