@@ -26,8 +26,9 @@
 //! address as in every other test.
 
 use hb_tests::{
-    TcpProbe,
-    sandboxed::nobody_broker_client,
+    TcpProbe, python,
+    sandboxed::{Running, nobody_broker_client, nobody_command, nobody_python},
+    stdout,
     worlds::{attack_as, names_on_lo, resolver_config, started_agent},
 };
 use serde_json::Value;
@@ -65,7 +66,7 @@ fn world(
     let env = started_agent(
         name,
         &format!(
-            "[broker]\nsocket_mode = \"0666\"\n{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"node.test\", \"remote.test\"]\n",
+            "[broker]\nsocket_mode = \"0666\"\n{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"node.test\", \"remote.test\"]\n\n[[policy]]\nname = \"victim\"\nallow_domains = [\"remote.test\"]\n",
             resolver_config(DNS_PORT, true, "", &["203.0.113.0/24"])
         ),
     );
@@ -188,4 +189,98 @@ print(json.dumps({
         refusal.is_some(),
         "no audit record of the refusal naming the address: {audit:?}"
     );
+}
+
+/// The attacker: binds TCP sockets to port 0 (the kernel hands out a free port of the
+/// ephemeral range each time) until the kernel has none left, in as many processes as
+/// the descriptor limit needs; prints `held N`, then holds them until its stdin closes.
+const PY_PORT_HOARDER: &str = r#"
+import os, resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+r, w = os.pipe()
+kids = []
+for k in range(4):
+    pid = os.fork()
+    if pid == 0:
+        held = []
+        while len(held) < hard - 50:
+            s = socket.socket()
+            try:
+                s.bind(("0.0.0.0", 0))
+            except OSError:
+                break
+            held.append(s)
+        os.write(w, b"%d\n" % len(held))
+        sys.stdin.read()
+        os._exit(0)
+    kids.append(pid)
+f = os.fdopen(r)
+print("held", sum(int(f.readline()) for _ in kids), flush=True)
+sys.stdin.read()
+"#;
+
+/// Open: a sandbox beside the agent shares the host's network namespace, and with it
+/// the ephemeral port range. Binding TCP sockets to port 0 takes every port of it (the
+/// kernel never hands a bound port to a connect: `__inet_hash_connect` skips buckets a
+/// bind made), after which no process in the namespace can open a TCP connection:
+/// EADDRNOTAVAIL for another tenant's sandbox, the broker, the guard's upstream side,
+/// and the host's own daemons. Nothing in hb bounds how many sockets or ports a sandbox
+/// holds (the descriptor limit is per process; `pids_max` processes each hold one).
+/// Figure (the test narrows the namespace's range to 1,000 ports so the attack is quick;
+/// outside any test, in a namespace of its own with the default range 32768-60999, four
+/// processes of one uid took all 28,232 ports in about a second and every connect then
+/// failed): on 3bbd807 and on this branch the attacker held 1,000 ports, the victim
+/// tenant's 5 connects to an allowed server gave 0 connections (EADDRNOTAVAIL) and the
+/// broker's call for it failed. A sound fix needs the kernel to count what a sandbox
+/// holds: `cgroup/sock_create` counting inet sockets per governing cgroup (its id kept
+/// in the socket's storage) against a share of the range, `cgroup/sock_release` giving
+/// the count back, refusal with an event past the share.
+#[test]
+#[ignore = "open: one sandbox can hold every ephemeral port of the host's namespace"]
+fn a_sandbox_holding_every_ephemeral_port_does_not_cut_another_tenants_connections() {
+    let (env, _host_service, remote, _dns) = world("ar22port");
+    // The test's own namespace only: a narrow range, so that the attack is quick.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "41000 41999")
+        .expect("ip_local_port_range");
+    let mut hoarder = Running::spawn(nobody_command(
+        &env,
+        "web",
+        &[],
+        &[python(), "-c", PY_PORT_HOARDER],
+    ));
+    let held = hoarder.line();
+    let rport = remote.addr.port().to_string();
+    let victim = stdout(&nobody_python(
+        &env,
+        "victim",
+        r#"
+import errno, socket, sys
+ok = 0; errors = set()
+for i in range(5):
+    c = socket.socket(); c.settimeout(3)
+    try:
+        c.connect(("remote.test", int(sys.argv[1]))); ok += 1
+    except OSError as e:
+        errors.add(errno.errorcode.get(e.errno, str(e.errno)))
+    c.close()
+print("connected", ok, "errors", sorted(errors))
+"#,
+        &[&rport],
+    ));
+    let brokered = nobody_broker_client(
+        &env,
+        "victim",
+        r#"
+print(json.dumps({"remote": code(lambda: hb.request("GET", "http://remote.test:%s/" % sys.argv[1]))}))
+"#,
+        &[&rport],
+    );
+    drop(hoarder);
+    println!("figure: attacker {held}; victim {victim}; broker {brokered}");
+    assert!(
+        victim.contains("connected 5"),
+        "another tenant lost its connections to a sandbox holding the ports ({held}): {victim}"
+    );
+    assert_eq!(brokered["remote"], 200, "the broker's call: {brokered}");
 }
