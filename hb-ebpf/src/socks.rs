@@ -14,7 +14,10 @@
 //! Sockets of a pod in a namespace of its own are not counted: its ports are its own.
 //!
 //! Two tasks creating at once may both pass the check when one socket is left (the add
-//! and the read are two steps): the bound is exceeded by at most the number of CPUs.
+//! and the read are two steps): the bound is exceeded by at most the number of CPUs. A
+//! sandbox's entry goes when its count returns to 0; a create racing with that removal
+//! loses its charge (the count falls short by it), and a release never takes a count
+//! below 0.
 //! Fail closed: a sandbox whose count cannot be kept (map full) or whose socket cannot
 //! carry its storage is refused. Accepted sockets are not created by `socket()` and are
 //! not counted (they share their listener's port).
@@ -146,9 +149,22 @@ pub fn hb_sock_release(ctx: SockContext) -> i32 {
     }
     // SAFETY: non-null storage of this map is the socket's own `u64`.
     let cgroup_id = unsafe { *charged };
-    if let Some(held) = HELD.get_ptr_mut(cgroup_id) {
-        // SAFETY: a map value's u64, 8-byte aligned; the add wraps, taking one back.
-        unsafe { policy::atomic_add(held, u64::MAX) };
+    let Some(held) = HELD.get_ptr_mut(cgroup_id) else {
+        return ALLOW;
+    };
+    // SAFETY: a map value's u64, 8-byte aligned (as below).
+    if unsafe { ptr::read_volatile(held) } == 0 {
+        // A charge lost to a race with the removal below: never taken back twice (a
+        // count that wrapped would refuse the sandbox every socket).
+        return ALLOW;
+    }
+    // SAFETY: as above; the add wraps, taking one back.
+    unsafe { policy::atomic_add(held, u64::MAX) };
+    // SAFETY: as above.
+    if unsafe { ptr::read_volatile(held) } == 0 {
+        // The sandbox holds none: its entry goes, so that sandboxes gone do not fill
+        // the map (which would refuse every other sandbox's sockets).
+        let _ = HELD.remove(cgroup_id);
     }
     ALLOW
 }

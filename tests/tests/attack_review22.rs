@@ -319,4 +319,27 @@ print(json.dumps({"remote": code(lambda: hb.request("GET", "http://remote.test:%
         e["reason"] == "sockets_max" && e["hook"] == "sock_create" && e["policy"] == "web"
     });
     println!("event: {e}");
+    // Every sandbox has ended: each count went back to 0 and its entry with it (a map
+    // of sandboxes gone would fill and refuse every other sandbox's sockets).
+    let mut counted = usize::MAX;
+    for _ in 0..50 {
+        counted = counted_sandboxes(&env);
+        if counted == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(counted, 0, "sandboxes gone are still counted");
+}
+
+/// Entries of the kernel's per-sandbox socket counts (`HB_SOCKS_HELD`), read with bpftool.
+fn counted_sandboxes(env: &hb_tests::TestEnv) -> usize {
+    let out = std::process::Command::new("bpftool")
+        .args(["--json", "map", "dump", "pinned"])
+        .arg(env.map_pin("HB_SOCKS_HELD"))
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map dump HB_SOCKS_HELD");
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    rows.as_array().expect("rows").len()
 }
