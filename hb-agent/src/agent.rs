@@ -367,6 +367,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         .set(crate::telemetry::Condition::ResolverServing, true);
     maps.set_dns(config.dns.redirect, config.dns_listen())?;
     maps.set_host_netns(own_netns_cookie()?)?;
+    maps.set_sockets_max(config.sandbox_defaults.sockets_max)?;
     // The guard listens before the kernel sends it anything. Until it does, its ports are
     // known (no sandbox may bind them) but not pointed at: a guarded connect meanwhile
     // is refused (`guard_down`), never sent direct.
@@ -502,6 +503,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         cgroup_mount: &running.mount,
         policy_names: running.policy_names.clone(),
         events: event_stream.clone(),
+        local_addrs: local_addrs.clone(),
     })?;
     telemetry
         .readiness

@@ -151,6 +151,10 @@ pub struct SandboxDefaults {
     pub cpu_max: String,
     /// Size of the sandbox's own /tmp.
     pub tmp_size: String,
+    /// Internet sockets a sandbox in the agent's network namespace may hold open at once
+    /// (0 = no limit). It shares the host's ephemeral ports with every tenant and daemon:
+    /// without a bound one sandbox bound them all and no TCP connect on the host worked.
+    pub sockets_max: u32,
 }
 
 impl Default for SandboxDefaults {
@@ -163,6 +167,7 @@ impl Default for SandboxDefaults {
             memory_max: "2G".into(),
             cpu_max: String::new(),
             tmp_size: "256M".into(),
+            sockets_max: 4096,
         }
     }
 }

@@ -66,6 +66,31 @@ pub fn denied(deny: &[IpNet], except: &[IpNet], nat64: &[Ipv6Net], ip: IpAddr) -
     deny.iter().any(|n| n.contains(&ip)) && !except.iter().any(|n| n.contains(&ip))
 }
 
+/// Whether an answer address is one of the host's own (`local`; or the network or
+/// broadcast address of one of its IPv4 prefixes) and no exception carves it out; IPv6
+/// addresses that carry an IPv4 one are judged by it, as in [`denied`].
+///
+/// Why the resolvers refuse these beside the deny ranges: a connection to an address of
+/// the host never leaves it. It is delivered locally, as one to loopback is, to every
+/// service listening on the wildcard address (the kubelet, node-exporter, sshd, the
+/// agent's `/metrics` on the node's address) and past firewalls that filter only what
+/// arrives from outside; yet a bare-metal node's public IPv4 or any node's global IPv6
+/// lies in no deny range. An allowed name whose authority answers such an address (the
+/// rebinding trick) reached them from a sandbox beside the agent, and from any sandbox
+/// through the broker, which connects from the host (attack review 22).
+pub fn host_own(
+    local: &crate::local_addrs::LocalAddrs,
+    except: &[IpNet],
+    nat64: &[Ipv6Net],
+    ip: IpAddr,
+) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => embedded_v4(v6, nat64).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    local.delivers_here(ip) && !except.iter().any(|n| n.contains(&ip))
+}
+
 /// The special-purpose ranges denied by default (`deny_cidrs = "default"`).
 ///
 /// Sources: the IANA IPv4 Special-Purpose Address Registry (RFC 6890 and updates), the
@@ -181,6 +206,34 @@ mod tests {
             "ff02::1",
         ] {
             assert!(denied(ip), "{ip} must be denied by default");
+        }
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_refused_in_every_spelling_unless_excepted() {
+        use crate::local_addrs::{LocalAddrs, Set};
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let local = LocalAddrs::fixed(Set::from_entries([
+            (ip("100.128.0.77"), 24, false),
+            (ip("2a00:1450::77"), 64, false),
+            (ip("203.0.113.10"), 32, false),
+        ]));
+        let except: Vec<IpNet> = vec!["203.0.113.0/24".parse().expect("net")];
+        for own in [
+            "100.128.0.77",
+            "::ffff:100.128.0.77",
+            "64:ff9b::6480:4d",
+            "2a00:1450::77",
+        ] {
+            assert!(host_own(&local, &except, &[], ip(own)), "{own}");
+        }
+        // A datagram to the subnet's broadcast (or network) address is delivered here too.
+        for edge in ["100.128.0.255", "100.128.0.0", "::ffff:100.128.0.255"] {
+            assert!(host_own(&local, &except, &[], ip(edge)), "{edge}");
+        }
+        // The rest of the address's subnet is not the host's; an exception carves out.
+        for other in ["100.128.0.78", "2a00:1450::78", "203.0.113.10"] {
+            assert!(!host_own(&local, &except, &[], ip(other)), "{other}");
         }
     }
 

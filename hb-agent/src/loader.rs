@@ -26,8 +26,8 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, CgroupSockopt,
-        ProgramError, SockOps,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        CgroupSockopt, ProgramError, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
@@ -260,6 +260,8 @@ pub fn attach(
             )
         } else if name == prog_names::SOCK_OPS {
             attach_and_pin!(SockOps, CgroupAttachMode::Single)
+        } else if name == prog_names::SOCK_CREATE || name == prog_names::SOCK_RELEASE {
+            attach_and_pin!(CgroupSock, CgroupAttachMode::Single)
         } else if name == prog_names::SETSOCKOPT {
             let p: &mut CgroupSockopt = program.try_into().map_err(perr("type check"))?;
             p.load().map_err(perr("load"))?;

@@ -36,7 +36,7 @@ use std::{
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use hb_common::{limits, map_names};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::maps::{MapsError, open_typed, sync_trie};
 
@@ -57,6 +57,13 @@ pub enum LocalAddrsError {
 pub struct Set {
     exact: HashSet<IpAddr>,
     loopback4: Vec<Ipv4Net>,
+    /// Addresses that are no source but whose packets are delivered here too: the
+    /// network and broadcast address of each IPv4 prefix shorter than /31 on a device
+    /// other than loopback (the kernel's `RTN_BROADCAST` routes, `fib_add_ifaddr`; such a
+    /// datagram also goes to the whole link), and the subnet-router anycast address of
+    /// each IPv6 prefix shorter than /127 (RFC 4291 §2.6.1: a forwarding host, as every
+    /// Kubernetes node is, takes datagrams to it, `addrconf_join_anycast`).
+    also_delivered: Vec<IpAddr>,
 }
 
 impl Set {
@@ -66,17 +73,35 @@ impl Set {
         for (ip, prefix, loopback) in entries {
             let ip = canonical(ip);
             set.exact.insert(ip);
-            if let IpAddr::V4(v4) = ip
-                && loopback
-                && let Ok(net) = Ipv4Net::new(v4, prefix.min(32))
-            {
-                let net = net.trunc();
-                if !set.loopback4.contains(&net) {
-                    set.loopback4.push(net);
+            let edges = match ip {
+                IpAddr::V4(v4) => {
+                    let Ok(net) = Ipv4Net::new(v4, prefix.min(32)).map(|n| n.trunc()) else {
+                        continue;
+                    };
+                    if loopback {
+                        if !set.loopback4.contains(&net) {
+                            set.loopback4.push(net);
+                        }
+                        continue;
+                    }
+                    if net.prefix_len() >= 31 {
+                        continue;
+                    }
+                    vec![net.network().into(), net.broadcast().into()]
+                }
+                IpAddr::V6(v6) => match Ipv6Net::new(v6, prefix.min(128)) {
+                    Ok(net) if net.prefix_len() < 127 => vec![net.network().into()],
+                    _ => continue,
+                },
+            };
+            for edge in edges {
+                if !set.also_delivered.contains(&edge) {
+                    set.also_delivered.push(edge);
                 }
             }
         }
         set.loopback4.sort();
+        set.also_delivered.sort();
         set
     }
 
@@ -85,6 +110,12 @@ impl Set {
         let ip = canonical(ip);
         self.exact.contains(&ip)
             || matches!(ip, IpAddr::V4(v4) if self.loopback4.iter().any(|n| n.contains(&v4)))
+    }
+
+    /// Whether a packet to `ip` is delivered on this host: one of its addresses, or one
+    /// its prefixes give it (see `also_delivered`).
+    pub fn delivers_here(&self, ip: IpAddr) -> bool {
+        self.contains(ip) || self.also_delivered.contains(&canonical(ip))
     }
 
     /// The kernel map's entries: IPv4 as IPv4-mapped IPv6 (prefix 96 + its own).
@@ -133,6 +164,17 @@ impl LocalAddrs {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.read().is_ok_and(|s| s.contains(ip))
+    }
+
+    /// [`Set::delivers_here`] of the current set.
+    pub fn delivers_here(&self, ip: IpAddr) -> bool {
+        self.0.read().is_ok_and(|s| s.delivers_here(ip))
+    }
+
+    /// The calling thread's namespace's addresses now, not kept current: for an outbound
+    /// path that lives one task (an HTTP rotator's call, the CLI's debug commands).
+    pub fn snapshot() -> io::Result<Self> {
+        read().map(|set| Self(Arc::new(RwLock::new(set))))
     }
 
     /// Reads this namespace's addresses into the shared set and the kernel's map, and
@@ -389,6 +431,24 @@ mod tests {
         assert!(s.contains(ip("127.255.255.254")));
         assert!(s.contains(ip("::ffff:127.1.2.3")));
         assert!(!s.contains(ip("128.0.0.1")));
+    }
+
+    #[test]
+    fn a_subnets_broadcast_and_network_addresses_are_delivered_here_but_are_no_source() {
+        let s = sample();
+        for edge in ["203.0.113.255", "203.0.113.0", "::ffff:203.0.113.255"] {
+            assert!(s.delivers_here(ip(edge)), "{edge}");
+            assert!(!s.contains(ip(edge)), "{edge} is no source");
+        }
+        assert!(s.delivers_here(ip("203.0.113.20")));
+        assert!(!s.delivers_here(ip("203.0.113.21")));
+        // A /31 or /32 has no broadcast address (RFC 3021).
+        let point = Set::from_entries([(ip("198.51.100.8"), 31, false)]);
+        assert!(!point.delivers_here(ip("198.51.100.9")));
+        // IPv6: the subnet-router anycast address of the prefix, nothing else of it.
+        assert!(s.delivers_here(ip("2001:db8::")));
+        assert!(!s.contains(ip("2001:db8::")));
+        assert!(!s.delivers_here(ip("2001:db8::21")));
     }
 
     #[test]

@@ -130,6 +130,7 @@ pub struct Maps {
     guard: Array<MapData, GuardConfig>,
     guard_ports: HashMap<MapData, GuardPortKey, u32>,
     host_netns: Array<MapData, u64>,
+    socks_max: Array<MapData, u32>,
 }
 
 /// A policy as the kernel's table holds it.
@@ -161,6 +162,7 @@ impl Maps {
             guard: open_typed(bpffs_dir, map_names::GUARD)?,
             guard_ports: open_typed(bpffs_dir, map_names::GUARD_PORTS)?,
             host_netns: open_typed(bpffs_dir, map_names::HOST_NETNS)?,
+            socks_max: open_typed(bpffs_dir, map_names::SOCKS_MAX)?,
         })
     }
 
@@ -221,6 +223,14 @@ impl Maps {
         self.host_netns
             .set(0, cookie, 0)
             .map_err(op(map_names::HOST_NETNS, "update"))
+    }
+
+    /// How many internet sockets a sandbox in the agent's namespace may hold at once
+    /// (`sandbox_defaults.sockets_max`; 0: no bound).
+    pub fn set_sockets_max(&mut self, max: u32) -> Result<()> {
+        self.socks_max
+            .set(0, max, 0)
+            .map_err(op(map_names::SOCKS_MAX, "update"))
     }
 
     /// Points (or stops pointing) sandbox DNS at the resolver.

@@ -150,9 +150,19 @@ pub mod map_names {
     /// event was reported: at most one per cgroup per event window, since glibc's
     /// resolver sets `IP_RECVERR` on every query's socket.
     pub const ERRQUEUE_SEEN: &str = "HB_ERRQUEUE_SEEN";
+    /// Hash, `u64` governing cgroup id → `u64`: the internet sockets a sandbox in the
+    /// agent's network namespace holds open now (`cgroup/sock_create` adds one,
+    /// `cgroup/sock_release` takes it back).
+    pub const SOCKS_HELD: &str = "HB_SOCKS_HELD";
+    /// Array of one `u32`: how many internet sockets a sandbox in the agent's network
+    /// namespace may hold at once (`sandbox_defaults.sockets_max`; 0: no bound).
+    pub const SOCKS_MAX: &str = "HB_SOCKS_MAX";
+    /// Socket storage, `u64`: the governing cgroup a socket was counted against in
+    /// [`SOCKS_HELD`], freed with the socket.
+    pub const SOCK_COUNTED: &str = "HB_SOCK_COUNTED";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 30] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -180,6 +190,9 @@ pub mod map_names {
         HOST_NETNS,
         LOCAL_ADDRS,
         ERRQUEUE_SEEN,
+        SOCKS_HELD,
+        SOCKS_MAX,
+        SOCK_COUNTED,
     ];
 }
 
@@ -204,13 +217,17 @@ pub mod prog_names {
     /// `cgroup/bind4|6`: refuses binds to the ports of hb's resolver and guard.
     pub const BIND4: &str = "hb_bind4";
     pub const BIND6: &str = "hb_bind6";
+    /// `cgroup/sock_create` and `cgroup/sock_release`: count the internet sockets a
+    /// sandbox in the agent's network namespace holds, and refuse one past its bound.
+    pub const SOCK_CREATE: &str = "hb_sock_create";
+    pub const SOCK_RELEASE: &str = "hb_sock_release";
 
     /// `sk_skb/stream_verdict` on [`map_names::GUARD_SOCKS`](crate::map_names): a
     /// spliced guard connection's bytes sent on to the peer socket in the kernel. Not
     /// a cgroup program, not in [`ALL`]: the guard loads and attaches it itself.
     pub const GUARD_SPLICE: &str = "hb_guard_splice";
 
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         CONNECT4,
         CONNECT6,
         SENDMSG4,
@@ -225,6 +242,8 @@ pub mod prog_names {
         SETSOCKOPT,
         BIND4,
         BIND6,
+        SOCK_CREATE,
+        SOCK_RELEASE,
     ];
 }
 
@@ -261,6 +280,9 @@ pub mod limits {
     pub const LOCAL_ADDRS: u32 = 65_536;
     /// Cgroups whose last `error_queue` event is remembered at once.
     pub const ERRQUEUE_SEEN: u32 = 16_384;
+    /// Sandboxes whose open sockets are counted at once (`map_names::SOCKS_HELD`); a
+    /// socket of another one past it is refused (fail closed).
+    pub const SOCKS_HELD: u32 = 16_384;
     /// Cgroups whose event budget is remembered at once (least recently used go; a
     /// forgotten cgroup starts with a full budget again, so the bound per cgroup holds
     /// only while fewer cgroups than this report at once — each still has its own).
@@ -843,9 +865,12 @@ pub mod hook {
     pub const SETSOCKOPT: u32 = 7;
     pub const BIND4: u32 = 8;
     pub const BIND6: u32 = 9;
+    /// `cgroup/sock_create`. Its events carry no port and no address.
+    pub const SOCK_CREATE: u32 = 10;
 
     pub const fn name(hook: u32) -> &'static str {
         match hook {
+            SOCK_CREATE => "sock_create",
             BIND4 => "bind4",
             BIND6 => "bind6",
             SKB_INGRESS => "skb_ingress",
@@ -923,9 +948,15 @@ pub mod reason {
     /// so no ICMP error (whose quoted payload any host on the path may choose) is
     /// queued for the socket to read; reported at most once per cgroup per event window.
     pub const ERROR_QUEUE: u32 = 12;
+    /// A socket past `sandbox_defaults.sockets_max` of a sandbox in the agent's network
+    /// namespace: it shares the host's ephemeral ports, and a socket bound to port 0
+    /// takes one that no connect in the namespace can use until it closes (one sandbox
+    /// held them all, and every TCP connect on the host failed: attack review 22).
+    pub const SOCKETS_MAX: u32 = 13;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
+            SOCKETS_MAX => "sockets_max",
             ERROR_QUEUE => "error_queue",
             QUIC => "quic",
             GUARD_DOWN => "guard_down",

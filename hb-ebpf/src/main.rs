@@ -17,6 +17,8 @@
 //!   the sandbox from its own sockets (multicast membership reports) or route a packet
 //!   elsewhere than its destination (routing headers, IP options), or send from a
 //!   foreign source; rewrites the error-queue options (`IP_RECVERR`…) to 0.
+//! * `socks` — `cgroup/sock_create|sock_release`: a sandbox in the agent's network
+//!   namespace holds at most `sockets_max` internet sockets (the host's ephemeral ports).
 //! * `source` — `cgroup/bind4|6` and `cgroup/sendmsg4|6`: refuses a source address that
 //!   is not one of the host's (`HB_LOCAL_ADDRS`, kept by the agent from rtnetlink).
 //! * `splice` — `sk_skb/stream_verdict`: a passed guard connection's bytes sent from
@@ -39,6 +41,7 @@ mod policy;
 mod skb;
 mod sock_addr;
 mod sockopt;
+mod socks;
 mod source;
 mod splice;
 

@@ -726,7 +726,7 @@ fn take_pending(budget: Option<*mut EventRate>) -> u32 {
 /// # Safety
 /// `p` must point to a u64 in a map value, 8-byte aligned.
 #[inline(always)]
-unsafe fn atomic_add(p: *mut u64, v: u64) {
+pub(crate) unsafe fn atomic_add(p: *mut u64, v: u64) {
     // SAFETY: the caller's promise; the instruction touches only `*p`.
     unsafe {
         core::arch::asm!(

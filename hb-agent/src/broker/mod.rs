@@ -93,6 +93,8 @@ pub struct BrokerInputs<'a> {
     pub policy_names: HashMap<u32, String>,
     /// Every event the agent records (kernel and resolver), for `GET /v1/events`.
     pub events: broadcast::Sender<Arc<EventRecord>>,
+    /// The host's own addresses, kept current: never a destination of the broker's.
+    pub local_addrs: crate::local_addrs::LocalAddrs,
 }
 
 /// The running broker; dropping it stops serving and removes the socket file.
@@ -205,6 +207,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         .map_err(io_err(&path, "starting the broker runtime"))?;
     let config = Arc::new(inputs.config.clone());
     let events = inputs.events;
+    let local_addrs = inputs.local_addrs;
     let sessions = sessions::Sessions::new(Duration::from_secs(cfg.session_ttl_secs));
     let handles = handles::Handles::new(Duration::from_secs(cfg.handle_ttl_secs));
     let accounts = accounts::Accounts::new(agent.state_dir.join(crate::vault::DB_FILE));
@@ -224,7 +227,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         .name("hb-broker".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let outbound = match outbound::Outbound::new(&config).await {
+                let outbound = match outbound::Outbound::new(&config, local_addrs).await {
                     Ok(o) => o,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.into()));

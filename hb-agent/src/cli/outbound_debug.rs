@@ -131,7 +131,7 @@ pub fn run(config: Config, args: OutboundArgs) -> anyhow::Result<ExitCode> {
     let query_value = credential_query.map(|q: CredentialQuery| (q.name, q.value));
     let rt = runtime()?;
     let result = rt.block_on(async {
-        let outbound = Outbound::new(&config).await?;
+        let outbound = Outbound::new(&config, crate::local_addrs::LocalAddrs::snapshot()?).await?;
         let mut result = None;
         for _ in 0..args.repeat.max(1) {
             let request = OutboundRequest {
@@ -313,7 +313,7 @@ pub fn bench(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let per_caller = args.count.div_ceil(callers);
     let rt = runtime()?;
     let (outbound, plain) = rt.block_on(async {
-        let outbound = Outbound::new(&config).await?;
+        let outbound = Outbound::new(&config, crate::local_addrs::LocalAddrs::snapshot()?).await?;
         // Warm-up rounds (pool, caches, allocator), then the measured ones.
         through_outbound(&outbound, &target, callers, 200_usize.div_ceil(callers)).await?;
         let through = through_outbound(&outbound, &target, callers, per_caller).await?;

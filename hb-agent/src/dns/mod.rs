@@ -16,8 +16,9 @@
 //! (else `dns.denied_name_rcode`, NXDOMAIN by default, and a `name_not_allowed` event;
 //! audit mode resolves and reports) → answered from the cache
 //! of validated answers, or forwarded upstream (`upstream`: persistent sockets, random
-//! ids, TCP on truncation; the upstream's answer carries the CNAME chain) → every A/AAAA in the answer must lie outside the deny ranges (minus
-//! exceptions; IPv4-mapped and NAT64 answers judged by the IPv4 they carry), else the
+//! ids, TCP on truncation; the upstream's answer carries the CNAME chain) → every A/AAAA in the answer must lie outside the deny ranges and
+//! the host's own addresses (minus exceptions; IPv4-mapped and NAT64 answers judged by
+//! the IPv4 they carry; see [`crate::egress::host_own`]), else the
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
 //! name and address (an AAAA under any of `egress.nat64_prefixes` counts as the IPv4 it
 //! embeds, RFC 6052) →
@@ -125,6 +126,9 @@ struct Inner {
     except: Vec<IpNet>,
     /// `egress.nat64_prefixes`: AAAA answers under one are judged as their IPv4.
     nat64: Vec<Ipv6Net>,
+    /// The host's own addresses: refused as answers like the deny ranges
+    /// ([`crate::egress::host_own`]).
+    local: crate::local_addrs::LocalAddrs,
     min_ttl: u32,
     max_ttl: u32,
     denied_name: ResponseCode,
@@ -396,6 +400,7 @@ pub async fn start(
         deny: config.egress.deny.clone(),
         except: config.egress.exceptions.clone(),
         nat64: config.egress.nat64.clone(),
+        local: local.clone(),
         min_ttl: u32::try_from(config.dns.min_ttl_secs).unwrap_or(u32::MAX),
         max_ttl: u32::try_from(config.dns.max_ttl_secs).unwrap_or(u32::MAX),
         denied_name: match config.dns.denied_name_rcode {
@@ -904,11 +909,18 @@ fn encode(request: &Message, m: Message, transport: Transport) -> Option<Vec<u8>
     Some(bytes)
 }
 
-/// Whether an answer address lies in a deny range and no exception; IPv6 addresses that
-/// carry an IPv4 one (mapped, NAT64 under `egress.nat64_prefixes`) are judged by it, as
-/// the kernel does.
-pub(crate) fn denied(deny: &[IpNet], except: &[IpNet], nat64: &[Ipv6Net], ip: IpAddr) -> bool {
+/// Whether an answer address lies in a deny range or is one of the host's own addresses
+/// (`local`), and no exception carves it out; IPv6 addresses that carry an IPv4 one
+/// (mapped, NAT64 under `egress.nat64_prefixes`) are judged by it, as the kernel does.
+pub(crate) fn denied(
+    deny: &[IpNet],
+    except: &[IpNet],
+    nat64: &[Ipv6Net],
+    local: &crate::local_addrs::LocalAddrs,
+    ip: IpAddr,
+) -> bool {
     crate::egress::denied(deny, except, nat64, ip)
+        || crate::egress::host_own(local, except, nat64, ip)
 }
 
 impl Inner {
@@ -1292,7 +1304,7 @@ impl Inner {
                 RData::AAAA(a) => IpAddr::V6(a.0),
                 _ => continue,
             };
-            if denied(&self.deny, &self.except, &self.nat64, ip) {
+            if denied(&self.deny, &self.except, &self.nat64, &self.local, ip) {
                 self.event(
                     &policy.name,
                     cgroup_id,

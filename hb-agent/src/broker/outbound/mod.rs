@@ -262,8 +262,12 @@ pub struct Outbound {
 impl Outbound {
     /// Builds the resolver (its own upstream sockets, on the current tokio runtime: call
     /// it from the runtime that will send) and the TLS configuration (system roots plus
-    /// `broker.extra_ca_file`, parsed once).
-    pub async fn new(config: &Config) -> Result<Arc<Self>, SetupError> {
+    /// `broker.extra_ca_file`, parsed once). `local`: the host's own addresses, which the
+    /// resolver refuses as answers and literals.
+    pub async fn new(
+        config: &Config,
+        local: crate::local_addrs::LocalAddrs,
+    ) -> Result<Arc<Self>, SetupError> {
         let servers = crate::dns::upstream_servers(config)?;
         let upstream = crate::dns::upstream::Upstream::new(servers).await?;
         let resolver = Resolver::new(
@@ -273,7 +277,8 @@ impl Outbound {
             u32::try_from(config.dns.min_ttl_secs).unwrap_or(u32::MAX),
             u32::try_from(config.dns.max_ttl_secs).unwrap_or(u32::MAX),
         )
-        .with_nat64(config.egress.nat64.clone());
+        .with_nat64(config.egress.nat64.clone())
+        .with_local(local);
         let (tls, system_roots) = client::tls_config(&config.broker.extra_ca_file)?;
         if system_roots == 0 {
             tracing::warn!(

@@ -4,9 +4,11 @@
 //! asked (A and AAAA, at once) of the upstreams in `dns.upstreams` through hb's own
 //! upstream client; the CNAME chain the answer carries is followed from the name to the
 //! addresses it ends at; every A/AAAA record in either answer must lie outside
-//! `egress.deny_cidrs` minus `egress.exception_cidrs` (judged by the resolver's own
-//! [`crate::dns::denied`], so IPv4-mapped and NAT64 answers count as the IPv4 they carry),
-//! else the whole answer is refused. An IP literal is judged by the same rule. Validated
+//! `egress.deny_cidrs` and the host's own addresses, minus `egress.exception_cidrs`
+//! (judged by the resolver's own [`crate::dns::denied`], so IPv4-mapped and NAT64 answers
+//! count as the IPv4 they carry), else the whole answer is refused. An IP literal is
+//! judged by the same rule. The broker connects from the host: an answer of the host's
+//! own address would carry a sandbox's call to the host's own services. Validated
 //! answers are cached for their TTL clamped to `[dns.min_ttl_secs, dns.max_ttl_secs]`.
 //!
 //! Must never: return an address it did not judge, use the host's own resolver
@@ -37,10 +39,16 @@ const MAX_CHAIN: usize = 8;
 pub enum ResolveError {
     /// An answer for `name` holds a denied address (a rebinding attempt or a private
     /// name): nothing of it is used.
-    #[error("{name} resolves to {addr}, which lies in the deny ranges (egress.deny_cidrs)")]
+    #[error(
+        "{name} resolves to {addr}, which lies in the deny ranges (egress.deny_cidrs) or is \
+         one of this host's own addresses"
+    )]
     DnsRejected { name: String, addr: IpAddr },
     /// The URL names a denied address directly.
-    #[error("{addr} lies in the deny ranges (egress.deny_cidrs); no connection is made")]
+    #[error(
+        "{addr} lies in the deny ranges (egress.deny_cidrs) or is one of this host's own \
+         addresses; no connection is made"
+    )]
     IpDenied { addr: IpAddr },
     #[error("{name} does not exist (NXDOMAIN)")]
     NoSuchName { name: String },
@@ -61,6 +69,8 @@ pub struct Resolver {
     except: Vec<IpNet>,
     /// `egress.nat64_prefixes` (see [`Resolver::with_nat64`]).
     nat64: Vec<ipnet::Ipv6Net>,
+    /// The host's own addresses (see [`Resolver::with_local`]).
+    local: crate::local_addrs::LocalAddrs,
     min_ttl: u32,
     max_ttl: u32,
     cache: Mutex<HashMap<String, Cached>>,
@@ -79,6 +89,7 @@ impl Resolver {
             deny,
             except,
             nat64: Vec::new(),
+            local: crate::local_addrs::LocalAddrs::default(),
             min_ttl,
             max_ttl,
             cache: Mutex::new(HashMap::new()),
@@ -92,9 +103,17 @@ impl Resolver {
         self
     }
 
-    /// Whether `addr` is refused by the deny ranges and not carved out.
+    /// Refuses the host's own addresses (`local`, kept current by the agent) as it
+    /// refuses the deny ranges.
+    pub fn with_local(mut self, local: crate::local_addrs::LocalAddrs) -> Self {
+        self.local = local;
+        self
+    }
+
+    /// Whether `addr` is refused by the deny ranges or as the host's own, and not carved
+    /// out.
     pub fn denied(&self, addr: IpAddr) -> bool {
-        crate::dns::denied(&self.deny, &self.except, &self.nat64, addr)
+        crate::dns::denied(&self.deny, &self.except, &self.nat64, &self.local, addr)
     }
 
     /// The addresses `host` may be reached at, IPv4 first.
@@ -306,6 +325,31 @@ mod tests {
             r.resolve(&Host::Name("a.test".into())).await,
             Err(ResolveError::Lookup { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn the_hosts_own_addresses_are_refused_unless_excepted() {
+        use crate::local_addrs::{LocalAddrs, Set};
+        let upstream = Upstream::new(Vec::new()).await.expect("no sockets needed");
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let local = LocalAddrs::fixed(Set::from_entries([
+            (ip("100.128.0.77"), 24, false),
+            (ip("203.0.113.10"), 32, false),
+        ]));
+        let except = vec!["203.0.113.0/24".parse().expect("cidr")];
+        let r =
+            Resolver::new(upstream, crate::egress::default_deny(), except, 5, 60).with_local(local);
+        for addr in ["100.128.0.77", "100.128.0.255", "::ffff:100.128.0.77"] {
+            let addr = ip(addr);
+            assert_eq!(
+                r.resolve(&Host::Ip(addr)).await,
+                Err(ResolveError::IpDenied { addr }),
+                "{addr}"
+            );
+        }
+        for addr in ["100.128.0.78", "203.0.113.10"] {
+            assert!(r.resolve(&Host::Ip(ip(addr))).await.is_ok(), "{addr}");
+        }
     }
 
     #[test]

@@ -728,7 +728,8 @@ pub fn revoke_minted_by_operator(
         }
     };
     runtime.block_on(async {
-        let outbound = super::outbound::Outbound::new(config)
+        let local = crate::local_addrs::LocalAddrs::snapshot().map_err(|_| "outbound_setup")?;
+        let outbound = super::outbound::Outbound::new(config, local)
             .await
             .map_err(|_| "outbound_setup")?;
         HttpRotator {
