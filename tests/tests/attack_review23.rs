@@ -37,7 +37,11 @@
 //!   answer or the answers to the attacker's calls, and the attacker got that tenant's
 //!   answers (on 3bbd807, of 300 calls each at once: 12 planted, 16 of the attacker's,
 //!   13 of the victim's to the attacker). A connection now carries one caller's calls
-//!   (the agent's own calls have their own).
+//!   (the agent's own calls have their own), and none is pooled after an answer that
+//!   has no body (HEAD, 1xx, 204, 304): a caller's own HEAD call left the planted answer
+//!   for its own next call (5 of 10 on 3bbd807 and on the per-caller pool), where a
+//!   credentialed call's answer could reach a later call without a credentialed call's
+//!   refusals.
 //!
 //! Held (figures in the report): duplicate JSON keys (`url`, `handle` twice: refused
 //! `bad_request`, serde's duplicate field), a UTF-8 BOM before the JSON (refused), a
@@ -46,11 +50,10 @@
 //! sandbox, `hb-agent events` reads nothing and `hb-agent maps list` is refused
 //! (`BPF_OBJ_GET`: EPERM).
 //!
-//! Still open: a caller can still desynchronise its own pooled connection (a HEAD answer
-//! with a body), so the answer to one of its calls can reach its next call; that answer
-//! is scrubbed as the next call's, which for a call without a handle skips the checks a
-//! credentialed call's answer gets (partial and binary answers refused, the echo of the
-//! key a `reflection`). The names under `/sys/fs/bpf` are listable from a sandbox.
+//! Still open: an upstream that sends more than its answer's framing says in another way
+//! (a `Content-Length` short of what it writes) can still leave bytes on one caller's
+//! pooled connection for its next call. The names under `/sys/fs/bpf` are listable from
+//! a sandbox.
 
 use std::fs;
 
@@ -462,6 +465,31 @@ class H(TlsHandler):
         self.wfile.write(body)
     do_GET = do_HEAD = any
 "#;
+
+/// A caller's own HEAD call to that API, then its own GET: the GET gets its own answer,
+/// not the body the HEAD answer left on a pooled connection (a connection is not pooled
+/// after an answer that has no body). On 3bbd807 (and with the pool keyed by caller
+/// alone) each GET after a HEAD got the planted answer, which a credentialed call's
+/// answer could take the place of: the answer to one of the caller's calls reaching a
+/// later call that does not get a credentialed call's refusals.
+#[test]
+fn a_callers_own_head_call_does_not_desynchronise_its_next_call() {
+    let w = World::with("review23-selfdesync", SPILL_PY);
+    let script = format!(
+        r#"
+c = Counter()
+for i in range(10):
+    attempt(lambda: hb.request("HEAD", "https://{API}/spill"))
+    r = attempt(lambda: hb.request("GET", "https://{API}/peek"))
+    body = r.get("body") or r.get("error") or ""
+    c["planted" if "PLANTED" in body else "own" if "/peek" in body else body] += 1
+print(json.dumps(c))
+"#
+    );
+    let got = nobody_broker_client(&w.env, "web", &script, &[]);
+    println!("figure: {got}");
+    assert_eq!(got["own"], 10, "every GET got its own answer: {got}");
+}
 
 /// One tenant (policy `web`, no handle needed) makes HEAD calls to an API another tenant
 /// (policy `other`) calls with its credential, on an upstream whose HEAD answers carry a

@@ -206,7 +206,11 @@ impl Client {
     /// reads that body as the next request on the connection — one the caller wrote
     /// whole, unjudged, and that (a request head still waiting for its own body) would
     /// take the next call sent on the connection, another tenant's with its credential,
-    /// as its body.
+    /// as its body. Nor after an answer that has no body (HEAD, 1xx, 204, 304): an
+    /// upstream that sends one anyway (a HEAD served by its GET code) leaves it on the
+    /// connection, read as the answer to the connection's next call — the caller's own,
+    /// maybe one with its credential, whose answer would then reach a later call that
+    /// does not get a credentialed call's refusals (a part of a representation).
     async fn finish(
         &self,
         response: Response<Incoming>,
@@ -261,7 +265,7 @@ impl Client {
                 buf.extend_from_slice(&data);
             }
         }
-        if reusable {
+        if reusable && !bodiless {
             self.checkin(key, sender);
         }
         Ok(Fetched {
