@@ -291,24 +291,7 @@ fn host_request(env: &TestEnv, body: &serde_json::Value) -> serde_json::Value {
 /// less. Counted: statuses and the agent's peak resident memory, never time.
 #[test]
 fn a_sandbox_cannot_make_the_broker_hold_answers_past_its_share() {
-    let (grown_mib, answered, host, heard) = side_by_side("a20answers", "x");
-    eprintln!(
-        "figure: {CALLS} calls side by side for 10 MiB answers: {} answered 200, {} refused \
-         503, {} timed out 408; the agent's peak grew by {grown_mib} MiB; another tenant's call \
-         meanwhile: {host}; the attacker heard {heard:?}",
-        answered("200"),
-        answered("503"),
-        answered("408"),
-    );
-    assert!(
-        answered("503") > 0,
-        "every one of the sandbox's {CALLS} calls was read and held whole: {heard:?}"
-    );
-    assert_eq!(host["status"], 200, "another tenant's call: {host}");
-    assert!(
-        grown_mib < 200,
-        "the agent's peak grew by {grown_mib} MiB holding one sandbox's answers"
-    );
+    answers_are_held_to_the_share("a20answers", "x", "10 MiB answers");
 }
 
 /// The same with answers gzipped (about 230 KiB each on the wire, 10 MiB decoded): the
@@ -316,40 +299,21 @@ fn a_sandbox_cannot_make_the_broker_hold_answers_past_its_share() {
 /// calls side by side decoded up to 300 MiB at once, past the budget. Each decoded
 /// piece is now counted before it is taken: past the sandbox's share the decoding stops
 /// and the call is refused `unavailable`. (The peak is a weak witness here: how many
-/// decodings overlap depends on scheduling — 3bbd807's peak grew 155–265 MiB over three
-/// runs, this tree's 108–144; `outbound::decode`'s unit test shows the counting.)
+/// decodings overlap depends on scheduling — 3bbd807's peak grew 155–265 MiB over
+/// several runs, this tree's 100–144; `outbound::tests::a_decoding_stops_at_the_tenants_answer_budget`
+/// shows the counting.)
 #[test]
 fn a_sandbox_cannot_make_the_broker_decode_answers_past_its_share() {
-    let (grown_mib, answered, host, heard) = side_by_side("a20gzip", "gz");
-    eprintln!(
-        "figure: {CALLS} calls side by side for gzipped 10 MiB answers: {} answered 200, {} \
-         refused 503, {} timed out 408; the agent's peak grew by {grown_mib} MiB; another \
-         tenant's call meanwhile: {host}; the attacker heard {heard:?}",
-        answered("200"),
-        answered("503"),
-        answered("408"),
-    );
-    assert!(
-        answered("503") > 0,
-        "every call was decoded whole: {heard:?}"
-    );
-    assert_eq!(host["status"], 200, "another tenant's call: {host}");
-    assert!(
-        grown_mib < 200,
-        "the agent's peak grew by {grown_mib} MiB decoding one sandbox's answers"
-    );
+    answers_are_held_to_the_share("a20gzip", "gz", "gzipped 10 MiB answers");
 }
 
 const CALLS: usize = 30;
 
-/// [`CALLS`] calls from one sandbox side by side for `https://big.test/KIND`, and a host
-/// caller's small call once the budget refused one of them: the agent's peak growth in
-/// MiB, a count of the sandbox's answers by status, the host call's answer, and what
-/// the sandbox heard.
-fn side_by_side(
-    name: &str,
-    kind: &str,
-) -> (u64, impl Fn(&str) -> usize, serde_json::Value, Vec<String>) {
+/// [`CALLS`] calls from one sandbox side by side for `https://big.test/KIND` (`what`, for
+/// the figure), and a host caller's small call once the budget refused one of them:
+/// some of the sandbox's calls are refused `unavailable`, the host caller is answered,
+/// and the agent's peak grows by less than 200 MiB.
+fn answers_are_held_to_the_share(name: &str, kind: &str, what: &str) {
     let (_upstream, mut env) = world_with(name, "host_policy = \"host\"\n");
     let pid = env.agent().pid();
     let before = hb_tests::memory_kib(pid, true);
@@ -383,14 +347,29 @@ fn side_by_side(
     heard.extend(rx.iter());
     let _ = attacker.wait();
     let grown_mib = (hb_tests::memory_kib(pid, true).saturating_sub(before)) / 1024;
-    let statuses = heard.clone();
-    let answered = move |status: &str| {
-        statuses
+    let answered = |status: &str| {
+        heard
             .iter()
             .filter(|l| l.as_str() == format!("answered {status}"))
             .count()
     };
-    (grown_mib, answered, host, heard)
+    eprintln!(
+        "figure: {CALLS} calls side by side for {what}: {} answered 200, {} refused 503, {} \
+         timed out 408; the agent's peak grew by {grown_mib} MiB; another tenant's call \
+         meanwhile: {host}; the attacker heard {heard:?}",
+        answered("200"),
+        answered("503"),
+        answered("408"),
+    );
+    assert!(
+        answered("503") > 0,
+        "every one of the sandbox's {CALLS} calls was read and held whole: {heard:?}"
+    );
+    assert_eq!(host["status"], 200, "another tenant's call: {host}");
+    assert!(
+        grown_mib < 200,
+        "the agent's peak grew by {grown_mib} MiB holding one sandbox's {what}"
+    );
 }
 
 /// A sandbox's calls to `/v1/requests` one after another, each on a connection of its
