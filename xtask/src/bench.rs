@@ -26,6 +26,8 @@ use serde_json::Value;
 use crate::{setup, util};
 
 const ROUNDS: usize = 31;
+/// Rounds per agent turn when a previous agent is timed beside this tree's.
+const TURN_ROUNDS: usize = 11;
 const CONNECTS_PER_ROUND: usize = 2000;
 const IPERF_ROUNDS: usize = 3;
 const IPERF_SECS: &str = "3";
@@ -292,13 +294,15 @@ pub(crate) const PREVIOUS_ENV: &str = "HB_BENCH_PREVIOUS_AGENT";
 
 /// Programs whose cost the benchmark reports, with their budgets (ns per run). A program
 /// that an agent binary does not have is left out of its column.
-const PROGRAM_BUDGETS: [(&str, f64); 6] = [
+const PROGRAM_BUDGETS: [(&str, f64); 8] = [
     ("hb_connect4", 250.0),
     ("hb_connect6", 250.0),
     ("hb_skb_egress", 100.0),
     ("hb_skb_ingress", 100.0),
     ("hb_sock_ops", 100.0),
     ("hb_setsockopt", 100.0),
+    ("hb_sock_create", 100.0),
+    ("hb_sock_release", 100.0),
 ];
 
 /// The benchmark's cgroups and the config each agent binary runs on.
@@ -515,12 +519,13 @@ fn connect() -> anyhow::Result<()> {
     let n = CONNECTS_PER_ROUND.to_string();
 
     eprintln!("bench: {ROUNDS} alternating rounds of {CONNECTS_PER_ROUND} connect+close");
-    let (rate_hb, rate_plain) = alternate(ROUNDS, &rig.enrolled, &rig.plain, |cg| {
+    let connect_rate = |cg: &Path| -> anyhow::Result<f64> {
         let ns: f64 = in_cgroup(cg, &me, &["__connect-loop", &target, &n])?
             .trim()
             .parse()?;
         Ok(CONNECTS_PER_ROUND as f64 / (ns / 1e9))
-    })?;
+    };
+    let (rate_hb, rate_plain) = alternate(ROUNDS, &rig.enrolled, &rig.plain, connect_rate)?;
 
     eprintln!("bench: {IPERF_ROUNDS} alternating iperf3 rounds of {IPERF_SECS} s");
     let iperf_port = (port.wrapping_add(1)).max(1024).to_string();
@@ -560,14 +565,23 @@ fn connect() -> anyhow::Result<()> {
     eprintln!("bench: program cost pass (kernel.bpf_stats_enabled=1)");
     let mut costs = vec![program_costs(&rig, &me, targets, &iperf_port, &bpffs)?];
     let mut costs_previous = Vec::new();
+    // In each turn, before its cost pass (accounting off), the agent in place is also
+    // timed beside the plain cgroup: the two agents' connect ratios come from the same
+    // minutes, which the machine's swings between runs would otherwise hide.
+    let turn_ratio = || -> anyhow::Result<f64> {
+        let (with_agent, plain) = alternate(TURN_ROUNDS, &rig.enrolled, &rig.plain, connect_rate)?;
+        Ok(with_agent / plain)
+    };
+    let (mut ratios, mut ratios_previous) = (Vec::new(), Vec::new());
     if let Some(previous) = &previous_bin {
         for turn in 0..3 {
             stop_agent(&mut cleanup.agent, &bpffs);
             eprintln!(
-                "bench: program cost pass, previous agent {}",
+                "bench: connect rate and program cost pass, previous agent {}",
                 previous.display()
             );
             cleanup.agent = Some(rig.start(previous, &config_previous, &bpffs_previous)?);
+            ratios_previous.push(turn_ratio()?);
             costs_previous.push(program_costs(
                 &rig,
                 &me,
@@ -576,9 +590,10 @@ fn connect() -> anyhow::Result<()> {
                 &bpffs_previous,
             )?);
             stop_agent(&mut cleanup.agent, &bpffs_previous);
+            eprintln!("bench: connect rate and program cost pass, this tree's agent");
+            cleanup.agent = Some(rig.start(&agent_bin, &config, &bpffs)?);
+            ratios.push(turn_ratio()?);
             if turn < 2 {
-                eprintln!("bench: program cost pass, this tree's agent");
-                cleanup.agent = Some(rig.start(&agent_bin, &config, &bpffs)?);
                 costs.push(program_costs(&rig, &me, targets, &iperf_port, &bpffs)?);
             }
         }
@@ -608,6 +623,16 @@ fn connect() -> anyhow::Result<()> {
         ">=0.97",
         verdict(r >= 0.97)
     );
+    if !ratios.is_empty() {
+        println!(
+            "{:<34} {:>12} {:>12} {:>8.3} (previous agent {:.3}, turns taken in the same minutes)",
+            "connect+close ratio, turns",
+            "",
+            "",
+            median(ratios),
+            median(ratios_previous)
+        );
+    }
     let r = bw_hb / bw_plain;
     println!(
         "{:<34} {:>12.2} {:>12.2} {:>8.3} {:>8} {}",
