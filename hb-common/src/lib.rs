@@ -80,7 +80,10 @@ pub mod map_names {
     pub const SOCK_DEST_RETIRED: &str = "HB_SOCK_DEST";
     /// Pins of maps no program uses any more; the agent removes them when it loads (the
     /// programs of an older agent that still run keep their map until they are replaced).
-    pub const RETIRED: [&str; 2] = [SOCK_DEST_RETIRED, DNS_ORIG_RETIRED];
+    pub const RETIRED: [&str; 3] = [SOCK_DEST_RETIRED, DNS_ORIG_RETIRED, SOCK_COUNTED_RETIRED];
+    /// The socket storage (the charged cgroup, per socket) [`SOCK_CHARGED`] replaced:
+    /// creating an entry of socket storage cost about 550 ns per socket.
+    pub const SOCK_COUNTED_RETIRED: &str = "HB_SOCK_COUNTED";
     /// LRU hash: [`EventRateKey`](crate::EventRateKey) (cgroup id and direction) →
     /// [`EventRate`](crate::EventRate), the cgroup's event budget for the current window.
     /// Refusals past it are enforced and counted; a destination not yet reported in the
@@ -157,9 +160,9 @@ pub mod map_names {
     /// Array of one `u32`: how many internet sockets a sandbox in the agent's network
     /// namespace may hold at once (`sandbox_defaults.sockets_max`; 0: no bound).
     pub const SOCKS_MAX: &str = "HB_SOCKS_MAX";
-    /// Socket storage, `u64`: the governing cgroup a socket was counted against in
-    /// [`SOCKS_HELD`], freed with the socket.
-    pub const SOCK_COUNTED: &str = "HB_SOCK_COUNTED";
+    /// Hash, `u64` socket cookie → `u64` governing cgroup id: the sandbox each counted
+    /// socket was charged to in [`SOCKS_HELD`], removed at the socket's release.
+    pub const SOCK_CHARGED: &str = "HB_SOCK_CHARGED";
 
     /// Every map, in the order `hb-agent maps list` shows them.
     pub const ALL: [&str; 30] = [
@@ -192,7 +195,7 @@ pub mod map_names {
         ERRQUEUE_SEEN,
         SOCKS_HELD,
         SOCKS_MAX,
-        SOCK_COUNTED,
+        SOCK_CHARGED,
     ];
 }
 
@@ -283,6 +286,10 @@ pub mod limits {
     /// Sandboxes whose open sockets are counted at once (`map_names::SOCKS_HELD`); a
     /// socket of another one past it is refused (fail closed).
     pub const SOCKS_HELD: u32 = 16_384;
+    /// Counted sockets open at once on the node (`map_names::SOCK_CHARGED`): past it a
+    /// sandbox's new socket is refused (fail closed). More than the host's ephemeral
+    /// ports (28,232 by default), which bound what the sandboxes can hold anyway.
+    pub const SOCK_CHARGED: u32 = 65_536;
     /// Cgroups whose event budget is remembered at once (least recently used go; a
     /// forgotten cgroup starts with a full budget again, so the bound per cgroup holds
     /// only while fewer cgroups than this report at once — each still has its own).

@@ -320,26 +320,32 @@ print(json.dumps({"remote": code(lambda: hb.request("GET", "http://remote.test:%
     });
     println!("event: {e}");
     // Every sandbox has ended: each count went back to 0 and its entry with it (a map
-    // of sandboxes gone would fill and refuse every other sandbox's sockets).
-    let mut counted = usize::MAX;
-    for _ in 0..50 {
-        counted = counted_sandboxes(&env);
-        if counted == 0 {
-            break;
+    // of sandboxes gone would fill and refuse every other sandbox's sockets), and every
+    // socket's charge was filed away with its release.
+    for map in ["HB_SOCKS_HELD", "HB_SOCK_CHARGED"] {
+        let mut left = usize::MAX;
+        for _ in 0..50 {
+            left = entries(&env, map);
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(
+            left, 0,
+            "{map}: sockets of sandboxes gone are still counted"
+        );
     }
-    assert_eq!(counted, 0, "sandboxes gone are still counted");
 }
 
-/// Entries of the kernel's per-sandbox socket counts (`HB_SOCKS_HELD`), read with bpftool.
-fn counted_sandboxes(env: &hb_tests::TestEnv) -> usize {
+/// How many entries a pinned map of the agent holds, read with bpftool.
+fn entries(env: &hb_tests::TestEnv, map: &str) -> usize {
     let out = std::process::Command::new("bpftool")
         .args(["--json", "map", "dump", "pinned"])
-        .arg(env.map_pin("HB_SOCKS_HELD"))
+        .arg(env.map_pin(map))
         .output()
         .expect("bpftool");
-    assert!(out.status.success(), "bpftool map dump HB_SOCKS_HELD");
+    assert!(out.status.success(), "bpftool map dump {map}");
     let rows: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     rows.as_array().expect("rows").len()
 }
