@@ -17,6 +17,11 @@
 //!   other credential's answer. A connection now carries one caller's calls that carry
 //!   one credential (or none): 10 of 10 get their own answer.
 //!
+//! - (pinned, held) `sightings::foreign`'s widening: an answer to a call made with a
+//!   handle that lists the account's other key (the one before a rotation, in its
+//!   grace) is no `response_unheld` reflection even once the same answer's echo ended
+//!   the caller; without the widening the account got a second signal for one answer.
+//!
 //! Held: a surplus in the same write as the answer (a `Content-Length` short of the
 //! body, bytes after a chunked body's end) never reached the next call (10 of 10 own on
 //! 0aadde1): hyper reads an idle connection's buffered bytes as an error and closes it.
@@ -67,7 +72,8 @@ class H(TlsHandler):
 "#;
 
 /// Integrations `p` and `q` (the caller's, bearer, GET) on the provider's API; policy
-/// `web` binds both and reaches the API by itself (a call without a handle).
+/// `web` binds both and reaches the API by itself (a call without a handle). A
+/// reflection of `p`'s key ends its caller at once (`quarantine`, nothing rotated).
 struct World {
     env: TestEnv,
     _server: PythonServer,
@@ -77,19 +83,21 @@ struct World {
 impl World {
     /// The world with `handler` as the provider's API: Python defining `H`, a
     /// `TlsHandler` ([`PY_TLS_HANDLER`]), served over TLS on 443 ([`PY_SERVE_HTTPS`]),
-    /// with `http.server`, `json`, `ssl`, `sys`, `threading` and `time` imported.
+    /// with `first` ([`OWN`], `p`'s first key: the provider's own knowledge) in scope and
+    /// `http.server`, `json`, `ssl`, `sys`, `threading` and `time` imported.
     fn with(name: &str, handler: &str) -> Self {
         let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
         let argv = [
             REFLECTOR_ADDR.to_owned(),
             names.leaf.cert.display().to_string(),
             names.leaf.key.display().to_string(),
+            OWN.to_owned(),
         ]
         .map(|a| format!("{a:?}"))
         .join(", ");
         let server = PythonServer::start(&format!(
             "import http.server, json, ssl, sys, threading, time\n\
-             addr, cert, key = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
+             addr, cert, key, first = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
         ));
         let body = format!(
             r#"
@@ -98,6 +106,11 @@ name = "p"
 auth = "bearer"
 hosts = ["{API}"]
 methods = ["GET"]
+verify_url = "https://{API}/verify"
+
+[integration.rotation]
+exec = ["/bin/false"]
+on_reflection = "quarantine"
 
 [[integration]]
 name = "q"
@@ -181,5 +194,89 @@ fn surplus_of_one_credentials_answer_never_answers_a_call_with_another() {
     assert!(
         crossed.iter().all(|(_, n)| *n == 0),
         "calls with another handle not given their own answer: {crossed:?}"
+    );
+}
+
+/// `p`'s key after a rotation: fake, made for this file.
+const ROTATED: &str = "rot-5e9a2c7f1d3b8604e2a4c6f8d1b3e5a7";
+
+/// The provider's key listing: `/keys` answers with the account's keys, the one the call
+/// carried (its bearer) and `first` (the account's key before its rotation, still in its
+/// grace period); `/first` with `first` alone.
+const LISTING_PY: &str = r#"
+class H(TlsHandler):
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        keys = [first]
+        if path == "/keys":
+            keys.insert(0, self.headers.get("authorization", "").removeprefix("Bearer "))
+        body = (json.dumps({"keys": keys}) + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+"#;
+
+/// An answer to a call made with a handle that lists the handle's account's other key
+/// (here the key before a rotation, in its grace period) is that account's own business:
+/// redacted, and no `response_unheld` reflection of the account, even when the same
+/// answer's echo of the injected key ended the caller (its handles revoked) before the
+/// answer was searched for other accounts' keys (`sightings::foreign` leaves out every
+/// key of an injected credential's account). The echo is the account's one signal
+/// (`response`); without the widening the listing was a second one, charged to the
+/// same account for the same answer. Control: `/first` alone (the caller holds its
+/// handle) raises nothing.
+#[test]
+fn an_injected_accounts_other_key_in_its_answer_is_not_another_reflection() {
+    let w = World::with("review24-listing", LISTING_PY);
+    let rotate = [
+        "rotate",
+        "--integration",
+        "p",
+        "--account",
+        "bot",
+        "--grace",
+        "10m",
+    ];
+    w.env.vault_with_secret(&rotate, ROTATED);
+    let script = format!(
+        r#"
+h = hb.handle("p", "bot")["handle"]
+out = {{}}
+for path in ("/first", "/keys"):
+    r = attempt(lambda: hb.request("GET", "https://{API}" + path, handle=h))
+    out[path] = r.get("body") or r.get("error")
+print(json.dumps(out))
+"#
+    );
+    let got = nobody_broker_client(&w.env, "web", &script, &[]);
+    let signals: Vec<String> = w
+        .env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "detector" && r["integration"] == "p")
+        .map(|r| r["seen"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let text = got.to_string();
+    println!(
+        "figure: the caller got {}; p's signals: {signals:?}",
+        text.replace(OWN, "<first>").replace(ROTATED, "<rotated>")
+    );
+    assert!(
+        !text.contains(OWN) && !text.contains(ROTATED),
+        "a key of p reached the caller"
+    );
+    assert!(text.contains("REDACTED"), "no listing was answered: {got}");
+    let seen = |at: &str| signals.iter().filter(|s| *s == at).count();
+    assert_eq!(
+        seen("response"),
+        1,
+        "the echo is one reflection: {signals:?}"
+    );
+    assert_eq!(
+        seen("response_unheld"),
+        0,
+        "the account's own listing was another reflection: {signals:?}"
     );
 }
