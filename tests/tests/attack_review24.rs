@@ -17,6 +17,14 @@
 //!   other credential's answer. A connection now carries one caller's calls that carry
 //!   one credential (or none): 10 of 10 get their own answer.
 //!
+//! - an address a resolver validated for a name and that the host gained afterwards (an
+//!   address added to an interface, a failover address moved to this node) stayed
+//!   usable for the answer's TTL: the resolver's cached answer, the kernel allow entry
+//!   it taught, and the broker's cached answer were never judged again, so a sandbox
+//!   beside the agent and the broker's handle-less call reached a host service on it
+//!   (3 of 3 on 0aadde1). Both caches judge a cached answer again when they read it,
+//!   and a change of the host's addresses revokes the allow entries of those it now
+//!   holds (0 of 3).
 //! - (pinned, held) `sightings::foreign`'s widening: an answer to a call made with a
 //!   handle that lists the account's other key (the one before a rotation, in its
 //!   grace) is no `response_unheld` reflection even once the same answer's echo ended
@@ -279,4 +287,134 @@ print(json.dumps(out))
         0,
         "the account's own listing was another reflection: {signals:?}"
     );
+}
+
+/// The address the host gains during [`an_address_the_host_gains_is_refused_from_every_cache`]:
+/// global unicast, in no default deny range and no exception.
+const GAINED: &str = "100.128.0.99";
+/// The other resolver world's DNS port.
+const GAIN_DNS_PORT: u16 = 5725;
+
+/// Python for a sandbox beside the agent (after `port = N`): `reach(name)` resolves
+/// `name` (IPv4) and connects to `port` there; `connect(addr)` connects to `addr`:`port`
+/// (the address taken as it is).
+const PY_REACH: &str = r#"
+import socket
+def connect(addr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(3)
+    try:
+        s.connect((addr, port)); return "connected"
+    except OSError as e:
+        return "refused"
+    finally:
+        s.close()
+def reach(name):
+    try:
+        infos = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror:
+        return "unresolved"
+    return connect(infos[0][4][0])
+"#;
+
+/// An address of a name that is not the host's when a resolver validates it and becomes
+/// one afterwards (an address added to an interface, a failover address moved to this
+/// node) is refused from then on wherever the validation was kept: the resolver's cached
+/// answer for a sandbox beside the agent, the kernel's allow entry that answer taught
+/// (the address connected to as it is), and the broker's own cached answer for a
+/// handle-less call. Here the host service listens on the wildcard address (as the
+/// kubelet does), and the address is added to the namespace's `lo` between the two
+/// rounds; the second round waits for the agent to log the change. On 0aadde1 each of
+/// the three reached the host service (3 accepted: the name resolved from the cache, the
+/// address connected to as it is, the broker's call 200); now the name is unresolved
+/// (looked up again, refused as the host's own), the connect refused by the kernel (the
+/// allow entries revoked) and the broker's call `dns_rejected`: 0 accepted.
+#[test]
+fn an_address_the_host_gains_is_refused_from_every_cache() {
+    use hb_tests::{
+        TcpProbe,
+        sandboxed::nobody_broker_client,
+        worlds::{attack_as, names_on_lo, resolver_config, started_agent},
+    };
+    let remote = "203.0.113.10";
+    let _dns = names_on_lo(
+        &[remote, "192.0.2.53"],
+        GAIN_DNS_PORT,
+        &[
+            ("later.test", &[GAINED]),
+            ("direct.test", &[GAINED]),
+            ("broker.test", &[GAINED]),
+        ],
+        600,
+    );
+    let host_service = TcpProbe::bind("[::]:0");
+    let port = host_service.addr.port().to_string();
+    let mut env = started_agent(
+        "review24-gained",
+        &format!(
+            "[broker]\nsocket_mode = \"0666\"\n{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"later.test\", \"direct.test\", \"broker.test\"]\n",
+            resolver_config(GAIN_DNS_PORT, true, "", &["203.0.113.0/24"])
+        ),
+    );
+    let broker_call = r#"
+print(json.dumps({"broker": code(lambda: hb.request("GET", "http://broker.test:%s/" % sys.argv[1]))}))
+"#;
+    // Round 1: every name validated while the address is nobody's here (no route: the
+    // connects fail).
+    let before = attack_as(
+        &env,
+        "web",
+        &format!(
+            "port = {port}\n{PY_REACH}\nprint('later', reach('later.test'))\nprint('direct', reach('direct.test'))\n"
+        ),
+    );
+    let broker_before = nobody_broker_client(&env, "web", broker_call, &[&port]);
+    let changes = env
+        .agent()
+        .log_text()
+        .matches("local addresses changed")
+        .count();
+    std::process::Command::new("ip")
+        .args(["addr", "add", &format!("{GAINED}/32"), "dev", "lo"])
+        .status()
+        .expect("ip addr add");
+    // Until the agent has revoked what it validated (or, on an agent that does not,
+    // a bounded number of looks).
+    for _ in 0..100 {
+        if env
+            .agent()
+            .log_text()
+            .contains("addresses the host now holds revoked")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = env.agent().log_text();
+    assert!(
+        log.matches("local addresses changed").count() > changes,
+        "the agent never logged the address change"
+    );
+    // Round 2: the same names again (cached), and the address as it is.
+    let after = attack_as(
+        &env,
+        "web",
+        &format!(
+            "port = {port}\n{PY_REACH}\nprint('later', reach('later.test'))\nprint('direct', connect('{GAINED}'))\n"
+        ),
+    );
+    let broker_after = nobody_broker_client(&env, "web", broker_call, &[&port]);
+    let reached = host_service.accepted();
+    println!(
+        "figure: before: {} {broker_before}; after: {} {broker_after}; host service accepted {reached}",
+        before.replace('\n', ", "),
+        after.replace('\n', ", ")
+    );
+    assert!(before.contains("later refused"), "round 1: {before}");
+    assert_eq!(
+        reached, 0,
+        "a cached validation reached the host: {after} {broker_after}"
+    );
+    assert!(after.contains("later unresolved"), "{after}");
+    assert!(after.contains("direct refused"), "{after}");
+    assert_eq!(broker_after["broker"], "dns_rejected", "{broker_after}");
 }
