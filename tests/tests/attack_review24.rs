@@ -30,7 +30,10 @@
 //!   grace) is no `response_unheld` reflection even once the same answer's echo ended
 //!   the caller; without the widening the account got a second signal for one answer.
 //!
-//! Held: a surplus in the same write as the answer (a `Content-Length` short of the
+//! Held: an upstream that names a header after the key a call carried (the broker's
+//! client gives names in lower case: the key folded, which the case-sensitive scrub of
+//! whole values misses) gets the answer refused whole, `credential_fragment`, on 0aadde1
+//! too (the fragment watch folds case). A surplus in the same write as the answer (a `Content-Length` short of the
 //! body, bytes after a chunked body's end) never reached the next call (10 of 10 own on
 //! 0aadde1): hyper reads an idle connection's buffered bytes as an error and closes it.
 
@@ -49,8 +52,10 @@ const API: &str = "api.provider.test";
 /// The caller's own credential (integration `p`): fake, made for this file.
 const OWN: &str = "own-8d3b1f6a9c2e7405b8d1f3a5c7e9b2d4";
 
-/// A second credential of the caller's (integration `q`, same API): fake, made for this file.
-const SECOND: &str = "sec-2a7c9e1f4b6d8305a2c4e6f8b1d3f5a7";
+/// A second credential of the caller's (integration `q`, same API): fake, made for this
+/// file; upper case, so that a header name (which HTTP/1.1 reads in any case and the
+/// broker's client gives in lower case) holds it folded.
+const SECOND: &str = "SEC2A7C9E1F4B6D8305A2C4E6F8B1D3F5A7C9E1";
 
 /// The API's handler: every answer is `answer to <path>`, written whole in one write;
 /// `/short` announces a `Content-Length` that counts that text only, `/chunked` ends its
@@ -220,6 +225,8 @@ class H(TlsHandler):
             keys.insert(0, self.headers.get("authorization", "").removeprefix("Bearer "))
         body = (json.dumps({"keys": keys}) + "\n").encode()
         self.send_response(200)
+        if path == "/named":
+            self.send_header("X-Key-" + self.headers.get("authorization", "").removeprefix("Bearer "), "1")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -417,4 +424,34 @@ print(json.dumps({"broker": code(lambda: hb.request("GET", "http://broker.test:%
     assert!(after.contains("later unresolved"), "{after}");
     assert!(after.contains("direct refused"), "{after}");
     assert_eq!(broker_after["broker"], "dns_rejected", "{broker_after}");
+}
+
+/// An upstream that names a header after the key a call carried: the broker's client
+/// gives header names in lower case, so the name holds the key folded, which the whole
+/// value's scrub does not match (it is case-sensitive) but its runs do (the fragment
+/// watch folds case): the answer is refused whole (`credential_fragment`), never
+/// handed over with the key in lower case (an upper-case key read back whole).
+#[test]
+fn a_key_folded_into_a_header_name_never_reaches_the_caller() {
+    let w = World::with("review24-named", LISTING_PY);
+    let script = format!(
+        r#"
+h = hb.handle("q", "bot")["handle"]
+r = attempt(lambda: hb.request("GET", "https://{API}/named", handle=h))
+print(json.dumps(r))
+"#
+    );
+    let got = nobody_broker_client(&w.env, "web", &script, &[]);
+    let text = got.to_string();
+    let folded = SECOND.to_ascii_lowercase();
+    println!(
+        "figure: {}",
+        text.replace(&folded, "<folded key>")
+            .replace(SECOND, "<key>")
+    );
+    assert!(
+        !text.to_ascii_lowercase().contains(&folded),
+        "the key reached the caller folded"
+    );
+    assert_eq!(got["error"], "credential_fragment", "{got}");
 }

@@ -454,11 +454,13 @@ pub async fn start(
     })
 }
 
-/// After each change of the host's addresses: the allow entries of addresses the host
-/// now holds go, so a sandbox taught one before the host gained it (an address added to
-/// an interface, a failover address moved here) connects to it no longer; a cached
-/// answer holding one is judged again when read ([`Inner::gained_since`]).
+/// At the start (rows a previous agent left) and after each change of the host's
+/// addresses: the allow entries of addresses the host now holds go, so a sandbox taught
+/// one before the host gained it (an address added to an interface, a failover address
+/// moved here) connects to it no longer; a cached answer holding one is judged again
+/// when read ([`Inner::gained_since`]).
 async fn revoke_gained(inner: Arc<Inner>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    changes.mark_changed();
     while changes.changed().await.is_ok() {
         let Ok(mut learned) = inner.learned.lock() else {
             return;
