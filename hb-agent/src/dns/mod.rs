@@ -465,8 +465,7 @@ async fn revoke_gained(inner: Arc<Inner>, mut changes: tokio::sync::watch::Recei
         let Ok(mut learned) = inner.learned.lock() else {
             return;
         };
-        let gone = learned
-            .revoke(|ip| crate::egress::host_own(&inner.local, &inner.except, &inner.nat64, ip));
+        let gone = learned.revoke(|ip| inner.host_own(ip));
         if gone > 0 {
             tracing::warn!(
                 claims = gone,
@@ -952,10 +951,12 @@ impl Inner {
     /// here): the answer is looked up and judged again, and refused. The deny ranges do
     /// not change while the agent runs; the host's addresses do.
     fn gained_since(&self, entry: &cache::CachedAnswer) -> bool {
-        entry
-            .addrs
-            .iter()
-            .any(|&ip| crate::egress::host_own(&self.local, &self.except, &self.nat64, ip))
+        entry.addrs.iter().any(|&ip| self.host_own(ip))
+    }
+
+    /// Whether `ip` is one of the host's addresses now ([`crate::egress::host_own`]).
+    fn host_own(&self, ip: IpAddr) -> bool {
+        crate::egress::host_own(&self.local, &self.except, &self.nat64, ip)
     }
 
     /// Counts an answered (or dropped) query and its latency.
