@@ -16,7 +16,6 @@
 //!   the credentialed call's answer; with another handle: 4 `partial_response`, 3 the
 //!   other credential's answer. A connection now carries one caller's calls that carry
 //!   one credential (or none): 10 of 10 get their own answer.
-//!
 //! - an address a resolver validated for a name and that the host gained afterwards (an
 //!   address added to an interface, a failover address moved to this node) stayed
 //!   usable for the answer's TTL: the resolver's cached answer, the kernel allow entry
@@ -43,9 +42,11 @@
 //! Held: an upstream that names a header after the key a call carried (the broker's
 //! client gives names in lower case: the key folded, which the case-sensitive scrub of
 //! whole values misses) gets the answer refused whole, `credential_fragment`, on 0aadde1
-//! too (the fragment watch folds case). A surplus in the same write as the answer (a `Content-Length` short of the
-//! body, bytes after a chunked body's end) never reached the next call (10 of 10 own on
-//! 0aadde1): hyper reads an idle connection's buffered bytes as an error and closes it.
+//! too (the fragment watch folds case). A surplus in the same write as the answer (a
+//! `Content-Length` short of the body, bytes after a chunked body's end) never reached
+//! the next call (10 of 10 own on 0aadde1): hyper reads an idle connection's buffered
+//! bytes as an error and closes it. A 1xx answer's headers (`103 Early Hints`) never
+//! reach anyone: hyper's client skips 1xx heads (no informational callback is set).
 
 use hb_tests::{
     PythonServer, TestEnv,
