@@ -151,30 +151,62 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The current set, shared by the resolver's listeners and the watcher that renews it.
-#[derive(Clone, Default)]
-pub struct LocalAddrs(Arc<RwLock<Set>>);
+/// The current set, shared by the resolver's listeners and the watcher that renews it,
+/// and the count of its changes: what validated an address before a change (a cached
+/// answer, an allow entry) judges it again after, since an address the host gains is
+/// refused from then on ([`crate::egress::host_own`]).
+#[derive(Clone)]
+pub struct LocalAddrs {
+    set: Arc<RwLock<Set>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for LocalAddrs {
+    fn default() -> Self {
+        Self::of(Set::default())
+    }
+}
 
 impl LocalAddrs {
+    fn of(set: Set) -> Self {
+        Self {
+            set: Arc::new(RwLock::new(set)),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
     /// A fixed set (tests).
     #[cfg(test)]
     pub fn fixed(set: Set) -> Self {
-        Self(Arc::new(RwLock::new(set)))
+        Self::of(set)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.read().is_ok_and(|s| s.contains(ip))
+        self.set.read().is_ok_and(|s| s.contains(ip))
     }
 
     /// [`Set::delivers_here`] of the current set.
     pub fn delivers_here(&self, ip: IpAddr) -> bool {
-        self.0.read().is_ok_and(|s| s.delivers_here(ip))
+        self.set.read().is_ok_and(|s| s.delivers_here(ip))
+    }
+
+    /// Told of each change, once the set holds it.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The set is now `set`.
+    fn replace(&self, set: Set) {
+        if let Ok(mut current) = self.set.write() {
+            *current = set;
+        }
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The calling thread's namespace's addresses now, not kept current: for an outbound
     /// path that lives one task (an HTTP rotator's call, the CLI's debug commands).
     pub fn snapshot() -> io::Result<Self> {
-        read().map(|set| Self(Arc::new(RwLock::new(set))))
+        read().map(Self::of)
     }
 
     /// Reads this namespace's addresses into the shared set and the kernel's map, and
@@ -193,7 +225,7 @@ impl LocalAddrs {
             open_typed(bpffs_dir, map_names::LOCAL_ADDRS)?;
         write_map(&mut map, &set)?;
         tracing::info!(addresses = set.len(), "local addresses read");
-        let shared = Self(Arc::new(RwLock::new(set)));
+        let shared = Self::of(set);
         let renewed = shared.clone();
         std::thread::Builder::new()
             .name("hb-local-addrs".into())
@@ -267,10 +299,11 @@ fn watch(events: &OwnedFd, map: &mut LpmTrie<MapData, [u8; 16], u32>, shared: &L
                 continue;
             }
         };
-        let Ok(mut current) = shared.0.write() else {
-            return;
+        let unchanged = match shared.set.read() {
+            Ok(current) => *current == set,
+            Err(_) => return,
         };
-        if *current == set && !stale {
+        if unchanged && !stale {
             continue;
         }
         // The map first: a new address is bindable by the time the resolver answers it,
@@ -282,7 +315,7 @@ fn watch(events: &OwnedFd, map: &mut LpmTrie<MapData, [u8; 16], u32>, shared: &L
         }
         stale = false;
         tracing::info!(addresses = set.len(), "local addresses changed");
-        *current = set;
+        shared.replace(set);
     }
 }
 

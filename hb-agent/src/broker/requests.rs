@@ -1230,9 +1230,17 @@ async fn send(
 ) -> Result<OutboundResponse, ApiError> {
     let sent = answer.sent;
     // Its answer is counted against the caller's tenant's share as it is read; its
-    // connection carries no other caller's calls.
+    // connection carries no other caller's calls, nor the caller's calls that carry
+    // another credential or none.
     outbound.held = Some(call.shared.answer_budget.count_for(call.caller));
-    outbound.party = super::outbound::Party::Caller(answer.owner);
+    outbound.party = super::outbound::Party::Caller {
+        owner: answer.owner,
+        credential: decision
+            .credential
+            .as_ref()
+            .and(sent.last())
+            .map(|c| Arc::from(c.credential_id.as_str())),
+    };
     // A hop that leaves the integration goes on without the credential the broker put
     // in, but the upstream wrote its URL: a `Location` that kept the query (or quoted
     // the credential) would carry it there all the same.

@@ -654,6 +654,22 @@ impl<M: AllowRows> Learned<M> {
         gone
     }
 
+    /// Removes every claim on an address `refused` now refuses (one the host gained
+    /// since it was validated), and rows with them: the kernel allows it no longer.
+    /// Returns how many claims went.
+    pub fn revoke(&mut self, refused: impl Fn(IpAddr) -> bool) -> usize {
+        let gone: Vec<(Learner, IpAddr)> = self
+            .claims
+            .keys()
+            .filter(|(_, addr)| refused(*addr))
+            .copied()
+            .collect();
+        for &(who, addr) in &gone {
+            self.drop_claim(who, addr);
+        }
+        gone.len()
+    }
+
     /// Whether the resolver validated `addr` for `policy_id` as an address of `name`
     /// (lower-case, no trailing dot): the egress guard's question. An address a previous
     /// agent left in the map has no names and validates none.
@@ -786,6 +802,25 @@ mod tests {
             .expect("learns");
         assert!(l.validated_for(POLICY, shared, "s60.wild.test"));
         assert!(!l.validated_for(POLICY, shared, "s50.wild.test"));
+    }
+
+    /// An address the host gained is revoked from every claim on it (two sandboxes'),
+    /// and from the kernel; another address of the same name stays.
+    #[test]
+    fn revoked_addresses_leave_every_claim_and_the_kernel() {
+        let mut l = learned();
+        let (gained, other) = (ip(1), ip(2));
+        l.learn(VICTIM, "both.test", &[gained, other], 300)
+            .expect("learns");
+        l.learn(attacker(0), "both.test", &[gained], 300)
+            .expect("learns");
+        assert_eq!(l.revoke(|a| a == gained), 2, "both claims");
+        assert!(!l.validated_for(POLICY, gained, "both.test"));
+        assert!(l.validated_for(POLICY, other, "both.test"));
+        assert_eq!(l.maps.rows.get(&(POLICY, gained)), None);
+        assert_eq!(l.maps.rows.get(&(POLICY, other)), Some(&300));
+        assert_eq!(l.held(attacker(0)), 0);
+        assert_eq!(l.revoke(|a| a == gained), 0, "nothing left to revoke");
     }
 
     #[test]

@@ -425,6 +425,7 @@ pub async fn start(
         latency: ["cache", "local", "upstream"].map(|p| crate::telemetry::global().dns_latency(p)),
         map_error_log: Mutex::new((0, None)),
     });
+    tokio::spawn(revoke_gained(inner.clone(), local.changes()));
     for (&id, policy) in &inner.policies {
         let port = listen.port() + id as u16;
         for ip in [IpAddr::V4(*listen.ip()), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
@@ -451,6 +452,27 @@ pub async fn start(
         tcp_refused,
         tcp_refused_written: AtomicU64::new(0),
     })
+}
+
+/// At the start (rows a previous agent left) and after each change of the host's
+/// addresses: the allow entries of addresses the host now holds go, so a sandbox taught
+/// one before the host gained it (an address added to an interface, a failover address
+/// moved here) connects to it no longer; a cached answer holding one is judged again
+/// when read ([`Inner::gained_since`]).
+async fn revoke_gained(inner: Arc<Inner>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    changes.mark_changed();
+    while changes.changed().await.is_ok() {
+        let Ok(mut learned) = inner.learned.lock() else {
+            return;
+        };
+        let gone = learned.revoke(|ip| inner.host_own(ip));
+        if gone > 0 {
+            tracing::warn!(
+                claims = gone,
+                "allow entries of addresses the host now holds revoked"
+            );
+        }
+    }
 }
 
 /// Serves one policy's queries on listeners bound elsewhere (in a pod's network
@@ -924,6 +946,19 @@ pub(crate) fn denied(
 }
 
 impl Inner {
+    /// Whether the host holds one of a cached answer's addresses now (gained since the
+    /// answer was validated: an address added to an interface, a failover address moved
+    /// here): the answer is looked up and judged again, and refused. The deny ranges do
+    /// not change while the agent runs; the host's addresses do.
+    fn gained_since(&self, entry: &cache::CachedAnswer) -> bool {
+        entry.addrs.iter().any(|&ip| self.host_own(ip))
+    }
+
+    /// Whether `ip` is one of the host's addresses now ([`crate::egress::host_own`]).
+    fn host_own(&self, ip: IpAddr) -> bool {
+        crate::egress::host_own(&self.local, &self.except, &self.nat64, ip)
+    }
+
     /// Counts an answered (or dropped) query and its latency.
     fn answered(&self, policy_id: u32, path: AnswerPath, reply: Option<&[u8]>, start: Instant) {
         if let Some(p) = self.policies.get(&policy_id) {
@@ -1067,7 +1102,9 @@ impl Inner {
         }
         let now = std::time::Instant::now();
         let cache = self.cache.lock().ok()?;
-        let entry = cache.get(&key).filter(|e| e.until > now)?;
+        let entry = cache
+            .get(&key)
+            .filter(|e| e.until > now && !self.gained_since(e))?;
         let wire = entry.wire.as_ref()?;
         let left = entry.until.saturating_duration_since(now);
         let ttl = u32::try_from(left.as_secs()).unwrap_or(u32::MAX).max(1);
@@ -1180,7 +1217,7 @@ impl Inner {
         let key = (policy_id, name, qtype);
         let hit = self.cache.lock().ok().and_then(|c| {
             c.get(&key)
-                .filter(|e| e.until > std::time::Instant::now())
+                .filter(|e| e.until > std::time::Instant::now() && !self.gained_since(e))
                 .cloned()
         });
         if hit

@@ -137,7 +137,7 @@ struct IdleConns {
 /// What one exchange sends; rebuilt into a request for each attempt.
 pub struct Outgoing<'a> {
     /// Whose calls the connection may carry (see [`Party`]).
-    pub party: Party,
+    pub party: &'a Party,
     pub method: &'a Method,
     pub target: &'a Target,
     /// Origin form, with the credential query parameter when there is one.
@@ -278,13 +278,13 @@ impl Client {
     /// A pooled connection of `party`'s to one of `addrs`, ready for a request.
     async fn checkout(
         &self,
-        party: Party,
+        party: &Party,
         target: &Target,
         addrs: &[IpAddr],
     ) -> Option<(SendRequest<Full<Bytes>>, PoolKey)> {
         for &addr in addrs {
             let key = PoolKey {
-                party,
+                party: party.clone(),
                 scheme: target.scheme,
                 host: target.host.clone(),
                 addr,
@@ -347,7 +347,7 @@ impl Client {
     /// for `party`'s calls.
     async fn connect(
         &self,
-        party: Party,
+        party: &Party,
         target: &Target,
         addrs: &[IpAddr],
     ) -> Result<(SendRequest<Full<Bytes>>, PoolKey), OutboundError> {
@@ -395,7 +395,7 @@ impl Client {
                 }
             };
             let key = PoolKey {
-                party,
+                party: party.clone(),
                 scheme: target.scheme,
                 host: target.host.clone(),
                 addr,
@@ -526,7 +526,7 @@ mod tests {
             let path = target.path_and_query.clone();
             let body = Bytes::new();
             let out = Outgoing {
-                party: Party::Agent,
+                party: &Party::Agent,
                 method: &Method::GET,
                 target: &target,
                 path_and_query: &path,

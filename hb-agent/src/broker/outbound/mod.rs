@@ -172,16 +172,24 @@ pub struct CredentialQuery {
 
 /// Whose calls a connection may carry: one that carried a party's call is never handed
 /// to another party's. An upstream that writes more than its answer's framing says (a
-/// body after its answer to HEAD, a `Content-Length` short of the body) leaves bytes on
-/// the connection that hyper reads as the answer to the connection's next request: the
-/// next party's call (another tenant's, made with its credential) would get an answer
-/// the first party chose, and its own answer would go to whoever sends next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// body after its answer to HEAD, a `Content-Length` short of the body, bytes a moment
+/// after its answer) leaves bytes on the connection that hyper reads as the answer to
+/// the connection's next request: the next party's call would get an answer the first
+/// party's call caused, and its own answer would go to whoever sends next. Bytes that
+/// come once the next request is on its way cannot be told from its answer, so a party
+/// is everything an answer is judged by that its calls choose: the caller (another
+/// tenant's calls, made with its credential) and the credential the call carries (a
+/// call made with a handle gets refusals, fragments watched and an echo signalled that
+/// a call without one, or with another handle's, does not).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Party {
     /// The agent's own calls: rotators, verify probes, the CLI.
     Agent,
-    /// One broker caller's calls.
-    Caller(Owner),
+    /// One broker caller's calls carrying one credential (its id; `None`: none).
+    Caller {
+        owner: Owner,
+        credential: Option<Arc<str>>,
+    },
 }
 
 /// An authorized request. No `Debug`: it carries the credential.
@@ -367,7 +375,7 @@ impl Outbound {
         let addrs = self.resolver.resolve(&target.host).await?;
         let path = carry.path_and_query(target);
         let out = Outgoing {
-            party: carry.party,
+            party: &carry.party,
             method: &carry.method,
             target,
             path_and_query: &path,

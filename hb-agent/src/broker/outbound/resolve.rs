@@ -192,10 +192,14 @@ impl Resolver {
         Ok(addrs)
     }
 
+    /// A validated answer still current, judged again: an address the host gained
+    /// since (an address added to an interface, a failover address moved here) makes
+    /// it a miss, looked up and refused.
     fn cached(&self, name: &str) -> Option<Arc<[IpAddr]>> {
         let cache = self.cache.lock().ok()?;
         let entry = cache.get(name)?;
-        (entry.until > Instant::now()).then(|| entry.addrs.clone())
+        (entry.until > Instant::now() && !entry.addrs.iter().any(|&a| self.denied(a)))
+            .then(|| entry.addrs.clone())
     }
 
     /// The addresses one reply gives `name` (following its CNAME chain) and their lowest
