@@ -80,10 +80,7 @@ pub mod map_names {
     pub const SOCK_DEST_RETIRED: &str = "HB_SOCK_DEST";
     /// Pins of maps no program uses any more; the agent removes them when it loads (the
     /// programs of an older agent that still run keep their map until they are replaced).
-    pub const RETIRED: [&str; 3] = [SOCK_DEST_RETIRED, DNS_ORIG_RETIRED, SOCK_COUNTED_RETIRED];
-    /// The socket storage (the charged cgroup, per socket) [`SOCK_CHARGED`] replaced:
-    /// creating an entry of socket storage cost about 550 ns per socket.
-    pub const SOCK_COUNTED_RETIRED: &str = "HB_SOCK_COUNTED";
+    pub const RETIRED: [&str; 2] = [SOCK_DEST_RETIRED, DNS_ORIG_RETIRED];
     /// LRU hash: [`EventRateKey`](crate::EventRateKey) (cgroup id and direction) →
     /// [`EventRate`](crate::EventRate), the cgroup's event budget for the current window.
     /// Refusals past it are enforced and counted; a destination not yet reported in the
@@ -163,9 +160,13 @@ pub mod map_names {
     /// Hash, `u64` socket cookie → `u64` governing cgroup id: the sandbox each counted
     /// socket was charged to in [`SOCKS_HELD`], removed at the socket's release.
     pub const SOCK_CHARGED: &str = "HB_SOCK_CHARGED";
+    /// Socket storage, `u64`: the governing cgroup a counted socket was charged to when
+    /// [`SOCK_CHARGED`] was full (and every charge of agents before that table), freed
+    /// with the socket.
+    pub const SOCK_COUNTED: &str = "HB_SOCK_COUNTED";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 30] = [
+    pub const ALL: [&str; 31] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -196,6 +197,7 @@ pub mod map_names {
         SOCKS_HELD,
         SOCKS_MAX,
         SOCK_CHARGED,
+        SOCK_COUNTED,
     ];
 }
 
@@ -286,9 +288,10 @@ pub mod limits {
     /// Sandboxes whose open sockets are counted at once (`map_names::SOCKS_HELD`); a
     /// socket of another one past it is refused (fail closed).
     pub const SOCKS_HELD: u32 = 16_384;
-    /// Counted sockets open at once on the node (`map_names::SOCK_CHARGED`): past it a
-    /// sandbox's new socket is refused (fail closed). More than the host's ephemeral
-    /// ports (28,232 by default), which bound what the sandboxes can hold anyway.
+    /// Counted sockets whose charges the table keyed by cookie holds at once
+    /// (`map_names::SOCK_CHARGED`); past it charges go to the sockets' own storage (no
+    /// bound: sockets that bind nothing take no port, so only each sandbox's
+    /// `sockets_max` bounds how many the node's sandboxes hold).
     pub const SOCK_CHARGED: u32 = 65_536;
     /// Cgroups whose event budget is remembered at once (least recently used go; a
     /// forgotten cgroup starts with a full budget again, so the bound per cgroup holds

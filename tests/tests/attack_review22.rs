@@ -349,3 +349,105 @@ fn entries(env: &hb_tests::TestEnv, map: &str) -> usize {
     let rows: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     rows.as_array().expect("rows").len()
 }
+
+/// The attacker of the table test: unbound UDP sockets (no port taken) until `socket()`
+/// is refused, in eight processes; prints `held N`, then holds them until stdin closes.
+const PY_SOCKET_HOARDER: &str = r#"
+import os, resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+r, w = os.pipe()
+kids = []
+for k in range(8):
+    pid = os.fork()
+    if pid == 0:
+        held = []
+        while len(held) < hard - 50:
+            try:
+                held.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            except OSError:
+                break
+        os.write(w, b"%d\n" % len(held))
+        sys.stdin.read()
+        os._exit(0)
+    kids.append(pid)
+os.close(w)
+f = os.fdopen(r)
+print("held", sum(int(f.readline()) for _ in kids), flush=True)
+sys.stdin.read()
+"#;
+
+/// The charges of counted sockets are kept in a table keyed by socket cookie
+/// (`HB_SOCK_CHARGED`, 65,536 entries on the node). Sockets that bind nothing take no
+/// port, so nothing but each sandbox's `sockets_max` bounds how many the node's
+/// sandboxes hold: with the table refusing once full (f7c7ebf), one tenant's sandboxes
+/// at their bound (sixteen at the default) refused every other sandbox's `socket()` —
+/// DNS included. Here one sandbox may hold 70,000 and fills the table alone. On f7c7ebf
+/// the attacker held 65,536 and the victim's 10 sockets were all refused; now the
+/// charges past the table go to the sockets' own storage, the victim gets its 10, the
+/// attacker is still held to its bound, and every charge is given back at the end.
+#[test]
+fn a_full_charge_table_refuses_no_other_tenants_sockets() {
+    const BOUND: u32 = 70_000;
+    let env = started_agent(
+        "ar22table",
+        &format!(
+            "[sandbox_defaults]\nsockets_max = {BOUND}\n\n[[policy]]\nname = \"web\"\nallow_domains = [\"remote.test\"]\n\n[[policy]]\nname = \"victim\"\nallow_domains = [\"remote.test\"]\n"
+        ),
+    );
+    let mut hoarder = Running::spawn(nobody_command(
+        &env,
+        "web",
+        &[],
+        &[python(), "-c", PY_SOCKET_HOARDER],
+    ));
+    let held = hoarder.line();
+    let held_n: u32 = held
+        .strip_prefix("held ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("attacker: {held}"));
+    let victim = stdout(&nobody_python(
+        &env,
+        "victim",
+        r#"
+import socket
+ok = 0; errors = set()
+for i in range(10):
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close(); ok += 1
+    except OSError as e:
+        errors.add(str(e))
+print("created", ok, "errors", sorted(errors))
+"#,
+        &[],
+    ));
+    let charged = entries(&env, "HB_SOCK_CHARGED");
+    drop(hoarder);
+    println!("figure: attacker {held}; table {charged}; victim {victim}");
+    assert!(
+        held_n > 65_536,
+        "the attacker did not fill the table (held {held_n}): the test proves nothing"
+    );
+    assert!(
+        held_n <= BOUND + 4,
+        "the attacker held {held_n} sockets past sockets_max {BOUND}"
+    );
+    assert!(
+        victim.contains("created 10"),
+        "another tenant's sockets were refused once the table was full: {victim}"
+    );
+    for map in ["HB_SOCKS_HELD", "HB_SOCK_CHARGED"] {
+        let mut left = usize::MAX;
+        for _ in 0..100 {
+            left = entries(&env, map);
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(
+            left, 0,
+            "{map}: sockets of sandboxes gone are still counted"
+        );
+    }
+}
