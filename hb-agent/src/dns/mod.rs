@@ -959,6 +959,24 @@ impl Inner {
         crate::egress::host_own(&self.local, &self.except, &self.nat64, ip)
     }
 
+    /// Teaches the kernel `addrs` for `who`, each judged once more under the lock
+    /// [`revoke_gained`] takes: an address the host gained between the answer's judgement
+    /// and this learn (whose revocation may have run in between, finding nothing) is
+    /// never written. `None` for that, or a poisoned lock: no answer goes out.
+    fn learn_current(
+        &self,
+        who: Learner,
+        name: &str,
+        addrs: &[IpAddr],
+        expires: u64,
+    ) -> Option<Result<(), LearnError>> {
+        let mut learned = self.learned.lock().ok()?;
+        if addrs.iter().any(|&ip| self.host_own(ip)) {
+            return None;
+        }
+        Some(learned.learn(who, name, addrs, expires))
+    }
+
     /// Counts an answered (or dropped) query and its latency.
     fn answered(&self, policy_id: u32, path: AnswerPath, reply: Option<&[u8]>, start: Instant) {
         if let Some(p) = self.policies.get(&policy_id) {
@@ -1109,19 +1127,12 @@ impl Inner {
         let left = entry.until.saturating_duration_since(now);
         let ttl = u32::try_from(left.as_secs()).unwrap_or(u32::MAX).max(1);
         let expires = crate::events::monotonic_ns() + u64::from(ttl) * 1_000_000_000;
+        let who = Learner {
+            policy_id,
+            cgroup_id,
+        };
         let learned = self
-            .learned
-            .lock()
-            .ok()?
-            .learn(
-                Learner {
-                    policy_id,
-                    cgroup_id,
-                },
-                &key.1,
-                &entry.addrs,
-                expires,
-            )
+            .learn_current(who, &key.1, &entry.addrs, expires)?
             .is_ok();
         if !learned {
             return None;
@@ -1243,9 +1254,8 @@ impl Inner {
                 policy_id,
                 cgroup_id,
             };
-            let learned = match self.learned.lock() {
-                Ok(mut l) => l.learn(who, &key.1, &entry.addrs, expires),
-                Err(_) => return Step::Reply(self.servfail(&request, transport)),
+            let Some(learned) = self.learn_current(who, &key.1, &entry.addrs, expires) else {
+                return Step::Reply(self.servfail(&request, transport));
             };
             if let Err(e) = &learned {
                 self.allow_full(&policy.name, cgroup_id, &key.1, e);
@@ -1385,9 +1395,8 @@ impl Inner {
                 policy_id,
                 cgroup_id,
             };
-            let result = match self.learned.lock() {
-                Ok(mut l) => l.learn(who, &name, &addrs, expires),
-                Err(_) => return answer(ResponseCode::ServFail),
+            let Some(result) = self.learn_current(who, &name, &addrs, expires) else {
+                return answer(ResponseCode::ServFail);
             };
             if let Err(e) = result {
                 self.allow_full(&policy.name, cgroup_id, &name, &e);

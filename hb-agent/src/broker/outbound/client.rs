@@ -40,8 +40,8 @@ use super::{
 /// Longest wait for one TCP connect (and, separately, one TLS handshake); the request's
 /// overall deadline still applies.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle connections kept per (scheme, host, address, port): enough for the broker's
-/// concurrent callers to one busy API without reconnecting.
+/// Idle connections kept per (party, scheme, host, address, port): enough for one
+/// caller's concurrent calls with one credential to one busy API without reconnecting.
 const IDLE_PER_KEY: usize = 64;
 /// Idle connections kept in all.
 const IDLE_TOTAL: usize = 256;
