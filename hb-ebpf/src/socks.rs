@@ -1,42 +1,79 @@
 //! `cgroup/sock_create` and `cgroup/sock_release`: a sandbox in the agent's network
-//! namespace holds at most `sandbox_defaults.sockets_max` internet sockets at once.
+//! namespace holds at most `sandbox_defaults.sockets_max` ports of the host's at once,
+//! and all such sandboxes together at most `sandbox_defaults.sockets_node_percent` of
+//! its ephemeral range. What `sock_ops` calls here: the TIME_WAIT ends a counted
+//! socket's TCP connection leaves count too, for as long as they can live.
 //!
 //! Why: such a sandbox shares the host's ephemeral port range with every tenant, the
 //! agent and the host's daemons. A socket bound to port 0 (or listening without a bind,
 //! or a UDP socket that sent) takes a port of it, and the kernel never hands a port a
 //! bind took to a connect (`__inet_hash_connect` skips such buckets): one sandbox binding
 //! sockets until the range ran out left every TCP connect in the namespace failing with
-//! EADDRNOTAVAIL (attack review 22). Each internet socket a sandbox creates there is
-//! counted against its governing cgroup (`HB_SOCKS_HELD`); the cgroup id is kept in the
-//! socket's own storage (`HB_SOCK_COUNTED`), so the socket's release gives the count back
-//! to the cgroup that was charged, whichever task closes it. Past the bound, `socket()`
-//! fails with EPERM and the refusal is an event (reason `sockets_max`, no address).
-//! Sockets of a pod in a namespace of its own are not counted: its ports are its own.
+//! EADDRNOTAVAIL (attack review 22). A per-sandbox bound alone is no share: two
+//! sandboxes under it held the test's 5,000 ports between them, seven would hold the
+//! default range (attack review 25); hence the node's bound on them all. And a
+//! connection the sandbox closes first leaves its 4-tuple in TIME_WAIT for a minute
+//! after `close()` gave the socket's place back: connect-and-close loops to one server
+//! held 4,999 of the 5,000 ports to it (attack review 25), and nobody else on the host
+//! (the broker calling the same upstream, another tenant) could connect there.
 //!
-//! Two tasks creating at once may both pass the check when one socket is left (the add
-//! and the read are two steps): the bound is exceeded by at most the number of CPUs. A
-//! sandbox's entry goes when its count returns to 0; a create racing with that removal
-//! loses its charge (the count falls short by it), and a release never takes a count
-//! below 0.
+//! Each internet socket a sandbox creates in that namespace is counted against its
+//! governing cgroup (`HB_SOCKS_HELD`) and the node (`HB_SOCKS_NODE`); the cgroup id is
+//! kept in the socket's own storage (`HB_SOCK_COUNTED`), so the socket's release gives the
+//! count back to the cgroup that was charged, whichever task closes it. The node's bound
+//! keeps its last quarter for sandboxes that hold few (`limits::SOCKS_RESERVED_UNDER`):
+//! one bound for all alone let one sandbox take it all and starve every other tenant's
+//! `socket()`. Past a bound, `socket()` fails with EPERM and the refusal is an event (reason `sockets_max`
+//! or `sockets_node_max`, no address). Sockets of a pod in a namespace of its own are not
+//! counted: its ports are its own.
+//!
+//! TIME_WAIT: no hook a cgroup program may use sees a TIME_WAIT socket die (tracing
+//! programs on `inet_twsk_kill` would, but they may not be loadable: a kernel or LSM
+//! that refuses `BPF_PROG_TYPE_TRACING`, as the test machine's does). What `sock_ops`
+//! sees is its birth: when a counted socket connects, its state callback is turned on,
+//! and a change to CLOSE from FIN_WAIT2 or CLOSING is the connection entering TIME_WAIT
+//! (`tcp_time_wait` ends in `tcp_done`; a reset in those states is counted too, which
+//! only over-counts). Each birth is counted in the period of 2^34 ns (~17 s) it fell in,
+//! for the cgroup and the node (`HB_SOCKS_TW`); the last five periods (at least 68.7 s)
+//! count against the bounds beside the open sockets. A TIME_WAIT socket lives
+//! `TCP_TIMEWAIT_LEN` (60 s) plus the timer wheel's slack (2 s at HZ 250, 4 s at 1000),
+//! so none that still holds its port is left out, unless its peer keeps it alive by
+//! sending its FIN again (`inet_twsk_reschedule`): a peer the sandbox's policy lets it
+//! reach and that conspires with it, holding 4-tuples to itself, which nobody else
+//! wants.
+//!
+//! Races: the add comes first and the check reads the count after it, so two tasks
+//! creating at once cannot both take the last place (both may be refused: fail closed;
+//! 24 processes starting at once held exactly 32 of 32). A sandbox's entry goes when its
+//! count returns to 0; a create racing with that removal loses its charge (the count
+//! falls short by it), and a release never takes a count below 0. The node's count is
+//! never removed and read signed: a count that a hand-over of programs took below 0
+//! admits a few more, it never refuses everything. Two births on two CPUs as a new
+//! period starts may both reset its slot, losing one of them.
 //! Fail closed: a sandbox whose count cannot be kept (map full) or whose socket cannot
 //! carry its storage is refused. Accepted sockets are not created by `socket()` and are
-//! not counted (they share their listener's port).
+//! not counted (they share their listener's port), nor their TIME_WAIT ends.
 //!
 //! Helpers used, all offered to `BPF_PROG_TYPE_CGROUP_SOCK` (`sock_filter_func_proto`,
-//! net/core/filter.c): `bpf_get_current_cgroup_id`, `bpf_get_current_ancestor_cgroup_id`,
-//! `bpf_get_netns_cookie`, `bpf_sk_storage_get` and map helpers.
+//! net/core/filter.c) and, where `sock_ops` calls, to `BPF_PROG_TYPE_SOCK_OPS`:
+//! `bpf_get_current_cgroup_id`, `bpf_get_current_ancestor_cgroup_id`,
+//! `bpf_get_netns_cookie`, `bpf_sk_storage_get`, `bpf_ktime_get_coarse_ns`,
+//! `bpf_sock_ops_cb_flags_set` and map helpers.
 
 use core::ptr;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
+        BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT2, bpf_map_type,
+    },
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
-        generated::{bpf_get_netns_cookie, bpf_sk_storage_get},
+        generated::{bpf_get_netns_cookie, bpf_ktime_get_coarse_ns, bpf_sk_storage_get},
     },
     macros::{cgroup_sock, map},
-    maps::{Array, HashMap},
-    programs::SockContext,
+    maps::{Array, HashMap, LruHashMap},
+    programs::{SockContext, SockOpsContext},
 };
 use hb_common::{Counter, hook, limits, reason, verdict};
 
@@ -53,6 +90,31 @@ static HELD: HashMap<u64, u64> = HashMap::pinned(limits::SOCKS_HELD, 0);
 
 #[map(name = "HB_SOCKS_MAX")]
 static MAX: Array<u32> = Array::pinned(1, 0);
+
+/// The node's bound (`NODE_MAX`, written by the agent) and count (`NODE_HELD`).
+#[map(name = "HB_SOCKS_NODE")]
+static NODE: Array<u64> = Array::pinned(2, 0);
+const NODE_MAX: u32 = 0;
+const NODE_HELD: u32 = 1;
+
+/// Recent TIME_WAIT births per cgroup (key 0: all sandboxes), see [`TwWindow`].
+#[map(name = "HB_SOCKS_TW")]
+static TW: LruHashMap<u64, TwWindow> = LruHashMap::pinned(limits::SOCKS_TW, 0);
+/// The key of the node's window in `TW` (no cgroup has id 0).
+const NODE_KEY: u64 = 0;
+
+/// TIME_WAIT births in the last `SLOTS` periods of 2^`PERIOD_SHIFT` ns: slot
+/// `period % SLOTS` holds (period, births in it); a slot of an older period is stale.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TwWindow {
+    slots: [[u64; 2]; SLOTS as usize],
+}
+const SLOTS: u64 = 8;
+const PERIOD_SHIFT: u64 = 34;
+/// Periods that count (the current one and four before it: at least 4 × 2^34 ns =
+/// 68.7 s, more than a TIME_WAIT socket lives).
+const COUNTED_PERIODS: u64 = 5;
 
 /// The BTF definition of `HB_SOCK_COUNTED` (socket storage of a `u64`), pinned by name
 /// as `policy::SockPeerMap` explains.
@@ -82,11 +144,13 @@ static COUNTED: SockCountedMap = SockCountedMap {
 };
 
 /// Counts a new internet socket of a sandbox in the agent's network namespace against
-/// its governing cgroup; refuses it (EPERM, an event) past `sockets_max`.
+/// its governing cgroup and the node; refuses it (EPERM, an event) past `sockets_max` or
+/// `sockets_node_max`.
 #[cgroup_sock(sock_create)]
 pub fn hb_sock_create(ctx: SockContext) -> i32 {
     let max = MAX.get(0).copied().unwrap_or(0);
-    if max == 0 {
+    let node_max = NODE.get(NODE_MAX).copied().unwrap_or(0);
+    if max == 0 && node_max == 0 {
         return ALLOW;
     }
     // SAFETY: helpers without pointer arguments.
@@ -101,9 +165,9 @@ pub fn hb_sock_create(ctx: SockContext) -> i32 {
     if !sockopt::host_netns_is(netns) {
         return ALLOW;
     }
-    if charge(&ctx, cgroup_id, max) {
+    let Err(why) = charge(&ctx, cgroup_id, max, node_max) else {
         return ALLOW;
-    }
+    };
     // SAFETY: 4-byte reads of fields every cgroup sock program may read.
     let (family, protocol) = unsafe { ((*ctx.sock).family, (*ctx.sock).protocol) };
     let verdict = policy::refusal_verdict(e.policy_id);
@@ -114,7 +178,7 @@ pub fn hb_sock_create(ctx: SockContext) -> i32 {
             policy_id: e.policy_id,
             hook: hook::SOCK_CREATE,
             verdict,
-            reason: reason::SOCKETS_MAX,
+            reason: why,
             family: family as u16,
             protocol: protocol as u16,
             port: 0,
@@ -144,49 +208,46 @@ pub fn hb_sock_release(ctx: SockContext) -> i32 {
         )
     }
     .cast();
-    if charged.is_null() {
-        return ALLOW;
-    }
-    // SAFETY: non-null storage of this map is the socket's own `u64`.
-    let cgroup_id = unsafe { *charged };
-    let Some(held) = HELD.get_ptr_mut(cgroup_id) else {
-        return ALLOW;
-    };
-    // SAFETY: a map value's u64, 8-byte aligned (as below).
-    if unsafe { ptr::read_volatile(held) } == 0 {
-        // A charge lost to a race with the removal below: never taken back twice (a
-        // count that wrapped would refuse the sandbox every socket).
-        return ALLOW;
-    }
-    // SAFETY: as above; the add wraps, taking one back.
-    unsafe { policy::atomic_add(held, u64::MAX) };
-    // SAFETY: as above.
-    if unsafe { ptr::read_volatile(held) } == 0 {
-        // The sandbox holds none: its entry goes, so that sandboxes gone do not fill
-        // the map (which would refuse every other sandbox's sockets).
-        let _ = HELD.remove(cgroup_id);
+    if !charged.is_null() {
+        // SAFETY: non-null storage of this map is the socket's own `u64`.
+        give_back(unsafe { *charged });
     }
     ALLOW
 }
 
-/// Charges one socket to `cgroup_id` if it holds fewer than `max`, and files the charge
-/// in the socket's storage. False when it may not have one more (or the charge cannot be
+/// Charges one socket to `cgroup_id` and the node if the cgroup then holds at most `max`
+/// and the node at most `node_max` (0: no bound), and files the charge in the socket's
+/// storage. The refusal's reason when it may not have one more (or the charge cannot be
 /// kept: fail closed).
 #[inline(always)]
-fn charge(ctx: &SockContext, cgroup_id: u64, max: u32) -> bool {
+fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<(), u32> {
     if HELD.get_ptr_mut(cgroup_id).is_none() && HELD.insert(cgroup_id, 0, 0).is_err() {
         policy::count(Counter::MapFull);
-        return false;
+        return Err(reason::SOCKETS_MAX);
     }
-    let Some(held) = HELD.get_ptr_mut(cgroup_id) else {
-        return false;
+    let (Some(held), Some(node)) = (HELD.get_ptr_mut(cgroup_id), NODE.get_ptr_mut(NODE_HELD))
+    else {
+        return Err(reason::SOCKETS_MAX);
     };
-    // SAFETY: a map value's u64, 8-byte aligned.
-    unsafe { policy::atomic_add(held, 1) };
-    // SAFETY: as above; a plain read after the add (see the module documentation).
-    let now = unsafe { ptr::read_volatile(held) };
+    // SAFETY: map values' u64s, 8-byte aligned.
+    unsafe {
+        policy::atomic_add(held, 1);
+        policy::atomic_add(node, 1);
+    }
+    // SAFETY: as above; plain reads after the adds (see the module documentation).
+    let (now, node_now) = unsafe { (ptr::read_volatile(held), ptr::read_volatile(node)) };
+    let period = current_period();
+    let own = now + recent_tw(cgroup_id, period);
+    let node_all = (node_now as i64).saturating_add(recent_tw(NODE_KEY, period) as i64);
+    let over = if max != 0 && own > u64::from(max) {
+        Some(reason::SOCKETS_MAX)
+    } else if node_max != 0 && node_all > node_bound(node_max, own) {
+        Some(reason::SOCKETS_NODE_MAX)
+    } else {
+        None
+    };
     let mut id = cgroup_id;
-    let stored: *mut u64 = if now > u64::from(max) {
+    let stored: *mut u64 = if over.is_some() {
         ptr::null_mut()
     } else {
         // SAFETY: this program's map; the context's socket (never null in sock_create);
@@ -202,11 +263,158 @@ fn charge(ctx: &SockContext, cgroup_id: u64, max: u32) -> bool {
         .cast()
     };
     if stored.is_null() {
-        // SAFETY: as above: the charge taken back.
-        unsafe { policy::atomic_add(held, u64::MAX) };
-        return false;
+        // SAFETY: as above: the charges taken back.
+        unsafe {
+            policy::atomic_add(held, u64::MAX);
+            policy::atomic_add(node, u64::MAX);
+        }
+        return Err(over.unwrap_or(reason::SOCKETS_MAX));
     }
     // SAFETY: the socket's own storage.
     unsafe { *stored = cgroup_id };
-    true
+    Ok(())
+}
+
+/// How many ports all sandboxes may hold before one more of a sandbox that would then
+/// hold `own` is refused: the node's bound for a sandbox holding at most
+/// `SOCKS_RESERVED_UNDER`, three quarters of it for any other. The last quarter is kept
+/// for the sandboxes that hold few, so that those that hold many cannot starve the rest
+/// (a reserve of the default bound, 3,529 ports, gives 55 sandboxes 64 each).
+#[inline(always)]
+fn node_bound(node_max: u64, own: u64) -> i64 {
+    let bound = if own <= limits::SOCKS_RESERVED_UNDER {
+        node_max
+    } else {
+        node_max - node_max / 4
+    };
+    bound as i64
+}
+
+/// Gives one socket's place back to the cgroup it was charged to and the node.
+#[inline(always)]
+fn give_back(cgroup_id: u64) {
+    if let Some(node) = NODE.get_ptr_mut(NODE_HELD) {
+        // SAFETY: a map value's u64, 8-byte aligned; the add wraps, taking one back.
+        unsafe { policy::atomic_add(node, u64::MAX) };
+    }
+    let Some(held) = HELD.get_ptr_mut(cgroup_id) else {
+        return;
+    };
+    // SAFETY: as above.
+    if unsafe { ptr::read_volatile(held) } == 0 {
+        // A charge lost to a race with the removal below: never taken back twice (a
+        // count that wrapped would refuse the sandbox every socket).
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { policy::atomic_add(held, u64::MAX) };
+    // SAFETY: as above.
+    if unsafe { ptr::read_volatile(held) } == 0 {
+        // The sandbox holds none: its entry goes, so that sandboxes gone do not fill
+        // the map (which would refuse every other sandbox's sockets).
+        let _ = HELD.remove(cgroup_id);
+    }
+}
+
+/// At `TCP_CONNECT_CB` (every active open, Fast Open too): a counted socket's state
+/// changes are to be reported, so that [`state_changed`] sees it enter TIME_WAIT.
+#[inline(always)]
+pub(crate) fn watch_close(ctx: &SockOpsContext) {
+    if charged_cgroup(ctx).is_none() {
+        return;
+    }
+    // Fails only for a socket that is not a full TCP one, which never enters TIME_WAIT.
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+/// At `BPF_SOCK_OPS_STATE_CB` (args: old state, new state): a counted socket's
+/// connection entering TIME_WAIT (CLOSE from FIN_WAIT2 or CLOSING) is counted for its
+/// cgroup and the node in the current period.
+#[inline(always)]
+pub(crate) fn state_changed(ctx: &SockOpsContext) {
+    let (old, new) = (ctx.arg(0), ctx.arg(1));
+    if new != BPF_TCP_CLOSE || (old != BPF_TCP_FIN_WAIT2 && old != BPF_TCP_CLOSING) {
+        return;
+    }
+    let Some(cgroup_id) = charged_cgroup(ctx) else {
+        return;
+    };
+    let period = current_period();
+    count_tw(cgroup_id, period);
+    count_tw(NODE_KEY, period);
+}
+
+/// The cgroup a `sock_ops` socket was counted against, if it was.
+#[inline(always)]
+fn charged_cgroup(ctx: &SockOpsContext) -> Option<u64> {
+    // SAFETY: a verifier-checked 8-byte read of the context's `sk` field.
+    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: this program's map; a full socket of the context; no value, no creation.
+    let charged: *mut u64 = unsafe {
+        bpf_sk_storage_get(
+            ptr::from_ref(&COUNTED).cast_mut().cast(),
+            sk.cast(),
+            ptr::null_mut(),
+            0,
+        )
+    }
+    .cast();
+    // SAFETY: non-null storage of this map is the socket's own `u64`.
+    (!charged.is_null()).then(|| unsafe { *charged })
+}
+
+/// The period now falls in (2^`PERIOD_SHIFT` ns of the monotonic clock).
+#[inline(always)]
+fn current_period() -> u64 {
+    // SAFETY: a helper without arguments.
+    (unsafe { bpf_ktime_get_coarse_ns() }) >> PERIOD_SHIFT
+}
+
+/// One TIME_WAIT birth for `key` in `period`.
+#[inline(always)]
+fn count_tw(key: u64, period: u64) {
+    if TW.get_ptr_mut(key).is_none() {
+        let fresh = TwWindow {
+            slots: [[0; 2]; SLOTS as usize],
+        };
+        // Another CPU's entry may have come first: either is fine.
+        let _ = TW.insert(key, fresh, 0);
+    }
+    let Some(w) = TW.get_ptr_mut(key) else {
+        policy::count(Counter::MapFull);
+        return;
+    };
+    let i = (period % SLOTS) as usize;
+    // SAFETY: the map's value, `i` < SLOTS; u64s, 8-byte aligned.
+    unsafe {
+        let slot = ptr::addr_of_mut!((*w).slots[i]);
+        if ptr::read_volatile(ptr::addr_of!((*slot)[0])) != period {
+            ptr::write_volatile(ptr::addr_of_mut!((*slot)[1]), 0);
+            ptr::write_volatile(ptr::addr_of_mut!((*slot)[0]), period);
+        }
+        policy::atomic_add(ptr::addr_of_mut!((*slot)[1]), 1);
+    }
+}
+
+/// TIME_WAIT births for `key` in the `COUNTED_PERIODS` periods up to `period`.
+#[inline(always)]
+fn recent_tw(key: u64, period: u64) -> u64 {
+    // SAFETY: a lookup; the value is read field by field below.
+    let Some(w) = (unsafe { TW.get(key) }) else {
+        return 0;
+    };
+    let mut sum = 0;
+    let mut back = 0;
+    while back < COUNTED_PERIODS {
+        let p = period.wrapping_sub(back);
+        let slot = w.slots[(p % SLOTS) as usize];
+        if slot[0] == p {
+            sum += slot[1];
+        }
+        back += 1;
+    }
+    sum
 }
