@@ -1,8 +1,9 @@
 //! `cgroup/sock_create` and `cgroup/sock_release`: a sandbox in the agent's network
 //! namespace holds at most `sandbox_defaults.sockets_max` ports of the host's at once,
 //! and all such sandboxes together at most `sandbox_defaults.sockets_node_percent` of
-//! its ephemeral range. What `sock_ops` calls here: the TIME_WAIT ends a counted
-//! socket's TCP connection leaves count too, for as long as they can live.
+//! its ephemeral range. What `sock_ops` calls here: a connection's socket keeps its
+//! place until the connection closed, and the TIME_WAIT ends it leaves count too, for
+//! as long as they can live.
 //!
 //! Why: such a sandbox shares the host's ephemeral port range with every tenant, the
 //! agent and the host's daemons. A socket bound to port 0 (or listening without a bind,
@@ -15,12 +16,18 @@
 //! connection the sandbox closes first leaves its 4-tuple in TIME_WAIT for a minute
 //! after `close()` gave the socket's place back: connect-and-close loops to one server
 //! held 4,999 of the 5,000 ports to it (attack review 25), and nobody else on the host
-//! (the broker calling the same upstream, another tenant) could connect there.
+//! (the broker calling the same upstream, another tenant) could connect there. A
+//! connection closed with data its server does not take stays on as an orphan
+//! (FIN_WAIT1) as long as the server keeps its window shut: bound to port 0 first, 4,998
+//! such orphans kept every connect on the host from every server (attack review 25).
 //!
 //! Each internet socket a sandbox creates in that namespace is counted against its
 //! governing cgroup (`HB_SOCKS_HELD`) and the node (`HB_SOCKS_NODE`); the cgroup id is
 //! kept in the socket's own storage (`HB_SOCK_COUNTED`), so the socket's release gives the
-//! count back to the cgroup that was charged, whichever task closes it. The node's bound
+//! count back to the cgroup that was charged, whichever task closes it — or, for a socket
+//! that connected, once its connection closed too (its storage's bits, see `WATCHED`:
+//! `sock_ops` sees the CLOSE state; whichever of the release and the CLOSE comes second
+//! gives the place back, decided by an atomic fetch-or). The node's bound
 //! keeps its last quarter for sandboxes that hold few (`limits::SOCKS_RESERVED_UNDER`):
 //! one bound for all alone let one sandbox take it all and starve every other tenant's
 //! `socket()`. Past a bound, `socket()` fails with EPERM and the refusal is an event (reason `sockets_max`
@@ -50,6 +57,8 @@
 //! never removed and read signed: a count that a hand-over of programs took below 0
 //! admits a few more, it never refuses everything. Two births on two CPUs as a new
 //! period starts may both reset its slot, losing one of them.
+//! Every TCP socket reaches CLOSE before it is freed (`inet_csk_destroy_sock` requires it),
+//! through `tcp_set_state`, which reports it to a socket whose state callback is on.
 //! Fail closed: a sandbox whose count cannot be kept (map full) or whose socket cannot
 //! carry its storage is refused. Accepted sockets are not created by `socket()` and are
 //! not counted (they share their listener's port), nor their TIME_WAIT ends.
@@ -143,6 +152,15 @@ static COUNTED: SockCountedMap = SockCountedMap {
     pinning: ptr::null(),
 };
 
+/// The bits of a `HB_SOCK_COUNTED` value above the cgroup id (`CGROUP_ID`): a
+/// connecting socket (`WATCHED`, its state callback on), released by its task
+/// (`RELEASED`), closed as a connection (`CLOSED`, its port let go). A watched socket's
+/// place goes back when it is both released and closed, by whichever comes second.
+const WATCHED: u64 = 1 << 63;
+const RELEASED: u64 = 1 << 62;
+const CLOSED: u64 = 1 << 61;
+const CGROUP_ID: u64 = CLOSED - 1;
+
 /// Counts a new internet socket of a sandbox in the agent's network namespace against
 /// its governing cgroup and the node; refuses it (EPERM, an event) past `sockets_max` or
 /// `sockets_node_max`.
@@ -208,9 +226,15 @@ pub fn hb_sock_release(ctx: SockContext) -> i32 {
         )
     }
     .cast();
-    if !charged.is_null() {
-        // SAFETY: non-null storage of this map is the socket's own `u64`.
-        give_back(unsafe { *charged });
+    if charged.is_null() {
+        return ALLOW;
+    }
+    // SAFETY: non-null storage of this map is the socket's own `u64`, 8-byte aligned.
+    let was = unsafe { policy::atomic_fetch_or(charged, RELEASED) };
+    // A connection still under way holds its port until it closes: then
+    // `state_changed` gives the place back.
+    if was & RELEASED == 0 && (was & WATCHED == 0 || was & CLOSED != 0) {
+        give_back(was & CGROUP_ID);
     }
     ALLOW
 }
@@ -263,11 +287,9 @@ fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<
         .cast()
     };
     if stored.is_null() {
-        // SAFETY: as above: the charges taken back.
-        unsafe {
-            policy::atomic_add(held, u64::MAX);
-            policy::atomic_add(node, u64::MAX);
-        }
+        // Taken back as a release would (an entry left at 0 would stay: a sandbox
+        // refused while it holds nothing but TIME_WAIT ends).
+        give_back(cgroup_id);
         return Err(over.unwrap_or(reason::SOCKETS_MAX));
     }
     // SAFETY: the socket's own storage.
@@ -317,36 +339,53 @@ fn give_back(cgroup_id: u64) {
 }
 
 /// At `TCP_CONNECT_CB` (every active open, Fast Open too): a counted socket's state
-/// changes are to be reported, so that [`state_changed`] sees it enter TIME_WAIT.
+/// changes are to be reported, so that [`state_changed`] sees its connection close
+/// (and enter TIME_WAIT); it is marked watched and not closed (a socket may connect
+/// again after a connection failed).
 #[inline(always)]
 pub(crate) fn watch_close(ctx: &SockOpsContext) {
-    if charged_cgroup(ctx).is_none() {
+    let Some(charged) = charge_of(ctx) else {
         return;
+    };
+    // SAFETY: the socket's own storage, 8-byte aligned.
+    unsafe {
+        policy::atomic_and(charged, !CLOSED);
+        policy::atomic_fetch_or(charged, WATCHED);
     }
     // Fails only for a socket that is not a full TCP one, which never enters TIME_WAIT.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
 }
 
-/// At `BPF_SOCK_OPS_STATE_CB` (args: old state, new state): a counted socket's
-/// connection entering TIME_WAIT (CLOSE from FIN_WAIT2 or CLOSING) is counted for its
-/// cgroup and the node in the current period.
+/// At `BPF_SOCK_OPS_STATE_CB` (args: old state, new state), a counted socket's
+/// connection closing: its port is let go (or passes to a TIME_WAIT socket), so a
+/// socket its task released already gives its place back now; entering TIME_WAIT
+/// (CLOSE from FIN_WAIT2 or CLOSING) is counted for its cgroup and the node in the
+/// current period.
 #[inline(always)]
 pub(crate) fn state_changed(ctx: &SockOpsContext) {
-    let (old, new) = (ctx.arg(0), ctx.arg(1));
-    if new != BPF_TCP_CLOSE || (old != BPF_TCP_FIN_WAIT2 && old != BPF_TCP_CLOSING) {
+    if ctx.arg(1) != BPF_TCP_CLOSE {
         return;
     }
-    let Some(cgroup_id) = charged_cgroup(ctx) else {
+    let Some(charged) = charge_of(ctx) else {
         return;
     };
-    let period = current_period();
-    count_tw(cgroup_id, period);
-    count_tw(NODE_KEY, period);
+    // SAFETY: the socket's own storage, 8-byte aligned.
+    let was = unsafe { policy::atomic_fetch_or(charged, CLOSED) };
+    let cgroup_id = was & CGROUP_ID;
+    if was & CLOSED == 0 && was & RELEASED != 0 {
+        give_back(cgroup_id);
+    }
+    let old = ctx.arg(0);
+    if old == BPF_TCP_FIN_WAIT2 || old == BPF_TCP_CLOSING {
+        let period = current_period();
+        count_tw(cgroup_id, period);
+        count_tw(NODE_KEY, period);
+    }
 }
 
-/// The cgroup a `sock_ops` socket was counted against, if it was.
+/// A `sock_ops` socket's `HB_SOCK_COUNTED` value, if it was counted.
 #[inline(always)]
-fn charged_cgroup(ctx: &SockOpsContext) -> Option<u64> {
+fn charge_of(ctx: &SockOpsContext) -> Option<*mut u64> {
     // SAFETY: a verifier-checked 8-byte read of the context's `sk` field.
     let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
     if sk.is_null() {
@@ -362,8 +401,7 @@ fn charged_cgroup(ctx: &SockOpsContext) -> Option<u64> {
         )
     }
     .cast();
-    // SAFETY: non-null storage of this map is the socket's own `u64`.
-    (!charged.is_null()).then(|| unsafe { *charged })
+    (!charged.is_null()).then_some(charged)
 }
 
 /// The period now falls in (2^`PERIOD_SHIFT` ns of the monotonic clock).

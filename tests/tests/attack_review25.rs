@@ -11,10 +11,13 @@
 //! host then failed); and a socket's place was given back at `close()` while its
 //! connection's TIME_WAIT end held the port for another minute, so a sandbox that only
 //! connected and closed, never holding more than one socket, held every port to a
-//! server, and nobody on the host could reach that server. All sandboxes now share
+//! server, and nobody on the host could reach that server; and a connection closed with
+//! data the server had not taken stayed behind as an orphan holding its port (bound to
+//! port 0 first, from every connect on the host). All sandboxes now share
 //! `sandbox_defaults.sockets_node_percent` of the range (with a reserve for those that
-//! hold few), and TIME_WAIT ends count against both bounds (`sock_ops` sees them born;
-//! they count for as long as one can live).
+//! hold few), a connection's socket keeps its place until the connection closed, and
+//! TIME_WAIT ends count against both bounds (`sock_ops` sees them born; they count for
+//! as long as one can live).
 //!
 //! Held: tasks creating at once never pass the bound (the count is added first, then
 //! read), whatever the module documentation of 0aadde1 feared.
@@ -25,7 +28,7 @@
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hb_tests::{
     TcpProbe, python,
@@ -64,7 +67,7 @@ fn world(name: &str, config_extra: &str) -> (hb_tests::TestEnv, hb_tests::upstre
 
 /// A victim tenant's five connects to `port` on the remote server: "connected N errors [...]".
 fn victim_connects(env: &hb_tests::TestEnv, port: u16) -> String {
-    let out = stdout(&nobody_python(
+    let o = nobody_python(
         env,
         "victim",
         r#"
@@ -80,8 +83,12 @@ for i in range(5):
 print("connected", ok, "errors", sorted(errors))
 "#,
         &[&port.to_string()],
-    ));
-    out.trim().to_owned()
+    );
+    format!(
+        "{}{}",
+        stdout(&o).trim(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    )
 }
 
 /// Forks `procs` processes that wait for a go, then each binds TCP sockets to port 0
@@ -175,8 +182,8 @@ fn host_connects(port: u16) -> usize {
 fn sandboxes_together_leave_the_host_its_ports() {
     let (env, _dns) = world("ar25share", "");
     let remote = TcpProbe::bind(&format!("{REMOTE}:0"));
-    let (_a, held_a) = hoard(&env, 4);
-    let (_b, held_b) = hoard(&env, 4);
+    let (a, held_a) = hoard(&env, 4);
+    let (b, held_b) = hoard(&env, 4);
     let victim = victim_connects(&env, remote.addr.port());
     let host = host_connects(remote.addr.port());
     println!("figure: held {held_a} + {held_b}; victim {victim}; host connected {host} of 5");
@@ -193,6 +200,8 @@ fn sandboxes_together_leave_the_host_its_ports() {
         e["reason"] == "sockets_node_max" && e["hook"] == "sock_create" && e["policy"] == "web"
     });
     println!("event: {e}");
+    drop((a, b));
+    assert_counts_return_to_zero(&env);
 }
 
 /// A listener that accepts, reads to the end and closes: its clients close first, so
@@ -239,8 +248,7 @@ print("connected", ok, "errors", errors)
 /// node's share, so that the sandbox's own bound is what is tried). Before the fix (0aadde1): 5,000 connects, 4,999 ports in
 /// TIME_WAIT, and nobody could connect to that server any more (the victim tenant's 5
 /// and the host's own 5 — the broker calling the same upstream — EADDRNOTAVAIL). Now
-/// the TIME_WAIT ends count against `sockets_max` until they can have died (1,000 and a
-/// few whose FIN was still under way):
+/// the TIME_WAIT ends count against `sockets_max` until they can have died (1,000),
 /// the victim and the host connect, the rest of the loop is refused with a
 /// `sockets_max` event.
 #[test]
@@ -269,4 +277,168 @@ fn connect_and_close_loops_leave_a_server_its_ports() {
         e["reason"] == "sockets_max" && e["hook"] == "sock_create" && e["policy"] == "web"
     });
     println!("event: {e}");
+    assert_counts_return_to_zero(&env);
+}
+
+/// A listener that accepts and holds every connection without reading: its clients'
+/// sends fill its window, and a client that closes then leaves an orphan whose FIN waits
+/// behind data the listener never takes.
+/// Setting the flag and connecting once more makes it close them all.
+fn silent_listener() -> (u16, Arc<AtomicUsize>, Arc<AtomicBool>) {
+    let listener = TcpListener::bind(format!("{REMOTE}:0")).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let small: libc::c_int = 2048;
+    // SAFETY: a valid fd and an int option of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::from_ref(&small).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(AtomicBool::new(false));
+    let (count, let_go) = (accepted.clone(), release.clone());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(s) = stream else { continue };
+            if let_go.load(Ordering::SeqCst) {
+                // Unread data: closing resets each connection, and the orphan with it.
+                held.clear();
+                break;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    (port, accepted, release)
+}
+
+/// Binds to port 0, connects to `remote.test`'s address, sends until the server's
+/// window is shut and closes, `argv[2]` times; prints "connected N errors {...}".
+const PY_ORPHANS: &str = r#"
+import errno, socket, sys
+ok = 0; errors = {}
+ip = socket.getaddrinfo("remote.test", 80, socket.AF_INET)[0][4][0]
+for i in range(int(sys.argv[2])):
+    try:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c.bind(("0.0.0.0", 0))
+        c.connect((ip, int(sys.argv[1]))); ok += 1
+        c.setblocking(False)
+        try:
+            while True:
+                c.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+    except OSError as e:
+        k = errno.errorcode.get(e.errno, str(e.errno)); errors[k] = errors.get(k, 0) + 1
+    finally:
+        c.close()
+print("connected", ok, "errors", errors)
+"#;
+
+/// A connection closed with data the server has not taken stays behind as an orphan
+/// (FIN_WAIT1, its FIN queued behind the data) after `close()` gave the socket's place
+/// back, for as long as the server keeps its window shut and answers the kernel's
+/// probes; and a socket bound to port 0 before it connected keeps that port from every
+/// connect on the host, to any server. One sandbox bound, connected to an allowed
+/// server that never reads (a server the attacker runs will do), filled the window and
+/// closed, 5,400 times, holding one socket at a time. Before the fix (0aadde1 and this
+/// review's first commit): 4,998 orphans in FIN_WAIT1, and no connect on the host to
+/// any other server worked (the victim's 5 and the host's 5: EADDRNOTAVAIL). Now a
+/// connection's socket keeps its place until its connection closed (`sock_ops` sees
+/// CLOSE): the attacker holds 1,875 (the node's share for a sandbox that holds many),
+/// the victim and the host connect, and once the server lets go every count is back
+/// to 0.
+#[test]
+fn orphaned_connections_leave_the_host_its_ports() {
+    let (env, _dns) = world("ar25orph", "");
+    let (port, accepted, release) = silent_listener();
+    let other = TcpProbe::bind(&format!("{REMOTE}:0"));
+    let attacker = stdout(&nobody_python(
+        &env,
+        "web",
+        PY_ORPHANS,
+        &[&port.to_string(), "5400"],
+    ));
+    let orphans = tcp_states(&["FIN-WAIT-1"]);
+    let victim = victim_connects(&env, other.addr.port());
+    let host = host_connects(other.addr.port());
+    println!(
+        "figure: attacker {}; accepted {}; orphans {orphans}; victim (another server) {victim}; host {host} of 5",
+        attacker.trim(),
+        accepted.load(Ordering::SeqCst)
+    );
+    assert!(
+        victim.contains("connected 5"),
+        "a tenant could not connect past {orphans} orphans: {victim}"
+    );
+    assert_eq!(host, 5, "the host could not connect past {orphans} orphans");
+    assert!(orphans <= 2_500, "{orphans} orphans of 5,000 ports");
+    // The server lets go (resets every connection): each orphan closes, and its place
+    // goes back.
+    release.store(true, Ordering::SeqCst);
+    let _ = std::net::TcpStream::connect((REMOTE, port));
+    assert_counts_return_to_zero(&env);
+}
+
+/// How many TCP sockets of the namespace are in one of `states` (as `ss` names them).
+fn tcp_states(states: &[&str]) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htan"])
+        .output()
+        .expect("ss");
+    stdout(&out)
+        .lines()
+        .filter(|l| states.iter().any(|s| l.starts_with(s)))
+        .count()
+}
+
+/// Waits (up to 10 s) for every sandbox's count (`HB_SOCKS_HELD`) and the node's
+/// (`HB_SOCKS_NODE`) to be back to 0: no place charged is kept once its port is let go.
+fn assert_counts_return_to_zero(env: &hb_tests::TestEnv) {
+    let mut last = (usize::MAX, u64::MAX);
+    for _ in 0..100 {
+        last = (map_rows(env, "HB_SOCKS_HELD").len(), node_held(env));
+        if last == (0, 0) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "counts kept after every socket closed: {} sandboxes, node {}",
+        last.0, last.1
+    );
+}
+
+fn map_rows(env: &hb_tests::TestEnv, name: &str) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("bpftool")
+        .args(["--json", "map", "dump", "pinned"])
+        .arg(env.map_pin(name))
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map dump {name}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    rows.as_array().expect("rows").clone()
+}
+
+/// The node's count of open sockets (`HB_SOCKS_NODE` at 1), read as the signed number
+/// the kernel side compares.
+fn node_held(env: &hb_tests::TestEnv) -> u64 {
+    let rows = map_rows(env, "HB_SOCKS_NODE");
+    let bytes: Vec<u8> = rows[1]["value"]
+        .as_array()
+        .expect("value bytes")
+        .iter()
+        .map(|b| {
+            u8::from_str_radix(b.as_str().expect("hex").trim_start_matches("0x"), 16).expect("hex")
+        })
+        .collect();
+    u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }
