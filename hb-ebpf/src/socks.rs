@@ -51,9 +51,11 @@
 //!
 //! Races: the add comes first and the check reads the count after it, so two tasks
 //! creating at once cannot both take the last place (both may be refused: fail closed;
-//! 24 processes starting at once held exactly 32 of 32). A sandbox's entry goes when its
-//! count returns to 0; a create racing with that removal loses its charge (the count
-//! falls short by it), and a release never takes a count below 0. The node's count is
+//! 24 processes starting at once held exactly 32 of 32). A sandbox's first entry is made
+//! only where none is (`BPF_NOEXIST`: two first sockets at once each replaced the
+//! other's, and one charge was lost). A sandbox's entry goes when its count returns to
+//! 0; a create racing with that removal loses its charge (the count falls short by it),
+//! and a release never takes a count below 0. The node's count is
 //! never removed and read signed: a count that a hand-over of programs took below 0
 //! admits a few more, it never refuses everything. Two births on two CPUs as a new
 //! period starts may both reset its slot, losing one of them.
@@ -73,8 +75,8 @@ use core::ptr;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
-        BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT2, bpf_map_type,
+        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_TCP_CLOSE, BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT2, bpf_map_type,
     },
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
@@ -245,7 +247,13 @@ pub fn hb_sock_release(ctx: SockContext) -> i32 {
 /// kept: fail closed).
 #[inline(always)]
 fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<(), u32> {
-    if HELD.get_ptr_mut(cgroup_id).is_none() && HELD.insert(cgroup_id, 0, 0).is_err() {
+    // Never over another task's new entry: a replaced entry's element is freed at once
+    // (and may be reused for another sandbox) under the task that was adding to it, so
+    // that its charge was lost (4,097 of 4,096 held in attack review 22's test).
+    if HELD.get_ptr_mut(cgroup_id).is_none()
+        && HELD.insert(cgroup_id, 0, u64::from(BPF_NOEXIST)).is_err()
+        && HELD.get_ptr_mut(cgroup_id).is_none()
+    {
         policy::count(Counter::MapFull);
         return Err(reason::SOCKETS_MAX);
     }

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hb_tests::{
     TcpProbe, python,
-    sandboxed::{Running, nobody_command, nobody_python},
+    sandboxed::{PY_FIVE_CONNECTS, PY_PORT_HOARDER, Running, nobody_command, nobody_python},
     stdout,
     worlds::{names_on_lo, resolver_config, started_agent},
 };
@@ -67,23 +67,7 @@ fn world(name: &str, config_extra: &str) -> (hb_tests::TestEnv, hb_tests::upstre
 
 /// A victim tenant's five connects to `port` on the remote server: "connected N errors [...]".
 fn victim_connects(env: &hb_tests::TestEnv, port: u16) -> String {
-    let o = nobody_python(
-        env,
-        "victim",
-        r#"
-import errno, socket, sys
-ok = 0; errors = set()
-for i in range(5):
-    c = socket.socket(); c.settimeout(3)
-    try:
-        c.connect(("remote.test", int(sys.argv[1]))); ok += 1
-    except OSError as e:
-        errors.add(errno.errorcode.get(e.errno, str(e.errno)))
-    c.close()
-print("connected", ok, "errors", sorted(errors))
-"#,
-        &[&port.to_string()],
-    );
+    let o = nobody_python(env, "victim", PY_FIVE_CONNECTS, &[&port.to_string()]);
     format!(
         "{}{}",
         stdout(&o).trim(),
@@ -91,53 +75,13 @@ print("connected", ok, "errors", sorted(errors))
     )
 }
 
-/// Forks `procs` processes that wait for a go, then each binds TCP sockets to port 0
-/// until one is refused; prints "held N" (all of them together) and holds them until
-/// its stdin ends.
-const PY_HOARDER: &str = r#"
-import os, resource, socket, sys
-procs = int(sys.argv[1])
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-r, w = os.pipe()
-go_r, go_w = os.pipe()
-kids = []
-for k in range(procs):
-    pid = os.fork()
-    if pid == 0:
-        os.close(go_w)
-        os.read(go_r, 1)
-        held = []
-        while len(held) < hard - 50:
-            try:
-                s = socket.socket()
-            except OSError:
-                break
-            try:
-                s.bind(("0.0.0.0", 0))
-            except OSError:
-                s.close()
-                break
-            held.append(s)
-        os.write(w, b"%d\n" % len(held))
-        sys.stdin.read()
-        os._exit(0)
-    kids.append(pid)
-os.close(w)
-os.close(go_r)
-os.write(go_w, b"x" * procs)
-f = os.fdopen(r)
-print("held", sum(int(f.readline()) for _ in kids), flush=True)
-sys.stdin.read()
-"#;
-
 /// Starts a hoarder sandbox of `procs` processes; it and how many sockets it holds.
 fn hoard(env: &hb_tests::TestEnv, procs: u32) -> (Running, u32) {
     let mut hoarder = Running::spawn(nobody_command(
         env,
         "web",
         &[],
-        &[python(), "-c", PY_HOARDER, &procs.to_string()],
+        &[python(), "-c", PY_PORT_HOARDER, &procs.to_string()],
     ));
     let held = hoarder.line();
     let n = held
@@ -184,14 +128,11 @@ fn sandboxes_together_leave_the_host_its_ports() {
     let remote = TcpProbe::bind(&format!("{REMOTE}:0"));
     let (a, held_a) = hoard(&env, 4);
     let (b, held_b) = hoard(&env, 4);
-    let victim = victim_connects(&env, remote.addr.port());
-    let host = host_connects(remote.addr.port());
-    println!("figure: held {held_a} + {held_b}; victim {victim}; host connected {host} of 5");
-    assert!(
-        victim.contains("connected 5"),
-        "a tenant lost its connections to sandboxes holding {held_a} + {held_b} ports: {victim}"
+    assert_others_connect(
+        &env,
+        remote.addr.port(),
+        &format!("held {held_a} + {held_b}"),
     );
-    assert_eq!(host, 5, "the host lost its connections");
     assert!(
         held_a + held_b <= 2_500,
         "sandboxes held {held_a} + {held_b} of the 5,000 ports"
@@ -224,22 +165,60 @@ fn closing_listener() -> (u16, Arc<AtomicUsize>) {
     (port, accepted)
 }
 
-/// Connects to `remote.test`'s address and closes, `argv[2]` times, holding no socket
-/// open; prints "connected N errors {...}".
+/// Connects to `remote.test`'s address at port `argv[1]` and closes, `argv[2]` times,
+/// holding one socket at a time; with `argv[3]` "orphan", each binds to port 0 first and
+/// sends until the server's window is shut before it closes. Prints "connected N errors
+/// {...}".
 const PY_CONNECT_CLOSE: &str = r#"
 import errno, socket, sys
+orphan = sys.argv[3] == "orphan"
 ok = 0; errors = {}
 ip = socket.getaddrinfo("remote.test", 80, socket.AF_INET)[0][4][0]
 for i in range(int(sys.argv[2])):
     try:
         c = socket.socket()
+        if orphan:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            c.bind(("0.0.0.0", 0))
         c.connect((ip, int(sys.argv[1]))); ok += 1
+        if orphan:
+            c.setblocking(False)
+            try:
+                while True:
+                    c.send(b"x" * 65536)
+            except BlockingIOError:
+                pass
     except OSError as e:
         k = errno.errorcode.get(e.errno, str(e.errno)); errors[k] = errors.get(k, 0) + 1
     finally:
         c.close()
 print("connected", ok, "errors", errors)
 "#;
+
+/// The attacker of [`PY_CONNECT_CLOSE`] (`mode`: "close" or "orphan"), 5,400 times
+/// against `port` from a sandbox of `web`; what it printed.
+fn connect_and_close(env: &hb_tests::TestEnv, port: u16, mode: &str) -> String {
+    let out = nobody_python(
+        env,
+        "web",
+        PY_CONNECT_CLOSE,
+        &[&port.to_string(), "5400", mode],
+    );
+    stdout(&out).trim().to_owned()
+}
+
+/// A victim tenant's five connects to `port` and the host's five all pass; `figure`
+/// (what the attack held) is printed beside them.
+fn assert_others_connect(env: &hb_tests::TestEnv, port: u16, figure: &str) {
+    let victim = victim_connects(env, port);
+    let host = host_connects(port);
+    println!("figure: {figure}; victim {victim}; host connected {host} of 5");
+    assert!(
+        victim.contains("connected 5"),
+        "a tenant lost its connections ({figure}): {victim}"
+    );
+    assert_eq!(host, 5, "the host lost its connections ({figure})");
+}
 
 /// Connections a sandbox closes first keep their ports after `close()` gave the socket's
 /// place back: TIME_WAIT holds the 4-tuple for a minute, and a connect to the same
@@ -255,24 +234,13 @@ print("connected", ok, "errors", errors)
 fn connect_and_close_loops_leave_a_server_its_ports() {
     let (env, _dns) = world("ar25tw", "[sandbox_defaults]\nsockets_max = 1000\n");
     let (port, accepted) = closing_listener();
-    let attacker = stdout(&nobody_python(
+    let attacker = connect_and_close(&env, port, "close");
+    let accepted = accepted.load(Ordering::SeqCst);
+    assert_others_connect(
         &env,
-        "web",
-        PY_CONNECT_CLOSE,
-        &[&port.to_string(), "5400"],
-    ));
-    let victim = victim_connects(&env, port);
-    let host = host_connects(port);
-    println!(
-        "figure: attacker {}; accepted {}; victim {victim}; host connected {host} of 5",
-        attacker.trim(),
-        accepted.load(Ordering::SeqCst)
+        port,
+        &format!("attacker {attacker}; accepted {accepted}"),
     );
-    assert!(
-        victim.contains("connected 5"),
-        "a tenant could not reach the server the attacker looped on ({attacker}): {victim}"
-    );
-    assert_eq!(host, 5, "the host could not reach the server");
     let e = env.wait_event("sockets_max", |e| {
         e["reason"] == "sockets_max" && e["hook"] == "sock_create" && e["policy"] == "web"
     });
@@ -318,31 +286,6 @@ fn silent_listener() -> (u16, Arc<AtomicUsize>, Arc<AtomicBool>) {
     (port, accepted, release)
 }
 
-/// Binds to port 0, connects to `remote.test`'s address, sends until the server's
-/// window is shut and closes, `argv[2]` times; prints "connected N errors {...}".
-const PY_ORPHANS: &str = r#"
-import errno, socket, sys
-ok = 0; errors = {}
-ip = socket.getaddrinfo("remote.test", 80, socket.AF_INET)[0][4][0]
-for i in range(int(sys.argv[2])):
-    try:
-        c = socket.socket()
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        c.bind(("0.0.0.0", 0))
-        c.connect((ip, int(sys.argv[1]))); ok += 1
-        c.setblocking(False)
-        try:
-            while True:
-                c.send(b"x" * 65536)
-        except BlockingIOError:
-            pass
-    except OSError as e:
-        k = errno.errorcode.get(e.errno, str(e.errno)); errors[k] = errors.get(k, 0) + 1
-    finally:
-        c.close()
-print("connected", ok, "errors", errors)
-"#;
-
 /// A connection closed with data the server has not taken stays behind as an orphan
 /// (FIN_WAIT1, its FIN queued behind the data) after `close()` gave the socket's place
 /// back, for as long as the server keeps its window shut and answers the kernel's
@@ -361,25 +304,14 @@ fn orphaned_connections_leave_the_host_its_ports() {
     let (env, _dns) = world("ar25orph", "");
     let (port, accepted, release) = silent_listener();
     let other = TcpProbe::bind(&format!("{REMOTE}:0"));
-    let attacker = stdout(&nobody_python(
-        &env,
-        "web",
-        PY_ORPHANS,
-        &[&port.to_string(), "5400"],
-    ));
+    let attacker = connect_and_close(&env, port, "orphan");
     let orphans = tcp_states(&["FIN-WAIT-1"]);
-    let victim = victim_connects(&env, other.addr.port());
-    let host = host_connects(other.addr.port());
-    println!(
-        "figure: attacker {}; accepted {}; orphans {orphans}; victim (another server) {victim}; host {host} of 5",
-        attacker.trim(),
-        accepted.load(Ordering::SeqCst)
+    let accepted = accepted.load(Ordering::SeqCst);
+    assert_others_connect(
+        &env,
+        other.addr.port(),
+        &format!("attacker {attacker}; accepted {accepted}; orphans {orphans}"),
     );
-    assert!(
-        victim.contains("connected 5"),
-        "a tenant could not connect past {orphans} orphans: {victim}"
-    );
-    assert_eq!(host, 5, "the host could not connect past {orphans} orphans");
     assert!(orphans <= 2_500, "{orphans} orphans of 5,000 ports");
     // The server lets go (resets every connection): each orphan closes, and its place
     // goes back.
