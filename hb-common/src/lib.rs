@@ -977,11 +977,16 @@ pub mod reason {
     /// ends), each under its own `sockets_max` (seven at the default bound held the
     /// default range between them).
     pub const SOCKETS_NODE_MAX: u32 = 14;
+    /// An `IPPROTO_MPTCP` socket of a sandbox in the agent's network namespace while a
+    /// socket bound is set: its subflows are the kernel's own TCP sockets, which no hook
+    /// counts, and their TIME_WAIT ends held the host's ports past every bound.
+    pub const MPTCP: u32 = 15;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
             SOCKETS_MAX => "sockets_max",
             SOCKETS_NODE_MAX => "sockets_node_max",
+            MPTCP => "mptcp",
             ERROR_QUEUE => "error_queue",
             QUIC => "quic",
             GUARD_DOWN => "guard_down",
