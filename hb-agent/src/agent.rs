@@ -368,6 +368,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     maps.set_dns(config.dns.redirect, config.dns_listen())?;
     maps.set_host_netns(own_netns_cookie()?)?;
     maps.set_sockets_max(config.sandbox_defaults.sockets_max)?;
+    maps.set_sockets_node_max(
+        config
+            .sandbox_defaults
+            .sockets_node_max(ephemeral_port_range()?),
+    )?;
     // The guard listens before the kernel sends it anything. Until it does, its ports are
     // known (no sandbox may bind them) but not pointed at: a guarded connect meanwhile
     // is refused (`guard_down`), never sent direct.
@@ -676,6 +681,21 @@ fn report_lost(maps: &Maps, before: u64) -> u64 {
 }
 
 /// The cookie of the network namespace the agent runs in (of a socket made for asking).
+/// The ephemeral port range of the agent's network namespace, as read at start (a
+/// range changed later is not followed: the node's share of it stays as computed).
+fn ephemeral_port_range() -> Result<(u16, u16), AgentError> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = fs::read_to_string(PATH).map_err(io_err("reading", Path::new(PATH)))?;
+    let mut ends = text.split_whitespace().map(str::parse::<u16>);
+    match (ends.next(), ends.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Ok((lo, hi)),
+        _ => Err(io_err("parsing", Path::new(PATH))(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not two ports: {text:?}"),
+        ))),
+    }
+}
+
 fn own_netns_cookie() -> Result<u64, AgentError> {
     use std::os::fd::AsFd as _;
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").map_err(io_err(

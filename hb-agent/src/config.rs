@@ -155,6 +155,11 @@ pub struct SandboxDefaults {
     /// (0 = no limit). It shares the host's ephemeral ports with every tenant and daemon:
     /// without a bound one sandbox bound them all and no TCP connect on the host worked.
     pub sockets_max: u32,
+    /// The share of the host's ephemeral port range, in percent, that all sandboxes in
+    /// the agent's network namespace may hold together: open internet sockets and the
+    /// TIME_WAIT ends of the connections they closed (0 = no limit). `sockets_max` alone
+    /// is no share: a few sandboxes under it held the whole range.
+    pub sockets_node_percent: u8,
 }
 
 impl Default for SandboxDefaults {
@@ -168,6 +173,7 @@ impl Default for SandboxDefaults {
             cpu_max: String::new(),
             tmp_size: "256M".into(),
             sockets_max: 4096,
+            sockets_node_percent: 50,
         }
     }
 }
@@ -180,6 +186,17 @@ impl SandboxDefaults {
             pids_max: (self.pids_max > 0).then_some(self.pids_max),
             memory_max: parse_size(&self.memory_max).ok().flatten(),
             cpu_max: parse_cpu_max(&self.cpu_max).ok().flatten(),
+        }
+    }
+
+    /// How many ports all sandboxes in the agent's namespace may hold together, given
+    /// the namespace's ephemeral range (`ip_local_port_range`'s two ends); 0: no bound.
+    /// At least 1 when a share is set: a share of a tiny range is still a bound.
+    pub fn sockets_node_max(&self, range: (u16, u16)) -> u64 {
+        let size = u64::from(range.1.saturating_sub(range.0)) + 1;
+        match self.sockets_node_percent {
+            0 => 0,
+            pct => (size * u64::from(pct) / 100).max(1),
         }
     }
 
@@ -220,6 +237,12 @@ impl SandboxDefaults {
         }
         if let Err(e) = parse_cpu_max(&self.cpu_max) {
             out.push(("cpu_max", e));
+        }
+        if self.sockets_node_percent > 100 {
+            out.push((
+                "sockets_node_percent",
+                "a share of the port range: 0 (no limit) to 100".into(),
+            ));
         }
         out
     }
@@ -2931,6 +2954,21 @@ mod tests {
     }
 
     #[test]
+    fn the_nodes_socket_bound_is_its_share_of_the_port_range() {
+        let mut d = SandboxDefaults::default();
+        assert_eq!(d.sockets_node_max((41_000, 45_999)), 2_500);
+        assert_eq!(d.sockets_node_max((32_768, 60_999)), 14_116);
+        d.sockets_node_percent = 1;
+        assert_eq!(
+            d.sockets_node_max((40_000, 40_000)),
+            1,
+            "a share is a bound"
+        );
+        d.sockets_node_percent = 0;
+        assert_eq!(d.sockets_node_max((32_768, 60_999)), 0, "0: no bound");
+    }
+
+    #[test]
     fn sandbox_defaults_are_checked_key_by_key() {
         for (text, key, says) in [
             ("user = \"0\"", "sandbox_defaults.user", "explicit --user 0"),
@@ -2950,6 +2988,11 @@ mod tests {
                 "work_mount = \"work\"",
                 "sandbox_defaults.work_mount",
                 "absolute",
+            ),
+            (
+                "sockets_node_percent = 101",
+                "sandbox_defaults.sockets_node_percent",
+                "0 (no limit) to 100",
             ),
         ] {
             let e = err(&format!(

@@ -131,6 +131,7 @@ pub struct Maps {
     guard_ports: HashMap<MapData, GuardPortKey, u32>,
     host_netns: Array<MapData, u64>,
     socks_max: Array<MapData, u32>,
+    socks_node: Array<MapData, u64>,
 }
 
 /// A policy as the kernel's table holds it.
@@ -163,6 +164,7 @@ impl Maps {
             guard_ports: open_typed(bpffs_dir, map_names::GUARD_PORTS)?,
             host_netns: open_typed(bpffs_dir, map_names::HOST_NETNS)?,
             socks_max: open_typed(bpffs_dir, map_names::SOCKS_MAX)?,
+            socks_node: open_typed(bpffs_dir, map_names::SOCKS_NODE)?,
         })
     }
 
@@ -231,6 +233,15 @@ impl Maps {
         self.socks_max
             .set(0, max, 0)
             .map_err(op(map_names::SOCKS_MAX, "update"))
+    }
+
+    /// How many ports all sandboxes in the agent's namespace may hold together
+    /// (`sandbox_defaults.sockets_node_percent` of its range; 0: no bound). The count
+    /// beside it is the kernel's.
+    pub fn set_sockets_node_max(&mut self, max: u64) -> Result<()> {
+        self.socks_node
+            .set(0, max, 0)
+            .map_err(op(map_names::SOCKS_NODE, "update"))
     }
 
     /// Points (or stops pointing) sandbox DNS at the resolver.

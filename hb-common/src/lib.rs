@@ -154,19 +154,25 @@ pub mod map_names {
     /// agent's network namespace holds open now (`cgroup/sock_create` adds one,
     /// `cgroup/sock_release` takes it back).
     pub const SOCKS_HELD: &str = "HB_SOCKS_HELD";
+    /// Array of two `u64`: at 0 how many ports all sandboxes in the agent's network
+    /// namespace may hold together, open sockets and TIME_WAIT ends
+    /// (`sandbox_defaults.sockets_node_percent` of its range; 0: no bound), at 1 how
+    /// many sockets they hold open now.
+    pub const SOCKS_NODE: &str = "HB_SOCKS_NODE";
+    /// LRU hash, `u64` governing cgroup id (0: all sandboxes) → eight slots of
+    /// (`u64` period of 2^34 ns, `u64` count): the TIME_WAIT ends its counted TCP
+    /// sockets left in each recent period (`sock_ops`, state callback), which hold
+    /// their ports after the socket's release gave its place back.
+    pub const SOCKS_TW: &str = "HB_SOCKS_TW";
     /// Array of one `u32`: how many internet sockets a sandbox in the agent's network
     /// namespace may hold at once (`sandbox_defaults.sockets_max`; 0: no bound).
     pub const SOCKS_MAX: &str = "HB_SOCKS_MAX";
-    /// Hash, `u64` socket cookie → `u64` governing cgroup id: the sandbox each counted
-    /// socket was charged to in [`SOCKS_HELD`], removed at the socket's release.
-    pub const SOCK_CHARGED: &str = "HB_SOCK_CHARGED";
-    /// Socket storage, `u64`: the governing cgroup a counted socket was charged to when
-    /// [`SOCK_CHARGED`] was full (and every charge of agents before that table), freed
-    /// with the socket.
+    /// Socket storage, `u64`: the governing cgroup a socket was counted against in
+    /// [`SOCKS_HELD`], freed with the socket.
     pub const SOCK_COUNTED: &str = "HB_SOCK_COUNTED";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 31] = [
+    pub const ALL: [&str; 32] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -196,8 +202,9 @@ pub mod map_names {
         ERRQUEUE_SEEN,
         SOCKS_HELD,
         SOCKS_MAX,
-        SOCK_CHARGED,
         SOCK_COUNTED,
+        SOCKS_NODE,
+        SOCKS_TW,
     ];
 }
 
@@ -288,11 +295,13 @@ pub mod limits {
     /// Sandboxes whose open sockets are counted at once (`map_names::SOCKS_HELD`); a
     /// socket of another one past it is refused (fail closed).
     pub const SOCKS_HELD: u32 = 16_384;
-    /// Counted sockets whose charges the table keyed by cookie holds at once
-    /// (`map_names::SOCK_CHARGED`); past it charges go to the sockets' own storage (no
-    /// bound: sockets that bind nothing take no port, so only each sandbox's
-    /// `sockets_max` bounds how many the node's sandboxes hold).
-    pub const SOCK_CHARGED: u32 = 65_536;
+    /// Sandboxes whose recent TIME_WAIT ends are counted at once (`map_names::SOCKS_TW`,
+    /// least recently used go: a sandbox that closes connections is recently used).
+    pub const SOCKS_TW: u32 = 16_384;
+    /// A sandbox holding at most this many ports (with the one it asks for) may take
+    /// them from the last quarter of `sandbox_defaults.sockets_node_percent`, which the
+    /// others may not: sandboxes holding many cannot starve one that holds few.
+    pub const SOCKS_RESERVED_UNDER: u64 = 64;
     /// Cgroups whose event budget is remembered at once (least recently used go; a
     /// forgotten cgroup starts with a full budget again, so the bound per cgroup holds
     /// only while fewer cgroups than this report at once — each still has its own).
@@ -963,10 +972,21 @@ pub mod reason {
     /// takes one that no connect in the namespace can use until it closes (one sandbox
     /// held them all, and every TCP connect on the host failed: attack review 22).
     pub const SOCKETS_MAX: u32 = 13;
+    /// A socket past `sandbox_defaults.sockets_node_percent`: all sandboxes in the agent's
+    /// network namespace together hold that many ports (open sockets and TIME_WAIT
+    /// ends), each under its own `sockets_max` (seven at the default bound held the
+    /// default range between them).
+    pub const SOCKETS_NODE_MAX: u32 = 14;
+    /// An `IPPROTO_MPTCP` socket of a sandbox in the agent's network namespace while a
+    /// socket bound is set: its subflows are the kernel's own TCP sockets, which no hook
+    /// counts, and their TIME_WAIT ends held the host's ports past every bound.
+    pub const MPTCP: u32 = 15;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
             SOCKETS_MAX => "sockets_max",
+            SOCKETS_NODE_MAX => "sockets_node_max",
+            MPTCP => "mptcp",
             ERROR_QUEUE => "error_queue",
             QUIC => "quic",
             GUARD_DOWN => "guard_down",

@@ -11,7 +11,9 @@
 //!   accepted socket's admitted peer in `HB_SOCK_PEER`, so the egress side, which judges
 //!   every packet on its destination, lets the replies through. Before that, the SYN-ACK
 //!   leaves from the listener: an admitted SYN makes its sender the listener's admitted
-//!   peer ([`admit_on_listener`]).
+//!   peer ([`admit_on_listener`]). And for the port bound (`socks`): a counted socket
+//!   that connects gets its state callback turned on, and its connection entering
+//!   TIME_WAIT is counted (`socks::watch_close`, `socks::state_changed`).
 //!
 //! Where the kernel runs `cgroup_skb/ingress`: in `sk_filter_trim_cap()` when a packet is
 //! delivered to a socket (`tcp_filter()` in `tcp_v4_rcv`/`tcp_v6_rcv`,
@@ -56,7 +58,7 @@
 
 use aya_ebpf::{
     bindings::{
-        __sk_buff, BPF_F_CURRENT_NETNS, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        __sk_buff, BPF_F_CURRENT_NETNS, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB,
         BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_LISTEN, bpf_sock, bpf_sock_tuple,
     },
     helpers::{
@@ -468,7 +470,10 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
     let op = ctx.op();
     if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
         record_client(&ctx);
+    } else if op == BPF_SOCK_OPS_STATE_CB {
+        crate::socks::state_changed(&ctx);
     } else if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        crate::socks::watch_close(&ctx);
         // Only a connection to a resolver or guard port can have a record to file: every
         // other connect (nearly all of them) leaves here on one context read and two
         // inlined array reads, before the cookie helper and the two hash lookups.

@@ -18,7 +18,9 @@
 //!   elsewhere than its destination (routing headers, IP options), or send from a
 //!   foreign source; rewrites the error-queue options (`IP_RECVERR`…) to 0.
 //! * `socks` — `cgroup/sock_create|sock_release`: a sandbox in the agent's network
-//!   namespace holds at most `sockets_max` internet sockets (the host's ephemeral ports).
+//!   namespace holds at most `sockets_max` of the host's ephemeral ports, all of them
+//!   together at most `sockets_node_percent` of the range (TIME_WAIT ends, seen by
+//!   `sock_ops`, count too).
 //! * `source` — `cgroup/bind4|6` and `cgroup/sendmsg4|6`: refuses a source address that
 //!   is not one of the host's (`HB_LOCAL_ADDRS`, kept by the agent from rtnetlink).
 //! * `splice` — `sk_skb/stream_verdict`: a passed guard connection's bytes sent from

@@ -738,6 +738,44 @@ pub(crate) unsafe fn atomic_add(p: *mut u64, v: u64) {
     }
 }
 
+/// `*p |= v` as one atomic instruction that returns what `*p` was before
+/// (`BPF_ATOMIC | BPF_OR | BPF_FETCH`, Linux 5.12): of two CPUs setting the same bit,
+/// exactly one sees it clear.
+///
+/// # Safety
+/// `p` must point to a u64 in a map value (socket storage included), 8-byte aligned.
+#[inline(always)]
+pub(crate) unsafe fn atomic_fetch_or(p: *mut u64, v: u64) -> u64 {
+    let mut old = v;
+    // SAFETY: the caller's promise; the instruction touches only `*p`.
+    unsafe {
+        core::arch::asm!(
+            "{v} = atomic_fetch_or((u64 *)({p} + 0), {v})",
+            p = in(reg) p,
+            v = inout(reg) old,
+            options(nostack),
+        );
+    }
+    old
+}
+
+/// `*p &= v` as one atomic instruction (`BPF_ATOMIC | BPF_AND`, Linux 5.12).
+///
+/// # Safety
+/// As [`atomic_fetch_or`].
+#[inline(always)]
+pub(crate) unsafe fn atomic_and(p: *mut u64, v: u64) {
+    // SAFETY: the caller's promise; the instruction touches only `*p`.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) &= {v}",
+            p = in(reg) p,
+            v = in(reg) v,
+            options(nostack),
+        );
+    }
+}
+
 /// The verdict for a refusal, given the policy's mode.
 #[inline(always)]
 pub(crate) fn refusal_verdict(policy_id: u32) -> u32 {

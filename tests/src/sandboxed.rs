@@ -341,3 +341,59 @@ pub fn whoami_before_the_attackers_answer(
     }
     (served, heard)
 }
+
+/// Forks `argv[1]` processes that wait for a common go, then each binds TCP sockets to
+/// port 0 until one is refused; prints "held N" (all of them together) and holds them
+/// until its stdin ends (attack reviews 22 and 25).
+pub const PY_PORT_HOARDER: &str = r#"
+import os, resource, socket, sys
+procs = int(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+r, w = os.pipe()
+go_r, go_w = os.pipe()
+kids = []
+for k in range(procs):
+    pid = os.fork()
+    if pid == 0:
+        os.close(go_w)
+        os.read(go_r, 1)
+        held = []
+        while len(held) < hard - 50:
+            try:
+                s = socket.socket()
+            except OSError:
+                break
+            try:
+                s.bind(("0.0.0.0", 0))
+            except OSError:
+                s.close()
+                break
+            held.append(s)
+        os.write(w, b"%d\n" % len(held))
+        sys.stdin.read()
+        os._exit(0)
+    kids.append(pid)
+os.close(w)
+os.close(go_r)
+os.write(go_w, b"x" * procs)
+f = os.fdopen(r)
+print("held", sum(int(f.readline()) for _ in kids), flush=True)
+sys.stdin.read()
+"#;
+
+/// Five TCP connects to `remote.test` at port `argv[1]` (each socket closed after);
+/// prints "connected N errors [...]" (errno names). A victim tenant's view of the host's
+/// ports (attack reviews 22 and 25).
+pub const PY_FIVE_CONNECTS: &str = r#"
+import errno, socket, sys
+ok = 0; errors = set()
+for i in range(5):
+    c = socket.socket(); c.settimeout(3)
+    try:
+        c.connect(("remote.test", int(sys.argv[1]))); ok += 1
+    except OSError as e:
+        errors.add(errno.errorcode.get(e.errno, str(e.errno)))
+    c.close()
+print("connected", ok, "errors", sorted(errors))
+"#;

@@ -321,6 +321,12 @@ const CLOSED_POLICY: &str = r#"
 [egress]
 exception_cidrs = ["198.51.100.0/24"]
 
+# No socket bound: beside the agent a sandbox opens no MPTCP socket while one is set
+# (attack review 25), and MPTCP's connect and Fast Open paths are what is tried here.
+[sandbox_defaults]
+sockets_max = 0
+sockets_node_percent = 0
+
 [[policy]]
 name = "closed"
 allow_cidrs = []

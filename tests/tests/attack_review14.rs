@@ -34,6 +34,12 @@ upstreams = ["127.0.0.1:5400"]
 [egress]
 exception_cidrs = ["203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32"]
 
+# No socket bound: beside the agent a sandbox opens no MPTCP socket while one is set
+# (attack review 25), and these tests try MPTCP's own option paths.
+[sandbox_defaults]
+sockets_max = 0
+sockets_node_percent = 0
+
 [[policy]]
 name = "closed"
 allow_cidrs = ["203.0.113.20/32", "2001:db8::20/128"]

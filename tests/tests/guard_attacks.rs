@@ -221,6 +221,12 @@ impl World {
             r#"
 {kernel}
 {resolver}
+# No socket bound: beside the agent a sandbox opens no MPTCP socket while one is set
+# (attack review 25), and the guard is tried with MPTCP connections.
+[sandbox_defaults]
+sockets_max = 0
+sockets_node_percent = 0
+
 [[policy]]
 name = "web"
 allow_domains = ["allowed.test"]

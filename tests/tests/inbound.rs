@@ -262,7 +262,12 @@ fn udp_echo() -> u16 {
 
 #[test]
 fn inbound_tcp_from_outside_is_refused_and_reported() {
-    let (env, _dns) = world("in-tcp", "");
+    // No socket bound: beside the agent a sandbox opens no MPTCP socket while one is set
+    // (attack review 25).
+    let (env, _dns) = world(
+        "in-tcp",
+        "\n[sandbox_defaults]\nsockets_max = 0\nsockets_node_percent = 0\n",
+    );
     // IPv4, IPv6, IPv4 to a dual-stack listener, and MPTCP (whose subflow listener is a
     // TCP socket in the sandbox's cgroup).
     for (a, args) in [
