@@ -680,7 +680,6 @@ fn report_lost(maps: &Maps, before: u64) -> u64 {
     now
 }
 
-/// The cookie of the network namespace the agent runs in (of a socket made for asking).
 /// The ephemeral port range of the agent's network namespace, as read at start (a
 /// range changed later is not followed: the node's share of it stays as computed).
 fn ephemeral_port_range() -> Result<(u16, u16), AgentError> {
@@ -696,6 +695,7 @@ fn ephemeral_port_range() -> Result<(u16, u16), AgentError> {
     }
 }
 
+/// The cookie of the network namespace the agent runs in (of a socket made for asking).
 fn own_netns_cookie() -> Result<u64, AgentError> {
     use std::os::fd::AsFd as _;
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").map_err(io_err(
