@@ -574,7 +574,16 @@ fn connect() -> anyhow::Result<()> {
     };
     let (mut ratios, mut ratios_previous) = (Vec::new(), Vec::new());
     if let Some(previous) = &previous_bin {
+        // This tree's agent is in place at the start and the end of every turn; which
+        // agent is timed first alternates between turns, so drift within a turn does
+        // not always favour the same one.
         for turn in 0..3 {
+            let this_first = turn % 2 == 1;
+            if this_first {
+                eprintln!("bench: connect rate and program cost pass, this tree's agent");
+                ratios.push(turn_ratio()?);
+                costs.push(program_costs(&rig, &me, targets, &iperf_port, &bpffs)?);
+            }
             stop_agent(&mut cleanup.agent, &bpffs);
             eprintln!(
                 "bench: connect rate and program cost pass, previous agent {}",
@@ -590,11 +599,14 @@ fn connect() -> anyhow::Result<()> {
                 &bpffs_previous,
             )?);
             stop_agent(&mut cleanup.agent, &bpffs_previous);
-            eprintln!("bench: connect rate and program cost pass, this tree's agent");
             cleanup.agent = Some(rig.start(&agent_bin, &config, &bpffs)?);
-            ratios.push(turn_ratio()?);
-            if turn < 2 {
-                costs.push(program_costs(&rig, &me, targets, &iperf_port, &bpffs)?);
+            if !this_first {
+                eprintln!("bench: connect rate and program cost pass, this tree's agent");
+                ratios.push(turn_ratio()?);
+                // Three cost passes of this tree in all, the first before the turns.
+                if turn < 2 {
+                    costs.push(program_costs(&rig, &me, targets, &iperf_port, &bpffs)?);
+                }
             }
         }
     }
