@@ -570,7 +570,8 @@ pub struct SockDest {
     /// [`SOCK_DNS_UDP`] for a UDP socket redirected to the resolver (its datagrams' client
     /// end is filed in [`map_names::DNS_UDP`]), else 0.
     pub dns: u16,
-    /// `SOCK_ADMIT_*`: which hook admitted the peer.
+    /// `SOCK_ADMIT_*`: which hook admitted the peer, and whether it was a validated
+    /// address ([`SOCK_ADMIT_VALIDATED`]).
     pub flags: u32,
 }
 const _: () = assert!(size_of::<SockDest>() == 24);
@@ -707,6 +708,11 @@ pub const SOCK_ADMIT_CONNECT: u32 = 1;
 pub const SOCK_ADMIT_SENDMSG: u32 = 2;
 /// An accepted connection's client, under a policy with [`POLICY_INBOUND`].
 pub const SOCK_ADMIT_INBOUND: u32 = 4;
+/// With [`SOCK_ADMIT_CONNECT`] or [`SOCK_ADMIT_SENDMSG`]: the peer was a validated
+/// address (the allow map's), not the resolver or the guard. `cgroup_skb/egress` judges
+/// such a flow in full, not by its admission, once the host holds the peer's address
+/// (an address added to an interface, a failover address moved here).
+pub const SOCK_ADMIT_VALIDATED: u32 = 8;
 /// [`SockDest::dns`] of a UDP socket the DNS redirect sent to the resolver.
 pub const SOCK_DNS_UDP: u16 = 1;
 

@@ -14,6 +14,23 @@
 //!   account's probe whose answer was followed by a planted 401: 3 found dead and a
 //!   rotation started (a healthy key rotated on a stranger's word; a planted 200 would
 //!   keep a dead one). The agent's calls are never pooled now: 0 of 3.
+//! - a UDP socket a sandbox connected to a validated address before the host gained it
+//!   kept its admission (`HB_SOCK_PEER`), and `cgroup_skb/egress` passed its datagrams
+//!   by that admission (or its flow cache) to a host service on the address: on 872c7c5
+//!   (review 24's revocation of the allow entry in place) 5 of 5 connected sends
+//!   arrived, unconnected ones 0 of 5. An admission of a validated address is marked
+//!   (`SOCK_ADMIT_VALIDATED`); on the flow cache's miss path, such a peer the host holds
+//!   (`HB_LOCAL_ADDRS`) meets the full verdict (its allow entry revoked, unless an
+//!   exception kept it), and the agent bumps `HB_GENERATION` after each revocation so
+//!   cached flows miss: 0 of 5.
+//!
+//! Held: a TCP connection established to such an address before the host gained it
+//! never reaches a host service there either (probed by hand, no hb: the segments after
+//! the change go to the local stack, where the wildcard listener answers the stray ACK
+//! with a reset; the client got `ECONNRESET`, the listener accepted nothing).
+//!
+//! Still open: an established flow to a host address that an exception covers lives by
+//! its allow entry's expiry from the change on (the full verdict), not by its admission.
 
 use hb_tests::{
     PythonServer, TestEnv,
@@ -160,5 +177,129 @@ print(json.dumps(out))
     assert!(
         rotated.is_empty(),
         "q's working keys were found dead by an answer planted after p's probe: {history}"
+    );
+}
+
+/// The address the host gains during
+/// [`a_connected_udp_socket_stops_at_an_address_the_host_gains`]: global unicast, in no
+/// default deny range and no exception.
+const GAINED: &str = "100.128.0.99";
+/// The UDP world's DNS port.
+const UDP_DNS_PORT: u16 = 5727;
+
+/// Python for a sandbox beside the agent (`argv[1]`: the port): resolves `udp.test`,
+/// connects a UDP socket to it there and sends 5 datagrams (routed away, lost); prints
+/// `connected`, waits for a line, then sends 5 datagrams on the connected socket and 5
+/// unconnected ones to the same address and port, and prints what each send returned.
+const PY_UDP_GAINED: &str = r#"
+import json, socket, sys
+from collections import Counter
+port = int(sys.argv[1])
+addr = socket.getaddrinfo("udp.test", port, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect((addr, port))
+for _ in range(5):
+    c.send(b"before")
+print("connected", addr, flush=True)
+sys.stdin.readline()
+out = {"connected": Counter(), "unconnected": Counter()}
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for kind, send in (("connected", lambda: c.send(b"connected")),
+                   ("unconnected", lambda: u.sendto(b"unconnected", (addr, port)))):
+    for _ in range(5):
+        try:
+            send()
+            out[kind]["sent"] += 1
+        except OSError as e:
+            out[kind][e.strerror] += 1
+print(json.dumps(out), flush=True)
+"#;
+
+/// A UDP socket a sandbox beside the agent connected to a validated address before the
+/// host gained it (an address added to an interface, a failover address moved here)
+/// reaches no host service on it afterwards: its admission (`HB_SOCK_PEER`) no longer
+/// passes its datagrams once the host holds the peer, nor does the flow cache. Here the
+/// address is routed out of a veth pair while the sandbox resolves and connects (its
+/// datagrams lost there), then added to the namespace's `lo`, where a service listens on
+/// the wildcard address and counts what arrives; the datagrams after the change wait
+/// for the agent to log the revocation. On 872c7c5 (review 24's revocation in place):
+/// connected 5 of 5 arrived, unconnected 0 of 5; now 0 and 0.
+#[test]
+fn a_connected_udp_socket_stops_at_an_address_the_host_gains() {
+    use hb_tests::{
+        sandboxed::Running,
+        worlds::{names_on_lo, nameserver_sandbox, resolver_config, started_agent},
+    };
+    let _dns = names_on_lo(
+        &[REFLECTOR_ADDR, "192.0.2.53"],
+        UDP_DNS_PORT,
+        &[("udp.test", &[GAINED])],
+        600,
+    );
+    // Somewhere the connect can go before the host holds the address: out of one end of
+    // a veth pair whose other end is in this namespace too (nothing answers there).
+    for args in [
+        "link add hb26a type veth peer name hb26b",
+        "link set hb26a up",
+        "link set hb26b up",
+        &format!("route add {GAINED}/32 dev hb26a"),
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(args.split(' '))
+            .status()
+            .expect("ip");
+        assert!(ok.success(), "ip {args}");
+    }
+    let service = std::net::UdpSocket::bind("0.0.0.0:0").expect("host service");
+    let port = service.local_addr().expect("port").port().to_string();
+    let mut env = started_agent(
+        "review26-udp",
+        &format!(
+            "{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"udp.test\"]\n",
+            resolver_config(UDP_DNS_PORT, true, "", &["203.0.113.0/24"])
+        ),
+    );
+    let mut sandbox = Running::spawn(nameserver_sandbox(
+        &env,
+        "web",
+        3,
+        &[hb_tests::python(), "-c", PY_UDP_GAINED, &port],
+    ));
+    assert_eq!(sandbox.line(), format!("connected {GAINED}"));
+    std::process::Command::new("ip")
+        .args(["addr", "add", &format!("{GAINED}/32"), "dev", "lo"])
+        .status()
+        .expect("ip addr add");
+    // Until the agent has revoked what it validated (or, on an agent that does not, a
+    // bounded number of looks).
+    for _ in 0..100 {
+        if env
+            .agent()
+            .log_text()
+            .contains("addresses the host now holds revoked")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sandbox.say("go");
+    let sent: serde_json::Value = serde_json::from_str(&sandbox.line()).expect("sandbox JSON");
+    sandbox.wait();
+    // What reached the host service: every datagram sent is on `lo`'s queue by now; a
+    // read that waits a second more ends the count.
+    service
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .expect("timeout");
+    let mut arrived = std::collections::BTreeMap::<String, u32>::new();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = service.recv(&mut buf) {
+        *arrived
+            .entry(String::from_utf8_lossy(&buf[..n]).into_owned())
+            .or_default() += 1;
+    }
+    println!("figure: sent {sent}; arrived at the host service {arrived:?}");
+    assert!(
+        arrived.is_empty(),
+        "datagrams reached a host service on an address the host gained: {arrived:?} (sent {sent})"
     );
 }
