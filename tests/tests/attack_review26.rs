@@ -228,7 +228,7 @@ print(json.dumps(out), flush=True)
 fn a_connected_udp_socket_stops_at_an_address_the_host_gains() {
     use hb_tests::{
         sandboxed::Running,
-        worlds::{names_on_lo, nameserver_sandbox, resolver_config, started_agent},
+        worlds::{gain_address, names_on_lo, nameserver_sandbox, resolver_config, started_agent},
     };
     let _dns = names_on_lo(
         &[REFLECTOR_ADDR, "192.0.2.53"],
@@ -266,22 +266,7 @@ fn a_connected_udp_socket_stops_at_an_address_the_host_gains() {
         &[hb_tests::python(), "-c", PY_UDP_GAINED, &port],
     ));
     assert_eq!(sandbox.line(), format!("connected {GAINED}"));
-    std::process::Command::new("ip")
-        .args(["addr", "add", &format!("{GAINED}/32"), "dev", "lo"])
-        .status()
-        .expect("ip addr add");
-    // Until the agent has revoked what it validated (or, on an agent that does not, a
-    // bounded number of looks).
-    for _ in 0..100 {
-        if env
-            .agent()
-            .log_text()
-            .contains("addresses the host now holds revoked")
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    gain_address(&mut env, GAINED);
     sandbox.say("go");
     let sent: serde_json::Value = serde_json::from_str(&sandbox.line()).expect("sandbox JSON");
     sandbox.wait();
