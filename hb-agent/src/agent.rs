@@ -337,7 +337,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let dropped_events = dns_events_tx.dropped();
     // The addresses a sandbox beside the agent may send from (`HB_LOCAL_ADDRS`), and
     // whom the resolver's listeners answer; kept current from rtnetlink.
-    let local_addrs = crate::local_addrs::LocalAddrs::start(&bpffs)?;
+    let local_addrs =
+        crate::local_addrs::LocalAddrs::start(&bpffs, config.egress.exceptions.clone())?;
     let dns = if config.dns.redirect {
         let service = crate::dns::start(
             &config,

@@ -35,8 +35,8 @@ use std::{
 };
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
-use hb_common::{limits, map_names};
-use ipnet::{Ipv4Net, Ipv6Net};
+use hb_common::{LOCAL_EXCEPTED, LOCAL_OWN, limits, map_names};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::maps::{MapsError, open_typed, sync_trie};
 
@@ -118,22 +118,35 @@ impl Set {
         self.contains(ip) || self.also_delivered.contains(&canonical(ip))
     }
 
-    /// The kernel map's entries: IPv4 as IPv4-mapped IPv6 (prefix 96 + its own).
-    pub fn keys(&self) -> Vec<(Key<[u8; 16]>, u32)> {
+    /// The kernel map's entries: IPv4 as IPv4-mapped IPv6 (prefix 96 + its own); an
+    /// entry wholly inside one of `except` (`egress.exception_cidrs`) is
+    /// `LOCAL_EXCEPTED`, every other one `LOCAL_OWN`. (An address on a loopback device
+    /// is both an address and a prefix: a /32 is one key, with one value.)
+    pub fn keys(&self, except: &[IpNet]) -> Vec<(Key<[u8; 16]>, u32)> {
+        let value = |net: IpNet| {
+            if except.iter().any(|e| e.contains(&net)) {
+                LOCAL_EXCEPTED
+            } else {
+                LOCAL_OWN
+            }
+        };
         let mut keys: Vec<(Key<[u8; 16]>, u32)> = self
             .exact
             .iter()
-            .map(|ip| match ip {
-                IpAddr::V4(v4) => Key::new(128, v4.to_ipv6_mapped().octets()),
-                IpAddr::V6(v6) => Key::new(128, v6.octets()),
+            .map(|&ip| {
+                let key = match ip {
+                    IpAddr::V4(v4) => Key::new(128, v4.to_ipv6_mapped().octets()),
+                    IpAddr::V6(v6) => Key::new(128, v6.octets()),
+                };
+                (key, value(IpNet::from(ip)))
             })
-            .chain(self.loopback4.iter().map(|n| {
-                Key::new(
+            .chain(self.loopback4.iter().map(|&n| {
+                let key = Key::new(
                     96 + u32::from(n.prefix_len()),
                     n.network().to_ipv6_mapped().octets(),
-                )
+                );
+                (key, value(IpNet::V4(n)))
             }))
-            .map(|k| (k, 1))
             .collect();
         keys.sort_by_key(|(k, _)| (k.data(), k.prefix_len()));
         keys
@@ -212,7 +225,7 @@ impl LocalAddrs {
     /// Reads this namespace's addresses into the shared set and the kernel's map, and
     /// keeps both current from a thread of its own (which stays in the namespace the
     /// agent started in whatever other threads enter). Call in the agent's namespace.
-    pub fn start(bpffs_dir: &Path) -> Result<Self, LocalAddrsError> {
+    pub fn start(bpffs_dir: &Path, except: Vec<IpNet>) -> Result<Self, LocalAddrsError> {
         let events = subscribe().map_err(|source| LocalAddrsError::Io {
             what: "subscribing to address changes on a netlink socket",
             source,
@@ -223,13 +236,13 @@ impl LocalAddrs {
         })?;
         let mut map: LpmTrie<MapData, [u8; 16], u32> =
             open_typed(bpffs_dir, map_names::LOCAL_ADDRS)?;
-        write_map(&mut map, &set)?;
+        write_map(&mut map, &set, &except)?;
         tracing::info!(addresses = set.len(), "local addresses read");
         let shared = Self::of(set);
         let renewed = shared.clone();
         std::thread::Builder::new()
             .name("hb-local-addrs".into())
-            .spawn(move || watch(&events, &mut map, &renewed))
+            .spawn(move || watch(&events, &mut map, &except, &renewed))
             .map_err(|source| LocalAddrsError::Io {
                 what: "starting the address watcher thread",
                 source,
@@ -238,8 +251,12 @@ impl LocalAddrs {
     }
 }
 
-fn write_map(map: &mut LpmTrie<MapData, [u8; 16], u32>, set: &Set) -> Result<(), MapsError> {
-    let keys = set.keys();
+fn write_map(
+    map: &mut LpmTrie<MapData, [u8; 16], u32>,
+    set: &Set,
+    except: &[IpNet],
+) -> Result<(), MapsError> {
+    let keys = set.keys(except);
     if keys.len() > limits::LOCAL_ADDRS as usize {
         tracing::warn!(
             addresses = keys.len(),
@@ -255,7 +272,12 @@ fn write_map(map: &mut LpmTrie<MapData, [u8; 16], u32>, set: &Set) -> Result<(),
 }
 
 /// Waits for address changes and renews the set and the map after each burst of them.
-fn watch(events: &OwnedFd, map: &mut LpmTrie<MapData, [u8; 16], u32>, shared: &LocalAddrs) {
+fn watch(
+    events: &OwnedFd,
+    map: &mut LpmTrie<MapData, [u8; 16], u32>,
+    except: &[IpNet],
+    shared: &LocalAddrs,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     // The map missed the last change (its update failed): try again in a second, without
     // waiting for another change.
@@ -308,7 +330,7 @@ fn watch(events: &OwnedFd, map: &mut LpmTrie<MapData, [u8; 16], u32>, shared: &L
         }
         // The map first: a new address is bindable by the time the resolver answers it,
         // and a removed one stops being either at about the same moment.
-        if let Err(e) = write_map(map, &set) {
+        if let Err(e) = write_map(map, &set, except) {
             tracing::warn!(error = %e, "updating HB_LOCAL_ADDRS failed; retrying in a second");
             stale = true;
             continue;
@@ -484,9 +506,30 @@ mod tests {
         assert!(!s.delivers_here(ip("2001:db8::21")));
     }
 
+    /// An address on a loopback device is a key twice (the address, its prefix), with
+    /// one value: excepted when an exception holds it, as the tests' own addresses are.
+    #[test]
+    fn an_excepted_loopback_address_is_excepted_as_a_prefix_too() {
+        let set = Set::from_entries([(ip("203.0.113.10"), 32, true), (ip("127.0.0.1"), 8, true)]);
+        let keys = set.keys(&["203.0.113.0/24".parse().expect("net")]);
+        let of = |prefix: u32, addr: &str| {
+            let IpAddr::V4(v4) = ip(addr) else {
+                unreachable!("IPv4")
+            };
+            keys.iter()
+                .filter(|(k, _)| {
+                    k.prefix_len() == prefix && k.data() == v4.to_ipv6_mapped().octets()
+                })
+                .map(|(_, v)| *v)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(128, "203.0.113.10"), [LOCAL_EXCEPTED, LOCAL_EXCEPTED]);
+        assert_eq!(of(104, "127.0.0.0"), [LOCAL_OWN]);
+    }
+
     #[test]
     fn the_kernel_keys_map_ipv4_into_ipv6() {
-        let keys = sample().keys();
+        let keys = sample().keys(&["203.0.113.20/32".parse().expect("net")]);
         let has = |prefix: u32, addr: &str| {
             let want = match ip(addr) {
                 IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -496,6 +539,20 @@ mod tests {
                 .any(|(k, _)| k.prefix_len() == prefix && k.data() == want)
         };
         assert!(has(128, "203.0.113.20"));
+        let value = |addr: &str| {
+            let IpAddr::V4(v4) = ip(addr) else {
+                unreachable!("IPv4")
+            };
+            keys.iter()
+                .find(|(k, _)| k.prefix_len() == 128 && k.data() == v4.to_ipv6_mapped().octets())
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(
+            value("203.0.113.20"),
+            Some(LOCAL_EXCEPTED),
+            "inside an exception"
+        );
+        assert_eq!(value("127.0.0.1"), Some(LOCAL_OWN));
         assert!(has(128, "127.0.0.1"));
         assert!(has(104, "127.0.0.0"), "127/8 as ::ffff:127.0.0.0/104");
         assert!(has(128, "2001:db8::20"));

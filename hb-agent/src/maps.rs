@@ -67,6 +67,17 @@ pub fn open_map(bpffs_dir: &Path, name: &str) -> Result<Map> {
         .map_err(|source| MapsError::Open { path, source })
 }
 
+/// Adds one to `HB_GENERATION` (`generation`, opened with [`open_typed`]): every
+/// kernel-side cache of a verdict (the per-CPU flow cache) misses once.
+pub fn bump_generation(generation: &mut Array<MapData, u64>) -> Result<()> {
+    let now = generation
+        .get(&0, 0)
+        .map_err(op(map_names::GENERATION, "lookup"))?;
+    generation
+        .set(0, now.wrapping_add(1), 0)
+        .map_err(op(map_names::GENERATION, "update"))
+}
+
 pub fn open_typed<T: TryFrom<Map, Error = MapError>>(
     bpffs_dir: &Path,
     name: &'static str,
@@ -260,13 +271,7 @@ impl Maps {
     /// Tells kernel-side caches that enrollments, policies or rules changed. Every writer
     /// of those maps calls this after writing.
     pub fn bump_generation(&mut self) -> Result<()> {
-        let now = self
-            .generation
-            .get(&0, 0)
-            .map_err(op(map_names::GENERATION, "lookup"))?;
-        self.generation
-            .set(0, now.wrapping_add(1), 0)
-            .map_err(op(map_names::GENERATION, "update"))
+        bump_generation(&mut self.generation)
     }
 
     /// The policies in the kernel's table, by id.

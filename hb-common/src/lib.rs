@@ -138,13 +138,15 @@ pub mod map_names {
     pub const HOST_NETNS: &str = "HB_HOST_NETNS";
 
     /// LPM trie, a 16-byte address (IPv4 as IPv4-mapped IPv6, `::ffff:a.b.c.d`, prefix
-    /// 96 + its own) → 1: the addresses of the agent's network namespace
+    /// 96 + its own) → [`crate::LOCAL_OWN`] ([`crate::LOCAL_EXCEPTED`] inside an
+    /// `egress.exception_cidrs` entry): the addresses of the agent's network namespace
     /// ([`HOST_NETNS`]), which the agent keeps from rtnetlink (`RTM_NEWADDR`/`DELADDR`):
     /// each address as a host route, and on a loopback device the whole prefix (the
     /// kernel makes 127.0.0.1/8 on `lo` a local route for all of 127/8). `cgroup/bind4|6`
     /// and `cgroup/sendmsg4|6` refuse a sandbox in that namespace a source address not
     /// in it (reason `nonlocal_source`); empty (not written yet), every specific source
-    /// is refused.
+    /// is refused. `cgroup_skb/egress` judges a validated peer the host holds (not
+    /// excepted) in full, not by its socket's admission.
     pub const LOCAL_ADDRS: &str = "HB_LOCAL_ADDRS";
     /// LRU hash, `u64` cgroup id → when (`bpf_ktime_get_ns`) its last `error_queue`
     /// event was reported: at most one per cgroup per event window, since glibc's
@@ -582,7 +584,8 @@ pub struct SockDest {
     /// [`SOCK_DNS_UDP`] for a UDP socket redirected to the resolver (its datagrams' client
     /// end is filed in [`map_names::DNS_UDP`]), else 0.
     pub dns: u16,
-    /// `SOCK_ADMIT_*`: which hook admitted the peer.
+    /// `SOCK_ADMIT_*`: which hook admitted the peer, and whether it was a validated
+    /// address ([`SOCK_ADMIT_VALIDATED`]).
     pub flags: u32,
 }
 const _: () = assert!(size_of::<SockDest>() == 24);
@@ -719,6 +722,18 @@ pub const SOCK_ADMIT_CONNECT: u32 = 1;
 pub const SOCK_ADMIT_SENDMSG: u32 = 2;
 /// An accepted connection's client, under a policy with [`POLICY_INBOUND`].
 pub const SOCK_ADMIT_INBOUND: u32 = 4;
+/// With [`SOCK_ADMIT_CONNECT`] or [`SOCK_ADMIT_SENDMSG`]: the peer was a validated
+/// address (the allow map's), not the resolver or the guard. `cgroup_skb/egress` judges
+/// such a flow in full, not by its admission, once the host holds the peer's address
+/// (an address added to an interface, a failover address moved here).
+pub const SOCK_ADMIT_VALIDATED: u32 = 8;
+
+/// Value of an address in [`map_names::LOCAL_ADDRS`]: the host's own.
+pub const LOCAL_OWN: u32 = 1;
+/// Value of an address in [`map_names::LOCAL_ADDRS`]: the host's, and inside an
+/// `egress.exception_cidrs` entry, so a validated peer there is not the host's own
+/// ([`SOCK_ADMIT_VALIDATED`] keeps passing by its admission).
+pub const LOCAL_EXCEPTED: u32 = 2;
 /// [`SockDest::dns`] of a UDP socket the DNS redirect sent to the resolver.
 pub const SOCK_DNS_UDP: u16 = 1;
 

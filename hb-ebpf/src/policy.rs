@@ -43,7 +43,8 @@ use aya_ebpf::{
 use hb_common::{
     AF_INET, AF_INET6, Allow4Key, Allow6Key, CgroupStats, Counter, Enrollment, Event, EventRate,
     EventRateKey, EventSeenKey, HeldEvent, Nat64Key, POLICY_AUDIT, PolicyCidr4, PolicyCidr6,
-    PolicyInfo, SOCK_ADMIT_SENDMSG, SockDest, hook, limits, reason, rule, verdict,
+    PolicyInfo, SOCK_ADMIT_SENDMSG, SOCK_ADMIT_VALIDATED, SockDest, hook, limits, reason, rule,
+    verdict,
 };
 
 #[map(name = "HB_ENROLLED")]
@@ -418,9 +419,10 @@ pub(crate) fn admit_marked(sk: Sock, family: u16, addr: [u8; 16], flags: u32, dn
     // SAFETY: non-null storage of this map is a `SockDest`, the socket's own.
     let old = unsafe { &mut *p };
     // A datagram's destination: a repeated destination (or a record just created from
-    // it) costs no write, and a connected peer stays. A connect always replaces.
-    if flags == SOCK_ADMIT_SENDMSG
-        && ((old.family == family && old.addr == addr) || old.flags != SOCK_ADMIT_SENDMSG)
+    // it) costs no write, and a connected or accepted peer stays. A connect always
+    // replaces.
+    if flags & SOCK_ADMIT_SENDMSG != 0
+        && ((old.family == family && old.addr == addr) || old.flags & SOCK_ADMIT_SENDMSG == 0)
     {
         return;
     }
@@ -435,9 +437,10 @@ fn embedded_mapped(family: u16, a: &[u8; 16]) -> Option<[u8; 4]> {
 }
 
 /// Whether `addr` is the peer admitted for socket `sk` (may be null: no socket):
-/// `Some` of its `dns` marker (`hb_common::SockDest::dns`) when it is.
+/// `Some` of its `dns` marker (`hb_common::SockDest::dns`) when it is, and whether it
+/// was a validated address ([`SOCK_ADMIT_VALIDATED`]).
 #[inline(always)]
-pub(crate) fn admitted(sk: Sock, family: u16, addr: &[u8; 16]) -> Option<u16> {
+pub(crate) fn admitted(sk: Sock, family: u16, addr: &[u8; 16]) -> Option<(u16, bool)> {
     if sk.is_null() {
         return None;
     }
@@ -447,7 +450,7 @@ pub(crate) fn admitted(sk: Sock, family: u16, addr: &[u8; 16]) -> Option<u16> {
     }
     // SAFETY: non-null storage of this map is a `SockDest`; compared in place.
     let d = unsafe { &*p };
-    (d.family == family && d.addr == *addr).then_some(d.dns)
+    (d.family == family && d.addr == *addr).then_some((d.dns, d.flags & SOCK_ADMIT_VALIDATED != 0))
 }
 
 #[inline(always)]

@@ -17,7 +17,11 @@
 //!    the connect/sendmsg hooks for validated addresses and by the DNS redirect, or by
 //!    the inbound path for an accepted connection) → passed without further judgement:
 //!    established flows outlive their address's expiry (DESIGN.md: expiry only stops
-//!    new connections); no other socket can take that record away;
+//!    new connections); no other socket can take that record away. Except a validated
+//!    address (`SOCK_ADMIT_VALIDATED`) the host holds now (`HB_LOCAL_ADDRS`: gained
+//!    since the connect, a local service behind it) and no exception covers (not
+//!    `LOCAL_EXCEPTED`): judged in full (step 4), where the agent has revoked its allow
+//!    entry;
 //! 3. hb's resolver (redirected DNS on loopback, the resolver's ports), and TCP to the
 //!    guard of the packet's own policy (a guarded connection without a step-2 record)
 //!    → passed;
@@ -187,7 +191,13 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null
         // without a socket; `admitted` checks).
         let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-        if let Some(dns_mark) = policy::admitted(sk, d.family, &d.addr) {
+        // A validated peer the host has gained since (a local service on it now), and
+        // that no exception covers, is judged in full below: its allow entry was revoked,
+        // so the flow is refused. One lookup more, on a miss only; the agent bumps the
+        // generation once it has revoked, so cached flows miss.
+        if let Some((dns_mark, validated)) = policy::admitted(sk, d.family, &d.addr)
+            && !(validated && source::host_own(d.family, &d.addr))
+        {
             if dns_mark == SOCK_DNS_UDP {
                 // A redirected UDP DNS socket: the resolver learns its sandbox from this.
                 dns::record_datagram(&ctx, sk, d.family, d.l4);

@@ -27,7 +27,8 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use hb_common::{
-    AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, hook, reason, verdict,
+    AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, SOCK_ADMIT_VALIDATED, hook,
+    reason, verdict,
 };
 
 use crate::{
@@ -351,7 +352,12 @@ fn finish(
             // CIDR gets the same verdict per packet for as long as the policy holds it,
             // so its connects (the benchmark's) skip the map update.
             if counter == Counter::AllowAddr {
-                policy::admit(dns::sock(ctx), family, addr, admit_flags(hook));
+                policy::admit(
+                    dns::sock(ctx),
+                    family,
+                    addr,
+                    admit_flags(hook) | SOCK_ADMIT_VALIDATED,
+                );
             }
             ALLOW
         }

@@ -43,7 +43,7 @@ use aya_ebpf::{
     maps::{LpmTrie, lpm_trie::Key},
     programs::{SkBuffContext, SockAddrContext},
 };
-use hb_common::{AF_INET, AF_INET6, limits};
+use hb_common::{AF_INET, AF_INET6, LOCAL_EXCEPTED, limits};
 
 use crate::sockopt;
 
@@ -54,6 +54,22 @@ static LOCAL_ADDRS: LpmTrie<[u32; 4], u32> = LpmTrie::pinned(limits::LOCAL_ADDRS
 
 /// `::ffff:0:0/96`'s third word.
 const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// Whether the host holds `addr` (wire bytes, IPv4 in the first four) and no exception
+/// covers it (`LOCAL_EXCEPTED`): a validated peer `cgroup_skb/egress` no longer passes
+/// by its admission alone.
+#[inline(always)]
+pub(crate) fn host_own(family: u16, addr: &[u8; 16]) -> bool {
+    let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    let key = if family == AF_INET {
+        mapped4(word(0))
+    } else {
+        [word(0), word(4), word(8), word(12)]
+    };
+    LOCAL_ADDRS
+        .get(Key::new(128, key))
+        .is_some_and(|v| *v != LOCAL_EXCEPTED)
+}
 
 /// An IPv4 address (`user_ip4`, `msg_src_ip4`) as the map keys it.
 #[inline(always)]

@@ -323,6 +323,9 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     daemon_threads = True
+    # A storm of calls connects at once: past the default backlog of 5, a connection
+    # the kernel completed waits unaccepted, and its TLS handshake can time out.
+    request_queue_size = 256
     def handle_error(self, request, client_address): pass
 srv = S((addr, port), H)
 if cert:

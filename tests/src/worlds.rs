@@ -192,6 +192,41 @@ pub fn resolver_config(
     )
 }
 
+/// Adds `addr` (IPv4) to the test namespace's `lo`, as the host gaining an address (an
+/// address added to an interface, a failover address moved here), and waits until the
+/// agent has revoked what it validated (or, on an agent that does not, a bounded number
+/// of looks). Asserts that the agent logged the change.
+pub fn gain_address(env: &mut TestEnv, addr: &str) {
+    let changes = env
+        .agent()
+        .log_text()
+        .matches("local addresses changed")
+        .count();
+    let added = Command::new("ip")
+        .args(["addr", "add", &format!("{addr}/32"), "dev", "lo"])
+        .status()
+        .expect("ip addr add");
+    assert!(added.success(), "ip addr add {addr}");
+    for _ in 0..100 {
+        if env
+            .agent()
+            .log_text()
+            .contains("addresses the host now holds revoked")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        env.agent()
+            .log_text()
+            .matches("local addresses changed")
+            .count()
+            > changes,
+        "the agent never logged the address change"
+    );
+}
+
 /// An agent with `config` (see [`TestEnv::new`]), started.
 pub fn started_agent(name: &str, config: &str) -> TestEnv {
     let mut env = TestEnv::new(name, config);

@@ -351,7 +351,7 @@ fn an_address_the_host_gains_is_refused_from_every_cache() {
     use hb_tests::{
         TcpProbe,
         sandboxed::nobody_broker_client,
-        worlds::{attack_as, names_on_lo, resolver_config, started_agent},
+        worlds::{attack_as, gain_address, names_on_lo, resolver_config, started_agent},
     };
     let remote = "203.0.113.10";
     let _dns = names_on_lo(
@@ -386,32 +386,7 @@ print(json.dumps({"broker": code(lambda: hb.request("GET", "http://broker.test:%
         ),
     );
     let broker_before = nobody_broker_client(&env, "web", broker_call, &[&port]);
-    let changes = env
-        .agent()
-        .log_text()
-        .matches("local addresses changed")
-        .count();
-    std::process::Command::new("ip")
-        .args(["addr", "add", &format!("{GAINED}/32"), "dev", "lo"])
-        .status()
-        .expect("ip addr add");
-    // Until the agent has revoked what it validated (or, on an agent that does not,
-    // a bounded number of looks).
-    for _ in 0..100 {
-        if env
-            .agent()
-            .log_text()
-            .contains("addresses the host now holds revoked")
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let log = env.agent().log_text();
-    assert!(
-        log.matches("local addresses changed").count() > changes,
-        "the agent never logged the address change"
-    );
+    gain_address(&mut env, GAINED);
     // Round 2: the same names again (cached), and the address as it is.
     let after = attack_as(
         &env,

@@ -145,7 +145,7 @@ pub fn run(config: Config, args: OutboundArgs) -> anyhow::Result<ExitCode> {
                 }),
                 body: body.clone(),
                 held: None,
-                party: Party::Agent,
+                party: Party::Operator,
             };
             let r = outbound.send(request, &policy).await;
             let failed = r.is_err();
@@ -223,7 +223,7 @@ async fn through_outbound(
                     credential_query: None,
                     body: Bytes::new(),
                     held: None,
-                    party: Party::Agent,
+                    party: Party::Operator,
                 };
                 let t = Instant::now();
                 let r = outbound.send(req, &no_hops).await?;

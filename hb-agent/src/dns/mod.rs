@@ -425,7 +425,8 @@ pub async fn start(
         latency: ["cache", "local", "upstream"].map(|p| crate::telemetry::global().dns_latency(p)),
         map_error_log: Mutex::new((0, None)),
     });
-    tokio::spawn(revoke_gained(inner.clone(), local.changes()));
+    let generation = crate::maps::open_typed(bpffs_dir, hb_common::map_names::GENERATION)?;
+    tokio::spawn(revoke_gained(inner.clone(), local.changes(), generation));
     for (&id, policy) in &inner.policies {
         let port = listen.port() + id as u16;
         for ip in [IpAddr::V4(*listen.ip()), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
@@ -458,14 +459,26 @@ pub async fn start(
 /// addresses: the allow entries of addresses the host now holds go, so a sandbox taught
 /// one before the host gained it (an address added to an interface, a failover address
 /// moved here) connects to it no longer; a cached answer holding one is judged again
-/// when read ([`Inner::gained_since`]).
-async fn revoke_gained(inner: Arc<Inner>, mut changes: tokio::sync::watch::Receiver<u64>) {
+/// when read ([`Inner::gained_since`]). Then the kernel's flow cache is dropped
+/// (`generation`, `HB_GENERATION`): a socket admitted to such an address before (a
+/// connected UDP socket) is judged in full at its next packet, since
+/// `cgroup_skb/egress` passes a validated peer the host holds by no admission.
+async fn revoke_gained(
+    inner: Arc<Inner>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    mut generation: aya::maps::Array<aya::maps::MapData, u64>,
+) {
     changes.mark_changed();
     while changes.changed().await.is_ok() {
-        let Ok(mut learned) = inner.learned.lock() else {
-            return;
+        let gone = {
+            let Ok(mut learned) = inner.learned.lock() else {
+                return;
+            };
+            learned.revoke(|ip| inner.host_own(ip))
         };
-        let gone = learned.revoke(|ip| inner.host_own(ip));
+        if let Err(e) = crate::maps::bump_generation(&mut generation) {
+            tracing::warn!(error = %e, "dropping the kernel's flow cache failed");
+        }
         if gone > 0 {
             tracing::warn!(
                 claims = gone,

@@ -177,7 +177,12 @@ impl Client {
         held: Option<&mut super::Held>,
     ) -> Result<Fetched, OutboundError> {
         let target = out.target;
-        let (mut sender, key, reused) = match self.checkout(out.party, target, addrs).await {
+        let pooled = if out.party.pooled() {
+            self.checkout(out.party, target, addrs).await
+        } else {
+            None
+        };
+        let (mut sender, key, reused) = match pooled {
             Some((sender, key)) => (sender, key, true),
             None => {
                 let (sender, key) = self.connect(out.party, target, addrs).await?;
@@ -201,7 +206,7 @@ impl Client {
     }
 
     /// Reads the response to `out` whole; the connection goes back to the pool only when
-    /// `out` carried no body: a request that carried one leaves its connection closed, since an
+    /// its party's calls are pooled ([`Party::pooled`]) and `out` carried no body: a request that carried one leaves its connection closed, since an
     /// upstream that answers without reading the body (a GET handler, an early error)
     /// reads that body as the next request on the connection — one the caller wrote
     /// whole, unjudged, and that (a request head still waiting for its own body) would
@@ -265,7 +270,7 @@ impl Client {
                 buf.extend_from_slice(&data);
             }
         }
-        if reusable && !bodiless {
+        if reusable && !bodiless && out.party.pooled() {
             self.checkin(key, sender);
         }
         Ok(Fetched {

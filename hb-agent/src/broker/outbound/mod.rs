@@ -183,13 +183,27 @@ pub struct CredentialQuery {
 /// a call without one, or with another handle's, does not).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Party {
-    /// The agent's own calls: rotators, verify probes, the CLI.
+    /// The agent's own calls: rotators and verify probes. Never pooled: they carry the
+    /// keys of every tenant's accounts, and one account's verify answer followed by bytes
+    /// of the upstream's would otherwise answer the next account's verify (a dead key
+    /// judged good, a good one dead and rotated); they are rare, so a connection each
+    /// costs little.
     Agent,
+    /// The debug CLI's calls: one process of one operator, with the one credential its
+    /// command line gives.
+    Operator,
     /// One broker caller's calls carrying one credential (its id; `None`: none).
     Caller {
         owner: Owner,
         credential: Option<Arc<str>>,
     },
+}
+
+impl Party {
+    /// Whether a connection that carried this party's call is kept for its next one.
+    pub fn pooled(&self) -> bool {
+        !matches!(self, Self::Agent)
+    }
 }
 
 /// An authorized request. No `Debug`: it carries the credential.
