@@ -29,15 +29,13 @@
 //!   grace) is no `response_unheld` reflection even once the same answer's echo ended
 //!   the caller; without the widening the account got a second signal for one answer.
 //!
-//! Still open: a sandbox's connected UDP socket admitted to such an address before the
-//! host gained it keeps its admission (`HB_SOCK_PEER`: an established flow outlives its
-//! allow entry): in a probe (not kept), a socket connected to the address while it was
-//! routed elsewhere sent 5 of 5 datagrams to a host service on the wildcard address
-//! after the address was added and the allow entries revoked (unconnected sends: 0 of
-//! 5). The kernel would have to refuse an admitted peer that is now one of the host's
-//! addresses, which needs the exceptions in the kernel (the rule trie folds them into
-//! "neutral"). The agent's own calls (`Party::Agent`: rotators, verify probes of every
-//! tenant's accounts) still share one pool per host.
+//! Left open here and closed by attack review 26 (`attack_review26.rs`): a sandbox's
+//! connected UDP socket admitted to such an address before the host gained it kept its
+//! admission (`HB_SOCK_PEER`: an established flow outlives its allow entry; in a probe,
+//! 5 of 5 datagrams reached a host service on the wildcard address after the address
+//! was added and the allow entries revoked, unconnected sends 0 of 5), and the agent's
+//! own calls (`Party::Agent`: rotators, verify probes of every tenant's accounts)
+//! shared one pool per host.
 //!
 //! Held: an upstream that names a header after the key a call carried (the broker's
 //! client gives names in lower case: the key folded, which the case-sensitive scrub of

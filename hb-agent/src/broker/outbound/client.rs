@@ -206,9 +206,10 @@ impl Client {
     }
 
     /// Reads the response to `out` whole; the connection goes back to the pool only when
-    /// its party's calls are pooled ([`Party::pooled`]) and `out` carried no body: a request that carried one leaves its connection closed, since an
-    /// upstream that answers without reading the body (a GET handler, an early error)
-    /// reads that body as the next request on the connection — one the caller wrote
+    /// its party's calls are pooled ([`Party::pooled`]) and `out` carried no body: a
+    /// request that carried one leaves its connection closed, since an upstream that
+    /// answers without reading the body (a GET handler, an early error) reads that body
+    /// as the next request on the connection — one the caller wrote
     /// whole, unjudged, and that (a request head still waiting for its own body) would
     /// take the next call sent on the connection, another tenant's with its credential,
     /// as its body. Nor after an answer that has no body (HEAD, 1xx, 204, 304): an
