@@ -182,6 +182,20 @@ import http.server, json, os, socket, ssl, sys, threading, time, urllib.parse, i
 addr, port, log, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 lock = threading.Lock()
 conns = itertools.count(1)
+def held(path):
+    # Whether the hold at `path` refuses this call: it exists, and holds no count of
+    # calls still to let through (a count is taken down by one per call let through).
+    with lock:
+        try:
+            with open(path) as f:
+                left = f.read().strip()
+        except FileNotFoundError:
+            return False
+        if left.isdigit() and int(left) > 0:
+            with open(path, "w") as f:
+                f.write(str(int(left) - 1))
+            return False
+        return True
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
@@ -260,7 +274,8 @@ class H(http.server.BaseHTTPRequestHandler):
                 out = b"authorized"
         elif u.path == "/keys":
             # A provider's API: 200 to a bearer its key store (a JSON list at ?file=) holds;
-            # 403 to it while the file at ?hold= exists (a spent rate limit); ?list=1 lists
+            # 403 to it while the file at ?hold= exists (a spent rate limit; a count N in
+            # the file lets the next N such calls through first); ?list=1 lists
             # the store's keys (as key-listing APIs do; ?list=newest: newest first); ?wait= answers once that file
             # exists (at most 30 s). With ?born= (the provider's minting times, a JSON
             # object key -> Unix seconds) and ?propagation_ms=, a key minted less than
@@ -284,7 +299,7 @@ class H(http.server.BaseHTTPRequestHandler):
             young = t0 - born < int(q.get("propagation_ms", "0")) / 1000.0
             if token not in live or young:
                 status, out = 401, b"unauthorized"
-            elif "hold" in q and os.path.exists(q["hold"]):
+            elif "hold" in q and held(q["hold"]):
                 status, out = 403, b"rate limited"
             elif q.get("list"):
                 # ?list=newest: newest first, as many key listings go.
