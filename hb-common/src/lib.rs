@@ -996,12 +996,20 @@ pub mod reason {
     /// socket bound is set: its subflows are the kernel's own TCP sockets, which no hook
     /// counts, and their TIME_WAIT ends held the host's ports past every bound.
     pub const MPTCP: u32 = 15;
+    /// A send no socket hook judges, to a destination the kernel copies back to the
+    /// host's own listeners before `cgroup_skb/egress` runs (an IPv4 multicast or
+    /// broadcast address: `ip_mc_output` loops its copy with no socket, which the
+    /// packet hook skips): a UDP-Lite socket (its `connect` has no cgroup hook, nor has
+    /// any of its sends the guard's port rules), `SO_BROADCAST` on a socket other than
+    /// UDP (a ping socket's `sendto` has no cgroup hook).
+    pub const UNJUDGED_SEND: u32 = 16;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
             SOCKETS_MAX => "sockets_max",
             SOCKETS_NODE_MAX => "sockets_node_max",
             MPTCP => "mptcp",
+            UNJUDGED_SEND => "unjudged_send",
             ERROR_QUEUE => "error_queue",
             QUIC => "quic",
             GUARD_DOWN => "guard_down",
