@@ -81,7 +81,7 @@ use std::{
     time::Duration,
 };
 
-use hb_tests::{TestEnv, pod_glob, private_netns, python, random_suffix, spawn_ready};
+use hb_tests::{TestEnv, pod_glob, private_netns, python, random_suffix, sh, spawn_ready};
 use serde_json::Value;
 
 /// Allowed by the policy (a static CIDR), and an exception to the deny ranges.
@@ -94,15 +94,6 @@ const GROUP: &str = "239.7.7.7";
 /// UDP-Lite port the policy guards on the allowed address.
 const UDPLITE_PORT: u16 = 7002;
 const GUARDED_PORT: u16 = 7443;
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The test's namespace: `ALLOWED4` on `lo`, the veth pair with the host's address and
 /// the multicast route, ping sockets for every group (as most distributions set it), and
