@@ -34,6 +34,16 @@
 //!   ingress then drops), though the sandbox's `sendto` failed with EPERM (the original,
 //!   dropped by `skb_egress`). `SO_BROADCAST` is refused on every datagram or raw socket but
 //!   UDP (`cgroup/setsockopt`, reason `unjudged_send`): 0.
+//! - a static CIDR that holds one of the host's own addresses (`0.0.0.0/0`, or a
+//!   provider's block the node lives in) allowed it: `policy::judge4|6` took the static
+//!   allow before anything looked at the host's addresses, which attack review 22 keeps
+//!   out of resolver answers and IP literals only. A sandbox reached a host service on
+//!   the wildcard address through the node's own global IPv4 and IPv6 address (2 of 2
+//!   connections on 2740a98). A static allow of an address in `HB_LOCAL_ADDRS` outside
+//!   every exception is now `deny_range` (one LPM lookup more on a static allow, on the
+//!   connect path and the packet hook's cache miss; a cache hit is unchanged, and the
+//!   agent drops the cache when the host's addresses change): 0 of 2, and an address the
+//!   operator excepted still opens.
 //!
 //! Still open: the same ping socket's echo request to an IPv4 multicast group (no option
 //! needed: `IP_MULTICAST_LOOP` is on by default, and no program can turn it off — a
@@ -81,7 +91,10 @@ use std::{
     time::Duration,
 };
 
-use hb_tests::{TestEnv, pod_glob, private_netns, python, random_suffix, sh, spawn_ready};
+use hb_tests::{
+    TcpProbe, TestEnv, pod_glob, private_netns, python, random_suffix, sandbox_probe, sh,
+    spawn_ready,
+};
 use serde_json::Value;
 
 /// Allowed by the policy (a static CIDR), and an exception to the deny ranges.
@@ -412,4 +425,51 @@ attempt("raw", raw)
         arrived.is_empty(),
         "the pod's multicast datagram reached the host ({got:?}): {arrived:?}"
     );
+}
+
+/// The host's own global addresses in the static-CIDR test (on `lo`: a bare-metal node's
+/// public IPv4 and global IPv6, as in attack review 22), and one of its addresses the
+/// operator excepted (the control).
+const NODE4: &str = "100.128.0.77";
+const NODE6: &str = "2a00:1450::77";
+const EXCEPTED4: &str = "100.128.0.78";
+
+/// A static CIDR that holds the node's own address (a provider's block the node lives
+/// in, `0.0.0.0/0`) does not open the host's services to a sandbox: TCP to a listener on
+/// the wildcard address through the node's IPv4 and IPv6 address is refused, as every
+/// other way to name a host address is. An address of the host that `exception_cidrs`
+/// names still opens (the control).
+#[test]
+fn a_static_cidr_holding_the_hosts_address_opens_no_host_service() {
+    private_netns(&[NODE4, NODE6, EXCEPTED4]);
+    let service = TcpProbe::bind("[::]:0");
+    let port = service.addr.port();
+    let mut env = TestEnv::new(
+        "ar27-cidr",
+        &format!(
+            "[egress]\nexception_cidrs = [\"{EXCEPTED4}/32\"]\n\n[[policy]]\nname = \"wide\"\n\
+             allow_cidrs = [\"100.128.0.0/16\", \"2a00:1450::/32\"]\n"
+        ),
+    );
+    env.start_agent();
+    let node: Vec<String> = [NODE4, NODE6]
+        .iter()
+        .map(|h| sandbox_probe(&env, "wide", "tcp", h, port))
+        .collect();
+    let control = sandbox_probe(&env, "wide", "tcp", EXCEPTED4, port);
+    // Every connect above completed before its probe returned, so once the control is
+    // accepted the listener's backlog held them all; a moment more lets it take them.
+    service.wait_accepted(1);
+    thread::sleep(Duration::from_millis(300));
+    let reached = service.accepted().saturating_sub(1);
+    println!(
+        "figure: {reached} of 2 connections through the node's own address (IPv4, IPv6) \
+         under a static CIDR reached a host service; the sandbox saw {node:?}"
+    );
+    assert_eq!(control, "OK", "an excepted host address stays reachable");
+    assert_eq!(
+        reached, 0,
+        "a host service was reached through the node's own address: {node:?}"
+    );
+    assert_eq!(node, ["EPERM", "EPERM"]);
 }
