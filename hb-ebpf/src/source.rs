@@ -43,7 +43,7 @@ use aya_ebpf::{
     maps::{LpmTrie, lpm_trie::Key},
     programs::{SkBuffContext, SockAddrContext},
 };
-use hb_common::{AF_INET, AF_INET6, LOCAL_EXCEPTED, limits};
+use hb_common::{AF_INET, AF_INET6, LOCAL_DELIVERED, LOCAL_EXCEPTED, limits};
 
 use crate::sockopt;
 
@@ -94,7 +94,9 @@ pub(crate) fn allowed(addr: [u32; 4]) -> bool {
     if addr[0] == 0 && addr[1] == 0 && (addr[2] == 0 || addr[2] == MAPPED) && addr[3] == 0 {
         return true;
     }
-    LOCAL_ADDRS.get(Key::new(128, addr)).is_some()
+    LOCAL_ADDRS
+        .get(Key::new(128, addr))
+        .is_some_and(|v| *v != LOCAL_DELIVERED)
 }
 
 /// `addr` (four words as the kernel keeps an address, IPv4 mapped into IPv6) as an

@@ -43,7 +43,14 @@
 //!   every exception is now `deny_range` (one LPM lookup more on a static allow, on the
 //!   connect path and the packet hook's cache miss; a cache hit is unchanged, and the
 //!   agent drops the cache when the host's addresses change): 0 of 2, and an address the
-//!   operator excepted still opens.
+//!   operator excepted still opens. The same for what the host's prefixes deliver here:
+//!   `HB_LOCAL_ADDRS` held the host's addresses only, not the network and broadcast
+//!   addresses of its IPv4 prefixes nor the subnet-router anycast addresses of its IPv6
+//!   ones (the resolvers refuse those, attack review 22), so under `0.0.0.0/0` a UDP
+//!   datagram to the broadcast address of the node's public /24 reached the host's UDP
+//!   listener on the wildcard address (1 of 1 on 2740a98; the original went to the whole
+//!   link). They are in the map now (`LOCAL_DELIVERED`: a destination refused as the
+//!   host's own, never a source): 0 of 1.
 //!
 //! Still open: the same ping socket's echo request to an IPv4 multicast group (no option
 //! needed: `IP_MULTICAST_LOOP` is on by default, and no program can turn it off — a
@@ -92,7 +99,7 @@ use std::{
 };
 
 use hb_tests::{
-    TcpProbe, TestEnv, pod_glob, private_netns, python, random_suffix, sandbox_probe, sh,
+    TcpProbe, TestEnv, UdpProbe, pod_glob, private_netns, python, random_suffix, sandbox_probe, sh,
     spawn_ready,
 };
 use serde_json::Value;
@@ -472,4 +479,61 @@ fn a_static_cidr_holding_the_hosts_address_opens_no_host_service() {
         "a host service was reached through the node's own address: {node:?}"
     );
     assert_eq!(node, ["EPERM", "EPERM"]);
+}
+
+/// The broadcast address of the node's public prefix in the broadcast test (on the veth
+/// `v0`, `100.128.1.1/24`).
+const NODE_BROADCAST: &str = "100.128.1.255";
+
+/// A static CIDR that holds the broadcast address of one of the node's prefixes (a
+/// public /24 on a device, under `0.0.0.0/0`) does not carry a sandbox's datagram to the
+/// host's UDP listeners on the wildcard address: the kernel loops a copy of a broadcast
+/// to them (and sends the original to the whole link). The resolvers refuse the address
+/// as an answer (attack review 22); the kernel now refuses it as a static allow too.
+#[test]
+fn a_static_cidr_holding_the_hosts_broadcast_address_reaches_no_host_listener() {
+    private_netns(&[]);
+    sh(
+        "ip link add v0 type veth peer name v1 && ip link set v0 up && ip link set v1 up \
+        && ip addr add 100.128.1.1/24 dev v0",
+    );
+    let listener = UdpProbe::bind("0.0.0.0:0");
+    let port = listener.addr.port().to_string();
+    let mut env = TestEnv::new(
+        "ar27-bcast",
+        "[[policy]]\nname = \"wide\"\nallow_cidrs = [\"0.0.0.0/0\"]\n",
+    );
+    env.start_agent();
+    let script = r#"
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+try:
+    s.sendto(b"hb-exfil:broadcast", (sys.argv[1], int(sys.argv[2]))); print("sent")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e)))
+"#;
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "wide",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        script,
+        NODE_BROADCAST,
+        &port,
+    ]);
+    let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    thread::sleep(Duration::from_millis(300));
+    let arrived = listener.received();
+    println!(
+        "figure: {arrived} of 1 datagrams to the node's broadcast address {NODE_BROADCAST} \
+         under a static 0.0.0.0/0 reached the host's UDP listener; the sandbox saw {got:?}"
+    );
+    assert_eq!(arrived, 0, "the broadcast reached the host ({got:?})");
+    assert_eq!(got, "EPERM");
 }
