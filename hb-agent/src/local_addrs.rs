@@ -35,7 +35,7 @@ use std::{
 };
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
-use hb_common::{LOCAL_EXCEPTED, LOCAL_OWN, limits, map_names};
+use hb_common::{LOCAL_DELIVERED, LOCAL_EXCEPTED, LOCAL_OWN, limits, map_names};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::maps::{MapsError, open_typed, sync_trie};
@@ -121,7 +121,10 @@ impl Set {
     /// The kernel map's entries: IPv4 as IPv4-mapped IPv6 (prefix 96 + its own); an
     /// entry wholly inside one of `except` (`egress.exception_cidrs`) is
     /// `LOCAL_EXCEPTED`, every other one `LOCAL_OWN`. (An address on a loopback device
-    /// is both an address and a prefix: a /32 is one key, with one value.)
+    /// is both an address and a prefix: a /32 is one key, with one value.) Then each
+    /// address only delivered here (`also_delivered`) that is no address of the host's
+    /// and in no exception, as `LOCAL_DELIVERED`: the kernel refuses it as a static
+    /// CIDR's destination (attack review 27), and never takes it as a source.
     pub fn keys(&self, except: &[IpNet]) -> Vec<(Key<[u8; 16]>, u32)> {
         let value = |net: IpNet| {
             if except.iter().any(|e| e.contains(&net)) {
@@ -147,6 +150,20 @@ impl Set {
                 );
                 (key, value(IpNet::V4(n)))
             }))
+            .chain(
+                self.also_delivered
+                    .iter()
+                    .filter(|&&ip| {
+                        !self.exact.contains(&ip) && !except.iter().any(|e| e.contains(&ip))
+                    })
+                    .map(|&ip| {
+                        let key = match ip {
+                            IpAddr::V4(v4) => Key::new(128, v4.to_ipv6_mapped().octets()),
+                            IpAddr::V6(v6) => Key::new(128, v6.octets()),
+                        };
+                        (key, LOCAL_DELIVERED)
+                    }),
+            )
             .collect();
         keys.sort_by_key(|(k, _)| (k.data(), k.prefix_len()));
         keys
@@ -561,7 +578,18 @@ mod tests {
             !has(120, "203.0.113.0"),
             "an ordinary interface's prefix is not local"
         );
-        assert_eq!(keys.len(), 6);
+        // What the prefixes deliver here, outside the exception: destinations, no source.
+        for delivered in ["203.0.113.0", "203.0.113.255"] {
+            assert_eq!(value(delivered), Some(LOCAL_DELIVERED), "{delivered}");
+        }
+        assert!(has(128, "2001:db8::") && has(128, "fe80::"));
+        assert_eq!(keys.len(), 10);
+        let excepted = sample().keys(&["203.0.113.0/24".parse().expect("net")]);
+        assert_eq!(
+            excepted.len(),
+            8,
+            "an exception over a prefix's edges leaves them out"
+        );
     }
 
     #[test]

@@ -146,7 +146,9 @@ pub mod map_names {
     /// and `cgroup/sendmsg4|6` refuse a sandbox in that namespace a source address not
     /// in it (reason `nonlocal_source`); empty (not written yet), every specific source
     /// is refused. `cgroup_skb/egress` judges a validated peer the host holds (not
-    /// excepted) in full, not by its socket's admission.
+    /// excepted) in full, not by its socket's admission. The addresses only delivered
+    /// here (network, broadcast, subnet-router anycast) are [`crate::LOCAL_DELIVERED`]:
+    /// no source; with the host's own, no static CIDR of a policy opens them.
     pub const LOCAL_ADDRS: &str = "HB_LOCAL_ADDRS";
     /// LRU hash, `u64` cgroup id → when (`bpf_ktime_get_ns`) its last `error_queue`
     /// event was reported: at most one per cgroup per event window, since glibc's
@@ -734,6 +736,11 @@ pub const LOCAL_OWN: u32 = 1;
 /// `egress.exception_cidrs` entry, so a validated peer there is not the host's own
 /// ([`SOCK_ADMIT_VALIDATED`] keeps passing by its admission).
 pub const LOCAL_EXCEPTED: u32 = 2;
+/// Value of an address in [`map_names::LOCAL_ADDRS`]: no address of the host's, but one
+/// its prefixes deliver here (an IPv4 prefix's network and broadcast address, an IPv6
+/// prefix's subnet-router anycast address), outside every exception: a destination the
+/// kernel refuses as the host's own, never a source.
+pub const LOCAL_DELIVERED: u32 = 3;
 /// [`SockDest::dns`] of a UDP socket the DNS redirect sent to the resolver.
 pub const SOCK_DNS_UDP: u16 = 1;
 
@@ -996,12 +1003,20 @@ pub mod reason {
     /// socket bound is set: its subflows are the kernel's own TCP sockets, which no hook
     /// counts, and their TIME_WAIT ends held the host's ports past every bound.
     pub const MPTCP: u32 = 15;
+    /// A send no socket hook judges, to a destination the kernel copies back to the
+    /// host's own listeners before `cgroup_skb/egress` runs (an IPv4 multicast or
+    /// broadcast address: `ip_mc_output` loops its copy with no socket, which the
+    /// packet hook skips): a UDP-Lite socket (its `connect` has no cgroup hook, nor has
+    /// any of its sends the guard's port rules), `SO_BROADCAST` on a socket other than
+    /// UDP (a ping socket's `sendto` has no cgroup hook).
+    pub const UNJUDGED_SEND: u32 = 16;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
             SOCKETS_MAX => "sockets_max",
             SOCKETS_NODE_MAX => "sockets_node_max",
             MPTCP => "mptcp",
+            UNJUDGED_SEND => "unjudged_send",
             ERROR_QUEUE => "error_queue",
             QUIC => "quic",
             GUARD_DOWN => "guard_down",

@@ -28,6 +28,7 @@
 
 use core::ptr;
 
+use crate::source;
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type, bpf_sock},
@@ -264,12 +265,13 @@ fn rule6(policy_id: u32, addr: [u8; 16]) -> u32 {
 }
 
 /// One LPM lookup decides deny and static allow; only an address no rule decides costs
-/// a hash lookup in the allow map as well.
+/// a hash lookup in the allow map as well, and a static allow one in the host's
+/// addresses (see [`static_allow`]).
 #[inline(always)]
 pub(crate) fn judge4(policy_id: u32, addr: [u8; 4]) -> Judgement {
     match rule4(policy_id, addr) {
         rule::DENY => return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange),
-        rule::ALLOW => return Judgement::Allow(Counter::AllowCidr),
+        rule::ALLOW => return static_allow(source::host_own4(addr)),
         _ => {}
     }
     // SAFETY: the u64 expiry is copied out at once. The clock is read only here: most
@@ -280,6 +282,21 @@ pub(crate) fn judge4(policy_id: u32, addr: [u8; 4]) -> Judgement {
         return Judgement::Allow(Counter::AllowAddr);
     }
     Judgement::Deny(reason::NOT_ALLOWED, Counter::DenyNotAllowed)
+}
+
+/// The verdict on an address a static CIDR of the policy allows: denied (`deny_range`)
+/// when it is one of the host's (`host_own`: in `HB_LOCAL_ADDRS`, no exception over
+/// it), as every other way to name it is. A CIDR wide enough to hold the node (a
+/// provider's block the node lives in, `0.0.0.0/0`) let a sandbox reach every host
+/// service on the wildcard address through the node's own address (attack review 27);
+/// only `exception_cidrs` opens the host's addresses.
+#[inline(always)]
+fn static_allow(host_own: bool) -> Judgement {
+    if host_own {
+        Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange)
+    } else {
+        Judgement::Allow(Counter::AllowCidr)
+    }
 }
 
 #[inline(always)]
@@ -309,7 +326,7 @@ pub(crate) fn judge6(policy_id: u32, addr: [u8; 16]) -> Judgement {
     }
     match rule6(policy_id, addr) {
         rule::DENY => return Judgement::Deny(reason::DENY_RANGE, Counter::DenyRange),
-        rule::ALLOW => return Judgement::Allow(Counter::AllowCidr),
+        rule::ALLOW => return static_allow(source::host_own(AF_INET6, &addr)),
         _ => {}
     }
     if allowed6(policy_id, addr) {

@@ -29,6 +29,15 @@
 //!    exceptions, static CIDRs, validated addresses with expiry, NAT64): ICMP echo from
 //!    ping sockets to an unvalidated address is dropped here, reason `not_allowed`.
 //!
+//! Not seen: the copy of an IPv4 multicast or broadcast packet that `ip_mc_output`
+//! loops to the host's own listeners (a clone without a socket, handed to
+//! `ip_mc_finish_output` before the original reaches this hook; the kernel runs the hook
+//! only for an skb whose socket is the sender's). What may send there is kept out before
+//! (attack review 27): UDP's destination is judged by `connect4`/`sendmsg4`, a sandbox
+//! opens no UDP-Lite socket (`socks`) and sets no `SO_BROADCAST` on a ping or raw socket
+//! (`sockopt`); a ping or raw socket's packet to a multicast group still loops (open).
+//! IPv6 loops its copy after this hook.
+//!
 //! A TCP SYN-ACK leaves with the listener as its socket (`sk_to_full_sk` in the cgroup
 //! egress hook). Under a policy with `inbound = true` the ingress side records the client
 //! of an admitted SYN as the listener's admitted peer, so the answer passes by step 2;

@@ -65,6 +65,17 @@
 //!   with the host's daemons and each other: a pod's namespace holds only the pod's own
 //!   sockets, and its servers (a sidecar proxy's listeners) keep `SO_REUSEPORT`.
 //!
+//! * **Broadcast without a send hook** (reason `unjudged_send`). `SO_BROADCAST` (6 at
+//!   `SOL_SOCKET`) on a datagram or raw socket other than UDP: a ping socket's `sendto`
+//!   runs no cgroup hook, and the copy of an IPv4 broadcast the kernel loops back to the
+//!   host's own listeners (`ip_mc_output` → `ip_mc_finish_output`, a clone without a
+//!   socket, which `cgroup_skb/egress` skips) is judged by no program: an echo request
+//!   carrying the sandbox's payload reached a raw ICMP socket of the host (attack review
+//!   27), while the original packet was dropped. UDP keeps the option: its broadcast
+//!   destination is judged by `connect4`/`sendmsg4` (and refused, never validated).
+//!   Multicast needs no option and is still looped for a ping socket (see
+//!   `attack_review27.rs`, open).
+//!
 //! * **The error queue** (reason `error_queue`). `IP_RECVERR` (11) and
 //!   `IP_RECVERR_RFC4884` (26) at `SOL_IP`, `IPV6_RECVERR` (25) and `IPV6_RECVERR_RFC4884`
 //!   (31) at `SOL_IPV6`, for a policy without `inbound = true`: an ICMP error quoting one
@@ -147,6 +158,8 @@ const SOL_SOCKET: i32 = 1;
 /// include/uapi/asm-generic/socket.h.
 const SO_REUSEADDR: i32 = 2;
 const SO_REUSEPORT: i32 = 15;
+const SO_BROADCAST: i32 = 6;
+const IPPROTO_UDP: u32 = 17;
 /// `SOCK_STREAM` (`bpf_sock.type`).
 const SOCK_STREAM: u32 = 1;
 /// include/uapi/linux/in.h, in6.h.
@@ -185,16 +198,19 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
         let so = &*ctx.sockopt;
         (so.level, so.optname, so.optlen)
     };
-    // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `type` is a
-    // readable 4-byte field of `bpf_sock`.
-    let kind = unsafe { (*(*ctx.sockopt).__bindgen_anon_1.sk).type_ };
+    // SAFETY: `sk` is a non-null PTR_TO_SOCKET in a sockopt context; `type` and
+    // `protocol` are readable 4-byte fields of `bpf_sock`.
+    let (kind, protocol) = unsafe {
+        let sk = &*(*ctx.sockopt).__bindgen_anon_1.sk;
+        (sk.type_, sk.protocol)
+    };
     if is_error_queue_option(level, optname) {
         return error_queue(&ctx, level, optname, optlen);
     }
     if level == SOL_IPV6 && optname == IPV6_PKTINFO {
         return sticky_source(&ctx, optlen);
     }
-    let Some(why) = refused_option(level, optname, optlen, kind) else {
+    let Some(why) = refused_option(level, optname, optlen, kind, protocol) else {
         return pass(&ctx);
     };
     if why == reason::SHARED_PORT && !in_host_netns(&ctx) {
@@ -249,9 +265,12 @@ pub(crate) fn host_netns_is(own: u64) -> bool {
 /// The [`reason`] for refusing an option on a socket of type `kind`, or `None` for one
 /// that passes.
 #[inline(always)]
-fn refused_option(level: i32, optname: i32, optlen: i32, kind: u32) -> Option<u32> {
+fn refused_option(level: i32, optname: i32, optlen: i32, kind: u32, protocol: u32) -> Option<u32> {
     match level {
         SOL_SOCKET if optname == SO_REUSEPORT => Some(reason::SHARED_PORT),
+        SOL_SOCKET if optname == SO_BROADCAST && kind != SOCK_STREAM && protocol != IPPROTO_UDP => {
+            Some(reason::UNJUDGED_SEND)
+        }
         SOL_SOCKET if optname == SO_REUSEADDR && kind != SOCK_STREAM => Some(reason::SHARED_PORT),
         SOL_IP if matches!(optname, IP_FREEBIND | IP_TRANSPARENT) => Some(reason::NONLOCAL_SOURCE),
         SOL_IPV6 if matches!(optname, IPV6_FREEBIND | IPV6_TRANSPARENT) => {

@@ -43,7 +43,7 @@ use aya_ebpf::{
     maps::{LpmTrie, lpm_trie::Key},
     programs::{SkBuffContext, SockAddrContext},
 };
-use hb_common::{AF_INET, AF_INET6, LOCAL_EXCEPTED, limits};
+use hb_common::{AF_INET, AF_INET6, LOCAL_DELIVERED, LOCAL_EXCEPTED, limits};
 
 use crate::sockopt;
 
@@ -57,15 +57,25 @@ const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 /// Whether the host holds `addr` (wire bytes, IPv4 in the first four) and no exception
 /// covers it (`LOCAL_EXCEPTED`): a validated peer `cgroup_skb/egress` no longer passes
-/// by its admission alone.
+/// by its admission alone, an address no static CIDR allows (`policy::judge4|6`).
 #[inline(always)]
 pub(crate) fn host_own(family: u16, addr: &[u8; 16]) -> bool {
     let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
-    let key = if family == AF_INET {
-        mapped4(word(0))
-    } else {
-        [word(0), word(4), word(8), word(12)]
-    };
+    if family == AF_INET {
+        return host_own4([addr[0], addr[1], addr[2], addr[3]]);
+    }
+    held([word(0), word(4), word(8), word(12)])
+}
+
+/// As [`host_own`], for an IPv4 address (wire bytes).
+#[inline(always)]
+pub(crate) fn host_own4(addr: [u8; 4]) -> bool {
+    held(mapped4(u32::from_ne_bytes(addr)))
+}
+
+/// Whether `HB_LOCAL_ADDRS` holds `key` outside every exception.
+#[inline(always)]
+fn held(key: [u32; 4]) -> bool {
     LOCAL_ADDRS
         .get(Key::new(128, key))
         .is_some_and(|v| *v != LOCAL_EXCEPTED)
@@ -84,7 +94,9 @@ pub(crate) fn allowed(addr: [u32; 4]) -> bool {
     if addr[0] == 0 && addr[1] == 0 && (addr[2] == 0 || addr[2] == MAPPED) && addr[3] == 0 {
         return true;
     }
-    LOCAL_ADDRS.get(Key::new(128, addr)).is_some()
+    LOCAL_ADDRS
+        .get(Key::new(128, addr))
+        .is_some_and(|v| *v != LOCAL_DELIVERED)
 }
 
 /// `addr` (four words as the kernel keeps an address, IPv4 mapped into IPv6) as an

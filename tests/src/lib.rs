@@ -73,7 +73,8 @@ pub fn random_suffix() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn sh(cmd: &str) {
+/// Runs a shell command as the test (root), failing the test when it fails.
+pub fn sh(cmd: &str) {
     let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
     assert!(
         out.status.success(),
