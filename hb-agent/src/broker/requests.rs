@@ -65,7 +65,10 @@
 //! caller's policy does not, send a credential to a host outside its integration, or
 //! return a byte the scrubber has not seen.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use axum::{
     extract::State,
@@ -153,6 +156,17 @@ const METHOD_OVERRIDE_FIELDS: &[&str] = &[
     "x-method-override",
 ];
 
+/// Media types whose POST body Rack reads as form fields (`Request#POST`: `form_data?`,
+/// or `parseable_data?` for `multipart/mixed` and `multipart/related`): as multipart
+/// parts when the `Content-Type` names a boundary, else as a URL-encoded form (a
+/// multipart type without a boundary too). No media type at all reads as a form too.
+const FORM_MEDIA_TYPES: &[&str] = &[
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "multipart/mixed",
+    "multipart/related",
+];
+
 /// A field name as frameworks compare it: lower case, trimmed, and `.`, space, `[` and
 /// `-` read as `_` (PHP turns the first three into `_` in request variable names, so
 /// `.method` and `[method` arrive as `_method`; override header names are read with
@@ -170,10 +184,13 @@ fn field_key(name: &str) -> String {
 /// Where the request names another method the way web frameworks read it (a
 /// [`METHOD_OVERRIDE_FIELDS`] query parameter, form field or top-level JSON field, in
 /// any spelling [`field_key`] folds together), if it does. Form fields are looked for
-/// in a URL-encoded body (one a `Content-Type` says is, in any [`media_types`]
-/// spelling, or one with no media type, as Rack reads it) and by the `name=` of each
-/// part of a multipart one (quoted either way or not at all); JSON fields in a body
-/// that parses as a JSON object (Laravel reads request input from JSON bodies).
+/// in a body of a [`FORM_MEDIA_TYPES`] type (in any [`media_types`] spelling) or of
+/// none, as Rack reads it: read as URL-encoded, and by the `name=` of each part when
+/// the type is a multipart one (quoted either way or not at all); JSON fields in a body
+/// that is a JSON object (Laravel reads request input from JSON bodies), however deep
+/// its values nest and whatever numbers they hold: PHP's `json_decode` reads 512 levels
+/// and numbers past `f64` (as INF), where a full parse here stopped at 128 and refused
+/// such a number, so the field went unseen.
 fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let is_override = |k: &str| {
         let k = field_key(k);
@@ -194,28 +211,31 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     // Rack reads a POST without a media type (no `Content-Type`, or an empty one) as a
     // form (`Rack::Request#form_data?`), and `Rack::MethodOverride` takes its `_method`.
     let form = (types.iter().all(String::is_empty)
-        || types
-            .iter()
-            .any(|t| t == "application/x-www-form-urlencoded"))
+        || types.iter().any(|t| FORM_MEDIA_TYPES.contains(&t.as_str())))
         && url::form_urlencoded::parse(&parsed.body).any(|(k, _)| is_override(&k));
-    let multipart = types.iter().any(|t| t == "multipart/form-data") && {
-        let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
-        body.match_indices("name=").any(|(at, _)| {
-            let rest = &body[at + "name=".len()..];
-            let name = match rest.chars().next() {
-                Some(q @ ('"' | '\'')) => rest[1..].split(q).next().unwrap_or(""),
-                _ => rest
-                    .split(|c: char| c == ';' || c.is_ascii_whitespace())
-                    .next()
-                    .unwrap_or(""),
-            };
-            is_override(name)
-        })
-    };
+    let multipart = types
+        .iter()
+        .any(|t| t.starts_with("multipart/") && FORM_MEDIA_TYPES.contains(&t.as_str()))
+        && {
+            let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
+            body.match_indices("name=").any(|(at, _)| {
+                let rest = &body[at + "name=".len()..];
+                let name = match rest.chars().next() {
+                    Some(q @ ('"' | '\'')) => rest[1..].split(q).next().unwrap_or(""),
+                    _ => rest
+                        .split(|c: char| c == ';' || c.is_ascii_whitespace())
+                        .next()
+                        .unwrap_or(""),
+                };
+                is_override(name)
+            })
+        };
     if form || multipart {
         return Some("form field");
     }
-    let json = serde_json::from_slice::<serde_json::Map<String, Value>>(&parsed.body)
+    // The values are skipped, not parsed: serde_json skips without a depth limit and
+    // reads a number's syntax only.
+    let json = serde_json::from_slice::<HashMap<String, serde::de::IgnoredAny>>(&parsed.body)
         .is_ok_and(|fields| fields.keys().any(|k| is_override(k)));
     json.then_some("JSON field")
 }
@@ -2337,6 +2357,49 @@ allow_cidrs = ["203.0.113.0/28"]
             found(&parsed(u, &[], "{\"name\":\"_method\"}")),
             None,
             "a value is not a field"
+        );
+        // PHP's `json_decode` reads 512 levels deep and numbers past f64 (as INF).
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        for body in [
+            format!("{{\"_method\":\"DELETE\",\"a\":{deep}}}"),
+            "{\"a\":1e400,\"_method\":\"DELETE\"}".to_owned(),
+        ] {
+            assert_eq!(
+                found(&parsed(u, &[("Content-Type", "application/json")], &body)),
+                Some("JSON field"),
+                "{}",
+                &body[..40]
+            );
+        }
+        // Rack reads `multipart/mixed` and `multipart/related` bodies as forms too, and
+        // a multipart body without a boundary as a URL-encoded form.
+        for t in [
+            "multipart/form-data",
+            "multipart/mixed",
+            "Multipart/Related; type=text/plain",
+        ] {
+            assert_eq!(
+                found(&parsed(u, &[("Content-Type", t)], "_method=DELETE")),
+                Some("form field"),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "multipart/mixed; boundary=b")],
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--"
+            )),
+            Some("form field")
+        );
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "multipart/alternative; boundary=b")],
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--"
+            )),
+            None,
+            "Rack reads no other multipart type"
         );
         // PHP reads `.` and `[` in a variable name as `_`.
         for q in ["?.method=DELETE", "?%5Bmethod=DELETE", "?%20.method=DELETE"] {

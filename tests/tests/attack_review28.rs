@@ -1,0 +1,222 @@
+//! A twenty-eighth attack review, run as the process inside the sandbox: each test performs
+//! one attack from a sandbox (uid 65534, arbitrary Python) against the real agent and a
+//! real upstream on the test namespace's `lo`, and asserts the secure outcome; it prints
+//! a `figure:` line saying what the attacker got.
+//!
+//! Angle: the broker, the resolver and the operator's screens — what is judged against
+//! what is sent, what an upstream's answer carries back, and what reaches an operator.
+//!
+//! Found:
+//! - a credentialed POST (the integration allows POST, not DELETE) still acted as a
+//!   DELETE at upstreams that read a method override where review 23's check did not
+//!   look: Rack (`Rack::MethodOverride` before Rails or Sinatra) reads the body of a
+//!   `multipart/mixed` or `multipart/related` POST as form fields (`parseable_data?`),
+//!   and any multipart body without a boundary as a URL-encoded form, so
+//!   `_method=DELETE` under those types went out; Laravel (Symfony's `getMethod` over
+//!   a JSON body's input) reads `_method` from a JSON object nested up to 512 levels or
+//!   holding a number past `f64` (`1e400`, INF), which the check's full parse (128
+//!   levels, no such numbers) refused and so never looked into. On 2740a98, of 5 such
+//!   POSTs, 5 acted as a DELETE; now each is refused `policy_denied` before it is sent.
+//!
+//! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
+//! test names; the upstream is a Python HTTPS server started by the test.
+
+use std::fs;
+
+use hb_tests::{
+    PythonServer, TestEnv,
+    sandboxed::nobody_broker_client,
+    upstream::{PY_SERVE_HTTPS, PY_TLS_HANDLER},
+    worlds::{REFLECTOR_ADDR, TrustedNames, json_lines},
+};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5728;
+
+/// The provider's API, where the integration sends its credential.
+const API: &str = "api.provider.test";
+
+/// The attacker's own credential (integration `p`): fake, made for this file.
+const OWN: &str = "own-9c3e5a7f1b2d4e6a8c0f2b4d6e8a1c3e";
+
+/// An upstream that reads a POST's method as the two framework families that honour a
+/// `_method` field in the body do. Rack (`Rack::Request#POST` under
+/// `Rack::MethodOverride`): a body whose media type (the `Content-Type` up to `;` or
+/// `,`, blanks stripped, lower case) is none, a form's, `multipart/mixed` or
+/// `multipart/related` is parsed as multipart parts when the type names a boundary
+/// (then by each part's `name=`), else as a URL-encoded form. Laravel (Symfony's
+/// `Request::getMethod` with the parameter override Laravel turns on): a body whose
+/// `Content-Type` holds `/json` or `+json` is its input, read by `json_decode` (512
+/// levels; Python's `json` reads deeper still and takes `1e400` as inf, as PHP does).
+/// Every request is a JSON line in `log`: `method` (as sent), `acted` (as the
+/// framework of `?fw=` reads it), `path`, `auth` (the `Authorization` header).
+const FRAMEWORKS_PY: &str = r#"
+import re
+lock = threading.Lock()
+RACK_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "multipart/mixed", "multipart/related")
+def media_type(v):
+    if v is None:
+        return None
+    t = v.strip(" \t").replace(",", ";").split(";")[0].rstrip(" \t").lower()
+    return t or None
+def rack_fields(ctype, body):
+    t = media_type(ctype)
+    if not (t is None or t in RACK_TYPES):
+        return {}
+    m = re.match(r'(?is)multipart/.*boundary="?([^";,]+)"?', (ctype or "").strip())
+    if m:
+        names = re.findall(rb'(?i)name="?([^";\r\n]+)"?\r\n\r\n([^\r\n]*)', body)
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in names}
+    return dict(urllib.parse.parse_qsl(body.decode("latin-1")))
+def laravel_fields(ctype, body):
+    if "/json" not in (ctype or "") and "+json" not in (ctype or ""):
+        return {}
+    try:
+        v = json.loads(body)
+    except Exception:
+        return {}
+    return v if isinstance(v, dict) else {}
+class H(TlsHandler):
+    def any(self):
+        n = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(n) if n else b""
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+        read = laravel_fields if q.get("fw") == "laravel" else rack_fields
+        acted = self.command
+        if self.command == "POST":
+            m = str(read(self.headers.get("content-type"), body).get("_method", "")).upper()
+            if m in ("PUT", "PATCH", "DELETE"):
+                acted = m
+        rec = {"method": self.command, "acted": acted, "path": self.path,
+               "auth": self.headers.get("authorization", "")}
+        with lock, open(log, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        out = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_POST = do_PUT = do_DELETE = any
+"#;
+
+/// Integration `p` (bearer, GET and POST) on the provider's API, bound by policy `web`,
+/// which reaches the API by itself too.
+struct World {
+    env: TestEnv,
+    /// A JSON line per request that reached the API.
+    log: std::path::PathBuf,
+    _server: PythonServer,
+    _names: TrustedNames,
+}
+
+impl World {
+    /// The world with `handler` as the API: Python defining `H`, a `TlsHandler`
+    /// ([`PY_TLS_HANDLER`]), served over TLS on 443 ([`PY_SERVE_HTTPS`]), with `log`
+    /// (an empty file) in scope and `http.server`, `json`, `ssl`, `sys`, `threading`
+    /// and `urllib.parse` imported.
+    fn with(name: &str, handler: &str) -> Self {
+        let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
+        let log = names.dir.join("arrivals.jsonl");
+        fs::write(&log, "").expect("log");
+        let argv = [
+            REFLECTOR_ADDR.to_owned(),
+            names.leaf.cert.display().to_string(),
+            names.leaf.key.display().to_string(),
+            log.display().to_string(),
+        ]
+        .map(|a| format!("{a:?}"))
+        .join(", ");
+        let server = PythonServer::start(&format!(
+            "import http.server, json, ssl, sys, threading, urllib.parse\n\
+             addr, cert, key, log = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
+        ));
+        let body = format!(
+            r#"
+[[integration]]
+name = "p"
+auth = "bearer"
+hosts = ["{API}"]
+methods = ["GET", "POST"]
+
+[[policy]]
+name = "web"
+integrations = ["p"]
+allow_domains = ["{API}"]
+"#
+        );
+        let env = names.agent(name, "", &body, &[("p", "bot", OWN)]);
+        Self {
+            env,
+            log,
+            _server: server,
+            _names: names,
+        }
+    }
+}
+
+/// A credentialed POST to an integration that allows POST and not DELETE never acts as
+/// a DELETE where Rack or Laravel read a `_method` body field: not in a
+/// `multipart/mixed` or `multipart/related` body (Rack parses both), not in a
+/// multipart body without a boundary (Rack reads it URL-encoded), not in a JSON object
+/// nested 300 deep or holding `1e400` (PHP reads both). Control: the same body as
+/// `text/plain` reaches the upstream as a POST nobody reads as another method.
+#[test]
+fn a_post_whose_body_a_framework_reads_as_delete_is_refused() {
+    let w = World::with("review28-override", FRAMEWORKS_PY);
+    let got = nobody_broker_client(
+        &w.env,
+        "web",
+        &format!(
+            r#"
+h = hb.handle("p", "bot")["handle"]
+deep = "[" * 300 + "]" * 300
+part = "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n"
+cases = {{
+    "mixed": ("rack", "multipart/mixed; boundary=b", part),
+    "related": ("rack", "multipart/related", "_method=DELETE"),
+    "noboundary": ("rack", "multipart/form-data", "_method=DELETE"),
+    "deep": ("laravel", "application/json", '{{"_method":"DELETE","a":' + deep + '}}'),
+    "inf": ("laravel", "application/json", '{{"a":1e400,"_method":"DELETE"}}'),
+    "text": ("rack", "text/plain", "_method=DELETE"),
+}}
+out = {{}}
+for name, (fw, ctype, body) in cases.items():
+    r = attempt(lambda: hb.request("POST", "https://{API}/items/1?fw=" + fw + "&case=" + name,
+                                   handle=h, headers={{"Content-Type": ctype}}, body=body))
+    out[name] = r.get("error") or r["status"]
+print(json.dumps(out))
+"#
+        ),
+        &[],
+    );
+    let arrivals = json_lines(&w.log);
+    let credentialed: Vec<&Value> = arrivals
+        .iter()
+        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
+        .collect();
+    let overridden: Vec<&str> = credentialed
+        .iter()
+        .filter(|r| r["acted"] != r["method"])
+        .map(|r| r["path"].as_str().unwrap_or_default())
+        .collect();
+    println!(
+        "figure: 5 POSTs with a _method=DELETE body field Rack or Laravel reads; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
+        credentialed.len(),
+        overridden.len()
+    );
+    assert_eq!(got["text"], 200, "control: a text body is sent: {got}");
+    assert!(
+        credentialed
+            .iter()
+            .any(|r| r["path"] == "/items/1?fw=rack&case=text" && r["acted"] == "POST"),
+        "control: the text POST did not arrive as a POST: {arrivals:?}"
+    );
+    assert!(
+        overridden.is_empty(),
+        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
+    );
+    for case in ["mixed", "related", "noboundary", "deep", "inf"] {
+        assert_eq!(got[case], "policy_denied", "{case}: {got}");
+    }
+}
