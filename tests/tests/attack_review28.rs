@@ -17,6 +17,11 @@
 //!   holding a number past `f64` (`1e400`, INF), which the check's full parse (128
 //!   levels, no such numbers) refused and so never looked into. On 2740a98, of 5 such
 //!   POSTs, 5 acted as a DELETE; now each is refused `policy_denied` before it is sent.
+//! - the override check read the media type of the caller's headers, but the broker
+//!   sends without the headers the caller's own `Connection` names (hop-by-hop): a
+//!   `Content-Type: text/plain` named there was judged "no form" and never sent, and
+//!   Rack reads a POST without a media type as a form. On 2740a98, 2 of 2 such POSTs
+//!   with `_method=DELETE` acted as a DELETE; the check now reads the headers as sent.
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
@@ -217,6 +222,58 @@ print(json.dumps(out))
         "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
     );
     for case in ["mixed", "related", "noboundary", "deep", "inf"] {
+        assert_eq!(got[case], "policy_denied", "{case}: {got}");
+    }
+}
+
+/// A credentialed POST whose `Content-Type` (`text/plain`: no form, judged so) is named
+/// in its own `Connection` header reaches the upstream without any `Content-Type` (the
+/// broker drops the headers a `Connection` names, as hop-by-hop): Rack reads a POST
+/// without a media type as a form, so its `_method=DELETE` acted as a DELETE. The
+/// override check now reads the media types the upstream gets. Control: the same
+/// request without the `Connection` header is sent and stays a POST.
+#[test]
+fn a_content_type_named_in_connection_does_not_hide_a_form() {
+    let w = World::with("review28-connection", FRAMEWORKS_PY);
+    let got = nobody_broker_client(
+        &w.env,
+        "web",
+        &format!(
+            r#"
+h = hb.handle("p", "bot")["handle"]
+cases = {{
+    "named": {{"Content-Type": "text/plain", "Connection": "Content-Type"}},
+    "named-among": {{"Content-Type": "text/plain", "Connection": "keep-alive, content-type"}},
+    "text": {{"Content-Type": "text/plain"}},
+}}
+out = {{}}
+for name, headers in cases.items():
+    r = attempt(lambda: hb.request("POST", "https://{API}/items/1?fw=rack&case=" + name,
+                                   handle=h, headers=headers, body="_method=DELETE"))
+    out[name] = r.get("error") or r["status"]
+print(json.dumps(out))
+"#
+        ),
+        &[],
+    );
+    let arrivals = json_lines(&w.log);
+    let overridden: Vec<&str> = arrivals
+        .iter()
+        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
+        .filter(|r| r["acted"] != r["method"])
+        .map(|r| r["path"].as_str().unwrap_or_default())
+        .collect();
+    println!(
+        "figure: 2 POSTs naming their text/plain Content-Type in Connection, body _method=DELETE; {} arrivals, {} acted as DELETE: {overridden:?}; {got}",
+        arrivals.len(),
+        overridden.len()
+    );
+    assert_eq!(got["text"], 200, "control: {got}");
+    assert!(
+        overridden.is_empty(),
+        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
+    );
+    for case in ["named", "named-among"] {
         assert_eq!(got[case], "policy_denied", "{case}: {got}");
     }
 }

@@ -207,7 +207,10 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     if parsed.body.is_empty() {
         return None;
     }
-    let types = media_types(&parsed.headers);
+    // The media types the upstream gets: a header the request's `Connection` names
+    // (`Content-Type` too) is not sent (`headers::outgoing`).
+    let sent = super::outbound::headers::outgoing(&parsed.headers).unwrap_or_default();
+    let types = media_types(&sent);
     // Rack reads a POST without a media type (no `Content-Type`, or an empty one) as a
     // form (`Rack::Request#form_data?`), and `Rack::MethodOverride` takes its `_method`.
     let form = (types.iter().all(String::is_empty)
@@ -2357,6 +2360,19 @@ allow_cidrs = ["203.0.113.0/28"]
             found(&parsed(u, &[], "{\"name\":\"_method\"}")),
             None,
             "a value is not a field"
+        );
+        // A `Content-Type` the request's `Connection` names is not sent: Rack then reads
+        // the body as a form.
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[
+                    ("Content-Type", "text/plain"),
+                    ("Connection", "Content-Type")
+                ],
+                "_method=DELETE"
+            )),
+            Some("form field")
         );
         // PHP's `json_decode` reads 512 levels deep and numbers past f64 (as INF).
         let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
