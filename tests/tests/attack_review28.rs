@@ -22,6 +22,17 @@
 //!   `Content-Type: text/plain` named there was judged "no form" and never sent, and
 //!   Rack reads a POST without a media type as a form. On 2740a98, 2 of 2 such POSTs
 //!   with `_method=DELETE` acted as a DELETE; the check now reads the headers as sent.
+//! - Rack names a multipart part by its `Content-ID` when it has no `name=`, and
+//!   unescapes a quoted name (`name="_meth\od"`): both now count as part names (unit
+//!   test `method_overrides_in_query_and_form_are_found`).
+//! - the check's read of part names ran on the broker's async workers and was
+//!   quadratic: a bare `name=` value was read to the next `;` or blank, so a body of
+//!   `name=` repeated cost a read to its end per occurrence (debug build: 64 KiB 22 s,
+//!   256 KiB 438 s). Two such calls of 1.25 MiB with the attacker's own handle held
+//!   both workers for hours: on 2740a98 another tenant's whoami was answered 0 of 3
+//!   times (two minutes each); now 3 of 3, and the read is linear (debug build: 8 MiB
+//!   of `name=` in about 5 s, release much less; a name longer than 64 characters is
+//!   no override and is not read further).
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
@@ -54,7 +65,8 @@ const OWN: &str = "own-9c3e5a7f1b2d4e6a8c0f2b4d6e8a1c3e";
 /// `Content-Type` holds `/json` or `+json` is its input, read by `json_decode` (512
 /// levels; Python's `json` reads deeper still and takes `1e400` as inf, as PHP does).
 /// Every request is a JSON line in `log`: `method` (as sent), `acted` (as the
-/// framework of `?fw=` reads it), `path`, `auth` (the `Authorization` header).
+/// framework of `?fw=` reads it; without one, as sent), `path`, `auth` (the
+/// `Authorization` header).
 const FRAMEWORKS_PY: &str = r#"
 import re
 lock = threading.Lock()
@@ -86,7 +98,7 @@ class H(TlsHandler):
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n) if n else b""
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-        read = laravel_fields if q.get("fw") == "laravel" else rack_fields
+        read = {"rack": rack_fields, "laravel": laravel_fields}.get(q.get("fw"), lambda c, b: {})
         acted = self.command
         if self.command == "POST":
             m = str(read(self.headers.get("content-type"), body).get("_method", "")).upper()
@@ -276,4 +288,105 @@ print(json.dumps(out))
     for case in ["named", "named-among"] {
         assert_eq!(got[case], "policy_denied", "{case}: {got}");
     }
+}
+
+/// A sandbox's calls to `/v1/requests` with its own handle, side by side: each a POST
+/// to the API of a multipart body of `name=` repeated (1.25 MiB, no delimiter); prints
+/// `sent` once both are written, then `answered STATUS` (or `failed ERROR`) for each.
+const PY_NAME_FLOOD: &str = r#"
+import socket
+h = hb.handle("p", "bot")["handle"]
+body = json.dumps({"method": "POST", "url": "https://%s/upload?fw=none" % sys.argv[1], "handle": h,
+                   "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+                   "body": "name=" * (1 << 18)}).encode()
+conns = []
+for _ in range(2):
+    s = socket.socket(socket.AF_UNIX); s.connect(SOCK); s.settimeout(3600)
+    conns.append(s)
+for s in conns:
+    s.sendall(b"POST /v1/requests HTTP/1.1\r\nHost: hb\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+print("sent", flush=True)
+def read(s):
+  try:
+    data = b""
+    while True:
+        d = s.recv(1 << 20)
+        if not d: break
+        data += d
+    print("answered", data.split(b" ")[1].decode(), flush=True)
+  except Exception as e:
+    print("failed", type(e).__name__, flush=True)
+readers = [threading.Thread(target=read, args=(s,)) for s in conns]
+[t.start() for t in readers]
+[t.join() for t in readers]
+"#;
+
+/// The override check's read of a multipart body's part names ran on the broker's
+/// async workers and was quadratic in the body: every `name=` had its bare name read up
+/// to the next `;` or blank, so a body of `name=` repeated (a handle for any integration
+/// is enough: the check comes before the method's) cost a read to the body's end per
+/// occurrence. Two such calls of 1.25 MiB held both workers for hours on the debug build
+/// (a 256 KiB body took 438 s alone), and no other tenant's call was answered. Once the
+/// attacker's calls are written (and a second more), another tenant (root on the host)
+/// asks `GET /v1/whoami` three times, each waiting at most two minutes: all three must
+/// be answered (and the attacker's calls too, once the test is done with them).
+#[test]
+fn a_body_of_part_names_does_not_hold_the_broker_from_other_tenants() {
+    use std::{
+        io::{Read as _, Write as _},
+        os::unix::net::UnixStream,
+        process::Stdio,
+        time::Duration,
+    };
+    const ASKED: usize = 3;
+    let w = World::with("review28-names", FRAMEWORKS_PY);
+    let script = hb_tests::sandboxed::broker_client_script(&w.env, PY_NAME_FLOOD);
+    let mut attacker = hb_tests::sandboxed::nobody_command(
+        &w.env,
+        "web",
+        &[],
+        &[hb_tests::python(), "-c", &script, API],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("sandbox run");
+    let rx = hb_tests::sandboxed::stdout_lines(&mut attacker);
+    let first = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the attacker sent its calls");
+    assert_eq!(first, "sent", "the attacker's first line");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut served = 0;
+    for _ in 0..ASKED {
+        let mut s = UnixStream::connect(w.env.broker_socket()).expect("connect to the broker");
+        s.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("read timeout");
+        s.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+            .expect("send whoami");
+        let mut answer = String::new();
+        if s.read_to_string(&mut answer).is_err() || !answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        served += 1;
+    }
+    let heard: Vec<String> = if served == ASKED {
+        rx.iter().collect()
+    } else {
+        let _ = attacker.kill();
+        rx.try_iter().collect()
+    };
+    let _ = attacker.wait();
+    println!(
+        "figure: while a sandbox's two POSTs of 1.25 MiB of `name=` were judged, another tenant's whoami was answered {served} of {ASKED} times; the attacker heard {heard:?}"
+    );
+    assert_eq!(
+        served, ASKED,
+        "another tenant's whoami waited behind the judgement of the attacker's bodies"
+    );
+    assert_eq!(
+        heard.iter().filter(|l| l.starts_with("answered")).count(),
+        2,
+        "the attacker's calls: {heard:?}"
+    );
 }

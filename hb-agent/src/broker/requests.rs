@@ -66,6 +66,7 @@
 //! return a byte the scrubber has not seen.
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     sync::Arc,
 };
@@ -192,9 +193,15 @@ fn field_key(name: &str) -> String {
 /// and numbers past `f64` (as INF), where a full parse here stopped at 128 and refused
 /// such a number, so the field went unseen.
 fn method_override(parsed: &Parsed) -> Option<&'static str> {
+    let overrides: Vec<String> = METHOD_OVERRIDE_FIELDS
+        .iter()
+        .map(|f| field_key(f))
+        .collect();
+    // A name longer than [`MAX_FIELD_NAME`] is none of them: not folded (a body may
+    // name a million parts).
     let is_override = |k: &str| {
-        let k = field_key(k);
-        METHOD_OVERRIDE_FIELDS.iter().any(|f| field_key(f) == k)
+        let k = k.trim();
+        k.len() <= MAX_FIELD_NAME && overrides.contains(&field_key(k))
     };
     let query = parsed
         .target
@@ -219,20 +226,8 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let multipart = types
         .iter()
         .any(|t| t.starts_with("multipart/") && FORM_MEDIA_TYPES.contains(&t.as_str()))
-        && {
-            let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
-            body.match_indices("name=").any(|(at, _)| {
-                let rest = &body[at + "name=".len()..];
-                let name = match rest.chars().next() {
-                    Some(q @ ('"' | '\'')) => rest[1..].split(q).next().unwrap_or(""),
-                    _ => rest
-                        .split(|c: char| c == ';' || c.is_ascii_whitespace())
-                        .next()
-                        .unwrap_or(""),
-                };
-                is_override(name)
-            })
-        };
+        && part_names(&String::from_utf8_lossy(&parsed.body).to_ascii_lowercase())
+            .any(|name| is_override(&name));
     if form || multipart {
         return Some("form field");
     }
@@ -241,6 +236,53 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let json = serde_json::from_slice::<HashMap<String, serde::de::IgnoredAny>>(&parsed.body)
         .is_ok_and(|fields| fields.keys().any(|k| is_override(k)));
     json.then_some("JSON field")
+}
+
+/// Longer than any [`METHOD_OVERRIDE_FIELDS`] name (trimmed): a longer field name is
+/// none of them.
+const MAX_FIELD_NAME: usize = 64;
+
+/// The names a multipart body (in lower case) may give its parts, as Rack reads them:
+/// each `name=` value (quoted either way, `\` escaping the next character; or a bare
+/// token, up to `;` or a blank), and the rest of each line after `Content-ID:` (Rack
+/// names a part without a `name=` by it). Every occurrence counts, wherever it stands:
+/// a name too many costs a false refusal, a name missed a method nobody judged.
+///
+/// Linear in the body, which the caller chooses and which is read on an async worker:
+/// a bare token is read at most [`MAX_FIELD_NAME`] characters far (read to its end, a
+/// body of `name=` repeated without a delimiter cost a scan to the body's end per
+/// occurrence); a quoted name ends at the next `name=` of its quote at the latest (that
+/// quote follows `=`, so no `\` escapes it); a `Content-ID` value at its line's end.
+fn part_names(body: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
+    let named = body.match_indices("name=").map(|(at, _)| {
+        let rest = &body[at + "name=".len()..];
+        match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => {
+                let mut name = String::new();
+                let mut chars = rest[1..].chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => name.extend(chars.next()),
+                        c if c == q => break,
+                        c => name.push(c),
+                    }
+                }
+                Cow::Owned(name)
+            }
+            _ => {
+                let end = rest
+                    .char_indices()
+                    .find(|&(i, c)| i > MAX_FIELD_NAME || c == ';' || c.is_ascii_whitespace())
+                    .map_or(rest.len(), |(i, _)| i);
+                Cow::Borrowed(&rest[..end])
+            }
+        }
+    });
+    let ids = body.split(['\r', '\n']).filter_map(|line| {
+        line.find("content-id:")
+            .map(|at| Cow::Borrowed(&line[at + "content-id:".len()..]))
+    });
+    named.chain(ids)
 }
 
 /// The media type of each `Content-Type` the request carries, as a server reads it: the
@@ -2374,6 +2416,17 @@ allow_cidrs = ["203.0.113.0/28"]
             )),
             Some("form field")
         );
+        // Rack unescapes a quoted part name, and names a part by its `Content-ID`.
+        for body in [
+            "--b\r\nContent-Disposition: form-data; name=\"_meth\\od\"\r\n\r\nDELETE\r\n--b--",
+            "--b\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--",
+        ] {
+            assert_eq!(
+                found(&parsed(u, &multipart, body)),
+                Some("form field"),
+                "{body}"
+            );
+        }
         // PHP's `json_decode` reads 512 levels deep and numbers past f64 (as INF).
         let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
         for body in [
