@@ -33,6 +33,12 @@
 //!   times (two minutes each); now 3 of 3, and the read is linear (debug build: 8 MiB
 //!   of `name=` in about 5 s, release much less; a name longer than 64 characters is
 //!   no override and is not read further).
+//! - a redirect hop inside the integration kept the credential whatever its query: an
+//!   API with an open redirect (`/go?to=`, a 307) sent a credentialed POST on to a
+//!   same-origin URL with `?_method=DELETE` in its query (the caller's own URL held it
+//!   only encoded, in `to`), and Symfony (Laravel) reads a POST's `_method` from the
+//!   query: on 2740a98, 1 of 1 acted as a DELETE. Such a hop now keeps no credential
+//!   (a POST's is not followed: `policy_denied`).
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
@@ -63,7 +69,8 @@ const OWN: &str = "own-9c3e5a7f1b2d4e6a8c0f2b4d6e8a1c3e";
 /// (then by each part's `name=`), else as a URL-encoded form. Laravel (Symfony's
 /// `Request::getMethod` with the parameter override Laravel turns on): a body whose
 /// `Content-Type` holds `/json` or `+json` is its input, read by `json_decode` (512
-/// levels; Python's `json` reads deeper still and takes `1e400` as inf, as PHP does).
+/// levels; Python's `json` reads deeper still and takes `1e400` as inf, as PHP does),
+/// else its query string. `/go?to=URL` answers a 307 to `URL` (an open redirect).
 /// Every request is a JSON line in `log`: `method` (as sent), `acted` (as the
 /// framework of `?fw=` reads it; without one, as sent), `path`, `auth` (the
 /// `Authorization` header).
@@ -101,7 +108,10 @@ class H(TlsHandler):
         read = {"rack": rack_fields, "laravel": laravel_fields}.get(q.get("fw"), lambda c, b: {})
         acted = self.command
         if self.command == "POST":
-            m = str(read(self.headers.get("content-type"), body).get("_method", "")).upper()
+            fields = read(self.headers.get("content-type"), body)
+            if q.get("fw") == "laravel":
+                fields.setdefault("_method", q.get("_method", ""))
+            m = str(fields.get("_method", "")).upper()
             if m in ("PUT", "PATCH", "DELETE"):
                 acted = m
         rec = {"method": self.command, "acted": acted, "path": self.path,
@@ -109,6 +119,12 @@ class H(TlsHandler):
         with lock, open(log, "a") as f:
             f.write(json.dumps(rec) + "\n")
         out = b"ok\n"
+        if urllib.parse.urlsplit(self.path).path == "/go":
+            self.send_response(307)
+            self.send_header("Location", q["to"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(out)))
@@ -133,6 +149,11 @@ impl World {
     /// (an empty file) in scope and `http.server`, `json`, `ssl`, `sys`, `threading`
     /// and `urllib.parse` imported.
     fn with(name: &str, handler: &str) -> Self {
+        Self::configured(name, handler, "")
+    }
+
+    /// [`World::with`], with `broker_extra` in the agent's `[broker]` table.
+    fn configured(name: &str, handler: &str, broker_extra: &str) -> Self {
         let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
         let log = names.dir.join("arrivals.jsonl");
         fs::write(&log, "").expect("log");
@@ -162,7 +183,7 @@ integrations = ["p"]
 allow_domains = ["{API}"]
 "#
         );
-        let env = names.agent(name, "", &body, &[("p", "bot", OWN)]);
+        let env = names.agent(name, broker_extra, &body, &[("p", "bot", OWN)]);
         Self {
             env,
             log,
@@ -388,5 +409,65 @@ fn a_body_of_part_names_does_not_hold_the_broker_from_other_tenants() {
         heard.iter().filter(|l| l.starts_with("answered")).count(),
         2,
         "the attacker's calls: {heard:?}"
+    );
+}
+
+/// A credentialed POST to an API with an open redirect (`/go?to=`, a 307) named a
+/// same-origin `Location` whose query holds `_method=DELETE`: the broker followed it
+/// with the credential (a 307 keeps the POST a POST and the hop stays inside the
+/// integration), and Symfony (Laravel) reads a POST's `_method` from its query, so it
+/// acted as a DELETE. The caller's own URL carried no override field (`to` holds it
+/// encoded). A hop whose query names another method now keeps no credential and, for a
+/// POST, is not followed. Control: the same redirect to a plain path is followed with
+/// the credential.
+#[test]
+fn a_redirect_to_a_method_override_does_not_carry_the_credential() {
+    let w = World::configured(
+        "review28-redirect",
+        FRAMEWORKS_PY,
+        "follow_redirects = true\n",
+    );
+    let got = nobody_broker_client(
+        &w.env,
+        "web",
+        &format!(
+            r#"
+from urllib.parse import quote
+h = hb.handle("p", "bot")["handle"]
+out = {{}}
+for name, to in (("override", "/items/1?fw=laravel&case=override&_method=DELETE"),
+                 ("plain", "/items/1?fw=laravel&case=plain")):
+    r = attempt(lambda: hb.request("POST", "https://{API}/go?to=" + quote(to, safe=""),
+                                   handle=h, body="x=1"))
+    out[name] = r.get("error") or r["status"]
+print(json.dumps(out))
+"#
+        ),
+        &[],
+    );
+    let arrivals = json_lines(&w.log);
+    let credentialed: Vec<&Value> = arrivals
+        .iter()
+        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
+        .collect();
+    let overridden: Vec<&str> = credentialed
+        .iter()
+        .filter(|r| r["acted"] != r["method"])
+        .map(|r| r["path"].as_str().unwrap_or_default())
+        .collect();
+    println!(
+        "figure: a POST through a 307 to a same-origin URL with _method=DELETE; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
+        credentialed.len(),
+        overridden.len()
+    );
+    assert!(
+        credentialed
+            .iter()
+            .any(|r| r["path"] == "/items/1?fw=laravel&case=plain" && r["acted"] == "POST"),
+        "control: the plain redirect was not followed with the credential: {arrivals:?}"
+    );
+    assert!(
+        overridden.is_empty(),
+        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
     );
 }

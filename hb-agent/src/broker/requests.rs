@@ -193,22 +193,7 @@ fn field_key(name: &str) -> String {
 /// and numbers past `f64` (as INF), where a full parse here stopped at 128 and refused
 /// such a number, so the field went unseen.
 fn method_override(parsed: &Parsed) -> Option<&'static str> {
-    let overrides: Vec<String> = METHOD_OVERRIDE_FIELDS
-        .iter()
-        .map(|f| field_key(f))
-        .collect();
-    // A name longer than [`MAX_FIELD_NAME`] is none of them: not folded (a body may
-    // name a million parts).
-    let is_override = |k: &str| {
-        let k = k.trim();
-        k.len() <= MAX_FIELD_NAME && overrides.contains(&field_key(k))
-    };
-    let query = parsed
-        .target
-        .path_and_query
-        .split_once('?')
-        .map_or("", |(_, q)| q);
-    if url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_override(&k)) {
+    if query_overrides(&parsed.target) {
         return Some("query parameter");
     }
     if parsed.body.is_empty() {
@@ -236,6 +221,26 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let json = serde_json::from_slice::<HashMap<String, serde::de::IgnoredAny>>(&parsed.body)
         .is_ok_and(|fields| fields.keys().any(|k| is_override(k)));
     json.then_some("JSON field")
+}
+
+/// Whether a field `name` is one of [`METHOD_OVERRIDE_FIELDS`] as frameworks read it
+/// ([`field_key`]). A name longer than [`MAX_FIELD_NAME`] is none of them and is not
+/// folded (a body may name a million parts).
+fn is_override(name: &str) -> bool {
+    let name = name.trim();
+    name.len() <= MAX_FIELD_NAME && {
+        let key = field_key(name);
+        METHOD_OVERRIDE_FIELDS
+            .iter()
+            .any(|f| f.len() == key.len() && field_key(f) == key)
+    }
+}
+
+/// Whether `target`'s query names another method (a [`METHOD_OVERRIDE_FIELDS`]
+/// parameter): Symfony (Laravel) reads `_method` from a POST's query string.
+fn query_overrides(target: &Target) -> bool {
+    let query = target.path_and_query.split_once('?').map_or("", |(_, q)| q);
+    url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_override(&k))
 }
 
 /// Longer than any [`METHOD_OVERRIDE_FIELDS`] name (trimmed): a longer field name is
@@ -800,12 +805,15 @@ struct Decision<'a> {
 
 impl Decision<'_> {
     /// A redirect hop, judged like a request: inside the integration (host, scheme and
-    /// port) it keeps the credential; anywhere else it goes on as a handle-less request would (read-only,
-    /// no body, within the caller's reach) and without the credential.
+    /// port) it keeps the credential, unless its query names another method (a 307 or
+    /// 308 keeps a POST a POST, and the upstream's `Location` was never judged); anywhere
+    /// else, or so, it goes on as a handle-less request would (read-only, no body,
+    /// within the caller's reach) and without the credential.
     fn hop(&self, next: &Target) -> HopDecision {
         if let Some((_, integration)) = &self.credential
             && host_matches(integration, &next.host)
             && origin_matches(integration, next)
+            && !query_overrides(next)
         {
             return HopDecision::Allow {
                 keep_credential: true,
@@ -2260,6 +2268,17 @@ allow_cidrs = ["203.0.113.0/28"]
         for no in ["https://api.svc.test:8443/next", "http://api.svc.test/next"] {
             assert_eq!(decision.hop(&t(no)), HopDecision::Deny, "{no}");
         }
+        // Nor on a hop whose query names another method: a POST's 307 to it stays a
+        // POST, which Symfony reads as the method named.
+        let post = Decision {
+            readonly: false,
+            has_body: true,
+            ..decision
+        };
+        assert_eq!(
+            post.hop(&t("https://api.svc.test/next?a=1&_Method=DELETE")),
+            HopDecision::Deny
+        );
         for (bad, key) in [
             ("schemes = []", "schemes"),
             ("schemes = [\"ftp\"]", "schemes[0]"),
