@@ -15,8 +15,12 @@
 //!   `_method=DELETE` under those types went out; Laravel (Symfony's `getMethod` over
 //!   a JSON body's input) reads `_method` from a JSON object nested up to 512 levels or
 //!   holding a number past `f64` (`1e400`, INF), which the check's full parse (128
-//!   levels, no such numbers) refused and so never looked into. On 2740a98, of 5 such
-//!   POSTs, 5 acted as a DELETE; now each is refused `policy_denied` before it is sent.
+//!   levels, no such numbers) refused and so never looked into; Express (body-parser
+//!   under method-override reading `req.body._method`) decodes a body through
+//!   iconv-lite, which drops a byte order mark, and a JSON body in any `utf-*` charset
+//!   (UTF-16 too), where the check read UTF-8 only and a BOM as part of the first
+//!   field. On 2740a98, of 8 such POSTs, 8 acted as a DELETE; now each is refused
+//!   `policy_denied` before it is sent.
 //! - the override check read the media type of the caller's headers, but the broker
 //!   sends without the headers the caller's own `Connection` names (hop-by-hop): a
 //!   `Content-Type: text/plain` named there was judged "no form" and never sent, and
@@ -70,7 +74,10 @@ const OWN: &str = "own-9c3e5a7f1b2d4e6a8c0f2b4d6e8a1c3e";
 /// `Request::getMethod` with the parameter override Laravel turns on): a body whose
 /// `Content-Type` holds `/json` or `+json` is its input, read by `json_decode` (512
 /// levels; Python's `json` reads deeper still and takes `1e400` as inf, as PHP does),
-/// else its query string. `/go?to=URL` answers a 307 to `URL` (an open redirect).
+/// else its query string. Express (body-parser under method-override with a getter
+/// that reads `req.body._method`, as its README shows): a JSON body in any `utf-*`
+/// charset its `Content-Type` names and a URL-encoded one in UTF-8, decoded through
+/// iconv-lite, which drops a byte order mark. `/go?to=URL` answers a 307 to `URL` (an open redirect).
 /// Every request is a JSON line in `log`: `method` (as sent), `acted` (as the
 /// framework of `?fw=` reads it; without one, as sent), `path`, `auth` (the
 /// `Authorization` header).
@@ -100,12 +107,33 @@ def laravel_fields(ctype, body):
     except Exception:
         return {}
     return v if isinstance(v, dict) else {}
+def express_fields(ctype, body):
+    # body-parser: a charset from the Content-Type (utf-8 by default), decoded through
+    # iconv-lite, which drops a byte order mark; JSON in any utf-* charset, forms in
+    # utf-8.
+    t = media_type(ctype) or ""
+    m = re.search(r'(?i)charset="?([^";\s]+)', ctype or "")
+    charset = (m.group(1) if m else "utf-8").lower()
+    try:
+        text = body.decode(charset).lstrip("\ufeff")
+    except Exception:
+        return {}
+    if t == "application/json" and charset.startswith("utf-"):
+        try:
+            v = json.loads(text)
+        except Exception:
+            return {}
+        return v if isinstance(v, dict) else {}
+    if t == "application/x-www-form-urlencoded" and charset == "utf-8":
+        return dict(urllib.parse.parse_qsl(text))
+    return {}
 class H(TlsHandler):
     def any(self):
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n) if n else b""
         q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-        read = {"rack": rack_fields, "laravel": laravel_fields}.get(q.get("fw"), lambda c, b: {})
+        read = {"rack": rack_fields, "laravel": laravel_fields, "express": express_fields}.get(
+            q.get("fw"), lambda c, b: {})
         acted = self.command
         if self.command == "POST":
             fields = read(self.headers.get("content-type"), body)
@@ -197,7 +225,8 @@ allow_domains = ["{API}"]
 /// a DELETE where Rack or Laravel read a `_method` body field: not in a
 /// `multipart/mixed` or `multipart/related` body (Rack parses both), not in a
 /// multipart body without a boundary (Rack reads it URL-encoded), not in a JSON object
-/// nested 300 deep or holding `1e400` (PHP reads both). Control: the same body as
+/// nested 300 deep or holding `1e400` (PHP reads both), not after a byte order mark or
+/// in a JSON body in UTF-16 (Express's body-parser reads both). Control: the same body as
 /// `text/plain` reaches the upstream as a POST nobody reads as another method.
 #[test]
 fn a_post_whose_body_a_framework_reads_as_delete_is_refused() {
@@ -216,12 +245,17 @@ cases = {{
     "noboundary": ("rack", "multipart/form-data", "_method=DELETE"),
     "deep": ("laravel", "application/json", '{{"_method":"DELETE","a":' + deep + '}}'),
     "inf": ("laravel", "application/json", '{{"a":1e400,"_method":"DELETE"}}'),
+    "bom-form": ("express", "application/x-www-form-urlencoded", "\ufeff_method=DELETE"),
+    "bom-json": ("express", "application/json", '\ufeff{{"_method":"DELETE"}}'),
+    "utf16-json": ("express", "application/json; charset=utf-16le", '{{"_method":"DELETE"}}'),
     "text": ("rack", "text/plain", "_method=DELETE"),
 }}
 out = {{}}
 for name, (fw, ctype, body) in cases.items():
+    wire = body.encode("utf-16-le" if "utf-16le" in ctype else "utf-8")
     r = attempt(lambda: hb.request("POST", "https://{API}/items/1?fw=" + fw + "&case=" + name,
-                                   handle=h, headers={{"Content-Type": ctype}}, body=body))
+                                   handle=h, headers={{"Content-Type": ctype}},
+                                   body_base64=base64.b64encode(wire).decode()))
     out[name] = r.get("error") or r["status"]
 print(json.dumps(out))
 "#
@@ -239,7 +273,7 @@ print(json.dumps(out))
         .map(|r| r["path"].as_str().unwrap_or_default())
         .collect();
     println!(
-        "figure: 5 POSTs with a _method=DELETE body field Rack or Laravel reads; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
+        "figure: 8 POSTs with a _method=DELETE body field Rack, Laravel or Express reads; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
         credentialed.len(),
         overridden.len()
     );
@@ -254,7 +288,16 @@ print(json.dumps(out))
         overridden.is_empty(),
         "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
     );
-    for case in ["mixed", "related", "noboundary", "deep", "inf"] {
+    for case in [
+        "mixed",
+        "related",
+        "noboundary",
+        "deep",
+        "inf",
+        "bom-form",
+        "bom-json",
+        "utf16-json",
+    ] {
         assert_eq!(got[case], "policy_denied", "{case}: {got}");
     }
 }

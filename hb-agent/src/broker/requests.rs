@@ -205,9 +205,12 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     let types = media_types(&sent);
     // Rack reads a POST without a media type (no `Content-Type`, or an empty one) as a
     // form (`Rack::Request#form_data?`), and `Rack::MethodOverride` takes its `_method`.
+    // Express's body-parser decodes a body through iconv-lite, which drops a UTF-8 byte
+    // order mark: the first field is read without it.
+    let unmarked = parsed.body.strip_prefix(UTF8_BOM).unwrap_or(&parsed.body);
     let form = (types.iter().all(String::is_empty)
         || types.iter().any(|t| FORM_MEDIA_TYPES.contains(&t.as_str())))
-        && url::form_urlencoded::parse(&parsed.body).any(|(k, _)| is_override(&k));
+        && url::form_urlencoded::parse(unmarked).any(|(k, _)| is_override(&k));
     let multipart = types
         .iter()
         .any(|t| t.starts_with("multipart/") && FORM_MEDIA_TYPES.contains(&t.as_str()))
@@ -218,9 +221,56 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     }
     // The values are skipped, not parsed: serde_json skips without a depth limit and
     // reads a number's syntax only.
-    let json = serde_json::from_slice::<HashMap<String, serde::de::IgnoredAny>>(&parsed.body)
-        .is_ok_and(|fields| fields.keys().any(|k| is_override(k)));
+    let json = json_texts(&parsed.body).any(|text| {
+        serde_json::from_str::<HashMap<String, serde::de::IgnoredAny>>(&text)
+            .is_ok_and(|fields| fields.keys().any(|k| is_override(k)))
+    });
     json.then_some("JSON field")
+}
+
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The texts a JSON reader may decode `body` to, without a byte order mark: UTF-8, and
+/// UTF-16 and UTF-32 in either byte order (Express's body-parser decodes a JSON body in
+/// any `utf-*` charset its `Content-Type` names, through iconv-lite, which drops the
+/// mark). Only the UTF-8 text when the body is UTF-8: a JSON object's text in UTF-16 or
+/// UTF-32 holds NUL bytes (its ASCII braces and quotes), which UTF-8 JSON never does.
+fn json_texts(body: &[u8]) -> impl Iterator<Item = String> + '_ {
+    let utf8 = std::str::from_utf8(body).ok().map(str::to_owned);
+    let wide = (utf8.is_none() || body.contains(&0)).then(|| {
+        let units16 = |be: bool| {
+            let units = body.chunks_exact(2).map(move |c| {
+                let pair = [c[0], c[1]];
+                if be {
+                    u16::from_be_bytes(pair)
+                } else {
+                    u16::from_le_bytes(pair)
+                }
+            });
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+        };
+        let units32 = |be: bool| {
+            body.chunks_exact(4)
+                .map(|c| {
+                    let quad = [c[0], c[1], c[2], c[3]];
+                    char::from_u32(if be {
+                        u32::from_be_bytes(quad)
+                    } else {
+                        u32::from_le_bytes(quad)
+                    })
+                })
+                .collect::<Option<String>>()
+        };
+        [units16(false), units16(true), units32(false), units32(true)]
+    });
+    utf8.into_iter()
+        .chain(wide.into_iter().flatten().flatten())
+        .map(|text| match text.strip_prefix('\u{feff}') {
+            Some(unmarked) => unmarked.to_owned(),
+            None => text,
+        })
 }
 
 /// Whether a field `name` is one of [`METHOD_OVERRIDE_FIELDS`] as frameworks read it
@@ -2435,6 +2485,42 @@ allow_cidrs = ["203.0.113.0/28"]
             )),
             Some("form field")
         );
+        // Express's body-parser drops a byte order mark and decodes a JSON body in any
+        // `utf-*` charset.
+        let bom = |text: &str| format!("\u{feff}{text}");
+        assert_eq!(
+            found(&parsed(u, &form, &bom("_method=DELETE"))),
+            Some("form field")
+        );
+        let json = "{\"_method\":\"DELETE\"}";
+        let wide = |units: Vec<u8>| Parsed {
+            body: Bytes::from(units),
+            ..parsed(
+                u,
+                &[("Content-Type", "application/json; charset=utf-16le")],
+                "",
+            )
+        };
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "application/json")],
+                &bom(json)
+            )),
+            Some("JSON field")
+        );
+        for units in [
+            bom(json)
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect(),
+            json.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+            json.chars()
+                .flat_map(|c| u32::from(c).to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ] {
+            assert_eq!(found(&wide(units)), Some("JSON field"));
+        }
         // Rack unescapes a quoted part name, and names a part by its `Content-ID`.
         for body in [
             "--b\r\nContent-Disposition: form-data; name=\"_meth\\od\"\r\n\r\nDELETE\r\n--b--",
