@@ -341,18 +341,20 @@ fn part_names(body: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
 }
 
 /// The media type of each `Content-Type` the request carries, as a server reads it: the
-/// value up to its first `;` or `,`, without the blanks around it (which HTTP servers
-/// strip before a framework sees the value), in lower case; empty for an empty value.
+/// value without the blanks before it (which HTTP servers strip before a framework sees
+/// the value) up to its first `;`, `,` or blank (PHP ends the type at a space too:
+/// `application/x-www-form-urlencoded x` fills `$_POST`), in lower case; empty for an
+/// empty value.
 fn media_types(headers: &[(HeaderName, HeaderValue)]) -> Vec<String> {
     headers
         .iter()
         .filter(|(n, _)| n == http::header::CONTENT_TYPE)
         .map(|(_, v)| {
             let v = String::from_utf8_lossy(v.as_bytes());
-            v.split([';', ','])
+            v.trim_start_matches([' ', '\t'])
+                .split([';', ',', ' ', '\t'])
                 .next()
                 .unwrap_or_default()
-                .trim_matches([' ', '\t'])
                 .to_ascii_lowercase()
         })
         .collect()
@@ -2481,6 +2483,15 @@ allow_cidrs = ["203.0.113.0/28"]
                     ("Content-Type", "text/plain"),
                     ("Connection", "Content-Type")
                 ],
+                "_method=DELETE"
+            )),
+            Some("form field")
+        );
+        // PHP ends a media type at a space.
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "application/x-www-form-urlencoded x")],
                 "_method=DELETE"
             )),
             Some("form field")
