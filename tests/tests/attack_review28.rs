@@ -47,7 +47,7 @@
 //!   (a POST's is not followed: `policy_denied`).
 //!
 //! Held (read in the code, not kept as tests): the URL parser refuses control
-//! characters, blanks, `\\`, userinfo, fragments, zone ids and port 0, and reads every
+//! characters, blanks, `\`, userinfo, fragments, zone ids and port 0, and reads every
 //! IPv4 spelling as an address (`url.rs`); `Host`, method-override and proxy-steering
 //! headers are refused or dropped in `_` spelling too, CR/LF/NUL in values refused
 //! (`headers.rs`); the resolver lower-cases names, refuses non-LDH labels and other
