@@ -243,6 +243,25 @@ allow_domains = ["{API}"]
     }
 }
 
+impl World {
+    /// The requests that reached the API carrying the integration's credential.
+    fn credentialed_arrivals(&self) -> Vec<Value> {
+        json_lines(&self.log)
+            .into_iter()
+            .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
+            .collect()
+    }
+}
+
+/// The paths of the `arrivals` the upstream acted on as another method than sent.
+fn acted_otherwise(arrivals: &[Value]) -> Vec<&str> {
+    arrivals
+        .iter()
+        .filter(|r| r["acted"] != r["method"])
+        .map(|r| r["path"].as_str().unwrap_or_default())
+        .collect()
+}
+
 /// A credentialed POST to an integration that allows POST and not DELETE never acts as
 /// a DELETE where Rack or Laravel read a `_method` body field: not in a
 /// `multipart/mixed` or `multipart/related` body (Rack parses both), not in a
@@ -285,16 +304,8 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let arrivals = json_lines(&w.log);
-    let credentialed: Vec<&Value> = arrivals
-        .iter()
-        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
-        .collect();
-    let overridden: Vec<&str> = credentialed
-        .iter()
-        .filter(|r| r["acted"] != r["method"])
-        .map(|r| r["path"].as_str().unwrap_or_default())
-        .collect();
+    let credentialed = w.credentialed_arrivals();
+    let overridden = acted_otherwise(&credentialed);
     println!(
         "figure: 9 POSTs with a _method=DELETE body field Rack, Laravel or Express reads; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
         credentialed.len(),
@@ -305,7 +316,7 @@ print(json.dumps(out))
         credentialed
             .iter()
             .any(|r| r["path"] == "/items/1?fw=rack&case=text" && r["acted"] == "POST"),
-        "control: the text POST did not arrive as a POST: {arrivals:?}"
+        "control: the text POST did not arrive as a POST: {credentialed:?}"
     );
     assert!(
         overridden.is_empty(),
@@ -356,16 +367,11 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let arrivals = json_lines(&w.log);
-    let overridden: Vec<&str> = arrivals
-        .iter()
-        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
-        .filter(|r| r["acted"] != r["method"])
-        .map(|r| r["path"].as_str().unwrap_or_default())
-        .collect();
+    let credentialed = w.credentialed_arrivals();
+    let overridden = acted_otherwise(&credentialed);
     println!(
-        "figure: 2 POSTs naming their text/plain Content-Type in Connection, body _method=DELETE; {} arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        arrivals.len(),
+        "figure: 2 POSTs naming their text/plain Content-Type in Connection, body _method=DELETE; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
+        credentialed.len(),
         overridden.len()
     );
     assert_eq!(got["text"], 200, "control: {got}");
@@ -512,16 +518,8 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let arrivals = json_lines(&w.log);
-    let credentialed: Vec<&Value> = arrivals
-        .iter()
-        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
-        .collect();
-    let overridden: Vec<&str> = credentialed
-        .iter()
-        .filter(|r| r["acted"] != r["method"])
-        .map(|r| r["path"].as_str().unwrap_or_default())
-        .collect();
+    let credentialed = w.credentialed_arrivals();
+    let overridden = acted_otherwise(&credentialed);
     println!(
         "figure: a POST through a 307 to a same-origin URL with _method=DELETE; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
         credentialed.len(),
@@ -531,7 +529,7 @@ print(json.dumps(out))
         credentialed
             .iter()
             .any(|r| r["path"] == "/items/1?fw=laravel&case=plain" && r["acted"] == "POST"),
-        "control: the plain redirect was not followed with the credential: {arrivals:?}"
+        "control: the plain redirect was not followed with the credential: {credentialed:?}"
     );
     assert!(
         overridden.is_empty(),
