@@ -55,9 +55,12 @@
 //! broker's own resolution does the same; `hb-agent events` and the `maps`/`status`
 //! tables escape controls and bidi marks in every attacker-chosen string, the audit
 //! log and event stream are JSON written by serde and scrubbed without changing shape.
-//! Not checked: the request-side fragment scan (`refuse_fragments`) runs on an async
-//! worker for a body of up to `broker.max_body_bytes`, once per other account the
-//! caller holds a handle for (linear, but not timed here).
+//! Left as is: the request-side fragment scan (`refuse_fragments`) runs on an async
+//! worker for a body of up to `broker.max_body_bytes`, once per account the call
+//! concerns; `Fragments::holds_run` collects every run before answering, so 10 MiB of
+//! a credential's pieces took 43 s on the debug build (10 MiB without any: 0.3 s). A
+//! caller never holds a credential's pieces, and such a body is refused and bars it, so
+//! no attack was built on it; stopping at the first run would close it.
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
