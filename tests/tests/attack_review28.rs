@@ -55,12 +55,13 @@
 //! broker's own resolution does the same; `hb-agent events` and the `maps`/`status`
 //! tables escape controls and bidi marks in every attacker-chosen string, the audit
 //! log and event stream are JSON written by serde and scrubbed without changing shape.
-//! Left as is: the request-side fragment scan (`refuse_fragments`) runs on an async
-//! worker for a body of up to `broker.max_body_bytes`, once per account the call
-//! concerns; `Fragments::holds_run` collects every run before answering, so 10 MiB of
-//! a credential's pieces took 43 s on the debug build (10 MiB without any: 0.3 s). A
-//! caller never holds a credential's pieces, and such a body is refused and bars it, so
-//! no attack was built on it; stopping at the first run would close it.
+//! Also changed, without an attack built on it: the request-side fragment scan
+//! (`refuse_fragments`) runs on an async worker over a body of up to
+//! `broker.max_body_bytes`, and `Fragments::holds_run` collected every run before
+//! answering: 10 MiB of a credential's pieces took 43 s on the debug build (10 MiB
+//! without any: 0.3 s). A caller never holds a credential's pieces and such a body is
+//! refused and bars it, so this is no attack from a sandbox; the first run now answers
+//! (the same 10 MiB: 0.09 s).
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
