@@ -65,7 +65,11 @@
 //! caller's policy does not, send a credential to a host outside its integration, or
 //! return a byte the scrubber has not seen.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use axum::{
     extract::State,
@@ -153,6 +157,17 @@ const METHOD_OVERRIDE_FIELDS: &[&str] = &[
     "x-method-override",
 ];
 
+/// Media types whose POST body Rack reads as form fields (`Request#POST`: `form_data?`,
+/// or `parseable_data?` for `multipart/mixed` and `multipart/related`): as multipart
+/// parts when the `Content-Type` names a boundary, else as a URL-encoded form (a
+/// multipart type without a boundary too). No media type at all reads as a form too.
+const FORM_MEDIA_TYPES: &[&str] = &[
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "multipart/mixed",
+    "multipart/related",
+];
+
 /// A field name as frameworks compare it: lower case, trimmed, and `.`, space, `[` and
 /// `-` read as `_` (PHP turns the first three into `_` in request variable names, so
 /// `.method` and `[method` arrive as `_method`; override header names are read with
@@ -170,69 +185,176 @@ fn field_key(name: &str) -> String {
 /// Where the request names another method the way web frameworks read it (a
 /// [`METHOD_OVERRIDE_FIELDS`] query parameter, form field or top-level JSON field, in
 /// any spelling [`field_key`] folds together), if it does. Form fields are looked for
-/// in a URL-encoded body (one a `Content-Type` says is, in any [`media_types`]
-/// spelling, or one with no media type, as Rack reads it) and by the `name=` of each
-/// part of a multipart one (quoted either way or not at all); JSON fields in a body
-/// that parses as a JSON object (Laravel reads request input from JSON bodies).
+/// in a body of a [`FORM_MEDIA_TYPES`] type (in any [`media_types`] spelling) or of
+/// none, as Rack reads it: read as URL-encoded, and by the `name=` of each part when
+/// the type is a multipart one (quoted either way or not at all); JSON fields in a body
+/// that is a JSON object (Laravel reads request input from JSON bodies), however deep
+/// its values nest and whatever numbers they hold: PHP's `json_decode` reads 512 levels
+/// and numbers past `f64` (as INF), where a full parse here stopped at 128 and refused
+/// such a number, so the field went unseen.
 fn method_override(parsed: &Parsed) -> Option<&'static str> {
-    let is_override = |k: &str| {
-        let k = field_key(k);
-        METHOD_OVERRIDE_FIELDS.iter().any(|f| field_key(f) == k)
-    };
-    let query = parsed
-        .target
-        .path_and_query
-        .split_once('?')
-        .map_or("", |(_, q)| q);
-    if url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_override(&k)) {
+    if query_overrides(&parsed.target) {
         return Some("query parameter");
     }
     if parsed.body.is_empty() {
         return None;
     }
-    let types = media_types(&parsed.headers);
+    // The media types the upstream gets: a header the request's `Connection` names
+    // (`Content-Type` too) is not sent (`headers::outgoing`).
+    let sent = super::outbound::headers::outgoing(&parsed.headers).unwrap_or_default();
+    let types = media_types(&sent);
     // Rack reads a POST without a media type (no `Content-Type`, or an empty one) as a
     // form (`Rack::Request#form_data?`), and `Rack::MethodOverride` takes its `_method`.
+    // Express's body-parser decodes a body through iconv-lite, which drops a UTF-8 byte
+    // order mark: the first field is read without it.
+    let unmarked = parsed.body.strip_prefix(UTF8_BOM).unwrap_or(&parsed.body);
     let form = (types.iter().all(String::is_empty)
-        || types
-            .iter()
-            .any(|t| t == "application/x-www-form-urlencoded"))
-        && url::form_urlencoded::parse(&parsed.body).any(|(k, _)| is_override(&k));
-    let multipart = types.iter().any(|t| t == "multipart/form-data") && {
-        let body = String::from_utf8_lossy(&parsed.body).to_ascii_lowercase();
-        body.match_indices("name=").any(|(at, _)| {
-            let rest = &body[at + "name=".len()..];
-            let name = match rest.chars().next() {
-                Some(q @ ('"' | '\'')) => rest[1..].split(q).next().unwrap_or(""),
-                _ => rest
-                    .split(|c: char| c == ';' || c.is_ascii_whitespace())
-                    .next()
-                    .unwrap_or(""),
-            };
-            is_override(name)
-        })
-    };
+        || types.iter().any(|t| FORM_MEDIA_TYPES.contains(&t.as_str())))
+        && url::form_urlencoded::parse(unmarked).any(|(k, _)| is_override(&k));
+    let multipart = types
+        .iter()
+        .any(|t| t.starts_with("multipart/") && FORM_MEDIA_TYPES.contains(&t.as_str()))
+        && part_names(&String::from_utf8_lossy(&parsed.body).to_ascii_lowercase())
+            .any(|name| is_override(&name));
     if form || multipart {
         return Some("form field");
     }
-    let json = serde_json::from_slice::<serde_json::Map<String, Value>>(&parsed.body)
-        .is_ok_and(|fields| fields.keys().any(|k| is_override(k)));
+    // The values are skipped, not parsed: serde_json skips without a depth limit and
+    // reads a number's syntax only.
+    let json = json_texts(&parsed.body).any(|text| {
+        serde_json::from_str::<HashMap<String, serde::de::IgnoredAny>>(&text)
+            .is_ok_and(|fields| fields.keys().any(|k| is_override(k)))
+    });
     json.then_some("JSON field")
 }
 
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The texts a JSON reader may decode `body` to, without a byte order mark: UTF-8, and
+/// UTF-16 and UTF-32 in either byte order (Express's body-parser decodes a JSON body in
+/// any `utf-*` charset its `Content-Type` names, through iconv-lite, which drops the
+/// mark). Only the UTF-8 text when the body is UTF-8: a JSON object's text in UTF-16 or
+/// UTF-32 holds NUL bytes (its ASCII braces and quotes), which UTF-8 JSON never does.
+fn json_texts(body: &[u8]) -> impl Iterator<Item = String> + '_ {
+    let utf8 = std::str::from_utf8(body).ok().map(str::to_owned);
+    let wide = (utf8.is_none() || body.contains(&0)).then(|| {
+        let units16 = |be: bool| {
+            let units = body.chunks_exact(2).map(move |c| {
+                let pair = [c[0], c[1]];
+                if be {
+                    u16::from_be_bytes(pair)
+                } else {
+                    u16::from_le_bytes(pair)
+                }
+            });
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+        };
+        let units32 = |be: bool| {
+            body.chunks_exact(4)
+                .map(|c| {
+                    let quad = [c[0], c[1], c[2], c[3]];
+                    char::from_u32(if be {
+                        u32::from_be_bytes(quad)
+                    } else {
+                        u32::from_le_bytes(quad)
+                    })
+                })
+                .collect::<Option<String>>()
+        };
+        [units16(false), units16(true), units32(false), units32(true)]
+    });
+    utf8.into_iter()
+        .chain(wide.into_iter().flatten().flatten())
+        .map(|text| match text.strip_prefix('\u{feff}') {
+            Some(unmarked) => unmarked.to_owned(),
+            None => text,
+        })
+}
+
+/// Whether a field `name` is one of [`METHOD_OVERRIDE_FIELDS`] as frameworks read it
+/// ([`field_key`]). A name longer than [`MAX_FIELD_NAME`] is none of them and is not
+/// folded (a body may name a million parts).
+fn is_override(name: &str) -> bool {
+    let name = name.trim();
+    name.len() <= MAX_FIELD_NAME && {
+        let key = field_key(name);
+        METHOD_OVERRIDE_FIELDS
+            .iter()
+            .any(|f| f.len() == key.len() && field_key(f) == key)
+    }
+}
+
+/// Whether `target`'s query names another method (a [`METHOD_OVERRIDE_FIELDS`]
+/// parameter): Symfony (Laravel) reads `_method` from a POST's query string.
+fn query_overrides(target: &Target) -> bool {
+    let query = target.path_and_query.split_once('?').map_or("", |(_, q)| q);
+    url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_override(&k))
+}
+
+/// Longer than any [`METHOD_OVERRIDE_FIELDS`] name (trimmed): a longer field name is
+/// none of them.
+const MAX_FIELD_NAME: usize = 64;
+
+/// The names a multipart body (in lower case) may give its parts, as Rack reads them:
+/// each `name=` value (quoted either way, `\` escaping the next character; or a bare
+/// token, up to `;` or a blank), and the rest of each line after `Content-ID:` (Rack
+/// names a part without a `name=` by it). Every occurrence counts, wherever it stands:
+/// a name too many costs a false refusal, a name missed a method nobody judged.
+///
+/// Linear in the body, which the caller chooses and which is read on an async worker:
+/// a bare token is read at most [`MAX_FIELD_NAME`] characters far (read to its end, a
+/// body of `name=` repeated without a delimiter cost a scan to the body's end per
+/// occurrence); a quoted name ends at the next `name=` of its quote at the latest (that
+/// quote follows `=`, so no `\` escapes it); a `Content-ID` value at its line's end.
+fn part_names(body: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
+    let named = body.match_indices("name=").map(|(at, _)| {
+        let rest = &body[at + "name=".len()..];
+        match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => {
+                let mut name = String::new();
+                let mut chars = rest[1..].chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => name.extend(chars.next()),
+                        c if c == q => break,
+                        c => name.push(c),
+                    }
+                }
+                Cow::Owned(name)
+            }
+            _ => {
+                let end = rest
+                    .char_indices()
+                    .find(|&(i, c)| i > MAX_FIELD_NAME || c == ';' || c.is_ascii_whitespace())
+                    .map_or(rest.len(), |(i, _)| i);
+                Cow::Borrowed(&rest[..end])
+            }
+        }
+    });
+    let ids = body.split(['\r', '\n']).filter_map(|line| {
+        line.find("content-id:")
+            .map(|at| Cow::Borrowed(&line[at + "content-id:".len()..]))
+    });
+    named.chain(ids)
+}
+
 /// The media type of each `Content-Type` the request carries, as a server reads it: the
-/// value up to its first `;` or `,`, without the blanks around it (which HTTP servers
-/// strip before a framework sees the value), in lower case; empty for an empty value.
+/// value without the blanks before it (which HTTP servers strip before a framework sees
+/// the value) up to its first `;`, `,` or blank (PHP ends the type at a space too:
+/// `application/x-www-form-urlencoded x` fills `$_POST`), in lower case; empty for an
+/// empty value.
 fn media_types(headers: &[(HeaderName, HeaderValue)]) -> Vec<String> {
     headers
         .iter()
         .filter(|(n, _)| n == http::header::CONTENT_TYPE)
         .map(|(_, v)| {
             let v = String::from_utf8_lossy(v.as_bytes());
-            v.split([';', ','])
+            v.trim_start_matches([' ', '\t'])
+                .split([';', ',', ' ', '\t'])
                 .next()
                 .unwrap_or_default()
-                .trim_matches([' ', '\t'])
                 .to_ascii_lowercase()
         })
         .collect()
@@ -735,12 +857,15 @@ struct Decision<'a> {
 
 impl Decision<'_> {
     /// A redirect hop, judged like a request: inside the integration (host, scheme and
-    /// port) it keeps the credential; anywhere else it goes on as a handle-less request would (read-only,
-    /// no body, within the caller's reach) and without the credential.
+    /// port) it keeps the credential, unless its query names another method (a 307 or
+    /// 308 keeps a POST a POST, and the upstream's `Location` was never judged); anywhere
+    /// else, or so, it goes on as a handle-less request would (read-only, no body,
+    /// within the caller's reach) and without the credential.
     fn hop(&self, next: &Target) -> HopDecision {
         if let Some((_, integration)) = &self.credential
             && host_matches(integration, &next.host)
             && origin_matches(integration, next)
+            && !query_overrides(next)
         {
             return HopDecision::Allow {
                 keep_credential: true,
@@ -2195,6 +2320,17 @@ allow_cidrs = ["203.0.113.0/28"]
         for no in ["https://api.svc.test:8443/next", "http://api.svc.test/next"] {
             assert_eq!(decision.hop(&t(no)), HopDecision::Deny, "{no}");
         }
+        // Nor on a hop whose query names another method: a POST's 307 to it stays a
+        // POST, which Symfony reads as the method named.
+        let post = Decision {
+            readonly: false,
+            has_body: true,
+            ..decision
+        };
+        assert_eq!(
+            post.hop(&t("https://api.svc.test/next?a=1&_Method=DELETE")),
+            HopDecision::Deny
+        );
         for (bad, key) in [
             ("schemes = []", "schemes"),
             ("schemes = [\"ftp\"]", "schemes[0]"),
@@ -2337,6 +2473,118 @@ allow_cidrs = ["203.0.113.0/28"]
             found(&parsed(u, &[], "{\"name\":\"_method\"}")),
             None,
             "a value is not a field"
+        );
+        // A `Content-Type` the request's `Connection` names is not sent: Rack then reads
+        // the body as a form.
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[
+                    ("Content-Type", "text/plain"),
+                    ("Connection", "Content-Type")
+                ],
+                "_method=DELETE"
+            )),
+            Some("form field")
+        );
+        // PHP ends a media type at a space.
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "application/x-www-form-urlencoded x")],
+                "_method=DELETE"
+            )),
+            Some("form field")
+        );
+        // Express's body-parser drops a byte order mark and decodes a JSON body in any
+        // `utf-*` charset.
+        let bom = |text: &str| format!("\u{feff}{text}");
+        assert_eq!(
+            found(&parsed(u, &form, &bom("_method=DELETE"))),
+            Some("form field")
+        );
+        let json = "{\"_method\":\"DELETE\"}";
+        let wide = |units: Vec<u8>| Parsed {
+            body: Bytes::from(units),
+            ..parsed(
+                u,
+                &[("Content-Type", "application/json; charset=utf-16le")],
+                "",
+            )
+        };
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "application/json")],
+                &bom(json)
+            )),
+            Some("JSON field")
+        );
+        for units in [
+            bom(json)
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect(),
+            json.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+            json.chars()
+                .flat_map(|c| u32::from(c).to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ] {
+            assert_eq!(found(&wide(units)), Some("JSON field"));
+        }
+        // Rack unescapes a quoted part name, and names a part by its `Content-ID`.
+        for body in [
+            "--b\r\nContent-Disposition: form-data; name=\"_meth\\od\"\r\n\r\nDELETE\r\n--b--",
+            "--b\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--",
+        ] {
+            assert_eq!(
+                found(&parsed(u, &multipart, body)),
+                Some("form field"),
+                "{body}"
+            );
+        }
+        // PHP's `json_decode` reads 512 levels deep and numbers past f64 (as INF).
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        for body in [
+            format!("{{\"_method\":\"DELETE\",\"a\":{deep}}}"),
+            "{\"a\":1e400,\"_method\":\"DELETE\"}".to_owned(),
+        ] {
+            assert_eq!(
+                found(&parsed(u, &[("Content-Type", "application/json")], &body)),
+                Some("JSON field"),
+                "{}",
+                &body[..40]
+            );
+        }
+        // Rack reads `multipart/mixed` and `multipart/related` bodies as forms too, and
+        // a multipart body without a boundary as a URL-encoded form.
+        for t in [
+            "multipart/form-data",
+            "multipart/mixed",
+            "Multipart/Related; type=text/plain",
+        ] {
+            assert_eq!(
+                found(&parsed(u, &[("Content-Type", t)], "_method=DELETE")),
+                Some("form field"),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "multipart/mixed; boundary=b")],
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--"
+            )),
+            Some("form field")
+        );
+        assert_eq!(
+            found(&parsed(
+                u,
+                &[("Content-Type", "multipart/alternative; boundary=b")],
+                "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--"
+            )),
+            None,
+            "Rack reads no other multipart type"
         );
         // PHP reads `.` and `[` in a variable name as `_`.
         for q in ["?.method=DELETE", "?%5Bmethod=DELETE", "?%20.method=DELETE"] {
