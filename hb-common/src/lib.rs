@@ -170,16 +170,11 @@ pub mod map_names {
     /// namespace may hold at once (`sandbox_defaults.sockets_max`; 0: no bound).
     pub const SOCKS_MAX: &str = "HB_SOCKS_MAX";
     /// Socket storage, `u64`: the governing cgroup a socket was counted against in
-    /// [`SOCKS_HELD`], freed with the socket. Written by the programs before
-    /// [`SOCK_CHARGES`]; read still, for the sockets such programs counted.
+    /// [`SOCKS_HELD`], freed with the socket.
     pub const SOCK_COUNTED: &str = "HB_SOCK_COUNTED";
-    /// Hash, `u64` socket cookie → `u64`: the governing cgroup a socket is counted
-    /// against in [`SOCKS_HELD`] and its state bits (`hb-ebpf/src/socks.rs`), removed when
-    /// its place is given back.
-    pub const SOCK_CHARGES: &str = "HB_SOCK_CHARGES";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 33] = [
+    pub const ALL: [&str; 32] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -210,7 +205,6 @@ pub mod map_names {
         SOCKS_HELD,
         SOCKS_MAX,
         SOCK_COUNTED,
-        SOCK_CHARGES,
         SOCKS_NODE,
         SOCKS_TW,
     ];
@@ -303,10 +297,6 @@ pub mod limits {
     /// Sandboxes whose open sockets are counted at once (`map_names::SOCKS_HELD`); a
     /// socket of another one past it is refused (fail closed).
     pub const SOCKS_HELD: u32 = 16_384;
-    /// Sockets counted at once (`map_names::SOCK_CHARGES`): as many as the node's bound
-    /// can be (a whole ephemeral range), so that the map fills only when that bound is
-    /// off (`sockets_node_percent = 0`); a socket past it is refused (fail closed).
-    pub const SOCK_CHARGES: u32 = 65_536;
     /// Sandboxes whose recent TIME_WAIT ends are counted at once (`map_names::SOCKS_TW`,
     /// least recently used go: a sandbox that closes connections is recently used).
     pub const SOCKS_TW: u32 = 16_384;

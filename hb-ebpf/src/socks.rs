@@ -23,19 +23,11 @@
 //!
 //! Each internet socket a sandbox creates in that namespace is counted against its
 //! governing cgroup (`HB_SOCKS_HELD`) and the node (`HB_SOCKS_NODE`); the cgroup id is
-//! kept in the socket's record (`HB_SOCK_CHARGES`, by the socket's cookie), so the
-//! socket's release gives the count back to the cgroup that was charged, whichever task
-//! closes it — or, for a socket that connected, once its connection closed too (the
-//! record's bits, see `WATCHED`: `sock_ops` sees the CLOSE state; whichever of the
-//! release and the CLOSE comes second gives the place back and removes the record,
-//! decided by an atomic fetch-or, so that nothing touches a record after its removal).
-//! The record is a preallocated hash entry rather than the socket's own storage
-//! (`HB_SOCK_COUNTED`, where earlier programs kept it, still read for the sockets they
-//! counted): storage is allocated per socket (`bpf_sk_storage_get`: about 400 ns of
-//! `sock_create`'s 640 per run) and freed with it (`bpf_sk_storage_free`, another 330 ns
-//! per connection outside the programs; a perf profile of the benchmark's connect loop).
-//! It holds at most one record per place counted on the node, so it fills only when the
-//! node's bound is off (`limits::SOCK_CHARGES`). The node's bound
+//! kept in the socket's own storage (`HB_SOCK_COUNTED`), so the socket's release gives the
+//! count back to the cgroup that was charged, whichever task closes it — or, for a socket
+//! that connected, once its connection closed too (its storage's bits, see `WATCHED`:
+//! `sock_ops` sees the CLOSE state; whichever of the release and the CLOSE comes second
+//! gives the place back, decided by an atomic fetch-or). The node's bound
 //! keeps its last quarter for sandboxes that hold few (`limits::SOCKS_RESERVED_UNDER`):
 //! one bound for all alone let one sandbox take it all and starve every other tenant's
 //! `socket()`. Past a bound, `socket()` fails with EPERM and the refusal is an event (reason `sockets_max`
@@ -75,7 +67,7 @@
 //! MPTCP: a sandbox in the agent's namespace may open no `IPPROTO_MPTCP` socket while a
 //! bound is set (EPERM, reason `mptcp`). Its connections run on subflows, TCP sockets the
 //! kernel creates itself (`sock_create` is not called for them, and they have no
-//! record of ours), so their TIME_WAIT ends and orphans held ports nothing counted:
+//! storage of ours), so their TIME_WAIT ends and orphans held ports nothing counted:
 //! connect-and-close loops over MPTCP held 4,999 of 5,000 ports to one server with
 //! everything above in place (attack review 25). Clients that ask for MPTCP fall back
 //! to TCP on the error (Go does). An SMC socket (`IPPROTO_SMC`) is refused too (reason
@@ -83,31 +75,26 @@
 //! could never be given back.
 //! Every TCP socket reaches CLOSE before it is freed (`inet_csk_destroy_sock` requires it),
 //! through `tcp_set_state`, which reports it to a socket whose state callback is on.
-//! Fail closed: a sandbox whose count cannot be kept (map full) or whose socket's record
-//! cannot be filed is refused. A socket that another program attached to `sock_create`
-//! refuses after this one counted it is freed without a release: its place and record
-//! stay (the agent attaches no other). Accepted sockets are not created by `socket()` and are
+//! Fail closed: a sandbox whose count cannot be kept (map full) or whose socket cannot
+//! carry its storage is refused. Accepted sockets are not created by `socket()` and are
 //! not counted (they share their listener's port), nor their TIME_WAIT ends.
 //!
 //! Helpers used, all offered to `BPF_PROG_TYPE_CGROUP_SOCK` (`sock_filter_func_proto`,
 //! net/core/filter.c) and, where `sock_ops` calls, to `BPF_PROG_TYPE_SOCK_OPS`:
 //! `bpf_get_current_cgroup_id`, `bpf_get_current_ancestor_cgroup_id`,
-//! `bpf_get_netns_cookie`, `bpf_get_socket_cookie`, `bpf_sk_storage_get`, `bpf_ktime_get_coarse_ns`,
+//! `bpf_get_netns_cookie`, `bpf_sk_storage_get`, `bpf_ktime_get_coarse_ns`,
 //! `bpf_sock_ops_cb_flags_set` and map helpers.
 
 use core::ptr;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE, BPF_TCP_CLOSING,
-        BPF_TCP_FIN_WAIT2, bpf_map_type,
+        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_TCP_CLOSE, BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT2, bpf_map_type,
     },
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
-        generated::{
-            bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_coarse_ns,
-            bpf_sk_storage_get,
-        },
+        generated::{bpf_get_netns_cookie, bpf_ktime_get_coarse_ns, bpf_sk_storage_get},
     },
     macros::{cgroup_sock, map},
     maps::{Array, HashMap, LruHashMap},
@@ -175,8 +162,7 @@ struct SockCountedMap {
 // SAFETY: the fields are placeholders the loader reads from BTF; nothing dereferences them.
 unsafe impl Sync for SockCountedMap {}
 
-/// The governing cgroup each socket counted by earlier programs was charged to, with the
-/// bits of `HB_SOCK_CHARGES`: read, never written (see the module documentation).
+/// The governing cgroup each counted socket was charged to.
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "HB_SOCK_COUNTED")]
 static COUNTED: SockCountedMap = SockCountedMap {
@@ -188,12 +174,7 @@ static COUNTED: SockCountedMap = SockCountedMap {
     pinning: ptr::null(),
 };
 
-/// Each counted socket's record, by its cookie: the governing cgroup it was charged to
-/// and the bits below, removed when its place is given back.
-#[map(name = "HB_SOCK_CHARGES")]
-static CHARGES: HashMap<u64, u64> = HashMap::pinned(limits::SOCK_CHARGES, 0);
-
-/// The bits of a socket's record above the cgroup id (`CGROUP_ID`): a
+/// The bits of a `HB_SOCK_COUNTED` value above the cgroup id (`CGROUP_ID`): a
 /// connecting socket (`WATCHED`, its state callback on), released by its task
 /// (`RELEASED`), closed as a connection (`CLOSED`, its port let go). A watched socket's
 /// place goes back when it is both released and closed, by whichever comes second.
@@ -268,25 +249,32 @@ pub fn hb_sock_create(ctx: SockContext) -> i32 {
 /// Gives a counted socket's place back to the cgroup it was charged to. Always 1.
 #[cgroup_sock(sock_release)]
 pub fn hb_sock_release(ctx: SockContext) -> i32 {
-    // SAFETY: the context's socket, which this helper accepts for cgroup sock programs.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
-    let Some(record) = record_of(ctx.sock.cast(), cookie) else {
+    // SAFETY: this program's map; the context's socket; no value, no creation.
+    let charged: *mut u64 = unsafe {
+        bpf_sk_storage_get(
+            ptr::from_ref(&COUNTED).cast_mut().cast(),
+            ctx.sock.cast(),
+            ptr::null_mut(),
+            0,
+        )
+    }
+    .cast();
+    if charged.is_null() {
         return ALLOW;
-    };
-    // SAFETY: a record's u64, 8-byte aligned.
-    let was = unsafe { policy::atomic_fetch_or(record.value, RELEASED) };
+    }
+    // SAFETY: non-null storage of this map is the socket's own `u64`, 8-byte aligned.
+    let was = unsafe { policy::atomic_fetch_or(charged, RELEASED) };
     // A connection still under way holds its port until it closes: then
     // `state_changed` gives the place back.
     if was & RELEASED == 0 && (was & WATCHED == 0 || was & CLOSED != 0) {
         give_back(was & CGROUP_ID);
-        record.remove(cookie);
     }
     ALLOW
 }
 
 /// Charges one socket to `cgroup_id` and the node if the cgroup then holds at most `max`
-/// and the node at most `node_max` (0: no bound), and files the charge as the socket's
-/// record. The refusal's reason when it may not have one more (or the charge cannot be
+/// and the node at most `node_max` (0: no bound), and files the charge in the socket's
+/// storage. The refusal's reason when it may not have one more (or the charge cannot be
 /// kept: fail closed).
 #[inline(always)]
 fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<(), u32> {
@@ -322,23 +310,30 @@ fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<
     } else {
         None
     };
-    let filed = over.is_none() && {
-        // SAFETY: the context's socket, which this helper accepts for cgroup sock
-        // programs; its cookie is new, and never another socket's.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
-        let filed = CHARGES
-            .insert(cookie, cgroup_id, u64::from(BPF_NOEXIST))
-            .is_ok();
-        if !filed {
-            policy::count(Counter::MapFull);
+    let mut id = cgroup_id;
+    let stored: *mut u64 = if over.is_some() {
+        ptr::null_mut()
+    } else {
+        // SAFETY: this program's map; the context's socket (never null in sock_create);
+        // `id` a whole u64 on the stack.
+        unsafe {
+            bpf_sk_storage_get(
+                ptr::from_ref(&COUNTED).cast_mut().cast(),
+                ctx.sock.cast(),
+                ptr::from_mut(&mut id).cast(),
+                u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+            )
         }
-        filed
+        .cast()
     };
-    if !filed {
-        // Taken back as a release would.
+    if stored.is_null() {
+        // Taken back as a release would (an entry left at 0 would stay: a sandbox
+        // refused while it holds nothing but TIME_WAIT ends).
         give_back(cgroup_id);
         return Err(over.unwrap_or(reason::SOCKETS_MAX));
     }
+    // SAFETY: the socket's own storage.
+    unsafe { *stored = cgroup_id };
     Ok(())
 }
 
@@ -398,13 +393,13 @@ fn give_back(cgroup_id: u64) {
 /// again after a connection failed).
 #[inline(always)]
 pub(crate) fn watch_close(ctx: &SockOpsContext) {
-    let Some((record, _)) = sock_ops_record(ctx) else {
+    let Some(charged) = charge_of(ctx) else {
         return;
     };
-    // SAFETY: a record's u64, 8-byte aligned.
+    // SAFETY: the socket's own storage, 8-byte aligned.
     unsafe {
-        policy::atomic_and(record.value, !CLOSED);
-        policy::atomic_fetch_or(record.value, WATCHED);
+        policy::atomic_and(charged, !CLOSED);
+        policy::atomic_fetch_or(charged, WATCHED);
     }
     // Fails only for a socket that is not a full TCP one, which never enters TIME_WAIT.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
@@ -420,15 +415,14 @@ pub(crate) fn state_changed(ctx: &SockOpsContext) {
     if ctx.arg(1) != BPF_TCP_CLOSE {
         return;
     }
-    let Some((record, cookie)) = sock_ops_record(ctx) else {
+    let Some(charged) = charge_of(ctx) else {
         return;
     };
-    // SAFETY: a record's u64, 8-byte aligned.
-    let was = unsafe { policy::atomic_fetch_or(record.value, CLOSED) };
+    // SAFETY: the socket's own storage, 8-byte aligned.
+    let was = unsafe { policy::atomic_fetch_or(charged, CLOSED) };
     let cgroup_id = was & CGROUP_ID;
     if was & CLOSED == 0 && was & RELEASED != 0 {
         give_back(cgroup_id);
-        record.remove(cookie);
     }
     let old = ctx.arg(0);
     if old == BPF_TCP_FIN_WAIT2 || old == BPF_TCP_CLOSING {
@@ -438,62 +432,25 @@ pub(crate) fn state_changed(ctx: &SockOpsContext) {
     }
 }
 
-/// A counted socket's record: its `HB_SOCK_CHARGES` entry, or the storage of a socket
-/// counted by earlier programs (`HB_SOCK_COUNTED`, freed with the socket).
-struct Record {
-    value: *mut u64,
-    in_charges: bool,
-}
-
-impl Record {
-    /// Removes the record once the socket's place was given back (its storage goes with
-    /// the socket). Only the second of the release and the connection's CLOSE calls it:
-    /// nothing reads the record after.
-    #[inline(always)]
-    fn remove(&self, cookie: u64) {
-        if self.in_charges {
-            let _ = CHARGES.remove(cookie);
-        }
-    }
-}
-
-/// The record of the socket `sk` (cookie `cookie`), if it was counted.
+/// A `sock_ops` socket's `HB_SOCK_COUNTED` value, if it was counted.
 #[inline(always)]
-fn record_of(sk: *mut core::ffi::c_void, cookie: u64) -> Option<Record> {
-    if let Some(value) = CHARGES.get_ptr_mut(cookie) {
-        return Some(Record {
-            value,
-            in_charges: true,
-        });
-    }
-    // SAFETY: this program's map; a full socket of the context (checked non-null by
-    // the callers); no value, no creation.
-    let value: *mut u64 = unsafe {
-        bpf_sk_storage_get(
-            ptr::from_ref(&COUNTED).cast_mut().cast(),
-            sk,
-            ptr::null_mut(),
-            0,
-        )
-    }
-    .cast();
-    (!value.is_null()).then_some(Record {
-        value,
-        in_charges: false,
-    })
-}
-
-/// A `sock_ops` socket's record and cookie, if it was counted.
-#[inline(always)]
-fn sock_ops_record(ctx: &SockOpsContext) -> Option<(Record, u64)> {
+fn charge_of(ctx: &SockOpsContext) -> Option<*mut u64> {
     // SAFETY: a verifier-checked 8-byte read of the context's `sk` field.
     let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
     if sk.is_null() {
         return None;
     }
-    // SAFETY: the context pointer of a sock_ops program, which this helper accepts.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
-    record_of(sk.cast(), cookie).map(|r| (r, cookie))
+    // SAFETY: this program's map; a full socket of the context; no value, no creation.
+    let charged: *mut u64 = unsafe {
+        bpf_sk_storage_get(
+            ptr::from_ref(&COUNTED).cast_mut().cast(),
+            sk.cast(),
+            ptr::null_mut(),
+            0,
+        )
+    }
+    .cast();
+    (!charged.is_null()).then_some(charged)
 }
 
 /// The period now falls in (2^`PERIOD_SHIFT` ns of the monotonic clock).

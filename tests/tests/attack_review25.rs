@@ -343,30 +343,24 @@ fn tcp_states(states: &[&str]) -> usize {
 }
 
 /// Waits (up to 10 s) for every sandbox's count (`HB_SOCKS_HELD`; an entry stays at 0
-/// while its cgroup is enrolled) and the node's (`HB_SOCKS_NODE`) to be back to 0, and
-/// every socket's record (`HB_SOCK_CHARGES`) to be gone: no place charged is kept once
-/// its port is let go, and no record of it (a map of records kept would fill and refuse
-/// every sandbox's sockets).
+/// while its cgroup is enrolled) and the node's (`HB_SOCKS_NODE`) to be back to 0: no
+/// place charged is kept once its port is let go.
 fn assert_counts_return_to_zero(env: &hb_tests::TestEnv) {
-    let mut last = (usize::MAX, u64::MAX, usize::MAX);
+    let mut last = (usize::MAX, u64::MAX);
     for _ in 0..100 {
         let holding = map_rows(env, "HB_SOCKS_HELD")
             .iter()
             .filter(|row| value_u64(row) != 0)
             .count();
-        last = (
-            holding,
-            node_held(env),
-            map_rows(env, "HB_SOCK_CHARGES").len(),
-        );
-        if last == (0, 0, 0) {
+        last = (holding, node_held(env));
+        if last == (0, 0) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!(
-        "counts kept after every socket closed: {} sandboxes, node {}, {} socket records",
-        last.0, last.1, last.2
+        "counts kept after every socket closed: {} sandboxes, node {}",
+        last.0, last.1
     );
 }
 
