@@ -257,16 +257,19 @@ impl Maps {
             .map_err(op(map_names::SOCKS_NODE, "update"))
     }
 
-    /// Removes the socket counts (`HB_SOCKS_HELD`) of cgroups no longer enrolled. The
-    /// programs make a sandbox's entry at its first socket and never remove one (see
-    /// `hb-ebpf/src/socks.rs`): without this, sandboxes gone would fill the map, which
-    /// refuses every other sandbox's sockets.
+    /// Removes the socket counts (`HB_SOCKS_HELD`) of cgroups no longer enrolled once
+    /// they are 0. The programs make a sandbox's entry at its first socket and never
+    /// remove one (see `hb-ebpf/src/socks.rs`): without this, sandboxes gone would fill
+    /// the map, which refuses every other sandbox's sockets. A count above 0 stays until
+    /// the sockets it counts are given back: a cgroup enrolled again meanwhile (a glob
+    /// matching it again) finds them still counted.
     pub fn forget_unenrolled_socket_counts(&mut self) {
         let stale: Vec<u64> = self
             .socks_held
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|id| self.enrolled.get(id, 0).is_err())
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(id, held)| *held == 0 && self.enrolled.get(id, 0).is_err())
+            .map(|(id, _)| id)
             .collect();
         for id in stale {
             let _ = self.socks_held.remove(&id);

@@ -56,7 +56,7 @@
 //! other's, and one charge was lost). A sandbox's entry stays while its cgroup is
 //! enrolled, at 0 too: the programs never remove one (an insert and a removal per
 //! connection, for a sandbox that holds one socket at a time, cost `sock_create` and
-//! `sock_ops` a hash update each). The agent removes the entries of cgroups no longer
+//! `sock_ops` a hash update each). The agent removes the entries at 0 of cgroups no longer
 //! enrolled (`maps::Maps::forget_unenrolled_socket_counts`, at every rescan and when it
 //! unenrolls one), so that sandboxes gone do not fill the map (which would refuse every
 //! other sandbox's sockets); a create racing with that removal loses its charge (the
