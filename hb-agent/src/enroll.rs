@@ -114,5 +114,7 @@ pub fn reconcile(
     if !changes.enrolled.is_empty() || changes.removed > 0 {
         maps.bump_generation()?;
     }
+    // After the removals above, and for those of the launcher and the pod watcher.
+    maps.forget_unenrolled_socket_counts();
     Ok((changes, tree))
 }

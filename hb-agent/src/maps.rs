@@ -143,6 +143,7 @@ pub struct Maps {
     host_netns: Array<MapData, u64>,
     socks_max: Array<MapData, u32>,
     socks_node: Array<MapData, u64>,
+    socks_held: HashMap<MapData, u64, u64>,
 }
 
 /// A policy as the kernel's table holds it.
@@ -176,6 +177,7 @@ impl Maps {
             host_netns: open_typed(bpffs_dir, map_names::HOST_NETNS)?,
             socks_max: open_typed(bpffs_dir, map_names::SOCKS_MAX)?,
             socks_node: open_typed(bpffs_dir, map_names::SOCKS_NODE)?,
+            socks_held: open_typed(bpffs_dir, map_names::SOCKS_HELD)?,
         })
     }
 
@@ -253,6 +255,25 @@ impl Maps {
         self.socks_node
             .set(0, max, 0)
             .map_err(op(map_names::SOCKS_NODE, "update"))
+    }
+
+    /// Removes the socket counts (`HB_SOCKS_HELD`) of cgroups no longer enrolled once
+    /// they are 0. The programs make a sandbox's entry at its first socket and never
+    /// remove one (see `hb-ebpf/src/socks.rs`): without this, sandboxes gone would fill
+    /// the map, which refuses every other sandbox's sockets. A count above 0 stays until
+    /// the sockets it counts are given back: a cgroup enrolled again meanwhile (a glob
+    /// matching it again) finds them still counted.
+    pub fn forget_unenrolled_socket_counts(&mut self) {
+        let stale: Vec<u64> = self
+            .socks_held
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(id, held)| *held == 0 && self.enrolled.get(id, 0).is_err())
+            .map(|(id, _)| id)
+            .collect();
+        for id in stale {
+            let _ = self.socks_held.remove(&id);
+        }
     }
 
     /// Points (or stops pointing) sandbox DNS at the resolver.

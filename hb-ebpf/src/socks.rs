@@ -53,9 +53,14 @@
 //! creating at once cannot both take the last place (both may be refused: fail closed;
 //! 24 processes starting at once held exactly 32 of 32). A sandbox's first entry is made
 //! only where none is (`BPF_NOEXIST`: two first sockets at once each replaced the
-//! other's, and one charge was lost). A sandbox's entry goes when its count returns to
-//! 0; a create racing with that removal loses its charge (the count falls short by it),
-//! and a release never takes a count below 0. The node's count is
+//! other's, and one charge was lost). A sandbox's entry stays while its cgroup is
+//! enrolled, at 0 too: the programs never remove one (an insert and a removal per
+//! connection, for a sandbox that holds one socket at a time, cost `sock_create` and
+//! `sock_ops` a hash update each). The agent removes the entries at 0 of cgroups no longer
+//! enrolled (`maps::Maps::forget_unenrolled_socket_counts`, at every rescan and when it
+//! unenrolls one), so that sandboxes gone do not fill the map (which would refuse every
+//! other sandbox's sockets); a create racing with that removal loses its charge (the
+//! count falls short by it), and a release never takes a count below 0. The node's count is
 //! never removed and read signed: a count that a hand-over of programs took below 0
 //! admits a few more, it never refuses everything. Two births on two CPUs as a new
 //! period starts may both reset its slot, losing one of them.
@@ -322,18 +327,11 @@ pub fn hb_sock_release(ctx: SockContext) -> i32 {
 /// kept: fail closed).
 #[inline(always)]
 fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<(), u32> {
-    // Never over another task's new entry: a replaced entry's element is freed at once
-    // (and may be reused for another sandbox) under the task that was adding to it, so
-    // that its charge was lost (4,097 of 4,096 held in attack review 22's test).
-    if HELD.get_ptr_mut(cgroup_id).is_none()
-        && HELD.insert(cgroup_id, 0, u64::from(BPF_NOEXIST)).is_err()
-        && HELD.get_ptr_mut(cgroup_id).is_none()
-    {
+    let Some(held) = held_entry(cgroup_id) else {
         policy::count(Counter::MapFull);
         return Err(reason::SOCKETS_MAX);
-    }
-    let (Some(held), Some(node)) = (HELD.get_ptr_mut(cgroup_id), NODE.get_ptr_mut(NODE_HELD))
-    else {
+    };
+    let Some(node) = NODE.get_ptr_mut(NODE_HELD) else {
         return Err(reason::SOCKETS_MAX);
     };
     // SAFETY: map values' u64s, 8-byte aligned.
@@ -344,8 +342,16 @@ fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<
     // SAFETY: as above; plain reads after the adds (see the module documentation).
     let (now, node_now) = unsafe { (ptr::read_volatile(held), ptr::read_volatile(node)) };
     let period = current_period();
-    let own = now + recent_tw(cgroup_id, period);
-    let node_all = (node_now as i64).saturating_add(recent_tw(NODE_KEY, period) as i64);
+    let node_tw = recent_tw(NODE_KEY, period);
+    // Every birth is counted for the node as well as its cgroup: a node without any
+    // leaves the cgroup's window unread (one map lookup fewer per socket).
+    let own_tw = if node_tw == 0 {
+        0
+    } else {
+        recent_tw(cgroup_id, period)
+    };
+    let own = now + own_tw;
+    let node_all = (node_now as i64).saturating_add(node_tw as i64);
     let over = if max != 0 && own > u64::from(max) {
         Some(reason::SOCKETS_MAX)
     } else if node_max != 0 && node_all > node_bound(node_max, own) {
@@ -380,6 +386,20 @@ fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<
     Ok(())
 }
 
+/// The count of `cgroup_id`, its entry made at its first socket. Never over another
+/// task's new entry (`BPF_NOEXIST`): a replaced entry's element is freed at once (and may
+/// be reused for another sandbox) under the task that was adding to it, so that its
+/// charge was lost (4,097 of 4,096 held in attack review 22's test). `None`: the map is
+/// full.
+#[inline(always)]
+fn held_entry(cgroup_id: u64) -> Option<*mut u64> {
+    if let Some(held) = HELD.get_ptr_mut(cgroup_id) {
+        return Some(held);
+    }
+    let _ = HELD.insert(cgroup_id, 0, u64::from(BPF_NOEXIST));
+    HELD.get_ptr_mut(cgroup_id)
+}
+
 /// How many ports all sandboxes may hold before one more of a sandbox that would then
 /// hold `own` is refused: the node's bound for a sandbox holding at most
 /// `SOCKS_RESERVED_UNDER`, three quarters of it for any other. The last quarter is kept
@@ -407,18 +427,13 @@ fn give_back(cgroup_id: u64) {
     };
     // SAFETY: as above.
     if unsafe { ptr::read_volatile(held) } == 0 {
-        // A charge lost to a race with the removal below: never taken back twice (a
+        // A charge lost to the agent's removal of the entry: never taken back twice (a
         // count that wrapped would refuse the sandbox every socket).
         return;
     }
-    // SAFETY: as above.
+    // SAFETY: as above. The entry stays at 0: the agent removes it once the cgroup is
+    // no longer enrolled (see the module documentation).
     unsafe { policy::atomic_add(held, u64::MAX) };
-    // SAFETY: as above.
-    if unsafe { ptr::read_volatile(held) } == 0 {
-        // The sandbox holds none: its entry goes, so that sandboxes gone do not fill
-        // the map (which would refuse every other sandbox's sockets).
-        let _ = HELD.remove(cgroup_id);
-    }
 }
 
 /// At `TCP_CONNECT_CB` (every active open, Fast Open too): a counted socket's state

@@ -272,27 +272,61 @@ print(json.dumps({"remote": code(lambda: hb.request("GET", "http://remote.test:%
         e["reason"] == "sockets_max" && e["hook"] == "sock_create" && e["policy"] == "web"
     });
     println!("event: {e}");
-    // Every sandbox has ended: each count went back to 0 and its entry with it (a map
-    // of sandboxes gone would fill and refuse every other sandbox's sockets).
-    let mut counted = usize::MAX;
+    // Every sandbox has ended: each count went back to 0, and no entry is kept for a
+    // cgroup no longer enrolled (a map of sandboxes gone would fill and refuse every
+    // other sandbox's sockets; the agent removes those entries, an enrolled cgroup's
+    // stays at 0).
+    let mut counted = (usize::MAX, usize::MAX);
     for _ in 0..50 {
-        counted = counted_sandboxes(&env);
-        if counted == 0 {
+        let enrolled = map_keys(&env, "HB_ENROLLED");
+        let held = map_rows(&env, "HB_SOCKS_HELD");
+        counted = (
+            held.iter().filter(|r| hex_u64(&r["value"]) != 0).count(),
+            held.iter()
+                .filter(|r| !enrolled.contains(&r["key"]))
+                .count(),
+        );
+        if counted == (0, 0) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(counted, 0, "sandboxes gone are still counted");
+    assert_eq!(
+        counted,
+        (0, 0),
+        "sandboxes gone are still counted (sandboxes holding sockets, entries not enrolled)"
+    );
 }
 
-/// Entries of the kernel's per-sandbox socket counts (`HB_SOCKS_HELD`), read with bpftool.
-fn counted_sandboxes(env: &hb_tests::TestEnv) -> usize {
+/// The rows of a pinned map, read with bpftool (`key` and `value` as hex bytes).
+fn map_rows(env: &hb_tests::TestEnv, name: &str) -> Vec<Value> {
     let out = std::process::Command::new("bpftool")
         .args(["--json", "map", "dump", "pinned"])
-        .arg(env.map_pin("HB_SOCKS_HELD"))
+        .arg(env.map_pin(name))
         .output()
         .expect("bpftool");
-    assert!(out.status.success(), "bpftool map dump HB_SOCKS_HELD");
+    assert!(out.status.success(), "bpftool map dump {name}");
     let rows: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    rows.as_array().expect("rows").len()
+    rows.as_array().expect("rows").clone()
+}
+
+/// The keys of a pinned map (hex bytes, as bpftool gives them).
+fn map_keys(env: &hb_tests::TestEnv, name: &str) -> Vec<Value> {
+    map_rows(env, name)
+        .into_iter()
+        .map(|r| r["key"].clone())
+        .collect()
+}
+
+/// A little-endian `u64` given as bpftool's hex bytes.
+fn hex_u64(bytes: &Value) -> u64 {
+    let bytes: Vec<u8> = bytes
+        .as_array()
+        .expect("hex bytes")
+        .iter()
+        .map(|b| {
+            u8::from_str_radix(b.as_str().expect("hex").trim_start_matches("0x"), 16).expect("hex")
+        })
+        .collect();
+    u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }

@@ -342,12 +342,17 @@ fn tcp_states(states: &[&str]) -> usize {
         .count()
 }
 
-/// Waits (up to 10 s) for every sandbox's count (`HB_SOCKS_HELD`) and the node's
-/// (`HB_SOCKS_NODE`) to be back to 0: no place charged is kept once its port is let go.
+/// Waits (up to 10 s) for every sandbox's count (`HB_SOCKS_HELD`; an entry stays at 0
+/// while its cgroup is enrolled) and the node's (`HB_SOCKS_NODE`) to be back to 0: no
+/// place charged is kept once its port is let go.
 fn assert_counts_return_to_zero(env: &hb_tests::TestEnv) {
     let mut last = (usize::MAX, u64::MAX);
     for _ in 0..100 {
-        last = (map_rows(env, "HB_SOCKS_HELD").len(), node_held(env));
+        let holding = map_rows(env, "HB_SOCKS_HELD")
+            .iter()
+            .filter(|row| value_u64(row) != 0)
+            .count();
+        last = (holding, node_held(env));
         if last == (0, 0) {
             return;
         }
@@ -373,8 +378,12 @@ fn map_rows(env: &hb_tests::TestEnv, name: &str) -> Vec<serde_json::Value> {
 /// The node's count of open sockets (`HB_SOCKS_NODE` at 1), read as the signed number
 /// the kernel side compares.
 fn node_held(env: &hb_tests::TestEnv) -> u64 {
-    let rows = map_rows(env, "HB_SOCKS_NODE");
-    let bytes: Vec<u8> = rows[1]["value"]
+    value_u64(&map_rows(env, "HB_SOCKS_NODE")[1])
+}
+
+/// The `u64` value of a row of `bpftool --json map dump` (hex bytes, little-endian).
+fn value_u64(row: &serde_json::Value) -> u64 {
+    let bytes: Vec<u8> = row["value"]
         .as_array()
         .expect("value bytes")
         .iter()

@@ -167,6 +167,7 @@ impl node::Sink for MapSink {
     fn unenroll(&mut self, id: u64) {
         if self.maps.enrolled.remove(&id).is_ok() {
             let _ = self.maps.bump_generation();
+            self.maps.forget_unenrolled_socket_counts();
         }
     }
 

@@ -170,6 +170,7 @@ impl Drop for SandboxCgroup<'_> {
         }
         let _ = self.maps.enrolled.remove(&self.id);
         let _ = self.maps.bump_generation();
+        self.maps.forget_unenrolled_socket_counts();
     }
 }
 
