@@ -26,7 +26,7 @@
 //!   with every capability, BPF in the active LSM list, lockdown `integrity`), so it
 //!   could not be shown to work. No Landlock access right covers socket creation on
 //!   6.18. Until then `allow_io_uring` also means "every socket family the kernel
-//!   builds, to any uid-65534 permission check", and the docs should say so.
+//!   lets uid 65534 create", which its docs now say.
 //!
 //! Held, tried from a sandbox on b600072 and not kept as tests:
 //! - io_uring under `allow_io_uring`: `IORING_OP_CONNECT` (TCP and UDP), `SENDMSG` with
@@ -36,23 +36,46 @@
 //!   arrived at the host's listeners; a `SEND` to the allowed address arrived (the
 //!   control). `IORING_OP_SOCKET` of UDP-Lite: `cgroup/sock_create` refused it (EPERM,
 //!   `unjudged_send`); of `AF_PACKET` and a raw internet socket: EPERM (no `CAP_NET_RAW`).
+//! - io_uring socket options (`IORING_OP_URING_CMD`, `SOCKET_URING_OP_SETSOCKOPT`):
+//!   `SO_REUSEPORT`, `IP_ADD_MEMBERSHIP`, `IP_FREEBIND`, `IP_OPTIONS` with LSRR each EPERM
+//!   from `cgroup/setsockopt` (`do_sock_setsockopt` runs the hook), as by the system call.
 //! - control messages: `IP_RETOPTS` with an LSRR option through the allowed address to
 //!   one outside the policy: EPERM (`cgroup_skb/egress`, `source_route`); the same from
-//!   a ping socket: EACCES; `IP_PKTINFO` naming a source the host does not hold:
-//!   EPERM (`sendmsg4`, `nonlocal_source`). `IPV6_RTHDR` as a cmsg is `wire.rs`'s;
-//!   `IPV6_HOPOPTS`, `IPV6_DSTOPTS`, `IPV6_RTHDRDSTOPTS` need `CAP_NET_RAW`
-//!   (`ip6_datagram_send_ctl`), which no sandbox has.
-//! - fragments and offload: a 5000-byte UDP datagram with `IP_PMTUDISC_DONT` and a
-//!   3000-byte `UDP_SEGMENT` send to the allowed address arrived whole (the packet hook
-//!   runs in `ip_finish_output`/`ip6_finish_output`, before fragmentation and
-//!   segmentation, so it sees one header for all of them); to an address outside the
-//!   policy they never get past `connect4`.
+//!   a ping socket: EACCES; `IP_PKTINFO` naming a source the host does not hold: EPERM
+//!   (`sendmsg4`, `nonlocal_source`); `SO_MARK` and `SO_PRIORITY` (7) cmsgs: EPERM (the
+//!   kernel wants `CAP_NET_ADMIN`); `IP_TTL` 1, `IP_TOS`, `SCM_TXTIME` only change how
+//!   a datagram to the allowed address goes (it arrived there, nowhere else).
+//!   `IPV6_RTHDR` as a cmsg: EINVAL on this kernel for types 0, 2 and 4, small or
+//!   fragmented (`ip6_datagram_send_ctl` takes type 2 only with `CONFIG_IPV6_MIP6`),
+//!   and `wire.rs` covers it where it is taken; `IPV6_DSTOPTS`, `IPV6_HOPOPTS`,
+//!   `IPV6_RTHDRDSTOPTS` need `CAP_NET_RAW`: EPERM.
+//! - a corked UDP datagram (`MSG_MORE` to the allowed address) and a second `sendto`
+//!   naming an address outside the policy: the kernel appends the second to the pending
+//!   datagram and ignores its address (`udp_sendmsg`'s `up->pending` path, before the
+//!   hook), so its bytes arrived at the allowed address and nothing at the other.
+//! - MPTCP (`IPPROTO_MPTCP`): refused at `cgroup/sock_create` (reason `mptcp`).
+//! - fragments and offload: a 5000-byte UDP datagram with `IP_PMTUDISC_DONT`, a 4000-byte
+//!   IPv6 one and a 3000-byte `UDP_SEGMENT` send to the allowed address arrived (the
+//!   packet hook runs in `ip_finish_output`/`ip6_finish_output`, before fragmentation
+//!   and segmentation, so it sees one header for all of them); to an address outside the
+//!   policy they never get past `connect4`/`sendmsg4`. A later fragment cannot carry a
+//!   routing header the first one hides: the header before it names it (its next-header
+//!   byte is in the first fragment), and `walk_ipv6_ext_headers` refuses on the name
+//!   (read, not probed: it needs a raw socket, which no sandbox has).
+//! - events under pressure: one sandbox refused 20000 times (a new destination each)
+//!   while a second sandbox was refused once: 320 events for the first (its caps) and a
+//!   `refusals_counted` record carrying the other 19679, the second sandbox's refusal
+//!   reported, `events_lost` 0 (budgets are per cgroup; the ring holds ~180 cgroups'
+//!   bursts).
 //! - sockets handed over: `sandbox run` leaves the command only stdin (`/dev/null`),
-//!   stdout and stderr (pipes) — no socket of the launcher's; sandboxes cannot meet over
-//!   abstract Unix sockets (`unix_scope.rs`). A socket used by another cgroup's task is
-//!   judged at `connect`/`sendmsg` by the *task's* cgroup (`bpf_get_current_cgroup_id`)
-//!   and on the wire by the *socket's* (`bpf_skb_cgroup_id`), so it passes only what
-//!   both allow or what its creator connected (which its creator could relay anyway).
+//!   stdout and stderr (pipes) — no socket of the launcher's. Two sandboxes of different
+//!   policies cannot meet over a pathname Unix socket: each has its own `/tmp` and
+//!   `/dev/shm` (a socket bound there by one: ENOENT for the other), the rest is
+//!   read-only; nor over abstract ones (`unix_scope.rs`). A socket used by another
+//!   cgroup's task is judged at `connect`/`sendmsg` by the *task's* cgroup
+//!   (`bpf_get_current_cgroup_id`) and on the wire by the *socket's*
+//!   (`bpf_skb_cgroup_id`), so it passes only what both allow or what its creator
+//!   connected (which its creator could relay anyway).
 //!
 //! Everything lives in the test's own network namespace, addresses on `lo`.
 
