@@ -64,6 +64,10 @@ pub fn hb_sendmsg4(ctx: SockAddrContext) -> i32 {
     if src != 0 && refuse_source(&ctx, hook::SENDMSG4, AF_INET, source::mapped4(src)) {
         return REFUSE;
     }
+    // SAFETY: a 4-byte read of a field sendmsg4 programs may read.
+    if unsafe { (*ctx.sock_addr).user_ip4 } == 0 && to_connected_peer(&ctx) {
+        return ALLOW;
+    }
     judge_sock4(&ctx, hook::SENDMSG4)
 }
 
@@ -84,7 +88,39 @@ pub fn hb_sendmsg6(ctx: SockAddrContext) -> i32 {
     if src != [0; 4] && refuse_source(&ctx, hook::SENDMSG6, AF_INET6, src) {
         return REFUSE;
     }
+    // SAFETY: 4-byte reads of a field sendmsg6 programs may read.
+    let dst = unsafe {
+        let sa = &*ctx.sock_addr;
+        [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ]
+    };
+    if dst == [0; 4] && to_connected_peer(&ctx) {
+        return ALLOW;
+    }
     judge_sock6(&ctx, hook::SENDMSG6)
+}
+
+/// Whether a send names no destination: a connected UDP socket's datagram whose control
+/// message (`IP_TOS` for ECN, `IP_TTL`, `IPV6_TCLASS`, `IP_PKTINFO`…) made
+/// `udp_sendmsg`/`udpv6_sendmsg` treat the socket as unconnected and run this hook with
+/// no address; the kernel hands the program a zeroed one (`__cgroup_bpf_run_filter_sock_addr`).
+/// The datagram goes to the connected peer, which `connect4|6` judged, as a plain `send`
+/// on the socket does; judging the zeroed address refused it as `0.0.0.0` (`deny_range`,
+/// attack review 30). A destination the caller names always has a port (`udp_sendmsg`
+/// refuses port 0 with EINVAL before the hook, and an IPv6 `AF_UNSPEC` name is dropped
+/// as none), so an address whose family and port are zero is the kernel's (the callers
+/// check that the address is zero too).
+#[inline(always)]
+fn to_connected_peer(ctx: &SockAddrContext) -> bool {
+    // SAFETY: 4-byte reads of fields every sock_addr program may read.
+    unsafe {
+        let sa = &*ctx.sock_addr;
+        sa.user_family == 0 && sa.user_port == 0
+    }
 }
 
 /// Refuses (EPERM) a bind from an enrolled cgroup to a port of hb's resolver or guard,

@@ -6,6 +6,19 @@
 //! reach — options as control messages, fragments and segmentation offload, sockets
 //! handed over, io_uring, and events under pressure.
 //!
+//! Found on the way (fails against b600072): a connected UDP socket's datagram with a
+//! control message and no address — ECN marks through `IP_TOS`, which QUIC stacks send
+//! this way, `IP_TTL`, `IPV6_TCLASS` — was refused (EPERM, reason `deny_range`, address
+//! `0.0.0.0` or `::`): the control message makes `udp_sendmsg` treat the socket as
+//! unconnected and run `sendmsg4|6`, which the kernel hands a zeroed address when the
+//! caller named none, and the program judged that. Not a way out, a way broken: 0 of 3
+//! such datagrams reached the allowed peer on b600072, 3 of 3 now
+//! (`sock_addr::to_connected_peer`: family and port zero, address zero, is the
+//! kernel's stand-in — a name the caller gives has a port). What names a destination
+//! is still judged (an `AF_UNSPEC` name carrying an address outside the policy, an
+//! explicit one beside a control message: EPERM), and so is the source a control
+//! message names (`IP_PKTINFO`: EPERM, `nonlocal_source`).
+//!
 //! Still open (the test fails against b600072 and this tree, and is ignored):
 //! - io_uring's own socket creation (`IORING_OP_SOCKET`, under a policy with
 //!   `allow_io_uring`) is not the `socket` system call, so the seccomp filter that keeps a
@@ -79,7 +92,9 @@
 //!
 //! Everything lives in the test's own network namespace, addresses on `lo`.
 
-use hb_tests::{TcpProbe, TestEnv, private_netns, python};
+use std::{fs, process::Command, thread, time::Duration};
+
+use hb_tests::{TcpProbe, TestEnv, private_netns, python, random_suffix, spawn_ready};
 
 /// Allowed by the policy; and the address of a host listener the policy does not allow.
 const ALLOWED4: &str = "203.0.113.10";
@@ -221,4 +236,165 @@ fn io_uring_opens_no_socket_family_the_sandbox_is_refused() {
     env.wait_event("the socket family's refusal", |e| {
         e["hook"] == "sock_create" && e["reason"] == "unjudged_send" && e["policy"] == "uring"
     });
+}
+
+/// The IPv6 pair of the control-message test: allowed, and outside the policy.
+const ALLOWED6: &str = "2001:db8::10";
+const HOST6: &str = "2001:db8::20";
+
+/// The host's UDP listeners on `argv[3:]` (port `argv[2]`), writing `<address> <tag>` to
+/// the file `argv[1]` for every datagram carrying `hb-exfil:<tag>`.
+const PY_UDP_RECORDER: &str = r#"
+import select, socket, sys
+out = open(sys.argv[1], "a", buffering=1)
+port, socks = int(sys.argv[2]), []
+for h in sys.argv[3:]:
+    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((h, port)); socks.append(s)
+print("ready", flush=True)
+while True:
+    for s in select.select(socks, [], [])[0]:
+        data = s.recv(4096)
+        i = data.find(b"hb-exfil:")
+        if i >= 0:
+            out.write("%s %s\n" % (s.getsockname()[0], data[i + 9:].decode(errors="replace")))
+"#;
+
+/// Connected UDP sockets' datagrams with control messages and no address, and the
+/// attacks that must stay refused beside them: a name of family `AF_UNSPEC` carrying
+/// an address outside the policy, an explicit address outside it with a control
+/// message, and a control message naming a source the host does not hold.
+const PY_CMSG: &str = r#"
+import ctypes, errno, socket, struct, sys
+allowed4, host4, allowed6, host6, port = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(label, f):
+    try:
+        f(); print(label, "sent", flush=True)
+    except OSError as e:
+        print(label, errno.errorcode.get(e.errno, str(e)), flush=True)
+def tag(label):
+    return ("hb-exfil:" + label).encode()
+def connected(label, family, dst, cmsg):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.connect((dst, port))
+    s.sendmsg([tag(label)], [cmsg])
+TOS = (socket.IPPROTO_IP, socket.IP_TOS, struct.pack("i", 2))
+attempt("tos", lambda: connected("tos", socket.AF_INET, allowed4, TOS))
+attempt("ttl", lambda: connected("ttl", socket.AF_INET, allowed4, (socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", 9))))
+attempt("tclass", lambda: connected("tclass", socket.AF_INET6, allowed6, (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, struct.pack("i", 2))))
+def unspec_name():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((allowed4, port))
+    name = struct.pack("<H", socket.AF_UNSPEC) + struct.pack("!H", port) + socket.inet_aton(host4) + b"\0" * 8
+    data = tag("unspec")
+    if libc.sendto(s.fileno(), data, len(data), 0, name, len(name)) < 0:
+        raise OSError(ctypes.get_errno(), "sendto")
+attempt("unspec", unspec_name)
+def named(label, family, connect_to, dst):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.connect((connect_to, port))
+    s.sendmsg([tag(label)], [TOS if family == socket.AF_INET else (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, struct.pack("i", 2))], 0, (dst, port))
+attempt("named4", lambda: named("named4", socket.AF_INET, allowed4, host4))
+attempt("named6", lambda: named("named6", socket.AF_INET6, allowed6, host6))
+def pktinfo():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((allowed4, port))
+    info = struct.pack("<i4s4s", 0, socket.inet_aton("198.51.100.9"), socket.inet_aton("0.0.0.0"))
+    s.sendmsg([tag("pktinfo")], [(socket.IPPROTO_IP, 8, info)])
+attempt("pktinfo", pktinfo)
+"#;
+
+/// A connected UDP socket's datagram with a control message and no address (ECN marks
+/// through `IP_TOS`, as QUIC stacks send them; `IP_TTL`; `IPV6_TCLASS`) goes to the
+/// peer `connect` admitted, and arrives; it was refused as a send to `0.0.0.0`/`::`
+/// (`deny_range`), the zeroed address the kernel hands the hook when the caller named
+/// none. What names a destination is still judged: an `AF_UNSPEC` name carrying an
+/// address outside the policy, an explicit one beside a control message; and a control
+/// message naming a source that is not the host's is still refused.
+#[test]
+fn a_connected_sockets_control_message_reaches_its_peer_and_names_no_other() {
+    private_netns(&[ALLOWED4, HOST4, ALLOWED6, HOST6]);
+    let port = "7001";
+    let log = std::env::temp_dir().join(format!("hb-ar30-{}", random_suffix()));
+    let mut recorder = spawn_ready(
+        Command::new(python()).args([
+            "-c",
+            PY_UDP_RECORDER,
+            &log.display().to_string(),
+            port,
+            ALLOWED4,
+            HOST4,
+            ALLOWED6,
+            HOST6,
+        ]),
+        "the host's UDP listeners",
+    );
+    let mut env = TestEnv::new(
+        "ar30-cmsg",
+        &format!(
+            "[egress]\nexception_cidrs = [\"203.0.113.0/24\", \"2001:db8::/32\"]\n\n\
+             [[policy]]\nname = \"narrow\"\nallow_cidrs = [\"{ALLOWED4}\", \"{ALLOWED6}\"]\n"
+        ),
+    );
+    env.start_agent();
+    let out = env.hb(&[
+        "sandbox",
+        "run",
+        "--policy",
+        "narrow",
+        "--user",
+        "65534",
+        "--",
+        python(),
+        "-c",
+        PY_CMSG,
+        ALLOWED4,
+        HOST4,
+        ALLOWED6,
+        HOST6,
+        port,
+    ]);
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    thread::sleep(Duration::from_millis(300));
+    let arrived: Vec<String> = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let _ = recorder.kill();
+    let _ = recorder.wait();
+    let _ = fs::remove_file(&log);
+    let at_allowed = |label: &str| {
+        arrived
+            .iter()
+            .any(|l| l == &format!("{ALLOWED4} {label}") || l == &format!("{ALLOWED6} {label}"))
+    };
+    let reached = ["tos", "ttl", "tclass"]
+        .iter()
+        .filter(|l| at_allowed(l))
+        .count();
+    let elsewhere: Vec<&String> = arrived
+        .iter()
+        .filter(|l| l.starts_with(HOST4) || l.starts_with(HOST6) || l.ends_with(" pktinfo"))
+        .collect();
+    println!(
+        "figure: {reached} of 3 connected datagrams with a control message reached the \
+         allowed peer; {} reached an address outside the policy or left from a foreign \
+         source; the sandbox saw {got:?}",
+        elsewhere.len()
+    );
+    assert_eq!(
+        reached, 3,
+        "connected datagrams with cmsgs were refused: {got:?}"
+    );
+    assert!(elsewhere.is_empty(), "{elsewhere:?} ({got:?})");
+    for refused in [
+        "unspec EPERM",
+        "named4 EPERM",
+        "named6 EPERM",
+        "pktinfo EPERM",
+    ] {
+        assert!(got.contains(refused), "expected {refused:?}: {got:?}");
+    }
 }
