@@ -88,8 +88,17 @@ pub fn hb_sendmsg6(ctx: SockAddrContext) -> i32 {
     if src != [0; 4] && refuse_source(&ctx, hook::SENDMSG6, AF_INET6, src) {
         return REFUSE;
     }
-    // SAFETY: 4-byte reads of a field sendmsg6 programs may read.
-    let dst = unsafe {
+    if user_ip6(&ctx) == [0; 4] && to_connected_peer(&ctx) {
+        return ALLOW;
+    }
+    judge_sock6(&ctx, hook::SENDMSG6)
+}
+
+/// The context's `user_ip6`, read as the four 4-byte words the verifier allows.
+#[inline(always)]
+fn user_ip6(ctx: &SockAddrContext) -> [u32; 4] {
+    // SAFETY: 4-byte reads of a field every IPv6 sock_addr program may read.
+    unsafe {
         let sa = &*ctx.sock_addr;
         [
             sa.user_ip6[0],
@@ -97,11 +106,7 @@ pub fn hb_sendmsg6(ctx: SockAddrContext) -> i32 {
             sa.user_ip6[2],
             sa.user_ip6[3],
         ]
-    };
-    if dst == [0; 4] && to_connected_peer(&ctx) {
-        return ALLOW;
     }
-    judge_sock6(&ctx, hook::SENDMSG6)
 }
 
 /// Whether a send names no destination: a connected UDP socket's datagram whose control
@@ -138,17 +143,7 @@ pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
 /// As `hb_bind4`, for IPv6 sockets.
 #[cgroup_sock_addr(bind6)]
 pub fn hb_bind6(ctx: SockAddrContext) -> i32 {
-    // SAFETY: 4-byte reads of a field bind6 programs may read.
-    let ip = unsafe {
-        let sa = &*ctx.sock_addr;
-        [
-            sa.user_ip6[0],
-            sa.user_ip6[1],
-            sa.user_ip6[2],
-            sa.user_ip6[3],
-        ]
-    };
-    if refuse_source(&ctx, hook::BIND6, AF_INET6, ip) {
+    if refuse_source(&ctx, hook::BIND6, AF_INET6, user_ip6(&ctx)) {
         return REFUSE;
     }
     judge_bind(&ctx, hook::BIND6, AF_INET6)
@@ -300,19 +295,11 @@ fn judge_sock6(ctx: &SockAddrContext, hook: u32) -> i32 {
         policy::count(Counter::NotEnrolled);
         return ALLOW;
     };
-    // SAFETY: as in judge_sock4; user_ip6 must be read as four 4-byte words.
-    let (w, port, protocol) = unsafe {
+    let w = user_ip6(ctx);
+    // SAFETY: as in judge_sock4.
+    let (port, protocol) = unsafe {
         let sa = &*ctx.sock_addr;
-        (
-            [
-                sa.user_ip6[0],
-                sa.user_ip6[1],
-                sa.user_ip6[2],
-                sa.user_ip6[3],
-            ],
-            sa.user_port,
-            sa.protocol,
-        )
+        (sa.user_port, sa.protocol)
     };
     if port == dns::DNS_PORT
         && dns::redirect6(ctx, cgroup_id, e.policy_id, protocol, admit_flags(hook))
