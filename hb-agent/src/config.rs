@@ -1458,7 +1458,12 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub tenant: String,
     /// Whether sandboxes under this policy may use io_uring (default false: its socket
-    /// operation would create sockets the seccomp filter never sees).
+    /// operation would create sockets the seccomp filter never sees). With it, a sandbox
+    /// opens through `IORING_OP_SOCKET` every socket family the kernel lets uid 65534
+    /// create — `AF_VSOCK` (the hypervisor's host on a VM node), every netlink protocol
+    /// (`NETLINK_SOCK_DIAG` lists the host's sockets) — and no cgroup hook judges them
+    /// (`attack_review30`, open). Connects, sends and socket options through io_uring
+    /// are judged as the system calls are.
     #[serde(default)]
     pub allow_io_uring: bool,
     /// Whether TCP connects to allowed destinations on `guard_ports` go through the

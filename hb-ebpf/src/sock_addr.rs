@@ -64,6 +64,10 @@ pub fn hb_sendmsg4(ctx: SockAddrContext) -> i32 {
     if src != 0 && refuse_source(&ctx, hook::SENDMSG4, AF_INET, source::mapped4(src)) {
         return REFUSE;
     }
+    // SAFETY: a 4-byte read of a field sendmsg4 programs may read.
+    if unsafe { (*ctx.sock_addr).user_ip4 } == 0 && to_connected_peer(&ctx) {
+        return ALLOW;
+    }
     judge_sock4(&ctx, hook::SENDMSG4)
 }
 
@@ -84,7 +88,44 @@ pub fn hb_sendmsg6(ctx: SockAddrContext) -> i32 {
     if src != [0; 4] && refuse_source(&ctx, hook::SENDMSG6, AF_INET6, src) {
         return REFUSE;
     }
+    if user_ip6(&ctx) == [0; 4] && to_connected_peer(&ctx) {
+        return ALLOW;
+    }
     judge_sock6(&ctx, hook::SENDMSG6)
+}
+
+/// The context's `user_ip6`, read as the four 4-byte words the verifier allows.
+#[inline(always)]
+fn user_ip6(ctx: &SockAddrContext) -> [u32; 4] {
+    // SAFETY: 4-byte reads of a field every IPv6 sock_addr program may read.
+    unsafe {
+        let sa = &*ctx.sock_addr;
+        [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ]
+    }
+}
+
+/// Whether a send names no destination: a connected UDP socket's datagram whose control
+/// message (`IP_TOS` for ECN, `IP_TTL`, `IPV6_TCLASS`, `IP_PKTINFO`…) made
+/// `udp_sendmsg`/`udpv6_sendmsg` treat the socket as unconnected and run this hook with
+/// no address; the kernel hands the program a zeroed one (`__cgroup_bpf_run_filter_sock_addr`).
+/// The datagram goes to the connected peer, which `connect4|6` judged, as a plain `send`
+/// on the socket does; judging the zeroed address refused it as `0.0.0.0` (`deny_range`,
+/// attack review 30). A destination the caller names always has a port (`udp_sendmsg`
+/// refuses port 0 with EINVAL before the hook, and an IPv6 `AF_UNSPEC` name is dropped
+/// as none), so an address whose family and port are zero is the kernel's (the callers
+/// check that the address is zero too).
+#[inline(always)]
+fn to_connected_peer(ctx: &SockAddrContext) -> bool {
+    // SAFETY: 4-byte reads of fields every sock_addr program may read.
+    unsafe {
+        let sa = &*ctx.sock_addr;
+        sa.user_family == 0 && sa.user_port == 0
+    }
 }
 
 /// Refuses (EPERM) a bind from an enrolled cgroup to a port of hb's resolver or guard,
@@ -102,17 +143,7 @@ pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
 /// As `hb_bind4`, for IPv6 sockets.
 #[cgroup_sock_addr(bind6)]
 pub fn hb_bind6(ctx: SockAddrContext) -> i32 {
-    // SAFETY: 4-byte reads of a field bind6 programs may read.
-    let ip = unsafe {
-        let sa = &*ctx.sock_addr;
-        [
-            sa.user_ip6[0],
-            sa.user_ip6[1],
-            sa.user_ip6[2],
-            sa.user_ip6[3],
-        ]
-    };
-    if refuse_source(&ctx, hook::BIND6, AF_INET6, ip) {
+    if refuse_source(&ctx, hook::BIND6, AF_INET6, user_ip6(&ctx)) {
         return REFUSE;
     }
     judge_bind(&ctx, hook::BIND6, AF_INET6)
@@ -264,19 +295,11 @@ fn judge_sock6(ctx: &SockAddrContext, hook: u32) -> i32 {
         policy::count(Counter::NotEnrolled);
         return ALLOW;
     };
-    // SAFETY: as in judge_sock4; user_ip6 must be read as four 4-byte words.
-    let (w, port, protocol) = unsafe {
+    let w = user_ip6(ctx);
+    // SAFETY: as in judge_sock4.
+    let (port, protocol) = unsafe {
         let sa = &*ctx.sock_addr;
-        (
-            [
-                sa.user_ip6[0],
-                sa.user_ip6[1],
-                sa.user_ip6[2],
-                sa.user_ip6[3],
-            ],
-            sa.user_port,
-            sa.protocol,
-        )
+        (sa.user_port, sa.protocol)
     };
     if port == dns::DNS_PORT
         && dns::redirect6(ctx, cgroup_id, e.policy_id, protocol, admit_flags(hook))

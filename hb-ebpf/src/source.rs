@@ -23,7 +23,9 @@
 //! only what it can check (see the agent's `local_addrs`).
 //!
 //! (A connected UDP socket's send with a control message runs the sendmsg hook too:
-//! `udp_sendmsg`/`udpv6_sendmsg` treat it as unconnected.)
+//! `udp_sendmsg`/`udpv6_sendmsg` treat it as unconnected. Its source is checked here
+//! like any other; its destination, when it names none, is the connected peer that
+//! `connect4|6` judged, and passes: see `sock_addr::to_connected_peer`.)
 //!
 //! Not seen by those hooks: ping and raw sockets, whose bind is their own (`ping_bind`,
 //! `raw_bind` replace `inet_bind`, and run no cgroup hook) and whose sends run no
