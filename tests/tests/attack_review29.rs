@@ -12,11 +12,13 @@
 //!   inbox) came back whole once decoded: a soft line break (`=` CRLF, at column 76)
 //!   inside the value and each `=` of the value written `=3D` match no form the
 //!   scrubber looks for, and such a value is not the call's own, so no run of it is
-//!   watched either. On b600072, of 2 raw messages holding a live key of another
-//!   tenant (one cut by a soft break, one with `=3D`), 2 gave the key back decodable.
-//!   The spread view of an answer ([`cut_spread`] in the broker) now also reads
-//!   quoted-printable: soft line breaks dropped, `=XX` of printable ASCII decoded;
-//!   0 of 2.
+//!   watched either. On b600072, of 3 raw messages holding a live key of another
+//!   tenant (one cut by a soft break, one with `=3D`, one cut by a soft break in a JSON
+//!   answer's string), 3 gave the key back decodable, and no `response_unheld`
+//!   reflection was raised. The spread view of an answer (`cut_spread` in the broker)
+//!   now also reads quoted-printable in text that declares it (`quoted-printable`):
+//!   soft line breaks dropped (also as a JSON string writes them), `=XX` of printable
+//!   ASCII decoded; 0 of 3, each key's account signalled.
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
@@ -39,29 +41,34 @@ const OWN: &str = "own-2b7e4c9a1f3d5e8b0c6a2d4f7e9b1c3a";
 /// Another tenant's credentials (integration `v`, policy `other`, accounts `bot` and
 /// `ops`): fakes made for this file that no token family matches; the second ends in
 /// base64 padding, as storage account keys do.
-const VICTIMS: [(&str, &str); 2] = [
+const VICTIMS: [(&str, &str); 3] = [
     ("bot", "vk5c8e1a7d3f9b2e6c0a4d8f1b5e9c3a7d2f6b0e"),
     ("ops", "vq3e8b1d6f0a9c2e7b4d1f8a5c2e9b6d3f0a7c4e1b=="),
+    ("ci", "vm8a2c6e0b4d9f3a7c1e5b8d2f6a0c4e9b3d7f1a"),
 ];
 
 /// The provider's mail API: `/mail/N` answers the raw message N (`text/plain`, as a
 /// mail API's raw view) whose body is quoted-printable (Python's `quopri`, 76 columns),
 /// a line of text and then `victims[N]`: message 0's line is long enough that its soft
 /// line break falls inside the key; message 1's is not, but its key holds `=`, written
-/// `=3D`.
+/// `=3D`; message 2 is as message 0, inside a JSON answer (`{"RawSource": …}`, as mail
+/// APIs give a stored message's source).
 const MAIL_PY: &str = r#"
 import quopri
 class H(TlsHandler):
     def do_GET(self):
         n = int(self.path.split("/")[-1])
-        lead = ("Here is the new one, as asked for on the console:", "Here it is:")[n]
+        lead = ("Here is the new one, as asked for on the console:", "Here it is:")[n % 2]
         text = (lead + " " + victims[n] + "\n").encode()
         body = (b"From: keys@provider.test\r\nSubject: your new key\r\n"
                 b"Content-Type: text/plain; charset=utf-8\r\n"
                 b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
                 + quopri.encodestring(text).replace(b"\n", b"\r\n"))
+        ctype = "text/plain"
+        if n == 2:
+            body, ctype = json.dumps({"RawSource": body.decode()}).encode(), "application/json"
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -129,10 +136,10 @@ integrations = ["v"]
         let taken = nobody_broker_client(
             &env,
             "other",
-            r#"print(json.dumps([hb.handle("v", a)["handle"] is not None for a in ("bot", "ops")]))"#,
+            r#"print(json.dumps([hb.handle("v", a)["handle"] is not None for a in ("bot", "ops", "ci")]))"#,
             &[],
         );
-        assert_eq!(taken, serde_json::json!([true, true]), "{taken}");
+        assert_eq!(taken, serde_json::json!([true, true, true]), "{taken}");
         Self {
             env,
             _server: server,
@@ -176,7 +183,7 @@ fn another_tenants_key_in_quoted_printable_never_comes_back() {
     let script = r#"
 h = hb.handle("p", "bot")["handle"]
 out = []
-for n in range(2):
+for n in range(3):
     out.append(attempt(lambda: hb.request("GET", "https://api.provider.test/mail/%d" % n, handle=h)))
 print(json.dumps(out))
 "#;
@@ -187,7 +194,12 @@ print(json.dumps(out))
     for (answer, (_, victim)) in answers.iter().zip(VICTIMS) {
         let text = answer.to_string();
         let body = answer["body"].as_str().unwrap_or_default();
-        let decoded = quoted_printable_decoded(body);
+        // A JSON answer's raw message, as the attacker reads it.
+        let raw = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["RawSource"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.to_owned());
+        let decoded = quoted_printable_decoded(&raw);
         let found = text.contains(victim) || decoded.contains(victim);
         leaked += usize::from(found);
         // The message's last line, where the key is (the headers before it are fixed).

@@ -110,13 +110,17 @@ impl Squeezed {
 
 /// The character an escape at the start of `text` spells and the escape's length: a
 /// JSON `\uXXXX` (a surrogate pair as two), an HTML `&#xH…;` or `&#D…;`, and when `qp`
-/// a quoted-printable soft line break (`=` CRLF or LF: NUL, dropped as the view drops
-/// NULs) or `=XX` of a printable ASCII character. `None` when `text` does not start
+/// a quoted-printable soft line break (`=` CRLF or LF, also as a JSON string writes
+/// them, `\r\n` or `\n`: NUL, dropped as the view drops NULs) or `=XX` of a printable
+/// ASCII character. `None` when `text` does not start
 /// with a well-formed one (a lone surrogate included).
 fn escape(text: &[u8], qp: bool) -> Option<(char, usize)> {
     match text {
         [b'=', b'\r', b'\n', ..] if qp => Some(('\0', 3)),
         [b'=', b'\n', ..] if qp => Some(('\0', 2)),
+        // The same inside a JSON string (an API's answer holding the raw message).
+        [b'=', b'\\', b'r', b'\\', b'n', ..] if qp => Some(('\0', 5)),
+        [b'=', b'\\', b'n', ..] if qp => Some(('\0', 3)),
         [b'=', h, l, ..] if qp && h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
             let byte = u8::from_str_radix(std::str::from_utf8(&[*h, *l]).ok()?, 16).ok()?;
             (byte == b'\t' || (b' '..=b'~').contains(&byte)).then_some((char::from(byte), 3))
@@ -451,6 +455,9 @@ mod tests {
             format!("{mime}{a}=\r\n{b}\r\n").replace("==\r\n", "=3D=3D\r\n"),
             format!("{mime}{a}=\n{}\n", b.replace('=', "=3d")),
             format!("{mime}{}\r\n", padded.replace('=', "=3D")),
+            // In a JSON string, its line breaks escaped.
+            format!("{mime}{a}=\\r\\n{}\r\n", b.replace('=', "=3D")),
+            format!("{mime}{a}=\\n{}\n", b.replace('=', "=3D")),
         ];
         for body in &bodies {
             let out = cut_live(&scrubber, Sees::All, body.as_bytes()).expect("cut");
