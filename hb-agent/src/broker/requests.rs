@@ -46,7 +46,8 @@
 //!   live handle, in their encodings, UTF-16 and UTF-32 included; for a sandbox, not
 //!   the values its request carried that are not its own: see `text_gate::View::answer`;
 //!   in a body or header with NUL bytes or escapes, also in its view without the NULs
-//!   and with the escapes decoded: [`cut_spread`]), sanitized when asked
+//!   and with the escapes decoded, quoted-printable's too where the text declares it:
+//!   [`cut_spread`]), sanitized when asked
 //!   (`"sanitize": "flag"|"redact"|"block"`) and scrubbed again after that (normalising
 //!   can turn look-alike characters into a credential). A run of at least 8
 //!   characters of a credential the call carries (fewer for short values, see
@@ -1869,8 +1870,11 @@ fn live_values_in(view: &View, response: &OutboundResponse) -> HashSet<LiveId> {
 /// there: a value spelled in UTF-32 (or UTF-16 at any alignment, or any other spacing
 /// of its characters with NULs), or with any of its characters escaped in any mix, is
 /// whole in that view, and the bytes that spell it are redacted in the body itself.
-/// `None` (and one `memchr` and two `memmem`s of work) when the body has no NUL byte, no
-/// `\u` and no `&#`, or nothing to cut.
+/// In a body that declares quoted-printable (a raw mail message), the view also drops
+/// its soft line breaks and decodes its `=XX` (see `scrub::spread`): a value cut at
+/// column 76, or with its `=` written `=3D`, is whole there. `None` (and one `memchr`
+/// and five `memmem`s of work) when the body has no NUL byte, no `\u`, no `&#` and no
+/// such declaration, or nothing to cut.
 fn cut_spread(view: &View, watch: &fragment_hit::AnswerWatch, body: &[u8]) -> Option<Vec<u8>> {
     crate::scrub::cut_spread(body, |squeezed| {
         let mut spans: Vec<_> = view

@@ -5,6 +5,13 @@
 //! numeric references (`&#x6a;`, `&#106;`), all of them or some (Go's JSON writer
 //! escapes `<`, `>` and `&`; `xmlcharrefreplace` the non-ASCII ones), in any case.
 //!
+//! In text that declares quoted-printable (RFC 2045: `quoted-printable`, as a mail
+//! message's `Content-Transfer-Encoding` says it), also its soft line breaks (`=` at a
+//! line's end, every 76 columns, which may fall inside a value) and its `=XX` escapes of
+//! printable ASCII (a value's `=` is written `=3D`): a mail API's raw message holds
+//! a key that way. Only there: elsewhere `=` and two hex digits are ordinary text (a
+//! query's `key=3d…`), and reading them as an escape would break a value spelled plainly.
+//!
 //! The live forms hold UTF-16 and UTF-32 of a value and a few whole-value escapes; any
 //! other spacing or mix of escapes matches no form. A [`Squeezed`] view of a buffer
 //! drops every NUL byte and `\u0000` escape and writes every other escape as the
@@ -14,8 +21,9 @@
 //!
 //! Owns: the NUL-free, unescaped view of one buffer and the way back to the buffer's
 //! bytes.
-//! Must never: be built for a buffer with no NUL byte, no `\u` and no `&#` (the hot
-//! path pays one `memchr` and two `memmem`s for it), or outlive the scrub that made it
+//! Must never: be built for a buffer with no NUL byte, no `\u`, no `&#` and no
+//! declaration of quoted-printable (the hot path pays one `memchr` and five `memmem`s
+//! for it), or outlive the scrub that made it
 //! (it holds what the buffer holds).
 
 use std::ops::Range;
@@ -29,13 +37,29 @@ pub struct Squeezed {
     /// comes from the escape's first byte, and the escape that starts there is the
     /// span (see [`Squeezed::input_span`]).
     at: Vec<u32>,
+    /// Whether quoted-printable's soft line breaks and escapes are read (the buffer
+    /// declares it).
+    qp: bool,
 }
 
+/// How text declares quoted-printable: the token in any of the cases mail software
+/// writes it (`quoted-printable`, `Quoted-Printable`, `QUOTED-PRINTABLE`).
+const QP_NAMES: [&[u8]; 3] = [
+    b"quoted-printable",
+    b"Quoted-Printable",
+    b"QUOTED-PRINTABLE",
+];
+
 impl Squeezed {
-    /// The view of `input`; `None` when it holds no NUL byte, no `\u` and no `&#`
-    /// (nothing is spread out or escaped there) or is over 4 GiB.
+    /// The view of `input`; `None` when it holds no NUL byte, no `\u`, no `&#` and no
+    /// declaration of quoted-printable (nothing is spread out or escaped there) or is
+    /// over 4 GiB.
     pub fn of(input: &[u8]) -> Option<Self> {
-        if memchr::memchr(0, input).is_none()
+        let qp = QP_NAMES
+            .iter()
+            .any(|name| memchr::memmem::find(input, name).is_some());
+        if !qp
+            && memchr::memchr(0, input).is_none()
             && memchr::memmem::find(input, br"\u").is_none()
             && memchr::memmem::find(input, b"&#").is_none()
         {
@@ -50,7 +74,7 @@ impl Squeezed {
                 i += 1;
                 continue;
             }
-            let Some((c, len)) = escape(&input[i..]) else {
+            let Some((c, len)) = escape(&input[i..], qp) else {
                 bytes.push(input[i]);
                 at.push(i as u32);
                 i += 1;
@@ -65,7 +89,7 @@ impl Squeezed {
             }
             i += len;
         }
-        Some(Self { bytes, at })
+        Some(Self { bytes, at, qp })
     }
 
     /// The view's bytes.
@@ -80,15 +104,27 @@ impl Squeezed {
     fn input_span(&self, input: &[u8], start: usize, len: usize) -> Range<usize> {
         let first = self.at[start] as usize;
         let last = self.at[start + len.max(1) - 1] as usize;
-        first..last + escape(&input[last..]).map_or(1, |(_, n)| n)
+        first..last + escape(&input[last..], self.qp).map_or(1, |(_, n)| n)
     }
 }
 
 /// The character an escape at the start of `text` spells and the escape's length: a
-/// JSON `\uXXXX` (a surrogate pair as two), an HTML `&#xH…;` or `&#D…;`. `None` when
-/// `text` does not start with a well-formed one (a lone surrogate included).
-fn escape(text: &[u8]) -> Option<(char, usize)> {
+/// JSON `\uXXXX` (a surrogate pair as two), an HTML `&#xH…;` or `&#D…;`, and when `qp`
+/// a quoted-printable soft line break (`=` CRLF or LF, also as a JSON string writes
+/// them, `\r\n` or `\n`: NUL, dropped as the view drops NULs) or `=XX` of a printable
+/// ASCII character. `None` when `text` does not start
+/// with a well-formed one (a lone surrogate included).
+fn escape(text: &[u8], qp: bool) -> Option<(char, usize)> {
     match text {
+        [b'=', b'\r', b'\n', ..] if qp => Some(('\0', 3)),
+        [b'=', b'\n', ..] if qp => Some(('\0', 2)),
+        // The same inside a JSON string (an API's answer holding the raw message).
+        [b'=', b'\\', b'r', b'\\', b'n', ..] if qp => Some(('\0', 5)),
+        [b'=', b'\\', b'n', ..] if qp => Some(('\0', 3)),
+        [b'=', h, l, ..] if qp && h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+            let byte = u8::from_str_radix(std::str::from_utf8(&[*h, *l]).ok()?, 16).ok()?;
+            (byte == b'\t' || (b' '..=b'~').contains(&byte)).then_some((char::from(byte), 3))
+        }
         [b'\\', b'u', ..] => {
             let unit = hex_unit(text.get(2..6)?)?;
             if !(0xD800..0xDC00).contains(&unit) {
@@ -404,6 +440,40 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn quoted_printable_is_read_where_the_text_declares_it() {
+        let scrubber = Scrubber::new();
+        let padded = format!("{VALUE}==");
+        scrubber
+            .register("live_secret", &Secret::new(padded.as_bytes().to_vec()))
+            .expect("registered");
+        let (a, b) = padded.split_at(11);
+        let mime = "Content-Transfer-Encoding: quoted-printable\r\n\r\nkey: ";
+        let bodies = [
+            format!("{mime}{a}=\r\n{b}\r\n").replace("==\r\n", "=3D=3D\r\n"),
+            format!("{mime}{a}=\n{}\n", b.replace('=', "=3d")),
+            format!("{mime}{}\r\n", padded.replace('=', "=3D")),
+            // In a JSON string, its line breaks escaped.
+            format!("{mime}{a}=\\r\\n{}\r\n", b.replace('=', "=3D")),
+            format!("{mime}{a}=\\n{}\n", b.replace('=', "=3D")),
+        ];
+        for body in &bodies {
+            let out = cut_live(&scrubber, Sees::All, body.as_bytes()).expect("cut");
+            let out = String::from_utf8(out).expect("text");
+            assert!(
+                out.ends_with("key: [REDACTED:live_secret]\r\n")
+                    || out.ends_with("key: [REDACTED:live_secret]\n"),
+                "{out:?}"
+            );
+        }
+        // Undeclared, `=` and two hex digits are text: a value spelled plainly after
+        // `=3D` stays whole for the scrub, and no view is made.
+        let plain = format!("?a=3D&key={padded}");
+        assert!(Squeezed::of(plain.as_bytes()).is_none());
+        let sq = Squeezed::of(format!("{mime}x=41=3d=\r\ny=E9=20").as_bytes()).expect("declared");
+        assert!(sq.bytes().ends_with(b"xA=y=E9 "), "{:?}", sq.bytes());
     }
 
     #[test]
