@@ -66,6 +66,14 @@ pub struct Set {
     also_delivered: Vec<IpAddr>,
 }
 
+/// The kernel map's key of one address: IPv4 as IPv4-mapped IPv6, prefix 128.
+fn address_key(ip: IpAddr) -> Key<[u8; 16]> {
+    match ip {
+        IpAddr::V4(v4) => Key::new(128, v4.to_ipv6_mapped().octets()),
+        IpAddr::V6(v6) => Key::new(128, v6.octets()),
+    }
+}
+
 impl Set {
     /// From `(address, prefix length, on a loopback device)` as an interface lists it.
     pub fn from_entries(entries: impl IntoIterator<Item = (IpAddr, u8, bool)>) -> Self {
@@ -136,13 +144,7 @@ impl Set {
         let mut keys: Vec<(Key<[u8; 16]>, u32)> = self
             .exact
             .iter()
-            .map(|&ip| {
-                let key = match ip {
-                    IpAddr::V4(v4) => Key::new(128, v4.to_ipv6_mapped().octets()),
-                    IpAddr::V6(v6) => Key::new(128, v6.octets()),
-                };
-                (key, value(IpNet::from(ip)))
-            })
+            .map(|&ip| (address_key(ip), value(IpNet::from(ip))))
             .chain(self.loopback4.iter().map(|&n| {
                 let key = Key::new(
                     96 + u32::from(n.prefix_len()),
@@ -156,13 +158,7 @@ impl Set {
                     .filter(|&&ip| {
                         !self.exact.contains(&ip) && !except.iter().any(|e| e.contains(&ip))
                     })
-                    .map(|&ip| {
-                        let key = match ip {
-                            IpAddr::V4(v4) => Key::new(128, v4.to_ipv6_mapped().octets()),
-                            IpAddr::V6(v6) => Key::new(128, v6.octets()),
-                        };
-                        (key, LOCAL_DELIVERED)
-                    }),
+                    .map(|&ip| (address_key(ip), LOCAL_DELIVERED)),
             )
             .collect();
         keys.sort_by_key(|(k, _)| (k.data(), k.prefix_len()));

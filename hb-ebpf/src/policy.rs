@@ -33,8 +33,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type, bpf_sock},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::bpf_sk_storage_get,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_sk_storage_get,
     },
     macros::map,
     maps::{
@@ -811,6 +811,20 @@ pub(crate) fn refusal_verdict(policy_id: u32) -> u32 {
 #[inline(always)]
 pub(crate) fn policy_flags(policy_id: u32) -> u32 {
     POLICIES.get(policy_id).map_or(0, |p| p.flags)
+}
+
+/// The current task's sandbox, if its cgroup or an ancestor is enrolled: the id of the
+/// enrolled cgroup that governs it (not the task's own, which may be any sub-cgroup of
+/// the sandbox) and its enrollment. Records and budgets kept per cgroup (the guard's and
+/// the resolver's connection shares, the event budget) are kept per sandbox with it, so
+/// a sandbox split into sub-cgroups holds one share, not one per sub-cgroup.
+#[inline(always)]
+pub(crate) fn current_enrollment() -> Option<(u64, Enrollment)> {
+    // SAFETY: helpers without pointer arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    governing(own, |level| unsafe {
+        bpf_get_current_ancestor_cgroup_id(level)
+    })
 }
 
 /// The sandbox a cgroup belongs to: the id of the cgroup whose enrollment governs it

@@ -21,11 +21,7 @@
 //! recorded: it does not expire, so the packet hook's own verdict passes its packets as
 //! long as the policy holds the CIDR (and a connect stays one LPM lookup).
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
-};
+use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
 use hb_common::{
     AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, SOCK_ADMIT_VALIDATED, hook,
     reason, verdict,
@@ -158,7 +154,7 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
     if source::allowed(addr) || !source::in_host_netns(ctx) {
         return false;
     }
-    let Some((cgroup_id, e)) = current_enrollment() else {
+    let Some((cgroup_id, e)) = policy::current_enrollment() else {
         return false;
     };
     // SAFETY: 4-byte reads of fields every sock_addr program may read.
@@ -191,7 +187,7 @@ fn judge_bind(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
     if !dns::is_resolver_port_any(host_port) && !guard::is_guard_port_any(host_port) {
         return ALLOW;
     }
-    let Some((cgroup_id, e)) = current_enrollment() else {
+    let Some((cgroup_id, e)) = policy::current_enrollment() else {
         return ALLOW;
     };
     // SAFETY: as above.
@@ -241,23 +237,9 @@ pub fn hb_getpeer6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// The current task's sandbox, if its cgroup or an ancestor is enrolled: the id of the
-/// enrolled cgroup that governs it (not the task's own, which may be any sub-cgroup of
-/// the sandbox) and its enrollment. Records and budgets kept per cgroup (the guard's and
-/// the resolver's connection shares, the event budget) are kept per sandbox with it, so
-/// a sandbox split into sub-cgroups holds one share, not one per sub-cgroup.
-#[inline(always)]
-fn current_enrollment() -> Option<(u64, hb_common::Enrollment)> {
-    // SAFETY: helpers without pointer arguments.
-    let own = unsafe { bpf_get_current_cgroup_id() };
-    policy::governing(own, |level| unsafe {
-        bpf_get_current_ancestor_cgroup_id(level)
-    })
-}
-
 #[inline(always)]
 fn judge_sock4(ctx: &SockAddrContext, hook: u32) -> i32 {
-    let Some((cgroup_id, e)) = current_enrollment() else {
+    let Some((cgroup_id, e)) = policy::current_enrollment() else {
         policy::count(Counter::NotEnrolled);
         return ALLOW;
     };
@@ -291,7 +273,7 @@ fn judge_sock4(ctx: &SockAddrContext, hook: u32) -> i32 {
 
 #[inline(always)]
 fn judge_sock6(ctx: &SockAddrContext, hook: u32) -> i32 {
-    let Some((cgroup_id, e)) = current_enrollment() else {
+    let Some((cgroup_id, e)) = policy::current_enrollment() else {
         policy::count(Counter::NotEnrolled);
         return ALLOW;
     };

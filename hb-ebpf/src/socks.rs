@@ -96,10 +96,7 @@ use aya_ebpf::{
         BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG,
         BPF_TCP_CLOSE, BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT2, bpf_map_type,
     },
-    helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
-        generated::{bpf_get_netns_cookie, bpf_ktime_get_coarse_ns, bpf_sk_storage_get},
-    },
+    helpers::generated::{bpf_get_netns_cookie, bpf_ktime_get_coarse_ns, bpf_sk_storage_get},
     macros::{cgroup_sock, map},
     maps::{Array, HashMap, LruHashMap},
     programs::{SockContext, SockOpsContext},
@@ -204,11 +201,7 @@ pub fn hb_sock_create(ctx: SockContext) -> i32 {
     if max == 0 && node_max == 0 {
         return ALLOW;
     }
-    // SAFETY: helpers without pointer arguments.
-    let own = unsafe { bpf_get_current_cgroup_id() };
-    let Some((cgroup_id, e)) = policy::governing(own, |level| unsafe {
-        bpf_get_current_ancestor_cgroup_id(level)
-    }) else {
+    let Some((cgroup_id, e)) = policy::current_enrollment() else {
         return ALLOW;
     };
     // SAFETY: the context's socket, which this helper accepts for cgroup sock programs.
@@ -242,11 +235,7 @@ pub fn hb_sock_create(ctx: SockContext) -> i32 {
 /// Deprecated in the kernel, it serves no sandbox.
 #[inline(always)]
 fn udplite(ctx: &SockContext, family: u32, protocol: u32) -> i32 {
-    // SAFETY: helpers without pointer arguments.
-    let own = unsafe { bpf_get_current_cgroup_id() };
-    let Some((cgroup_id, e)) = policy::governing(own, |level| unsafe {
-        bpf_get_current_ancestor_cgroup_id(level)
-    }) else {
+    let Some((cgroup_id, e)) = policy::current_enrollment() else {
         return ALLOW;
     };
     refuse(
