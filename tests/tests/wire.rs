@@ -174,6 +174,13 @@ try:
         s.connect((dst, port))
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RTHDR, srh)
         s.send(b"hb-exfil")
+    elif mode == "udp4-connected-cmsg":
+        # A source route as a control message on a connected socket's datagram that
+        # names no address: the sendmsg hook sees the kernel's zeroed address (the
+        # connected peer, which it passes), and the route sends the packet to seg first.
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect((dst, port))
+        s.sendmsg([b"hb-exfil"], [(socket.IPPROTO_IP, 7, lsrr)])  # IP_RETOPTS
     elif mode == "udp6-cmsg":
         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         s.sendmsg([b"hb-exfil"], [(socket.IPPROTO_IPV6, socket.IPV6_RTHDR, srh)], 0, (dst, port))
@@ -299,6 +306,16 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
         // IPv4 source routes need CAP_NET_RAW on this kernel (IP_OPTIONS with LSRR is
         // EPERM for uid 65534): root in a pod has it.
         ("udp4-lsrr", "root", OTHER4, ALLOWED4, port4, "setsockopt"),
+        // As a control message no sockopt hook sees it, and the sendmsg hook passes a
+        // connected socket's datagram that names no address: the packet hook drops it.
+        (
+            "udp4-connected-cmsg",
+            "65534",
+            OTHER4,
+            ALLOWED4,
+            port4,
+            "skb",
+        ),
         ("tcp4-lsrr", "root", OTHER4, ALLOWED4, tport4, "setsockopt"),
         ("raw6-rthdr", "root", OTHER6, ALLOWED6, port6, "skb"),
         ("raw4-lsrr", "root", OTHER4, ALLOWED4, port4, "skb"),
