@@ -199,6 +199,59 @@ impl<K: Hash + Eq + Clone> std::fmt::Debug for Counted<K> {
     }
 }
 
+/// Bytes counted at two levels at once: a holder's share of one pool (a tenant's) and,
+/// where it has one, a sub-holder's share of another (one caller within the tenant), so
+/// that one caller cannot take the whole of its tenant's share from the tenant's other
+/// callers. A refusal at either level clears both.
+pub(crate) struct Counted2<K: Hash + Eq + Clone, L: Hash + Eq + Clone> {
+    outer: Counted<K>,
+    inner: Option<Counted<L>>,
+}
+
+impl<K: Hash + Eq + Clone, L: Hash + Eq + Clone> Counted2<K, L> {
+    pub(crate) fn new(outer: Counted<K>, inner: Option<Counted<L>>) -> Self {
+        Self { outer, inner }
+    }
+
+    /// [`Counted::grow`] at both levels.
+    pub(crate) fn grow(&mut self, more: u64) -> Result<(), Refused> {
+        self.both(|c| c.grow(more), |c| c.grow(more))
+    }
+
+    /// [`Counted::recount`] at both levels.
+    pub(crate) fn recount(&mut self, bytes: u64) -> Result<(), Refused> {
+        self.both(|c| c.recount(bytes), |c| c.recount(bytes))
+    }
+
+    /// Gives every slot back at both levels.
+    pub(crate) fn clear(&mut self) {
+        self.outer.clear();
+        if let Some(inner) = self.inner.as_mut() {
+            inner.clear();
+        }
+    }
+
+    /// `outer` then `inner` applied; on a refusal by either, both cleared.
+    fn both(
+        &mut self,
+        outer: impl FnOnce(&mut Counted<K>) -> Result<(), Refused>,
+        inner: impl FnOnce(&mut Counted<L>) -> Result<(), Refused>,
+    ) -> Result<(), Refused> {
+        let counted =
+            outer(&mut self.outer).and_then(|()| self.inner.as_mut().map_or(Ok(()), inner));
+        if counted.is_err() {
+            self.clear();
+        }
+        counted
+    }
+}
+
+impl<K: Hash + Eq + Clone, L: Hash + Eq + Clone> std::fmt::Debug for Counted2<K, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.outer.fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,7 +123,11 @@ fn a_sandbox_holding_bodies_leaves_another_sandbox_of_its_policy_served() {
     .expect("sandbox run");
     let lines = stdout_lines(&mut attacker);
     let held = lines.recv_timeout(Duration::from_secs(120));
-    assert_eq!(held.as_deref(), Ok("held"), "the attacker never sent its bodies");
+    assert_eq!(
+        held.as_deref(),
+        Ok("held"),
+        "the attacker never sent its bodies"
+    );
 
     let b_calls = B_CALLS.to_string();
     let b = nobody_python_json(&env, "bound", PY_HANDLES, &[&sock, &b_calls]);

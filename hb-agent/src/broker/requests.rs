@@ -1355,10 +1355,14 @@ async fn send(
     mut outbound: OutboundRequest,
 ) -> Result<OutboundResponse, ApiError> {
     let sent = answer.sent;
-    // Its answer is counted against the caller's tenant's share as it is read; its
+    // Its answer is counted against the caller's shares as it is read; its
     // connection carries no other caller's calls, nor the caller's calls that carry
     // another credential or none.
-    outbound.held = Some(call.shared.answer_budget.count_for(call.caller));
+    outbound.held = Some(
+        call.shared
+            .answer_budget
+            .count_for(call.caller, call.shared.operator_uid),
+    );
     outbound.party = super::outbound::Party::Caller {
         owner: answer.owner,
         credential: decision
@@ -1745,7 +1749,7 @@ struct ScrubbedAnswer {
     exposed: Option<HashSet<LiveId>>,
     /// Whose run the first fragment hit was of.
     hit: Option<fragment_hit::Whose>,
-    /// The answer's count, now of `json`'s bytes (`Err`: past the tenant's share).
+    /// The answer's count, now of `json`'s bytes (`Err`: past the caller's share).
     held: Result<Option<super::outbound::Held>, crate::share::Refused>,
 }
 

@@ -8,8 +8,9 @@
 //! methods too.
 //!
 //! Memory: the request bodies being read at once are held to a budget ([`BodyBudget`]:
-//! the larger of 64 MiB and four `broker.max_body_bytes`), shared out among tenants by
-//! [`crate::share`]'s rule; a body that would pass its tenant's share is `unavailable`.
+//! the larger of 64 MiB and four `broker.max_body_bytes`), shared out among tenants and
+//! among the callers within a tenant by [`crate::share`]'s rule (one caller at most a
+//! quarter); a body that would pass its tenant's or its caller's share is `unavailable`.
 //! Without it a body sent all but its last bytes is held until the request times out,
 //! and one policy's sandboxes make the agent hold connections × `max_body_bytes`.
 
@@ -173,13 +174,7 @@ impl Shares {
     /// has no per-caller place).
     fn take(&self, caller: &Caller, operator_uid: u32) -> Result<Slot, Refusal> {
         let tenant = tenant_of(caller);
-        let owner = match &caller.sandbox {
-            Some(s) => Some(Owner::Sandbox {
-                cgroup_id: s.cgroup_id,
-            }),
-            None if caller.is_operator(operator_uid) => None,
-            None => Some(Owner::Host { uid: caller.uid }),
-        };
+        let owner = text_gate::limited_as(caller, operator_uid);
         let tenant = self.tenants.take(&tenant).map_err(|_| Refusal::Tenant)?;
         let caller = match owner {
             Some(owner) => Some(self.callers.take(&owner).map_err(|_| Refusal::Caller)?),
@@ -200,23 +195,59 @@ fn tenant_of(caller: &Caller) -> Tenant {
     }
 }
 
-// --- request bodies ----------------------------------------------------------------
+// --- request bodies ---------------------------------------------------------------
+
+/// Bytes held at once (request bodies being read, answers held), in slots of `unit`
+/// bytes, shared out at two levels under [`crate::share`]'s rule, as the connections
+/// are ([`Shares`]): among tenants (so one policy's sandboxes, however many, leave
+/// another policy a part), then among callers (a sandbox, or a host uid other than root
+/// and the operator uid), one caller holding at most a quarter of the whole. Without
+/// the second level one sandbox held its whole policy's share, and every other sandbox
+/// of that policy was refused meanwhile.
+struct Budget {
+    tenants: Arc<Share<Tenant>>,
+    callers: Arc<Share<Owner>>,
+    unit: u64,
+}
+
+/// A caller's bytes in hand, counted against its tenant's share of a [`Budget`] and its
+/// own.
+pub type BudgetCount = share::Counted2<Tenant, Owner>;
+
+impl Budget {
+    /// `bytes` (rounded up to whole slots) in slots of `unit`.
+    fn new(bytes: u64, unit: u64) -> Self {
+        let units = u32::try_from(bytes.div_ceil(unit)).unwrap_or(u32::MAX);
+        Self {
+            tenants: Share::new(units, units),
+            callers: Share::new(units, units.div_ceil(4)),
+            unit,
+        }
+    }
+
+    /// An empty count for `caller` (an operator has no caller level).
+    fn count_for(&self, caller: &Caller, operator_uid: u32) -> BudgetCount {
+        share::Counted2::new(
+            share::Counted::new(self.tenants.clone(), tenant_of(caller), self.unit),
+            text_gate::limited_as(caller, operator_uid)
+                .map(|owner| share::Counted::new(self.callers.clone(), owner, self.unit)),
+        )
+    }
+}
 
 /// Bytes of request body one slot of the [`BodyBudget`] stands for.
 const BODY_UNIT: u64 = 1 << 20;
 
-/// The request body bytes being read at once, in slots of [`BODY_UNIT`], shared out
-/// among tenants ([`crate::share`]): a tenant takes a slot for each unit its bodies
-/// have sent so far and gives them back when the body is read (or dropped). At least
-/// four `broker.max_body_bytes`, so one body of the largest size always fits a lone
-/// tenant's share (half of what is free).
-pub struct BodyBudget(Arc<Share<Tenant>>);
+/// The request body bytes being read at once, a [`Budget`] in slots of [`BODY_UNIT`]:
+/// a caller takes a slot for each unit its bodies have sent so far and gives them back
+/// when the body is read (or dropped). At least four `broker.max_body_bytes`, so one
+/// body of the largest size always fits a lone caller's share (a quarter).
+pub struct BodyBudget(Budget);
 
 impl BodyBudget {
     pub fn new(max_body: usize) -> Self {
         let bytes = (64u64 << 20).max((max_body as u64).saturating_mul(4));
-        let units = u32::try_from(bytes.div_ceil(BODY_UNIT)).unwrap_or(u32::MAX);
-        Self(Share::new(units, units))
+        Self(Budget::new(bytes, BODY_UNIT))
     }
 }
 
@@ -225,23 +256,22 @@ impl BodyBudget {
 const ANSWER_UNIT: u64 = 64 << 10;
 
 /// The bytes of upstream answers `/v1/requests` holds at once (read, decoded, being
-/// scrubbed and written out), in slots of [`ANSWER_UNIT`], shared out among tenants as
-/// the [`BodyBudget`] is: the larger of 64 MiB and four `broker.max_response_bytes`.
+/// scrubbed and written out), a [`Budget`] in slots of [`ANSWER_UNIT`], as the
+/// [`BodyBudget`] is: the larger of 64 MiB and four `broker.max_response_bytes`.
 /// Without it one policy's sandboxes, each call reading an answer of up to
 /// `max_response_bytes` from an upstream it reaches, made the agent hold connections ×
 /// that (and its copies) until it ran out of memory.
-pub struct AnswerBudget(Arc<Share<Tenant>>);
+pub struct AnswerBudget(Budget);
 
 impl AnswerBudget {
     pub fn new(max_response: u64) -> Self {
         let bytes = (64u64 << 20).max(max_response.saturating_mul(4));
-        let units = u32::try_from(bytes.div_ceil(ANSWER_UNIT)).unwrap_or(u32::MAX);
-        Self(Share::new(units, units))
+        Self(Budget::new(bytes, ANSWER_UNIT))
     }
 
-    /// An empty count of an answer for `caller`'s tenant.
-    pub(super) fn count_for(&self, caller: &Caller) -> share::Counted<Tenant> {
-        share::Counted::new(self.0.clone(), tenant_of(caller), ANSWER_UNIT)
+    /// An empty count of an answer for `caller`.
+    pub(super) fn count_for(&self, caller: &Caller, operator_uid: u32) -> BudgetCount {
+        self.0.count_for(caller, operator_uid)
     }
 }
 
@@ -250,16 +280,16 @@ impl AnswerBudget {
 const ANSWER_PIECE: usize = 64 << 10;
 
 /// An answer of `/v1/requests` written out (its JSON) as a response body, still counted
-/// against its tenant's share of the [`AnswerBudget`] until the connection has written
+/// against its caller's shares of the [`AnswerBudget`] until the connection has written
 /// it or closed: a caller that does not read its answers holds them in its own share,
 /// not past it.
 pub(super) struct HeldAnswer {
     rest: Bytes,
-    _held: share::Counted<Tenant>,
+    _held: BudgetCount,
 }
 
 impl HeldAnswer {
-    pub(super) fn new(json: Vec<u8>, held: share::Counted<Tenant>) -> Self {
+    pub(super) fn new(json: Vec<u8>, held: BudgetCount) -> Self {
         Self {
             rest: Bytes::from(json),
             _held: held,
@@ -292,18 +322,19 @@ impl hyper::body::Body for HeldAnswer {
     }
 }
 
-/// What a body read ends with when its tenant's share of the [`BodyBudget`] is spent.
+/// What a body read ends with when its tenant's or its caller's share of the
+/// [`BodyBudget`] is spent.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the broker is reading as many request bodies of this caller's policy as it holds at once; \
-     retry when its other requests end"
+    "the broker is reading as many request bodies of this caller, or of its policy, as it \
+     holds at once; retry when its other requests end"
 )]
 struct BodyBudgetSpent;
 
-/// A request body whose bytes are counted against its tenant's share as they arrive.
+/// A request body whose bytes are counted against its caller's shares as they arrive.
 struct Budgeted {
     inner: Body,
-    seen: share::Counted<Tenant>,
+    seen: BudgetCount,
 }
 
 impl hyper::body::Body for Budgeted {
@@ -334,24 +365,23 @@ impl hyper::body::Body for Budgeted {
     }
 }
 
-/// Puts every request's body under its caller's tenant's share of the [`BodyBudget`].
+/// Puts every request's body under its caller's and its tenant's shares of the
+/// [`BodyBudget`].
 async fn body_budget(State(shared): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(tenant) = req
-        .extensions()
-        .get::<ConnectInfo<PeerAddr>>()
-        .map(|info| tenant_of(&info.0.caller_arc()))
-    else {
+    let Some(seen) = req.extensions().get::<ConnectInfo<PeerAddr>>().map(|info| {
+        shared
+            .body_budget
+            .0
+            .count_for(&info.0.caller_arc(), shared.operator_uid)
+    }) else {
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
-    let body = Body::new(Budgeted {
-        inner: body,
-        seen: share::Counted::new(shared.body_budget.0.clone(), tenant, BODY_UNIT),
-    });
+    let body = Body::new(Budgeted { inner: body, seen });
     next.run(Request::from_parts(parts, body)).await
 }
 
-/// The error of a body read that failed: `unavailable` when its tenant's share of the
+/// The error of a body read that failed: `unavailable` when its caller's share of the
 /// [`BodyBudget`] was spent, else `too_large` (over `limit`, `broker.max_body_bytes`).
 pub(super) fn body_error(e: &axum::Error, limit: usize) -> ApiError {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -955,14 +985,10 @@ mod tests {
     #[tokio::test]
     async fn bodies_past_a_tenants_share_of_the_budget_are_unavailable_and_the_rest_too_large() {
         let budget = BodyBudget::new(1 << 20);
-        let read = |tenant: &str, bytes: usize, limit: usize| {
+        let read = |caller: &Caller, bytes: usize, limit: usize| {
             let body = Budgeted {
                 inner: Body::from(vec![b'a'; bytes]),
-                seen: share::Counted::new(
-                    budget.0.clone(),
-                    Tenant::Policy(tenant.into()),
-                    BODY_UNIT,
-                ),
+                seen: budget.0.count_for(caller, 1000),
             };
             async move {
                 axum::body::to_bytes(Body::new(body), limit)
@@ -971,27 +997,57 @@ mod tests {
                     .map_err(|e| body_error(&e, limit).code)
             }
         };
+        let (web, ops) = (sandbox("web", 1), sandbox("ops", 3));
         // 64 slots of 1 MiB: a lone tenant may hold half of what is free.
         let mut held = Vec::new();
         for _ in 0..32 {
-            held.push(budget.0.take(&Tenant::Policy("web".into())).expect("slot"));
+            held.push(budget.0.tenants.take(&tenant_of(&web)).expect("slot"));
         }
-        assert_eq!(read("web", 10, 1 << 20).await, Err(Code::Unavailable));
+        assert_eq!(read(&web, 10, 1 << 20).await, Err(Code::Unavailable));
         assert_eq!(
-            read("ops", 1 << 20, 2 << 20).await,
+            read(&ops, 1 << 20, 2 << 20).await,
             Ok(1 << 20),
             "another tenant"
         );
         assert_eq!(
-            read("ops", (1 << 20) + 1, 1 << 20).await,
+            read(&ops, (1 << 20) + 1, 1 << 20).await,
             Err(Code::TooLarge)
         );
         held.clear();
         assert_eq!(
-            read("web", 3 << 20, 4 << 20).await,
+            read(&web, 3 << 20, 4 << 20).await,
             Ok(3 << 20),
             "given back"
         );
-        assert_eq!(budget.0.free(), 64, "every slot given back once read");
+        assert_eq!(
+            budget.0.tenants.free(),
+            64,
+            "every slot given back once read"
+        );
+        assert_eq!(budget.0.callers.free(), 64, "at both levels");
+    }
+
+    /// One caller holds at most a quarter of the budget: its policy's other sandboxes
+    /// still have their part of the policy's share.
+    #[tokio::test]
+    async fn one_sandbox_leaves_the_other_sandboxes_of_its_policy_their_part_of_the_budget() {
+        let budget = BodyBudget::new(1 << 20);
+        let (web, web2) = (sandbox("web", 1), sandbox("web", 2));
+        let mut greedy = budget.0.count_for(&web, 1000);
+        greedy.grow(16 << 20).expect("a quarter of 64 MiB");
+        assert_eq!(greedy.grow(1), Err(share::Refused::Share), "past a quarter");
+        assert_eq!(
+            budget.0.tenants.free(),
+            64,
+            "a refused count gives back both levels"
+        );
+        greedy.grow(16 << 20).expect("a quarter again");
+        let mut other = budget.0.count_for(&web2, 1000);
+        other
+            .grow(16 << 20)
+            .expect("another sandbox of the policy is served");
+        drop((greedy, other));
+        assert_eq!(budget.0.tenants.free(), 64);
+        assert_eq!(budget.0.callers.free(), 64);
     }
 }

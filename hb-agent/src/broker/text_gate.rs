@@ -125,7 +125,7 @@ impl TextGate {
 
 /// Who a call is counted against; `None`: not limited (root and the operator uid on
 /// the host).
-fn limited_as(caller: &Caller, operator_uid: u32) -> Option<Owner> {
+pub(super) fn limited_as(caller: &Caller, operator_uid: u32) -> Option<Owner> {
     match &caller.sandbox {
         Some(s) => Some(Owner::Sandbox {
             cgroup_id: s.cgroup_id,

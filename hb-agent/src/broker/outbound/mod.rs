@@ -106,8 +106,8 @@ pub enum OutboundError {
     #[error("{host}: {problem}")]
     Decode { host: String, problem: DecodeError },
     #[error(
-        "the broker holds as much of upstream answers for this caller's policy as it may at \
-         once; retry when its other requests end"
+        "the broker holds as much of upstream answers for this caller, or its policy, as it \
+         may at once; retry when its other requests end"
     )]
     AnswerBudgetSpent,
 }
@@ -218,7 +218,7 @@ pub struct OutboundRequest {
     pub credential_headers: Vec<(HeaderName, HeaderValue)>,
     pub credential_query: Option<CredentialQuery>,
     pub body: Bytes,
-    /// The answer's bytes, counted against its caller's tenant's share of the broker's
+    /// The answer's bytes, counted against its caller's shares of the broker's
     /// answer budget as they are read (`server::AnswerBudget`); `None`: not counted (the
     /// agent's own calls: rotators, probes).
     pub held: Option<Held>,
@@ -226,8 +226,8 @@ pub struct OutboundRequest {
     pub party: Party,
 }
 
-/// An answer's bytes in hand, counted against a tenant's share.
-pub type Held = crate::share::Counted<super::server::Tenant>;
+/// An answer's bytes in hand, counted against its tenant's share and its caller's.
+pub type Held = super::server::BudgetCount;
 
 #[derive(Debug)]
 pub struct OutboundResponse {
@@ -616,7 +616,14 @@ mod tests {
         gz.truncate(gz.len() - 8);
         // 64 slots of 4 KiB: a lone tenant holds up to about half, 128 KiB.
         let pool = crate::share::Share::new(64, 64);
-        let mut held = Held::new(pool.clone(), super::super::server::Tenant::Host(1000), 4096);
+        let mut held = Held::new(
+            crate::share::Counted::new(
+                pool.clone(),
+                super::super::server::Tenant::Host(1000),
+                4096,
+            ),
+            None,
+        );
         held.grow(gz.len() as u64).expect("the encoded body fits");
         assert!(
             text.len() > 4 * (128 << 10),
