@@ -145,3 +145,113 @@ fn a_sandbox_holding_bodies_leaves_another_sandbox_of_its_policy_served() {
         "another sandbox of A's policy was refused while A held bodies: {b}"
     );
 }
+
+const GUARD_DNS_PORT: u16 = 5432;
+const NEAR: &str = "203.0.113.10";
+
+/// Sandbox A on the guard: `argv[1]` connections to `allowed.test`:80 (guarded), opened
+/// without waiting and sending nothing (as a port scanner or a slowloris does); prints
+/// `opened N` and holds them until its stdin closes.
+const PY_SILENT_CONNECTS: &str = r#"
+import errno, socket, sys
+socket.getaddrinfo("allowed.test", 80)
+held = []
+for i in range(int(sys.argv[1])):
+    s = socket.socket(); s.setblocking(False)
+    try:
+        s.connect(("203.0.113.10", 80))
+    except BlockingIOError:
+        pass
+    except OSError as e:
+        print("stopped", errno.errorcode.get(e.errno, e.errno), flush=True)
+        break
+    held.append(s)
+print("opened", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+/// Sandbox B on the guard: `argv[1]` plain HTTP GETs of `allowed.test/victim`, each on
+/// a connection of its own with 10 s to answer; prints the JSON tally of first lines.
+const PY_GETS: &str = r#"
+import json, socket, sys
+socket.getaddrinfo("allowed.test", 80)
+t = {}
+for i in range(int(sys.argv[1])):
+    try:
+        s = socket.create_connection(("203.0.113.10", 80), timeout=10)
+        s.sendall(b"GET /victim HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+        got = s.recv(100).split(b"\r\n")[0].decode() or "closed"
+    except OSError as e:
+        got = type(e).__name__
+    t[got] = t.get(got, 0) + 1
+print(json.dumps(t))
+"#;
+
+/// Sandbox A holding a few thousand guarded connections that send nothing leaves
+/// another sandbox of its policy its plain HTTP calls through the guard.
+#[test]
+fn silent_connections_of_one_sandbox_leave_another_sandboxs_guarded_calls_served() {
+    const B_CALLS: u64 = 5;
+    let _dns =
+        hb_tests::worlds::names_on_lo(&[NEAR], GUARD_DNS_PORT, &[("allowed.test", &[NEAR])], 60);
+    let dir = std::path::PathBuf::from(format!(
+        "/var/tmp/hb-a32-guard-{}",
+        hb_tests::random_suffix()
+    ));
+    let ca = hb_tests::upstream::TestCa::new(&dir, "a32");
+    let _near = hb_tests::upstream::VirtualHosts::start(&dir, &ca, NEAR, &["allowed.test"]);
+    let config = format!(
+        "{}\n[guard]\nfirst_flight_timeout_secs = 60\n\n[[policy]]\nname = \"web\"\nallow_domains = [\"allowed.test\"]\n",
+        hb_tests::worlds::resolver_config(GUARD_DNS_PORT, true, "", &["203.0.113.0/24"])
+    );
+    let env = hb_tests::worlds::started_agent("a32guard", &config);
+    let mut attacker = hb_tests::worlds::nameserver_sandbox(
+        &env,
+        "web",
+        3,
+        &[python(), "-c", PY_SILENT_CONNECTS, "4000"],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::inherit())
+    .spawn()
+    .expect("sandbox run");
+    let lines = stdout_lines(&mut attacker);
+    let mut a_said = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) {
+        let done = line.starts_with("opened");
+        a_said.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let out = hb_tests::worlds::nameserver_sandbox(
+        &env,
+        "web",
+        3,
+        &[python(), "-c", PY_GETS, &B_CALLS.to_string()],
+    )
+    .output()
+    .expect("sandbox run");
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "B ({e}): {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    drop(attacker.stdin.take());
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "figure: while sandbox A holds silent guarded connections ({a_said:?}), sandbox B of \
+         the same policy: {b} of {B_CALLS} GETs"
+    );
+    assert_eq!(
+        count(&b, "HTTP/1.1 200 OK"),
+        B_CALLS,
+        "another sandbox's guarded calls were starved: {b}"
+    );
+}
