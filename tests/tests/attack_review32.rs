@@ -348,3 +348,143 @@ fn a_dns_flood_does_not_drop_another_policys_refusal_events() {
     );
     assert_eq!(named, B_NAMES, "B's refusals lost in A's flood: {said}");
 }
+
+/// Sandbox A on the broker socket: holds `argv[2]` connections (its share), then `argv[3]`
+/// processes connect and hang up in a loop for `argv[4]` seconds (each past its share,
+/// refused at accept); prints `flooding`, then `connects N` in all.
+const PY_CONNECT_FLOOD: &str = r#"
+import os, socket, sys, time
+SOCK, hold, procs, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+held = []
+for i in range(hold):
+    s = socket.socket(socket.AF_UNIX); s.connect(SOCK); held.append(s)
+time.sleep(1)
+print("flooding", flush=True)
+r, w = os.pipe()
+kids = []
+for k in range(procs):
+    pid = os.fork()
+    if pid == 0:
+        end = time.time() + secs; n = 0
+        while time.time() < end:
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(SOCK); n += 1
+            except OSError:
+                pass
+            s.close()
+        os.write(w, b"%d\n" % n)
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.waitpid(pid, 0)
+os.close(w)
+print("connects", sum(int(x) for x in os.read(r, 4096).split()), flush=True)
+"#;
+
+/// Sandbox B: `GET /v1/whoami` `argv[2]` times, each with 10 s to be answered; prints
+/// the JSON tally of outcomes.
+const PY_WHOAMI: &str = r#"
+import json, socket, sys
+t = {}
+for i in range(int(sys.argv[2])):
+    try:
+        s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+        got = s.recv(100).split(b"\r\n")[0].decode() or "closed"
+    except OSError as e:
+        got = type(e).__name__
+    t[got] = t.get(got, 0) + 1
+print(json.dumps(t))
+"#;
+
+/// What a connect flood from sandbox A (its share of the broker's connections held, then
+/// 8 processes connecting and hanging up for 15 s) did: A's count of connects, sandbox
+/// B's (another policy) tally of [`B_WHOAMI`] whoami calls meanwhile, the agent's log
+/// lines for refused connections, and its count of them in `status`.
+struct ConnectFlood {
+    connects: String,
+    b: Value,
+    logged: usize,
+    counted: u64,
+}
+
+const B_WHOAMI: u64 = 10;
+
+fn connect_flood(name: &str) -> ConnectFlood {
+    private_netns(&[]);
+    let config = format!("{CONFIG}\n[[policy]]\nname = \"other\"\nallow_domains = []\n");
+    let mut env = TestEnv::new(name, &config);
+    env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
+    env.start_agent();
+    let sock = env.broker_socket().display().to_string();
+    let mut flooder = hb_tests::sandboxed::Running::spawn(nobody_command(
+        &env,
+        "bound",
+        &[],
+        &[python(), "-c", PY_CONNECT_FLOOD, &sock, "32", "8", "15"],
+    ));
+    assert_eq!(flooder.line(), "flooding");
+    std::thread::sleep(Duration::from_secs(2));
+    let b = nobody_python_json(&env, "other", PY_WHOAMI, &[&sock, &B_WHOAMI.to_string()]);
+    let connects = flooder.line();
+    drop(flooder);
+    // A last refusal after the flood: the stats file is written at most once a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let _ = std::os::unix::net::UnixStream::connect(&sock);
+    let logged = env
+        .agent()
+        .log_text()
+        .matches("broker refused a connection")
+        .count();
+    let status = env.hb_json(&["status"]);
+    let counted = status["broker"]["refused"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    let flood = ConnectFlood {
+        connects,
+        b,
+        logged,
+        counted,
+    };
+    eprintln!(
+        "figure: sandbox A's connect flood past its share ({}): the agent logged {} refused \
+         connections, counted {}; sandbox B of another policy meanwhile: {} of {B_WHOAMI} \
+         whoami",
+        flood.connects, flood.logged, flood.counted, flood.b
+    );
+    flood
+}
+
+/// A caller past its share connecting in a loop is refused at accept thousands of times
+/// a second: each refusal was a log line and a write of the stats file, so one sandbox
+/// wrote the agent's log without bound (42 158 lines in 15 s on ff780be). Now a refused
+/// connection is counted always, logged at most once a second with the count since.
+#[test]
+fn a_connect_flood_past_a_sandboxs_share_writes_a_bounded_log() {
+    let flood = connect_flood("a32connlog");
+    assert!(
+        flood.counted > 1000,
+        "the flood was refused and counted: {}",
+        flood.counted
+    );
+    assert!(
+        flood.logged <= 40,
+        "{} log lines for {} refused connections",
+        flood.logged,
+        flood.counted
+    );
+}
+
+/// Sandbox A holds its share of the broker's connections and connects again and again
+/// from several processes (each connection refused at accept); sandbox B of another
+/// policy, connecting with a timeout as `hb_client.py` does (a non-blocking connect),
+/// must still be answered. It is not: A's connects keep the socket's backlog full (the
+/// accept loop identifies each before it can refuse it, which costs more than a connect
+/// does), and B's connect fails at once with `EAGAIN`.
+#[test]
+#[ignore = "open: a sandbox's connect flood keeps the broker socket's backlog full; another tenant's non-blocking connect gets EAGAIN (0 of 10 whoami, before and after the log fix)"]
+fn a_connect_flood_past_a_sandboxs_share_leaves_another_policys_calls_answered() {
+    let flood = connect_flood("a32connects");
+    assert_eq!(count(&flood.b, "HTTP/1.1 200 OK"), B_WHOAMI, "{}", flood.b);
+}

@@ -397,15 +397,40 @@ pub(super) fn body_error(e: &axum::Error, limit: usize) -> ApiError {
     )
 }
 
-/// Closes a connection unanswered: logged and counted under `reason`.
-fn refuse(shared: &Shared, reason: &'static str, why: &str) {
+/// How often a refused connection is logged at most: a caller past its share that
+/// connects in a loop is refused thousands of times a second, and a log line (and a
+/// stats file written) for each made the accept loop so slow that the socket's backlog
+/// stayed full of its connections, and another tenant's connect found no room.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// The accept loop's refusals not logged yet, and when one was last logged.
+#[derive(Default)]
+struct RefusalLog {
+    unlogged: u64,
+    at: Option<Instant>,
+}
+
+/// Closes a connection unanswered: counted under `reason`, and logged (the first, then
+/// at most once per [`REFUSAL_LOG_EVERY`] with the count of those not logged).
+fn refuse(shared: &Shared, log: &mut RefusalLog, reason: &'static str, why: &str) {
     crate::telemetry::global().broker_refused(reason);
     let total = shared.stats.refused(reason, &shared.config.agent.state_dir);
+    log.unlogged += 1;
+    let now = Instant::now();
+    if log
+        .at
+        .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY)
+    {
+        return;
+    }
     tracing::warn!(
         reason,
         refused_total = total,
+        refused_since_last_line = log.unlogged,
         "broker refused a connection: {why}"
     );
+    log.unlogged = 0;
+    log.at = Some(now);
 }
 
 /// The next connection whose caller could be identified and is under its own limit,
@@ -416,6 +441,7 @@ async fn accept(
     permits: &Arc<Semaphore>,
     shares: &Shares,
     shared: &AppState,
+    log: &mut RefusalLog,
 ) -> (UnixStream, Caller, OwnedSemaphorePermit, Slot) {
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -438,11 +464,12 @@ async fn accept(
                 Ok(slot) => return (stream, caller, permit, slot),
                 Err(refusal) => refuse(
                     shared,
+                    log,
                     "per_caller_limit",
                     &share_refused(&caller, refusal, shared),
                 ),
             },
-            Err(e) => refuse(shared, e.kind(), &crate::error_chain(&e)),
+            Err(e) => refuse(shared, log, e.kind(), &crate::error_chain(&e)),
         }
     }
 }
@@ -540,10 +567,11 @@ pub async fn serve(
         shared.config.broker.max_connections_per_caller,
     );
     let mut connections = tokio::task::JoinSet::new();
+    let mut refusals = RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, caller, permit, slot) = tokio::select! {
-            accepted = accept(&listener, &permits, &shares, &shared) => accepted,
+            accepted = accept(&listener, &permits, &shares, &shared, &mut refusals) => accepted,
             () = &mut shutdown => break,
         };
         let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());

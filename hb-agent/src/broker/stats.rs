@@ -3,9 +3,9 @@
 //!
 //! Kept in memory and written to `state_dir/broker-stats.json` (atomically) when one
 //! changes, so `hb-agent status` can show them from another process, as the resolver's
-//! counters are. Refusals and idle closes are rare: each is written at once. Rate-limit
-//! refusals come in floods: they are written at most once a second (the file may lag
-//! the last second of a flood).
+//! counters are. Idle closes are rare: each is written at once. Refusals come in floods
+//! (a caller past its share connecting in a loop, or past a rate limit): they are
+//! written at most once a second (the file may lag the last second of a flood).
 //! Must never: hold anything about a caller beyond a count.
 
 use std::{
@@ -40,7 +40,7 @@ pub struct Stats(Mutex<(BrokerStats, Option<Instant>)>);
 impl Stats {
     /// Counts a refused connection; the total refused so far.
     pub fn refused(&self, reason: &str, state_dir: &Path) -> u64 {
-        self.bump(state_dir, true, |s| {
+        self.bump(state_dir, false, |s| {
             *s.refused.entry(reason.to_owned()).or_default() += 1;
             s.refused.values().sum()
         })
