@@ -226,9 +226,10 @@ fn busy_threads(pid: u32) -> usize {
 #[test]
 fn a_sandbox_cannot_stack_the_sanitizing_of_answers_past_two_calls() {
     const CALLS: usize = 6;
-    // An answer budget (four max_response_bytes) that holds all six answers, so that
-    // what is bounded here is the work on them, not the memory they take.
-    let (upstream, mut env) = world_with("a20sanstack", "max_response_bytes = 41943040\n");
+    // An answer budget (four max_response_bytes) whose share for one caller (a third)
+    // holds all six answers, so that what is bounded here is the work on them, not the
+    // memory they take.
+    let (upstream, mut env) = world_with("a20sanstack", "max_response_bytes = 50331648\n");
     let pid = env.agent().pid();
     let call =
         serde_json::json!({"method": "GET", "url": "https://big.test/inject", "sanitize": "flag"});

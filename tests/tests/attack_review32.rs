@@ -13,7 +13,7 @@
 //!   requests, sessions) refused `unavailable` meanwhile. The same held for the answers
 //!   budget (`server::AnswerBudget`), keyed the same way. Each is now shared out at two
 //!   levels, as the broker's connections are: among tenants, and among the callers
-//!   (sandboxes, host uids) within, one caller holding at most a quarter of the budget.
+//!   (sandboxes, host uids) within, one caller holding at most a third of the budget.
 
 use std::time::Duration;
 
@@ -487,4 +487,115 @@ fn a_connect_flood_past_a_sandboxs_share_writes_a_bounded_log() {
 fn a_connect_flood_past_a_sandboxs_share_leaves_another_policys_calls_answered() {
     let flood = connect_flood("a32connects");
     assert_eq!(count(&flood.b, "HTTP/1.1 200 OK"), B_WHOAMI, "{}", flood.b);
+}
+
+const ANSWERS_DNS_PORT: u16 = 5532;
+
+/// The upstream (`big.test` on 443): `GET /<n>` answers `n` bytes of `x` (`GET /0`: `ok`).
+const BIG_PY: &str = r#"
+import json, ssl, sys
+addr, log, cert, key = sys.argv[1:5]
+class H(TlsHandler):
+    def do_GET(self):
+        n = int(self.path.strip("/"))
+        body = b"x" * n if n else b"ok"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+"#;
+
+/// Sandbox A: calls of `/v1/requests` for `https://big.test/<n>` for each `n` of the
+/// comma-separated `argv[2]`, one after another, each on a connection of its own whose
+/// answer it never reads (the next is sent once the previous answer's first bytes can be
+/// read); prints `answering STATUS` for each, then `held`, and holds them until its
+/// stdin closes.
+const PY_UNREAD_ANSWERS: &str = r#"
+import json, select, socket, sys
+SOCK, sizes = sys.argv[1], sys.argv[2].split(",")
+conns = []
+for n in sizes:
+    body = json.dumps({"method": "GET", "url": "https://big.test/" + n}).encode()
+    s = socket.socket(socket.AF_UNIX); s.connect(SOCK)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"POST /v1/requests HTTP/1.1\r\nHost: hb\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    select.select([s], [], [], 120)
+    conns.append(s)
+    print("answering", s.recv(12, socket.MSG_PEEK).split(b" ")[1].decode(), flush=True)
+print("held", flush=True)
+sys.stdin.read()
+"#;
+
+/// Sandbox B: `argv[2]` calls of `/v1/requests` for `https://big.test/<argv[3]>`, each
+/// read whole; prints the JSON tally of HTTP statuses.
+const PY_CALLS_READ: &str = r#"
+import json, socket, sys
+body = json.dumps({"method": "GET", "url": "https://big.test/" + sys.argv[3]}).encode()
+t = {}
+for i in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(120); s.connect(sys.argv[1])
+    s.sendall(b"POST /v1/requests HTTP/1.1\r\nHost: hb\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d: break
+        data += d
+    k = data.split(b" ")[1].decode() if data else "closed"
+    t[k] = t.get(k, 0) + 1
+print(json.dumps(t))
+"#;
+
+/// One sandbox holding answers of 5 MiB it does not read (eight calls: 40 MiB asked for,
+/// past its policy's half of the broker's 64 MiB answer budget) leaves another sandbox of
+/// its policy its calls: each of B's 5 MiB answers, read one at a time, is given.
+#[test]
+fn a_sandbox_holding_unread_answers_leaves_another_sandbox_of_its_policy_served() {
+    const B_CALLS: u64 = 5;
+    let upstream = hb_tests::worlds::ReflectingUpstream::start(
+        "a32answers",
+        ANSWERS_DNS_PORT,
+        &["big.test"],
+        BIG_PY,
+        &[],
+    );
+    let env = upstream.agent(
+        "a32answers",
+        "",
+        "\n[[policy]]\nname = \"open\"\nallow_domains = [\"big.test\"]\n",
+        &[],
+    );
+    let sock = env.broker_socket().display().to_string();
+    let sizes = vec!["5242880"; 8].join(",");
+    let mut attacker = hb_tests::sandboxed::Running::spawn(nobody_command(
+        &env,
+        "open",
+        &[],
+        &[python(), "-c", PY_UNREAD_ANSWERS, &sock, &sizes],
+    ));
+    let mut a_heard = Vec::new();
+    loop {
+        let line = attacker.line();
+        if line == "held" || line.is_empty() {
+            break;
+        }
+        a_heard.push(line);
+    }
+    let b = nobody_python_json(
+        &env,
+        "open",
+        PY_CALLS_READ,
+        &[&sock, &B_CALLS.to_string(), "5242880"],
+    );
+    drop(attacker);
+    eprintln!(
+        "figure: while sandbox A holds unread 5 MiB answers ({a_heard:?}), sandbox B of the \
+         same policy: {b} of {B_CALLS} calls answered 5 MiB"
+    );
+    assert_eq!(
+        count(&b, "200"),
+        B_CALLS,
+        "B was refused while A held answers: {b}"
+    );
 }

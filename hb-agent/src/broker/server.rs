@@ -10,7 +10,7 @@
 //! Memory: the request bodies being read at once are held to a budget ([`BodyBudget`]:
 //! the larger of 64 MiB and four `broker.max_body_bytes`), shared out among tenants and
 //! among the callers within a tenant by [`crate::share`]'s rule (one caller at most a
-//! quarter); a body that would pass its tenant's or its caller's share is `unavailable`.
+//! third); a body that would pass its tenant's or its caller's share is `unavailable`.
 //! Without it a body sent all but its last bytes is held until the request times out,
 //! and one policy's sandboxes make the agent hold connections × `max_body_bytes`.
 
@@ -201,7 +201,7 @@ fn tenant_of(caller: &Caller) -> Tenant {
 /// bytes, shared out at two levels under [`crate::share`]'s rule, as the connections
 /// are ([`Shares`]): among tenants (so one policy's sandboxes, however many, leave
 /// another policy a part), then among callers (a sandbox, or a host uid other than root
-/// and the operator uid), one caller holding at most a quarter of the whole. Without
+/// and the operator uid), one caller holding at most a third of the whole. Without
 /// the second level one sandbox held its whole policy's share, and every other sandbox
 /// of that policy was refused meanwhile.
 struct Budget {
@@ -220,7 +220,7 @@ impl Budget {
         let units = u32::try_from(bytes.div_ceil(unit)).unwrap_or(u32::MAX);
         Self {
             tenants: Share::new(units, units),
-            callers: Share::new(units, units.div_ceil(4)),
+            callers: Share::new(units, units.div_ceil(3)),
             unit,
         }
     }
@@ -241,7 +241,7 @@ const BODY_UNIT: u64 = 1 << 20;
 /// The request body bytes being read at once, a [`Budget`] in slots of [`BODY_UNIT`]:
 /// a caller takes a slot for each unit its bodies have sent so far and gives them back
 /// when the body is read (or dropped). At least four `broker.max_body_bytes`, so one
-/// body of the largest size always fits a lone caller's share (a quarter).
+/// body of the largest size always fits a lone caller's share (a third).
 pub struct BodyBudget(Budget);
 
 impl BodyBudget {
@@ -1055,15 +1055,15 @@ mod tests {
         assert_eq!(budget.0.callers.free(), 64, "at both levels");
     }
 
-    /// One caller holds at most a quarter of the budget: its policy's other sandboxes
+    /// One caller holds at most a third of the budget: its policy's other sandboxes
     /// still have their part of the policy's share.
     #[tokio::test]
     async fn one_sandbox_leaves_the_other_sandboxes_of_its_policy_their_part_of_the_budget() {
         let budget = BodyBudget::new(1 << 20);
         let (web, web2) = (sandbox("web", 1), sandbox("web", 2));
         let mut greedy = budget.0.count_for(&web, 1000);
-        greedy.grow(16 << 20).expect("a quarter of 64 MiB");
-        assert_eq!(greedy.grow(1), Err(share::Refused::Share), "past a quarter");
+        greedy.grow(22 << 20).expect("a third of 64 MiB");
+        assert_eq!(greedy.grow(1), Err(share::Refused::Share), "past a third");
         assert_eq!(
             budget.0.tenants.free(),
             64,
