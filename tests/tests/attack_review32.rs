@@ -36,7 +36,8 @@
 //! only once data comes, `TCP_DEFER_ACCEPT`) leave B of the same policy 5 of 5 GETs
 //! through the guard; a UDP flood of refused names from three processes (1.19 million
 //! queries in 8 s) leaves B of another policy 10 of 10 refusals named in events, none
-//! dropped at the event queue.
+//! dropped at the event queue; 16 connections streaming chunked bodies of one-byte
+//! chunks (2.7 million in 20 s) leave B of another policy 10 of 10 whoami.
 //! Held, read in the code (not tested): the guard's slots are a pool per policy, shared
 //! among its cgroups (`max_connections_per_cgroup`) under a global cap; the resolver has
 //! a UDP/TCP port per policy and per-cgroup shares of TCP connections and upstream
@@ -47,8 +48,9 @@
 //! `upstream_timeout_secs` and `request_timeout_secs`, decoding by the answer budget and
 //! a ratio; its resolver's cache starts over at 1 024 names (bounded).
 //! Not checked (no time): forced rotations of a shared account by A's abuse signals
-//! (review 2 covers quarantine), chunked bodies of millions of tiny chunks, pipelined
-//! requests, hostile DNS upstreams for the broker's resolver.
+//! (review 2 covers quarantine), pipelined requests, upstreams sending endless 1xx
+//! answers or headers (read in the code only: bounded by `upstream_timeout_secs` and
+//! hyper's header limits), hostile DNS upstreams for the broker's resolver.
 
 use std::time::Duration;
 
@@ -633,4 +635,62 @@ fn a_sandbox_holding_unread_answers_leaves_another_sandbox_of_its_policy_served(
         B_CALLS,
         "B was refused while A held answers: {b}"
     );
+}
+
+/// Sandbox A: `argv[2]` connections, each a `POST /v1/handles` whose chunked body is
+/// one-byte chunks sent as fast as A can for `argv[3]` seconds (far under
+/// `max_body_bytes`: each chunk line costs the broker a parse for one byte); prints
+/// `flooding`, then `chunks N` in all.
+const PY_CHUNK_FLOOD: &str = r#"
+import os, socket, sys, time
+SOCK, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+print("flooding", flush=True)
+r, w = os.pipe()
+kids = []
+for k in range(n):
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket(socket.AF_UNIX); s.connect(SOCK)
+        s.sendall(b"POST /v1/handles HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        piece = b"1\r\n \r\n" * 8192
+        end = time.time() + secs; sent = 0
+        try:
+            while time.time() < end:
+                s.sendall(piece); sent += 8192
+        except OSError:
+            pass
+        os.write(w, b"%d\n" % sent)
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.waitpid(pid, 0)
+os.close(w)
+print("chunks", sum(int(x) for x in os.read(r, 65536).split()), flush=True)
+"#;
+
+/// Sandbox A streams chunked bodies of one-byte chunks on many connections; sandbox B
+/// of another policy is still answered.
+#[test]
+fn a_flood_of_tiny_chunks_leaves_another_policys_calls_answered() {
+    private_netns(&[]);
+    let config = format!("{CONFIG}\n[[policy]]\nname = \"other\"\nallow_domains = []\n");
+    let mut env = TestEnv::new("a32chunks", &config);
+    env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
+    env.start_agent();
+    let sock = env.broker_socket().display().to_string();
+    let mut flooder = hb_tests::sandboxed::Running::spawn(nobody_command(
+        &env,
+        "bound",
+        &[],
+        &[python(), "-c", PY_CHUNK_FLOOD, &sock, "16", "20"],
+    ));
+    assert_eq!(flooder.line(), "flooding");
+    std::thread::sleep(Duration::from_secs(3));
+    let b = nobody_python_json(&env, "other", PY_WHOAMI, &[&sock, &B_WHOAMI.to_string()]);
+    let chunks = flooder.line();
+    eprintln!(
+        "figure: while sandbox A streams one-byte chunks on 16 connections ({chunks}), \
+         sandbox B of another policy: {b} of {B_WHOAMI} whoami"
+    );
+    assert_eq!(count(&b, "HTTP/1.1 200 OK"), B_WHOAMI, "{b}");
 }
