@@ -138,16 +138,23 @@ fn count(tally: &Value, key: &str) -> u64 {
     tally[key].as_u64().unwrap_or(0)
 }
 
+/// An agent on [`CONFIG`] and `more` (whole tables), in its own network namespace, the
+/// vault holding `svc`'s `bot` key, started.
+fn broker_env(name: &str, more: &str) -> TestEnv {
+    private_netns(&[]);
+    let mut env = TestEnv::new(name, &format!("{CONFIG}\n{more}"));
+    env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
+    env.start_agent();
+    env
+}
+
 /// One sandbox holding eight 4 MiB bodies of `POST /v1/handles` all but their last byte
 /// (32 MiB, half the broker's 64 MiB body budget) leaves another sandbox of its
 /// policy its part: of B's calls, each with a small body, every one is answered.
 #[test]
 fn a_sandbox_holding_bodies_leaves_another_sandbox_of_its_policy_served() {
     const B_CALLS: u64 = 5;
-    private_netns(&[]);
-    let mut env = TestEnv::new("a32bodies", CONFIG);
-    env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
-    env.start_agent();
+    let env = broker_env("a32bodies", "");
     let sock = env.broker_socket().display().to_string();
     let mut attacker = nobody_command(
         &env,
@@ -295,36 +302,51 @@ fn silent_connections_of_one_sandbox_leave_another_sandboxs_guarded_calls_served
     );
 }
 
+/// Python: `forked(procs, work)` runs `work(k)` in `procs` child processes (k = 0..) and
+/// returns the sum of the counts they returned. Goes before a flood script.
+const PY_FORKED: &str = r#"
+import os
+def forked(procs, work):
+    r, w = os.pipe()
+    kids = []
+    for k in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, b"%d\n" % work(k))
+            os._exit(0)
+        kids.append(pid)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    os.close(w)
+    got = b""
+    while True:
+        d = os.read(r, 65536)
+        if not d: break
+        got += d
+    return sum(int(x) for x in got.split())
+"#;
+
 /// Sandbox A's DNS flood: `argv[1]` processes, each sending A queries for new refused
 /// names (`rN.flood.denied.test`) as fast as it can for `argv[2]` seconds from one
 /// unconnected socket, reading no replies; prints `flooding`, then `sent N` in all.
 const PY_DNS_BLAST: &str = r#"
-import os, socket, struct, sys, time
+import socket, struct, sys, time
 def q(name, i):
     h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
     return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
 procs, secs = int(sys.argv[1]), float(sys.argv[2])
+def blast(k):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    end = time.time() + secs; sent = 0
+    while time.time() < end:
+        try:
+            s.sendto(q("r%d-%d.flood.denied.test" % (k, sent), sent), ("192.0.2.53", 53)); sent += 1
+        except BlockingIOError:
+            pass
+    return sent
 print("flooding", flush=True)
-r, w = os.pipe()
-kids = []
-for k in range(procs):
-    pid = os.fork()
-    if pid == 0:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        end = time.time() + secs; sent = 0
-        while time.time() < end:
-            try:
-                s.sendto(q("r%d-%d.flood.denied.test" % (k, sent), sent), ("192.0.2.53", 53)); sent += 1
-            except BlockingIOError:
-                pass
-        os.write(w, b"%d\n" % sent)
-        os._exit(0)
-    kids.append(pid)
-for pid in kids:
-    os.waitpid(pid, 0)
-os.close(w)
-print("sent", sum(int(x) for x in os.read(r, 4096).split()), flush=True)
+print("sent", forked(procs, blast), flush=True)
 "#;
 
 const DNS_CONFIG: &str = r#"
@@ -357,7 +379,13 @@ fn a_dns_flood_does_not_drop_another_policys_refusal_events() {
         &env,
         "web",
         &[],
-        &[python(), "-c", PY_DNS_BLAST, "3", "8"],
+        &[
+            python(),
+            "-c",
+            &format!("{PY_FORKED}{PY_DNS_BLAST}"),
+            "3",
+            "8",
+        ],
     ));
     assert_eq!(flooder.line(), "flooding");
     std::thread::sleep(Duration::from_secs(2));
@@ -392,33 +420,24 @@ fn a_dns_flood_does_not_drop_another_policys_refusal_events() {
 /// processes connect and hang up in a loop for `argv[4]` seconds (each past its share,
 /// refused at accept); prints `flooding`, then `connects N` in all.
 const PY_CONNECT_FLOOD: &str = r#"
-import os, socket, sys, time
+import socket, sys, time
 SOCK, hold, procs, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 held = []
 for i in range(hold):
     s = socket.socket(socket.AF_UNIX); s.connect(SOCK); held.append(s)
 time.sleep(1)
+def connects(k):
+    end = time.time() + secs; n = 0
+    while time.time() < end:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(SOCK); n += 1
+        except OSError:
+            pass
+        s.close()
+    return n
 print("flooding", flush=True)
-r, w = os.pipe()
-kids = []
-for k in range(procs):
-    pid = os.fork()
-    if pid == 0:
-        end = time.time() + secs; n = 0
-        while time.time() < end:
-            s = socket.socket(socket.AF_UNIX)
-            try:
-                s.connect(SOCK); n += 1
-            except OSError:
-                pass
-            s.close()
-        os.write(w, b"%d\n" % n)
-        os._exit(0)
-    kids.append(pid)
-for pid in kids:
-    os.waitpid(pid, 0)
-os.close(w)
-print("connects", sum(int(x) for x in os.read(r, 4096).split()), flush=True)
+print("connects", forked(procs, connects), flush=True)
 "#;
 
 /// Sandbox B: `GET /v1/whoami` `argv[2]` times, each with 10 s to be answered; prints
@@ -451,17 +470,21 @@ struct ConnectFlood {
 const B_WHOAMI: u64 = 10;
 
 fn connect_flood(name: &str) -> ConnectFlood {
-    private_netns(&[]);
-    let config = format!("{CONFIG}\n[[policy]]\nname = \"other\"\nallow_domains = []\n");
-    let mut env = TestEnv::new(name, &config);
-    env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
-    env.start_agent();
+    let mut env = broker_env(name, "[[policy]]\nname = \"other\"\nallow_domains = []\n");
     let sock = env.broker_socket().display().to_string();
     let mut flooder = hb_tests::sandboxed::Running::spawn(nobody_command(
         &env,
         "bound",
         &[],
-        &[python(), "-c", PY_CONNECT_FLOOD, &sock, "32", "8", "15"],
+        &[
+            python(),
+            "-c",
+            &format!("{PY_FORKED}{PY_CONNECT_FLOOD}"),
+            &sock,
+            "32",
+            "8",
+            "15",
+        ],
     ));
     assert_eq!(flooder.line(), "flooding");
     std::thread::sleep(Duration::from_secs(2));
@@ -644,47 +667,44 @@ fn a_sandbox_holding_unread_answers_leaves_another_sandbox_of_its_policy_served(
 /// `max_body_bytes`: each chunk line costs the broker a parse for one byte); prints
 /// `flooding`, then `chunks N` in all.
 const PY_CHUNK_FLOOD: &str = r#"
-import os, socket, sys, time
+import socket, sys, time
 SOCK, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+def chunks(k):
+    s = socket.socket(socket.AF_UNIX); s.connect(SOCK)
+    s.sendall(b"POST /v1/handles HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"1\r\n \r\n" * 8192
+    end = time.time() + secs; sent = 0
+    try:
+        while time.time() < end:
+            s.sendall(piece); sent += 8192
+    except OSError:
+        pass
+    return sent
 print("flooding", flush=True)
-r, w = os.pipe()
-kids = []
-for k in range(n):
-    pid = os.fork()
-    if pid == 0:
-        s = socket.socket(socket.AF_UNIX); s.connect(SOCK)
-        s.sendall(b"POST /v1/handles HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        piece = b"1\r\n \r\n" * 8192
-        end = time.time() + secs; sent = 0
-        try:
-            while time.time() < end:
-                s.sendall(piece); sent += 8192
-        except OSError:
-            pass
-        os.write(w, b"%d\n" % sent)
-        os._exit(0)
-    kids.append(pid)
-for pid in kids:
-    os.waitpid(pid, 0)
-os.close(w)
-print("chunks", sum(int(x) for x in os.read(r, 65536).split()), flush=True)
+print("chunks", forked(n, chunks), flush=True)
 "#;
 
 /// Sandbox A streams chunked bodies of one-byte chunks on many connections; sandbox B
 /// of another policy is still answered.
 #[test]
 fn a_flood_of_tiny_chunks_leaves_another_policys_calls_answered() {
-    private_netns(&[]);
-    let config = format!("{CONFIG}\n[[policy]]\nname = \"other\"\nallow_domains = []\n");
-    let mut env = TestEnv::new("a32chunks", &config);
-    env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
-    env.start_agent();
+    let env = broker_env(
+        "a32chunks",
+        "[[policy]]\nname = \"other\"\nallow_domains = []\n",
+    );
     let sock = env.broker_socket().display().to_string();
     let mut flooder = hb_tests::sandboxed::Running::spawn(nobody_command(
         &env,
         "bound",
         &[],
-        &[python(), "-c", PY_CHUNK_FLOOD, &sock, "16", "20"],
+        &[
+            python(),
+            "-c",
+            &format!("{PY_FORKED}{PY_CHUNK_FLOOD}"),
+            &sock,
+            "16",
+            "20",
+        ],
     ));
     assert_eq!(flooder.line(), "flooding");
     std::thread::sleep(Duration::from_secs(3));
