@@ -4,6 +4,8 @@
 //!   agent trusting that CA;
 //! - [`ReflectingUpstream`]: those names served by a Python upstream that reflects what
 //!   it got;
+//! - [`PythonApi`]: those names served by an HTTPS API whose handler the test writes in
+//!   Python;
 //! - the shared address world's parts: [`names_on_lo`] (addresses on `lo`, dnsmasq
 //!   answering the test names), [`resolver_config`] (hb's resolver asking that
 //!   dnsmasq), [`started_agent`], [`RecordingPython`] (servers that log each arrival as a
@@ -168,6 +170,63 @@ impl ReflectingUpstream {
         json_lines(&self.log)
     }
 }
+
+/// An HTTPS API whose handler a test writes in Python: [`TrustedNames`] (certificate files
+/// labelled `provider`) and the `handler` served over TLS by [`PY_SERVE_HTTPS`] on
+/// [`REFLECTOR_ADDR`]:443 with the names' certificate. `handler` is Python defining `H`
+/// (which may derive from [`PY_TLS_HANDLER`]'s `TlsHandler`), with `addr`, `cert`, `key`
+/// and `log` (an empty file it may write a JSON line to per request) in scope and
+/// `http.server`, `json`, `ssl`, `sys`, `threading`, `time` and `urllib.parse` imported;
+/// a caller puts the constants its handler reads before it.
+pub struct PythonApi {
+    _server: PythonServer,
+    pub log: PathBuf,
+    pub names: TrustedNames,
+}
+
+impl PythonApi {
+    /// The world in folder `hb-{dir_name}-{pid}` of the temp dir, dnsmasq on
+    /// 127.0.0.1:`dns_port` answering `names`.
+    pub fn start(dir_name: &str, dns_port: u16, names: &[&str], handler: &str) -> Self {
+        let names = TrustedNames::start(dir_name, dns_port, "provider", names);
+        let log = names.dir.join("arrivals.jsonl");
+        fs::write(&log, "").expect("log");
+        let argv = [
+            REFLECTOR_ADDR.to_owned(),
+            names.leaf.cert.display().to_string(),
+            names.leaf.key.display().to_string(),
+            log.display().to_string(),
+        ]
+        .map(|a| format!("{a:?}"))
+        .join(", ");
+        let server = PythonServer::start(&format!(
+            "import http.server, json, ssl, sys, threading, time, urllib.parse\n\
+             addr, cert, key, log = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
+        ));
+        Self {
+            _server: server,
+            log,
+            names,
+        }
+    }
+
+    /// [`TrustedNames::agent`] of this world.
+    pub fn agent(
+        &self,
+        name: &str,
+        broker_extra: &str,
+        body: &str,
+        credentials: &[(&str, &str, &str)],
+    ) -> TestEnv {
+        self.names.agent(name, broker_extra, body, credentials)
+    }
+
+    /// Every JSON line the handler wrote to `log`.
+    pub fn records(&self) -> Vec<Value> {
+        json_lines(&self.log)
+    }
+}
+
 /// The test's namespace with `addrs` on `lo` and dnsmasq on 127.0.0.1:`dns_port` answering
 /// `names` (each with its addresses) with TTL `ttl`.
 pub fn names_on_lo(addrs: &[&str], dns_port: u16, names: &[(&str, &[&str])], ttl: u32) -> Dnsmasq {

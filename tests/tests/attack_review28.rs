@@ -66,14 +66,7 @@
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
 
-use std::fs;
-
-use hb_tests::{
-    PythonServer, TestEnv,
-    sandboxed::nobody_broker_client,
-    upstream::{PY_SERVE_HTTPS, PY_TLS_HANDLER},
-    worlds::{REFLECTOR_ADDR, TrustedNames, json_lines},
-};
+use hb_tests::{TestEnv, sandboxed::nobody_broker_client, worlds::PythonApi};
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5728;
@@ -191,38 +184,18 @@ class H(TlsHandler):
 /// which reaches the API by itself too.
 struct World {
     env: TestEnv,
-    /// A JSON line per request that reached the API.
-    log: std::path::PathBuf,
-    _server: PythonServer,
-    _names: TrustedNames,
+    api: PythonApi,
 }
 
 impl World {
-    /// The world with `handler` as the API: Python defining `H`, a `TlsHandler`
-    /// ([`PY_TLS_HANDLER`]), served over TLS on 443 ([`PY_SERVE_HTTPS`]), with `log`
-    /// (an empty file) in scope and `http.server`, `json`, `ssl`, `sys`, `threading`
-    /// and `urllib.parse` imported.
+    /// The world with `handler` as the API (a [`PythonApi`] handler).
     fn with(name: &str, handler: &str) -> Self {
         Self::configured(name, handler, "")
     }
 
     /// [`World::with`], with `broker_extra` in the agent's `[broker]` table.
     fn configured(name: &str, handler: &str, broker_extra: &str) -> Self {
-        let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
-        let log = names.dir.join("arrivals.jsonl");
-        fs::write(&log, "").expect("log");
-        let argv = [
-            REFLECTOR_ADDR.to_owned(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-            log.display().to_string(),
-        ]
-        .map(|a| format!("{a:?}"))
-        .join(", ");
-        let server = PythonServer::start(&format!(
-            "import http.server, json, ssl, sys, threading, urllib.parse\n\
-             addr, cert, key, log = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
-        ));
+        let api = PythonApi::start(name, DNS_PORT, &[API], handler);
         let body = format!(
             r#"
 [[integration]]
@@ -237,20 +210,14 @@ integrations = ["p"]
 allow_domains = ["{API}"]
 "#
         );
-        let env = names.agent(name, broker_extra, &body, &[("p", "bot", OWN)]);
-        Self {
-            env,
-            log,
-            _server: server,
-            _names: names,
-        }
+        let env = api.agent(name, broker_extra, &body, &[("p", "bot", OWN)]);
+        Self { env, api }
     }
-}
 
-impl World {
     /// The requests that reached the API carrying the integration's credential.
     fn credentialed_arrivals(&self) -> Vec<Value> {
-        json_lines(&self.log)
+        self.api
+            .records()
             .into_iter()
             .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
             .collect()
