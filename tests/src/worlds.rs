@@ -5,7 +5,7 @@
 //! - [`ReflectingUpstream`]: those names served by a Python upstream that reflects what
 //!   it got;
 //! - [`PythonApi`]: those names served by an HTTPS API whose handler the test writes in
-//!   Python;
+//!   Python, and [`OverrideArrivals`], what reached one that reads method overrides;
 //! - the shared address world's parts: [`names_on_lo`] (addresses on `lo`, dnsmasq
 //!   answering the test names), [`resolver_config`] (hb's resolver asking that
 //!   dnsmasq), [`started_agent`], [`RecordingPython`] (servers that log each arrival as a
@@ -224,6 +224,62 @@ impl PythonApi {
     /// Every JSON line the handler wrote to `log`.
     pub fn records(&self) -> Vec<Value> {
         json_lines(&self.log)
+    }
+}
+
+/// What reached an upstream that reads a request's method as a framework's method
+/// override does (a [`PythonApi`] handler logging `method` as sent, `acted` as the
+/// framework reads it, `path` and `auth`, the `Authorization` header).
+pub struct OverrideArrivals {
+    /// Every request logged.
+    pub all: Vec<Value>,
+    /// Those that carried the credential.
+    pub credentialed: Vec<Value>,
+    /// The paths of the credentialed ones the upstream acted on as another method.
+    pub overridden: Vec<String>,
+}
+
+impl OverrideArrivals {
+    /// The requests `api` logged, `secret` (the credential) telling the credentialed
+    /// ones; prints the figure line: `what` was sent, `got` is what the caller got.
+    pub fn read(api: &PythonApi, secret: &str, what: &str, got: &Value) -> Self {
+        let all = api.records();
+        let credentialed: Vec<Value> = all
+            .iter()
+            .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(secret)))
+            .cloned()
+            .collect();
+        let overridden: Vec<String> = credentialed
+            .iter()
+            .filter(|r| r["acted"] != r["method"])
+            .map(|r| r["path"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        println!(
+            "figure: {what}; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
+            credentialed.len(),
+            overridden.len()
+        );
+        Self {
+            all,
+            credentialed,
+            overridden,
+        }
+    }
+
+    /// Whether a credentialed request to `path` arrived and was acted on as a POST.
+    pub fn credentialed_post(&self, path: &str) -> bool {
+        self.credentialed
+            .iter()
+            .any(|r| r["path"] == path && r["acted"] == "POST")
+    }
+
+    /// Asserts that no credentialed request was acted on as another method than sent.
+    pub fn assert_none_overridden(&self) {
+        assert!(
+            self.overridden.is_empty(),
+            "a credentialed POST acted as a DELETE the integration does not allow: {:?}",
+            self.overridden
+        );
     }
 }
 

@@ -55,7 +55,11 @@
 //! pooled connection for its next call. The names under `/sys/fs/bpf` are listable from
 //! a sandbox.
 
-use hb_tests::{TestEnv, sandboxed::nobody_broker_client, worlds::PythonApi};
+use hb_tests::{
+    TestEnv,
+    sandboxed::nobody_broker_client,
+    worlds::{OverrideArrivals, PythonApi},
+};
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5723;
@@ -355,32 +359,14 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let arrivals = w.api.records();
-    let credentialed: Vec<&Value> = arrivals
-        .iter()
-        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
-        .collect();
-    let overridden: Vec<&str> = credentialed
-        .iter()
-        .filter(|r| r["acted"] != r["method"])
-        .map(|r| r["path"].as_str().unwrap_or_default())
-        .collect();
-    println!(
-        "figure: 5 POSTs with a _method=DELETE form body; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        credentialed.len(),
-        overridden.len()
-    );
+    let seen = OverrideArrivals::read(&w.api, OWN, "5 POSTs with a _method=DELETE form body", &got);
     assert_eq!(got["text"], 200, "control: a text body is sent: {got}");
     assert!(
-        credentialed
-            .iter()
-            .any(|r| r["path"] == "/items/1?case=text" && r["acted"] == "POST"),
-        "control: the text POST did not arrive as a POST: {arrivals:?}"
+        seen.credentialed_post("/items/1?case=text"),
+        "control: the text POST did not arrive as a POST: {:?}",
+        seen.all
     );
-    assert!(
-        overridden.is_empty(),
-        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
-    );
+    seen.assert_none_overridden();
 }
 
 /// A request naming more headers than an HTTP request map can hold (32768) is refused

@@ -66,8 +66,11 @@
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
 
-use hb_tests::{TestEnv, sandboxed::nobody_broker_client, worlds::PythonApi};
-use serde_json::Value;
+use hb_tests::{
+    TestEnv,
+    sandboxed::nobody_broker_client,
+    worlds::{OverrideArrivals, PythonApi},
+};
 
 const DNS_PORT: u16 = 5728;
 
@@ -213,24 +216,6 @@ allow_domains = ["{API}"]
         let env = api.agent(name, broker_extra, &body, &[("p", "bot", OWN)]);
         Self { env, api }
     }
-
-    /// The requests that reached the API carrying the integration's credential.
-    fn credentialed_arrivals(&self) -> Vec<Value> {
-        self.api
-            .records()
-            .into_iter()
-            .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
-            .collect()
-    }
-}
-
-/// The paths of the `arrivals` the upstream acted on as another method than sent.
-fn acted_otherwise(arrivals: &[Value]) -> Vec<&str> {
-    arrivals
-        .iter()
-        .filter(|r| r["acted"] != r["method"])
-        .map(|r| r["path"].as_str().unwrap_or_default())
-        .collect()
 }
 
 /// A credentialed POST to an integration that allows POST and not DELETE never acts as
@@ -275,24 +260,19 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let credentialed = w.credentialed_arrivals();
-    let overridden = acted_otherwise(&credentialed);
-    println!(
-        "figure: 9 POSTs with a _method=DELETE body field Rack, Laravel or Express reads; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        credentialed.len(),
-        overridden.len()
+    let seen = OverrideArrivals::read(
+        &w.api,
+        OWN,
+        "9 POSTs with a _method=DELETE body field Rack, Laravel or Express reads",
+        &got,
     );
     assert_eq!(got["text"], 200, "control: a text body is sent: {got}");
     assert!(
-        credentialed
-            .iter()
-            .any(|r| r["path"] == "/items/1?fw=rack&case=text" && r["acted"] == "POST"),
-        "control: the text POST did not arrive as a POST: {credentialed:?}"
+        seen.credentialed_post("/items/1?fw=rack&case=text"),
+        "control: the text POST did not arrive as a POST: {:?}",
+        seen.credentialed
     );
-    assert!(
-        overridden.is_empty(),
-        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
-    );
+    seen.assert_none_overridden();
     for case in [
         "mixed",
         "related",
@@ -338,18 +318,14 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let credentialed = w.credentialed_arrivals();
-    let overridden = acted_otherwise(&credentialed);
-    println!(
-        "figure: 2 POSTs naming their text/plain Content-Type in Connection, body _method=DELETE; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        credentialed.len(),
-        overridden.len()
+    let seen = OverrideArrivals::read(
+        &w.api,
+        OWN,
+        "2 POSTs naming their text/plain Content-Type in Connection, body _method=DELETE",
+        &got,
     );
     assert_eq!(got["text"], 200, "control: {got}");
-    assert!(
-        overridden.is_empty(),
-        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
-    );
+    seen.assert_none_overridden();
     for case in ["named", "named-among"] {
         assert_eq!(got[case], "policy_denied", "{case}: {got}");
     }
@@ -489,21 +465,16 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let credentialed = w.credentialed_arrivals();
-    let overridden = acted_otherwise(&credentialed);
-    println!(
-        "figure: a POST through a 307 to a same-origin URL with _method=DELETE; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        credentialed.len(),
-        overridden.len()
+    let seen = OverrideArrivals::read(
+        &w.api,
+        OWN,
+        "a POST through a 307 to a same-origin URL with _method=DELETE",
+        &got,
     );
     assert!(
-        credentialed
-            .iter()
-            .any(|r| r["path"] == "/items/1?fw=laravel&case=plain" && r["acted"] == "POST"),
-        "control: the plain redirect was not followed with the credential: {credentialed:?}"
+        seen.credentialed_post("/items/1?fw=laravel&case=plain"),
+        "control: the plain redirect was not followed with the credential: {:?}",
+        seen.credentialed
     );
-    assert!(
-        overridden.is_empty(),
-        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
-    );
+    seen.assert_none_overridden();
 }
