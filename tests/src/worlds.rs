@@ -130,23 +130,16 @@ impl ReflectingUpstream {
         args: &[&str],
     ) -> Self {
         let names = TrustedNames::start(dir_name, dns_port, "echo", names);
-        let log = names.dir.join("reflect.jsonl");
-        fs::write(&log, "").expect("log");
         // PythonServer takes one script: the arguments travel in it.
-        let argv: Vec<String> = [
-            REFLECTOR_ADDR.to_owned(),
-            log.display().to_string(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-        ]
-        .into_iter()
-        .chain(args.iter().map(|a| (*a).to_owned()))
-        .map(|a| format!("{a:?}"))
-        .collect();
-        let server = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['x', {}]\n{PY_TLS_HANDLER}{reflector}{PY_SERVE_HTTPS}",
-            argv.join(", ")
-        ));
+        let extra: String = args.iter().map(|a| format!(", {a:?}")).collect();
+        let (server, log) = serve_python(
+            &names,
+            "reflect.jsonl",
+            |[addr, log, cert, key]| {
+                format!("import sys\nsys.argv = ['x', {addr}, {log}, {cert}, {key}{extra}]\n")
+            },
+            reflector,
+        );
         Self {
             _server: server,
             log,
@@ -189,42 +182,49 @@ impl PythonApi {
     /// 127.0.0.1:`dns_port` answering `names`.
     pub fn start(dir_name: &str, dns_port: u16, names: &[&str], handler: &str) -> Self {
         let names = TrustedNames::start(dir_name, dns_port, "provider", names);
-        let log = names.dir.join("arrivals.jsonl");
-        fs::write(&log, "").expect("log");
-        let argv = [
-            REFLECTOR_ADDR.to_owned(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-            log.display().to_string(),
-        ]
-        .map(|a| format!("{a:?}"))
-        .join(", ");
-        let server = PythonServer::start(&format!(
-            "import http.server, json, ssl, sys, threading, time, urllib.parse\n\
-             addr, cert, key, log = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
-        ));
+        let (server, log) = serve_python(
+            &names,
+            "arrivals.jsonl",
+            |[addr, log, cert, key]| {
+                format!(
+                    "import http.server, json, ssl, sys, threading, time, urllib.parse\n\
+                     addr, cert, key, log = [{addr}, {cert}, {key}, {log}]\n"
+                )
+            },
+            handler,
+        );
         Self {
             _server: server,
             log,
             names,
         }
     }
+}
 
-    /// [`TrustedNames::agent`] of this world.
-    pub fn agent(
-        &self,
-        name: &str,
-        broker_extra: &str,
-        body: &str,
-        credentials: &[(&str, &str, &str)],
-    ) -> TestEnv {
-        self.names.agent(name, broker_extra, body, credentials)
-    }
-
-    /// Every JSON line the handler wrote to `log`.
-    pub fn records(&self) -> Vec<Value> {
-        json_lines(&self.log)
-    }
+/// `handler` (Python defining `H`) served over TLS by [`PY_SERVE_HTTPS`] on
+/// [`REFLECTOR_ADDR`]:443 with `names`' certificate, after [`PY_TLS_HANDLER`] and after
+/// `head`'s Python, which `head` writes given the address, the log and the certificate
+/// and key files, each a Python string literal. The log is `log_file` in the names'
+/// folder, empty; returned with the server.
+fn serve_python(
+    names: &TrustedNames,
+    log_file: &str,
+    head: impl FnOnce([String; 4]) -> String,
+    handler: &str,
+) -> (PythonServer, PathBuf) {
+    let log = names.dir.join(log_file);
+    fs::write(&log, "").expect("log");
+    let head = head(
+        [
+            REFLECTOR_ADDR.to_owned(),
+            log.display().to_string(),
+            names.leaf.cert.display().to_string(),
+            names.leaf.key.display().to_string(),
+        ]
+        .map(|a| format!("{a:?}")),
+    );
+    let server = PythonServer::start(&format!("{head}{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"));
+    (server, log)
 }
 
 /// What reached an upstream that reads a request's method as a framework's method
@@ -243,7 +243,7 @@ impl OverrideArrivals {
     /// The requests `api` logged, `secret` (the credential) telling the credentialed
     /// ones; prints the figure line: `what` was sent, `got` is what the caller got.
     pub fn read(api: &PythonApi, secret: &str, what: &str, got: &Value) -> Self {
-        let all = api.records();
+        let all = json_lines(&api.log);
         let credentialed: Vec<Value> = all
             .iter()
             .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(secret)))

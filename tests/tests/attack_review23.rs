@@ -149,7 +149,7 @@ name = "other"
 integrations = ["v"]
 "#
         );
-        let env = api.agent(
+        let env = api.names.agent(
             name,
             "follow_redirects = true\n",
             &body,

@@ -131,7 +131,9 @@ integrations = ["p", "q"]
 allow_domains = ["{API}"]
 "#
         );
-        let env = api.agent(name, "", &body, &[("p", "bot", OWN), ("q", "bot", SECOND)]);
+        let env = api
+            .names
+            .agent(name, "", &body, &[("p", "bot", OWN), ("q", "bot", SECOND)]);
         Self { env, _api: api }
     }
 }

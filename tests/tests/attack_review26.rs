@@ -125,7 +125,7 @@ exec = ["/bin/false"]
             .zip(ROUNDS.iter().flat_map(|a| [a, a]))
             .map(|((i, k), a)| (i.as_str(), *a, k.as_str()))
             .collect();
-        let env = api.agent(name, "", &body, &credentials);
+        let env = api.names.agent(name, "", &body, &credentials);
         Self { env, _api: api }
     }
 }

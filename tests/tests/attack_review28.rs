@@ -213,7 +213,9 @@ integrations = ["p"]
 allow_domains = ["{API}"]
 "#
         );
-        let env = api.agent(name, broker_extra, &body, &[("p", "bot", OWN)]);
+        let env = api
+            .names
+            .agent(name, broker_extra, &body, &[("p", "bot", OWN)]);
         Self { env, api }
     }
 }

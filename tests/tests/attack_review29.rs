@@ -146,7 +146,7 @@ integrations = ["v"]
         let mut credentials = vec![("p", "bot", OWN)];
         credentials.extend(VICTIMS.iter().map(|(a, k)| ("v", *a, *k)));
         credentials.extend_from_slice(extra);
-        let env = api.agent(name, "", &body, &credentials);
+        let env = api.names.agent(name, "", &body, &credentials);
         // The other tenant uses its credentials: the broker holds them decrypted.
         let taken = nobody_broker_client(
             &env,
