@@ -323,6 +323,21 @@ impl TestEnv {
         (out.status.code().expect("exit status"), json)
     }
 
+    /// `status`'s guard counters once `pred` holds for them, asked every 100 ms for `secs`
+    /// seconds at most (the agent writes them about once a second); past that the test
+    /// fails saying the counters never `what`.
+    pub fn guard_stats_when(&self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let g = self.hb_json(&["status"])["guard"].clone();
+            if pred(&g) {
+                return g;
+            }
+            assert!(Instant::now() < deadline, "status guard never {what}: {g}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits up to `limit` for the agent to exit by itself (e.g. killed at a test kill
     /// point); its exit status. The agent is forgotten either way.
     pub fn wait_agent_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {

@@ -170,6 +170,35 @@ integrations = ["svc"]
         env
     }
 
+    /// The config of integration `name` (bearer, host `api.test`, `GET` and `POST`), its
+    /// key checked against the key store `keys` (the check's log step: `verify_step`) and
+    /// rotated by [`EXEC_ROTATOR`] minting into that store, as `rotation` (whole lines of
+    /// its `[integration.rotation]`) says.
+    pub fn exec_rotated(
+        &self,
+        name: &str,
+        keys: &Path,
+        verify_step: &str,
+        rotation: &str,
+    ) -> String {
+        format!(
+            r#"
+[[integration]]
+name = "{name}"
+auth = "bearer"
+hosts = ["api.test"]
+methods = ["GET", "POST"]
+verify_url = "https://api.test/keys?file={keys}&step={verify_step}"
+
+[integration.rotation]
+exec = ["{python}", "{rotator}", "{keys}"]
+{rotation}"#,
+            keys = keys.display(),
+            python = crate::python(),
+            rotator = self.exec_rotator().display(),
+        )
+    }
+
     /// [`EXEC_ROTATOR`], written in the test's folder.
     pub fn exec_rotator(&self) -> PathBuf {
         let path = self.dir.join("rotator.py");

@@ -4,6 +4,8 @@
 //!   agent trusting that CA;
 //! - [`ReflectingUpstream`]: those names served by a Python upstream that reflects what
 //!   it got;
+//! - [`PythonApi`]: those names served by an HTTPS API whose handler the test writes in
+//!   Python, and [`OverrideArrivals`], what reached one that reads method overrides;
 //! - the shared address world's parts: [`names_on_lo`] (addresses on `lo`, dnsmasq
 //!   answering the test names), [`resolver_config`] (hb's resolver asking that
 //!   dnsmasq), [`started_agent`], [`RecordingPython`] (servers that log each arrival as a
@@ -128,23 +130,16 @@ impl ReflectingUpstream {
         args: &[&str],
     ) -> Self {
         let names = TrustedNames::start(dir_name, dns_port, "echo", names);
-        let log = names.dir.join("reflect.jsonl");
-        fs::write(&log, "").expect("log");
         // PythonServer takes one script: the arguments travel in it.
-        let argv: Vec<String> = [
-            REFLECTOR_ADDR.to_owned(),
-            log.display().to_string(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-        ]
-        .into_iter()
-        .chain(args.iter().map(|a| (*a).to_owned()))
-        .map(|a| format!("{a:?}"))
-        .collect();
-        let server = PythonServer::start(&format!(
-            "import sys\nsys.argv = ['x', {}]\n{PY_TLS_HANDLER}{reflector}{PY_SERVE_HTTPS}",
-            argv.join(", ")
-        ));
+        let extra: String = args.iter().map(|a| format!(", {a:?}")).collect();
+        let (server, log) = serve_python(
+            &names,
+            "reflect.jsonl",
+            |[addr, log, cert, key]| {
+                format!("import sys\nsys.argv = ['x', {addr}, {log}, {cert}, {key}{extra}]\n")
+            },
+            reflector,
+        );
         Self {
             _server: server,
             log,
@@ -168,6 +163,126 @@ impl ReflectingUpstream {
         json_lines(&self.log)
     }
 }
+
+/// An HTTPS API whose handler a test writes in Python: [`TrustedNames`] (certificate files
+/// labelled `provider`) and the `handler` served over TLS by [`PY_SERVE_HTTPS`] on
+/// [`REFLECTOR_ADDR`]:443 with the names' certificate. `handler` is Python defining `H`
+/// (which may derive from [`PY_TLS_HANDLER`]'s `TlsHandler`), with `addr`, `cert`, `key`
+/// and `log` (an empty file it may write a JSON line to per request) in scope and
+/// `http.server`, `json`, `ssl`, `sys`, `threading`, `time` and `urllib.parse` imported;
+/// a caller puts the constants its handler reads before it.
+pub struct PythonApi {
+    _server: PythonServer,
+    pub log: PathBuf,
+    pub names: TrustedNames,
+}
+
+impl PythonApi {
+    /// The world in folder `hb-{dir_name}-{pid}` of the temp dir, dnsmasq on
+    /// 127.0.0.1:`dns_port` answering `names`.
+    pub fn start(dir_name: &str, dns_port: u16, names: &[&str], handler: &str) -> Self {
+        let names = TrustedNames::start(dir_name, dns_port, "provider", names);
+        let (server, log) = serve_python(
+            &names,
+            "arrivals.jsonl",
+            |[addr, log, cert, key]| {
+                format!(
+                    "import http.server, json, ssl, sys, threading, time, urllib.parse\n\
+                     addr, cert, key, log = [{addr}, {cert}, {key}, {log}]\n"
+                )
+            },
+            handler,
+        );
+        Self {
+            _server: server,
+            log,
+            names,
+        }
+    }
+}
+
+/// `handler` (Python defining `H`) served over TLS by [`PY_SERVE_HTTPS`] on
+/// [`REFLECTOR_ADDR`]:443 with `names`' certificate, after [`PY_TLS_HANDLER`] and after
+/// `head`'s Python, which `head` writes given the address, the log and the certificate
+/// and key files, each a Python string literal. The log is `log_file` in the names'
+/// folder, empty; returned with the server.
+fn serve_python(
+    names: &TrustedNames,
+    log_file: &str,
+    head: impl FnOnce([String; 4]) -> String,
+    handler: &str,
+) -> (PythonServer, PathBuf) {
+    let log = names.dir.join(log_file);
+    fs::write(&log, "").expect("log");
+    let head = head(
+        [
+            REFLECTOR_ADDR.to_owned(),
+            log.display().to_string(),
+            names.leaf.cert.display().to_string(),
+            names.leaf.key.display().to_string(),
+        ]
+        .map(|a| format!("{a:?}")),
+    );
+    let server = PythonServer::start(&format!("{head}{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"));
+    (server, log)
+}
+
+/// What reached an upstream that reads a request's method as a framework's method
+/// override does (a [`PythonApi`] handler logging `method` as sent, `acted` as the
+/// framework reads it, `path` and `auth`, the `Authorization` header).
+pub struct OverrideArrivals {
+    /// Every request logged.
+    pub all: Vec<Value>,
+    /// Those that carried the credential.
+    pub credentialed: Vec<Value>,
+    /// The paths of the credentialed ones the upstream acted on as another method.
+    pub overridden: Vec<String>,
+}
+
+impl OverrideArrivals {
+    /// The requests `api` logged, `secret` (the credential) telling the credentialed
+    /// ones; prints the figure line: `what` was sent, `got` is what the caller got.
+    pub fn read(api: &PythonApi, secret: &str, what: &str, got: &Value) -> Self {
+        let all = json_lines(&api.log);
+        let credentialed: Vec<Value> = all
+            .iter()
+            .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(secret)))
+            .cloned()
+            .collect();
+        let overridden: Vec<String> = credentialed
+            .iter()
+            .filter(|r| r["acted"] != r["method"])
+            .map(|r| r["path"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        println!(
+            "figure: {what}; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
+            credentialed.len(),
+            overridden.len()
+        );
+        Self {
+            all,
+            credentialed,
+            overridden,
+        }
+    }
+
+    /// Whether a credentialed request to `path` arrived and was acted on as a POST.
+    pub fn credentialed_post(&self, path: &str) -> bool {
+        self.credentialed
+            .iter()
+            .any(|r| r["path"] == path && r["acted"] == "POST")
+    }
+
+    /// Asserts that no credentialed request was acted on as another method than sent.
+    pub fn assert_none_overridden(&self) {
+        assert!(
+            self.overridden.is_empty(),
+            "a credentialed POST acted as a DELETE the integration does not allow: {:?}",
+            self.overridden
+        );
+    }
+}
+
 /// The test's namespace with `addrs` on `lo` and dnsmasq on 127.0.0.1:`dns_port` answering
 /// `names` (each with its addresses) with TTL `ttl`.
 pub fn names_on_lo(addrs: &[&str], dns_port: u16, names: &[(&str, &[&str])], ttl: u32) -> Dnsmasq {

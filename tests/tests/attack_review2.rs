@@ -40,23 +40,7 @@ impl SharedAccount {
         let keys = p.key_store("keys.json", &[KEY]);
         let config = format!(
             r#"
-{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-methods = ["GET", "POST"]
-verify_url = "https://api.test/keys?file={keys}&step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-sensor_bucket_secs = 1
-spike_learning_secs = 3600
-spike_hard_cap = 20
-spike_buckets = 2
-quarantine_secs = 120
-quarantine_calls_per_minute = 5
-
+{head}{svc}
 [[policy]]
 name = "web"
 integrations = ["svc"]
@@ -66,9 +50,13 @@ name = "other"
 integrations = ["svc"]
 "#,
             head = p.config_head(""),
-            python = hb_tests::python(),
-            rotator = p.exec_rotator().display(),
-            keys = keys.display(),
+            svc = p.exec_rotated(
+                "svc",
+                &keys,
+                "verify",
+                "sensor_bucket_secs = 1\nspike_learning_secs = 3600\nspike_hard_cap = 20\n\
+                 spike_buckets = 2\nquarantine_secs = 120\nquarantine_calls_per_minute = 5\n",
+            ),
         );
         let mut env = TestEnv::new(name, &config);
         env.init_vault(&[("svc", "bot", KEY)]);

@@ -65,22 +65,7 @@ fn agent(
     vault: impl FnOnce(&TestEnv),
 ) -> TestEnv {
     let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-methods = ["GET", "POST"]
-verify_url = "https://api.test/keys?file={keys}&step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-grace_secs = 600
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-{rotation}
-
+        r#"{head}{svc}
 [[policy]]
 name = "web"
 integrations = ["svc"]
@@ -93,9 +78,14 @@ canary_handles = 1
 {extra}
 "#,
         head = p.config_head(&format!("canary_kill = false\n{broker}")),
-        python = hb_tests::python(),
-        rotator = p.exec_rotator().display(),
-        keys = keys.display(),
+        svc = p.exec_rotated(
+            "svc",
+            keys,
+            "verify",
+            &format!(
+                "grace_secs = 600\nwatch_secs = 1\nretry_base_secs = 1\nretry_cap_secs = 2\n{rotation}\n"
+            ),
+        ),
     );
     let mut env = agent_env("attack21", &config);
     env.vault_put("svc", "bot", OLD);

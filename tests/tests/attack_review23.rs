@@ -55,13 +55,10 @@
 //! pooled connection for its next call. The names under `/sys/fs/bpf` are listable from
 //! a sandbox.
 
-use std::fs;
-
 use hb_tests::{
-    PythonServer, TestEnv,
+    TestEnv,
     sandboxed::nobody_broker_client,
-    upstream::{PY_SERVE_HTTPS, PY_TLS_HANDLER},
-    worlds::{REFLECTOR_ADDR, TrustedNames, json_lines},
+    worlds::{OverrideArrivals, PythonApi},
 };
 use serde_json::Value;
 
@@ -111,10 +108,7 @@ class H(TlsHandler):
 /// by itself, policy `other` binds `v`. Redirects are followed.
 struct World {
     env: TestEnv,
-    /// The file the API's handler may write a JSON line to per request.
-    log: std::path::PathBuf,
-    _server: PythonServer,
-    _names: TrustedNames,
+    api: PythonApi,
 }
 
 impl World {
@@ -122,28 +116,15 @@ impl World {
         Self::with(name, PROVIDER_PY)
     }
 
-    /// The world with `handler` as the provider's API: Python defining `H`, a
-    /// `TlsHandler` ([`PY_TLS_HANDLER`]), served over TLS on 443 ([`PY_SERVE_HTTPS`]),
-    /// with `victim` (the other tenant's key, the provider's own knowledge) and `log`
-    /// (an empty file) in scope, and `http.server`, `json`, `ssl`, `sys`, `threading`
-    /// and `urllib.parse` imported.
+    /// The world with `handler` as the provider's API (a [`PythonApi`] handler), with
+    /// `victim` (the other tenant's key, the provider's own knowledge) in scope.
     fn with(name: &str, handler: &str) -> Self {
-        let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
-        let log = names.dir.join("arrivals.jsonl");
-        fs::write(&log, "").expect("log");
-        let argv = [
-            REFLECTOR_ADDR.to_owned(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-            VICTIM.to_owned(),
-            log.display().to_string(),
-        ]
-        .map(|a| format!("{a:?}"))
-        .join(", ");
-        let server = PythonServer::start(&format!(
-            "import http.server, json, ssl, sys, threading, urllib.parse\n\
-             addr, cert, key, victim, log = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
-        ));
+        let api = PythonApi::start(
+            name,
+            DNS_PORT,
+            &[API],
+            &format!("victim = {VICTIM:?}\n{handler}"),
+        );
         let body = format!(
             r#"
 [[integration]]
@@ -168,18 +149,13 @@ name = "other"
 integrations = ["v"]
 "#
         );
-        let env = names.agent(
+        let env = api.names.agent(
             name,
             "follow_redirects = true\n",
             &body,
             &[("p", "bot", OWN), ("v", "bot", VICTIM)],
         );
-        Self {
-            env,
-            log,
-            _server: server,
-            _names: names,
-        }
+        Self { env, api }
     }
 }
 
@@ -383,32 +359,14 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let arrivals = json_lines(&w.log);
-    let credentialed: Vec<&Value> = arrivals
-        .iter()
-        .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
-        .collect();
-    let overridden: Vec<&str> = credentialed
-        .iter()
-        .filter(|r| r["acted"] != r["method"])
-        .map(|r| r["path"].as_str().unwrap_or_default())
-        .collect();
-    println!(
-        "figure: 5 POSTs with a _method=DELETE form body; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        credentialed.len(),
-        overridden.len()
-    );
+    let seen = OverrideArrivals::read(&w.api, OWN, "5 POSTs with a _method=DELETE form body", &got);
     assert_eq!(got["text"], 200, "control: a text body is sent: {got}");
     assert!(
-        credentialed
-            .iter()
-            .any(|r| r["path"] == "/items/1?case=text" && r["acted"] == "POST"),
-        "control: the text POST did not arrive as a POST: {arrivals:?}"
+        seen.credentialed_post("/items/1?case=text"),
+        "control: the text POST did not arrive as a POST: {:?}",
+        seen.all
     );
-    assert!(
-        overridden.is_empty(),
-        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
-    );
+    seen.assert_none_overridden();
 }
 
 /// A request naming more headers than an HTTP request map can hold (32768) is refused

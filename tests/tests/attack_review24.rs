@@ -46,12 +46,7 @@
 //! bytes as an error and closes it. A 1xx answer's headers (`103 Early Hints`) never
 //! reach anyone: hyper's client skips 1xx heads (no informational callback is set).
 
-use hb_tests::{
-    PythonServer, TestEnv,
-    sandboxed::nobody_broker_client,
-    upstream::{PY_SERVE_HTTPS, PY_TLS_HANDLER},
-    worlds::{REFLECTOR_ADDR, TrustedNames},
-};
+use hb_tests::{TestEnv, sandboxed::nobody_broker_client, worlds::PythonApi};
 
 const DNS_PORT: u16 = 5724;
 
@@ -98,29 +93,19 @@ class H(TlsHandler):
 /// reflection of `p`'s key ends its caller at once (`quarantine`, nothing rotated).
 struct World {
     env: TestEnv,
-    _server: PythonServer,
-    _names: TrustedNames,
+    _api: PythonApi,
 }
 
 impl World {
-    /// The world with `handler` as the provider's API: Python defining `H`, a
-    /// `TlsHandler` ([`PY_TLS_HANDLER`]), served over TLS on 443 ([`PY_SERVE_HTTPS`]),
-    /// with `first` ([`OWN`], `p`'s first key: the provider's own knowledge) in scope and
-    /// `http.server`, `json`, `ssl`, `sys`, `threading` and `time` imported.
+    /// The world with `handler` as the provider's API (a [`PythonApi`] handler), with
+    /// `first` ([`OWN`], `p`'s first key: the provider's own knowledge) in scope.
     fn with(name: &str, handler: &str) -> Self {
-        let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
-        let argv = [
-            REFLECTOR_ADDR.to_owned(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-            OWN.to_owned(),
-        ]
-        .map(|a| format!("{a:?}"))
-        .join(", ");
-        let server = PythonServer::start(&format!(
-            "import http.server, json, ssl, sys, threading, time\n\
-             addr, cert, key, first = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
-        ));
+        let api = PythonApi::start(
+            name,
+            DNS_PORT,
+            &[API],
+            &format!("first = {OWN:?}\n{handler}"),
+        );
         let body = format!(
             r#"
 [[integration]]
@@ -146,12 +131,10 @@ integrations = ["p", "q"]
 allow_domains = ["{API}"]
 "#
         );
-        let env = names.agent(name, "", &body, &[("p", "bot", OWN), ("q", "bot", SECOND)]);
-        Self {
-            env,
-            _server: server,
-            _names: names,
-        }
+        let env = api
+            .names
+            .agent(name, "", &body, &[("p", "bot", OWN), ("q", "bot", SECOND)]);
+        Self { env, _api: api }
     }
 }
 

@@ -38,10 +38,9 @@
 //! cache slot between the sends).
 
 use hb_tests::{
-    PythonServer, TestEnv,
+    TestEnv,
     sandboxed::nobody_broker_client,
-    upstream::{PY_SERVE_HTTPS, PY_TLS_HANDLER},
-    worlds::{REFLECTOR_ADDR, TrustedNames},
+    worlds::{PythonApi, REFLECTOR_ADDR},
 };
 
 const DNS_PORT: u16 = 5726;
@@ -89,23 +88,12 @@ class H(TlsHandler):
 /// [`ROUNDS`] of each, every key a fake made for this file.
 struct ProbeWorld {
     env: TestEnv,
-    _server: PythonServer,
-    _names: TrustedNames,
+    _api: PythonApi,
 }
 
 impl ProbeWorld {
     fn start(name: &str) -> Self {
-        let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
-        let argv = [
-            REFLECTOR_ADDR.to_owned(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-        ]
-        .map(|a| format!("{a:?}"))
-        .join(", ");
-        let server = PythonServer::start(&format!(
-            "import http.server, ssl\naddr, cert, key = [{argv}]\n{PY_TLS_HANDLER}{PLANTING_PY}{PY_SERVE_HTTPS}"
-        ));
+        let api = PythonApi::start(name, DNS_PORT, &[API], PLANTING_PY);
         let integration = |name: &str| {
             format!(
                 r#"
@@ -137,12 +125,8 @@ exec = ["/bin/false"]
             .zip(ROUNDS.iter().flat_map(|a| [a, a]))
             .map(|((i, k), a)| (i.as_str(), *a, k.as_str()))
             .collect();
-        let env = names.agent(name, "", &body, &credentials);
-        Self {
-            env,
-            _server: server,
-            _names: names,
-        }
+        let env = api.names.agent(name, "", &body, &credentials);
+        Self { env, _api: api }
     }
 }
 

@@ -100,8 +100,8 @@ use std::{
 };
 
 use hb_tests::{
-    TcpProbe, TestEnv, UdpProbe, pod_glob, private_netns, python, random_suffix, sandbox_probe, sh,
-    spawn_ready,
+    TcpProbe, TestEnv, UdpProbe, pod_glob, private_netns, python, random_suffix, sandbox_probe,
+    sandboxed::nobody_python, sh, spawn_ready,
 };
 use serde_json::Value;
 
@@ -261,19 +261,7 @@ fn agent(name: &str) -> TestEnv {
 /// Runs `body` (after [`PRELUDE`]) in a sandbox of `policy` as uid 65534; its output.
 fn attack(env: &TestEnv, policy: &str, body: &str) -> String {
     let script = format!("{PRELUDE}\n{body}");
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        policy,
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        &script,
-        "sandbox",
-    ]);
+    let out = nobody_python(env, policy, &script, &["sandbox"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         !text.trim().is_empty(),

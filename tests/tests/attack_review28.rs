@@ -66,15 +66,11 @@
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
 
-use std::fs;
-
 use hb_tests::{
-    PythonServer, TestEnv,
+    TestEnv,
     sandboxed::nobody_broker_client,
-    upstream::{PY_SERVE_HTTPS, PY_TLS_HANDLER},
-    worlds::{REFLECTOR_ADDR, TrustedNames, json_lines},
+    worlds::{OverrideArrivals, PythonApi},
 };
-use serde_json::Value;
 
 const DNS_PORT: u16 = 5728;
 
@@ -191,38 +187,18 @@ class H(TlsHandler):
 /// which reaches the API by itself too.
 struct World {
     env: TestEnv,
-    /// A JSON line per request that reached the API.
-    log: std::path::PathBuf,
-    _server: PythonServer,
-    _names: TrustedNames,
+    api: PythonApi,
 }
 
 impl World {
-    /// The world with `handler` as the API: Python defining `H`, a `TlsHandler`
-    /// ([`PY_TLS_HANDLER`]), served over TLS on 443 ([`PY_SERVE_HTTPS`]), with `log`
-    /// (an empty file) in scope and `http.server`, `json`, `ssl`, `sys`, `threading`
-    /// and `urllib.parse` imported.
+    /// The world with `handler` as the API (a [`PythonApi`] handler).
     fn with(name: &str, handler: &str) -> Self {
         Self::configured(name, handler, "")
     }
 
     /// [`World::with`], with `broker_extra` in the agent's `[broker]` table.
     fn configured(name: &str, handler: &str, broker_extra: &str) -> Self {
-        let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
-        let log = names.dir.join("arrivals.jsonl");
-        fs::write(&log, "").expect("log");
-        let argv = [
-            REFLECTOR_ADDR.to_owned(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-            log.display().to_string(),
-        ]
-        .map(|a| format!("{a:?}"))
-        .join(", ");
-        let server = PythonServer::start(&format!(
-            "import http.server, json, ssl, sys, threading, urllib.parse\n\
-             addr, cert, key, log = [{argv}]\n{PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
-        ));
+        let api = PythonApi::start(name, DNS_PORT, &[API], handler);
         let body = format!(
             r#"
 [[integration]]
@@ -237,33 +213,11 @@ integrations = ["p"]
 allow_domains = ["{API}"]
 "#
         );
-        let env = names.agent(name, broker_extra, &body, &[("p", "bot", OWN)]);
-        Self {
-            env,
-            log,
-            _server: server,
-            _names: names,
-        }
+        let env = api
+            .names
+            .agent(name, broker_extra, &body, &[("p", "bot", OWN)]);
+        Self { env, api }
     }
-}
-
-impl World {
-    /// The requests that reached the API carrying the integration's credential.
-    fn credentialed_arrivals(&self) -> Vec<Value> {
-        json_lines(&self.log)
-            .into_iter()
-            .filter(|r| r["auth"].as_str().is_some_and(|a| a.contains(OWN)))
-            .collect()
-    }
-}
-
-/// The paths of the `arrivals` the upstream acted on as another method than sent.
-fn acted_otherwise(arrivals: &[Value]) -> Vec<&str> {
-    arrivals
-        .iter()
-        .filter(|r| r["acted"] != r["method"])
-        .map(|r| r["path"].as_str().unwrap_or_default())
-        .collect()
 }
 
 /// A credentialed POST to an integration that allows POST and not DELETE never acts as
@@ -308,24 +262,19 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let credentialed = w.credentialed_arrivals();
-    let overridden = acted_otherwise(&credentialed);
-    println!(
-        "figure: 9 POSTs with a _method=DELETE body field Rack, Laravel or Express reads; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        credentialed.len(),
-        overridden.len()
+    let seen = OverrideArrivals::read(
+        &w.api,
+        OWN,
+        "9 POSTs with a _method=DELETE body field Rack, Laravel or Express reads",
+        &got,
     );
     assert_eq!(got["text"], 200, "control: a text body is sent: {got}");
     assert!(
-        credentialed
-            .iter()
-            .any(|r| r["path"] == "/items/1?fw=rack&case=text" && r["acted"] == "POST"),
-        "control: the text POST did not arrive as a POST: {credentialed:?}"
+        seen.credentialed_post("/items/1?fw=rack&case=text"),
+        "control: the text POST did not arrive as a POST: {:?}",
+        seen.credentialed
     );
-    assert!(
-        overridden.is_empty(),
-        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
-    );
+    seen.assert_none_overridden();
     for case in [
         "mixed",
         "related",
@@ -371,18 +320,14 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let credentialed = w.credentialed_arrivals();
-    let overridden = acted_otherwise(&credentialed);
-    println!(
-        "figure: 2 POSTs naming their text/plain Content-Type in Connection, body _method=DELETE; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        credentialed.len(),
-        overridden.len()
+    let seen = OverrideArrivals::read(
+        &w.api,
+        OWN,
+        "2 POSTs naming their text/plain Content-Type in Connection, body _method=DELETE",
+        &got,
     );
     assert_eq!(got["text"], 200, "control: {got}");
-    assert!(
-        overridden.is_empty(),
-        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
-    );
+    seen.assert_none_overridden();
     for case in ["named", "named-among"] {
         assert_eq!(got[case], "policy_denied", "{case}: {got}");
     }
@@ -522,21 +467,16 @@ print(json.dumps(out))
         ),
         &[],
     );
-    let credentialed = w.credentialed_arrivals();
-    let overridden = acted_otherwise(&credentialed);
-    println!(
-        "figure: a POST through a 307 to a same-origin URL with _method=DELETE; {} credentialed arrivals, {} acted as DELETE: {overridden:?}; {got}",
-        credentialed.len(),
-        overridden.len()
+    let seen = OverrideArrivals::read(
+        &w.api,
+        OWN,
+        "a POST through a 307 to a same-origin URL with _method=DELETE",
+        &got,
     );
     assert!(
-        credentialed
-            .iter()
-            .any(|r| r["path"] == "/items/1?fw=laravel&case=plain" && r["acted"] == "POST"),
-        "control: the plain redirect was not followed with the credential: {credentialed:?}"
+        seen.credentialed_post("/items/1?fw=laravel&case=plain"),
+        "control: the plain redirect was not followed with the credential: {:?}",
+        seen.credentialed
     );
-    assert!(
-        overridden.is_empty(),
-        "a credentialed POST acted as a DELETE the integration does not allow: {overridden:?}"
-    );
+    seen.assert_none_overridden();
 }

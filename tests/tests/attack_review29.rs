@@ -51,12 +51,7 @@
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
 
-use hb_tests::{
-    PythonServer, TestEnv,
-    sandboxed::nobody_broker_client,
-    upstream::{PY_SERVE_HTTPS, PY_TLS_HANDLER},
-    worlds::{REFLECTOR_ADDR, TrustedNames},
-};
+use hb_tests::{TestEnv, sandboxed::nobody_broker_client, worlds::PythonApi};
 
 const DNS_PORT: u16 = 5729;
 
@@ -107,8 +102,7 @@ class H(TlsHandler):
 /// is `handler` (Python defining `H`, a `TlsHandler`, with `victims` in scope).
 struct World {
     env: TestEnv,
-    _server: PythonServer,
-    _names: TrustedNames,
+    _api: PythonApi,
 }
 
 impl World {
@@ -119,20 +113,13 @@ impl World {
     /// The world with `extra` credentials (integration, account, secret) in the vault
     /// beside [`OWN`] and [`VICTIMS`].
     fn with_more(name: &str, handler: &str, extra: &[(&str, &str, &str)]) -> Self {
-        let names = TrustedNames::start(name, DNS_PORT, "provider", &[API]);
-        let argv = [
-            REFLECTOR_ADDR.to_owned(),
-            names.leaf.cert.display().to_string(),
-            names.leaf.key.display().to_string(),
-        ]
-        .map(|a| format!("{a:?}"))
-        .join(", ");
         let victims: Vec<&str> = VICTIMS.iter().map(|(_, k)| *k).collect();
-        let server = PythonServer::start(&format!(
-            "import http.server, json, ssl, sys, threading\n\
-             addr, cert, key = [{argv}]\nvictims = {victims:?}\n\
-             {PY_TLS_HANDLER}{handler}{PY_SERVE_HTTPS}"
-        ));
+        let api = PythonApi::start(
+            name,
+            DNS_PORT,
+            &[API],
+            &format!("victims = {victims:?}\n{handler}"),
+        );
         let body = format!(
             r#"
 [[integration]]
@@ -159,7 +146,7 @@ integrations = ["v"]
         let mut credentials = vec![("p", "bot", OWN)];
         credentials.extend(VICTIMS.iter().map(|(a, k)| ("v", *a, *k)));
         credentials.extend_from_slice(extra);
-        let env = names.agent(name, "", &body, &credentials);
+        let env = api.names.agent(name, "", &body, &credentials);
         // The other tenant uses its credentials: the broker holds them decrypted.
         let taken = nobody_broker_client(
             &env,
@@ -168,11 +155,7 @@ integrations = ["v"]
             &[],
         );
         assert_eq!(taken, serde_json::json!([true, true, true]), "{taken}");
-        Self {
-            env,
-            _server: server,
-            _names: names,
-        }
+        Self { env, _api: api }
     }
 }
 

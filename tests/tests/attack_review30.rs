@@ -94,7 +94,9 @@
 
 use std::{fs, process::Command, thread, time::Duration};
 
-use hb_tests::{TcpProbe, TestEnv, private_netns, python, random_suffix, spawn_ready};
+use hb_tests::{
+    TcpProbe, TestEnv, private_netns, python, random_suffix, sandboxed::nobody_python, spawn_ready,
+};
 
 /// Allowed by the policy; and the address of a host listener the policy does not allow.
 const ALLOWED4: &str = "203.0.113.10";
@@ -201,18 +203,7 @@ fn io_uring_opens_no_socket_family_the_sandbox_is_refused() {
         ),
     );
     env.start_agent();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "uring",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        &format!("{PY_URING}\n{PY_SOCKETS}"),
-    ]);
+    let out = nobody_python(&env, "uring", &format!("{PY_URING}\n{PY_SOCKETS}"), &[]);
     let got = String::from_utf8_lossy(&out.stdout).into_owned();
     let opened = got
         .lines()
@@ -338,23 +329,12 @@ fn a_connected_sockets_control_message_reaches_its_peer_and_names_no_other() {
         ),
     );
     env.start_agent();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
+    let out = nobody_python(
+        &env,
         "narrow",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
         PY_CMSG,
-        ALLOWED4,
-        HOST4,
-        ALLOWED6,
-        HOST6,
-        port,
-    ]);
+        &[ALLOWED4, HOST4, ALLOWED6, HOST6, port],
+    );
     let got = String::from_utf8_lossy(&out.stdout).into_owned();
     thread::sleep(Duration::from_millis(300));
     let arrived: Vec<String> = fs::read_to_string(&log)

@@ -29,7 +29,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hb_tests::{TestEnv, agent_bin, cgroup2_mount, private_netns, python};
+use hb_tests::{
+    TestEnv, agent_bin, cgroup2_mount, private_netns, python, sandboxed::nobody_python,
+};
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -437,19 +439,7 @@ for name in ("silent", "slow"): out.setdefault(name, "open")
 print(json.dumps(out))
 "#;
     let sock = env.broker_socket().display().to_string();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "a",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        script,
-        &sock,
-    ]);
+    let out = nobody_python(&env, "a", script, &[&sock]);
     let out: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(out["silent"], "closed", "{out}");
     assert_eq!(out["slow"], "closed", "{out}");
@@ -557,19 +547,7 @@ for _ in range(100):
 print(json.dumps({"served": answers.count("served"), "last": answers[-1], "again": again}))
 "#;
     let sock = env.broker_socket().display().to_string();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "a",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        script,
-        &sock,
-    ]);
+    let out = nobody_python(&env, "a", script, &[&sock]);
     let out: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{e}: {} {}",

@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use hb_tests::{TestEnv, private_netns, python};
+use hb_tests::{TestEnv, private_netns, sandboxed::nobody_python};
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -60,19 +60,7 @@ def tally(outcomes):
 fn in_sandbox(env: &TestEnv, script: &str) -> Value {
     let sock = env.broker_socket().display().to_string();
     let full = format!("{PY_RAW}\n{script}");
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "bound",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        &full,
-        &sock,
-    ]);
+    let out = nobody_python(env, "bound", &full, &[&sock]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "sandboxed python ({e}): {} {}",

@@ -5,7 +5,7 @@
 
 use std::{fs, process::Command};
 
-use hb_tests::{TestEnv, private_netns, python};
+use hb_tests::{TestEnv, private_netns, sandboxed::nobody_python};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
@@ -65,19 +65,7 @@ def scrub(text):
 fn in_sandbox(env: &TestEnv, policy: &str, script: &str) -> Value {
     let sock = env.broker_socket().display().to_string();
     let full = format!("{PY_RAW}\n{script}");
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        policy,
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        &full,
-        &sock,
-    ]);
+    let out = nobody_python(env, policy, &full, &[&sock]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "sandboxed python ({e}): {} {}",

@@ -10,7 +10,9 @@ use std::{
     time::Duration,
 };
 
-use hb_tests::{TcpProbe, TestEnv, UdpProbe, agent_bin, private_netns, python};
+use hb_tests::{
+    TcpProbe, TestEnv, UdpProbe, agent_bin, private_netns, python, sandboxed::nobody_python,
+};
 use serde_json::Value;
 
 const POLICIES: &str = r#"
@@ -306,20 +308,12 @@ fn a_sandbox_asking_for_refused_names_in_a_loop_is_rate_limited_too() {
     let mut env = TestEnv::new("evrate-dns", DNS_POLICIES);
     env.start_agent();
     const QUERIES: u32 = 10_000;
-    let flood = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
+    let flood = nobody_python(
+        &env,
         "flood",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
         PY_DNS_FLOOD,
-        "denied.test",
-        &QUERIES.to_string(),
-    ]);
+        &["denied.test", &QUERIES.to_string()],
+    );
     assert!(
         flood.status.success(),
         "dns flood: {}",
@@ -341,20 +335,7 @@ fn a_sandbox_asking_for_refused_names_in_a_loop_is_rate_limited_too() {
         "no query was answered NOERROR: {said}"
     );
 
-    let quiet = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "quiet",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        PY_DNS_FLOOD,
-        "quiet-denied.test",
-        "1",
-    ]);
+    let quiet = nobody_python(&env, "quiet", PY_DNS_FLOOD, &["quiet-denied.test", "1"]);
     assert!(quiet.status.success(), "quiet query");
     env.wait_event("the quiet sandbox's refused name", |e| {
         e["policy"] == "quiet" && e["name"] == "quiet-denied.test"
@@ -501,21 +482,7 @@ fn a_scan_past_both_caps_still_names_the_address_tried_next_and_stays_bounded() 
     private_netns(&["10.9.8.7", "198.51.100.99"]);
     let mut env = TestEnv::new("evrate-scan", SCAN_POLICY);
     env.start_agent();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        "scan",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        PY_SCAN,
-        "100",
-        "164",
-        "5000",
-    ]);
+    let out = nobody_python(&env, "scan", PY_SCAN, &["100", "164", "5000"]);
     assert!(
         out.status.success(),
         "scan: {}",

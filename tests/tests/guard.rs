@@ -296,20 +296,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `status`'s guard counters once `pred` holds for them (20 s at most: the agent
-/// writes them about once a second).
-fn guard_stats_when(env: &TestEnv, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let g = env.hb_json(&["status"])["guard"].clone();
-        if pred(&g) {
-            return g;
-        }
-        assert!(Instant::now() < deadline, "status guard never {what}: {g}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn counter(g: &Value, key: &str) -> u64 {
     g[key]
         .as_u64()
@@ -707,11 +693,13 @@ fn the_kernel_relay_carries_transfers_whole_and_half_closes() {
     }
     let w = World::with_guard("kbulk", "[guard]\nsockmap = true");
     transfer_whole_and_half_close(&w);
-    let g = guard_stats_when(&w.env, "settled", |g| {
+    let g = w.env.guard_stats_when(20, "settled", |g| {
         g["open"] == 0 && g["kernel"].as_u64().is_some_and(|k| k >= 2)
     });
     assert_eq!(counter(&g, "kernel_declined"), 0, "{g}");
-    let g = guard_stats_when(&w.env, "left the maps empty", |g| g["kernel_entries"] == 0);
+    let g = w
+        .env
+        .guard_stats_when(20, "left the maps empty", |g| g["kernel_entries"] == 0);
     assert_eq!(counter(&g, "refused"), 0, "{g}");
 }
 
@@ -934,9 +922,10 @@ print(" ".join("%s=%d" % kv for kv in sorted(tally.items())))
     let warm = run(50);
     assert!(warm.contains("plain-ok 200=20"), "{warm}");
     let idle = |accepted: u64| {
-        guard_stats_when(&w.env, &format!("idle after {accepted} connections"), |g| {
-            g["open"] == 0 && g["accepted"].as_u64() >= Some(accepted)
-        })
+        w.env
+            .guard_stats_when(20, &format!("idle after {accepted} connections"), |g| {
+                g["open"] == 0 && g["accepted"].as_u64() >= Some(accepted)
+            })
     };
     idle(50);
     let before = fds(pid);
@@ -988,9 +977,11 @@ print("reset-after-bytes", got)
     );
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(text.contains("reset-after-bytes 100"), "{text}");
-    let g = guard_stats_when(&w.env, "idle with empty relay maps", |g| {
-        g["open"] == 0 && g["accepted"].as_u64() >= Some(1150) && g["kernel_entries"] == 0
-    });
+    let g = w
+        .env
+        .guard_stats_when(20, "idle with empty relay maps", |g| {
+            g["open"] == 0 && g["accepted"].as_u64() >= Some(1150) && g["kernel_entries"] == 0
+        });
     assert!(counter(&g, "kernel") >= 400, "{g}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut after = fds(pid);
@@ -1048,9 +1039,10 @@ print("closed", flush=True)
     assert!(row["pid"].as_u64().is_some_and(|p| p > 0), "{row}");
     assert!(row["cgroup_id"].as_u64().is_some_and(|c| c > 0), "{row}");
     assert!(row["guard_port"].as_u64().is_some_and(|p| p > 0), "{row}");
-    guard_stats_when(&w.env, "counts the held connection open", |g| {
-        g["open"].as_u64() >= Some(1)
-    });
+    w.env
+        .guard_stats_when(20, "counts the held connection open", |g| {
+            g["open"].as_u64() >= Some(1)
+        });
     held.send("");
     assert_eq!(held.finish().trim(), "closed");
     // A refusal, so the refused counter moves too.
@@ -1062,7 +1054,7 @@ print("closed", flush=True)
         ),
     );
     assert!(!text.contains("evil=0"), "{text}");
-    let g2 = guard_stats_when(&w.env, "moved", |g| {
+    let g2 = w.env.guard_stats_when(20, "moved", |g| {
         g["open"] == 0
             && g["accepted"].as_u64() >= Some(counter(&g0, "accepted") + 2)
             && g["passed"].as_u64() > Some(counter(&g0, "passed"))
@@ -1343,9 +1335,10 @@ held.close()
     for n in 1..=2u64 {
         let mut h = w.spawn_python("web", &hold, &[]);
         assert_eq!(h.line(), "held");
-        guard_stats_when(&w.env, "holds the holders' connections", |g| {
-            g["open"].as_u64() >= Some(n)
-        });
+        w.env
+            .guard_stats_when(20, "holds the holders' connections", |g| {
+                g["open"].as_u64() >= Some(n)
+            });
         holders.push(h);
     }
     let py = w.script(
@@ -1381,12 +1374,13 @@ print("after", t.recv(100).split(b"\r\n")[0].decode(), flush=True)
         h.send("");
         let _ = h.finish();
     }
-    guard_stats_when(&w.env, "frees the slots", |g| g["open"] == 0);
+    w.env
+        .guard_stats_when(20, "frees the slots", |g| g["open"] == 0);
     client.send("");
     assert_eq!(client.line(), "after HTTP/1.1 200 OK");
-    let g = guard_stats_when(&w.env, "counts the busy one", |g| {
-        g["busy"].as_u64() >= Some(1)
-    });
+    let g = w
+        .env
+        .guard_stats_when(20, "counts the busy one", |g| g["busy"].as_u64() >= Some(1));
     assert_eq!(counter(&g, "busy"), 1, "{g}");
     assert_eq!(counter(&g, "cgroup_busy"), 0, "{g}");
     let _ = client.finish();
@@ -1423,9 +1417,10 @@ sys.stdin.readline()
     );
     let mut hog = w.spawn_python("web", &py, &[]);
     let line = hog.line();
-    guard_stats_when(&w.env, "holds the hog's connections", |g| {
-        g["open"].as_u64() >= Some(2)
-    });
+    w.env
+        .guard_stats_when(20, "holds the hog's connections", |g| {
+            g["open"].as_u64() >= Some(2)
+        });
     // Another sandbox of the same policy, while the first holds what it could.
     let (out, text) = w.run("web", &w.curl("http://allowed.test/victim"));
     assert!(
@@ -1440,7 +1435,7 @@ sys.stdin.readline()
     let ev = guard_event(&w.env, "guard_cgroup_busy", None, NEAR);
     let hogs = w.near.requests_to("/hold");
     assert_eq!(hogs.len(), 2, "{hogs:#?}");
-    let g = guard_stats_when(&w.env, "counts the refused", |g| {
+    let g = w.env.guard_stats_when(20, "counts the refused", |g| {
         g["cgroup_busy"].as_u64() >= Some(6)
     });
     assert_eq!(counter(&g, "cgroup_busy"), 6, "{g} {ev}");
@@ -1496,7 +1491,7 @@ except OSError as e:
         then.starts_with("idle then closed"),
         "an idle relayed connection is closed by the guard: {then}"
     );
-    let g = guard_stats_when(&w.env, "counts the idle close", |g| {
+    let g = w.env.guard_stats_when(20, "counts the idle close", |g| {
         g["idle_closed"].as_u64() >= Some(1)
     });
     assert_eq!(counter(&g, "idle_closed"), 1, "{g}");
@@ -1664,7 +1659,8 @@ for label, data in (("silent", b""), ("half-hello", hello[:len(hello) // 2]), ("
         "connections that carried bytes (the sentinel only): {:#?}",
         w.near.records()
     );
-    guard_stats_when(&w.env, "lets them go", |g| g["open"] == 0);
+    w.env
+        .guard_stats_when(20, "lets them go", |g| g["open"] == 0);
 }
 
 /// An audit-mode policy: the fronted connection to a validated address passes (and

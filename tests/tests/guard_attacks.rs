@@ -535,20 +535,12 @@ attempt("plaintext", lambda: after_server_hello(b"GET /plain HTTP/1.1\r\nHost: e
             "{attempt}: the server's first flight came back before the attack: {out}"
         );
     }
-    // The agent writes its counters about once a second.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let g = w.env.hb_json(&["status"])["guard"].clone();
-        // The control and both attacks: each handed over after the ServerHello.
-        if g["kernel"].as_u64().is_some_and(|k| k >= 3) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the kernel relay did not carry the three connections: {g}\n{out}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    // The control and both attacks: each handed over after the ServerHello.
+    w.env.guard_stats_when(
+        10,
+        &format!("counted the three connections the kernel relay carried ({out})"),
+        |g| g["kernel"].as_u64().is_some_and(|k| k >= 3),
+    );
     let records = w.vhosts.settle(|r| r["path"] == "/plain");
     assert!(
         records

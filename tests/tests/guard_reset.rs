@@ -233,19 +233,11 @@ fn with_the_kernel_relay_an_upstream_reset_reaches_the_client_as_a_reset() {
     }
     let w = World::build("kreset", "[guard]\nsockmap = true");
     resets_reach_the_client(&w);
-    // The agent writes its counters about once a second.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let g = w.env.hb_json(&["status"])["guard"].clone();
-        if g["kernel"].as_u64().is_some_and(|k| k >= 1) && g["kernel_entries"] == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the TLS connection went through the kernel relay and left no entry: {g}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    w.env.guard_stats_when(
+        10,
+        "showed the TLS connection gone through the kernel relay, leaving no entry",
+        |g| g["kernel"].as_u64().is_some_and(|k| k >= 1) && g["kernel_entries"] == 0,
+    );
 }
 
 fn resets_reach_the_client(w: &World) {

@@ -14,7 +14,8 @@ use std::{
 };
 
 use hb_tests::{
-    Pod, TcpProbe, TestEnv, agent_bin, pod_glob, private_netns, python, upstream::Dnsmasq,
+    Pod, TcpProbe, TestEnv, agent_bin, pod_glob, private_netns, python, sandboxed::nobody_python,
+    upstream::Dnsmasq,
 };
 use serde_json::Value;
 
@@ -414,20 +415,12 @@ fn replies_to_the_sandboxs_own_traffic_still_flow() {
     let (env, _dns) = world("in-replies", "");
     let api = TcpProbe::bind(&format!("{API}:0"));
     let echo = udp_echo();
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
+    let out = nobody_python(
+        &env,
         "closed",
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
         PY_OUTBOUND,
-        &api.addr.port().to_string(),
-        &echo.to_string(),
-    ]);
+        &[&api.addr.port().to_string(), &echo.to_string()],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -451,19 +444,7 @@ c = socket.create_connection(t.getsockname()[:2], timeout=3)
 a, _ = t.accept(); c.sendall(b"self"); print(a.recv(10).decode())
 "#;
     for a in [&V4, &V6] {
-        let out = env.hb(&[
-            "sandbox",
-            "run",
-            "--policy",
-            "closed",
-            "--user",
-            "65534",
-            "--",
-            python(),
-            "-c",
-            script,
-            a.sandbox,
-        ]);
+        let out = nobody_python(&env, "closed", script, &[a.sandbox]);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             "self",

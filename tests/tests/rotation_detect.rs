@@ -70,45 +70,23 @@ fn world_full(
     let p = Provider::start(name, DNS_PORT, None);
     let keys = p.key_store("keys.json", &[OLD]);
     let mild_keys = p.key_store("mild-keys.json", &[MILD_OLD]);
-    let rotator = p.exec_rotator();
-    let python = hb_tests::python();
     let config = format!(
-        r#"{head}
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.test"]
-methods = ["GET", "POST"]
-verify_url = "https://api.test/keys?file={keys}&step=verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{keys}"]
-grace_secs = 600
-watch_secs = 1
-retry_base_secs = 1
-retry_cap_secs = 2
-{svc_extra}
-
-[[integration]]
-name = "mild"
-auth = "bearer"
-hosts = ["api.test"]
-methods = ["GET", "POST"]
-verify_url = "https://api.test/keys?file={mild_keys}&step=mild_verify"
-
-[integration.rotation]
-exec = ["{python}", "{rotator}", "{mild_keys}"]
-{mild_extra}
-
+        r#"{head}{svc}{mild}
 [[policy]]
 name = "web"
 integrations = ["svc", "mild"]
 {policy_extra}
 "#,
         head = p.config_head(broker_extra),
-        keys = keys.display(),
-        mild_keys = mild_keys.display(),
-        rotator = rotator.display(),
+        svc = p.exec_rotated(
+            "svc",
+            &keys,
+            "verify",
+            &format!(
+                "grace_secs = 600\nwatch_secs = 1\nretry_base_secs = 1\nretry_cap_secs = 2\n{svc_extra}\n"
+            ),
+        ),
+        mild = p.exec_rotated("mild", &mild_keys, "mild_verify", &format!("{mild_extra}\n")),
     );
     let env = agent_env(name, &config);
     env.vault_put("svc", "bot", OLD);

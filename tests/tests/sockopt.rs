@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hb_tests::{TestEnv, agent_bin, private_netns, python};
+use hb_tests::{TestEnv, agent_bin, private_netns, python, sandboxed::nobody_python};
 use serde_json::Value;
 
 const POLICIES: &str = r#"
@@ -242,18 +242,7 @@ fn host_join(group: &str) -> UdpSocket {
 
 /// Runs a Python script in a sandbox as uid 65534; returns `NAME RESULT` pairs.
 fn sandboxed(env: &TestEnv, policy: &str, script: &str) -> Vec<(String, String)> {
-    let out = env.hb(&[
-        "sandbox",
-        "run",
-        "--policy",
-        policy,
-        "--user",
-        "65534",
-        "--",
-        python(),
-        "-c",
-        script,
-    ]);
+    let out = nobody_python(env, policy, script, &[]);
     assert!(
         out.status.success(),
         "sandboxed script failed: {}",
