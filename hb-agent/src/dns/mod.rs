@@ -16,7 +16,9 @@
 //! (else `dns.denied_name_rcode`, NXDOMAIN by default, and a `name_not_allowed` event;
 //! audit mode resolves and reports) → answered from the cache
 //! of validated answers, or forwarded upstream (`upstream`: persistent sockets, random
-//! ids, TCP on truncation; the upstream's answer carries the CNAME chain) → every A/AAAA in the answer must lie outside the deny ranges and
+//! ids, TCP on truncation; of the upstream's answer only the question's CNAME chain and
+//! the addresses it leads to are kept, [`chain`]: a chain past 16 CNAMEs or a loop is
+//! SERVFAIL) → every A/AAAA in the answer must lie outside the deny ranges and
 //! the host's own addresses (minus exceptions; IPv4-mapped and NAT64 answers judged by
 //! the IPv4 they carry; see [`crate::egress::host_own`]), else the
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
@@ -49,6 +51,7 @@
 //! descriptors without bound, or let one sandbox hold another's share of upstream lookups.
 
 mod cache;
+mod chain;
 pub(crate) mod conns;
 mod inflight;
 pub mod learned;
@@ -1354,8 +1357,11 @@ impl Inner {
             }
             _ => return answer(ResponseCode::ServFail),
         }
-        // The answer section: the CNAME chain, if any, and the addresses it leads to.
-        let mut records = upstream_reply.answers;
+        // The answer section's part that answers the question: the CNAME chain, if any,
+        // and the addresses of the asked type it leads to; nothing else goes on.
+        let Some(mut records) = chain::question_chain(upstream_reply.answers, &fqdn, qtype) else {
+            return answer(ResponseCode::ServFail);
+        };
         let mut addrs = Vec::new();
         let mut ttl = self.max_ttl;
         for r in &records {
