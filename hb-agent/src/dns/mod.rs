@@ -51,7 +51,7 @@
 //! descriptors without bound, or let one sandbox hold another's share of upstream lookups.
 
 mod cache;
-mod chain;
+pub(crate) mod chain;
 pub(crate) mod conns;
 mod inflight;
 pub mod learned;
