@@ -54,8 +54,8 @@ use std::{fs, thread, time::Duration};
 
 use hb_tests::{
     PythonServer, TestEnv, private_netns, python,
-    sandboxed::{nobody_run, udp_ask},
-    worlds::{resolver_config, started_agent},
+    sandboxed::{PY_WIDE_NAMES, nobody_run, udp_ask},
+    worlds::{recording_upstream, resolver_config, started_agent},
 };
 
 const FAT_PORT: u16 = 5531;
@@ -111,37 +111,6 @@ while True:
     ))
 }
 
-/// The attacker's lookups: A queries for `fat<first>.wild.test` … `fat<last-1>.wild.test`
-/// over one UDP socket, at most 16 unanswered at a time (below its share of upstream
-/// lookups); prints `asked N answered M`.
-const PY_FAT_NAMES: &str = r#"
-import socket, struct, sys
-first, last = int(sys.argv[1]), int(sys.argv[2])
-def q(name, i):
-    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
-    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
-c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
-c.connect(("192.0.2.53", 53))
-asked = answered = out = 0
-def take():
-    global answered, out
-    d = c.recv(4096); out -= 1
-    answered += d[3] & 15 == 0
-for n in range(first, last):
-    c.send(q("fat%d.wild.test" % n, n)); asked += 1; out += 1
-    while out >= 16:
-        try:
-            take()
-        except OSError:
-            out = 0
-while out > 0:
-    try:
-        take()
-    except OSError:
-        break
-print("asked", asked, "answered", answered, flush=True)
-"#;
-
 /// Asks each name of `argv[1:]` (A) over TCP to a port-53 address (the kernel's
 /// redirect) and prints `NAME rcode R answers N types T,… addrs A,…`: every record of the
 /// answer section the sandbox was handed.
@@ -193,7 +162,11 @@ fn an_upstream_stuffing_answers_with_records_of_other_types_does_not_grow_the_ag
     let mut env = started_agent("ar31fat", &wild_config());
     let pid = env.agent().pid();
     let before = hb_tests::memory_kib(pid, false);
-    let said = nobody_run(&env, "web", &[python(), "-c", PY_FAT_NAMES, "0", "2000"]);
+    let said = nobody_run(
+        &env,
+        "web",
+        &[python(), "-c", PY_WIDE_NAMES, "0", "2000", "fat"],
+    );
     let grown_mib = hb_tests::memory_kib(pid, false).saturating_sub(before) / 1024;
     let victim = udp_ask(&env, "other", &["victim.wild.test"]);
     println!(
@@ -271,25 +244,6 @@ fn records_off_the_questions_chain_are_neither_learned_nor_handed_out() {
     }
 }
 
-/// A recording upstream on 127.0.0.1:`FAT_PORT`: appends every query it receives (hex,
-/// one a line) to `log`, answers A queries 203.0.113.10.
-fn recording_upstream(log: &std::path::Path) -> PythonServer {
-    PythonServer::start(&format!(
-        r#"
-import socket, struct
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {FAT_PORT}))
-while True:
-    q, a = s.recvfrom(4096)
-    with open({log:?}, "a") as f: f.write(q.hex() + "\n")
-    end = 12
-    while q[end] != 0: end += q[end] + 1
-    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("203.0.113.10")
-    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, 1, 0, 0) + q[12:end + 5] + rr, a)
-"#,
-        log = log.display().to_string()
-    ))
-}
-
 /// A sandbox's queries as a covert channel to the upstream's operator: id 0x5a5a, the
 /// name in mixed case (0x20), an EDNS record carrying a client-subnet option (8), a
 /// cookie (10) and padding (12) full of data; then the same name as TXT, NULL, HTTPS
@@ -323,7 +277,7 @@ fn the_upstream_sees_hbs_query_not_the_sandboxs() {
     private_netns(&["192.0.2.53", "203.0.113.10"]);
     let mut env = TestEnv::new("ar31rec", &wild_config());
     let log = env.state_dir.join("upstream-queries");
-    let _up = recording_upstream(&log);
+    let _up = recording_upstream(FAT_PORT, &log);
     env.start_agent();
     let said = nobody_run(&env, "web", &[python(), "-c", PY_CHANNEL]);
     thread::sleep(Duration::from_millis(200));
