@@ -25,7 +25,8 @@
 //! name and address (an AAAA under any of `egress.nat64_prefixes` counts as the IPv4 it
 //! embeds, RFC 6052) →
 //! the addresses are written into the policy's allow map, held for the asking sandbox
-//! within its share ([`learned`]: `max_ips_per_cgroup`), with expiry = TTL clamped to
+//! within its share ([`learned`]: `max_ips_per_cgroup`), with expiry = TTL (the lowest
+//! of the chain's records, CNAMEs included) clamped to
 //! `[min_ttl_secs, max_ttl_secs]` (an answer with more than `max_ips_per_name`
 //! addresses is trimmed to that many; older addresses of the name are evicted) → only
 //! then is the answer sent, with that TTL. Negative answers (NXDOMAIN, and NODATA: the
@@ -1368,7 +1369,12 @@ impl Inner {
             let ip = match &r.data {
                 RData::A(a) => IpAddr::V4(a.0),
                 RData::AAAA(a) => IpAddr::V6(a.0),
-                _ => continue,
+                _ => {
+                    // A CNAME of the chain: the answer lasts no longer than its links
+                    // (RFC 2181 §5.2), or the address outlives the alias that led to it.
+                    ttl = ttl.min(r.ttl);
+                    continue;
+                }
             };
             if denied(&self.deny, &self.except, &self.nat64, &self.local, ip) {
                 self.event(
