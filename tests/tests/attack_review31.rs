@@ -23,7 +23,10 @@
 //! Now the answer kept is the question's chain alone: the CNAMEs from the asked name on
 //! (at most [`MAX_CHAIN`] of them, no loop: else SERVFAIL) and the addresses of the
 //! asked type owned by the name it leads to; every other record is dropped before
-//! validation. The broker's resolver follows chains by the same code now.
+//! validation. The broker's resolver follows chains by the same code now. Where it
+//! bites: an upstream that passes an authority's answer on as it came (a forwarder:
+//! dnsmasq, CoreDNS `forward`, or a resolver the attacker runs); a scrubbing recursive
+//! resolver (Unbound, BIND, the public ones) drops records off the chain itself.
 //!
 //! Found too (fails against ff780be): an answer's TTL was its addresses' alone, so a
 //! CNAME of TTL 1 before an address of TTL 3000 had the kernel hold the address, and the
@@ -49,6 +52,12 @@
 //!   are capped across answers (`learned.rs`: oldest evicted), per sandbox and per policy
 //!   (attack review 15); the answer cache and lookups in flight are per policy with the
 //!   flooding policy giving up its own first (`resolver.rs`, attack review 15).
+//! - a TTL of 2^31 or more (RFC 2181: read as 0) is taken as large and clamped to
+//!   `max_ttl_secs`: the authority could answer that TTL anyway, so no gain.
+//! - one sandbox flooding distinct names of an allowed zone leaves another sandbox, of
+//!   its policy or another, answered: lookups in flight are shared per cgroup and per
+//!   policy (`resolver.rs`: `one_sandbox_flooding_distinct_names_…`); the allow map's
+//!   rows per policy and per sandbox (`learned.rs`).
 //! - AAAA answers carrying an IPv4 (mapped, NAT64, 6to4, Teredo: the deny list holds
 //!   `2002::/16` and `2001::/23` outright), ULA, site-local, link-local and multicast,
 //!   and 0.0.0.0, 255.255.255.255, 224/4: deny ranges, the whole answer refused
