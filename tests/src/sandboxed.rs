@@ -230,6 +230,38 @@ for i, name in enumerate(sys.argv[1:]):
         print(name, "lost", e, flush=True)
 "#;
 
+/// An attacker's lookups: A queries for `<argv[3]><first>.wild.test` … `<argv[3]><last-1>.wild.test` over
+/// one UDP socket, at most 32 unanswered at a time (below its share of upstream
+/// lookups); prints `asked N answered M servfail S`.
+pub const PY_WIDE_NAMES: &str = r#"
+import socket, struct, sys
+first, last, label = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def q(name, i):
+    h = struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+c.connect(("192.0.2.53", 53))
+asked = answered = servfail = out = 0
+def take():
+    global answered, servfail, out
+    d = c.recv(4096); out -= 1
+    rc = d[3] & 15
+    answered += rc == 0; servfail += rc == 2
+for n in range(first, last):
+    c.send(q("%s%d.wild.test" % (label, n), n)); asked += 1; out += 1
+    while out >= 32:
+        try:
+            take()
+        except OSError:
+            out = 0
+while out > 0:
+    try:
+        take()
+    except OSError:
+        break
+print("asked", asked, "answered", answered, "servfail", servfail, flush=True)
+"#;
+
 /// Starts an attacker sandbox of `policy` running [`PY_UDP_FLOOD`] (for `seconds`, names
 /// under `zone`, `pause` seconds apart), and waits until it floods.
 pub fn udp_flooder(env: &TestEnv, policy: &str, seconds: &str, zone: &str, pause: &str) -> Running {

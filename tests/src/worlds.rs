@@ -10,7 +10,8 @@
 //!   answering the test names), [`resolver_config`] (hb's resolver asking that
 //!   dnsmasq), [`started_agent`], [`RecordingPython`] (servers that log each arrival as a
 //!   JSON line), [`attack_as`] (a Python attack run as uid 65534 in a sandbox) and
-//!   [`nameserver_sandbox`] (such a sandbox to spawn, one that runs on beside the test).
+//!   [`nameserver_sandbox`] (such a sandbox to spawn, one that runs on beside the test);
+//! - [`recording_upstream`]: a DNS upstream that writes down every query it gets.
 
 use std::{
     ffi::OsStr,
@@ -427,4 +428,24 @@ impl Drop for RecordingPython {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A DNS server on 127.0.0.1:`port` that appends every query it receives (hex,
+/// one a line) to `log` and answers A queries with 203.0.113.10. Killed on drop.
+pub fn recording_upstream(port: u16, log: &Path) -> PythonServer {
+    let script = format!(
+        r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {port}))
+while True:
+    q, a = s.recvfrom(512)
+    with open({log:?}, "a") as f: f.write(q.hex() + "\n")
+    end = 12
+    while q[end] != 0: end += q[end] + 1
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("203.0.113.10")
+    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, 1, 0, 0) + q[12:end + 5] + rr, a)
+"#,
+        log = log.display().to_string()
+    );
+    PythonServer::start(&script)
 }

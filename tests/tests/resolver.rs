@@ -17,6 +17,7 @@ use hb_tests::{
     PythonServer, TcpProbe, TestEnv, UdpProbe, private_netns, python,
     sandboxed::{Running, nobody_command, udp_ask, udp_flooder},
     stdout,
+    worlds::recording_upstream,
 };
 use serde_json::Value;
 
@@ -692,32 +693,12 @@ fn truncated_upstream_answers_are_asked_again_over_tcp_and_then_served_from_the_
 
 const RECORDING_PORT: u16 = 5404;
 
-/// A DNS server on 127.0.0.1:`RECORDING_PORT` that appends every query it receives (hex,
-/// one a line) to `log` and answers A queries with 203.0.113.10. Killed on drop.
-fn recording_upstream(log: &std::path::Path) -> PythonServer {
-    let script = format!(
-        r#"
-import socket, struct
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {RECORDING_PORT}))
-while True:
-    q, a = s.recvfrom(512)
-    with open({log:?}, "a") as f: f.write(q.hex() + "\n")
-    end = 12
-    while q[end] != 0: end += q[end] + 1
-    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("203.0.113.10")
-    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, 1, 0, 0) + q[12:end + 5] + rr, a)
-"#,
-        log = log.display().to_string()
-    );
-    PythonServer::start(&script)
-}
-
 #[test]
 fn names_with_a_dot_or_odd_byte_inside_a_label_get_the_denied_answer_and_never_go_upstream() {
     private_netns(&["203.0.113.10"]);
     let mut env = TestEnv::new("labels", &config(RECORDING_PORT));
     let log = env.state_dir.join("upstream-queries");
-    let _up = recording_upstream(&log);
+    let _up = recording_upstream(RECORDING_PORT, &log);
     env.start_agent();
     // Raw queries from a sandbox, labels as bytes: `["x.wild", "test"]` prints as
     // `x\.wild.test`, which ends in `.wild.test` as text (policy web allows

@@ -54,12 +54,19 @@ pub(super) struct AnswerCache {
 }
 
 /// An entry's estimated size: its structs, its records (each a hickory `Record` and the
-/// heap its names may take), addresses and pre-encoded bytes, and the table's own slot.
+/// heap its names and a CNAME's target may take; only A, AAAA and CNAME records are
+/// kept, [`super::chain`]), addresses and pre-encoded bytes, and the table's own slot.
 fn cost(key: &Key, e: &CachedAnswer) -> usize {
     let records: usize = e
         .records
         .iter()
-        .map(|r| size_of::<Record>() + r.name.len() + 16)
+        .map(|r| {
+            let target = match &r.data {
+                hickory_proto::rr::RData::CNAME(c) => c.0.len(),
+                _ => 0,
+            };
+            size_of::<Record>() + r.name.len() + target + 16
+        })
         .sum();
     size_of::<Key>()
         + size_of::<CachedAnswer>()

@@ -16,14 +16,17 @@
 //! (else `dns.denied_name_rcode`, NXDOMAIN by default, and a `name_not_allowed` event;
 //! audit mode resolves and reports) → answered from the cache
 //! of validated answers, or forwarded upstream (`upstream`: persistent sockets, random
-//! ids, TCP on truncation; the upstream's answer carries the CNAME chain) → every A/AAAA in the answer must lie outside the deny ranges and
+//! ids, TCP on truncation; of the upstream's answer only the question's CNAME chain and
+//! the addresses it leads to are kept, [`chain`]: a chain past 16 CNAMEs or a loop is
+//! SERVFAIL) → every A/AAAA in the answer must lie outside the deny ranges and
 //! the host's own addresses (minus exceptions; IPv4-mapped and NAT64 answers judged by
 //! the IPv4 they carry; see [`crate::egress::host_own`]), else the
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
 //! name and address (an AAAA under any of `egress.nat64_prefixes` counts as the IPv4 it
 //! embeds, RFC 6052) →
 //! the addresses are written into the policy's allow map, held for the asking sandbox
-//! within its share ([`learned`]: `max_ips_per_cgroup`), with expiry = TTL clamped to
+//! within its share ([`learned`]: `max_ips_per_cgroup`), with expiry = TTL (the lowest
+//! of the chain's records, CNAMEs included) clamped to
 //! `[min_ttl_secs, max_ttl_secs]` (an answer with more than `max_ips_per_name`
 //! addresses is trimmed to that many; older addresses of the name are evicted) → only
 //! then is the answer sent, with that TTL. Negative answers (NXDOMAIN, and NODATA: the
@@ -49,6 +52,7 @@
 //! descriptors without bound, or let one sandbox hold another's share of upstream lookups.
 
 mod cache;
+pub(crate) mod chain;
 pub(crate) mod conns;
 mod inflight;
 pub mod learned;
@@ -1354,15 +1358,23 @@ impl Inner {
             }
             _ => return answer(ResponseCode::ServFail),
         }
-        // The answer section: the CNAME chain, if any, and the addresses it leads to.
-        let mut records = upstream_reply.answers;
+        // The answer section's part that answers the question: the CNAME chain, if any,
+        // and the addresses of the asked type it leads to; nothing else goes on.
+        let Some(mut records) = chain::question_chain(upstream_reply.answers, &fqdn, qtype) else {
+            return answer(ResponseCode::ServFail);
+        };
         let mut addrs = Vec::new();
         let mut ttl = self.max_ttl;
         for r in &records {
             let ip = match &r.data {
                 RData::A(a) => IpAddr::V4(a.0),
                 RData::AAAA(a) => IpAddr::V6(a.0),
-                _ => continue,
+                _ => {
+                    // A CNAME of the chain: the answer lasts no longer than its links
+                    // (RFC 2181 §5.2), or the address outlives the alias that led to it.
+                    ttl = ttl.min(r.ttl);
+                    continue;
+                }
             };
             if denied(&self.deny, &self.except, &self.nat64, &self.local, ip) {
                 self.event(

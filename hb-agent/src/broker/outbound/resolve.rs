@@ -32,8 +32,6 @@ use crate::dns::upstream::Upstream;
 
 /// Names whose validated answers are kept; when full the cache starts over.
 const CACHE_ENTRIES: usize = 1024;
-/// CNAME links followed before the chain is called a loop.
-const MAX_CHAIN: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
@@ -144,7 +142,7 @@ impl Resolver {
         let mut ttl = self.max_ttl;
         let mut nxdomain = false;
         let mut failure = None;
-        for reply in [a, aaaa] {
+        for (qtype, reply) in [(RecordType::A, a), (RecordType::AAAA, aaaa)] {
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
@@ -163,7 +161,7 @@ impl Resolver {
                     continue;
                 }
             }
-            let (found, reply_ttl) = self.judge(name, &reply)?;
+            let (found, reply_ttl) = self.judge(name, &fqdn, qtype, &reply)?;
             addrs.extend(found);
             ttl = ttl.min(reply_ttl);
         }
@@ -202,9 +200,15 @@ impl Resolver {
             .then(|| entry.addrs.clone())
     }
 
-    /// The addresses one reply gives `name` (following its CNAME chain) and their lowest
-    /// TTL; an error when any address record in the reply is denied.
-    fn judge(&self, name: &str, reply: &Message) -> Result<(Vec<IpAddr>, u32), ResolveError> {
+    /// The addresses one reply to `fqdn`/`qtype` gives `name` (following its CNAME chain)
+    /// and their lowest TTL; an error when any address record in the reply is denied.
+    fn judge(
+        &self,
+        name: &str,
+        fqdn: &Name,
+        qtype: RecordType,
+        reply: &Message,
+    ) -> Result<(Vec<IpAddr>, u32), ResolveError> {
         for r in &reply.answers {
             let addr = match &r.data {
                 RData::A(a) => IpAddr::V4(a.0),
@@ -218,45 +222,29 @@ impl Resolver {
                 });
             }
         }
-        Ok(chain_addresses(name, &reply.answers, self.max_ttl))
+        Ok(chain_addresses(fqdn, qtype, &reply.answers, self.max_ttl))
     }
 }
 
-/// Follows the CNAME chain from `name` through `records` and returns the addresses of
-/// the name it ends at, with the lowest TTL along the way.
+/// Follows the CNAME chain from `name` through `records` and returns the `qtype`
+/// addresses of the name it ends at, with the lowest TTL along the way; none for a chain
+/// that loops or runs past [`crate::dns::chain::MAX_CHAIN`].
 fn chain_addresses(
-    name: &str,
+    name: &Name,
+    qtype: RecordType,
     records: &[hickory_proto::rr::Record],
     max_ttl: u32,
 ) -> (Vec<IpAddr>, u32) {
-    let key = |n: &Name| n.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-    let mut current = name.to_owned();
+    let chain = crate::dns::chain::question_chain(records.to_vec(), name, qtype);
     let mut ttl = max_ttl;
-    for _ in 0..MAX_CHAIN {
-        let next = records.iter().find_map(|r| match &r.data {
-            RData::CNAME(c) if key(&r.name) == current => Some((key(&c.0), r.ttl)),
-            _ => None,
-        });
-        match next {
-            Some((target, link_ttl)) => {
-                current = target;
-                ttl = ttl.min(link_ttl);
-            }
-            None => break,
-        }
-    }
     let mut addrs = Vec::new();
-    for r in records {
-        if key(&r.name) != current {
-            continue;
-        }
-        let addr = match &r.data {
-            RData::A(a) => IpAddr::V4(a.0),
-            RData::AAAA(a) => IpAddr::V6(a.0),
-            _ => continue,
-        };
+    for r in chain.iter().flatten() {
         ttl = ttl.min(r.ttl);
-        addrs.push(addr);
+        match &r.data {
+            RData::A(a) => addrs.push(IpAddr::V4(a.0)),
+            RData::AAAA(a) => addrs.push(IpAddr::V6(a.0)),
+            _ => {}
+        }
     }
     (addrs, ttl)
 }
@@ -275,6 +263,10 @@ mod tests {
             ttl,
             RData::A(rdata::A(ip.parse().expect("ip"))),
         )
+    }
+
+    fn fqdn(name: &str) -> Name {
+        Name::from_str(name).expect("name")
     }
 
     fn cname(owner: &str, target: &str, ttl: u32) -> Record {
@@ -365,7 +357,7 @@ mod tests {
             a("pop1.cdn.test.", "203.0.113.8", 30),
             a("unrelated.test.", "203.0.113.9", 5),
         ];
-        let (addrs, ttl) = chain_addresses("www.a.test", &records, 3600);
+        let (addrs, ttl) = chain_addresses(&fqdn("www.a.test."), RecordType::A, &records, 3600);
         let want: Vec<IpAddr> = vec![
             "203.0.113.7".parse().expect("ip"),
             "203.0.113.8".parse().expect("ip"),
@@ -380,8 +372,16 @@ mod tests {
             cname("a.test.", "b.test.", 60),
             cname("b.test.", "a.test.", 60),
         ];
-        assert!(chain_addresses("a.test", &records, 3600).0.is_empty());
+        assert!(
+            chain_addresses(&fqdn("a.test."), RecordType::A, &records, 3600)
+                .0
+                .is_empty()
+        );
         let records = vec![cname("a.test.", "gone.test.", 60)];
-        assert!(chain_addresses("a.test", &records, 3600).0.is_empty());
+        assert!(
+            chain_addresses(&fqdn("a.test."), RecordType::A, &records, 3600)
+                .0
+                .is_empty()
+        );
     }
 }
