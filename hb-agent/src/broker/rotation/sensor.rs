@@ -647,8 +647,13 @@ fn shares(hitters: &[Hitter]) -> Vec<(u64, f64)> {
 /// would have been normal for `state`; none if what is left keeps it anomalous (the
 /// excess is spread over so many callers that none is surely heavy). A caller's usual
 /// calls are its share of the last normal bucket (`shares`) of the baseline's mean: a
-/// caller calling no more than usual is never named, however heavy, and only a
-/// caller's guaranteed calls count, so none is named for calls it may not have made.
+/// caller calling no more than usual is never named, however heavy, for a bucket far
+/// above the baseline. A bucket over the hard cap but not far above the baseline (or
+/// while it is learned) excuses no caller's usual calls: the account's usual load
+/// nearly fills the cap, and a caller that made its own usual rate that load would
+/// otherwise have whoever else calls named (any other tenant of the account, at a few
+/// calls). Only a caller's guaranteed calls count, so none is named for calls it may
+/// not have made.
 fn suspects(
     state: &spike::State,
     p: &spike::Params,
@@ -656,10 +661,13 @@ fn suspects(
     hitters: &[Hitter],
     shares: &[(u64, f64)],
 ) -> Vec<Hitter> {
+    let mut rest: u64 = hitters.iter().map(|h| h.calls).sum();
+    let excused = state.far_above(p, at, rest);
     let usual = |key: u64| {
         shares
             .iter()
             .find(|s| s.0 == key)
+            .filter(|_| excused)
             .map_or(0.0, |s| s.1 * state.mean)
     };
     #[expect(clippy::cast_precision_loss, reason = "call counts")]
@@ -669,7 +677,6 @@ fn suspects(
         .filter(|(over, _)| *over > 0.0)
         .collect();
     over_usual.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.key.cmp(&b.1.key)));
-    let mut rest: u64 = hitters.iter().map(|h| h.calls).sum();
     for (n, (_, h)) in over_usual.iter().take(MAX_SUSPECTS).enumerate() {
         rest = rest.saturating_sub(h.guaranteed());
         if !state.anomalous(p, at, rest) {
@@ -1282,6 +1289,44 @@ mod tests {
             "its share is its own calls': {innocent_share}"
         );
         assert!(shares.iter().map(|s| s.1).sum::<f64>() <= 1.0);
+    }
+
+    /// A bucket over the hard cap but not far above the baseline: a caller that made its
+    /// own steady rate the account's usual load, just under the cap, is named, not the
+    /// other tenant whose few calls took the bucket over it.
+    #[test]
+    fn over_the_cap_near_the_baseline_the_heaviest_caller_is_named() {
+        let state = spike::State {
+            started: Some(0),
+            mean: 36.0,
+            var: 0.0,
+            learned: 100,
+            run: 0,
+        };
+        let cfg = config(10);
+        let mut p = spike::Params::of(
+            cfg.integrations[0]
+                .rotation
+                .as_ref()
+                .expect("a rotating integration"),
+        );
+        p.hard_cap = 40;
+        let steady = owner_key(Owner::Sandbox { cgroup_id: 7 });
+        let bystander = owner_key(Owner::Sandbox { cgroup_id: 8 });
+        let mut table = Hitters::default();
+        for _ in 0..36 {
+            table.count(steady, "web");
+        }
+        for _ in 0..10 {
+            table.count(bystander, "other");
+        }
+        let hitters = table.take();
+        assert!(state.anomalous(&p, 10_000, 46) && !state.far_above(&p, 10_000, 46));
+        let named: Vec<u64> = suspects(&state, &p, 10_000, &hitters, &[(steady, 1.0)])
+            .iter()
+            .map(|h| h.key)
+            .collect();
+        assert_eq!(named, vec![steady]);
     }
 
     /// A flood spread over sandboxes that each call less than the account's heavy

@@ -113,18 +113,23 @@ impl State {
     /// Whether `count` calls in the bucket that began at `at` are over the hard cap or
     /// (after learning) far above the baseline; changes nothing.
     pub fn anomalous(&self, p: &Params, at: u64, count: u64) -> bool {
+        let over_cap = p.hard_cap > 0 && count > p.hard_cap;
+        over_cap || self.far_above(p, at, count)
+    }
+
+    /// Whether `count` calls in the bucket that began at `at` are far above the learned
+    /// baseline (never while it is being learned); the hard cap aside.
+    pub fn far_above(&self, p: &Params, at: u64, count: u64) -> bool {
         let learning = self
             .started
             .is_some_and(|s| at < s.saturating_add(p.learning_secs))
             || self.started.is_none() && p.learning_secs > 0;
         #[expect(clippy::cast_precision_loss, reason = "call counts, far below 2^52")]
         let x = count as f64;
-        let over_cap = p.hard_cap > 0 && count > p.hard_cap;
-        let far = !learning
+        !learning
             && count >= p.min_count
             && x >= p.ratio * self.mean
-            && (x - self.mean) / self.sd() >= p.z;
-        over_cap || far
+            && (x - self.mean) / self.sd() >= p.z
     }
 
     /// Judges the bucket that began at `at` (unix seconds) with `count` calls.

@@ -1,0 +1,185 @@
+//! A thirty-third attack review, run as the process inside sandbox A (uid 65534,
+//! arbitrary Python) holding a handle for an account that sandbox B of another policy
+//! also uses: can A make hb rotate or quarantine what B depends on, by looking abusive
+//! or by making B look so? Each test counts B's calls and what the detectors named,
+//! prints a `figure:` line, and fails while the attack works.
+//!
+//! Found:
+//! - `rate_spike` framed a bystander: a bucket over `spike_hard_cap` named first the
+//!   callers most over their usual calls (their share of the last normal bucket times
+//!   the learned mean), also when the bucket was not far above the baseline. A sandbox
+//!   calling steadily just under the cap made its own rate the account's usual load;
+//!   then another tenant's few calls took the bucket over the cap, and that tenant was
+//!   the one named, its handle revoked and its calls held read-only: on ff780be B (10
+//!   GETs a bucket beside A's 36, cap 40) was named and its write answered
+//!   `unknown_handle`. Over the cap but not far above the baseline no caller's usual
+//!   calls are excused now (`sensor::suspects`): the heaviest are named first, A here,
+//!   and B's write is answered 200.
+//!
+//! Held, read in the code (not tested): the broker's upstream connections are pooled
+//! per party (caller and credential), never for the agent's rotators and verify probes,
+//! and a connection that carried a body or answered without one (HEAD, 1xx, 204, 304)
+//! is not pooled, so surplus bytes of an upstream (a body longer than its
+//! `Content-Length`, an answer before the request) reach at most the same caller's next
+//! call with the same credential; hyper refuses bytes on an idle client connection
+//! ("unexpected message") and skips interim 1xx answers, bounded by
+//! `upstream_timeout_secs`; the broker serves a connection's pipelined requests one at
+//! a time (hyper's HTTP/1 server, its read buffer bounded), each through the same
+//! per-request limits. Forced compromise rotations through A's own decoys or an echo
+//! are by design and in the README (at most `max_compromise_rotations_per_day` − 1 a
+//! day, A barred); an `auth_failure` rotation needs the operator's `verify_url` to
+//! refuse the key too.
+//! Not checked (no time): the framing above with A's load split over several
+//! colluding sandboxes (each lighter than B: B is the heaviest and named first), as an
+//! integration test; pipelining and upstream framing, as integration tests.
+
+use std::fs;
+
+use hb_tests::{TestEnv, provider::Provider, sandboxed::nobody_broker_client};
+use serde_json::Value;
+
+const DNS_PORT: u16 = 5433;
+const KEY: &str = "key-shared-5e4d3c2b1a0f9e8d7c6b5a4938271605";
+
+/// Sandbox A: `argv[1]` GETs with its handle at the start of each of `argv[2]` sensor
+/// buckets of `argv[3]` s (a steady rate just under the hard cap); the JSON tally of
+/// what they got.
+const STEADY: &str = r#"
+n, buckets, secs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+h = hb.handle("svc", "bot")["handle"]
+def bucket():
+    return int(time.time()) // secs
+def wait_next(b):
+    while bucket() <= b:
+        time.sleep(0.01)
+wait_next(bucket())
+tally = Counter()
+for _ in range(buckets):
+    b = bucket()
+    for _ in range(n):
+        tally[str(code(lambda: hb.request("GET", "https://api.test/plain?step=a", handle=h)))] += 1
+    wait_next(b)
+print(json.dumps(tally))
+"#;
+
+/// Sandbox B: waits `argv[2]` buckets of `argv[3]` s, then `argv[1]` GETs at the start of
+/// each of three buckets, waits two more, then one write and three reads; the JSON of
+/// what each group got.
+const BYSTANDER: &str = r#"
+n, wait, secs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+h = hb.handle("svc", "bot")["handle"]
+def bucket():
+    return int(time.time()) // secs
+def wait_next(b):
+    while bucket() <= b:
+        time.sleep(0.01)
+start = bucket()
+wait_next(start + wait - 1)
+reads = Counter()
+for _ in range(3):
+    b = bucket()
+    for _ in range(n):
+        reads[str(code(lambda: hb.request("GET", "https://api.test/plain?step=b", handle=h)))] += 1
+    wait_next(b)
+wait_next(bucket() + 1)
+out = {"reads": reads}
+out["write"] = code(lambda: hb.request("POST", "https://api.test/plain?step=bw", handle=h, body="x"))
+out["after"] = Counter(str(code(lambda: hb.request("GET", "https://api.test/plain?step=ba", handle=h))) for _ in range(3))
+print(json.dumps(out))
+"#;
+
+/// A sandbox of one policy that keeps its calls steady just under `spike_hard_cap`
+/// cannot have another policy's sandbox, whose few calls take the account over the cap,
+/// named for the spike: B's calls, its write among them, are all answered 200 and B is
+/// not a suspect.
+#[test]
+fn a_steady_caller_just_under_the_hard_cap_cannot_have_a_bystander_named() {
+    const SECS: u64 = 3;
+    const A_CALLS: u64 = 36;
+    const B_CALLS: u64 = 10;
+    hb_tests::require_root();
+    let p = Provider::start("review33-frame", DNS_PORT, None);
+    let keys = p.key_store("keys.json", &[KEY]);
+    let config = format!(
+        r#"
+{head}{svc}
+[[policy]]
+name = "web"
+integrations = ["svc"]
+
+[[policy]]
+name = "other"
+integrations = ["svc"]
+"#,
+        head = p.config_head(""),
+        svc = p.exec_rotated(
+            "svc",
+            &keys,
+            "verify",
+            &format!(
+                "sensor_bucket_secs = {SECS}\nspike_halflife_secs = {SECS}\n\
+                 spike_learning_secs = 3600\nspike_hard_cap = 40\nspike_buckets = 2\n\
+                 quarantine_secs = 120\nquarantine_calls_per_minute = 5\n"
+            ),
+        ),
+    );
+    let mut env = TestEnv::new("a33frame", &config);
+    env.init_vault(&[("svc", "bot", KEY)]);
+    env.start_agent();
+
+    // A: eight buckets alone (its rate becomes the learned mean), three beside B, three
+    // more.
+    let (a, b) = std::thread::scope(|s| {
+        let env = &env;
+        let a = s.spawn(move || {
+            nobody_broker_client(
+                env,
+                "web",
+                STEADY,
+                &[&A_CALLS.to_string(), "14", &SECS.to_string()],
+            )
+        });
+        let b = nobody_broker_client(
+            env,
+            "other",
+            BYSTANDER,
+            &[&B_CALLS.to_string(), "9", &SECS.to_string()],
+        );
+        (a.join().expect("sandbox A"), b)
+    });
+    let spikes: Vec<Value> = env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "detector" && r["detector"] == "rate_spike")
+        .collect();
+    let named: Vec<&Value> = spikes
+        .iter()
+        .flat_map(|r| r["suspects"].as_array().into_iter().flatten())
+        .map(|s| &s["policy"])
+        .collect();
+    eprintln!(
+        "figure: A ({A_CALLS} GETs a {SECS} s bucket, cap 40) got {a}; B ({B_CALLS} a \
+         bucket for 3 buckets, then a write and 3 reads) got {b}; rate_spike signals: {}, \
+         suspects' policies {named:?}",
+        spikes.len()
+    );
+    let _ = fs::remove_dir_all(&p.dir);
+    assert_eq!(
+        a["200"].as_u64().map(|n| n >= A_CALLS * 8),
+        Some(true),
+        "A kept its steady rate while alone: {a}"
+    );
+    assert!(
+        !spikes.is_empty(),
+        "B's calls beside A's took the account over the cap: a spike: {b}"
+    );
+    assert!(
+        named.iter().all(|p| *p != "other"),
+        "B, calling 10 a bucket beside A's steady 36, is named for the spike: {named:?}"
+    );
+    assert_eq!(b["write"], 200, "B's write is held for a spike A made: {b}");
+    assert_eq!(
+        b["after"]["200"], 3,
+        "B's reads after the spike are refused: {b}"
+    );
+}
