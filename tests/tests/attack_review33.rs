@@ -183,3 +183,71 @@ integrations = ["svc"]
         "B's reads after the spike are refused: {b}"
     );
 }
+
+/// Sandbox A: `argv[2]` `POST /v1/scrub` requests, each with its own marker, pipelined
+/// in one write on one connection to the broker socket `argv[1]` (written by a thread
+/// while the answers are read); the JSON count of answers, of those holding their own
+/// request's marker, of those holding another's, and of their statuses.
+const PY_PIPELINED: &str = r#"
+import json, re, socket, sys, threading
+SOCK, n = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_UNIX); s.connect(SOCK); s.settimeout(120)
+def req(i):
+    body = json.dumps({"text": "marker-%06d" % i}).encode()
+    return b"POST /v1/scrub HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+data = b"".join(req(i) for i in range(n))
+threading.Thread(target=lambda: s.sendall(data), daemon=True).start()
+buf, out = b"", {"answers": 0, "own": 0, "other": 0, "statuses": {}}
+def fill(k):
+    global buf
+    while len(buf) < k:
+        d = s.recv(65536)
+        if not d:
+            raise EOFError
+        buf += d
+try:
+    while out["answers"] < n:
+        while b"\r\n\r\n" not in buf:
+            fill(len(buf) + 1)
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        fill(length)
+        body, buf = buf[:length], buf[length:]
+        i = out["answers"]
+        out["answers"] += 1
+        status = head.split(b" ")[1].decode()
+        out["statuses"][status] = out["statuses"].get(status, 0) + 1
+        marks = re.findall(rb"marker-(\d{6})", body)
+        if marks == [b"%06d" % i]:
+            out["own"] += 1
+        elif marks:
+            out["other"] += 1
+except (EOFError, OSError, AttributeError):
+    pass
+print(json.dumps(out))
+"#;
+
+/// Requests pipelined into the broker's socket in one write are answered one by one, in
+/// order: each answer is its own request's, none another's.
+#[test]
+fn pipelined_requests_each_get_their_own_answer() {
+    const N: u64 = 300;
+    hb_tests::private_netns(&[]);
+    let mut env = TestEnv::new(
+        "a33pipe",
+        "[broker]\nsocket_mode = \"0666\"\nscrub_per_minute = 6000\n\n\
+         [[policy]]\nname = \"web\"\nallow_domains = []\n",
+    );
+    env.start_agent();
+    let sock = env.broker_socket().display().to_string();
+    let got = hb_tests::sandboxed::nobody_python_json(
+        &env,
+        "web",
+        PY_PIPELINED,
+        &[&sock, &N.to_string()],
+    );
+    eprintln!("figure: {N} scrub requests pipelined in one write: {got}");
+    assert_eq!(got["other"], 0, "an answer went to another request: {got}");
+    assert_eq!(got["answers"], N, "every request answered: {got}");
+    assert_eq!(got["own"], N, "each answer its own request's: {got}");
+}
