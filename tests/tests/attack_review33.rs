@@ -251,3 +251,102 @@ fn pipelined_requests_each_get_their_own_answer() {
     assert_eq!(got["answers"], N, "every request answered: {got}");
     assert_eq!(got["own"], N, "each answer its own request's: {got}");
 }
+
+/// Sandbox A: on `argv[2]` connections to the broker socket `argv[1]`, pipelines
+/// `POST /v1/scrub` requests of 48 KiB of text each, never reading an answer, until a
+/// write has waited 5 s; then holds them until its stdin closes. Prints the bytes sent
+/// on each connection.
+const PY_UNREAD_PIPELINE: &str = r#"
+import json, socket, sys
+SOCK, n = sys.argv[1], int(sys.argv[2])
+body = json.dumps({"text": "x" * (48 << 10)}).encode()
+req = b"POST /v1/scrub HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+conns, sent = [], []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX); s.connect(SOCK); s.settimeout(5)
+    total = 0
+    try:
+        for _ in range(4000):
+            s.sendall(req)
+            total += len(req)
+    except OSError:
+        pass
+    conns.append(s); sent.append(total)
+print(json.dumps({"sent": sent}), flush=True)
+sys.stdin.read()
+"#;
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A sandbox pipelining requests it never reads the answers of holds a bounded part of
+/// the broker: the broker stops reading each connection once its answers back up, and
+/// its memory grows by little.
+#[test]
+fn pipelined_requests_whose_answers_are_never_read_are_bounded() {
+    const CONNS: usize = 4;
+    hb_tests::private_netns(&[]);
+    let mut env = TestEnv::new(
+        "a33unread",
+        "[broker]\nsocket_mode = \"0666\"\nscrub_per_minute = 100000\n\n\
+         [[policy]]\nname = \"web\"\nallow_domains = []\n",
+    );
+    let pid = env.start_agent().pid();
+    let sock = env.broker_socket().display().to_string();
+    let before = rss_kib(pid);
+    let mut a = hb_tests::sandboxed::nobody_command(
+        &env,
+        "web",
+        &[],
+        &[
+            hb_tests::python(),
+            "-c",
+            PY_UNREAD_PIPELINE,
+            &sock,
+            &CONNS.to_string(),
+        ],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::inherit())
+    .spawn()
+    .expect("sandbox run");
+    let lines = hb_tests::sandboxed::stdout_lines(&mut a);
+    let sent: Value = serde_json::from_str(
+        &lines
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .expect("A's report"),
+    )
+    .expect("JSON");
+    let after = rss_kib(pid);
+    drop(a.stdin.take());
+    let _ = a.wait();
+    let per_conn: Vec<u64> = sent["sent"]
+        .as_array()
+        .expect("sent")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    eprintln!(
+        "figure: {CONNS} connections pipelining 48 KiB scrubs, answers never read: bytes \
+         the broker took on each {per_conn:?} (of {} offered); the agent's RSS {before} KiB \
+         before, {after} KiB after",
+        4000 * (48 << 10)
+    );
+    assert!(
+        per_conn.iter().all(|&b| b < 64 << 20),
+        "the broker read a connection's pipeline without bound: {per_conn:?}"
+    );
+    assert!(
+        after < before + (256 << 10),
+        "the agent grew by {} KiB",
+        after.saturating_sub(before)
+    );
+}
