@@ -35,7 +35,7 @@
 
 use std::fs;
 
-use hb_tests::{TestEnv, provider::Provider, sandboxed::nobody_broker_client};
+use hb_tests::{TestEnv, provider::Provider, sandboxed::nobody_broker_client, worlds::PythonApi};
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5433;
@@ -348,5 +348,139 @@ fn pipelined_requests_whose_answers_are_never_read_are_bounded() {
         after < before + (256 << 10),
         "the agent grew by {} KiB",
         after.saturating_sub(before)
+    );
+}
+
+const FRAMING_DNS_PORT: u16 = 5434;
+const API: &str = "api.frame33.test";
+
+/// The upstream A's policy reaches, its operator hostile: `/interim` answers with
+/// interim `102 Processing` answers, one every 5 ms, forever; `/headers` with a status
+/// line and then header lines forever; anything else `answer to <path>`. Each endless
+/// answer logs how many lines it wrote once the broker hangs up.
+const HOSTILE_PY: &str = r#"
+class H(TlsHandler):
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        n = 0
+        try:
+            if path == "/interim":
+                while True:
+                    self.wfile.write(b"HTTP/1.1 102 Processing\r\n\r\n"); self.wfile.flush()
+                    n += 1; time.sleep(0.005)
+            if path == "/headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                while True:
+                    self.wfile.write(b"X-Line-%d: %s\r\n" % (n, b"a" * 64)); self.wfile.flush()
+                    n += 1; time.sleep(0.001)
+        except OSError:
+            with open(log, "a") as f:
+                f.write(json.dumps({"path": path, "lines": n}) + "\n")
+            return
+        body = ("answer to " + path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+"#;
+
+/// Sandbox A: four calls to `/interim` and four to `/headers` at once with its handle;
+/// the JSON tally of what they got.
+const PY_ENDLESS: &str = r#"
+h = hb.handle("p", "bot")["handle"]
+got = Counter()
+def call(path):
+    c = Client(SOCK)
+    r = attempt(lambda: c.request("GET", "https://api.frame33.test" + path, handle=h))
+    got[path + " " + str(r.get("status") or r.get("error"))] += 1
+threads = [threading.Thread(target=call, args=(p,)) for p in ["/interim", "/headers"] * 4]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(got))
+"#;
+
+/// Sandbox B: waits 2 s (A's calls are out), then ten calls with its own handle; the
+/// JSON tally of what they got.
+const PY_B_CALLS: &str = r#"
+h = hb.handle("v", "bot")["handle"]
+time.sleep(2)
+got = Counter()
+for i in range(10):
+    r = attempt(lambda: hb.request("GET", "https://api.frame33.test/b%d" % i, handle=h))
+    got["own" if r.get("body") == "answer to /b%d" % i else str(r.get("status") or r.get("error"))] += 1
+print(json.dumps(got))
+"#;
+
+/// An upstream that answers A's calls with endless interim answers or an endless header
+/// block holds each of them at most `upstream_timeout_secs` (or until hyper's header
+/// limits refuse it) and never B's: B's calls to the same upstream are all answered with
+/// their own answers meanwhile.
+#[test]
+fn endless_interim_answers_and_headers_hold_only_the_callers_calls() {
+    let api = PythonApi::start("review33-frame", FRAMING_DNS_PORT, &[API], HOSTILE_PY);
+    let body = format!(
+        r#"
+[[integration]]
+name = "p"
+auth = "bearer"
+hosts = ["{API}"]
+methods = ["GET"]
+
+[[integration]]
+name = "v"
+auth = "bearer"
+hosts = ["{API}"]
+methods = ["GET"]
+
+[[policy]]
+name = "web"
+integrations = ["p"]
+
+[[policy]]
+name = "other"
+integrations = ["v"]
+"#
+    );
+    let env = api.names.agent(
+        "a33endless",
+        "upstream_timeout_secs = 8\n",
+        &body,
+        &[
+            ("p", "bot", "own-9a8b7c6d5e4f30211203f4e5d6c7b8a9"),
+            ("v", "bot", "vic-1a2b3c4d5e6f70819203f4e5d6c7b8a9"),
+        ],
+    );
+    let (a, b) = std::thread::scope(|s| {
+        let env = &env;
+        let a = s.spawn(move || nobody_broker_client(env, "web", PY_ENDLESS, &[]));
+        let b = nobody_broker_client(env, "other", PY_B_CALLS, &[]);
+        (a.join().expect("sandbox A"), b)
+    });
+    let lines: Vec<Value> = hb_tests::worlds::json_lines(&api.log);
+    eprintln!(
+        "figure: A's 4 calls to /interim and 4 to /headers got {a}; the upstream wrote \
+         {:?} lines before the broker hung up; B's 10 calls meanwhile: {b}",
+        lines
+            .iter()
+            .map(|l| format!("{} {}", l["path"].as_str().unwrap_or("?"), l["lines"]))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        b["own"], 10,
+        "B's calls not all given their own answer: {b}"
+    );
+    let a_calls: u64 = a
+        .as_object()
+        .expect("tally")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(a_calls, 8, "every call of A's ended: {a}");
+    assert!(
+        a.as_object()
+            .expect("tally")
+            .keys()
+            .all(|k| !k.ends_with(" 200") && !k.ends_with(" 102")),
+        "an endless answer was taken for an answer: {a}"
     );
 }
