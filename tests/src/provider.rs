@@ -135,6 +135,20 @@ impl Provider {
     /// bucket over 2 buckets after an hour of learning, and is bound to two policies:
     /// `web` and `ops`; started. The world of the spread-flood attacks.
     pub fn shared_account_agent(&self, name: &str, key: &str) -> TestEnv {
+        self.shared_account_agent_sensing(
+            name,
+            key,
+            "sensor_bucket_secs = 1
+spike_hard_cap = 8
+spike_buckets = 2
+             spike_learning_secs = 3600
+",
+        )
+    }
+
+    /// [`Provider::shared_account_agent`] with `sensing` (whole lines of `svc`'s
+    /// `[integration.rotation]`: its sensor, spike and quarantine) in place of its own.
+    pub fn shared_account_agent_sensing(&self, name: &str, key: &str, sensing: &str) -> TestEnv {
         let config = format!(
             r#"{head}
 [[integration]]
@@ -146,11 +160,7 @@ verify_url = "https://api.test/plain?step=verify"
 
 [integration.rotation]
 exec = ["{python}", "{rotator}", "{keys}"]
-sensor_bucket_secs = 1
-spike_hard_cap = 8
-spike_buckets = 2
-spike_learning_secs = 3600
-
+{sensing}
 [[policy]]
 name = "web"
 integrations = ["svc"]

@@ -49,17 +49,22 @@ use serde_json::Value;
 const DNS_PORT: u16 = 5433;
 const KEY: &str = "key-shared-5e4d3c2b1a0f9e8d7c6b5a4938271605";
 
+/// Python for both sandboxes of the framing: `bucket()`, the sensor bucket now (of `secs`
+/// seconds), and `wait_next(b)`, which returns once bucket `b` has ended.
+const PY_BUCKETS: &str = r#"
+def bucket():
+    return int(time.time()) // secs
+def wait_next(b):
+    while bucket() <= b:
+        time.sleep(0.01)
+"#;
+
 /// Sandbox A: `argv[1]` GETs with its handle at the start of each of `argv[2]` sensor
 /// buckets of `argv[3]` s (a steady rate just under the hard cap); the JSON tally of
 /// what they got.
 const STEADY: &str = r#"
 n, buckets, secs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 h = hb.handle("svc", "bot")["handle"]
-def bucket():
-    return int(time.time()) // secs
-def wait_next(b):
-    while bucket() <= b:
-        time.sleep(0.01)
 wait_next(bucket())
 tally = Counter()
 for _ in range(buckets):
@@ -76,11 +81,6 @@ print(json.dumps(tally))
 const BYSTANDER: &str = r#"
 n, wait, secs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 h = hb.handle("svc", "bot")["handle"]
-def bucket():
-    return int(time.time()) // secs
-def wait_next(b):
-    while bucket() <= b:
-        time.sleep(0.01)
 start = bucket()
 wait_next(start + wait - 1)
 reads = Counter()
@@ -107,33 +107,15 @@ fn a_steady_caller_just_under_the_hard_cap_cannot_have_a_bystander_named() {
     const B_CALLS: u64 = 10;
     hb_tests::require_root();
     let p = Provider::start("review33-frame", DNS_PORT, None);
-    let keys = p.key_store("keys.json", &[KEY]);
-    let config = format!(
-        r#"
-{head}{svc}
-[[policy]]
-name = "web"
-integrations = ["svc"]
-
-[[policy]]
-name = "other"
-integrations = ["svc"]
-"#,
-        head = p.config_head(""),
-        svc = p.exec_rotated(
-            "svc",
-            &keys,
-            "verify",
-            &format!(
-                "sensor_bucket_secs = {SECS}\nspike_halflife_secs = {SECS}\n\
-                 spike_learning_secs = 3600\nspike_hard_cap = 40\nspike_buckets = 2\n\
-                 quarantine_secs = 120\nquarantine_calls_per_minute = 5\n"
-            ),
+    let env = p.shared_account_agent_sensing(
+        "a33frame",
+        KEY,
+        &format!(
+            "sensor_bucket_secs = {SECS}\nspike_halflife_secs = {SECS}\n\
+             spike_learning_secs = 3600\nspike_hard_cap = 40\nspike_buckets = 2\n\
+             quarantine_secs = 120\nquarantine_calls_per_minute = 5\n"
         ),
     );
-    let mut env = TestEnv::new("a33frame", &config);
-    env.init_vault(&[("svc", "bot", KEY)]);
-    env.start_agent();
 
     // A: eight buckets alone (its rate becomes the learned mean), three beside B, three
     // more.
@@ -143,14 +125,14 @@ integrations = ["svc"]
             nobody_broker_client(
                 env,
                 "web",
-                STEADY,
+                &format!("{PY_BUCKETS}{STEADY}"),
                 &[&A_CALLS.to_string(), "14", &SECS.to_string()],
             )
         });
         let b = nobody_broker_client(
             env,
-            "other",
-            BYSTANDER,
+            "ops",
+            &format!("{PY_BUCKETS}{BYSTANDER}"),
             &[&B_CALLS.to_string(), "9", &SECS.to_string()],
         );
         (a.join().expect("sandbox A"), b)
@@ -182,7 +164,7 @@ integrations = ["svc"]
         "B's calls beside A's took the account over the cap: a spike: {b}"
     );
     assert!(
-        named.iter().all(|p| *p != "other"),
+        named.iter().all(|p| *p != "ops"),
         "B, calling 10 a bucket beside A's steady 36, is named for the spike: {named:?}"
     );
     assert_eq!(b["write"], 200, "B's write is held for a spike A made: {b}");
