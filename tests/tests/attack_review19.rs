@@ -230,8 +230,11 @@ callers = [threading.Thread(target=call, args=(s,)) for s in conns]
 /// about 20 s of CPU on the debug build; a few of them every 30 s is enough to keep
 /// the node's cores busy and the agent's memory growing for as long as the sandbox
 /// likes, within `broker.scrub_per_minute`). At most two of one caller's calls may have
-/// work running: the third is refused `rate_limited` at once. Sized for the debug build
-/// the suite runs, as the test above.
+/// work running: the third is refused at once, `rate_limited` at the text work's two
+/// places, or `unavailable` while its body is read when the three bodies arrive side by
+/// side past the caller's third of the body budget (attack review 32; the broker
+/// answers and closes before the body's end, so the sender may see only its write
+/// fail). Sized for the debug build the suite runs, as the test above.
 #[test]
 fn a_sandbox_cannot_stack_scrub_work_past_two_calls() {
     let env = start("a19stack");
@@ -261,7 +264,18 @@ print(json.dumps(got))
         .map(|v| (v[0].as_u64().unwrap_or(0), v[1].as_str().map(str::to_owned)))
         .collect();
     eprintln!("figure: three 10 MiB scrubs side by side from one sandbox were answered {got:?}");
-    let refused = got.iter().filter(|(status, _)| *status == 429).count();
+    let refused = got
+        .iter()
+        .filter(|(status, code)| {
+            *status == 429
+                || *status == 503
+                || (*status == 0
+                    && matches!(
+                        code.as_deref(),
+                        Some("BrokenPipeError" | "ConnectionResetError")
+                    ))
+        })
+        .count();
     let worked = got
         .iter()
         .filter(|(status, _)| *status == 200 || *status == 408)
@@ -269,6 +283,7 @@ print(json.dumps(got))
     assert_eq!(
         (worked, refused),
         (2, 1),
-        "three scrubs side by side: two must work, the third be refused rate_limited: {got:?}"
+        "three scrubs side by side: two must work, the third be refused (rate_limited, or \
+         unavailable while its body is read): {got:?}"
     );
 }
