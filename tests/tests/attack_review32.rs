@@ -31,7 +31,18 @@
 //! connect with a timeout (`hb_client.py`, curl: a non-blocking connect) fails at once
 //! with `EAGAIN`: 0 of 10 whoami on ff780be, 0 to 2 of 10 now. A fix needs the kernel:
 //! a `cgroup/connect_unix` program bounding a sandbox's connects to the broker's socket
-//! (a rate per cgroup), or a socket per sandbox.
+//! (a rate per cgroup; aya 0.14 has no attach type for it), or a socket per sandbox.
+//! Tried in user space (helper `backlog`, two runs or more each, debug agent): A's
+//! blocked connects follow the accept loop's pace, so a faster refusal only makes A
+//! connect faster. A refusal of a cgroup known to be at its share on the pidfd's cgroup
+//! id alone (no `/proc` read), accepting without registering with the runtime (commit
+//! d88ad56 of branch `backlog`, reverted): refused 187 131 to 319 465 in 15 s (120 736
+//! before), B 0 to 2 of 10 (five runs). With the accept loop's thread at nice -10:
+//! 376 965 to 382 781 refused, 1 of 10. Refusing on a thread of its own (blocking
+//! accept): 352 375 to 380 453 refused, 0 of 10; on two such threads at nice -10: 1 to
+//! 3 of 10. The backlog is `net.core.somaxconn` (4 096, std's `listen`); 16 gave 0 to 1
+//! of 10; 65 535 (somaxconn raised) gave 10 then 0 of 10 (a bigger queue only fills
+//! later).
 //!
 //! Held, tested: 4 000 silent connects of A to a guarded address (the guard accepts
 //! only once data comes, `TCP_DEFER_ACCEPT`) leave B of the same policy 5 of 5 GETs
