@@ -262,6 +262,35 @@ while out > 0:
 print("asked", asked, "answered", answered, "servfail", servfail, flush=True)
 "#;
 
+/// Asks each name of `argv[1:]` (A) over TCP to a port-53 address (the kernel's
+/// redirect) and prints `NAME rcode R answers N types T,… addrs A,… ttl L`: every record of
+/// the answer section the sandbox was handed, and the lowest TTL among them.
+pub const PY_TCP_ANSWERS: &str = r#"
+import socket, struct, sys
+def skip(d, i):
+    while d[i]:
+        if d[i] >= 0xc0: return i + 2
+        i += d[i] + 1
+    return i + 1
+for n, name in enumerate(sys.argv[1:]):
+    m = struct.pack("!HHHHHH", n + 1, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+    t = socket.create_connection(("192.0.2.53", 53), timeout=5)
+    t.sendall(struct.pack("!H", len(m)) + m)
+    ln = struct.unpack("!H", t.recv(2, socket.MSG_WAITALL))[0]
+    d = b""
+    while len(d) < ln: d += t.recv(ln - len(d))
+    t.close()
+    i = skip(d, 12) + 4
+    types, addrs, ttls = [], [], set()
+    for _ in range(struct.unpack("!H", d[6:8])[0]):
+        i = skip(d, i)
+        rtype, _, ttl, rdlen = struct.unpack("!HHIH", d[i:i + 10])
+        types.append(str(rtype)); ttls.add(ttl)
+        if rtype == 1: addrs.append(socket.inet_ntoa(d[i + 10:i + 14]))
+        i += 10 + rdlen
+    print(name, "rcode", d[3] & 15, "answers", len(types), "types", ",".join(types) or "-", "addrs", ",".join(addrs) or "-", "ttl", min(ttls, default=0), flush=True)
+"#;
+
 /// Starts an attacker sandbox of `policy` running [`PY_UDP_FLOOD`] (for `seconds`, names
 /// under `zone`, `pause` seconds apart), and waits until it floods.
 pub fn udp_flooder(env: &TestEnv, policy: &str, seconds: &str, zone: &str, pause: &str) -> Running {
@@ -279,6 +308,13 @@ pub fn udp_flooder(env: &TestEnv, policy: &str, seconds: &str, zone: &str, pause
 /// Runs [`PY_UDP_ASK`] for `names` in a fresh sandbox of `policy`; what it printed.
 pub fn udp_ask(env: &TestEnv, policy: &str, names: &[&str]) -> String {
     let mut args = vec![python(), "-c", PY_UDP_ASK];
+    args.extend_from_slice(names);
+    nobody_run(env, policy, &args)
+}
+
+/// Runs [`PY_TCP_ANSWERS`] for `names` in a fresh sandbox of `policy`; what it printed.
+pub fn tcp_answers(env: &TestEnv, policy: &str, names: &[&str]) -> String {
+    let mut args = vec![python(), "-c", PY_TCP_ANSWERS];
     args.extend_from_slice(names);
     nobody_run(env, policy, &args)
 }

@@ -70,7 +70,7 @@ use std::{fs, thread, time::Duration};
 
 use hb_tests::{
     PythonServer, TestEnv, private_netns, python,
-    sandboxed::{PY_WIDE_NAMES, nobody_run, udp_ask},
+    sandboxed::{PY_WIDE_NAMES, nobody_run, tcp_answers, udp_ask},
     worlds::{recording_upstream, resolver_config, started_agent},
 };
 
@@ -131,35 +131,6 @@ while True:
     ))
 }
 
-/// Asks each name of `argv[1:]` (A) over TCP to a port-53 address (the kernel's
-/// redirect) and prints `NAME rcode R answers N types T,… addrs A,… ttl L`: every record of
-/// the answer section the sandbox was handed, and the lowest TTL among them.
-const PY_TCP_ANSWERS: &str = r#"
-import socket, struct, sys
-def skip(d, i):
-    while d[i]:
-        if d[i] >= 0xc0: return i + 2
-        i += d[i] + 1
-    return i + 1
-for n, name in enumerate(sys.argv[1:]):
-    m = struct.pack("!HHHHHH", n + 1, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
-    t = socket.create_connection(("192.0.2.53", 53), timeout=5)
-    t.sendall(struct.pack("!H", len(m)) + m)
-    ln = struct.unpack("!H", t.recv(2, socket.MSG_WAITALL))[0]
-    d = b""
-    while len(d) < ln: d += t.recv(ln - len(d))
-    t.close()
-    i = skip(d, 12) + 4
-    types, addrs, ttls = [], [], set()
-    for _ in range(struct.unpack("!H", d[6:8])[0]):
-        i = skip(d, i)
-        rtype, _, ttl, rdlen = struct.unpack("!HHIH", d[i:i + 10])
-        types.append(str(rtype)); ttls.add(ttl)
-        if rtype == 1: addrs.append(socket.inet_ntoa(d[i + 10:i + 14]))
-        i += 10 + rdlen
-    print(name, "rcode", d[3] & 15, "answers", len(types), "types", ",".join(types) or "-", "addrs", ",".join(addrs) or "-", "ttl", min(ttls, default=0), flush=True)
-"#;
-
 /// The world's config: policy `web` allows `*.wild.test`, policy `other` only
 /// `victim.wild.test`; the upstream on `FAT_PORT`.
 fn wild_config() -> String {
@@ -217,13 +188,10 @@ fn records_off_the_questions_chain_are_neither_learned_nor_handed_out() {
     private_netns(&["192.0.2.53", "203.0.113.10"]);
     let _up = fat_upstream();
     let env = started_agent("ar31chain", &wild_config());
-    let said = nobody_run(
+    let said = tcp_answers(
         &env,
         "web",
         &[
-            python(),
-            "-c",
-            PY_TCP_ANSWERS,
             "fat-one.wild.test",
             "chain3.wild.test",
             &format!("chain{}.wild.test", MAX_CHAIN + 1),
@@ -275,11 +243,7 @@ fn a_cnames_short_ttl_bounds_how_long_its_answer_is_held() {
     private_netns(&["192.0.2.53", "203.0.113.10"]);
     let _up = fat_upstream();
     let env = started_agent("ar31ttl", &wild_config());
-    let said = nobody_run(
-        &env,
-        "web",
-        &[python(), "-c", PY_TCP_ANSWERS, "short.wild.test"],
-    );
+    let said = tcp_answers(&env, "web", &["short.wild.test"]);
     let ttl: u64 = said
         .split_whitespace()
         .last()

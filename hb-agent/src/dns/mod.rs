@@ -17,7 +17,8 @@
 //! audit mode resolves and reports) → answered from the cache
 //! of validated answers, or forwarded upstream (`upstream`: persistent sockets, random
 //! ids, TCP on truncation; of the upstream's answer only the question's CNAME chain and
-//! the addresses it leads to are kept, [`chain`]: a chain past 16 CNAMEs or a loop is
+//! the addresses it leads to are kept, each once, [`chain`]; a DNAME stands for the
+//! CNAME it synthesises; a chain past 16 links, a loop or a name past 255 octets is
 //! SERVFAIL) → every A/AAAA in the answer must lie outside the deny ranges and
 //! the host's own addresses (minus exceptions; IPv4-mapped and NAT64 answers judged by
 //! the IPv4 they carry; see [`crate::egress::host_own`]), else the

@@ -4,7 +4,8 @@
 //! port), so a query costs one send and one receive instead of a socket set-up. Each
 //! query gets a random 16-bit id, and a reply is taken only from the server it was sent
 //! to, with that id and the very question asked — anything else is dropped. A truncated
-//! reply is asked again over TCP. A server that times out or answers SERVFAIL/REFUSED
+//! reply is asked again over TCP, whose reply is held to the same id and question
+//! ([`answering`]). A server that times out or answers SERVFAIL/REFUSED
 //! hands over to the next one.
 //!
 //! Must never: accept a reply for another query, or wait without a deadline.
@@ -202,8 +203,7 @@ impl Upstream {
         if let Ok(mut w) = self.waiters.lock() {
             w.remove(&(idx, id));
         }
-        let reply = Message::from_vec(&got?).ok()?;
-        same_question(&reply, question).then_some(reply)
+        answering(&got?, id, question)
     }
 }
 
@@ -219,16 +219,23 @@ fn request(id: u16, question: &Query) -> Message {
     m
 }
 
-fn same_question(reply: &Message, question: &Query) -> bool {
-    reply.metadata.message_type == MessageType::Response
+/// `bytes` read as the reply to our query `id` for `question`, over UDP or TCP alike: a
+/// response with that id and that one question (type, and name in any case); `None` for
+/// anything else.
+fn answering(bytes: &[u8], id: u16, question: &Query) -> Option<Message> {
+    let reply = Message::from_vec(bytes).ok()?;
+    let answers = reply.metadata.id == id
+        && reply.metadata.message_type == MessageType::Response
         && matches!(reply.queries.as_slice(), [q] if q.query_type() == question.query_type()
-            && q.name().to_ascii().eq_ignore_ascii_case(&question.name().to_ascii()))
+            && q.name().to_ascii().eq_ignore_ascii_case(&question.name().to_ascii()));
+    answers.then_some(reply)
 }
 
 async fn ask_tcp(server: SocketAddr, question: &Query) -> Option<Message> {
+    let id = random_u16();
     let work = async {
         let mut stream = TcpStream::connect(server).await.ok()?;
-        let bytes = request(random_u16(), question).to_vec().ok()?;
+        let bytes = request(id, question).to_vec().ok()?;
         let len = u16::try_from(bytes.len()).ok()?;
         stream.write_all(&len.to_be_bytes()).await.ok()?;
         stream.write_all(&bytes).await.ok()?;
@@ -236,10 +243,10 @@ async fn ask_tcp(server: SocketAddr, question: &Query) -> Option<Message> {
         stream.read_exact(&mut len).await.ok()?;
         let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut buf).await.ok()?;
-        Message::from_vec(&buf).ok()
+        Some(buf)
     };
     let reply = tokio::time::timeout(TIMEOUT, work).await.ok()??;
-    same_question(&reply, question).then_some(reply)
+    answering(&reply, id, question)
 }
 
 /// Hands each reply to the query waiting for it; drops replies from elsewhere.
@@ -262,5 +269,39 @@ async fn read_replies(
         if let Some(tx) = waiter {
             let _ = tx.send(buf[..n].to_vec());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use super::*;
+
+    /// A reply is ours only with our id and our question, whichever transport it came by.
+    #[test]
+    fn a_reply_needs_our_id_and_our_question() {
+        let question = Query::query(
+            Name::from_str("www.wild.test.").expect("name"),
+            RecordType::A,
+        );
+        let reply = |id: u16, name: &str, qtype: RecordType| {
+            let mut m = request(
+                id,
+                &Query::query(Name::from_str(name).expect("name"), qtype),
+            );
+            m.metadata.message_type = MessageType::Response;
+            m.to_vec().expect("wire")
+        };
+        assert!(answering(&reply(7, "WWW.wild.test.", RecordType::A), 7, &question).is_some());
+        assert!(answering(&reply(8, "www.wild.test.", RecordType::A), 7, &question).is_none());
+        assert!(answering(&reply(7, "www.wild.test.", RecordType::AAAA), 7, &question).is_none());
+        assert!(answering(&reply(7, "victim.wild.test.", RecordType::A), 7, &question).is_none());
+        let asked = request(7, &question).to_vec().expect("wire");
+        assert!(
+            answering(&asked, 7, &question).is_none(),
+            "a query is no reply"
+        );
+        assert!(answering(&[0, 7, 0x81], 7, &question).is_none());
     }
 }
