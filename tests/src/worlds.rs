@@ -11,7 +11,11 @@
 //!   dnsmasq), [`started_agent`], [`RecordingPython`] (servers that log each arrival as a
 //!   JSON line), [`attack_as`] (a Python attack run as uid 65534 in a sandbox) and
 //!   [`nameserver_sandbox`] (such a sandbox to spawn, one that runs on beside the test);
-//! - [`recording_upstream`]: a DNS upstream that writes down every query it gets.
+//! - [`recording_upstream`]: a DNS upstream that writes down every query it gets;
+//! - config pieces of the broker worlds: [`bearer_integration`] (one integration table),
+//!   [`two_tenants`] (the attacker's `p` and another tenant's `v` on one API, policies
+//!   `web` and `other`) and [`svc_broker_config`] (a broker open to every sandbox with
+//!   integration `svc`, policies left to the test).
 
 use std::{
     ffi::OsStr,
@@ -448,4 +452,39 @@ while True:
         log = log.display().to_string()
     );
     PythonServer::start(&script)
+}
+
+/// Integration `name` (bearer) for `methods` on `host`, as a TOML table.
+pub fn bearer_integration(name: &str, host: &str, methods: &[&str]) -> String {
+    format!(
+        "\n[[integration]]\nname = {name:?}\nauth = \"bearer\"\nhosts = [{host:?}]\nmethods = {methods:?}\n"
+    )
+}
+
+/// The two-tenant world's integrations and policies: `p` (the attacker's, bearer,
+/// `p_methods`) and `v` (another tenant's, bearer, GET), both on `api`; policy `web`
+/// binds `p` (and with `web_reaches_api` also reaches `api` without the broker),
+/// policy `other` binds `v`.
+pub fn two_tenants(api: &str, p_methods: &[&str], web_reaches_api: bool) -> String {
+    let reach = if web_reaches_api {
+        format!("allow_domains = [{api:?}]\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{}\n[[policy]]\nname = \"web\"\nintegrations = [\"p\"]\n{reach}\n[[policy]]\nname = \"other\"\nintegrations = [\"v\"]\n",
+        bearer_integration("p", api, p_methods),
+        bearer_integration("v", api, &["GET"]),
+    )
+}
+
+/// A broker world's config without its policies: the broker's socket open to every
+/// sandbox (`socket_mode = "0666"`) with `broker` (more `[broker]` keys, a line each),
+/// hb's resolver on 127.0.0.1:`dns_port`, and integration `svc` (bearer, GET on
+/// `api.svc.test`).
+pub fn svc_broker_config(broker: &str, dns_port: u16) -> String {
+    format!(
+        "\n[broker]\nsocket_mode = \"0666\"\n{broker}\n[dns]\nlisten = \"127.0.0.1:{dns_port}\"\n{}",
+        bearer_integration("svc", "api.svc.test", &["GET"])
+    )
 }

@@ -58,7 +58,7 @@
 use hb_tests::{
     TestEnv,
     sandboxed::nobody_broker_client,
-    worlds::{OverrideArrivals, PythonApi},
+    worlds::{OverrideArrivals, PythonApi, two_tenants},
 };
 use serde_json::Value;
 
@@ -125,30 +125,7 @@ impl World {
             &[API],
             &format!("victim = {VICTIM:?}\n{handler}"),
         );
-        let body = format!(
-            r#"
-[[integration]]
-name = "p"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET", "POST"]
-
-[[integration]]
-name = "v"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET"]
-
-[[policy]]
-name = "web"
-integrations = ["p"]
-allow_domains = ["{API}"]
-
-[[policy]]
-name = "other"
-integrations = ["v"]
-"#
-        );
+        let body = two_tenants(API, &["GET", "POST"], true);
         let env = api.names.agent(
             name,
             "follow_redirects = true\n",

@@ -46,7 +46,11 @@
 //! bytes as an error and closes it. A 1xx answer's headers (`103 Early Hints`) never
 //! reach anyone: hyper's client skips 1xx heads (no informational callback is set).
 
-use hb_tests::{TestEnv, sandboxed::nobody_broker_client, worlds::PythonApi};
+use hb_tests::{
+    TestEnv,
+    sandboxed::nobody_broker_client,
+    worlds::{PythonApi, bearer_integration},
+};
 
 const DNS_PORT: u16 = 5724;
 
@@ -107,29 +111,19 @@ impl World {
             &format!("first = {OWN:?}\n{handler}"),
         );
         let body = format!(
-            r#"
-[[integration]]
-name = "p"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET"]
-verify_url = "https://{API}/verify"
+            r#"{p}verify_url = "https://{API}/verify"
 
 [integration.rotation]
 exec = ["/bin/false"]
 on_reflection = "quarantine"
-
-[[integration]]
-name = "q"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET"]
-
+{q}
 [[policy]]
 name = "web"
 integrations = ["p", "q"]
 allow_domains = ["{API}"]
-"#
+"#,
+            p = bearer_integration("p", API, &["GET"]),
+            q = bearer_integration("q", API, &["GET"]),
         );
         let env = api
             .names

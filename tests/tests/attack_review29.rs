@@ -51,7 +51,11 @@
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
 
-use hb_tests::{TestEnv, sandboxed::nobody_broker_client, worlds::PythonApi};
+use hb_tests::{
+    TestEnv,
+    sandboxed::nobody_broker_client,
+    worlds::{PythonApi, two_tenants},
+};
 
 const DNS_PORT: u16 = 5729;
 
@@ -120,29 +124,7 @@ impl World {
             &[API],
             &format!("victims = {victims:?}\n{handler}"),
         );
-        let body = format!(
-            r#"
-[[integration]]
-name = "p"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET"]
-
-[[integration]]
-name = "v"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET"]
-
-[[policy]]
-name = "web"
-integrations = ["p"]
-
-[[policy]]
-name = "other"
-integrations = ["v"]
-"#
-        );
+        let body = two_tenants(API, &["GET"], false);
         let mut credentials = vec![("p", "bot", OWN)];
         credentials.extend(VICTIMS.iter().map(|(a, k)| ("v", *a, *k)));
         credentials.extend_from_slice(extra);

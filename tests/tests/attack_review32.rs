@@ -70,29 +70,20 @@ use std::time::Duration;
 use hb_tests::{
     TestEnv, private_netns, python,
     sandboxed::{nobody_command, nobody_python_json, stdout_lines},
+    worlds::svc_broker_config,
 };
 use serde_json::Value;
 
-const CONFIG: &str = r#"
-[broker]
-socket_mode = "0666"
-request_timeout_secs = 240
-idle_timeout_secs = 300
-
-[dns]
-listen = "127.0.0.1:5332"
-
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.svc.test"]
-methods = ["GET"]
-
-[[policy]]
-name = "bound"
-allow_domains = []
-integrations = ["svc"]
-"#;
+/// Long broker timeouts (the attacks hold connections); policy `bound` binds `svc`.
+fn config() -> String {
+    let broker = svc_broker_config(
+        "request_timeout_secs = 240\nidle_timeout_secs = 300\n",
+        5332,
+    );
+    format!(
+        "{broker}\n[[policy]]\nname = \"bound\"\nallow_domains = []\nintegrations = [\"svc\"]\n"
+    )
+}
 
 /// Sandbox A: `argv[2]` connections, each sending `POST /v1/handles` with a body of
 /// `argv[3]` MiB all but its last byte; prints `held` once every byte is sent (the
@@ -149,11 +140,11 @@ fn count(tally: &Value, key: &str) -> u64 {
     tally[key].as_u64().unwrap_or(0)
 }
 
-/// An agent on [`CONFIG`] and `more` (whole tables), in its own network namespace, the
+/// An agent on [`config`] and `more` (whole tables), in its own network namespace, the
 /// vault holding `svc`'s `bot` key, started.
 fn broker_env(name: &str, more: &str) -> TestEnv {
     private_netns(&[]);
-    let mut env = TestEnv::new(name, &format!("{CONFIG}\n{more}"));
+    let mut env = TestEnv::new(name, &format!("{}\n{more}", config()));
     env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
     env.start_agent();
     env

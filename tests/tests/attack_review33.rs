@@ -43,7 +43,12 @@
 
 use std::fs;
 
-use hb_tests::{TestEnv, provider::Provider, sandboxed::nobody_broker_client, worlds::PythonApi};
+use hb_tests::{
+    TestEnv,
+    provider::Provider,
+    sandboxed::nobody_broker_client,
+    worlds::{PythonApi, two_tenants},
+};
 use serde_json::Value;
 
 const DNS_PORT: u16 = 5433;
@@ -408,29 +413,7 @@ print(json.dumps(got))
 #[test]
 fn endless_interim_answers_and_headers_hold_only_the_callers_calls() {
     let api = PythonApi::start("review33-frame", FRAMING_DNS_PORT, &[API], HOSTILE_PY);
-    let body = format!(
-        r#"
-[[integration]]
-name = "p"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET"]
-
-[[integration]]
-name = "v"
-auth = "bearer"
-hosts = ["{API}"]
-methods = ["GET"]
-
-[[policy]]
-name = "web"
-integrations = ["p"]
-
-[[policy]]
-name = "other"
-integrations = ["v"]
-"#
-    );
+    let body = two_tenants(API, &["GET"], false);
     let env = api.names.agent(
         "a33endless",
         "upstream_timeout_secs = 8\n",

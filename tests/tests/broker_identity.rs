@@ -31,23 +31,15 @@ use std::{
 
 use hb_tests::{
     TestEnv, agent_bin, cgroup2_mount, private_netns, python, sandboxed::nobody_python,
+    worlds::svc_broker_config,
 };
 use serde_json::Value;
 
-const CONFIG: &str = r#"
-[broker]
-socket_mode = "0666"
-max_connections = 1
-
-[dns]
-listen = "127.0.0.1:5300"
-
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.svc.test"]
-methods = ["GET"]
-
+/// The world with `broker` (more `[broker]` keys): policy `a` binds nothing, `b` binds
+/// `svc`.
+fn config(broker: &str) -> String {
+    svc_broker_config(broker, 5300)
+        + r#"
 [[policy]]
 name = "a"
 allow_domains = []
@@ -56,7 +48,11 @@ allow_domains = []
 name = "b"
 allow_domains = []
 integrations = ["svc"]
-"#;
+"#
+}
+
+/// One broker connection at a time.
+const ONE_CONNECTION: &str = "max_connections = 1\n";
 
 /// Sandbox A's attacker. A child connects the socket both share and waits; on the
 /// test's first line it exits and is reaped; on the second, A sends its first requests
@@ -324,7 +320,7 @@ impl Drop for Impostor {
 }
 
 fn start(name: &str) -> TestEnv {
-    start_with(name, CONFIG)
+    start_with(name, &config(ONE_CONNECTION))
 }
 
 fn start_with(name: &str, config: &str) -> TestEnv {
@@ -450,10 +446,7 @@ fn a_connection_that_stops_reading_its_answer_is_closed_after_the_idle_timeout()
     private_netns(&[]);
     // The shortest idle timeout the config allows: over request_timeout_secs and the
     // event stream's 15 s keep-alive. (Keys the old binary does not know.)
-    let config = CONFIG.replace(
-        "max_connections = 1\n",
-        "request_timeout_secs = 2\nidle_timeout_secs = 16\n",
-    );
+    let config = config("request_timeout_secs = 2\nidle_timeout_secs = 16\n");
     let mut env = TestEnv::new("identslow", &config);
     env.start_agent();
     // A sandbox asks for a 2 MB answer and reads none of it: the broker's write stalls
@@ -522,7 +515,7 @@ print(json.dumps({"status": int(head.split(b" ")[1]), "got": len(rest), "length"
 #[test]
 fn one_sandbox_cannot_hold_more_than_its_share_of_connections() {
     // The default broker.max_connections (256), not this file's 1.
-    let env = start_with("identshare", &CONFIG.replace("max_connections = 1\n", ""));
+    let env = start_with("identshare", &config(""));
     // broker.max_connections_per_caller is 32 by default: the 33rd open connection of
     // one sandbox is closed unanswered, and one given back makes room again.
     let script = r#"

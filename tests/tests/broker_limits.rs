@@ -5,30 +5,19 @@
 
 use std::fs;
 
-use hb_tests::{TestEnv, private_netns, sandboxed::nobody_python};
+use hb_tests::{TestEnv, private_netns, sandboxed::nobody_python, worlds::svc_broker_config};
 use serde_json::Value;
 
-const CONFIG: &str = r#"
-[broker]
-socket_mode = "0666"
-max_handles_per_caller = 5
-handles_per_minute = 12
-
-[dns]
-listen = "127.0.0.1:5300"
-
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.svc.test"]
-methods = ["GET"]
-
-[[policy]]
-name = "bound"
-allow_domains = []
-integrations = ["svc"]
-canary_handles = 4
-"#;
+/// Five live handles a caller, twelve new ones a minute; policy `bound` binds `svc`.
+fn config() -> String {
+    let broker = svc_broker_config(
+        "max_handles_per_caller = 5\nhandles_per_minute = 12\n",
+        5300,
+    );
+    format!(
+        "{broker}\n[[policy]]\nname = \"bound\"\nallow_domains = []\nintegrations = [\"svc\"]\ncanary_handles = 4\n"
+    )
+}
 
 /// Python with `raw(method, path, body) -> (status, parsed JSON or None)` and
 /// `handle(execution) -> (status, answer)` on the broker socket.
@@ -73,7 +62,7 @@ fn in_sandbox(env: &TestEnv, script: &str) -> Value {
 #[test]
 fn a_sandbox_flooding_handle_creation_is_capped_and_rate_limited_while_another_is_served() {
     private_netns(&[]);
-    let mut env = TestEnv::new("handlelimits", CONFIG);
+    let mut env = TestEnv::new("handlelimits", &config());
     env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
     env.start_agent();
 

@@ -5,22 +5,11 @@
 
 use std::{fs, process::Command};
 
-use hb_tests::{TestEnv, private_netns, sandboxed::nobody_python};
+use hb_tests::{TestEnv, private_netns, sandboxed::nobody_python, worlds::svc_broker_config};
 use serde_json::{Value, json};
 
-const CONFIG: &str = r#"
-[broker]
-socket_mode = "0666"
-
-[dns]
-listen = "127.0.0.1:5300"
-
-[[integration]]
-name = "svc"
-auth = "bearer"
-hosts = ["api.svc.test"]
-methods = ["GET"]
-
+/// Policy `bound` binds `svc`, policy `unbound` nothing.
+const POLICIES: &str = r#"
 [[policy]]
 name = "bound"
 allow_domains = []
@@ -36,7 +25,7 @@ const SECRET: &str = "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv";
 
 fn start(name: &str) -> TestEnv {
     private_netns(&[]);
-    let mut env = TestEnv::new(name, CONFIG);
+    let mut env = TestEnv::new(name, &(svc_broker_config("", 5300) + POLICIES));
     env.init_vault(&[("svc", "bot", SECRET)]);
     env.start_agent();
     env
