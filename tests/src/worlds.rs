@@ -11,7 +11,8 @@
 //!   dnsmasq), [`started_agent`], [`RecordingPython`] (servers that log each arrival as a
 //!   JSON line), [`attack_as`] (a Python attack run as uid 65534 in a sandbox) and
 //!   [`nameserver_sandbox`] (such a sandbox to spawn, one that runs on beside the test);
-//! - [`recording_upstream`]: a DNS upstream that writes down every query it gets;
+//! - [`recording_upstream`]: a DNS upstream that writes down every query it gets, and
+//!   [`dns_server`]: one over UDP and TCP that answers as the test's Python says;
 //! - config pieces of the broker worlds: [`bearer_integration`] (one integration table),
 //!   [`two_tenants`] (the attacker's `p` and another tenant's `v` on one API, policies
 //!   `web` and `other`) and [`svc_broker_config`] (a broker open to every sandbox with
@@ -452,6 +453,44 @@ while True:
         log = log.display().to_string()
     );
     PythonServer::start(&script)
+}
+
+/// A DNS server (Python) on 127.0.0.1:`port`, UDP and TCP, killed on drop. `answer` is
+/// Python defining `answer(q, tcp)`: the reply's bytes for the query's bytes `q`, which
+/// came over TCP when `tcp` (`socket`, `struct` and `threading` are imported; the
+/// server's own names are local to its functions, so `answer`'s globals stay its own). A
+/// query whose `answer` raises gets no reply.
+pub fn dns_server(port: u16, answer: &str) -> PythonServer {
+    PythonServer::start(&format!(
+        r#"
+import socket, struct, threading
+{answer}
+def serve_tcp():
+    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind(("127.0.0.1", {port})); t.listen(64)
+    while True:
+        c, _ = t.accept()
+        try:
+            ln = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
+            r = answer(c.recv(ln, socket.MSG_WAITALL), True)
+            c.sendall(struct.pack("!H", len(r)) + r)
+        except Exception:
+            pass
+        c.close()
+def serve_udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    s.bind(("127.0.0.1", {port}))
+    while True:
+        q, peer = s.recvfrom(4096)
+        try:
+            s.sendto(answer(q, False), peer)
+        except Exception:
+            pass
+threading.Thread(target=serve_tcp, daemon=True).start()
+serve_udp()
+"#
+    ))
 }
 
 /// Integration `name` (bearer) for `methods` on `host`, as a TOML table.

@@ -376,13 +376,14 @@ const RECORDING_PORT: u16 = 5517;
 /// else NXDOMAIN.
 fn recording_upstream(log: &std::path::Path, v6: &[(&str, &str)]) -> hb_tests::PythonServer {
     std::fs::write(log, "").expect("log");
-    hb_tests::PythonServer::start(&format!(
-        r#"
-import socket, struct, threading
+    hb_tests::worlds::dns_server(
+        RECORDING_PORT,
+        &format!(
+            r#"
 V6 = dict({v6:?})
 LOG = {log:?}
 lock = threading.Lock()
-def answer(q):
+def answer(q, tcp):
     end = 12; labels = []
     while q[end] != 0:
         labels.append(q[end + 1:end + 1 + q[end]].decode("latin-1")); end += q[end] + 1
@@ -398,27 +399,10 @@ def answer(q):
     elif name not in V6 and name != "allowed.test":
         rcode = 3
     return q[:2] + struct.pack("!HHHHH", 0x8180 | rcode, 1, len(rrs), 0, 0) + q[12:end + 5] + b"".join(rrs)
-def tcp():
-    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind(("127.0.0.1", {RECORDING_PORT})); t.listen(16)
-    while True:
-        c, _ = t.accept()
-        try:
-            ln = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
-            r = answer(c.recv(ln, socket.MSG_WAITALL))
-            c.sendall(struct.pack("!H", len(r)) + r)
-        except Exception:
-            pass
-        c.close()
-threading.Thread(target=tcp, daemon=True).start()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", {RECORDING_PORT}))
-print("ready", flush=True)
-while True:
-    q, a = s.recvfrom(4096)
-    s.sendto(answer(q), a)
 "#,
-        log = log.display().to_string(),
-    ))
+            log = log.display().to_string(),
+        ),
+    )
 }
 
 /// A sandbox's ways to put a name in front of the upstream: `argv[1]` (a name its policy

@@ -27,7 +27,7 @@ use std::{thread, time::Duration};
 use hb_tests::{
     PythonServer, TestEnv, private_netns,
     sandboxed::tcp_answers,
-    worlds::{resolver_config, started_agent},
+    worlds::{dns_server, resolver_config, started_agent},
 };
 use serde_json::Value;
 
@@ -46,9 +46,9 @@ const PORT: u16 = 5532;
 ///   query's; `tcok`: the same with the query's id, 203.0.113.41;
 /// - anything else: 203.0.113.10.
 fn hostile_upstream() -> PythonServer {
-    PythonServer::start(&format!(
+    dns_server(
+        PORT,
         r#"
-import socket, struct, threading
 def name(n):
     return b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
 def rr(owner, t, data, ttl=60):
@@ -89,27 +89,8 @@ def answer(q, tcp):
     else:
         rrs = [rr(b"\xc0\x0c", 1, a("203.0.113.10"))]
     return qid + struct.pack("!HHHHH", flags, 1, len(rrs), 0, 0) + q[12:end + 5] + b"".join(rrs)
-def tcp():
-    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind(("127.0.0.1", {PORT})); t.listen(16)
-    while True:
-        c, _ = t.accept()
-        try:
-            ln = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
-            d = answer(c.recv(ln, socket.MSG_WAITALL), True)
-            c.sendall(struct.pack("!H", len(d)) + d)
-        except Exception:
-            pass
-        c.close()
-threading.Thread(target=tcp, daemon=True).start()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-s.bind(("127.0.0.1", {PORT}))
-while True:
-    q, addr = s.recvfrom(512)
-    s.sendto(answer(q, False), addr)
-"#
-    ))
+"#,
+    )
 }
 
 /// Policy `web` allows `*.wild.test`; at most 4 addresses a name; the upstream on `PORT`.

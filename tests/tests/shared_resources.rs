@@ -11,7 +11,9 @@ use std::{
     time::Duration,
 };
 
-use hb_tests::{PythonServer, TcpProbe, TestEnv, private_netns, python, stdout};
+use hb_tests::{
+    PythonServer, TcpProbe, TestEnv, private_netns, python, stdout, worlds::dns_server,
+};
 
 const UPSTREAM_PORT: u16 = 5410;
 
@@ -36,15 +38,16 @@ name = "other"
 allow_domains = ["unrelated.test"]
 "#;
 
-/// A DNS server on 127.0.0.1:[`UPSTREAM_PORT`] (UDP and TCP), run by [`upstream`].
+/// The answers of a DNS server on 127.0.0.1:[`UPSTREAM_PORT`] (UDP and TCP), run by
+/// [`upstream`].
 /// `f<G>x<N>.fill.test` AAAA → 64 addresses 2001:db8:G:N::0–63 (a wildcard zone of an
 /// attacker: every name brings new addresses); `allowed.test` → 203.0.113.10 /
 /// 2001:db8::10; `unrelated.test` → 203.0.113.11 / 2001:db8::11; TTL 3600. UDP replies
 /// over 512 bytes carry TC and no records, as a real server does; TCP answers whole.
 const UPSTREAM: &str = r#"
-import re, socket, struct, threading
+import re
 FIXED = {b"allowed.test": ("203.0.113.10", "2001:db8::10"), b"unrelated.test": ("203.0.113.11", "2001:db8::11")}
-def answer(q, udp):
+def answer(q, tcp):
     end = 12; labels = []
     while q[end] != 0:
         labels.append(q[end + 1:end + 1 + q[end]]); end += q[end] + 1
@@ -62,34 +65,14 @@ def answer(q, udp):
         rdatas = [socket.inet_pton(socket.AF_INET6, FIXED[name][1])]
     rrs = [b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 3600, len(r)) + r for r in rdatas]
     full = q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, len(rrs), 0, 0) + question + b"".join(rrs)
-    if udp and len(full) > 512:
+    if not tcp and len(full) > 512:
         return q[:2] + b"\x83\x80" + struct.pack("!HHHH", 1, 0, 0, 0) + question
     return full
-def tcp():
-    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind(("127.0.0.1", PORT)); t.listen(64)
-    while True:
-        c, _ = t.accept()
-        try:
-            ln = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
-            r = answer(c.recv(ln, socket.MSG_WAITALL), False)
-            c.sendall(struct.pack("!H", len(r)) + r)
-        except Exception:
-            pass
-        c.close()
-threading.Thread(target=tcp, daemon=True).start()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", PORT))
-while True:
-    q, a = s.recvfrom(512)
-    try:
-        s.sendto(answer(q, True), a)
-    except Exception:
-        pass
 "#;
 
 /// The fake authoritative server, on 127.0.0.1:UPSTREAM_PORT.
 fn upstream() -> PythonServer {
-    PythonServer::start(&UPSTREAM.replace("PORT", &UPSTREAM_PORT.to_string()))
+    dns_server(UPSTREAM_PORT, UPSTREAM)
 }
 
 fn in_sandbox(env: &TestEnv, policy: &str, cmd: &str) -> Output {
