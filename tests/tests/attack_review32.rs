@@ -45,8 +45,8 @@
 //!   Now each policy has a socket of its own (`broker.policy_sockets_dir`), with its own
 //!   backlog and accept loop, which `sandbox run` binds at the main socket's path inside
 //!   and which serves only that policy's sandboxes (`broker_sockets.rs`): A's flood fills
-//!   only its policy's queue; 10, 10 and 10 of 10 (three runs; A refused 164 955 to
-//!   178 300 times in each). Still weak: sandboxes of ONE policy share their
+//!   only its policy's queue; 10 of 10 in six runs out of six (A refused 152 761
+//!   to 178 300 times in each). Still weak: sandboxes of ONE policy share their
 //!   policy's socket, so A's flood still starves another sandbox of its own policy; a
 //!   pod-shaped cgroup (Kubernetes) gets its policy's socket only if its pod mounts
 //!   that folder (the admission policy holds it to the `hb.dev/policy` annotation's).

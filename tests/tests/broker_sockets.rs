@@ -11,7 +11,7 @@
 use std::{
     io::{Read as _, Write as _},
     os::unix::{fs::MetadataExt as _, net::UnixStream},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -44,14 +44,6 @@ fn started(name: &str) -> TestEnv {
     let mut env = TestEnv::new(name, &config());
     env.start_agent();
     env
-}
-
-/// `policy`'s socket in the test's agent: `policies` beside the main socket.
-fn policy_socket(env: &TestEnv, policy: &str) -> PathBuf {
-    env.state_dir
-        .join("policies")
-        .join(policy)
-        .join("broker.sock")
 }
 
 /// `GET /v1/whoami` on each socket of `argv[1:]`: a JSON list of
@@ -122,8 +114,8 @@ fn assert_refused_on_a_policy_socket(env: &mut TestEnv, who: &str) {
 fn a_sandbox_on_another_policys_socket_is_refused() {
     let mut env = started("polsockother");
     let pod = env.root_pod("web");
-    let own = policy_socket(&env, "web");
-    let other = policy_socket(&env, "other");
+    let own = env.policy_socket("web");
+    let other = env.policy_socket("other");
     let main = env.broker_socket();
     let out = pod.run(&[
         python(),
@@ -160,13 +152,13 @@ fn a_sandbox_on_another_policys_socket_is_refused() {
 fn a_host_caller_on_a_policy_socket_is_refused() {
     let mut env = started("polsockhost");
     assert_eq!(host_whoami(&env.broker_socket()), "HTTP/1.1 200 OK");
-    assert_eq!(host_whoami(&policy_socket(&env, "web")), "closed");
+    assert_eq!(host_whoami(&env.policy_socket("web")), "closed");
     assert_refused_on_a_policy_socket(&mut env, "host caller uid 0 on policy web's socket");
     let listed = env.hb_json(&["status"])["broker_sockets"].clone();
     let expected = [
         (Value::Null, env.broker_socket()),
-        ("web".into(), policy_socket(&env, "web")),
-        ("other".into(), policy_socket(&env, "other")),
+        ("web".into(), env.policy_socket("web")),
+        ("other".into(), env.policy_socket("other")),
     ];
     for (policy, path) in expected {
         assert!(
@@ -192,7 +184,7 @@ fn sandbox_run_reaches_its_policys_socket_at_the_usual_path() {
     let main = env.broker_socket();
     let got = nobody_python_json(&env, "web", PY_WHOAMI, &[main.to_str().expect("utf-8")]);
     let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
-    let (web_ino, main_ino) = (ino(&policy_socket(&env, "web")), ino(&main));
+    let (web_ino, main_ino) = (ino(&env.policy_socket("web")), ino(&main));
     eprintln!(
         "figure: inside a sandbox of web, {}: {got}; web's socket inode {web_ino}, the \
          main one's {main_ino}",

@@ -22,6 +22,12 @@ use std::{
     io,
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 
 use super::{BrokerError, identity::Caller, io_err};
@@ -45,11 +51,40 @@ impl Drop for Files {
 /// One socket being served: `policy` is the policy whose sandboxes alone it serves
 /// (`None`: the main socket, which serves every caller).
 pub struct Listener {
-    pub socket: tokio::net::UnixListener,
+    socket: AsyncFd<std::os::unix::net::UnixListener>,
     pub policy: Option<String>,
 }
 
 impl Listener {
+    /// The next connection, with a permit of `permits` taken for it: once a connection
+    /// waits in this socket's backlog, the permit, then the accept. A permit taken
+    /// before a connection waits would sit with an idle socket and keep it from the
+    /// busy ones; a connection accepted before a permit is free would be identified
+    /// long before it is served. So while no permit is free, connections wait in the
+    /// backlog, unaccepted.
+    pub async fn accept(
+        &self,
+        permits: &Arc<Semaphore>,
+    ) -> io::Result<(tokio::net::UnixStream, OwnedSemaphorePermit)> {
+        loop {
+            let mut ready = self.socket.readable().await?;
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                // The semaphore is never closed; wait rather than spin if it were.
+                std::future::pending::<()>().await;
+                continue;
+            };
+            match ready.try_io(|socket| socket.get_ref().accept()) {
+                Ok(accepted) => {
+                    let (stream, _) = accepted?;
+                    stream.set_nonblocking(true)?;
+                    return Ok((tokio::net::UnixStream::from_std(stream)?, permit));
+                }
+                // No connection after all (readiness was stale): wait again.
+                Err(_would_block) => {}
+            }
+        }
+    }
+
     /// Whether `caller` may be served on this socket: on a policy's socket, only that
     /// policy's sandboxes.
     pub fn admits(&self, caller: &Caller) -> bool {
@@ -96,10 +131,11 @@ impl Bound {
         self.0
             .into_iter()
             .map(|(policy, socket)| {
-                Ok(Listener {
-                    socket: tokio::net::UnixListener::from_std(socket)?,
-                    policy,
-                })
+                // SAFETY: the AsyncFd owns the listener, whose fd stays open and the
+                // same (`as_raw_fd` of a std listener is its own fd) until it drops.
+                let socket =
+                    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+                Ok(Listener { socket, policy })
             })
             .collect()
     }

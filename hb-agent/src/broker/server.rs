@@ -475,14 +475,14 @@ impl Gate {
     }
 
     /// The next connection on `listener` whose caller could be identified, may use this
-    /// socket and is under its own limit, with its slot and then its permit (at most
-    /// `broker.max_connections` are served; while none is free this socket's next
-    /// callers wait in its backlog).
+    /// socket and is under its own limit, with its permit (at most
+    /// `broker.max_connections` are served; while none is free, this socket's callers
+    /// wait in its backlog) and its slot.
     async fn accept(&self, listener: &Listener) -> Admitted {
         let shared = &self.shared;
         loop {
-            let stream = match listener.socket.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, permit) = match listener.accept(&self.permits).await {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "broker accept failed");
@@ -502,26 +502,19 @@ impl Gate {
                 self.refuse("policy_socket", &wrong_socket(&caller, listener));
                 continue;
             }
-            let slot = match self.shares.take(&caller, shared.operator_uid) {
-                Ok(slot) => slot,
+            match self.shares.take(&caller, shared.operator_uid) {
+                Ok(slot) => {
+                    return Admitted {
+                        stream,
+                        caller,
+                        permit,
+                        slot,
+                    };
+                }
                 Err(refusal) => {
                     self.refuse("per_caller_limit", &share_refused(&caller, refusal, shared));
-                    continue;
                 }
-            };
-            // The permit last: a loop that held one while it waited for a connection
-            // would keep it from the other sockets' callers.
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                // The semaphore is never closed; wait rather than spin if it were.
-                std::future::pending::<()>().await;
-                continue;
-            };
-            return Admitted {
-                stream,
-                caller,
-                permit,
-                slot,
-            };
+            }
         }
     }
 }
@@ -665,8 +658,9 @@ pub async fn serve(
         let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());
         connections.spawn(async move {
             served.await;
-            // The share's slot before the permit: a loop waiting for a permit holds its
-            // slot already, and this connection must no longer count when it goes on.
+            // The share's slot before the permit: a permit given back first lets the
+            // next connection be accepted while this one still counts in the shares,
+            // and it would be refused as over its share.
             drop(slot);
             drop(permit);
         });
