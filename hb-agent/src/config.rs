@@ -2929,6 +2929,22 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_name_that_is_not_one_folder_is_refused() {
+        for name in [".", "..", "a/b", ""] {
+            let e = err(&format!("[[policy]]\nname = \"{name}\"\n"));
+            assert!(
+                e.contains("policy[0].name") && e.contains("line 2"),
+                "{name:?}: {e}"
+            );
+        }
+        let c = Config::parse("[[policy]]\nname = \".web\"\n", "test").expect("parses");
+        assert_eq!(
+            c.broker.policy_socket(".web"),
+            PathBuf::from("/run/hb/policies/.web/broker.sock")
+        );
+    }
+
+    #[test]
     fn sandbox_glob_outside_root_is_refused() {
         let e =
             err("[[policy]]\nname = \"a\"\n[[sandbox]]\ncgroup = \"other/*\"\npolicy = \"a\"\n");
