@@ -34,7 +34,18 @@ def container(pod):
 
 # Each breaks one thing the policy exists to refuse.
 BROKEN = {
-    "a hostPath other than /run/hb": lambda p: p["spec"]["volumes"].append({"name": "root", "hostPath": {"path": "/"}}),
+    "a hostPath other than its policy's socket folder": lambda p: p["spec"]["volumes"].append(
+        {"name": "root", "hostPath": {"path": "/"}}
+    ),
+    "the main broker socket's folder": lambda p: p["spec"]["volumes"][0]["hostPath"].update(path="/run/hb"),
+    "another policy's socket folder": lambda p: p["spec"]["volumes"][0]["hostPath"].update(
+        path="/run/hb/policies/other"
+    ),
+    "a policy annotation that climbs out": lambda p: (
+        p["metadata"]["annotations"].update({"hb.dev/policy": ".."}),
+        p["spec"]["volumes"][0]["hostPath"].update(path="/run/hb/policies/.."),
+    ),
+    "no policy annotation": lambda p: p["metadata"]["annotations"].pop("hb.dev/policy"),
     "/run/hb mounted writable": lambda p: container(p)["volumeMounts"][0].update(readOnly=False),
     "hostNetwork": lambda p: p["spec"].update(hostNetwork=True),
     "hostPID": lambda p: p["spec"].update(hostPID=True),

@@ -5,7 +5,13 @@
 //! kernel. Must never: fall back to a default when a key is wrong, or touch the system.
 //! Every error names the key and, where the file has one, the line.
 
-use std::{collections::HashSet, fmt, net::IpAddr, path::PathBuf, str::FromStr};
+use std::{
+    collections::HashSet,
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
@@ -308,6 +314,11 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     pub socket: PathBuf,
+    /// The folder of the policies' own sockets: the agent serves
+    /// `<policy_sockets_dir>/<policy>/broker.sock` for every policy, each with its own
+    /// backlog, and answers there only that policy's sandboxes (`sandbox run` binds a
+    /// sandbox's policy socket at `socket` inside). Unset: `policies` beside `socket`.
+    pub policy_sockets_dir: Option<PathBuf>,
     pub socket_mode: String,
     pub handle_ttl_secs: u64,
     pub max_body_bytes: u64,
@@ -388,12 +399,29 @@ impl BrokerConfig {
     pub fn mode(&self) -> u32 {
         u32::from_str_radix(&self.socket_mode, 8).unwrap_or(0o600)
     }
+
+    /// `policy_sockets_dir`, or its default: `policies` beside `socket`.
+    pub fn policy_sockets_dir(&self) -> PathBuf {
+        self.policy_sockets_dir.clone().unwrap_or_else(|| {
+            self.socket
+                .parent()
+                .unwrap_or_else(|| Path::new(""))
+                .join("policies")
+        })
+    }
+
+    /// The socket of `policy`'s sandboxes (`policy` a validated policy name: one path
+    /// component, neither `.` nor `..`).
+    pub fn policy_socket(&self, policy: &str) -> PathBuf {
+        self.policy_sockets_dir().join(policy).join("broker.sock")
+    }
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             socket: "/run/hb/broker.sock".into(),
+            policy_sockets_dir: None,
             socket_mode: "0660".into(),
             handle_ttl_secs: 300,
             max_body_bytes: 10 << 20,
@@ -1928,17 +1956,22 @@ impl Config {
         let mut policies = HashSet::new();
         for (i, policy) in self.policies.iter().enumerate() {
             let name = policy.name.get_ref();
+            // A policy's name is a folder of `broker.policy_sockets_dir`: one path
+            // component, never `.` or `..`.
             if name.is_empty()
                 || name.len() >= hb_common::limits::POLICY_NAME_LEN
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                || name == "."
+                || name == ".."
             {
                 return Err(invalid(
                     format!("policy[{i}].name"),
                     Some(policy.name.span()),
                     format!(
-                        "\"{name}\" must be 1-{} characters of A-Z a-z 0-9 - _ .",
+                        "\"{name}\" must be 1-{} characters of A-Z a-z 0-9 - _ . (not \".\" or \"..\": \
+                         it names the policy's folder of broker.policy_sockets_dir)",
                         hb_common::limits::POLICY_NAME_LEN - 1
                     ),
                 ));
@@ -2892,6 +2925,22 @@ mod tests {
         assert!(
             e.contains("sandbox[0].policy") && e.contains("line 6") && e.contains("nope"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_policy_name_that_is_not_one_folder_is_refused() {
+        for name in [".", "..", "a/b", ""] {
+            let e = err(&format!("[[policy]]\nname = \"{name}\"\n"));
+            assert!(
+                e.contains("policy[0].name") && e.contains("line 2"),
+                "{name:?}: {e}"
+            );
+        }
+        let c = Config::parse("[[policy]]\nname = \".web\"\n", "test").expect("parses");
+        assert_eq!(
+            c.broker.policy_socket(".web"),
+            PathBuf::from("/run/hb/policies/.web/broker.sock")
         );
     }
 

@@ -269,6 +269,16 @@ impl TestEnv {
         self.state_dir.join("broker.sock")
     }
 
+    /// `policy`'s own broker socket (`broker.policy_sockets_dir`'s default, `policies`
+    /// beside the main one): what `sandbox run --policy POLICY` shows at
+    /// [`TestEnv::broker_socket`]'s path inside.
+    pub fn policy_socket(&self, policy: &str) -> PathBuf {
+        self.state_dir
+            .join("policies")
+            .join(policy)
+            .join("broker.sock")
+    }
+
     /// Starts the agent and waits until it says it enforces.
     pub fn start_agent(&mut self) -> &mut Agent {
         self.start_agent_logging("info")

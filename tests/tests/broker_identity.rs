@@ -341,8 +341,9 @@ fn a_connection_stays_its_connectors_after_the_pid_goes_to_another_sandbox() {
     let env = start("identpid");
     let (_b, b_cgroup) = sandbox_b(&env);
     let (mut attacker, pid, ns_pid) = Attacker::start(&env);
-    // The broker has accepted the child's connection while the child lives.
-    wait_backlog(&env.broker_socket(), 0);
+    // The broker has accepted the child's connection while the child lives (on A's
+    // policy's socket, which `sandbox run` shows at the main socket's path).
+    wait_backlog(&env.policy_socket("a"), 0);
     attacker.go();
     assert_eq!(attacker.expect_pid("reaped"), ns_pid);
     let _impostor = Impostor::start(pid, &b_cgroup);
@@ -363,7 +364,8 @@ fn a_connection_whose_connector_exited_before_accept_is_refused() {
     let mut env = start("identgone");
     let (_b, b_cgroup) = sandbox_b(&env);
     // Hold the broker's one connection with an event stream, so the next one waits in
-    // the backlog.
+    // the backlog (A's policy's socket's: the connections of every socket share
+    // broker.max_connections).
     let minted = Command::new("curl")
         .args(["-sS", "-m", "5", "--unix-socket"])
         .arg(env.broker_socket())
@@ -383,11 +385,11 @@ fn a_connection_whose_connector_exited_before_accept_is_refused() {
     assert_eq!(&head, b"HTTP/1.1 200", "the event stream is open");
 
     let (mut attacker, pid, ns_pid) = Attacker::start(&env);
-    wait_backlog(&env.broker_socket(), 1);
+    wait_backlog(&env.policy_socket("a"), 1);
     attacker.go();
     assert_eq!(attacker.expect_pid("reaped"), ns_pid);
     let _impostor = Impostor::start(pid, &b_cgroup);
-    assert_eq!(backlog(&env.broker_socket()), 1, "still not accepted");
+    assert_eq!(backlog(&env.policy_socket("a")), 1, "still not accepted");
     drop(stream);
     attacker.go();
     let out = attacker.result();

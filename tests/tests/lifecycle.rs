@@ -466,6 +466,13 @@ fn bad_config_names_key_and_line_and_loads_nothing() {
         "\"missing\"",
         "sandbox[0].policy",
     );
+    // A policy's name is a folder of broker.policy_sockets_dir.
+    assert_bad_config(
+        "dotdot",
+        "[[policy]]\nname = \"..\"\nallow_domains = []\n",
+        "\"..\"",
+        "policy[0].name",
+    );
 }
 
 #[test]

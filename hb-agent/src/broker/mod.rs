@@ -13,7 +13,10 @@
 //! Host callers (processes in no enrolled cgroup) may use `whoami`, `scrub` and
 //! `sanitize`; root and `broker.operator_uid` may also mint event-stream sessions.
 //!
-//! Must never: serve on a socket another live agent owns, remove anything at the socket
+//! The broker serves several sockets (`listeners`): `broker.socket`, and one per policy
+//! that serves only that policy's sandboxes (each its own backlog).
+//!
+//! Must never: serve on a socket another live agent owns, remove anything at a socket
 //! path that is not a socket, or let an error message out unscrubbed.
 
 mod accounts;
@@ -25,6 +28,8 @@ pub mod error;
 mod fragment_hit;
 mod handles;
 pub mod identity;
+mod listeners;
+pub use listeners::paths as socket_paths;
 pub mod outbound;
 mod propagation;
 mod requests;
@@ -43,7 +48,6 @@ mod text_gate;
 use std::{
     collections::HashMap,
     io,
-    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -55,11 +59,11 @@ use crate::{config::Config, events::EventRecord, maps::MapsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("broker.socket {0}: another agent is serving there")]
+    #[error("broker socket {0}: another agent is serving there")]
     InUse(PathBuf),
-    #[error("broker.socket {0} exists and is not a socket; refusing to remove it")]
+    #[error("broker socket {0} exists and is not a socket; refusing to remove it")]
     NotASocket(PathBuf),
-    #[error("broker.socket {path}: {action} failed")]
+    #[error("broker socket {path}: {action} failed")]
     Io {
         path: PathBuf,
         action: &'static str,
@@ -97,11 +101,12 @@ pub struct BrokerInputs<'a> {
     pub local_addrs: crate::local_addrs::LocalAddrs,
 }
 
-/// The running broker; dropping it stops serving and removes the socket file.
+/// The running broker; dropping it stops serving and removes the socket files.
 pub struct BrokerService {
-    path: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Removed once the thread has stopped serving them.
+    _files: listeners::Files,
 }
 
 impl Drop for BrokerService {
@@ -112,39 +117,15 @@ impl Drop for BrokerService {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
-/// Removes a stale socket left by a dead agent; refuses a live one or a non-socket.
-fn clear_stale(path: &Path) -> Result<(), BrokerError> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Err(BrokerError::NotASocket(path.to_owned()));
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(BrokerError::InUse(path.to_owned()));
-    }
-    std::fs::remove_file(path).map_err(io_err(path, "removing the stale socket"))
-}
-
-/// Binds the socket (mode from `broker.socket_mode`) and serves it on its own threads.
+/// Binds the sockets (the main one and a policy's each, see [`listeners`]) and serves
+/// them on the broker's own threads.
 pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
     let cfg = &inputs.config.broker;
     let path = cfg.socket.clone();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_err(dir, "creating the directory"))?;
-    }
-    clear_stale(&path)?;
-    let listener =
-        std::os::unix::net::UnixListener::bind(&path).map_err(io_err(&path, "binding"))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(cfg.mode()))
-        .map_err(io_err(&path, "setting the mode"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(io_err(&path, "setting non-blocking"))?;
+    let (bound, files) = listeners::bind(inputs.config)?;
     let identity = identity::Identity::open(
         inputs.cgroup_mount,
         &inputs.config.agent.bpffs_dir,
@@ -234,7 +215,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                         return;
                     }
                 };
-                let listener = match tokio::net::UnixListener::from_std(listener) {
+                let listeners = match bound.serve() {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = ready_tx.send(Err(BrokerError::Io {
@@ -301,7 +282,7 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
                 tokio::spawn(rotation::schedule::run(shared.clone()));
                 tokio::spawn(rotation::sensor::run(shared.clone()));
                 tokio::spawn(caller_audit::run(shared.clone()));
-                server::serve(listener, shared, max_connections, async {
+                server::serve(listeners, shared, max_connections, async {
                     let _ = rx.await;
                 })
                 .await;
@@ -309,9 +290,9 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
         })
         .map_err(io_err(&path, "starting the broker thread"))?;
     let service = BrokerService {
-        path: path.clone(),
         shutdown: Some(tx),
         thread: Some(thread),
+        _files: files,
     };
     match ready_rx.recv() {
         Ok(Ok(())) => {}
@@ -324,7 +305,11 @@ pub fn start(inputs: BrokerInputs<'_>) -> Result<BrokerService, BrokerError> {
             });
         }
     }
-    tracing::info!(socket = %path.display(), "broker listening");
+    tracing::info!(
+        socket = %path.display(),
+        policy_sockets = %cfg.policy_sockets_dir().display(),
+        "broker listening"
+    );
     Ok(service)
 }
 

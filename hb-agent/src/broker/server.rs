@@ -45,8 +45,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{UnixListener, UnixStream},
-    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    net::UnixStream,
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch},
 };
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tower::ServiceExt as _;
@@ -58,6 +58,7 @@ use super::{
     error::{ApiError, Code},
     handles::Owner,
     identity::Caller,
+    listeners::Listener,
     state::{AppState, CallerOf, PeerAddr, Shared},
     text_gate,
 };
@@ -433,44 +434,116 @@ fn refuse(shared: &Shared, log: &mut RefusalLog, reason: &'static str, why: &str
     log.at = Some(now);
 }
 
-/// The next connection whose caller could be identified and is under its own limit,
-/// with its permit (at most `broker.max_connections` are open; the rest wait in the
-/// kernel's backlog) and its slot.
-async fn accept(
-    listener: &UnixListener,
-    permits: &Arc<Semaphore>,
-    shares: &Shares,
-    shared: &AppState,
-    log: &mut RefusalLog,
-) -> (UnixStream, Caller, OwnedSemaphorePermit, Slot) {
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            // The semaphore is never closed; wait rather than spin if it were.
-            std::future::pending::<()>().await;
-            continue;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "broker accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+/// What every socket's accept loop shares: the permits for `broker.max_connections`,
+/// the tenants' and callers' shares of them, and the refusal log.
+struct Gate {
+    shared: AppState,
+    permits: Arc<Semaphore>,
+    shares: Shares,
+    refusals: std::sync::Mutex<RefusalLog>,
+}
+
+/// A connection an accept loop admitted: its caller, its permit and its slot.
+struct Admitted {
+    stream: UnixStream,
+    caller: Caller,
+    permit: OwnedSemaphorePermit,
+    slot: Slot,
+}
+
+impl Gate {
+    fn new(shared: AppState, max_connections: usize) -> Self {
+        let shares = Shares::new(
+            max_connections,
+            shared.config.broker.max_connections_per_caller,
+        );
+        Self {
+            shared,
+            permits: Arc::new(Semaphore::new(max_connections)),
+            shares,
+            refusals: std::sync::Mutex::default(),
+        }
+    }
+
+    /// [`refuse`], on the log every socket shares.
+    fn refuse(&self, reason: &'static str, why: &str) {
+        let mut log = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        refuse(&self.shared, &mut log, reason, why);
+    }
+
+    /// The next connection on `listener` whose caller could be identified, may use this
+    /// socket and is under its own limit, with its permit (at most
+    /// `broker.max_connections` are served; while none is free, this socket's callers
+    /// wait in its backlog) and its slot.
+    async fn accept(&self, listener: &Listener) -> Admitted {
+        let shared = &self.shared;
+        loop {
+            let (stream, permit) = match listener.accept(&self.permits).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "broker accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Dropping the stream (on refusal) closes it unanswered.
+            let caller = match shared.identity.identify(&stream) {
+                Ok(caller) => caller,
+                Err(e) => {
+                    self.refuse(e.kind(), &crate::error_chain(&e));
+                    continue;
+                }
+            };
+            if !listener.admits(&caller) {
+                self.refuse("policy_socket", &wrong_socket(&caller, listener));
                 continue;
             }
-        };
-        // Dropping the stream (on refusal) closes it unanswered.
-        match shared.identity.identify(&stream) {
-            Ok(caller) => match shares.take(&caller, shared.operator_uid) {
-                Ok(slot) => return (stream, caller, permit, slot),
-                Err(refusal) => refuse(
-                    shared,
-                    log,
-                    "per_caller_limit",
-                    &share_refused(&caller, refusal, shared),
-                ),
-            },
-            Err(e) => refuse(shared, log, e.kind(), &crate::error_chain(&e)),
+            match self.shares.take(&caller, shared.operator_uid) {
+                Ok(slot) => {
+                    return Admitted {
+                        stream,
+                        caller,
+                        permit,
+                        slot,
+                    };
+                }
+                Err(refusal) => {
+                    self.refuse("per_caller_limit", &share_refused(&caller, refusal, shared));
+                }
+            }
         }
+    }
+}
+
+/// One socket's accept loop: every connection it admits goes to `admitted` (to be
+/// served) until the receiver is gone.
+async fn accept_loop(listener: Listener, gate: Arc<Gate>, admitted: mpsc::Sender<Admitted>) {
+    loop {
+        let next = gate.accept(&listener).await;
+        if admitted.send(next).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Why `caller` was refused on a policy's socket, for the log.
+fn wrong_socket(caller: &Caller, listener: &Listener) -> String {
+    let socket = listener
+        .policy
+        .as_deref()
+        .map(crate::events::Escaped)
+        .map_or_else(String::new, |p| format!("policy {p}'s socket"));
+    match &caller.sandbox {
+        Some(s) => format!(
+            "sandbox {} of policy {} on {socket}",
+            s.cgroup,
+            crate::events::Escaped(&s.policy)
+        ),
+        None => format!("host caller uid {} on {socket}", caller.uid),
     }
 }
 
@@ -553,25 +626,33 @@ async fn serve_connection(
     }
 }
 
+/// Serves every socket of `listeners`, each with its own accept loop (and the kernel's
+/// backlog of its own), until `shutdown`; the loops share one [`Gate`].
 pub async fn serve(
-    listener: UnixListener,
+    listeners: Vec<Listener>,
     shared: AppState,
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
     let app = router(shared.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shares = Shares::new(
-        max_connections,
-        shared.config.broker.max_connections_per_caller,
-    );
+    let gate = Arc::new(Gate::new(shared.clone(), max_connections));
+    let (admitted_tx, mut admitted) = mpsc::channel(1);
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept_loop(listener, gate.clone(), admitted_tx.clone()));
+    }
+    drop(admitted_tx);
     let mut connections = tokio::task::JoinSet::new();
-    let mut refusals = RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
-        let (stream, caller, permit, slot) = tokio::select! {
-            accepted = accept(&listener, &permits, &shares, &shared, &mut refusals) => accepted,
+        let Admitted {
+            stream,
+            caller,
+            permit,
+            slot,
+        } = tokio::select! {
+            Some(next) = admitted.recv() => next,
             () = &mut shutdown => break,
         };
         let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());
@@ -585,6 +666,7 @@ pub async fn serve(
         });
         while connections.try_join_next().is_some() {}
     }
+    loops.abort_all();
     let _ = stop_tx.send(true);
     // Requests in flight get their deadline to finish; then the runtime drops the rest.
     let drained = async { while connections.join_next().await.is_some() {} };

@@ -258,6 +258,18 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
         std::fs::read(state_dir.join(crate::guard::STATS_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+    // The broker's sockets the config names, and whether each is there (a socket).
+    let broker_sockets: Vec<Value> = crate::broker::socket_paths(config)
+        .into_iter()
+        .map(|(policy, path)| {
+            json!({
+                "path": path.display().to_string(),
+                "policy": policy,
+                "present": std::fs::symlink_metadata(&path)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())),
+            })
+        })
+        .collect();
     let attached_to = state
         .as_ref()
         .map(|s| s.cgroup_mount.join(&s.cgroup_root).display().to_string());
@@ -276,6 +288,7 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
             "events_suppressed_by_cgroup": suppressed,
             "resolver": resolver,
             "broker": broker,
+            "broker_sockets": broker_sockets,
             "guard": guard,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);

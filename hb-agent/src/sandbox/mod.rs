@@ -628,6 +628,7 @@ fn layout_plan(
     );
     Ok(mounts::LayoutPlan {
         broker_socket: config.broker.socket.clone(),
+        broker_socket_source: config.broker.policy_socket(&opts.policy),
         hidden,
         // Validated with the config: a size above zero.
         tmp_size_bytes: limits::parse_size(&defaults.tmp_size)

@@ -30,8 +30,9 @@
 //!    device node that cannot be opened (state_dir with vault.db and the tenants, the
 //!    master key file, the bpffs folder, host secrets a uid-0 command could read);
 //! 10. the tenant's work dir read-write at its mount point, the `--ro-bind` pairs
-//!     read-only, the broker socket at its configured path (under `/tmp` or `/run` its
-//!     parents are created in the fresh tmpfs), then `/run` and the covers made read-only;
+//!     read-only, the broker socket (the sandbox's policy's own) at the main socket's
+//!     configured path (under `/tmp` or `/run` its parents are created in the fresh
+//!     tmpfs), then `/run` and the covers made read-only;
 //! 11. the working directory: the work mount, else the launcher's if it exists here,
 //!     else `/`; never a directory of the host's mount that a fresh mount now covers.
 //!
@@ -120,8 +121,14 @@ pub const HOST_PRIVATE: [&str; 22] = [
 /// What the sandbox's filesystem is made of; every path absolute, on the host.
 #[derive(Debug, Clone)]
 pub struct LayoutPlan {
-    /// The broker's socket, bound at the same path inside (nothing if it does not exist).
+    /// Where the broker's socket is inside: `broker.socket`'s path (nothing is bound if
+    /// no socket is there on the host: no agent runs).
     pub broker_socket: PathBuf,
+    /// The socket bound there: the sandbox's policy's own (`broker.policy_sockets_dir`),
+    /// so the main socket, whose backlog host callers and other tenants share, is not
+    /// reachable inside; `broker_socket` itself if this one does not exist (an agent
+    /// that serves no socket per policy).
+    pub broker_socket_source: PathBuf,
     /// Paths covered inside: directories by an empty read-only tmpfs, files by an
     /// unopenable node. Absent ones, and ones below a fresh mount, need nothing.
     pub hidden: Vec<PathBuf>,
@@ -597,7 +604,8 @@ struct Sources {
     devices: Vec<(&'static str, usize)>,
     work: Option<usize>,
     binds: Vec<usize>,
-    socket: Option<(usize, PathBuf)>,
+    /// The broker socket's slot, its path inside and its source on the host.
+    socket: Option<(usize, PathBuf, PathBuf)>,
 }
 
 impl Planner {
@@ -734,16 +742,29 @@ impl Planner {
         }
         match fs::canonicalize(&plan.broker_socket) {
             Ok(socket) => {
-                let meta = host_meta("broker socket", &socket)?;
-                if !meta.file_type().is_socket() {
-                    return Err(refused("broker socket", &socket, "not a Unix socket"));
+                let source = match fs::canonicalize(&plan.broker_socket_source) {
+                    Ok(source) => source,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => socket.clone(),
+                    Err(source) => {
+                        return Err(MountError::Host {
+                            what: "broker socket",
+                            path: plan.broker_socket_source.clone(),
+                            source,
+                        });
+                    }
+                };
+                for path in [&socket, &source] {
+                    let meta = host_meta("broker socket", path)?;
+                    if !meta.file_type().is_socket() {
+                        return Err(refused("broker socket", path, "not a Unix socket"));
+                    }
                 }
                 let slot = self.slot();
                 // Read-only: a uid-0 command owns the root-owned socket inode, and could
                 // chmod it on a writable mount. connect(2) needs no writable mount.
                 self.ops.push(Op::Clone {
                     slot,
-                    path: cstring("broker socket", &socket)?,
+                    path: cstring("broker socket", &source)?,
                     recursive: false,
                     set: MOUNT_ATTR_RDONLY
                         | MOUNT_ATTR_NOSUID
@@ -751,7 +772,7 @@ impl Planner {
                         | MOUNT_ATTR_NOEXEC,
                     clear: 0,
                 });
-                sources.socket = Some((slot, socket));
+                sources.socket = Some((slot, socket, source));
             }
             // No agent has made it yet: the sandbox has no broker (it cannot make one).
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1075,8 +1096,8 @@ impl Planner {
             self.entry(dest.clone(), "bind", Some(src.clone()), "ro,nosuid,nodev");
             self.binds.push((dest, src));
         }
-        if let Some((slot, socket)) = &sources.socket {
-            let c = self.mount_point("broker socket", socket, socket, false, false)?;
+        if let Some((slot, socket, source)) = &sources.socket {
+            let c = self.mount_point("broker socket", socket, source, false, false)?;
             self.ops.push(Op::Attach {
                 slot: *slot,
                 target: c,
@@ -1084,7 +1105,7 @@ impl Planner {
             self.entry(
                 socket.clone(),
                 "broker socket (bind)",
-                Some(socket.clone()),
+                Some(source.clone()),
                 "ro,nosuid,nodev,noexec",
             );
         }
@@ -1280,7 +1301,10 @@ impl Planner {
 
 /// Every path of `plan` absolute, without `..`.
 fn check_inputs(plan: &LayoutPlan) -> Result<(), MountError> {
-    let mut all: Vec<(&'static str, &Path)> = vec![("broker socket", &plan.broker_socket)];
+    let mut all: Vec<(&'static str, &Path)> = vec![
+        ("broker socket", &plan.broker_socket),
+        ("broker socket", &plan.broker_socket_source),
+    ];
     all.extend(plan.hidden.iter().map(|h| ("hidden path", h.as_path())));
     if let Some((src, dest)) = &plan.work {
         all.push(("tenant work dir", src));
@@ -1538,6 +1562,7 @@ mod tests {
         fn plan(&self) -> LayoutPlan {
             LayoutPlan {
                 broker_socket: self.tmp_base.join("broker.sock"),
+                broker_socket_source: self.tmp_base.join("policies/web/broker.sock"),
                 hidden: vec![
                     self.base.join("state"),
                     self.base.join("keys/master.key"),
