@@ -88,8 +88,9 @@ class H(TlsHandler):
 "#;
 
 /// `svc` (bearer, every method A probes with) on the API, accounts `a` and `b`; policy
-/// `pa` (sandbox A) and `pb` (sandbox B) both bind it.
-fn world(name: &str) -> (TestEnv, PythonApi) {
+/// `pa` (sandbox A) and `pb` (sandbox B) both bind it; `broker_extra`: lines in
+/// `[broker]`.
+fn world(name: &str, broker_extra: &str) -> (TestEnv, PythonApi) {
     let api = PythonApi::start(
         name,
         DNS_PORT,
@@ -115,9 +116,12 @@ integrations = ["svc"]
 allow_domains = ["{API}"]
 "#
     );
-    let env = api
-        .names
-        .agent(name, "", &body, &[("svc", "a", KEY_A), ("svc", "b", KEY_B)]);
+    let env = api.names.agent(
+        name,
+        broker_extra,
+        &body,
+        &[("svc", "a", KEY_A), ("svc", "b", KEY_B)],
+    );
     (env, api)
 }
 
@@ -221,7 +225,7 @@ print(json.dumps({"tries": got, "after_plants": own}))
 #[test]
 fn a_tenant_cannot_smuggle_onto_another_accounts_upstream_connection() {
     const B_CALLS: usize = 60;
-    let (env, api) = world("review34-smuggle");
+    let (env, api) = world("review34-smuggle", "");
     let (a, b) = thread::scope(|s| {
         let a = s.spawn(|| nobody_broker_client(&env, "pa", SMUGGLER, &["3"]));
         let b = s.spawn(|| nobody_broker_client(&env, "pb", BYSTANDER, &[&B_CALLS.to_string()]));
@@ -269,4 +273,101 @@ fn a_tenant_cannot_smuggle_onto_another_accounts_upstream_connection() {
     assert_eq!(shared, 0, "B's calls shared a connection with A's");
     assert_eq!(not_bs, 0, "a request under B's key that B never sent");
     assert_eq!(b["own"].as_u64(), Some(B_CALLS as u64), "B: {b}");
+}
+
+/// The largest request body the broker takes in the pipelining test.
+const MAX_BODY: usize = 4096;
+
+/// Sandbox A on one raw connection to the broker: `POST /v1/requests` for `/p/1` to
+/// `/p/5` with its handle, pipelined, bodies trickled in pieces 0.2 s apart and the next
+/// request's head in the same write as the last piece; the fourth's body is over
+/// `argv[1]` bytes (`broker.max_body_bytes`) and ends with a whole request for `/p/inner`;
+/// the paths each answer named, in order (the answer's status or error code when it
+/// named none).
+const PIPELINER: &str = r#"
+import socket, http.client
+h = hb.handle("svc", "a")["handle"]
+limit = int(sys.argv[1])
+def call(path, pad=0, tail=b""):
+    body = json.dumps({"handle": h, "method": "GET", "url": "https://api.test" + path,
+                       "headers": {"X-Pad": "p" * pad}}).encode() + tail
+    return (b"POST /v1/requests HTTP/1.1\r\nHost: hb\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+inner = call("/p/inner")
+big = call("/p/4", pad=limit, tail=b" " * 16 + inner)
+reqs = [call("/p/1"), call("/p/2"), call("/p/3"), big, call("/p/5")]
+wire = b"".join(reqs)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(SOCK)
+cuts = sorted({len(b"".join(reqs[:i])) + off for i in range(len(reqs)) for off in (60, 120)})
+at = 0
+for cut in cuts + [len(wire)]:
+    s.sendall(wire[at:cut]); at = cut
+    time.sleep(0.2)
+s.shutdown(socket.SHUT_WR)
+class Keep:
+    def __init__(self, f): self.f = f
+    def __getattr__(self, n): return getattr(self.f, n)
+    def close(self): pass
+class Conn:
+    def __init__(self, f): self.f = f
+    def makefile(self, *a, **k): return self.f
+f = Keep(s.makefile("rb"))
+got = []
+s.settimeout(60)
+while True:
+    r = http.client.HTTPResponse(Conn(f), method="POST")
+    try:
+        r.begin()
+    except (http.client.HTTPException, OSError):
+        break
+    a = json.loads(r.read() or b"{}")
+    body = a.get("body") or ""
+    e = a.get("error")
+    got.append(body.split(" ", 3)[-1].strip() if body.startswith("answer to") else
+               (e.get("code") if isinstance(e, dict) else e) or a.get("status"))
+print(json.dumps({"answers": got}))
+"#;
+
+/// Requests pipelined on one broker connection, their bodies trickled in pieces with the
+/// next request's head in the same write, are answered in order, each with its own
+/// request's answer; one whose body is over `broker.max_body_bytes` is refused
+/// `too_large` by itself, the request at the end of its body is never read as one, and
+/// the request after it is answered.
+#[test]
+fn pipelined_requests_with_slow_bodies_are_each_answered_and_limited_alone() {
+    let (env, api) = world(
+        "review34-pipeline",
+        &format!("max_body_bytes = {MAX_BODY}\n"),
+    );
+    let got = nobody_broker_client(&env, "pa", PIPELINER, &[&MAX_BODY.to_string()]);
+    let records = hb_tests::worlds::json_lines(&api.log);
+    let paths: Vec<&str> = records.iter().filter_map(|r| r["path"].as_str()).collect();
+    println!(
+        "figure: answers on the connection {}; the API was asked for {paths:?}",
+        got["answers"]
+    );
+    let answers: Vec<String> = got["answers"]
+        .as_array()
+        .expect("answers")
+        .iter()
+        .map(|a| a.as_str().map_or_else(|| a.to_string(), str::to_owned))
+        .collect();
+    assert_eq!(
+        answers.get(..4),
+        Some(
+            &[
+                "/p/1".to_owned(),
+                "/p/2".into(),
+                "/p/3".into(),
+                "too_large".into()
+            ][..]
+        ),
+        "the first four answers: {answers:?}"
+    );
+    assert!(
+        !paths.contains(&"/p/inner") && !answers.iter().any(|a| a == "/p/inner"),
+        "the request inside a refused body was read as one: {answers:?} {paths:?}"
+    );
+    assert!(!paths.contains(&"/p/4"), "the refused request went out");
 }
