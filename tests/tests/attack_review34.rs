@@ -25,8 +25,10 @@
 //! `policy_denied`; CR, LF, NUL and obs-fold in the method, URL, header names and values,
 //! `bad_request`; `%0d%0a` in the path stays encoded; absolute forms in the path go out
 //! in origin form; a 64 KiB value is the upstream's 431; a caller's `Host` is refused,
-//! its `Authorization` ends its handle): of 123 requests the upstream parsed, none was
-//! one A did not send and none came without a key. A's own path on the API answering
+//! its `Authorization` ends its handle; in the URL, `API.TEST.`, `api%2Etest` and
+//! full-width letters reach `api.test`, userinfo, `\`, ports 0 and 65979, a zone id and a
+//! fragment are `bad_request`): of 126 requests the upstream parsed, none was one A did
+//! not send, none came without a key, each named `api.test` in its one `Host`. A's own path on the API answering
 //! with more than its framing says (a surplus answer, one written 0.2 s late, after a
 //! `101`, a `100`, a `204`, a close-delimited body under `keep-alive`, a body to a HEAD)
 //! while B called the API 60 times with another account: B 60 of 60 own, none of B's
@@ -100,7 +102,7 @@ class H(TlsHandler):
         if self.command not in ("GET", "HEAD") and n:
             self.rfile.read(n)
         rec(cid=self.cid, seq=self.seq, method=self.command, path=self.path, who=self.who(),
-            names=[k.lower() for k in self.headers.keys()])
+            host=self.headers.get_all("host"), names=[k.lower() for k in self.headers.keys()])
         path = self.path.split("?")[0]
         own = ("answer to %s %s\n" % (self.command, path)).encode()
         head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
@@ -233,6 +235,15 @@ tries = [
     ("GET", U + "/s/long", {"X-Long": "x" * 65536}, ""),
     ("GET", U + "/s/host", {"Host": "evil.test"}, ""),
     ("POST", U + "/s/b64", {"Content-Length": "1"}, None),
+    ("GET", "https://API.TEST./s/case-dot", {}, ""),
+    ("GET", "https://api%2Etest/s/pct-host", {}, ""),
+    ("GET", "https://api.test:443@evil.test/s/userinfo", {}, ""),
+    ("GET", "https://evil.test\\@api.test/s/backslash", {}, ""),
+    ("GET", "https://api.test:0/s/port0", {}, ""),
+    ("GET", "https://api.test:65979/s/port-wrap", {}, ""),
+    ("GET", "https://[fe80::1%25lo]/s/zone", {}, ""),
+    ("GET", "https://api.test/s/frag#x", {}, ""),
+    ("GET", "https://ａｐｉ.test/s/fullwidth", {}, ""),
 ]
 # An auth header of its own is a collision that ends the handle: those go last.
 last = [
@@ -303,10 +314,15 @@ fn a_tenant_cannot_smuggle_onto_another_accounts_upstream_connection() {
         })
         .count();
     let unkeyed = records.iter().filter(|r| r["who"] == "-").count();
+    let elsewhere = records
+        .iter()
+        .filter(|r| r["host"] != serde_json::json!([API]))
+        .count();
     println!(
         "figure: A's tries {}; A after its plants {}; B {b}; the API parsed {} requests, \
-         {smuggled} for /smuggled, {unkeyed} without a key, {shared} of B's on a connection \
-         that carried A's, {} under B's key ({not_bs} not B's)",
+         {smuggled} for /smuggled, {unkeyed} without a key, {elsewhere} with another Host \
+         than {API}, {shared} of B's on a connection that carried A's, {} under B's key \
+         ({not_bs} not B's)",
         a["tries"],
         a["after_plants"],
         records.len(),
