@@ -12,7 +12,9 @@
 //!   request early when it refuses it at its head, and takes the body as not coming,
 //!   reads the body — A's bytes, a whole request — as the next request on its
 //!   connection (Kettle's Expect-based 0.CL desync, 2025). Behind a front that shares
-//!   one back-end connection among its clients (a CDN, a load balancer), that request's
+//!   one back-end connection among its clients (a CDN, a load balancer), and with A's
+//!   sandbox reaching the API only through the broker (its own connect: EPERM),
+//!   that request's
 //!   answer is queued for the front's next client: on 278e343, after one POST of A's,
 //!   B's 3 calls got 0 of their own answers (the first got A's smuggled request's), and
 //!   A's 3 calls after them got B's third answer. `Expect` is not forwarded now
@@ -132,7 +134,8 @@ class H(TlsHandler):
 "#;
 
 /// `svc` (bearer, every method A probes with) on the API, accounts `a` and `b`; policy
-/// `pa` (sandbox A) and `pb` (sandbox B) both bind it; `broker_extra`: lines in
+/// `pa` (sandbox A) and `pb` (sandbox B) both bind it, and neither reaches the API but
+/// through the broker; `broker_extra`: lines in
 /// `[broker]`.
 fn world(name: &str, broker_extra: &str) -> (TestEnv, PythonApi) {
     let api = PythonApi::start(
@@ -158,12 +161,10 @@ methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 [[policy]]
 name = "pa"
 integrations = ["svc"]
-allow_domains = ["{API}"]
 
 [[policy]]
 name = "pb"
 integrations = ["svc"]
-allow_domains = ["{API}"]
 "#
     );
     api.names.agent(
@@ -522,13 +523,21 @@ class H(TlsHandler):
 "#;
 
 /// Sandbox A's POST with its handle to a path the back end does not serve, with
-/// `Expect: 100-continue` and a body that is a whole request; what it was answered.
+/// `Expect: 100-continue` and a body that is a whole request; what it was answered, and
+/// what its own connect to the API got (`direct`: the broker is its only way there).
 const EXPECT_POISON: &str = r#"
+import socket
+try:
+    socket.create_connection(("203.0.113.10", 443), timeout=3).close()
+    direct = "connected"
+except OSError as e:
+    direct = type(e).__name__
 h = hb.handle("svc", "a")["handle"]
 r = attempt(lambda: hb.request("POST", "https://api.test/nope", handle=h,
     headers={"Expect": "100-continue"},
     body="GET /a/smuggled HTTP/1.1\r\nHost: api.test\r\n\r\n"))
-print(json.dumps({"status": r.get("status") or r.get("error"), "body": r.get("body")}))
+print(json.dumps({"direct": direct, "status": r.get("status") or r.get("error"),
+                  "body": r.get("body")}))
 "#;
 
 /// Sandbox `argv[2]`: `argv[1]` GETs to `/<argv[2]>/<i>` with its handle for account
@@ -570,6 +579,7 @@ fn a_callers_expect_never_makes_a_back_end_read_its_body_as_a_request() {
     let n = CALLS.to_string();
     let b = nobody_broker_client(&env, "pb", THREE_CALLS, &[&n, "b"]);
     let a = nobody_broker_client(&env, "pa", THREE_CALLS, &[&n, "a"]);
+    assert_ne!(poison["direct"], "connected", "A reaches the API by itself");
     let b_to_a = a["not_mine"].as_array().map_or(0, |v| {
         v.iter()
             .filter(|s| s.as_str().is_some_and(|s| s.ends_with("for B")))
