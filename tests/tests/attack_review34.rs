@@ -10,49 +10,50 @@
 //! - the broker forwarded a caller's `Expect: 100-continue`, though it never waits for a
 //!   `100 Continue` (hyper writes the body at once): a back end that answers such a
 //!   request early when it refuses it at its head, and takes the body as not coming,
-//!   reads the body — A's bytes, a whole request — as the next request on its
-//!   connection (Kettle's Expect-based 0.CL desync, 2025). Behind a front that shares
-//!   one back-end connection among its clients (a CDN, a load balancer), and with A's
-//!   sandbox reaching the API only through the broker (its own connect: EPERM),
-//!   that request's
-//!   answer is queued for the front's next client: on 278e343, after one POST of A's,
-//!   B's 3 calls got 0 of their own answers (the first got A's smuggled request's), and
-//!   A's 3 calls after them got B's third answer. `Expect` is not forwarded now
+//!   reads the body (A's bytes, a whole request) as the next request on its connection
+//!   (Kettle's Expect-based 0.CL desync, 2025). Behind a front that shares one back-end
+//!   connection among its clients (a CDN, a load balancer), with A's sandbox reaching
+//!   the API only through the broker (its own connect: EPERM), that request's answer is
+//!   queued for the front's next client: on 278e343, after one POST of A's, B's 3 calls
+//!   got 0 of their own answers (the first got A's smuggled request's), and A's 3 calls
+//!   after them got B's third answer. `Expect` is not forwarded now
 //!   (`headers::outgoing`): 3 of 3 own each, none of B's to A.
 //!
 //! Held, tested: A's smuggling attempts through `POST /v1/requests` (a body holding a
 //! request head after its own `Content-Length: 0`/`9999`, `Transfer-Encoding` in every
 //! spelling and list, `Content_Length`, `Connection` naming `content-length` and `host`,
-//! `Upgrade: h2c`, `TE`/`Trailer`/`Keep-Alive`; bodies on GET, HEAD, OPTIONS and DELETE,
-//! `policy_denied`; CR, LF, NUL and obs-fold in the method, URL, header names and values,
-//! `bad_request`; `%0d%0a` in the path stays encoded; absolute forms in the path go out
-//! in origin form; a 64 KiB value is the upstream's 431; a caller's `Host` is refused,
-//! its `Authorization` ends its handle; in the URL, `API.TEST.`, `api%2Etest` and
-//! full-width letters reach `api.test`, userinfo, `\`, ports 0 and 65979, a zone id and a
-//! fragment are `bad_request`): of 126 requests the upstream parsed, none was one A did
-//! not send, none came without a key, each named `api.test` in its one `Host`. A's own path on the API answering
-//! with more than its framing says (a surplus answer, one written 0.2 s late, after a
-//! `101`, a `100`, a `204`, a close-delimited body under `keep-alive`, a body to a HEAD)
-//! while B called the API 60 times with another account: B 60 of 60 own, none of B's
-//! requests on a connection that carried A's (the pool is keyed by caller and
-//! credential, `client.rs`). A's own calls do read the surplus (3 of 21 got `PLANTED`,
-//! 3 the `101`): a late surplus written after the next request went out answers it, and
-//! the answers on that connection stay one behind (hyper only refuses bytes that come
-//! while it is idle). That is the caller's own calls with its own credential, which the
-//! pool allows by design. Pipelined `POST /v1/requests` on one broker connection, bodies
-//! trickled 0.2 s apart with the next head in the same write, one over
-//! `broker.max_body_bytes` ending with a whole request: each answered its own, the big
-//! one `too_large` alone, the request in its body never read.
-//! Held, read in the code: a connection's key is (caller's cgroup or uid, credential id,
-//! scheme, host, address, port); the agent's own calls are never pooled; a request with
-//! a body goes with `Connection: close` and its connection is never pooled; a retry on a
-//! fresh connection keeps the party.
-//! Still weak (the upstream's, not the broker's framing): a back end behind a shared
+//! `Upgrade: h2c`, `TE`/`Trailer`/`Keep-Alive`; bodies on GET, HEAD, OPTIONS and DELETE
+//! are `policy_denied`; CR, LF, NUL and obs-fold in the method, URL, header names and
+//! values are `bad_request`; `%0d%0a` in the path stays encoded; absolute forms in the
+//! path go out in origin form; a 64 KiB value gets the upstream's 431; a caller's `Host`
+//! is refused, its `Authorization` ends its handle; in the URL, `API.TEST.`, `api%2Etest`
+//! and full-width letters reach `api.test`, while userinfo, `\`, ports 0 and 65979, a zone
+//! id and a fragment are `bad_request`): of 126 requests the upstream parsed, none was
+//! one A did not send, none came without a key, each named `api.test` in its one `Host`.
+//! A's own path on the API answering with more than its framing says (a surplus answer,
+//! one written 0.2 s late, after a `101`, a `100`, a `204`, a close-delimited body under
+//! `keep-alive`, a body to a HEAD) while B called the API 60 times with another
+//! account: B 60 of 60 own, none of B's requests on a connection that carried A's (the
+//! pool is keyed by caller and credential, `client.rs`). A's own calls do read the
+//! surplus (of 21 calls after a plant, 3 got `PLANTED` and 3 a `101`): a late surplus
+//! written after the next request went out answers it, and the answers on that
+//! connection stay one behind (hyper refuses only bytes that come while it is idle);
+//! that is the caller's own calls with its own credential, which the pool allows by
+//! design. Pipelined `POST /v1/requests` on one broker connection, bodies trickled
+//! 0.2 s apart with the next head in the same write, one over `broker.max_body_bytes`
+//! ending with a whole request: each answered its own, the big one `too_large` alone,
+//! the request in its body never read.
+//! Held, read in the code: a connection's pool key is (caller's cgroup or uid,
+//! credential id, scheme, host, address, port); the agent's own calls are never pooled;
+//! a request with a body goes with `Connection: close` and its connection is never
+//! pooled; a retry on a fresh connection keeps the party.
+//! Still weak (the upstream's framing, not the broker's): a back end behind a shared
 //! front that ignores a body's `Content-Length` on a request it refuses (CL.0) reads a
 //! POST's body as a request whatever the broker sends; A's body is its own bytes and the
-//! broker cannot know which requests a back end reads so. The rustls session cache is
-//! shared by every caller's connections to one name (a ticket from A's connection
-//! resumes B's): the upstream can link the two, nothing more.
+//! broker cannot know which requests a back end reads so. The rustls client keeps its
+//! default session cache, shared by every caller's connections to one name (read in the
+//! code, not tested): a ticket from A's connection can resume B's, so the upstream can
+//! link the two, nothing more.
 
 use std::thread;
 
@@ -265,8 +266,9 @@ for _ in range(int(sys.argv[1])):
         m = "HEAD" if kind == "head" else "GET"
         attempt(lambda: hb.request(m, U + "/plant/" + kind, handle=h))
         r = attempt(lambda: hb.request("GET", U + "/a/after-" + kind, handle=h))
-        own["own" if r.get("body") == "answer to GET /a/after-%s\n" % kind else
-            "planted" if "PLANTED" in (r.get("body") or "") else r.get("error") or "?"] += 1
+        body = r.get("body") or ""
+        own["own" if body == "answer to GET /a/after-%s\n" % kind else
+            "planted" if "PLANTED" in body else r.get("error") or "status %s" % r.get("status")] += 1
 run(last)
 print(json.dumps({"tries": got, "after_plants": own}))
 "#;
