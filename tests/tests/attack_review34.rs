@@ -1,6 +1,8 @@
 //! A thirty-fourth attack review, run as the process inside sandbox A (uid 65534,
-//! arbitrary Python) holding a handle for account `a` of integration `svc` on
-//! `api.test`, while sandbox B of another policy calls the same API with account `b`:
+//! arbitrary Python) holding a handle for account `a` of integration `sa` on
+//! `api.test`, while sandbox B of another policy calls the same API with account `b` of
+//! integration `sb` (a policy binds integrations, not accounts: with one integration
+//! bound by both, A could ask for a handle for `b` itself):
 //! can A smuggle a request through the broker, desynchronise the broker's framing towards
 //! the upstream, or plant bytes on a connection that B's call (with B's credential)
 //! then takes? The upstream records every request it parses, on which connection and
@@ -134,10 +136,9 @@ class H(TlsHandler):
         out.flush()
 "#;
 
-/// `svc` (bearer, every method A probes with) on the API, accounts `a` and `b`; policy
-/// `pa` (sandbox A) and `pb` (sandbox B) both bind it, and neither reaches the API but
-/// through the broker; `broker_extra`: lines in
-/// `[broker]`.
+/// `sa` (account `a`) and `sb` (account `b`), both bearer with every method A probes with
+/// on the API; policy `pa` (sandbox A) binds `sa`, `pb` (sandbox B) `sb`, and neither
+/// reaches the API but through the broker; `broker_extra`: lines in `[broker]`.
 fn world(name: &str, broker_extra: &str) -> (TestEnv, PythonApi) {
     let api = PythonApi::start(
         name,
@@ -154,32 +155,38 @@ fn agent_of(api: &PythonApi, name: &str, broker_extra: &str) -> TestEnv {
     let body = format!(
         r#"
 [[integration]]
-name = "svc"
+name = "sa"
+auth = "bearer"
+hosts = ["{API}"]
+methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+[[integration]]
+name = "sb"
 auth = "bearer"
 hosts = ["{API}"]
 methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 [[policy]]
 name = "pa"
-integrations = ["svc"]
+integrations = ["sa"]
 
 [[policy]]
 name = "pb"
-integrations = ["svc"]
+integrations = ["sb"]
 "#
     );
     api.names.agent(
         name,
         broker_extra,
         &body,
-        &[("svc", "a", KEY_A), ("svc", "b", KEY_B)],
+        &[("sa", "a", KEY_A), ("sb", "b", KEY_B)],
     )
 }
 
 /// Sandbox B: `argv[1]` GETs with its handle for `b`, one every 50 ms; how many got
 /// their own answer, and what the others got.
 const BYSTANDER: &str = r#"
-h = hb.handle("svc", "b")["handle"]
+h = hb.handle("sb", "b")["handle"]
 c = Counter()
 for i in range(int(sys.argv[1])):
     r = attempt(lambda: hb.request("GET", "https://api.test/b/%d" % i, handle=h))
@@ -194,7 +201,7 @@ print(json.dumps(c))
 /// handle for `a`, then `argv[1]` rounds of calls to its own `/plant/` paths, each
 /// followed by a GET of its own; what each attempt was answered.
 const SMUGGLER: &str = r#"
-h = hb.handle("svc", "a")["handle"]
+h = hb.handle("sa", "a")["handle"]
 S = "GET /smuggled HTTP/1.1\r\nHost: api.test\r\n\r\n"
 C = "0\r\n\r\n" + S
 U = "https://api.test"
@@ -252,7 +259,7 @@ last = [
     ("GET", U + "/s/auth", {"authorization": "Bearer mine"}, ""),
     ("GET", U + "/s/auth_", {"Authorization_": "Bearer mine"}, ""),
 ]
-got = {}
+got = {"handle for sb": attempt(lambda: hb.handle("sb", "b")).get("error")}
 def run(tries):
     for m, u, hd, b in tries:
         kw = {"body_base64": base64.b64encode(S.encode()).decode()} if b is None else (
@@ -331,6 +338,10 @@ fn a_tenant_cannot_smuggle_onto_another_accounts_upstream_connection() {
         records.len(),
         b_keyed.len(),
     );
+    assert_eq!(
+        a["tries"]["handle for sb"], "binding_missing",
+        "A holds a handle for B's account"
+    );
     assert_eq!(smuggled, 0, "the API parsed a request A smuggled");
     assert_eq!(
         unkeyed, 0,
@@ -352,7 +363,7 @@ const MAX_BODY: usize = 4096;
 /// named none).
 const PIPELINER: &str = r#"
 import socket, http.client
-h = hb.handle("svc", "a")["handle"]
+h = hb.handle("sa", "a")["handle"]
 limit = int(sys.argv[1])
 def call(path, pad=0, tail=b""):
     body = json.dumps({"handle": h, "method": "GET", "url": "https://api.test" + path,
@@ -534,7 +545,7 @@ try:
     direct = "connected"
 except OSError as e:
     direct = type(e).__name__
-h = hb.handle("svc", "a")["handle"]
+h = hb.handle("sa", "a")["handle"]
 r = attempt(lambda: hb.request("POST", "https://api.test/nope", handle=h,
     headers={"Expect": "100-continue"},
     body="GET /a/smuggled HTTP/1.1\r\nHost: api.test\r\n\r\n"))
@@ -543,11 +554,11 @@ print(json.dumps({"direct": direct, "status": r.get("status") or r.get("error"),
 "#;
 
 /// Sandbox `argv[2]`: `argv[1]` GETs to `/<argv[2]>/<i>` with its handle for account
-/// `argv[2]`; how many got their own answer, and the answers meant for the other
+/// `argv[2]` (of integration `s<argv[2]>`); how many got their own answer, and the answers meant for the other
 /// sandbox.
 const THREE_CALLS: &str = r#"
 me = sys.argv[2]
-h = hb.handle("svc", me)["handle"]
+h = hb.handle("s" + me, me)["handle"]
 own, theirs = 0, []
 for i in range(int(sys.argv[1])):
     r = attempt(lambda: hb.request("GET", "https://api.test/%s/%d" % (me, i), handle=h))
