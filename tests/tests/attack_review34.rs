@@ -2,24 +2,31 @@
 //! arbitrary Python) holding a handle for account `a` of integration `sa` on
 //! `api.test`, while sandbox B of another policy calls the same API with account `b` of
 //! integration `sb` (a policy binds integrations, not accounts: with one integration
-//! bound by both, A could ask for a handle for `b` itself):
-//! can A smuggle a request through the broker, desynchronise the broker's framing towards
-//! the upstream, or plant bytes on a connection that B's call (with B's credential)
-//! then takes? The upstream records every request it parses, on which connection and
+//! bound by both, A could ask for a handle for `b` itself): can A smuggle a request
+//! through the broker, desynchronise the broker's framing towards the upstream, or plant
+//! bytes on a connection that B's call (with B's credential) then takes? The upstream records every request it parses, on which connection and
 //! under whose credential; each test counts and prints a `figure:` line.
 //!
 //! Found:
-//! - the broker forwarded a caller's `Expect: 100-continue`, though it never waits for a
-//!   `100 Continue` (hyper writes the body at once): a back end that answers such a
-//!   request early when it refuses it at its head, and takes the body as not coming,
-//!   reads the body (A's bytes, a whole request) as the next request on its connection
-//!   (Kettle's Expect-based 0.CL desync, 2025). Behind a front that shares one back-end
-//!   connection among its clients (a CDN, a load balancer), with A's sandbox reaching
-//!   the API only through the broker (its own connect: EPERM), that request's answer is
-//!   queued for the front's next client: on 278e343, after one POST of A's, B's 3 calls
-//!   got 0 of their own answers (the first got A's smuggled request's), and A's 3 calls
-//!   after them got B's third answer. `Expect` is not forwarded now
-//!   (`headers::outgoing`): 3 of 3 own each, none of B's to A.
+//! - the broker sent a body whose first line reads as a request line, which the guard
+//!   refuses (`http::body_start`): a back end that answers a request it refuses at its
+//!   head without reading the body and keeps the connection (CL.0) reads that body as
+//!   the next request, and the broker's `Connection: close` ends at a front that shares
+//!   one back-end connection among its clients (a CDN, a load balancer), where that
+//!   request's answer is queued for the front's next client. With A's sandbox reaching
+//!   the API only through the broker (its own connect: EPERM), on 278e343, after one
+//!   POST of A's, B's 3 calls got 0 of their own answers (the first got A's smuggled
+//!   request's) and A's 3 calls after them got B's third answer. Such a body is
+//!   refused now, `policy_denied`, before anything is sent (`body_start` moved to
+//!   `http_rules`, which the guard and the broker share): 3 of 3 own each, none of B's
+//!   to A.
+//! - the broker forwarded a caller's `Expect: 100-continue`, though it never waits for
+//!   a `100 Continue` (hyper writes the body at once): a back end that answers such a
+//!   request early when it refuses it at its head takes the body as not coming and reads
+//!   it as the start of the next request on its connection (Kettle's Expect-based 0.CL
+//!   desync, 2025); behind the same front, B's request, sent next, was read as the rest
+//!   of A's JSON body's line: on 278e343 B's first call got the back end's `400`, 2 of 3
+//!   own. `Expect` is not forwarded now (`headers::outgoing`): 3 of 3.
 //!
 //! Held, tested: A's smuggling attempts through `POST /v1/requests` (a body holding a
 //! request head after its own `Content-Length: 0`/`9999`, `Transfer-Encoding` in every
@@ -30,8 +37,10 @@
 //! path go out in origin form; a 64 KiB value gets the upstream's 431; a caller's `Host`
 //! is refused, its `Authorization` ends its handle; in the URL, `API.TEST.`, `api%2Etest`
 //! and full-width letters reach `api.test`, while userinfo, `\`, ports 0 and 65979, a zone
-//! id and a fragment are `bad_request`): of 126 requests the upstream parsed, none was
-//! one A did not send, none came without a key, each named `api.test` in its one `Host`.
+//! id and a fragment are `bad_request`; since this review a body that reads as a request
+//! is `policy_denied`): of 119 requests the upstream parsed (126 on 278e343), none was one
+//! A did not send, none came without a key, each named `api.test` in its one `Host`; A
+//! is refused a handle for B's account (`binding_missing`).
 //! A's own path on the API answering with more than its framing says (a surplus answer,
 //! one written 0.2 s late, after a `101`, a `100`, a `204`, a close-delimited body under
 //! `keep-alive`, a body to a HEAD) while B called the API 60 times with another
@@ -49,13 +58,16 @@
 //! credential id, scheme, host, address, port); the agent's own calls are never pooled;
 //! a request with a body goes with `Connection: close` and its connection is never
 //! pooled; a retry on a fresh connection keeps the party.
-//! Still weak (the upstream's framing, not the broker's): a back end behind a shared
-//! front that ignores a body's `Content-Length` on a request it refuses (CL.0) reads a
-//! POST's body as a request whatever the broker sends; A's body is its own bytes and the
-//! broker cannot know which requests a back end reads so. The rustls client keeps its
-//! default session cache, shared by every caller's connections to one name (read in the
-//! code, not tested): a ticket from A's connection can resume B's, so the upstream can
-//! link the two, nothing more.
+//! Still weak (the upstream's framing, not the broker's): a CL.0 back end behind a shared
+//! front still reads a body that does not start as a request (JSON, here) as the start
+//! of the next request, which then fails (`400`) with the next client's head in it; a
+//! back end that reads only part of a body (a size cap) reads the rest as a request; a
+//! HEAD answered with a body desynchronises such a front too. A policy binds
+//! integrations, not accounts: two tenants on one integration can each get handles for
+//! every account of it (by design, README), so tenants are kept apart by integration.
+//! The rustls client keeps its default session cache, shared by every caller's
+//! connections to one name (read in the code, not tested): a ticket from A's connection
+//! can resume B's, so the upstream can link the two, nothing more.
 
 use std::thread;
 
@@ -451,13 +463,30 @@ fn pipelined_requests_with_slow_bodies_are_each_answered_and_limited_alone() {
 
 /// The back end behind the API's front (plain HTTP on 127.0.0.1:18080): it answers
 /// `answer to METHOD PATH for WHO` (`WHO`: whose key came with it), reading a body by
-/// `Content-Length` — except, as servers that answer an `Expect: 100-continue` request
-/// early do, for a request it refuses at its head (a path it does not serve): it says
-/// `404` without asking for the body, takes the body as not coming (no `100 Continue` was
-/// sent) and reads the connection's next request from there.
-const EXPECT_BACKEND_PY: &str = r#"
-import socket
+/// `Content-Length` — except for a request it refuses at its head (a path it does not
+/// serve) when `early` (a Python string set before) says so: `"expect"`, one with
+/// `Expect: 100-continue` (as servers that answer such a request early do: no
+/// `100 Continue` was sent, so the body is taken as not coming), `"always"`, any (a
+/// CL.0 server: a handler that answers first and keeps the connection). Such a request's
+/// `404` goes without its body being read, and the connection's next request is read
+/// from there; a line that is no request line is answered `400` and the connection
+/// closed.
+const BACKEND_PY: &str = r#"
+import re, socket
 BACK = ("127.0.0.1", 18080)
+BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n"
+def refuse(c):
+    # A line that is no request line: 400, then a lingering close (no reset for the
+    # bytes still unread).
+    c.sendall(BAD)
+    c.shutdown(socket.SHUT_WR)
+    c.settimeout(0.5)
+    try:
+        while c.recv(65536):
+            pass
+    except OSError:
+        pass
+    c.close()
 def whose(headers):
     seen = " ".join(headers.values())
     return ("A" if key_a in seen else "") + ("B" if key_b in seen else "") or "nobody"
@@ -467,7 +496,11 @@ def serve_back(c):
         line = f.readline()
         if not line.strip():
             return
-        method, target, _ = line.decode().split(" ", 2)
+        words = line.decode("latin-1").split()
+        if (len(words) != 3 or not re.fullmatch(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+", words[0])
+                or not words[2].startswith("HTTP/1.")):
+            return refuse(c)
+        method, target, _ = words
         headers = {}
         while True:
             l = f.readline()
@@ -477,7 +510,8 @@ def serve_back(c):
             headers[k.strip().lower()] = v.strip()
         path = target.split("?")[0]
         known = path.startswith(("/a/", "/b/"))
-        if known or headers.get("expect", "").lower() != "100-continue":
+        expects = headers.get("expect", "").lower() == "100-continue"
+        if known or not (early == "always" or early == "expect" and expects):
             f.read(int(headers.get("content-length") or 0))
         ans = ("answer to %s %s for %s\n" % (method, path, whose(headers))).encode()
         status = b"200 OK" if known else b"404 Not Found"
@@ -496,20 +530,32 @@ threading.Thread(target=backend, daemon=True).start()
 
 /// The API's front (a reverse proxy, as a CDN or load balancer is): each request it
 /// gets, hop-by-hop headers dropped, goes on to the back end over one kept-alive
-/// connection shared by all its clients, and the next answer on it is the request's.
+/// connection shared by all its clients (a new one when the back end closed it), and
+/// the next answer on it is the request's.
 const FRONT_PY: &str = r#"
 HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
        "upgrade"}
 shared = {}
 shared_lock = threading.Lock()
+def exchange(raw):
+    if "sock" not in shared:
+        shared["sock"] = socket.create_connection(BACK)
+        shared["file"] = shared["sock"].makefile("rb")
+    shared["sock"].sendall(raw)
+    status = shared["file"].readline()
+    if not status:
+        raise ConnectionError("the back end closed")
+    return status
 def forward(raw):
     with shared_lock:
-        if "sock" not in shared:
-            shared["sock"] = socket.create_connection(BACK)
-            shared["file"] = shared["sock"].makefile("rb")
-        shared["sock"].sendall(raw)
+        try:
+            status = exchange(raw)
+        except OSError:
+            # The back end closed the kept connection: once more on a new one.
+            shared.clear()
+            status = exchange(raw)
         f = shared["file"]
-        code = int(f.readline().split()[1])
+        code = int(status.split()[1])
         n = 0
         while True:
             l = f.readline()
@@ -535,10 +581,10 @@ class H(TlsHandler):
         self.wfile.write(data)
 "#;
 
-/// Sandbox A's POST with its handle to a path the back end does not serve, with
-/// `Expect: 100-continue` and a body that is a whole request; what it was answered, and
-/// what its own connect to the API got (`direct`: the broker is its only way there).
-const EXPECT_POISON: &str = r#"
+/// Sandbox A's POST with its handle to a path the back end does not serve, with the
+/// headers of the JSON object `argv[1]` and the body `argv[2]`; what it was answered, and what its own connect to the API got (`direct`: the broker is its only
+/// way there).
+const POISON: &str = r#"
 import socket
 try:
     socket.create_connection(("203.0.113.10", 443), timeout=3).close()
@@ -547,15 +593,14 @@ except OSError as e:
     direct = type(e).__name__
 h = hb.handle("sa", "a")["handle"]
 r = attempt(lambda: hb.request("POST", "https://api.test/nope", handle=h,
-    headers={"Expect": "100-continue"},
-    body="GET /a/smuggled HTTP/1.1\r\nHost: api.test\r\n\r\n"))
+    headers=json.loads(sys.argv[1]), body=sys.argv[2]))
 print(json.dumps({"direct": direct, "status": r.get("status") or r.get("error"),
                   "body": r.get("body")}))
 "#;
 
 /// Sandbox `argv[2]`: `argv[1]` GETs to `/<argv[2]>/<i>` with its handle for account
-/// `argv[2]` (of integration `s<argv[2]>`); how many got their own answer, and the answers meant for the other
-/// sandbox.
+/// `argv[2]` (of integration `s<argv[2]>`); how many got their own answer, and the
+/// answers meant for the other sandbox.
 const THREE_CALLS: &str = r#"
 me = sys.argv[2]
 h = hb.handle("s" + me, me)["handle"]
@@ -569,39 +614,76 @@ for i in range(int(sys.argv[1])):
 print(json.dumps({"own": own, "not_mine": theirs}))
 "#;
 
-/// Behind an API front that shares one back-end connection among its clients, a back
-/// end that answers an `Expect: 100-continue` request it refuses at its head without
-/// reading the body (taking the body as not coming) reads A's body as a request of its
-/// own, and its answer is queued for the front's next client: B's call gets it, and A's
-/// next call gets B's answer. The broker never waits for `100 Continue` (it writes the
-/// body at once), so a caller's `Expect` has no use but this: it is not forwarded.
-#[test]
-fn a_callers_expect_never_makes_a_back_end_read_its_body_as_a_request() {
-    const CALLS: usize = 3;
+/// What came of A's poisoning POST (with `headers`, a JSON object, and `body`) behind the
+/// API's front, the back end answering early as `early` says (see [`BACKEND_PY`]): A's answer,
+/// then B's and A's answers to [`CALLS`] calls each, one sandbox after the other, and the
+/// count of B's answers A got; prints the figure line.
+fn queue_after_poison(name: &str, early: &str, headers: &str, body: &str) -> (Value, Value, usize) {
     let api = PythonApi::start(
-        "review34-expect",
+        name,
         DNS_PORT,
         &[API],
         &format!(
-            "import socket\nkey_a, key_b = {KEY_A:?}, {KEY_B:?}\n\
-             {EXPECT_BACKEND_PY}{FRONT_PY}"
+            "import socket\nkey_a, key_b = {KEY_A:?}, {KEY_B:?}\nearly = {early:?}\n\
+             {BACKEND_PY}{FRONT_PY}"
         ),
     );
-    let env = agent_of(&api, "review34-expect", "");
-    let poison = nobody_broker_client(&env, "pa", EXPECT_POISON, &[]);
+    let env = agent_of(&api, name, "");
+    let poison = nobody_broker_client(&env, "pa", POISON, &[headers, body]);
+    assert_ne!(poison["direct"], "connected", "A reaches the API by itself");
     let n = CALLS.to_string();
     let b = nobody_broker_client(&env, "pb", THREE_CALLS, &[&n, "b"]);
     let a = nobody_broker_client(&env, "pa", THREE_CALLS, &[&n, "a"]);
-    assert_ne!(poison["direct"], "connected", "A reaches the API by itself");
     let b_to_a = a["not_mine"].as_array().map_or(0, |v| {
         v.iter()
             .filter(|s| s.as_str().is_some_and(|s| s.ends_with("for B")))
             .count()
     });
     println!(
-        "figure: A's POST with Expect: {poison}; B's {CALLS} calls after it: {b}; \
-         A's {CALLS} calls after B's: {a}; B's answers A got: {b_to_a}"
+        "figure: A's POST with headers {headers} (back end answering early: {early}): \
+         {poison}; B's {CALLS} calls after it: {b}; A's {CALLS} calls after B's: {a}; \
+         B's answers A got: {b_to_a}"
     );
-    assert_eq!(b_to_a, 0, "A got B's answers: {a}");
+    (poison, b, b_to_a)
+}
+
+/// Calls each sandbox makes after A's poisoning POST.
+const CALLS: usize = 3;
+
+/// Behind an API front that shares one back-end connection among its clients, a back
+/// end that answers an `Expect: 100-continue` request it refuses at its head without
+/// reading the body (taking the body as not coming) reads A's body as the start of the
+/// next request on the connection: B's request, sent next, is read as the rest of that
+/// line, and B gets the back end's `400` for it. The broker never waits for
+/// `100 Continue` (it writes the body at once), so a caller's `Expect` has no use but
+/// this: it is not forwarded. (A JSON body, which the broker does not refuse as it
+/// refuses one that reads as a request: see the next test, where the queued answer
+/// goes to B and B's to A.)
+#[test]
+fn a_callers_expect_never_makes_a_back_end_read_its_body_as_a_request() {
+    let (_, b, b_to_a) = queue_after_poison(
+        "review34-expect",
+        "expect",
+        r#"{"Expect": "100-continue"}"#,
+        r#"{"note": "x"}"#,
+    );
+    assert_eq!(b_to_a, 0, "A got B's answers");
     assert_eq!(b["own"].as_u64(), Some(CALLS as u64), "B: {b}");
+}
+
+/// The same front before a CL.0 back end (one that answers a request it refuses at its
+/// head without reading its body, and keeps the connection: the broker's
+/// `Connection: close` ends at the front): a body that reads as a request is refused
+/// before anything is sent, as the guard refuses it.
+#[test]
+fn a_body_that_reads_as_a_request_is_never_sent() {
+    let (poison, b, b_to_a) = queue_after_poison(
+        "review34-cl0",
+        "always",
+        "{}",
+        "GET /a/smuggled HTTP/1.1\r\nHost: api.test\r\n\r\n",
+    );
+    assert_eq!(b_to_a, 0, "A got B's answers");
+    assert_eq!(b["own"].as_u64(), Some(CALLS as u64), "B: {b}");
+    assert_eq!(poison["status"], "policy_denied", "A's POST: {poison}");
 }
