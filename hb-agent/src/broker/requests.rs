@@ -10,7 +10,8 @@
 //!   `Proxy-Authorization`, the integration's auth header, or its auth query parameter,
 //!   in any case, a header name also with `_` for `-`, a query parameter's also as PHP
 //!   reads it: an **auth collision**, which revokes every handle of the execution),
-//!   nor carry a body on GET, HEAD, OPTIONS, TRACE or DELETE ([`crate::http_rules::takes_no_body`]).
+//!   nor carry a body on GET, HEAD, OPTIONS, TRACE or DELETE ([`crate::http_rules::takes_no_body`])
+//!   or a body whose first line reads as a request line ([`crate::http_rules::body_start`]).
 //!   The URL's scheme and port must be among the integration's `schemes` (default
 //!   `https`) and `ports` (default: the schemes' own), so the credential goes neither
 //!   in cleartext nor to another listener on the same host; and the request may not
@@ -998,6 +999,18 @@ fn decide_with_handle<'a>(
              method that takes a body)",
             parsed.method
         )));
+    }
+    // Nor one whose body reads as a request: a server that answers first (a 401, a 404)
+    // and keeps the connection reads it as the next one. The broker's `Connection: close`
+    // ends at a front that shares its back-end connection among its clients, where that
+    // request's answer is queued for another tenant's call (attack review 34); the guard
+    // refuses such a body too.
+    if crate::http_rules::body_start(&parsed.body, true) == crate::http_rules::BodyStart::Request {
+        call.audit(action, "policy_denied", "a body that reads as a request");
+        return Err(denied(
+            "the body starts with an HTTP request line: an upstream that answers before \
+             reading it would read it as another request, one policy never judged",
+        ));
     }
     Ok((entry, integration))
 }

@@ -20,6 +20,7 @@
 use std::net::IpAddr;
 
 use crate::http_rules::takes_no_body;
+pub use crate::http_rules::{BodyStart, body_start};
 
 /// Largest request head the guard reads.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -360,65 +361,6 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError
         status,
         framing,
     }))
-}
-
-/// What the start of a request's body would be to a server that leaves the body
-/// unread and reads it as the next request (a handler that answers first — a 401, a
-/// redirect — and keeps the connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyStart {
-    /// Its first line reads as a request line (`method target HTTP/…`, after any blank
-    /// lines): a request the guard would forward unjudged.
-    Request,
-    /// No server takes it for a request line.
-    NoRequest,
-    /// Not decided yet: more of the body is needed.
-    Undecided,
-}
-
-/// Judges the start of a body (`prefix`; `whole`: nothing more of it is to come, or the
-/// guard reads no further) by its first line, split on whitespace as servers split a
-/// request line: a token, then at least two more words, the last starting with `HTTP/`,
-/// is a request line. A line is judged once it ended (or the body did: a body cut before
-/// its first line ends is judged as it stands, since the request the guard judges next
-/// must start with `method target`, and a server joining the two sees other words).
-/// Bodies almost never start like this (JSON, forms, binary data end the question at
-/// their first byte); a chunked body's first line is its size line.
-pub fn body_start(prefix: &[u8], whole: bool) -> BodyStart {
-    let Some(start) = prefix.iter().position(|b| !b.is_ascii_whitespace()) else {
-        return if whole {
-            BodyStart::NoRequest
-        } else {
-            BodyStart::Undecided
-        };
-    };
-    let rest = &prefix[start..];
-    let (line, ended) = match memchr::memchr(b'\n', rest) {
-        Some(end) => (&rest[..end], true),
-        None => (rest, whole),
-    };
-    let words: Vec<&[u8]> = line
-        .split(u8::is_ascii_whitespace)
-        .filter(|w| !w.is_empty())
-        .collect();
-    let first_is_token = words.first().is_some_and(|w| {
-        w.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~;".contains(&b))
-    });
-    if !first_is_token {
-        return BodyStart::NoRequest;
-    }
-    if !ended {
-        return BodyStart::Undecided;
-    }
-    let version = words
-        .last()
-        .is_some_and(|w| w.len() >= 5 && w[..5].eq_ignore_ascii_case(b"HTTP/"));
-    if words.len() >= 3 && version {
-        BodyStart::Request
-    } else {
-        BodyStart::NoRequest
-    }
 }
 
 /// Where a chunked body stands after some of its bytes were seen.

@@ -3,7 +3,8 @@
 //! Owns: which caller headers reach the upstream (hop-by-hop headers describe the
 //! caller's connection to the broker, not ours to the upstream, and are dropped;
 //! `Content-Length` is recomputed from the body; `Accept-Encoding` is the broker's own
-//! (`identity`); `Host` comes from the URL and a caller's own is refused, as are
+//! (`identity`), and so is the body's flow (it is written at once: a caller's `Expect` is
+//! dropped); `Host` comes from the URL and a caller's own is refused, as are
 //! method-override headers, which would let an allowed method act as another; headers
 //! that steer a reverse proxy in front of the upstream to another host or path are
 //! dropped; on a credentialed call, partial-content requests (`Range`, `If-Range`) are
@@ -46,8 +47,13 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Caller headers never forwarded: the broker asks for `identity` itself, so what
 /// comes back is bytes the scrubber can read (a compressed body hides a credential
-/// from it).
-const NEGOTIATED_BY_BROKER: &[&str] = &["accept-encoding"];
+/// from it); and the broker writes a body at once, never waiting for a `100 Continue`,
+/// so an `Expect` would only ask a server to answer before the body and read no
+/// further: a back end that then takes the body as not coming reads it as the next
+/// request on the connection — one nobody judged, and behind a front that shares its
+/// back-end connection among clients, its answer is queued for another tenant's call,
+/// whose own answer goes to the call after (attack review 34).
+const NEGOTIATED_BY_BROKER: &[&str] = &["accept-encoding", "expect"];
 
 /// Caller headers that make many frameworks (Rails, Express, Spring, Google APIs) treat
 /// a request as another method: a GET a policy allows would act as the DELETE it does
@@ -137,8 +143,8 @@ fn check_value(name: &HeaderName, bytes: &[u8]) -> Result<(), HeaderError> {
 }
 
 /// The caller's headers as they may be sent: hop-by-hop ones (and any the `Connection`
-/// header names), `Accept-Encoding`, proxy-steering ones and `Content-Length` dropped; `Host`, method
-/// overrides and bad values refused.
+/// header names), `Accept-Encoding`, `Expect`, proxy-steering ones and `Content-Length`
+/// dropped; `Host`, method overrides and bad values refused.
 pub fn outgoing(
     headers: &[(HeaderName, HeaderValue)],
 ) -> Result<Vec<(HeaderName, HeaderValue)>, HeaderError> {
@@ -379,6 +385,7 @@ mod tests {
                 hv("named by Connection"),
             ),
             (header::ACCEPT_ENCODING, hv("gzip, br")),
+            (header::EXPECT, hv("100-continue")),
             // As a CGI-style server reads them: the same headers.
             (HeaderName::from_static("accept_encoding"), hv("gzip")),
             (HeaderName::from_static("transfer_encoding"), hv("chunked")),
