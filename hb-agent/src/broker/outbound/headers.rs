@@ -73,8 +73,20 @@ const METHOD_OVERRIDE: &[&str] = &[
 /// host), so a request the broker judged for one path and host would be served as
 /// another: on a shared front end, with the credential, by another tenant's vhost.
 /// Every `X-Forwarded-*` header is one ([`PROXY_STEERING_PREFIX`]), whatever it names.
+/// The client-address headers CDNs and gateways set and trust (`X-Real-IP`,
+/// `True-Client-IP`, `CF-Connecting-IP`, …) are too: an upstream that lets an address it
+/// trusts past its own checks would take the caller's word for it.
 const PROXY_STEERING: &[&str] = &[
+    "cf-connecting-ip",
+    "client-ip",
+    "fastly-client-ip",
     "forwarded",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-addr",
+    "x-remote-ip",
     "x-host",
     "x-http-host-override",
     "x-original-host",
@@ -410,6 +422,10 @@ mod tests {
                 hv("internal.test"),
             ),
             (header::FORWARDED, hv("host=internal.test")),
+            (HeaderName::from_static("x-real-ip"), hv("10.0.0.1")),
+            (HeaderName::from_static("true-client-ip"), hv("10.0.0.1")),
+            (HeaderName::from_static("cf-connecting-ip"), hv("10.0.0.1")),
+            (HeaderName::from_static("x_client_ip"), hv("10.0.0.1")),
             (header::ACCEPT, hv("application/json")),
             (HeaderName::from_static("x-request-id"), hv("42")),
         ];
