@@ -8,13 +8,14 @@
 //! connections keyed by (scheme, host, address, port) and the [`Party`] whose calls
 //! they carried, so that a caller's repeated calls skip TCP and TLS set-up (a
 //! connection that carried a request body is closed after its answer, never pooled, see
-//! [`Client::finish`]; one never carries two parties' calls), and the response size
-//! limit.
+//! [`Client::finish`]; one never carries two parties' calls), TLS sessions kept to be
+//! resumed per party as the pool is ([`TlsConfigs`]), and the response size limit.
 //!
 //! Must never: connect to an address it was not given, send a request whose TLS peer
 //! did not prove the URL's host, read more than the size limit, put a header value,
-//! a query string or a body into an error, or send a call on a connection that carried
-//! a request body (bytes the upstream may not have read as that request's).
+//! a query string or a body into an error, send a call on a connection that carried
+//! a request body (bytes the upstream may not have read as that request's), or resume
+//! for one party a TLS session another party's connection set up.
 
 use std::{
     collections::HashMap,
@@ -49,6 +50,12 @@ const IDLE_TOTAL: usize = 256;
 /// keep-alive connections after a while (nginx: 75 s), and a request on one they are
 /// dropping fails.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Server names whose TLS sessions one party keeps to resume (rustls keeps a few
+/// tickets per name): enough for the APIs one caller calls with one credential.
+const SESSIONS_PER_PARTY: usize = 32;
+/// Parties whose TLS sessions are kept; past that, one party's are forgotten (its next
+/// connection to each name makes a full handshake) to make room.
+const PARTIES_WITH_SESSIONS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -72,7 +79,8 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The TLS client configuration, built once: roots parsed, ring provider, HTTP/1.1 ALPN.
+/// The TLS client configuration, built once: roots parsed, ring provider, HTTP/1.1 ALPN,
+/// no session resumption (each party gets its own session store, see [`TlsConfigs`]).
 /// Returns it with the number of system roots found.
 pub fn tls_config(
     extra_ca_file: &str,
@@ -111,7 +119,46 @@ pub fn tls_config(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     Ok((Arc::new(config), system))
+}
+
+/// The TLS client configuration each party's connections use: the base one, with a
+/// session store of the party's own. One store for every connection (rustls' default)
+/// would let a connection of one caller resume a session (a TLS 1.3 PSK, a TLS 1.2
+/// ticket or session id, all sent in clear) that another caller's connection set up,
+/// so the upstream, or whoever sees the handshakes, links the two callers' calls, which
+/// hb keeps apart as the pool does ([`PoolKey`]). The agent's own calls (rotators,
+/// verify probes) resume nothing: they carry every tenant's accounts' keys, are never
+/// pooled, and are rare.
+struct TlsConfigs {
+    /// Without resumption: the agent's calls, and the base of the others.
+    base: Arc<rustls::ClientConfig>,
+    by_party: Mutex<HashMap<Party, Arc<rustls::ClientConfig>>>,
+}
+
+impl TlsConfigs {
+    fn for_party(&self, party: &Party) -> Arc<rustls::ClientConfig> {
+        if !party.pooled() {
+            return self.base.clone();
+        }
+        let Ok(mut by_party) = self.by_party.lock() else {
+            return self.base.clone();
+        };
+        if let Some(config) = by_party.get(party) {
+            return config.clone();
+        }
+        if by_party.len() >= PARTIES_WITH_SESSIONS
+            && let Some(old) = by_party.keys().next().cloned()
+        {
+            by_party.remove(&old);
+        }
+        let mut config = (*self.base).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS_PER_PARTY);
+        let config = Arc::new(config);
+        by_party.insert(party.clone(), config.clone());
+        config
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -155,7 +202,7 @@ pub struct Fetched {
 }
 
 pub struct Client {
-    tls: TlsConnector,
+    tls: TlsConfigs,
     idle: Mutex<IdleConns>,
     max_response: usize,
 }
@@ -163,7 +210,10 @@ pub struct Client {
 impl Client {
     pub fn new(tls: Arc<rustls::ClientConfig>, max_response: usize) -> Self {
         Self {
-            tls: TlsConnector::from(tls),
+            tls: TlsConfigs {
+                base: tls,
+                by_party: Mutex::default(),
+            },
             idle: Mutex::new(IdleConns::default()),
             max_response,
         }
@@ -385,7 +435,8 @@ impl Client {
                         addr: sa,
                         reason,
                     })?;
-                    let tls = tokio::time::timeout(CONNECT_TIMEOUT, self.tls.connect(name, tcp))
+                    let connector = TlsConnector::from(self.tls.for_party(party));
+                    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
                         .await
                         .map_err(|_| OutboundError::Tls {
                             host: host.clone(),
@@ -547,5 +598,44 @@ mod tests {
             assert_eq!(req.headers()[header::HOST], "allowed.test", "{url}");
             assert_eq!(req.headers()[header::ACCEPT_ENCODING], "identity", "{url}");
         }
+    }
+
+    fn caller(cgroup_id: u64, credential: Option<&str>) -> Party {
+        Party::Caller {
+            owner: crate::broker::handles::Owner::Sandbox { cgroup_id },
+            credential: credential.map(Arc::from),
+        }
+    }
+
+    /// A party's connections share one session store, no other party's: not another
+    /// caller's, not the same caller's with another credential, not the agent's (which
+    /// resume nothing); the stores kept stay within their bound.
+    #[test]
+    fn each_party_resumes_only_its_own_sessions() {
+        let (base, _) = tls_config("").expect("config");
+        let configs = TlsConfigs {
+            base: base.clone(),
+            by_party: Mutex::default(),
+        };
+        let a = configs.for_party(&caller(1, Some("cred_a")));
+        assert!(Arc::ptr_eq(
+            &a,
+            &configs.for_party(&caller(1, Some("cred_a")))
+        ));
+        for other in [
+            caller(2, Some("cred_a")),
+            caller(1, Some("cred_b")),
+            caller(1, None),
+        ] {
+            let theirs = configs.for_party(&other);
+            assert!(!Arc::ptr_eq(&a, &theirs));
+            assert!(!Arc::ptr_eq(&base, &theirs));
+        }
+        assert!(Arc::ptr_eq(&base, &configs.for_party(&Party::Agent)));
+        for id in 0..2 * PARTIES_WITH_SESSIONS as u64 {
+            configs.for_party(&caller(id, None));
+        }
+        let kept = configs.by_party.lock().expect("lock").len();
+        assert!(kept <= PARTIES_WITH_SESSIONS, "{kept}");
     }
 }

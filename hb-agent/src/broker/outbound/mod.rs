@@ -183,11 +183,11 @@ pub struct CredentialQuery {
 /// a call without one, or with another handle's, does not).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Party {
-    /// The agent's own calls: rotators and verify probes. Never pooled: they carry the
-    /// keys of every tenant's accounts, and one account's verify answer followed by bytes
-    /// of the upstream's would otherwise answer the next account's verify (a dead key
-    /// judged good, a good one dead and rotated); they are rare, so a connection each
-    /// costs little.
+    /// The agent's own calls: rotators and verify probes. Never pooled, nor resuming a
+    /// TLS session (`client::TlsConfigs`): they carry the keys of every tenant's
+    /// accounts, and one account's verify answer followed by bytes of the upstream's
+    /// would otherwise answer the next account's verify (a dead key judged good, a good
+    /// one dead and rotated); they are rare, so a connection each costs little.
     Agent,
     /// The debug CLI's calls: one process of one operator, with the one credential its
     /// command line gives.
