@@ -241,6 +241,8 @@ print(json.dumps({"status": r["status"], "body": r.get("body", "")}))
 /// characters captured; a header name no family knows would not be).
 /// Measured on the baseline: the victim got `{"ok": true}`, the attacker read
 /// `board.test GET /comments HTTP/1.1\r\nhost: board.test\r\nx-api-key: [REDACTED…]`.
+/// Now refused twice over: the body reads as a request (attack review 34), and a
+/// connection that carried a body is closed after its answer.
 #[test]
 fn a_request_left_on_a_pooled_connection_does_not_capture_another_tenants_call() {
     let world = Board::new("smuggle", r#"["GET", "POST"]"#);
@@ -259,7 +261,13 @@ fn a_request_left_on_a_pooled_connection_does_not_capture_another_tenants_call()
         "smuggle: {planted} | victim got: {victim} | attacker read {} comment(s): {comments:?}",
         comments.len()
     );
-    assert_eq!(planted["smuggle"], 200, "the attacker's GET went out");
+    // Since attack review 34 the broker refuses a body whose first line reads as a
+    // request line (`policy_denied`) before anything is sent; the pool's own rule (a
+    // connection that carried a body is never reused) is what holds when one goes out.
+    assert!(
+        planted["smuggle"] == 200 || planted["smuggle"] == "policy_denied",
+        "the attacker's POST neither went out nor was refused: {planted}"
+    );
     let key_piece = &VICTIM_KEY[..20];
     for c in &comments {
         assert!(
