@@ -292,6 +292,21 @@ mod tests {
     }
 
     #[test]
+    fn a_dname_owned_by_the_root_or_a_tld_applies_below_it() {
+        let q = name("x.wild.test.");
+        let kept = question_chain(vec![dname("test.", "evil.")], &q, RecordType::A);
+        let kept = kept.expect("a chain");
+        assert_eq!(owners(&kept), ["x.wild.test. CNAME"]);
+        assert_eq!(
+            kept[0].data,
+            RData::CNAME(rdata::CNAME(name("x.wild.evil.")))
+        );
+        // The root's applies to every name, its own targets too: the bound stops it.
+        let root = question_chain(vec![dname(".", "evil.")], &q, RecordType::A);
+        assert!(root.is_none());
+    }
+
+    #[test]
     fn a_dname_is_bounded_like_a_cname() {
         let q = name("x.dn.test.");
         // Onto its own owner: the name comes back, a loop.
