@@ -29,11 +29,12 @@
 //!   the 0.65 G of as many CNAMEs. DNAMEs are looked up by owner now: 1.17 G (CNAMEs
 //!   0.69 G). No test here counts it (instructions are not a test's to count).
 //!
-//! Held (tried, not broken):
+//! Held (tried, or read where a test would only restate the code):
 //! - policy names that make odd paths: the config takes ASCII letters, digits, `-`, `_`
 //!   and `.` only, never `.`/`..`, shorter than the policy name limit (no `/`, unicode,
-//!   case folding); a name whose folder collides with the main socket's file fails the
-//!   agent's start (`NotASocket`/`InUse`), as do two policies of one name.
+//!   case folding); two policies of one name are refused by the config; a policy folder
+//!   that is the main socket's folder, or a name equal to its file's, fails the agent's
+//!   start (`InUse`, or the folder cannot be made).
 //! - a sandbox of `web` on `other`'s socket (a pod-shaped cgroup reaching host paths):
 //!   closed unanswered, `policy_socket` (`broker_sockets.rs`); `sandbox run` shows no
 //!   host pid (`/proc` is its own, so no `/proc/<pid>/root` of another sandbox), and the
