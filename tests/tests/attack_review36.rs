@@ -61,8 +61,11 @@
 //! - a main `broker.socket` outside `/run`, `/tmp` and state_dir: `sandbox run` binds
 //!   the sandbox's policy socket onto the host's main socket file, and an agent restart
 //!   (unlinking it) detaches that mount, so the new main socket shows there (shared
-//!   backlog with host callers). Not tested (`TestEnv` keeps the main socket in the
-//!   hidden state_dir); by the same kernel rule as the found hole.
+//!   backlog with host callers): 20 of 20 connects reach it after a restart, on s41 and
+//!   on this branch ([`an_agent_restart_leaves_the_main_socket_out_of_reach`], ignored).
+//!   Only a mount point in a tmpfs of the sandbox's own escapes the host's unlink: the
+//!   fix is to cover the main socket's folder, which hides whatever else is there (fine
+//!   for an agent's own folder like `/run/hb`, not for `/srv`): the lead's call.
 //! - after any agent restart a running `sandbox run` sandbox has no broker (its socket
 //!   mount is the old, unlinked inode) until it is started again; pods, which mount
 //!   their policy's folder, get the new socket.
@@ -170,5 +173,55 @@ fn an_agent_restart_leaves_another_policys_socket_hidden() {
     assert_eq!(
         after["connected"], 0,
         "after a restart, A reached other's socket: {after}"
+    );
+}
+
+/// A main socket where sandboxes see the host's files: `sandbox run` binds the
+/// sandbox's policy socket onto the host's main socket file; after an agent restart (the
+/// file unlinked and bound again) a sandbox started before it must not reach the main
+/// socket (whose backlog host callers share).
+#[test]
+#[ignore = "open: the restart detaches the bind on the main socket's file; on this branch 20 of 20 connects reach the new main socket"]
+fn an_agent_restart_leaves_the_main_socket_out_of_reach() {
+    private_netns(&[]);
+    let shared = SharedDir(PathBuf::from(format!(
+        "/var/tmp/hb-a36-{}",
+        random_suffix()
+    )));
+    let main = shared.0.join("main").join("broker.sock");
+    let mut env = TestEnv::new("a36main", &config(&shared.0.join("main").join("policies")));
+    // TestEnv puts the main socket in its state_dir (hidden in sandboxes): moved here.
+    let text = std::fs::read_to_string(&env.config_path).expect("config");
+    let at = env.broker_socket().display().to_string();
+    let moved = text.replacen(&at, &main.display().to_string(), 1);
+    assert_ne!(moved, text, "the socket line: {text}");
+    std::fs::write(&env.config_path, moved).expect("config");
+    env.start_agent();
+    assert!(main.exists(), "the main socket at {}", main.display());
+    let target = main.to_str().expect("utf-8");
+    let mut a = Running::spawn(nobody_command(
+        &env,
+        "web",
+        &[],
+        &[python(), "-c", PY_CONNECTS, target],
+    ));
+    let ask = |a: &mut Running| -> Value {
+        a.say("20");
+        serde_json::from_str(&a.line()).expect("client JSON")
+    };
+    let before = ask(&mut a);
+    env.stop_agent();
+    env.start_agent();
+    let after = ask(&mut a);
+    eprintln!(
+        "figure: sandbox of web, connects to {} (its policy's socket bound there): before \
+         an agent restart {before}, after {after} (the old socket is closed: a connect \
+         reaches the new main one)",
+        main.display()
+    );
+    assert_eq!(before["connected"], 20, "its own socket: {before}");
+    assert_eq!(
+        after["connected"], 0,
+        "after a restart, A reached the main socket: {after}"
     );
 }
