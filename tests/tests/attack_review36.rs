@@ -45,7 +45,10 @@
 //! - the shared permits: a tenant takes a connection only while it holds fewer than
 //!   are free, each loop holds one unidentified connection at most, the semaphore is
 //!   FIFO, so A's queued refusals hand each freed permit on; the mpsc channel is only
-//!   received from by the serve loop.
+//!   received from by the serve loop. With `max_connections` 4 and A holding 64 silent
+//!   connections on its socket, B got 5 of 5 whoami
+//!   ([`connections_held_on_one_policys_socket_leave_another_policy_answered`], s41 and
+//!   this branch); under A's connect flood (`attack_review32.rs`) B got 10 of 10.
 //! - `sandbox run`'s fallback to the main socket: a sandbox cannot remove its policy's
 //!   socket (read-only root; the folder is the agent's, 0755 root), and `sandbox run`
 //!   needs a running agent's pinned links, so the folder exists when it plans.
@@ -76,7 +79,7 @@ use std::path::{Path, PathBuf};
 
 use hb_tests::{
     TestEnv, private_netns, python, random_suffix,
-    sandboxed::{Running, nobody_command},
+    sandboxed::{Running, nobody_command, nobody_python_json},
 };
 use serde_json::Value;
 
@@ -224,4 +227,64 @@ fn an_agent_restart_leaves_the_main_socket_out_of_reach() {
         after["connected"], 0,
         "after a restart, A reached the main socket: {after}"
     );
+}
+
+/// `GET /v1/whoami` `argv[2]` times on `argv[1]`: `{status line or "closed": count}`.
+const PY_WHOAMIS: &str = r#"
+import json, socket, sys
+got = {}
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(20)
+    status = "closed"
+    try:
+        s.connect(sys.argv[1])
+        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            data += d
+        status = data.split(b"\r\n")[0].decode() or "closed"
+    except OSError as e:
+        status = type(e).__name__
+    got[status] = got.get(status, 0) + 1
+    s.close()
+print(json.dumps(got))
+"#;
+
+/// A sandbox of `web` holds every connection its socket lets it (silent, so each holds
+/// a permit of the shared `max_connections` until the header deadline, and more queue
+/// in its backlog for the accept loop to take permits for): `other`'s sandbox is still
+/// answered.
+#[test]
+fn connections_held_on_one_policys_socket_leave_another_policy_answered() {
+    private_netns(&[]);
+    let shared = SharedDir(PathBuf::from(format!(
+        "/var/tmp/hb-a36-{}",
+        random_suffix()
+    )));
+    let base = config(&shared.0.join("sockets"));
+    let config = base.replacen(
+        "[broker]\n",
+        "[broker]\nmax_connections = 4\nmax_connections_per_caller = 4\n",
+        1,
+    );
+    let mut env = TestEnv::new("a36held", &config);
+    env.start_agent();
+    let main = env.broker_socket();
+    let path = main.to_str().expect("utf-8");
+    let mut a = Running::spawn(nobody_command(
+        &env,
+        "web",
+        &[],
+        &[python(), "-c", PY_CONNECTS, path],
+    ));
+    a.say("64");
+    let held: Value = serde_json::from_str(&a.line()).expect("client JSON");
+    let b = nobody_python_json(&env, "other", PY_WHOAMIS, &[path, "5"]);
+    eprintln!(
+        "figure: while sandbox A of web holds {held} connections on its socket \
+         (max_connections 4), sandbox B of other: {b} of 5 whoami"
+    );
+    assert_eq!(b["HTTP/1.1 200 OK"], 5, "{b}");
 }
