@@ -34,9 +34,11 @@
 //!   ([`connections_held_on_one_policys_socket_leave_another_policy_answered`],
 //!   `max_connections` 4), connected again while its last connection still counted,
 //!   found itself holding as many as were free, and was reset unanswered as over its
-//!   share: 8, 20 and 3 of 20 answered on 278e343, 16, 7 and 8 on s41. The place now
-//!   goes with the stream (`server::Tracked`: at its shutdown, else as it drops, before
-//!   the fd closes): 20 of 20 in each of 7 runs.
+//!   share. Of 20 calls, 8, 20 and 3 answered on 278e343, 16, 11, 20, 19, 16, 7 and 8
+//!   on s41; of 50 (the test now), 49, 50 and 50 on 278e343 and 49, 47 and 24 on s41 (a
+//!   race: the test fails in most runs, not all). The place now goes with the stream
+//!   (`server::Tracked`: at its shutdown, else as it drops, before the fd closes): 20 of
+//!   20 in 7 runs, 50 of 50 in 3.
 //!
 //! Held (tried, or read where a test would only restate the code):
 //! - policy names that make odd paths: the config takes ASCII letters, digits, `-`, `_`
@@ -118,6 +120,15 @@ allow_domains = []
 /// A folder under /var/tmp (which `sandbox run` shows read-only), removed on drop.
 struct SharedDir(PathBuf);
 
+impl SharedDir {
+    fn new() -> Self {
+        Self(PathBuf::from(format!(
+            "/var/tmp/hb-a36-{}",
+            random_suffix()
+        )))
+    }
+}
+
 impl Drop for SharedDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -147,23 +158,12 @@ for line in sys.stdin:
     print(json.dumps({"connected": len(held), "errors": errors}), flush=True)
 "#;
 
-/// A sandbox of `web` started while the agent runs, asked after the agent restarted:
-/// it must not reach `other`'s socket at its host path, before or after.
-#[test]
-fn an_agent_restart_leaves_another_policys_socket_hidden() {
-    private_netns(&[]);
-    let shared = SharedDir(PathBuf::from(format!(
-        "/var/tmp/hb-a36-{}",
-        random_suffix()
-    )));
-    let sockets = shared.0.join("sockets");
-    let mut env = TestEnv::new("a36restart", &config(Some(&sockets)));
-    env.start_agent();
-    let other = sockets.join("other").join("broker.sock");
-    assert!(other.exists(), "other's socket at {}", other.display());
-    let target = other.to_str().expect("utf-8");
+/// 20 connects to `target` from a sandbox of `web` started while `env`'s agent runs,
+/// then 20 more after the agent restarted (see [`PY_CONNECTS`]).
+fn connects_across_a_restart(env: &mut TestEnv, target: &Path) -> (Value, Value) {
+    let target = target.to_str().expect("utf-8");
     let mut a = Running::spawn(nobody_command(
-        &env,
+        env,
         "web",
         &[],
         &[python(), "-c", PY_CONNECTS, target],
@@ -175,7 +175,21 @@ fn an_agent_restart_leaves_another_policys_socket_hidden() {
     let before = ask(&mut a);
     env.stop_agent();
     env.start_agent();
-    let after = ask(&mut a);
+    (before, ask(&mut a))
+}
+
+/// A sandbox of `web` started while the agent runs, asked after the agent restarted:
+/// it must not reach `other`'s socket at its host path, before or after.
+#[test]
+fn an_agent_restart_leaves_another_policys_socket_hidden() {
+    private_netns(&[]);
+    let shared = SharedDir::new();
+    let sockets = shared.0.join("sockets");
+    let mut env = TestEnv::new("a36restart", &config(Some(&sockets)));
+    env.start_agent();
+    let other = sockets.join("other").join("broker.sock");
+    assert!(other.exists(), "other's socket at {}", other.display());
+    let (before, after) = connects_across_a_restart(&mut env, &other);
     eprintln!(
         "figure: sandbox of web, connects to other's socket {}: before an agent restart \
          {before}, after {after}",
@@ -196,10 +210,7 @@ fn an_agent_restart_leaves_another_policys_socket_hidden() {
 #[ignore = "open: the restart detaches the bind on the main socket's file; on this branch 20 of 20 connects reach the new main socket"]
 fn an_agent_restart_leaves_the_main_socket_out_of_reach() {
     private_netns(&[]);
-    let shared = SharedDir(PathBuf::from(format!(
-        "/var/tmp/hb-a36-{}",
-        random_suffix()
-    )));
+    let shared = SharedDir::new();
     let main = shared.0.join("main").join("broker.sock");
     let mut env = TestEnv::new(
         "a36main",
@@ -213,21 +224,7 @@ fn an_agent_restart_leaves_the_main_socket_out_of_reach() {
     std::fs::write(&env.config_path, moved).expect("config");
     env.start_agent();
     assert!(main.exists(), "the main socket at {}", main.display());
-    let target = main.to_str().expect("utf-8");
-    let mut a = Running::spawn(nobody_command(
-        &env,
-        "web",
-        &[],
-        &[python(), "-c", PY_CONNECTS, target],
-    ));
-    let ask = |a: &mut Running| -> Value {
-        a.say("20");
-        serde_json::from_str(&a.line()).expect("client JSON")
-    };
-    let before = ask(&mut a);
-    env.stop_agent();
-    env.start_agent();
-    let after = ask(&mut a);
+    let (before, after) = connects_across_a_restart(&mut env, &main);
     eprintln!(
         "figure: sandbox of web, connects to {} (its policy's socket bound there): before \
          an agent restart {before}, after {after} (the old socket is closed: a connect \
@@ -290,10 +287,10 @@ fn connections_held_on_one_policys_socket_leave_another_policy_answered() {
     ));
     a.say("64");
     let held: Value = serde_json::from_str(&a.line()).expect("client JSON");
-    let b = nobody_python_json(&env, "other", PY_WHOAMIS, &[path, "20"]);
+    let b = nobody_python_json(&env, "other", PY_WHOAMIS, &[path, "50"]);
     eprintln!(
         "figure: while sandbox A of web holds {held} connections on its socket \
-         (max_connections 4), sandbox B of other: {b} of 20 whoami, one after another"
+         (max_connections 4), sandbox B of other: {b} of 50 whoami, one after another"
     );
-    assert_eq!(b["HTTP/1.1 200 OK"], 20, "{b}");
+    assert_eq!(b["HTTP/1.1 200 OK"], 50, "{b}");
 }
