@@ -1624,6 +1624,23 @@ impl Config {
                 message: "must be an absolute path on a bpf filesystem".into(),
             });
         }
+        if self
+            .broker
+            .policy_sockets_dir
+            .as_ref()
+            .is_some_and(|d| !d.is_absolute() || d == Path::new("/"))
+        {
+            // Relative, it named one folder for the agent and another for `sandbox run`
+            // (each its own working directory): a socket found there was bound into the
+            // sandbox as its broker, and with none the sandbox fell back to the main
+            // socket. `/` would be hidden from every sandbox (the folder is).
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                key: "broker.policy_sockets_dir".into(),
+                line: key_line("policy_sockets_dir"),
+                message: "must be an absolute path below / (e.g. \"/run/hb/policies\")".into(),
+            });
+        }
         if u32::from_str_radix(&self.broker.socket_mode, 8)
             .map_or(true, |m| m > 0o777 || m & 0o600 != 0o600)
         {
@@ -2942,6 +2959,20 @@ mod tests {
             c.broker.policy_socket(".web"),
             PathBuf::from("/run/hb/policies/.web/broker.sock")
         );
+    }
+
+    #[test]
+    fn a_policy_sockets_dir_that_is_relative_or_the_root_is_refused() {
+        for dir in ["policies", "./run/hb", "/"] {
+            let e = err(&format!("[broker]\npolicy_sockets_dir = \"{dir}\"\n"));
+            assert!(
+                e.contains("broker.policy_sockets_dir") && e.contains("line 2"),
+                "{dir:?}: {e}"
+            );
+        }
+        let c =
+            Config::parse("[broker]\npolicy_sockets_dir = \"/srv/hb\"\n", "test").expect("parses");
+        assert_eq!(c.broker.policy_sockets_dir(), PathBuf::from("/srv/hb"));
     }
 
     #[test]

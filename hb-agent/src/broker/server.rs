@@ -77,8 +77,16 @@ use super::{
 // either way for `broker.idle_timeout_secs` (a peer that stops reading its answer) is
 // closed too.
 
-/// A connection's stream that remembers when a byte last moved on it.
+/// A connection's stream that remembers when a byte last moved on it, and gives its
+/// place in the shares back as it closes.
 struct Tracked {
+    /// Given back at the shutdown after the last answer, else as this drops (before
+    /// `stream`: fields drop in order), so never after the caller can see the end of
+    /// the connection. Given back later (when the serving task ended), a caller that
+    /// read the end and connected again still counted its old connection, and it was
+    /// refused as over its share while another tenant held its own (attack review 36:
+    /// 1 to 4 of 5 sequential calls reset).
+    slot: Option<Slot>,
     stream: UnixStream,
     /// Milliseconds after `since` of the last read or write that moved bytes.
     last: Arc<AtomicU64>,
@@ -125,6 +133,7 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.slot = None;
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
@@ -572,6 +581,7 @@ fn share_refused(caller: &Caller, refusal: Refusal, shared: &Shared) -> String {
 /// Serves one identified connection until it ends, times out or the broker stops.
 async fn serve_connection(
     stream: UnixStream,
+    slot: Slot,
     caller: Caller,
     app: Router,
     shared: AppState,
@@ -582,6 +592,7 @@ async fn serve_connection(
     let last = Arc::new(AtomicU64::new(0));
     let since = Instant::now();
     let io = TokioIo::new(Tracked {
+        slot: Some(slot),
         stream,
         last: last.clone(),
         since,
@@ -655,13 +666,19 @@ pub async fn serve(
             Some(next) = admitted.recv() => next,
             () = &mut shutdown => break,
         };
-        let served = serve_connection(stream, caller, app.clone(), shared.clone(), stop_rx.clone());
+        // The share's slot goes with the stream (see `Tracked`), before the permit: a
+        // permit given back first lets the next connection be accepted while this one
+        // still counts in the shares, and it would be refused as over its share.
+        let served = serve_connection(
+            stream,
+            slot,
+            caller,
+            app.clone(),
+            shared.clone(),
+            stop_rx.clone(),
+        );
         connections.spawn(async move {
             served.await;
-            // The share's slot before the permit: a permit given back first lets the
-            // next connection be accepted while this one still counts in the shares,
-            // and it would be refused as over its share.
-            drop(slot);
             drop(permit);
         });
         while connections.try_join_next().is_some() {}

@@ -45,13 +45,17 @@ pub fn question_chain(
     qtype: RecordType,
 ) -> Option<Vec<Record>> {
     let mut cnames: Vec<Option<Record>> = Vec::new();
-    let mut dnames = Vec::new();
+    // By owner (a name's hash and equality ignore case), so a link looks up its name's
+    // ancestors instead of testing every DNAME for being one: some 5,000 DNAMEs owned
+    // beside a 16-link chain (a 64 KiB reply, behind compression pointers) cost 12 times
+    // what as many CNAMEs did (attack review 36).
+    let mut dnames: HashMap<Name, Dname> = HashMap::new();
     let mut others = Vec::new();
     for r in answers {
         if matches!(r.data, RData::CNAME(_)) {
             cnames.push(Some(r));
         } else if let Some(dname) = dname(&r) {
-            dnames.push(dname);
+            dnames.insert(dname.owner.clone(), dname);
         } else if r.record_type() == qtype {
             others.push(r);
         }
@@ -106,14 +110,14 @@ fn dname(r: &Record) -> Option<Dname> {
 /// The CNAME the closest DNAME above `name` stands for (RFC 6672 §2.2: `name` with the
 /// DNAME's owner replaced by its target, the DNAME's TTL); `None` when no DNAME lies above
 /// `name` (a DNAME does not apply to its own owner); `Some(None)` when the new name would
-/// pass 255 octets (RFC 6672 answers YXDOMAIN; hb refuses the answer).
-fn synthesise(name: &Name, dnames: &[Dname]) -> Option<Option<Record>> {
+/// pass 255 octets (RFC 6672 answers YXDOMAIN; hb refuses the answer). `dnames` by owner.
+fn synthesise(name: &Name, dnames: &HashMap<Name, Dname>) -> Option<Option<Record>> {
     let labels = name.iter().count();
-    let d = dnames
-        .iter()
-        .filter(|d| d.owner.zone_of(name) && d.owner.iter().count() < labels)
-        .max_by_key(|d| d.owner.iter().count())?;
-    let prefix = Name::from_labels(name.iter().take(labels - d.owner.iter().count()));
+    // The ancestors, closest first: the name less its first label, then less two, …
+    let (d, owner_labels) = (0..labels)
+        .rev()
+        .find_map(|n| dnames.get(&name.trim_to(n)).map(|d| (d, n)))?;
+    let prefix = Name::from_labels(name.iter().take(labels - owner_labels));
     let target = prefix.and_then(|p| p.append_domain(&d.target)).ok();
     Some(target.map(|t| Record::from_rdata(name.clone(), d.ttl, RData::CNAME(CNAME(t)))))
 }
@@ -285,6 +289,21 @@ mod tests {
             let kept = question_chain(vec![off, a("x.evil.test.", 1)], &q, RecordType::A);
             assert_eq!(kept.map(|r| r.len()), Some(0));
         }
+    }
+
+    #[test]
+    fn a_dname_owned_by_the_root_or_a_tld_applies_below_it() {
+        let q = name("x.wild.test.");
+        let kept = question_chain(vec![dname("test.", "evil.")], &q, RecordType::A);
+        let kept = kept.expect("a chain");
+        assert_eq!(owners(&kept), ["x.wild.test. CNAME"]);
+        assert_eq!(
+            kept[0].data,
+            RData::CNAME(rdata::CNAME(name("x.wild.evil.")))
+        );
+        // The root's applies to every name, its own targets too: the bound stops it.
+        let root = question_chain(vec![dname(".", "evil.")], &q, RecordType::A);
+        assert!(root.is_none());
     }
 
     #[test]

@@ -610,6 +610,12 @@ fn layout_plan(
         agent.bpffs_dir.clone(),
     ];
     hidden.extend(mounts::HOST_PRIVATE.iter().map(PathBuf::from));
+    // Every policy's socket folder, as a whole: a cover on a socket file (below) is a
+    // mount on that file, which the host's unlink detaches here (an agent restart binds
+    // a new socket there, another policy's then reachable, its backlog fillable), and it
+    // names only the sockets bound when the sandbox starts. The sandbox's own socket is
+    // bound in from its source, cloned before anything is hidden.
+    hidden.push(config.broker.policy_sockets_dir());
     // The host's cgroup v1 trees list every sandbox (policy, launcher pid) and service;
     // the sandbox's own limits there were joined before the mounts.
     hidden.extend(v1.points());

@@ -1,0 +1,296 @@
+//! A thirty-sixth attack review, run as the process inside sandbox A (`sandbox run
+//! --user 65534`, arbitrary Python) of policy `web`, against the broker's socket per
+//! policy (`broker/listeners.rs`) and the resolver's DNAME following (`dns/chain.rs`):
+//! can A reach policy `other`'s socket (whose backlog it could then fill, attack review
+//! 32), be served there, or starve `other` of the broker? Each test counts and prints a
+//! `figure:` line.
+//!
+//! Found:
+//! - with `broker.policy_sockets_dir` where a sandbox sees the host's files (read-only:
+//!   /var/tmp, /srv, anywhere but /run, /tmp and the agent's state_dir), `sandbox run`
+//!   covered each other policy's socket file with an unopenable node, by its path. An
+//!   agent restart unlinks those files and binds new ones: on the host an unlink of a
+//!   file that is a mount point in another mount namespace succeeds and detaches that
+//!   mount there (Linux ≥ 3.18), so in a sandbox started before the restart the covers
+//!   were gone and `other`'s new socket was reachable at its host path
+//!   ([`an_agent_restart_leaves_another_policys_socket_hidden`]). The covers named only
+//!   the sockets `/proc/net/unix` listed when the sandbox started (none if the agent was
+//!   down or in another network namespace). On s41, 0 of 20 non-blocking connects of A
+//!   reached `other`'s socket before the restart (`ECONNREFUSED`) and 20 of 20 after it.
+//!   The whole folder is hidden now (an empty read-only tmpfs on it, which a restart does
+//!   not remove): 0 of 20 before and after (`ENOENT`). `policy_sockets_dir` must now be
+//!   absolute (relative, the agent and `sandbox run` read it against their own working
+//!   directories: a socket found there was bound in as the sandbox's broker) and not `/`.
+//! - the resolver followed a DNAME by testing every DNAME of the answer against each
+//!   link's name: as the nameserver of `*.wild.test`, one 64 KiB reply holding a 16-link
+//!   DNAME chain whose names share a 112-label suffix and some 5,000 DNAMEs owned beside
+//!   it (13 bytes each behind compression pointers) cost `question_chain` 7.71 G
+//!   instructions (callgrind, debug build, a throw-away unit test run alone), 11.8 times
+//!   the 0.65 G of as many CNAMEs. DNAMEs are looked up by owner now: 1.17 G (CNAMEs
+//!   0.69 G). No test here counts it (instructions are not a test's to count).
+//! - a connection's place in the broker's connection shares was given back when its
+//!   serving task ended, after hyper's shutdown had shown the caller the end of the
+//!   answer: B, calling one after another while A held its share
+//!   ([`connections_held_on_one_policys_socket_leave_another_policy_answered`],
+//!   `max_connections` 4), connected again while its last connection still counted,
+//!   found itself holding as many as were free, and was reset unanswered as over its
+//!   share. Of 20 calls, 8, 20 and 3 answered on 278e343, 16, 11, 20, 19, 16, 7 and 8
+//!   on s41; of 50 (the test now), 49, 50 and 50 on 278e343 and 49, 47 and 24 on s41 (a
+//!   race: the test fails in most runs, not all). The place now goes with the stream
+//!   (`server::Tracked`: at its shutdown, else as it drops, before the fd closes): 20 of
+//!   20 in 7 runs, 50 of 50 in 3.
+//!
+//! Held (tried, or read where a test would only restate the code):
+//! - policy names that make odd paths: the config takes ASCII letters, digits, `-`, `_`
+//!   and `.` only, never `.`/`..`, shorter than the policy name limit (no `/`, unicode,
+//!   case folding); two policies of one name are refused by the config; a policy folder
+//!   that is the main socket's folder, or a name equal to its file's, fails the agent's
+//!   start (`InUse`, or the folder cannot be made).
+//! - a sandbox of `web` on `other`'s socket (a pod-shaped cgroup reaching host paths):
+//!   closed unanswered, `policy_socket` (`broker_sockets.rs`); `sandbox run` shows no
+//!   host pid (`/proc` is its own, so no `/proc/<pid>/root` of another sandbox), and the
+//!   agent's listeners are close-on-exec.
+//! - identity on the new accept order (readable → permit → accept): the caller is the
+//!   pidfd's process; one that exited while queued is `Gone`, so pid reuse by another
+//!   policy's process is refused, not served as it.
+//! - the shared permits: a tenant takes a connection only while it holds fewer than
+//!   are free, each loop holds one unidentified connection at most, the semaphore is
+//!   FIFO, so A's queued refusals hand each freed permit on; the mpsc channel is only
+//!   received from by the serve loop. Under A's connect flood (`attack_review32.rs`)
+//!   B got 10 of 10 on this branch.
+//! - `sandbox run`'s fallback to the main socket: a sandbox cannot remove its policy's
+//!   socket (read-only root; the folder is the agent's, 0755 root), and `sandbox run`
+//!   needs a running agent's pinned links, so the folder exists when it plans.
+//! - DNAME: one on the asked name itself or beside it does not apply; a given CNAME wins
+//!   over the DNAME's synthesis; onto its own owner it loops (refused), below it the
+//!   bound stops it, as it stops a root DNAME (which applies to its own targets); a name
+//!   past 255 octets is refused; addresses are judged by the deny ranges and learned for
+//!   the asked name only; the cache key is the asked name, and a DNAME is never cached,
+//!   so a later sibling question goes upstream; a reply must carry the query's id and
+//!   question. Duplicate removal is one hash map over the chain end's records: linear.
+//!
+//! Still open:
+//! - a main `broker.socket` outside `/run`, `/tmp` and state_dir: `sandbox run` binds
+//!   the sandbox's policy socket onto the host's main socket file, and an agent restart
+//!   (unlinking it) detaches that mount, so the new main socket shows there (shared
+//!   backlog with host callers): 20 of 20 connects reach it after a restart, on s41 and
+//!   on this branch ([`an_agent_restart_leaves_the_main_socket_out_of_reach`], ignored).
+//!   Only a mount point in a tmpfs of the sandbox's own escapes the host's unlink: the
+//!   fix is to cover the main socket's folder, which hides whatever else is there (fine
+//!   for an agent's own folder like `/run/hb`, not for `/srv`): the lead's call.
+//! - after any agent restart a running `sandbox run` sandbox has no broker (its socket
+//!   mount is the old, unlinked inode) until it is started again; pods, which mount
+//!   their policy's folder, get the new socket.
+//! - CNAMEs are still found by a pass over the answer per link: the 5,000-CNAME reply
+//!   above costs 0.65 G instructions (debug).
+
+use std::path::{Path, PathBuf};
+
+use hb_tests::{
+    TestEnv, private_netns, python, random_suffix,
+    sandboxed::{Running, nobody_command, nobody_python_json},
+};
+use serde_json::Value;
+
+/// Two policies, their sockets in `sockets` (a folder a sandbox sees read-only), else
+/// in the default folder.
+fn config(sockets: Option<&Path>) -> String {
+    let dir = sockets.map_or_else(String::new, |d| {
+        format!("policy_sockets_dir = \"{}\"\n", d.display())
+    });
+    format!(
+        r#"
+[broker]
+socket_mode = "0666"
+{dir}
+[dns]
+listen = "127.0.0.1:5300"
+
+[[policy]]
+name = "web"
+allow_domains = []
+
+[[policy]]
+name = "other"
+allow_domains = []
+"#
+    )
+}
+
+/// A folder under /var/tmp (which `sandbox run` shows read-only), removed on drop.
+struct SharedDir(PathBuf);
+
+impl SharedDir {
+    fn new() -> Self {
+        Self(PathBuf::from(format!(
+            "/var/tmp/hb-a36-{}",
+            random_suffix()
+        )))
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// For each line `N` read: `N` non-blocking connects to `argv[1]`, held until the next
+/// line; prints `{"connected": n, "errors": {errno name: count}}`.
+const PY_CONNECTS: &str = r#"
+import errno, json, socket, sys
+path = sys.argv[1]
+held = []
+for line in sys.stdin:
+    for s in held: s.close()
+    held = []
+    errors = {}
+    for _ in range(int(line)):
+        s = socket.socket(socket.AF_UNIX)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+            held.append(s)
+        except OSError as e:
+            name = errno.errorcode.get(e.errno, str(e.errno))
+            errors[name] = errors.get(name, 0) + 1
+            s.close()
+    print(json.dumps({"connected": len(held), "errors": errors}), flush=True)
+"#;
+
+/// 20 connects to `target` from a sandbox of `web` started while `env`'s agent runs,
+/// then 20 more after the agent restarted (see [`PY_CONNECTS`]).
+fn connects_across_a_restart(env: &mut TestEnv, target: &Path) -> (Value, Value) {
+    let target = target.to_str().expect("utf-8");
+    let mut a = Running::spawn(nobody_command(
+        env,
+        "web",
+        &[],
+        &[python(), "-c", PY_CONNECTS, target],
+    ));
+    let ask = |a: &mut Running| -> Value {
+        a.say("20");
+        serde_json::from_str(&a.line()).expect("client JSON")
+    };
+    let before = ask(&mut a);
+    env.stop_agent();
+    env.start_agent();
+    (before, ask(&mut a))
+}
+
+/// A sandbox of `web` started while the agent runs, asked after the agent restarted:
+/// it must not reach `other`'s socket at its host path, before or after.
+#[test]
+fn an_agent_restart_leaves_another_policys_socket_hidden() {
+    private_netns(&[]);
+    let shared = SharedDir::new();
+    let sockets = shared.0.join("sockets");
+    let mut env = TestEnv::new("a36restart", &config(Some(&sockets)));
+    env.start_agent();
+    let other = sockets.join("other").join("broker.sock");
+    assert!(other.exists(), "other's socket at {}", other.display());
+    let (before, after) = connects_across_a_restart(&mut env, &other);
+    eprintln!(
+        "figure: sandbox of web, connects to other's socket {}: before an agent restart \
+         {before}, after {after}",
+        other.display()
+    );
+    assert_eq!(before["connected"], 0, "{before}");
+    assert_eq!(
+        after["connected"], 0,
+        "after a restart, A reached other's socket: {after}"
+    );
+}
+
+/// A main socket where sandboxes see the host's files: `sandbox run` binds the
+/// sandbox's policy socket onto the host's main socket file; after an agent restart (the
+/// file unlinked and bound again) a sandbox started before it must not reach the main
+/// socket (whose backlog host callers share).
+#[test]
+#[ignore = "open: the restart detaches the bind on the main socket's file; on this branch 20 of 20 connects reach the new main socket"]
+fn an_agent_restart_leaves_the_main_socket_out_of_reach() {
+    private_netns(&[]);
+    let shared = SharedDir::new();
+    let main = shared.0.join("main").join("broker.sock");
+    let mut env = TestEnv::new(
+        "a36main",
+        &config(Some(&shared.0.join("main").join("policies"))),
+    );
+    // TestEnv puts the main socket in its state_dir (hidden in sandboxes): moved here.
+    let text = std::fs::read_to_string(&env.config_path).expect("config");
+    let at = env.broker_socket().display().to_string();
+    let moved = text.replacen(&at, &main.display().to_string(), 1);
+    assert_ne!(moved, text, "the socket line: {text}");
+    std::fs::write(&env.config_path, moved).expect("config");
+    env.start_agent();
+    assert!(main.exists(), "the main socket at {}", main.display());
+    let (before, after) = connects_across_a_restart(&mut env, &main);
+    eprintln!(
+        "figure: sandbox of web, connects to {} (its policy's socket bound there): before \
+         an agent restart {before}, after {after} (the old socket is closed: a connect \
+         reaches the new main one)",
+        main.display()
+    );
+    assert_eq!(before["connected"], 20, "its own socket: {before}");
+    assert_eq!(
+        after["connected"], 0,
+        "after a restart, A reached the main socket: {after}"
+    );
+}
+
+/// `GET /v1/whoami` `argv[2]` times on `argv[1]`: `{status line or "closed": count}`.
+const PY_WHOAMIS: &str = r#"
+import json, socket, sys
+got = {}
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(20)
+    status = "closed"
+    try:
+        s.connect(sys.argv[1])
+        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            data += d
+        status = data.split(b"\r\n")[0].decode() or "closed"
+    except OSError as e:
+        status = type(e).__name__
+    got[status] = got.get(status, 0) + 1
+    s.close()
+print(json.dumps(got))
+"#;
+
+/// A sandbox of `web` holds every connection its socket lets it (silent, so each holds
+/// a permit of the shared `max_connections` until the header deadline, and more queue
+/// in its backlog for the accept loop to take permits for): `other`'s sandbox is still
+/// answered, each of its calls one after another (a call's connection given back before
+/// the next connects).
+#[test]
+fn connections_held_on_one_policys_socket_leave_another_policy_answered() {
+    private_netns(&[]);
+    let base = config(None);
+    let config = base.replacen(
+        "[broker]\n",
+        "[broker]\nmax_connections = 4\nmax_connections_per_caller = 4\n",
+        1,
+    );
+    let mut env = TestEnv::new("a36held", &config);
+    env.start_agent();
+    let main = env.broker_socket();
+    let path = main.to_str().expect("utf-8");
+    let mut a = Running::spawn(nobody_command(
+        &env,
+        "web",
+        &[],
+        &[python(), "-c", PY_CONNECTS, path],
+    ));
+    a.say("64");
+    let held: Value = serde_json::from_str(&a.line()).expect("client JSON");
+    let b = nobody_python_json(&env, "other", PY_WHOAMIS, &[path, "50"]);
+    eprintln!(
+        "figure: while sandbox A of web holds {held} connections on its socket \
+         (max_connections 4), sandbox B of other: {b} of 50 whoami, one after another"
+    );
+    assert_eq!(b["HTTP/1.1 200 OK"], 50, "{b}");
+}
