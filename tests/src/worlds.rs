@@ -527,3 +527,12 @@ pub fn svc_broker_config(broker: &str, dns_port: u16) -> String {
         bearer_integration("svc", "api.svc.test", &["GET"])
     )
 }
+
+/// Two policies that reach nothing, `web` and `other`, with the broker's socket open to
+/// every sandbox (`socket_mode = "0666"`) and `broker` (more `[broker]` keys, a line
+/// each), hb's resolver on 127.0.0.1:5300.
+pub fn two_bare_policies(broker: &str) -> String {
+    format!(
+        "\n[broker]\nsocket_mode = \"0666\"\n{broker}\n[dns]\nlisten = \"127.0.0.1:5300\"\n\n[[policy]]\nname = \"web\"\nallow_domains = []\n\n[[policy]]\nname = \"other\"\nallow_domains = []\n"
+    )
+}

@@ -89,6 +89,7 @@ use std::path::{Path, PathBuf};
 use hb_tests::{
     TestEnv, private_netns, python, random_suffix,
     sandboxed::{Running, nobody_command, nobody_python_json},
+    worlds,
 };
 use serde_json::Value;
 
@@ -98,23 +99,7 @@ fn config(sockets: Option<&Path>) -> String {
     let dir = sockets.map_or_else(String::new, |d| {
         format!("policy_sockets_dir = \"{}\"\n", d.display())
     });
-    format!(
-        r#"
-[broker]
-socket_mode = "0666"
-{dir}
-[dns]
-listen = "127.0.0.1:5300"
-
-[[policy]]
-name = "web"
-allow_domains = []
-
-[[policy]]
-name = "other"
-allow_domains = []
-"#
-    )
+    worlds::two_bare_policies(&dir)
 }
 
 /// A folder under /var/tmp (which `sandbox run` shows read-only), removed on drop.

@@ -15,28 +15,11 @@ use std::{
     time::Duration,
 };
 
-use hb_tests::{TestEnv, pod_glob, private_netns, python, sandboxed::nobody_python_json};
+use hb_tests::{TestEnv, pod_glob, private_netns, python, sandboxed::nobody_python_json, worlds};
 use serde_json::Value;
 
 fn config() -> String {
-    format!(
-        r#"
-[broker]
-socket_mode = "0666"
-
-[dns]
-listen = "127.0.0.1:5300"
-
-[[policy]]
-name = "web"
-allow_domains = []
-
-[[policy]]
-name = "other"
-allow_domains = []
-{}"#,
-        pod_glob("web")
-    )
+    format!("{}{}", worlds::two_bare_policies(""), pod_glob("web"))
 }
 
 fn started(name: &str) -> TestEnv {
