@@ -411,9 +411,15 @@ impl BrokerConfig {
     }
 
     /// The socket of `policy`'s sandboxes (`policy` a validated policy name: one path
-    /// component, neither `.` nor `..`).
+    /// component, neither `.` nor `..`), named as the main socket is, so a policy's
+    /// folder mounted where the main socket's folder was shows the socket at the path
+    /// clients use.
     pub fn policy_socket(&self, policy: &str) -> PathBuf {
-        self.policy_sockets_dir().join(policy).join("broker.sock")
+        let name = self
+            .socket
+            .file_name()
+            .unwrap_or_else(|| std::ffi::OsStr::new("broker.sock"));
+        self.policy_sockets_dir().join(policy).join(name)
     }
 }
 

@@ -521,6 +521,24 @@ fn create_enrolled_cgroup<'m>(
     Ok((sandbox, relative))
 }
 
+/// The main socket's folder holds nothing but the main socket and the policies' socket
+/// folder: a sandbox may be shown its policy's socket folder there instead (it follows
+/// an agent restart), hiding nothing else of the host's.
+fn holds_only_hbs_sockets(broker: &crate::config::BrokerConfig) -> bool {
+    let Some(folder) = broker.socket.parent() else {
+        return false;
+    };
+    let policies = broker.policy_sockets_dir();
+    let ours = |name: &std::ffi::OsStr| {
+        Some(name) == broker.socket.file_name() || folder.join(name) == policies
+    };
+    std::fs::read_dir(folder).is_ok_and(|entries| {
+        entries
+            .map(|e| e.map(|e| e.file_name()))
+            .all(|name| name.is_ok_and(|n| ours(&n)))
+    })
+}
+
 /// The host paths of the Unix sockets bound in this network namespace
 /// (`/proc/net/unix`): daemons' sockets the sandbox could otherwise connect to. The
 /// table gives each path as its binder saw it, so only a path that is a socket on the
@@ -635,6 +653,7 @@ fn layout_plan(
     Ok(mounts::LayoutPlan {
         broker_socket: config.broker.socket.clone(),
         broker_socket_source: config.broker.policy_socket(&opts.policy),
+        broker_folder: holds_only_hbs_sockets(&config.broker),
         hidden,
         // Validated with the config: a size above zero.
         tmp_size_bytes: limits::parse_size(&defaults.tmp_size)

@@ -31,7 +31,8 @@
 //!    master key file, the bpffs folder, host secrets a uid-0 command could read);
 //! 10. the tenant's work dir read-write at its mount point, the `--ro-bind` pairs
 //!     read-only, the broker socket (the sandbox's policy's own) at the main socket's
-//!     configured path (under `/tmp` or `/run` its parents are created in the fresh
+//!     configured path, or its folder at the main socket's folder when that holds only
+//!     hb's sockets (under `/tmp` or `/run` its parents are created in the fresh
 //!     tmpfs), then `/run` and the covers made read-only;
 //! 11. the working directory: the work mount, else the launcher's if it exists here,
 //!     else `/`; never a directory of the host's mount that a fresh mount now covers.
@@ -129,6 +130,13 @@ pub struct LayoutPlan {
     /// reachable inside; `broker_socket` itself if this one does not exist (an agent
     /// that serves no socket per policy).
     pub broker_socket_source: PathBuf,
+    /// The main socket's folder holds nothing of the host's but hb's sockets: the
+    /// source's folder is bound there instead of the socket file. An agent restart
+    /// unlinks and binds the socket files again: a mount on a file follows the old,
+    /// unlinked inode (or, on a path the sandbox sees of the host's, is detached by the
+    /// unlink, showing the new main socket), a mount on the folder shows the new
+    /// socket of the sandbox's policy.
+    pub broker_folder: bool,
     /// Paths covered inside: directories by an empty read-only tmpfs, files by an
     /// unopenable node. Absent ones, and ones below a fresh mount, need nothing.
     pub hidden: Vec<PathBuf>,
@@ -604,8 +612,11 @@ struct Sources {
     devices: Vec<(&'static str, usize)>,
     work: Option<usize>,
     binds: Vec<usize>,
-    /// The broker socket's slot, its path inside and its source on the host.
+    /// The broker socket's slot, its path inside and its source on the host: the
+    /// socket files, or their folders ([`LayoutPlan::broker_folder`]).
     socket: Option<(usize, PathBuf, PathBuf)>,
+    /// `socket` holds the folders.
+    socket_folder: bool,
 }
 
 impl Planner {
@@ -631,6 +642,38 @@ impl Planner {
 
     /// Canonical hidden paths: absent ones and those below a fresh mount or another
     /// hidden directory dropped (nothing to cover), `/` refused.
+    /// The folders of the main `socket` and its `source` (both canonical) when the
+    /// socket's folder may be covered whole by the source's: the plan says it holds
+    /// nothing else of the host's, and it is neither `/`, nor hidden, nor at or above
+    /// another mount point of the layout. The covers below it are dropped (the bind
+    /// hides what they hid).
+    fn socket_folders(
+        &mut self,
+        plan: &LayoutPlan,
+        socket: &Path,
+        source: &Path,
+    ) -> Option<(PathBuf, PathBuf)> {
+        let (folder, source_folder) = (socket.parent()?, source.parent()?);
+        let mut others: Vec<PathBuf> = [TMP, RUN, DEV, PROC].map(PathBuf::from).to_vec();
+        others.extend(self.cgroup2.clone());
+        others.extend(plan.work.iter().map(|(_, dest)| dest.clone()));
+        others.extend(plan.ro_binds.iter().map(|(_, dest)| dest.clone()));
+        let fits = plan.broker_folder
+            && socket.file_name() == source.file_name()
+            && folder != Path::new("/")
+            && !under_any(folder, &self.hidden_all)
+            && !others.iter().any(|o| {
+                o.starts_with(folder)
+                    || (folder.starts_with(o) && o != Path::new(TMP) && o != Path::new(RUN))
+            });
+        if !fits {
+            return None;
+        }
+        self.cover_dirs.retain(|c| !c.starts_with(folder));
+        self.cover_files.retain(|c| !c.starts_with(folder));
+        Some((folder.to_owned(), source_folder.to_owned()))
+    }
+
     fn resolve_hidden(&mut self, hidden: &[PathBuf]) -> Result<(), MountError> {
         let mut found = Vec::new();
         for h in hidden {
@@ -694,6 +737,7 @@ impl Planner {
             work: None,
             binds: Vec::new(),
             socket: None,
+            socket_folder: false,
         };
         if let Some((src, _)) = &plan.work {
             let src = match resolve("tenant work dir", src) {
@@ -759,6 +803,13 @@ impl Planner {
                         return Err(refused("broker socket", path, "not a Unix socket"));
                     }
                 }
+                let (socket, source) = match self.socket_folders(plan, &socket, &source) {
+                    Some(folders) => {
+                        sources.socket_folder = true;
+                        folders
+                    }
+                    None => (socket, source),
+                };
                 let slot = self.slot();
                 // Read-only: a uid-0 command owns the root-owned socket inode, and could
                 // chmod it on a writable mount. connect(2) needs no writable mount.
@@ -1097,14 +1148,19 @@ impl Planner {
             self.binds.push((dest, src));
         }
         if let Some((slot, socket, source)) = &sources.socket {
-            let c = self.mount_point("broker socket", socket, source, false, false)?;
+            let folder = sources.socket_folder;
+            let c = self.mount_point("broker socket", socket, source, folder, false)?;
             self.ops.push(Op::Attach {
                 slot: *slot,
                 target: c,
             });
             self.entry(
                 socket.clone(),
-                "broker socket (bind)",
+                if folder {
+                    "broker socket folder (bind)"
+                } else {
+                    "broker socket (bind)"
+                },
                 Some(source.clone()),
                 "ro,nosuid,nodev,noexec",
             );
@@ -1563,6 +1619,7 @@ mod tests {
             LayoutPlan {
                 broker_socket: self.tmp_base.join("broker.sock"),
                 broker_socket_source: self.tmp_base.join("policies/web/broker.sock"),
+                broker_folder: false,
                 hidden: vec![
                     self.base.join("state"),
                     self.base.join("keys/master.key"),
