@@ -219,7 +219,7 @@ fn an_agent_restart_leaves_a_sandbox_on_its_policys_socket() {
             &[
                 python(),
                 "-c",
-                PY_SOCKET_AND_WHOAMI,
+                &format!("{PY_WHOAMI}{PY_SOCKET_AND_WHOAMI}"),
                 main.to_str().expect("utf-8"),
             ],
         ));
@@ -264,18 +264,13 @@ fn inode(path: &Path) -> u64 {
     std::fs::metadata(path).expect("socket").ino()
 }
 
-/// For each line read: the inode of the socket at `argv[1]` and the status line of a
-/// `GET /v1/whoami` there: `{"ino": n, "whoami": status or error name}`.
-const PY_SOCKET_AND_WHOAMI: &str = r#"
+/// `whoami(path)`: the status line of a `GET /v1/whoami` on the socket at `path`,
+/// "closed" if it ends unanswered, or the error's name.
+const PY_WHOAMI: &str = r#"
 import json, os, socket, sys
-path = sys.argv[1]
-for line in sys.stdin:
-    status = "closed"
-    try:
-        ino = os.stat(path).st_ino
-    except OSError as e:
-        ino = type(e).__name__
+def whoami(path):
     s = socket.socket(socket.AF_UNIX); s.settimeout(20)
+    status = "closed"
     try:
         s.connect(path)
         s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
@@ -288,29 +283,26 @@ for line in sys.stdin:
     except OSError as e:
         status = type(e).__name__
     s.close()
-    print(json.dumps({"ino": ino, "whoami": status}), flush=True)
+    return status
 "#;
 
-/// `GET /v1/whoami` `argv[2]` times on `argv[1]`: `{status line or "closed": count}`.
+/// For each line read: the inode of the socket at `argv[1]` and a whoami there:
+/// `{"ino": n or error name, "whoami": status}` (after [`PY_WHOAMI`]).
+const PY_SOCKET_AND_WHOAMI: &str = r#"
+for line in sys.stdin:
+    try:
+        ino = os.stat(sys.argv[1]).st_ino
+    except OSError as e:
+        ino = type(e).__name__
+    print(json.dumps({"ino": ino, "whoami": whoami(sys.argv[1])}), flush=True)
+"#;
+
+/// A whoami `argv[2]` times on `argv[1]`: `{status: count}` (after [`PY_WHOAMI`]).
 const PY_WHOAMIS: &str = r#"
-import json, socket, sys
 got = {}
 for _ in range(int(sys.argv[2])):
-    s = socket.socket(socket.AF_UNIX); s.settimeout(20)
-    status = "closed"
-    try:
-        s.connect(sys.argv[1])
-        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d: break
-            data += d
-        status = data.split(b"\r\n")[0].decode() or "closed"
-    except OSError as e:
-        status = type(e).__name__
+    status = whoami(sys.argv[1])
     got[status] = got.get(status, 0) + 1
-    s.close()
 print(json.dumps(got))
 "#;
 
@@ -340,7 +332,12 @@ fn connections_held_on_one_policys_socket_leave_another_policy_answered() {
     ));
     a.say("64");
     let held: Value = serde_json::from_str(&a.line()).expect("client JSON");
-    let b = nobody_python_json(&env, "other", PY_WHOAMIS, &[path, "50"]);
+    let b = nobody_python_json(
+        &env,
+        "other",
+        &format!("{PY_WHOAMI}{PY_WHOAMIS}"),
+        &[path, "50"],
+    );
     eprintln!(
         "figure: while sandbox A of web holds {held} connections on its socket \
          (max_connections 4), sandbox B of other: {b} of 50 whoami, one after another"
