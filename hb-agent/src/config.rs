@@ -6,7 +6,7 @@
 //! Every error names the key and, where the file has one, the line.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
@@ -1481,6 +1481,12 @@ pub struct PolicyConfig {
     /// Integrations sandboxes under this policy may get handles for.
     #[serde(default)]
     pub integrations: Vec<Spanned<String>>,
+    /// The accounts of a bound integration this policy's sandboxes may get handles for
+    /// (`{ github = ["ci"] }`); an integration not named here: every account the vault
+    /// holds for it. Two tenants' policies binding one integration are kept to their own
+    /// accounts this way.
+    #[serde(default)]
+    pub accounts: Option<Spanned<BTreeMap<String, Vec<String>>>>,
     /// Whether sandboxes under this policy accept connections from outside their own
     /// sandbox (default false: the kernel drops the opening segment with an `inbound`
     /// event, and datagrams only come in from peers the policy admits; replies to the
@@ -1536,6 +1542,76 @@ pub struct PolicyConfig {
 
 /// The most decoy handles a policy may plant per execution and account.
 pub const MAX_CANARY_HANDLES: u32 = 16;
+
+impl PolicyConfig {
+    /// Whether this policy's sandboxes may get a handle for `integration`'s `account`:
+    /// it binds the integration, and `accounts` names the account or says nothing of
+    /// the integration.
+    pub fn binds(&self, integration: &str, account: &str) -> Binding {
+        if !self.integrations.iter().any(|i| i.get_ref() == integration) {
+            return Binding::Integration;
+        }
+        match self
+            .accounts
+            .as_ref()
+            .and_then(|a| a.get_ref().get(integration))
+        {
+            Some(listed) if !listed.iter().any(|a| a == account) => Binding::Account,
+            _ => Binding::Bound,
+        }
+    }
+}
+
+/// `accounts` of `policy` names only integrations it binds, each with one or more
+/// distinct account names (as a handle request may carry them: 1–256 characters, no
+/// control character).
+fn check_policy_accounts(
+    policy: &PolicyConfig,
+    accounts: &BTreeMap<String, Vec<String>>,
+) -> Result<(), String> {
+    for (integration, listed) in accounts {
+        if !policy
+            .integrations
+            .iter()
+            .any(|i| i.get_ref() == integration)
+        {
+            return Err(format!(
+                "names integration \"{integration}\", which this policy does not bind \
+                 (add it to integrations, or remove it here)"
+            ));
+        }
+        if listed.is_empty() {
+            return Err(format!(
+                "lists no account of \"{integration}\": name its accounts, or leave it out \
+                 to allow every account"
+            ));
+        }
+        for (k, account) in listed.iter().enumerate() {
+            if account.is_empty() || account.len() > 256 || account.chars().any(char::is_control) {
+                return Err(format!(
+                    "account {k} of \"{integration}\" must be 1-256 characters without \
+                     control characters"
+                ));
+            }
+            if listed[..k].contains(account) {
+                return Err(format!(
+                    "account \"{account}\" of \"{integration}\" is listed twice"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`PolicyConfig::binds`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Bound,
+    /// The integration is not bound.
+    Integration,
+    /// The integration is bound, for other accounts than this one.
+    Account,
+}
 
 fn yes() -> bool {
     true
@@ -2026,6 +2102,15 @@ impl Config {
                         ),
                     ));
                 }
+            }
+            if let Some(accounts) = &policy.accounts {
+                check_policy_accounts(policy, accounts.get_ref()).map_err(|message| {
+                    invalid(
+                        format!("policy[{i}].accounts"),
+                        Some(accounts.span()),
+                        message,
+                    )
+                })?;
             }
         }
         if self.policies.len() > hb_common::limits::POLICIES as usize {
@@ -3092,6 +3177,41 @@ mod tests {
             assert!(
                 e.contains(key) && e.contains("line 5") && e.contains(says),
                 "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_policys_accounts_name_bound_integrations_and_keep_it_to_them() {
+        let config = |accounts: &str| {
+            format!(
+                "[[integration]]\nname = \"svc\"\nauth = \"bearer\"\nhosts = [\"api.test\"]\n\
+                 [[integration]]\nname = \"gh\"\nauth = \"bearer\"\nhosts = [\"gh.test\"]\n\
+                 [[policy]]\nname = \"a\"\nintegrations = [\"svc\", \"gh\"]\n{accounts}\n"
+            )
+        };
+        let c = Config::parse(&config("accounts = { svc = [\"ci\", \"bot\"] }"), "t")
+            .expect("accounts of a bound integration");
+        let p = &c.policies[0];
+        assert_eq!(p.binds("svc", "ci"), Binding::Bound);
+        assert_eq!(p.binds("svc", "ops"), Binding::Account);
+        assert_eq!(
+            p.binds("gh", "anyone"),
+            Binding::Bound,
+            "gh is not narrowed"
+        );
+        assert_eq!(p.binds("other", "ci"), Binding::Integration);
+        for (accounts, says) in [
+            ("accounts = { nope = [\"ci\"] }", "does not bind"),
+            ("accounts = { svc = [] }", "lists no account"),
+            ("accounts = { svc = [\"ci\", \"ci\"] }", "listed twice"),
+            ("accounts = { svc = [\"\"] }", "1-256 characters"),
+            ("accounts = { svc = [\"a\\u0007\"] }", "1-256 characters"),
+        ] {
+            let e = err(&config(accounts));
+            assert!(
+                e.contains("policy[0].accounts") && e.contains(says),
+                "{accounts}: {e}"
             );
         }
     }

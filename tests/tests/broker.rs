@@ -504,6 +504,53 @@ except BrokerError as e:
     }
 }
 
+/// Two tenants' policies bind one integration, each for its own account: a sandbox of
+/// either gets handles for its account and is refused the other's (`binding_missing`,
+/// the message naming `accounts`), while a policy that names no accounts gets both.
+#[test]
+fn a_policys_accounts_keep_its_sandboxes_to_their_own_accounts() {
+    private_netns(&[]);
+    let config = CRED_CONFIG
+        .replace(
+            "name = \"web\"\nallow_domains = []\nintegrations = [\"svc\"]\n",
+            "name = \"web\"\nallow_domains = []\nintegrations = [\"svc\"]\naccounts = { svc = [\"bot\"] }\n",
+        )
+        .replace(
+            "name = \"other\"\nallow_domains = []\n",
+            "name = \"other\"\nallow_domains = []\nintegrations = [\"svc\"]\naccounts = { svc = [\"ops\"] }\n\n[[policy]]\nname = \"all\"\nallow_domains = []\nintegrations = [\"svc\"]\n",
+        );
+    assert!(config.contains("name = \"all\""), "{config}");
+    let mut env = TestEnv::new("brokeracct", &config);
+    env.init_vault(&[
+        ("svc", "bot", "Qm9vdGxlZ2dlcnNHb25uYUJvb3RsZWcxMjM0NTY3"),
+        ("svc", "ops", "T3BzT3BzT3BzT3BzT3BzT3BzT3BzT3BzT3BzT3Bz"),
+    ]);
+    env.start_agent();
+    let tries = r#"
+def code(account):
+    try:
+        Client(SOCK).handle("svc", account)
+        return "ok"
+    except BrokerError as e:
+        return e.code + ": " + e.message
+print(json.dumps({a: code(a) for a in ("bot", "ops")}))
+"#;
+    let web = py_in_sandbox(&env, "web", tries);
+    let other = py_in_sandbox(&env, "other", tries);
+    let all = py_in_sandbox(&env, "all", tries);
+    eprintln!("figure: handles for svc/bot and svc/ops: web {web}, other {other}, all {all}");
+    assert_eq!(web["bot"], "ok", "{web}");
+    assert_eq!(other["ops"], "ok", "{other}");
+    for refused in [&web["ops"], &other["bot"]] {
+        let text = refused.as_str().unwrap_or_default();
+        assert!(
+            text.starts_with("binding_missing: ") && text.contains("accounts"),
+            "another tenant's account: {refused}"
+        );
+    }
+    assert_eq!(all, serde_json::json!({"bot": "ok", "ops": "ok"}));
+}
+
 #[test]
 fn scrub_and_sanitize_gate_text_and_bad_input_changes_nothing() {
     private_netns(&[]);

@@ -27,7 +27,7 @@ use super::{
     state::{AppState, CallerOf, JsonBody, Shared},
     text_gate,
 };
-use crate::vault::Vault;
+use crate::{config::Binding, vault::Vault};
 
 /// The policy a caller acts under and the owner its handles get.
 pub fn acting(caller: &Caller, host_policy: &str) -> Result<(String, Owner), ApiError> {
@@ -102,17 +102,15 @@ pub async fn create_handle(
     let (policy, owner) = acting(&caller, &shared.config.broker.host_policy)?;
     refuse_barred(&shared, &caller, &policy, owner, "handle")?;
     text_gate::admit_handle(&shared, &caller)?;
-    let bound = shared
+    let binding = shared
         .config
         .policies
         .iter()
         .find(|p| p.name.get_ref() == &policy)
-        .is_some_and(|p| {
-            p.integrations
-                .iter()
-                .any(|i| i.get_ref() == &req.integration)
+        .map_or(Binding::Integration, |p| {
+            p.binds(&req.integration, &req.account)
         });
-    if !bound {
+    if binding != Binding::Bound {
         shared.audit_decision(
             &caller,
             &policy,
@@ -120,14 +118,20 @@ pub async fn create_handle(
             "binding_missing",
             &req.integration,
         );
-        return Err(ApiError::new(
-            Code::BindingMissing,
+        let message = if binding == Binding::Account {
+            format!(
+                "policy \"{policy}\" binds integration \"{}\" for other accounts than \"{}\" \
+                 ([[policy]] accounts): no handle can be issued for it",
+                req.integration, req.account
+            )
+        } else {
             format!(
                 "policy \"{policy}\" does not bind integration \"{}\" ([[policy]] integrations): \
                  no handle can be issued for it",
                 req.integration
-            ),
-        ));
+            )
+        };
+        return Err(ApiError::new(Code::BindingMissing, message));
     }
     let usable = usable_now(&shared, &req.integration, &req.account).await?;
     let Some(current) = usable.first() else {
