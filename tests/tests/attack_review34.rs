@@ -1,8 +1,8 @@
 //! A thirty-fourth attack review, run as the process inside sandbox A (uid 65534,
 //! arbitrary Python) holding a handle for account `a` of integration `sa` on
 //! `api.test`, while sandbox B of another policy calls the same API with account `b` of
-//! integration `sb` (a policy binds integrations, not accounts: with one integration
-//! bound by both, A could ask for a handle for `b` itself): can A smuggle a request
+//! integration `sb` (with one integration bound by both, A's policy would keep A to `a`
+//! through its `accounts`, since this review): can A smuggle a request
 //! through the broker, desynchronise the broker's framing towards the upstream, or plant
 //! bytes on a connection that B's call (with B's credential) then takes? The upstream records every request it parses, on which connection and
 //! under whose credential; each test counts and prints a `figure:` line.
@@ -62,9 +62,10 @@
 //! front still reads a body that does not start as a request (JSON, here) as the start
 //! of the next request, which then fails (`400`) with the next client's head in it; a
 //! back end that reads only part of a body (a size cap) reads the rest as a request; a
-//! HEAD answered with a body desynchronises such a front too. A policy binds
-//! integrations, not accounts: two tenants on one integration can each get handles for
-//! every account of it (by design, README), so tenants are kept apart by integration.
+//! HEAD answered with a body desynchronises such a front too. A policy bound
+//! integrations, not accounts: two tenants on one integration could each get handles
+//! for every account of it. A policy's `accounts` now keeps it to its own
+//! (`broker::a_policys_accounts_keep_its_sandboxes_to_their_own_accounts`).
 //! The rustls client keeps its default session cache, shared by every caller's
 //! connections to one name (read in the code, not tested): a ticket from A's connection
 //! can resume B's, so the upstream can link the two, nothing more.
