@@ -19,6 +19,15 @@
 //!   is bound only when the source is a policy's own socket now, else the main socket
 //!   file as before (the policies' folder covered): 0 of 20 (`ENOENT`)
 //!   ([`a_sandbox_without_its_policys_socket_reaches_no_other_policys`]).
+//! - a launcher killed with SIGKILL (a job runner's timeout) left its sandbox's cgroup,
+//!   empty, enrolled (its processes are gone): nothing removed it, the agent forgets an
+//!   enrollment only once its cgroup is gone. Each held a place in the enrolled map
+//!   (whose capacity bounds the node's sandboxes) for good: on f8fc285 and 4db6673, 3
+//!   launchers killed, 3 empty cgroups and 3 enrollments left after 5 s of 100 ms
+//!   rescans. The launcher now locks its cgroup's folder (`flock`) before it enrolls it
+//!   until it has removed it; the agent's rescan removes an enrolled launcher cgroup
+//!   with no process whose lock is free: 0 and 0
+//!   ([`a_killed_launcher_leaves_no_cgroup_enrolled`]).
 //!
 //! Held (tried by hand from inside, as 65534 and as `--user 0`, on f8fc285 with eBPF):
 //! - the bound folder: read-only (`EROFS` for a file made there and a `chmod` of the
@@ -45,13 +54,12 @@
 //!   empty, the host's `/run` (its `netns` mounts included) replaced by a fresh one.
 //!
 //! Still open (seen, not fixed here):
-//! - a launcher killed with SIGKILL (a job runner's timeout) leaves its sandbox's
-//!   cgroup, empty, enrolled (its processes are gone; on a hybrid host its cgroup v1
-//!   limits too): nothing removes it, the agent forgets an enrollment only once its
-//!   cgroup is gone. Each holds a place in the enrolled map (whose capacity bounds the
-//!   node's sandboxes) for good: on f8fc285, 3 launchers killed, 3 empty cgroups and 3
-//!   enrollments left after 5 s of 100 ms rescans
-//!   ([`a_killed_launcher_leaves_no_cgroup_enrolled`], ignored).
+//! - on a hybrid host a killed launcher's cgroup v1 limits stay (empty, under the
+//!   launcher's own v1 cgroup's `hb-sandboxes/`, which the agent does not know): 1,774
+//!   such folders in `/sys/fs/cgroup/pids/hb-sandboxes` on this machine. They hold no
+//!   process and no enrollment.
+//! - a launcher killed between its cgroup's `mkdir` and its lock leaves that cgroup,
+//!   unenrolled and empty.
 
 use std::path::{Path, PathBuf};
 
@@ -162,8 +170,6 @@ fn sandbox_cgroups(env: &TestEnv) -> Vec<(String, usize)> {
 /// processes die with them (`sandbox_attacks::a_sandbox_dies_with_its_launcher`), and
 /// their cgroups, once the agent has rescanned, must not stay behind enrolled.
 #[test]
-#[ignore = "open: a SIGKILLed launcher leaves its sandbox's cgroup (empty) and enrollment \
-            behind; on f8fc285, 3 of 3 cgroups and 3 enrollments left"]
 fn a_killed_launcher_leaves_no_cgroup_enrolled() {
     private_netns(&[]);
     let mut env = TestEnv::new("a38killed", &worlds::two_bare_policies(""));
