@@ -222,6 +222,12 @@ impl Running {
                 tracing::warn!(cgroup = %events::Escaped(path), %policy, "late_enrollment: processes ran in the cgroup before it was enrolled");
             }
         }
+        if changes.abandoned > 0 {
+            tracing::info!(
+                count = changes.abandoned,
+                "cgroups of killed sandbox launchers removed"
+            );
+        }
         if changes.removed > 0 {
             tracing::info!(
                 count = changes.removed,

@@ -69,6 +69,22 @@ pub fn populated(path: &Path) -> bool {
         .is_ok_and(|t| t.lines().any(|l| l == "populated 1"))
 }
 
+/// Opens the cgroup folder at `path` and locks it (`flock`, exclusive) for as long as
+/// the returned file is open: `sandbox run` holds its sandbox's cgroup so.
+pub fn hold(path: &Path) -> Result<fs::File> {
+    let folder = fs::File::open(path).map_err(io_err(path, "open"))?;
+    folder.lock().map_err(io_err(path, "flock"))?;
+    Ok(folder)
+}
+
+/// Whether the cgroup at `path`, which a launcher enrolled, was abandoned: no process
+/// in it and its folder's lock ([`hold`]) free, so the launcher that held it is gone
+/// (killed before it could remove the cgroup). The launcher locks the folder before
+/// it enrolls it, so a cgroup being set up is never taken for one.
+pub fn abandoned(path: &Path) -> bool {
+    !populated(path) && fs::File::open(path).is_ok_and(|f| f.try_lock().is_ok())
+}
+
 /// Level of a cgroup below the hierarchy's root (the root is level 0).
 pub fn depth(relative: &str) -> u32 {
     relative.split('/').filter(|s| !s.is_empty()).count() as u32

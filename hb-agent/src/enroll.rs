@@ -4,7 +4,7 @@
 //! glob (first match wins, in config order), re-scanning every `rescan_interval_ms` for
 //! new ones. `hb-agent sandbox run` enrolls its own cgroups (flag `ENROLL_LAUNCHER`) before
 //! any process enters them; the agent never changes those, it only forgets them once the
-//! cgroup is gone.
+//! cgroup is gone, and removes the cgroup of a launcher killed before it could.
 //!
 //! A cgroup created by someone else and matched by a glob is unenforced until the next
 //! scan: orchestrators should create the cgroup, wait until `hb-agent status` lists it,
@@ -48,6 +48,8 @@ pub struct Rule {
 pub struct Changes {
     pub enrolled: Vec<(String, String)>,
     pub removed: usize,
+    /// Cgroups of killed launchers removed ([`cgroup::abandoned`]).
+    pub abandoned: usize,
     pub too_deep: Vec<String>,
 }
 
@@ -103,7 +105,27 @@ pub fn reconcile(
                 .push((found.relative.clone(), rule.policy.clone()));
         }
     }
-    let alive: std::collections::HashSet<u64> = tree.iter().map(|f| f.id).collect();
+    // A launcher killed with SIGKILL leaves its (empty) cgroup: removed here, so its
+    // enrollment goes below with the other gone ones.
+    let abandoned: std::collections::HashSet<u64> = tree
+        .iter()
+        .filter(|f| {
+            before
+                .get(&f.id)
+                .is_some_and(|e| e.flags & ENROLL_LAUNCHER != 0)
+        })
+        .filter(|f| {
+            let path = mount.join(&f.relative);
+            cgroup::abandoned(&path) && std::fs::remove_dir(&path).is_ok()
+        })
+        .map(|f| f.id)
+        .collect();
+    changes.abandoned = abandoned.len();
+    let alive: std::collections::HashSet<u64> = tree
+        .iter()
+        .map(|f| f.id)
+        .filter(|id| !abandoned.contains(id))
+        .collect();
     for (id, e) in &before {
         let gone = !alive.contains(id);
         let unmatched_glob = e.flags & ENROLL_GLOB != 0 && !wanted.contains_key(id);

@@ -159,6 +159,10 @@ struct SandboxCgroup<'m> {
     maps: &'m mut Maps,
     path: PathBuf,
     id: u64,
+    /// The cgroup's folder, locked (`flock`) from before its enrollment until after its
+    /// removal: a cgroup enrolled by a launcher whose lock is free was abandoned (the
+    /// launcher killed), and the agent removes it ([`cgroup::abandoned`]).
+    _held: fs::File,
 }
 
 impl Drop for SandboxCgroup<'_> {
@@ -504,6 +508,13 @@ fn create_enrolled_cgroup<'m>(
         action: "mkdir",
         source,
     })?;
+    let held = match cgroup::hold(&path) {
+        Ok(held) => held,
+        Err(e) => {
+            let _ = fs::remove_dir(&path);
+            return Err(e.into());
+        }
+    };
     let id = cgroup::cgroup_id(&path)?;
     // Leave the agent a note of which cgroup this id was, so events that arrive after the
     // sandbox (and its cgroup) are gone still name it. Best effort: no secret, no argv.
@@ -516,7 +527,12 @@ fn create_enrolled_cgroup<'m>(
         let _ = fs::remove_dir(&path);
         return Err(SandboxError::Enroll(path, e));
     }
-    let sandbox = SandboxCgroup { maps, path, id };
+    let sandbox = SandboxCgroup {
+        maps,
+        path,
+        id,
+        _held: held,
+    };
     sandbox.maps.bump_generation()?;
     Ok((sandbox, relative))
 }

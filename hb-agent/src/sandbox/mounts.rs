@@ -640,13 +640,13 @@ impl Planner {
         });
     }
 
-    /// Canonical hidden paths: absent ones and those below a fresh mount or another
-    /// hidden directory dropped (nothing to cover), `/` refused.
     /// The folders of the main `socket` and its `source` (both canonical) when the
-    /// socket's folder may be covered whole by the source's: the plan says it holds
-    /// nothing else of the host's, and it is neither `/`, nor hidden, nor at or above
-    /// another mount point of the layout. The covers below it are dropped (the bind
-    /// hides what they hid).
+    /// socket's folder may be covered whole by the source's: the source is a policy's
+    /// socket, not the main one itself (bound over itself, the main folder would show
+    /// the policies' folder, whose cover is dropped below, and every policy's socket
+    /// bound there later), the plan says the folder holds nothing else of the host's,
+    /// and it is neither `/`, nor hidden, nor at or above another mount point of the
+    /// layout. The covers below it are dropped (the bind hides what they hid).
     fn socket_folders(
         &mut self,
         plan: &LayoutPlan,
@@ -659,6 +659,7 @@ impl Planner {
         others.extend(plan.work.iter().map(|(_, dest)| dest.clone()));
         others.extend(plan.ro_binds.iter().map(|(_, dest)| dest.clone()));
         let fits = plan.broker_folder
+            && source != socket
             && socket.file_name() == source.file_name()
             && folder != Path::new("/")
             && !under_any(folder, &self.hidden_all)
@@ -674,6 +675,8 @@ impl Planner {
         Some((folder.to_owned(), source_folder.to_owned()))
     }
 
+    /// Canonical hidden paths: absent ones and those below a fresh mount or another
+    /// hidden directory dropped (nothing to cover), `/` refused.
     fn resolve_hidden(&mut self, hidden: &[PathBuf]) -> Result<(), MountError> {
         let mut found = Vec::new();
         for h in hidden {
