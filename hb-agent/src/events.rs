@@ -27,28 +27,68 @@ use crate::maps::addr_of;
 /// line: control characters (newline, carriage return, escape, …), Unicode line and
 /// paragraph separators and bidi controls are written as `\n`, `\u{1b}`, …, and `\`
 /// as `\\`, so the text log cannot be given forged lines or rewritten by a terminal.
-/// The JSON forms need no wrapper: serde escapes them itself.
+/// The JSON forms the CLI prints go through [`json_line`].
 pub struct Escaped<'a>(pub &'a str);
 
 impl std::fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
         for c in self.0.chars() {
-            let unsafe_char = c.is_control()
-                || c == '\\'
-                || matches!(
-                    c,
-                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
-                )
-                || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c);
-            if unsafe_char {
+            if acted_on(c) || c == '\\' {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 f.write_char(c)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a terminal (or a text viewer) may act on `c` rather than show it: control
+/// characters (C0, DEL, C1: U+009B is CSI to a terminal that reads 8-bit controls),
+/// Unicode line and paragraph separators, bidi controls.
+fn acted_on(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `value` as one line of JSON for the operator's terminal (the CLI's `--json`): serde's,
+/// with the characters [`acted_on`] that serde writes raw (DEL, C1, separators, bidi
+/// controls) written as `\uXXXX` escapes too, so a sandbox's process name or cgroup
+/// name reads back the same to a parser and does nothing to a terminal.
+pub fn json_line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    let mut out = Vec::new();
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out,
+        InertStrings,
+    ))?;
+    // serde_json writes UTF-8, and every escape added here is ASCII.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+/// serde_json's compact formatter, but string pieces escape what [`acted_on`] names
+/// (serde escapes C0 controls, `"` and `\` itself, before the pieces get here).
+struct InertStrings;
+
+impl serde_json::ser::Formatter for InertStrings {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| acted_on(c)) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            // All of them lie in the Basic Multilingual Plane: one `\u` escape each.
+            write!(writer, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
     }
 }
 
@@ -972,6 +1012,15 @@ mod tests {
             "a\\nhb::event forged\\r\\u{1b}[2K\\\\x\\u{2028}\\u{202e}é"
         );
         assert!(!shown.chars().any(char::is_control));
+    }
+
+    #[test]
+    fn json_line_reads_back_whole_and_shows_nothing_a_terminal_acts_on() {
+        let name = "\u{9b}2J\u{7f}\u{202e}\u{2028}\u{1b}\"\\é𝄞";
+        let line = json_line(&serde_json::json!({ "comm": name })).expect("json");
+        assert_eq!(line, r#"{"comm":"\u009b2J\u007f\u202e\u2028\u001b\"\\é𝄞"}"#);
+        let back: serde_json::Value = serde_json::from_str(&line).expect("reads back");
+        assert_eq!(back["comm"], name);
     }
 
     fn dns_record(policy: &str) -> EventRecord {

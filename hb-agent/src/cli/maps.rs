@@ -411,13 +411,14 @@ pub fn row<const N: usize>(fields: [(&str, Value); N]) -> JsonMap<String, Value>
     fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// One JSON array (`--json`) or an aligned table, its text cells escaped
-/// ([`crate::events::Escaped`]).
+/// One JSON array (`--json`) or an aligned table, its text escaped
+/// ([`crate::events::json_line`], [`crate::events::Escaped`]).
 pub fn print_rows(rows: &[JsonMap<String, Value>], json: bool) {
     if json {
+        let array = Value::Array(rows.iter().cloned().map(Value::Object).collect());
         println!(
             "{}",
-            Value::Array(rows.iter().cloned().map(Value::Object).collect())
+            crate::events::json_line(&array).unwrap_or_else(|_| array.to_string())
         );
         return;
     }
