@@ -57,10 +57,11 @@ fn acted_on(c: char) -> bool {
         || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
-/// `value` as one line of JSON for the operator's terminal (the CLI's `--json`): serde's,
-/// with the characters [`acted_on`] that serde writes raw (DEL, C1, separators, bidi
-/// controls) written as `\uXXXX` escapes too, so a sandbox's process name or cgroup
-/// name reads back the same to a parser and does nothing to a terminal.
+/// `value` as one line of JSON for the operator's terminal (the CLI's `--json`, the
+/// events file an operator may follow with `tail -f`): serde's, with the characters
+/// [`acted_on`] that serde writes raw (DEL, C1, separators, bidi controls) written as
+/// `\uXXXX` escapes too, so a sandbox's process name or cgroup name reads back the same
+/// to a parser and does nothing to a terminal.
 pub fn json_line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
     let mut out = Vec::new();
     value.serialize(&mut serde_json::Serializer::with_formatter(
@@ -763,7 +764,7 @@ impl EventLog {
     }
 
     pub fn append(&mut self, record: &EventRecord) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let mut line = json_line(record).map_err(io::Error::other)?.into_bytes();
         line.push(b'\n');
         let _held = Flock::exclusive(&self.lock)?;
         if !same_file(&self.file, &self.path) {
@@ -800,9 +801,10 @@ pub fn append_one(
 ) -> Result<(), AppendError> {
     let path = state_dir.join(EVENTS_FILE);
     let error = |e| AppendError(path.clone(), e);
-    let mut line = serde_json::to_vec(record)
+    let mut line = json_line(record)
         .map_err(io::Error::other)
-        .map_err(error)?;
+        .map_err(error)?
+        .into_bytes();
     line.push(b'\n');
     let lock = open_lock(state_dir).map_err(error)?;
     let _held = Flock::exclusive(&lock).map_err(error)?;

@@ -13,20 +13,23 @@
 //!   A got back: a scanner of port 443 from the node's address, 3 500 addresses a call
 //!   ([`one_call_tries_a_few_addresses_of_a_name`]). A connection tries the first eight
 //!   now (`client::ADDRESSES_TRIED`): 8.
-//! - `hb-agent events --json` (and the JSON of `maps dump`, `maps list`, `status`'s
-//!   tables) wrote a sandbox's process name as serde_json writes a string: C0 controls
-//!   escaped, but DEL, C1 controls (U+009B is CSI to a terminal that reads 8-bit
-//!   controls in UTF-8) and bidi overrides (U+202E) raw, to the operator's terminal. The
-//!   text forms escape them (`events::Escaped`); the JSON forms now write them as
-//!   `\uXXXX` (`events::json_line`): the same JSON to a parser, nothing a terminal acts
-//!   on ([`a_process_name_reaches_the_json_of_events_inert`]): 2 raw before, 0 now.
+//! - `hb-agent events --json`, the events file (`state_dir/events.jsonl`, which an
+//!   operator may follow with `tail -f`) and the JSON of `maps dump` and `maps list`
+//!   wrote a sandbox's process name as serde_json writes a string: C0 controls escaped,
+//!   but DEL, C1 controls (U+009B is CSI to a terminal that reads 8-bit controls in
+//!   UTF-8) and bidi overrides (U+202E) raw. The text forms escape them
+//!   (`events::Escaped`); these JSON forms now write them as `\uXXXX`
+//!   (`events::json_line`): the same JSON to a parser, nothing a terminal acts on
+//!   ([`a_process_name_reaches_the_json_of_events_inert`]): U+009B and U+202E raw in
+//!   both outputs before, none now.
 //!
 //! Held (tried):
 //! - half-closing (SHUT_WR) a `POST /v1/requests` to free the connection's share while
 //!   the call runs: hyper (half-close off) ends the connection at the EOF, and the call
-//!   with it: of 10 such calls, 1 s of slow upstream each, the upstream saw 2 start (at
-//!   most 2 at once, `max_connections_per_caller` 2) and A got 10 EOFs; closing outright
-//!   started none; a third held connection is refused at accept (reset).
+//!   with it. Of 10 such calls 0.3 s apart, to a path the upstream answers after 4 s
+//!   (`max_connections_per_caller` 2), the upstream saw 2 start, at most 2 at once, and
+//!   A got 10 EOFs; closing outright started none; a third held connection is reset at
+//!   accept.
 //! - the URL's port is the integration's (`https://api.test:22/` is `policy_denied`), so
 //!   the scan above was of port 443 only.
 //!
@@ -154,8 +157,9 @@ fn unsafe_chars(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `hb-agent events --json` carries a sandbox's process name whole (a script reads it
-/// back as it was) and writes none of its control characters raw to the terminal.
+/// `hb-agent events --json` and the events file carry a sandbox's process name whole (a
+/// script reads it back as it was) and write none of its control characters raw, for a
+/// terminal to act on.
 #[test]
 fn a_process_name_reaches_the_json_of_events_inert() {
     hb_tests::require_root();
@@ -181,9 +185,19 @@ fn a_process_name_reaches_the_json_of_events_inert() {
     );
     let shown = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
     let raw = unsafe_chars(&shown);
-    println!("figure: characters written raw by `hb-agent events --json`: {raw:?}");
+    // The file an operator follows with `tail -f`, which the CLI reads too.
+    let file = std::fs::read_to_string(env.state_dir.join("events.jsonl")).expect("events file");
+    let raw_in_file = unsafe_chars(&file);
+    println!(
+        "figure: characters written raw by `hb-agent events --json`: {raw:?}; in \
+         events.jsonl: {raw_in_file:?}"
+    );
     assert!(
         raw.is_empty(),
         "the sandbox's name reached the terminal as {raw:?}"
+    );
+    assert!(
+        raw_in_file.is_empty(),
+        "the sandbox's name is in the events file as {raw_in_file:?}"
     );
 }
