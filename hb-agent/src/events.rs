@@ -63,34 +63,30 @@ fn acted_on(c: char) -> bool {
 /// `\uXXXX` escapes too, so a sandbox's process name or cgroup name reads back the same
 /// to a parser and does nothing to a terminal.
 pub fn json_line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
-    let mut out = Vec::new();
-    value.serialize(&mut serde_json::Serializer::with_formatter(
-        &mut out,
-        InertStrings,
-    ))?;
-    // serde_json writes UTF-8, and every escape added here is ASCII.
-    Ok(String::from_utf8(out).unwrap_or_default())
+    serde_json::to_string(value).map(|json| inert(&json))
 }
 
-/// serde_json's compact formatter, but string pieces escape what [`acted_on`] names
-/// (serde escapes C0 controls, `"` and `\` itself, before the pieces get here).
-struct InertStrings;
+/// [`json_line`] in serde's pretty form.
+pub fn json_pretty<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(value).map(|json| inert(&json))
+}
 
-impl serde_json::ser::Formatter for InertStrings {
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
-        let mut rest = fragment;
-        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| acted_on(c)) {
-            writer.write_all(&rest.as_bytes()[..at])?;
-            // All of them lie in the Basic Multilingual Plane: one `\u` escape each.
-            write!(writer, "\\u{:04x}", u32::from(c))?;
-            rest = &rest[at + c.len_utf8()..];
+/// `json` (serde's, or of its shape: the audit log's scrubbed lines) with what
+/// [`acted_on`] names, but newlines, as `\uXXXX`. Outside its strings such JSON holds
+/// ASCII punctuation, spaces and (pretty) newlines, and inside them every C0 control is
+/// escaped, so each such character lies in a string, where the escape (they all lie in
+/// the Basic Multilingual Plane: one each) stands for it.
+pub fn inert(json: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c != '\n' && acted_on(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
         }
-        writer.write_all(rest.as_bytes())
     }
+    out
 }
 
 /// An attacker-chosen value of a `key=value` text line (`hb-agent events`): [`Escaped`],
@@ -1023,6 +1019,11 @@ mod tests {
         assert_eq!(line, r#"{"comm":"\u009b2J\u007f\u202e\u2028\u001b\"\\é𝄞"}"#);
         let back: serde_json::Value = serde_json::from_str(&line).expect("reads back");
         assert_eq!(back["comm"], name);
+        let pretty = json_pretty(&serde_json::json!({ "comm": name })).expect("json");
+        assert_eq!(
+            pretty,
+            "{\n  \"comm\": \"\\u009b2J\\u007f\\u202e\\u2028\\u001b\\\"\\\\é𝄞\"\n}"
+        );
     }
 
     fn dns_record(policy: &str) -> EventRecord {

@@ -13,15 +13,16 @@
 //!   A got back: a scanner of port 443 from the node's address, 3 500 addresses a call
 //!   ([`one_call_tries_a_few_addresses_of_a_name`]). A connection tries the first eight
 //!   now (`client::ADDRESSES_TRIED`): 8.
-//! - `hb-agent events --json`, the events file (`state_dir/events.jsonl`, which an
-//!   operator may follow with `tail -f`) and the JSON of `maps dump` and `maps list`
-//!   wrote a sandbox's process name as serde_json writes a string: C0 controls escaped,
-//!   but DEL, C1 controls (U+009B is CSI to a terminal that reads 8-bit controls in
-//!   UTF-8) and bidi overrides (U+202E) raw. The text forms escape them
-//!   (`events::Escaped`); these JSON forms now write them as `\uXXXX`
-//!   (`events::json_line`): the same JSON to a parser, nothing a terminal acts on
+//! - `hb-agent events --json`, the events file and the audit log (which an operator
+//!   may follow with `tail -f`) and the JSON of `maps dump`, `maps list` and
+//!   `status` wrote a sandbox's process name (or a pod's sub-cgroup's name) as
+//!   serde_json writes a string: C0 controls escaped, but DEL, C1 controls (U+009B is
+//!   CSI to a terminal that reads 8-bit controls in UTF-8) and bidi overrides (U+202E)
+//!   raw. The text forms escape them (`events::Escaped`); these JSON forms now write
+//!   them as `\uXXXX` (`events::json_line`, `json_pretty`, `inert` for the audit log):
+//!   the same JSON to a parser, nothing a terminal acts on
 //!   ([`a_process_name_reaches_the_json_of_events_inert`]): U+009B and U+202E raw in
-//!   both outputs before, none now.
+//!   `events --json`, the events file and the audit log before, none now.
 //!
 //! Held (tried):
 //! - half-closing (SHUT_WR) a `POST /v1/requests` to free the connection's share while
@@ -157,9 +158,9 @@ fn unsafe_chars(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `hb-agent events --json` and the events file carry a sandbox's process name whole (a
-/// script reads it back as it was) and write none of its control characters raw, for a
-/// terminal to act on.
+/// `hb-agent events --json`, the events file and the audit log carry a sandbox's process
+/// name whole (a script reads it back as it was) and write none of its control
+/// characters raw, for a terminal to act on.
 #[test]
 fn a_process_name_reaches_the_json_of_events_inert() {
     hb_tests::require_root();
@@ -185,12 +186,26 @@ fn a_process_name_reaches_the_json_of_events_inert() {
     );
     let shown = String::from_utf8_lossy(&env.hb(&["events", "--json"]).stdout).into_owned();
     let raw = unsafe_chars(&shown);
-    // The file an operator follows with `tail -f`, which the CLI reads too.
+    // The files an operator follows with `tail -f` (the CLI reads the first).
     let file = std::fs::read_to_string(env.state_dir.join("events.jsonl")).expect("events file");
     let raw_in_file = unsafe_chars(&file);
+    let audited = env
+        .audit_records()
+        .into_iter()
+        .any(|r| r["kind"] == "kernel_event" && r["comm"] == "\u{9b}2J\u{202e}x");
+    let audit = std::fs::read_to_string(env.state_dir.join("audit.log")).expect("audit log");
+    let raw_in_audit = unsafe_chars(&audit);
     println!(
         "figure: characters written raw by `hb-agent events --json`: {raw:?}; in \
-         events.jsonl: {raw_in_file:?}"
+         events.jsonl: {raw_in_file:?}; in audit.log: {raw_in_audit:?}"
+    );
+    assert!(
+        audited,
+        "control: the audit log holds the refusal, name whole"
+    );
+    assert!(
+        raw_in_audit.is_empty(),
+        "the sandbox's name is in the audit log as {raw_in_audit:?}"
     );
     assert!(
         raw.is_empty(),
