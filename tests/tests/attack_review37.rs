@@ -31,6 +31,10 @@
 //!   (`max_connections_per_caller` 2), the upstream saw 2 start, at most 2 at once, and
 //!   A got 10 EOFs; closing outright started none; a third held connection is reset at
 //!   accept.
+//! - `Upgrade: websocket` on `GET /v1/whoami`, `CONNECT /v1/whoami` and `CONNECT
+//!   api.test:443` on the broker socket: answered 200, 405 and 404, the connection then
+//!   reads no further request and is closed at `header_read_timeout_secs` (3 s in the
+//!   probe), as a plain kept-alive one is: no tunnel, no slot held longer.
 //! - the URL's port is the integration's (`https://api.test:22/` is `policy_denied`), so
 //!   the scan above was of port 443 only.
 //!
@@ -43,7 +47,18 @@
 //! chose (`Escaped`, `Field`), the agent's text log escapes ESC, BEL, DEL and C1
 //! (tracing-subscriber 0.3.23) and logs no sandbox-chosen name unescaped; metric labels
 //! are policy names and fixed words. Rotations are operator-only; the rotator's breaker
-//! counts the provider's failures only.
+//! counts the provider's failures only; `novelty` only alerts (A sees no reaction to
+//! learn another tenant's calls from).
+//!
+//! Still weak or not checked:
+//! - eight addresses a call remain: the nameserver still learns, through A's error, the
+//!   fate of eight addresses of its choosing on the integration's port, once per
+//!   `dns.min_ttl_secs` per name (the answer is cached) — more with wildcard hosts.
+//! - the broker's resolver keeps 1 024 names and then starts over: a tenant with a
+//!   wildcard integration host can empty it for everyone (a lookup more each, no
+//!   refusal; not tested).
+//! - `auth_failure`, `rate_spike` and quarantine with an upstream of A's own were not
+//!   tried here (reviews 2–4, 24 and 33 did).
 
 use hb_tests::{
     TestEnv, private_netns,
