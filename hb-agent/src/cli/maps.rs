@@ -412,14 +412,11 @@ pub fn row<const N: usize>(fields: [(&str, Value); N]) -> JsonMap<String, Value>
 }
 
 /// One JSON array (`--json`) or an aligned table, its text escaped
-/// ([`crate::events::json_line`], [`crate::events::Escaped`]).
+/// ([`crate::events::inert`], [`crate::events::Escaped`]).
 pub fn print_rows(rows: &[JsonMap<String, Value>], json: bool) {
     if json {
         let array = Value::Array(rows.iter().cloned().map(Value::Object).collect());
-        println!(
-            "{}",
-            crate::events::json_line(&array).unwrap_or_else(|_| array.to_string())
-        );
+        println!("{}", crate::events::inert(&array.to_string()));
         return;
     }
     let Some(first) = rows.first() else {
