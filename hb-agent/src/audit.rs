@@ -209,17 +209,21 @@ pub fn scrub_json(scrubber: &Scrubber, value: serde_json::Value) -> String {
 /// may take a quote or a backslash of the JSON around a value (a PEM header without
 /// its END runs on through the `\` that escapes the next quote): the line would no
 /// longer be JSON, or would be another record, and its readers (`jq`, `hb-agent events
-/// --follow`) would skip it.
+/// --follow`) would skip it. Either way with [`crate::events::inert`]'s escapes.
 fn keep_shape(
     scrubber: &Scrubber,
     value: serde_json::Value,
     line: &str,
     scrubbed: String,
 ) -> String {
-    if scrubbed == line || same_skeleton(&value, &scrubbed) {
-        return scrubbed;
-    }
-    serde_json::to_string(&scrub_values(scrubber, value)).unwrap_or_default()
+    let json = if scrubbed == line || same_skeleton(&value, &scrubbed) {
+        scrubbed
+    } else {
+        serde_json::to_string(&scrub_values(scrubber, value)).unwrap_or_default()
+    };
+    // An operator reads the log with `tail -f`: no C1 or bidi control of a sandbox's
+    // process name or cgroup name for the terminal to act on.
+    crate::events::inert(&json)
 }
 
 /// `value` with each of its strings scrubbed on its own: redactions stay inside the

@@ -27,22 +27,14 @@ use crate::maps::addr_of;
 /// line: control characters (newline, carriage return, escape, …), Unicode line and
 /// paragraph separators and bidi controls are written as `\n`, `\u{1b}`, …, and `\`
 /// as `\\`, so the text log cannot be given forged lines or rewritten by a terminal.
-/// The JSON forms need no wrapper: serde escapes them itself.
+/// The JSON forms the CLI prints go through [`json_line`].
 pub struct Escaped<'a>(pub &'a str);
 
 impl std::fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
         for c in self.0.chars() {
-            let unsafe_char = c.is_control()
-                || c == '\\'
-                || matches!(
-                    c,
-                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
-                )
-                || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c);
-            if unsafe_char {
+            if acted_on(c) || c == '\\' {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 f.write_char(c)?;
@@ -50,6 +42,51 @@ impl std::fmt::Display for Escaped<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a terminal (or a text viewer) may act on `c` rather than show it: control
+/// characters (C0, DEL, C1: U+009B is CSI to a terminal that reads 8-bit controls),
+/// Unicode line and paragraph separators, bidi controls.
+fn acted_on(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `value` as one line of JSON for the operator's terminal (the CLI's `--json`, the
+/// events file an operator may follow with `tail -f`): serde's, with the characters
+/// [`acted_on`] that serde writes raw (DEL, C1, separators, bidi controls) written as
+/// `\uXXXX` escapes too, so a sandbox's process name or cgroup name reads back the same
+/// to a parser and does nothing to a terminal.
+pub fn json_line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    serde_json::to_string(value).map(|json| inert(&json))
+}
+
+/// [`json_line`] in serde's pretty form.
+pub fn json_pretty<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(value).map(|json| inert(&json))
+}
+
+/// `json` (serde's, or of its shape: the audit log's scrubbed lines) with what
+/// [`acted_on`] names, but newlines, as `\uXXXX`. Outside its strings such JSON holds
+/// ASCII punctuation, spaces and (pretty) newlines, and inside them every C0 control is
+/// escaped, so each such character lies in a string, where the escape (they all lie in
+/// the Basic Multilingual Plane: one each) stands for it.
+pub fn inert(json: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c != '\n' && acted_on(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// An attacker-chosen value of a `key=value` text line (`hb-agent events`): [`Escaped`],
@@ -723,7 +760,7 @@ impl EventLog {
     }
 
     pub fn append(&mut self, record: &EventRecord) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let mut line = json_line(record).map_err(io::Error::other)?.into_bytes();
         line.push(b'\n');
         let _held = Flock::exclusive(&self.lock)?;
         if !same_file(&self.file, &self.path) {
@@ -760,9 +797,10 @@ pub fn append_one(
 ) -> Result<(), AppendError> {
     let path = state_dir.join(EVENTS_FILE);
     let error = |e| AppendError(path.clone(), e);
-    let mut line = serde_json::to_vec(record)
+    let mut line = json_line(record)
         .map_err(io::Error::other)
-        .map_err(error)?;
+        .map_err(error)?
+        .into_bytes();
     line.push(b'\n');
     let lock = open_lock(state_dir).map_err(error)?;
     let _held = Flock::exclusive(&lock).map_err(error)?;
@@ -972,6 +1010,20 @@ mod tests {
             "a\\nhb::event forged\\r\\u{1b}[2K\\\\x\\u{2028}\\u{202e}é"
         );
         assert!(!shown.chars().any(char::is_control));
+    }
+
+    #[test]
+    fn json_line_reads_back_whole_and_shows_nothing_a_terminal_acts_on() {
+        let name = "\u{9b}2J\u{7f}\u{202e}\u{2028}\u{1b}\"\\é𝄞";
+        let line = json_line(&serde_json::json!({ "comm": name })).expect("json");
+        assert_eq!(line, r#"{"comm":"\u009b2J\u007f\u202e\u2028\u001b\"\\é𝄞"}"#);
+        let back: serde_json::Value = serde_json::from_str(&line).expect("reads back");
+        assert_eq!(back["comm"], name);
+        let pretty = json_pretty(&serde_json::json!({ "comm": name })).expect("json");
+        assert_eq!(
+            pretty,
+            "{\n  \"comm\": \"\\u009b2J\\u007f\\u202e\\u2028\\u001b\\\"\\\\é𝄞\"\n}"
+        );
     }
 
     fn dns_record(policy: &str) -> EventRecord {

@@ -24,7 +24,7 @@ use crate::{
 fn print(record: &EventRecord, json: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
     let line = if json {
-        serde_json::to_string(record)?
+        events::json_line(record)?
     } else {
         record.to_string()
     };

@@ -411,14 +411,12 @@ pub fn row<const N: usize>(fields: [(&str, Value); N]) -> JsonMap<String, Value>
     fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// One JSON array (`--json`) or an aligned table, its text cells escaped
-/// ([`crate::events::Escaped`]).
+/// One JSON array (`--json`) or an aligned table, its text escaped
+/// ([`crate::events::inert`], [`crate::events::Escaped`]).
 pub fn print_rows(rows: &[JsonMap<String, Value>], json: bool) {
     if json {
-        println!(
-            "{}",
-            Value::Array(rows.iter().cloned().map(Value::Object).collect())
-        );
+        let array = Value::Array(rows.iter().cloned().map(Value::Object).collect());
+        println!("{}", crate::events::inert(&array.to_string()));
         return;
     }
     let Some(first) = rows.first() else {

@@ -291,7 +291,7 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
             "broker_sockets": broker_sockets,
             "guard": guard,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", crate::events::json_pretty(&out)?);
         return Ok(ExitCode::from(outcome as u8));
     }
     match (&state, running) {

@@ -41,6 +41,12 @@ use super::{
 /// Longest wait for one TCP connect (and, separately, one TLS handshake); the request's
 /// overall deadline still applies.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Addresses of a name one connection tries at most, in the resolver's order. The
+/// nameserver of an integration's host chooses how many there are: 3 500 fit one 64 KiB
+/// answer, and trying each made one call 3 500 connects from the host, each address's
+/// fate (refused, unreachable, silent, TLS) named in the caller's error (attack review
+/// 37). APIs publish a few (eight, often).
+const ADDRESSES_TRIED: usize = 8;
 /// Idle connections kept per (party, scheme, host, address, port): enough for one
 /// caller's concurrent calls with one credential to one busy API without reconnecting.
 const IDLE_PER_KEY: usize = 64;
@@ -399,8 +405,8 @@ impl Client {
         }
     }
 
-    /// A new connection to the first of `addrs` that accepts, with TLS for https, pooled
-    /// for `party`'s calls.
+    /// A new connection to the first of `addrs` (of the first [`ADDRESSES_TRIED`]) that
+    /// accepts, with TLS for https, pooled for `party`'s calls.
     async fn connect(
         &self,
         party: &Party,
@@ -409,7 +415,7 @@ impl Client {
     ) -> Result<(SendRequest<Full<Bytes>>, PoolKey), OutboundError> {
         let host = target.host.to_string();
         let mut failures = Vec::new();
-        for &addr in addrs {
+        for &addr in addrs.iter().take(ADDRESSES_TRIED) {
             let sa = SocketAddr::new(addr, target.port);
             let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sa)).await {
                 Ok(Ok(s)) => s,
