@@ -523,6 +523,17 @@ fn ping_and_raw_sockets_open_only_under_the_policys_opt_in() {
             pod_glob("pinging")
         ),
     );
+    let policies = env.hb_json(&["maps", "dump", "policies"]);
+    for (name, opted_in) in [("narrow", false), ("pinging", true)] {
+        let row = policies
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from the policies: {policies}"));
+        assert_eq!(row["icmp_echo"], opted_in, "{row}");
+        assert_eq!(row["raw_sockets"], opted_in, "{row}");
+    }
     let recorder = Recorder::start();
     let ping = ["ping4,127.0.0.1", "ping6,::1"];
     let raw = ["raw4,127.0.0.1", "raw6,::1"];
