@@ -245,8 +245,9 @@ pub fn hb_sock_create(ctx: SockContext) -> i32 {
 }
 
 /// A sandbox's socket, in any network namespace, whose sends no socket hook judges:
-/// the refusal (EPERM, reason `unjudged_send`), or `None` (not a sandbox's, or its
-/// policy opts in: then it is counted as any other socket).
+/// the refusal (EPERM, reason `unjudged_send`), or `None` (not a sandbox's, its policy
+/// opts in, or audits and the refusal was reported: then it is counted as any other
+/// socket).
 ///
 /// - A raw socket (`SOCK_RAW`, any protocol; `CAP_NET_RAW`, which a pod may hold):
 ///   refused unless `POLICY_RAW_SOCKETS`.
@@ -276,7 +277,7 @@ fn unjudged(ctx: &SockContext, family: u32, kind: u32, protocol: u32) -> Option<
     if opt_in != 0 && policy::policy_flags(e.policy_id) & opt_in != 0 {
         return None;
     }
-    Some(refuse(
+    let verdict = refuse(
         ctx,
         cgroup_id,
         e.policy_id,
@@ -284,7 +285,8 @@ fn unjudged(ctx: &SockContext, family: u32, kind: u32, protocol: u32) -> Option<
         family,
         kind,
         protocol,
-    ))
+    );
+    (verdict == REFUSE).then_some(verdict)
 }
 
 /// Refuses (EPERM) a sandbox's new socket for `why`, with an event (its `port` the

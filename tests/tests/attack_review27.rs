@@ -511,7 +511,8 @@ fn echoes(env: &TestEnv, policy: &str, pod: bool, args: &[&str]) -> Vec<String> 
 /// in a sandbox, IPv4 and IPv6) nor a raw one (root in a pod, ICMP and ICMPv6), each
 /// refusal an event. With them, ping and raw sockets reach a validated address (the
 /// control) and still nothing else (`cgroup_skb/egress` drops it): the host's raw ICMP
-/// socket hears no echo to the unvalidated address.
+/// socket hears no echo to the unvalidated address. An audit policy's ping socket opens,
+/// and is reported.
 #[test]
 fn ping_and_raw_sockets_open_only_under_the_policys_opt_in() {
     world();
@@ -519,7 +520,8 @@ fn ping_and_raw_sockets_open_only_under_the_policys_opt_in() {
     let env = agent(
         "ar27-optin",
         &format!(
-            "\n[[policy]]\nname = \"pinging\"\nallow_cidrs = [\"{ALLOWED4}\"]\n{OPT_IN}{}",
+            "\n[[policy]]\nname = \"pinging\"\nallow_cidrs = [\"{ALLOWED4}\"]\n{OPT_IN}{}\
+             \n[[policy]]\nname = \"watch\"\nmode = \"audit\"\nallow_cidrs = [\"{ALLOWED4}\"]\n",
             pod_glob("pinging")
         ),
     );
@@ -551,12 +553,14 @@ fn ping_and_raw_sockets_open_only_under_the_policys_opt_in() {
         echoes(&env, "pinging", true, &[&ra4, &ro4]),
     ]
     .concat();
+    let audited = echoes(&env, "watch", false, &[&a4]);
     let other =
         recorder.count(&format!("ping4-{OTHER4}")) + recorder.count(&format!("raw4-{OTHER4}"));
     println!(
         "figure: without the opt-ins the sandbox's ping and the pod's raw sockets saw \
          {refused:?}; with them, to the validated and the unvalidated address: {allowed:?}, \
-         and {other} echo request(s) to the unvalidated address reached the host"
+         and {other} echo request(s) to the unvalidated address reached the host; under \
+         audit: {audited:?}"
     );
     assert_eq!(
         refused, ["EPERM"; 4],
@@ -593,6 +597,10 @@ fn ping_and_raw_sockets_open_only_under_the_policys_opt_in() {
         "an echo reached the unvalidated {OTHER4}: {:?}",
         recorder.arrivals()
     );
+    assert_eq!(audited, ["REPLY"], "an audit policy's ping socket opens");
+    env.wait_event("the audited ping socket", |e| {
+        e["hook"] == "sock_create" && e["policy"] == "watch" && e["verdict"] == "audit"
+    });
     env.wait_event("the echo to the unvalidated address dropped", |e| {
         e["hook"] == "skb_egress" && e["reason"] == "not_allowed" && e["dst"] == OTHER4
     });
