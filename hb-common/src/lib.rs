@@ -1017,8 +1017,7 @@ pub mod reason {
     /// packet hook skips): a UDP-Lite socket (its `connect` has no cgroup hook, nor has
     /// any of its sends the guard's port rules), `SO_BROADCAST` on a socket other than
     /// UDP (a ping socket's `sendto` has no cgroup hook), a ping socket or a raw socket
-    /// under a policy without [`POLICY_ICMP_ECHO`] or [`POLICY_RAW_SOCKETS`] (at
-    /// `sock_create`, the event's `port` holding the socket's type: 2 datagram, 3 raw).
+    /// under a policy without [`POLICY_ICMP_ECHO`] or [`POLICY_RAW_SOCKETS`].
     pub const UNJUDGED_SEND: u32 = 16;
 
     pub const fn name(reason: u32) -> &'static str {
@@ -1077,7 +1076,8 @@ pub struct Event {
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, …).
     pub protocol: u16,
     /// Destination port, host order (0 where the protocol has none); for
-    /// [`hook::SETSOCKOPT`], the refused option ([`sockopt_port`]).
+    /// [`hook::SETSOCKOPT`], the refused option ([`sockopt_port`]); for
+    /// [`hook::SOCK_CREATE`], the refused socket's type (1 stream, 2 datagram, 3 raw).
     pub port: u16,
     pub _pad: u16,
     /// Destination, network order; IPv4 in the first four bytes.
