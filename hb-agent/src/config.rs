@@ -1532,6 +1532,22 @@ pub struct PolicyConfig {
     /// fall back to TCP).
     #[serde(default)]
     pub allow_quic: bool,
+    /// Whether sandboxes under this policy may open ping sockets (`SOCK_DGRAM`,
+    /// `IPPROTO_ICMP`/`IPPROTO_ICMPV6`, where `net.ipv4.ping_group_range` admits their
+    /// group; default false: `socket()` fails with EPERM, reason `unjudged_send`). With
+    /// it, echoes reach validated addresses only (`cgroup_skb/egress` judges them), but an
+    /// echo to an IPv4 multicast group reaches the host's raw ICMP listeners: the kernel
+    /// loops that copy to the host before any hook judges it.
+    #[serde(default)]
+    pub icmp_echo: bool,
+    /// Whether sandboxes under this policy that hold `CAP_NET_RAW` (a pod may; `sandbox
+    /// run` never grants it) may open raw sockets (default false: EPERM, reason
+    /// `unjudged_send`). With it, their packets reach validated addresses only, but a
+    /// packet to an IPv4 multicast group or broadcast address, written whole, reaches the
+    /// host's listeners of any protocol (the copy the kernel loops to the host is judged
+    /// by no hook), and a raw socket hears the packets of every protocol it names.
+    #[serde(default)]
+    pub raw_sockets: bool,
     /// Decoy handles planted beside the first handle of each execution and account
     /// (0-16, default 0): listed with the caller's real handles by `GET /v1/handles`,
     /// indistinguishable from them, standing for no credential. Any use of one is the
@@ -2898,6 +2914,23 @@ mod tests {
             "the Secret's mount path in daemonset.yaml"
         );
         assert!(c.policies.iter().any(|p| p.name.get_ref() == "default"));
+    }
+
+    #[test]
+    fn ping_and_raw_sockets_are_refused_unless_a_policy_opts_in() {
+        let c = Config::parse(
+            "[[policy]]\nname = \"a\"\n[[policy]]\nname = \"b\"\nicmp_echo = true\nraw_sockets = true\n",
+            "t",
+        )
+        .expect("valid opt-ins");
+        assert!(!c.policies[0].icmp_echo && !c.policies[0].raw_sockets);
+        assert!(c.policies[1].icmp_echo && c.policies[1].raw_sockets);
+        let d = Config::parse(DEFAULT_TOML, "t").expect("the embedded default");
+        assert!(d.policies.iter().all(|p| !p.icmp_echo && !p.raw_sockets));
+        let err = Config::parse("[[policy]]\nname = \"a\"\nicmp_echo = \"yes\"\n", "t")
+            .expect_err("a string for a switch")
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("bool"), "{err}");
     }
 
     #[test]

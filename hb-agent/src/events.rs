@@ -341,6 +341,9 @@ impl std::fmt::Display for EventRecord {
         } else if self.hook == hook::name(hook::SETSOCKOPT) {
             // A refused socket option has no destination: show its level and name.
             format!("option={}:{}", self.port >> 8, self.port & 0xff)
+        } else if self.hook == hook::name(hook::SOCK_CREATE) {
+            // Nor has a refused socket: its type (2 datagram, 3 raw).
+            format!("type={}", self.port)
         } else if self.family == "ipv6" {
             format!("[{}]:{}", self.dst, self.port)
         } else {

@@ -17,8 +17,9 @@ use aya::maps::{
 use hb_common::{
     Allow4Key, Allow6Key, CgroupStats, Counter, DnsConfig, Enrollment, EventRate, EventRateKey,
     EventSeenKey, GuardConfig, GuardPortKey, HeldEvent, Nat64Key, POLICY_AUDIT, POLICY_GUARD,
-    POLICY_GUARD_ALL, POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS, POLICY_QUIC, PolicyCidr4,
-    PolicyCidr6, PolicyInfo, limits, map_names, pin_dirs, rule,
+    POLICY_GUARD_ALL, POLICY_ICMP_ECHO, POLICY_IN_USE, POLICY_INBOUND, POLICY_PREFIX_BITS,
+    POLICY_QUIC, POLICY_RAW_SOCKETS, PolicyCidr4, PolicyCidr6, PolicyInfo, limits, map_names,
+    pin_dirs, rule,
 };
 use ipnet::IpNet;
 
@@ -156,6 +157,10 @@ pub struct LoadedPolicy {
     pub inbound: bool,
     /// `guard = true`: its connects on guard ports go through the egress guard.
     pub guard: bool,
+    /// `icmp_echo = true`: its sandboxes may open ping sockets.
+    pub icmp_echo: bool,
+    /// `raw_sockets = true`: its sandboxes (with `CAP_NET_RAW`) may open raw sockets.
+    pub raw_sockets: bool,
 }
 
 impl Maps {
@@ -329,6 +334,8 @@ impl Maps {
             audit: info.flags & POLICY_AUDIT != 0,
             inbound: info.flags & POLICY_INBOUND != 0,
             guard: info.flags & POLICY_GUARD != 0,
+            icmp_echo: info.flags & POLICY_ICMP_ECHO != 0,
+            raw_sockets: info.flags & POLICY_RAW_SOCKETS != 0,
         }))
     }
 
@@ -388,6 +395,12 @@ impl Maps {
             }
             if p.guard && p.guard_all_ports {
                 info.flags |= POLICY_GUARD_ALL;
+            }
+            if p.icmp_echo {
+                info.flags |= POLICY_ICMP_ECHO;
+            }
+            if p.raw_sockets {
+                info.flags |= POLICY_RAW_SOCKETS;
             }
             info.name[..name.len()].copy_from_slice(name.as_bytes());
             self.policies

@@ -410,6 +410,14 @@ pub const POLICY_QUIC: u32 = 16;
 /// `guard_all_ports = true`: a guarded policy's TCP connects to allowed destinations go
 /// through the guard on every port, not only its `guard_ports`.
 pub const POLICY_GUARD_ALL: u32 = 32;
+/// `icmp_echo = true`: sandboxes under the policy may open ping sockets (`SOCK_DGRAM`,
+/// `IPPROTO_ICMP`/`IPPROTO_ICMPV6`). Without it `cgroup/sock_create` refuses them
+/// (`reason::UNJUDGED_SEND`): their `sendto` runs no cgroup hook, and an echo to an
+/// IPv4 multicast group is looped to the host's listeners before the packet hook.
+pub const POLICY_ICMP_ECHO: u32 = 64;
+/// `raw_sockets = true`: sandboxes under the policy (those holding `CAP_NET_RAW`) may
+/// open raw sockets (`SOCK_RAW`, any protocol), refused otherwise as ping sockets are.
+pub const POLICY_RAW_SOCKETS: u32 = 128;
 
 /// Key of [`map_names::ALLOW4`]: one validated address for one policy.
 #[repr(C)]
@@ -1008,7 +1016,8 @@ pub mod reason {
     /// broadcast address: `ip_mc_output` loops its copy with no socket, which the
     /// packet hook skips): a UDP-Lite socket (its `connect` has no cgroup hook, nor has
     /// any of its sends the guard's port rules), `SO_BROADCAST` on a socket other than
-    /// UDP (a ping socket's `sendto` has no cgroup hook).
+    /// UDP (a ping socket's `sendto` has no cgroup hook), a ping socket or a raw socket
+    /// under a policy without [`POLICY_ICMP_ECHO`] or [`POLICY_RAW_SOCKETS`].
     pub const UNJUDGED_SEND: u32 = 16;
 
     pub const fn name(reason: u32) -> &'static str {
@@ -1067,7 +1076,8 @@ pub struct Event {
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, …).
     pub protocol: u16,
     /// Destination port, host order (0 where the protocol has none); for
-    /// [`hook::SETSOCKOPT`], the refused option ([`sockopt_port`]).
+    /// [`hook::SETSOCKOPT`], the refused option ([`sockopt_port`]); for
+    /// [`hook::SOCK_CREATE`], the refused socket's type (1 stream, 2 datagram, 3 raw).
     pub port: u16,
     pub _pad: u16,
     /// Destination, network order; IPv4 in the first four bytes.

@@ -73,10 +73,14 @@
 //! to TCP on the error (Go does). An SMC socket (`IPPROTO_SMC`) is refused too (reason
 //! `sockets_max`): it is released by `smc_release`, never `inet_release`, so its place
 //! could never be given back.
-//! UDP-Lite: a sandbox in any network namespace may open no `IPPROTO_UDPLITE` socket
-//! (EPERM, reason `unjudged_send`): its `connect` runs no cgroup hook, and the copy of
-//! an IPv4 multicast or broadcast datagram the kernel loops to the host's listeners is
-//! judged by no packet hook (see [`udplite`]).
+//! Unjudged sends: a sandbox in any network namespace may open no `IPPROTO_UDPLITE`
+//! socket, and no ping socket (`SOCK_DGRAM`, `IPPROTO_ICMP`/`IPPROTO_ICMPV6`) or raw
+//! socket (`SOCK_RAW`, any protocol) unless its policy opts in (`POLICY_ICMP_ECHO`,
+//! `POLICY_RAW_SOCKETS`): EPERM, reason `unjudged_send`. No socket hook judges where
+//! their datagrams go (UDP-Lite's `connect`, a ping or raw socket's `sendto`), and the
+//! copy of an IPv4 multicast or broadcast datagram the kernel loops to the host's
+//! listeners is judged by no packet hook either (see [`unjudged`]). An opted-in socket is
+//! counted as any other.
 //! Every TCP socket reaches CLOSE before it is freed (`inet_csk_destroy_sock` requires it),
 //! through `tcp_set_state`, which reports it to a socket whose state callback is on.
 //! Fail closed: a sandbox whose count cannot be kept (map full) or whose socket cannot
@@ -101,7 +105,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
     programs::{SockContext, SockOpsContext},
 };
-use hb_common::{Counter, hook, limits, reason, verdict};
+use hb_common::{Counter, POLICY_ICMP_ECHO, POLICY_RAW_SOCKETS, hook, limits, reason, verdict};
 
 use crate::{
     policy::{self, Report},
@@ -115,6 +119,12 @@ const IPPROTO_MPTCP: u32 = 262;
 const IPPROTO_SMC: u32 = 256;
 /// `IPPROTO_UDPLITE` (include/uapi/linux/in.h).
 const IPPROTO_UDPLITE: u32 = 136;
+/// `IPPROTO_ICMP` and `IPPROTO_ICMPV6`: on a socket that is not raw, a ping socket
+/// (`inetsw_array`, `inetsw6_array`: the only other sockets of these protocols).
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u32 = 58;
+/// `SOCK_RAW` (include/linux/net.h).
+const SOCK_RAW: u32 = 3;
 
 const ALLOW: i32 = 1;
 const REFUSE: i32 = 0;
@@ -188,13 +198,21 @@ const CGROUP_ID: u64 = CLOSED - 1;
 
 /// Counts a new internet socket of a sandbox in the agent's network namespace against
 /// its governing cgroup and the node; refuses it (EPERM, an event) past `sockets_max` or
-/// `sockets_node_max`, and a sandbox's UDP-Lite socket in any namespace.
+/// `sockets_node_max`, and in any namespace a sandbox's socket whose sends no hook
+/// judges ([`unjudged`]).
 #[cgroup_sock(sock_create)]
 pub fn hb_sock_create(ctx: SockContext) -> i32 {
     // SAFETY: 4-byte reads of fields every cgroup sock program may read.
-    let (family, protocol) = unsafe { ((*ctx.sock).family, (*ctx.sock).protocol) };
-    if protocol == IPPROTO_UDPLITE {
-        return udplite(&ctx, family, protocol);
+    let (family, kind, protocol) =
+        unsafe { ((*ctx.sock).family, (*ctx.sock).type_, (*ctx.sock).protocol) };
+    // TCP and UDP pass four compares here; anything else meets the enrollment lookup.
+    if (kind == SOCK_RAW
+        || protocol == IPPROTO_ICMP
+        || protocol == IPPROTO_ICMPV6
+        || protocol == IPPROTO_UDPLITE)
+        && let Some(refused) = unjudged(&ctx, family, kind, protocol)
+    {
+        return refused;
     }
     let max = MAX.get(0).copied().unwrap_or(0);
     let node_max = NODE.get(NODE_MAX).copied().unwrap_or(0);
@@ -223,33 +241,56 @@ pub fn hb_sock_create(ctx: SockContext) -> i32 {
         };
         why
     };
-    refuse(&ctx, cgroup_id, e.policy_id, why, family, protocol)
+    refuse(&ctx, cgroup_id, e.policy_id, why, family, kind, protocol)
 }
 
-/// A UDP-Lite socket of a sandbox, in any network namespace: refused (EPERM, reason
-/// `unjudged_send`). Its `connect` runs no cgroup hook (`udplite_prot` has no
-/// `pre_connect`), so a socket connected to an IPv4 multicast or broadcast address
-/// sent datagrams whose looped copy (`ip_mc_output`, no socket) no packet hook sees
-/// to the host's listeners of the group (attack review 27); and the guard's port
-/// rules judge UDP only, so UDP-Lite reached a guarded port of an allowed address.
-/// Deprecated in the kernel, it serves no sandbox.
+/// A sandbox's socket, in any network namespace, whose sends no socket hook judges:
+/// the refusal (EPERM, reason `unjudged_send`), or `None` (not a sandbox's, its policy
+/// opts in, or audits and the refusal was reported: then it is counted as any other
+/// socket).
+///
+/// - A raw socket (`SOCK_RAW`, any protocol; `CAP_NET_RAW`, which a pod may hold):
+///   refused unless `POLICY_RAW_SOCKETS`.
+/// - A ping socket (where `ping_group_range` lets the sandbox's group open one):
+///   refused unless `POLICY_ICMP_ECHO`.
+/// - UDP-Lite: always refused. Its `connect` runs no cgroup hook (`udplite_prot` has no
+///   `pre_connect`), and the guard's port rules judge UDP only, so UDP-Lite reached a
+///   guarded port of an allowed address. Deprecated in the kernel, it serves no
+///   sandbox.
+///
+/// A ping or raw socket's `sendto` runs no hook, and a UDP-Lite socket's connected
+/// sends none either: `cgroup_skb/egress` judges their unicast packets, but the copy of
+/// an IPv4 multicast or broadcast packet the kernel loops to the host's listeners
+/// (`ip_mc_output`, a clone with no socket) skips it, and an echo to a group, a
+/// datagram written whole to one, reached the host's listeners (attack review 27). An
+/// opted-in policy keeps that risk.
 #[inline(always)]
-fn udplite(ctx: &SockContext, family: u32, protocol: u32) -> i32 {
-    let Some((cgroup_id, e)) = policy::current_enrollment() else {
-        return ALLOW;
+fn unjudged(ctx: &SockContext, family: u32, kind: u32, protocol: u32) -> Option<i32> {
+    let (cgroup_id, e) = policy::current_enrollment()?;
+    let opt_in = if kind == SOCK_RAW {
+        POLICY_RAW_SOCKETS
+    } else if protocol == IPPROTO_UDPLITE {
+        0
+    } else {
+        POLICY_ICMP_ECHO
     };
-    refuse(
+    if opt_in != 0 && policy::policy_flags(e.policy_id) & opt_in != 0 {
+        return None;
+    }
+    let verdict = refuse(
         ctx,
         cgroup_id,
         e.policy_id,
         reason::UNJUDGED_SEND,
         family,
+        kind,
         protocol,
-    )
+    );
+    (verdict == REFUSE).then_some(verdict)
 }
 
-/// Refuses (EPERM) a sandbox's new socket for `why`, with an event; in audit mode
-/// reports and lets it pass.
+/// Refuses (EPERM) a sandbox's new socket for `why`, with an event (its `port` the
+/// socket's type); in audit mode reports and lets it pass.
 #[inline(always)]
 fn refuse(
     ctx: &SockContext,
@@ -257,6 +298,7 @@ fn refuse(
     policy_id: u32,
     why: u32,
     family: u32,
+    kind: u32,
     protocol: u32,
 ) -> i32 {
     let verdict = policy::refusal_verdict(policy_id);
@@ -270,7 +312,7 @@ fn refuse(
             reason: why,
             family: family as u16,
             protocol: protocol as u16,
-            port: 0,
+            port: kind as u16,
             addr: [0; 16],
             task_context: true,
         },

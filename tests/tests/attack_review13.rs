@@ -1091,7 +1091,9 @@ print(json.dumps(res))
 /// `nonlocal_source`).
 #[test]
 fn a_ping_socket_bound_to_a_foreign_source_sends_nothing_to_it() {
-    let env = world("ar13-pingspoof");
+    // The policy opts in to ping sockets (refused at `cgroup/sock_create` otherwise, attack
+    // review 27): what is tested is the packet hook's source check.
+    let env = world_with("ar13-pingspoof", "icmp_echo = true\n", &[]);
     nonlocal("sysctl");
     ip_sysctl("net.ipv4.ping_group_range=0 2147483647");
     let secret = format!("exfil-{}", random_suffix());

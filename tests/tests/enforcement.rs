@@ -327,7 +327,12 @@ except OSError as e:
 #[test]
 fn raw_icmp_to_private_addresses_is_dropped_by_skb_egress() {
     private_netns(&lo_addrs());
-    let mut env = TestEnv::new("icmp", &format!("{OPEN_POLICY}{}", pod_glob("open")));
+    // The policy opts in to raw sockets (refused at `cgroup/sock_create` otherwise): what
+    // is tested is the packet hook's verdict.
+    let mut env = TestEnv::new(
+        "icmp",
+        &format!("{OPEN_POLICY}raw_sockets = true\n{}", pod_glob("open")),
+    );
     env.start_agent();
     let host = Command::new(python())
         .args(["-c", PY_PING, "10.0.0.1"])

@@ -351,13 +351,17 @@ while select.select([r], [], [], 0)[0]:
 print("accepted 0 datagrams", seen, flush=True)
 "#;
 
+/// A policy like `closed` (no `inbound`) whose sandboxes may open raw sockets, which
+/// `cgroup/sock_create` refuses otherwise (attack review 27).
+const RAW: &str = "\n[[policy]]\nname = \"raw\"\nraw_sockets = true\n";
+
 /// The raw socket is held by root with every capability in a pod the agent enrolled by a
-/// `[[sandbox]]` glob (a Kubernetes pod may hold CAP_NET_RAW); `sandbox run`, even with
-/// `--user 0`, cannot open one at all.
+/// `[[sandbox]]` glob (a Kubernetes pod may hold CAP_NET_RAW) under a policy that lets it
+/// open one; `sandbox run`, even with `--user 0`, cannot open one at all.
 #[test]
 fn a_raw_socket_hears_nothing_from_outside() {
-    let (env, _dns) = world("in-raw", &pod_glob("closed"));
-    let pod = env.root_pod("closed");
+    let (env, _dns) = world("in-raw", &format!("{RAW}{}", pod_glob("raw")));
+    let pod = env.root_pod("raw");
     let server = SandboxServer::in_pod(&pod, PY_RAW, &[V4.client]);
     // Nothing listens on port 9: the kernel answers with a reset, the raw socket would
     // still have heard the SYN.
@@ -375,7 +379,7 @@ fn a_raw_socket_hears_nothing_from_outside() {
         "sandbox",
         "run",
         "--policy",
-        "closed",
+        "raw",
         "--user",
         "0",
         "--",

@@ -245,7 +245,8 @@ fn routing_headers_and_source_routes_never_leave_a_sandbox() {
     let mut env = TestEnv::new(
         "srcroute",
         &format!(
-            "[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"narrow\"\nallow_cidrs = [\"{ALLOWED4}\", \"{ALLOWED6}/128\"]\n{}",
+            "[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"narrow\"\nallow_cidrs = [\"{ALLOWED4}\", \"{ALLOWED6}/128\"]\n\
+             raw_sockets = true\n{}",
             pod_glob("narrow")
         ),
     );
@@ -489,10 +490,13 @@ fn ping_sockets_reach_only_validated_addresses() {
     // What most distributions set (systemd: "0 2147483647"), here in this namespace only;
     // it governs ICMPv6 ping sockets too.
     sysctl("net.ipv4.ping_group_range=0 2147483647");
+    // The policy opts in to ping and raw sockets, which `cgroup/sock_create` refuses
+    // otherwise (attack review 27): what is tested is the packet hook's verdict.
     let mut env = TestEnv::new(
         "pingsock",
         &format!(
-            "[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"dns\"\n{}",
+            "[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"dns\"\nicmp_echo = true\n\
+             raw_sockets = true\n{}",
             pod_glob("dns")
         ),
     );
@@ -617,7 +621,7 @@ fn established_flows_outlive_their_address_but_new_flows_do_not() {
     sysctl("net.ipv4.ping_group_range=0 2147483647");
     let mut env = TestEnv::new(
         "held",
-        &format!("[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"dns\"\n"),
+        &format!("[egress]\n{EXCEPTIONS}\n\n[[policy]]\nname = \"dns\"\nicmp_echo = true\n"),
     );
     env.start_agent();
     let id = env.policy_id("dns");

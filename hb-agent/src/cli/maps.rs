@@ -169,6 +169,8 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
                     ("name", json!(p.name)),
                     ("mode", json!(if p.audit { "audit" } else { "enforce" })),
                     ("inbound", json!(p.inbound)),
+                    ("icmp_echo", json!(p.icmp_echo)),
+                    ("raw_sockets", json!(p.raw_sockets)),
                 ]));
             }
         }

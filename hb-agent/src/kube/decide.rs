@@ -117,7 +117,8 @@ impl Policies {
 }
 
 /// The strictest configured policy: enforce mode before audit, then the fewest ways
-/// out (allowed domains, CIDRs, write domains, integrations, inbound), then the name.
+/// out (allowed domains, CIDRs, write domains, integrations, inbound, QUIC, ping and raw
+/// sockets), then the name.
 /// Config validation guarantees at least one policy when `[kubernetes]` is enabled.
 pub fn strictest(policies: &[PolicyConfig]) -> String {
     policies
@@ -128,7 +129,9 @@ pub fn strictest(policies: &[PolicyConfig]) -> String {
                 + p.write_domains.len()
                 + p.integrations.len()
                 + usize::from(p.inbound)
-                + usize::from(p.allow_quic);
+                + usize::from(p.allow_quic)
+                + usize::from(p.icmp_echo)
+                + usize::from(p.raw_sockets);
             let audit = p.mode == crate::config::PolicyMode::Audit;
             (audit, openings, p.name.get_ref().clone())
         })
