@@ -93,7 +93,7 @@ class H(TlsHandler):
 /// The attacker's side: for each form `f` (its index `i`), `hb.request` to the path the
 /// Python expression `path` gives, with the handle of account `account` (an expression
 /// too), and the answer's body decoded as its form says (nothing when it does not
-/// decode): `{f: [status or error code, decoded]}`.
+/// decode): `{f: [status or error code, decoded, whether the body holds a marker]}`.
 fn attacker_script(path: &str, account: &str) -> String {
     format!(
         r#"
@@ -130,7 +130,7 @@ for i, f in enumerate({FORMS:?}):
         decoded = decode(f, r["body"]) if r.get("status") == 200 else ""
     except Exception as e:
         decoded = ""
-    out[f] = [r.get("status", r.get("error")), decoded]
+    out[f] = [r.get("status", r.get("error")), decoded, "[REDACTED:" in r.get("body", "")]
 print(json.dumps(out))
 "#
     )
@@ -197,7 +197,8 @@ impl World {
 }
 
 /// The forms whose decoded answer holds `key(i)` (ASCII case ignored), and each
-/// form's outcome (a status or an error code).
+/// form's outcome (a status or an error code). Asserts that every answer is a 200
+/// with the key's place redacted, or a refusal.
 fn given_back(
     got: &serde_json::Value,
     key: impl Fn(usize) -> String,
@@ -210,6 +211,11 @@ fn given_back(
             back.push(*f);
         }
         outcomes.push(format!("{f}: {}", got[f][0]));
+        assert!(
+            got[f][0] != 200 || got[f][2] == true || back.contains(f),
+            "{f}: a 200 without the key and without a marker: {}",
+            got[f]
+        );
     }
     (back, outcomes)
 }

@@ -86,11 +86,11 @@ impl Squeezed {
                 i += 1;
                 continue;
             }
-            if let Some(fold) = folds.next_if(|f| f.start <= i) {
-                if fold.start == i {
-                    i = fold.end;
-                    continue;
-                }
+            // A break passed over inside an escape is done with.
+            let fold = folds.next_if(|f| f.start <= i);
+            if let Some(end) = fold.filter(|f| f.start == i).map(|f| f.end) {
+                i = end;
+                continue;
             }
             if let Some(len) = invisible_at(&input[i..]) {
                 i += len;
