@@ -220,36 +220,52 @@ fn given_back(
     (back, outcomes)
 }
 
-/// Another tenant's key, put in each form by the provider in an answer to the
-/// attacker's own call, never comes back decodable.
-#[test]
-fn another_tenants_key_in_a_decodable_form_never_comes_back() {
-    let w = World::start("scrubforms-other");
-    let script = attacker_script(r#""/other/%s/%d" % (f, i)"#, r#""bot""#);
+/// Runs the attack in a world of its own (`name`): the attacker asks for each form at
+/// `path` with the handle of `account` (Python expressions of `f` and `i`, see
+/// [`attacker_script`]); prints and asserts that no form gave `whose` key (`key(i)`)
+/// back.
+fn assert_never_given_back(
+    name: &str,
+    path: &str,
+    account: &str,
+    key: impl Fn(usize) -> String,
+    whose: &str,
+) {
+    let w = World::start(name);
+    let script = attacker_script(path, account);
     let got = nobody_broker_client(&w.env, "web", &script, &[]);
-    let (back, outcomes) = given_back(&got, victim);
+    let (back, outcomes) = given_back(&got, key);
     println!(
-        "figure: forms that gave another tenant's key back: {} of {} {back:?} ({})",
+        "figure: forms that gave {whose} key back: {} of {} {back:?} ({})",
         back.len(),
         FORMS.len(),
         outcomes.join(", ")
     );
-    assert!(back.is_empty(), "another tenant's key came back: {back:?}");
+    assert!(back.is_empty(), "{whose} key came back: {back:?}");
+}
+
+/// Another tenant's key, put in each form by the provider in an answer to the
+/// attacker's own call, never comes back decodable.
+#[test]
+fn another_tenants_key_in_a_decodable_form_never_comes_back() {
+    assert_never_given_back(
+        "scrubforms-other",
+        r#""/other/%s/%d" % (f, i)"#,
+        r#""bot""#,
+        victim,
+        "another tenant's",
+    );
 }
 
 /// The caller's own key, echoed by the provider in each form (an account each), never
 /// comes back decodable.
 #[test]
 fn the_callers_own_key_echoed_in_a_decodable_form_never_comes_back() {
-    let w = World::start("scrubforms-own");
-    let script = attacker_script(r#""/own/" + f"#, r#""e%d" % i"#);
-    let got = nobody_broker_client(&w.env, "web", &script, &[]);
-    let (back, outcomes) = given_back(&got, own);
-    println!(
-        "figure: forms that gave the caller's own key back: {} of {} {back:?} ({})",
-        back.len(),
-        FORMS.len(),
-        outcomes.join(", ")
+    assert_never_given_back(
+        "scrubforms-own",
+        r#""/own/" + f"#,
+        r#""e%d" % i"#,
+        own,
+        "the caller's own",
     );
-    assert!(back.is_empty(), "the caller's key came back: {back:?}");
 }

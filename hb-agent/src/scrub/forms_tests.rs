@@ -3,7 +3,8 @@
 //! byte escaped (`\xNN`, octal `\NNN`, Python's `repr`, `xxd -i`), base32 in either
 //! alphabet at each byte offset, reversed, ROT13. Each is planted inside a longer text,
 //! encoded here, and the test asserts that a live redaction covers every byte that
-//! depends on the value alone, whole-buffer and streamed in 1- and 7-byte chunks.
+//! depends on the value alone, whole-buffer and streamed in 1- and 7-byte chunks
+//! (`stacked_tests`'s check).
 //! (Invisible separators and short hard wraps are read by the spread view: `spread`'s
 //! tests.)
 
@@ -12,61 +13,13 @@ use std::ops::Range;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::*;
-use crate::secret::Secret;
+use super::stacked_tests::{assert_cut, scrubber};
 
 /// Synthetic values: mixed-case ASCII with a symbol, a hex key (whole in either case),
 /// and non-ASCII text.
 const MIXED: &str = "Zq8kLm2vX9pQ-live-7a6b5c4d";
 const HEX_KEY: &str = "7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d";
 const WIDE: &str = "pä$$wörd-Zq8k€-live";
-
-fn scrubber(values: &[&str]) -> Scrubber {
-    let s = Scrubber::new();
-    for v in values {
-        s.register("live_secret", &Secret::new(v.as_bytes().to_vec()))
-            .expect("registered");
-    }
-    s
-}
-
-fn stream_in(s: &Scrubber, input: &[u8], chunk: usize) -> Vec<u8> {
-    let mut stream = s.stream();
-    let mut out = Vec::new();
-    for c in input.chunks(chunk) {
-        stream.push(c, &mut out);
-    }
-    stream.finish(&mut out);
-    out
-}
-
-/// Asserts that scrubbing `encoded` redacts all of `must` as a live value, that no
-/// form is left, and that streams agree.
-fn assert_cut(s: &Scrubber, encoded: &[u8], must: Range<usize>, what: &str) {
-    assert!(
-        must.end <= encoded.len() && must.len() >= 8,
-        "{what}: bad range"
-    );
-    let out = s.scrub(encoded);
-    assert!(
-        out.redactions.iter().any(|r| r.family == "live_secret"
-            && r.offset <= must.start
-            && r.offset + r.len >= must.end),
-        "{what}: {must:?} not covered by {:?}",
-        out.redactions
-    );
-    assert!(
-        s.matching(&out.bytes, Sees::All).is_empty(),
-        "{what}: a form is left"
-    );
-    for chunk in [1, 7] {
-        // Not `assert_eq!`: a failure would print what may hold the value.
-        assert!(
-            stream_in(s, encoded, chunk) == out.bytes,
-            "{what}: chunk {chunk}"
-        );
-    }
-}
 
 /// `lead`, then `value` as `encode` writes it, then a tail: the text and where the
 /// value's encoding sits in it.

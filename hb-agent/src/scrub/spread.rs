@@ -237,7 +237,9 @@ const MAX_FOLD: usize = 16;
 /// The line breaks of `input` that a hard wrap at a narrow width put inside its text
 /// (`fold -w 4`, a value cut every few characters): in each run of two or more
 /// consecutive lines of the same width (1 to [`MAX_FOLD`] bytes, `\r` not counted) that
-/// hold no space or tab and are not one character repeated (a heading's `=====`), the
+/// hold no space or tab and are not one character repeated three or more times (a
+/// heading's `=====`, a fence's ```) nor a
+/// markup tag (`</body>` above `</html>`), the
 /// breaks between them, and those joining the run to a non-empty line right before it
 /// (where the wrapped text may start, after a label) and right after it (the wrap's
 /// last, shorter line). In order, each `\n` or `\r\n`. Text without such a run (prose,
@@ -265,8 +267,16 @@ fn fold_breaks(input: &[u8]) -> Vec<Range<usize>> {
     let piece = |l: &(usize, usize, usize)| {
         let text = &input[l.0..l.1];
         let spaced = text.iter().any(|&b| b == b' ' || b == b'\t');
-        let repeated = text.len() > 1 && text.iter().all(|&b| b == text[0]);
-        if spaced || repeated { 0 } else { text.len() }
+        // Three or more (a fence's ```): a value cut every 2 characters often has a
+        // piece `44`.
+        let repeated = text.len() > 2 && text.iter().all(|&b| b == text[0]);
+        // `</body>` above `</html>` ends every page.
+        let tag = text.first() == Some(&b'<') && text.last() == Some(&b'>');
+        if spaced || repeated || tag {
+            0
+        } else {
+            text.len()
+        }
     };
     let mut breaks: Vec<Range<usize>> = Vec::new();
     // A line's break, once.
@@ -752,8 +762,11 @@ mod tests {
         assert_eq!(breaks, [&b"\n"[..], b"\r\n", b"\n"]);
         let sq = Squeezed::of(text).expect("folded");
         assert_eq!(sq.bytes(), b"head: abcdefghijkl\n\nlast");
+        // A piece of one character repeated, short, is a piece.
+        assert_eq!(fold_breaks(b"k: vk\n44\n-a\n7").len(), 3);
         // Headings' underlines, indented code and lines with spaces are no run.
-        let markup = "Title\n=====\n\nSection\n-------\n  if x:\n  pass\na b\nc d\n";
+        let markup =
+            "Title\n=====\n\nSection\n-------\n  if x:\n  pass\na b\nc d\n</body>\n</html>\n";
         assert!(fold_breaks(markup.as_bytes()).is_empty());
         // Lines wider than a narrow wrap are left to the scan of wrapped base64.
         let wide = "0123456789abcdefgh\n0123456789abcdefgh\nend";
