@@ -303,7 +303,9 @@ fn window(bytes: &[u8]) -> [u8; WINDOW] {
 /// the stacked forms: percent-encoded base64 ([`percent_base64`]) and, for text, UTF-32
 /// and the encodings of UTF-16 and UTF-32 and the escapes of every character
 /// ([`stacked_text`]); and the value's bytes printed as a list of numbers
-/// ([`byte_lists`]). Duplicates removed.
+/// ([`byte_lists`]), as escapes of every byte ([`byte_escapes`]), in base32
+/// ([`base32_cores`]), upper- and lower-cased ([`recased`]), reversed and in ROT13
+/// ([`rearranged`]). Duplicates removed.
 ///
 /// All of them are patterns of the one live scan: clean text gets no extra pass (the
 /// sampler looks at the same positions whatever the forms; more forms only set more of
@@ -355,6 +357,10 @@ pub(super) fn forms(value: &[u8]) -> Vec<Secret> {
         out.extend(read_as_latin1(value));
     }
     out.extend(byte_lists(value));
+    out.extend(byte_escapes(value));
+    out.extend(base32_cores(value));
+    out.extend(recased(value));
+    out.extend(rearranged(value));
     out.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
     out.dedup_by(|a, b| a.as_slice() == b.as_slice());
     out.into_iter()
@@ -602,6 +608,126 @@ fn byte_lists(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     out
 }
 
+/// The value's bytes as escapes that a caller decodes by evaluating a literal:
+/// - every byte as `\xNN` (lower- and upper-case hex: a C or Python string literal,
+///   `echo -e`) or as octal `\NNN` (C, `printf '%b'`);
+/// - Python's `repr` of the bytes (printable ASCII kept, `\\` and `\'` escaped, the
+///   rest `\xNN`): the same as the value unless it holds other bytes;
+/// - a C array initializer, `0x41, 0x42` (`xxd -i`) and `0x41,0x42`.
+///
+/// At most six bytes per value byte (`0x41, `), as the other forms.
+fn byte_escapes(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    fn each(value: &[u8], mut write: impl FnMut(&mut Vec<u8>, u8)) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 6));
+        for &b in value {
+            write(&mut out, b);
+        }
+        out
+    }
+    fn hex_escape(out: &mut Vec<u8>, b: u8, digits: &[u8; 16]) {
+        out.extend_from_slice(&[
+            b'\\',
+            b'x',
+            digits[usize::from(b >> 4)],
+            digits[usize::from(b & 15)],
+        ]);
+    }
+    let mut out = Vec::new();
+    for digits in [LOWER, UPPER] {
+        out.push(each(value, |out, b| hex_escape(out, b, digits)));
+    }
+    out.push(each(value, |out, b| {
+        out.extend_from_slice(&[b'\\', b'0' + (b >> 6), b'0' + (b >> 3 & 7), b'0' + (b & 7)]);
+    }));
+    out.push(each(value, |out, b| match b {
+        b'\\' | b'\'' => out.extend_from_slice(&[b'\\', b]),
+        b' '..=b'~' => out.push(b),
+        _ => hex_escape(out, b, LOWER),
+    }));
+    for sep in [&b", "[..], b","] {
+        let mut list = each(value, |out, b| {
+            out.extend_from_slice(&[
+                b'0',
+                b'x',
+                LOWER[usize::from(b >> 4)],
+                LOWER[usize::from(b & 15)],
+            ]);
+            out.extend_from_slice(sep);
+        });
+        let len = list.len() - sep.len();
+        list.truncate(len);
+        out.push(list);
+    }
+    out
+}
+
+/// The base32 characters (RFC 4648, the standard alphabet and the "extended hex" one,
+/// upper case) that depend on `value`'s bits alone when it starts at each of the five
+/// byte offsets of a 5-byte group: whatever surrounds it, padded or not, an encoding
+/// holds these (as [`base64_core`] for base64).
+fn base32_cores(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    let mut out = Vec::new();
+    for encoding in [
+        &data_encoding::BASE32_NOPAD,
+        &data_encoding::BASE32HEX_NOPAD,
+    ] {
+        for offset in 0..5 {
+            let mut buf = Zeroizing::new(vec![0u8; offset]);
+            buf.extend_from_slice(value);
+            buf.extend_from_slice(&[0; 4]);
+            let encoded = Zeroizing::new(encoding.encode(&buf));
+            // Character i covers bits [5i, 5i + 5).
+            let first = (8 * offset).div_ceil(5);
+            let end = 8 * (offset + value.len()) / 5;
+            out.push(Zeroizing::new(encoded.as_bytes()[first..end].to_vec()));
+        }
+    }
+    out
+}
+
+/// The value upper- and lower-cased whole (ASCII letters; an API that normalises case
+/// gives the value back this way, and a hex or base32 key is whole in either), each raw,
+/// in hex (both cases) and as the standard base64 characters fixed at each byte offset.
+/// None when the value has no letter to change.
+fn recased(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    let mut out = Vec::new();
+    for cased in [value.to_ascii_uppercase(), value.to_ascii_lowercase()] {
+        let cased = Zeroizing::new(cased);
+        if *cased == value {
+            continue;
+        }
+        for upper in [false, true] {
+            out.push(hex(&cased, upper));
+        }
+        for offset in 0..3 {
+            out.push(base64_core(&STANDARD_NO_PAD, &cased, offset));
+        }
+        out.push(cased);
+    }
+    out
+}
+
+/// The value's characters reversed (bytes, when it is not UTF-8), and ROT13 of its
+/// ASCII letters (when it has any): no encoder writes these, but an upstream that
+/// echoes a request header may, and the caller undoes them at once.
+fn rearranged(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    let reversed: Zeroizing<Vec<u8>> = match std::str::from_utf8(value) {
+        Ok(text) => into_bytes(Zeroizing::new(text.chars().rev().collect())),
+        Err(_) => Zeroizing::new(value.iter().rev().copied().collect()),
+    };
+    let rot13 = Zeroizing::new(
+        value
+            .iter()
+            .map(|&b| match b {
+                b'a'..=b'z' => b'a' + (b - b'a' + 13) % 26,
+                b'A'..=b'Z' => b'A' + (b - b'A' + 13) % 26,
+                _ => b,
+            })
+            .collect(),
+    );
+    vec![reversed, rot13]
+}
+
 const UPPER: &[u8; 16] = b"0123456789ABCDEF";
 const LOWER: &[u8; 16] = b"0123456789abcdef";
 
@@ -843,6 +969,78 @@ mod tests {
             .flat_map(u16::to_le_bytes)
             .collect();
         assert!(has(&forms, &hex16));
+    }
+
+    /// A value's bytes escaped one by one, as C and Python literals and `xxd -i` write
+    /// them.
+    #[test]
+    fn a_value_escaped_byte_by_byte_is_a_form() {
+        let forms = forms("p'ö\\".as_bytes());
+        for escaped in [
+            r"\x70\x27\xc3\xb6\x5c",
+            r"\x70\x27\xC3\xB6\x5C",
+            r"\160\047\303\266\134",
+            r"p\'\xc3\xb6\\",
+            "0x70, 0x27, 0xc3, 0xb6, 0x5c",
+            "0x70,0x27,0xc3,0xb6,0x5c",
+        ] {
+            assert!(has(&forms, escaped.as_bytes()), "{escaped}");
+        }
+    }
+
+    /// Base32 of any text holding the value, in either alphabet, padded or not, holds
+    /// one of its base32 forms.
+    #[test]
+    fn base32_cores_are_inside_any_surrounding() {
+        let value = b"Zq8#kLm2-vX9/pQ";
+        let forms = forms(value);
+        for before in 0..7usize {
+            for after in 0..6usize {
+                let mut text = vec![b'x'; before];
+                text.extend_from_slice(value);
+                text.extend(std::iter::repeat_n(b'y', after));
+                for encoding in [
+                    &data_encoding::BASE32,
+                    &data_encoding::BASE32_NOPAD,
+                    &data_encoding::BASE32HEX,
+                ] {
+                    let encoded = encoding.encode(&text);
+                    let found = forms
+                        .iter()
+                        .any(|f| encoded.as_bytes().windows(f.len()).any(|w| w == f.expose()));
+                    assert!(found, "no form inside the base32 of {before}+value+{after}");
+                }
+            }
+        }
+    }
+
+    /// The value with its case changed whole, and those in hex and base64; reversed;
+    /// ROT13.
+    #[test]
+    fn a_value_recased_reversed_or_rotated_is_a_form() {
+        let value = "Zq8kLm2v-X9pQ";
+        let forms = forms(value.as_bytes());
+        let upper = value.to_ascii_uppercase();
+        let lower = value.to_ascii_lowercase();
+        for form in [&upper, &lower, "Qp9X-v2mLk8qZ", "Md8xYz2i-K9cD"] {
+            assert!(has(&forms, form.as_bytes()), "{form}");
+        }
+        for cased in [&upper, &lower] {
+            for hex_upper in [false, true] {
+                assert!(
+                    has(&forms, &hex(cased.as_bytes(), hex_upper)),
+                    "{cased} in hex"
+                );
+            }
+            // In base64, inside a longer text at any offset.
+            for before in 0..3 {
+                let encoded = STANDARD.encode(format!("{}{cased}.", &"ab"[..before]));
+                let found = forms
+                    .iter()
+                    .any(|f| encoded.as_bytes().windows(f.len()).any(|w| w == f.expose()));
+                assert!(found, "{cased} in base64 after {before}");
+            }
+        }
     }
 
     /// A value's bytes as Node, Python, Java, Go, .NET and `od` print a byte array.

@@ -20,6 +20,8 @@ mod effort_tests;
 mod engine;
 pub mod exits;
 mod families;
+#[cfg(test)]
+mod forms_tests;
 mod fragments;
 mod inner;
 mod live;

@@ -12,19 +12,27 @@
 //! a key that way. Only there: elsewhere `=` and two hex digits are ordinary text (a
 //! query's `key=3d…`), and reading them as an escape would break a value spelled plainly.
 //!
+//! Also characters that take no room (zero-width space, joiners, word joiner, BOM, soft
+//! hyphen: [`INVISIBLE`]) put between a value's characters, raw or escaped; and line
+//! breaks of a hard wrap at a narrow width (`fold -w 4`: runs of lines of one width up
+//! to [`MAX_FOLD`], see [`fold_breaks`]), where the value, its base64 or its hex is cut
+//! every few characters (wider base64 is joined by `wrapped` at every exit).
+//!
 //! The live forms hold UTF-16 and UTF-32 of a value and a few whole-value escapes; any
 //! other spacing or mix of escapes matches no form. A [`Squeezed`] view of a buffer
-//! drops every NUL byte and `\u0000` escape and writes every other escape as the
-//! character's UTF-8: a value spread out or escaped in any of these ways is whole in
-//! it, and a span found there maps back to the bytes of the buffer that spell it (whole
-//! escapes), so [`cut_spread`] can redact them there.
+//! drops every NUL byte, `\u0000` escape, invisible character (raw or escaped) and
+//! narrow-wrap line break, and writes every other escape as the character's UTF-8: a
+//! value spread out, escaped or cut in any of these ways is whole in it, and a span
+//! found there maps back to the bytes of the buffer that spell it (whole escapes), so
+//! [`cut_spread`] can redact them there.
 //!
-//! Owns: the NUL-free, unescaped view of one buffer and the way back to the buffer's
-//! bytes.
-//! Must never: be built for a buffer with no NUL byte, no `\u`, no `&#` and no
-//! declaration of quoted-printable (the hot path pays one `memchr` and five `memmem`s
-//! for it), or outlive the scrub that made it
-//! (it holds what the buffer holds).
+//! Owns: the NUL-free, unescaped, unwrapped view of one buffer and the way back to the
+//! buffer's bytes.
+//! Must never: be built for a buffer with no NUL byte, no `\u`, no `&#`, no invisible
+//! character, no run of narrow lines of one width and no declaration of quoted-printable
+//! (the hot path pays one `memchr`, five `memmem`s, a `memchr3` for the invisible
+//! characters' lead bytes and a `memchr` step per line for it), or outlive the scrub
+//! that made it (it holds what the buffer holds).
 
 use std::ops::Range;
 
@@ -51,27 +59,41 @@ const QP_NAMES: [&[u8]; 3] = [
 ];
 
 impl Squeezed {
-    /// The view of `input`; `None` when it holds no NUL byte, no `\u`, no `&#` and no
-    /// declaration of quoted-printable (nothing is spread out or escaped there) or is
-    /// over 4 GiB.
+    /// The view of `input`; `None` when it holds no NUL byte, no `\u`, no `&#`, no
+    /// invisible character, no narrow hard wrap and no declaration of quoted-printable
+    /// (nothing is spread out, escaped or cut there) or is over 4 GiB.
     pub fn of(input: &[u8]) -> Option<Self> {
         let qp = QP_NAMES
             .iter()
             .any(|name| memchr::memmem::find(input, name).is_some());
+        let folds = fold_breaks(input);
         if !qp
+            && folds.is_empty()
             && memchr::memchr(0, input).is_none()
             && memchr::memmem::find(input, br"\u").is_none()
             && memchr::memmem::find(input, b"&#").is_none()
+            && !has_invisible(input)
         {
             return None;
         }
         u32::try_from(input.len()).ok()?;
         let mut bytes = Vec::with_capacity(input.len());
         let mut at = Vec::with_capacity(input.len());
+        let mut folds = folds.into_iter().peekable();
         let mut i = 0;
         while i < input.len() {
             if input[i] == 0 {
                 i += 1;
+                continue;
+            }
+            // A break passed over inside an escape is done with.
+            let fold = folds.next_if(|f| f.start <= i);
+            if let Some(end) = fold.filter(|f| f.start == i).map(|f| f.end) {
+                i = end;
+                continue;
+            }
+            if let Some(len) = invisible_at(&input[i..]) {
+                i += len;
                 continue;
             }
             let Some((c, len)) = escape(&input[i..], qp) else {
@@ -80,7 +102,7 @@ impl Squeezed {
                 i += 1;
                 continue;
             };
-            if c != '\0' {
+            if c != '\0' && !is_invisible(c) {
                 let mut utf8 = [0u8; 4];
                 for &b in c.encode_utf8(&mut utf8).as_bytes() {
                     bytes.push(b);
@@ -167,6 +189,125 @@ fn escape(text: &[u8], qp: bool) -> Option<(char, usize)> {
         }
         _ => None,
     }
+}
+
+/// The UTF-8 of the characters that take no room (zero-width space, non-joiner and
+/// joiner, word joiner and the invisible operators, the zero-width no-break space or
+/// BOM, the soft hyphen): put between a value's characters, the text reads as the value
+/// and matches no form of it.
+const INVISIBLE: [&[u8]; 9] = [
+    "\u{200B}".as_bytes(),
+    "\u{200C}".as_bytes(),
+    "\u{200D}".as_bytes(),
+    "\u{2060}".as_bytes(),
+    "\u{2061}".as_bytes(),
+    "\u{2062}".as_bytes(),
+    "\u{2063}".as_bytes(),
+    "\u{2064}".as_bytes(),
+    "\u{FEFF}".as_bytes(),
+];
+
+/// Whether `c` is an invisible character the view drops (see [`INVISIBLE`]).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{AD}')
+}
+
+/// The length of the invisible character `text` starts with, if it does.
+fn invisible_at(text: &[u8]) -> Option<usize> {
+    match text {
+        [0xC2, 0xAD, ..] => Some(2),
+        [0xE2 | 0xEF, ..] => INVISIBLE
+            .iter()
+            .find(|c| text.starts_with(c))
+            .map(|c| c.len()),
+        _ => None,
+    }
+}
+
+/// Whether `input` holds an invisible character: one pass for the three lead bytes
+/// they have (ASCII text has none of them).
+fn has_invisible(input: &[u8]) -> bool {
+    memchr::memchr3_iter(0xC2, 0xE2, 0xEF, input).any(|i| invisible_at(&input[i..]).is_some())
+}
+
+/// The widest line of a hard wrap the view joins: wider base64 is joined by the scan of
+/// wrapped base64 (`wrapped`, 16 characters before a break).
+const MAX_FOLD: usize = 16;
+
+/// The line breaks of `input` that a hard wrap at a narrow width put inside its text
+/// (`fold -w 4`, a value cut every few characters): in each run of two or more
+/// consecutive lines of the same width (1 to [`MAX_FOLD`] bytes, `\r` not counted) that
+/// hold no space or tab and are not one character repeated three or more times (a
+/// heading's `=====`, a fence's ```) nor a
+/// markup tag (`</body>` above `</html>`), the
+/// breaks between them, and those joining the run to a non-empty line right before it
+/// (where the wrapped text may start, after a label) and right after it (the wrap's
+/// last, shorter line). In order, each `\n` or `\r\n`. Text without such a run (prose,
+/// most code and markup: 5 of 171 files of Python's standard library, 10 of 300
+/// documentation files) gives none; each line costs a `memchr` step.
+fn fold_breaks(input: &[u8]) -> Vec<Range<usize>> {
+    // Each line: (start, end of its content, end of its line break).
+    let mut lines: Vec<(usize, usize, usize)> = Vec::new();
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', input) {
+        let end = if nl > start && input[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        lines.push((start, end, nl + 1));
+        start = nl + 1;
+    }
+    if lines.len() < 2 {
+        return Vec::new();
+    }
+    lines.push((start, input.len(), input.len()));
+    let width = |l: &(usize, usize, usize)| l.1 - l.0;
+    // The width of a line that may be a piece of a wrapped value (0 if it may not).
+    let piece = |l: &(usize, usize, usize)| {
+        let text = &input[l.0..l.1];
+        let spaced = text.iter().any(|&b| b == b' ' || b == b'\t');
+        // Three or more (a fence's ```): a value cut every 2 characters often has a
+        // piece `44`.
+        let repeated = text.len() > 2 && text.iter().all(|&b| b == text[0]);
+        // `</body>` above `</html>` ends every page.
+        let tag = text.first() == Some(&b'<') && text.last() == Some(&b'>');
+        if spaced || repeated || tag {
+            0
+        } else {
+            text.len()
+        }
+    };
+    let mut breaks: Vec<Range<usize>> = Vec::new();
+    // A line's break, once.
+    let push = |l: &(usize, usize, usize), breaks: &mut Vec<Range<usize>>| {
+        if breaks.last().is_none_or(|b| b.start < l.1) && l.1 < l.2 {
+            breaks.push(l.1..l.2);
+        }
+    };
+    let mut i = 0;
+    while i + 1 < lines.len() {
+        let w = piece(&lines[i]);
+        let mut j = i;
+        while j + 1 < lines.len() && piece(&lines[j + 1]) == w && lines[j].1 < lines[j].2 {
+            j += 1;
+        }
+        if w == 0 || w > MAX_FOLD || j == i {
+            i = j.max(i + 1);
+            continue;
+        }
+        if i > 0 && width(&lines[i - 1]) > 0 {
+            push(&lines[i - 1], &mut breaks);
+        }
+        for line in &lines[i..j] {
+            push(line, &mut breaks);
+        }
+        if j + 1 < lines.len() && width(&lines[j + 1]) > 0 {
+            push(&lines[j], &mut breaks);
+        }
+        i = j + 1;
+    }
+    breaks
 }
 
 /// The value of 4 hex digits.
@@ -474,6 +615,162 @@ mod tests {
         assert!(Squeezed::of(plain.as_bytes()).is_none());
         let sq = Squeezed::of(format!("{mime}x=41=3d=\r\ny=E9=20").as_bytes()).expect("declared");
         assert!(sq.bytes().ends_with(b"xA=y=E9 "), "{:?}", sq.bytes());
+    }
+
+    /// `text` as the attacker reads it: invisible characters and line breaks dropped,
+    /// and the escapes of them.
+    fn read_back(text: &[u8]) -> String {
+        let mut read = String::from_utf8_lossy(text).into_owned();
+        for c in [
+            "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}", "\u{AD}",
+        ] {
+            read = read.replace(c, "");
+        }
+        for escape in [r"\u200b", "&#8203;", "&#x200B;", "\r", "\n"] {
+            read = read.replace(escape, "");
+        }
+        read
+    }
+
+    #[test]
+    fn a_live_value_with_invisible_characters_between_its_characters_is_cut() {
+        let scrubber = Scrubber::new();
+        let id = scrubber
+            .register("live_secret", &Secret::new(VALUE.as_bytes().to_vec()))
+            .expect("registered");
+        for sep in [
+            "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}", "\u{AD}", r"\u200b",
+            "&#8203;", "&#x200B;",
+        ] {
+            // Between every two characters, and every third only.
+            for every in [1, 3] {
+                let spread: String = VALUE
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i > 0 && i % every == 0 {
+                            format!("{sep}{c}")
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect();
+                let body = format!("{{\"you_sent\":\"Bearer {spread}\",\"ok\":false}}");
+                let what = format!("{sep:?} every {every}");
+                assert!(
+                    read_back(body.as_bytes()).contains(VALUE),
+                    "{what}: planted"
+                );
+                assert!(
+                    scrubber.scrub(body.as_bytes()).redactions.is_empty(),
+                    "{what}: a form"
+                );
+                assert_eq!(
+                    scrubber.matching(body.as_bytes(), Sees::All),
+                    HashSet::from([id]),
+                    "{what}"
+                );
+                let out = cut_live(&scrubber, Sees::All, body.as_bytes()).expect("cut");
+                // Not `assert_eq!`: a failure would print the value.
+                assert!(
+                    out == b"{\"you_sent\":\"Bearer [REDACTED:live_secret]\",\"ok\":false}",
+                    "{what}"
+                );
+            }
+        }
+        // Invisible characters elsewhere are text.
+        let text = "a\u{200B}b\u{FEFF}c soft\u{AD}hyphen".as_bytes();
+        assert!(Squeezed::of(text).is_some());
+        assert!(cut_live(&scrubber, Sees::All, text).is_none());
+    }
+
+    /// `text` cut into lines of `width` bytes, as `fold -w` does.
+    fn fold(text: &str, width: usize, eol: &str) -> String {
+        text.as_bytes()
+            .chunks(width)
+            .map(|c| std::str::from_utf8(c).expect("ascii"))
+            .collect::<Vec<_>>()
+            .join(eol)
+    }
+
+    #[test]
+    fn a_live_value_hard_wrapped_at_a_narrow_width_is_cut() {
+        use base64::Engine as _;
+        let scrubber = Scrubber::new();
+        scrubber
+            .register("live_secret", &Secret::new(VALUE.as_bytes().to_vec()))
+            .expect("registered");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(VALUE);
+        let hex: String = VALUE.bytes().map(|b| format!("{b:02x}")).collect();
+        for width in [1, 2, 4, 5, 8, 15, 16] {
+            for eol in ["\n", "\r\n"] {
+                let whole = format!("you sent: Bearer {VALUE} (invalid)\n");
+                // A run needs two full lines of one width without a space: the value
+                // alone (26 characters) has them up to width 13, after a label or
+                // inside a wrapped sentence up to width 8.
+                for (what, body, widest) in [
+                    ("whole answer", fold(&whole, width, eol), 8),
+                    (
+                        "value alone",
+                        format!("key:{eol}{}{eol}end", fold(VALUE, width, eol)),
+                        13,
+                    ),
+                    (
+                        "after a label",
+                        format!("key: {}{eol}", fold(VALUE, width, eol)),
+                        8,
+                    ),
+                    (
+                        "base64",
+                        format!("b64:{eol}{}{eol}", fold(&b64, width, eol)),
+                        16,
+                    ),
+                    ("hex", format!("{}{eol}", fold(&hex, width, eol)), 16),
+                ] {
+                    if width > widest {
+                        continue;
+                    }
+                    let what = format!("{what} width {width} {eol:?}");
+                    let read = read_back(body.as_bytes());
+                    let planted =
+                        read.contains(VALUE) || read.contains(&b64[..32]) || read.contains(&hex);
+                    assert!(planted, "{what}: planted");
+                    let out = cut_live(&scrubber, Sees::All, body.as_bytes()).expect(&what);
+                    let read = read_back(&out);
+                    assert!(
+                        !read.contains(VALUE)
+                            && !read.contains(&b64[..32])
+                            && !read.contains(&hex[..32]),
+                        "{what}: left"
+                    );
+                    // `key:` and the value joined may be a `secret_assignment`.
+                    assert!(read.contains("[REDACTED:"), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_hard_wraps_are_found_only_in_runs_of_equal_lines() {
+        // Prose, and code whose short lines differ: no run, no view.
+        let prose = "fn main() {\n    let x = 1;\n    x + 1\n}\nok\nA line of prose.\n";
+        assert!(fold_breaks(prose.as_bytes()).is_empty());
+        assert!(Squeezed::of(prose.as_bytes()).is_none());
+        // Two lines of one width: their break, and those to the lines beside them.
+        let text = b"head: ab\ncdef\r\nghij\nkl\n\nlast";
+        let breaks: Vec<&[u8]> = fold_breaks(text).into_iter().map(|r| &text[r]).collect();
+        assert_eq!(breaks, [&b"\n"[..], b"\r\n", b"\n"]);
+        let sq = Squeezed::of(text).expect("folded");
+        assert_eq!(sq.bytes(), b"head: abcdefghijkl\n\nlast");
+        // A piece of one character repeated, short, is a piece.
+        assert_eq!(fold_breaks(b"k: vk\n44\n-a\n7").len(), 3);
+        // Headings' underlines, indented code and lines with spaces are no run.
+        let markup =
+            "Title\n=====\n\nSection\n-------\n  if x:\n  pass\na b\nc d\n</body>\n</html>\n";
+        assert!(fold_breaks(markup.as_bytes()).is_empty());
+        // Lines wider than a narrow wrap are left to the scan of wrapped base64.
+        let wide = "0123456789abcdefgh\n0123456789abcdefgh\nend";
+        assert!(fold_breaks(wide.as_bytes()).is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ const WIDE: &str = "pä$$wörd-Zq8k€-𝄞live";
 /// Its standard base64 holds `+` and `/` at every byte offset.
 const SIGNS: &str = "k3y?>>~~?~secret";
 
-fn scrubber(values: &[&str]) -> Scrubber {
+pub(super) fn scrubber(values: &[&str]) -> Scrubber {
     let s = Scrubber::new();
     for v in values {
         s.register("live_secret", &Secret::new(v.as_bytes().to_vec()))
@@ -30,7 +30,7 @@ fn scrubber(values: &[&str]) -> Scrubber {
     s
 }
 
-fn stream_in(s: &Scrubber, input: &[u8], chunk: usize) -> Vec<u8> {
+pub(super) fn stream_in(s: &Scrubber, input: &[u8], chunk: usize) -> Vec<u8> {
     let mut stream = s.stream();
     let mut out = Vec::new();
     for c in input.chunks(chunk) {
@@ -42,7 +42,7 @@ fn stream_in(s: &Scrubber, input: &[u8], chunk: usize) -> Vec<u8> {
 
 /// Asserts that scrubbing `encoded` redacts all of `must` (the bytes that spell the
 /// value) as a live value, and that streams agree.
-fn assert_cut(s: &Scrubber, encoded: &[u8], must: Range<usize>, what: &str) {
+pub(super) fn assert_cut(s: &Scrubber, encoded: &[u8], must: Range<usize>, what: &str) {
     assert!(
         must.end <= encoded.len() && must.len() >= 8,
         "{what}: bad range"
