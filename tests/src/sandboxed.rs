@@ -465,3 +465,23 @@ for i in range(5):
     c.close()
 print("connected", ok, "errors", sorted(errors))
 "#;
+
+/// Python that names its process `name` (a Python bytes expression, as
+/// `prctl(PR_SET_NAME)` takes it: the event's `comm`), then connects to
+/// 198.51.100.7:80, an address no policy validated, and prints the errno name: a
+/// refusal whose event carries a name the sandbox chose.
+pub fn py_named_refused_connect(name: &str) -> String {
+    format!(
+        r#"
+import ctypes, errno, socket
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p({name}), 0, 0, 0)
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect(("198.51.100.7", 80))
+    print("OK")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"#
+    )
+}

@@ -442,20 +442,6 @@ fn a_cgroup_name_that_opens_a_redacted_key_leaves_the_json_log_json() {
     );
 }
 
-/// Names itself `x policy=web` (`prctl(PR_SET_NAME)`), then connects to 198.51.100.7:80,
-/// an address no policy validated; prints the errno name.
-const PY_FORGED_FIELD_COMM: &str = r#"
-import ctypes, errno, socket
-ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"x policy=web"), 0, 0, 0)
-s = socket.socket()
-s.settimeout(3)
-try:
-    s.connect(("198.51.100.7", 80))
-    print("OK")
-except OSError as e:
-    print(errno.errorcode.get(e.errno, str(e.errno)))
-"#;
-
 // FINDING 3: `hb-agent events` prints each refusal as `key=value` fields
 // (`events.rs`, `Display for EventRecord`), and the values a sandbox chooses (its
 // process name, its cgroup's name, a DNS name) go through `Escaped`, which keeps them
@@ -479,7 +465,11 @@ fn a_process_name_cannot_add_a_field_to_the_events_line() {
         &env,
         "batch",
         &[],
-        &[hb_tests::python(), "-c", PY_FORGED_FIELD_COMM],
+        &[
+            hb_tests::python(),
+            "-c",
+            &hb_tests::sandboxed::py_named_refused_connect(r#"b"x policy=web""#),
+        ],
     );
     let out = cmd.output().expect("sandbox run");
     assert_eq!(

@@ -145,21 +145,6 @@ fn one_call_tries_a_few_addresses_of_a_name() {
     );
 }
 
-/// Names itself (`prctl(PR_SET_NAME)`) with a C1 CSI (U+009B), `2J`, a right-to-left
-/// override (U+202E) and `x`, then connects to 198.51.100.7:80, an address no policy
-/// validated; prints the errno name.
-const PY_C1_COMM: &str = r#"
-import ctypes, errno, socket
-ctypes.CDLL(None).prctl(15, ctypes.c_char_p("\u009b2J\u202ex".encode()), 0, 0, 0)
-s = socket.socket()
-s.settimeout(3)
-try:
-    s.connect(("198.51.100.7", 80))
-    print("OK")
-except OSError as e:
-    print(errno.errorcode.get(e.errno, str(e.errno)))
-"#;
-
 /// The characters of `text` a terminal may act on rather than show (DEL, C1 controls,
 /// bidi controls), as escapes.
 fn unsafe_chars(text: &str) -> Vec<String> {
@@ -185,9 +170,21 @@ fn a_process_name_reaches_the_json_of_events_inert() {
         "\n[dns]\nlisten = \"127.0.0.1:5300\"\n\n[[policy]]\nname = \"web\"\nallow_domains = []\n",
     );
     env.start_agent();
-    let out = nobody_command(&env, "web", &[], &[hb_tests::python(), "-c", PY_C1_COMM])
-        .output()
-        .expect("sandbox run");
+    let out = nobody_command(
+        &env,
+        "web",
+        &[],
+        &[
+            hb_tests::python(),
+            "-c",
+            &hb_tests::sandboxed::py_named_refused_connect(
+                // A C1 CSI (U+009B), `2J`, a right-to-left override (U+202E) and `x`.
+                r#""\u009b2J\u202ex".encode()"#,
+            ),
+        ],
+    )
+    .output()
+    .expect("sandbox run");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "EPERM",
