@@ -242,6 +242,12 @@ fn assert_never_given_back(
         outcomes.join(", ")
     );
     assert!(back.is_empty(), "{whose} key came back: {back:?}");
+    // The control: the provider was reached and the scrubber redacted (a 200 carries
+    // a marker, checked above), so refusals alone cannot pass this test.
+    assert!(
+        FORMS.iter().any(|f| got[f][0] == 200),
+        "no form was answered: {outcomes:?}"
+    );
 }
 
 /// Another tenant's key, put in each form by the provider in an answer to the
