@@ -28,6 +28,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3-zstandard", ""),
     ("iperf3", "iperf3"),
     ("dnsmasq-base", "dnsmasq"),
+    // `pod_seccomp` runs containers under hb's seccomp profile, as a kubelet would.
+    ("runc", "runc"),
     // `cargo xtask bench sandbox` measures hb's sandbox beside bubblewrap's.
     ("bubblewrap", "bwrap"),
     // `cargo xtask bench guard` measures the egress guard beside Squid (ssl_bump

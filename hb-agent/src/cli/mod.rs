@@ -351,6 +351,22 @@ enum SandboxCommand {
         )]
         command: Vec<OsString>,
     },
+    /// Print the sandbox's seccomp rules as an OCI seccomp profile (JSON) for pods.
+    ///
+    /// A pod's sockets meet hb's kernel programs through its cgroup, but no launcher
+    /// filters its system calls: 32-bit calls (which skip the cgroup sockopt programs),
+    /// packet and vsock sockets and io_uring go around the hooks there. Run enforced pods
+    /// under this profile (a kubelet `Localhost` profile): the same rules `sandbox run`
+    /// applies, EPERM for each refused call, and the native architecture only (the
+    /// runtime kills a call of another ABI).
+    #[command(
+        after_help = "Examples:\n  hb-agent sandbox seccomp-profile > /var/lib/kubelet/seccomp/hb.json\n  hb-agent sandbox seccomp-profile --policy ci > /var/lib/kubelet/seccomp/hb-ci.json\n\nIn the pod: securityContext: {seccompProfile: {type: Localhost, localhostProfile: hb.json}}\n\nExit status: 0 printed; 1 the policy is not in the config, or the rules cannot be written as a profile."
+    )]
+    SeccompProfile {
+        /// Follow this policy's `allow_io_uring` (without it, io_uring is refused).
+        #[arg(long, short)]
+        policy: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -480,6 +496,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let code = crate::sandbox::run(&config, &opts)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
+        }
+        Command::Sandbox(SandboxCommand::SeccompProfile { policy }) => {
+            let allow_io_uring = match policy {
+                None => false,
+                Some(name) => {
+                    let config = Config::load(cli.config.as_deref())?;
+                    config
+                        .policies
+                        .iter()
+                        .find(|p| p.name.as_ref() == name.as_str())
+                        .with_context(|| format!("no [[policy]] named {name:?} in the config"))?
+                        .allow_io_uring
+                }
+            };
+            let profile = crate::sandbox::oci::profile(allow_io_uring)?;
+            println!("{}", serde_json::to_string_pretty(&profile)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Maps(MapsCommand::List { json }) => {
             let config = Config::load(cli.config.as_deref())?;

@@ -49,6 +49,7 @@ mod fdpass;
 mod init;
 pub mod limits;
 pub mod mounts;
+pub mod oci;
 pub mod seccomp;
 mod stdio;
 pub mod tenant;

