@@ -12,6 +12,7 @@
 //! pod cgroup) is measured and reported, never hidden: `late_enrollment`.
 
 mod api;
+mod confined;
 pub mod decide;
 pub mod layout;
 pub mod netns;
