@@ -157,7 +157,8 @@ pub struct EventRecord {
     #[serde(default)]
     pub suppressed: u64,
     /// For the broker's `detector` events: what was done, in fixed words (the
-    /// outcome of the signal's action, a limit reached, a caller ended).
+    /// outcome of the signal's action, a limit reached, a caller ended). For a
+    /// `net_raw_pod` event: which containers keep `CAP_NET_RAW`, and the fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
