@@ -1,7 +1,8 @@
 //! One test's Kubernetes node, shared by the tests that need it (`kubernetes.rs`,
-//! `attack_review10.rs`): the API stand-in with namespaces `agents` (enforced, default
-//! `strict`) and `plain`, the real agent with policies `web`, `strict` and `open`, the
-//! resolver's upstream, recording listeners, and pods in network namespaces of their own.
+//! `attack_review10.rs`, `attack_review27.rs`): the API stand-in with namespaces `agents`
+//! (enforced, default `strict`) and `plain`, the real agent with policies `web`, `strict`,
+//! `open` and `rawok` (`raw_sockets = true`), the resolver's upstream, recording
+//! listeners, and pods in network namespaces of their own.
 
 use std::{
     fs,
@@ -53,6 +54,12 @@ name = "strict"
 [[policy]]
 name = "open"
 allow_cidrs = ["0.0.0.0/0"]
+
+# Its pods may keep CAP_NET_RAW (attack review 27).
+[[policy]]
+name = "rawok"
+allow_domains = ["allowed.test"]
+raw_sockets = true
 
 [kubernetes]
 enabled = true
