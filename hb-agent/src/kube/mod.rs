@@ -517,15 +517,7 @@ impl Reporter {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
                 self.nets(|n| n.gone(&uid));
             }
-            node::Outcome::NetRawRefused {
-                uid,
-                pod,
-                cgroup,
-                policy,
-                keepers,
-                frozen,
-                killed,
-            } => self.net_raw_refused(&uid, &pod, &cgroup, &policy, &keepers, frozen, killed),
+            node::Outcome::NetRawRefused(refusal) => self.net_raw_refused(&refusal),
             node::Outcome::Failed {
                 cgroup,
                 error,
@@ -546,20 +538,16 @@ impl Reporter {
 
 impl Reporter {
     /// Logs a pod refused for keeping `CAP_NET_RAW` and sends its `net_raw_pod` event.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the fields of one outcome, reported together"
-    )]
-    fn net_raw_refused(
-        &self,
-        uid: &str,
-        pod: &str,
-        cgroup: &str,
-        policy: &str,
-        keepers: &[caps::Keeper],
-        frozen: bool,
-        killed: bool,
-    ) {
+    fn net_raw_refused(&self, r: &node::NetRawRefusal) {
+        let node::NetRawRefusal {
+            uid,
+            pod,
+            cgroup,
+            policy,
+            keepers,
+            frozen,
+            killed,
+        } = r;
         let keeps = keepers
             .iter()
             .map(|k| format!("{} ({})", k.container, k.why))
@@ -568,10 +556,10 @@ impl Reporter {
         let fix = format!(
             "drop NET_RAW (securityContext.capabilities.drop: [ALL]) or set raw_sockets = true in policy {policy}"
         );
-        if frozen && killed {
-            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, keeps = %crate::events::Escaped(&keeps), %fix, "pod keeps CAP_NET_RAW (a packet socket passes every cgroup hook): frozen and killed");
+        if *frozen && *killed {
+            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(cgroup), %policy, keeps = %crate::events::Escaped(&keeps), %fix, "pod keeps CAP_NET_RAW (a packet socket passes every cgroup hook): frozen and killed");
         } else {
-            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(&cgroup), %policy, keeps = %crate::events::Escaped(&keeps), frozen, killed, %fix, "pod keeps CAP_NET_RAW, and its cgroup could not be frozen or emptied: it may run unconfined");
+            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(cgroup), %policy, keeps = %crate::events::Escaped(&keeps), frozen, killed, %fix, "pod keeps CAP_NET_RAW, and its cgroup could not be frozen or emptied: it may run unconfined");
         }
         let record = EventRecord {
             verdict: "deny".to_owned(),

@@ -197,17 +197,8 @@ pub enum Outcome {
         unknown: bool,
     },
     /// An enforced pod keeps `CAP_NET_RAW` under a policy without `raw_sockets`: its
-    /// cgroup is frozen and its processes killed (`frozen`, `killed`: whether the
-    /// writes succeeded). Reported once per cgroup.
-    NetRawRefused {
-        uid: String,
-        pod: String,
-        cgroup: String,
-        policy: String,
-        keepers: Vec<Keeper>,
-        frozen: bool,
-        killed: bool,
-    },
+    /// cgroup is frozen and its processes killed. Reported once per cgroup.
+    NetRawRefused(NetRawRefusal),
     /// The enrollment failed: the cgroup is frozen (`cgroup.freeze`) until it works,
     /// so nothing in it runs unenforced; `frozen` false when even that failed.
     Failed {
@@ -215,6 +206,20 @@ pub enum Outcome {
         error: String,
         frozen: bool,
     },
+}
+
+/// A pod cgroup refused because its pod keeps `CAP_NET_RAW` (module doc).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NetRawRefusal {
+    pub uid: String,
+    pub pod: String,
+    pub cgroup: String,
+    pub policy: String,
+    /// The containers that keep the capability.
+    pub keepers: Vec<Keeper>,
+    /// Whether `cgroup.freeze` and `cgroup.kill` were written.
+    pub frozen: bool,
+    pub killed: bool,
 }
 
 /// A cgroup that held processes before it was enrolled.
@@ -552,7 +557,7 @@ impl<S: Sink> Node<S> {
         }
         c.refused = true;
         self.stats.net_raw_refused();
-        Some(Outcome::NetRawRefused {
+        Some(Outcome::NetRawRefused(NetRawRefusal {
             uid: key.to_owned(),
             pod,
             cgroup: c.relative.clone(),
@@ -560,7 +565,7 @@ impl<S: Sink> Node<S> {
             keepers,
             frozen,
             killed,
-        })
+        }))
     }
 
     /// The policy cgroup `key` is to be enrolled under, with the pod(s) it is for, if
@@ -863,7 +868,7 @@ mod tests {
             matches!(
                 &out[..],
                 [
-                    Outcome::NetRawRefused { frozen: true, killed: true, policy, .. },
+                    Outcome::NetRawRefused(NetRawRefusal { frozen: true, killed: true, policy, .. }),
                     Outcome::Enrolled { policy_id: 2, .. }
                 ] if policy == "narrow"
             ),
@@ -936,8 +941,7 @@ mod tests {
             c.path = dir.path().to_owned();
             let out = n.cgroup_appeared(uid, c);
             assert!(
-                !out.iter()
-                    .any(|o| matches!(o, Outcome::NetRawRefused { .. })),
+                !out.iter().any(|o| matches!(o, Outcome::NetRawRefused(_))),
                 "{out:?}"
             );
         }
@@ -949,10 +953,7 @@ mod tests {
         }
         // An ephemeral container that keeps it is added to the running pod: refused.
         let out = n.apply_pod(UID, keeping_net_raw(Some("narrow")));
-        assert!(
-            matches!(&out[..], [Outcome::NetRawRefused { .. }]),
-            "{out:?}"
-        );
+        assert!(matches!(&out[..], [Outcome::NetRawRefused(_)]), "{out:?}");
         assert_eq!(
             fs::read_to_string(d3.path().join("cgroup.freeze")).expect("read"),
             "1"
