@@ -266,7 +266,7 @@ pub fn counted_record(cgroup_id: u64, policy: String, n: u64) -> EventRecord {
 
 /// A record the agent writes of its own (a count, not one refusal): no process, no
 /// destination, no policy or cgroup until the caller names them.
-fn own_record(hook: &str, verdict: &str, reason: &str, suppressed: u64) -> EventRecord {
+pub fn own_record(hook: &str, verdict: &str, reason: &str, suppressed: u64) -> EventRecord {
     EventRecord {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         hook: hook.to_owned(),

@@ -899,3 +899,49 @@ fn run_to_end(dir: &std::path::Path, cmd: &[&str]) -> (std::process::ExitStatus,
         .expect("stdout");
     (status, out)
 }
+
+/// A cgroup enrolled by a `[[sandbox]]` glob has no pod spec to refuse by, so a process
+/// there that may hold `CAP_NET_RAW` is only reported (detection only, nothing is
+/// stopped): a `net_raw_cgroup` event names the cgroup whose process's bounding set
+/// holds it, and none names the cgroup whose process dropped it from its bounding set.
+#[test]
+fn a_glob_enrolled_cgroup_holding_net_raw_is_reported() {
+    private_netns(&[ALLOWED4]);
+    let env = agent("ar27-globraw", "");
+    let holder = env.root_pod("narrow");
+    let dropper = env.root_pod("narrow");
+    let mut dropping = dropper
+        .command(&["setpriv", "--bounding-set", "-net_raw", "sleep", "600"])
+        .spawn()
+        .expect("sleep without CAP_NET_RAW");
+    let mut holding = holder.command(&["sleep", "600"]).spawn().expect("sleep");
+    let e = env.wait_event("the holder's report", |e| {
+        e["reason"] == "net_raw_cgroup" && e["cgroup"] == holder.rel.as_str()
+    });
+    // The agent's glob rescan runs every 100 ms in the tests: a few have passed.
+    thread::sleep(Duration::from_millis(500));
+    let about_dropper = env
+        .events()
+        .into_iter()
+        .filter(|e| e["reason"] == "net_raw_cgroup" && e["cgroup"] == dropper.rel.as_str())
+        .count();
+    let still_running = holding.try_wait().expect("wait").is_none();
+    for child in [&mut dropping, &mut holding] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(
+        (&e["hook"], &e["verdict"], &e["policy"]),
+        (
+            &Value::from("enroll"),
+            &Value::from("audit"),
+            &Value::from("narrow")
+        )
+    );
+    assert_eq!(e["comm"], "sleep");
+    assert_eq!(
+        about_dropper, 0,
+        "the process without CAP_NET_RAW was reported"
+    );
+    assert!(still_running, "detection only: the holder runs on");
+}
