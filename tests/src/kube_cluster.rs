@@ -209,6 +209,24 @@ impl Cluster {
         self.wait_log(&["pod enforced", &pod.uid]);
     }
 
+    /// Registers `pod` (enforced, under `policy`), makes its cgroup and waits until it is
+    /// enrolled so, then makes a container cgroup in it: (the pod's, the container's).
+    pub fn enrolled_container(
+        &self,
+        pod: &FakePod,
+        driver: Driver,
+        qos: Qos,
+        policy: &str,
+    ) -> (PathBuf, PathBuf) {
+        self.add_enforced_pod(pod);
+        let dir = self.pod_dir(driver, qos, &pod.uid);
+        fs::create_dir_all(&dir).expect("pod cgroup");
+        self.wait_enrolled(&dir, policy);
+        let container = dir.join(container_cgroup(driver));
+        fs::create_dir_all(&container).expect("container cgroup");
+        (dir, container)
+    }
+
     /// The pod's cgroup below the test's root (the kubepods hierarchy's parent).
     pub fn pod_dir(&self, driver: Driver, qos: Qos, uid: &str) -> PathBuf {
         self.env.cgroup_path().join(pod_cgroup(driver, qos, uid))

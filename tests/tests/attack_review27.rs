@@ -117,7 +117,7 @@ use std::os::unix::process::ExitStatusExt as _;
 
 use hb_tests::{
     TcpProbe, TestEnv, UdpProbe,
-    kube::{Driver, FakePod, Qos, container_cgroup, wait_until},
+    kube::{Driver, FakePod, Qos, wait_until},
     kube_cluster::{Cluster, NODE},
     pod_glob, private_netns, python, random_suffix, sandbox_probe,
     sandboxed::nobody_python,
@@ -772,12 +772,7 @@ fn a_packet_socket_in_a_pod_reaches_no_unvalidated_address() {
 
     // The pod keeping CAP_NET_RAW under `web`.
     let keeper = FakePod::new("keeper", "agents", NODE, Some("web")).with_security(Value::Null);
-    c.add_enforced_pod(&keeper);
-    let dir = c.pod_dir(Driver::Cgroupfs, Qos::Burstable, &keeper.uid);
-    fs::create_dir_all(&dir).expect("pod cgroup");
-    c.wait_enrolled(&dir, "web");
-    let container = dir.join(container_cgroup(Driver::Cgroupfs));
-    fs::create_dir_all(&container).expect("container cgroup");
+    let (_, container) = c.enrolled_container(&keeper, Driver::Cgroupfs, Qos::Burstable, "web");
     let (status, got) = run_to_end(&container, &argv);
     thread::sleep(Duration::from_millis(300));
     let arrived = listener.received();
@@ -821,12 +816,7 @@ fn a_packet_socket_in_a_pod_reaches_no_unvalidated_address() {
     // The control: a pod that drops ALL, its process without CAP_NET_RAW.
     let dropper = FakePod::new("dropper", "agents", NODE, Some("web"))
         .with_security(json!({"capabilities": {"drop": ["ALL"]}}));
-    c.add_enforced_pod(&dropper);
-    let dir = c.pod_dir(Driver::Cgroupfs, Qos::Burstable, &dropper.uid);
-    fs::create_dir_all(&dir).expect("pod cgroup");
-    c.wait_enrolled(&dir, "web");
-    let container = dir.join(container_cgroup(Driver::Cgroupfs));
-    fs::create_dir_all(&container).expect("container cgroup");
+    let (dir, container) = c.enrolled_container(&dropper, Driver::Cgroupfs, Qos::Burstable, "web");
     let mut dropped = vec!["setpriv", "--bounding-set", "-net_raw"];
     dropped.extend_from_slice(&argv);
     let (status, got) = run_to_end(&container, &dropped);
@@ -842,12 +832,7 @@ fn a_packet_socket_in_a_pod_reaches_no_unvalidated_address() {
 
     // Under the opt-in: the pod runs, and its packet socket is not judged.
     let opted = FakePod::new("opted", "agents", NODE, Some("rawok")).with_security(Value::Null);
-    c.add_enforced_pod(&opted);
-    let dir = c.pod_dir(Driver::Cgroupfs, Qos::Burstable, &opted.uid);
-    fs::create_dir_all(&dir).expect("pod cgroup");
-    c.wait_enrolled(&dir, "rawok");
-    let container = dir.join(container_cgroup(Driver::Cgroupfs));
-    fs::create_dir_all(&container).expect("container cgroup");
+    let (_, container) = c.enrolled_container(&opted, Driver::Cgroupfs, Qos::Burstable, "rawok");
     let (status, got) = run_to_end(&container, &argv);
     thread::sleep(Duration::from_millis(300));
     println!(

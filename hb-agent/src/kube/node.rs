@@ -833,6 +833,28 @@ mod tests {
         dir
     }
 
+    /// Policies `narrow` (id 2) and `raw` (id 3, `raw_sockets = true`); namespace `ns`
+    /// enforces.
+    fn raw_node(stats: std::sync::Arc<Stats>) -> Node<Table> {
+        let config = Config::parse(
+            "[[policy]]\nname = \"narrow\"\n\n[[policy]]\nname = \"raw\"\nraw_sockets = true\n",
+            "test",
+        )
+        .expect("config");
+        let ids = [("narrow".to_owned(), 2), ("raw".to_owned(), 3)].into();
+        let mut n = Node::new(Table::default(), Policies::new(&config, &ids), stats);
+        n.apply_namespace("ns", enforcing());
+        n
+    }
+
+    /// Cgroup `id` at `dir`.
+    fn cgroup_at(id: u64, dir: &Path) -> PodCgroup {
+        PodCgroup {
+            path: dir.to_owned(),
+            ..cgroup(id)
+        }
+    }
+
     fn keeping_net_raw(policy: Option<&str>) -> Pod {
         Pod {
             net_raw: vec![Keeper {
@@ -845,25 +867,12 @@ mod tests {
 
     #[test]
     fn a_pod_keeping_net_raw_is_frozen_killed_and_enrolled_and_never_thawed() {
-        let config = Config::parse(
-            "[[policy]]\nname = \"narrow\"\n\n[[policy]]\nname = \"raw\"\nraw_sockets = true\n",
-            "test",
-        )
-        .expect("config");
-        let ids = [("narrow".to_owned(), 2), ("raw".to_owned(), 3)].into();
         let stats = std::sync::Arc::<Stats>::default();
-        let mut n = Node::new(
-            Table::default(),
-            Policies::new(&config, &ids),
-            stats.clone(),
-        );
-        n.apply_namespace("ns", enforcing());
+        let mut n = raw_node(stats.clone());
         let dir = fake_cgroup_dir();
         let read = |f: &str| fs::read_to_string(dir.path().join(f)).expect("read");
         n.apply_pod(UID, keeping_net_raw(Some("narrow")));
-        let mut c = cgroup(7);
-        c.path = dir.path().to_owned();
-        let out = n.cgroup_appeared(UID, c);
+        let out = n.cgroup_appeared(UID, cgroup_at(7, dir.path()));
         assert!(
             matches!(
                 &out[..],
@@ -887,18 +896,15 @@ mod tests {
         // The reconciling scan: frozen and emptied again, not reported again.
         fs::write(dir.path().join("cgroup.freeze"), "0").expect("thaw");
         fs::write(dir.path().join("cgroup.kill"), "").expect("reset");
-        let mut again = cgroup(7);
-        again.path = dir.path().to_owned();
-        assert!(n.cgroup_appeared(UID, again).is_empty());
+        assert!(n.cgroup_appeared(UID, cgroup_at(7, dir.path())).is_empty());
         assert_eq!(
             (read("cgroup.freeze"), read("cgroup.kill")),
             ("1".into(), "1".into())
         );
         // An update that drops the capability changes nothing: sticky.
         n.apply_pod(UID, pod(Some("narrow")));
-        let mut again = cgroup(7);
-        again.path = dir.path().to_owned();
-        n.cgroup_appeared(UID, again);
+        fs::write(dir.path().join("cgroup.freeze"), "0").expect("thaw");
+        n.cgroup_appeared(UID, cgroup_at(7, dir.path()));
         assert_eq!(read("cgroup.freeze"), "1");
         assert_eq!(
             stats
@@ -910,18 +916,7 @@ mod tests {
 
     #[test]
     fn net_raw_is_refused_only_without_raw_sockets_and_an_update_can_only_refuse() {
-        let config = Config::parse(
-            "[[policy]]\nname = \"narrow\"\n\n[[policy]]\nname = \"raw\"\nraw_sockets = true\n",
-            "test",
-        )
-        .expect("config");
-        let ids = [("narrow".to_owned(), 2), ("raw".to_owned(), 3)].into();
-        let mut n = Node::new(
-            Table::default(),
-            Policies::new(&config, &ids),
-            std::sync::Arc::default(),
-        );
-        n.apply_namespace("ns", enforcing());
+        let mut n = raw_node(std::sync::Arc::default());
         n.apply_namespace("plain", Namespace::default());
         // Under the opt-in, and unenforced: runs.
         let other = "99999999-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
@@ -937,9 +932,7 @@ mod tests {
         );
         n.apply_pod(UID, pod(Some("narrow")));
         for (uid, dir, id) in [(other, &d1, 8), (plain, &d2, 9), (UID, &d3, 7)] {
-            let mut c = cgroup(id);
-            c.path = dir.path().to_owned();
-            let out = n.cgroup_appeared(uid, c);
+            let out = n.cgroup_appeared(uid, cgroup_at(id, dir.path()));
             assert!(
                 !out.iter().any(|o| matches!(o, Outcome::NetRawRefused(_))),
                 "{out:?}"
