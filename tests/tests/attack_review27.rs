@@ -812,6 +812,9 @@ fn a_packet_socket_in_a_pod_reaches_no_unvalidated_address() {
         c.env.audit_records()
     );
     c.wait_stat("the refusal counted", |s| s["net_raw_pods"] == 1);
+    let status = c.env.hb(&["status", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["kubernetes"]["net_raw_pods"], 1, "{status}");
 
     // The control: a pod that drops ALL, its process without CAP_NET_RAW.
     let dropper = FakePod::new("dropper", "agents", NODE, Some("web"))
