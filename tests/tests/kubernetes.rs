@@ -308,9 +308,11 @@ fn a_pod_cgroup_that_ran_a_process_before_its_pod_was_known_is_reported_late() {
 /// process SIGKILLed and its cgroup left frozen; a running pod that dropped every
 /// capability runs on until an ephemeral (debug) container that keeps it is added to its
 /// spec, then it is killed too. A pod of an unenforced namespace that keeps it runs on.
+/// A pod that runs before the agent starts (installed or upgraded on a busy node) is
+/// killed at its start.
 #[test]
 fn running_pods_that_keep_net_raw_are_frozen_and_killed() {
-    let c = Cluster::start_with("kube-netraw", 100);
+    let mut c = Cluster::start_with("kube-netraw", 100);
     let keeper = FakePod::new("keeper", "agents", NODE, Some("web")).with_security(Value::Null);
     let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &keeper.uid);
     let container = dir.join(container_cgroup(Driver::Systemd));
@@ -374,6 +376,25 @@ fn running_pods_that_keep_net_raw_are_frozen_and_killed() {
     assert_eq!(
         fs::read_to_string(free_dir.join("cgroup.freeze")).expect("freeze"),
         "0\n"
+    );
+
+    c.env.stop_agent();
+    let early = FakePod::new("early", "agents", NODE, Some("web")).with_security(Value::Null);
+    c.api.pod(&early, false);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Guaranteed, &early.uid);
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("cgroups");
+    let mut sleeper = sleeper_in(&container);
+    let _ = fs::remove_file(c.env.state_dir.join("kubernetes.json"));
+    c.env.start_agent();
+    assert_eq!(ended(&mut sleeper).signal(), Some(libc::SIGKILL));
+    // The new agent refuses the two earlier pods' cgroups again (they still exist).
+    c.wait_stat("three refusals by the new agent", |s| {
+        s["net_raw_pods"] == 3
+    });
+    assert!(
+        free_sleeper.child.try_wait().expect("wait").is_none(),
+        "an unenforced pod was killed"
     );
 }
 
