@@ -83,7 +83,8 @@
 //! scan kills it), and for cgroups already there when the agent starts. The refusal is
 //! decided with the pod and sticky like its policy; an update (an ephemeral container
 //! added) can only turn it on. A static pod's cgroup is refused if any enforced claim on
-//! it is.
+//! it is, or keeps the capability while the claims combined put the cgroup under a
+//! policy without `raw_sockets` (the strictest, when they disagree).
 //!
 //! Must never: remove the enrollment of a cgroup that exists, or thaw a refused pod's
 //! cgroup.
@@ -532,18 +533,27 @@ impl<S: Sink> Node<S> {
         out
     }
 
-    /// The refusal that applies to cgroup `key`, if a pod claiming it is refused: the
-    /// pod, its policy and what keeps the capability.
+    /// The refusal that applies to cgroup `key`, if a pod claiming it is refused, or
+    /// keeps `CAP_NET_RAW` while the cgroup's policy (for a static pod's, the claims
+    /// combined: possibly the strictest) lacks `raw_sockets`: the pod, that policy and
+    /// what keeps the capability.
     fn refusal(&self, key: &str) -> Option<(String, String, Vec<Keeper>)> {
-        self.pods.values().filter(|e| e.key == key).find_map(|e| {
-            let keepers = e.refused.as_ref()?;
-            let policy = e.enforced.as_ref().map(|enf| enf.policy.clone())?;
-            Some((
-                format!("{}/{}", e.pod.namespace, e.pod.name),
-                policy,
-                keepers.clone(),
-            ))
-        })
+        let (_, target) = self.target(key)?;
+        let raw_ok = self.policies.allows_net_raw(&target.policy);
+        self.pods
+            .values()
+            .filter(|e| e.key == key && e.enforced.is_some())
+            .find_map(|e| {
+                let keepers = e
+                    .refused
+                    .as_ref()
+                    .or((!raw_ok && !e.pod.net_raw.is_empty()).then_some(&e.pod.net_raw))?;
+                Some((
+                    format!("{}/{}", e.pod.namespace, e.pod.name),
+                    target.policy.clone(),
+                    keepers.clone(),
+                ))
+            })
     }
 
     /// Freezes cgroup `key` and kills its processes if a pod claiming it is refused
@@ -949,6 +959,47 @@ mod tests {
         assert!(matches!(&out[..], [Outcome::NetRawRefused(_)]), "{out:?}");
         assert_eq!(
             fs::read_to_string(d3.path().join("cgroup.freeze")).expect("read"),
+            "1"
+        );
+    }
+
+    #[test]
+    fn a_static_pods_cgroup_moved_to_a_policy_without_raw_sockets_is_refused() {
+        let mut n = raw_node(std::sync::Arc::default());
+        let dir = fake_cgroup_dir();
+        let claim = |policy: &str| Pod {
+            mirror: Some(HASH.into()),
+            ..keeping_net_raw(Some(policy))
+        };
+        // One claim under `raw`: runs under it.
+        n.apply_pod(MIRROR, claim("raw"));
+        let out = n.cgroup_appeared(HASH, cgroup_at(7, dir.path()));
+        assert!(
+            matches!(&out[..], [Outcome::Enrolled { policy_id: 3, .. }]),
+            "{out:?}"
+        );
+        // Another claim under `raw` too: still fine. Then one under `narrow` from a pod
+        // that keeps nothing itself: the cgroup goes to the strictest (`narrow`), which
+        // lacks raw_sockets, while the static pod keeps the capability: refused.
+        n.apply_pod(FAKE, claim("raw"));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cgroup.freeze")).expect("read"),
+            "0"
+        );
+        let out = n.apply_pod(
+            FAKE2,
+            Pod {
+                mirror: Some(HASH.into()),
+                ..pod(Some("narrow"))
+            },
+        );
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Outcome::NetRawRefused(r) if r.policy == "narrow")),
+            "{out:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cgroup.freeze")).expect("read"),
             "1"
         );
     }
