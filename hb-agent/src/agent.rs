@@ -8,7 +8,7 @@
 //! leaving every pin in place: enforcement does not depend on the agent being alive.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs, io,
     os::{fd::AsRawFd as _, unix::fs::DirBuilderExt as _},
     path::{Path, PathBuf},
@@ -145,6 +145,10 @@ struct Running {
     rules: Vec<Rule>,
     policy_names: HashMap<u32, String>,
     cgroup_paths: HashMap<u64, String>,
+    /// Where `net_raw_cgroup` events go.
+    events: events::EventSender,
+    /// Glob-enrolled cgroups already reported for a process holding `CAP_NET_RAW`.
+    net_raw_reported: HashSet<u64>,
 }
 
 impl Running {
@@ -237,6 +241,7 @@ impl Running {
         for path in &changes.too_deep {
             tracing::error!(cgroup = %events::Escaped(path), max = hb_common::limits::MAX_CGROUP_DEPTH, "matches a [[sandbox]] glob but is too deep to enforce; NOT enrolled");
         }
+        self.report_net_raw(&tree);
         self.cgroup_paths = tree.into_iter().map(|f| (f.id, f.relative)).collect();
         let alive = self.cgroup_paths.keys().copied().collect();
         cgroup::forget_old(
@@ -245,6 +250,65 @@ impl Running {
             Duration::from_secs(300),
         );
         Ok(())
+    }
+}
+
+impl Running {
+    /// Detection only: a process whose bounding set holds `CAP_NET_RAW`, in a cgroup a
+    /// `[[sandbox]]` glob enrolled (or below one), can write frames through a packet
+    /// socket that no cgroup program sees. There is no pod spec to refuse it by (the
+    /// Kubernetes enrollment does that), so each such cgroup is reported once (event
+    /// `net_raw_cgroup`, a warning), nothing more.
+    fn report_net_raw(&mut self, tree: &[cgroup::Found]) {
+        let alive: HashSet<u64> = tree.iter().map(|f| f.id).collect();
+        self.net_raw_reported.retain(|id| alive.contains(id));
+        let globbed: Vec<(&cgroup::Found, u32)> = tree
+            .iter()
+            .filter_map(|f| {
+                let e = self.maps.enrolled.get(&f.id, 0).ok()?;
+                (e.flags & hb_common::ENROLL_GLOB != 0).then_some((f, e.policy_id))
+            })
+            .collect();
+        for f in tree {
+            let Some((enrolled, policy_id)) = globbed.iter().find(|(g, _)| {
+                f.relative == g.relative
+                    || f.relative
+                        .strip_prefix(&g.relative)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }) else {
+                continue;
+            };
+            if self.net_raw_reported.contains(&enrolled.id) {
+                continue;
+            }
+            let Some(pid) = cgroup::net_raw_holder(&self.mount.join(&f.relative)) else {
+                continue;
+            };
+            self.net_raw_reported.insert(enrolled.id);
+            let policy = self
+                .policy_names
+                .get(policy_id)
+                .cloned()
+                .unwrap_or_else(|| format!("#{policy_id}"));
+            tracing::warn!(cgroup = %events::Escaped(&f.relative), %policy, pid, "a process in a glob-enrolled cgroup may hold CAP_NET_RAW: its packet sockets pass every hook (reported only; drop NET_RAW there)");
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_default();
+            self.events.try_send(EventRecord {
+                policy,
+                cgroup_id: f.id,
+                cgroup: Some(f.relative.clone()),
+                pid,
+                tid: pid,
+                comm,
+                detail: Some(
+                    "CAP_NET_RAW in the bounding set: packet sockets pass every hook; \
+                     detection only, drop NET_RAW from this cgroup's processes"
+                        .to_owned(),
+                ),
+                ..events::own_record("enroll", "audit", "net_raw_cgroup", 0)
+            });
+        }
     }
 }
 
@@ -424,6 +488,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     } else {
         None
     };
+    let glob_events = dns_events_tx.clone();
     drop(dns_events_tx);
     let rules = config
         .sandboxes
@@ -442,6 +507,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         maps,
         rules,
         cgroup_paths: HashMap::new(),
+        events: glob_events,
+        net_raw_reported: HashSet::new(),
     };
     running.rescan()?;
 

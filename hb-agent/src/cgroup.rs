@@ -62,6 +62,27 @@ pub fn cgroup_id(path: &Path) -> Result<u64> {
         .map_err(io_err(path, "stat"))
 }
 
+/// `CAP_NET_RAW`'s bit in a capability set.
+const CAP_NET_RAW_BIT: u64 = 1 << 13;
+
+/// A process directly in cgroup `dir` whose bounding set holds `CAP_NET_RAW` (it holds
+/// the capability, or may gain it by an exec), if any: `CapBnd` of `/proc/<pid>/status`.
+pub fn net_raw_holder(dir: &Path) -> Option<u32> {
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .find(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| {
+                    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+                    u64::from_str_radix(hex.trim(), 16).ok()
+                })
+                .is_some_and(|bounding| bounding & CAP_NET_RAW_BIT != 0)
+        })
+}
+
 /// Whether a process lives in the cgroup or below it (`populated 1` in its
 /// `cgroup.events`).
 pub fn populated(path: &Path) -> bool {

@@ -1546,6 +1546,9 @@ pub struct PolicyConfig {
     /// packet to an IPv4 multicast group or broadcast address, written whole, reaches the
     /// host's listeners of any protocol (the copy the kernel loops to the host is judged
     /// by no hook), and a raw socket hears the packets of every protocol it names.
+    /// Under `[kubernetes]`, an enforced pod whose spec keeps `CAP_NET_RAW` (the
+    /// runtime's default) is frozen and killed unless its policy sets this: its packet
+    /// sockets (`AF_PACKET`) pass every cgroup hook, so with it they reach any address.
     #[serde(default)]
     pub raw_sockets: bool,
     /// Decoy handles planted beside the first handle of each execution and account

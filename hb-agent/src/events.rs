@@ -157,7 +157,8 @@ pub struct EventRecord {
     #[serde(default)]
     pub suppressed: u64,
     /// For the broker's `detector` events: what was done, in fixed words (the
-    /// outcome of the signal's action, a limit reached, a caller ended).
+    /// outcome of the signal's action, a limit reached, a caller ended). For a
+    /// `net_raw_pod` event: which containers keep `CAP_NET_RAW`, and the fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -265,7 +266,7 @@ pub fn counted_record(cgroup_id: u64, policy: String, n: u64) -> EventRecord {
 
 /// A record the agent writes of its own (a count, not one refusal): no process, no
 /// destination, no policy or cgroup until the caller names them.
-fn own_record(hook: &str, verdict: &str, reason: &str, suppressed: u64) -> EventRecord {
+pub fn own_record(hook: &str, verdict: &str, reason: &str, suppressed: u64) -> EventRecord {
     EventRecord {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         hook: hook.to_owned(),

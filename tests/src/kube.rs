@@ -85,7 +85,7 @@ impl FakeApi {
             "POST",
             "/hb/pod",
             &json!({"uid": p.uid, "name": p.name, "namespace": p.namespace, "node": p.node,
-                    "annotations": p.annotations, "silent": silent}),
+                    "annotations": p.annotations, "spec": p.spec, "silent": silent}),
         );
     }
 
@@ -97,7 +97,7 @@ impl FakeApi {
             "POST",
             "/hb/pod",
             &json!({"uid": p.uid, "name": p.name, "namespace": p.namespace, "node": p.node,
-                    "annotations": p.annotations, "silent": false}),
+                    "annotations": p.annotations, "spec": p.spec, "silent": false}),
         );
         if head.starts_with("HTTP/1.1 200") {
             return Ok(());
@@ -158,6 +158,9 @@ pub struct FakePod {
     pub namespace: String,
     pub node: String,
     pub annotations: Value,
+    /// The pod's spec (`null`: the server's default, one container that drops every
+    /// capability).
+    pub spec: Value,
 }
 
 impl FakePod {
@@ -169,7 +172,19 @@ impl FakePod {
             namespace: namespace.to_owned(),
             node: node.to_owned(),
             annotations: policy.map_or(json!({}), |p| json!({"hb.dev/policy": p})),
+            spec: Value::Null,
         }
+    }
+
+    /// This pod with one container `main` whose `securityContext` is `security` (`null`:
+    /// none, so the runtime's default capabilities, `CAP_NET_RAW` among them).
+    pub fn with_security(mut self, security: Value) -> Self {
+        let mut container = json!({"name": "main"});
+        if !security.is_null() {
+            container["securityContext"] = security;
+        }
+        self.spec = json!({"containers": [container]});
+        self
     }
 }
 

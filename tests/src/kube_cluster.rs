@@ -1,7 +1,8 @@
 //! One test's Kubernetes node, shared by the tests that need it (`kubernetes.rs`,
-//! `attack_review10.rs`): the API stand-in with namespaces `agents` (enforced, default
-//! `strict`) and `plain`, the real agent with policies `web`, `strict` and `open`, the
-//! resolver's upstream, recording listeners, and pods in network namespaces of their own.
+//! `attack_review10.rs`, `attack_review27.rs`): the API stand-in with namespaces `agents`
+//! (enforced, default `strict`) and `plain`, the real agent with policies `web`, `strict`,
+//! `open` and `rawok` (`raw_sockets = true`), the resolver's upstream, recording
+//! listeners, and pods in network namespaces of their own.
 
 use std::{
     fs,
@@ -53,6 +54,12 @@ name = "strict"
 [[policy]]
 name = "open"
 allow_cidrs = ["0.0.0.0/0"]
+
+# Its pods may keep CAP_NET_RAW (attack review 27).
+[[policy]]
+name = "rawok"
+allow_domains = ["allowed.test"]
+raw_sockets = true
 
 [kubernetes]
 enabled = true
@@ -200,6 +207,24 @@ impl Cluster {
     pub fn add_enforced_pod(&self, pod: &FakePod) {
         self.api.pod(pod, false);
         self.wait_log(&["pod enforced", &pod.uid]);
+    }
+
+    /// Registers `pod` (enforced, under `policy`), makes its cgroup and waits until it is
+    /// enrolled so, then makes a container cgroup in it: (the pod's, the container's).
+    pub fn enrolled_container(
+        &self,
+        pod: &FakePod,
+        driver: Driver,
+        qos: Qos,
+        policy: &str,
+    ) -> (PathBuf, PathBuf) {
+        self.add_enforced_pod(pod);
+        let dir = self.pod_dir(driver, qos, &pod.uid);
+        fs::create_dir_all(&dir).expect("pod cgroup");
+        self.wait_enrolled(&dir, policy);
+        let container = dir.join(container_cgroup(driver));
+        fs::create_dir_all(&container).expect("container cgroup");
+        (dir, container)
     }
 
     /// The pod's cgroup below the test's root (the kubepods hierarchy's parent).

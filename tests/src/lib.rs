@@ -604,7 +604,9 @@ impl TestEnv {
     /// config's `[[sandbox]]` glob [`pod_glob`]`(policy)`; returns once `maps dump
     /// enrolled` shows it with source `glob`. Its processes run as root with every
     /// capability (a pod may hold CAP_NET_RAW): what the kernel programs enforce there
-    /// is all that stands between them and the network.
+    /// is all that stands between them and the network. (The agent reports such a
+    /// process, `net_raw_cgroup`, and stops nothing: the tests that need the capability
+    /// keep it.)
     pub fn root_pod(&self, policy: &str) -> Pod {
         let rel = format!("{}/pods-{policy}/{}", self.cgroup_root, random_suffix());
         let dir = cgroup2_mount().join(&rel);

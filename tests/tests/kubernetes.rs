@@ -6,6 +6,7 @@
 
 use std::{
     fs,
+    os::unix::process::ExitStatusExt as _,
     path::Path,
     process::{Command, Stdio},
     thread,
@@ -298,6 +299,113 @@ fn a_pod_cgroup_that_ran_a_process_before_its_pod_was_known_is_reported_late() {
     assert_eq!(m.get("hb_pods_enforced", &[]), 2.0);
     assert!(m.get("hb_enrollment_latency_seconds_count", &[]) >= 2.0);
     assert_eq!(m.get("hb_ready", &[("condition", "pods_synced")]), 1.0);
+}
+
+/// Pods that keep `CAP_NET_RAW` (their packet sockets pass every cgroup hook) under a
+/// policy without `raw_sockets`, already running when the agent learns of them: a pod
+/// whose cgroup holds a container before the API shows the pod (as for pods running
+/// when the agent starts: the scan sees the cgroup, then the list the pod) has its
+/// process SIGKILLed and its cgroup left frozen; a running pod that dropped every
+/// capability runs on until an ephemeral (debug) container that keeps it is added to its
+/// spec, then it is killed too. A pod of an unenforced namespace that keeps it runs on.
+/// A pod that runs before the agent starts (installed or upgraded on a busy node) is
+/// killed at its start.
+#[test]
+fn running_pods_that_keep_net_raw_are_frozen_and_killed() {
+    let mut c = Cluster::start_with("kube-netraw", 100);
+    let keeper = FakePod::new("keeper", "agents", NODE, Some("web")).with_security(Value::Null);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &keeper.uid);
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("cgroups");
+    let mut sleeper = sleeper_in(&container);
+    c.api.pod(&keeper, false);
+    c.wait_enrolled(&dir, "web");
+    assert_eq!(ended(&mut sleeper).signal(), Some(libc::SIGKILL));
+    assert_eq!(
+        fs::read_to_string(dir.join("cgroup.freeze")).expect("freeze"),
+        "1\n"
+    );
+    let e = c.env.wait_event("the keeper's refusal", |e| {
+        e["reason"] == "net_raw_pod" && e["name"] == "agents/keeper"
+    });
+    assert_eq!(
+        (&e["hook"], &e["verdict"], &e["policy"]),
+        (&json!("enroll"), &json!("deny"), &json!("web"))
+    );
+
+    let mut debugged = FakePod::new("debugged", "agents", NODE, Some("web"))
+        .with_security(json!({"capabilities": {"drop": ["ALL"]}}));
+    c.add_enforced_pod(&debugged);
+    let dir = c.pod_dir(Driver::Cgroupfs, Qos::BestEffort, &debugged.uid);
+    let container = dir.join(container_cgroup(Driver::Cgroupfs));
+    fs::create_dir_all(&container).expect("cgroups");
+    c.wait_enrolled(&dir, "web");
+    let mut sleeper = sleeper_in(&container);
+    let free = FakePod::new("free", "plain", NODE, Some("web")).with_security(Value::Null);
+    c.api.pod(&free, false);
+    let free_dir = c.pod_dir(Driver::Cgroupfs, Qos::BestEffort, &free.uid);
+    let free_container = free_dir.join(container_cgroup(Driver::Cgroupfs));
+    fs::create_dir_all(&free_container).expect("cgroups");
+    let mut free_sleeper = sleeper_in(&free_container);
+    c.wait_stat("three pods known", |s| s["pods_known"] == 3);
+    // A few reconciling scans (every 100 ms) pass: neither is touched.
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        sleeper.child.try_wait().expect("wait").is_none(),
+        "the dropping pod was killed"
+    );
+    assert!(
+        free_sleeper.child.try_wait().expect("wait").is_none(),
+        "an unenforced pod was killed"
+    );
+    debugged.spec["ephemeralContainers"] = json!([{"name": "debug"}]);
+    c.api.pod(&debugged, false);
+    assert_eq!(ended(&mut sleeper).signal(), Some(libc::SIGKILL));
+    c.env.wait_event("the debugged pod's refusal", |e| {
+        e["reason"] == "net_raw_pod"
+            && e["name"] == "agents/debugged"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("ephemeralContainers/debug (runtime default)"))
+    });
+    c.wait_stat("two refusals", |s| s["net_raw_pods"] == 2);
+    assert!(
+        free_sleeper.child.try_wait().expect("wait").is_none(),
+        "an unenforced pod was killed"
+    );
+    assert_eq!(
+        fs::read_to_string(free_dir.join("cgroup.freeze")).expect("freeze"),
+        "0\n"
+    );
+
+    c.env.stop_agent();
+    let early = FakePod::new("early", "agents", NODE, Some("web")).with_security(Value::Null);
+    c.api.pod(&early, false);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Guaranteed, &early.uid);
+    let container = dir.join(container_cgroup(Driver::Systemd));
+    fs::create_dir_all(&container).expect("cgroups");
+    let mut sleeper = sleeper_in(&container);
+    let _ = fs::remove_file(c.env.state_dir.join("kubernetes.json"));
+    c.env.start_agent();
+    assert_eq!(ended(&mut sleeper).signal(), Some(libc::SIGKILL));
+    // The new agent refuses the two earlier pods' cgroups again (they still exist).
+    c.wait_stat("three refusals by the new agent", |s| {
+        s["net_raw_pods"] == 3
+    });
+    assert!(
+        free_sleeper.child.try_wait().expect("wait").is_none(),
+        "an unenforced pod was killed"
+    );
+}
+
+/// How `sleeper` ended (it must, within 10 s).
+fn ended(sleeper: &mut Sleeper) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(Duration::from_secs(10), || {
+        status = sleeper.child.try_wait().expect("wait");
+        status.is_some()
+    });
+    status.unwrap_or_else(|| panic!("pid {} still runs", sleeper.pid))
 }
 
 /// A root process in a pod's cgroup before the pod is known connects to the broker: a

@@ -258,6 +258,10 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
         std::fs::read(state_dir.join(crate::guard::STATS_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+    // The pod watcher's numbers, when `[kubernetes]` runs (written twice a second).
+    let kubernetes: Option<Value> = std::fs::read(state_dir.join(crate::kube::STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     // The broker's sockets the config names, and whether each is there (a socket).
     let broker_sockets: Vec<Value> = crate::broker::socket_paths(config)
         .into_iter()
@@ -290,6 +294,7 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
             "broker": broker,
             "broker_sockets": broker_sockets,
             "guard": guard,
+            "kubernetes": kubernetes,
         });
         println!("{}", crate::events::json_pretty(&out)?);
         return Ok(ExitCode::from(outcome as u8));
@@ -368,6 +373,17 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
             b.idle_closed,
             b.text_gate_limited,
             b.handles_limited
+        );
+    }
+    if let Some(k) = &kubernetes {
+        println!();
+        println!(
+            "kubernetes: {} pods known, {} enforced, {} pod cgroups enrolled, {} late enrollments, {} pods frozen and killed for keeping CAP_NET_RAW (net_raw_pod)",
+            k["pods_known"],
+            k["pods_enforced"],
+            k["cgroups_enrolled"],
+            k["late_enrollments"],
+            k["net_raw_pods"]
         );
     }
     println!();

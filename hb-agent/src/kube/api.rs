@@ -1,6 +1,8 @@
 //! The Kubernetes API side: this node's pods (field selector `spec.nodeName=<node>`) and
-//! the namespaces, each through kube-runtime's watcher on metadata-only requests (labels,
-//! annotations, uid: all enforcement needs, a fraction of a full pod's size).
+//! the namespaces, each through kube-runtime's watcher. Namespaces on metadata-only
+//! requests (labels, annotations: all enforcement needs of them); pods whole, since
+//! their containers' security contexts say whether they keep `CAP_NET_RAW` (`caps`),
+//! which the metadata does not.
 //!
 //! The watcher lists, then watches from the list's resourceVersion; when the server
 //! says the version is too old (410 Gone) or the stream breaks, it lists again. A
@@ -16,6 +18,7 @@ use std::{
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
     Api, Client,
     api::PartialObjectMeta,
@@ -75,7 +78,7 @@ pub async fn follow<S: Sink + Send + 'static>(
     report: impl Fn(Outcome) + Send + Sync,
     synced: impl Fn() + Send + Sync,
 ) {
-    let pods: Api<PartialObjectMeta<K8sPod>> = Api::all(client.clone());
+    let pods: Api<K8sPod> = Api::all(client.clone());
     let namespaces: Api<PartialObjectMeta<K8sNamespace>> = Api::all(client);
     let pod_config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let mut pod_events = watcher(pods, pod_config).default_backoff().boxed();
@@ -114,8 +117,8 @@ pub async fn follow<S: Sink + Send + 'static>(
     }
 }
 
-fn name_of<K>(o: &PartialObjectMeta<K>) -> String {
-    o.metadata.name.clone().unwrap_or_default()
+fn name_of(metadata: &ObjectMeta) -> String {
+    metadata.name.clone().unwrap_or_default()
 }
 
 fn on_namespace<S: Sink>(
@@ -146,7 +149,7 @@ fn on_namespace<S: Sink>(
                 .and_then(|a| a.get(&keys.allowed_annotation))
                 .map(|v| super::decide::parse_allowed(v)),
         };
-        node.apply_namespace(&name_of(o), ns)
+        node.apply_namespace(&name_of(&o.metadata), ns)
     };
     match ev {
         watcher::Event::Init => {
@@ -155,7 +158,7 @@ fn on_namespace<S: Sink>(
         }
         watcher::Event::InitApply(o) => {
             if let Some(seen) = relist.listing.as_mut() {
-                seen.insert(name_of(&o));
+                seen.insert(name_of(&o.metadata));
             }
             apply(node, &o)
         }
@@ -169,7 +172,7 @@ fn on_namespace<S: Sink>(
         }
         watcher::Event::Apply(o) => apply(node, &o),
         watcher::Event::Delete(o) => {
-            node.delete_namespace(&name_of(&o));
+            node.delete_namespace(&name_of(&o.metadata));
             Vec::new()
         }
     }
@@ -199,12 +202,10 @@ fn on_pod<S: Sink>(
     keys: &Keys,
     relist: &mut Relist,
     stats: &Stats,
-    ev: watcher::Event<PartialObjectMeta<K8sPod>>,
+    ev: watcher::Event<K8sPod>,
 ) -> Vec<Outcome> {
-    let uid = |o: &PartialObjectMeta<K8sPod>| {
-        o.metadata.uid.as_deref().and_then(super::layout::canonical)
-    };
-    let apply = |node: &mut Node<S>, o: &PartialObjectMeta<K8sPod>| {
+    let uid = |o: &K8sPod| o.metadata.uid.as_deref().and_then(super::layout::canonical);
+    let apply = |node: &mut Node<S>, o: &K8sPod| {
         let Some(uid) = uid(o) else {
             return Vec::new();
         };
@@ -215,11 +216,12 @@ fn on_pod<S: Sink>(
             .and_then(|v| static_claim(keys, &uid, &namespace, v));
         let pod = Pod {
             namespace,
-            name: name_of(o),
+            name: name_of(&o.metadata),
             policy: annotations
                 .and_then(|a| a.get(&keys.policy_annotation))
                 .cloned(),
             mirror,
+            net_raw: super::caps::net_raw_keepers(o.spec.as_ref()),
         };
         node.apply_pod(&uid, pod)
     };

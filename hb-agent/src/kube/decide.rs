@@ -13,9 +13,14 @@
 //! - The choice is made once per pod and is sticky (see `node`): a later edit of the
 //!   annotation, or the namespace losing its label, does not change or lift it.
 //!
+//! - An enforced pod whose spec keeps `CAP_NET_RAW` (`caps`) under a policy without
+//!   `raw_sockets = true` is refused: it may be enrolled, never run (see `node`).
+//!
 //! Must never: return "not enforced" for a pod of an enforcing namespace.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use super::caps::Keeper;
 
 use crate::config::{Config, PolicyConfig};
 
@@ -51,6 +56,8 @@ pub struct Pod {
     /// `kubernetes.io/config.mirror` annotation): which cgroup the pod claims. Never
     /// used to decide *whether* or *how* the pod is enforced (see `node`).
     pub mirror: Option<String>,
+    /// Its containers that keep `CAP_NET_RAW` (`caps::net_raw_keepers`).
+    pub net_raw: Vec<Keeper>,
 }
 
 /// Why an enforced pod got its policy (for the log line).
@@ -83,6 +90,8 @@ pub struct Policies {
     ids: HashMap<String, u32>,
     config_default: Option<String>,
     strictest: String,
+    /// The policies with `raw_sockets = true`: their pods may keep `CAP_NET_RAW`.
+    raw_sockets: HashSet<String>,
 }
 
 impl Policies {
@@ -93,7 +102,18 @@ impl Policies {
             ids: ids.clone(),
             config_default: (!default.is_empty()).then(|| default.clone()),
             strictest: strictest(&config.policies),
+            raw_sockets: config
+                .policies
+                .iter()
+                .filter(|p| p.raw_sockets)
+                .map(|p| p.name.get_ref().clone())
+                .collect(),
         }
+    }
+
+    /// Whether policy `name` lets its pods keep `CAP_NET_RAW` (`raw_sockets = true`).
+    pub fn allows_net_raw(&self, name: &str) -> bool {
+        self.raw_sockets.contains(name)
     }
 
     fn id(&self, name: &str) -> Option<u32> {
@@ -222,6 +242,7 @@ mode = "audit"
             name: "p".into(),
             policy: policy.map(str::to_owned),
             mirror: None,
+            net_raw: Vec::new(),
         }
     }
 

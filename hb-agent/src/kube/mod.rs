@@ -9,9 +9,12 @@
 //! Owns: the `ENROLL_KUBE` entries of the enrolled map. Must never: remove an
 //! enrollment whose cgroup exists, or let a pod's own metadata lift its enforcement (see
 //! `node`). The remaining window (a container that runs before the agent has seen its
-//! pod cgroup) is measured and reported, never hidden: `late_enrollment`.
+//! pod cgroup) is measured and reported, never hidden: `late_enrollment`. An enforced pod
+//! whose spec keeps `CAP_NET_RAW` under a policy without `raw_sockets` is frozen and
+//! killed instead of run (`caps`, `node`): `net_raw_pod`.
 
 mod api;
+mod caps;
 mod confined;
 pub mod decide;
 pub mod layout;
@@ -64,7 +67,10 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
 /// - `initial_sync_done`: both initial lists applied and the first cgroup scan done;
 /// - the enrollment latency histogram: from the moment the agent learned of a pod
 ///   cgroup (inotify event or scan) to its enrollment, in µs, cumulative buckets
-///   [`LATENCY_BUCKETS_US`] plus +Inf, with sum and count. (From the kubelet's `mkdir`
+///   [`LATENCY_BUCKETS_US`] plus +Inf, with sum and count;
+/// - `net_raw_pods`: counter of pod cgroups refused because their pod keeps
+///   `CAP_NET_RAW` under a policy without `raw_sockets` (each also a `net_raw_pod`
+///   event). (From the kubelet's `mkdir`
 ///   the figure is measured outside, by the tests and `cargo xtask bench enroll`.)
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -72,6 +78,7 @@ pub struct Stats {
     pub pods_enforced: AtomicU64,
     pub cgroups_enrolled: AtomicU64,
     pub late_enrollments: AtomicU64,
+    pub net_raw_pods: AtomicU64,
     pub relists: AtomicU64,
     pub initial_sync_done: AtomicBool,
     /// Pod network namespaces the agent's listeners are open in now.
@@ -112,6 +119,11 @@ impl Stats {
         crate::telemetry::global().late_enrollments.inc();
     }
 
+    fn net_raw_refused(&self) {
+        self.net_raw_pods.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::global().net_raw_pods.inc();
+    }
+
     fn set_gauges(&self, known: usize, enforced: usize, enrolled: usize) {
         crate::telemetry::global()
             .pods
@@ -136,6 +148,7 @@ impl Stats {
             "pods_enforced": self.pods_enforced.load(Ordering::Relaxed),
             "cgroups_enrolled": self.cgroups_enrolled.load(Ordering::Relaxed),
             "late_enrollments": self.late_enrollments.load(Ordering::Relaxed),
+            "net_raw_pods": self.net_raw_pods.load(Ordering::Relaxed),
             "relists": self.relists.load(Ordering::Relaxed),
             "initial_sync_done": self.initial_sync_done.load(Ordering::Relaxed),
             "netns_served": self.netns_served.load(Ordering::Relaxed),
@@ -505,6 +518,7 @@ impl Reporter {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
                 self.nets(|n| n.gone(&uid));
             }
+            node::Outcome::NetRawRefused(refusal) => self.net_raw_refused(&refusal),
             node::Outcome::Failed {
                 cgroup,
                 error,
@@ -520,6 +534,41 @@ impl Reporter {
                 tracing::error!(cgroup = %crate::events::Escaped(&cgroup), %error, "cannot enroll pod cgroup, nor freeze it: NOT enforced");
             }
         }
+    }
+}
+
+impl Reporter {
+    /// Logs a pod refused for keeping `CAP_NET_RAW` and sends its `net_raw_pod` event.
+    fn net_raw_refused(&self, r: &node::NetRawRefusal) {
+        let node::NetRawRefusal {
+            uid,
+            pod,
+            cgroup,
+            policy,
+            keepers,
+            frozen,
+            killed,
+        } = r;
+        let keeps = keepers
+            .iter()
+            .map(|k| format!("{} ({})", k.container, k.why))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let fix = format!(
+            "drop NET_RAW (securityContext.capabilities.drop: [ALL]) or set raw_sockets = true in policy {policy}"
+        );
+        if *frozen && *killed {
+            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(cgroup), %policy, keeps = %crate::events::Escaped(&keeps), %fix, "pod keeps CAP_NET_RAW (a packet socket passes every cgroup hook): frozen and killed");
+        } else {
+            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(cgroup), %policy, keeps = %crate::events::Escaped(&keeps), frozen, killed, %fix, "pod keeps CAP_NET_RAW, and its cgroup could not be frozen or emptied: it may run unconfined");
+        }
+        let record = EventRecord {
+            verdict: "deny".to_owned(),
+            reason: "net_raw_pod".to_owned(),
+            detail: Some(format!("keeps CAP_NET_RAW: {keeps}; fix: {fix}")),
+            ..pod_record(pod, cgroup, policy)
+        };
+        self.events.try_send(record);
     }
 }
 

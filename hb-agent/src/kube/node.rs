@@ -74,7 +74,20 @@
 //! true mirror pod is seen, have the cgroup enforced under the fake claim's policy
 //! alone (which is one the faker's namespace allows its own pods).
 //!
-//! Must never: remove the enrollment of a cgroup that exists.
+//! Pods that keep `CAP_NET_RAW`. A pod whose spec keeps the capability (`caps`) can
+//! write frames through a packet socket that no cgroup program sees, so an enforced pod
+//! that keeps it under a policy without `raw_sockets = true` is refused: its cgroup is
+//! frozen (`cgroup.freeze`, before anything else is done with it), enrolled as usual,
+//! and its processes killed (`cgroup.kill`), when it appears, at every reconciling scan
+//! while it exists (a process that joins the frozen cgroup cannot run, and the next
+//! scan kills it), and for cgroups already there when the agent starts. The refusal is
+//! decided with the pod and sticky like its policy; an update (an ephemeral container
+//! added) can only turn it on. A static pod's cgroup is refused if any enforced claim on
+//! it is, or keeps the capability while the claims combined put the cgroup under a
+//! policy without `raw_sockets` (the strictest, when they disagree).
+//!
+//! Must never: remove the enrollment of a cgroup that exists, or thaw a refused pod's
+//! cgroup.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -85,6 +98,7 @@ use std::{
 
 use super::{
     Stats,
+    caps::Keeper,
     decide::{self, Decision, Namespace, Pod, Policies},
     layout,
 };
@@ -121,6 +135,9 @@ pub struct PodCgroup {
     pub adopted: Option<u32>,
     /// Reported to the caller as enrolled ([`Outcome::Enrolled`] or [`Outcome::Adopted`]).
     pub reported: bool,
+    /// Refused (a pod keeping `CAP_NET_RAW`, see the module doc) and reported so: it
+    /// stays frozen, and every scan kills what is in it.
+    pub refused: bool,
 }
 
 #[derive(Debug)]
@@ -136,6 +153,8 @@ struct PodEntry {
     /// pod's config hash. Fixed when the pod is first seen.
     key: String,
     enforced: Option<Enforced>,
+    /// The containers that kept `CAP_NET_RAW` when the pod was refused for it (sticky).
+    refused: Option<Vec<Keeper>>,
     /// Deleted from the API at this time (kept while its cgroup exists).
     deleted: Option<Instant>,
 }
@@ -178,6 +197,9 @@ pub enum Outcome {
         /// The name is no configured policy (else: one the namespace does not allow).
         unknown: bool,
     },
+    /// An enforced pod keeps `CAP_NET_RAW` under a policy without `raw_sockets`: its
+    /// cgroup is frozen and its processes killed. Reported once per cgroup.
+    NetRawRefused(NetRawRefusal),
     /// The enrollment failed: the cgroup is frozen (`cgroup.freeze`) until it works,
     /// so nothing in it runs unenforced; `frozen` false when even that failed.
     Failed {
@@ -185,6 +207,20 @@ pub enum Outcome {
         error: String,
         frozen: bool,
     },
+}
+
+/// A pod cgroup refused because its pod keeps `CAP_NET_RAW` (module doc).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NetRawRefusal {
+    pub uid: String,
+    pub pod: String,
+    pub cgroup: String,
+    pub policy: String,
+    /// The containers that keep the capability.
+    pub keepers: Vec<Keeper>,
+    /// Whether `cgroup.freeze` and `cgroup.kill` were written.
+    pub frozen: bool,
+    pub killed: bool,
 }
 
 /// A cgroup that held processes before it was enrolled.
@@ -266,6 +302,7 @@ impl<S: Sink> Node<S> {
                         pod,
                         key,
                         enforced: None,
+                        refused: None,
                         deleted: None,
                     },
                 );
@@ -316,8 +353,13 @@ impl<S: Sink> Node<S> {
         if let Some(known) = self.cgroups.get(uid)
             && known.id == cgroup.id
         {
-            // Seen again (the reconciling scan): tried again only if a pod claiming it
-            // is enforced and the enrollment failed before (the cgroup is frozen then).
+            // Seen again (the reconciling scan): a refused pod's cgroup is frozen and
+            // emptied again (whatever joined it since); tried again only if a pod
+            // claiming it is enforced and the enrollment failed before (the cgroup is
+            // frozen then).
+            if known.refused {
+                refuse(&known.path);
+            }
             let failed = !known.enrolled
                 && self
                     .pods
@@ -333,6 +375,7 @@ impl<S: Sink> Node<S> {
         cgroup.enrolled = adopted.is_some();
         cgroup.adopted = adopted;
         cgroup.reported = false;
+        cgroup.refused = false;
         // (A static pod's cgroup is keyed by its hash, which is no pod's uid: its
         // enrollment counts as one more claim instead, see `target`.)
         if let Some(policy_id) = adopted
@@ -401,6 +444,7 @@ impl<S: Sink> Node<S> {
     fn settle(&mut self, uid: &str) -> Vec<Outcome> {
         let mut out = self.decide_pod(uid);
         if let Some(key) = self.pods.get(uid).map(|e| e.key.clone()) {
+            out.extend(self.refuse_key(&key));
             out.extend(self.enroll_key(&key));
         }
         self.count();
@@ -424,6 +468,7 @@ impl<S: Sink> Node<S> {
                 .collect()
         };
         let mut out: Vec<Outcome> = uids.iter().flat_map(|u| self.decide_pod(u)).collect();
+        out.extend(self.refuse_key(key));
         out.extend(self.enroll_key(key));
         self.count();
         out
@@ -474,7 +519,63 @@ impl<S: Sink> Node<S> {
             tracing::info!(uid, %pod, %policy, ?source, static_pod = ?e.pod.mirror, "pod enforced");
             e.enforced = Some(Enforced { policy, policy_id });
         }
+        // Every time the pod is seen, not once: an ephemeral container added later may
+        // keep the capability. Only ever towards refused.
+        if e.refused.is_none()
+            && !e.pod.net_raw.is_empty()
+            && let Some(enf) = &e.enforced
+            && !self.policies.allows_net_raw(&enf.policy)
+        {
+            let pod = format!("{}/{}", e.pod.namespace, e.pod.name);
+            tracing::warn!(uid, %pod, policy = %enf.policy, keepers = ?e.pod.net_raw, "pod keeps CAP_NET_RAW under a policy without raw_sockets: refused (its cgroup is frozen and its processes killed)");
+            e.refused = Some(e.pod.net_raw.clone());
+        }
         out
+    }
+
+    /// The refusal that applies to cgroup `key`, if a pod claiming it is refused, or
+    /// keeps `CAP_NET_RAW` while the cgroup's policy (for a static pod's, the claims
+    /// combined: possibly the strictest) lacks `raw_sockets`: the pod, that policy and
+    /// what keeps the capability.
+    fn refusal(&self, key: &str) -> Option<(String, String, Vec<Keeper>)> {
+        let (_, target) = self.target(key)?;
+        let raw_ok = self.policies.allows_net_raw(&target.policy);
+        self.pods
+            .values()
+            .filter(|e| e.key == key && e.enforced.is_some())
+            .find_map(|e| {
+                let keepers = e
+                    .refused
+                    .as_ref()
+                    .or((!raw_ok && !e.pod.net_raw.is_empty()).then_some(&e.pod.net_raw))?;
+                Some((
+                    format!("{}/{}", e.pod.namespace, e.pod.name),
+                    target.policy.clone(),
+                    keepers.clone(),
+                ))
+            })
+    }
+
+    /// Freezes cgroup `key` and kills its processes if a pod claiming it is refused
+    /// (before it is enrolled: nothing in it runs from here on); reports it once.
+    fn refuse_key(&mut self, key: &str) -> Option<Outcome> {
+        let (pod, policy, keepers) = self.refusal(key)?;
+        let c = self.cgroups.get_mut(key)?;
+        let (frozen, killed) = refuse(&c.path);
+        if c.refused {
+            return None;
+        }
+        c.refused = true;
+        self.stats.net_raw_refused();
+        Some(Outcome::NetRawRefused(NetRawRefusal {
+            uid: key.to_owned(),
+            pod,
+            cgroup: c.relative.clone(),
+            policy,
+            keepers,
+            frozen,
+            killed,
+        }))
     }
 
     /// The policy cgroup `key` is to be enrolled under, with the pod(s) it is for, if
@@ -548,7 +649,7 @@ impl<S: Sink> Node<S> {
                 Ok(()) => {
                     c.enrolled = true;
                     c.reported = true;
-                    if c.frozen {
+                    if c.frozen && !c.refused {
                         c.frozen = !set_frozen(&c.path, false);
                     }
                     self.stats.observe_latency(c.seen.elapsed());
@@ -583,7 +684,7 @@ impl<S: Sink> Node<S> {
         } else if !c.reported {
             // Enrolled already (by an earlier agent) under the pod's policy.
             c.reported = true;
-            if c.frozen {
+            if c.frozen && !c.refused {
                 c.frozen = !set_frozen(&c.path, false);
             }
             out.push(Outcome::Adopted {
@@ -617,6 +718,14 @@ impl Policies {
 /// `cgroup.freeze`); whether the write succeeded.
 fn set_frozen(dir: &Path, frozen: bool) -> bool {
     fs::write(dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }).is_ok()
+}
+
+/// Freezes cgroup `dir`, then kills every process in it and below (`cgroup.kill`:
+/// SIGKILL, frozen ones included); whether each write succeeded.
+fn refuse(dir: &Path) -> (bool, bool) {
+    let frozen = set_frozen(dir, true);
+    let killed = fs::write(dir.join("cgroup.kill"), "1").is_ok();
+    (frozen, killed)
 }
 
 /// A process in cgroup `dir` or below, if any: `cgroup.events` says `populated 1` when
@@ -726,6 +835,175 @@ mod tests {
         assert_eq!(n.sink.table.0.get(&7), Some(&2));
     }
 
+    /// A cgroup directory stand-in with `cgroup.freeze` and `cgroup.kill` files.
+    fn fake_cgroup_dir() -> crate::vault::tests::TempDir {
+        let dir = crate::vault::tests::TempDir::new();
+        fs::write(dir.path().join("cgroup.freeze"), "0").expect("freeze file");
+        fs::write(dir.path().join("cgroup.kill"), "").expect("kill file");
+        dir
+    }
+
+    /// Policies `narrow` (id 2) and `raw` (id 3, `raw_sockets = true`); namespace `ns`
+    /// enforces.
+    fn raw_node(stats: std::sync::Arc<Stats>) -> Node<Table> {
+        let config = Config::parse(
+            "[[policy]]\nname = \"narrow\"\n\n[[policy]]\nname = \"raw\"\nraw_sockets = true\n",
+            "test",
+        )
+        .expect("config");
+        let ids = [("narrow".to_owned(), 2), ("raw".to_owned(), 3)].into();
+        let mut n = Node::new(Table::default(), Policies::new(&config, &ids), stats);
+        n.apply_namespace("ns", enforcing());
+        n
+    }
+
+    /// Cgroup `id` at `dir`.
+    fn cgroup_at(id: u64, dir: &Path) -> PodCgroup {
+        PodCgroup {
+            path: dir.to_owned(),
+            ..cgroup(id)
+        }
+    }
+
+    fn keeping_net_raw(policy: Option<&str>) -> Pod {
+        Pod {
+            net_raw: vec![Keeper {
+                container: "containers/a".into(),
+                why: "runtime default".into(),
+            }],
+            ..pod(policy)
+        }
+    }
+
+    #[test]
+    fn a_pod_keeping_net_raw_is_frozen_killed_and_enrolled_and_never_thawed() {
+        let stats = std::sync::Arc::<Stats>::default();
+        let mut n = raw_node(stats.clone());
+        let dir = fake_cgroup_dir();
+        let read = |f: &str| fs::read_to_string(dir.path().join(f)).expect("read");
+        n.apply_pod(UID, keeping_net_raw(Some("narrow")));
+        let out = n.cgroup_appeared(UID, cgroup_at(7, dir.path()));
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    Outcome::NetRawRefused(NetRawRefusal { frozen: true, killed: true, policy, .. }),
+                    Outcome::Enrolled { policy_id: 2, .. }
+                ] if policy == "narrow"
+            ),
+            "{out:?}"
+        );
+        assert_eq!(
+            (read("cgroup.freeze"), read("cgroup.kill")),
+            ("1".into(), "1".into())
+        );
+        assert_eq!(
+            stats
+                .net_raw_pods
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // The reconciling scan: frozen and emptied again, not reported again.
+        fs::write(dir.path().join("cgroup.freeze"), "0").expect("thaw");
+        fs::write(dir.path().join("cgroup.kill"), "").expect("reset");
+        assert!(n.cgroup_appeared(UID, cgroup_at(7, dir.path())).is_empty());
+        assert_eq!(
+            (read("cgroup.freeze"), read("cgroup.kill")),
+            ("1".into(), "1".into())
+        );
+        // An update that drops the capability changes nothing: sticky.
+        n.apply_pod(UID, pod(Some("narrow")));
+        fs::write(dir.path().join("cgroup.freeze"), "0").expect("thaw");
+        n.cgroup_appeared(UID, cgroup_at(7, dir.path()));
+        assert_eq!(read("cgroup.freeze"), "1");
+        assert_eq!(
+            stats
+                .net_raw_pods
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn net_raw_is_refused_only_without_raw_sockets_and_an_update_can_only_refuse() {
+        let mut n = raw_node(std::sync::Arc::default());
+        n.apply_namespace("plain", Namespace::default());
+        // Under the opt-in, and unenforced: runs.
+        let other = "99999999-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+        let plain = "88888888-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+        let (d1, d2, d3) = (fake_cgroup_dir(), fake_cgroup_dir(), fake_cgroup_dir());
+        n.apply_pod(other, keeping_net_raw(Some("raw")));
+        n.apply_pod(
+            plain,
+            Pod {
+                namespace: "plain".into(),
+                ..keeping_net_raw(None)
+            },
+        );
+        n.apply_pod(UID, pod(Some("narrow")));
+        for (uid, dir, id) in [(other, &d1, 8), (plain, &d2, 9), (UID, &d3, 7)] {
+            let out = n.cgroup_appeared(uid, cgroup_at(id, dir.path()));
+            assert!(
+                !out.iter().any(|o| matches!(o, Outcome::NetRawRefused(_))),
+                "{out:?}"
+            );
+        }
+        for d in [&d1, &d2, &d3] {
+            assert_eq!(
+                fs::read_to_string(d.path().join("cgroup.freeze")).expect("read"),
+                "0"
+            );
+        }
+        // An ephemeral container that keeps it is added to the running pod: refused.
+        let out = n.apply_pod(UID, keeping_net_raw(Some("narrow")));
+        assert!(matches!(&out[..], [Outcome::NetRawRefused(_)]), "{out:?}");
+        assert_eq!(
+            fs::read_to_string(d3.path().join("cgroup.freeze")).expect("read"),
+            "1"
+        );
+    }
+
+    #[test]
+    fn a_static_pods_cgroup_moved_to_a_policy_without_raw_sockets_is_refused() {
+        let mut n = raw_node(std::sync::Arc::default());
+        let dir = fake_cgroup_dir();
+        let claim = |policy: &str| Pod {
+            mirror: Some(HASH.into()),
+            ..keeping_net_raw(Some(policy))
+        };
+        // One claim under `raw`: runs under it.
+        n.apply_pod(MIRROR, claim("raw"));
+        let out = n.cgroup_appeared(HASH, cgroup_at(7, dir.path()));
+        assert!(
+            matches!(&out[..], [Outcome::Enrolled { policy_id: 3, .. }]),
+            "{out:?}"
+        );
+        // Another claim under `raw` too: still fine. Then one under `narrow` from a pod
+        // that keeps nothing itself: the cgroup goes to the strictest (`narrow`), which
+        // lacks raw_sockets, while the static pod keeps the capability: refused.
+        n.apply_pod(FAKE, claim("raw"));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cgroup.freeze")).expect("read"),
+            "0"
+        );
+        let out = n.apply_pod(
+            FAKE2,
+            Pod {
+                mirror: Some(HASH.into()),
+                ..pod(Some("narrow"))
+            },
+        );
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Outcome::NetRawRefused(r) if r.policy == "narrow")),
+            "{out:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cgroup.freeze")).expect("read"),
+            "1"
+        );
+    }
+
     const UID: &str = "0c8d7b5e-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
 
     fn node() -> Node<Table> {
@@ -748,6 +1026,7 @@ mod tests {
             name: "p".into(),
             policy: policy.map(str::to_owned),
             mirror: None,
+            net_raw: Vec::new(),
         }
     }
 
@@ -762,6 +1041,7 @@ mod tests {
             frozen: false,
             adopted: None,
             reported: false,
+            refused: false,
         }
     }
 
@@ -916,6 +1196,7 @@ mod tests {
             name: name.into(),
             policy: policy.map(str::to_owned),
             mirror: Some(hash.into()),
+            net_raw: Vec::new(),
         }
     }
 

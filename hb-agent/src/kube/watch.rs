@@ -172,6 +172,7 @@ impl<S: Sink + Send + 'static> Watcher<S> {
                 frozen: false,
                 adopted: None,
                 reported: false,
+                refused: false,
             };
             let out = self.lock().cgroup_appeared(&uid, cgroup);
             out.into_iter().for_each(&self.report);

@@ -143,6 +143,9 @@ pub struct Metrics {
     /// Cgroups found with processes already in them when they were enrolled (a glob
     /// rescan counts them; so does the Kubernetes enrollment).
     pub late_enrollments: Counter,
+    /// Pod cgroups frozen and killed because their pod keeps `CAP_NET_RAW` under a
+    /// policy without `raw_sockets` (the Kubernetes enrollment counts them).
+    pub net_raw_pods: Counter,
     allow_entries: Family<IpFamilyLabel, Gauge>,
     rotations_open: Family<StepLabel, Gauge>,
     rotations_closed: Family<OutcomeLabel, Counter>,
@@ -241,6 +244,12 @@ impl Metrics {
             "Cgroups that already held processes when they were enrolled",
             late_enrollments.clone(),
         );
+        let net_raw_pods = Counter::default();
+        r.register(
+            "net_raw_pods",
+            "Pod cgroups frozen and killed: their pod keeps CAP_NET_RAW under a policy without raw_sockets",
+            net_raw_pods.clone(),
+        );
         let allow_entries = Family::<IpFamilyLabel, Gauge>::default();
         r.register(
             "allow_map_entries",
@@ -298,6 +307,7 @@ impl Metrics {
             pods,
             enrollment_latency,
             late_enrollments,
+            net_raw_pods,
             allow_entries,
             rotations_open,
             rotations_closed,

@@ -1,0 +1,183 @@
+//! What a pod's spec says about `CAP_NET_RAW`: which of its containers keep it.
+//!
+//! A process holding `CAP_NET_RAW` in its network namespace opens a packet socket
+//! (`AF_PACKET`) and writes frames straight to a device: `packet_snd` →
+//! `dev_queue_xmit` runs no cgroup program (`cgroup/sock_create` runs for internet
+//! sockets only, `cgroup_skb/egress` in the IP output path only), so the kernel side
+//! cannot judge what such a pod sends. The agent therefore decides from the spec,
+//! before any container runs (see `node`): a pod that keeps the capability does not run
+//! under a policy that has not opted in with `raw_sockets = true`.
+//!
+//! The rules, for each container, init container and ephemeral container:
+//! - `privileged: true` keeps it (every capability);
+//! - `capabilities.add` of `NET_RAW`, `NET_ADMIN`, `SYS_ADMIN` or `ALL` keeps it (the
+//!   runtime adds after it drops: `drop: [ALL]` with `add: [NET_RAW]` holds it);
+//! - else `capabilities.drop` of `NET_RAW` or `ALL` removes it;
+//! - else the runtime's default set applies, which holds `NET_RAW` (containerd's and
+//!   Docker's do).
+//!
+//! Names compare as the kubelet passes them on: case-insensitive, with or without the
+//! `CAP_` prefix.
+//!
+//! Must never: report "keeps nothing" for a container it cannot read (no spec at all
+//! counts as keeping it).
+
+use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
+
+/// A container that keeps `CAP_NET_RAW`, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keeper {
+    /// `containers/NAME`, `initContainers/NAME` or `ephemeralContainers/NAME`.
+    pub container: String,
+    /// What keeps it: `privileged`, `adds NET_RAW` (the name as written), or `runtime
+    /// default` (nothing drops it).
+    pub why: String,
+}
+
+/// The containers of `spec` that keep `CAP_NET_RAW`; a pod without a spec keeps it
+/// (fail closed: the API always sends one).
+pub fn net_raw_keepers(spec: Option<&PodSpec>) -> Vec<Keeper> {
+    let Some(spec) = spec else {
+        return vec![Keeper {
+            container: "-".to_owned(),
+            why: "no pod spec".to_owned(),
+        }];
+    };
+    let containers = spec
+        .containers
+        .iter()
+        .map(|c| ("containers", &c.name, c.security_context.as_ref()));
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| ("initContainers", &c.name, c.security_context.as_ref()));
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| ("ephemeralContainers", &c.name, c.security_context.as_ref()));
+    containers
+        .chain(init)
+        .chain(ephemeral)
+        .filter_map(|(kind, name, sc)| {
+            why_kept(sc).map(|why| Keeper {
+                container: format!("{kind}/{name}"),
+                why,
+            })
+        })
+        .collect()
+}
+
+/// Why a container with security context `sc` keeps `CAP_NET_RAW`, if it does.
+fn why_kept(sc: Option<&SecurityContext>) -> Option<String> {
+    if sc.and_then(|s| s.privileged) == Some(true) {
+        return Some("privileged".to_owned());
+    }
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let added = caps.and_then(|c| c.add.as_ref()).into_iter().flatten();
+    if let Some(name) = added.into_iter().find(|n| {
+        matches!(
+            bare(n).as_str(),
+            "NET_RAW" | "NET_ADMIN" | "SYS_ADMIN" | "ALL"
+        )
+    }) {
+        return Some(format!("adds {name}"));
+    }
+    let dropped = caps.and_then(|c| c.drop.as_ref()).into_iter().flatten();
+    if dropped
+        .into_iter()
+        .any(|n| matches!(bare(n).as_str(), "NET_RAW" | "ALL"))
+    {
+        return None;
+    }
+    Some("runtime default".to_owned())
+}
+
+/// A capability's name upper-cased, without its `CAP_` prefix.
+fn bare(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    upper
+        .strip_prefix("CAP_")
+        .map_or(upper.clone(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> PodSpec {
+        serde_json::from_value(json).expect("pod spec")
+    }
+
+    fn keepers(json: serde_json::Value) -> Vec<(String, String)> {
+        net_raw_keepers(Some(&spec(json)))
+            .into_iter()
+            .map(|k| (k.container, k.why))
+            .collect()
+    }
+
+    fn k(c: &str, why: &str) -> (String, String) {
+        (c.to_owned(), why.to_owned())
+    }
+
+    #[test]
+    fn a_container_keeps_net_raw_unless_it_drops_it() {
+        assert_eq!(
+            keepers(serde_json::json!({"containers": [{"name": "a"}]})),
+            [k("containers/a", "runtime default")]
+        );
+        for drop in ["ALL", "all", "NET_RAW", "net_raw", "CAP_NET_RAW", "cap_all"] {
+            let s = serde_json::json!({"containers": [
+                {"name": "a", "securityContext": {"capabilities": {"drop": ["CHOWN", drop]}}}
+            ]});
+            assert_eq!(keepers(s), [], "drop {drop}");
+        }
+        // Dropping another capability keeps it.
+        let s = serde_json::json!({"containers": [
+            {"name": "a", "securityContext": {"capabilities": {"drop": ["NET_ADMIN"]}}}
+        ]});
+        assert_eq!(keepers(s), [k("containers/a", "runtime default")]);
+    }
+
+    #[test]
+    fn privileged_or_an_add_keeps_it_whatever_is_dropped() {
+        let s = serde_json::json!({"containers": [
+            {"name": "a", "securityContext": {"privileged": true, "capabilities": {"drop": ["ALL"]}}},
+            {"name": "b", "securityContext": {"privileged": false, "capabilities": {"drop": ["ALL"]}}},
+        ]});
+        assert_eq!(keepers(s), [k("containers/a", "privileged")]);
+        for add in ["NET_RAW", "cap_net_raw", "NET_ADMIN", "SYS_ADMIN", "ALL"] {
+            let s = serde_json::json!({"containers": [
+                {"name": "a", "securityContext": {"capabilities": {"drop": ["ALL"], "add": [add]}}}
+            ]});
+            assert_eq!(
+                keepers(s),
+                [k("containers/a", &format!("adds {add}"))],
+                "add {add}"
+            );
+        }
+        let s = serde_json::json!({"containers": [
+            {"name": "a", "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}
+        ]});
+        assert_eq!(keepers(s), []);
+    }
+
+    #[test]
+    fn init_and_ephemeral_containers_count_and_no_spec_keeps_it() {
+        let dropped = serde_json::json!({"capabilities": {"drop": ["ALL"]}});
+        let s = serde_json::json!({
+            "containers": [{"name": "a", "securityContext": dropped}],
+            "initContainers": [{"name": "i"}],
+            "ephemeralContainers": [{"name": "debug", "securityContext": {"capabilities": {"add": ["NET_RAW"]}}}],
+        });
+        assert_eq!(
+            keepers(s),
+            [
+                k("initContainers/i", "runtime default"),
+                k("ephemeralContainers/debug", "adds NET_RAW")
+            ]
+        );
+        assert_eq!(net_raw_keepers(None).len(), 1);
+    }
+}
