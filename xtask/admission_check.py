@@ -69,6 +69,28 @@ BROKEN = {
         ]
     ),
     "a hostPort": lambda p: container(p).update(ports=[{"containerPort": 80, "hostPort": 80}]),
+    "the runtime's default seccomp profile": lambda p: p["spec"]["securityContext"].update(
+        seccompProfile={"type": "RuntimeDefault"}
+    ),
+    "a container unconfined under the pod's hb.json": lambda p: container(p)["securityContext"].update(
+        seccompProfile={"type": "Unconfined"}
+    ),
+    "another Localhost profile": lambda p: p["spec"]["securityContext"].update(
+        seccompProfile={"type": "Localhost", "localhostProfile": "other.json"}
+    ),
+    "an init container outside hb's profile": lambda p: p["spec"].update(
+        initContainers=[
+            {
+                "name": "init",
+                "image": "x",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            }
+        ]
+    ),
     "a privileged debug container": lambda p: p["spec"].update(
         ephemeralContainers=[{"name": "debug", "image": "x", "securityContext": {"privileged": True}}]
     ),

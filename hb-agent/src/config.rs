@@ -105,6 +105,15 @@ pub struct KubernetesConfig {
     /// pods. Empty: static pods are not enforced (a claim from an enforced namespace is
     /// logged).
     pub static_pod_namespaces: Vec<String>,
+    /// The kubelet `Localhost` seccomp profile hb's profile is installed as (`hb-agent
+    /// sandbox seccomp-profile`, relative to the kubelet's seccomp folder): a pod whose
+    /// every container runs under it cannot open packet sockets, so it may keep
+    /// `CAP_NET_RAW`. "" = hb does not look at pods' profiles.
+    pub seccomp_profile: String,
+    /// Refuse (freeze and kill) an enforced pod any of whose containers does not run
+    /// under `seccomp_profile`: 32-bit calls, vsock and other socket families, and
+    /// io_uring go around the cgroup hooks without it.
+    pub require_seccomp_profile: bool,
 }
 
 impl Default for KubernetesConfig {
@@ -121,6 +130,8 @@ impl Default for KubernetesConfig {
             watch_cgroups: true,
             rescan_interval_ms: 10_000,
             static_pod_namespaces: Vec::new(),
+            seccomp_profile: "hb.json".into(),
+            require_seccomp_profile: true,
         }
     }
 }
@@ -2566,6 +2577,24 @@ impl Config {
                 ));
             }
         }
+        let profile = &k.seccomp_profile;
+        if profile.starts_with('/') || profile.split('/').any(|p| p == "..") {
+            return Err(invalid(
+                "seccomp_profile",
+                format!(
+                    "\"{profile}\" must be a path below the kubelet's seccomp folder, as a pod's \
+                     localhostProfile names it (e.g. \"hb.json\")"
+                ),
+            ));
+        }
+        if k.require_seccomp_profile && profile.is_empty() {
+            return Err(invalid(
+                "seccomp_profile",
+                "is empty, but kubernetes.require_seccomp_profile needs the profile enforced pods \
+                 must run under (name it, or set require_seccomp_profile = false)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -3139,6 +3168,16 @@ mod tests {
                 "rescan_interval_ms = 0",
                 "kubernetes.rescan_interval_ms",
                 "at least 1",
+            ),
+            (
+                "seccomp_profile = \"/var/lib/kubelet/seccomp/hb.json\"",
+                "kubernetes.seccomp_profile",
+                "below the kubelet's seccomp folder",
+            ),
+            (
+                "seccomp_profile = \"\"",
+                "kubernetes.seccomp_profile",
+                "require_seccomp_profile needs the profile",
             ),
             (
                 "static_pod_namespaces = [\"kube-system\", \"Ops/Team\"]",

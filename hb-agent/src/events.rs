@@ -158,7 +158,8 @@ pub struct EventRecord {
     pub suppressed: u64,
     /// For the broker's `detector` events: what was done, in fixed words (the
     /// outcome of the signal's action, a limit reached, a caller ended). For a
-    /// `net_raw_pod` event: which containers keep `CAP_NET_RAW`, and the fix.
+    /// `net_raw_pod` or `unconfined_pod` event: which containers keep `CAP_NET_RAW`
+    /// or run outside hb's seccomp profile, and the fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }

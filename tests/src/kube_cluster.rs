@@ -69,6 +69,9 @@ kubeconfig = "{}"
 rescan_interval_ms = {rescan_ms}
 # The cluster admin's static pods (attack review 10) run in `agents`.
 static_pod_namespaces = ["agents"]
+# No runtime applies seccomp profiles here: a pod's spec is all the agent has, and the
+# tests' pods keep or drop CAP_NET_RAW by it (pod_seccomp requires the profile).
+require_seccomp_profile = false
 "#,
         kubeconfig.display()
     )
@@ -116,6 +119,12 @@ impl Cluster {
 
     /// [`Cluster::start`] with the pod watcher's reconciling scan every `rescan_ms`.
     pub fn start_with(name: &str, rescan_ms: u64) -> Self {
+        Self::start_configured(name, rescan_ms, false)
+    }
+
+    /// [`Cluster::start_with`], the agent requiring enforced pods to run under hb's
+    /// seccomp profile (`kubernetes.require_seccomp_profile`) or not.
+    pub fn start_configured(name: &str, rescan_ms: u64, require_profile: bool) -> Self {
         private_netns(&["203.0.113.10", "10.0.0.1"]);
         let dns = Dnsmasq::start(
             "127.0.0.1",
@@ -146,6 +155,11 @@ impl Cluster {
             text.replacen(
                 "rescan_interval_ms = 100\n",
                 "rescan_interval_ms = 60000\n",
+                1,
+            )
+            .replacen(
+                "require_seccomp_profile = false\n",
+                &format!("require_seccomp_profile = {require_profile}\n"),
                 1,
             ),
         )

@@ -16,6 +16,12 @@
 //! Without the profile (the control that the attacks work) the packet socket's datagram
 //! arrives and the rest opens or succeeds; with it, each is refused (`EPERM`) and the
 //! 32-bit call kills the process (`SIGSYS`, the runtime's bad-architecture action).
+//!
+//! Through the Kubernetes path (the fake API server, `kubernetes.require_seccomp_profile`,
+//! the default): a pod whose spec does not put every container under hb's profile is
+//! refused (frozen, killed, `unconfined_pod`), and one whose spec does runs, keeping
+//! `CAP_NET_RAW`, in a container runc starts under the profile, where the same attacks
+//! are refused.
 
 use std::{
     fs,
@@ -25,13 +31,22 @@ use std::{
     time::Duration,
 };
 
-use hb_tests::{TestEnv, UdpProbe, pod_glob, private_netns, random_suffix};
+use std::os::unix::process::ExitStatusExt as _;
+
+use hb_tests::{
+    TestEnv, UdpProbe, cgroup2_mount,
+    kube::{Driver, FakePod, Qos, wait_until},
+    kube_cluster::{Cluster, NODE},
+    pod_glob, private_netns, random_suffix,
+};
 use serde_json::{Value, json};
 
 /// Allowed by the policy (a static CIDR).
 const ALLOWED4: &str = "203.0.113.10";
 /// Held by the test's namespace, not allowed: the listener the attacks aim at.
 const OTHER4: &str = "203.0.113.20";
+/// The Kubernetes cluster's private address (held by its namespace, in the deny ranges).
+const PRIVATE4: &str = "10.0.0.1";
 /// An address the host does not hold (the packet socket's datagram's source: one of
 /// the host's own would be a martian on `lo`).
 const FOREIGN4: &str = "198.51.100.1";
@@ -203,7 +218,7 @@ fn attacks(pod: &str, profile: Option<&Value>, probe: &UdpProbe) -> (Output, Str
     let before = probe.received();
     let script = PY_ATTACKS
         .replace("FOREIGN4", FOREIGN4)
-        .replace("OTHER4", OTHER4);
+        .replace("OTHER4", &probe.addr.ip().to_string());
     let port = probe.addr.port().to_string();
     let bundle = Bundle::new(
         &format!("{pod}/c-{}", random_suffix()),
@@ -279,4 +294,108 @@ fn a_pod_under_hbs_profile_opens_nothing_the_hooks_cannot_see() {
         Some(128 + libc::SIGSYS),
         "runc passes on the container's exit: SIGSYS at the 32-bit call ({held:?})"
     );
+}
+
+/// `cmd` moved into cgroup `dir` (as a kubelet's container would be), run to its end:
+/// its exit status and output.
+fn run_in_cgroup(dir: &Path, cmd: &[&str]) -> (std::process::ExitStatus, String) {
+    let script = format!("echo $$ > {}/cgroup.procs && exec \"$@\"", dir.display());
+    let mut child = Command::new("sh")
+        .args(["-c", &script, "sh"])
+        .args(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let mut done = None;
+    wait_until(Duration::from_secs(20), || {
+        done = child.try_wait().expect("wait");
+        done.is_some()
+    });
+    let Some(status) = done else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} in {} neither ended nor was killed", dir.display());
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("stdout");
+    (status, out)
+}
+
+#[test]
+fn an_enforced_pod_runs_only_under_hbs_profile() {
+    // The reconciling scan every 100 ms: it kills a process that joined a frozen cgroup.
+    let c = Cluster::start_configured("podsec-kube", 100, true);
+    let profile: Value = {
+        let out = c.env.hb(&["sandbox", "seccomp-profile"]);
+        assert!(out.status.success(), "seccomp-profile: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("the profile is JSON")
+    };
+    let probe = UdpProbe::bind(&format!("{PRIVATE4}:0"));
+
+    // Dropping every capability is not enough: no profile, so refused.
+    let bare = FakePod::new("bare", "agents", NODE, Some("web"))
+        .with_security(json!({"capabilities": {"drop": ["ALL"]}}));
+    let (_, container) = c.enrolled_container(&bare, Driver::Cgroupfs, Qos::Burstable, "web");
+    let (status, got) = run_in_cgroup(&container, &["/usr/bin/python3", "-c", "print('ran')"]);
+    eprintln!(
+        "figure: a pod whose spec names no seccomp profile: its process ended with {status:?} \
+         having printed {got:?}"
+    );
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the pod outside hb's profile is killed ({got:?})\n{}",
+        c.log()
+    );
+    assert!(!got.contains("ran"), "its process ran: {got:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .env
+            .audit_records()
+            .iter()
+            .any(|r| {
+                r["reason"] == "unconfined_pod"
+                    && r["name"] == "agents/bare"
+                    && r["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("containers/main (runs under no profile"))
+            })),
+        "no unconfined_pod event for agents/bare: {:?}",
+        c.env.audit_records()
+    );
+    c.wait_stat("the refusal counted", |s| s["unconfined_pods"] == 1);
+
+    // Under the profile (pod-level), keeping CAP_NET_RAW: runs, and runc applies it.
+    let mut confined = FakePod::new("confined", "agents", NODE, Some("web"));
+    confined.spec = json!({
+        "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "hb.json"}},
+        "containers": [{"name": "main"}],
+    });
+    let (dir, container) = c.enrolled_container(&confined, Driver::Cgroupfs, Qos::Burstable, "web");
+    let rel = container
+        .strip_prefix(cgroup2_mount())
+        .expect("below the cgroup2 mount")
+        .to_str()
+        .expect("utf-8")
+        .to_owned();
+    let (held, text, arrived) = attacks(&rel, Some(&profile), &probe);
+    eprintln!(
+        "figure: a pod under hb's profile keeping CAP_NET_RAW, run by runc: {text:?}, \
+         {arrived} datagram(s) at {PRIVATE4}; exit {:?}",
+        held.status.code()
+    );
+    assert_eq!(result(&text, "udp"), "EPERM", "{held:?}");
+    assert_eq!(result(&text, "packet"), "EPERM", "{held:?}");
+    assert_eq!(arrived, 0, "a datagram reached {PRIVATE4}: {held:?}");
+    assert_eq!(result(&text, "vsock"), "EPERM", "{held:?}");
+    assert_eq!(result(&text, "io_uring"), "EPERM", "{held:?}");
+    assert_eq!(held.status.code(), Some(128 + libc::SIGSYS), "{held:?}");
+    assert_eq!(
+        fs::read_to_string(dir.join("cgroup.freeze")).expect("freeze"),
+        "0\n",
+        "the confined pod is not refused"
+    );
+    assert_eq!(c.stats()["net_raw_pods"], 0, "{}", c.stats());
 }

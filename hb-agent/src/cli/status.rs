@@ -378,12 +378,13 @@ pub fn show(config: &Config, json: bool, wait_ready_secs: Option<u64>) -> anyhow
     if let Some(k) = &kubernetes {
         println!();
         println!(
-            "kubernetes: {} pods known, {} enforced, {} pod cgroups enrolled, {} late enrollments, {} pods frozen and killed for keeping CAP_NET_RAW (net_raw_pod)",
+            "kubernetes: {} pods known, {} enforced, {} pod cgroups enrolled, {} late enrollments, {} pods frozen and killed for keeping CAP_NET_RAW (net_raw_pod), {} for running outside hb's seccomp profile (unconfined_pod)",
             k["pods_known"],
             k["pods_enforced"],
             k["cgroups_enrolled"],
             k["late_enrollments"],
-            k["net_raw_pods"]
+            k["net_raw_pods"],
+            k["unconfined_pods"]
         );
     }
     println!();

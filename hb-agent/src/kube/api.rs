@@ -27,6 +27,7 @@ use kube::{
 
 use super::{
     KubeError, Stats,
+    caps::Keeper,
     decide::{Namespace, Pod},
     node::{Node, Outcome, Sink},
 };
@@ -43,6 +44,10 @@ pub struct Keys {
     pub allowed_annotation: String,
     /// Namespaces whose mirror pods' claims are honoured (`kubernetes.static_pod_namespaces`).
     pub static_pod_namespaces: Vec<String>,
+    /// hb's `Localhost` seccomp profile ("" = not looked at), and whether an enforced
+    /// pod must run under it (`kubernetes.seccomp_profile`, `require_seccomp_profile`).
+    pub seccomp_profile: String,
+    pub require_seccomp_profile: bool,
 }
 
 /// Builds the API client: from a kubeconfig file, or the in-cluster service account.
@@ -197,6 +202,39 @@ fn static_claim(keys: &Keys, uid: &str, namespace: &str, value: &str) -> Option<
     Some(hash)
 }
 
+/// What a pod's spec holds against it: the containers that keep `CAP_NET_RAW` (none
+/// when every container runs under hb's seccomp profile, which refuses packet sockets),
+/// and, where the profile is required, the containers that do not run under it.
+fn spec_findings(
+    keys: &Keys,
+    spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
+) -> (Vec<Keeper>, Vec<Keeper>) {
+    let profile = &keys.seccomp_profile;
+    let unconfined: Vec<Keeper> = if profile.is_empty() {
+        Vec::new()
+    } else {
+        super::confined::unconfined(spec, profile)
+            .into_iter()
+            .map(|u| Keeper {
+                container: u.container,
+                why: format!("runs under {}, not Localhost {profile}", u.runs_under),
+            })
+            .collect()
+    };
+    let confined = !profile.is_empty() && unconfined.is_empty();
+    let net_raw = if confined {
+        Vec::new()
+    } else {
+        super::caps::net_raw_keepers(spec)
+    };
+    let required = if keys.require_seccomp_profile {
+        unconfined
+    } else {
+        Vec::new()
+    };
+    (net_raw, required)
+}
+
 fn on_pod<S: Sink>(
     node: &mut Node<S>,
     keys: &Keys,
@@ -214,6 +252,7 @@ fn on_pod<S: Sink>(
         let mirror = annotations
             .and_then(|a| a.get(MIRROR_ANNOTATION))
             .and_then(|v| static_claim(keys, &uid, &namespace, v));
+        let (net_raw, unconfined) = spec_findings(keys, o.spec.as_ref());
         let pod = Pod {
             namespace,
             name: name_of(&o.metadata),
@@ -221,7 +260,8 @@ fn on_pod<S: Sink>(
                 .and_then(|a| a.get(&keys.policy_annotation))
                 .cloned(),
             mirror,
-            net_raw: super::caps::net_raw_keepers(o.spec.as_ref()),
+            net_raw,
+            unconfined,
         };
         node.apply_pod(&uid, pod)
     };

@@ -56,8 +56,12 @@ pub struct Pod {
     /// `kubernetes.io/config.mirror` annotation): which cgroup the pod claims. Never
     /// used to decide *whether* or *how* the pod is enforced (see `node`).
     pub mirror: Option<String>,
-    /// Its containers that keep `CAP_NET_RAW` (`caps::net_raw_keepers`).
+    /// Its containers that keep `CAP_NET_RAW` (`caps::net_raw_keepers`; none when
+    /// every container runs under hb's seccomp profile).
     pub net_raw: Vec<Keeper>,
+    /// Where `kubernetes.require_seccomp_profile` is set: its containers that do not run
+    /// under hb's seccomp profile (`confined::unconfined`).
+    pub unconfined: Vec<Keeper>,
 }
 
 /// Why an enforced pod got its policy (for the log line).
@@ -243,6 +247,7 @@ mode = "audit"
             policy: policy.map(str::to_owned),
             mirror: None,
             net_raw: Vec::new(),
+            unconfined: Vec::new(),
         }
     }
 

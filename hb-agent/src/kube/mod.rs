@@ -70,7 +70,8 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
 ///   [`LATENCY_BUCKETS_US`] plus +Inf, with sum and count;
 /// - `net_raw_pods`: counter of pod cgroups refused because their pod keeps
 ///   `CAP_NET_RAW` under a policy without `raw_sockets` (each also a `net_raw_pod`
-///   event). (From the kubelet's `mkdir`
+///   event); `unconfined_pods`: those refused because a container of theirs runs
+///   outside hb's seccomp profile (`unconfined_pod`). (From the kubelet's `mkdir`
 ///   the figure is measured outside, by the tests and `cargo xtask bench enroll`.)
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -79,6 +80,7 @@ pub struct Stats {
     pub cgroups_enrolled: AtomicU64,
     pub late_enrollments: AtomicU64,
     pub net_raw_pods: AtomicU64,
+    pub unconfined_pods: AtomicU64,
     pub relists: AtomicU64,
     pub initial_sync_done: AtomicBool,
     /// Pod network namespaces the agent's listeners are open in now.
@@ -124,6 +126,11 @@ impl Stats {
         crate::telemetry::global().net_raw_pods.inc();
     }
 
+    fn unconfined_refused(&self) {
+        self.unconfined_pods.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::global().unconfined_pods.inc();
+    }
+
     fn set_gauges(&self, known: usize, enforced: usize, enrolled: usize) {
         crate::telemetry::global()
             .pods
@@ -149,6 +156,7 @@ impl Stats {
             "cgroups_enrolled": self.cgroups_enrolled.load(Ordering::Relaxed),
             "late_enrollments": self.late_enrollments.load(Ordering::Relaxed),
             "net_raw_pods": self.net_raw_pods.load(Ordering::Relaxed),
+            "unconfined_pods": self.unconfined_pods.load(Ordering::Relaxed),
             "relists": self.relists.load(Ordering::Relaxed),
             "initial_sync_done": self.initial_sync_done.load(Ordering::Relaxed),
             "netns_served": self.netns_served.load(Ordering::Relaxed),
@@ -293,6 +301,8 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
         policy_annotation: k.policy_annotation.clone(),
         allowed_annotation: k.allowed_policies_annotation.clone(),
         static_pod_namespaces: k.static_pod_namespaces.clone(),
+        seccomp_profile: k.seccomp_profile.clone(),
+        require_seccomp_profile: k.require_seccomp_profile,
     };
     tracing::info!(node = %node_name, cgroups = %inputs.config.kube_cgroup_root(), inotify = k.watch_cgroups, "kubernetes: watching this node's pods");
     let stats2 = Arc::clone(&stats);
@@ -538,34 +548,58 @@ impl Reporter {
 }
 
 impl Reporter {
-    /// Logs a pod refused for keeping `CAP_NET_RAW` and sends its `net_raw_pod` event.
+    /// Logs a refused pod and sends its event: `unconfined_pod` when a container runs
+    /// outside hb's seccomp profile, else `net_raw_pod`.
     fn net_raw_refused(&self, r: &node::NetRawRefusal) {
         let node::NetRawRefusal {
             uid,
             pod,
             cgroup,
             policy,
-            keepers,
+            grounds,
             frozen,
             killed,
         } = r;
-        let keeps = keepers
-            .iter()
-            .map(|k| format!("{} ({})", k.container, k.why))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let fix = format!(
-            "drop NET_RAW (securityContext.capabilities.drop: [ALL]) or set raw_sockets = true in policy {policy}"
-        );
-        if *frozen && *killed {
-            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(cgroup), %policy, keeps = %crate::events::Escaped(&keeps), %fix, "pod keeps CAP_NET_RAW (a packet socket passes every cgroup hook): frozen and killed");
-        } else {
-            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(cgroup), %policy, keeps = %crate::events::Escaped(&keeps), frozen, killed, %fix, "pod keeps CAP_NET_RAW, and its cgroup could not be frozen or emptied: it may run unconfined");
+        let list = |keepers: &[caps::Keeper]| {
+            keepers
+                .iter()
+                .map(|k| format!("{} ({})", k.container, k.why))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut found = Vec::new();
+        let mut fixes = Vec::new();
+        if !grounds.unconfined.is_empty() {
+            found.push(format!(
+                "outside hb's seccomp profile: {}",
+                list(&grounds.unconfined)
+            ));
+            fixes.push(
+                "run every container under hb's profile (securityContext.seccompProfile: {type: Localhost, localhostProfile: <kubernetes.seccomp_profile>})"
+                    .to_owned(),
+            );
         }
+        if !grounds.net_raw.is_empty() {
+            found.push(format!("keeps CAP_NET_RAW: {}", list(&grounds.net_raw)));
+            fixes.push(format!(
+                "drop NET_RAW (securityContext.capabilities.drop: [ALL]) or set raw_sockets = true in policy {policy}"
+            ));
+        }
+        let (found, fix) = (found.join("; "), fixes.join("; "));
+        if *frozen && *killed {
+            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(cgroup), %policy, found = %crate::events::Escaped(&found), %fix, "pod refused (what it runs could pass every cgroup hook): frozen and killed");
+        } else {
+            tracing::error!(%uid, %pod, cgroup = %crate::events::Escaped(cgroup), %policy, found = %crate::events::Escaped(&found), frozen, killed, %fix, "pod refused, and its cgroup could not be frozen or emptied: it may run unconfined");
+        }
+        let reason = if grounds.unconfined.is_empty() {
+            "net_raw_pod"
+        } else {
+            "unconfined_pod"
+        };
         let record = EventRecord {
             verdict: "deny".to_owned(),
-            reason: "net_raw_pod".to_owned(),
-            detail: Some(format!("keeps CAP_NET_RAW: {keeps}; fix: {fix}")),
+            reason: reason.to_owned(),
+            detail: Some(format!("{found}; fix: {fix}")),
             ..pod_record(pod, cgroup, policy)
         };
         self.events.try_send(record);

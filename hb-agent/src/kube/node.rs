@@ -86,6 +86,13 @@
 //! it is, or keeps the capability while the claims combined put the cgroup under a
 //! policy without `raw_sockets` (the strictest, when they disagree).
 //!
+//! Pods outside hb's seccomp profile. Under `kubernetes.require_seccomp_profile` (the
+//! default) an enforced pod any of whose containers does not run under hb's `Localhost`
+//! profile (`confined`) is refused the same way, whatever its policy: without it, 32-bit
+//! calls, vsock and other socket families, and io_uring go around the cgroup hooks. A
+//! pod whose every container runs under it may keep `CAP_NET_RAW` (the profile refuses
+//! packet sockets), so `caps` reports nothing for it.
+//!
 //! Must never: remove the enrollment of a cgroup that exists, or thaw a refused pod's
 //! cgroup.
 
@@ -153,8 +160,8 @@ struct PodEntry {
     /// pod's config hash. Fixed when the pod is first seen.
     key: String,
     enforced: Option<Enforced>,
-    /// The containers that kept `CAP_NET_RAW` when the pod was refused for it (sticky).
-    refused: Option<Vec<Keeper>>,
+    /// Why the pod was refused, when it was (sticky).
+    refused: Option<Grounds>,
     /// Deleted from the API at this time (kept while its cgroup exists).
     deleted: Option<Instant>,
 }
@@ -209,15 +216,41 @@ pub enum Outcome {
     },
 }
 
-/// A pod cgroup refused because its pod keeps `CAP_NET_RAW` (module doc).
+/// Why a pod is refused: its containers that keep `CAP_NET_RAW` (under a policy
+/// without `raw_sockets`), and those that do not run under hb's seccomp profile (where
+/// it is required). At least one is not empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grounds {
+    pub net_raw: Vec<Keeper>,
+    pub unconfined: Vec<Keeper>,
+}
+
+impl Grounds {
+    /// The grounds `pod` gives under a policy that does (`raw_ok`) or does not allow
+    /// `CAP_NET_RAW`; None when it gives none.
+    fn of(pod: &Pod, raw_ok: bool) -> Option<Grounds> {
+        let g = Grounds {
+            net_raw: if raw_ok {
+                Vec::new()
+            } else {
+                pod.net_raw.clone()
+            },
+            unconfined: pod.unconfined.clone(),
+        };
+        (!g.net_raw.is_empty() || !g.unconfined.is_empty()).then_some(g)
+    }
+}
+
+/// A pod cgroup refused because its pod keeps `CAP_NET_RAW` or runs outside hb's
+/// seccomp profile (module doc).
 #[derive(Debug, PartialEq, Eq)]
 pub struct NetRawRefusal {
     pub uid: String,
     pub pod: String,
     pub cgroup: String,
     pub policy: String,
-    /// The containers that keep the capability.
-    pub keepers: Vec<Keeper>,
+    /// Why.
+    pub grounds: Grounds,
     /// Whether `cgroup.freeze` and `cgroup.kill` were written.
     pub frozen: bool,
     pub killed: bool,
@@ -522,36 +555,31 @@ impl<S: Sink> Node<S> {
         // Every time the pod is seen, not once: an ephemeral container added later may
         // keep the capability. Only ever towards refused.
         if e.refused.is_none()
-            && !e.pod.net_raw.is_empty()
             && let Some(enf) = &e.enforced
-            && !self.policies.allows_net_raw(&enf.policy)
+            && let Some(grounds) = Grounds::of(&e.pod, self.policies.allows_net_raw(&enf.policy))
         {
             let pod = format!("{}/{}", e.pod.namespace, e.pod.name);
-            tracing::warn!(uid, %pod, policy = %enf.policy, keepers = ?e.pod.net_raw, "pod keeps CAP_NET_RAW under a policy without raw_sockets: refused (its cgroup is frozen and its processes killed)");
-            e.refused = Some(e.pod.net_raw.clone());
+            tracing::warn!(uid, %pod, policy = %enf.policy, ?grounds, "pod keeps CAP_NET_RAW under a policy without raw_sockets, or runs outside hb's seccomp profile: refused (its cgroup is frozen and its processes killed)");
+            e.refused = Some(grounds);
         }
         out
     }
 
     /// The refusal that applies to cgroup `key`, if a pod claiming it is refused, or
-    /// keeps `CAP_NET_RAW` while the cgroup's policy (for a static pod's, the claims
-    /// combined: possibly the strictest) lacks `raw_sockets`: the pod, that policy and
-    /// what keeps the capability.
-    fn refusal(&self, key: &str) -> Option<(String, String, Vec<Keeper>)> {
+    /// gives grounds under the cgroup's policy (for a static pod's, the claims combined:
+    /// possibly the strictest; [`Grounds::of`]): the pod, that policy and the grounds.
+    fn refusal(&self, key: &str) -> Option<(String, String, Grounds)> {
         let (_, target) = self.target(key)?;
         let raw_ok = self.policies.allows_net_raw(&target.policy);
         self.pods
             .values()
             .filter(|e| e.key == key && e.enforced.is_some())
             .find_map(|e| {
-                let keepers = e
-                    .refused
-                    .as_ref()
-                    .or((!raw_ok && !e.pod.net_raw.is_empty()).then_some(&e.pod.net_raw))?;
+                let grounds = e.refused.clone().or_else(|| Grounds::of(&e.pod, raw_ok))?;
                 Some((
                     format!("{}/{}", e.pod.namespace, e.pod.name),
                     target.policy.clone(),
-                    keepers.clone(),
+                    grounds,
                 ))
             })
     }
@@ -559,20 +587,24 @@ impl<S: Sink> Node<S> {
     /// Freezes cgroup `key` and kills its processes if a pod claiming it is refused
     /// (before it is enrolled: nothing in it runs from here on); reports it once.
     fn refuse_key(&mut self, key: &str) -> Option<Outcome> {
-        let (pod, policy, keepers) = self.refusal(key)?;
+        let (pod, policy, grounds) = self.refusal(key)?;
         let c = self.cgroups.get_mut(key)?;
         let (frozen, killed) = refuse(&c.path);
         if c.refused {
             return None;
         }
         c.refused = true;
-        self.stats.net_raw_refused();
+        if grounds.unconfined.is_empty() {
+            self.stats.net_raw_refused();
+        } else {
+            self.stats.unconfined_refused();
+        }
         Some(Outcome::NetRawRefused(NetRawRefusal {
             uid: key.to_owned(),
             pod,
             cgroup: c.relative.clone(),
             policy,
-            keepers,
+            grounds,
             frozen,
             killed,
         }))
@@ -865,6 +897,16 @@ mod tests {
         }
     }
 
+    fn unconfined(policy: Option<&str>) -> Pod {
+        Pod {
+            unconfined: vec![Keeper {
+                container: "containers/a".into(),
+                why: "runs under no profile, not Localhost hb.json".into(),
+            }],
+            ..pod(policy)
+        }
+    }
+
     fn keeping_net_raw(policy: Option<&str>) -> Pod {
         Pod {
             net_raw: vec![Keeper {
@@ -921,6 +963,46 @@ mod tests {
                 .net_raw_pods
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
+        );
+    }
+
+    /// A pod outside hb's seccomp profile (where it is required) is refused whatever its
+    /// policy, `raw_sockets` included, and counted apart; an unenforced one runs.
+    #[test]
+    fn an_unconfined_pod_is_refused_under_any_policy() {
+        let stats = std::sync::Arc::<Stats>::default();
+        let mut n = raw_node(std::sync::Arc::clone(&stats));
+        n.apply_namespace("plain", Namespace::default());
+        let plain = "88888888-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+        let (d1, d2) = (fake_cgroup_dir(), fake_cgroup_dir());
+        n.apply_pod(UID, unconfined(Some("raw")));
+        n.apply_pod(
+            plain,
+            Pod {
+                namespace: "plain".into(),
+                ..unconfined(None)
+            },
+        );
+        let out = n.cgroup_appeared(UID, cgroup_at(7, d1.path()));
+        assert!(
+            out.iter().any(|o| matches!(o,
+                Outcome::NetRawRefused(NetRawRefusal { grounds, policy, frozen: true, killed: true, .. })
+                    if policy == "raw" && grounds.net_raw.is_empty() && grounds.unconfined.len() == 1)),
+            "{out:?}"
+        );
+        let out = n.cgroup_appeared(plain, cgroup_at(8, d2.path()));
+        assert!(
+            !out.iter().any(|o| matches!(o, Outcome::NetRawRefused(_))),
+            "{out:?}"
+        );
+        let read = |d: &crate::vault::tests::TempDir| {
+            fs::read_to_string(d.path().join("cgroup.freeze")).expect("read")
+        };
+        assert_eq!((read(&d1).as_str(), read(&d2).as_str()), ("1", "0"));
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            (count(&stats.unconfined_pods), count(&stats.net_raw_pods)),
+            (1, 0)
         );
     }
 
@@ -1027,6 +1109,7 @@ mod tests {
             policy: policy.map(str::to_owned),
             mirror: None,
             net_raw: Vec::new(),
+            unconfined: Vec::new(),
         }
     }
 
@@ -1197,6 +1280,7 @@ mod tests {
             policy: policy.map(str::to_owned),
             mirror: Some(hash.into()),
             net_raw: Vec::new(),
+            unconfined: Vec::new(),
         }
     }
 

@@ -146,6 +146,9 @@ pub struct Metrics {
     /// Pod cgroups frozen and killed because their pod keeps `CAP_NET_RAW` under a
     /// policy without `raw_sockets` (the Kubernetes enrollment counts them).
     pub net_raw_pods: Counter,
+    /// Pod cgroups frozen and killed because a container of their pod runs outside hb's
+    /// seccomp profile (`kubernetes.require_seccomp_profile`).
+    pub unconfined_pods: Counter,
     allow_entries: Family<IpFamilyLabel, Gauge>,
     rotations_open: Family<StepLabel, Gauge>,
     rotations_closed: Family<OutcomeLabel, Counter>,
@@ -250,6 +253,12 @@ impl Metrics {
             "Pod cgroups frozen and killed: their pod keeps CAP_NET_RAW under a policy without raw_sockets",
             net_raw_pods.clone(),
         );
+        let unconfined_pods = Counter::default();
+        r.register(
+            "unconfined_pods",
+            "Pod cgroups frozen and killed: a container of their pod runs outside hb's seccomp profile",
+            unconfined_pods.clone(),
+        );
         let allow_entries = Family::<IpFamilyLabel, Gauge>::default();
         r.register(
             "allow_map_entries",
@@ -308,6 +317,7 @@ impl Metrics {
             enrollment_latency,
             late_enrollments,
             net_raw_pods,
+            unconfined_pods,
             allow_entries,
             rotations_open,
             rotations_closed,
