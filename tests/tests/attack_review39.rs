@@ -290,3 +290,236 @@ fn a_pods_32_bit_setsockopt_joins_reads_errors_and_takes_a_host_port() {
         "the pod took the host service's datagrams: {text}"
     );
 }
+
+/// In the pod's own network namespace: an IPv6 UDP socket bound to `argv[1]` (an
+/// address no interface holds) after `IPV6_FREEBIND` (native first, then through the
+/// 32-bit entry), sending a DNS query for `argv[2]` to `[::1]:53` (which the kernel
+/// redirects to the agent's resolver listener in the namespace). Prints
+/// `freebind-native=… freebind-compat=… bind=… send=…`.
+const PY_FORGED_QUERY: &str = r#"
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+out = ["freebind-native=" + native(s, socket.IPPROTO_IPV6, 78, ONE)]
+out += ["freebind-compat=" + compat(s, socket.IPPROTO_IPV6, 78, ONE)]
+out += ["bind=" + attempt(lambda: s.bind((sys.argv[1], 0)))]
+name = b"".join(bytes([len(l)]) + l for l in sys.argv[2].encode().split(b".")) + b"\0"
+query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+out += ["send=" + attempt(lambda: s.sendto(query, ("::1", 53)))]
+c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+c.settimeout(3)
+c.sendto(query, ("::1", 53))
+out += ["control=%d" % c.recv(4096).count(sys.argv[2].split(".")[0].encode())]
+print(" ".join(out), flush=True)
+"#;
+
+/// A packet capture on `lo` of the namespace it runs in (root, outside every pod
+/// cgroup): prints `ready`, then `seen` for each packet to the address `argv[1]`
+/// carrying the bytes `argv[2]`.
+const PY_SNIFF: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+s.bind((sys.argv[3], 0))
+dst, tag = socket.inet_pton(socket.AF_INET6, sys.argv[1]), sys.argv[2].encode()
+print("ready", flush=True)
+while True:
+    p = s.recv(65536)
+    if len(p) >= 40 and p[0] >> 4 == 6 and p[24:40] == dst and tag in p:
+        print("seen", flush=True)
+
+"#;
+
+/// Held (kept as a regression test): **a forged source in a pod's own network
+/// namespace.** The agent's resolver listener in a pod's namespace answers every source
+/// (`dns::serve_udp`, `local` is `None` there), on the ground that the options which let
+/// a socket take a source the namespace does not hold are refused (`IPV6_FREEBIND` and
+/// the rest, by `cgroup/setsockopt`; `cgroup/bind6` and `sendmsg6` check sources only in
+/// the agent's namespace). Through the 32-bit entry the option is set (see the test
+/// above): the pod binds an address of its choosing and its query reaches the resolver
+/// (the redirect applies). The answer still goes nowhere: the listener is bound to
+/// `[::1]`, and the kernel routes no packet from a loopback source off `lo` (nothing
+/// carrying the pod's name reached the pod namespace's device towards the forged
+/// address, whose route goes out of it). The same for `127.0.0.1` and IPv4 (a forged
+/// IPv4 source needs `IP_TRANSPARENT` too). Should the listeners ever bind a
+/// non-loopback address, this test is the one that would see it.
+#[test]
+fn a_pods_forged_source_gets_the_agents_resolver_to_answer_elsewhere() {
+    use hb_tests::{
+        kube::{Driver, FakePod, Qos, container_cgroup, wait_until},
+        kube_cluster::{Cluster, NODE, PodNetns},
+    };
+    const FORGED: &str = "2001:db8:39::7";
+    let c = Cluster::start("ar39-forged");
+    let pod = FakePod::new("forger", "agents", NODE, Some("web"));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, "web");
+    let netns = PodNetns::new();
+    let _pause = netns.pause_in(&dir.join(container_cgroup(Driver::Systemd)));
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || netns
+            .listeners()
+            .len()
+            == 6),
+        "the pod's namespace was never served: {:?}\n{}",
+        netns.listeners(),
+        c.log()
+    );
+    // The pod's route towards the forged address, out of a device of its namespace (a
+    // veth pair there: its other end is where the answer would show).
+    for cmd in [
+        "ip link add p0 type veth peer name p1",
+        "ip link set p0 up",
+        "ip link set p1 up",
+        "ip -6 route add 2001:db8:39::/64 dev p0",
+    ] {
+        let argv: Vec<&str> = cmd.split(' ').collect();
+        let out = netns.run(&argv);
+        assert!(out.status.success(), "{cmd}: {out:?}");
+    }
+    let tag = format!("hbexfil{}", random_suffix());
+    let sniff_net = format!("--net={}", netns.path());
+    let mut sniffer = Command::new("nsenter")
+        .args([
+            &sniff_net,
+            "--",
+            python(),
+            "-c",
+            PY_SNIFF,
+            FORGED,
+            &tag,
+            "p0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sniffer");
+    let mut seen = BufReader::new(sniffer.stdout.take().expect("stdout")).lines();
+    assert_eq!(seen.next().and_then(Result::ok).as_deref(), Some("ready"));
+    let name = format!("{tag}.allowed.test");
+    let out = netns.run_in_pod(
+        Driver::Systemd,
+        &dir,
+        &[
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+            python(),
+            "-c",
+            &format!("{PY_COMPAT}\n{PY_FORGED_QUERY}"),
+            FORGED,
+            &name,
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = sniffer.kill();
+    let lines: Vec<String> = seen.map_while(Result::ok).collect();
+    eprintln!(
+        "{lines:?}\n{}",
+        c.log().lines().rev().take(8).collect::<Vec<_>>().join("\n")
+    );
+    let answers = lines.iter().filter(|l| *l == "seen").count();
+    let _ = sniffer.wait();
+    println!(
+        "figure: packets to the forged source {FORGED} carrying the pod's chosen name: \
+         {answers}; the pod saw: {} {}",
+        said.trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    assert_eq!(field(&said, "freebind-native"), "EPERM", "{said}");
+    assert_eq!(
+        (
+            field(&said, "bind"),
+            field(&said, "send"),
+            field(&said, "control")
+        ),
+        ("OK", "OK", "1"),
+        "the forged query must be sent, and the resolver answer an honest one: {said}"
+    );
+    assert_eq!(
+        answers, 0,
+        "the agent's resolver answered the pod's forged source: {said}"
+    );
+}
+
+/// In the pod's cgroup (root, as the pod's code may be): a nested chain of 20 child
+/// cgroups with the process moved to the deepest, and a threaded child cgroup
+/// (`cgroup.type` = threaded, below a child the process moved to first) with one thread
+/// moved there (`cgroup.threads`); from each,
+/// a TCP connect to the forbidden address. Prints `deep=… threaded=…` (`OK` or the
+/// errno's name).
+const PY_SUBTREE: &str = r#"
+import errno, os, socket, sys, threading
+pod, port = sys.argv[1], int(sys.argv[2])
+def connect():
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect((sys.argv[3], port)); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+out = {}
+# A domain child that becomes the process's threaded domain, its threaded child.
+x = os.path.join(pod, "x")
+t = os.path.join(x, "t")
+os.mkdir(x); os.mkdir(t)
+with open(os.path.join(t, "cgroup.type"), "w") as f:
+    f.write("threaded")
+with open(os.path.join(x, "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+def in_threaded():
+    with open(os.path.join(t, "cgroup.threads"), "w") as f:
+        f.write(str(threading.get_native_id()))
+    out["threaded"] = connect()
+th = threading.Thread(target=in_threaded); th.start(); th.join()
+deep = os.path.join(pod, "d")
+os.mkdir(deep)
+for i in range(20):
+    deep = os.path.join(deep, "n%d" % i)
+    os.mkdir(deep)
+with open(os.path.join(deep, "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+out["deep"] = connect()
+print(" ".join("%s=%s" % kv for kv in sorted(out.items())), flush=True)
+"#;
+
+/// Held (kept as a regression test): **the pod's own cgroup subtree.** Where a pod may
+/// write below its cgroup (a delegated subtree, root with the cgroupfs writable), it
+/// gains nothing: a process 20 levels below the pod's cgroup (deeper than the 16 levels
+/// the programs walk) and a thread in a threaded child cgroup are judged under the
+/// pod's policy, since the walk starts at the root and the pod's cgroup is near it.
+#[test]
+fn a_pods_nested_and_threaded_child_cgroups_stay_under_its_policy() {
+    private_netns(&[ALLOWED4, FORBIDDEN4]);
+    let env = agent("ar39-subtree");
+    let pod = env.root_pod("narrow");
+    let listener = std::net::TcpListener::bind((FORBIDDEN4, 0)).expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let pod_dir = hb_tests::cgroup2_mount().join(&pod.rel);
+    let out = pod.run(&[
+        python(),
+        "-c",
+        PY_SUBTREE,
+        &pod_dir.display().to_string(),
+        &port,
+        FORBIDDEN4,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let accepted = std::iter::from_fn(|| listener.accept().ok()).count();
+    println!(
+        "figure: from a pod's nested and threaded child cgroups: {} (stderr: {}); \
+         connections accepted by the forbidden address: {accepted}",
+        said.trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    assert_eq!(
+        (field(&said, "deep"), field(&said, "threaded")),
+        ("EPERM", "EPERM"),
+        "{said}"
+    );
+    assert_eq!(accepted, 0);
+}
