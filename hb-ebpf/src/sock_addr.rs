@@ -21,7 +21,9 @@
 //! recorded: it does not expire, so the packet hook's own verdict passes its packets as
 //! long as the policy holds the CIDR (and a connect stays one LPM lookup).
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    helpers::generated::bpf_getsockopt, macros::cgroup_sock_addr, programs::SockAddrContext,
+};
 use hb_common::{
     AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, SOCK_ADMIT_VALIDATED, hook,
     reason, verdict,
@@ -31,7 +33,7 @@ use crate::{
     dns,
     guard::{self, Route},
     policy::{self, Judgement, Report},
-    source,
+    sockopt, source,
 };
 
 const ALLOW: i32 = 1;
@@ -133,6 +135,9 @@ pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
     if refuse_source(&ctx, hook::BIND4, AF_INET, source::mapped4(ip)) {
         return REFUSE;
     }
+    if refuse_shared_port(&ctx, hook::BIND4, AF_INET, source::mapped4(ip)) {
+        return REFUSE;
+    }
     judge_bind(&ctx, hook::BIND4, AF_INET)
 }
 
@@ -140,6 +145,9 @@ pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(bind6)]
 pub fn hb_bind6(ctx: SockAddrContext) -> i32 {
     if refuse_source(&ctx, hook::BIND6, AF_INET6, user_ip6(&ctx)) {
+        return REFUSE;
+    }
+    if refuse_shared_port(&ctx, hook::BIND6, AF_INET6, user_ip6(&ctx)) {
         return REFUSE;
     }
     judge_bind(&ctx, hook::BIND6, AF_INET6)
@@ -173,6 +181,70 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
         port,
         source::event_addr(family, addr),
     ) == REFUSE
+}
+
+/// Whether to refuse the bind of a socket that would share its port in the agent's
+/// network namespace: `SO_REUSEPORT` set, or `SO_REUSEADDR` on a socket that is not a
+/// stream one (read back from the socket, `bpf_getsockopt`), its task enrolled.
+/// `cgroup/setsockopt` refuses both options there (see `sockopt`, shared ports), but a
+/// 32-bit `setsockopt` skips that hook, and no seccomp filter keeps a pod from making
+/// one: a pod's UDP socket bound a host service's port on `127.0.0.1` beside the
+/// service's wildcard socket and took every datagram sent there (attack review 39).
+/// The bind is the step every such use of a port goes through, whatever set the option.
+/// Reason `shared_port`, the bind's address and port in the event; audit mode reports
+/// and lets it pass. A pod's own namespace keeps both options (its servers may share
+/// their ports), as `sockopt` does.
+#[inline(always)]
+fn refuse_shared_port(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) -> bool {
+    if !source::in_host_netns(ctx) {
+        return false;
+    }
+    // SAFETY: a 4-byte read of a field every sock_addr program may read.
+    let kind = unsafe { (*ctx.sock_addr).type_ };
+    let shared = socket_option_set(ctx, sockopt::SO_REUSEPORT)
+        || (kind != sockopt::SOCK_STREAM && socket_option_set(ctx, sockopt::SO_REUSEADDR));
+    if !shared {
+        return false;
+    }
+    let Some((cgroup_id, e)) = policy::current_enrollment() else {
+        return false;
+    };
+    // SAFETY: 4-byte reads of fields every sock_addr program may read.
+    let (port, protocol) = unsafe {
+        let sa = &*ctx.sock_addr;
+        (sa.user_port, sa.protocol)
+    };
+    finish(
+        ctx,
+        Judgement::Deny(reason::SHARED_PORT, Counter::DenyNotAllowed),
+        cgroup_id,
+        e.policy_id,
+        hook,
+        family,
+        protocol,
+        port,
+        source::event_addr(family, addr),
+    ) == REFUSE
+}
+
+/// Whether the context's socket has the `SOL_SOCKET` int option `optname` on. One that
+/// cannot be read counts as on (fail closed: the bind is refused only for an enrolled
+/// task in the agent's namespace).
+#[inline(always)]
+fn socket_option_set(ctx: &SockAddrContext, optname: i32) -> bool {
+    let mut value: i32 = 0;
+    // SAFETY: the context pointer of a bind program, which `bpf_getsockopt` accepts;
+    // `value` is a writable int of the length passed.
+    let rc = unsafe {
+        bpf_getsockopt(
+            ctx.sock_addr.cast(),
+            sockopt::SOL_SOCKET,
+            optname,
+            (&raw mut value).cast(),
+            size_of::<i32>() as i32,
+        )
+    };
+    rc != 0 || value != 0
 }
 
 /// The ports the agent's resolver and guard listen on (`port_base + policy id`, on every
