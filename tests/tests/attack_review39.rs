@@ -311,11 +311,12 @@ fn a_pods_32_bit_reuseaddr_cannot_take_a_host_services_port() {
 
 /// Open: the other options a pod sets through the 32-bit entry, which no program sees:
 /// - `IP_ADD_MEMBERSHIP`: the kernel sends IGMP reports naming the pod's group (28 bits
-///   of its choosing per report, onto the link): 2 reports on b70f749 and after;
+///   of its choosing per report, onto the link): 2 to 4 reports on b70f749 and after;
 /// - `IP_RECVERR`: an ICMP error from a host the pod may not hear, quoting a datagram
 ///   with a payload of the sender's choosing, is queued and read (`MSG_ERRQUEUE`): an
 ///   inbound channel no program sees (1 error, 218 bytes; natively the option is
 ///   rewritten to 0 and nothing is queued).
+///
 /// The fix needs a program that sees 32-bit `setsockopt` calls: a BPF LSM program on
 /// `socket_setsockopt` (called before the cgroup programs, whatever the ABI) refusing
 /// the options `hb_setsockopt` judges when the call is not the native system call. This
