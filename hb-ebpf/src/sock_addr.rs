@@ -22,7 +22,10 @@
 //! long as the policy holds the CIDR (and a connect stays one LPM lookup).
 
 use aya_ebpf::{
-    helpers::generated::bpf_getsockopt, macros::cgroup_sock_addr, programs::SockAddrContext,
+    helpers::generated::bpf_getsockopt,
+    macros::{cgroup_sock_addr, map},
+    maps::Array,
+    programs::SockAddrContext,
 };
 use hb_common::{
     AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, SOCK_ADMIT_VALIDATED, hook,
@@ -183,6 +186,15 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
     ) == REFUSE
 }
 
+/// Whether `port` (host order) is the agent's metrics port and the socket in the agent's
+/// network namespace (a pod's namespace has its own ports).
+#[inline(always)]
+fn is_metrics_port(ctx: &SockAddrContext, port: u16) -> bool {
+    port != 0
+        && METRICS_PORT.get(0).is_some_and(|p| *p == u32::from(port))
+        && source::in_host_netns(ctx)
+}
+
 /// Whether to refuse the bind of a socket that would share its port in the agent's
 /// network namespace: `SO_REUSEPORT` set, or `SO_REUSEADDR` on a socket that is not a
 /// stream one (read back from the socket, `bpf_getsockopt`), its task enrolled.
@@ -247,16 +259,26 @@ fn socket_option_set(ctx: &SockAddrContext, optname: i32) -> bool {
     rc != 0 || value != 0
 }
 
+/// The port of the agent's metrics server (`map_names::METRICS_PORT`; 0: off).
+#[map(name = "HB_METRICS_PORT")]
+static METRICS_PORT: Array<u32> = Array::pinned(1, 0);
+
 /// The ports the agent's resolver and guard listen on (`port_base + policy id`, on every
 /// address) are the agent's: a sandbox that bound one (while the agent restarts, or
 /// with a wildcard address) would receive the DNS or guarded connections other sandboxes
-/// are redirected to, or keep the agent from listening. Other binds pass untouched.
+/// are redirected to, or keep the agent from listening. So is its metrics port in its
+/// own network namespace: a `hostNetwork` pod that bound it while the agent restarted
+/// kept the agent from starting again (it exits when it cannot listen), and from
+/// enrolling any new pod of the node (attack review 39). Other binds pass untouched.
 #[inline(always)]
 fn judge_bind(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
     // SAFETY: a 4-byte read of a field every sock_addr program may read.
     let port = unsafe { (*ctx.sock_addr).user_port };
     let host_port = u16::from_be(port as u16);
-    if !dns::is_resolver_port_any(host_port) && !guard::is_guard_port_any(host_port) {
+    if !dns::is_resolver_port_any(host_port)
+        && !guard::is_guard_port_any(host_port)
+        && !is_metrics_port(ctx, host_port)
+    {
         return ALLOW;
     }
     let Some((cgroup_id, e)) = policy::current_enrollment() else {

@@ -13,6 +13,10 @@
 //!   host service's port on `127.0.0.1` beside the service's wildcard socket: the service
 //!   got 0 of 5 datagrams. Fixed: `cgroup/bind4|6` read the shared-port options back
 //!   (`bpf_getsockopt`) and refuse the bind in the agent's namespace: 5 of 5.
+//! - the agent's metrics port: a `hostNetwork` pod bound `127.0.0.1:9464` while the agent
+//!   was down, and the restarted agent exited (it cannot listen), enrolling no new pod
+//!   of the node until someone found the squatter. Fixed: `cgroup/bind4|6` refuse the
+//!   agent's metrics port in its namespace (`HB_METRICS_PORT`): EPERM, the agent starts.
 //! - the same 32-bit call joins a multicast group (2 to 4 IGMP reports naming the pod's
 //!   group on the link) and turns the error queue on (1 ICMP error from a forbidden
 //!   host read, 218 bytes of its payload): open, see
@@ -693,4 +697,88 @@ fn a_pods_mptcp_and_fast_open_connects_are_judged() {
         "{said}"
     );
     assert_eq!((to_forbidden, to_allowed), (0, 1), "{said}");
+}
+
+/// The agent's metrics address in the tests' namespaces (`agent.metrics_listen`'s
+/// default).
+const METRICS: &str = "127.0.0.1:9464";
+
+/// A squatter on `argv[1]:argv[2]`: prints `bound` (or `bind=ERRNO` and ends), then
+/// answers every connection `200 OK` with the body `ready (squatter)`.
+const PY_SQUATTER: &str = r#"
+import errno, socket, sys
+s = socket.socket()
+try:
+    s.bind((sys.argv[1], int(sys.argv[2])))
+except OSError as e:
+    print("bind=" + errno.errorcode.get(e.errno, str(e)), flush=True); sys.exit(0)
+s.listen(16)
+print("bound", flush=True)
+while True:
+    c, _ = s.accept()
+    c.recv(4096)
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 17\r\n\r\nready (squatter)\n")
+    c.close()
+"#;
+
+/// `GET /readyz` on the metrics address: the status line and body, or the error.
+fn readyz() -> String {
+    use std::io::Read as _;
+    let addr = METRICS.parse().expect("address");
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+    else {
+        return "refused".into();
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+    let _ = s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| l.starts_with("HTTP/") || l.contains("ready"))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Fixed: **the agent's metrics port, taken while the agent restarts.** A `hostNetwork`
+/// pod (or any enrolled cgroup in the agent's network namespace, a `sandbox run`
+/// sandbox too) bound the agent's metrics address while the agent was down (a DaemonSet
+/// rollout, an OOM kill, a crash): on b70f749 the restarted agent could not listen and
+/// exited ("cannot listen: Address already in use"), so no new pod cgroup of the node
+/// was enrolled from then on, while the pinned enrollments kept enforcing the pods that
+/// ran before. (Under a policy with `inbound = true` the squatter would also answer the
+/// kubelet's probes; under this one its listener is unreachable.) `cgroup/bind4|6` now
+/// refuse the metrics port (`HB_METRICS_PORT`, the last agent's) in the agent's
+/// namespace as they refuse the resolver's and guard's ports: EPERM, and the agent
+/// starts again.
+#[test]
+fn a_pod_cannot_take_the_agents_metrics_port_while_it_restarts() {
+    private_netns(&[ALLOWED4, FORBIDDEN4]);
+    let mut env = agent("ar39-metrics");
+    let pod = env.root_pod("narrow");
+    env.stop_agent();
+    let (host, port) = METRICS.split_once(':').expect("host:port");
+    let mut squatter = pod
+        .command(&[python(), "-c", PY_SQUATTER, host, port])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the squatter");
+    let mut said = String::new();
+    BufReader::new(squatter.stdout.take().expect("stdout"))
+        .read_line(&mut said)
+        .expect("the squatter's line");
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        env.start_agent();
+    }))
+    .is_ok();
+    let probe = readyz();
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    println!(
+        "figure: the pod's bind of {METRICS} while the agent was down: {}; the agent \
+         restarted: {started}; /readyz answered: {probe}",
+        said.trim()
+    );
+    assert_eq!(said.trim(), "bind=EPERM", "the pod bound the metrics port");
+    assert!(started, "the agent did not start again");
+    assert!(!probe.contains("squatter"), "{probe}");
 }
