@@ -165,8 +165,23 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
     if source::allowed(addr) || !source::in_host_netns(ctx) {
         return false;
     }
+    refuse_enrolled(
+        ctx,
+        hook,
+        family,
+        reason::NONLOCAL_SOURCE,
+        source::event_addr(family, addr),
+    ) == REFUSE
+}
+
+/// The verdict on the hook's call when the calling task is enrolled and the call is
+/// refused for reason `why`: REFUSE with the refusal reported (the event's address
+/// `addr`, its port and protocol the context's), or ALLOW in audit mode (reported) and
+/// for a task that is not enrolled.
+#[inline(always)]
+fn refuse_enrolled(ctx: &SockAddrContext, hook: u32, family: u16, why: u32, addr: [u8; 16]) -> i32 {
     let Some((cgroup_id, e)) = policy::current_enrollment() else {
-        return false;
+        return ALLOW;
     };
     // SAFETY: 4-byte reads of fields every sock_addr program may read.
     let (port, protocol) = unsafe {
@@ -175,15 +190,15 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
     };
     finish(
         ctx,
-        Judgement::Deny(reason::NONLOCAL_SOURCE, Counter::DenyNotAllowed),
+        Judgement::Deny(why, Counter::DenyNotAllowed),
         cgroup_id,
         e.policy_id,
         hook,
         family,
         protocol,
         port,
-        source::event_addr(family, addr),
-    ) == REFUSE
+        addr,
+    )
 }
 
 /// Whether `port` (host order) is the agent's metrics port and the socket in the agent's
@@ -215,28 +230,14 @@ fn refuse_shared_port(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32;
     let kind = unsafe { (*ctx.sock_addr).type_ };
     let shared = socket_option_set(ctx, sockopt::SO_REUSEPORT)
         || (kind != sockopt::SOCK_STREAM && socket_option_set(ctx, sockopt::SO_REUSEADDR));
-    if !shared {
-        return false;
-    }
-    let Some((cgroup_id, e)) = policy::current_enrollment() else {
-        return false;
-    };
-    // SAFETY: 4-byte reads of fields every sock_addr program may read.
-    let (port, protocol) = unsafe {
-        let sa = &*ctx.sock_addr;
-        (sa.user_port, sa.protocol)
-    };
-    finish(
-        ctx,
-        Judgement::Deny(reason::SHARED_PORT, Counter::DenyNotAllowed),
-        cgroup_id,
-        e.policy_id,
-        hook,
-        family,
-        protocol,
-        port,
-        source::event_addr(family, addr),
-    ) == REFUSE
+    shared
+        && refuse_enrolled(
+            ctx,
+            hook,
+            family,
+            reason::SHARED_PORT,
+            source::event_addr(family, addr),
+        ) == REFUSE
 }
 
 /// Whether the context's socket has the `SOL_SOCKET` int option `optname` on. One that
@@ -281,22 +282,7 @@ fn judge_bind(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
     {
         return ALLOW;
     }
-    let Some((cgroup_id, e)) = policy::current_enrollment() else {
-        return ALLOW;
-    };
-    // SAFETY: as above.
-    let protocol = unsafe { (*ctx.sock_addr).protocol };
-    finish(
-        ctx,
-        Judgement::Deny(reason::RESERVED_PORT, Counter::DenyNotAllowed),
-        cgroup_id,
-        e.policy_id,
-        hook,
-        family,
-        protocol,
-        port,
-        [0; 16],
-    )
+    refuse_enrolled(ctx, hook, family, reason::RESERVED_PORT, [0; 16])
 }
 
 /// Reports a reply from hb's resolver as coming from the nameserver the socket named.

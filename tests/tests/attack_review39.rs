@@ -61,7 +61,8 @@ use std::{
 };
 
 use hb_tests::{
-    TestEnv, capture::Capture, pod_glob, private_netns, python, random_suffix, sh, spawn_ready,
+    PY_COMPAT_SETSOCKOPT, TestEnv, capture::Capture, pod_glob, private_netns, python,
+    random_suffix, sh, spawn_ready,
 };
 
 /// Allowed by the policy (a static CIDR, excepted from the deny ranges).
@@ -88,37 +89,6 @@ fn agent(name: &str) -> TestEnv {
     env.start_agent();
     env
 }
-
-/// `setsockopt` through the 32-bit entry (`int $0x80`, i386 number 366) from a 64-bit
-/// process (the value copied below 4 GiB first), beside the native call: `compat(s,
-/// level, name, value)` and `native(…)` return `OK` or the errno's name.
-const PY_COMPAT: &str = r#"
-import ctypes, errno, mmap, socket, struct, sys
-code = bytes.fromhex("5389fb4489c787ceb86e010000cd805bc3")
-anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-exe = mmap.mmap(-1, 4096, flags=anon, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-exe.write(code)
-call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
-                        ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(exe)))
-low = mmap.mmap(-1, 4096, flags=anon | 0x40, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-lowaddr = ctypes.addressof(ctypes.c_char.from_buffer(low))
-assert lowaddr < 1 << 32
-def compat(s, level, name, value):
-    low.seek(0); low.write(value)
-    rc = call(s.fileno(), level, name, lowaddr, len(value))
-    return "OK" if rc == 0 else errno.errorcode.get(-rc, str(rc))
-def native(s, level, name, value):
-    try:
-        s.setsockopt(level, name, value); return "OK"
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e))
-def attempt(f):
-    try:
-        f(); return "OK"
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e))
-ONE = struct.pack("i", 1)
-"#;
 
 /// The pod's part: joins [`GROUP`] natively and through the 32-bit entry; opens two UDP
 /// sockets connected to the allowed address's port 9 with `IP_RECVERR` set natively and
@@ -251,7 +221,7 @@ fn compat_attack(name: &str) -> Compat {
         .command(&[
             python(),
             "-c",
-            &format!("{PY_COMPAT}\n{PY_POD}"),
+            &format!("{PY_COMPAT_SETSOCKOPT}\n{PY_POD}"),
             GROUP,
             ALLOWED4,
             &SERVICE_PORT.to_string(),
@@ -506,7 +476,7 @@ fn a_pods_forged_source_gets_the_agents_resolver_to_answer_elsewhere() {
             "--",
             python(),
             "-c",
-            &format!("{PY_COMPAT}\n{PY_FORGED_QUERY}"),
+            &format!("{PY_COMPAT_SETSOCKOPT}\n{PY_FORGED_QUERY}"),
             FORGED,
             &name,
         ],
