@@ -438,6 +438,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         .set(crate::telemetry::Condition::ResolverServing, true);
     maps.set_dns(config.dns.redirect, config.dns_listen())?;
     maps.set_host_netns(own_netns_cookie()?)?;
+    maps.set_metrics_port(config.metrics_listen().map_or(0, |a| a.port()))?;
     maps.set_sockets_max(config.sandbox_defaults.sockets_max)?;
     maps.set_sockets_node_max(
         config

@@ -142,6 +142,7 @@ pub struct Maps {
     guard: Array<MapData, GuardConfig>,
     guard_ports: HashMap<MapData, GuardPortKey, u32>,
     host_netns: Array<MapData, u64>,
+    metrics_port: Array<MapData, u32>,
     socks_max: Array<MapData, u32>,
     socks_node: Array<MapData, u64>,
     socks_held: HashMap<MapData, u64, u64>,
@@ -180,6 +181,7 @@ impl Maps {
             guard: open_typed(bpffs_dir, map_names::GUARD)?,
             guard_ports: open_typed(bpffs_dir, map_names::GUARD_PORTS)?,
             host_netns: open_typed(bpffs_dir, map_names::HOST_NETNS)?,
+            metrics_port: open_typed(bpffs_dir, map_names::METRICS_PORT)?,
             socks_max: open_typed(bpffs_dir, map_names::SOCKS_MAX)?,
             socks_node: open_typed(bpffs_dir, map_names::SOCKS_NODE)?,
             socks_held: open_typed(bpffs_dir, map_names::SOCKS_HELD)?,
@@ -243,6 +245,14 @@ impl Maps {
         self.host_netns
             .set(0, cookie, 0)
             .map_err(op(map_names::HOST_NETNS, "update"))
+    }
+
+    /// The port of the agent's metrics server (0: off), which no sandbox in the agent's
+    /// namespace may bind (see `HB_METRICS_PORT`).
+    pub fn set_metrics_port(&mut self, port: u16) -> Result<()> {
+        self.metrics_port
+            .set(0, u32::from(port), 0)
+            .map_err(op(map_names::METRICS_PORT, "update"))
     }
 
     /// How many internet sockets a sandbox in the agent's namespace may hold at once

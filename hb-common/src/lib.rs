@@ -136,6 +136,11 @@ pub mod map_names {
     /// other (a pod's namespace is its own). `cgroup/setsockopt` refuses shared ports
     /// there only; 0 (not written yet) refuses them everywhere.
     pub const HOST_NETNS: &str = "HB_HOST_NETNS";
+    /// Array of one `u32`: the port of the agent's metrics server (`agent.metrics_listen`;
+    /// 0: off), in its network namespace ([`HOST_NETNS`]). `cgroup/bind4|6` refuse it to
+    /// a sandbox there, as the resolver's and guard's ports everywhere: a socket that
+    /// held it while the agent restarted would keep the agent from starting again.
+    pub const METRICS_PORT: &str = "HB_METRICS_PORT";
 
     /// LPM trie, a 16-byte address (IPv4 as IPv4-mapped IPv6, `::ffff:a.b.c.d`, prefix
     /// 96 + its own) → [`crate::LOCAL_OWN`] ([`crate::LOCAL_EXCEPTED`] inside an
@@ -176,7 +181,7 @@ pub mod map_names {
     pub const SOCK_COUNTED: &str = "HB_SOCK_COUNTED";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 32] = [
+    pub const ALL: [&str; 33] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -202,6 +207,7 @@ pub mod map_names {
         GUARD_ORIG,
         GUARD_FLOWS,
         HOST_NETNS,
+        METRICS_PORT,
         LOCAL_ADDRS,
         ERRQUEUE_SEEN,
         SOCKS_HELD,

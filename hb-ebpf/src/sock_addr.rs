@@ -21,7 +21,12 @@
 //! recorded: it does not expire, so the packet hook's own verdict passes its packets as
 //! long as the policy holds the CIDR (and a connect stays one LPM lookup).
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    helpers::generated::bpf_getsockopt,
+    macros::{cgroup_sock_addr, map},
+    maps::Array,
+    programs::SockAddrContext,
+};
 use hb_common::{
     AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, SOCK_ADMIT_VALIDATED, hook,
     reason, verdict,
@@ -31,7 +36,7 @@ use crate::{
     dns,
     guard::{self, Route},
     policy::{self, Judgement, Report},
-    source,
+    sockopt, source,
 };
 
 const ALLOW: i32 = 1;
@@ -133,6 +138,9 @@ pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
     if refuse_source(&ctx, hook::BIND4, AF_INET, source::mapped4(ip)) {
         return REFUSE;
     }
+    if refuse_shared_port(&ctx, hook::BIND4, AF_INET, source::mapped4(ip)) {
+        return REFUSE;
+    }
     judge_bind(&ctx, hook::BIND4, AF_INET)
 }
 
@@ -140,6 +148,9 @@ pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(bind6)]
 pub fn hb_bind6(ctx: SockAddrContext) -> i32 {
     if refuse_source(&ctx, hook::BIND6, AF_INET6, user_ip6(&ctx)) {
+        return REFUSE;
+    }
+    if refuse_shared_port(&ctx, hook::BIND6, AF_INET6, user_ip6(&ctx)) {
         return REFUSE;
     }
     judge_bind(&ctx, hook::BIND6, AF_INET6)
@@ -154,8 +165,23 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
     if source::allowed(addr) || !source::in_host_netns(ctx) {
         return false;
     }
+    refuse_enrolled(
+        ctx,
+        hook,
+        family,
+        reason::NONLOCAL_SOURCE,
+        source::event_addr(family, addr),
+    ) == REFUSE
+}
+
+/// The verdict on the hook's call when the calling task is enrolled and the call is
+/// refused for reason `why`: REFUSE with the refusal reported (the event's address
+/// `addr`, its port and protocol the context's), or ALLOW in audit mode (reported) and
+/// for a task that is not enrolled.
+#[inline(always)]
+fn refuse_enrolled(ctx: &SockAddrContext, hook: u32, family: u16, why: u32, addr: [u8; 16]) -> i32 {
     let Some((cgroup_id, e)) = policy::current_enrollment() else {
-        return false;
+        return ALLOW;
     };
     // SAFETY: 4-byte reads of fields every sock_addr program may read.
     let (port, protocol) = unsafe {
@@ -164,45 +190,99 @@ fn refuse_source(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) 
     };
     finish(
         ctx,
-        Judgement::Deny(reason::NONLOCAL_SOURCE, Counter::DenyNotAllowed),
+        Judgement::Deny(why, Counter::DenyNotAllowed),
         cgroup_id,
         e.policy_id,
         hook,
         family,
         protocol,
         port,
-        source::event_addr(family, addr),
-    ) == REFUSE
+        addr,
+    )
 }
+
+/// Whether `port` (host order) is the agent's metrics port and the socket in the agent's
+/// network namespace (a pod's namespace has its own ports).
+#[inline(always)]
+fn is_metrics_port(ctx: &SockAddrContext, port: u16) -> bool {
+    port != 0
+        && METRICS_PORT.get(0).is_some_and(|p| *p == u32::from(port))
+        && source::in_host_netns(ctx)
+}
+
+/// Whether to refuse the bind of a socket that would share its port in the agent's
+/// network namespace: `SO_REUSEPORT` set, or `SO_REUSEADDR` on a socket that is not a
+/// stream one (read back from the socket, `bpf_getsockopt`), its task enrolled.
+/// `cgroup/setsockopt` refuses both options there (see `sockopt`, shared ports), but a
+/// 32-bit `setsockopt` skips that hook, and no seccomp filter keeps a pod from making
+/// one: a pod's UDP socket bound a host service's port on `127.0.0.1` beside the
+/// service's wildcard socket and took every datagram sent there (attack review 39).
+/// The bind is the step every such use of a port goes through, whatever set the option.
+/// Reason `shared_port`, the bind's address and port in the event; audit mode reports
+/// and lets it pass. A pod's own namespace keeps both options (its servers may share
+/// their ports), as `sockopt` does.
+#[inline(always)]
+fn refuse_shared_port(ctx: &SockAddrContext, hook: u32, family: u16, addr: [u32; 4]) -> bool {
+    if !source::in_host_netns(ctx) {
+        return false;
+    }
+    // SAFETY: a 4-byte read of a field every sock_addr program may read.
+    let kind = unsafe { (*ctx.sock_addr).type_ };
+    let shared = socket_option_set(ctx, sockopt::SO_REUSEPORT)
+        || (kind != sockopt::SOCK_STREAM && socket_option_set(ctx, sockopt::SO_REUSEADDR));
+    shared
+        && refuse_enrolled(
+            ctx,
+            hook,
+            family,
+            reason::SHARED_PORT,
+            source::event_addr(family, addr),
+        ) == REFUSE
+}
+
+/// Whether the context's socket has the `SOL_SOCKET` int option `optname` on. One that
+/// cannot be read counts as on (fail closed: the bind is refused only for an enrolled
+/// task in the agent's namespace).
+#[inline(always)]
+fn socket_option_set(ctx: &SockAddrContext, optname: i32) -> bool {
+    let mut value: i32 = 0;
+    // SAFETY: the context pointer of a bind program, which `bpf_getsockopt` accepts;
+    // `value` is a writable int of the length passed.
+    let rc = unsafe {
+        bpf_getsockopt(
+            ctx.sock_addr.cast(),
+            sockopt::SOL_SOCKET,
+            optname,
+            (&raw mut value).cast(),
+            size_of::<i32>() as i32,
+        )
+    };
+    rc != 0 || value != 0
+}
+
+/// The port of the agent's metrics server (`map_names::METRICS_PORT`; 0: off).
+#[map(name = "HB_METRICS_PORT")]
+static METRICS_PORT: Array<u32> = Array::pinned(1, 0);
 
 /// The ports the agent's resolver and guard listen on (`port_base + policy id`, on every
 /// address) are the agent's: a sandbox that bound one (while the agent restarts, or
 /// with a wildcard address) would receive the DNS or guarded connections other sandboxes
-/// are redirected to, or keep the agent from listening. Other binds pass untouched.
+/// are redirected to, or keep the agent from listening. So is its metrics port in its
+/// own network namespace: a `hostNetwork` pod that bound it while the agent restarted
+/// kept the agent from starting again (it exits when it cannot listen), and from
+/// enrolling any new pod of the node (attack review 39). Other binds pass untouched.
 #[inline(always)]
 fn judge_bind(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
     // SAFETY: a 4-byte read of a field every sock_addr program may read.
     let port = unsafe { (*ctx.sock_addr).user_port };
     let host_port = u16::from_be(port as u16);
-    if !dns::is_resolver_port_any(host_port) && !guard::is_guard_port_any(host_port) {
+    if !dns::is_resolver_port_any(host_port)
+        && !guard::is_guard_port_any(host_port)
+        && !is_metrics_port(ctx, host_port)
+    {
         return ALLOW;
     }
-    let Some((cgroup_id, e)) = policy::current_enrollment() else {
-        return ALLOW;
-    };
-    // SAFETY: as above.
-    let protocol = unsafe { (*ctx.sock_addr).protocol };
-    finish(
-        ctx,
-        Judgement::Deny(reason::RESERVED_PORT, Counter::DenyNotAllowed),
-        cgroup_id,
-        e.policy_id,
-        hook,
-        family,
-        protocol,
-        port,
-        [0; 16],
-    )
+    refuse_enrolled(ctx, hook, family, reason::RESERVED_PORT, [0; 16])
 }
 
 /// Reports a reply from hb's resolver as coming from the nameserver the socket named.

@@ -63,7 +63,9 @@
 //!   beside it). Both refused whatever the value, and only for sockets in the agent's
 //!   own network namespace (`HB_HOST_NETNS`), where `sandbox run` sandboxes share ports
 //!   with the host's daemons and each other: a pod's namespace holds only the pod's own
-//!   sockets, and its servers (a sidecar proxy's listeners) keep `SO_REUSEPORT`.
+//!   sockets, and its servers (a sidecar proxy's listeners) keep `SO_REUSEPORT`. A
+//!   socket that has either option anyway (set by a 32-bit call, which skips this hook:
+//!   see below) cannot bind there (`cgroup/bind4|6`, `sock_addr::refuse_shared_port`).
 //!
 //! * **Broadcast without a send hook** (reason `unjudged_send`). `SO_BROADCAST` (6 at
 //!   `SOL_SOCKET`) on a datagram or raw socket other than UDP: a ping socket's `sendto`
@@ -154,14 +156,14 @@ const REFUSE: i32 = 0;
 
 const SOL_IP: i32 = 0;
 const SOL_IPV6: i32 = 41;
-const SOL_SOCKET: i32 = 1;
+pub(crate) const SOL_SOCKET: i32 = 1;
 /// include/uapi/asm-generic/socket.h.
-const SO_REUSEADDR: i32 = 2;
-const SO_REUSEPORT: i32 = 15;
+pub(crate) const SO_REUSEADDR: i32 = 2;
+pub(crate) const SO_REUSEPORT: i32 = 15;
 const SO_BROADCAST: i32 = 6;
 const IPPROTO_UDP: u32 = 17;
 /// `SOCK_STREAM` (`bpf_sock.type`).
-const SOCK_STREAM: u32 = 1;
+pub(crate) const SOCK_STREAM: u32 = 1;
 /// include/uapi/linux/in.h, in6.h.
 const IP_FREEBIND: i32 = 15;
 const IP_TRANSPARENT: i32 = 19;

@@ -960,6 +960,40 @@ pub fn python() -> &'static str {
     }
 }
 
+/// Python helpers for `setsockopt` through the 32-bit system call entry (`int $0x80`,
+/// i386 number 366) from a 64-bit process (x86_64 only), which the kernel runs no cgroup
+/// sockopt program for: `compat(s, level, name, value)` copies `value` below 4 GiB and
+/// makes the call; `native(…)` makes the ordinary one; `attempt(f)` runs `f`. Each
+/// returns `OK` or the errno's name. `ONE` is an int 1.
+pub const PY_COMPAT_SETSOCKOPT: &str = r#"
+import ctypes, errno, mmap, socket, struct, sys
+# push rbx; mov ebx,edi; mov edi,r8d; xchg esi,ecx; mov eax,366; int 0x80; pop rbx; ret
+code = bytes.fromhex("5389fb4489c787ceb86e010000cd805bc3")
+anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+exe = mmap.mmap(-1, 4096, flags=anon, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+exe.write(code)
+call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
+                        ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(exe)))
+low = mmap.mmap(-1, 4096, flags=anon | 0x40, prot=mmap.PROT_READ | mmap.PROT_WRITE)  # MAP_32BIT
+lowaddr = ctypes.addressof(ctypes.c_char.from_buffer(low))
+assert lowaddr < 1 << 32
+def compat(s, level, name, value):
+    low.seek(0); low.write(value)
+    rc = call(s.fileno(), level, name, lowaddr, len(value))
+    return "OK" if rc == 0 else errno.errorcode.get(-rc, str(rc))
+def native(s, level, name, value):
+    try:
+        s.setsockopt(level, name, value); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+def attempt(f):
+    try:
+        f(); return "OK"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+ONE = struct.pack("i", 1)
+"#;
+
 /// A Python client that tries `op` (`tcp`, `udp-connect`, `udp-sendto`) towards
 /// `host`/`port` and prints `OK` or the errno name (`EPERM`, …).
 pub const PY_PROBE: &str = r#"

@@ -451,27 +451,14 @@ fn an_audit_policy_lets_a_join_pass_and_reports_it() {
     });
 }
 
-/// `setsockopt` through the 32-bit system call entry (`int $0x80`, i386 number 366)
-/// from a 64-bit process, with the value in the low 4 GiB. Prints `compat RESULT`.
+/// A join of group `argv[1]` on `lo` through the 32-bit system call entry (after
+/// [`hb_tests::PY_COMPAT_SETSOCKOPT`]). Prints `compat RESULT`.
 #[cfg(target_arch = "x86_64")]
 const PY_COMPAT_JOIN: &str = r#"
-import ctypes, errno, mmap, socket, struct, sys
-# push rbx; mov ebx,edi; mov edi,r8d; xchg esi,ecx; mov eax,366; int 0x80; pop rbx; ret
-code = bytes.fromhex("5389fb4489c787ceb86e010000cd805bc3")
-anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-exe = mmap.mmap(-1, 4096, flags=anon, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-exe.write(code)
-call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
-                        ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(exe)))
-low = mmap.mmap(-1, 4096, flags=anon | 0x40, prot=mmap.PROT_READ | mmap.PROT_WRITE)  # MAP_32BIT
 val = socket.inet_pton(socket.AF_INET6, sys.argv[1]) + struct.pack("@I", socket.if_nametoindex("lo"))
-low.write(val)
-ptr = ctypes.addressof(ctypes.c_char.from_buffer(low))
-assert ptr < 1 << 32
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 print("start", "OK", flush=True)
-rc = call(s.fileno(), socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, ptr, len(val))
-print("compat", "OK" if rc == 0 else errno.errorcode.get(-rc, str(rc)), flush=True)
+print("compat", compat(s, socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, val), flush=True)
 sys.stdin.read()
 "#;
 
@@ -487,7 +474,8 @@ fn a_32_bit_setsockopt_cannot_join_either() {
     let mut env = TestEnv::new("mcompat", POLICIES);
     env.start_agent();
     let group = "ff0e:6862:5345:4352:4554:2d33:3262:1";
-    let held = Held::start(&env, "open", PY_COMPAT_JOIN, &[group], 2);
+    let script = format!("{}\n{PY_COMPAT_JOIN}", hb_tests::PY_COMPAT_SETSOCKOPT);
+    let held = Held::start(&env, "open", &script, &[group], 2);
     let got = format!("{:?}", held.got);
     let _after = sniffer.join_seen("ff0e:6862::f003");
     assert_eq!(
