@@ -131,7 +131,8 @@ impl Squeezed {
 }
 
 /// The character an escape at the start of `text` spells and the escape's length: a
-/// JSON `\uXXXX` (a surrogate pair as two), an HTML `&#xH…;` or `&#D…;`, and when `qp`
+/// JSON `\uXXXX` (a surrogate pair as two), an HTML `&#xH…;` or `&#D…;` (the `;`
+/// optional, leading zeros allowed, as browsers and `html.unescape` read them), and when `qp`
 /// a quoted-printable soft line break (`=` CRLF or LF, also as a JSON string writes
 /// them, `\r\n` or `\n`: NUL, dropped as the view drops NULs) or `=XX` of a printable
 /// ASCII character. `None` when `text` does not start
@@ -167,25 +168,25 @@ fn escape(text: &[u8], qp: bool) -> Option<(char, usize)> {
                 [b'x' | b'X', digits @ ..] => (16, digits),
                 _ => (10, rest),
             };
-            // Up to U+10FFFF: 6 hex or 7 decimal digits (leading zeros aside, which no
-            // encoder writes).
+            // As HTML and `html.unescape` read one: every digit up to the first other
+            // character, which ends it; a `;` there is part of it, but optional
+            // (`&#106&#107` is `jk`), and leading zeros count for nothing.
             let n = digits
                 .iter()
-                .take(8)
-                .position(|&b| b == b';')
-                .filter(|&n| n > 0)?;
-            let digits_ok = digits[..n].iter().all(|b| {
-                if radix == 16 {
-                    b.is_ascii_hexdigit()
-                } else {
-                    b.is_ascii_digit()
-                }
-            });
-            if !digits_ok {
+                .position(|b| !b.is_ascii_digit() && !(radix == 16 && b.is_ascii_hexdigit()))
+                .unwrap_or(digits.len());
+            let significant = &digits[..n];
+            let significant = &significant[significant
+                .iter()
+                .position(|&b| b != b'0')
+                .unwrap_or(n.saturating_sub(1))..];
+            // Past U+10FFFF (7 decimal digits, 6 hex ones) is no character.
+            if n == 0 || significant.len() > 7 {
                 return None;
             }
-            let code = u32::from_str_radix(std::str::from_utf8(&digits[..n]).ok()?, radix).ok()?;
-            Some((char::from_u32(code)?, text.len() - digits.len() + n + 1))
+            let code = u32::from_str_radix(std::str::from_utf8(significant).ok()?, radix).ok()?;
+            let end = n + usize::from(digits.get(n) == Some(&b';'));
+            Some((char::from_u32(code)?, text.len() - digits.len() + end))
         }
         _ => None,
     }
@@ -377,7 +378,8 @@ mod tests {
         let input = br"a\u00e9\u0042\ud834\udd1e&#x6a;&#X6B;&#108;&#xd800;\ud800x\u12&#;&#12a;b";
         let sq = Squeezed::of(input).expect("escaped");
         let mut want = "a\u{e9}B\u{1d11e}jkl".as_bytes().to_vec();
-        want.extend_from_slice(br"&#xd800;\ud800x\u12&#;&#12a;b");
+        // `&#12a;` is U+000C and `a;`, as HTML reads it.
+        want.extend_from_slice(b"&#xd800;\\ud800x\\u12&#;\x0ca;b");
         assert_eq!(sq.bytes(), want.as_slice());
         // The two bytes of é come from the one escape; the pair from its 12 bytes.
         assert_eq!(&input[sq.input_span(input, 1, 1)], br"\u00e9");
@@ -385,6 +387,21 @@ mod tests {
         assert_eq!(&input[sq.input_span(input, 1, 3)], br"\u00e9\u0042");
         assert_eq!(&input[sq.input_span(input, 4, 4)], br"\ud834\udd1e");
         assert_eq!(&input[sq.input_span(input, 8, 3)], b"&#x6a;&#X6B;&#108;");
+    }
+
+    #[test]
+    fn html_references_are_read_as_browsers_read_them() {
+        // No `;`, leading zeros past 8 digits (attack review 40: each gave another
+        // tenant's key back whole to `html.unescape`).
+        let input = b"&#106&#x6B&#0000000108;&#x00000006d&#110x&#99999999;";
+        let sq = Squeezed::of(input).expect("escaped");
+        assert_eq!(sq.bytes(), b"jklmnx&#99999999;");
+        assert_eq!(&input[sq.input_span(input, 0, 2)], b"&#106&#x6B");
+        assert_eq!(
+            &input[sq.input_span(input, 2, 2)],
+            b"&#0000000108;&#x00000006d"
+        );
+        assert_eq!(&input[sq.input_span(input, 4, 1)], b"&#110");
     }
 
     #[test]

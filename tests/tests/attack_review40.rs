@@ -1,0 +1,194 @@
+//! A fortieth attack review, run as the process inside `sandbox run --policy web`
+//! (`--user 65534`, arbitrary Python) holding a handle of its own policy, and as the
+//! operator of an upstream that echoes: what landed last (a policy's `accounts`, the
+//! scrubber's new forms and spread view, the ping/raw opt-in, the socket folder bind and
+//! the removal of abandoned cgroups, `events::inert`). Each test counts and prints a
+//! `figure:` line.
+//!
+//! Found:
+//! - the spread view (`scrub/spread.rs`) read an HTML numeric reference only with its
+//!   `;` and at most 8 digits, while browsers and Python's `html.unescape` read
+//!   `&#106&#107` (no `;`) and `&#0000000106;` (leading zeros) as `jk` and `j`: an
+//!   upstream that wrote another tenant's key so handed it back whole to the attacker's
+//!   `html.unescape`, unredacted, 3 of 3 forms on b70f749 (decimal and hex without `;`,
+//!   decimal with 8-digit zero padding); the view reads them as HTML does now: 0 of 3
+//!   ([`another_tenants_key_in_loose_html_references_never_comes_back`]).
+
+use hb_tests::{
+    TestEnv,
+    sandboxed::nobody_broker_client,
+    worlds::{PythonApi, two_tenants},
+};
+
+const DNS_PORT: u16 = 5740;
+
+/// The provider's API, where both tenants' integrations send their credentials.
+const API: &str = "api.provider.test";
+
+/// The forms the upstream writes another tenant's key in (see [`ECHO_PY`]), each one a
+/// stock decoder undoes: `html.unescape` (numeric references without their `;`, or
+/// with leading zeros), `urllib.parse.unquote` (some characters percent-encoded),
+/// `binascii.a2b_uu` (uuencode), `base64` + `gzip` (a Helm release's storage).
+const FORMS: [&str; 7] = [
+    "html_nosemi",
+    "htmlx_nosemi",
+    "html_zeros",
+    "pct_some",
+    "uu",
+    "b64gzip",
+    "hex_spaced",
+];
+
+/// The provider's echo API: `/other/F/N` answers with `victims[N]` (another tenant's
+/// key, which the provider knows) in form `F`, after a line `you sent:`.
+const ECHO_PY: &str = r#"
+import base64, binascii, gzip
+class H(TlsHandler):
+    def do_GET(self):
+        parts = self.path.split("/")
+        f = parts[2]
+        k = victims[int(parts[3])]
+        kb = k.encode()
+        forms = {
+            "html_nosemi": "".join("&#%d" % ord(c) for c in k),
+            "htmlx_nosemi": "".join("&#x%x" % ord(c) for c in k),
+            "html_zeros": "".join("&#%08d;" % ord(c) for c in k),
+            "pct_some": "".join(c if i % 2 else "%%%02X" % ord(c) for i, c in enumerate(k)),
+            "uu": binascii.b2a_uu(kb).decode().rstrip("\n"),
+            "b64gzip": base64.b64encode(gzip.compress(b'{"values":{"token":"' + kb + b'"}}', mtime=0)).decode(),
+            "hex_spaced": kb.hex(" "),
+        }
+        body = ("you sent:\n" + forms[f] + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+"#;
+
+/// The attacker's side: for each form `f` of `forms` (index `i` in [`FORMS`]) a call
+/// with its own handle to `/other/f/i`, the answer decoded as its form says (nothing
+/// when it does not decode): `{f: [status or error code, decoded, whether the body
+/// holds a marker]}`.
+fn attacker_script(forms: &[&str]) -> String {
+    format!(
+        r#"
+import base64, binascii, gzip, html, urllib.parse
+def decode(f, body):
+    t = body.split("you sent:\n", 1)[-1].rstrip("\n")
+    if f.startswith("html"):
+        return html.unescape(t)
+    if f == "pct_some":
+        return urllib.parse.unquote(t)
+    if f == "uu":
+        return binascii.a2b_uu(t).decode("latin-1")
+    if f == "b64gzip":
+        return gzip.decompress(base64.b64decode(t)).decode("latin-1")
+    if f == "hex_spaced":
+        return bytes.fromhex(t).decode("latin-1")
+out = {{}}
+h = hb.handle("p", "bot")["handle"]
+for f in {forms:?}:
+    i = {FORMS:?}.index(f)
+    r = attempt(lambda: hb.request("GET", "https://{API}/other/%s/%d" % (f, i), handle=h))
+    try:
+        decoded = decode(f, r["body"]) if r.get("status") == 200 else ""
+    except Exception as e:
+        decoded = ""
+    out[f] = [r.get("status", r.get("error")), decoded, "[REDACTED:" in r.get("body", "")]
+print(json.dumps(out))
+"#
+    )
+}
+
+/// The other tenant's keys (integration `v`, an account `a{i}` per form, since a
+/// reflection signals that account): fakes made for this file that no token family
+/// matches.
+fn victim(i: usize) -> String {
+    let bits = (i as u128 + 47).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+    format!("vk{i:02}-{:016x}{:016X}", bits >> 64, bits as u64)
+}
+
+/// Runs the attack in a world of its own (`name`): the other tenant takes handles for
+/// its keys, the attacker asks for each of `forms` (names in [`FORMS`]); the forms
+/// whose decoded answer holds the other tenant's key, and each form's outcome.
+fn given_back(name: &str, forms: &[&str]) -> (Vec<String>, Vec<String>) {
+    let victims: Vec<String> = (0..FORMS.len()).map(victim).collect();
+    let api = PythonApi::start(
+        name,
+        DNS_PORT,
+        &[API],
+        &format!("victims = {victims:?}\n{ECHO_PY}"),
+    );
+    let body = two_tenants(API, &["GET"], false);
+    let accounts: Vec<String> = (0..FORMS.len()).map(|i| format!("a{i}")).collect();
+    let mut credentials = vec![("p", "bot", "own-4c9a1f3d5e8b0c6a2d4f7e9b1c3a2b7e")];
+    credentials.extend(
+        accounts
+            .iter()
+            .zip(&victims)
+            .map(|(a, k)| ("v", a.as_str(), k.as_str())),
+    );
+    let env: TestEnv = api.names.agent(name, "", &body, &credentials);
+    // The other tenant uses its credentials: the broker holds them decrypted.
+    let taken = nobody_broker_client(
+        &env,
+        "other",
+        &format!(
+            "print(json.dumps(all(hb.handle(\"v\", a)[\"handle\"] is not None for a in {accounts:?})))"
+        ),
+        &[],
+    );
+    assert_eq!(taken, serde_json::json!(true), "{taken}");
+    let got = nobody_broker_client(&env, "web", &attacker_script(forms), &[]);
+    let mut back = Vec::new();
+    let mut outcomes = Vec::new();
+    for f in forms {
+        let i = FORMS.iter().position(|g| g == f).expect("a form of FORMS");
+        let decoded = got[f][1].as_str().unwrap_or_default();
+        if decoded.contains(&victim(i)) {
+            back.push((*f).to_owned());
+        }
+        outcomes.push(format!("{f}: {} marker {}", got[f][0], got[f][2]));
+    }
+    assert!(
+        forms.iter().any(|f| got[f][0] == 200),
+        "control: no form was answered: {outcomes:?}"
+    );
+    (back, outcomes)
+}
+
+/// Another tenant's key, put by the provider in HTML numeric references as browsers and
+/// `html.unescape` read them (no `;`, leading zeros), in an answer to the attacker's own
+/// call, never comes back decodable.
+#[test]
+fn another_tenants_key_in_loose_html_references_never_comes_back() {
+    let forms = ["html_nosemi", "htmlx_nosemi", "html_zeros"];
+    let (back, outcomes) = given_back("review40-html", &forms);
+    println!(
+        "figure: loose HTML reference forms that gave another tenant's key back: {} of {} \
+         {back:?} ({})",
+        back.len(),
+        forms.len(),
+        outcomes.join(", ")
+    );
+    assert!(back.is_empty(), "another tenant's key came back: {back:?}");
+}
+
+/// The forms no view reads yet: some characters percent-encoded, uuencode, base64 of
+/// gzip (a Helm release's storage), hex with a space between bytes.
+#[test]
+#[ignore = "open: 3 of 4 forms (percent-encoding of some characters, uuencode, base64 of \
+            gzip) give another tenant's key back on b70f749; needs a percent-decoding \
+            spread view and decoding views for uuencode and base64'd gzip"]
+fn another_tenants_key_in_other_stock_decoders_forms_never_comes_back() {
+    let forms = ["pct_some", "uu", "b64gzip", "hex_spaced"];
+    let (back, outcomes) = given_back("review40-forms", &forms);
+    println!(
+        "figure: forms that gave another tenant's key back: {} of {} {back:?} ({})",
+        back.len(),
+        forms.len(),
+        outcomes.join(", ")
+    );
+    assert!(back.is_empty(), "another tenant's key came back: {back:?}");
+}
