@@ -6,13 +6,26 @@
 //! `figure:` line.
 //!
 //! Found:
-//! - the spread view (`scrub/spread.rs`) read an HTML numeric reference only with its
-//!   `;` and at most 8 digits, while browsers and Python's `html.unescape` read
-//!   `&#106&#107` (no `;`) and `&#0000000106;` (leading zeros) as `jk` and `j`: an
-//!   upstream that wrote another tenant's key so handed it back whole to the attacker's
-//!   `html.unescape`, unredacted, 3 of 3 forms on b70f749 (decimal and hex without `;`,
-//!   decimal with 8-digit zero padding); the view reads them as HTML does now: 0 of 3
-//!   ([`another_tenants_key_in_loose_html_references_never_comes_back`]).
+//! - the spread view (`scrub/spread.rs`), which reads a broker answer's escapes so that a
+//!   value with some of its characters escaped is whole there, read an HTML numeric
+//!   reference only with its `;` and at most 8 digits, and no percent-escape: browsers
+//!   and Python's `html.unescape` read `&#106&#107` (no `;`) and `&#0000000106;` as `jk`
+//!   and `j`, and `unquote` reads `%76k%34` and a key whose `-` alone is `%2D`. An
+//!   upstream that wrote another tenant's key in one of those forms handed it back whole
+//!   to the attacker's decoder, unredacted: 5 of 5 forms on b70f749 (decimal and hex
+//!   references without `;`, decimal ones with 8-digit zero padding, every other
+//!   character percent-encoded, only the `-`). The view reads references as HTML does
+//!   now, and `%XX` of printable ASCII in a body holding a `%XX` of an unreserved
+//!   character (which no URL encoder escapes but one escaping every byte, whose whole
+//!   form is a live form): 0 of 5
+//!   ([`another_tenants_key_in_loose_references_or_escapes_never_comes_back`]).
+//!
+//! Still open (ignored test with the figure,
+//! [`another_tenants_key_in_other_stock_decoders_forms_never_comes_back`]): the key in
+//! uuencode (`binascii.b2a_uu`) and inside base64 of gzip (how Helm stores a release,
+//! values and all) came back, 2 of 3 (hex with a space between bytes was redacted);
+//! each needs a view that decodes the form (`H4sI`-led base64 inflated within a bound,
+//! say) and redacts the whole run where a live value is inside.
 
 use hb_tests::{
     TestEnv,
@@ -29,11 +42,12 @@ const API: &str = "api.provider.test";
 /// stock decoder undoes: `html.unescape` (numeric references without their `;`, or
 /// with leading zeros), `urllib.parse.unquote` (some characters percent-encoded),
 /// `binascii.a2b_uu` (uuencode), `base64` + `gzip` (a Helm release's storage).
-const FORMS: [&str; 7] = [
+const FORMS: [&str; 8] = [
     "html_nosemi",
     "htmlx_nosemi",
     "html_zeros",
     "pct_some",
+    "pct_dash",
     "uu",
     "b64gzip",
     "hex_spaced",
@@ -54,6 +68,7 @@ class H(TlsHandler):
             "htmlx_nosemi": "".join("&#x%x" % ord(c) for c in k),
             "html_zeros": "".join("&#%08d;" % ord(c) for c in k),
             "pct_some": "".join(c if i % 2 else "%%%02X" % ord(c) for i, c in enumerate(k)),
+            "pct_dash": k.replace("-", "%2D"),
             "uu": binascii.b2a_uu(kb).decode().rstrip("\n"),
             "b64gzip": base64.b64encode(gzip.compress(b'{"values":{"token":"' + kb + b'"}}', mtime=0)).decode(),
             "hex_spaced": kb.hex(" "),
@@ -78,7 +93,7 @@ def decode(f, body):
     t = body.split("you sent:\n", 1)[-1].rstrip("\n")
     if f.startswith("html"):
         return html.unescape(t)
-    if f == "pct_some":
+    if f.startswith("pct"):
         return urllib.parse.unquote(t)
     if f == "uu":
         return binascii.a2b_uu(t).decode("latin-1")
@@ -159,15 +174,22 @@ fn given_back(name: &str, forms: &[&str]) -> (Vec<String>, Vec<String>) {
 }
 
 /// Another tenant's key, put by the provider in HTML numeric references as browsers and
-/// `html.unescape` read them (no `;`, leading zeros), in an answer to the attacker's own
-/// call, never comes back decodable.
+/// `html.unescape` read them (no `;`, leading zeros) or with some of its characters
+/// percent-encoded, in an answer to the attacker's own call, never comes back
+/// decodable.
 #[test]
-fn another_tenants_key_in_loose_html_references_never_comes_back() {
-    let forms = ["html_nosemi", "htmlx_nosemi", "html_zeros"];
-    let (back, outcomes) = given_back("review40-html", &forms);
+fn another_tenants_key_in_loose_references_or_escapes_never_comes_back() {
+    let forms = [
+        "html_nosemi",
+        "htmlx_nosemi",
+        "html_zeros",
+        "pct_some",
+        "pct_dash",
+    ];
+    let (back, outcomes) = given_back("review40-escapes", &forms);
     println!(
-        "figure: loose HTML reference forms that gave another tenant's key back: {} of {} \
-         {back:?} ({})",
+        "figure: loose HTML reference and partial percent forms that gave another \
+         tenant's key back: {} of {} {back:?} ({})",
         back.len(),
         forms.len(),
         outcomes.join(", ")
@@ -175,14 +197,14 @@ fn another_tenants_key_in_loose_html_references_never_comes_back() {
     assert!(back.is_empty(), "another tenant's key came back: {back:?}");
 }
 
-/// The forms no view reads yet: some characters percent-encoded, uuencode, base64 of
-/// gzip (a Helm release's storage), hex with a space between bytes.
+/// The forms no view reads yet: uuencode, base64 of gzip (a Helm release's storage), and
+/// (a control, redacted) hex with a space between bytes.
 #[test]
-#[ignore = "open: 3 of 4 forms (percent-encoding of some characters, uuencode, base64 of \
-            gzip) give another tenant's key back on b70f749; needs a percent-decoding \
-            spread view and decoding views for uuencode and base64'd gzip"]
+#[ignore = "open: 2 of 3 forms (uuencode, base64 of gzip) give another tenant's key back \
+            on b70f749 and after the fix: needs decoding views for uuencode and for \
+            base64'd compressed data (`H4sI…`)"]
 fn another_tenants_key_in_other_stock_decoders_forms_never_comes_back() {
-    let forms = ["pct_some", "uu", "b64gzip", "hex_spaced"];
+    let forms = ["uu", "b64gzip", "hex_spaced"];
     let (back, outcomes) = given_back("review40-forms", &forms);
     println!(
         "figure: forms that gave another tenant's key back: {} of {} {back:?} ({})",
