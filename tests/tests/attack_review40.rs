@@ -8,24 +8,59 @@
 //! Found:
 //! - the spread view (`scrub/spread.rs`), which reads a broker answer's escapes so that a
 //!   value with some of its characters escaped is whole there, read an HTML numeric
-//!   reference only with its `;` and at most 8 digits, and no percent-escape: browsers
-//!   and Python's `html.unescape` read `&#106&#107` (no `;`) and `&#0000000106;` as `jk`
-//!   and `j`, and `unquote` reads `%76k%34` and a key whose `-` alone is `%2D`. An
-//!   upstream that wrote another tenant's key in one of those forms handed it back whole
-//!   to the attacker's decoder, unredacted: 5 of 5 forms on b70f749 (decimal and hex
-//!   references without `;`, decimal ones with 8-digit zero padding, every other
-//!   character percent-encoded, only the `-`). The view reads references as HTML does
-//!   now, and `%XX` of printable ASCII in a body holding a `%XX` of an unreserved
-//!   character (which no URL encoder escapes but one escaping every byte, whose whole
-//!   form is a live form): 0 of 5
+//!   reference only with its `;` and at most 8 digits, no named reference and no
+//!   percent-escape: browsers and Python's `html.unescape` read `&#106&#107` (no `;`),
+//!   `&#0000000106;` and `&lowbar;` as `jk`, `j` and `_`, and `unquote` reads
+//!   `%76k%34` and a key whose `_` alone is `%5F`. An upstream that wrote another
+//!   tenant's key in one of those forms handed it back whole to the attacker's decoder,
+//!   unredacted: 6 of 6 forms on b70f749 (decimal and hex references without `;`,
+//!   decimal ones with 8-digit zero padding, every other character percent-encoded,
+//!   only the `_` percent-encoded, only the `_` as `&lowbar;`). The view now reads
+//!   numeric references as HTML does, `%XX` of printable ASCII in a body holding a `%XX`
+//!   of an unreserved character (which no URL encoder escapes but one escaping every
+//!   byte, whose whole form is a live form), and HTML5's named references of ASCII
+//!   punctuation in a body holding one that templates do not write: 0 of 6
 //!   ([`another_tenants_key_in_loose_references_or_escapes_never_comes_back`]).
 //!
 //! Still open (ignored test with the figure,
 //! [`another_tenants_key_in_other_stock_decoders_forms_never_comes_back`]): the key in
 //! uuencode (`binascii.b2a_uu`) and inside base64 of gzip (how Helm stores a release,
-//! values and all) came back, 2 of 3 (hex with a space between bytes was redacted);
+//! values and all) came back, 2 of 3 on b70f749 and after the fix (hex with a space
+//! between bytes was redacted);
 //! each needs a view that decodes the form (`H4sI`-led base64 inflated within a bound,
 //! say) and redacts the whole run where a live value is inside.
+//!
+//! Held (read in the code, and where said tried on b70f749):
+//! - a policy's `accounts`: `create_handle` is the one place a handle (and so a
+//!   credential) is issued, and it asks `PolicyConfig::binds` with the request's exact
+//!   strings; the vault's lookups are exact (`integration = ?1 AND account = ?2`, no
+//!   `COLLATE NOCASE`), so a case, Unicode or whitespace variant of a listed account is
+//!   `binding_missing`, and one of an unlisted account is too (it is not listed); a
+//!   handle's use checks its owner, not the policy again, but the agent has no config
+//!   reload (a changed policy needs a restart, which forgets every handle). Decoys,
+//!   the fragment watch and reflection act only on accounts the caller was handed.
+//! - the scrubber's cost: keyword units of every family interleaved (all ~300
+//!   concatenated and repeated, each unit 2–64 times in turn, a random mix; 64 KiB) take
+//!   9–20 bytes of rule work per byte (`scrub_counting`, a scratch test not kept), under
+//!   the 65 of the worst single unit and the 128 the effort tests allow; stacked content
+//!   codings (`gzip, gzip, …`, any number) decode each layer within
+//!   `max_response_bytes` and count every layer's bytes against the caller's answer
+//!   share (a third of 64 MiB): about 21 MiB of work a call at most, however stacked.
+//! - the view's new readings cost one `memchr` step per `%` and per `&` of a body, and
+//!   an escape's digits are read once (a failed `&#` moves on by one byte, past which no
+//!   `&#` starts).
+//! - ping/raw opt-in (`sock_create`): without it no ping or raw socket opens; with it
+//!   `SO_BROADCAST` stays refused on them (`setsockopt`), a ping to a broadcast address
+//!   is EACCES, IPv6 multicast is judged before the kernel loops it
+//!   (`ip6_finish_output`), and the IPv4 multicast loop is the documented risk of the
+//!   opt-in (attack review 27 tried each; not tried again here).
+//! - abandoned-cgroup removal: `cgroup::abandoned` needs `populated 0` and a free lock,
+//!   and the enrollment goes only once `rmdir` succeeded, which the kernel refuses for a
+//!   cgroup with a process or a child: a live sandbox cannot be unenrolled by a race of
+//!   the two checks; the sandbox cannot move itself out (its cgroupfs is read-only) nor
+//!   reach the launcher's lock (a `CLOEXEC` descriptor outside its pid namespace).
+//! - operator outputs: the event stream, the audit log, `events --json` and `status
+//!   --json` go through `events::inert`; a rotation's `last_error` is a fixed class word.
 
 use hb_tests::{
     TestEnv,
@@ -42,12 +77,13 @@ const API: &str = "api.provider.test";
 /// stock decoder undoes: `html.unescape` (numeric references without their `;`, or
 /// with leading zeros), `urllib.parse.unquote` (some characters percent-encoded),
 /// `binascii.a2b_uu` (uuencode), `base64` + `gzip` (a Helm release's storage).
-const FORMS: [&str; 8] = [
+const FORMS: [&str; 9] = [
     "html_nosemi",
     "htmlx_nosemi",
     "html_zeros",
     "pct_some",
-    "pct_dash",
+    "pct_sep",
+    "html_named",
     "uu",
     "b64gzip",
     "hex_spaced",
@@ -68,7 +104,8 @@ class H(TlsHandler):
             "htmlx_nosemi": "".join("&#x%x" % ord(c) for c in k),
             "html_zeros": "".join("&#%08d;" % ord(c) for c in k),
             "pct_some": "".join(c if i % 2 else "%%%02X" % ord(c) for i, c in enumerate(k)),
-            "pct_dash": k.replace("-", "%2D"),
+            "pct_sep": k.replace("_", "%5F"),
+            "html_named": k.replace("_", "&lowbar;"),
             "uu": binascii.b2a_uu(kb).decode().rstrip("\n"),
             "b64gzip": base64.b64encode(gzip.compress(b'{"values":{"token":"' + kb + b'"}}', mtime=0)).decode(),
             "hex_spaced": kb.hex(" "),
@@ -121,7 +158,7 @@ print(json.dumps(out))
 /// matches.
 fn victim(i: usize) -> String {
     let bits = (i as u128 + 47).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-    format!("vk{i:02}-{:016x}{:016X}", bits >> 64, bits as u64)
+    format!("vk{i:02}_{:016x}{:016X}", bits >> 64, bits as u64)
 }
 
 /// Runs the attack in a world of its own (`name`): the other tenant takes handles for
@@ -184,7 +221,8 @@ fn another_tenants_key_in_loose_references_or_escapes_never_comes_back() {
         "htmlx_nosemi",
         "html_zeros",
         "pct_some",
-        "pct_dash",
+        "pct_sep",
+        "html_named",
     ];
     let (back, outcomes) = given_back("review40-escapes", &forms);
     println!(

@@ -29,10 +29,11 @@
 //! Owns: the NUL-free, unescaped, unwrapped view of one buffer and the way back to the
 //! buffer's bytes.
 //! Must never: be built for a buffer with no NUL byte, no `\u`, no `&#`, no invisible
-//! character, no run of narrow lines of one width, no declaration of quoted-printable
-//! and no `%XX` of an unreserved character (the hot path pays two `memchr`s, five
-//! `memmem`s, a `memchr3` for the invisible characters' lead bytes, a `memchr` step per
-//! line and one per `%` for it), or outlive the scrub
+//! character, no run of narrow lines of one width, no declaration of quoted-printable,
+//! no `%XX` of an unreserved character and no named reference of [`NAMED`] past the
+//! ones templates write (the hot path pays three `memchr`s, five `memmem`s, a `memchr3`
+//! for the invisible characters' lead bytes, a `memchr` step per line and one per `%`
+//! and `&` for it), or outlive the scrub
 //! that made it (it holds what the buffer holds).
 
 use std::ops::Range;
@@ -50,8 +51,8 @@ pub struct Squeezed {
     reads: Reads,
 }
 
-/// The escapes a view reads besides JSON's and HTML's, each only in a buffer that shows
-/// it is written that way.
+/// The escapes a view reads besides JSON's and HTML's numeric ones, each only in a
+/// buffer that shows it is written that way.
 #[derive(Clone, Copy)]
 struct Reads {
     /// Quoted-printable's soft line breaks and `=XX` (the buffer declares it).
@@ -61,6 +62,71 @@ struct Reads {
     /// byte, whose whole form is a live form already: `%76k%34…`, a value some of whose
     /// characters were escaped so that no form of it matches).
     percent: bool,
+    /// HTML's named references of ASCII punctuation ([`NAMED`]: the buffer holds one
+    /// that no template writes for a value's symbols, `&lowbar;`, `&sol;`, `&plus;`…).
+    named: bool,
+}
+
+/// HTML's named references (HTML5, as browsers and `html.unescape` read them) of
+/// printable ASCII characters: a value's `_`, `.`, `/`, `+` or `=` written so is whole
+/// to its reader and matches no form. The first five, which templates write and the
+/// live forms hold, do not make a buffer's view by themselves.
+const NAMED: [(&str, char); 43] = [
+    ("amp;", '&'),
+    ("AMP;", '&'),
+    ("lt;", '<'),
+    ("LT;", '<'),
+    ("gt;", '>'),
+    ("GT;", '>'),
+    ("quot;", '"'),
+    ("QUOT;", '"'),
+    ("apos;", '\''),
+    ("excl;", '!'),
+    ("num;", '#'),
+    ("dollar;", '$'),
+    ("percnt;", '%'),
+    ("lpar;", '('),
+    ("rpar;", ')'),
+    ("ast;", '*'),
+    ("midast;", '*'),
+    ("plus;", '+'),
+    ("comma;", ','),
+    ("period;", '.'),
+    ("sol;", '/'),
+    ("colon;", ':'),
+    ("semi;", ';'),
+    ("equals;", '='),
+    ("quest;", '?'),
+    ("commat;", '@'),
+    ("lbrack;", '['),
+    ("lsqb;", '['),
+    ("bsol;", '\\'),
+    ("rbrack;", ']'),
+    ("rsqb;", ']'),
+    ("Hat;", '^'),
+    ("lowbar;", '_'),
+    ("UnderBar;", '_'),
+    ("grave;", '`'),
+    ("DiacriticalGrave;", '`'),
+    ("lbrace;", '{'),
+    ("lcub;", '{'),
+    ("verbar;", '|'),
+    ("vert;", '|'),
+    ("VerticalLine;", '|'),
+    ("rbrace;", '}'),
+    ("rcub;", '}'),
+];
+
+/// How many of [`NAMED`] lead (the ones templates write).
+const NAMED_WRITTEN: usize = 9;
+
+/// The character of the named reference `text` starts with (past its `&`), and the
+/// reference's length without the `&`, among `names`.
+fn named(text: &[u8], names: &[(&str, char)]) -> Option<(char, usize)> {
+    names
+        .iter()
+        .find(|(name, _)| text.starts_with(name.as_bytes()))
+        .map(|&(name, c)| (c, name.len()))
 }
 
 /// How text declares quoted-printable: the token in any of the cases mail software
@@ -73,19 +139,22 @@ const QP_NAMES: [&[u8]; 3] = [
 
 impl Squeezed {
     /// The view of `input`; `None` when it holds no NUL byte, no `\u`, no `&#`, no
-    /// invisible character, no narrow hard wrap, no declaration of quoted-printable and
-    /// no `%XX` of an unreserved character (nothing is spread out, escaped or cut there)
-    /// or is over 4 GiB.
+    /// invisible character, no narrow hard wrap, no declaration of quoted-printable, no
+    /// `%XX` of an unreserved character and no named reference templates do not write
+    /// (nothing is spread out, escaped or cut there) or is over 4 GiB.
     pub fn of(input: &[u8]) -> Option<Self> {
         let reads = Reads {
             qp: QP_NAMES
                 .iter()
                 .any(|name| memchr::memmem::find(input, name).is_some()),
             percent: has_percent_unreserved(input),
+            named: memchr::memchr_iter(b'&', input)
+                .any(|i| named(&input[i + 1..], &NAMED[NAMED_WRITTEN..]).is_some()),
         };
         let folds = fold_breaks(input);
         if !reads.qp
             && !reads.percent
+            && !reads.named
             && folds.is_empty()
             && memchr::memchr(0, input).is_none()
             && memchr::memmem::find(input, br"\u").is_none()
@@ -151,7 +220,8 @@ impl Squeezed {
 /// The character an escape at the start of `text` spells and the escape's length: a
 /// JSON `\uXXXX` (a surrogate pair as two), an HTML `&#xH…;` or `&#D…;` (the `;`
 /// optional, leading zeros allowed, as browsers and `html.unescape` read them), when
-/// `reads.percent` a `%XX` of a printable ASCII character, and when `reads.qp`
+/// `reads.percent` a `%XX` of a printable ASCII character, when `reads.named` an HTML
+/// named reference of one ([`NAMED`]), and when `reads.qp`
 /// a quoted-printable soft line break (`=` CRLF or LF, also as a JSON string writes
 /// them, `\r\n` or `\n`: NUL, dropped as the view drops NULs) or `=XX` of a printable
 /// ASCII character. `None` when `text` does not start
@@ -206,6 +276,7 @@ fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
             let end = n + usize::from(digits.get(n) == Some(&b';'));
             Some((char::from_u32(code)?, text.len() - digits.len() + end))
         }
+        [b'&', rest @ ..] if reads.named => named(rest, &NAMED).map(|(c, n)| (c, n + 1)),
         _ => None,
     }
 }
@@ -434,6 +505,18 @@ mod tests {
         let sq = Squeezed::of(input).expect("escaped");
         assert_eq!(sq.bytes(), b"vk40-ab%0a%zz");
         assert_eq!(&input[sq.input_span(input, 0, 5)], b"%76k%340%2D");
+    }
+
+    #[test]
+    fn named_references_of_punctuation_are_read_where_one_templates_do_not_write_is() {
+        // `&amp;` and its kin alone build no view (the live forms hold them).
+        assert!(Squeezed::of(b"a &amp; b &lt;c&gt; &quot;d&quot; &nbsp;").is_none());
+        // `&lowbar;` does (attack review 40: a key's `_` so came back whole to
+        // `html.unescape`); then `&amp;` is read too.
+        let input = b"vk40&lowbar;ab&period;c&amp;d&lowbar";
+        let sq = Squeezed::of(input).expect("escaped");
+        assert_eq!(sq.bytes(), b"vk40_ab.c&d&lowbar");
+        assert_eq!(&input[sq.input_span(input, 0, 7)], b"vk40&lowbar;ab");
     }
 
     #[test]
