@@ -261,7 +261,7 @@ fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
             // (`&#106&#107` is `jk`), and leading zeros count for nothing.
             let n = digits
                 .iter()
-                .position(|b| !b.is_ascii_digit() && !(radix == 16 && b.is_ascii_hexdigit()))
+                .position(|b| !(b.is_ascii_digit() || radix == 16 && b.is_ascii_hexdigit()))
                 .unwrap_or(digits.len());
             let significant = &digits[..n];
             let significant = &significant[significant
