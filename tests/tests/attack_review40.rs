@@ -62,32 +62,34 @@
 //! - operator outputs: the event stream, the audit log, `events --json` and `status
 //!   --json` go through `events::inert`; a rotation's `last_error` is a fixed class word.
 
-use hb_tests::{
-    TestEnv,
-    sandboxed::nobody_broker_client,
-    worlds::{PythonApi, two_tenants},
-};
+use hb_tests::{sandboxed::nobody_broker_client, worlds::EchoTenants};
 
 const DNS_PORT: u16 = 5740;
 
 /// The provider's API, where both tenants' integrations send their credentials.
 const API: &str = "api.provider.test";
 
-/// The forms the upstream writes another tenant's key in (see [`ECHO_PY`]), each one a
-/// stock decoder undoes: `html.unescape` (numeric references without their `;`, or
-/// with leading zeros), `urllib.parse.unquote` (some characters percent-encoded),
-/// `binascii.a2b_uu` (uuencode), `base64` + `gzip` (a Helm release's storage).
-const FORMS: [&str; 9] = [
+/// The forms the upstream writes another tenant's key in (see [`ECHO_PY`]) that the
+/// view of escapes reads, each one a stock decoder undoes: `html.unescape` (numeric
+/// references without their `;`, or with leading zeros; `&lowbar;`) and
+/// `urllib.parse.unquote` (some characters percent-encoded).
+const ESCAPES: [&str; 6] = [
     "html_nosemi",
     "htmlx_nosemi",
     "html_zeros",
     "pct_some",
     "pct_sep",
     "html_named",
-    "uu",
-    "b64gzip",
-    "hex_spaced",
 ];
+
+/// The forms no view reads: `binascii.a2b_uu` (uuencode), `base64` + `gzip` (a Helm
+/// release's storage), and (a control, redacted) hex with a space between bytes.
+const UNREAD: [&str; 3] = ["uu", "b64gzip", "hex_spaced"];
+
+/// Every form; the other tenant has a key per form, `victim(i)` for the `i`th.
+fn forms() -> Vec<&'static str> {
+    ESCAPES.iter().chain(&UNREAD).copied().collect()
+}
 
 /// The provider's echo API: `/other/F/N` answers with `victims[N]` (another tenant's
 /// key, which the provider knows) in form `F`, after a line `you sent:`.
@@ -118,11 +120,12 @@ class H(TlsHandler):
         self.wfile.write(body)
 "#;
 
-/// The attacker's side: for each form `f` of `forms` (index `i` in [`FORMS`]) a call
+/// The attacker's side: for each form `f` of `forms` (index `i` in [`forms()`]) a call
 /// with its own handle to `/other/f/i`, the answer decoded as its form says (nothing
 /// when it does not decode): `{f: [status or error code, decoded, whether the body
 /// holds a marker]}`.
 fn attacker_script(forms: &[&str]) -> String {
+    let all = self::forms();
     format!(
         r#"
 import base64, binascii, gzip, html, urllib.parse
@@ -141,7 +144,7 @@ def decode(f, body):
 out = {{}}
 h = hb.handle("p", "bot")["handle"]
 for f in {forms:?}:
-    i = {FORMS:?}.index(f)
+    i = {all:?}.index(f)
     r = attempt(lambda: hb.request("GET", "https://{API}/other/%s/%d" % (f, i), handle=h))
     try:
         decoded = decode(f, r["body"]) if r.get("status") == 200 else ""
@@ -162,93 +165,58 @@ fn victim(i: usize) -> String {
 }
 
 /// Runs the attack in a world of its own (`name`): the other tenant takes handles for
-/// its keys, the attacker asks for each of `forms` (names in [`FORMS`]); the forms
-/// whose decoded answer holds the other tenant's key, and each form's outcome.
-fn given_back(name: &str, forms: &[&str]) -> (Vec<String>, Vec<String>) {
-    let victims: Vec<String> = (0..FORMS.len()).map(victim).collect();
-    let api = PythonApi::start(
+/// its keys, the attacker asks for each of `forms` (names in [`forms()`]); prints the
+/// forms whose decoded answer holds the other tenant's key and asserts there are none.
+fn assert_never_given_back(name: &str, forms: &[&str]) {
+    let all = self::forms();
+    let victims: Vec<String> = (0..all.len()).map(victim).collect();
+    let w = EchoTenants::start(
         name,
         DNS_PORT,
-        &[API],
-        &format!("victims = {victims:?}\n{ECHO_PY}"),
+        API,
+        ECHO_PY,
+        &[("bot", "own-4c9a1f3d5e8b0c6a2d4f7e9b1c3a2b7e")],
+        &victims,
     );
-    let body = two_tenants(API, &["GET"], false);
-    let accounts: Vec<String> = (0..FORMS.len()).map(|i| format!("a{i}")).collect();
-    let mut credentials = vec![("p", "bot", "own-4c9a1f3d5e8b0c6a2d4f7e9b1c3a2b7e")];
-    credentials.extend(
-        accounts
-            .iter()
-            .zip(&victims)
-            .map(|(a, k)| ("v", a.as_str(), k.as_str())),
-    );
-    let env: TestEnv = api.names.agent(name, "", &body, &credentials);
-    // The other tenant uses its credentials: the broker holds them decrypted.
-    let taken = nobody_broker_client(
-        &env,
-        "other",
-        &format!(
-            "print(json.dumps(all(hb.handle(\"v\", a)[\"handle\"] is not None for a in {accounts:?})))"
-        ),
-        &[],
-    );
-    assert_eq!(taken, serde_json::json!(true), "{taken}");
-    let got = nobody_broker_client(&env, "web", &attacker_script(forms), &[]);
+    let got = nobody_broker_client(&w.env, "web", &attacker_script(forms), &[]);
     let mut back = Vec::new();
     let mut outcomes = Vec::new();
     for f in forms {
-        let i = FORMS.iter().position(|g| g == f).expect("a form of FORMS");
+        let i = all.iter().position(|g| g == f).expect("a form of forms()");
         let decoded = got[f][1].as_str().unwrap_or_default();
         if decoded.contains(&victim(i)) {
             back.push((*f).to_owned());
         }
         outcomes.push(format!("{f}: {} marker {}", got[f][0], got[f][2]));
     }
-    assert!(
-        forms.iter().any(|f| got[f][0] == 200),
-        "control: no form was answered: {outcomes:?}"
-    );
-    (back, outcomes)
-}
-
-/// Another tenant's key, put by the provider in HTML numeric references as browsers and
-/// `html.unescape` read them (no `;`, leading zeros) or with some of its characters
-/// percent-encoded, in an answer to the attacker's own call, never comes back
-/// decodable.
-#[test]
-fn another_tenants_key_in_loose_references_or_escapes_never_comes_back() {
-    let forms = [
-        "html_nosemi",
-        "htmlx_nosemi",
-        "html_zeros",
-        "pct_some",
-        "pct_sep",
-        "html_named",
-    ];
-    let (back, outcomes) = given_back("review40-escapes", &forms);
-    println!(
-        "figure: loose HTML reference and partial percent forms that gave another \
-         tenant's key back: {} of {} {back:?} ({})",
-        back.len(),
-        forms.len(),
-        outcomes.join(", ")
-    );
-    assert!(back.is_empty(), "another tenant's key came back: {back:?}");
-}
-
-/// The forms no view reads yet: uuencode, base64 of gzip (a Helm release's storage), and
-/// (a control, redacted) hex with a space between bytes.
-#[test]
-#[ignore = "open: 2 of 3 forms (uuencode, base64 of gzip) give another tenant's key back \
-            on b70f749 and after the fix: needs decoding views for uuencode and for \
-            base64'd compressed data (`H4sI…`)"]
-fn another_tenants_key_in_other_stock_decoders_forms_never_comes_back() {
-    let forms = ["uu", "b64gzip", "hex_spaced"];
-    let (back, outcomes) = given_back("review40-forms", &forms);
     println!(
         "figure: forms that gave another tenant's key back: {} of {} {back:?} ({})",
         back.len(),
         forms.len(),
         outcomes.join(", ")
     );
+    assert!(
+        forms.iter().any(|f| got[f][0] == 200),
+        "control: no form was answered: {outcomes:?}"
+    );
     assert!(back.is_empty(), "another tenant's key came back: {back:?}");
+}
+
+/// Another tenant's key, put by the provider in HTML references as browsers and
+/// `html.unescape` read them (numeric ones without `;` or with leading zeros, `&lowbar;`)
+/// or with some of its characters percent-encoded, in an answer to the attacker's own
+/// call, never comes back decodable.
+#[test]
+fn another_tenants_key_in_loose_references_or_escapes_never_comes_back() {
+    assert_never_given_back("review40-escapes", &ESCAPES);
+}
+
+/// Another tenant's key in a form no view reads yet ([`UNREAD`]) never comes back
+/// decodable.
+#[test]
+#[ignore = "open: 2 of 3 forms (uuencode, base64 of gzip) give another tenant's key back \
+            on b70f749 and after the fix: needs decoding views for uuencode and for \
+            base64'd compressed data (`H4sI…`)"]
+fn another_tenants_key_in_other_stock_decoders_forms_never_comes_back() {
+    assert_never_given_back("review40-forms", &UNREAD);
 }
