@@ -8,18 +8,22 @@
 //! Found:
 //! - the spread view (`scrub/spread.rs`), which reads a broker answer's escapes so that a
 //!   value with some of its characters escaped is whole there, read an HTML numeric
-//!   reference only with its `;` and at most 8 digits, no named reference and no
-//!   percent-escape: browsers and Python's `html.unescape` read `&#106&#107` (no `;`),
-//!   `&#0000000106;` and `&lowbar;` as `jk`, `j` and `_`, and `unquote` reads
-//!   `%76k%34` and a key whose `_` alone is `%5F`. An upstream that wrote another
-//!   tenant's key in one of those forms handed it back whole to the attacker's decoder,
-//!   unredacted: 6 of 6 forms on b70f749 (decimal and hex references without `;`,
-//!   decimal ones with 8-digit zero padding, every other character percent-encoded,
-//!   only the `_` percent-encoded, only the `_` as `&lowbar;`). The view now reads
-//!   numeric references as HTML does, `%XX` of printable ASCII in a body holding a `%XX`
-//!   of an unreserved character (which no URL encoder escapes but one escaping every
-//!   byte, whose whole form is a live form), and HTML5's named references of ASCII
-//!   punctuation in a body holding one that templates do not write: 0 of 6
+//!   reference only with its `;` and at most 8 digits, no named reference, no
+//!   percent-escape, and one layer of escapes only: browsers and Python's
+//!   `html.unescape` read `&#106&#107` (no `;`), `&#0000000106;` and `&lowbar;` as `jk`,
+//!   `j` and `_`; `unquote` reads `%76k%34` and a key whose `_` alone is `%5F`; a
+//!   reader undoes both layers of `%26%23106%3B` (`&#106;` percent-encoded) and of
+//!   `\\u006a` (JSON inside a JSON string). An upstream that wrote another tenant's key
+//!   in one of those forms handed it back whole to the attacker's decoder, unredacted:
+//!   8 of 8 forms on b70f749 (decimal and hex references without `;`, decimal ones with
+//!   8-digit zero padding, every other character percent-encoded, only the `_`
+//!   percent-encoded, only the `_` as `&lowbar;`, every character as a percent-encoded
+//!   reference, every character `\u`-escaped in JSON inside JSON). The view now reads
+//!   numeric references as HTML does, `%XX` of printable ASCII in a body holding a
+//!   `%XX` of an unreserved character or a percent-encoded `&#` or `\u` (no URL encoder
+//!   escapes those but one escaping every byte, whose whole form is a live form),
+//!   HTML5's named references of ASCII punctuation in a body holding one that templates
+//!   do not write, and escapes of escapes up to three layers: 0 of 8
 //!   ([`another_tenants_key_in_loose_references_or_escapes_never_comes_back`]).
 //!
 //! Still open (ignored test with the figure,
@@ -71,15 +75,19 @@ const API: &str = "api.provider.test";
 
 /// The forms the upstream writes another tenant's key in (see [`ECHO_PY`]) that the
 /// view of escapes reads, each one a stock decoder undoes: `html.unescape` (numeric
-/// references without their `;`, or with leading zeros; `&lowbar;`) and
-/// `urllib.parse.unquote` (some characters percent-encoded).
-const ESCAPES: [&str; 6] = [
+/// references without their `;`, or with leading zeros; `&lowbar;`),
+/// `urllib.parse.unquote` (some characters percent-encoded), both (HTML references
+/// percent-encoded) and `json.loads` twice (every character `\u`-escaped in a JSON
+/// string inside a JSON string).
+const ESCAPES: [&str; 8] = [
     "html_nosemi",
     "htmlx_nosemi",
     "html_zeros",
     "pct_some",
     "pct_sep",
     "html_named",
+    "pct_html",
+    "json2",
 ];
 
 /// The forms no view reads: `binascii.a2b_uu` (uuencode), `base64` + `gzip` (a Helm
@@ -111,6 +119,8 @@ class H(TlsHandler):
             "uu": binascii.b2a_uu(kb).decode().rstrip("\n"),
             "b64gzip": base64.b64encode(gzip.compress(b'{"values":{"token":"' + kb + b'"}}', mtime=0)).decode(),
             "hex_spaced": kb.hex(" "),
+            "pct_html": urllib.parse.quote("".join("&#%d;" % ord(c) for c in k)),
+            "json2": json.dumps("".join("\\u%04x" % ord(c) for c in k))[1:-1],
         }
         body = ("you sent:\n" + forms[f] + "\n").encode()
         self.send_response(200)
@@ -133,12 +143,16 @@ def decode(f, body):
     t = body.split("you sent:\n", 1)[-1].rstrip("\n")
     if f.startswith("html"):
         return html.unescape(t)
+    if f == "pct_html":
+        return html.unescape(urllib.parse.unquote(t))
     if f.startswith("pct"):
         return urllib.parse.unquote(t)
     if f == "uu":
         return binascii.a2b_uu(t).decode("latin-1")
     if f == "b64gzip":
         return gzip.decompress(base64.b64decode(t)).decode("latin-1")
+    if f == "json2":
+        return json.loads(json.loads('"' + t + '"').join('""'))
     if f == "hex_spaced":
         return bytes.fromhex(t).decode("latin-1")
 out = {{}}
@@ -203,9 +217,9 @@ fn assert_never_given_back(name: &str, forms: &[&str]) {
 }
 
 /// Another tenant's key, put by the provider in HTML references as browsers and
-/// `html.unescape` read them (numeric ones without `;` or with leading zeros, `&lowbar;`)
-/// or with some of its characters percent-encoded, in an answer to the attacker's own
-/// call, never comes back decodable.
+/// `html.unescape` read them (numeric ones without `;` or with leading zeros, `&lowbar;`),
+/// with some of its characters percent-encoded, or escaped twice, in an answer to the
+/// attacker's own call, never comes back decodable.
 #[test]
 fn another_tenants_key_in_loose_references_or_escapes_never_comes_back() {
     assert_never_given_back("review40-escapes", &ESCAPES);

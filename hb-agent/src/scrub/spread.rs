@@ -24,7 +24,9 @@
 //! narrow-wrap line break, and writes every other escape as the character's UTF-8: a
 //! value spread out, escaped or cut in any of these ways is whole in it, and a span
 //! found there maps back to the bytes of the buffer that spell it (whole escapes), so
-//! [`cut_spread`] can redact them there.
+//! [`cut_spread`] can redact them there. Escapes spelled with escapes (`%26%23106%3B`,
+//! `\\u006a` in a JSON string inside a JSON string) are read up to [`LAYERS`] deep: a
+//! view of the view, mapped back through both.
 //!
 //! Owns: the NUL-free, unescaped, unwrapped view of one buffer and the way back to the
 //! buffer's bytes.
@@ -42,14 +44,16 @@ use std::ops::Range;
 /// and where each byte left came from.
 pub struct Squeezed {
     bytes: Vec<u8>,
-    /// The buffer offset each byte of `bytes` comes from (`u32`: the broker's answers
-    /// are at most 1 GiB; a larger buffer gets no view): every byte of a decoded escape
-    /// comes from the escape's first byte, and the escape that starts there is the
-    /// span (see [`Squeezed::input_span`]).
-    at: Vec<u32>,
-    /// Which escapes besides JSON's and HTML's are read.
-    reads: Reads,
+    /// The buffer's bytes each byte of `bytes` comes from, start and end (`u32`: the
+    /// broker's answers are at most 1 GiB; a larger buffer gets no view): every byte of
+    /// a decoded escape comes from the whole escape (see [`Squeezed::input_span`]).
+    from: Vec<(u32, u32)>,
 }
+
+/// How many escapes deep a view reads: an escape may itself be spelled with escapes
+/// (`%26%23106%3B` is `&#106;` percent-encoded; JSON inside a JSON string writes
+/// `\\u006a`), and its reader undoes both.
+const LAYERS: usize = 3;
 
 /// The escapes a view reads besides JSON's and HTML's numeric ones, each only in a
 /// buffer that shows it is written that way.
@@ -141,12 +145,42 @@ impl Squeezed {
     /// The view of `input`; `None` when it holds no NUL byte, no `\u`, no `&#`, no
     /// invisible character, no narrow hard wrap, no declaration of quoted-printable, no
     /// `%XX` of an unreserved character and no named reference templates do not write
-    /// (nothing is spread out, escaped or cut there) or is over 4 GiB.
+    /// (nothing is spread out, escaped or cut there) or is over 4 GiB. A view costs a
+    /// pass over the buffer, and one over each layer's bytes while the layer before
+    /// decoded something ([`LAYERS`] at most).
     pub fn of(input: &[u8]) -> Option<Self> {
+        let mut view = Self::layer(input, true)?;
+        for _ in 1..LAYERS {
+            // A layer that decodes nothing leaves the bytes as long as they were.
+            match Self::layer(&view.bytes, false) {
+                Some(next) if next.bytes.len() < view.bytes.len() => view = next.over(&view),
+                _ => break,
+            }
+        }
+        Some(view)
+    }
+
+    /// `self`, a view of `below`'s bytes, as a view of the buffer `below` views.
+    fn over(self, below: &Self) -> Self {
+        let from = self
+            .from
+            .iter()
+            .map(|&(start, end)| (below.from[start as usize].0, below.from[end as usize - 1].1))
+            .collect();
+        Self {
+            bytes: self.bytes,
+            from,
+        }
+    }
+
+    /// One layer of the view of `input` (see [`Squeezed::of`]); quoted-printable is
+    /// read in the `first` only (its `=3D41` is the text `=41`).
+    fn layer(input: &[u8], first: bool) -> Option<Self> {
         let reads = Reads {
-            qp: QP_NAMES
-                .iter()
-                .any(|name| memchr::memmem::find(input, name).is_some()),
+            qp: first
+                && QP_NAMES
+                    .iter()
+                    .any(|name| memchr::memmem::find(input, name).is_some()),
             percent: has_percent_unreserved(input),
             named: memchr::memchr_iter(b'&', input)
                 .any(|i| named(&input[i + 1..], &NAMED[NAMED_WRITTEN..]).is_some()),
@@ -165,7 +199,7 @@ impl Squeezed {
         }
         u32::try_from(input.len()).ok()?;
         let mut bytes = Vec::with_capacity(input.len());
-        let mut at = Vec::with_capacity(input.len());
+        let mut from = Vec::with_capacity(input.len());
         let mut folds = folds.into_iter().peekable();
         let mut i = 0;
         while i < input.len() {
@@ -185,7 +219,7 @@ impl Squeezed {
             }
             let Some((c, len)) = escape(&input[i..], reads) else {
                 bytes.push(input[i]);
-                at.push(i as u32);
+                from.push((i as u32, i as u32 + 1));
                 i += 1;
                 continue;
             };
@@ -193,12 +227,12 @@ impl Squeezed {
                 let mut utf8 = [0u8; 4];
                 for &b in c.encode_utf8(&mut utf8).as_bytes() {
                     bytes.push(b);
-                    at.push(i as u32);
+                    from.push((i as u32, (i + len) as u32));
                 }
             }
             i += len;
         }
-        Some(Self { bytes, at, reads })
+        Some(Self { bytes, from })
     }
 
     /// The view's bytes.
@@ -206,14 +240,11 @@ impl Squeezed {
         &self.bytes
     }
 
-    /// The bytes of `input` (the buffer of the view) that `len` (at least 1) bytes of
-    /// the view from `start` come from: from the first one's place to the end of the
-    /// last one's byte or escape (the NULs between them included). The view decoded an
-    /// escape wherever one starts, so one starting at the last place is that byte's.
-    fn input_span(&self, input: &[u8], start: usize, len: usize) -> Range<usize> {
-        let first = self.at[start] as usize;
-        let last = self.at[start + len.max(1) - 1] as usize;
-        first..last + escape(&input[last..], self.reads).map_or(1, |(_, n)| n)
+    /// The bytes of the buffer of the view that `len` (at least 1) bytes of the view
+    /// from `start` come from: from the first one's place to the end of the last one's
+    /// byte or escape (the NULs between them included).
+    fn input_span(&self, start: usize, len: usize) -> Range<usize> {
+        self.from[start].0 as usize..self.from[start + len.max(1) - 1].1 as usize
     }
 }
 
@@ -230,6 +261,9 @@ fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
     let qp = reads.qp;
     match text {
         [b'%', h, l, ..] if reads.percent => printable_hex(*h, *l).map(|c| (c, 3)),
+        // JSON inside a JSON string: its escapes' `\` escaped in turn (the next layer
+        // reads the `\u`).
+        [b'\\', b'\\', b'u', ..] => Some(('\\', 2)),
         [b'=', b'\r', b'\n', ..] if qp => Some(('\0', 3)),
         [b'=', b'\n', ..] if qp => Some(('\0', 2)),
         // The same inside a JSON string (an API's answer holding the raw message).
@@ -288,12 +322,17 @@ fn printable_hex(h: u8, l: u8) -> Option<char> {
 }
 
 /// Whether `input` holds a `%XX` of an unreserved character (a letter, a digit, `-`,
-/// `.`, `_`, `~`): a step per `%`.
+/// `.`, `_`, `~`), or the start of an escape percent-encoded (`%26%23`, `&#`; `%5Cu`,
+/// `\u`): a step per `%`.
 fn has_percent_unreserved(input: &[u8]) -> bool {
     memchr::memchr_iter(b'%', input).any(|i| match input.get(i + 1..i + 3) {
-        Some([h, l]) => {
-            printable_hex(*h, *l).is_some_and(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
-        }
+        Some([h, l]) => printable_hex(*h, *l).is_some_and(|c| {
+            let next = &input[i + 3..];
+            c.is_ascii_alphanumeric()
+                || "-._~".contains(c)
+                || (c == '&' && next.starts_with(b"%23"))
+                || (c == '\\' && next.first() == Some(&b'u'))
+        }),
         _ => false,
     })
 }
@@ -436,7 +475,7 @@ pub fn cut_spread(
     let spans: Vec<(Range<usize>, &'static str)> = find(squeezed.bytes())
         .into_iter()
         .filter(|(r, _)| !r.is_empty())
-        .map(|(r, label)| (squeezed.input_span(input, r.start, r.len()), label))
+        .map(|(r, label)| (squeezed.input_span(r.start, r.len()), label))
         .collect();
     (!spans.is_empty()).then(|| cut(input, spans))
 }
@@ -488,11 +527,11 @@ mod tests {
         want.extend_from_slice(b"&#xd800;\\ud800x\\u12&#;\x0ca;b");
         assert_eq!(sq.bytes(), want.as_slice());
         // The two bytes of é come from the one escape; the pair from its 12 bytes.
-        assert_eq!(&input[sq.input_span(input, 1, 1)], br"\u00e9");
-        assert_eq!(&input[sq.input_span(input, 2, 1)], br"\u00e9");
-        assert_eq!(&input[sq.input_span(input, 1, 3)], br"\u00e9\u0042");
-        assert_eq!(&input[sq.input_span(input, 4, 4)], br"\ud834\udd1e");
-        assert_eq!(&input[sq.input_span(input, 8, 3)], b"&#x6a;&#X6B;&#108;");
+        assert_eq!(&input[sq.input_span(1, 1)], br"\u00e9");
+        assert_eq!(&input[sq.input_span(2, 1)], br"\u00e9");
+        assert_eq!(&input[sq.input_span(1, 3)], br"\u00e9\u0042");
+        assert_eq!(&input[sq.input_span(4, 4)], br"\ud834\udd1e");
+        assert_eq!(&input[sq.input_span(8, 3)], b"&#x6a;&#X6B;&#108;");
     }
 
     #[test]
@@ -504,7 +543,7 @@ mod tests {
         let input = b"%76k%340%2Dab%0a%zz";
         let sq = Squeezed::of(input).expect("escaped");
         assert_eq!(sq.bytes(), b"vk40-ab%0a%zz");
-        assert_eq!(&input[sq.input_span(input, 0, 5)], b"%76k%340%2D");
+        assert_eq!(&input[sq.input_span(0, 5)], b"%76k%340%2D");
     }
 
     #[test]
@@ -516,7 +555,18 @@ mod tests {
         let input = b"vk40&lowbar;ab&period;c&amp;d&lowbar";
         let sq = Squeezed::of(input).expect("escaped");
         assert_eq!(sq.bytes(), b"vk40_ab.c&d&lowbar");
-        assert_eq!(&input[sq.input_span(input, 0, 7)], b"vk40&lowbar;ab");
+        assert_eq!(&input[sq.input_span(0, 7)], b"vk40&lowbar;ab");
+    }
+
+    #[test]
+    fn escapes_spelled_with_escapes_are_read_and_map_back_whole() {
+        // `&#118;&#107;` percent-encoded, then `\u0034\u0030` inside a JSON string in
+        // JSON.
+        let input = br"%26%23118%3B%26%23107%3B-\\u0034\\u0030!";
+        let sq = Squeezed::of(input).expect("escaped");
+        assert_eq!(sq.bytes(), b"vk-40!");
+        assert_eq!(&input[sq.input_span(0, 2)], b"%26%23118%3B%26%23107%3B");
+        assert_eq!(&input[sq.input_span(3, 2)], br"\\u0034\\u0030");
     }
 
     #[test]
@@ -526,12 +576,9 @@ mod tests {
         let input = b"&#106&#x6B&#0000000108;&#x00000006d&#110x&#99999999;";
         let sq = Squeezed::of(input).expect("escaped");
         assert_eq!(sq.bytes(), b"jklmnx&#99999999;");
-        assert_eq!(&input[sq.input_span(input, 0, 2)], b"&#106&#x6B");
-        assert_eq!(
-            &input[sq.input_span(input, 2, 2)],
-            b"&#0000000108;&#x00000006d"
-        );
-        assert_eq!(&input[sq.input_span(input, 4, 1)], b"&#110");
+        assert_eq!(&input[sq.input_span(0, 2)], b"&#106&#x6B");
+        assert_eq!(&input[sq.input_span(2, 2)], b"&#0000000108;&#x00000006d");
+        assert_eq!(&input[sq.input_span(4, 1)], b"&#110");
     }
 
     #[test]
@@ -540,8 +587,8 @@ mod tests {
         let input = b"x\0\0\0a\0\0\0b!c\\u0000d";
         let sq = Squeezed::of(input).expect("spread");
         assert_eq!(sq.bytes(), b"xab!cd");
-        assert_eq!(&input[sq.input_span(input, 1, 2)], b"a\0\0\0b");
-        assert_eq!(&input[sq.input_span(input, 4, 2)], b"c\\u0000d");
+        assert_eq!(&input[sq.input_span(1, 2)], b"a\0\0\0b");
+        assert_eq!(&input[sq.input_span(4, 2)], b"c\\u0000d");
     }
 
     const VALUE: &str = "Zq8kLm2vX9pQ-live-7a6b5c4d";
