@@ -52,7 +52,12 @@
 //!   share (a third of 64 MiB): about 21 MiB of work a call at most, however stacked.
 //! - the view's new readings cost one `memchr` step per `%` and per `&` of a body, and
 //!   an escape's digits are read once (a failed `&#` moves on by one byte, past which no
-//!   `&#` starts).
+//!   `&#` starts); its layers are at most three passes, each kept only if it decoded
+//!   something.
+//! - chunk boundaries and codings: the broker holds an answer whole (chunked transfer
+//!   undone by hyper, gzip/deflate/br/zstd decoded, stacked in any order) before the
+//!   scrub, so a value split across chunks or inside a compressed body is whole there;
+//!   an unknown coding is `unreadable_response`.
 //! - ping/raw opt-in (`sock_create`): without it no ping or raw socket opens; with it
 //!   `SO_BROADCAST` stays refused on them (`setsockopt`), a ping to a broadcast address
 //!   is EACCES, IPv6 multicast is judged before the kernel loops it
