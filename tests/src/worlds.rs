@@ -517,6 +517,56 @@ pub fn two_tenants(api: &str, p_methods: &[&str], web_reaches_api: bool) -> Stri
     )
 }
 
+/// Two tenants of one provider at `api` ([`two_tenants`], GET only): `web`'s
+/// integration `p` holds `own` (account, key), `other`'s integration `v` holds
+/// `victims[i]` as account `a{i}` and has taken a handle for each (the broker holds them
+/// decrypted). The provider runs `handler` (Python defining `H`, see [`PythonApi`]) with
+/// `victims` in scope. What the scrubber's echo tests attack.
+pub struct EchoTenants {
+    pub env: TestEnv,
+    _api: PythonApi,
+}
+
+impl EchoTenants {
+    pub fn start(
+        name: &str,
+        dns_port: u16,
+        api: &str,
+        handler: &str,
+        own: &[(&str, &str)],
+        victims: &[String],
+    ) -> Self {
+        let server = PythonApi::start(
+            name,
+            dns_port,
+            &[api],
+            &format!("victims = {victims:?}\n{handler}"),
+        );
+        let accounts: Vec<String> = (0..victims.len()).map(|i| format!("a{i}")).collect();
+        let mut credentials: Vec<(&str, &str, &str)> =
+            own.iter().map(|&(a, k)| ("p", a, k)).collect();
+        credentials.extend(
+            accounts
+                .iter()
+                .zip(victims)
+                .map(|(a, k)| ("v", a.as_str(), k.as_str())),
+        );
+        let env = server
+            .names
+            .agent(name, "", &two_tenants(api, &["GET"], false), &credentials);
+        let taken = crate::sandboxed::nobody_broker_client(
+            &env,
+            "other",
+            &format!(
+                "print(json.dumps(all(hb.handle(\"v\", a)[\"handle\"] is not None for a in {accounts:?})))"
+            ),
+            &[],
+        );
+        assert_eq!(taken, serde_json::json!(true), "{taken}");
+        Self { env, _api: server }
+    }
+}
+
 /// A broker world's config without its policies: the broker's socket open to every
 /// sandbox (`socket_mode = "0666"`) with `broker` (more `[broker]` keys, a line each),
 /// hb's resolver on 127.0.0.1:`dns_port`, and integration `svc` (bearer, GET on

@@ -16,11 +16,7 @@
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
 
-use hb_tests::{
-    TestEnv,
-    sandboxed::nobody_broker_client,
-    worlds::{PythonApi, two_tenants},
-};
+use hb_tests::{sandboxed::nobody_broker_client, worlds::EchoTenants};
 
 const DNS_PORT: u16 = 5741;
 
@@ -154,46 +150,14 @@ fn key(lead: &str, i: usize) -> String {
     format!("{lead}{i:02}-{:016x}{:016X}", bits >> 64, bits as u64)
 }
 
-struct World {
-    env: TestEnv,
-    _api: PythonApi,
-}
-
-impl World {
-    fn start(name: &str) -> Self {
-        let victims: Vec<String> = (0..FORMS.len()).map(victim).collect();
-        let api = PythonApi::start(
-            name,
-            DNS_PORT,
-            &[API],
-            &format!("victims = {victims:?}\n{ECHO_PY}"),
-        );
-        let body = two_tenants(API, &["GET"], false);
-        let accounts: Vec<String> = (0..FORMS.len()).map(|i| format!("a{i}")).collect();
-        let owned: Vec<(String, String)> = (0..FORMS.len())
-            .map(|i| (format!("e{i}"), own(i)))
-            .collect();
-        let mut credentials = vec![("p", "bot", "own-4c9a1f3d5e8b0c6a2d4f7e9b1c3a2b7e")];
-        credentials.extend(owned.iter().map(|(a, k)| ("p", a.as_str(), k.as_str())));
-        credentials.extend(
-            accounts
-                .iter()
-                .zip(&victims)
-                .map(|(a, k)| ("v", a.as_str(), k.as_str())),
-        );
-        let env = api.names.agent(name, "", &body, &credentials);
-        // The other tenant uses its credentials: the broker holds them decrypted.
-        let taken = nobody_broker_client(
-            &env,
-            "other",
-            &format!(
-                "print(json.dumps(all(hb.handle(\"v\", a)[\"handle\"] is not None for a in {accounts:?})))"
-            ),
-            &[],
-        );
-        assert_eq!(taken, serde_json::json!(true), "{taken}");
-        Self { env, _api: api }
-    }
+fn world(name: &str) -> EchoTenants {
+    let victims: Vec<String> = (0..FORMS.len()).map(victim).collect();
+    let owned: Vec<(String, String)> = (0..FORMS.len())
+        .map(|i| (format!("e{i}"), own(i)))
+        .collect();
+    let mut own_keys = vec![("bot", "own-4c9a1f3d5e8b0c6a2d4f7e9b1c3a2b7e")];
+    own_keys.extend(owned.iter().map(|(a, k)| (a.as_str(), k.as_str())));
+    EchoTenants::start(name, DNS_PORT, API, ECHO_PY, &own_keys, &victims)
 }
 
 /// The forms whose decoded answer holds `key(i)` (ASCII case ignored), and each
@@ -231,7 +195,7 @@ fn assert_never_given_back(
     key: impl Fn(usize) -> String,
     whose: &str,
 ) {
-    let w = World::start(name);
+    let w = world(name);
     let script = attacker_script(path, account);
     let got = nobody_broker_client(&w.env, "web", &script, &[]);
     let (back, outcomes) = given_back(&got, key);
