@@ -350,6 +350,67 @@ pub fn cgroup_id(path: &Path) -> u64 {
         .ino()
 }
 
+/// `cmd` moved into cgroup `dir` (as a kubelet's container would be), run to its end
+/// (a refused pod's process is killed): its exit status and output.
+pub fn run_in_cgroup(dir: &Path, cmd: &[&str]) -> (std::process::ExitStatus, String) {
+    let script = format!("echo $$ > {}/cgroup.procs && exec \"$@\"", dir.display());
+    let mut child = Command::new("sh")
+        .args(["-c", &script, "sh"])
+        .args(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let mut done = None;
+    wait_until(Duration::from_secs(20), || {
+        done = child.try_wait().expect("wait");
+        done.is_some()
+    });
+    let Some(status) = done else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} in {} neither ended nor was killed", dir.display());
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    (status, out)
+}
+
+/// A pod's process writing an IPv4 UDP datagram through a packet socket (`AF_PACKET`,
+/// which no cgroup hook sees), then through a UDP socket (judged); prints `packet
+/// RESULT` and `udp RESULT`. argv: destination, port, the forged source (an address the
+/// host does not hold).
+pub const PY_PACKET: &str = r#"
+import errno, socket, struct, sys
+dst, port = sys.argv[1], int(sys.argv[2])
+def attempt(label, f):
+    try:
+        f(); print(label, "sent", flush=True)
+    except OSError as e:
+        print(label, errno.errorcode.get(e.errno, str(e)), flush=True)
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+def datagram(label):
+    payload = ("hb-exfil:" + label).encode()
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(sys.argv[3]), socket.inet_aton(dst))
+    return ip[:10] + struct.pack("!H", csum(ip)) + ip[12:] + udp
+def packet():
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    s.sendto(datagram("packet"), ("lo", 0x0800, 0, 0, bytes(6)))
+def udp():
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hb-exfil:udp", (dst, port))
+attempt("packet", packet)
+attempt("udp", udp)
+"#;
+
 /// Waits until `pred` holds, polling every ms, for at most `limit`; whether it did.
 pub fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

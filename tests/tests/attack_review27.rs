@@ -117,7 +117,7 @@ use std::os::unix::process::ExitStatusExt as _;
 
 use hb_tests::{
     TcpProbe, TestEnv, UdpProbe,
-    kube::{Driver, FakePod, Qos, wait_until},
+    kube::{Driver, FakePod, PY_PACKET, Qos, run_in_cgroup, wait_until},
     kube_cluster::{Cluster, NODE},
     pod_glob, private_netns, python, random_suffix, sandbox_probe,
     sandboxed::nobody_python,
@@ -711,37 +711,6 @@ attempt("broadcast", broadcast)
     assert_eq!(got.trim(), "broadcast EPERM");
 }
 
-/// The packet socket's writer: `datagram(label)` is an IPv4 UDP datagram carrying
-/// `hb-exfil:<label>` from [`FOREIGN4`] to `argv[1]`:`argv[2]`; it is written through a
-/// packet socket (`AF_PACKET`, `SOCK_DGRAM`, out of `lo`), then sent from a UDP socket
-/// (the control: the policy refuses it), each attempt printing `packet sent` / `udp
-/// EPERM` and the like.
-const PY_PACKET: &str = r#"
-import errno, socket, struct, sys
-dst, port = sys.argv[1], int(sys.argv[2])
-def attempt(label, f):
-    try:
-        f(); print(label, "sent", flush=True)
-    except OSError as e:
-        print(label, errno.errorcode.get(e.errno, str(e)), flush=True)
-def csum(b):
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-def datagram(label):
-    payload = ("hb-exfil:" + label).encode()
-    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                     socket.inet_aton(sys.argv[3]), socket.inet_aton(dst))
-    return ip[:10] + struct.pack("!H", csum(ip)) + ip[12:] + udp
-def packet():
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-    s.sendto(datagram("packet"), ("lo", 0x0800, 0, 0, bytes(6)))
-def udp():
-    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hb-exfil:udp", (dst, port))
-attempt("packet", packet)
-attempt("udp", udp)
-"#;
-
 /// A Kubernetes pod whose container keeps `CAP_NET_RAW` (no `securityContext`: the
 /// runtime's default set holds it) in an enforced namespace under a policy without
 /// `raw_sockets`: a process in it that writes an IPv4 UDP datagram to an address outside
@@ -773,7 +742,7 @@ fn a_packet_socket_in_a_pod_reaches_no_unvalidated_address() {
     // The pod keeping CAP_NET_RAW under `web`.
     let keeper = FakePod::new("keeper", "agents", NODE, Some("web")).with_security(Value::Null);
     let (_, container) = c.enrolled_container(&keeper, Driver::Cgroupfs, Qos::Burstable, "web");
-    let (status, got) = run_to_end(&container, &argv);
+    let (status, got) = run_in_cgroup(&container, &argv);
     thread::sleep(Duration::from_millis(300));
     let arrived = listener.received();
     println!(
@@ -822,7 +791,7 @@ fn a_packet_socket_in_a_pod_reaches_no_unvalidated_address() {
     let (dir, container) = c.enrolled_container(&dropper, Driver::Cgroupfs, Qos::Burstable, "web");
     let mut dropped = vec!["setpriv", "--bounding-set", "-net_raw"];
     dropped.extend_from_slice(&argv);
-    let (status, got) = run_to_end(&container, &dropped);
+    let (status, got) = run_in_cgroup(&container, &dropped);
     assert!(
         status.success(),
         "the dropping pod runs: {status:?} {got:?}"
@@ -836,7 +805,7 @@ fn a_packet_socket_in_a_pod_reaches_no_unvalidated_address() {
     // Under the opt-in: the pod runs, and its packet socket is not judged.
     let opted = FakePod::new("opted", "agents", NODE, Some("rawok")).with_security(Value::Null);
     let (_, container) = c.enrolled_container(&opted, Driver::Cgroupfs, Qos::Burstable, "rawok");
-    let (status, got) = run_to_end(&container, &argv);
+    let (status, got) = run_in_cgroup(&container, &argv);
     thread::sleep(Duration::from_millis(300));
     println!(
         "figure: under raw_sockets = true the pod ran ({got:?}) and {} datagram(s) arrived",
@@ -860,33 +829,6 @@ fn a_packet_socket_in_a_pod_reaches_no_unvalidated_address() {
 /// The private target's address of the [`Cluster`]'s namespace (on `lo`, outside every
 /// policy but `open`).
 const PRIVATE4: &str = "10.0.0.1";
-
-/// `cmd` moved into cgroup `dir` before it execs, run to its end (at most 20 s, then
-/// killed and the test fails): its exit status and stdout.
-fn run_to_end(dir: &std::path::Path, cmd: &[&str]) -> (std::process::ExitStatus, String) {
-    let script = format!("echo $$ > {}/cgroup.procs && exec \"$@\"", dir.display());
-    let mut child = Command::new("sh")
-        .args(["-c", &script, "sh"])
-        .args(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sh");
-    let mut done = None;
-    wait_until(Duration::from_secs(20), || {
-        done = child.try_wait().expect("wait");
-        done.is_some()
-    });
-    let Some(status) = done else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{cmd:?} in {} neither ended nor was killed", dir.display());
-    };
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
-        .expect("stdout");
-    (status, out)
-}
 
 /// A cgroup enrolled by a `[[sandbox]]` glob has no pod spec to refuse by, so a process
 /// there that may hold `CAP_NET_RAW` is only reported (detection only, nothing is

@@ -35,7 +35,7 @@ use std::os::unix::process::ExitStatusExt as _;
 
 use hb_tests::{
     TestEnv, UdpProbe, cgroup2_mount,
-    kube::{Driver, FakePod, Qos, wait_until},
+    kube::{Driver, FakePod, Qos, run_in_cgroup, wait_until},
     kube_cluster::{Cluster, NODE},
     pod_glob, private_netns, random_suffix,
 };
@@ -294,33 +294,6 @@ fn a_pod_under_hbs_profile_opens_nothing_the_hooks_cannot_see() {
         Some(128 + libc::SIGSYS),
         "runc passes on the container's exit: SIGSYS at the 32-bit call ({held:?})"
     );
-}
-
-/// `cmd` moved into cgroup `dir` (as a kubelet's container would be), run to its end:
-/// its exit status and output.
-fn run_in_cgroup(dir: &Path, cmd: &[&str]) -> (std::process::ExitStatus, String) {
-    let script = format!("echo $$ > {}/cgroup.procs && exec \"$@\"", dir.display());
-    let mut child = Command::new("sh")
-        .args(["-c", &script, "sh"])
-        .args(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sh");
-    let mut done = None;
-    wait_until(Duration::from_secs(20), || {
-        done = child.try_wait().expect("wait");
-        done.is_some()
-    });
-    let Some(status) = done else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{cmd:?} in {} neither ended nor was killed", dir.display());
-    };
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
-        .expect("stdout");
-    (status, out)
 }
 
 #[test]

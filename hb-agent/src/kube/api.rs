@@ -202,9 +202,10 @@ fn static_claim(keys: &Keys, uid: &str, namespace: &str, value: &str) -> Option<
     Some(hash)
 }
 
-/// What a pod's spec holds against it: the containers that keep `CAP_NET_RAW` (none
-/// when every container runs under hb's seccomp profile, which refuses packet sockets),
-/// and, where the profile is required, the containers that do not run under it.
+/// What a pod's spec holds against it: the containers that keep `CAP_NET_RAW` (when
+/// every container runs under hb's seccomp profile, which refuses packet sockets, only
+/// those that keep `CAP_NET_ADMIN` or more, which it does not take away), and, where the
+/// profile is required, the containers that do not run under it.
 fn spec_findings(
     keys: &Keys,
     spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
@@ -223,7 +224,7 @@ fn spec_findings(
     };
     let confined = !profile.is_empty() && unconfined.is_empty();
     let net_raw = if confined {
-        Vec::new()
+        super::caps::net_admin_keepers(spec)
     } else {
         super::caps::net_raw_keepers(spec)
     };

@@ -16,8 +16,16 @@
 //! - else the runtime's default set applies, which holds `NET_RAW` (containerd's and
 //!   Docker's do).
 //!
-//! Names compare as the kubelet passes them on: case-insensitive, with or without the
-//! `CAP_` prefix.
+//! Names compare as the runtime reads them, in the reading that keeps the most: an
+//! `add` counts case-insensitive, with or without the `CAP_` prefix and surrounding
+//! blanks; a `drop` only as containerd honours it, the bare
+//! name in any case: containerd prefixes `CAP_` to every name but `ALL` (so a drop of
+//! `CAP_NET_RAW` or `CAP_ALL` drops the unknown `CAP_CAP_…` and keeps `NET_RAW`) and
+//! trims nothing.
+//!
+//! A pod whose every container runs under hb's seccomp profile (`confined`) cannot open
+//! packet sockets, but keeps what `CAP_NET_ADMIN` gives ([`net_admin_keepers`]): the
+//! agent refuses such a pod by those containers instead.
 //!
 //! Must never: report "keeps nothing" for a container it cannot read (no spec at all
 //! counts as keeping it).
@@ -37,6 +45,29 @@ pub struct Keeper {
 /// The containers of `spec` that keep `CAP_NET_RAW`; a pod without a spec keeps it
 /// (fail closed: the API always sends one).
 pub fn net_raw_keepers(spec: Option<&PodSpec>) -> Vec<Keeper> {
+    keepers(spec, why_kept)
+}
+
+/// The containers of `spec` that keep `CAP_NET_ADMIN` or more (`privileged`, an `add` of
+/// `NET_ADMIN`, `SYS_ADMIN` or `ALL`): what hb's seccomp profile does not take away.
+/// Through rtnetlink, which the profile allows, such a process makes a tunnel device
+/// (VXLAN) whose encapsulated packets the kernel sends from its own socket, which no
+/// cgroup hook judges. A pod without a spec keeps it.
+pub fn net_admin_keepers(spec: Option<&PodSpec>) -> Vec<Keeper> {
+    keepers(spec, |sc| {
+        if sc.and_then(|s| s.privileged) == Some(true) {
+            return Some("privileged".to_owned());
+        }
+        added(sc, &["NET_ADMIN", "SYS_ADMIN", "ALL"])
+    })
+}
+
+/// The containers, init containers and ephemeral containers of `spec` for which `why`
+/// gives a reason, with it; one entry for a pod without a spec.
+fn keepers(
+    spec: Option<&PodSpec>,
+    why: impl Fn(Option<&SecurityContext>) -> Option<String>,
+) -> Vec<Keeper> {
     let Some(spec) = spec else {
         return vec![Keeper {
             container: "-".to_owned(),
@@ -61,7 +92,7 @@ pub fn net_raw_keepers(spec: Option<&PodSpec>) -> Vec<Keeper> {
         .chain(init)
         .chain(ephemeral)
         .filter_map(|(kind, name, sc)| {
-            why_kept(sc).map(|why| Keeper {
+            why(sc).map(|why| Keeper {
                 container: format!("{kind}/{name}"),
                 why,
             })
@@ -69,25 +100,28 @@ pub fn net_raw_keepers(spec: Option<&PodSpec>) -> Vec<Keeper> {
         .collect()
 }
 
+/// `adds NAME` (the name as written) if `sc` adds one of the capabilities `caps`.
+fn added(sc: Option<&SecurityContext>, caps: &[&str]) -> Option<String> {
+    let caps_of = sc.and_then(|s| s.capabilities.as_ref());
+    let adds = caps_of.and_then(|c| c.add.as_ref()).into_iter().flatten();
+    adds.into_iter()
+        .find(|n| caps.contains(&bare(n).as_str()))
+        .map(|name| format!("adds {name}"))
+}
+
 /// Why a container with security context `sc` keeps `CAP_NET_RAW`, if it does.
 fn why_kept(sc: Option<&SecurityContext>) -> Option<String> {
     if sc.and_then(|s| s.privileged) == Some(true) {
         return Some("privileged".to_owned());
     }
-    let caps = sc.and_then(|s| s.capabilities.as_ref());
-    let added = caps.and_then(|c| c.add.as_ref()).into_iter().flatten();
-    if let Some(name) = added.into_iter().find(|n| {
-        matches!(
-            bare(n).as_str(),
-            "NET_RAW" | "NET_ADMIN" | "SYS_ADMIN" | "ALL"
-        )
-    }) {
-        return Some(format!("adds {name}"));
+    if let Some(adds) = added(sc, &["NET_RAW", "NET_ADMIN", "SYS_ADMIN", "ALL"]) {
+        return Some(adds);
     }
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
     let dropped = caps.and_then(|c| c.drop.as_ref()).into_iter().flatten();
     if dropped
         .into_iter()
-        .any(|n| matches!(bare(n).as_str(), "NET_RAW" | "ALL"))
+        .any(|n| n.eq_ignore_ascii_case("NET_RAW") || n.eq_ignore_ascii_case("ALL"))
     {
         return None;
     }
@@ -127,11 +161,22 @@ mod tests {
             keepers(serde_json::json!({"containers": [{"name": "a"}]})),
             [k("containers/a", "runtime default")]
         );
-        for drop in ["ALL", "all", "NET_RAW", "net_raw", "CAP_NET_RAW", "cap_all"] {
+        for drop in ["ALL", "all", "NET_RAW", "net_raw", "Net_Raw"] {
             let s = serde_json::json!({"containers": [
                 {"name": "a", "securityContext": {"capabilities": {"drop": ["CHOWN", drop]}}}
             ]});
             assert_eq!(keepers(s), [], "drop {drop}");
+        }
+        // containerd drops `CAP_` + the name: these drop nothing it knows.
+        for drop in ["CAP_NET_RAW", "cap_all", " NET_RAW", "ALL "] {
+            let s = serde_json::json!({"containers": [
+                {"name": "a", "securityContext": {"capabilities": {"drop": [drop]}}}
+            ]});
+            assert_eq!(
+                keepers(s),
+                [k("containers/a", "runtime default")],
+                "drop {drop:?}"
+            );
         }
         // Dropping another capability keeps it.
         let s = serde_json::json!({"containers": [
@@ -161,6 +206,32 @@ mod tests {
             {"name": "a", "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}
         ]});
         assert_eq!(keepers(s), []);
+    }
+
+    #[test]
+    fn net_admin_is_kept_by_privilege_or_an_add_only() {
+        let s = serde_json::json!({"containers": [
+            {"name": "a"},
+            {"name": "b", "securityContext": {"capabilities": {"add": ["NET_RAW"]}}},
+            {"name": "c", "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["cap_net_admin"]}}},
+            {"name": "d", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+            {"name": "e", "securityContext": {"capabilities": {"add": ["all"]}}},
+            {"name": "f", "securityContext": {"privileged": true}},
+        ]});
+        let admins: Vec<_> = net_admin_keepers(Some(&spec(s)))
+            .into_iter()
+            .map(|k| (k.container, k.why))
+            .collect();
+        assert_eq!(
+            admins,
+            [
+                k("containers/c", "adds cap_net_admin"),
+                k("containers/d", "adds SYS_ADMIN"),
+                k("containers/e", "adds all"),
+                k("containers/f", "privileged"),
+            ]
+        );
+        assert_eq!(net_admin_keepers(None).len(), 1);
     }
 
     #[test]

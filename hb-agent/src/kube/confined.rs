@@ -13,12 +13,15 @@
 //! `spec.securityContext.seccompProfile` (the kubelet's order); it is hb's when its type
 //! is `Localhost` and its `localhostProfile` is exactly the configured name (the kubelet
 //! reads that file below its seccomp folder). `RuntimeDefault`, `Unconfined`, another
-//! file or no profile at all are not.
+//! file or no profile at all are not. Nor is a `privileged: true` container's, whatever
+//! it names: containerd starts a privileged container with no seccomp filter
+//! at all (containerd's `generateSeccompSpecOpts`: "Do not set seccomp profile when
+//! container is privileged").
 //!
-//! Must never: report a container as confined that the kubelet would start under
-//! another profile; a pod without a spec has no confined container.
+//! Must never: report a container as confined that the kubelet and runtime would start
+//! under another profile or none; a pod without a spec has no confined container.
 
-use k8s_openapi::api::core::v1::{PodSpec, SeccompProfile};
+use k8s_openapi::api::core::v1::{PodSpec, SeccompProfile, SecurityContext};
 
 /// A container that does not run under hb's profile, and what it runs under instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +45,9 @@ pub fn unconfined(spec: Option<&PodSpec>, profile: &str) -> Vec<Unconfined> {
         .security_context
         .as_ref()
         .and_then(|s| s.seccomp_profile.as_ref());
-    let own = |sc: Option<&k8s_openapi::api::core::v1::SecurityContext>| {
-        sc.and_then(|s| s.seccomp_profile.clone())
+    let own = |sc: Option<&SecurityContext>| {
+        let privileged = sc.and_then(|s| s.privileged) == Some(true);
+        (privileged, sc.and_then(|s| s.seccomp_profile.clone()))
     };
     let containers = spec
         .containers
@@ -64,11 +68,18 @@ pub fn unconfined(spec: Option<&PodSpec>, profile: &str) -> Vec<Unconfined> {
     containers
         .chain(init)
         .chain(ephemeral)
-        .filter_map(|(kind, name, own)| {
+        .filter_map(|(kind, name, (privileged, own))| {
             let effective = own.as_ref().or(pod);
-            (!is_hbs(effective, profile)).then(|| Unconfined {
+            let runs_under = if privileged {
+                "no profile (privileged: the runtime applies none)".to_owned()
+            } else if is_hbs(effective, profile) {
+                return None;
+            } else {
+                describe(effective)
+            };
+            Some(Unconfined {
                 container: format!("{kind}/{name}"),
-                runs_under: describe(effective),
+                runs_under,
             })
         })
         .collect()
@@ -136,6 +147,21 @@ mod tests {
                 u("containers/d", "Localhost hb.json.bak"),
                 u("containers/e", "localhost hb.json"),
             ]
+        );
+    }
+
+    #[test]
+    fn a_privileged_container_is_unconfined_whatever_profile_it_names() {
+        let s = json!({"securityContext": HBS(), "containers": [
+            {"name": "a", "securityContext": {"privileged": true}},
+            {"name": "b", "securityContext": {"privileged": true, "seccompProfile":
+                {"type": "Localhost", "localhostProfile": "hb.json"}}},
+            {"name": "c", "securityContext": {"privileged": false}},
+        ]});
+        let privileged = "no profile (privileged: the runtime applies none)";
+        assert_eq!(
+            listed(s),
+            [u("containers/a", privileged), u("containers/b", privileged)]
         );
     }
 

