@@ -35,7 +35,11 @@
 //!   the socket sending it is the skb's own, and `cgroup/sock_create` does not run for
 //!   kernel sockets. Under the profile a pod is refused now by the containers that keep
 //!   `NET_ADMIN` or more (`caps::net_admin_keepers`), under a policy without
-//!   `raw_sockets`: 0 of 1.
+//!   `raw_sockets`: 0 of 1. The test makes the tunnel outside runc; the same script
+//!   run once by runc under s43's own profile (`hb-agent sandbox seccomp-profile`) with
+//!   `CAP_NET_ADMIN` made it and got its datagram to the far end (1 of 1, tried and not
+//!   kept: rtnetlink is `socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)`, which the profile
+//!   allows).
 //!
 //! Held (read, or tried on the unit level):
 //! - the admission policy (`deploy/kubernetes/sandbox-admission.yaml`) refuses both
@@ -47,7 +51,18 @@
 //! - an `add` spelled oddly (`cap_net_raw`, ` NET_RAW`): counted as keeping it, fail
 //!   closed;
 //! - an ephemeral container added later outside the profile: the update refuses the pod
-//!   (`an update can only turn it on`).
+//!   (`an update can only turn it on`);
+//! - the profile (read, from s43's `sandbox seccomp-profile`): `personality` refuses a
+//!   persona flag with any other bit clear (every pair written out), so only the
+//!   all-ones query passes with a flag; `clone` flags are masked single-bit tests, which
+//!   high bits do not change (the kernel reads the low 32); `open_by_handle_at` is
+//!   refused, so an added `DAC_READ_SEARCH` opens no host file by handle;
+//! - an agent restarted while a refused pod's cgroup exists thaws nothing it did not
+//!   freeze itself, and refuses the cgroup again (`kubernetes`'s restart test).
+//!
+//! Not tried: x32 calls (this kernel has no `CONFIG_X86_X32_ABI`); the seccomp
+//! annotations that kubelets before 1.27 read before the pod's field when a container's
+//! own field is unset; CRI-O (only containerd's source was read).
 //!
 //! Everything lives in the cluster's own network namespace, addresses on `lo`.
 
