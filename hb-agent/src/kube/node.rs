@@ -218,7 +218,7 @@ pub enum Outcome {
 
 /// Why a pod is refused: its containers that keep `CAP_NET_RAW` (under a policy
 /// without `raw_sockets`), and those that do not run under hb's seccomp profile (where
-/// it is required). At least one is not empty.
+/// it is required) or the pod itself for `hostPID`. At least one is not empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grounds {
     pub net_raw: Vec<Keeper>,
