@@ -33,9 +33,10 @@
 //!   UDP datagram to that address went out encapsulated by the kernel's own VXLAN socket
 //!   to a denied address (1 of 1 on s43): `cgroup_skb/egress` judges an skb only when
 //!   the socket sending it is the skb's own, and `cgroup/sock_create` does not run for
-//!   kernel sockets. Under the profile a pod is refused now by the containers that keep
-//!   `NET_ADMIN` or more (`caps::net_admin_keepers`), under a policy without
-//!   `raw_sockets`: 0 of 1. The test makes the tunnel outside runc; the same script
+//!   kernel sockets. Under the profile a pod is refused now by the containers holding a
+//!   capability beyond containerd's default set (`caps::beyond_default_keepers`: an
+//!   allowlist, so `SYS_RAWIO`'s `iopl`, which the profile allows, goes too), under a
+//!   policy without `raw_sockets`: 0 of 1. The test makes the tunnel outside runc; the same script
 //!   run once by runc under s43's own profile (`hb-agent sandbox seccomp-profile`) with
 //!   `CAP_NET_ADMIN` made it and got its datagram to the far end (1 of 1, tried and not
 //!   kept: rtnetlink is `socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)`, which the profile

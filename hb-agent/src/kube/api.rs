@@ -204,9 +204,10 @@ fn static_claim(keys: &Keys, uid: &str, namespace: &str, value: &str) -> Option<
 
 /// What a pod's spec holds against it: the containers that keep `CAP_NET_RAW` (when
 /// every container runs under hb's seccomp profile, which refuses packet sockets, only
-/// those that keep `CAP_NET_ADMIN` or more, which it does not take away), and, where the
-/// profile is required, the containers that do not run under it, with the pod itself
-/// (`-`) if it shares the node's PID namespace (`hostPID`, refused in any case).
+/// those holding a capability beyond the runtime's default set, which it does not take
+/// away), and, where the profile is required, the containers that do not run under it,
+/// with the pod itself (`-`) if it shares the node's PID namespace (`hostPID`, refused
+/// in any case).
 fn spec_findings(
     keys: &Keys,
     spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
@@ -225,7 +226,7 @@ fn spec_findings(
     };
     let confined = !profile.is_empty() && unconfined.is_empty();
     let net_raw = if confined {
-        super::caps::net_admin_keepers(spec)
+        super::caps::beyond_default_keepers(spec)
     } else {
         super::caps::net_raw_keepers(spec)
     };

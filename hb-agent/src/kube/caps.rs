@@ -24,8 +24,9 @@
 //! trims nothing.
 //!
 //! A pod whose every container runs under hb's seccomp profile (`confined`) cannot open
-//! packet sockets, but keeps what `CAP_NET_ADMIN` gives ([`net_admin_keepers`]): the
-//! agent refuses such a pod by those containers instead.
+//! packet sockets, but keeps what any capability beyond the runtime's default set gives
+//! ([`beyond_default_keepers`]): the agent refuses such a pod by those containers
+//! instead.
 //!
 //! Must never: report "keeps nothing" for a container it cannot read (no spec at all
 //! counts as keeping it).
@@ -48,17 +49,41 @@ pub fn net_raw_keepers(spec: Option<&PodSpec>) -> Vec<Keeper> {
     keepers(spec, why_kept)
 }
 
-/// The containers of `spec` that keep `CAP_NET_ADMIN` or more (`privileged`, an `add` of
-/// `NET_ADMIN`, `SYS_ADMIN` or `ALL`): what hb's seccomp profile does not take away.
-/// Through rtnetlink, which the profile allows, such a process makes a tunnel device
-/// (VXLAN) whose encapsulated packets the kernel sends from its own socket, which no
-/// cgroup hook judges. A pod without a spec keeps it.
-pub fn net_admin_keepers(spec: Option<&PodSpec>) -> Vec<Keeper> {
+/// containerd's default capability set (`oci.defaultUnixCaps`), without the `CAP_`
+/// prefix: what a container holds that neither drops nor adds any.
+const RUNTIME_DEFAULT: [&str; 14] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// The containers of `spec` that hold a capability beyond the runtime's default set
+/// (`privileged`, or an `add` of any other name, `ALL` included): what hb's seccomp
+/// profile does not take away. `CAP_NET_ADMIN`, for one, makes a tunnel device (VXLAN)
+/// through rtnetlink, which the profile allows, whose encapsulated packets the kernel
+/// sends from its own socket, which no cgroup hook judges; `CAP_SYS_RAWIO` gets
+/// `iopl`. A pod without a spec holds them.
+pub fn beyond_default_keepers(spec: Option<&PodSpec>) -> Vec<Keeper> {
     keepers(spec, |sc| {
         if sc.and_then(|s| s.privileged) == Some(true) {
             return Some("privileged".to_owned());
         }
-        added(sc, &["NET_ADMIN", "SYS_ADMIN", "ALL"])
+        let caps = sc.and_then(|s| s.capabilities.as_ref());
+        let adds = caps.and_then(|c| c.add.as_ref()).into_iter().flatten();
+        adds.into_iter()
+            .find(|n| !RUNTIME_DEFAULT.contains(&bare(n).as_str()))
+            .map(|name| format!("adds {name}"))
     })
 }
 
@@ -100,24 +125,21 @@ fn keepers(
         .collect()
 }
 
-/// `adds NAME` (the name as written) if `sc` adds one of the capabilities `caps`.
-fn added(sc: Option<&SecurityContext>, caps: &[&str]) -> Option<String> {
-    let caps_of = sc.and_then(|s| s.capabilities.as_ref());
-    let adds = caps_of.and_then(|c| c.add.as_ref()).into_iter().flatten();
-    adds.into_iter()
-        .find(|n| caps.contains(&bare(n).as_str()))
-        .map(|name| format!("adds {name}"))
-}
-
 /// Why a container with security context `sc` keeps `CAP_NET_RAW`, if it does.
 fn why_kept(sc: Option<&SecurityContext>) -> Option<String> {
     if sc.and_then(|s| s.privileged) == Some(true) {
         return Some("privileged".to_owned());
     }
-    if let Some(adds) = added(sc, &["NET_RAW", "NET_ADMIN", "SYS_ADMIN", "ALL"]) {
-        return Some(adds);
-    }
     let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let added = caps.and_then(|c| c.add.as_ref()).into_iter().flatten();
+    if let Some(name) = added.into_iter().find(|n| {
+        matches!(
+            bare(n).as_str(),
+            "NET_RAW" | "NET_ADMIN" | "SYS_ADMIN" | "ALL"
+        )
+    }) {
+        return Some(format!("adds {name}"));
+    }
     let dropped = caps.and_then(|c| c.drop.as_ref()).into_iter().flatten();
     if dropped
         .into_iter()
@@ -209,29 +231,29 @@ mod tests {
     }
 
     #[test]
-    fn net_admin_is_kept_by_privilege_or_an_add_only() {
+    fn beyond_the_default_set_by_privilege_or_an_add_only() {
         let s = serde_json::json!({"containers": [
             {"name": "a"},
-            {"name": "b", "securityContext": {"capabilities": {"add": ["NET_RAW"]}}},
+            {"name": "b", "securityContext": {"capabilities": {"add": ["NET_RAW", "net_bind_service"]}}},
             {"name": "c", "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["cap_net_admin"]}}},
-            {"name": "d", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+            {"name": "d", "securityContext": {"capabilities": {"add": ["SYS_RAWIO"]}}},
             {"name": "e", "securityContext": {"capabilities": {"add": ["all"]}}},
             {"name": "f", "securityContext": {"privileged": true}},
         ]});
-        let admins: Vec<_> = net_admin_keepers(Some(&spec(s)))
+        let beyond: Vec<_> = beyond_default_keepers(Some(&spec(s)))
             .into_iter()
             .map(|k| (k.container, k.why))
             .collect();
         assert_eq!(
-            admins,
+            beyond,
             [
                 k("containers/c", "adds cap_net_admin"),
-                k("containers/d", "adds SYS_ADMIN"),
+                k("containers/d", "adds SYS_RAWIO"),
                 k("containers/e", "adds all"),
                 k("containers/f", "privileged"),
             ]
         );
-        assert_eq!(net_admin_keepers(None).len(), 1);
+        assert_eq!(beyond_default_keepers(None).len(), 1);
     }
 
     #[test]
