@@ -41,6 +41,12 @@
 //!   `CAP_NET_ADMIN` made it and got its datagram to the far end (1 of 1, tried and not
 //!   kept: rtnetlink is `socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)`, which the profile
 //!   allows).
+//! - an `add` of `net_admın` (dotless `ı`, U+0131) counted as no capability the rule
+//!   names (`caps::bare` upper-cased ASCII only); containerd's Go `strings.ToUpper`
+//!   makes it `CAP_NET_ADMIN` (as `ſ`, U+017F, makes `S`). Under
+//!   `require_seccomp_profile = false` a pod dropping `ALL` and adding it ran, and its
+//!   VXLAN tunnel carried a datagram to the denied address (1 of 1 on s43). Adds are
+//!   upper-cased as Unicode does now: refused, 0 of 1.
 //! - a pod with `hostPID: true` under hb's profile, root with the runtime's default
 //!   capabilities, wrote code through `/proc/PID/mem` (no `ptrace`, which the profile
 //!   refuses) where another tenant's root container in an unenforced namespace would
@@ -50,9 +56,9 @@
 //!   `hostPID` is refused now whatever its profile (`api::spec_findings`, grounds
 //!   `unconfined`): 0.
 //!
-//! All four specs are refused by the admission policy of the kustomization
+//! All five specs are refused by the admission policy of the kustomization
 //! (`deploy/kubernetes/sandbox-admission.yaml`: no privileged container, `drop` holding
-//! exactly `ALL`, adds at most `NET_BIND_SERVICE`, no `hostPID`): with it deployed, no
+//! exactly `ALL`, adds only `NET_BIND_SERVICE`, no `hostPID`): with it deployed, no
 //! pod both admitted escaped. They break the agent's own refusals, which the README
 //! presents as the enforcement (the admission policy as "better still"), as on a
 //! cluster without `ValidatingAdmissionPolicy` or an operator who left it out.
@@ -278,23 +284,6 @@ fn tagged(sock: &UdpSocket, tag: &[u8]) -> usize {
 #[test]
 fn a_pod_under_hbs_profile_adding_net_admin_is_refused() {
     let c = Cluster::start_configured("ar41-netadmin", 100, true);
-    let far = PodNetns::new();
-    for cmd in [
-        "ip link add hbfar0 type veth peer name hbfar1".to_owned(),
-        format!("ip link set hbfar1 netns {}", far.0.pid),
-        "ip addr add 10.9.9.1/24 dev hbfar0".to_owned(),
-        "ip link set hbfar0 up".to_owned(),
-    ] {
-        sh(&cmd);
-    }
-    let out = far.run(&[
-        "sh",
-        "-c",
-        &format!("ip addr add {FAR4}/24 dev hbfar1 && ip link set hbfar1 up"),
-    ]);
-    assert!(out.status.success(), "the far end's address: {out:?}");
-    let listener = bind_in(&far.path(), &format!("{FAR4}:0"));
-    let port = listener.local_addr().expect("addr").port().to_string();
     let hbs = json!({"type": "Localhost", "localhostProfile": "hb.json"});
     let mut pod = FakePod::new("tunnel", "agents", NODE, Some("open"));
     pod.spec = json!({
@@ -302,13 +291,7 @@ fn a_pod_under_hbs_profile_adding_net_admin_is_refused() {
         "containers": [{"name": "main", "securityContext": {
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}],
     });
-    let (_, container) = c.enrolled_container(&pod, Driver::Cgroupfs, Qos::Burstable, "open");
-    let (status, got) = run_in_cgroup(
-        &container,
-        &["sh", "-c", SH_VXLAN, "sh", FAR4, &port, OPEN4, python()],
-    );
-    thread::sleep(Duration::from_millis(300));
-    let arrived = tagged(&listener, b"hb-exfil:vxlan");
+    let (status, got, arrived) = tunnel_attack(&c, &pod);
     println!(
         "figure: a pod under hb's profile adding NET_ADMIN, its UDP to the allowed {OPEN4} \
          routed into a VXLAN tunnel: {arrived} of 1 encapsulated datagram(s) reached the \
@@ -329,6 +312,72 @@ fn a_pod_under_hbs_profile_adding_net_admin_is_refused() {
             "containers/main (adds NET_ADMIN)"
         ),
         "no net_raw_pod event for the pod adding NET_ADMIN: {:?}",
+        c.env.audit_records()
+    );
+}
+
+/// The tunnel attack from a container of `pod` (enrolled under `open`), as root with
+/// every capability: the far end set up (a namespace behind a veth pair, [`FAR4`]), then
+/// [`SH_VXLAN`]; its exit status, output, and how many tagged datagrams the far end got.
+fn tunnel_attack(c: &Cluster, pod: &FakePod) -> (std::process::ExitStatus, String, usize) {
+    let far = PodNetns::new();
+    for cmd in [
+        "ip link add hbfar0 type veth peer name hbfar1".to_owned(),
+        format!("ip link set hbfar1 netns {}", far.0.pid),
+        "ip addr add 10.9.9.1/24 dev hbfar0".to_owned(),
+        "ip link set hbfar0 up".to_owned(),
+    ] {
+        sh(&cmd);
+    }
+    let out = far.run(&[
+        "sh",
+        "-c",
+        &format!("ip addr add {FAR4}/24 dev hbfar1 && ip link set hbfar1 up"),
+    ]);
+    assert!(out.status.success(), "the far end's address: {out:?}");
+    let listener = bind_in(&far.path(), &format!("{FAR4}:0"));
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let (_, container) = c.enrolled_container(pod, Driver::Cgroupfs, Qos::Burstable, "open");
+    let (status, got) = run_in_cgroup(
+        &container,
+        &["sh", "-c", SH_VXLAN, "sh", FAR4, &port, OPEN4, python()],
+    );
+    thread::sleep(Duration::from_millis(300));
+    (status, got, tagged(&listener, b"hb-exfil:vxlan"))
+}
+
+/// containerd upper-cases an added name with Go's `strings.ToUpper`, which maps the
+/// dotless `ı` (U+0131) to `I` and the long `ſ` (U+017F) to `S`: an `add` of
+/// `net_admın` grants `CAP_NET_ADMIN`. Without hb's profile required (where the
+/// `CAP_NET_RAW` rule stands alone), a pod that drops `ALL` and adds it is refused,
+/// and its tunnel reaches nothing.
+#[test]
+fn an_add_spelled_with_a_dotless_i_is_net_admin() {
+    let c = Cluster::start_with("ar41-dotless", 100);
+    let pod = FakePod::new("dotless", "agents", NODE, Some("open"))
+        .with_security(json!({"capabilities": {"drop": ["ALL"], "add": ["net_adm\u{131}n"]}}));
+    let (status, got, arrived) = tunnel_attack(&c, &pod);
+    println!(
+        "figure: a pod dropping ALL and adding `net_adm\u{131}n` (containerd grants \
+         CAP_NET_ADMIN), its UDP to the allowed {OPEN4} routed into a VXLAN tunnel: \
+         {arrived} of 1 encapsulated datagram(s) reached the denied {FAR4}; its process \
+         ended with {status:?} having printed {got:?}"
+    );
+    assert_eq!(arrived, 0, "the tunnel reached {FAR4} ({got:?})");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the pod adding NET_ADMIN is killed ({got:?})\n{}",
+        c.log()
+    );
+    assert!(
+        reported(
+            &c,
+            "net_raw_pod",
+            "dotless",
+            "containers/main (adds net_adm"
+        ),
+        "no net_raw_pod event for the pod: {:?}",
         c.env.audit_records()
     );
 }

@@ -17,9 +17,9 @@
 //!   Docker's do).
 //!
 //! Names compare as the runtime reads them, in the reading that keeps the most: an
-//! `add` counts case-insensitive, with or without the `CAP_` prefix and surrounding
-//! blanks; a `drop` only as containerd honours it, the bare
-//! name in any case: containerd prefixes `CAP_` to every name but `ALL` (so a drop of
+//! `add` counts in any case (Unicode's: containerd's Go upper-cases `ı` to `I`), with
+//! or without the `CAP_` prefix and surrounding blanks; a `drop` only as containerd
+//! honours it, the bare name in ASCII case: containerd prefixes `CAP_` to every name but `ALL` (so a drop of
 //! `CAP_NET_RAW` or `CAP_ALL` drops the unknown `CAP_CAP_…` and keeps `NET_RAW`) and
 //! trims nothing.
 //!
@@ -150,9 +150,11 @@ fn why_kept(sc: Option<&SecurityContext>) -> Option<String> {
     Some("runtime default".to_owned())
 }
 
-/// A capability's name upper-cased, without its `CAP_` prefix.
+/// A capability's name upper-cased (Unicode's upper case, as containerd's Go
+/// `strings.ToUpper` takes it: the dotless `ı` becomes `I` and the long `ſ` `S`, so
+/// `net_admın` is `NET_ADMIN` to the runtime), without its `CAP_` prefix.
 fn bare(name: &str) -> String {
-    let upper = name.trim().to_ascii_uppercase();
+    let upper = name.trim().to_uppercase();
     upper
         .strip_prefix("CAP_")
         .map_or(upper.clone(), str::to_owned)
@@ -214,7 +216,14 @@ mod tests {
             {"name": "b", "securityContext": {"privileged": false, "capabilities": {"drop": ["ALL"]}}},
         ]});
         assert_eq!(keepers(s), [k("containers/a", "privileged")]);
-        for add in ["NET_RAW", "cap_net_raw", "NET_ADMIN", "SYS_ADMIN", "ALL"] {
+        for add in [
+            "NET_RAW",
+            "cap_net_raw",
+            "NET_ADMIN",
+            "net_adm\u{131}n",
+            "\u{17f}ys_admin",
+            "ALL",
+        ] {
             let s = serde_json::json!({"containers": [
                 {"name": "a", "securityContext": {"capabilities": {"drop": ["ALL"], "add": [add]}}}
             ]});
