@@ -291,35 +291,20 @@ fn a_pod_under_hbs_profile_adding_net_admin_is_refused() {
         "containers": [{"name": "main", "securityContext": {
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}],
     });
-    let (status, got, arrived) = tunnel_attack(&c, &pod);
-    println!(
-        "figure: a pod under hb's profile adding NET_ADMIN, its UDP to the allowed {OPEN4} \
-         routed into a VXLAN tunnel: {arrived} of 1 encapsulated datagram(s) reached the \
-         denied {FAR4}; its process ended with {status:?} having printed {got:?}"
-    );
-    assert_eq!(arrived, 0, "the tunnel reached {FAR4} ({got:?})");
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "the pod adding NET_ADMIN is killed ({got:?})\n{}",
-        c.log()
-    );
-    assert!(
-        reported(
-            &c,
-            "net_raw_pod",
-            "tunnel",
-            "containers/main (adds NET_ADMIN)"
-        ),
-        "no net_raw_pod event for the pod adding NET_ADMIN: {:?}",
-        c.env.audit_records()
+    tunnel_refused(
+        &c,
+        &pod,
+        "a pod under hb's profile adding NET_ADMIN",
+        "containers/main (adds NET_ADMIN)",
     );
 }
 
 /// The tunnel attack from a container of `pod` (enrolled under `open`), as root with
 /// every capability: the far end set up (a namespace behind a veth pair, [`FAR4`]), then
-/// [`SH_VXLAN`]; its exit status, output, and how many tagged datagrams the far end got.
-fn tunnel_attack(c: &Cluster, pod: &FakePod) -> (std::process::ExitStatus, String, usize) {
+/// [`SH_VXLAN`]. Prints the figure for `what`, then asserts that nothing reached the far
+/// end, that the process was killed and that a `net_raw_pod` event names the pod with
+/// `detail` holding `needle`.
+fn tunnel_refused(c: &Cluster, pod: &FakePod, what: &str, needle: &str) {
     let far = PodNetns::new();
     for cmd in [
         "ip link add hbfar0 type veth peer name hbfar1".to_owned(),
@@ -343,7 +328,25 @@ fn tunnel_attack(c: &Cluster, pod: &FakePod) -> (std::process::ExitStatus, Strin
         &["sh", "-c", SH_VXLAN, "sh", FAR4, &port, OPEN4, python()],
     );
     thread::sleep(Duration::from_millis(300));
-    (status, got, tagged(&listener, b"hb-exfil:vxlan"))
+    let arrived = tagged(&listener, b"hb-exfil:vxlan");
+    println!(
+        "figure: {what}, its UDP to the allowed {OPEN4} routed into a VXLAN tunnel: {arrived} \
+         of 1 encapsulated datagram(s) reached the denied {FAR4}; its process ended with \
+         {status:?} having printed {got:?}"
+    );
+    assert_eq!(arrived, 0, "the tunnel reached {FAR4} ({got:?})");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the tunnelling pod is killed ({got:?})\n{}",
+        c.log()
+    );
+    assert!(
+        reported(c, "net_raw_pod", &pod.name, needle),
+        "no net_raw_pod event for {} holding {needle:?}: {:?}",
+        pod.name,
+        c.env.audit_records()
+    );
 }
 
 /// containerd upper-cases an added name with Go's `strings.ToUpper`, which maps the
@@ -356,29 +359,11 @@ fn an_add_spelled_with_a_dotless_i_is_net_admin() {
     let c = Cluster::start_with("ar41-dotless", 100);
     let pod = FakePod::new("dotless", "agents", NODE, Some("open"))
         .with_security(json!({"capabilities": {"drop": ["ALL"], "add": ["net_adm\u{131}n"]}}));
-    let (status, got, arrived) = tunnel_attack(&c, &pod);
-    println!(
-        "figure: a pod dropping ALL and adding `net_adm\u{131}n` (containerd grants \
-         CAP_NET_ADMIN), its UDP to the allowed {OPEN4} routed into a VXLAN tunnel: \
-         {arrived} of 1 encapsulated datagram(s) reached the denied {FAR4}; its process \
-         ended with {status:?} having printed {got:?}"
-    );
-    assert_eq!(arrived, 0, "the tunnel reached {FAR4} ({got:?})");
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "the pod adding NET_ADMIN is killed ({got:?})\n{}",
-        c.log()
-    );
-    assert!(
-        reported(
-            &c,
-            "net_raw_pod",
-            "dotless",
-            "containers/main (adds net_adm"
-        ),
-        "no net_raw_pod event for the pod: {:?}",
-        c.env.audit_records()
+    tunnel_refused(
+        &c,
+        &pod,
+        "a pod dropping ALL and adding `net_adm\u{131}n` (containerd grants CAP_NET_ADMIN)",
+        "containers/main (adds net_adm",
     );
 }
 
