@@ -33,8 +33,16 @@ pub const RATIO_FLOOR: usize = 64 << 10;
 /// Inflated bytes of one run, at most (a Helm release inflates to a few MiB at most:
 /// its Secret holds 1 MiB).
 pub const RUN_CAP: usize = 8 << 20;
-/// Inflated bytes of all the runs of one buffer, at most.
+/// Inflated bytes of all the runs of one buffer, at most, each run charged
+/// [`RUN_OVERHEAD`] more.
 pub const BUFFER_CAP: usize = 16 << 20;
+/// What a run costs besides its inflated bytes (an inflater's state, about its 32 KiB
+/// window, set up afresh): a buffer of many small runs starts at most
+/// `BUFFER_CAP / RUN_OVERHEAD` (512) inflaters.
+pub const RUN_OVERHEAD: usize = 32 << 10;
+/// Decoded bytes a gzip run needs to hold a value: a 10-byte header, then at least a
+/// few bytes of deflate for [`super::MIN_SECRET_LEN`] bytes (shorter runs are skipped).
+const MIN_GZIP: usize = 18;
 
 /// How a base64 run of a gzip stream starts (`1f 8b 08`), and how its base64 does.
 const GZIP_LEADS: [&[u8]; 2] = [b"H4sI", b"SDRzSU"];
@@ -61,8 +69,7 @@ pub fn runs(input: &[u8], room: Room<'_>) -> Vec<Packed> {
     let mut left = BUFFER_CAP;
     let mut out = Vec::new();
     for span in gzip_runs(input) {
-        let packed = inflate_run(input, span, &mut left, room);
-        out.push(packed);
+        out.extend(inflate_run(input, span, &mut left, room));
     }
     for span in uu_blocks(input) {
         let bytes = uu_decode(&input[span.clone()]);
@@ -146,19 +153,37 @@ fn b64_decode(text: &[u8]) -> Vec<u8> {
 }
 
 /// The run at `span` of `input` decoded and inflated within the bounds (`left`: what
-/// the buffer's cap has left, lowered by what this run took).
-fn inflate_run(input: &[u8], span: Range<usize>, left: &mut usize, room: Room<'_>) -> Packed {
+/// the buffer's cap has left, lowered by what this run took); `None` when it is too
+/// short to hold a value.
+fn inflate_run(
+    input: &[u8],
+    span: Range<usize>,
+    left: &mut usize,
+    room: Room<'_>,
+) -> Option<Packed> {
     let mut gz = b64_decode(&input[span.clone()]);
     if gz.starts_with(b"H4sI") {
         // The base64 of a gzip's base64 (a Secret's `data` of a Helm release).
         gz = b64_decode(&gz);
     }
+    if gz.len() < MIN_GZIP {
+        return None;
+    }
+    let Some(after) = left.checked_sub(RUN_OVERHEAD) else {
+        // The buffer's cap is spent: the run is not read at all.
+        return Some(Packed {
+            span,
+            bytes: Vec::new(),
+            over: true,
+        });
+    };
+    *left = after;
     let cap = RUN_CAP
         .min(*left)
         .min(RATIO_FLOOR.max(gz.len().saturating_mul(MAX_RATIO)));
     let (bytes, over) = inflate(&gz, cap, room);
     *left -= bytes.len();
-    Packed { span, bytes, over }
+    Some(Packed { span, bytes, over })
 }
 
 /// `gz` inflated (every member), at most `cap` bytes, each piece taken only once `room`
@@ -407,6 +432,20 @@ mod tests {
         let total: usize = runs.iter().map(|r| r.bytes.len()).sum();
         assert!(total <= BUFFER_CAP);
         assert!(runs.iter().any(|r| r.over));
+    }
+
+    #[test]
+    fn many_small_runs_start_a_bounded_number_of_inflaters() {
+        // 20 000 runs of a minimal gzip stream each: past the cap's share of inflaters
+        // the rest are over (redacted whole, unread); leads too short to hold a value
+        // are not runs at all.
+        let small = b64(&gzip(b"x"));
+        let text = vec![small.as_str(); 20_000].join(" ") + &" H4sIAAAA".repeat(20_000);
+        let mut room = all_room();
+        let runs = runs(text.as_bytes(), &mut room);
+        assert_eq!(runs.len(), 20_000);
+        let read = runs.iter().filter(|r| !r.over).count();
+        assert_eq!(read, BUFFER_CAP / (RUN_OVERHEAD + 1));
     }
 
     #[test]
