@@ -1784,9 +1784,13 @@ impl AnswerScrub {
         let mut body = view.scrub(unspread.as_deref().unwrap_or(unpacked_body));
         let (bytes, mut pending_cut) = redact_pending_keys(&shared, &pending, body.bytes);
         body.bytes = bytes;
-        // A header may spell a value with some of its characters escaped as the body may.
+        // A header may spell a value with some of its characters escaped, or packed, as
+        // the body may (its runs are bounded by the header's size; none is counted).
         let header_cut = |text: &str| {
-            cut_spread(&view, &watch, text.as_bytes())
+            let unpacked = cut_packed(&view, &watch, text.as_bytes(), &mut None);
+            let base = unpacked.as_deref().unwrap_or(text.as_bytes());
+            cut_spread(&view, &watch, base)
+                .or(unpacked)
                 .map(|cut| String::from_utf8_lossy(&cut).into_owned())
         };
         let (mut headers, headers_redacted) =
