@@ -1778,13 +1778,19 @@ impl AnswerScrub {
             not_replaced,
         } = self;
         let pieces = |text: String| watch.pass(text);
-        let unspread = cut_spread(&view, &watch, &response.body);
-        let mut body = view.scrub(unspread.as_deref().unwrap_or(&response.body));
+        let unpacked = cut_packed(&view, &watch, &response.body, &mut response.held);
+        let unpacked_body = unpacked.as_deref().unwrap_or(&response.body);
+        let unspread = cut_spread(&view, &watch, unpacked_body);
+        let mut body = view.scrub(unspread.as_deref().unwrap_or(unpacked_body));
         let (bytes, mut pending_cut) = redact_pending_keys(&shared, &pending, body.bytes);
         body.bytes = bytes;
-        // A header may spell a value with some of its characters escaped as the body may.
+        // A header may spell a value with some of its characters escaped, or packed, as
+        // the body may (its runs are bounded by the header's size; none is counted).
         let header_cut = |text: &str| {
-            cut_spread(&view, &watch, text.as_bytes())
+            let unpacked = cut_packed(&view, &watch, text.as_bytes(), &mut None);
+            let base = unpacked.as_deref().unwrap_or(text.as_bytes());
+            cut_spread(&view, &watch, base)
+                .or(unpacked)
                 .map(|cut| String::from_utf8_lossy(&cut).into_owned())
         };
         let (mut headers, headers_redacted) =
@@ -1799,8 +1805,11 @@ impl AnswerScrub {
                 }
             }
         }
-        let exposed = (unspread.is_some() || headers_redacted || !body.redactions.is_empty())
-            .then(|| live_values_in(&view, &response));
+        let exposed = (unpacked.is_some()
+            || unspread.is_some()
+            || headers_redacted
+            || !body.redactions.is_empty())
+        .then(|| live_values_in(&view, &response));
         let mut out = serde_json::Map::new();
         out.insert("status".into(), response.status.into());
         out.insert("headers".into(), Value::Object(headers));
@@ -1918,6 +1927,26 @@ fn cut_spread(view: &View, watch: &fragment_hit::AnswerWatch, body: &[u8]) -> Op
             }
         }
         spans
+    })
+}
+
+/// Phase 6a, first: `body` with every packed run (base64 of a gzip stream, a block of
+/// uuencoded lines: see `scrub::packed`) redacted whole where what it decodes to holds
+/// a live value of the caller's view or a run of a credential `watch` looks for, or
+/// where the packed view's bounds stopped its decoding (fail closed: its tail was not
+/// read). Each decoded piece is counted in `held` (the caller's answer share) as a
+/// content coding's layers are, until the answer's count is set to its JSON. `None`
+/// (two `memmem`s and a step per line) when the body has no packed run, or nothing to
+/// cut.
+fn cut_packed(
+    view: &View,
+    watch: &fragment_hit::AnswerWatch,
+    body: &[u8],
+    held: &mut Option<super::outbound::Held>,
+) -> Option<Vec<u8>> {
+    let mut room = |n: usize| held.as_mut().is_none_or(|h| h.grow(n as u64).is_ok());
+    crate::scrub::cut_packed(body, &mut room, |decoded| {
+        view.holds_packed(decoded) || watch.watched().any(|(_, f)| !f.spans(decoded).is_empty())
     })
 }
 

@@ -417,6 +417,12 @@ impl View {
         self.scrubber.matching(input, self.sees())
     }
 
+    /// Whether what a packed run of an answer decodes to holds a live value of this view
+    /// (see [`Scrubber::holds_packed`]).
+    pub fn holds_packed(&self, decoded: &[u8]) -> bool {
+        self.scrubber.holds_packed(decoded, self.sees())
+    }
+
     /// Scrubs every string in a JSON value.
     pub fn scrub_json(&self, value: serde_json::Value) -> serde_json::Value {
         use serde_json::Value;

@@ -28,6 +28,7 @@ mod live;
 mod loaded;
 mod matcher;
 mod memo;
+mod packed;
 mod rules_file;
 #[cfg(test)]
 mod rules_tests;
@@ -56,6 +57,7 @@ use live::{LiveEntry, LiveSet, Sampler, Segment};
 pub use live::{MAX_SECRET_LEN, MIN_SECRET_LEN};
 pub use loaded::{LoadedInfo, RuleSet};
 pub use memo::Memo;
+pub use packed::cut_packed;
 pub use rules_file::{FileReport, check_file};
 use spread::Squeezed;
 pub use spread::cut_spread;
@@ -482,17 +484,25 @@ impl Scrubber {
     /// Which of the live values `sees` says `input` holds a form of, as
     /// [`Scrubber::matching_visible`] finds them; in the view of `input` without its NUL
     /// bytes and with its escapes decoded too (a value in UTF-32, or escaped character by
-    /// character, see [`Squeezed`]).
+    /// character, see [`Squeezed`]), and in what its packed runs decode to (base64 of
+    /// gzip, uuencode: see `packed`), within the packed view's own bounds.
     pub fn matching(&self, input: &[u8], sees: Sees<'_>) -> HashSet<LiveId> {
         #[cfg(test)]
         self.visible_scans
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let live = self.seen(sees);
-        let mut found = live.ids_in(input);
-        if let Some(sq) = Squeezed::of(input) {
-            found.extend(live.ids_in(sq.bytes()));
+        let mut found = ids_in_views(&live, input);
+        for run in packed::runs(input, &mut |_| true) {
+            found.extend(ids_in_views(&live, &run.bytes));
         }
         found.into_iter().map(LiveId).collect()
+    }
+
+    /// Whether what a packed run decodes to holds a form of a live value `sees` says,
+    /// plainly or in its [`Squeezed`] view (a Helm release's JSON escapes): for
+    /// [`cut_packed`], whose runs are decoded already.
+    pub fn holds_packed(&self, decoded: &[u8], sees: Sees<'_>) -> bool {
+        !ids_in_views(&self.seen(sees), decoded).is_empty()
     }
 
     /// The live values in `visible` alone, for several [`VisibleValues::contains`]
@@ -579,6 +589,16 @@ impl Scrubber {
         // Freed after the lock is let go (a big automaton takes a while to free).
         drop(old);
     }
+}
+
+/// The ids of the values of `live` that `input` holds a form of, plainly or in its
+/// [`Squeezed`] view.
+fn ids_in_views(live: &LiveSet, input: &[u8]) -> HashSet<u64> {
+    let mut found = live.ids_in(input);
+    if let Some(sq) = Squeezed::of(input) {
+        found.extend(live.ids_in(sq.bytes()));
+    }
+    found
 }
 
 fn check_label(label: &'static str) -> Result<(), ScrubError> {

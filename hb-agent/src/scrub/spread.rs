@@ -482,7 +482,7 @@ pub fn cut_spread(
 
 /// `input` with each span replaced by `[REDACTED:<label>]`; overlapping and touching
 /// spans are one (the first one's label).
-fn cut(input: &[u8], mut spans: Vec<(Range<usize>, &'static str)>) -> Vec<u8> {
+pub(super) fn cut(input: &[u8], mut spans: Vec<(Range<usize>, &'static str)>) -> Vec<u8> {
     spans.sort_by_key(|(r, _)| r.start);
     let mut merged: Vec<(Range<usize>, &'static str)> = Vec::with_capacity(spans.len());
     for (r, label) in spans {

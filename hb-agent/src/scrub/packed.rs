@@ -1,0 +1,539 @@
+//! Text packed by a stock decoder's counterpart: base64 of a gzip stream (how Helm
+//! stores a release, values and all: `H4sI…`, or base64url; and that base64'd once more,
+//! `SDRzSU…`, as a Kubernetes Secret's `data` holds it) and uuencode (`binascii.b2a_uu`:
+//! lines led by their length character, `M` for a full line of 45 bytes, with or
+//! without the `begin … end` wrapper). A value inside is whole to `gzip.decompress` or
+//! `a2b_uu` and matches no live form; a [`Packed`] run's decoded bytes are where it is
+//! whole, and a run that holds a live value is redacted whole (there is no way back
+//! from an inflated byte to the base64 that spells it).
+//!
+//! Bounds (decompression bombs): a run inflates to at most [`RUN_CAP`] bytes, and to at
+//! most [`MAX_RATIO`] times its decoded size once past [`RATIO_FLOOR`]; all runs of one
+//! buffer to at most [`BUFFER_CAP`]; and each decoded piece is taken only once the
+//! caller's `room` says there is room for it (the broker counts them against the
+//! caller's answer share, as it counts a content coding's layers). A run that does not
+//! inflate whole within them is [`Packed::over`]: its tail was not read, so an answer
+//! redacts it whole (fail closed). A truncated or corrupt gzip stream yields what
+//! inflated before the break, as Python's `zlib.decompressobj` would give it.
+//!
+//! Owns: finding the runs of one buffer and decoding them within the bounds.
+//! Must never: be built for a buffer with no `H4sI`, no `SDRzSU` and no uuencoded line
+//! (the hot path pays two `memmem`s and a `memchr` step per line), read past a bound, or
+//! outlive the scrub that made it (it holds what the buffer holds).
+
+use std::{io::Read as _, ops::Range};
+
+use base64::Engine as _;
+
+/// Inflated bytes per decoded byte, at most (once past [`RATIO_FLOOR`]): as for a
+/// response's content coding. Text and JSON compress 3-20×; a bomb 1000× and more.
+pub const MAX_RATIO: usize = 100;
+/// Inflated sizes up to this are not held to [`MAX_RATIO`].
+pub const RATIO_FLOOR: usize = 64 << 10;
+/// Inflated bytes of one run, at most (a Helm release inflates to a few MiB at most:
+/// its Secret holds 1 MiB).
+pub const RUN_CAP: usize = 8 << 20;
+/// Inflated bytes of all the runs of one buffer, at most, each run charged
+/// [`RUN_OVERHEAD`] more.
+pub const BUFFER_CAP: usize = 16 << 20;
+/// What a run costs besides its inflated bytes (an inflater's state, about its 32 KiB
+/// window, set up afresh): a buffer of many small runs starts at most
+/// `BUFFER_CAP / RUN_OVERHEAD` (512) inflaters.
+pub const RUN_OVERHEAD: usize = 32 << 10;
+/// Decoded bytes a gzip run needs to hold a value: a 10-byte header, then at least a
+/// few bytes of deflate for [`super::MIN_SECRET_LEN`] bytes (shorter runs are skipped).
+const MIN_GZIP: usize = 18;
+
+/// How a base64 run of a gzip stream starts (`1f 8b 08`), and how its base64 does.
+const GZIP_LEADS: [&[u8]; 2] = [b"H4sI", b"SDRzSU"];
+
+/// Inflate's output is read this much at a time, each piece asked of `room`.
+const PIECE: usize = 16 << 10;
+
+/// One packed run of a buffer.
+pub struct Packed {
+    /// The run's bytes in the buffer.
+    pub span: Range<usize>,
+    /// What it decodes to (inflated, for a gzip run), as far as the bounds allowed.
+    pub bytes: Vec<u8>,
+    /// Whether the bounds stopped the run's decoding before its end (its tail unread).
+    pub over: bool,
+}
+
+/// What a decoding asks before it takes `n` more bytes: whether there is room for them.
+pub type Room<'a> = &'a mut dyn FnMut(usize) -> bool;
+
+/// The packed runs of `input`, decoded within the bounds; empty (after two `memmem`s
+/// and a `memchr` step per line) when there are none.
+pub fn runs(input: &[u8], room: Room<'_>) -> Vec<Packed> {
+    let mut left = BUFFER_CAP;
+    let mut out = Vec::new();
+    for span in gzip_runs(input) {
+        out.extend(inflate_run(input, span, &mut left, room));
+    }
+    for span in uu_blocks(input) {
+        let bytes = uu_decode(&input[span.clone()]);
+        if bytes.len() < super::MIN_SECRET_LEN {
+            // No value fits (a stray line of capitals and punctuation).
+            continue;
+        }
+        let over = !room(bytes.len());
+        out.push(Packed {
+            span,
+            bytes: if over { Vec::new() } else { bytes },
+            over,
+        });
+    }
+    out
+}
+
+/// Whether `b` is a character of base64 or base64url.
+fn is_b64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=')
+}
+
+/// The spans of base64 runs that start a gzip stream (or spell the base64 of one):
+/// from a lead of [`GZIP_LEADS`] not inside a longer base64 word, over base64
+/// characters and the line breaks of a wrapped run (a break followed by more base64).
+fn gzip_runs(input: &[u8]) -> Vec<Range<usize>> {
+    let mut starts: Vec<usize> = GZIP_LEADS
+        .iter()
+        .flat_map(|lead| memchr::memmem::find_iter(input, lead))
+        .filter(|&i| i == 0 || !is_b64(input[i - 1]))
+        .collect();
+    starts.sort_unstable();
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    for start in starts {
+        if spans.last().is_some_and(|s| start < s.end) {
+            continue;
+        }
+        let mut end = start;
+        loop {
+            while end < input.len() && is_b64(input[end]) {
+                end += 1;
+            }
+            let after = match input[end..] {
+                [b'\r', b'\n', ..] => end + 2,
+                [b'\n', ..] => end + 1,
+                _ => break,
+            };
+            if after < input.len() && is_b64(input[after]) {
+                end = after;
+            } else {
+                break;
+            }
+        }
+        spans.push(start..end);
+    }
+    spans
+}
+
+/// The bytes base64 or base64url `text` spells (line breaks and padding dropped, a
+/// truncated tail decoded as far as it goes), as Python's lenient `b64decode` reads it.
+fn b64_decode(text: &[u8]) -> Vec<u8> {
+    let mut clean: Vec<u8> = text
+        .iter()
+        .filter_map(|&b| match b {
+            b'-' => Some(b'+'),
+            b'_' => Some(b'/'),
+            b'=' | b'\r' | b'\n' => None,
+            b => Some(b),
+        })
+        .collect();
+    if clean.len() % 4 == 1 {
+        clean.pop();
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    engine.decode(&clean).unwrap_or_default()
+}
+
+/// The run at `span` of `input` decoded and inflated within the bounds (`left`: what
+/// the buffer's cap has left, lowered by what this run took); `None` when it is too
+/// short to hold a value.
+fn inflate_run(
+    input: &[u8],
+    span: Range<usize>,
+    left: &mut usize,
+    room: Room<'_>,
+) -> Option<Packed> {
+    let mut gz = b64_decode(&input[span.clone()]);
+    if gz.starts_with(b"H4sI") {
+        // The base64 of a gzip's base64 (a Secret's `data` of a Helm release).
+        gz = b64_decode(&gz);
+    }
+    if gz.len() < MIN_GZIP {
+        return None;
+    }
+    let Some(after) = left.checked_sub(RUN_OVERHEAD) else {
+        // The buffer's cap is spent: the run is not read at all.
+        return Some(Packed {
+            span,
+            bytes: Vec::new(),
+            over: true,
+        });
+    };
+    *left = after;
+    let cap = RUN_CAP
+        .min(*left)
+        .min(RATIO_FLOOR.max(gz.len().saturating_mul(MAX_RATIO)));
+    let (bytes, over) = inflate(&gz, cap, room);
+    *left -= bytes.len();
+    Some(Packed { span, bytes, over })
+}
+
+/// `gz` inflated (every member), at most `cap` bytes, each piece taken only once `room`
+/// says so; and whether a bound stopped it before the stream's end. A corrupt or
+/// truncated stream gives what inflated before the break.
+fn inflate(gz: &[u8], cap: usize, room: Room<'_>) -> (Vec<u8>, bool) {
+    let mut reader = flate2::read::MultiGzDecoder::new(gz);
+    let mut out = Vec::new();
+    let mut piece = [0u8; PIECE];
+    loop {
+        let n = match reader.read(&mut piece) {
+            Ok(0) | Err(_) => return (out, false),
+            Ok(n) => n,
+        };
+        if out.len() + n > cap || !room(n) {
+            return (out, true);
+        }
+        out.extend_from_slice(&piece[..n]);
+    }
+}
+
+/// The length a uuencoded line's first character says (0 to 63; 45 in a full line).
+fn uu_len(lead: u8) -> usize {
+    usize::from(lead.wrapping_sub(b' ') & 0x3f)
+}
+
+/// Whether `line` (without its line break) is a uuencoded line of at least one byte:
+/// its length character, then that many bytes' characters (4 per 3, the last group
+/// whole; up to three of its trailing spaces may have been stripped and two extra
+/// characters written, as encoders pad), every one in `' '..='`'`.
+fn is_uu_line(line: &[u8]) -> bool {
+    let Some((&lead, body)) = line.split_first() else {
+        return false;
+    };
+    let n = uu_len(lead);
+    if !(1..=45).contains(&n) || !(b'!'..=b'`').contains(&lead) {
+        return false;
+    }
+    let want = n.div_ceil(3) * 4;
+    (want.saturating_sub(3)..=want + 2).contains(&body.len())
+        && body.iter().all(|b| (b' '..=b'`').contains(b))
+}
+
+/// The spans of blocks of consecutive uuencoded lines (a value may be cut by a line
+/// break), each from its first line's start to its last line's end.
+fn uu_blocks(input: &[u8]) -> Vec<Range<usize>> {
+    let mut blocks: Vec<Range<usize>> = Vec::new();
+    let mut at = 0;
+    let mut joined = false;
+    while at < input.len() {
+        let end = memchr::memchr(b'\n', &input[at..]).map_or(input.len(), |i| at + i);
+        let line = input[at..end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&input[at..end]);
+        if is_uu_line(line) {
+            match blocks.last_mut() {
+                Some(block) if joined => block.end = at + line.len(),
+                _ => blocks.push(at..at + line.len()),
+            }
+            joined = true;
+        } else {
+            joined = false;
+        }
+        at = end + 1;
+    }
+    blocks
+}
+
+/// The bytes a block of uuencoded lines spells, as `binascii.a2b_uu` reads each line
+/// (a short line padded with zero characters).
+fn uu_decode(block: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some((&lead, body)) = line.split_first() else {
+            continue;
+        };
+        let n = uu_len(lead);
+        let sextet = |i: usize| {
+            body.get(i)
+                .map_or(0, |b| u32::from(b.wrapping_sub(b' ') & 0x3f))
+        };
+        let mut bytes = Vec::with_capacity(n + 2);
+        for group in 0..n.div_ceil(3) {
+            let v = (0..4).fold(0u32, |v, k| (v << 6) | sextet(group * 4 + k));
+            bytes.extend_from_slice(&v.to_be_bytes()[1..]);
+        }
+        bytes.truncate(n);
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// `input` with every packed run whose decoded bytes `holds` says hold a value, or
+/// that the bounds stopped before its end, redacted whole (`[REDACTED:live_secret]`,
+/// `[REDACTED:packed_over_bound]`); `None` when there is no such run.
+pub fn cut_packed(
+    input: &[u8],
+    room: Room<'_>,
+    mut holds: impl FnMut(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    let spans: Vec<(Range<usize>, &'static str)> = runs(input, room)
+        .into_iter()
+        .filter_map(|run| {
+            if run.over {
+                Some((run.span, "packed_over_bound"))
+            } else {
+                holds(&run.bytes).then_some((run.span, "live_secret"))
+            }
+        })
+        .collect();
+    (!spans.is_empty()).then(|| super::spread::cut(input, spans))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).expect("in memory");
+        enc.finish().expect("in memory")
+    }
+
+    fn b64(data: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(data)
+    }
+
+    fn all_room() -> impl FnMut(usize) -> bool {
+        |_| true
+    }
+
+    /// Python's `binascii.b2a_uu` of up to 45 bytes, without the line break.
+    fn b2a_uu(data: &[u8]) -> String {
+        let mut s = String::from(char::from(b' ' + data.len() as u8));
+        for chunk in data.chunks(3) {
+            let mut g = [0u8; 3];
+            g[..chunk.len()].copy_from_slice(chunk);
+            let v = u32::from_be_bytes([0, g[0], g[1], g[2]]);
+            for k in (0..4).rev() {
+                s.push(char::from(b' ' + ((v >> (6 * k)) & 0x3f) as u8));
+            }
+        }
+        s
+    }
+
+    const VALUE: &[u8] = b"vk09_6c2f0a4e9b17d3c85e40f1a2b3c4d5e6";
+
+    #[test]
+    fn a_gzip_run_inflates_whole_and_only_it_is_cut() {
+        let mut data = b"{\"values\":{\"token\":\"".to_vec();
+        data.extend_from_slice(VALUE);
+        data.extend_from_slice(b"\"}}");
+        let text = format!("release: {} end", b64(&gzip(&data)));
+        let mut room = all_room();
+        let runs = runs(text.as_bytes(), &mut room);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].bytes, data);
+        assert!(!runs[0].over);
+        let cut = cut_packed(text.as_bytes(), &mut room, |b| {
+            memchr::memmem::find(b, VALUE).is_some()
+        })
+        .expect("cut");
+        assert_eq!(cut, b"release: [REDACTED:live_secret] end");
+    }
+
+    #[test]
+    fn base64url_wrapped_and_double_base64_runs_inflate() {
+        let data = [VALUE, &[0xfb; 300]].concat();
+        let gz = gzip(&data);
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&gz);
+        let wrapped: Vec<String> = b64(&gz)
+            .as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8(c.to_vec()).expect("ascii"))
+            .collect();
+        let twice = b64(b64(&gz).as_bytes());
+        for text in [url, wrapped.join("\r\n"), twice] {
+            let mut room = all_room();
+            let runs = runs(text.as_bytes(), &mut room);
+            assert_eq!(runs.len(), 1, "{text}");
+            assert_eq!(runs[0].span, 0..text.len());
+            assert_eq!(runs[0].bytes, data);
+        }
+    }
+
+    #[test]
+    fn a_truncated_gzip_gives_what_inflated_before_the_break() {
+        let data: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let gz = gzip(&[VALUE, &data].concat());
+        let text = b64(&gz[..gz.len() / 2]);
+        let mut room = all_room();
+        let runs = runs(text.as_bytes(), &mut room);
+        assert_eq!(runs.len(), 1);
+        assert!(!runs[0].over, "a break is not a bound");
+        assert!(runs[0].bytes.starts_with(VALUE));
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_ratio_and_is_over() {
+        let gz = gzip(&vec![0u8; 4 << 20]);
+        let text = b64(&gz);
+        let mut asked = 0;
+        let mut room = |n: usize| {
+            asked += n;
+            true
+        };
+        let runs = runs(text.as_bytes(), &mut room);
+        assert!(runs[0].over);
+        let cap = RATIO_FLOOR.max(gz.len() * MAX_RATIO);
+        assert!(
+            runs[0].bytes.len() <= cap,
+            "{} > {cap}",
+            runs[0].bytes.len()
+        );
+        assert_eq!(asked, runs[0].bytes.len(), "every byte taken was asked for");
+        let mut room = all_room();
+        assert_eq!(
+            cut_packed(text.as_bytes(), &mut room, |_| false).expect("cut"),
+            b"[REDACTED:packed_over_bound]"
+        );
+    }
+
+    #[test]
+    fn no_room_stops_a_run() {
+        let text = b64(&gzip(&[VALUE, &[7u8; 100_000]].concat()));
+        let mut room = |n: usize| n == 0;
+        let runs = runs(text.as_bytes(), &mut room);
+        assert!(runs[0].over);
+        assert!(runs[0].bytes.is_empty());
+    }
+
+    #[test]
+    fn the_buffer_cap_holds_across_runs() {
+        // Each run is within its ratio (random-ish data barely compresses) but not
+        // all together.
+        let chunk: Vec<u8> = (0..(3u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let one = b64(&gzip(&chunk));
+        let text = vec![one; 7].join(" ");
+        let mut room = all_room();
+        let runs = runs(text.as_bytes(), &mut room);
+        let total: usize = runs.iter().map(|r| r.bytes.len()).sum();
+        assert!(total <= BUFFER_CAP);
+        assert!(runs.iter().any(|r| r.over));
+    }
+
+    #[test]
+    fn many_small_runs_start_a_bounded_number_of_inflaters() {
+        // 20 000 runs of a minimal gzip stream each: past the cap's share of inflaters
+        // the rest are over (redacted whole, unread); leads too short to hold a value
+        // are not runs at all.
+        let small = b64(&gzip(b"x"));
+        let text = vec![small.as_str(); 20_000].join(" ") + &" H4sIAAAA".repeat(20_000);
+        let mut room = all_room();
+        let runs = runs(text.as_bytes(), &mut room);
+        assert_eq!(runs.len(), 20_000);
+        let read = runs.iter().filter(|r| !r.over).count();
+        assert_eq!(read, BUFFER_CAP / (RUN_OVERHEAD + 1));
+    }
+
+    #[test]
+    fn gzip_of_clean_text_is_left_alone() {
+        let text = format!("a: {}\nb", b64(&gzip(b"nothing secret here, just a chart")));
+        let mut room = all_room();
+        assert!(
+            cut_packed(text.as_bytes(), &mut room, |b| {
+                memchr::memmem::find(b, VALUE).is_some()
+            })
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn uuencode_decodes_with_and_without_begin() {
+        let long = [VALUE, b"-and-some-more-bytes-past-one-line"].concat();
+        let lines: Vec<String> = long.chunks(45).map(b2a_uu).collect();
+        let bare = lines.join("\n");
+        let wrapped = format!("begin 644 key.txt\n{}\n`\nend\n", lines.join("\n"));
+        for text in [bare.as_str(), wrapped.as_str()] {
+            let mut room = all_room();
+            let runs = runs(text.as_bytes(), &mut room);
+            assert_eq!(runs.len(), 1, "{text}");
+            assert_eq!(runs[0].bytes, long);
+            let cut = cut_packed(text.as_bytes(), &mut room, |b| {
+                memchr::memmem::find(b, VALUE).is_some()
+            })
+            .expect("cut");
+            let cut = String::from_utf8(cut).expect("text");
+            assert!(!cut.contains(&lines[0]) && cut.contains("[REDACTED:live_secret]"));
+        }
+    }
+
+    #[test]
+    fn a_uu_line_with_its_trailing_spaces_stripped_still_decodes() {
+        // The last group, `@` and two zero bytes, ends in three spaces.
+        let data = b"abcdefghi@\0\0";
+        let line = b2a_uu(data);
+        let stripped = line.trim_end();
+        assert_eq!(stripped.len() + 3, line.len());
+        let mut room = all_room();
+        let runs = runs(stripped.as_bytes(), &mut room);
+        assert_eq!(runs[0].bytes, data);
+    }
+
+    #[test]
+    fn the_scrubber_finds_a_live_value_packed_escaped_or_not() {
+        use std::collections::HashSet;
+
+        use super::super::{Scrubber, Sees};
+        use crate::secret::Secret;
+
+        let scrubber = Scrubber::new();
+        let id = scrubber
+            .register("live_secret", &Secret::new(VALUE.to_vec()))
+            .expect("registered");
+        let other = scrubber
+            .register(
+                "live_secret",
+                &Secret::new(b"other_7d1e5a9c3b2f4e6a8d0c".to_vec()),
+            )
+            .expect("registered");
+        // JSON-escaped inside the gzip (the view of escapes reads the inflated bytes).
+        let escaped: String = VALUE.iter().map(|&b| format!("\\u{b:04x}")).collect();
+        let gz = b64(&gzip(format!("{{\"token\":\"{escaped}\"}}").as_bytes()));
+        let uu = b2a_uu(VALUE);
+        for body in [format!("release: {gz}"), format!("you sent:\n{uu}\n")] {
+            assert_eq!(
+                scrubber.matching(body.as_bytes(), Sees::All),
+                HashSet::from([id]),
+                "{body}"
+            );
+            assert!(
+                scrubber
+                    .matching(body.as_bytes(), Sees::Only(&HashSet::from([other])))
+                    .is_empty()
+            );
+            assert!(
+                scrubber.holds_packed(&runs(body.as_bytes(), &mut all_room())[0].bytes, Sees::All)
+            );
+        }
+    }
+
+    #[test]
+    fn prose_and_plain_base64_have_no_runs() {
+        let text = b"Hello, world.\nTHE END\nSGVsbG8gd29ybGQ=\nxH4sIAAAA is inside a word\n";
+        let mut room = all_room();
+        assert!(runs(text, &mut room).is_empty());
+    }
+}
