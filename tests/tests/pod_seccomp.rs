@@ -5,10 +5,9 @@
 //! Each run is one container (root, `CAP_NET_RAW` as runtimes grant by default, the
 //! test's network namespace, a read-only root of the host's `/usr` and `/etc`) whose
 //! cgroup is a child of an enrolled pod cgroup; it tries, in order:
-//! - a UDP datagram to an address the policy does not allow (the hooks refuse it: the
-//!   control that the container is enforced at all);
-//! - the same datagram written through a packet socket (`AF_PACKET`), which no cgroup
-//!   hook sees;
+//! - a UDP datagram to an address the policy does not allow written through a packet
+//!   socket (`AF_PACKET`), which no cgroup hook sees, then sent through a UDP socket (the
+//!   hooks refuse it: the control that the container is enforced at all);
 //! - opening an `AF_VSOCK` socket (to the hypervisor's host on a VM node; nothing is
 //!   sent) and an io_uring (whose `IORING_OP_SOCKET` opens any family);
 //! - a 32-bit `setsockopt` (`int $0x80`), which skips every cgroup sockopt program.
@@ -34,8 +33,8 @@ use std::{
 use std::os::unix::process::ExitStatusExt as _;
 
 use hb_tests::{
-    TestEnv, UdpProbe, cgroup2_mount,
-    kube::{Driver, FakePod, Qos, run_in_cgroup, wait_until},
+    PY_COMPAT_SETSOCKOPT, TestEnv, UdpProbe, cgroup2_mount,
+    kube::{Driver, FakePod, PY_PACKET, Qos, run_in_cgroup, wait_until},
     kube_cluster::{Cluster, NODE},
     pod_glob, private_netns, random_suffix,
 };
@@ -51,58 +50,22 @@ const PRIVATE4: &str = "10.0.0.1";
 /// the host's own would be a martian on `lo`).
 const FOREIGN4: &str = "198.51.100.1";
 
-/// The attacks, in order; each prints `LABEL RESULT`. argv: the listener's port.
-const PY_ATTACKS: &str = r#"
-import ctypes, errno, mmap, socket, struct, sys
-port = int(sys.argv[1])
+/// The attacks after [`PY_PACKET`]'s two (its `packet`, `udp`), with
+/// [`PY_COMPAT_SETSOCKOPT`]'s helpers: each prints `LABEL RESULT` (`OK` or the errno's
+/// name), the 32-bit call last (it kills the process under the profile).
+const PY_MORE_ATTACKS: &str = r#"
 libc = ctypes.CDLL(None, use_errno=True)
-def attempt(label, f):
-    try:
-        print(label, f() or "ok", flush=True)
-    except OSError as e:
-        print(label, errno.errorcode.get(e.errno, str(e)), flush=True)
-def csum(b):
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-def datagram(label):
-    payload = b"hb-exfil:" + label.encode()
-    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                     socket.inet_aton("FOREIGN4"), socket.inet_aton("OTHER4"))
-    return ip[:10] + struct.pack("!H", csum(ip)) + ip[12:] + udp
-def udp():
-    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hb-exfil:udp", ("OTHER4", port))
-def packet():
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-    s.sendto(datagram("packet"), ("lo", 0x0800, 0, 0, bytes(6)))
 def vsock():
     socket.socket(40, socket.SOCK_STREAM).close()
 def io_uring():
     params = ctypes.create_string_buffer(120)
-    fd = libc.syscall(425, 4, params)
-    if fd < 0:
+    if libc.syscall(425, 4, params) < 0:
         raise OSError(ctypes.get_errno(), "io_uring_setup")
-def compat():
-    # push rbx; mov ebx,edi; mov edi,r8d; xchg esi,ecx; mov eax,366; int 0x80; pop rbx; ret
-    code = bytes.fromhex("5389fb4489c787ceb86e010000cd805bc3")
-    anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-    exe = mmap.mmap(-1, 4096, flags=anon, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    exe.write(code)
-    call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong,
-                            ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(exe)))
-    low = mmap.mmap(-1, 4096, flags=anon | 0x40, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    low.write(struct.pack("@i", 1))
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rc = call(s.fileno(), socket.SOL_SOCKET, socket.SO_REUSEADDR,
-              ctypes.addressof(ctypes.c_char.from_buffer(low)), 4)
-    if rc < 0:
-        raise OSError(-rc, "setsockopt")
-attempt("udp", udp)
-attempt("packet", packet)
-attempt("vsock", vsock)
-attempt("io_uring", io_uring)
+print("vsock", attempt(vsock), flush=True)
+print("io_uring", attempt(io_uring), flush=True)
 print("begin32", flush=True)
-attempt("compat", compat)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print("compat", compat(s, socket.SOL_SOCKET, socket.SO_REUSEADDR, ONE), flush=True)
 "#;
 
 /// A runc bundle: a root of empty mount points (the host's `/usr` and `/etc` bound
@@ -216,14 +179,12 @@ fn result<'a>(out: &'a str, label: &str) -> &'a str {
 /// listener got.
 fn attacks(pod: &str, profile: Option<&Value>, probe: &UdpProbe) -> (Output, String, usize) {
     let before = probe.received();
-    let script = PY_ATTACKS
-        .replace("FOREIGN4", FOREIGN4)
-        .replace("OTHER4", &probe.addr.ip().to_string());
-    let port = probe.addr.port().to_string();
+    let script = format!("{PY_PACKET}\n{PY_COMPAT_SETSOCKOPT}\n{PY_MORE_ATTACKS}");
+    let (dst, port) = (probe.addr.ip().to_string(), probe.addr.port().to_string());
     let bundle = Bundle::new(
         &format!("{pod}/c-{}", random_suffix()),
         profile,
-        &["/usr/bin/python3", "-c", &script, &port],
+        &["/usr/bin/python3", "-c", &script, &dst, &port, FOREIGN4],
     );
     let out = bundle.run();
     thread::sleep(Duration::from_millis(300));
@@ -268,11 +229,11 @@ fn a_pod_under_hbs_profile_opens_nothing_the_hooks_cannot_see() {
     );
     assert_eq!(
         (result(&bare_text, "packet"), bare_arrived),
-        ("ok", 1),
+        ("sent", 1),
         "the control: without the profile the packet socket's datagram arrives ({bare:?})"
     );
-    assert_eq!(result(&bare_text, "io_uring"), "ok", "{bare:?}");
-    assert_eq!(result(&bare_text, "compat"), "ok", "{bare:?}");
+    assert_eq!(result(&bare_text, "io_uring"), "OK", "{bare:?}");
+    assert_eq!(result(&bare_text, "compat"), "OK", "{bare:?}");
 
     let (held, text, arrived) = attacks(&pod.rel, Some(&profile), &probe);
     eprintln!(

@@ -528,7 +528,7 @@ impl Reporter {
                 tracing::info!(%uid, cgroup = %crate::events::Escaped(&cgroup), "pod cgroup gone: enrollment removed");
                 self.nets(|n| n.gone(&uid));
             }
-            node::Outcome::NetRawRefused(refusal) => self.net_raw_refused(&refusal),
+            node::Outcome::PodRefused(refusal) => self.pod_refused(&refusal),
             node::Outcome::Failed {
                 cgroup,
                 error,
@@ -550,8 +550,8 @@ impl Reporter {
 impl Reporter {
     /// Logs a refused pod and sends its event: `unconfined_pod` when a container runs
     /// outside hb's seccomp profile, else `net_raw_pod`.
-    fn net_raw_refused(&self, r: &node::NetRawRefusal) {
-        let node::NetRawRefusal {
+    fn pod_refused(&self, r: &node::PodRefusal) {
+        let node::PodRefusal {
             uid,
             pod,
             cgroup,

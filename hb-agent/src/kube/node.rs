@@ -204,9 +204,9 @@ pub enum Outcome {
         /// The name is no configured policy (else: one the namespace does not allow).
         unknown: bool,
     },
-    /// An enforced pod keeps `CAP_NET_RAW` under a policy without `raw_sockets`: its
-    /// cgroup is frozen and its processes killed. Reported once per cgroup.
-    NetRawRefused(NetRawRefusal),
+    /// An enforced pod gives grounds for refusal ([`Grounds`]): its cgroup is frozen and
+    /// its processes killed. Reported once per cgroup.
+    PodRefused(PodRefusal),
     /// The enrollment failed: the cgroup is frozen (`cgroup.freeze`) until it works,
     /// so nothing in it runs unenforced; `frozen` false when even that failed.
     Failed {
@@ -244,7 +244,7 @@ impl Grounds {
 /// A pod cgroup refused because its pod keeps `CAP_NET_RAW` or runs outside hb's
 /// seccomp profile (module doc).
 #[derive(Debug, PartialEq, Eq)]
-pub struct NetRawRefusal {
+pub struct PodRefusal {
     pub uid: String,
     pub pod: String,
     pub cgroup: String,
@@ -599,7 +599,7 @@ impl<S: Sink> Node<S> {
         } else {
             self.stats.unconfined_refused();
         }
-        Some(Outcome::NetRawRefused(NetRawRefusal {
+        Some(Outcome::PodRefused(PodRefusal {
             uid: key.to_owned(),
             pod,
             cgroup: c.relative.clone(),
@@ -929,7 +929,7 @@ mod tests {
             matches!(
                 &out[..],
                 [
-                    Outcome::NetRawRefused(NetRawRefusal { frozen: true, killed: true, policy, .. }),
+                    Outcome::PodRefused(PodRefusal { frozen: true, killed: true, policy, .. }),
                     Outcome::Enrolled { policy_id: 2, .. }
                 ] if policy == "narrow"
             ),
@@ -986,13 +986,13 @@ mod tests {
         let out = n.cgroup_appeared(UID, cgroup_at(7, d1.path()));
         assert!(
             out.iter().any(|o| matches!(o,
-                Outcome::NetRawRefused(NetRawRefusal { grounds, policy, frozen: true, killed: true, .. })
+                Outcome::PodRefused(PodRefusal { grounds, policy, frozen: true, killed: true, .. })
                     if policy == "raw" && grounds.net_raw.is_empty() && grounds.unconfined.len() == 1)),
             "{out:?}"
         );
         let out = n.cgroup_appeared(plain, cgroup_at(8, d2.path()));
         assert!(
-            !out.iter().any(|o| matches!(o, Outcome::NetRawRefused(_))),
+            !out.iter().any(|o| matches!(o, Outcome::PodRefused(_))),
             "{out:?}"
         );
         let read = |d: &crate::vault::tests::TempDir| {
@@ -1026,7 +1026,7 @@ mod tests {
         for (uid, dir, id) in [(other, &d1, 8), (plain, &d2, 9), (UID, &d3, 7)] {
             let out = n.cgroup_appeared(uid, cgroup_at(id, dir.path()));
             assert!(
-                !out.iter().any(|o| matches!(o, Outcome::NetRawRefused(_))),
+                !out.iter().any(|o| matches!(o, Outcome::PodRefused(_))),
                 "{out:?}"
             );
         }
@@ -1038,7 +1038,7 @@ mod tests {
         }
         // An ephemeral container that keeps it is added to the running pod: refused.
         let out = n.apply_pod(UID, keeping_net_raw(Some("narrow")));
-        assert!(matches!(&out[..], [Outcome::NetRawRefused(_)]), "{out:?}");
+        assert!(matches!(&out[..], [Outcome::PodRefused(_)]), "{out:?}");
         assert_eq!(
             fs::read_to_string(d3.path().join("cgroup.freeze")).expect("read"),
             "1"
@@ -1077,7 +1077,7 @@ mod tests {
         );
         assert!(
             out.iter()
-                .any(|o| matches!(o, Outcome::NetRawRefused(r) if r.policy == "narrow")),
+                .any(|o| matches!(o, Outcome::PodRefused(r) if r.policy == "narrow")),
             "{out:?}"
         );
         assert_eq!(
