@@ -1560,6 +1560,8 @@ pub struct PolicyConfig {
     /// Under `[kubernetes]`, an enforced pod whose spec keeps `CAP_NET_RAW` (the
     /// runtime's default) is frozen and killed unless its policy sets this: its packet
     /// sockets (`AF_PACKET`) pass every cgroup hook, so with it they reach any address.
+    /// It spares `CAP_NET_RAW` alone: a pod holding a capability beyond the runtime's
+    /// default set is refused under every policy.
     #[serde(default)]
     pub raw_sockets: bool,
     /// Decoy handles planted beside the first handle of each execution and account

@@ -61,6 +61,12 @@ name = "rawok"
 allow_domains = ["allowed.test"]
 raw_sockets = true
 
+# Its pods may keep CAP_NET_RAW, and reach anything public (attack review 41).
+[[policy]]
+name = "rawopen"
+allow_cidrs = ["0.0.0.0/0"]
+raw_sockets = true
+
 [kubernetes]
 enabled = true
 node_name = "{NODE}"

@@ -202,16 +202,22 @@ fn static_claim(keys: &Keys, uid: &str, namespace: &str, value: &str) -> Option<
     Some(hash)
 }
 
-/// What a pod's spec holds against it: the containers that keep `CAP_NET_RAW` (when
-/// every container runs under hb's seccomp profile, which refuses packet sockets, only
-/// those holding a capability beyond the runtime's default set, which it does not take
-/// away), and, where the profile is required, the containers that do not run under it,
-/// with the pod itself (`-`) if it shares the node's PID namespace (`hostPID`, refused
-/// in any case).
-fn spec_findings(
-    keys: &Keys,
-    spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
-) -> (Vec<Keeper>, Vec<Keeper>) {
+/// What a pod's spec holds against it ([`spec_findings`]).
+struct Findings {
+    /// The containers that keep `CAP_NET_RAW` where it opens packet and raw sockets
+    /// (none when every container runs under hb's seccomp profile, which refuses them).
+    net_raw: Vec<Keeper>,
+    /// The containers privileged or adding a capability beyond the runtime's default
+    /// set, profile or not (the profile does not take capabilities away).
+    beyond_default: Vec<Keeper>,
+    /// Where the profile is required, the containers that do not run under it; and the
+    /// pod itself (`-`) if it shares the node's PID namespace (`hostPID`, refused in
+    /// any case).
+    unconfined: Vec<Keeper>,
+}
+
+/// What pod spec `spec` holds against it, under the agent's `kubernetes` keys.
+fn spec_findings(keys: &Keys, spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> Findings {
     let profile = &keys.seccomp_profile;
     let unconfined: Vec<Keeper> = if profile.is_empty() {
         Vec::new()
@@ -224,9 +230,10 @@ fn spec_findings(
             })
             .collect()
     };
+    // Under the profile packet and raw sockets are refused: `CAP_NET_RAW` opens nothing.
     let confined = !profile.is_empty() && unconfined.is_empty();
     let net_raw = if confined {
-        super::caps::beyond_default_keepers(spec)
+        Vec::new()
     } else {
         super::caps::net_raw_keepers(spec)
     };
@@ -244,7 +251,11 @@ fn spec_findings(
             why: "hostPID: the node's processes are open to its /proc/PID/mem".to_owned(),
         });
     }
-    (net_raw, required)
+    Findings {
+        net_raw,
+        beyond_default: super::caps::beyond_default_keepers(spec),
+        unconfined: required,
+    }
 }
 
 fn on_pod<S: Sink>(
@@ -264,7 +275,11 @@ fn on_pod<S: Sink>(
         let mirror = annotations
             .and_then(|a| a.get(MIRROR_ANNOTATION))
             .and_then(|v| static_claim(keys, &uid, &namespace, v));
-        let (net_raw, unconfined) = spec_findings(keys, o.spec.as_ref());
+        let Findings {
+            net_raw,
+            beyond_default,
+            unconfined,
+        } = spec_findings(keys, o.spec.as_ref());
         let pod = Pod {
             namespace,
             name: name_of(&o.metadata),
@@ -273,6 +288,7 @@ fn on_pod<S: Sink>(
                 .cloned(),
             mirror,
             net_raw,
+            beyond_default,
             unconfined,
         };
         node.apply_pod(&uid, pod)

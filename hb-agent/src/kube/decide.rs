@@ -57,8 +57,12 @@ pub struct Pod {
     /// used to decide *whether* or *how* the pod is enforced (see `node`).
     pub mirror: Option<String>,
     /// Its containers that keep `CAP_NET_RAW` (`caps::net_raw_keepers`; none when
-    /// every container runs under hb's seccomp profile).
+    /// every container runs under hb's seccomp profile, which refuses packet and raw
+    /// sockets). `raw_sockets = true` spares these.
     pub net_raw: Vec<Keeper>,
+    /// Its containers holding a capability beyond the runtime's default set, or
+    /// privileged (`caps::beyond_default_keepers`): refused under every policy.
+    pub beyond_default: Vec<Keeper>,
     /// Where `kubernetes.require_seccomp_profile` is set: its containers that do not run
     /// under hb's seccomp profile (`confined::unconfined`).
     pub unconfined: Vec<Keeper>,
@@ -247,6 +251,7 @@ mode = "audit"
             policy: policy.map(str::to_owned),
             mirror: None,
             net_raw: Vec::new(),
+            beyond_default: Vec::new(),
             unconfined: Vec::new(),
         }
     }

@@ -69,8 +69,9 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [
 ///   cgroup (inotify event or scan) to its enrollment, in µs, cumulative buckets
 ///   [`LATENCY_BUCKETS_US`] plus +Inf, with sum and count;
 /// - `net_raw_pods`: counter of pod cgroups refused because their pod keeps
-///   `CAP_NET_RAW` under a policy without `raw_sockets` (each also a `net_raw_pod`
-///   event); `unconfined_pods`: those refused because a container of theirs runs
+///   `CAP_NET_RAW` under a policy without `raw_sockets`, or hold a capability beyond
+///   the runtime's default set under any (each also a `net_raw_pod` event);
+///   `unconfined_pods`: those refused because a container of theirs runs
 ///   outside hb's seccomp profile (`unconfined_pod`). (From the kubelet's `mkdir`
 ///   the figure is measured outside, by the tests and `cargo xtask bench enroll`.)
 #[derive(Debug, Default)]
@@ -584,6 +585,16 @@ impl Reporter {
             fixes.push(format!(
                 "drop NET_RAW (securityContext.capabilities.drop: [ALL]) or set raw_sockets = true in policy {policy}"
             ));
+        }
+        if !grounds.beyond_default.is_empty() {
+            found.push(format!(
+                "holds capabilities beyond the runtime's default set: {}",
+                list(&grounds.beyond_default)
+            ));
+            fixes.push(
+                "run no container privileged and add no capability but NET_BIND_SERVICE (no policy opts into more)"
+                    .to_owned(),
+            );
         }
         let (found, fix) = (found.join("; "), fixes.join("; "));
         if *frozen && *killed {

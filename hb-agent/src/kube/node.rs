@@ -93,6 +93,12 @@
 //! pod whose every container runs under it may keep `CAP_NET_RAW` (the profile refuses
 //! packet sockets), so `caps` reports nothing for it.
 //!
+//! Pods holding more than the runtime's default capabilities. A container that is
+//! privileged or adds a capability beyond the runtime's default set refuses its pod
+//! the same way, under every policy and profile: `raw_sockets` spares `CAP_NET_RAW`
+//! alone, and the profile takes no capability away (`CAP_NET_ADMIN` makes tunnels
+//! whose kernel sockets no hook judges, `CAP_SYS_ADMIN` detaches programs).
+//!
 //! Must never: remove the enrollment of a cgroup that exists, or thaw a refused pod's
 //! cgroup.
 
@@ -217,27 +223,39 @@ pub enum Outcome {
 }
 
 /// Why a pod is refused: its containers that keep `CAP_NET_RAW` (under a policy
-/// without `raw_sockets`), and those that do not run under hb's seccomp profile (where
-/// it is required) or the pod itself for `hostPID`. At least one is not empty.
+/// without `raw_sockets`), those holding a capability beyond the runtime's default set
+/// (under any policy), and those that do not run under hb's seccomp profile (where it
+/// is required) or the pod itself for `hostPID`. At least one is not empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grounds {
     pub net_raw: Vec<Keeper>,
+    pub beyond_default: Vec<Keeper>,
     pub unconfined: Vec<Keeper>,
 }
 
 impl Grounds {
     /// The grounds `pod` gives under a policy that does (`raw_ok`) or does not allow
-    /// `CAP_NET_RAW`; None when it gives none.
+    /// `CAP_NET_RAW`; None when it gives none. `raw_sockets` spares `CAP_NET_RAW` alone:
+    /// what a capability beyond the runtime's default set gives (`CAP_NET_ADMIN`'s
+    /// tunnels, `CAP_SYS_ADMIN`'s `bpf()` detach, `CAP_SYS_MODULE`) no policy opts into.
     fn of(pod: &Pod, raw_ok: bool) -> Option<Grounds> {
+        let beyond = &pod.beyond_default;
         let g = Grounds {
+            // A container listed for both is named once, for what it holds beyond.
             net_raw: if raw_ok {
                 Vec::new()
             } else {
-                pod.net_raw.clone()
+                pod.net_raw
+                    .iter()
+                    .filter(|k| !beyond.iter().any(|b| b.container == k.container))
+                    .cloned()
+                    .collect()
             },
+            beyond_default: beyond.clone(),
             unconfined: pod.unconfined.clone(),
         };
-        (!g.net_raw.is_empty() || !g.unconfined.is_empty()).then_some(g)
+        (!g.net_raw.is_empty() || !g.beyond_default.is_empty() || !g.unconfined.is_empty())
+            .then_some(g)
     }
 }
 
@@ -1045,6 +1063,64 @@ mod tests {
         );
     }
 
+    /// `raw_sockets` spares `CAP_NET_RAW` alone: a container holding a capability beyond
+    /// the runtime's default set refuses its pod under it too, named once (for what it
+    /// holds beyond) when it also keeps `CAP_NET_RAW`.
+    #[test]
+    fn raw_sockets_spares_net_raw_alone_never_more_capabilities() {
+        let stats = std::sync::Arc::<Stats>::default();
+        let mut n = raw_node(std::sync::Arc::clone(&stats));
+        let admin = Keeper {
+            container: "containers/a".into(),
+            why: "adds NET_ADMIN".into(),
+        };
+        let d = fake_cgroup_dir();
+        n.apply_pod(
+            UID,
+            Pod {
+                beyond_default: vec![admin.clone()],
+                ..keeping_net_raw(Some("raw"))
+            },
+        );
+        let out = n.cgroup_appeared(UID, cgroup_at(7, d.path()));
+        assert!(
+            out.iter().any(|o| matches!(o,
+            Outcome::PodRefused(PodRefusal { grounds, policy, frozen: true, killed: true, .. })
+                if policy == "raw" && *grounds == Grounds {
+                    beyond_default: vec![admin.clone()],
+                    ..Grounds::default()
+                })),
+            "{out:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(d.path().join("cgroup.freeze")).expect("read"),
+            "1"
+        );
+        // Under a policy without the opt-in: the container is named once, for NET_ADMIN.
+        let other = "99999999-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+        let d2 = fake_cgroup_dir();
+        n.apply_pod(
+            other,
+            Pod {
+                beyond_default: vec![admin.clone()],
+                ..keeping_net_raw(Some("narrow"))
+            },
+        );
+        let out = n.cgroup_appeared(other, cgroup_at(8, d2.path()));
+        assert!(
+            out.iter().any(|o| matches!(o,
+                Outcome::PodRefused(PodRefusal { grounds, .. })
+                    if grounds.net_raw.is_empty() && grounds.beyond_default == [admin.clone()])),
+            "{out:?}"
+        );
+        assert_eq!(
+            stats
+                .net_raw_pods
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+    }
+
     #[test]
     fn a_static_pods_cgroup_moved_to_a_policy_without_raw_sockets_is_refused() {
         let mut n = raw_node(std::sync::Arc::default());
@@ -1109,6 +1185,7 @@ mod tests {
             policy: policy.map(str::to_owned),
             mirror: None,
             net_raw: Vec::new(),
+            beyond_default: Vec::new(),
             unconfined: Vec::new(),
         }
     }
@@ -1280,6 +1357,7 @@ mod tests {
             policy: policy.map(str::to_owned),
             mirror: Some(hash.into()),
             net_raw: Vec::new(),
+            beyond_default: Vec::new(),
             unconfined: Vec::new(),
         }
     }
