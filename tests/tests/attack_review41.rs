@@ -60,7 +60,10 @@
 //! capability ground, not `CAP_NET_RAW` alone, so under it a pod adding `NET_ADMIN`
 //! ran and its tunnel reached the denied far end (1 of 1). A container holding a
 //! capability beyond the runtime's default set refuses its pod under every policy now
-//! (`node::Grounds::beyond_default`): 0.
+//! (`node::Grounds::beyond_default`): 0. And a pod mounting a node folder writable
+//! (here the one holding `hb.json`) ran as root and replaced the file (1 of 1): an
+//! enforced pod may mount only below its broker's policy socket folder, read-only, and
+//! not share the node's IPC (`node_access`): refused, 0.
 //!
 //! All five specs are refused by the admission policy of the kustomization
 //! (`deploy/kubernetes/sandbox-admission.yaml`: no privileged container, `drop` holding
@@ -514,5 +517,75 @@ fn a_host_pid_pod_cannot_run_its_code_in_another_pods_process() {
         reported(&c, "unconfined_pod", "hostpid", "hostPID"),
         "no unconfined_pod event for the hostPID pod: {:?}",
         c.env.audit_records()
+    );
+}
+
+/// A container runs as root unless its spec says otherwise, and root owns the node's
+/// root-owned files through a writable `hostPath`: here a folder standing for the node's
+/// `/var/lib/kubelet/seccomp`, whose `hb.json` every enforced pod then runs under (or
+/// `/etc`, or `/sys/fs/cgroup`). An enforced pod may mount only its broker's policy
+/// socket folder, read-only: this one is refused and writes nothing. The control, a pod
+/// mounting its policy's socket folder read-only, runs. (On 8a073d7 the writer ran and
+/// replaced the file, 1 of 1.)
+#[test]
+fn a_pod_mounting_a_node_folder_writable_is_refused() {
+    let c = Cluster::start_with("ar41-hostpath", 100);
+    let node_dir = std::env::temp_dir().join(format!("hb-ar41-node-{}", hb_tests::random_suffix()));
+    fs::create_dir_all(&node_dir).expect("the node folder");
+    let profile = node_dir.join("hb.json");
+    fs::write(&profile, "hb's profile").expect("the profile");
+    let dropped = json!({"capabilities": {"drop": ["ALL"]}});
+    let mut writer = FakePod::new("hostpath", "agents", NODE, Some("web"));
+    writer.spec = json!({
+        "volumes": [{"name": "node", "hostPath": {"path": node_dir.to_str().expect("utf-8")}}],
+        "containers": [{"name": "main", "securityContext": dropped,
+            "volumeMounts": [{"name": "node", "mountPath": "/node"}]}],
+    });
+    let (_, container) = c.enrolled_container(&writer, Driver::Cgroupfs, Qos::Burstable, "web");
+    let target = profile.to_str().expect("utf-8");
+    let (status, got) = run_in_cgroup(
+        &container,
+        &[
+            "sh",
+            "-c",
+            "echo replaced > \"$1\" && echo written",
+            "sh",
+            target,
+        ],
+    );
+    let now = fs::read_to_string(&profile).expect("the profile");
+    let replaced = usize::from(now != "hb's profile");
+    println!(
+        "figure: a pod mounting a node folder writable replaced the node's file: {replaced} of 1; \
+         its process ended with {status:?} having printed {got:?}"
+    );
+    let _ = fs::remove_dir_all(&node_dir);
+    assert_eq!(replaced, 0, "the pod wrote the node's file ({got:?})");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the writer is killed ({got:?})\n{}",
+        c.log()
+    );
+    assert!(
+        reported(&c, "unconfined_pod", "hostpath", "hostPath volume node"),
+        "no unconfined_pod event naming the volume: {:?}",
+        c.env.audit_records()
+    );
+    // The control: its policy's socket folder, read-only.
+    let sockets = c.env.policy_socket("web");
+    let sockets = sockets.parent().expect("the policy's folder");
+    let mut reader = FakePod::new("sockets", "agents", NODE, Some("web"));
+    reader.spec = json!({
+        "volumes": [{"name": "hb", "hostPath": {"path": sockets.to_str().expect("utf-8")}}],
+        "containers": [{"name": "main", "securityContext": dropped,
+            "volumeMounts": [{"name": "hb", "mountPath": "/run/hb", "readOnly": true}]}],
+    });
+    let (_, container) = c.enrolled_container(&reader, Driver::Cgroupfs, Qos::Burstable, "web");
+    let (status, got) = run_in_cgroup(&container, &["sh", "-c", "echo ran"]);
+    assert!(
+        status.success() && got.contains("ran"),
+        "the control pod: {status:?} {got:?}\n{}",
+        c.log()
     );
 }

@@ -48,6 +48,9 @@ pub struct Keys {
     /// pod must run under it (`kubernetes.seccomp_profile`, `require_seccomp_profile`).
     pub seccomp_profile: String,
     pub require_seccomp_profile: bool,
+    /// The one host folder an enforced pod may mount, read-only
+    /// (`broker.policy_sockets_dir`, see `node_access`).
+    pub policy_sockets_dir: std::path::PathBuf,
 }
 
 /// Builds the API client: from a kubeconfig file, or the in-cluster service account.
@@ -211,8 +214,8 @@ struct Findings {
     /// set, profile or not (the profile does not take capabilities away).
     beyond_default: Vec<Keeper>,
     /// Where the profile is required, the containers that do not run under it; and the
-    /// pod itself (`-`) if it shares the node's PID namespace (`hostPID`, refused in
-    /// any case).
+    /// pod itself (`-`) if it shares the node's PID namespace (`hostPID`) or opens the
+    /// node's folders or IPC (`node_access`), refused in any case.
     unconfined: Vec<Keeper>,
 }
 
@@ -250,6 +253,12 @@ fn spec_findings(keys: &Keys, spec: Option<&k8s_openapi::api::core::v1::PodSpec>
             container: "-".to_owned(),
             why: "hostPID: the node's processes are open to its /proc/PID/mem".to_owned(),
         });
+    }
+    if let Some(spec) = spec {
+        required.extend(super::node_access::node_access(
+            spec,
+            &keys.policy_sockets_dir,
+        ));
     }
     Findings {
         net_raw,

@@ -20,6 +20,7 @@ pub mod decide;
 pub mod layout;
 pub mod netns;
 pub mod node;
+mod node_access;
 mod watch;
 
 use std::{
@@ -304,6 +305,7 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
         static_pod_namespaces: k.static_pod_namespaces.clone(),
         seccomp_profile: k.seccomp_profile.clone(),
         require_seccomp_profile: k.require_seccomp_profile,
+        policy_sockets_dir: inputs.config.broker.policy_sockets_dir(),
     };
     tracing::info!(node = %node_name, cgroups = %inputs.config.kube_cgroup_root(), inotify = k.watch_cgroups, "kubernetes: watching this node's pods");
     let stats2 = Arc::clone(&stats);
