@@ -114,6 +114,13 @@ pub struct KubernetesConfig {
     /// under `seccomp_profile`: 32-bit calls, vsock and other socket families, and
     /// io_uring go around the cgroup hooks without it.
     pub require_seccomp_profile: bool,
+    /// The RuntimeClasses (`spec.runtimeClassName`) an enforced pod may name. hb's checks
+    /// of a spec are written for the node's default runtime (runc under containerd); a
+    /// sandboxing runtime takes the pod's processes and sockets elsewhere (gVisor's
+    /// netstack writes packet sockets, Kata's VM sends through the host's tap devices,
+    /// neither judged by any cgroup hook). Empty (the default): a pod naming any is
+    /// refused.
+    pub runtime_classes: Vec<String>,
 }
 
 impl Default for KubernetesConfig {
@@ -132,6 +139,7 @@ impl Default for KubernetesConfig {
             static_pod_namespaces: Vec::new(),
             seccomp_profile: "hb.json".into(),
             require_seccomp_profile: true,
+            runtime_classes: Vec::new(),
         }
     }
 }
@@ -2589,6 +2597,21 @@ impl Config {
                 ),
             ));
         }
+        for class in &k.runtime_classes {
+            let subdomain = !class.is_empty()
+                && class.len() <= 253
+                && class.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !subdomain {
+                return Err(invalid(
+                    "runtime_classes",
+                    format!(
+                        "\"{class}\" is not a RuntimeClass name (a DNS subdomain: a-z, 0-9, '-', '.')"
+                    ),
+                ));
+            }
+        }
         if k.require_seccomp_profile && profile.is_empty() {
             return Err(invalid(
                 "seccomp_profile",
@@ -3185,6 +3208,11 @@ mod tests {
                 "static_pod_namespaces = [\"kube-system\", \"Ops/Team\"]",
                 "kubernetes.static_pod_namespaces",
                 "\"Ops/Team\" is not a namespace name",
+            ),
+            (
+                "runtime_classes = [\"runc\", \"Kata Containers\"]",
+                "kubernetes.runtime_classes",
+                "\"Kata Containers\" is not a RuntimeClass name",
             ),
         ] {
             let e = err(&format!(

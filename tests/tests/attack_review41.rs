@@ -63,7 +63,10 @@
 //! (`node::Grounds::beyond_default`): 0. And a pod mounting a node folder writable
 //! (here the one holding `hb.json`) ran as root and replaced the file (1 of 1): an
 //! enforced pod may mount only below its broker's policy socket folder, read-only, and
-//! not share the node's IPC (`node_access`): refused, 0.
+//! not share the node's IPC (`node_access`): refused, 0. A pod naming
+//! `runtimeClassName: gvisor` under hb's profile counted as confined, though `runsc`
+//! applies neither the profile nor the capability set and sends through a packet socket
+//! (1 of 1): a runtime class not in `kubernetes.runtime_classes` refuses its pod, 0.
 //!
 //! All five specs are refused by the admission policy of the kustomization
 //! (`deploy/kubernetes/sandbox-admission.yaml`: no privileged container, `drop` holding
@@ -587,5 +590,49 @@ fn a_pod_mounting_a_node_folder_writable_is_refused() {
         status.success() && got.contains("ran"),
         "the control pod: {status:?} {got:?}\n{}",
         c.log()
+    );
+}
+
+/// hb's reading of a spec is what containerd does with it under its default runtime
+/// (runc). A pod naming another runtime class escapes that reading: gVisor's `runsc`
+/// applies its own seccomp filter, not the pod's profile, and its network stack holds
+/// `CAP_NET_RAW` in the pod's namespace to write the pod's packets through a packet
+/// socket, which no cgroup hook judges (Kata's VM sends through a tap device, as
+/// unjudged). A pod that drops `ALL` and names hb's profile but also `runtimeClassName:
+/// gvisor` is refused unless `kubernetes.runtime_classes` lists the class. The test runs
+/// what `runsc` would run in the pod's cgroup: root with `CAP_NET_RAW`, no hb filter.
+/// (On 8a073d7 the pod counted as confined: its datagram arrived, 1 of 1.)
+#[test]
+fn a_pod_naming_another_runtime_class_is_refused() {
+    let c = Cluster::start_configured("ar41-runtime", 100, true);
+    let probe = UdpProbe::bind(&format!("{PRIVATE4}:0"));
+    let hbs = json!({"type": "Localhost", "localhostProfile": "hb.json"});
+    let mut pod = FakePod::new("gvisor", "agents", NODE, Some("web"));
+    pod.spec = json!({
+        "runtimeClassName": "gvisor",
+        "securityContext": {"seccompProfile": hbs},
+        "containers": [{"name": "main", "securityContext": {"capabilities": {"drop": ["ALL"]}}}],
+    });
+    let (status, got, arrived) = packet_attack(&c, &pod, &probe);
+    println!(
+        "figure: a pod under hb's profile naming runtimeClassName gvisor (run as runsc's \
+         network stack runs: CAP_NET_RAW, no hb filter): {arrived} of 1 packet-socket \
+         datagram(s) reached the unvalidated {PRIVATE4}; its process ended with {status:?} \
+         having printed {got:?}"
+    );
+    assert_eq!(
+        arrived, 0,
+        "the gvisor pod's packet socket reached {PRIVATE4} ({got:?})"
+    );
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the gvisor pod's process is killed ({got:?})\n{}",
+        c.log()
+    );
+    assert!(
+        reported(&c, "unconfined_pod", "gvisor", "runtimeClassName gvisor"),
+        "no unconfined_pod event naming the runtime class: {:?}",
+        c.env.audit_records()
     );
 }

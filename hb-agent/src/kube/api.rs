@@ -51,6 +51,8 @@ pub struct Keys {
     /// The one host folder an enforced pod may mount, read-only
     /// (`broker.policy_sockets_dir`, see `node_access`).
     pub policy_sockets_dir: std::path::PathBuf,
+    /// The RuntimeClasses an enforced pod may name (`kubernetes.runtime_classes`).
+    pub runtime_classes: Vec<String>,
 }
 
 /// Builds the API client: from a kubeconfig file, or the in-cluster service account.
@@ -259,6 +261,19 @@ fn spec_findings(keys: &Keys, spec: Option<&k8s_openapi::api::core::v1::PodSpec>
             spec,
             &keys.policy_sockets_dir,
         ));
+        // What the checks above read is what the node's default runtime (runc) does
+        // with a spec; another runtime applies neither the profile nor the capability
+        // set the same way, and may move the pod's traffic out of its cgroup's sockets.
+        if let Some(class) = &spec.runtime_class_name
+            && !keys.runtime_classes.contains(class)
+        {
+            required.push(Keeper {
+                container: "-".to_owned(),
+                why: format!(
+                    "runtimeClassName {class}: a runtime hb's checks do not cover (kubernetes.runtime_classes)"
+                ),
+            });
+        }
     }
     Findings {
         net_raw,

@@ -306,6 +306,7 @@ pub async fn start(inputs: Inputs<'_>) -> Result<Arc<Stats>, KubeError> {
         seccomp_profile: k.seccomp_profile.clone(),
         require_seccomp_profile: k.require_seccomp_profile,
         policy_sockets_dir: inputs.config.broker.policy_sockets_dir(),
+        runtime_classes: k.runtime_classes.clone(),
     };
     tracing::info!(node = %node_name, cgroups = %inputs.config.kube_cgroup_root(), inotify = k.watch_cgroups, "kubernetes: watching this node's pods");
     let stats2 = Arc::clone(&stats);
