@@ -394,17 +394,32 @@ fn watch(
                 }
             }
         }
+        // ENOBUFS (messages lost) and a retry read again whatever the burst held.
+        // A message longer than the buffer (cut) counts as relevant too.
+        let mut relevant = n <= 0
+            || n as usize >= buf.len()
+            || crate::local_routes::changes_local(&buf[..n as usize]);
         // The rest of a burst (an interface coming up brings several).
-        // SAFETY: as above.
-        while unsafe {
-            libc::recv(
-                events.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        } > 0
-        {}
+        loop {
+            // SAFETY: as above.
+            let more = unsafe {
+                libc::recv(
+                    events.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if more <= 0 {
+                break;
+            }
+            relevant |= more as usize >= buf.len()
+                || crate::local_routes::changes_local(&buf[..more as usize]);
+        }
+        if !relevant {
+            // Routes out (a CNI's per-pod routes, a BGP feed): nothing delivered here.
+            continue;
+        }
         let set = match read() {
             Ok(set) => set,
             Err(e) => {

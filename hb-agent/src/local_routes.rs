@@ -11,6 +11,11 @@
 //! every service listening on the wildcard address, as one to the node's own address
 //! does (attack review 43). The interface addresses (`getifaddrs`) miss it.
 //!
+//! Cost on a node with a large routing table (a BGP-fed one): the socket asks the kernel
+//! to filter each dump (`NETLINK_GET_STRICT_CHK`, Linux 4.20) by table and route type,
+//! so only the few routes that deliver here are read, and the agent's watcher reads
+//! again only on a change [`changes_local`] says can matter.
+//!
 //! Must never: read a table that only the operator's own rules reach — a transparent
 //! proxy's `local 0.0.0.0/0 dev lo table 100`, consulted for packets its firewall marks,
 //! would make every address the host's. Unmarked packets from a sandbox (setting a mark
@@ -54,22 +59,84 @@ pub fn read() -> io::Result<Vec<IpNet>> {
     }
     // SAFETY: a descriptor just returned to us and owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: a valid descriptor and an int option of the length passed. Without it (an
+    // older kernel) each dump holds every route of the family, filtered below instead.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_NETLINK,
+            libc::NETLINK_GET_STRICT_CHK,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
     let mut nets = Vec::new();
-    for (seq, family) in [(1, libc::AF_INET), (2, libc::AF_INET6)] {
-        nets.extend(dump_family(&fd, seq, family as u8)?);
+    let mut seq = 0;
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        for table in DEFAULT_RULE_TABLES {
+            for kind in [RTN_LOCAL, RTN_BROADCAST, RTN_ANYCAST] {
+                seq += 1;
+                let filter = Filter {
+                    family,
+                    table: table as u8,
+                    kind,
+                };
+                nets.extend(dump_filtered(&fd, seq, filter)?);
+            }
+        }
     }
     nets.sort();
     nets.dedup();
     Ok(nets)
 }
 
-/// One family's local prefixes; a dump the kernel marks interrupted is read again (a
+/// What one dump asks for: a family's routes of one table and type (the kernel applies
+/// the table and type only under `NETLINK_GET_STRICT_CHK`; [`delivered_here`] checks
+/// both either way).
+#[derive(Clone, Copy)]
+struct Filter {
+    family: u8,
+    table: u8,
+    kind: u8,
+}
+
+/// Whether a burst of rtnetlink notifications (address and route groups) can change
+/// what is delivered here: an address added or removed, or a route [`delivered_here`]
+/// takes. Routes out (a CNI's per-pod routes, a BGP feed) are not.
+pub fn changes_local(burst: &[u8]) -> bool {
+    messages(burst).any(|(kind, payload)| match kind {
+        libc::RTM_NEWADDR | libc::RTM_DELADDR => true,
+        libc::RTM_NEWROUTE | libc::RTM_DELROUTE => delivered_here(payload).is_some(),
+        _ => false,
+    })
+}
+
+/// The netlink messages in `buf`: (type, payload), until one's length does not fit.
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        let payload = &rest[NLMSG_HDRLEN..len];
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// One filter's local prefixes; a dump the kernel marks interrupted is read again (a
 /// few times, then taken as it is: the watcher reads again on the change that
 /// interrupted it).
-fn dump_family(fd: &OwnedFd, seq: u32, family: u8) -> io::Result<Vec<IpNet>> {
+fn dump_filtered(fd: &OwnedFd, seq: u32, filter: Filter) -> io::Result<Vec<IpNet>> {
     let mut last = Vec::new();
     for _ in 0..3 {
-        let (nets, interrupted) = dump_once(fd, seq, family)?;
+        let (nets, interrupted) = dump_once(fd, seq, filter)?;
         if !interrupted {
             return Ok(nets);
         }
@@ -78,8 +145,8 @@ fn dump_family(fd: &OwnedFd, seq: u32, family: u8) -> io::Result<Vec<IpNet>> {
     Ok(last)
 }
 
-/// Sends an `RTM_GETROUTE` dump request for `family` and reads its answer to the end.
-fn dump_once(fd: &OwnedFd, seq: u32, family: u8) -> io::Result<(Vec<IpNet>, bool)> {
+/// Sends an `RTM_GETROUTE` dump request for `filter` and reads its answer to the end.
+fn dump_once(fd: &OwnedFd, seq: u32, filter: Filter) -> io::Result<(Vec<IpNet>, bool)> {
     const REQUEST_LEN: usize = NLMSG_HDRLEN + RTMSG_LEN;
     let mut request = [0u8; REQUEST_LEN];
     request[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
@@ -87,7 +154,9 @@ fn dump_once(fd: &OwnedFd, seq: u32, family: u8) -> io::Result<(Vec<IpNet>, bool
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
     request[6..8].copy_from_slice(&flags.to_ne_bytes());
     request[8..12].copy_from_slice(&seq.to_ne_bytes());
-    request[NLMSG_HDRLEN] = family;
+    request[NLMSG_HDRLEN] = filter.family;
+    request[NLMSG_HDRLEN + 4] = filter.table;
+    request[NLMSG_HDRLEN + 7] = filter.kind;
     // SAFETY: a valid descriptor and a buffer of the length passed; an unbound netlink
     // socket sends to the kernel.
     let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
@@ -233,6 +302,42 @@ mod tests {
         six[..4].copy_from_slice(&[0x2a, 0, 0x14, 0x51]);
         let any6 = route(v6, &six, 64, 255, RTN_ANYCAST, None);
         assert_eq!(delivered_here(&any6), Some(net("2a00:1451::/64")));
+    }
+
+    /// A notification: the netlink header of `kind` around `payload`.
+    fn message(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut m = ((NLMSG_HDRLEN + payload.len()) as u32)
+            .to_ne_bytes()
+            .to_vec();
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(payload);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        m
+    }
+
+    #[test]
+    fn only_address_changes_and_routes_that_deliver_here_are_changes() {
+        let v4 = libc::AF_INET as u8;
+        let anyip = route(v4, &[100, 129, 0, 0], 24, 255, RTN_LOCAL, None);
+        let pod = route(v4, &[10, 244, 1, 7], 32, 254, 1, None);
+        assert!(changes_local(&message(libc::RTM_NEWROUTE, &anyip)));
+        assert!(changes_local(&message(libc::RTM_DELROUTE, &anyip)));
+        assert!(!changes_local(&message(libc::RTM_NEWROUTE, &pod)));
+        assert!(changes_local(&message(
+            libc::RTM_NEWADDR,
+            &[v4, 24, 0, 0, 1, 0, 0, 0]
+        )));
+        // One that matters after one that does not, in one read.
+        let mut burst = message(libc::RTM_NEWROUTE, &pod);
+        burst.extend(message(libc::RTM_NEWROUTE, &anyip));
+        assert!(changes_local(&burst));
+        assert!(
+            !changes_local(&burst[..burst.len() - 4]),
+            "a cut message is not read"
+        );
     }
 
     #[test]
