@@ -273,7 +273,7 @@ mod tests {
         p.extend_from_slice(&((4 + dst.len()) as u16).to_ne_bytes());
         p.extend_from_slice(&RTA_DST.to_ne_bytes());
         p.extend_from_slice(dst);
-        while p.len() % 4 != 0 {
+        while !p.len().is_multiple_of(4) {
             p.push(0);
         }
         if let Some(t) = table32 {
@@ -312,7 +312,7 @@ mod tests {
         m.extend_from_slice(&kind.to_ne_bytes());
         m.extend_from_slice(&[0; 10]);
         m.extend_from_slice(payload);
-        while m.len() % 4 != 0 {
+        while !m.len().is_multiple_of(4) {
             m.push(0);
         }
         m
