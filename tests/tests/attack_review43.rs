@@ -23,6 +23,9 @@
 //!   `broadcast` and `anycast` routes, kept current from rtnetlink's route groups) and
 //!   holds their prefixes as delivered here (`LOCAL_DELIVERED`: refused as a
 //!   destination, never a source): 0 of 4, with `dns_rebinding` events for the names.
+//!   The broker, which resolves for itself and connects from the host (so for a pod in a
+//!   namespace of its own too), carried a handle-less GET there the same way (status 200
+//!   from the host service on 8a073d7); now `dns_rejected`.
 //!
 //! Held (tried, or read in 8a073d7's code):
 //! - destination-changing options and control messages: `IP_OPTIONS` and `IPV6_RTHDR`
@@ -47,9 +50,12 @@
 use std::{process::Command, thread, time::Duration};
 
 use hb_tests::{
-    TcpProbe, sh,
+    TcpProbe,
+    sandboxed::nobody_broker_client,
+    sh,
     worlds::{attack_as, names_on_lo, resolver_config, started_agent},
 };
+use serde_json::Value;
 
 const DNS_PORT: u16 = 5543;
 /// Prefixes the host delivers locally by a `local` route alone (no address in them).
@@ -208,4 +214,53 @@ fn a_local_route_added_while_the_agent_runs_opens_no_host_service() {
         "a sandbox reached a host service through a local route added later: {out}"
     );
     assert!(out.contains("refused"), "{out}");
+}
+
+/// The broker resolves for itself and connects from the host: a handle-less GET to an
+/// allowed name whose answer lies in an AnyIP prefix reached the host service through it
+/// (what a pod in its own network namespace, which cannot reach the host's addresses
+/// itself, gets too). Before the fix: status 200 from the host service (1 accepted); now
+/// `dns_rejected` and nothing accepted.
+#[test]
+fn the_broker_carries_no_call_into_a_prefix_the_host_routes_locally() {
+    let _dns = names_on_lo(
+        &[REMOTE, "192.0.2.53"],
+        DNS_PORT,
+        &[("anyip.test", &[NAMED4]), ("remote.test", &[REMOTE])],
+        60,
+    );
+    sh(&format!("ip route add local {ANYIP4} dev lo"));
+    let host_service = TcpProbe::bind("[::]:0");
+    let remote = TcpProbe::bind(&format!("{REMOTE}:0"));
+    let env = started_agent(
+        "ar43brk",
+        &format!(
+            "[broker]\nsocket_mode = \"0666\"\n{}\n[[policy]]\nname = \"web\"\n\
+             allow_domains = [\"anyip.test\", \"remote.test\"]\n",
+            resolver_config(DNS_PORT, true, "", &["203.0.113.0/24"])
+        ),
+    );
+    let port = host_service.addr.port().to_string();
+    let rport = remote.addr.port().to_string();
+    let got: Value = nobody_broker_client(
+        &env,
+        "web",
+        r#"
+port, rport = sys.argv[1], sys.argv[2]
+print(json.dumps({
+    "remote": code(lambda: hb.request("GET", "http://remote.test:%s/" % rport)),
+    "anyip": code(lambda: hb.request("GET", "http://anyip.test:%s/" % port)),
+}))
+"#,
+        &[&port, &rport],
+    );
+    thread::sleep(Duration::from_millis(300));
+    let reached = host_service.accepted();
+    println!("figure: {got} ; host service accepted {reached} of 1");
+    assert_eq!(got["remote"], 200, "control: {got}");
+    assert_eq!(
+        reached, 0,
+        "the broker carried a sandbox's call into a locally routed prefix: {got}"
+    );
+    assert_eq!(got["anyip"], "dns_rejected", "{got}");
 }
