@@ -18,8 +18,8 @@
 //!
 //! Must never: read a table that only the operator's own rules reach — a transparent
 //! proxy's `local 0.0.0.0/0 dev lo table 100`, consulted for packets its firewall marks,
-//! would make every address the host's. Unmarked packets from a sandbox (setting a mark
-//! takes `CAP_NET_ADMIN`) meet the default rules' tables first.
+//! would make every address the host's. Unmarked packets from a sandbox (`SO_MARK` takes
+//! `CAP_NET_RAW` or `CAP_NET_ADMIN`) meet the default rules' tables first.
 
 use std::{
     io,

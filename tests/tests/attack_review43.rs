@@ -19,15 +19,17 @@
 //!   such an address, by a name whose answer is one (the rebinding trick review 22
 //!   closed for interface addresses) and by a static CIDR holding one (review 27's
 //!   `0.0.0.0/0` or a provider's block): 4 of 4 connections on 8a073d7 (IPv4 and IPv6,
-//!   each way). The agent now reads the kernel's routes too (every table's `local`,
-//!   `broadcast` and `anycast` routes, kept current from rtnetlink's route groups) and
-//!   holds their prefixes as delivered here (`LOCAL_DELIVERED`: refused as a
-//!   destination, never a source): 0 of 4, with `dns_rebinding` events for the names.
+//!   each way), and 1 of 1 through a route added while the agent ran. The agent now
+//!   reads the kernel's routes too (the `local`, `broadcast` and `anycast` routes of the
+//!   tables of the default rules, `local`, `main` and `default`, kept current from
+//!   rtnetlink's route groups; `hb-agent/src/local_routes.rs`) and holds their prefixes
+//!   as delivered here (`LOCAL_DELIVERED`: refused as a destination, never a source):
+//!   0 of 4 and 0 of 1, with `dns_rebinding` events for the names.
 //!   The broker, which resolves for itself and connects from the host (so for a pod in a
 //!   namespace of its own too), carried a handle-less GET there the same way (status 200
 //!   from the host service on 8a073d7); now `dns_rejected`.
 //!
-//! Held (tried, or read in 8a073d7's code):
+//! Held (read in 8a073d7's code and the kernel's, not tried here for want of time):
 //! - destination-changing options and control messages: `IP_OPTIONS` and `IPV6_RTHDR`
 //!   are refused in `cgroup/setsockopt`, and whatever puts a source route or routing
 //!   header in a packet another way (a control message, `IPV6_FLOWLABEL_MGR`'s options)
@@ -42,7 +44,13 @@
 //!   compared, absolute-form targets must agree with `Host`, `CONNECT`, h2c and plain
 //!   `Upgrade` are refused;
 //! - the error-queue rewrite with an `optlen` past one page (the kernel ignores a
-//!   program's buffer then): the program cuts `optlen` to the page it rewrote.
+//!   program's buffer then): the program cuts `optlen` to the page it rewrote;
+//! - the resolver builds its own upstream query (the client's EDNS options, an ECS
+//!   subnet among them, never reach the upstream); `request_key` (whose `dns_resolver`
+//!   upcall would look a chosen name up from outside every cgroup) is refused by the
+//!   sandbox's seccomp filter, as `keyctl` and `add_key` are.
+//! Tried: an IPv6 prefix on `lo` (`2a00:1452::1/64`) is not local whole, unlike IPv4's
+//! (ENETUNREACH to its other addresses): nothing to hold.
 //!
 //! Everything lives in the test's own network namespace: addresses and the AnyIP routes
 //! on `lo`, the "remote" server on an excepted TEST-NET address as in every other test.
