@@ -49,6 +49,7 @@
 //!   subnet among them, never reach the upstream); `request_key` (whose `dns_resolver`
 //!   upcall would look a chosen name up from outside every cgroup) is refused by the
 //!   sandbox's seccomp filter, as `keyctl` and `add_key` are.
+//!
 //! Tried: an IPv6 prefix on `lo` (`2a00:1452::1/64`) is not local whole, unlike IPv4's
 //! (ENETUNREACH to its other addresses): nothing to hold.
 //!
