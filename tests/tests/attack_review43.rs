@@ -223,6 +223,9 @@ fn a_local_route_added_while_the_agent_runs_opens_no_host_service() {
         "a sandbox reached a host service through a local route added later: {out}"
     );
     assert!(out.contains("refused"), "{out}");
+    // The kernel's map holds the prefix, as the operator's dump shows it.
+    let dump = hb_tests::stdout(&env.hb(&["maps", "dump", "local_addrs"]));
+    assert!(dump.contains(ANYIP4), "maps dump local_addrs: {dump}");
 }
 
 /// The broker resolves for itself and connects from the host: a handle-less GET to an
