@@ -14,10 +14,13 @@
 //! "Local" as the kernel's own check (`inet_addr_type` == `RTN_LOCAL`,
 //! `ipv6_chk_addr`) means it: every address of every interface, and for an IPv4
 //! address on a loopback device its whole prefix (the kernel routes 127.0.0.0/8 to `lo`
-//! as local for 127.0.0.1/8). The list comes from `getifaddrs` (an `RTM_GETADDR` dump),
-//! read again whenever a netlink socket subscribed to `RTMGRP_IPV4_IFADDR` and
-//! `RTMGRP_IPV6_IFADDR` hears of a change (or lost some: `ENOBUFS`). The socket
-//! subscribes before the first read, so no change between the two is missed.
+//! as local for 127.0.0.1/8). The list comes from `getifaddrs` (an `RTM_GETADDR` dump)
+//! and, for what the host delivers here without an address of its own (an AnyIP
+//! prefix's `local` route), from the routing tables (`local_routes`); both are read again
+//! whenever a netlink socket subscribed to `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`,
+//! `RTMGRP_IPV4_ROUTE` and `RTMGRP_IPV6_ROUTE` hears of a change (or lost some:
+//! `ENOBUFS`). The socket subscribes before the first read, so no change between the two
+//! is missed.
 //!
 //! Only the agent's namespace: a pod's namespace has addresses of its own, which this
 //! does not track; the kernel side checks sockets of the agent's namespace only
@@ -64,6 +67,12 @@ pub struct Set {
     /// each IPv6 prefix shorter than /127 (RFC 4291 §2.6.1: a forwarding host, as every
     /// Kubernetes node is, takes datagrams to it, `addrconf_join_anycast`).
     also_delivered: Vec<IpAddr>,
+    /// Prefixes the routing tables deliver here that no entry above covers: a `local`,
+    /// `broadcast` or `anycast` route without an address of the host's behind it (an
+    /// AnyIP prefix, `ip route add local 100.129.0.0/24 dev lo`; see `local_routes`).
+    /// Delivered here, and no source: whether the world routes such a prefix back to
+    /// this host is not the kernel's to say.
+    routed: Vec<IpNet>,
 }
 
 /// The kernel map's key of one address: IPv4 as IPv4-mapped IPv6, prefix 128.
@@ -113,6 +122,32 @@ impl Set {
         set
     }
 
+    /// The set with the prefixes the routing tables deliver here (`local_routes::read`)
+    /// added, but for those an address or a loopback prefix of the set already covers
+    /// (each address has its own `local` route, each IPv4 prefix its `broadcast` one).
+    #[must_use]
+    pub fn with_routes(mut self, routes: impl IntoIterator<Item = IpNet>) -> Self {
+        for net in routes {
+            let net = match net {
+                IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+                    .addr()
+                    .to_ipv4_mapped()
+                    .and_then(|v4| Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+                    .map_or(net, IpNet::V4),
+                other => other,
+            };
+            let single = net.prefix_len() == net.max_prefix_len();
+            let covered = (single
+                && (self.exact.contains(&net.addr()) || self.also_delivered.contains(&net.addr())))
+                || matches!(net, IpNet::V4(n) if self.loopback4.iter().any(|l| l.contains(&n)));
+            if !covered && !self.routed.contains(&net) {
+                self.routed.push(net);
+            }
+        }
+        self.routed.sort();
+        self
+    }
+
     /// Whether `ip` is an address of this namespace (IPv4-mapped IPv6 as its IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
@@ -123,7 +158,10 @@ impl Set {
     /// Whether a packet to `ip` is delivered on this host: one of its addresses, or one
     /// its prefixes give it (see `also_delivered`).
     pub fn delivers_here(&self, ip: IpAddr) -> bool {
-        self.contains(ip) || self.also_delivered.contains(&canonical(ip))
+        let ip = canonical(ip);
+        self.contains(ip)
+            || self.also_delivered.contains(&ip)
+            || self.routed.iter().any(|n| n.contains(&ip))
     }
 
     /// The kernel map's entries: IPv4 as IPv4-mapped IPv6 (prefix 96 + its own); an
@@ -132,7 +170,10 @@ impl Set {
     /// is both an address and a prefix: a /32 is one key, with one value.) Then each
     /// address only delivered here (`also_delivered`) that is no address of the host's
     /// and in no exception, as `LOCAL_DELIVERED`: the kernel refuses it as a static
-    /// CIDR's destination (attack review 27), and never takes it as a source.
+    /// CIDR's destination (attack review 27), and never takes it as a source. Last the
+    /// routed prefixes (`routed`), as `LOCAL_DELIVERED` prefixes with the exceptions cut
+    /// out of them (an address inside an exception finds no entry, as one outside the
+    /// host does), each key not already written.
     pub fn keys(&self, except: &[IpNet]) -> Vec<(Key<[u8; 16]>, u32)> {
         let value = |net: IpNet| {
             if except.iter().any(|e| e.contains(&net)) {
@@ -161,13 +202,50 @@ impl Set {
                     .map(|&ip| (address_key(ip), LOCAL_DELIVERED)),
             )
             .collect();
+        let mut written: HashSet<([u8; 16], u32)> = keys
+            .iter()
+            .map(|(k, _)| (k.data(), k.prefix_len()))
+            .collect();
+        for net in self.routed.iter().flat_map(|&n| without(n, except)) {
+            let key = prefix_key(net);
+            if written.insert((key.data(), key.prefix_len())) {
+                keys.push((key, LOCAL_DELIVERED));
+            }
+        }
         keys.sort_by_key(|(k, _)| (k.data(), k.prefix_len()));
         keys
     }
 
     pub fn len(&self) -> usize {
-        self.exact.len() + self.loopback4.len()
+        self.exact.len() + self.loopback4.len() + self.routed.len()
     }
+}
+
+/// The kernel map's key of a prefix: IPv4 as IPv4-mapped IPv6 (prefix 96 + its own).
+fn prefix_key(net: IpNet) -> Key<[u8; 16]> {
+    match net {
+        IpNet::V4(n) => Key::new(
+            96 + u32::from(n.prefix_len()),
+            n.network().to_ipv6_mapped().octets(),
+        ),
+        IpNet::V6(n) => Key::new(u32::from(n.prefix_len()), n.network().octets()),
+    }
+}
+
+/// `net` without every part of it that one of `holes` covers, as the fewest prefixes:
+/// each half that holds a hole is split again, each that holds none is kept whole.
+fn without(net: IpNet, holes: &[IpNet]) -> Vec<IpNet> {
+    if holes.iter().any(|h| h.contains(&net)) {
+        return Vec::new();
+    }
+    if !holes.iter().any(|h| net.contains(h)) {
+        return vec![net];
+    }
+    net.subnets(net.prefix_len() + 1)
+        .into_iter()
+        .flatten()
+        .flat_map(|half| without(half, holes))
+        .collect()
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -244,7 +322,7 @@ impl LocalAddrs {
             source,
         })?;
         let set = read().map_err(|source| LocalAddrsError::Io {
-            what: "getifaddrs",
+            what: "getifaddrs and the routes",
             source,
         })?;
         let mut map: LpmTrie<MapData, [u8; 16], u32> =
@@ -316,17 +394,32 @@ fn watch(
                 }
             }
         }
+        // ENOBUFS (messages lost) and a retry read again whatever the burst held.
+        // A message longer than the buffer (cut) counts as relevant too.
+        let mut relevant = n <= 0
+            || n as usize >= buf.len()
+            || crate::local_routes::changes_local(&buf[..n as usize]);
         // The rest of a burst (an interface coming up brings several).
-        // SAFETY: as above.
-        while unsafe {
-            libc::recv(
-                events.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        } > 0
-        {}
+        loop {
+            // SAFETY: as above.
+            let more = unsafe {
+                libc::recv(
+                    events.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if more <= 0 {
+                break;
+            }
+            relevant |= more as usize >= buf.len()
+                || crate::local_routes::changes_local(&buf[..more as usize]);
+        }
+        if !relevant {
+            // Routes out (a CNI's per-pod routes, a BGP feed): nothing delivered here.
+            continue;
+        }
         let set = match read() {
             Ok(set) => set,
             Err(e) => {
@@ -354,7 +447,7 @@ fn watch(
     }
 }
 
-/// A netlink socket subscribed to address changes of both families.
+/// A netlink socket subscribed to address and route changes of both families.
 fn subscribe() -> io::Result<OwnedFd> {
     // SAFETY: plain system call; the descriptor is owned at once.
     let fd = unsafe {
@@ -372,7 +465,11 @@ fn subscribe() -> io::Result<OwnedFd> {
     // SAFETY: zeroed is a valid sockaddr_nl.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr.nl_groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+    // Routes too: a `local` route without an address changes what is delivered here.
+    addr.nl_groups = (libc::RTMGRP_IPV4_IFADDR
+        | libc::RTMGRP_IPV6_IFADDR
+        | libc::RTMGRP_IPV4_ROUTE
+        | libc::RTMGRP_IPV6_ROUTE) as u32;
     // SAFETY: a valid descriptor and address of the length passed.
     let rc = unsafe {
         libc::bind(
@@ -387,8 +484,14 @@ fn subscribe() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// This namespace's addresses now.
+/// This namespace's addresses now, and the prefixes its routes deliver here.
 pub fn read() -> io::Result<Set> {
+    let routes = crate::local_routes::read()?;
+    Ok(read_addresses()?.with_routes(routes))
+}
+
+/// This namespace's interface addresses now (`getifaddrs`).
+fn read_addresses() -> io::Result<Set> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: an out-pointer; freed below with freeifaddrs.
     if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
@@ -588,6 +691,105 @@ mod tests {
         );
     }
 
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    /// The routes the kernel makes for [`sample`]'s addresses, and two AnyIP prefixes.
+    fn with_anyip() -> Set {
+        sample().with_routes([
+            net("127.0.0.0/8"),
+            net("127.0.0.1/32"),
+            net("127.255.255.255/32"),
+            net("203.0.113.20/32"),
+            net("203.0.113.255/32"),
+            net("::1/128"),
+            net("2001:db8::/128"),
+            net("2001:db8::20/128"),
+            net("100.129.0.0/24"),
+            net("::ffff:100.130.0.0/120"),
+            net("2a00:1451::/64"),
+        ])
+    }
+
+    #[test]
+    fn a_locally_routed_prefix_is_delivered_here_but_is_no_source() {
+        let s = with_anyip();
+        for routed in [
+            "100.129.0.5",
+            "::ffff:100.129.0.255",
+            "100.130.0.9",
+            "2a00:1451::5",
+        ] {
+            assert!(s.delivers_here(ip(routed)), "{routed}");
+            assert!(!s.contains(ip(routed)), "{routed} is no source");
+        }
+        assert!(!s.delivers_here(ip("100.129.1.5")));
+        assert!(!s.delivers_here(ip("2a00:1451:0:1::5")));
+        // The addresses' own routes add nothing: only the three AnyIP prefixes remain.
+        assert_eq!(
+            s.routed,
+            [
+                net("100.129.0.0/24"),
+                net("100.130.0.0/24"),
+                net("2a00:1451::/64")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_locally_routed_prefix_is_a_delivered_prefix_key_with_its_exceptions_cut_out() {
+        let s = with_anyip();
+        let plain = s.keys(&[]);
+        assert_eq!(plain.len(), sample().keys(&[]).len() + 3);
+        let value = |keys: &[(Key<[u8; 16]>, u32)], len: u32, a: &str| {
+            let data = match ip(a) {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            keys.iter()
+                .find(|(k, _)| k.prefix_len() == len && k.data() == data)
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(value(&plain, 120, "100.129.0.0"), Some(LOCAL_DELIVERED));
+        assert_eq!(value(&plain, 64, "2a00:1451::"), Some(LOCAL_DELIVERED));
+        // An exception over one address of the prefix: the rest in 8 prefixes (/25 … /32),
+        // the excepted address in none of them.
+        let cut = s.keys(&[net("100.129.0.7/32")]);
+        let pieces: Vec<(u32, u32)> = cut
+            .iter()
+            .filter(|(k, _)| k.data()[..15] == ip6_prefix("100.129.0.0")[..15])
+            .map(|(k, v)| (k.prefix_len(), *v))
+            .collect();
+        assert_eq!(pieces.len(), 8, "{pieces:?}");
+        assert!(pieces.iter().all(|&(_, v)| v == LOCAL_DELIVERED));
+        assert_eq!(value(&cut, 128, "100.129.0.6"), Some(LOCAL_DELIVERED));
+        assert_eq!(value(&cut, 128, "100.129.0.7"), None);
+        // An exception over the whole prefix: nothing of it.
+        let gone = s.keys(&[net("100.129.0.0/16")]);
+        assert_eq!(gone.len(), plain.len() - 1);
+        // And the excepted address is no longer the host's (the resolvers' check).
+        assert!(!crate::egress::host_own(
+            &LocalAddrs::fixed(s.clone()),
+            &[net("100.129.0.7/32")],
+            &[],
+            ip("100.129.0.7")
+        ));
+        assert!(crate::egress::host_own(
+            &LocalAddrs::fixed(s),
+            &[net("100.129.0.7/32")],
+            &[],
+            ip("100.129.0.6")
+        ));
+    }
+
+    fn ip6_prefix(a: &str) -> [u8; 16] {
+        match ip(a) {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    }
+
     #[test]
     fn netmasks_give_prefix_lengths() {
         assert_eq!(mask_len(ip("255.0.0.0")), 8);
@@ -599,7 +801,7 @@ mod tests {
     /// The machine's own list holds loopback, as every namespace's does once `lo` is up.
     #[test]
     fn this_namespace_lists_loopback() {
-        let s = read().expect("getifaddrs");
+        let s = read().expect("getifaddrs and the routes");
         assert!(
             s.contains(ip("127.0.0.1")) || s.contains(ip("::1")),
             "{s:?}"

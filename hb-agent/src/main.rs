@@ -28,6 +28,7 @@ mod http_rules;
 mod kube;
 mod loader;
 mod local_addrs;
+mod local_routes;
 mod maps;
 mod ports;
 mod room;

@@ -152,8 +152,10 @@ pub mod map_names {
     /// in it (reason `nonlocal_source`); empty (not written yet), every specific source
     /// is refused. `cgroup_skb/egress` judges a validated peer the host holds (not
     /// excepted) in full, not by its socket's admission. The addresses only delivered
-    /// here (network, broadcast, subnet-router anycast) are [`crate::LOCAL_DELIVERED`]:
-    /// no source; with the host's own, no static CIDR of a policy opens them.
+    /// here (network, broadcast, subnet-router anycast), and the prefixes a `local`,
+    /// `broadcast` or `anycast` route delivers here without an address (AnyIP, read from
+    /// the `local`, `main` and `default` tables), are [`crate::LOCAL_DELIVERED`]: no
+    /// source; with the host's own, no static CIDR of a policy opens them.
     pub const LOCAL_ADDRS: &str = "HB_LOCAL_ADDRS";
     /// LRU hash, `u64` cgroup id → when (`bpf_ktime_get_ns`) its last `error_queue`
     /// event was reported: at most one per cgroup per event window, since glibc's
@@ -752,8 +754,9 @@ pub const LOCAL_OWN: u32 = 1;
 pub const LOCAL_EXCEPTED: u32 = 2;
 /// Value of an address in [`map_names::LOCAL_ADDRS`]: no address of the host's, but one
 /// its prefixes deliver here (an IPv4 prefix's network and broadcast address, an IPv6
-/// prefix's subnet-router anycast address), outside every exception: a destination the
-/// kernel refuses as the host's own, never a source.
+/// prefix's subnet-router anycast address), or one a `local` route delivers here without
+/// an address (an AnyIP prefix, keyed as a prefix), outside every exception: a
+/// destination the kernel refuses as the host's own, never a source.
 pub const LOCAL_DELIVERED: u32 = 3;
 /// [`SockDest::dns`] of a UDP socket the DNS redirect sent to the resolver.
 pub const SOCK_DNS_UDP: u16 = 1;
