@@ -454,11 +454,17 @@ fn ascii_run(chunk: &[u8], h: &mut [u64; 4], weight: &impl Fn(u64) -> i32) -> (u
         }
         rest = tail;
         let (first, c) = ASCII[usize::from(*b)];
+        // Each order's weight is added as soon as its hash is known, so no hash
+        // outlives its step: fewer values live at once, none spilled.
         let next = |h: u64| (h.rotate_left(23) ^ c).wrapping_mul(MUL);
-        let n5 = next(h4);
-        (h4, h3, h2) = (next(h3), next(h2), next(h1));
+        sum += i64::from(weight(next(h4)));
+        h4 = next(h3);
+        sum += i64::from(weight(h4));
+        h3 = next(h2);
+        sum += i64::from(weight(h3));
+        h2 = next(h1);
+        sum += i64::from(weight(h2));
         h1 = first;
-        sum += i64::from(weight(h2) + weight(h3) + weight(h4) + weight(n5));
         if c == u64::from(b' ') {
             while let [b, tail @ ..] = rest
                 && blank(*b)
