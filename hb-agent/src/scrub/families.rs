@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use super::{
     assigned::{self, Assigned},
-    matcher::{MAX_GROUP, Matcher},
+    matcher::{MAX_GROUP, Matcher, Resume},
     scan::{AnchorScan, ScanKind},
 };
 
@@ -1604,6 +1604,15 @@ impl Effort {
     }
 }
 
+/// A rule to run at a keyword: where the keyword starts (an index into the haystack),
+/// and where the rule's walk may resume past it.
+#[derive(Clone, Copy)]
+struct Hit {
+    at: usize,
+    rule: usize,
+    resume: Option<Resume>,
+}
+
 /// A span a rule wants redacted, in absolute input offsets.
 pub(super) struct Found {
     pub start: usize,
@@ -1619,6 +1628,9 @@ struct Keyword {
     /// Rules to run where the keyword is found: its own and those of every keyword that
     /// is a prefix of it (the scan reports the longest anchor at a position).
     rules: Vec<usize>,
+    /// Per rule of `rules`: its DFA's state after the keyword's bytes, which every hit
+    /// starts with, so its walks skip them (see `matcher::Resume`).
+    resume: Vec<Option<Resume>>,
     /// Bytes its rules need from the keyword's start: their largest window.
     window: usize,
 }
@@ -1674,6 +1686,7 @@ impl Families {
                     text: text.into_bytes(),
                     offset,
                     rules,
+                    resume: Vec::new(),
                     window,
                 }
             })
@@ -1702,7 +1715,7 @@ impl Families {
                     .unwrap_or(0)
             })
             .collect();
-        let matchers = RULES
+        let matchers: Vec<Matcher> = RULES
             .iter()
             .map(|r| {
                 assert!(
@@ -1716,8 +1729,17 @@ impl Families {
             })
             .collect();
         let scan = AnchorScan::new(&anchors, kind);
+        let longest_anchor = anchors.iter().map(|a| a.len()).max().unwrap_or(1);
+        let mut keywords = keywords;
+        for k in &mut keywords {
+            k.resume = k
+                .rules
+                .iter()
+                .map(|&r| matchers[r].resume_after(&k.text))
+                .collect();
+        }
         Self {
-            longest_anchor: anchors.iter().map(|a| a.len()).max().unwrap_or(1),
+            longest_anchor,
             max_offset: keywords.iter().map(|k| k.offset).max().unwrap_or(0),
             scan,
             keywords,
@@ -1817,7 +1839,7 @@ impl Families {
             if !hay[p..at].iter().eq(&kw.text[..kw.offset]) {
                 continue;
             }
-            for &r in &kw.rules {
+            for (&r, &resume) in kw.rules.iter().zip(&kw.resume) {
                 if ran[..n_ran].contains(&(p, r)) {
                     continue;
                 }
@@ -1825,7 +1847,12 @@ impl Families {
                     ran[n_ran] = (p, r);
                     n_ran += 1;
                 }
-                if !self.eval_rule(hay, base, p, r, pass, partial, effort, found) {
+                let hit = Hit {
+                    at: p,
+                    rule: r,
+                    resume,
+                };
+                if !self.eval_rule(hay, base, hit, pass, partial, effort, found) {
                     return false;
                 }
             }
@@ -1833,7 +1860,7 @@ impl Families {
         true
     }
 
-    /// Runs rule `r` at `at`. With `partial`, `hay` ends before the rule's window does
+    /// Runs the rule of `hit` at its keyword. With `partial`, `hay` ends before the rule's window does
     /// (the input goes on): the rule is decided only if its DFA rules out every longer
     /// match within `hay`. Returns false if it is not decided (nothing is pushed).
     #[expect(
@@ -1844,13 +1871,17 @@ impl Families {
         &self,
         hay: &[u8],
         base: usize,
-        at: usize,
-        r: usize,
+        hit: Hit,
         pass: usize,
         partial: bool,
         effort: &mut Effort,
         found: &mut Vec<Found>,
     ) -> bool {
+        let Hit {
+            at,
+            rule: r,
+            resume,
+        } = hit;
         let rule = &RULES[r];
         if rule.left_boundary && !left_boundary(hay, at) {
             return true;
@@ -1885,14 +1916,14 @@ impl Families {
         // Most hits do not match: the match length says so, and only a match pays for
         // its capture groups.
         let (matched, walked) = if partial {
-            let w = self.matchers[r].decided_in(window);
+            let w = self.matchers[r].decided_in(window, resume);
             effort.work += w.walked as u64;
             match w.result {
                 Some(m) => (m, w.walked),
                 None => return false,
             }
         } else {
-            let w = self.matchers[r].match_len(window);
+            let w = self.matchers[r].match_len(window, resume);
             effort.work += w.walked as u64;
             (w.result, w.walked)
         };
@@ -2131,7 +2162,7 @@ mod tests {
                         continue;
                     }
                     let window = &hay[at..hay.len().min(at + rule.max_len)];
-                    let Some(len) = families.matchers[r].match_len(window).result else {
+                    let Some(len) = families.matchers[r].match_len(window, None).result else {
                         continue;
                     };
                     let Some(span) = families.matchers[r].group(window, len, rule.group) else {

@@ -7,7 +7,9 @@
 //! into the regex crate costs about 40 ns before the first byte (pool, strategy, start
 //! state), which made rule evaluation a fifth of a clean scrub. Rules whose DFA is small
 //! are compiled once to an anchored dense DFA and walked here a byte at a time, from a
-//! start state computed at build time. The few larger rules are walked the same way
+//! start state computed at build time, or from the state after the keyword the hit
+//! starts with (also computed at build time: [`Resume`]), so a keyword's bytes are not
+//! walked again at each of its hits. The few larger rules are walked the same way
 //! through `regex-automata`'s lazy DFA (a pooled cache per rule), so every walk knows how
 //! many bytes it read: the engine bounds rows of overlapping hits with that (see
 //! `families::Effort`). The regex crate runs only for capture groups once a match is
@@ -43,6 +45,16 @@ enum Walk {
 pub(super) struct Walked<T> {
     pub result: T,
     pub walked: usize,
+}
+
+/// Where a walk at a keyword hit may start instead of the DFA's start state: the state
+/// after the keyword's bytes, which every hit of that keyword begins with (see
+/// [`Matcher::resume_after`]). The walk then reads `skip` bytes fewer, and ends where
+/// and as the walk from the start would have: same match, same bytes counted as read.
+#[derive(Clone, Copy)]
+pub(super) struct Resume {
+    state: StateID,
+    skip: usize,
 }
 
 /// The highest capture group a rule may redact.
@@ -91,9 +103,29 @@ impl Matcher {
         })
     }
 
-    /// The length of the leftmost-first match at the window's start, if any.
-    pub fn match_len(&self, window: &[u8]) -> Walked<Option<usize>> {
-        match self.walk(window) {
+    /// The state after walking `prefix` from the start, if the rule has a dense DFA and
+    /// no byte of `prefix` leads to a special state (a match, the dead state): a walk
+    /// over a window that starts with `prefix` may then begin there (its first
+    /// `prefix.len()` steps are this walk, and none of them ends it or records a match).
+    pub fn resume_after(&self, prefix: &[u8]) -> Option<Resume> {
+        let (dfa, start) = self.dfa.as_ref()?;
+        let mut state = *start;
+        for &b in prefix {
+            state = dfa.next_state(state, b);
+            if dfa.is_special_state(state) {
+                return None;
+            }
+        }
+        Some(Resume {
+            state,
+            skip: prefix.len(),
+        })
+    }
+
+    /// The length of the leftmost-first match at the window's start, if any. `resume`
+    /// (from [`Matcher::resume_after`]) must come from a prefix the window starts with.
+    pub fn match_len(&self, window: &[u8], resume: Option<Resume>) -> Walked<Option<usize>> {
+        match self.walk(window, resume) {
             Walk::Final(m, walked) => Walked { result: m, walked },
             Walk::Ran(m) => Walked {
                 result: m,
@@ -111,14 +143,18 @@ impl Matcher {
     /// match within `partial`, None when it needs more bytes.
     /// Rules without a dense DFA always wait for their whole window, as they did when
     /// the regex crate ran them.
-    pub fn decided_in(&self, partial: &[u8]) -> Walked<Option<Option<usize>>> {
+    pub fn decided_in(
+        &self,
+        partial: &[u8],
+        resume: Option<Resume>,
+    ) -> Walked<Option<Option<usize>>> {
         if self.dfa.is_none() {
             return Walked {
                 result: None,
                 walked: 0,
             };
         }
-        match self.walk(partial) {
+        match self.walk(partial, resume) {
             Walk::Final(m, walked) => Walked {
                 result: Some(m),
                 walked,
@@ -130,13 +166,17 @@ impl Matcher {
         }
     }
 
-    fn walk(&self, window: &[u8]) -> Walk {
+    fn walk(&self, window: &[u8], resume: Option<Resume>) -> Walk {
         let Some((dfa, start)) = &self.dfa else {
             return self.walk_lazy(window);
         };
-        let mut state = *start;
+        debug_assert!(resume.is_none_or(|r| r.skip <= window.len()));
+        let (mut state, skip) = match resume {
+            Some(r) if r.skip <= window.len() => (r.state, r.skip),
+            _ => (*start, 0),
+        };
         let mut matched = None;
-        for (i, &b) in window.iter().enumerate() {
+        for (i, &b) in window.iter().enumerate().skip(skip) {
             state = dfa.next_state(state, b);
             if dfa.is_special_state(state) {
                 // Match states come one byte late: this one ends before byte `i`.
@@ -352,6 +392,7 @@ mod tests {
         let mut state = 0xD1B5_4A32_D192_ED03;
         let mut dense = 0;
         let mut matched = 0;
+        let mut resumed = 0;
         for rule in RULES {
             let m = Matcher::new(rule.regex).expect("rule compiles");
             if m.dfa.is_some() {
@@ -400,7 +441,7 @@ mod tests {
                 .expect("rule compiles");
             for hay in &inputs {
                 let want = crate_regex.captures(hay);
-                let got = m.match_len(hay);
+                let got = m.match_len(hay, None);
                 assert_eq!(
                     got.result,
                     want.as_ref().map(|c| c.get(0).expect("group 0").end()),
@@ -408,6 +449,36 @@ mod tests {
                     rule.name
                 );
                 assert!(got.walked <= hay.len(), "rule {}", rule.name);
+                // Resumed past a prefix the hay starts with (a keyword, or its first
+                // bytes), the walk ends as and where the walk from the start does,
+                // whole or on a cut of the hay.
+                let prefixes = rule
+                    .keywords
+                    .iter()
+                    .map(|kw| kw.replace('|', "").into_bytes())
+                    .filter(|kw| hay.starts_with(kw))
+                    .chain([hay[..hay.len().min(5)].to_vec()]);
+                for prefix in prefixes {
+                    let Some(resume) = m.resume_after(&prefix) else {
+                        continue;
+                    };
+                    resumed += 1;
+                    let again = m.match_len(hay, Some(resume));
+                    assert_eq!(
+                        (again.result, again.walked),
+                        (got.result, got.walked),
+                        "rule {} resumed",
+                        rule.name
+                    );
+                    let cut = &hay[..(prefix.len() + 7).min(hay.len())];
+                    let (a, b) = (m.decided_in(cut, Some(resume)), m.decided_in(cut, None));
+                    assert_eq!(
+                        (a.result, a.walked),
+                        (b.result, b.walked),
+                        "rule {} resumed on a cut",
+                        rule.name
+                    );
+                }
                 if let (Some(c), Some(len)) = (&want, got.result) {
                     // The capture search over the match's span alone finds the group
                     // the regex crate finds over the whole window.
@@ -429,6 +500,10 @@ mod tests {
         assert!(
             matched > 500,
             "only {matched} matches: the inputs miss the rules"
+        );
+        assert!(
+            resumed > 10_000,
+            "only {resumed} resumed walks: the inputs miss the keywords"
         );
     }
 }
