@@ -8,20 +8,31 @@
 //! - base64 text written in a JSON string as PHP's `json_encode` writes it (every `/`
 //!   as `\/`, its default) or as any JSON writer writes wrapped base64
 //!   (`base64.encodebytes`, MIME's 76 columns: each line break as the two characters
-//!   `\n`) matched no form: the live forms hold a value's base64 with a raw `/` (or
-//!   percent-encoded), the wrapped scan joins lines across a raw line break only, and
-//!   the spread view read no JSON escape but `\u`. `json.loads` and `b64decode` give the
-//!   value back whole. So did the packed view's runs, which ended at the first `\/` or
-//!   `\n` (a gzip stream cut there inflates to what came before the key): of 5 such
+//!   `\n`, as it writes a value cut every few characters) matched no form: the live
+//!   forms hold a value's base64 with a raw `/` (or percent-encoded), the wrapped scan
+//!   and the narrow-wrap view join lines across raw line breaks only, and the spread view
+//!   read no JSON escape but `\u`; the packed view's runs ended at the first `\/` or
+//!   `\n` (a gzip stream cut there inflates to what came before the key). `json.loads`
+//!   then `b64decode` (and `gzip.decompress`) give the value back whole. Of 6 such
 //!   answers holding another tenant's key (its base64 with `\/`, a stored Basic
-//!   credential's base64 with `\/`, a config's wrapped base64 in JSON, base64 of gzip with
-//!   `\/`, base64 of gzip wrapped in JSON), 5 gave the key back on 8a073d7. The spread
-//!   view now reads JSON's short escapes (`\/`, `\\`, `\"`, `\n`, `\r`, `\t`: built where
-//!   a `\/` or an escaped line break after base64 text is), and a packed run reads its
-//!   base64 characters escaped as JSON (`\/`, `\u002b`…), as percent-escapes (`%2B`,
-//!   `%2F`, `%3D`) or as HTML references (`&#43;`, `&#x2F;`…) and its line breaks
-//!   escaped as JSON: 0 of 5
+//!   credential's base64 with `\/`, a config's wrapped base64 in JSON, base64 of gzip
+//!   with `\/`, base64 of gzip wrapped in JSON, the key cut every 8 characters in JSON), 6
+//!   gave the key back on 8a073d7. The spread view now reads JSON's short escapes (`\/`,
+//!   `\\`, `\"`, `\n`, `\r`, `\t`; built where a `\/` is, or a `\n` after a line of
+//!   base64 or between two narrow lines of one width), and a packed run reads its base64
+//!   characters escaped as JSON (`\/`, `\u002b`…), as percent-escapes (`%2B`, `%2F`,
+//!   `%3D`) or as HTML references (`&#43;`, `&#x2F;`…), its line breaks escaped as JSON,
+//!   and starts after a `=` too (`?r=H4sI…`): 0 of 6
 //!   ([`another_tenants_key_in_json_escaped_base64_never_comes_back`]).
+//! - a key in wrapped base64 (a form cut by a line break: YAML's block scalar of
+//!   `base64.encodebytes`, 76 columns) was redacted by the scrub, which joins the lines,
+//!   but the searches that ask which values a buffer holds read no joined lines: the
+//!   reflection detector raised no `response_unheld` for it (nor for the forms above
+//!   once redacted), and a guess sent that way was not one the request carried. The
+//!   redaction alone told a caller that a guess of its, echoed wrapped, was a live key,
+//!   and its account was never rotated. On 8a073d7, 0 of the 7 forms' accounts (the
+//!   plain control's was) were signalled; now 7 of 7 (`scrub::any_view`: the
+//!   searches read the buffer and its escapes' view with wrapped base64 joined too).
 //!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
@@ -41,8 +52,11 @@ const API: &str = "api.provider.test";
 /// `base64.encodebytes`'d, in a JSON string: its line breaks as `\n`), `b64gzip_php`
 /// (base64 of gzip, as Helm stores a release, written by PHP) and
 /// `b64gzip_wrapped_json` (the same `encodebytes`'d, in a JSON string) and `fold_json`
-/// (the key itself cut every 8 characters, as `fold -w 8` does, in a JSON string).
-const FORMS: [&str; 7] = [
+/// (the key itself cut every 8 characters, as `fold -w 8` does, in a JSON string); and
+/// `b64_wrapped_raw` (the config's wrapped base64 with its line breaks raw, in YAML: a
+/// live form across a break, which the scrub redacted before, and which is here for
+/// the reflection detector).
+const FORMS: [&str; 8] = [
     "b64_plain",
     "b64_php",
     "basic_php",
@@ -50,6 +64,7 @@ const FORMS: [&str; 7] = [
     "b64gzip_php",
     "b64gzip_wrapped_json",
     "fold_json",
+    "b64_wrapped_raw",
 ];
 
 /// The provider's API: `/other/F/N` answers `{"blob": …}` with `victims[N]` (another
@@ -83,6 +98,7 @@ class H(TlsHandler):
             "b64_wrapped_json": json.dumps({"blob": base64.encodebytes(config).decode()}),
             "b64gzip_php": php({"blob": b64gz}),
             "b64gzip_wrapped_json": json.dumps({"blob": base64.encodebytes(gz).decode()}),
+            "b64_wrapped_raw": "blob: |\n  " + base64.encodebytes(config).decode().replace("\n", "\n  "),
             "fold_json": json.dumps({"blob": "\n".join(k[i:i + 8] for i in range(0, len(k), 8))}),
         }
         body = forms[f].encode()
@@ -102,6 +118,8 @@ fn attacker_script() -> String {
         r#"
 import base64, gzip
 def decode(f, body):
+    if f == "b64_wrapped_raw":
+        return base64.b64decode(body.split("|", 1)[1]).decode("latin-1")
     t = json.loads(body)["blob"]
     if f == "fold_json":
         return t.replace("\n", "")
@@ -159,8 +177,23 @@ fn another_tenants_key_in_json_escaped_base64_never_comes_back() {
     }
     let tried = &FORMS[1..];
     let escaped_back: Vec<&str> = back.iter().copied().filter(|f| tried.contains(f)).collect();
+    // The accounts whose key an answer showed and the request did not carry.
+    let signalled: Vec<String> = w
+        .env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "detector" && r["seen"] == "response_unheld")
+        .map(|r| r["account"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let unsignalled: Vec<&str> = FORMS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !signalled.contains(&format!("a{i}")))
+        .map(|(_, f)| *f)
+        .collect();
     println!(
-        "figure: JSON-escaped forms that gave another tenant's key back: {} of {} {escaped_back:?} ({})",
+        "figure: forms (the control aside) that gave another tenant's key back: {} of {} {escaped_back:?} ({}); \
+         forms whose key was not signalled response_unheld: {unsignalled:?}",
         escaped_back.len(),
         tried.len(),
         outcomes.join(", ")
@@ -174,4 +207,8 @@ fn another_tenants_key_in_json_escaped_base64_never_comes_back() {
         "control: the plain base64 form was not redacted: {outcomes:?}"
     );
     assert!(back.is_empty(), "another tenant's key came back: {back:?}");
+    assert!(
+        unsignalled.is_empty(),
+        "keys shown (redacted) and not signalled: {unsignalled:?}"
+    );
 }
