@@ -34,6 +34,20 @@
 //!   plain control's was) were signalled; now 7 of 7 (`scrub::any_view`: the
 //!   searches read the buffer and its escapes' view with wrapped base64 joined too).
 //!
+//! Still open (the test is ignored; it fails on 8a073d7 and now):
+//! - uuencode (`binascii.b2a_uu`) inside a JSON string: its line break is `\n` there and
+//!   its `"` and `\` are escaped, so the packed view, which reads raw lines, finds no
+//!   uuencoded line (1 of 1 gave the key back, unsignalled). The fix would run the packed
+//!   view over the spread view too (which now decodes those escapes), built where a `\n`
+//!   ends a line that reads as uuencode once unescaped
+//!   ([`another_tenants_key_uuencoded_in_a_json_string_never_comes_back`]).
+//!
+//! Held, read in the code (not tested here): a base64 `=` JSON-escaped as `\u003d`
+//! (Gson's HTML-safe writer) or any character `\u`-escaped is read by the spread view's
+//! `\u`; a header value passes the same packed and spread cuts as the body
+//! (`requests::AnswerScrub::run`); the request search and the reflection detector read
+//! the same views as the scrub now (`scrub::any_view`).
+//!
 //! Everything lives on `lo` in the test's own network namespace; dnsmasq answers the
 //! test names; the upstream is a Python HTTPS server started by the test.
 
@@ -67,10 +81,14 @@ const FORMS: [&str; 8] = [
     "b64_wrapped_raw",
 ];
 
+/// Forms not read yet (the test that asks for them is ignored): `uu_json`
+/// (`binascii.b2a_uu` of the key in a JSON string).
+const OPEN: [&str; 1] = ["uu_json"];
+
 /// The provider's API: `/other/F/N` answers `{"blob": …}` with `victims[N]` (another
 /// tenant's key, which the provider holds) inside, in form `F`.
 const ECHO_PY: &str = r##"
-import base64, gzip, random
+import base64, binascii, gzip, random
 def php(doc):
     return json.dumps(doc).replace("/", "\\/")
 def gz_with_early_slash(payload):
@@ -99,6 +117,7 @@ class H(TlsHandler):
             "b64gzip_php": php({"blob": b64gz}),
             "b64gzip_wrapped_json": json.dumps({"blob": base64.encodebytes(gz).decode()}),
             "b64_wrapped_raw": "blob: |\n  " + base64.encodebytes(config).decode().replace("\n", "\n  "),
+            "uu_json": json.dumps({"blob": binascii.b2a_uu(kb).decode()}),
             "fold_json": json.dumps({"blob": "\n".join(k[i:i + 8] for i in range(0, len(k), 8))}),
         }
         body = forms[f].encode()
@@ -113,16 +132,19 @@ class H(TlsHandler):
 /// handle to `/other/F/i`, the answer's `blob` decoded as its form says (nothing when it
 /// does not decode): `{F: [status or error code, decoded, whether the body holds a
 /// marker]}`.
-fn attacker_script() -> String {
+fn attacker_script(forms: &[&str]) -> String {
+    let all = all_forms();
     format!(
         r#"
-import base64, gzip
+import base64, binascii, gzip
 def decode(f, body):
     if f == "b64_wrapped_raw":
         return base64.b64decode(body.split("|", 1)[1]).decode("latin-1")
     t = json.loads(body)["blob"]
     if f == "fold_json":
         return t.replace("\n", "")
+    if f == "uu_json":
+        return binascii.a2b_uu(t).decode("latin-1")
     if f == "basic_php":
         t = t.split(" ", 1)[1]
     raw = base64.b64decode(t)
@@ -131,7 +153,8 @@ def decode(f, body):
     return raw.decode("latin-1")
 out = {{}}
 h = hb.handle("p", "bot")["handle"]
-for i, f in enumerate({FORMS:?}):
+for f in {forms:?}:
+    i = {all:?}.index(f)
     r = attempt(lambda: hb.request("GET", "https://{API}/other/%s/%d" % (f, i), handle=h))
     try:
         decoded = decode(f, r["body"]) if r.get("status") == 200 else ""
@@ -152,31 +175,40 @@ fn victim(i: usize) -> String {
     format!("vk{i:02}?{:016x}?{:016X}?z", bits >> 64, bits as u64)
 }
 
-/// Another tenant's key, in base64 text that a JSON writer escaped (PHP's `\/`, a wrapped
-/// run's `\n`), alone or as a gzip stream's base64, in an answer to the attacker's own
-/// call, never comes back decodable.
-#[test]
-fn another_tenants_key_in_json_escaped_base64_never_comes_back() {
-    let victims: Vec<String> = (0..FORMS.len()).map(victim).collect();
+/// [`FORMS`] and [`OPEN`]: the other tenant has a key per form, `victim(i)` for the `i`th.
+fn all_forms() -> Vec<&'static str> {
+    FORMS.iter().chain(&OPEN).copied().collect()
+}
+
+/// Runs the attack in a world of its own (`name`): the other tenant takes handles for
+/// its keys, the attacker asks for each of `forms`; prints the forms whose decoded
+/// answer holds the other tenant's key and those whose account no `response_unheld`
+/// signal named, and asserts there are none.
+fn assert_never_given_back(name: &str, dns_port: u16, forms: &[&str]) {
+    let all = all_forms();
+    let victims: Vec<String> = (0..all.len()).map(victim).collect();
     let w = EchoTenants::start(
-        "review42-json-b64",
-        DNS_PORT,
+        name,
+        dns_port,
         API,
         ECHO_PY,
         &[("bot", "own-5d0b2e4f6a8c1e3d5f7a9b0c2d4e6f8a")],
         &victims,
     );
-    let got = nobody_broker_client(&w.env, "web", &attacker_script(), &[]);
+    let got = nobody_broker_client(&w.env, "web", &attacker_script(forms), &[]);
+    let index = |f: &str| all.iter().position(|g| *g == f).expect("a form");
     let mut back = Vec::new();
     let mut outcomes = Vec::new();
-    for (i, f) in FORMS.iter().enumerate() {
-        if got[f][1].as_str().unwrap_or_default().contains(&victim(i)) {
+    for f in forms {
+        if got[f][1]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&victim(index(f)))
+        {
             back.push(*f);
         }
         outcomes.push(format!("{f}: {} marker {}", got[f][0], got[f][2]));
     }
-    let tried = &FORMS[1..];
-    let escaped_back: Vec<&str> = back.iter().copied().filter(|f| tried.contains(f)).collect();
     // The accounts whose key an answer showed and the request did not carry.
     let signalled: Vec<String> = w
         .env
@@ -185,30 +217,55 @@ fn another_tenants_key_in_json_escaped_base64_never_comes_back() {
         .filter(|r| r["kind"] == "detector" && r["seen"] == "response_unheld")
         .map(|r| r["account"].as_str().unwrap_or_default().to_owned())
         .collect();
-    let unsignalled: Vec<&str> = FORMS
+    let unsignalled: Vec<&str> = forms
         .iter()
-        .enumerate()
-        .filter(|(i, _)| !signalled.contains(&format!("a{i}")))
-        .map(|(_, f)| *f)
+        .copied()
+        .filter(|f| !signalled.contains(&format!("a{}", index(f))))
         .collect();
+    let tried: Vec<&str> = forms
+        .iter()
+        .copied()
+        .filter(|f| *f != "b64_plain")
+        .collect();
+    let tried_back: Vec<&str> = back.iter().copied().filter(|f| tried.contains(f)).collect();
     println!(
-        "figure: forms (the control aside) that gave another tenant's key back: {} of {} {escaped_back:?} ({}); \
-         forms whose key was not signalled response_unheld: {unsignalled:?}",
-        escaped_back.len(),
+        "figure: forms (the control aside) that gave another tenant's key back: {} of {} \
+         {tried_back:?} ({}); forms whose key was not signalled response_unheld: {unsignalled:?}",
+        tried_back.len(),
         tried.len(),
         outcomes.join(", ")
     );
-    assert_eq!(
-        got["b64_plain"][0], 200,
-        "control: the plain form was not answered: {outcomes:?}"
+    assert!(
+        forms.iter().all(|f| got[f][0] == 200),
+        "control: a form was not answered: {outcomes:?}"
     );
-    assert_eq!(
-        got["b64_plain"][2], true,
-        "control: the plain base64 form was not redacted: {outcomes:?}"
-    );
+    if forms.contains(&"b64_plain") {
+        assert_eq!(
+            got["b64_plain"][2], true,
+            "control: the plain base64 form was not redacted: {outcomes:?}"
+        );
+    }
     assert!(back.is_empty(), "another tenant's key came back: {back:?}");
     assert!(
         unsignalled.is_empty(),
         "keys shown (redacted) and not signalled: {unsignalled:?}"
     );
+}
+
+/// Another tenant's key, in base64 text that a JSON writer escaped (PHP's `\/`, a wrapped
+/// run's `\n`), alone or as a gzip stream's base64, or cut every few characters in a
+/// JSON string, or in raw wrapped base64, in an answer to the attacker's own call, never
+/// comes back decodable, and its account is signalled.
+#[test]
+fn another_tenants_key_in_json_escaped_base64_never_comes_back() {
+    assert_never_given_back("review42-json-b64", DNS_PORT, &FORMS);
+}
+
+/// Another tenant's key uuencoded (`binascii.b2a_uu`) in a JSON string: the uuencoded
+/// line's break is `\n` there, and its `"` and `\` characters are escaped, so the packed
+/// view (which reads lines of raw text) finds no uuencoded line.
+#[test]
+#[ignore = "open: uuencode inside a JSON string is not read by the packed view"]
+fn another_tenants_key_uuencoded_in_a_json_string_never_comes_back() {
+    assert_never_given_back("review42-uu-json", DNS_PORT + 1, &OPEN);
 }
