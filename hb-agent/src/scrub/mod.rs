@@ -83,12 +83,12 @@ pub struct VisibleValues(Option<LiveSet>);
 
 impl VisibleValues {
     /// Whether `input` holds a form of one of the values, or does once its NUL bytes
-    /// are dropped and its escapes decoded (see [`Squeezed`]).
+    /// are dropped and its escapes decoded (see [`Squeezed`]) or its wrapped base64
+    /// joined (see [`any_view`]).
     pub fn contains(&self, input: &[u8]) -> bool {
-        self.0.as_ref().is_some_and(|live| {
-            live.next_hit(input, 0).is_some()
-                || Squeezed::of(input).is_some_and(|sq| live.next_hit(sq.bytes(), 0).is_some())
-        })
+        self.0
+            .as_ref()
+            .is_some_and(|live| any_view(input, |text| live.next_hit(text, 0).is_some()))
     }
 }
 
@@ -591,14 +591,28 @@ impl Scrubber {
     }
 }
 
-/// The ids of the values of `live` that `input` holds a form of, plainly or in its
-/// [`Squeezed`] view.
+/// The ids of the values of `live` that `input` holds a form of, plainly or in one of
+/// its views (see [`any_view`]).
 fn ids_in_views(live: &LiveSet, input: &[u8]) -> HashSet<u64> {
-    let mut found = live.ids_in(input);
-    if let Some(sq) = Squeezed::of(input) {
-        found.extend(live.ids_in(sq.bytes()));
-    }
+    let mut found = HashSet::new();
+    any_view(input, |text| {
+        found.extend(live.ids_in(text));
+        false
+    });
     found
+}
+
+/// Whether `f` says yes to `input` or to one of the views a search for the values a
+/// buffer holds reads: its [`Squeezed`] view, and each of the two with the breaks of
+/// wrapped base64 dropped (`wrapped::joined`; a scrub finds a form across such a break
+/// where it is, a search that only asks whose values are there reads them joined). So
+/// whatever a scrub redacts is found by the searches too: the reflection detector's
+/// (`response_unheld`) and the request's (what it carried). Stops at the first yes.
+fn any_view(input: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> bool {
+    let squeezed = Squeezed::of(input);
+    std::iter::once(input)
+        .chain(squeezed.as_ref().map(Squeezed::bytes))
+        .any(|text| f(text) || wrapped::joined(text).is_some_and(|joined| f(&joined)))
 }
 
 fn check_label(label: &'static str) -> Result<(), ScrubError> {

@@ -7,6 +7,12 @@
 //! whole, and a run that holds a live value is redacted whole (there is no way back
 //! from an inflated byte to the base64 that spells it).
 //!
+//! A run is read as its writer's reader reads it: its base64 characters raw or escaped
+//! (PHP's `json_encode` writes every `/` as `\/`; `\u002b`, `%2B`, `&#43;`…) and its
+//! line breaks raw or as a JSON string writes them (`\n`): a gzip stream's base64
+//! holds a `/` or a `+` every 30 characters or so, and a run that ended at the first
+//! escaped one would inflate to what came before the value.
+//!
 //! Bounds (decompression bombs): a run inflates to at most [`RUN_CAP`] bytes, and to at
 //! most [`MAX_RATIO`] times its decoded size once past [`RATIO_FLOOR`]; all runs of one
 //! buffer to at most [`BUFFER_CAP`]; and each decoded piece is taken only once the
@@ -92,14 +98,77 @@ fn is_b64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=')
 }
 
+/// One piece of a packed run's text.
+enum Unit {
+    /// A base64 or base64url character (or padding).
+    Char(u8),
+    /// A line break of a wrapped run.
+    Break,
+}
+
+/// The [`Unit`] `text` starts with and its length: a base64 character, raw or escaped
+/// as a JSON writer (`\/`, PHP's `json_encode` writes every `/` so; `\u002b`), a URL
+/// (`%2B`, `%2F`, `%3D`, any case) or HTML (`&#43;`, `&#x2f;`, `;` optional) escapes it;
+/// or a line break, raw (`\n`, `\r\n`) or as a JSON string writes it (`\n`, `\r\n`).
+/// A decoder reading the text as what it is (`json.loads`, `unquote`,
+/// `html.unescape`) then `b64decode` gets the run's bytes whole.
+fn unit(text: &[u8]) -> Option<(Unit, usize)> {
+    let escaped = |code: u32, len: usize| {
+        u8::try_from(code)
+            .ok()
+            .filter(|b| matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+            .map(|b| (Unit::Char(b), len))
+    };
+    let hex = |digits: &[u8]| {
+        std::str::from_utf8(digits)
+            .ok()
+            .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|d| u32::from_str_radix(d, 16).ok())
+    };
+    match text {
+        [b, ..] if is_b64(*b) => Some((Unit::Char(*b), 1)),
+        [b'\n', ..] => Some((Unit::Break, 1)),
+        [b'\r', b'\n', ..] => Some((Unit::Break, 2)),
+        [b'\\', b'n', ..] => Some((Unit::Break, 2)),
+        [b'\\', b'r', b'\\', b'n', ..] => Some((Unit::Break, 4)),
+        [b'\\', b'/', ..] => Some((Unit::Char(b'/'), 2)),
+        [b'\\', b'u', d @ ..] => escaped(hex(d.get(..4)?)?, 6),
+        [b'%', d @ ..] => escaped(hex(d.get(..2)?)?, 3),
+        [b'&', b'#', rest @ ..] => {
+            let (radix, digits) = match rest {
+                [b'x' | b'X', digits @ ..] => (16, digits),
+                _ => (10, rest),
+            };
+            let n = digits
+                .iter()
+                .take(8)
+                .position(|b| !b.is_ascii_hexdigit() || (radix == 10 && !b.is_ascii_digit()))
+                .filter(|&n| n > 0)?;
+            let code = u32::from_str_radix(std::str::from_utf8(&digits[..n]).ok()?, radix).ok()?;
+            let end = n + usize::from(digits.get(n) == Some(&b';'));
+            escaped(code, text.len() - digits.len() + end)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `text` starts with a base64 character, raw or escaped (see [`unit`]).
+fn starts_char(text: &[u8]) -> bool {
+    matches!(unit(text), Some((Unit::Char(_), _)))
+}
+
 /// The spans of base64 runs that start a gzip stream (or spell the base64 of one):
-/// from a lead of [`GZIP_LEADS`] not inside a longer base64 word, over base64
-/// characters and the line breaks of a wrapped run (a break followed by more base64).
+/// from a lead of [`GZIP_LEADS`] not inside a longer base64 word (after a `=`, a query's
+/// or padding's, and at a line's start after a JSON `\n` too), over base64 characters, raw or escaped, and the line breaks
+/// of a wrapped run (a break followed by more base64): see [`unit`].
 fn gzip_runs(input: &[u8]) -> Vec<Range<usize>> {
     let mut starts: Vec<usize> = GZIP_LEADS
         .iter()
         .flat_map(|lead| memchr::memmem::find_iter(input, lead))
-        .filter(|&i| i == 0 || !is_b64(input[i - 1]))
+        .filter(|&i| {
+            // Padding ends a run: a lead after `=` starts one (`?release=H4sI…`).
+            i == 0 || !is_b64(input[i - 1]) || input[i - 1] == b'=' || input[..i].ends_with(br"\n")
+        })
         .collect();
     starts.sort_unstable();
     let mut spans: Vec<Range<usize>> = Vec::new();
@@ -108,35 +177,39 @@ fn gzip_runs(input: &[u8]) -> Vec<Range<usize>> {
             continue;
         }
         let mut end = start;
-        loop {
-            while end < input.len() && is_b64(input[end]) {
-                end += 1;
-            }
-            let after = match input[end..] {
-                [b'\r', b'\n', ..] => end + 2,
-                [b'\n', ..] => end + 1,
-                _ => break,
-            };
-            if after < input.len() && is_b64(input[after]) {
-                end = after;
-            } else {
+        while let Some((piece, len)) = unit(&input[end..]) {
+            if matches!(piece, Unit::Break) && !starts_char(&input[end + len..]) {
                 break;
             }
+            end += len;
         }
         spans.push(start..end);
     }
     spans
 }
 
-/// The bytes base64 or base64url `text` spells (line breaks and padding dropped, a
-/// truncated tail decoded as far as it goes), as Python's lenient `b64decode` reads it.
+/// The bytes base64 or base64url `text` spells (its characters raw or escaped, line
+/// breaks and padding dropped, a truncated tail decoded as far as it goes), as Python's
+/// lenient `b64decode` reads it once the text is unescaped.
 fn b64_decode(text: &[u8]) -> Vec<u8> {
-    let mut clean: Vec<u8> = text
-        .iter()
-        .filter_map(|&b| match b {
+    let mut chars = Vec::with_capacity(text.len());
+    let mut at = 0;
+    while at < text.len() {
+        match unit(&text[at..]) {
+            Some((Unit::Char(b), len)) => {
+                chars.push(b);
+                at += len;
+            }
+            Some((Unit::Break, len)) => at += len,
+            None => at += 1,
+        }
+    }
+    let mut clean: Vec<u8> = chars
+        .into_iter()
+        .filter_map(|b| match b {
             b'-' => Some(b'+'),
             b'_' => Some(b'/'),
-            b'=' | b'\r' | b'\n' => None,
+            b'=' => None,
             b => Some(b),
         })
         .collect();
@@ -369,6 +442,73 @@ mod tests {
             assert_eq!(runs.len(), 1, "{text}");
             assert_eq!(runs[0].span, 0..text.len());
             assert_eq!(runs[0].bytes, data);
+        }
+    }
+
+    #[test]
+    fn a_run_escaped_as_json_a_url_or_html_writes_it_inflates_whole() {
+        // Incompressible bytes before the value: the stream's base64 holds a `/` and a
+        // `+` well before the value's bytes, so a run that ended at either would not
+        // hold it.
+        let filler: Vec<u8> = (0..600u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let data = [&filler[..], VALUE].concat();
+        let plain = b64(&gzip(&data));
+        assert!(plain[..400].contains('/') && plain[..400].contains('+'));
+        // `base64.encodebytes` in a JSON string: 76 columns, each line ended by `\n`.
+        let mime: String = plain
+            .as_bytes()
+            .chunks(76)
+            .map(|l| format!("{}\\n", std::str::from_utf8(l).expect("ascii")))
+            .collect();
+        for (what, text) in [
+            ("php", format!(r#"{{"r":"{}"}}"#, plain.replace('/', r"\/"))),
+            (
+                "json u",
+                format!(
+                    r#"{{"r":"{}"}}"#,
+                    plain.replace('+', r"\u002b").replace('/', r"\u002F")
+                ),
+            ),
+            (
+                "percent",
+                format!(
+                    "https://x.test/?r={}",
+                    plain
+                        .replace('+', "%2B")
+                        .replace('/', "%2f")
+                        .replace('=', "%3D")
+                ),
+            ),
+            (
+                "html",
+                format!(
+                    "<p>{}</p>",
+                    plain.replace('+', "&#43;").replace('/', "&#x2F;")
+                ),
+            ),
+            ("json wrapped", format!(r#"{{"r":"{mime}"}}"#)),
+            (
+                "json wrapped crlf",
+                format!(r#"{{"r":"{}"}}"#, mime.replace(r"\n", r"\r\n")),
+            ),
+            ("after a json break", format!(r#"{{"r":"chart\n{plain}"}}"#)),
+        ] {
+            let runs = runs(text.as_bytes(), &mut all_room());
+            assert_eq!(runs.len(), 1, "{what}");
+            assert_eq!(runs[0].bytes, data, "{what}");
+            let cut = cut_packed(text.as_bytes(), &mut all_room(), |b| {
+                memchr::memmem::find(b, VALUE).is_some()
+            })
+            .expect(what);
+            let cut = String::from_utf8(cut).expect("text");
+            assert!(cut.contains("[REDACTED:live_secret]"), "{what}: {cut}");
+            assert!(!cut.contains(&plain[..40]), "{what}: {cut}");
+            assert!(
+                cut.ends_with(r#""}"#) || cut.ends_with("</p>") || cut.ends_with("]"),
+                "{what}: {cut}"
+            );
         }
     }
 

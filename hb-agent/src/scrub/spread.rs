@@ -12,6 +12,14 @@
 //! a key that way. Only there: elsewhere `=` and two hex digits are ordinary text (a
 //! query's `key=3d…`), and reading them as an escape would break a value spelled plainly.
 //!
+//! Also JSON's short escapes: PHP's `json_encode` writes every `/` as `\/`, so a
+//! value's base64 holding a `/` is no form there; and any JSON writer writes the line
+//! breaks of wrapped text as `\n`, so base64 wrapped at 76 columns or a value cut every
+//! few characters, inside a JSON string, is one line of text whose breaks no wrap scan
+//! reads. Read where the buffer holds a `\/` or such a `\n` ([`has_json_wrap_or_slash`]),
+//! the view's `/` and line breaks are the text's own, and the scrub of the view joins
+//! the wrapped lines (the wrapped-base64 scan, and [`fold_breaks`] in the next layer).
+//!
 //! Also characters that take no room (zero-width space, joiners, word joiner, BOM, soft
 //! hyphen: [`INVISIBLE`]) put between a value's characters, raw or escaped; and line
 //! breaks of a hard wrap at a narrow width (`fold -w 4`: runs of lines of one width up
@@ -30,15 +38,18 @@
 //!
 //! Owns: the NUL-free, unescaped, unwrapped view of one buffer and the way back to the
 //! buffer's bytes.
-//! Must never: be built for a buffer with no NUL byte, no `\u`, no `&#`, no invisible
-//! character, no run of narrow lines of one width, no declaration of quoted-printable,
+//! Must never: be built for a buffer with no NUL byte, no `\u`, no `\/`, no `&#`, no
+//! invisible character, no run of narrow lines of one width (raw or with `\n` breaks),
+//! no `\n` after a line of base64, no declaration of quoted-printable,
 //! no `%XX` of an unreserved character and no named reference of [`NAMED`] past the
-//! ones templates write (the hot path pays three `memchr`s, five `memmem`s, a `memchr3`
+//! ones templates write (the hot path pays three `memchr`s, seven `memmem`s, a `memchr3`
 //! for the invisible characters' lead bytes, a `memchr` step per line and one per `%`
-//! and `&` for it), or outlive the scrub
+//! and `&` and `\n` for it), or outlive the scrub
 //! that made it (it holds what the buffer holds).
 
 use std::ops::Range;
+
+use super::wrapped;
 
 /// A buffer without its NUL bytes and `\u0000` escapes, its other escapes decoded,
 /// and where each byte left came from.
@@ -143,7 +154,8 @@ const QP_NAMES: [&[u8]; 3] = [
 
 impl Squeezed {
     /// The view of `input`; `None` when it holds no NUL byte, no `\u`, no `&#`, no
-    /// invisible character, no narrow hard wrap, no declaration of quoted-printable, no
+    /// invisible character, no narrow hard wrap, no `\/` nor `\n` of wrapped text
+    /// ([`has_json_wrap_or_slash`]), no declaration of quoted-printable, no
     /// `%XX` of an unreserved character and no named reference templates do not write
     /// (nothing is spread out, escaped or cut there) or is over 4 GiB. A view costs a
     /// pass over the buffer, and one over each layer's bytes while the layer before
@@ -194,6 +206,7 @@ impl Squeezed {
             && memchr::memmem::find(input, br"\u").is_none()
             && memchr::memmem::find(input, b"&#").is_none()
             && !has_invisible(input)
+            && !has_json_wrap_or_slash(input)
         {
             return None;
         }
@@ -255,15 +268,13 @@ impl Squeezed {
 /// named reference of one ([`NAMED`]), and when `reads.qp`
 /// a quoted-printable soft line break (`=` CRLF or LF, also as a JSON string writes
 /// them, `\r\n` or `\n`: NUL, dropped as the view drops NULs) or `=XX` of a printable
-/// ASCII character. `None` when `text` does not start
-/// with a well-formed one (a lone surrogate included).
+/// ASCII character; and JSON's short escapes (`\/`, `\\`, `\"`, `\n`, `\r`, `\t`).
+/// `None` when `text` does not start with a well-formed one (a lone surrogate
+/// included).
 fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
     let qp = reads.qp;
     match text {
         [b'%', h, l, ..] if reads.percent => printable_hex(*h, *l).map(|c| (c, 3)),
-        // JSON inside a JSON string: its escapes' `\` escaped in turn (the next layer
-        // reads the `\u`).
-        [b'\\', b'\\', b'u', ..] => Some(('\\', 2)),
         [b'=', b'\r', b'\n', ..] if qp => Some(('\0', 3)),
         [b'=', b'\n', ..] if qp => Some(('\0', 2)),
         // The same inside a JSON string (an API's answer holding the raw message).
@@ -311,8 +322,54 @@ fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
             Some((char::from_u32(code)?, text.len() - digits.len() + end))
         }
         [b'&', rest @ ..] if reads.named => named(rest, &NAMED).map(|(c, n)| (c, n + 1)),
+        // JSON's short escapes: PHP's `json_encode` writes every `/` as `\/` (in base64
+        // too), any JSON writer a line break of wrapped text as `\n`; JSON inside a JSON
+        // string has its escapes' `\` escaped in turn (the next layer reads them).
+        [b'\\', b'\\', ..] => Some(('\\', 2)),
+        [b'\\', b'/', ..] => Some(('/', 2)),
+        [b'\\', b'"', ..] => Some(('"', 2)),
+        [b'\\', b'n', ..] => Some(('\n', 2)),
+        [b'\\', b'r', ..] => Some(('\r', 2)),
+        [b'\\', b't', ..] => Some(('\t', 2)),
         _ => None,
     }
+}
+
+/// Whether `input` holds text a JSON writer escaped so that no form matches it: a `\/`
+/// (PHP's `json_encode` writes every `/` so, a value's base64 included), or a line
+/// break escaped as `\n` inside wrapped text (after a line of [`wrapped::MIN_LINE`]
+/// base64 characters, as `base64.encodebytes` wraps at 76 columns; or between two
+/// lines of one narrow width with no blank, a value cut every few characters, see
+/// [`fold_breaks`]). A `memmem` for `\/` and a step per `\n`.
+fn has_json_wrap_or_slash(input: &[u8]) -> bool {
+    if memchr::memmem::find(input, br"\/").is_some() {
+        return true;
+    }
+    // The width of the narrow line before the last escaped break (0: none).
+    let mut last_piece = 0;
+    let mut line_start = 0;
+    memchr::memmem::find_iter(input, br"\n").any(|i| {
+        let line = input[line_start..i]
+            .strip_suffix(br"\r")
+            .unwrap_or(&input[line_start..i]);
+        line_start = i + 2;
+        let base64_line = line.len() >= wrapped::MIN_LINE
+            && line[line.len() - wrapped::MIN_LINE..]
+                .iter()
+                .all(|&b| wrapped::is_base64(b));
+        let piece = if line.len() <= MAX_FOLD
+            && !line
+                .iter()
+                .any(|&b| matches!(b, b' ' | b'\t' | b'"' | b'\\'))
+        {
+            line.len()
+        } else {
+            0
+        };
+        let narrow_pair = piece > 0 && piece == last_piece;
+        last_piece = piece;
+        base64_line || narrow_pair
+    })
 }
 
 /// The printable ASCII character (or tab) two hex digits spell, if they do.
@@ -885,6 +942,84 @@ mod tests {
             .map(|c| std::str::from_utf8(c).expect("ascii"))
             .collect::<Vec<_>>()
             .join(eol)
+    }
+
+    #[test]
+    fn base64_and_wraps_a_json_writer_escaped_are_cut() {
+        use base64::Engine as _;
+        // A value whose base64 holds a `/` at each of the three byte offsets.
+        const SLASHED: &str = "vk07?1c9e4a2b7d3f5e60?8A2C4E6F1B3D5A7C?z";
+        let scrubber = Scrubber::new();
+        scrubber
+            .register("live_secret", &Secret::new(SLASHED.as_bytes().to_vec()))
+            .expect("registered");
+        let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
+        let php = |text: &str| text.replace('/', r"\/");
+        // `base64.encodebytes`: 76 columns, each line ended.
+        let mime = |data: &[u8]| {
+            b64(data)
+                .as_bytes()
+                .chunks(76)
+                .map(|l| format!("{}\\n", std::str::from_utf8(l).expect("ascii")))
+                .collect::<String>()
+        };
+        let config = format!("# ci runner settings, generated\npassword={SLASHED}\n");
+        let pieces: Vec<&str> = (0..SLASHED.len())
+            .step_by(8)
+            .map(|i| &SLASHED[i..(i + 8).min(SLASHED.len())])
+            .collect();
+        for (what, body) in [
+            (
+                "php base64",
+                format!(r#"{{"blob":"{}"}}"#, php(&b64(SLASHED.as_bytes()))),
+            ),
+            (
+                "php basic",
+                format!(
+                    r#"{{"stored":"Basic {}"}}"#,
+                    php(&b64(format!("ci-bot:{SLASHED}").as_bytes()))
+                ),
+            ),
+            (
+                "json wrapped",
+                format!(r#"{{"blob":"{}"}}"#, mime(config.as_bytes())),
+            ),
+            (
+                "json wrapped crlf",
+                format!(
+                    r#"{{"blob":"{}"}}"#,
+                    mime(config.as_bytes()).replace(r"\n", r"\r\n")
+                ),
+            ),
+            (
+                "json fold",
+                format!(r#"{{"blob":"{}"}}"#, pieces.join(r"\n")),
+            ),
+        ] {
+            assert!(
+                scrubber.scrub(body.as_bytes()).redactions.is_empty(),
+                "{what}: a live form already"
+            );
+            let out = cut_live(&scrubber, Sees::All, body.as_bytes()).expect(what);
+            let out = String::from_utf8(out).expect("text");
+            assert!(out.contains("[REDACTED:live_secret]"), "{what}: {out}");
+            assert!(
+                out.starts_with(r#"{""#) && out.ends_with(r#""}"#),
+                "{what}: {out}"
+            );
+        }
+        // Prose with escaped line breaks, and a URL with escaped slashes holding no value,
+        // are left as they are.
+        for body in [
+            r#"{"text":"line one\nline two\n\nthe end"}"#,
+            r#"{"url":"https:\/\/example.com\/a\/b"}"#,
+        ] {
+            assert!(
+                cut_live(&scrubber, Sees::All, body.as_bytes()).is_none(),
+                "{body}"
+            );
+        }
+        assert!(Squeezed::of(br#"{"text":"line one\nline two\n\nthe end"}"#).is_none());
     }
 
     #[test]

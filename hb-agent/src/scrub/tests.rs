@@ -1333,3 +1333,38 @@ fn matching_visible_finds_live_values_in_any_form_and_names_whose_they_are() {
             .is_empty()
     );
 }
+
+/// A value in wrapped base64 (its form cut by a line break, raw or as a JSON string
+/// writes it) is found by the search for whose values a buffer holds, as the scrub
+/// redacts it: the reflection detector and the request search read what the scrub cuts.
+#[test]
+fn matching_finds_a_value_whose_base64_a_line_break_cuts() {
+    let s = Scrubber::new();
+    let value = b"key-w-0123456789abcdef0123456789";
+    let id = s
+        .register("live_secret", &Secret::new(value.to_vec()))
+        .expect("registered");
+    let mut config = b"# settings of the ci runner, generated\npassword=".to_vec();
+    config.extend_from_slice(value);
+    let b64 = STANDARD.encode(&config);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(40)
+        .map(|l| std::str::from_utf8(l).expect("ascii"))
+        .collect();
+    for (what, text) in [
+        ("raw", lines.join("\n")),
+        ("crlf, indented", lines.join("\r\n    ")),
+        ("json", format!(r#"{{"blob":"{}"}}"#, lines.join(r"\n"))),
+    ] {
+        assert!(
+            !s.scrub(text.as_bytes()).redactions.is_empty() || what == "json",
+            "{what}: the scrub cuts it"
+        );
+        assert_eq!(
+            s.matching(text.as_bytes(), Sees::All),
+            std::iter::once(id).collect(),
+            "{what}"
+        );
+    }
+}

@@ -89,6 +89,30 @@ fn eol(data: &[u8], at: usize, finished: bool) -> Eol {
     }
 }
 
+/// `input` with every break dropped (its line break and the indentation after it), so
+/// that a form cut by one is whole; `None` when it has none. For the searches that ask
+/// which values a buffer holds, not where (a scrub reports a form across a break where
+/// it is, see [`Wrapped::scan`]). A `memchr` step per line.
+pub(super) fn joined(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for nl in memchr::memchr_iter(b'\n', input) {
+        let brk = if nl > 0 && input[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if let Eol::Break(content) = eol(input, brk, true) {
+            out.extend_from_slice(&input[at..brk]);
+            at = content;
+        }
+    }
+    (at > 0).then(|| {
+        out.extend_from_slice(&input[at..]);
+        out
+    })
+}
+
 /// The scan's position and its reusable buffers.
 #[derive(Default)]
 pub(super) struct Wrapped {
