@@ -34,13 +34,14 @@
 //!   plain control's was) were signalled; now 7 of 7 (`scrub::any_view`: the
 //!   searches read the buffer and its escapes' view with wrapped base64 joined too).
 //!
-//! Still open (the test is ignored; it fails on 8a073d7 and now):
-//! - uuencode (`binascii.b2a_uu`) inside a JSON string: its line break is `\n` there and
-//!   its `"` and `\` are escaped, so the packed view, which reads raw lines, finds no
-//!   uuencoded line (1 of 1 gave the key back, unsignalled). The fix would run the packed
-//!   view over the spread view too (which now decodes those escapes), built where a `\n`
-//!   ends a line that reads as uuencode once unescaped
-//!   ([`another_tenants_key_uuencoded_in_a_json_string_never_comes_back`]).
+//! - uuencode (`binascii.b2a_uu`) where its line does not stand alone: inside a JSON
+//!   string (its line break is `\n` there, its `"` and `\` escaped) or indented in a
+//!   YAML block scalar. The packed view read only whole raw lines, so it found no
+//!   uuencoded line: on a7e4711, 2 of 2 gave the key back, unsignalled. A block's first
+//!   line is now read from its end back to where a writer starts one (the line's start,
+//!   its indentation, a `"`), and in a buffer holding a JSON `\n` the lines of its JSON
+//!   strings are read too, their escapes undone: 0 of 2
+//!   ([`another_tenants_key_uuencoded_in_json_or_yaml_never_comes_back`]).
 //!
 //! Held, read in the code (not tested here): a base64 `=` JSON-escaped as `\u003d`
 //! (Gson's HTML-safe writer) or any character `\u`-escaped is read by the spread view's
@@ -81,9 +82,10 @@ const FORMS: [&str; 8] = [
     "b64_wrapped_raw",
 ];
 
-/// Forms not read yet (the test that asks for them is ignored): `uu_json`
-/// (`binascii.b2a_uu` of the key in a JSON string).
-const OPEN: [&str; 1] = ["uu_json"];
+/// The key uuencoded (`binascii.b2a_uu`) where its line does not stand alone: `uu_json`
+/// (in a JSON string: its line break written `\n`, its `"` and `\` escaped) and
+/// `uu_yaml` (a YAML block scalar: the line indented).
+const UU: [&str; 2] = ["uu_json", "uu_yaml"];
 
 /// The provider's API: `/other/F/N` answers `{"blob": …}` with `victims[N]` (another
 /// tenant's key, which the provider holds) inside, in form `F`.
@@ -118,6 +120,7 @@ class H(TlsHandler):
             "b64gzip_wrapped_json": json.dumps({"blob": base64.encodebytes(gz).decode()}),
             "b64_wrapped_raw": "blob: |\n  " + base64.encodebytes(config).decode().replace("\n", "\n  "),
             "uu_json": json.dumps({"blob": binascii.b2a_uu(kb).decode()}),
+            "uu_yaml": "blob: |\n  " + binascii.b2a_uu(kb).decode(),
             "fold_json": json.dumps({"blob": "\n".join(k[i:i + 8] for i in range(0, len(k), 8))}),
         }
         body = forms[f].encode()
@@ -138,6 +141,8 @@ fn attacker_script(forms: &[&str]) -> String {
         r#"
 import base64, binascii, gzip
 def decode(f, body):
+    if f == "uu_yaml":
+        return binascii.a2b_uu(body.split("|", 1)[1].strip() + "\n").decode("latin-1")
     if f == "b64_wrapped_raw":
         return base64.b64decode(body.split("|", 1)[1]).decode("latin-1")
     t = json.loads(body)["blob"]
@@ -175,9 +180,9 @@ fn victim(i: usize) -> String {
     format!("vk{i:02}?{:016x}?{:016X}?z", bits >> 64, bits as u64)
 }
 
-/// [`FORMS`] and [`OPEN`]: the other tenant has a key per form, `victim(i)` for the `i`th.
+/// [`FORMS`] and [`UU`]: the other tenant has a key per form, `victim(i)` for the `i`th.
 fn all_forms() -> Vec<&'static str> {
-    FORMS.iter().chain(&OPEN).copied().collect()
+    FORMS.iter().chain(&UU).copied().collect()
 }
 
 /// Runs the attack in a world of its own (`name`): the other tenant takes handles for
@@ -261,11 +266,10 @@ fn another_tenants_key_in_json_escaped_base64_never_comes_back() {
     assert_never_given_back("review42-json-b64", DNS_PORT, &FORMS);
 }
 
-/// Another tenant's key uuencoded (`binascii.b2a_uu`) in a JSON string: the uuencoded
-/// line's break is `\n` there, and its `"` and `\` characters are escaped, so the packed
-/// view (which reads lines of raw text) finds no uuencoded line.
+/// Another tenant's key uuencoded (`binascii.b2a_uu`) in a JSON string (its line break
+/// written `\n`, its `"` and `\` escaped) or indented in a YAML block scalar, in an answer
+/// to the attacker's own call, never comes back decodable, and its account is signalled.
 #[test]
-#[ignore = "open: uuencode inside a JSON string is not read by the packed view"]
-fn another_tenants_key_uuencoded_in_a_json_string_never_comes_back() {
-    assert_never_given_back("review42-uu-json", DNS_PORT + 1, &OPEN);
+fn another_tenants_key_uuencoded_in_json_or_yaml_never_comes_back() {
+    assert_never_given_back("review42-uu-json", DNS_PORT + 1, &UU);
 }

@@ -77,8 +77,7 @@ pub fn runs(input: &[u8], room: Room<'_>) -> Vec<Packed> {
     for span in gzip_runs(input) {
         out.extend(inflate_run(input, span, &mut left, room));
     }
-    for span in uu_blocks(input) {
-        let bytes = uu_decode(&input[span.clone()]);
+    for (span, bytes) in uu_blocks(input) {
         if bytes.len() < super::MIN_SECRET_LEN {
             // No value fits (a stray line of capitals and punctuation).
             continue;
@@ -135,18 +134,8 @@ fn unit(text: &[u8]) -> Option<(Unit, usize)> {
         [b'\\', b'u', d @ ..] => escaped(hex(d.get(..4)?)?, 6),
         [b'%', d @ ..] => escaped(hex(d.get(..2)?)?, 3),
         [b'&', b'#', rest @ ..] => {
-            let (radix, digits) = match rest {
-                [b'x' | b'X', digits @ ..] => (16, digits),
-                _ => (10, rest),
-            };
-            let n = digits
-                .iter()
-                .take(8)
-                .position(|b| !b.is_ascii_hexdigit() || (radix == 10 && !b.is_ascii_digit()))
-                .filter(|&n| n > 0)?;
-            let code = u32::from_str_radix(std::str::from_utf8(&digits[..n]).ok()?, radix).ok()?;
-            let end = n + usize::from(digits.get(n) == Some(&b';'));
-            escaped(code, text.len() - digits.len() + end)
+            let (code, len) = super::spread::html_numeric(rest)?;
+            escaped(code, 2 + len)
         }
         _ => None,
     }
@@ -300,54 +289,205 @@ fn is_uu_line(line: &[u8]) -> bool {
         && body.iter().all(|b| (b' '..=b'`').contains(b))
 }
 
-/// The spans of blocks of consecutive uuencoded lines (a value may be cut by a line
-/// break), each from its first line's start to its last line's end.
-fn uu_blocks(input: &[u8]) -> Vec<Range<usize>> {
-    let mut blocks: Vec<Range<usize>> = Vec::new();
+/// The longest a uuencoded line is: its length character and 62 more (see [`is_uu_line`]).
+const UU_LINE_MAX: usize = 63;
+
+/// Where the uuencoded line that ends `line` starts, if one does: at the line's start or
+/// after its indentation (a YAML block scalar), or after a `"` (the first line of a JSON
+/// string, `{"blob": "M…`): where its writer puts one.
+fn uu_tail(line: &[u8]) -> Option<usize> {
+    let spelled = line
+        .iter()
+        .rev()
+        .take(UU_LINE_MAX)
+        .take_while(|b| (b' '..=b'`').contains(*b))
+        .count();
+    (line.len() - spelled..line.len()).find(|&p| {
+        let before = &line[..p];
+        (before.iter().all(|&b| b == b' ' || b == b'\t') || before.ends_with(b"\""))
+            && is_uu_line(&line[p..])
+    })
+}
+
+/// One line of text as its reader reads it, and where each of its bytes is in the
+/// buffer (`None`: at its own offset from `start`, the line being the buffer's bytes).
+struct Line<'a> {
+    text: std::borrow::Cow<'a, [u8]>,
+    from: Option<Vec<usize>>,
+    start: usize,
+    end: usize,
+}
+
+impl Line<'_> {
+    /// Where the line's byte `at` is in the buffer.
+    fn place(&self, at: usize) -> usize {
+        self.from.as_ref().map_or(self.start + at, |from| from[at])
+    }
+}
+
+/// The lines of `input` split at its raw line breaks (a `\r` before one dropped).
+fn raw_lines(input: &[u8]) -> impl Iterator<Item = Line<'_>> {
     let mut at = 0;
-    let mut joined = false;
-    while at < input.len() {
-        let end = memchr::memchr(b'\n', &input[at..]).map_or(input.len(), |i| at + i);
-        let line = input[at..end]
-            .strip_suffix(b"\r")
-            .unwrap_or(&input[at..end]);
-        if is_uu_line(line) {
-            match blocks.last_mut() {
-                Some(block) if joined => block.end = at + line.len(),
-                _ => blocks.push(at..at + line.len()),
-            }
-            joined = true;
-        } else {
-            joined = false;
+    std::iter::from_fn(move || {
+        (at < input.len()).then(|| {
+            let end = memchr::memchr(b'\n', &input[at..]).map_or(input.len(), |i| at + i);
+            let text = &input[at..end];
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            let line = Line {
+                text: text.into(),
+                from: None,
+                start: at,
+                end: at + text.len(),
+            };
+            at = end + 1;
+            line
+        })
+    })
+}
+
+/// The lines of `input` as the strings of a JSON document hold them: split at the `\n`
+/// a JSON writer puts for a line break (a `\r` escape before it dropped), JSON's short
+/// escapes and `\u` escapes of ASCII read (`\"`, `\\`, `\/`: a uuencoded line's `"`
+/// and `\` are escaped there). Only a line whose last bytes could spell an escaped
+/// uuencoded line is read (the others come back empty): a step back over at most twice
+/// [`UU_LINE_MAX`] bytes per `\n`, and a step per byte of the lines that could.
+fn json_lines(input: &[u8]) -> impl Iterator<Item = Line<'_>> {
+    let mut breaks = memchr::memmem::find_iter(input, br"\n").filter(|&i| {
+        // A `\` before it escaped in turn (`\\n`: a backslash, then `n`) is no break.
+        input[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    });
+    let mut at = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
         }
-        at = end + 1;
+        let (end, next) = match breaks.next() {
+            Some(i) => (i, i + 2),
+            None => {
+                done = true;
+                (input.len(), input.len())
+            }
+        };
+        let start = at;
+        at = next;
+        let raw = &input[start..end];
+        let raw = raw.strip_suffix(br"\r").unwrap_or(raw);
+        let spelled = raw
+            .iter()
+            .rev()
+            .take(2 * UU_LINE_MAX)
+            .take_while(|b| (b' '..=b'`').contains(*b))
+            .count();
+        let (text, from) = if spelled >= 2 {
+            unescape_json(raw, start)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Some(Line {
+            text: text.into(),
+            from: Some(from),
+            start,
+            end: start + raw.len(),
+        })
+    })
+}
+
+/// `raw` (at `start` in its buffer) as a JSON string's reader reads it (see
+/// [`json_char`]), and where each byte read is in the buffer.
+fn unescape_json(raw: &[u8], start: usize) -> (Vec<u8>, Vec<usize>) {
+    let mut text = Vec::with_capacity(raw.len());
+    let mut from = Vec::with_capacity(raw.len());
+    let mut at = 0;
+    while at < raw.len() {
+        let (b, len) = json_char(&raw[at..]);
+        text.push(b);
+        from.push(start + at);
+        at += len;
+    }
+    (text, from)
+}
+
+/// The byte a JSON string's text at the start of `text` reads as, and its length: a
+/// short escape's character, a `\u` escape's ASCII one (another character reads as
+/// DEL, which no uuencoded line holds), or the byte itself.
+fn json_char(text: &[u8]) -> (u8, usize) {
+    match text {
+        [b'\\', b @ (b'"' | b'\\' | b'/'), ..] => (*b, 2),
+        [b'\\', b'r', ..] => (b'\r', 2),
+        [b'\\', b't', ..] => (b'\t', 2),
+        [b'\\', b'u', d @ ..] => {
+            let code = d
+                .get(..4)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|d| u32::from_str_radix(d, 16).ok());
+            match code {
+                Some(code) => (
+                    u8::try_from(code).ok().filter(u8::is_ascii).unwrap_or(0x7f),
+                    6,
+                ),
+                None => (b'\\', 1),
+            }
+        }
+        [b, ..] => (*b, 1),
+        [] => (0, 1),
+    }
+}
+
+/// The blocks of consecutive uuencoded lines of `input` (a value may be cut by a line
+/// break), each as the span from its first line's uuencoded part to its last line's end
+/// and the bytes it spells: its lines read raw, and where the buffer holds a JSON `\n`
+/// also as a JSON string's lines (`json.dumps` of `b2a_uu`'s text). A block's first line
+/// may follow other text on its line (see [`uu_tail`]); the lines after it are whole.
+fn uu_blocks(input: &[u8]) -> Vec<(Range<usize>, Vec<u8>)> {
+    let mut blocks = blocks_in(raw_lines(input));
+    if memchr::memmem::find(input, br"\n").is_some() {
+        blocks.extend(blocks_in(json_lines(input)));
     }
     blocks
 }
 
-/// The bytes a block of uuencoded lines spells, as `binascii.a2b_uu` reads each line
-/// (a short line padded with zero characters).
-fn uu_decode(block: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for line in block.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some((&lead, body)) = line.split_first() else {
-            continue;
-        };
-        let n = uu_len(lead);
-        let sextet = |i: usize| {
-            body.get(i)
-                .map_or(0, |b| u32::from(b.wrapping_sub(b' ') & 0x3f))
-        };
-        let mut bytes = Vec::with_capacity(n + 2);
-        for group in 0..n.div_ceil(3) {
-            let v = (0..4).fold(0u32, |v, k| (v << 6) | sextet(group * 4 + k));
-            bytes.extend_from_slice(&v.to_be_bytes()[1..]);
+/// The blocks of uuencoded lines among `lines` (see [`uu_blocks`]).
+fn blocks_in<'a>(lines: impl Iterator<Item = Line<'a>>) -> Vec<(Range<usize>, Vec<u8>)> {
+    let mut blocks: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    let mut joined = false;
+    for line in lines {
+        let tail = uu_tail(&line.text);
+        if let Some(p) = tail {
+            let bytes = uu_line_bytes(&line.text[p..]);
+            let indented = line.text[..p].iter().all(|&b| b == b' ' || b == b'\t');
+            match blocks.last_mut() {
+                Some((span, block)) if joined && indented => {
+                    span.end = line.end;
+                    block.extend(bytes);
+                }
+                _ => blocks.push((line.place(p)..line.end, bytes)),
+            }
         }
-        bytes.truncate(n);
-        out.extend_from_slice(&bytes);
+        joined = tail.is_some();
     }
-    out
+    blocks
+}
+
+/// The bytes a uuencoded line spells, as `binascii.a2b_uu` reads it (a short line padded
+/// with zero characters).
+fn uu_line_bytes(line: &[u8]) -> Vec<u8> {
+    let Some((&lead, body)) = line.split_first() else {
+        return Vec::new();
+    };
+    let n = uu_len(lead);
+    let sextet = |i: usize| {
+        body.get(i)
+            .map_or(0, |b| u32::from(b.wrapping_sub(b' ') & 0x3f))
+    };
+    let mut bytes = Vec::with_capacity(n + 2);
+    for group in 0..n.div_ceil(3) {
+        let v = (0..4).fold(0u32, |v, k| (v << 6) | sextet(group * 4 + k));
+        bytes.extend_from_slice(&v.to_be_bytes()[1..]);
+    }
+    bytes.truncate(n);
+    bytes
 }
 
 /// `input` with every packed run whose decoded bytes `holds` says hold a value, or
@@ -513,6 +653,20 @@ mod tests {
     }
 
     #[test]
+    fn html_references_read_as_the_view_of_escapes_reads_them() {
+        // Leading zeros count for nothing (`html.unescape`), however many.
+        for (text, len) in [
+            (&b"&#0000000047;x"[..], 13),
+            (b"&#x2F", 5),
+            (b"&#43&#43", 4),
+        ] {
+            let (unit, n) = unit(text).expect("a reference");
+            assert!(matches!(unit, Unit::Char(b'/' | b'+')) && n == len);
+        }
+        assert!(unit(b"&#99999999;").is_none() && unit(b"&#;").is_none());
+    }
+
+    #[test]
     fn a_truncated_gzip_gives_what_inflated_before_the_break() {
         let data: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
         let gz = gzip(&[VALUE, &data].concat());
@@ -630,6 +784,68 @@ mod tests {
         let mut room = all_room();
         let runs = runs(stripped.as_bytes(), &mut room);
         assert_eq!(runs[0].bytes, data);
+    }
+
+    /// A value of [`VALUE`]'s length whose uuencoding holds a `"` and a `\\` (which a
+    /// JSON writer escapes).
+    fn value_with_quote_and_backslash() -> Vec<u8> {
+        (0u8..=255)
+            .map(|i| [&VALUE[..VALUE.len() - 1], &[i]].concat())
+            .chain((0u8..=255).map(|i| [&[i], &VALUE[1..]].concat()))
+            .find(|v| {
+                let uu = b2a_uu(v);
+                uu.contains('"') && uu.contains('\\')
+            })
+            .expect("one of them")
+    }
+
+    #[test]
+    fn uuencode_in_a_json_string_decodes_and_is_cut_whole() {
+        let value = value_with_quote_and_backslash();
+        let long = [value.as_slice(), b"-and-some-more-bytes-past-one-line"].concat();
+        let one = format!("{}\n", b2a_uu(&value));
+        let many: String = long
+            .chunks(45)
+            .map(|c| format!("{}\n", b2a_uu(c)))
+            .collect();
+        for (uu, want) in [(one, value.clone()), (many, long.clone())] {
+            let json =
+                serde_json::json!({"blob": uu, "note": "see \\n and \"quotes\""}).to_string();
+            let mut room = all_room();
+            let runs = runs(json.as_bytes(), &mut room);
+            assert_eq!(runs.len(), 1, "{json}");
+            assert_eq!(runs[0].bytes, want, "{json}");
+            let cut = cut_packed(json.as_bytes(), &mut room, |b| {
+                memchr::memmem::find(b, &value).is_some()
+            })
+            .expect("cut");
+            let doc: serde_json::Value = serde_json::from_slice(&cut).expect("still JSON");
+            let blob = doc["blob"].as_str().expect("a string");
+            assert!(blob.starts_with("[REDACTED:live_secret]"), "{blob}");
+            assert_eq!(doc["note"], "see \\n and \"quotes\"");
+        }
+    }
+
+    #[test]
+    fn indented_uuencoded_lines_are_one_block() {
+        let long = [VALUE, b"-and-some-more-bytes-past-one-line"].concat();
+        let lines: Vec<String> = long
+            .chunks(45)
+            .map(|c| format!("    {}", b2a_uu(c)))
+            .collect();
+        let yaml = format!("blob: |\n{}\nnext: 1\n", lines.join("\n"));
+        let runs = runs(yaml.as_bytes(), &mut all_room());
+        assert_eq!(runs.len(), 1, "{yaml}");
+        assert_eq!(runs[0].bytes, long);
+    }
+
+    #[test]
+    fn an_escaped_backslash_before_n_breaks_no_line() {
+        // `\\n` in a JSON string is a backslash and an `n`: the text is one line, whose
+        // tail is no uuencoded line (read as a break, the head would be one).
+        let (head, tail) = (b2a_uu(VALUE), b2a_uu(b"-and-some-more-bytes"));
+        let json = format!(r#"{{"blob": "{head}\\n{tail}"}}"#);
+        assert!(runs(json.as_bytes(), &mut all_room()).is_empty(), "{json}");
     }
 
     #[test]

@@ -297,29 +297,8 @@ fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
             Some((char::from_u32(c)?, 12))
         }
         [b'&', b'#', rest @ ..] => {
-            let (radix, digits) = match rest {
-                [b'x' | b'X', digits @ ..] => (16, digits),
-                _ => (10, rest),
-            };
-            // As HTML and `html.unescape` read one: every digit up to the first other
-            // character, which ends it; a `;` there is part of it, but optional
-            // (`&#106&#107` is `jk`), and leading zeros count for nothing.
-            let n = digits
-                .iter()
-                .position(|b| !(b.is_ascii_digit() || radix == 16 && b.is_ascii_hexdigit()))
-                .unwrap_or(digits.len());
-            let significant = &digits[..n];
-            let significant = &significant[significant
-                .iter()
-                .position(|&b| b != b'0')
-                .unwrap_or(n.saturating_sub(1))..];
-            // Past U+10FFFF (7 decimal digits, 6 hex ones) is no character.
-            if n == 0 || significant.len() > 7 {
-                return None;
-            }
-            let code = u32::from_str_radix(std::str::from_utf8(significant).ok()?, radix).ok()?;
-            let end = n + usize::from(digits.get(n) == Some(&b';'));
-            Some((char::from_u32(code)?, text.len() - digits.len() + end))
+            let (code, len) = html_numeric(rest)?;
+            Some((char::from_u32(code)?, 2 + len))
         }
         [b'&', rest @ ..] if reads.named => named(rest, &NAMED).map(|(c, n)| (c, n + 1)),
         // JSON's short escapes: PHP's `json_encode` writes every `/` as `\/` (in base64
@@ -333,6 +312,34 @@ fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
         [b'\\', b't', ..] => Some(('\t', 2)),
         _ => None,
     }
+}
+
+/// The code point of the HTML numeric reference whose text after `&#` starts `rest`
+/// (`x6a;`, `106`), and the length it takes of `rest`, as HTML and `html.unescape`
+/// read one: every digit up to the first other character, which ends it; a `;` there
+/// is part of it, but optional (`&#106&#107` is `jk`), and leading zeros count for
+/// nothing. `None` without a digit, or past U+10FFFF's digits (7 decimal, 6 hex).
+/// The one reader of them: the view of escapes and the packed runs read them alike.
+pub(super) fn html_numeric(rest: &[u8]) -> Option<(u32, usize)> {
+    let (radix, digits) = match rest {
+        [b'x' | b'X', digits @ ..] => (16, digits),
+        _ => (10, rest),
+    };
+    let n = digits
+        .iter()
+        .position(|b| !(b.is_ascii_digit() || radix == 16 && b.is_ascii_hexdigit()))
+        .unwrap_or(digits.len());
+    let significant = &digits[..n];
+    let significant = &significant[significant
+        .iter()
+        .position(|&b| b != b'0')
+        .unwrap_or(n.saturating_sub(1))..];
+    if n == 0 || significant.len() > 7 {
+        return None;
+    }
+    let code = u32::from_str_radix(std::str::from_utf8(significant).ok()?, radix).ok()?;
+    let end = n + usize::from(digits.get(n) == Some(&b';'));
+    Some((code, rest.len() - digits.len() + end))
 }
 
 /// Whether `input` holds text a JSON writer escaped so that no form matches it: a `\/`
