@@ -41,13 +41,15 @@ use serde_json::Value;
 const DNS_PORT: u16 = 5545;
 /// `allowed.test`'s address: a validated destination to connect a UDP socket to.
 const REMOTE: &str = "203.0.113.10";
+/// Its IPv6 address.
+const REMOTE6: &str = "2001:db8::10";
 
-/// Shared by the scripts: `q(name)`, a plain A query for `name`.
+/// Shared by the scripts: `q(name, id, qtype)`, a plain query for `name` (A by default).
 const PY_QUERY: &str = r#"
 import socket, struct, sys
-def q(name, i=1):
+def q(name, i=1, qtype=1):
     h = struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0)
-    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+    return h + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", qtype, 1)
 "#;
 
 /// A sandbox's ordinary lookup of `argv[1]` from a fresh UDP socket to 192.0.2.53:53 (the
@@ -60,37 +62,40 @@ print("port", s.getsockname()[1], "rcode", d[3] & 15, flush=True)
 "#;
 
 /// The attack: asks `argv[2]` the ordinary way (the control, charged to this sandbox) and
-/// `allowed.test` (a validated address), connects a UDP socket to that address's port
-/// 9999 (bound first to 127.0.0.1, port `argv[3]`, when given: the source the resolver
-/// sees from a sandbox), then sends the query for `argv[1]`
-/// on it to 192.0.2.53:53 with `sendto`; prints what it did.
+/// `allowed.test` (a validated address; IPv4 or, with `argv[3]` `6`, IPv6), connects a
+/// UDP socket of that family to the address's port 9999 (bound first to the loopback
+/// address, port `argv[4]`, when given: the source the resolver sees from a sandbox),
+/// then sends the query for `argv[1]` on it to the documentation nameserver's port 53 with
+/// `sendto`; prints what it did.
 const PY_CONNECTED_ELSEWHERE: &str = r#"
-r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.settimeout(5)
-r.sendto(q(sys.argv[2]), ("192.0.2.53", 53)); r.recvfrom(512)
-r.sendto(q("allowed.test"), ("192.0.2.53", 53)); d, _ = r.recvfrom(512)
-ip = socket.inet_ntoa(d[-4:])
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
-if len(sys.argv) > 3:
-    u.bind(("127.0.0.1", int(sys.argv[3])))
+v6 = len(sys.argv) > 3 and sys.argv[3] == "6"
+fam, ns, lo = (socket.AF_INET6, "2001:db8::53", "::1") if v6 else (socket.AF_INET, "192.0.2.53", "127.0.0.1")
+r = socket.socket(fam, socket.SOCK_DGRAM); r.settimeout(5)
+r.sendto(q(sys.argv[2]), (ns, 53)); r.recvfrom(512)
+r.sendto(q("allowed.test", 1, 28 if v6 else 1), (ns, 53)); d, _ = r.recvfrom(512)
+ip = socket.inet_ntop(fam, d[-16:] if v6 else d[-4:])
+u = socket.socket(fam, socket.SOCK_DGRAM); u.settimeout(2)
+if len(sys.argv) > 4:
+    u.bind((lo, int(sys.argv[4])))
 u.connect((ip, 9999))
-u.sendto(q(sys.argv[1]), ("192.0.2.53", 53))
+u.sendto(q(sys.argv[1]), (ns, 53))
 print("sent from port", u.getsockname()[1], "on a socket connected to", ip, flush=True)
 "#;
 
-/// The test's world: dnsmasq answering `allowed.test` with [`REMOTE`], and an agent whose
+/// The test's world: dnsmasq answering `allowed.test` with [`REMOTE`] and [`REMOTE6`], and an agent whose
 /// policy `web` allows that name alone.
 fn world(name: &str) -> (hb_tests::upstream::Dnsmasq, hb_tests::TestEnv) {
     let dns = names_on_lo(
-        &[REMOTE, "192.0.2.53"],
+        &[REMOTE, REMOTE6, "192.0.2.53"],
         DNS_PORT,
-        &[("allowed.test", &[REMOTE])],
+        &[("allowed.test", &[REMOTE, REMOTE6])],
         60,
     );
     let env = started_agent(
         name,
         &format!(
             "{}\n[[policy]]\nname = \"web\"\nallow_domains = [\"allowed.test\"]\n",
-            resolver_config(DNS_PORT, true, "", &["203.0.113.0/24"])
+            resolver_config(DNS_PORT, true, "", &["203.0.113.0/24", "2001:db8::/32"])
         ),
     );
     (dns, env)
@@ -118,24 +123,31 @@ fn charged(env: &hb_tests::TestEnv, name: &str) -> u64 {
 #[test]
 fn a_query_from_a_socket_connected_elsewhere_is_charged_to_its_sandbox() {
     let (_dns, env) = world("ar45conn");
-    let out = sandboxed(
-        &env,
-        PY_CONNECTED_ELSEWHERE,
-        &["hidden.denied.test", "control.denied.test"],
-    );
-    let own = charged(&env, "control.denied.test");
-    let hidden = charged(&env, "hidden.denied.test");
-    println!(
-        "figure: {} ; the ordinary query charged to cgroup {own}, the one from the socket \
-         connected elsewhere to cgroup {hidden}",
-        out.trim()
-    );
-    assert!(own > 0, "the control query is charged to a sandbox");
-    assert_eq!(
-        hidden, own,
-        "a query sent from a UDP socket connected to another address escaped its sandbox's \
-         accounting (charged to cgroup {hidden}, the sandbox is {own})"
-    );
+    for family in ["4", "6"] {
+        let (hidden_name, control_name) = (
+            format!("hidden{family}.denied.test"),
+            format!("control{family}.denied.test"),
+        );
+        let out = sandboxed(
+            &env,
+            PY_CONNECTED_ELSEWHERE,
+            &[&hidden_name, &control_name, family],
+        );
+        let own = charged(&env, &control_name);
+        let hidden = charged(&env, &hidden_name);
+        println!(
+            "figure: IPv{family}: {} ; the ordinary query charged to cgroup {own}, the one \
+             from the socket connected elsewhere to cgroup {hidden}",
+            out.trim()
+        );
+        assert!(own > 0, "the control query is charged to a sandbox");
+        assert_eq!(
+            hidden, own,
+            "IPv{family}: a query sent from a UDP socket connected to another address \
+             escaped its sandbox's accounting (charged to cgroup {hidden}, the sandbox is \
+             {own})"
+        );
+    }
 }
 
 /// Sandbox B binds the port sandbox A (same policy) last asked from, connects the socket
@@ -154,7 +166,7 @@ fn a_query_from_another_sandboxs_old_port_is_not_charged_to_that_sandbox() {
     let out = sandboxed(
         &env,
         PY_CONNECTED_ELSEWHERE,
-        &["framed.denied.test", "attacker.denied.test", &port],
+        &["framed.denied.test", "attacker.denied.test", "4", &port],
     );
     let attacker_cgroup = charged(&env, "attacker.denied.test");
     let framed = charged(&env, "framed.denied.test");
