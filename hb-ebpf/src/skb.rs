@@ -62,10 +62,11 @@
 //! generation), so new connections to such destinations keep the fast path. On a miss,
 //! an admitted flow costs one socket-storage lookup (a redirected UDP DNS socket's also
 //! files its client end for the resolver, `dns::record_datagram`, as does a datagram to
-//! the resolver from a redirected socket whose admitted peer is another address). Another run of the
-//! program on the same CPU (a softirq sending an ACK, a preempting task) may take the
-//! slot in the middle of a read: the slot's `seq` tells a reader to miss then, and a run
-//! that interrupted a writer leaves the slot alone (see `FlowCache`).
+//! the resolver from a redirected socket whose admitted peer is another address).
+//! Another run of the program on the same CPU (a softirq sending an ACK, a preempting
+//! task) may take the slot in the middle of a read: the slot's `seq` tells a reader to
+//! miss then, and a run that interrupted a writer leaves the slot alone (see
+//! `FlowCache`).
 //!
 //! Audit mode, as for the socket hooks: a would-be drop passes and is counted per cgroup
 //! (`audit_packets`), without a per-packet event.
