@@ -20,8 +20,8 @@
 //!   port another sandbox of the policy last asked from (any port can be tried; the
 //!   host's `/proc/net/udp` lists them), the resolver found that sandbox's old record
 //!   and charged the attacker's queries to it — its refusals named the victim, its
-//!   lookups and claims took the victim's share, and claims past it drop the victim's
-//!   own soonest-expiring addresses
+//!   lookups and claims took the victim's share, and claims past it would drop the
+//!   victim's own soonest-expiring addresses (read in `dns/learned.rs`, not run)
 //!   ([`a_query_from_another_sandboxs_old_port_is_not_charged_to_that_sandbox`]).
 //!   On a7e4711 the first was charged to cgroup 0 (IPv4 and IPv6), the second to the
 //!   victim's cgroup. Now `cgroup_skb/egress` files, from the redirect's own record,
