@@ -57,13 +57,24 @@ pub fn embedded_v4(v6: Ipv6Addr, nat64: &[Ipv6Net]) -> Option<Ipv4Addr> {
 }
 
 /// Whether an answer address lies in a deny range and no exception; IPv6 addresses that
-/// carry an IPv4 one (mapped, NAT64) are judged by it, as the kernel does.
+/// carry an IPv4 one (mapped, NAT64) are judged by it, and those of a tunnel (6to4,
+/// Teredo, ISATAP: [`hb_common::tunnel_embedded`]) by the IPv4 they carry first, then as
+/// IPv6, as the kernel does.
 pub fn denied(deny: &[IpNet], except: &[IpNet], nat64: &[Ipv6Net], ip: IpAddr) -> bool {
+    let listed = |ip: IpAddr| {
+        deny.iter().any(|n| n.contains(&ip)) && !except.iter().any(|n| n.contains(&ip))
+    };
     let ip = match ip {
         IpAddr::V6(v6) => embedded_v4(v6, nat64).map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    deny.iter().any(|n| n.contains(&ip)) && !except.iter().any(|n| n.contains(&ip))
+    if let IpAddr::V6(v6) = ip
+        && let Some((first, second)) = hb_common::tunnel_embedded(&v6.octets())
+        && (listed(IpAddr::from(first)) || listed(IpAddr::from(second)))
+    {
+        return true;
+    }
+    listed(ip)
 }
 
 /// Whether an answer address is one of the host's own (`local`; or the network or
@@ -286,6 +297,41 @@ mod tests {
             embedded_v4("2001:db8:10a:102:3::".parse().expect("ip"), &nat64),
             Some(Ipv4Addr::new(10, 1, 2, 3))
         );
+    }
+
+    /// A tunnel's address is refused when the IPv4 address it sends to is denied, whatever
+    /// the explicit deny list holds of the IPv6 ranges; ISATAP under any prefix.
+    #[test]
+    fn tunnel_addresses_are_judged_by_the_ipv4_they_carry() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let deny: Vec<IpNet> = ["10.0.0.0/8", "169.254.0.0/16"]
+            .iter()
+            .map(|n| n.parse().expect("net"))
+            .collect();
+        for carried in [
+            "2a01:4f8:1::5efe:a00:1",
+            "2a01:4f8:1::200:5efe:a9fe:a9fe",
+            "2002:a00:1::1",
+            "2001:0:a00:1::1",
+            "2001:0:808:808::f5ff:fffe",
+        ] {
+            assert!(super::denied(&deny, &[], &[], ip(carried)), "{carried}");
+        }
+        for public in [
+            "2a01:4f8:1::5efe:808:808",
+            "2a01:4f8:1::100:5efe:a00:1",
+            "2a01:4f8:1::1:5efe:a00:1",
+            "2002:808:808::1",
+        ] {
+            assert!(!super::denied(&deny, &[], &[], ip(public)), "{public}");
+        }
+        let except: Vec<IpNet> = vec!["10.0.0.0/24".parse().expect("net")];
+        assert!(!super::denied(
+            &deny,
+            &except,
+            &[],
+            ip("2a01:4f8:1::5efe:a00:1")
+        ));
     }
 
     #[test]

@@ -636,6 +636,32 @@ pub const fn nat64_embedded(a: &[u8; 16], len: u32) -> Option<[u8; 4]> {
     }
 }
 
+/// The IPv4 addresses an IPv6 address of a tunnel carries, which a tunnel on the node
+/// sends its packets to: 6to4 `2002:V4::/48` (the relay, twice), Teredo `2001:0::/32`
+/// (the server at bits 32..64, the client XOR-obfuscated in the last 32 bits), and an
+/// ISATAP interface identifier under any prefix (`0000:5efe:V4` or `0200:5efe:V4`, RFC
+/// 5214 §6.1: Linux's `sit` sends such a destination, or next hop, to the IPv4 address in
+/// it, `ipv6_addr_is_isatap`). The outer IPv4 packet leaves from no socket, so no cgroup
+/// program judges it: the embedded address must be judged with the IPv6 one. Shared by
+/// the kernel and the resolvers.
+#[inline(always)]
+pub const fn tunnel_embedded(a: &[u8; 16]) -> Option<([u8; 4], [u8; 4])> {
+    if a[0] == 0x20 && a[1] == 0x02 {
+        let v4 = [a[2], a[3], a[4], a[5]];
+        return Some((v4, v4));
+    }
+    if a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0 {
+        let server = [a[4], a[5], a[6], a[7]];
+        let client = [!a[12], !a[13], !a[14], !a[15]];
+        return Some((server, client));
+    }
+    if a[8] | 0x02 == 0x02 && a[9] == 0 && a[10] == 0x5e && a[11] == 0xfe {
+        let v4 = [a[12], a[13], a[14], a[15]];
+        return Some((v4, v4));
+    }
+    None
+}
+
 /// Whether `port` (host order) is one of the per-policy ports starting at `port_base`
 /// (the resolver's and the guard's: `port_base + policy id`). A `port_base` of 0 means
 /// none (the agent never configured that service).

@@ -286,7 +286,12 @@ fn udp_mark(protocol: u32) -> u16 {
 }
 
 /// In `cgroup_skb/egress`, for a datagram of a socket marked [`SOCK_DNS_UDP`] that missed
-/// the flow cache (a socket's first datagram on this CPU): files its client end as the
+/// the flow cache (a socket's first datagram on this CPU), and for every datagram to the
+/// resolver from a socket whose admitted peer is another address (a UDP socket connected
+/// elsewhere that names a port-53 nameserver in `sendto`: the redirect recorded it, but a
+/// datagram's destination never replaces a connected peer, so it carries no mark; unfiled,
+/// its queries were charged to cgroup 0, or to the sandbox whose datagram last came from
+/// the same client end, attack review 45): files its client end as the
 /// resolver will see it — the socket's network namespace (`bpf_get_netns_cookie` of the
 /// skb: the test kernel offers it to cgroup_skb, `bpftool feature probe`; a kernel that
 /// does not refuses to load the program), source address and port, destination

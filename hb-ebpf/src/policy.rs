@@ -17,8 +17,8 @@
 //! IPv6 destinations that carry an IPv4 address are judged by it: IPv4-mapped
 //! (`::ffff:0:0/96`, the socket really talks IPv4) and every NAT64 prefix in `HB_NAT64`
 //! (`egress.nat64_prefixes`, RFC 6052 embeddings for /32, /40, /48, /56, /64 and /96; the
-//! well-known `64:ff9b::/96` is always one, listed or not) wholly; 6to4 and Teredo by
-//! their relay/client addresses first, then as IPv6.
+//! well-known `64:ff9b::/96` is always one, listed or not) wholly; 6to4, Teredo and
+//! ISATAP by their relay/server/client addresses first, then as IPv6.
 //!
 //! The socket hooks and `cgroup_skb/egress` share this judgement; the hooks also record
 //! the peer they admitted per socket (`HB_SOCK_PEER`, [`admit`]) so the packet hook can
@@ -353,8 +353,10 @@ pub(crate) enum Embedded {
     Mapped([u8; 4]),
     /// Under a NAT64 prefix (RFC 6052): a translator talks IPv4 to it.
     Nat64([u8; 4]),
-    /// 6to4 `2002:V4::/48` (the relay, twice for symmetry) and Teredo `2001:0::/32`
-    /// (server at bits 32..64, client XOR-obfuscated in the last 32 bits).
+    /// A tunnel's (`hb_common::tunnel_embedded`): 6to4 `2002:V4::/48` (the relay, twice
+    /// for symmetry), Teredo `2001:0::/32` (server at bits 32..64, client XOR-obfuscated
+    /// in the last 32 bits), an ISATAP interface identifier (`0000:5efe:V4`,
+    /// `0200:5efe:V4`, twice; attack review 45).
     Partly([u8; 4], [u8; 4]),
 }
 
@@ -378,16 +380,10 @@ pub(crate) fn embedded_v4(a: &[u8; 16]) -> Embedded {
     {
         return Embedded::Nat64(v4);
     }
-    if a[0] == 0x20 && a[1] == 0x02 {
-        let v4 = [a[2], a[3], a[4], a[5]];
-        return Embedded::Partly(v4, v4);
+    match hb_common::tunnel_embedded(a) {
+        Some((first, second)) => Embedded::Partly(first, second),
+        None => Embedded::None,
     }
-    if a[..4] == [0x20, 0x01, 0, 0] {
-        let server = [a[4], a[5], a[6], a[7]];
-        let client = [!a[12], !a[13], !a[14], !a[15]];
-        return Embedded::Partly(server, client);
-    }
-    Embedded::None
 }
 
 /// Records `addr` as the peer the socket hooks admitted for socket `sk` (see

@@ -61,10 +61,12 @@
 //! (a cgroup that is not enrolled, or a static CIDR's allow: both change only with the
 //! generation), so new connections to such destinations keep the fast path. On a miss,
 //! an admitted flow costs one socket-storage lookup (a redirected UDP DNS socket's also
-//! files its client end for the resolver, `dns::record_datagram`). Another run of the
-//! program on the same CPU (a softirq sending an ACK, a preempting task) may take the
-//! slot in the middle of a read: the slot's `seq` tells a reader to miss then, and a run
-//! that interrupted a writer leaves the slot alone (see `FlowCache`).
+//! files its client end for the resolver, `dns::record_datagram`, as does a datagram to
+//! the resolver from a redirected socket whose admitted peer is another address).
+//! Another run of the program on the same CPU (a softirq sending an ACK, a preempting
+//! task) may take the slot in the middle of a read: the slot's `seq` tells a reader to
+//! miss then, and a run that interrupted a writer leaves the slot alone (see
+//! `FlowCache`).
 //!
 //! Audit mode, as for the socket hooks: a would-be drop passes and is counted per cgroup
 //! (`audit_packets`), without a per-packet event.
@@ -244,11 +246,23 @@ pub fn hb_skb_egress(ctx: SkBuffContext) -> i32 {
         }
     };
     // Redirected DNS to hb's resolver on loopback whose socket has no record (its storage
-    // could not be allocated) or never had one (a raw socket aiming at it). Never cached: the cache is keyed by address
-    // only, and other ports of loopback stay denied.
+    // could not be allocated) or never had one (a raw socket aiming at it), or whose
+    // record is another peer's (a UDP socket connected elsewhere: a datagram's
+    // destination never replaces a connected peer). Never cached: the cache is keyed by
+    // address only, and other ports of loopback stay denied.
     if dns::is_resolver_addr(d.family, &d.addr)
         && dns::is_resolver_port(port_at(&ctx, d.protocol, d.l4))
     {
+        if d.protocol == IPPROTO_UDP {
+            // The redirect recorded who sent it whatever the socket's peer: file it, or
+            // the resolver charged the query to the policy's unattributed share, or to
+            // whichever sandbox's datagram last came from this client end (attack review
+            // 45). A socket the redirect never recorded files nothing.
+            // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null
+            // without a socket; `record_datagram` checks).
+            let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+            dns::record_datagram(&ctx, sk, d.family, d.l4);
+        }
         pass_uncached(cgroup_id, len);
         return PASS;
     }

@@ -21,7 +21,8 @@
 //! CNAME it synthesises; a chain past 16 links, a loop or a name past 255 octets is
 //! SERVFAIL) → every A/AAAA in the answer must lie outside the deny ranges and
 //! the host's own addresses (minus exceptions; IPv4-mapped and NAT64 answers judged by
-//! the IPv4 they carry; see [`crate::egress::host_own`]), else the
+//! the IPv4 they carry, 6to4, Teredo and ISATAP ones by it first; see
+//! [`crate::egress::denied`], [`crate::egress::host_own`]), else the
 //! whole answer is refused (`dns.rebinding_rcode`) and a `dns_rebinding` event names the
 //! name and address (an AAAA under any of `egress.nat64_prefixes` counts as the IPv4 it
 //! embeds, RFC 6052) →
