@@ -292,9 +292,9 @@ fn is_uu_line(line: &[u8]) -> bool {
 /// The longest a uuencoded line is: its length character and 62 more (see [`is_uu_line`]).
 const UU_LINE_MAX: usize = 63;
 
-/// Where the uuencoded line that ends `line` starts, if one does: at the line's start or
-/// after its indentation (a YAML block scalar), or after a `"` (the first line of a JSON
-/// string, `{"blob": "M…`): where its writer puts one.
+/// Where the uuencoded line that ends `line` starts, if one does: at the line's start,
+/// after a blank (indentation, as in a YAML block scalar; `data: M…`) or after a `"`
+/// (the first line of a JSON string, `{"blob": "M…`): where its writer puts one.
 fn uu_tail(line: &[u8]) -> Option<usize> {
     let spelled = line
         .iter()
@@ -303,9 +303,7 @@ fn uu_tail(line: &[u8]) -> Option<usize> {
         .take_while(|b| (b' '..=b'`').contains(*b))
         .count();
     (line.len() - spelled..line.len()).find(|&p| {
-        let before = &line[..p];
-        (before.iter().all(|&b| b == b' ' || b == b'\t') || before.ends_with(b"\""))
-            && is_uu_line(&line[p..])
+        matches!(line[..p].last(), None | Some(b' ' | b'\t' | b'"')) && is_uu_line(&line[p..])
     })
 }
 
@@ -827,7 +825,7 @@ mod tests {
     }
 
     #[test]
-    fn indented_uuencoded_lines_are_one_block() {
+    fn indented_or_inline_uuencoded_lines_are_one_block() {
         let long = [VALUE, b"-and-some-more-bytes-past-one-line"].concat();
         let lines: Vec<String> = long
             .chunks(45)
@@ -837,6 +835,12 @@ mod tests {
         let runs = runs(yaml.as_bytes(), &mut all_room());
         assert_eq!(runs.len(), 1, "{yaml}");
         assert_eq!(runs[0].bytes, long);
+        // A line's tail after other text starts a block; an indented line goes on.
+        let inline = format!("data: {}\n{}\n", b2a_uu(&long[..45]), lines[1]);
+        let inline_runs = super::runs(inline.as_bytes(), &mut all_room());
+        assert_eq!(inline_runs.len(), 1, "{inline}");
+        assert_eq!(inline_runs[0].bytes, long);
+        assert!(inline.as_bytes()[inline_runs[0].span.clone()].starts_with(b"M"));
     }
 
     #[test]
