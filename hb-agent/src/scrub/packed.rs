@@ -343,17 +343,36 @@ fn raw_lines(input: &[u8]) -> impl Iterator<Item = Line<'_>> {
     })
 }
 
-/// The lines of `input` as the strings of a JSON document hold them: split at the `\n`
-/// a JSON writer puts for a line break (a `\r` escape before it dropped), JSON's short
-/// escapes and `\u` escapes of ASCII read (`\"`, `\\`, `\/`: a uuencoded line's `"`
-/// and `\` are escaped there). Only a line whose last bytes could spell an escaped
-/// uuencoded line is read (the others come back empty): a step back over at most twice
-/// [`UU_LINE_MAX`] bytes per `\n`, and a step per byte of the lines that could.
+/// How a JSON writer writes a line break in a string: `\n`, or `\u000a` (a writer that
+/// escapes every control character so).
+const JSON_BREAKS: [&[u8]; 3] = [br"\n", br"\u000a", br"\u000A"];
+
+/// How a JSON writer writes a carriage return before a line break.
+const JSON_RETURNS: [&[u8]; 3] = [br"\r", br"\u000d", br"\u000D"];
+
+/// Whether `input` holds a line break a JSON writer wrote ([`JSON_BREAKS`]).
+fn has_json_break(input: &[u8]) -> bool {
+    JSON_BREAKS
+        .iter()
+        .any(|b| memchr::memmem::find(input, b).is_some())
+}
+
+/// The lines of `input` as the strings of a JSON document hold them: split at the line
+/// breaks a JSON writer writes ([`JSON_BREAKS`]; a carriage return's escape before one
+/// dropped), JSON's short escapes and `\u` escapes of ASCII read (`\"`, `\\`, `\/`: a
+/// uuencoded line's `"` and `\` are escaped there). Only a line whose last bytes could
+/// spell an escaped uuencoded line is read (the others come back empty): a step back
+/// over at most twice [`UU_LINE_MAX`] bytes per break, and a step per byte of the lines
+/// that could.
 fn json_lines(input: &[u8]) -> impl Iterator<Item = Line<'_>> {
-    let mut breaks = memchr::memmem::find_iter(input, br"\n").filter(|&i| {
-        // A `\` before it escaped in turn (`\\n`: a backslash, then `n`) is no break.
-        input[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
-    });
+    let mut breaks: Vec<(usize, usize)> = JSON_BREAKS
+        .iter()
+        .flat_map(|b| memchr::memmem::find_iter(input, b).map(|i| (i, b.len())))
+        // A `\` before one escaped in turn (`\\n`: a backslash, then `n`) is no break.
+        .filter(|&(i, _)| input[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0)
+        .collect();
+    breaks.sort_unstable();
+    let mut breaks = breaks.into_iter();
     let mut at = 0;
     let mut done = false;
     std::iter::from_fn(move || {
@@ -361,7 +380,7 @@ fn json_lines(input: &[u8]) -> impl Iterator<Item = Line<'_>> {
             return None;
         }
         let (end, next) = match breaks.next() {
-            Some(i) => (i, i + 2),
+            Some((i, len)) => (i, i + len),
             None => {
                 done = true;
                 (input.len(), input.len())
@@ -370,7 +389,10 @@ fn json_lines(input: &[u8]) -> impl Iterator<Item = Line<'_>> {
         let start = at;
         at = next;
         let raw = &input[start..end];
-        let raw = raw.strip_suffix(br"\r").unwrap_or(raw);
+        let raw = JSON_RETURNS
+            .iter()
+            .find_map(|r| raw.strip_suffix(*r))
+            .unwrap_or(raw);
         let spelled = raw
             .iter()
             .rev()
@@ -435,12 +457,12 @@ fn json_char(text: &[u8]) -> (u8, usize) {
 
 /// The blocks of consecutive uuencoded lines of `input` (a value may be cut by a line
 /// break), each as the span from its first line's uuencoded part to its last line's end
-/// and the bytes it spells: its lines read raw, and where the buffer holds a JSON `\n`
-/// also as a JSON string's lines (`json.dumps` of `b2a_uu`'s text). A block's first line
+/// and the bytes it spells: its lines read raw, and where the buffer holds a JSON line
+/// break (`\n`, `\u000a`) also as a JSON string's lines (`json.dumps` of `b2a_uu`'s text). A block's first line
 /// may follow other text on its line (see [`uu_tail`]); the lines after it are whole.
 fn uu_blocks(input: &[u8]) -> Vec<(Range<usize>, Vec<u8>)> {
     let mut blocks = blocks_in(raw_lines(input));
-    if memchr::memmem::find(input, br"\n").is_some() {
+    if has_json_break(input) {
         blocks.extend(blocks_in(json_lines(input)));
     }
     blocks
@@ -806,9 +828,17 @@ mod tests {
             .chunks(45)
             .map(|c| format!("{}\n", b2a_uu(c)))
             .collect();
-        for (uu, want) in [(one, value.clone()), (many, long.clone())] {
-            let json =
-                serde_json::json!({"blob": uu, "note": "see \\n and \"quotes\""}).to_string();
+        for (uu, want, breaks) in [
+            (one.clone(), value.clone(), r"\n"),
+            (many.clone(), long.clone(), r"\n"),
+            (many, long.clone(), r"\u000a"),
+            (one, value.clone(), r"\r\n"),
+        ] {
+            let blob = serde_json::to_string(&uu)
+                .expect("text")
+                .replace(r"\n", breaks);
+            let note = serde_json::to_string("see \\n and \"quotes\"").expect("text");
+            let json = format!(r#"{{"blob":{blob},"note":{note}}}"#);
             let mut room = all_room();
             let runs = runs(json.as_bytes(), &mut room);
             assert_eq!(runs.len(), 1, "{json}");
