@@ -113,7 +113,10 @@ pub fn hello_name(message: &[u8]) -> Hello {
     else {
         return Hello::Malformed;
     };
-    if !rest.is_empty() {
+    // The legacy version a TLS client writes there (TLS 1.3 keeps 0x0303): HAProxy's
+    // `req_ssl_sni` takes a hello of 0x0300 or older for none and routes it to its
+    // default backend.
+    if !rest.is_empty() || !(0x0301..=0x0303).contains(&hello.version.0) {
         return Hello::Malformed;
     }
     let Some(ext) = hello.ext else {
@@ -303,6 +306,15 @@ pub(crate) mod tests {
             .expect("test input")
             .expect("whole hello");
         assert!(!in_one_record(&big, &big_message));
+        // An SSL 3.0 or 2.0 hello inside: no name a front reads alike.
+        for version in [[3, 0], [2, 0]] {
+            let mut old = whole.clone();
+            old[9..11].copy_from_slice(&version);
+            let message = complete_hello(&old)
+                .expect("test input")
+                .expect("whole hello");
+            assert_eq!(hello_name(&message), Hello::Malformed, "{version:?}");
+        }
         // A second message after the hello in its record.
         let mut more = whole.clone();
         more.extend([20, 0, 0, 0]);
