@@ -35,6 +35,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // `cargo xtask bench guard` measures the egress guard beside Squid (ssl_bump
     // peek/splice needs the OpenSSL build).
     ("squid-openssl", "/usr/sbin/squid"),
+    // Attack review 44's shared front (routing by `Host` and SNI); Debian's default
+    // configuration listens on nothing.
+    ("haproxy", "haproxy"),
 ];
 
 /// The bpf-linker release known to build against nightly's LLVM 22 here.

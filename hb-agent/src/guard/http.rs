@@ -16,6 +16,12 @@
 //! preface and an `Upgrade` to h2c (after which each request names its own authority)
 //! are never passed. Response heads are read only for where each response ends
 //! ([`parse_response_head`]).
+//!
+//! A field value loses spaces and tabs around it and nothing else ([`field_trim`]): the
+//! host, lengths and codings the guard judges are the bytes a server reads, so a `Host`
+//! padded with a Unicode white space (`allowed.test` and U+00A0) is no hostname and is
+//! refused, where a trim of every white space judged `allowed.test` and the server read a
+//! name it does not serve.
 
 use std::net::IpAddr;
 
@@ -41,9 +47,11 @@ pub struct Head {
     /// Bytes of the head, the blank line included.
     pub len: usize,
     pub method: String,
-    /// The host the request names (target or `Host`), lower-case, no port, no trailing
-    /// dot; an IP literal as written.
+    /// The host the request names (target or `Host`), lower-case, without its port; an
+    /// IP literal normalised.
     pub host: Option<String>,
+    /// The port written after the host, if any (see [`port_fits`]).
+    pub port: Option<u16>,
     pub framing: Framing,
     /// The `Upgrade` header's protocols, if any.
     pub upgrade: Option<String>,
@@ -60,44 +68,75 @@ pub enum HeadError {
     TooLarge,
 }
 
-/// A hostname as the guard compares them: lower-case, no trailing dot, hostname labels
-/// only (see `dns::names::hostname`). `None` for anything else.
+/// A hostname as the guard compares them: lower-case, hostname labels only (see
+/// `dns::names::hostname`). `None` for anything else, a trailing dot included: servers
+/// differ on whether `allowed.test.` is `allowed.test` (nginx's `server_name` drops the
+/// dot; a `map` over its stream module's `$ssl_preread_server_name`, as nginx documents
+/// SNI routing, and HAProxy's ACLs compare the name whole and send it to their default),
+/// and RFC 6066 §3 forbids the dot in SNI.
 pub fn hostname(text: &str) -> Option<String> {
-    let text = text.strip_suffix('.').unwrap_or(text);
     if text.is_empty() || text.len() > 253 {
         return None;
     }
     crate::dns::names::hostname(text.split('.').map(str::as_bytes))
 }
 
-/// The host part of a `Host` value or an authority (`name`, `name:port`, `[v6]:port`):
-/// a hostname or an IP literal, normalised. `None` for anything else.
-fn authority_host(value: &str) -> Option<String> {
-    let value = value.trim();
+/// A host and the port written after it, if any.
+type Authority = (String, Option<u16>);
+
+/// The parts of a `Host` value or an authority (`name`, `name:port`, `[v6]:port`): a
+/// hostname or an IP literal, normalised, and the port. `None` for anything else.
+fn authority(value: &str) -> Option<Authority> {
+    let value = field_trim(value);
     if let Some(v6) = value.strip_prefix('[') {
         let (ip, rest) = v6.split_once(']')?;
-        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)) {
-            return None;
-        }
-        return ip.parse::<IpAddr>().ok().map(|ip| ip.to_string());
+        let port = match rest {
+            "" => None,
+            _ => Some(port(rest.strip_prefix(':')?)?),
+        };
+        return Some((ip.parse::<IpAddr>().ok()?.to_string(), port));
     }
-    let host = match value.rsplit_once(':') {
-        Some((h, port)) if is_port(port) => h,
-        Some(_) => return None,
-        None => value,
+    let (host, port) = match value.rsplit_once(':') {
+        Some((h, p)) => (h, Some(port(p)?)),
+        None => (value, None),
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Some(ip.to_string());
+        return Some((ip.to_string(), port));
     }
-    hostname(host)
+    Some((hostname(host)?, port))
 }
 
-fn is_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+/// A field value without the optional white space around it, which is spaces and tabs
+/// only (RFC 9110 §5.5), as servers trim it. Never `str::trim`: that also drops Unicode
+/// white space (U+00A0, U+0085, U+3000, …), whose UTF-8 bytes httparse passes as
+/// `obs-text` and a server keeps, so `Host: allowed.test\u{a0}` would be judged as a name
+/// the server never reads (nginx gives it to its default virtual host).
+fn field_trim(value: &str) -> &str {
+    value.trim_matches([' ', '\t'])
 }
 
-/// The host of an absolute-form target (`http://host[:port]/…`), if the target is one.
-fn target_host(target: &str) -> Result<Option<String>, HeadError> {
+/// A port as written after a host: decimal digits without a leading zero (`080` is 80
+/// to one server and no match to another), 1 to 65535.
+fn port(p: &str) -> Option<u16> {
+    if p.starts_with('0') || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok().filter(|&n| n != 0)
+}
+
+/// Whether the port a request wrote after its host (`written`) is one every server routes
+/// as the host alone or as the host at the connection's port `dst`: none, or `dst` when
+/// that is not HTTP's default port. Clients leave 80 out (curl, Python's http.client,
+/// browsers), and a router that matches the `Host` whole (HAProxy's `hdr(host) -i
+/// allowed.test`) sends `allowed.test:80`, or the name with any other port, to its
+/// default backend.
+pub fn port_fits(written: Option<u16>, dst: u16) -> bool {
+    written.is_none_or(|p| p == dst && p != 80)
+}
+
+/// The host and port of an absolute-form target (`http://host[:port]/…`), if the target
+/// is one.
+fn target_authority(target: &str) -> Result<Option<Authority>, HeadError> {
     let lower = target.get(..7).map(str::to_ascii_lowercase);
     let rest = match lower.as_deref() {
         Some("http://") => &target[7..],
@@ -108,7 +147,7 @@ fn target_host(target: &str) -> Result<Option<String>, HeadError> {
     if authority.contains('@') {
         return Err(HeadError::Ambiguous("user info in the request target"));
     }
-    authority_host(authority)
+    self::authority(authority)
         .map(Some)
         .ok_or(HeadError::Ambiguous("request target host"))
 }
@@ -157,10 +196,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             if host_header.is_some() {
                 return Err(HeadError::Ambiguous("two Host headers"));
             }
-            host_header = Some(authority_host(value).ok_or(HeadError::Ambiguous("Host header"))?);
+            host_header = Some(authority(value).ok_or(HeadError::Ambiguous("Host header"))?);
         } else if h.name.eq_ignore_ascii_case("content-length") {
             // Digits only: Rust would read "+5" as 5, a server may read it as nothing.
-            let digits = value.trim();
+            let digits = field_trim(value);
             if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit())
             {
                 return Err(HeadError::Ambiguous("Content-Length"));
@@ -172,9 +211,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             encodings += 1;
-            chunked = value.trim().eq_ignore_ascii_case("chunked");
+            chunked = field_trim(value).eq_ignore_ascii_case("chunked");
         } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = Some(value.trim().to_ascii_lowercase());
+            upgrade = Some(field_trim(value).to_ascii_lowercase());
         }
     }
     let framing = match (encodings, lengths.as_slice()) {
@@ -195,14 +234,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     if upgrade.as_deref().is_some_and(|u| u.contains("h2c")) {
         return Err(HeadError::Ambiguous("upgrade to h2c"));
     }
-    let host = match (target_host(target)?, host_header) {
+    let (host, port) = match (target_authority(target)?, host_header) {
         (Some(t), Some(h)) if t != h => return Err(HeadError::Ambiguous("target and Host differ")),
-        (t, h) => t.or(h),
+        (t, h) => t.or(h).unzip(),
     };
     Ok(Some(Head {
         len,
         method,
         host,
+        port: port.flatten(),
         framing,
         upgrade,
     }))
@@ -340,7 +380,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError
         } else if h.name.eq_ignore_ascii_case("content-length") {
             let digits = std::str::from_utf8(h.value)
                 .ok()
-                .map(str::trim)
+                .map(field_trim)
                 .filter(|d| !d.is_empty() && d.len() <= 18 && d.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|d| d.parse::<u64>().ok())
                 .ok_or(HeadError::Ambiguous("Content-Length"))?;
@@ -490,6 +530,7 @@ mod tests {
             .expect("test input");
         assert_eq!(h.method, "POST");
         assert_eq!(h.host.as_deref(), Some("allowed.test"));
+        assert_eq!(h.port, Some(80));
         assert_eq!(h.framing, Framing::Length(5));
         assert_eq!(h.len, 62);
         let h = head("PUT http://allowed.test/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -525,6 +566,20 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a.test\r\nX: a\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\nHost: a.test\n\n",
+            // Unicode white space is no optional white space: a server keeps it in the
+            // value (nginx routes `a.test\u{a0}` to its default virtual host).
+            "GET / HTTP/1.1\r\nHost: a.test\u{a0}\r\n\r\n",
+            // A trailing dot: some servers drop it, others route the name whole.
+            "GET / HTTP/1.1\r\nHost: a.test.\r\n\r\n",
+            "GET http://a.test.:80/ HTTP/1.1\r\nHost: a.test.:80\r\n\r\n",
+            // A port with a leading zero, or that differs between target and Host.
+            "GET / HTTP/1.1\r\nHost: a.test:080\r\n\r\n",
+            "GET http://a.test:8080/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: \u{3000}a.test\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.test\u{85}:80\r\n\r\n",
+            "GET http://a.test\u{2028}/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\u{a0}\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\u{1680}\r\n\r\n",
         ] {
             assert!(
                 matches!(head(bad), Err(HeadError::Ambiguous(_))),
@@ -537,6 +592,23 @@ mod tests {
         assert_eq!(
             head("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
             Err(HeadError::NotHttp)
+        );
+    }
+
+    #[test]
+    fn a_port_passes_only_as_the_connections_own_other_than_80() {
+        assert!(port_fits(None, 80));
+        assert!(port_fits(None, 8080));
+        assert!(port_fits(Some(8080), 8080));
+        for (written, dst) in [(80, 80), (81, 80), (80, 8080), (443, 8080)] {
+            assert!(!port_fits(Some(written), dst), "{written} on {dst}");
+        }
+        let h = head("GET / HTTP/1.1\r\nHost: [2001:db8::10]:8080\r\n\r\n")
+            .expect("test input")
+            .expect("test input");
+        assert_eq!(
+            (h.host.as_deref(), h.port),
+            (Some("2001:db8::10"), Some(8080))
         );
     }
 

@@ -716,8 +716,15 @@ impl Inner {
             return Err(Refusal::closed(Reason::NotTlsOrHttp, None));
         };
         match tls::hello_name(&message) {
-            tls::Hello::Name(name) if self.judge.name_fits(p, &name, origin.dst.ip()) => Ok(name),
-            tls::Hello::Name(name) => Err(Refusal::closed(Reason::SniMismatch, Some(name))),
+            tls::Hello::Name(name) if !self.judge.name_fits(p, &name, origin.dst.ip()) => {
+                Err(Refusal::closed(Reason::SniMismatch, Some(name)))
+            }
+            // A name that fits, in a hello that a front routing by SNI may read otherwise
+            // (cut across records, an odd record version).
+            tls::Hello::Name(name) if !tls::in_one_record(buf, &message) => {
+                Err(Refusal::closed(Reason::NotTlsOrHttp, Some(name)))
+            }
+            tls::Hello::Name(name) => Ok(name),
             tls::Hello::IpLiteral(ip) => Err(Refusal::closed(Reason::NoSni, Some(ip))),
             tls::Hello::NoSni | tls::Hello::Encrypted => Err(Refusal::closed(Reason::NoSni, None)),
             tls::Hello::Malformed => Err(Refusal::closed(Reason::NotTlsOrHttp, None)),
@@ -775,6 +782,15 @@ impl Inner {
         if !fits {
             let detail = format!("{host} is not a name policy {} allows at {dst}", p.name);
             return Err(refuse(Reason::HostMismatch, Some(host), detail));
+        }
+        // The name fits; its spelling must be one every server routes as that name.
+        if !http::port_fits(head.port, origin.dst.port()) {
+            let detail = format!(
+                "ambiguous request (port {} after the host, on a connection to port {})",
+                head.port.unwrap_or_default(),
+                origin.dst.port()
+            );
+            return Err(refuse(Reason::AmbiguousRequest, Some(host), detail));
         }
         if !self
             .judge

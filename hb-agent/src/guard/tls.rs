@@ -1,11 +1,14 @@
 //! The name a TLS client asks for: the SNI of its ClientHello, read with tls-parser,
 //! never decrypted.
 //!
-//! A ClientHello may span several handshake records; they are joined before parsing.
-//! Anything a server could read differently from the guard is refused rather than
-//! guessed: a record that is not a handshake, a ClientHello with two extensions of one
+//! A ClientHello may span several handshake records; they are joined before parsing,
+//! and then refused unless the first record held it whole ([`in_one_record`]): an SNI
+//! router reads the name from the first record alone. Anything a server could read
+//! differently from the guard is refused rather than guessed: a record that is not a
+//! handshake, a first record under a version no TLS client writes, a ClientHello with two extensions of one
 //! type, an SNI list with anything but exactly one host name, a name that is not a
-//! hostname. Encrypted Client Hello (and its draft, ESNI) hides the real name: refused.
+//! hostname (a trailing dot too: RFC 6066 forbids it, and an SNI router comparing names
+//! whole routes `allowed.test.` elsewhere). Encrypted Client Hello (and its draft, ESNI) hides the real name: refused.
 
 use tls_parser::{
     TlsExtension, TlsExtensionType, TlsMessage, TlsMessageHandshake,
@@ -26,7 +29,7 @@ const ESNI: u16 = 0xffce;
 /// What a ClientHello asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Hello {
-    /// One host name, lower-case, without a trailing dot.
+    /// One host name, lower-case (a name with a trailing dot is [`Hello::Malformed`]).
     Name(String),
     /// No SNI at all.
     NoSni,
@@ -77,6 +80,32 @@ pub fn complete_hello(buf: &[u8]) -> Result<Option<Vec<u8>>, ()> {
     Ok(None)
 }
 
+/// Largest first ClientHello the guard passes. A front that routes by SNI reads the
+/// hello into one buffer: HAProxy's default (16 KiB less 1 KiB kept for rewrites) holds
+/// a 14.5 KB hello and sends a 15.5 KB one to its default backend unread. Real hellos,
+/// post-quantum key shares and session tickets included, stay under 4 KB.
+pub const MAX_FIRST_HELLO: usize = 8 * 1024;
+
+/// Whether the first record of `buf` holds the whole ClientHello `message` (as
+/// [`complete_hello`] joined it) and nothing else, under a record version a TLS client
+/// writes (0x0301 to 0x0303; TLS 1.3 keeps 0x0301 or 0x0303 there), within
+/// [`MAX_FIRST_HELLO`].
+///
+/// A front that routes TLS by SNI without terminating it reads the name from the first
+/// record only: HAProxy's `req_ssl_sni` takes the bytes after the first record's header
+/// for the whole hello, and a record of version 2.0 for no TLS at all. A hello cut
+/// across records, under another version, or longer than its buffer goes to its default
+/// backend, whatever name the guard joined from the pieces; TLS clients write their
+/// first hello in one record.
+pub fn in_one_record(buf: &[u8], message: &[u8]) -> bool {
+    let Some(&[_, major, minor, high, low]) = buf.get(..5) else {
+        return false;
+    };
+    let version = u16::from_be_bytes([major, minor]);
+    let len = usize::from(u16::from_be_bytes([high, low]));
+    (0x0301..=0x0303).contains(&version) && len == message.len() && len <= MAX_FIRST_HELLO
+}
+
 /// The name a whole ClientHello handshake message asks for.
 pub fn hello_name(message: &[u8]) -> Hello {
     let Ok((rest, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) =
@@ -84,7 +113,10 @@ pub fn hello_name(message: &[u8]) -> Hello {
     else {
         return Hello::Malformed;
     };
-    if !rest.is_empty() {
+    // The legacy version a TLS client writes there (TLS 1.3 keeps 0x0303): HAProxy's
+    // `req_ssl_sni` takes a hello of 0x0300 or older for none and routes it to its
+    // default backend.
+    if !rest.is_empty() || !(0x0301..=0x0303).contains(&hello.version.0) {
         return Hello::Malformed;
     }
     let Some(ext) = hello.ext else {
@@ -234,9 +266,61 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_sni_is_read_lower_case_without_the_dot() {
-        let r = client_hello(&[sni(&["Allowed.Test."])]);
+    fn the_sni_is_read_lower_case_and_a_trailing_dot_is_no_name() {
+        let r = client_hello(&[sni(&["Allowed.Test"])]);
         assert_eq!(name_of(&r), Hello::Name("allowed.test".into()));
+        // RFC 6066 forbids the dot, and an SNI router that compares the name whole
+        // (nginx's `ssl_preread` with a `map`, HAProxy) sends it to its default.
+        let r = client_hello(&[sni(&["allowed.test."])]);
+        assert_eq!(name_of(&r), Hello::Malformed);
+    }
+
+    #[test]
+    fn a_hello_is_in_one_record_only_whole_alone_and_under_a_client_version() {
+        let whole = client_hello(&[sni(&["allowed.test"])]);
+        let message = complete_hello(&whole)
+            .expect("test input")
+            .expect("whole hello");
+        assert!(in_one_record(&whole, &message));
+        // Cut across two records: joined, but not in one.
+        let body = &whole[5..];
+        let mut cut = Vec::new();
+        for part in [&body[..10], &body[10..]] {
+            cut.extend([HANDSHAKE, 3, 1]);
+            cut.extend((part.len() as u16).to_be_bytes());
+            cut.extend(part);
+        }
+        let joined = complete_hello(&cut)
+            .expect("test input")
+            .expect("whole hello");
+        assert_eq!(joined, message);
+        assert!(!in_one_record(&cut, &joined));
+        for version in [[2, 0], [3, 0], [3, 4], [4, 1]] {
+            let mut other = whole.clone();
+            other[1..3].copy_from_slice(&version);
+            assert!(!in_one_record(&other, &message), "{version:?}");
+        }
+        // Past what a front reads into its buffer.
+        let big = client_hello(&[sni(&["allowed.test"]), (0x4444, vec![0; MAX_FIRST_HELLO])]);
+        let big_message = complete_hello(&big)
+            .expect("test input")
+            .expect("whole hello");
+        assert!(!in_one_record(&big, &big_message));
+        // An SSL 3.0 or 2.0 hello inside: no name a front reads alike.
+        for version in [[3, 0], [2, 0]] {
+            let mut old = whole.clone();
+            old[9..11].copy_from_slice(&version);
+            let message = complete_hello(&old)
+                .expect("test input")
+                .expect("whole hello");
+            assert_eq!(hello_name(&message), Hello::Malformed, "{version:?}");
+        }
+        // A second message after the hello in its record.
+        let mut more = whole.clone();
+        more.extend([20, 0, 0, 0]);
+        let len = (more.len() - 5) as u16;
+        more[3..5].copy_from_slice(&len.to_be_bytes());
+        assert!(!in_one_record(&more, &message));
     }
 
     #[test]
