@@ -226,6 +226,9 @@ enum Command {
         /// Also time each step of the pipeline (milliseconds per run, averaged).
         #[arg(long)]
         phases: bool,
+        /// Also run the learned stage (as `sanitize --learned`).
+        #[arg(long)]
+        learned: bool,
     },
     /// (internal) Sanitize many texts in one process: JSON Lines `{"id"?, "text"}` on
     /// stdin, one JSON line `{"id", "flagged", "severity", "categories", "rules"}` per
@@ -574,7 +577,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             iterations,
             corpus,
             phases,
-        } => sanitize::bench(&input, iterations, corpus, phases),
+            learned,
+        } => sanitize::bench(&input, iterations, corpus, phases, learned),
         Command::SanitizeBatch => sanitize::batch(),
         Command::Outbound(args) => {
             let config = Config::load(cli.config.as_deref())?;

@@ -157,15 +157,20 @@ fn median(v: &mut [f64]) -> f64 {
 /// `__bench-sanitize --input FILE --iterations K`: sanitizes the whole file K times and
 /// prints the throughput as JSON. With `--corpus`, FILE is a JSON array of strings or of
 /// objects with a `text` field, and it prints how many entries were flagged. With
-/// `--phases`, it also times each step of the pipeline (`phases_ms`).
+/// `--phases`, it also times each step of the pipeline (`phases_ms`); with `--learned`,
+/// the calls run the learned stage too.
 pub fn bench(
     input: &Path,
     iterations: u32,
     corpus: bool,
     phases: bool,
+    learned: bool,
 ) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let opts = Options::default();
+    let opts = Options {
+        learned,
+        ..Options::default()
+    };
     if corpus {
         let entries: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: not a JSON array", input.display()))?;

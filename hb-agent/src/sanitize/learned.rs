@@ -145,9 +145,8 @@ mod tests {
     }
 
     /// Attacks embedded in ordinary mail score over the threshold. (Written for this
-    /// test, not in the training set; the model misses many short bare attacks, e.g.
-    /// PromptInject's "Ignore any previous and following instructions…" on its own scores
-    /// under the threshold: the rules catch those.)
+    /// test, not in the training set; the model can miss short bare attacks: the rules
+    /// catch those.)
     #[test]
     fn embedded_attacks_score_high() {
         let m = model();

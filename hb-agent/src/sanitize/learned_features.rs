@@ -4,7 +4,11 @@
 //!
 //! Features: character n-grams (lengths [`N_MIN`]..=[`N_MAX`]) of the folded text —
 //! lower case, every ASCII digit `0`, every whitespace run one space, a space before the
-//! first character — each hashed into one of `2^bits` buckets. A text's vector is its
+//! first character — each hashed into one of `2^bits` buckets. The last [`N_MAX`] folded
+//! characters are kept as codes in one `u64` (a shift-in window, [`code`]), and one
+//! multiply of it hashes every order at once (multiply-shift over each order's low bits,
+//! [`bucket`]): no hash depends on another, so a character costs one multiply and a
+//! shift, mask and table look-up per order. A text's vector is its
 //! bucket counts divided by the square root of its n-gram count, so a long text and a
 //! short one score on the same scale. The model is logistic regression over that vector:
 //! `logit = bias + scale * Σ weight[bucket] / sqrt(count)` with `i8` weights.
@@ -14,10 +18,10 @@
 //! characters, so the windows cost one pass over the text).
 
 /// The model file's first bytes.
-pub const MAGIC: &[u8; 8] = b"HBLNG01\n";
+pub const MAGIC: &[u8; 8] = b"HBLNG02\n";
 /// The shortest and the longest n-gram, in folded characters.
-pub const N_MIN: usize = 2;
-pub const N_MAX: usize = 5;
+pub const N_MIN: usize = 4;
+pub const N_MAX: usize = 4;
 /// Bytes before the weights: magic, bits, window, stride, scale, bias, threshold.
 const HEADER: usize = 8 + 4 * 6;
 
@@ -157,20 +161,41 @@ const fn fold_ascii(b: u8) -> u8 {
     }
 }
 
-const SEED: u64 = 0x5bd1_e995_cafe_f00d;
+/// Bits per folded character in the shift-in window: [`N_MAX`] characters fit in a `u64`.
+const CODE_BITS: u32 = 64 / N_MAX as u32;
+const CODE_MASK: u64 = (1 << CODE_BITS) - 1;
+/// The odd multiplier of the multiply-shift hash (the golden ratio's 64-bit fraction).
 const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Seeds the hash that gives a non-ASCII character its code.
+const SEED: u64 = 0x5bd1_e995_cafe_f00d;
 
-const fn mix(h: u64, c: char) -> u64 {
-    (h.rotate_left(23) ^ c as u64).wrapping_mul(MUL)
+/// A folded character's code in the window: an ASCII character is its byte, any other
+/// character the code's top bit (so it never reads as ASCII) and the rest a hash of it.
+const fn code(c: char) -> u64 {
+    if c.is_ascii() {
+        c as u64
+    } else {
+        (1 << (CODE_BITS - 1)) | ((c as u64 ^ SEED).wrapping_mul(MUL) >> (65 - CODE_BITS))
+    }
 }
 
-/// Calls `emit(byte_offset, bucket)` for every n-gram of the folded text, at the byte
-/// offset of the character that ends it, in order.
-pub fn ngrams(text: &str, bits: u32, mut emit: impl FnMut(usize, u32)) {
-    // hashes[k]: the (k+1)-gram ending at the previous folded character.
-    let mut hashes = [0u64; N_MAX];
-    // A leading space: words at the start of the text have their start marked too.
-    hashes[0] = mix(SEED, ' ');
+/// The bucket of the `n`-gram at the end of `window` (the last folded characters' codes,
+/// the newest in the low bits) from `product = window * MUL`: the top `bits` bits of the
+/// product's low `n` codes' bits, which depend on the `n` newest codes alone. So one
+/// multiply hashes every order, each by multiply-shift over its own word, and no order's
+/// hash waits for another's. Needs `bits <= N_MIN * CODE_BITS`.
+#[inline(always)]
+const fn bucket(product: u64, n: u32, bits: u32) -> u64 {
+    (product >> (CODE_BITS * n - bits)) & ((1 << bits) - 1)
+}
+
+/// Calls `each(byte_offset, buckets)` for every character of the folded text, in order:
+/// its byte offset and the buckets of the n-grams it ends (none for the first character
+/// when [`N_MIN`] > 2).
+pub fn ngrams(text: &str, bits: u32, mut each: impl FnMut(usize, &[u32])) {
+    // The codes of the last folded characters, the newest in the low bits. A leading
+    // space: words at the start of the text have their start marked too.
+    let mut window = code(' ');
     let mut have = 1;
     let mut last_space = true;
     for (at, c) in text.char_indices() {
@@ -183,21 +208,21 @@ pub fn ngrams(text: &str, bits: u32, mut emit: impl FnMut(usize, u32)) {
         } else {
             last_space = false;
         }
-        for k in (1..have.min(N_MAX - 1) + 1).rev() {
-            hashes[k] = mix(hashes[k - 1], c);
-        }
-        hashes[0] = mix(SEED, c);
+        window = (window << CODE_BITS) | code(c);
         have = (have + 1).min(N_MAX);
-        for h in &hashes[N_MIN - 1..have] {
-            emit(at, (h >> (64 - bits)) as u32);
+        let product = window.wrapping_mul(MUL);
+        let mut buckets = [0; N_MAX];
+        for n in N_MIN..=have {
+            buckets[n - N_MIN] = bucket(product, n as u32, bits) as u32;
         }
+        each(at, &buckets[..(have + 1).saturating_sub(N_MIN)]);
     }
 }
 
 /// A text's feature vector: (bucket, count / sqrt(n-gram count)), buckets ascending.
 pub fn features(text: &str, bits: u32) -> Vec<(u32, f32)> {
     let mut buckets = Vec::new();
-    ngrams(text, bits, |_, b| buckets.push(b));
+    ngrams(text, bits, |_, b| buckets.extend_from_slice(b));
     let norm = 1.0 / (buckets.len().max(1) as f32).sqrt();
     buckets.sort_unstable();
     let mut out: Vec<(u32, f32)> = Vec::new();
@@ -221,17 +246,16 @@ pub fn windows(
 ) -> Vec<(std::ops::Range<usize>, f64, usize)> {
     // Running sums at every stride-th folded character: (byte offset, Σ weight, count).
     let mut marks: Vec<(usize, f64, usize)> = vec![(0, 0.0, 0)];
-    let (mut sum, mut count, mut chars, mut last_at) = (0.0, 0usize, 0u32, usize::MAX);
-    ngrams(text, bits, |at, b| {
-        if at != last_at {
-            if chars > 0 && chars % stride == 0 {
-                marks.push((at, sum, count));
-            }
-            chars += 1;
-            last_at = at;
+    let (mut sum, mut count, mut chars) = (0.0, 0usize, 0u32);
+    ngrams(text, bits, |at, buckets| {
+        if chars > 0 && chars % stride == 0 {
+            marks.push((at, sum, count));
         }
-        sum += weight(b);
-        count += 1;
+        chars += 1;
+        for &b in buckets {
+            sum += weight(b);
+            count += 1;
+        }
     });
     marks.push((text.len(), sum, count));
     let span = (window / stride) as usize;
@@ -253,9 +277,10 @@ pub fn windows(
     out
 }
 
-/// [`fold`] of every ASCII byte.
-const FOLD_ASCII: [u8; 128] = {
-    let mut t = [0; 128];
+/// [`fold`] of every ASCII byte: its code in the window. (256 entries, the rest never
+/// read, so that indexing by a byte needs no bounds check.)
+const FOLD_BYTE: [u8; 256] = {
+    let mut t = [0; 256];
     let mut b = 0;
     while b < 128 {
         t[b] = fold_ascii(b as u8);
@@ -264,48 +289,24 @@ const FOLD_ASCII: [u8; 128] = {
     t
 };
 
-/// The 1-gram hash of every folded ASCII byte.
-const FIRST_ASCII: [u64; 128] = {
-    let mut t = [0; 128];
-    let mut b = 0;
-    while b < 128 {
-        t[b] = mix(SEED, fold_ascii(b as u8) as char);
-        b += 1;
-    }
-    t
-};
-
-/// The 1-gram hash and the folded byte of every ASCII byte, side by side for the fast
-/// loop of [`window_scan`].
-const ASCII: [(u64, u64); 128] = {
-    let mut t = [(0, 0); 128];
-    let mut b = 0;
-    while b < 128 {
-        t[b] = (FIRST_ASCII[b], FOLD_ASCII[b] as u64);
-        b += 1;
-    }
-    t
-};
-
-/// The 1-gram hash of a space: the last folded character was a space exactly when the
-/// 1-gram hash equals it (`mix` is a bijection for a fixed `h`: `MUL` is odd).
-const FIRST_SPACE: u64 = mix(SEED, ' ');
-
-/// The number of n-grams in the first `chars` folded characters (1, 2, 3, then 4 per
-/// character: the orders reached so far).
+/// The number of n-grams in the first `chars` folded characters: the `t`-th character
+/// ends an n-gram of every order up to `t + 1` (the leading space counts).
 fn ngram_count(chars: usize) -> usize {
-    if chars <= N_MAX - N_MIN + 1 {
-        chars * (chars + 1) / 2
-    } else {
-        (N_MAX - N_MIN + 1) * chars - 6
-    }
+    (1..=chars.min(N_MAX)).map(orders_at).sum::<usize>()
+        + chars.saturating_sub(N_MAX) * (N_MAX - N_MIN + 1)
+}
+
+/// The number of orders the `t`-th folded character (from 1) ends an n-gram of.
+const fn orders_at(t: usize) -> usize {
+    let top = if t + 1 < N_MAX { t + 1 } else { N_MAX };
+    (top + 1).saturating_sub(N_MIN)
 }
 
 /// [`windows`] with the model's `i8` weights, the sums in integers: the same windows,
 /// sums and counts, for a fraction of the instructions (the agent's learned stage runs
 /// this on every stretch it judges). One pass over the bytes: an ASCII byte is folded
-/// and hashed by table lookup, other characters are decoded and folded as [`ngrams`]
-/// folds them; the four n-gram hashes stay in registers.
+/// by table lookup, other characters are decoded and folded as [`ngrams`] folds them;
+/// the window of codes stays in a register.
 pub fn window_sums(
     text: &str,
     bits: u32,
@@ -318,23 +319,23 @@ pub fn window_sums(
     if bits == 18
         && let Ok(w) = <&[i8; 1 << 18]>::try_from(weights)
     {
-        return window_scan(text, window, stride, |h| {
-            i32::from(w[(h >> (64 - 18)) as usize])
+        return window_scan(text, window, stride, |product, n| {
+            i32::from(w[bucket(product, n, 18) as usize])
         });
     }
-    let shift = 64 - bits;
-    window_scan(text, window, stride, |h| {
-        i32::from(weights[(h >> shift) as usize])
+    window_scan(text, window, stride, |product, n| {
+        i32::from(weights[bucket(product, n, bits) as usize])
     })
 }
 
-/// The body of [`window_sums`]: `weight(hash)` is the n-gram's weight.
+/// The body of [`window_sums`]: `weight(product, n)` is the weight of the `n`-gram whose
+/// window's product is `product`.
 #[inline(always)]
 fn window_scan(
     text: &str,
     window: u32,
     stride: u32,
-    weight: impl Fn(u64) -> i32,
+    weight: impl Fn(u64, u32) -> i32,
 ) -> Vec<(std::ops::Range<usize>, i64, usize)> {
     let bytes = text.as_bytes();
     // As in `windows`: (byte offset, Σ weight, count) before every stride-th folded
@@ -342,24 +343,22 @@ fn window_scan(
     // are filled in at the end.
     let mut marks: Vec<(usize, i64, usize)> = vec![(0, 0, 0)];
     let mut sum = 0i64;
-    // The 1- to 4-gram hashes ending at the previous folded character (`hashes` in
-    // `ngrams`); those of orders not yet reached hold junk that is never used. `h1`
-    // starts as a space's: the text is read as if a space came first.
-    let (mut h1, mut h2, mut h3, mut h4) = (FIRST_SPACE, 0u64, 0u64, 0u64);
-    // Folded characters read so far, while fewer than N_MAX - 1 (the orders reached).
+    // The codes of the last folded characters (`window` in `ngrams`), read as if a
+    // space came first.
+    let mut codes = code(' ');
+    // Folded characters read so far, while fewer than N_MAX - 1 (from then on every
+    // character ends an n-gram of every order).
     let mut warm = 0;
     // Folded characters until the next mark.
     let mut until_mark = stride;
     let mut i = 0;
     while i < bytes.len() {
-        if warm == N_MAX - N_MIN {
+        if warm == N_MAX - 1 {
             // The steady state's ASCII characters, at most `until_mark` bytes (so at most
             // that many characters: no mark falls inside), in a loop with nothing else
-            // in it, so the hashes and the sum stay in registers.
+            // in it, so the window and the sum stay in registers.
             let chunk = &bytes[i..bytes.len().min(i + until_mark as usize)];
-            let mut h = [h1, h2, h3, h4];
-            let (j, skipped, part) = ascii_run(chunk, &mut h, &weight);
-            [h1, h2, h3, h4] = h;
+            let (j, skipped, part) = ascii_run(chunk, &mut codes, &weight);
             sum += part;
             i += j;
             until_mark -= (j - skipped) as u32;
@@ -371,20 +370,16 @@ fn window_scan(
         // text's first, or one a mark comes before.
         let at = i;
         let b = bytes[i];
-        let (c, first) = if b < 0x80 {
+        let c = if b < 0x80 {
             i += 1;
-            (
-                u64::from(FOLD_ASCII[usize::from(b)]),
-                FIRST_ASCII[usize::from(b)],
-            )
+            u64::from(FOLD_BYTE[usize::from(b)])
         } else {
             let (c, len) = decode_utf8(bytes, i);
             i += len;
-            let f = fold(c);
-            (u64::from(f), mix(SEED, f))
+            code(fold(c))
         };
         // A blank after a blank is not read.
-        if first == FIRST_SPACE && h1 == FIRST_SPACE {
+        if c == SPACE && codes & CODE_MASK == SPACE {
             continue;
         }
         if until_mark == 0 {
@@ -392,16 +387,15 @@ fn window_scan(
             until_mark = stride;
         }
         until_mark -= 1;
-        let next = |h: u64| (h.rotate_left(23) ^ c).wrapping_mul(MUL);
-        let (n2, n3, n4, n5) = (next(h1), next(h2), next(h3), next(h4));
-        (h1, h2, h3, h4) = (first, n2, n3, n4);
-        if warm == N_MAX - N_MIN {
-            sum += i64::from(weight(n2) + weight(n3) + weight(n4) + weight(n5));
+        codes = (codes << CODE_BITS) | c;
+        let product = codes.wrapping_mul(MUL);
+        if warm == N_MAX - 1 {
+            sum += i64::from(weight_sum(product, &weight));
         } else {
             // The text's first characters: only the orders reached so far.
             warm += 1;
-            for h in [n2, n3, n4, n5].into_iter().take(warm) {
-                sum += i64::from(weight(h));
+            for n in N_MIN..N_MIN + orders_at(warm) {
+                sum += i64::from(weight(product, n as u32));
             }
         }
     }
@@ -425,57 +419,75 @@ fn window_scan(
         .collect()
 }
 
+/// The weights of every order's n-gram at a window whose product is `product`, added.
+#[inline(always)]
+fn weight_sum(product: u64, weight: &impl Fn(u64, u32) -> i32) -> i32 {
+    (N_MIN as u32..=N_MAX as u32)
+        .map(|n| weight(product, n))
+        .sum()
+}
+
+/// A space's code.
+const SPACE: u64 = b' ' as u64;
+
 /// The steady state's ASCII characters at the start of `chunk`, for [`window_scan`]:
-/// steps the 1- to 4-gram hashes `h` over them, in a loop with nothing else in it so
-/// that the hashes and the sum stay in registers; returns the bytes read, the blanks
-/// among them that were not read (a blank after a blank) and the n-grams' weight sum.
-/// Stops at the first non-ASCII byte. Not inlined: where the compiler inlined
-/// [`window_scan`] into its caller, this loop came out 1.5 M instructions per MiB
-/// slower than where it did not.
+/// shifts their codes into `codes` and adds the weights of the n-grams each ends, in a
+/// loop with nothing else in it so that the window and the sum stay in registers;
+/// returns the bytes read, the blanks among them that were not read (a blank after a
+/// blank) and the n-grams' weight sum. Stops at the first non-ASCII byte. Not inlined:
+/// where the compiler inlined [`window_scan`] into its caller, the loop came out slower
+/// than where it did not.
 #[inline(never)]
-fn ascii_run(chunk: &[u8], h: &mut [u64; 4], weight: &impl Fn(u64) -> i32) -> (usize, usize, i64) {
-    let blank = |b: u8| b < 0x80 && ASCII[usize::from(b)].1 == u64::from(b' ');
-    let [mut h1, mut h2, mut h3, mut h4] = *h;
+fn ascii_run(
+    chunk: &[u8],
+    codes: &mut u64,
+    weight: &impl Fn(u64, u32) -> i32,
+) -> (usize, usize, i64) {
+    // Found first, so the loop below tests no byte for being ASCII.
+    let ascii = &chunk[..ascii_prefix(chunk)];
+    let code = |b: u8| u64::from(FOLD_BYTE[usize::from(b)]);
+    let mut w = *codes;
     let mut sum = 0i64;
-    let mut rest = chunk;
+    let mut i = 0;
     // Blanks after a blank are not read (as a run that began before the chunk).
     let mut skipped = 0;
-    if h1 == FIRST_SPACE {
-        while let [b, tail @ ..] = rest
-            && blank(*b)
-        {
-            rest = tail;
+    if w & CODE_MASK == SPACE {
+        while i < ascii.len() && code(ascii[i]) == SPACE {
+            i += 1;
             skipped += 1;
         }
     }
-    while let [b, tail @ ..] = rest {
-        if *b >= 0x80 {
-            break;
-        }
-        rest = tail;
-        let (first, c) = ASCII[usize::from(*b)];
-        // Each order's weight is added as soon as its hash is known, so no hash
-        // outlives its step: fewer values live at once, none spilled.
-        let next = |h: u64| (h.rotate_left(23) ^ c).wrapping_mul(MUL);
-        sum += i64::from(weight(next(h4)));
-        h4 = next(h3);
-        sum += i64::from(weight(h4));
-        h3 = next(h2);
-        sum += i64::from(weight(h3));
-        h2 = next(h1);
-        sum += i64::from(weight(h2));
-        h1 = first;
-        if c == u64::from(b' ') {
-            while let [b, tail @ ..] = rest
-                && blank(*b)
-            {
-                rest = tail;
+    while i < ascii.len() {
+        let c = code(ascii[i]);
+        i += 1;
+        w = (w << CODE_BITS) | c;
+        // One multiply hashes every order; their look-ups are independent.
+        let product = w.wrapping_mul(MUL);
+        sum += i64::from(weight_sum(product, weight));
+        if c == SPACE {
+            while i < ascii.len() && code(ascii[i]) == SPACE {
+                i += 1;
                 skipped += 1;
             }
         }
     }
-    *h = [h1, h2, h3, h4];
-    (chunk.len() - rest.len(), skipped, sum)
+    *codes = w;
+    (ascii.len(), skipped, sum)
+}
+
+/// The length of the ASCII bytes at the start of `bytes`, read eight at a time.
+fn ascii_prefix(bytes: &[u8]) -> usize {
+    let mut n = 0;
+    for word in bytes.chunks_exact(8) {
+        let mut w = [0; 8];
+        w.copy_from_slice(word);
+        let high = u64::from_le_bytes(w) & 0x8080_8080_8080_8080;
+        if high != 0 {
+            return n + (high.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + bytes[n..].iter().take_while(|b| b.is_ascii()).count()
 }
 
 /// The character that starts at byte `i` of valid UTF-8 whose byte `i` is not ASCII,
@@ -504,13 +516,20 @@ fn decode_utf8(bytes: &[u8], i: usize) -> (char, usize) {
 mod tests {
     use super::*;
 
-    /// The ASCII table is `fold` and the 1-gram hash, byte by byte.
+    /// The ASCII table is `fold`, and a character's code is its folded byte exactly
+    /// when it is ASCII.
     #[test]
-    fn ascii_table_is_fold_and_mix() {
+    fn ascii_table_is_fold() {
         for b in 0..128u8 {
             let f = fold(b as char);
-            assert_eq!(FOLD_ASCII[b as usize], f as u8, "byte {b}");
-            assert_eq!(FIRST_ASCII[b as usize], mix(SEED, f), "byte {b}");
+            assert_eq!(FOLD_BYTE[b as usize], f as u8, "byte {b}");
+            assert_eq!(code(f), u64::from(f as u8), "byte {b}");
+        }
+        for c in ['é', '日', '\u{10ffff}', 'ж'] {
+            assert!(
+                (1 << (CODE_BITS - 1)..=CODE_MASK).contains(&code(c)),
+                "{c:?}"
+            );
         }
     }
 
@@ -520,7 +539,7 @@ mod tests {
         let text: String = "ab cd".repeat(9);
         for end in 0..=text.len() {
             let mut n = 0;
-            ngrams(&text[..end], 18, |_, _| n += 1);
+            ngrams(&text[..end], 18, |_, b| n += b.len());
             let chars = text[..end].chars().count();
             assert_eq!(ngram_count(chars), n, "{:?}", &text[..end]);
         }
