@@ -735,10 +735,8 @@ impl Cues {
                 .rposition(|b| *b == b'>')
                 .map_or(ls, |i| ls + i + 1),
         );
-        let ls = ls.max(memchr::memmem::rfind(&v[ls..r.start], b"\\n").map_or(ls, |i| ls + i + 2));
-        let ls = ls.max(
-            memchr::memmem::rfind(&v[ls..r.start], "。".as_bytes()).map_or(ls, |i| ls + i + 3),
-        );
+        let ls = ls.max(rfind_short(&v[ls..r.start], b"\\n").map_or(ls, |i| ls + i + 2));
+        let ls = ls.max(rfind_short(&v[ls..r.start], "。".as_bytes()).map_or(ls, |i| ls + i + 3));
         let head = trim_blank(&v[ls..r.start]);
         // A rule of dashes or equals signs and a blank ("-- X", "=== X"), not an option
         // name ("--mfoo  use X instructions").
@@ -901,7 +899,7 @@ impl Cues {
         // The claim set off as a header: "[Notice from the administrator]", "【…】", or
         // "Message from the system owner:" at a line's start.
         let marked = memchr::memchr3(b'[', b'(', b'<', &v[lo..r.start]).is_some()
-            || memchr::memmem::find(&v[lo..r.start], "【".as_bytes()).is_some()
+            || find_short(&v[lo..r.start], "【".as_bytes()).is_some()
             || r.start - line_start_near(v, r.start, 41) <= 40 && v[r.end..hi].contains(&b':');
         let severity = match (strong, marked && addressed && imperative) {
             (true, _) if marked => Severity::High,
@@ -1018,8 +1016,8 @@ impl Cues {
                 let quoted = quoted
                     || object_first
                         && (head.iter().any(|b| matches!(b, b'"' | b'\''))
-                            || memchr::memmem::find(head, "」".as_bytes()).is_some()
-                            || memchr::memmem::find(head, "”".as_bytes()).is_some());
+                            || find_short(head, "」".as_bytes()).is_some()
+                            || find_short(head, "”".as_bytes()).is_some());
                 let tail_pwned = pwned(tail) || object_first && pwned(head);
                 let set_up = self.cues_within(j, p.saturating_sub(300), p).any(|(c, _)| {
                     matches!(
@@ -1341,9 +1339,26 @@ fn hailed(v: &[u8], cue: &Range<usize>) -> Option<u8> {
     }
 }
 
+/// `http`, searched for in the sentence of every send and call cue: a searcher built
+/// once (`memmem::find` builds one per call, which cost more than the search).
+static HTTP: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"http"));
+
+/// The first place `needle` starts in `hay`, for the few dozen bytes judges look at
+/// around a place: stepping through its first byte costs less there than building a
+/// searcher for each call.
+fn find_short(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(needle[0], hay).find(|&i| hay[i..].starts_with(needle))
+}
+
+/// The last place `needle` starts in `hay` ([`find_short`] from the end).
+fn rfind_short(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memrchr_iter(needle[0], hay).find(|&i| hay[i..].starts_with(needle))
+}
+
 /// An `http(s)://` URL with a query (`?`) in `hay`.
 fn query_url(hay: &[u8]) -> bool {
-    memchr::memmem::find_iter(hay, b"http").any(|i| {
+    HTTP.find_iter(hay).any(|i| {
         let rest = &hay[i..];
         if !(rest.starts_with(b"http://") || rest.starts_with(b"https://")) {
             return false;
@@ -1378,8 +1393,8 @@ fn call_form(hay: &[u8]) -> bool {
 /// An address data can be sent to: an email address (`name@host.tld`) or an
 /// `http(s)://` URL.
 fn destination(hay: &[u8]) -> bool {
-    memchr::memmem::find(hay, b"http://").is_some()
-        || memchr::memmem::find(hay, b"https://").is_some()
+    HTTP.find_iter(hay)
+        .any(|i| hay[i..].starts_with(b"http://") || hay[i..].starts_with(b"https://"))
         || memchr::memchr_iter(b'@', hay).any(|i| {
             let local = i > 0 && hay[i - 1].is_ascii_alphanumeric();
             let host = &hay[i + 1..(i + 64).min(hay.len())];
@@ -1395,7 +1410,7 @@ fn destination(hay: &[u8]) -> bool {
 /// A URL whose query ends in a parameter with no value (`https://…/r?ref=`): a slot
 /// left open for what the text around it says to append.
 fn open_slot_url(hay: &[u8]) -> bool {
-    memchr::memmem::find_iter(hay, b"http").any(|i| {
+    HTTP.find_iter(hay).any(|i| {
         let rest = &hay[i..];
         if !(rest.starts_with(b"http://") || rest.starts_with(b"https://")) {
             return false;
@@ -1509,7 +1524,7 @@ fn has_kana(hay: &[u8]) -> bool {
 /// "!!" or a word of urgency near the cue.
 fn emphatic(v: &[u8], cue: &Range<usize>) -> bool {
     let near = &v[cue.start.saturating_sub(48)..(cue.end + 48).min(v.len())];
-    memchr::memmem::find(near, b"!!").is_some() || IMPORTANT.is_match(near)
+    find_short(near, b"!!").is_some() || IMPORTANT.is_match(near)
 }
 
 fn pwned(hay: &[u8]) -> bool {
@@ -1719,6 +1734,32 @@ mod tests {
             .into_iter()
             .map(|(p, c)| (p, CUES.keys[c].1))
             .collect()
+    }
+
+    proptest! {
+        /// The short searches find what the library's searches find, and `HTTP`
+        /// what `find_iter` finds (texts of the needles' bytes, so they meet often).
+        #[test]
+        fn short_searches_find_as_memmem_does(
+            parts in prop::collection::vec(
+                prop::sample::select(vec![
+                    "\\n", "\\", "n", "。", "【", "、", "!", "!!", "http://", "https://", "htt",
+                    "h", "s://", " ",
+                ]),
+                0..40,
+            ),
+            needle in prop::sample::select(vec![
+                &b"\\n"[..], "。".as_bytes(), "【".as_bytes(), b"!!", b"http://", b"https://",
+            ]),
+        ) {
+            let hay = parts.concat().into_bytes();
+            prop_assert_eq!(find_short(&hay, needle), memchr::memmem::find(&hay, needle));
+            prop_assert_eq!(rfind_short(&hay, needle), memchr::memmem::rfind(&hay, needle));
+            prop_assert_eq!(
+                HTTP.find_iter(&hay).collect::<Vec<_>>(),
+                memchr::memmem::find_iter(&hay, b"http").collect::<Vec<_>>()
+            );
+        }
     }
 
     proptest! {
