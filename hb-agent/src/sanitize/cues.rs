@@ -404,7 +404,9 @@ impl Iterator for Occurrences<'_> {
 /// The occurrences of one automaton's words in the stretch of a view read so far. The
 /// judges ask for the words of windows that overlap (one sentence for each keyword place
 /// in it, and again for each language of the words there); the places come in order, so
-/// most windows start inside the stretch already read, and each byte is read once.
+/// most windows start inside the stretch already read and only read on past its end. A
+/// window that starts before the stretch (a judge looking further back than any before
+/// it) or after it starts a new stretch: never more reading than each window alone.
 struct Seen<'a> {
     dfa: &'a DFA,
     v: &'a [u8],
