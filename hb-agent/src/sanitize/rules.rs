@@ -332,8 +332,9 @@ impl Engine {
 fn cue_hits(ctx: &Ctx<'_>, mut places: Vec<(usize, usize)>) -> Vec<Hit> {
     sort_nearly_sorted(&mut places);
     let mut hits: Vec<Hit> = Vec::new();
+    let mut judging = CUES.judging(ctx.v);
     for (p, c) in places {
-        let Some(mut h) = CUES.judge_key(ctx.v, CUES.keys[c].1, p) else {
+        let Some(mut h) = CUES.judge_key(&mut judging, CUES.keys[c].1, p) else {
             continue;
         };
         if h.negatable && ctx.negated(p) {
