@@ -19,38 +19,7 @@ if [[ ! -s $dir/bench.txt ]]; then
     (cd "$root" && cargo xtask __sanitize-input "$dir/bench.txt")
 fi
 if [[ ! -d $dir/real ]]; then
-    mkdir -p "$dir/real"
-    python3 - "$dir/real" <<'PY'
-import glob, gzip, os, sys
-limit, piece = 20_000_000, 512 * 1024
-py = sorted(p for d in glob.glob('/usr/lib/python3*/') for p in glob.glob(d + '**/*.py', recursive=True))
-man = sorted(glob.glob('/usr/share/man/**/*.gz', recursive=True))
-doc = sorted(p for p in glob.glob('/usr/share/doc/**', recursive=True) if os.path.isfile(p))
-lists, n, k, buf = [iter(py), iter(man), iter(doc)], 0, 0, []
-def flush():
-    global k, buf
-    if buf:
-        open(os.path.join(sys.argv[1], f'r{k:03}.txt'), 'w', encoding='utf-8').write(''.join(buf))
-        k, buf = k + 1, []
-size = 0
-while n < limit and lists:
-    for it in list(lists):
-        p = next(it, None)
-        if p is None:
-            lists.remove(it); continue
-        try:
-            b = open(p, 'rb').read()
-            if p.endswith('.gz'): b = gzip.decompress(b)
-            t = b.decode('utf-8')
-        except Exception:
-            continue
-        if '\0' in t[:8192]: continue
-        for line in t.splitlines(keepends=True):
-            buf.append(line); size += len(line.encode()); n += len(line.encode())
-            if size >= piece:
-                flush(); size = 0
-flush()
-PY
+    python3 "$root/benches/real_text.py" "$dir/real" 20000000 --pieces 512
 fi
 status=0
 for input in "$dir/bench.txt" "$dir"/real/r*.txt; do

@@ -18,27 +18,7 @@ if [[ ! -s $dir/clean.txt ]]; then
     (cd "$root" && cargo xtask __scrub-input "$dir")
 fi
 if [[ ! -s $dir/real.txt ]]; then
-    python3 - "$dir/real.txt" <<'PY'
-import glob, gzip, os, sys
-limit = 40_000_000
-py = sorted(p for d in glob.glob('/usr/lib/python3*/') for p in glob.glob(d + '**/*.py', recursive=True))
-man = sorted(glob.glob('/usr/share/man/**/*.gz', recursive=True))
-doc = sorted(p for p in glob.glob('/usr/share/doc/**', recursive=True) if os.path.isfile(p))
-out, n = open(sys.argv[1], 'wb'), 0
-lists = [iter(py), iter(man), iter(doc)]
-while n < limit and lists:
-    for it in list(lists):
-        p = next(it, None)
-        if p is None:
-            lists.remove(it); continue
-        try:
-            b = open(p, 'rb').read()
-            if p.endswith('.gz'): b = gzip.decompress(b)
-        except Exception:
-            continue
-        if b'\0' in b[:8192]: continue
-        out.write(b if b.endswith(b'\n') else b + b'\n'); n += len(b)
-PY
+    python3 "$root/benches/real_text.py" "$dir/real.txt" 40000000
 fi
 if [[ ! -d $dir/live ]]; then
     mkdir -p "$dir/live"
