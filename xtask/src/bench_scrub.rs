@@ -142,6 +142,10 @@ pub fn bench() -> anyhow::Result<()> {
             field(py, "wall_mib_s")?
         );
     }
+    println!("\npacked view alone (what a broker answer adds to the scrub; MiB/s, CPU):");
+    for (name, hb, _, _) in &rows {
+        println!("  {:<24} {:.0}", name, field(hb, "packed_view_mib_s")?);
+    }
     let (_, hb_c, _, _) = &rows[2];
     println!(
         "live values: registering {} at once ({} forms) {:.0} ms; then one more {:.2} ms; unregistering one about {:.1} ms",
