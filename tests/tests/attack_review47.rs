@@ -39,12 +39,16 @@
 //!   socket must hear its validated peers from the network); the fix needs a hook at
 //!   the socket lookup (`BPF_PROG_TYPE_SK_LOOKUP`, which may answer "no socket" for a
 //!   sandbox's port and a sender it may not hear) fed with the ports sandboxes hold.
-//! - the socket error a connected UDP socket reads after an ICMP error from anyone
-//!   quoting its datagram (`sk_err`: ECONNREFUSED, EHOSTUNREACH, ENOPROTOOPT, EMSGSIZE…)
-//!   is an inbound channel of a few bits per error from the C2 (the README says so);
-//!   and "fragmentation needed" errors set the path MTU to the quoted destination,
-//!   which the sandbox reads back (`IP_MTU`) — read in the kernel's source
-//!   (`__udp4_lib_err`, `ipv4_sk_update_pmtu`), not kept as tests.
+//! - ICMP errors from anyone quoting a datagram of a connected UDP socket (its 4-tuple
+//!   is all the C2 needs: a port the sandbox binds, a peer its policy allows) reach it
+//!   through no cgroup program, even with the error queue kept off: the socket error
+//!   (`sk_err`: EMSGSIZE after "fragmentation needed", ECONNREFUSED after "port
+//!   unreachable"; the README says so) and the path MTU the first sets towards the
+//!   quoted destination, which the sandbox reads back with `IP_MTU` — 1500 → 1234, the
+//!   C2's value ([`icmp_errors_from_the_c2_carry_nothing_to_a_connected_udp_socket`]).
+//!   An inbound channel of a few bits per error, with no packet from the sandbox.
+//!   Closing it needs a program that sees ICMP before `icmp_rcv` (tc or XDP on every
+//!   device), which hb has none of.
 //!
 //! Held (read in af34429's code and the kernel's, and in earlier reviews' tests):
 //! - io_uring is refused by the seccomp filter unless the policy sets
@@ -573,4 +577,112 @@ fn a_sandbox_moves_no_packet_after_the_verdict() {
             "{trace} in the host's tables: {after}"
         );
     }
+}
+
+/// The C2 for [`icmp_errors_from_the_c2_carry_nothing_to_a_connected_udp_socket`]: the
+/// tun device as in [`PY_C2_SCAN`]; for each line on its stdin (`fragneeded MTU` or
+/// `portunreach`) it sends that ICMP error from its own address, quoting a datagram
+/// from `OWN:40001` to `PEER:4443`, and prints `{"sent": "…"}`.
+const PY_C2_ICMP: &str = r#"
+import fcntl, json, os, socket, struct, subprocess, sys
+c2, own, peer = sys.argv[1:4]
+tun = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(tun, 0x400454ca, struct.pack("16sH", b"hbc2", 0x0001 | 0x1000))  # TUNSETIFF, IFF_TUN | IFF_NO_PI
+subprocess.run(["ip", "link", "set", "hbc2", "up"], check=True)
+subprocess.run(["ip", "route", "add", "198.51.100.0/24", "dev", "hbc2"], check=True)
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def ip4(src, dst, proto, payload, frag=0):
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, frag, 64, proto, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
+quoted = ip4(own, peer, 17, struct.pack("!HHHH", 40001, 4443, 12, 0) + b"abcd", frag=0x4000)
+print("ready", flush=True)
+for line in sys.stdin:
+    words = line.split()
+    if not words:
+        continue
+    code, mtu = (4, int(words[1])) if words[0] == "fragneeded" else (3, 0)
+    icmp = struct.pack("!BBHHH", 3, code, 0, 0, mtu) + quoted
+    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+    os.write(tun, ip4(c2, own, 1, icmp))
+    print(json.dumps({"sent": words[0]}), flush=True)
+"#;
+
+/// In the sandbox: a UDP socket bound to `OWN:40001`, connected to `PEER:4443` (which its
+/// policy allows), path MTU discovery on. Prints `ready`; then, for each line on its
+/// stdin, after a moment, `{"mtu": IP_MTU, "error": errno name or null}` (the error read
+/// by a non-blocking `recv`).
+const PY_CONNECTED_UDP: &str = r#"
+import errno, json, socket, sys, time
+own, peer = sys.argv[1:3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((own, 40001))
+s.connect((peer, 4443))
+s.setsockopt(socket.SOL_IP, 10, 2)  # IP_MTU_DISCOVER, IP_PMTUDISC_DO
+print(json.dumps({"mtu": s.getsockopt(socket.SOL_IP, 14), "error": None}), flush=True)
+for line in sys.stdin:
+    time.sleep(0.3)
+    err = None
+    try:
+        s.recv(64, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        pass
+    except OSError as e:
+        err = errno.errorcode.get(e.errno, str(e.errno))
+    print(json.dumps({"mtu": s.getsockopt(socket.SOL_IP, 14), "error": err}), flush=True)
+"#;
+
+/// A sandbox under a policy without `inbound = true` holds a UDP socket connected to a
+/// peer its policy allows; the C2, which it may neither reach nor hear, sends ICMP errors
+/// from its own address quoting that socket's 4-tuple. Nothing of them may reach the
+/// sandbox: not the path MTU it chose, not a socket error.
+#[test]
+#[ignore = "open: ICMP errors from any host set a connected UDP socket's sk_err and its \
+            path MTU (IP_MTU), an inbound channel no cgroup program sees"]
+fn icmp_errors_from_the_c2_carry_nothing_to_a_connected_udp_socket() {
+    private_netns(&[OWN4]);
+    let mut env = TestEnv::new(
+        "ar47-icmp",
+        &config().replace(
+            r#"allow_cidrs = ["203.0.113.20/32", "2001:db8::20/128"]"#,
+            r#"allow_cidrs = ["198.51.100.7/32"]"#,
+        ),
+    );
+    env.start_agent();
+    let mut c2 = Outside::start(PY_C2_ICMP, &[C2_4, OWN4, "198.51.100.7"]);
+    let mut reader = Running::spawn(nobody_command(
+        &env,
+        "closed",
+        &[],
+        &[python(), "-c", PY_CONNECTED_UDP, OWN4, "198.51.100.7"],
+    ));
+    let first = reader.line();
+    let before: Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("sandbox said {first:?}: {e}"));
+    let mut heard = Vec::new();
+    for order in ["fragneeded 1234", "portunreach"] {
+        if let Some(s) = c2.stdin.as_mut() {
+            writeln!(s, "{order}").expect("order");
+            s.flush().expect("order");
+        }
+        let sent = c2.line();
+        assert!(sent.contains("sent"), "C2 said {sent:?}");
+        reader.say("read");
+        let said = reader.line();
+        let now: Value =
+            serde_json::from_str(&said).unwrap_or_else(|e| panic!("sandbox said {said:?}: {e}"));
+        heard.push(now);
+    }
+    println!(
+        "figure: path MTU {} before, {} after the C2's \"fragmentation needed\" (1234); \
+         socket errors read: {}, {}",
+        before["mtu"], heard[0]["mtu"], heard[0]["error"], heard[1]["error"]
+    );
+    assert_eq!(heard[0]["mtu"], before["mtu"], "the C2 set the path MTU");
+    assert_eq!(heard[0]["error"], Value::Null, "the C2 set a socket error");
+    assert_eq!(heard[1]["error"], Value::Null, "the C2 set a socket error");
 }
