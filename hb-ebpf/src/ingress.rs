@@ -5,6 +5,14 @@
 //!   (`POLICY_INBOUND`), a sandbox accepts no connection from outside its own sandbox and
 //!   receives no datagram from a peer it was not admitted to talk to. Every refusal is an
 //!   event (`skb_ingress`, `inbound`) with the sender's address and the local port.
+//! * `sock_ops` at `TCP_LISTEN_CB` ([`listen_on_loopback_only`]): under a policy without
+//!   `inbound = true`, a sandbox's TCP listener is bound to `lo` as it starts to listen,
+//!   so a SYN that comes in from the network finds no listener and the kernel answers it
+//!   with a reset, as for a port nobody holds. Dropped here instead, it met silence, and
+//!   silence on one port beside resets on the others told any host on the network which
+//!   ports the sandbox held: a channel out to an address the policy never validated,
+//!   as many bits per scan as ports scanned (attack review 47). Its own clients are not
+//!   touched: a connection from this host to any of its addresses comes in through `lo`.
 //! * `sock_ops` ([`hb_sock_ops`]): when a guarded connection or a redirected TCP DNS
 //!   connection sends its SYN, its record is filed for the guard (`guard::record_flow`)
 //!   or the resolver (`dns::record_flow`) under [`connect_key`]; when a connection is accepted, its client becomes the
@@ -59,12 +67,13 @@
 use aya_ebpf::{
     bindings::{
         __sk_buff, BPF_F_CURRENT_NETNS, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB,
-        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_LISTEN, bpf_sock, bpf_sock_tuple,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB, BPF_TCP_LISTEN, bpf_sock,
+        bpf_sock_tuple,
     },
     helpers::{
         bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
         generated::{
-            bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_ancestor_cgroup_id,
+            bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_setsockopt, bpf_sk_ancestor_cgroup_id,
             bpf_sk_cgroup_id, bpf_sk_fullsock, bpf_sk_lookup_tcp, bpf_sk_release,
         },
     },
@@ -472,6 +481,8 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
         record_client(&ctx);
     } else if op == BPF_SOCK_OPS_STATE_CB {
         crate::socks::state_changed(&ctx);
+    } else if op == BPF_SOCK_OPS_TCP_LISTEN_CB {
+        listen_on_loopback_only(&ctx);
     } else if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
         crate::socks::watch_close(&ctx);
         // Only a connection to a resolver or guard port can have a record to file: every
@@ -487,6 +498,45 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
         dns::record_flow(&ctx);
     }
     1
+}
+
+/// `SO_BINDTOIFINDEX` (include/uapi/asm-generic/socket.h).
+const SO_BINDTOIFINDEX: i32 = 62;
+/// The loopback device's index, the same in every network namespace
+/// (`LOOPBACK_IFINDEX`, include/net/net_namespace.h).
+const LOOPBACK_IFINDEX: i32 = 1;
+
+/// At `BPF_SOCK_OPS_TCP_LISTEN_CB` (`__inet_listen_sk`, the listener hashed and locked, the
+/// caller the task that called `listen`): binds the listener of a sandbox whose policy
+/// has no `inbound = true` to `lo`, so it hears only this host (see the module header).
+/// Every connection its policy admits comes from this host, through `lo`; the ingress
+/// program still judges those. Audit mode leaves the listener as it is (its refusals
+/// pass). The call fails only for a listener already bound to another device, which no
+/// stream socket under such a policy gets: `cgroup/setsockopt` refuses it the device
+/// options (`SO_BINDTODEVICE`, `SO_BINDTOIFINDEX`) and `cgroup/bind6` a link-local
+/// address (whose scope binds it to that link's device).
+#[inline(always)]
+fn listen_on_loopback_only(ctx: &SockOpsContext) {
+    let Some((_, e)) = policy::current_enrollment() else {
+        return;
+    };
+    if policy::policy_flags(e.policy_id) & POLICY_INBOUND != 0
+        || policy::refusal_verdict(e.policy_id) == verdict::AUDIT
+    {
+        return;
+    }
+    let mut lo = LOOPBACK_IFINDEX;
+    // SAFETY: the context pointer of a sock_ops program at a callback where the socket is
+    // locked, which this helper accepts; `lo` is a 4-byte value on the stack.
+    let _ = unsafe {
+        bpf_setsockopt(
+            ctx.ops.cast(),
+            crate::sockopt::SOL_SOCKET,
+            SO_BINDTOIFINDEX,
+            core::ptr::addr_of_mut!(lo).cast(),
+            4,
+        )
+    };
 }
 
 /// The port a connecting socket connects to, host order (see [`connect_key`] for how

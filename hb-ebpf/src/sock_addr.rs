@@ -28,8 +28,8 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use hb_common::{
-    AF_INET, AF_INET6, Counter, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG, SOCK_ADMIT_VALIDATED, hook,
-    reason, verdict,
+    AF_INET, AF_INET6, Counter, POLICY_INBOUND, SOCK_ADMIT_CONNECT, SOCK_ADMIT_SENDMSG,
+    SOCK_ADMIT_VALIDATED, hook, reason, verdict,
 };
 
 use crate::{
@@ -144,16 +144,49 @@ pub fn hb_bind4(ctx: SockAddrContext) -> i32 {
     judge_bind(&ctx, hook::BIND4, AF_INET)
 }
 
-/// As `hb_bind4`, for IPv6 sockets.
+/// As `hb_bind4`, for IPv6 sockets; also refuses to bind a stream socket to a link-local
+/// address under a policy without `inbound = true` (see [`refuse_link_bound_stream`]).
 #[cgroup_sock_addr(bind6)]
 pub fn hb_bind6(ctx: SockAddrContext) -> i32 {
     if refuse_source(&ctx, hook::BIND6, AF_INET6, user_ip6(&ctx)) {
+        return REFUSE;
+    }
+    if refuse_link_bound_stream(&ctx, user_ip6(&ctx)) {
         return REFUSE;
     }
     if refuse_shared_port(&ctx, hook::BIND6, AF_INET6, user_ip6(&ctx)) {
         return REFUSE;
     }
     judge_bind(&ctx, hook::BIND6, AF_INET6)
+}
+
+/// Whether to refuse the bind of a stream socket to IPv6 link-local address `addr` (four
+/// `user_ip6` words, network order), its task enrolled under a policy without `inbound =
+/// true`. Such a bind ties the socket to the link's device (`inet6_bind` sets
+/// `sk_bound_dev_if` from the scope), so `sock_ops` cannot bind its listener to `lo`
+/// (`ingress::listen_on_loopback_only`): it would stay silent to a scan from the link
+/// where a closed port answers with a reset (attack review 47). Nothing such a sandbox
+/// may reach is link-local (`fe80::/10` is a deny range). Reason `inbound`, the address
+/// in the event; audit mode reports and lets it pass.
+#[inline(always)]
+fn refuse_link_bound_stream(ctx: &SockAddrContext, addr: [u32; 4]) -> bool {
+    // SAFETY: a 4-byte read of a field every sock_addr program may read.
+    let kind = unsafe { (*ctx.sock_addr).type_ };
+    let first = addr[0].to_ne_bytes();
+    if kind != sockopt::SOCK_STREAM || first[0] != 0xfe || first[1] & 0xc0 != 0x80 {
+        return false;
+    }
+    let Some((_, e)) = policy::current_enrollment() else {
+        return false;
+    };
+    policy::policy_flags(e.policy_id) & POLICY_INBOUND == 0
+        && refuse_enrolled(
+            ctx,
+            hook::BIND6,
+            AF_INET6,
+            reason::INBOUND,
+            source::event_addr(AF_INET6, addr),
+        ) == REFUSE
 }
 
 /// Whether to refuse source address `addr` (four `user_ip6`-style words; IPv4 mapped)

@@ -67,6 +67,16 @@
 //!   socket that has either option anyway (set by a 32-bit call, which skips this hook:
 //!   see below) cannot bind there (`cgroup/bind4|6`, `sock_addr::refuse_shared_port`).
 //!
+//! * **A listener on a device of its choosing** (reason `inbound`, for a policy without
+//!   `inbound = true`). `SO_BINDTODEVICE` (25) and `SO_BINDTOIFINDEX` (62) at
+//!   `SOL_SOCKET` on a stream socket: `sock_ops` binds such a sandbox's listeners to `lo`
+//!   as they start listening, so that the network gets a reset from them as from a port
+//!   nobody holds (see `ingress`); a socket already bound to another device cannot be
+//!   bound again without `CAP_NET_RAW`, and its listener would stay silent to the
+//!   network — dropped by `cgroup_skb/ingress` where a closed port answers — which tells
+//!   any host which ports the sandbox holds (attack review 47). Refused whatever the
+//!   value (a TCP client that binds a device, `curl --interface`, is refused too).
+//!
 //! * **Broadcast without a send hook** (reason `unjudged_send`). `SO_BROADCAST` (6 at
 //!   `SOL_SOCKET`) on a datagram or raw socket other than UDP: a ping socket's `sendto`
 //!   runs no cgroup hook, and the copy of an IPv4 broadcast the kernel loops back to the
@@ -161,6 +171,8 @@ pub(crate) const SOL_SOCKET: i32 = 1;
 pub(crate) const SO_REUSEADDR: i32 = 2;
 pub(crate) const SO_REUSEPORT: i32 = 15;
 const SO_BROADCAST: i32 = 6;
+const SO_BINDTODEVICE: i32 = 25;
+const SO_BINDTOIFINDEX: i32 = 62;
 const IPPROTO_UDP: u32 = 17;
 /// `SOCK_STREAM` (`bpf_sock.type`).
 pub(crate) const SOCK_STREAM: u32 = 1;
@@ -224,6 +236,9 @@ pub fn hb_setsockopt(ctx: SockoptContext) -> i32 {
     else {
         return pass(&ctx);
     };
+    if why == reason::INBOUND && policy::policy_flags(e.policy_id) & POLICY_INBOUND != 0 {
+        return pass(&ctx);
+    }
     let verdict = policy::refusal_verdict(e.policy_id);
     report_option(
         &ctx,
@@ -274,6 +289,11 @@ fn refused_option(level: i32, optname: i32, optlen: i32, kind: u32, protocol: u3
             Some(reason::UNJUDGED_SEND)
         }
         SOL_SOCKET if optname == SO_REUSEADDR && kind != SOCK_STREAM => Some(reason::SHARED_PORT),
+        SOL_SOCKET
+            if matches!(optname, SO_BINDTODEVICE | SO_BINDTOIFINDEX) && kind == SOCK_STREAM =>
+        {
+            Some(reason::INBOUND)
+        }
         SOL_IP if matches!(optname, IP_FREEBIND | IP_TRANSPARENT) => Some(reason::NONLOCAL_SOURCE),
         SOL_IPV6 if matches!(optname, IPV6_FREEBIND | IPV6_TRANSPARENT) => {
             Some(reason::NONLOCAL_SOURCE)
