@@ -122,7 +122,10 @@ pub mod map_names {
     /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a connection as the
     /// guard sees it) → [`GuardOrig`](crate::GuardOrig). Written by `sock_ops` when a
     /// redirected socket sends its SYN, read by the guard when it accepts, removed when
-    /// the guard closes the connection: the connections in flight. (Named anew when the
+    /// the guard closes the connection or the client end closes (`sock_ops`' state
+    /// callback: a connection reset before its first byte is never accepted, and its
+    /// record once stayed until a flood of them pushed out other tenants', attack review
+    /// 48): the connections in flight. (Named anew when the
     /// key gained the network namespace: an older agent's pin has shorter keys.)
     pub const GUARD_FLOWS: &str = "HB_GUARD_CONNS";
 
@@ -370,7 +373,9 @@ pub mod limits {
     /// with more.
     pub const GUARD_PORTS: u32 = 4096;
     /// Guarded connections between SYN and close at once (least recently used go: a
-    /// connection whose entry is gone is closed by the guard, which fails closed).
+    /// connection whose entry is gone is closed by the guard, which fails closed). A
+    /// record lives as long as its client end: sandboxes in the host's namespace hold
+    /// far fewer sockets than this (`sockets_node_percent` of its port range).
     pub const GUARD_FLOWS: u32 = 65_536;
     /// Sockets (two per connection) the guard hands to the kernel at once; a connection
     /// that finds no room stays on the user-space relay.

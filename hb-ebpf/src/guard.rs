@@ -23,7 +23,10 @@
 use core::ptr;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
+        bpf_map_type,
+    },
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_sk_storage_get},
     macros::map,
     maps::{Array, HashMap, LruHashMap},
@@ -370,24 +373,52 @@ pub(crate) fn restore6(ctx: &SockAddrContext) {
 /// client end (address and the source port just chosen), the guard port and its network
 /// namespace ([`crate::ingress::connect_key`]), which is how the guard finds it from the
 /// accepted socket. A socket that was not redirected (no record) costs one lookup.
+/// A filed socket's state changes are to be reported, so that [`forget_flow`] removes
+/// the record when the connection closes.
 #[inline(always)]
 pub(crate) fn record_flow(ctx: &SockOpsContext) {
+    let Some((key, orig)) = flow_of(ctx) else {
+        return;
+    };
+    if GUARD_FLOWS.insert(key, orig, 0).is_err() {
+        policy::count(Counter::MapFull);
+        return;
+    }
+    // Fails only for a socket that is not a full TCP one, which sends no SYN.
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+/// In `sock_ops` at `BPF_SOCK_OPS_STATE_CB` (args: old state, new state), a guarded
+/// connection's client end closing (reset, a failed connect, or the end of TIME_WAIT's
+/// way in): its flow record goes. The guard reads a record when it accepts, and a
+/// client end reaches CLOSE only after the guard's FIN, a reset or a failed connect, so
+/// no connection the guard could still accept loses it. Without this a connection the
+/// guard never accepted (it accepts only once the first bytes came, `TCP_DEFER_ACCEPT`,
+/// so one reset before writing) left its record to the node-wide LRU until a flood of
+/// such records from any sandbox pushed out other tenants' waiting connections' records
+/// (attack review 48). The state callback fires before the kernel unhashes the socket,
+/// so its ends are still those filed.
+#[inline(always)]
+pub(crate) fn forget_flow(ctx: &SockOpsContext) {
+    if ctx.arg(1) != BPF_TCP_CLOSE {
+        return;
+    }
+    let Some((key, _)) = flow_of(ctx) else {
+        return;
+    };
+    let _ = GUARD_FLOWS.remove(&key);
+}
+
+/// A redirected socket's flow key and record, if it connects to its policy's guard port.
+#[inline(always)]
+fn flow_of(ctx: &SockOpsContext) -> Option<(FlowKey, GuardOrig)> {
     // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null-checked by
     // `named`).
     let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
-    let Some(orig) = named(sk) else {
-        return;
-    };
-    let Some(cfg) = config() else { return };
-    let Some(key) = crate::ingress::connect_key(ctx) else {
-        return;
-    };
-    if key.server_port != guard_port(&cfg, orig.policy_id) {
-        // A socket redirected once and connected again elsewhere (after a failed
-        // connect): not a guarded connection.
-        return;
-    }
-    if GUARD_FLOWS.insert(key, orig, 0).is_err() {
-        policy::count(Counter::MapFull);
-    }
+    let orig = named(sk)?;
+    let cfg = config()?;
+    let key = crate::ingress::connect_key(ctx)?;
+    // A socket redirected once and connected again elsewhere (after a failed connect):
+    // not a guarded connection.
+    (key.server_port == guard_port(&cfg, orig.policy_id)).then_some((key, orig))
 }

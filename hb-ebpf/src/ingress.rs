@@ -472,6 +472,7 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
         record_client(&ctx);
     } else if op == BPF_SOCK_OPS_STATE_CB {
         crate::socks::state_changed(&ctx);
+        crate::guard::forget_flow(&ctx);
     } else if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
         crate::socks::watch_close(&ctx);
         // Only a connection to a resolver or guard port can have a record to file: every
