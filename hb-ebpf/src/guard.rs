@@ -8,7 +8,10 @@
 //! storage (`HB_GUARD_NAMED`, freed with the socket: no other socket's connects can push
 //! it out). When the socket sends its SYN, `sock_ops` (`TCP_CONNECT_CB`, the source
 //! port now chosen) copies that record to `HB_GUARD_CONNS` under the client end and the
-//! network namespace as the guard will see them: the guard reads the original destination there when it accepts.
+//! network namespace as the guard will see them: the guard reads the original
+//! destination there when it accepts, and removes it when it closes the connection;
+//! `sock_ops` removes it when the client end closes (`BPF_SOCK_OPS_STATE_CB`), so a
+//! connection the guard never accepted leaves nothing behind in the shared LRU.
 //! `getpeername4|6` reports the original peer again.
 //!
 //! UDP to port 443, or to any port the policy guards (all of them under
