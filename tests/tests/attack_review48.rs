@@ -55,8 +55,8 @@
 //!   (README: `sockets_max` applies to the host's namespace), so a pod that holds ~65,000
 //!   unwritten guarded connections at once could still push out a waiting record (not run).
 //! - `HB_DNS_CONNS` (TCP DNS) is the same shape, and still removed only by the
-//!   resolver: a connect reset before the resolver accepted it leaves its record (~3 %
-//!   of them: 40,000 resets left 1,135 on af34429, 772 now), so ~2 million resets
+//!   resolver: a connect reset before the resolver accepted it leaves its record (~2–3 %
+//!   of them: 40,000 resets left 770–1,230, on af34429 and now), so ~2 million resets
 //!   (minutes) fill the LRU. The resolver accepts at once and reads the record then, so
 //!   only a connection waiting in its accept queue could lose one; the same removal at
 //!   the client's close would close that too.
