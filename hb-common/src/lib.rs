@@ -80,7 +80,7 @@ pub mod map_names {
     pub const SOCK_DEST_RETIRED: &str = "HB_SOCK_DEST";
     /// Pins of maps no program uses any more; the agent removes them when it loads (the
     /// programs of an older agent that still run keep their map until they are replaced).
-    pub const RETIRED: [&str; 2] = [SOCK_DEST_RETIRED, DNS_ORIG_RETIRED];
+    pub const RETIRED: [&str; 3] = [SOCK_DEST_RETIRED, DNS_ORIG_RETIRED, GUARD_ORIG_RETIRED];
     /// LRU hash: [`EventRateKey`](crate::EventRateKey) (cgroup id and direction) →
     /// [`EventRate`](crate::EventRate), the cgroup's event budget for the current window.
     /// Refusals past it are enforced and counted; a destination not yet reported in the
@@ -108,13 +108,24 @@ pub mod map_names {
     /// Hash: [`GuardPortKey`](crate::GuardPortKey) (policy id, port) → 1: the TCP ports
     /// whose connects the policy sends through the guard (`guard_ports`).
     pub const GUARD_PORTS: &str = "HB_GUARD_PORTS";
-    /// LRU hash: socket cookie → [`GuardOrig`](crate::GuardOrig), what a redirected
-    /// socket really addressed (restored in getpeername).
-    pub const GUARD_ORIG: &str = "HB_GUARD_ORIG";
+    /// Socket storage (`BPF_MAP_TYPE_SK_STORAGE`): each redirected socket's own
+    /// [`GuardOrig`](crate::GuardOrig), what it really addressed and who connected
+    /// (restored in getpeername, copied to [`GUARD_FLOWS`] when its SYN leaves). The
+    /// kernel frees a record with its socket, so no socket can push out another's: the
+    /// LRU it replaced ([`GUARD_ORIG_RETIRED`]), one for the whole node and never emptied,
+    /// let a sandbox that opened and reset guarded connections evict every other
+    /// tenant's records (attack review 48). Cannot be listed (as [`SOCK_PEER`]).
+    pub const GUARD_ORIG: &str = "HB_GUARD_NAMED";
+    /// The LRU hash (socket cookie → [`GuardOrig`](crate::GuardOrig)) [`GUARD_ORIG`]
+    /// replaced.
+    pub const GUARD_ORIG_RETIRED: &str = "HB_GUARD_ORIG";
     /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a connection as the
     /// guard sees it) → [`GuardOrig`](crate::GuardOrig). Written by `sock_ops` when a
     /// redirected socket sends its SYN, read by the guard when it accepts, removed when
-    /// the guard closes the connection: the connections in flight. (Named anew when the
+    /// the guard closes the connection or the client end closes (`sock_ops`' state
+    /// callback: a connection reset before its first byte is never accepted, and its
+    /// record once stayed until a flood of them pushed out other tenants', attack review
+    /// 48): the connections in flight. (Named anew when the
     /// key gained the network namespace: an older agent's pin has shorter keys.)
     pub const GUARD_FLOWS: &str = "HB_GUARD_CONNS";
 
@@ -361,11 +372,10 @@ pub mod limits {
     /// Guard ports, all policies together (`guard_ports`); the agent refuses a config
     /// with more.
     pub const GUARD_PORTS: u32 = 4096;
-    /// Redirected sockets whose original destination is remembered at once (least
-    /// recently used go: a forgotten socket's getpeername shows the guard).
-    pub const GUARD_ORIG: u32 = 65_536;
     /// Guarded connections between SYN and close at once (least recently used go: a
-    /// connection whose entry is gone is closed by the guard, which fails closed).
+    /// connection whose entry is gone is closed by the guard, which fails closed). A
+    /// record lives as long as its client end: sandboxes in the host's namespace hold
+    /// far fewer sockets than this (`sockets_node_percent` of its port range).
     pub const GUARD_FLOWS: u32 = 65_536;
     /// Sockets (two per connection) the guard hands to the kernel at once; a connection
     /// that finds no room stays on the user-space relay.

@@ -30,9 +30,8 @@
 use core::ptr;
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_storage_get},
+    helpers::generated::{bpf_get_netns_cookie, bpf_sk_storage_get},
     macros::map,
     maps::{Array, LruHashMap},
     programs::{SkBuffContext, SockAddrContext, SockOpsContext},
@@ -137,12 +136,6 @@ fn resolver_port(cfg: &DnsConfig, policy_id: u32) -> u32 {
 pub(crate) fn sock(ctx: &SockAddrContext) -> policy::Sock {
     // SAFETY: a verifier-checked 8-byte read of the context's `sk` field.
     unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk }
-}
-
-#[inline(always)]
-pub(crate) fn cookie(ctx: &SockAddrContext) -> u64 {
-    // SAFETY: the context pointer of a sock_addr program, which this helper accepts.
-    unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
 /// Remembers what a DNS socket named, if redirection applies: returns the config to

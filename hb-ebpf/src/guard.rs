@@ -4,10 +4,14 @@
 //! (or on any port under `guard_all_ports`),
 //! from a policy with `guard = true` is rewritten to the guard at `port_base + policy id`
 //! ([`GuardConfig`]; IPv6 sockets to `[::1]`), and what the socket addressed is
-//! remembered under its cookie (`HB_GUARD_ORIG`, with the cgroup, pid and command that
-//! connected). When the socket sends its SYN, `sock_ops` (`TCP_CONNECT_CB`, the source
+//! remembered, with the cgroup, pid and command that connected, in the socket's own
+//! storage (`HB_GUARD_NAMED`, freed with the socket: no other socket's connects can push
+//! it out). When the socket sends its SYN, `sock_ops` (`TCP_CONNECT_CB`, the source
 //! port now chosen) copies that record to `HB_GUARD_CONNS` under the client end and the
-//! network namespace as the guard will see them: the guard reads the original destination there when it accepts.
+//! network namespace as the guard will see them: the guard reads the original
+//! destination there when it accepts, and removes it when it closes the connection;
+//! `sock_ops` removes it when the client end closes (`BPF_SOCK_OPS_STATE_CB`), so a
+//! connection the guard never accepted leaves nothing behind in the shared LRU.
 //! `getpeername4|6` reports the original peer again.
 //!
 //! UDP to port 443, or to any port the policy guards (all of them under
@@ -19,8 +23,14 @@
 //! guard is configured (`guard_down`); the guard closes a connection whose record it
 //! cannot find; with no guard listening the connect is refused.
 
+use core::ptr;
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
+        bpf_map_type,
+    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_sk_storage_get},
     macros::map,
     maps::{Array, HashMap, LruHashMap},
     programs::{SockAddrContext, SockOpsContext},
@@ -38,8 +48,83 @@ static GUARD: Array<GuardConfig> = Array::pinned(1, 0);
 #[map(name = "HB_GUARD_PORTS")]
 static GUARD_PORTS: HashMap<GuardPortKey, u32> = HashMap::pinned(limits::GUARD_PORTS, 0);
 
-#[map(name = "HB_GUARD_ORIG")]
-static GUARD_ORIG: LruHashMap<u64, GuardOrig> = LruHashMap::pinned(limits::GUARD_ORIG, 0);
+/// The definition of the socket storage `HB_GUARD_NAMED` (see `policy::SockPeerMap`, the
+/// same layout for another value).
+#[repr(C)]
+pub(crate) struct GuardNamedMap {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const GuardOrig,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+    pinning: *const [i32; 1],
+}
+
+// SAFETY: the fields are placeholders the loader reads from BTF; nothing dereferences them.
+unsafe impl Sync for GuardNamedMap {}
+
+/// Each redirected socket's own record of what it addressed and who connected.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "HB_GUARD_NAMED")]
+static GUARD_NAMED: GuardNamedMap = GuardNamedMap {
+    r#type: ptr::null(),
+    key: ptr::null(),
+    value: ptr::null(),
+    max_entries: ptr::null(),
+    map_flags: ptr::null(),
+    pinning: ptr::null(),
+};
+
+/// The guard record of `sk` (non-null), created holding `*init` when `init` is given and
+/// the socket has none; null when it has none, is not a full socket, or the kernel could
+/// not allocate it.
+#[inline(always)]
+fn named_storage(sk: policy::Sock, init: Option<&mut GuardOrig>) -> *mut GuardOrig {
+    let (value, flags) = match init {
+        Some(v) => (ptr::from_mut(v), u64::from(BPF_SK_STORAGE_GET_F_CREATE)),
+        None => (ptr::null_mut(), 0),
+    };
+    // SAFETY: as `policy::peer_storage`: this program's map, a non-null socket pointer of
+    // the program's context (checked by the callers), `value` null or a whole `GuardOrig`.
+    unsafe {
+        bpf_sk_storage_get(
+            ptr::from_ref(&GUARD_NAMED).cast_mut().cast(),
+            sk.cast(),
+            value.cast(),
+            flags,
+        )
+    }
+    .cast()
+}
+
+/// The guard record of `sk`, if it has one (`sk` may be null: none).
+#[inline(always)]
+fn named(sk: policy::Sock) -> Option<GuardOrig> {
+    if sk.is_null() {
+        return None;
+    }
+    let p = named_storage(sk, None);
+    // SAFETY: non-null storage of this map is a `GuardOrig`; copied out at once.
+    (!p.is_null()).then(|| unsafe { *p })
+}
+
+/// Stores `orig` as the guard record of `sk` (never null in a sock_addr hook). False when
+/// the kernel could not allocate it.
+#[inline(always)]
+fn remember(sk: policy::Sock, orig: GuardOrig) -> bool {
+    if sk.is_null() {
+        return false;
+    }
+    let mut init = orig;
+    let p = named_storage(sk, Some(&mut init));
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: non-null storage of this map is a `GuardOrig`, the socket's own; its writers
+    // are this socket's connect hooks, which run under the socket's lock.
+    unsafe { *p = orig };
+    true
+}
 
 #[map(name = "HB_GUARD_CONNS")]
 static GUARD_FLOWS: LruHashMap<FlowKey, GuardOrig> = LruHashMap::pinned(limits::GUARD_FLOWS, 0);
@@ -145,9 +230,8 @@ pub(crate) fn route(
         pid_tgid: bpf_get_current_pid_tgid(),
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let cookie = dns::cookie(ctx);
     let sk = dns::sock(ctx);
-    if GUARD_ORIG.insert(cookie, orig, 0).is_err() {
+    if !remember(sk, orig) {
         policy::count(Counter::MapFull);
         return Route::Unrecorded;
     }
@@ -235,8 +319,7 @@ pub(crate) fn is_own_guard(policy_id: u32, family: u16, addr: &[u8; 16], port: u
 #[inline(always)]
 pub(crate) fn restore4(ctx: &SockAddrContext) {
     let Some(cfg) = config() else { return };
-    // SAFETY: the map value is copied out at once.
-    let Some(orig) = (unsafe { GUARD_ORIG.get(dns::cookie(ctx)) }).copied() else {
+    let Some(orig) = named(dns::sock(ctx)) else {
         return;
     };
     if orig.family != AF_INET {
@@ -258,8 +341,7 @@ pub(crate) fn restore4(ctx: &SockAddrContext) {
 #[inline(always)]
 pub(crate) fn restore6(ctx: &SockAddrContext) {
     let Some(cfg) = config() else { return };
-    // SAFETY: the map value is copied out at once.
-    let Some(orig) = (unsafe { GUARD_ORIG.get(dns::cookie(ctx)) }).copied() else {
+    let Some(orig) = named(dns::sock(ctx)) else {
         return;
     };
     // SAFETY: verifier-checked context field accesses.
@@ -294,22 +376,52 @@ pub(crate) fn restore6(ctx: &SockAddrContext) {
 /// client end (address and the source port just chosen), the guard port and its network
 /// namespace ([`crate::ingress::connect_key`]), which is how the guard finds it from the
 /// accepted socket. A socket that was not redirected (no record) costs one lookup.
+/// A filed socket's state changes are to be reported, so that [`forget_flow`] removes
+/// the record when the connection closes.
 #[inline(always)]
-pub(crate) fn record_flow(ctx: &SockOpsContext, cookie: u64) {
-    // SAFETY: the map value is copied out at once.
-    let Some(orig) = (unsafe { GUARD_ORIG.get(cookie) }).copied() else {
+pub(crate) fn record_flow(ctx: &SockOpsContext) {
+    let Some((key, orig)) = flow_of(ctx) else {
         return;
     };
-    let Some(cfg) = config() else { return };
-    let Some(key) = crate::ingress::connect_key(ctx) else {
-        return;
-    };
-    if key.server_port != guard_port(&cfg, orig.policy_id) {
-        // A socket redirected once and connected again elsewhere (after a failed
-        // connect): not a guarded connection.
-        return;
-    }
     if GUARD_FLOWS.insert(key, orig, 0).is_err() {
         policy::count(Counter::MapFull);
+        return;
     }
+    // Fails only for a socket that is not a full TCP one, which sends no SYN.
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+/// In `sock_ops` at `BPF_SOCK_OPS_STATE_CB` (args: old state, new state), a guarded
+/// connection's client end closing (reset, a failed connect, or the end of TIME_WAIT's
+/// way in): its flow record goes. The guard reads a record when it accepts, and a
+/// client end reaches CLOSE only after the guard's FIN, a reset or a failed connect, so
+/// no connection the guard could still accept loses it. Without this a connection the
+/// guard never accepted (it accepts only once the first bytes came, `TCP_DEFER_ACCEPT`,
+/// so one reset before writing) left its record to the node-wide LRU until a flood of
+/// such records from any sandbox pushed out other tenants' waiting connections' records
+/// (attack review 48). The state callback fires before the kernel unhashes the socket,
+/// so its ends are still those filed.
+#[inline(always)]
+pub(crate) fn forget_flow(ctx: &SockOpsContext) {
+    if ctx.arg(1) != BPF_TCP_CLOSE {
+        return;
+    }
+    let Some((key, _)) = flow_of(ctx) else {
+        return;
+    };
+    let _ = GUARD_FLOWS.remove(&key);
+}
+
+/// A redirected socket's flow key and record, if it connects to its policy's guard port.
+#[inline(always)]
+fn flow_of(ctx: &SockOpsContext) -> Option<(FlowKey, GuardOrig)> {
+    // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null-checked by
+    // `named`).
+    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    let orig = named(sk)?;
+    let cfg = config()?;
+    let key = crate::ingress::connect_key(ctx)?;
+    // A socket redirected once and connected again elsewhere (after a failed connect):
+    // not a guarded connection.
+    (key.server_port == guard_port(&cfg, orig.policy_id)).then_some((key, orig))
 }

@@ -73,8 +73,8 @@ use aya_ebpf::{
     helpers::{
         bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
         generated::{
-            bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_setsockopt, bpf_sk_ancestor_cgroup_id,
-            bpf_sk_cgroup_id, bpf_sk_fullsock, bpf_sk_lookup_tcp, bpf_sk_release,
+            bpf_get_netns_cookie, bpf_setsockopt, bpf_sk_ancestor_cgroup_id, bpf_sk_cgroup_id,
+            bpf_sk_fullsock, bpf_sk_lookup_tcp, bpf_sk_release,
         },
     },
     macros::{cgroup_skb, sock_ops},
@@ -481,20 +481,19 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
         record_client(&ctx);
     } else if op == BPF_SOCK_OPS_STATE_CB {
         crate::socks::state_changed(&ctx);
+        crate::guard::forget_flow(&ctx);
     } else if op == BPF_SOCK_OPS_TCP_LISTEN_CB {
         listen_on_loopback_only(&ctx);
     } else if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
         crate::socks::watch_close(&ctx);
         // Only a connection to a resolver or guard port can have a record to file: every
         // other connect (nearly all of them) leaves here on one context read and two
-        // inlined array reads, before the cookie helper and the two hash lookups.
+        // inlined array reads, before the two socket-storage lookups.
         let port = server_port(&ctx);
         if !dns::may_be_resolver_port(port) && !crate::guard::may_be_guard_port(port) {
             return 1;
         }
-        // SAFETY: the context pointer of a sock_ops program, which this helper accepts.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
-        crate::guard::record_flow(&ctx, cookie);
+        crate::guard::record_flow(&ctx);
         dns::record_flow(&ctx);
     }
     1

@@ -832,7 +832,14 @@ pub(crate) fn governing(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<(u64,
     if let Some(e) = unsafe { ENROLLED.get(own) } {
         return Some((own, *e));
     }
-    let mut found = None;
+    // Plain values, not an `Option` of a tuple: LLVM may spill the payload of a `None`
+    // while it is still undefined, which the verifier refuses (`!read_ok`). An id found
+    // is never 0 (the walk stops there).
+    let mut found_id = 0u64;
+    let mut found = Enrollment {
+        policy_id: 0,
+        flags: 0,
+    };
     let mut level = 1;
     while level <= limits::MAX_CGROUP_DEPTH as i32 {
         let id = ancestor(level);
@@ -841,9 +848,10 @@ pub(crate) fn governing(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<(u64,
         }
         // SAFETY: as above.
         if let Some(e) = unsafe { ENROLLED.get(id) } {
-            found = Some((id, *e));
+            found_id = id;
+            found = *e;
         }
         level += 1;
     }
-    found
+    (found_id != 0).then_some((found_id, found))
 }

@@ -87,7 +87,7 @@ pub fn list(config: &Config, json: bool) -> anyhow::Result<()> {
     print_rows(&rows, json);
     if !json {
         // `entries` is `-` (JSON: null) for it; say why rather than leave it blank.
-        println!("\n{SOCK_PEER_UNLISTABLE}. {DNS_NAMED_UNLISTABLE}.");
+        println!("\n{SOCK_PEER_UNLISTABLE}. {DNS_NAMED_UNLISTABLE}. {GUARD_NAMED_UNLISTABLE}.");
     }
     Ok(())
 }
@@ -354,6 +354,7 @@ pub fn dump(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
         map_names::EVENTS => bail!("{map} is a ring buffer; read it with `hb-agent events`"),
         map_names::SOCK_PEER => bail!("{}", SOCK_PEER_UNLISTABLE),
         map_names::DNS_ORIG => bail!("{}", DNS_NAMED_UNLISTABLE),
+        map_names::GUARD_ORIG => bail!("{}", GUARD_NAMED_UNLISTABLE),
         _ => bail!("{map} holds kernel-internal state; `hb-agent maps list` shows its size"),
     }
     print_rows(&rows, json);
@@ -387,6 +388,9 @@ pub const SOCK_PEER_UNLISTABLE: &str = "HB_SOCK_PEER is socket storage: each soc
 
 /// Why `maps dump dns_named` has no rows (and `maps list` no entry count for it).
 pub const DNS_NAMED_UNLISTABLE: &str = "HB_DNS_NAMED is socket storage too: the nameserver each redirected DNS socket named lives with the socket";
+
+/// Why `maps dump guard_named` has no rows (and `maps list` no entry count for it).
+pub const GUARD_NAMED_UNLISTABLE: &str = "HB_GUARD_NAMED is socket storage too: the destination each guarded socket addressed lives with the socket (`maps dump guard` lists the connections in flight)";
 
 /// Which of a cgroup's two event budgets an `HB_EVENT_BUDGET` key names.
 pub fn direction(inbound: u32) -> &'static str {
