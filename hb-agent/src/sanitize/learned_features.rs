@@ -277,17 +277,59 @@ pub fn windows(
     out
 }
 
-/// [`fold`] of every ASCII byte: its code in the window. (256 entries, the rest never
-/// read, so that indexing by a byte needs no bounds check.)
-const FOLD_BYTE: [u8; 256] = {
+/// Every ASCII byte's code times [`MUL`]: what shifting the byte into the window adds to
+/// the window's product (see [`shift_in`]). One load folds and multiplies.
+const FOLD_MUL: [u64; 256] = {
     let mut t = [0; 256];
     let mut b = 0;
     while b < 128 {
-        t[b] = fold_ascii(b as u8);
+        t[b] = (fold_ascii(b as u8) as u64).wrapping_mul(MUL);
         b += 1;
     }
     t
 };
+
+/// The low [`CODE_BITS`] of a product whose window ends in a space. `MUL` is odd, so a
+/// code's product's low bits are the code's alone and no other code has these.
+const SPACE_LOW: u64 = SPACE.wrapping_mul(MUL) & CODE_MASK;
+
+/// The product of the window with one more code shifted in, from the window's product
+/// and the code's: `((w << CODE_BITS) | c) * MUL = ((w * MUL) << CODE_BITS) + c * MUL`
+/// (mod 2^64, `c` under 2^CODE_BITS). The scan keeps the product, never the window.
+#[inline(always)]
+const fn shift_in(product: u64, code_mul: u64) -> u64 {
+    (product << CODE_BITS).wrapping_add(code_mul)
+}
+
+/// The code of the folded character `c` (not ASCII) times [`MUL`]. The characters of
+/// the two-byte UTF-8 range (Latin, Greek, Cyrillic, Hebrew, Arabic) come from a table,
+/// the ranges without case or blanks (kana, CJK ideographs, Hangul syllables) skip the
+/// fold; [`fold`] decides the rest.
+#[inline]
+fn non_ascii_code_mul(c: char) -> u64 {
+    let cp = c as u32;
+    let code = if cp < 0x800 {
+        u64::from(TWO_BYTE_CODES[(cp - 0x80) as usize])
+    } else if is_caseless(cp) {
+        code(c)
+    } else {
+        code(fold(c))
+    };
+    code.wrapping_mul(MUL)
+}
+
+/// Code points with no case mapping and no blank, whose fold is themselves (a test
+/// checks every one): Hiragana to the CJK unified ideographs, and the Hangul syllables.
+const fn is_caseless(cp: u32) -> bool {
+    matches!(cp, 0x3040..=0x9fff | 0xac00..=0xd7a3)
+}
+
+/// [`code`] of [`fold`] of every character from U+0080 to U+07FF.
+static TWO_BYTE_CODES: std::sync::LazyLock<Vec<u16>> = std::sync::LazyLock::new(|| {
+    (0x80..0x800u32)
+        .map(|cp| char::from_u32(cp).map_or(0, |c| code(fold(c)) as u16))
+        .collect()
+});
 
 /// The number of n-grams in the first `chars` folded characters: the `t`-th character
 /// ends an n-gram of every order up to `t + 1` (the leading space counts).
@@ -305,8 +347,8 @@ const fn orders_at(t: usize) -> usize {
 /// [`windows`] with the model's `i8` weights, the sums in integers: the same windows,
 /// sums and counts, for a fraction of the instructions (the agent's learned stage runs
 /// this on every stretch it judges). One pass over the bytes: an ASCII byte is folded
-/// by table lookup, other characters are decoded and folded as [`ngrams`] folds them;
-/// the window of codes stays in a register.
+/// and multiplied by one table look-up, other characters are decoded and folded as
+/// [`ngrams`] folds them; the window's product stays in a register.
 pub fn window_sums(
     text: &str,
     bits: u32,
@@ -343,9 +385,9 @@ fn window_scan(
     // are filled in at the end.
     let mut marks: Vec<(usize, i64, usize)> = vec![(0, 0, 0)];
     let mut sum = 0i64;
-    // The codes of the last folded characters (`window` in `ngrams`), read as if a
-    // space came first.
-    let mut codes = code(' ');
+    // The product of the last folded characters' codes (`window` in `ngrams`) and
+    // `MUL`, read as if a space came first.
+    let mut product = SPACE.wrapping_mul(MUL);
     // Folded characters read so far, while fewer than N_MAX - 1 (from then on every
     // character ends an n-gram of every order).
     let mut warm = 0;
@@ -353,12 +395,12 @@ fn window_scan(
     let mut until_mark = stride;
     let mut i = 0;
     while i < bytes.len() {
-        if warm == N_MAX - 1 {
+        if warm == N_MAX - 1 && bytes[i] < 0x80 {
             // The steady state's ASCII characters, at most `until_mark` bytes (so at most
             // that many characters: no mark falls inside), in a loop with nothing else
-            // in it, so the window and the sum stay in registers.
+            // in it, so the product and the sum stay in registers.
             let chunk = &bytes[i..bytes.len().min(i + until_mark as usize)];
-            let (j, skipped, part) = ascii_run(chunk, &mut codes, &weight);
+            let (j, skipped, part) = ascii_run(chunk, &mut product, &weight);
             sum += part;
             i += j;
             until_mark -= (j - skipped) as u32;
@@ -370,16 +412,16 @@ fn window_scan(
         // text's first, or one a mark comes before.
         let at = i;
         let b = bytes[i];
-        let c = if b < 0x80 {
+        let code_mul = if b < 0x80 {
             i += 1;
-            u64::from(FOLD_BYTE[usize::from(b)])
+            FOLD_MUL[usize::from(b)]
         } else {
             let (c, len) = decode_utf8(bytes, i);
             i += len;
-            code(fold(c))
+            non_ascii_code_mul(c)
         };
         // A blank after a blank is not read.
-        if c == SPACE && codes & CODE_MASK == SPACE {
+        if code_mul & CODE_MASK == SPACE_LOW && product & CODE_MASK == SPACE_LOW {
             continue;
         }
         if until_mark == 0 {
@@ -387,8 +429,7 @@ fn window_scan(
             until_mark = stride;
         }
         until_mark -= 1;
-        codes = (codes << CODE_BITS) | c;
-        let product = codes.wrapping_mul(MUL);
+        product = shift_in(product, code_mul);
         if warm == N_MAX - 1 {
             sum += i64::from(weight_sum(product, &weight));
         } else {
@@ -431,47 +472,45 @@ fn weight_sum(product: u64, weight: &impl Fn(u64, u32) -> i32) -> i32 {
 const SPACE: u64 = b' ' as u64;
 
 /// The steady state's ASCII characters at the start of `chunk`, for [`window_scan`]:
-/// shifts their codes into `codes` and adds the weights of the n-grams each ends, in a
-/// loop with nothing else in it so that the window and the sum stay in registers;
-/// returns the bytes read, the blanks among them that were not read (a blank after a
-/// blank) and the n-grams' weight sum. Stops at the first non-ASCII byte. Not inlined:
-/// where the compiler inlined [`window_scan`] into its caller, the loop came out slower
-/// than where it did not.
+/// shifts their codes into the window's `product` and adds the weights of the n-grams
+/// each ends, in a loop with nothing else in it so that the product and the sum stay in
+/// registers; returns the bytes read, the blanks among them that were not read (a blank
+/// after a blank) and the n-grams' weight sum. Stops at the first non-ASCII byte. Not
+/// inlined: where the compiler inlined [`window_scan`] into its caller, the loop came out
+/// slower than where it did not.
 #[inline(never)]
 fn ascii_run(
     chunk: &[u8],
-    codes: &mut u64,
+    product: &mut u64,
     weight: &impl Fn(u64, u32) -> i32,
 ) -> (usize, usize, i64) {
     // Found first, so the loop below tests no byte for being ASCII.
     let ascii = &chunk[..ascii_prefix(chunk)];
-    let code = |b: u8| u64::from(FOLD_BYTE[usize::from(b)]);
-    let mut w = *codes;
+    let code_mul = |b: u8| FOLD_MUL[usize::from(b)];
+    let is_space = |p: u64| p & CODE_MASK == SPACE_LOW;
+    let mut p = *product;
     let mut sum = 0i64;
     let mut i = 0;
     // Blanks after a blank are not read (as a run that began before the chunk).
     let mut skipped = 0;
-    if w & CODE_MASK == SPACE {
-        while i < ascii.len() && code(ascii[i]) == SPACE {
+    if is_space(p) {
+        while i < ascii.len() && is_space(code_mul(ascii[i])) {
             i += 1;
             skipped += 1;
         }
     }
     while i < ascii.len() {
-        let c = code(ascii[i]);
+        p = shift_in(p, code_mul(ascii[i]));
         i += 1;
-        w = (w << CODE_BITS) | c;
-        // One multiply hashes every order; their look-ups are independent.
-        let product = w.wrapping_mul(MUL);
-        sum += i64::from(weight_sum(product, weight));
-        if c == SPACE {
-            while i < ascii.len() && code(ascii[i]) == SPACE {
+        sum += i64::from(weight_sum(p, weight));
+        if is_space(p) {
+            while i < ascii.len() && is_space(code_mul(ascii[i])) {
                 i += 1;
                 skipped += 1;
             }
         }
     }
-    *codes = w;
+    *product = p;
     (ascii.len(), skipped, sum)
 }
 
@@ -516,20 +555,40 @@ fn decode_utf8(bytes: &[u8], i: usize) -> (char, usize) {
 mod tests {
     use super::*;
 
-    /// The ASCII table is `fold`, and a character's code is its folded byte exactly
-    /// when it is ASCII.
+    /// The ASCII table is `fold`'s code times `MUL`, a character's code is its folded
+    /// byte exactly when it is ASCII, and only a space's product has a space's low bits.
     #[test]
     fn ascii_table_is_fold() {
         for b in 0..128u8 {
             let f = fold(b as char);
-            assert_eq!(FOLD_BYTE[b as usize], f as u8, "byte {b}");
+            assert_eq!(FOLD_MUL[b as usize], code(f).wrapping_mul(MUL), "byte {b}");
             assert_eq!(code(f), u64::from(f as u8), "byte {b}");
+            assert_eq!(FOLD_MUL[b as usize] & CODE_MASK == SPACE_LOW, f == ' ');
         }
         for c in ['é', '日', '\u{10ffff}', 'ж'] {
             assert!(
                 (1 << (CODE_BITS - 1)..=CODE_MASK).contains(&code(c)),
                 "{c:?}"
             );
+        }
+    }
+
+    /// The non-ASCII shortcuts give `fold`'s codes: the two-byte table, and the
+    /// ranges taken as caseless, over every character they cover; and only a blank's
+    /// product has a space's low bits.
+    #[test]
+    fn non_ascii_codes_are_fold() {
+        for c in ('\u{80}'..='\u{ffff}').chain(['\u{10000}', '\u{1f600}', '\u{10ffff}']) {
+            let f = fold(c);
+            assert_eq!(non_ascii_code_mul(c), code(f).wrapping_mul(MUL), "{c:?}");
+            assert_eq!(
+                non_ascii_code_mul(c) & CODE_MASK == SPACE_LOW,
+                f == ' ',
+                "{c:?}"
+            );
+            if is_caseless(c as u32) {
+                assert_eq!(f, c, "{c:?}");
+            }
         }
     }
 
