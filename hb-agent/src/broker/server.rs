@@ -1016,8 +1016,13 @@ pub struct SanitizeRequest {
     mode: crate::sanitize::Mode,
     #[serde(default)]
     spotlight: bool,
-    #[serde(default)]
+    /// The learned stage runs unless the caller sends `"learned": false`.
+    #[serde(default = "learned_by_default")]
     learned: bool,
+}
+
+fn learned_by_default() -> bool {
+    crate::sanitize::Options::default().learned
 }
 
 /// `POST /v1/sanitize {"text","mode"?,"spotlight"?,"learned"?}` →
