@@ -1068,6 +1068,15 @@ mod tests {
     use super::*;
     use crate::broker::identity::Sandbox;
 
+    /// `/v1/sanitize` runs the learned stage unless the request turns it off.
+    #[test]
+    fn sanitize_requests_run_the_learned_stage_unless_turned_off() {
+        let req = |body: &str| -> SanitizeRequest { serde_json::from_str(body).expect(body) };
+        assert!(req(r#"{"text":"x"}"#).learned);
+        assert!(!req(r#"{"text":"x","learned":false}"#).learned);
+        assert!(req(r#"{"text":"x","learned":true}"#).learned);
+    }
+
     fn sandbox(policy: &str, cgroup_id: u64) -> Caller {
         Caller {
             pid: 1,
