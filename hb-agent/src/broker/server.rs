@@ -1016,8 +1016,13 @@ pub struct SanitizeRequest {
     mode: crate::sanitize::Mode,
     #[serde(default)]
     spotlight: bool,
-    #[serde(default)]
+    /// The learned stage runs unless the caller sends `"learned": false`.
+    #[serde(default = "learned_by_default")]
     learned: bool,
+}
+
+fn learned_by_default() -> bool {
+    crate::sanitize::Options::default().learned
 }
 
 /// `POST /v1/sanitize {"text","mode"?,"spotlight"?,"learned"?}` →
@@ -1062,6 +1067,15 @@ async fn sanitize(
 mod tests {
     use super::*;
     use crate::broker::identity::Sandbox;
+
+    /// `/v1/sanitize` runs the learned stage unless the request turns it off.
+    #[test]
+    fn sanitize_requests_run_the_learned_stage_unless_turned_off() {
+        let req = |body: &str| -> SanitizeRequest { serde_json::from_str(body).expect(body) };
+        assert!(req(r#"{"text":"x"}"#).learned);
+        assert!(!req(r#"{"text":"x","learned":false}"#).learned);
+        assert!(req(r#"{"text":"x","learned":true}"#).learned);
+    }
 
     fn sandbox(policy: &str, cgroup_id: u64) -> Caller {
         Caller {

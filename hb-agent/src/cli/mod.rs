@@ -64,6 +64,7 @@ Examples:
   hb-agent sanitize --mode redact --spotlight < page.md
   hb-agent sanitize --json < email.txt | jq .findings
   hb-agent sanitize --mode block < tool-output.txt || echo 'refused: high-severity finding'
+  hb-agent sanitize --no-learned < page.md            # the rules alone, no n-gram model
 
 Exit status: 0 when nothing high was found, 3 when a finding is high severity, 1 on an
 error (for example input that is not UTF-8; the error names the byte offset).
@@ -208,9 +209,14 @@ enum Command {
         /// goes to stderr (or the JSON `spotlight` field).
         #[arg(long)]
         spotlight: bool,
-        /// Also run the learned stage (an n-gram model; `learned_injection` findings at
-        /// medium): more recall on unfamiliar phrasings, more false positives, slower.
+        /// Skip the learned stage (an n-gram model; `learned_injection` findings at
+        /// medium), which runs by default: the rules alone miss more unfamiliar
+        /// phrasings.
         #[arg(long)]
+        no_learned: bool,
+        /// The learned stage runs by default; the flag is accepted for scripts that ask
+        /// for it.
+        #[arg(long, hide = true, conflicts_with = "no_learned")]
         learned: bool,
     },
     /// (internal) The sanitize benchmark's in-process measurement.
@@ -226,8 +232,11 @@ enum Command {
         /// Also time each step of the pipeline (milliseconds per run, averaged).
         #[arg(long)]
         phases: bool,
-        /// Also run the learned stage (as `sanitize --learned`).
+        /// Skip the learned stage (as `sanitize --no-learned`).
         #[arg(long)]
+        no_learned: bool,
+        /// The learned stage runs by default (accepted as for `sanitize`).
+        #[arg(long, hide = true, conflicts_with = "no_learned")]
         learned: bool,
     },
     /// (internal) Sanitize many texts in one process: JSON Lines `{"id"?, "text"}` on
@@ -570,15 +579,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mode,
             json,
             spotlight,
-            learned,
-        } => sanitize::run(mode, json, spotlight, learned),
+            no_learned,
+            learned: _,
+        } => sanitize::run(mode, json, spotlight, !no_learned),
         Command::BenchSanitize {
             input,
             iterations,
             corpus,
             phases,
-            learned,
-        } => sanitize::bench(&input, iterations, corpus, phases, learned),
+            no_learned,
+            learned: _,
+        } => sanitize::bench(&input, iterations, corpus, phases, !no_learned),
         Command::SanitizeBatch => sanitize::batch(),
         Command::Outbound(args) => {
             let config = Config::load(cli.config.as_deref())?;

@@ -157,8 +157,8 @@ fn median(v: &mut [f64]) -> f64 {
 /// `__bench-sanitize --input FILE --iterations K`: sanitizes the whole file K times and
 /// prints the throughput as JSON. With `--corpus`, FILE is a JSON array of strings or of
 /// objects with a `text` field, and it prints how many entries were flagged. With
-/// `--phases`, it also times each step of the pipeline (`phases_ms`); with `--learned`,
-/// the calls run the learned stage too.
+/// `--phases`, it also times each step of the pipeline (`phases_ms`); `learned` is false
+/// with `--no-learned` (the calls then skip the learned stage).
 pub fn bench(
     input: &Path,
     iterations: u32,

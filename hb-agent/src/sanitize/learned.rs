@@ -2,8 +2,8 @@
 //! (`learned_features`), trained offline by `cargo xtask sanitize-train` on the corpus's
 //! development half and probe set and embedded here (`learned.model`, 256 KiB).
 //!
-//! Off unless the caller asks for it ([`super::Options::learned`]; `learned` in the socket
-//! API, `--learned` on the CLI). One more signal beside the rules, never instead of them: a window of the text whose
+//! On unless the caller turns it off ([`super::Options::learned`]; `"learned": false` in
+//! the socket API, `--no-learned` on the CLI). One more signal beside the rules, never instead of them: a window of the text whose
 //! logit reaches the model's threshold is a [`Category::LearnedInjection`] finding at
 //! medium, spanning the window (adjacent windows over the threshold merge into one
 //! finding). It never raises anything to high, and a text the rules flag keeps their
@@ -213,16 +213,23 @@ mod tests {
         );
     }
 
-    /// Off unless asked for: the default options report no learned finding.
+    /// On unless turned off: the default options report the learned finding, and
+    /// `learned: false` none.
     #[test]
-    fn stage_is_off_by_default() {
-        let r = super::super::sanitize(GERMAN_ATTACK, &super::super::Options::default());
-        assert!(
-            r.findings
+    fn stage_is_on_by_default() {
+        let learned = |opts: &super::super::Options| {
+            super::super::sanitize(GERMAN_ATTACK, opts)
+                .findings
                 .iter()
-                .all(|f| f.category != Category::LearnedInjection)
-        );
-        assert_eq!(learned_in_pipeline(GERMAN_ATTACK).len(), 1);
+                .filter(|f| f.category == Category::LearnedInjection)
+                .count()
+        };
+        assert_eq!(learned(&super::super::Options::default()), 1);
+        let off = super::super::Options {
+            learned: false,
+            ..Default::default()
+        };
+        assert_eq!(learned(&off), 0);
     }
 
     /// Windows cover the text in order, and every window boundary is a char boundary.

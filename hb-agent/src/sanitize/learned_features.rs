@@ -3,15 +3,17 @@
 //! uses nothing outside `std`, so both crates include it and train and score the same way.
 //!
 //! Features: character n-grams (lengths [`N_MIN`]..=[`N_MAX`]) of the folded text —
-//! lower case, every ASCII digit `0`, every whitespace run one space, a space before the
-//! first character — each hashed into one of `2^bits` buckets. The last [`N_MAX`] folded
+//! lower case, every ASCII digit `0`, every whitespace character a space (runs are kept:
+//! collapsing them cost a test and a branch per character), a space before the first
+//! character — each hashed into one of `2^bits` buckets. The last [`N_MAX`] folded
 //! characters are kept as codes in one `u64` (a shift-in window, [`code`]), and one
 //! multiply of it hashes every order at once (multiply-shift over each order's low bits,
-//! [`bucket`]): no hash depends on another, so a character costs one multiply and a
-//! shift, mask and table look-up per order. A text's vector is its
-//! bucket counts divided by the square root of its n-gram count, so a long text and a
-//! short one score on the same scale. The model is logistic regression over that vector:
-//! `logit = bias + scale * Σ weight[bucket] / sqrt(count)` with `i8` weights.
+//! [`bucket`]): no hash depends on another. The scan keeps the window's product rather
+//! than the window ([`shift_in`]), so an ASCII character costs one table load (its fold
+//! times the multiplier), a shift and an add, and a shift and a load per order. A text's
+//! vector is its bucket counts divided by the square root of its n-gram count, so a long
+//! text and a short one score on the same scale. The model is logistic regression over
+//! that vector: `logit = bias + scale * Σ weight[bucket] / sqrt(count)` with `i8` weights.
 //!
 //! A long text is scored in windows of `window` folded characters, moved by `stride`
 //! (the window's n-grams are a difference of two running sums taken every `stride`
@@ -197,17 +199,8 @@ pub fn ngrams(text: &str, bits: u32, mut each: impl FnMut(usize, &[u32])) {
     // space: words at the start of the text have their start marked too.
     let mut window = code(' ');
     let mut have = 1;
-    let mut last_space = true;
     for (at, c) in text.char_indices() {
         let c = fold(c);
-        if c == ' ' {
-            if last_space {
-                continue;
-            }
-            last_space = true;
-        } else {
-            last_space = false;
-        }
         window = (window << CODE_BITS) | code(c);
         have = (have + 1).min(N_MAX);
         let product = window.wrapping_mul(MUL);
@@ -277,17 +270,55 @@ pub fn windows(
     out
 }
 
-/// [`fold`] of every ASCII byte: its code in the window. (256 entries, the rest never
-/// read, so that indexing by a byte needs no bounds check.)
-const FOLD_BYTE: [u8; 256] = {
+/// Every ASCII byte's code times [`MUL`]: what shifting the byte into the window adds to
+/// the window's product (see [`shift_in`]). One load folds and multiplies.
+const FOLD_MUL: [u64; 256] = {
     let mut t = [0; 256];
     let mut b = 0;
     while b < 128 {
-        t[b] = fold_ascii(b as u8);
+        t[b] = (fold_ascii(b as u8) as u64).wrapping_mul(MUL);
         b += 1;
     }
     t
 };
+
+/// The product of the window with one more code shifted in, from the window's product
+/// and the code's: `((w << CODE_BITS) | c) * MUL = ((w * MUL) << CODE_BITS) + c * MUL`
+/// (mod 2^64, `c` under 2^CODE_BITS). The scan keeps the product, never the window.
+#[inline(always)]
+const fn shift_in(product: u64, code_mul: u64) -> u64 {
+    (product << CODE_BITS).wrapping_add(code_mul)
+}
+
+/// The code of the folded character `c` (not ASCII) times [`MUL`]. The characters of
+/// the two-byte UTF-8 range (Latin, Greek, Cyrillic, Hebrew, Arabic) come from a table,
+/// the ranges without case or blanks (kana, CJK ideographs, Hangul syllables) skip the
+/// fold; [`fold`] decides the rest.
+#[inline]
+fn non_ascii_code_mul(c: char) -> u64 {
+    let cp = c as u32;
+    let code = if cp < 0x800 {
+        u64::from(TWO_BYTE_CODES[(cp - 0x80) as usize])
+    } else if is_caseless(cp) {
+        code(c)
+    } else {
+        code(fold(c))
+    };
+    code.wrapping_mul(MUL)
+}
+
+/// Code points with no case mapping and no blank, whose fold is themselves (a test
+/// checks every one): Hiragana to the CJK unified ideographs, and the Hangul syllables.
+const fn is_caseless(cp: u32) -> bool {
+    matches!(cp, 0x3040..=0x9fff | 0xac00..=0xd7a3)
+}
+
+/// [`code`] of [`fold`] of every character from U+0080 to U+07FF.
+static TWO_BYTE_CODES: std::sync::LazyLock<Vec<u16>> = std::sync::LazyLock::new(|| {
+    (0x80..0x800u32)
+        .map(|cp| char::from_u32(cp).map_or(0, |c| code(fold(c)) as u16))
+        .collect()
+});
 
 /// The number of n-grams in the first `chars` folded characters: the `t`-th character
 /// ends an n-gram of every order up to `t + 1` (the leading space counts).
@@ -305,8 +336,8 @@ const fn orders_at(t: usize) -> usize {
 /// [`windows`] with the model's `i8` weights, the sums in integers: the same windows,
 /// sums and counts, for a fraction of the instructions (the agent's learned stage runs
 /// this on every stretch it judges). One pass over the bytes: an ASCII byte is folded
-/// by table lookup, other characters are decoded and folded as [`ngrams`] folds them;
-/// the window of codes stays in a register.
+/// and multiplied by one table look-up, other characters are decoded and folded as
+/// [`ngrams`] folds them; the window's product stays in a register.
 pub fn window_sums(
     text: &str,
     bits: u32,
@@ -343,9 +374,9 @@ fn window_scan(
     // are filled in at the end.
     let mut marks: Vec<(usize, i64, usize)> = vec![(0, 0, 0)];
     let mut sum = 0i64;
-    // The codes of the last folded characters (`window` in `ngrams`), read as if a
-    // space came first.
-    let mut codes = code(' ');
+    // The product of the last folded characters' codes (`window` in `ngrams`) and
+    // `MUL`, read as if a space came first.
+    let mut product = SPACE.wrapping_mul(MUL);
     // Folded characters read so far, while fewer than N_MAX - 1 (from then on every
     // character ends an n-gram of every order).
     let mut warm = 0;
@@ -353,51 +384,34 @@ fn window_scan(
     let mut until_mark = stride;
     let mut i = 0;
     while i < bytes.len() {
-        if warm == N_MAX - 1 {
-            // The steady state's ASCII characters, at most `until_mark` bytes (so at most
-            // that many characters: no mark falls inside), in a loop with nothing else
-            // in it, so the window and the sum stay in registers.
-            let chunk = &bytes[i..bytes.len().min(i + until_mark as usize)];
-            let (j, skipped, part) = ascii_run(chunk, &mut codes, &weight);
-            sum += part;
-            i += j;
-            until_mark -= (j - skipped) as u32;
-            if i >= bytes.len() {
-                break;
-            }
-        }
-        // One character the loop above does not take: a non-ASCII one, one of the
-        // text's first, or one a mark comes before.
-        let at = i;
-        let b = bytes[i];
-        let c = if b < 0x80 {
-            i += 1;
-            u64::from(FOLD_BYTE[usize::from(b)])
-        } else {
-            let (c, len) = decode_utf8(bytes, i);
-            i += len;
-            code(fold(c))
-        };
-        // A blank after a blank is not read.
-        if c == SPACE && codes & CODE_MASK == SPACE {
-            continue;
-        }
+        // A mark before the next character.
         if until_mark == 0 {
-            marks.push((at, sum, 0));
+            marks.push((i, sum, 0));
             until_mark = stride;
         }
-        until_mark -= 1;
-        codes = (codes << CODE_BITS) | c;
-        let product = codes.wrapping_mul(MUL);
-        if warm == N_MAX - 1 {
-            sum += i64::from(weight_sum(product, &weight));
-        } else {
+        if warm < N_MAX - 1 {
             // The text's first characters: only the orders reached so far.
+            let code_mul = if bytes[i] < 0x80 {
+                FOLD_MUL[usize::from(bytes[i])]
+            } else {
+                non_ascii_code_mul(decode_utf8(bytes, i).0)
+            };
+            i += utf8_len(bytes[i]);
+            until_mark -= 1;
             warm += 1;
+            product = shift_in(product, code_mul);
             for n in N_MIN..N_MIN + orders_at(warm) {
                 sum += i64::from(weight(product, n as u32));
             }
+            continue;
         }
+        // The characters that start in the next `until_mark` bytes: at most that many,
+        // so no mark falls among them.
+        let end = bytes.len().min(i + until_mark as usize);
+        let (next, read, part) = steady_run(bytes, i, end, &mut product, &weight);
+        sum += part;
+        i = next;
+        until_mark -= read;
     }
     let stride = stride as usize;
     for (k, m) in marks.iter_mut().enumerate() {
@@ -430,49 +444,74 @@ fn weight_sum(product: u64, weight: &impl Fn(u64, u32) -> i32) -> i32 {
 /// A space's code.
 const SPACE: u64 = b' ' as u64;
 
-/// The steady state's ASCII characters at the start of `chunk`, for [`window_scan`]:
-/// shifts their codes into `codes` and adds the weights of the n-grams each ends, in a
-/// loop with nothing else in it so that the window and the sum stay in registers;
-/// returns the bytes read, the blanks among them that were not read (a blank after a
-/// blank) and the n-grams' weight sum. Stops at the first non-ASCII byte. Not inlined:
-/// where the compiler inlined [`window_scan`] into its caller, the loop came out slower
-/// than where it did not.
+/// The length in bytes of the UTF-8 character whose first byte is `b`.
+#[inline(always)]
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0..0xc0 => 1,
+        0xc0..0xe0 => 2,
+        0xe0..0xf0 => 3,
+        _ => 4,
+    }
+}
+
+/// The steady state's characters that start in `bytes[i..end]`, for [`window_scan`]:
+/// shifts their codes into the window's `product` and adds the weights of the n-grams
+/// each ends; returns where it stopped (the last character may end past `end`), the
+/// characters read and their n-grams' weight sum. ASCII stretches go through
+/// [`ascii_weights`]; a non-ASCII character is decoded and folded one at a time. Not
+/// inlined: where the compiler inlined [`window_scan`] into its caller, the loop came
+/// out slower than where it did not.
 #[inline(never)]
-fn ascii_run(
-    chunk: &[u8],
-    codes: &mut u64,
+fn steady_run(
+    bytes: &[u8],
+    mut i: usize,
+    end: usize,
+    product: &mut u64,
     weight: &impl Fn(u64, u32) -> i32,
-) -> (usize, usize, i64) {
-    // Found first, so the loop below tests no byte for being ASCII.
-    let ascii = &chunk[..ascii_prefix(chunk)];
-    let code = |b: u8| u64::from(FOLD_BYTE[usize::from(b)]);
-    let mut w = *codes;
+) -> (usize, u32, i64) {
+    let mut p = *product;
     let mut sum = 0i64;
-    let mut i = 0;
-    // Blanks after a blank are not read (as a run that began before the chunk).
-    let mut skipped = 0;
-    if w & CODE_MASK == SPACE {
-        while i < ascii.len() && code(ascii[i]) == SPACE {
-            i += 1;
-            skipped += 1;
+    let mut read = 0;
+    while i < end {
+        if bytes[i] < 0x80 {
+            let ascii = &bytes[i..i + ascii_prefix(&bytes[i..end])];
+            sum += ascii_weights(ascii, &mut p, weight);
+            i += ascii.len();
+            read += ascii.len() as u32;
+        } else {
+            let (c, len) = decode_utf8(bytes, i);
+            i += len;
+            read += 1;
+            p = shift_in(p, non_ascii_code_mul(c));
+            sum += i64::from(weight_sum(p, weight));
         }
     }
-    while i < ascii.len() {
-        let c = code(ascii[i]);
-        i += 1;
-        w = (w << CODE_BITS) | c;
-        // One multiply hashes every order; their look-ups are independent.
-        let product = w.wrapping_mul(MUL);
-        sum += i64::from(weight_sum(product, weight));
-        if c == SPACE {
-            while i < ascii.len() && code(ascii[i]) == SPACE {
-                i += 1;
-                skipped += 1;
-            }
-        }
+    *product = p;
+    (i, read, sum)
+}
+
+/// The weight sum of the n-grams that the ASCII characters `ascii` end, shifting them
+/// into the window's `product`: one table load folds and multiplies a byte, one shift
+/// and add moves the window, one load finds the weight. Four at a time, so the loop's
+/// own counting is paid once per four.
+#[inline(always)]
+fn ascii_weights(ascii: &[u8], product: &mut u64, weight: &impl Fn(u64, u32) -> i32) -> i64 {
+    let mut p = *product;
+    let mut step = |b: u8| {
+        p = shift_in(p, FOLD_MUL[usize::from(b)]);
+        weight_sum(p, weight)
+    };
+    let mut sum = 0i64;
+    let mut quads = ascii.chunks_exact(4);
+    for q in &mut quads {
+        sum += i64::from(step(q[0]) + step(q[1]) + step(q[2]) + step(q[3]));
     }
-    *codes = w;
-    (ascii.len(), skipped, sum)
+    for &b in quads.remainder() {
+        sum += i64::from(step(b));
+    }
+    *product = p;
+    sum
 }
 
 /// The length of the ASCII bytes at the start of `bytes`, read eight at a time.
@@ -492,7 +531,7 @@ fn ascii_prefix(bytes: &[u8]) -> usize {
 
 /// The character that starts at byte `i` of valid UTF-8 whose byte `i` is not ASCII,
 /// and its length in bytes.
-#[inline]
+#[inline(always)]
 fn decode_utf8(bytes: &[u8], i: usize) -> (char, usize) {
     let b = bytes[i];
     let cont = |k: usize| u32::from(bytes[i + k] & 0x3f);
@@ -516,13 +555,13 @@ fn decode_utf8(bytes: &[u8], i: usize) -> (char, usize) {
 mod tests {
     use super::*;
 
-    /// The ASCII table is `fold`, and a character's code is its folded byte exactly
-    /// when it is ASCII.
+    /// The ASCII table is `fold`'s code times `MUL`, and a character's code is its
+    /// folded byte exactly when it is ASCII.
     #[test]
     fn ascii_table_is_fold() {
         for b in 0..128u8 {
             let f = fold(b as char);
-            assert_eq!(FOLD_BYTE[b as usize], f as u8, "byte {b}");
+            assert_eq!(FOLD_MUL[b as usize], code(f).wrapping_mul(MUL), "byte {b}");
             assert_eq!(code(f), u64::from(f as u8), "byte {b}");
         }
         for c in ['é', '日', '\u{10ffff}', 'ж'] {
@@ -530,6 +569,19 @@ mod tests {
                 (1 << (CODE_BITS - 1)..=CODE_MASK).contains(&code(c)),
                 "{c:?}"
             );
+        }
+    }
+
+    /// The non-ASCII shortcuts give `fold`'s codes: the two-byte table, and the
+    /// ranges taken as caseless, over every character they cover.
+    #[test]
+    fn non_ascii_codes_are_fold() {
+        for c in ('\u{80}'..='\u{ffff}').chain(['\u{10000}', '\u{1f600}', '\u{10ffff}']) {
+            let f = fold(c);
+            assert_eq!(non_ascii_code_mul(c), code(f).wrapping_mul(MUL), "{c:?}");
+            if is_caseless(c as u32) {
+                assert_eq!(f, c, "{c:?}");
+            }
         }
     }
 

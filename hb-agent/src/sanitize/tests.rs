@@ -24,6 +24,18 @@ fn flag(text: &str) -> Sanitized {
     sanitize(text, &Options::default())
 }
 
+/// The rules alone: near misses are written against the rules, and the learned stage (on
+/// by default, medium at most) flags some of them, as the README's false positives say.
+fn flag_by_rules(text: &str) -> Sanitized {
+    sanitize(
+        text,
+        &Options {
+            learned: false,
+            ..Options::default()
+        },
+    )
+}
+
 fn with_mode(text: &str, mode: Mode) -> Sanitized {
     sanitize(
         text,
@@ -371,9 +383,11 @@ fn result_and_options_serialise_as_the_socket_api() {
         Options {
             mode: Mode::Redact,
             spotlight: true,
-            learned: false,
+            learned: true,
         }
     );
+    let off: Options = serde_json::from_str(r#"{"learned":false}"#).expect("off");
+    assert!(!off.learned);
     assert_eq!(
         serde_json::from_str::<Options>("{}").expect("empty"),
         Options::default()
@@ -852,7 +866,7 @@ fn function_rules_flag_each_language_and_leave_near_misses() {
                     .collect::<Vec<_>>()
             ));
         }
-        let n = flag(near);
+        let n = flag_by_rules(near);
         if n.flagged {
             failures.push(format!(
                 "[{lang}] near miss {near:?} flagged: {:?}",
@@ -1030,7 +1044,8 @@ fn generalised_functions_flag_and_near_misses_stay_clean() {
             "{rule} in {attack:?}: {:?}",
             r.findings
         );
-        assert!(!flag(near).flagged, "{near:?}: {:?}", flag(near).findings);
+        let n = flag_by_rules(near);
+        assert!(!n.flagged, "{near:?}: {:?}", n.findings);
     }
     // Key words of the other scripts, reversed or set apart by dots.
     for (text, encoding) in [
