@@ -19,15 +19,15 @@
 //!   `\N{LATIN SMALL LETTER K}`, raw or inside a JSON string (its `\` escaped). The live forms hold a value with *every* byte
 //!   `\x`- or octal-escaped; the view read `\uXXXX` only.
 //!
-//!   On af34429, of these 8 answers holding another tenant's key (3 UTF-7, 5 escapes),
-//!   8 gave it back and none of the 8 accounts was signalled; the caller's own key,
+//!   On af34429, of these 9 answers holding another tenant's key (3 UTF-7, 6 escapes),
+//!   9 gave it back and none of the 9 accounts was signalled; the caller's own key,
 //!   echoed by its integration's host every second character in UTF-7 or as `\xHH`,
 //!   came back 2 of 2 (200, no marker). The view of escapes (`scrub/spread.rs`, which
 //!   the scrub of an answer, the fragment hit of the call's own key, the reflection
 //!   detector and the request search all read) now reads UTF-7's well-formed segments
 //!   where the text holds one that spells printable ASCII (or a `+-` before a base64
 //!   character), and string literals' escapes of printable ASCII where the text holds
-//!   one: 0 of 8, each account signalled, and 0 of 2 of the caller's own (redacted).
+//!   one: 0 of 9, each account signalled, and 0 of 2 of the caller's own (redacted).
 //!   ([`another_tenants_key_in_utf7_or_literal_escapes_never_comes_back`],
 //!   [`the_callers_own_key_echoed_in_utf7_or_literal_escapes_never_comes_back`]).
 //!
