@@ -16,18 +16,24 @@
 //! - a string literal's escapes, mixed with plain characters: every second character as
 //!   `\xHH`, as octal `\153`, as `\U0000006b` (all three read by Python's
 //!   `unicode_escape` codec, C and JavaScript), as JavaScript's `\u{6b}` or as Python's
-//!   `\N{LATIN SMALL LETTER K}`, raw or inside a JSON string (its `\` escaped). The live forms hold a value with *every* byte
-//!   `\x`- or octal-escaped; the view read `\uXXXX` only.
+//!   `\N{LATIN SMALL LETTER K}`, raw or inside a JSON string (its `\` escaped). The
+//!   live forms hold a value with *every* byte `\x`- or octal-escaped; the view read
+//!   `\uXXXX` only.
+//! - look-alikes that NFKC (`unicodedata.normalize("NFKC", …)`) reads as ASCII: every
+//!   second character full-width (`ｋ`) or a mathematical bold letter or digit (`𝐤`).
+//!   The answer is UTF-8 text; no form holds them (the sanitizer's NFKC view was read
+//!   only for a call that asks for `sanitize`).
 //!
-//!   On af34429, of these 9 answers holding another tenant's key (3 UTF-7, 6 escapes),
-//!   9 gave it back and none of the 9 accounts was signalled; the caller's own key,
-//!   echoed by its integration's host every second character in UTF-7 or as `\xHH`,
-//!   came back 2 of 2 (200, no marker). The view of escapes (`scrub/spread.rs`, which
+//!   On af34429, of these 11 answers holding another tenant's key (3 UTF-7, 6 escapes,
+//!   2 look-alikes), 11 gave it back and none of the 11 accounts was signalled; the
+//!   caller's own key, echoed by its integration's host every second character in UTF-7
+//!   or as `\xHH`, came back 2 of 2 (200, no marker). The view of escapes (`scrub/spread.rs`, which
 //!   the scrub of an answer, the fragment hit of the call's own key, the reflection
 //!   detector and the request search all read) now reads UTF-7's well-formed segments
 //!   where the text holds one that spells printable ASCII (or a `+-` before a base64
-//!   character), and string literals' escapes of printable ASCII where the text holds
-//!   one: 0 of 9, each account signalled, and 0 of 2 of the caller's own (redacted).
+//!   character), string literals' escapes of printable ASCII where the text holds one,
+//!   and a look-alike as its ASCII character where the text holds one: 0 of 11, each
+//!   account signalled, and 0 of 2 of the caller's own (redacted).
 //!   ([`another_tenants_key_in_utf7_or_literal_escapes_never_comes_back`],
 //!   [`the_callers_own_key_echoed_in_utf7_or_literal_escapes_never_comes_back`]).
 //!
@@ -68,9 +74,12 @@ const OWN: &str = "own-5d0b2e4f6a8c1e3d5f7a9b0c2d4e6f8a";
 /// (`esc_octal_mixed`), as `\U000000HH` (`esc_u8_mixed`), as JavaScript's `\u{HH}`
 /// (`esc_ubrace_mixed`, read as a JavaScript literal reads it) or by its Unicode name,
 /// `\N{LATIN SMALL LETTER K}` (`esc_named_mixed`), and `esc_x_mixed_json`
-/// (the first of these in a JSON string, its `\` escaped, `json.loads` first). Each is
-/// the whole body (`text/plain`), or a JSON document's `blob` for `_json`.
-const FORMS: [&str; 12] = [
+/// (the first of these in a JSON string, its `\` escaped, `json.loads` first); and
+/// in look-alikes that NFKC reads as ASCII (`unicodedata.normalize("NFKC", text)`),
+/// every second character full-width (`nfkc_fullwidth_mixed`: `ｋ`) or a mathematical
+/// bold letter or digit (`nfkc_math_mixed`: `𝐤`). Each is the whole body
+/// (`text/plain; charset=utf-8`), or a JSON document's `blob` for `_json`.
+const FORMS: [&str; 14] = [
     "utf7_python",
     "utf7_whole",
     "utf7_each",
@@ -83,6 +92,8 @@ const FORMS: [&str; 12] = [
     "esc_ubrace_mixed",
     "esc_named_mixed",
     "esc_x_mixed_json",
+    "nfkc_fullwidth_mixed",
+    "nfkc_math_mixed",
 ];
 
 /// The controls among [`FORMS`]: forms the scrub redacted before this review.
@@ -119,6 +130,18 @@ def form(f, k):
         return every_second(k, lambda c: "\\U%08x" % ord(c))
     if f == "esc_ubrace_mixed":
         return every_second(k, lambda c: "\\u{%x}" % ord(c))
+    if f == "nfkc_fullwidth_mixed":
+        return every_second(k, lambda c: chr(ord(c) + 0xFEE0))
+    if f == "nfkc_math_mixed":
+        def bold(c):
+            if c.isdigit():
+                return chr(0x1D7CE + ord(c) - ord("0"))
+            if c.isupper():
+                return chr(0x1D400 + ord(c) - ord("A"))
+            if c.islower():
+                return chr(0x1D41A + ord(c) - ord("a"))
+            return c
+        return every_second(k, bold)
     if f == "esc_named_mixed":
         return every_second(k, lambda c: "\\N{%s}" % unicodedata.name(c))
     raise SystemExit("no form " + f)
@@ -148,11 +171,13 @@ class H(TlsHandler):
 fn attacker_script(paths: &[String]) -> String {
     format!(
         r#"
-import codecs, re
+import codecs, re, unicodedata
 def decode(f, body):
     t = json.loads(body)["blob"] if f.endswith("_json") else body
     if f.startswith("utf7"):
         return t.encode().decode("utf-7")
+    if f.startswith("nfkc"):
+        return unicodedata.normalize("NFKC", t)
     if f == "esc_ubrace_mixed":
         # As a JavaScript string literal reads it (Python's codec knows no `\u{{…}}`).
         return re.sub(r"\\u\{{([0-9a-fA-F]+)\}}", lambda m: chr(int(m.group(1), 16)), t)

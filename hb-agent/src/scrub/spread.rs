@@ -26,7 +26,9 @@
 //! UTF-16 (`+AGs-` is `k`), or `+` as `+-`. A value with every character, every second
 //! one or a few runs of it in segments matches no form (the live forms hold the base64 of
 //! a value's whole UTF-16), and Python's `utf-7` codec gives it back whole. The view
-//! reads each well-formed segment as its characters.
+//! reads each well-formed segment as its characters. Likewise a string literal's
+//! escapes of printable ASCII (`\x6b`, `\153`, `\U0000006b`, `\u{6b}`, `\N{…}`), and
+//! look-alikes that NFKC reads as ASCII (full-width `ｋ`, mathematical `𝐤`).
 //!
 //! Also characters that take no room (zero-width space, joiners, word joiner, BOM, soft
 //! hyphen: [`INVISIBLE`]) put between a value's characters, raw or escaped; and line
@@ -92,6 +94,10 @@ struct Reads {
     /// UTF-7's `+…-` segments and `+-` (the buffer holds one that spells printable
     /// ASCII, see [`has_utf7`]).
     utf7: bool,
+    /// Characters whose compatibility form (NFKC) is one printable ASCII character
+    /// (full-width `ｋ`, mathematical `𝐤`, circled, superscript; the buffer holds one,
+    /// see [`has_lookalike`]).
+    lookalike: bool,
     /// The escapes of C, Python and JavaScript string literals that spell printable
     /// ASCII (`\x6b`, `\153`, `\U0000006b`, `\u{6b}`: the buffer holds one, see
     /// [`literal_escape`]).
@@ -214,6 +220,7 @@ impl Squeezed {
             named: memchr::memchr_iter(b'&', input)
                 .any(|i| named(&input[i + 1..], &NAMED[NAMED_WRITTEN..]).is_some()),
             utf7: has_utf7(input),
+            lookalike: has_lookalike(input),
             literal: memchr::memchr_iter(b'\\', input)
                 .any(|i| literal_escape(&input[i..]).is_some()),
         };
@@ -222,6 +229,7 @@ impl Squeezed {
             && !reads.percent
             && !reads.named
             && !reads.utf7
+            && !reads.lookalike
             && !reads.literal
             && folds.is_empty()
             && memchr::memchr(0, input).is_none()
@@ -249,6 +257,12 @@ impl Squeezed {
                 continue;
             }
             if let Some(len) = invisible_at(&input[i..]) {
+                i += len;
+                continue;
+            }
+            if let Some((c, len)) = lookalike_at(&input[i..]).filter(|_| reads.lookalike) {
+                bytes.push(c);
+                from.push((i as u32, (i + len) as u32));
                 i += len;
                 continue;
             }
@@ -637,6 +651,43 @@ fn has_utf7(input: &[u8]) -> bool {
     false
 }
 
+/// The UTF-8 lead bytes of the characters whose compatibility form is one printable
+/// ASCII character other than the space (1,080 of them: full-width forms, mathematical
+/// alphanumerics, circled and parenthesised letters, superscripts and subscripts,
+/// modifier letters…; a unit test holds the list to Unicode's tables).
+const LOOKALIKE_LEADS: [u8; 10] = [0xC2, 0xC5, 0xCA, 0xCB, 0xCD, 0xE1, 0xE2, 0xEA, 0xEF, 0xF0];
+
+/// The printable ASCII character (not the space) whose look-alike `text` starts with,
+/// and the look-alike's length: a character whose compatibility decomposition (what
+/// `unicodedata.normalize("NFKC", …)` and NFKC-folding identifiers read) is that one
+/// character. A value some of whose characters are written so (`vｋ0０`) is whole to
+/// NFKC and matches no form.
+fn lookalike_at(text: &[u8]) -> Option<(u8, usize)> {
+    let len = match text.first()? {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let c = std::str::from_utf8(text.get(..len)?).ok()?.chars().next()?;
+    let (mut only, mut parts) = (None, 0);
+    unicode_normalization::char::decompose_compatible(c, |d| {
+        only = Some(d);
+        parts += 1;
+    });
+    let ascii = only.filter(|d| parts == 1 && *d != c && ('!'..='~').contains(d))?;
+    Some((ascii as u8, len))
+}
+
+/// Whether `input` holds a look-alike of printable ASCII ([`lookalike_at`]): nothing
+/// for ASCII text; else a step per byte and a lookup per character that starts with
+/// one of [`LOOKALIKE_LEADS`] (not the lead bytes of CJK, Cyrillic or Greek text).
+fn has_lookalike(input: &[u8]) -> bool {
+    !input.is_ascii()
+        && (0..input.len())
+            .any(|i| LOOKALIKE_LEADS.contains(&input[i]) && lookalike_at(&input[i..]).is_some())
+}
+
 /// The printable ASCII character (or tab) two hex digits spell, if they do.
 fn printable_hex(h: u8, l: u8) -> Option<char> {
     let byte = u8::from_str_radix(std::str::from_utf8(&[h, l]).ok()?, 16).ok()?;
@@ -902,6 +953,26 @@ mod tests {
         let input = br"+AGF- +AG- +2D0- +AGsA +AGs-";
         let sq = Squeezed::of(input).expect("utf-7");
         assert_eq!(sq.bytes(), b"+AGF- +AG- +2D0- +AGsA k");
+    }
+
+    #[test]
+    fn lookalikes_of_ascii_are_read_as_it() {
+        // Accents, CJK, NBSP, `…` and `™` (more than one character) build no view.
+        assert!(Squeezed::of("café 東京\u{a0}… ™ é".as_bytes()).is_none());
+        // Every second character full-width, mathematical, circled (attack review 46:
+        // each came back whole to `normalize("NFKC", …)`).
+        let input = "vｋ0𝟎?ⓐb＿Z".as_bytes();
+        let sq = Squeezed::of(input).expect("look-alikes");
+        assert_eq!(sq.bytes(), b"vk00?ab_Z");
+        assert_eq!(&input[sq.input_span(1, 1)], "ｋ".as_bytes());
+        // Every look-alike's lead byte is one the gate looks for.
+        for c in (0x80..=0x10FFFF).filter_map(char::from_u32) {
+            let mut utf8 = [0u8; 4];
+            let bytes = c.encode_utf8(&mut utf8).as_bytes();
+            if lookalike_at(bytes).is_some() {
+                assert!(LOOKALIKE_LEADS.contains(&bytes[0]), "{:X}", u32::from(c));
+            }
+        }
     }
 
     #[test]
