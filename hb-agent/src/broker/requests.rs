@@ -1903,9 +1903,12 @@ fn live_values_in(view: &View, response: &OutboundResponse) -> HashSet<LiveId> {
 /// of a hard wrap every few characters, where a `%XX` spells an unreserved character
 /// its percent-escapes, and where one is written so HTML's named references of ASCII
 /// punctuation (`&lowbar;`); where a `\/` or a JSON `\n` of wrapped text is, JSON's
-/// short escapes (PHP's base64 with `\/`, wrapped base64 in a JSON string). `None` (and
-/// three `memchr`s, seven `memmem`s, a `memchr3` and a step per line, per `%`, per `&`
-/// and per `\n` of work) when the body has none of these, or nothing to cut.
+/// short escapes (PHP's base64 with `\/`, wrapped base64 in a JSON string); where one
+/// spells printable ASCII, UTF-7's `+…-` segments and string literals' escapes (`\x6b`,
+/// `\153`, `\U0000006b`, `\u{6b}`, `\N{LATIN SMALL LETTER K}`) and look-alikes NFKC reads
+/// as ASCII (`ｋ`, `𝐤`). `None` (and three `memchr`s, seven `memmem`s, a
+/// `memchr3` and a step per line, per `%`, per `&`, per `+`, per `\` and per `\n` of
+/// work) when the body has none of these, or nothing to cut.
 fn cut_spread(view: &View, watch: &fragment_hit::AnswerWatch, body: &[u8]) -> Option<Vec<u8>> {
     crate::scrub::cut_spread(body, |squeezed| {
         let mut spans: Vec<_> = view

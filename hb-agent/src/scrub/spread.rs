@@ -20,6 +20,16 @@
 //! the view's `/` and line breaks are the text's own, and the scrub of the view joins
 //! the wrapped lines (the wrapped-base64 scan, and [`fold_breaks`] in the next layer).
 //!
+//! Also UTF-7 (RFC 2152), where the text holds a segment of it that spells printable
+//! ASCII ([`has_utf7`]): UTF-7 is ASCII, so it passes as UTF-8 text, and any of a
+//! value's characters may be written inside a `+…-` segment, the base64 of their
+//! UTF-16 (`+AGs-` is `k`), or `+` as `+-`. A value with every character, every second
+//! one or a few runs of it in segments matches no form (the live forms hold the base64 of
+//! a value's whole UTF-16), and Python's `utf-7` codec gives it back whole. The view
+//! reads each well-formed segment as its characters. Likewise a string literal's
+//! escapes of printable ASCII (`\x6b`, `\153`, `\U0000006b`, `\u{6b}`, `\N{…}`), and
+//! look-alikes that NFKC reads as ASCII (full-width `ｋ`, mathematical `𝐤`).
+//!
 //! Also characters that take no room (zero-width space, joiners, word joiner, BOM, soft
 //! hyphen: [`INVISIBLE`]) put between a value's characters, raw or escaped; and line
 //! breaks of a hard wrap at a narrow width (`fold -w 4`: runs of lines of one width up
@@ -41,10 +51,11 @@
 //! Must never: be built for a buffer with no NUL byte, no `\u`, no `\/`, no `&#`, no
 //! invisible character, no run of narrow lines of one width (raw or with `\n` breaks),
 //! no `\n` after a line of base64, no declaration of quoted-printable,
-//! no `%XX` of an unreserved character and no named reference of [`NAMED`] past the
-//! ones templates write (the hot path pays three `memchr`s, seven `memmem`s, a `memchr3`
-//! for the invisible characters' lead bytes, a `memchr` step per line and one per `%`
-//! and `&` and `\n` for it), or outlive the scrub
+//! no `%XX` of an unreserved character, no named reference of [`NAMED`] past the
+//! ones templates write and no UTF-7 segment spelling printable ASCII (the hot path pays
+//! three `memchr`s, seven `memmem`s, a `memchr3` for the invisible characters' lead
+//! bytes, a `memchr` step per line and one per `%`, `&`, `+` and `\n` for it, and a read
+//! of the base64 run after each `+`), or outlive the scrub
 //! that made it (it holds what the buffer holds).
 
 use std::ops::Range;
@@ -80,6 +91,17 @@ struct Reads {
     /// HTML's named references of ASCII punctuation ([`NAMED`]: the buffer holds one
     /// that no template writes for a value's symbols, `&lowbar;`, `&sol;`, `&plus;`…).
     named: bool,
+    /// UTF-7's `+…-` segments and `+-` (the buffer holds one that spells printable
+    /// ASCII, see [`has_utf7`]).
+    utf7: bool,
+    /// Characters whose compatibility form (NFKC) is one printable ASCII character
+    /// (full-width `ｋ`, mathematical `𝐤`, circled, superscript; the buffer holds one,
+    /// see [`has_lookalike`]).
+    lookalike: bool,
+    /// The escapes of C, Python and JavaScript string literals that spell printable
+    /// ASCII (`\x6b`, `\153`, `\U0000006b`, `\u{6b}`: the buffer holds one, see
+    /// [`literal_escape`]).
+    literal: bool,
 }
 
 /// HTML's named references (HTML5, as browsers and `html.unescape` read them) of
@@ -156,8 +178,9 @@ impl Squeezed {
     /// The view of `input`; `None` when it holds no NUL byte, no `\u`, no `&#`, no
     /// invisible character, no narrow hard wrap, no `\/` nor `\n` of wrapped text
     /// ([`has_json_wrap_or_slash`]), no declaration of quoted-printable, no
-    /// `%XX` of an unreserved character and no named reference templates do not write
-    /// (nothing is spread out, escaped or cut there) or is over 4 GiB. A view costs a
+    /// `%XX` of an unreserved character, no named reference templates do not write and
+    /// no UTF-7 segment spelling printable ASCII ([`has_utf7`]) (nothing is spread out,
+    /// escaped or cut there) or is over 4 GiB. A view costs a
     /// pass over the buffer, and one over each layer's bytes while the layer before
     /// decoded something ([`LAYERS`] at most).
     pub fn of(input: &[u8]) -> Option<Self> {
@@ -196,11 +219,18 @@ impl Squeezed {
             percent: has_percent_unreserved(input),
             named: memchr::memchr_iter(b'&', input)
                 .any(|i| named(&input[i + 1..], &NAMED[NAMED_WRITTEN..]).is_some()),
+            utf7: has_utf7(input),
+            lookalike: has_lookalike(input),
+            literal: memchr::memchr_iter(b'\\', input)
+                .any(|i| literal_escape(&input[i..]).is_some()),
         };
         let folds = fold_breaks(input);
         if !reads.qp
             && !reads.percent
             && !reads.named
+            && !reads.utf7
+            && !reads.lookalike
+            && !reads.literal
             && folds.is_empty()
             && memchr::memchr(0, input).is_none()
             && memchr::memmem::find(input, br"\u").is_none()
@@ -227,6 +257,33 @@ impl Squeezed {
                 continue;
             }
             if let Some(len) = invisible_at(&input[i..]) {
+                i += len;
+                continue;
+            }
+            if let Some((c, len)) = lookalike_at(&input[i..]).filter(|_| reads.lookalike) {
+                bytes.push(c);
+                from.push((i as u32, (i + len) as u32));
+                i += len;
+                continue;
+            }
+            if reads.utf7 && input[i] == b'+' {
+                let (chars, len) = match utf7_at(&input[i..]) {
+                    Utf7::Plus => (vec!['+'], 2),
+                    Utf7::Segment(chars, len) => (chars, len),
+                    Utf7::Text(len) => {
+                        bytes.extend_from_slice(&input[i..i + len]);
+                        from.extend((i..i + len).map(|at| (at as u32, at as u32 + 1)));
+                        i += len;
+                        continue;
+                    }
+                };
+                for c in chars.into_iter().filter(|&c| c != '\0' && !is_invisible(c)) {
+                    let mut utf8 = [0u8; 4];
+                    for &b in c.encode_utf8(&mut utf8).as_bytes() {
+                        bytes.push(b);
+                        from.push((i as u32, (i + len) as u32));
+                    }
+                }
                 i += len;
                 continue;
             }
@@ -268,11 +325,15 @@ impl Squeezed {
 /// named reference of one ([`NAMED`]), and when `reads.qp`
 /// a quoted-printable soft line break (`=` CRLF or LF, also as a JSON string writes
 /// them, `\r\n` or `\n`: NUL, dropped as the view drops NULs) or `=XX` of a printable
-/// ASCII character; and JSON's short escapes (`\/`, `\\`, `\"`, `\n`, `\r`, `\t`).
-/// `None` when `text` does not start with a well-formed one (a lone surrogate
-/// included).
+/// ASCII character; when `reads.literal` a string literal's escape of a printable ASCII
+/// character ([`literal_escape`]); and JSON's short escapes (`\/`, `\\`, `\"`, `\n`,
+/// `\r`, `\t`). `None` when `text` does not start with a well-formed one (a lone
+/// surrogate included).
 fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
     let qp = reads.qp;
+    if let Some(found) = literal_escape(text).filter(|_| reads.literal) {
+        return Some(found);
+    }
     match text {
         [b'%', h, l, ..] if reads.percent => printable_hex(*h, *l).map(|c| (c, 3)),
         [b'=', b'\r', b'\n', ..] if qp => Some(('\0', 3)),
@@ -312,6 +373,122 @@ fn escape(text: &[u8], reads: Reads) -> Option<(char, usize)> {
         [b'\\', b't', ..] => Some(('\t', 2)),
         _ => None,
     }
+}
+
+/// The printable ASCII character a string literal's escape at the start of `text`
+/// spells, and the escape's length, as Python's `unicode_escape` (and C, JavaScript)
+/// read one: `\xHH`, `\` and up to three octal digits, `\U` and eight hex digits,
+/// Python's `\N{NAME}` ([`ascii_named`]) and JavaScript's `\u{H…}` (one to six hex
+/// digits). A value some of whose characters are
+/// written so is whole to `codecs.decode(text, "unicode_escape")` and matches no form
+/// (the live forms hold a value with every byte `\x`- or octal-escaped). `None` for
+/// any other text, or an escape of anything but printable ASCII.
+fn literal_escape(text: &[u8]) -> Option<(char, usize)> {
+    let (code, len) = match text {
+        [b'\\', b'x', h, l, ..] => (hex_digits(&[*h, *l])?, 4),
+        [b'\\', b'U', rest @ ..] => (hex_digits(rest.get(..8)?)?, 10),
+        [b'\\', b'u', b'{', rest @ ..] => {
+            let n = rest.iter().position(|&b| b == b'}')?;
+            if !(1..=6).contains(&n) {
+                return None;
+            }
+            (hex_digits(&rest[..n])?, 4 + n)
+        }
+        [b'\\', b'N', b'{', rest @ ..] => {
+            let n = rest.iter().take(32).position(|&b| b == b'}')?;
+            (u32::from(ascii_named(&rest[..n])?), 4 + n)
+        }
+        [b'\\', rest @ ..] => {
+            let n = rest
+                .iter()
+                .take(3)
+                .take_while(|b| (b'0'..=b'7').contains(b))
+                .count();
+            if n == 0 {
+                return None;
+            }
+            let digits = std::str::from_utf8(&rest[..n]).ok()?;
+            (u32::from_str_radix(digits, 8).ok()?, 1 + n)
+        }
+        _ => return None,
+    };
+    let c = char::from_u32(code).filter(|c| (' '..='~').contains(c))?;
+    Some((c, len))
+}
+
+/// The Unicode names of printable ASCII's punctuation, in order of code point from
+/// U+0020 (letters and digits are named by rule: [`ascii_named`]).
+const PUNCTUATION_NAMES: [(&str, u8); 33] = [
+    ("SPACE", b' '),
+    ("EXCLAMATION MARK", b'!'),
+    ("QUOTATION MARK", b'"'),
+    ("NUMBER SIGN", b'#'),
+    ("DOLLAR SIGN", b'$'),
+    ("PERCENT SIGN", b'%'),
+    ("AMPERSAND", b'&'),
+    ("APOSTROPHE", b'\''),
+    ("LEFT PARENTHESIS", b'('),
+    ("RIGHT PARENTHESIS", b')'),
+    ("ASTERISK", b'*'),
+    ("PLUS SIGN", b'+'),
+    ("COMMA", b','),
+    ("HYPHEN-MINUS", b'-'),
+    ("FULL STOP", b'.'),
+    ("SOLIDUS", b'/'),
+    ("COLON", b':'),
+    ("SEMICOLON", b';'),
+    ("LESS-THAN SIGN", b'<'),
+    ("EQUALS SIGN", b'='),
+    ("GREATER-THAN SIGN", b'>'),
+    ("QUESTION MARK", b'?'),
+    ("COMMERCIAL AT", b'@'),
+    ("LEFT SQUARE BRACKET", b'['),
+    ("REVERSE SOLIDUS", b'\\'),
+    ("RIGHT SQUARE BRACKET", b']'),
+    ("CIRCUMFLEX ACCENT", b'^'),
+    ("LOW LINE", b'_'),
+    ("GRAVE ACCENT", b'`'),
+    ("LEFT CURLY BRACKET", b'{'),
+    ("VERTICAL LINE", b'|'),
+    ("RIGHT CURLY BRACKET", b'}'),
+    ("TILDE", b'~'),
+];
+
+/// The names of the decimal digits, `DIGIT ZERO` to `DIGIT NINE`.
+const DIGIT_NAMES: [&str; 10] = [
+    "ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE",
+];
+
+/// The printable ASCII character whose Unicode name is `name`, in any case, as Python's
+/// `\N{…}` reads one (`\N{latin small letter k}`, `\N{LOW LINE}`, `\N{DIGIT ZERO}`).
+fn ascii_named(name: &[u8]) -> Option<u8> {
+    let name = std::str::from_utf8(name).ok()?.to_ascii_uppercase();
+    let letter = |prefix: &str| match name.strip_prefix(prefix)?.as_bytes() {
+        [c @ b'A'..=b'Z'] => Some(*c),
+        _ => None,
+    };
+    if let Some(c) = letter("LATIN CAPITAL LETTER ") {
+        return Some(c);
+    }
+    if let Some(c) = letter("LATIN SMALL LETTER ") {
+        return Some(c.to_ascii_lowercase());
+    }
+    if let Some(digit) = name.strip_prefix("DIGIT ") {
+        let n = DIGIT_NAMES.iter().position(|d| *d == digit)?;
+        return Some(b'0' + n as u8);
+    }
+    PUNCTUATION_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, c)| c)
+}
+
+/// The value of hex digits (all of them hex digits, at most eight).
+fn hex_digits(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 /// The code point of the HTML numeric reference whose text after `&#` starts `rest`
@@ -377,6 +554,138 @@ fn has_json_wrap_or_slash(input: &[u8]) -> bool {
         last_piece = piece;
         base64_line || narrow_pair
     })
+}
+
+/// What a `+` starts in UTF-7 text (RFC 2152, Python's `utf-7` codec): a decoder reads
+/// the `+` and every base64 character after it as one segment, the base64 (no padding)
+/// of the UTF-16BE of the characters it spells, ended by a `-` (dropped) or any other
+/// character.
+enum Utf7 {
+    /// `+-`: the `+` itself.
+    Plus,
+    /// A well-formed segment: the characters it spells and its length, its `-` included.
+    Segment(Vec<char>, usize),
+    /// No segment the view reads: the `+` and the base64 characters after it, left as
+    /// text (read whole, so a long run is read once however many `+` it holds).
+    Text(usize),
+}
+
+/// Whether `b` is a character of UTF-7's base64 (the standard alphabet, no padding).
+fn is_utf7_base64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+}
+
+/// The 6 bits a character of UTF-7's base64 stands for.
+fn utf7_sextet(b: u8) -> u32 {
+    u32::from(match b {
+        b'A'..=b'Z' => b - b'A',
+        b'a'..=b'z' => b - b'a' + 26,
+        b'0'..=b'9' => b - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    })
+}
+
+/// What the `+` that `text` starts with starts (see [`Utf7`]). A segment is read only
+/// where a decoder reads it whole (its bits fill UTF-16 units but for fewer than 6 zero
+/// bits, which pair their surrogates) and it ends at a `-`, the text's end or a
+/// character that starts no escape of this view (a `\`, `%` or `&` after it may be an
+/// escaped `/` of base64 text the next step of the view joins).
+fn utf7_at(text: &[u8]) -> Utf7 {
+    let run = text[1..]
+        .iter()
+        .position(|&b| !is_utf7_base64(b))
+        .unwrap_or(text.len() - 1);
+    let after = text.get(1 + run).copied();
+    if run == 0 {
+        return if after == Some(b'-') {
+            Utf7::Plus
+        } else {
+            Utf7::Text(1)
+        };
+    }
+    let ends_well = !matches!(after, Some(b'\\' | b'%' | b'&' | 0));
+    match utf7_chars(&text[1..1 + run]).filter(|_| ends_well) {
+        Some(chars) => Utf7::Segment(chars, 1 + run + usize::from(after == Some(b'-'))),
+        None => Utf7::Text(1 + run),
+    }
+}
+
+/// The characters a segment's base64 spells, if it is whole: no more than 5 bits left
+/// over, all zero, and its UTF-16 units each a character or a surrogate pair.
+fn utf7_chars(b64: &[u8]) -> Option<Vec<char>> {
+    let spare = b64.len() * 6 % 16;
+    if spare >= 6 || utf7_sextet(b64[b64.len() - 1]) & ((1 << spare) - 1) != 0 {
+        return None;
+    }
+    let mut units = Vec::with_capacity(b64.len() * 6 / 16);
+    let (mut bits, mut held) = (0u32, 0u32);
+    for &b in b64 {
+        bits = bits << 6 | utf7_sextet(b);
+        held += 6;
+        if held >= 16 {
+            held -= 16;
+            units.push((bits >> held) as u16);
+            bits &= (1 << held) - 1;
+        }
+    }
+    char::decode_utf16(units).collect::<Result<_, _>>().ok()
+}
+
+/// Whether `input` holds UTF-7 that spells a value's characters: a well-formed segment
+/// (see [`utf7_at`]) holding a printable ASCII character, or a `+-` (a `+`) before a
+/// base64 character. A `memchr` step per `+`, each run of base64 after one read once.
+fn has_utf7(input: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(at) = memchr::memchr(b'+', &input[i..]) {
+        let p = i + at;
+        i = p + match utf7_at(&input[p..]) {
+            Utf7::Plus if input.get(p + 2).is_some_and(|&b| is_utf7_base64(b)) => return true,
+            Utf7::Plus => 2,
+            Utf7::Segment(chars, _) if chars.iter().any(|c| (' '..='~').contains(c)) => {
+                return true;
+            }
+            Utf7::Segment(_, len) | Utf7::Text(len) => len,
+        };
+    }
+    false
+}
+
+/// The UTF-8 lead bytes of the characters whose compatibility form is one printable
+/// ASCII character other than the space (1,080 of them: full-width forms, mathematical
+/// alphanumerics, circled and parenthesised letters, superscripts and subscripts,
+/// modifier letters…; a unit test holds the list to Unicode's tables).
+const LOOKALIKE_LEADS: [u8; 10] = [0xC2, 0xC5, 0xCA, 0xCB, 0xCD, 0xE1, 0xE2, 0xEA, 0xEF, 0xF0];
+
+/// The printable ASCII character (not the space) whose look-alike `text` starts with,
+/// and the look-alike's length: a character whose compatibility decomposition (what
+/// `unicodedata.normalize("NFKC", …)` and NFKC-folding identifiers read) is that one
+/// character. A value some of whose characters are written so (`vｋ0０`) is whole to
+/// NFKC and matches no form.
+fn lookalike_at(text: &[u8]) -> Option<(u8, usize)> {
+    let len = match text.first()? {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let c = std::str::from_utf8(text.get(..len)?).ok()?.chars().next()?;
+    let (mut only, mut parts) = (None, 0);
+    unicode_normalization::char::decompose_compatible(c, |d| {
+        only = Some(d);
+        parts += 1;
+    });
+    let ascii = only.filter(|d| parts == 1 && *d != c && ('!'..='~').contains(d))?;
+    Some((ascii as u8, len))
+}
+
+/// Whether `input` holds a look-alike of printable ASCII ([`lookalike_at`]): nothing
+/// for ASCII text; else a step per byte and a lookup per character that starts with
+/// one of [`LOOKALIKE_LEADS`] (not the lead bytes of CJK, Cyrillic or Greek text).
+fn has_lookalike(input: &[u8]) -> bool {
+    !input.is_ascii()
+        && (0..input.len())
+            .any(|i| LOOKALIKE_LEADS.contains(&input[i]) && lookalike_at(&input[i..]).is_some())
 }
 
 /// The printable ASCII character (or tab) two hex digits spell, if they do.
@@ -620,6 +929,66 @@ mod tests {
         let sq = Squeezed::of(input).expect("escaped");
         assert_eq!(sq.bytes(), b"vk40_ab.c&d&lowbar");
         assert_eq!(&input[sq.input_span(0, 7)], b"vk40&lowbar;ab");
+    }
+
+    #[test]
+    fn utf7_segments_are_read_where_one_spells_ascii() {
+        // Plain text, a `+` in arithmetic, tables and base64 build no view.
+        assert!(Squeezed::of(b"1+2=3, C++ and +--+--+, x+-- y").is_none());
+        assert!(
+            Squeezed::of(
+                b"{\"b\": \"q8Zx+kL9mN2pQ7rS4tU5vW6x+Y7z8A9B0C1D2E3F4G5H6I7J8K9L0M1N2O3P4Q5\"}"
+            )
+            .is_none()
+        );
+        // Every second character in a segment, a run in one, `+` as `+-` (attack review
+        // 46: each came back whole to `decode("utf-7")`).
+        let input = b"v+AGs-0+ADAAPwBh-b+-c+AOkA6Q-d+AGU.";
+        let sq = Squeezed::of(input).expect("utf-7");
+        assert_eq!(sq.bytes(), "vk00?ab+c\u{e9}\u{e9}de.".as_bytes());
+        assert_eq!(&input[sq.input_span(0, 5)], b"v+AGs-0+ADAAPwBh-");
+        assert_eq!(&input[sq.input_span(7, 1)], b"+-");
+        // Ill-formed segments (padding bits set, a partial unit, a lone surrogate) and a
+        // run before an escape stay text; the escape is read.
+        let input = br"+AGF- +AG- +2D0- +AGsA +AGs-";
+        let sq = Squeezed::of(input).expect("utf-7");
+        assert_eq!(sq.bytes(), b"+AGF- +AG- +2D0- +AGsA k");
+    }
+
+    #[test]
+    fn lookalikes_of_ascii_are_read_as_it() {
+        // Accents, CJK, NBSP, `…` and `™` (more than one character) build no view.
+        assert!(Squeezed::of("café 東京\u{a0}… ™ é".as_bytes()).is_none());
+        // Every second character full-width, mathematical, circled (attack review 46:
+        // each came back whole to `normalize("NFKC", …)`).
+        let input = "vｋ0𝟎?ⓐb＿Z".as_bytes();
+        let sq = Squeezed::of(input).expect("look-alikes");
+        assert_eq!(sq.bytes(), b"vk00?ab_Z");
+        assert_eq!(&input[sq.input_span(1, 1)], "ｋ".as_bytes());
+        // Every look-alike's lead byte is one the gate looks for.
+        for c in (0x80..=0x10FFFF).filter_map(char::from_u32) {
+            let mut utf8 = [0u8; 4];
+            let bytes = c.encode_utf8(&mut utf8).as_bytes();
+            if lookalike_at(bytes).is_some() {
+                assert!(LOOKALIKE_LEADS.contains(&bytes[0]), "{:X}", u32::from(c));
+            }
+        }
+    }
+
+    #[test]
+    fn string_literal_escapes_are_read_where_one_spells_ascii() {
+        // Escapes of control characters (a C string's `\x00\n`, a regex's `\1`) and
+        // JSON's own build no view.
+        assert!(Squeezed::of(br"\x00\x1b[0m \0 \1 \400 C:\xyz").is_none());
+        // Every second character escaped (attack review 46: each came back whole to
+        // `codecs.decode(text, "unicode_escape")`).
+        let input = br"v\x6b0\060?\U00000061b\u{5f}\1530\N{Latin Capital Letter Q}\N{low line}\N{DIGIT NINE}\N{SNOWMAN}";
+        let sq = Squeezed::of(input).expect("escaped");
+        assert_eq!(sq.bytes(), br"vk00?ab_k0Q_9\N{SNOWMAN}");
+        assert_eq!(&input[sq.input_span(0, 4)], br"v\x6b0\060");
+        // Escaped again inside a JSON string: the next layer reads them.
+        let sq = Squeezed::of(br"v\\x6b0").expect("escaped");
+        assert_eq!(sq.bytes(), b"vk0");
     }
 
     #[test]
