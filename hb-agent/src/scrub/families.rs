@@ -78,6 +78,18 @@ pub(super) struct Rule {
     pub check: Check,
 }
 
+impl Rule {
+    /// The rule's compiled regex. The rules run at the secret-ish names (common words)
+    /// may take a larger dense DFA (see [`Matcher::for_common_keywords`]).
+    pub(super) fn matcher(&self) -> Result<Matcher, Box<regex_automata::meta::BuildError>> {
+        if self.keywords == SECRET_NAMES {
+            Matcher::for_common_keywords(self.regex)
+        } else {
+            Matcher::new(self.regex)
+        }
+    }
+}
+
 /// Whether a keyword at `at` starts a word: the byte before is not an ASCII letter or
 /// digit — or it is, but only as the end of an escape standing for a separator: `\n`,
 /// `\r`, `\t`, `\b`, `\f` (JSON and C strings), `\uXXXX` (JSON; Go writes `&` as
@@ -1724,7 +1736,7 @@ impl Families {
                     r.name,
                     r.group
                 );
-                Matcher::new(r.regex)
+                r.matcher()
                     .unwrap_or_else(|e| panic!("built-in rule {} does not compile: {e}", r.name))
             })
             .collect();

@@ -63,6 +63,9 @@ pub(super) const MAX_GROUP: usize = 7;
 /// A DFA past this many bytes stays lazy (walked through `regex-automata`'s lazy DFA).
 const DFA_LIMIT: usize = 128 * 1024;
 
+/// The same for rules run at common words (see [`Matcher::for_common_keywords`]).
+const COMMON_DFA_LIMIT: usize = 1024 * 1024;
+
 type CachePool = Pool<hybrid::dfa::Cache, Box<dyn Fn() -> hybrid::dfa::Cache + Send + Sync>>;
 type BacktrackPool = Pool<backtrack::Cache, Box<dyn Fn() -> backtrack::Cache + Send + Sync>>;
 
@@ -83,13 +86,28 @@ impl Matcher {
     /// `pattern` is matched at the start of the window (a `^` is implied); bytes, no
     /// Unicode classes.
     pub fn new(pattern: &str) -> Result<Self, Box<meta::BuildError>> {
+        Self::with_dense_limit(pattern, DFA_LIMIT)
+    }
+
+    /// [`Matcher::new`] for a rule whose keywords are common words (`token`, `key`,
+    /// `secret`: thousands of hits per MiB of text): its dense DFA may take up to
+    /// [`COMMON_DFA_LIMIT`] bytes. A lazy DFA's walk costs a cache from its pool and a
+    /// start state at each hit, several times a dense walk of the same bytes, and it
+    /// cannot resume after the keyword; the unquoted `secret_assignment` rule's DFA
+    /// (counted repetitions: a name, up to three words, a block scalar's indent, the
+    /// value) takes about 500 KiB.
+    pub fn for_common_keywords(pattern: &str) -> Result<Self, Box<meta::BuildError>> {
+        Self::with_dense_limit(pattern, COMMON_DFA_LIMIT)
+    }
+
+    fn with_dense_limit(pattern: &str, limit: usize) -> Result<Self, Box<meta::BuildError>> {
         let anchored = format!("^(?:{pattern})");
         let regex = meta::Builder::new()
             .syntax(syntax::Config::new().unicode(false).utf8(false))
             .configure(meta::Config::new().utf8_empty(false))
             .build(&anchored)
             .map_err(Box::new)?;
-        let dfa = dense_dfa(pattern);
+        let dfa = dense_dfa(pattern, limit);
         let lazy = if dfa.is_none() {
             lazy_dfa(pattern)
         } else {
@@ -349,17 +367,18 @@ fn lazy_dfa(pattern: &str) -> Option<(Arc<hybrid::dfa::DFA>, CachePool)> {
     Some((dfa, Pool::new(create)))
 }
 
-/// The anchored dense DFA of `pattern`, if it is small and its start state does not
-/// depend on the byte before the window (none of the built-in rules' does).
-fn dense_dfa(pattern: &str) -> Option<(dense::DFA<Vec<u32>>, StateID)> {
+/// The anchored dense DFA of `pattern`, if it takes at most `limit` bytes and its start
+/// state does not depend on the byte before the window (none of the built-in rules'
+/// does).
+fn dense_dfa(pattern: &str, limit: usize) -> Option<(dense::DFA<Vec<u32>>, StateID)> {
     let dfa = dense::Builder::new()
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .thompson(thompson::Config::new().utf8(false))
         .configure(
             dense::Config::new()
                 .start_kind(StartKind::Anchored)
-                .dfa_size_limit(Some(DFA_LIMIT))
-                .determinize_size_limit(Some(4 * DFA_LIMIT)),
+                .dfa_size_limit(Some(limit))
+                .determinize_size_limit(Some(4 * limit)),
         )
         .build(pattern)
         .ok()?;
@@ -369,7 +388,6 @@ fn dense_dfa(pattern: &str) -> Option<(dense::DFA<Vec<u32>>, StateID)> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::scrub::families::RULES;
 
     /// xorshift over an alphabet of the bytes the rules care about.
@@ -394,7 +412,7 @@ mod tests {
         let mut matched = 0;
         let mut resumed = 0;
         for rule in RULES {
-            let m = Matcher::new(rule.regex).expect("rule compiles");
+            let m = rule.matcher().expect("rule compiles");
             if m.dfa.is_some() {
                 dense += 1;
             }
