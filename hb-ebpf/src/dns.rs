@@ -27,69 +27,22 @@
 //! its first datagram's client end (network namespace, source address and port, resolver
 //! port) with its policy and cgroup in `HB_DNS_UDP` ([`record_datagram`]).
 
-use core::ptr;
-
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
-    helpers::generated::{bpf_get_netns_cookie, bpf_sk_storage_get},
+    helpers::generated::bpf_get_netns_cookie,
     macros::map,
     maps::{Array, LruHashMap},
     programs::{SkBuffContext, SockAddrContext, SockOpsContext},
 };
 use hb_common::{AF_INET, AF_INET6, Counter, DnsConfig, DnsOrig, FlowKey, SOCK_DNS_UDP, limits};
 
-use crate::policy;
+use crate::{policy, sock_storage::sock_storage_map};
 
 #[map(name = "HB_DNS")]
 static DNS: Array<DnsConfig> = Array::pinned(1, 0);
 
-/// The definition of the socket storage `HB_DNS_NAMED` (see `policy::SockPeerMap`, the
-/// same layout for another value).
-#[repr(C)]
-pub(crate) struct DnsNamedMap {
-    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
-    key: *const i32,
-    value: *const DnsOrig,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-    pinning: *const [i32; 1],
-}
-
-// SAFETY: the fields are placeholders the loader reads from BTF; nothing dereferences them.
-unsafe impl Sync for DnsNamedMap {}
-
-/// Each redirected socket's own record of the nameserver it named and who asked.
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "HB_DNS_NAMED")]
-static DNS_NAMED: DnsNamedMap = DnsNamedMap {
-    r#type: ptr::null(),
-    key: ptr::null(),
-    value: ptr::null(),
-    max_entries: ptr::null(),
-    map_flags: ptr::null(),
-    pinning: ptr::null(),
-};
-
-/// The redirect record of `sk` (non-null), created holding `*init` when `init` is given
-/// and the socket has none; null when it has none, is not a full socket, or the kernel
-/// could not allocate it.
-#[inline(always)]
-fn named_storage(sk: policy::Sock, init: Option<&mut DnsOrig>) -> *mut DnsOrig {
-    let (value, flags) = match init {
-        Some(v) => (ptr::from_mut(v), u64::from(BPF_SK_STORAGE_GET_F_CREATE)),
-        None => (ptr::null_mut(), 0),
-    };
-    // SAFETY: as `policy::peer_storage`: this program's map, a non-null socket pointer of
-    // the program's context (checked by the callers), `value` null or a whole `DnsOrig`.
-    unsafe {
-        bpf_sk_storage_get(
-            ptr::from_ref(&DNS_NAMED).cast_mut().cast(),
-            sk.cast(),
-            value.cast(),
-            flags,
-        )
-    }
-    .cast()
+sock_storage_map! {
+    /// Each redirected socket's own record of the nameserver it named and who asked.
+    static DNS_NAMED: DnsNamedMap<DnsOrig> = "HB_DNS_NAMED";
 }
 
 /// The redirect record of `sk`, if it has one (`sk` may be null: none).
@@ -98,7 +51,7 @@ fn named(sk: policy::Sock) -> Option<DnsOrig> {
     if sk.is_null() {
         return None;
     }
-    let p = named_storage(sk, None);
+    let p = DNS_NAMED.storage(sk, None);
     // SAFETY: non-null storage of this map is a `DnsOrig`; copied out at once.
     (!p.is_null()).then(|| unsafe { *p })
 }
@@ -147,7 +100,7 @@ fn remember(ctx: &SockAddrContext, protocol: u32, orig: DnsOrig) -> Option<DnsCo
     }
     let cfg = config()?;
     let mut init = orig;
-    let p = named_storage(sock(ctx), Some(&mut init));
+    let p = DNS_NAMED.storage(sock(ctx), Some(&mut init));
     if p.is_null() {
         policy::count(Counter::MapFull);
         return None;

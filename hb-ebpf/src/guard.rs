@@ -23,14 +23,9 @@
 //! guard is configured (`guard_down`); the guard closes a connection whose record it
 //! cannot find; with no guard listening the connect is refused.
 
-use core::ptr;
-
 use aya_ebpf::{
-    bindings::{
-        BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
-        bpf_map_type,
-    },
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_sk_storage_get},
+    bindings::{BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::map,
     maps::{Array, HashMap, LruHashMap},
     programs::{SockAddrContext, SockOpsContext},
@@ -40,7 +35,7 @@ use hb_common::{
     POLICY_GUARD_ALL, POLICY_QUIC, limits,
 };
 
-use crate::{dns, policy};
+use crate::{dns, policy, sock_storage::sock_storage_map};
 
 #[map(name = "HB_GUARD")]
 static GUARD: Array<GuardConfig> = Array::pinned(1, 0);
@@ -48,53 +43,9 @@ static GUARD: Array<GuardConfig> = Array::pinned(1, 0);
 #[map(name = "HB_GUARD_PORTS")]
 static GUARD_PORTS: HashMap<GuardPortKey, u32> = HashMap::pinned(limits::GUARD_PORTS, 0);
 
-/// The definition of the socket storage `HB_GUARD_NAMED` (see `policy::SockPeerMap`, the
-/// same layout for another value).
-#[repr(C)]
-pub(crate) struct GuardNamedMap {
-    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
-    key: *const i32,
-    value: *const GuardOrig,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-    pinning: *const [i32; 1],
-}
-
-// SAFETY: the fields are placeholders the loader reads from BTF; nothing dereferences them.
-unsafe impl Sync for GuardNamedMap {}
-
-/// Each redirected socket's own record of what it addressed and who connected.
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "HB_GUARD_NAMED")]
-static GUARD_NAMED: GuardNamedMap = GuardNamedMap {
-    r#type: ptr::null(),
-    key: ptr::null(),
-    value: ptr::null(),
-    max_entries: ptr::null(),
-    map_flags: ptr::null(),
-    pinning: ptr::null(),
-};
-
-/// The guard record of `sk` (non-null), created holding `*init` when `init` is given and
-/// the socket has none; null when it has none, is not a full socket, or the kernel could
-/// not allocate it.
-#[inline(always)]
-fn named_storage(sk: policy::Sock, init: Option<&mut GuardOrig>) -> *mut GuardOrig {
-    let (value, flags) = match init {
-        Some(v) => (ptr::from_mut(v), u64::from(BPF_SK_STORAGE_GET_F_CREATE)),
-        None => (ptr::null_mut(), 0),
-    };
-    // SAFETY: as `policy::peer_storage`: this program's map, a non-null socket pointer of
-    // the program's context (checked by the callers), `value` null or a whole `GuardOrig`.
-    unsafe {
-        bpf_sk_storage_get(
-            ptr::from_ref(&GUARD_NAMED).cast_mut().cast(),
-            sk.cast(),
-            value.cast(),
-            flags,
-        )
-    }
-    .cast()
+sock_storage_map! {
+    /// Each redirected socket's own record of what it addressed and who connected.
+    static GUARD_NAMED: GuardNamedMap<GuardOrig> = "HB_GUARD_NAMED";
 }
 
 /// The guard record of `sk`, if it has one (`sk` may be null: none).
@@ -103,7 +54,7 @@ fn named(sk: policy::Sock) -> Option<GuardOrig> {
     if sk.is_null() {
         return None;
     }
-    let p = named_storage(sk, None);
+    let p = GUARD_NAMED.storage(sk, None);
     // SAFETY: non-null storage of this map is a `GuardOrig`; copied out at once.
     (!p.is_null()).then(|| unsafe { *p })
 }
@@ -116,7 +67,7 @@ fn remember(sk: policy::Sock, orig: GuardOrig) -> bool {
         return false;
     }
     let mut init = orig;
-    let p = named_storage(sk, Some(&mut init));
+    let p = GUARD_NAMED.storage(sk, Some(&mut init));
     if p.is_null() {
         return false;
     }
@@ -409,7 +360,7 @@ pub(crate) fn forget_flow(ctx: &SockOpsContext) {
     let Some((key, _)) = flow_of(ctx) else {
         return;
     };
-    let _ = GUARD_FLOWS.remove(&key);
+    let _ = GUARD_FLOWS.remove(key);
 }
 
 /// A redirected socket's flow key and record, if it connects to its policy's guard port.

@@ -42,6 +42,7 @@ mod ingress;
 mod policy;
 mod skb;
 mod sock_addr;
+mod sock_storage;
 mod sockopt;
 mod socks;
 mod source;

@@ -26,15 +26,13 @@
 //! own storage (`BPF_MAP_TYPE_SK_STORAGE`): it lives and dies with the socket, so no
 //! other socket, of this sandbox or another, can push it out.
 
-use core::ptr;
-
-use crate::source;
+use crate::{sock_storage::sock_storage_map, source};
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type, bpf_sock},
+    bindings::bpf_sock,
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_sk_storage_get,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
     },
     macros::map,
     maps::{
@@ -78,62 +76,10 @@ pub(crate) static CG_STATS: PerCpuHashMap<u64, CgroupStats> =
 /// `bpf_sock_ops.sk` (`sock_ops`; may be null).
 pub(crate) type Sock = *mut bpf_sock;
 
-/// The definition of a BTF map of type `BPF_MAP_TYPE_SK_STORAGE` (socket-local storage)
-/// pinned by name, as libbpf and aya-obj read one from the `.maps` section: each field a
-/// pointer whose pointee's type says the value (an array's length for numbers).
-/// `aya_ebpf::btf_maps::SkStorage` is the same without `pinning`, and its helpers take
-/// only a sock_addr context; a pin is what lets a restarted agent's programs find the
-/// storage its predecessor's gave the sockets that are still open.
-#[repr(C)]
-pub(crate) struct SockPeerMap {
-    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
-    key: *const i32,
-    value: *const SockDest,
-    // Socket storage has no size of its own: max_entries 0, no preallocation.
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-    /// `LIBBPF_PIN_BY_NAME`: under the agent's map pin directory, like every `#[map]`.
-    pinning: *const [i32; 1],
-}
-
-// SAFETY: the fields are placeholders the loader reads from BTF; nothing dereferences them.
-unsafe impl Sync for SockPeerMap {}
-
-/// Each socket's own record of the peer the socket hooks admitted (see
-/// `hb_common::SockDest`), freed by the kernel with the socket.
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "HB_SOCK_PEER")]
-static SOCK_PEER: SockPeerMap = SockPeerMap {
-    r#type: ptr::null(),
-    key: ptr::null(),
-    value: ptr::null(),
-    max_entries: ptr::null(),
-    map_flags: ptr::null(),
-    pinning: ptr::null(),
-};
-
-/// The admitted-peer storage of `sk` (non-null), created holding `*init` when `init` is
-/// given and the socket has none. Null when it has none (and `init` is `None`), when
-/// `sk` is not a full socket (a request or time-wait socket), or when the kernel could
-/// not allocate it (the socket's option memory is charged).
-#[inline(always)]
-fn peer_storage(sk: Sock, init: Option<&mut SockDest>) -> *mut SockDest {
-    let (value, flags) = match init {
-        Some(v) => (ptr::from_mut(v), u64::from(BPF_SK_STORAGE_GET_F_CREATE)),
-        None => (ptr::null_mut(), 0),
-    };
-    // SAFETY: the map pointer is this program's map (relocated by the loader); `sk` is a
-    // socket pointer of the program's context, checked non-null by the caller (the
-    // verifier insists); `value` is null or a whole `SockDest` on the stack.
-    unsafe {
-        bpf_sk_storage_get(
-            ptr::from_ref(&SOCK_PEER).cast_mut().cast(),
-            sk.cast(),
-            value.cast(),
-            flags,
-        )
-    }
-    .cast()
+sock_storage_map! {
+    /// Each socket's own record of the peer the socket hooks admitted (see
+    /// `hb_common::SockDest`), freed by the kernel with the socket.
+    static SOCK_PEER: SockPeerMap<SockDest> = "HB_SOCK_PEER";
 }
 
 /// The peer admitted for socket `sk`, if any (`sk` may be null: no socket, no peer).
@@ -142,7 +88,7 @@ pub(crate) fn peer(sk: Sock) -> Option<SockDest> {
     if sk.is_null() {
         return None;
     }
-    let p = peer_storage(sk, None);
+    let p = SOCK_PEER.storage(sk, None);
     // SAFETY: non-null storage of this map is a `SockDest`; copied out at once.
     (!p.is_null()).then(|| unsafe { *p })
 }
@@ -155,7 +101,7 @@ pub(crate) fn set_peer(sk: Sock, mut d: SockDest) {
     if sk.is_null() {
         return;
     }
-    let p = peer_storage(sk, Some(&mut d));
+    let p = SOCK_PEER.storage(sk, Some(&mut d));
     if p.is_null() {
         count(Counter::MapFull);
         return;
@@ -424,7 +370,7 @@ pub(crate) fn admit_marked(sk: Sock, family: u16, addr: [u8; 16], flags: u32, dn
         flags,
     };
     // One helper call either way: the socket's record, created as `dest` if it had none.
-    let p = peer_storage(sk, Some(&mut dest));
+    let p = SOCK_PEER.storage(sk, Some(&mut dest));
     if p.is_null() {
         count(Counter::MapFull);
         return;
@@ -457,7 +403,7 @@ pub(crate) fn admitted(sk: Sock, family: u16, addr: &[u8; 16]) -> Option<(u16, b
     if sk.is_null() {
         return None;
     }
-    let p = peer_storage(sk, None);
+    let p = SOCK_PEER.storage(sk, None);
     if p.is_null() {
         return None;
     }

@@ -97,10 +97,9 @@ use core::ptr;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_TCP_CLOSE, BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT2, bpf_map_type,
+        BPF_NOEXIST, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE, BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT2,
     },
-    helpers::generated::{bpf_get_netns_cookie, bpf_ktime_get_coarse_ns, bpf_sk_storage_get},
+    helpers::generated::{bpf_get_netns_cookie, bpf_ktime_get_coarse_ns},
     macros::{cgroup_sock, map},
     maps::{Array, HashMap, LruHashMap},
     programs::{SockContext, SockOpsContext},
@@ -109,6 +108,7 @@ use hb_common::{Counter, POLICY_ICMP_ECHO, POLICY_RAW_SOCKETS, hook, limits, rea
 
 use crate::{
     policy::{self, Report},
+    sock_storage::sock_storage_map,
     sockopt,
 };
 
@@ -160,32 +160,10 @@ const PERIOD_SHIFT: u64 = 34;
 /// 68.7 s, more than a TIME_WAIT socket lives).
 const COUNTED_PERIODS: u64 = 5;
 
-/// The BTF definition of `HB_SOCK_COUNTED` (socket storage of a `u64`), pinned by name
-/// as `policy::SockPeerMap` explains.
-#[repr(C)]
-struct SockCountedMap {
-    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
-    key: *const i32,
-    value: *const u64,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-    pinning: *const [i32; 1],
+sock_storage_map! {
+    /// The governing cgroup each counted socket was charged to.
+    static COUNTED: SockCountedMap<u64> = "HB_SOCK_COUNTED";
 }
-
-// SAFETY: the fields are placeholders the loader reads from BTF; nothing dereferences them.
-unsafe impl Sync for SockCountedMap {}
-
-/// The governing cgroup each counted socket was charged to.
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "HB_SOCK_COUNTED")]
-static COUNTED: SockCountedMap = SockCountedMap {
-    r#type: ptr::null(),
-    key: ptr::null(),
-    value: ptr::null(),
-    max_entries: ptr::null(),
-    map_flags: ptr::null(),
-    pinning: ptr::null(),
-};
 
 /// The bits of a `HB_SOCK_COUNTED` value above the cgroup id (`CGROUP_ID`): a
 /// connecting socket (`WATCHED`, its state callback on), released by its task
@@ -329,16 +307,7 @@ fn refuse(
 /// Gives a counted socket's place back to the cgroup it was charged to. Always 1.
 #[cgroup_sock(sock_release)]
 pub fn hb_sock_release(ctx: SockContext) -> i32 {
-    // SAFETY: this program's map; the context's socket; no value, no creation.
-    let charged: *mut u64 = unsafe {
-        bpf_sk_storage_get(
-            ptr::from_ref(&COUNTED).cast_mut().cast(),
-            ctx.sock.cast(),
-            ptr::null_mut(),
-            0,
-        )
-    }
-    .cast();
+    let charged = COUNTED.storage(ctx.sock, None);
     if charged.is_null() {
         return ALLOW;
     }
@@ -394,17 +363,8 @@ fn charge(ctx: &SockContext, cgroup_id: u64, max: u32, node_max: u64) -> Result<
     let stored: *mut u64 = if over.is_some() {
         ptr::null_mut()
     } else {
-        // SAFETY: this program's map; the context's socket (never null in sock_create);
-        // `id` a whole u64 on the stack.
-        unsafe {
-            bpf_sk_storage_get(
-                ptr::from_ref(&COUNTED).cast_mut().cast(),
-                ctx.sock.cast(),
-                ptr::from_mut(&mut id).cast(),
-                u64::from(BPF_SK_STORAGE_GET_F_CREATE),
-            )
-        }
-        .cast()
+        // The context's socket: never null in sock_create.
+        COUNTED.storage(ctx.sock, Some(&mut id))
     };
     if stored.is_null() {
         // Taken back as a release would (an entry left at 0 would stay: a sandbox
@@ -520,16 +480,7 @@ fn charge_of(ctx: &SockOpsContext) -> Option<*mut u64> {
     if sk.is_null() {
         return None;
     }
-    // SAFETY: this program's map; a full socket of the context; no value, no creation.
-    let charged: *mut u64 = unsafe {
-        bpf_sk_storage_get(
-            ptr::from_ref(&COUNTED).cast_mut().cast(),
-            sk.cast(),
-            ptr::null_mut(),
-            0,
-        )
-    }
-    .cast();
+    let charged = COUNTED.storage(sk, None);
     (!charged.is_null()).then_some(charged)
 }
 
