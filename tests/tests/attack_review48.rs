@@ -255,6 +255,9 @@ while time.time() < end:
     else:
         failed += 1
         why[line] = why.get(line, 0) + 1
+    # Paced to stay well under the victim's own socket bound (sockets_max, 4,096 with
+    # its TIME_WAIT sockets): at most ~2,400 requests in 12 s, spread over the flood.
+    time.sleep(0.005)
 print("ok %d failed %d %s" % (ok, failed, sorted(why.items())), flush=True)
 "#;
 
