@@ -45,17 +45,6 @@ sock_storage_map! {
     static DNS_NAMED: DnsNamedMap<DnsOrig> = "HB_DNS_NAMED";
 }
 
-/// The redirect record of `sk`, if it has one (`sk` may be null: none).
-#[inline(always)]
-fn named(sk: policy::Sock) -> Option<DnsOrig> {
-    if sk.is_null() {
-        return None;
-    }
-    let p = DNS_NAMED.storage(sk, None);
-    // SAFETY: non-null storage of this map is a `DnsOrig`; copied out at once.
-    (!p.is_null()).then(|| unsafe { *p })
-}
-
 #[map(name = "HB_DNS_CONNS")]
 static DNS_FLOWS: LruHashMap<FlowKey, DnsOrig> = LruHashMap::pinned(limits::DNS_FLOWS, 0);
 
@@ -99,15 +88,10 @@ fn remember(ctx: &SockAddrContext, protocol: u32, orig: DnsOrig) -> Option<DnsCo
         return None;
     }
     let cfg = config()?;
-    let mut init = orig;
-    let p = DNS_NAMED.storage(sock(ctx), Some(&mut init));
-    if p.is_null() {
+    if !DNS_NAMED.write(sock(ctx), orig) {
         policy::count(Counter::MapFull);
         return None;
     }
-    // SAFETY: non-null storage of this map is a `DnsOrig`, the socket's own; its writers
-    // are this socket's connect/sendmsg hooks, which run under the socket's lock.
-    unsafe { *p = orig };
     policy::count(Counter::DnsRedirect);
     Some(cfg)
 }
@@ -202,9 +186,9 @@ pub(crate) fn redirect6(
 #[inline(always)]
 pub(crate) fn record_flow(ctx: &SockOpsContext) {
     // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null-checked by
-    // `named`).
+    // `read`).
     let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
-    let Some(orig) = named(sk) else {
+    let Some(orig) = DNS_NAMED.read(sk) else {
         return;
     };
     let Some(cfg) = config() else { return };
@@ -247,7 +231,7 @@ fn udp_mark(protocol: u32) -> u16 {
 /// resolver then answers the datagram under its policy's unattributed share).
 #[inline(always)]
 pub(crate) fn record_datagram(ctx: &SkBuffContext, sk: policy::Sock, family: u16, l4: usize) {
-    let Some(orig) = named(sk) else {
+    let Some(orig) = DNS_NAMED.read(sk) else {
         return;
     };
     let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) else {
@@ -288,7 +272,7 @@ fn is_policy_port(cfg: &DnsConfig, port: u32) -> bool {
 #[inline(always)]
 pub(crate) fn restore4(ctx: &SockAddrContext) {
     let Some(cfg) = config() else { return };
-    let Some(orig) = named(sock(ctx)) else {
+    let Some(orig) = DNS_NAMED.read(sock(ctx)) else {
         return;
     };
     if orig.family != AF_INET {
@@ -309,7 +293,7 @@ pub(crate) fn restore4(ctx: &SockAddrContext) {
 #[inline(always)]
 pub(crate) fn restore6(ctx: &SockAddrContext) {
     let Some(cfg) = config() else { return };
-    let Some(orig) = named(sock(ctx)) else {
+    let Some(orig) = DNS_NAMED.read(sock(ctx)) else {
         return;
     };
     if orig.family != AF_INET6 {

@@ -48,35 +48,6 @@ sock_storage_map! {
     static GUARD_NAMED: GuardNamedMap<GuardOrig> = "HB_GUARD_NAMED";
 }
 
-/// The guard record of `sk`, if it has one (`sk` may be null: none).
-#[inline(always)]
-fn named(sk: policy::Sock) -> Option<GuardOrig> {
-    if sk.is_null() {
-        return None;
-    }
-    let p = GUARD_NAMED.storage(sk, None);
-    // SAFETY: non-null storage of this map is a `GuardOrig`; copied out at once.
-    (!p.is_null()).then(|| unsafe { *p })
-}
-
-/// Stores `orig` as the guard record of `sk` (never null in a sock_addr hook). False when
-/// the kernel could not allocate it.
-#[inline(always)]
-fn remember(sk: policy::Sock, orig: GuardOrig) -> bool {
-    if sk.is_null() {
-        return false;
-    }
-    let mut init = orig;
-    let p = GUARD_NAMED.storage(sk, Some(&mut init));
-    if p.is_null() {
-        return false;
-    }
-    // SAFETY: non-null storage of this map is a `GuardOrig`, the socket's own; its writers
-    // are this socket's connect hooks, which run under the socket's lock.
-    unsafe { *p = orig };
-    true
-}
-
 #[map(name = "HB_GUARD_CONNS")]
 static GUARD_FLOWS: LruHashMap<FlowKey, GuardOrig> = LruHashMap::pinned(limits::GUARD_FLOWS, 0);
 
@@ -182,7 +153,7 @@ pub(crate) fn route(
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     let sk = dns::sock(ctx);
-    if !remember(sk, orig) {
+    if !GUARD_NAMED.write(sk, orig) {
         policy::count(Counter::MapFull);
         return Route::Unrecorded;
     }
@@ -270,7 +241,7 @@ pub(crate) fn is_own_guard(policy_id: u32, family: u16, addr: &[u8; 16], port: u
 #[inline(always)]
 pub(crate) fn restore4(ctx: &SockAddrContext) {
     let Some(cfg) = config() else { return };
-    let Some(orig) = named(dns::sock(ctx)) else {
+    let Some(orig) = GUARD_NAMED.read(dns::sock(ctx)) else {
         return;
     };
     if orig.family != AF_INET {
@@ -292,7 +263,7 @@ pub(crate) fn restore4(ctx: &SockAddrContext) {
 #[inline(always)]
 pub(crate) fn restore6(ctx: &SockAddrContext) {
     let Some(cfg) = config() else { return };
-    let Some(orig) = named(dns::sock(ctx)) else {
+    let Some(orig) = GUARD_NAMED.read(dns::sock(ctx)) else {
         return;
     };
     // SAFETY: verifier-checked context field accesses.
@@ -367,9 +338,9 @@ pub(crate) fn forget_flow(ctx: &SockOpsContext) {
 #[inline(always)]
 fn flow_of(ctx: &SockOpsContext) -> Option<(FlowKey, GuardOrig)> {
     // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null-checked by
-    // `named`).
+    // `read`).
     let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
-    let orig = named(sk)?;
+    let orig = GUARD_NAMED.read(sk)?;
     let cfg = config()?;
     let key = crate::ingress::connect_key(ctx)?;
     // A socket redirected once and connected again elsewhere (after a failed connect):

@@ -85,29 +85,17 @@ sock_storage_map! {
 /// The peer admitted for socket `sk`, if any (`sk` may be null: no socket, no peer).
 #[inline(always)]
 pub(crate) fn peer(sk: Sock) -> Option<SockDest> {
-    if sk.is_null() {
-        return None;
-    }
-    let p = SOCK_PEER.storage(sk, None);
-    // SAFETY: non-null storage of this map is a `SockDest`; copied out at once.
-    (!p.is_null()).then(|| unsafe { *p })
+    SOCK_PEER.read(sk)
 }
 
 /// Records `d` as the peer admitted for socket `sk`, replacing any other (`sk` may be
 /// null: nothing to record on). Storage the kernel cannot allocate is counted as a full
 /// map; the flow's packets are then judged in full (fail closed).
 #[inline(always)]
-pub(crate) fn set_peer(sk: Sock, mut d: SockDest) {
-    if sk.is_null() {
-        return;
-    }
-    let p = SOCK_PEER.storage(sk, Some(&mut d));
-    if p.is_null() {
+pub(crate) fn set_peer(sk: Sock, d: SockDest) {
+    if !sk.is_null() && !SOCK_PEER.write(sk, d) {
         count(Counter::MapFull);
-        return;
     }
-    // SAFETY: non-null storage of this map is a `SockDest`, the socket's own.
-    unsafe { *p = d };
 }
 
 /// NAT64 prefixes → prefix length (see `hb_common::nat64_embedded`).

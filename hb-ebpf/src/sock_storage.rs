@@ -13,7 +13,8 @@
 //! Owns no record and no policy: the modules that declare a map decide what it holds.
 
 /// Declares a pinned socket-storage map: `static NAME: Def<Value> = "PIN";` defines the
-/// BTF type `Def`, the map `NAME` pinned as `PIN`, and `Def::storage`, the look-up.
+/// BTF type `Def`, the map `NAME` pinned as `PIN`, `Def::storage`, the look-up, and
+/// `Def::read`/`Def::write` of a whole record.
 macro_rules! sock_storage_map {
     ($(#[$doc:meta])* static $name:ident: $def:ident<$value:ty> = $pin:literal;) => {
         /// The BTF definition of a socket-storage map (see `sock_storage`).
@@ -76,6 +77,39 @@ macro_rules! sock_storage_map {
                     )
                 }
                 .cast()
+            }
+
+            /// A copy of the record of `sk` (a socket pointer of the program's context,
+            /// which may be null: no socket, no record), if it has one.
+            #[allow(dead_code, reason = "not every map is read whole")]
+            #[inline(always)]
+            fn read(&'static self, sk: *mut aya_ebpf::bindings::bpf_sock) -> Option<$value> {
+                if sk.is_null() {
+                    return None;
+                }
+                let p = self.storage(sk, None);
+                // SAFETY: non-null storage of this map holds its value type; copied out at once.
+                (!p.is_null()).then(|| unsafe { *p })
+            }
+
+            /// Stores `value` as the record of `sk` (a socket pointer of the program's
+            /// context; null stores nothing), replacing any other. False when nothing was
+            /// stored: no socket, or storage the kernel could not allocate.
+            #[allow(dead_code, reason = "not every map is written whole")]
+            #[inline(always)]
+            fn write(&'static self, sk: *mut aya_ebpf::bindings::bpf_sock, value: $value) -> bool {
+                if sk.is_null() {
+                    return false;
+                }
+                let mut init = value;
+                let p = self.storage(sk, Some(&mut init));
+                if p.is_null() {
+                    return false;
+                }
+                // SAFETY: non-null storage of this map holds its value type, the socket's own; its
+                // writers are this socket's hooks, which run under the socket's lock.
+                unsafe { *p = value };
+                true
             }
         }
     };

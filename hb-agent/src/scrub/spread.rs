@@ -657,6 +657,17 @@ fn has_utf7(input: &[u8]) -> bool {
 /// modifier letters…; a unit test holds the list to Unicode's tables).
 const LOOKALIKE_LEADS: [u8; 10] = [0xC2, 0xC5, 0xCA, 0xCB, 0xCD, 0xE1, 0xE2, 0xEA, 0xEF, 0xF0];
 
+/// [`LOOKALIKE_LEADS`] as a table indexed by byte: one load per byte.
+const IS_LOOKALIKE_LEAD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < LOOKALIKE_LEADS.len() {
+        table[LOOKALIKE_LEADS[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// The printable ASCII character (not the space) whose look-alike `text` starts with,
 /// and the look-alike's length: a character whose compatibility decomposition (what
 /// `unicodedata.normalize("NFKC", …)` and NFKC-folding identifiers read) is that one
@@ -680,12 +691,14 @@ fn lookalike_at(text: &[u8]) -> Option<(u8, usize)> {
 }
 
 /// Whether `input` holds a look-alike of printable ASCII ([`lookalike_at`]): nothing
-/// for ASCII text; else a step per byte and a lookup per character that starts with
-/// one of [`LOOKALIKE_LEADS`] (not the lead bytes of CJK, Cyrillic or Greek text).
+/// for ASCII text (a word-at-a-time check); else a table load per byte and a lookup per
+/// character that starts with one of [`LOOKALIKE_LEADS`] (not the lead bytes of CJK,
+/// Cyrillic or Greek text).
 fn has_lookalike(input: &[u8]) -> bool {
     !input.is_ascii()
-        && (0..input.len())
-            .any(|i| LOOKALIKE_LEADS.contains(&input[i]) && lookalike_at(&input[i..]).is_some())
+        && (0..input.len()).any(|i| {
+            IS_LOOKALIKE_LEAD[usize::from(input[i])] && lookalike_at(&input[i..]).is_some()
+        })
 }
 
 /// The printable ASCII character (or tab) two hex digits spell, if they do.
