@@ -1823,10 +1823,11 @@ impl AnswerScrub {
         match String::from_utf8(body.bytes) {
             Ok(text) => match sanitize {
                 Some(mode) => {
+                    // The default pipeline, learned stage included, as `/v1/sanitize`.
                     let opts = crate::sanitize::Options {
                         mode,
                         spotlight: false,
-                        learned: false,
+                        ..Default::default()
                     };
                     let s = crate::sanitize::sanitize(&text, &opts);
                     // Scrubbed again: normalising (full-width and other look-alikes to
