@@ -2,8 +2,19 @@
 //! broker (the requests it sends for a sandbox) apply, kept in one place so the two
 //! judge a request alike.
 //!
-//! Owns: [`takes_no_body`] and [`body_start`]. Must never: diverge between the guard and
-//! the broker.
+//! Owns: [`takes_no_body`], [`body_start`] and [`METHOD_OVERRIDE_HEADERS`]. Must never:
+//! diverge between the guard and the broker.
+
+/// Request headers that make frameworks act as another method than the request line's:
+/// Slim 4's `MethodOverrideMiddleware` takes `X-Http-Method-Override` on any method, a
+/// GET included; Rails, Express, Spring and Google's APIs read these names on a POST.
+/// Lower case. The guard judges a plain-HTTP request by every method it names; the
+/// broker refuses them.
+pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Methods that have no use for a body (GET, HEAD, OPTIONS, TRACE, DELETE): a server
 /// may answer one without reading its body and read that body as the next request on

@@ -41,6 +41,14 @@
 //!   ports whose convention fixes the protocol pass only it (`decide::port_speaks`: 443,
 //!   8443, 2053, 2083, 2087, 2096 TLS; 80, 8080, 8880, 2052, 2082, 2086, 2095 plain
 //!   HTTP): a 403 `not_tls_or_http`, 0 of 1.
+//! - a GET to the read-only `allowed.test` with `X-HTTP-Method-Override: DELETE` (or
+//!   `put`): the guard judged the request line's GET; a framework that reads the override
+//!   on any method (Slim 4's `MethodOverrideMiddleware`; the test's server does as it
+//!   does) acted as DELETE and PUT: 2 of 2 writes at the read-only host on 061f73e. The
+//!   broker refused these headers already; the guard read none. Now every method an
+//!   override header names (`http_rules::METHOD_OVERRIDE_HEADERS`) is judged like the
+//!   request line's: 403 `method_denied`, 0 of 2
+//!   ([`a_method_override_on_a_read_never_writes_to_a_read_only_host`]).
 //!
 //! Held, tried by hand (Python 3.11): `http.client.parse_headers` splits header lines
 //! only at CR and LF (`\x85`, `\x1c` stay in a value), so no `Host` hides in another
@@ -51,7 +59,9 @@
 //! TLS by SNI still gets a plain request without a name; `body_start` follows Python's
 //! and nginx's request-line readers, not every server's (one that reads a request line
 //! split by other bytes, or a one-word line, would still take a body the guard passed
-//! for a request, and only `Connection: close` stands between).
+//! for a request, and only `Connection: close` stands between); a `_method` query
+//! parameter on a GET is not read (the frameworks that honour `_method` read it on a POST
+//! only, which goes to a write host anyway).
 //!
 //! Everything lives in the test's own network namespace, addresses on `lo`.
 
@@ -76,7 +86,8 @@ const SHARED: &str = "203.0.113.10";
 /// as one JSON line (`vhost`, `method`, `path`, `version`, and `conn`: the `Connection`
 /// header as the server read it). `POST /auth…` is refused (401) before its body is read,
 /// as a handler that checks credentials first does; the body stays on the connection.
-/// Other writes read their body (`Content-Length`).
+/// Other writes read their body (`Content-Length`). A GET with `X-HTTP-Method-Override`
+/// acts as the method it names, as Slim 4's `MethodOverrideMiddleware` does.
 const SHARED_PY: &str = r#"
 import http.server, json, sys, threading
 addr, log = sys.argv[1:3]
@@ -103,6 +114,12 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(out)
     def do_GET(self):
+        # Slim 4's MethodOverrideMiddleware: the header names the method, whatever the
+        # request line's.
+        override = (self.headers.get("x-http-method-override") or "").strip().upper()
+        if override and override != self.command:
+            self.command = override
+            return getattr(self, "do_" + self.command)()
         self.reply(200, False)
     do_HEAD = do_GET
     def do_POST(self):
@@ -504,4 +521,52 @@ t.close()
     drop(front);
     drop(dns);
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// FINDING R50-3 (fixed). A GET to the read-only `allowed.test` carrying
+/// `X-HTTP-Method-Override: DELETE` (or `PUT`): the guard judged the request line's GET
+/// and passed it; a server whose framework reads the override on any method (Slim 4's
+/// `MethodOverrideMiddleware`) acted as DELETE. The broker refuses these headers; the
+/// guard read none. Now every method a method-override header names is judged like the
+/// request line's (`method_denied`). Controls: a plain GET, and a GET whose override
+/// names GET, pass; an override to the write host passes.
+#[test]
+fn a_method_override_on_a_read_never_writes_to_a_read_only_host() {
+    let w = World::new("r50override");
+    let out = w.attack(
+        r#"
+def get(path, host, extra=b""):
+    return b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n" + extra + b"\r\n"
+cases = {
+    "control_get": get(b"/read", b"allowed.test"),
+    "control_get_as_get": get(b"/read-again", b"allowed.test", b"X-HTTP-Method-Override: GET\r\n"),
+    "control_write_host": get(b"/w-delete", b"write.test", b"X-HTTP-Method-Override: DELETE\r\n"),
+    "delete": get(b"/o-delete", b"allowed.test", b"X-HTTP-Method-Override: DELETE\r\n"),
+    "put_lower": get(b"/o-put", b"allowed.test", b"x-http-method-override: put\r\n"),
+}
+for label, data in cases.items():
+    print(label, exchange(data), flush=True)
+"#,
+    );
+    let records = w.shared.settle(|r| r["path"] == "/o-put");
+    let elsewhere = writes_elsewhere(&records);
+    println!(
+        "figure: overridden writes at the read-only host: {} of 2\n{out}",
+        elsewhere.len()
+    );
+    for control in ["/read", "/read-again", "/w-delete"] {
+        assert!(
+            records.iter().any(|r| r["path"] == control),
+            "the control {control} arrived: {records:?}\n{out}"
+        );
+    }
+    assert_eq!(
+        elsewhere,
+        Vec::<&Value>::new(),
+        "a write reached a read-only host: {out}"
+    );
+    let ev = w.env.wait_event("an overridden method", |e| {
+        e["hook"] == "guard" && e["reason"] == "method_denied"
+    });
+    assert_eq!(ev["policy"], "web", "{ev}");
 }

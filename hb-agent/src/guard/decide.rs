@@ -5,7 +5,8 @@
 //! destination is an address the resolver validated for that very name, or lies in the
 //! policy's `allow_cidrs`. An address validated for `allowed.test` therefore carries
 //! only `allowed.test`, even when `evil.test` sits on the same CDN address. Over plain
-//! HTTP, a method outside `guard.readonly_methods` passes only to a `write_domains` host,
+//! HTTP, a method outside `guard.readonly_methods` passes only to a `write_domains` host
+//! (the method of the request line, and every method a method-override header names),
 //! and so does an `Upgrade` (a websocket is a write channel). On a port whose
 //! convention fixes the protocol ([`port_speaks`]), only that protocol passes: a front
 //! reads the name from it alone.
@@ -149,11 +150,25 @@ impl Judge {
     /// the upgrade is only in its answer, so a refused upgrade would leave the next
     /// request unjudged. Over TLS (`wss://`) a websocket is as opaque as any TLS traffic
     /// and passes with its SNI.
-    pub fn method_fits(&self, p: &PolicyRules, method: &str, upgrade: bool, host: &str) -> bool {
+    ///
+    /// `overrides` are the methods the request's method-override headers name: a
+    /// framework that reads one (Slim 4 does on a GET) acts as that method, so each must
+    /// be read-only too.
+    pub fn method_fits(
+        &self,
+        p: &PolicyRules,
+        method: &str,
+        overrides: &[String],
+        upgrade: bool,
+        host: &str,
+    ) -> bool {
         if upgrade {
             return false;
         }
-        crate::dns::names::allowed(&p.writes, host) || self.readonly.iter().any(|m| m == method)
+        crate::dns::names::allowed(&p.writes, host)
+            || std::iter::once(method)
+                .chain(overrides.iter().map(String::as_str))
+                .all(|named| self.readonly.iter().any(|m| m == named))
     }
 
     fn embedded_v4(&self, dst: IpAddr) -> Option<IpAddr> {

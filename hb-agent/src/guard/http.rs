@@ -25,8 +25,8 @@
 
 use std::net::IpAddr;
 
-use crate::http_rules::takes_no_body;
 pub use crate::http_rules::{BodyStart, body_start};
+use crate::http_rules::{METHOD_OVERRIDE_HEADERS, takes_no_body};
 
 /// Largest request head the guard reads.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -55,6 +55,10 @@ pub struct Head {
     pub framing: Framing,
     /// The `Upgrade` header's protocols, if any.
     pub upgrade: Option<String>,
+    /// The methods its method-override headers name
+    /// ([`crate::http_rules::METHOD_OVERRIDE_HEADERS`]), as written: a framework that
+    /// reads one acts as that method.
+    pub overrides: Vec<String>,
 }
 
 /// Why a request head cannot be passed.
@@ -190,6 +194,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     let mut chunked = false;
     let mut encodings = 0;
     let mut upgrade = None;
+    let mut overrides = Vec::new();
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Ambiguous("header"))?;
         if h.name.eq_ignore_ascii_case("host") {
@@ -214,6 +219,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             chunked = field_trim(value).eq_ignore_ascii_case("chunked");
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(field_trim(value).to_ascii_lowercase());
+        } else if METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|o| h.name.eq_ignore_ascii_case(o))
+        {
+            overrides.push(field_trim(value).to_owned());
         }
     }
     let framing = match (encodings, lengths.as_slice()) {
@@ -245,6 +255,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         port: port.flatten(),
         framing,
         upgrade,
+        overrides,
     }))
 }
 
@@ -518,6 +529,13 @@ mod tests {
         assert_eq!(h.port, Some(80));
         assert_eq!(h.framing, Framing::Length(5));
         assert_eq!(h.len, 62);
+        assert!(h.overrides.is_empty());
+        let h = head(
+            "GET / HTTP/1.1\r\nHost: a.test\r\nX-HTTP-Method-Override:  DELETE \r\nx-method-override: put\r\n\r\n",
+        )
+        .expect("test input")
+        .expect("test input");
+        assert_eq!(h.overrides, ["DELETE", "put"]);
         let h = head("PUT http://allowed.test/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
             .expect("test input")
             .expect("test input");

@@ -817,14 +817,23 @@ impl Inner {
             );
             return Err(refuse(Reason::AmbiguousRequest, Some(host), detail));
         }
-        if !self
-            .judge
-            .method_fits(p, &head.method, head.upgrade.is_some(), &host)
-        {
+        if !self.judge.method_fits(
+            p,
+            &head.method,
+            &head.overrides,
+            head.upgrade.is_some(),
+            &host,
+        ) {
             let detail = format!(
                 "{} to {host} is not allowed by policy {} (guard.readonly_methods; write_domains)",
                 if head.upgrade.is_some() {
                     format!("{} with Upgrade", head.method)
+                } else if !head.overrides.is_empty() {
+                    format!(
+                        "{} overridden as {}",
+                        head.method,
+                        head.overrides.join(", ")
+                    )
                 } else {
                     head.method.clone()
                 },
