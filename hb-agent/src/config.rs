@@ -481,7 +481,8 @@ pub struct GuardConfig {
     /// The guard's IPv4 address and the port of policy 0; policy N is at port + N (and
     /// at `[::1]` on the same ports for IPv6 sockets).
     pub listen: String,
-    /// Plain-HTTP methods passed to hosts outside a policy's `write_domains`.
+    /// Plain-HTTP methods passed to hosts outside a policy's `write_domains` (the
+    /// request line's, and every method a method-override header names).
     pub readonly_methods: Vec<String>,
     /// The first flight (TLS ClientHello, or an HTTP request head) must arrive within
     /// this; so must each next request head on a kept-alive plain-HTTP connection.

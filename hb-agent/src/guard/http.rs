@@ -25,8 +25,8 @@
 
 use std::net::IpAddr;
 
-use crate::http_rules::takes_no_body;
 pub use crate::http_rules::{BodyStart, body_start};
+use crate::http_rules::{METHOD_OVERRIDE_HEADERS, takes_no_body};
 
 /// Largest request head the guard reads.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -55,6 +55,10 @@ pub struct Head {
     pub framing: Framing,
     /// The `Upgrade` header's protocols, if any.
     pub upgrade: Option<String>,
+    /// The methods its method-override headers name
+    /// ([`crate::http_rules::METHOD_OVERRIDE_HEADERS`]), as written: a framework that
+    /// reads one acts as that method.
+    pub overrides: Vec<String>,
 }
 
 /// Why a request head cannot be passed.
@@ -190,6 +194,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     let mut chunked = false;
     let mut encodings = 0;
     let mut upgrade = None;
+    let mut overrides = Vec::new();
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Ambiguous("header"))?;
         if h.name.eq_ignore_ascii_case("host") {
@@ -214,6 +219,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             chunked = field_trim(value).eq_ignore_ascii_case("chunked");
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(field_trim(value).to_ascii_lowercase());
+        } else if METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|o| h.name.eq_ignore_ascii_case(o))
+        {
+            overrides.push(field_trim(value).to_owned());
         }
     }
     let framing = match (encodings, lengths.as_slice()) {
@@ -245,6 +255,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         port: port.flatten(),
         framing,
         upgrade,
+        overrides,
     }))
 }
 
@@ -257,18 +268,23 @@ impl Head {
 }
 
 /// `head` (a request or response head, its blank line included) with its
-/// `Connection` headers replaced by one `Connection: close` that keeps their other
-/// options (`keep-alive` dropped, with any `Keep-Alive` header), so the peer ends the
-/// connection after this exchange.
+/// `Connection` headers (and any `Keep-Alive`) replaced by one `Connection: close`,
+/// exactly that value, so the peer ends the connection after this exchange.
 ///
 /// On a request with a body: a server that reads only part of a body (a size cap, an
 /// early 401 or 413) would read the rest as the next request, one the guard forwarded
 /// as body bytes unjudged. A server that gets `close` reads no further request on the
 /// connection (RFC 9112 §9.6). On the final response to that request: the client
 /// learns the connection ends, and opens another for its next request.
+///
+/// Exactly `close`, the client's other options dropped (the fields they name stay, as
+/// fields): Python's `http.server` closes only on a value equal to `close`, and read
+/// `Connection: close, te` as keep-alive, then the unread body as the next request
+/// (attack review 50). Never removes the fields an option names, as a proxy would:
+/// `Connection: content-length` would then drop the length the guard framed the body
+/// by.
 pub fn with_connection_close(head: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + 32);
-    let mut options: Vec<Vec<u8>> = Vec::new();
     let mut lines = head.split_inclusive(|&b| b == b'\n');
     if let Some(first) = lines.next() {
         out.extend_from_slice(first);
@@ -279,35 +295,15 @@ pub fn with_connection_close(head: &[u8]) -> Vec<u8> {
         if bare.is_empty() {
             break;
         }
-        let (name, value) = match memchr::memchr(b':', bare) {
-            Some(colon) => (&bare[..colon], &bare[colon + 1..]),
-            None => (bare, &[][..]),
+        let name = match memchr::memchr(b':', bare) {
+            Some(colon) => &bare[..colon],
+            None => bare,
         };
-        if name.eq_ignore_ascii_case(b"connection") {
-            for option in value.split(|&b| b == b',') {
-                let option = option.trim_ascii().to_ascii_lowercase();
-                let token = !option.is_empty()
-                    && option
-                        .iter()
-                        .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                if token
-                    && option != b"close"
-                    && option != b"keep-alive"
-                    && !options.contains(&option)
-                {
-                    options.push(option);
-                }
-            }
-        } else if !name.eq_ignore_ascii_case(b"keep-alive") {
+        if !name.eq_ignore_ascii_case(b"connection") && !name.eq_ignore_ascii_case(b"keep-alive") {
             out.extend_from_slice(line);
         }
     }
-    out.extend_from_slice(b"Connection: close");
-    for option in options {
-        out.extend_from_slice(b", ");
-        out.extend_from_slice(&option);
-    }
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
     out
 }
 
@@ -533,6 +529,13 @@ mod tests {
         assert_eq!(h.port, Some(80));
         assert_eq!(h.framing, Framing::Length(5));
         assert_eq!(h.len, 62);
+        assert!(h.overrides.is_empty());
+        let h = head(
+            "GET / HTTP/1.1\r\nHost: a.test\r\nX-HTTP-Method-Override:  DELETE \r\nx-method-override: put\r\n\r\n",
+        )
+        .expect("test input")
+        .expect("test input");
+        assert_eq!(h.overrides, ["DELETE", "put"]);
         let h = head("PUT http://allowed.test/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
             .expect("test input")
             .expect("test input");
@@ -632,7 +635,10 @@ mod tests {
             (b"0;GET /x HTTP/1.1\r\n", false, BodyStart::Request),
             (b"GET /x HT", false, BodyStart::Undecided),
             (b"\r\n", false, BodyStart::Undecided),
-            (b"GET /x", true, BodyStart::NoRequest),
+            // HTTP/0.9 to Python's `http.server`, which reads its headers too.
+            (b"GET /x", true, BodyStart::Request),
+            (b"GET /x", false, BodyStart::Undecided),
+            (b"POST /x", true, BodyStart::NoRequest),
             (b"{\"a\": 1}", false, BodyStart::NoRequest),
             (b"a=1&b=2", false, BodyStart::NoRequest),
             (
@@ -654,12 +660,21 @@ mod tests {
     }
 
     #[test]
-    fn connection_close_replaces_the_connection_headers_and_keeps_their_options() {
+    fn connection_close_replaces_the_connection_headers_with_close_alone() {
+        // Python's `http.server` keeps a connection whose `Connection` is not exactly
+        // `close`: the client's other options go, the fields they name stay.
         let head = b"POST /x HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, TE\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nconnection: Close\r\nContent-Length: 3\r\n\r\n";
         let out = with_connection_close(head);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "POST /x HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\nContent-Length: 3\r\nConnection: close, te\r\n\r\n"
+            "POST /x HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        );
+        let out = with_connection_close(
+            b"POST /x HTTP/1.1\r\nHost: a.test\r\nConnection: content-length, host\r\nContent-Length: 3\r\n\r\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
         );
         let parsed = parse_head(&out).expect("test input").expect("test input");
         assert_eq!(parsed.len, out.len());

@@ -686,6 +686,27 @@ async fn read_first_flight(
     }
 }
 
+/// Whether the first flight is the protocol its port serves (`decide::port_speaks`): a
+/// front there reads the name from that protocol only, so a plain-HTTP request to an
+/// HTTPS port (or a ClientHello to an HTTP port) carries no name it reads, and goes to
+/// its default backend.
+fn protocol_fits_port(first: &FirstFlight, port: u16) -> Result<(), Refusal> {
+    match (first, decide::port_speaks(port)) {
+        (FirstFlight::Http(_), Some(decide::Speaks::Tls)) => Err(Refusal {
+            reason: Reason::NotTlsOrHttp,
+            name: None,
+            http_detail: Some(format!(
+                "plain HTTP to port {port}, an HTTPS port: use https://"
+            )),
+            first: None,
+        }),
+        (FirstFlight::Tls { .. }, Some(decide::Speaks::Http)) => {
+            Err(Refusal::closed(Reason::NotTlsOrHttp, None))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Inner {
     /// Judges the first flight; passes it back when it may go upstream.
     fn judge_first(
@@ -694,6 +715,10 @@ impl Inner {
         origin: &Origin,
         mut first: FirstFlight,
     ) -> Result<FirstFlight, Refusal> {
+        if let Err(mut r) = protocol_fits_port(&first, origin.dst.port()) {
+            r.first = Some(first);
+            return Err(r);
+        }
         let verdict = match &mut first {
             FirstFlight::Tls { records, name } => {
                 self.judge_hello(p, origin, records).map(|n| *name = n)
@@ -792,14 +817,23 @@ impl Inner {
             );
             return Err(refuse(Reason::AmbiguousRequest, Some(host), detail));
         }
-        if !self
-            .judge
-            .method_fits(p, &head.method, head.upgrade.is_some(), &host)
-        {
+        if !self.judge.method_fits(
+            p,
+            &head.method,
+            &head.overrides,
+            head.upgrade.is_some(),
+            &host,
+        ) {
             let detail = format!(
                 "{} to {host} is not allowed by policy {} (guard.readonly_methods; write_domains)",
                 if head.upgrade.is_some() {
                     format!("{} with Upgrade", head.method)
+                } else if !head.overrides.is_empty() {
+                    format!(
+                        "{} overridden as {}",
+                        head.method,
+                        head.overrides.join(", ")
+                    )
                 } else {
                     head.method.clone()
                 },
