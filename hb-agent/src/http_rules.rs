@@ -2,7 +2,7 @@
 //! broker (the requests it sends for a sandbox) apply, kept in one place so the two
 //! judge a request alike.
 //!
-//! Owns: [`takes_no_body`], [`body_start`] and [`METHOD_OVERRIDE_HEADERS`]. Must never:
+//! Owns: [`takes_no_body`], [`body_start`] and [`is_method_override`]. Must never:
 //! diverge between the guard and the broker.
 
 /// Request headers that make frameworks act as another method than the request line's:
@@ -15,6 +15,18 @@ pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
     "x-http-method",
     "x-method-override",
 ];
+
+/// Whether a header `name` is one of [`METHOD_OVERRIDE_HEADERS`] as a server reads it:
+/// without case, and with `_` for `-` (a WSGI or CGI gateway names both spellings
+/// `HTTP_X_HTTP_METHOD_OVERRIDE`, which Werkzeug's and others' override middleware read).
+pub fn is_method_override(name: &str) -> bool {
+    METHOD_OVERRIDE_HEADERS.iter().any(|o| {
+        o.len() == name.len()
+            && o.bytes()
+                .zip(name.bytes())
+                .all(|(o, n)| o == n.to_ascii_lowercase() || (o == b'-' && n == b'_'))
+    })
+}
 
 /// Methods that have no use for a body (GET, HEAD, OPTIONS, TRACE, DELETE): a server
 /// may answer one without reading its body and read that body as the next request on
@@ -101,6 +113,27 @@ fn request_line_space(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn method_overrides_are_read_without_case_and_with_underscores() {
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-http-method",
+            "X_HTTP_METHOD_OVERRIDE",
+            "x_method-override",
+        ] {
+            assert!(is_method_override(name), "{name}");
+        }
+        for name in [
+            "x-http-method-overrides",
+            "x-http",
+            "method",
+            "x.http.method",
+        ] {
+            assert!(!is_method_override(name), "{name}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -115,8 +115,12 @@ class H(http.server.BaseHTTPRequestHandler):
             self.wfile.write(out)
     def do_GET(self):
         # Slim 4's MethodOverrideMiddleware: the header names the method, whatever the
-        # request line's.
-        override = (self.headers.get("x-http-method-override") or "").strip().upper()
+        # request line's. Read as a WSGI/CGI gateway names headers (`HTTP_` + upper case,
+        # `-` as `_`, Werkzeug's MethodOverride reads the environ so): an underscore
+        # spelling is the same header.
+        override = next((v for k, v in self.headers.items()
+                         if k.upper().replace("-", "_") == "X_HTTP_METHOD_OVERRIDE"), "")
+        override = override.strip().upper()
         if override and override != self.command:
             self.command = override
             return getattr(self, "do_" + self.command)()
@@ -524,7 +528,8 @@ t.close()
 }
 
 /// FINDING R50-3 (fixed). A GET to the read-only `allowed.test` carrying
-/// `X-HTTP-Method-Override: DELETE` (or `PUT`): the guard judged the request line's GET
+/// `X-HTTP-Method-Override: DELETE` (or `PUT`, or `X_HTTP_METHOD_OVERRIDE: PATCH`, the
+/// same header to a WSGI/CGI gateway): the guard judged the request line's GET
 /// and passed it; a server whose framework reads the override on any method (Slim 4's
 /// `MethodOverrideMiddleware`) acted as DELETE. The broker refuses these headers; the
 /// guard read none. Now every method a method-override header names is judged like the
@@ -543,15 +548,16 @@ cases = {
     "control_write_host": get(b"/w-delete", b"write.test", b"X-HTTP-Method-Override: DELETE\r\n"),
     "delete": get(b"/o-delete", b"allowed.test", b"X-HTTP-Method-Override: DELETE\r\n"),
     "put_lower": get(b"/o-put", b"allowed.test", b"x-http-method-override: put\r\n"),
+    "patch_underscores": get(b"/o-patch", b"allowed.test", b"X_HTTP_METHOD_OVERRIDE: PATCH\r\n"),
 }
 for label, data in cases.items():
     print(label, exchange(data), flush=True)
 "#,
     );
-    let records = w.shared.settle(|r| r["path"] == "/o-put");
+    let records = w.shared.settle(|r| r["path"] == "/o-patch");
     let elsewhere = writes_elsewhere(&records);
     println!(
-        "figure: overridden writes at the read-only host: {} of 2\n{out}",
+        "figure: overridden writes at the read-only host: {} of 3\n{out}",
         elsewhere.len()
     );
     for control in ["/read", "/read-again", "/w-delete"] {

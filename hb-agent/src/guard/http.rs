@@ -26,7 +26,7 @@
 use std::net::IpAddr;
 
 pub use crate::http_rules::{BodyStart, body_start};
-use crate::http_rules::{METHOD_OVERRIDE_HEADERS, takes_no_body};
+use crate::http_rules::{is_method_override, takes_no_body};
 
 /// Largest request head the guard reads.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -56,7 +56,7 @@ pub struct Head {
     /// The `Upgrade` header's protocols, if any.
     pub upgrade: Option<String>,
     /// The methods its method-override headers name
-    /// ([`crate::http_rules::METHOD_OVERRIDE_HEADERS`]), as written: a framework that
+    /// ([`crate::http_rules::is_method_override`]), as written: a framework that
     /// reads one acts as that method.
     pub overrides: Vec<String>,
 }
@@ -219,10 +219,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
             chunked = field_trim(value).eq_ignore_ascii_case("chunked");
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(field_trim(value).to_ascii_lowercase());
-        } else if METHOD_OVERRIDE_HEADERS
-            .iter()
-            .any(|o| h.name.eq_ignore_ascii_case(o))
-        {
+        } else if is_method_override(h.name) {
             overrides.push(field_trim(value).to_owned());
         }
     }

@@ -55,15 +55,6 @@ const HOP_BY_HOP: &[&str] = &[
 /// whose own answer goes to the call after (attack review 34).
 const NEGOTIATED_BY_BROKER: &[&str] = &["accept-encoding", "expect"];
 
-/// Caller headers that make many frameworks (Rails, Express, Spring, Google APIs) treat
-/// a request as another method: a GET a policy allows would act as the DELETE it does
-/// not. Refused.
-const METHOD_OVERRIDE: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
 /// Caller headers never forwarded: a reverse proxy or load balancer in front of the
 /// upstream may route, rewrite or authorise by them (`X-Original-URL` and
 /// `X-Rewrite-URL` replace the path IIS, Symfony and some gateways route on;
@@ -166,9 +157,10 @@ pub fn outgoing(
         if name == header::HOST {
             return Err(HeaderError::Host);
         }
-        // Servers behind CGI-style gateways read `X_HTTP_METHOD_OVERRIDE` as the same
-        // header: underscores count as dashes here.
-        if METHOD_OVERRIDE.contains(&dashed(name).as_str()) {
+        // Headers that make many frameworks (Rails, Express, Spring, Google APIs) treat
+        // a request as another method: a GET a policy allows would act as the DELETE it
+        // does not. Refused, in any spelling a server reads as one.
+        if crate::http_rules::is_method_override(name.as_str()) {
             return Err(HeaderError::MethodOverride(name.to_string()));
         }
         if name == header::CONNECTION
