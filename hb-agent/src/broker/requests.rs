@@ -67,11 +67,7 @@
 //! caller's policy does not, send a credential to a host outside its integration, or
 //! return a byte the scrubber has not seen.
 
-use std::{
-    borrow::Cow,
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{borrow::Cow, collections::HashSet, sync::Arc};
 
 use axum::{
     extract::State,
@@ -114,13 +110,64 @@ pub struct RequestIn {
     url: String,
     /// Header name → value.
     #[serde(default)]
-    headers: serde_json::Map<String, Value>,
+    headers: HeadersIn,
     #[serde(default)]
     body: Option<String>,
     #[serde(default)]
     body_base64: Option<String>,
     #[serde(default)]
     sanitize: Option<crate::sanitize::Mode>,
+}
+
+/// A request's `headers` object: names and string values, in the caller's order.
+///
+/// Read entry by entry from the caller's JSON and refused at the first value that is not
+/// a string, the first name given twice, or past [`MAX_HEADERS`] names: never built
+/// whole first. A JSON value tree costs the agent 30 to 40 times its text (an element of
+/// `[0,0,…]` is two bytes of text and an 80-byte `Value`, in a vector that doubles), so
+/// one 10 MiB request body read as a header's value grew the agent by gigabytes before
+/// any check looked at it (attack review 49).
+#[derive(Default)]
+pub struct HeadersIn(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for HeadersIn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeaderEntries)
+    }
+}
+
+/// Reads a [`HeadersIn`] one name and value at a time.
+struct HeaderEntries;
+
+impl<'de> serde::de::Visitor<'de> for HeaderEntries {
+    type Value = HeadersIn;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "an object of at most {MAX_HEADERS} header names, each naming a string"
+        )
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<HeadersIn, A::Error> {
+        use serde::de::Error as _;
+        let mut entries: Vec<(String, String)> = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if entries.len() == MAX_HEADERS {
+                return Err(A::Error::custom(format_args!(
+                    "headers: a request names at most {MAX_HEADERS}"
+                )));
+            }
+            // Two readers of one object may keep either value: neither is judged for
+            // the other.
+            if entries.iter().any(|(n, _)| *n == name) {
+                return Err(A::Error::custom("headers: a name is given twice"));
+            }
+            let value = map.next_value::<String>()?;
+            entries.push((name, value));
+        }
+        Ok(HeadersIn(entries))
+    }
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -221,13 +268,45 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     if form || multipart {
         return Some("form field");
     }
-    // The values are skipped, not parsed: serde_json skips without a depth limit and
-    // reads a number's syntax only.
-    let json = json_texts(&parsed.body).any(|text| {
-        serde_json::from_str::<HashMap<String, serde::de::IgnoredAny>>(&text)
-            .is_ok_and(|fields| fields.keys().any(|k| is_override(k)))
-    });
+    let json = json_texts(&parsed.body)
+        .any(|text| serde_json::from_str::<NamesOverride>(&text).is_ok_and(|names| names.0));
     json.then_some("JSON field")
+}
+
+/// Whether a JSON text is an object one of whose top-level names is a method override
+/// ([`is_override`]), read name by name: the values are skipped, not parsed (serde_json
+/// skips without a depth limit and reads a number's syntax only), and no name is kept
+/// once looked at. Collected into a map, a body of a million short names grew the agent
+/// by ten times its size before the answer (attack review 49).
+struct NamesOverride(bool);
+
+impl<'de> Deserialize<'de> for NamesOverride {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(OverrideNames)
+    }
+}
+
+/// Reads a [`NamesOverride`].
+struct OverrideNames;
+
+impl<'de> serde::de::Visitor<'de> for OverrideNames {
+    type Value = NamesOverride;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<NamesOverride, A::Error> {
+        let mut found = false;
+        while let Some(name) = map.next_key::<String>()? {
+            found |= is_override(&name);
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(NamesOverride(found))
+    }
 }
 
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
@@ -788,17 +867,14 @@ fn parse(req: RequestIn) -> Result<Parsed, ApiError> {
     let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| bad(format!("\"{}\" is not an HTTP method", req.method)))?;
     let target = Target::parse(&req.url).map_err(|e| bad(format!("url: {e}")))?;
-    if req.headers.len() > MAX_HEADERS {
+    if req.headers.0.len() > MAX_HEADERS {
         return Err(bad(format!(
             "{} headers: a request names at most {MAX_HEADERS}",
-            req.headers.len()
+            req.headers.0.len()
         )));
     }
-    let mut headers = Vec::with_capacity(req.headers.len());
-    for (name, value) in &req.headers {
-        let Value::String(value) = value else {
-            return Err(bad(format!("header {name}: the value must be a string")));
-        };
+    let mut headers = Vec::with_capacity(req.headers.0.len());
+    for (name, value) in &req.headers.0 {
         let pair = super::outbound::headers::header(name, value)
             .map_err(|e| bad(format!("header {name}: {e}")))?;
         headers.push(pair);
@@ -2406,10 +2482,12 @@ allow_cidrs = ["203.0.113.0/28"]
             handle: None,
             method: "GET".into(),
             url: url.into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-                .collect(),
+            headers: HeadersIn(
+                headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             body: (!body.is_empty()).then(|| body.to_owned()),
             body_base64: None,
             sanitize: None,
@@ -2424,9 +2502,7 @@ allow_cidrs = ["203.0.113.0/28"]
                 handle: None,
                 method: "GET".into(),
                 url: "https://api.svc.test/".into(),
-                headers: (0..n)
-                    .map(|i| (format!("x-h{i}"), Value::String("1".into())))
-                    .collect(),
+                headers: HeadersIn((0..n).map(|i| (format!("x-h{i}"), "1".into())).collect()),
                 body: None,
                 body_base64: None,
                 sanitize: None,
@@ -2436,6 +2512,40 @@ allow_cidrs = ["203.0.113.0/28"]
         let e = with(40_000).err().expect("refused");
         assert_eq!(e.code, Code::BadRequest);
         assert_eq!(e.message, "40000 headers: a request names at most 100");
+    }
+
+    /// A request's `headers` are read one entry at a time: a value that is not a string,
+    /// a name given twice or a name past [`MAX_HEADERS`] ends the read there, before the
+    /// rest of the body is parsed into anything.
+    #[test]
+    fn headers_are_read_entry_by_entry_and_refused_early() {
+        let read = |headers: &str| {
+            serde_json::from_str::<RequestIn>(&format!(
+                r#"{{"method":"GET","url":"https://a.test/","headers":{headers}}}"#
+            ))
+            .map(|r| r.headers.0)
+        };
+        let ok = read(r#"{"X-B":"2","x-a":"1","X-A":"3"}"#).expect("headers");
+        let names: Vec<&str> = ok.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["X-B", "x-a", "X-A"]);
+        // The value tree after the first element is never read: the error is at its start.
+        let tree = format!(r#"{{"x":[{}0]}}"#, "0,".repeat(100_000));
+        let e = read(&tree).expect_err("refused");
+        assert!(e.column() < 80, "{e}");
+        let e = read(r#"{"x":"1","x":"2"}"#).expect_err("refused");
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let many: Vec<String> = (0..=MAX_HEADERS)
+            .map(|i| format!(r#""h{i}":"1""#))
+            .collect();
+        let e = read(&format!("{{{}}}", many.join(","))).expect_err("refused");
+        assert!(e.to_string().contains("at most 100"), "{e}");
+        let fits: Vec<String> = (0..MAX_HEADERS).map(|i| format!(r#""h{i}":"1""#)).collect();
+        assert_eq!(
+            read(&format!("{{{}}}", fits.join(",")))
+                .expect("fits")
+                .len(),
+            MAX_HEADERS
+        );
     }
 
     #[test]

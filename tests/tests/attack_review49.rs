@@ -1,0 +1,191 @@
+//! A forty-ninth attack review, run as the process inside `sandbox run --policy web`
+//! (`--user 65534`, arbitrary Python) against the credential broker: its socket taken
+//! as raw bytes, its outbound framing, redirects and retries, who it thinks the caller
+//! is, and what one sandbox's calls cost every other tenant. Each test counts and prints
+//! a `figure:` line.
+//!
+//! Found (fails against 061f73e):
+//! - `POST /v1/requests` read its `headers` object as a JSON value tree
+//!   (`serde_json::Map<String, Value>`) before any check: a header's value may be any
+//!   JSON, and an element of `[0,0,…]` is two bytes of text and an 80-byte `Value` in a
+//!   vector that doubles as it grows. One request body of 10 MiB (under
+//!   `broker.max_body_bytes`) became about a gigabyte of the agent's memory, built on one
+//!   of the broker's two async workers, before `parse` refused it (`the value must be a
+//!   string`, `bad_request`); the body budget (`server::BodyBudget`) had already let go
+//!   of the body's count, since it counts bytes being read. Under the DaemonSet's
+//!   512 MiB limit one such request ends the agent (every tenant's broker, resolver and
+//!   guard with it); under the systemd unit (no limit) a sandbox's 32 connections ask for
+//!   tens of gigabytes. `headers` is now read entry by entry (`requests::HeadersIn`):
+//!   refused at the first value that is not a string, the first name given twice or the
+//!   101st name, before the rest is parsed into anything
+//!   ([`a_requests_headers_never_become_a_value_tree_in_the_agent`]).
+//! - Hardening without a test of its own, same class: the method-override check read a
+//!   JSON body's top-level names into a `HashMap` (a body of a million short names: ten
+//!   times its size, on an async worker); it now looks at each name as it is read and
+//!   keeps none (`requests::NamesOverride`). And every request body over 64 KiB is now
+//!   parsed on a blocking thread (`state::parse_json`), not on the two async workers
+//!   every tenant's calls share.
+//!
+//! Everything stays on the machine: the agent runs in the test's own network namespace
+//! and no test sends a packet.
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use hb_tests::{
+    TestEnv, private_netns, python,
+    sandboxed::{nobody_command, stdout_lines},
+    worlds::svc_broker_config,
+};
+
+/// Policy `web` (the attacker's sandbox) binds `svc`; `other` is another tenant.
+fn config() -> String {
+    let broker = svc_broker_config("", 5300);
+    format!(
+        "{broker}\n[[policy]]\nname = \"web\"\nallow_domains = []\nintegrations = [\"svc\"]\n\n\
+         [[policy]]\nname = \"other\"\nallow_domains = []\n"
+    )
+}
+
+/// The agent of [`config`], in the test's own network namespace.
+fn agent(name: &str) -> TestEnv {
+    private_netns(&[]);
+    let mut env = TestEnv::new(name, &config());
+    env.init_vault(&[("svc", "bot", "p7Rk2VfQ9mWz4LxT8nYc3HsJ6bDg1AeU5oKi0Zqv")]);
+    env.start_agent();
+    env
+}
+
+/// `argv[2]` calls side by side, each on a connection of its own: `POST /v1/requests`
+/// whose body is `argv[3]` bytes at most, a header's value being `[0,0,…]` to the end.
+/// Prints `sent` once every body is written, then `answered STATUS CODE` for each.
+const PY_TREES: &str = r#"
+import json, socket, sys, threading
+SOCK, n, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+head = b'{"method":"GET","url":"https://api.svc.test/","headers":{"x-tree":['
+tail = b'0]}}'
+body = head + b'0,' * ((limit - len(head) - len(tail)) // 2) + tail
+conns = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX); s.connect(SOCK); s.settimeout(300)
+    conns.append(s)
+def send(s):
+    s.sendall(b"POST /v1/requests HTTP/1.1\r\nHost: hb\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+senders = [threading.Thread(target=send, args=(s,)) for s in conns]
+[t.start() for t in senders]
+[t.join() for t in senders]
+print("sent", flush=True)
+def read(s):
+  try:
+    data = b""
+    while True:
+        d = s.recv(1 << 20)
+        if not d: break
+        data += d
+    head, _, rest = data.partition(b"\r\n\r\n")
+    code = json.loads(rest).get("error", {}).get("code", "-") if rest.strip() else "-"
+    print("answered", head.split(b" ")[1].decode(), code, flush=True)
+  except Exception as e:
+    print("failed", type(e).__name__, flush=True)
+readers = [threading.Thread(target=read, args=(s,)) for s in conns]
+[t.start() for t in readers]
+[t.join() for t in readers]
+"#;
+
+/// Another tenant meanwhile: `GET /v1/whoami` as a host caller (root), one after
+/// another until `stop`; how many answered and the slowest, in milliseconds.
+fn whoami_meanwhile(env: &TestEnv, stop: Arc<AtomicBool>) -> thread::JoinHandle<(usize, u128)> {
+    let sock = env.broker_socket();
+    thread::spawn(move || {
+        let (mut answered, mut slowest) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            let ok = UnixStream::connect(&sock).is_ok_and(|mut s| {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                let mut out = Vec::new();
+                s.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n")
+                    .is_ok()
+                    && s.read_to_end(&mut out).is_ok()
+                    && out.starts_with(b"HTTP/1.1 200")
+            });
+            if ok {
+                answered += 1;
+                slowest = slowest.max(start.elapsed().as_millis());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        (answered, slowest)
+    })
+}
+
+/// A sandbox's two `POST /v1/requests` side by side (two fit its third of the body budget), each 10 MiB (the default
+/// `broker.max_body_bytes`) whose one header's value is the JSON array `[0,0,…]`: the
+/// agent must refuse both without building the array. Counted: the two answers (400
+/// `bad_request` on both binaries) and the agent's peak resident memory; another
+/// tenant's whoami meanwhile is printed, not asserted (time).
+#[test]
+fn a_requests_headers_never_become_a_value_tree_in_the_agent() {
+    const CALLS: usize = 2;
+    const LIMIT: usize = 10 * 1024 * 1024;
+    let mut env = agent("a49tree");
+    let pid = env.agent().pid();
+    let before = hb_tests::memory_kib(pid, true);
+    let stop = Arc::new(AtomicBool::new(false));
+    let victim = whoami_meanwhile(&env, stop.clone());
+    let sock = env.broker_socket().display().to_string();
+    let (n, limit) = (CALLS.to_string(), LIMIT.to_string());
+    let mut attacker = nobody_command(
+        &env,
+        "web",
+        &[],
+        &[python(), "-c", PY_TREES, &sock, &n, &limit],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("sandbox run");
+    let rx = stdout_lines(&mut attacker);
+    let mut heard = Vec::new();
+    while heard.len() < CALLS + 1 {
+        match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) => heard.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    stop.store(true, Ordering::Relaxed);
+    let (answered, slowest) = victim.join().expect("victim");
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let grown_mib = if alive {
+        hb_tests::memory_kib(pid, true).saturating_sub(before) / 1024
+    } else {
+        u64::MAX
+    };
+    eprintln!(
+        "figure: {CALLS} requests of 10 MiB whose header value is [0,0,…]: the attacker \
+         heard {heard:?}; the agent's peak grew by {grown_mib} MiB (alive: {alive}); \
+         another tenant's whoami meanwhile: {answered} answered, the slowest in {slowest} ms"
+    );
+    let refused = heard
+        .iter()
+        .filter(|l| l.as_str() == "answered 400 bad_request")
+        .count();
+    assert_eq!(
+        refused, CALLS,
+        "each call is refused bad_request: {heard:?}"
+    );
+    assert!(
+        grown_mib < 128,
+        "one sandbox's {CALLS} request bodies grew the agent's peak by {grown_mib} MiB"
+    );
+}
