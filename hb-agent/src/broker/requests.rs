@@ -61,7 +61,8 @@
 //!   `reflection` ([`unheld_in_answer`]). That work on the answer, and writing it out as
 //!   JSON, runs on the blocking pool ([`AnswerScrub`]) in one of the caller's places of
 //!   text work, waited for (`text_gate::wait_for_work`): never on the async workers
-//!   every tenant's calls share.
+//!   every tenant's calls share. So do the searches of a large request (values and
+//!   decoys it carries, runs of credentials: [`search_off_workers`]).
 //!
 //! Must never: open a connection for a request policy refused, reach a host the
 //! caller's policy does not, send a credential to a host outside its integration, or
@@ -566,7 +567,7 @@ pub async fn request(
         owner,
         decision.credential.as_ref().map(|(e, _)| &**e),
     );
-    refuse_fragments(&call, &decision, &parsed, &usable, &others)?;
+    refuse_fragments(&call, &decision, &parsed, &usable, &others).await?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
     let mut sent: Vec<Arc<Current>> = first_to_try(&call, &decision, &usable)
         .into_iter()
@@ -634,9 +635,46 @@ pub async fn request(
     respond(&call, &decision, &answer, &parsed, response).await
 }
 
-/// Requests up to this size (URL and body) are searched on the calling task: the hand-off
-/// to a blocking thread costs more than their scan.
+/// Requests up to this size (URL, headers and body) are searched on the calling task: the
+/// hand-off to a blocking thread costs more than their scan.
 const INLINE_SEARCH_BYTES: usize = 64 * 1024;
+
+/// The bytes of what the caller sends that the request searches read: URL, header names
+/// and values, body.
+fn request_size(parsed: &Parsed) -> usize {
+    let headers: usize = parsed
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    parsed.target.path_and_query.len() + headers + parsed.body.len()
+}
+
+/// Runs `search` (a search of what the caller sends) on the calling task for a request of
+/// at most [`INLINE_SEARCH_BYTES`], else on the blocking pool in one of the caller's
+/// places of text work (`text_gate::wait_for_work`), held until the search ends. A
+/// search's cost per byte depends on the bytes: filler that matches the start of a
+/// credential's encodings (a run of `A`, as base64 of NUL-padded text has) costs a hash
+/// of several windows at each position, minutes for 10 MiB on a debug build. On the
+/// broker's two async workers, two such calls of one sandbox held every tenant's calls
+/// for as long (attack review 49); unbounded on the blocking pool, a caller's calls that
+/// timed out would leave their searches running, more with each call.
+async fn search_off_workers<T: Send + 'static>(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    search: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if request_size(parsed) <= INLINE_SEARCH_BYTES {
+        return Ok(search());
+    }
+    let working = super::text_gate::wait_for_work(call.shared, call.caller).await;
+    tokio::task::spawn_blocking(move || {
+        let _working = working;
+        search()
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "the request search failed"))
+}
 
 /// Phase 2b: what the caller sends, searched for decoy handles (the `canary` signal:
 /// every handle of the caller is revoked, so a call made with one fails as any dead
@@ -652,19 +690,12 @@ async fn inspect_outgoing(
 ) -> Result<HashSet<LiveId>, ApiError> {
     let shared = call.shared;
     let url = parsed.target.to_string();
-    // A scan of the whole request. A large one runs on a blocking thread, so other
-    // callers' calls are not queued behind it; a small one here, without a hand-off.
-    let found = if parsed.body.len() + url.len() <= INLINE_SEARCH_BYTES {
-        super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body)
-    } else {
-        let (searcher, headers, body) =
-            (shared.clone(), parsed.headers.clone(), parsed.body.clone());
-        tokio::task::spawn_blocking(move || {
-            super::sightings::outgoing(&searcher, owner, &url, &headers, &body)
-        })
-        .await
-        .map_err(|_| ApiError::new(Code::Internal, "the request search failed"))?
-    };
+    // A scan of the whole request, off the async workers when large.
+    let (searcher, headers, body) = (shared.clone(), parsed.headers.clone(), parsed.body.clone());
+    let found = search_off_workers(call, parsed, move || {
+        super::sightings::outgoing(&searcher, owner, &url, &headers, &body)
+    })
+    .await?;
     for canary in &found.canaries {
         super::canary::check(shared, call.caller, canary, SeenAt::RequestContent);
     }
@@ -1341,7 +1372,9 @@ async fn hold_for_rotation(
 /// Phase 3b: a request that holds a run of a credential its call would carry, or of
 /// one of the caller's other accounts' (see `fragment_hit`), is refused before it is
 /// sent, and the caller barred from the account whose run it was.
-fn refuse_fragments(
+/// The search runs off the async workers when the request is large
+/// ([`search_off_workers`]).
+async fn refuse_fragments(
     call: &Call<'_>,
     decision: &Decision<'_>,
     parsed: &Parsed,
@@ -1349,14 +1382,18 @@ fn refuse_fragments(
     others: &fragment_hit::Others,
 ) -> Result<(), ApiError> {
     let target = parsed.target.to_string();
-    let sent = fragment_hit::Sent {
-        target: &target,
-        headers: &parsed.headers,
-        body: &parsed.body,
-    };
-    if let Some(entry) =
-        fragment_hit::in_request(usable, others, &sent).and_then(|w| charged(decision, w))
-    {
+    let (usable, others) = (usable.to_vec(), others.to_vec());
+    let (headers, body) = (parsed.headers.clone(), parsed.body.clone());
+    let hit = search_off_workers(call, parsed, move || {
+        let sent = fragment_hit::Sent {
+            target: &target,
+            headers: &headers,
+            body: &body,
+        };
+        fragment_hit::in_request(&usable, &others, &sent)
+    })
+    .await?;
+    if let Some(entry) = hit.and_then(|w| charged(decision, w)) {
         return Err(fragment_refused(
             call,
             parsed,
