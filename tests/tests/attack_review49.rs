@@ -41,6 +41,28 @@
 //!   parsed on a blocking thread (`state::parse_json`), not on the two async workers
 //!   every tenant's calls share.
 //!
+//! Held, read in the code (reviews 17, 23, 24, 28, 29 and 34 test most of it): header
+//! names and values with CR, LF, NUL or other controls are refused; `Transfer-Encoding`,
+//! `Content-Length`, `Expect`, `Upgrade`, `Connection` and what it names, `TE`,
+//! `Trailer` never reach the upstream, in `_` spellings too; a body is sent with
+//! `Connection: close` on a connection never pooled again; U+0085 or U+2028 in a value
+//! is no line break to Python's `http.client` (3.11, tried). An answer's 1xx heads and
+//! trailers are dropped by hyper's client (data frames only) and its reason phrase is
+//! never returned (the status goes out as a number); a body past its
+//! `Content-Length` or one that never ends stops at `upstream_timeout_secs` and
+//! `max_response_bytes`. A redirect hop is judged as a request (`Decision::hop`): the
+//! credential, the caller's `Authorization`/`Cookie` and the credential query go only to
+//! the first URL's origin, a hop elsewhere must be read-only, bodiless and in the
+//! caller's reach, and one whose URL holds a run of the credential is refused. A retry
+//! happens only on a reused connection that closed, and re-sends only idempotent
+//! methods (or a request hyper never wrote). A caller is the process that connected
+//! (pidfd at accept); a connection passed to another sandbox over `SCM_RIGHTS` carries
+//! the first sandbox's identity, which only that sandbox can hand over.
+//!
+//! Not checked (no time): a handle revoked (an execution ended, a canary tripped) while
+//! its call waits in `hold_for_rotation` is not looked at again: the call is sent once
+//! more with the new key.
+//!
 //! Still weak: the search itself stays slow on such filler (the scrubber's
 //! `Fragments::runs`, not the broker's to restructure here); a sandbox's two places
 //! keep two blocking threads busy for minutes on a debug build, so on a node of two
