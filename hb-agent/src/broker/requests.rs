@@ -61,17 +61,14 @@
 //!   `reflection` ([`unheld_in_answer`]). That work on the answer, and writing it out as
 //!   JSON, runs on the blocking pool ([`AnswerScrub`]) in one of the caller's places of
 //!   text work, waited for (`text_gate::wait_for_work`): never on the async workers
-//!   every tenant's calls share.
+//!   every tenant's calls share. So do the searches of a large request (values and
+//!   decoys it carries, runs of credentials: [`search_off_workers`]).
 //!
 //! Must never: open a connection for a request policy refused, reach a host the
 //! caller's policy does not, send a credential to a host outside its integration, or
 //! return a byte the scrubber has not seen.
 
-use std::{
-    borrow::Cow,
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{borrow::Cow, collections::HashSet, sync::Arc};
 
 use axum::{
     extract::State,
@@ -114,13 +111,64 @@ pub struct RequestIn {
     url: String,
     /// Header name → value.
     #[serde(default)]
-    headers: serde_json::Map<String, Value>,
+    headers: HeadersIn,
     #[serde(default)]
     body: Option<String>,
     #[serde(default)]
     body_base64: Option<String>,
     #[serde(default)]
     sanitize: Option<crate::sanitize::Mode>,
+}
+
+/// A request's `headers` object: names and string values, in the caller's order.
+///
+/// Read entry by entry from the caller's JSON and refused at the first value that is not
+/// a string, the first name given twice, or past [`MAX_HEADERS`] names: never built
+/// whole first. A JSON value tree costs the agent 30 to 40 times its text (an element of
+/// `[0,0,…]` is two bytes of text and an 80-byte `Value`, in a vector that doubles), so
+/// one 10 MiB request body read as a header's value grew the agent by gigabytes before
+/// any check looked at it (attack review 49).
+#[derive(Default)]
+pub struct HeadersIn(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for HeadersIn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeaderEntries)
+    }
+}
+
+/// Reads a [`HeadersIn`] one name and value at a time.
+struct HeaderEntries;
+
+impl<'de> serde::de::Visitor<'de> for HeaderEntries {
+    type Value = HeadersIn;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "an object of at most {MAX_HEADERS} header names, each naming a string"
+        )
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<HeadersIn, A::Error> {
+        use serde::de::Error as _;
+        let mut entries: Vec<(String, String)> = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if entries.len() == MAX_HEADERS {
+                return Err(A::Error::custom(format_args!(
+                    "headers: a request names at most {MAX_HEADERS}"
+                )));
+            }
+            // Two readers of one object may keep either value: neither is judged for
+            // the other.
+            if entries.iter().any(|(n, _)| *n == name) {
+                return Err(A::Error::custom("headers: a name is given twice"));
+            }
+            let value = map.next_value::<String>()?;
+            entries.push((name, value));
+        }
+        Ok(HeadersIn(entries))
+    }
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -221,13 +269,45 @@ fn method_override(parsed: &Parsed) -> Option<&'static str> {
     if form || multipart {
         return Some("form field");
     }
-    // The values are skipped, not parsed: serde_json skips without a depth limit and
-    // reads a number's syntax only.
-    let json = json_texts(&parsed.body).any(|text| {
-        serde_json::from_str::<HashMap<String, serde::de::IgnoredAny>>(&text)
-            .is_ok_and(|fields| fields.keys().any(|k| is_override(k)))
-    });
+    let json = json_texts(&parsed.body)
+        .any(|text| serde_json::from_str::<NamesOverride>(&text).is_ok_and(|names| names.0));
     json.then_some("JSON field")
+}
+
+/// Whether a JSON text is an object one of whose top-level names is a method override
+/// ([`is_override`]), read name by name: the values are skipped, not parsed (serde_json
+/// skips without a depth limit and reads a number's syntax only), and no name is kept
+/// once looked at. Collected into a map, a body of a million short names grew the agent
+/// by ten times its size before the answer (attack review 49).
+struct NamesOverride(bool);
+
+impl<'de> Deserialize<'de> for NamesOverride {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(OverrideNames)
+    }
+}
+
+/// Reads a [`NamesOverride`].
+struct OverrideNames;
+
+impl<'de> serde::de::Visitor<'de> for OverrideNames {
+    type Value = NamesOverride;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<NamesOverride, A::Error> {
+        let mut found = false;
+        while let Some(name) = map.next_key::<String>()? {
+            found |= is_override(&name);
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(NamesOverride(found))
+    }
 }
 
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
@@ -487,7 +567,7 @@ pub async fn request(
         owner,
         decision.credential.as_ref().map(|(e, _)| &**e),
     );
-    refuse_fragments(&call, &decision, &parsed, &usable, &others)?;
+    refuse_fragments(&call, &decision, &parsed, &usable, &others).await?;
     // Every credential this call sends, in order: the answer is cut of all their runs.
     let mut sent: Vec<Arc<Current>> = first_to_try(&call, &decision, &usable)
         .into_iter()
@@ -555,9 +635,46 @@ pub async fn request(
     respond(&call, &decision, &answer, &parsed, response).await
 }
 
-/// Requests up to this size (URL and body) are searched on the calling task: the hand-off
-/// to a blocking thread costs more than their scan.
+/// Requests up to this size (URL, headers and body) are searched on the calling task: the
+/// hand-off to a blocking thread costs more than their scan.
 const INLINE_SEARCH_BYTES: usize = 64 * 1024;
+
+/// The bytes of what the caller sends that the request searches read: URL, header names
+/// and values, body.
+fn request_size(parsed: &Parsed) -> usize {
+    let headers: usize = parsed
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    parsed.target.path_and_query.len() + headers + parsed.body.len()
+}
+
+/// Runs `search` (a search of what the caller sends) on the calling task for a request of
+/// at most [`INLINE_SEARCH_BYTES`], else on the blocking pool in one of the caller's
+/// places of text work (`text_gate::wait_for_work`), held until the search ends. A
+/// search's cost per byte depends on the bytes: filler that matches the start of a
+/// credential's encodings (a run of `A`, as base64 of NUL-padded text has) costs a hash
+/// of several windows at each position, minutes for 10 MiB on a debug build. On the
+/// broker's two async workers, two such calls of one sandbox held every tenant's calls
+/// for as long (attack review 49); unbounded on the blocking pool, a caller's calls that
+/// timed out would leave their searches running, more with each call.
+async fn search_off_workers<T: Send + 'static>(
+    call: &Call<'_>,
+    parsed: &Parsed,
+    search: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if request_size(parsed) <= INLINE_SEARCH_BYTES {
+        return Ok(search());
+    }
+    let working = super::text_gate::wait_for_work(call.shared, call.caller).await;
+    tokio::task::spawn_blocking(move || {
+        let _working = working;
+        search()
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "the request search failed"))
+}
 
 /// Phase 2b: what the caller sends, searched for decoy handles (the `canary` signal:
 /// every handle of the caller is revoked, so a call made with one fails as any dead
@@ -573,19 +690,12 @@ async fn inspect_outgoing(
 ) -> Result<HashSet<LiveId>, ApiError> {
     let shared = call.shared;
     let url = parsed.target.to_string();
-    // A scan of the whole request. A large one runs on a blocking thread, so other
-    // callers' calls are not queued behind it; a small one here, without a hand-off.
-    let found = if parsed.body.len() + url.len() <= INLINE_SEARCH_BYTES {
-        super::sightings::outgoing(shared, owner, &url, &parsed.headers, &parsed.body)
-    } else {
-        let (searcher, headers, body) =
-            (shared.clone(), parsed.headers.clone(), parsed.body.clone());
-        tokio::task::spawn_blocking(move || {
-            super::sightings::outgoing(&searcher, owner, &url, &headers, &body)
-        })
-        .await
-        .map_err(|_| ApiError::new(Code::Internal, "the request search failed"))?
-    };
+    // A scan of the whole request, off the async workers when large.
+    let (searcher, headers, body) = (shared.clone(), parsed.headers.clone(), parsed.body.clone());
+    let found = search_off_workers(call, parsed, move || {
+        super::sightings::outgoing(&searcher, owner, &url, &headers, &body)
+    })
+    .await?;
     for canary in &found.canaries {
         super::canary::check(shared, call.caller, canary, SeenAt::RequestContent);
     }
@@ -788,17 +898,14 @@ fn parse(req: RequestIn) -> Result<Parsed, ApiError> {
     let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| bad(format!("\"{}\" is not an HTTP method", req.method)))?;
     let target = Target::parse(&req.url).map_err(|e| bad(format!("url: {e}")))?;
-    if req.headers.len() > MAX_HEADERS {
+    if req.headers.0.len() > MAX_HEADERS {
         return Err(bad(format!(
             "{} headers: a request names at most {MAX_HEADERS}",
-            req.headers.len()
+            req.headers.0.len()
         )));
     }
-    let mut headers = Vec::with_capacity(req.headers.len());
-    for (name, value) in &req.headers {
-        let Value::String(value) = value else {
-            return Err(bad(format!("header {name}: the value must be a string")));
-        };
+    let mut headers = Vec::with_capacity(req.headers.0.len());
+    for (name, value) in &req.headers.0 {
         let pair = super::outbound::headers::header(name, value)
             .map_err(|e| bad(format!("header {name}: {e}")))?;
         headers.push(pair);
@@ -1265,7 +1372,9 @@ async fn hold_for_rotation(
 /// Phase 3b: a request that holds a run of a credential its call would carry, or of
 /// one of the caller's other accounts' (see `fragment_hit`), is refused before it is
 /// sent, and the caller barred from the account whose run it was.
-fn refuse_fragments(
+/// The search runs off the async workers when the request is large
+/// ([`search_off_workers`]).
+async fn refuse_fragments(
     call: &Call<'_>,
     decision: &Decision<'_>,
     parsed: &Parsed,
@@ -1273,14 +1382,18 @@ fn refuse_fragments(
     others: &fragment_hit::Others,
 ) -> Result<(), ApiError> {
     let target = parsed.target.to_string();
-    let sent = fragment_hit::Sent {
-        target: &target,
-        headers: &parsed.headers,
-        body: &parsed.body,
-    };
-    if let Some(entry) =
-        fragment_hit::in_request(usable, others, &sent).and_then(|w| charged(decision, w))
-    {
+    let (usable, others) = (usable.to_vec(), others.to_vec());
+    let (headers, body) = (parsed.headers.clone(), parsed.body.clone());
+    let hit = search_off_workers(call, parsed, move || {
+        let sent = fragment_hit::Sent {
+            target: &target,
+            headers: &headers,
+            body: &body,
+        };
+        fragment_hit::in_request(&usable, &others, &sent)
+    })
+    .await?;
+    if let Some(entry) = hit.and_then(|w| charged(decision, w)) {
         return Err(fragment_refused(
             call,
             parsed,
@@ -2407,10 +2520,12 @@ allow_cidrs = ["203.0.113.0/28"]
             handle: None,
             method: "GET".into(),
             url: url.into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-                .collect(),
+            headers: HeadersIn(
+                headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             body: (!body.is_empty()).then(|| body.to_owned()),
             body_base64: None,
             sanitize: None,
@@ -2425,9 +2540,7 @@ allow_cidrs = ["203.0.113.0/28"]
                 handle: None,
                 method: "GET".into(),
                 url: "https://api.svc.test/".into(),
-                headers: (0..n)
-                    .map(|i| (format!("x-h{i}"), Value::String("1".into())))
-                    .collect(),
+                headers: HeadersIn((0..n).map(|i| (format!("x-h{i}"), "1".into())).collect()),
                 body: None,
                 body_base64: None,
                 sanitize: None,
@@ -2437,6 +2550,40 @@ allow_cidrs = ["203.0.113.0/28"]
         let e = with(40_000).err().expect("refused");
         assert_eq!(e.code, Code::BadRequest);
         assert_eq!(e.message, "40000 headers: a request names at most 100");
+    }
+
+    /// A request's `headers` are read one entry at a time: a value that is not a string,
+    /// a name given twice or a name past [`MAX_HEADERS`] ends the read there, before the
+    /// rest of the body is parsed into anything.
+    #[test]
+    fn headers_are_read_entry_by_entry_and_refused_early() {
+        let read = |headers: &str| {
+            serde_json::from_str::<RequestIn>(&format!(
+                r#"{{"method":"GET","url":"https://a.test/","headers":{headers}}}"#
+            ))
+            .map(|r| r.headers.0)
+        };
+        let ok = read(r#"{"X-B":"2","x-a":"1","X-A":"3"}"#).expect("headers");
+        let names: Vec<&str> = ok.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["X-B", "x-a", "X-A"]);
+        // The value tree after the first element is never read: the error is at its start.
+        let tree = format!(r#"{{"x":[{}0]}}"#, "0,".repeat(100_000));
+        let e = read(&tree).expect_err("refused");
+        assert!(e.column() < 80, "{e}");
+        let e = read(r#"{"x":"1","x":"2"}"#).expect_err("refused");
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let many: Vec<String> = (0..=MAX_HEADERS)
+            .map(|i| format!(r#""h{i}":"1""#))
+            .collect();
+        let e = read(&format!("{{{}}}", many.join(","))).expect_err("refused");
+        assert!(e.to_string().contains("at most 100"), "{e}");
+        let fits: Vec<String> = (0..MAX_HEADERS).map(|i| format!(r#""h{i}":"1""#)).collect();
+        assert_eq!(
+            read(&format!("{{{}}}", fits.join(",")))
+                .expect("fits")
+                .len(),
+            MAX_HEADERS
+        );
     }
 
     #[test]

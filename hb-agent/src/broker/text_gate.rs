@@ -507,7 +507,7 @@ pub fn scrub_message(message: &str) -> String {
 
 /// Reads a text endpoint's JSON body (up to `broker.max_body_bytes`). Errors say where
 /// the body is wrong, never what it holds.
-pub async fn body<T: DeserializeOwned>(
+pub async fn body<T: DeserializeOwned + Send + 'static>(
     body: Body,
     limit: usize,
     shape: &str,
@@ -515,7 +515,7 @@ pub async fn body<T: DeserializeOwned>(
     let bytes: Bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|e| super::server::body_error(&e, limit))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    super::state::parse_json(bytes).await?.map_err(|e| {
         ApiError::new(
             Code::BadRequest,
             format!(
