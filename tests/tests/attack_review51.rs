@@ -1,0 +1,192 @@
+//! A fifty-first attack review, run as the processes of two enforced Kubernetes pods,
+//! each in a network namespace of its own (root inside, arbitrary Python), against the
+//! real agent and kernel, with the recorded-API stand-in, dnsmasq and a listener on the
+//! test namespace's `lo` (`hb_tests::kube_cluster`). Each test prints a `figure:` line.
+//!
+//! Angle: the kernel's bounded maps under a flood from a pod, read for what another
+//! tenant loses (attack review 48 closed this for `sandbox run` sandboxes, whose sockets
+//! in the host's namespace are bounded by `sockets_max`).
+//!
+//! Found (fails against 061f73e):
+//! - the guard's flow records (`HB_GUARD_CONNS`, client end → original destination, an
+//!   LRU of 65,536 for the node) live as long as their client end, and nothing bounded
+//!   how many one tenant holds: a pod's sockets in its own namespace are counted by no
+//!   socket bound. A pod (policy `web`) that holds 70,000 guarded connects open without
+//!   writing (non-blocking, sources spread over four loopback addresses) pushed out the
+//!   record of another pod's (policy `rawok`) connection that had connected and not
+//!   written yet: the guard closed it when its request came (fail closed, but the victim
+//!   lost service). Now each enrolled cgroup's records are counted (`HB_GUARD_HELD`) and
+//!   a guarded connect of a cgroup holding as many as are free of
+//!   `limits::GUARD_FLOWS_FILED` (57,344, seven eighths of the map) is refused (EPERM,
+//!   event `guard_flows_full`): the flooding pod holds at most half, the victim's record
+//!   stays, and its request is answered
+//!   ([`a_pods_unwritten_guarded_connections_leave_another_pods_waiting_connection`]).
+//!
+//! Held (read, not run as tests here):
+//! - `HB_ALLOW4`/`HB_ALLOW6`: each policy has a share (`max_ips_per_policy`, default an
+//!   eighth of the map: 8 policies' full shares fill it); one tenant's (policy's)
+//!   sandboxes take at most their share, so one tenant alone cannot fill the map; with
+//!   more than 8 policies all filling their shares, an answer that finds the map full is
+//!   SERVFAIL with a `dns_allow_map_full` event (`dns/learned.rs`), never a silent
+//!   drop; a row's expiry is judged by the kernel (`expiry > now`), so a row the
+//!   collector has not removed yet admits nothing past its TTL.
+//!
+//! Still open or weak:
+//! - `HB_DNS_CONNS` (TCP DNS) has the same shape without the count: a pod holding
+//!   ~65,000 TCP DNS connects in `SYN_SENT` (the resolver's accept queue full) could push
+//!   out a waiting record; the resolver accepts at once, so only a connection waiting in
+//!   its accept queue loses one (not run). A UDP datagram whose `HB_DNS_UDP` record the
+//!   LRU forgot is charged to cgroup 0 (attack review 45).
+//! - the count per cgroup trusts the socket's record for the cgroup to give back to; a
+//!   connected socket handed to a process of another enrolled cgroup that calls
+//!   `connect` again (EISCONN) rewrites that record, so its close is given back to the
+//!   other cgroup (bounded by one per such socket; not run).
+//! - the LRU's margin (an eighth of the map) covers per-CPU free lists of up to 64 CPUs.
+
+use std::{fs, thread, time::Duration};
+
+use hb_tests::{
+    TcpProbe,
+    kube::{Driver, FakePod, Qos},
+    kube_cluster::{Cluster, NODE, PodNetns},
+    python,
+};
+
+/// The victim: connects to `allowed.test:80` (guarded), prints `connected`, waits for a
+/// line on stdin, then a GET on that connection: prints its status line.
+const VICTIM_PY: &str = r#"
+import socket, sys
+a = socket.getaddrinfo("allowed.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+s = socket.create_connection((a, 80), timeout=10)
+print("connected %s:%d" % s.getpeername(), flush=True)
+sys.stdin.readline()
+try:
+    s.sendall(b"GET /victim HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+    print("status " + (s.recv(4096).split(b"\r\n")[0].decode() or "closed"), flush=True)
+except OSError as e:
+    print("status " + type(e).__name__, flush=True)
+"#;
+
+/// The attacker: `argv[1]` guarded connects held open without writing (non-blocking; sources
+/// 127.0.0.2–5, the port chosen at connect), over 5 processes (a process may hold 20,000
+/// descriptors here: no `CAP_SYS_RESOURCE`); prints `opened O refused R`, then holds them
+/// until a line on stdin.
+const FLOOD_PY: &str = r#"
+import os, signal, socket, sys, time
+a = socket.getaddrinfo("allowed.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+N, W, t = int(sys.argv[1]), 5, time.time()
+report_r, report_w = os.pipe()
+hold_r, hold_w = os.pipe()
+for w in range(W):
+    if os.fork() == 0:
+        os.close(hold_w)
+        held, refused = [], 0
+        for i in range(w, N, W):
+            s = socket.socket()
+            s.setsockopt(socket.IPPROTO_IP, 24, 1)  # IP_BIND_ADDRESS_NO_PORT
+            s.bind(("127.0.0.%d" % (2 + i % 4), 0))
+            s.setblocking(False)
+            e = s.connect_ex((a, 80))
+            if e in (0, 115):
+                held.append(s)
+            else:
+                refused += 1
+                s.close()
+        os.write(report_w, b"%d %d\n" % (len(held), refused))
+        os.read(hold_r, 1)
+        os._exit(0)
+os.close(hold_r)
+signal.alarm(240)  # a worker that died would leave the count unread
+lines = b""
+while lines.count(b"\n") < W:
+    lines += os.read(report_r, 4096)
+nums = [int(x) for x in lines.split()]
+opened, refused = sum(nums[0::2]), sum(nums[1::2])
+signal.alarm(0)
+print("opened %d refused %d in %.1f s" % (opened, refused, time.time() - t), flush=True)
+sys.stdin.readline()
+"#;
+
+/// A pod of `policy` in a network namespace of its own, served (its listeners open).
+struct Pod {
+    dir: std::path::PathBuf,
+    netns: PodNetns,
+    _pause: hb_tests::kube_cluster::Sleeper,
+}
+
+fn served_pod(c: &Cluster, name: &str, policy: &str, served: u64) -> Pod {
+    let pod = FakePod::new(name, "agents", NODE, Some(policy));
+    c.add_enforced_pod(&pod);
+    let dir = c.pod_dir(Driver::Systemd, Qos::Burstable, &pod.uid);
+    fs::create_dir_all(&dir).expect("pod cgroup");
+    c.wait_enrolled(&dir, policy);
+    let netns = PodNetns::new();
+    let pause = netns.pause_in(&dir.join(hb_tests::kube::container_cgroup(Driver::Systemd)));
+    c.wait_stat("pod namespace served", |s| {
+        s["netns_served"].as_u64() >= Some(served)
+    });
+    Pod {
+        dir,
+        netns,
+        _pause: pause,
+    }
+}
+
+/// A pod (`web`) holds 70,000 guarded connects open without writing while another pod
+/// (`rawok`), in a namespace of its own, holds one connection that has not written yet:
+/// the victim's request is still answered.
+#[test]
+fn a_pods_unwritten_guarded_connections_leave_another_pods_waiting_connection() {
+    let c = Cluster::start("r51flows");
+    let web = TcpProbe::bind("203.0.113.10:80");
+    let attacker = served_pod(&c, "flood", "web", 1);
+    let victim_pod = served_pod(&c, "victim", "rawok", 2);
+
+    let mut victim = victim_pod.netns.spawn_in_pod(
+        Driver::Systemd,
+        &victim_pod.dir,
+        &[python(), "-c", VICTIM_PY],
+    );
+    let before = victim.line();
+    println!("victim: {before}");
+    assert_eq!(
+        before, "connected 203.0.113.10:80",
+        "the victim's connection"
+    );
+
+    let mut flooder = attacker.netns.spawn_in_pod(
+        Driver::Systemd,
+        &attacker.dir,
+        &[python(), "-c", FLOOD_PY, "70000"],
+    );
+    let flooded = flooder.line();
+    println!("flood: {flooded}");
+    thread::sleep(Duration::from_millis(500));
+    let records = c
+        .env
+        .hb_json(&["maps", "dump", "guard"])
+        .as_array()
+        .map_or(0, Vec::len);
+    victim.go();
+    let status = victim.line();
+    println!(
+        "figure: the victim's request after a pod's 70,000 unwritten guarded connects ({flooded}, {records} flow records): {status}"
+    );
+    flooder.go();
+    assert_eq!(
+        status,
+        "status HTTP/1.1 200 OK",
+        "another pod's flood of unwritten guarded connections cost the victim its waiting connection\n{}",
+        c.log()
+    );
+    assert!(
+        web.wait_accepted(1) >= 1,
+        "the victim's request reached the allowed upstream"
+    );
+    // The attacker's refusals are reported, under its own cgroup.
+    let refused = c.env.wait_event("guard_flows_full", |e| {
+        e["reason"] == "guard_flows_full"
+            && e["cgroup_id"] == hb_tests::kube::cgroup_id(&attacker.dir)
+    });
+    println!("refusal: {refused}");
+}
