@@ -47,7 +47,7 @@ use std::{fs, thread, time::Duration};
 
 use hb_tests::{
     TcpProbe,
-    kube::{Driver, FakePod, Qos},
+    kube::{Driver, FakePod, PinnedMap, Qos, wait_until},
     kube_cluster::{Cluster, NODE, PodNetns},
     python,
 };
@@ -172,7 +172,6 @@ fn a_pods_unwritten_guarded_connections_leave_another_pods_waiting_connection() 
     println!(
         "figure: the victim's request after a pod's 70,000 unwritten guarded connects ({flooded}, {records} flow records): {status}"
     );
-    flooder.go();
     assert_eq!(
         status,
         "status HTTP/1.1 200 OK",
@@ -189,4 +188,34 @@ fn a_pods_unwritten_guarded_connections_leave_another_pods_waiting_connection() 
             && e["cgroup_id"] == hb_tests::kube::cgroup_id(&attacker.dir)
     });
     println!("refusal: {refused}");
+    // Every record counted is given back once the connections closed: the flood leaves
+    // no share behind (key 0: all cgroups together).
+    let held = PinnedMap::open(&c.env.map_pin("HB_GUARD_HELD"));
+    let count = |key: u64| {
+        held.get_u64_key(key)
+            .map_or(0, |(lo, hi)| u64::from(lo) | u64::from(hi) << 32)
+    };
+    drop(flooder);
+    let states = || {
+        let out = attacker.netns.run(&["ss", "-Htan"]);
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let state = l.split_whitespace().next().unwrap_or("").to_owned();
+            *by.entry(state).or_default() += 1;
+        }
+        by
+    };
+    wait_until(Duration::from_secs(10), || count(0) == 0);
+    println!("after 10 s: {} counted, sockets {:?}", count(0), states());
+    let drained = wait_until(Duration::from_secs(240), || count(0) == 0);
+    println!(
+        "figure: guard flow records counted after the pods' connections closed: {} (attacker's cgroup {}), sockets {:?}",
+        count(0),
+        count(hb_tests::kube::cgroup_id(&attacker.dir)),
+        states()
+    );
+    assert!(
+        drained,
+        "counted records left after every connection closed"
+    );
 }
