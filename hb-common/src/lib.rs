@@ -55,7 +55,9 @@ pub mod map_names {
     /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a TCP connection to the
     /// resolver, as the resolver sees it) → [`DnsOrig`](crate::DnsOrig). Written by
     /// `sock_ops` when a redirected TCP DNS socket sends its SYN, read by the resolver
-    /// when it accepts (its cgroup's share of the TCP slots), removed when it closes.
+    /// when it accepts (its cgroup's share of the TCP slots), removed when it closes or
+    /// the client end closes (`sock_ops`' state callback: a connection the resolver never
+    /// accepted once left its record for good, attack review 51).
     pub const DNS_FLOWS: &str = "HB_DNS_CONNS";
     /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a redirected UDP DNS
     /// socket, as the resolver sees its datagrams) → [`DnsOrig`](crate::DnsOrig).
