@@ -15,17 +15,18 @@
 //!   writing (non-blocking, sources spread over four loopback addresses) pushed out the
 //!   record of another pod's (policy `rawok`) connection that had connected and not
 //!   written yet: the guard closed it when its request came (fail closed, but the victim
-//!   lost service). Now each enrolled cgroup's records are counted (`HB_GUARD_HELD`) and
-//!   a guarded connect of a cgroup holding as many as are free of
+//!   lost service: on 061f73e its request read `closed`). Now each enrolled cgroup's
+//!   records are counted (`HB_GUARD_HELD`) and a guarded connect of a cgroup holding as
+//!   many as are free of
 //!   `limits::GUARD_FLOWS_FILED` (57,344, seven eighths of the map) is refused (EPERM,
-//!   event `guard_flows_full`): the flooding pod holds at most half, the victim's record
-//!   stays, and its request is answered
+//!   event `guard_flows_full`): the flooding pod opened 28,673 and was refused 41,327,
+//!   the victim's record stayed and its request was answered 200; the count went back
+//!   to 0 once the flood's connections closed
 //!   ([`a_pods_unwritten_guarded_connections_leave_another_pods_waiting_connection`]).
-//!
 //! - `HB_DNS_CONNS` (TCP DNS, the same shape) was removed only by the resolver when it
 //!   accepted: a connect it never accepted left its record behind for good. A pod that
 //!   opened 70,000 TCP DNS connects in its namespace (the resolver's accept queue full
-//!   past the first few thousand) and closed them left ~21,000 records in the node's
+//!   past the first few thousand) and closed them left 24,534 records in the node's
 //!   LRU, all still there 4 minutes later (on 061f73e); enough such rounds push out
 //!   other tenants' records of connections waiting in the resolver's accept queue,
 //!   which it then closes. Now `sock_ops` removes a record when its client end closes
