@@ -146,6 +146,7 @@ pub struct Maps {
     socks_max: Array<MapData, u32>,
     socks_node: Array<MapData, u64>,
     socks_held: HashMap<MapData, u64, u64>,
+    guard_flows_held: HashMap<MapData, u64, u64>,
 }
 
 /// A policy as the kernel's table holds it.
@@ -185,6 +186,7 @@ impl Maps {
             socks_max: open_typed(bpffs_dir, map_names::SOCKS_MAX)?,
             socks_node: open_typed(bpffs_dir, map_names::SOCKS_NODE)?,
             socks_held: open_typed(bpffs_dir, map_names::SOCKS_HELD)?,
+            guard_flows_held: open_typed(bpffs_dir, map_names::GUARD_FLOWS_HELD)?,
         })
     }
 
@@ -272,22 +274,27 @@ impl Maps {
             .map_err(op(map_names::SOCKS_NODE, "update"))
     }
 
-    /// Removes the socket counts (`HB_SOCKS_HELD`) of cgroups no longer enrolled once
-    /// they are 0. The programs make a sandbox's entry at its first socket and never
-    /// remove one (see `hb-ebpf/src/socks.rs`): without this, sandboxes gone would fill
-    /// the map, which refuses every other sandbox's sockets. A count above 0 stays until
-    /// the sockets it counts are given back: a cgroup enrolled again meanwhile (a glob
-    /// matching it again) finds them still counted.
+    /// Removes the socket counts (`HB_SOCKS_HELD`) and the guard flow record counts
+    /// (`HB_GUARD_HELD`) of cgroups no longer enrolled once they are 0. The programs make
+    /// a sandbox's entry at its first socket (first guarded connect) and never remove one
+    /// (see `hb-ebpf/src/socks.rs`, `guard.rs`): without this, sandboxes gone would fill
+    /// the map, which refuses every other sandbox's sockets (guarded connects). A count
+    /// above 0 stays until what it counts is given back: a cgroup enrolled again
+    /// meanwhile (a glob matching it again) finds it still counted.
     pub fn forget_unenrolled_socket_counts(&mut self) {
-        let stale: Vec<u64> = self
-            .socks_held
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(id, held)| *held == 0 && self.enrolled.get(id, 0).is_err())
-            .map(|(id, _)| id)
-            .collect();
-        for id in stale {
-            let _ = self.socks_held.remove(&id);
+        for counts in [&mut self.socks_held, &mut self.guard_flows_held] {
+            let stale: Vec<u64> = counts
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(id, held)| {
+                    // Key 0 is no cgroup: the guard's count of all cgroups together.
+                    *held == 0 && *id != 0 && self.enrolled.get(id, 0).is_err()
+                })
+                .map(|(id, _)| id)
+                .collect();
+            for id in stale {
+                let _ = counts.remove(&id);
+            }
         }
     }
 

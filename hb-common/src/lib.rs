@@ -55,7 +55,9 @@ pub mod map_names {
     /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a TCP connection to the
     /// resolver, as the resolver sees it) → [`DnsOrig`](crate::DnsOrig). Written by
     /// `sock_ops` when a redirected TCP DNS socket sends its SYN, read by the resolver
-    /// when it accepts (its cgroup's share of the TCP slots), removed when it closes.
+    /// when it accepts (its cgroup's share of the TCP slots), removed when it closes or
+    /// the client end closes (`sock_ops`' state callback: a connection the resolver never
+    /// accepted once left its record for good, attack review 51).
     pub const DNS_FLOWS: &str = "HB_DNS_CONNS";
     /// LRU hash: [`FlowKey`](crate::FlowKey) (the client end of a redirected UDP DNS
     /// socket, as the resolver sees its datagrams) → [`DnsOrig`](crate::DnsOrig).
@@ -128,6 +130,12 @@ pub mod map_names {
     /// 48): the connections in flight. (Named anew when the
     /// key gained the network namespace: an older agent's pin has shorter keys.)
     pub const GUARD_FLOWS: &str = "HB_GUARD_CONNS";
+    /// Hash: enrolled cgroup id → how many of [`GUARD_FLOWS`]' records its sockets filed
+    /// and have not closed yet; key 0 (no cgroup's id): all cgroups together. A connect
+    /// that would take a cgroup past its part of the map is refused (reason
+    /// `guard_flows_full`), so no tenant's flood pushes out another's records (attack
+    /// review 51). The agent removes the entries at 0 of cgroups no longer enrolled.
+    pub const GUARD_FLOWS_HELD: &str = "HB_GUARD_HELD";
 
     /// Sock hash, socket cookie → socket, with `hb_guard_splice` attached as its
     /// stream verdict: the passed TLS connections whose bytes the kernel moves
@@ -194,7 +202,7 @@ pub mod map_names {
     pub const SOCK_COUNTED: &str = "HB_SOCK_COUNTED";
 
     /// Every map, in the order `hb-agent maps list` shows them.
-    pub const ALL: [&str; 33] = [
+    pub const ALL: [&str; 34] = [
         ENROLLED,
         POLICIES,
         ALLOW4,
@@ -219,6 +227,7 @@ pub mod map_names {
         GUARD_PORTS,
         GUARD_ORIG,
         GUARD_FLOWS,
+        GUARD_FLOWS_HELD,
         HOST_NETNS,
         METRICS_PORT,
         LOCAL_ADDRS,
@@ -374,9 +383,20 @@ pub mod limits {
     pub const GUARD_PORTS: u32 = 4096;
     /// Guarded connections between SYN and close at once (least recently used go: a
     /// connection whose entry is gone is closed by the guard, which fails closed). A
-    /// record lives as long as its client end: sandboxes in the host's namespace hold
-    /// far fewer sockets than this (`sockets_node_percent` of its port range).
+    /// record lives as long as its client end, and the connect hooks keep the records
+    /// of all cgroups together below [`GUARD_FLOWS_FILED`], so none is pushed out.
     pub const GUARD_FLOWS: u32 = 65_536;
+    /// Records of [`GUARD_FLOWS`] the connect hooks let all cgroups hold at once (see
+    /// [`map_names::GUARD_FLOWS_HELD`](crate::map_names)). An eighth of the map stays
+    /// free: an LRU hash starts evicting before it is full when free entries sit in
+    /// other CPUs' local lists (up to 128 each), so this leaves none to evict on
+    /// machines of up to 64 CPUs. Each cgroup may take another record only while it
+    /// holds fewer than are free: one flooding cgroup holds at most half, N of them
+    /// leave `1/(N+1)` free, and a cgroup holding few always finds room.
+    pub const GUARD_FLOWS_FILED: u64 = (GUARD_FLOWS - GUARD_FLOWS / 8) as u64;
+    /// Cgroups whose guard records are counted at once (`HB_GUARD_HELD`, with its key 0):
+    /// as many as may be enrolled.
+    pub const GUARD_FLOWS_HELD: u32 = ENROLLED + 1;
     /// Sockets (two per connection) the guard hands to the kernel at once; a connection
     /// that finds no room stays on the user-space relay.
     pub const GUARD_SPLICED: u32 = 16_384;
@@ -1064,6 +1084,13 @@ pub mod reason {
     /// UDP (a ping socket's `sendto` has no cgroup hook), a ping socket or a raw socket
     /// under a policy without [`POLICY_ICMP_ECHO`] or [`POLICY_RAW_SOCKETS`].
     pub const UNJUDGED_SEND: u32 = 16;
+    /// A guarded connect of a cgroup that holds its part of the guard's flow records
+    /// ([`limits::GUARD_FLOWS_FILED`](crate::limits)): connections to the guard that
+    /// have not closed, written or not. Filed past it, one tenant's records (a pod's
+    /// ~65,000 unwritten connections: its own network namespace bounds no socket)
+    /// pushed out other tenants' waiting connections' records, which the guard then
+    /// closed (attack review 51).
+    pub const GUARD_FLOWS_FULL: u32 = 17;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
@@ -1071,6 +1098,7 @@ pub mod reason {
             SOCKETS_NODE_MAX => "sockets_node_max",
             MPTCP => "mptcp",
             UNJUDGED_SEND => "unjudged_send",
+            GUARD_FLOWS_FULL => "guard_flows_full",
             ERROR_QUEUE => "error_queue",
             QUIC => "quic",
             GUARD_DOWN => "guard_down",

@@ -28,6 +28,7 @@
 //! port) with its policy and cgroup in `HB_DNS_UDP` ([`record_datagram`]).
 
 use aya_ebpf::{
+    bindings::{BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE},
     helpers::generated::bpf_get_netns_cookie,
     macros::map,
     maps::{Array, LruHashMap},
@@ -182,26 +183,52 @@ pub(crate) fn redirect6(
 /// its client end, the resolver port and its network namespace
 /// ([`crate::ingress::connect_key`]), which is how the resolver finds the connection's
 /// cgroup from the accepted socket. A socket that was not redirected costs one lookup.
-/// A full map is counted; the resolver then closes the connection (fail closed).
+/// A full map is counted; the resolver then closes the connection (fail closed). A filed
+/// socket's state changes are to be reported, so that [`forget_flow`] removes the record
+/// when the connection closes.
 #[inline(always)]
 pub(crate) fn record_flow(ctx: &SockOpsContext) {
+    let Some((key, orig)) = flow_of(ctx) else {
+        return;
+    };
+    if DNS_FLOWS.insert(key, orig, 0).is_err() {
+        policy::count(Counter::MapFull);
+        return;
+    }
+    // Fails only for a socket that is not a full TCP one, which sends no SYN.
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+/// In `sock_ops` at `BPF_SOCK_OPS_STATE_CB` (args: old state, new state), a TCP DNS
+/// connection's client end closing: its record goes. The resolver reads (and removes) a
+/// record when it accepts; one it never accepted (reset, or left in a full accept queue
+/// and closed) stayed in the node-wide LRU: a pod that opened and closed 70,000 left
+/// ~20,000 behind, which push out other tenants' records of connections waiting in the
+/// resolver's accept queue (attack review 51). As for the guard's records
+/// (`guard::forget_flow`): the callback fires before the socket is unhashed.
+#[inline(always)]
+pub(crate) fn forget_flow(ctx: &SockOpsContext) {
+    if ctx.arg(1) != BPF_TCP_CLOSE {
+        return;
+    }
+    let Some((key, _)) = flow_of(ctx) else {
+        return;
+    };
+    let _ = DNS_FLOWS.remove(key);
+}
+
+/// A redirected socket's flow key and record, if it connects to its policy's resolver
+/// port.
+#[inline(always)]
+fn flow_of(ctx: &SockOpsContext) -> Option<(FlowKey, DnsOrig)> {
     // SAFETY: a verifier-checked 8-byte read of the context's `sk` field (null-checked by
     // `read`).
     let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
-    let Some(orig) = DNS_NAMED.read(sk) else {
-        return;
-    };
-    let Some(cfg) = config() else { return };
-    let Some(key) = crate::ingress::connect_key(ctx) else {
-        return;
-    };
-    if key.server_port != cfg.port_base.wrapping_add(orig.policy_id as u16) {
-        // Redirected once, connected again elsewhere: not a connection to the resolver.
-        return;
-    }
-    if DNS_FLOWS.insert(key, orig, 0).is_err() {
-        policy::count(Counter::MapFull);
-    }
+    let orig = DNS_NAMED.read(sk)?;
+    let cfg = config()?;
+    let key = crate::ingress::connect_key(ctx)?;
+    // Redirected once, connected again elsewhere: not a connection to the resolver.
+    (key.server_port == cfg.port_base.wrapping_add(orig.policy_id as u16)).then_some((key, orig))
 }
 
 /// The admitted peer's `dns` marker of a redirected socket: UDP sockets get their

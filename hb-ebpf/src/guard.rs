@@ -14,6 +14,18 @@
 //! connection the guard never accepted leaves nothing behind in the shared LRU.
 //! `getpeername4|6` reports the original peer again.
 //!
+//! Each enrolled cgroup's share of `HB_GUARD_CONNS`: the records a cgroup's sockets
+//! filed and that have not closed are counted (`HB_GUARD_HELD`, key 0 all cgroups
+//! together), and a guarded connect of a cgroup that holds as many as are free
+//! (`limits::GUARD_FLOWS_FILED` less all held) is refused (EPERM, reason
+//! `guard_flows_full`). The map's bound is no socket bound: in the host's namespace
+//! `sockets_max` keeps each sandbox far below it, but a pod's sockets in its own
+//! namespace are not counted, and a pod holding ~65,000 guarded connections that wrote
+//! nothing pushed out other tenants' waiting connections' records, which the guard then
+//! closed (attack review 51). Counted at `TCP_CONNECT_CB` when the record is filed, given
+//! back when the client end enters CLOSE from another state (once per connect, whoever
+//! removed the record), to the cgroup in the socket's record.
+//!
 //! UDP to port 443, or to any port the policy guards (all of them under
 //! `guard_all_ports`), from a guarded policy is refused here unless `allow_quic = true`:
 //! the guard sees TCP only, and HTTP/3 clients fall back to TCP.
@@ -23,8 +35,10 @@
 //! guard is configured (`guard_down`); the guard closes a connection whose record it
 //! cannot find; with no guard listening the connect is refused.
 
+use core::ptr;
+
 use aya_ebpf::{
-    bindings::{BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE},
+    bindings::{BPF_NOEXIST, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::map,
     maps::{Array, HashMap, LruHashMap},
@@ -51,6 +65,13 @@ sock_storage_map! {
 #[map(name = "HB_GUARD_CONNS")]
 static GUARD_FLOWS: LruHashMap<FlowKey, GuardOrig> = LruHashMap::pinned(limits::GUARD_FLOWS, 0);
 
+/// Flow records filed and not yet closed, per enrolled cgroup; [`ALL_CGROUPS`]: all
+/// together (see the module documentation).
+#[map(name = "HB_GUARD_HELD")]
+static FLOWS_HELD: HashMap<u64, u64> = HashMap::pinned(limits::GUARD_FLOWS_HELD, 0);
+/// The key of all cgroups' count in `FLOWS_HELD` (no cgroup has id 0).
+const ALL_CGROUPS: u64 = 0;
+
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 /// Port 443 as `bpf_sock_addr.user_port` holds it.
@@ -72,6 +93,8 @@ pub(crate) enum Route {
     Unrecorded,
     /// Refused: the policy is guarded and no guard is running.
     GuardDown,
+    /// Refused: the cgroup holds its part of the guard's flow records.
+    FlowsFull,
 }
 
 #[inline(always)]
@@ -152,6 +175,9 @@ pub(crate) fn route(
         pid_tgid: bpf_get_current_pid_tgid(),
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
+    if !flow_room(cgroup_id) {
+        return Route::FlowsFull;
+    }
     let sk = dns::sock(ctx);
     if !GUARD_NAMED.write(sk, orig) {
         policy::count(Counter::MapFull);
@@ -309,6 +335,8 @@ pub(crate) fn record_flow(ctx: &SockOpsContext) {
         policy::count(Counter::MapFull);
         return;
     }
+    held_add(orig.cgroup_id, 1);
+    held_add(ALL_CGROUPS, 1);
     // Fails only for a socket that is not a full TCP one, which sends no SYN.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
 }
@@ -328,10 +356,58 @@ pub(crate) fn forget_flow(ctx: &SockOpsContext) {
     if ctx.arg(1) != BPF_TCP_CLOSE {
         return;
     }
-    let Some((key, _)) = flow_of(ctx) else {
+    let Some((key, orig)) = flow_of(ctx) else {
         return;
     };
     let _ = GUARD_FLOWS.remove(key);
+    // CLOSE is entered once per connect (`tcp_set_state` reports CLOSE to CLOSE too,
+    // which gives nothing back twice).
+    if ctx.arg(0) != BPF_TCP_CLOSE {
+        held_add(orig.cgroup_id, u64::MAX);
+        held_add(ALL_CGROUPS, u64::MAX);
+    }
+}
+
+/// Whether `cgroup_id` may file one more flow record: it holds fewer than all cgroups
+/// leave free of [`limits::GUARD_FLOWS_FILED`]. Its entry is made here, at its first
+/// guarded connect; a cgroup whose entry cannot be made (the map full) is refused. The
+/// counts are read signed: one that a hand-over of programs took below 0 (a record filed
+/// by programs that did not count it, given back by these) reads as 0.
+#[inline(always)]
+fn flow_room(cgroup_id: u64) -> bool {
+    if FLOWS_HELD.get_ptr_mut(cgroup_id).is_none() {
+        let _ = FLOWS_HELD.insert(cgroup_id, 0, u64::from(BPF_NOEXIST));
+    }
+    let Some(own) = FLOWS_HELD.get_ptr_mut(cgroup_id) else {
+        policy::count(Counter::MapFull);
+        return false;
+    };
+    let all = FLOWS_HELD.get_ptr_mut(ALL_CGROUPS).map_or(0, |p| {
+        // SAFETY: a map value's u64, 8-byte aligned.
+        (unsafe { ptr::read_volatile(p) } as i64).max(0)
+    });
+    // SAFETY: as above.
+    let own = (unsafe { ptr::read_volatile(own) } as i64).max(0);
+    own < (limits::GUARD_FLOWS_FILED as i64).saturating_sub(all)
+}
+
+/// Adds `n` (`u64::MAX`: takes one back) to the count of `key`; all cgroups' entry is
+/// made at the first record. A count at 0 is never taken below it.
+#[inline(always)]
+fn held_add(key: u64, n: u64) {
+    if key == ALL_CGROUPS && n == 1 && FLOWS_HELD.get_ptr_mut(key).is_none() {
+        let _ = FLOWS_HELD.insert(key, 0, u64::from(BPF_NOEXIST));
+    }
+    let Some(p) = FLOWS_HELD.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a map value's u64, 8-byte aligned; the add wraps (`u64::MAX`: minus one).
+    unsafe {
+        if n == u64::MAX && ptr::read_volatile(p) == 0 {
+            return;
+        }
+        policy::atomic_add(p, n);
+    }
 }
 
 /// A redirected socket's flow key and record, if it connects to its policy's guard port.

@@ -482,6 +482,7 @@ pub fn hb_sock_ops(ctx: SockOpsContext) -> u32 {
     } else if op == BPF_SOCK_OPS_STATE_CB {
         crate::socks::state_changed(&ctx);
         crate::guard::forget_flow(&ctx);
+        dns::forget_flow(&ctx);
     } else if op == BPF_SOCK_OPS_TCP_LISTEN_CB {
         listen_on_loopback_only(&ctx);
     } else if op == BPF_SOCK_OPS_TCP_CONNECT_CB {

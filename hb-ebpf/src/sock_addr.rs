@@ -459,6 +459,7 @@ fn finish(
                 Route::Quic => Judgement::Deny(reason::QUIC, Counter::DenyNotAllowed),
                 Route::Unrecorded => return REFUSE,
                 Route::GuardDown => Judgement::Deny(reason::GUARD_DOWN, Counter::DenyNotAllowed),
+                Route::FlowsFull => Judgement::Deny(reason::GUARD_FLOWS_FULL, Counter::MapFull),
             }
         }
         deny => deny,
