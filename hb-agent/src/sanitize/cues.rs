@@ -6,7 +6,7 @@
 use std::{ops::Range, sync::LazyLock};
 
 use aho_corasick::{
-    AhoCorasick, MatchKind, PatternID,
+    MatchKind, PatternID,
     automaton::{Automaton as _, StateID},
     dfa::DFA,
 };
@@ -1451,7 +1451,7 @@ fn snake_ident(hay: &[u8]) -> bool {
 
 /// The call cues that name a tool rather than order a call ("tool", "Werkzeug", "工具"):
 /// with an identifier beside them they name the tool to call.
-static TOOL_NOUNS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+static TOOL_NOUNS: LazyLock<WordSet> = LazyLock::new(|| {
     folded(&[
         "tool",
         "werkzeug",
@@ -1467,7 +1467,7 @@ static TOOL_NOUNS: LazyLock<AhoCorasick> = LazyLock::new(|| {
 });
 
 /// An order timed against the model's own answer, in each language.
-static BEFORE_ANSWER: LazyLock<AhoCorasick> = LazyLock::new(|| {
+static BEFORE_ANSWER: LazyLock<WordSet> = LazyLock::new(|| {
     folded(&[
         "before you answer",
         "before answering",
@@ -1560,7 +1560,7 @@ fn never_before(v: &[u8], p: usize) -> bool {
     NEVER.is_match(before)
 }
 
-static NEVER: LazyLock<AhoCorasick> = LazyLock::new(|| {
+static NEVER: LazyLock<WordSet> = LazyLock::new(|| {
     folded(&[
         "never",
         "niemals",
@@ -1578,13 +1578,41 @@ static NEVER: LazyLock<AhoCorasick> = LazyLock::new(|| {
     ])
 });
 
-/// An automaton over a word list folded as the view folds text.
-fn folded(list: &[&str]) -> AhoCorasick {
-    AhoCorasick::new(list.iter().map(|w| fold(w).0)).expect("word list automaton")
+/// A word list folded as the view folds text, for [`WordSet::is_match`].
+fn folded(list: &[&str]) -> WordSet {
+    let words: Vec<Vec<u8>> = list.iter().map(|w| fold(w).0).collect();
+    WordSet {
+        dfa: DFA::builder()
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(&words)
+            .expect("word list automaton"),
+        #[cfg(test)]
+        words,
+    }
+}
+
+/// A short word list the judges look for in a window (a sentence, a few dozen bytes
+/// around a cue): a full DFA stepped by hand ([`occurrences`]). The crate's generic
+/// `is_match` cost about 1,160 instructions a call on the benchmark text (2,900 calls
+/// per MiB), much of it setting up the search and its prefilter; the stepped DFA
+/// costs about 920.
+struct WordSet {
+    dfa: DFA,
+    /// The folded words: what the tests search with the crate's own automaton.
+    #[cfg(test)]
+    words: Vec<Vec<u8>>,
+}
+
+impl WordSet {
+    /// Whether any of the words occurs in `hay`.
+    fn is_match(&self, hay: &[u8]) -> bool {
+        occurrences(&self.dfa, hay).next().is_some()
+    }
 }
 
 /// Emphasis that injected commands carry.
-static IMPORTANT: LazyLock<AhoCorasick> = LazyLock::new(|| {
+static IMPORTANT: LazyLock<WordSet> = LazyLock::new(|| {
     folded(&[
         "important",
         "urgent",
@@ -1604,7 +1632,7 @@ static IMPORTANT: LazyLock<AhoCorasick> = LazyLock::new(|| {
 });
 
 /// The fixed outputs that goal-hijacking demos ask for, in each language.
-static PWNED: LazyLock<AhoCorasick> = LazyLock::new(|| {
+static PWNED: LazyLock<WordSet> = LazyLock::new(|| {
     folded(&[
         "pwned",
         "hacked",
@@ -1637,6 +1665,7 @@ static PWNED: LazyLock<AhoCorasick> = LazyLock::new(|| {
 
 #[cfg(test)]
 mod tests {
+    use aho_corasick::AhoCorasick;
     use proptest::prelude::*;
 
     use super::*;
@@ -1761,6 +1790,36 @@ mod tests {
                 HTTP.find_iter(&hay).collect::<Vec<_>>(),
                 memchr::memmem::find_iter(&hay, b"http").collect::<Vec<_>>()
             );
+        }
+    }
+
+    proptest! {
+        /// Each word set finds a word where the crate's own automaton over the same
+        /// words does (texts of the words' pieces, so that they meet, overlap and break
+        /// off).
+        #[test]
+        fn word_sets_match_as_the_crate_does(
+            parts in prop::collection::vec((0usize..1000, 0usize..4, 0..FILLER.len()), 0..24),
+        ) {
+            for set in [&*TOOL_NOUNS, &*BEFORE_ANSWER, &*NEVER, &*IMPORTANT, &*PWNED] {
+                let mut hay = Vec::new();
+                for &(w, cut, filler) in &parts {
+                    let word = &set.words[w % set.words.len()];
+                    // The whole word, or its first or last bytes.
+                    let piece = match cut {
+                        0 | 1 => &word[..],
+                        2 => &word[..word.len() / 2],
+                        _ => &word[word.len() / 2..],
+                    };
+                    hay.extend_from_slice(piece);
+                    hay.extend_from_slice(FILLER[filler].as_bytes());
+                }
+                let crate_set = AhoCorasick::new(&set.words).expect("automaton");
+                prop_assert_eq!(set.is_match(&hay), crate_set.is_match(&hay), "{:?}", String::from_utf8_lossy(&hay));
+                for cut in [hay.len() / 3, hay.len() / 2] {
+                    prop_assert_eq!(set.is_match(&hay[cut..]), crate_set.is_match(&hay[cut..]));
+                }
+            }
         }
     }
 

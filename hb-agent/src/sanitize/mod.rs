@@ -508,12 +508,13 @@ fn learned_near(
     mut marks: Vec<usize>,
     excerpts: Excerpts,
 ) -> Vec<Finding> {
-    marks.sort_unstable();
+    // The keyword pass lists them by where each keyword ends: a few bytes out of order.
+    rules::sort_nearly_sorted(&mut marks);
     marks.dedup();
     let mut cursor = 0;
     let places: Vec<usize> = marks
         .into_iter()
-        .map(|p| view.to_output_after(&mut cursor, p..p + 1).start)
+        .map(|p| view.to_output_start_after(&mut cursor, p))
         .collect();
     learned::findings_near(text, &places)
         .into_iter()
