@@ -19,7 +19,10 @@
 //!   a scrub that is itself twice as fast (`perf`, same machine, same input).
 //!   `aho-corasick` has no AVX-512 path, hence this one.
 //! - **Packed** (everywhere else): `aho-corasick`'s packed searchers (Teddy on SSSE3 or
-//!   AVX2, Rabin-Karp otherwise), anchors split into passes by [`group_anchors`].
+//!   AVX2, Rabin-Karp otherwise), anchors split into passes by [`group_anchors`], for
+//!   anchor sets that fit in [`MAX_PACKED_PASSES`] passes; larger sets (the families'
+//!   ~320 anchors) and case-folded ones go through `aho-corasick`'s leftmost-longest DFA
+//!   in one pass ([`Imp::Automaton`]).
 //!
 //! A test runs both over the same inputs and requires the same hits.
 
@@ -78,11 +81,20 @@ enum Imp {
     #[cfg(target_arch = "x86_64")]
     Fingerprint(Box<fingerprint::Tables>),
     Packed(Vec<Pass>),
-    /// Case-insensitive anchors without the fingerprint (no AVX-512 VBMI, or non-ASCII
-    /// anchors): `aho-corasick`'s leftmost-longest automaton, which answers the same
-    /// question (the first position, the longest anchor there).
-    Folded(aho_corasick::AhoCorasick),
+    /// Without the fingerprint (no AVX-512 VBMI, or non-ASCII anchors), anchors that
+    /// are case-insensitive or too many for [`MAX_PACKED_PASSES`] packed passes:
+    /// `aho-corasick`'s leftmost-longest DFA, which answers the same question (the first
+    /// position, the longest anchor there) in one pass. The families' 318 anchors took 17
+    /// Teddy passes, two thirds of a clean scrub's instructions (callgrind, where the
+    /// fingerprint does not run); the DFA reads each byte once.
+    Automaton(aho_corasick::AhoCorasick),
 }
+
+/// Most passes of packed searchers an anchor set is split into; past that, one pass of
+/// [`Imp::Automaton`]. Teddy reads the whole input once per pass (about 1.5 instructions
+/// per byte each, callgrind, before its candidates are verified); three passes are what
+/// the 49 anchors this was first measured with took.
+const MAX_PACKED_PASSES: usize = 3;
 
 /// [`Index`]'s slot of an anchor's (or a candidate's) first three bytes.
 #[inline]
@@ -199,17 +211,18 @@ impl AnchorScan {
             return Imp::Fingerprint(Box::new(tables));
         }
         let _ = kind;
-        if fold {
-            return Imp::Folded(
+        let groups = group_anchors(anchors);
+        if fold || groups.len() > MAX_PACKED_PASSES {
+            return Imp::Automaton(
                 aho_corasick::AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
+                    .ascii_case_insensitive(fold)
                     .match_kind(aho_corasick::MatchKind::LeftmostLongest)
                     .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                     .build(anchors)
                     .expect("non-empty anchors build an automaton"),
             );
         }
-        let passes = group_anchors(anchors)
+        let passes = groups
             .into_iter()
             .map(|group| {
                 let mut builder = packed::Config::new()
@@ -235,7 +248,7 @@ impl AnchorScan {
             #[cfg(target_arch = "x86_64")]
             Imp::Fingerprint(_) => 1,
             Imp::Packed(p) => p.len(),
-            Imp::Folded(_) => 1,
+            Imp::Automaton(_) => 1,
         }
     }
 
@@ -257,7 +270,7 @@ impl AnchorScan {
                     .find_in(hay, aho_corasick::Span::from(from..hay.len()))
                     .map(|m| (m.start(), p.anchors[m.pattern().as_usize()]))
             }
-            Imp::Folded(ac) => ac
+            Imp::Automaton(ac) => ac
                 .find(aho_corasick::Input::new(hay).span(from..hay.len()))
                 .map(|m| (m.start(), m.pattern().as_usize())),
         }
