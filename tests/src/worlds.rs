@@ -355,6 +355,62 @@ pub fn started_agent(name: &str, config: &str) -> TestEnv {
     env
 }
 
+/// Python a sandbox runs before a plain-HTTP attack on the shared address of the guard's
+/// worlds (203.0.113.10 serving `allowed.test`, `write.test` and `evil.test` by `Host`):
+/// resolves the two allowed names through hb (which validates the address for them,
+/// `SHARED`); `exchange(data)` sends `data` on one connection to port 80, waits for the
+/// answers, half-closes and returns every status line that came back (`["closed"]` for
+/// none, the exception's name if the connection failed).
+pub const SHARED_HTTP_PRELUDE: &str = r#"
+import socket, ssl, time
+def resolve(name):
+    return socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+SHARED = resolve("write.test")
+assert resolve("allowed.test") == SHARED == "203.0.113.10", SHARED
+def recv_all(s):
+    out = b""
+    s.settimeout(3)
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except OSError:
+        pass
+    return out
+def statuses(got):
+    return [l.decode("latin-1") for l in got.split(b"\r\n") if l.startswith(b"HTTP/")]
+def exchange(data):
+    s = socket.create_connection((SHARED, 80), timeout=5)
+    try:
+        s.sendall(data)
+        time.sleep(0.5)
+        s.shutdown(socket.SHUT_WR)
+        return statuses(recv_all(s)) or ["closed"]
+    except OSError as e:
+        return [type(e).__name__]
+    finally:
+        s.close()
+"#;
+
+/// The shared servers' records of requests routed to `evil.test`'s virtual host.
+pub fn reached_evil(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["vhost"] == "evil.test")
+        .collect()
+}
+
+/// The shared servers' records of write methods (any but GET and HEAD) that reached a
+/// virtual host other than `write.test`, the one host the worlds' policy writes to.
+pub fn writes_elsewhere(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["method"] != "GET" && r["method"] != "HEAD" && r["vhost"] != "write.test")
+        .collect()
+}
+
 /// Runs `script` (Python) as uid 65534 in a sandbox of `policy`, its DNS through hb's
 /// resolver; what it printed. The script travels hex-encoded (no quoting to get wrong).
 pub fn attack_as(env: &TestEnv, policy: &str, script: &str) -> String {

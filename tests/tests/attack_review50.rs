@@ -74,7 +74,10 @@ use std::{
 use hb_tests::{
     TestEnv,
     upstream::Dnsmasq,
-    worlds::{RecordingPython, attack_as, names_on_lo, resolver_config, started_agent},
+    worlds::{
+        RecordingPython, SHARED_HTTP_PRELUDE, attack_as, names_on_lo, reached_evil,
+        resolver_config, started_agent, writes_elsewhere,
+    },
 };
 use serde_json::Value;
 
@@ -190,9 +193,9 @@ guard_ports = [80, 443]
     }
 
     /// Runs a Python script in a `web` sandbox as uid 65534, its DNS through hb's
-    /// resolver, after [`PRELUDE`].
+    /// resolver, after [`SHARED_HTTP_PRELUDE`].
     fn attack(&self, body: &str) -> String {
-        attack_as(&self.env, "web", &format!("{PRELUDE}\n{body}"))
+        attack_as(&self.env, "web", &format!("{SHARED_HTTP_PRELUDE}\n{body}"))
     }
 }
 
@@ -202,58 +205,6 @@ impl Drop for World {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// Resolves both allowed names through hb (which validates the shared address for
-/// them); `exchange(data)` sends `data` on one connection to port 80, waits for the
-/// answers, half-closes and returns every status line that came back.
-const PRELUDE: &str = r#"
-import socket, time
-def resolve(name):
-    return socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
-SHARED = resolve("write.test")
-assert resolve("allowed.test") == SHARED == "203.0.113.10", SHARED
-def recv_all(s):
-    out = b""
-    s.settimeout(3)
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            out += d
-    except OSError:
-        pass
-    return out
-def statuses(got):
-    return [l.decode("latin-1") for l in got.split(b"\r\n") if l.startswith(b"HTTP/")]
-def exchange(data):
-    s = socket.create_connection((SHARED, 80), timeout=5)
-    try:
-        s.sendall(data)
-        time.sleep(0.5)
-        s.shutdown(socket.SHUT_WR)
-        return statuses(recv_all(s)) or ["closed"]
-    except OSError as e:
-        return [type(e).__name__]
-    finally:
-        s.close()
-"#;
-
-/// Requests routed to evil.test's virtual host.
-fn reached_evil(records: &[Value]) -> Vec<&Value> {
-    records
-        .iter()
-        .filter(|r| r["vhost"] == "evil.test")
-        .collect()
-}
-
-/// Write methods that reached a host other than write.test.
-fn writes_elsewhere(records: &[Value]) -> Vec<&Value> {
-    records
-        .iter()
-        .filter(|r| r["method"] != "GET" && r["method"] != "HEAD" && r["vhost"] != "write.test")
-        .collect()
 }
 
 /// FINDING R50-1 (fixed). A POST to `write.test` (a host the policy may write to) whose
