@@ -1313,6 +1313,90 @@ fn a_verify_probe_slower_than_its_interval_is_shared_by_a_later_401() {
     w.finish(&format!("{got:?}"), &[OLD, ADMIN, &new]);
 }
 
+/// A sandbox's client like [`CALLER`], whose line `end` ends the handle's execution
+/// (revoking the handle) instead of making a call, and prints `["end", "ended", null]`.
+const ENDER: &str = r#"
+import threading
+got = Client(SOCK).handle("svc", "bot")
+h, execution = got["handle"], got["execution"]
+print("ready", flush=True)
+lock = threading.Lock()
+def call(step):
+    try:
+        r = Client(SOCK).request("GET", "https://api.test/keys?file=" + STORE + "&step=" + step, handle=h)
+        out = [step, r["status"], r.get("credential_error")]
+    except BrokerError as e:
+        out = [step, e.code, None]
+    with lock:
+        print(json.dumps(out), flush=True)
+threads = []
+for line in sys.stdin:
+    step = line.strip()
+    if step == "quit":
+        break
+    if step == "end":
+        Client(SOCK).end_execution(execution, "done")
+        with lock:
+            print(json.dumps(["end", "ended", None]), flush=True)
+        continue
+    t = threading.Thread(target=call, args=(step,))
+    t.start()
+    threads.append(t)
+for t in threads:
+    t.join()
+"#;
+
+/// A call held for a rotation (its key revoked out of band, the verify probe held by the
+/// test) whose handle is revoked during the hold (its execution ended) is not sent again
+/// with the new key when the rotation finishes: it is refused as a dead handle, and the
+/// API never sees the new key for it. Before, the hold's retry sent the account's next
+/// key for a handle that no longer existed (attack review 49's open item).
+#[test]
+fn a_call_whose_handle_is_revoked_while_held_is_not_sent_with_the_new_key() {
+    let name = "rotheldrevoked";
+    let go = std::env::temp_dir()
+        .join(format!("hb-{name}-{}", std::process::id()))
+        .join("go");
+    let tuning = "grace_secs = 1\nwatch_secs = 1\nretry_base_secs = 1\nretry_cap_secs = 2\n\
+                  timeout_secs = 2\nhold_secs = 25\n";
+    let mut w = world_tuned(
+        name,
+        tuning,
+        None,
+        "",
+        "",
+        &format!("&wait={}", go.display()),
+    );
+    w.env.start_agent();
+    let mut client = Client::start(&w, ENDER, &[], &[], "ready");
+    w.provider.revoke_all_out_of_band();
+    client.say("held");
+    // The call's 401 started the probe, which waits for `go`: the call is held.
+    wait_until("the held call's probe never reached verify_url", 15, || {
+        !bearers(&w.api, "verify").is_empty()
+    });
+    client.say("end");
+    let ended = client.answer();
+    assert_eq!(ended[1], "ended", "{ended}");
+    fs::write(&go, "").expect("go");
+    let held = client.answer();
+    client.say("quit");
+    client.finish();
+    let new_keys_seen = bearers(&w.api, "held").iter().filter(|k| *k != OLD).count();
+    println!("figure: the held call answered {held}; new keys the API saw for it: {new_keys_seen}");
+    assert_eq!(held[0], "held", "{held}");
+    assert_eq!(
+        held[1], "unknown_handle",
+        "refused as a dead handle: {held}"
+    );
+    assert_eq!(
+        new_keys_seen, 0,
+        "the new key went out for a revoked handle"
+    );
+    let new = w.provider.minted()[0].clone();
+    w.finish(&format!("{held}"), &[OLD, ADMIN, &new]);
+}
+
 /// A rotation is open (the provider down, 503) when the key is revoked out of band: a
 /// call refused with it is held on that rotation — not answered `credential_dead` for
 /// the cooldown — and sent once more with the new key when the provider is back and

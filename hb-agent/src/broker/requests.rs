@@ -37,7 +37,8 @@
 //!   with the previous value, still in its grace period (and for a moment after the
 //!   account's calls try the previous value first: see `propagation`). [`hold_for_rotation`]: a 401
 //!   still, and the account's key is probed; a dead key's rotation is waited for (at
-//!   most `hold_secs`) and the call sent once more with the new key.
+//!   most `hold_secs`) and the call sent once more with the new key, its handle judged
+//!   again first ([`still_entitled`]).
 //!   An exchange that fails gives an error that may quote the upstream (a `Location`,
 //!   a `Content-Encoding`): scrubbed as its answer would be ([`upstream_error`]).
 //! - [`respond`]: for a call that carried a credential, a partial answer (206,
@@ -609,6 +610,7 @@ pub async fn request(
     match hold_for_rotation(&call, &decision, &sent, &response).await? {
         AfterHold::Pass => {}
         AfterHold::Retry(replacement) => {
+            still_entitled(&call, owner, &parsed)?;
             let outbound = inject(&decision, Some(&replacement), &parsed)?;
             sent.push(replacement);
             response = send(
@@ -1367,6 +1369,18 @@ async fn hold_for_rotation(
         // The rotation finished, but its key is the one refused.
         _ => "replacement_refused",
     }))
+}
+
+/// Phase 5d: before a held call goes out again with a new key, its handle is judged
+/// again as [`decide_with_handle`] judged it: the hold can outlast the handle (its
+/// execution ended, a decoy's use revoked the caller's handles, the account barred), and
+/// a revoked handle's call must not carry the account's next key. Refused as a dead
+/// handle is.
+fn still_entitled(call: &Call<'_>, owner: Owner, parsed: &Parsed) -> Result<(), ApiError> {
+    match &parsed.handle {
+        Some(h) => decide_with_handle(call, owner, parsed, h).map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 /// Phase 3b: a request that holds a run of a credential its call would carry, or of
