@@ -31,7 +31,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use hb_common::{map_names, pin_dirs, prog_names};
+use hb_common::{limits, map_names, pin_dirs, prog_names};
 
 /// The compiled kernel side, built by `build.rs` through aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hb-ebpf"));
@@ -154,12 +154,32 @@ pub fn load(bpffs_dir: &Path) -> Result<Ebpf> {
         return Err(LoadError::NoObject);
     }
     let maps = bpffs_dir.join(pin_dirs::MAPS);
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
     let ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps)
+        .map_max_entries(map_names::GUARD_FLOWS, guard_flow_entries(cpus))
         .load(OBJECT)
         .map_err(LoadError::Object)?;
     remove_retired_pins(&maps);
     Ok(ebpf)
+}
+
+/// Free entries an LRU hash map keeps in each CPU's local list at most
+/// (`LOCAL_FREE_TARGET`, kernel/bpf/bpf_lru_list.h): entries parked there are not free
+/// to the other CPUs, so the map evicts before it is full.
+const LRU_LOCAL_FREE: u32 = 128;
+
+/// Entries of the guard's flow records (`HB_GUARD_CONNS`) on a node of `cpus` possible
+/// CPUs: what the connect hooks let all cgroups hold (`limits::GUARD_FLOWS_FILED`) and
+/// every CPU's local free list besides, so a record is never pushed out while the hooks
+/// keep below that (attack review 51): `limits::GUARD_FLOWS` up to 64 CPUs, more above.
+/// A map an older agent pinned keeps its size until its pin goes.
+fn guard_flow_entries(cpus: usize) -> u32 {
+    let lists = u32::try_from(cpus)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(LRU_LOCAL_FREE);
+    let filed = u32::try_from(limits::GUARD_FLOWS_FILED).unwrap_or(u32::MAX);
+    limits::GUARD_FLOWS.max(filed.saturating_add(lists))
 }
 
 /// Unpins the maps no program of this agent uses. An older agent's programs, still
@@ -559,4 +579,25 @@ pub fn all_attached(bpffs_dir: &Path, programs: &[&'static str], cgroup_id: u64)
     link_states(bpffs_dir, programs)
         .iter()
         .all(|(_, s)| matches!(s, LinkState::Attached { cgroup_id: c, .. } if *c == cgroup_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Up to 64 CPUs the map keeps its declared size; past them it grows by each CPU's
+    /// local free list, so the part the hooks let cgroups hold is never evicted.
+    #[test]
+    fn guard_flow_entries_leave_every_cpus_free_list_beside_the_held_part() {
+        assert_eq!(guard_flow_entries(1), limits::GUARD_FLOWS);
+        assert_eq!(guard_flow_entries(64), limits::GUARD_FLOWS);
+        for cpus in [65, 96, 256, 1024] {
+            let entries = u64::from(guard_flow_entries(cpus));
+            assert_eq!(
+                entries,
+                limits::GUARD_FLOWS_FILED + cpus as u64 * u64::from(LRU_LOCAL_FREE),
+                "{cpus} CPUs"
+            );
+        }
+    }
 }

@@ -384,13 +384,15 @@ pub mod limits {
     /// Guarded connections between SYN and close at once (least recently used go: a
     /// connection whose entry is gone is closed by the guard, which fails closed). A
     /// record lives as long as its client end, and the connect hooks keep the records
-    /// of all cgroups together below [`GUARD_FLOWS_FILED`], so none is pushed out.
+    /// of all cgroups together below [`GUARD_FLOWS_FILED`], so none is pushed out. The
+    /// size declared; on a node of more than 64 CPUs the agent creates the map larger
+    /// (`loader::guard_flow_entries`: 128 entries per CPU beside the held part).
     pub const GUARD_FLOWS: u32 = 65_536;
     /// Records of [`GUARD_FLOWS`] the connect hooks let all cgroups hold at once (see
     /// [`map_names::GUARD_FLOWS_HELD`](crate::map_names)). An eighth of the map stays
     /// free: an LRU hash starts evicting before it is full when free entries sit in
     /// other CPUs' local lists (up to 128 each), so this leaves none to evict on
-    /// machines of up to 64 CPUs. Each cgroup may take another record only while it
+    /// machines of up to 64 CPUs (the agent grows the map on larger ones). Each cgroup may take another record only while it
     /// holds fewer than are free: one flooding cgroup holds at most half, N of them
     /// leave `1/(N+1)` free, and a cgroup holding few always finds room.
     pub const GUARD_FLOWS_FILED: u64 = (GUARD_FLOWS - GUARD_FLOWS / 8) as u64;

@@ -57,7 +57,9 @@
 //!   connected socket handed to a process of another enrolled cgroup that calls
 //!   `connect` again (EISCONN) rewrites that record, so its close is given back to the
 //!   other cgroup (bounded by one per such socket; not run).
-//! - the LRU's margin (an eighth of the map) covers per-CPU free lists of up to 64 CPUs.
+//! - the LRU's margin (an eighth of the map) covers per-CPU free lists of up to 64 CPUs;
+//!   on larger nodes the agent now creates the map larger by 128 entries a CPU
+//!   (`loader::guard_flow_entries`; a unit test, no machine here has more than 64).
 
 use std::{fs, thread, time::Duration};
 
