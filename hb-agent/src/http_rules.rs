@@ -113,6 +113,7 @@ fn request_line_space(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn method_overrides_are_read_without_case_and_with_underscores() {
@@ -133,8 +134,6 @@ mod tests {
             assert!(!is_method_override(name), "{name}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn bodiless_methods_are_the_five_in_any_case() {
