@@ -935,8 +935,17 @@ fn a_namespace_limits_the_policies_its_pods_may_name() {
 /// `argv[1]` (through the guard), prints `connected`, sends its plain-HTTP request only
 /// after a line on stdin, and prints `body <what came back>`.
 const SAME_PORT_CLIENT: &str = r#"
-import socket, sys
+import socket, ssl, sys
 port = int(sys.argv[1])
+def client_hello():
+    # The first flight of a TLS client for allowed.test: port 443 passes TLS only.
+    into, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(into, out, server_hostname="allowed.test")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
 ip = socket.getaddrinfo("allowed.test", port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -945,7 +954,10 @@ s.settimeout(5)
 s.connect((ip, port))
 print("connected", s.getsockname()[0], s.getsockname()[1], flush=True)
 sys.stdin.readline()
-s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+if port == 443:
+    s.sendall(client_hello())
+else:
+    s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
 d = b""
 while True:
     try:
@@ -961,7 +973,8 @@ print("body", d.split(b"\r\n\r\n", 1)[-1].decode() or "EMPTY", flush=True)
 
 /// Two pods of one policy, each in its own network namespace, whose clients use the same
 /// source address and port (127.0.0.1:40404) through the guard at the same time, each to
-/// its own destination (allowed.test on port 80, and on port 443). The guard files each
+/// its own destination (allowed.test on port 80, plain HTTP, and on port 443, a TLS
+/// ClientHello: the guard passes only TLS there). The guard files each
 /// connection under its network namespace too, so each reaches its own recording
 /// listener; keyed by address and ports alone, the second connect's record replaced the
 /// first's, and the first pod's request went to the second pod's destination.
